@@ -1,0 +1,425 @@
+/*
+ * libpresence: who is online, idle or offline, across sessions and instances.
+ *
+ * The application reports sessions (one per connection of an authenticated
+ * user); the library computes each user's status and calls the application's
+ * callbacks on every real transition. See docs/c-api.md for the model, the
+ * threading and re-entrancy rules and a complete example.
+ *
+ * Conventions:
+ *   - Every function returning int returns 0 (or a non-negative count) on
+ *     success and a negative PRESENCE_E* code on failure. A failed call
+ *     changes nothing.
+ *   - Strings passed in are copied; strings handed to callbacks are valid only
+ *     for the duration of the callback.
+ *   - A presence_t is not thread-safe: use it from one thread (the thread of
+ *     your event loop). Callbacks run on that thread, inside the call that
+ *     caused them.
+ */
+#ifndef PRESENCE_H
+#define PRESENCE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define PRESENCE_VERSION_MAJOR 0
+#define PRESENCE_VERSION_MINOR 1
+#define PRESENCE_VERSION_PATCH 0
+#define PRESENCE_VERSION_STRING "0.1.0"
+
+/* Longest session id, user id or instance id, in bytes. */
+#define PRESENCE_ID_MAX 128
+/* Longest session metadata (a JSON text, stored verbatim), in bytes. */
+#define PRESENCE_META_MAX 4096
+
+/* ------------------------------------------------------------------------ */
+/* Errors                                                                   */
+/* ------------------------------------------------------------------------ */
+
+/* XX(name, value, message). Values are stable: they appear in the daemon's
+ * metrics and logs. */
+#define PRESENCE_ERRNO_MAP(XX)                                                 \
+  XX(EINVAL, -1, "invalid argument")                                           \
+  XX(ENOMEM, -2, "out of memory")                                              \
+  XX(EID, -3, "id is empty, longer than 128 bytes, not UTF-8 or has control characters") \
+  XX(ESTATUS, -4, "status must be online or idle")                             \
+  XX(ENOSESSION, -5, "no such session")                                        \
+  XX(EEXIST, -6, "session already connected")                                  \
+  XX(ELIMIT, -7, "too many sessions for this user")                            \
+  XX(EMETA, -8, "session metadata too large")                                  \
+  XX(ECURSOR, -9, "cursor fell out of the log")                                \
+  XX(ENOTSUP, -10, "operation not supported by this store")                    \
+  XX(EFENCED, -11, "write refused: this instance lost its lease")              \
+  XX(ESTORE, -12, "store unavailable")                                         \
+  XX(ETIMEDOUT, -13, "store operation timed out")                              \
+  XX(ESHUTDOWN, -14, "instance is shutting down")                              \
+  XX(EBUSY, -15, "operation not allowed here")
+
+typedef enum {
+#define PRESENCE_XX_(name, value, msg) PRESENCE_##name = (value),
+  PRESENCE_ERRNO_MAP(PRESENCE_XX_)
+#undef PRESENCE_XX_
+  PRESENCE_ERRNO_MIN_ = -16
+} presence_errno_t;
+
+/* Human-readable message for a code ("ok" for 0, "unknown error" otherwise). */
+const char *presence_strerror(int code);
+/* Symbolic name of a code, e.g. "ENOSESSION" ("OK" for 0). */
+const char *presence_err_name(int code);
+
+/* ------------------------------------------------------------------------ */
+/* Values                                                                   */
+/* ------------------------------------------------------------------------ */
+
+typedef enum {
+  PRESENCE_OFFLINE = 0,
+  PRESENCE_ONLINE = 1,
+  PRESENCE_IDLE = 2
+} presence_status_t;
+
+typedef enum {
+  PRESENCE_EV_SESSION_CONNECTED = 0,
+  PRESENCE_EV_SESSION_DISCONNECTED,
+  PRESENCE_EV_SESSION_STATUS,
+  PRESENCE_EV_USER_ONLINE,
+  PRESENCE_EV_USER_IDLE,
+  PRESENCE_EV_USER_OFFLINE,
+  PRESENCE_EV_CLEANUP,
+  PRESENCE_EV_COUNT_,
+  /* Registration only: every event type. */
+  PRESENCE_EV_ANY = 100
+} presence_event_type_t;
+
+typedef enum {
+  PRESENCE_REASON_NONE = 0,
+  PRESENCE_REASON_CONNECT,
+  PRESENCE_REASON_DISCONNECT,
+  PRESENCE_REASON_EXPLICIT,
+  PRESENCE_REASON_INACTIVITY,
+  PRESENCE_REASON_TIMEOUT,
+  PRESENCE_REASON_KICKED,
+  PRESENCE_REASON_SHUTDOWN,
+  PRESENCE_REASON_INSTANCE_LOST,
+  PRESENCE_REASON_RESYNC,
+  PRESENCE_REASON_COUNT_
+} presence_reason_t;
+
+/* "online", "idle", "offline"; "session.connected", ...; "connect", ... */
+const char *presence_status_name(presence_status_t s);
+const char *presence_event_type_name(presence_event_type_t t);
+const char *presence_reason_name(presence_reason_t r);
+/* Parse the names above back. Return 0 and set *out, or PRESENCE_EINVAL. */
+int presence_status_parse(const char *name, presence_status_t *out);
+int presence_reason_parse(const char *name, presence_reason_t *out);
+
+/* Event flags. */
+#define PRESENCE_EVENT_REMOTE 0x1u /* caused by another instance (Redis store) */
+
+/*
+ * One transition. Every event has a sequence number, monotonic per store
+ * (the same numbering the transition log and GET /v1/events use).
+ *
+ *   session.connected     session_id, user_id, meta, to = session status
+ *   session.disconnected  session_id, user_id, from = last session status
+ *   session.status        session_id, user_id, from, to
+ *   user.online/idle/offline
+ *                         user_id, from, to, user_version, session_id = the
+ *                         causing session or NULL (grace expiry, cleanup)
+ *   cleanup               instance_id = the dead instance (NULL for a fresh
+ *                         start), session_ids = its sessions (NULL for a
+ *                         fresh start)
+ *
+ * Order: a session event is always dispatched before the user event it
+ * caused; cleanup comes after the disconnections and user transitions it
+ * caused.
+ */
+typedef struct presence_event {
+  presence_event_type_t type;
+  presence_reason_t reason;
+  uint64_t seq;
+  int64_t ts_ms; /* wall-clock milliseconds since the epoch */
+  const char *session_id;
+  const char *user_id;
+  const char *meta;
+  presence_status_t from;
+  presence_status_t to;
+  uint64_t user_version; /* user events: the user's version after it */
+  const char *instance_id;
+  uint64_t epoch;
+  const char *const *session_ids;
+  size_t n_session_ids;
+  unsigned flags;
+} presence_event_t;
+
+typedef struct presence_user_info {
+  const char *user_id;
+  presence_status_t status;
+  int64_t since_ms;      /* when status took its current value (0: never) */
+  int64_t last_seen_ms;  /* when last online or idle (0: never) */
+  uint32_t session_count;
+  uint32_t online_count; /* sessions that are online (the rest are idle) */
+  uint64_t version;      /* bumped on every user transition */
+} presence_user_info_t;
+
+typedef struct presence_session_info {
+  const char *session_id;
+  const char *user_id;
+  const char *meta;        /* NULL if none */
+  const char *instance_id; /* the instance holding it */
+  presence_status_t status;
+  presence_reason_t status_reason; /* why it has its status */
+  int64_t connected_ms;
+  int64_t status_since_ms;
+} presence_session_info_t;
+
+/* ------------------------------------------------------------------------ */
+/* Injected services: allocation, clocks, randomness, logging               */
+/* ------------------------------------------------------------------------ */
+
+typedef struct presence_allocator {
+  void *(*malloc)(void *ud, size_t size);
+  void *(*realloc)(void *ud, void *ptr, size_t size);
+  void (*free)(void *ud, void *ptr);
+  void *ud;
+} presence_allocator_t;
+
+/* wall_ms: milliseconds since the Unix epoch (timestamps, last_seen).
+ * mono_ms: a monotonic clock (timers: grace, inactivity). Either may be NULL,
+ * in which case the system clock is used. Tests inject both. */
+typedef struct presence_clock {
+  int64_t (*wall_ms)(void *ud);
+  int64_t (*mono_ms)(void *ud);
+  void *ud;
+} presence_clock_t;
+
+typedef enum {
+  PRESENCE_LOG_ERROR = 0,
+  PRESENCE_LOG_WARN,
+  PRESENCE_LOG_INFO,
+  PRESENCE_LOG_DEBUG
+} presence_log_level_t;
+
+typedef void (*presence_log_fn)(void *ud, presence_log_level_t level,
+                                const char *msg);
+
+struct presence_store; /* see presence_store.h */
+
+typedef struct presence_options {
+  presence_allocator_t allocator; /* zeroed: malloc/realloc/free */
+  presence_clock_t clock;         /* zeroed: system clocks */
+  presence_log_fn log;            /* NULL: no logging */
+  void *log_ud;
+  const char *instance_id; /* NULL: "local" */
+  uint64_t epoch;          /* incarnation of this instance; 0: 1 */
+  /* A user's last session ending waits this long before user.offline; a
+   * session of the same user inside the window cancels it. 0: immediate. */
+  uint32_t offline_grace_ms;
+  /* A session with no activity (presence_session_touch) for this long becomes
+   * idle with reason "inactivity", and online again on its next activity.
+   * 0: off. */
+  uint32_t inactivity_ms;
+  /* Events kept in the in-memory transition log. 0: 65536. */
+  uint32_t log_capacity;
+  /* Sessions one user may hold at once. 0: unlimited. */
+  uint32_t max_sessions_per_user;
+  /* The store. NULL: an embedded in-memory store owned by the presence_t.
+   * Otherwise the presence_t takes ownership and destroys it. */
+  struct presence_store *store;
+} presence_options_t;
+
+/* ------------------------------------------------------------------------ */
+/* Lifecycle                                                                */
+/* ------------------------------------------------------------------------ */
+
+typedef struct presence presence_t;
+
+/* Zeroed options are valid: defaults everywhere. */
+void presence_options_init(presence_options_t *opts);
+
+/* Create an instance. opts may be NULL. Returns 0 and sets *out, or an error
+ * (invalid instance id, out of memory). */
+int presence_new(const presence_options_t *opts, presence_t **out);
+
+/* Free it. No callback runs. Must not be called from inside a callback. */
+void presence_free(presence_t *p);
+
+/* ------------------------------------------------------------------------ */
+/* Callbacks                                                                */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * Called for each event, on the thread that drives the presence_t, from inside
+ * the call that caused it (presence_session_connect, presence_tick, ...).
+ * Callbacks of one event type run in registration order; catch-all callbacks
+ * (PRESENCE_EV_ANY) run after the typed ones.
+ *
+ * A callback may call any query, and any mutating function: a mutation made
+ * from a callback runs at once, and its events are dispatched after the
+ * events already pending, so every callback still sees events in sequence
+ * order. A callback must not call presence_free.
+ */
+typedef void (*presence_event_cb)(presence_t *p, const presence_event_t *ev,
+                                  void *ud);
+
+/* Register cb for one event type or PRESENCE_EV_ANY. Returns a handle (> 0)
+ * for presence_off, or an error. */
+int presence_on(presence_t *p, presence_event_type_t type, presence_event_cb cb,
+                void *ud);
+/* Unregister; safe from inside a callback. */
+int presence_off(presence_t *p, int handle);
+
+/* The seed's vocabulary. */
+int presence_on_session_connected(presence_t *p, presence_event_cb cb, void *ud);
+int presence_on_session_disconnected(presence_t *p, presence_event_cb cb,
+                                     void *ud);
+int presence_on_cleanup(presence_t *p, presence_event_cb cb, void *ud);
+int presence_on_user_online(presence_t *p, presence_event_cb cb, void *ud);
+int presence_on_user_idle(presence_t *p, presence_event_cb cb, void *ud);
+int presence_on_user_offline(presence_t *p, presence_event_cb cb, void *ud);
+int presence_on_event(presence_t *p, presence_event_cb cb, void *ud);
+
+/* ------------------------------------------------------------------------ */
+/* Sessions                                                                 */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * Completion of a mutation. With the embedded store every call completes
+ * before it returns (done, if given, runs first, with the same code the call
+ * returns). With an asynchronous store (Redis) a call returns 0 when the
+ * request is accepted and done reports the outcome later; validation errors
+ * are still returned at once, and then done is not called.
+ */
+typedef void (*presence_done_cb)(presence_t *p, int status, void *ud);
+
+/* A new session of user_id, online. meta: optional JSON text kept with the
+ * session. Errors: EID, EMETA, EEXIST (the id is connected: nothing changes),
+ * ELIMIT. */
+int presence_session_connect(presence_t *p, const char *session_id,
+                             const char *user_id, const char *meta,
+                             presence_done_cb done, void *ud);
+
+/* End a session (reason "disconnect"). ENOSESSION if it is not connected:
+ * a second disconnect changes nothing and emits nothing. */
+int presence_session_disconnect(presence_t *p, const char *session_id,
+                                presence_done_cb done, void *ud);
+
+/* End a session for a reason: PRESENCE_REASON_DISCONNECT, TIMEOUT, KICKED or
+ * SHUTDOWN. */
+int presence_session_end(presence_t *p, const char *session_id,
+                         presence_reason_t reason, presence_done_cb done,
+                         void *ud);
+
+/* The seed's kick: presence_session_end(..., PRESENCE_REASON_KICKED, ...). */
+int presence_session_kick(presence_t *p, const char *session_id,
+                          presence_done_cb done, void *ud);
+
+/* Set a session online or idle (reason "explicit"). Setting the status it
+ * already has emits nothing. ENOSESSION for a closed session: it is never
+ * re-created. ESTATUS for anything but online/idle. */
+int presence_session_set_status(presence_t *p, const char *session_id,
+                                presence_status_t status,
+                                presence_done_cb done, void *ud);
+
+/* Record activity on a session (any client message). With inactivity_ms set,
+ * a session made idle by inactivity becomes online again (reason
+ * "inactivity"); a session the client set idle stays idle. */
+int presence_session_touch(presence_t *p, const char *session_id);
+
+/* ------------------------------------------------------------------------ */
+/* Queries                                                                  */
+/* ------------------------------------------------------------------------ */
+
+typedef void (*presence_user_cb)(presence_t *p, int status,
+                                 const presence_user_info_t *info, void *ud);
+typedef void (*presence_sessions_cb)(presence_t *p, int status,
+                                     const presence_session_info_t *sessions,
+                                     size_t n, void *ud);
+
+/* A user's presence. A user the store has never seen is offline with version
+ * 0: that is an answer, not an error. */
+int presence_user_query(presence_t *p, const char *user_id, presence_user_cb cb,
+                        void *ud);
+int presence_sessions_query(presence_t *p, const char *user_id,
+                            presence_sessions_cb cb, void *ud);
+
+/* Synchronous forms, for stores that answer at once (the embedded one):
+ * ENOTSUP otherwise. The strings in *out stay valid until the next call that
+ * changes that user. */
+int presence_user_get(presence_t *p, const char *user_id,
+                      presence_user_info_t *out);
+/* Copies up to cap sessions into out; returns how many the user has. */
+int presence_sessions_get(presence_t *p, const char *user_id,
+                          presence_session_info_t *out, size_t cap);
+int presence_session_get(presence_t *p, const char *session_id,
+                         presence_session_info_t *out);
+
+/* Visit every user the store holds (present ones, and offline ones it still
+ * remembers for last_seen). Return non-zero from cb to stop. Must not mutate
+ * from inside cb. Returns the number visited or ENOTSUP. */
+typedef int (*presence_user_visit_cb)(const presence_user_info_t *info,
+                                      void *ud);
+int presence_users_foreach(presence_t *p, presence_user_visit_cb cb, void *ud);
+
+typedef struct presence_stats {
+  uint64_t sessions;
+  uint64_t users_online;
+  uint64_t users_idle;
+  uint64_t users_known;  /* including offline users kept for last_seen */
+  uint64_t events[PRESENCE_EV_COUNT_];
+  uint64_t last_seq;
+} presence_stats_t;
+int presence_stats(presence_t *p, presence_stats_t *out);
+
+/* ------------------------------------------------------------------------ */
+/* The transition log                                                       */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * Read events with seq > after_seq, at most max of them, oldest first.
+ * cb gets status 0, or PRESENCE_ECURSOR when events after after_seq have
+ * already left the log: the batch then starts at the oldest event still
+ * kept, and the reader knows it missed some. n == 0 means it is up to date.
+ */
+typedef void (*presence_log_cb)(presence_t *p, int status,
+                                const presence_event_t *events, size_t n,
+                                void *ud);
+int presence_log_read(presence_t *p, uint64_t after_seq, size_t max,
+                      presence_log_cb cb, void *ud);
+/* Sequence number of the newest event (0: none yet). */
+uint64_t presence_log_last_seq(presence_t *p);
+
+/* ------------------------------------------------------------------------ */
+/* Time and cleanup                                                         */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * Run due timers: offline grace expiries and inactivity. Returns the
+ * milliseconds until the next deadline (0 if one is already due), or -1 if
+ * none is pending: an event loop arms its timer with it.
+ */
+int64_t presence_tick(presence_t *p);
+
+/*
+ * Full cleanup, the seed's fresh start: every session is removed
+ * (session.disconnected, reason "instance_lost"), every user still present
+ * goes offline (reason "instance_lost", no grace), then one cleanup event
+ * with no session list. For the embedded store this wipes this instance's
+ * state; a shared store refuses it (EBUSY) while another instance holds a
+ * live lease.
+ */
+int presence_reset(presence_t *p, presence_done_cb done, void *ud);
+
+const char *presence_instance_id(const presence_t *p);
+uint64_t presence_epoch(const presence_t *p);
+
+/* Validate an id as the library would (0 or PRESENCE_EID). */
+int presence_id_check(const char *id);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* PRESENCE_H */

@@ -1,0 +1,125 @@
+/*
+ * The store interface: where presence lives and where transitions are decided.
+ *
+ * A store is a table of functions (struct presence_store_ops) over a state
+ * that embeds struct presence_store first. Two implementations ship: the
+ * embedded in-memory store (presence_store_memory_new) and the Redis store
+ * (one per instance, many instances per Redis).
+ *
+ * Contract:
+ *   - A store decides every transition itself (a Redis store inside one Lua
+ *     script), assigns sequence numbers and appends to its transition log,
+ *     then reports each event, in sequence order, through host->emit. A
+ *     session event is emitted before the user event it caused.
+ *   - Every mutation carries the writing instance's id and epoch, so a store
+ *     shared between instances can refuse writes from a superseded epoch
+ *     (PRESENCE_EFENCED).
+ *   - Operations complete through their callback. A store with
+ *     PRESENCE_STORE_SYNC completes every operation before returning; others
+ *     complete later, on the thread that drives the presence_t.
+ *   - Argument validation happens in the engine before the store sees a call.
+ */
+#ifndef PRESENCE_STORE_H
+#define PRESENCE_STORE_H
+
+#include "presence.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct presence_store presence_store_t;
+typedef struct presence_store_ops presence_store_ops_t;
+
+/* What the engine gives a store when it attaches it. */
+typedef struct presence_store_host {
+  /* Report one event; the engine copies what it needs before returning. */
+  void (*emit)(void *host_ud, const presence_event_t *ev);
+  /* Logging, clocks and allocation of the owning presence_t. */
+  void (*log)(void *host_ud, presence_log_level_t level, const char *msg);
+  int64_t (*wall_ms)(void *host_ud);
+  int64_t (*mono_ms)(void *host_ud);
+  const presence_allocator_t *allocator;
+  void *host_ud;
+  /* Configuration relevant to transitions. */
+  const char *instance_id;
+  uint64_t epoch;
+  uint32_t offline_grace_ms;
+  uint32_t inactivity_ms;
+  uint32_t log_capacity;
+  uint32_t max_sessions_per_user;
+} presence_store_host_t;
+
+typedef enum {
+  PRESENCE_WRITE_CONNECT = 0,
+  PRESENCE_WRITE_END,        /* disconnect for `reason` */
+  PRESENCE_WRITE_SET_STATUS, /* status + reason */
+  PRESENCE_WRITE_TOUCH,      /* activity */
+  PRESENCE_WRITE_RESET       /* full cleanup (fresh start) */
+} presence_write_kind_t;
+
+typedef struct presence_write {
+  presence_write_kind_t kind;
+  const char *instance_id; /* fencing: who writes */
+  uint64_t epoch;          /* fencing: which incarnation */
+  const char *session_id;
+  size_t session_id_len;
+  const char *user_id;
+  size_t user_id_len;
+  const char *meta; /* CONNECT only, may be NULL */
+  size_t meta_len;
+  presence_status_t status;
+  presence_reason_t reason;
+} presence_write_t;
+
+typedef void (*presence_store_done_fn)(void *ud, int status);
+
+#define PRESENCE_STORE_SYNC 0x1u
+
+struct presence_store_ops {
+  const char *name;
+  unsigned flags;
+  /* Called once by presence_new. The host outlives the store. */
+  int (*attach)(presence_store_t *s, const presence_store_host_t *host);
+  /* A mutation. Returns a negative code if refused at once (ENOSESSION,
+   * EEXIST, ELIMIT, ...), in which case done is not called; otherwise done
+   * runs exactly once. */
+  int (*write)(presence_store_t *s, const presence_write_t *w,
+               presence_store_done_fn done, void *ud);
+  /* Run due timers at monotonic time now_ms; return ms to the next deadline,
+   * 0 if due, -1 if none. */
+  int64_t (*tick)(presence_store_t *s, int64_t now_ms);
+  int (*user_query)(presence_store_t *s, const char *user_id,
+                    void (*cb)(void *ud, int status,
+                               const presence_user_info_t *info),
+                    void *ud);
+  int (*sessions_query)(presence_store_t *s, const char *user_id,
+                        void (*cb)(void *ud, int status,
+                                   const presence_session_info_t *sessions,
+                                   size_t n),
+                        void *ud);
+  /* Synchronous extras; NULL where the store cannot answer at once. */
+  int (*session_get)(presence_store_t *s, const char *session_id,
+                     presence_session_info_t *out);
+  int (*users_foreach)(presence_store_t *s, presence_user_visit_cb cb,
+                       void *ud);
+  int (*stats)(presence_store_t *s, presence_stats_t *out);
+  int (*log_read)(presence_store_t *s, uint64_t after_seq, size_t max,
+                  void (*cb)(void *ud, int status,
+                             const presence_event_t *events, size_t n),
+                  void *ud);
+  uint64_t (*log_last_seq)(presence_store_t *s);
+  void (*destroy)(presence_store_t *s);
+};
+
+struct presence_store {
+  const presence_store_ops_t *ops;
+};
+
+/* The embedded store. allocator may be NULL (malloc). */
+presence_store_t *presence_store_memory_new(const presence_allocator_t *alloc);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* PRESENCE_STORE_H */

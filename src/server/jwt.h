@@ -34,7 +34,8 @@ const char *jwt_strerror(int err);
 typedef struct jwt_config {
   const uint8_t *secret;
   size_t secret_len;
-  const char *audience; /* NULL: tokens with aud are accepted only if... no: refused */
+  const char *audience; /* expected "aud"; a token with "aud" that does not
+                           name it (or any "aud" when NULL) is refused */
   int64_t leeway_s;     /* clock skew allowed for exp/nbf */
   size_t max_len;       /* longest token accepted (0: 4096) */
 } jwt_config_t;

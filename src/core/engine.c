@@ -1,0 +1,616 @@
+/*
+ * The engine: the public API of libpresence over one store.
+ *
+ * It validates every argument before the store sees it, forwards mutations
+ * with this instance's id and epoch (fencing), and dispatches the events the
+ * store reports to the application's callbacks.
+ *
+ * Dispatch goes through a pending queue rather than calling back from inside
+ * the store: a store emits in the middle of its own bookkeeping, and a
+ * callback that mutates (kicks a session, say) must find the store in a
+ * consistent state and must not see its events overtake the ones already
+ * emitted. So events are packed into the queue as they come and dispatched
+ * in sequence order once the store call returns; a mutation made from a
+ * callback appends its events behind the pending ones.
+ */
+#include "core/internal.h"
+
+#include <string.h>
+#include <time.h>
+
+typedef struct cb_entry {
+  int handle;
+  bool removed;
+  presence_event_cb cb;
+  void *ud;
+} cb_entry_t;
+
+typedef struct cb_list {
+  cb_entry_t *v;
+  size_t n, cap;
+} cb_list_t;
+
+#define LIST_ANY PRESENCE_EV_COUNT_
+
+struct presence {
+  presence_allocator_t alloc;
+  presence_clock_t clock;
+  presence_log_fn log;
+  void *log_ud;
+  char instance_id[PRESENCE_ID_MAX + 1];
+  uint64_t epoch;
+  uint32_t inactivity_ms;
+  presence_store_t *store;
+  presence_store_host_t host;
+
+  cb_list_t lists[PRESENCE_EV_COUNT_ + 1];
+  int next_handle;
+  bool lists_dirty; /* some entry was removed during dispatch */
+
+  /* Pending events, packed back to back. */
+  unsigned char *pend;
+  size_t pend_len, pend_read, pend_cap;
+  /* The event being dispatched: a private copy, since a callback's mutation
+   * may grow (and move) the pending buffer. */
+  unsigned char *cur;
+  size_t cur_cap;
+  const char **ids;
+  size_t ids_cap;
+  int depth; /* nesting of API calls that may emit */
+  bool dispatching;
+};
+
+/* ---- clocks ------------------------------------------------------------ */
+
+static int64_t sys_wall_ms(void *ud) {
+  (void)ud;
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static int64_t sys_mono_ms(void *ud) {
+  (void)ud;
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static int64_t host_wall(void *ud) {
+  presence_t *p = ud;
+  return p->clock.wall_ms(p->clock.ud);
+}
+
+static int64_t host_mono(void *ud) {
+  presence_t *p = ud;
+  return p->clock.mono_ms(p->clock.ud);
+}
+
+static void host_log(void *ud, presence_log_level_t level, const char *msg) {
+  presence_t *p = ud;
+  if (p->log) p->log(p->log_ud, level, msg);
+}
+
+/* ---- dispatch ---------------------------------------------------------- */
+
+static void dispatch_list(presence_t *p, cb_list_t *l,
+                          const presence_event_t *ev) {
+  /* n is read each time: a callback may register another one, which then
+   * sees the next event, not this one. */
+  size_t n = l->n;
+  for (size_t i = 0; i < n && i < l->n; i++) {
+    cb_entry_t *e = &l->v[i];
+    if (!e->removed) e->cb(p, ev, e->ud);
+  }
+}
+
+static void compact_lists(presence_t *p) {
+  for (size_t k = 0; k <= PRESENCE_EV_COUNT_; k++) {
+    cb_list_t *l = &p->lists[k];
+    size_t w = 0;
+    for (size_t r = 0; r < l->n; r++)
+      if (!l->v[r].removed) l->v[w++] = l->v[r];
+    l->n = w;
+  }
+  p->lists_dirty = false;
+}
+
+static void drain(presence_t *p) {
+  if (p->dispatching) return; /* the outer drain picks them up */
+  p->dispatching = true;
+  while (p->pend_read < p->pend_len) {
+    const unsigned char *blob = p->pend + p->pend_read;
+    size_t size = presence__event_packed_len(blob);
+    if (size > p->cur_cap) {
+      unsigned char *c = presence__realloc(&p->alloc, p->cur, size);
+      if (!c) break; /* cannot happen for events that fit the queue */
+      p->cur = c;
+      p->cur_cap = size;
+    }
+    memcpy(p->cur, blob, size);
+    p->pend_read += size;
+    size_t nids = presence__event_packed_ids(p->cur);
+    if (nids > p->ids_cap) {
+      const char **ids =
+          presence__realloc(&p->alloc, p->ids, nids * sizeof(*ids));
+      if (!ids) continue;
+      p->ids = ids;
+      p->ids_cap = nids;
+    }
+    presence_event_t ev;
+    presence__event_unpack(p->cur, &ev, p->ids);
+    if ((unsigned)ev.type < PRESENCE_EV_COUNT_)
+      dispatch_list(p, &p->lists[ev.type], &ev);
+    dispatch_list(p, &p->lists[LIST_ANY], &ev);
+  }
+  p->pend_read = p->pend_len = 0;
+  p->dispatching = false;
+  if (p->lists_dirty) compact_lists(p);
+}
+
+/* The store reports an event: queue it, and dispatch at once if nothing of
+ * ours is on the stack (an asynchronous store answering later). */
+static void host_emit(void *ud, const presence_event_t *ev) {
+  presence_t *p = ud;
+  size_t size = presence__event_packed_size(ev);
+  if (p->pend_len + size > p->pend_cap) {
+    size_t ncap = p->pend_cap ? p->pend_cap * 2 : 4096;
+    while (ncap < p->pend_len + size) ncap *= 2;
+    unsigned char *n = presence__realloc(&p->alloc, p->pend, ncap);
+    if (!n) {
+      host_log(p, PRESENCE_LOG_ERROR, "out of memory: event not dispatched");
+      return;
+    }
+    p->pend = n;
+    p->pend_cap = ncap;
+  }
+  presence__event_pack(ev, p->pend + p->pend_len);
+  p->pend_len += size;
+  if (p->depth == 0) drain(p);
+}
+
+/* ---- lifecycle --------------------------------------------------------- */
+
+void presence_options_init(presence_options_t *opts) {
+  if (opts) memset(opts, 0, sizeof(*opts));
+}
+
+int presence_new(const presence_options_t *opts, presence_t **out) {
+  presence_options_t defaults;
+  if (!out) return PRESENCE_EINVAL;
+  *out = NULL;
+  if (!opts) {
+    presence_options_init(&defaults);
+    opts = &defaults;
+  }
+  const char *iid = opts->instance_id ? opts->instance_id : "local";
+  size_t iid_len;
+  if (presence__id_check_len(iid, &iid_len)) return PRESENCE_EID;
+  presence_allocator_t alloc = opts->allocator;
+  if (!alloc.malloc || !alloc.realloc || !alloc.free)
+    alloc = *presence__default_allocator();
+
+  presence_t *p = presence__malloc(&alloc, sizeof(*p));
+  if (!p) return PRESENCE_ENOMEM;
+  memset(p, 0, sizeof(*p));
+  p->alloc = alloc;
+  p->clock = opts->clock;
+  if (!p->clock.wall_ms) p->clock.wall_ms = sys_wall_ms;
+  if (!p->clock.mono_ms) p->clock.mono_ms = sys_mono_ms;
+  p->log = opts->log;
+  p->log_ud = opts->log_ud;
+  memcpy(p->instance_id, iid, iid_len + 1);
+  p->epoch = opts->epoch ? opts->epoch : 1;
+  p->inactivity_ms = opts->inactivity_ms;
+  p->next_handle = 1;
+
+  p->host.emit = host_emit;
+  p->host.log = host_log;
+  p->host.wall_ms = host_wall;
+  p->host.mono_ms = host_mono;
+  p->host.allocator = &p->alloc;
+  p->host.host_ud = p;
+  p->host.instance_id = p->instance_id;
+  p->host.epoch = p->epoch;
+  p->host.offline_grace_ms = opts->offline_grace_ms;
+  p->host.inactivity_ms = opts->inactivity_ms;
+  p->host.log_capacity = opts->log_capacity ? opts->log_capacity : 65536;
+  p->host.max_sessions_per_user = opts->max_sessions_per_user;
+
+  p->store = opts->store ? opts->store : presence_store_memory_new(&p->alloc);
+  if (!p->store) {
+    presence__free(&p->alloc, p);
+    return PRESENCE_ENOMEM;
+  }
+  int rc = p->store->ops->attach(p->store, &p->host);
+  if (rc) {
+    presence_free(p);
+    return rc;
+  }
+  *out = p;
+  return 0;
+}
+
+void presence_free(presence_t *p) {
+  if (!p) return;
+  if (p->store) p->store->ops->destroy(p->store);
+  for (size_t k = 0; k <= PRESENCE_EV_COUNT_; k++)
+    presence__free(&p->alloc, p->lists[k].v);
+  presence__free(&p->alloc, p->pend);
+  presence__free(&p->alloc, p->cur);
+  presence__free(&p->alloc, p->ids);
+  presence_allocator_t a = p->alloc;
+  presence__free(&a, p);
+}
+
+const char *presence_instance_id(const presence_t *p) {
+  return p ? p->instance_id : NULL;
+}
+uint64_t presence_epoch(const presence_t *p) { return p ? p->epoch : 0; }
+
+/* ---- callbacks --------------------------------------------------------- */
+
+int presence_on(presence_t *p, presence_event_type_t type, presence_event_cb cb,
+                void *ud) {
+  if (!p || !cb) return PRESENCE_EINVAL;
+  size_t k;
+  if (type == PRESENCE_EV_ANY) k = LIST_ANY;
+  else if ((unsigned)type < PRESENCE_EV_COUNT_) k = (size_t)type;
+  else return PRESENCE_EINVAL;
+  cb_list_t *l = &p->lists[k];
+  if (l->n == l->cap) {
+    size_t ncap = l->cap ? l->cap * 2 : 4;
+    cb_entry_t *v = presence__realloc(&p->alloc, l->v, ncap * sizeof(*v));
+    if (!v) return PRESENCE_ENOMEM;
+    l->v = v;
+    l->cap = ncap;
+  }
+  int handle = p->next_handle++;
+  l->v[l->n++] = (cb_entry_t){handle, false, cb, ud};
+  return handle;
+}
+
+int presence_off(presence_t *p, int handle) {
+  if (!p || handle <= 0) return PRESENCE_EINVAL;
+  for (size_t k = 0; k <= PRESENCE_EV_COUNT_; k++) {
+    cb_list_t *l = &p->lists[k];
+    for (size_t i = 0; i < l->n; i++) {
+      if (l->v[i].handle == handle && !l->v[i].removed) {
+        l->v[i].removed = true;
+        if (p->dispatching) p->lists_dirty = true;
+        else compact_lists(p);
+        return 0;
+      }
+    }
+  }
+  return PRESENCE_EINVAL;
+}
+
+int presence_on_session_connected(presence_t *p, presence_event_cb cb,
+                                  void *ud) {
+  return presence_on(p, PRESENCE_EV_SESSION_CONNECTED, cb, ud);
+}
+int presence_on_session_disconnected(presence_t *p, presence_event_cb cb,
+                                     void *ud) {
+  return presence_on(p, PRESENCE_EV_SESSION_DISCONNECTED, cb, ud);
+}
+int presence_on_cleanup(presence_t *p, presence_event_cb cb, void *ud) {
+  return presence_on(p, PRESENCE_EV_CLEANUP, cb, ud);
+}
+int presence_on_user_online(presence_t *p, presence_event_cb cb, void *ud) {
+  return presence_on(p, PRESENCE_EV_USER_ONLINE, cb, ud);
+}
+int presence_on_user_idle(presence_t *p, presence_event_cb cb, void *ud) {
+  return presence_on(p, PRESENCE_EV_USER_IDLE, cb, ud);
+}
+int presence_on_user_offline(presence_t *p, presence_event_cb cb, void *ud) {
+  return presence_on(p, PRESENCE_EV_USER_OFFLINE, cb, ud);
+}
+int presence_on_event(presence_t *p, presence_event_cb cb, void *ud) {
+  return presence_on(p, PRESENCE_EV_ANY, cb, ud);
+}
+
+/* ---- mutations --------------------------------------------------------- */
+
+typedef struct write_ctx {
+  presence_t *p;
+  presence_done_cb done;
+  void *ud;
+} write_ctx_t;
+
+static void async_done(void *ud, int status) {
+  write_ctx_t *c = ud;
+  presence_t *p = c->p;
+  presence_done_cb done = c->done;
+  void *dud = c->ud;
+  presence__free(&p->alloc, c);
+  drain(p);
+  if (done) done(p, status, dud);
+}
+
+static bool store_sync(const presence_t *p) {
+  return p->store->ops->flags & PRESENCE_STORE_SYNC;
+}
+
+static int submit(presence_t *p, presence_write_t *w, presence_done_cb done,
+                  void *ud) {
+  w->instance_id = p->instance_id;
+  w->epoch = p->epoch;
+  int rc;
+  p->depth++;
+  if (store_sync(p)) {
+    rc = p->store->ops->write(p->store, w, NULL, NULL);
+  } else {
+    write_ctx_t *c = presence__malloc(&p->alloc, sizeof(*c));
+    if (!c) {
+      p->depth--;
+      return PRESENCE_ENOMEM;
+    }
+    *c = (write_ctx_t){p, done, ud};
+    rc = p->store->ops->write(p->store, w, async_done, c);
+    if (rc < 0) presence__free(&p->alloc, c);
+  }
+  p->depth--;
+  if (p->depth == 0) drain(p);
+  if (rc == 0 && done && store_sync(p)) done(p, 0, ud);
+  return rc;
+}
+
+static int session_arg(presence_write_t *w, const char *session_id) {
+  memset(w, 0, sizeof(*w));
+  w->session_id = session_id;
+  return presence__id_check_len(session_id, &w->session_id_len);
+}
+
+int presence_session_connect(presence_t *p, const char *session_id,
+                             const char *user_id, const char *meta,
+                             presence_done_cb done, void *ud) {
+  presence_write_t w;
+  if (!p) return PRESENCE_EINVAL;
+  int rc = session_arg(&w, session_id);
+  if (rc) return rc;
+  rc = presence__id_check_len(user_id, &w.user_id_len);
+  if (rc) return rc;
+  w.user_id = user_id;
+  if (meta) {
+    size_t n = 0;
+    while (n <= PRESENCE_META_MAX && meta[n]) n++;
+    if (n > PRESENCE_META_MAX) return PRESENCE_EMETA;
+    w.meta = meta;
+    w.meta_len = n;
+  }
+  w.kind = PRESENCE_WRITE_CONNECT;
+  w.status = PRESENCE_ONLINE;
+  w.reason = PRESENCE_REASON_CONNECT;
+  return submit(p, &w, done, ud);
+}
+
+int presence_session_end(presence_t *p, const char *session_id,
+                         presence_reason_t reason, presence_done_cb done,
+                         void *ud) {
+  presence_write_t w;
+  if (!p) return PRESENCE_EINVAL;
+  switch (reason) {
+  case PRESENCE_REASON_DISCONNECT:
+  case PRESENCE_REASON_TIMEOUT:
+  case PRESENCE_REASON_KICKED:
+  case PRESENCE_REASON_SHUTDOWN:
+    break;
+  default:
+    return PRESENCE_EINVAL;
+  }
+  int rc = session_arg(&w, session_id);
+  if (rc) return rc;
+  w.kind = PRESENCE_WRITE_END;
+  w.reason = reason;
+  return submit(p, &w, done, ud);
+}
+
+int presence_session_disconnect(presence_t *p, const char *session_id,
+                                presence_done_cb done, void *ud) {
+  return presence_session_end(p, session_id, PRESENCE_REASON_DISCONNECT, done,
+                              ud);
+}
+
+int presence_session_kick(presence_t *p, const char *session_id,
+                          presence_done_cb done, void *ud) {
+  return presence_session_end(p, session_id, PRESENCE_REASON_KICKED, done, ud);
+}
+
+int presence_session_set_status(presence_t *p, const char *session_id,
+                                presence_status_t status,
+                                presence_done_cb done, void *ud) {
+  presence_write_t w;
+  if (!p) return PRESENCE_EINVAL;
+  int rc = session_arg(&w, session_id);
+  if (rc) return rc;
+  if (status != PRESENCE_ONLINE && status != PRESENCE_IDLE)
+    return PRESENCE_ESTATUS;
+  w.kind = PRESENCE_WRITE_SET_STATUS;
+  w.status = status;
+  w.reason = PRESENCE_REASON_EXPLICIT;
+  return submit(p, &w, done, ud);
+}
+
+int presence_session_touch(presence_t *p, const char *session_id) {
+  presence_write_t w;
+  if (!p) return PRESENCE_EINVAL;
+  int rc = session_arg(&w, session_id);
+  if (rc) return rc;
+  w.kind = PRESENCE_WRITE_TOUCH;
+  w.reason = PRESENCE_REASON_INACTIVITY;
+  return submit(p, &w, NULL, NULL);
+}
+
+int presence_reset(presence_t *p, presence_done_cb done, void *ud) {
+  presence_write_t w;
+  if (!p) return PRESENCE_EINVAL;
+  memset(&w, 0, sizeof(w));
+  w.kind = PRESENCE_WRITE_RESET;
+  w.reason = PRESENCE_REASON_INSTANCE_LOST;
+  return submit(p, &w, done, ud);
+}
+
+int64_t presence_tick(presence_t *p) {
+  if (!p || !p->store->ops->tick) return -1;
+  p->depth++;
+  int64_t next = p->store->ops->tick(p->store, host_mono(p));
+  p->depth--;
+  if (p->depth == 0) drain(p);
+  return next;
+}
+
+/* ---- queries ----------------------------------------------------------- */
+
+typedef struct query_ctx {
+  presence_t *p;
+  bool heap;
+  presence_user_cb user_cb;
+  presence_sessions_cb sessions_cb;
+  presence_log_cb log_cb;
+  void *ud;
+} query_ctx_t;
+
+static query_ctx_t *query_ctx(presence_t *p, query_ctx_t *stack) {
+  if (store_sync(p)) {
+    memset(stack, 0, sizeof(*stack));
+    stack->p = p;
+    return stack;
+  }
+  query_ctx_t *c = presence__malloc(&p->alloc, sizeof(*c));
+  if (!c) return NULL;
+  memset(c, 0, sizeof(*c));
+  c->p = p;
+  c->heap = true;
+  return c;
+}
+
+static void query_done(query_ctx_t *c) {
+  if (c->heap) presence__free(&c->p->alloc, c);
+}
+
+static void user_adapter(void *ud, int status, const presence_user_info_t *i) {
+  query_ctx_t *c = ud;
+  c->user_cb(c->p, status, i, c->ud);
+  query_done(c);
+}
+
+int presence_user_query(presence_t *p, const char *user_id, presence_user_cb cb,
+                        void *ud) {
+  query_ctx_t stack;
+  if (!p || !cb) return PRESENCE_EINVAL;
+  if (presence_id_check(user_id)) return PRESENCE_EID;
+  query_ctx_t *c = query_ctx(p, &stack);
+  if (!c) return PRESENCE_ENOMEM;
+  c->user_cb = cb;
+  c->ud = ud;
+  int rc = p->store->ops->user_query(p->store, user_id, user_adapter, c);
+  if (rc < 0) query_done(c);
+  return rc;
+}
+
+static void sessions_adapter(void *ud, int status,
+                             const presence_session_info_t *s, size_t n) {
+  query_ctx_t *c = ud;
+  c->sessions_cb(c->p, status, s, n, c->ud);
+  query_done(c);
+}
+
+int presence_sessions_query(presence_t *p, const char *user_id,
+                            presence_sessions_cb cb, void *ud) {
+  query_ctx_t stack;
+  if (!p || !cb) return PRESENCE_EINVAL;
+  if (presence_id_check(user_id)) return PRESENCE_EID;
+  query_ctx_t *c = query_ctx(p, &stack);
+  if (!c) return PRESENCE_ENOMEM;
+  c->sessions_cb = cb;
+  c->ud = ud;
+  int rc = p->store->ops->sessions_query(p->store, user_id, sessions_adapter, c);
+  if (rc < 0) query_done(c);
+  return rc;
+}
+
+static void copy_user(presence_t *p, int status, const presence_user_info_t *i,
+                      void *ud) {
+  (void)p;
+  (void)status;
+  *(presence_user_info_t *)ud = *i;
+}
+
+int presence_user_get(presence_t *p, const char *user_id,
+                      presence_user_info_t *out) {
+  if (!p || !out) return PRESENCE_EINVAL;
+  if (!store_sync(p)) return PRESENCE_ENOTSUP;
+  return presence_user_query(p, user_id, copy_user, out);
+}
+
+typedef struct sessions_copy {
+  presence_session_info_t *out;
+  size_t cap;
+  size_t n;
+} sessions_copy_t;
+
+static void copy_sessions(presence_t *p, int status,
+                          const presence_session_info_t *s, size_t n,
+                          void *ud) {
+  (void)p;
+  (void)status;
+  sessions_copy_t *c = ud;
+  c->n = n;
+  for (size_t i = 0; i < n && i < c->cap; i++) c->out[i] = s[i];
+}
+
+int presence_sessions_get(presence_t *p, const char *user_id,
+                          presence_session_info_t *out, size_t cap) {
+  if (!p || (!out && cap)) return PRESENCE_EINVAL;
+  if (!store_sync(p)) return PRESENCE_ENOTSUP;
+  sessions_copy_t c = {out, cap, 0};
+  int rc = presence_sessions_query(p, user_id, copy_sessions, &c);
+  return rc < 0 ? rc : (int)c.n;
+}
+
+int presence_session_get(presence_t *p, const char *session_id,
+                         presence_session_info_t *out) {
+  if (!p || !out) return PRESENCE_EINVAL;
+  if (presence_id_check(session_id)) return PRESENCE_EID;
+  if (!p->store->ops->session_get) return PRESENCE_ENOTSUP;
+  return p->store->ops->session_get(p->store, session_id, out);
+}
+
+int presence_users_foreach(presence_t *p, presence_user_visit_cb cb,
+                           void *ud) {
+  if (!p || !cb) return PRESENCE_EINVAL;
+  if (!p->store->ops->users_foreach) return PRESENCE_ENOTSUP;
+  return p->store->ops->users_foreach(p->store, cb, ud);
+}
+
+int presence_stats(presence_t *p, presence_stats_t *out) {
+  if (!p || !out) return PRESENCE_EINVAL;
+  memset(out, 0, sizeof(*out));
+  if (!p->store->ops->stats) return PRESENCE_ENOTSUP;
+  return p->store->ops->stats(p->store, out);
+}
+
+static void log_adapter(void *ud, int status, const presence_event_t *evs,
+                        size_t n) {
+  query_ctx_t *c = ud;
+  c->log_cb(c->p, status, evs, n, c->ud);
+  query_done(c);
+}
+
+int presence_log_read(presence_t *p, uint64_t after_seq, size_t max,
+                      presence_log_cb cb, void *ud) {
+  query_ctx_t stack;
+  if (!p || !cb || max == 0) return PRESENCE_EINVAL;
+  query_ctx_t *c = query_ctx(p, &stack);
+  if (!c) return PRESENCE_ENOMEM;
+  c->log_cb = cb;
+  c->ud = ud;
+  int rc = p->store->ops->log_read(p->store, after_seq, max, log_adapter, c);
+  if (rc < 0) query_done(c);
+  return rc;
+}
+
+uint64_t presence_log_last_seq(presence_t *p) {
+  return p ? p->store->ops->log_last_seq(p->store) : 0;
+}

@@ -1,0 +1,105 @@
+/*
+ * Internal pieces of libpresence shared between the engine and the stores:
+ * allocation through the injected allocator, id validation, the string-keyed
+ * record table and the transition log. Nothing here does I/O.
+ */
+#ifndef PRESENCE_INTERNAL_H
+#define PRESENCE_INTERNAL_H
+
+#include "presence.h"
+#include "presence_store.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* ---- allocation -------------------------------------------------------- */
+
+void *presence__malloc(const presence_allocator_t *a, size_t n);
+void *presence__realloc(const presence_allocator_t *a, void *p, size_t n);
+void presence__free(const presence_allocator_t *a, void *p);
+/* The default allocator (malloc/realloc/free), for zeroed options. */
+const presence_allocator_t *presence__default_allocator(void);
+
+/* ---- ids --------------------------------------------------------------- */
+
+/* 0 and the length in *len, or PRESENCE_EID. */
+int presence__id_check_len(const char *id, size_t *len);
+/* Whether s[0..n) is valid UTF-8 without control characters. */
+bool presence__utf8_ok(const unsigned char *s, size_t n);
+
+uint32_t presence__hash(const char *s, size_t n);
+
+/* ---- the record table -------------------------------------------------- */
+
+/*
+ * An open-addressing table of pointers to records that begin with a
+ * presence__hkey and hold their key inline at a fixed offset. Slots keep 16
+ * bits of the hash in the pointer's unused top bits, so a probe rarely
+ * touches a record that is not the one sought. Deletion shifts entries back
+ * (no tombstones), so lookups stay short under churn.
+ */
+typedef struct presence__hkey {
+  uint32_t hash;
+  uint8_t len;
+  uint8_t spare[3]; /* free for the record's own small fields */
+} presence__hkey_t;
+
+typedef struct presence__table {
+  uint64_t *slots;
+  size_t cap;
+  size_t count;
+  size_t key_offset; /* where the record's key bytes start */
+  const presence_allocator_t *alloc;
+} presence__table_t;
+
+int presence__table_init(presence__table_t *t, const presence_allocator_t *a,
+                         size_t key_offset);
+void presence__table_free(presence__table_t *t);
+void *presence__table_find(const presence__table_t *t, const char *key,
+                           size_t len, uint32_t hash);
+/* The record must not be present. 0 or ENOMEM. */
+int presence__table_insert(presence__table_t *t, void *rec);
+void presence__table_remove(presence__table_t *t, void *rec);
+/* Iterate: start with *pos = 0; returns NULL at the end. The table must not
+ * change during an iteration. */
+void *presence__table_next(const presence__table_t *t, size_t *pos);
+
+/* ---- events packed into bytes ------------------------------------------ */
+
+/* Bytes needed to pack ev (a multiple of 8). */
+size_t presence__event_packed_size(const presence_event_t *ev);
+/* Pack into buf (size from presence__event_packed_size, 8-aligned). */
+void presence__event_pack(const presence_event_t *ev, void *buf);
+/* Unpack: the event's strings point into buf. session_ids, if any, are
+ * written to ids (room for n_session_ids pointers, see
+ * presence__event_packed_ids). */
+void presence__event_unpack(const void *buf, presence_event_t *ev,
+                            const char **ids);
+size_t presence__event_packed_ids(const void *buf);
+/* Size of a packed event, read from its header. */
+size_t presence__event_packed_len(const void *buf);
+
+/* ---- the transition log ------------------------------------------------ */
+
+/*
+ * A bounded ring of packed events, oldest evicted first, readable from a
+ * sequence-number cursor. Bounded both in events (capacity) and in bytes
+ * (capacity * 256), so a burst of large cleanup events cannot grow it.
+ */
+typedef struct presence__log presence__log_t;
+
+presence__log_t *presence__log_new(const presence_allocator_t *a,
+                                   uint32_t capacity);
+void presence__log_free(presence__log_t *l);
+/* Append (ev->seq must be the next number). */
+void presence__log_append(presence__log_t *l, const presence_event_t *ev);
+uint64_t presence__log_last_seq(const presence__log_t *l);
+uint64_t presence__log_first_seq(const presence__log_t *l);
+/* Read up to max events after after_seq; see presence_log_read. */
+int presence__log_read(presence__log_t *l, uint64_t after_seq, size_t max,
+                       void (*cb)(void *ud, int status,
+                                  const presence_event_t *events, size_t n),
+                       void *ud);
+
+#endif

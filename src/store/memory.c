@@ -1,0 +1,684 @@
+/*
+ * The embedded store: every session and user of one process, in memory.
+ *
+ * It decides transitions the way the Redis store's scripts do: a user's
+ * status follows from two counts (sessions, online sessions), so every change
+ * is O(1) and never a rescan. The user's *reported* status is kept apart from
+ * the counts because of offline grace: a user whose last session ended stays
+ * reported online (or idle) until the grace timer fires or a new session
+ * cancels it.
+ *
+ * Memory is the budget here (at most 160 bytes a live session, user records
+ * included): ids live inline in their records, times that need no
+ * millisecond precision are 32-bit seconds, and the inactivity links exist
+ * only when inactivity is configured (they sit in front of the record).
+ */
+#include "core/internal.h"
+
+#include <stddef.h>
+#include <string.h>
+
+/* ---- records ----------------------------------------------------------- */
+
+/* key.spare[] of a session */
+#define S_STATUS 0
+#define S_REASON 1
+#define S_FLAGS 2
+#define SF_IDLE_BY_INACTIVITY 0x1
+
+/* key.spare[] of a user */
+#define U_STATUS 0 /* reported status */
+#define U_FLAGS 1
+#define U_END_REASON 2 /* why the last session ended, for a delayed offline */
+#define UF_IN_GRACE 0x1
+
+struct muser;
+
+typedef struct msess {
+  presence__hkey_t key;
+  uint32_t connected_s;
+  uint32_t status_since_s;
+  struct muser *user;
+  struct msess *user_next;
+  char *meta;
+  char id[];
+} msess_t;
+
+/* In front of a session when inactivity is on: its place in the activity
+ * list, least recently active first. */
+typedef struct act {
+  struct act *prev, *next;
+  uint32_t last_active; /* relative monotonic ms */
+  uint32_t unused;
+} act_t;
+
+typedef struct muser {
+  presence__hkey_t key;
+  uint32_t n_sessions;
+  uint32_t n_online;
+  uint32_t grace_gen; /* bumped to cancel a pending grace entry */
+  uint32_t unused;
+  uint64_t version;
+  int64_t since_ms;
+  int64_t last_seen_ms;
+  msess_t *sessions;
+  char id[];
+} muser_t;
+
+/* A pending offline. Grace is one constant, so entries are pushed in
+ * deadline order and a FIFO is exact; a cancelled entry is skipped by its
+ * stale generation (users are never freed while the store lives). */
+typedef struct grace_entry {
+  muser_t *user;
+  uint32_t gen;
+  uint32_t deadline; /* relative monotonic ms */
+} grace_entry_t;
+
+typedef struct mstore {
+  presence_store_t base;
+  presence_store_host_t h;
+  const presence_allocator_t *alloc;
+  presence__table_t sessions;
+  presence__table_t users;
+  presence__log_t *log;
+  uint64_t seq;
+  int64_t mono_base;
+  bool inactivity;
+  grace_entry_t *gq;
+  size_t gq_cap, gq_head, gq_len;
+  act_t *act_head, *act_tail;
+  presence_stats_t stats;
+  presence_session_info_t *scratch;
+  size_t scratch_cap;
+} mstore_t;
+
+static inline act_t *act_of(msess_t *s) { return (act_t *)s - 1; }
+static inline msess_t *sess_of_act(act_t *a) { return (msess_t *)(a + 1); }
+static inline presence_status_t s_status(const msess_t *s) {
+  return (presence_status_t)s->key.spare[S_STATUS];
+}
+static inline presence_status_t u_status(const muser_t *u) {
+  return (presence_status_t)u->key.spare[U_STATUS];
+}
+
+static inline uint32_t rel_now(mstore_t *m) {
+  return (uint32_t)(m->h.mono_ms(m->h.host_ud) - m->mono_base);
+}
+static inline bool due(uint32_t deadline, uint32_t now) {
+  return (int32_t)(deadline - now) <= 0;
+}
+
+/* What the counts say the user is. */
+static inline presence_status_t computed(const muser_t *u) {
+  if (u->n_sessions == 0) return PRESENCE_OFFLINE;
+  return u->n_online ? PRESENCE_ONLINE : PRESENCE_IDLE;
+}
+
+/* ---- events ------------------------------------------------------------ */
+
+static void emit(mstore_t *m, presence_event_t *ev, int64_t now_ms) {
+  ev->seq = ++m->seq;
+  ev->ts_ms = now_ms;
+  if (!ev->instance_id) ev->instance_id = m->h.instance_id;
+  if (!ev->epoch) ev->epoch = m->h.epoch;
+  m->stats.events[ev->type]++;
+  if (m->log) presence__log_append(m->log, ev);
+  m->h.emit(m->h.host_ud, ev);
+}
+
+static void emit_session(mstore_t *m, presence_event_type_t type,
+                         const msess_t *s, presence_reason_t reason,
+                         presence_status_t from, presence_status_t to,
+                         int64_t now_ms) {
+  presence_event_t ev = {0};
+  ev.type = type;
+  ev.reason = reason;
+  ev.session_id = s->id;
+  ev.user_id = s->user->id;
+  ev.meta = type == PRESENCE_EV_SESSION_CONNECTED ? s->meta : NULL;
+  ev.from = from;
+  ev.to = to;
+  ev.user_version = s->user->version;
+  emit(m, &ev, now_ms);
+}
+
+static void stats_leave(mstore_t *m, presence_status_t st) {
+  if (st == PRESENCE_ONLINE) m->stats.users_online--;
+  if (st == PRESENCE_IDLE) m->stats.users_idle--;
+}
+static void stats_enter(mstore_t *m, presence_status_t st) {
+  if (st == PRESENCE_ONLINE) m->stats.users_online++;
+  if (st == PRESENCE_IDLE) m->stats.users_idle++;
+}
+
+/* Set the user's reported status and emit the transition, if it is one. */
+static void user_transition(mstore_t *m, muser_t *u, presence_status_t to,
+                            presence_reason_t reason, const char *session_id,
+                            int64_t now_ms) {
+  presence_status_t from = u_status(u);
+  if (from == to) return;
+  stats_leave(m, from);
+  stats_enter(m, to);
+  u->key.spare[U_STATUS] = (uint8_t)to;
+  u->version++;
+  u->since_ms = now_ms;
+  /* Going offline keeps last_seen: it was set when the last session ended,
+   * which is when the user was really last seen (grace may fire later). */
+  if (to != PRESENCE_OFFLINE) u->last_seen_ms = now_ms;
+  presence_event_t ev = {0};
+  ev.type = to == PRESENCE_ONLINE ? PRESENCE_EV_USER_ONLINE
+            : to == PRESENCE_IDLE ? PRESENCE_EV_USER_IDLE
+                                  : PRESENCE_EV_USER_OFFLINE;
+  ev.reason = reason;
+  ev.user_id = u->id;
+  ev.session_id = session_id;
+  ev.from = from;
+  ev.to = to;
+  ev.user_version = u->version;
+  emit(m, &ev, now_ms);
+}
+
+/* ---- grace ------------------------------------------------------------- */
+
+static int grace_push(mstore_t *m, muser_t *u, uint32_t deadline) {
+  if (m->gq_len == m->gq_cap) {
+    size_t ncap = m->gq_cap ? m->gq_cap * 2 : 64;
+    grace_entry_t *nq = presence__malloc(m->alloc, ncap * sizeof(*nq));
+    if (!nq) return PRESENCE_ENOMEM;
+    for (size_t i = 0; i < m->gq_len; i++)
+      nq[i] = m->gq[(m->gq_head + i) % m->gq_cap];
+    presence__free(m->alloc, m->gq);
+    m->gq = nq;
+    m->gq_cap = ncap;
+    m->gq_head = 0;
+  }
+  u->grace_gen++;
+  u->key.spare[U_FLAGS] |= UF_IN_GRACE;
+  grace_entry_t *e = &m->gq[(m->gq_head + m->gq_len) % m->gq_cap];
+  e->user = u;
+  e->gen = u->grace_gen;
+  e->deadline = deadline;
+  m->gq_len++;
+  return 0;
+}
+
+static void grace_cancel(muser_t *u) {
+  if (u->key.spare[U_FLAGS] & UF_IN_GRACE) {
+    u->key.spare[U_FLAGS] &= (uint8_t)~UF_IN_GRACE;
+    u->grace_gen++;
+  }
+}
+
+/* ---- activity ---------------------------------------------------------- */
+
+static void act_unlink(mstore_t *m, act_t *a) {
+  if (!a->prev && m->act_head != a) return; /* not linked */
+  if (a->prev) a->prev->next = a->next;
+  else m->act_head = a->next;
+  if (a->next) a->next->prev = a->prev;
+  else m->act_tail = a->prev;
+  a->prev = a->next = NULL;
+}
+
+static void act_push(mstore_t *m, act_t *a, uint32_t now) {
+  a->last_active = now;
+  a->prev = m->act_tail;
+  a->next = NULL;
+  if (m->act_tail) m->act_tail->next = a;
+  else m->act_head = a;
+  m->act_tail = a;
+}
+
+/* ---- operations -------------------------------------------------------- */
+
+static muser_t *user_get_or_create(mstore_t *m, const char *id, size_t len,
+                                   uint32_t hash) {
+  muser_t *u = presence__table_find(&m->users, id, len, hash);
+  if (u) return u;
+  u = presence__malloc(m->alloc, sizeof(muser_t) + len + 1);
+  if (!u) return NULL;
+  memset(u, 0, sizeof(*u));
+  u->key.hash = hash;
+  u->key.len = (uint8_t)len;
+  memcpy(u->id, id, len);
+  u->id[len] = '\0';
+  if (presence__table_insert(&m->users, u)) {
+    presence__free(m->alloc, u);
+    return NULL;
+  }
+  m->stats.users_known++;
+  return u;
+}
+
+static void session_free(mstore_t *m, msess_t *s) {
+  presence__free(m->alloc, s->meta);
+  presence__free(m->alloc, m->inactivity ? (void *)act_of(s) : (void *)s);
+}
+
+static int op_connect(mstore_t *m, const presence_write_t *w) {
+  uint32_t sh = presence__hash(w->session_id, w->session_id_len);
+  if (presence__table_find(&m->sessions, w->session_id, w->session_id_len, sh))
+    return PRESENCE_EEXIST;
+  uint32_t uh = presence__hash(w->user_id, w->user_id_len);
+  muser_t *u = user_get_or_create(m, w->user_id, w->user_id_len, uh);
+  if (!u) return PRESENCE_ENOMEM;
+  if (m->h.max_sessions_per_user &&
+      u->n_sessions >= m->h.max_sessions_per_user)
+    return PRESENCE_ELIMIT;
+
+  size_t pre = m->inactivity ? sizeof(act_t) : 0;
+  char *block =
+      presence__malloc(m->alloc, pre + sizeof(msess_t) + w->session_id_len + 1);
+  if (!block) return PRESENCE_ENOMEM;
+  msess_t *s = (msess_t *)(block + pre);
+  memset(s, 0, sizeof(*s));
+  if (w->meta) {
+    s->meta = presence__malloc(m->alloc, w->meta_len + 1);
+    if (!s->meta) {
+      presence__free(m->alloc, block);
+      return PRESENCE_ENOMEM;
+    }
+    memcpy(s->meta, w->meta, w->meta_len);
+    s->meta[w->meta_len] = '\0';
+  }
+  s->key.hash = sh;
+  s->key.len = (uint8_t)w->session_id_len;
+  s->key.spare[S_STATUS] = PRESENCE_ONLINE;
+  s->key.spare[S_REASON] = PRESENCE_REASON_CONNECT;
+  memcpy(s->id, w->session_id, w->session_id_len);
+  s->id[w->session_id_len] = '\0';
+  if (presence__table_insert(&m->sessions, s)) {
+    session_free(m, s);
+    return PRESENCE_ENOMEM;
+  }
+  int64_t now = m->h.wall_ms(m->h.host_ud);
+  s->connected_s = s->status_since_s = (uint32_t)(now / 1000);
+  s->user = u;
+  s->user_next = u->sessions;
+  u->sessions = s;
+  u->n_sessions++;
+  u->n_online++;
+  m->stats.sessions++;
+  if (m->inactivity) {
+    act_t *a = act_of(s);
+    act_push(m, a, rel_now(m));
+  }
+  grace_cancel(u);
+  emit_session(m, PRESENCE_EV_SESSION_CONNECTED, s, PRESENCE_REASON_CONNECT,
+               PRESENCE_OFFLINE, PRESENCE_ONLINE, now);
+  user_transition(m, u, PRESENCE_ONLINE, PRESENCE_REASON_CONNECT, s->id, now);
+  u->last_seen_ms = now;
+  return 0;
+}
+
+static int op_end(mstore_t *m, const presence_write_t *w) {
+  uint32_t sh = presence__hash(w->session_id, w->session_id_len);
+  msess_t *s =
+      presence__table_find(&m->sessions, w->session_id, w->session_id_len, sh);
+  if (!s) return PRESENCE_ENOSESSION;
+  muser_t *u = s->user;
+  presence_status_t was = s_status(s);
+  presence__table_remove(&m->sessions, s);
+  for (msess_t **pp = &u->sessions; *pp; pp = &(*pp)->user_next) {
+    if (*pp == s) {
+      *pp = s->user_next;
+      break;
+    }
+  }
+  u->n_sessions--;
+  if (was == PRESENCE_ONLINE) u->n_online--;
+  m->stats.sessions--;
+  if (m->inactivity) act_unlink(m, act_of(s));
+
+  int64_t now = m->h.wall_ms(m->h.host_ud);
+  u->last_seen_ms = now;
+  emit_session(m, PRESENCE_EV_SESSION_DISCONNECTED, s, w->reason, was,
+               PRESENCE_OFFLINE, now);
+  presence_status_t to = computed(u);
+  /* Grace covers the cases where the user may simply be back in a moment
+   * (a reload, a network blip, a restarting instance); a kick or a cleanup
+   * is final. */
+  bool graceful = w->reason != PRESENCE_REASON_KICKED &&
+                  w->reason != PRESENCE_REASON_INSTANCE_LOST;
+  if (to == PRESENCE_OFFLINE && m->h.offline_grace_ms && graceful) {
+    u->key.spare[U_END_REASON] = (uint8_t)w->reason;
+    if (grace_push(m, u, rel_now(m) + m->h.offline_grace_ms))
+      user_transition(m, u, to, w->reason, s->id, now);
+  } else {
+    user_transition(m, u, to, w->reason, s->id, now);
+  }
+  session_free(m, s);
+  return 0;
+}
+
+/* Change one session's status and whatever user transition follows. */
+static void set_status(mstore_t *m, msess_t *s, presence_status_t to,
+                       presence_reason_t reason) {
+  presence_status_t from = s_status(s);
+  muser_t *u = s->user;
+  int64_t now = m->h.wall_ms(m->h.host_ud);
+  s->key.spare[S_STATUS] = (uint8_t)to;
+  s->key.spare[S_REASON] = (uint8_t)reason;
+  s->status_since_s = (uint32_t)(now / 1000);
+  if (to == PRESENCE_ONLINE) u->n_online++;
+  else u->n_online--;
+  u->last_seen_ms = now;
+  emit_session(m, PRESENCE_EV_SESSION_STATUS, s, reason, from, to, now);
+  user_transition(m, u, computed(u), reason, s->id, now);
+}
+
+static int op_set_status(mstore_t *m, const presence_write_t *w) {
+  uint32_t sh = presence__hash(w->session_id, w->session_id_len);
+  msess_t *s =
+      presence__table_find(&m->sessions, w->session_id, w->session_id_len, sh);
+  if (!s) return PRESENCE_ENOSESSION;
+  uint8_t *flags = &s->key.spare[S_FLAGS];
+  if (m->inactivity && w->reason == PRESENCE_REASON_EXPLICIT) {
+    /* An explicit status is activity, and takes the status out of the
+     * inactivity timer's hands. */
+    act_t *a = act_of(s);
+    act_unlink(m, a);
+    act_push(m, a, rel_now(m));
+    *flags &= (uint8_t)~SF_IDLE_BY_INACTIVITY;
+  }
+  if (s_status(s) == w->status) return 0;
+  set_status(m, s, w->status, w->reason);
+  return 0;
+}
+
+static int op_touch(mstore_t *m, const presence_write_t *w) {
+  uint32_t sh = presence__hash(w->session_id, w->session_id_len);
+  msess_t *s =
+      presence__table_find(&m->sessions, w->session_id, w->session_id_len, sh);
+  if (!s) return PRESENCE_ENOSESSION;
+  if (!m->inactivity) return 0;
+  act_t *a = act_of(s);
+  uint8_t *flags = &s->key.spare[S_FLAGS];
+  bool was_idle_by_inactivity = *flags & SF_IDLE_BY_INACTIVITY;
+  bool explicit_idle = s_status(s) == PRESENCE_IDLE && !was_idle_by_inactivity;
+  if (explicit_idle) return 0; /* only the client brings it back */
+  act_unlink(m, a);
+  act_push(m, a, rel_now(m));
+  if (was_idle_by_inactivity) {
+    *flags &= (uint8_t)~SF_IDLE_BY_INACTIVITY;
+    set_status(m, s, PRESENCE_ONLINE, PRESENCE_REASON_INACTIVITY);
+  }
+  return 0;
+}
+
+/* Fresh start: every session removed, every present user offline, then one
+ * cleanup event without a session list. */
+static int op_reset(mstore_t *m) {
+  int64_t now = m->h.wall_ms(m->h.host_ud);
+  size_t pos = 0;
+  muser_t *u;
+  while ((u = presence__table_next(&m->users, &pos))) {
+    while (u->sessions) {
+      msess_t *s = u->sessions;
+      presence_status_t was = s_status(s);
+      u->sessions = s->user_next;
+      presence__table_remove(&m->sessions, s);
+      u->n_sessions--;
+      if (was == PRESENCE_ONLINE) u->n_online--;
+      m->stats.sessions--;
+      if (m->inactivity) act_unlink(m, act_of(s));
+      emit_session(m, PRESENCE_EV_SESSION_DISCONNECTED, s,
+                   PRESENCE_REASON_INSTANCE_LOST, was, PRESENCE_OFFLINE, now);
+      session_free(m, s);
+    }
+    grace_cancel(u);
+    if (u_status(u) != PRESENCE_OFFLINE) u->last_seen_ms = now;
+    user_transition(m, u, PRESENCE_OFFLINE, PRESENCE_REASON_INSTANCE_LOST, NULL,
+                    now);
+  }
+  m->gq_len = m->gq_head = 0;
+  presence_event_t ev = {0};
+  ev.type = PRESENCE_EV_CLEANUP;
+  ev.reason = PRESENCE_REASON_INSTANCE_LOST;
+  emit(m, &ev, now);
+  return 0;
+}
+
+static int m_write(presence_store_t *st, const presence_write_t *w,
+                   presence_store_done_fn done, void *ud) {
+  mstore_t *m = (mstore_t *)st;
+  int rc;
+  switch (w->kind) {
+  case PRESENCE_WRITE_CONNECT:
+    rc = op_connect(m, w);
+    break;
+  case PRESENCE_WRITE_END:
+    rc = op_end(m, w);
+    break;
+  case PRESENCE_WRITE_SET_STATUS:
+    rc = op_set_status(m, w);
+    break;
+  case PRESENCE_WRITE_TOUCH:
+    rc = op_touch(m, w);
+    break;
+  case PRESENCE_WRITE_RESET:
+    rc = op_reset(m);
+    break;
+  default:
+    rc = PRESENCE_EINVAL;
+  }
+  if (rc) return rc;
+  if (done) done(ud, 0);
+  return 0;
+}
+
+static int64_t m_tick(presence_store_t *st, int64_t now_mono) {
+  mstore_t *m = (mstore_t *)st;
+  uint32_t now = (uint32_t)(now_mono - m->mono_base);
+  int64_t next = -1;
+  int64_t wall = 0;
+  while (m->gq_len) {
+    grace_entry_t *e = &m->gq[m->gq_head];
+    muser_t *u = e->user;
+    bool live = u->grace_gen == e->gen && (u->key.spare[U_FLAGS] & UF_IN_GRACE);
+    if (live && !due(e->deadline, now)) {
+      next = (int32_t)(e->deadline - now);
+      break;
+    }
+    m->gq_head = (m->gq_head + 1) % m->gq_cap;
+    m->gq_len--;
+    if (!live) continue;
+    u->key.spare[U_FLAGS] &= (uint8_t)~UF_IN_GRACE;
+    if (!wall) wall = m->h.wall_ms(m->h.host_ud);
+    user_transition(m, u, PRESENCE_OFFLINE,
+                    (presence_reason_t)u->key.spare[U_END_REASON], NULL, wall);
+  }
+  if (m->inactivity) {
+    uint32_t limit = m->h.inactivity_ms;
+    while (m->act_head) {
+      act_t *a = m->act_head;
+      uint32_t deadline = a->last_active + limit;
+      if (!due(deadline, now)) {
+        int64_t d = (int32_t)(deadline - now);
+        if (next < 0 || d < next) next = d;
+        break;
+      }
+      act_unlink(m, a);
+      msess_t *s = sess_of_act(a);
+      if (s_status(s) == PRESENCE_ONLINE) {
+        s->key.spare[S_FLAGS] |= SF_IDLE_BY_INACTIVITY;
+        set_status(m, s, PRESENCE_IDLE, PRESENCE_REASON_INACTIVITY);
+      }
+    }
+  }
+  return next;
+}
+
+/* ---- queries ----------------------------------------------------------- */
+
+static void fill_user(mstore_t *m, const muser_t *u, presence_user_info_t *o) {
+  o->user_id = u->id;
+  o->status = u_status(u);
+  o->since_ms = u->since_ms;
+  /* A present user is being seen now. */
+  o->last_seen_ms = o->status != PRESENCE_OFFLINE
+                        ? m->h.wall_ms(m->h.host_ud)
+                        : u->last_seen_ms;
+  o->session_count = u->n_sessions;
+  o->online_count = u->n_online;
+  o->version = u->version;
+}
+
+static void fill_session(mstore_t *m, const msess_t *s,
+                         presence_session_info_t *o) {
+  o->session_id = s->id;
+  o->user_id = s->user->id;
+  o->meta = s->meta;
+  o->instance_id = m->h.instance_id;
+  o->status = s_status(s);
+  o->status_reason = (presence_reason_t)s->key.spare[S_REASON];
+  o->connected_ms = (int64_t)s->connected_s * 1000;
+  o->status_since_ms = (int64_t)s->status_since_s * 1000;
+}
+
+static muser_t *find_user(mstore_t *m, const char *id) {
+  size_t n = strlen(id);
+  return presence__table_find(&m->users, id, n, presence__hash(id, n));
+}
+
+static int m_user_query(presence_store_t *st, const char *user_id,
+                        void (*cb)(void *, int, const presence_user_info_t *),
+                        void *ud) {
+  mstore_t *m = (mstore_t *)st;
+  presence_user_info_t info = {0};
+  muser_t *u = find_user(m, user_id);
+  if (u) fill_user(m, u, &info);
+  else info.user_id = user_id;
+  cb(ud, 0, &info);
+  return 0;
+}
+
+static int m_sessions_query(presence_store_t *st, const char *user_id,
+                            void (*cb)(void *, int,
+                                       const presence_session_info_t *, size_t),
+                            void *ud) {
+  mstore_t *m = (mstore_t *)st;
+  muser_t *u = find_user(m, user_id);
+  size_t n = u ? u->n_sessions : 0;
+  if (n > m->scratch_cap) {
+    presence_session_info_t *s =
+        presence__realloc(m->alloc, m->scratch, n * sizeof(*s));
+    if (!s) return PRESENCE_ENOMEM;
+    m->scratch = s;
+    m->scratch_cap = n;
+  }
+  size_t i = 0;
+  for (msess_t *s = u ? u->sessions : NULL; s; s = s->user_next)
+    fill_session(m, s, &m->scratch[i++]);
+  cb(ud, 0, m->scratch, n);
+  return 0;
+}
+
+static int m_session_get(presence_store_t *st, const char *session_id,
+                         presence_session_info_t *out) {
+  mstore_t *m = (mstore_t *)st;
+  size_t n = strlen(session_id);
+  msess_t *s = presence__table_find(&m->sessions, session_id, n,
+                                    presence__hash(session_id, n));
+  if (!s) return PRESENCE_ENOSESSION;
+  fill_session(m, s, out);
+  return 0;
+}
+
+static int m_users_foreach(presence_store_t *st, presence_user_visit_cb cb,
+                           void *ud) {
+  mstore_t *m = (mstore_t *)st;
+  size_t pos = 0;
+  int visited = 0;
+  muser_t *u;
+  while ((u = presence__table_next(&m->users, &pos))) {
+    presence_user_info_t info;
+    fill_user(m, u, &info);
+    visited++;
+    if (cb(&info, ud)) break;
+  }
+  return visited;
+}
+
+static int m_stats(presence_store_t *st, presence_stats_t *out) {
+  mstore_t *m = (mstore_t *)st;
+  *out = m->stats;
+  out->last_seq = m->seq;
+  return 0;
+}
+
+static int m_log_read(presence_store_t *st, uint64_t after_seq, size_t max,
+                      void (*cb)(void *, int, const presence_event_t *, size_t),
+                      void *ud) {
+  mstore_t *m = (mstore_t *)st;
+  return presence__log_read(m->log, after_seq, max, cb, ud);
+}
+
+static uint64_t m_log_last_seq(presence_store_t *st) {
+  return ((mstore_t *)st)->seq;
+}
+
+/* ---- lifecycle --------------------------------------------------------- */
+
+static int m_attach(presence_store_t *st, const presence_store_host_t *host) {
+  mstore_t *m = (mstore_t *)st;
+  m->h = *host;
+  m->mono_base = host->mono_ms(host->host_ud);
+  m->inactivity = host->inactivity_ms != 0;
+  int rc = presence__table_init(&m->sessions, m->alloc, offsetof(msess_t, id));
+  if (rc) return rc;
+  rc = presence__table_init(&m->users, m->alloc, offsetof(muser_t, id));
+  if (rc) return rc;
+  m->log = presence__log_new(m->alloc, host->log_capacity);
+  return m->log ? 0 : PRESENCE_ENOMEM;
+}
+
+static void m_destroy(presence_store_t *st) {
+  mstore_t *m = (mstore_t *)st;
+  const presence_allocator_t *a = m->alloc;
+  size_t pos = 0;
+  muser_t *u;
+  if (m->users.slots) {
+    while ((u = presence__table_next(&m->users, &pos))) {
+      msess_t *s = u->sessions;
+      while (s) {
+        msess_t *next = s->user_next;
+        session_free(m, s);
+        s = next;
+      }
+      presence__free(a, u);
+    }
+  }
+  presence__table_free(&m->sessions);
+  presence__table_free(&m->users);
+  presence__log_free(m->log);
+  presence__free(a, m->gq);
+  presence__free(a, m->scratch);
+  presence__free(a, m);
+}
+
+static const presence_store_ops_t memory_ops = {
+    .name = "memory",
+    .flags = PRESENCE_STORE_SYNC,
+    .attach = m_attach,
+    .write = m_write,
+    .tick = m_tick,
+    .user_query = m_user_query,
+    .sessions_query = m_sessions_query,
+    .session_get = m_session_get,
+    .users_foreach = m_users_foreach,
+    .stats = m_stats,
+    .log_read = m_log_read,
+    .log_last_seq = m_log_last_seq,
+    .destroy = m_destroy,
+};
+
+presence_store_t *presence_store_memory_new(const presence_allocator_t *alloc) {
+  const presence_allocator_t *a = alloc ? alloc : presence__default_allocator();
+  mstore_t *m = presence__malloc(a, sizeof(*m));
+  if (!m) return NULL;
+  memset(m, 0, sizeof(*m));
+  m->base.ops = &memory_ops;
+  m->alloc = a;
+  return &m->base;
+}

@@ -41,14 +41,49 @@ typedef struct jwt_config {
 } jwt_config_t;
 
 typedef struct jwt_claims {
-  char *sub;            /* user id */
+  char *sub; /* user id */
   int64_t exp;
-  int watch_all;        /* "watch": "*" */
-  char **watch;         /* "watch": [ids] */
+  int watch_all; /* "watch": "*" */
+  char **watch;  /* "watch": [ids] */
   size_t n_watch;
-  char *meta;           /* "meta" re-serialised as compact JSON, or NULL */
+  char *meta; /* "meta" re-serialised as compact JSON, or NULL */
 } jwt_claims_t;
 
+/* Limits (additions to the interface above, used by jwt_verify). */
+#define JWT_DEFAULT_MAX_LEN 4096 /* max_len when the config says 0 */
+#define JWT_MAX_WATCH 10000      /* most ids in "watch"; more: JWT_ECLAIMS */
+#define JWT_MAX_META 4096 /* longest compact "meta"; longer: JWT_ECLAIMS */
+
+/* Checks, in this order (the first failure is the answer, so a token that is
+ * not signed with our secret never gets an answer about its claims):
+ *   1. len > max_len: JWT_ETOOLARGE.
+ *   2. structure: a NUL byte within len, not exactly three '.'-separated
+ *      parts, an empty header or payload part, a part that is not strict
+ *      base64url (see b64.h): JWT_EMALFORMED.
+ *   3. header: not a UTF-8 JSON object, a duplicate member name, a \u0000
+ *      escape: JWT_EMALFORMED; "alg" missing, not a string or not exactly
+ *      "HS256": JWT_EALG; "crit" present, or "typ" present and not exactly
+ *      "JWT": JWT_EMALFORMED.
+ *   4. signature: not 32 bytes, or not HMAC-SHA256(secret, header.payload)
+ *      (compared in constant time), or an empty secret: JWT_ESIGNATURE.
+ *   5. payload: not a UTF-8 JSON object, or a duplicate member name
+ *      (RFC 7519 section 4 allows rejecting them; cJSON would keep the
+ *      first, other parsers the last): JWT_EMALFORMED. A \u0000 escape
+ *      (a C string cannot carry it: "alice\u0000x" would become "alice"):
+ *      JWT_ECLAIMS.
+ *   6. claims, in this order: "exp" missing, not a number or not finite:
+ *      JWT_ECLAIMS; now - leeway >= exp: JWT_EEXPIRED (RFC 7519 4.1.4: the
+ *      token must not be accepted "on or after" exp, so exp == now is
+ *      expired). "nbf" not a number: JWT_ECLAIMS; now + leeway < nbf:
+ *      JWT_ENOTYET. "aud" not a string or an array of strings: JWT_ECLAIMS;
+ *      present and not naming cfg->audience (or any "aud" when that is
+ *      NULL; an empty array names nobody): JWT_EAUDIENCE. "sub" missing or
+ *      not a valid presence id, "watch" not "*" or an array of at most
+ *      JWT_MAX_WATCH valid ids, "meta" not an object or longer than
+ *      JWT_MAX_META once compact: JWT_ECLAIMS.
+ * Fractional exp/nbf are rounded towards "refuse" (exp down, nbf up); a
+ * negative leeway counts as 0. *out is zeroed on entry and stays zeroed on
+ * any error, so jwt_claims_free(out) is always safe. */
 /* Verify token at time now_s (Unix seconds). On JWT_OK, *out holds the
  * claims; release them with jwt_claims_free. */
 int jwt_verify(const jwt_config_t *cfg, const char *token, size_t len,

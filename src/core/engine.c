@@ -217,8 +217,17 @@ int presence_new(const presence_options_t *opts, presence_t **out) {
   p->host.log_capacity = opts->log_capacity ? opts->log_capacity : 65536;
   p->host.max_sessions_per_user = opts->max_sessions_per_user;
 
+  /* The pending queue exists up front, so the common event never meets an
+   * allocation failure after the store has already changed. */
+  p->pend_cap = 4096;
+  p->pend = presence__malloc(&p->alloc, p->pend_cap);
   p->store = opts->store ? opts->store : presence_store_memory_new(&p->alloc);
+  if (!p->pend && p->store) {
+    p->store->ops->destroy(p->store);
+    p->store = NULL;
+  }
   if (!p->store) {
+    presence__free(&p->alloc, p->pend);
     presence__free(&p->alloc, p);
     return PRESENCE_ENOMEM;
   }

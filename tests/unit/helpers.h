@@ -1,0 +1,108 @@
+/*
+ * Shared by the core's unit tests: an injected clock, a counting allocator
+ * (every test ends with zero live allocations) and an event recorder.
+ */
+#ifndef PRESENCE_TEST_HELPERS_H
+#define PRESENCE_TEST_HELPERS_H
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "presence.h"
+
+typedef struct fake_clock {
+  int64_t wall;
+  int64_t mono;
+} fake_clock_t;
+
+static inline int64_t fake_wall(void *ud) { return ((fake_clock_t *)ud)->wall; }
+static inline int64_t fake_mono(void *ud) { return ((fake_clock_t *)ud)->mono; }
+static inline void clock_advance(fake_clock_t *c, int64_t ms) {
+  c->wall += ms;
+  c->mono += ms;
+}
+
+typedef struct counting_alloc {
+  long live;
+  long fail_after; /* < 0: never fail */
+} counting_alloc_t;
+
+static inline void *ca_malloc(void *ud, size_t n) {
+  counting_alloc_t *c = ud;
+  if (c->fail_after == 0) return NULL;
+  if (c->fail_after > 0) c->fail_after--;
+  void *p = malloc(n);
+  if (p) c->live++;
+  return p;
+}
+static inline void *ca_realloc(void *ud, void *p, size_t n) {
+  counting_alloc_t *c = ud;
+  if (c->fail_after == 0) return NULL;
+  if (c->fail_after > 0) c->fail_after--;
+  void *q = realloc(p, n);
+  if (q && !p) c->live++;
+  return q;
+}
+static inline void ca_free(void *ud, void *p) {
+  counting_alloc_t *c = ud;
+  if (p) c->live--;
+  free(p);
+}
+
+/* A recorded event, with its strings copied. */
+typedef struct rec_event {
+  presence_event_type_t type;
+  presence_reason_t reason;
+  uint64_t seq;
+  int64_t ts;
+  char session_id[PRESENCE_ID_MAX + 1];
+  char user_id[PRESENCE_ID_MAX + 1];
+  char meta[256];
+  int has_session, has_user, has_meta;
+  presence_status_t from, to;
+  uint64_t version;
+  size_t n_session_ids;
+} rec_event_t;
+
+typedef struct recorder {
+  rec_event_t ev[256];
+  size_t n;
+} recorder_t;
+
+static inline void record_cb(presence_t *p, const presence_event_t *ev,
+                             void *ud) {
+  (void)p;
+  recorder_t *r = ud;
+  if (r->n >= 256) return;
+  rec_event_t *e = &r->ev[r->n++];
+  memset(e, 0, sizeof(*e));
+  e->type = ev->type;
+  e->reason = ev->reason;
+  e->seq = ev->seq;
+  e->ts = ev->ts_ms;
+  e->from = ev->from;
+  e->to = ev->to;
+  e->version = ev->user_version;
+  e->n_session_ids = ev->n_session_ids;
+  if (ev->session_id) {
+    e->has_session = 1;
+    strncpy(e->session_id, ev->session_id, PRESENCE_ID_MAX);
+  }
+  if (ev->user_id) {
+    e->has_user = 1;
+    strncpy(e->user_id, ev->user_id, PRESENCE_ID_MAX);
+  }
+  if (ev->meta) {
+    e->has_meta = 1;
+    strncpy(e->meta, ev->meta, sizeof(e->meta) - 1);
+  }
+}
+
+#endif

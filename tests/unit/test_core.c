@@ -1,0 +1,664 @@
+/*
+ * The rules of DESIGN.md section 2, one test each, on the embedded store with
+ * an injected clock and a counting allocator.
+ */
+#include "helpers.h"
+
+#include "presence_store.h"
+
+typedef struct fixture {
+  fake_clock_t clock;
+  counting_alloc_t alloc;
+  recorder_t rec;
+  presence_t *p;
+} fixture_t;
+
+static fixture_t *make(uint32_t grace, uint32_t inactivity, uint32_t log_cap,
+                       uint32_t max_sessions) {
+  fixture_t *f = calloc(1, sizeof(*f));
+  f->clock.wall = 1764320000000;
+  f->clock.mono = 1000;
+  f->alloc.fail_after = -1;
+  presence_options_t o;
+  presence_options_init(&o);
+  o.clock = (presence_clock_t){fake_wall, fake_mono, &f->clock};
+  o.allocator = (presence_allocator_t){ca_malloc, ca_realloc, ca_free, &f->alloc};
+  o.offline_grace_ms = grace;
+  o.inactivity_ms = inactivity;
+  o.log_capacity = log_cap;
+  o.max_sessions_per_user = max_sessions;
+  o.instance_id = "test-1";
+  assert_int_equal(presence_new(&o, &f->p), 0);
+  assert_true(presence_on_event(f->p, record_cb, &f->rec) > 0);
+  return f;
+}
+
+static void destroy(fixture_t *f) {
+  presence_free(f->p);
+  assert_int_equal(f->alloc.live, 0); /* nothing leaked */
+  free(f);
+}
+
+static void expect_event(fixture_t *f, size_t i, presence_event_type_t type,
+                         presence_reason_t reason, const char *user) {
+  assert_true(i < f->rec.n);
+  rec_event_t *e = &f->rec.ev[i];
+  if (e->type != type)
+    fail_msg("event %zu: %s, expected %s", i, presence_event_type_name(e->type),
+             presence_event_type_name(type));
+  assert_int_equal(e->reason, reason);
+  if (user) assert_string_equal(e->user_id, user);
+}
+
+static presence_status_t status_of(fixture_t *f, const char *user) {
+  presence_user_info_t info;
+  assert_int_equal(presence_user_get(f->p, user, &info), 0);
+  return info.status;
+}
+
+/* ---- transitions ------------------------------------------------------- */
+
+static void connect_emits_session_then_user(void **state) {
+  (void)state;
+  fixture_t *f = make(0, 0, 0, 0);
+  assert_int_equal(presence_session_connect(f->p, "s1", "alice", NULL, NULL, NULL), 0);
+  assert_int_equal(f->rec.n, 2);
+  expect_event(f, 0, PRESENCE_EV_SESSION_CONNECTED, PRESENCE_REASON_CONNECT, "alice");
+  expect_event(f, 1, PRESENCE_EV_USER_ONLINE, PRESENCE_REASON_CONNECT, "alice");
+  assert_string_equal(f->rec.ev[1].session_id, "s1");
+  assert_int_equal(f->rec.ev[1].from, PRESENCE_OFFLINE);
+  assert_int_equal(f->rec.ev[1].to, PRESENCE_ONLINE);
+  assert_int_equal(f->rec.ev[1].version, 1);
+  assert_true(f->rec.ev[0].seq < f->rec.ev[1].seq);
+  assert_int_equal(f->rec.ev[0].ts, f->clock.wall);
+  assert_int_equal(status_of(f, "alice"), PRESENCE_ONLINE);
+  destroy(f);
+}
+
+static void second_session_is_no_user_transition(void **state) {
+  (void)state;
+  fixture_t *f = make(0, 0, 0, 0);
+  presence_session_connect(f->p, "s1", "alice", NULL, NULL, NULL);
+  presence_session_connect(f->p, "s2", "alice", NULL, NULL, NULL);
+  assert_int_equal(f->rec.n, 3);
+  expect_event(f, 2, PRESENCE_EV_SESSION_CONNECTED, PRESENCE_REASON_CONNECT, "alice");
+  /* Closing one of two sessions: a session event, no user event. */
+  assert_int_equal(presence_session_disconnect(f->p, "s1", NULL, NULL), 0);
+  assert_int_equal(f->rec.n, 4);
+  expect_event(f, 3, PRESENCE_EV_SESSION_DISCONNECTED, PRESENCE_REASON_DISCONNECT, "alice");
+  presence_user_info_t info;
+  presence_user_get(f->p, "alice", &info);
+  assert_int_equal(info.session_count, 1);
+  assert_int_equal(info.status, PRESENCE_ONLINE);
+  destroy(f);
+}
+
+static void idle_only_when_every_session_is_idle(void **state) {
+  (void)state;
+  fixture_t *f = make(0, 0, 0, 0);
+  presence_session_connect(f->p, "s1", "alice", NULL, NULL, NULL);
+  presence_session_connect(f->p, "s2", "alice", NULL, NULL, NULL);
+  f->rec.n = 0;
+  assert_int_equal(presence_session_set_status(f->p, "s1", PRESENCE_IDLE, NULL, NULL), 0);
+  assert_int_equal(f->rec.n, 1);
+  expect_event(f, 0, PRESENCE_EV_SESSION_STATUS, PRESENCE_REASON_EXPLICIT, "alice");
+  assert_int_equal(f->rec.ev[0].from, PRESENCE_ONLINE);
+  assert_int_equal(f->rec.ev[0].to, PRESENCE_IDLE);
+  assert_int_equal(status_of(f, "alice"), PRESENCE_ONLINE);
+  presence_session_set_status(f->p, "s2", PRESENCE_IDLE, NULL, NULL);
+  assert_int_equal(f->rec.n, 3);
+  expect_event(f, 1, PRESENCE_EV_SESSION_STATUS, PRESENCE_REASON_EXPLICIT, "alice");
+  expect_event(f, 2, PRESENCE_EV_USER_IDLE, PRESENCE_REASON_EXPLICIT, "alice");
+  assert_string_equal(f->rec.ev[2].session_id, "s2");
+  assert_int_equal(status_of(f, "alice"), PRESENCE_IDLE);
+  /* Same status again: nothing. */
+  presence_session_set_status(f->p, "s2", PRESENCE_IDLE, NULL, NULL);
+  assert_int_equal(f->rec.n, 3);
+  /* One back online: the user is online. */
+  presence_session_set_status(f->p, "s1", PRESENCE_ONLINE, NULL, NULL);
+  assert_int_equal(f->rec.n, 5);
+  expect_event(f, 4, PRESENCE_EV_USER_ONLINE, PRESENCE_REASON_EXPLICIT, "alice");
+  assert_int_equal(f->rec.ev[4].from, PRESENCE_IDLE);
+  /* A new session of an idle user makes it online. */
+  presence_session_set_status(f->p, "s1", PRESENCE_IDLE, NULL, NULL);
+  f->rec.n = 0;
+  presence_session_connect(f->p, "s3", "alice", NULL, NULL, NULL);
+  assert_int_equal(f->rec.n, 2);
+  expect_event(f, 1, PRESENCE_EV_USER_ONLINE, PRESENCE_REASON_CONNECT, "alice");
+  assert_int_equal(f->rec.ev[1].from, PRESENCE_IDLE);
+  destroy(f);
+}
+
+static void last_session_ends_offline_with_last_seen(void **state) {
+  (void)state;
+  fixture_t *f = make(0, 0, 0, 0);
+  presence_session_connect(f->p, "s1", "alice", NULL, NULL, NULL);
+  clock_advance(&f->clock, 60000);
+  int64_t when = f->clock.wall;
+  f->rec.n = 0;
+  assert_int_equal(presence_session_end(f->p, "s1", PRESENCE_REASON_TIMEOUT, NULL, NULL), 0);
+  assert_int_equal(f->rec.n, 2);
+  expect_event(f, 0, PRESENCE_EV_SESSION_DISCONNECTED, PRESENCE_REASON_TIMEOUT, "alice");
+  expect_event(f, 1, PRESENCE_EV_USER_OFFLINE, PRESENCE_REASON_TIMEOUT, "alice");
+  assert_int_equal(f->rec.ev[1].version, 2);
+  clock_advance(&f->clock, 5000);
+  presence_user_info_t info;
+  presence_user_get(f->p, "alice", &info);
+  assert_int_equal(info.status, PRESENCE_OFFLINE);
+  assert_int_equal(info.last_seen_ms, when);
+  assert_int_equal(info.since_ms, when);
+  assert_int_equal(info.version, 2);
+  assert_int_equal(info.session_count, 0);
+  destroy(f);
+}
+
+static void unknown_user_is_offline_not_an_error(void **state) {
+  (void)state;
+  fixture_t *f = make(0, 0, 0, 0);
+  presence_user_info_t info;
+  assert_int_equal(presence_user_get(f->p, "nobody", &info), 0);
+  assert_int_equal(info.status, PRESENCE_OFFLINE);
+  assert_int_equal(info.version, 0);
+  assert_int_equal(info.last_seen_ms, 0);
+  assert_string_equal(info.user_id, "nobody");
+  destroy(f);
+}
+
+/* ---- no resurrection, no duplicates ------------------------------------ */
+
+static void duplicates_and_closed_sessions_change_nothing(void **state) {
+  (void)state;
+  fixture_t *f = make(0, 0, 0, 0);
+  presence_session_connect(f->p, "s1", "alice", NULL, NULL, NULL);
+  f->rec.n = 0;
+  assert_int_equal(presence_session_connect(f->p, "s1", "alice", NULL, NULL, NULL), PRESENCE_EEXIST);
+  assert_int_equal(presence_session_connect(f->p, "s1", "bob", NULL, NULL, NULL), PRESENCE_EEXIST);
+  assert_int_equal(f->rec.n, 0);
+  assert_int_equal(status_of(f, "bob"), PRESENCE_OFFLINE);
+  presence_session_disconnect(f->p, "s1", NULL, NULL);
+  f->rec.n = 0;
+  assert_int_equal(presence_session_disconnect(f->p, "s1", NULL, NULL), PRESENCE_ENOSESSION);
+  assert_int_equal(presence_session_kick(f->p, "s1", NULL, NULL), PRESENCE_ENOSESSION);
+  /* The seed's perma-green: a status update must not re-create it. */
+  assert_int_equal(presence_session_set_status(f->p, "s1", PRESENCE_ONLINE, NULL, NULL), PRESENCE_ENOSESSION);
+  assert_int_equal(presence_session_touch(f->p, "s1"), PRESENCE_ENOSESSION);
+  assert_int_equal(f->rec.n, 0);
+  assert_int_equal(status_of(f, "alice"), PRESENCE_OFFLINE);
+  presence_session_info_t si;
+  assert_int_equal(presence_session_get(f->p, "s1", &si), PRESENCE_ENOSESSION);
+  destroy(f);
+}
+
+static void bad_arguments_are_refused(void **state) {
+  (void)state;
+  fixture_t *f = make(0, 0, 0, 0);
+  char long_id[PRESENCE_ID_MAX + 2];
+  memset(long_id, 'a', sizeof(long_id) - 1);
+  long_id[sizeof(long_id) - 1] = '\0';
+  char max_id[PRESENCE_ID_MAX + 1];
+  memset(max_id, 'b', PRESENCE_ID_MAX);
+  max_id[PRESENCE_ID_MAX] = '\0';
+
+  assert_int_equal(presence_session_connect(NULL, "s", "u", NULL, NULL, NULL), PRESENCE_EINVAL);
+  assert_int_equal(presence_session_connect(f->p, NULL, "u", NULL, NULL, NULL), PRESENCE_EID);
+  assert_int_equal(presence_session_connect(f->p, "s", NULL, NULL, NULL, NULL), PRESENCE_EID);
+  assert_int_equal(presence_session_connect(f->p, "", "u", NULL, NULL, NULL), PRESENCE_EID);
+  assert_int_equal(presence_session_connect(f->p, "s", "", NULL, NULL, NULL), PRESENCE_EID);
+  assert_int_equal(presence_session_connect(f->p, long_id, "u", NULL, NULL, NULL), PRESENCE_EID);
+  assert_int_equal(presence_session_connect(f->p, "s", long_id, NULL, NULL, NULL), PRESENCE_EID);
+  assert_int_equal(presence_session_connect(f->p, "s", "bad\xc3(", NULL, NULL, NULL), PRESENCE_EID);
+  assert_int_equal(presence_session_connect(f->p, "s", "\xc0\xaf", NULL, NULL, NULL), PRESENCE_EID); /* overlong */
+  assert_int_equal(presence_session_connect(f->p, "s", "\xed\xa0\x80", NULL, NULL, NULL), PRESENCE_EID); /* surrogate */
+  assert_int_equal(presence_session_connect(f->p, "s", "tab\there", NULL, NULL, NULL), PRESENCE_EID);
+  assert_int_equal(presence_session_set_status(f->p, "s", PRESENCE_OFFLINE, NULL, NULL), PRESENCE_ESTATUS);
+  assert_int_equal(presence_session_set_status(f->p, "s", (presence_status_t)7, NULL, NULL), PRESENCE_ESTATUS);
+  assert_int_equal(presence_session_end(f->p, "s", PRESENCE_REASON_RESYNC, NULL, NULL), PRESENCE_EINVAL);
+  assert_int_equal(f->rec.n, 0);
+
+  /* The limits themselves are fine, and so is non-ASCII UTF-8. */
+  assert_int_equal(presence_session_connect(f->p, max_id, "\xc3\xa9lodie", NULL, NULL, NULL), 0);
+  assert_int_equal(status_of(f, "\xc3\xa9lodie"), PRESENCE_ONLINE);
+
+  char *big_meta = malloc(PRESENCE_META_MAX + 2);
+  memset(big_meta, 'x', PRESENCE_META_MAX + 1);
+  big_meta[PRESENCE_META_MAX + 1] = '\0';
+  assert_int_equal(presence_session_connect(f->p, "m", "u", big_meta, NULL, NULL), PRESENCE_EMETA);
+  free(big_meta);
+  assert_string_equal(presence_strerror(PRESENCE_ENOSESSION), "no such session");
+  assert_string_equal(presence_err_name(PRESENCE_EEXIST), "EEXIST");
+  assert_string_equal(presence_strerror(12345), "unknown error");
+  destroy(f);
+}
+
+static void sessions_per_user_limit(void **state) {
+  (void)state;
+  fixture_t *f = make(0, 0, 0, 2);
+  assert_int_equal(presence_session_connect(f->p, "s1", "alice", NULL, NULL, NULL), 0);
+  assert_int_equal(presence_session_connect(f->p, "s2", "alice", NULL, NULL, NULL), 0);
+  size_t before = f->rec.n;
+  assert_int_equal(presence_session_connect(f->p, "s3", "alice", NULL, NULL, NULL), PRESENCE_ELIMIT);
+  assert_int_equal(f->rec.n, before);
+  assert_int_equal(presence_session_connect(f->p, "s3", "bob", NULL, NULL, NULL), 0);
+  destroy(f);
+}
+
+/* ---- offline grace ----------------------------------------------------- */
+
+static void grace_hides_a_reload(void **state) {
+  (void)state;
+  fixture_t *f = make(5000, 0, 0, 0);
+  presence_session_connect(f->p, "s1", "alice", NULL, NULL, NULL);
+  f->rec.n = 0;
+  presence_session_disconnect(f->p, "s1", NULL, NULL);
+  /* The session event is never delayed; the user event waits. */
+  assert_int_equal(f->rec.n, 1);
+  expect_event(f, 0, PRESENCE_EV_SESSION_DISCONNECTED, PRESENCE_REASON_DISCONNECT, "alice");
+  assert_int_equal(status_of(f, "alice"), PRESENCE_ONLINE);
+  assert_int_equal(presence_tick(f->p), 5000);
+  clock_advance(&f->clock, 4000);
+  assert_int_equal(presence_tick(f->p), 1000);
+  presence_session_connect(f->p, "s2", "alice", NULL, NULL, NULL);
+  assert_int_equal(f->rec.n, 2); /* session.connected only */
+  expect_event(f, 1, PRESENCE_EV_SESSION_CONNECTED, PRESENCE_REASON_CONNECT, "alice");
+  clock_advance(&f->clock, 10000);
+  assert_int_equal(presence_tick(f->p), -1);
+  assert_int_equal(f->rec.n, 2);
+  assert_int_equal(status_of(f, "alice"), PRESENCE_ONLINE);
+  destroy(f);
+}
+
+static void grace_expires_into_offline(void **state) {
+  (void)state;
+  fixture_t *f = make(5000, 0, 0, 0);
+  presence_session_connect(f->p, "s1", "alice", NULL, NULL, NULL);
+  clock_advance(&f->clock, 1000);
+  int64_t ended = f->clock.wall;
+  presence_session_disconnect(f->p, "s1", NULL, NULL);
+  f->rec.n = 0;
+  clock_advance(&f->clock, 4999);
+  presence_tick(f->p);
+  assert_int_equal(f->rec.n, 0);
+  clock_advance(&f->clock, 1);
+  assert_int_equal(presence_tick(f->p), -1);
+  assert_int_equal(f->rec.n, 1);
+  expect_event(f, 0, PRESENCE_EV_USER_OFFLINE, PRESENCE_REASON_DISCONNECT, "alice");
+  assert_int_equal(f->rec.ev[0].has_session, 0);
+  presence_user_info_t info;
+  presence_user_get(f->p, "alice", &info);
+  assert_int_equal(info.status, PRESENCE_OFFLINE);
+  assert_int_equal(info.last_seen_ms, ended); /* when really last seen */
+  destroy(f);
+}
+
+static void grace_does_not_cover_kicks(void **state) {
+  (void)state;
+  fixture_t *f = make(5000, 0, 0, 0);
+  presence_session_connect(f->p, "s1", "alice", NULL, NULL, NULL);
+  f->rec.n = 0;
+  presence_session_kick(f->p, "s1", NULL, NULL);
+  assert_int_equal(f->rec.n, 2);
+  expect_event(f, 1, PRESENCE_EV_USER_OFFLINE, PRESENCE_REASON_KICKED, "alice");
+  destroy(f);
+}
+
+static void grace_cancelled_then_restarted(void **state) {
+  (void)state;
+  fixture_t *f = make(1000, 0, 0, 0);
+  presence_session_connect(f->p, "s1", "alice", NULL, NULL, NULL);
+  presence_session_disconnect(f->p, "s1", NULL, NULL);
+  clock_advance(&f->clock, 500);
+  presence_session_connect(f->p, "s2", "alice", NULL, NULL, NULL);
+  presence_session_disconnect(f->p, "s2", NULL, NULL);
+  f->rec.n = 0;
+  /* The first (cancelled) deadline passes: nothing. */
+  clock_advance(&f->clock, 600);
+  presence_tick(f->p);
+  assert_int_equal(f->rec.n, 0);
+  clock_advance(&f->clock, 400);
+  presence_tick(f->p);
+  assert_int_equal(f->rec.n, 1);
+  expect_event(f, 0, PRESENCE_EV_USER_OFFLINE, PRESENCE_REASON_DISCONNECT, "alice");
+  destroy(f);
+}
+
+/* ---- inactivity -------------------------------------------------------- */
+
+static void inactivity_idles_and_activity_restores(void **state) {
+  (void)state;
+  fixture_t *f = make(0, 1000, 0, 0);
+  presence_session_connect(f->p, "s1", "alice", NULL, NULL, NULL);
+  f->rec.n = 0;
+  assert_int_equal(presence_tick(f->p), 1000);
+  clock_advance(&f->clock, 600);
+  assert_int_equal(presence_session_touch(f->p, "s1"), 0);
+  clock_advance(&f->clock, 600);
+  presence_tick(f->p);
+  assert_int_equal(f->rec.n, 0); /* the touch moved the deadline */
+  clock_advance(&f->clock, 400);
+  presence_tick(f->p);
+  assert_int_equal(f->rec.n, 2);
+  expect_event(f, 0, PRESENCE_EV_SESSION_STATUS, PRESENCE_REASON_INACTIVITY, "alice");
+  expect_event(f, 1, PRESENCE_EV_USER_IDLE, PRESENCE_REASON_INACTIVITY, "alice");
+  presence_session_touch(f->p, "s1");
+  assert_int_equal(f->rec.n, 4);
+  expect_event(f, 2, PRESENCE_EV_SESSION_STATUS, PRESENCE_REASON_INACTIVITY, "alice");
+  expect_event(f, 3, PRESENCE_EV_USER_ONLINE, PRESENCE_REASON_INACTIVITY, "alice");
+  /* A client's own idle is not undone by activity. */
+  presence_session_set_status(f->p, "s1", PRESENCE_IDLE, NULL, NULL);
+  f->rec.n = 0;
+  presence_session_touch(f->p, "s1");
+  clock_advance(&f->clock, 5000);
+  presence_tick(f->p);
+  assert_int_equal(f->rec.n, 0);
+  assert_int_equal(status_of(f, "alice"), PRESENCE_IDLE);
+  presence_session_set_status(f->p, "s1", PRESENCE_ONLINE, NULL, NULL);
+  expect_event(f, 1, PRESENCE_EV_USER_ONLINE, PRESENCE_REASON_EXPLICIT, "alice");
+  presence_session_disconnect(f->p, "s1", NULL, NULL);
+  assert_int_equal(presence_tick(f->p), -1);
+  destroy(f);
+}
+
+/* ---- callbacks ----------------------------------------------------------*/
+
+typedef struct order_log {
+  char seen[16][32];
+  int n;
+} order_log_t;
+
+static void tag_a(presence_t *p, const presence_event_t *ev, void *ud) {
+  (void)p;
+  (void)ev;
+  order_log_t *o = ud;
+  snprintf(o->seen[o->n++], 32, "a");
+}
+static void tag_b(presence_t *p, const presence_event_t *ev, void *ud) {
+  (void)p;
+  (void)ev;
+  order_log_t *o = ud;
+  snprintf(o->seen[o->n++], 32, "b");
+}
+static void tag_any(presence_t *p, const presence_event_t *ev, void *ud) {
+  (void)p;
+  order_log_t *o = ud;
+  snprintf(o->seen[o->n++], 32, "any:%s", presence_event_type_name(ev->type));
+}
+
+static void callbacks_run_in_registration_order(void **state) {
+  (void)state;
+  presence_t *p;
+  assert_int_equal(presence_new(NULL, &p), 0);
+  order_log_t o = {0};
+  assert_true(presence_on_event(p, tag_any, &o) > 0);
+  assert_true(presence_on_user_online(p, tag_a, &o) > 0);
+  int hb = presence_on_user_online(p, tag_b, &o);
+  assert_true(hb > 0);
+  assert_int_equal(presence_on(p, (presence_event_type_t)55, tag_a, &o), PRESENCE_EINVAL);
+  presence_session_connect(p, "s1", "alice", NULL, NULL, NULL);
+  assert_int_equal(o.n, 4);
+  assert_string_equal(o.seen[0], "any:session.connected");
+  assert_string_equal(o.seen[1], "a");
+  assert_string_equal(o.seen[2], "b");
+  assert_string_equal(o.seen[3], "any:user.online");
+  assert_int_equal(presence_off(p, hb), 0);
+  assert_int_equal(presence_off(p, hb), PRESENCE_EINVAL);
+  o.n = 0;
+  presence_session_disconnect(p, "s1", NULL, NULL);
+  presence_session_connect(p, "s2", "alice", NULL, NULL, NULL);
+  assert_int_equal(o.n, 5);
+  assert_string_equal(o.seen[3], "a");
+  assert_string_equal(o.seen[4], "any:user.online");
+  presence_free(p);
+}
+
+/* A callback that kicks every session it sees connect: the kick's events
+ * must come after the connect's own user event. */
+static void kick_on_connect(presence_t *p, const presence_event_t *ev,
+                            void *ud) {
+  (void)ud;
+  if (strcmp(ev->user_id, "banned") == 0)
+    assert_int_equal(presence_session_kick(p, ev->session_id, NULL, NULL), 0);
+}
+
+static void reentrant_mutation_keeps_order(void **state) {
+  (void)state;
+  fixture_t *f = make(0, 0, 0, 0);
+  presence_on_session_connected(f->p, kick_on_connect, NULL);
+  presence_session_connect(f->p, "s1", "banned", NULL, NULL, NULL);
+  assert_int_equal(f->rec.n, 4);
+  expect_event(f, 0, PRESENCE_EV_SESSION_CONNECTED, PRESENCE_REASON_CONNECT, "banned");
+  expect_event(f, 1, PRESENCE_EV_USER_ONLINE, PRESENCE_REASON_CONNECT, "banned");
+  expect_event(f, 2, PRESENCE_EV_SESSION_DISCONNECTED, PRESENCE_REASON_KICKED, "banned");
+  expect_event(f, 3, PRESENCE_EV_USER_OFFLINE, PRESENCE_REASON_KICKED, "banned");
+  for (size_t i = 1; i < f->rec.n; i++)
+    assert_true(f->rec.ev[i].seq == f->rec.ev[i - 1].seq + 1);
+  assert_int_equal(status_of(f, "banned"), PRESENCE_OFFLINE);
+  destroy(f);
+}
+
+typedef struct done_log {
+  int calls;
+  int status;
+  size_t events_at_done;
+  recorder_t *rec;
+} done_log_t;
+
+static void on_done(presence_t *p, int status, void *ud) {
+  (void)p;
+  done_log_t *d = ud;
+  d->calls++;
+  d->status = status;
+  d->events_at_done = d->rec->n;
+}
+
+static void done_runs_after_the_events(void **state) {
+  (void)state;
+  fixture_t *f = make(0, 0, 0, 0);
+  done_log_t d = {0, 99, 0, &f->rec};
+  assert_int_equal(presence_session_connect(f->p, "s1", "alice", NULL, on_done, &d), 0);
+  assert_int_equal(d.calls, 1);
+  assert_int_equal(d.status, 0);
+  assert_int_equal(d.events_at_done, 2);
+  /* A refused call returns its error and does not call done. */
+  assert_int_equal(presence_session_connect(f->p, "s1", "alice", NULL, on_done, &d), PRESENCE_EEXIST);
+  assert_int_equal(d.calls, 1);
+  destroy(f);
+}
+
+/* ---- queries ----------------------------------------------------------- */
+
+static void sessions_keep_their_metadata(void **state) {
+  (void)state;
+  fixture_t *f = make(0, 0, 0, 0);
+  presence_session_connect(f->p, "s1", "alice", "{\"device\":\"phone\"}", NULL, NULL);
+  presence_session_connect(f->p, "s2", "alice", NULL, NULL, NULL);
+  presence_session_set_status(f->p, "s2", PRESENCE_IDLE, NULL, NULL);
+  assert_string_equal(f->rec.ev[0].meta, "{\"device\":\"phone\"}");
+  presence_session_info_t s[4];
+  assert_int_equal(presence_sessions_get(f->p, "alice", s, 4), 2);
+  int seen = 0;
+  for (int i = 0; i < 2; i++) {
+    assert_string_equal(s[i].user_id, "alice");
+    assert_string_equal(s[i].instance_id, "test-1");
+    if (strcmp(s[i].session_id, "s1") == 0) {
+      assert_string_equal(s[i].meta, "{\"device\":\"phone\"}");
+      assert_int_equal(s[i].status, PRESENCE_ONLINE);
+      seen |= 1;
+    } else {
+      assert_null(s[i].meta);
+      assert_int_equal(s[i].status, PRESENCE_IDLE);
+      assert_int_equal(s[i].status_reason, PRESENCE_REASON_EXPLICIT);
+      seen |= 2;
+    }
+  }
+  assert_int_equal(seen, 3);
+  assert_int_equal(presence_sessions_get(f->p, "alice", s, 1), 2); /* count */
+  assert_int_equal(presence_sessions_get(f->p, "nobody", s, 4), 0);
+  presence_stats_t st;
+  presence_stats(f->p, &st);
+  assert_int_equal(st.sessions, 2);
+  assert_int_equal(st.users_online, 1);
+  assert_int_equal(st.events[PRESENCE_EV_SESSION_CONNECTED], 2);
+  destroy(f);
+}
+
+static int count_users(const presence_user_info_t *info, void *ud) {
+  (void)info;
+  (*(int *)ud)++;
+  return 0;
+}
+
+static void foreach_visits_every_user(void **state) {
+  (void)state;
+  fixture_t *f = make(0, 0, 0, 0);
+  char sid[16], uid[16];
+  for (int i = 0; i < 100; i++) {
+    snprintf(sid, sizeof sid, "s%d", i);
+    snprintf(uid, sizeof uid, "u%d", i % 40);
+    presence_session_connect(f->p, sid, uid, NULL, NULL, NULL);
+  }
+  int n = 0;
+  assert_int_equal(presence_users_foreach(f->p, count_users, &n), 40);
+  assert_int_equal(n, 40);
+  destroy(f);
+}
+
+/* ---- the log ----------------------------------------------------------- */
+
+typedef struct log_read {
+  int status;
+  size_t n;
+  uint64_t first, last;
+  presence_event_type_t first_type;
+} log_read_t;
+
+static void on_log(presence_t *p, int status, const presence_event_t *evs,
+                   size_t n, void *ud) {
+  (void)p;
+  log_read_t *r = ud;
+  r->status = status;
+  r->n = n;
+  if (n) {
+    r->first = evs[0].seq;
+    r->last = evs[n - 1].seq;
+    r->first_type = evs[0].type;
+    for (size_t i = 1; i < n; i++) assert_int_equal(evs[i].seq, evs[i - 1].seq + 1);
+  }
+}
+
+static void log_reads_from_a_cursor_and_reports_gaps(void **state) {
+  (void)state;
+  fixture_t *f = make(0, 0, 8, 0);
+  presence_session_connect(f->p, "s1", "alice", NULL, NULL, NULL); /* 1, 2 */
+  log_read_t r = {0};
+  assert_int_equal(presence_log_read(f->p, 0, 100, on_log, &r), 0);
+  assert_int_equal(r.status, 0);
+  assert_int_equal(r.n, 2);
+  assert_int_equal(r.first, 1);
+  assert_int_equal(r.first_type, PRESENCE_EV_SESSION_CONNECTED);
+  assert_int_equal(presence_log_read(f->p, 2, 100, on_log, &r), 0);
+  assert_int_equal(r.n, 0); /* up to date */
+  for (int i = 0; i < 10; i++) {
+    presence_session_set_status(f->p, "s1", PRESENCE_IDLE, NULL, NULL);
+    presence_session_set_status(f->p, "s1", PRESENCE_ONLINE, NULL, NULL);
+  }
+  uint64_t last = presence_log_last_seq(f->p);
+  assert_int_equal(last, 42);
+  assert_int_equal(presence_log_read(f->p, 1, 100, on_log, &r), 0);
+  assert_int_equal(r.status, PRESENCE_ECURSOR);
+  assert_int_equal(r.n, 8);
+  assert_int_equal(r.first, last - 7);
+  assert_int_equal(r.last, last);
+  assert_int_equal(presence_log_read(f->p, last - 3, 2, on_log, &r), 0);
+  assert_int_equal(r.status, 0);
+  assert_int_equal(r.n, 2);
+  assert_int_equal(r.first, last - 2);
+  destroy(f);
+}
+
+/* ---- cleanup ----------------------------------------------------------- */
+
+static void reset_is_a_full_cleanup(void **state) {
+  (void)state;
+  fixture_t *f = make(5000, 1000, 0, 0);
+  presence_session_connect(f->p, "s1", "alice", NULL, NULL, NULL);
+  presence_session_connect(f->p, "s2", "alice", NULL, NULL, NULL);
+  presence_session_connect(f->p, "s3", "bob", NULL, NULL, NULL);
+  presence_session_connect(f->p, "s4", "carol", NULL, NULL, NULL);
+  presence_session_disconnect(f->p, "s4", NULL, NULL); /* carol in grace */
+  f->rec.n = 0;
+  assert_int_equal(presence_reset(f->p, NULL, NULL), 0);
+  /* 3 disconnections, 3 users offline, then cleanup last. */
+  assert_int_equal(f->rec.n, 7);
+  int disc = 0, off = 0;
+  for (size_t i = 0; i < 6; i++) {
+    assert_int_equal(f->rec.ev[i].reason, PRESENCE_REASON_INSTANCE_LOST);
+    if (f->rec.ev[i].type == PRESENCE_EV_SESSION_DISCONNECTED) disc++;
+    if (f->rec.ev[i].type == PRESENCE_EV_USER_OFFLINE) off++;
+  }
+  assert_int_equal(disc, 3);
+  assert_int_equal(off, 3);
+  expect_event(f, 6, PRESENCE_EV_CLEANUP, PRESENCE_REASON_INSTANCE_LOST, NULL);
+  assert_int_equal(f->rec.ev[6].has_user, 0);
+  assert_int_equal(f->rec.ev[6].n_session_ids, 0);
+  assert_int_equal(status_of(f, "alice"), PRESENCE_OFFLINE);
+  assert_int_equal(status_of(f, "carol"), PRESENCE_OFFLINE);
+  /* Carol's old grace entry must not fire later. */
+  f->rec.n = 0;
+  clock_advance(&f->clock, 10000);
+  presence_tick(f->p);
+  assert_int_equal(f->rec.n, 0);
+  /* And the store works as new afterwards. */
+  assert_int_equal(presence_session_connect(f->p, "s1", "alice", NULL, NULL, NULL), 0);
+  destroy(f);
+}
+
+/* ---- allocation failure ------------------------------------------------ */
+
+static void out_of_memory_changes_nothing(void **state) {
+  (void)state;
+  for (long k = 0; k < 12; k++) {
+    fixture_t *f = make(0, 0, 0, 0);
+    presence_session_connect(f->p, "s0", "zed", NULL, NULL, NULL);
+    f->rec.n = 0;
+    f->alloc.fail_after = k;
+    int rc = presence_session_connect(f->p, "s1", "alice", "{}", NULL, NULL);
+    f->alloc.fail_after = -1;
+    if (rc == 0) {
+      assert_int_equal(status_of(f, "alice"), PRESENCE_ONLINE);
+    } else {
+      assert_int_equal(rc, PRESENCE_ENOMEM);
+      assert_int_equal(status_of(f, "alice"), PRESENCE_OFFLINE);
+      presence_session_info_t si;
+      assert_int_equal(presence_session_get(f->p, "s1", &si), PRESENCE_ENOSESSION);
+      assert_int_equal(f->rec.n, 0);
+    }
+    destroy(f);
+  }
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(connect_emits_session_then_user),
+      cmocka_unit_test(second_session_is_no_user_transition),
+      cmocka_unit_test(idle_only_when_every_session_is_idle),
+      cmocka_unit_test(last_session_ends_offline_with_last_seen),
+      cmocka_unit_test(unknown_user_is_offline_not_an_error),
+      cmocka_unit_test(duplicates_and_closed_sessions_change_nothing),
+      cmocka_unit_test(bad_arguments_are_refused),
+      cmocka_unit_test(sessions_per_user_limit),
+      cmocka_unit_test(grace_hides_a_reload),
+      cmocka_unit_test(grace_expires_into_offline),
+      cmocka_unit_test(grace_does_not_cover_kicks),
+      cmocka_unit_test(grace_cancelled_then_restarted),
+      cmocka_unit_test(inactivity_idles_and_activity_restores),
+      cmocka_unit_test(callbacks_run_in_registration_order),
+      cmocka_unit_test(reentrant_mutation_keeps_order),
+      cmocka_unit_test(done_runs_after_the_events),
+      cmocka_unit_test(sessions_keep_their_metadata),
+      cmocka_unit_test(foreach_visits_every_user),
+      cmocka_unit_test(log_reads_from_a_cursor_and_reports_gaps),
+      cmocka_unit_test(reset_is_a_full_cleanup),
+      cmocka_unit_test(out_of_memory_changes_nothing),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}

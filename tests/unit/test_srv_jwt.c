@@ -508,7 +508,10 @@ static void test_mutations(void **state) {
       if (b == (unsigned char)orig) continue;
       tok[i] = (char)b;
       int rc = jwt_verify(&cfg, tok, n, NOW, &c);
-      if (rc == JWT_OK) fail_msg("mutation at %zu to 0x%02x verified", i, b);
+      if (rc == JWT_OK) {
+        jwt_claims_free(&c);
+        fail_msg("mutation at %zu to 0x%02x verified", i, b);
+      }
     }
     tok[i] = orig;
   }
@@ -666,6 +669,46 @@ static void test_empty_secret(void **state) {
   assert_int_equal(verify(&cfg, tok, &c), JWT_ESIGNATURE);
 }
 
+/* cJSON allocation failures, injected through cJSON_InitHooks at every
+ * allocation in turn: each run must end in JWT_OK, JWT_ENOMEM or (cJSON
+ * cannot tell a parse failure from no memory) JWT_EMALFORMED, with the
+ * claims empty on refusal and nothing leaked (LeakSanitizer checks). */
+static long alloc_budget;
+static void *failing_malloc(size_t n) {
+  if (alloc_budget-- <= 0) return NULL;
+  return malloc(n);
+}
+
+static void test_cjson_oom(void **state) {
+  char *tok = make_token(HDR, "{\"sub\":\"alice\",\"exp\":1700003600,"
+                              "\"aud\":[\"x\",\"presenced\"],\"watch\":"
+                              "[\"b\",\"c\"],\"meta\":{\"k\":[1,{\"z\":"
+                              "null}]}}");
+  jwt_config_t cfg = cfg_default();
+  cfg.audience = "presenced";
+  jwt_claims_t c;
+  int ok_seen = 0;
+  for (long budget = 0; budget < 400 && !ok_seen; budget++) {
+    cJSON_Hooks hooks = {failing_malloc, free};
+    cJSON_InitHooks(&hooks);
+    alloc_budget = budget;
+    int rc = verify(&cfg, tok, &c);
+    cJSON_InitHooks(NULL);
+    if (rc == JWT_OK) {
+      ok_seen = 1;
+      assert_string_equal(c.meta, "{\"k\":[1,{\"z\":null}]}");
+      jwt_claims_free(&c);
+    } else {
+      assert_true(rc == JWT_ENOMEM || rc == JWT_EMALFORMED);
+      assert_null(c.sub);
+      assert_null(c.watch);
+      assert_null(c.meta);
+    }
+  }
+  assert_true(ok_seen); /* the budget eventually sufficed */
+  free(tok);
+}
+
 static void test_api_edges(void **state) {
   jwt_config_t cfg = cfg_default();
   jwt_claims_t c;
@@ -706,6 +749,7 @@ int main(void) {
       cmocka_unit_test(test_meta_limit),
       cmocka_unit_test(test_extremes),
       cmocka_unit_test(test_empty_secret),
+      cmocka_unit_test(test_cjson_oom),
       cmocka_unit_test(test_api_edges),
   };
   int failed = cmocka_run_group_tests_name("jwt", c_tests, NULL, NULL);

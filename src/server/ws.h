@@ -21,12 +21,12 @@ enum {
   WS_CLOSE_TOO_BIG = 1009,
   WS_CLOSE_INTERNAL = 1011,
   /* Ours. */
-  WS_CLOSE_AUTH = 4001,       /* token expired / session refused */
-  WS_CLOSE_KICKED = 4003,     /* session kicked by a backend */
-  WS_CLOSE_TIMEOUT = 4008,    /* heartbeat lost */
-  WS_CLOSE_RATE = 4029,       /* too many messages per second */
-  WS_CLOSE_SLOW = 4030,       /* write queue over its limit */
-  WS_CLOSE_LIMIT = 4031       /* sessions per user or other quota */
+  WS_CLOSE_AUTH = 4001,    /* token expired / session refused */
+  WS_CLOSE_KICKED = 4003,  /* session kicked by a backend */
+  WS_CLOSE_TIMEOUT = 4008, /* heartbeat lost */
+  WS_CLOSE_RATE = 4029,    /* too many messages per second */
+  WS_CLOSE_SLOW = 4030,    /* write queue over its limit */
+  WS_CLOSE_LIMIT = 4031    /* sessions per user or other quota */
 };
 
 enum {
@@ -48,23 +48,27 @@ typedef struct ws_limits {
   size_t max_message; /* bytes of a reassembled message */
 } ws_limits_t;
 
+/* Used for a NULL limits pointer or a limit of 0. */
+#define WS_DEFAULT_MAX_FRAME ((size_t)64 * 1024)
+#define WS_DEFAULT_MAX_MESSAGE ((size_t)64 * 1024)
+
 /* What the parser hands back, one at a time. */
 typedef enum {
-  WS_EV_NONE = 0,   /* need more input */
-  WS_EV_MESSAGE,    /* a complete text or binary message */
+  WS_EV_NONE = 0, /* need more input */
+  WS_EV_MESSAGE,  /* a complete text or binary message */
   WS_EV_PING,
   WS_EV_PONG,
-  WS_EV_CLOSE,      /* the peer's close frame; code 1005 if it had none */
-  WS_EV_ERROR       /* protocol violation: close with ev->close_code */
+  WS_EV_CLOSE, /* the peer's close frame; code 1005 if it had none */
+  WS_EV_ERROR  /* protocol violation: close with ev->close_code */
 } ws_event_kind_t;
 
 typedef struct ws_event {
   ws_event_kind_t kind;
-  int opcode;             /* WS_OP_TEXT / WS_OP_BINARY for messages */
-  const uint8_t *data;    /* payload; valid until the next ws_parse call */
+  int opcode;          /* WS_OP_TEXT / WS_OP_BINARY for messages */
+  const uint8_t *data; /* payload; valid until the next ws_parse call */
   size_t len;
-  uint16_t close_code;    /* WS_EV_CLOSE: peer's code; WS_EV_ERROR: ours */
-  const char *reason;     /* WS_EV_ERROR: why, for logs and close reason */
+  uint16_t close_code; /* WS_EV_CLOSE: peer's code; WS_EV_ERROR: ours */
+  const char *reason;  /* WS_EV_ERROR: why, for logs and close reason */
 } ws_event_t;
 
 typedef struct ws_parser ws_parser_t;
@@ -84,9 +88,30 @@ void ws_parser_free(ws_parser_t *p);
  */
 size_t ws_parse(ws_parser_t *p, const uint8_t *in, size_t len, ws_event_t *ev);
 
+/*
+ * Details of both parse functions: on WS_EV_ERROR the count consumed ends
+ * with the byte that proved the error, so it does not depend on how the
+ * input was split; later calls return 0 with WS_EV_NONE. ev->data is never
+ * NULL (it may point to zero bytes). A WS_EV_CLOSE event carries the reason
+ * in data/len, already checked to be UTF-8. Close codes accepted from the
+ * peer: 1000-1003, 1007-1014, 3000-4999.
+ */
+
+/*
+ * Same as ws_parse, but unmasks payloads in place in `in`, so that a final
+ * unfragmented data frame lying whole in `in` is delivered straight from it
+ * without a copy (ev->data then points into `in`: keep those bytes until the
+ * next call). Other payloads go through the parser's reassembly buffer as
+ * with ws_parse. The bytes consumed are left unmasked. Both functions may be
+ * mixed on one parser. This is the one to use on a connection's read buffer.
+ */
+size_t ws_parse_inplace(ws_parser_t *p, uint8_t *in, size_t len,
+                        ws_event_t *ev);
+
 /* Encode one unmasked server frame header into out (at most 10 bytes);
  * returns the header length. The payload follows it unchanged. */
-size_t ws_frame_header(uint8_t out[10], int opcode, int fin, size_t payload_len);
+size_t ws_frame_header(uint8_t out[10], int opcode, int fin,
+                       size_t payload_len);
 
 /* A close frame payload: code in network order plus reason (truncated to
  * 123 bytes). Returns the payload length (at most 125). */

@@ -43,6 +43,18 @@ static uint32_t u8lead(uint8_t b) {
   return U8_BAD;
 }
 
+/* Text here is JSON, nearly all ASCII: skip it a word at a time. */
+static size_t skip_ascii(const uint8_t *s, size_t i, size_t n) {
+  uint64_t w;
+  for (; n - i >= 8; i += 8) {
+    memcpy(&w, s + i, 8);
+    if (w & 0x8080808080808080u) break;
+  }
+  while (i < n && s[i] < 0x80)
+    i++;
+  return i;
+}
+
 /* Returns n if s[0..n) is valid after *st, else the index of the bad byte. */
 static size_t u8scan(uint32_t *st, const uint8_t *s, size_t n) {
   uint32_t state = *st;
@@ -52,12 +64,7 @@ static size_t u8scan(uint32_t *st, const uint8_t *s, size_t n) {
     uint8_t b = s[i];
     if (state == 0) {
       if (b < 0x80) {
-        /* Our text is JSON, nearly all ASCII: skip it a word at a time. */
-        uint64_t w;
-        while (n - i >= 8 && (memcpy(&w, s + i, 8), !(w & 0x8080808080808080u)))
-          i += 8;
-        while (i < n && s[i] < 0x80)
-          i++;
+        i = skip_ascii(s, i, n);
         continue;
       }
       state = u8lead(b);

@@ -1,0 +1,1029 @@
+"""
+Integration test harness for presenced.
+
+Starts the real daemon on a free loopback port, talks to it with real clients
+(the `websockets` asyncio package for well-behaved WebSocket clients, raw
+sockets for everything a client library would refuse to send), and reports one
+line per check plus a final "N passed, M failed" line.
+
+Only the standard library and Debian's python3-websockets (10.4) are used; run
+with /usr/bin/python3. Every test file is invoked by CTest as
+
+    /usr/bin/python3 tests/integration/test_X.py --presenced PATH --source-dir DIR
+
+and exits 0 when every check passed.
+"""
+
+import argparse
+import asyncio
+import base64
+import hashlib
+import hmac
+import json
+import os
+import re
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+
+import websockets
+import websockets.exceptions
+
+API_KEY = "test-api-key-0123456789"
+JWT_SECRET = "test-jwt-secret-abcdefghijklmnop"
+JWT_AUDIENCE = "presence-tests"
+HOST = "127.0.0.1"
+
+WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+
+# Flags every daemon gets unless a test overrides them. Offline grace 0 so
+# that user.offline follows the last disconnect immediately.
+BASE_FLAGS = {
+    "--api-key": API_KEY,
+    "--jwt-secret": JWT_SECRET,
+    "--jwt-audience": JWT_AUDIENCE,
+    "--offline-grace-ms": "0",
+}
+
+
+def now_ms():
+    return int(time.time() * 1000)
+
+
+# --------------------------------------------------------------------------
+# Checks and reporting
+
+
+class Checks:
+    def __init__(self):
+        self.passed = 0
+        self.failed = 0
+        self.failures = []
+
+    def check(self, name, cond, detail=""):
+        if cond:
+            self.passed += 1
+            print(f"ok   - {name}", flush=True)
+        else:
+            self.failed += 1
+            self.failures.append(name)
+            msg = f"FAIL - {name}"
+            if detail != "":
+                d = str(detail)
+                if len(d) > 600:
+                    d = d[:600] + "..."
+                msg += f"  [{d}]"
+            print(msg, flush=True)
+        return bool(cond)
+
+    def eq(self, name, got, want):
+        return self.check(name, got == want, f"got {got!r}, want {want!r}")
+
+    def note(self, text):
+        print(f"#    {text}", flush=True)
+
+
+# --------------------------------------------------------------------------
+# JWT (HS256, signed here with hmac/hashlib)
+
+
+def b64url(data):
+    if isinstance(data, str):
+        data = data.encode()
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def make_jwt(claims, secret=JWT_SECRET, header=None, sign="hs256"):
+    """claims: dict or raw JSON str. header: dict or raw JSON str.
+    sign: "hs256" (with secret), "none" (empty signature), or a literal
+    signature string."""
+    if header is None:
+        header = {"alg": "HS256", "typ": "JWT"}
+    h = header if isinstance(header, str) else json.dumps(header, separators=(",", ":"))
+    c = claims if isinstance(claims, str) else json.dumps(claims, separators=(",", ":"))
+    signing_input = b64url(h) + "." + b64url(c)
+    if sign == "hs256":
+        key = secret.encode() if isinstance(secret, str) else secret
+        sig = b64url(hmac.new(key, signing_input.encode(), hashlib.sha256).digest())
+    elif sign == "none":
+        sig = ""
+    else:
+        sig = sign
+    return signing_input + "." + sig
+
+
+def token(sub, exp_in=3600, watch=None, meta=None, aud=None, nbf=None, extra=None,
+          secret=JWT_SECRET, header=None):
+    claims = {"sub": sub, "exp": int(time.time()) + exp_in}
+    if watch is not None:
+        claims["watch"] = watch
+    if meta is not None:
+        claims["meta"] = meta
+    if aud is not None:
+        claims["aud"] = aud
+    if nbf is not None:
+        claims["nbf"] = nbf
+    if extra:
+        claims.update(extra)
+    return make_jwt(claims, secret=secret, header=header)
+
+
+# --------------------------------------------------------------------------
+# The daemon
+
+
+def free_port():
+    s = socket.socket()
+    s.bind((HOST, 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+class Daemon:
+    def __init__(self, binary, flags=None, name="presenced"):
+        self.binary = binary
+        self.flags = dict(BASE_FLAGS)
+        if flags:
+            for k, v in flags.items():
+                if v is None:
+                    self.flags.pop(k, None)
+                else:
+                    self.flags[k] = str(v)
+        self.name = name
+        self.proc = None
+        self.port = None
+        self.errfile = None
+        self.exit_code = None
+        self.stop_seconds = None
+
+    def argv(self):
+        a = [self.binary, "--listen", f"{HOST}:{self.port}"]
+        for k, v in self.flags.items():
+            if v == "":
+                a.append(k)
+            else:
+                a += [k, v]
+        return a
+
+    def start(self, timeout=10.0):
+        last = ""
+        for _attempt in range(3):
+            self.port = free_port()
+            self.errfile = tempfile.NamedTemporaryFile(prefix="presenced-err-", delete=False)
+            env = {k: v for k, v in os.environ.items() if not k.startswith("PRESENCED_")}
+            self.proc = subprocess.Popen(self.argv(), stdin=subprocess.DEVNULL,
+                                         stdout=self.errfile, stderr=self.errfile, env=env)
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                if self.proc.poll() is not None:
+                    break
+                try:
+                    st, _h, _b = http_sync(self.port, "GET", "/healthz", timeout=1.0)
+                    if st == 200:
+                        return True
+                except OSError:
+                    pass
+                time.sleep(0.05)
+            last = self.stderr_tail()
+            self.kill()
+            if self.proc.returncode is not None and "address" not in last.lower():
+                break
+        raise RuntimeError(f"presenced did not come up ({' '.join(self.argv())}): {last}")
+
+    @property
+    def pid(self):
+        return self.proc.pid if self.proc else None
+
+    def alive(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def stderr_text(self):
+        if not self.errfile:
+            return ""
+        try:
+            with open(self.errfile.name, "rb") as f:
+                return f.read().decode("utf-8", "replace")
+        except OSError:
+            return ""
+
+    def stderr_tail(self, n=30):
+        return "\n".join(self.stderr_text().splitlines()[-n:])
+
+    def rss_kb(self):
+        try:
+            with open(f"/proc/{self.pid}/status") as f:
+                for line in f:
+                    if line.startswith("VmRSS:"):
+                        return int(line.split()[1])
+        except OSError:
+            pass
+        return None
+
+    def signal(self, sig):
+        if self.alive():
+            os.kill(self.proc.pid, sig)
+
+    def stop(self, timeout=5.0):
+        """SIGTERM, then SIGKILL after timeout. Returns the exit code."""
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            t0 = time.monotonic()
+            try:
+                os.kill(self.proc.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.kill()
+            self.stop_seconds = time.monotonic() - t0
+        self.exit_code = self.proc.returncode
+        return self.exit_code
+
+    def kill(self):
+        if self.proc is not None and self.proc.poll() is None:
+            try:
+                os.kill(self.proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                pass
+
+    def cleanup(self):
+        self.kill()
+        if self.errfile:
+            try:
+                os.unlink(self.errfile.name)
+            except OSError:
+                pass
+
+    def ws_url(self, tok=None, path="/v1/ws"):
+        if tok is None:
+            return f"ws://{HOST}:{self.port}{path}"
+        return f"ws://{HOST}:{self.port}{path}?token={tok}"
+
+
+# --------------------------------------------------------------------------
+# HTTP
+
+
+def _parse_head(head):
+    lines = head.decode("latin-1").split("\r\n")
+    parts = lines[0].split(" ", 2)
+    status = int(parts[1])
+    headers = {}
+    for line in lines[1:]:
+        if ":" in line:
+            k, v = line.split(":", 1)
+            k = k.strip().lower()
+            v = v.strip()
+            headers[k] = headers[k] + ", " + v if k in headers else v
+    return status, headers
+
+
+def _dechunk(body):
+    out = b""
+    while True:
+        i = body.find(b"\r\n")
+        if i < 0:
+            return out, False
+        size = int(body[:i].split(b";")[0], 16)
+        if size == 0:
+            return out, True
+        if len(body) < i + 2 + size + 2:
+            return out, False
+        out += body[i + 2:i + 2 + size]
+        body = body[i + 2 + size + 2:]
+
+
+def http_sync(port, method, path, headers=None, body=None, timeout=5.0):
+    """A blocking HTTP/1.1 request with Connection: close."""
+    s = socket.create_connection((HOST, port), timeout=timeout)
+    try:
+        req = build_request(method, path, headers, body)
+        s.sendall(req)
+        data = b""
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+            r = _try_complete(data)
+            if r is not None:
+                return r
+        r = _try_complete(data, eof=True)
+        if r is None:
+            raise OSError("incomplete HTTP response")
+        return r
+    finally:
+        s.close()
+
+
+def build_request(method, path, headers=None, body=None):
+    h = {"Host": f"{HOST}", "Connection": "close"}
+    if body is not None:
+        if isinstance(body, (dict, list)):
+            body = json.dumps(body).encode()
+            h["Content-Type"] = "application/json"
+        elif isinstance(body, str):
+            body = body.encode()
+        h["Content-Length"] = str(len(body))
+    if headers:
+        for k, v in headers.items():
+            if v is None:
+                h.pop(k, None)
+            else:
+                h[k] = v
+    req = f"{method} {path} HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in h.items()) + "\r\n"
+    return req.encode("latin-1") + (body or b"")
+
+
+def _try_complete(data, eof=False):
+    i = data.find(b"\r\n\r\n")
+    if i < 0:
+        return None
+    status, headers = _parse_head(data[:i])
+    body = data[i + 4:]
+    if status in (101, 204, 304) or 100 <= status < 200:
+        return status, headers, b""
+    if "chunked" in headers.get("transfer-encoding", "").lower():
+        out, done = _dechunk(body)
+        if done or eof:
+            return status, headers, out
+        return None
+    if "content-length" in headers:
+        n = int(headers["content-length"])
+        if len(body) >= n:
+            return status, headers, body[:n]
+        return (status, headers, body) if eof else None
+    return (status, headers, body) if eof else None
+
+
+class Response:
+    def __init__(self, status, headers, body):
+        self.status = status
+        self.headers = headers
+        self.body = body
+
+    def json(self):
+        try:
+            return json.loads(self.body.decode("utf-8"))
+        except Exception:
+            return None
+
+    @property
+    def error_code(self):
+        j = self.json()
+        try:
+            return j["error"]["code"]
+        except Exception:
+            return None
+
+    def __repr__(self):
+        return f"<HTTP {self.status} {self.body[:300]!r}>"
+
+
+async def http_raw(port, raw, timeout=5.0, rcv_eof_ok=True):
+    """Send raw bytes, read one response. Returns Response or raises."""
+    reader, writer = await asyncio.wait_for(asyncio.open_connection(HOST, port), timeout)
+    try:
+        writer.write(raw)
+        try:
+            await writer.drain()
+        except (ConnectionError, OSError):
+            pass
+        data = b""
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise asyncio.TimeoutError(f"HTTP response incomplete: {data[:200]!r}")
+            try:
+                chunk = await asyncio.wait_for(reader.read(65536), left)
+            except (ConnectionError, OSError):
+                chunk = b""
+            if not chunk:
+                r = _try_complete(data, eof=True)
+                if r is None:
+                    raise ConnectionError(f"connection closed without a response: {data[:200]!r}")
+                return Response(*r)
+            data += chunk
+            r = _try_complete(data)
+            if r is not None:
+                return Response(*r)
+    finally:
+        writer.close()
+        try:
+            await asyncio.wait_for(writer.wait_closed(), 1)
+        except Exception:
+            pass
+
+
+async def http(d, method, path, headers=None, body=None, auth=True, timeout=5.0):
+    h = {}
+    if auth is True:
+        h["Authorization"] = f"Bearer {API_KEY}"
+    elif isinstance(auth, str):
+        h["Authorization"] = auth
+    if headers:
+        h.update(headers)
+    return await http_raw(d.port, build_request(method, path, h, body), timeout)
+
+
+# --------------------------------------------------------------------------
+# WebSocket: a well-behaved client (websockets library)
+
+
+class Client:
+    """A real WebSocket client (websockets 10.4) with JSON helpers."""
+
+    def __init__(self, ws, welcome, user):
+        self.ws = ws
+        self.welcome = welcome
+        self.user = user
+        self.session_id = (welcome or {}).get("session_id")
+        self.backlog = []
+
+    @classmethod
+    async def connect(cls, d, user, watch=None, meta=None, tok=None, wait_welcome=True, **kw):
+        if tok is None:
+            tok = token(user, watch=watch, meta=meta)
+        ws = await asyncio.wait_for(
+            websockets.connect(d.ws_url(tok), ping_interval=None, close_timeout=2,
+                               max_size=2 ** 24, open_timeout=5, **kw), 6)
+        welcome = None
+        if wait_welcome:
+            welcome = json.loads(await asyncio.wait_for(ws.recv(), 5))
+        return cls(ws, welcome, user)
+
+    async def send(self, obj):
+        await self.ws.send(obj if isinstance(obj, str) else json.dumps(obj))
+
+    async def recv(self, timeout=3.0):
+        """Next JSON message (raises asyncio.TimeoutError / ConnectionClosed)."""
+        if self.backlog:
+            return self.backlog.pop(0)
+        return json.loads(await asyncio.wait_for(self.ws.recv(), timeout))
+
+    async def expect(self, pred, timeout=3.0, what="message"):
+        """Read until pred(msg) holds; returns (msg, skipped). Timeout -> (None, skipped)."""
+        skipped = []
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                self.backlog = skipped + self.backlog
+                return None, skipped
+            try:
+                m = await self.recv(left)
+            except asyncio.TimeoutError:
+                self.backlog = skipped + self.backlog
+                return None, skipped
+            if pred(m):
+                self.backlog = skipped + self.backlog
+                return m, skipped
+            skipped.append(m)
+
+    async def expect_type(self, typ, timeout=3.0, **match):
+        def pred(m):
+            if m.get("type") != typ:
+                return False
+            return all(m.get(k) == v for k, v in match.items())
+        m, _ = await self.expect(pred, timeout)
+        return m
+
+    async def collect(self, duration):
+        """Every message received within duration seconds."""
+        out = list(self.backlog)
+        self.backlog = []
+        deadline = time.monotonic() + duration
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return out
+            try:
+                out.append(json.loads(await asyncio.wait_for(self.ws.recv(), left)))
+            except asyncio.TimeoutError:
+                return out
+            except websockets.exceptions.ConnectionClosed:
+                return out
+
+    async def changes(self, duration, user=None):
+        """Presence changes (snapshot false) received within duration."""
+        msgs = await self.collect(duration)
+        out = []
+        for m in msgs:
+            if m.get("type") == "presence" and m.get("snapshot") is False:
+                for u in m.get("users", []):
+                    if user is None or u.get("user_id") == user:
+                        out.append(m)
+                        break
+        return out
+
+    async def change(self, user, timeout=3.0):
+        """The next presence change for user (others are kept in the backlog)."""
+        def pred(m):
+            return (m.get("type") == "presence" and m.get("snapshot") is False
+                    and any(u.get("user_id") == user for u in m.get("users", [])))
+        m, _ = await self.expect(pred, timeout)
+        if m is None:
+            return None
+        return m
+
+    async def ping(self, ident="p", timeout=3.0):
+        await self.send({"type": "ping", "id": ident})
+        return await self.expect_type("pong", timeout, id=ident)
+
+    async def wait_closed(self, timeout=5.0):
+        """Wait until the server closes; return its close code (None on timeout)."""
+        deadline = time.monotonic() + timeout
+        try:
+            while time.monotonic() < deadline:
+                m = await asyncio.wait_for(self.ws.recv(), max(0.01, deadline - time.monotonic()))
+                self.backlog.append(json.loads(m) if isinstance(m, str) else m)
+        except websockets.exceptions.ConnectionClosed as e:
+            return e.code
+        except asyncio.TimeoutError:
+            return None
+        return None
+
+    async def close(self):
+        try:
+            await asyncio.wait_for(self.ws.close(), 3)
+        except Exception:
+            pass
+
+
+# --------------------------------------------------------------------------
+# WebSocket: raw client (any bytes, any frame)
+
+
+def ws_frame(op, payload=b"", fin=True, rsv=0, mask=True, length=None, mask_key=None):
+    if isinstance(payload, str):
+        payload = payload.encode()
+    b0 = (0x80 if fin else 0) | ((rsv & 7) << 4) | (op & 0xF)
+    n = len(payload) if length is None else length
+    mbit = 0x80 if mask else 0
+    if n < 126:
+        head = bytes([b0, mbit | n])
+    elif n < 65536:
+        head = bytes([b0, mbit | 126]) + struct.pack("!H", n)
+    else:
+        head = bytes([b0, mbit | 127]) + struct.pack("!Q", n)
+    if mask:
+        key = mask_key if mask_key is not None else os.urandom(4)
+        payload = bytes(b ^ key[i % 4] for i, b in enumerate(payload))
+        head += key
+    return head + payload
+
+
+def close_payload(code, reason=b""):
+    return struct.pack("!H", code) + reason
+
+
+class RawWS:
+    """A hand-made WebSocket client over asyncio streams."""
+
+    def __init__(self):
+        self.reader = None
+        self.writer = None
+        self.status = None
+        self.headers = {}
+        self.body = b""
+        self.pings = 0
+        self.buf = b""
+        self.frames_log = []
+
+    @classmethod
+    async def open(cls, d, tok=None, path=None, headers=None, rcvbuf=None, handshake=True,
+                   timeout=5.0):
+        self = cls()
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        if rcvbuf:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        sock.setblocking(False)
+        loop = asyncio.get_running_loop()
+        await asyncio.wait_for(loop.sock_connect(sock, (HOST, d.port)), timeout)
+        limit = 2 ** 16 if rcvbuf else 2 ** 20
+        self.reader, self.writer = await asyncio.open_connection(sock=sock, limit=limit)
+        if not handshake:
+            return self
+        if path is None:
+            path = "/v1/ws" + (f"?token={tok}" if tok is not None else "")
+        key = base64.b64encode(os.urandom(16)).decode()
+        h = {
+            "Host": f"{HOST}:{d.port}",
+            "Upgrade": "websocket",
+            "Connection": "Upgrade",
+            "Sec-WebSocket-Key": key,
+            "Sec-WebSocket-Version": "13",
+        }
+        if headers:
+            for k, v in headers.items():
+                if v is None:
+                    h.pop(k, None)
+                else:
+                    h[k] = v
+        req = f"GET {path} HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in h.items()) + "\r\n"
+        self.writer.write(req.encode("latin-1"))
+        await self.writer.drain()
+        head = await asyncio.wait_for(self.reader.readuntil(b"\r\n\r\n"), timeout)
+        self.status, self.headers = _parse_head(head[:-4])
+        if self.status == 101:
+            want = base64.b64encode(hashlib.sha1((key + WS_GUID).encode()).digest()).decode()
+            if self.headers.get("sec-websocket-accept") != want:
+                raise ConnectionError("bad Sec-WebSocket-Accept")
+        else:
+            n = int(self.headers.get("content-length", "0") or 0)
+            if n:
+                self.body = await asyncio.wait_for(self.reader.readexactly(n), timeout)
+        return self
+
+    def response(self):
+        return Response(self.status, self.headers, self.body)
+
+    async def send_raw(self, data):
+        self.writer.write(data)
+        await self.writer.drain()
+
+    async def send_frame(self, op, payload=b"", **kw):
+        await self.send_raw(ws_frame(op, payload, **kw))
+
+    async def send_text(self, text):
+        await self.send_frame(0x1, text if isinstance(text, bytes) else text.encode())
+
+    async def send_json(self, obj):
+        await self.send_text(json.dumps(obj))
+
+    async def recv_frame(self, timeout=3.0):
+        """(fin, opcode, payload) or None at EOF. Raises asyncio.TimeoutError."""
+        try:
+            h = await asyncio.wait_for(self.reader.readexactly(2), timeout)
+            fin = bool(h[0] & 0x80)
+            op = h[0] & 0xF
+            n = h[1] & 0x7F
+            masked = h[1] & 0x80
+            if n == 126:
+                n = struct.unpack("!H", await asyncio.wait_for(self.reader.readexactly(2), timeout))[0]
+            elif n == 127:
+                n = struct.unpack("!Q", await asyncio.wait_for(self.reader.readexactly(8), timeout))[0]
+            key = await asyncio.wait_for(self.reader.readexactly(4), timeout) if masked else None
+            payload = await asyncio.wait_for(self.reader.readexactly(n), timeout) if n else b""
+            if key:
+                payload = bytes(b ^ key[i % 4] for i, b in enumerate(payload))
+            return fin, op, payload
+        except (asyncio.IncompleteReadError, ConnectionError, OSError):
+            return None
+
+    async def recv(self, timeout=3.0, auto_pong=True):
+        """Next message: ("text", str) / ("binary", bytes) / ("close", code, reason) /
+        ("eof",). Pings are answered (if auto_pong) and counted."""
+        deadline = time.monotonic() + timeout
+        parts = []
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise asyncio.TimeoutError()
+            f = await self.recv_frame(left)
+            if f is None:
+                return ("eof",)
+            fin, op, payload = f
+            if op == 0x9:
+                self.pings += 1
+                if auto_pong:
+                    await self.send_frame(0xA, payload)
+                continue
+            if op == 0xA:
+                continue
+            if op == 0x8:
+                code = struct.unpack("!H", payload[:2])[0] if len(payload) >= 2 else 1005
+                return ("close", code, payload[2:].decode("utf-8", "replace"))
+            parts.append(payload)
+            if fin:
+                data = b"".join(parts)
+                if op == 0x1 or (op == 0 and True):
+                    return ("text", data.decode("utf-8", "replace"))
+                return ("binary", data)
+
+    async def recv_json(self, timeout=3.0, auto_pong=True):
+        m = await self.recv(timeout, auto_pong)
+        if m[0] != "text":
+            return None
+        try:
+            return json.loads(m[1])
+        except ValueError:
+            return None
+
+    async def until_close(self, timeout=5.0, auto_pong=True):
+        """Read until a close frame or EOF. Returns (close_code or None, messages)."""
+        msgs = []
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return "timeout", msgs
+            try:
+                m = await self.recv(left, auto_pong)
+            except asyncio.TimeoutError:
+                return "timeout", msgs
+            if m[0] == "close":
+                # answer the close as a client should, ignore errors
+                try:
+                    await self.send_frame(0x8, close_payload(m[1]))
+                except Exception:
+                    pass
+                return m[1], msgs
+            if m[0] == "eof":
+                return None, msgs
+            if m[0] == "text":
+                try:
+                    msgs.append(json.loads(m[1]))
+                except ValueError:
+                    msgs.append(m[1])
+            else:
+                msgs.append(m)
+
+    def close(self):
+        try:
+            self.writer.close()
+        except Exception:
+            pass
+
+
+# --------------------------------------------------------------------------
+# Server-Sent Events
+
+
+class SSE:
+    def __init__(self):
+        self.reader = None
+        self.writer = None
+        self.status = None
+        self.headers = {}
+        self.body = b""
+        self.chunked = False
+        self.raw = b""
+        self.text = ""
+        self.comments = 0
+        self.eof = False
+
+    @classmethod
+    async def open(cls, d, last_event_id=None, after=None, auth=True, timeout=5.0, path=None):
+        self = cls()
+        self.reader, self.writer = await asyncio.wait_for(asyncio.open_connection(HOST, d.port), timeout)
+        if path is None:
+            path = "/v1/events" + (f"?after={after}" if after is not None else "")
+        h = {"Host": HOST, "Accept": "text/event-stream"}
+        if auth is True:
+            h["Authorization"] = f"Bearer {API_KEY}"
+        elif isinstance(auth, str):
+            h["Authorization"] = auth
+        if last_event_id is not None:
+            h["Last-Event-ID"] = str(last_event_id)
+        req = f"GET {path} HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in h.items()) + "\r\n"
+        self.writer.write(req.encode())
+        await self.writer.drain()
+        head = await asyncio.wait_for(self.reader.readuntil(b"\r\n\r\n"), timeout)
+        self.status, self.headers = _parse_head(head[:-4])
+        self.chunked = "chunked" in self.headers.get("transfer-encoding", "").lower()
+        if self.status != 200:
+            n = int(self.headers.get("content-length", "0") or 0)
+            if n:
+                self.body = await asyncio.wait_for(self.reader.readexactly(n), timeout)
+        return self
+
+    def response(self):
+        return Response(self.status, self.headers, self.body)
+
+    async def _more(self, timeout):
+        if self.chunked:
+            line = await asyncio.wait_for(self.reader.readuntil(b"\r\n"), timeout)
+            size = int(line.strip().split(b";")[0] or b"0", 16)
+            if size == 0:
+                self.eof = True
+                return False
+            data = await asyncio.wait_for(self.reader.readexactly(size + 2), timeout)
+            self.text += data[:-2].decode("utf-8")
+            return True
+        data = await asyncio.wait_for(self.reader.read(65536), timeout)
+        if not data:
+            self.eof = True
+            return False
+        self.text += data.decode("utf-8")
+        return True
+
+    async def next(self, timeout=3.0):
+        """Next event as dict {id, event, data (parsed JSON or str)}; None at EOF.
+        Raises asyncio.TimeoutError."""
+        deadline = time.monotonic() + timeout
+        while True:
+            self.text = self.text.replace("\r\n", "\n")
+            i = self.text.find("\n\n")
+            while i >= 0:
+                block = self.text[:i]
+                self.text = self.text[i + 2:]
+                ev = {"id": None, "event": "message", "data": None}
+                datas = []
+                for line in block.split("\n"):
+                    if line.startswith(":"):
+                        self.comments += 1
+                        continue
+                    if ":" in line:
+                        k, v = line.split(":", 1)
+                        if v.startswith(" "):
+                            v = v[1:]
+                    else:
+                        k, v = line, ""
+                    if k == "id":
+                        ev["id"] = v
+                    elif k == "event":
+                        ev["event"] = v
+                    elif k == "data":
+                        datas.append(v)
+                if datas:
+                    s = "\n".join(datas)
+                    try:
+                        ev["data"] = json.loads(s)
+                    except ValueError:
+                        ev["data"] = s
+                    return ev
+                i = self.text.find("\n\n")
+            if self.eof:
+                return None
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise asyncio.TimeoutError()
+            try:
+                await self._more(left)
+            except (asyncio.IncompleteReadError, ConnectionError):
+                self.eof = True
+
+    async def collect(self, duration):
+        out = []
+        deadline = time.monotonic() + duration
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return out
+            try:
+                ev = await self.next(left)
+            except asyncio.TimeoutError:
+                return out
+            if ev is None:
+                return out
+            out.append(ev)
+
+    async def until(self, pred, timeout=5.0):
+        """Events up to and including the first matching pred; (match, all)."""
+        out = []
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return None, out
+            try:
+                ev = await self.next(left)
+            except asyncio.TimeoutError:
+                return None, out
+            if ev is None:
+                return None, out
+            out.append(ev)
+            if pred(ev):
+                return ev, out
+
+    def close(self):
+        try:
+            self.writer.close()
+        except Exception:
+            pass
+
+
+def ev_is(ev, typ, **match):
+    d = ev.get("data")
+    if not isinstance(d, dict) or d.get("type") != typ:
+        return False
+    return all(d.get(k) == v for k, v in match.items())
+
+
+def ev_brief(evs):
+    out = []
+    for e in evs:
+        d = e.get("data")
+        if isinstance(d, dict):
+            out.append(f"{d.get('seq')}:{d.get('type')}:{d.get('user_id')}:{d.get('reason')}")
+        else:
+            out.append(f"{e.get('event')}:{d}")
+    return out
+
+
+# --------------------------------------------------------------------------
+# Common checks
+
+
+async def fresh_client_works(t, d, label):
+    """The daemon still serves a fresh client: welcome, ping/pong, API."""
+    try:
+        c = await Client.connect(d, f"fresh-{int(time.time()*1000) % 100000}")
+        ok = c.welcome and c.welcome.get("type") == "welcome"
+        p = await c.ping("fresh")
+        await c.close()
+        t.check(f"{label}: daemon alive and serves a fresh client afterwards",
+                ok and p is not None, f"welcome={c.welcome} pong={p}")
+    except Exception as e:
+        t.check(f"{label}: daemon alive and serves a fresh client afterwards", False,
+                f"{type(e).__name__}: {e}; alive={d.alive()}")
+
+
+# --------------------------------------------------------------------------
+# Runner
+
+
+def parse_args():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--presenced", required=False,
+                    default=os.environ.get("PRESENCED", "build/presenced"))
+    ap.add_argument("--source-dir", default=os.path.abspath(
+        os.path.join(os.path.dirname(__file__), "..", "..")))
+    ap.add_argument("--only", default=None, help="run only tests whose name contains this")
+    ap.add_argument("--verbose", action="store_true")
+    return ap.parse_args()
+
+
+def run(groups, file_timeout=280.0):
+    """groups: list of (label, daemon_flags, [async def test(t, d, args)], options).
+
+    Each group gets its own daemon. Each test runs under its own time bound
+    (attribute `timeout` on the function, default 30 s). After each group: the
+    daemon must still be alive and serve a fresh client, then it is stopped
+    (SIGTERM, SIGKILL after 5 s)."""
+    args = parse_args()
+    t = Checks()
+    t0 = time.monotonic()
+
+    async def main():
+        for group in groups:
+            label, flags, tests = group[0], group[1], group[2]
+            opts = group[3] if len(group) > 3 else {}
+            if args.only and not any(args.only in f.__name__ for f in tests):
+                continue
+            d = Daemon(args.presenced, flags, label)
+            try:
+                d.start()
+            except Exception as e:
+                t.check(f"{label}: presenced starts and answers /healthz", False, str(e))
+                d.cleanup()
+                continue
+            try:
+                for fn in tests:
+                    if args.only and args.only not in fn.__name__:
+                        continue
+                    if time.monotonic() - t0 > file_timeout:
+                        t.check(f"{fn.__name__}: ran within the file's time budget", False)
+                        continue
+                    tmo = getattr(fn, "timeout", 30.0)
+                    try:
+                        await asyncio.wait_for(fn(t, d, args), tmo)
+                    except asyncio.TimeoutError:
+                        t.check(f"{fn.__name__}: finished within {tmo:.0f}s", False, "timed out")
+                    except Exception as e:
+                        t.check(f"{fn.__name__}: ran without exception", False,
+                                f"{type(e).__name__}: {e}\n{traceback.format_exc(limit=3)}")
+                if not opts.get("stopped_by_test"):
+                    if d.alive():
+                        await fresh_client_works(t, d, label)
+                    else:
+                        t.check(f"{label}: daemon still running after the tests", False,
+                                f"exit={d.proc.returncode} stderr: {d.stderr_tail()}")
+                    code = d.stop()
+                    t.check(f"{label}: SIGTERM stops the daemon with exit status 0",
+                            code == 0, f"exit={code}")
+            finally:
+                if t.failed and args.verbose:
+                    t.note("daemon stderr tail:")
+                    for line in d.stderr_tail(20).splitlines():
+                        t.note(line)
+                d.kill()
+                d.cleanup()
+
+    try:
+        asyncio.run(main())
+    except KeyboardInterrupt:
+        t.check("interrupted", False)
+    print(f"{t.passed} passed, {t.failed} failed", flush=True)
+    sys.exit(0 if t.failed == 0 else 1)
+
+
+def timeout(seconds):
+    def deco(fn):
+        fn.timeout = seconds
+        return fn
+    return deco

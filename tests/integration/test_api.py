@@ -1,0 +1,253 @@
+#!/usr/bin/python3
+"""Backend HTTP API (docs/protocol.md section 2): users one and many (GET and
+POST), sessions with meta from the token, kick (client closed 4003, events with
+reason kicked), API key refusals, 404/405/400/413, /healthz, /metrics."""
+
+import asyncio
+import os
+import re
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from harness import *  # noqa: E402,F401,F403
+
+
+def is_int(v):
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+async def test_api_key(t, d, args):
+    for name, auth in [("no Authorization", False),
+                       ("wrong key", "Bearer not-the-key"),
+                       ("key without Bearer", API_KEY),
+                       ("Basic scheme", "Basic " + b64url(API_KEY + ":x")),
+                       ("key with a suffix", "Bearer " + API_KEY + "x"),
+                       ("key prefix only", "Bearer " + API_KEY[:-1])]:
+        for path in ("/v1/users/alice", "/v1/events", "/v1/users?ids=a"):
+            r = await http(d, "GET", path, auth=auth)
+            t.check(f"API key: {name} on GET {path} -> 401 unauthorized",
+                    r.status == 401 and r.error_code == "unauthorized", r)
+    r = await http(d, "DELETE", "/v1/sessions/whatever", auth=False)
+    t.check("API key: DELETE /v1/sessions without key -> 401", r.status == 401 and r.error_code == "unauthorized", r)
+    r = await http(d, "POST", "/v1/users/query", body={"user_ids": ["a"]}, auth=False)
+    t.check("API key: POST /v1/users/query without key -> 401", r.status == 401 and r.error_code == "unauthorized", r)
+    r = await http(d, "GET", "/v1/users/alice", auth="bearer " + API_KEY)
+    t.note(f"lower-case 'bearer' scheme answered {r.status}")
+
+
+async def test_get_user(t, d, args):
+    t0 = now_ms()
+    c1 = await Client.connect(d, "bob", meta={"device": "phone", "n": 1})
+    c2 = await Client.connect(d, "bob", meta={"device": "laptop"})
+    r = await http(d, "GET", "/v1/users/bob")
+    j = r.json() or {}
+    t.eq("GET /v1/users/{id}: 200", r.status, 200)
+    t.check("GET /v1/users/{id}: JSON content type", "application/json" in r.headers.get("content-type", ""), r.headers)
+    t.eq("GET /v1/users/{id}: user_id", j.get("user_id"), "bob")
+    t.eq("GET /v1/users/{id}: status online", j.get("status"), "online")
+    t.eq("GET /v1/users/{id}: sessions 2", j.get("sessions"), 2)
+    t.check("GET /v1/users/{id}: since/last_seen/version integers",
+            all(is_int(j.get(k)) for k in ("since", "last_seen", "version"))
+            and t0 - 2000 <= j.get("since", 0) <= now_ms() + 2000, j)
+    r = await http(d, "GET", "/v1/users/nobody-ever")
+    j = r.json() or {}
+    t.check("GET /v1/users/{unknown}: 200 offline, sessions 0, since/last_seen 0",
+            r.status == 200 and j.get("status") == "offline" and j.get("sessions") == 0
+            and j.get("since") == 0 and j.get("last_seen") == 0, r)
+    # URL-encoded ids.
+    c3 = await Client.connect(d, "zoë smith")
+    r = await http(d, "GET", "/v1/users/zo%C3%AB%20smith")
+    t.check("GET /v1/users/{percent-encoded UTF-8 id}: found online",
+            r.status == 200 and (r.json() or {}).get("user_id") == "zoë smith"
+            and (r.json() or {}).get("status") == "online", r)
+    r = await http(d, "GET", "/v1/users/" + "u" * 129)
+    t.check("GET /v1/users/{129-byte id}: 400 bad_user_id", r.status == 400 and r.error_code == "bad_user_id", r)
+    r = await http(d, "GET", "/v1/users/a%01b")
+    t.check("GET /v1/users/{id with control char}: 400 bad_user_id",
+            r.status == 400 and r.error_code == "bad_user_id", r)
+
+    # Sessions with meta.
+    r = await http(d, "GET", "/v1/users/bob/sessions")
+    j = r.json() or {}
+    t.eq("GET /v1/users/{id}/sessions: 200", r.status, 200)
+    t.eq("sessions: user_id", j.get("user_id"), "bob")
+    ss = {s.get("session_id"): s for s in j.get("sessions", [])}
+    t.eq("sessions: both session ids listed", sorted(ss), sorted([c1.session_id, c2.session_id]))
+    s1 = ss.get(c1.session_id, {})
+    t.eq("sessions: meta from the token", s1.get("meta"), {"device": "phone", "n": 1})
+    t.eq("sessions: other session's meta", ss.get(c2.session_id, {}).get("meta"), {"device": "laptop"})
+    t.eq("sessions: status online", s1.get("status"), "online")
+    t.check("sessions: connected/since integers, instance string",
+            is_int(s1.get("connected")) and is_int(s1.get("since")) and isinstance(s1.get("instance"), str), s1)
+    await c2.send({"type": "status", "status": "idle", "id": 1})
+    await c2.expect_type("ack", 3)
+    r = await http(d, "GET", "/v1/users/bob/sessions")
+    ss = {s.get("session_id"): s for s in (r.json() or {}).get("sessions", [])}
+    t.eq("sessions: a session set idle is listed idle", ss.get(c2.session_id, {}).get("status"), "idle")
+    r = await http(d, "GET", "/v1/users/nobody-ever/sessions")
+    t.check("sessions of unknown user: 200 with empty list",
+            r.status == 200 and (r.json() or {}).get("sessions") == [], r)
+
+    # Many users.
+    r = await http(d, "GET", "/v1/users?ids=bob,nobody-ever,zo%C3%AB%20smith")
+    j = r.json() or {}
+    us = j.get("users", [])
+    t.eq("GET /v1/users?ids=: 200", r.status, 200)
+    t.eq("GET /v1/users?ids=: every asked user answered", sorted(u.get("user_id") for u in us),
+         sorted(["bob", "nobody-ever", "zoë smith"]))
+    if [u.get("user_id") for u in us] != ["bob", "nobody-ever", "zoë smith"]:
+        t.note("users are not answered in the order asked (protocol.md does not say)")
+    m = {u.get("user_id"): u for u in us}
+    t.check("GET /v1/users?ids=: statuses",
+            m.get("bob", {}).get("status") == "online" and m.get("nobody-ever", {}).get("status") == "offline"
+            and m.get("bob", {}).get("sessions") == 2, us)
+    r = await http(d, "POST", "/v1/users/query", body={"user_ids": ["nobody-ever", "bob"]})
+    j = r.json() or {}
+    us = j.get("users", [])
+    t.check("POST /v1/users/query: same answer",
+            r.status == 200 and sorted(u.get("user_id") for u in us) == ["bob", "nobody-ever"]
+            and {u.get("user_id"): u for u in us}.get("bob", {}).get("status") == "online"
+            and {u.get("user_id"): u for u in us}.get("bob", {}).get("sessions") == 2, r)
+    ids = ",".join(f"u{i}" for i in range(1000))
+    r = await http(d, "POST", "/v1/users/query", body={"user_ids": ids.split(",")})
+    t.check("POST /v1/users/query with 1000 ids: 200 with 1000 users",
+            r.status == 200 and len((r.json() or {}).get("users", [])) == 1000, r.status)
+    r = await http(d, "POST", "/v1/users/query", body={"user_ids": [f"u{i}" for i in range(1001)]})
+    t.check("POST /v1/users/query with 1001 ids: 400 bad_request",
+            r.status == 400 and r.error_code == "bad_request", r)
+    r = await http(d, "POST", "/v1/users/query", body="{not json")
+    t.check("POST /v1/users/query bad JSON: 400 bad_json", r.status == 400 and r.error_code == "bad_json", r)
+    r = await http(d, "POST", "/v1/users/query", body={"ids": ["a"]})
+    t.check("POST /v1/users/query without user_ids: 400 bad_request",
+            r.status == 400 and r.error_code == "bad_request", r)
+    r = await http(d, "POST", "/v1/users/query", body={"user_ids": ["ok", ""]})
+    t.check("POST /v1/users/query with an empty id: 400 bad_user_id",
+            r.status == 400 and r.error_code == "bad_user_id", r)
+    r = await http(d, "GET", "/v1/users?ids=a,,b")
+    t.check("GET /v1/users?ids=a,,b (empty id): 400 bad_user_id or bad_request",
+            r.status == 400 and r.error_code in ("bad_user_id", "bad_request"), r)
+    r = await http(d, "GET", "/v1/users")
+    t.check("GET /v1/users without ids: 400 bad_request (or 200 with no users)",
+            (r.status == 400 and r.error_code == "bad_request")
+            or (r.status == 200 and (r.json() or {}).get("users") == []), r)
+    for c in (c1, c2, c3):
+        await c.close()
+
+
+async def test_kick(t, d, args):
+    sse = await SSE.open(d)
+    t.eq("SSE opened", sse.status, 200)
+    c = await Client.connect(d, "kicky", meta={"k": 1})
+    other = await Client.connect(d, "kicky")
+    r = await http(d, "DELETE", f"/v1/sessions/{c.session_id}")
+    t.check("DELETE /v1/sessions/{id}: 200 {kicked: id}",
+            r.status == 200 and (r.json() or {}).get("kicked") == c.session_id, r)
+    code = await c.wait_closed(3)
+    t.eq("kick: client closed with 4003", code, 4003)
+    ev, evs = await sse.until(lambda e: ev_is(e, "session.disconnected", session_id=c.session_id), 3)
+    t.check("kick: session.disconnected with reason kicked",
+            ev is not None and ev["data"].get("reason") == "kicked" and ev["data"].get("user_id") == "kicky",
+            ev_brief(evs))
+    p = await other.ping("x")
+    t.check("kick: the user's other session is untouched", p is not None)
+    r = await http(d, "GET", "/v1/users/kicky")
+    t.check("kick: user still online with 1 session",
+            (r.json() or {}).get("status") == "online" and (r.json() or {}).get("sessions") == 1, r)
+    r = await http(d, "DELETE", f"/v1/sessions/{other.session_id}")
+    code = await other.wait_closed(3)
+    t.eq("kick last session: client closed with 4003", code, 4003)
+    ev, evs = await sse.until(lambda e: ev_is(e, "user.offline", user_id="kicky"), 3)
+    t.check("kick last session: user.offline with reason kicked",
+            ev is not None and ev["data"].get("reason") == "kicked", ev_brief(evs))
+    r = await http(d, "DELETE", f"/v1/sessions/{c.session_id}")
+    t.check("DELETE an already-kicked session: 404 no_session", r.status == 404 and r.error_code == "no_session", r)
+    r = await http(d, "DELETE", "/v1/sessions/no-such-session")
+    t.check("DELETE unknown session: 404 no_session", r.status == 404 and r.error_code == "no_session", r)
+    sse.close()
+
+
+async def test_errors(t, d, args):
+    for method, path, status, code in [
+        ("GET", "/v1/nope", 404, "not_found"),
+        ("GET", "/nope", 404, "not_found"),
+        ("GET", "/v1/users/bob/sessions/extra", 404, "not_found"),
+        ("PUT", "/v1/users/bob", 405, "method_not_allowed"),
+        ("DELETE", "/v1/users/bob", 405, "method_not_allowed"),
+        ("POST", "/v1/users/bob/sessions", 405, "method_not_allowed"),
+        ("GET", "/v1/sessions/abc", 405, "method_not_allowed"),
+        ("GET", "/v1/users/query", None, None),
+        ("POST", "/v1/events", 405, "method_not_allowed"),
+        ("POST", "/healthz", 405, "method_not_allowed"),
+    ]:
+        r = await http(d, method, path, body="{}" if method in ("PUT", "POST") else None)
+        if status is None:
+            # GET /v1/users/query reads as the user "query": 200 or 405 both reasonable.
+            t.check(f"{method} {path}: 200 (user 'query') or 405", r.status in (200, 405), r)
+            continue
+        t.check(f"{method} {path}: {status} {code}", r.status == status and r.error_code == code, r)
+        if status == 405:
+            t.check(f"{method} {path}: 405 has an Allow header", "allow" in r.headers, r.headers)
+    raw = build_request("POST", "/v1/users/query",
+                        {"Authorization": f"Bearer {API_KEY}", "Content-Type": "application/json",
+                         "Content-Length": "200000000"}, None)
+    r = await http_raw(d.port, raw)
+    t.check("body over the limit (Content-Length 200 MB): 413 body_too_large",
+            r.status == 413 and r.error_code == "body_too_large", r)
+
+
+async def test_healthz_metrics(t, d, args):
+    r = await http(d, "GET", "/healthz", auth=False)
+    j = r.json() or {}
+    t.check("/healthz: 200 {status: ok, instance, uptime_s}",
+            r.status == 200 and j.get("status") == "ok" and isinstance(j.get("instance"), str)
+            and is_int(j.get("uptime_s")), r)
+    c = await Client.connect(d, "metric-user")
+    c2 = await Client.connect(d, "metric-user2")
+    r = await http(d, "GET", "/metrics", auth=False)
+    t.eq("/metrics: 200 without auth", r.status, 200)
+    t.check("/metrics: text/plain content type", r.headers.get("content-type", "").startswith("text/plain"), r.headers)
+    text = r.body.decode("utf-8", "replace")
+    sample = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{([a-zA-Z_][a-zA-Z0-9_]*="(\\.|[^"\\])*",?)*\})?'
+                        r' (-?[0-9.eE+-]+|NaN|\+Inf|-Inf)( -?[0-9]+)?$')
+    bad = []
+    names = {}
+    types = {}
+    for line in text.split("\n"):
+        if line == "":
+            continue
+        if line.startswith("# HELP "):
+            continue
+        if line.startswith("# TYPE "):
+            parts = line.split()
+            if len(parts) != 4 or parts[3] not in ("counter", "gauge", "histogram", "summary", "untyped"):
+                bad.append(line)
+            else:
+                types[parts[2]] = parts[3]
+            continue
+        if line.startswith("#"):
+            continue
+        m = sample.match(line)
+        if not m:
+            bad.append(line)
+            continue
+        names.setdefault(m.group(1), []).append(line)
+    t.check("/metrics: every line is valid Prometheus text", not bad and names, bad[:5])
+    t.check("/metrics: ends with a newline", text.endswith("\n"))
+    t.check("/metrics: has presenced_sessions", "presenced_sessions" in names, sorted(names)[:40])
+    t.check("/metrics: has presenced_events_total", "presenced_events_total" in names, sorted(names)[:40])
+    vals = [float(l.rsplit(" ", 1)[1]) for l in names.get("presenced_sessions", []) if "{" not in l]
+    t.check("/metrics: presenced_sessions counts the 2 open sessions",
+            vals and vals[0] >= 2, names.get("presenced_sessions"))
+    typed = [n for n in names if not any(n == b or n.startswith(b + "_") for b in types)]
+    t.check("/metrics: every metric has a # TYPE line", not typed, typed[:10])
+    ev = names.get("presenced_events_total", [])
+    t.check("/metrics: presenced_events_total labelled by type",
+            any('type="user.online"' in l or "user.online" in l or "user_online" in l for l in ev), ev)
+    await c.close()
+    await c2.close()
+
+
+if __name__ == "__main__":
+    run([
+        ("api", {}, [test_api_key, test_get_user, test_kick, test_errors, test_healthz_metrics]),
+    ])

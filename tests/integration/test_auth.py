@@ -1,0 +1,126 @@
+#!/usr/bin/python3
+"""Pre-upgrade refusals of GET /v1/ws (docs/protocol.md section 1.1): every
+token error as HTTP 401 with a JSON error body, 400 bad_upgrade, 426
+bad_version; and that good tokens (with aud, nbf in the past, meta, watch)
+are accepted."""
+
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from harness import *  # noqa: E402,F401,F403
+
+
+def claims(**kw):
+    c = {"sub": "alice", "exp": int(time.time()) + 3600}
+    for k, v in kw.items():
+        if v is None:
+            c.pop(k, None)
+        else:
+            c[k] = v
+    return c
+
+
+async def refused(t, d, name, tok, status, code, headers=None, path=None):
+    ws = await RawWS.open(d, tok=tok, headers=headers, path=path)
+    r = ws.response()
+    ws.close()
+    ok = r.status == status and r.error_code == code
+    t.check(f"{name}: HTTP {status} {code}", ok, r)
+    if r.status != 101:
+        j = r.json()
+        t.check(f"{name}: JSON error body with a message",
+                isinstance(j, dict) and isinstance(j.get("error", {}).get("message"), str)
+                and "application/json" in r.headers.get("content-type", ""), r)
+    return r
+
+
+async def test_token_refusals(t, d, args):
+    now = int(time.time())
+    cases = [
+        ("no token", None, "token_missing"),
+        ("token not 3 parts", "abc.def", "token_malformed"),
+        ("token bad base64url", "@@@.###.$$$", "token_malformed"),
+        ("token payload not JSON", make_jwt("not json"), "token_malformed"),
+        ("token header not JSON", make_jwt(claims(), header="{nope"), "token_malformed"),
+        ("expired token", make_jwt(claims(exp=now - 3600)), "token_expired"),
+        ("bad signature", make_jwt(claims(), secret="some-other-secret"), "token_signature"),
+        ("tampered payload", None, "token_signature"),
+        ("alg none", make_jwt(claims(), header={"alg": "none", "typ": "JWT"}, sign="none"), "token_alg"),
+        ("alg none with a valid-looking HS256 signature",
+         make_jwt(claims(), header={"alg": "none", "typ": "JWT"}), "token_alg"),
+        ("RS256 header", make_jwt(claims(), header={"alg": "RS256", "typ": "JWT"}), "token_alg"),
+        ("HS512 header", make_jwt(claims(), header={"alg": "HS512", "typ": "JWT"}), "token_alg"),
+        ("wrong aud", make_jwt(claims(aud="someone-else")), "token_audience"),
+        ("nbf in the future", make_jwt(claims(nbf=now + 3600)), "token_not_yet_valid"),
+        ("missing sub", make_jwt(claims(sub=None)), "token_claims"),
+        ("missing exp", make_jwt(claims(exp=None)), "token_claims"),
+        ("sub not a string", make_jwt(claims(sub=42)), "token_claims"),
+        ("exp not a number", make_jwt(claims(exp="tomorrow")), "token_claims"),
+        ("sub empty", make_jwt(claims(sub="")), "token_claims"),
+        ("sub of 129 bytes", make_jwt(claims(sub="u" * 129)), "token_claims"),
+        ("sub with a control character", make_jwt(claims(sub="a\nb")), "token_claims"),
+    ]
+    good = make_jwt(claims())
+    h, p, s = good.split(".")
+    tampered = h + "." + b64url(json.dumps(claims(sub="mallory"))) + "." + s
+    for name, tok, code in cases:
+        if name == "tampered payload":
+            tok = tampered
+        await refused(t, d, name, tok, 401, code)
+    # Nothing was admitted: no session for these users.
+    r = await http(d, "GET", "/v1/users/alice/sessions")
+    t.check("refused tokens created no session",
+            r.status == 200 and (r.json() or {}).get("sessions") == [], r)
+
+
+async def test_token_accepted(t, d, args):
+    now = int(time.time())
+    for name, c in [
+        ("plain token", claims(sub="ok1")),
+        ("token with our aud", claims(sub="ok2", aud=JWT_AUDIENCE)),
+        ("token with nbf in the past", claims(sub="ok3", nbf=now - 60)),
+        ("token with watch and meta", claims(sub="ok4", watch=["x"], meta={"device": "phone"})),
+        ("128-byte sub", claims(sub="u" * 128)),
+        ("UTF-8 sub", claims(sub="zoë-𝄞")),
+    ]:
+        ws = await RawWS.open(d, tok=make_jwt(c))
+        ok = ws.status == 101
+        w = await ws.recv_json(3) if ok else None
+        t.check(f"accepted: {name} -> 101 and welcome",
+                ok and w and w.get("type") == "welcome" and w.get("user_id") == c["sub"], (ws.status, ws.body, w))
+        ws.close()
+
+
+async def test_upgrade_errors(t, d, args):
+    tok = token("upg")
+    await refused(t, d, "no Upgrade header", tok, 400, "bad_upgrade", headers={"Upgrade": None})
+    await refused(t, d, "no Connection header", tok, 400, "bad_upgrade", headers={"Connection": None})
+    await refused(t, d, "no Sec-WebSocket-Key", tok, 400, "bad_upgrade",
+                  headers={"Sec-WebSocket-Key": None})
+    await refused(t, d, "Upgrade: h2c", tok, 400, "bad_upgrade", headers={"Upgrade": "h2c"})
+    r = await refused(t, d, "Sec-WebSocket-Version 8", tok, 426, "bad_version",
+                      headers={"Sec-WebSocket-Version": "8"})
+    t.eq("426 carries Sec-WebSocket-Version: 13", r.headers.get("sec-websocket-version"), "13")
+    # Missing version: either reading of the table is reasonable (not an
+    # upgrade -> 400, or not 13 -> 426).
+    ws = await RawWS.open(d, tok=tok, headers={"Sec-WebSocket-Version": None})
+    r = ws.response()
+    ws.close()
+    t.check("no Sec-WebSocket-Version: 400 bad_upgrade or 426 bad_version",
+            (r.status, r.error_code) in ((400, "bad_upgrade"), (426, "bad_version")), r)
+    # Case-insensitive header values are fine.
+    ws = await RawWS.open(d, tok=tok, headers={"Upgrade": "WebSocket", "Connection": "keep-alive, Upgrade"})
+    t.eq("Upgrade: WebSocket / Connection: keep-alive, Upgrade -> 101", ws.status, 101)
+    ws.close()
+    # Plain GET /v1/ws without any upgrade headers and no token.
+    r = await http(d, "GET", "/v1/ws", auth=False)
+    t.check("plain GET /v1/ws: refused with 400 or 401 and a JSON error",
+            r.status in (400, 401) and r.error_code in ("bad_upgrade", "token_missing"), r)
+
+
+if __name__ == "__main__":
+    run([
+        ("auth", {}, [test_token_refusals, test_token_accepted, test_upgrade_errors]),
+    ])

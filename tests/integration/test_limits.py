@@ -1,0 +1,233 @@
+#!/usr/bin/python3
+"""Limits (docs/protocol.md section 1.3 and DESIGN.md section 5): frame and
+message size -> 1009, messages per second -> 4029, sessions per user -> error
+then 4031, watched users -> too_many_watched, header bytes -> 431,
+connections -> 503, slow reader -> 4030 without the daemon's memory growing
+without end. Each time the daemon keeps serving everybody else."""
+
+import asyncio
+import os
+import socket
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from harness import *  # noqa: E402,F401,F403
+
+
+async def test_frame_size(t, d, args):
+    # --max-frame 1024 --max-message 4096
+    c = await Client.connect(d, "big")
+    await c.send({"type": "ping", "id": "x" * 20, "pad": "y" * 900})
+    m = await c.expect_type("pong", 3)
+    t.check("frame under --max-frame: answered", m is not None, m)
+    await c.send({"type": "ping", "pad": "y" * 2000})
+    code = await c.wait_closed(3)
+    t.eq("frame over --max-frame: closed with 1009", code, 1009)
+    # A message made of fragments each under the frame limit, over the message limit.
+    ws = await RawWS.open(d, tok=token("big2"))
+    await ws.recv_json(3)
+    body = ('{"type":"ping","pad":"' + "z" * 5000 + '"}').encode()
+    chunks = [body[i:i + 1000] for i in range(0, len(body), 1000)]
+    for i, ch in enumerate(chunks):
+        await ws.send_frame(0x1 if i == 0 else 0x0, ch, fin=(i == len(chunks) - 1))
+    code, msgs = await ws.until_close(3)
+    t.eq("message over --max-message in small fragments: closed with 1009", code, 1009)
+    ws.close()
+    # Fragments adding up to less than the limit are fine.
+    ws = await RawWS.open(d, tok=token("big3"))
+    await ws.recv_json(3)
+    body = ('{"type":"ping","id":"frag","pad":"' + "z" * 2500 + '"}').encode()
+    chunks = [body[i:i + 1000] for i in range(0, len(body), 1000)]
+    for i, ch in enumerate(chunks):
+        await ws.send_frame(0x1 if i == 0 else 0x0, ch, fin=(i == len(chunks) - 1))
+    m = await ws.recv_json(3)
+    t.check("fragmented message under --max-message: answered", m and m.get("type") == "pong"
+            and m.get("id") == "frag", m)
+    ws.close()
+
+
+async def test_rate(t, d, args):
+    # --max-msgs-per-sec 20
+    c = await Client.connect(d, "slowpoke")
+    for i in range(10):
+        await c.send({"type": "ping", "id": i})
+        await asyncio.sleep(0.11)
+    got = [m for m in await c.collect(0.3) if m.get("type") == "pong"]
+    t.eq("rate: 10 messages in 1.1 s under a 20/s limit are all answered", len(got), 10)
+    c = await Client.connect(d, "flooder")
+    closed = None
+    for i in range(200):
+        try:
+            await c.send({"type": "ping", "id": i})
+        except websockets.exceptions.ConnectionClosed as e:
+            closed = e.code
+            break
+    if closed is None:
+        closed = await c.wait_closed(3)
+    t.eq("rate: 200 messages at once over a 20/s limit: closed with 4029", closed, 4029)
+    r = await http(d, "GET", "/v1/users/flooder")
+    t.eq("rate: flooder's session removed", (r.json() or {}).get("sessions"), 0)
+
+
+async def test_sessions_per_user(t, d, args):
+    # --max-sessions-per-user 2
+    a = await Client.connect(d, "many")
+    b = await Client.connect(d, "many")
+    ws = await RawWS.open(d, tok=token("many"))
+    t.eq("3rd session: upgraded (refused after the upgrade with a close code)", ws.status, 101)
+    code, msgs = await ws.until_close(3)
+    errs = [m for m in msgs if isinstance(m, dict) and m.get("type") == "error"]
+    t.check("3rd session: an error message first", len(errs) == 1 and isinstance(errs[0].get("code"), str), msgs)
+    if errs:
+        t.note(f"sessions-per-user error code: {errs[0].get('code')!r}")
+    t.check("3rd session: no welcome", not any(isinstance(m, dict) and m.get("type") == "welcome" for m in msgs), msgs)
+    t.eq("3rd session: closed with 4031", code, 4031)
+    ws.close()
+    pa = await a.ping("a")
+    pb = await b.ping("b")
+    t.check("sessions limit: the first two sessions are untouched", pa is not None and pb is not None)
+    r = await http(d, "GET", "/v1/users/many")
+    t.eq("sessions limit: user has 2 sessions", (r.json() or {}).get("sessions"), 2)
+    await b.close()
+    await asyncio.sleep(0.2)
+    c = await Client.connect(d, "many")
+    t.check("sessions limit: a slot freed by a close can be reused", c.welcome.get("type") == "welcome", c.welcome)
+    for x in (a, c):
+        await x.close()
+
+
+async def test_watch_limit(t, d, args):
+    # --max-watch 5
+    c = await Client.connect(d, "watchy", watch="*")
+    await c.send({"type": "subscribe", "users": [f"w{i}" for i in range(6)], "id": 1})
+    m = await c.recv()
+    t.check("watch limit: 6 users at once over 5 -> error too_many_watched",
+            m.get("type") == "error" and m.get("code") == "too_many_watched" and m.get("id") == 1, m)
+    await c.send({"type": "subscribe", "users": [f"w{i}" for i in range(3)], "id": 2})
+    m = await c.recv()
+    t.check("watch limit: 3 users -> snapshot", m.get("type") == "presence" and m.get("id") == 2, m)
+    await c.send({"type": "subscribe", "users": ["w3", "w4", "w5"], "id": 3})
+    m = await c.recv()
+    t.check("watch limit: 3 more (6 in all) -> error too_many_watched",
+            m.get("type") == "error" and m.get("code") == "too_many_watched", m)
+    await c.send({"type": "subscribe", "users": ["w0", "w3", "w4"], "id": 4})
+    m = await c.recv()
+    t.check("watch limit: re-subscribing to a watched user does not count twice (5 in all)",
+            m.get("type") == "presence" and m.get("id") == 4, m)
+    await c.send({"type": "unsubscribe", "users": ["w0", "w1"], "id": 5})
+    await c.expect_type("ack", 3, id=5)
+    await c.send({"type": "subscribe", "users": ["w7", "w8"], "id": 6})
+    m = await c.recv()
+    t.check("watch limit: unsubscribing frees room", m.get("type") == "presence" and m.get("id") == 6, m)
+    p = await c.ping("alive")
+    t.check("watch limit: connection stays open", p is not None)
+    await c.close()
+
+
+async def test_header_bytes(t, d, args):
+    # --max-header-bytes 2048
+    r = await http(d, "GET", "/healthz", headers={"X-Pad": "p" * 1000}, auth=False)
+    t.eq("headers under the limit: 200", r.status, 200)
+    r = await http(d, "GET", "/healthz", headers={"X-Pad": "p" * 4000}, auth=False)
+    t.check("headers over --max-header-bytes: 431 headers_too_large",
+            r.status == 431 and r.error_code == "headers_too_large", r)
+    r = await http(d, "GET", "/v1/users/bob", headers={f"X-Pad-{i}": "p" * 100 for i in range(40)})
+    t.check("many headers over the limit: 431 headers_too_large",
+            r.status == 431 and r.error_code == "headers_too_large", r)
+    ws = await RawWS.open(d, tok=token("hdr"), headers={"X-Pad": "p" * 4000})
+    r = ws.response()
+    ws.close()
+    t.check("WebSocket upgrade with headers over the limit: 431 headers_too_large",
+            r.status == 431 and r.error_code == "headers_too_large", r)
+    r = await http(d, "GET", "/v1/users/" + "x" * 3000)
+    t.check("request line over the limit: 431 (or 414) with a JSON error",
+            r.status in (431, 414) and r.error_code is not None, r)
+
+
+async def test_connections(t, d, args):
+    # --max-connections 4
+    await asyncio.sleep(0.3)   # let the harness's health-check connection go
+    clients = []
+    for i in range(4):
+        clients.append(await Client.connect(d, f"conn{i}"))
+    ws = await RawWS.open(d, tok=token("conn-extra"))
+    r = ws.response()
+    ws.close()
+    t.check("connection over --max-connections: 503 too_many_connections",
+            r.status == 503 and r.error_code == "too_many_connections", r)
+    try:
+        r = await http(d, "GET", "/healthz", auth=False)
+        t.check("HTTP connection over the limit: 503", r.status == 503, r)
+    except Exception as e:
+        t.check("HTTP connection over the limit: 503", False, e)
+    p = await clients[0].ping("still")
+    t.check("connection limit: existing clients keep working", p is not None)
+    await clients[0].close()
+    await asyncio.sleep(0.3)
+    c = await Client.connect(d, "conn-after")
+    t.check("connection limit: a freed slot can be used again", c.welcome.get("type") == "welcome")
+    await c.close()
+    for c in clients[1:]:
+        await c.close()
+    await asyncio.sleep(0.3)
+
+
+async def test_slow_reader(t, d, args):
+    # --max-write-queue 65536, --max-msgs-per-sec high
+    rss0 = d.rss_kb()
+    slow = await RawWS.open(d, tok=token("slow", watch="*"), rcvbuf=4096)
+    t.eq("slow reader: upgraded", slow.status, 101)
+    w = await slow.recv_json(3)
+    n_users = 20
+    users = [f"flip{i}" for i in range(n_users)]
+    await slow.send_json({"type": "subscribe", "users": users, "id": 1})
+    # From here on the slow client never reads.
+    flippers = []
+    for u in users:
+        flippers.append(await Client.connect(d, u, max_queue=None))
+    flips = 1500
+    t0 = time.monotonic()
+
+    async def flip(c):
+        for i in range(flips):
+            await c.send('{"type":"status","status":"%s"}' % ("idle" if i % 2 == 0 else "online"))
+            if i % 100 == 0:
+                await asyncio.sleep(0)
+    await asyncio.gather(*(flip(c) for c in flippers))
+    # Wait until the daemon dropped the slow session (asked through the API:
+    # an SSE consumer would itself have to keep up with the flood).
+    dropped = False
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        r = await http(d, "GET", "/v1/users/slow")
+        if (r.json() or {}).get("sessions") == 0:
+            dropped = True
+            break
+        await asyncio.sleep(0.2)
+    t.note(f"slow reader: flood of {n_users * flips} changes sent in {time.monotonic() - t0:.1f}s")
+    rss1 = d.rss_kb()
+    t.check("slow reader: its session is dropped", dropped)
+    # Now read what the slow client got: data, then a close with 4030.
+    code, msgs = await slow.until_close(10)
+    t.eq("slow reader: closed with 4030", code, 4030)
+    slow.close()
+    t.check("slow reader: daemon memory stays bounded (RSS growth < 64 MB)",
+            rss0 is not None and rss1 is not None and rss1 - rss0 < 65536, (rss0, rss1))
+    t.note(f"RSS before {rss0} kB, after flood {rss1} kB")
+    p = await flippers[0].ping("after")
+    t.check("slow reader: other clients keep working", p is not None)
+    for c in flippers:
+        await c.close()
+test_slow_reader.timeout = 60
+
+
+if __name__ == "__main__":
+    run([
+        ("limits", {"--max-frame": "1024", "--max-message": "4096", "--max-msgs-per-sec": "20",
+                    "--max-sessions-per-user": "2", "--max-watch": "5", "--max-header-bytes": "2048"},
+         [test_frame_size, test_rate, test_sessions_per_user, test_watch_limit, test_header_bytes]),
+        ("connections", {"--max-connections": "4"}, [test_connections]),
+        ("slow-reader", {"--max-write-queue": "65536", "--max-msgs-per-sec": "1000000"},
+         [test_slow_reader]),
+    ])

@@ -1,0 +1,128 @@
+#!/usr/bin/python3
+"""Graceful shutdown on SIGTERM (DESIGN.md section 5, issue 3): clients get
+close 1001, an SSE consumer sees session.disconnected reason shutdown and
+user.offline for every user before its stream ends, and the process exits 0
+within 5 s. Also with an offline grace configured (the users must still be
+reported offline: nobody is left online by a daemon that went away)."""
+
+import asyncio
+import os
+import signal
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from harness import *  # noqa: E402,F401,F403
+
+
+async def shutdown_case(t, d, label):
+    sse = await SSE.open(d)
+    clients = [await Client.connect(d, "sd-alice"), await Client.connect(d, "sd-alice"),
+               await Client.connect(d, "sd-bob")]
+    idle = await Client.connect(d, "sd-carol")
+    await idle.send({"type": "status", "status": "idle", "id": 1})
+    await idle.expect_type("ack", 3)
+    clients.append(idle)
+    sids = {c.session_id for c in clients}
+    await sse.until(lambda e: ev_is(e, "session.status", user_id="sd-carol"), 3)
+    t0 = time.monotonic()
+    d.signal(signal.SIGTERM)
+    codes = await asyncio.gather(*(c.wait_closed(6) for c in clients))
+    t.check(f"{label}: every client closed with 1001", all(c == 1001 for c in codes), codes)
+    evs = await sse.collect(6)
+    t.check(f"{label}: the event stream ends after shutdown", sse.eof, ev_brief(evs[-5:]))
+    disc = [e["data"] for e in evs if ev_is(e, "session.disconnected")]
+    t.eq(f"{label}: session.disconnected for every session",
+         sorted(x.get("session_id") for x in disc), sorted(sids))
+    t.check(f"{label}: session.disconnected reason shutdown",
+            disc and all(x.get("reason") == "shutdown" for x in disc), [x.get("reason") for x in disc])
+    off = [e["data"] for e in evs if ev_is(e, "user.offline")]
+    t.eq(f"{label}: user.offline for every user", sorted(x.get("user_id") for x in off),
+         ["sd-alice", "sd-bob", "sd-carol"])
+    t.check(f"{label}: user.offline reason shutdown",
+            off and all(x.get("reason") == "shutdown" for x in off), [x.get("reason") for x in off])
+    carol = [x for x in off if x.get("user_id") == "sd-carol"]
+    t.check(f"{label}: the idle user goes offline from idle", carol and carol[0].get("from") == "idle", carol)
+    # order: each user's offline comes after its sessions' disconnects
+    order_ok = True
+    for e_off in [e for e in evs if ev_is(e, "user.offline")]:
+        u = e_off["data"]["user_id"]
+        for e in evs:
+            if ev_is(e, "session.disconnected", user_id=u) and int(e["id"]) > int(e_off["id"]):
+                order_ok = False
+    t.check(f"{label}: user.offline after the session.disconnected events", order_ok, ev_brief(evs))
+    try:
+        d.proc.wait(timeout=max(0.1, 5.0 - (time.monotonic() - t0)))
+    except Exception:
+        pass
+    dt = time.monotonic() - t0
+    t.check(f"{label}: process exits within 5 s", d.proc.poll() is not None, dt)
+    t.eq(f"{label}: exit status 0", d.proc.poll(), 0)
+    t.note(f"{label}: shutdown took {dt:.2f}s")
+    sse.close()
+    d.kill()
+
+
+async def test_shutdown(t, d, args):
+    await shutdown_case(t, d, "shutdown")
+test_shutdown.timeout = 20
+
+
+async def test_shutdown_with_grace(t, d, args):
+    await shutdown_case(t, d, "shutdown with --offline-grace-ms 10000")
+test_shutdown_with_grace.timeout = 20
+
+
+async def test_sigint(t, d, args):
+    c = await Client.connect(d, "int-user")
+    t0 = time.monotonic()
+    d.signal(signal.SIGINT)
+    code = await c.wait_closed(6)
+    t.eq("SIGINT: client closed with 1001", code, 1001)
+    try:
+        d.proc.wait(timeout=5)
+    except Exception:
+        pass
+    t.eq("SIGINT: exit status 0 within 5 s", d.proc.poll(), 0)
+    d.kill()
+test_sigint.timeout = 15
+
+
+async def test_refuse_during_shutdown(t, d, args):
+    # A connection open with a long SSE stream keeps the daemon busy closing;
+    # after SIGTERM no new session is admitted.
+    c = await Client.connect(d, "late-1")
+    d.signal(signal.SIGTERM)
+    await asyncio.sleep(0.05)
+    ok = True
+    detail = ""
+    try:
+        ws = await RawWS.open(d, tok=token("late-2"), timeout=2)
+        if ws.status == 101:
+            w = await ws.recv_json(2)
+            ok = not (w and w.get("type") == "welcome")
+            detail = f"got {w}"
+        else:
+            ok = ws.status == 503
+            detail = ws.response()
+        ws.close()
+    except Exception as e:
+        detail = f"{type(e).__name__}: {e} (connection refused: fine)"
+    t.check("after SIGTERM: a new client is not admitted (refused, or 503 shutting_down)", ok, detail)
+    await c.wait_closed(5)
+    try:
+        d.proc.wait(timeout=5)
+    except Exception:
+        pass
+    d.kill()
+test_refuse_during_shutdown.timeout = 15
+
+
+if __name__ == "__main__":
+    run([
+        ("shutdown", {}, [test_shutdown], {"stopped_by_test": True}),
+        ("shutdown-grace", {"--offline-grace-ms": "10000"}, [test_shutdown_with_grace],
+         {"stopped_by_test": True}),
+        ("sigint", {}, [test_sigint], {"stopped_by_test": True}),
+        ("shutdown-refuse", {}, [test_refuse_during_shutdown], {"stopped_by_test": True}),
+    ])

@@ -1,0 +1,148 @@
+#!/usr/bin/python3
+"""Heartbeats and inactivity (docs/protocol.md sections 1.2, 1.3): server
+pings every heartbeat_ms; a client that never answers is closed with 4008 and
+its user goes offline with reason timeout; a client that answers pings stays;
+with --inactivity-ms a silent session becomes idle (reason inactivity) and
+online again on its next message; a client-set idle stays idle."""
+
+import asyncio
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from harness import *  # noqa: E402,F401,F403
+
+
+async def test_heartbeat_timeout(t, d, args):
+    # --heartbeat-ms 200 --timeout-ms 1000
+    sse = await SSE.open(d)
+    good = await Client.connect(d, "answers-pings")     # websockets answers pings
+    t.check("welcome: heartbeat_ms and timeout_ms are the configured ones",
+            good.welcome.get("heartbeat_ms") == 200 and good.welcome.get("timeout_ms") == 1000, good.welcome)
+    ws = await RawWS.open(d, tok=token("silent"))
+    t.eq("silent client: upgraded", ws.status, 101)
+    w = await ws.recv_json(3, auto_pong=False)
+    t.check("silent client: welcome", w and w.get("type") == "welcome", w)
+    sid = (w or {}).get("session_id")
+    t0 = time.monotonic()
+    code, msgs = await ws.until_close(6, auto_pong=False)
+    dt = time.monotonic() - t0
+    t.check("silent client: received server pings", ws.pings >= 2, ws.pings)
+    t.eq("silent client (never pongs): closed with 4008", code, 4008)
+    t.check("silent client: closed after about timeout_ms (1 s), not much later", 0.8 <= dt <= 3.0, dt)
+    ev, evs = await sse.until(lambda e: ev_is(e, "user.offline", user_id="silent"), 3)
+    sd = [e for e in evs if ev_is(e, "session.disconnected", user_id="silent")]
+    t.check("silent client: session.disconnected with reason timeout",
+            sd and sd[0]["data"].get("reason") == "timeout" and sd[0]["data"].get("session_id") == sid,
+            ev_brief(evs))
+    t.check("silent client: user.offline with reason timeout",
+            ev is not None and ev["data"].get("reason") == "timeout", ev_brief(evs))
+    ws.close()
+    # The well-behaved client, silent at the application level but answering
+    # pings, is still connected (pongs count as activity).
+    await asyncio.sleep(0.5)
+    p = await good.ping("alive")
+    t.check("client answering pings but sending no messages stays connected > timeout_ms", p is not None)
+    r = await http(d, "GET", "/v1/users/answers-pings")
+    t.eq("its user is still online", (r.json() or {}).get("status"), "online")
+    # Raw client that answers pings with pongs only.
+    ws = await RawWS.open(d, tok=token("pong-only"))
+    await ws.recv_json(3)
+    deadline = time.monotonic() + 2.0
+    closed = None
+    while time.monotonic() < deadline:
+        try:
+            m = await ws.recv(0.3, auto_pong=True)
+        except asyncio.TimeoutError:
+            continue
+        if m[0] in ("close", "eof"):
+            closed = m
+            break
+    t.check("raw client answering pings with pongs stays connected for 2 s", closed is None, closed)
+    ws.close()
+    # Application pings alone also keep a session (without answering
+    # WebSocket pings).
+    ws = await RawWS.open(d, tok=token("app-pinger"))
+    await ws.recv_json(3, auto_pong=False)
+    deadline = time.monotonic() + 2.0
+    closed = None
+    n = 0
+    while time.monotonic() < deadline and closed is None:
+        await ws.send_json({"type": "ping", "id": n})
+        n += 1
+        end = time.monotonic() + 0.25
+        while time.monotonic() < end:
+            try:
+                m = await ws.recv(max(0.01, end - time.monotonic()), auto_pong=False)
+            except asyncio.TimeoutError:
+                break
+            if m[0] in ("close", "eof"):
+                closed = m
+                break
+    t.check("client sending app pings (no WebSocket pongs) stays connected for 2 s", closed is None, closed)
+    ws.close()
+    await good.close()
+    sse.close()
+test_heartbeat_timeout.timeout = 30
+
+
+async def test_inactivity(t, d, args):
+    # --inactivity-ms 300, heartbeat long so that no pongs happen.
+    w = await Client.connect(d, "iw", watch="*")
+    await w.send({"type": "subscribe", "users": ["quiet"], "id": 1})
+    await w.expect_type("presence", 3, id=1)
+    sse = await SSE.open(d)
+    q = await Client.connect(d, "quiet")
+    m = await w.change("quiet", 2)
+    t.check("inactivity: online on connect", m and m["users"][0].get("status") == "online", m)
+    t0 = time.monotonic()
+    m = await w.change("quiet", 3)
+    dt = time.monotonic() - t0
+    u = (m or {}).get("users", [{}])[0]
+    t.check("inactivity: silent session becomes idle, reason inactivity",
+            u.get("status") == "idle" and u.get("from") == "online" and u.get("reason") == "inactivity", m)
+    t.check("inactivity: after about 300 ms", 0.15 <= dt <= 1.5, dt)
+    ev, evs = await sse.until(lambda e: ev_is(e, "user.idle", user_id="quiet"), 3)
+    st = [e for e in evs if ev_is(e, "session.status", user_id="quiet")]
+    t.check("inactivity: SSE session.status reason inactivity before user.idle",
+            st and st[0]["data"].get("reason") == "inactivity" and ev is not None
+            and int(st[0]["id"]) < int(ev["id"]) and ev["data"].get("reason") == "inactivity", ev_brief(evs))
+    await q.send({"type": "ping", "id": 1})
+    m = await w.change("quiet", 2)
+    u = (m or {}).get("users", [{}])[0]
+    t.check("inactivity: next message -> online again, reason inactivity",
+            u.get("status") == "online" and u.get("from") == "idle" and u.get("reason") == "inactivity", m)
+    # Client-set idle stays idle despite messages.
+    await q.send({"type": "status", "status": "idle", "id": 2})
+    m = await w.change("quiet", 2)
+    u = (m or {}).get("users", [{}])[0]
+    t.check("inactivity: client sets idle -> idle, reason explicit",
+            u.get("status") == "idle" and u.get("reason") == "explicit", m)
+    for i in range(6):
+        await q.send({"type": "ping", "id": 10 + i})
+        await asyncio.sleep(0.12)
+    ch = await w.changes(0.3, "quiet")
+    t.eq("inactivity: a session the client set idle stays idle while it sends messages", len(ch), 0)
+    await q.send({"type": "status", "status": "online", "id": 3})
+    m = await w.change("quiet", 2)
+    u = (m or {}).get("users", [{}])[0]
+    t.check("inactivity: client sets online -> online, reason explicit",
+            u.get("status") == "online" and u.get("reason") == "explicit", m)
+    # Staying active keeps it online.
+    for i in range(8):
+        await q.send({"type": "ping", "id": 20 + i})
+        await asyncio.sleep(0.1)
+    ch = await w.changes(0.05, "quiet")
+    t.eq("inactivity: a session sending messages every 100 ms stays online", len(ch), 0)
+    await q.close()
+    await w.close()
+    sse.close()
+test_inactivity.timeout = 30
+
+
+if __name__ == "__main__":
+    run([
+        ("heartbeat", {"--heartbeat-ms": "200", "--timeout-ms": "1000"}, [test_heartbeat_timeout]),
+        ("inactivity", {"--inactivity-ms": "300", "--heartbeat-ms": "60000"}, [test_inactivity]),
+    ])

@@ -1,0 +1,300 @@
+/*
+ * The backend HTTP API (docs/protocol.md section 2): user status, many users,
+ * a user's sessions, kick, and the event stream entry point. Every route
+ * needs the API key as a Bearer token, compared in constant time.
+ */
+#include "server/server.h"
+
+#include <cjson/cJSON.h>
+#include <http_parser.h>
+#include <openssl/crypto.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define MAX_IDS_PER_REQUEST 1000
+
+static int authorized(const srv_t *s, const http_req_t *r) {
+  size_t len;
+  const char *h = http_header(r, "Authorization", &len);
+  if (!h || !s->cfg.api_key || len < 7 || strncmp(h, "Bearer ", 7) != 0)
+    return 0;
+  h += 7;
+  len -= 7;
+  size_t kl = strlen(s->cfg.api_key);
+  /* Constant time in the key's bytes; only the length can leak. */
+  return len == kl && CRYPTO_memcmp(h, s->cfg.api_key, kl) == 0;
+}
+
+static void put_user(srv_t *s, buf_t *b, const char *user_id) {
+  presence_user_info_t info;
+  memset(&info, 0, sizeof info);
+  if (presence_user_get(s->p, user_id, &info) != 0)
+    info.status = PRESENCE_OFFLINE;
+  buf_puts(b, "{\"user_id\":");
+  buf_put_json_str(b, user_id);
+  buf_puts(b, ",\"status\":\"");
+  buf_puts(b, presence_status_name(info.status));
+  buf_puts(b, "\",\"since\":");
+  buf_put_i64(b, info.since_ms);
+  buf_puts(b, ",\"last_seen\":");
+  buf_put_i64(b, info.last_seen_ms);
+  buf_puts(b, ",\"sessions\":");
+  buf_put_u64(b, info.session_count);
+  buf_puts(b, ",\"version\":");
+  buf_put_u64(b, info.version);
+  buf_putc(b, '}');
+}
+
+static void get_user(conn_t *c, const char *id) {
+  buf_t *b = &c->srv->scratch;
+  buf_reset(b);
+  put_user(c->srv, b, id);
+  http_respond_json(c, 200, b);
+  buf_shrink(b, 65536);
+}
+
+static void get_sessions(conn_t *c, const char *id) {
+  srv_t *s = c->srv;
+  int n = presence_sessions_get(s->p, id, NULL, 0);
+  if (n < 0) {
+    http_error(c, 503, "store_error", presence_strerror(n));
+    return;
+  }
+  presence_session_info_t *v = NULL;
+  if (n > 0) {
+    v = calloc((size_t)n, sizeof *v);
+    if (!v) {
+      http_error(c, 503, "out_of_memory", "out of memory");
+      return;
+    }
+    int m = presence_sessions_get(s->p, id, v, (size_t)n);
+    if (m < n) n = m < 0 ? 0 : m;
+  }
+  buf_t *b = &s->scratch;
+  buf_reset(b);
+  buf_puts(b, "{\"user_id\":");
+  buf_put_json_str(b, id);
+  buf_puts(b, ",\"sessions\":[");
+  for (int i = 0; i < n; i++) {
+    const presence_session_info_t *si = &v[i];
+    if (i) buf_putc(b, ',');
+    buf_puts(b, "{\"session_id\":");
+    buf_put_json_str(b, si->session_id);
+    buf_puts(b, ",\"status\":\"");
+    buf_puts(b, presence_status_name(si->status));
+    buf_puts(b, "\",\"meta\":");
+    /* meta is stored as the compact JSON text of an object. */
+    buf_puts(b, si->meta && *si->meta ? si->meta : "null");
+    buf_puts(b, ",\"connected\":");
+    buf_put_i64(b, si->connected_ms);
+    buf_puts(b, ",\"since\":");
+    buf_put_i64(b, si->status_since_ms);
+    buf_puts(b, ",\"instance\":");
+    buf_put_json_str(b, si->instance_id ? si->instance_id : "");
+    buf_putc(b, '}');
+  }
+  buf_puts(b, "]}");
+  free(v);
+  http_respond_json(c, 200, b);
+  buf_shrink(b, 65536);
+}
+
+static void kick(conn_t *c, const char *id) {
+  srv_t *s = c->srv;
+  int rc = presence_session_kick(s->p, id, NULL, NULL);
+  srv_arm_tick(s);
+  if (rc == PRESENCE_ENOSESSION) {
+    http_error(c, 404, "no_session", "no such session");
+    return;
+  }
+  if (rc != 0) {
+    http_error(c, 503, "store_error", presence_strerror(rc));
+    return;
+  }
+  buf_t *b = &s->scratch;
+  buf_reset(b);
+  buf_puts(b, "{\"kicked\":");
+  buf_put_json_str(b, id);
+  buf_putc(b, '}');
+  http_respond_json(c, 200, b);
+}
+
+/* Answer {"users":[...]} for ids[0..n). */
+static void many_users(conn_t *c, char **ids, size_t n) {
+  buf_t *b = &c->srv->scratch;
+  buf_reset(b);
+  buf_puts(b, "{\"users\":[");
+  for (size_t i = 0; i < n; i++) {
+    if (i) buf_putc(b, ',');
+    put_user(c->srv, b, ids[i]);
+  }
+  buf_puts(b, "]}");
+  http_respond_json(c, 200, b);
+  buf_shrink(b, 65536);
+}
+
+/* GET /v1/users?ids=a,b,c */
+static void get_users(conn_t *c, http_req_t *r) {
+  size_t ql;
+  const char *q = http_query(r, "ids", &ql);
+  if (!q) {
+    http_error(c, 400, "bad_request", "ids=<comma-separated user ids> missing");
+    return;
+  }
+  char *copy = malloc(ql + 1);
+  char **ids = calloc(MAX_IDS_PER_REQUEST, sizeof *ids);
+  size_t n = 0;
+  if (!copy || !ids) {
+    http_error(c, 503, "out_of_memory", "out of memory");
+    goto out;
+  }
+  /* Split on raw commas first: a %2C inside an id stays part of it. */
+  size_t o = 0;
+  for (size_t i = 0; i <= ql; i++) {
+    if (i < ql && q[i] != ',') continue;
+    size_t len = i - o;
+    if (len > 0) {
+      if (n == MAX_IDS_PER_REQUEST) {
+        http_error(c, 400, "bad_request", "at most 1000 ids per request");
+        goto out;
+      }
+      char *dst = copy + o;
+      if (http_unescape(q + o, len, dst, len + 1) < 0 ||
+          presence_id_check(dst) != 0) {
+        http_error(c, 400, "bad_user_id", "an id in ids is not a valid id");
+        goto out;
+      }
+      ids[n++] = dst;
+    }
+    o = i + 1;
+  }
+  many_users(c, ids, n);
+out:
+  free(copy);
+  free(ids);
+}
+
+/* POST /v1/users/query {"user_ids":[...]} */
+static void query_users(conn_t *c, http_req_t *r) {
+  size_t bl;
+  const char *body = http_body(r, &bl);
+  cJSON *root = cJSON_ParseWithLength(body, bl);
+  if (!cJSON_IsObject(root)) {
+    http_error(c, 400, "bad_json", "body is not a JSON object");
+    goto out;
+  }
+  const cJSON *arr = cJSON_GetObjectItemCaseSensitive(root, "user_ids");
+  if (!cJSON_IsArray(arr)) {
+    http_error(c, 400, "bad_request", "user_ids must be an array of ids");
+    goto out;
+  }
+  int n = cJSON_GetArraySize(arr);
+  if (n > MAX_IDS_PER_REQUEST) {
+    http_error(c, 400, "bad_request", "at most 1000 ids per request");
+    goto out;
+  }
+  char *ids[MAX_IDS_PER_REQUEST];
+  int i = 0;
+  const cJSON *u;
+  cJSON_ArrayForEach(u, arr) {
+    if (!cJSON_IsString(u)) {
+      http_error(c, 400, "bad_request", "user_ids must be an array of ids");
+      goto out;
+    }
+    if (presence_id_check(u->valuestring) != 0) {
+      http_error(c, 400, "bad_user_id", "an id in user_ids is not a valid id");
+      goto out;
+    }
+    ids[i++] = u->valuestring;
+  }
+  many_users(c, ids, (size_t)i);
+out:
+  cJSON_Delete(root);
+}
+
+static void method_not_allowed(conn_t *c, const char *allow) {
+  char hdr[64];
+  snprintf(hdr, sizeof hdr, "Allow: %s\r\n", allow);
+  http_error_hdr(c, 405, "method_not_allowed", "method not allowed here", hdr);
+}
+
+/* Decode one path segment into out; 0 if it is a valid id. */
+static int segment_id(const char *seg, size_t len, char *out, size_t cap) {
+  if (len == 0 || memchr(seg, '/', len)) return -1;
+  if (http_unescape(seg, len, out, cap) < 0) return -1;
+  return presence_id_check(out) == 0 ? 0 : -1;
+}
+
+void api_handle(conn_t *c, http_req_t *r) {
+  srv_t *s = c->srv;
+  if (!authorized(s, r)) {
+    http_error_hdr(c, 401, "unauthorized",
+                   s->cfg.api_key ? "missing or wrong API key"
+                                  : "no API key configured on this server",
+                   "WWW-Authenticate: Bearer\r\n");
+    return;
+  }
+  size_t pl;
+  const char *path = http_path(r, &pl);
+  int m = http_method(r);
+  char id[4 * PRESENCE_ID_MAX + 1];
+
+  if (pl == 10 && !memcmp(path, "/v1/events", 10)) {
+    if (m != HTTP_GET)
+      method_not_allowed(c, "GET");
+    else
+      sse_start(c, r);
+    return;
+  }
+  if (pl == 9 && !memcmp(path, "/v1/users", 9)) {
+    if (m != HTTP_GET)
+      method_not_allowed(c, "GET");
+    else
+      get_users(c, r);
+    return;
+  }
+  if (pl == 15 && !memcmp(path, "/v1/users/query", 15)) {
+    if (m != HTTP_POST)
+      method_not_allowed(c, "POST");
+    else
+      query_users(c, r);
+    return;
+  }
+  if (pl > 10 && !memcmp(path, "/v1/users/", 10)) {
+    const char *seg = path + 10, *end = path + pl;
+    const char *slash = memchr(seg, '/', (size_t)(end - seg));
+    int sessions = 0;
+    if (slash) {
+      if ((size_t)(end - slash) != 9 || memcmp(slash, "/sessions", 9) != 0) {
+        http_error(c, 404, "not_found", "no such endpoint");
+        return;
+      }
+      sessions = 1;
+    }
+    size_t sl = (size_t)((slash ? slash : end) - seg);
+    if (segment_id(seg, sl, id, sizeof id) != 0) {
+      http_error(c, 400, "bad_user_id", "not a valid user id");
+      return;
+    }
+    if (m != HTTP_GET)
+      method_not_allowed(c, "GET");
+    else if (sessions)
+      get_sessions(c, id);
+    else
+      get_user(c, id);
+    return;
+  }
+  if (pl > 13 && !memcmp(path, "/v1/sessions/", 13)) {
+    if (m != HTTP_DELETE) {
+      method_not_allowed(c, "DELETE");
+      return;
+    }
+    if (segment_id(path + 13, pl - 13, id, sizeof id) != 0) {
+      http_error(c, 404, "no_session", "no such session");
+      return;
+    }
+    kick(c, id);
+    return;
+  }
+  http_error(c, 404, "not_found", "no such endpoint");
+}

@@ -1,0 +1,43 @@
+/*
+ * A growable byte buffer for building responses and JSON. Appends never fail
+ * silently: on allocation failure the buffer is marked failed, later appends
+ * are ignored, and the caller checks buf_failed() once at the end.
+ */
+#ifndef PRESENCED_BUF_H
+#define PRESENCED_BUF_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct buf {
+  char *data;
+  size_t len;
+  size_t cap;
+  int failed;
+} buf_t;
+
+void buf_init(buf_t *b);
+void buf_free(buf_t *b);
+/* Empty it but keep the allocation (scratch buffers reused per message). */
+void buf_reset(buf_t *b);
+/* Drop the allocation if it grew past keep bytes, so one huge response does
+ * not pin memory for the life of the process. */
+void buf_shrink(buf_t *b, size_t keep);
+int buf_reserve(buf_t *b, size_t extra);
+void buf_append(buf_t *b, const void *data, size_t len);
+void buf_puts(buf_t *b, const char *s);
+void buf_putc(buf_t *b, char c);
+void buf_printf(buf_t *b, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+void buf_put_i64(buf_t *b, int64_t v);
+void buf_put_u64(buf_t *b, uint64_t v);
+/* A JSON string literal (with quotes), escaping what RFC 8259 requires. The
+ * input is assumed to be valid UTF-8 (ids are validated before they get
+ * here); bytes are passed through. */
+void buf_put_json_str(buf_t *b, const char *s);
+void buf_put_json_strn(buf_t *b, const char *s, size_t n);
+static inline int buf_failed(const buf_t *b) {
+  return b->failed;
+}
+
+#endif

@@ -1,0 +1,509 @@
+/*
+ * HTTP/1.1 for presenced: incremental request parsing with Debian's
+ * http-parser, limits (431 for headers, 413 for bodies), keep-alive and
+ * pipelining, JSON error answers, and routing to the handlers.
+ *
+ * A request is accumulated in one arena: the URL, then each header name and
+ * value, each contiguous because http-parser delivers their pieces in order.
+ * The parser is paused at the end of each message so the request is answered
+ * before the next pipelined one is parsed (and so an upgrade or an event
+ * stream can take over the connection).
+ */
+#include "server/server.h"
+
+#include <http_parser.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#define MAX_HEADERS 64
+
+typedef struct hdr {
+  uint32_t name_off, name_len, value_off, value_len;
+} hdr_t;
+
+struct http_req {
+  http_parser parser;
+  conn_t *conn;
+  char *arena;
+  uint32_t arena_len, arena_cap;
+  uint32_t url_off, url_len;
+  uint32_t header_bytes; /* request line and headers, for the limit */
+  uint16_t nhdr;
+  uint8_t in_value; /* the last header callback was a value */
+  uint8_t complete;
+  uint8_t started;
+  uint8_t close;  /* answer with Connection: close */
+  int err_status; /* set by a callback to refuse the request */
+  const char *err_code;
+  buf_t body;
+  hdr_t hdr[MAX_HEADERS];
+};
+
+/* ------------------------------------------------------------------------ */
+/* Parsing                                                                  */
+/* ------------------------------------------------------------------------ */
+
+static int refuse(http_req_t *r, int status, const char *code) {
+  r->err_status = status;
+  r->err_code = code;
+  return 1; /* stops http-parser with a callback error */
+}
+
+/* The header limit also bounds the arena, so a request's memory is bounded
+ * before it is complete. */
+static int arena_add(http_req_t *r, const char *at, size_t len) {
+  r->header_bytes += (uint32_t)len;
+  if (len > r->conn->srv->cfg.max_header_bytes ||
+      r->header_bytes > r->conn->srv->cfg.max_header_bytes)
+    return refuse(r, 431, "headers_too_large");
+  if ((size_t)r->arena_len + len > r->arena_cap) {
+    size_t cap = r->arena_cap ? r->arena_cap : 512;
+    while (cap < (size_t)r->arena_len + len)
+      cap *= 2;
+    char *a = realloc(r->arena, cap);
+    if (!a) return refuse(r, 503, "out_of_memory");
+    r->arena = a;
+    r->arena_cap = (uint32_t)cap;
+  }
+  memcpy(r->arena + r->arena_len, at, len);
+  r->arena_len += (uint32_t)len;
+  return 0;
+}
+
+static int on_message_begin(http_parser *p) {
+  http_req_t *r = p->data;
+  r->started = 1;
+  return 0;
+}
+
+static int on_url(http_parser *p, const char *at, size_t len) {
+  http_req_t *r = p->data;
+  if (r->url_len == 0) r->url_off = r->arena_len;
+  r->url_len += (uint32_t)len;
+  return arena_add(r, at, len);
+}
+
+static int on_header_field(http_parser *p, const char *at, size_t len) {
+  http_req_t *r = p->data;
+  if (r->in_value || r->nhdr == 0) {
+    if (r->nhdr == MAX_HEADERS) return refuse(r, 431, "headers_too_large");
+    hdr_t *h = &r->hdr[r->nhdr++];
+    memset(h, 0, sizeof *h);
+    h->name_off = r->arena_len;
+    r->in_value = 0;
+  }
+  r->hdr[r->nhdr - 1].name_len += (uint32_t)len;
+  return arena_add(r, at, len);
+}
+
+static int on_header_value(http_parser *p, const char *at, size_t len) {
+  http_req_t *r = p->data;
+  if (r->nhdr == 0) return 0;
+  hdr_t *h = &r->hdr[r->nhdr - 1];
+  if (!r->in_value) {
+    h->value_off = r->arena_len;
+    r->in_value = 1;
+  }
+  h->value_len += (uint32_t)len;
+  return arena_add(r, at, len);
+}
+
+static int on_headers_complete(http_parser *p) {
+  http_req_t *r = p->data;
+  uint32_t max = r->conn->srv->cfg.max_body;
+  if ((p->flags & F_CONTENTLENGTH) && p->content_length > max)
+    return refuse(r, 413, "body_too_large");
+  return 0;
+}
+
+static int on_body(http_parser *p, const char *at, size_t len) {
+  http_req_t *r = p->data;
+  if (r->body.len + len > r->conn->srv->cfg.max_body)
+    return refuse(r, 413, "body_too_large");
+  buf_append(&r->body, at, len);
+  return buf_failed(&r->body) ? refuse(r, 503, "out_of_memory") : 0;
+}
+
+static int on_message_complete(http_parser *p) {
+  http_req_t *r = p->data;
+  r->complete = 1;
+  http_parser_pause(p, 1);
+  return 0;
+}
+
+static const http_parser_settings settings = {
+    .on_message_begin = on_message_begin,
+    .on_url = on_url,
+    .on_header_field = on_header_field,
+    .on_header_value = on_header_value,
+    .on_headers_complete = on_headers_complete,
+    .on_body = on_body,
+    .on_message_complete = on_message_complete,
+};
+
+static http_req_t *req_new(conn_t *c) {
+  http_req_t *r = calloc(1, sizeof *r);
+  if (!r) return NULL;
+  http_parser_init(&r->parser, HTTP_REQUEST);
+  r->parser.data = r;
+  r->conn = c;
+  buf_init(&r->body);
+  return r;
+}
+
+/* Forget the answered request, keep the parser (keep-alive). Large arenas
+ * are released so a keep-alive connection does not pin them. */
+static void req_reset(http_req_t *r) {
+  r->arena_len = r->url_off = r->url_len = r->header_bytes = 0;
+  r->nhdr = 0;
+  r->in_value = r->complete = r->started = r->close = 0;
+  r->err_status = 0;
+  r->err_code = NULL;
+  buf_shrink(&r->body, 0);
+  if (r->arena_cap > 4096) {
+    free(r->arena);
+    r->arena = NULL;
+    r->arena_cap = 0;
+  }
+}
+
+void http_req_free(http_req_t *r) {
+  if (!r) return;
+  free(r->arena);
+  buf_free(&r->body);
+  free(r);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Accessors                                                                */
+/* ------------------------------------------------------------------------ */
+
+const char *http_header(const http_req_t *r, const char *name, size_t *len) {
+  size_t nl = strlen(name);
+  for (unsigned i = 0; i < r->nhdr; i++) {
+    const hdr_t *h = &r->hdr[i];
+    if (h->name_len == nl && !strncasecmp(r->arena + h->name_off, name, nl)) {
+      *len = h->value_len;
+      return h->value_len ? r->arena + h->value_off : "";
+    }
+  }
+  *len = 0;
+  return NULL;
+}
+
+const char *http_path(const http_req_t *r, size_t *len) {
+  const char *u = r->arena + r->url_off;
+  size_t n = 0;
+  while (n < r->url_len && u[n] != '?' && u[n] != '#')
+    n++;
+  *len = n;
+  return r->url_len ? u : "";
+}
+
+const char *http_query(const http_req_t *r, const char *name, size_t *len) {
+  const char *u = r->arena + r->url_off, *end = u + r->url_len;
+  const char *q = memchr(u, '?', r->url_len);
+  if (!q) return NULL;
+  const char *hash = memchr(q, '#', (size_t)(end - q));
+  if (hash) end = hash;
+  size_t nl = strlen(name);
+  for (const char *s = q + 1; s < end;) {
+    const char *amp = memchr(s, '&', (size_t)(end - s));
+    const char *e = amp ? amp : end;
+    const char *eq = memchr(s, '=', (size_t)(e - s));
+    const char *ke = eq ? eq : e;
+    if ((size_t)(ke - s) == nl && !memcmp(s, name, nl)) {
+      *len = eq ? (size_t)(e - eq - 1) : 0;
+      return eq ? eq + 1 : e;
+    }
+    s = e + 1;
+  }
+  return NULL;
+}
+
+int http_method(const http_req_t *r) {
+  return r->parser.method;
+}
+
+const char *http_body(const http_req_t *r, size_t *len) {
+  *len = r->body.len;
+  return r->body.data ? r->body.data : "";
+}
+
+static int hexval(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
+
+int http_unescape(const char *src, size_t len, char *out, size_t cap) {
+  size_t o = 0;
+  for (size_t i = 0; i < len; i++) {
+    char ch = src[i];
+    if (ch == '%') {
+      if (i + 2 >= len) return -1;
+      int hi = hexval(src[i + 1]), lo = hexval(src[i + 2]);
+      if (hi < 0 || lo < 0) return -1;
+      ch = (char)(hi * 16 + lo);
+      i += 2;
+    } else if (ch == '+') {
+      ch = ' ';
+    }
+    if (ch == '\0' || o + 1 >= cap) return -1;
+    out[o++] = ch;
+  }
+  out[o] = '\0';
+  return (int)o;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Answers                                                                  */
+/* ------------------------------------------------------------------------ */
+
+static const char *reason_phrase(int status) {
+  switch (status) {
+  case 200:
+    return "OK";
+  case 101:
+    return "Switching Protocols";
+  case 204:
+    return "No Content";
+  case 400:
+    return "Bad Request";
+  case 401:
+    return "Unauthorized";
+  case 403:
+    return "Forbidden";
+  case 404:
+    return "Not Found";
+  case 405:
+    return "Method Not Allowed";
+  case 408:
+    return "Request Timeout";
+  case 413:
+    return "Content Too Large";
+  case 426:
+    return "Upgrade Required";
+  case 431:
+    return "Request Header Fields Too Large";
+  case 500:
+    return "Internal Server Error";
+  case 503:
+    return "Service Unavailable";
+  default:
+    return "Unknown";
+  }
+}
+
+void http_respond(conn_t *c, int status, const char *content_type,
+                  const char *extra_headers, const void *body, size_t len) {
+  http_req_t *r = c->kind == CONN_HTTP ? c->u.http : NULL;
+  int close = !r || r->close || r->err_status ||
+              !http_should_keep_alive(&r->parser) || c->srv->shutting_down ||
+              c->over_limit;
+  if (r && close) r->close = 1;
+  char head[512];
+  int n = snprintf(head, sizeof head,
+                   "HTTP/1.1 %d %s\r\nContent-Type: %s\r\n"
+                   "Content-Length: %zu\r\nCache-Control: no-store\r\n"
+                   "Connection: %s\r\n%s\r\n",
+                   status, reason_phrase(status), content_type, len,
+                   close ? "close" : "keep-alive",
+                   extra_headers ? extra_headers : "");
+  if (n < 0 || (size_t)n >= sizeof head) n = 0;
+  int head_only = r && r->parser.method == HTTP_HEAD;
+  conn_write2(c, head, (size_t)n, body, head_only ? 0 : len);
+}
+
+void http_respond_json(conn_t *c, int status, const buf_t *body) {
+  if (buf_failed(body)) {
+    http_error(c, 503, "out_of_memory", "out of memory");
+    return;
+  }
+  http_respond(c, status, "application/json", NULL, body->data, body->len);
+}
+
+void http_error_hdr(conn_t *c, int status, const char *code,
+                    const char *message, const char *extra_headers) {
+  /* Counted by code for /metrics; logged once per class. */
+  srv_error(c->srv, code, "HTTP %d: %s", status, message);
+  char body[512];
+  buf_t b;
+  buf_init(&b);
+  buf_puts(&b, "{\"error\":{\"code\":");
+  buf_put_json_str(&b, code);
+  buf_puts(&b, ",\"message\":");
+  buf_put_json_str(&b, message);
+  buf_puts(&b, "}}");
+  if (buf_failed(&b) || b.len >= sizeof body) {
+    buf_free(&b);
+    http_respond(c, status, "application/json", extra_headers,
+                 "{\"error\":{\"code\":\"internal\",\"message\":\"\"}}", 42);
+    return;
+  }
+  memcpy(body, b.data, b.len);
+  size_t len = b.len;
+  buf_free(&b);
+  http_respond(c, status, "application/json", extra_headers, body, len);
+}
+
+void http_error(conn_t *c, int status, const char *code, const char *message) {
+  http_error_hdr(c, status, code, message, NULL);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Routing                                                                  */
+/* ------------------------------------------------------------------------ */
+
+static int path_is(const char *path, size_t len, const char *want) {
+  return strlen(want) == len && memcmp(path, want, len) == 0;
+}
+
+static int path_has_prefix(const char *path, size_t len, const char *pre) {
+  size_t pl = strlen(pre);
+  return len >= pl && memcmp(path, pre, pl) == 0;
+}
+
+static void healthz(conn_t *c) {
+  srv_t *s = c->srv;
+  buf_t *b = &s->scratch;
+  buf_reset(b);
+  buf_puts(b, "{\"status\":");
+  buf_puts(b, s->shutting_down ? "\"shutting_down\"" : "\"ok\"");
+  buf_puts(b, ",\"instance\":");
+  buf_put_json_str(b, s->instance_id);
+  buf_puts(b, ",\"uptime_s\":");
+  buf_put_i64(b, (srv_now_mono(s) - s->started_mono_ms) / 1000);
+  buf_puts(b, "}");
+  http_respond_json(c, s->shutting_down ? 503 : 200, b);
+  buf_shrink(b, 65536);
+}
+
+/* Answer one complete request. rest: the bytes after it (an upgrade's
+ * first frames). */
+static void route(conn_t *c, http_req_t *r, const char *rest, size_t restlen) {
+  srv_t *s = c->srv;
+  size_t pl;
+  const char *path = http_path(r, &pl);
+  int m = http_method(r);
+  if (c->over_limit) {
+    http_error(c, 503, "too_many_connections", "connection limit reached");
+    return;
+  }
+  if (path_is(path, pl, "/healthz")) {
+    if (m != HTTP_GET && m != HTTP_HEAD)
+      http_error_hdr(c, 405, "method_not_allowed", "use GET",
+                     "Allow: GET, HEAD\r\n");
+    else
+      healthz(c);
+    return;
+  }
+  if (s->shutting_down) {
+    http_error(c, 503, "shutting_down", "server is shutting down");
+    return;
+  }
+  if (path_is(path, pl, "/metrics")) {
+    if (m != HTTP_GET && m != HTTP_HEAD)
+      http_error_hdr(c, 405, "method_not_allowed", "use GET",
+                     "Allow: GET, HEAD\r\n");
+    else
+      metrics_handle(c, r);
+    return;
+  }
+  if (path_is(path, pl, "/v1/ws")) {
+    ws_upgrade(c, r, rest, restlen);
+    return;
+  }
+  if (path_has_prefix(path, pl, "/v1/demo/")) {
+    if (s->cfg.demo)
+      demo_handle(c, r);
+    else
+      http_error(c, 404, "not_found", "no such endpoint (demo mode is off)");
+    return;
+  }
+  if (path_is(path, pl, "/v1") || path_has_prefix(path, pl, "/v1/")) {
+    api_handle(c, r);
+    return;
+  }
+  if (s->cfg.demo && (m == HTTP_GET || m == HTTP_HEAD)) {
+    demo_handle(c, r);
+    return;
+  }
+  http_error(c, 404, "not_found", "no such endpoint");
+}
+
+static void parse_error(conn_t *c, http_req_t *r) {
+  r->close = 1;
+  if (r->err_status) {
+    const char *msg = r->err_status == 431   ? "request headers too large"
+                      : r->err_status == 413 ? "request body too large"
+                                             : "out of memory";
+    http_error(c, r->err_status, r->err_code, msg);
+  } else {
+    enum http_errno e = HTTP_PARSER_ERRNO(&r->parser);
+    if (e == HPE_HEADER_OVERFLOW)
+      http_error(c, 431, "headers_too_large", "request headers too large");
+    else {
+      char msg[160];
+      snprintf(msg, sizeof msg, "malformed HTTP request: %s",
+               http_errno_description(e));
+      http_error(c, 400, "bad_request", msg);
+    }
+  }
+  conn_close_after_flush(c);
+}
+
+void http_on_read(conn_t *c, const char *data, size_t len) {
+  while (len > 0 && !c->closing && !c->close_after_flush &&
+         c->kind == CONN_HTTP) {
+    http_req_t *r = c->u.http;
+    if (!r) {
+      r = c->u.http = req_new(c);
+      if (!r) {
+        srv_error(c->srv, "out_of_memory", "cannot parse a request");
+        conn_close(c);
+        return;
+      }
+    }
+    size_t n = http_parser_execute(&r->parser, &settings, data, len);
+    enum http_errno e = HTTP_PARSER_ERRNO(&r->parser);
+    if (e == HPE_PAUSED)
+      http_parser_pause(&r->parser, 0);
+    else if (e != HPE_OK || r->err_status) {
+      parse_error(c, r);
+      return;
+    }
+    if (n > len) n = len;
+    data += n;
+    len -= n;
+    if (!r->complete) {
+      if (n == 0) break; /* nothing consumed and no error: wait for more */
+      continue;
+    }
+    if (r->parser.upgrade) {
+      /* Everything after an upgrade request belongs to the new protocol. */
+      route(c, r, data, len);
+      if (c->kind == CONN_HTTP && !c->closing) {
+        r->close = 1;
+        conn_close_after_flush(c);
+      }
+      return;
+    }
+    route(c, r, NULL, 0);
+    if (c->closing || c->kind != CONN_HTTP)
+      return; /* an event stream ignores further input */
+    if (r->close) {
+      conn_close_after_flush(c);
+      return;
+    }
+    req_reset(r);
+  }
+  /* Between requests a keep-alive connection keeps no request state. */
+  http_req_t *r = c->kind == CONN_HTTP && !c->closing ? c->u.http : NULL;
+  if (r && !r->started && r->arena_len == 0) {
+    http_req_free(r);
+    c->u.http = NULL;
+  }
+}

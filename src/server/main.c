@@ -1,0 +1,47 @@
+/*
+ * presenced: the presence daemon. Flags and environment, signals, startup
+ * and shutdown; everything else lives in the server library.
+ */
+#include "server/server.h"
+
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+static const char *env(const char *name) {
+  return getenv(name);
+}
+
+int main(int argc, char **argv) {
+  srv_config_t cfg;
+  config_defaults(&cfg);
+  int rc = config_parse(&cfg, argc, argv, env, stdout, stderr);
+  if (rc == CONFIG_EXIT_OK) return 0;
+  if (rc != CONFIG_OK) return 2;
+  /* A peer that vanishes mid-write must cost an EPIPE, not the process. */
+  signal(SIGPIPE, SIG_IGN);
+
+  uv_loop_t loop;
+  if (uv_loop_init(&loop) != 0) {
+    fprintf(stderr, "presenced: cannot create the event loop\n");
+    return 1;
+  }
+  static srv_t srv;
+  if (srv_init(&srv, &loop, &cfg, srv_sys_default()) != 0) {
+    fprintf(stderr, "presenced: startup failed\n");
+    return 1;
+  }
+  if (srv_listen(&srv) != 0) {
+    srv_shutdown(&srv);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    srv_free(&srv);
+    uv_loop_close(&loop);
+    return 1;
+  }
+  uv_run(&loop, UV_RUN_DEFAULT);
+  srv_log(&srv, PRESENCE_LOG_INFO, "stopped");
+  srv_free(&srv);
+  if (uv_loop_close(&loop) != 0)
+    fprintf(stderr, "presenced: handles left open at exit\n");
+  return 0;
+}

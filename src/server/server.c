@@ -1,0 +1,590 @@
+/*
+ * presenced's event loop: the listener, the life of a connection, bounded
+ * writes, housekeeping timers and the graceful shutdown.
+ *
+ * Connection lifetime: a conn_t is freed only in the uv_close callback, which
+ * libuv runs after every pending write callback (they see UV_ECANCELED). So
+ * a conn_t pointer stays valid for the whole call stack that decided to
+ * close it; code that writes or closes checks c->closing afterwards.
+ */
+#include "server/server.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+
+#define READ_BUF_SIZE 65536
+/* A lingering close gives the peer this long to read our last bytes. */
+#define LINGER_MS 2000
+/* One log line per error class at most this often. */
+#define ERROR_LOG_INTERVAL_MS 10000
+
+typedef struct wreq {
+  uv_write_t req;
+  conn_t *c;
+  shbuf_t *shared; /* referenced instead of copied, or NULL */
+  uint32_t len;    /* bytes accounted in wq_bytes */
+  uint8_t data[];
+} wreq_t;
+
+static void on_close(uv_handle_t *h);
+static void srv_finish(srv_t *s);
+
+/* ------------------------------------------------------------------------ */
+/* Logging and error accounting                                             */
+/* ------------------------------------------------------------------------ */
+
+static const char *level_names[] = {"error", "warn", "info", "debug"};
+
+static void vlog(srv_t *s, presence_log_level_t level, const char *fmt,
+                 va_list ap) {
+  if ((int)level > s->cfg.log_level) return;
+  char msg[512];
+  vsnprintf(msg, sizeof msg, fmt, ap);
+  fprintf(stderr, "presenced: %s: %s\n", level_names[level], msg);
+}
+
+void srv_log(srv_t *s, presence_log_level_t level, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  vlog(s, level, fmt, ap);
+  va_end(ap);
+}
+
+static err_count_t *err_slot(srv_t *s, const char *code) {
+  for (size_t i = 0; i < s->nerrors; i++)
+    if (strcmp(s->errors[i].code, code) == 0) return &s->errors[i];
+  if (s->nerrors == SRV_MAX_ERR_CODES) return NULL;
+  err_count_t *e = &s->errors[s->nerrors++];
+  memset(e, 0, sizeof *e);
+  e->code = code; /* codes are string literals or library constants */
+  e->last_log_ms = INT64_MIN;
+  return e;
+}
+
+void srv_error(srv_t *s, const char *code, const char *fmt, ...) {
+  err_count_t *e = err_slot(s, code);
+  if (!e) return;
+  e->count++;
+  int64_t now = srv_now_mono(s);
+  if (e->last_log_ms != INT64_MIN &&
+      now - e->last_log_ms < ERROR_LOG_INTERVAL_MS) {
+    e->unlogged++;
+    return;
+  }
+  char msg[400];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(msg, sizeof msg, fmt, ap);
+  va_end(ap);
+  if (e->unlogged)
+    srv_log(s, PRESENCE_LOG_WARN,
+            "%s: %s (and %llu more since the last report)", code, msg,
+            (unsigned long long)e->unlogged);
+  else
+    srv_log(s, PRESENCE_LOG_WARN, "%s: %s", code, msg);
+  e->unlogged = 0;
+  e->last_log_ms = now;
+}
+
+static void lib_log(void *ud, presence_log_level_t level, const char *msg) {
+  srv_log(ud, level, "libpresence: %s", msg);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Shared buffers                                                           */
+/* ------------------------------------------------------------------------ */
+
+shbuf_t *shbuf_new(size_t len) {
+  if (len > UINT32_MAX) return NULL;
+  shbuf_t *b = malloc(sizeof *b + len);
+  if (!b) return NULL;
+  b->refs = 1;
+  b->len = (uint32_t)len;
+  return b;
+}
+
+void shbuf_unref(shbuf_t *b) {
+  if (b && --b->refs == 0) free(b);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Writes                                                                   */
+/* ------------------------------------------------------------------------ */
+
+static void on_shutdown(uv_shutdown_t *req, int status) {
+  conn_t *c = req->data;
+  free(req);
+  if (status < 0 && status != UV_ECANCELED && !c->closing) conn_close(c);
+}
+
+/* Our side is done: half-close and keep reading (discarding) until the peer
+ * closes, so unread input does not turn our close into a reset that would
+ * destroy the answer we just wrote. */
+static void start_linger(conn_t *c) {
+  if (c->draining || c->closing) return;
+  c->draining = 1;
+  uv_shutdown_t *req = malloc(sizeof *req);
+  if (!req) {
+    conn_close(c);
+    return;
+  }
+  req->data = c;
+  if (uv_shutdown(req, (uv_stream_t *)&c->tcp, on_shutdown) != 0) {
+    free(req);
+    conn_close(c);
+  }
+}
+
+static void on_write(uv_write_t *req, int status) {
+  wreq_t *w = (wreq_t *)req;
+  conn_t *c = w->c;
+  srv_t *s = c->srv;
+  c->wq_bytes -= w->len;
+  s->wq_bytes_total -= w->len;
+  shbuf_unref(w->shared);
+  free(w);
+  if (c->closing) return;
+  if (status < 0) {
+    conn_close(c);
+    return;
+  }
+  if (c->wq_bytes == 0 && c->close_after_flush) {
+    start_linger(c);
+    return;
+  }
+  if (c->kind == CONN_SSE) sse_on_drain(c);
+}
+
+static void on_overflow(conn_t *c) {
+  srv_error(c->srv, "slow_consumer",
+            "write queue over %u bytes, dropping the connection",
+            c->srv->cfg.max_write_queue);
+  if (c->kind == CONN_WS)
+    ws_close(c, WS_CLOSE_SLOW, NULL, NULL, PRESENCE_REASON_DISCONNECT);
+  else
+    conn_close(c);
+}
+
+static int conn_writev(conn_t *c, uv_buf_t *bufs, unsigned n, shbuf_t *shared) {
+  if (c->closing || c->draining || c->close_after_flush) return -1;
+  size_t total = 0;
+  for (unsigned i = 0; i < n; i++)
+    total += bufs[i].len;
+  size_t done = 0;
+  uv_stream_t *st = (uv_stream_t *)&c->tcp;
+  /* Fast path: nothing queued, the kernel takes it now, no allocation. */
+  if (c->wq_bytes == 0 && uv_stream_get_write_queue_size(st) == 0) {
+    int r = uv_try_write(st, bufs, n);
+    if (r >= 0)
+      done = (size_t)r;
+    else if (r != UV_EAGAIN && r != UV_ENOSYS) {
+      conn_close(c);
+      return -1;
+    }
+    if (done == total) return 0;
+  }
+  size_t rest = total - done;
+  if (!c->overflowed &&
+      (size_t)c->wq_bytes + rest > c->srv->cfg.max_write_queue) {
+    c->overflowed = 1;
+    on_overflow(c);
+    return -1;
+  }
+  wreq_t *w;
+  if (shared && done == 0 && n == 1) {
+    w = malloc(sizeof *w);
+    if (!w) goto nomem;
+    w->shared = shared;
+    shared->refs++;
+  } else {
+    w = malloc(sizeof *w + rest);
+    if (!w) goto nomem;
+    w->shared = NULL;
+    size_t skip = done, o = 0;
+    for (unsigned i = 0; i < n; i++) {
+      size_t l = bufs[i].len;
+      if (skip >= l) {
+        skip -= l;
+        continue;
+      }
+      memcpy(w->data + o, bufs[i].base + skip, l - skip);
+      o += l - skip;
+      skip = 0;
+    }
+  }
+  w->c = c;
+  w->len = (uint32_t)rest;
+  uv_buf_t b = uv_buf_init(w->shared ? (char *)shared->data : (char *)w->data,
+                           (unsigned)rest);
+  if (uv_write(&w->req, st, &b, 1, on_write) != 0) {
+    shbuf_unref(w->shared);
+    free(w);
+    conn_close(c);
+    return -1;
+  }
+  c->wq_bytes += (uint32_t)rest;
+  c->srv->wq_bytes_total += rest;
+  return 0;
+nomem:
+  srv_error(c->srv, "out_of_memory", "cannot queue a write");
+  conn_close(c);
+  return -1;
+}
+
+int conn_write(conn_t *c, const void *data, size_t len) {
+  uv_buf_t b = uv_buf_init((char *)data, (unsigned)len);
+  return conn_writev(c, &b, 1, NULL);
+}
+
+int conn_write2(conn_t *c, const void *a, size_t alen, const void *b,
+                size_t blen) {
+  uv_buf_t bufs[2] = {uv_buf_init((char *)a, (unsigned)alen),
+                      uv_buf_init((char *)b, (unsigned)blen)};
+  return conn_writev(c, bufs, 2, NULL);
+}
+
+int conn_write_shared(conn_t *c, shbuf_t *b) {
+  uv_buf_t buf = uv_buf_init((char *)b->data, b->len);
+  return conn_writev(c, &buf, 1, b);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Connection lifecycle                                                     */
+/* ------------------------------------------------------------------------ */
+
+void conn_close(conn_t *c) {
+  if (c->closing) return;
+  c->closing = 1;
+  switch (c->kind) {
+  case CONN_HTTP:
+    http_req_free(c->u.http);
+    c->u.http = NULL;
+    break;
+  case CONN_WS:
+    ws_detach(c);
+    break;
+  case CONN_SSE:
+    sse_detach(c);
+    break;
+  }
+  uv_close((uv_handle_t *)&c->tcp, on_close);
+}
+
+void conn_close_after_flush(conn_t *c) {
+  if (c->closing || c->close_after_flush) return;
+  c->close_after_flush = 1;
+  c->linger_since_ms = srv_now_mono(c->srv);
+  if (c->wq_bytes == 0) start_linger(c);
+}
+
+static void on_close(uv_handle_t *h) {
+  conn_t *c = h->data;
+  srv_t *s = c->srv;
+  if (c->prev)
+    c->prev->next = c->next;
+  else
+    s->conns = c->next;
+  if (c->next) c->next->prev = c->prev;
+  s->nconns--;
+  free(c);
+  if (s->shutting_down && s->nconns == 0) srv_finish(s);
+}
+
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
+  conn_t *c = h->data;
+  (void)suggested;
+  buf->base = c->srv->rbuf;
+  buf->len = c->srv->rbuf_len;
+}
+
+static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf) {
+  conn_t *c = st->data;
+  if (nread < 0) {
+    conn_close(c);
+    return;
+  }
+  if (nread == 0 || c->closing) return;
+  c->last_rx_ms = srv_now_mono(c->srv);
+  if (c->draining || c->close_after_flush)
+    return; /* lingering: input is discarded */
+  switch (c->kind) {
+  case CONN_HTTP:
+    http_on_read(c, buf->base, (size_t)nread);
+    break;
+  case CONN_WS:
+    ws_on_read(c, buf->base, (size_t)nread);
+    break;
+  case CONN_SSE:
+    break; /* an event stream has nothing to say; ignore it */
+  }
+}
+
+static void on_connection(uv_stream_t *server, int status) {
+  srv_t *s = server->data;
+  if (status < 0) {
+    srv_error(s, "accept_failed", "accept: %s", uv_strerror(status));
+    return;
+  }
+  conn_t *c = calloc(1, sizeof *c);
+  if (!c) {
+    srv_error(s, "out_of_memory", "cannot accept a connection");
+    return;
+  }
+  uv_tcp_init(s->loop, &c->tcp);
+  c->tcp.data = c;
+  c->srv = s;
+  if (uv_accept(server, (uv_stream_t *)&c->tcp) != 0) {
+    uv_close((uv_handle_t *)&c->tcp, (uv_close_cb)free);
+    return;
+  }
+  /* Past the limit a connection still gets a 503 answer, but only a few
+   * such connections at once: beyond that they are dropped unanswered. */
+  if (s->nconns >= s->cfg.max_connections) {
+    if (s->nconns >= s->cfg.max_connections + 64u) {
+      srv_error(s, "too_many_connections", "dropping a connection at %u",
+                s->nconns);
+      uv_close((uv_handle_t *)&c->tcp, (uv_close_cb)free);
+      return;
+    }
+    c->over_limit = 1;
+  }
+  c->next = s->conns;
+  if (s->conns) s->conns->prev = c;
+  s->conns = c;
+  s->nconns++;
+  s->accepted_total++;
+  c->last_rx_ms = srv_now_mono(s);
+  uv_tcp_nodelay(&c->tcp, 1);
+  if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) != 0)
+    conn_close(c);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Timers                                                                   */
+/* ------------------------------------------------------------------------ */
+
+static void on_tick(uv_timer_t *t) {
+  srv_arm_tick(t->data);
+}
+
+void srv_arm_tick(srv_t *s) {
+  int64_t d = presence_tick(s->p);
+  if (uv_is_closing((uv_handle_t *)&s->tick_timer)) return;
+  if (d < 0)
+    uv_timer_stop(&s->tick_timer);
+  else
+    uv_timer_start(&s->tick_timer, on_tick, (uint64_t)d, 0);
+}
+
+static void on_house(uv_timer_t *t) {
+  srv_t *s = t->data;
+  int64_t now = srv_now_mono(s), wall = srv_now_wall(s);
+  for (conn_t *c = s->conns; c; c = c->next) {
+    if (c->closing) continue;
+    if (c->close_after_flush || c->draining) {
+      if (now - c->linger_since_ms >= LINGER_MS) conn_close(c);
+      continue;
+    }
+    switch (c->kind) {
+    case CONN_HTTP:
+      if (now - c->last_rx_ms >= (int64_t)s->cfg.http_idle_ms) conn_close(c);
+      break;
+    case CONN_WS:
+      ws_housekeeping(c, now, wall);
+      break;
+    case CONN_SSE:
+      sse_housekeeping(c, now);
+      break;
+    }
+  }
+}
+
+static uint64_t house_interval(const srv_config_t *cfg) {
+  uint64_t iv = 1000;
+  if (cfg->heartbeat_ms / 4 < iv) iv = cfg->heartbeat_ms / 4;
+  if (cfg->timeout_ms / 4 < iv) iv = cfg->timeout_ms / 4;
+  return iv < 10 ? 10 : iv;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Startup and shutdown                                                     */
+/* ------------------------------------------------------------------------ */
+
+static void on_signal(uv_signal_t *h, int signum) {
+  srv_t *s = h->data;
+  if (s->shutting_down) {
+    srv_log(s, PRESENCE_LOG_WARN, "second signal %d: stopping now", signum);
+    for (conn_t *c = s->conns; c; c = c->next)
+      conn_close(c);
+    return;
+  }
+  srv_log(s, PRESENCE_LOG_INFO, "signal %d: shutting down", signum);
+  srv_shutdown(s);
+}
+
+static void raise_fd_limit(srv_t *s) {
+  struct rlimit rl;
+  if (getrlimit(RLIMIT_NOFILE, &rl) != 0) return;
+  if (rl.rlim_cur < rl.rlim_max) {
+    rl.rlim_cur = rl.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &rl);
+    getrlimit(RLIMIT_NOFILE, &rl);
+  }
+  if (rl.rlim_cur != RLIM_INFINITY &&
+      rl.rlim_cur < (rlim_t)s->cfg.max_connections + 32)
+    srv_log(s, PRESENCE_LOG_INFO,
+            "open file limit %llu is below --max-connections %u",
+            (unsigned long long)rl.rlim_cur, s->cfg.max_connections);
+}
+
+int srv_init(srv_t *s, uv_loop_t *loop, const srv_config_t *cfg,
+             const srv_sys_t *sys) {
+  memset(s, 0, sizeof *s);
+  s->loop = loop;
+  s->cfg = *cfg;
+  s->sys = sys;
+  map_init(&s->sessions);
+  map_init(&s->watchers);
+  buf_init(&s->scratch);
+  if (s->cfg.heartbeat_ms >= s->cfg.timeout_ms) {
+    s->cfg.heartbeat_ms = s->cfg.timeout_ms / 2;
+    srv_log(s, PRESENCE_LOG_WARN,
+            "--heartbeat-ms must be below --timeout-ms: using %u",
+            s->cfg.heartbeat_ms);
+  }
+  s->started_wall_ms = srv_now_wall(s);
+  s->started_mono_ms = srv_now_mono(s);
+  raise_fd_limit(s);
+
+  char uuid[37];
+  if (srv_uuid4(sys, uuid) != 0) return -1;
+  snprintf(s->instance_id, sizeof s->instance_id, "%.8s", uuid);
+
+  if (cfg->jwt_secret) {
+    s->jwt_secret_len = strlen(cfg->jwt_secret);
+    s->jwt_secret = malloc(s->jwt_secret_len + 1);
+    if (!s->jwt_secret) return -1;
+    memcpy(s->jwt_secret, cfg->jwt_secret, s->jwt_secret_len + 1);
+  } else if (cfg->demo) {
+    if (demo_init(s) != 0) return -1;
+  } else {
+    srv_log(s, PRESENCE_LOG_WARN,
+            "no --jwt-secret: every WebSocket client will be refused");
+  }
+  if (!cfg->api_key)
+    srv_log(s, PRESENCE_LOG_WARN,
+            "no --api-key: the backend API answers 401 to everyone");
+
+  presence_options_t o;
+  presence_options_init(&o);
+  o.clock.wall_ms = sys->wall_ms;
+  o.clock.mono_ms = sys->mono_ms;
+  o.clock.ud = sys->ud;
+  o.log = lib_log;
+  o.log_ud = s;
+  o.instance_id = s->instance_id;
+  uint64_t epoch = 0;
+  sys->random(sys->ud, &epoch, sizeof epoch);
+  o.epoch = epoch ? epoch : 1;
+  o.offline_grace_ms = s->cfg.offline_grace_ms;
+  o.inactivity_ms = s->cfg.inactivity_ms;
+  o.log_capacity = s->cfg.log_capacity;
+  o.max_sessions_per_user = s->cfg.max_sessions_per_user;
+  int rc = presence_new(&o, &s->p);
+  if (rc != 0) {
+    srv_log(s, PRESENCE_LOG_ERROR, "presence_new: %s", presence_strerror(rc));
+    return -1;
+  }
+  if (fanout_init(s) != 0) return -1;
+
+  s->rbuf_len = READ_BUF_SIZE;
+  s->rbuf = malloc(s->rbuf_len);
+  if (!s->rbuf) return -1;
+  uv_timer_t *timers[] = {&s->tick_timer, &s->house_timer, &s->sse_timer,
+                          &s->stop_timer};
+  for (size_t i = 0; i < 4; i++) {
+    uv_timer_init(loop, timers[i]);
+    timers[i]->data = s;
+  }
+  uv_signal_init(loop, &s->sigterm);
+  uv_signal_init(loop, &s->sigint);
+  s->sigterm.data = s->sigint.data = s;
+  uv_signal_start(&s->sigterm, on_signal, SIGTERM);
+  uv_signal_start(&s->sigint, on_signal, SIGINT);
+  uv_tcp_init(loop, &s->listener);
+  s->listener.data = s;
+  return 0;
+}
+
+int srv_listen(srv_t *s) {
+  struct sockaddr_storage ss;
+  int rc;
+  if (strchr(s->cfg.host, ':'))
+    rc = uv_ip6_addr(s->cfg.host, s->cfg.port, (struct sockaddr_in6 *)&ss);
+  else
+    rc = uv_ip4_addr(s->cfg.host, s->cfg.port, (struct sockaddr_in *)&ss);
+  if (rc == 0) rc = uv_tcp_bind(&s->listener, (struct sockaddr *)&ss, 0);
+  if (rc == 0) rc = uv_listen((uv_stream_t *)&s->listener, 4096, on_connection);
+  if (rc != 0) {
+    srv_log(s, PRESENCE_LOG_ERROR, "cannot listen on %s: %s", s->cfg.listen,
+            uv_strerror(rc));
+    return -1;
+  }
+  uint64_t iv = house_interval(&s->cfg);
+  uv_timer_start(&s->house_timer, on_house, iv, iv);
+  srv_arm_tick(s);
+  srv_log(s, PRESENCE_LOG_INFO, "listening on %s (instance %s%s)",
+          s->cfg.listen, s->instance_id, s->cfg.demo ? ", demo mode" : "");
+  return 0;
+}
+
+static void on_stop_timer(uv_timer_t *t) {
+  srv_t *s = t->data;
+  srv_log(s, PRESENCE_LOG_WARN,
+          "shutdown took longer than %u ms: closing %u connections",
+          s->cfg.shutdown_timeout_ms, s->nconns);
+  for (conn_t *c = s->conns; c; c = c->next)
+    conn_close(c);
+}
+
+void srv_shutdown(srv_t *s) {
+  if (s->shutting_down) return;
+  s->shutting_down = 1;
+  if (!uv_is_closing((uv_handle_t *)&s->listener))
+    uv_close((uv_handle_t *)&s->listener, NULL);
+  uv_timer_start(&s->stop_timer, on_stop_timer, s->cfg.shutdown_timeout_ms, 0);
+  /* Sessions end first, so their events reach the log before the event
+   * streams are flushed and closed. */
+  for (conn_t *c = s->conns; c; c = c->next)
+    if (!c->closing && c->kind == CONN_WS) ws_shutdown(c);
+  sse_pump(s, 1);
+  for (conn_t *c = s->conns; c; c = c->next)
+    if (!c->closing && c->kind == CONN_HTTP) conn_close_after_flush(c);
+  if (s->nconns == 0) srv_finish(s);
+}
+
+/* Everything is closed: release the loop's remaining handles so uv_run
+ * returns. */
+static void srv_finish(srv_t *s) {
+  uv_handle_t *hs[] = {
+      (uv_handle_t *)&s->tick_timer, (uv_handle_t *)&s->house_timer,
+      (uv_handle_t *)&s->sse_timer,  (uv_handle_t *)&s->stop_timer,
+      (uv_handle_t *)&s->sigterm,    (uv_handle_t *)&s->sigint,
+      (uv_handle_t *)&s->listener};
+  for (size_t i = 0; i < sizeof hs / sizeof hs[0]; i++)
+    if (!uv_is_closing(hs[i])) uv_close(hs[i], NULL);
+}
+
+void srv_free(srv_t *s) {
+  fanout_free(s);
+  if (s->p) presence_free(s->p);
+  map_free(&s->sessions);
+  map_free(&s->watchers);
+  buf_free(&s->scratch);
+  free(s->rbuf);
+  free(s->jwt_secret);
+  memset(s, 0, sizeof *s);
+}

@@ -1,0 +1,228 @@
+/*
+ * presenced internals: the server (one libuv loop, one presence_t) and its
+ * connections. Shared by the files of src/server; not a public API.
+ *
+ * A connection starts as HTTP. A WebSocket upgrade turns it into CONN_WS, a
+ * GET /v1/events into CONN_SSE; it never goes back. All reads land in one
+ * read buffer owned by the server (libuv calls alloc_cb and read_cb back to
+ * back on one thread, and every parser copies what it keeps), so an idle
+ * connection holds no read buffer at all.
+ */
+#ifndef PRESENCED_SERVER_H
+#define PRESENCED_SERVER_H
+
+#include <stdint.h>
+#include <uv.h>
+
+#include "presence.h"
+#include "server/buf.h"
+#include "server/config.h"
+#include "server/map.h"
+#include "server/sys.h"
+#include "server/ws.h"
+
+typedef struct srv srv_t;
+typedef struct conn conn_t;
+typedef struct http_req http_req_t;
+typedef struct wsconn wsconn_t;
+typedef struct sse_stream sse_stream_t;
+
+typedef enum { CONN_HTTP = 0, CONN_WS, CONN_SSE } conn_kind_t;
+
+/* A byte string written to many connections (one presence change fanned out
+ * to every subscriber): serialised once, freed by the last write. */
+typedef struct shbuf {
+  uint32_t refs;
+  uint32_t len;
+  uint8_t data[];
+} shbuf_t;
+
+shbuf_t *shbuf_new(size_t len);
+void shbuf_unref(shbuf_t *b);
+
+struct conn {
+  uv_tcp_t tcp;
+  srv_t *srv;
+  conn_t *prev, *next; /* srv->conns */
+  int64_t last_rx_ms;  /* monotonic: last bytes received */
+  uint32_t wq_bytes;   /* bytes handed to uv_write, not yet written */
+  uint8_t kind;        /* conn_kind_t */
+  uint8_t closing;     /* uv_close called: no more I/O */
+  uint8_t draining;    /* our side is done: discard input until EOF */
+  uint8_t close_after_flush;
+  uint8_t over_limit; /* accepted past max_connections: answer 503 */
+  uint8_t overflowed; /* write queue limit hit: only the close frame left */
+  int64_t linger_since_ms;
+  union {
+    http_req_t *http;
+    wsconn_t *ws;
+    sse_stream_t *sse;
+  } u;
+};
+
+/* Error codes the server counts (metrics) and logs (once per class). */
+typedef struct err_count {
+  const char *code;
+  uint64_t count;
+  uint64_t unlogged;
+  int64_t last_log_ms;
+} err_count_t;
+#define SRV_MAX_ERR_CODES 64
+
+struct srv {
+  uv_loop_t *loop;
+  srv_config_t cfg;
+  const srv_sys_t *sys;
+  presence_t *p;
+  uint8_t *jwt_secret; /* cfg.jwt_secret or a random demo secret */
+  size_t jwt_secret_len;
+  char instance_id[40];
+
+  uv_tcp_t listener;
+  uv_timer_t tick_timer;  /* presence_tick deadlines */
+  uv_timer_t house_timer; /* heartbeats, timeouts, idle HTTP, keepalives */
+  uv_timer_t sse_timer;   /* wakes event streams after new events */
+  uv_timer_t stop_timer;  /* hard limit of a graceful shutdown */
+  uv_signal_t sigterm, sigint;
+  int shutting_down;
+
+  conn_t *conns; /* every open connection */
+  uint32_t nconns, nws, nsse;
+  uint64_t accepted_total;
+  uint64_t ws_messages_total;
+  uint64_t wq_bytes_total; /* sum of conn wq_bytes */
+  int64_t started_wall_ms, started_mono_ms;
+
+  map_t sessions; /* session id -> conn_t (WebSocket) */
+  map_t watchers; /* user id -> fanout entry */
+  sse_stream_t *sse_streams;
+  int sse_pump_pending;
+
+  char *rbuf; /* the shared read buffer */
+  size_t rbuf_len;
+  buf_t scratch; /* responses and frames being built */
+
+  err_count_t errors[SRV_MAX_ERR_CODES];
+  size_t nerrors;
+};
+
+/* ---- server.c: lifecycle, connections, writes ---------------------------- */
+
+int srv_init(srv_t *s, uv_loop_t *loop, const srv_config_t *cfg,
+             const srv_sys_t *sys);
+int srv_listen(srv_t *s);
+/* Begin a graceful shutdown (idempotent). The loop ends when it is done. */
+void srv_shutdown(srv_t *s);
+/* After uv_run returned: free everything. */
+void srv_free(srv_t *s);
+
+static inline int64_t srv_now_mono(const srv_t *s) {
+  return s->sys->mono_ms(s->sys->ud);
+}
+static inline int64_t srv_now_wall(const srv_t *s) {
+  return s->sys->wall_ms(s->sys->ud);
+}
+
+/* Run presence_tick and arm the tick timer for its next deadline. Call after
+ * every library call that may create deadlines. */
+void srv_arm_tick(srv_t *s);
+
+/* Queue bytes to a connection: written at once when the socket takes them
+ * (no allocation), else copied (or, for shared, referenced) into a write
+ * request. Over max_write_queue the connection is a slow consumer: returns
+ * -1 and the connection is closed (WebSocket: code 4030). */
+int conn_write(conn_t *c, const void *data, size_t len);
+int conn_write2(conn_t *c, const void *a, size_t alen, const void *b,
+                size_t blen);
+int conn_write_shared(conn_t *c, shbuf_t *b);
+/* Close now; pending writes are cancelled. */
+void conn_close(conn_t *c);
+/* Close once everything queued is written (a lingering close: our side
+ * shuts down, input is discarded until the peer closes or a short timer). */
+void conn_close_after_flush(conn_t *c);
+
+/* Count an error by its protocol code and log its class at most every 10 s
+ * (one line per class, never one per frame). */
+void srv_error(srv_t *s, const char *code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+void srv_log(srv_t *s, presence_log_level_t level, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* ---- http.c ------------------------------------------------------------- */
+
+void http_on_read(conn_t *c, const char *data, size_t len);
+void http_req_free(http_req_t *r);
+/* Accessors for the request being answered. */
+const char *http_header(const http_req_t *r, const char *name, size_t *len);
+const char *http_path(const http_req_t *r, size_t *len);
+/* Query parameter (raw, not decoded) or NULL. */
+const char *http_query(const http_req_t *r, const char *name, size_t *len);
+int http_method(const http_req_t *r); /* enum http_method */
+const char *http_body(const http_req_t *r, size_t *len);
+/* Answer with a body; keep-alive unless the request or we said close. */
+void http_respond(conn_t *c, int status, const char *content_type,
+                  const char *extra_headers, const void *body, size_t len);
+void http_respond_json(conn_t *c, int status, const buf_t *body);
+/* {"error":{"code":...,"message":...}}, counted in metrics. */
+void http_error(conn_t *c, int status, const char *code, const char *message);
+void http_error_hdr(conn_t *c, int status, const char *code,
+                    const char *message, const char *extra_headers);
+/* Percent-decode src[0..len) into out (NUL-terminated); -1 if malformed, if
+ * it decodes to a NUL byte, or if it does not fit. */
+int http_unescape(const char *src, size_t len, char *out, size_t cap);
+
+/* ---- wsconn.c ----------------------------------------------------------- */
+
+/* GET /v1/ws: checks, token, 101, then the session. rest: bytes after the
+ * request, already WebSocket frames. */
+void ws_upgrade(conn_t *c, http_req_t *r, const char *rest, size_t restlen);
+void ws_on_read(conn_t *c, const char *data, size_t len);
+/* Close with a code: end the session for reason (if it still exists), send
+ * an error frame first when err_code is set, then the close frame. */
+void ws_close(conn_t *c, uint16_t code, const char *err_code,
+              const char *message, presence_reason_t reason);
+/* Per-connection timers, run by the housekeeping sweep. */
+void ws_housekeeping(conn_t *c, int64_t now_mono, int64_t now_wall);
+/* Called once when the connection goes away: end the session, drop the
+ * subscriptions, free the state. */
+void ws_detach(conn_t *c);
+void ws_free(wsconn_t *w);
+/* The library ended this connection's session (kick, reset): close it with
+ * the code that reason calls for. */
+void ws_session_ended(conn_t *c, presence_reason_t reason);
+/* Send a text frame (JSON) to the client. */
+int ws_send_text(conn_t *c, const char *json, size_t len);
+/* Send server shutdown close (1001) and end the session with reason
+ * shutdown. */
+void ws_shutdown(conn_t *c);
+
+/* ---- fanout.c ----------------------------------------------------------- */
+
+typedef struct fanout_entry fanout_entry_t;
+/* Register the catch-all event callback. */
+int fanout_init(srv_t *s);
+void fanout_free(srv_t *s);
+/* Subscribe c to user_id; returns the entry (kept by the connection) or NULL
+ * on allocation failure. Idempotent per connection only if the caller checks
+ * (wsconn keeps its list). */
+fanout_entry_t *fanout_add(srv_t *s, const char *user_id, conn_t *c);
+void fanout_remove(srv_t *s, fanout_entry_t *e, conn_t *c);
+const char *fanout_user(const fanout_entry_t *e);
+/* Append the JSON of one user's presence (snapshot form) to b. */
+void fanout_put_user(srv_t *s, buf_t *b, const char *user_id);
+
+/* ---- api.c / sse.c / metrics.c / demo.c ---------------------------------- */
+
+void api_handle(conn_t *c, http_req_t *r);
+void sse_start(conn_t *c, http_req_t *r);
+void sse_notify(srv_t *s);
+void sse_pump(srv_t *s, int final);
+void sse_housekeeping(conn_t *c, int64_t now_mono);
+void sse_detach(conn_t *c);
+void sse_on_drain(conn_t *c);
+void metrics_handle(conn_t *c, http_req_t *r);
+void demo_handle(conn_t *c, http_req_t *r);
+/* In demo mode without --jwt-secret: a random secret for this run. */
+int demo_init(srv_t *s);
+
+#endif

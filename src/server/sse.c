@@ -1,0 +1,253 @@
+/*
+ * GET /v1/events: the transition log as Server-Sent Events.
+ *
+ * Each stream keeps only a cursor (the last sequence number sent). New
+ * events wake every stream on the next loop turn; a stream reads the log
+ * from its cursor in batches while its write queue is short, so a slow
+ * consumer is paced by the log itself instead of buffering without bound:
+ * if it falls out of the log it gets a `gap` event, never a stalled loop.
+ */
+#include "server/server.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define SSE_BATCH 256
+/* Stop reading the log for a stream while this much is queued to it. */
+#define SSE_HIGH_WATER 65536
+
+struct sse_stream {
+  conn_t *conn;
+  sse_stream_t *prev, *next;
+  uint64_t cursor;
+  int64_t last_write_ms;
+  size_t batch; /* events in the last log batch */
+};
+
+static void put_event_json(buf_t *b, const presence_event_t *ev) {
+  buf_puts(b, "{\"seq\":");
+  buf_put_u64(b, ev->seq);
+  buf_puts(b, ",\"type\":\"");
+  buf_puts(b, presence_event_type_name(ev->type));
+  buf_puts(b, "\",\"ts\":");
+  buf_put_i64(b, ev->ts_ms);
+  buf_puts(b, ",\"reason\":\"");
+  buf_puts(b, presence_reason_name(ev->reason));
+  buf_putc(b, '"');
+  if (ev->user_id) {
+    buf_puts(b, ",\"user_id\":");
+    buf_put_json_str(b, ev->user_id);
+  }
+  if (ev->session_id) {
+    buf_puts(b, ",\"session_id\":");
+    buf_put_json_str(b, ev->session_id);
+  }
+  int from = 0, to = 0, version = 0;
+  switch (ev->type) {
+  case PRESENCE_EV_SESSION_CONNECTED:
+    to = 1;
+    break;
+  case PRESENCE_EV_SESSION_DISCONNECTED:
+    from = 1;
+    break;
+  case PRESENCE_EV_SESSION_STATUS:
+    from = to = 1;
+    break;
+  case PRESENCE_EV_USER_ONLINE:
+  case PRESENCE_EV_USER_IDLE:
+  case PRESENCE_EV_USER_OFFLINE:
+    from = to = version = 1;
+    break;
+  default:
+    break;
+  }
+  if (from) {
+    buf_puts(b, ",\"from\":\"");
+    buf_puts(b, presence_status_name(ev->from));
+    buf_putc(b, '"');
+  }
+  if (to) {
+    buf_puts(b, ",\"to\":\"");
+    buf_puts(b, presence_status_name(ev->to));
+    buf_putc(b, '"');
+  }
+  if (version) {
+    buf_puts(b, ",\"version\":");
+    buf_put_u64(b, ev->user_version);
+  }
+  if (ev->meta && *ev->meta) {
+    buf_puts(b, ",\"meta\":");
+    buf_puts(b, ev->meta); /* compact JSON of an object, as stored */
+  }
+  if (ev->type == PRESENCE_EV_CLEANUP) {
+    if (ev->instance_id) {
+      buf_puts(b, ",\"instance\":");
+      buf_put_json_str(b, ev->instance_id);
+    }
+    if (ev->session_ids) {
+      buf_puts(b, ",\"session_ids\":[");
+      for (size_t i = 0; i < ev->n_session_ids; i++) {
+        if (i) buf_putc(b, ',');
+        buf_put_json_str(b, ev->session_ids[i]);
+      }
+      buf_putc(b, ']');
+    }
+  }
+  buf_putc(b, '}');
+}
+
+static void on_log(presence_t *p, int status, const presence_event_t *events,
+                   size_t n, void *ud) {
+  sse_stream_t *st = ud;
+  conn_t *c = st->conn;
+  srv_t *s = c->srv;
+  (void)p;
+  st->batch = n;
+  if (n == 0 || c->closing) return;
+  buf_t *b = &s->scratch;
+  buf_reset(b);
+  if (status == PRESENCE_ECURSOR) {
+    buf_puts(b, "event: gap\ndata: {\"after\":");
+    buf_put_u64(b, st->cursor);
+    buf_puts(b, ",\"oldest\":");
+    buf_put_u64(b, events[0].seq);
+    buf_puts(b, "}\n\n");
+  }
+  for (size_t i = 0; i < n; i++) {
+    buf_puts(b, "id: ");
+    buf_put_u64(b, events[i].seq);
+    buf_puts(b, "\nevent: ");
+    buf_puts(b, presence_event_type_name(events[i].type));
+    buf_puts(b, "\ndata: ");
+    put_event_json(b, &events[i]);
+    buf_puts(b, "\n\n");
+  }
+  st->cursor = events[n - 1].seq;
+  if (buf_failed(b)) {
+    srv_error(s, "out_of_memory", "cannot format events");
+    conn_close(c);
+    return;
+  }
+  st->last_write_ms = srv_now_mono(s);
+  conn_write(c, b->data, b->len);
+  buf_shrink(b, 1 << 20);
+}
+
+static void pump_one(sse_stream_t *st, int final) {
+  conn_t *c = st->conn;
+  srv_t *s = c->srv;
+  while (!c->closing && !c->close_after_flush &&
+         (final || c->wq_bytes < SSE_HIGH_WATER)) {
+    st->batch = 0;
+    int rc = presence_log_read(s->p, st->cursor, SSE_BATCH, on_log, st);
+    if (rc < 0) {
+      srv_error(s, "log_read_failed", "%s", presence_strerror(rc));
+      break;
+    }
+    if (st->batch == 0) break;
+  }
+  if (final && !c->closing) conn_close_after_flush(c);
+}
+
+void sse_pump(srv_t *s, int final) {
+  sse_stream_t *next;
+  for (sse_stream_t *st = s->sse_streams; st; st = next) {
+    next = st->next; /* a write failure may unlink st */
+    pump_one(st, final);
+  }
+}
+
+static void on_sse_timer(uv_timer_t *t) {
+  srv_t *s = t->data;
+  s->sse_pump_pending = 0;
+  sse_pump(s, 0);
+}
+
+void sse_notify(srv_t *s) {
+  if (s->nsse == 0 || s->sse_pump_pending ||
+      uv_is_closing((uv_handle_t *)&s->sse_timer))
+    return;
+  s->sse_pump_pending = 1;
+  uv_timer_start(&s->sse_timer, on_sse_timer, 0, 0);
+}
+
+void sse_on_drain(conn_t *c) {
+  if (c->wq_bytes < SSE_HIGH_WATER / 2) sse_notify(c->srv);
+}
+
+void sse_housekeeping(conn_t *c, int64_t now_mono) {
+  sse_stream_t *st = c->u.sse;
+  if (st &&
+      now_mono - st->last_write_ms >= (int64_t)c->srv->cfg.sse_keepalive_ms) {
+    st->last_write_ms = now_mono;
+    conn_write(c, ": keepalive\n\n", 13);
+  }
+}
+
+void sse_detach(conn_t *c) {
+  sse_stream_t *st = c->u.sse;
+  srv_t *s = c->srv;
+  if (!st) return;
+  if (st->prev)
+    st->prev->next = st->next;
+  else
+    s->sse_streams = st->next;
+  if (st->next) st->next->prev = st->prev;
+  free(st);
+  c->u.sse = NULL;
+  s->nsse--;
+}
+
+static int parse_seq(const char *v, size_t len, uint64_t *out) {
+  char tmp[24];
+  if (len == 0 || len >= sizeof tmp) return -1;
+  memcpy(tmp, v, len);
+  tmp[len] = '\0';
+  for (size_t i = 0; i < len; i++)
+    if (tmp[i] < '0' || tmp[i] > '9') return -1;
+  errno = 0;
+  char *end;
+  unsigned long long n = strtoull(tmp, &end, 10);
+  if (errno || *end) return -1;
+  *out = n;
+  return 0;
+}
+
+void sse_start(conn_t *c, http_req_t *r) {
+  srv_t *s = c->srv;
+  uint64_t cursor;
+  size_t len;
+  const char *v = http_header(r, "Last-Event-ID", &len);
+  if (!v) v = http_query(r, "after", &len);
+  if (v) {
+    if (parse_seq(v, len, &cursor) != 0) {
+      http_error(c, 400, "bad_request",
+                 "Last-Event-ID / after must be a sequence number");
+      return;
+    }
+  } else {
+    cursor = presence_log_last_seq(s->p);
+  }
+  sse_stream_t *st = calloc(1, sizeof *st);
+  if (!st) {
+    http_error(c, 503, "out_of_memory", "out of memory");
+    return;
+  }
+  static const char head[] = "HTTP/1.1 200 OK\r\n"
+                             "Content-Type: text/event-stream\r\n"
+                             "Cache-Control: no-cache\r\n"
+                             "X-Accel-Buffering: no\r\n\r\n";
+  http_req_free(r);
+  c->u.sse = st;
+  c->kind = CONN_SSE;
+  st->conn = c;
+  st->cursor = cursor;
+  st->last_write_ms = srv_now_mono(s);
+  st->next = s->sse_streams;
+  if (s->sse_streams) s->sse_streams->prev = st;
+  s->sse_streams = st;
+  s->nsse++;
+  if (conn_write(c, head, sizeof head - 1) != 0) return;
+  pump_one(st, 0);
+}

@@ -1,0 +1,676 @@
+/*
+ * A client connection after the WebSocket upgrade: the session it holds,
+ * protocol v1 messages (docs/protocol.md section 1), heartbeats, limits and
+ * the close handshake.
+ *
+ * Invariants: a connection holds at most one session, connected after the
+ * 101 answer and ended exactly once (by the client's close, a limit, a
+ * timeout, a kick or the shutdown), always before its subscriptions go. Once
+ * our close frame is queued (close_sent) nothing else is written.
+ */
+#include "server/server.h"
+
+#include "server/jwt.h"
+
+#include <cjson/cJSON.h>
+#include <http_parser.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+/* Malformed messages tolerated on one connection before it is closed with
+ * 1008: a broken client should see its errors, a hostile one should go. */
+#define MAX_BAD_MESSAGES 10
+/* Clock skew allowed on exp/nbf. */
+#define JWT_LEEWAY_S 5
+
+struct wsconn {
+  ws_parser_t *parser;
+  jwt_claims_t claims; /* sub, exp and watch; meta is freed once stored */
+  fanout_entry_t **subs;
+  uint32_t nsubs, subs_cap;
+  int64_t last_ping_ms;
+  int64_t rate_window_ms;
+  uint32_t rate_count;
+  uint16_t bad_messages;
+  uint8_t session_live; /* connected and not yet ended */
+  uint8_t close_sent;
+  char session_id[37];
+};
+
+/* ------------------------------------------------------------------------ */
+/* Sending                                                                  */
+/* ------------------------------------------------------------------------ */
+
+static int send_frame(conn_t *c, int opcode, const void *payload, size_t len) {
+  uint8_t hdr[10];
+  size_t hl = ws_frame_header(hdr, opcode, 1, len);
+  return conn_write2(c, hdr, hl, payload, len);
+}
+
+int ws_send_text(conn_t *c, const char *json, size_t len) {
+  if (c->kind != CONN_WS || !c->u.ws || c->u.ws->close_sent) return -1;
+  return send_frame(c, WS_OP_TEXT, json, len);
+}
+
+/* Append ,"id":<id> when the request carried one (already rendered). */
+static void put_id(buf_t *b, const char *id) {
+  if (id && *id) {
+    buf_puts(b, ",\"id\":");
+    buf_puts(b, id);
+  }
+}
+
+static void send_error(conn_t *c, const char *code, const char *message,
+                       const char *id) {
+  srv_t *s = c->srv;
+  srv_error(s, code, "WebSocket client: %s", message);
+  buf_t *b = &s->scratch;
+  buf_reset(b);
+  buf_puts(b, "{\"type\":\"error\",\"code\":");
+  buf_put_json_str(b, code);
+  buf_puts(b, ",\"message\":");
+  buf_put_json_str(b, message);
+  put_id(b, id);
+  buf_putc(b, '}');
+  if (!buf_failed(b)) ws_send_text(c, b->data, b->len);
+  buf_shrink(b, 65536);
+}
+
+static void send_ack(conn_t *c, const char *id) {
+  if (!id || !*id) return;
+  char msg[96];
+  int n = snprintf(msg, sizeof msg, "{\"type\":\"ack\",\"id\":%s}", id);
+  if (n > 0 && (size_t)n < sizeof msg) ws_send_text(c, msg, (size_t)n);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Session and subscriptions                                                */
+/* ------------------------------------------------------------------------ */
+
+static void end_session(conn_t *c, presence_reason_t reason) {
+  wsconn_t *w = c->u.ws;
+  srv_t *s = c->srv;
+  if (!w->session_live) return;
+  w->session_live = 0;
+  /* Out of the map first: the session.disconnected event this causes must
+   * not find the connection and try to close it again. */
+  map_del(&s->sessions, w->session_id);
+  if (reason == PRESENCE_REASON_NONE) reason = PRESENCE_REASON_DISCONNECT;
+  int rc = presence_session_end(s->p, w->session_id, reason, NULL, NULL);
+  if (rc != 0 && rc != PRESENCE_ENOSESSION)
+    srv_error(s, "session_end_failed", "ending session %s: %s", w->session_id,
+              presence_strerror(rc));
+  srv_arm_tick(s);
+}
+
+static void unsubscribe_all(conn_t *c) {
+  wsconn_t *w = c->u.ws;
+  for (uint32_t i = 0; i < w->nsubs; i++)
+    fanout_remove(c->srv, w->subs[i], c);
+  free(w->subs);
+  w->subs = NULL;
+  w->nsubs = w->subs_cap = 0;
+}
+
+void ws_free(wsconn_t *w) {
+  if (!w) return;
+  ws_parser_free(w->parser);
+  jwt_claims_free(&w->claims);
+  free(w->subs);
+  free(w);
+}
+
+void ws_detach(conn_t *c) {
+  wsconn_t *w = c->u.ws;
+  if (!w) return;
+  end_session(c, PRESENCE_REASON_DISCONNECT);
+  unsubscribe_all(c);
+  ws_free(w);
+  c->u.ws = NULL;
+  c->srv->nws--;
+}
+
+/* Metrics name of a close code we send (NULL: a normal close). */
+static const char *close_code_name(uint16_t code) {
+  switch (code) {
+  case WS_CLOSE_PROTOCOL:
+    return "ws_protocol_error";
+  case WS_CLOSE_UNSUPPORTED:
+    return "ws_binary_message";
+  case WS_CLOSE_INVALID_DATA:
+    return "ws_invalid_utf8";
+  case WS_CLOSE_POLICY:
+    return "ws_policy";
+  case WS_CLOSE_TOO_BIG:
+    return "ws_too_big";
+  case WS_CLOSE_INTERNAL:
+    return "internal";
+  case WS_CLOSE_AUTH:
+    return "token_expired";
+  case WS_CLOSE_KICKED:
+    return "kicked";
+  case WS_CLOSE_TIMEOUT:
+    return "timeout";
+  case WS_CLOSE_RATE:
+    return "rate_limited";
+  case WS_CLOSE_SLOW:
+    return "slow_consumer";
+  case WS_CLOSE_LIMIT:
+    return "too_many_sessions";
+  default:
+    return NULL;
+  }
+}
+
+void ws_close(conn_t *c, uint16_t code, const char *err_code,
+              const char *message, presence_reason_t reason) {
+  wsconn_t *w = c->u.ws;
+  if (c->closing || !w || w->close_sent) return;
+  if (err_code)
+    send_error(c, err_code, message ? message : err_code, NULL);
+  else if (close_code_name(code) && code != WS_CLOSE_SLOW)
+    srv_error(c->srv, close_code_name(code), "closing WebSocket with %u: %s",
+              code, message ? message : "");
+  end_session(c, reason);
+  unsubscribe_all(c);
+  uint8_t payload[125];
+  size_t pl = ws_close_payload(payload, code, message ? message : "");
+  send_frame(c, WS_OP_CLOSE, payload, pl);
+  w->close_sent = 1;
+  conn_close_after_flush(c);
+}
+
+void ws_shutdown(conn_t *c) {
+  ws_close(c, WS_CLOSE_GOING_AWAY, NULL, "server shutting down",
+           PRESENCE_REASON_SHUTDOWN);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Client messages                                                          */
+/* ------------------------------------------------------------------------ */
+
+/* A malformed message: answer, and after too many close with 1008. */
+static void bad_message(conn_t *c, const char *code, const char *message,
+                        const char *id) {
+  send_error(c, code, message, id);
+  if (++c->u.ws->bad_messages >= MAX_BAD_MESSAGES)
+    ws_close(c, WS_CLOSE_POLICY, NULL, "too many malformed messages",
+             PRESENCE_REASON_DISCONNECT);
+}
+
+static int may_watch(const wsconn_t *w, const char *user) {
+  if (w->claims.watch_all || strcmp(user, w->claims.sub) == 0) return 1;
+  for (size_t i = 0; i < w->claims.n_watch; i++)
+    if (strcmp(w->claims.watch[i], user) == 0) return 1;
+  return 0;
+}
+
+static int find_sub(const wsconn_t *w, const char *user) {
+  for (uint32_t i = 0; i < w->nsubs; i++)
+    if (strcmp(fanout_user(w->subs[i]), user) == 0) return (int)i;
+  return -1;
+}
+
+/* Check users is an array of valid ids; on failure an error was sent. */
+static int check_users(conn_t *c, const cJSON *users, const char *id) {
+  char msg[200];
+  if (!cJSON_IsArray(users)) {
+    bad_message(c, "bad_field", "users must be an array of user ids", id);
+    return -1;
+  }
+  int i = 0;
+  const cJSON *u;
+  cJSON_ArrayForEach(u, users) {
+    if (!cJSON_IsString(u)) {
+      snprintf(msg, sizeof msg, "users[%d] is not a string", i);
+      bad_message(c, "bad_field", msg, id);
+      return -1;
+    }
+    if (presence_id_check(u->valuestring) != 0) {
+      snprintf(msg, sizeof msg, "users[%d] is not a valid user id", i);
+      bad_message(c, "bad_user_id", msg, id);
+      return -1;
+    }
+    i++;
+  }
+  return 0;
+}
+
+static void on_subscribe(conn_t *c, const cJSON *root, const char *id) {
+  srv_t *s = c->srv;
+  wsconn_t *w = c->u.ws;
+  const cJSON *users = cJSON_GetObjectItemCaseSensitive(root, "users");
+  char msg[300];
+  /* Bound the work before looking at each id. */
+  if (cJSON_IsArray(users) &&
+      (uint32_t)cJSON_GetArraySize(users) > s->cfg.max_watch) {
+    snprintf(msg, sizeof msg, "at most %u watched users per connection",
+             s->cfg.max_watch);
+    send_error(c, "too_many_watched", msg, id);
+    return;
+  }
+  if (check_users(c, users, id) != 0) return;
+  const cJSON *u;
+  uint32_t fresh = 0;
+  cJSON_ArrayForEach(u, users) {
+    if (!may_watch(w, u->valuestring)) {
+      snprintf(msg, sizeof msg, "token does not allow watching %.128s",
+               u->valuestring);
+      send_error(c, "not_allowed", msg, id);
+      return;
+    }
+    if (find_sub(w, u->valuestring) < 0)
+      fresh++; /* duplicates inside one request may overcount: harmless */
+  }
+  if (w->nsubs + fresh > s->cfg.max_watch) {
+    snprintf(msg, sizeof msg, "at most %u watched users per connection",
+             s->cfg.max_watch);
+    send_error(c, "too_many_watched", msg, id);
+    return;
+  }
+  cJSON_ArrayForEach(u, users) {
+    if (find_sub(w, u->valuestring) >= 0) continue;
+    if (w->nsubs == w->subs_cap) {
+      uint32_t cap = w->subs_cap ? w->subs_cap * 2 : 4;
+      fanout_entry_t **n = realloc(w->subs, cap * sizeof *n);
+      if (!n) goto nomem;
+      w->subs = n;
+      w->subs_cap = cap;
+    }
+    fanout_entry_t *e = fanout_add(s, u->valuestring, c);
+    if (!e) goto nomem;
+    w->subs[w->nsubs++] = e;
+  }
+  /* The snapshot is read after subscribing: a change from here on arrives
+   * after it, as a change. */
+  buf_t *b = &s->scratch;
+  buf_reset(b);
+  buf_puts(b, "{\"type\":\"presence\",\"snapshot\":true");
+  put_id(b, id);
+  buf_puts(b, ",\"users\":[");
+  int first = 1;
+  cJSON_ArrayForEach(u, users) {
+    if (!first) buf_putc(b, ',');
+    first = 0;
+    fanout_put_user(s, b, u->valuestring);
+  }
+  buf_puts(b, "]}");
+  if (!buf_failed(b)) ws_send_text(c, b->data, b->len);
+  buf_shrink(b, 65536);
+  return;
+nomem:
+  send_error(c, "internal", "out of memory", id);
+}
+
+static void on_unsubscribe(conn_t *c, const cJSON *root, const char *id) {
+  wsconn_t *w = c->u.ws;
+  const cJSON *users = cJSON_GetObjectItemCaseSensitive(root, "users");
+  if (check_users(c, users, id) != 0) return;
+  const cJSON *u;
+  cJSON_ArrayForEach(u, users) {
+    int i = find_sub(w, u->valuestring);
+    if (i < 0) continue;
+    fanout_remove(c->srv, w->subs[i], c);
+    w->subs[i] = w->subs[--w->nsubs];
+  }
+  send_ack(c, id);
+}
+
+static void on_status(conn_t *c, const cJSON *root, const char *id) {
+  srv_t *s = c->srv;
+  wsconn_t *w = c->u.ws;
+  const cJSON *st = cJSON_GetObjectItemCaseSensitive(root, "status");
+  if (!cJSON_IsString(st)) {
+    bad_message(c, "bad_field", "status must be \"online\" or \"idle\"", id);
+    return;
+  }
+  presence_status_t status;
+  if (presence_status_parse(st->valuestring, &status) != 0 ||
+      status == PRESENCE_OFFLINE) {
+    bad_message(c, "bad_status", "status must be \"online\" or \"idle\"", id);
+    return;
+  }
+  int rc = presence_session_set_status(s->p, w->session_id, status, NULL, NULL);
+  srv_arm_tick(s);
+  if (rc != 0) {
+    send_error(c, "internal", presence_strerror(rc), id);
+    return;
+  }
+  send_ack(c, id);
+}
+
+static void on_ping(conn_t *c, const char *id) {
+  buf_t *b = &c->srv->scratch;
+  buf_reset(b);
+  buf_puts(b, "{\"type\":\"pong\"");
+  put_id(b, id);
+  buf_puts(b, ",\"ts\":");
+  buf_put_i64(b, srv_now_wall(c->srv));
+  buf_putc(b, '}');
+  if (!buf_failed(b)) ws_send_text(c, b->data, b->len);
+}
+
+static void on_text(conn_t *c, const uint8_t *data, size_t len) {
+  srv_t *s = c->srv;
+  s->ws_messages_total++;
+  cJSON *root = cJSON_ParseWithLength((const char *)data, len);
+  if (!cJSON_IsObject(root)) {
+    bad_message(c, "bad_json", "message is not a JSON object", NULL);
+    cJSON_Delete(root);
+    return;
+  }
+  /* The id is echoed verbatim, rendered once into a bounded buffer. */
+  char id[80] = "";
+  const cJSON *idv = cJSON_GetObjectItemCaseSensitive(root, "id");
+  if (idv) {
+    if ((!cJSON_IsString(idv) && !cJSON_IsNumber(idv)) ||
+        !cJSON_PrintPreallocated((cJSON *)idv, id, sizeof id - 5, 0) ||
+        strlen(id) > 64) {
+      bad_message(c, "bad_field",
+                  "id must be a string or a number of at most 64 bytes", NULL);
+      cJSON_Delete(root);
+      return;
+    }
+  }
+  const cJSON *type = cJSON_GetObjectItemCaseSensitive(root, "type");
+  const char *t = cJSON_IsString(type) ? type->valuestring : NULL;
+  if (!t)
+    bad_message(c, "unknown_type", "type is missing", id);
+  else if (!strcmp(t, "status"))
+    on_status(c, root, id);
+  else if (!strcmp(t, "subscribe"))
+    on_subscribe(c, root, id);
+  else if (!strcmp(t, "unsubscribe"))
+    on_unsubscribe(c, root, id);
+  else if (!strcmp(t, "ping"))
+    on_ping(c, id);
+  else
+    bad_message(c, "unknown_type", "unknown message type", id);
+  cJSON_Delete(root);
+}
+
+/* Any client message counts as activity for server-side inactivity. */
+static void touch(conn_t *c) {
+  srv_t *s = c->srv;
+  wsconn_t *w = c->u.ws;
+  if (s->cfg.inactivity_ms && w->session_live) {
+    presence_session_touch(s->p, w->session_id);
+    srv_arm_tick(s);
+  }
+}
+
+/* Fixed one-second windows: cheap, and a burst is bounded by twice the
+ * limit across a window edge. */
+static int over_rate(conn_t *c) {
+  wsconn_t *w = c->u.ws;
+  int64_t now = srv_now_mono(c->srv);
+  if (now - w->rate_window_ms >= 1000) {
+    w->rate_window_ms = now;
+    w->rate_count = 0;
+  }
+  if (++w->rate_count <= c->srv->cfg.max_msgs_per_sec) return 0;
+  char msg[96];
+  snprintf(msg, sizeof msg, "more than %u messages per second",
+           c->srv->cfg.max_msgs_per_sec);
+  ws_close(c, WS_CLOSE_RATE, "rate_limited", msg, PRESENCE_REASON_DISCONNECT);
+  return 1;
+}
+
+void ws_on_read(conn_t *c, const char *data, size_t len) {
+  const uint8_t *in = (const uint8_t *)data;
+  while (!c->closing && c->u.ws && !c->u.ws->close_sent) {
+    wsconn_t *w = c->u.ws;
+    ws_event_t ev;
+    size_t n = ws_parse(w->parser, in, len, &ev);
+    in += n;
+    len -= n;
+    switch (ev.kind) {
+    case WS_EV_NONE:
+      if (n == 0 || len == 0) return;
+      break;
+    case WS_EV_MESSAGE:
+      if (over_rate(c)) return;
+      if (ev.opcode != WS_OP_TEXT) {
+        ws_close(c, WS_CLOSE_UNSUPPORTED, NULL, "binary messages not accepted",
+                 PRESENCE_REASON_DISCONNECT);
+        return;
+      }
+      touch(c);
+      on_text(c, ev.data, ev.len);
+      break;
+    case WS_EV_PING:
+      if (over_rate(c)) return;
+      touch(c);
+      send_frame(c, WS_OP_PONG, ev.data, ev.len);
+      break;
+    case WS_EV_PONG:
+      touch(c);
+      break;
+    case WS_EV_CLOSE: {
+      /* Echo the peer's code (none if it sent none), then we are done. */
+      end_session(c, PRESENCE_REASON_DISCONNECT);
+      unsubscribe_all(c);
+      uint8_t payload[125];
+      size_t pl = 0;
+      if (ev.close_code != 1005)
+        pl = ws_close_payload(payload, ev.close_code, "");
+      send_frame(c, WS_OP_CLOSE, payload, pl);
+      w->close_sent = 1;
+      conn_close_after_flush(c);
+      return;
+    }
+    case WS_EV_ERROR:
+      ws_close(c, ev.close_code, NULL, ev.reason ? ev.reason : "protocol error",
+               PRESENCE_REASON_DISCONNECT);
+      return;
+    }
+  }
+}
+
+/* ------------------------------------------------------------------------ */
+/* Timers                                                                   */
+/* ------------------------------------------------------------------------ */
+
+void ws_housekeeping(conn_t *c, int64_t now_mono, int64_t now_wall) {
+  srv_t *s = c->srv;
+  wsconn_t *w = c->u.ws;
+  if (!w || w->close_sent) return;
+  if (now_mono - c->last_rx_ms >= (int64_t)s->cfg.timeout_ms) {
+    ws_close(c, WS_CLOSE_TIMEOUT, NULL, "heartbeat lost",
+             PRESENCE_REASON_TIMEOUT);
+    return;
+  }
+  if (now_wall / 1000 >= w->claims.exp) {
+    ws_close(c, WS_CLOSE_AUTH, "token_expired", "token expired",
+             PRESENCE_REASON_DISCONNECT);
+    return;
+  }
+  if (now_mono - w->last_ping_ms >= (int64_t)s->cfg.heartbeat_ms) {
+    w->last_ping_ms = now_mono;
+    send_frame(c, WS_OP_PING, NULL, 0);
+  }
+}
+
+/* ------------------------------------------------------------------------ */
+/* The upgrade                                                              */
+/* ------------------------------------------------------------------------ */
+
+/* Whether a comma-separated header value holds token (case-insensitive). */
+static int header_has_token(const char *v, size_t len, const char *token) {
+  size_t tl = strlen(token);
+  size_t i = 0;
+  while (i < len) {
+    while (i < len && (v[i] == ' ' || v[i] == '\t' || v[i] == ','))
+      i++;
+    size_t st = i;
+    while (i < len && v[i] != ',')
+      i++;
+    size_t e = i;
+    while (e > st && (v[e - 1] == ' ' || v[e - 1] == '\t'))
+      e--;
+    if (e - st == tl && !strncasecmp(v + st, token, tl)) return 1;
+  }
+  return 0;
+}
+
+void ws_upgrade(conn_t *c, http_req_t *r, const char *rest, size_t restlen) {
+  srv_t *s = c->srv;
+  if (http_method(r) != HTTP_GET) {
+    http_error_hdr(c, 405, "method_not_allowed", "use GET to open a WebSocket",
+                   "Allow: GET\r\n");
+    return;
+  }
+  size_t ul, cl, kl, vl;
+  const char *up = http_header(r, "Upgrade", &ul);
+  const char *conn = http_header(r, "Connection", &cl);
+  const char *key = http_header(r, "Sec-WebSocket-Key", &kl);
+  if (!up || !header_has_token(up, ul, "websocket") || !conn ||
+      !header_has_token(conn, cl, "upgrade") || !key || kl == 0) {
+    http_error(c, 400, "bad_upgrade",
+               "a WebSocket upgrade needs Upgrade: websocket, Connection: "
+               "Upgrade and Sec-WebSocket-Key");
+    return;
+  }
+  const char *ver = http_header(r, "Sec-WebSocket-Version", &vl);
+  if (!ver || vl != 2 || memcmp(ver, "13", 2) != 0) {
+    http_error_hdr(c, 426, "bad_version", "only WebSocket version 13",
+                   "Sec-WebSocket-Version: 13\r\n");
+    return;
+  }
+  char accept[29];
+  if (ws_accept_key(key, kl, accept) != 0) {
+    http_error(c, 400, "bad_upgrade",
+               "Sec-WebSocket-Key is not the base64 of 16 bytes");
+    return;
+  }
+  size_t tl;
+  const char *tq = http_query(r, "token", &tl);
+  if (!tq || tl == 0) {
+    http_error(c, 401, "token_missing", "no token: pass ?token=<JWT>");
+    return;
+  }
+  char *token = malloc(tl + 1);
+  if (!token) {
+    http_error(c, 503, "out_of_memory", "out of memory");
+    return;
+  }
+  int toklen = http_unescape(tq, tl, token, tl + 1);
+  if (toklen <= 0) {
+    free(token);
+    http_error(c, 401, "token_malformed", "token is not a valid query value");
+    return;
+  }
+  if (!s->jwt_secret) {
+    free(token);
+    http_error(c, 401, "token_signature",
+               "server has no JWT secret configured");
+    return;
+  }
+  jwt_config_t jc = {s->jwt_secret, s->jwt_secret_len, s->cfg.jwt_audience,
+                     JWT_LEEWAY_S, 0};
+  jwt_claims_t claims;
+  memset(&claims, 0, sizeof claims);
+  int rc =
+      jwt_verify(&jc, token, (size_t)toklen, srv_now_wall(s) / 1000, &claims);
+  free(token);
+  if (rc != JWT_OK) {
+    if (rc == JWT_ENOMEM)
+      http_error(c, 503, "out_of_memory", "out of memory");
+    else if (rc == JWT_ETOOLARGE)
+      http_error(c, 401, "token_malformed", jwt_strerror(rc));
+    else
+      http_error(c, 401, jwt_err_code(rc), jwt_strerror(rc));
+    return;
+  }
+  if (presence_id_check(claims.sub) != 0 ||
+      (claims.meta && strlen(claims.meta) > PRESENCE_META_MAX)) {
+    jwt_claims_free(&claims);
+    http_error(c, 401, "token_claims",
+               "sub is not a valid user id or meta is too large");
+    return;
+  }
+  wsconn_t *w = calloc(1, sizeof *w);
+  ws_limits_t lim = {s->cfg.max_frame, s->cfg.max_message};
+  if (w) w->parser = ws_parser_new(&lim);
+  if (!w || !w->parser || srv_uuid4(s->sys, w->session_id) != 0) {
+    if (w) ws_parser_free(w->parser);
+    free(w);
+    jwt_claims_free(&claims);
+    http_error(c, 503, "out_of_memory", "cannot open a session");
+    return;
+  }
+  w->claims = claims;
+
+  char head[256];
+  int hn = snprintf(head, sizeof head,
+                    "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                    "Connection: Upgrade\r\nSec-WebSocket-Accept: %s\r\n\r\n",
+                    accept);
+  http_req_free(r);
+  c->u.ws = w;
+  c->kind = CONN_WS;
+  s->nws++;
+  if (conn_write(c, head, (size_t)hn) != 0) return;
+  int64_t now = srv_now_mono(s);
+  w->last_ping_ms = now;
+  w->rate_window_ms = now;
+  c->last_rx_ms = now;
+
+  rc = presence_session_connect(s->p, w->session_id, w->claims.sub,
+                                w->claims.meta, NULL, NULL);
+  free(w->claims.meta); /* stored by the library; not needed here */
+  w->claims.meta = NULL;
+  srv_arm_tick(s);
+  if (rc == PRESENCE_ELIMIT) {
+    char msg[96];
+    snprintf(msg, sizeof msg, "user already has %u sessions",
+             s->cfg.max_sessions_per_user);
+    ws_close(c, WS_CLOSE_LIMIT, "too_many_sessions", msg,
+             PRESENCE_REASON_DISCONNECT);
+    return;
+  }
+  if (rc != 0) {
+    ws_close(c, WS_CLOSE_INTERNAL, "internal", presence_strerror(rc),
+             PRESENCE_REASON_DISCONNECT);
+    return;
+  }
+  w->session_live = 1;
+  if (map_put(&s->sessions, w->session_id, c) != 0) {
+    ws_close(c, WS_CLOSE_INTERNAL, "internal", "out of memory",
+             PRESENCE_REASON_DISCONNECT);
+    return;
+  }
+  buf_t *b = &s->scratch;
+  buf_reset(b);
+  buf_puts(b, "{\"type\":\"welcome\",\"protocol\":1,\"session_id\":");
+  buf_put_json_str(b, w->session_id);
+  buf_puts(b, ",\"user_id\":");
+  buf_put_json_str(b, w->claims.sub);
+  buf_printf(b, ",\"heartbeat_ms\":%u,\"timeout_ms\":%u}", s->cfg.heartbeat_ms,
+             s->cfg.timeout_ms);
+  if (!buf_failed(b)) ws_send_text(c, b->data, b->len);
+  if (restlen && !c->closing) ws_on_read(c, rest, restlen);
+}
+
+void ws_session_ended(conn_t *c, presence_reason_t reason) {
+  wsconn_t *w = c->u.ws;
+  if (c->kind != CONN_WS || !w || !w->session_live) return;
+  w->session_live = 0;
+  map_del(&c->srv->sessions, w->session_id);
+  switch (reason) {
+  case PRESENCE_REASON_KICKED:
+    ws_close(c, WS_CLOSE_KICKED, "kicked", "session kicked by a backend",
+             reason);
+    break;
+  case PRESENCE_REASON_SHUTDOWN:
+    ws_close(c, WS_CLOSE_GOING_AWAY, NULL, "server shutting down", reason);
+    break;
+  case PRESENCE_REASON_TIMEOUT:
+    ws_close(c, WS_CLOSE_TIMEOUT, NULL, "heartbeat lost", reason);
+    break;
+  default:
+    ws_close(c, WS_CLOSE_NORMAL, NULL, "session ended", reason);
+    break;
+  }
+}

@@ -409,6 +409,8 @@ async def http_raw(port, raw, timeout=5.0, rcv_eof_ok=True):
                 raise asyncio.TimeoutError(f"HTTP response incomplete: {data[:200]!r}")
             try:
                 chunk = await asyncio.wait_for(reader.read(65536), left)
+            except asyncio.TimeoutError:
+                raise asyncio.TimeoutError(f"HTTP response incomplete: {data[:200]!r}")
             except (ConnectionError, OSError):
                 chunk = b""
             if not chunk:
@@ -681,7 +683,11 @@ class RawWS:
             if key:
                 payload = bytes(b ^ key[i % 4] for i, b in enumerate(payload))
             return fin, op, payload
-        except (asyncio.IncompleteReadError, ConnectionError, OSError):
+        except asyncio.TimeoutError:
+            raise   # (a subclass of OSError since Python 3.11)
+        except (asyncio.IncompleteReadError, ConnectionError, OSError) as e:
+            if os.environ.get("HARNESS_DEBUG"):
+                print("# recv_frame:", type(e).__name__, e)
             return None
 
     async def recv(self, timeout=3.0, auto_pong=True):
@@ -976,6 +982,7 @@ def run(groups, file_timeout=280.0):
             if args.only and not any(args.only in f.__name__ for f in tests):
                 continue
             d = Daemon(args.presenced, flags, label)
+            failed_before = t.failed
             try:
                 d.start()
             except Exception as e:
@@ -1007,7 +1014,7 @@ def run(groups, file_timeout=280.0):
                     t.check(f"{label}: SIGTERM stops the daemon with exit status 0",
                             code == 0, f"exit={code}")
             finally:
-                if t.failed and args.verbose:
+                if t.failed > failed_before or args.verbose:
                     t.note("daemon stderr tail:")
                     for line in d.stderr_tail(20).splitlines():
                         t.note(line)

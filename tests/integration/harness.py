@@ -953,6 +953,16 @@ async def fresh_client_works(t, d, label):
 # Runner
 
 
+def sanitizer_report(text):
+    """The first lines of an ASan/UBSan/LSan report in text, or ""."""
+    for marker in ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:",
+                   "ERROR: UndefinedBehaviorSanitizer"):
+        i = text.find(marker)
+        if i >= 0:
+            return text[max(0, i - 100):i + 600]
+    return ""
+
+
 def parse_args():
     ap = argparse.ArgumentParser()
     ap.add_argument("--presenced", required=False,
@@ -1013,6 +1023,8 @@ def run(groups, file_timeout=280.0):
                     code = d.stop()
                     t.check(f"{label}: SIGTERM stops the daemon with exit status 0",
                             code == 0, f"exit={code}")
+                t.check(f"{label}: no sanitizer report in the daemon's stderr",
+                        not sanitizer_report(d.stderr_text()), sanitizer_report(d.stderr_text()))
             finally:
                 if t.failed > failed_before or args.verbose:
                     t.note("daemon stderr tail:")

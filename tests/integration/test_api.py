@@ -7,6 +7,7 @@ import asyncio
 import os
 import re
 import sys
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import *  # noqa: E402,F401,F403
@@ -252,7 +253,51 @@ async def test_healthz_metrics(t, d, args):
     await c2.close()
 
 
+async def test_keep_alive(t, d, args):
+    # Three requests pipelined on one connection, answered in order.
+    reader, writer = await asyncio.open_connection(HOST, d.port)
+    h = {"Authorization": f"Bearer {API_KEY}", "Connection": None}
+    writer.write(build_request("GET", "/v1/users/ka1", h) + build_request("GET", "/healthz", h)
+                 + build_request("GET", "/v1/users/ka3", h))
+    await writer.drain()
+    data = b""
+    answers = []
+    deadline = time.monotonic() + 5
+    while len(answers) < 3 and time.monotonic() < deadline:
+        try:
+            chunk = await asyncio.wait_for(reader.read(65536), max(0.01, deadline - time.monotonic()))
+        except asyncio.TimeoutError:
+            break
+        if not chunk:
+            break
+        data += chunk
+        while True:
+            r = harness_complete(data)
+            if r is None:
+                break
+            answers.append(r[0])
+            data = r[1]
+    writer.close()
+    t.check("keep-alive: three pipelined requests answered in order",
+            [(a.status, (a.json() or {}).get("user_id", (a.json() or {}).get("status"))) for a in answers]
+            == [(200, "ka1"), (200, "ok"), (200, "ka3")], answers)
+
+
+def harness_complete(data):
+    """One complete Content-Length response off the front of data: (Response, rest) or None."""
+    i = data.find(b"\r\n\r\n")
+    if i < 0:
+        return None
+    from harness import _parse_head
+    status, headers = _parse_head(data[:i])
+    n = int(headers.get("content-length", "0"))
+    if len(data) < i + 4 + n:
+        return None
+    return Response(status, headers, data[i + 4:i + 4 + n]), data[i + 4 + n:]
+
+
 if __name__ == "__main__":
     run([
-        ("api", {}, [test_api_key, test_get_user, test_kick, test_errors, test_healthz_metrics]),
+        ("api", {}, [test_api_key, test_get_user, test_kick, test_errors, test_healthz_metrics,
+                 test_keep_alive]),
     ])

@@ -314,11 +314,28 @@ async def test_since_last_seen(t, d, args):
     await c.close()
 
 
+async def test_many_subscribers(t, d, args):
+    ws = [await Client.connect(d, f"fan{i}", watch="*") for i in range(3)]
+    for i, w in enumerate(ws):
+        await w.send({"type": "subscribe", "users": ["star"], "id": i})
+        await w.expect_type("presence", 3, id=i)
+    star = await Client.connect(d, "star")
+    await star.send({"type": "status", "status": "idle"})
+    counts = []
+    for w in ws:
+        ch = await w.changes(0.5, "star")
+        counts.append([m["users"][0].get("status") for m in ch])
+    t.eq("three subscribers each see the two changes once, in order", counts, [["online", "idle"]] * 3)
+    await star.close()
+    for w in ws:
+        await w.close()
+
+
 if __name__ == "__main__":
     run([
         ("protocol", {"--max-msgs-per-sec": "2000"}, [
             test_welcome, test_ping_pong, test_status_ack, test_subscribe_snapshot,
             test_changes_exactly_once, test_unsubscribe, test_two_sessions, test_watch_claim,
-            test_message_errors, test_since_last_seen, test_too_many_malformed,
+            test_message_errors, test_since_last_seen, test_many_subscribers, test_too_many_malformed,
         ]),
     ])

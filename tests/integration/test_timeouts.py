@@ -141,8 +141,24 @@ async def test_inactivity(t, d, args):
 test_inactivity.timeout = 30
 
 
+async def test_token_expiry(t, d, args):
+    sse = await SSE.open(d)
+    c = await Client.connect(d, "short-lived", tok=token("short-lived", exp_in=2))
+    t.check("token expiring in 2 s: admitted", c.welcome.get("type") == "welcome", c.welcome)
+    t0 = time.monotonic()
+    code = await c.wait_closed(6)
+    dt = time.monotonic() - t0
+    t.eq("token expired while connected: closed with 4001", code, 4001)
+    t.check("token expired while connected: closed soon after exp (within 4 s)", code is not None and dt <= 4.5, dt)
+    ev, evs = await sse.until(lambda e: ev_is(e, "user.offline", user_id="short-lived"), 3)
+    t.check("token expired while connected: user goes offline", ev is not None, ev_brief(evs))
+    sse.close()
+test_token_expiry.timeout = 20
+
+
 if __name__ == "__main__":
     run([
         ("heartbeat", {"--heartbeat-ms": "200", "--timeout-ms": "1000"}, [test_heartbeat_timeout]),
+        ("token-expiry", {}, [test_token_expiry]),
         ("inactivity", {"--inactivity-ms": "300", "--heartbeat-ms": "60000"}, [test_inactivity]),
     ])

@@ -47,7 +47,8 @@ struct http_req {
 static int refuse(http_req_t *r, int status, const char *code) {
   r->err_status = status;
   r->err_code = code;
-  return 1; /* stops http-parser with a callback error */
+  /* Not 1: from on_headers_complete that means "no body", not an error. */
+  return -1;
 }
 
 /* The header limit also bounds the arena, so a request's memory is bounded
@@ -313,7 +314,11 @@ void http_respond(conn_t *c, int status, const char *content_type,
                    close ? "close" : "keep-alive",
                    extra_headers ? extra_headers : "");
   if (n < 0 || (size_t)n >= sizeof head) n = 0;
-  int head_only = r && r->parser.method == HTTP_HEAD;
+  /* A refused request may not have a meaningful method: only a parsed HEAD
+   * gets headers alone. */
+  int head_only = r && !r->err_status &&
+                  HTTP_PARSER_ERRNO(&r->parser) == HPE_OK &&
+                  r->parser.method == HTTP_HEAD;
   conn_write2(c, head, (size_t)n, body, head_only ? 0 : len);
 }
 

@@ -18,6 +18,7 @@
 #define READ_BUF_SIZE 65536
 /* A lingering close gives the peer this long to read our last bytes. */
 #define LINGER_MS 2000
+#define SHUTDOWN_LINGER_MS 500
 /* One log line per error class at most this often. */
 #define ERROR_LOG_INTERVAL_MS 10000
 
@@ -87,6 +88,18 @@ void srv_error(srv_t *s, const char *code, const char *fmt, ...) {
     srv_log(s, PRESENCE_LOG_WARN, "%s: %s", code, msg);
   e->unlogged = 0;
   e->last_log_ms = now;
+}
+
+/* The library's monotonic clock: the injected one plus a skew that only the
+ * shutdown moves. */
+static int64_t lib_mono_ms(void *ud) {
+  srv_t *s = ud;
+  return s->sys->mono_ms(s->sys->ud) + s->lib_clock_skew_ms;
+}
+
+static int64_t lib_wall_ms(void *ud) {
+  srv_t *s = ud;
+  return s->sys->wall_ms(s->sys->ud);
 }
 
 static void lib_log(void *ud, presence_log_level_t level, const char *msg) {
@@ -385,7 +398,9 @@ static void on_house(uv_timer_t *t) {
   for (conn_t *c = s->conns; c; c = c->next) {
     if (c->closing) continue;
     if (c->close_after_flush || c->draining) {
-      if (now - c->linger_since_ms >= LINGER_MS) conn_close(c);
+      if (now - c->linger_since_ms >=
+          (s->shutting_down ? SHUTDOWN_LINGER_MS : LINGER_MS))
+        conn_close(c);
       continue;
     }
     switch (c->kind) {
@@ -480,9 +495,9 @@ int srv_init(srv_t *s, uv_loop_t *loop, const srv_config_t *cfg,
 
   presence_options_t o;
   presence_options_init(&o);
-  o.clock.wall_ms = sys->wall_ms;
-  o.clock.mono_ms = sys->mono_ms;
-  o.clock.ud = sys->ud;
+  o.clock.wall_ms = lib_wall_ms;
+  o.clock.mono_ms = lib_mono_ms;
+  o.clock.ud = s;
   o.log = lib_log;
   o.log_ud = s;
   o.instance_id = s->instance_id;
@@ -560,7 +575,17 @@ void srv_shutdown(srv_t *s) {
    * streams are flushed and closed. */
   for (conn_t *c = s->conns; c; c = c->next)
     if (!c->closing && c->kind == CONN_WS) ws_shutdown(c);
+  /* The embedded store dies with the process, so no session can come back
+   * inside the offline grace: move the library's timer clock past every
+   * grace deadline and let user.offline (reason shutdown) be emitted now,
+   * before the event streams are flushed. */
+  if (s->cfg.offline_grace_ms) {
+    s->lib_clock_skew_ms += (int64_t)s->cfg.offline_grace_ms + 1;
+    srv_arm_tick(s);
+  }
   sse_pump(s, 1);
+  /* Lingering closes are cut short, and checked often. */
+  uv_timer_start(&s->house_timer, on_house, 50, 50);
   for (conn_t *c = s->conns; c; c = c->next)
     if (!c->closing && c->kind == CONN_HTTP) conn_close_after_flush(c);
   if (s->nconns == 0) srv_finish(s);

@@ -351,10 +351,35 @@ static void on_ping(conn_t *c, const char *id) {
   if (!buf_failed(b)) ws_send_text(c, b->data, b->len);
 }
 
+/* cJSON decodes \u0000 into a terminating NUL, silently shortening the
+ * string ("b\u0000b" would read as "b"); such messages are refused. */
+static int has_escaped_nul(const uint8_t *d, size_t len) {
+  for (size_t i = 0; i + 1 < len; i++) {
+    if (d[i] != '\\')
+      continue;
+    if (d[i + 1] == 'u' && i + 5 < len && !memcmp(d + i + 2, "0000", 4))
+      return 1;
+    i++; /* skip the escaped character, so "\\u0000" is not matched */
+  }
+  return 0;
+}
+
+static int only_space(const char *p, const char *end) {
+  for (; p < end; p++)
+    if (*p != ' ' && *p != '\t' && *p != '\n' && *p != '\r')
+      return 0;
+  return 1;
+}
+
 static void on_text(conn_t *c, const uint8_t *data, size_t len) {
   srv_t *s = c->srv;
   s->ws_messages_total++;
-  cJSON *root = cJSON_ParseWithLength((const char *)data, len);
+  const char *end = NULL;
+  cJSON *root = cJSON_ParseWithLengthOpts((const char *)data, len, &end, 0);
+  if (root && (!end || !only_space(end, (const char *)data + len))) {
+    cJSON_Delete(root); /* an object followed by more than whitespace */
+    root = NULL;
+  }
   if (!cJSON_IsObject(root)) {
     bad_message(c, "bad_json", "message is not a JSON object", NULL);
     cJSON_Delete(root);
@@ -377,6 +402,12 @@ static void on_text(conn_t *c, const uint8_t *data, size_t len) {
   const char *t = cJSON_IsString(type) ? type->valuestring : NULL;
   if (!t)
     bad_message(c, "unknown_type", "type is missing", id);
+  else if (has_escaped_nul(data, len))
+    bad_message(c,
+                !strcmp(t, "subscribe") || !strcmp(t, "unsubscribe")
+                    ? "bad_user_id"
+                    : "bad_field",
+                "strings must not contain NUL (\\u0000)", id);
   else if (!strcmp(t, "status"))
     on_status(c, root, id);
   else if (!strcmp(t, "subscribe"))

@@ -226,6 +226,10 @@ typedef struct presence_options {
   uint32_t log_capacity;
   /* Sessions one user may hold at once. 0: unlimited. */
   uint32_t max_sessions_per_user;
+  /* Sizing hints: tables are made this large up front instead of growing
+   * (each growth rehashes every record). 0: start small and grow. */
+  uint32_t expected_sessions;
+  uint32_t expected_users;
   /* The store. NULL: an embedded in-memory store owned by the presence_t.
    * Otherwise the presence_t takes ownership and destroys it. */
   struct presence_store *store;
@@ -301,6 +305,30 @@ typedef void (*presence_done_cb)(presence_t *p, int status, void *ud);
 int presence_session_connect(presence_t *p, const char *session_id,
                              const char *user_id, const char *meta,
                              presence_done_cb done, void *ud);
+
+/*
+ * Session handles. A server that keeps a record per connection (the daemon
+ * does) can hold a handle instead of looking the session up by id on every
+ * status change: a handle reaches the session without hashing its id. A
+ * handle is checked on use: once the session has ended (for any reason,
+ * including a kick by id or a cleanup) the handle is refused with
+ * ENOSESSION, never dereferenced.
+ */
+typedef uint64_t presence_handle_t;
+#define PRESENCE_HANDLE_NONE ((presence_handle_t)0)
+
+/* presence_session_connect that also returns the new session's handle. */
+int presence_session_open(presence_t *p, const char *session_id,
+                          const char *user_id, const char *meta,
+                          presence_handle_t *handle, presence_done_cb done,
+                          void *ud);
+int presence_handle_set_status(presence_t *p, presence_handle_t handle,
+                               presence_status_t status, presence_done_cb done,
+                               void *ud);
+int presence_handle_end(presence_t *p, presence_handle_t handle,
+                        presence_reason_t reason, presence_done_cb done,
+                        void *ud);
+int presence_handle_touch(presence_t *p, presence_handle_t handle);
 
 /* End a session (reason "disconnect"). ENOSESSION if it is not connected:
  * a second disconnect changes nothing and emits nothing. */

@@ -35,6 +35,10 @@ typedef struct presence_store_ops presence_store_ops_t;
 typedef struct presence_store_host {
   /* Report one event; the engine copies what it needs before returning. */
   void (*emit)(void *host_ud, const presence_event_t *ev);
+  /* The same for an event already packed by the library's own log
+   * (presence__log_append): a copy without re-measuring. In-tree stores
+   * only. */
+  void (*emit_packed)(void *host_ud, const void *packed);
   /* Logging, clocks and allocation of the owning presence_t. */
   void (*log)(void *host_ud, presence_log_level_t level, const char *msg);
   int64_t (*wall_ms)(void *host_ud);
@@ -48,6 +52,8 @@ typedef struct presence_store_host {
   uint32_t inactivity_ms;
   uint32_t log_capacity;
   uint32_t max_sessions_per_user;
+  uint32_t expected_sessions;
+  uint32_t expected_users;
 } presence_store_host_t;
 
 typedef enum {
@@ -70,6 +76,11 @@ typedef struct presence_write {
   size_t meta_len;
   presence_status_t status;
   presence_reason_t reason;
+  /* END, SET_STATUS, TOUCH: when not PRESENCE_HANDLE_NONE, the session is
+   * this handle and session_id is NULL. */
+  presence_handle_t handle;
+  /* CONNECT: where to put the new session's handle, or NULL. */
+  presence_handle_t *handle_out;
 } presence_write_t;
 
 typedef void (*presence_store_done_fn)(void *ud, int status);

@@ -150,22 +150,37 @@ static void drain(presence_t *p) {
 
 /* The store reports an event: queue it, and dispatch at once if nothing of
  * ours is on the stack (an asynchronous store answering later). */
-static void host_emit(void *ud, const presence_event_t *ev) {
-  presence_t *p = ud;
-  size_t size = presence__event_packed_size(ev);
+static unsigned char *pend_reserve(presence_t *p, size_t size) {
   if (p->pend_len + size > p->pend_cap) {
     size_t ncap = p->pend_cap ? p->pend_cap * 2 : 4096;
     while (ncap < p->pend_len + size) ncap *= 2;
     unsigned char *n = presence__realloc(&p->alloc, p->pend, ncap);
     if (!n) {
       host_log(p, PRESENCE_LOG_ERROR, "out of memory: event not dispatched");
-      return;
+      return NULL;
     }
     p->pend = n;
     p->pend_cap = ncap;
   }
-  presence__event_pack(ev, p->pend + p->pend_len);
+  unsigned char *at = p->pend + p->pend_len;
   p->pend_len += size;
+  return at;
+}
+
+static void host_emit(void *ud, const presence_event_t *ev) {
+  presence_t *p = ud;
+  size_t lens[4];
+  size_t size = presence__event_measure(ev, lens);
+  unsigned char *at = pend_reserve(p, size);
+  if (at) presence__event_pack_measured(ev, lens, size, at);
+  if (p->depth == 0) drain(p);
+}
+
+static void host_emit_packed(void *ud, const void *packed) {
+  presence_t *p = ud;
+  size_t size = presence__event_packed_len(packed);
+  unsigned char *at = pend_reserve(p, size);
+  if (at) memcpy(at, packed, size);
   if (p->depth == 0) drain(p);
 }
 
@@ -205,6 +220,7 @@ int presence_new(const presence_options_t *opts, presence_t **out) {
   p->next_handle = 1;
 
   p->host.emit = host_emit;
+  p->host.emit_packed = host_emit_packed;
   p->host.log = host_log;
   p->host.wall_ms = host_wall;
   p->host.mono_ms = host_mono;
@@ -216,6 +232,8 @@ int presence_new(const presence_options_t *opts, presence_t **out) {
   p->host.inactivity_ms = opts->inactivity_ms;
   p->host.log_capacity = opts->log_capacity ? opts->log_capacity : 65536;
   p->host.max_sessions_per_user = opts->max_sessions_per_user;
+  p->host.expected_sessions = opts->expected_sessions;
+  p->host.expected_users = opts->expected_users;
 
   /* The pending queue exists up front, so the common event never meets an
    * allocation failure after the store has already changed. */
@@ -374,8 +392,16 @@ static int session_arg(presence_write_t *w, const char *session_id) {
 int presence_session_connect(presence_t *p, const char *session_id,
                              const char *user_id, const char *meta,
                              presence_done_cb done, void *ud) {
+  return presence_session_open(p, session_id, user_id, meta, NULL, done, ud);
+}
+
+int presence_session_open(presence_t *p, const char *session_id,
+                          const char *user_id, const char *meta,
+                          presence_handle_t *handle, presence_done_cb done,
+                          void *ud) {
   presence_write_t w;
   if (!p) return PRESENCE_EINVAL;
+  if (handle) *handle = PRESENCE_HANDLE_NONE;
   int rc = session_arg(&w, session_id);
   if (rc) return rc;
   rc = presence__id_check_len(user_id, &w.user_id_len);
@@ -391,28 +417,70 @@ int presence_session_connect(presence_t *p, const char *session_id,
   w.kind = PRESENCE_WRITE_CONNECT;
   w.status = PRESENCE_ONLINE;
   w.reason = PRESENCE_REASON_CONNECT;
+  w.handle_out = handle;
   return submit(p, &w, done, ud);
+}
+
+static bool end_reason_ok(presence_reason_t reason) {
+  return reason == PRESENCE_REASON_DISCONNECT ||
+         reason == PRESENCE_REASON_TIMEOUT || reason == PRESENCE_REASON_KICKED ||
+         reason == PRESENCE_REASON_SHUTDOWN;
 }
 
 int presence_session_end(presence_t *p, const char *session_id,
                          presence_reason_t reason, presence_done_cb done,
                          void *ud) {
   presence_write_t w;
-  if (!p) return PRESENCE_EINVAL;
-  switch (reason) {
-  case PRESENCE_REASON_DISCONNECT:
-  case PRESENCE_REASON_TIMEOUT:
-  case PRESENCE_REASON_KICKED:
-  case PRESENCE_REASON_SHUTDOWN:
-    break;
-  default:
-    return PRESENCE_EINVAL;
-  }
+  if (!p || !end_reason_ok(reason)) return PRESENCE_EINVAL;
   int rc = session_arg(&w, session_id);
   if (rc) return rc;
   w.kind = PRESENCE_WRITE_END;
   w.reason = reason;
   return submit(p, &w, done, ud);
+}
+
+/* Handle forms: the same writes, naming the session by its handle. */
+static int handle_arg(presence_write_t *w, presence_handle_t handle) {
+  memset(w, 0, sizeof(*w));
+  w->handle = handle;
+  return handle == PRESENCE_HANDLE_NONE ? PRESENCE_ENOSESSION : 0;
+}
+
+int presence_handle_end(presence_t *p, presence_handle_t handle,
+                        presence_reason_t reason, presence_done_cb done,
+                        void *ud) {
+  presence_write_t w;
+  if (!p || !end_reason_ok(reason)) return PRESENCE_EINVAL;
+  int rc = handle_arg(&w, handle);
+  if (rc) return rc;
+  w.kind = PRESENCE_WRITE_END;
+  w.reason = reason;
+  return submit(p, &w, done, ud);
+}
+
+int presence_handle_set_status(presence_t *p, presence_handle_t handle,
+                               presence_status_t status, presence_done_cb done,
+                               void *ud) {
+  presence_write_t w;
+  if (!p) return PRESENCE_EINVAL;
+  if (status != PRESENCE_ONLINE && status != PRESENCE_IDLE)
+    return PRESENCE_ESTATUS;
+  int rc = handle_arg(&w, handle);
+  if (rc) return rc;
+  w.kind = PRESENCE_WRITE_SET_STATUS;
+  w.status = status;
+  w.reason = PRESENCE_REASON_EXPLICIT;
+  return submit(p, &w, done, ud);
+}
+
+int presence_handle_touch(presence_t *p, presence_handle_t handle) {
+  presence_write_t w;
+  if (!p) return PRESENCE_EINVAL;
+  int rc = handle_arg(&w, handle);
+  if (rc) return rc;
+  w.kind = PRESENCE_WRITE_TOUCH;
+  w.reason = PRESENCE_REASON_INACTIVITY;
+  return submit(p, &w, NULL, NULL);
 }
 
 int presence_session_disconnect(presence_t *p, const char *session_id,

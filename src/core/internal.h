@@ -58,6 +58,8 @@ int presence__table_init(presence__table_t *t, const presence_allocator_t *a,
 void presence__table_free(presence__table_t *t);
 void *presence__table_find(const presence__table_t *t, const char *key,
                            size_t len, uint32_t hash);
+/* Make room for n records without growing. 0 or ENOMEM. */
+int presence__table_reserve(presence__table_t *t, size_t n);
 /* The record must not be present. 0 or ENOMEM. */
 int presence__table_insert(presence__table_t *t, void *rec);
 void presence__table_remove(presence__table_t *t, void *rec);
@@ -71,6 +73,11 @@ void *presence__table_next(const presence__table_t *t, size_t *pos);
 size_t presence__event_packed_size(const presence_event_t *ev);
 /* Pack into buf (size from presence__event_packed_size, 8-aligned). */
 void presence__event_pack(const presence_event_t *ev, void *buf);
+/* The same in two steps, measuring the strings once. */
+size_t presence__event_measure(const presence_event_t *ev, size_t lens[4]);
+void presence__event_pack_measured(const presence_event_t *ev,
+                                   const size_t lens[4], size_t size,
+                                   void *buf);
 /* Unpack: the event's strings point into buf. session_ids, if any, are
  * written to ids (room for n_session_ids pointers, see
  * presence__event_packed_ids). */
@@ -92,8 +99,11 @@ typedef struct presence__log presence__log_t;
 presence__log_t *presence__log_new(const presence_allocator_t *a,
                                    uint32_t capacity);
 void presence__log_free(presence__log_t *l);
-/* Append (ev->seq must be the next number). */
-void presence__log_append(presence__log_t *l, const presence_event_t *ev);
+/* Append (ev->seq must be the next number). Returns the packed copy, or
+ * NULL when the log kept a trimmed copy (a huge cleanup's id list). The copy
+ * stays valid until the next append. */
+const void *presence__log_append(presence__log_t *l,
+                                 const presence_event_t *ev);
 uint64_t presence__log_last_seq(const presence__log_t *l);
 uint64_t presence__log_first_seq(const presence__log_t *l);
 /* Read up to max events after after_seq; see presence_log_read. */

@@ -26,33 +26,43 @@ typedef struct packed {
 
 static inline size_t opt_len(const char *s) { return s ? strlen(s) + 1 : 0; }
 
-size_t presence__event_packed_size(const presence_event_t *ev) {
-  size_t n = sizeof(packed_t) + opt_len(ev->session_id) +
-             opt_len(ev->user_id) + opt_len(ev->meta) +
-             opt_len(ev->instance_id);
-  for (size_t i = 0; i < ev->n_session_ids; i++)
+/* String lengths (+1 for the NUL, 0 for NULL) measured once per event:
+ * packing is on every operation's path. */
+size_t presence__event_measure(const presence_event_t *ev, size_t lens[4]) {
+  lens[0] = opt_len(ev->session_id);
+  lens[1] = opt_len(ev->user_id);
+  lens[2] = opt_len(ev->meta);
+  lens[3] = opt_len(ev->instance_id);
+  size_t n = sizeof(packed_t) + lens[0] + lens[1] + lens[2] + lens[3];
+  for (size_t i = 0; ev->session_ids && i < ev->n_session_ids; i++)
     n += strlen(ev->session_ids[i]) + 1;
   return (n + 7) & ~(size_t)7;
 }
 
-static char *put(char *dst, const char *s, uint32_t *len_out) {
+size_t presence__event_packed_size(const presence_event_t *ev) {
+  size_t lens[4];
+  return presence__event_measure(ev, lens);
+}
+
+static char *put(char *dst, const char *s, size_t len1, uint32_t *len_out) {
   if (!s) {
     *len_out = NONE;
     return dst;
   }
-  size_t n = strlen(s);
-  memcpy(dst, s, n + 1);
-  *len_out = (uint32_t)n;
-  return dst + n + 1;
+  memcpy(dst, s, len1);
+  *len_out = (uint32_t)(len1 - 1);
+  return dst + len1;
 }
 
-void presence__event_pack(const presence_event_t *ev, void *buf) {
+void presence__event_pack_measured(const presence_event_t *ev,
+                                   const size_t lens[4], size_t size,
+                                   void *buf) {
   packed_t *p = buf;
   p->seq = ev->seq;
   p->ts_ms = ev->ts_ms;
   p->user_version = ev->user_version;
   p->epoch = ev->epoch;
-  p->size = (uint32_t)presence__event_packed_size(ev);
+  p->size = (uint32_t)size;
   p->n_ids = ev->session_ids ? (uint32_t)ev->n_session_ids : NONE;
   p->flags = ev->flags;
   p->type = (uint8_t)ev->type;
@@ -60,14 +70,20 @@ void presence__event_pack(const presence_event_t *ev, void *buf) {
   p->from = (uint8_t)ev->from;
   p->to = (uint8_t)ev->to;
   char *d = (char *)(p + 1);
-  d = put(d, ev->session_id, &p->sid_len);
-  d = put(d, ev->user_id, &p->uid_len);
-  d = put(d, ev->meta, &p->meta_len);
-  d = put(d, ev->instance_id, &p->inst_len);
+  d = put(d, ev->session_id, lens[0], &p->sid_len);
+  d = put(d, ev->user_id, lens[1], &p->uid_len);
+  d = put(d, ev->meta, lens[2], &p->meta_len);
+  d = put(d, ev->instance_id, lens[3], &p->inst_len);
   for (size_t i = 0; ev->session_ids && i < ev->n_session_ids; i++) {
     uint32_t unused;
-    d = put(d, ev->session_ids[i], &unused);
+    d = put(d, ev->session_ids[i], strlen(ev->session_ids[i]) + 1, &unused);
   }
+}
+
+void presence__event_pack(const presence_event_t *ev, void *buf) {
+  size_t lens[4];
+  size_t size = presence__event_measure(ev, lens);
+  presence__event_pack_measured(ev, lens, size, buf);
 }
 
 size_t presence__event_packed_len(const void *buf) {
@@ -176,9 +192,12 @@ static void evict(presence__log_t *l) {
   l->count--;
 }
 
-void presence__log_append(presence__log_t *l, const presence_event_t *ev) {
+const void *presence__log_append(presence__log_t *l,
+                                 const presence_event_t *ev) {
   presence_event_t trimmed;
-  size_t n = presence__event_packed_size(ev);
+  size_t lens[4];
+  size_t n = presence__event_measure(ev, lens);
+  bool whole = true;
   if (n > l->nbytes / 2) {
     /* A cleanup of a huge instance: keep the event, drop its id list from
      * the log copy (the callbacks still got all of it). */
@@ -186,7 +205,8 @@ void presence__log_append(presence__log_t *l, const presence_event_t *ev) {
     trimmed.session_ids = NULL;
     trimmed.n_session_ids = 0;
     ev = &trimmed;
-    n = presence__event_packed_size(ev);
+    n = presence__event_measure(ev, lens);
+    whole = false;
   }
   if (l->count == l->capacity) evict(l);
   if (l->head + n > l->nbytes) {
@@ -197,13 +217,15 @@ void presence__log_append(presence__log_t *l, const presence_event_t *ev) {
   }
   while (l->count && oldest(l)->off >= l->head && oldest(l)->off < l->head + n)
     evict(l);
-  presence__event_pack(ev, l->bytes + l->head);
+  void *packed = l->bytes + l->head;
+  presence__event_pack_measured(ev, lens, n, packed);
   uint32_t slot = (l->first + l->count) % l->capacity;
   l->entries[slot].seq = ev->seq;
   l->entries[slot].off = l->head;
   l->count++;
   l->head += n;
   l->last_seq = ev->seq;
+  return whole ? packed : NULL;
 }
 
 uint64_t presence__log_last_seq(const presence__log_t *l) {

@@ -10,12 +10,22 @@
 
 #include <string.h>
 
+/*
+ * A slot: bits 0-47 the record's address, bits 48-53 its distance from its
+ * home slot (63: that far or farther, ask the record), bits 54-63 ten bits of
+ * its hash. The distance lets deletion shift entries back without touching
+ * their records: at a million sessions each such touch is a cache miss.
+ */
 #define PTR_MASK 0x0000ffffffffffffull
+#define DIST_SHIFT 48
+#define DIST_MAX 63u
+#define DIST_MASK (0x3full << DIST_SHIFT)
+#define TAG_MASK (~(PTR_MASK | DIST_MASK))
 #define MAX_LOAD_NUM 4 /* grow past 80 % full */
 #define MAX_LOAD_DEN 5
 
 static inline uint64_t tag_of(uint32_t hash) {
-  return (uint64_t)(hash & 0xffffu) << 48;
+  return (uint64_t)(hash & 0x3ffu) << 54;
 }
 
 static inline size_t home_of(uint32_t hash, size_t cap) {
@@ -29,6 +39,20 @@ static inline void *rec_of(uint64_t slot) {
 static inline uint64_t slot_of(void *rec) {
   const presence__hkey_t *k = rec;
   return tag_of(k->hash) | ((uint64_t)(uintptr_t)rec & PTR_MASK);
+}
+
+static inline uint64_t with_dist(uint64_t slot, size_t dist) {
+  uint64_t d = dist < DIST_MAX ? dist : DIST_MAX;
+  return (slot & ~DIST_MASK) | (d << DIST_SHIFT);
+}
+
+/* How far the entry in slot i sits from its home. */
+static inline size_t dist_at(const presence__table_t *t, size_t i) {
+  uint64_t s = t->slots[i];
+  size_t d = (size_t)((s & DIST_MASK) >> DIST_SHIFT);
+  if (d < DIST_MAX) return d;
+  size_t home = home_of(((presence__hkey_t *)rec_of(s))->hash, t->cap);
+  return (i + t->cap - home) % t->cap;
 }
 
 int presence__table_init(presence__table_t *t, const presence_allocator_t *a,
@@ -51,20 +75,21 @@ void presence__table_free(presence__table_t *t) {
 
 static void place(uint64_t *slots, size_t cap, uint64_t slot, uint32_t hash) {
   size_t i = home_of(hash, cap);
+  size_t dist = 0;
   while (slots[i]) {
     if (++i == cap) i = 0;
+    dist++;
   }
-  slots[i] = slot;
+  slots[i] = with_dist(slot, dist);
 }
 
-static int grow(presence__table_t *t) {
-  size_t ncap = t->cap + t->cap / 2;
+static int resize(presence__table_t *t, size_t ncap) {
   uint64_t *ns = presence__malloc(t->alloc, ncap * sizeof(uint64_t));
   if (!ns) return PRESENCE_ENOMEM;
   memset(ns, 0, ncap * sizeof(uint64_t));
   for (size_t i = 0; i < t->cap; i++) {
     uint64_t s = t->slots[i];
-    if (s) place(ns, ncap, s, ((presence__hkey_t *)rec_of(s))->hash);
+    if (s) place(ns, ncap, s & ~DIST_MASK, ((presence__hkey_t *)rec_of(s))->hash);
   }
   presence__free(t->alloc, t->slots);
   t->slots = ns;
@@ -79,7 +104,7 @@ void *presence__table_find(const presence__table_t *t, const char *key,
   for (;;) {
     uint64_t s = t->slots[i];
     if (!s) return NULL;
-    if ((s & ~PTR_MASK) == tag) {
+    if ((s & TAG_MASK) == tag) {
       presence__hkey_t *k = rec_of(s);
       if (k->hash == hash && k->len == len &&
           memcmp((char *)k + t->key_offset, key, len) == 0)
@@ -89,9 +114,16 @@ void *presence__table_find(const presence__table_t *t, const char *key,
   }
 }
 
+/* Growing rehashes every record, a cache miss each at scale: a server that
+ * knows its size says so up front (presence_options_t.expected_sessions). */
+int presence__table_reserve(presence__table_t *t, size_t n) {
+  size_t need = n / MAX_LOAD_NUM * MAX_LOAD_DEN + MAX_LOAD_DEN;
+  return need > t->cap ? resize(t, need) : 0;
+}
+
 int presence__table_insert(presence__table_t *t, void *rec) {
   if ((t->count + 1) * MAX_LOAD_DEN > t->cap * MAX_LOAD_NUM) {
-    int rc = grow(t);
+    int rc = resize(t, t->cap + t->cap / 2);
     if (rc) return rc;
   }
   place(t->slots, t->cap, slot_of(rec), ((presence__hkey_t *)rec)->hash);
@@ -106,7 +138,7 @@ void presence__table_remove(presence__table_t *t, void *rec) {
   size_t cap = t->cap;
   size_t i = home_of(k->hash, cap);
   uint64_t want = slot_of(rec);
-  while (t->slots[i] != want) {
+  while ((t->slots[i] & ~DIST_MASK) != want) {
     if (!t->slots[i]) return; /* not present */
     if (++i == cap) i = 0;
   }
@@ -116,11 +148,10 @@ void presence__table_remove(presence__table_t *t, void *rec) {
     if (++j == cap) j = 0;
     uint64_t s = t->slots[j];
     if (!s) break;
-    size_t home = home_of(((presence__hkey_t *)rec_of(s))->hash, cap);
-    size_t dist_j = (j + cap - home) % cap;
-    size_t dist_hole = (hole + cap - home) % cap;
-    if (dist_hole <= dist_j) {
-      t->slots[hole] = s;
+    size_t dist_j = dist_at(t, j);
+    size_t gap = (j + cap - hole) % cap;
+    if (dist_j >= gap) { /* its home is at or before the hole */
+      t->slots[hole] = with_dist(s, dist_j - gap);
       hole = j;
     }
   }

@@ -38,6 +38,8 @@ typedef struct msess {
   presence__hkey_t key;
   uint32_t connected_s;
   uint32_t status_since_s;
+  uint32_t slot; /* in the handle slab */
+  uint32_t gen;  /* the handle's check */
   struct muser *user;
   struct msess *user_next;
   char *meta;
@@ -87,6 +89,11 @@ typedef struct mstore {
   grace_entry_t *gq;
   size_t gq_cap, gq_head, gq_len;
   act_t *act_head, *act_tail;
+  /* Handles: slab[slot] is the session, or (next free slot + 1) << 1 | 1. */
+  uintptr_t *slab;
+  uint32_t slab_len, slab_cap;
+  uint32_t free_head; /* free slot + 1; 0: none */
+  uint32_t gen;
   presence_stats_t stats;
   presence_session_info_t *scratch;
   size_t scratch_cap;
@@ -122,8 +129,9 @@ static void emit(mstore_t *m, presence_event_t *ev, int64_t now_ms) {
   if (!ev->instance_id) ev->instance_id = m->h.instance_id;
   if (!ev->epoch) ev->epoch = m->h.epoch;
   m->stats.events[ev->type]++;
-  if (m->log) presence__log_append(m->log, ev);
-  m->h.emit(m->h.host_ud, ev);
+  const void *packed = presence__log_append(m->log, ev);
+  if (packed) m->h.emit_packed(m->h.host_ud, packed);
+  else m->h.emit(m->h.host_ud, ev);
 }
 
 static void emit_session(mstore_t *m, presence_event_type_t type,
@@ -229,6 +237,56 @@ static void act_push(mstore_t *m, act_t *a, uint32_t now) {
   m->act_tail = a;
 }
 
+/* ---- handles ----------------------------------------------------------- */
+
+static int slab_take(mstore_t *m, msess_t *s) {
+  uint32_t slot;
+  if (m->free_head) {
+    slot = m->free_head - 1;
+    m->free_head = (uint32_t)(m->slab[slot] >> 1);
+  } else {
+    if (m->slab_len == m->slab_cap) {
+      uint32_t ncap = m->slab_cap ? m->slab_cap + m->slab_cap / 2 : 1024;
+      uintptr_t *n =
+          presence__realloc(m->alloc, m->slab, ncap * sizeof(uintptr_t));
+      if (!n) return PRESENCE_ENOMEM;
+      m->slab = n;
+      m->slab_cap = ncap;
+    }
+    slot = m->slab_len++;
+  }
+  m->slab[slot] = (uintptr_t)s;
+  s->slot = slot;
+  /* Generation 0 never names a session, so a zero handle is never valid. */
+  if (++m->gen == 0) m->gen = 1;
+  s->gen = m->gen;
+  return 0;
+}
+
+static void slab_release(mstore_t *m, msess_t *s) {
+  m->slab[s->slot] = ((uintptr_t)m->free_head << 1) | 1;
+  m->free_head = s->slot + 1;
+}
+
+static inline presence_handle_t handle_of(const msess_t *s) {
+  return ((presence_handle_t)s->gen << 32) | (s->slot + 1);
+}
+
+/* The session a write names, by handle or by id; NULL if not connected. */
+static msess_t *write_session(mstore_t *m, const presence_write_t *w) {
+  if (w->handle) {
+    uint32_t slot = (uint32_t)(w->handle & 0xffffffffu) - 1;
+    if (slot >= m->slab_len) return NULL;
+    uintptr_t e = m->slab[slot];
+    if (e & 1) return NULL;
+    msess_t *s = (msess_t *)e;
+    return s->gen == (uint32_t)(w->handle >> 32) ? s : NULL;
+  }
+  uint32_t sh = presence__hash(w->session_id, w->session_id_len);
+  return presence__table_find(&m->sessions, w->session_id, w->session_id_len,
+                              sh);
+}
+
 /* ---- operations -------------------------------------------------------- */
 
 static muser_t *user_get_or_create(mstore_t *m, const char *id, size_t len,
@@ -287,10 +345,16 @@ static int op_connect(mstore_t *m, const presence_write_t *w) {
   s->key.spare[S_REASON] = PRESENCE_REASON_CONNECT;
   memcpy(s->id, w->session_id, w->session_id_len);
   s->id[w->session_id_len] = '\0';
-  if (presence__table_insert(&m->sessions, s)) {
+  if (slab_take(m, s)) {
     session_free(m, s);
     return PRESENCE_ENOMEM;
   }
+  if (presence__table_insert(&m->sessions, s)) {
+    slab_release(m, s);
+    session_free(m, s);
+    return PRESENCE_ENOMEM;
+  }
+  if (w->handle_out) *w->handle_out = handle_of(s);
   int64_t now = m->h.wall_ms(m->h.host_ud);
   s->connected_s = s->status_since_s = (uint32_t)(now / 1000);
   s->user = u;
@@ -312,13 +376,12 @@ static int op_connect(mstore_t *m, const presence_write_t *w) {
 }
 
 static int op_end(mstore_t *m, const presence_write_t *w) {
-  uint32_t sh = presence__hash(w->session_id, w->session_id_len);
-  msess_t *s =
-      presence__table_find(&m->sessions, w->session_id, w->session_id_len, sh);
+  msess_t *s = write_session(m, w);
   if (!s) return PRESENCE_ENOSESSION;
   muser_t *u = s->user;
   presence_status_t was = s_status(s);
   presence__table_remove(&m->sessions, s);
+  slab_release(m, s);
   for (msess_t **pp = &u->sessions; *pp; pp = &(*pp)->user_next) {
     if (*pp == s) {
       *pp = s->user_next;
@@ -368,9 +431,7 @@ static void set_status(mstore_t *m, msess_t *s, presence_status_t to,
 }
 
 static int op_set_status(mstore_t *m, const presence_write_t *w) {
-  uint32_t sh = presence__hash(w->session_id, w->session_id_len);
-  msess_t *s =
-      presence__table_find(&m->sessions, w->session_id, w->session_id_len, sh);
+  msess_t *s = write_session(m, w);
   if (!s) return PRESENCE_ENOSESSION;
   uint8_t *flags = &s->key.spare[S_FLAGS];
   if (m->inactivity && w->reason == PRESENCE_REASON_EXPLICIT) {
@@ -387,9 +448,7 @@ static int op_set_status(mstore_t *m, const presence_write_t *w) {
 }
 
 static int op_touch(mstore_t *m, const presence_write_t *w) {
-  uint32_t sh = presence__hash(w->session_id, w->session_id_len);
-  msess_t *s =
-      presence__table_find(&m->sessions, w->session_id, w->session_id_len, sh);
+  msess_t *s = write_session(m, w);
   if (!s) return PRESENCE_ENOSESSION;
   if (!m->inactivity) return 0;
   act_t *a = act_of(s);
@@ -418,6 +477,7 @@ static int op_reset(mstore_t *m) {
       presence_status_t was = s_status(s);
       u->sessions = s->user_next;
       presence__table_remove(&m->sessions, s);
+      slab_release(m, s);
       u->n_sessions--;
       if (was == PRESENCE_ONLINE) u->n_online--;
       m->stats.sessions--;
@@ -629,6 +689,14 @@ static int m_attach(presence_store_t *st, const presence_store_host_t *host) {
   if (rc) return rc;
   rc = presence__table_init(&m->users, m->alloc, offsetof(muser_t, id));
   if (rc) return rc;
+  if (host->expected_sessions) {
+    rc = presence__table_reserve(&m->sessions, host->expected_sessions);
+    if (rc) return rc;
+  }
+  if (host->expected_users) {
+    rc = presence__table_reserve(&m->users, host->expected_users);
+    if (rc) return rc;
+  }
   m->log = presence__log_new(m->alloc, host->log_capacity);
   return m->log ? 0 : PRESENCE_ENOMEM;
 }
@@ -653,6 +721,7 @@ static void m_destroy(presence_store_t *st) {
   presence__table_free(&m->users);
   presence__log_free(m->log);
   presence__free(a, m->gq);
+  presence__free(a, m->slab);
   presence__free(a, m->scratch);
   presence__free(a, m);
 }

@@ -210,6 +210,11 @@ static void bad_arguments_are_refused(void **state) {
   assert_int_equal(presence_session_connect(f->p, "s", "\xc0\xaf", NULL, NULL, NULL), PRESENCE_EID); /* overlong */
   assert_int_equal(presence_session_connect(f->p, "s", "\xed\xa0\x80", NULL, NULL, NULL), PRESENCE_EID); /* surrogate */
   assert_int_equal(presence_session_connect(f->p, "s", "tab\there", NULL, NULL, NULL), PRESENCE_EID);
+  /* Long enough for the word-at-a-time path. */
+  assert_int_equal(presence_session_connect(f->p, "s", "abcdefg\x7fhijklmnop", NULL, NULL, NULL), PRESENCE_EID);
+  assert_int_equal(presence_session_connect(f->p, "s", "abcdefghij\x01klmnop", NULL, NULL, NULL), PRESENCE_EID);
+  assert_int_equal(presence_session_connect(f->p, "s", "abcdefghijklmno\xff", NULL, NULL, NULL), PRESENCE_EID);
+  assert_int_equal(presence_session_connect(f->p, "s", "abcdefghijkl\xe2\x82", NULL, NULL, NULL), PRESENCE_EID);
   assert_int_equal(presence_session_set_status(f->p, "s", PRESENCE_OFFLINE, NULL, NULL), PRESENCE_ESTATUS);
   assert_int_equal(presence_session_set_status(f->p, "s", (presence_status_t)7, NULL, NULL), PRESENCE_ESTATUS);
   assert_int_equal(presence_session_end(f->p, "s", PRESENCE_REASON_RESYNC, NULL, NULL), PRESENCE_EINVAL);
@@ -218,6 +223,7 @@ static void bad_arguments_are_refused(void **state) {
   /* The limits themselves are fine, and so is non-ASCII UTF-8. */
   assert_int_equal(presence_session_connect(f->p, max_id, "\xc3\xa9lodie", NULL, NULL, NULL), 0);
   assert_int_equal(status_of(f, "\xc3\xa9lodie"), PRESENCE_ONLINE);
+  assert_int_equal(presence_session_connect(f->p, "s-euro", "price-\xe2\x82\xac-zone-~", NULL, NULL, NULL), 0);
 
   char *big_meta = malloc(PRESENCE_META_MAX + 2);
   memset(big_meta, 'x', PRESENCE_META_MAX + 1);
@@ -239,6 +245,40 @@ static void sessions_per_user_limit(void **state) {
   assert_int_equal(presence_session_connect(f->p, "s3", "alice", NULL, NULL, NULL), PRESENCE_ELIMIT);
   assert_int_equal(f->rec.n, before);
   assert_int_equal(presence_session_connect(f->p, "s3", "bob", NULL, NULL, NULL), 0);
+  destroy(f);
+}
+
+static void handles_reach_sessions_and_go_stale(void **state) {
+  (void)state;
+  fixture_t *f = make(0, 0, 0, 0);
+  presence_handle_t h1, h2;
+  assert_int_equal(presence_session_open(f->p, "s1", "alice", NULL, &h1, NULL, NULL), 0);
+  assert_int_equal(presence_session_open(f->p, "s2", "alice", NULL, &h2, NULL, NULL), 0);
+  assert_int_not_equal(h1, PRESENCE_HANDLE_NONE);
+  assert_int_not_equal(h1, h2);
+  assert_int_equal(presence_handle_set_status(f->p, h1, PRESENCE_IDLE, NULL, NULL), 0);
+  assert_int_equal(presence_handle_set_status(f->p, h2, PRESENCE_IDLE, NULL, NULL), 0);
+  assert_int_equal(status_of(f, "alice"), PRESENCE_IDLE);
+  assert_int_equal(presence_handle_set_status(f->p, h1, PRESENCE_OFFLINE, NULL, NULL), PRESENCE_ESTATUS);
+  /* Ended by id: the handle is stale, and refused. */
+  assert_int_equal(presence_session_kick(f->p, "s1", NULL, NULL), 0);
+  size_t n = f->rec.n;
+  assert_int_equal(presence_handle_set_status(f->p, h1, PRESENCE_ONLINE, NULL, NULL), PRESENCE_ENOSESSION);
+  assert_int_equal(presence_handle_end(f->p, h1, PRESENCE_REASON_DISCONNECT, NULL, NULL), PRESENCE_ENOSESSION);
+  assert_int_equal(presence_handle_touch(f->p, h1), PRESENCE_ENOSESSION);
+  /* Its slot is reused by the next session, which the old handle must not
+   * reach. */
+  presence_handle_t h3;
+  assert_int_equal(presence_session_open(f->p, "s3", "bob", NULL, &h3, NULL, NULL), 0);
+  assert_int_not_equal(h3, h1);
+  assert_int_equal(presence_handle_end(f->p, h1, PRESENCE_REASON_DISCONNECT, NULL, NULL), PRESENCE_ENOSESSION);
+  assert_int_equal(status_of(f, "bob"), PRESENCE_ONLINE);
+  assert_int_equal(presence_handle_end(f->p, PRESENCE_HANDLE_NONE, PRESENCE_REASON_DISCONNECT, NULL, NULL), PRESENCE_ENOSESSION);
+  assert_int_equal(presence_handle_end(f->p, 0xffffffffffffull, PRESENCE_REASON_DISCONNECT, NULL, NULL), PRESENCE_ENOSESSION);
+  assert_int_equal(f->rec.n, n + 2); /* only bob's connect */
+  assert_int_equal(presence_handle_end(f->p, h2, PRESENCE_REASON_TIMEOUT, NULL, NULL), 0);
+  expect_event(f, f->rec.n - 1, PRESENCE_EV_USER_OFFLINE, PRESENCE_REASON_TIMEOUT, "alice");
+  assert_int_equal(presence_handle_end(f->p, h3, PRESENCE_REASON_RESYNC, NULL, NULL), PRESENCE_EINVAL);
   destroy(f);
 }
 
@@ -646,6 +686,7 @@ int main(void) {
       cmocka_unit_test(duplicates_and_closed_sessions_change_nothing),
       cmocka_unit_test(bad_arguments_are_refused),
       cmocka_unit_test(sessions_per_user_limit),
+      cmocka_unit_test(handles_reach_sessions_and_go_stale),
       cmocka_unit_test(grace_hides_a_reload),
       cmocka_unit_test(grace_expires_into_offline),
       cmocka_unit_test(grace_does_not_cover_kicks),

@@ -69,6 +69,8 @@ void *presence__table_next(const presence__table_t *t, size_t *pos);
 
 /* ---- events packed into bytes ------------------------------------------ */
 
+/* Bytes of a packed event before its strings. */
+size_t presence__event_header_size(void);
 /* Bytes needed to pack ev (a multiple of 8). */
 size_t presence__event_packed_size(const presence_event_t *ev);
 /* Pack into buf (size from presence__event_packed_size, 8-aligned). */
@@ -104,6 +106,10 @@ void presence__log_free(presence__log_t *l);
  * stays valid until the next append. */
 const void *presence__log_append(presence__log_t *l,
                                  const presence_event_t *ev);
+/* The same with the lengths already known (see presence__event_measure). */
+const void *presence__log_append_measured(presence__log_t *l,
+                                          const presence_event_t *ev,
+                                          const size_t lens[4], size_t size);
 uint64_t presence__log_last_seq(const presence__log_t *l);
 uint64_t presence__log_first_seq(const presence__log_t *l);
 /* Read up to max events after after_seq; see presence_log_read. */

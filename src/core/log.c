@@ -24,6 +24,8 @@ typedef struct packed {
   /* then: sid \0 uid \0 meta \0 inst \0 ids \0 ... */
 } packed_t;
 
+size_t presence__event_header_size(void) { return sizeof(packed_t); }
+
 static inline size_t opt_len(const char *s) { return s ? strlen(s) + 1 : 0; }
 
 /* String lengths (+1 for the NUL, 0 for NULL) measured once per event:
@@ -194,9 +196,16 @@ static void evict(presence__log_t *l) {
 
 const void *presence__log_append(presence__log_t *l,
                                  const presence_event_t *ev) {
-  presence_event_t trimmed;
   size_t lens[4];
   size_t n = presence__event_measure(ev, lens);
+  return presence__log_append_measured(l, ev, lens, n);
+}
+
+const void *presence__log_append_measured(presence__log_t *l,
+                                          const presence_event_t *ev,
+                                          const size_t lens_in[4], size_t n) {
+  presence_event_t trimmed;
+  size_t lens[4] = {lens_in[0], lens_in[1], lens_in[2], lens_in[3]};
   bool whole = true;
   if (n > l->nbytes / 2) {
     /* A cleanup of a huge instance: keep the event, drop its id list from

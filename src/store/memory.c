@@ -79,6 +79,7 @@ typedef struct grace_entry {
 typedef struct mstore {
   presence_store_t base;
   presence_store_host_t h;
+  size_t instance_id_len;
   const presence_allocator_t *alloc;
   presence__table_t sessions;
   presence__table_t users;
@@ -123,13 +124,34 @@ static inline presence_status_t computed(const muser_t *u) {
 
 /* ---- events ------------------------------------------------------------ */
 
-static void emit(mstore_t *m, presence_event_t *ev, int64_t now_ms) {
+/* Sizes of an event's strings, +1 each (0 for none), as packing wants them:
+ * the records know their ids' lengths, so nothing is measured twice. */
+static size_t event_lens(mstore_t *m, const presence_event_t *ev,
+                         size_t sid_len, size_t uid_len, size_t lens[4]) {
+  lens[0] = ev->session_id ? sid_len + 1 : 0;
+  lens[1] = ev->user_id ? uid_len + 1 : 0;
+  lens[2] = ev->meta ? strlen(ev->meta) + 1 : 0;
+  lens[3] = m->instance_id_len + 1;
+  size_t n = presence__event_header_size() + lens[0] + lens[1] + lens[2] +
+             lens[3];
+  return (n + 7) & ~(size_t)7;
+}
+
+static void emit(mstore_t *m, presence_event_t *ev, int64_t now_ms,
+                 size_t sid_len, size_t uid_len) {
   ev->seq = ++m->seq;
   ev->ts_ms = now_ms;
-  if (!ev->instance_id) ev->instance_id = m->h.instance_id;
-  if (!ev->epoch) ev->epoch = m->h.epoch;
+  ev->instance_id = m->h.instance_id;
+  ev->epoch = m->h.epoch;
   m->stats.events[ev->type]++;
-  const void *packed = presence__log_append(m->log, ev);
+  const void *packed;
+  if (ev->session_ids) {
+    packed = presence__log_append(m->log, ev);
+  } else {
+    size_t lens[4];
+    size_t n = event_lens(m, ev, sid_len, uid_len, lens);
+    packed = presence__log_append_measured(m->log, ev, lens, n);
+  }
   if (packed) m->h.emit_packed(m->h.host_ud, packed);
   else m->h.emit(m->h.host_ud, ev);
 }
@@ -147,7 +169,7 @@ static void emit_session(mstore_t *m, presence_event_type_t type,
   ev.from = from;
   ev.to = to;
   ev.user_version = s->user->version;
-  emit(m, &ev, now_ms);
+  emit(m, &ev, now_ms, s->key.len, s->user->key.len);
 }
 
 static void stats_leave(mstore_t *m, presence_status_t st) {
@@ -161,7 +183,7 @@ static void stats_enter(mstore_t *m, presence_status_t st) {
 
 /* Set the user's reported status and emit the transition, if it is one. */
 static void user_transition(mstore_t *m, muser_t *u, presence_status_t to,
-                            presence_reason_t reason, const char *session_id,
+                            presence_reason_t reason, const msess_t *cause,
                             int64_t now_ms) {
   presence_status_t from = u_status(u);
   if (from == to) return;
@@ -179,11 +201,11 @@ static void user_transition(mstore_t *m, muser_t *u, presence_status_t to,
                                   : PRESENCE_EV_USER_OFFLINE;
   ev.reason = reason;
   ev.user_id = u->id;
-  ev.session_id = session_id;
+  ev.session_id = cause ? cause->id : NULL;
   ev.from = from;
   ev.to = to;
   ev.user_version = u->version;
-  emit(m, &ev, now_ms);
+  emit(m, &ev, now_ms, cause ? cause->key.len : 0, u->key.len);
 }
 
 /* ---- grace ------------------------------------------------------------- */
@@ -370,7 +392,7 @@ static int op_connect(mstore_t *m, const presence_write_t *w) {
   grace_cancel(u);
   emit_session(m, PRESENCE_EV_SESSION_CONNECTED, s, PRESENCE_REASON_CONNECT,
                PRESENCE_OFFLINE, PRESENCE_ONLINE, now);
-  user_transition(m, u, PRESENCE_ONLINE, PRESENCE_REASON_CONNECT, s->id, now);
+  user_transition(m, u, PRESENCE_ONLINE, PRESENCE_REASON_CONNECT, s, now);
   u->last_seen_ms = now;
   return 0;
 }
@@ -406,9 +428,9 @@ static int op_end(mstore_t *m, const presence_write_t *w) {
   if (to == PRESENCE_OFFLINE && m->h.offline_grace_ms && graceful) {
     u->key.spare[U_END_REASON] = (uint8_t)w->reason;
     if (grace_push(m, u, rel_now(m) + m->h.offline_grace_ms))
-      user_transition(m, u, to, w->reason, s->id, now);
+      user_transition(m, u, to, w->reason, s, now);
   } else {
-    user_transition(m, u, to, w->reason, s->id, now);
+    user_transition(m, u, to, w->reason, s, now);
   }
   session_free(m, s);
   return 0;
@@ -427,7 +449,7 @@ static void set_status(mstore_t *m, msess_t *s, presence_status_t to,
   else u->n_online--;
   u->last_seen_ms = now;
   emit_session(m, PRESENCE_EV_SESSION_STATUS, s, reason, from, to, now);
-  user_transition(m, u, computed(u), reason, s->id, now);
+  user_transition(m, u, computed(u), reason, s, now);
 }
 
 static int op_set_status(mstore_t *m, const presence_write_t *w) {
@@ -495,7 +517,7 @@ static int op_reset(mstore_t *m) {
   presence_event_t ev = {0};
   ev.type = PRESENCE_EV_CLEANUP;
   ev.reason = PRESENCE_REASON_INSTANCE_LOST;
-  emit(m, &ev, now);
+  emit(m, &ev, now, 0, 0);
   return 0;
 }
 
@@ -683,6 +705,7 @@ static uint64_t m_log_last_seq(presence_store_t *st) {
 static int m_attach(presence_store_t *st, const presence_store_host_t *host) {
   mstore_t *m = (mstore_t *)st;
   m->h = *host;
+  m->instance_id_len = strlen(host->instance_id);
   m->mono_base = host->mono_ms(host->host_ud);
   m->inactivity = host->inactivity_ms != 0;
   int rc = presence__table_init(&m->sessions, m->alloc, offsetof(msess_t, id));

@@ -10,13 +10,14 @@
 #include <openssl/crypto.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #define MAX_IDS_PER_REQUEST 1000
 
 static int authorized(const srv_t *s, const http_req_t *r) {
   size_t len;
   const char *h = http_header(r, "Authorization", &len);
-  if (!h || !s->cfg.api_key || len < 7 || strncmp(h, "Bearer ", 7) != 0)
+  if (!h || !s->cfg.api_key || len < 7 || strncasecmp(h, "Bearer ", 7) != 0)
     return 0;
   h += 7;
   len -= 7;

@@ -90,11 +90,10 @@ void srv_error(srv_t *s, const char *code, const char *fmt, ...) {
   e->last_log_ms = now;
 }
 
-/* The library's monotonic clock: the injected one plus a skew that only the
- * shutdown moves. */
+/* The library reads time through the daemon's injectable clocks. */
 static int64_t lib_mono_ms(void *ud) {
   srv_t *s = ud;
-  return s->sys->mono_ms(s->sys->ud) + s->lib_clock_skew_ms;
+  return s->sys->mono_ms(s->sys->ud);
 }
 
 static int64_t lib_wall_ms(void *ud) {
@@ -575,14 +574,8 @@ void srv_shutdown(srv_t *s) {
    * streams are flushed and closed. */
   for (conn_t *c = s->conns; c; c = c->next)
     if (!c->closing && c->kind == CONN_WS) ws_shutdown(c);
-  /* The embedded store dies with the process, so no session can come back
-   * inside the offline grace: move the library's timer clock past every
-   * grace deadline and let user.offline (reason shutdown) be emitted now,
-   * before the event streams are flushed. */
-  if (s->cfg.offline_grace_ms) {
-    s->lib_clock_skew_ms += (int64_t)s->cfg.offline_grace_ms + 1;
-    srv_arm_tick(s);
-  }
+  /* The embedded store applies no offline grace to a shutdown, so every
+   * user.offline is in the log already, ahead of the flush below. */
   sse_pump(s, 1);
   /* Lingering closes are cut short, and checked often. */
   uv_timer_start(&s->house_timer, on_house, 50, 50);

@@ -85,8 +85,6 @@ struct srv {
   uv_timer_t stop_timer;  /* hard limit of a graceful shutdown */
   uv_signal_t sigterm, sigint;
   int shutting_down;
-  /* Added to the library's monotonic clock: see srv_shutdown. */
-  int64_t lib_clock_skew_ms;
 
   conn_t *conns; /* every open connection */
   uint32_t nconns, nws, nsse;

@@ -421,10 +421,13 @@ static int op_end(mstore_t *m, const presence_write_t *w) {
                PRESENCE_OFFLINE, now);
   presence_status_t to = computed(u);
   /* Grace covers the cases where the user may simply be back in a moment
-   * (a reload, a network blip, a restarting instance); a kick or a cleanup
-   * is final. */
+   * (a reload, a network blip); a kick or a cleanup is final, and so is a
+   * shutdown here: this store ends with its process, so nobody can come back
+   * to it inside the window. (A shared store sees that differently: the user
+   * may reconnect to another instance.) */
   bool graceful = w->reason != PRESENCE_REASON_KICKED &&
-                  w->reason != PRESENCE_REASON_INSTANCE_LOST;
+                  w->reason != PRESENCE_REASON_INSTANCE_LOST &&
+                  w->reason != PRESENCE_REASON_SHUTDOWN;
   if (to == PRESENCE_OFFLINE && m->h.offline_grace_ms && graceful) {
     u->key.spare[U_END_REASON] = (uint8_t)w->reason;
     if (grace_push(m, u, rel_now(m) + m->h.offline_grace_ms))

@@ -341,6 +341,17 @@ static void grace_does_not_cover_kicks(void **state) {
   destroy(f);
 }
 
+static void grace_does_not_cover_shutdown(void **state) {
+  (void)state;
+  fixture_t *f = make(5000, 0, 0, 0);
+  presence_session_connect(f->p, "s1", "alice", NULL, NULL, NULL);
+  f->rec.n = 0;
+  presence_session_end(f->p, "s1", PRESENCE_REASON_SHUTDOWN, NULL, NULL);
+  assert_int_equal(f->rec.n, 2);
+  expect_event(f, 1, PRESENCE_EV_USER_OFFLINE, PRESENCE_REASON_SHUTDOWN, "alice");
+  destroy(f);
+}
+
 static void grace_cancelled_then_restarted(void **state) {
   (void)state;
   fixture_t *f = make(1000, 0, 0, 0);
@@ -690,6 +701,7 @@ int main(void) {
       cmocka_unit_test(grace_hides_a_reload),
       cmocka_unit_test(grace_expires_into_offline),
       cmocka_unit_test(grace_does_not_cover_kicks),
+      cmocka_unit_test(grace_does_not_cover_shutdown),
       cmocka_unit_test(grace_cancelled_then_restarted),
       cmocka_unit_test(inactivity_idles_and_activity_restores),
       cmocka_unit_test(callbacks_run_in_registration_order),

@@ -85,6 +85,12 @@ async def test_get_user(t, d, args):
     r = await http(d, "GET", "/v1/users/bob/sessions")
     ss = {s.get("session_id"): s for s in (r.json() or {}).get("sessions", [])}
     t.eq("sessions: a session set idle is listed idle", ss.get(c2.session_id, {}).get("status"), "idle")
+    c4 = await Client.connect(d, "no-meta")
+    r = await http(d, "GET", "/v1/users/no-meta/sessions")
+    ss = (r.json() or {}).get("sessions", [])
+    t.check("sessions: meta is null when the token had none", len(ss) == 1 and "meta" in ss[0]
+            and ss[0]["meta"] is None, r)
+    await c4.close()
     r = await http(d, "GET", "/v1/users/nobody-ever/sessions")
     t.check("sessions of unknown user: 200 with empty list",
             r.status == 200 and (r.json() or {}).get("sessions") == [], r)
@@ -150,6 +156,8 @@ async def test_kick(t, d, args):
             r.status == 200 and (r.json() or {}).get("kicked") == c.session_id, r)
     code = await c.wait_closed(3)
     t.eq("kick: client closed with 4003", code, 4003)
+    errs = [m for m in c.backlog if m.get("type") == "error"]
+    t.check("kick: an error kicked before the close", errs and errs[-1].get("code") == "kicked", c.backlog)
     ev, evs = await sse.until(lambda e: ev_is(e, "session.disconnected", session_id=c.session_id), 3)
     t.check("kick: session.disconnected with reason kicked",
             ev is not None and ev["data"].get("reason") == "kicked" and ev["data"].get("user_id") == "kicky",

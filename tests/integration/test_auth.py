@@ -69,6 +69,8 @@ async def test_token_refusals(t, d, args):
         if name == "tampered payload":
             tok = tampered
         await refused(t, d, name, tok, 401, code)
+    long_tok = make_jwt(claims(meta={"pad": "x" * 4500}))
+    await refused(t, d, "token over 4096 bytes (headers under the limit)", long_tok, 401, "token_malformed")
     # Nothing was admitted: no session for these users.
     r = await http(d, "GET", "/v1/users/alice/sessions")
     t.check("refused tokens created no session",
@@ -100,6 +102,13 @@ async def test_upgrade_errors(t, d, args):
     await refused(t, d, "no Sec-WebSocket-Key", tok, 400, "bad_upgrade",
                   headers={"Sec-WebSocket-Key": None})
     await refused(t, d, "Upgrade: h2c", tok, 400, "bad_upgrade", headers={"Upgrade": "h2c"})
+    await refused(t, d, "Sec-WebSocket-Key not the base64 of 16 bytes", tok, 400, "bad_upgrade",
+                  headers={"Sec-WebSocket-Key": "c2hvcnQ="})
+    # Order of the checks (protocol.md 1.1): upgrade headers before version before token.
+    await refused(t, d, "no Upgrade and no token: the upgrade check answers first", None, 400,
+                  "bad_upgrade", headers={"Upgrade": None})
+    await refused(t, d, "version 8 and an expired token: the version check answers first",
+                  token("upg", exp_in=-3600), 426, "bad_version", headers={"Sec-WebSocket-Version": "8"})
     r = await refused(t, d, "Sec-WebSocket-Version 8", tok, 426, "bad_version",
                       headers={"Sec-WebSocket-Version": "8"})
     t.eq("426 carries Sec-WebSocket-Version: 13", r.headers.get("sec-websocket-version"), "13")

@@ -284,19 +284,21 @@ async def test_message_errors(t, d, args):
 
 
 async def test_too_many_malformed(t, d, args):
+    # protocol.md 1.3: 1008 follows the tenth malformed message on one connection.
     c = await Client.connect(d, "spammer")
-    codes = []
-    closed = None
-    for i in range(300):
-        try:
-            await c.send("not json %d" % i)
-        except websockets.exceptions.ConnectionClosed as e:
-            closed = e.code
-            break
-        await asyncio.sleep(0.002)
-    if closed is None:
-        closed = await c.wait_closed(3)
-    t.eq("too many malformed messages: closed with 1008", closed, 1008)
+    errs = 0
+    for i in range(9):
+        await c.send("not json %d" % i)
+        m = await c.expect_type("error", 3)
+        errs += m is not None and m.get("code") == "bad_json"
+    p = await c.ping("nine")
+    t.check("nine malformed messages: nine errors, connection still open", errs == 9 and p is not None,
+            (errs, p))
+    await c.send("not json 10")
+    m = await c.expect_type("error", 3)
+    closed = await c.wait_closed(3)
+    t.check("tenth malformed message: error bad_json first", m is not None and m.get("code") == "bad_json", m)
+    t.eq("tenth malformed message: closed with 1008", closed, 1008)
 test_too_many_malformed.timeout = 20
 
 

@@ -149,6 +149,9 @@ async def test_token_expiry(t, d, args):
     code = await c.wait_closed(6)
     dt = time.monotonic() - t0
     t.eq("token expired while connected: closed with 4001", code, 4001)
+    errs = [m for m in c.backlog if m.get("type") == "error"]
+    t.check("token expired while connected: an error token_expired before the close",
+            errs and errs[-1].get("code") == "token_expired", c.backlog)
     t.check("token expired while connected: closed soon after exp (within 4 s)", code is not None and dt <= 4.5, dt)
     ev, evs = await sse.until(lambda e: ev_is(e, "user.offline", user_id="short-lived"), 3)
     t.check("token expired while connected: user goes offline", ev is not None, ev_brief(evs))

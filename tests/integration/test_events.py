@@ -128,6 +128,26 @@ async def test_resume(t, d, args):
     watch.close()
 
 
+async def test_cursor_ahead(t, d, args):
+    # A consumer of a previous presenced run (the embedded log starts again at
+    # every start) comes back with a cursor beyond the newest event. protocol.md
+    # does not name this case; DESIGN.md section 4 says a consumer loses nothing
+    # still in the log and knows when it fell behind. Accepted: a gap event, or
+    # the new events delivered. Not accepted: new events silently skipped.
+    s = await SSE.open(d, last_event_id=10 ** 9)
+    c = await Client.connect(d, "ahead")
+    await c.close()
+    evs = await s.collect(1.0)
+    t.check("cursor beyond the newest event: new events not silently skipped (gap or delivered)",
+            any(e["event"] == "gap" for e in evs) or any(ev_is(e, "user.online", user_id="ahead") for e in evs),
+            ev_brief(evs))
+    s.close()
+    s = await SSE.open(d, last_event_id="abc")
+    r = s.response()
+    s.close()
+    t.check("Last-Event-ID not a number: 400 bad_request", r.status == 400 and r.error_code == "bad_request", r)
+
+
 async def test_sse_auth(t, d, args):
     s = await SSE.open(d, auth=False)
     r = s.response()
@@ -233,7 +253,7 @@ test_grace.timeout = 20
 
 if __name__ == "__main__":
     run([
-        ("events", {"--sse-keepalive-ms": "200"}, [test_stream_order, test_resume, test_sse_auth,
+        ("events", {"--sse-keepalive-ms": "200"}, [test_stream_order, test_resume, test_sse_auth, test_cursor_ahead,
                                                   test_keepalive]),
         ("events-gap", {"--log-capacity": "16"}, [test_gap]),
         ("grace", {"--offline-grace-ms": "1500"}, [test_grace]),

@@ -5,6 +5,8 @@ BUILD     ?= build
 ASAN      ?= build-asan
 HOST      ?= 127.0.0.1
 PORT      ?= 7070
+# The backend API key of `make run` (a local demo: override it anywhere else).
+API_KEY   ?= dev-api-key
 CMAKE_FLAGS ?=
 
 .PHONY: all deps build build-asan run test test-unit test-asan bench format clean
@@ -28,7 +30,7 @@ build-asan: deps $(ASAN)/CMakeCache.txt
 
 # Start presenced on loopback with the embedded store and the demo page.
 run: build
-	./$(BUILD)/presenced --listen $(HOST):$(PORT) --demo
+	./$(BUILD)/presenced --listen $(HOST):$(PORT) --demo --api-key $(API_KEY)
 
 # Every suite, in the plain build and again under ASan+UBSan.
 test: build build-asan

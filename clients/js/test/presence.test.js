@@ -1,0 +1,455 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { PresenceClient, backoffDelay, connect } from '../presence.js';
+import { FakeClock, makeFakeWebSocket, FakeTarget, flush } from './fakes.js';
+
+function setup(opts = {}) {
+  const clock = new FakeClock();
+  const { FakeWebSocket, sockets } = makeFakeWebSocket();
+  const win = opts.window === null ? null : new FakeTarget();
+  const doc = opts.document === null ? null : new FakeTarget();
+  let tokens = 0;
+  const client = new PresenceClient({
+    url: 'ws://example.test/v1/ws',
+    getToken: opts.getToken || (async () => 'tok' + ++tokens),
+    WebSocket: FakeWebSocket,
+    timers: clock,
+    random: opts.random || (() => 0.5),
+    window: win,
+    document: doc,
+    idle: opts.idle,
+    reconnect: opts.reconnect,
+    pingIntervalMs: opts.pingIntervalMs ?? 0,
+    pongTimeoutMs: opts.pongTimeoutMs,
+    maxMessageBytes: opts.maxMessageBytes,
+  });
+  const states = [];
+  client.on('state', (s) => states.push(s.state));
+  const errors = [];
+  client.on('error', (e) => errors.push(e));
+  return { clock, sockets, client, states, errors, win, doc };
+}
+
+async function opened(env, welcome) {
+  await flush();
+  const ws = env.sockets[env.sockets.length - 1];
+  ws.serverOpen(welcome);
+  return ws;
+}
+
+test('connect fetches a token, puts it in the query string, reports states', async () => {
+  const env = setup();
+  env.client.connect();
+  assert.equal(env.client.state, 'connecting');
+  const ws = await opened(env);
+  assert.equal(ws.url, 'ws://example.test/v1/ws?token=tok1');
+  assert.equal(env.client.state, 'open');
+  assert.equal(env.client.sessionId, 's0');
+  assert.equal(env.client.userId, 'me');
+  assert.deepEqual(env.states, ['connecting', 'open']);
+});
+
+test('url with a query string gets &token=, token is URL-encoded', async () => {
+  const { FakeWebSocket, sockets } = makeFakeWebSocket();
+  const c = new PresenceClient({ url: 'ws://h/v1/ws?x=1', getToken: async () => 'a+b/c=', WebSocket: FakeWebSocket, window: null, document: null });
+  c.connect();
+  await flush();
+  assert.equal(sockets[0].url, 'ws://h/v1/ws?x=1&token=a%2Bb%2Fc%3D');
+  c.close();
+});
+
+test('constructor validates its options', () => {
+  assert.throws(() => new PresenceClient({}), /getToken/);
+  assert.throws(() => new PresenceClient({ getToken: async () => 't', url: 'ws://x', WebSocket: 42 }), /WebSocket/);
+});
+
+test('subscribe sends after welcome, snapshot and changes reach callbacks and get()/all()', async () => {
+  const env = setup();
+  const seen = [];
+  env.client.subscribe(['bob', 'carol'], (u, ch) => seen.push([u.user_id, u.status, ch.snapshot]));
+  env.client.connect();
+  const ws = await opened(env);
+  assert.deepEqual(ws.sent.map((m) => [m.type, m.users]), [['subscribe', ['bob', 'carol']]]);
+  ws.serverSend({ type: 'presence', snapshot: true, id: ws.sent[0].id, users: [
+    { user_id: 'bob', status: 'online', since: 1, last_seen: 1, version: 3 },
+    { user_id: 'carol', status: 'offline', since: 0, last_seen: 0, version: 0 }] });
+  ws.serverSend({ type: 'presence', snapshot: false, users: [
+    { user_id: 'bob', status: 'idle', from: 'online', reason: 'inactivity', since: 5, last_seen: 5, version: 4, seq: 9 }] });
+  assert.deepEqual(seen, [['bob', 'online', true], ['carol', 'offline', true], ['bob', 'idle', false]]);
+  assert.equal(env.client.get('bob').status, 'idle');
+  assert.equal(env.client.get('bob').version, 4);
+  assert.equal(env.client.get('nobody'), undefined);
+  assert.deepEqual(env.client.all().map((u) => u.user_id).sort(), ['bob', 'carol']);
+  // get() returns a copy
+  env.client.get('bob').status = 'x';
+  assert.equal(env.client.get('bob').status, 'idle');
+});
+
+test('stale changes (older version) are ignored; a snapshot always replaces', async () => {
+  const env = setup();
+  env.client.subscribe('bob', () => {});
+  env.client.connect();
+  const ws = await opened(env);
+  ws.serverSend({ type: 'presence', snapshot: true, users: [{ user_id: 'bob', status: 'online', since: 1, last_seen: 1, version: 5 }] });
+  ws.serverSend({ type: 'presence', snapshot: false, users: [{ user_id: 'bob', status: 'offline', since: 1, last_seen: 1, version: 4 }] });
+  assert.equal(env.client.get('bob').status, 'online');
+  ws.serverSend({ type: 'presence', snapshot: true, users: [{ user_id: 'bob', status: 'idle', since: 1, last_seen: 1, version: 1 }] });
+  assert.equal(env.client.get('bob').status, 'idle');
+});
+
+test('subscribing again sends only new ids and replays known state to the new callback', async () => {
+  const env = setup();
+  env.client.connect();
+  const ws = await opened(env);
+  env.client.subscribe(['bob']);
+  ws.serverSend({ type: 'presence', snapshot: true, users: [{ user_id: 'bob', status: 'online', since: 1, last_seen: 1, version: 1 }] });
+  const got = [];
+  env.client.subscribe(['bob', 'dave'], (u) => got.push(u.user_id + ':' + u.status));
+  assert.deepEqual(ws.sent.map((m) => m.users), [['bob'], ['dave']]);
+  assert.deepEqual(got, ['bob:online']);
+});
+
+test('unsubscribe: per callback, then on the wire when nobody is left; returned undo works', async () => {
+  const env = setup();
+  env.client.connect();
+  const ws = await opened(env);
+  const a = () => {}; const b = () => {};
+  env.client.subscribe(['bob'], a);
+  const undo = env.client.subscribe(['bob', 'carol'], b);
+  env.client.unsubscribe(['bob'], a);
+  assert.deepEqual(ws.types(), ['subscribe', 'subscribe']);
+  undo();
+  assert.deepEqual(ws.sent[2], { type: 'unsubscribe', id: ws.sent[2].id, users: ['bob', 'carol'] });
+  assert.deepEqual(env.client.watched(), []);
+  // Presence for an unwatched user is dropped.
+  ws.serverSend({ type: 'presence', snapshot: false, users: [{ user_id: 'bob', status: 'online', version: 9 }] });
+  assert.equal(env.client.get('bob'), undefined);
+});
+
+test('long subscribe lists are split under maxMessageBytes', async () => {
+  const env = setup({ maxMessageBytes: 1000 });
+  env.client.connect();
+  const ws = await opened(env);
+  const ids = Array.from({ length: 300 }, (_, i) => 'user-' + String(i).padStart(4, '0'));
+  env.client.subscribe(ids);
+  assert.ok(ws.sent.length > 1);
+  for (const m of ws.sent) assert.ok(JSON.stringify(m).length <= 1000, 'message too large');
+  assert.deepEqual(ws.sent.flatMap((m) => m.users), ids);
+});
+
+test('setStatusIdle/setStatusOnline send status only on change, and are sticky across idle detection', async () => {
+  const env = setup({ idle: { timeoutMs: 1000 } });
+  env.client.connect();
+  const ws = await opened(env);
+  const statuses = [];
+  env.client.on('status', (s) => statuses.push(s.status));
+  env.client.setStatusIdle();
+  env.client.setStatusIdle();
+  assert.deepEqual(ws.sent.map((m) => m.status), ['idle']);
+  // Activity does not undo an explicit idle.
+  env.clock.advance(5000);
+  env.win.dispatch('keydown');
+  assert.equal(env.client.status, 'idle');
+  env.client.setStatusOnline();
+  assert.deepEqual(ws.sent.map((m) => m.status), ['idle', 'online']);
+  assert.deepEqual(statuses, ['idle', 'online']);
+});
+
+test('status set before connecting is applied after welcome', async () => {
+  const env = setup();
+  env.client.setStatusIdle();
+  env.client.connect();
+  const ws = await opened(env);
+  assert.deepEqual(ws.sent[0], { type: 'status', id: ws.sent[0].id, status: 'idle' });
+});
+
+test('idle detection: idle after the timeout without activity, online on activity, throttled', async () => {
+  const env = setup({ idle: { timeoutMs: 1500, throttleMs: 1000 } });
+  env.client.connect();
+  const ws = await opened(env);
+  env.clock.advance(1000);
+  env.win.dispatch('pointermove'); // resets the countdown
+  env.clock.advance(1000);
+  assert.equal(env.client.status, 'online');
+  env.clock.advance(600);
+  assert.equal(env.client.status, 'idle');
+  assert.equal(env.client.autoIdle, true);
+  assert.deepEqual(ws.sent.map((m) => m.status), ['idle']);
+  for (let i = 0; i < 200; i++) env.win.dispatch('pointermove');
+  assert.equal(env.client.status, 'online');
+  assert.deepEqual(ws.sent.map((m) => m.status), ['idle', 'online'], 'one message, not one per mouse move');
+  // The idle timer is not re-armed per event: only a handful of timers exist.
+  assert.ok(env.clock.pending() <= 2);
+  env.clock.advance(1600);
+  assert.equal(env.client.status, 'idle');
+});
+
+test('every activity kind counts', async () => {
+  for (const kind of ['keydown', 'pointerdown', 'pointermove', 'touchstart', 'scroll', 'wheel']) {
+    const env = setup({ idle: { timeoutMs: 100 } });
+    env.client.connect();
+    await opened(env);
+    env.clock.advance(200);
+    assert.equal(env.client.status, 'idle');
+    env.win.dispatch(kind);
+    assert.equal(env.client.status, 'online', kind);
+    env.client.close();
+  }
+});
+
+test('idle when hidden (option), back online when visible', async () => {
+  const env = setup({ idle: { timeoutMs: 60000, whenHidden: true } });
+  env.client.connect();
+  const ws = await opened(env);
+  env.doc.hidden = true;
+  env.doc.dispatch('visibilitychange');
+  assert.equal(env.client.status, 'idle');
+  env.win.dispatch('scroll'); // ignored while hidden
+  assert.equal(env.client.status, 'idle');
+  env.doc.hidden = false;
+  env.doc.dispatch('visibilitychange');
+  assert.equal(env.client.status, 'online');
+  assert.deepEqual(ws.sent.map((m) => m.status), ['idle', 'online']);
+});
+
+test('hidden page without whenHidden stays online', async () => {
+  const env = setup({ idle: { timeoutMs: 60000 } });
+  env.client.connect();
+  await opened(env);
+  env.doc.hidden = true;
+  env.doc.dispatch('visibilitychange');
+  assert.equal(env.client.status, 'online');
+});
+
+test('idle: false disables detection, close() removes every listener', async () => {
+  const env = setup({ idle: false });
+  env.client.connect();
+  await opened(env);
+  env.clock.advance(10 * 60000);
+  assert.equal(env.client.status, 'online');
+  const env2 = setup({ idle: { timeoutMs: 1000, whenHidden: true } });
+  env2.client.connect();
+  assert.ok(env2.win.count() >= 6);
+  env2.client.close();
+  assert.equal(env2.win.count(), 0);
+  assert.equal(env2.doc.count(), 0);
+});
+
+test('reconnect: new token each time, re-subscribes and restores idle', async () => {
+  const env = setup({ reconnect: { initialDelayMs: 100, jitter: 0 } });
+  env.client.subscribe(['bob', 'carol'], () => {});
+  env.client.connect();
+  const ws1 = await opened(env);
+  env.client.setStatusIdle();
+  ws1.serverClose(1006);
+  assert.equal(env.client.state, 'reconnecting');
+  env.clock.advance(100);
+  const ws2 = await opened(env);
+  assert.equal(ws2.token(), 'tok2');
+  assert.deepEqual(ws2.sent.map((m) => m.type), ['status', 'subscribe']);
+  assert.equal(ws2.sent[0].status, 'idle');
+  assert.deepEqual(ws2.sent[1].users, ['bob', 'carol']);
+  assert.deepEqual(env.states, ['connecting', 'open', 'closed', 'reconnecting', 'connecting', 'open']);
+});
+
+test('an online session is not re-sent a status after reconnect', async () => {
+  const env = setup({ reconnect: { initialDelayMs: 10, jitter: 0 } });
+  env.client.connect();
+  const ws1 = await opened(env);
+  env.client.setStatusIdle();
+  env.client.setStatusOnline();
+  ws1.serverClose(1001);
+  env.clock.advance(10);
+  const ws2 = await opened(env);
+  assert.deepEqual(ws2.sent, []);
+});
+
+test('backoff grows exponentially with jitter, is capped, and resets after a stable connection', async () => {
+  const delays = [];
+  const env = setup({ reconnect: { initialDelayMs: 100, maxDelayMs: 1000, factor: 2, jitter: 0.5, stableAfterMs: 5000 }, random: () => 1 });
+  env.client.on('reconnecting', (d) => delays.push(d.delayMs));
+  env.client.connect();
+  await flush();
+  for (let i = 0; i < 6; i++) {
+    env.sockets[env.sockets.length - 1].serverClose(1006);
+    env.clock.advance(2000);
+    await flush();
+  }
+  assert.deepEqual(delays, [100, 200, 400, 800, 1000, 1000]);
+  // A connection that stays up resets the backoff.
+  const ws = await opened(env);
+  env.clock.advance(6000);
+  ws.serverClose(1006);
+  assert.equal(delays.at(-1), 100);
+  // A short-lived one does not.
+  env.clock.advance(100);
+  const ws2 = await opened(env);
+  env.clock.advance(100);
+  ws2.serverClose(1006);
+  assert.equal(delays.at(-1), 200);
+});
+
+test('backoffDelay: jitter stays within [base*(1-j), base]', () => {
+  for (const r of [0, 0.25, 0.999]) {
+    const d = backoffDelay(3, { initialDelayMs: 100, factor: 2, maxDelayMs: 10000, jitter: 0.5 }, () => r);
+    assert.ok(d >= 400 && d <= 800, String(d));
+  }
+  assert.equal(backoffDelay(50, { initialDelayMs: 100, maxDelayMs: 3000, jitter: 0 }), 3000);
+});
+
+test('4003 kicked and 4031 too many sessions: no reconnect', async () => {
+  for (const [code, err] of [[4003, 'kicked'], [4031, 'too_many_sessions']]) {
+    const env = setup({ reconnect: { initialDelayMs: 10 } });
+    env.client.connect();
+    const ws = await opened(env);
+    ws.serverSend({ type: 'error', code: err, message: 'bye' });
+    ws.serverClose(code);
+    env.clock.advance(60000);
+    await flush();
+    assert.equal(env.sockets.length, 1, 'no new socket after ' + code);
+    assert.equal(env.client.state, 'closed');
+    assert.ok(env.errors.some((e) => e.kind === 'server' && e.code === err));
+    assert.ok(env.errors.some((e) => e.kind === 'close' && e.code === code));
+    assert.equal(env.clock.pending(), 0, 'no timer left behind');
+  }
+});
+
+test('4031 before any welcome is fatal too', async () => {
+  const env = setup();
+  env.client.connect();
+  await flush();
+  env.sockets[0].serverSend({ type: 'error', code: 'too_many_sessions', message: 'limit' });
+  env.sockets[0].serverClose(4031);
+  env.clock.advance(60000);
+  await flush();
+  assert.equal(env.sockets.length, 1);
+});
+
+test('4001 token expired: reconnects promptly with a freshly fetched token', async () => {
+  let calls = 0;
+  const env = setup({ getToken: async () => 'fresh' + ++calls, reconnect: { initialDelayMs: 50, jitter: 0 } });
+  env.client.connect();
+  const ws1 = await opened(env);
+  // Several failures first, so the backoff has grown.
+  ws1.serverClose(1006);
+  env.clock.advance(50); await flush();
+  env.sockets[1].serverClose(1006);
+  env.clock.advance(100); await flush();
+  const ws3 = env.sockets[2]; ws3.serverOpen();
+  ws3.serverSend({ type: 'error', code: 'token_expired', message: 'token expired' });
+  ws3.serverClose(4001);
+  env.clock.advance(50);
+  await flush();
+  assert.equal(env.sockets.length, 4);
+  assert.equal(env.sockets[3].token(), 'fresh4');
+  assert.equal(calls, 4);
+});
+
+test('token provider failure is reported and retried with backoff; null token stops', async () => {
+  let n = 0;
+  const env = setup({ getToken: async () => { n++; if (n === 1) throw new Error('offline'); return n === 2 ? 'ok' : null; }, reconnect: { initialDelayMs: 10, jitter: 0 } });
+  env.client.connect();
+  await flush();
+  assert.equal(env.errors[0].kind, 'token');
+  assert.equal(env.sockets.length, 0);
+  env.clock.advance(10);
+  await flush();
+  assert.equal(env.sockets.length, 1);
+  env.sockets[0].serverClose(1006);
+  env.clock.advance(20);
+  await flush();
+  assert.equal(env.client.state, 'closed');
+  env.clock.advance(60000);
+  await flush();
+  assert.equal(env.sockets.length, 1);
+});
+
+test('close() is final: sends 1000, no reconnect, no timers', async () => {
+  const env = setup({ pingIntervalMs: 1000, idle: { timeoutMs: 1000 } });
+  env.client.connect();
+  const ws = await opened(env);
+  env.client.close();
+  assert.deepEqual(ws.closedWith, { code: 1000, reason: '' });
+  assert.equal(env.client.state, 'closed');
+  assert.equal(env.clock.pending(), 0);
+  env.clock.advance(100000);
+  assert.equal(env.sockets.length, 1);
+});
+
+test('close() while fetching the token opens nothing', async () => {
+  let release;
+  const env = setup({ getToken: () => new Promise((r) => { release = r; }) });
+  env.client.connect();
+  env.client.close();
+  release('t');
+  await flush();
+  assert.equal(env.sockets.length, 0);
+});
+
+test('application ping after silence; pong timeout drops and reconnects', async () => {
+  const env = setup({ pingIntervalMs: 1000, pongTimeoutMs: 500, reconnect: { initialDelayMs: 10, jitter: 0 } });
+  env.client.connect();
+  const ws = await opened(env);
+  env.clock.advance(999);
+  assert.deepEqual(ws.types(), []);
+  env.clock.advance(1);
+  assert.deepEqual(ws.types(), ['ping']);
+  ws.serverSend({ type: 'pong', id: ws.sent[0].id, ts: 1 });
+  env.clock.advance(600);
+  assert.equal(env.client.state, 'open');
+  // Traffic postpones the next ping.
+  ws.serverSend({ type: 'ack', id: 1 });
+  env.clock.advance(800);
+  assert.deepEqual(ws.types(), ['ping']);
+  env.clock.advance(200);
+  assert.deepEqual(ws.types(), ['ping', 'ping']);
+  // No answer this time.
+  env.clock.advance(500);
+  assert.equal(ws.closedWith.code, 4000);
+  assert.ok(env.errors.some((e) => e.kind === 'timeout'));
+  env.clock.advance(10);
+  await flush();
+  assert.equal(env.sockets.length, 2);
+});
+
+test('server error frames become error events; the connection stays open', async () => {
+  const env = setup();
+  env.client.connect();
+  const ws = await opened(env);
+  ws.serverSend({ type: 'error', code: 'not_allowed', message: 'token does not allow watching carol', id: 7 });
+  ws.serverSend('not json');
+  assert.deepEqual(env.errors.map((e) => [e.kind, e.code]), [['server', 'not_allowed'], ['protocol', undefined]]);
+  assert.equal(env.client.state, 'open');
+});
+
+test('a throwing listener does not break the client', async () => {
+  const env = setup();
+  env.client.on('open', () => { throw new Error('boom'); });
+  env.client.subscribe('bob', () => { throw new Error('boom2'); });
+  env.client.connect();
+  const ws = await opened(env);
+  ws.serverSend({ type: 'presence', snapshot: true, users: [{ user_id: 'bob', status: 'online', version: 1 }] });
+  assert.equal(env.client.get('bob').status, 'online');
+  assert.ok(env.clock.pending() >= 1); // the errors are rethrown asynchronously
+  env.clock.timers.clear();
+});
+
+test('the browser coming back online skips the backoff wait', async () => {
+  const env = setup({ reconnect: { initialDelayMs: 10000, jitter: 0 } });
+  env.client.connect();
+  const ws = await opened(env);
+  ws.serverClose(1006);
+  env.win.dispatch('online');
+  await flush();
+  assert.equal(env.sockets.length, 2);
+});
+
+test('connect() shorthand and default export', async () => {
+  const { FakeWebSocket, sockets } = makeFakeWebSocket();
+  const c = connect({ url: 'ws://h/v1/ws', getToken: async () => 't', WebSocket: FakeWebSocket, window: null, document: null, pingIntervalMs: 0 });
+  await flush();
+  assert.equal(sockets.length, 1);
+  c.close();
+  const mod = await import('../presence.js');
+  assert.equal(mod.default, PresenceClient);
+});

@@ -257,6 +257,15 @@ async def test_healthz_metrics(t, d, args):
     ev = names.get("presenced_events_total", [])
     t.check("/metrics: presenced_events_total labelled by type",
             any('type="user.online"' in l or "user.online" in l or "user_online" in l for l in ev), ev)
+    before = sum(float(l.rsplit(" ", 1)[1]) for l in names.get("presenced_events_total", []))
+    c3 = await Client.connect(d, "metric-user3")
+    await c3.close()
+    await asyncio.sleep(0.2)
+    r = await http(d, "GET", "/metrics", auth=False)
+    after = sum(float(l.rsplit(" ", 1)[1]) for l in r.body.decode().split("\n")
+                if l.startswith("presenced_events_total"))
+    t.check("/metrics: presenced_events_total grows with events (+4 for a connect and close)",
+            after - before >= 4, (before, after))
     await c.close()
     await c2.close()
 

@@ -333,11 +333,73 @@ async def test_many_subscribers(t, d, args):
         await w.close()
 
 
+async def test_ws_control_frames(t, d, args):
+    ws = await RawWS.open(d, tok=token("ctl"))
+    await ws.recv_json(3)
+    await ws.send_frame(0x9, b"hello")
+    f = await ws.recv_frame(3)
+    t.check("WebSocket ping frame: answered by a pong frame with the same payload",
+            f is not None and f[1] == 0xA and f[2] == b"hello", f)
+    # Two messages in one TCP write, then one split across writes.
+    await ws.send_raw(ws_frame(1, '{"type":"ping","id":1}') + ws_frame(1, '{"type":"ping","id":2}'))
+    a = await ws.recv_json(3)
+    b = await ws.recv_json(3)
+    t.check("two frames in one TCP segment: both answered in order",
+            (a or {}).get("id") == 1 and (b or {}).get("id") == 2, (a, b))
+    fr = ws_frame(1, '{"type":"ping","id":3}')
+    for i in range(len(fr)):
+        await ws.send_raw(fr[i:i + 1])
+        await asyncio.sleep(0.001)
+    m = await ws.recv_json(3)
+    t.check("a frame sent one byte at a time: answered", (m or {}).get("id") == 3, m)
+    await ws.send_frame(0x8, close_payload(1000, b"bye"))
+    code, _ = await ws.until_close(3)
+    t.eq("client close 1000: server answers with close 1000", code, 1000)
+    ws.close()
+
+
+async def test_abrupt_disconnect(t, d, args):
+    sse = await SSE.open(d)
+    ws = await RawWS.open(d, tok=token("vanish"))
+    w = await ws.recv_json(3)
+    ws.writer.transport.abort()      # TCP reset, no close frame
+    ev, evs = await sse.until(lambda e: ev_is(e, "user.offline", user_id="vanish"), 3)
+    sd = [e for e in evs if ev_is(e, "session.disconnected", user_id="vanish")]
+    t.check("TCP dropped without a close frame: session.disconnected reason disconnect, then user.offline",
+            sd and sd[0]["data"].get("reason") == "disconnect" and ev is not None
+            and int(sd[0]["id"]) < int(ev["id"]), ev_brief(evs))
+    sse.close()
+
+
+async def test_crowd(t, d, args):
+    sse = await SSE.open(d)
+    n = 20
+    clients = await asyncio.gather(*(Client.connect(d, "crowd") for _ in range(n)))
+    t.eq("20 concurrent sessions of one user: 20 distinct session ids",
+         len({c.session_id for c in clients}), n)
+    await asyncio.gather(*(c.close() for c in clients))
+    ev, evs = await sse.until(lambda e: ev_is(e, "user.offline", user_id="crowd"), 5)
+    evs += await sse.collect(0.3)
+    mine = [e["data"]["type"] for e in evs if e["data"].get("user_id") == "crowd"]
+    t.check("20 concurrent connects then closes: 20 session.connected, 20 session.disconnected",
+            mine.count("session.connected") == n and mine.count("session.disconnected") == n, mine)
+    t.check("... and exactly one user.online and one user.offline",
+            mine.count("user.online") == 1 and mine.count("user.offline") == 1
+            and mine.count("user.idle") == 0, mine)
+    t.check("... user.online after the first session.connected, user.offline after the last disconnect",
+            mine and mine.index("user.online") == 1 and mine[-1] == "user.offline", mine)
+    r = await http(d, "GET", "/v1/users/crowd")
+    t.check("... and the user ends offline with 0 sessions",
+            (r.json() or {}).get("status") == "offline" and (r.json() or {}).get("sessions") == 0, r)
+    sse.close()
+
+
 if __name__ == "__main__":
     run([
         ("protocol", {"--max-msgs-per-sec": "2000"}, [
             test_welcome, test_ping_pong, test_status_ack, test_subscribe_snapshot,
             test_changes_exactly_once, test_unsubscribe, test_two_sessions, test_watch_claim,
-            test_message_errors, test_since_last_seen, test_many_subscribers, test_too_many_malformed,
+            test_message_errors, test_since_last_seen, test_many_subscribers,
+            test_ws_control_frames, test_abrupt_disconnect, test_crowd, test_too_many_malformed,
         ]),
     ])

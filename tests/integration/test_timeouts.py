@@ -159,9 +159,63 @@ async def test_token_expiry(t, d, args):
 test_token_expiry.timeout = 20
 
 
+async def test_pong_is_activity(t, d, args):
+    # --inactivity-ms 600 --heartbeat-ms 100 --timeout-ms 5000: "a pong frame
+    # counts as activity" (protocol.md 1.2).
+    w = await Client.connect(d, "pw", watch="*")
+    await w.send({"type": "subscribe", "users": ["ponger", "mute"], "id": 1})
+    await w.expect_type("presence", 3, id=1)
+    ponger = await Client.connect(d, "ponger")          # websockets answers pings
+    mute = await RawWS.open(d, tok=token("mute"))       # never answers pings
+    await mute.recv_json(3, auto_pong=False)
+    msgs = await w.collect(1.8)
+    ch = {}
+    for m in msgs:
+        if m.get("type") == "presence" and m.get("snapshot") is False:
+            u = m["users"][0]
+            ch.setdefault(u["user_id"], []).append(u.get("status"))
+    t.eq("pongs count as activity: a client answering pings stays online", ch.get("ponger"), ["online"])
+    t.eq("no pongs, no messages: idle after --inactivity-ms", ch.get("mute"), ["online", "idle"])
+    mute.close()
+    await ponger.close()
+    await w.close()
+test_pong_is_activity.timeout = 20
+
+
+async def test_http_idle(t, d, args):
+    # --http-idle-ms 500: a connection that never finishes its request is not
+    # held for ever (DESIGN.md 5: over a limit, never a leak).
+    reader, writer = await asyncio.open_connection(HOST, d.port)
+    writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+    await writer.drain()
+    t0 = time.monotonic()
+    try:
+        data = await asyncio.wait_for(reader.read(), 5)
+        closed = True
+    except asyncio.TimeoutError:
+        data, closed = b"", False
+    dt = time.monotonic() - t0
+    t.check("unfinished HTTP request: connection closed by the server after --http-idle-ms",
+            closed and dt < 4, (closed, round(dt, 2), data[:100]))
+    writer.close()
+    reader, writer = await asyncio.open_connection(HOST, d.port)
+    t0 = time.monotonic()
+    try:
+        await asyncio.wait_for(reader.read(), 5)
+        closed = True
+    except asyncio.TimeoutError:
+        closed = False
+    t.check("connection that sends nothing: closed after --http-idle-ms", closed and time.monotonic() - t0 < 4)
+    writer.close()
+test_http_idle.timeout = 20
+
+
 if __name__ == "__main__":
     run([
         ("heartbeat", {"--heartbeat-ms": "200", "--timeout-ms": "1000"}, [test_heartbeat_timeout]),
         ("token-expiry", {}, [test_token_expiry]),
+        ("pong-activity", {"--inactivity-ms": "600", "--heartbeat-ms": "100", "--timeout-ms": "5000"},
+         [test_pong_is_activity]),
+        ("http-idle", {"--http-idle-ms": "500"}, [test_http_idle]),
         ("inactivity", {"--inactivity-ms": "300", "--heartbeat-ms": "60000"}, [test_inactivity]),
     ])

@@ -35,6 +35,9 @@ struct wsconn {
   uint16_t bad_messages;
   uint8_t session_live; /* connected and not yet ended */
   uint8_t close_sent;
+  /* The library's handle for this session: status changes and activity
+   * reach it without hashing the id (the per-message path). */
+  presence_handle_t handle;
   char session_id[37];
 };
 
@@ -97,7 +100,7 @@ static void end_session(conn_t *c, presence_reason_t reason) {
    * not find the connection and try to close it again. */
   map_del(&s->sessions, w->session_id);
   if (reason == PRESENCE_REASON_NONE) reason = PRESENCE_REASON_DISCONNECT;
-  int rc = presence_session_end(s->p, w->session_id, reason, NULL, NULL);
+  int rc = presence_handle_end(s->p, w->handle, reason, NULL, NULL);
   if (rc != 0 && rc != PRESENCE_ENOSESSION)
     srv_error(s, "session_end_failed", "ending session %s: %s", w->session_id,
               presence_strerror(rc));
@@ -331,7 +334,7 @@ static void on_status(conn_t *c, const cJSON *root, const char *id) {
     bad_message(c, "bad_status", "status must be \"online\" or \"idle\"", id);
     return;
   }
-  int rc = presence_session_set_status(s->p, w->session_id, status, NULL, NULL);
+  int rc = presence_handle_set_status(s->p, w->handle, status, NULL, NULL);
   srv_arm_tick(s);
   if (rc != 0) {
     send_error(c, "internal", presence_strerror(rc), id);
@@ -355,8 +358,7 @@ static void on_ping(conn_t *c, const char *id) {
  * string ("b\u0000b" would read as "b"); such messages are refused. */
 static int has_escaped_nul(const uint8_t *d, size_t len) {
   for (size_t i = 0; i + 1 < len; i++) {
-    if (d[i] != '\\')
-      continue;
+    if (d[i] != '\\') continue;
     if (d[i + 1] == 'u' && i + 5 < len && !memcmp(d + i + 2, "0000", 4))
       return 1;
     i++; /* skip the escaped character, so "\\u0000" is not matched */
@@ -366,8 +368,7 @@ static int has_escaped_nul(const uint8_t *d, size_t len) {
 
 static int only_space(const char *p, const char *end) {
   for (; p < end; p++)
-    if (*p != ' ' && *p != '\t' && *p != '\n' && *p != '\r')
-      return 0;
+    if (*p != ' ' && *p != '\t' && *p != '\n' && *p != '\r') return 0;
   return 1;
 }
 
@@ -426,7 +427,7 @@ static void touch(conn_t *c) {
   srv_t *s = c->srv;
   wsconn_t *w = c->u.ws;
   if (s->cfg.inactivity_ms && w->session_live) {
-    presence_session_touch(s->p, w->session_id);
+    presence_handle_touch(s->p, w->handle);
     srv_arm_tick(s);
   }
 }
@@ -648,8 +649,8 @@ void ws_upgrade(conn_t *c, http_req_t *r, const char *rest, size_t restlen) {
   w->rate_window_ms = now;
   c->last_rx_ms = now;
 
-  rc = presence_session_connect(s->p, w->session_id, w->claims.sub,
-                                w->claims.meta, NULL, NULL);
+  rc = presence_session_open(s->p, w->session_id, w->claims.sub, w->claims.meta,
+                             &w->handle, NULL, NULL);
   free(w->claims.meta); /* stored by the library; not needed here */
   w->claims.meta = NULL;
   srv_arm_tick(s);

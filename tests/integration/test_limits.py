@@ -224,6 +224,64 @@ async def test_slow_reader(t, d, args):
 test_slow_reader.timeout = 60
 
 
+async def test_slow_sse(t, d, args):
+    # --log-capacity 1000: an event stream consumer that stops reading while
+    # ~60000 events happen falls out of the log. It must then get a gap (or be
+    # closed so it resumes), never make the daemon buffer without end.
+    rss0 = d.rss_kb()
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(sock, (HOST, d.port))
+    reader, writer = await asyncio.open_connection(sock=sock, limit=2 ** 16)
+    writer.write(("GET /v1/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n\r\n" % API_KEY).encode())
+    await writer.drain()
+    flippers = [await Client.connect(d, f"sflip{i}", max_queue=None) for i in range(10)]
+
+    async def flip(c):
+        for i in range(1500):
+            await c.send('{"type":"status","status":"%s"}' % ("idle" if i % 2 == 0 else "online"))
+            if i % 100 == 0:
+                await asyncio.sleep(0)
+    await asyncio.gather(*(flip(c) for c in flippers))
+    # Let the daemon process everything (the flippers' own requests are answered in order).
+    for c in flippers:
+        await c.ping("done", timeout=20)
+    rss1 = d.rss_kb()
+    t.check("slow event consumer: daemon memory stays bounded (RSS growth < 64 MB)",
+            rss0 is not None and rss1 is not None and rss1 - rss0 < 65536, (rss0, rss1))
+    # Now read everything the consumer gets for a while.
+    data = b""
+    deadline = time.monotonic() + 8
+    eof = False
+    while time.monotonic() < deadline:
+        try:
+            chunk = await asyncio.wait_for(reader.read(1 << 20), 1.0)
+        except asyncio.TimeoutError:
+            if b"sflip" in data:
+                break
+            continue
+        except (ConnectionError, OSError):
+            eof = True
+            break
+        if not chunk:
+            eof = True
+            break
+        data += chunk
+    text = data.decode("utf-8", "replace")
+    gap = "event: gap" in text
+    t.check("slow event consumer: told it fell behind (gap event) or disconnected to resume",
+            gap or eof, (len(data), text[-300:]))
+    t.note(f"slow event consumer: {'gap event' if gap else 'no gap'}, "
+           f"{'disconnected' if eof else 'still connected'}, {len(data)} bytes read")
+    writer.close()
+    p = await flippers[0].ping("after")
+    t.check("slow event consumer: other clients keep working", p is not None)
+    for c in flippers:
+        await c.close()
+test_slow_sse.timeout = 60
+
+
 if __name__ == "__main__":
     run([
         ("limits", {"--max-frame": "1024", "--max-message": "4096", "--max-msgs-per-sec": "20",
@@ -232,4 +290,6 @@ if __name__ == "__main__":
         ("connections", {"--max-connections": "4"}, [test_connections]),
         ("slow-reader", {"--max-write-queue": "65536", "--max-msgs-per-sec": "1000000"},
          [test_slow_reader]),
+        ("slow-sse", {"--max-msgs-per-sec": "1000000",
+                      "--log-capacity": "1000"}, [test_slow_sse]),
     ])

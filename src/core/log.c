@@ -251,11 +251,13 @@ int presence__log_read(presence__log_t *l, uint64_t after_seq, size_t max,
                        void *ud) {
   int status = 0;
   uint64_t first = presence__log_first_seq(l);
-  if (after_seq + 1 < first) {
+  /* A cursor past the newest event comes from another incarnation of the
+   * log (a restarted process): the reader missed whatever this one holds,
+   * so it is told so and starts at the oldest, like a cursor that fell out. */
+  if (after_seq + 1 < first || after_seq > l->last_seq) {
     status = PRESENCE_ECURSOR;
     after_seq = first - 1;
   }
-  if (after_seq > l->last_seq) after_seq = l->last_seq;
   size_t avail = (size_t)(l->last_seq - after_seq);
   size_t n = avail < max ? avail : max;
   if (n > l->scratch_cap) {

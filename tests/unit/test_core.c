@@ -619,6 +619,11 @@ static void log_reads_from_a_cursor_and_reports_gaps(void **state) {
   assert_int_equal(r.n, 8);
   assert_int_equal(r.first, last - 7);
   assert_int_equal(r.last, last);
+  /* A cursor from a previous incarnation (past the newest event). */
+  assert_int_equal(presence_log_read(f->p, last + 100, 100, on_log, &r), 0);
+  assert_int_equal(r.status, PRESENCE_ECURSOR);
+  assert_int_equal(r.n, 8);
+  assert_int_equal(r.first, last - 7);
   assert_int_equal(presence_log_read(f->p, last - 3, 2, on_log, &r), 0);
   assert_int_equal(r.status, 0);
   assert_int_equal(r.n, 2);

@@ -1,0 +1,223 @@
+// Type declarations for presence.js (presenced client, protocol v1).
+
+export declare const PROTOCOL_VERSION: 1;
+export declare const CONNECTING: 'connecting';
+export declare const OPEN: 'open';
+export declare const RECONNECTING: 'reconnecting';
+export declare const CLOSED: 'closed';
+
+/** Aggregated status of a user (every session of the user counted). */
+export type UserStatus = 'online' | 'idle' | 'offline';
+/** Status of this one session. */
+export type SessionStatus = 'online' | 'idle';
+export type ConnectionState = 'connecting' | 'open' | 'reconnecting' | 'closed';
+
+/** Last known state of a watched user. Times are ms since the Unix epoch (0: never seen). */
+export interface UserState {
+  user_id: string;
+  status: UserStatus;
+  since: number;
+  last_seen: number;
+  version: number;
+}
+
+/** How a state arrived: a snapshot (answer to subscribe) or a change. */
+export interface PresenceChange {
+  snapshot: boolean;
+  /** Previous status (of the change, or what was known before a snapshot). */
+  from: UserStatus | null;
+  /** Why it changed, e.g. 'connect', 'disconnect', 'explicit', 'inactivity', 'timeout'. */
+  reason: string | null;
+  /** Event sequence number of a change. */
+  seq: number | null;
+}
+
+export type OnChange = (user: UserState, change: PresenceChange) => void;
+
+export interface ReconnectOptions {
+  /** First retry delay, ms (500). */
+  initialDelayMs?: number;
+  /** Cap of the backoff, ms (30000). */
+  maxDelayMs?: number;
+  /** Growth per attempt (2). */
+  factor?: number;
+  /** Fraction of each delay that is random, 0..1 (0.5): delay in [base*(1-jitter), base]. */
+  jitter?: number;
+  /** A connection open at least this long resets the backoff, ms (10000). */
+  stableAfterMs?: number;
+}
+
+export interface IdleOptions {
+  /** No keydown/pointer/touch/scroll/wheel activity this long: idle, ms (60000). 0 disables. */
+  timeoutMs?: number;
+  /** Also idle as soon as the page is hidden (false). */
+  whenHidden?: boolean;
+  /** Activity events are handled at most this often while online, ms (1000). */
+  throttleMs?: number;
+}
+
+export interface Timers {
+  setTimeout(fn: () => void, ms: number): unknown;
+  clearTimeout(handle: unknown): void;
+  now(): number;
+}
+
+/** Anything with the browser WebSocket's constructor and callbacks (the npm `ws` package works). */
+export interface WebSocketLike {
+  send(data: string): void;
+  close(code?: number, reason?: string): void;
+  onopen: ((ev: unknown) => void) | null;
+  onmessage: ((ev: { data: unknown }) => void) | null;
+  onerror: ((ev: unknown) => void) | null;
+  onclose: ((ev: { code: number; reason: string; wasClean: boolean }) => void) | null;
+}
+export type WebSocketConstructor = new (url: string) => WebSocketLike;
+
+export interface EventTargetLike {
+  addEventListener(type: string, fn: (ev: unknown) => void, options?: unknown): void;
+  removeEventListener(type: string, fn: (ev: unknown) => void, options?: unknown): void;
+}
+
+export interface PresenceOptions {
+  /**
+   * Returns a fresh JWT. Called before every connection attempt, reconnects included
+   * (so an expired token, close 4001, is replaced). A rejection is reported as an
+   * 'error' event and retried with backoff; resolving to null/'' stops the client.
+   */
+  getToken: () => Promise<string | null | undefined> | string | null | undefined;
+  /** WebSocket endpoint without the token, e.g. 'wss://presence.example.com/v1/ws'.
+   *  Default in a page: ws(s)://<location.host>/v1/ws. */
+  url?: string;
+  /** WebSocket implementation (default: globalThis.WebSocket). */
+  WebSocket?: WebSocketConstructor;
+  reconnect?: ReconnectOptions;
+  /** Idle detection; false turns it off. */
+  idle?: IdleOptions | false;
+  /** Send an application ping after this much silence, ms (25000); 0 never. */
+  pingIntervalMs?: number;
+  /** No answer this long after a ping: drop the connection and reconnect, ms (10000). */
+  pongTimeoutMs?: number;
+  /** Long subscribe/unsubscribe lists are split into messages of at most this size (32768). */
+  maxMessageBytes?: number;
+  /** Where activity events are listened to (default: globalThis.window; null disables). */
+  window?: EventTargetLike | null;
+  /** For visibilitychange / document.hidden (default: globalThis.document). */
+  document?: (EventTargetLike & { hidden?: boolean }) | null;
+  /** Injected clock (tests). */
+  timers?: Timers;
+  /** Injected random source in [0, 1) (tests). */
+  random?: () => number;
+}
+
+export interface StateEvent {
+  state: ConnectionState;
+  /** 'connecting': attempt number (0 for the first). 'reconnecting': attempt scheduled. */
+  attempt?: number;
+  /** 'reconnecting': wait before the attempt, ms. */
+  delayMs?: number;
+  /** 'open' */
+  sessionId?: string;
+  userId?: string;
+  heartbeatMs?: number;
+  timeoutMs?: number;
+  /** 'closed': close code (1006 when the socket gave none), reason, and what happens next. */
+  code?: number;
+  reason?: string;
+  wasClean?: boolean;
+  willReconnect?: boolean;
+  /** 'closed': 'kicked' (4003) or 'too_many_sessions' (4031): the client stopped for good. */
+  fatal?: string | null;
+  /** 'closed' by close(). */
+  byClient?: boolean;
+}
+
+export interface ErrorEvent {
+  /** 'server': an error frame; 'close': a fatal close; 'token': the provider failed or gave none;
+   *  'socket': the WebSocket could not be created or written; 'protocol': an unparsable frame;
+   *  'timeout': no pong to an application ping. */
+  kind: 'server' | 'close' | 'token' | 'socket' | 'protocol' | 'timeout';
+  /** Server error code ('not_allowed', 'too_many_watched', 'kicked', ...) or close code. */
+  code?: string | number;
+  message?: string;
+  /** id of the request an error frame answers. */
+  id?: string | number;
+  error?: unknown;
+}
+
+export interface StatusEvent {
+  status: SessionStatus;
+  /** true when set by idle detection rather than setStatusIdle(). */
+  auto: boolean;
+}
+
+export interface PresenceEvent extends PresenceChange {
+  user: UserState;
+}
+
+export interface WelcomeMessage {
+  type: 'welcome';
+  protocol: number;
+  session_id: string;
+  user_id: string;
+  heartbeat_ms: number;
+  timeout_ms: number;
+}
+
+export interface EventMap {
+  state: StateEvent;
+  connecting: StateEvent;
+  open: StateEvent;
+  reconnecting: StateEvent;
+  closed: StateEvent;
+  error: ErrorEvent;
+  status: StatusEvent;
+  presence: PresenceEvent;
+  welcome: WelcomeMessage;
+}
+
+/** Backoff delay of attempt n (0-based): min(cap, initial*factor^n), jittered. */
+export declare function backoffDelay(attempt: number, options?: ReconnectOptions, random?: () => number): number;
+
+export declare class PresenceClient {
+  constructor(options: PresenceOptions);
+
+  on<K extends keyof EventMap>(event: K, fn: (detail: EventMap[K]) => void): () => void;
+  off<K extends keyof EventMap>(event: K, fn: (detail: EventMap[K]) => void): void;
+
+  readonly state: ConnectionState;
+  readonly sessionId: string | null;
+  readonly userId: string | null;
+  /** This session's own status as the client sets it. */
+  readonly status: SessionStatus;
+  /** Whether that idle status comes from idle detection. */
+  readonly autoIdle: boolean;
+
+  /** Open, and keep open (reconnecting) until close(). */
+  connect(): void;
+  /** Close for good (code 1000 by default); no reconnect. */
+  close(code?: number, reason?: string): void;
+  /** Skip the remaining backoff wait, if a reconnect is scheduled. */
+  reconnectNow(): void;
+
+  /** Set this session idle; sticky (idle detection does not undo it) until setStatusOnline(). */
+  setStatusIdle(): void;
+  /** Set this session online. */
+  setStatusOnline(): void;
+
+  /** Watch users; onChange gets the snapshot then every change. Returns an undo function. */
+  subscribe(userIds: string | string[], onChange?: OnChange): () => void;
+  /** Remove onChange for these users (or every callback); users nobody watches are unsubscribed. */
+  unsubscribe(userIds: string | string[], onChange?: OnChange): void;
+
+  /** Last known state of a watched user. */
+  get(userId: string): UserState | undefined;
+  /** Every watched user whose state is known. */
+  all(): UserState[];
+  /** Ids currently watched. */
+  watched(): string[];
+}
+
+/** new PresenceClient(options) then connect(). */
+export declare function connect(options: PresenceOptions): PresenceClient;
+
+export default PresenceClient;

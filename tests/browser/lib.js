@@ -1,0 +1,159 @@
+// Shared helpers of the browser and node tests: a real presenced on a free
+// loopback port (stopped by pid), chromium via playwright-core, SSE reader.
+import { spawn } from 'node:child_process';
+import net from 'node:net';
+import http from 'node:http';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+export const HERE = path.dirname(fileURLToPath(import.meta.url));
+export const ROOT = path.resolve(HERE, '../..');
+export const ARTIFACTS = path.join(HERE, 'artifacts');
+export const API_KEY = 'browser-test-key';
+export const PRESENCED = process.env.PRESENCED ? path.resolve(process.env.PRESENCED) : path.join(ROOT, 'build/presenced');
+export const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
+
+export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+export function freePort() {
+  return new Promise((resolve, reject) => {
+    const s = net.createServer();
+    s.on('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const { port } = s.address();
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+export async function waitFor(fn, { timeout = 10000, interval = 100, what = 'condition' } = {}) {
+  const end = Date.now() + timeout;
+  let last;
+  for (;;) {
+    try {
+      last = await fn();
+      if (last) return last;
+    } catch (e) { last = e; }
+    if (Date.now() > end) throw new Error('timed out waiting for ' + what + (last instanceof Error ? ': ' + last.message : ''));
+    await sleep(interval);
+  }
+}
+
+export function request(port, method, p, body, headers = {}) {
+  return new Promise((resolve, reject) => {
+    const data = body === undefined ? undefined : typeof body === 'string' ? body : JSON.stringify(body);
+    const req = http.request({ host: '127.0.0.1', port, method, path: p, headers: { ...(data ? { 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(data) } : {}), ...headers }, timeout: 5000 }, (res) => {
+      let buf = '';
+      res.setEncoding('utf8');
+      res.on('data', (c) => { buf += c; });
+      res.on('end', () => {
+        let json = null;
+        try { json = JSON.parse(buf); } catch (_) { /* not JSON */ }
+        resolve({ status: res.statusCode, body: buf, json });
+      });
+    });
+    req.on('timeout', () => req.destroy(new Error('request timeout')));
+    req.on('error', reject);
+    if (data) req.write(data);
+    req.end();
+  });
+}
+
+export const api = (port, method, p, body) => request(port, method, p, body, { Authorization: 'Bearer ' + API_KEY });
+
+/** A presenced process with --demo on 127.0.0.1:port. */
+export class Presenced {
+  constructor({ port, args = [] }) {
+    this.port = port;
+    this.args = args;
+    this.proc = null;
+    this.log = '';
+  }
+  get base() { return 'http://127.0.0.1:' + this.port; }
+  async start() {
+    if (!fs.existsSync(PRESENCED)) throw new Error('presenced not found at ' + PRESENCED + ' (set PRESENCED)');
+    const argv = ['--listen', '127.0.0.1:' + this.port, '--demo', '--web-root', path.join(ROOT, 'web'),
+      '--api-key', API_KEY, '--log-level', 'warn', ...this.args];
+    this.proc = spawn(PRESENCED, argv, { stdio: ['ignore', 'pipe', 'pipe'] });
+    const grab = (c) => { this.log += c; if (this.log.length > 200000) this.log = this.log.slice(-100000); };
+    this.proc.stdout.setEncoding('utf8').on('data', grab);
+    this.proc.stderr.setEncoding('utf8').on('data', grab);
+    this.exited = new Promise((r) => this.proc.once('exit', (code, sig) => r({ code, sig })));
+    await waitFor(async () => {
+      if (this.proc.exitCode !== null) throw new Error('presenced exited: ' + this.log);
+      const r = await request(this.port, 'GET', '/healthz');
+      return r.status === 200;
+    }, { timeout: 10000, what: 'presenced /healthz' });
+    return this;
+  }
+  /** SIGTERM (or the given signal), SIGKILL after 5 s; resolves with the exit. */
+  async stop(signal = 'SIGTERM') {
+    const p = this.proc;
+    if (!p || p.exitCode !== null || p.signalCode !== null) return this.exited;
+    process.kill(p.pid, signal);
+    const t = setTimeout(() => { try { process.kill(p.pid, 'SIGKILL'); } catch (_) { /* gone */ } }, 5000);
+    const r = await this.exited;
+    clearTimeout(t);
+    return r;
+  }
+}
+
+/** Reads GET /v1/events; .events holds the parsed events seen so far. */
+export function openEvents(port) {
+  const events = [];
+  let res = null;
+  const req = http.get({ host: '127.0.0.1', port, path: '/v1/events', headers: { Authorization: 'Bearer ' + API_KEY, Accept: 'text/event-stream' } }, (r) => {
+    res = r;
+    let buf = '';
+    r.setEncoding('utf8');
+    r.on('data', (c) => {
+      buf += c;
+      let i;
+      while ((i = buf.indexOf('\n\n')) >= 0) {
+        const block = buf.slice(0, i);
+        buf = buf.slice(i + 2);
+        const data = block.split('\n').filter((l) => l.startsWith('data:')).map((l) => l.slice(5).trim()).join('\n');
+        if (data) { try { events.push(JSON.parse(data)); } catch (_) { /* not JSON */ } }
+      }
+    });
+    r.on('error', () => {});
+  });
+  req.on('error', () => {});
+  return { events, close: () => { req.destroy(); if (res) res.destroy(); } };
+}
+
+/** Launch Debian's chromium with a fresh profile directory (playwright-core, no download). */
+export async function launchChromium() {
+  const { chromium } = await import('playwright-core');
+  // playwright creates a fresh --user-data-dir under the temp dir for every
+  // launch (and refuses one in args); point the temp dir at a fresh
+  // directory of our own so nothing is shared with other runs.
+  const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'presenced-browser-'));
+  const prevTmp = process.env.TMPDIR;
+  process.env.TMPDIR = tmp;
+  let browser;
+  try {
+    browser = await chromium.launch({
+      executablePath: CHROMIUM,
+      headless: true,
+      timeout: 30000,
+      args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+        '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+    });
+  } finally {
+    if (prevTmp === undefined) delete process.env.TMPDIR; else process.env.TMPDIR = prevTmp;
+  }
+  const close = browser.close.bind(browser);
+  browser.close = async () => {
+    await close().catch(() => {});
+    fs.rmSync(tmp, { recursive: true, force: true });
+  };
+  return browser;
+}
+
+export function artifact(name) {
+  fs.mkdirSync(ARTIFACTS, { recursive: true });
+  return path.join(ARTIFACTS, name);
+}

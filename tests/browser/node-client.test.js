@@ -1,0 +1,149 @@
+// clients/js/presence.js in node (npm `ws` as the WebSocket) against a real
+// presenced: subscriptions, status, kick (4003), session limit (4031),
+// token expiry (4001) and a server restart.
+import { test, after } from 'node:test';
+import assert from 'node:assert/strict';
+import crypto from 'node:crypto';
+import WebSocket from 'ws';
+import { PresenceClient } from '../../clients/js/presence.js';
+import { Presenced, freePort, waitFor, api, request } from './lib.js';
+
+const SECRET = 'node-client-test-secret-0123456789';
+const servers = [];
+const clients = [];
+
+after(async () => {
+  for (const c of clients) c.close();
+  for (const s of servers) await s.stop();
+});
+
+async function server(args = []) {
+  const s = await new Presenced({ port: await freePort(), args: ['--jwt-secret', SECRET, ...args] }).start();
+  servers.push(s);
+  return s;
+}
+
+const b64 = (o) => Buffer.from(JSON.stringify(o)).toString('base64url');
+function sign(claims) {
+  const head = b64({ alg: 'HS256', typ: 'JWT' }) + '.' + b64(claims);
+  return head + '.' + crypto.createHmac('sha256', SECRET).update(head).digest('base64url');
+}
+
+function client(srv, sub, opts = {}) {
+  const tokens = [];
+  const c = new PresenceClient({
+    url: 'ws://127.0.0.1:' + srv.port + '/v1/ws',
+    WebSocket,
+    getToken: async () => { const t = (opts.token || (() => sign({ sub, exp: Math.floor(Date.now() / 1000) + 3600, watch: '*' })))(); tokens.push(t); return t; },
+    reconnect: { initialDelayMs: 100, maxDelayMs: 500 },
+    window: null,
+    document: null,
+    ...opts.options,
+  });
+  c.tokens = tokens;
+  const states = [];
+  c.on('state', (s) => states.push(s));
+  c.states = states;
+  clients.push(c);
+  return c;
+}
+
+const opened = (c) => waitFor(() => c.state === 'open', { timeout: 5000, what: 'open' });
+
+test('subscribe, snapshot, status changes between two node clients', async () => {
+  const srv = await server();
+  const a = client(srv, 'ann');
+  const b = client(srv, 'ben');
+  const seen = [];
+  b.subscribe(['ann', 'zed'], (u, ch) => seen.push(u.user_id + ':' + u.status + (ch.snapshot ? ':snap' : '')));
+  a.connect();
+  await opened(a);
+  b.connect();
+  await opened(b);
+  await waitFor(() => b.get('ann')?.status === 'online' && b.get('zed'), { what: 'snapshot' });
+  assert.equal(b.get('zed').status, 'offline');
+  a.setStatusIdle();
+  await waitFor(() => b.get('ann').status === 'idle', { what: 'ann idle' });
+  a.setStatusOnline();
+  await waitFor(() => b.get('ann').status === 'online', { what: 'ann online' });
+  a.close();
+  await waitFor(() => b.get('ann').status === 'offline', { what: 'ann offline' });
+  assert.ok(b.get('ann').last_seen > 0);
+  assert.deepEqual(seen.slice(0, 2).sort(), ['ann:online:snap', 'zed:offline:snap']);
+  assert.deepEqual(seen.slice(2), ['ann:idle', 'ann:online', 'ann:offline']);
+  b.close();
+});
+
+test('kicked by the backend (4003): closed for good, no reconnect', async () => {
+  const srv = await server();
+  const c = client(srv, 'kim');
+  const errors = [];
+  c.on('error', (e) => errors.push(e));
+  c.connect();
+  await opened(c);
+  const r = await api(srv.port, 'DELETE', '/v1/sessions/' + encodeURIComponent(c.sessionId));
+  assert.equal(r.status, 200, r.body);
+  await waitFor(() => c.state === 'closed', { what: 'closed' });
+  await new Promise((r) => setTimeout(r, 800));
+  assert.equal(c.state, 'closed');
+  assert.equal(c.tokens.length, 1, 'no new attempt');
+  const closedEv = c.states.find((s) => s.state === 'closed');
+  assert.equal(closedEv.code, 4003);
+  assert.equal(closedEv.fatal, 'kicked');
+  assert.ok(errors.some((e) => e.kind === 'server' && e.code === 'kicked'));
+});
+
+test('too many sessions (4031): the extra client stops', async () => {
+  const srv = await server(['--max-sessions-per-user', '1']);
+  const a = client(srv, 'max');
+  a.connect();
+  await opened(a);
+  const b = client(srv, 'max');
+  b.connect();
+  await waitFor(() => b.states.some((s) => s.state === 'closed'), { what: 'closed' });
+  await new Promise((r) => setTimeout(r, 800));
+  assert.equal(b.tokens.length, 1);
+  assert.equal(b.states.find((s) => s.state === 'closed').code, 4031);
+  assert.equal(a.state, 'open');
+  a.close();
+});
+
+test('token expiry (4001): reconnects with a fresh token, status restored', async () => {
+  const srv = await server();
+  let n = 0;
+  const c = client(srv, 'tess', { token: () => sign({ sub: 'tess', exp: Math.floor(Date.now() / 1000) + (++n === 1 ? 2 : 3600), watch: '*' }) });
+  const w = client(srv, 'watcher');
+  w.subscribe('tess');
+  w.connect();
+  c.connect();
+  await opened(c);
+  c.setStatusIdle();
+  const first = c.sessionId;
+  await waitFor(() => c.states.some((s) => s.state === 'closed' && s.code === 4001), { timeout: 5000, what: 'close 4001' });
+  await waitFor(() => c.state === 'open' && c.sessionId !== first, { timeout: 5000, what: 'reopened' });
+  assert.equal(c.tokens.length, 2);
+  assert.notEqual(c.tokens[0], c.tokens[1]);
+  await waitFor(async () => (await api(srv.port, 'GET', '/v1/users/tess')).json?.status === 'idle', { what: 'tess idle again' });
+  c.close();
+  w.close();
+});
+
+test('server restart: reconnects, re-subscribes and restores the roster', async () => {
+  const srv = await server();
+  const a = client(srv, 'rita');
+  const b = client(srv, 'rob');
+  a.subscribe(['rob']);
+  b.subscribe(['rita']);
+  a.connect(); b.connect();
+  await waitFor(() => a.get('rob')?.status === 'online' && b.get('rita')?.status === 'online', { what: 'both online' });
+  b.setStatusIdle();
+  await waitFor(() => a.get('rob')?.status === 'idle', { what: 'rob idle' });
+  await srv.stop();
+  await waitFor(() => a.state !== 'open' && b.state !== 'open', { what: 'dropped' });
+  await srv.start();
+  await waitFor(() => a.state === 'open' && b.state === 'open', { timeout: 8000, what: 'reopened' });
+  await waitFor(() => a.get('rob')?.status === 'idle' && b.get('rita')?.status === 'online', { timeout: 5000, what: 'roster restored, rob still idle' });
+  const r = await request(srv.port, 'GET', '/healthz');
+  assert.equal(r.status, 200);
+  a.close(); b.close();
+});

@@ -1,0 +1,171 @@
+// The demo page: a name, then a live roster of everyone on the demo.
+// Built on presence.js (a copy of clients/js/presence.js).
+import { PresenceClient } from './presence.js';
+import { timeAgo, describe, compareUsers, readSettings } from './format.js';
+
+const settings = readSettings(location.search);
+const $ = (id) => document.getElementById(id);
+
+let client = null;
+let me = '';
+const rows = new Map(); // user id -> <li>
+
+async function fetchToken(name) {
+  const r = await fetch('/v1/demo/token', {
+    method: 'POST',
+    headers: { 'Content-Type': 'application/json' },
+    body: JSON.stringify({ name }),
+  });
+  const body = await r.json().catch(() => ({}));
+  if (!r.ok) {
+    const err = new Error((body.error && body.error.message) || 'HTTP ' + r.status);
+    err.code = body.error && body.error.code;
+    err.status = r.status;
+    throw err;
+  }
+  return body.token;
+}
+
+function row(id) {
+  let li = rows.get(id);
+  if (li) return li;
+  li = document.createElement('li');
+  li.dataset.user = id;
+  const dot = document.createElement('span');
+  dot.className = 'dot';
+  dot.setAttribute('aria-hidden', 'true');
+  const name = document.createElement('span');
+  name.className = 'name';
+  name.textContent = id;
+  if (id === me) {
+    const you = document.createElement('span');
+    you.className = 'you';
+    you.textContent = ' (you)';
+    name.append(you);
+  }
+  const detail = document.createElement('span');
+  detail.className = 'detail';
+  li.append(dot, name, detail);
+  rows.set(id, li);
+  return li;
+}
+
+function paint(li, user, now) {
+  const status = user ? user.status : 'offline';
+  li.dataset.status = status;
+  li.querySelector('.dot').className = 'dot ' + status;
+  const detail = li.querySelector('.detail');
+  const text = user ? describe(user, now) : 'loading…';
+  if (detail.textContent !== text) detail.textContent = text;
+  if (user && user.status === 'offline' && user.last_seen) {
+    detail.title = 'last seen ' + new Date(user.last_seen).toLocaleString();
+    li.dataset.lastSeen = String(user.last_seen);
+  } else {
+    detail.removeAttribute('title');
+    delete li.dataset.lastSeen;
+  }
+}
+
+function render() {
+  if (!client) return;
+  const now = Date.now();
+  const users = client.watched().map((id) => client.get(id) || { user_id: id, status: 'offline', since: 0, last_seen: 0, pending: true });
+  users.sort(compareUsers);
+  const ul = $('roster');
+  users.forEach((u, i) => {
+    const li = row(u.user_id);
+    paint(li, u.pending ? null : u, now);
+    if (ul.children[i] !== li) ul.insertBefore(li, ul.children[i] || null);
+  });
+  $('roster-empty').hidden = users.length > 0;
+  const online = users.filter((u) => u.status === 'online').length;
+  $('roster-count').textContent = '(' + users.length + ', ' + online + ' online)';
+}
+
+let renderQueued = false;
+function queueRender() {
+  if (renderQueued) return;
+  renderQueued = true;
+  requestAnimationFrame(() => { renderQueued = false; render(); });
+}
+
+async function pollUsers() {
+  if (!client) return;
+  try {
+    const r = await fetch('/v1/demo/users', { cache: 'no-store' });
+    if (!r.ok) return;
+    const { users } = await r.json();
+    const fresh = users.map((u) => u.user_id).filter((id) => !rows.has(id) && !client.watched().includes(id));
+    if (fresh.length) client.subscribe(fresh, queueRender);
+  } catch (_) {
+    // The server is away; the connection state already says so.
+  }
+}
+
+function showState(s) {
+  const el = $('conn');
+  el.dataset.state = s.state;
+  const text = {
+    connecting: 'connecting…',
+    open: 'connected',
+    reconnecting: 'connection lost, retrying in ' + Math.max(1, Math.round((s.delayMs || 0) / 1000)) + ' s',
+    closed: s.willReconnect ? 'connection lost' : 'disconnected' + (s.fatal ? ' (' + s.fatal + ')' : ''),
+  }[s.state];
+  el.textContent = text;
+}
+
+function showStatus(status) {
+  $('my-status').textContent = status + (client && client.autoIdle ? ' (no activity)' : '');
+  $('my-status').dataset.status = status;
+  $('my-dot').className = 'dot ' + status;
+}
+
+function join(name) {
+  me = name;
+  client = new PresenceClient({
+    getToken: () => fetchToken(name),
+    idle: { timeoutMs: settings.idleMs, whenHidden: settings.whenHidden },
+    pingIntervalMs: settings.pingMs,
+    reconnect: { maxDelayMs: settings.retryMaxMs, initialDelayMs: Math.min(500, settings.retryMaxMs) },
+  });
+  window.presenceDemo = { client, settings };
+  client.on('state', (s) => { showState(s); if (s.state === 'open') pollUsers(); });
+  client.on('status', (s) => showStatus(s.status));
+  // Screen readers: the roster announces people arriving; status changes are
+  // announced here (the ticking "last seen" times are not).
+  client.on('presence', (p) => {
+    if (!p.snapshot && p.user.user_id !== me) $('announce').textContent = p.user.user_id + ' is now ' + p.user.status;
+  });
+  client.on('error', (e) => {
+    if (e.kind === 'server' || e.kind === 'close' || e.kind === 'token') $('errors').textContent = 'error: ' + (e.code || '') + ' ' + (e.message || '');
+  });
+  client.subscribe([name], queueRender);
+  client.connect();
+  $('my-name').textContent = name;
+  $('join-card').hidden = true;
+  $('me').hidden = false;
+  $('roster-section').hidden = false;
+  showStatus(client.status);
+  setInterval(pollUsers, settings.pollMs);
+  setInterval(render, 1000); // "last seen" times move on (text rewritten only when it changes)
+}
+
+$('join').addEventListener('submit', async (e) => {
+  e.preventDefault();
+  const name = $('name').value.trim();
+  const err = $('join-error');
+  err.textContent = '';
+  if (!name) { err.textContent = 'Please enter a name.'; $('name').focus(); return; }
+  try {
+    await fetchToken(name); // check the name before switching the page over
+  } catch (x) {
+    err.textContent = x.code === 'bad_user_id' ? 'That name cannot be used: ' + x.message : 'Cannot join: ' + x.message;
+    return;
+  }
+  join(name);
+});
+
+$('btn-idle').addEventListener('click', () => client && client.setStatusIdle());
+$('btn-online').addEventListener('click', () => client && client.setStatusOnline());
+if (settings.name) $('name').value = settings.name;
+$('name').focus();

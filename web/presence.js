@@ -1,0 +1,590 @@
+// presence.js: browser (and Node) client for presenced, protocol v1.
+// Dependency-free ES module. See README.md next to this file and
+// docs/protocol.md for the wire contract.
+//
+// web/presence.js is a byte-for-byte copy of clients/js/presence.js (a unit
+// test fails when they differ): edit clients/js/presence.js, then copy.
+
+export const PROTOCOL_VERSION = 1;
+
+/** Connection states, in the order a connection normally goes through them. */
+export const CONNECTING = 'connecting';
+export const OPEN = 'open';
+export const RECONNECTING = 'reconnecting';
+export const CLOSED = 'closed';
+
+/** Close codes after which the client does not reconnect by itself. */
+const FATAL_CLOSE = new Map([
+  [4003, 'kicked'],
+  [4031, 'too_many_sessions'],
+]);
+
+const ACTIVITY_EVENTS = ['keydown', 'pointerdown', 'pointermove', 'touchstart', 'scroll', 'wheel'];
+
+const DEFAULTS = {
+  reconnect: {
+    initialDelayMs: 500, // first retry around this long after a drop
+    maxDelayMs: 30000, // cap of the exponential backoff
+    factor: 2,
+    jitter: 0.5, // fraction of each delay that is randomized (0..1)
+    stableAfterMs: 10000, // a connection open this long resets the backoff
+  },
+  idle: {
+    timeoutMs: 60000, // no activity this long: idle (0 turns detection off)
+    whenHidden: false, // also idle as soon as the page is hidden
+    throttleMs: 1000, // activity events handled at most this often
+  },
+  pingIntervalMs: 25000, // app-level ping after this much silence (0: never)
+  pongTimeoutMs: 10000, // no answer this long after a ping: reconnect
+  maxMessageBytes: 32768, // subscribe lists are split to stay under this
+};
+
+function merge(defaults, given) {
+  const out = { ...defaults };
+  if (given) for (const k of Object.keys(given)) if (given[k] !== undefined) out[k] = given[k];
+  return out;
+}
+
+function defaultUrl() {
+  const loc = globalThis.location;
+  if (!loc || !loc.host) return null;
+  return (loc.protocol === 'https:' ? 'wss://' : 'ws://') + loc.host + '/v1/ws';
+}
+
+/** Backoff delay for attempt n (0-based): exponential, capped, jittered. */
+export function backoffDelay(attempt, opts, random = Math.random) {
+  const o = merge(DEFAULTS.reconnect, opts);
+  const base = Math.min(o.maxDelayMs, o.initialDelayMs * Math.pow(o.factor, attempt));
+  const j = Math.min(1, Math.max(0, o.jitter));
+  return Math.round(base * (1 - j) + base * j * random());
+}
+
+/**
+ * A presenced client: one WebSocket session, kept alive across drops.
+ *
+ *   const presence = new PresenceClient({ getToken: async () => fetchToken() });
+ *   presence.on('state', (s) => console.log(s.state));
+ *   presence.subscribe(['bob', 'carol'], (user) => render(user));
+ *   presence.connect();
+ */
+export class PresenceClient {
+  constructor(options = {}) {
+    if (typeof options.getToken !== 'function') throw new TypeError('options.getToken must be a function');
+    this._getToken = options.getToken;
+    this._url = options.url || defaultUrl();
+    if (!this._url) throw new TypeError('options.url is required outside a browser page');
+    this._WebSocket = options.WebSocket || globalThis.WebSocket;
+    if (typeof this._WebSocket !== 'function') throw new TypeError('no WebSocket implementation: pass options.WebSocket');
+    this._reconnect = merge(DEFAULTS.reconnect, options.reconnect);
+    this._idleOpts = options.idle === false ? { ...DEFAULTS.idle, timeoutMs: 0 } : merge(DEFAULTS.idle, options.idle);
+    this._pingIntervalMs = options.pingIntervalMs ?? DEFAULTS.pingIntervalMs;
+    this._pongTimeoutMs = options.pongTimeoutMs ?? DEFAULTS.pongTimeoutMs;
+    this._maxMessageBytes = options.maxMessageBytes ?? DEFAULTS.maxMessageBytes;
+    const t = options.timers || {};
+    this._setTimeout = t.setTimeout || ((f, ms) => globalThis.setTimeout(f, ms));
+    this._clearTimeout = t.clearTimeout || ((h) => globalThis.clearTimeout(h));
+    this._now = t.now || (() => Date.now());
+    this._random = options.random || Math.random;
+    // Idle detection listens here; null (the default outside a browser) disables it.
+    this._window = options.window !== undefined ? options.window : (globalThis.window ?? null);
+    this._document = options.document !== undefined ? options.document : (globalThis.document ?? null);
+
+    this._listeners = new Map(); // event name -> Set of functions
+    this._state = CLOSED;
+    this._ws = null;
+    this._wanted = false; // connect() called and close() not since
+    this._attempt = 0;
+    this._reconnectTimer = null;
+    this._pingTimer = null;
+    this._pongTimer = null;
+    this._idleTimer = null;
+    this._openedAt = 0;
+    this._lastSent = 0;
+    this._lastRecv = 0;
+    this._nextId = 1;
+    this._session = null; // the welcome message of the current session
+    this._watch = new Map(); // user id -> Set of onChange callbacks
+    this._known = new Map(); // user id -> last known state
+    this._manualIdle = false;
+    this._autoIdle = false;
+    this._sentStatus = 'online'; // what the server believes about this session
+    this._lastActivity = this._now();
+    this._lastActivityHandled = 0;
+    this._lastEmittedStatus = 'online';
+    this._domBound = false;
+    this._onActivity = () => this._activity();
+    this._onVisibility = () => this._visibility();
+    this._onOnline = () => { if (this._reconnectTimer !== null) { this._clearTimeout(this._reconnectTimer); this._reconnectTimer = null; this._open(); } };
+  }
+
+  // ---------------------------------------------------------------- events
+
+  /** Listen to 'state', 'connecting', 'open', 'reconnecting', 'closed', 'error',
+   *  'presence', 'status', 'welcome'. Returns a function that removes the listener. */
+  on(event, fn) {
+    if (!this._listeners.has(event)) this._listeners.set(event, new Set());
+    this._listeners.get(event).add(fn);
+    return () => this.off(event, fn);
+  }
+
+  off(event, fn) {
+    const set = this._listeners.get(event);
+    if (set) set.delete(fn);
+  }
+
+  _emit(event, detail) {
+    const set = this._listeners.get(event);
+    if (!set) return;
+    for (const fn of [...set]) {
+      try { fn(detail); } catch (e) { this._report(e); }
+    }
+  }
+
+  _report(e) {
+    // A listener threw: do not break the client; surface it asynchronously.
+    this._setTimeout(() => { throw e; }, 0);
+  }
+
+  _setState(state, detail = {}) {
+    this._state = state;
+    const d = { state, ...detail };
+    this._emit(state, d);
+    this._emit('state', d);
+  }
+
+  // ------------------------------------------------------------ accessors
+
+  /** 'connecting' | 'open' | 'reconnecting' | 'closed' */
+  get state() { return this._state; }
+  /** The session id of the current connection (null when not open). */
+  get sessionId() { return this._session ? this._session.session_id : null; }
+  /** The user id of the token of the current connection (null before the first welcome). */
+  get userId() { return this._session ? this._session.user_id : this._lastUserId ?? null; }
+  /** This session's own status as the client wants it: 'online' | 'idle'. */
+  get status() { return this._manualIdle || this._autoIdle ? 'idle' : 'online'; }
+  /** Whether the current idle status comes from idle detection (not setStatusIdle). */
+  get autoIdle() { return this._autoIdle && !this._manualIdle; }
+
+  /** Last known state of a watched user, or undefined. */
+  get(userId) {
+    const u = this._known.get(userId);
+    return u ? { ...u } : undefined;
+  }
+
+  /** Every watched user whose state is known, as an array. */
+  all() { return [...this._known.values()].map((u) => ({ ...u })); }
+
+  /** The user ids currently watched. */
+  watched() { return [...this._watch.keys()]; }
+
+  // ------------------------------------------------------------ lifecycle
+
+  /** Open the connection (and keep it open until close()). */
+  connect() {
+    if (this._wanted) return;
+    this._wanted = true;
+    this._attempt = 0;
+    this._bindDom();
+    this._open();
+  }
+
+  /** Close the connection for good (until connect() again). */
+  close(code = 1000, reason = '') {
+    this._wanted = false;
+    this._stopTimers();
+    this._unbindDom();
+    const ws = this._ws;
+    this._ws = null;
+    this._session = null;
+    if (ws) {
+      this._detach(ws);
+      try { ws.close(code, reason); } catch (_) { /* already closing */ }
+    }
+    if (this._state !== CLOSED) this._setState(CLOSED, { code, reason, wasClean: true, willReconnect: false, byClient: true });
+  }
+
+  async _open() {
+    this._reconnectTimer = null;
+    if (!this._wanted || this._ws) return;
+    this._setState(CONNECTING, { attempt: this._attempt });
+    const gen = (this._gen = (this._gen || 0) + 1);
+    let token;
+    try {
+      token = await this._getToken();
+    } catch (error) {
+      if (gen !== this._gen || !this._wanted) return;
+      this._emit('error', { kind: 'token', message: 'token provider failed', error });
+      this._scheduleReconnect();
+      return;
+    }
+    if (gen !== this._gen || !this._wanted) return;
+    if (token == null || token === '') {
+      // The provider has no token to give: stop, do not hammer the server.
+      this._emit('error', { kind: 'token', message: 'no token' });
+      this._wanted = false;
+      this._unbindDom();
+      this._setState(CLOSED, { code: 0, reason: 'no token', willReconnect: false });
+      return;
+    }
+    const url = this._url + (this._url.includes('?') ? '&' : '?') + 'token=' + encodeURIComponent(token);
+    let ws;
+    try {
+      ws = new this._WebSocket(url);
+    } catch (error) {
+      this._emit('error', { kind: 'socket', message: String(error && error.message || error), error });
+      this._scheduleReconnect();
+      return;
+    }
+    this._ws = ws;
+    this._openedAt = 0;
+    ws.onopen = () => { this._lastRecv = this._now(); };
+    ws.onmessage = (ev) => this._message(ws, ev.data);
+    ws.onerror = () => { /* a close event always follows */ };
+    ws.onclose = (ev) => this._closed(ws, ev);
+  }
+
+  _detach(ws) {
+    ws.onopen = ws.onmessage = ws.onerror = ws.onclose = null;
+  }
+
+  _closed(ws, ev) {
+    if (ws !== this._ws) return;
+    this._detach(ws);
+    this._ws = null;
+    this._session = null;
+    this._stopTimers();
+    const code = ev && typeof ev.code === 'number' ? ev.code : 1006;
+    const reason = (ev && ev.reason) || this._closeError || '';
+    this._closeError = null;
+    const fatal = FATAL_CLOSE.get(code);
+    if (this._openedAt && this._now() - this._openedAt >= this._reconnect.stableAfterMs) this._attempt = 0;
+    const willReconnect = this._wanted && !fatal;
+    this._setState(CLOSED, { code, reason, wasClean: !!(ev && ev.wasClean), willReconnect, fatal: fatal || null });
+    if (fatal) {
+      this._wanted = false;
+      this._unbindDom();
+      this._emit('error', { kind: 'close', code, message: fatal });
+      return;
+    }
+    if (!willReconnect) return;
+    // 4001: the token expired while connected; _open() fetches a new one (it
+    // always does), so retry promptly instead of backing off.
+    if (code === 4001) this._attempt = 0;
+    this._scheduleReconnect();
+  }
+
+  _scheduleReconnect() {
+    if (!this._wanted || this._reconnectTimer !== null) return;
+    const delayMs = backoffDelay(this._attempt, this._reconnect, this._random);
+    this._attempt++;
+    this._setState(RECONNECTING, { delayMs, attempt: this._attempt });
+    this._reconnectTimer = this._setTimeout(() => this._open(), delayMs);
+  }
+
+  /** Try to reconnect now instead of waiting for the backoff. */
+  reconnectNow() {
+    if (this._reconnectTimer === null) return;
+    this._clearTimeout(this._reconnectTimer);
+    this._open();
+  }
+
+  _stopTimers() {
+    for (const k of ['_reconnectTimer', '_pingTimer', '_pongTimer']) {
+      if (this[k] !== null) { this._clearTimeout(this[k]); this[k] = null; }
+    }
+  }
+
+  // ------------------------------------------------------------- messages
+
+  _send(obj) {
+    const ws = this._ws;
+    if (!ws || !this._session) return false;
+    try {
+      ws.send(JSON.stringify(obj));
+    } catch (error) {
+      this._emit('error', { kind: 'socket', message: 'send failed', error });
+      return false;
+    }
+    this._lastSent = this._now();
+    this._armPing();
+    return true;
+  }
+
+  _message(ws, data) {
+    if (ws !== this._ws) return;
+    this._lastRecv = this._now();
+    if (this._pongTimer !== null) { this._clearTimeout(this._pongTimer); this._pongTimer = null; }
+    let m;
+    try {
+      m = JSON.parse(typeof data === 'string' ? data : String(data));
+    } catch (error) {
+      this._emit('error', { kind: 'protocol', message: 'unparsable message from server', error });
+      return;
+    }
+    if (!m || typeof m !== 'object') return;
+    switch (m.type) {
+      case 'welcome': return this._welcome(m);
+      case 'presence': return this._presence(m);
+      case 'error':
+        if (m.code === 'kicked' || m.code === 'too_many_sessions' || m.code === 'token_expired' || m.code === 'rate_limited') this._closeError = m.code;
+        this._emit('error', { kind: 'server', code: m.code, message: m.message, id: m.id });
+        return;
+      case 'ack':
+      case 'pong':
+        return;
+      default:
+        return; // unknown types are ignored (forward compatibility)
+    }
+  }
+
+  _welcome(m) {
+    this._session = m;
+    this._lastUserId = m.user_id;
+    this._openedAt = this._now();
+    this._everOpened = true;
+    this._sentStatus = 'online'; // a new session starts online
+    this._setState(OPEN, { sessionId: m.session_id, userId: m.user_id, heartbeatMs: m.heartbeat_ms, timeoutMs: m.timeout_ms });
+    this._emit('welcome', m);
+    // Restore this session's status, then the subscriptions.
+    this._syncStatus();
+    this._sendSubscribe([...this._watch.keys()]);
+    this._armPing();
+  }
+
+  _presence(m) {
+    if (!Array.isArray(m.users)) return;
+    for (const u of m.users) {
+      if (!u || typeof u.user_id !== 'string') continue;
+      const callbacks = this._watch.get(u.user_id);
+      if (!callbacks) continue; // unsubscribed meanwhile
+      const prev = this._known.get(u.user_id);
+      // A snapshot replaces what we knew (the server may have restarted and
+      // begun its versions again); a change only if it is newer.
+      if (!m.snapshot && prev && typeof u.version === 'number' && typeof prev.version === 'number' && u.version <= prev.version) continue;
+      const state = { user_id: u.user_id, status: u.status, since: u.since ?? 0, last_seen: u.last_seen ?? 0, version: u.version ?? 0 };
+      this._known.set(u.user_id, state);
+      const change = { snapshot: !!m.snapshot, from: m.snapshot ? (prev ? prev.status : null) : (u.from ?? (prev ? prev.status : null)), reason: u.reason ?? null, seq: u.seq ?? null };
+      this._emit('presence', { user: { ...state }, ...change });
+      for (const fn of [...callbacks]) {
+        try { fn({ ...state }, change); } catch (e) { this._report(e); }
+      }
+    }
+  }
+
+  _sendSubscribe(ids) {
+    if (!ids.length || !this._session) return;
+    // Split long lists so one message stays well under the server's frame limit.
+    let batch = [];
+    let size = 40;
+    const flush = () => {
+      if (batch.length) this._send({ type: 'subscribe', id: this._nextId++, users: batch });
+      batch = [];
+      size = 40;
+    };
+    for (const id of ids) {
+      const n = JSON.stringify(id).length + 1;
+      if (batch.length && size + n > this._maxMessageBytes) flush();
+      batch.push(id);
+      size += n;
+    }
+    flush();
+  }
+
+  /**
+   * Watch users. onChange(user, change) runs with each user's state from the
+   * snapshot and on every change. Returns a function that undoes this call.
+   */
+  subscribe(userIds, onChange) {
+    const ids = [...new Set(Array.isArray(userIds) ? userIds : [userIds])].filter((x) => typeof x === 'string' && x.length);
+    const cb = typeof onChange === 'function' ? onChange : null;
+    const fresh = [];
+    for (const id of ids) {
+      let set = this._watch.get(id);
+      if (!set) { set = new Set(); this._watch.set(id, set); fresh.push(id); }
+      if (cb) set.add(cb);
+    }
+    this._sendSubscribe(fresh);
+    if (cb) {
+      for (const id of ids) {
+        if (fresh.includes(id)) continue;
+        const u = this._known.get(id);
+        if (u) { try { cb({ ...u }, { snapshot: true, from: null, reason: null, seq: null }); } catch (e) { this._report(e); } }
+      }
+    }
+    return () => this.unsubscribe(ids, cb || undefined);
+  }
+
+  /**
+   * Stop watching. With onChange, only that callback is removed (the user
+   * stays watched while other callbacks remain); without, every callback.
+   */
+  unsubscribe(userIds, onChange) {
+    const ids = Array.isArray(userIds) ? userIds : [userIds];
+    const gone = [];
+    for (const id of ids) {
+      const set = this._watch.get(id);
+      if (!set) continue;
+      if (onChange) set.delete(onChange); else set.clear();
+      if (set.size === 0) { this._watch.delete(id); this._known.delete(id); gone.push(id); }
+    }
+    if (gone.length && this._session) {
+      let batch = [];
+      let size = 40;
+      for (const id of gone) {
+        const n = JSON.stringify(id).length + 1;
+        if (batch.length && size + n > this._maxMessageBytes) { this._send({ type: 'unsubscribe', id: this._nextId++, users: batch }); batch = []; size = 40; }
+        batch.push(id);
+        size += n;
+      }
+      this._send({ type: 'unsubscribe', id: this._nextId++, users: batch });
+    }
+  }
+
+  // --------------------------------------------------------------- status
+
+  /** Set this session idle (sticky: idle detection does not undo it). */
+  setStatusIdle() {
+    this._manualIdle = true;
+    this._statusChanged();
+  }
+
+  /** Set this session online (also clears idle from idle detection). */
+  setStatusOnline() {
+    this._manualIdle = false;
+    this._autoIdle = false;
+    this._lastActivity = this._now();
+    this._armIdle();
+    this._statusChanged();
+  }
+
+  _statusChanged() {
+    const status = this.status;
+    if (status !== this._lastEmittedStatus) {
+      this._lastEmittedStatus = status;
+      this._emit('status', { status, auto: this.autoIdle });
+    }
+    this._syncStatus();
+  }
+
+  _syncStatus() {
+    const want = this.status;
+    if (!this._session || want === this._sentStatus) return;
+    if (this._send({ type: 'status', id: this._nextId++, status: want })) this._sentStatus = want;
+  }
+
+  // --------------------------------------------------------------- pings
+
+  _armPing() {
+    if (!this._pingIntervalMs || !this._session) return;
+    if (this._pingTimer !== null) this._clearTimeout(this._pingTimer);
+    const quiet = this._now() - Math.max(this._lastSent, this._lastRecv);
+    const wait = Math.max(0, this._pingIntervalMs - quiet);
+    this._pingTimer = this._setTimeout(() => this._pingDue(), wait);
+  }
+
+  _pingDue() {
+    this._pingTimer = null;
+    if (!this._session) return;
+    const quiet = this._now() - Math.max(this._lastSent, this._lastRecv);
+    if (quiet < this._pingIntervalMs) return this._armPing();
+    const ws = this._ws;
+    this._send({ type: 'ping', id: 'p' + this._nextId++ });
+    if (this._pongTimeoutMs && this._pongTimer === null) {
+      this._pongTimer = this._setTimeout(() => {
+        this._pongTimer = null;
+        if (ws !== this._ws) return;
+        // Nothing came back: the connection is dead even if the socket
+        // has not noticed. Drop it and reconnect.
+        this._emit('error', { kind: 'timeout', message: 'no pong from server' });
+        this._detach(ws);
+        try { ws.close(4000, 'pong timeout'); } catch (_) { /* ignore */ }
+        this._closed(ws, { code: 4000, reason: 'pong timeout', wasClean: false });
+      }, this._pongTimeoutMs);
+    }
+  }
+
+  // ------------------------------------------------------ idle detection
+
+  _bindDom() {
+    if (this._domBound) return;
+    this._domBound = true;
+    const w = this._window;
+    const d = this._document;
+    if (w && typeof w.addEventListener === 'function') {
+      if (this._idleOpts.timeoutMs > 0) {
+        for (const e of ACTIVITY_EVENTS) w.addEventListener(e, this._onActivity, { capture: true, passive: true });
+      }
+      w.addEventListener('online', this._onOnline);
+    }
+    if (d && typeof d.addEventListener === 'function' && (this._idleOpts.whenHidden || this._idleOpts.timeoutMs > 0)) {
+      d.addEventListener('visibilitychange', this._onVisibility);
+    }
+    this._lastActivity = this._now();
+    this._armIdle();
+  }
+
+  _unbindDom() {
+    if (!this._domBound) return;
+    this._domBound = false;
+    const w = this._window;
+    const d = this._document;
+    if (w && typeof w.removeEventListener === 'function') {
+      for (const e of ACTIVITY_EVENTS) w.removeEventListener(e, this._onActivity, { capture: true });
+      w.removeEventListener('online', this._onOnline);
+    }
+    if (d && typeof d.removeEventListener === 'function') d.removeEventListener('visibilitychange', this._onVisibility);
+    if (this._idleTimer !== null) { this._clearTimeout(this._idleTimer); this._idleTimer = null; }
+  }
+
+  _armIdle() {
+    if (!(this._idleOpts.timeoutMs > 0) || !this._domBound) return;
+    if (this._idleTimer !== null) this._clearTimeout(this._idleTimer);
+    const wait = Math.max(0, this._lastActivity + this._idleOpts.timeoutMs - this._now());
+    this._idleTimer = this._setTimeout(() => this._idleDue(), wait);
+  }
+
+  _idleDue() {
+    this._idleTimer = null;
+    if (this._now() - this._lastActivity >= this._idleOpts.timeoutMs) {
+      if (!this._autoIdle) { this._autoIdle = true; this._statusChanged(); }
+    } else {
+      this._armIdle(); // activity since: wait for the rest
+    }
+  }
+
+  _activity() {
+    const now = this._now();
+    // Cheap path for the flood of pointermove events: nothing to do while
+    // online and recently handled. The idle timer is not reset per event;
+    // it re-arms itself from _lastActivity when it fires.
+    this._lastActivity = now;
+    if (!this._autoIdle && now - this._lastActivityHandled < this._idleOpts.throttleMs) return;
+    this._lastActivityHandled = now;
+    if (this._document && this._document.hidden && this._idleOpts.whenHidden) return;
+    if (this._autoIdle) {
+      this._autoIdle = false;
+      this._statusChanged();
+    }
+    if (this._idleTimer === null) this._armIdle();
+  }
+
+  _visibility() {
+    const d = this._document;
+    if (!d) return;
+    if (d.hidden) {
+      if (this._idleOpts.whenHidden && !this._autoIdle) { this._autoIdle = true; this._statusChanged(); }
+    } else {
+      this._lastActivityHandled = 0;
+      this._activity();
+    }
+  }
+}
+
+/** Shorthand: new PresenceClient(options), connected. */
+export function connect(options) {
+  const c = new PresenceClient(options);
+  c.connect();
+  return c;
+}
+
+export default PresenceClient;

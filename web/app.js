@@ -129,7 +129,12 @@ function join(name) {
     reconnect: { maxDelayMs: settings.retryMaxMs, initialDelayMs: Math.min(500, settings.retryMaxMs) },
   });
   window.presenceDemo = { client, settings };
-  client.on('state', (s) => { showState(s); if (s.state === 'open') pollUsers(); });
+  client.on('state', (s) => {
+    showState(s);
+    // While disconnected the roster is what we last knew: say so.
+    $('roster').classList.toggle('stale', s.state !== 'open');
+    if (s.state === 'open') { $('errors').textContent = ''; pollUsers(); }
+  });
   client.on('status', (s) => showStatus(s.status));
   // Screen readers: the roster announces people arriving; status changes are
   // announced here (the ticking "last seen" times are not).

@@ -286,6 +286,18 @@ int presence_on_user_idle(presence_t *p, presence_event_cb cb, void *ud);
 int presence_on_user_offline(presence_t *p, presence_event_cb cb, void *ud);
 int presence_on_event(presence_t *p, presence_event_cb cb, void *ud);
 
+/*
+ * Every event of the whole service, for fan-out (WebSocket subscribers, SSE,
+ * webhooks): with a shared store (Redis) the callbacks above fire once
+ * cluster-wide, at the instance that decided the transition, while cb here
+ * runs on every instance for every event, its own and other instances'
+ * (those carry PRESENCE_EVENT_REMOTE), in log (sequence) order, a little
+ * after the fact. With the embedded store the cluster is this instance:
+ * cb sees exactly the events the callbacks above see, after them.
+ * Unregister with presence_off.
+ */
+int presence_on_cluster_event(presence_t *p, presence_event_cb cb, void *ud);
+
 /* ------------------------------------------------------------------------ */
 /* Sessions                                                                 */
 /* ------------------------------------------------------------------------ */
@@ -409,8 +421,10 @@ int presence_stats(presence_t *p, presence_stats_t *out);
 /*
  * Read events with seq > after_seq, at most max of them, oldest first.
  * cb gets status 0, or PRESENCE_ECURSOR when events after after_seq have
- * already left the log: the batch then starts at the oldest event still
- * kept, and the reader knows it missed some. n == 0 means it is up to date.
+ * already left the log, or when after_seq is past the newest event (a cursor
+ * from a previous run of the process): the batch then starts at the oldest
+ * event still kept, and the reader knows it missed some. n == 0 with status
+ * 0 means it is up to date.
  */
 typedef void (*presence_log_cb)(presence_t *p, int status,
                                 const presence_event_t *events, size_t n,

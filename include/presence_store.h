@@ -54,6 +54,12 @@ typedef struct presence_store_host {
   uint32_t max_sessions_per_user;
   uint32_t expected_sessions;
   uint32_t expected_users;
+  /* Cluster events (stores with PRESENCE_STORE_OBSERVES): every event of the
+   * shared log, from any instance, in log order, including this instance's
+   * own (already reported through emit, which is what fires the action
+   * callbacks). An event decided by another instance carries
+   * PRESENCE_EVENT_REMOTE. */
+  void (*observe)(void *host_ud, const presence_event_t *ev);
 } presence_store_host_t;
 
 typedef enum {
@@ -86,6 +92,9 @@ typedef struct presence_write {
 typedef void (*presence_store_done_fn)(void *ud, int status);
 
 #define PRESENCE_STORE_SYNC 0x1u
+/* The store reports cluster events through host->observe. Without it the
+ * engine treats every emitted event as the cluster event too. */
+#define PRESENCE_STORE_OBSERVES 0x2u
 
 struct presence_store_ops {
   const char *name;

@@ -31,6 +31,8 @@ typedef struct cb_list {
 } cb_list_t;
 
 #define LIST_ANY PRESENCE_EV_COUNT_
+#define LIST_CLUSTER (PRESENCE_EV_COUNT_ + 1)
+#define LIST_N (PRESENCE_EV_COUNT_ + 2)
 
 struct presence {
   presence_allocator_t alloc;
@@ -43,7 +45,7 @@ struct presence {
   presence_store_t *store;
   presence_store_host_t host;
 
-  cb_list_t lists[PRESENCE_EV_COUNT_ + 1];
+  cb_list_t lists[LIST_N];
   int next_handle;
   bool lists_dirty; /* some entry was removed during dispatch */
 
@@ -116,7 +118,7 @@ static void dispatch_list(presence_t *p, cb_list_t *l,
 }
 
 static void compact_lists(presence_t *p) {
-  for (size_t k = 0; k <= PRESENCE_EV_COUNT_; k++) {
+  for (size_t k = 0; k < LIST_N; k++) {
     cb_list_t *l = &p->lists[k];
     size_t w = 0;
     for (size_t r = 0; r < l->n; r++)
@@ -153,6 +155,8 @@ static void drain(presence_t *p) {
     if ((unsigned)ev.type < PRESENCE_EV_COUNT_)
       dispatch_list(p, &p->lists[ev.type], &ev);
     dispatch_list(p, &p->lists[LIST_ANY], &ev);
+    if (!(p->store->ops->flags & PRESENCE_STORE_OBSERVES))
+      dispatch_list(p, &p->lists[LIST_CLUSTER], &ev);
   }
   p->pend_read = p->pend_len = 0;
   p->dispatching = false;
@@ -195,6 +199,18 @@ static void host_emit_packed(void *ud, const void *packed) {
   if (p->depth == 0) drain(p);
 }
 
+/* A cluster event from a store that observes its shared log: dispatched at
+ * once (it arrives from the store's own I/O, never inside a store call),
+ * flagged as dispatching so presence_off from a callback is safe. */
+static void host_observe(void *ud, const presence_event_t *ev) {
+  presence_t *p = ud;
+  bool was = p->dispatching;
+  p->dispatching = true;
+  dispatch_list(p, &p->lists[LIST_CLUSTER], ev);
+  p->dispatching = was;
+  if (!was && p->lists_dirty) compact_lists(p);
+}
+
 /* ---- lifecycle --------------------------------------------------------- */
 
 void presence_options_init(presence_options_t *opts) {
@@ -232,6 +248,7 @@ int presence_new(const presence_options_t *opts, presence_t **out) {
 
   p->host.emit = host_emit;
   p->host.emit_packed = host_emit_packed;
+  p->host.observe = host_observe;
   p->host.log = host_log;
   p->host.wall_ms = host_wall;
   p->host.mono_ms = host_mono;
@@ -272,7 +289,7 @@ int presence_new(const presence_options_t *opts, presence_t **out) {
 void presence_free(presence_t *p) {
   if (!p) return;
   if (p->store) p->store->ops->destroy(p->store);
-  for (size_t k = 0; k <= PRESENCE_EV_COUNT_; k++)
+  for (size_t k = 0; k < LIST_N; k++)
     presence__free(&p->alloc, p->lists[k].v);
   presence__free(&p->alloc, p->pend);
   presence__free(&p->alloc, p->cur);
@@ -310,7 +327,7 @@ int presence_on(presence_t *p, presence_event_type_t type, presence_event_cb cb,
 
 int presence_off(presence_t *p, int handle) {
   if (!p || handle <= 0) return PRESENCE_EINVAL;
-  for (size_t k = 0; k <= PRESENCE_EV_COUNT_; k++) {
+  for (size_t k = 0; k < LIST_N; k++) {
     cb_list_t *l = &p->lists[k];
     for (size_t i = 0; i < l->n; i++) {
       if (l->v[i].handle == handle && !l->v[i].removed) {
@@ -346,6 +363,21 @@ int presence_on_user_offline(presence_t *p, presence_event_cb cb, void *ud) {
 }
 int presence_on_event(presence_t *p, presence_event_cb cb, void *ud) {
   return presence_on(p, PRESENCE_EV_ANY, cb, ud);
+}
+
+int presence_on_cluster_event(presence_t *p, presence_event_cb cb, void *ud) {
+  if (!p || !cb) return PRESENCE_EINVAL;
+  cb_list_t *l = &p->lists[LIST_CLUSTER];
+  if (l->n == l->cap) {
+    size_t ncap = l->cap ? l->cap * 2 : 4;
+    cb_entry_t *v = presence__realloc(&p->alloc, l->v, ncap * sizeof(*v));
+    if (!v) return PRESENCE_ENOMEM;
+    l->v = v;
+    l->cap = ncap;
+  }
+  int handle = p->next_handle++;
+  l->v[l->n++] = (cb_entry_t){handle, false, cb, ud};
+  return handle;
 }
 
 /* ---- mutations --------------------------------------------------------- */

@@ -1,0 +1,77 @@
+/*
+ * The Redis store: many instances of libpresence (or presenced) sharing one
+ * Redis behave as one presence service. See docs/internals/redis.md for the
+ * key layout, the script and the lease/fencing/reaping protocol.
+ *
+ * The store runs on a libuv loop (hiredis's async API): every mutation and
+ * query completes later, on that loop. It keeps a local table of this
+ * instance's own sessions, which is the truth it re-asserts whenever the
+ * shared state was lost or this instance was fenced.
+ *
+ * Outcome codes a done callback may see besides those of presence.h:
+ *   ESTORE     Redis is unreachable right now;
+ *   ETIMEDOUT  Redis did not answer within command_timeout_ms;
+ *   EFENCED    this instance's lease had run out or its epoch was
+ *              superseded.
+ * In those three cases the local change is kept and re-asserted as soon as
+ * the store is reachable again (its events then carry reason "resync"), so
+ * the application need not retry.
+ *
+ * Destroying the store (presence_free) does no I/O: pending operations
+ * complete with ESHUTDOWN during presence_free, and the instance's sessions
+ * stay in Redis until its lease runs out and another instance reaps them.
+ * Call presence_redis_leave first for a clean exit.
+ */
+#ifndef PRESENCE_REDIS_H
+#define PRESENCE_REDIS_H
+
+#include "presence_store.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+struct uv_loop_s;
+
+typedef struct presence_redis_options {
+  struct uv_loop_s *loop; /* required */
+  /* "redis://host:port/db" (port 6379, db 0 by default) or
+   * "unix:/path/to/socket" with an optional "?db=N". NULL: redis://127.0.0.1 */
+  const char *url;
+  const char *prefix;          /* key prefix; NULL: "presence:" */
+  uint32_t heartbeat_ms;       /* lease renewal; 0: 2000 */
+  uint32_t lease_ms;           /* lease length; 0: 3 heartbeats */
+  uint32_t command_timeout_ms; /* watchdog; 0: 2000 */
+  uint32_t reconcile_ms;       /* orphan sweep period; 0: 30000 */
+  uint32_t batch;              /* sessions per reap/resync call; 0: 200 */
+  uint32_t stream_maxlen;      /* approximate log length; 0: 100000 */
+  uint32_t reconnect_max_ms;   /* backoff ceiling; 0: 2000 */
+  uint32_t stream_block_ms;    /* XREAD BLOCK of the log reader; 0: 1000 */
+} presence_redis_options_t;
+
+/* A new Redis store, to pass as presence_options_t.store (the presence_t
+ * then owns it). It connects when attached. Errors: EINVAL (no loop, bad
+ * url), ENOMEM. */
+int presence_store_redis_new(const presence_redis_options_t *opts,
+                             presence_store_t **out);
+
+/* True once the store is registered and its sessions asserted. */
+int presence_redis_ready(presence_store_t *s);
+/* This instance's current epoch in Redis (0 before registration): it
+ * changes each time the instance re-registers. */
+uint64_t presence_redis_epoch(presence_store_t *s);
+
+/* A clean exit: end every local session (reason "shutdown", no grace), give
+ * up the lease, then call done (0, or an error if Redis could not be
+ * reached; the lease then runs out and another instance reaps). */
+int presence_redis_leave(presence_store_t *s,
+                         void (*done)(void *ud, int status), void *ud);
+
+/* Tests only: stop (1) or resume (0) every timer of the store (heartbeat,
+ * reaping, grace, reconciliation), as a stalled process would. */
+void presence_redis_debug_pause(presence_store_t *s, int paused);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* PRESENCE_REDIS_H */

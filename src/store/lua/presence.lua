@@ -1,0 +1,503 @@
+-- The Redis store's one script: every state change of the shared presence
+-- state is decided here, atomically, so however many instances race on one
+-- user, exactly one of them sees (and emits) each transition.
+--
+-- ARGV: op, prefix, instance id, epoch, stream maxlen, offline grace ms,
+-- lease ms, then the op's own arguments from ARGV[8]. Numbers travel as
+-- decimal strings. Codes mirror presence.h (types, reasons, statuses,
+-- errors); keep them in step.
+--
+-- Reply: {code, payload, event, event, ...}; code 0 or a negative
+-- PRESENCE_E*; each event is {stream id, {field, value, ...}}, exactly what
+-- XRANGE returns for it, so the C side parses both with one function.
+--
+-- Keys are built here from the prefix (see docs/internals/redis.md): a
+-- user's keys share the hash tag {u:<user>}, but the sequence counter, the
+-- log and the instance tables are global, so this script needs a single
+-- Redis (or a primary with replicas), not Redis Cluster.
+
+local op = ARGV[1]
+local P = ARGV[2]
+local iid = ARGV[3]
+local epoch = ARGV[4]
+local maxlen = ARGV[5]
+local grace_ms = tonumber(ARGV[6])
+local lease_ms = tonumber(ARGV[7])
+local A = 8
+
+local tm = redis.call('TIME')
+local now = tonumber(tm[1]) * 1000 + math.floor(tonumber(tm[2]) / 1000)
+local function s(x) return string.format('%.0f', x) end
+
+local OFF, ON, IDLE = 0, 1, 2
+local EV_CONN, EV_DISC, EV_STATUS, EV_UON, EV_UIDLE, EV_UOFF, EV_CLEAN =
+  0, 1, 2, 3, 4, 5, 6
+local R_CONNECT, R_KICKED, R_SHUTDOWN, R_LOST, R_RESYNC = 1, 6, 7, 8, 9
+local E_NOSESSION, E_EXIST, E_LIMIT, E_FENCED, E_BUSY = -5, -6, -7, -11, -15
+
+local K_SEQ, K_LOG = P .. 'seq', P .. 'log'
+local K_SIDX = P .. 'sidx'     -- hash: session id -> user id
+local K_INST = P .. 'inst'     -- hash: instance id -> registered epoch
+local K_LEASE = P .. 'lease'   -- zset: instance id -> lease expiry (ms)
+local K_EPOCHS = P .. 'epochs' -- hash: instance id -> last epoch handed out
+local K_GRACE = P .. 'grace'   -- zset: user id -> pending offline deadline
+local K_USERS = P .. 'users'   -- set: users present or in grace
+local K_REAP = P .. 'reap'     -- zset: dead instance -> claim expiry
+local K_REAPER = P .. 'reaper' -- hash: dead instance -> claimer/epoch/dead epoch
+local function k_user(u) return P .. 'u:{u:' .. u .. '}' end
+local function k_ss(u) return P .. 'ss:{u:' .. u .. '}' end
+local function k_is(i) return P .. 'is:' .. i end
+
+local out = {0, ''}
+
+-- Append one event to the log and to this call's reply.
+local function emit(ty, reason, sid, uid, meta, from, to, ver, ev_inst, ids)
+  local seq = redis.call('INCR', K_SEQ)
+  local id = s(seq) .. '-0'
+  local f = {'t', tostring(ty), 'r', tostring(reason), 'f', tostring(from),
+             'o', tostring(to), 'v', s(ver), 'ts', s(now),
+             'i', ev_inst or iid, 'e', epoch, 'b', iid}
+  if sid then f[#f + 1] = 's'; f[#f + 1] = sid end
+  if uid then f[#f + 1] = 'u'; f[#f + 1] = uid end
+  if meta then f[#f + 1] = 'm'; f[#f + 1] = meta end
+  if ids then f[#f + 1] = 'x'; f[#f + 1] = ids end
+  redis.call('XADD', K_LOG, 'MAXLEN', '~', maxlen, id, unpack(f))
+  out[#out + 1] = {id, f}
+end
+
+-- A session record: owner, owner's epoch, status, reason, connected ms,
+-- status since ms, then '=' .. meta or nothing (meta may hold tabs).
+local function rec_parse(rec)
+  local i, e, st, r, c, since, m = string.match(rec,
+    '^([^\t]*)\t([^\t]*)\t([^\t]*)\t([^\t]*)\t([^\t]*)\t([^\t]*)\t(.*)$')
+  return {iid = i, epoch = e, st = tonumber(st), reason = tonumber(r),
+          conn = c, since = since, m = m}
+end
+local function rec_make(r)
+  return r.iid .. '\t' .. r.epoch .. '\t' .. r.st .. '\t' .. r.reason .. '\t'
+    .. r.conn .. '\t' .. r.since .. '\t' .. r.m
+end
+local function meta_of(m)
+  if m == '' then return nil end
+  return string.sub(m, 2)
+end
+
+local function uget(u)
+  local h = redis.call('HMGET', k_user(u), 'st', 'n', 'on', 'v', 'since', 'ls',
+                       'g', 'gr')
+  return {st = tonumber(h[1] or 0), n = tonumber(h[2] or 0),
+          on = tonumber(h[3] or 0), v = tonumber(h[4] or 0),
+          since = tonumber(h[5] or 0), ls = tonumber(h[6] or 0),
+          g = tonumber(h[7] or 0), gr = tonumber(h[8] or 0)}
+end
+local function uput(u, U)
+  redis.call('HSET', k_user(u), 'st', U.st, 'n', U.n, 'on', U.on, 'v', s(U.v),
+             'since', s(U.since), 'ls', s(U.ls), 'g', U.g, 'gr', U.gr)
+  if U.st == OFF and U.n == 0 and U.g == 0 then
+    redis.call('SREM', K_USERS, u)
+  else
+    redis.call('SADD', K_USERS, u)
+  end
+end
+local function computed(U)
+  if U.n == 0 then return OFF end
+  if U.on > 0 then return ON end
+  return IDLE
+end
+
+-- Set the user's reported status; emit only if it is a transition.
+local function transition(u, U, to, reason, cause)
+  local from = U.st
+  if from == to then return end
+  U.st = to
+  U.v = U.v + 1
+  U.since = now
+  if to ~= OFF then U.ls = now end
+  local ty = EV_UOFF
+  if to == ON then ty = EV_UON elseif to == IDLE then ty = EV_UIDLE end
+  emit(ty, reason, cause, u, nil, from, to, U.v)
+end
+
+local function grace_cancel(u, U)
+  if U.g == 1 then
+    U.g = 0
+    redis.call('ZREM', K_GRACE, u)
+  end
+end
+
+local function fenced()
+  if redis.call('HGET', K_INST, iid) ~= epoch then return true end
+  local exp = redis.call('ZSCORE', K_LEASE, iid)
+  return (not exp) or tonumber(exp) < now
+end
+
+-- Add a session owned by this instance (connect, or resync of one the
+-- store lost).
+local function add_session(sid, u, m, st, reason, conn)
+  local U = uget(u)
+  redis.call('HSET', k_ss(u), sid, rec_make({iid = iid, epoch = epoch, st = st,
+    reason = reason, conn = conn, since = s(now), m = m}))
+  redis.call('HSET', K_SIDX, sid, u)
+  redis.call('SADD', k_is(iid), sid)
+  U.n = U.n + 1
+  if st == ON then U.on = U.on + 1 end
+  grace_cancel(u, U)
+  emit(EV_CONN, reason, sid, u, meta_of(m), OFF, st, U.v)
+  transition(u, U, computed(U), reason, sid)
+  U.ls = now
+  uput(u, U)
+end
+
+-- Remove one session and whatever user transition follows. A kick, a
+-- shutdown or a lost instance is final; anything else waits out the grace.
+local function remove_session(sid, u, reason)
+  local rec = redis.call('HGET', k_ss(u), sid)
+  if not rec then return false end
+  local r = rec_parse(rec)
+  redis.call('HDEL', k_ss(u), sid)
+  redis.call('HDEL', K_SIDX, sid)
+  redis.call('SREM', k_is(r.iid), sid)
+  local U = uget(u)
+  U.n = U.n - 1
+  if r.st == ON then U.on = U.on - 1 end
+  U.ls = now
+  emit(EV_DISC, reason, sid, u, nil, r.st, OFF, U.v)
+  local to = computed(U)
+  local graceful = reason ~= R_KICKED and reason ~= R_LOST and
+    reason ~= R_SHUTDOWN
+  if to == OFF and grace_ms > 0 and graceful and U.st ~= OFF then
+    U.g = 1
+    U.gr = reason
+    redis.call('ZADD', K_GRACE, now + grace_ms, u)
+  else
+    transition(u, U, to, reason, sid)
+  end
+  uput(u, U)
+  return true
+end
+
+local function set_status(sid, u, r, st, reason)
+  local U = uget(u)
+  local from = r.st
+  r.st = st
+  r.reason = reason
+  r.since = s(now)
+  redis.call('HSET', k_ss(u), sid, rec_make(r))
+  if st == ON then U.on = U.on + 1 else U.on = U.on - 1 end
+  U.ls = now
+  emit(EV_STATUS, reason, sid, u, nil, from, st, U.v)
+  transition(u, U, computed(U), reason, sid)
+  uput(u, U)
+end
+
+local function lease_live(i)
+  local exp = redis.call('ZSCORE', K_LEASE, i)
+  return exp and tonumber(exp) >= now
+end
+
+-- ---- writes of one session ------------------------------------------------
+
+if op == 'connect' then
+  if fenced() then return {E_FENCED} end
+  local sid, u, m, maxs = ARGV[A], ARGV[A + 1], ARGV[A + 2],
+    tonumber(ARGV[A + 3])
+  if redis.call('HEXISTS', K_SIDX, sid) == 1 then return {E_EXIST} end
+  if maxs > 0 and uget(u).n >= maxs then return {E_LIMIT} end
+  add_session(sid, u, m, ON, R_CONNECT, s(now))
+  return out
+end
+
+if op == 'end' then
+  if fenced() then return {E_FENCED} end
+  local sid, u, reason = ARGV[A], ARGV[A + 1], tonumber(ARGV[A + 2])
+  if not remove_session(sid, u, reason) then return {E_NOSESSION} end
+  return out
+end
+
+if op == 'status' then
+  if fenced() then return {E_FENCED} end
+  local sid, u, st, reason = ARGV[A], ARGV[A + 1], tonumber(ARGV[A + 2]),
+    tonumber(ARGV[A + 3])
+  local rec = redis.call('HGET', k_ss(u), sid)
+  if not rec then return {E_NOSESSION} end
+  local r = rec_parse(rec)
+  if r.st ~= st then set_status(sid, u, r, st, reason) end
+  return out
+end
+
+-- ---- leases -----------------------------------------------------------------
+
+-- Renew the lease; 'lost' when the store no longer knows this instance
+-- (flushed, restarted empty, or reaped), 'fenced' when the epoch was
+-- superseded or the lease ran out before this renewal.
+if op == 'hb' then
+  local e = redis.call('HGET', K_INST, iid)
+  if not e then return {0, 'lost'} end
+  if e ~= epoch or not lease_live(iid) then return {0, 'fenced'} end
+  redis.call('ZADD', K_LEASE, now + lease_ms, iid)
+  return {0, 'ok'}
+end
+
+-- A new epoch for this instance. ARGV: fresh (1 at process start), the
+-- highest sequence number the instance has seen (the counter never goes
+-- back, even after the store lost its data).
+if op == 'register' then
+  local fresh, min_seq = tonumber(ARGV[A]), tonumber(ARGV[A + 1])
+  local e = tonumber(redis.call('HGET', K_EPOCHS, iid) or '0')
+  e = math.max(e + 1, now)
+  redis.call('HSET', K_EPOCHS, iid, s(e))
+  redis.call('HSET', K_INST, iid, s(e))
+  redis.call('ZADD', K_LEASE, now + lease_ms, iid)
+  local seq = tonumber(redis.call('GET', K_SEQ) or '0')
+  if seq < min_seq then
+    redis.call('SET', K_SEQ, s(min_seq))
+    seq = min_seq
+  end
+  local stale = 0
+  if fresh == 1 and redis.call('ZCOUNT', K_LEASE, now, '+inf') <= 1 and
+      redis.call('SCARD', K_USERS) > 0 then
+    stale = 1
+  end
+  return {0, {s(e), s(seq), tostring(stale)}}
+end
+
+-- Give up the lease at once (after a shutdown removed the sessions).
+if op == 'unregister' then
+  if redis.call('HGET', K_INST, iid) == epoch then
+    redis.call('HDEL', K_INST, iid)
+    redis.call('ZREM', K_LEASE, iid)
+  end
+  return {0, ''}
+end
+
+-- ---- resync -----------------------------------------------------------------
+
+-- Re-assert this instance's live sessions under its new epoch. ARGV: n, then
+-- n times (session, user, status, connected ms, '=' meta or '').
+-- Only net changes become events (reason resync).
+if op == 'assert' then
+  if fenced() then return {E_FENCED} end
+  local n = tonumber(ARGV[A])
+  for k = 0, n - 1 do
+    local b = A + 1 + k * 5
+    local sid, u, st, conn, m = ARGV[b], ARGV[b + 1], tonumber(ARGV[b + 2]),
+      ARGV[b + 3], ARGV[b + 4]
+    local owner_user = redis.call('HGET', K_SIDX, sid)
+    if owner_user and owner_user ~= u then
+      remove_session(sid, owner_user, R_RESYNC)
+    end
+    local rec = redis.call('HGET', k_ss(u), sid)
+    if rec then
+      local r = rec_parse(rec)
+      if r.iid ~= iid then redis.call('SREM', k_is(r.iid), sid) end
+      r.iid = iid
+      r.epoch = epoch
+      redis.call('HSET', k_ss(u), sid, rec_make(r))
+      redis.call('SADD', k_is(iid), sid)
+      if r.st ~= st then set_status(sid, u, r, st, R_RESYNC) end
+    else
+      add_session(sid, u, m, st, R_RESYNC, conn)
+    end
+  end
+  return out
+end
+
+-- After the asserts: remove this instance's sessions still carrying an
+-- older epoch (they ended while the instance could not write). ARGV: cursor,
+-- batch, reason.
+if op == 'sweep' then
+  if fenced() then return {E_FENCED} end
+  local cur, lim, reason = ARGV[A], ARGV[A + 1], tonumber(ARGV[A + 2])
+  local r = redis.call('SSCAN', k_is(iid), cur, 'COUNT', lim)
+  for _, sid in ipairs(r[2]) do
+    local u = redis.call('HGET', K_SIDX, sid)
+    local rec = u and redis.call('HGET', k_ss(u), sid)
+    if not rec then
+      redis.call('SREM', k_is(iid), sid)
+    else
+      local rr = rec_parse(rec)
+      if rr.iid ~= iid then
+        redis.call('SREM', k_is(iid), sid)
+      elseif rr.epoch ~= epoch then
+        remove_session(sid, u, reason)
+      end
+    end
+  end
+  out[2] = r[1]
+  return out
+end
+
+-- ---- cleanup ----------------------------------------------------------------
+
+-- Fresh start (or presence_reset): remove every session and take every user
+-- offline, a batch of users per call, refused (EBUSY) while another
+-- instance holds a live lease. Payload: users left.
+if op == 'wipe' then
+  if fenced() then return {E_FENCED} end
+  local lim = tonumber(ARGV[A])
+  if redis.call('ZCOUNT', K_LEASE, now, '+inf') > 1 then return {E_BUSY} end
+  local users = redis.call('SRANDMEMBER', K_USERS, lim)
+  for _, u in ipairs(users) do
+    local ss = redis.call('HKEYS', k_ss(u))
+    for _, sid in ipairs(ss) do remove_session(sid, u, R_LOST) end
+    local U = uget(u)
+    grace_cancel(u, U)
+    if U.st ~= OFF then U.ls = now end
+    transition(u, U, OFF, R_LOST, nil)
+    uput(u, U)
+  end
+  out[2] = tostring(redis.call('SCARD', K_USERS))
+  return out
+end
+
+-- The end of a wipe: forget dead instances, one cleanup event without a
+-- session list.
+if op == 'wipe_done' then
+  if fenced() then return {E_FENCED} end
+  local all = redis.call('HKEYS', K_INST)
+  for _, i in ipairs(all) do
+    if i ~= iid and not lease_live(i) then
+      redis.call('HDEL', K_INST, i)
+      redis.call('ZREM', K_LEASE, i)
+      redis.call('ZREM', K_REAP, i)
+      redis.call('HDEL', K_REAPER, i)
+      redis.call('DEL', k_is(i))
+    end
+  end
+  emit(EV_CLEAN, R_LOST, nil, nil, nil, OFF, OFF, 0, '')
+  return out
+end
+
+-- Claim one dead instance: a lease that ran out, or a claim whose reaper
+-- died. Payload: the instance id, or '' when there is none.
+if op == 'reap_claim' then
+  if fenced() then return {E_FENCED} end
+  local d = redis.call('ZRANGEBYSCORE', K_LEASE, '-inf', '(' .. now, 'LIMIT',
+                       0, 1)
+  if #d == 0 then
+    d = redis.call('ZRANGEBYSCORE', K_REAP, '-inf', '(' .. now, 'LIMIT', 0, 1)
+  end
+  if #d == 0 or d[1] == iid then return {0, ''} end
+  local dead = d[1]
+  local de = redis.call('HGET', K_INST, dead) or '0'
+  local prev = redis.call('HGET', K_REAPER, dead)
+  if prev then de = string.match(prev, '/([^/]*)$') end
+  redis.call('ZREM', K_LEASE, dead)
+  redis.call('ZADD', K_REAP, now + lease_ms, dead)
+  redis.call('HSET', K_REAPER, dead, iid .. '/' .. epoch .. '/' .. de)
+  return {0, dead}
+end
+
+-- Remove a batch of a claimed instance's sessions (those of the dead epoch
+-- or older: a dead instance that came back and re-registered keeps its new
+-- ones). ARGV: dead id, cursor, batch. Payload: {cursor, session ids...}.
+if op == 'reap' then
+  if fenced() then return {E_FENCED} end
+  local dead, cur, lim = ARGV[A], ARGV[A + 1], ARGV[A + 2]
+  local claim = redis.call('HGET', K_REAPER, dead)
+  local mine = iid .. '/' .. epoch .. '/'
+  if not claim or string.sub(claim, 1, #mine) ~= mine then return {E_BUSY} end
+  local de = tonumber(string.sub(claim, #mine + 1))
+  redis.call('ZADD', K_REAP, now + lease_ms, dead)
+  local r = redis.call('SSCAN', k_is(dead), cur, 'COUNT', lim)
+  local gone = {r[1]}
+  for _, sid in ipairs(r[2]) do
+    local u = redis.call('HGET', K_SIDX, sid)
+    local rec = u and redis.call('HGET', k_ss(u), sid)
+    if not rec then
+      redis.call('SREM', k_is(dead), sid)
+    else
+      local rr = rec_parse(rec)
+      if rr.iid ~= dead then
+        redis.call('SREM', k_is(dead), sid)
+      elseif tonumber(rr.epoch) <= de then
+        remove_session(sid, u, R_LOST)
+        gone[#gone + 1] = sid
+      end
+    end
+  end
+  out[2] = gone
+  return out
+end
+
+-- The end of a reap: one cleanup event with the dead instance's id and the
+-- sessions removed (joined by newlines). ARGV: dead id, ids.
+if op == 'reap_done' then
+  if fenced() then return {E_FENCED} end
+  local dead, ids = ARGV[A], ARGV[A + 1]
+  local claim = redis.call('HGET', K_REAPER, dead)
+  local mine = iid .. '/' .. epoch .. '/'
+  if not claim or string.sub(claim, 1, #mine) ~= mine then return {E_BUSY} end
+  local de = string.sub(claim, #mine + 1)
+  redis.call('ZREM', K_REAP, dead)
+  redis.call('HDEL', K_REAPER, dead)
+  if redis.call('HGET', K_INST, dead) == de then
+    redis.call('HDEL', K_INST, dead)
+    if redis.call('SCARD', k_is(dead)) == 0 then redis.call('DEL', k_is(dead)) end
+  end
+  emit(EV_CLEAN, R_LOST, nil, nil, nil, OFF, OFF, 0, dead, ids)
+  return out
+end
+
+-- Low-rate reconciliation: walk the session index a batch at a time and
+-- remove sessions whose owner has no live lease and no reaper working on
+-- it. ARGV: cursor, batch. Payload: next cursor.
+if op == 'reconcile' then
+  if fenced() then return {E_FENCED} end
+  local cur, lim = ARGV[A], ARGV[A + 1]
+  local r = redis.call('HSCAN', K_SIDX, cur, 'COUNT', lim)
+  local kv = r[2]
+  for k = 1, #kv, 2 do
+    local sid, u = kv[k], kv[k + 1]
+    local rec = redis.call('HGET', k_ss(u), sid)
+    if not rec then
+      redis.call('HDEL', K_SIDX, sid)
+    else
+      local rr = rec_parse(rec)
+      local claim = redis.call('ZSCORE', K_REAP, rr.iid)
+      local claimed = claim and tonumber(claim) >= now
+      if not lease_live(rr.iid) and not claimed then
+        remove_session(sid, u, R_LOST)
+      end
+    end
+  end
+  out[2] = r[1]
+  return out
+end
+
+-- Offline grace, cluster-wide: fire due deadlines, each exactly once (the
+-- ZREM decides who fires it). ARGV: batch. Payload: ms to the next
+-- deadline, -1 if none.
+if op == 'grace' then
+  if fenced() then return {E_FENCED} end
+  local lim = tonumber(ARGV[A])
+  local due = redis.call('ZRANGEBYSCORE', K_GRACE, '-inf', now, 'LIMIT', 0, lim)
+  for _, u in ipairs(due) do
+    redis.call('ZREM', K_GRACE, u)
+    local U = uget(u)
+    if U.g == 1 then
+      U.g = 0
+      if U.n == 0 then transition(u, U, OFF, U.gr, nil) end
+      uput(u, U)
+    end
+  end
+  local nxt = redis.call('ZRANGE', K_GRACE, 0, 0, 'WITHSCORES')
+  if #nxt == 0 then out[2] = '-1'
+  else out[2] = s(math.max(0, tonumber(nxt[2]) - now)) end
+  return out
+end
+
+-- ---- queries ----------------------------------------------------------------
+
+if op == 'q_user' then
+  local u = ARGV[A]
+  local U = uget(u)
+  return {0, {tostring(U.st), tostring(U.n), tostring(U.on), s(U.v),
+              s(U.since), s(U.ls), s(now)}}
+end
+
+if op == 'q_sessions' then
+  return {0, redis.call('HGETALL', k_ss(ARGV[A]))}
+end
+
+return redis.error_reply('presence: unknown op ' .. tostring(op))

@@ -1,0 +1,1840 @@
+/*
+ * The Redis store: presence shared by many instances through one Redis.
+ *
+ * Every decision is taken by one Lua script (src/store/lua/presence.lua),
+ * run with EVALSHA: it fences the writer, changes the user's counts,
+ * decides the transition, numbers the events, appends them to the log
+ * stream and returns them. The instance whose script decided an event
+ * reports it to its own callbacks (host->emit); every instance follows the
+ * stream with a blocking XREAD on a second connection and reports every
+ * event to host->observe (cluster fan-out).
+ *
+ * This side keeps a local table of its own live sessions: it answers
+ * ENOSESSION/EEXIST at once, holds handles, runs the inactivity timer, and
+ * is the truth re-asserted after this instance was fenced or Redis lost its
+ * data. See docs/internals/redis.md for the protocol.
+ *
+ * hiredis 0.14's async API has no timeouts: a watchdog timer fails every
+ * pending command whose answer is late (ETIMEDOUT), drops the connection
+ * and reconnects with backoff; the registration that follows a reconnect
+ * re-asserts the local sessions.
+ */
+#include "core/internal.h"
+#include "presence_redis.h"
+
+#include <hiredis/adapters/libuv.h>
+#include <hiredis/async.h>
+#include <hiredis/hiredis.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <uv.h>
+
+#include "presence_lua.h"
+
+/* ---- records ----------------------------------------------------------- */
+
+#define S_STATUS 0
+#define S_REASON 1
+#define S_FLAGS 2
+#define SF_IDLE_BY_INACTIVITY 0x1
+
+typedef struct lsess {
+  presence__hkey_t key;
+  uint32_t slot, gen;
+  struct lsess *aprev, *anext; /* activity list, least recent first */
+  bool in_act;
+  int64_t last_active; /* monotonic ms */
+  int64_t connected_ms;
+  char *user;
+  char *meta; /* NULL if none */
+  char id[];
+} lsess_t;
+
+struct rstore;
+struct req;
+
+typedef void (*req_fn)(struct rstore *st, struct req *r, redisReply *rep,
+                       int code);
+
+typedef struct req {
+  struct req *prev, *next; /* pending on the command connection */
+  struct rstore *st;
+  req_fn fn;
+  int64_t sent_ms;
+  int code;           /* deferred completion */
+  uint64_t epoch_gen; /* registration this write was sent under */
+  char *cmd;          /* formatted command, kept for a NOSCRIPT resend */
+  size_t cmd_len;
+  presence_store_done_fn done;
+  void *ud;
+  /* write undo / queries */
+  uint32_t slot, gen;
+  void (*user_cb)(void *, int, const presence_user_info_t *);
+  void (*sessions_cb)(void *, int, const presence_session_info_t *, size_t);
+  void (*log_cb)(void *, int, const presence_event_t *, size_t);
+  uint64_t after_seq;
+  char user[PRESENCE_ID_MAX + 1];
+} req_t;
+
+enum { PH_NONE, PH_LOADING, PH_REGISTERING, PH_WIPING, PH_RESYNC, PH_READY };
+
+enum {
+  T_HB,
+  T_WATCH,
+  T_RECONNECT,
+  T_READER,
+  T_GRACE,
+  T_RECONCILE,
+  T_SOON,
+  T_N
+};
+
+/* The libuv handles live apart from the store: closing them completes on
+ * the loop, after presence_free has returned. */
+typedef struct handles {
+  uv_timer_t t[T_N];
+  int open;
+  struct rstore *st;
+} handles_t;
+
+typedef struct rstore {
+  presence_store_t base;
+  presence_store_host_t h;
+  presence_redis_options_t o;
+  char *url_host, *url_path, *prefix;
+  int port, db;
+  handles_t *hs;
+  bool attached, destroying, paused;
+
+  /* the command connection */
+  redisAsyncContext *ac;
+  bool up; /* connected, and commands may be sent */
+  int64_t conn_started;
+  int fail_code; /* what callbacks failed by a free report */
+  req_t *head, *tail;
+  uint32_t backoff_ms;
+  char sha[41];
+
+  /* registration */
+  int phase;
+  bool ever_registered;
+  bool fresh; /* this registration is the process's first */
+  uint64_t epoch;
+  char epoch_s[24];
+  uint64_t epoch_gen;
+  uint32_t resync_slot;
+  char *cursor; /* sweep / reap / reconcile cursors */
+
+  /* reaping */
+  bool reaping;
+  char reap_dead[PRESENCE_ID_MAX + 1];
+  char reap_cursor[32];
+  char *reap_ids;
+  size_t reap_ids_len, reap_ids_cap;
+  char sweep_cursor[32];
+  bool reconciling;
+  char rec_cursor[32];
+  bool grace_busy;
+  bool hb_busy;
+
+  /* the log reader */
+  redisAsyncContext *rac;
+  bool rup;
+  bool r_waiting;
+  int64_t r_sent;
+  uint32_t r_backoff_ms;
+  char r_last[48];
+  bool reader_started;
+
+  /* deferred completions */
+  req_t *soon_head, *soon_tail;
+
+  /* the local table */
+  presence__table_t sessions;
+  lsess_t **slab;
+  uint32_t slab_len, slab_cap, gen;
+  uint32_t *free_slots;
+  uint32_t n_free, free_cap;
+  lsess_t *act_head, *act_tail;
+  uint64_t last_seq;
+  presence_stats_t stats;
+
+  char log_key[160];
+  bool leaving;
+  /* leave */
+  void (*leave_done)(void *, int);
+  void *leave_ud;
+} rstore_t;
+
+static void on_timer(uv_timer_t *t);
+
+static int64_t mono(rstore_t *st) {
+  return st->h.mono_ms(st->h.host_ud);
+}
+
+/* msg then an optional detail: log lines need no other formatting. */
+static void logf_(rstore_t *st, presence_log_level_t lvl, const char *msg,
+                  const char *a) {
+  char buf[256];
+  snprintf(buf, sizeof(buf), "%s%s%s", msg, a ? " " : "", a ? a : "");
+  if (st->h.log) st->h.log(st->h.host_ud, lvl, buf);
+}
+
+/* ---- local table -------------------------------------------------------- */
+
+static lsess_t *slab_get(rstore_t *st, presence_handle_t h) {
+  uint32_t slot = (uint32_t)(h & 0xffffffffu) - 1;
+  if (slot >= st->slab_len || !st->slab[slot]) return NULL;
+  lsess_t *s = st->slab[slot];
+  return s->gen == (uint32_t)(h >> 32) ? s : NULL;
+}
+
+static int slab_put(rstore_t *st, lsess_t *s) {
+  uint32_t slot;
+  if (st->n_free) {
+    slot = st->free_slots[--st->n_free];
+  } else {
+    if (st->slab_len == st->slab_cap) {
+      uint32_t ncap = st->slab_cap ? st->slab_cap * 2 : 256;
+      lsess_t **n = realloc(st->slab, ncap * sizeof(*n));
+      uint32_t *f = realloc(st->free_slots, ncap * sizeof(*f));
+      if (n) st->slab = n;
+      if (f) st->free_slots = f;
+      if (!n || !f) return PRESENCE_ENOMEM;
+      st->slab_cap = st->free_cap = ncap;
+    }
+    slot = st->slab_len++;
+  }
+  st->slab[slot] = s;
+  s->slot = slot;
+  if (++st->gen == 0) st->gen = 1;
+  s->gen = st->gen;
+  return 0;
+}
+
+static void act_unlink(rstore_t *st, lsess_t *s) {
+  if (!s->in_act) return;
+  if (s->aprev)
+    s->aprev->anext = s->anext;
+  else
+    st->act_head = s->anext;
+  if (s->anext)
+    s->anext->aprev = s->aprev;
+  else
+    st->act_tail = s->aprev;
+  s->aprev = s->anext = NULL;
+  s->in_act = false;
+}
+
+static void act_push(rstore_t *st, lsess_t *s) {
+  s->last_active = mono(st);
+  s->aprev = st->act_tail;
+  s->anext = NULL;
+  if (st->act_tail)
+    st->act_tail->anext = s;
+  else
+    st->act_head = s;
+  st->act_tail = s;
+  s->in_act = true;
+}
+
+static lsess_t *find_local(rstore_t *st, const char *id, size_t len) {
+  return presence__table_find(&st->sessions, id, len, presence__hash(id, len));
+}
+
+static void local_remove(rstore_t *st, lsess_t *s) {
+  presence__table_remove(&st->sessions, s);
+  st->slab[s->slot] = NULL;
+  st->free_slots[st->n_free++] = s->slot;
+  act_unlink(st, s);
+  st->stats.sessions--;
+  free(s->user);
+  free(s->meta);
+  free(s);
+}
+
+static void local_clear(rstore_t *st) {
+  for (uint32_t i = 0; i < st->slab_len; i++)
+    if (st->slab[i]) local_remove(st, st->slab[i]);
+}
+
+/* ---- requests ----------------------------------------------------------- */
+
+static req_t *req_new(rstore_t *st, req_fn fn) {
+  req_t *r = calloc(1, sizeof(*r));
+  if (!r) return NULL;
+  r->st = st;
+  r->fn = fn;
+  r->epoch_gen = st->epoch_gen;
+  return r;
+}
+
+static void req_free(req_t *r) {
+  if (r->cmd) redisFreeCommand(r->cmd);
+  free(r);
+}
+
+static void pend_remove(rstore_t *st, req_t *r) {
+  if (r->prev)
+    r->prev->next = r->next;
+  else
+    st->head = r->next;
+  if (r->next)
+    r->next->prev = r->prev;
+  else
+    st->tail = r->prev;
+  r->prev = r->next = NULL;
+}
+
+/* Complete r later, from the loop: never from inside the call that asked. */
+static void defer(rstore_t *st, req_t *r, int code) {
+  r->code = code;
+  r->next = NULL;
+  if (st->soon_tail)
+    st->soon_tail->next = r;
+  else
+    st->soon_head = r;
+  st->soon_tail = r;
+  if (st->hs && !st->destroying)
+    uv_timer_start(&st->hs->t[T_SOON], on_timer, 0, 0);
+}
+
+static void run_soon(rstore_t *st) {
+  while (st->soon_head) {
+    req_t *r = st->soon_head;
+    st->soon_head = r->next;
+    if (!st->soon_head) st->soon_tail = NULL;
+    r->fn(st, r, NULL, r->code);
+    req_free(r);
+  }
+}
+
+static void on_reply(redisAsyncContext *ac, void *reply, void *priv);
+
+static void send_req(rstore_t *st, req_t *r) {
+  if (!st->up || !st->ac ||
+      redisAsyncFormattedCommand(st->ac, on_reply, r, r->cmd, r->cmd_len) !=
+          REDIS_OK) {
+    defer(st, r, st->destroying ? PRESENCE_ESHUTDOWN : PRESENCE_ESTORE);
+    return;
+  }
+  r->sent_ms = mono(st);
+  r->prev = st->tail;
+  r->next = NULL;
+  if (st->tail)
+    st->tail->next = r;
+  else
+    st->head = r;
+  st->tail = r;
+}
+
+/* EVALSHA of the script: op, the common arguments, then the op's own. */
+#define COMMON_ARGS 10
+static void call(rstore_t *st, req_t *r, const char *op, int n,
+                 const char **args, const size_t *lens) {
+  char maxlen[24], grace[24], lease[24];
+  snprintf(maxlen, sizeof maxlen, "%u", (unsigned)st->o.stream_maxlen);
+  snprintf(grace, sizeof grace, "%u", (unsigned)st->h.offline_grace_ms);
+  snprintf(lease, sizeof lease, "%u", (unsigned)st->o.lease_ms);
+  const char *sv[COMMON_ARGS + 8];
+  size_t sl[COMMON_ARGS + 8];
+  const char **av = sv;
+  size_t *al = sl;
+  if (n > 8) {
+    av = malloc((size_t)(COMMON_ARGS + n) * sizeof(*av));
+    al = malloc((size_t)(COMMON_ARGS + n) * sizeof(*al));
+    if (!av || !al) {
+      free(av);
+      free(al);
+      defer(st, r, PRESENCE_ENOMEM);
+      return;
+    }
+  }
+  const char *common[COMMON_ARGS] = {
+      "EVALSHA",         st->sha,     "0",    op,    st->prefix,
+      st->h.instance_id, st->epoch_s, maxlen, grace, lease};
+  for (int i = 0; i < COMMON_ARGS; i++) {
+    av[i] = common[i];
+    al[i] = strlen(common[i]);
+  }
+  for (int i = 0; i < n; i++) {
+    av[COMMON_ARGS + i] = args[i];
+    al[COMMON_ARGS + i] = lens ? lens[i] : strlen(args[i]);
+  }
+  int len = redisFormatCommandArgv(&r->cmd, COMMON_ARGS + n, av, al);
+  if (av != sv) {
+    free(av);
+    free(al);
+  }
+  if (len < 0) {
+    r->cmd = NULL;
+    defer(st, r, PRESENCE_ENOMEM);
+    return;
+  }
+  r->cmd_len = (size_t)len;
+  send_req(st, r);
+}
+
+/* A plain command (SELECT, SCRIPT LOAD). */
+static void plain(rstore_t *st, req_t *r, int n, const char **args) {
+  int len = redisFormatCommandArgv(&r->cmd, n, args, NULL);
+  if (len < 0) {
+    r->cmd = NULL;
+    defer(st, r, PRESENCE_ENOMEM);
+    return;
+  }
+  r->cmd_len = (size_t)len;
+  send_req(st, r);
+}
+
+static void drop_connection(rstore_t *st, int code);
+static void start_register(rstore_t *st);
+
+/* The script's answer: {code, payload, events...}. */
+static int script_code(redisReply *rep) {
+  if (rep->type != REDIS_REPLY_ARRAY || rep->elements < 1 ||
+      rep->element[0]->type != REDIS_REPLY_INTEGER)
+    return PRESENCE_ESTORE;
+  return (int)rep->element[0]->integer;
+}
+
+static void on_reply(redisAsyncContext *ac, void *reply, void *priv) {
+  (void)ac;
+  req_t *r = priv;
+  rstore_t *st = r->st;
+  redisReply *rep = reply;
+  pend_remove(st, r);
+  if (!rep) {
+    /* The connection is going away: nothing more may be sent on it. */
+    st->up = false;
+    r->fn(st, r, NULL, st->fail_code ? st->fail_code : PRESENCE_ESTORE);
+    req_free(r);
+    return;
+  }
+  if (rep->type == REDIS_REPLY_ERROR && !strncmp(rep->str, "NOSCRIPT", 8)) {
+    /* Redis forgot the script (SCRIPT FLUSH, a restart behind a proxy):
+     * load it again ahead of the resend, on the same connection, so order
+     * is kept. */
+    const char *args[] = {"SCRIPT", "LOAD", presence_lua};
+    size_t lens[] = {6, 4, presence_lua_len};
+    char *cmd;
+    int len = redisFormatCommandArgv(&cmd, 3, args, lens);
+    if (len > 0) {
+      redisAsyncFormattedCommand(st->ac, NULL, NULL, cmd, (size_t)len);
+      redisFreeCommand(cmd);
+    }
+    send_req(st, r);
+    return;
+  }
+  int code = 0;
+  if (rep->type == REDIS_REPLY_ERROR) {
+    logf_(st, PRESENCE_LOG_ERROR, "redis:", rep->str);
+    code = PRESENCE_ESTORE;
+  }
+  r->fn(st, r, rep, code);
+  req_free(r);
+}
+
+/* ---- events ------------------------------------------------------------- */
+
+static presence_status_t st_of(const char *s) {
+  long v = strtol(s, NULL, 10);
+  return v == 1 ? PRESENCE_ONLINE : v == 2 ? PRESENCE_IDLE : PRESENCE_OFFLINE;
+}
+
+/* Parse one log entry {id, {field, value, ...}} (from XRANGE, XREAD or the
+ * script). Strings point into the reply; a cleanup's id list is split into
+ * *ids_buf / *ids (freed by the caller). */
+static int parse_event(rstore_t *st, redisReply *e, presence_event_t *ev,
+                       char **ids_buf, const char ***ids) {
+  memset(ev, 0, sizeof(*ev));
+  *ids_buf = NULL;
+  *ids = NULL;
+  if (e->type != REDIS_REPLY_ARRAY || e->elements != 2 ||
+      e->element[0]->type != REDIS_REPLY_STRING ||
+      e->element[1]->type != REDIS_REPLY_ARRAY)
+    return PRESENCE_ESTORE;
+  ev->seq = strtoull(e->element[0]->str, NULL, 10);
+  redisReply *f = e->element[1];
+  const char *by = NULL;
+  for (size_t i = 0; i + 1 < f->elements; i += 2) {
+    if (f->element[i]->type != REDIS_REPLY_STRING ||
+        f->element[i + 1]->type != REDIS_REPLY_STRING)
+      continue;
+    const char *k = f->element[i]->str;
+    const char *v = f->element[i + 1]->str;
+    switch (k[0]) {
+    case 't':
+      if (k[1] == 's')
+        ev->ts_ms = strtoll(v, NULL, 10);
+      else
+        ev->type = (presence_event_type_t)strtol(v, NULL, 10);
+      break;
+    case 'r':
+      ev->reason = (presence_reason_t)strtol(v, NULL, 10);
+      break;
+    case 'f':
+      ev->from = st_of(v);
+      break;
+    case 'o':
+      ev->to = st_of(v);
+      break;
+    case 'v':
+      ev->user_version = strtoull(v, NULL, 10);
+      break;
+    case 'i':
+      ev->instance_id = v[0] ? v : NULL;
+      break;
+    case 'e':
+      ev->epoch = strtoull(v, NULL, 10);
+      break;
+    case 'b':
+      by = v;
+      break;
+    case 's':
+      ev->session_id = v;
+      break;
+    case 'u':
+      ev->user_id = v;
+      break;
+    case 'm':
+      ev->meta = v;
+      break;
+    case 'x': {
+      size_t len = f->element[i + 1]->len;
+      if (!len) break;
+      size_t n = 1;
+      for (size_t j = 0; j < len; j++)
+        n += v[j] == '\n';
+      char *buf = malloc(len + 1);
+      const char **arr = malloc(n * sizeof(*arr));
+      if (!buf || !arr) {
+        free(buf);
+        free(arr);
+        return PRESENCE_ENOMEM;
+      }
+      memcpy(buf, v, len + 1);
+      size_t k2 = 0;
+      arr[k2++] = buf;
+      for (size_t j = 0; j < len; j++) {
+        if (buf[j] == '\n') {
+          buf[j] = '\0';
+          arr[k2++] = buf + j + 1;
+        }
+      }
+      *ids_buf = buf;
+      *ids = arr;
+      ev->session_ids = arr;
+      ev->n_session_ids = n;
+      break;
+    }
+    default:
+      break;
+    }
+  }
+  if (by && strcmp(by, st->h.instance_id) != 0)
+    ev->flags |= PRESENCE_EVENT_REMOTE;
+  if ((unsigned)ev->type >= PRESENCE_EV_COUNT_) return PRESENCE_ESTORE;
+  if (ev->seq > st->last_seq) st->last_seq = ev->seq;
+  return 0;
+}
+
+/* Report the events a script returned (after its code and payload). */
+static void emit_events(rstore_t *st, redisReply *rep) {
+  for (size_t i = 2; i < rep->elements; i++) {
+    presence_event_t ev;
+    char *buf;
+    const char **ids;
+    if (parse_event(st, rep->element[i], &ev, &buf, &ids) == 0) {
+      st->stats.events[ev.type]++;
+      st->h.emit(st->h.host_ud, &ev);
+    }
+    free(buf);
+    free(ids);
+  }
+}
+
+static const char *payload_str(redisReply *rep) {
+  if (rep->elements < 2 || rep->element[1]->type != REDIS_REPLY_STRING)
+    return "";
+  return rep->element[1]->str;
+}
+
+/* A write refused for its epoch: register again, once per epoch. */
+static void on_fenced(rstore_t *st, req_t *r) {
+  if (r->epoch_gen == st->epoch_gen && st->phase >= PH_WIPING &&
+      !st->destroying && !st->leaving) {
+    logf_(st, PRESENCE_LOG_WARN, "redis: fenced, registering again", NULL);
+    st->phase = PH_NONE;
+    start_register(st);
+  }
+}
+
+static bool can_write(rstore_t *st) {
+  return st->up && (st->phase == PH_RESYNC || st->phase == PH_READY);
+}
+
+/* ---- writes ------------------------------------------------------------- */
+
+static void write_done(rstore_t *st, req_t *r, redisReply *rep, int code) {
+  if (!code && rep) {
+    code = script_code(rep);
+    if (!code) emit_events(st, rep);
+  }
+  if (code == PRESENCE_EFENCED) on_fenced(st, r);
+  if (r->done) r->done(r->ud, code);
+}
+
+static void connect_done(rstore_t *st, req_t *r, redisReply *rep, int code) {
+  if (!code && rep) {
+    code = script_code(rep);
+    if (!code) emit_events(st, rep);
+  }
+  if (code == PRESENCE_EEXIST || code == PRESENCE_ELIMIT) {
+    /* Refused cluster-wide: the local record goes too. */
+    lsess_t *s = r->slot < st->slab_len ? st->slab[r->slot] : NULL;
+    if (s && s->gen == r->gen) local_remove(st, s);
+  }
+  if (code == PRESENCE_EFENCED) on_fenced(st, r);
+  if (r->done) r->done(r->ud, code);
+}
+
+static void done_only(rstore_t *st, req_t *r, redisReply *rep, int code) {
+  (void)st;
+  (void)rep;
+  if (r->done) r->done(r->ud, code);
+}
+
+static void status_args(char *buf, size_t n, int v) {
+  snprintf(buf, n, "%d", v);
+}
+
+static void send_status(rstore_t *st, lsess_t *s, presence_status_t to,
+                        presence_reason_t reason, presence_store_done_fn done,
+                        void *ud) {
+  req_t *r = req_new(st, write_done);
+  if (!r) {
+    if (done) done(ud, PRESENCE_ENOMEM);
+    return;
+  }
+  r->done = done;
+  r->ud = ud;
+  if (!can_write(st)) {
+    defer(st, r, PRESENCE_ESTORE);
+    return;
+  }
+  char sbuf[8], rbuf[8];
+  status_args(sbuf, sizeof sbuf, to);
+  status_args(rbuf, sizeof rbuf, reason);
+  const char *args[] = {s->id, s->user, sbuf, rbuf};
+  call(st, r, "status", 4, args, NULL);
+}
+
+static lsess_t *write_session(rstore_t *st, const presence_write_t *w) {
+  if (w->handle) return slab_get(st, w->handle);
+  return find_local(st, w->session_id, w->session_id_len);
+}
+
+static int op_connect(rstore_t *st, const presence_write_t *w,
+                      presence_store_done_fn done, void *ud) {
+  if (find_local(st, w->session_id, w->session_id_len)) return PRESENCE_EEXIST;
+  lsess_t *s = calloc(1, sizeof(*s) + w->session_id_len + 1);
+  req_t *r = req_new(st, connect_done);
+  char *user = strndup(w->user_id, w->user_id_len);
+  char *meta = w->meta ? malloc(w->meta_len + 2) : NULL;
+  if (!s || !r || !user || (w->meta && !meta)) goto nomem;
+  memcpy(s->id, w->session_id, w->session_id_len);
+  s->key.hash = presence__hash(w->session_id, w->session_id_len);
+  s->key.len = (uint8_t)w->session_id_len;
+  s->key.spare[S_STATUS] = PRESENCE_ONLINE;
+  s->key.spare[S_REASON] = PRESENCE_REASON_CONNECT;
+  s->user = user;
+  /* Stored as the script keeps it: '=' then the text, so "" is a meta. */
+  if (meta) {
+    meta[0] = '=';
+    memcpy(meta + 1, w->meta, w->meta_len);
+    meta[w->meta_len + 1] = '\0';
+  }
+  s->meta = meta;
+  s->connected_ms = st->h.wall_ms(st->h.host_ud);
+  if (slab_put(st, s)) goto nomem;
+  if (presence__table_insert(&st->sessions, s)) {
+    st->slab[s->slot] = NULL;
+    st->free_slots[st->n_free++] = s->slot;
+    goto nomem;
+  }
+  st->stats.sessions++;
+  if (st->h.inactivity_ms) act_push(st, s);
+  if (w->handle_out)
+    *w->handle_out = ((presence_handle_t)s->gen << 32) | (s->slot + 1);
+  r->done = done;
+  r->ud = ud;
+  r->slot = s->slot;
+  r->gen = s->gen;
+  if (!can_write(st)) {
+    defer(st, r, PRESENCE_ESTORE);
+    return 0;
+  }
+  char maxs[16];
+  snprintf(maxs, sizeof maxs, "%u", (unsigned)st->h.max_sessions_per_user);
+  const char *args[] = {s->id, s->user, meta ? meta : "", maxs};
+  call(st, r, "connect", 4, args, NULL);
+  return 0;
+nomem:
+  free(s);
+  free(r);
+  free(user);
+  free(meta);
+  return PRESENCE_ENOMEM;
+}
+
+static int op_end(rstore_t *st, const presence_write_t *w,
+                  presence_store_done_fn done, void *ud) {
+  lsess_t *s = write_session(st, w);
+  if (!s) return PRESENCE_ENOSESSION;
+  req_t *r = req_new(st, write_done);
+  if (!r) return PRESENCE_ENOMEM;
+  r->done = done;
+  r->ud = ud;
+  char rbuf[8];
+  status_args(rbuf, sizeof rbuf, w->reason);
+  const char *args[] = {s->id, s->user, rbuf};
+  /* Gone locally at once: the client is gone whatever Redis answers, and a
+   * resync must not bring it back. */
+  if (can_write(st))
+    call(st, r, "end", 3, args, NULL);
+  else
+    defer(st, r, PRESENCE_ESTORE);
+  local_remove(st, s);
+  return 0;
+}
+
+static int op_set_status(rstore_t *st, const presence_write_t *w,
+                         presence_store_done_fn done, void *ud) {
+  lsess_t *s = write_session(st, w);
+  if (!s) return PRESENCE_ENOSESSION;
+  if (st->h.inactivity_ms && w->reason == PRESENCE_REASON_EXPLICIT) {
+    act_unlink(st, s);
+    act_push(st, s);
+    s->key.spare[S_FLAGS] &= (uint8_t)~SF_IDLE_BY_INACTIVITY;
+  }
+  s->key.spare[S_STATUS] = (uint8_t)w->status;
+  s->key.spare[S_REASON] = (uint8_t)w->reason;
+  send_status(st, s, w->status, w->reason, done, ud);
+  return 0;
+}
+
+static int op_touch(rstore_t *st, const presence_write_t *w,
+                    presence_store_done_fn done, void *ud) {
+  lsess_t *s = write_session(st, w);
+  if (!s) return PRESENCE_ENOSESSION;
+  uint8_t *flags = &s->key.spare[S_FLAGS];
+  bool was_inact = *flags & SF_IDLE_BY_INACTIVITY;
+  bool explicit_idle = s->key.spare[S_STATUS] == PRESENCE_IDLE && !was_inact;
+  if (st->h.inactivity_ms && !explicit_idle) {
+    act_unlink(st, s);
+    act_push(st, s);
+    if (was_inact) {
+      *flags &= (uint8_t)~SF_IDLE_BY_INACTIVITY;
+      s->key.spare[S_STATUS] = PRESENCE_ONLINE;
+      s->key.spare[S_REASON] = PRESENCE_REASON_INACTIVITY;
+      send_status(st, s, PRESENCE_ONLINE, PRESENCE_REASON_INACTIVITY, done, ud);
+      return 0;
+    }
+  }
+  req_t *r = req_new(st, done_only);
+  if (!r) return PRESENCE_ENOMEM;
+  r->done = done;
+  r->ud = ud;
+  defer(st, r, 0);
+  return 0;
+}
+
+/* presence_reset: wipe batches, refused while another instance is live. */
+static void reset_step(rstore_t *st, req_t *prev, presence_store_done_fn done,
+                       void *ud, bool first);
+
+static void reset_done(rstore_t *st, req_t *r, redisReply *rep, int code) {
+  if (!code && rep) code = script_code(rep);
+  if (code) {
+    if (r->done) r->done(r->ud, code);
+    return;
+  }
+  emit_events(st, rep);
+  if (r->slot == 0) local_clear(st); /* the first batch went through */
+  const char *left = payload_str(rep);
+  if (r->slot == 2) { /* wipe_done */
+    if (r->done) r->done(r->ud, 0);
+    return;
+  }
+  reset_step(st, r, r->done, r->ud, strcmp(left, "0") == 0);
+}
+
+static void reset_step(rstore_t *st, req_t *prev, presence_store_done_fn done,
+                       void *ud, bool last) {
+  req_t *r = req_new(st, reset_done);
+  if (!r) {
+    if (done) done(ud, PRESENCE_ENOMEM);
+    return;
+  }
+  r->done = done;
+  r->ud = ud;
+  r->slot = prev ? 1 : 0;
+  if (last) {
+    r->slot = 2;
+    call(st, r, "wipe_done", 0, NULL, NULL);
+    return;
+  }
+  char lim[16];
+  snprintf(lim, sizeof lim, "%u", (unsigned)st->o.batch);
+  const char *args[] = {lim};
+  call(st, r, "wipe", 1, args, NULL);
+}
+
+static int r_write(presence_store_t *base, const presence_write_t *w,
+                   presence_store_done_fn done, void *ud) {
+  rstore_t *st = (rstore_t *)base;
+  if (st->destroying) return PRESENCE_ESHUTDOWN;
+  switch (w->kind) {
+  case PRESENCE_WRITE_CONNECT:
+    return op_connect(st, w, done, ud);
+  case PRESENCE_WRITE_END:
+    return op_end(st, w, done, ud);
+  case PRESENCE_WRITE_SET_STATUS:
+    return op_set_status(st, w, done, ud);
+  case PRESENCE_WRITE_TOUCH:
+    return op_touch(st, w, done, ud);
+  case PRESENCE_WRITE_RESET:
+    if (!can_write(st)) return PRESENCE_ESTORE;
+    reset_step(st, NULL, done, ud, false);
+    return 0;
+  default:
+    return PRESENCE_EINVAL;
+  }
+}
+
+/* Inactivity runs here, on this instance's own sessions. */
+static int64_t r_tick(presence_store_t *base, int64_t now) {
+  rstore_t *st = (rstore_t *)base;
+  if (!st->h.inactivity_ms) return -1;
+  while (st->act_head) {
+    lsess_t *s = st->act_head;
+    int64_t deadline = s->last_active + st->h.inactivity_ms;
+    if (deadline > now) return deadline - now;
+    act_unlink(st, s);
+    if (s->key.spare[S_STATUS] == PRESENCE_ONLINE) {
+      s->key.spare[S_FLAGS] |= SF_IDLE_BY_INACTIVITY;
+      s->key.spare[S_STATUS] = PRESENCE_IDLE;
+      s->key.spare[S_REASON] = PRESENCE_REASON_INACTIVITY;
+      send_status(st, s, PRESENCE_IDLE, PRESENCE_REASON_INACTIVITY, NULL, NULL);
+    }
+  }
+  return -1;
+}
+
+/* ---- registration and resync ------------------------------------------- */
+
+static void set_ready(rstore_t *st) {
+  st->phase = PH_READY;
+  st->backoff_ms = 0;
+  logf_(st, PRESENCE_LOG_INFO, "redis: instance registered, epoch",
+        st->epoch_s);
+}
+
+static void sweep_step(rstore_t *st);
+
+static void sweep_done(rstore_t *st, req_t *r, redisReply *rep, int code) {
+  if (st->destroying || r->epoch_gen != st->epoch_gen) return;
+  if (!code && rep) code = script_code(rep);
+  if (code == PRESENCE_EFENCED) on_fenced(st, r);
+  if (code) return; /* the reconnect or re-registration starts over */
+  emit_events(st, rep);
+  const char *cur = payload_str(rep);
+  if (!strcmp(cur, "0")) {
+    set_ready(st);
+    return;
+  }
+  snprintf(st->sweep_cursor, sizeof st->sweep_cursor, "%s", cur);
+  sweep_step(st);
+}
+
+static void sweep_step(rstore_t *st) {
+  req_t *r = req_new(st, sweep_done);
+  if (!r) return;
+  char lim[16], reason[8];
+  snprintf(lim, sizeof lim, "%u", (unsigned)st->o.batch);
+  /* At process start the old sessions under this id belonged to a dead
+   * process; after a fence they ended while this one could not write. */
+  status_args(reason, sizeof reason,
+              st->fresh ? PRESENCE_REASON_INSTANCE_LOST
+                        : PRESENCE_REASON_RESYNC);
+  const char *args[] = {st->sweep_cursor, lim, reason};
+  call(st, r, "sweep", 3, args, NULL);
+}
+
+static void resync_step(rstore_t *st);
+
+static void resync_done(rstore_t *st, req_t *r, redisReply *rep, int code) {
+  if (st->destroying || r->epoch_gen != st->epoch_gen) return;
+  if (!code && rep) code = script_code(rep);
+  if (code == PRESENCE_EFENCED) on_fenced(st, r);
+  if (code) return;
+  emit_events(st, rep);
+  resync_step(st);
+}
+
+/* Assert the next batch of local sessions, by slab slot (stable while the
+ * table changes under a resync: new sessions get sent by their own
+ * connect, under the new epoch). */
+static void resync_step(rstore_t *st) {
+  uint32_t batch = st->o.batch;
+  const char **args = malloc((1 + 5 * (size_t)batch) * sizeof(*args));
+  char(*nums)[24] = malloc(2 * (size_t)batch * sizeof(*nums));
+  if (!args || !nums) {
+    free(args);
+    free(nums);
+    return;
+  }
+  uint32_t n = 0;
+  char count[16];
+  while (st->resync_slot < st->slab_len && n < batch) {
+    lsess_t *s = st->slab[st->resync_slot++];
+    if (!s) continue;
+    size_t b = 1 + 5 * (size_t)n;
+    snprintf(nums[2 * n], 24, "%d", s->key.spare[S_STATUS]);
+    snprintf(nums[2 * n + 1], 24, "%lld", (long long)s->connected_ms);
+    args[b] = s->id;
+    args[b + 1] = s->user;
+    args[b + 2] = nums[2 * n];
+    args[b + 3] = nums[2 * n + 1];
+    args[b + 4] = s->meta ? s->meta : "";
+    n++;
+  }
+  if (n == 0) {
+    free(args);
+    free(nums);
+    snprintf(st->sweep_cursor, sizeof st->sweep_cursor, "0");
+    sweep_step(st);
+    return;
+  }
+  snprintf(count, sizeof count, "%u", (unsigned)n);
+  args[0] = count;
+  req_t *r = req_new(st, resync_done);
+  if (r) call(st, r, "assert", (int)(1 + 5 * n), args, NULL);
+  free(args);
+  free(nums);
+}
+
+static void start_resync(rstore_t *st) {
+  st->phase = PH_RESYNC;
+  st->resync_slot = 0;
+  resync_step(st);
+}
+
+static void wipe_done_cb(rstore_t *st, req_t *r, redisReply *rep, int code) {
+  if (st->destroying || r->epoch_gen != st->epoch_gen) return;
+  if (!code && rep) code = script_code(rep);
+  if (code == PRESENCE_EFENCED) on_fenced(st, r);
+  if (code == PRESENCE_EBUSY) {
+    /* Another instance started meanwhile: whatever is left belongs to dead
+     * instances, which reaping handles one by one. */
+    start_resync(st);
+    return;
+  }
+  if (code) return;
+  emit_events(st, rep);
+  if (r->slot == 2) {
+    start_resync(st);
+    return;
+  }
+  req_t *n = req_new(st, wipe_done_cb);
+  if (!n) return;
+  if (!strcmp(payload_str(rep), "0")) {
+    n->slot = 2;
+    call(st, n, "wipe_done", 0, NULL, NULL);
+    return;
+  }
+  char lim[16];
+  snprintf(lim, sizeof lim, "%u", (unsigned)st->o.batch);
+  const char *args[] = {lim};
+  call(st, n, "wipe", 1, args, NULL);
+}
+
+static void start_reader(rstore_t *st);
+
+static void register_done(rstore_t *st, req_t *r, redisReply *rep, int code) {
+  if (st->destroying) return;
+  if (!code && rep) code = script_code(rep);
+  if (code || rep->elements < 2 || rep->element[1]->type != REDIS_REPLY_ARRAY ||
+      rep->element[1]->elements < 3) {
+    st->phase = PH_NONE;
+    if (code != PRESENCE_ESTORE && code != PRESENCE_ETIMEDOUT && st->up)
+      drop_connection(st, PRESENCE_ESTORE);
+    return;
+  }
+  redisReply *p = rep->element[1];
+  st->epoch = strtoull(p->element[0]->str, NULL, 10);
+  snprintf(st->epoch_s, sizeof st->epoch_s, "%s", p->element[0]->str);
+  st->epoch_gen++;
+  uint64_t seq = strtoull(p->element[1]->str, NULL, 10);
+  bool stale = !strcmp(p->element[2]->str, "1");
+  st->ever_registered = true;
+  if (!st->reader_started) {
+    snprintf(st->r_last, sizeof st->r_last, "%llu-0", (unsigned long long)seq);
+    if (seq > st->last_seq) st->last_seq = seq;
+    st->reader_started = true;
+    start_reader(st);
+  }
+  if (stale) {
+    st->phase = PH_WIPING;
+    req_t *n = req_new(st, wipe_done_cb);
+    if (!n) return;
+    char lim[16];
+    snprintf(lim, sizeof lim, "%u", (unsigned)st->o.batch);
+    const char *args[] = {lim};
+    call(st, n, "wipe", 1, args, NULL);
+    return;
+  }
+  start_resync(st);
+}
+
+static void start_register(rstore_t *st) {
+  if (!st->up || st->phase == PH_REGISTERING || st->phase == PH_LOADING) return;
+  st->phase = PH_REGISTERING;
+  st->fresh = !st->ever_registered;
+  req_t *r = req_new(st, register_done);
+  if (!r) return;
+  char seq[24];
+  snprintf(seq, sizeof seq, "%llu", (unsigned long long)st->last_seq);
+  const char *args[] = {st->fresh ? "1" : "0", seq};
+  call(st, r, "register", 2, args, NULL);
+}
+
+static void load_done(rstore_t *st, req_t *r, redisReply *rep, int code) {
+  (void)r;
+  if (st->destroying) return;
+  if (code || rep->type != REDIS_REPLY_STRING || rep->len != 40) {
+    st->phase = PH_NONE;
+    if (st->up) drop_connection(st, PRESENCE_ESTORE);
+    return;
+  }
+  memcpy(st->sha, rep->str, 40);
+  st->sha[40] = '\0';
+  st->phase = PH_NONE;
+  start_register(st);
+}
+
+static void select_done(rstore_t *st, req_t *r, redisReply *rep, int code) {
+  (void)r;
+  (void)rep;
+  if (code && !st->destroying && st->up) drop_connection(st, code);
+}
+
+/* ---- connections -------------------------------------------------------- */
+
+static void schedule_reconnect(rstore_t *st) {
+  if (st->destroying || !st->hs) return;
+  uint32_t d = st->backoff_ms ? st->backoff_ms : 50;
+  st->backoff_ms =
+      d * 2 > st->o.reconnect_max_ms ? st->o.reconnect_max_ms : d * 2;
+  uv_timer_start(&st->hs->t[T_RECONNECT], on_timer, d, 0);
+}
+
+static void on_connect(const redisAsyncContext *ac, int status);
+static void on_disconnect(const redisAsyncContext *ac, int status);
+
+static redisAsyncContext *open_ctx(rstore_t *st) {
+  redisAsyncContext *ac = st->url_path
+                              ? redisAsyncConnectUnix(st->url_path)
+                              : redisAsyncConnect(st->url_host, st->port);
+  if (!ac) return NULL;
+  if (ac->err) {
+    redisAsyncFree(ac);
+    return NULL;
+  }
+  ac->data = st;
+  if (redisLibuvAttach(ac, st->o.loop) != REDIS_OK) {
+    redisAsyncFree(ac);
+    return NULL;
+  }
+  redisAsyncSetConnectCallback(ac, on_connect);
+  redisAsyncSetDisconnectCallback(ac, on_disconnect);
+  return ac;
+}
+
+static void conn_start(rstore_t *st) {
+  if (st->destroying || st->ac) return;
+  st->ac = open_ctx(st);
+  if (!st->ac) {
+    schedule_reconnect(st);
+    return;
+  }
+  st->conn_started = mono(st);
+}
+
+static void reader_reconnect(rstore_t *st) {
+  if (st->destroying || !st->hs) return;
+  uint32_t d = st->r_backoff_ms ? st->r_backoff_ms : 50;
+  st->r_backoff_ms =
+      d * 2 > st->o.reconnect_max_ms ? st->o.reconnect_max_ms : d * 2;
+  uv_timer_start(&st->hs->t[T_READER], on_timer, d, 0);
+}
+
+static void on_connect(const redisAsyncContext *cac, int status) {
+  rstore_t *st = cac->data;
+  if (cac == st->rac) {
+    if (status != REDIS_OK) {
+      st->rac = NULL; /* hiredis frees it */
+      reader_reconnect(st);
+      return;
+    }
+    st->rup = true;
+    start_reader(st);
+    return;
+  }
+  if (status != REDIS_OK) {
+    st->ac = NULL;
+    schedule_reconnect(st);
+    return;
+  }
+  st->up = true;
+  if (st->db) {
+    char db[16];
+    snprintf(db, sizeof db, "%d", st->db);
+    const char *args[] = {"SELECT", db};
+    req_t *r = req_new(st, select_done);
+    if (r) plain(st, r, 2, args);
+  }
+  st->phase = PH_LOADING;
+  const char *args[] = {"SCRIPT", "LOAD", presence_lua};
+  req_t *r = req_new(st, load_done);
+  if (!r) return;
+  size_t lens[] = {6, 4, presence_lua_len};
+  int len = redisFormatCommandArgv(&r->cmd, 3, args, lens);
+  if (len < 0) {
+    r->cmd = NULL;
+    req_free(r);
+    return;
+  }
+  r->cmd_len = (size_t)len;
+  send_req(st, r);
+}
+
+static void on_disconnect(const redisAsyncContext *cac, int status) {
+  (void)status;
+  rstore_t *st = cac->data;
+  if (cac == st->rac) {
+    st->rac = NULL;
+    st->rup = false;
+    st->r_waiting = false;
+    reader_reconnect(st);
+    return;
+  }
+  st->ac = NULL;
+  st->up = false;
+  st->phase = PH_NONE;
+  st->hb_busy = st->reaping = st->grace_busy = st->reconciling = false;
+  free(st->reap_ids);
+  st->reap_ids = NULL;
+  st->reap_ids_len = st->reap_ids_cap = 0;
+  logf_(st, PRESENCE_LOG_WARN, "redis: disconnected", NULL);
+  schedule_reconnect(st);
+}
+
+/* Fail everything pending with code and drop the connection (the
+ * disconnect callback then schedules the reconnect). */
+static void drop_connection(rstore_t *st, int code) {
+  redisAsyncContext *ac = st->ac;
+  if (!ac) return;
+  st->up = false;
+  st->fail_code = code;
+  bool connected = ac->c.flags & REDIS_CONNECTED;
+  redisAsyncFree(ac);
+  st->fail_code = 0;
+  if (!connected) {
+    /* hiredis calls no disconnect callback for a connect that never
+     * completed. */
+    st->ac = NULL;
+    st->phase = PH_NONE;
+    schedule_reconnect(st);
+  }
+}
+
+/* ---- the log reader ----------------------------------------------------- */
+
+/* Every instance follows the whole log on its own connection (a blocking
+ * XREAD would stall the command connection) and reports each event to
+ * host->observe: the cluster-wide fan-out. */
+static void on_xread(redisAsyncContext *ac, void *reply, void *priv) {
+  (void)priv;
+  rstore_t *st = ac->data;
+  redisReply *rep = reply;
+  st->r_waiting = false;
+  if (!rep || st->destroying) return; /* the disconnect callback follows */
+  if (rep->type == REDIS_REPLY_ERROR) {
+    logf_(st, PRESENCE_LOG_ERROR, "redis reader:", rep->str);
+  } else if (rep->type == REDIS_REPLY_ARRAY && rep->elements == 1 &&
+             rep->element[0]->type == REDIS_REPLY_ARRAY &&
+             rep->element[0]->elements == 2) {
+    redisReply *entries = rep->element[0]->element[1];
+    st->r_backoff_ms = 0;
+    for (size_t i = 0; i < entries->elements; i++) {
+      redisReply *e = entries->element[i];
+      presence_event_t ev;
+      char *buf;
+      const char **ids;
+      if (parse_event(st, e, &ev, &buf, &ids) == 0) {
+        snprintf(st->r_last, sizeof st->r_last, "%s", e->element[0]->str);
+        st->h.observe(st->h.host_ud, &ev);
+      }
+      free(buf);
+      free(ids);
+      if (st->destroying) return;
+    }
+  }
+  start_reader(st);
+}
+
+static void start_reader(rstore_t *st) {
+  if (st->destroying || !st->h.observe || !st->reader_started) return;
+  if (!st->rac) {
+    st->rac = open_ctx(st);
+    if (!st->rac)
+      reader_reconnect(st);
+    else
+      st->r_sent = mono(st);
+    return; /* on_connect comes back here */
+  }
+  if (!st->rup || st->r_waiting) return;
+  if (redisAsyncCommand(st->rac, on_xread, NULL,
+                        "XREAD BLOCK %u COUNT 512 STREAMS %s %s",
+                        (unsigned)st->o.stream_block_ms, st->log_key,
+                        st->r_last) == REDIS_OK) {
+    st->r_waiting = true;
+    st->r_sent = mono(st);
+  }
+}
+
+/* ---- periodic work ------------------------------------------------------ */
+
+static void hb_done(rstore_t *st, req_t *r, redisReply *rep, int code) {
+  st->hb_busy = false;
+  if (st->destroying || code || !rep) return;
+  if (script_code(rep)) return;
+  const char *res = payload_str(rep);
+  if (strcmp(res, "ok") != 0 && r->epoch_gen == st->epoch_gen && !st->leaving) {
+    /* The lease ran out, the epoch was superseded, or Redis lost the
+     * instance (flushed or restarted empty): a new epoch, then re-assert. */
+    logf_(st, PRESENCE_LOG_WARN, "redis: registering again, lease", res);
+    st->phase = PH_NONE;
+    start_register(st);
+  }
+}
+
+static void reap_claim(rstore_t *st);
+
+static void append_ids(rstore_t *st, redisReply *p) {
+  for (size_t i = 1; i < p->elements; i++) {
+    redisReply *e = p->element[i];
+    if (e->type != REDIS_REPLY_STRING) continue;
+    size_t need = st->reap_ids_len + e->len + 2;
+    if (need > st->reap_ids_cap) {
+      size_t ncap = st->reap_ids_cap ? st->reap_ids_cap * 2 : 4096;
+      while (ncap < need)
+        ncap *= 2;
+      char *n = realloc(st->reap_ids, ncap);
+      if (!n) return;
+      st->reap_ids = n;
+      st->reap_ids_cap = ncap;
+    }
+    if (st->reap_ids_len) st->reap_ids[st->reap_ids_len++] = '\n';
+    memcpy(st->reap_ids + st->reap_ids_len, e->str, e->len);
+    st->reap_ids_len += e->len;
+    st->reap_ids[st->reap_ids_len] = '\0';
+  }
+}
+
+static void reap_end(rstore_t *st) {
+  st->reaping = false;
+  free(st->reap_ids);
+  st->reap_ids = NULL;
+  st->reap_ids_len = st->reap_ids_cap = 0;
+}
+
+static void reap_fin_done(rstore_t *st, req_t *r, redisReply *rep, int code) {
+  (void)r;
+  if (st->destroying) return;
+  if (!code && rep) code = script_code(rep);
+  if (!code) emit_events(st, rep);
+  reap_end(st);
+  if (!code && st->phase == PH_READY && !st->paused) reap_claim(st);
+}
+
+static void reap_step(rstore_t *st);
+
+static void reap_batch_done(rstore_t *st, req_t *r, redisReply *rep, int code) {
+  if (st->destroying) return;
+  if (!code && rep) code = script_code(rep);
+  if (code == PRESENCE_EFENCED) on_fenced(st, r);
+  if (code) {
+    reap_end(st); /* the claim runs out; someone claims it again */
+    return;
+  }
+  emit_events(st, rep);
+  redisReply *p = rep->elements > 1 ? rep->element[1] : NULL;
+  if (!p || p->type != REDIS_REPLY_ARRAY || p->elements < 1) {
+    reap_end(st);
+    return;
+  }
+  append_ids(st, p);
+  snprintf(st->reap_cursor, sizeof st->reap_cursor, "%s", p->element[0]->str);
+  if (strcmp(st->reap_cursor, "0") != 0) {
+    reap_step(st);
+    return;
+  }
+  req_t *n = req_new(st, reap_fin_done);
+  if (!n) {
+    reap_end(st);
+    return;
+  }
+  const char *args[] = {st->reap_dead, st->reap_ids ? st->reap_ids : ""};
+  call(st, n, "reap_done", 2, args, NULL);
+}
+
+static void reap_step(rstore_t *st) {
+  req_t *r = req_new(st, reap_batch_done);
+  if (!r) {
+    reap_end(st);
+    return;
+  }
+  char lim[16];
+  snprintf(lim, sizeof lim, "%u", (unsigned)st->o.batch);
+  const char *args[] = {st->reap_dead, st->reap_cursor, lim};
+  call(st, r, "reap", 3, args, NULL);
+}
+
+static void reap_claim_done(rstore_t *st, req_t *r, redisReply *rep, int code) {
+  if (st->destroying) return;
+  if (!code && rep) code = script_code(rep);
+  if (code == PRESENCE_EFENCED) on_fenced(st, r);
+  const char *dead = code ? "" : payload_str(rep);
+  if (!dead[0]) {
+    st->reaping = false;
+    return;
+  }
+  logf_(st, PRESENCE_LOG_INFO, "redis: reaping instance", dead);
+  snprintf(st->reap_dead, sizeof st->reap_dead, "%s", dead);
+  snprintf(st->reap_cursor, sizeof st->reap_cursor, "0");
+  reap_step(st);
+}
+
+static void reap_claim(rstore_t *st) {
+  req_t *r = req_new(st, reap_claim_done);
+  if (!r) return;
+  st->reaping = true;
+  call(st, r, "reap_claim", 0, NULL, NULL);
+}
+
+static void grace_done(rstore_t *st, req_t *r, redisReply *rep, int code) {
+  if (st->destroying) return;
+  st->grace_busy = false;
+  if (!code && rep) code = script_code(rep);
+  if (code == PRESENCE_EFENCED) on_fenced(st, r);
+  if (code) return;
+  emit_events(st, rep);
+  /* Come back right at the next deadline when it is nearer than the next
+   * poll. */
+  long long next = strtoll(payload_str(rep), NULL, 10);
+  uint64_t every = uv_timer_get_repeat(&st->hs->t[T_GRACE]);
+  if (next >= 0 && (uint64_t)next < every)
+    uv_timer_start(&st->hs->t[T_GRACE], on_timer, (uint64_t)next + 1, every);
+}
+
+static void reconcile_step(rstore_t *st);
+
+static void reconcile_done(rstore_t *st, req_t *r, redisReply *rep, int code) {
+  if (st->destroying) return;
+  if (!code && rep) code = script_code(rep);
+  if (code == PRESENCE_EFENCED) on_fenced(st, r);
+  if (code) {
+    st->reconciling = false;
+    return;
+  }
+  emit_events(st, rep);
+  snprintf(st->rec_cursor, sizeof st->rec_cursor, "%s", payload_str(rep));
+  if (!strcmp(st->rec_cursor, "0") || !st->rec_cursor[0]) {
+    st->reconciling = false;
+    return;
+  }
+  reconcile_step(st);
+}
+
+static void reconcile_step(rstore_t *st) {
+  req_t *r = req_new(st, reconcile_done);
+  if (!r) {
+    st->reconciling = false;
+    return;
+  }
+  char lim[16];
+  snprintf(lim, sizeof lim, "%u", (unsigned)st->o.batch);
+  const char *args[] = {st->rec_cursor, lim};
+  call(st, r, "reconcile", 2, args, NULL);
+}
+
+static void watchdog(rstore_t *st) {
+  int64_t now = mono(st);
+  int64_t limit = st->o.command_timeout_ms;
+  if (st->ac) {
+    bool connected = st->ac->c.flags & REDIS_CONNECTED;
+    if ((!connected && now - st->conn_started > limit) ||
+        (st->head && now - st->head->sent_ms > limit)) {
+      logf_(st, PRESENCE_LOG_WARN, "redis: no answer in time", NULL);
+      drop_connection(st, PRESENCE_ETIMEDOUT);
+    }
+  }
+  if (st->rac) {
+    int64_t rl = st->rup ? limit + st->o.stream_block_ms : limit;
+    if ((st->r_waiting || !st->rup) && now - st->r_sent > rl) {
+      redisAsyncContext *rac = st->rac;
+      bool connected = rac->c.flags & REDIS_CONNECTED;
+      redisAsyncFree(rac);
+      if (!connected) {
+        st->rac = NULL;
+        st->rup = false;
+        st->r_waiting = false;
+        reader_reconnect(st);
+      }
+    }
+  }
+}
+
+static void on_timer(uv_timer_t *t) {
+  handles_t *hs = t->data;
+  rstore_t *st = hs->st;
+  if (!st) return;
+  int which = (int)(t - hs->t);
+  switch (which) {
+  case T_SOON:
+    run_soon(st);
+    break;
+  case T_WATCH:
+    watchdog(st);
+    break;
+  case T_RECONNECT:
+    conn_start(st);
+    break;
+  case T_READER:
+    start_reader(st);
+    break;
+  case T_HB:
+    if (st->paused || !st->up) break;
+    if (st->phase >= PH_WIPING && !st->hb_busy) {
+      req_t *r = req_new(st, hb_done);
+      if (r) {
+        st->hb_busy = true;
+        call(st, r, "hb", 0, NULL, NULL);
+      }
+    }
+    if (st->phase == PH_READY && !st->reaping) reap_claim(st);
+    break;
+  case T_GRACE:
+    if (st->paused || st->phase != PH_READY || st->grace_busy) break;
+    {
+      req_t *r = req_new(st, grace_done);
+      if (!r) break;
+      st->grace_busy = true;
+      char lim[16];
+      snprintf(lim, sizeof lim, "%u", (unsigned)st->o.batch);
+      const char *args[] = {lim};
+      call(st, r, "grace", 1, args, NULL);
+    }
+    break;
+  case T_RECONCILE:
+    if (st->paused || st->phase != PH_READY || st->reconciling) break;
+    st->reconciling = true;
+    snprintf(st->rec_cursor, sizeof st->rec_cursor, "0");
+    reconcile_step(st);
+    break;
+  default:
+    break;
+  }
+}
+
+/* ---- queries ------------------------------------------------------------ */
+
+static bool can_read(rstore_t *st) {
+  return st->up && st->sha[0] && st->phase != PH_LOADING;
+}
+
+static void user_done(rstore_t *st, req_t *r, redisReply *rep, int code) {
+  (void)st;
+  presence_user_info_t info = {0};
+  info.user_id = r->user;
+  if (!code && rep) code = script_code(rep);
+  redisReply *p = !code && rep->elements > 1 ? rep->element[1] : NULL;
+  if (!code && (!p || p->type != REDIS_REPLY_ARRAY || p->elements < 7))
+    code = PRESENCE_ESTORE;
+  if (!code) {
+    info.status = st_of(p->element[0]->str);
+    info.session_count = (uint32_t)strtoul(p->element[1]->str, NULL, 10);
+    info.online_count = (uint32_t)strtoul(p->element[2]->str, NULL, 10);
+    info.version = strtoull(p->element[3]->str, NULL, 10);
+    info.since_ms = strtoll(p->element[4]->str, NULL, 10);
+    info.last_seen_ms = strtoll(p->element[5]->str, NULL, 10);
+    /* A present user is being seen now (Redis's now). */
+    if (info.status != PRESENCE_OFFLINE)
+      info.last_seen_ms = strtoll(p->element[6]->str, NULL, 10);
+  }
+  r->user_cb(r->ud, code, code ? NULL : &info);
+}
+
+static int r_user_query(presence_store_t *base, const char *user_id,
+                        void (*cb)(void *, int, const presence_user_info_t *),
+                        void *ud) {
+  rstore_t *st = (rstore_t *)base;
+  if (!can_read(st)) return PRESENCE_ESTORE;
+  req_t *r = req_new(st, user_done);
+  if (!r) return PRESENCE_ENOMEM;
+  r->user_cb = cb;
+  r->ud = ud;
+  snprintf(r->user, sizeof r->user, "%s", user_id);
+  const char *args[] = {r->user};
+  call(st, r, "q_user", 1, args, NULL);
+  return 0;
+}
+
+/* A session record: owner, epoch, status, reason, connected, since,
+ * '=' meta or nothing. Splits rec in place. */
+static void parse_rec(char *rec, const char *sid, const char *user,
+                      presence_session_info_t *o) {
+  char *f[7] = {0};
+  int n = 0;
+  f[n++] = rec;
+  for (char *c = rec; *c && n < 7; c++) {
+    if (*c == '\t') {
+      *c = '\0';
+      f[n++] = c + 1;
+    }
+  }
+  memset(o, 0, sizeof(*o));
+  o->session_id = sid;
+  o->user_id = user;
+  if (n < 7) return;
+  o->instance_id = f[0];
+  o->status = st_of(f[2]);
+  o->status_reason = (presence_reason_t)strtol(f[3], NULL, 10);
+  o->connected_ms = strtoll(f[4], NULL, 10);
+  o->status_since_ms = strtoll(f[5], NULL, 10);
+  o->meta = f[6][0] == '=' ? f[6] + 1 : NULL;
+}
+
+static void sessions_done(rstore_t *st, req_t *r, redisReply *rep, int code) {
+  (void)st;
+  if (!code && rep) code = script_code(rep);
+  redisReply *p = !code && rep->elements > 1 ? rep->element[1] : NULL;
+  if (!code && (!p || p->type != REDIS_REPLY_ARRAY)) code = PRESENCE_ESTORE;
+  if (code) {
+    r->sessions_cb(r->ud, code, NULL, 0);
+    return;
+  }
+  size_t n = p->elements / 2;
+  presence_session_info_t *v = calloc(n ? n : 1, sizeof(*v));
+  if (!v) {
+    r->sessions_cb(r->ud, PRESENCE_ENOMEM, NULL, 0);
+    return;
+  }
+  for (size_t i = 0; i < n; i++)
+    parse_rec(p->element[2 * i + 1]->str, p->element[2 * i]->str, r->user,
+              &v[i]);
+  r->sessions_cb(r->ud, 0, v, n);
+  free(v);
+}
+
+static int r_sessions_query(presence_store_t *base, const char *user_id,
+                            void (*cb)(void *, int,
+                                       const presence_session_info_t *, size_t),
+                            void *ud) {
+  rstore_t *st = (rstore_t *)base;
+  if (!can_read(st)) return PRESENCE_ESTORE;
+  req_t *r = req_new(st, sessions_done);
+  if (!r) return PRESENCE_ENOMEM;
+  r->sessions_cb = cb;
+  r->ud = ud;
+  snprintf(r->user, sizeof r->user, "%s", user_id);
+  const char *args[] = {r->user};
+  call(st, r, "q_sessions", 1, args, NULL);
+  return 0;
+}
+
+static int r_session_get(presence_store_t *base, const char *session_id,
+                         presence_session_info_t *out) {
+  rstore_t *st = (rstore_t *)base;
+  lsess_t *s = find_local(st, session_id, strlen(session_id));
+  if (!s) return PRESENCE_ENOSESSION;
+  memset(out, 0, sizeof(*out));
+  out->session_id = s->id;
+  out->user_id = s->user;
+  out->meta = s->meta ? s->meta + 1 : NULL;
+  out->instance_id = st->h.instance_id;
+  out->status = (presence_status_t)s->key.spare[S_STATUS];
+  out->status_reason = (presence_reason_t)s->key.spare[S_REASON];
+  out->connected_ms = s->connected_ms;
+  return 0;
+}
+
+static int r_stats(presence_store_t *base, presence_stats_t *out) {
+  rstore_t *st = (rstore_t *)base;
+  *out = st->stats;
+  out->last_seq = st->last_seq;
+  return 0;
+}
+
+static void log_done(rstore_t *st, req_t *r, redisReply *rep, int code) {
+  if (code || !rep || rep->type != REDIS_REPLY_ARRAY) {
+    r->log_cb(r->ud, code ? code : PRESENCE_ESTORE, NULL, 0);
+    return;
+  }
+  size_t n = rep->elements;
+  presence_event_t *evs = calloc(n ? n : 1, sizeof(*evs));
+  char **bufs = calloc(n ? n : 1, sizeof(*bufs));
+  const char ***idss = calloc(n ? n : 1, sizeof(*idss));
+  size_t k = 0;
+  if (evs && bufs && idss) {
+    for (size_t i = 0; i < n; i++)
+      if (parse_event(st, rep->element[i], &evs[k], &bufs[k], &idss[k]) == 0)
+        k++;
+    int status = 0;
+    if (k && evs[0].seq > r->after_seq + 1) status = PRESENCE_ECURSOR;
+    r->log_cb(r->ud, status, evs, k);
+  } else {
+    r->log_cb(r->ud, PRESENCE_ENOMEM, NULL, 0);
+  }
+  for (size_t i = 0; bufs && idss && i < k; i++) {
+    free(bufs[i]);
+    free(idss[i]);
+  }
+  free(evs);
+  free(bufs);
+  free(idss);
+}
+
+static int r_log_read(presence_store_t *base, uint64_t after_seq, size_t max,
+                      void (*cb)(void *, int, const presence_event_t *, size_t),
+                      void *ud) {
+  rstore_t *st = (rstore_t *)base;
+  if (!st->up) return PRESENCE_ESTORE;
+  req_t *r = req_new(st, log_done);
+  if (!r) return PRESENCE_ENOMEM;
+  r->log_cb = cb;
+  r->ud = ud;
+  r->after_seq = after_seq;
+  char start[32], count[24];
+  snprintf(start, sizeof start, "%llu-0", (unsigned long long)after_seq + 1);
+  snprintf(count, sizeof count, "%zu", max);
+  const char *args[] = {"XRANGE", st->log_key, start, "+", "COUNT", count};
+  plain(st, r, 6, args);
+  return 0;
+}
+
+static uint64_t r_log_last_seq(presence_store_t *base) {
+  return ((rstore_t *)base)->last_seq;
+}
+
+/* ---- lifecycle ---------------------------------------------------------- */
+
+static void on_hclose(uv_handle_t *h) {
+  handles_t *hs = h->data;
+  if (--hs->open == 0) free(hs);
+}
+
+static int r_attach(presence_store_t *base, const presence_store_host_t *host) {
+  rstore_t *st = (rstore_t *)base;
+  st->h = *host;
+  int rc = presence__table_init(&st->sessions, presence__default_allocator(),
+                                offsetof(lsess_t, id));
+  if (rc) return rc;
+  handles_t *hs = calloc(1, sizeof(*hs));
+  if (!hs) return PRESENCE_ENOMEM;
+  for (int i = 0; i < T_N; i++) {
+    uv_timer_init(st->o.loop, &hs->t[i]);
+    hs->t[i].data = hs;
+  }
+  hs->open = T_N;
+  hs->st = st;
+  st->hs = hs;
+  st->attached = true;
+  uint32_t wd = st->o.command_timeout_ms / 4;
+  wd = wd < 20 ? 20 : wd > 250 ? 250 : wd;
+  uv_timer_start(&hs->t[T_WATCH], on_timer, wd, wd);
+  uv_timer_start(&hs->t[T_HB], on_timer, st->o.heartbeat_ms,
+                 st->o.heartbeat_ms);
+  if (host->offline_grace_ms) {
+    uint32_t g = host->offline_grace_ms / 5;
+    g = g < 20 ? 20 : g > 250 ? 250 : g;
+    uv_timer_start(&hs->t[T_GRACE], on_timer, g, g);
+  }
+  uv_timer_start(&hs->t[T_RECONCILE], on_timer, st->o.reconcile_ms,
+                 st->o.reconcile_ms);
+  conn_start(st);
+  return 0;
+}
+
+static void r_destroy(presence_store_t *base) {
+  rstore_t *st = (rstore_t *)base;
+  st->destroying = true;
+  if (st->ac) {
+    redisAsyncContext *ac = st->ac;
+    st->up = false;
+    st->fail_code = PRESENCE_ESHUTDOWN;
+    redisAsyncFree(ac);
+    st->ac = NULL;
+  }
+  if (st->rac) {
+    redisAsyncFree(st->rac);
+    st->rac = NULL;
+  }
+  run_soon(st);
+  if (st->hs) {
+    st->hs->st = NULL;
+    for (int i = 0; i < T_N; i++)
+      uv_close((uv_handle_t *)&st->hs->t[i], on_hclose);
+  }
+  if (st->attached) {
+    local_clear(st);
+    presence__table_free(&st->sessions);
+  }
+  free(st->slab);
+  free(st->free_slots);
+  free(st->reap_ids);
+  free(st->url_host);
+  free(st->url_path);
+  free(st->prefix);
+  free(st);
+}
+
+static const presence_store_ops_t redis_ops = {
+    .name = "redis",
+    .flags = PRESENCE_STORE_OBSERVES,
+    .attach = r_attach,
+    .write = r_write,
+    .tick = r_tick,
+    .user_query = r_user_query,
+    .sessions_query = r_sessions_query,
+    .session_get = r_session_get,
+    .users_foreach = NULL,
+    .stats = r_stats,
+    .log_read = r_log_read,
+    .log_last_seq = r_log_last_seq,
+    .destroy = r_destroy,
+};
+
+static int parse_url(rstore_t *st, const char *url) {
+  if (!url) url = "redis://127.0.0.1:6379";
+  if (!strncmp(url, "unix:", 5)) {
+    const char *p = url + 5;
+    while (p[0] == '/' && p[1] == '/')
+      p++;
+    const char *q = strchr(p, '?');
+    st->url_path = q ? strndup(p, (size_t)(q - p)) : strdup(p);
+    if (q && !strncmp(q, "?db=", 4)) st->db = atoi(q + 4);
+    return st->url_path && st->url_path[0] == '/' ? 0 : PRESENCE_EINVAL;
+  }
+  if (strncmp(url, "redis://", 8)) return PRESENCE_EINVAL;
+  const char *h = url + 8;
+  size_t hl = strcspn(h, ":/");
+  if (!hl) return PRESENCE_EINVAL;
+  st->url_host = strndup(h, hl);
+  st->port = 6379;
+  const char *p = h + hl;
+  if (*p == ':') {
+    st->port = atoi(p + 1);
+    p += 1 + strspn(p + 1, "0123456789");
+  }
+  if (*p == '/' && p[1]) st->db = atoi(p + 1);
+  if (st->port <= 0 || st->port > 65535) return PRESENCE_EINVAL;
+  return st->url_host ? 0 : PRESENCE_ENOMEM;
+}
+
+int presence_store_redis_new(const presence_redis_options_t *opts,
+                             presence_store_t **out) {
+  if (!opts || !opts->loop || !out) return PRESENCE_EINVAL;
+  *out = NULL;
+  rstore_t *st = calloc(1, sizeof(*st));
+  if (!st) return PRESENCE_ENOMEM;
+  st->base.ops = &redis_ops;
+  st->o = *opts;
+  presence_redis_options_t *o = &st->o;
+  if (!o->heartbeat_ms) o->heartbeat_ms = 2000;
+  if (!o->lease_ms) o->lease_ms = 3 * o->heartbeat_ms;
+  if (!o->command_timeout_ms) o->command_timeout_ms = 2000;
+  if (!o->reconcile_ms) o->reconcile_ms = 30000;
+  if (!o->batch) o->batch = 200;
+  if (!o->stream_maxlen) o->stream_maxlen = 100000;
+  if (!o->reconnect_max_ms) o->reconnect_max_ms = 2000;
+  if (!o->stream_block_ms) o->stream_block_ms = 1000;
+  o->url = NULL;
+  o->prefix = NULL;
+  st->prefix = strdup(opts->prefix ? opts->prefix : "presence:");
+  int rc = st->prefix ? parse_url(st, opts->url) : PRESENCE_ENOMEM;
+  if (!rc && strlen(st->prefix) > 100) rc = PRESENCE_EINVAL;
+  if (rc) {
+    r_destroy(&st->base);
+    return rc;
+  }
+  snprintf(st->log_key, sizeof st->log_key, "%slog", st->prefix);
+  snprintf(st->epoch_s, sizeof st->epoch_s, "0");
+  *out = &st->base;
+  return 0;
+}
+
+int presence_redis_ready(presence_store_t *s) {
+  return s && s->ops == &redis_ops && ((rstore_t *)s)->phase == PH_READY;
+}
+
+uint64_t presence_redis_epoch(presence_store_t *s) {
+  if (!s || s->ops != &redis_ops) return 0;
+  rstore_t *st = (rstore_t *)s;
+  return st->phase >= PH_WIPING ? st->epoch : 0;
+}
+
+void presence_redis_debug_pause(presence_store_t *s, int paused) {
+  if (s && s->ops == &redis_ops) ((rstore_t *)s)->paused = paused != 0;
+}
+
+static void leave_done(rstore_t *st, req_t *r, redisReply *rep, int code) {
+  (void)r;
+  if (!code && rep) code = script_code(rep);
+  if (st->leave_done) st->leave_done(st->leave_ud, code);
+  st->leave_done = NULL;
+}
+
+int presence_redis_leave(presence_store_t *s, void (*done)(void *, int),
+                         void *ud) {
+  if (!s || s->ops != &redis_ops) return PRESENCE_EINVAL;
+  rstore_t *st = (rstore_t *)s;
+  if (st->leaving) return PRESENCE_EBUSY;
+  st->leaving = true;
+  st->paused = true;
+  st->leave_done = done;
+  st->leave_ud = ud;
+  bool w = can_write(st);
+  char rbuf[8];
+  status_args(rbuf, sizeof rbuf, PRESENCE_REASON_SHUTDOWN);
+  for (uint32_t i = 0; w && i < st->slab_len; i++) {
+    lsess_t *ls = st->slab[i];
+    if (!ls) continue;
+    req_t *r = req_new(st, write_done);
+    if (!r) break;
+    const char *args[] = {ls->id, ls->user, rbuf};
+    call(st, r, "end", 3, args, NULL);
+  }
+  local_clear(st);
+  req_t *r = req_new(st, leave_done);
+  if (!r) return PRESENCE_ENOMEM;
+  if (w)
+    call(st, r, "unregister", 0, NULL, NULL);
+  else
+    defer(st, r, PRESENCE_ESTORE);
+  return 0;
+}

@@ -1,0 +1,329 @@
+/*
+ * Shared by the Redis store's tests: a private redis-server on a unix
+ * socket in a temporary directory (started and stopped by pid), a loop
+ * runner with a deadline, instances of presence_t on the Redis store with
+ * event recorders for their own events and the cluster's.
+ */
+#ifndef PRESENCE_REDIS_HARNESS_H
+#define PRESENCE_REDIS_HARNESS_H
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+#include <hiredis/hiredis.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+#include <uv.h>
+
+#include "presence.h"
+#include "presence_redis.h"
+
+/* ---- the server --------------------------------------------------------- */
+
+typedef struct server {
+  char dir[64];
+  char sock[128];
+  char url[160];
+  pid_t pid;
+} server_t;
+
+static inline void sleep_ms(long ms) {
+  struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+  nanosleep(&ts, NULL);
+}
+
+static inline int64_t now_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static inline redisContext *srv_ctx(server_t *s) {
+  struct timeval tv = {2, 0};
+  redisContext *c = redisConnectUnixWithTimeout(s->sock, tv);
+  if (!c || c->err) {
+    if (c) redisFree(c);
+    return NULL;
+  }
+  return c;
+}
+
+static inline void srv_start(server_t *s) {
+  const char *bin = getenv("REDIS_SERVER");
+  if (!bin) bin = "redis-server";
+  pid_t pid = fork();
+  assert_true(pid >= 0);
+  if (pid == 0) {
+    char dir_arg[80];
+    snprintf(dir_arg, sizeof dir_arg, "%s", s->dir);
+    execlp(bin, bin, "--port", "0", "--unixsocket", s->sock, "--save", "",
+           "--appendonly", "no", "--dir", dir_arg, "--logfile", "redis.log",
+           "--daemonize", "no", (char *)NULL);
+    _exit(127);
+  }
+  s->pid = pid;
+  for (int i = 0; i < 500; i++) {
+    redisContext *c = srv_ctx(s);
+    if (c) {
+      redisReply *r = redisCommand(c, "PING");
+      bool ok = r && r->type == REDIS_REPLY_STATUS;
+      if (r) freeReplyObject(r);
+      redisFree(c);
+      if (ok) return;
+    }
+    sleep_ms(10);
+  }
+  fail_msg("redis-server did not start");
+}
+
+static inline void srv_stop(server_t *s) {
+  if (s->pid <= 0) return;
+  kill(s->pid, SIGCONT);
+  kill(s->pid, SIGKILL);
+  waitpid(s->pid, NULL, 0);
+  s->pid = 0;
+  unlink(s->sock);
+  char log[160];
+  snprintf(log, sizeof log, "%s/redis.log", s->dir);
+  unlink(log);
+}
+
+static inline void srv_init(server_t *s) {
+  snprintf(s->dir, sizeof s->dir, "/tmp/presence-redis-XXXXXX");
+  assert_non_null(mkdtemp(s->dir));
+  snprintf(s->sock, sizeof s->sock, "%s/redis.sock", s->dir);
+  snprintf(s->url, sizeof s->url, "unix:%s", s->sock);
+  srv_start(s);
+}
+
+static inline void srv_fini(server_t *s) {
+  srv_stop(s);
+  rmdir(s->dir);
+}
+
+/* One command on a fresh synchronous connection; returns the reply. */
+static inline redisReply *srv_cmd(server_t *s, const char *fmt, ...) {
+  redisContext *c = srv_ctx(s);
+  assert_non_null(c);
+  va_list ap;
+  va_start(ap, fmt);
+  redisReply *r = redisvCommand(c, fmt, ap);
+  va_end(ap);
+  redisFree(c);
+  assert_non_null(r);
+  return r;
+}
+
+/* ---- recording ---------------------------------------------------------- */
+
+typedef struct rec_ev {
+  presence_event_type_t type;
+  presence_reason_t reason;
+  uint64_t seq;
+  presence_status_t from, to;
+  uint64_t version;
+  unsigned flags;
+  size_t n_ids;
+  char user[PRESENCE_ID_MAX + 1];
+  char session[PRESENCE_ID_MAX + 1];
+  char instance[PRESENCE_ID_MAX + 1];
+} rec_ev_t;
+
+typedef struct recorder {
+  rec_ev_t *ev;
+  size_t n, cap;
+} recorder_t;
+
+static inline void rec_push(recorder_t *r, const presence_event_t *e) {
+  if (r->n == r->cap) {
+    r->cap = r->cap ? r->cap * 2 : 256;
+    r->ev = realloc(r->ev, r->cap * sizeof(*r->ev));
+    assert_non_null(r->ev);
+  }
+  rec_ev_t *x = &r->ev[r->n++];
+  memset(x, 0, sizeof(*x));
+  x->type = e->type;
+  x->reason = e->reason;
+  x->seq = e->seq;
+  x->from = e->from;
+  x->to = e->to;
+  x->version = e->user_version;
+  x->flags = e->flags;
+  x->n_ids = e->n_session_ids;
+  if (e->user_id) snprintf(x->user, sizeof x->user, "%s", e->user_id);
+  if (e->session_id)
+    snprintf(x->session, sizeof x->session, "%s", e->session_id);
+  if (e->instance_id)
+    snprintf(x->instance, sizeof x->instance, "%s", e->instance_id);
+}
+
+static inline void rec_cb(presence_t *p, const presence_event_t *e, void *ud) {
+  (void)p;
+  rec_push(ud, e);
+}
+
+static inline size_t rec_count(const recorder_t *r, presence_event_type_t t) {
+  size_t n = 0;
+  for (size_t i = 0; i < r->n; i++)
+    n += r->ev[i].type == t;
+  return n;
+}
+
+/* ---- instances ---------------------------------------------------------- */
+
+typedef struct inst {
+  presence_t *p;
+  presence_store_t *store;
+  recorder_t local;
+  recorder_t cluster;
+  int done_n;
+  int done_err[32]; /* count per -code */
+  char id[32];
+} inst_t;
+
+typedef struct inst_opts {
+  uint32_t grace_ms;
+  uint32_t inactivity_ms;
+  uint32_t max_sessions;
+  uint32_t heartbeat_ms;
+  uint32_t lease_ms;
+  uint32_t timeout_ms;
+  uint32_t reconcile_ms;
+  uint32_t maxlen;
+} inst_opts_t;
+
+static inline void inst_new(inst_t *in, uv_loop_t *loop, server_t *s,
+                            const char *id, const inst_opts_t *io) {
+  memset(in, 0, sizeof(*in));
+  snprintf(in->id, sizeof in->id, "%s", id);
+  presence_redis_options_t ro;
+  memset(&ro, 0, sizeof ro);
+  ro.loop = loop;
+  ro.url = s->url;
+  ro.heartbeat_ms = io && io->heartbeat_ms ? io->heartbeat_ms : 200;
+  ro.lease_ms = io && io->lease_ms ? io->lease_ms : 3 * ro.heartbeat_ms;
+  ro.command_timeout_ms = io && io->timeout_ms ? io->timeout_ms : 1000;
+  ro.reconcile_ms = io && io->reconcile_ms ? io->reconcile_ms : 30000;
+  ro.stream_maxlen = io && io->maxlen ? io->maxlen : 0;
+  ro.stream_block_ms = 200;
+  ro.reconnect_max_ms = 200;
+  assert_int_equal(presence_store_redis_new(&ro, &in->store), 0);
+  presence_options_t o;
+  presence_options_init(&o);
+  o.instance_id = in->id;
+  o.store = in->store;
+  if (io) {
+    o.offline_grace_ms = io->grace_ms;
+    o.inactivity_ms = io->inactivity_ms;
+    o.max_sessions_per_user = io->max_sessions;
+  }
+  assert_int_equal(presence_new(&o, &in->p), 0);
+  assert_true(presence_on_event(in->p, rec_cb, &in->local) > 0);
+  assert_true(presence_on_cluster_event(in->p, rec_cb, &in->cluster) > 0);
+}
+
+static inline void inst_free(inst_t *in) {
+  if (in->p) presence_free(in->p);
+  in->p = NULL;
+  free(in->local.ev);
+  free(in->cluster.ev);
+  memset(&in->local, 0, sizeof in->local);
+  memset(&in->cluster, 0, sizeof in->cluster);
+}
+
+static inline void done_cb(presence_t *p, int status, void *ud) {
+  (void)p;
+  inst_t *in = ud;
+  in->done_n++;
+  if (status < 0 && status > -32) in->done_err[-status]++;
+}
+
+/* Run the loop until pred holds or ms pass; returns whether it held. */
+typedef bool (*pred_fn)(void *ud);
+static inline bool run_until(uv_loop_t *loop, pred_fn pred, void *ud,
+                             int64_t ms) {
+  int64_t end = now_ms() + ms;
+  while (now_ms() < end) {
+    uv_run(loop, UV_RUN_NOWAIT);
+    if (pred && pred(ud)) return true;
+    sleep_ms(1);
+  }
+  return pred ? pred(ud) : true;
+}
+
+static inline void run_for(uv_loop_t *loop, int64_t ms) {
+  run_until(loop, NULL, NULL, ms);
+}
+
+static inline bool ready_pred(void *ud) {
+  return presence_redis_ready(((inst_t *)ud)->store);
+}
+
+static inline bool done_pred_target(inst_t *in, int n) {
+  return in->done_n >= n;
+}
+
+/* Wait until the instance has seen n completions. */
+typedef struct done_wait {
+  inst_t *in;
+  int n;
+} done_wait_t;
+static inline bool done_wait_pred(void *ud) {
+  done_wait_t *w = ud;
+  return done_pred_target(w->in, w->n);
+}
+static inline void wait_done(uv_loop_t *loop, inst_t *in, int n) {
+  done_wait_t w = {in, n};
+  assert_true(run_until(loop, done_wait_pred, &w, 10000));
+}
+
+static inline void wait_ready(uv_loop_t *loop, inst_t *in) {
+  assert_true(run_until(loop, ready_pred, in, 10000));
+}
+
+/* A synchronous user query over the loop. */
+typedef struct uq {
+  bool got;
+  int status;
+  presence_user_info_t info;
+  char user[PRESENCE_ID_MAX + 1];
+} uq_t;
+static inline void uq_cb(presence_t *p, int status,
+                         const presence_user_info_t *info, void *ud) {
+  (void)p;
+  uq_t *q = ud;
+  q->got = true;
+  q->status = status;
+  if (info) q->info = *info;
+}
+static inline bool uq_pred(void *ud) {
+  return ((uq_t *)ud)->got;
+}
+static inline presence_user_info_t user_info(uv_loop_t *loop, inst_t *in,
+                                             const char *user) {
+  uq_t q;
+  memset(&q, 0, sizeof q);
+  assert_int_equal(presence_user_query(in->p, user, uq_cb, &q), 0);
+  assert_true(run_until(loop, uq_pred, &q, 5000));
+  assert_int_equal(q.status, 0);
+  q.info.user_id = NULL;
+  return q.info;
+}
+
+/* Let handles close after presence_free. */
+static inline void loop_drain(uv_loop_t *loop) {
+  for (int i = 0; i < 20; i++)
+    uv_run(loop, UV_RUN_NOWAIT);
+}
+
+#endif

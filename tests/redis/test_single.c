@@ -1,0 +1,347 @@
+/*
+ * The Redis store under one presence_t: the rules the embedded store's unit
+ * tests check (tests/unit/test_core.c), against a real redis-server.
+ */
+#include "harness.h"
+
+typedef struct fx {
+  server_t srv;
+  uv_loop_t loop;
+  inst_t a;
+} fx_t;
+
+static fx_t *make(const inst_opts_t *io) {
+  fx_t *f = calloc(1, sizeof(*f));
+  srv_init(&f->srv);
+  uv_loop_init(&f->loop);
+  inst_new(&f->a, &f->loop, &f->srv, "one", io);
+  wait_ready(&f->loop, &f->a);
+  return f;
+}
+
+static void destroy(fx_t *f) {
+  inst_free(&f->a);
+  loop_drain(&f->loop);
+  assert_int_equal(uv_loop_close(&f->loop), 0);
+  srv_fini(&f->srv);
+  free(f);
+}
+
+/* Issue one operation and wait for its completion. */
+#define DO(f, call)                                                            \
+  do {                                                                         \
+    int n_ = (f)->a.done_n;                                                    \
+    assert_int_equal((call), 0);                                               \
+    wait_done(&(f)->loop, &(f)->a, n_ + 1);                                    \
+  } while (0)
+
+static void expect(const recorder_t *r, size_t i, presence_event_type_t t,
+                   presence_reason_t reason, const char *user) {
+  assert_true(i < r->n);
+  if (r->ev[i].type != t)
+    fail_msg("event %zu: %s, expected %s", i,
+             presence_event_type_name(r->ev[i].type),
+             presence_event_type_name(t));
+  assert_int_equal(r->ev[i].reason, reason);
+  if (user) assert_string_equal(r->ev[i].user, user);
+}
+
+static void connect_emits_session_then_user(void **state) {
+  (void)state;
+  fx_t *f = make(NULL);
+  DO(f, presence_session_connect(f->a.p, "s1", "alice", "{\"x\":1}", done_cb,
+                                 &f->a));
+  assert_int_equal(f->a.done_err[0], 0);
+  assert_int_equal(f->a.local.n, 2);
+  expect(&f->a.local, 0, PRESENCE_EV_SESSION_CONNECTED, PRESENCE_REASON_CONNECT,
+         "alice");
+  expect(&f->a.local, 1, PRESENCE_EV_USER_ONLINE, PRESENCE_REASON_CONNECT,
+         "alice");
+  assert_string_equal(f->a.local.ev[1].session, "s1");
+  assert_int_equal(f->a.local.ev[1].version, 1);
+  assert_true(f->a.local.ev[0].seq < f->a.local.ev[1].seq);
+  assert_int_equal(f->a.local.ev[0].flags & PRESENCE_EVENT_REMOTE, 0);
+  presence_user_info_t u = user_info(&f->loop, &f->a, "alice");
+  assert_int_equal(u.status, PRESENCE_ONLINE);
+  assert_int_equal(u.session_count, 1);
+  assert_int_equal(u.version, 1);
+  /* A second session is no user transition. */
+  DO(f, presence_session_connect(f->a.p, "s2", "alice", NULL, done_cb, &f->a));
+  assert_int_equal(f->a.local.n, 3);
+  /* Idle only when every session is idle. */
+  DO(f,
+     presence_session_set_status(f->a.p, "s1", PRESENCE_IDLE, done_cb, &f->a));
+  assert_int_equal(f->a.local.n, 4);
+  DO(f,
+     presence_session_set_status(f->a.p, "s2", PRESENCE_IDLE, done_cb, &f->a));
+  assert_int_equal(f->a.local.n, 6);
+  expect(&f->a.local, 5, PRESENCE_EV_USER_IDLE, PRESENCE_REASON_EXPLICIT,
+         "alice");
+  /* Setting the status it has emits nothing. */
+  DO(f,
+     presence_session_set_status(f->a.p, "s2", PRESENCE_IDLE, done_cb, &f->a));
+  assert_int_equal(f->a.local.n, 6);
+  DO(f, presence_session_disconnect(f->a.p, "s1", done_cb, &f->a));
+  DO(f, presence_session_disconnect(f->a.p, "s2", done_cb, &f->a));
+  expect(&f->a.local, f->a.local.n - 2, PRESENCE_EV_SESSION_DISCONNECTED,
+         PRESENCE_REASON_DISCONNECT, "alice");
+  expect(&f->a.local, f->a.local.n - 1, PRESENCE_EV_USER_OFFLINE,
+         PRESENCE_REASON_DISCONNECT, "alice");
+  u = user_info(&f->loop, &f->a, "alice");
+  assert_int_equal(u.status, PRESENCE_OFFLINE);
+  assert_true(u.last_seen_ms > 0);
+  assert_int_equal(u.version, 3);
+  /* The cluster view holds the same events in the same order. */
+  bool ok = false;
+  for (int i = 0; i < 2000 && !ok; i++) {
+    run_for(&f->loop, 5);
+    ok = f->a.cluster.n == f->a.local.n;
+  }
+  assert_true(ok);
+  for (size_t i = 0; i < f->a.local.n; i++) {
+    assert_int_equal(f->a.cluster.ev[i].seq, f->a.local.ev[i].seq);
+    assert_int_equal(f->a.cluster.ev[i].type, f->a.local.ev[i].type);
+  }
+  destroy(f);
+}
+
+static void duplicates_and_closed_sessions_change_nothing(void **state) {
+  (void)state;
+  fx_t *f = make(NULL);
+  DO(f, presence_session_connect(f->a.p, "s1", "alice", NULL, done_cb, &f->a));
+  size_t n = f->a.local.n;
+  assert_int_equal(
+      presence_session_connect(f->a.p, "s1", "bob", NULL, done_cb, &f->a),
+      PRESENCE_EEXIST);
+  DO(f, presence_session_disconnect(f->a.p, "s1", done_cb, &f->a));
+  assert_int_equal(presence_session_disconnect(f->a.p, "s1", done_cb, &f->a),
+                   PRESENCE_ENOSESSION);
+  assert_int_equal(
+      presence_session_set_status(f->a.p, "s1", PRESENCE_IDLE, done_cb, &f->a),
+      PRESENCE_ENOSESSION);
+  assert_int_equal(f->a.local.n, n + 2);
+  /* A session id held in Redis by someone else: refused cluster-wide. */
+  redisReply *r = srv_cmd(&f->srv, "HSET presence:sidx other-s carol");
+  freeReplyObject(r);
+  DO(f,
+     presence_session_connect(f->a.p, "other-s", "dave", NULL, done_cb, &f->a));
+  assert_int_equal(f->a.done_err[-PRESENCE_EEXIST], 1);
+  presence_session_info_t si;
+  assert_int_equal(presence_session_get(f->a.p, "other-s", &si),
+                   PRESENCE_ENOSESSION);
+  destroy(f);
+}
+
+static void sessions_per_user_limit(void **state) {
+  (void)state;
+  inst_opts_t io = {.max_sessions = 2};
+  fx_t *f = make(&io);
+  DO(f, presence_session_connect(f->a.p, "s1", "alice", NULL, done_cb, &f->a));
+  DO(f, presence_session_connect(f->a.p, "s2", "alice", NULL, done_cb, &f->a));
+  DO(f, presence_session_connect(f->a.p, "s3", "alice", NULL, done_cb, &f->a));
+  assert_int_equal(f->a.done_err[-PRESENCE_ELIMIT], 1);
+  presence_user_info_t u = user_info(&f->loop, &f->a, "alice");
+  assert_int_equal(u.session_count, 2);
+  destroy(f);
+}
+
+typedef struct sq {
+  bool got;
+  size_t n;
+  char meta[64];
+  char inst[32];
+} sq_t;
+static void sq_cb(presence_t *p, int status, const presence_session_info_t *s,
+                  size_t n, void *ud) {
+  (void)p;
+  sq_t *q = ud;
+  assert_int_equal(status, 0);
+  q->got = true;
+  q->n = n;
+  for (size_t i = 0; i < n; i++) {
+    if (s[i].meta) snprintf(q->meta, sizeof q->meta, "%s", s[i].meta);
+    snprintf(q->inst, sizeof q->inst, "%s", s[i].instance_id);
+  }
+}
+static bool sq_pred(void *ud) {
+  return ((sq_t *)ud)->got;
+}
+
+static void sessions_keep_their_metadata(void **state) {
+  (void)state;
+  fx_t *f = make(NULL);
+  DO(f, presence_session_connect(f->a.p, "s1", "alice", "{\"d\":\"a\tb\"}",
+                                 done_cb, &f->a));
+  sq_t q = {0};
+  assert_int_equal(presence_sessions_query(f->a.p, "alice", sq_cb, &q), 0);
+  assert_true(run_until(&f->loop, sq_pred, &q, 5000));
+  assert_int_equal(q.n, 1);
+  assert_string_equal(q.meta, "{\"d\":\"a\tb\"}");
+  assert_string_equal(q.inst, "one");
+  presence_user_info_t u = user_info(&f->loop, &f->a, "nobody");
+  assert_int_equal(u.status, PRESENCE_OFFLINE);
+  assert_int_equal(u.version, 0);
+  destroy(f);
+}
+
+static bool grace_fired(void *ud) {
+  fx_t *f = ud;
+  return rec_count(&f->a.local, PRESENCE_EV_USER_OFFLINE) == 1;
+}
+
+static void grace_hides_a_reload_then_expires(void **state) {
+  (void)state;
+  inst_opts_t io = {.grace_ms = 300};
+  fx_t *f = make(&io);
+  DO(f, presence_session_connect(f->a.p, "s1", "alice", NULL, done_cb, &f->a));
+  DO(f, presence_session_disconnect(f->a.p, "s1", done_cb, &f->a));
+  DO(f, presence_session_connect(f->a.p, "s2", "alice", NULL, done_cb, &f->a));
+  run_for(&f->loop, 500);
+  /* connected, online, disconnected, connected: no user event in between */
+  assert_int_equal(f->a.local.n, 4);
+  assert_int_equal(rec_count(&f->a.local, PRESENCE_EV_USER_OFFLINE), 0);
+  /* Grace does not cover a kick. */
+  DO(f, presence_session_kick(f->a.p, "s2", done_cb, &f->a));
+  expect(&f->a.local, f->a.local.n - 1, PRESENCE_EV_USER_OFFLINE,
+         PRESENCE_REASON_KICKED, "alice");
+  DO(f, presence_session_connect(f->a.p, "s3", "bob", NULL, done_cb, &f->a));
+  DO(f, presence_session_disconnect(f->a.p, "s3", done_cb, &f->a));
+  f->a.local.n = 0;
+  int64_t t0 = now_ms();
+  assert_true(run_until(&f->loop, grace_fired, f, 3000));
+  int64_t waited = now_ms() - t0;
+  assert_true(waited >= 150 && waited < 1500);
+  expect(&f->a.local, 0, PRESENCE_EV_USER_OFFLINE, PRESENCE_REASON_DISCONNECT,
+         "bob");
+  assert_string_equal(f->a.local.ev[0].session, "");
+  destroy(f);
+}
+
+static void inactivity_idles_and_activity_restores(void **state) {
+  (void)state;
+  inst_opts_t io = {.inactivity_ms = 100};
+  fx_t *f = make(&io);
+  presence_handle_t h;
+  int n0 = f->a.done_n;
+  assert_int_equal(
+      presence_session_open(f->a.p, "s1", "alice", NULL, &h, done_cb, &f->a),
+      0);
+  wait_done(&f->loop, &f->a, n0 + 1);
+  run_for(&f->loop, 150);
+  presence_tick(f->a.p);
+  run_for(&f->loop, 100);
+  expect(&f->a.local, f->a.local.n - 1, PRESENCE_EV_USER_IDLE,
+         PRESENCE_REASON_INACTIVITY, "alice");
+  assert_int_equal(presence_handle_touch(f->a.p, h), 0);
+  run_for(&f->loop, 100);
+  expect(&f->a.local, f->a.local.n - 1, PRESENCE_EV_USER_ONLINE,
+         PRESENCE_REASON_INACTIVITY, "alice");
+  DO(f, presence_handle_end(f->a.p, h, PRESENCE_REASON_DISCONNECT, done_cb,
+                            &f->a));
+  assert_int_equal(presence_handle_touch(f->a.p, h), PRESENCE_ENOSESSION);
+  destroy(f);
+}
+
+typedef struct lr {
+  bool got;
+  int status;
+  size_t n;
+  uint64_t first, last;
+} lr_t;
+static void lr_cb(presence_t *p, int status, const presence_event_t *e,
+                  size_t n, void *ud) {
+  (void)p;
+  lr_t *l = ud;
+  l->got = true;
+  l->status = status;
+  l->n = n;
+  l->first = n ? e[0].seq : 0;
+  l->last = n ? e[n - 1].seq : 0;
+}
+static bool lr_pred(void *ud) {
+  return ((lr_t *)ud)->got;
+}
+
+static void log_reads_from_a_cursor(void **state) {
+  (void)state;
+  fx_t *f = make(NULL);
+  char sid[16];
+  for (int i = 0; i < 10; i++) {
+    snprintf(sid, sizeof sid, "s%d", i);
+    DO(f, presence_session_connect(f->a.p, sid, "alice", NULL, done_cb, &f->a));
+  }
+  uint64_t first = f->a.local.ev[0].seq;
+  lr_t l = {0};
+  assert_int_equal(presence_log_read(f->a.p, first, 5, lr_cb, &l), 0);
+  assert_true(run_until(&f->loop, lr_pred, &l, 5000));
+  assert_int_equal(l.status, 0);
+  assert_int_equal(l.n, 5);
+  assert_int_equal(l.first, first + 1);
+  assert_int_equal(presence_log_last_seq(f->a.p),
+                   f->a.local.ev[f->a.local.n - 1].seq);
+  /* Trim the stream: a reader behind it learns it missed some. */
+  freeReplyObject(srv_cmd(&f->srv, "XTRIM presence:log MAXLEN 3"));
+  memset(&l, 0, sizeof l);
+  assert_int_equal(presence_log_read(f->a.p, 0, 100, lr_cb, &l), 0);
+  assert_true(run_until(&f->loop, lr_pred, &l, 5000));
+  assert_int_equal(l.status, PRESENCE_ECURSOR);
+  assert_int_equal(l.n, 3);
+  destroy(f);
+}
+
+static void reset_is_a_full_cleanup(void **state) {
+  (void)state;
+  fx_t *f = make(NULL);
+  DO(f, presence_session_connect(f->a.p, "s1", "alice", NULL, done_cb, &f->a));
+  DO(f, presence_session_connect(f->a.p, "s2", "bob", NULL, done_cb, &f->a));
+  f->a.local.n = 0;
+  DO(f, presence_reset(f->a.p, done_cb, &f->a));
+  assert_int_equal(f->a.done_err[0], 0);
+  assert_int_equal(rec_count(&f->a.local, PRESENCE_EV_SESSION_DISCONNECTED), 2);
+  assert_int_equal(rec_count(&f->a.local, PRESENCE_EV_USER_OFFLINE), 2);
+  expect(&f->a.local, f->a.local.n - 1, PRESENCE_EV_CLEANUP,
+         PRESENCE_REASON_INSTANCE_LOST, NULL);
+  presence_session_info_t si;
+  assert_int_equal(presence_session_get(f->a.p, "s1", &si),
+                   PRESENCE_ENOSESSION);
+  destroy(f);
+}
+
+/* A fresh start over stale state and no other live instance: one cleanup
+ * without session list plus user.offline for every user still present. */
+static void fresh_start_cleans_stale_state(void **state) {
+  (void)state;
+  fx_t *f = make(NULL);
+  DO(f, presence_session_connect(f->a.p, "s1", "alice", NULL, done_cb, &f->a));
+  DO(f, presence_session_connect(f->a.p, "s2", "bob", NULL, done_cb, &f->a));
+  /* Die without cleanup; a new process with another id starts after the
+   * lease ran out. */
+  inst_free(&f->a);
+  loop_drain(&f->loop);
+  sleep_ms(700);
+  inst_new(&f->a, &f->loop, &f->srv, "two", NULL);
+  wait_ready(&f->loop, &f->a);
+  assert_int_equal(rec_count(&f->a.local, PRESENCE_EV_USER_OFFLINE), 2);
+  assert_int_equal(rec_count(&f->a.local, PRESENCE_EV_CLEANUP), 1);
+  expect(&f->a.local, f->a.local.n - 1, PRESENCE_EV_CLEANUP,
+         PRESENCE_REASON_INSTANCE_LOST, NULL);
+  assert_int_equal(f->a.local.ev[f->a.local.n - 1].n_ids, 0);
+  presence_user_info_t u = user_info(&f->loop, &f->a, "alice");
+  assert_int_equal(u.status, PRESENCE_OFFLINE);
+  destroy(f);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(connect_emits_session_then_user),
+      cmocka_unit_test(duplicates_and_closed_sessions_change_nothing),
+      cmocka_unit_test(sessions_per_user_limit),
+      cmocka_unit_test(sessions_keep_their_metadata),
+      cmocka_unit_test(grace_hides_a_reload_then_expires),
+      cmocka_unit_test(inactivity_idles_and_activity_restores),
+      cmocka_unit_test(log_reads_from_a_cursor),
+      cmocka_unit_test(reset_is_a_full_cleanup),
+      cmocka_unit_test(fresh_start_cleans_stale_state),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}

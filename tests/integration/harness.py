@@ -137,6 +137,17 @@ def token(sub, exp_in=3600, watch=None, meta=None, aud=None, nbf=None, extra=Non
 # The daemon
 
 
+def _die_with_parent():
+    """In the child: SIGKILL it if the test script dies (e.g. killed by a CTest
+    timeout), so that no daemon outlives its test."""
+    try:
+        import ctypes
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)   # PR_SET_PDEATHSIG
+    except Exception:
+        pass
+
+
 def free_port():
     s = socket.socket()
     s.bind((HOST, 0))
@@ -178,7 +189,8 @@ class Daemon:
             self.errfile = tempfile.NamedTemporaryFile(prefix="presenced-err-", delete=False)
             env = {k: v for k, v in os.environ.items() if not k.startswith("PRESENCED_")}
             self.proc = subprocess.Popen(self.argv(), stdin=subprocess.DEVNULL,
-                                         stdout=self.errfile, stderr=self.errfile, env=env)
+                                         stdout=self.errfile, stderr=self.errfile, env=env,
+                                         preexec_fn=_die_with_parent)
             deadline = time.monotonic() + timeout
             while time.monotonic() < deadline:
                 if self.proc.poll() is not None:

@@ -80,11 +80,18 @@ async def test_get_user(t, d, args):
     t.eq("sessions: status online", s1.get("status"), "online")
     t.check("sessions: connected/since integers, instance string",
             is_int(s1.get("connected")) and is_int(s1.get("since")) and isinstance(s1.get("instance"), str), s1)
+    t_idle = now_ms()
     await c2.send({"type": "status", "status": "idle", "id": 1})
     await c2.expect_type("ack", 3)
+    t_ack = now_ms()
     r = await http(d, "GET", "/v1/users/bob/sessions")
     ss = {s.get("session_id"): s for s in (r.json() or {}).get("sessions", [])}
     t.eq("sessions: a session set idle is listed idle", ss.get(c2.session_id, {}).get("status"), "idle")
+    # protocol.md: times are milliseconds since the epoch. The session's
+    # since is the time of its status change, to the millisecond.
+    since = ss.get(c2.session_id, {}).get("since", 0)
+    t.check("sessions: since of a status change is in ms (between the request and its ack)",
+            t_idle - 20 <= since <= t_ack + 20, (t_idle, since, t_ack))
     c4 = await Client.connect(d, "no-meta")
     r = await http(d, "GET", "/v1/users/no-meta/sessions")
     ss = (r.json() or {}).get("sessions", [])

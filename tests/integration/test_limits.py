@@ -282,6 +282,29 @@ async def test_slow_sse(t, d, args):
 test_slow_sse.timeout = 60
 
 
+async def test_many_clients(t, d, args):
+    n = 400
+    sem = asyncio.Semaphore(50)
+
+    async def one(i):
+        async with sem:
+            return await Client.connect(d, f"many{i % 100}")
+    clients = await asyncio.gather(*(one(i) for i in range(n)), return_exceptions=True)
+    ok = [c for c in clients if isinstance(c, Client) and c.welcome.get("type") == "welcome"]
+    t.eq(f"{n} concurrent clients: all welcomed", len(ok), n)
+    r = await http(d, "GET", "/metrics", auth=False)
+    line = [l for l in r.body.decode().split("\n") if l.startswith("presenced_sessions ")]
+    t.check(f"{n} concurrent clients: presenced_sessions = {n}", line and float(line[0].split()[1]) == n, line)
+    r = await http(d, "GET", "/v1/users/many7")
+    t.eq("each of 100 users holds 4 sessions", (r.json() or {}).get("sessions"), 4)
+    await asyncio.gather(*(c.close() for c in ok))
+    await asyncio.sleep(0.5)
+    r = await http(d, "GET", "/metrics", auth=False)
+    line = [l for l in r.body.decode().split("\n") if l.startswith("presenced_sessions ")]
+    t.check("after they all close: presenced_sessions = 0", line and float(line[0].split()[1]) == 0, line)
+test_many_clients.timeout = 60
+
+
 if __name__ == "__main__":
     run([
         ("limits", {"--max-frame": "1024", "--max-message": "4096", "--max-msgs-per-sec": "20",
@@ -289,7 +312,7 @@ if __name__ == "__main__":
          [test_frame_size, test_rate, test_sessions_per_user, test_watch_limit, test_header_bytes]),
         ("connections", {"--max-connections": "4"}, [test_connections]),
         ("slow-reader", {"--max-write-queue": "65536", "--max-msgs-per-sec": "1000000"},
-         [test_slow_reader]),
+         [test_slow_reader, test_many_clients]),
         ("slow-sse", {"--max-msgs-per-sec": "1000000",
                       "--log-capacity": "1000"}, [test_slow_sse]),
     ])

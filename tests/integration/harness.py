@@ -770,6 +770,46 @@ class RawWS:
             else:
                 msgs.append(m)
 
+    async def drain_to_eof(self, timeout=30.0):
+        """Read raw bytes as fast as possible until EOF, then parse the frames.
+        Returns (close_code or None or "timeout", n_frames, n_bytes)."""
+        data = bytearray()
+        deadline = time.monotonic() + timeout
+        eof = False
+        while time.monotonic() < deadline:
+            try:
+                chunk = await asyncio.wait_for(self.reader.read(1 << 20),
+                                               max(0.01, deadline - time.monotonic()))
+            except asyncio.TimeoutError:
+                break
+            except (ConnectionError, OSError):
+                eof = True
+                break
+            if not chunk:
+                eof = True
+                break
+            data += chunk
+        i, n, code = 0, 0, None
+        while i + 2 <= len(data):
+            op = data[i] & 0xF
+            ln = data[i + 1] & 0x7F
+            j = i + 2
+            if ln == 126:
+                ln = struct.unpack("!H", bytes(data[j:j + 2]))[0]
+                j += 2
+            elif ln == 127:
+                ln = struct.unpack("!Q", bytes(data[j:j + 8]))[0]
+                j += 8
+            if data[i + 1] & 0x80:
+                j += 4
+            if j + ln > len(data):
+                break
+            n += 1
+            if op == 0x8:
+                code = struct.unpack("!H", bytes(data[j:j + 2]))[0] if ln >= 2 else 1005
+            i = j + ln
+        return (code if eof or code is not None else "timeout"), n, len(data)
+
     def close(self):
         try:
             self.writer.close()

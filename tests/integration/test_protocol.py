@@ -299,6 +299,16 @@ async def test_too_many_malformed(t, d, args):
     closed = await c.wait_closed(3)
     t.check("tenth malformed message: error bad_json first", m is not None and m.get("code") == "bad_json", m)
     t.eq("tenth malformed message: closed with 1008", closed, 1008)
+    # Refusals that are not malformed messages do not count (protocol.md 1.3).
+    c = await Client.connect(d, "curious")
+    n = 0
+    for i in range(12):
+        await c.send({"type": "subscribe", "users": [f"secret{i}"], "id": i})
+        m = await c.expect_type("error", 3)
+        n += m is not None and m.get("code") == "not_allowed"
+    p = await c.ping("still")
+    t.check("twelve not_allowed refusals: no 1008, connection open", n == 12 and p is not None, (n, p))
+    await c.close()
 test_too_many_malformed.timeout = 20
 
 

@@ -284,7 +284,10 @@ int presence__log_read(presence__log_t *l, uint64_t after_seq, size_t max,
   size_t used = 0;
   for (size_t i = 0; i < n; i++) {
     entry_t *e = &l->entries[(l->first + start + i) % l->capacity];
-    presence__event_unpack(l->bytes + e->off, &l->scratch[i], l->ids + used);
+    /* No event with session ids yet: ids may still be NULL, and NULL + 0
+     * is undefined behaviour in C (UBSan's pointer-overflow check). */
+    presence__event_unpack(l->bytes + e->off, &l->scratch[i],
+                           l->ids ? l->ids + used : NULL);
     used += l->scratch[i].n_session_ids;
   }
   cb(ud, status, l->scratch, n);

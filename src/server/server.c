@@ -138,6 +138,7 @@ static void on_shutdown(uv_shutdown_t *req, int status) {
 static void start_linger(conn_t *c) {
   if (c->draining || c->closing) return;
   c->draining = 1;
+  if (c->capture) return;
   uv_shutdown_t *req = malloc(sizeof *req);
   if (!req) {
     conn_close(c);
@@ -182,6 +183,11 @@ static void on_overflow(conn_t *c) {
 
 static int conn_writev(conn_t *c, uv_buf_t *bufs, unsigned n, shbuf_t *shared) {
   if (c->closing || c->draining || c->close_after_flush) return -1;
+  if (c->capture) {
+    for (unsigned i = 0; i < n; i++)
+      buf_append(c->capture, bufs[i].base, bufs[i].len);
+    return buf_failed(c->capture) ? -1 : 0;
+  }
   size_t total = 0;
   for (unsigned i = 0; i < n; i++)
     total += bufs[i].len;
@@ -282,6 +288,7 @@ void conn_close(conn_t *c) {
     sse_detach(c);
     break;
   }
+  if (c->capture) return; /* detached: conn_free_detached frees it */
   uv_close((uv_handle_t *)&c->tcp, on_close);
 }
 
@@ -318,20 +325,40 @@ static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf) {
     conn_close(c);
     return;
   }
-  if (nread == 0 || c->closing) return;
+  if (nread == 0) return;
+  conn_feed(c, buf->base, (size_t)nread);
+}
+
+void conn_feed(conn_t *c, const char *data, size_t len) {
+  if (c->closing) return;
   c->last_rx_ms = srv_now_mono(c->srv);
   if (c->draining || c->close_after_flush)
     return; /* lingering: input is discarded */
   switch (c->kind) {
   case CONN_HTTP:
-    http_on_read(c, buf->base, (size_t)nread);
+    http_on_read(c, data, len);
     break;
   case CONN_WS:
-    ws_on_read(c, buf->base, (size_t)nread);
+    ws_on_read(c, data, len);
     break;
   case CONN_SSE:
     break; /* an event stream has nothing to say; ignore it */
   }
+}
+
+conn_t *conn_new_detached(srv_t *s, buf_t *out) {
+  conn_t *c = calloc(1, sizeof *c);
+  if (!c) return NULL;
+  c->srv = s;
+  c->capture = out;
+  c->last_rx_ms = srv_now_mono(s);
+  return c;
+}
+
+void conn_free_detached(conn_t *c) {
+  if (!c) return;
+  conn_close(c);
+  free(c);
 }
 
 static void on_connection(uv_stream_t *server, int status) {

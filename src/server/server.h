@@ -53,6 +53,9 @@ struct conn {
   uint8_t over_limit; /* accepted past max_connections: answer 503 */
   uint8_t overflowed; /* write queue limit hit: only the close frame left */
   int64_t linger_since_ms;
+  /* A detached connection (conn_new_detached) has no socket: what would be
+   * written is appended here. */
+  buf_t *capture;
   union {
     http_req_t *http;
     wsconn_t *ws;
@@ -137,6 +140,14 @@ int conn_write2(conn_t *c, const void *a, size_t alen, const void *b,
 int conn_write_shared(conn_t *c, shbuf_t *b);
 /* Close now; pending writes are cancelled. */
 void conn_close(conn_t *c);
+/* Bytes received from the peer: the one entry point of every protocol
+ * (HTTP, then WebSocket or event stream), as the read callback calls it. */
+void conn_feed(conn_t *c, const char *data, size_t len);
+/* A connection without a socket, for unit tests and fuzzers: feed it with
+ * conn_feed, read its answers in *out. Not in s->conns, so no timer sees it;
+ * conn_free_detached closes (ending any session) and frees it. */
+conn_t *conn_new_detached(srv_t *s, buf_t *out);
+void conn_free_detached(conn_t *c);
 /* Close once everything queued is written (a lingering close: our side
  * shuts down, input is discarded until the peer closes or a short timer). */
 void conn_close_after_flush(conn_t *c);

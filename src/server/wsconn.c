@@ -11,6 +11,7 @@
 #include "server/server.h"
 
 #include "server/jwt.h"
+#include "server/wsmsg.h"
 
 #include <cjson/cJSON.h>
 #include <http_parser.h>
@@ -215,45 +216,12 @@ static int find_sub(const wsconn_t *w, const char *user) {
   return -1;
 }
 
-/* Check users is an array of valid ids; on failure an error was sent. */
-static int check_users(conn_t *c, const cJSON *users, const char *id) {
-  char msg[200];
-  if (!cJSON_IsArray(users)) {
-    bad_message(c, "bad_field", "users must be an array of user ids", id);
-    return -1;
-  }
-  int i = 0;
-  const cJSON *u;
-  cJSON_ArrayForEach(u, users) {
-    if (!cJSON_IsString(u)) {
-      snprintf(msg, sizeof msg, "users[%d] is not a string", i);
-      bad_message(c, "bad_field", msg, id);
-      return -1;
-    }
-    if (presence_id_check(u->valuestring) != 0) {
-      snprintf(msg, sizeof msg, "users[%d] is not a valid user id", i);
-      bad_message(c, "bad_user_id", msg, id);
-      return -1;
-    }
-    i++;
-  }
-  return 0;
-}
-
-static void on_subscribe(conn_t *c, const cJSON *root, const char *id) {
+static void on_subscribe(conn_t *c, const wsmsg_t *m) {
   srv_t *s = c->srv;
   wsconn_t *w = c->u.ws;
-  const cJSON *users = cJSON_GetObjectItemCaseSensitive(root, "users");
+  const cJSON *users = m->users;
+  const char *id = m->id;
   char msg[300];
-  /* Bound the work before looking at each id. */
-  if (cJSON_IsArray(users) &&
-      (uint32_t)cJSON_GetArraySize(users) > s->cfg.max_watch) {
-    snprintf(msg, sizeof msg, "at most %u watched users per connection",
-             s->cfg.max_watch);
-    send_error(c, "too_many_watched", msg, id);
-    return;
-  }
-  if (check_users(c, users, id) != 0) return;
   const cJSON *u;
   uint32_t fresh = 0;
   cJSON_ArrayForEach(u, users) {
@@ -306,10 +274,10 @@ nomem:
   send_error(c, "internal", "out of memory", id);
 }
 
-static void on_unsubscribe(conn_t *c, const cJSON *root, const char *id) {
+static void on_unsubscribe(conn_t *c, const wsmsg_t *m) {
   wsconn_t *w = c->u.ws;
-  const cJSON *users = cJSON_GetObjectItemCaseSensitive(root, "users");
-  if (check_users(c, users, id) != 0) return;
+  const cJSON *users = m->users;
+  const char *id = m->id;
   const cJSON *u;
   cJSON_ArrayForEach(u, users) {
     int i = find_sub(w, u->valuestring);
@@ -320,20 +288,11 @@ static void on_unsubscribe(conn_t *c, const cJSON *root, const char *id) {
   send_ack(c, id);
 }
 
-static void on_status(conn_t *c, const cJSON *root, const char *id) {
+static void on_status(conn_t *c, const wsmsg_t *m) {
   srv_t *s = c->srv;
   wsconn_t *w = c->u.ws;
-  const cJSON *st = cJSON_GetObjectItemCaseSensitive(root, "status");
-  if (!cJSON_IsString(st)) {
-    bad_message(c, "bad_field", "status must be \"online\" or \"idle\"", id);
-    return;
-  }
-  presence_status_t status;
-  if (presence_status_parse(st->valuestring, &status) != 0 ||
-      status == PRESENCE_OFFLINE) {
-    bad_message(c, "bad_status", "status must be \"online\" or \"idle\"", id);
-    return;
-  }
+  const char *id = m->id;
+  presence_status_t status = (presence_status_t)m->status;
   int rc = presence_handle_set_status(s->p, w->handle, status, NULL, NULL);
   srv_arm_tick(s);
   if (rc != 0) {
@@ -354,72 +313,24 @@ static void on_ping(conn_t *c, const char *id) {
   if (!buf_failed(b)) ws_send_text(c, b->data, b->len);
 }
 
-/* cJSON decodes \u0000 into a terminating NUL, silently shortening the
- * string ("b\u0000b" would read as "b"); such messages are refused. */
-static int has_escaped_nul(const uint8_t *d, size_t len) {
-  for (size_t i = 0; i + 1 < len; i++) {
-    if (d[i] != '\\') continue;
-    if (d[i + 1] == 'u' && i + 5 < len && !memcmp(d + i + 2, "0000", 4))
-      return 1;
-    i++; /* skip the escaped character, so "\\u0000" is not matched */
-  }
-  return 0;
-}
-
-static int only_space(const char *p, const char *end) {
-  for (; p < end; p++)
-    if (*p != ' ' && *p != '\t' && *p != '\n' && *p != '\r') return 0;
-  return 1;
-}
-
 static void on_text(conn_t *c, const uint8_t *data, size_t len) {
   srv_t *s = c->srv;
   s->ws_messages_total++;
-  const char *end = NULL;
-  cJSON *root = cJSON_ParseWithLengthOpts((const char *)data, len, &end, 0);
-  if (root && (!end || !only_space(end, (const char *)data + len))) {
-    cJSON_Delete(root); /* an object followed by more than whitespace */
-    root = NULL;
-  }
-  if (!cJSON_IsObject(root)) {
-    bad_message(c, "bad_json", "message is not a JSON object", NULL);
-    cJSON_Delete(root);
-    return;
-  }
-  /* The id is echoed verbatim, rendered once into a bounded buffer. */
-  char id[80] = "";
-  const cJSON *idv = cJSON_GetObjectItemCaseSensitive(root, "id");
-  if (idv) {
-    if ((!cJSON_IsString(idv) && !cJSON_IsNumber(idv)) ||
-        !cJSON_PrintPreallocated((cJSON *)idv, id, sizeof id - 5, 0) ||
-        strlen(id) > 64) {
-      bad_message(c, "bad_field",
-                  "id must be a string or a number of at most 64 bytes", NULL);
-      cJSON_Delete(root);
-      return;
-    }
-  }
-  const cJSON *type = cJSON_GetObjectItemCaseSensitive(root, "type");
-  const char *t = cJSON_IsString(type) ? type->valuestring : NULL;
-  if (!t)
-    bad_message(c, "unknown_type", "type is missing", id);
-  else if (has_escaped_nul(data, len))
-    bad_message(c,
-                !strcmp(t, "subscribe") || !strcmp(t, "unsubscribe")
-                    ? "bad_user_id"
-                    : "bad_field",
-                "strings must not contain NUL (\\u0000)", id);
-  else if (!strcmp(t, "status"))
-    on_status(c, root, id);
-  else if (!strcmp(t, "subscribe"))
-    on_subscribe(c, root, id);
-  else if (!strcmp(t, "unsubscribe"))
-    on_unsubscribe(c, root, id);
-  else if (!strcmp(t, "ping"))
-    on_ping(c, id);
+  wsmsg_t m;
+  int rc = wsmsg_decode(data, len, s->cfg.max_watch, &m);
+  if (rc == WSMSG_BAD)
+    bad_message(c, m.err_code, m.err_msg, m.id);
+  else if (rc == WSMSG_TOO_MANY)
+    send_error(c, m.err_code, m.err_msg, m.id);
+  else if (m.type == WSMSG_STATUS)
+    on_status(c, &m);
+  else if (m.type == WSMSG_SUBSCRIBE)
+    on_subscribe(c, &m);
+  else if (m.type == WSMSG_UNSUBSCRIBE)
+    on_unsubscribe(c, &m);
   else
-    bad_message(c, "unknown_type", "unknown message type", id);
-  cJSON_Delete(root);
+    on_ping(c, m.id);
+  wsmsg_free(&m);
 }
 
 /* Any client message counts as activity for server-side inactivity. */

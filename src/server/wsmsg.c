@@ -1,0 +1,133 @@
+/*
+ * Client message decoding; see wsmsg.h. The checks and their order are the
+ * protocol's (docs/protocol.md 1.3): bad_json, then the id, then the type,
+ * then NUL escapes, then the fields of the type.
+ */
+#include "server/wsmsg.h"
+
+#include <stdio.h>
+#include <string.h>
+
+/* cJSON decodes \u0000 into a terminating NUL, silently shortening the
+ * string ("b\u0000b" would read as "b"); such messages are refused. */
+static int has_escaped_nul(const uint8_t *d, size_t len) {
+  for (size_t i = 0; i + 1 < len; i++) {
+    if (d[i] != '\\') continue;
+    if (d[i + 1] == 'u' && i + 5 < len && !memcmp(d + i + 2, "0000", 4))
+      return 1;
+    i++; /* skip the escaped character, so "\\u0000" is not matched */
+  }
+  return 0;
+}
+
+static int only_space(const char *p, const char *end) {
+  for (; p < end; p++)
+    if (*p != ' ' && *p != '\t' && *p != '\n' && *p != '\r') return 0;
+  return 1;
+}
+
+static int bad(wsmsg_t *m, const char *code, const char *msg) {
+  m->err_code = code;
+  snprintf(m->err_msg, sizeof m->err_msg, "%s", msg);
+  return WSMSG_BAD;
+}
+
+/* users must be an array of valid ids. */
+static int check_users(wsmsg_t *m, const cJSON *users) {
+  if (!cJSON_IsArray(users))
+    return bad(m, "bad_field", "users must be an array of user ids");
+  int i = 0;
+  const cJSON *u;
+  cJSON_ArrayForEach(u, users) {
+    if (!cJSON_IsString(u)) {
+      m->err_code = "bad_field";
+      snprintf(m->err_msg, sizeof m->err_msg, "users[%d] is not a string", i);
+      return WSMSG_BAD;
+    }
+    if (presence_id_check(u->valuestring) != 0) {
+      m->err_code = "bad_user_id";
+      snprintf(m->err_msg, sizeof m->err_msg,
+               "users[%d] is not a valid user id", i);
+      return WSMSG_BAD;
+    }
+    i++;
+  }
+  m->users = users;
+  return WSMSG_OK;
+}
+
+static int decode_status(wsmsg_t *m) {
+  const cJSON *st = cJSON_GetObjectItemCaseSensitive(m->root, "status");
+  if (!cJSON_IsString(st))
+    return bad(m, "bad_field", "status must be \"online\" or \"idle\"");
+  presence_status_t status;
+  if (presence_status_parse(st->valuestring, &status) != 0 ||
+      status == PRESENCE_OFFLINE)
+    return bad(m, "bad_status", "status must be \"online\" or \"idle\"");
+  m->status = (int)status;
+  return WSMSG_OK;
+}
+
+int wsmsg_decode(const uint8_t *data, size_t len, uint32_t max_users,
+                 wsmsg_t *m) {
+  memset(m, 0, sizeof *m);
+  const char *end = NULL;
+  m->root = cJSON_ParseWithLengthOpts((const char *)data, len, &end, 0);
+  if (m->root && (!end || !only_space(end, (const char *)data + len))) {
+    cJSON_Delete(m->root); /* an object followed by more than whitespace */
+    m->root = NULL;
+  }
+  if (!cJSON_IsObject(m->root))
+    return bad(m, "bad_json", "message is not a JSON object");
+  /* The id is echoed verbatim, rendered once into a bounded buffer; it is
+   * kept only when valid, so the error about it carries none. */
+  const cJSON *idv = cJSON_GetObjectItemCaseSensitive(m->root, "id");
+  if (idv) {
+    char id[sizeof m->id];
+    if ((!cJSON_IsString(idv) && !cJSON_IsNumber(idv)) ||
+        !cJSON_PrintPreallocated((cJSON *)idv, id, sizeof id - 5, 0) ||
+        strlen(id) > 64)
+      return bad(m, "bad_field",
+                 "id must be a string or a number of at most 64 bytes");
+    memcpy(m->id, id, sizeof id);
+  }
+  const cJSON *type = cJSON_GetObjectItemCaseSensitive(m->root, "type");
+  const char *t = cJSON_IsString(type) ? type->valuestring : NULL;
+  if (!t) return bad(m, "unknown_type", "type is missing");
+  int is_sub = !strcmp(t, "subscribe"), is_unsub = !strcmp(t, "unsubscribe");
+  if (has_escaped_nul(data, len))
+    return bad(m, is_sub || is_unsub ? "bad_user_id" : "bad_field",
+               "strings must not contain NUL (\\u0000)");
+  if (!strcmp(t, "status")) {
+    m->type = WSMSG_STATUS;
+    return decode_status(m);
+  }
+  if (is_sub) {
+    m->type = WSMSG_SUBSCRIBE;
+    const cJSON *users = cJSON_GetObjectItemCaseSensitive(m->root, "users");
+    /* Bound the work before looking at each id. */
+    if (cJSON_IsArray(users) &&
+        (uint32_t)cJSON_GetArraySize(users) > max_users) {
+      m->err_code = "too_many_watched";
+      snprintf(m->err_msg, sizeof m->err_msg,
+               "at most %u watched users per connection", max_users);
+      return WSMSG_TOO_MANY;
+    }
+    return check_users(m, users);
+  }
+  if (is_unsub) {
+    m->type = WSMSG_UNSUBSCRIBE;
+    return check_users(m, cJSON_GetObjectItemCaseSensitive(m->root, "users"));
+  }
+  if (!strcmp(t, "ping")) {
+    m->type = WSMSG_PING;
+    return WSMSG_OK;
+  }
+  return bad(m, "unknown_type", "unknown message type");
+}
+
+void wsmsg_free(wsmsg_t *m) {
+  cJSON_Delete(m->root);
+  m->root = NULL;
+  m->users = NULL;
+}

@@ -1,0 +1,146 @@
+/*
+ * libFuzzer harness for presenced's HTTP request handling: the bytes a
+ * client sends on a fresh connection go through conn_feed, exactly as the
+ * read callback passes them (http-parser, limits, routing, the backend API,
+ * the WebSocket upgrade and the frames after it, event streams, metrics and
+ * demo mode), on a detached connection whose answers land in a buffer.
+ *
+ * Input: byte 0 picks the server (demo mode or not) and how the rest is cut
+ * into reads. The server's clocks are fixed (wall time 1700000000 s), so the
+ * seed tokens, signed for that time, stay valid.
+ */
+#include "server/server.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define WALL_MS INT64_C(1700000000000)
+
+static int64_t mono;
+static uint64_t rnd = 0x9E3779B97F4A7C15u;
+
+static int64_t fake_wall(void *ud) {
+  (void)ud;
+  return WALL_MS + mono;
+}
+static int64_t fake_mono(void *ud) {
+  (void)ud;
+  return mono;
+}
+/* Deterministic, so a crash reproduces from its input alone. */
+static int fake_random(void *ud, void *buf, size_t len) {
+  (void)ud;
+  uint8_t *b = buf;
+  for (size_t i = 0; i < len; i++) {
+    rnd ^= rnd << 13;
+    rnd ^= rnd >> 7;
+    rnd ^= rnd << 17;
+    b[i] = (uint8_t)rnd;
+  }
+  return 0;
+}
+static const srv_sys_t sys = {fake_wall, fake_mono, fake_random, NULL};
+
+static uv_loop_t loop;
+static srv_t servers[2];
+static char webroot[] = "/tmp/presenced-fuzz-web-XXXXXX";
+
+/* At exit, so LeakSanitizer reports only what a request really leaked. */
+static void teardown(void) {
+  for (int i = 0; i < 2; i++)
+    srv_shutdown(&servers[i]);
+  uv_run(&loop, UV_RUN_DEFAULT);
+  for (int i = 0; i < 2; i++)
+    srv_free(&servers[i]);
+  uv_loop_close(&loop);
+  char path[sizeof webroot + 16];
+  snprintf(path, sizeof path, "%s/index.html", webroot);
+  unlink(path);
+  rmdir(webroot);
+}
+
+static void setup(void) {
+  if (uv_loop_init(&loop) != 0) abort();
+  if (!mkdtemp(webroot)) abort();
+  char path[sizeof webroot + 16];
+  snprintf(path, sizeof path, "%s/index.html", webroot);
+  FILE *f = fopen(path, "w");
+  if (!f) abort();
+  fputs("<!doctype html><title>fuzz</title>\n", f);
+  fclose(f);
+  for (int i = 0; i < 2; i++) {
+    srv_config_t cfg;
+    config_defaults(&cfg);
+    cfg.log_level = PRESENCE_LOG_ERROR;
+    cfg.api_key = "fuzz-api-key";
+    cfg.jwt_secret = "fuzz-secret-0123456789abcdef";
+    cfg.demo = i;
+    cfg.web_root = webroot;
+    /* Small limits, so short inputs reach them. */
+    cfg.max_header_bytes = 1024;
+    cfg.max_body = 4096;
+    cfg.max_frame = 256;
+    cfg.max_message = 1024;
+    cfg.max_msgs_per_sec = 50;
+    cfg.max_sessions_per_user = 2;
+    cfg.max_watch = 5;
+    cfg.max_write_queue = 1 << 20;
+    cfg.log_capacity = 256;
+    if (srv_init(&servers[i], &loop, &cfg, &sys) != 0) abort();
+  }
+  atexit(teardown);
+}
+
+/* Every answer on a fresh connection starts with a status line. */
+static void check_answer(const buf_t *out) {
+  if (out->len == 0) return;
+  if (out->len < 12 || memcmp(out->data, "HTTP/1.1 ", 9) != 0) abort();
+  int status = atoi(out->data + 9);
+  if (status < 100 || status > 599) abort();
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
+  if (!loop.data && !servers[0].p) setup();
+  if (size < 1) return 0;
+  srv_t *s = &servers[data[0] & 1];
+  unsigned split = data[0] >> 1;
+  data++;
+  size--;
+  buf_t out;
+  buf_init(&out);
+  conn_t *c = conn_new_detached(s, &out);
+  if (!c) return 0;
+  /* Reads as the kernel may cut them: whole, small fixed, or ragged. The
+   * bytes are copied to a fresh buffer each time, like the shared read
+   * buffer, so nothing may keep pointers into them. */
+  size_t off = 0;
+  unsigned seed = split + 1;
+  char *piece = malloc(size ? size : 1);
+  if (!piece) abort();
+  while (off < size && !c->closing) {
+    size_t n = size - off;
+    if (split & 64) {
+      seed = seed * 1103515245u + 12345u;
+      n = 1 + (seed >> 16) % (1 + (split & 63));
+    } else if (split & 63) {
+      n = split & 63;
+    }
+    if (n > size - off) n = size - off;
+    memcpy(piece, data + off, n);
+    conn_feed(c, piece, n);
+    memset(piece, 0xEE, n); /* stale pointers read garbage, not the input */
+    off += n;
+    mono += 1;
+  }
+  free(piece);
+  check_answer(&out);
+  conn_free_detached(c);
+  buf_free(&out);
+  /* Ended sessions leave deadlines (offline grace, log); let them run. */
+  mono += 10;
+  srv_arm_tick(s);
+  return 0;
+}

@@ -1,0 +1,219 @@
+#!/usr/bin/python3
+"""Writes the seed corpora of the fuzzers (tests/fuzz/corpus/<harness>/).
+
+Deterministic: run it again after changing it and commit the result. Each
+seed is named by the SHA-1 of its bytes, as libFuzzer names its own units.
+"""
+import base64
+import hashlib
+import hmac
+import json
+import os
+import random
+import struct
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SECRET = b"fuzz-secret-0123456789abcdef"  # the harnesses' secret
+NOW = 1700000000                           # fuzz_http's fixed clock
+rng = random.Random(6455)
+
+
+def b64u(b):
+    if isinstance(b, str):
+        b = b.encode()
+    return base64.urlsafe_b64encode(b).rstrip(b"=").decode()
+
+
+def jwt(claims, header=None, secret=SECRET, sig=None):
+    h = header if isinstance(header, str) else json.dumps(header or {"alg": "HS256", "typ": "JWT"},
+                                                          separators=(",", ":"))
+    c = claims if isinstance(claims, str) else json.dumps(claims, separators=(",", ":"))
+    si = b64u(h) + "." + b64u(c)
+    if sig is None:
+        sig = b64u(hmac.new(secret, si.encode(), hashlib.sha256).digest())
+    return si + "." + sig
+
+
+def frame(op, payload=b"", fin=True, rsv=0, mask=True, key=None, length=None):
+    if isinstance(payload, str):
+        payload = payload.encode()
+    b0 = (0x80 if fin else 0) | (rsv << 4) | op
+    n = len(payload) if length is None else length
+    mb = 0x80 if mask else 0
+    if n < 126 and length is None:
+        h = bytes([b0, mb | n])
+    elif n < 65536:
+        h = bytes([b0, mb | 126]) + struct.pack("!H", n)
+    else:
+        h = bytes([b0, mb | 127]) + struct.pack("!Q", n)
+    if not mask:
+        return h + payload
+    key = key or bytes(rng.randrange(256) for _ in range(4))
+    return h + key + bytes(b ^ key[i % 4] for i, b in enumerate(payload))
+
+
+def write(name, seeds):
+    d = os.path.join(HERE, "corpus", name)
+    os.makedirs(d, exist_ok=True)
+    for s in seeds:
+        if isinstance(s, str):
+            s = s.encode()
+        with open(os.path.join(d, hashlib.sha1(s).hexdigest()), "wb") as f:
+            f.write(s)
+
+
+# ---- WebSocket frames: 2 selector bytes (limits, split), then the stream.
+ws_streams = [
+    frame(1, '{"type":"ping"}'),
+    frame(1, '{"type":"sub', fin=False) + frame(9, b"hi") + frame(0, 'scribe"}'),
+    frame(2, b"\x00\x01\x02"),
+    frame(8, struct.pack("!H", 1000) + b"bye"),
+    frame(8, b""),
+    frame(8, struct.pack("!H", 1005)),
+    frame(8, struct.pack("!H", 4000) + b"\xce\xba"),
+    frame(9, b"x" * 125),
+    frame(10, b""),
+    frame(1, "é€😀".encode()),
+    frame(1, b"\xf0\x9f", fin=False) + frame(0, b"\x98\x80"),
+    frame(1, b"\xed\xa0\x80"),
+    frame(1, b"\xc0\xaf"),
+    frame(1, b"\xf4\x90\x80\x80"),
+    frame(1, b"a" * 300),
+    frame(1, b"a" * 200, length=200),
+    frame(2, b"b" * 70000),
+    frame(1, b"hi", mask=False),
+    frame(1, b"hi", rsv=4),
+    frame(3, b""),
+    frame(0, b"cont"),
+    frame(9, b"", fin=False),
+    bytes([0x81, 0xFF, 0x80, 0, 0, 0, 0, 0, 0, 0]),
+    bytes([0x81, 0xFE, 0x00, 0x05]) + b"\x01\x02\x03\x04" + b"hello",
+    frame(1, "x", fin=False) + frame(1, "y"),
+    b"".join(frame(1, '{"type":"ping"}') for _ in range(20)),
+    frame(8, bytes([0x03, 0xE8, 0xff])),
+    frame(8, b"\x03"),
+]
+write("fuzz_ws", [bytes([sel, split]) + s for s in ws_streams
+                  for sel, split in ((0, 0), (0x09, 1), (0x1b, 200))])
+
+# ---- JWT: 1 selector byte, then the token.
+good = {"sub": "alice", "exp": NOW + 3600}
+tokens = [
+    jwt(good),
+    jwt(dict(good, watch="*", meta={"device": "phone"})),
+    jwt(dict(good, watch=["bob", "carol"], aud="presence-tests", nbf=NOW - 10)),
+    jwt(dict(good, aud=["x", "presence-tests"])),
+    jwt(dict(good, exp=NOW - 100)),
+    jwt(dict(good, exp=1.5e300)),
+    jwt(good, header={"alg": "none"}, sig=""),
+    jwt(good, header={"alg": "RS256", "typ": "JWT"}),
+    jwt(good, header={"alg": "HS256", "crit": ["exp"]}),
+    jwt(good, header='{"alg":"HS256","alg":"HS256"}'),
+    jwt('{"sub":"a\\u0000b","exp":1800000000}'),
+    jwt('{"sub":"alice","sub":"bob","exp":1800000000}'),
+    jwt(good, secret=b"other"),
+    jwt(good)[:-3],
+    "a.b",
+    "...",
+    "eyJhbGciOiJIUzI1NiJ9..sig",
+]
+write("fuzz_jwt", [bytes([sel]) + t.encode() for t in tokens for sel in (0, 0x13, 0x4b)]
+      + [bytes([0x40]) + json.dumps(dict(good, watch="*")).encode(),
+         bytes([0x41]) + b'{"sub":"bob","exp":1800000000,"meta":{"a":[1,2,{"b":null}]}}'])
+
+# ---- Configuration: NUL-separated argv, "=NAME=VALUE" for the environment.
+confs = [
+    ["--listen", "127.0.0.1:7070", "--api-key", "k"],
+    ["--listen=[::1]:0", "--demo"],
+    ["--demo", "--listen", "10.0.0.1:80"],
+    ["--max-frame", "4096", "--max-message", "1024"],
+    ["--max-frame=125", "--max-message=67108864", "--log-level", "debug"],
+    ["=PRESENCED_MAX_WATCH=5", "--max-watch", "18446744073709551617"],
+    ["=PRESENCED_LISTEN=localhost:99999"],
+    ["=PRESENCED_DEMO=yes", "--demo=0"],
+    ["--help"],
+    ["--version"],
+    ["--heartbeat-ms", "-1"],
+    ["--timeout-ms"],
+    ["--unknown"],
+    ["positional"],
+    ["--jwt-secret", "", "--jwt-audience=aud"],
+    ["--webhook", "url=http://127.0.0.1:1/h,secret=s,events=user.online"],
+]
+write("fuzz_config", ["\0".join(c) for c in confs])
+
+# ---- Client messages: 1 selector byte (max_users), then the frame's text.
+msgs = [
+    '{"type":"ping"}', '{"type":"ping","id":7}', '{"type":"ping","id":"x"}',
+    '{"type":"status","status":"idle","id":1}', '{"type":"status","status":"offline"}',
+    '{"type":"status","status":3}', '{"type":"subscribe","users":["bob","carol"],"id":"s"}',
+    '{"type":"subscribe","users":["a","b","c","d","e","f"]}', '{"type":"subscribe","users":[1]}',
+    '{"type":"subscribe","users":["b\\u0000b"]}', '{"type":"unsubscribe","users":["bob"],"id":2}',
+    '{"type":"unsubscribe","users":"bob"}', '{"type":"nope"}', '{}', '[]', '"str"', '',
+    '{"type":"ping"} x', '{"type":"ping"}  \n', '{"type":"ping","id":' + '"' + 'i' * 70 + '"}',
+    '{"type":"ping","id":{"a":1}}', '{"type":"ping","id":1e308}', '{"type":"ping",', '{"a":' * 50,
+    '{"type":"subscribe","users":["' + "u" * 129 + '"]}', '{"type":"subscribe","users":["\\u0001"]}',
+]
+write("fuzz_wsmsg", [bytes([sel]) + m.encode() for m in msgs for sel in (2, 1)])
+
+
+# ---- HTTP: 1 selector byte (server, split), then what a client sends.
+def req(method, path, headers=None, body=b""):
+    h = {"Host": "127.0.0.1"}
+    h.update(headers or {})
+    if body:
+        h["Content-Length"] = str(len(body))
+    out = f"{method} {path} HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in h.items()) + "\r\n"
+    return out.encode() + (body.encode() if isinstance(body, str) else body)
+
+
+AUTH = {"Authorization": "Bearer fuzz-api-key"}
+UP = {"Upgrade": "websocket", "Connection": "Upgrade", "Sec-WebSocket-Version": "13",
+      "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ=="}
+tok_a = jwt({"sub": "alice", "exp": NOW + 3600, "watch": "*"})
+tok_b = jwt({"sub": "bob", "exp": NOW + 3600})
+http_inputs = [
+    req("GET", "/healthz"),
+    req("HEAD", "/healthz"),
+    req("POST", "/healthz"),
+    req("GET", "/metrics"),
+    req("GET", "/v1/users/bob", AUTH),
+    req("GET", "/v1/users/bob"),
+    req("GET", "/v1/users/bob", {"Authorization": "bearer wrong"}),
+    req("GET", "/v1/users?ids=a,b,c", AUTH),
+    req("POST", "/v1/users/query", AUTH, '{"user_ids":["a","b"]}'),
+    req("POST", "/v1/users/query", AUTH, '{"user_ids":[1]}'),
+    req("GET", "/v1/users/bob/sessions", AUTH),
+    req("DELETE", "/v1/sessions/00000000-0000-4000-8000-000000000000", AUTH),
+    req("GET", "/v1/events?after=0", AUTH),
+    req("GET", "/v1/events", dict(AUTH, **{"Last-Event-ID": "5"})),
+    req("GET", "/nope"),
+    req("GET", "/index.html"),
+    req("GET", "/../etc/passwd"),
+    req("POST", "/v1/demo/token", {}, '{"name":"alice"}'),
+    req("GET", "/v1/demo/users"),
+    req("GET", "/healthz") + req("GET", "/metrics") + req("GET", "/v1/users/x", AUTH),
+    req("GET", "/v1/ws?token=" + tok_a, UP),
+    req("GET", "/v1/ws?token=" + tok_a, UP) + frame(1, '{"type":"subscribe","users":["bob"],"id":1}')
+    + frame(1, '{"type":"status","status":"idle"}') + frame(9, b"p") + frame(8, struct.pack("!H", 1000)),
+    req("GET", "/v1/ws?token=" + tok_b, UP) + frame(1, '{"type":"subscribe","users":["carol"]}')
+    + frame(1, b"\xff") ,
+    req("GET", "/v1/ws?token=" + tok_b, UP) + b"GET / HTTP/1.1\r\n\r\n",
+    req("GET", "/v1/ws?token=" + tok_b, UP) + b"".join(frame(1, '{"type":"ping"}') for _ in range(60)),
+    req("GET", "/v1/ws?token=" + jwt({"sub": "alice", "exp": NOW - 1}), UP),
+    req("GET", "/v1/ws?token=" + jwt({"sub": "alice", "exp": NOW + 60}, header={"alg": "none"}, sig=""), UP),
+    req("GET", "/v1/ws", UP),
+    req("POST", "/v1/ws?token=" + tok_b, UP),
+    req("GET", "/v1/ws?token=" + tok_b, dict(UP, **{"Sec-WebSocket-Version": "8"})),
+    req("GET", "/v1/ws?token=%zz", UP),
+    b"GET / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+    b"POST /v1/users/query HTTP/1.1\r\nAuthorization: Bearer fuzz-api-key\r\n"
+    b"Transfer-Encoding: chunked\r\n\r\n10\r\n{\"user_ids\":[\"a\"\r\n2\r\n]}\r\n0\r\n\r\n",
+    b"GET / HTTP/1.1\r\nContent-Length: 99999999\r\n\r\n",
+    b"GET /healthz HTTP/1.0\r\n\r\n",
+    b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03",
+    b"GET /" + b"a" * 2000 + b" HTTP/1.1\r\n\r\n",
+    b"GET / HTTP/1.1\r\n" + b"".join(b"X-%d: v\r\n" % i for i in range(70)) + b"\r\n",
+]
+write("fuzz_http", [bytes([sel]) + r for r in http_inputs for sel in (0, 1, 2 * 7, 1 + 2 * (64 + 9))])
+print("seeds written")

@@ -66,6 +66,9 @@ static const opt_t opts[] = {
         "events kept in the transition log (65536)"),
     U32("http-idle-ms", http_idle_ms, 100, 86400000,
         "idle HTTP keep-alive connections are closed after (60000)"),
+    U32("http-request-timeout-ms", http_request_timeout_ms, 100, 3600000,
+        "a request not received whole this long after its first byte gets "
+        "408 (10000)"),
     U32("shutdown-timeout-ms", shutdown_timeout_ms, 100, 600000,
         "hard limit of a graceful shutdown (5000)"),
     U32("sse-keepalive-ms", sse_keepalive_ms, 100, 3600000,
@@ -94,6 +97,7 @@ void config_defaults(srv_config_t *cfg) {
   cfg->max_write_queue = 1048576;
   cfg->log_capacity = 65536;
   cfg->http_idle_ms = 60000;
+  cfg->http_request_timeout_ms = 10000;
   cfg->shutdown_timeout_ms = 5000;
   cfg->sse_keepalive_ms = 15000;
 }

@@ -34,6 +34,7 @@ typedef struct srv_config {
   uint32_t max_write_queue;
   uint32_t log_capacity;
   uint32_t http_idle_ms;
+  uint32_t http_request_timeout_ms;
   uint32_t shutdown_timeout_ms;
   uint32_t sse_keepalive_ms;
 } srv_config_t;

@@ -33,8 +33,9 @@ struct http_req {
   uint8_t in_value; /* the last header callback was a value */
   uint8_t complete;
   uint8_t started;
-  uint8_t close;  /* answer with Connection: close */
-  int err_status; /* set by a callback to refuse the request */
+  uint8_t close;    /* answer with Connection: close */
+  int64_t begun_ms; /* monotonic: first byte of this request */
+  int err_status;   /* set by a callback to refuse the request */
   const char *err_code;
   buf_t body;
   hdr_t hdr[MAX_HEADERS];
@@ -75,6 +76,7 @@ static int arena_add(http_req_t *r, const char *at, size_t len) {
 static int on_message_begin(http_parser *p) {
   http_req_t *r = p->data;
   r->started = 1;
+  r->begun_ms = srv_now_mono(r->conn->srv);
   return 0;
 }
 
@@ -444,6 +446,7 @@ static void parse_error(conn_t *c, http_req_t *r) {
   if (r->err_status) {
     const char *msg = r->err_status == 431   ? "request headers too large"
                       : r->err_status == 413 ? "request body too large"
+                      : r->err_status == 408 ? "request not received in time"
                                              : "out of memory";
     http_error(c, r->err_status, r->err_code, msg);
   } else {
@@ -511,4 +514,16 @@ void http_on_read(conn_t *c, const char *data, size_t len) {
     http_req_free(r);
     c->u.http = NULL;
   }
+}
+
+void http_housekeeping(conn_t *c, int64_t now_mono) {
+  http_req_t *r = c->u.http;
+  if (!r || !r->started || r->complete) return;
+  if (now_mono - r->begun_ms < (int64_t)c->srv->cfg.http_request_timeout_ms)
+    return;
+  /* Answered like a refused request: an error body, then a lingering close
+   * so the client can read it. */
+  r->err_status = 408;
+  r->err_code = "request_timeout";
+  parse_error(c, r);
 }

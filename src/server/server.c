@@ -431,7 +431,10 @@ static void on_house(uv_timer_t *t) {
     }
     switch (c->kind) {
     case CONN_HTTP:
-      if (now - c->last_rx_ms >= (int64_t)s->cfg.http_idle_ms) conn_close(c);
+      if (now - c->last_rx_ms >= (int64_t)s->cfg.http_idle_ms)
+        conn_close(c);
+      else
+        http_housekeeping(c, now);
       break;
     case CONN_WS:
       ws_housekeeping(c, now, wall);

@@ -162,6 +162,9 @@ void srv_log(srv_t *s, presence_log_level_t level, const char *fmt, ...)
 /* ---- http.c ------------------------------------------------------------- */
 
 void http_on_read(conn_t *c, const char *data, size_t len);
+/* A request still incomplete http_request_timeout_ms after its first byte
+ * (slowloris: a byte now and then keeps the idle timer happy) gets 408. */
+void http_housekeeping(conn_t *c, int64_t now_mono);
 void http_req_free(http_req_t *r);
 /* Accessors for the request being answered. */
 const char *http_header(const http_req_t *r, const char *name, size_t *len);

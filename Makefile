@@ -9,7 +9,7 @@ PORT      ?= 7070
 API_KEY   ?= dev-api-key
 CMAKE_FLAGS ?=
 
-.PHONY: all deps build build-asan run test test-unit test-asan bench format clean
+.PHONY: all deps build build-asan run test test-unit test-asan bench soak format clean
 
 all: build
 
@@ -42,8 +42,20 @@ test: build build-asan
 test-unit: build
 	cd $(BUILD) && ctest --output-on-failure -L unit
 
-bench: build
-	./$(BUILD)/bench/bench_engine
+# Benchmarks (bench/run.py, docs/benchmarks.md): bench_engine, then every
+# load scenario against a presenced it starts and against bench/echo, in its
+# own RelWithDebInfo build; writes bench/results/<date>.json and .svg.
+BENCH_BUILD ?= build-bench
+bench: deps
+	cmake -S . -B $(BENCH_BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo $(CMAKE_FLAGS)
+	cmake --build $(BENCH_BUILD) -j $(JOBS) --target presenced bench_engine presence_load presence_echo
+	python3 bench/run.py --build $(BENCH_BUILD)
+
+# 10-minute churn against one presenced, RSS growth after warm-up < 2 %.
+soak: deps
+	cmake -S . -B $(BENCH_BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo $(CMAKE_FLAGS)
+	cmake --build $(BENCH_BUILD) -j $(JOBS) --target presenced presence_load
+	python3 bench/run.py --build $(BENCH_BUILD) --soak
 
 format:
 	clang-format -i $$(git ls-files '*.c' '*.h')

@@ -1,0 +1,240 @@
+#!/usr/bin/env python3
+"""bench/chart.py RESULTS.json OUT.svg: one SVG page of a bench run.
+
+One panel per figure: presenced (blue) next to its baseline of the same run
+(grey: bench/echo, or the bare table for the engine), bar = median of the
+repeats, whisker = min..max of the repeats, dashed red line = the issue's
+target where there is one, and the ratio to the baseline in the panel's
+subtitle. Standard library only, so it runs wherever the bench runs.
+"""
+import json
+import math
+import sys
+from xml.sax.saxutils import escape
+
+BLUE, GREY, RED, INK = "#3867b0", "#a6a6a6", "#c0392b", "#222"
+PW, PH = 270, 250          # panel size
+COLS = 4
+
+
+def get(run, key):
+    for part in key.split("."):
+        run = run.get(part) if isinstance(run, dict) else None
+    return run if isinstance(run, (int, float)) and run >= 0 else None
+
+
+def stats(runs, key):
+    vals = sorted(v for v in (get(r, key) for r in runs) if v is not None)
+    if not vals:
+        return None
+    n = len(vals)
+    med = vals[n // 2] if n % 2 else (vals[n // 2 - 1] + vals[n // 2]) / 2
+    return med, vals[0], vals[-1]
+
+
+def fmt(v):
+    if v is None:
+        return "n/a"
+    if v == 0:
+        return "0"
+    if v >= 1e6:
+        return f"{v / 1e6:.2f} M"
+    if v >= 1e4:
+        return f"{v / 1e3:.1f} k"
+    if v >= 100:
+        return f"{v:.0f}"
+    if v >= 1:
+        return f"{v:.2f}"
+    return f"{v:.3f}"
+
+
+class Svg:
+    def __init__(self, w, h):
+        self.w, self.h, self.out = w, h, []
+
+    def text(self, x, y, s, size=11, anchor="start", weight="normal",
+             color=INK):
+        self.out.append(
+            f'<text x="{x:.1f}" y="{y:.1f}" font-size="{size}" '
+            f'text-anchor="{anchor}" font-weight="{weight}" fill="{color}">'
+            f'{escape(str(s))}</text>')
+
+    def rect(self, x, y, w, h, fill, stroke="none"):
+        self.out.append(f'<rect x="{x:.1f}" y="{y:.1f}" width="{w:.1f}" '
+                        f'height="{h:.1f}" fill="{fill}" stroke="{stroke}"/>')
+
+    def line(self, x1, y1, x2, y2, color=INK, width=1, dash=None):
+        d = f' stroke-dasharray="{dash}"' if dash else ""
+        self.out.append(f'<line x1="{x1:.1f}" y1="{y1:.1f}" x2="{x2:.1f}" '
+                        f'y2="{y2:.1f}" stroke="{color}" '
+                        f'stroke-width="{width}"{d}/>')
+
+    def render(self):
+        return (f'<svg xmlns="http://www.w3.org/2000/svg" width="{self.w}" '
+                f'height="{self.h}" viewBox="0 0 {self.w} {self.h}" '
+                'font-family="DejaVu Sans, Helvetica, Arial, sans-serif">\n'
+                f'<rect width="100%" height="100%" fill="white"/>\n'
+                + "\n".join(self.out) + "\n</svg>\n")
+
+
+def panel(svg, px, py, title, unit, bars, target=None, target_label=None,
+          log=False, note=None):
+    """bars: [(label, (median, lo, hi) or None, colour)]"""
+    svg.rect(px + 4, py + 4, PW - 8, PH - 8, "#fafafa", "#dddddd")
+    svg.text(px + 14, py + 24, title, 13, weight="bold")
+    if note:
+        svg.text(px + 14, py + 40, note, 10.5, color="#555")
+    x0, x1 = px + 52, px + PW - 16
+    y0, y1 = py + PH - 42, py + 72  # plot bottom, top
+    vals = [b[1][2] for b in bars if b[1]] + ([target] if target else [])
+    vmax = max(vals) if vals else 1
+    if log:
+        vmin = min([b[1][1] for b in bars if b[1] and b[1][1] > 0] +
+                   ([target] if target else []) + [vmax])
+        lo = 10 ** math.floor(math.log10(vmin)) if vmin > 0 else 0.01
+        hi = 10 ** math.ceil(math.log10(vmax * 1.05))
+
+        def ypos(v):
+            v = max(v, lo)
+            return y0 - (math.log10(v) - math.log10(lo)) / \
+                (math.log10(hi) - math.log10(lo)) * (y0 - y1)
+        ticks = [10 ** e for e in range(int(math.log10(lo)),
+                                        int(math.log10(hi)) + 1)]
+    else:
+        hi = vmax * 1.15 or 1
+        step = 10 ** math.floor(math.log10(hi))
+        if hi / step < 3:
+            step /= 2
+
+        def ypos(v):
+            return y0 - v / hi * (y0 - y1)
+        ticks = [i * step for i in range(int(hi / step) + 1)]
+    for t in ticks:
+        y = ypos(t)
+        svg.line(x0, y, x1, y, "#e4e4e4")
+        svg.text(x0 - 5, y + 4, fmt(t), 9.5, "end", color="#666")
+    svg.line(x0, y0, x1, y0, "#888")
+    svg.text(px + 14, py + 54, unit, 10, color="#666")
+    n = len(bars)
+    slot = (x1 - x0) / max(n, 1)
+    bw = min(56, slot * 0.6)
+    for i, (label, st, colour) in enumerate(bars):
+        cx = x0 + slot * (i + 0.5)
+        svg.text(cx, y0 + 15, label, 10.5, "middle")
+        if not st:
+            svg.text(cx, y0 - 8, "n/a", 10, "middle", color="#888")
+            continue
+        med, lo_v, hi_v = st
+        yt = ypos(med)
+        svg.rect(cx - bw / 2, yt, bw, y0 - yt, colour)
+        if hi_v > lo_v:
+            svg.line(cx, ypos(lo_v), cx, ypos(hi_v), INK, 1.2)
+            svg.line(cx - 5, ypos(hi_v), cx + 5, ypos(hi_v), INK, 1.2)
+            svg.line(cx - 5, ypos(lo_v), cx + 5, ypos(lo_v), INK, 1.2)
+        svg.text(cx, min(yt, ypos(hi_v)) - 5, fmt(med), 10.5, "middle",
+                 "bold")
+    if target:
+        y = ypos(target)
+        svg.line(x0, y, x1, y, RED, 1.5, "5,4")
+        label = target_label or f"target {fmt(target)}"
+        # On a white box, so the label stays readable over a bar.
+        w = len(label) * 5.6 + 6
+        svg.rect(x1 - w, y - 14, w, 12, "white")
+        svg.text(x1 - 3, y - 4, label, 9.5, "end", color=RED)
+
+
+def ratio(a, b):
+    return f"{a[0] / b[0]:.2f}" if a and b and b[0] else "n/a"
+
+
+def main():
+    res = json.load(open(sys.argv[1]))
+    sc = res["scenarios"]
+
+    def pe(name, key):
+        s = sc.get(name, {})
+        return stats(s.get("presenced", []), key), stats(s.get("echo", []), key)
+
+    panels = []
+    p, e = pe("idle", "connect_rate_per_s")
+    panels.append(dict(title="Connect storm", unit="sessions/s (to welcome)",
+                       note=f"10k sessions; ratio to echo {ratio(p, e)}",
+                       bars=[("presenced", p, BLUE), ("echo", e, GREY)]))
+    p, e = pe("churn", "cycles_per_s")
+    panels.append(dict(title="Churn", unit="connect+close cycles/s",
+                       note=f"200 slots; ratio to echo {ratio(p, e)}",
+                       bars=[("presenced", p, BLUE), ("echo", e, GREY)]))
+    p, e = pe("flip", "changes_per_s")
+    panels.append(dict(title="Flip throughput (wall clock)",
+                       unit="status changes/s end to end",
+                       note=f"1000 conns; ratio to echo {ratio(p, e)}",
+                       bars=[("presenced", p, BLUE), ("echo", e, GREY)],
+                       target=50000, target_label="issue 3: 50 k/s"))
+    p, e = pe("flip", "changes_per_server_cpu_s")
+    panels.append(dict(title="Flip per server CPU-second",
+                       unit="changes per CPU-s of the server",
+                       note=f"noise-proof capacity; ratio {ratio(p, e)}",
+                       bars=[("presenced", p, BLUE), ("echo", e, GREY)],
+                       target=50000, target_label="50 k on one core"))
+    lat = []
+    for q in ("p50", "p99", "p999"):
+        p, e = pe("latency", f"latency_ms.{q}")
+        lat += [(f"{q}", p, BLUE), (f"{q}", e, GREY)]
+    panels.append(dict(title="Status to presence delay", unit="ms (log scale)",
+                       note="10k changes/s; blue presenced, grey echo",
+                       bars=lat, target=5, target_label="issue 3: p99 < 5 ms",
+                       log=True))
+    p, e = pe("reconnect", "reconnect_rate_per_s")
+    ov = max((r.get("listen_overflows_delta", 0)
+              for r in sc.get("reconnect", {}).get("presenced", [])),
+             default="n/a")
+    panels.append(dict(title="Reconnect after restart",
+                       unit="sessions back/s (10k clients)",
+                       note=f"ListenOverflows +{ov}; ratio {ratio(p, e)}",
+                       bars=[("presenced", p, BLUE), ("echo", e, GREY)],
+                       target=10000, target_label="issue 7: 10 k/s"))
+    p, e = pe("idle", "rss_per_conn_bytes")
+    scale = stats(sc.get("scale", {}).get("presenced", []),
+                  "rss_per_conn_bytes")
+    sn = (sc.get("scale", {}).get("presenced") or [{}])[0].get("ready", 0)
+    panels.append(dict(title="Idle memory", unit="server RSS bytes/connection",
+                       note=f"10k held; {sn // 1000}k (scale) in 3rd bar",
+                       bars=[("presenced", p, BLUE), ("echo", e, GREY),
+                             (f"pd {sn // 1000}k", scale, BLUE)],
+                       target=2048, target_label="issue 3: 2 KB"))
+    eng = res.get("engine", {})
+    h, t = eng.get("handle_ops_per_s"), eng.get("baseline_table_ops_per_s")
+    panels.append(dict(title="Core engine (bench_engine)",
+                       unit="session operations/s, one core",
+                       note=(f"ratio to bare table {h / t:.2f}"
+                             if h and t else "skipped"),
+                       bars=[("engine", (h, h, h) if h else None, BLUE),
+                             ("table", (t, t, t) if t else None, GREY)]))
+
+    rows = math.ceil(len(panels) / COLS)
+    W, top = COLS * PW + 20, 78
+    svg = Svg(W, top + rows * PH + 40)
+    m = res.get("machine", {})
+    svg.text(14, 28, f"presenced benchmarks, {res.get('date')}", 18,
+             weight="bold")
+    la = m.get("loadavg_start", [0])[0], m.get("loadavg_end", [0])[0]
+    svg.text(14, 48, f"{m.get('nproc')} cores (shared), kernel "
+             f"{m.get('kernel')}, load average {la[0]:.1f} at start, "
+             f"{la[1]:.1f} at end; bars: median of {res.get('repeats')} "
+             "runs, whiskers: min..max", 11.5, color="#444")
+    svg.text(14, 66, "Blue: presenced (memory store). Grey: its baseline in "
+             "the same run (bench/echo, a bare libuv WebSocket echo; the "
+             "bare table for the engine). Dashed red: target.", 11.5,
+             color="#444")
+    for i, pnl in enumerate(panels):
+        panel(svg, 10 + (i % COLS) * PW, top + (i // COLS) * PH, **pnl)
+    redis = res.get("redis", {})
+    svg.text(14, top + rows * PH + 22,
+             "Redis store baseline (redis-benchmark EVALSHA): "
+             + str(redis.get("skipped", "see JSON")), 11, color="#444")
+    with open(sys.argv[2], "w") as f:
+        f.write(svg.render())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,328 @@
+/*
+ * bench/echo: the network baseline for presenced's figures.
+ *
+ * The least a WebSocket server on libuv can do: accept, read the upgrade
+ * request, answer 101 with the RFC 6455 accept key, then send every text or
+ * binary frame back unmasked, answer pings and close handshakes. No JSON, no
+ * auth, no state. One loop on one thread, the same listen backlog (4096) and
+ * TCP_NODELAY as presenced, writes through uv_try_write/uv_write as a server
+ * on libuv would do them, so the load generator's figures against it are
+ * the ceiling that the kernel, loopback and libuv allow on this machine.
+ *
+ * Usage: presence_echo [--listen 127.0.0.1:7071]
+ */
+#include <openssl/evp.h>
+#include <openssl/sha.h>
+
+#include <arpa/inet.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/resource.h>
+#include <uv.h>
+
+#define MAX_HEADER 8192
+#define MAX_FRAME (1u << 20)
+
+typedef struct client {
+  uv_tcp_t tcp;
+  int upgraded;
+  int closing;
+  size_t len, cap;
+  unsigned char *buf;
+} client_t;
+
+typedef struct wreq {
+  uv_write_t req;
+  unsigned char data[];
+} wreq_t;
+
+static uv_loop_t *loop;
+static uv_tcp_t server;
+static uv_signal_t sigint, sigterm;
+
+static void on_closed(uv_handle_t *h) {
+  client_t *c = h->data;
+  free(c->buf);
+  free(c);
+}
+
+static void client_close(client_t *c) {
+  if (c->closing) return;
+  c->closing = 1;
+  uv_close((uv_handle_t *)&c->tcp, on_closed);
+}
+
+static void on_write(uv_write_t *req, int status) {
+  (void)status;
+  free(req);
+}
+
+static void client_write(client_t *c, const unsigned char *p, size_t n) {
+  uv_buf_t b = uv_buf_init((char *)p, (unsigned)n);
+  int w = uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
+  if (w == (int)n) return;
+  if (w < 0 && w != UV_EAGAIN) {
+    client_close(c);
+    return;
+  }
+  if (w < 0) w = 0;
+  wreq_t *r = malloc(sizeof *r + n - (size_t)w);
+  if (!r) {
+    client_close(c);
+    return;
+  }
+  memcpy(r->data, p + w, n - (size_t)w);
+  b = uv_buf_init((char *)r->data, (unsigned)(n - (size_t)w));
+  if (uv_write(&r->req, (uv_stream_t *)&c->tcp, &b, 1, on_write) != 0) {
+    free(r);
+    client_close(c);
+  }
+}
+
+/* An unmasked server frame carrying p[0..n). */
+static void send_frame(client_t *c, int op, const unsigned char *p, size_t n) {
+  unsigned char stackbuf[1024];
+  unsigned char *f = n + 10 <= sizeof stackbuf ? stackbuf : malloc(n + 10);
+  if (!f) return;
+  size_t h = 0;
+  f[h++] = (unsigned char)(0x80 | op);
+  if (n < 126) {
+    f[h++] = (unsigned char)n;
+  } else if (n < 65536) {
+    f[h++] = 126;
+    f[h++] = (unsigned char)(n >> 8);
+    f[h++] = (unsigned char)n;
+  } else {
+    f[h++] = 127;
+    for (int i = 7; i >= 0; i--)
+      f[h++] = (unsigned char)((uint64_t)n >> (8 * i));
+  }
+  memcpy(f + h, p, n);
+  client_write(c, f, h + n);
+  if (f != stackbuf) free(f);
+}
+
+/* Sec-WebSocket-Accept: base64(SHA-1(key + the RFC 6455 GUID)). */
+static int accept_key(const char *key, size_t klen, char out[64]) {
+  static const char guid[] = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+  char in[128];
+  if (klen + sizeof guid > sizeof in) return -1;
+  memcpy(in, key, klen);
+  memcpy(in + klen, guid, sizeof guid - 1);
+  unsigned char md[SHA_DIGEST_LENGTH];
+  SHA1((const unsigned char *)in, klen + sizeof guid - 1, md);
+  EVP_EncodeBlock((unsigned char *)out, md, SHA_DIGEST_LENGTH);
+  return 0;
+}
+
+static const char *find_header(const char *req, size_t n, const char *name,
+                               size_t *vlen) {
+  size_t k = strlen(name);
+  for (size_t i = 0; i + k + 2 < n; i++) {
+    if ((i == 0 || req[i - 1] == '\n') && strncasecmp(req + i, name, k) == 0 &&
+        req[i + k] == ':') {
+      const char *v = req + i + k + 1;
+      while (*v == ' ')
+        v++;
+      const char *e = v;
+      while (e < req + n && *e != '\r')
+        e++;
+      *vlen = (size_t)(e - v);
+      return v;
+    }
+  }
+  return NULL;
+}
+
+/* Returns bytes consumed, 0 when more input is needed, -1 to drop. */
+static long handle_upgrade(client_t *c) {
+  const char *req = (const char *)c->buf;
+  const char *end = NULL;
+  for (size_t i = 0; i + 3 < c->len; i++)
+    if (memcmp(req + i, "\r\n\r\n", 4) == 0) {
+      end = req + i + 4;
+      break;
+    }
+  if (!end) return c->len > MAX_HEADER ? -1 : 0;
+  size_t klen;
+  const char *key =
+      find_header(req, (size_t)(end - req), "Sec-WebSocket-Key", &klen);
+  char acc[64];
+  if (!key || accept_key(key, klen, acc) != 0) {
+    static const char bad[] =
+        "HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n";
+    client_write(c, (const unsigned char *)bad, sizeof bad - 1);
+    return -1;
+  }
+  char resp[256];
+  int n = snprintf(resp, sizeof resp,
+                   "HTTP/1.1 101 Switching Protocols\r\n"
+                   "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+                   "Sec-WebSocket-Accept: %s\r\n\r\n",
+                   acc);
+  client_write(c, (const unsigned char *)resp, (size_t)n);
+  c->upgraded = 1;
+  return end - req;
+}
+
+/* Frames from the client: masked (RFC 6455 5.1), unmasked in place. */
+static long handle_frames(client_t *c, size_t off) {
+  while (!c->closing) {
+    unsigned char *p = c->buf + off;
+    size_t avail = c->len - off;
+    if (avail < 2) break;
+    int op = p[0] & 0x0f;
+    if (!(p[1] & 0x80)) return -1;
+    uint64_t n = p[1] & 0x7f;
+    size_t h = 2;
+    if (n == 126) {
+      if (avail < 4) break;
+      n = (uint64_t)p[2] << 8 | p[3];
+      h = 4;
+    } else if (n == 127) {
+      if (avail < 10) break;
+      n = 0;
+      for (int i = 0; i < 8; i++)
+        n = n << 8 | p[2 + i];
+      h = 10;
+    }
+    if (n > MAX_FRAME) return -1;
+    if (avail < h + 4 + n) break;
+    unsigned char *mask = p + h, *data = p + h + 4;
+    for (size_t i = 0; i < n; i++)
+      data[i] ^= mask[i & 3];
+    switch (op) {
+    case 0:
+    case 1:
+    case 2:
+      send_frame(c, op, data, (size_t)n);
+      break;
+    case 9:
+      send_frame(c, 10, data, (size_t)n);
+      break;
+    case 10:
+      break;
+    case 8:
+      send_frame(c, 8, data, n >= 2 ? 2 : 0);
+      return -1;
+    default:
+      return -1;
+    }
+    off += h + 4 + (size_t)n;
+  }
+  return (long)off;
+}
+
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
+  client_t *c = h->data;
+  (void)suggested;
+  if (c->cap - c->len < 2048) {
+    size_t cap = c->cap ? c->cap * 2 : 4096;
+    unsigned char *n = realloc(c->buf, cap);
+    if (!n) {
+      *buf = uv_buf_init(NULL, 0);
+      return;
+    }
+    c->buf = n;
+    c->cap = cap;
+  }
+  *buf = uv_buf_init((char *)c->buf + c->len, (unsigned)(c->cap - c->len));
+}
+
+static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
+  client_t *c = s->data;
+  (void)buf;
+  if (nread < 0) {
+    client_close(c);
+    return;
+  }
+  c->len += (size_t)nread;
+  long off = 0;
+  if (!c->upgraded) {
+    off = handle_upgrade(c);
+    if (off <= 0) {
+      if (off < 0) client_close(c);
+      return;
+    }
+  }
+  off = handle_frames(c, (size_t)off);
+  if (off < 0) {
+    client_close(c);
+    return;
+  }
+  memmove(c->buf, c->buf + off, c->len - (size_t)off);
+  c->len -= (size_t)off;
+  if (c->len == 0) {
+    /* An idle connection holds no buffer, as a lean server's should, so
+     * the memory baseline is the socket and the handle, not our slack. */
+    free(c->buf);
+    c->buf = NULL;
+    c->cap = 0;
+  }
+}
+
+static void on_connection(uv_stream_t *srv, int status) {
+  if (status < 0) return;
+  client_t *c = calloc(1, sizeof *c);
+  if (!c) return;
+  uv_tcp_init(loop, &c->tcp);
+  c->tcp.data = c;
+  if (uv_accept(srv, (uv_stream_t *)&c->tcp) != 0) {
+    client_close(c);
+    return;
+  }
+  uv_tcp_nodelay(&c->tcp, 1);
+  uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
+}
+
+static void on_signal(uv_signal_t *s, int signum) {
+  (void)signum;
+  (void)s;
+  uv_stop(loop);
+}
+
+int main(int argc, char **argv) {
+  const char *listen_at = "127.0.0.1:7071";
+  for (int i = 1; i < argc; i++) {
+    if (!strcmp(argv[i], "--listen") && i + 1 < argc) {
+      listen_at = argv[++i];
+    } else {
+      fprintf(stderr, "usage: presence_echo [--listen HOST:PORT]\n");
+      return 2;
+    }
+  }
+  char host[64];
+  const char *colon = strrchr(listen_at, ':');
+  if (!colon || (size_t)(colon - listen_at) >= sizeof host) return 2;
+  memcpy(host, listen_at, (size_t)(colon - listen_at));
+  host[colon - listen_at] = '\0';
+  struct sockaddr_in addr;
+  if (uv_ip4_addr(host, atoi(colon + 1), &addr) != 0) return 2;
+
+  /* As presenced does: the soft descriptor limit up to the hard one. */
+  struct rlimit rl;
+  if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+    rl.rlim_cur = rl.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &rl);
+  }
+  signal(SIGPIPE, SIG_IGN);
+  loop = uv_default_loop();
+  uv_tcp_init(loop, &server);
+  int rc = uv_tcp_bind(&server, (const struct sockaddr *)&addr, 0);
+  if (rc == 0) rc = uv_listen((uv_stream_t *)&server, 4096, on_connection);
+  if (rc != 0) {
+    fprintf(stderr, "presence_echo: cannot listen on %s: %s\n", listen_at,
+            uv_strerror(rc));
+    return 1;
+  }
+  uv_signal_init(loop, &sigint);
+  uv_signal_init(loop, &sigterm);
+  uv_signal_start(&sigint, on_signal, SIGINT);
+  uv_signal_start(&sigterm, on_signal, SIGTERM);
+  fprintf(stderr, "presence_echo: listening on %s\n", listen_at);
+  uv_run(loop, UV_RUN_DEFAULT);
+  return 0;
+}

@@ -1,0 +1,834 @@
+/*
+ * presencectl: the operator's command line for presenced's backend HTTP API
+ * (docs/api.md). One request per command through libcurl's easy interface,
+ * except `watch`, which follows GET /v1/events and resumes after every
+ * disconnect from the last event it printed. Exit codes are a contract for
+ * scripts (presencectl(1)): 0 ok, 1 refused or not found, 2 usage,
+ * 3 unreachable, 4 authentication refused.
+ */
+#include <cjson/cJSON.h>
+#include <curl/curl.h>
+
+#include <errno.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "presence.h"
+
+enum {
+  EXIT_OK = 0,
+  EXIT_FAIL = 1,    /* the server answered: not found, bad id, 5xx, garbage */
+  EXIT_USAGE = 2,   /* the command line (or a key file) is wrong */
+  EXIT_UNREACH = 3, /* no answer: connection refused, timeout, reset */
+  EXIT_AUTH = 4     /* 401/403: the API key was refused */
+};
+
+#define MAX_IDS_PER_QUERY 1000 /* docs/api.md: per POST /v1/users/query */
+#define KEY_FILE_MAX 65536
+
+typedef struct opts {
+  const char *url;
+  char *api_key; /* owned */
+  int json;
+  long timeout_s;
+  /* watch */
+  const char *after;
+  long count;
+  long retries; /* -1: for ever */
+  long idle_s;
+} opts_t;
+
+static opts_t O;
+
+static void die_usage(const char *fmt, ...)
+    __attribute__((format(printf, 1, 2)));
+static void die_usage(const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  fputs("presencectl: ", stderr);
+  vfprintf(stderr, fmt, ap);
+  fputs(" (see presencectl --help)\n", stderr);
+  va_end(ap);
+  exit(EXIT_USAGE);
+}
+
+static void usage(FILE *out) {
+  fprintf(out,
+          "Usage: presencectl [OPTION]... COMMAND [ARG]...\n"
+          "Query and operate a presenced through its backend HTTP API.\n\n"
+          "Commands:\n"
+          "  status USER...      status of users (online, idle, offline)\n"
+          "  sessions USER       open sessions of a user\n"
+          "  kick SESSION        close a session (the client sees close 4003)\n"
+          "  watch               follow the event stream; resumes after a\n"
+          "                      disconnect from the last event printed\n"
+          "  stats               instance, uptime and counters (/metrics)\n\n"
+          "Options:\n"
+          "  --url URL           presenced base URL [env PRESENCECTL_URL]\n"
+          "                      (default http://127.0.0.1:7070)\n"
+          "  --api-key KEY       backend API key [env PRESENCECTL_API_KEY]\n"
+          "  --api-key-file F    read the API key from file F (one line)\n"
+          "  --json              machine-readable output (one JSON document,\n"
+          "                      or one JSON object per line for watch)\n"
+          "  --timeout SEC       per-request timeout (default 10)\n"
+          "  --after SEQ         watch: start after event SEQ (default: new\n"
+          "                      events only)\n"
+          "  --count N           watch: exit 0 after N events\n"
+          "  --retries N         watch: give up (exit 3) after N failed\n"
+          "                      reconnects in a row (default: never)\n"
+          "  --idle-timeout SEC  watch: reconnect when nothing, not even a\n"
+          "                      keepalive, arrived for SEC (default 60)\n"
+          "  --help, --version\n\n"
+          "Exit status: 0 ok, 1 refused or not found, 2 usage, 3 server\n"
+          "unreachable, 4 API key refused.\n");
+}
+
+/* ------------------------------------------------------------------------ */
+/* HTTP                                                                     */
+/* ------------------------------------------------------------------------ */
+
+typedef struct body {
+  char *data;
+  size_t len;
+} body_t;
+
+static size_t on_body(char *p, size_t size, size_t n, void *ud) {
+  body_t *b = ud;
+  size_t len = size * n;
+  char *d = realloc(b->data, b->len + len + 1);
+  if (!d) return 0;
+  memcpy(d + b->len, p, len);
+  b->len += len;
+  d[b->len] = '\0';
+  b->data = d;
+  return len;
+}
+
+static struct curl_slist *auth_headers(struct curl_slist *h) {
+  if (O.api_key) {
+    size_t n = strlen(O.api_key) + 32;
+    char *line = malloc(n);
+    if (!line) return h;
+    snprintf(line, n, "Authorization: Bearer %s", O.api_key);
+    h = curl_slist_append(h, line);
+    memset(line, 0, n);
+    free(line);
+  }
+  return h;
+}
+
+static CURL *easy(const char *path) {
+  CURL *c = curl_easy_init();
+  if (!c) {
+    fprintf(stderr, "presencectl: cannot initialise libcurl\n");
+    exit(EXIT_FAIL);
+  }
+  size_t n = strlen(O.url) + strlen(path) + 1;
+  char *u = malloc(n);
+  if (!u) exit(EXIT_FAIL);
+  /* Base URL with or without a trailing slash. */
+  size_t ul = strlen(O.url);
+  while (ul && O.url[ul - 1] == '/')
+    ul--;
+  snprintf(u, n, "%.*s%s", (int)ul, O.url, path);
+  curl_easy_setopt(c, CURLOPT_URL, u);
+  free(u);
+  curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+  curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT, O.timeout_s);
+  curl_easy_setopt(c, CURLOPT_USERAGENT,
+                   "presencectl/" PRESENCE_VERSION_STRING);
+  /* The API key must not follow a redirect to another host. */
+  curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 0L);
+  return c;
+}
+
+/* The error object of an API answer: code and message, when there is one. */
+static void api_error(const body_t *b, char *code, size_t ccap, char *msg,
+                      size_t mcap) {
+  *code = *msg = '\0';
+  cJSON *j = b->data ? cJSON_Parse(b->data) : NULL;
+  cJSON *e = cJSON_GetObjectItemCaseSensitive(j, "error");
+  cJSON *jc = cJSON_GetObjectItemCaseSensitive(e, "code");
+  cJSON *jm = cJSON_GetObjectItemCaseSensitive(e, "message");
+  if (cJSON_IsString(jc)) snprintf(code, ccap, "%s", jc->valuestring);
+  if (cJSON_IsString(jm)) snprintf(msg, mcap, "%s", jm->valuestring);
+  cJSON_Delete(j);
+}
+
+/* Exit code for a failed request: transport errors are "unreachable",
+ * 401/403 "auth", any other answer "failed". Prints why. */
+static int report(CURLcode rc, long status, const body_t *b, const char *what) {
+  if (rc != CURLE_OK) {
+    fprintf(stderr, "presencectl: %s: cannot reach %s: %s\n", what, O.url,
+            curl_easy_strerror(rc));
+    return EXIT_UNREACH;
+  }
+  char code[64], msg[256];
+  api_error(b, code, sizeof code, msg, sizeof msg);
+  if (status == 401 || status == 403) {
+    fprintf(stderr, "presencectl: %s: API key refused (HTTP %ld%s%s)%s\n", what,
+            status, *msg ? ": " : "", msg,
+            O.api_key ? ""
+                      : "; give one with --api-key, --api-key-file or "
+                        "PRESENCECTL_API_KEY");
+    return EXIT_AUTH;
+  }
+  if (*code)
+    fprintf(stderr, "presencectl: %s: %s (HTTP %ld, %s)\n", what, msg, status,
+            code);
+  else
+    fprintf(stderr, "presencectl: %s: unexpected answer HTTP %ld\n", what,
+            status);
+  return EXIT_FAIL;
+}
+
+/* One request; the parsed JSON answer on 2xx, else exits with the code of
+ * the failure (except the statuses in ok_status, which return NULL with
+ * *status set). */
+static cJSON *request(const char *method, const char *path, const char *json,
+                      const char *what, long *status_out, int json_answer) {
+  CURL *c = easy(path);
+  body_t b = {0};
+  struct curl_slist *h = auth_headers(NULL);
+  h = curl_slist_append(h, "Accept: application/json");
+  if (json) {
+    h = curl_slist_append(h, "Content-Type: application/json");
+    curl_easy_setopt(c, CURLOPT_POSTFIELDS, json);
+  }
+  curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
+  curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
+  curl_easy_setopt(c, CURLOPT_TIMEOUT, O.timeout_s);
+  curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
+  curl_easy_setopt(c, CURLOPT_WRITEDATA, &b);
+  CURLcode rc = curl_easy_perform(c);
+  long status = 0;
+  curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
+  curl_slist_free_all(h);
+  curl_easy_cleanup(c);
+  if (status_out) *status_out = status;
+  cJSON *j = NULL;
+  if (rc == CURLE_OK && status / 100 == 2) {
+    if (!json_answer) {
+      /* The caller wants the text: hand it over as a JSON string. */
+      j = cJSON_CreateString(b.data ? b.data : "");
+    } else if (!(j = b.data ? cJSON_Parse(b.data) : NULL)) {
+      fprintf(stderr, "presencectl: %s: the answer is not JSON\n", what);
+      free(b.data);
+      exit(EXIT_FAIL);
+    }
+    free(b.data);
+    return j;
+  }
+  if (rc == CURLE_OK && status_out && status == 404) {
+    free(b.data);
+    return NULL;
+  }
+  int code = report(rc, status, &b, what);
+  free(b.data);
+  exit(code);
+}
+
+/* "/prefix/<escaped id>/suffix" */
+static char *id_path(const char *prefix, const char *id, const char *suffix) {
+  char *e = curl_easy_escape(NULL, id, 0);
+  if (!e) exit(EXIT_FAIL);
+  size_t n = strlen(prefix) + strlen(e) + strlen(suffix) + 1;
+  char *p = malloc(n);
+  if (!p) exit(EXIT_FAIL);
+  snprintf(p, n, "%s%s%s", prefix, e, suffix);
+  curl_free(e);
+  return p;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Output helpers                                                           */
+/* ------------------------------------------------------------------------ */
+
+static double num(const cJSON *o, const char *k) {
+  const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
+  return cJSON_IsNumber(v) ? v->valuedouble : 0;
+}
+
+static const char *str(const cJSON *o, const char *k) {
+  const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
+  return cJSON_IsString(v) ? v->valuestring : "";
+}
+
+/* Milliseconds since the epoch as local time; 0 is "never". */
+static const char *when(double ms, char *out, size_t cap) {
+  if (ms <= 0) return "-";
+  time_t t = (time_t)(ms / 1000);
+  struct tm tm;
+  if (!localtime_r(&t, &tm) || !strftime(out, cap, "%Y-%m-%d %H:%M:%S", &tm))
+    snprintf(out, cap, "%.0f", ms);
+  return out;
+}
+
+static void print_json(const cJSON *j) {
+  char *s = cJSON_PrintUnformatted(j);
+  if (s) {
+    puts(s);
+    free(s);
+  }
+}
+
+/* ------------------------------------------------------------------------ */
+/* Commands                                                                 */
+/* ------------------------------------------------------------------------ */
+
+static int cmd_status(int argc, char **argv) {
+  if (argc < 1) die_usage("status: give at least one user id");
+  cJSON *all = cJSON_CreateArray();
+  for (int i = 0; i < argc; i += MAX_IDS_PER_QUERY) {
+    cJSON *q = cJSON_CreateObject();
+    cJSON *ids = cJSON_AddArrayToObject(q, "user_ids");
+    for (int k = i; k < argc && k < i + MAX_IDS_PER_QUERY; k++)
+      cJSON_AddItemToArray(ids, cJSON_CreateString(argv[k]));
+    char *body = cJSON_PrintUnformatted(q);
+    cJSON_Delete(q);
+    cJSON *r = request("POST", "/v1/users/query", body, "status", NULL, 1);
+    free(body);
+    cJSON *users = cJSON_GetObjectItemCaseSensitive(r, "users");
+    cJSON *u;
+    cJSON_ArrayForEach(u, users) {
+      cJSON_AddItemToArray(all, cJSON_Duplicate(u, 1));
+    }
+    cJSON_Delete(r);
+  }
+  if (O.json) {
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddItemToObject(o, "users", all);
+    print_json(o);
+    cJSON_Delete(o);
+    return EXIT_OK;
+  }
+  printf("%-24s %-8s %8s  %-19s  %s\n", "USER", "STATUS", "SESSIONS", "SINCE",
+         "LAST SEEN");
+  cJSON *u;
+  cJSON_ArrayForEach(u, all) {
+    char a[32], b[32];
+    printf("%-24s %-8s %8.0f  %-19s  %s\n", str(u, "user_id"), str(u, "status"),
+           num(u, "sessions"), when(num(u, "since"), a, 32),
+           when(num(u, "last_seen"), b, 32));
+  }
+  cJSON_Delete(all);
+  return EXIT_OK;
+}
+
+static int cmd_sessions(int argc, char **argv) {
+  if (argc != 1) die_usage("sessions: give one user id");
+  char *path = id_path("/v1/users/", argv[0], "/sessions");
+  cJSON *r = request("GET", path, NULL, "sessions", NULL, 1);
+  free(path);
+  if (O.json) {
+    print_json(r);
+    cJSON_Delete(r);
+    return EXIT_OK;
+  }
+  cJSON *list = cJSON_GetObjectItemCaseSensitive(r, "sessions");
+  if (cJSON_GetArraySize(list) == 0) {
+    printf("%s has no open session\n", argv[0]);
+  } else {
+    printf("%-36s %-7s  %-19s  %-19s  %-10s %s\n", "SESSION", "STATUS",
+           "CONNECTED", "SINCE", "INSTANCE", "META");
+    cJSON *s;
+    cJSON_ArrayForEach(s, list) {
+      char a[32], b[32];
+      cJSON *meta = cJSON_GetObjectItemCaseSensitive(s, "meta");
+      char *m =
+          meta && !cJSON_IsNull(meta) ? cJSON_PrintUnformatted(meta) : NULL;
+      printf("%-36s %-7s  %-19s  %-19s  %-10s %s\n", str(s, "session_id"),
+             str(s, "status"), when(num(s, "connected"), a, 32),
+             when(num(s, "since"), b, 32), str(s, "instance"), m ? m : "-");
+      free(m);
+    }
+  }
+  cJSON_Delete(r);
+  return EXIT_OK;
+}
+
+static int cmd_kick(int argc, char **argv) {
+  if (argc != 1) die_usage("kick: give one session id");
+  char *path = id_path("/v1/sessions/", argv[0], "");
+  long status = 0;
+  cJSON *r = request("DELETE", path, NULL, "kick", &status, 1);
+  free(path);
+  if (!r) {
+    if (O.json) {
+      cJSON *o = cJSON_CreateObject();
+      cJSON_AddStringToObject(o, "session_id", argv[0]);
+      cJSON_AddBoolToObject(o, "kicked", 0);
+      cJSON_AddStringToObject(o, "error", "no_session");
+      print_json(o);
+      cJSON_Delete(o);
+    }
+    fprintf(stderr, "presencectl: kick: no such session: %s\n", argv[0]);
+    return EXIT_FAIL;
+  }
+  if (O.json) {
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "session_id", argv[0]);
+    cJSON_AddBoolToObject(o, "kicked", 1);
+    print_json(o);
+    cJSON_Delete(o);
+  } else {
+    printf("kicked %s\n", argv[0]);
+  }
+  cJSON_Delete(r);
+  return EXIT_OK;
+}
+
+/* ---- stats: /healthz and /metrics --------------------------------------- */
+
+/* Add one sample line "name{labels} value" of the text format to m: an
+ * unlabelled metric as a number, a labelled one as an array of
+ * {"labels":{...},"value":n}. */
+static void add_sample(cJSON *m, char *line) {
+  char *sp = strrchr(line, ' ');
+  if (!sp) return;
+  *sp = '\0';
+  char *end;
+  double v = strtod(sp + 1, &end);
+  if (end == sp + 1) return;
+  char *brace = strchr(line, '{');
+  if (!brace) {
+    cJSON_AddNumberToObject(m, line, v);
+    return;
+  }
+  *brace = '\0';
+  cJSON *arr = cJSON_GetObjectItemCaseSensitive(m, line);
+  if (!arr) arr = cJSON_AddArrayToObject(m, line);
+  if (!cJSON_IsArray(arr)) return;
+  cJSON *s = cJSON_CreateObject();
+  cJSON *labels = cJSON_AddObjectToObject(s, "labels");
+  /* name="value" pairs; our label values hold no escaped quotes. */
+  char *p = brace + 1;
+  while (*p && *p != '}') {
+    char *eq = strchr(p, '=');
+    if (!eq || eq[1] != '"') break;
+    *eq = '\0';
+    char *vs = eq + 2, *ve = strchr(vs, '"');
+    if (!ve) break;
+    *ve = '\0';
+    cJSON_AddStringToObject(labels, p, vs);
+    p = ve + 1;
+    if (*p == ',') p++;
+  }
+  cJSON_AddNumberToObject(s, "value", v);
+  cJSON_AddItemToArray(arr, s);
+}
+
+static double metric(const cJSON *m, const char *name) {
+  const cJSON *v = cJSON_GetObjectItemCaseSensitive(m, name);
+  return cJSON_IsNumber(v) ? v->valuedouble : 0;
+}
+
+static void print_labelled(const cJSON *m, const char *name, const char *label,
+                           const char *title, int skip_zero) {
+  const cJSON *arr = cJSON_GetObjectItemCaseSensitive(m, name);
+  printf("%-14s", title);
+  int any = 0;
+  const cJSON *s;
+  cJSON_ArrayForEach(s, arr) {
+    double v = num(s, "value");
+    if (skip_zero && v == 0) continue;
+    const cJSON *l = cJSON_GetObjectItemCaseSensitive(s, "labels");
+    printf("%s%s %.0f", any ? ", " : "", str(l, label), v);
+    any = 1;
+  }
+  printf("%s\n", any ? "" : "none");
+}
+
+static int cmd_stats(int argc, char **argv) {
+  (void)argv;
+  if (argc != 0) die_usage("stats takes no argument");
+  cJSON *h = request("GET", "/healthz", NULL, "stats", NULL, 1);
+  cJSON *text = request("GET", "/metrics", NULL, "stats", NULL, 0);
+  cJSON *m = cJSON_CreateObject();
+  char *save = NULL;
+  for (char *line = strtok_r(text->valuestring, "\n", &save); line;
+       line = strtok_r(NULL, "\n", &save))
+    if (*line != '#') add_sample(m, line);
+  cJSON_Delete(text);
+  if (O.json) {
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "instance", str(h, "instance"));
+    cJSON_AddNumberToObject(o, "uptime_s", num(h, "uptime_s"));
+    cJSON_AddItemToObject(o, "metrics", m);
+    print_json(o);
+    cJSON_Delete(o);
+    cJSON_Delete(h);
+    return EXIT_OK;
+  }
+  printf("%-14s%s\n", "instance", str(h, "instance"));
+  printf("%-14s%.0f s\n", "uptime", num(h, "uptime_s"));
+  printf("%-14s%.0f (websocket %.0f, event streams %.0f)\n", "connections",
+         metric(m, "presenced_connections"),
+         metric(m, "presenced_websocket_connections"),
+         metric(m, "presenced_event_streams"));
+  printf("%-14s%.0f\n", "sessions", metric(m, "presenced_sessions"));
+  print_labelled(m, "presenced_users", "status", "users", 0);
+  print_labelled(m, "presenced_events_total", "type", "events", 1);
+  print_labelled(m, "presenced_errors_total", "code", "errors", 1);
+  printf("%-14s%.0f bytes\n", "write queue",
+         metric(m, "presenced_write_queue_bytes"));
+  if (cJSON_GetObjectItemCaseSensitive(m, "presenced_webhook_lag_events"))
+    print_labelled(m, "presenced_webhook_lag_events", "endpoint", "webhook lag",
+                   0);
+  cJSON_Delete(m);
+  cJSON_Delete(h);
+  return EXIT_OK;
+}
+
+/* ---- watch: GET /v1/events, resumed ------------------------------------- */
+
+typedef struct sse {
+  char line[1 << 16]; /* one event's data line at most this long */
+  size_t len;
+  int overflow;
+  char id[32], event[64];
+  char *data;
+  size_t data_len;
+  char last_id[32]; /* last event printed: the resume cursor */
+  long printed;
+  int done; /* --count reached */
+  int got_bytes;
+} sse_t;
+
+static void print_event(sse_t *st) {
+  cJSON *d = cJSON_Parse(st->data ? st->data : "");
+  if (O.json) {
+    if (d && !strcmp(st->event, "gap") &&
+        !cJSON_GetObjectItemCaseSensitive(d, "type"))
+      cJSON_AddStringToObject(d, "type", "gap");
+    if (d)
+      print_json(d);
+    else
+      printf("%s\n", st->data ? st->data : "");
+  } else if (!strcmp(st->event, "gap")) {
+    printf("gap: events after %.0f left the log; continuing from %.0f "
+           "(re-read the state you depend on)\n",
+           num(d, "after"), num(d, "oldest"));
+  } else {
+    char ts[40];
+    double ms = num(d, "ts");
+    time_t t = (time_t)(ms / 1000);
+    struct tm tm;
+    if (!localtime_r(&t, &tm) || !strftime(ts, sizeof ts, "%H:%M:%S", &tm))
+      strcpy(ts, "--:--:--");
+    printf("%s.%03d #%-6s %-20s %s", ts, (int)((long long)ms % 1000), st->id,
+           st->event, str(d, "user_id"));
+    if (*str(d, "from") || *str(d, "to"))
+      printf(" %s -> %s", *str(d, "from") ? str(d, "from") : "?", str(d, "to"));
+    if (*str(d, "session_id")) printf(" session %s", str(d, "session_id"));
+    printf(" (%s)\n", str(d, "reason"));
+  }
+  fflush(stdout);
+  cJSON_Delete(d);
+}
+
+/* One complete line of the stream (without its end of line). */
+static void sse_line(sse_t *st, const char *line, size_t len) {
+  if (len == 0) { /* end of one event */
+    if (st->data) {
+      if (!*st->event) strcpy(st->event, "message");
+      print_event(st);
+      if (*st->id) {
+        snprintf(st->last_id, sizeof st->last_id, "%s", st->id);
+        if (strcmp(st->event, "gap") != 0) st->printed++;
+      }
+      if (O.count > 0 && st->printed >= O.count) st->done = 1;
+    }
+    free(st->data);
+    st->data = NULL;
+    st->data_len = 0;
+    *st->id = *st->event = '\0';
+    return;
+  }
+  if (line[0] == ':') return; /* keepalive comment */
+  const char *colon = memchr(line, ':', len);
+  size_t fl = colon ? (size_t)(colon - line) : len;
+  const char *v = colon ? colon + 1 : line + len;
+  if (colon && v < line + len && *v == ' ') v++;
+  size_t vl = (size_t)(line + len - v);
+  if (fl == 2 && !memcmp(line, "id", 2)) {
+    snprintf(st->id, sizeof st->id, "%.*s", (int)vl, v);
+  } else if (fl == 5 && !memcmp(line, "event", 5)) {
+    snprintf(st->event, sizeof st->event, "%.*s", (int)vl, v);
+  } else if (fl == 4 && !memcmp(line, "data", 4)) {
+    char *d = realloc(st->data, st->data_len + vl + 2);
+    if (!d) return;
+    if (st->data_len) d[st->data_len++] = '\n';
+    memcpy(d + st->data_len, v, vl);
+    st->data_len += vl;
+    d[st->data_len] = '\0';
+    st->data = d;
+  }
+}
+
+static size_t on_stream(char *p, size_t size, size_t n, void *ud) {
+  sse_t *st = ud;
+  size_t len = size * n;
+  st->got_bytes = 1;
+  for (size_t i = 0; i < len; i++) {
+    char ch = p[i];
+    if (ch == '\n') {
+      size_t l = st->len;
+      if (l && st->line[l - 1] == '\r') l--;
+      if (!st->overflow) sse_line(st, st->line, l);
+      st->len = 0;
+      st->overflow = 0;
+      if (st->done) return 0; /* stop the transfer: --count reached */
+    } else if (st->len < sizeof st->line) {
+      st->line[st->len++] = ch;
+    } else {
+      st->overflow = 1;
+    }
+  }
+  return len;
+}
+
+/* The instance id from /healthz, or "" when it cannot be read. */
+static void instance_of(char *out, size_t cap) {
+  *out = '\0';
+  CURL *c = easy("/healthz");
+  body_t b = {0};
+  curl_easy_setopt(c, CURLOPT_TIMEOUT, O.timeout_s);
+  curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
+  curl_easy_setopt(c, CURLOPT_WRITEDATA, &b);
+  long status = 0;
+  if (curl_easy_perform(c) == CURLE_OK &&
+      curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status) == CURLE_OK &&
+      status == 200) {
+    cJSON *j = cJSON_Parse(b.data ? b.data : "");
+    snprintf(out, cap, "%s", str(j, "instance"));
+    cJSON_Delete(j);
+  }
+  curl_easy_cleanup(c);
+  free(b.data);
+}
+
+static void sleep_ms(long ms) {
+  struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+  while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
+  }
+}
+
+static int cmd_watch(int argc, char **argv) {
+  (void)argv;
+  if (argc != 0) die_usage("watch takes options only");
+  static sse_t st;
+  if (O.after) snprintf(st.last_id, sizeof st.last_id, "%s", O.after);
+  char instance[64] = "", now_instance[64];
+  long failures = 0, backoff_ms = 250;
+  for (;;) {
+    /* A presenced with the embedded store starts a new log when it
+     * restarts: sequence numbers begin again, so the old cursor means
+     * nothing there. Resume from the start of the new log instead. */
+    instance_of(now_instance, sizeof now_instance);
+    if (*now_instance) {
+      if (*instance && strcmp(instance, now_instance) != 0) {
+        fprintf(stderr,
+                "presencectl: watch: presenced restarted (instance %s, was "
+                "%s): following its new event log from the start\n",
+                now_instance, instance);
+        strcpy(st.last_id, "0");
+      }
+      strcpy(instance, now_instance);
+    }
+    CURL *c = easy("/v1/events");
+    struct curl_slist *h = auth_headers(NULL);
+    h = curl_slist_append(h, "Accept: text/event-stream");
+    char cursor[64];
+    if (*st.last_id) {
+      snprintf(cursor, sizeof cursor, "Last-Event-ID: %s", st.last_id);
+      h = curl_slist_append(h, cursor);
+    }
+    curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_stream);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, &st);
+    /* The server sends a keepalive every 15 s by default: a silent
+     * connection is a dead one. */
+    curl_easy_setopt(c, CURLOPT_LOW_SPEED_LIMIT, 1L);
+    curl_easy_setopt(c, CURLOPT_LOW_SPEED_TIME, O.idle_s);
+    /* Errors are read from the status: keep the body (the error JSON). */
+    body_t eb = {0};
+    st.len = 0;
+    st.got_bytes = 0;
+    CURLcode rc = curl_easy_perform(c);
+    long status = 0;
+    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
+    curl_slist_free_all(h);
+    curl_easy_cleanup(c);
+    free(st.data);
+    st.data = NULL;
+    st.data_len = 0;
+    if (st.done) return EXIT_OK;
+    if (status == 401 || status == 403)
+      return report(CURLE_OK, status, &eb, "watch");
+    if (status && status != 200) {
+      fprintf(stderr, "presencectl: watch: HTTP %ld from /v1/events\n", status);
+      if (status / 100 == 4 && status != 429) return EXIT_FAIL;
+    } else if (rc != CURLE_OK) {
+      fprintf(stderr, "presencectl: watch: %s%s\n", curl_easy_strerror(rc),
+              st.got_bytes ? " (reconnecting)" : "");
+    } else {
+      fprintf(stderr, "presencectl: watch: the stream ended (reconnecting)\n");
+    }
+    /* A stream that delivered anything was a success: start the backoff
+     * again from its shortest delay. */
+    if (status == 200 && st.got_bytes) {
+      failures = 0;
+      backoff_ms = 250;
+    } else if (O.retries >= 0 && ++failures > O.retries) {
+      fprintf(stderr, "presencectl: watch: giving up after %ld attempts\n",
+              failures);
+      return status ? EXIT_FAIL : EXIT_UNREACH;
+    }
+    /* Jitter spreads the reconnects of many watchers after a restart. */
+    long delay = backoff_ms / 2 + rand() % (backoff_ms / 2 + 1);
+    sleep_ms(delay);
+    backoff_ms = backoff_ms * 2 > 30000 ? 30000 : backoff_ms * 2;
+  }
+}
+
+/* ------------------------------------------------------------------------ */
+/* Command line                                                             */
+/* ------------------------------------------------------------------------ */
+
+static char *read_key_file(const char *path) {
+  FILE *f = fopen(path, "rb");
+  if (!f) {
+    fprintf(stderr, "presencectl: --api-key-file: cannot open '%s': %s\n", path,
+            strerror(errno));
+    exit(EXIT_USAGE);
+  }
+  char *buf = malloc(KEY_FILE_MAX + 1);
+  size_t n = buf ? fread(buf, 1, KEY_FILE_MAX, f) : 0;
+  fclose(f);
+  if (!buf) exit(EXIT_FAIL);
+  buf[n] = '\0';
+  while (n && (buf[n - 1] == '\n' || buf[n - 1] == '\r' || buf[n - 1] == ' '))
+    buf[--n] = '\0';
+  if (!n || strchr(buf, '\n')) {
+    fprintf(stderr,
+            "presencectl: --api-key-file: '%s' must hold the key on "
+            "one line\n",
+            path);
+    exit(EXIT_USAGE);
+  }
+  return buf;
+}
+
+static long parse_long(const char *flag, const char *v, long min) {
+  char *end;
+  errno = 0;
+  long n = strtol(v, &end, 10);
+  if (errno || end == v || *end || n < min)
+    die_usage("%s: expected an integer of at least %ld, got '%s'", flag, min,
+              v);
+  return n;
+}
+
+int main(int argc, char **argv) {
+  O.url = getenv("PRESENCECTL_URL");
+  if (!O.url || !*O.url) O.url = "http://127.0.0.1:7070";
+  const char *env_key = getenv("PRESENCECTL_API_KEY");
+  const char *key = env_key && *env_key ? env_key : NULL, *key_file = NULL;
+  O.timeout_s = 10;
+  O.retries = -1;
+  O.idle_s = 60;
+  /* Options may come before or after the command; "--" ends them (for a
+   * user id that starts with "--"). */
+  char **pos = calloc((size_t)argc + 1, sizeof *pos);
+  if (!pos) return EXIT_FAIL;
+  int npos = 0, only_pos = 0;
+  for (int i = 1; i < argc; i++) {
+    const char *a = argv[i];
+    if (only_pos || strncmp(a, "--", 2) != 0) {
+      pos[npos++] = argv[i];
+      continue;
+    }
+    if (!strcmp(a, "--")) {
+      only_pos = 1;
+      continue;
+    }
+    const char *eq = strchr(a, '=');
+    size_t nl = eq ? (size_t)(eq - a) : strlen(a);
+#define IS(name) (nl == strlen(name) && !strncmp(a, name, nl))
+#define VALUE()                                                                \
+  (eq ? eq + 1                                                                 \
+      : (i + 1 < argc ? argv[++i] : (die_usage("%s: missing value", a), "")))
+    if (IS("--help")) {
+      usage(stdout);
+      return EXIT_OK;
+    } else if (IS("--version")) {
+      printf("presencectl %s\n", PRESENCE_VERSION_STRING);
+      return EXIT_OK;
+    } else if (IS("--json")) {
+      O.json = 1;
+    } else if (IS("--url")) {
+      O.url = VALUE();
+    } else if (IS("--api-key")) {
+      key = VALUE();
+      key_file = NULL;
+    } else if (IS("--api-key-file")) {
+      key_file = VALUE();
+      key = NULL;
+    } else if (IS("--timeout")) {
+      O.timeout_s = parse_long("--timeout", VALUE(), 1);
+    } else if (IS("--after")) {
+      O.after = VALUE();
+      parse_long("--after", O.after, 0);
+    } else if (IS("--count")) {
+      O.count = parse_long("--count", VALUE(), 1);
+    } else if (IS("--retries")) {
+      O.retries = parse_long("--retries", VALUE(), 0);
+    } else if (IS("--idle-timeout")) {
+      O.idle_s = parse_long("--idle-timeout", VALUE(), 1);
+    } else {
+      die_usage("unknown option '%.*s'", (int)nl, a);
+    }
+#undef IS
+#undef VALUE
+  }
+  if (npos == 0) die_usage("missing command");
+  if (strncmp(O.url, "http://", 7) != 0 && strncmp(O.url, "https://", 8) != 0)
+    die_usage("--url: expected http://HOST:PORT or https://..., got '%s'",
+              O.url);
+  if (key_file)
+    O.api_key = read_key_file(key_file);
+  else if (key)
+    O.api_key = strdup(key);
+  const char *cmd = pos[0];
+  int (*fn)(int, char **) = NULL;
+  if (!strcmp(cmd, "status"))
+    fn = cmd_status;
+  else if (!strcmp(cmd, "sessions"))
+    fn = cmd_sessions;
+  else if (!strcmp(cmd, "kick"))
+    fn = cmd_kick;
+  else if (!strcmp(cmd, "watch"))
+    fn = cmd_watch;
+  else if (!strcmp(cmd, "stats"))
+    fn = cmd_stats;
+  else
+    die_usage("unknown command '%s'", cmd);
+  if (curl_global_init(CURL_GLOBAL_DEFAULT) != 0) {
+    fprintf(stderr, "presencectl: cannot initialise libcurl\n");
+    return EXIT_FAIL;
+  }
+  srand((unsigned)time(NULL) ^ (unsigned)getpid());
+  int rc = fn(npos - 1, pos + 1);
+  free(pos);
+  if (O.api_key) memset(O.api_key, 0, strlen(O.api_key));
+  free(O.api_key);
+  curl_global_cleanup();
+  return rc;
+}

@@ -157,7 +157,7 @@ def free_port():
 
 
 class Daemon:
-    def __init__(self, binary, flags=None, name="presenced"):
+    def __init__(self, binary, flags=None, name="presenced", env=None, listen_flag=True):
         self.binary = binary
         self.flags = dict(BASE_FLAGS)
         if flags:
@@ -167,6 +167,8 @@ class Daemon:
                 else:
                     self.flags[k] = str(v)
         self.name = name
+        self.extra_env = env or {}
+        self.listen_flag = listen_flag
         self.proc = None
         self.port = None
         self.errfile = None
@@ -174,7 +176,9 @@ class Daemon:
         self.stop_seconds = None
 
     def argv(self):
-        a = [self.binary, "--listen", f"{HOST}:{self.port}"]
+        a = [self.binary]
+        if self.listen_flag:
+            a += ["--listen", f"{HOST}:{self.port}"]
         for k, v in self.flags.items():
             if v == "":
                 a.append(k)
@@ -188,6 +192,7 @@ class Daemon:
             self.port = free_port()
             self.errfile = tempfile.NamedTemporaryFile(prefix="presenced-err-", delete=False)
             env = {k: v for k, v in os.environ.items() if not k.startswith("PRESENCED_")}
+            env.update({k: v.replace("{PORT}", str(self.port)) for k, v in self.extra_env.items()})
             self.proc = subprocess.Popen(self.argv(), stdin=subprocess.DEVNULL,
                                          stdout=self.errfile, stderr=self.errfile, env=env,
                                          preexec_fn=_die_with_parent)

@@ -2,7 +2,8 @@
 """Demo mode (docs/protocol.md section 3): with --demo, POST /v1/demo/token
 hands out a token that connects, GET /v1/demo/users lists the roster, both
 without the API key; without --demo those endpoints are not served; --demo
-refuses a non-loopback address."""
+refuses a non-loopback address. Configuration by environment variables
+(PRESENCED_*), a flag winning over the environment."""
 
 import os
 import subprocess
@@ -54,9 +55,39 @@ async def test_demo_non_loopback(t, d, args):
             (p.returncode, p.stderr[-300:]))
 
 
+async def test_env_config(t, d, args):
+    d2 = Daemon(args.presenced, {"--api-key": None, "--heartbeat-ms": "2345"}, "env",
+                env={"PRESENCED_LISTEN": HOST + ":{PORT}", "PRESENCED_API_KEY": "env-key",
+                     "PRESENCED_HEARTBEAT_MS": "1234", "PRESENCED_TIMEOUT_MS": "7777"},
+                listen_flag=False)
+    try:
+        d2.start()
+    except Exception as e:
+        t.check("environment: presenced listens on PRESENCED_LISTEN", False, e)
+        return
+    try:
+        t.check("environment: presenced listens on PRESENCED_LISTEN", True)
+        r = await http(d2, "GET", "/v1/users/x", auth="Bearer env-key")
+        t.eq("environment: PRESENCED_API_KEY is the API key", r.status, 200)
+        c = await Client.connect(d2, "envy")
+        t.eq("environment: PRESENCED_TIMEOUT_MS applies", c.welcome.get("timeout_ms"), 7777)
+        t.eq("a flag wins over the environment (--heartbeat-ms over PRESENCED_HEARTBEAT_MS)",
+             c.welcome.get("heartbeat_ms"), 2345)
+        await c.close()
+    finally:
+        d2.stop()
+        d2.cleanup()
+    p = subprocess.run([args.presenced, "--no-such-flag"], capture_output=True, timeout=10)
+    t.check("unknown flag: exit status 2 and a message naming it",
+            p.returncode == 2 and b"no-such-flag" in p.stderr, (p.returncode, p.stderr[-200:]))
+    p = subprocess.run([args.presenced, "--heartbeat-ms", "abc"], capture_output=True, timeout=10)
+    t.check("bad flag value: refused with a message naming the flag",
+            p.returncode != 0 and b"heartbeat-ms" in p.stderr, (p.returncode, p.stderr[-200:]))
+
+
 if __name__ == "__main__":
     src = parse_args().source_dir
     run([
         ("demo", {"--demo": "", "--web-root": os.path.join(src, "web")}, [test_demo]),
-        ("no-demo", {}, [test_no_demo, test_demo_non_loopback]),
+        ("no-demo", {}, [test_no_demo, test_demo_non_loopback, test_env_config]),
     ])

@@ -9,7 +9,7 @@ PORT      ?= 7070
 API_KEY   ?= dev-api-key
 CMAKE_FLAGS ?=
 
-.PHONY: all deps build build-asan run test test-unit test-asan bench soak format clean
+.PHONY: all deps build build-asan run test test-unit test-asan bench soak format clean install
 
 all: build
 
@@ -56,6 +56,13 @@ soak: deps
 	cmake -S . -B $(BENCH_BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo $(CMAKE_FLAGS)
 	cmake --build $(BENCH_BUILD) -j $(JOBS) --target presenced presence_load
 	python3 bench/run.py --build $(BENCH_BUILD) --soak
+
+# Install the daemon, presencectl, libpresence (shared, static, headers,
+# pkg-config and CMake files), man pages and the systemd unit:
+#   make install PREFIX=/usr DESTDIR=/tmp/stage
+PREFIX    ?= /usr/local
+install: build
+	DESTDIR="$(DESTDIR)" cmake --install $(BUILD) --prefix "$(PREFIX)"
 
 format:
 	clang-format -i $$(git ls-files '*.c' '*.h')

@@ -31,8 +31,14 @@ import tempfile
 import time
 import traceback
 
-import websockets
-import websockets.exceptions
+try:
+    import websockets
+    import websockets.exceptions
+except ImportError:   # report it the way every test reports, then fail
+    print("FAIL - the websockets package is importable (apt-get install python3-websockets; "
+          "run with /usr/bin/python3)")
+    print("0 passed, 1 failed")
+    sys.exit(1)
 
 API_KEY = "test-api-key-0123456789"
 JWT_SECRET = "test-jwt-secret-abcdefghijklmnop"

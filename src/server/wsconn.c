@@ -31,6 +31,10 @@ struct wsconn {
   fanout_entry_t **subs;
   uint32_t nsubs, subs_cap;
   int64_t last_ping_ms;
+  /* Monotonic: the last complete frame. The heartbeat timeout counts from
+   * here, not from the last byte, so a frame trickled in a byte at a time
+   * (never finishing) cannot hold a connection open forever. */
+  int64_t last_frame_ms;
   int64_t rate_window_ms;
   uint32_t rate_count;
   uint16_t bad_messages;
@@ -368,6 +372,7 @@ void ws_on_read(conn_t *c, const char *data, size_t len) {
     size_t n = ws_parse(w->parser, in, len, &ev);
     in += n;
     len -= n;
+    if (ev.kind != WS_EV_NONE) w->last_frame_ms = c->last_rx_ms;
     switch (ev.kind) {
     case WS_EV_NONE:
       if (n == 0 || len == 0) return;
@@ -419,7 +424,7 @@ void ws_housekeeping(conn_t *c, int64_t now_mono, int64_t now_wall) {
   srv_t *s = c->srv;
   wsconn_t *w = c->u.ws;
   if (!w || w->close_sent) return;
-  if (now_mono - c->last_rx_ms >= (int64_t)s->cfg.timeout_ms) {
+  if (now_mono - w->last_frame_ms >= (int64_t)s->cfg.timeout_ms) {
     ws_close(c, WS_CLOSE_TIMEOUT, NULL, "heartbeat lost",
              PRESENCE_REASON_TIMEOUT);
     return;
@@ -559,6 +564,7 @@ void ws_upgrade(conn_t *c, http_req_t *r, const char *rest, size_t restlen) {
   w->last_ping_ms = now;
   w->rate_window_ms = now;
   c->last_rx_ms = now;
+  w->last_frame_ms = now;
 
   rc = presence_session_open(s->p, w->session_id, w->claims.sub, w->claims.meta,
                              &w->handle, NULL, NULL);

@@ -125,8 +125,10 @@ async def test_upgrade_errors(t, d, args):
     ws.close()
     # Plain GET /v1/ws without any upgrade headers and no token.
     r = await http(d, "GET", "/v1/ws", auth=False)
-    t.check("plain GET /v1/ws: refused with 400 or 401 and a JSON error",
-            r.status in (400, 401) and r.error_code in ("bad_upgrade", "token_missing"), r)
+    t.check("plain GET /v1/ws without token: 400 bad_upgrade (upgrade checked before the token)",
+            r.status == 400 and r.error_code == "bad_upgrade", r)
+    r = await http(d, "POST", "/v1/ws?token=" + tok, body="", auth=False)
+    t.check("POST /v1/ws: 405 method_not_allowed", r.status == 405 and r.error_code == "method_not_allowed", r)
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@
  * its help text, so --help, parsing and validation cannot drift apart.
  */
 #include "server/config.h"
+#include "server/webhook.h"
 
 #include "presence.h"
 
@@ -12,7 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-enum opt_kind { OPT_U32, OPT_STR, OPT_FLAG, OPT_LISTEN, OPT_LEVEL };
+enum opt_kind { OPT_U32, OPT_STR, OPT_FLAG, OPT_LISTEN, OPT_LEVEL, OPT_WEBHOOK };
 
 typedef struct opt {
   const char *name; /* flag without the leading "--" */
@@ -73,6 +74,19 @@ static const opt_t opts[] = {
         "hard limit of a graceful shutdown (5000)"),
     U32("sse-keepalive-ms", sse_keepalive_ms, 100, 3600000,
         "interval of event-stream keepalive comments (15000)"),
+    {"webhook", OPT_WEBHOOK, 0, 0, 0,
+     "url=URL,secret=S|secret-file=PATH[,events=T|T...][,name=N]: POST "
+     "events to URL (repeatable, see docs/webhooks.md)"},
+    U32("webhook-batch-max", webhook_batch_max, 1, 10000,
+        "events per webhook request at most (100)"),
+    U32("webhook-batch-ms", webhook_batch_ms, 0, 60000,
+        "wait this long for more events before a webhook request (100)"),
+    U32("webhook-timeout-ms", webhook_timeout_ms, 100, 600000,
+        "a webhook request not answered in time is retried (10000)"),
+    U32("webhook-retry-min-ms", webhook_retry_min_ms, 10, 3600000,
+        "first webhook retry delay, doubled per failure (500)"),
+    U32("webhook-retry-max-ms", webhook_retry_max_ms, 10, 3600000,
+        "longest webhook retry delay (60000)"),
 };
 
 #define NOPTS (sizeof opts / sizeof opts[0])
@@ -100,6 +114,11 @@ void config_defaults(srv_config_t *cfg) {
   cfg->http_request_timeout_ms = 10000;
   cfg->shutdown_timeout_ms = 5000;
   cfg->sse_keepalive_ms = 15000;
+  cfg->webhook_batch_max = 100;
+  cfg->webhook_batch_ms = 100;
+  cfg->webhook_timeout_ms = 10000;
+  cfg->webhook_retry_min_ms = 500;
+  cfg->webhook_retry_max_ms = 60000;
 }
 
 int config_host_is_loopback(const char *host) {
@@ -199,6 +218,21 @@ static int set_opt(srv_config_t *cfg, const opt_t *o, const char *v,
     cfg->log_level = l;
     return 0;
   }
+  case OPT_WEBHOOK: {
+    char msg[256];
+    if (cfg->n_webhooks == SRV_MAX_WEBHOOKS) {
+      fprintf(err, "presenced: %s: at most %d webhook endpoints\n", from,
+              SRV_MAX_WEBHOOKS);
+      return -1;
+    }
+    /* Syntax only: a secret file is read at startup. */
+    if (wh_spec_check(v, msg, sizeof msg) != 0) {
+      fprintf(err, "presenced: %s: %s\n", from, msg);
+      return -1;
+    }
+    cfg->webhooks[cfg->n_webhooks++] = v;
+    return 0;
+  }
   case OPT_U32: {
     char *end;
     errno = 0;
@@ -248,6 +282,7 @@ int config_parse(srv_config_t *cfg, int argc, char **argv,
       if (v && set_opt(cfg, &opts[i], v, env, err) != 0)
         return CONFIG_EXIT_USAGE;
     }
+    cfg->n_webhooks_env = cfg->n_webhooks;
   }
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i];
@@ -287,7 +322,18 @@ int config_parse(srv_config_t *cfg, int argc, char **argv,
       fprintf(err, "presenced: %s: missing value\n", flag);
       return CONFIG_EXIT_USAGE;
     }
+    /* A repeatable option: the flags replace the environment's value. */
+    if (o->kind == OPT_WEBHOOK && cfg->n_webhooks_env) {
+      cfg->n_webhooks = cfg->n_webhooks_env = 0;
+    }
     if (set_opt(cfg, o, v, flag, err) != 0) return CONFIG_EXIT_USAGE;
+  }
+  if (cfg->webhook_retry_max_ms < cfg->webhook_retry_min_ms) {
+    fprintf(err,
+            "presenced: --webhook-retry-max-ms: must be at least "
+            "--webhook-retry-min-ms (%u)\n",
+            cfg->webhook_retry_min_ms);
+    return CONFIG_EXIT_USAGE;
   }
   if (cfg->max_message < cfg->max_frame) {
     fprintf(err,

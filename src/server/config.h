@@ -9,6 +9,8 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#define SRV_MAX_WEBHOOKS 16
+
 typedef struct srv_config {
   char listen[300]; /* HOST:PORT or [V6]:PORT as given */
   char host[256];   /* parsed from listen */
@@ -37,6 +39,16 @@ typedef struct srv_config {
   uint32_t http_request_timeout_ms;
   uint32_t shutdown_timeout_ms;
   uint32_t sse_keepalive_ms;
+  /* Webhook endpoints: --webhook specs as given (parsed by webhook.c).
+   * Repeatable; any --webhook flag replaces the PRESENCED_WEBHOOK one. */
+  const char *webhooks[SRV_MAX_WEBHOOKS];
+  uint32_t n_webhooks;
+  uint32_t n_webhooks_env; /* how many of them came from the environment */
+  uint32_t webhook_batch_max;
+  uint32_t webhook_batch_ms;
+  uint32_t webhook_timeout_ms;
+  uint32_t webhook_retry_min_ms;
+  uint32_t webhook_retry_max_ms;
 } srv_config_t;
 
 void config_defaults(srv_config_t *cfg);

@@ -4,6 +4,7 @@
  * _total for counters.
  */
 #include "server/server.h"
+#include "server/webhook.h"
 
 #include <string.h>
 
@@ -72,6 +73,7 @@ void metrics_handle(conn_t *c, http_req_t *r) {
          "Bytes queued to slow connections, not yet written.");
   buf_printf(b, "presenced_write_queue_bytes %llu\n",
              (unsigned long long)s->wq_bytes_total);
+  webhook_metrics(s, b);
   family(b, "presenced_uptime_seconds", "gauge", "Seconds since start.");
   buf_printf(b, "presenced_uptime_seconds %lld\n",
              (long long)((srv_now_mono(s) - s->started_mono_ms) / 1000));

@@ -8,6 +8,7 @@
  * close it; code that writes or closes checks c->closing afterwards.
  */
 #include "server/server.h"
+#include "server/webhook.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -309,7 +310,7 @@ static void on_close(uv_handle_t *h) {
   if (c->next) c->next->prev = c->prev;
   s->nconns--;
   free(c);
-  if (s->shutting_down && s->nconns == 0) srv_finish(s);
+  srv_maybe_finish(s);
 }
 
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
@@ -543,6 +544,7 @@ int srv_init(srv_t *s, uv_loop_t *loop, const srv_config_t *cfg,
     return -1;
   }
   if (fanout_init(s) != 0) return -1;
+  if (webhook_init(s) != 0) return -1;
 
   s->rbuf_len = READ_BUF_SIZE;
   s->rbuf = malloc(s->rbuf_len);
@@ -592,6 +594,12 @@ static void on_stop_timer(uv_timer_t *t) {
           s->cfg.shutdown_timeout_ms, s->nconns);
   for (conn_t *c = s->conns; c; c = c->next)
     conn_close(c);
+  webhook_abort(s);
+  srv_maybe_finish(s);
+}
+
+void srv_maybe_finish(srv_t *s) {
+  if (s->shutting_down && s->nconns == 0 && webhook_done(s)) srv_finish(s);
 }
 
 void srv_shutdown(srv_t *s) {
@@ -607,11 +615,13 @@ void srv_shutdown(srv_t *s) {
   /* The embedded store applies no offline grace to a shutdown, so every
    * user.offline is in the log already, ahead of the flush below. */
   sse_pump(s, 1);
+  /* Webhooks get the same events: flushed within the shutdown limit. */
+  webhook_shutdown(s);
   /* Lingering closes are cut short, and checked often. */
   uv_timer_start(&s->house_timer, on_house, 50, 50);
   for (conn_t *c = s->conns; c; c = c->next)
     if (!c->closing && c->kind == CONN_HTTP) conn_close_after_flush(c);
-  if (s->nconns == 0) srv_finish(s);
+  srv_maybe_finish(s);
 }
 
 /* Everything is closed: release the loop's remaining handles so uv_run
@@ -624,9 +634,11 @@ static void srv_finish(srv_t *s) {
       (uv_handle_t *)&s->listener};
   for (size_t i = 0; i < sizeof hs / sizeof hs[0]; i++)
     if (!uv_is_closing(hs[i])) uv_close(hs[i], NULL);
+  webhook_close(s);
 }
 
 void srv_free(srv_t *s) {
+  webhook_free(s);
   fanout_free(s);
   if (s->p) presence_free(s->p);
   map_free(&s->sessions);

@@ -107,6 +107,8 @@ struct srv {
 
   err_count_t errors[SRV_MAX_ERR_CODES];
   size_t nerrors;
+
+  struct webhooks *webhooks; /* webhook.c; NULL without endpoints */
 };
 
 /* ---- server.c: lifecycle, connections, writes ---------------------------- */
@@ -125,6 +127,10 @@ static inline int64_t srv_now_mono(const srv_t *s) {
 static inline int64_t srv_now_wall(const srv_t *s) {
   return s->sys->wall_ms(s->sys->ud);
 }
+
+/* During a shutdown: finish once connections and webhook deliveries are
+ * done (called by whichever of them ends last). */
+void srv_maybe_finish(srv_t *s);
 
 /* Run presence_tick and arm the tick timer for its next deadline. Call after
  * every library call that may create deadlines. */
@@ -229,6 +235,8 @@ void fanout_put_user(srv_t *s, buf_t *b, const char *user_id);
 
 void api_handle(conn_t *c, http_req_t *r);
 void sse_start(conn_t *c, http_req_t *r);
+/* Append the JSON object of one event (shared by SSE and webhooks). */
+void event_put_json(buf_t *b, const presence_event_t *ev);
 void sse_notify(srv_t *s);
 void sse_pump(srv_t *s, int final);
 void sse_housekeeping(conn_t *c, int64_t now_mono);

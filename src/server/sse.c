@@ -25,7 +25,9 @@ struct sse_stream {
   size_t batch; /* events in the last log batch */
 };
 
-static void put_event_json(buf_t *b, const presence_event_t *ev) {
+/* The JSON of one event: the same text in SSE data lines and webhook
+ * bodies, so a consumer parses one shape whatever the transport. */
+void event_put_json(buf_t *b, const presence_event_t *ev) {
   buf_puts(b, "{\"seq\":");
   buf_put_u64(b, ev->seq);
   buf_puts(b, ",\"type\":\"");
@@ -120,7 +122,7 @@ static void on_log(presence_t *p, int status, const presence_event_t *events,
     buf_puts(b, "\nevent: ");
     buf_puts(b, presence_event_type_name(events[i].type));
     buf_puts(b, "\ndata: ");
-    put_event_json(b, &events[i]);
+    event_put_json(b, &events[i]);
     buf_puts(b, "\n\n");
   }
   st->cursor = events[n - 1].seq;

@@ -1,0 +1,1020 @@
+/*
+ * Webhooks (see webhook.h and docs/webhooks.md).
+ *
+ * An endpoint is a small state machine around one cursor:
+ *
+ *   idle --event--> waiting (batch timer) --> sending --2xx--> idle/next
+ *                                                |
+ *                                              fail --> backoff (timer) -->
+ * sending
+ *
+ * The batch being sent is kept (body and the log range it covers) until it
+ * is acknowledged, so a retry sends the same events even if the log has
+ * moved on meanwhile; only after it does the endpoint read the log again,
+ * and a read that finds its cursor evicted turns into a gap notice. Nothing
+ * else is queued per endpoint: memory is one body per endpoint.
+ *
+ * libcurl's multi interface runs on the daemon's loop: curl tells us which
+ * sockets to watch (uv_poll) and when to call it back (one uv_timer), and we
+ * hand readiness back with curl_multi_socket_action. No curl call blocks.
+ */
+#include "server/webhook.h"
+
+#include "server/server.h"
+
+#include <curl/curl.h>
+#include <errno.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <openssl/core_names.h>
+#include <openssl/evp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Non-matching events scanned per batch at most, so a narrow filter over a
+ * long log cannot hold the loop: the scan resumes on the next loop turn. */
+#define WH_SCAN_MAX 4096
+#define WH_READ_CHUNK 256
+#define WH_SECRET_MAX 4096
+
+/* ------------------------------------------------------------------------ */
+/* Specs                                                                    */
+/* ------------------------------------------------------------------------ */
+
+static char *dupn(const char *s, size_t n) {
+  char *d = malloc(n + 1);
+  if (d) {
+    memcpy(d, s, n);
+    d[n] = '\0';
+  }
+  return d;
+}
+
+void wh_spec_free(wh_spec_t *spec) {
+  if (spec->secret) OPENSSL_cleanse(spec->secret, spec->secret_len);
+  free(spec->url);
+  free(spec->secret);
+  free(spec->secret_file);
+  free(spec->name);
+  memset(spec, 0, sizeof *spec);
+}
+
+static int parse_events(const char *v, size_t n, uint32_t *out) {
+  uint32_t mask = 0;
+  size_t i = 0;
+  while (i <= n) {
+    size_t j = i;
+    while (j < n && v[j] != '|')
+      j++;
+    size_t l = j - i;
+    const char *w = v + i;
+    if (l == 1 && w[0] == '*')
+      mask |= (1u << PRESENCE_EV_COUNT_) - 1;
+    else if (l == 9 && !memcmp(w, "session.*", 9))
+      mask |= (1u << PRESENCE_EV_SESSION_CONNECTED) |
+              (1u << PRESENCE_EV_SESSION_DISCONNECTED) |
+              (1u << PRESENCE_EV_SESSION_STATUS);
+    else if (l == 6 && !memcmp(w, "user.*", 6))
+      mask |= (1u << PRESENCE_EV_USER_ONLINE) | (1u << PRESENCE_EV_USER_IDLE) |
+              (1u << PRESENCE_EV_USER_OFFLINE);
+    else {
+      int t;
+      for (t = 0; t < PRESENCE_EV_COUNT_; t++) {
+        const char *name = presence_event_type_name((presence_event_type_t)t);
+        if (strlen(name) == l && !memcmp(name, w, l)) break;
+      }
+      if (t == PRESENCE_EV_COUNT_) return -1;
+      mask |= 1u << t;
+    }
+    i = j + 1;
+  }
+  *out = mask;
+  return mask ? 0 : -1;
+}
+
+/* The URL as a metrics label: no credentials, no query (either may hold a
+ * secret). */
+static char *default_name(const char *url) {
+  const char *host = strstr(url, "://");
+  host = host ? host + 3 : url;
+  size_t end = strcspn(host, "/?#");
+  const char *at = memchr(host, '@', end);
+  size_t path = strcspn(host, "?#");
+  size_t scheme = (size_t)(host - url);
+  const char *h = at ? at + 1 : host;
+  size_t hl = (size_t)(host + path - h);
+  char *d = malloc(scheme + hl + 1);
+  if (!d) return NULL;
+  memcpy(d, url, scheme);
+  memcpy(d + scheme, h, hl);
+  d[scheme + hl] = '\0';
+  return d;
+}
+
+static int read_secret_file(wh_spec_t *o, char *err, size_t errcap) {
+  FILE *f = fopen(o->secret_file, "rb");
+  if (!f) {
+    snprintf(err, errcap, "cannot read secret-file %s: %s", o->secret_file,
+             strerror(errno));
+    return -1;
+  }
+  char *b = malloc(WH_SECRET_MAX + 1);
+  size_t n = b ? fread(b, 1, WH_SECRET_MAX + 1, f) : 0;
+  fclose(f);
+  if (!b) {
+    snprintf(err, errcap, "out of memory");
+    return -1;
+  }
+  /* Files written by editors and `echo` end with a newline that is not
+   * part of the secret. */
+  if (n > 0 && b[n - 1] == '\n') n--;
+  if (n > 0 && b[n - 1] == '\r') n--;
+  if (n == 0 || n > WH_SECRET_MAX) {
+    OPENSSL_cleanse(b, WH_SECRET_MAX + 1);
+    free(b);
+    snprintf(err, errcap, "secret-file %s: %s", o->secret_file,
+             n ? "longer than 4096 bytes" : "empty");
+    return -1;
+  }
+  b[n] = '\0';
+  o->secret = b;
+  o->secret_len = n;
+  return 0;
+}
+
+int wh_spec_parse(const char *spec, int read_secret, wh_spec_t *out, char *err,
+                  size_t errcap) {
+  memset(out, 0, sizeof *out);
+  out->events = (1u << PRESENCE_EV_COUNT_) - 1;
+  const char *p = spec;
+  int have_events = 0;
+  while (*p) {
+    size_t n = strcspn(p, ",");
+    const char *eq = memchr(p, '=', n);
+    if (!eq) {
+      snprintf(err, errcap, "expected key=value, got '%.*s'", (int)n, p);
+      goto fail;
+    }
+    size_t kl = (size_t)(eq - p), vl = n - kl - 1;
+    const char *v = eq + 1;
+    char **slot = NULL;
+    if (kl == 3 && !memcmp(p, "url", 3))
+      slot = &out->url;
+    else if (kl == 6 && !memcmp(p, "secret", 6))
+      slot = &out->secret;
+    else if (kl == 11 && !memcmp(p, "secret-file", 11))
+      slot = &out->secret_file;
+    else if (kl == 4 && !memcmp(p, "name", 4))
+      slot = &out->name;
+    else if (kl == 6 && !memcmp(p, "events", 6)) {
+      if (have_events || parse_events(v, vl, &out->events) != 0) {
+        snprintf(err, errcap,
+                 "events: expected event types joined by '|' (e.g. "
+                 "user.online|user.offline, user.*, *), got '%.*s'",
+                 (int)vl, v);
+        goto fail;
+      }
+      have_events = 1;
+    } else {
+      snprintf(err, errcap,
+               "unknown key '%.*s' (url, secret, secret-file, events, name)",
+               (int)kl, p);
+      goto fail;
+    }
+    if (slot) {
+      if (*slot || vl == 0) {
+        snprintf(err, errcap, "'%.*s' is %s", (int)kl, p,
+                 vl ? "given twice" : "empty");
+        goto fail;
+      }
+      for (size_t i = 0; i < vl; i++)
+        if ((unsigned char)v[i] < 0x20 || v[i] == 0x7f) {
+          snprintf(err, errcap, "'%.*s' holds a control character", (int)kl, p);
+          goto fail;
+        }
+      if (!(*slot = dupn(v, vl))) {
+        snprintf(err, errcap, "out of memory");
+        goto fail;
+      }
+    }
+    p += n;
+    if (*p == ',') p++;
+  }
+  if (!out->url || (strncmp(out->url, "http://", 7) != 0 &&
+                    strncmp(out->url, "https://", 8) != 0)) {
+    snprintf(err, errcap, "url=http://... or url=https://... is required");
+    goto fail;
+  }
+  if (strchr(out->url, ' ')) {
+    snprintf(err, errcap, "url holds a space (percent-encode it)");
+    goto fail;
+  }
+  if (!out->secret == !out->secret_file) {
+    snprintf(err, errcap, "exactly one of secret= and secret-file= is needed");
+    goto fail;
+  }
+  if (out->secret) out->secret_len = strlen(out->secret);
+  if (!out->name && !(out->name = default_name(out->url))) {
+    snprintf(err, errcap, "out of memory");
+    goto fail;
+  }
+  if (read_secret && out->secret_file && read_secret_file(out, err, errcap))
+    goto fail;
+  return 0;
+fail:
+  wh_spec_free(out);
+  return -1;
+}
+
+int wh_spec_check(const char *spec, char *err, size_t errcap) {
+  wh_spec_t s;
+  if (wh_spec_parse(spec, 0, &s, err, errcap) != 0) return -1;
+  wh_spec_free(&s);
+  return 0;
+}
+
+/* ------------------------------------------------------------------------ */
+/* State                                                                    */
+/* ------------------------------------------------------------------------ */
+
+typedef struct webhooks webhooks_t;
+
+typedef struct wh_poll {
+  uv_poll_t poll;
+  curl_socket_t fd;
+  webhooks_t *w;
+  struct wh_poll *prev, *next;
+} wh_poll_t;
+
+typedef struct endpoint {
+  webhooks_t *w;
+  wh_spec_t spec;
+  CURL *easy;
+  struct curl_slist *headers;
+  uv_timer_t timer; /* batching delay, then backoff */
+  buf_t body;
+  int have_batch; /* body holds a batch not yet acknowledged */
+  int inflight;
+  int done;        /* shutdown: nothing more will be sent */
+  uint64_t cursor; /* every event up to it is acknowledged (or filtered) */
+  uint64_t batch_first, batch_last; /* the log range the batch covers */
+  size_t batch_events;
+  int batch_gap;
+  uint64_t gap_after, gap_oldest;
+  uint32_t attempts; /* failed attempts of the current batch */
+  int behind;
+  uint64_t delivered, retries, failures, dropped, gaps, lost;
+  char errbuf[CURL_ERROR_SIZE];
+} endpoint_t;
+
+struct webhooks {
+  srv_t *s;
+  CURLM *multi;
+  uv_timer_t curl_timer;
+  wh_poll_t *polls;
+  endpoint_t *eps;
+  size_t n;
+  int cb_handle;
+  int flushing;
+  int aborted;
+  int closed;
+  buf_t events; /* the events array of the batch being built */
+};
+
+/* The cursor the endpoint reads the log from next. */
+static uint64_t read_pos(const endpoint_t *ep) {
+  return ep->have_batch ? ep->batch_last : ep->cursor;
+}
+
+/* ------------------------------------------------------------------------ */
+/* libcurl on libuv                                                         */
+/* ------------------------------------------------------------------------ */
+
+static void on_done(endpoint_t *ep, CURLcode res);
+
+static void check_multi(webhooks_t *w) {
+  CURLMsg *m;
+  int left;
+  while ((m = curl_multi_info_read(w->multi, &left))) {
+    if (m->msg != CURLMSG_DONE) continue;
+    endpoint_t *ep = NULL;
+    CURL *e = m->easy_handle;
+    CURLcode res = m->data.result;
+    curl_easy_getinfo(e, CURLINFO_PRIVATE, (char **)&ep);
+    curl_multi_remove_handle(w->multi, e);
+    ep->inflight = 0;
+    on_done(ep, res);
+  }
+}
+
+static void on_poll(uv_poll_t *h, int status, int events) {
+  wh_poll_t *wp = h->data;
+  webhooks_t *w = wp->w;
+  int flags = 0, running;
+  if (status < 0)
+    flags = CURL_CSELECT_ERR;
+  else {
+    if (events & UV_READABLE) flags |= CURL_CSELECT_IN;
+    if (events & UV_WRITABLE) flags |= CURL_CSELECT_OUT;
+  }
+  curl_multi_socket_action(w->multi, wp->fd, flags, &running);
+  check_multi(w);
+}
+
+static void on_poll_closed(uv_handle_t *h) {
+  free(h->data);
+}
+
+static void poll_release(webhooks_t *w, wh_poll_t *wp) {
+  if (wp->prev)
+    wp->prev->next = wp->next;
+  else
+    w->polls = wp->next;
+  if (wp->next) wp->next->prev = wp->prev;
+  uv_poll_stop(&wp->poll);
+  uv_close((uv_handle_t *)&wp->poll, on_poll_closed);
+}
+
+/* CURLMOPT_SOCKETFUNCTION: watch (or stop watching) one of curl's sockets. */
+static int on_curl_socket(CURL *easy, curl_socket_t fd, int what, void *userp,
+                          void *socketp) {
+  webhooks_t *w = userp;
+  wh_poll_t *wp = socketp;
+  (void)easy;
+  if (what == CURL_POLL_REMOVE) {
+    if (wp) {
+      curl_multi_assign(w->multi, fd, NULL);
+      poll_release(w, wp);
+    }
+    return 0;
+  }
+  if (!wp) {
+    if (w->closed) return -1;
+    wp = calloc(1, sizeof *wp);
+    if (!wp) return -1;
+    if (uv_poll_init_socket(w->s->loop, &wp->poll, fd) != 0) {
+      free(wp);
+      return -1;
+    }
+    wp->poll.data = wp;
+    wp->fd = fd;
+    wp->w = w;
+    wp->next = w->polls;
+    if (w->polls) w->polls->prev = wp;
+    w->polls = wp;
+    curl_multi_assign(w->multi, fd, wp);
+  }
+  int ev = 0;
+  if (what == CURL_POLL_IN || what == CURL_POLL_INOUT) ev |= UV_READABLE;
+  if (what == CURL_POLL_OUT || what == CURL_POLL_INOUT) ev |= UV_WRITABLE;
+  return uv_poll_start(&wp->poll, ev, on_poll) == 0 ? 0 : -1;
+}
+
+static void on_curl_timer(uv_timer_t *t) {
+  webhooks_t *w = t->data;
+  int running;
+  curl_multi_socket_action(w->multi, CURL_SOCKET_TIMEOUT, 0, &running);
+  check_multi(w);
+}
+
+/* CURLMOPT_TIMERFUNCTION: curl wants to be called back after timeout_ms
+ * (-1: never). It must not be called from here, only from the loop. */
+static int on_curl_timeout(CURLM *multi, long timeout_ms, void *userp) {
+  webhooks_t *w = userp;
+  (void)multi;
+  if (w->closed) return 0;
+  if (timeout_ms < 0)
+    uv_timer_stop(&w->curl_timer);
+  else
+    uv_timer_start(&w->curl_timer, on_curl_timer, (uint64_t)timeout_ms, 0);
+  return 0;
+}
+
+static size_t discard_body(char *ptr, size_t size, size_t n, void *ud) {
+  (void)ptr;
+  (void)ud;
+  return size * n;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Batches                                                                  */
+/* ------------------------------------------------------------------------ */
+
+typedef struct build {
+  endpoint_t *ep;
+  uint64_t pos;   /* last seq looked at */
+  size_t matched; /* events in the batch */
+  size_t scanned;
+  size_t got; /* events in the last read */
+  int full;
+  int gap;
+  uint64_t gap_after, gap_oldest;
+} build_t;
+
+static void on_log(presence_t *p, int status, const presence_event_t *events,
+                   size_t n, void *ud) {
+  build_t *b = ud;
+  endpoint_t *ep = b->ep;
+  webhooks_t *w = ep->w;
+  (void)p;
+  b->got = n;
+  if (n == 0) return;
+  if (status == PRESENCE_ECURSOR && !b->gap) {
+    b->gap = 1;
+    b->gap_after = b->pos;
+    b->gap_oldest = events[0].seq;
+  }
+  for (size_t i = 0; i < n; i++) {
+    if (b->matched == w->s->cfg.webhook_batch_max ||
+        b->scanned == WH_SCAN_MAX) {
+      b->full = 1;
+      return;
+    }
+    b->pos = events[i].seq;
+    b->scanned++;
+    if (!(ep->spec.events & (1u << events[i].type))) continue;
+    if (b->matched) buf_putc(&w->events, ',');
+    event_put_json(&w->events, &events[i]);
+    b->matched++;
+  }
+}
+
+static void mark_behind(endpoint_t *ep, uint64_t lag) {
+  srv_t *s = ep->w->s;
+  if (ep->behind) return;
+  ep->behind = 1;
+  srv_log(s, PRESENCE_LOG_WARN,
+          "webhook %s: fell behind the transition log (%llu events "
+          "undelivered, the log keeps %u): a gap notice follows when it "
+          "recovers",
+          ep->spec.name, (unsigned long long)lag, s->cfg.log_capacity);
+}
+
+/* Read the log after the endpoint's cursor into a new batch. Returns 1 if
+ * there is a batch to send, 0 if the endpoint is up to date. */
+static int build_batch(endpoint_t *ep) {
+  webhooks_t *w = ep->w;
+  srv_t *s = w->s;
+  build_t b = {.ep = ep, .pos = ep->cursor};
+  buf_reset(&w->events);
+  while (!b.full) {
+    b.got = 0;
+    int rc = presence_log_read(s->p, b.pos, WH_READ_CHUNK, on_log, &b);
+    if (rc < 0) {
+      srv_log(s, PRESENCE_LOG_ERROR, "webhook %s: cannot read the log: %s",
+              ep->spec.name, presence_strerror(rc));
+      break;
+    }
+    if (b.got == 0) break;
+  }
+  if (b.pos == ep->cursor && !b.gap) return 0;
+  if (b.gap) {
+    mark_behind(ep, b.gap_oldest - b.gap_after - 1);
+    ep->lost += b.gap_oldest - b.gap_after - 1;
+  }
+  if (b.matched == 0 && !b.gap) {
+    /* Nothing this endpoint wants: move on without a request. */
+    ep->cursor = b.pos;
+    return -1;
+  }
+  buf_t *body = &ep->body;
+  buf_reset(body);
+  buf_puts(body, "{\"instance\":");
+  buf_put_json_str(body, s->instance_id);
+  ep->batch_first = b.gap ? b.gap_oldest : ep->cursor + 1;
+  ep->batch_last = b.pos;
+  buf_puts(body, ",\"first_seq\":");
+  buf_put_u64(body, ep->batch_first);
+  buf_puts(body, ",\"last_seq\":");
+  buf_put_u64(body, ep->batch_last);
+  if (b.gap) {
+    buf_puts(body, ",\"gap\":{\"after\":");
+    buf_put_u64(body, b.gap_after);
+    buf_puts(body, ",\"oldest\":");
+    buf_put_u64(body, b.gap_oldest);
+    buf_puts(body, ",\"missed\":");
+    buf_put_u64(body, b.gap_oldest - b.gap_after - 1);
+    buf_putc(body, '}');
+  }
+  buf_puts(body, ",\"events\":[");
+  buf_append(body, w->events.data, w->events.len);
+  buf_puts(body, "]}");
+  buf_shrink(&w->events, 1 << 20);
+  if (buf_failed(body) || buf_failed(&w->events)) {
+    srv_log(s, PRESENCE_LOG_ERROR, "webhook %s: out of memory for a batch",
+            ep->spec.name);
+    buf_free(body);
+    buf_free(&w->events);
+    return 0;
+  }
+  ep->have_batch = 1;
+  ep->batch_events = b.matched;
+  ep->batch_gap = b.gap;
+  ep->gap_after = b.gap_after;
+  ep->gap_oldest = b.gap_oldest;
+  ep->attempts = 0;
+  return 1;
+}
+
+static int sign(const endpoint_t *ep, const char *ts, char hex[65]) {
+  unsigned char mac[32];
+  size_t maclen = 0;
+  int ok = 0;
+  EVP_MAC *m = EVP_MAC_fetch(NULL, "HMAC", NULL);
+  EVP_MAC_CTX *ctx = m ? EVP_MAC_CTX_new(m) : NULL;
+  OSSL_PARAM params[] = {
+      OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, "SHA256", 0),
+      OSSL_PARAM_construct_end()};
+  if (ctx &&
+      EVP_MAC_init(ctx, (const unsigned char *)ep->spec.secret,
+                   ep->spec.secret_len, params) &&
+      EVP_MAC_update(ctx, (const unsigned char *)ts, strlen(ts)) &&
+      EVP_MAC_update(ctx, (const unsigned char *)".", 1) &&
+      EVP_MAC_update(ctx, (const unsigned char *)ep->body.data, ep->body.len) &&
+      EVP_MAC_final(ctx, mac, &maclen, sizeof mac) && maclen == 32)
+    ok = 1;
+  EVP_MAC_CTX_free(ctx);
+  EVP_MAC_free(m);
+  if (!ok) return -1;
+  static const char digits[] = "0123456789abcdef";
+  for (size_t i = 0; i < 32; i++) {
+    hex[2 * i] = digits[mac[i] >> 4];
+    hex[2 * i + 1] = digits[mac[i] & 15];
+  }
+  hex[64] = '\0';
+  return 0;
+}
+
+static int add_header(endpoint_t *ep, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+static int add_header(endpoint_t *ep, const char *fmt, ...) {
+  char line[256];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(line, sizeof line, fmt, ap);
+  va_end(ap);
+  struct curl_slist *l = curl_slist_append(ep->headers, line);
+  if (!l) return -1;
+  ep->headers = l;
+  return 0;
+}
+
+static void retry_later(endpoint_t *ep, long retry_after_s);
+
+/* POST the held batch. A fresh timestamp and signature per attempt: the
+ * timestamp says when this request was made, for replay windows. */
+static void send_batch(endpoint_t *ep) {
+  webhooks_t *w = ep->w;
+  srv_t *s = w->s;
+  char ts[24], hex[65];
+  snprintf(ts, sizeof ts, "%lld", (long long)srv_now_wall(s));
+  curl_slist_free_all(ep->headers);
+  ep->headers = NULL;
+  if (sign(ep, ts, hex) != 0 ||
+      add_header(ep, "Content-Type: application/json") ||
+      add_header(ep, "User-Agent: presenced/%s", PRESENCE_VERSION_STRING) ||
+      add_header(ep, "Presence-Instance: %s", s->instance_id) ||
+      add_header(ep, "Presence-Seq-First: %llu",
+                 (unsigned long long)ep->batch_first) ||
+      add_header(ep, "Presence-Seq-Last: %llu",
+                 (unsigned long long)ep->batch_last) ||
+      add_header(ep, "Presence-Attempt: %u", ep->attempts + 1) ||
+      add_header(ep, "Presence-Timestamp: %s", ts) ||
+      add_header(ep, "Presence-Signature: v1=%s", hex) ||
+      /* No "Expect: 100-continue" round trip for large bodies. */
+      add_header(ep, "Expect:")) {
+    srv_log(s, PRESENCE_LOG_ERROR, "webhook %s: cannot build a request",
+            ep->spec.name);
+    retry_later(ep, 0);
+    return;
+  }
+  CURL *e = ep->easy;
+  curl_easy_setopt(e, CURLOPT_HTTPHEADER, ep->headers);
+  curl_easy_setopt(e, CURLOPT_POSTFIELDS, ep->body.data);
+  curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)ep->body.len);
+  ep->errbuf[0] = '\0';
+  if (curl_multi_add_handle(w->multi, e) != CURLM_OK) {
+    srv_log(s, PRESENCE_LOG_ERROR, "webhook %s: cannot start a request",
+            ep->spec.name);
+    retry_later(ep, 0);
+    return;
+  }
+  ep->inflight = 1;
+  srv_log(s, PRESENCE_LOG_DEBUG,
+          "webhook %s: POST events %llu to %llu, attempt %u", ep->spec.name,
+          (unsigned long long)ep->batch_first,
+          (unsigned long long)ep->batch_last, ep->attempts + 1);
+}
+
+static void on_timer(uv_timer_t *t);
+
+/* Next step of an endpoint that is neither sending nor waiting. */
+static void pump(endpoint_t *ep) {
+  webhooks_t *w = ep->w;
+  if (ep->inflight || ep->done || w->aborted || w->closed) return;
+  if (uv_is_active((uv_handle_t *)&ep->timer)) return;
+  if (!ep->have_batch) {
+    int r = build_batch(ep);
+    if (r < 0) {
+      /* Only filtered-out events so far; continue on the next turn. */
+      uv_timer_start(&ep->timer, on_timer, 0, 0);
+      return;
+    }
+    if (r == 0) {
+      if (w->flushing) {
+        ep->done = 1;
+        srv_maybe_finish(w->s);
+      }
+      return;
+    }
+  }
+  send_batch(ep);
+}
+
+static void on_timer(uv_timer_t *t) {
+  pump(t->data);
+}
+
+static uint64_t backoff_ms(endpoint_t *ep) {
+  const srv_config_t *cfg = &ep->w->s->cfg;
+  uint64_t d = cfg->webhook_retry_min_ms;
+  for (uint32_t i = 1; i < ep->attempts && d < cfg->webhook_retry_max_ms; i++)
+    d *= 2;
+  if (d > cfg->webhook_retry_max_ms) d = cfg->webhook_retry_max_ms;
+  /* Equal jitter: half fixed, half random, so endpoints that failed
+   * together (one receiver behind several) do not retry in lockstep. */
+  uint32_t r = 0;
+  ep->w->s->sys->random(ep->w->s->sys->ud, &r, sizeof r);
+  return d / 2 + (d / 2 ? r % (d / 2 + 1) : 0);
+}
+
+static void retry_later(endpoint_t *ep, long retry_after_s) {
+  webhooks_t *w = ep->w;
+  ep->attempts++;
+  ep->failures++;
+  if (w->flushing) {
+    /* At shutdown a failed endpoint gives up rather than hold the exit. */
+    ep->done = 1;
+    srv_log(w->s, PRESENCE_LOG_WARN,
+            "webhook %s: shutting down with events after seq %llu "
+            "undelivered",
+            ep->spec.name, (unsigned long long)ep->cursor);
+    srv_maybe_finish(w->s);
+    return;
+  }
+  ep->retries++;
+  uint64_t d = backoff_ms(ep);
+  uint64_t ra = retry_after_s > 0 ? (uint64_t)retry_after_s * 1000 : 0;
+  if (ra > w->s->cfg.webhook_retry_max_ms) ra = w->s->cfg.webhook_retry_max_ms;
+  if (ra > d) d = ra;
+  srv_log(w->s, PRESENCE_LOG_DEBUG,
+          "webhook %s: attempt %u failed, retry in %llu ms", ep->spec.name,
+          ep->attempts, (unsigned long long)d);
+  uv_timer_start(&ep->timer, on_timer, d, 0);
+}
+
+static void acknowledge(endpoint_t *ep) {
+  webhooks_t *w = ep->w;
+  ep->cursor = ep->batch_last;
+  ep->have_batch = 0;
+  buf_reset(&ep->body);
+  buf_shrink(&ep->body, 1 << 16);
+  if (ep->batch_gap) {
+    ep->gaps++;
+    ep->behind = 0;
+    srv_log(w->s, PRESENCE_LOG_INFO,
+            "webhook %s: caught up; gap notice delivered (events %llu to "
+            "%llu were lost for it)",
+            ep->spec.name, (unsigned long long)ep->gap_after + 1,
+            (unsigned long long)ep->gap_oldest - 1);
+  } else if (ep->behind && presence_log_last_seq(w->s->p) - ep->cursor <=
+                               w->s->cfg.log_capacity) {
+    /* Marked behind while a batch was held, but the log kept everything
+     * after it after all. */
+    ep->behind = 0;
+  }
+  ep->attempts = 0;
+  /* More in the log: the next batch goes now (catching up is not delayed
+   * by batching). */
+  if (presence_log_last_seq(w->s->p) > ep->cursor || w->flushing)
+    uv_timer_start(&ep->timer, on_timer, 0, 0);
+}
+
+static void on_done(endpoint_t *ep, CURLcode res) {
+  webhooks_t *w = ep->w;
+  srv_t *s = w->s;
+  long code = 0;
+  curl_off_t retry_after = 0;
+  if (res == CURLE_OK) {
+    curl_easy_getinfo(ep->easy, CURLINFO_RESPONSE_CODE, &code);
+    curl_easy_getinfo(ep->easy, CURLINFO_RETRY_AFTER, &retry_after);
+  }
+  if (w->closed || !ep->have_batch) return;
+  if (res == CURLE_OK && code >= 200 && code < 300) {
+    if (ep->attempts)
+      srv_log(s, PRESENCE_LOG_INFO,
+              "webhook %s: delivered after %u failed attempts", ep->spec.name,
+              ep->attempts);
+    ep->delivered += ep->batch_events;
+    acknowledge(ep);
+    return;
+  }
+  /* The receiver says this body is unacceptable and always will be:
+   * retrying it would block every later event behind it forever. */
+  if (res == CURLE_OK && (code == 400 || code == 413 || code == 422)) {
+    ep->failures++;
+    ep->dropped += ep->batch_events;
+    srv_log(s, PRESENCE_LOG_WARN,
+            "webhook %s: HTTP %ld: dropping events %llu to %llu (the "
+            "receiver refused them)",
+            ep->spec.name, code, (unsigned long long)ep->batch_first,
+            (unsigned long long)ep->batch_last);
+    acknowledge(ep);
+    return;
+  }
+  char why[CURL_ERROR_SIZE + 32];
+  if (res == CURLE_OK)
+    snprintf(why, sizeof why, "HTTP %ld", code);
+  else
+    snprintf(why, sizeof why, "%s",
+             ep->errbuf[0] ? ep->errbuf : curl_easy_strerror(res));
+  /* One line when an endpoint starts failing, then one every 10 attempts:
+   * a receiver down for an hour must not flood the log. */
+  if (ep->attempts % 10 == 0)
+    srv_log(s, PRESENCE_LOG_WARN,
+            "webhook %s: delivery of events %llu to %llu failed (%s), "
+            "attempt %u; retrying with backoff",
+            ep->spec.name, (unsigned long long)ep->batch_first,
+            (unsigned long long)ep->batch_last, why, ep->attempts + 1);
+  retry_later(ep, (code == 429 || code == 503) ? (long)retry_after : 0);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Events                                                                   */
+/* ------------------------------------------------------------------------ */
+
+/* Every event lands in the log before its callbacks run: this only wakes
+ * the endpoints that are idle, and notices who fell behind. */
+static void on_event(presence_t *p, const presence_event_t *ev, void *ud) {
+  webhooks_t *w = ud;
+  (void)p;
+  if (w->closed || w->aborted) return;
+  for (size_t i = 0; i < w->n; i++) {
+    endpoint_t *ep = &w->eps[i];
+    if (ep->done) continue;
+    uint64_t lag = ev->seq - read_pos(ep);
+    if (lag > w->s->cfg.log_capacity) mark_behind(ep, lag);
+    if (ep->inflight || ep->have_batch ||
+        uv_is_active((uv_handle_t *)&ep->timer))
+      continue;
+    uv_timer_start(&ep->timer, on_timer,
+                   w->flushing ? 0 : w->s->cfg.webhook_batch_ms, 0);
+  }
+}
+
+/* ------------------------------------------------------------------------ */
+/* Lifecycle                                                                */
+/* ------------------------------------------------------------------------ */
+
+static int setup_easy(endpoint_t *ep) {
+  const srv_config_t *cfg = &ep->w->s->cfg;
+  CURL *e = curl_easy_init();
+  if (!e) return -1;
+  ep->easy = e;
+  long t = (long)cfg->webhook_timeout_ms;
+  if (curl_easy_setopt(e, CURLOPT_URL, ep->spec.url) != CURLE_OK ||
+      curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https") != CURLE_OK)
+    return -1;
+  curl_easy_setopt(e, CURLOPT_PRIVATE, (char *)ep);
+  curl_easy_setopt(e, CURLOPT_POST, 1L);
+  curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+  curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, t);
+  curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, t < 5000 ? t : 5000L);
+  curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, discard_body);
+  curl_easy_setopt(e, CURLOPT_ERRORBUFFER, ep->errbuf);
+  /* A redirect would send signed presence data somewhere not configured. */
+  curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L);
+  return 0;
+}
+
+int webhook_init(srv_t *s) {
+  if (s->cfg.n_webhooks == 0) return 0;
+  if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
+    srv_log(s, PRESENCE_LOG_ERROR, "webhooks: cannot initialise libcurl");
+    return -1;
+  }
+  webhooks_t *w = calloc(1, sizeof *w);
+  if (!w) goto nomem;
+  s->webhooks = w;
+  w->s = s;
+  buf_init(&w->events);
+  w->eps = calloc(s->cfg.n_webhooks, sizeof *w->eps);
+  if (!w->eps) goto nomem;
+  uv_timer_init(s->loop, &w->curl_timer);
+  w->curl_timer.data = w;
+  for (size_t i = 0; i < s->cfg.n_webhooks; i++) {
+    endpoint_t *ep = &w->eps[i];
+    char err[256];
+    ep->w = w;
+    buf_init(&ep->body);
+    uv_timer_init(s->loop, &ep->timer);
+    ep->timer.data = ep;
+    w->n++;
+    if (wh_spec_parse(s->cfg.webhooks[i], 1, &ep->spec, err, sizeof err)) {
+      srv_log(s, PRESENCE_LOG_ERROR, "--webhook: %s", err);
+      return -1;
+    }
+    for (size_t k = 0; k < i; k++)
+      if (!strcmp(w->eps[k].spec.name, ep->spec.name)) {
+        srv_log(s, PRESENCE_LOG_ERROR,
+                "--webhook: two endpoints named %s (give one a name=)",
+                ep->spec.name);
+        return -1;
+      }
+    if (setup_easy(ep) != 0) {
+      srv_log(s, PRESENCE_LOG_ERROR, "--webhook %s: libcurl refused the URL",
+              ep->spec.name);
+      return -1;
+    }
+    /* The log of a fresh embedded store starts empty: deliver from its
+     * beginning, so events of the startup itself are not missed. */
+    ep->cursor = presence_log_last_seq(s->p);
+  }
+  w->multi = curl_multi_init();
+  if (!w->multi) goto nomem;
+  curl_multi_setopt(w->multi, CURLMOPT_SOCKETFUNCTION, on_curl_socket);
+  curl_multi_setopt(w->multi, CURLMOPT_SOCKETDATA, w);
+  curl_multi_setopt(w->multi, CURLMOPT_TIMERFUNCTION, on_curl_timeout);
+  curl_multi_setopt(w->multi, CURLMOPT_TIMERDATA, w);
+  int h = presence_on_event(s->p, on_event, w);
+  if (h < 0) goto nomem;
+  w->cb_handle = h;
+  for (size_t i = 0; i < w->n; i++)
+    srv_log(s, PRESENCE_LOG_INFO, "webhook %s: delivering events",
+            w->eps[i].spec.name);
+  return 0;
+nomem:
+  srv_log(s, PRESENCE_LOG_ERROR, "webhooks: out of memory");
+  return -1;
+}
+
+void webhook_shutdown(srv_t *s) {
+  webhooks_t *w = s->webhooks;
+  if (!w || w->flushing) return;
+  w->flushing = 1;
+  for (size_t i = 0; i < w->n; i++) {
+    endpoint_t *ep = &w->eps[i];
+    if (ep->inflight) continue; /* its completion continues the flush */
+    /* No batching delay now, and an endpoint waiting out a backoff gets
+     * one last attempt at once. */
+    uv_timer_stop(&ep->timer);
+    pump(ep);
+  }
+}
+
+void webhook_abort(srv_t *s) {
+  webhooks_t *w = s->webhooks;
+  if (!w || w->aborted) return;
+  w->aborted = 1;
+  for (size_t i = 0; i < w->n; i++) {
+    endpoint_t *ep = &w->eps[i];
+    if (ep->inflight) {
+      curl_multi_remove_handle(w->multi, ep->easy);
+      ep->inflight = 0;
+    }
+    uv_timer_stop(&ep->timer);
+    if (!ep->done &&
+        (ep->have_batch || presence_log_last_seq(s->p) > ep->cursor))
+      srv_log(s, PRESENCE_LOG_WARN,
+              "webhook %s: shutdown limit reached with events after seq "
+              "%llu undelivered",
+              ep->spec.name, (unsigned long long)ep->cursor);
+    ep->done = 1;
+  }
+}
+
+int webhook_done(const srv_t *s) {
+  const webhooks_t *w = s->webhooks;
+  if (!w || w->aborted) return 1;
+  for (size_t i = 0; i < w->n; i++)
+    if (!w->eps[i].done) return 0;
+  return 1;
+}
+
+void webhook_close(srv_t *s) {
+  webhooks_t *w = s->webhooks;
+  if (!w || w->closed) return;
+  webhook_abort(s);
+  w->closed = 1;
+  if (w->multi) {
+    curl_multi_cleanup(w->multi);
+    w->multi = NULL;
+  }
+  /* Sockets curl did not report removed before its cleanup. */
+  while (w->polls)
+    poll_release(w, w->polls);
+  uv_close((uv_handle_t *)&w->curl_timer, NULL);
+  for (size_t i = 0; i < w->n; i++)
+    uv_close((uv_handle_t *)&w->eps[i].timer, NULL);
+}
+
+void webhook_free(srv_t *s) {
+  webhooks_t *w = s->webhooks;
+  if (!w) return;
+  if (w->cb_handle > 0 && s->p) presence_off(s->p, w->cb_handle);
+  if (w->multi) curl_multi_cleanup(w->multi);
+  for (size_t i = 0; i < w->n; i++) {
+    endpoint_t *ep = &w->eps[i];
+    if (ep->easy) curl_easy_cleanup(ep->easy);
+    curl_slist_free_all(ep->headers);
+    buf_free(&ep->body);
+    wh_spec_free(&ep->spec);
+  }
+  free(w->eps);
+  buf_free(&w->events);
+  free(w);
+  s->webhooks = NULL;
+  curl_global_cleanup();
+}
+
+/* ------------------------------------------------------------------------ */
+/* Metrics                                                                  */
+/* ------------------------------------------------------------------------ */
+
+static void lag_ts(presence_t *p, int status, const presence_event_t *events,
+                   size_t n, void *ud) {
+  (void)p;
+  (void)status;
+  if (n) *(int64_t *)ud = events[0].ts_ms;
+}
+
+static void series(buf_t *b, const char *family, const endpoint_t *ep) {
+  buf_printf(b, "%s{endpoint=", family);
+  buf_put_json_str(b, ep->spec.name);
+  buf_puts(b, "} ");
+}
+
+void webhook_metrics(srv_t *s, buf_t *b) {
+  webhooks_t *w = s->webhooks;
+  static const struct {
+    const char *name, *type, *help;
+    size_t off;
+  } counters[] = {
+      {"presenced_webhook_delivered_total", "counter",
+       "Events acknowledged by the endpoint (2xx).",
+       offsetof(endpoint_t, delivered)},
+      {"presenced_webhook_retries_total", "counter",
+       "Requests retried after a failure.", offsetof(endpoint_t, retries)},
+      {"presenced_webhook_failures_total", "counter",
+       "Failed requests (timeouts, connection errors, non-2xx answers).",
+       offsetof(endpoint_t, failures)},
+      {"presenced_webhook_dropped_total", "counter",
+       "Events dropped because the endpoint refused them (400, 413, 422).",
+       offsetof(endpoint_t, dropped)},
+      {"presenced_webhook_gaps_total", "counter",
+       "Gap notices delivered (the endpoint fell out of the log).",
+       offsetof(endpoint_t, gaps)},
+      {"presenced_webhook_lost_events_total", "counter",
+       "Events that left the log before the endpoint got them.",
+       offsetof(endpoint_t, lost)},
+  };
+  if (!w) return;
+  for (size_t c = 0; c < sizeof counters / sizeof counters[0]; c++) {
+    buf_printf(b, "# HELP %s %s\n# TYPE %s %s\n", counters[c].name,
+               counters[c].help, counters[c].name, counters[c].type);
+    for (size_t i = 0; i < w->n; i++) {
+      series(b, counters[c].name, &w->eps[i]);
+      buf_put_u64(
+          b, *(const uint64_t *)((const char *)&w->eps[i] + counters[c].off));
+      buf_putc(b, '\n');
+    }
+  }
+  uint64_t last = presence_log_last_seq(s->p);
+  int64_t now = srv_now_wall(s);
+  buf_puts(b, "# HELP presenced_webhook_lag_events Events in the log not yet "
+              "acknowledged by the endpoint.\n"
+              "# TYPE presenced_webhook_lag_events gauge\n");
+  for (size_t i = 0; i < w->n; i++) {
+    series(b, "presenced_webhook_lag_events", &w->eps[i]);
+    buf_put_u64(b, last - w->eps[i].cursor);
+    buf_putc(b, '\n');
+  }
+  buf_puts(b, "# HELP presenced_webhook_lag_seconds Age of the oldest event "
+              "not yet acknowledged by the endpoint.\n"
+              "# TYPE presenced_webhook_lag_seconds gauge\n");
+  for (size_t i = 0; i < w->n; i++) {
+    int64_t ts = now;
+    if (last > w->eps[i].cursor)
+      presence_log_read(s->p, w->eps[i].cursor, 1, lag_ts, &ts);
+    series(b, "presenced_webhook_lag_seconds", &w->eps[i]);
+    buf_printf(b, "%.3f\n", now > ts ? (double)(now - ts) / 1000.0 : 0.0);
+  }
+  buf_puts(b, "# HELP presenced_webhook_behind 1 while the endpoint has "
+              "fallen out of the transition log.\n"
+              "# TYPE presenced_webhook_behind gauge\n");
+  for (size_t i = 0; i < w->n; i++) {
+    series(b, "presenced_webhook_behind", &w->eps[i]);
+    buf_printf(b, "%d\n", w->eps[i].behind);
+  }
+}

@@ -767,9 +767,11 @@ int main(int argc, char **argv) {
       : (i + 1 < argc ? argv[++i] : (die_usage("%s: missing value", a), "")))
     if (IS("--help")) {
       usage(stdout);
+      free(pos);
       return EXIT_OK;
     } else if (IS("--version")) {
       printf("presencectl %s\n", PRESENCE_VERSION_STRING);
+      free(pos);
       return EXIT_OK;
     } else if (IS("--json")) {
       O.json = 1;

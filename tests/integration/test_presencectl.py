@@ -1,0 +1,455 @@
+#!/usr/bin/python3
+"""presencectl against the real daemon (issue 9): status, sessions, kick,
+stats and watch, human and --json output, the documented exit codes
+(0 ok, 1 refused or not found, 2 usage, 3 unreachable, 4 auth refused),
+watch resuming with Last-Event-ID after a dropped connection (through a
+proxy that cuts it) and after a daemon restart; /metrics names follow the
+Prometheus conventions. presencectl is found next to presenced."""
+
+import asyncio
+import json
+import os
+import re
+import signal
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import harness  # noqa: E402
+from harness import *  # noqa: E402,F401,F403
+
+CTL = None  # set in main
+
+
+def ctl_env(d=None, url=None, key=API_KEY):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PRESENCECTL_")}
+    if url is None and d is not None:
+        url = f"http://{HOST}:{d.port}"
+    if url is not None:
+        env["PRESENCECTL_URL"] = url
+    if key is not None:
+        env["PRESENCECTL_API_KEY"] = key
+    return env
+
+
+async def ctl(*argv, d=None, url=None, key=API_KEY, timeout=15):
+    """Run presencectl; returns (exit code, stdout, stderr)."""
+    p = await asyncio.create_subprocess_exec(
+        CTL, *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE, env=ctl_env(d, url, key))
+    try:
+        out, err = await asyncio.wait_for(p.communicate(), timeout)
+    except asyncio.TimeoutError:
+        p.kill()
+        out, err = await p.communicate()
+        return None, out.decode(), err.decode()
+    return p.returncode, out.decode(), err.decode()
+
+
+def loads(text):
+    try:
+        return json.loads(text)
+    except ValueError:
+        return None
+
+
+class Watch:
+    """presencectl watch --json running in the background, lines collected."""
+
+    def __init__(self):
+        self.proc = None
+        self.events = []
+        self.err = b""
+        self.tasks = []
+
+    @classmethod
+    async def start(cls, url, *extra):
+        w = cls()
+        w.proc = await asyncio.create_subprocess_exec(
+            CTL, "watch", "--json", *extra, stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            env=ctl_env(url=url))
+        w.tasks = [asyncio.ensure_future(w._read()), asyncio.ensure_future(w._read_err())]
+        return w
+
+    async def _read(self):
+        while True:
+            line = await self.proc.stdout.readline()
+            if not line:
+                return
+            self.events.append(loads(line.decode()) or {"unparsed": line.decode()})
+
+    async def _read_err(self):
+        while True:
+            chunk = await self.proc.stderr.read(4096)
+            if not chunk:
+                return
+            self.err += chunk
+
+    async def until(self, pred, timeout=5.0):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for e in self.events:
+                if pred(e):
+                    return e
+            await asyncio.sleep(0.02)
+        return None
+
+    def seqs(self):
+        return [e["seq"] for e in self.events if isinstance(e.get("seq"), int)]
+
+    async def stop(self):
+        if self.proc.returncode is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(self.proc.wait(), 5)
+            except asyncio.TimeoutError:
+                self.proc.kill()
+                await self.proc.wait()
+        for t in self.tasks:
+            try:
+                await asyncio.wait_for(t, 2)
+            except (asyncio.TimeoutError, Exception):
+                t.cancel()
+
+
+def is_ev(e, typ, user):
+    return e.get("type") == typ and e.get("user_id") == user
+
+
+# --------------------------------------------------------------------------
+
+
+async def test_status(t, d, args):
+    alice = await Client.connect(d, "pc-alice", meta={"device": "laptop"})
+    bob = await Client.connect(d, "pc-bob")
+    await bob.send({"type": "status", "status": "idle", "id": 1})
+    await bob.expect_type("ack", 3)
+    rc, out, err = await ctl("status", "pc-alice", "pc-bob", "pc-nobody", d=d)
+    t.eq("status: exit 0", rc, 0)
+    rows = {l.split()[0]: l.split() for l in out.splitlines()[1:] if l.strip()}
+    t.check("status: a header line", out.startswith("USER"), out)
+    t.eq("status: human output, one row per user with its status",
+         {u: r[1] for u, r in rows.items()},
+         {"pc-alice": "online", "pc-bob": "idle", "pc-nobody": "offline"})
+    t.eq("status: session counts", rows.get("pc-alice", [None] * 3)[2], "1")
+    rc, out, err = await ctl("--json", "status", "pc-alice", "pc-bob", "pc-nobody", d=d)
+    j = loads(out)
+    t.eq("status --json: exit 0", rc, 0)
+    t.eq("status --json: users in order with status",
+         [(u.get("user_id"), u.get("status")) for u in (j or {}).get("users", [])],
+         [("pc-alice", "online"), ("pc-bob", "idle"), ("pc-nobody", "offline")])
+    t.check("status --json: the API fields", j and all(
+        k in j["users"][0] for k in ("since", "last_seen", "sessions", "version")), out)
+    # An id that needs escaping, and one that starts with "--" after "--".
+    rc, out, _ = await ctl("status", "--json", "--", "--odd id/é", d=d)
+    j = loads(out)
+    t.check("status: ids are escaped; '--' ends the options",
+            rc == 0 and j and j["users"][0]["user_id"] == "--odd id/é", (rc, out))
+    # Many users in one call (batched by 1000 per query).
+    ids = [f"pc-many-{i}" for i in range(1500)]
+    rc, out, _ = await ctl("--json", "status", *ids, d=d)
+    j = loads(out) or {}
+    t.check("status: 1500 users in batches", rc == 0 and len(j.get("users", [])) == 1500,
+            (rc, len(j.get("users", []))))
+    rc, out, err = await ctl("status", "", d=d)
+    t.eq("status: an invalid (empty) id is refused by the server: exit 1", rc, 1)
+    await alice.ws.close()
+    await bob.ws.close()
+
+
+async def test_sessions_and_kick(t, d, args):
+    a1 = await Client.connect(d, "pc-carol", meta={"device": "phone"})
+    a2 = await Client.connect(d, "pc-carol")
+    rc, out, err = await ctl("sessions", "pc-carol", d=d)
+    t.eq("sessions: exit 0", rc, 0)
+    t.check("sessions: human output lists both sessions with meta",
+            a1.session_id in out and a2.session_id in out and '{"device":"phone"}' in out, out)
+    rc, out, _ = await ctl("sessions", "pc-carol", "--json", d=d)
+    j = loads(out) or {}
+    t.eq("sessions --json: the session ids",
+         sorted(s.get("session_id") for s in j.get("sessions", [])),
+         sorted([a1.session_id, a2.session_id]))
+    rc, out, _ = await ctl("sessions", "pc-nobody", d=d)
+    t.check("sessions: a user without sessions: exit 0, said so",
+            rc == 0 and "no open session" in out, (rc, out))
+    rc, out, err = await ctl("kick", a1.session_id, d=d)
+    t.check("kick: exit 0 and says kicked", rc == 0 and a1.session_id in out, (rc, out, err))
+    code = await a1.wait_closed(5)
+    t.eq("kick: the client is closed with 4003", code, 4003)
+    rc, out, err = await ctl("kick", a1.session_id, d=d)
+    t.eq("kick: an unknown session: exit 1", rc, 1)
+    t.check("kick: an unknown session: said on stderr", "no such session" in err, err)
+    rc, out, err = await ctl("--json", "kick", a1.session_id, d=d)
+    t.eq("kick --json: unknown session", (rc, (loads(out) or {}).get("kicked")), (1, False))
+    rc, out, err = await ctl("--json", "kick", a2.session_id, d=d)
+    t.eq("kick --json: kicked", (rc, (loads(out) or {}).get("kicked")), (0, True))
+    await a2.wait_closed(5)
+
+
+async def test_exit_codes(t, d, args):
+    rc, _, err = await ctl("status", "x", d=d, key="wrong-key")
+    t.eq("a wrong API key: exit 4", rc, 4)
+    t.check("a wrong API key: said on stderr", "API key refused" in err, err)
+    rc, _, err = await ctl("status", "x", d=d, key=None)
+    t.eq("no API key: exit 4", rc, 4)
+    rc, _, _ = await ctl("kick", "s", d=d, key="wrong-key")
+    t.eq("kick with a wrong API key: exit 4", rc, 4)
+    rc, _, _ = await ctl("watch", "--retries", "0", d=d, key="wrong-key")
+    t.eq("watch with a wrong API key: exit 4 (no retry)", rc, 4)
+    closed = free_port()
+    rc, _, err = await ctl("status", "x", url=f"http://{HOST}:{closed}")
+    t.eq("server unreachable: exit 3", rc, 3)
+    t.check("server unreachable: said on stderr", "cannot reach" in err, err)
+    rc, _, _ = await ctl("stats", url=f"http://{HOST}:{closed}")
+    t.eq("stats, server unreachable: exit 3", rc, 3)
+    rc, _, _ = await ctl("watch", "--retries", "1", url=f"http://{HOST}:{closed}")
+    t.eq("watch, server unreachable, --retries 1: exit 3", rc, 3)
+    for argv, what in ((["frobnicate"], "an unknown command"), ([], "no command"),
+                       (["status"], "status without a user"),
+                       (["sessions", "a", "b"], "sessions with two users"),
+                       (["kick"], "kick without a session"),
+                       (["--nope", "stats"], "an unknown option"),
+                       (["--url", "ftp://x", "stats"], "a bad URL"),
+                       (["watch", "--count", "x"], "a bad number"),
+                       (["--api-key-file", "/nonexistent/key", "stats"], "a missing key file")):
+        rc, _, err = await ctl(*argv, d=d)
+        t.check(f"usage: {what}: exit 2 with a message", rc == 2 and "presencectl:" in err,
+                (rc, err))
+    rc, out, _ = await ctl("--help", d=d)
+    t.check("--help: exit 0, lists the exit codes", rc == 0 and "Exit status" in out, out)
+    rc, out, _ = await ctl("--version", d=d)
+    t.check("--version", rc == 0 and out.startswith("presencectl "), out)
+    # The key from a file, the URL and the key from the environment.
+    with tempfile.NamedTemporaryFile("w", prefix="pctl-key-", delete=False) as f:
+        f.write(API_KEY + "\n")
+    try:
+        rc, out, _ = await ctl("--api-key-file", f.name, "--url", f"http://{HOST}:{d.port}",
+                               "status", "x", key=None)
+        t.eq("--api-key-file and --url: exit 0", rc, 0)
+    finally:
+        os.unlink(f.name)
+    rc, out, _ = await ctl("status", "x", "--api-key", API_KEY, d=d, key="wrong")
+    t.eq("--api-key wins over PRESENCECTL_API_KEY", rc, 0)
+
+
+async def test_stats_and_metrics(t, d, args):
+    c = await Client.connect(d, "pc-stats")
+    rc, out, err = await ctl("stats", d=d, key=None)
+    t.eq("stats: exit 0 without an API key (/metrics and /healthz are open)", rc, 0)
+    for word in ("instance", "uptime", "connections", "sessions", "users", "events",
+                 "errors", "write queue"):
+        t.check(f"stats: human output shows {word}", re.search(rf"^{word}\b", out, re.M), out)
+    rc, out, _ = await ctl("stats", "--json", d=d)
+    j = loads(out) or {}
+    m = j.get("metrics", {})
+    t.check("stats --json: instance and metrics", j.get("instance") and isinstance(m, dict), out)
+    t.check("stats --json: sessions >= 1", m.get("presenced_sessions", 0) >= 1, m.get("presenced_sessions"))
+    users = {s["labels"].get("status"): s["value"] for s in m.get("presenced_users", [])}
+    t.check("stats --json: users by status", users.get("online", 0) >= 1, users)
+    await c.ws.close()
+
+    # Prometheus naming conventions, checked on the live exposition.
+    r = await http(d, "GET", "/metrics", auth=False)
+    text = r.body.decode()
+    types, helps, bad = {}, set(), []
+    for line in text.splitlines():
+        if line.startswith("# TYPE "):
+            _, _, name, typ = line.split(" ", 3)
+            types[name] = typ
+        elif line.startswith("# HELP "):
+            helps.add(line.split(" ")[2])
+        elif line and not line.startswith("#"):
+            name = re.match(r"[a-zA-Z_:][a-zA-Z0-9_:]*", line).group(0)
+            if name not in types:
+                bad.append(f"{name}: no # TYPE before it")
+    for name, typ in types.items():
+        if not name.startswith("presenced_"):
+            bad.append(f"{name}: no presenced_ prefix")
+        if name not in helps:
+            bad.append(f"{name}: no # HELP")
+        if typ == "counter" and not name.endswith("_total"):
+            bad.append(f"{name}: a counter without _total")
+        if typ != "counter" and name.endswith("_total"):
+            bad.append(f"{name}: _total on a {typ}")
+        if re.search(r"_(ms|milliseconds|kb|mb|minutes|hours)(_total)?$", name):
+            bad.append(f"{name}: not a base unit (seconds, bytes)")
+    t.check("metrics: every family has HELP and TYPE, presenced_ prefix, _total counters, "
+            "base units", not bad, bad)
+
+
+async def test_watch_json_and_human(t, d, args):
+    url = f"http://{HOST}:{d.port}"
+    w = await Watch.start(url)
+    await asyncio.sleep(0.3)  # connected: it follows new events only
+    c = await Client.connect(d, "pc-watch")
+    e = await w.until(lambda e: is_ev(e, "user.online", "pc-watch"))
+    t.check("watch --json: session.connected then user.online, one object per line",
+            e and any(is_ev(x, "session.connected", "pc-watch") for x in w.events), w.events)
+    await c.ws.close()
+    e = await w.until(lambda e: is_ev(e, "user.offline", "pc-watch"))
+    t.check("watch --json: user.offline after the close", e is not None, w.events[-3:])
+    await w.stop()
+    # Human output and --count / --after: replay from a cursor, then exit 0.
+    first = w.seqs()[0] if w.seqs() else 0
+    rc, out, err = await ctl("watch", "--after", str(first - 1), "--count", "2", d=d)
+    lines = out.splitlines()
+    t.eq("watch --after --count 2: exit 0", rc, 0)
+    t.check("watch (human): two lines with #seq, type and user",
+            len(lines) == 2 and f"#{first}" in lines[0] and "pc-watch" in lines[0]
+            and "session.connected" in lines[0] and "offline -> online" in lines[1], out)
+
+
+class Proxy:
+    """A TCP proxy to the daemon whose connections the test can cut."""
+
+    def __init__(self, target_port):
+        self.target = target_port
+        self.conns = []
+        self.server = None
+        self.port = None
+        self.accepted = 0
+
+    async def start(self):
+        self.server = await asyncio.start_server(self._on_conn, HOST, 0)
+        self.port = self.server.sockets[0].getsockname()[1]
+
+    async def _pipe(self, r, w):
+        try:
+            while True:
+                data = await r.read(65536)
+                if not data:
+                    break
+                w.write(data)
+                await w.drain()
+        except (ConnectionError, OSError, asyncio.CancelledError):
+            pass
+        finally:
+            w.close()
+
+    async def _on_conn(self, r, w):
+        self.accepted += 1
+        try:
+            ur, uw = await asyncio.open_connection(HOST, self.target)
+        except OSError:
+            w.close()
+            return
+        tasks = [asyncio.ensure_future(self._pipe(r, uw)), asyncio.ensure_future(self._pipe(ur, w))]
+        self.conns.append((w, uw, tasks))
+
+    def cut(self):
+        for w, uw, tasks in self.conns:
+            for x in (w, uw):
+                try:
+                    x.transport.abort()
+                except Exception:
+                    pass
+            for tk in tasks:
+                tk.cancel()
+        self.conns = []
+
+    async def close(self):
+        self.cut()
+        self.server.close()
+        await self.server.wait_closed()
+
+
+@timeout(40)
+async def test_watch_resumes_after_disconnect(t, d, args):
+    proxy = Proxy(d.port)
+    await proxy.start()
+    w = await Watch.start(f"http://{HOST}:{proxy.port}")
+    try:
+        await asyncio.sleep(0.3)
+        c1 = await Client.connect(d, "pc-resume-1")
+        await w.until(lambda e: is_ev(e, "user.online", "pc-resume-1"))
+        # Cut the stream and, until watch reconnects, refuse the proxy's
+        # clients: events happen while watch is away.
+        proxy.server.close()
+        proxy.cut()
+        c2 = await Client.connect(d, "pc-resume-2")
+        await c1.ws.close()
+        await asyncio.sleep(0.5)
+        proxy.server = await asyncio.start_server(proxy._on_conn, HOST, proxy.port)
+        e = await w.until(lambda e: is_ev(e, "user.offline", "pc-resume-1"), 10)
+        t.check("watch: reconnects after the stream was cut", e is not None,
+                (w.events[-4:], w.err.decode()[-300:]))
+        t.check("watch: the events missed while away are printed",
+                any(is_ev(x, "user.online", "pc-resume-2") for x in w.events), w.events)
+        seqs = w.seqs()
+        t.check("watch: resumed with Last-Event-ID: no event lost or repeated",
+                seqs and seqs == list(range(seqs[0], seqs[0] + len(seqs))), seqs)
+        t.check("watch: said it reconnects", b"reconnect" in w.err, w.err.decode())
+        await c2.ws.close()
+    finally:
+        await w.stop()
+        await proxy.close()
+
+
+def start_on(d, port):
+    """Start a Daemon on a given port (the harness picks a free one)."""
+    saved = harness.free_port
+    harness.free_port = lambda: port
+    try:
+        d.start()
+    finally:
+        harness.free_port = saved
+
+
+@timeout(60)
+async def test_watch_across_restart(t, d, args):
+    port = free_port()
+    d1 = Daemon(args.presenced, None, "restart-1")
+    d2 = Daemon(args.presenced, None, "restart-2")
+    w = None
+    try:
+        start_on(d1, port)
+        w = await Watch.start(f"http://{HOST}:{port}")
+        await asyncio.sleep(0.3)
+        c = await Client.connect(d1, "pc-restart-1")
+        await w.until(lambda e: is_ev(e, "user.online", "pc-restart-1"))
+        d1.stop()
+        e = await w.until(lambda e: is_ev(e, "user.offline", "pc-restart-1"), 5)
+        t.check("restart: watch prints the shutdown's user.offline", e and e.get("reason") == "shutdown", e)
+        await asyncio.sleep(1.0)  # watch retries against a closed port meanwhile
+        t.check("restart: watch keeps running while presenced is down", w.proc.returncode is None)
+        start_on(d2, port)
+        c2 = await Client.connect(d2, "pc-restart-2")
+        e = await w.until(lambda e: is_ev(e, "user.online", "pc-restart-2"), 40)
+        t.check("restart: watch resumes on the new daemon and prints its events", e is not None,
+                (w.events[-3:], w.err.decode()[-400:]))
+        t.check("restart: watch notices the new instance",
+                b"restarted" in w.err, w.err.decode()[-400:])
+        t.check("restart: the new run's session.connected is not skipped",
+                any(is_ev(x, "session.connected", "pc-restart-2") for x in w.events), w.events[-4:])
+        await c2.ws.close()
+        del c
+    finally:
+        if w:
+            await w.stop()
+        for x in (d1, d2):
+            x.stop()
+            t.check(f"{x.name}: no sanitizer report", not sanitizer_report(x.stderr_text()),
+                    sanitizer_report(x.stderr_text()))
+            x.cleanup()
+
+
+def main():
+    global CTL
+    args = parse_args()
+    CTL = os.path.join(os.path.dirname(os.path.abspath(args.presenced)), "presencectl")
+    if not os.access(CTL, os.X_OK):
+        print(f"FAIL - presencectl not found next to presenced ({CTL})")
+        print("0 passed, 1 failed")
+        sys.exit(1)
+    run([
+        ("presencectl", {}, [test_status, test_sessions_and_kick, test_exit_codes,
+                             test_stats_and_metrics, test_watch_json_and_human,
+                             test_watch_resumes_after_disconnect]),
+        ("presencectl-restart", {}, [test_watch_across_restart]),
+    ])
+
+
+if __name__ == "__main__":
+    main()

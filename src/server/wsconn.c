@@ -531,6 +531,15 @@ void ws_upgrade(conn_t *c, http_req_t *r, const char *rest, size_t restlen) {
       http_error(c, 401, jwt_err_code(rc), jwt_strerror(rc));
     return;
   }
+  /* The leeway is for a token issuer's clock ahead of ours (nbf); a token
+   * already past exp here would be admitted only to be closed with 4001 at
+   * the next sweep, after a welcome and a brief "online": an expired token
+   * replayed within the leeway is refused now instead. */
+  if (srv_now_wall(s) / 1000 >= claims.exp) {
+    jwt_claims_free(&claims);
+    http_error(c, 401, jwt_err_code(JWT_EEXPIRED), jwt_strerror(JWT_EEXPIRED));
+    return;
+  }
   if (presence_id_check(claims.sub) != 0 ||
       (claims.meta && strlen(claims.meta) > PRESENCE_META_MAX)) {
     jwt_claims_free(&claims);

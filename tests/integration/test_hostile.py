@@ -1,0 +1,525 @@
+#!/usr/bin/python3
+"""Hostile clients (docs/security.md): each attack ends in a clear refusal with
+the documented code, the daemon keeps serving everybody else meanwhile, and
+its memory (VmRSS) is back near its baseline afterwards.
+
+Not repeated here (see test_limits, test_auth, test_malformed): a frame just
+over --max-frame, the basic alg none / RS256 / HS512 refusals, one session
+over the per-user limit, one slow reader. This file pushes the same limits
+harder, and adds slow attacks (slowloris, never-finishing frame) and mixing
+attacks (pipelined garbage, another user's session id, key confusion)."""
+
+import asyncio
+import os
+import socket
+import struct
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from harness import *  # noqa: E402,F401,F403
+
+FLAGS = {
+    "--max-frame": "1024",
+    "--max-message": "4096",
+    "--max-msgs-per-sec": "50",
+    "--max-sessions-per-user": "3",
+    "--max-watch": "20",
+    "--http-request-timeout-ms": "1000",
+    "--heartbeat-ms": "500",
+    "--timeout-ms": "2000",
+}
+
+# RSS may grow this much over the attacks and stay grown (allocator caches,
+# the event log filling up to --log-capacity). A sanitizer build keeps freed
+# memory in quarantine, so it gets more room.
+RSS_TOLERANCE_KB = 16 * 1024
+RSS_TOLERANCE_SANITIZER_KB = 96 * 1024
+
+STATE = {}
+
+
+def is_sanitizer_build(path):
+    try:
+        with open(path, "rb") as f:
+            return b"__asan_init" in f.read()
+    except OSError:
+        return False
+
+
+async def bystander_ok(t, d, label):
+    """A client that was connected before the attack still gets answers."""
+    c = STATE.get("bystander")
+    p = await c.ping(f"by-{int(time.time() * 1000) % 100000}") if c else None
+    t.check(f"{label}: a connected bystander is still served", p is not None)
+
+
+async def raw_conn(d):
+    return await asyncio.wait_for(asyncio.open_connection(HOST, d.port), 5)
+
+
+async def read_all(reader, timeout):
+    """Everything until EOF (or the timeout); returns (bytes, eof_seen)."""
+    data = b""
+    deadline = time.monotonic() + timeout
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return data, False
+        try:
+            chunk = await asyncio.wait_for(reader.read(65536), left)
+        except asyncio.TimeoutError:
+            return data, False
+        except (ConnectionError, OSError):
+            return data, True
+        if not chunk:
+            return data, True
+        data += chunk
+
+
+def parse_http(data):
+    head, _, body = data.partition(b"\r\n\r\n")
+    try:
+        status = int(head.split(b" ", 2)[1])
+    except (IndexError, ValueError):
+        return None, None
+    try:
+        code = json.loads(body.decode()).get("error", {}).get("code")
+    except ValueError:
+        code = None
+    return status, code
+
+
+# --------------------------------------------------------------------------
+
+
+async def test_baseline(t, d, args):
+    STATE["bystander"] = await Client.connect(d, "bystander", watch="*")
+    # Warm up the allocator and every code path once before measuring.
+    for i in range(3):
+        c = await Client.connect(d, f"warm{i}")
+        await c.ping("w")
+        await c.close()
+    await http(d, "GET", "/v1/users/warm0")
+    await asyncio.sleep(0.3)
+    STATE["rss0"] = d.rss_kb()
+    t.check("baseline: VmRSS readable", STATE["rss0"] is not None)
+    t.note(f"baseline VmRSS {STATE['rss0']} kB")
+
+
+async def test_slowloris(t, d, args):
+    # Header lines trickled in, one every 200 ms, on 20 connections at once:
+    # each must get 408 request_timeout (--http-request-timeout-ms 1000) and
+    # be closed, although bytes keep coming (the idle timer alone never
+    # fires).
+    conns = [await raw_conn(d) for _ in range(20)]
+    for r, w in conns:
+        w.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+    t0 = time.monotonic()
+    stop = False
+
+    async def trickle(w):
+        i = 0
+        while not stop:
+            try:
+                w.write(b"X-Slow-%d: y\r\n" % i)
+                await w.drain()
+            except (ConnectionError, OSError):
+                return
+            i += 1
+            await asyncio.sleep(0.2)
+
+    tasks = [asyncio.ensure_future(trickle(w)) for _, w in conns]
+    await bystander_ok(t, d, "slowloris")
+    r = await http(d, "GET", "/healthz", auth=False)
+    t.eq("slowloris: a normal request meanwhile is answered", r.status, 200)
+    results = await asyncio.gather(*(read_all(r, 8) for r, _ in conns))
+    elapsed = time.monotonic() - t0
+    stop = True
+    for task in tasks:
+        task.cancel()
+    answers = [parse_http(data) for data, _ in results]
+    t.check("slowloris: every trickling connection gets 408 request_timeout",
+            all(a == (408, "request_timeout") for a in answers), answers[:3])
+    t.check("slowloris: every trickling connection is closed",
+            all(eof for _, eof in results), [eof for _, eof in results])
+    t.check("slowloris: cut within a few seconds (timeout 1 s + sweep)", elapsed < 6, elapsed)
+    for _, w in conns:
+        w.close()
+    # A slow body is cut the same way.
+    r, w = await raw_conn(d)
+    w.write(b"POST /v1/users/query HTTP/1.1\r\nAuthorization: Bearer " + API_KEY.encode() +
+            b"\r\nContent-Length: 1000\r\n\r\n{")
+    data, eof = await read_all(r, 5)
+    w.close()
+    t.eq("slow body: 408 request_timeout", parse_http(data), (408, "request_timeout"))
+
+
+async def test_never_finishing_frame(t, d, args):
+    ws = await RawWS.open(d, tok=token("trickler"))
+    await ws.recv_json(3)
+    # A text frame announcing 1000 bytes whose payload arrives a byte every
+    # 250 ms: bytes keep coming, but no frame ever completes.
+    key = b"\x01\x02\x03\x04"
+    await ws.send_raw(bytes([0x81, 0x80 | 126]) + struct.pack("!H", 1000) + key)
+    t0 = time.monotonic()
+    stop = False
+
+    async def trickle():
+        while not stop:
+            try:
+                await ws.send_raw(b"\x7a")
+            except (ConnectionError, OSError):
+                return
+            await asyncio.sleep(0.25)
+
+    task = asyncio.ensure_future(trickle())
+    # No pongs: they would be frames inside our unfinished frame.
+    code, _ = await ws.until_close(8, auto_pong=False)
+    stop = True
+    task.cancel()
+    ws.close()
+    t.eq("never-finishing frame: closed with 4008 (heartbeat lost)", code, 4008)
+    t.check("never-finishing frame: cut near --timeout-ms (2 s)", time.monotonic() - t0 < 5,
+            time.monotonic() - t0)
+    await bystander_ok(t, d, "never-finishing frame")
+
+
+async def test_million_tiny_frames(t, d, args):
+    ws = await RawWS.open(d, tok=token("tiny"))
+    await ws.recv_json(3)
+    # A million empty masked pings (6 MB), written as fast as the socket
+    # takes them. --max-msgs-per-sec 50 must cut it long before the end.
+    frame = bytes([0x89, 0x80, 1, 2, 3, 4])
+    chunk = frame * 10000
+    t0 = time.monotonic()
+    sent = 0
+
+    async def flood():
+        nonlocal sent
+        try:
+            for _ in range(100):
+                ws.writer.write(chunk)
+                await ws.writer.drain()
+                sent += 10000
+        except (ConnectionError, OSError):
+            pass
+
+    task = asyncio.ensure_future(flood())
+    code, msgs = await ws.until_close(10, auto_pong=False)
+    elapsed = time.monotonic() - t0
+    task.cancel()
+    ws.close()
+    t.eq("a million tiny frames: closed with 4029", code, 4029)
+    errs = [m for m in msgs if isinstance(m, dict) and m.get("type") == "error"]
+    t.check("a million tiny frames: error rate_limited before the close",
+            errs and errs[-1].get("code") == "rate_limited", msgs[-3:])
+    t.check("a million tiny frames: cut within 5 s", elapsed < 5, elapsed)
+    t.note(f"tiny frames: {sent} written before the cut, {elapsed:.2f} s")
+    await bystander_ok(t, d, "a million tiny frames")
+
+
+async def test_oversized_frames(t, d, args):
+    cases = [
+        ("64-bit length of 2^62 bytes, no payload sent: 1009 at once",
+         bytes([0x81, 0xFF]) + struct.pack("!Q", 1 << 62) + b"\0\0\0\0", 1009),
+        ("64-bit length with the top bit set: 1002",
+         bytes([0x81, 0xFF]) + struct.pack("!Q", 1 << 63) + b"\0\0\0\0", 1002),
+        ("16-bit length 65535 over --max-frame 1024: 1009",
+         bytes([0x82, 0xFE]) + struct.pack("!H", 65535) + b"\0\0\0\0", 1009),
+        ("ping of 126 bytes (control frames at most 125): 1002",
+         ws_frame(0x9, b"p" * 126), 1002),
+    ]
+    for label, data, want in cases:
+        ws = await RawWS.open(d, tok=token("big"))
+        await ws.recv_json(3)
+        await ws.send_raw(data)
+        code, _ = await ws.until_close(3, auto_pong=False)
+        ws.close()
+        t.eq(label, code, want)
+    # 16 MB actually sent in 1000-byte fragments: the message limit (4096)
+    # cuts it after a few fragments, and the daemon does not buffer the rest.
+    ws = await RawWS.open(d, tok=token("big"))
+    await ws.recv_json(3)
+    part = ws_frame(0x1, b"a" * 1000, fin=False)
+    cont = ws_frame(0x0, b"a" * 1000, fin=False)
+
+    async def push():
+        try:
+            ws.writer.write(part)
+            for _ in range(16000):
+                ws.writer.write(cont)
+                await ws.writer.drain()
+        except (ConnectionError, OSError):
+            pass
+
+    task = asyncio.ensure_future(push())
+    code, _ = await ws.until_close(8, auto_pong=False)
+    task.cancel()
+    ws.close()
+    t.eq("16 MB in fragments under --max-frame: 1009 at --max-message", code, 1009)
+    await bystander_ok(t, d, "oversized frames")
+
+
+async def test_utf8_split(t, d, args):
+    async def run(fragments, expect_code, label):
+        ws = await RawWS.open(d, tok=token("utf8"))
+        await ws.recv_json(3)
+        for i, f in enumerate(fragments):
+            await ws.send_frame(0x1 if i == 0 else 0x0, f, fin=(i == len(fragments) - 1))
+        if expect_code is None:
+            m = await ws.recv_json(3)
+            ws.close()
+            t.check(label, m is not None and m.get("type") == "pong", m)
+        else:
+            code, _ = await ws.until_close(3, auto_pong=False)
+            ws.close()
+            t.eq(label, code, expect_code)
+
+    emoji = "\U0001F600".encode()
+    pre, post = b'{"type":"ping","id":"', b'"}'
+    await run([pre + emoji[:2], emoji[2:] + post], None,
+              "valid 4-byte character split across fragments: accepted")
+    await run([pre + emoji[:1], emoji[1:3], emoji[3:] + post], None,
+              "valid character split over three fragments: accepted")
+    await run([pre + b"\xf0\x9f", b"\x28\x8c" + post], 1007,
+              "invalid continuation in the next fragment: 1007")
+    await run([pre + b"\xed", b"\xa0\x80" + post], 1007,
+              "surrogate (ED A0 80) split across fragments: 1007")
+    await run([pre + b"\xf4", b"\x90\x80\x80" + post], 1007,
+              "code point over U+10FFFF split across fragments: 1007")
+    await run([pre, b"\xe2\x82"], 1007, "message ending inside a character: 1007")
+    # Refused on the byte that proves it, before the message is complete: a
+    # further fragment is never needed.
+    ws = await RawWS.open(d, tok=token("utf8"))
+    await ws.recv_json(3)
+    await ws.send_frame(0x1, pre + b"\xc0\xaf", fin=False)
+    code, _ = await ws.until_close(3, auto_pong=False)
+    ws.close()
+    t.eq("overlong in an unfinished message: 1007 without waiting for the end", code, 1007)
+    await bystander_ok(t, d, "invalid UTF-8")
+
+
+async def test_subscription_flood(t, d, args):
+    c = await Client.connect(d, "subflood", watch="*")
+    # One message naming 100 users (one frame under --max-frame): refused as
+    # a whole before any id is looked at.
+    await c.send({"type": "subscribe", "users": [f"u{i}" for i in range(100)], "id": 1})
+    m = await c.expect_type("error", 3, id=1)
+    t.check("100 users in one subscribe over --max-watch 20: too_many_watched",
+            m is not None and m.get("code") == "too_many_watched", m)
+    # Fill up to the limit, then keep asking for more, as fast as possible.
+    await c.send({"type": "subscribe", "users": [f"s{i}" for i in range(20)], "id": 2})
+    m = await c.expect_type("presence", 3, id=2)
+    t.check("subscribe up to --max-watch: snapshot", m is not None and len(m.get("users", [])) == 20, m)
+    closed = None
+    for i in range(300):
+        try:
+            await c.send({"type": "subscribe", "users": [f"x{i}-{k}" for k in range(10)]})
+        except websockets.exceptions.ConnectionClosed as e:
+            closed = e.code
+            break
+    if closed is None:
+        closed = await c.wait_closed(5)
+    errs = [m for m in c.backlog if m.get("type") == "error"]
+    t.check("subscription flood: refused with too_many_watched while under the rate",
+            any(e.get("code") == "too_many_watched" for e in errs), errs[:3])
+    t.eq("subscription flood: closed with 4029 at the rate limit", closed, 4029)
+    await asyncio.sleep(0.3)
+    r = await http(d, "GET", "/v1/users/subflood")
+    t.eq("subscription flood: the session is gone", (r.json() or {}).get("sessions"), 0)
+    await bystander_ok(t, d, "subscription flood")
+
+
+async def test_token_replay(t, d, args):
+    tok = token("replay", exp_in=2)
+    c = await Client.connect(d, "replay", tok=tok)
+    t.check("short-lived token: admitted", c.welcome.get("type") == "welcome", c.welcome)
+    code = await c.wait_closed(6)
+    t.eq("short-lived token: the live session is closed with 4001 at expiry", code, 4001)
+    ws = await RawWS.open(d, tok=tok)
+    r = ws.response()
+    ws.close()
+    t.check("the same token replayed after expiry: 401 token_expired",
+            r.status == 401 and r.error_code == "token_expired", r)
+
+
+async def test_other_users_session(t, d, args):
+    alice = await Client.connect(d, "alice")
+    sid = alice.session_id
+    bob = await Client.connect(d, "bob", watch="*")
+    # A client has no message that names a session: extra fields naming
+    # alice's are ignored, and bob acts on his own session only.
+    await bob.send({"type": "status", "status": "idle", "session_id": sid, "user_id": "alice",
+                    "id": "s"})
+    await bob.expect_type("ack", 3, id="s")
+    r = await http(d, "GET", "/v1/users/alice")
+    t.eq("bob's status message naming alice's session: alice stays online",
+         (r.json() or {}).get("status"), "online")
+    r = await http(d, "GET", "/v1/users/bob")
+    t.eq("... and it set bob's own session idle", (r.json() or {}).get("status"), "idle")
+    await bob.send({"type": "kick", "session_id": sid, "id": "k"})
+    m = await bob.expect_type("error", 3, id="k")
+    t.check("a 'kick' message from a client: unknown_type", m and m.get("code") == "unknown_type", m)
+    # Kicking is the backend's, behind the API key.
+    r = await http(d, "DELETE", f"/v1/sessions/{sid}", auth=False)
+    t.check("kick without the API key: 401 unauthorized", r.status == 401 and r.error_code == "unauthorized", r)
+    r = await http(d, "DELETE", f"/v1/sessions/{sid}", auth=False,
+                   headers={"Authorization": "Bearer " + API_KEY[:-1] + "x"})
+    t.check("kick with a wrong API key: 401 unauthorized", r.status == 401, r)
+    r = await http(d, "DELETE", f"/v1/sessions/{sid}", auth=False,
+                   headers={"Authorization": "Bearer " + token("bob")})
+    t.check("kick with a client's JWT as the API key: 401 unauthorized", r.status == 401, r)
+    r = await http(d, "GET", f"/v1/users/alice/sessions", auth=False)
+    t.check("another user's session list without the API key: 401", r.status == 401, r)
+    p = await alice.ping("still")
+    t.check("after all that alice's session is untouched", p is not None)
+    # A WebSocket URL carrying the API key instead of a JWT.
+    ws = await RawWS.open(d, tok=API_KEY)
+    r = ws.response()
+    ws.close()
+    t.check("the API key as a client token: 401 token_malformed",
+            r.status == 401 and r.error_code == "token_malformed", r)
+    await alice.close()
+    await bob.close()
+
+
+async def test_alg_confusion(t, d, args):
+    now = int(time.time())
+    claims = {"sub": "mallory", "exp": now + 600, "watch": "*"}
+    fake_pub = ("-----BEGIN PUBLIC KEY-----\nMFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAE"
+                "\n-----END PUBLIC KEY-----\n")
+    cases = [
+        ("alg None (capitalised), no signature", make_jwt(claims, header={"alg": "None"}, sign="none"),
+         "token_alg"),
+        ("alg NONE with our HMAC", make_jwt(claims, header={"alg": "NONE", "typ": "JWT"}), "token_alg"),
+        ("RS256 header, HMAC keyed with a public key (RS/HS confusion)",
+         make_jwt(claims, header={"alg": "RS256"}, secret=fake_pub), "token_alg"),
+        ("HS256 keyed with a public key", make_jwt(claims, secret=fake_pub), "token_signature"),
+        ("HS256 keyed with the backend API key", make_jwt(claims, secret=API_KEY), "token_signature"),
+        ("HS256 keyed with an empty secret", make_jwt(claims, secret=""), "token_signature"),
+        ("alg as an array", make_jwt(claims, header={"alg": ["HS256"]}), "token_alg"),
+        ("jwk header carrying the attacker's key",
+         make_jwt(claims, header={"alg": "HS256", "jwk": {"kty": "oct", "k": "QUFB"}}, secret="AAA"),
+         "token_signature"),
+    ]
+    for label, tok, want in cases:
+        ws = await RawWS.open(d, tok=tok)
+        r = ws.response()
+        ws.close()
+        t.check(f"{label}: 401 {want}", r.status == 401 and r.error_code == want, r)
+
+
+async def test_sessions_storm(t, d, args):
+    # 40 connections of one user at once, over --max-sessions-per-user 3.
+    async def one():
+        ws = await RawWS.open(d, tok=token("storm"))
+        first = await ws.recv_json(3)
+        if first and first.get("type") == "welcome":
+            return ("welcome", ws)
+        code, _ = await ws.until_close(3, auto_pong=False)
+        ws.close()
+        return (first.get("code") if first else None, code)
+
+    res = await asyncio.gather(*(one() for _ in range(40)))
+    welcomed = [x[1] for x in res if x[0] == "welcome"]
+    refused = [x for x in res if x[0] != "welcome"]
+    t.eq("40 sessions of one user at once: exactly 3 admitted", len(welcomed), 3)
+    t.check("... the other 37: error too_many_sessions then 4031",
+            all(x == ("too_many_sessions", 4031) for x in refused), refused[:3])
+    r = await http(d, "GET", "/v1/users/storm")
+    t.eq("... the user holds 3 sessions", (r.json() or {}).get("sessions"), 3)
+    for ws in welcomed:
+        await ws.send_frame(0x8, close_payload(1000))
+        await ws.until_close(2, auto_pong=False)
+        ws.close()
+    await asyncio.sleep(0.3)
+    r = await http(d, "GET", "/v1/users/storm")
+    t.eq("... and none once they closed", (r.json() or {}).get("sessions"), 0)
+    await bystander_ok(t, d, "sessions storm")
+
+
+async def test_pipelined_garbage(t, d, args):
+    def upgrade(tok):
+        return (f"GET /v1/ws?token={tok} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+                "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                "Sec-WebSocket-Version: 13\r\n\r\n").encode()
+
+    # Accepted upgrade followed, in the same write, by an HTTP request: those
+    # bytes are WebSocket frames now ('G' = FIN 0, RSV1, opcode 7): 1002.
+    r, w = await raw_conn(d)
+    w.write(upgrade(token("piper")) + b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+    data, eof = await read_all(r, 3)
+    w.close()
+    t.check("upgrade + pipelined HTTP: 101, welcome, then close 1002",
+            data.startswith(b"HTTP/1.1 101") and b"welcome" in data
+            and _close_code(data) == 1002, data[:300])
+    t.check("... and the daemon did not answer the pipelined request", b"uptime_s" not in data)
+    # Refused upgrade (bad token) followed by a request: only the 401 comes
+    # back, the connection is closed, the rest is never executed.
+    r, w = await raw_conn(d)
+    w.write(upgrade("garbage") + b"DELETE /v1/sessions/x HTTP/1.1\r\nAuthorization: Bearer "
+            + API_KEY.encode() + b"\r\n\r\n")
+    data, eof = await read_all(r, 4)
+    w.close()
+    t.check("refused upgrade + pipelined request: one 401, then closed",
+            data.startswith(b"HTTP/1.1 401") and data.count(b"HTTP/1.1") == 1 and eof, data[:300])
+    # Random binary after a valid upgrade.
+    r, w = await raw_conn(d)
+    w.write(upgrade(token("piper2")) + os.urandom(4096))
+    data, eof = await read_all(r, 3)
+    w.close()
+    t.check("upgrade + 4 KB of random bytes: a close with a protocol code (1002/1007/1009/1003)",
+            _close_code(data) in (1002, 1003, 1007, 1009, 1008, 4029), (_close_code(data), data[-40:]))
+    await bystander_ok(t, d, "pipelined garbage")
+
+
+def _close_code(data):
+    """The code of the first close frame the server sent after its 101."""
+    i = data.find(b"\r\n\r\n")
+    if i < 0:
+        return None
+    p = i + 4
+    while p + 2 <= len(data):
+        b0, b1 = data[p], data[p + 1]
+        n = b1 & 0x7F
+        p += 2
+        if n == 126:
+            n = struct.unpack("!H", data[p:p + 2])[0]
+            p += 2
+        elif n == 127:
+            n = struct.unpack("!Q", data[p:p + 8])[0]
+            p += 8
+        if b0 & 0x0F == 0x8:
+            return struct.unpack("!H", data[p:p + 2])[0] if n >= 2 else 1005
+        p += n
+    return None
+
+
+async def test_memory_back(t, d, args):
+    await asyncio.sleep(2.5)   # lingering closes end, timers sweep
+    rss0, rss1 = STATE.get("rss0"), d.rss_kb()
+    tol = RSS_TOLERANCE_SANITIZER_KB if is_sanitizer_build(args.presenced) else RSS_TOLERANCE_KB
+    t.note(f"VmRSS baseline {rss0} kB, after the attacks {rss1} kB, tolerance {tol} kB")
+    t.check(f"memory back near baseline after the attacks (growth < {tol // 1024} MB)",
+            rss0 is not None and rss1 is not None and rss1 - rss0 < tol, (rss0, rss1))
+    r = await http(d, "GET", "/metrics", auth=False)
+    m = re.search(rb"presenced_connections(?:_open)?\s+(\d+)", r.body or b"")
+    t.note(f"open connections now: {m.group(1).decode() if m else '?'}")
+    await STATE["bystander"].close()
+
+
+test_slowloris.timeout = 30
+test_million_tiny_frames.timeout = 30
+test_oversized_frames.timeout = 30
+test_sessions_storm.timeout = 40
+
+
+if __name__ == "__main__":
+    run([
+        ("hostile", FLAGS,
+         [test_baseline, test_slowloris, test_never_finishing_frame, test_million_tiny_frames,
+          test_oversized_frames, test_utf8_split, test_subscription_flood, test_token_replay,
+          test_other_users_session, test_alg_confusion, test_sessions_storm,
+          test_pipelined_garbage, test_memory_back]),
+    ])

@@ -188,6 +188,18 @@ async def last_seq(d):
     return int(m.group(1))
 
 
+async def settle(d, quiet=0.5, limit=10.0):
+    """Wait until no new event happened for quiet seconds (under load the
+    daemon may still be processing the closes of a burst); the last seq."""
+    last, since, t0 = await last_seq(d), time.monotonic(), time.monotonic()
+    while time.monotonic() - since < quiet and time.monotonic() - t0 < limit:
+        await asyncio.sleep(0.1)
+        now = await last_seq(d)
+        if now != last:
+            last, since = now, time.monotonic()
+    return last
+
+
 def contiguous(evs, first=None):
     seqs = [e["seq"] for e in evs]
     if not seqs:
@@ -255,7 +267,7 @@ async def test_retry_after_500(t, d, args):
         RX.statuses = [500, 503, 500]
     start = await last_seq(d)
     await burst(d, 1, "r500")
-    end = await last_seq(d)
+    end = await settle(d)
     ok = await RX.wait_seq(end)
     reqs = RX.snapshot()
     t.check("retry: delivered after three failures", ok and len(reqs) >= 4, len(reqs))
@@ -279,7 +291,7 @@ async def test_receiver_down_then_back(t, d, args):
     start = await last_seq(d)
     RX.stop()
     await burst(d, 5, "down")
-    end = await last_seq(d)
+    end = await settle(d)
     await asyncio.sleep(1.0)
     m = await metrics(d)
     lag = metric(m, "presenced_webhook_lag_events", RX.url)
@@ -410,11 +422,11 @@ RX_BL = Receiver("backlog")
 
 async def test_backlog_gap(t, d, args):
     await burst(d, 1, "pre")
-    first_end = await last_seq(d)
+    first_end = await settle(d)
     await RX_BL.wait_seq(first_end)
     RX_BL.stop()
     await burst(d, 12, "bl")            # 48 events, the log keeps 16
-    end = await last_seq(d)
+    end = await settle(d)
     await asyncio.sleep(0.3)
     m = await metrics(d)
     t.eq("backlog: the endpoint is marked behind in /metrics",

@@ -1,7 +1,9 @@
 /*
  * Settings of presenced (see config.h). One table lists every option once:
- * its flag, its environment variable (derived from the flag), its bounds and
- * its help text, so --help, parsing and validation cannot drift apart.
+ * its flag, its key in the configuration file (the flag without "--"), its
+ * environment variable (derived from the flag), its bounds and its help
+ * text, so --help, the file, the environment, validation and the table in
+ * docs/configuration.md (--help-keys) cannot drift apart.
  */
 #include "server/config.h"
 #include "server/webhook.h"
@@ -13,7 +15,26 @@
 #include <stdlib.h>
 #include <string.h>
 
-enum opt_kind { OPT_U32, OPT_STR, OPT_FLAG, OPT_LISTEN, OPT_LEVEL, OPT_WEBHOOK };
+enum opt_kind {
+  OPT_U32,
+  OPT_STR,
+  OPT_FLAG,
+  OPT_LISTEN,
+  OPT_LEVEL,
+  OPT_WEBHOOK,
+  OPT_LOGFMT,
+  OPT_SECRET_FILE, /* a path; the file's content becomes another option */
+  OPT_CONFIG,      /* --config: read before everything else */
+  OPT_CHECK        /* --check-config */
+};
+
+/* Where a value came from; a higher source overrides a lower one. */
+enum { SRC_FILE = 1, SRC_ENV, SRC_FLAG };
+
+/* Largest configuration file and secret file read (a guard against a path
+ * to a device or a log file by mistake, not a format limit). */
+#define CONFIG_FILE_MAX (1u << 20)
+#define SECRET_FILE_MAX 65536u
 
 typedef struct opt {
   const char *name; /* flag without the leading "--" */
@@ -27,17 +48,35 @@ typedef struct opt {
   { name, OPT_U32, offsetof(srv_config_t, field), lo, hi, help }
 #define STR(name, field, help)                                                 \
   { name, OPT_STR, offsetof(srv_config_t, field), 0, 0, help }
+/* A secret read from a file: offset is the path's field, min the offset of
+ * the string option it fills (setting either clears the other). */
+#define SECRET(name, field, target, help)                                      \
+  {                                                                            \
+    name, OPT_SECRET_FILE, offsetof(srv_config_t, field),                      \
+        (uint32_t)offsetof(srv_config_t, target), 0, help                      \
+  }
 
 static const opt_t opts[] = {
+    {"config", OPT_CONFIG, offsetof(srv_config_t, config_file), 0, 0,
+     "read settings from FILE (key = value lines; flag and environment win)"},
+    {"check-config", OPT_CHECK, offsetof(srv_config_t, check_config), 0, 1,
+     "check the settings (file, environment, flags, secret files), print "
+     "ok and exit"},
     {"listen", OPT_LISTEN, 0, 0, 0,
      "HOST:PORT to listen on (default 127.0.0.1:7070)"},
     STR("api-key", api_key, "Bearer key for the backend API"),
+    SECRET("api-key-file", api_key_file, api_key,
+           "read the API key from this file (one line)"),
     STR("jwt-secret", jwt_secret, "HS256 secret for client tokens"),
+    SECRET("jwt-secret-file", jwt_secret_file, jwt_secret,
+           "read the JWT secret from this file (one line)"),
     STR("jwt-audience", jwt_audience, "expected \"aud\" of client tokens"),
     {"demo", OPT_FLAG, offsetof(srv_config_t, demo), 0, 1,
      "serve the demo page and demo tokens (loopback only)"},
     STR("web-root", web_root, "directory served at / in demo mode (web)"),
     {"log-level", OPT_LEVEL, 0, 0, 0, "error, warn, info or debug (info)"},
+    {"log-format", OPT_LOGFMT, 0, 0, 0,
+     "text, logfmt or json: one line per record on stderr (text)"},
     U32("offline-grace-ms", offline_grace_ms, 0, 3600000,
         "delay before user.offline; a reconnect inside cancels it (0)"),
     U32("inactivity-ms", inactivity_ms, 0, 86400000,
@@ -121,6 +160,34 @@ void config_defaults(srv_config_t *cfg) {
   cfg->webhook_retry_max_ms = 60000;
 }
 
+/* A string the configuration owns (a file value, a secret). */
+struct config_str {
+  struct config_str *next;
+  char s[];
+};
+
+static char *own(srv_config_t *cfg, const char *v, size_t len) {
+  struct config_str *o = malloc(sizeof *o + len + 1);
+  if (!o) return NULL;
+  memcpy(o->s, v, len);
+  o->s[len] = '\0';
+  o->next = cfg->owned;
+  cfg->owned = o;
+  return o->s;
+}
+
+void config_free(srv_config_t *cfg) {
+  struct config_str *o = cfg->owned;
+  while (o) {
+    struct config_str *n = o->next;
+    /* Secrets should not linger in freed memory. */
+    memset(o->s, 0, strlen(o->s));
+    free(o);
+    o = n;
+  }
+  cfg->owned = NULL;
+}
+
 int config_host_is_loopback(const char *host) {
   if (strcmp(host, "localhost") == 0) return 1;
   struct in_addr a4;
@@ -172,27 +239,50 @@ static int parse_level(const char *v) {
   return -1;
 }
 
-/* Set one option from text; from names the source for the message. */
-static int set_opt(srv_config_t *cfg, const opt_t *o, const char *v,
-                   const char *from, FILE *err) {
+static int parse_log_format(const char *v) {
+  static const char *names[] = {"text", "logfmt", "json"};
+  for (int i = 0; i < 3; i++)
+    if (strcmp(v, names[i]) == 0) return i;
+  return -1;
+}
+
+/* Set one option from text given by source (SRC_*). On error, the reason
+ * (without the option's name: the caller knows how to name the source) is
+ * written to msg. */
+static int set_opt(srv_config_t *cfg, const opt_t *o, const char *v, int source,
+                   char *msg, size_t cap) {
   char *base = (char *)cfg;
   switch (o->kind) {
+  case OPT_CONFIG: /* read before every other source */
+    return 0;
   case OPT_STR:
     if (!*v) {
-      fprintf(err, "presenced: %s: expected a non-empty value\n", from);
+      snprintf(msg, cap, "expected a non-empty value");
       return -1;
     }
     *(const char **)(base + o->offset) = v;
+    /* The value given last wins over a file named for the same secret. */
+    for (size_t i = 0; i < sizeof opts / sizeof opts[0]; i++)
+      if (opts[i].kind == OPT_SECRET_FILE && opts[i].min == o->offset)
+        *(const char **)(base + opts[i].offset) = NULL;
     return 0;
-  case OPT_FLAG: {
+  case OPT_SECRET_FILE:
+    if (!*v) {
+      snprintf(msg, cap, "expected a file name");
+      return -1;
+    }
+    *(const char **)(base + o->offset) = v;
+    *(const char **)(base + o->min) = NULL;
+    return 0;
+  case OPT_FLAG:
+  case OPT_CHECK: {
     int on;
     if (!strcmp(v, "1") || !strcmp(v, "true") || !strcmp(v, "yes"))
       on = 1;
     else if (!strcmp(v, "0") || !strcmp(v, "false") || !strcmp(v, "no"))
       on = 0;
     else {
-      fprintf(err, "presenced: %s: expected 1/0, true/false, got '%s'\n", from,
-              v);
+      snprintf(msg, cap, "expected 1/0, true/false, got '%.64s'", v);
       return -1;
     }
     *(int *)(base + o->offset) = on;
@@ -200,36 +290,43 @@ static int set_opt(srv_config_t *cfg, const opt_t *o, const char *v,
   }
   case OPT_LISTEN:
     if (parse_listen(cfg, v) != 0) {
-      fprintf(err,
-              "presenced: %s: expected HOST:PORT with a literal address "
-              "(e.g. 127.0.0.1:7070 or [::1]:7070), got '%s'\n",
-              from, v);
+      snprintf(msg, cap,
+               "expected HOST:PORT with a literal address "
+               "(e.g. 127.0.0.1:7070 or [::1]:7070), got '%.200s'",
+               v);
       return -1;
     }
     return 0;
   case OPT_LEVEL: {
     int l = parse_level(v);
     if (l < 0) {
-      fprintf(err,
-              "presenced: %s: expected error, warn, info or debug, got '%s'\n",
-              from, v);
+      snprintf(msg, cap, "expected error, warn, info or debug, got '%.64s'", v);
       return -1;
     }
     cfg->log_level = l;
     return 0;
   }
+  case OPT_LOGFMT: {
+    int f = parse_log_format(v);
+    if (f < 0) {
+      snprintf(msg, cap, "expected text, logfmt or json, got '%.64s'", v);
+      return -1;
+    }
+    cfg->log_format = f;
+    return 0;
+  }
   case OPT_WEBHOOK: {
-    char msg[256];
+    /* A repeatable option: one source's list replaces a lower one's. */
+    if (cfg->webhooks_source != (uint32_t)source) {
+      cfg->n_webhooks = 0;
+      cfg->webhooks_source = (uint32_t)source;
+    }
     if (cfg->n_webhooks == SRV_MAX_WEBHOOKS) {
-      fprintf(err, "presenced: %s: at most %d webhook endpoints\n", from,
-              SRV_MAX_WEBHOOKS);
+      snprintf(msg, cap, "at most %d webhook endpoints", SRV_MAX_WEBHOOKS);
       return -1;
     }
     /* Syntax only: a secret file is read at startup. */
-    if (wh_spec_check(v, msg, sizeof msg) != 0) {
-      fprintf(err, "presenced: %s: %s\n", from, msg);
-      return -1;
-    }
+    if (wh_spec_check(v, msg, cap) != 0) return -1;
     cfg->webhooks[cfg->n_webhooks++] = v;
     return 0;
   }
@@ -239,9 +336,8 @@ static int set_opt(srv_config_t *cfg, const opt_t *o, const char *v,
     unsigned long long n = strtoull(v, &end, 10);
     if (errno || end == v || *end || *v == '-' || *v == '+' || n < o->min ||
         n > o->max) {
-      fprintf(err,
-              "presenced: %s: expected an integer from %u to %u, got '%s'\n",
-              from, o->min, o->max, v);
+      snprintf(msg, cap, "expected an integer from %u to %u, got '%.64s'",
+               o->min, o->max, v);
       return -1;
     }
     *(uint32_t *)(base + o->offset) = (uint32_t)n;
@@ -259,51 +355,328 @@ static void env_name(const opt_t *o, char *out, size_t cap) {
 }
 
 static void usage(FILE *out) {
-  fprintf(out, "Usage: presenced [OPTION]...\n"
-               "Presence service: WebSocket clients, HTTP backend API.\n\n");
+  fprintf(out,
+          "Usage: presenced [OPTION]...\n"
+          "Presence service: WebSocket clients, HTTP backend API.\n\n"
+          "Settings come from defaults, then the --config file, then\n"
+          "PRESENCED_* environment variables, then flags (the later wins).\n"
+          "In the file, each option is a line 'name = value' (name without\n"
+          "the leading --); see presenced(8) and docs/configuration.md.\n\n");
   for (size_t i = 0; i < NOPTS; i++) {
     char env[64];
     env_name(&opts[i], env, sizeof env);
     fprintf(out, "  --%-22s %s\n  %-24s [env %s]\n", opts[i].name, opts[i].help,
             "", env);
   }
-  fprintf(out, "  --%-22s %s\n  --%-22s %s\n", "help", "this text", "version",
+  fprintf(out, "  --%-22s %s\n  --%-22s %s\n  --%-22s %s\n", "help",
+          "this text", "help-keys",
+          "the settings as a Markdown table (docs/configuration.md)", "version",
           "print the version");
+}
+
+/* Print s for a Markdown table cell: '|' would end the cell. */
+static void md_cell(FILE *out, const char *s, size_t n) {
+  for (size_t i = 0; i < n && s[i]; i++) {
+    if (s[i] == '|') fputc('\\', out);
+    fputc(s[i], out);
+  }
+}
+
+/* The meaning of an option without a trailing "(DEFAULT)": the table
+ * prints the default itself, from config_defaults. */
+static size_t help_len(const char *h) {
+  size_t n = strlen(h);
+  if (n < 3 || h[n - 1] != ')') return n;
+  const char *open = strrchr(h, '(');
+  if (!open || open == h || open[-1] != ' ') return n;
+  /* "(64)", "(info)", "(default X)"; not "(repeatable, see ...)". */
+  if (strncmp(open, "(default ", 9) != 0 &&
+      strcspn(open, " ,") < (size_t)(h + n - open))
+    return n;
+  return (size_t)(open - 1 - h);
+}
+
+void config_print_keys_markdown(FILE *out) {
+  static const char *levels[] = {"error", "warn", "info", "debug"};
+  static const char *formats[] = {"text", "logfmt", "json"};
+  srv_config_t d;
+  config_defaults(&d);
+  fprintf(out, "| key | environment | default | meaning |\n"
+               "|---|---|---|---|\n");
+  for (size_t i = 0; i < NOPTS; i++) {
+    const opt_t *o = &opts[i];
+    if (o->kind == OPT_CONFIG || o->kind == OPT_CHECK) continue;
+    char env[64], def[320];
+    env_name(o, env, sizeof env);
+    const char *base = (const char *)&d;
+    switch (o->kind) {
+    case OPT_U32:
+      snprintf(def, sizeof def, "`%u`", *(const uint32_t *)(base + o->offset));
+      break;
+    case OPT_STR: {
+      const char *v = *(const char *const *)(base + o->offset);
+      snprintf(def, sizeof def, v ? "`%s`" : "none", v);
+      break;
+    }
+    case OPT_FLAG:
+      snprintf(def, sizeof def, "`%s`",
+               *(const int *)(base + o->offset) ? "true" : "false");
+      break;
+    case OPT_LISTEN:
+      snprintf(def, sizeof def, "`%s`", d.listen);
+      break;
+    case OPT_LEVEL:
+      snprintf(def, sizeof def, "`%s`", levels[d.log_level]);
+      break;
+    case OPT_LOGFMT:
+      snprintf(def, sizeof def, "`%s`", formats[d.log_format]);
+      break;
+    default: /* repeatable lists and secret files start empty */
+      snprintf(def, sizeof def, "none");
+      break;
+    }
+    fprintf(out, "| `%s` | `%s` | %s | ", o->name, env, def);
+    md_cell(out, o->help, help_len(o->help));
+    fprintf(out, " |\n");
+  }
+}
+
+static const opt_t *find_opt(const char *name, size_t len) {
+  for (size_t k = 0; k < NOPTS; k++)
+    if (strlen(opts[k].name) == len && !strncmp(opts[k].name, name, len))
+      return &opts[k];
+  return NULL;
+}
+
+/* Whether the option takes no value on the command line. */
+static int is_switch(const opt_t *o) {
+  return o->kind == OPT_FLAG || o->kind == OPT_CHECK;
+}
+
+static int is_space(char c) {
+  return c == ' ' || c == '\t';
+}
+
+/* Unquote a "..." value (\" and \\ are the only escapes) into a new owned
+ * string; NULL with msg on a malformed one. */
+static const char *unquote(srv_config_t *cfg, const char *a, const char *b,
+                           char *msg, size_t cap) {
+  size_t n = (size_t)(b - a);
+  if (n < 2 || b[-1] != '"') {
+    snprintf(msg, cap, "missing closing '\"'");
+    return NULL;
+  }
+  char *out = own(cfg, a + 1, n - 2);
+  if (!out) {
+    snprintf(msg, cap, "out of memory");
+    return NULL;
+  }
+  size_t o = 0;
+  for (const char *p = a + 1; p < b - 1; p++) {
+    if (*p == '"') {
+      snprintf(msg, cap, "unescaped '\"' inside a quoted value");
+      return NULL;
+    }
+    if (*p == '\\') {
+      if (p + 1 >= b - 1 || (p[1] != '"' && p[1] != '\\')) {
+        snprintf(msg, cap, "only \\\" and \\\\ may be escaped");
+        return NULL;
+      }
+      p++;
+    }
+    out[o++] = *p;
+  }
+  out[o] = '\0';
+  return out;
+}
+
+int config_parse_file_text(srv_config_t *cfg, const char *name,
+                           const char *text, size_t len, FILE *err) {
+  unsigned seen[NOPTS];
+  memset(seen, 0, sizeof seen);
+  const char *p = text, *end = text + len;
+  char msg[384];
+  for (unsigned line = 1; p < end; line++) {
+    const char *eol = memchr(p, '\n', (size_t)(end - p));
+    const char *a = p, *b = eol ? eol : end;
+    p = eol ? eol + 1 : end;
+    if (memchr(a, '\0', (size_t)(b - a))) {
+      fprintf(err, "%s:%u: NUL byte in the line\n", name, line);
+      return -1;
+    }
+    if (b > a && b[-1] == '\r') b--;
+    while (a < b && is_space(*a))
+      a++;
+    while (b > a && is_space(b[-1]))
+      b--;
+    /* '#' starts a comment only at the start of a line: values such as
+     * secrets and URLs may hold one. */
+    if (a == b || *a == '#') continue;
+    const char *eq = memchr(a, '=', (size_t)(b - a));
+    if (!eq) {
+      fprintf(err, "%s:%u: expected 'key = value', got '%.*s'\n", name, line,
+              (int)(b - a > 64 ? 64 : b - a), a);
+      return -1;
+    }
+    const char *ke = eq;
+    while (ke > a && is_space(ke[-1]))
+      ke--;
+    const char *v = eq + 1;
+    while (v < b && is_space(*v))
+      v++;
+    int kl = (int)(ke - a > 64 ? 64 : ke - a);
+    if (ke == a) {
+      fprintf(err, "%s:%u: missing key before '='\n", name, line);
+      return -1;
+    }
+    const opt_t *o = find_opt(a, (size_t)(ke - a));
+    if (!o && ke - a > 2 && a[0] == '-' && a[1] == '-') {
+      fprintf(err, "%s:%u: write keys without the leading '--': '%.*s'\n", name,
+              line, kl - 2, a + 2);
+      return -1;
+    }
+    if (!o) {
+      fprintf(err, "%s:%u: unknown key '%.*s' (see presenced --help)\n", name,
+              line, kl, a);
+      return -1;
+    }
+    if (o->kind == OPT_CONFIG || o->kind == OPT_CHECK) {
+      fprintf(err, "%s:%u: %s: only a command-line flag\n", name, line,
+              o->name);
+      return -1;
+    }
+    size_t k = (size_t)(o - opts);
+    if (o->kind != OPT_WEBHOOK && seen[k]) {
+      fprintf(err, "%s:%u: %s: already set on line %u\n", name, line, o->name,
+              seen[k]);
+      return -1;
+    }
+    seen[k] = line;
+    const char *val;
+    if (v < b && *v == '"')
+      val = unquote(cfg, v, b, msg, sizeof msg);
+    else if (!(val = own(cfg, v, (size_t)(b - v))))
+      snprintf(msg, sizeof msg, "out of memory");
+    if (!val || set_opt(cfg, o, val, SRC_FILE, msg, sizeof msg) != 0) {
+      fprintf(err, "%s:%u: %s: %s\n", name, line, o->name, msg);
+      return -1;
+    }
+  }
+  return 0;
+}
+
+/* Read a whole file of at most max bytes into a new owned string. */
+static char *read_file(srv_config_t *cfg, const char *path, size_t max,
+                       size_t *len, char *msg, size_t cap) {
+  FILE *f = fopen(path, "rb");
+  if (!f) {
+    snprintf(msg, cap, "cannot open '%s': %s", path, strerror(errno));
+    return NULL;
+  }
+  char *buf = malloc(max + 1);
+  size_t n = buf ? fread(buf, 1, max + 1, f) : 0;
+  int bad = !buf || ferror(f);
+  fclose(f);
+  char *out = NULL;
+  if (bad)
+    snprintf(msg, cap, "cannot read '%s'", path);
+  else if (n > max)
+    snprintf(msg, cap, "'%s' is larger than %zu bytes", path, max);
+  else if (!(out = own(cfg, buf, n)))
+    snprintf(msg, cap, "out of memory");
+  if (buf) {
+    memset(buf, 0, n < max + 1 ? n : max + 1);
+    free(buf);
+  }
+  *len = n;
+  return out;
+}
+
+/* A secret file holds the secret on one line; its trailing newline (and
+ * spaces, which editors leave) are not part of it. */
+static int load_secret(srv_config_t *cfg, const opt_t *o, char *msg,
+                       size_t cap) {
+  char *base = (char *)cfg;
+  const char *path = *(const char **)(base + o->offset);
+  if (!path) return 0;
+  size_t n;
+  char *v = read_file(cfg, path, SECRET_FILE_MAX, &n, msg, cap);
+  if (!v) return -1;
+  while (n && (v[n - 1] == '\n' || v[n - 1] == '\r' || is_space(v[n - 1])))
+    v[--n] = '\0';
+  if (!n) {
+    snprintf(msg, cap, "'%s' is empty", path);
+    return -1;
+  }
+  if (memchr(v, '\0', n) || memchr(v, '\n', n)) {
+    snprintf(msg, cap, "'%s' must hold the secret on a single line", path);
+    return -1;
+  }
+  *(const char **)(base + o->min) = v;
+  return 0;
 }
 
 int config_parse(srv_config_t *cfg, int argc, char **argv,
                  const char *(*getenv_fn)(const char *name), FILE *out,
                  FILE *err) {
-  if (getenv_fn) {
-    for (size_t i = 0; i < NOPTS; i++) {
-      char env[64];
-      env_name(&opts[i], env, sizeof env);
-      const char *v = getenv_fn(env);
-      if (v && set_opt(cfg, &opts[i], v, env, err) != 0)
-        return CONFIG_EXIT_USAGE;
-    }
-    cfg->n_webhooks_env = cfg->n_webhooks;
-  }
+  char msg[384];
+  /* First pass: what ends at once (--help, --version) and the file, which
+   * every other source overrides. Values are skipped as the second pass
+   * will take them. */
+  const char *file = getenv_fn ? getenv_fn("PRESENCED_CONFIG") : NULL;
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i];
     if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
       usage(out);
       return CONFIG_EXIT_OK;
     }
+    if (!strcmp(a, "--help-keys")) {
+      config_print_keys_markdown(out);
+      return CONFIG_EXIT_OK;
+    }
     if (!strcmp(a, "--version") || !strcmp(a, "-V")) {
       fprintf(out, "presenced %s\n", PRESENCE_VERSION_STRING);
       return CONFIG_EXIT_OK;
     }
+    if (strncmp(a, "--", 2) != 0) break;
+    const char *name = a + 2, *eq = strchr(name, '=');
+    const opt_t *o = find_opt(name, eq ? (size_t)(eq - name) : strlen(name));
+    if (!o) break; /* reported by the second pass */
+    const char *v = eq ? eq + 1 : NULL;
+    if (!eq && !is_switch(o) && i + 1 < argc) v = argv[++i];
+    if (o->kind == OPT_CONFIG && v) file = v;
+  }
+  if (file && *file) {
+    size_t len;
+    char *text = read_file(cfg, file, CONFIG_FILE_MAX, &len, msg, sizeof msg);
+    if (!text) {
+      fprintf(err, "presenced: --config: %s\n", msg);
+      return CONFIG_EXIT_USAGE;
+    }
+    if (config_parse_file_text(cfg, file, text, len, err) != 0)
+      return CONFIG_EXIT_USAGE;
+    cfg->config_file = file;
+  }
+  if (getenv_fn) {
+    for (size_t i = 0; i < NOPTS; i++) {
+      char env[64];
+      env_name(&opts[i], env, sizeof env);
+      const char *v = getenv_fn(env);
+      if (v && set_opt(cfg, &opts[i], v, SRC_ENV, msg, sizeof msg) != 0) {
+        fprintf(err, "presenced: %s: %s\n", env, msg);
+        return CONFIG_EXIT_USAGE;
+      }
+    }
+  }
+  for (int i = 1; i < argc; i++) {
+    const char *a = argv[i];
     if (strncmp(a, "--", 2) != 0) {
       fprintf(err, "presenced: unexpected argument '%s' (see --help)\n", a);
       return CONFIG_EXIT_USAGE;
     }
     const char *name = a + 2, *eq = strchr(name, '=');
     size_t nl = eq ? (size_t)(eq - name) : strlen(name);
-    const opt_t *o = NULL;
-    for (size_t k = 0; k < NOPTS; k++)
-      if (strlen(opts[k].name) == nl && !strncmp(opts[k].name, name, nl))
-        o = &opts[k];
+    const opt_t *o = find_opt(name, nl);
     if (!o) {
       fprintf(err, "presenced: unknown option '%.*s' (see --help)\n",
               (int)(nl + 2), a);
@@ -314,7 +687,7 @@ int config_parse(srv_config_t *cfg, int argc, char **argv,
     const char *v;
     if (eq)
       v = eq + 1;
-    else if (o->kind == OPT_FLAG)
+    else if (is_switch(o))
       v = "1";
     else if (i + 1 < argc)
       v = argv[++i];
@@ -322,11 +695,10 @@ int config_parse(srv_config_t *cfg, int argc, char **argv,
       fprintf(err, "presenced: %s: missing value\n", flag);
       return CONFIG_EXIT_USAGE;
     }
-    /* A repeatable option: the flags replace the environment's value. */
-    if (o->kind == OPT_WEBHOOK && cfg->n_webhooks_env) {
-      cfg->n_webhooks = cfg->n_webhooks_env = 0;
+    if (set_opt(cfg, o, v, SRC_FLAG, msg, sizeof msg) != 0) {
+      fprintf(err, "presenced: %s: %s\n", flag, msg);
+      return CONFIG_EXIT_USAGE;
     }
-    if (set_opt(cfg, o, v, flag, err) != 0) return CONFIG_EXIT_USAGE;
   }
   if (cfg->webhook_retry_max_ms < cfg->webhook_retry_min_ms) {
     fprintf(err,
@@ -348,6 +720,25 @@ int config_parse(srv_config_t *cfg, int argc, char **argv,
             "'%s' (demo tokens are issued to anyone who asks)\n",
             cfg->host);
     return CONFIG_EXIT_USAGE;
+  }
+  for (size_t i = 0; i < NOPTS; i++)
+    if (opts[i].kind == OPT_SECRET_FILE &&
+        load_secret(cfg, &opts[i], msg, sizeof msg) != 0) {
+      fprintf(err, "presenced: %s: %s\n", opts[i].name, msg);
+      return CONFIG_EXIT_USAGE;
+    }
+  if (cfg->check_config) {
+    /* Startup reads webhook secret files: a check must find them too. */
+    for (uint32_t i = 0; i < cfg->n_webhooks; i++) {
+      wh_spec_t spec;
+      if (wh_spec_parse(cfg->webhooks[i], 1, &spec, msg, sizeof msg) != 0) {
+        fprintf(err, "presenced: webhook: %s\n", msg);
+        return CONFIG_EXIT_USAGE;
+      }
+      wh_spec_free(&spec);
+    }
+    fprintf(out, "ok\n");
+    return CONFIG_EXIT_OK;
   }
   return CONFIG_OK;
 }

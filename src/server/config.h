@@ -1,6 +1,7 @@
 /*
- * Every setting of presenced with its default, and how flags and PRESENCED_*
- * environment variables set them (a flag wins over the environment).
+ * Every setting of presenced with its default, and how a configuration file,
+ * PRESENCED_* environment variables and flags set them. Precedence, lowest
+ * first: defaults < file < environment < flags (docs/configuration.md).
  */
 #ifndef PRESENCED_CONFIG_H
 #define PRESENCED_CONFIG_H
@@ -20,7 +21,14 @@ typedef struct srv_config {
   const char *jwt_audience; /* NULL: tokens with "aud" are refused */
   const char *web_root;
   int demo;
-  int log_level; /* presence_log_level_t */
+  int log_level;  /* presence_log_level_t */
+  int log_format; /* srv_log_format_t */
+  /* Secrets may be read from files (a path here); config_parse loads them
+   * into api_key / jwt_secret once every source is applied. */
+  const char *api_key_file;
+  const char *jwt_secret_file;
+  const char *config_file; /* --config / PRESENCED_CONFIG, or NULL */
+  int check_config;        /* --check-config: validate, print ok, exit */
   uint32_t offline_grace_ms;
   uint32_t inactivity_ms;
   uint32_t heartbeat_ms;
@@ -40,30 +48,57 @@ typedef struct srv_config {
   uint32_t shutdown_timeout_ms;
   uint32_t sse_keepalive_ms;
   /* Webhook endpoints: --webhook specs as given (parsed by webhook.c).
-   * Repeatable; any --webhook flag replaces the PRESENCED_WEBHOOK one. */
+   * Repeatable: the values of one source (file, environment, flags) replace
+   * those of a lower one rather than adding to them. */
   const char *webhooks[SRV_MAX_WEBHOOKS];
   uint32_t n_webhooks;
-  uint32_t n_webhooks_env; /* how many of them came from the environment */
+  uint32_t webhooks_source; /* which source set them (config.c) */
   uint32_t webhook_batch_max;
   uint32_t webhook_batch_ms;
   uint32_t webhook_timeout_ms;
   uint32_t webhook_retry_min_ms;
   uint32_t webhook_retry_max_ms;
+  /* Strings read from the file or secret files, freed by config_free. */
+  struct config_str *owned;
 } srv_config_t;
 
+typedef enum {
+  SRV_LOG_TEXT = 0, /* presenced: LEVEL: message */
+  SRV_LOG_LOGFMT,   /* ts=... level=... msg="..." */
+  SRV_LOG_JSON      /* {"ts":...,"level":...,"msg":...} */
+} srv_log_format_t;
+
 void config_defaults(srv_config_t *cfg);
+/* Free what the configuration owns (file values, loaded secrets). */
+void config_free(srv_config_t *cfg);
 
 enum { CONFIG_OK = 0, CONFIG_EXIT_OK = 1, CONFIG_EXIT_USAGE = 2 };
 
 /*
- * Apply the environment (through getenv_fn, so tests can pass their own),
- * then the flags. Returns CONFIG_OK, CONFIG_EXIT_OK (--help or --version was
- * printed to out) or CONFIG_EXIT_USAGE (a message naming the flag was printed
- * to err). Strings point into argv or the environment.
+ * Apply the configuration file (--config or PRESENCED_CONFIG), then the
+ * environment (through getenv_fn, so tests can pass their own), then the
+ * flags; then read secret files. Returns CONFIG_OK, CONFIG_EXIT_OK (--help,
+ * --version or a passed --check-config printed to out) or CONFIG_EXIT_USAGE
+ * (a message naming the flag, or FILE:LINE, was printed to err). Strings
+ * point into argv, the environment or cfg->owned.
  */
 int config_parse(srv_config_t *cfg, int argc, char **argv,
                  const char *(*getenv_fn)(const char *name), FILE *out,
                  FILE *err);
+
+/*
+ * Parse the text of a configuration file (`key = value` lines, see
+ * docs/configuration.md) into cfg, over what it holds. name is used in
+ * messages ("name:LINE: reason" to err). No I/O besides err: secret files
+ * named by the text are only recorded. Values are copied (cfg->owned).
+ * Returns 0, or -1 after the first error.
+ */
+int config_parse_file_text(srv_config_t *cfg, const char *name,
+                           const char *text, size_t len, FILE *err);
+
+/* The keys of the file as a Markdown table (key, environment variable,
+ * default, meaning): the source of docs/configuration.md's table. */
+void config_print_keys_markdown(FILE *out);
 
 /* Whether host is a loopback address or "localhost". */
 int config_host_is_loopback(const char *host);

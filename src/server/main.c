@@ -16,8 +16,10 @@ int main(int argc, char **argv) {
   srv_config_t cfg;
   config_defaults(&cfg);
   int rc = config_parse(&cfg, argc, argv, env, stdout, stderr);
-  if (rc == CONFIG_EXIT_OK) return 0;
-  if (rc != CONFIG_OK) return 2;
+  if (rc != CONFIG_OK) {
+    config_free(&cfg);
+    return rc == CONFIG_EXIT_OK ? 0 : 2;
+  }
   /* A peer that vanishes mid-write must cost an EPIPE, not the process. */
   signal(SIGPIPE, SIG_IGN);
 
@@ -29,6 +31,7 @@ int main(int argc, char **argv) {
   static srv_t srv;
   if (srv_init(&srv, &loop, &cfg, srv_sys_default()) != 0) {
     fprintf(stderr, "presenced: startup failed\n");
+    config_free(&cfg);
     return 1;
   }
   if (srv_listen(&srv) != 0) {
@@ -36,11 +39,13 @@ int main(int argc, char **argv) {
     uv_run(&loop, UV_RUN_DEFAULT);
     srv_free(&srv);
     uv_loop_close(&loop);
+    config_free(&cfg);
     return 1;
   }
   uv_run(&loop, UV_RUN_DEFAULT);
   srv_log(&srv, PRESENCE_LOG_INFO, "stopped");
   srv_free(&srv);
+  config_free(&cfg);
   if (uv_loop_close(&loop) != 0)
     fprintf(stderr, "presenced: handles left open at exit\n");
   return 0;

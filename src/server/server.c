@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <time.h>
 
 #define READ_BUF_SIZE 65536
 /* A lingering close gives the peer this long to read our last bytes. */
@@ -40,12 +41,115 @@ static void srv_finish(srv_t *s);
 
 static const char *level_names[] = {"error", "warn", "info", "debug"};
 
+/* A log line being built; too long a line is cut, never split, so that a
+ * collector sees one record per line. */
+typedef struct logline {
+  char buf[1024];
+  size_t len;
+} logline_t;
+
+static void ll_puts(logline_t *l, const char *s, size_t n) {
+  if (n > sizeof l->buf - 2 - l->len) n = sizeof l->buf - 2 - l->len;
+  memcpy(l->buf + l->len, s, n);
+  l->len += n;
+}
+
+static void ll_printf(logline_t *l, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+static void ll_printf(logline_t *l, const char *fmt, ...) {
+  char tmp[128];
+  va_list ap;
+  va_start(ap, fmt);
+  int n = vsnprintf(tmp, sizeof tmp, fmt, ap);
+  va_end(ap);
+  if (n > 0)
+    ll_puts(l, tmp, (size_t)n < sizeof tmp ? (size_t)n : sizeof tmp - 1);
+}
+
+/* A quoted string, escaped for JSON; logfmt parsers accept the same
+ * escapes. Messages may quote client input, so control bytes are escaped
+ * and cannot forge a second record. */
+static void ll_quoted(logline_t *l, const char *s) {
+  ll_puts(l, "\"", 1);
+  for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+    if (*p == '"' || *p == '\\') {
+      char e[2] = {'\\', (char)*p};
+      ll_puts(l, e, 2);
+    } else if (*p == '\n') {
+      ll_puts(l, "\\n", 2);
+    } else if (*p < 0x20 || *p == 0x7f) {
+      ll_printf(l, "\\u%04x", *p);
+    } else {
+      ll_puts(l, (const char *)p, 1);
+    }
+  }
+  ll_puts(l, "\"", 1);
+}
+
+/* RFC 3339 UTC with milliseconds, from the daemon's (injectable) clock. */
+static void ll_time(logline_t *l, const srv_t *s) {
+  int64_t ms = s->sys ? srv_now_wall(s) : 0;
+  time_t secs = (time_t)(ms / 1000);
+  struct tm tm;
+  char ts[40];
+  if (!gmtime_r(&secs, &tm) ||
+      strftime(ts, sizeof ts, "%Y-%m-%dT%H:%M:%S", &tm) == 0)
+    strcpy(ts, "1970-01-01T00:00:00");
+  ll_printf(l, "%s.%03dZ", ts, (int)(ms % 1000));
+}
+
+/* One record in the configured format. code and suppressed belong to an
+ * error class (srv_error): its protocol code, and how many of its
+ * occurrences were counted but not logged since its previous line. */
+static void emit(srv_t *s, presence_log_level_t level, const char *code,
+                 uint64_t suppressed, const char *msg) {
+  logline_t l;
+  l.len = 0;
+  switch (s->cfg.log_format) {
+  case SRV_LOG_LOGFMT:
+    ll_puts(&l, "ts=", 3);
+    ll_time(&l, s);
+    ll_printf(&l, " level=%s msg=", level_names[level]);
+    ll_quoted(&l, msg);
+    if (code)
+      ll_printf(&l, " code=%s suppressed=%llu", code,
+                (unsigned long long)suppressed);
+    if (s->instance_id[0]) ll_printf(&l, " instance=%s", s->instance_id);
+    break;
+  case SRV_LOG_JSON:
+    ll_puts(&l, "{\"ts\":\"", 7);
+    ll_time(&l, s);
+    ll_printf(&l, "\",\"level\":\"%s\",\"msg\":", level_names[level]);
+    ll_quoted(&l, msg);
+    if (code)
+      ll_printf(&l, ",\"code\":\"%s\",\"suppressed\":%llu", code,
+                (unsigned long long)suppressed);
+    if (s->instance_id[0])
+      ll_printf(&l, ",\"instance\":\"%s\"", s->instance_id);
+    /* A cut line must still be one JSON object. */
+    if (l.len > sizeof l.buf - 4) l.len = sizeof l.buf - 4;
+    ll_puts(&l, "}", 1);
+    break;
+  default:
+    ll_printf(&l, "presenced: %s: ", level_names[level]);
+    if (code) ll_printf(&l, "%s: ", code);
+    ll_puts(&l, msg, strlen(msg));
+    if (suppressed)
+      ll_printf(&l, " (and %llu more since the last report)",
+                (unsigned long long)suppressed);
+    break;
+  }
+  l.buf[l.len++] = '\n';
+  /* One write per record: lines of concurrent writers do not interleave. */
+  fwrite(l.buf, 1, l.len, stderr);
+}
+
 static void vlog(srv_t *s, presence_log_level_t level, const char *fmt,
                  va_list ap) {
   if ((int)level > s->cfg.log_level) return;
   char msg[512];
   vsnprintf(msg, sizeof msg, fmt, ap);
-  fprintf(stderr, "presenced: %s: %s\n", level_names[level], msg);
+  emit(s, level, NULL, 0, msg);
 }
 
 void srv_log(srv_t *s, presence_log_level_t level, const char *fmt, ...) {
@@ -76,19 +180,18 @@ void srv_error(srv_t *s, const char *code, const char *fmt, ...) {
     e->unlogged++;
     return;
   }
+  e->last_log_ms = now;
+  if (PRESENCE_LOG_WARN > s->cfg.log_level) {
+    e->unlogged = 0;
+    return;
+  }
   char msg[400];
   va_list ap;
   va_start(ap, fmt);
   vsnprintf(msg, sizeof msg, fmt, ap);
   va_end(ap);
-  if (e->unlogged)
-    srv_log(s, PRESENCE_LOG_WARN,
-            "%s: %s (and %llu more since the last report)", code, msg,
-            (unsigned long long)e->unlogged);
-  else
-    srv_log(s, PRESENCE_LOG_WARN, "%s: %s", code, msg);
+  emit(s, PRESENCE_LOG_WARN, code, e->unlogged, msg);
   e->unlogged = 0;
-  e->last_log_ms = now;
 }
 
 /* The library reads time through the daemon's injectable clocks. */

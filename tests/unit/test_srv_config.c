@@ -1,13 +1,16 @@
 /*
- * presenced's settings: defaults, flags over environment, and a bad value
- * refused with a message naming the flag (exit code 2 in main).
+ * presenced's settings: defaults, the configuration file, flags over
+ * environment over file, secret files, and a bad value refused with a
+ * message naming the flag or the file's line (exit code 2 in main).
  */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <cmocka.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "server/config.h"
 #include "server/map.h"
@@ -84,6 +87,252 @@ static void test_bad_values(void **state) {
   assert_non_null(strstr(err, "--demo"));
 }
 
+/* ---- configuration file ------------------------------------------------ */
+
+static int parse_text(srv_config_t *cfg, const char *text, char *err,
+                      size_t errcap) {
+  FILE *e = fmemopen(err, errcap, "w");
+  int rc = config_parse_file_text(cfg, "t.conf", text, strlen(text), e);
+  fclose(e);
+  return rc;
+}
+
+static void test_file_good(void **state) {
+  (void)state;
+  srv_config_t cfg;
+  config_defaults(&cfg);
+  char err[256] = "";
+  const char *text = "# presenced.conf\n"
+                     "\n"
+                     "listen = [::1]:8081\r\n"
+                     "  max-frame=4096  \n"
+                     "\t# indented comment\n"
+                     "api-key = k#not-a-comment\n"
+                     "jwt-secret = \"  spaced \\\"q\\\" \\\\ \"\n"
+                     "demo = true\n"
+                     "log-level = debug\n"
+                     "log-format = json\n"
+                     "webhook = url=http://127.0.0.1:9/a,secret=s\n"
+                     "webhook = url=http://127.0.0.1:9/b,secret=s";
+  assert_int_equal(parse_text(&cfg, text, err, sizeof err), 0);
+  assert_string_equal(err, "");
+  assert_string_equal(cfg.host, "::1");
+  assert_int_equal(cfg.port, 8081);
+  assert_int_equal(cfg.max_frame, 4096);
+  assert_string_equal(cfg.api_key, "k#not-a-comment");
+  assert_string_equal(cfg.jwt_secret, "  spaced \"q\" \\ ");
+  assert_int_equal(cfg.demo, 1);
+  assert_int_equal(cfg.log_level, 3);
+  assert_int_equal(cfg.log_format, SRV_LOG_JSON);
+  assert_int_equal(cfg.n_webhooks, 2);
+  config_free(&cfg);
+  assert_null(cfg.owned);
+}
+
+static void test_file_bad(void **state) {
+  (void)state;
+  static const struct {
+    const char *text, *want;
+  } bad[] = {
+      {"listen\n", "t.conf:1: expected 'key = value'"},
+      {"# c\n\nnope = 1\n", "t.conf:3: unknown key 'nope'"},
+      {"--max-frame = 4096\n", "t.conf:1: write keys without the leading"},
+      {" = 4\n", "t.conf:1: missing key"},
+      {"max-frame = 10\n", "t.conf:1: max-frame: expected an integer"},
+      {"max-frame = 4096 # four k\n", "t.conf:1: max-frame: expected an int"},
+      {"a-comment-free\n#\nmax-body = 1\n", "t.conf:1: expected 'key"},
+      {"max-body = 1\nmax-body = 2\n", "t.conf:2: max-body: already set on "
+                                       "line 1"},
+      {"api-key =\n", "t.conf:1: api-key: expected a non-empty value"},
+      {"api-key = \"abc\n", "t.conf:1: api-key: missing closing"},
+      {"api-key = \"a\"b\"\n", "t.conf:1: api-key: unescaped"},
+      {"api-key = \"a\\nb\"\n", "t.conf:1: api-key: only"},
+      {"log-level = loud\n", "t.conf:1: log-level: expected error"},
+      {"log-format = xml\n", "t.conf:1: log-format: expected text"},
+      {"demo = maybe\n", "t.conf:1: demo: expected 1/0"},
+      {"listen = example.com:80\n", "t.conf:1: listen: expected HOST:PORT"},
+      {"config = /etc/x\n", "t.conf:1: config: only a command-line flag"},
+      {"check-config = 1\n", "t.conf:1: check-config: only a command-line"},
+      {"webhook = url=ftp://x\n", "t.conf:1: webhook: "},
+      {"\n\n\nmax-watch = 0", "t.conf:4: max-watch: expected an integer"},
+  };
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+    srv_config_t cfg;
+    config_defaults(&cfg);
+    char err[512] = "";
+    int rc = parse_text(&cfg, bad[i].text, err, sizeof err);
+    config_free(&cfg);
+    if (rc != -1 || strncmp(err, bad[i].want, strlen(bad[i].want)) != 0)
+      fail_msg("case %zu: rc %d, message '%s', want '%s'", i, rc, err,
+               bad[i].want);
+  }
+  /* A NUL byte inside the text (the length is explicit). */
+  srv_config_t cfg;
+  config_defaults(&cfg);
+  char err[256] = "";
+  FILE *e = fmemopen(err, sizeof err, "w");
+  assert_int_equal(config_parse_file_text(&cfg, "t.conf", "a\0b = 1\n", 8, e),
+                   -1);
+  fclose(e);
+  assert_non_null(strstr(err, "t.conf:1: NUL byte"));
+  config_free(&cfg);
+}
+
+static char tmpdir[64];
+
+static const char *write_tmp(const char *name, const char *text) {
+  static char path[4][128];
+  static int n;
+  char *p = path[n++ % 4];
+  snprintf(p, 128, "%s/%s", tmpdir, name);
+  FILE *f = fopen(p, "w");
+  assert_non_null(f);
+  fputs(text, f);
+  fclose(f);
+  return p;
+}
+
+static const char *conf_path;
+static const char *layered_env(const char *name) {
+  if (!strcmp(name, "PRESENCED_CONFIG")) return conf_path;
+  if (!strcmp(name, "PRESENCED_MAX_BODY")) return "2000";
+  if (!strcmp(name, "PRESENCED_HEARTBEAT_MS")) return "2001";
+  if (!strcmp(name, "PRESENCED_WEBHOOK"))
+    return "url=http://127.0.0.1:9/env,secret=s";
+  return NULL;
+}
+
+static void test_file_precedence(void **state) {
+  (void)state;
+  snprintf(tmpdir, sizeof tmpdir, "/tmp/presenced-cfg-XXXXXX");
+  assert_non_null(mkdtemp(tmpdir));
+  const char *key = write_tmp("key", "file-key \n");
+  char text[512];
+  snprintf(text, sizeof text,
+           "max-body = 1000\nheartbeat-ms = 1001\nmax-watch = 1002\n"
+           "api-key-file = %s\n"
+           "webhook = url=http://127.0.0.1:9/f1,secret=s\n"
+           "webhook = url=http://127.0.0.1:9/f2,secret=s\n",
+           key);
+  conf_path = write_tmp("p.conf", text);
+  srv_config_t cfg;
+  char err[256] = "";
+  /* file < env < flags */
+  char *argv[] = {"presenced", "--heartbeat-ms", "3001"};
+  assert_int_equal(parse(&cfg, layered_env, argv, 3, err, sizeof err),
+                   CONFIG_OK);
+  assert_int_equal(cfg.max_watch, 1002);
+  assert_int_equal(cfg.max_body, 2000);
+  assert_int_equal(cfg.heartbeat_ms, 3001);
+  assert_string_equal(cfg.api_key, "file-key");
+  assert_string_equal(cfg.config_file, conf_path);
+  /* The environment's webhook list replaces the file's. */
+  assert_int_equal(cfg.n_webhooks, 1);
+  assert_non_null(strstr(cfg.webhooks[0], "/env"));
+  config_free(&cfg);
+
+  /* A flag's API key wins over the file's api-key-file; flags' webhooks
+   * replace the environment's; --config on the command line wins over
+   * PRESENCED_CONFIG. */
+  const char *other = write_tmp("o.conf", "max-watch = 7\n");
+  char *argv2[] = {"presenced",
+                   "--api-key",
+                   "flag-key",
+                   "--webhook",
+                   "url=http://127.0.0.1:9/x,secret=s",
+                   "--webhook=url=http://127.0.0.1:9/y,secret=s",
+                   "--config",
+                   (char *)other};
+  assert_int_equal(parse(&cfg, layered_env, argv2, 8, err, sizeof err),
+                   CONFIG_OK);
+  assert_string_equal(cfg.api_key, "flag-key");
+  assert_null(cfg.api_key_file);
+  assert_int_equal(cfg.max_watch, 7);
+  assert_int_equal(cfg.n_webhooks, 2);
+  assert_non_null(strstr(cfg.webhooks[1], "/y"));
+  config_free(&cfg);
+
+  /* --jwt-secret-file; a file given later than a secret wins over it. */
+  const char *jwt = write_tmp("jwt", "jwt-from-file\r\n");
+  char *argv3[] = {"presenced", "--jwt-secret", "x", "--jwt-secret-file",
+                   (char *)jwt};
+  assert_int_equal(parse(&cfg, NULL, argv3, 5, err, sizeof err), CONFIG_OK);
+  assert_string_equal(cfg.jwt_secret, "jwt-from-file");
+  config_free(&cfg);
+
+  /* Bad secret files. */
+  const char *empty = write_tmp("empty", "\n");
+  const char *two = write_tmp("two", "a\nb\n");
+  const char *missing = "/nonexistent/presenced-secret";
+  const char *bad[] = {empty, two, missing};
+  const char *want[] = {"is empty", "single line", "cannot open"};
+  for (int i = 0; i < 3; i++) {
+    char e2[256] = "";
+    char *argv4[] = {"presenced", "--api-key-file", (char *)bad[i]};
+    assert_int_equal(parse(&cfg, NULL, argv4, 3, e2, sizeof e2),
+                     CONFIG_EXIT_USAGE);
+    assert_non_null(strstr(e2, "api-key-file"));
+    assert_non_null(strstr(e2, want[i]));
+    config_free(&cfg);
+  }
+
+  /* A bad file through config_parse: FILE:LINE, exit code 2. */
+  const char *badconf = write_tmp("bad.conf", "# ok\nmax-frame = x\n");
+  char e3[256] = "";
+  char *argv5[] = {"presenced", "--config", (char *)badconf, "--check-config"};
+  assert_int_equal(parse(&cfg, NULL, argv5, 4, e3, sizeof e3),
+                   CONFIG_EXIT_USAGE);
+  char want3[200];
+  snprintf(want3, sizeof want3, "%s:2: max-frame: ", badconf);
+  assert_non_null(strstr(e3, want3));
+  config_free(&cfg);
+  char *argv6[] = {"presenced", "--config=/nonexistent/p.conf"};
+  assert_int_equal(parse(&cfg, NULL, argv6, 2, e3, sizeof e3),
+                   CONFIG_EXIT_USAGE);
+  config_free(&cfg);
+
+  const char *paths[] = {"key",   "p.conf", "o.conf",  "jwt",
+                         "empty", "two",    "bad.conf"};
+  for (size_t i = 0; i < sizeof paths / sizeof paths[0]; i++) {
+    char p[160];
+    snprintf(p, sizeof p, "%s/%s", tmpdir, paths[i]);
+    unlink(p);
+  }
+  rmdir(tmpdir);
+}
+
+static void test_check_config_and_keys(void **state) {
+  (void)state;
+  srv_config_t cfg;
+  config_defaults(&cfg);
+  char out[64] = "", err[256] = "";
+  FILE *o = fmemopen(out, sizeof out, "w");
+  FILE *e = fmemopen(err, sizeof err, "w");
+  char *argv[] = {"presenced", "--check-config", "--log-format", "logfmt"};
+  assert_int_equal(config_parse(&cfg, 4, argv, NULL, o, e), CONFIG_EXIT_OK);
+  fclose(o);
+  fclose(e);
+  assert_string_equal(out, "ok\n");
+  assert_int_equal(cfg.log_format, SRV_LOG_LOGFMT);
+
+  /* The table of docs/configuration.md lists every key with its default. */
+  char *table = NULL;
+  size_t len = 0;
+  FILE *t = open_memstream(&table, &len);
+  config_print_keys_markdown(t);
+  fclose(t);
+  const char *rows[] = {"| `listen` | `PRESENCED_LISTEN` | `127.0.0.1:7070` |",
+                        "| `api-key-file` | `PRESENCED_API_KEY_FILE` | none |",
+                        "| `heartbeat-ms` | `PRESENCED_HEARTBEAT_MS` | `25000` "
+                        "| interval of server pings |",
+                        "| `log-format` | `PRESENCED_LOG_FORMAT` | `text` |"};
+  for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++)
+    if (!strstr(table, rows[i]))
+      fail_msg("missing row %s in\n%s", rows[i], table);
+  assert_null(strstr(table, "`config`"));
+  free(table);
+}
+
 static void test_loopback(void **state) {
   (void)state;
   assert_true(config_host_is_loopback("127.0.0.1"));
@@ -145,9 +394,16 @@ static void test_uuid(void **state) {
 
 int main(void) {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(test_defaults),   cmocka_unit_test(test_flags_over_env),
-      cmocka_unit_test(test_bad_values), cmocka_unit_test(test_loopback),
-      cmocka_unit_test(test_map),        cmocka_unit_test(test_uuid),
+      cmocka_unit_test(test_defaults),
+      cmocka_unit_test(test_flags_over_env),
+      cmocka_unit_test(test_bad_values),
+      cmocka_unit_test(test_loopback),
+      cmocka_unit_test(test_map),
+      cmocka_unit_test(test_uuid),
+      cmocka_unit_test(test_file_good),
+      cmocka_unit_test(test_file_bad),
+      cmocka_unit_test(test_file_precedence),
+      cmocka_unit_test(test_check_config_and_keys),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -34,17 +34,23 @@
 
 struct muser;
 
+/* The id follows the fixed part, and the metadata (if any) follows the id's
+ * NUL: one allocation per session, no pointer for what most sessions lack. */
 typedef struct msess {
   presence__hkey_t key;
-  uint32_t connected_s;
-  uint32_t status_since_s;
   uint32_t slot; /* in the handle slab */
   uint32_t gen;  /* the handle's check */
   struct muser *user;
   struct msess *user_next;
-  char *meta;
+  int64_t connected_ms;
+  int64_t status_since_ms;
+  uint16_t meta_size; /* strlen(meta) + 1; 0: no metadata */
   char id[];
 } msess_t;
+
+static inline const char *sess_meta(const msess_t *s) {
+  return s->meta_size ? s->id + s->key.len + 1 : NULL;
+}
 
 /* In front of a session when inactivity is on: its place in the activity
  * list, least recently active first. */
@@ -165,7 +171,7 @@ static void emit_session(mstore_t *m, presence_event_type_t type,
   ev.reason = reason;
   ev.session_id = s->id;
   ev.user_id = s->user->id;
-  ev.meta = type == PRESENCE_EV_SESSION_CONNECTED ? s->meta : NULL;
+  ev.meta = type == PRESENCE_EV_SESSION_CONNECTED ? sess_meta(s) : NULL;
   ev.from = from;
   ev.to = to;
   ev.user_version = s->user->version;
@@ -331,7 +337,6 @@ static muser_t *user_get_or_create(mstore_t *m, const char *id, size_t len,
 }
 
 static void session_free(mstore_t *m, msess_t *s) {
-  presence__free(m->alloc, s->meta);
   presence__free(m->alloc, m->inactivity ? (void *)act_of(s) : (void *)s);
 }
 
@@ -347,19 +352,18 @@ static int op_connect(mstore_t *m, const presence_write_t *w) {
     return PRESENCE_ELIMIT;
 
   size_t pre = m->inactivity ? sizeof(act_t) : 0;
-  char *block =
-      presence__malloc(m->alloc, pre + sizeof(msess_t) + w->session_id_len + 1);
+  size_t meta_size = w->meta ? w->meta_len + 1 : 0;
+  size_t fixed = offsetof(msess_t, id);
+  char *block = presence__malloc(m->alloc, pre + fixed + w->session_id_len +
+                                               1 + meta_size);
   if (!block) return PRESENCE_ENOMEM;
   msess_t *s = (msess_t *)(block + pre);
-  memset(s, 0, sizeof(*s));
+  memset(s, 0, fixed);
+  s->meta_size = (uint16_t)meta_size;
   if (w->meta) {
-    s->meta = presence__malloc(m->alloc, w->meta_len + 1);
-    if (!s->meta) {
-      presence__free(m->alloc, block);
-      return PRESENCE_ENOMEM;
-    }
-    memcpy(s->meta, w->meta, w->meta_len);
-    s->meta[w->meta_len] = '\0';
+    char *meta = s->id + w->session_id_len + 1;
+    memcpy(meta, w->meta, w->meta_len);
+    meta[w->meta_len] = '\0';
   }
   s->key.hash = sh;
   s->key.len = (uint8_t)w->session_id_len;
@@ -378,7 +382,7 @@ static int op_connect(mstore_t *m, const presence_write_t *w) {
   }
   if (w->handle_out) *w->handle_out = handle_of(s);
   int64_t now = m->h.wall_ms(m->h.host_ud);
-  s->connected_s = s->status_since_s = (uint32_t)(now / 1000);
+  s->connected_ms = s->status_since_ms = now;
   s->user = u;
   s->user_next = u->sessions;
   u->sessions = s;
@@ -447,7 +451,7 @@ static void set_status(mstore_t *m, msess_t *s, presence_status_t to,
   int64_t now = m->h.wall_ms(m->h.host_ud);
   s->key.spare[S_STATUS] = (uint8_t)to;
   s->key.spare[S_REASON] = (uint8_t)reason;
-  s->status_since_s = (uint32_t)(now / 1000);
+  s->status_since_ms = now;
   if (to == PRESENCE_ONLINE) u->n_online++;
   else u->n_online--;
   u->last_seen_ms = now;
@@ -613,12 +617,12 @@ static void fill_session(mstore_t *m, const msess_t *s,
                          presence_session_info_t *o) {
   o->session_id = s->id;
   o->user_id = s->user->id;
-  o->meta = s->meta;
+  o->meta = sess_meta(s);
   o->instance_id = m->h.instance_id;
   o->status = s_status(s);
   o->status_reason = (presence_reason_t)s->key.spare[S_REASON];
-  o->connected_ms = (int64_t)s->connected_s * 1000;
-  o->status_since_ms = (int64_t)s->status_since_s * 1000;
+  o->connected_ms = s->connected_ms;
+  o->status_since_ms = s->status_since_ms;
 }
 
 static muser_t *find_user(mstore_t *m, const char *id) {

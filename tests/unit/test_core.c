@@ -521,7 +521,10 @@ static void sessions_keep_their_metadata(void **state) {
   (void)state;
   fixture_t *f = make(0, 0, 0, 0);
   presence_session_connect(f->p, "s1", "alice", "{\"device\":\"phone\"}", NULL, NULL);
+  clock_advance(&f->clock, 123);
+  int64_t connected = f->clock.wall;
   presence_session_connect(f->p, "s2", "alice", NULL, NULL, NULL);
+  clock_advance(&f->clock, 4321);
   presence_session_set_status(f->p, "s2", PRESENCE_IDLE, NULL, NULL);
   assert_string_equal(f->rec.ev[0].meta, "{\"device\":\"phone\"}");
   presence_session_info_t s[4];
@@ -537,6 +540,9 @@ static void sessions_keep_their_metadata(void **state) {
     } else {
       assert_null(s[i].meta);
       assert_int_equal(s[i].status, PRESENCE_IDLE);
+      /* Milliseconds, not seconds in disguise. */
+      assert_int_equal(s[i].connected_ms, connected);
+      assert_int_equal(s[i].status_since_ms, f->clock.wall);
       assert_int_equal(s[i].status_reason, PRESENCE_REASON_EXPLICIT);
       seen |= 2;
     }

@@ -4,7 +4,10 @@ stats and watch, human and --json output, the documented exit codes
 (0 ok, 1 refused or not found, 2 usage, 3 unreachable, 4 auth refused),
 watch resuming with Last-Event-ID after a dropped connection (through a
 proxy that cuts it) and after a daemon restart; /metrics names follow the
-Prometheus conventions. presencectl is found next to presenced."""
+Prometheus conventions and the Grafana dashboard only queries metrics that
+exist. Also the operator's side of presenced: --config with a secret file,
+--check-config, JSON logs with one line per error class. presencectl is
+found next to presenced."""
 
 import asyncio
 import json
@@ -277,6 +280,14 @@ async def test_stats_and_metrics(t, d, args):
             bad.append(f"{name}: not a base unit (seconds, bytes)")
     t.check("metrics: every family has HELP and TYPE, presenced_ prefix, _total counters, "
             "base units", not bad, bad)
+    # The Grafana dashboard only queries metrics that exist (webhook families
+    # appear only with endpoints configured).
+    with open(os.path.join(args.source_dir, "contrib", "grafana", "presenced.json")) as f:
+        dash = json.load(f)
+    used = set(re.findall(r"presenced_[a-z_]+", json.dumps(dash)))
+    missing = sorted(n for n in used if not n.startswith("presenced_webhook_") and n not in types)
+    t.check("contrib/grafana/presenced.json: every metric it queries exists", used and not missing,
+            missing)
 
 
 async def test_watch_json_and_human(t, d, args):
@@ -435,6 +446,73 @@ async def test_watch_across_restart(t, d, args):
             x.cleanup()
 
 
+@timeout(40)
+async def test_config_file_and_logs(t, d, args):
+    """presenced --config with a secret file, --check-config, JSON logs with
+    one line per error class."""
+    tmp = tempfile.mkdtemp(prefix="pctl-conf-")
+    key = os.path.join(tmp, "api-key")
+    with open(key, "w") as f:
+        f.write(API_KEY + "\n")
+    good = os.path.join(tmp, "good.conf")
+    with open(good, "w") as f:
+        f.write(f"# test\napi-key-file = {key}\nlog-format = json\nlog-level = info\n")
+    bad = os.path.join(tmp, "bad.conf")
+    with open(bad, "w") as f:
+        f.write("log-format = json\nmax-frame = lots\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PRESENCED_")}
+
+    async def run_pd(*argv):
+        p = await asyncio.create_subprocess_exec(
+            args.presenced, *argv, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE, env=env)
+        out, err = await asyncio.wait_for(p.communicate(), 10)
+        return p.returncode, out.decode(), err.decode()
+
+    rc, out, err = await run_pd("--config", good, "--check-config")
+    t.check("--check-config: a good file prints ok, exit 0", rc == 0 and out.strip() == "ok",
+            (rc, out, err))
+    rc, out, err = await run_pd("--config", bad, "--check-config")
+    t.check("--check-config: a bad file gives FILE:LINE: key: reason, exit 2",
+            rc == 2 and f"{bad}:2: max-frame: expected an integer" in err, (rc, err))
+    rc, out, err = await run_pd("--config", good, "--api-key-file", os.path.join(tmp, "none"),
+                                "--check-config")
+    t.check("--check-config: an unreadable secret file, exit 2",
+            rc == 2 and "api-key-file" in err, (rc, err))
+    rc, out, err = await run_pd("--config", bad)
+    t.eq("a bad file: presenced does not start, exit 2", rc, 2)
+
+    pd = Daemon(args.presenced, {"--api-key": None, "--config": good}, "config-file")
+    try:
+        pd.start()
+        rc, out, _ = await ctl("status", "x", d=pd)
+        t.eq("the API key from the file's api-key-file is the one in force", rc, 0)
+        for _ in range(30):
+            await http(pd, "GET", "/v1/users/x", auth="Bearer wrong")
+        r = await http(pd, "GET", "/metrics", auth=False)
+        m = re.search(r'^presenced_errors_total\{code="unauthorized"\} (\d+)$', r.body.decode(), re.M)
+        t.check("30 refused requests are counted", m and int(m.group(1)) >= 30, m.group(0) if m else r.body[-400:])
+        await asyncio.sleep(0.2)
+        lines = [l for l in pd.stderr_text().splitlines() if l.strip()]
+        recs = [loads(l) for l in lines]
+        t.check("--log-format json: every stderr line is a JSON object with ts, level, msg",
+                lines and all(isinstance(r, dict) and {"ts", "level", "msg"} <= r.keys()
+                              for r in recs), lines[:5])
+        unauth = [r for r in recs if isinstance(r, dict) and r.get("code") == "unauthorized"]
+        t.eq("one log line for 30 errors of one class (never one per request)", len(unauth), 1)
+        t.check("the error line carries its code, level warn and the instance",
+                unauth and unauth[0].get("level") == "warn" and unauth[0].get("instance"), unauth)
+    finally:
+        code = pd.stop()
+        t.eq("config-file daemon: SIGTERM, exit 0", code, 0)
+        t.check("config-file daemon: no sanitizer report", not sanitizer_report(pd.stderr_text()),
+                sanitizer_report(pd.stderr_text()))
+        pd.cleanup()
+        for f in os.listdir(tmp):
+            os.unlink(os.path.join(tmp, f))
+        os.rmdir(tmp)
+
+
 def main():
     global CTL
     args = parse_args()
@@ -448,6 +526,7 @@ def main():
                              test_stats_and_metrics, test_watch_json_and_human,
                              test_watch_resumes_after_disconnect]),
         ("presencectl-restart", {}, [test_watch_across_restart]),
+        ("config-and-logs", {}, [test_config_file_and_logs]),
     ])
 
 

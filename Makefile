@@ -9,7 +9,7 @@ PORT      ?= 7070
 API_KEY   ?= dev-api-key
 CMAKE_FLAGS ?=
 
-.PHONY: all deps build build-asan run test test-unit test-asan bench soak format clean install
+.PHONY: all deps build build-asan run test test-unit test-asan bench soak format clean install fuzz fuzz-smoke
 
 all: build
 
@@ -66,6 +66,26 @@ install: build
 
 format:
 	clang-format -i $$(git ls-files '*.c' '*.h')
+
+# libFuzzer harnesses (tests/fuzz), in their own clang build with ASan+UBSan.
+# `make fuzz` runs each for FUZZ_SECONDS; `make fuzz-smoke` briefly, in
+# parallel. A crash fails the target and leaves its input in
+# $(FUZZ)/fuzz-artifacts/.
+FUZZ         ?= build-fuzz
+FUZZ_SECONDS ?= 60
+FUZZ_SMOKE_SECONDS ?= 15
+
+$(FUZZ)/CMakeCache.txt:
+	CC=clang cmake -S . -B $(FUZZ) -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+	  -DSANITIZE=address,undefined -DPRESENCE_FUZZ=ON $(CMAKE_FLAGS)
+
+fuzz: deps $(FUZZ)/CMakeCache.txt
+	cmake --build $(FUZZ) -j $(JOBS) --target fuzzers
+	bash tests/fuzz/run.sh $(FUZZ) $(FUZZ_SECONDS) $(JOBS)
+
+fuzz-smoke: deps $(FUZZ)/CMakeCache.txt
+	cmake --build $(FUZZ) -j $(JOBS) --target fuzzers
+	bash tests/fuzz/run.sh $(FUZZ) $(FUZZ_SMOKE_SECONDS) $(JOBS)
 
 clean:
 	rm -rf $(BUILD) $(ASAN)

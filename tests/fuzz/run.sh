@@ -5,7 +5,7 @@
 # only) plus what earlier runs found (BUILD_DIR/fuzz-corpus/NAME). A crash
 # leaves its input in BUILD_DIR/fuzz-artifacts/ and fails the run: turn it
 # into a regression case under tests/data/ and fix the bug.
-set -u
+set -u -o pipefail
 build=${1:?build dir}
 secs=${2:-60}
 jobs=${3:-2}

@@ -121,6 +121,22 @@ def is_ev(e, typ, user):
     return e.get("type") == typ and e.get("user_id") == user
 
 
+async def streams_open(port, n=1, timeout=10.0):
+    """Wait until presenced on port has n event streams open: a watch that
+    follows new events only must be connected before the events happen."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            r = await http_raw(port, build_request("GET", "/metrics"), 2)
+            m = re.search(r"^presenced_event_streams (\d+)$", r.body.decode(), re.M)
+            if m and int(m.group(1)) >= n:
+                return True
+        except (OSError, asyncio.TimeoutError):
+            pass
+        await asyncio.sleep(0.05)
+    return False
+
+
 # --------------------------------------------------------------------------
 
 
@@ -293,7 +309,7 @@ async def test_stats_and_metrics(t, d, args):
 async def test_watch_json_and_human(t, d, args):
     url = f"http://{HOST}:{d.port}"
     w = await Watch.start(url)
-    await asyncio.sleep(0.3)  # connected: it follows new events only
+    t.check("watch: connected", await streams_open(d.port))
     c = await Client.connect(d, "pc-watch")
     e = await w.until(lambda e: is_ev(e, "user.online", "pc-watch"))
     t.check("watch --json: session.connected then user.online, one object per line",
@@ -372,7 +388,7 @@ async def test_watch_resumes_after_disconnect(t, d, args):
     await proxy.start()
     w = await Watch.start(f"http://{HOST}:{proxy.port}")
     try:
-        await asyncio.sleep(0.3)
+        t.check("watch through the proxy: connected", await streams_open(d.port))
         c1 = await Client.connect(d, "pc-resume-1")
         await w.until(lambda e: is_ev(e, "user.online", "pc-resume-1"))
         # Cut the stream and, until watch reconnects, refuse the proxy's
@@ -417,7 +433,7 @@ async def test_watch_across_restart(t, d, args):
     try:
         start_on(d1, port)
         w = await Watch.start(f"http://{HOST}:{port}")
-        await asyncio.sleep(0.3)
+        t.check("restart: watch connected", await streams_open(port))
         c = await Client.connect(d1, "pc-restart-1")
         await w.until(lambda e: is_ev(e, "user.online", "pc-restart-1"))
         d1.stop()

@@ -614,9 +614,28 @@ static void instance_of(char *out, size_t cap) {
   free(b.data);
 }
 
+/* SIGINT/SIGTERM end a watch normally (exit 0): it is how one stops it. */
+static volatile sig_atomic_t stop_requested;
+
+static void on_stop_signal(int sig) {
+  (void)sig;
+  stop_requested = 1;
+}
+
+/* libcurl calls this at least once a second during a transfer. */
+static int on_progress(void *ud, curl_off_t dt, curl_off_t dn, curl_off_t ut,
+                       curl_off_t un) {
+  (void)ud;
+  (void)dt;
+  (void)dn;
+  (void)ut;
+  (void)un;
+  return stop_requested ? 1 : 0;
+}
+
 static void sleep_ms(long ms) {
   struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
-  while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
+  while (!stop_requested && nanosleep(&ts, &ts) != 0 && errno == EINTR) {
   }
 }
 
@@ -627,7 +646,14 @@ static int cmd_watch(int argc, char **argv) {
   if (O.after) snprintf(st.last_id, sizeof st.last_id, "%s", O.after);
   char instance[64] = "", now_instance[64];
   long failures = 0, backoff_ms = 250;
+  struct sigaction sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = on_stop_signal;
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGINT, &sa, NULL);
+  sigaction(SIGTERM, &sa, NULL);
   for (;;) {
+    if (stop_requested) return EXIT_OK;
     /* A presenced with the embedded store starts a new log when it
      * restarts: sequence numbers begin again, so the old cursor means
      * nothing there. Resume from the start of the new log instead. */
@@ -657,6 +683,8 @@ static int cmd_watch(int argc, char **argv) {
      * connection is a dead one. */
     curl_easy_setopt(c, CURLOPT_LOW_SPEED_LIMIT, 1L);
     curl_easy_setopt(c, CURLOPT_LOW_SPEED_TIME, O.idle_s);
+    curl_easy_setopt(c, CURLOPT_XFERINFOFUNCTION, on_progress);
+    curl_easy_setopt(c, CURLOPT_NOPROGRESS, 0L);
     /* Errors are read from the status: keep the body (the error JSON). */
     body_t eb = {0};
     st.len = 0;
@@ -669,7 +697,7 @@ static int cmd_watch(int argc, char **argv) {
     free(st.data);
     st.data = NULL;
     st.data_len = 0;
-    if (st.done) return EXIT_OK;
+    if (st.done || stop_requested) return EXIT_OK;
     if (status == 401 || status == 403)
       return report(CURLE_OK, status, &eb, "watch");
     if (status && status != 200) {

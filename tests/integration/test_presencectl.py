@@ -115,6 +115,7 @@ class Watch:
                 await asyncio.wait_for(t, 2)
             except (asyncio.TimeoutError, Exception):
                 t.cancel()
+        return self.proc.returncode
 
 
 def is_ev(e, typ, user):
@@ -317,7 +318,7 @@ async def test_watch_json_and_human(t, d, args):
     await c.ws.close()
     e = await w.until(lambda e: is_ev(e, "user.offline", "pc-watch"))
     t.check("watch --json: user.offline after the close", e is not None, w.events[-3:])
-    await w.stop()
+    t.eq("watch: SIGTERM ends it with exit 0", await w.stop(), 0)
     # Human output and --count / --after: replay from a cursor, then exit 0.
     first = w.seqs()[0] if w.seqs() else 0
     rc, out, err = await ctl("watch", "--after", str(first - 1), "--count", "2", d=d)

@@ -18,7 +18,9 @@
 
 #include <cmocka.h>
 #include <hiredis/hiredis.h>
+#include <fcntl.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -64,6 +66,14 @@ static inline void srv_start(server_t *s) {
   pid_t pid = fork();
   assert_true(pid >= 0);
   if (pid == 0) {
+    /* Die with the test, even when it is killed by a timeout. */
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    int null = open("/dev/null", O_RDWR);
+    if (null >= 0) {
+      dup2(null, 0);
+      dup2(null, 1);
+      dup2(null, 2);
+    }
     char dir_arg[80];
     snprintf(dir_arg, sizeof dir_arg, "%s", s->dir);
     execlp(bin, bin, "--port", "0", "--unixsocket", s->sock, "--save", "",
@@ -122,6 +132,12 @@ static inline redisReply *srv_cmd(server_t *s, const char *fmt, ...) {
   redisFree(c);
   assert_non_null(r);
   return r;
+}
+
+/* TEST_FILTER=name runs one test. */
+static inline void apply_filter(void) {
+  const char *f = getenv("TEST_FILTER");
+  if (f) cmocka_set_test_filter(f);
 }
 
 /* ---- recording ---------------------------------------------------------- */
@@ -191,6 +207,12 @@ typedef struct inst {
   char id[32];
 } inst_t;
 
+static inline void debug_log(void *ud, presence_log_level_t l,
+                             const char *msg) {
+  fprintf(stderr, "[%s %lld] %d %s\n", (const char *)ud, (long long)now_ms(),
+          (int)l, msg);
+}
+
 typedef struct inst_opts {
   uint32_t grace_ms;
   uint32_t inactivity_ms;
@@ -221,6 +243,10 @@ static inline void inst_new(inst_t *in, uv_loop_t *loop, server_t *s,
   presence_options_t o;
   presence_options_init(&o);
   o.instance_id = in->id;
+  if (getenv("PRESENCE_DEBUG")) {
+    o.log = debug_log;
+    o.log_ud = in->id;
+  }
   o.store = in->store;
   if (io) {
     o.offline_grace_ms = io->grace_ms;
@@ -246,6 +272,13 @@ static inline void done_cb(presence_t *p, int status, void *ud) {
   inst_t *in = ud;
   in->done_n++;
   if (status < 0 && status > -32) in->done_err[-status]++;
+}
+
+static inline void assert_no_errors(const inst_t *in) {
+  for (int e = 1; e < 32; e++)
+    if (in->done_err[e])
+      fail_msg("%s: %d completions with %s", in->id, in->done_err[e],
+               presence_err_name(-e));
 }
 
 /* Run the loop until pred holds or ms pass; returns whether it held. */
@@ -284,7 +317,8 @@ static inline bool done_wait_pred(void *ud) {
 }
 static inline void wait_done(uv_loop_t *loop, inst_t *in, int n) {
   done_wait_t w = {in, n};
-  assert_true(run_until(loop, done_wait_pred, &w, 10000));
+  if (!run_until(loop, done_wait_pred, &w, 45000))
+    fail_msg("%s: %d of %d completions", in->id, in->done_n, n);
 }
 
 static inline void wait_ready(uv_loop_t *loop, inst_t *in) {

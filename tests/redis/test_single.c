@@ -51,7 +51,7 @@ static void connect_emits_session_then_user(void **state) {
   fx_t *f = make(NULL);
   DO(f, presence_session_connect(f->a.p, "s1", "alice", "{\"x\":1}", done_cb,
                                  &f->a));
-  assert_int_equal(f->a.done_err[0], 0);
+  assert_no_errors(&f->a);
   assert_int_equal(f->a.local.n, 2);
   expect(&f->a.local, 0, PRESENCE_EV_SESSION_CONNECTED, PRESENCE_REASON_CONNECT,
          "alice");
@@ -296,7 +296,7 @@ static void reset_is_a_full_cleanup(void **state) {
   DO(f, presence_session_connect(f->a.p, "s2", "bob", NULL, done_cb, &f->a));
   f->a.local.n = 0;
   DO(f, presence_reset(f->a.p, done_cb, &f->a));
-  assert_int_equal(f->a.done_err[0], 0);
+  assert_no_errors(&f->a);
   assert_int_equal(rec_count(&f->a.local, PRESENCE_EV_SESSION_DISCONNECTED), 2);
   assert_int_equal(rec_count(&f->a.local, PRESENCE_EV_USER_OFFLINE), 2);
   expect(&f->a.local, f->a.local.n - 1, PRESENCE_EV_CLEANUP,
@@ -343,5 +343,6 @@ int main(void) {
       cmocka_unit_test(reset_is_a_full_cleanup),
       cmocka_unit_test(fresh_start_cleans_stale_state),
   };
+  apply_filter();
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

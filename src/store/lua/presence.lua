@@ -28,6 +28,14 @@ local A = 8
 local tm = redis.call('TIME')
 local now = tonumber(tm[1]) * 1000 + math.floor(tonumber(tm[2]) / 1000)
 local function s(x) return string.format('%.0f', x) end
+local t0 = tonumber(tm[1]) * 1000000 + tonumber(tm[2])
+-- Batches also stop on time: a batch of sessions is the unit of work, but
+-- a loaded host (or a preempted Redis) must still not block Redis for
+-- longer than ~5 ms in one call.
+local function over_budget()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000000 + tonumber(t[2]) - t0 >= 5000
+end
 
 local OFF, ON, IDLE = 0, 1, 2
 local EV_CONN, EV_DISC, EV_STATUS, EV_UON, EV_UIDLE, EV_UOFF, EV_CLEAN =
@@ -125,10 +133,15 @@ local function grace_cancel(u, U)
   end
 end
 
+-- Every write of a live epoch also renews its lease: writes travel on the
+-- same connection as heartbeats, and a deep pipeline of writes (a burst of
+-- connects) must not starve the heartbeat queued behind it into expiry.
 local function fenced()
   if redis.call('HGET', K_INST, iid) ~= epoch then return true end
   local exp = redis.call('ZSCORE', K_LEASE, iid)
-  return (not exp) or tonumber(exp) < now
+  if (not exp) or tonumber(exp) < now then return true end
+  redis.call('ZADD', K_LEASE, now + lease_ms, iid)
+  return false
 end
 
 -- Add a session owned by this instance (connect, or resync of one the
@@ -390,7 +403,7 @@ end
 
 -- Remove a batch of a claimed instance's sessions (those of the dead epoch
 -- or older: a dead instance that came back and re-registered keeps its new
--- ones). ARGV: dead id, cursor, batch. Payload: {cursor, session ids...}.
+-- ones). ARGV: dead id, cursor, batch. Payload: {cursor, done, ids...}.
 if op == 'reap' then
   if fenced() then return {E_FENCED} end
   local dead, cur, lim = ARGV[A], ARGV[A + 1], ARGV[A + 2]
@@ -400,8 +413,16 @@ if op == 'reap' then
   local de = tonumber(string.sub(claim, #mine + 1))
   redis.call('ZADD', K_REAP, now + lease_ms, dead)
   local r = redis.call('SSCAN', k_is(dead), cur, 'COUNT', lim)
-  local gone = {r[1]}
+  -- {next cursor, '1' when the scan is complete, removed ids...}
+  local gone = {r[1], (r[1] == '0') and '1' or '0'}
   for _, sid in ipairs(r[2]) do
+    if #gone > 2 and over_budget() then
+      -- Out of time: the same cursor again visits what is left of this
+      -- page (the removed sessions are gone from the set).
+      gone[1] = cur
+      gone[2] = '0'
+      break
+    end
     local u = redis.call('HGET', K_SIDX, sid)
     local rec = u and redis.call('HGET', k_ss(u), sid)
     if not rec then

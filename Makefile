@@ -32,12 +32,14 @@ build-asan: deps $(ASAN)/CMakeCache.txt
 run: build
 	./$(BUILD)/presenced --listen $(HOST):$(PORT) --demo --api-key $(API_KEY)
 
-# Every suite, in the plain build and again under ASan+UBSan.
+# Every suite (unit, integration with real redis-servers, browser), in the
+# plain build and again under ASan+UBSan, then a short run of every fuzzer.
 test: build build-asan
 	cd $(BUILD) && ctest --output-on-failure -j 2
 	cd $(ASAN) && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
 	  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	  ctest --output-on-failure -j 2
+	$(MAKE) fuzz-smoke FUZZ_SMOKE_SECONDS=20
 
 test-unit: build
 	cd $(BUILD) && ctest --output-on-failure -L unit
@@ -88,4 +90,4 @@ fuzz-smoke: deps $(FUZZ)/CMakeCache.txt
 	bash tests/fuzz/run.sh $(FUZZ) $(FUZZ_SMOKE_SECONDS) $(JOBS)
 
 clean:
-	rm -rf $(BUILD) $(ASAN)
+	rm -rf $(BUILD) $(ASAN) $(FUZZ)

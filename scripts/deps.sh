@@ -7,7 +7,7 @@ set -euo pipefail
 want=(
   build-essential cmake pkg-config clang libclang-rt-14-dev
   libuv1-dev libhttp-parser-dev libcjson-dev libssl-dev
-  libhiredis-dev libcurl4-openssl-dev libcmocka-dev
+  libhiredis-dev libcurl4-openssl-dev libcmocka-dev libwslay-dev
   redis-server python3 python3-websockets curl
 )
 # Extra groups, asked for by the Makefile targets that need them.

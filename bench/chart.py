@@ -59,9 +59,10 @@ class Svg:
             f'text-anchor="{anchor}" font-weight="{weight}" fill="{color}">'
             f'{escape(str(s))}</text>')
 
-    def rect(self, x, y, w, h, fill, stroke="none"):
+    def rect(self, x, y, w, h, fill, stroke="none", opacity=1.0):
         self.out.append(f'<rect x="{x:.1f}" y="{y:.1f}" width="{w:.1f}" '
-                        f'height="{h:.1f}" fill="{fill}" stroke="{stroke}"/>')
+                        f'height="{h:.1f}" fill="{fill}" stroke="{stroke}" '
+                        f'fill-opacity="{opacity}"/>')
 
     def line(self, x1, y1, x2, y2, color=INK, width=1, dash=None):
         d = f' stroke-dasharray="{dash}"' if dash else ""
@@ -139,7 +140,7 @@ def panel(svg, px, py, title, unit, bars, target=None, target_label=None,
         label = target_label or f"target {fmt(target)}"
         # On a white box, so the label stays readable over a bar.
         w = len(label) * 5.6 + 6
-        svg.rect(x1 - w, y - 14, w, 12, "white")
+        svg.rect(x1 - w, y - 14, w, 12, "white", opacity=0.7)
         svg.text(x1 - 3, y - 4, label, 9.5, "end", color=RED)
 
 

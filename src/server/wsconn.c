@@ -175,17 +175,25 @@ void ws_close(conn_t *c, uint16_t code, const char *err_code,
               const char *message, presence_reason_t reason) {
   wsconn_t *w = c->u.ws;
   if (c->closing || !w || w->close_sent) return;
-  if (err_code)
+  /* Every write below may fail and close the connection, which frees w:
+   * each write is followed by a check. The subscriptions go before the
+   * session ends, so the session's own events are not written to the
+   * connection being closed. */
+  unsubscribe_all(c);
+  end_session(c, reason);
+  if (c->closing) return;
+  if (err_code) {
     send_error(c, err_code, message ? message : err_code, NULL);
-  else if (close_code_name(code) && code != WS_CLOSE_SLOW)
+    if (c->closing) return;
+  } else if (close_code_name(code) && code != WS_CLOSE_SLOW) {
     srv_error(c->srv, close_code_name(code), "closing WebSocket with %u: %s",
               code, message ? message : "");
-  end_session(c, reason);
-  unsubscribe_all(c);
+  }
+  w->close_sent = 1; /* nothing but the close frame goes out from here */
   uint8_t payload[125];
   size_t pl = ws_close_payload(payload, code, message ? message : "");
   send_frame(c, WS_OP_CLOSE, payload, pl);
-  w->close_sent = 1;
+  if (c->closing) return;
   conn_close_after_flush(c);
 }
 
@@ -202,6 +210,7 @@ void ws_shutdown(conn_t *c) {
 static void bad_message(conn_t *c, const char *code, const char *message,
                         const char *id) {
   send_error(c, code, message, id);
+  if (c->closing) return; /* the write failed: the connection is gone */
   if (++c->u.ws->bad_messages >= MAX_BAD_MESSAGES)
     ws_close(c, WS_CLOSE_POLICY, NULL, "too many malformed messages",
              PRESENCE_REASON_DISCONNECT);
@@ -397,15 +406,16 @@ void ws_on_read(conn_t *c, const char *data, size_t len) {
       break;
     case WS_EV_CLOSE: {
       /* Echo the peer's code (none if it sent none), then we are done. */
-      end_session(c, PRESENCE_REASON_DISCONNECT);
       unsubscribe_all(c);
+      end_session(c, PRESENCE_REASON_DISCONNECT);
+      if (c->closing) return;
+      w->close_sent = 1;
       uint8_t payload[125];
       size_t pl = 0;
       if (ev.close_code != 1005)
         pl = ws_close_payload(payload, ev.close_code, "");
       send_frame(c, WS_OP_CLOSE, payload, pl);
-      w->close_sent = 1;
-      conn_close_after_flush(c);
+      if (!c->closing) conn_close_after_flush(c);
       return;
     }
     case WS_EV_ERROR:

@@ -26,57 +26,115 @@ static int authorized(const srv_t *s, const http_req_t *r) {
   return len == kl && CRYPTO_memcmp(h, s->cfg.api_key, kl) == 0;
 }
 
-static void put_user(srv_t *s, buf_t *b, const char *user_id) {
-  presence_user_info_t info;
-  memset(&info, 0, sizeof info);
-  if (presence_user_get(s->p, user_id, &info) != 0)
-    info.status = PRESENCE_OFFLINE;
+static void put_user(buf_t *b, const presence_user_info_t *info) {
   buf_puts(b, "{\"user_id\":");
-  buf_put_json_str(b, user_id);
+  buf_put_json_str(b, info->user_id);
   buf_puts(b, ",\"status\":\"");
-  buf_puts(b, presence_status_name(info.status));
+  buf_puts(b, presence_status_name(info->status));
   buf_puts(b, "\",\"since\":");
-  buf_put_i64(b, info.since_ms);
+  buf_put_i64(b, info->since_ms);
   buf_puts(b, ",\"last_seen\":");
-  buf_put_i64(b, info.last_seen_ms);
+  buf_put_i64(b, info->last_seen_ms);
   buf_puts(b, ",\"sessions\":");
-  buf_put_u64(b, info.session_count);
+  buf_put_u64(b, info->session_count);
   buf_puts(b, ",\"version\":");
-  buf_put_u64(b, info.version);
+  buf_put_u64(b, info->version);
   buf_putc(b, '}');
 }
 
-static void get_user(conn_t *c, const char *id) {
-  buf_t *b = &c->srv->scratch;
-  buf_reset(b);
-  put_user(c->srv, b, id);
-  http_respond_json(c, 200, b);
-  buf_shrink(b, 65536);
+/* The store could not answer (Redis away or slow): 503, retry later. */
+static void store_error(conn_t *c, int rc) {
+  http_error(c, 503, "store_unavailable", presence_strerror(rc));
 }
 
-static void get_sessions(conn_t *c, const char *id) {
-  srv_t *s = c->srv;
-  int n = presence_sessions_get(s->p, id, NULL, 0);
-  if (n < 0) {
-    http_error(c, 503, "store_error", presence_strerror(n));
-    return;
-  }
-  presence_session_info_t *v = NULL;
-  if (n > 0) {
-    v = calloc((size_t)n, sizeof *v);
-    if (!v) {
-      http_error(c, 503, "out_of_memory", "out of memory");
-      return;
+/* Every query is answered through a callback: at once with the embedded
+ * store, later with Redis. The request is deferred (http_defer holds the
+ * connection) and resumed once answered. */
+static void on_users(srv_t *s, int status, char **ids,
+                     const presence_user_info_t *infos, size_t n, void *ud,
+                     int many) {
+  conn_t *c = ud;
+  (void)ids;
+  if (!c->closing) {
+    if (status) {
+      store_error(c, status);
+    } else {
+      buf_t *b = &s->scratch;
+      buf_reset(b);
+      if (many) buf_puts(b, "{\"users\":[");
+      for (size_t i = 0; i < n; i++) {
+        if (i) buf_putc(b, ',');
+        put_user(b, &infos[i]);
+      }
+      if (many) buf_puts(b, "]}");
+      http_respond_json(c, 200, b);
+      buf_shrink(b, 65536);
     }
-    int m = presence_sessions_get(s->p, id, v, (size_t)n);
-    if (m < n) n = m < 0 ? 0 : m;
+  }
+  http_resume(c);
+}
+
+static void on_one_user(srv_t *s, int status, char **ids,
+                        const presence_user_info_t *infos, size_t n, void *ud) {
+  on_users(s, status, ids, infos, n, ud, 0);
+}
+
+static void on_many_users(srv_t *s, int status, char **ids,
+                          const presence_user_info_t *infos, size_t n,
+                          void *ud) {
+  on_users(s, status, ids, infos, n, ud, 1);
+}
+
+static void ask_users(conn_t *c, char **ids, size_t n, users_cb cb) {
+  http_defer(c);
+  if (users_query(c->srv, ids, n, cb, c) != 0) {
+    http_error(c, 503, "out_of_memory", "out of memory");
+    http_resume(c);
+  }
+}
+
+static void get_user(conn_t *c, const char *id) {
+  char *ids[1] = {(char *)id};
+  ask_users(c, ids, 1, on_one_user);
+}
+
+/* A deferred request about one id. */
+typedef struct id_req {
+  conn_t *c;
+  char id[4 * PRESENCE_ID_MAX + 1]; /* as decoded by segment_id */
+} id_req_t;
+
+static id_req_t *id_req(conn_t *c, const char *id) {
+  id_req_t *q = malloc(sizeof *q);
+  if (!q) return NULL;
+  q->c = c;
+  snprintf(q->id, sizeof q->id, "%s", id);
+  http_defer(c);
+  return q;
+}
+
+static void id_req_done(id_req_t *q) {
+  http_resume(q->c);
+  free(q);
+}
+
+static void on_sessions(presence_t *p, int status,
+                        const presence_session_info_t *v, size_t n, void *ud) {
+  id_req_t *q = ud;
+  conn_t *c = q->c;
+  srv_t *s = c->srv;
+  (void)p;
+  if (c->closing) goto out;
+  if (status) {
+    store_error(c, status);
+    goto out;
   }
   buf_t *b = &s->scratch;
   buf_reset(b);
   buf_puts(b, "{\"user_id\":");
-  buf_put_json_str(b, id);
+  buf_put_json_str(b, q->id);
   buf_puts(b, ",\"sessions\":[");
-  for (int i = 0; i < n; i++) {
+  for (size_t i = 0; i < n; i++) {
     const presence_session_info_t *si = &v[i];
     if (i) buf_putc(b, ',');
     buf_puts(b, "{\"session_id\":");
@@ -95,13 +153,72 @@ static void get_sessions(conn_t *c, const char *id) {
     buf_putc(b, '}');
   }
   buf_puts(b, "]}");
-  free(v);
   http_respond_json(c, 200, b);
   buf_shrink(b, 65536);
+out:
+  id_req_done(q);
+}
+
+static void get_sessions(conn_t *c, const char *id) {
+  id_req_t *q = id_req(c, id);
+  if (!q) {
+    http_error(c, 503, "out_of_memory", "out of memory");
+    return;
+  }
+  int rc = presence_sessions_query(c->srv->p, id, on_sessions, q);
+  if (rc < 0) {
+    store_error(c, rc);
+    id_req_done(q);
+  }
+}
+
+static void kicked(conn_t *c, const char *id) {
+  buf_t *b = &c->srv->scratch;
+  buf_reset(b);
+  buf_puts(b, "{\"kicked\":");
+  buf_put_json_str(b, id);
+  buf_putc(b, '}');
+  http_respond_json(c, 200, b);
+}
+
+static void on_remote_kick(srv_t *s, int found, void *ud) {
+  id_req_t *q = ud;
+  conn_t *c = q->c;
+  (void)s;
+  if (!c->closing) {
+    if (found > 0)
+      kicked(c, q->id);
+    else if (found == 0)
+      http_error(c, 404, "no_session", "no such session");
+    else
+      store_error(c, PRESENCE_ESTORE);
+  }
+  id_req_done(q);
 }
 
 static void kick(conn_t *c, const char *id) {
   srv_t *s = c->srv;
+  if (srv_async(s)) {
+    /* The store ends only this instance's sessions. Ours: closed here, the
+     * close ends the session with reason kicked. Another instance's: it is
+     * asked through Redis (kick.c). */
+    conn_t *ws = map_get(&s->sessions, id);
+    if (ws) {
+      ws_session_ended(ws, PRESENCE_REASON_KICKED);
+      kicked(c, id);
+      return;
+    }
+    id_req_t *q = id_req(c, id);
+    if (!q) {
+      http_error(c, 503, "out_of_memory", "out of memory");
+      return;
+    }
+    if (kick_remote(s, id, on_remote_kick, q) != 0) {
+      store_error(c, PRESENCE_ESTORE);
+      id_req_done(q);
+    }
+    return;
+  }
   int rc = presence_session_kick(s->p, id, NULL, NULL);
   srv_arm_tick(s);
   if (rc == PRESENCE_ENOSESSION) {
@@ -112,26 +229,12 @@ static void kick(conn_t *c, const char *id) {
     http_error(c, 503, "store_error", presence_strerror(rc));
     return;
   }
-  buf_t *b = &s->scratch;
-  buf_reset(b);
-  buf_puts(b, "{\"kicked\":");
-  buf_put_json_str(b, id);
-  buf_putc(b, '}');
-  http_respond_json(c, 200, b);
+  kicked(c, id);
 }
 
 /* Answer {"users":[...]} for ids[0..n). */
 static void many_users(conn_t *c, char **ids, size_t n) {
-  buf_t *b = &c->srv->scratch;
-  buf_reset(b);
-  buf_puts(b, "{\"users\":[");
-  for (size_t i = 0; i < n; i++) {
-    if (i) buf_putc(b, ',');
-    put_user(c->srv, b, ids[i]);
-  }
-  buf_puts(b, "]}");
-  http_respond_json(c, 200, b);
-  buf_shrink(b, 65536);
+  ask_users(c, ids, n, on_many_users);
 }
 
 /* GET /v1/users?ids=a,b,c */

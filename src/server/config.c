@@ -113,6 +113,17 @@ static const opt_t opts[] = {
         "hard limit of a graceful shutdown (5000)"),
     U32("sse-keepalive-ms", sse_keepalive_ms, 100, 3600000,
         "interval of event-stream keepalive comments (15000)"),
+    STR("store", store,
+        "memory, redis://HOST:PORT/DB or unix:/PATH?db=N: where presence "
+        "lives; many instances share one Redis (memory)"),
+    U32("redis-heartbeat-ms", redis_heartbeat_ms, 50, 600000,
+        "Redis store: interval of lease renewals (2000)"),
+    U32("redis-lease-ms", redis_lease_ms, 150, 3600000,
+        "Redis store: an instance silent this long is dead and reaped "
+        "(6000)"),
+    U32("redis-timeout-ms", redis_timeout_ms, 50, 600000,
+        "Redis store: a command unanswered this long drops the connection "
+        "(2000)"),
     {"webhook", OPT_WEBHOOK, 0, 0, 0,
      "url=URL,secret=S|secret-file=PATH[,events=T|T...][,name=N]: POST "
      "events to URL (repeatable, see docs/webhooks.md)"},
@@ -153,6 +164,9 @@ void config_defaults(srv_config_t *cfg) {
   cfg->http_request_timeout_ms = 10000;
   cfg->shutdown_timeout_ms = 5000;
   cfg->sse_keepalive_ms = 15000;
+  cfg->redis_heartbeat_ms = 2000;
+  cfg->redis_lease_ms = 6000;
+  cfg->redis_timeout_ms = 2000;
   cfg->webhook_batch_max = 100;
   cfg->webhook_batch_ms = 100;
   cfg->webhook_timeout_ms = 10000;
@@ -186,6 +200,15 @@ void config_free(srv_config_t *cfg) {
     o = n;
   }
   cfg->owned = NULL;
+}
+
+int config_store_is_redis(const srv_config_t *cfg) {
+  const char *v = cfg->store;
+  if (!v || !*v || !strcmp(v, "memory")) return 0;
+  if (!strncmp(v, "redis://", 8) && v[8] && v[8] != ':' && v[8] != '/')
+    return 1;
+  if (!strncmp(v, "unix:/", 6)) return 1;
+  return -1;
 }
 
 int config_host_is_loopback(const char *host) {
@@ -712,6 +735,28 @@ int config_parse(srv_config_t *cfg, int argc, char **argv,
             "presenced: --max-message: must be at least --max-frame "
             "(%u)\n",
             cfg->max_frame);
+    return CONFIG_EXIT_USAGE;
+  }
+  if (config_store_is_redis(cfg) < 0) {
+    fprintf(err,
+            "presenced: --store: '%s' is not memory, redis://HOST:PORT"
+            "/DB or unix:/PATH?db=N\n",
+            cfg->store);
+    return CONFIG_EXIT_USAGE;
+  }
+  if (config_store_is_redis(cfg) &&
+      cfg->redis_lease_ms < 2 * cfg->redis_heartbeat_ms) {
+    fprintf(err,
+            "presenced: --redis-lease-ms: must be at least twice "
+            "--redis-heartbeat-ms (%u)\n",
+            cfg->redis_heartbeat_ms);
+    return CONFIG_EXIT_USAGE;
+  }
+  if (cfg->demo && config_store_is_redis(cfg)) {
+    /* The demo lists every user the store knows: the embedded store can,
+     * a shared Redis is not walked for a demo page. */
+    fprintf(err, "presenced: --demo: demo mode needs the embedded store "
+                 "(drop --store)\n");
     return CONFIG_EXIT_USAGE;
   }
   if (cfg->demo && !config_host_is_loopback(cfg->host)) {

@@ -47,6 +47,12 @@ typedef struct srv_config {
   uint32_t http_request_timeout_ms;
   uint32_t shutdown_timeout_ms;
   uint32_t sse_keepalive_ms;
+  /* --store: NULL or "memory" for the embedded store, else a Redis URL
+   * (redis://host:port/db or unix:/path?db=N). */
+  const char *store;
+  uint32_t redis_heartbeat_ms;
+  uint32_t redis_lease_ms;
+  uint32_t redis_timeout_ms;
   /* Webhook endpoints: --webhook specs as given (parsed by webhook.c).
    * Repeatable: the values of one source (file, environment, flags) replace
    * those of a lower one rather than adding to them. */
@@ -99,6 +105,9 @@ int config_parse_file_text(srv_config_t *cfg, const char *name,
 /* The keys of the file as a Markdown table (key, environment variable,
  * default, meaning): the source of docs/configuration.md's table. */
 void config_print_keys_markdown(FILE *out);
+
+/* 1 if --store names Redis, 0 for the embedded store, -1 if malformed. */
+int config_store_is_redis(const srv_config_t *cfg);
 
 /* Whether host is a loopback address or "localhost". */
 int config_host_is_loopback(const char *host);

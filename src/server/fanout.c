@@ -64,22 +64,107 @@ void fanout_remove(srv_t *s, fanout_entry_t *e, conn_t *c) {
   if (e->n == 0 && !e->busy) entry_destroy(s, e);
 }
 
-void fanout_put_user(srv_t *s, buf_t *b, const char *user_id) {
-  presence_user_info_t info;
-  memset(&info, 0, sizeof info);
-  if (presence_user_get(s->p, user_id, &info) != 0)
-    info.status = PRESENCE_OFFLINE;
+void fanout_put_user(buf_t *b, const char *user_id,
+                     const presence_user_info_t *info) {
   buf_puts(b, "{\"user_id\":");
   buf_put_json_str(b, user_id);
   buf_puts(b, ",\"status\":\"");
-  buf_puts(b, presence_status_name(info.status));
+  buf_puts(b, presence_status_name(info->status));
   buf_puts(b, "\",\"since\":");
-  buf_put_i64(b, info.since_ms);
+  buf_put_i64(b, info->since_ms);
   buf_puts(b, ",\"last_seen\":");
-  buf_put_i64(b, info.last_seen_ms);
+  buf_put_i64(b, info->last_seen_ms);
   buf_puts(b, ",\"version\":");
-  buf_put_u64(b, info.version);
+  buf_put_u64(b, info->version);
   buf_putc(b, '}');
+}
+
+/* ---- many users' presence, synchronous or not --------------------------- */
+
+typedef struct uq uq_t;
+typedef struct uq_slot {
+  uq_t *q;
+  size_t i;
+} uq_slot_t;
+
+struct uq {
+  srv_t *s;
+  users_cb cb;
+  void *ud;
+  size_t n, pending;
+  int status;
+  int issuing; /* still asking: a synchronous answer must not finish it */
+  char **ids;
+  presence_user_info_t *infos;
+  uq_slot_t *slots;
+};
+
+static void uq_finish(uq_t *q) {
+  q->cb(q->s, q->status, q->ids, q->infos, q->n, q->ud);
+  free(q->ids);
+  free(q->infos);
+  free(q->slots);
+  free(q);
+}
+
+static void uq_answer(presence_t *p, int status, const presence_user_info_t *i,
+                      void *ud) {
+  uq_slot_t *sl = ud;
+  uq_t *q = sl->q;
+  (void)p;
+  if (status == 0 && i) {
+    presence_user_info_t *o = &q->infos[sl->i];
+    *o = *i;
+    o->user_id = q->ids[sl->i]; /* i's strings live only for this call */
+  } else if (!q->status) {
+    q->status = status ? status : PRESENCE_ESTORE;
+  }
+  if (--q->pending == 0 && !q->issuing) uq_finish(q);
+}
+
+int users_query(srv_t *s, char **ids, size_t n, users_cb cb, void *ud) {
+  size_t bytes = 0;
+  for (size_t i = 0; i < n; i++)
+    bytes += strlen(ids[i]) + 1;
+  uq_t *q = calloc(1, sizeof *q);
+  if (!q) return -1;
+  /* The ids and their text in one block: freed at once. */
+  q->ids = malloc(n * sizeof *q->ids + bytes + 1);
+  q->infos = calloc(n ? n : 1, sizeof *q->infos);
+  q->slots = calloc(n ? n : 1, sizeof *q->slots);
+  if (!q->ids || !q->infos || !q->slots) {
+    free(q->ids);
+    free(q->infos);
+    free(q->slots);
+    free(q);
+    return -1;
+  }
+  char *t = (char *)(q->ids + n);
+  for (size_t i = 0; i < n; i++) {
+    size_t l = strlen(ids[i]) + 1;
+    memcpy(t, ids[i], l);
+    q->ids[i] = t;
+    q->infos[i].user_id = t;
+    t += l;
+  }
+  q->s = s;
+  q->cb = cb;
+  q->ud = ud;
+  q->n = n;
+  q->pending = n;
+  q->issuing = 1;
+  for (size_t i = 0; i < n; i++) {
+    q->slots[i].q = q;
+    q->slots[i].i = i;
+    int rc = presence_user_query(s->p, q->ids[i], uq_answer, &q->slots[i]);
+    if (rc < 0) {
+      if (!q->status) q->status = rc;
+      q->pending--;
+    }
+  }
+  q->issuing = 0;
+  if (q->pending == 0) uq_finish(q);
+  return 0;
 }
 
 /* One user transition to every subscriber of that user. */
@@ -133,7 +218,10 @@ static void fan_out(srv_t *s, const presence_event_t *ev) {
   if (e->n == 0) entry_destroy(s, e);
 }
 
-static void on_event(presence_t *p, const presence_event_t *ev, void *ud) {
+/* Every event of the cluster (with the embedded store: of this instance):
+ * subscribers, event streams. Fed by presence_on_cluster_event, so a change
+ * decided on another instance reaches this instance's clients too. */
+static void on_cluster(presence_t *p, const presence_event_t *ev, void *ud) {
   srv_t *s = ud;
   (void)p;
   switch (ev->type) {
@@ -142,22 +230,28 @@ static void on_event(presence_t *p, const presence_event_t *ev, void *ud) {
   case PRESENCE_EV_USER_OFFLINE:
     fan_out(s, ev);
     break;
-  case PRESENCE_EV_SESSION_DISCONNECTED:
-    /* Ended by someone else (a kick, a reset): close its connection. A
-     * connection ending its own session removed it from the map first. */
-    if (ev->session_id) {
-      conn_t *c = map_get(&s->sessions, ev->session_id);
-      if (c) ws_session_ended(c, ev->reason);
-    }
-    break;
   default:
     break;
   }
   sse_notify(s);
 }
 
+/* A local side effect, fired only where the store decided the event: a
+ * session of ours ended by someone else (a kick, a reset) closes its
+ * connection. A connection ending its own session removed it from the map
+ * first. */
+static void on_event(presence_t *p, const presence_event_t *ev, void *ud) {
+  srv_t *s = ud;
+  (void)p;
+  if (ev->type != PRESENCE_EV_SESSION_DISCONNECTED || !ev->session_id) return;
+  conn_t *c = map_get(&s->sessions, ev->session_id);
+  if (c) ws_session_ended(c, ev->reason);
+}
+
 int fanout_init(srv_t *s) {
-  int h = presence_on_event(s->p, on_event, s);
+  int h = presence_on_session_disconnected(s->p, on_event, s);
+  if (h <= 0) return -1;
+  h = presence_on_cluster_event(s->p, on_cluster, s);
   return h > 0 ? 0 : -1;
 }
 

@@ -377,14 +377,25 @@ static void healthz(conn_t *c) {
   srv_t *s = c->srv;
   buf_t *b = &s->scratch;
   buf_reset(b);
+  /* With Redis, "ready" means registered with a live lease and this
+   * instance's sessions asserted: until then (and while Redis is away) the
+   * instance keeps its clients but a load balancer should send new ones
+   * elsewhere, hence 503. */
+  int ready = !s->rstore || srv_store_ready(s);
   buf_puts(b, "{\"status\":");
-  buf_puts(b, s->shutting_down ? "\"shutting_down\"" : "\"ok\"");
+  buf_puts(b, s->shutting_down ? "\"shutting_down\""
+              : ready          ? "\"ok\""
+                               : "\"store_unavailable\"");
   buf_puts(b, ",\"instance\":");
   buf_put_json_str(b, s->instance_id);
   buf_puts(b, ",\"uptime_s\":");
   buf_put_i64(b, (srv_now_mono(s) - s->started_mono_ms) / 1000);
+  buf_puts(b, ",\"store\":");
+  buf_puts(b, s->rstore ? "\"redis\"" : "\"memory\"");
+  buf_puts(b, ",\"store_ready\":");
+  buf_puts(b, ready ? "true" : "false");
   buf_puts(b, "}");
-  http_respond_json(c, s->shutting_down ? 503 : 200, b);
+  http_respond_json(c, s->shutting_down || !ready ? 503 : 200, b);
   buf_shrink(b, 65536);
 }
 
@@ -499,9 +510,27 @@ void http_on_read(conn_t *c, const char *data, size_t len) {
       }
       return;
     }
+    c->in_route = 1;
     route(c, r, NULL, 0);
+    c->in_route = 0;
     if (c->closing || c->kind != CONN_HTTP)
       return; /* an event stream ignores further input */
+    if (c->awaiting) {
+      /* Answered later: pipelined bytes wait, and so does the socket, so
+       * answers leave in request order. */
+      if (len) {
+        c->stash = malloc(len);
+        if (!c->stash) {
+          srv_error(c->srv, "out_of_memory", "cannot hold pipelined input");
+          conn_close(c);
+          return;
+        }
+        memcpy(c->stash, data, len);
+        c->stash_len = len;
+      }
+      if (!c->capture) uv_read_stop((uv_stream_t *)&c->tcp);
+      return;
+    }
     if (r->close) {
       conn_close_after_flush(c);
       return;
@@ -514,6 +543,38 @@ void http_on_read(conn_t *c, const char *data, size_t len) {
     http_req_free(r);
     c->u.http = NULL;
   }
+}
+
+void http_defer(conn_t *c) {
+  c->awaiting = 1;
+  conn_ref(c);
+}
+
+void http_resume(conn_t *c) {
+  if (!c->awaiting) return;
+  c->awaiting = 0;
+  if (c->in_route || c->closing || c->kind != CONN_HTTP) {
+    /* Answered within the handler: http_on_read carries on as usual. */
+    conn_unref(c);
+    return;
+  }
+  http_req_t *r = c->u.http;
+  if (!r || r->close) {
+    conn_close_after_flush(c);
+    conn_unref(c);
+    return;
+  }
+  req_reset(r);
+  char *d = c->stash;
+  size_t n = c->stash_len;
+  c->stash = NULL;
+  c->stash_len = 0;
+  if (!c->capture && conn_read_start(c) != 0)
+    conn_close(c);
+  else if (d)
+    conn_feed(c, d, n);
+  free(d);
+  conn_unref(c);
 }
 
 void http_housekeeping(conn_t *c, int64_t now_mono) {

@@ -10,6 +10,10 @@
 #include "server/server.h"
 #include "server/webhook.h"
 
+#ifdef PRESENCED_HAVE_REDIS
+#include "presence_redis.h"
+#endif
+
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -411,9 +415,23 @@ static void on_close(uv_handle_t *h) {
   else
     s->conns = c->next;
   if (c->next) c->next->prev = c->prev;
+  c->prev = c->next = NULL;
   s->nconns--;
-  free(c);
+  free(c->stash);
+  c->stash = NULL;
+  if (c->refs)
+    c->released = 1; /* an asynchronous answer is still due: it frees c */
+  else
+    free(c);
   srv_maybe_finish(s);
+}
+
+void conn_ref(conn_t *c) {
+  c->refs++;
+}
+
+void conn_unref(conn_t *c) {
+  if (--c->refs == 0 && c->released) free(c);
 }
 
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
@@ -462,7 +480,12 @@ conn_t *conn_new_detached(srv_t *s, buf_t *out) {
 void conn_free_detached(conn_t *c) {
   if (!c) return;
   conn_close(c);
-  free(c);
+  free(c->stash);
+  c->stash = NULL;
+  if (c->refs)
+    c->released = 1;
+  else
+    free(c);
 }
 
 static void on_connection(uv_stream_t *server, int status) {
@@ -501,8 +524,11 @@ static void on_connection(uv_stream_t *server, int status) {
   s->accepted_total++;
   c->last_rx_ms = srv_now_mono(s);
   uv_tcp_nodelay(&c->tcp, 1);
-  if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) != 0)
-    conn_close(c);
+  if (conn_read_start(c) != 0) conn_close(c);
+}
+
+int conn_read_start(conn_t *c) {
+  return uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -525,6 +551,10 @@ void srv_arm_tick(srv_t *s) {
 static void on_house(uv_timer_t *t) {
   srv_t *s = t->data;
   int64_t now = srv_now_mono(s), wall = srv_now_wall(s);
+  if (s->shutting_down && s->nconns == 0) {
+    srv_maybe_finish(s);
+    return;
+  }
   for (conn_t *c = s->conns; c; c = c->next) {
     if (c->closing) continue;
     if (c->close_after_flush || c->draining) {
@@ -641,13 +671,39 @@ int srv_init(srv_t *s, uv_loop_t *loop, const srv_config_t *cfg,
   o.inactivity_ms = s->cfg.inactivity_ms;
   o.log_capacity = s->cfg.log_capacity;
   o.max_sessions_per_user = s->cfg.max_sessions_per_user;
+  if (config_store_is_redis(&s->cfg) == 1) {
+#ifdef PRESENCED_HAVE_REDIS
+    presence_redis_options_t ro;
+    memset(&ro, 0, sizeof ro);
+    ro.loop = loop;
+    ro.url = s->cfg.store;
+    ro.heartbeat_ms = s->cfg.redis_heartbeat_ms;
+    ro.lease_ms = s->cfg.redis_lease_ms;
+    ro.command_timeout_ms = s->cfg.redis_timeout_ms;
+    int rrc = presence_store_redis_new(&ro, &o.store);
+    if (rrc != 0) {
+      srv_log(s, PRESENCE_LOG_ERROR, "--store %s: %s", s->cfg.store,
+              presence_strerror(rrc));
+      return -1;
+    }
+    s->rstore = o.store;
+#else
+    srv_log(s, PRESENCE_LOG_ERROR,
+            "--store %s: this presenced was built without hiredis",
+            s->cfg.store);
+    return -1;
+#endif
+  }
   int rc = presence_new(&o, &s->p);
   if (rc != 0) {
     srv_log(s, PRESENCE_LOG_ERROR, "presence_new: %s", presence_strerror(rc));
+    if (o.store) o.store->ops->destroy(o.store);
+    s->rstore = NULL;
     return -1;
   }
   if (fanout_init(s) != 0) return -1;
   if (webhook_init(s) != 0) return -1;
+  if (kick_init(s) != 0) return -1;
 
   s->rbuf_len = READ_BUF_SIZE;
   s->rbuf = malloc(s->rbuf_len);
@@ -695,15 +751,45 @@ static void on_stop_timer(uv_timer_t *t) {
   srv_log(s, PRESENCE_LOG_WARN,
           "shutdown took longer than %u ms: closing %u connections",
           s->cfg.shutdown_timeout_ms, s->nconns);
+  s->leaving = 0;
   for (conn_t *c = s->conns; c; c = c->next)
     conn_close(c);
   webhook_abort(s);
   srv_maybe_finish(s);
 }
 
-void srv_maybe_finish(srv_t *s) {
-  if (s->shutting_down && s->nconns == 0 && webhook_done(s)) srv_finish(s);
+int srv_store_ready(const srv_t *s) {
+#ifdef PRESENCED_HAVE_REDIS
+  return s->rstore && presence_redis_ready(s->rstore);
+#else
+  (void)s;
+  return 0;
+#endif
 }
+
+void srv_maybe_finish(srv_t *s) {
+  if (s->shutting_down && s->nconns == 0 && !s->leaving && webhook_done(s))
+    srv_finish(s);
+}
+
+#ifdef PRESENCED_HAVE_REDIS
+/* The Redis store has ended this instance's sessions and given up its
+ * lease: other instances see the users go now, not after the lease. */
+static void on_left(void *ud, int status) {
+  srv_t *s = ud;
+  if (!s->leaving) return; /* the shutdown limit went first */
+  s->leaving = 0;
+  if (status)
+    srv_log(s, PRESENCE_LOG_WARN,
+            "leaving Redis: %s (another instance reaps after the lease)",
+            presence_strerror(status));
+  /* Event streams get what reached the log, then close. The finish is
+   * left to the housekeeping timer: this runs inside the store's reply
+   * callback, where the store must not be freed. */
+  sse_pump(s, 1);
+  webhook_shutdown(s);
+}
+#endif
 
 void srv_shutdown(srv_t *s) {
   if (s->shutting_down) return;
@@ -715,11 +801,22 @@ void srv_shutdown(srv_t *s) {
    * streams are flushed and closed. */
   for (conn_t *c = s->conns; c; c = c->next)
     if (!c->closing && c->kind == CONN_WS) ws_shutdown(c);
-  /* The embedded store applies no offline grace to a shutdown, so every
-   * user.offline is in the log already, ahead of the flush below. */
-  sse_pump(s, 1);
-  /* Webhooks get the same events: flushed within the shutdown limit. */
-  webhook_shutdown(s);
+#ifdef PRESENCED_HAVE_REDIS
+  if (s->rstore) {
+    /* The sessions' ends and the lease's release go to Redis first; the
+     * event streams and webhooks are flushed once that is done (on_left),
+     * all within the shutdown limit. */
+    s->leaving = 1;
+    if (presence_redis_leave(s->rstore, on_left, s) != 0) s->leaving = 0;
+  }
+#endif
+  if (!s->leaving) {
+    /* The embedded store applies no offline grace to a shutdown, so every
+     * user.offline is in the log already, ahead of the flush below. */
+    sse_pump(s, 1);
+    /* Webhooks get the same events: flushed within the shutdown limit. */
+    webhook_shutdown(s);
+  }
   /* Lingering closes are cut short, and checked often. */
   uv_timer_start(&s->house_timer, on_house, 50, 50);
   for (conn_t *c = s->conns; c; c = c->next)
@@ -738,9 +835,19 @@ static void srv_finish(srv_t *s) {
   for (size_t i = 0; i < sizeof hs / sizeof hs[0]; i++)
     if (!uv_is_closing(hs[i])) uv_close(hs[i], NULL);
   webhook_close(s);
+  kick_close(s);
+  if (s->rstore) {
+    /* The Redis store's connections and timers are loop handles: the loop
+     * ends only once it is gone. Nothing uses p after this point (every
+     * connection is closed). */
+    presence_free(s->p);
+    s->p = NULL;
+    s->rstore = NULL;
+  }
 }
 
 void srv_free(srv_t *s) {
+  kick_free(s);
   webhook_free(s);
   fanout_free(s);
   if (s->p) presence_free(s->p);

@@ -56,6 +56,17 @@ struct conn {
   /* A detached connection (conn_new_detached) has no socket: what would be
    * written is appended here. */
   buf_t *capture;
+  /* Answers of an asynchronous store (Redis) arrive after the call that
+   * asked: each pending one holds a reference, so the conn_t outlives its
+   * socket until the last answer has looked at c->closing (conn_ref). */
+  uint32_t refs;
+  uint8_t released; /* socket closed while referenced: free on last unref */
+  /* An HTTP request answered later (http_defer): input is paused and what
+   * already arrived after it waits here until the answer is written. */
+  uint8_t awaiting;
+  uint8_t in_route;
+  char *stash;
+  size_t stash_len;
   union {
     http_req_t *http;
     wsconn_t *ws;
@@ -109,7 +120,21 @@ struct srv {
   size_t nerrors;
 
   struct webhooks *webhooks; /* webhook.c; NULL without endpoints */
+
+  /* The Redis store (owned by p), or NULL with the embedded store. */
+  struct presence_store *rstore;
+  int leaving;           /* presence_redis_leave requested, not done */
+  struct kicker *kicker; /* kick.c: cross-instance kicks (Redis only) */
 };
+
+/* The Redis store is registered and its sessions asserted (0 without). */
+int srv_store_ready(const srv_t *s);
+
+/* Whether the store answers later (Redis): queries and log reads complete
+ * on a later loop turn, so callers hold references. */
+static inline int srv_async(const srv_t *s) {
+  return s->rstore != NULL;
+}
 
 /* ---- server.c: lifecycle, connections, writes ---------------------------- */
 
@@ -154,6 +179,12 @@ void conn_feed(conn_t *c, const char *data, size_t len);
  * conn_free_detached closes (ending any session) and frees it. */
 conn_t *conn_new_detached(srv_t *s, buf_t *out);
 void conn_free_detached(conn_t *c);
+/* Keep c allocated across an asynchronous answer; unref frees it if its
+ * socket closed meanwhile (check c->closing before using it). */
+void conn_ref(conn_t *c);
+/* (Re)start reading the socket (after a paused HTTP request). */
+int conn_read_start(conn_t *c);
+void conn_unref(conn_t *c);
 /* Close once everything queued is written (a lingering close: our side
  * shuts down, input is discarded until the peer closes or a short timer). */
 void conn_close_after_flush(conn_t *c);
@@ -190,6 +221,12 @@ void http_error_hdr(conn_t *c, int status, const char *code,
 /* Percent-decode src[0..len) into out (NUL-terminated); -1 if malformed, if
  * it decodes to a NUL byte, or if it does not fit. */
 int http_unescape(const char *src, size_t len, char *out, size_t cap);
+/* The handler answers later (an asynchronous store): the request is kept
+ * and further input paused until http_resume, called after the answer was
+ * written (or the connection closed). Takes a reference on c, which
+ * http_resume drops. Calling both within the handler is fine. */
+void http_defer(conn_t *c);
+void http_resume(conn_t *c);
 
 /* ---- wsconn.c ----------------------------------------------------------- */
 
@@ -229,7 +266,15 @@ fanout_entry_t *fanout_add(srv_t *s, const char *user_id, conn_t *c);
 void fanout_remove(srv_t *s, fanout_entry_t *e, conn_t *c);
 const char *fanout_user(const fanout_entry_t *e);
 /* Append the JSON of one user's presence (snapshot form) to b. */
-void fanout_put_user(srv_t *s, buf_t *b, const char *user_id);
+void fanout_put_user(buf_t *b, const char *user_id,
+                     const presence_user_info_t *info);
+/* The users' presence, asked of the store (asynchronously on Redis): cb
+ * runs once with infos[i] for ids[i] (an unanswered one is offline with
+ * version 0; status is the first error, if any). ids are copied. Returns 0,
+ * or -1 (out of memory: cb does not run). */
+typedef void (*users_cb)(srv_t *s, int status, char **ids,
+                         const presence_user_info_t *infos, size_t n, void *ud);
+int users_query(srv_t *s, char **ids, size_t n, users_cb cb, void *ud);
 
 /* ---- api.c / sse.c / metrics.c / demo.c ---------------------------------- */
 
@@ -246,5 +291,18 @@ void metrics_handle(conn_t *c, http_req_t *r);
 void demo_handle(conn_t *c, http_req_t *r);
 /* In demo mode without --jwt-secret: a random secret for this run. */
 int demo_init(srv_t *s);
+
+/* ---- kick.c: kicks of sessions held by other instances (Redis) ---------- */
+
+/* Connect the kick channel (no-op with the embedded store). */
+int kick_init(srv_t *s);
+/* Release its loop handles (before the loop ends); kick_free after. */
+void kick_close(srv_t *s);
+void kick_free(srv_t *s);
+/* Ask the instance holding session_id to kick it: done(ud, 1) if some
+ * instance holds it and was asked, 0 if no instance holds it, < 0 if Redis
+ * could not be asked. */
+int kick_remote(srv_t *s, const char *session_id,
+                void (*done)(srv_t *s, int found, void *ud), void *ud);
 
 #endif

@@ -22,8 +22,14 @@ struct sse_stream {
   sse_stream_t *prev, *next;
   uint64_t cursor;
   int64_t last_write_ms;
-  size_t batch; /* events in the last log batch */
+  size_t batch;     /* events in the last log batch */
+  uint8_t reading;  /* a log read is in flight (asynchronous store) */
+  uint8_t in_pump;  /* inside pump_one's call to presence_log_read */
+  uint8_t final;    /* shutting down: read to the end, then close */
+  uint8_t detached; /* connection gone during a read: on_log frees it */
 };
+
+static void pump_one(sse_stream_t *st, int final);
 
 /* The JSON of one event: the same text in SSE data lines and webhook
  * bodies, so a consumer parses one shape whatever the transport. */
@@ -102,10 +108,29 @@ void event_put_json(buf_t *b, const presence_event_t *ev) {
 static void on_log(presence_t *p, int status, const presence_event_t *events,
                    size_t n, void *ud) {
   sse_stream_t *st = ud;
+  (void)p;
+  st->reading = 0;
+  if (st->detached) {
+    free(st);
+    return;
+  }
   conn_t *c = st->conn;
   srv_t *s = c->srv;
-  (void)p;
+  if (status < 0 && status != PRESENCE_ECURSOR) n = 0; /* retried later */
   st->batch = n;
+  if (!st->in_pump) {
+    /* An answer from an asynchronous store: write it, then go on reading
+     * (or finish a final flush) from here. */
+    st->in_pump = 1;
+    if (n > 0 && !c->closing) on_log(p, status, events, n, ud);
+    st->in_pump = 0;
+    if (c->closing) return;
+    if (n > 0)
+      pump_one(st, 0);
+    else if (st->final)
+      conn_close_after_flush(c);
+    return;
+  }
   if (n == 0 || c->closing) return;
   buf_t *b = &s->scratch;
   buf_reset(b);
@@ -139,17 +164,26 @@ static void on_log(presence_t *p, int status, const presence_event_t *events,
 static void pump_one(sse_stream_t *st, int final) {
   conn_t *c = st->conn;
   srv_t *s = c->srv;
+  if (final) st->final = 1;
+  if (st->reading) return; /* its answer carries on */
   while (!c->closing && !c->close_after_flush &&
-         (final || c->wq_bytes < SSE_HIGH_WATER)) {
+         (st->final || c->wq_bytes < SSE_HIGH_WATER)) {
     st->batch = 0;
+    st->reading = 1;
+    st->in_pump = 1;
     int rc = presence_log_read(s->p, st->cursor, SSE_BATCH, on_log, st);
+    st->in_pump = 0;
     if (rc < 0) {
-      srv_error(s, "log_read_failed", "%s", presence_strerror(rc));
+      st->reading = 0;
+      /* Redis away: the next event or drain tries again. */
+      if (rc != PRESENCE_ESTORE)
+        srv_error(s, "log_read_failed", "%s", presence_strerror(rc));
       break;
     }
+    if (st->reading) return; /* answered later, in on_log */
     if (st->batch == 0) break;
   }
-  if (final && !c->closing) conn_close_after_flush(c);
+  if (st->final && !c->closing) conn_close_after_flush(c);
 }
 
 void sse_pump(srv_t *s, int final) {
@@ -196,7 +230,10 @@ void sse_detach(conn_t *c) {
   else
     s->sse_streams = st->next;
   if (st->next) st->next->prev = st->prev;
-  free(st);
+  if (st->reading)
+    st->detached = 1; /* the pending answer frees it */
+  else
+    free(st);
   c->u.sse = NULL;
   s->nsse--;
 }

@@ -229,6 +229,36 @@ static int find_sub(const wsconn_t *w, const char *user) {
   return -1;
 }
 
+/* A subscription's snapshot, answered by the store (later, on Redis). */
+typedef struct snapshot {
+  conn_t *c;
+  int has_id;
+  char id[];
+} snapshot_t;
+
+static void on_snapshot(srv_t *s, int status, char **ids,
+                        const presence_user_info_t *infos, size_t n, void *ud) {
+  snapshot_t *sn = ud;
+  conn_t *c = sn->c;
+  (void)status; /* an unanswered user is reported offline, version 0 */
+  if (!c->closing && c->kind == CONN_WS) {
+    buf_t *b = &s->scratch;
+    buf_reset(b);
+    buf_puts(b, "{\"type\":\"presence\",\"snapshot\":true");
+    put_id(b, sn->has_id ? sn->id : NULL);
+    buf_puts(b, ",\"users\":[");
+    for (size_t i = 0; i < n; i++) {
+      if (i) buf_putc(b, ',');
+      fanout_put_user(b, ids[i], &infos[i]);
+    }
+    buf_puts(b, "]}");
+    if (!buf_failed(b)) ws_send_text(c, b->data, b->len);
+    buf_shrink(b, 65536);
+  }
+  conn_unref(c);
+  free(sn);
+}
+
 static void on_subscribe(conn_t *c, const wsmsg_t *m) {
   srv_t *s = c->srv;
   wsconn_t *w = c->u.ws;
@@ -266,22 +296,34 @@ static void on_subscribe(conn_t *c, const wsmsg_t *m) {
     if (!e) goto nomem;
     w->subs[w->nsubs++] = e;
   }
-  /* The snapshot is read after subscribing: a change from here on arrives
-   * after it, as a change. */
-  buf_t *b = &s->scratch;
-  buf_reset(b);
-  buf_puts(b, "{\"type\":\"presence\",\"snapshot\":true");
-  put_id(b, id);
-  buf_puts(b, ",\"users\":[");
-  int first = 1;
-  cJSON_ArrayForEach(u, users) {
-    if (!first) buf_putc(b, ',');
-    first = 0;
-    fanout_put_user(s, b, u->valuestring);
+  /* The snapshot is asked for after subscribing: a change from here on
+   * arrives as a change. With an asynchronous store (Redis) a change may
+   * arrive before the snapshot; versions order them. */
+  {
+    int nu = cJSON_GetArraySize(users), k = 0;
+    char **ids = malloc((size_t)(nu ? nu : 1) * sizeof *ids);
+    size_t idl = id ? strlen(id) + 1 : 0;
+    snapshot_t *sn = calloc(1, sizeof *sn + idl);
+    if (!ids || !sn) {
+      free(ids);
+      free(sn);
+      goto nomem;
+    }
+    cJSON_ArrayForEach(u, users) ids[k++] = u->valuestring;
+    if (id) {
+      memcpy(sn->id, id, idl);
+      sn->has_id = 1;
+    }
+    sn->c = c;
+    conn_ref(c);
+    if (users_query(s, ids, (size_t)k, on_snapshot, sn) != 0) {
+      conn_unref(c);
+      free(sn);
+      free(ids);
+      goto nomem;
+    }
+    free(ids);
   }
-  buf_puts(b, "]}");
-  if (!buf_failed(b)) ws_send_text(c, b->data, b->len);
-  buf_shrink(b, 65536);
   return;
 nomem:
   send_error(c, "internal", "out of memory", id);
@@ -406,10 +448,10 @@ void ws_on_read(conn_t *c, const char *data, size_t len) {
       break;
     case WS_EV_CLOSE: {
       /* Echo the peer's code (none if it sent none), then we are done. */
+      w->close_sent = 1;
       unsubscribe_all(c);
       end_session(c, PRESENCE_REASON_DISCONNECT);
       if (c->closing) return;
-      w->close_sent = 1;
       uint8_t payload[125];
       size_t pl = 0;
       if (ev.close_code != 1005)
@@ -470,6 +512,29 @@ static int header_has_token(const char *v, size_t len, const char *token) {
     if (e - st == tl && !strncasecmp(v + st, token, tl)) return 1;
   }
   return 0;
+}
+
+static void on_open_done(presence_t *p, int status, void *ud) {
+  conn_t *c = ud;
+  (void)p;
+  if (!c->closing && c->kind == CONN_WS) {
+    if (status == PRESENCE_ELIMIT) {
+      char msg[96];
+      snprintf(msg, sizeof msg, "user already has %u sessions",
+               c->srv->cfg.max_sessions_per_user);
+      ws_close(c, WS_CLOSE_LIMIT, "too_many_sessions", msg,
+               PRESENCE_REASON_DISCONNECT);
+    } else if (status == PRESENCE_EEXIST || status == PRESENCE_EID ||
+               status == PRESENCE_EMETA || status == PRESENCE_ENOMEM) {
+      ws_close(c, WS_CLOSE_INTERNAL, "internal", presence_strerror(status),
+               PRESENCE_REASON_DISCONNECT);
+    } else if (status != 0) {
+      srv_log(c->srv, PRESENCE_LOG_DEBUG,
+              "session %s: store answered %s; kept, re-asserted later",
+              c->u.ws->session_id, presence_err_name(status));
+    }
+  }
+  conn_unref(c);
 }
 
 void ws_upgrade(conn_t *c, http_req_t *r, const char *rest, size_t restlen) {
@@ -585,8 +650,13 @@ void ws_upgrade(conn_t *c, http_req_t *r, const char *rest, size_t restlen) {
   c->last_rx_ms = now;
   w->last_frame_ms = now;
 
+  /* With an asynchronous store the outcome comes later: ELIMIT (counted
+   * cluster-wide) then closes the connection; ESTORE, ETIMEDOUT and
+   * EFENCED mean the session is kept and re-asserted once Redis is back. */
+  if (srv_async(s)) conn_ref(c);
   rc = presence_session_open(s->p, w->session_id, w->claims.sub, w->claims.meta,
-                             &w->handle, NULL, NULL);
+                             &w->handle, srv_async(s) ? on_open_done : NULL, c);
+  if (rc != 0 && srv_async(s)) conn_unref(c);
   free(w->claims.meta); /* stored by the library; not needed here */
   w->claims.meta = NULL;
   srv_arm_tick(s);

@@ -1,4 +1,4 @@
-// The demo page's copy of the module, and its pure helpers.
+// The demo page: its link to the client module, and its pure helpers.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
@@ -7,10 +7,10 @@ import { timeAgo, describe, compareUsers, readSettings } from '../../../web/form
 
 const here = (p) => fileURLToPath(new URL(p, import.meta.url));
 
-test('web/presence.js is identical to clients/js/presence.js', () => {
-  const a = fs.readFileSync(here('../presence.js'));
-  const b = fs.readFileSync(here('../../../web/presence.js'));
-  assert.ok(a.equals(b), 'web/presence.js differs: cp clients/js/presence.js web/presence.js');
+test('web/presence.js is the client itself (a link, one source)', () => {
+  const link = here('../../../web/presence.js');
+  assert.ok(fs.lstatSync(link).isSymbolicLink(), 'web/presence.js must link to clients/js/presence.js');
+  assert.equal(fs.realpathSync(link), fs.realpathSync(here('../presence.js')));
 });
 
 test('timeAgo', () => {

@@ -305,13 +305,8 @@ uint64_t presence_epoch(const presence_t *p) { return p ? p->epoch : 0; }
 
 /* ---- callbacks --------------------------------------------------------- */
 
-int presence_on(presence_t *p, presence_event_type_t type, presence_event_cb cb,
-                void *ud) {
-  if (!p || !cb) return PRESENCE_EINVAL;
-  size_t k;
-  if (type == PRESENCE_EV_ANY) k = LIST_ANY;
-  else if ((unsigned)type < PRESENCE_EV_COUNT_) k = (size_t)type;
-  else return PRESENCE_EINVAL;
+/* Append a callback to one list; returns its handle. */
+static int list_add(presence_t *p, size_t k, presence_event_cb cb, void *ud) {
   cb_list_t *l = &p->lists[k];
   if (l->n == l->cap) {
     size_t ncap = l->cap ? l->cap * 2 : 4;
@@ -323,6 +318,15 @@ int presence_on(presence_t *p, presence_event_type_t type, presence_event_cb cb,
   int handle = p->next_handle++;
   l->v[l->n++] = (cb_entry_t){handle, false, cb, ud};
   return handle;
+}
+
+int presence_on(presence_t *p, presence_event_type_t type, presence_event_cb cb,
+                void *ud) {
+  if (!p || !cb) return PRESENCE_EINVAL;
+  if (type == PRESENCE_EV_ANY) return list_add(p, LIST_ANY, cb, ud);
+  if ((unsigned)type < PRESENCE_EV_COUNT_)
+    return list_add(p, (size_t)type, cb, ud);
+  return PRESENCE_EINVAL;
 }
 
 int presence_off(presence_t *p, int handle) {
@@ -367,17 +371,7 @@ int presence_on_event(presence_t *p, presence_event_cb cb, void *ud) {
 
 int presence_on_cluster_event(presence_t *p, presence_event_cb cb, void *ud) {
   if (!p || !cb) return PRESENCE_EINVAL;
-  cb_list_t *l = &p->lists[LIST_CLUSTER];
-  if (l->n == l->cap) {
-    size_t ncap = l->cap ? l->cap * 2 : 4;
-    cb_entry_t *v = presence__realloc(&p->alloc, l->v, ncap * sizeof(*v));
-    if (!v) return PRESENCE_ENOMEM;
-    l->v = v;
-    l->cap = ncap;
-  }
-  int handle = p->next_handle++;
-  l->v[l->n++] = (cb_entry_t){handle, false, cb, ud};
-  return handle;
+  return list_add(p, LIST_CLUSTER, cb, ud);
 }
 
 /* ---- mutations --------------------------------------------------------- */

@@ -199,12 +199,10 @@ static void on_remote_kick(srv_t *s, int found, void *ud) {
 static void kick(conn_t *c, const char *id) {
   srv_t *s = c->srv;
   if (srv_async(s)) {
-    /* The store ends only this instance's sessions. Ours: closed here, the
-     * close ends the session with reason kicked. Another instance's: it is
-     * asked through Redis (kick.c). */
-    conn_t *ws = map_get(&s->sessions, id);
-    if (ws) {
-      ws_session_ended(ws, PRESENCE_REASON_KICKED);
+    /* The store ends only this instance's sessions. Ours: ended and closed
+     * here. Another instance's: it is asked through Redis (kick.c). */
+    if (map_get(&s->sessions, id)) {
+      ws_kick(s, id);
       kicked(c, id);
       return;
     }

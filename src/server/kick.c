@@ -82,11 +82,10 @@ static void on_message(redisAsyncContext *ac, void *reply, void *priv) {
   if (kind->type != REDIS_REPLY_STRING || strcmp(kind->str, "message") ||
       msg->type != REDIS_REPLY_STRING)
     return;
-  conn_t *c = map_get(&k->s->sessions, msg->str);
-  if (c) {
+  if (map_get(&k->s->sessions, msg->str)) {
     srv_log(k->s, PRESENCE_LOG_INFO, "session %s kicked through Redis",
             msg->str);
-    ws_session_ended(c, PRESENCE_REASON_KICKED);
+    ws_kick(k->s, msg->str);
   }
 }
 

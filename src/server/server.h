@@ -247,6 +247,9 @@ void ws_free(wsconn_t *w);
 /* The library ended this connection's session (kick, reset): close it with
  * the code that reason calls for. */
 void ws_session_ended(conn_t *c, presence_reason_t reason);
+/* Kick this instance's session session_id: end it (reason kicked) and
+ * close its connection. */
+void ws_kick(srv_t *s, const char *session_id);
 /* Send a text frame (JSON) to the client. */
 int ws_send_text(conn_t *c, const char *json, size_t len);
 /* Send server shutdown close (1001) and end the session with reason

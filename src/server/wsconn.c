@@ -691,6 +691,16 @@ void ws_upgrade(conn_t *c, http_req_t *r, const char *rest, size_t restlen) {
   if (restlen && !c->closing) ws_on_read(c, rest, restlen);
 }
 
+void ws_kick(srv_t *s, const char *session_id) {
+  /* The store's own event closes the connection when it answers; closing
+   * it here too keeps a kick effective while Redis is away (the end is
+   * then re-asserted by the store). */
+  presence_session_kick(s->p, session_id, NULL, NULL);
+  srv_arm_tick(s);
+  conn_t *c = map_get(&s->sessions, session_id);
+  if (c) ws_session_ended(c, PRESENCE_REASON_KICKED);
+}
+
 void ws_session_ended(conn_t *c, presence_reason_t reason) {
   wsconn_t *w = c->u.ws;
   if (c->kind != CONN_WS || !w || !w->session_live) return;

@@ -1,0 +1,517 @@
+#!/usr/bin/python3
+"""
+Three presenced instances on one Redis behave as one service (issue 4).
+
+Each scenario starts its own redis-server on a unix socket in a temporary
+directory (no persistence) and three presenced with --store pointing at it,
+short heartbeats and leases for speed, and stops everything by pid.
+
+  cross:     a subscriber on A sees a change caused on B; SSE on any instance
+             sees every event; the API answers the same everywhere; a kick
+             sent to one instance ends a session held by another.
+  kill9:     kill -9 one instance under load: within lease + 1 s each of its
+             users is offline unless connected elsewhere; the log (read from
+             a survivor from seq 0) holds each user transition exactly once.
+  sigstop:   SIGSTOP one instance past its lease, SIGCONT: it is fenced,
+             re-registers, re-asserts; presence equals the live connections.
+  restart:   Redis restarted empty, and separately FLUSHALL: presence is
+             rebuilt within two heartbeats (plus the reconnection backoff
+             for a restart).
+  sigterm:   SIGTERM on one instance: its users go offline at once, not
+             after the lease.
+  race:      100 connects and disconnects of one user over the three
+             instances end in the right state, no user event duplicated or
+             missing.
+
+Run: /usr/bin/python3 tests/integration/test_redis_cluster.py --presenced PATH
+"""
+
+import asyncio
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from harness import (Checks, Client, Daemon, SSE, http, parse_args,  # noqa: E402
+                     sanitizer_report, _die_with_parent)
+
+HB_MS = 200
+LEASE_MS = 1000
+
+
+class Redis:
+    """A private redis-server on a unix socket, no persistence."""
+
+    def __init__(self):
+        self.dir = tempfile.mkdtemp(prefix="presence-redis-")
+        self.sock = os.path.join(self.dir, "redis.sock")
+        self.proc = None
+
+    def start(self):
+        exe = shutil.which("redis-server") or "/usr/bin/redis-server"
+        self.proc = subprocess.Popen(
+            [exe, "--port", "0", "--unixsocket", self.sock, "--save", "",
+             "--appendonly", "no", "--dir", self.dir],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL, preexec_fn=_die_with_parent)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            if self.cli("PING").strip() == "PONG":
+                return
+            time.sleep(0.02)
+        raise RuntimeError("redis-server did not start")
+
+    def cli(self, *args):
+        try:
+            r = subprocess.run(["redis-cli", "-s", self.sock] + list(args),
+                               capture_output=True, text=True, timeout=5)
+            return r.stdout
+        except Exception:
+            return ""
+
+    def kill(self):
+        if self.proc and self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(5)
+        self.proc = None
+
+    def cleanup(self):
+        self.kill()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class Cluster:
+    def __init__(self, binary, n=3, hb=HB_MS, lease=LEASE_MS, extra=None):
+        self.redis = Redis()
+        self.binary = binary
+        self.n = n
+        self.flags = {"--store": f"unix:{self.redis.sock}",
+                      "--redis-heartbeat-ms": str(hb),
+                      "--redis-lease-ms": str(lease),
+                      "--redis-timeout-ms": "1000",
+                      "--shutdown-timeout-ms": "3000"}
+        self.flags.update(extra or {})
+        self.d = []
+
+    def start(self):
+        self.redis.start()
+        for i in range(self.n):
+            d = Daemon(self.binary, self.flags, f"presenced-{'ABC'[i]}")
+            d.start()
+            self.d.append(d)
+        return self
+
+    def stop(self, t):
+        for d in self.d:
+            if d.alive():
+                code = d.stop()
+                t.check(f"{d.name}: SIGTERM stops it with exit status 0", code == 0,
+                        f"exit={code} {d.stderr_tail(10)}")
+            rep = sanitizer_report(d.stderr_text())
+            t.check(f"{d.name}: no sanitizer report", not rep, rep)
+
+    def cleanup(self):
+        for d in self.d:
+            d.kill()
+            d.cleanup()
+        self.redis.cleanup()
+
+
+async def user(d, uid):
+    r = await http(d, "GET", f"/v1/users/{uid}")
+    return r.json() if r.status == 200 else {"status": f"http {r.status}"}
+
+
+async def statuses(d, uids):
+    r = await http(d, "POST", "/v1/users/query", body={"user_ids": list(uids)})
+    if r.status != 200:
+        return {u: f"http {r.status}" for u in uids}
+    return {u["user_id"]: u["status"] for u in r.json()["users"]}
+
+
+async def wait_for(pred, timeout, step=0.05):
+    """Poll an async predicate; seconds it took, or None."""
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        if await pred():
+            return time.monotonic() - t0
+        await asyncio.sleep(step)
+    return None
+
+
+async def read_log(d, quiet=0.8, limit=30.0):
+    """Every event of the cluster log, from seq 0, as seen by instance d."""
+    s = await SSE.open(d, after=0)
+    out = []
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        got = await s.collect(quiet)
+        if not got:
+            break
+        out += [e["data"] for e in got]
+    s.close()
+    return out
+
+
+def replay(events, users=None):
+    """Replay user transitions: each must start where the previous ended
+    (a duplicate or a missing one breaks the chain). Returns (final status
+    by user, list of problems)."""
+    cur, problems, seqs = {}, [], set()
+    for e in events:
+        if e["seq"] in seqs:
+            problems.append(f"seq {e['seq']} twice")
+        seqs.add(e["seq"])
+        if not e["type"].startswith("user."):
+            continue
+        u = e["user_id"]
+        if users is not None and u not in users:
+            continue
+        was = cur.get(u, "offline")
+        if e["from"] != was or e["to"] == e["from"]:
+            problems.append(f"{u}: seq {e['seq']} {e['from']}->{e['to']} while {was}")
+        cur[u] = e["to"]
+    return cur, problems
+
+
+def sessions_live(events, users):
+    """session ids connected and not disconnected, per user."""
+    live = {}
+    for e in events:
+        if e.get("user_id") not in users:
+            continue
+        if e["type"] == "session.connected":
+            live.setdefault(e["user_id"], set()).add(e["session_id"])
+        elif e["type"] == "session.disconnected":
+            live.setdefault(e["user_id"], set()).discard(e["session_id"])
+    return live
+
+
+# --------------------------------------------------------------------------
+
+
+async def test_cross(t, cl):
+    A, B, C = cl.d
+    pre = await Client.connect(C, "cross-u")  # online before the subscription
+    await asyncio.sleep(0.2)
+    watcher = await Client.connect(A, "watcher", watch=["cross-u"])
+    await watcher.send({"type": "subscribe", "users": ["cross-u"], "id": 1})
+    snap = await watcher.expect_type("presence", 3, snapshot=True)
+    t.check("cross: the snapshot on A shows a user connected to C as online",
+            snap is not None and snap["users"][0]["status"] == "online", str(snap))
+    await pre.close()
+    m = await watcher.change("cross-u", 3)
+    t.check("cross: A's subscriber sees the user go offline on C",
+            m is not None and m["users"][0]["status"] == "offline", str(m))
+    sse_c = await SSE.open(C)
+    u = await Client.connect(B, "cross-u")
+    m = await watcher.change("cross-u", 3)
+    t.check("cross: a subscriber on A sees user.online caused on B",
+            m is not None and m["users"][0]["status"] == "online", str(m))
+    ev, evs = await sse_c.until(lambda e: e["data"].get("type") == "user.online"
+                                and e["data"].get("user_id") == "cross-u", 3)
+    t.check("cross: SSE on C sees session.connected then user.online from B",
+            ev is not None and any(e["data"]["type"] == "session.connected" for e in evs),
+            str([e["data"] for e in evs]))
+    answers = [await user(d, "cross-u") for d in cl.d]
+    same = all(a.get("status") == "online" and a.get("version") == answers[0].get("version")
+               and a.get("sessions") == 1 for a in answers)
+    t.check("cross: GET /v1/users/{id} answers the same on A, B and C", same, str(answers))
+    r = await http(A, "GET", "/v1/users/cross-u/sessions")
+    ss = r.json().get("sessions", []) if r.status == 200 else []
+    t.check("cross: the sessions of a user held by B are listed on A",
+            len(ss) == 1 and ss[0]["session_id"] == u.session_id, f"{r.status} {ss}")
+    t0 = time.monotonic()
+    r = await http(A, "DELETE", f"/v1/sessions/{u.session_id}")
+    t.eq("cross: DELETE /v1/sessions/{id} on A for a session on B answers 200", r.status, 200)
+    code = await u.wait_closed(3)
+    t.check("cross: B closes the kicked client (4001-style kick code)",
+            code is not None and code >= 4000, f"close code {code}")
+    m = await watcher.change("cross-u", 3)
+    t.check("cross: the watcher on A sees the user go offline after the kick",
+            m is not None and m["users"][0]["status"] == "offline"
+            and m["users"][0]["reason"] == "kicked", str(m))
+    t.note(f"cross-instance kick took {1000 * (time.monotonic() - t0):.0f} ms")
+    r = await http(C, "DELETE", f"/v1/sessions/{u.session_id}")
+    t.eq("cross: kicking it again anywhere answers 404 no_session", r.status, 404)
+    await watcher.close()
+    sse_c.close()
+
+
+async def test_kill9(t, cl):
+    A, B, C = cl.d
+    a_users = [f"k9-a{i}" for i in range(10)]
+    b_users = [f"k9-b{i}" for i in range(5)]
+    clients = [await Client.connect(A, u) for u in a_users]
+    clients += [await Client.connect(B, u) for u in b_users]
+    both = await Client.connect(A, "k9-both")
+    both_c = await Client.connect(C, "k9-both")
+    everyone = set(a_users + b_users + ["k9-both", "k9-load"])
+    ok = await wait_for(lambda: _all(C, a_users + b_users + ["k9-both"], "online"), 3)
+    t.check("kill9: every user is online, seen from C", ok is not None)
+
+    stop = asyncio.Event()
+
+    async def load():  # connects and disconnects on B and C meanwhile
+        n = 0
+        while not stop.is_set():
+            d = (B, C)[n % 2]
+            try:
+                c = await Client.connect(d, "k9-load")
+                await asyncio.sleep(0.02)
+                await c.close()
+            except Exception:
+                pass
+            n += 1
+        return n
+    loader = asyncio.ensure_future(load())
+    await asyncio.sleep(0.3)
+    os.kill(A.pid, signal.SIGKILL)
+    t_kill = time.monotonic()
+    A.proc.wait(5)
+    took = await wait_for(lambda: _all(B, a_users, "offline"), (LEASE_MS + 3000) / 1000, 0.02)
+    stop.set()
+    n = await loader
+    t.check(f"kill9: all of A's users offline within lease + 1 s "
+            f"({LEASE_MS + 1000} ms) under load ({n} connects meanwhile)",
+            took is not None and took <= (LEASE_MS + 1000) / 1000,
+            f"took {took}")
+    t.note(f"kill -9: A's users offline after {1000 * (took or 0):.0f} ms (lease {LEASE_MS} ms)")
+    st = await statuses(B, ["k9-both"] + b_users)
+    t.check("kill9: a user also connected to C stays online; B's users stay online",
+            all(v == "online" for v in st.values()), str(st))
+    await asyncio.sleep(0.5)
+    log = await read_log(B)
+    cur, problems = replay(log, everyone)
+    t.check("kill9: the log replayed from seq 0 holds each user transition exactly once",
+            not problems, "; ".join(problems[:5]))
+    want = {u: "offline" for u in a_users}
+    want.update({u: "online" for u in b_users + ["k9-both"]})
+    want["k9-load"] = "offline"
+    t.check("kill9: the replayed log ends in the state the API reports",
+            all(cur.get(u, "offline") == s for u, s in want.items()),
+            str({u: cur.get(u) for u in want if cur.get(u, "offline") != want[u]}))
+    lost = [e for e in log if e["type"] == "session.disconnected"
+            and e["reason"] == "instance_lost"]
+    cleanups = [e for e in log if e["type"] == "cleanup"]
+    t.check("kill9: A's 11 sessions end with reason instance_lost, one cleanup event",
+            len(lost) == 11 and len(cleanups) == 1, f"{len(lost)} lost, {len(cleanups)} cleanups")
+    for c in clients + [both_c]:
+        await c.close()
+
+
+async def _all(d, uids, status):
+    st = await statuses(d, uids)
+    return all(v == status for v in st.values())
+
+
+async def test_sigstop(t, cl):
+    A, B, C = cl.d
+    a_users = [f"st-a{i}" for i in range(5)]
+    clients = [await Client.connect(A, u) for u in a_users]
+    c_cl = await Client.connect(C, "st-c")
+    ok = await wait_for(lambda: _all(B, a_users + ["st-c"], "online"), 3)
+    t.check("sigstop: users online before the stop", ok is not None)
+    os.kill(A.pid, signal.SIGSTOP)
+    gone = await wait_for(lambda: _all(B, a_users, "offline"), (LEASE_MS + 3000) / 1000)
+    t.check("sigstop: A stopped past its lease is reaped (its users offline)",
+            gone is not None, f"{gone}")
+    await asyncio.sleep(0.5)
+    os.kill(A.pid, signal.SIGCONT)
+    t_cont = time.monotonic()
+    back = await wait_for(lambda: _all(B, a_users, "online"), 5)
+    t.check("sigstop: after SIGCONT A re-registers and re-asserts its live sessions",
+            back is not None, f"{back}")
+    t.note(f"SIGCONT -> re-asserted after {1000 * (back or 0):.0f} ms")
+    # A client that left while A was stopped must not come back.
+    await clients[0].close()
+    await asyncio.sleep(0.3)
+    st = await statuses(C, a_users + ["st-c"])
+    want = {u: "online" for u in a_users[1:] + ["st-c"]}
+    want[a_users[0]] = "offline"
+    t.check("sigstop: final presence equals the set of live connections", st == want, str(st))
+    r = await http(A, "GET", "/healthz")
+    t.eq("sigstop: A is healthy again", r.status, 200)
+    log = await read_log(C)
+    resync = [e for e in log if e.get("user_id") in a_users and e["reason"] == "resync"
+              and e["type"] == "session.connected"]
+    t.check("sigstop: the re-asserted sessions carry reason resync", len(resync) == 5,
+            f"{len(resync)}")
+    _cur, problems = replay(log, set(a_users + ["st-c"]))
+    t.check("sigstop: user transitions in the log chain exactly once", not problems,
+            "; ".join(problems[:5]))
+    for c in clients[1:] + [c_cl]:
+        await c.close()
+
+
+async def test_restart(t, cl):
+    A, B, C = cl.d
+    users = {"rs-a": A, "rs-b": B, "rs-c": C}
+    clients = [await Client.connect(d, u) for u, d in users.items()]
+    ok = await wait_for(lambda: _all(A, list(users), "online"), 3)
+    t.check("restart: users online on the three instances", ok is not None)
+
+    # FLUSHALL: state lost, Redis still there.
+    cl.redis.cli("FLUSHALL")
+    t0 = time.monotonic()
+    took = await wait_for(lambda: _all(B, list(users), "online"), 5, 0.02)
+    t.check(f"flushall: presence rebuilt within two heartbeats + 0.3 s ({2 * HB_MS + 300} ms)",
+            took is not None and took <= (2 * HB_MS + 300) / 1000, f"took {took}")
+    t.note(f"FLUSHALL -> rebuilt after {1000 * (took or 0):.0f} ms (heartbeat {HB_MS} ms)")
+
+    # Restart empty: the store reconnects (backoff up to 2 s), then
+    # re-registers and re-asserts.
+    cl.redis.kill()
+    await asyncio.sleep(0.3)
+    r = await http(A, "GET", "/healthz")
+    t.check("restart: /healthz answers 503 store_unavailable while Redis is away",
+            r.status == 503 and r.json().get("store_ready") is False, f"{r.status} {r.body}")
+    p = await clients[0].ping("away")
+    t.check("restart: clients are still served while Redis is away", p is not None)
+    cl.redis.start()
+    t0 = time.monotonic()
+    took = await wait_for(lambda: _all(C, list(users), "online"), 8, 0.02)
+    bound = (2 * HB_MS + 2000 + 300) / 1000
+    t.check(f"restart: presence rebuilt within two heartbeats + reconnect backoff "
+            f"({bound * 1000:.0f} ms)", took is not None and took <= bound, f"took {took}")
+    t.note(f"Redis restarted empty -> rebuilt after {1000 * (took or 0):.0f} ms")
+    ok = await wait_for(lambda: _healthy(cl.d), 3)
+    t.check("restart: every instance healthy again", ok is not None)
+    for c in clients:
+        await c.close()
+    ok = await wait_for(lambda: _all(A, list(users), "offline"), 3)
+    t.check("restart: disconnects after the restart go through", ok is not None)
+
+
+async def _healthy(ds):
+    for d in ds:
+        r = await http(d, "GET", "/healthz")
+        if r.status != 200:
+            return False
+    return True
+
+
+async def test_sigterm(t, cl):
+    A, B, C = cl.d
+    a_users = [f"tm-a{i}" for i in range(5)]
+    clients = [await Client.connect(A, u) for u in a_users]
+    keep = await Client.connect(B, "tm-b")
+    ok = await wait_for(lambda: _all(C, a_users, "online"), 3)
+    t.check("sigterm: A's users online", ok is not None)
+    A.signal(signal.SIGTERM)
+    took = await wait_for(lambda: _all(C, a_users, "offline"), 10, 0.02)
+    t.check("sigterm: A's users offline at once (under 1 s; the lease is 6 s)",
+            took is not None and took < 1.0, f"took {took}")
+    t.note(f"SIGTERM -> offline after {1000 * (took or 0):.0f} ms")
+    try:
+        A.proc.wait(5)
+    except Exception:
+        pass
+    t.eq("sigterm: A exits with status 0", A.proc.poll(), 0)
+    log = await read_log(C)
+    ends = [e for e in log if e.get("user_id") in a_users and e["type"] == "user.offline"]
+    t.check("sigterm: each user.offline has reason shutdown",
+            len(ends) == 5 and all(e["reason"] == "shutdown" for e in ends),
+            str([(e["user_id"], e["reason"]) for e in ends]))
+    cl_ = [e for e in log if e["type"] == "cleanup"]
+    t.check("sigterm: no instance was reaped (clean leave)", not cl_, str(cl_))
+    st = await user(B, "tm-b")
+    t.eq("sigterm: B's user unaffected", st.get("status"), "online")
+    await keep.close()
+
+
+async def test_race(t, cl):
+    rnd = random.Random(4)
+    held = []
+
+    async def one(i):
+        d = cl.d[i % 3]
+        c = await Client.connect(d, "racer")
+        await asyncio.sleep(rnd.random() * 0.05)
+        if i % 10 == 3:
+            held.append(c)  # 10 stay connected
+        else:
+            await c.close()
+    t0 = time.monotonic()
+    await asyncio.gather(*[one(i) for i in range(100)])
+    t.note(f"race: 100 connects, 90 disconnects in {1000 * (time.monotonic() - t0):.0f} ms")
+    await asyncio.sleep(0.3)
+    answers = [await user(d, "racer") for d in cl.d]
+    t.check("race: with 10 sessions left the user is online with 10 sessions everywhere",
+            all(a.get("status") == "online" and a.get("sessions") == 10 for a in answers),
+            str(answers))
+    await asyncio.gather(*[c.close() for c in held])
+    ok = await wait_for(lambda: _all(cl.d[1], ["racer"], "offline"), 3)
+    t.check("race: after the last disconnect the user is offline", ok is not None)
+    await asyncio.sleep(0.3)
+    log = await read_log(cl.d[2])
+    cur, problems = replay(log, {"racer"})
+    t.check("race: no duplicated or missing user event (replayed chain)",
+            not problems and cur.get("racer") == "offline", "; ".join(problems[:5]) + str(cur))
+    conn = sum(1 for e in log if e.get("user_id") == "racer" and e["type"] == "session.connected")
+    disc = sum(1 for e in log if e.get("user_id") == "racer"
+               and e["type"] == "session.disconnected")
+    t.check("race: 100 session.connected and 100 session.disconnected",
+            conn == 100 and disc == 100, f"{conn} / {disc}")
+    on = sum(1 for e in log if e.get("user_id") == "racer" and e["type"] == "user.online")
+    off = sum(1 for e in log if e.get("user_id") == "racer" and e["type"] == "user.offline")
+    t.check("race: as many user.online as user.offline", on == off and on >= 1, f"{on} / {off}")
+
+
+SCENARIOS = [
+    ("cross", test_cross, {}),
+    ("kill9", test_kill9, {}),
+    ("sigstop", test_sigstop, {}),
+    ("restart", test_restart, {}),
+    ("sigterm", test_sigterm, {"lease": 6000, "hb": 2000}),
+    # 100 sessions of one user at once: over the default per-user limit
+    # (64, enforced cluster-wide, which the refusals in a first run showed).
+    ("race", test_race, {"extra": {"--max-sessions-per-user": "0"}}),
+]
+
+
+def main():
+    args = parse_args()
+    t = Checks()
+    if not shutil.which("redis-server"):
+        print("ok   - SKIP: redis-server not installed")
+        print("1 passed, 0 failed")
+        return 0
+
+    async def run_all():
+        for name, fn, kw in SCENARIOS:
+            if args.only and args.only not in name:
+                continue
+            cl = Cluster(args.presenced, **kw)
+            failed = t.failed
+            t0 = time.monotonic()
+            try:
+                cl.start()
+                await asyncio.wait_for(fn(t, cl), 60)
+                cl.stop(t)
+            except asyncio.TimeoutError:
+                t.check(f"{name}: finished within 60 s", False)
+            except Exception as e:
+                t.check(f"{name}: ran without exception", False,
+                        f"{type(e).__name__}: {e}\n{traceback.format_exc(limit=4)}")
+            finally:
+                t.note(f"{name}: {time.monotonic() - t0:.1f} s")
+                if t.failed > failed or args.verbose:
+                    for d in cl.d:
+                        t.note(f"--- {d.name} stderr tail:")
+                        for line in d.stderr_tail(15).splitlines():
+                            t.note(line)
+                cl.cleanup()
+    asyncio.run(run_all())
+    print(f"{t.passed} passed, {t.failed} failed", flush=True)
+    return 0 if t.failed == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -552,7 +552,9 @@ static void on_house(uv_timer_t *t) {
   srv_t *s = t->data;
   int64_t now = srv_now_mono(s), wall = srv_now_wall(s);
   if (s->shutting_down && s->nconns == 0) {
+    s->in_house = 1;
     srv_maybe_finish(s);
+    s->in_house = 0;
     return;
   }
   for (conn_t *c = s->conns; c; c = c->next) {
@@ -768,6 +770,10 @@ int srv_store_ready(const srv_t *s) {
 }
 
 void srv_maybe_finish(srv_t *s) {
+  /* With Redis the finish frees the store, which must not happen inside
+   * one of its callbacks (a log read, the leave): the housekeeping timer
+   * finishes instead. */
+  if (s->rstore && !s->in_house) return;
   if (s->shutting_down && s->nconns == 0 && !s->leaving && webhook_done(s))
     srv_finish(s);
 }

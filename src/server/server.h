@@ -124,6 +124,7 @@ struct srv {
   /* The Redis store (owned by p), or NULL with the embedded store. */
   struct presence_store *rstore;
   int leaving;           /* presence_redis_leave requested, not done */
+  int in_house;          /* inside the housekeeping timer callback */
   struct kicker *kicker; /* kick.c: cross-instance kicks (Redis only) */
 };
 

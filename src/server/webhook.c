@@ -248,6 +248,9 @@ typedef struct wh_poll {
 } wh_poll_t;
 
 typedef struct endpoint {
+  struct build *build; /* a batch being read from the log, or NULL */
+  int reading;         /* build waits for an asynchronous read */
+  int unset;           /* Redis: cursor not placed yet (first event does) */
   webhooks_t *w;
   wh_spec_t spec;
   CURL *easy;
@@ -410,7 +413,15 @@ typedef struct build {
   int full;
   int gap;
   uint64_t gap_after, gap_oldest;
+  /* An asynchronous store (Redis) answers reads later: the build lives on
+   * the endpoint meanwhile, with the events collected so far. */
+  int pending; /* a read is in flight */
+  int in_call; /* inside build_run's call to presence_log_read */
+  buf_t events;
 } build_t;
+
+static void build_run(endpoint_t *ep);
+static void pump_built(endpoint_t *ep, int r);
 
 static void on_log(presence_t *p, int status, const presence_event_t *events,
                    size_t n, void *ud) {
@@ -418,7 +429,25 @@ static void on_log(presence_t *p, int status, const presence_event_t *events,
   endpoint_t *ep = b->ep;
   webhooks_t *w = ep->w;
   (void)p;
+  b->pending = 0;
+  if (status < 0 && status != PRESENCE_ECURSOR) n = 0;
   b->got = n;
+  if (!b->in_call) {
+    /* A later answer: collect it, then carry on building from here, unless
+     * the store is going away (its reads end with ESHUTDOWN). */
+    b->in_call = 1;
+    if (n) on_log(p, status, events, n, ud);
+    b->in_call = 0;
+    ep->reading = 0;
+    if (status == PRESENCE_ESHUTDOWN || w->closed || w->aborted) {
+      buf_free(&b->events);
+      free(b);
+      ep->build = NULL;
+      return;
+    }
+    build_run(ep);
+    return;
+  }
   if (n == 0) return;
   if (status == PRESENCE_ECURSOR && !b->gap) {
     b->gap = 1;
@@ -434,8 +463,8 @@ static void on_log(presence_t *p, int status, const presence_event_t *events,
     b->pos = events[i].seq;
     b->scanned++;
     if (!(ep->spec.events & (1u << events[i].type))) continue;
-    if (b->matched) buf_putc(&w->events, ',');
-    event_put_json(&w->events, &events[i]);
+    if (b->matched) buf_putc(&b->events, ',');
+    event_put_json(&b->events, &events[i]);
     b->matched++;
   }
 }
@@ -453,21 +482,10 @@ static void mark_behind(endpoint_t *ep, uint64_t lag) {
 
 /* Read the log after the endpoint's cursor into a new batch. Returns 1 if
  * there is a batch to send, 0 if the endpoint is up to date. */
-static int build_batch(endpoint_t *ep) {
+static int build_finish(endpoint_t *ep, build_t *bp) {
   webhooks_t *w = ep->w;
   srv_t *s = w->s;
-  build_t b = {.ep = ep, .pos = ep->cursor};
-  buf_reset(&w->events);
-  while (!b.full) {
-    b.got = 0;
-    int rc = presence_log_read(s->p, b.pos, WH_READ_CHUNK, on_log, &b);
-    if (rc < 0) {
-      srv_log(s, PRESENCE_LOG_ERROR, "webhook %s: cannot read the log: %s",
-              ep->spec.name, presence_strerror(rc));
-      break;
-    }
-    if (b.got == 0) break;
-  }
+  build_t b = *bp;
   if (b.pos == ep->cursor && !b.gap) return 0;
   if (b.gap) {
     mark_behind(ep, b.gap_oldest - b.gap_after - 1);
@@ -498,14 +516,12 @@ static int build_batch(endpoint_t *ep) {
     buf_putc(body, '}');
   }
   buf_puts(body, ",\"events\":[");
-  buf_append(body, w->events.data, w->events.len);
+  buf_append(body, b.events.data, b.events.len);
   buf_puts(body, "]}");
-  buf_shrink(&w->events, 1 << 20);
-  if (buf_failed(body) || buf_failed(&w->events)) {
+  if (buf_failed(body) || buf_failed(&b.events)) {
     srv_log(s, PRESENCE_LOG_ERROR, "webhook %s: out of memory for a batch",
             ep->spec.name);
     buf_free(body);
-    buf_free(&w->events);
     return 0;
   }
   ep->have_batch = 1;
@@ -614,26 +630,83 @@ static void pump(endpoint_t *ep) {
   webhooks_t *w = ep->w;
   if (ep->inflight || ep->done || w->aborted || w->closed) return;
   if (uv_is_active((uv_handle_t *)&ep->timer)) return;
+  if (ep->reading) return; /* the read's answer carries on */
+  if (ep->unset) {
+    pump_built(ep, 0);
+    return;
+  }
   if (!ep->have_batch) {
-    int r = build_batch(ep);
-    if (r < 0) {
-      /* Only filtered-out events so far; continue on the next turn. */
-      uv_timer_start(&ep->timer, on_timer, 0, 0);
-      return;
+    build_run(ep);
+    return;
+  }
+  send_batch(ep);
+}
+
+/* A build ended (r as build_finish returns): the endpoint's next step. */
+static void pump_built(endpoint_t *ep, int r) {
+  webhooks_t *w = ep->w;
+  if (r < 0) {
+    /* Only filtered-out events so far; continue on the next turn. */
+    uv_timer_start(&ep->timer, on_timer, 0, 0);
+    return;
+  }
+  if (r == 0) {
+    if (w->flushing) {
+      ep->done = 1;
+      srv_maybe_finish(w->s);
     }
-    if (r == 0) {
-      if (w->flushing) {
-        ep->done = 1;
-        srv_maybe_finish(w->s);
-      }
-      return;
-    }
+    return;
   }
   send_batch(ep);
 }
 
 static void on_timer(uv_timer_t *t) {
   pump(t->data);
+}
+
+/* Read the log after the endpoint's cursor into a new batch, then go on
+ * (pump_built), at once with the embedded store, from the last answer with
+ * Redis. */
+static void build_run(endpoint_t *ep) {
+  webhooks_t *w = ep->w;
+  srv_t *s = w->s;
+  build_t *b = ep->build;
+  if (!b) {
+    b = calloc(1, sizeof *b);
+    if (!b) {
+      srv_log(s, PRESENCE_LOG_ERROR, "webhook %s: out of memory",
+              ep->spec.name);
+      return;
+    }
+    b->ep = ep;
+    b->pos = ep->cursor;
+    buf_init(&b->events);
+    ep->build = b;
+  }
+  while (!b->full) {
+    b->got = 0;
+    b->pending = 1;
+    b->in_call = 1;
+    int rc = presence_log_read(s->p, b->pos, WH_READ_CHUNK, on_log, b);
+    b->in_call = 0;
+    if (rc < 0) {
+      b->pending = 0;
+      if (rc != PRESENCE_ESTORE)
+        srv_log(s, PRESENCE_LOG_ERROR, "webhook %s: cannot read the log: %s",
+                ep->spec.name, presence_strerror(rc));
+      break;
+    }
+    if (b->pending) {
+      ep->reading = 1;
+      return;
+    }
+    if (b->got == 0) break;
+  }
+  ep->build = NULL;
+  int r = build_finish(ep, b);
+  buf_free(&b->events);
+  free(b);
+  pump_built(ep, r);
 }
 
 static uint64_t backoff_ms(endpoint_t *ep) {
@@ -763,6 +836,12 @@ static void on_event(presence_t *p, const presence_event_t *ev, void *ud) {
   for (size_t i = 0; i < w->n; i++) {
     endpoint_t *ep = &w->eps[i];
     if (ep->done) continue;
+    if (ep->unset) {
+      /* Redis: the shared log predates this instance; deliver from the
+       * first event it sees. */
+      ep->cursor = ev->seq ? ev->seq - 1 : 0;
+      ep->unset = 0;
+    }
     uint64_t lag = ev->seq - read_pos(ep);
     if (lag > w->s->cfg.log_capacity) mark_behind(ep, lag);
     if (ep->inflight || ep->have_batch ||
@@ -840,6 +919,7 @@ int webhook_init(srv_t *s) {
     /* The log of a fresh embedded store starts empty: deliver from its
      * beginning, so events of the startup itself are not missed. */
     ep->cursor = presence_log_last_seq(s->p);
+    ep->unset = srv_async(s);
   }
   w->multi = curl_multi_init();
   if (!w->multi) goto nomem;
@@ -847,7 +927,8 @@ int webhook_init(srv_t *s) {
   curl_multi_setopt(w->multi, CURLMOPT_SOCKETDATA, w);
   curl_multi_setopt(w->multi, CURLMOPT_TIMERFUNCTION, on_curl_timeout);
   curl_multi_setopt(w->multi, CURLMOPT_TIMERDATA, w);
-  int h = presence_on_event(s->p, on_event, w);
+  /* Cluster events: with Redis, changes decided on other instances too. */
+  int h = presence_on_cluster_event(s->p, on_event, w);
   if (h < 0) goto nomem;
   w->cb_handle = h;
   for (size_t i = 0; i < w->n; i++)
@@ -1005,7 +1086,8 @@ void webhook_metrics(srv_t *s, buf_t *b) {
               "# TYPE presenced_webhook_lag_seconds gauge\n");
   for (size_t i = 0; i < w->n; i++) {
     int64_t ts = now;
-    if (last > w->eps[i].cursor)
+    /* Only a synchronous store can answer into this stack frame. */
+    if (last > w->eps[i].cursor && !srv_async(s))
       presence_log_read(s->p, w->eps[i].cursor, 1, lag_ts, &ts);
     series(b, "presenced_webhook_lag_seconds", &w->eps[i]);
     buf_printf(b, "%.3f\n", now > ts ? (double)(now - ts) / 1000.0 : 0.0);

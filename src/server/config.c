@@ -98,6 +98,9 @@ static const opt_t opts[] = {
     U32("max-header-bytes", max_header_bytes, 256, 1u << 20,
         "request line plus headers in bytes (8192)"),
     U32("max-body", max_body, 0, 64u << 20, "request body in bytes (1048576)"),
+    U32("listen-backlog", listen_backlog, 1, 1u << 20,
+        "accept queue length asked of the kernel, capped by net.core.somaxconn "
+        "(65535)"),
     U32("max-connections", max_connections, 1, 10000000,
         "open connections per process (100000)"),
     U32("max-write-queue", max_write_queue, 1024, 1u << 30,
@@ -158,6 +161,7 @@ void config_defaults(srv_config_t *cfg) {
   cfg->max_header_bytes = 8192;
   cfg->max_body = 1048576;
   cfg->max_connections = 100000;
+  cfg->listen_backlog = 65535;
   cfg->max_write_queue = 1048576;
   cfg->log_capacity = 65536;
   cfg->http_idle_ms = 60000;

@@ -41,6 +41,7 @@ typedef struct srv_config {
   uint32_t max_header_bytes;
   uint32_t max_body;
   uint32_t max_connections;
+  uint32_t listen_backlog; /* a restart's reconnect storm must fit */
   uint32_t max_write_queue;
   uint32_t log_capacity;
   uint32_t http_idle_ms;

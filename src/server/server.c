@@ -734,7 +734,9 @@ int srv_listen(srv_t *s) {
   else
     rc = uv_ip4_addr(s->cfg.host, s->cfg.port, (struct sockaddr_in *)&ss);
   if (rc == 0) rc = uv_tcp_bind(&s->listener, (struct sockaddr *)&ss, 0);
-  if (rc == 0) rc = uv_listen((uv_stream_t *)&s->listener, 4096, on_connection);
+  if (rc == 0)
+    rc = uv_listen((uv_stream_t *)&s->listener, (int)s->cfg.listen_backlog,
+                   on_connection);
   if (rc != 0) {
     srv_log(s, PRESENCE_LOG_ERROR, "cannot listen on %s: %s", s->cfg.listen,
             uv_strerror(rc));

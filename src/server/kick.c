@@ -35,8 +35,7 @@ struct kicker {
   int sub_up, pub_up;
   uv_timer_t timer; /* reconnects and the answer watchdog */
   int closing;
-  char *host, *path;
-  int port, db;
+  srv_redis_addr_t addr;
   char channel[64];
   uint32_t pending;    /* commands sent on pub, not answered */
   int64_t progress_ms; /* last send or answer on pub while pending */
@@ -49,28 +48,35 @@ typedef struct kick_req {
   char sid[PRESENCE_ID_MAX + 1];
 } kick_req_t;
 
-static int parse_url(struct kicker *k, const char *url) {
+int srv_redis_url(const char *url, srv_redis_addr_t *a) {
+  memset(a, 0, sizeof *a);
   if (!strncmp(url, "unix:", 5)) {
     const char *p = url + 5;
     while (p[0] == '/' && p[1] == '/')
       p++;
     const char *q = strchr(p, '?');
-    k->path = q ? strndup(p, (size_t)(q - p)) : strdup(p);
-    if (q && !strncmp(q, "?db=", 4)) k->db = atoi(q + 4);
-    return k->path ? 0 : -1;
+    a->path = q ? strndup(p, (size_t)(q - p)) : strdup(p);
+    if (q && !strncmp(q, "?db=", 4)) a->db = atoi(q + 4);
+    return a->path ? 0 : -1;
   }
   if (strncmp(url, "redis://", 8)) return -1;
   const char *h = url + 8;
   size_t hl = strcspn(h, ":/");
-  k->host = strndup(h, hl);
-  k->port = 6379;
+  a->host = strndup(h, hl);
+  a->port = 6379;
   const char *p = h + hl;
   if (*p == ':') {
-    k->port = atoi(p + 1);
+    a->port = atoi(p + 1);
     p += 1 + strspn(p + 1, "0123456789");
   }
-  if (*p == '/' && p[1]) k->db = atoi(p + 1);
-  return k->host ? 0 : -1;
+  if (*p == '/' && p[1]) a->db = atoi(p + 1);
+  return a->host ? 0 : -1;
+}
+
+void srv_redis_addr_free(srv_redis_addr_t *a) {
+  free(a->host);
+  free(a->path);
+  memset(a, 0, sizeof *a);
 }
 
 static void on_message(redisAsyncContext *ac, void *reply, void *priv) {
@@ -126,8 +132,9 @@ static void on_disconnect(const redisAsyncContext *ac, int status) {
 }
 
 static redisAsyncContext *open_one(struct kicker *k) {
-  redisAsyncContext *ac = k->path ? redisAsyncConnectUnix(k->path)
-                                  : redisAsyncConnect(k->host, k->port);
+  redisAsyncContext *ac = k->addr.path
+                              ? redisAsyncConnectUnix(k->addr.path)
+                              : redisAsyncConnect(k->addr.host, k->addr.port);
   if (!ac) return NULL;
   if (ac->err || redisLibuvAttach(ac, k->s->loop) != REDIS_OK) {
     redisAsyncFree(ac);
@@ -145,8 +152,8 @@ static void connect_all(struct kicker *k) {
   if (!k->pub) {
     k->pub = open_one(k);
     /* The store selects its database; the index we read lives there. */
-    if (k->pub && k->db)
-      redisAsyncCommand(k->pub, NULL, NULL, "SELECT %d", k->db);
+    if (k->pub && k->addr.db)
+      redisAsyncCommand(k->pub, NULL, NULL, "SELECT %d", k->addr.db);
   }
 }
 
@@ -173,8 +180,9 @@ int kick_init(srv_t *s) {
   if (!k) return -1;
   k->s = s;
   s->kicker = k;
-  if (parse_url(k, s->cfg.store) != 0) return -1;
-  snprintf(k->channel, sizeof k->channel, "%skick:%d", STORE_PREFIX, k->db);
+  if (srv_redis_url(s->cfg.store, &k->addr) != 0) return -1;
+  snprintf(k->channel, sizeof k->channel, "%skick:%d", STORE_PREFIX,
+           k->addr.db);
   uv_timer_init(s->loop, &k->timer);
   k->timer.data = k;
   uv_timer_start(&k->timer, on_timer, KICK_RETRY_MS, KICK_RETRY_MS);
@@ -251,8 +259,7 @@ void kick_free(srv_t *s) {
   struct kicker *k = s->kicker;
   if (!k) return;
   kick_close(s);
-  free(k->host);
-  free(k->path);
+  srv_redis_addr_free(&k->addr);
   free(k);
   s->kicker = NULL;
 }

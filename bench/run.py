@@ -336,6 +336,31 @@ def redis_baseline(build):
     return {"skipped": msg}
 
 
+def redis_store(build):
+    """The Redis store's own figures (issue 4), by bench/redis/bench_redis:
+    it starts a redis-server on a unix socket, drives 3 presence_t (one
+    thread and loop each) through it and reports session operations/s
+    beside redis-benchmark's ceilings for the store's connect EVALSHA and a
+    plain SET, measured in the same run; then kills an instance holding
+    100,000 sessions and reports the ms from its lease's expiry to the
+    cleanup event and the longest Redis command meanwhile. Built here when
+    the bench build lacks it (it needs hiredis)."""
+    exe = f"{build}/bench/bench_redis"
+    subprocess.run(["cmake", "--build", build, "--target", "bench_redis"],
+                   capture_output=True)
+    if not os.path.exists(exe):
+        log("redis store: skipped (no bench_redis: hiredis missing?)")
+        return {"skipped": "bench_redis not built"}
+    log("redis store: bench_redis (3 instances, redis-benchmark, reaping)")
+    p = subprocess.run([exe, "--repeats", str(REPEATS)], capture_output=True,
+                       text=True, timeout=1200)
+    sys.stderr.write(p.stderr)
+    try:
+        return json.loads(p.stdout)
+    except ValueError:
+        return {"skipped": f"bench_redis failed (exit {p.returncode})"}
+
+
 def engine(build):
     path = f"/tmp/bench-engine-{os.getpid()}.json"
     log("bench_engine (the core against its bare table)")
@@ -517,6 +542,7 @@ def main():
                                               hold_s=5)}
     sc["scale"]["presenced"][0]["target_conns"] = SCALE_CONNS
     res["redis"] = redis_baseline(build)
+    res["redis_store"] = redis_store(build)
 
     res["machine"]["loadavg_end"] = loadavg()
     res["wall_s"] = round(time.time() - t_start, 1)

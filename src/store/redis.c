@@ -461,9 +461,12 @@ static void on_reply(redisAsyncContext *ac, void *reply, void *priv) {
 
 /* ---- events ------------------------------------------------------------- */
 
-static presence_status_t st_of(const char *s) {
-  long v = strtol(s, NULL, 10);
+static presence_status_t st_of_n(long v) {
   return v == 1 ? PRESENCE_ONLINE : v == 2 ? PRESENCE_IDLE : PRESENCE_OFFLINE;
+}
+
+static presence_status_t st_of(const char *s) {
+  return st_of_n(strtol(s, NULL, 10));
 }
 
 /* Parse one log entry {id, {field, value, ...}} (from XRANGE, XREAD or the
@@ -488,6 +491,19 @@ static int parse_event(rstore_t *st, redisReply *e, presence_event_t *ev,
     const char *k = f->element[i]->str;
     const char *v = f->element[i + 1]->str;
     switch (k[0]) {
+    case 'n': {
+      /* type reason from to version ts epoch */
+      char *p;
+      ev->type = (presence_event_type_t)strtol(v, &p, 10);
+      ev->reason = (presence_reason_t)strtol(p, &p, 10);
+      ev->from = st_of_n(strtol(p, &p, 10));
+      ev->to = st_of_n(strtol(p, &p, 10));
+      ev->user_version = strtoull(p, &p, 10);
+      ev->ts_ms = strtoll(p, &p, 10);
+      ev->epoch = strtoull(p, NULL, 10);
+      break;
+    }
+    /* One field per number: entries written before the compact form. */
     case 't':
       if (k[1] == 's')
         ev->ts_ms = strtoll(v, NULL, 10);
@@ -556,6 +572,7 @@ static int parse_event(rstore_t *st, redisReply *e, presence_event_t *ev,
       break;
     }
   }
+  if (!by) by = ev->instance_id; /* 'b' is left out when it is 'i' */
   if (by && strcmp(by, st->h.instance_id) != 0)
     ev->flags |= PRESENCE_EVENT_REMOTE;
   if ((unsigned)ev->type >= PRESENCE_EV_COUNT_) return PRESENCE_ESTORE;
@@ -1481,18 +1498,20 @@ static void reap_batch_done(rstore_t *st, req_t *r, redisReply *rep, int code) {
     reap_end(st); /* the claim runs out; someone claims it again */
     return;
   }
-  emit_events(st, rep);
   redisReply *p = rep->elements > 1 ? rep->element[1] : NULL;
   if (!p || p->type != REDIS_REPLY_ARRAY || p->elements < 2) {
+    emit_events(st, rep);
     reap_end(st);
     return;
   }
-  append_ids(st, p);
   snprintf(st->reap_cursor, sizeof st->reap_cursor, "%s", p->element[0]->str);
-  if (strcmp(p->element[1]->str, "1") != 0) {
-    reap_step(st);
-    return;
-  }
+  bool more = strcmp(p->element[1]->str, "1") != 0;
+  /* The next batch first: Redis works on it while this one's events are
+   * parsed and reported. */
+  if (more) reap_step(st);
+  append_ids(st, p);
+  emit_events(st, rep);
+  if (more) return;
   req_t *n = req_new(st, reap_fin_done);
   if (!n) {
     reap_end(st);
@@ -1508,11 +1527,11 @@ static void reap_step(rstore_t *st) {
     reap_end(st);
     return;
   }
-  /* Larger pages than the other batches: the script's own time budget
-   * (~2 ms a call) is what bounds a reap call, and fewer, fuller calls
-   * reap 100,000 sessions within seconds. */
+  /* SSCAN pages of 2 x batch: the script scans as many pages as its time
+   * budget (~2 ms a call) allows, so fewer, fuller calls reap 100,000
+   * sessions within seconds. */
   char lim[16];
-  snprintf(lim, sizeof lim, "%u", (unsigned)st->o.batch * 20);
+  snprintf(lim, sizeof lim, "%u", (unsigned)st->o.batch * 2);
   const char *args[] = {st->reap_dead, st->reap_cursor, lim};
   call(st, r, "reap", 3, args, NULL);
 }

@@ -4,6 +4,8 @@
  * (with a SLOWLOG check that no Redis call took over 10 ms), fencing, store
  * loss (FLUSHALL and a restart) and the command watchdog (SIGSTOP).
  */
+#include <inttypes.h>
+
 #include "harness.h"
 
 typedef struct fx {
@@ -72,7 +74,9 @@ static replay_t replay_check(server_t *s, const char *only_user,
     const char *user = "";
     for (size_t k = 0; k + 1 < fv->elements; k += 2) {
       const char *key = fv->element[k]->str, *val = fv->element[k + 1]->str;
-      if (!strcmp(key, "t"))
+      if (!strcmp(key, "n")) /* type reason from to version ts epoch */
+        sscanf(val, "%d %*d %d %d %" SCNu64, &type, &from, &to, &v);
+      else if (!strcmp(key, "t"))
         type = atoi(val);
       else if (!strcmp(key, "f"))
         from = atoi(val);

@@ -1,0 +1,615 @@
+/*
+ * bench_redis: the Redis store's figures (issue 4), in one run.
+ *
+ * Starts its own redis-server on a unix socket, then:
+ *  1. throughput: N presence_t (one thread and libuv loop each, on the Redis
+ *     store) cycle their sessions connect -> idle -> online -> end, each
+ *     with a window of sessions in flight; every completed operation counts
+ *     alike. Repeated; beside each repeat, redis-benchmark's ceiling for a
+ *     comparable EVALSHA (the store's own script doing a connect, one per
+ *     call) and for a plain SET, on the same server;
+ *  2. reaping: a child process holding S sessions is killed -9; a live
+ *     instance reaps it. Figure: Redis time from the lease's expiry to the
+ *     cleanup event, and the longest Redis command meanwhile (SLOWLOG with
+ *     a 0 us threshold).
+ * Prints one JSON object on stdout. Processes it starts are stopped by pid.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <hiredis/hiredis.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+#include <uv.h>
+
+#include "presence.h"
+#include "presence_redis.h"
+
+static int64_t now_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void sleep_ms(long ms) {
+  struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+  nanosleep(&ts, NULL);
+}
+
+static double loadavg1(void) {
+  double l = -1;
+  FILE *f = fopen("/proc/loadavg", "r");
+  if (f) {
+    if (fscanf(f, "%lf", &l) != 1) l = -1;
+    fclose(f);
+  }
+  return l;
+}
+
+/* ---- the server --------------------------------------------------------- */
+
+static char g_dir[64], g_sock[128], g_url[160];
+static pid_t g_redis;
+
+static redisContext *rc_open(void) {
+  struct timeval tv = {5, 0};
+  redisContext *c = redisConnectUnixWithTimeout(g_sock, tv);
+  if (c && c->err) {
+    redisFree(c);
+    return NULL;
+  }
+  return c;
+}
+
+static void rc_do(redisContext *c, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  redisReply *r = redisvCommand(c, fmt, ap);
+  va_end(ap);
+  if (r) freeReplyObject(r);
+}
+
+static void server_start(void) {
+  snprintf(g_dir, sizeof g_dir, "/tmp/presence-bench-XXXXXX");
+  if (!mkdtemp(g_dir)) exit(1);
+  snprintf(g_sock, sizeof g_sock, "%s/redis.sock", g_dir);
+  snprintf(g_url, sizeof g_url, "unix:%s", g_sock);
+  const char *bin = getenv("REDIS_SERVER");
+  if (!bin) bin = "redis-server";
+  g_redis = fork();
+  if (g_redis == 0) {
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    int null = open("/dev/null", O_RDWR);
+    dup2(null, 1);
+    dup2(null, 2);
+    execlp(bin, bin, "--port", "0", "--unixsocket", g_sock, "--save", "",
+           "--appendonly", "no", "--dir", g_dir, "--logfile", "redis.log",
+           (char *)NULL);
+    _exit(127);
+  }
+  for (int i = 0; i < 500; i++) {
+    redisContext *c = rc_open();
+    if (c) {
+      redisFree(c);
+      return;
+    }
+    sleep_ms(10);
+  }
+  fprintf(stderr, "redis-server did not start\n");
+  exit(1);
+}
+
+static void server_stop(void) {
+  if (g_redis > 0) {
+    kill(g_redis, SIGKILL);
+    waitpid(g_redis, NULL, 0);
+  }
+  char p[200];
+  snprintf(p, sizeof p, "%s/redis.log", g_dir);
+  unlink(p);
+  unlink(g_sock);
+  rmdir(g_dir);
+}
+
+/* CPU seconds redis-server has used so far (user + system). */
+static double redis_cpu_s(void) {
+  char path[64], buf[1024];
+  snprintf(path, sizeof path, "/proc/%d/stat", (int)g_redis);
+  FILE *f = fopen(path, "r");
+  if (!f) return 0;
+  size_t n = fread(buf, 1, sizeof buf - 1, f);
+  fclose(f);
+  buf[n] = '\0';
+  char *p = strrchr(buf, ')'); /* the command name may hold spaces */
+  unsigned long ut = 0, stt = 0;
+  if (!p || sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu",
+                   &ut, &stt) != 2)
+    return 0;
+  return (double)(ut + stt) / (double)sysconf(_SC_CLK_TCK);
+}
+
+/* ---- throughput --------------------------------------------------------- */
+
+typedef struct worker {
+  pthread_t th;
+  int idx;
+  int slots;
+  uv_loop_t loop;
+  presence_t *p;
+  presence_store_t *store;
+  int *stage; /* per slot: 0 connect, 1 idle, 2 online, 3 end */
+  uint64_t *gen;
+  atomic_long ops, errors;
+  int inflight;
+} worker_t;
+
+static atomic_int g_run;      /* 1 while workers issue operations */
+static atomic_int g_counting; /* 1 inside the measured window */
+static atomic_int g_ready;
+
+typedef struct slot_ref {
+  worker_t *w;
+  int slot;
+} slot_ref_t;
+
+static void issue(worker_t *w, int slot);
+
+static void op_done(presence_t *p, int status, void *ud) {
+  (void)p;
+  slot_ref_t *ref = ud;
+  worker_t *w = ref->w;
+  int slot = ref->slot;
+  free(ref);
+  w->inflight--;
+  if (atomic_load(&g_counting)) {
+    if (status == 0)
+      atomic_fetch_add(&w->ops, 1);
+    else
+      atomic_fetch_add(&w->errors, 1);
+  }
+  w->stage[slot] = (w->stage[slot] + 1) % 4;
+  if (w->stage[slot] == 0) w->gen[slot]++;
+  if (atomic_load(&g_run)) issue(w, slot);
+}
+
+static void issue(worker_t *w, int slot) {
+  char sid[64], uid[64];
+  /* A fresh session id per cycle; users shared by the instances (slot k of
+   * every instance is the same user), as real users are. */
+  snprintf(sid, sizeof sid, "i%d-s%d-%llu", w->idx, slot,
+           (unsigned long long)w->gen[slot]);
+  snprintf(uid, sizeof uid, "u%d", slot);
+  slot_ref_t *ref = malloc(sizeof *ref);
+  ref->w = w;
+  ref->slot = slot;
+  int rc;
+  switch (w->stage[slot]) {
+  case 0:
+    rc = presence_session_connect(w->p, sid, uid, NULL, op_done, ref);
+    break;
+  case 1:
+    rc = presence_session_set_status(w->p, sid, PRESENCE_IDLE, op_done, ref);
+    break;
+  case 2:
+    rc = presence_session_set_status(w->p, sid, PRESENCE_ONLINE, op_done, ref);
+    break;
+  default:
+    rc = presence_session_disconnect(w->p, sid, op_done, ref);
+    break;
+  }
+  if (rc) {
+    free(ref);
+    atomic_fetch_add(&w->errors, 1);
+    return;
+  }
+  w->inflight++;
+}
+
+/* Wall-clock ms: on this host, comparable with Redis's TIME. */
+static int64_t wall_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void debug_log(void *ud, presence_log_level_t l, const char *msg) {
+  fprintf(stderr, "[%s %lld] %d %s\n", (const char *)ud, (long long)wall_ms(),
+          (int)l, msg);
+}
+
+static presence_t *make_instance(uv_loop_t *loop, const char *id,
+                                 presence_store_t **store, uint32_t hb,
+                                 uint32_t lease) {
+  presence_redis_options_t ro;
+  memset(&ro, 0, sizeof ro);
+  ro.loop = loop;
+  ro.url = g_url;
+  ro.heartbeat_ms = hb;
+  ro.lease_ms = lease;
+  if (presence_store_redis_new(&ro, store)) return NULL;
+  presence_options_t o;
+  presence_options_init(&o);
+  o.instance_id = id;
+  o.store = *store;
+  if (getenv("BENCH_DEBUG")) {
+    o.log = debug_log;
+    o.log_ud = (void *)id;
+  }
+  presence_t *p = NULL;
+  if (presence_new(&o, &p)) return NULL;
+  return p;
+}
+
+static void *worker_main(void *arg) {
+  worker_t *w = arg;
+  uv_loop_init(&w->loop);
+  char id[32];
+  snprintf(id, sizeof id, "bench-%d", w->idx);
+  w->p = make_instance(&w->loop, id, &w->store, 1000, 6000);
+  if (!w->p) return NULL;
+  int64_t end = now_ms() + 10000;
+  while (!presence_redis_ready(w->store) && now_ms() < end) {
+    uv_run(&w->loop, UV_RUN_NOWAIT);
+    sleep_ms(1);
+  }
+  atomic_fetch_add(&g_ready, 1);
+  while (!atomic_load(&g_run))
+    sleep_ms(1);
+  for (int i = 0; i < w->slots; i++)
+    issue(w, i);
+  while (atomic_load(&g_run))
+    uv_run(&w->loop, UV_RUN_ONCE);
+  end = now_ms() + 5000;
+  while (w->inflight > 0 && now_ms() < end)
+    uv_run(&w->loop, UV_RUN_NOWAIT);
+  presence_free(w->p);
+  for (int i = 0; i < 20; i++)
+    uv_run(&w->loop, UV_RUN_NOWAIT);
+  uv_loop_close(&w->loop);
+  return NULL;
+}
+
+static double throughput(int n, int slots, int duration_ms, long *errors,
+                         double *redis_cpu) {
+  worker_t *ws = calloc((size_t)n, sizeof *ws);
+  atomic_store(&g_run, 0);
+  atomic_store(&g_counting, 0);
+  atomic_store(&g_ready, 0);
+  for (int i = 0; i < n; i++) {
+    ws[i].idx = i;
+    ws[i].slots = slots;
+    ws[i].stage = calloc((size_t)slots, sizeof(int));
+    ws[i].gen = calloc((size_t)slots, sizeof(uint64_t));
+    pthread_create(&ws[i].th, NULL, worker_main, &ws[i]);
+  }
+  while (atomic_load(&g_ready) < n)
+    sleep_ms(5);
+  atomic_store(&g_run, 1);
+  sleep_ms(1000); /* warm-up */
+  double c0 = redis_cpu_s();
+  atomic_store(&g_counting, 1);
+  int64_t t0 = now_ms();
+  sleep_ms(duration_ms);
+  atomic_store(&g_counting, 0);
+  int64_t t1 = now_ms();
+  *redis_cpu = (redis_cpu_s() - c0) * 1000.0 / (double)(t1 - t0);
+  atomic_store(&g_run, 0);
+  long ops = 0;
+  *errors = 0;
+  for (int i = 0; i < n; i++) {
+    pthread_join(ws[i].th, NULL);
+    ops += atomic_load(&ws[i].ops);
+    *errors += atomic_load(&ws[i].errors);
+    free(ws[i].stage);
+    free(ws[i].gen);
+  }
+  free(ws);
+  return (double)ops * 1000.0 / (double)(t1 - t0);
+}
+
+/* ---- redis-benchmark ---------------------------------------------------- */
+
+static double redis_benchmark(const char *args) {
+  char cmd[1024];
+  snprintf(cmd, sizeof cmd,
+           "redis-benchmark -s %s -n 200000 -c 50 -P 16 -q %s 2>/dev/null | "
+           "tr '\\r' '\\n' | grep 'requests per second' | tail -1",
+           g_sock, args);
+  FILE *f = popen(cmd, "r");
+  if (!f) return -1;
+  char line[1024] = {0};
+  double rps = -1;
+  if (fgets(line, sizeof line, f)) {
+    /* "<command>: 123.45 requests per second": the command itself may
+     * hold colons (the key prefix). */
+    char *e = strstr(line, " requests per second");
+    if (e) {
+      char *b = e;
+      while (b > line && b[-1] != ' ')
+        b--;
+      rps = strtod(b, NULL);
+    }
+  }
+  pclose(f);
+  return rps;
+}
+
+#include "presence_lua.h"
+
+/* The store's script doing a connect, one per call, as redis-benchmark
+ * can send it: a registered instance with a long lease, random session
+ * and user ids (a repeat is refused as EEXIST, which is rarer than 1 in
+ * 10^4 here). */
+static double evalsha_ceiling(const char *sha) {
+  redisContext *c = rc_open();
+  redisReply *r = redisCommand(c,
+                               "EVALSHA %s 0 register rb: rb 0 100000 0 "
+                               "3600000 1 0",
+                               sha);
+  char epoch[32] = "0";
+  if (r && r->type == REDIS_REPLY_ARRAY && r->elements > 1 &&
+      r->element[1]->type == REDIS_REPLY_ARRAY)
+    snprintf(epoch, sizeof epoch, "%s", r->element[1]->element[0]->str);
+  if (r) freeReplyObject(r);
+  redisFree(c);
+  char args[512];
+  snprintf(args, sizeof args,
+           "-r 100000000 EVALSHA %s 0 connect rb: rb %s 100000 0 3600000 "
+           "s__rand_int__ u__rand_int__ '' 0",
+           sha, epoch);
+  return redis_benchmark(args);
+}
+
+/* ---- reaping ------------------------------------------------------------ */
+
+typedef struct reap_obs {
+  bool cleanup;
+  int64_t cleanup_ts;
+  size_t ids;
+} reap_obs_t;
+
+static void on_cleanup(presence_t *p, const presence_event_t *ev, void *ud) {
+  (void)p;
+  reap_obs_t *o = ud;
+  if (!ev->instance_id || strcmp(ev->instance_id, "victim")) return;
+  o->cleanup = true;
+  o->cleanup_ts = ev->ts_ms;
+  o->ids = ev->n_session_ids;
+  if (getenv("BENCH_DEBUG"))
+    fprintf(stderr, "cleanup at %lld (event ts %lld)\n", (long long)wall_ms(),
+            (long long)ev->ts_ms);
+}
+
+typedef struct victim {
+  int left, sent, ok;
+  presence_t *p;
+} victim_t;
+
+static void victim_issue(victim_t *v);
+static void victim_done(presence_t *p, int status, void *ud) {
+  (void)p;
+  victim_t *v = ud;
+  v->left--;
+  if (!status) v->ok++;
+}
+static void victim_issue(victim_t *v) {
+  char sid[32], uid[32];
+  snprintf(sid, sizeof sid, "v-%d", v->sent);
+  snprintf(uid, sizeof uid, "vu%d", v->sent);
+  if (!presence_session_connect(v->p, sid, uid, NULL, victim_done, v))
+    v->left++;
+  v->sent++;
+}
+
+/* The victim: connect n sessions, say so on fd, then serve until killed. */
+static void victim_main(int n, int fd, uint32_t hb, uint32_t lease) {
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  presence_store_t *st;
+  victim_t v = {0};
+  v.p = make_instance(&loop, "victim", &st, hb, lease);
+  while (!presence_redis_ready(st)) {
+    uv_run(&loop, UV_RUN_NOWAIT);
+    sleep_ms(1);
+  }
+  while (v.sent < n || v.left > 0) {
+    while (v.sent < n && v.left < 4000)
+      victim_issue(&v);
+    uv_run(&loop, UV_RUN_ONCE);
+  }
+  char ok[32];
+  int len = snprintf(ok, sizeof ok, "%d\n", v.ok);
+  if (write(fd, ok, (size_t)len) < 0) _exit(1);
+  for (;;)
+    uv_run(&loop, UV_RUN_ONCE);
+}
+
+static void reaping(int n, uint32_t hb, uint32_t lease, FILE *out) {
+  redisContext *c = rc_open();
+  rc_do(c, "FLUSHALL");
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  presence_store_t *st;
+  presence_t *obs = make_instance(&loop, "reaper", &st, hb, lease);
+  reap_obs_t o = {0};
+  presence_on_cleanup(obs, on_cleanup, &o);
+  while (!presence_redis_ready(st)) {
+    uv_run(&loop, UV_RUN_NOWAIT);
+    sleep_ms(1);
+  }
+  int pfd[2];
+  if (pipe(pfd)) exit(1);
+  int64_t t0 = now_ms();
+  pid_t child = fork();
+  if (child == 0) {
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    close(pfd[0]);
+    victim_main(n, pfd[1], hb, lease);
+    _exit(0);
+  }
+  close(pfd[1]);
+  /* The observer keeps its lease while the victim connects. */
+  char buf[32] = {0};
+  size_t got = 0;
+  while (!memchr(buf, '\n', got)) {
+    fd_set fds;
+    FD_ZERO(&fds);
+    FD_SET(pfd[0], &fds);
+    struct timeval tv = {0, 5000};
+    uv_run(&loop, UV_RUN_NOWAIT);
+    if (select(pfd[0] + 1, &fds, NULL, NULL, &tv) > 0) {
+      ssize_t k = read(pfd[0], buf + got, sizeof buf - 1 - got);
+      if (k <= 0) break;
+      got += (size_t)k;
+    }
+  }
+  int connected = atoi(buf);
+  int64_t connect_ms = now_ms() - t0;
+  rc_do(c, "CONFIG SET slowlog-max-len 100000");
+  rc_do(c, "CONFIG SET slowlog-log-slower-than 0");
+  rc_do(c, "SLOWLOG RESET");
+  kill(child, SIGKILL);
+  waitpid(child, NULL, 0);
+  if (getenv("BENCH_DEBUG"))
+    fprintf(stderr, "killed victim at %lld\n", (long long)wall_ms());
+  redisReply *r = redisCommand(c, "ZSCORE presence:lease victim");
+  long long expiry = r && r->type == REDIS_REPLY_STRING ? atoll(r->str) : -1;
+  if (r) freeReplyObject(r);
+  if (getenv("BENCH_DEBUG"))
+    fprintf(stderr, "victim's lease runs out at %lld\n", expiry);
+  int64_t end = now_ms() + 60000;
+  while (!o.cleanup && now_ms() < end)
+    uv_run(&loop, UV_RUN_ONCE); /* timers wake it at least every 250 ms */
+  rc_do(c, "CONFIG SET slowlog-log-slower-than 10000");
+  r = redisCommand(c, "SLOWLOG GET 100000");
+  long long max_us = 0, reap_calls = 0, reap_us = 0, total_us = 0;
+  char max_op[64] = "";
+  for (size_t i = 0; r && r->type == REDIS_REPLY_ARRAY && i < r->elements;
+       i++) {
+    redisReply *e = r->element[i];
+    long long d = e->element[2]->integer;
+    redisReply *argv = e->element[3];
+    const char *op = argv->elements > 3 ? argv->element[3]->str : "";
+    if (!strcmp(op, "reap")) {
+      reap_calls++;
+      reap_us += d;
+    }
+    total_us += d;
+    if (d > max_us) {
+      max_us = d;
+      snprintf(max_op, sizeof max_op, "%s %s", argv->element[0]->str,
+               argv->elements > 3 ? op : "");
+    }
+  }
+  if (r) freeReplyObject(r);
+  r = redisCommand(c, "HLEN presence:sidx");
+  long long left = r && r->type == REDIS_REPLY_INTEGER ? r->integer : -1;
+  if (r) freeReplyObject(r);
+  redisFree(c);
+  fprintf(out,
+          "\"reaping\": {\"sessions\": %d, \"connect_ms\": %lld, "
+          "\"lease_ms\": %u, \"cleanup\": %s, \"ms_after_lease_expiry\": "
+          "%lld, \"session_ids_in_cleanup\": %zu, \"sessions_left\": %lld, "
+          "\"reap_calls\": %lld, \"reap_calls_us\": %lld, "
+          "\"all_calls_us\": %lld, \"slowlog_max_us\": %lld, "
+          "\"slowlog_max_cmd\": \"%s\"}",
+          connected, (long long)connect_ms, lease, o.cleanup ? "true" : "false",
+          o.cleanup ? (long long)o.cleanup_ts - expiry : -1, o.ids, left,
+          reap_calls, reap_us, total_us, max_us, max_op);
+  presence_free(obs);
+  for (int i = 0; i < 20; i++)
+    uv_run(&loop, UV_RUN_NOWAIT);
+  uv_loop_close(&loop);
+}
+
+/* ---- main --------------------------------------------------------------- */
+
+static int cmp_d(const void *a, const void *b) {
+  double x = *(const double *)a, y = *(const double *)b;
+  return x < y ? -1 : x > y;
+}
+
+static double median(double *v, int n) {
+  qsort(v, (size_t)n, sizeof *v, cmp_d);
+  return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
+
+int main(int argc, char **argv) {
+  int inst = 3, slots = 2000, dur = 5000, repeats = 3, reap_n = 100000;
+  uint32_t hb = 1000, lease = 3000;
+  for (int i = 1; i + 1 < argc; i += 2) {
+    if (!strcmp(argv[i], "--instances")) inst = atoi(argv[i + 1]);
+    if (!strcmp(argv[i], "--slots")) slots = atoi(argv[i + 1]);
+    if (!strcmp(argv[i], "--duration-ms")) dur = atoi(argv[i + 1]);
+    if (!strcmp(argv[i], "--repeats")) repeats = atoi(argv[i + 1]);
+    if (!strcmp(argv[i], "--reap")) reap_n = atoi(argv[i + 1]);
+    if (!strcmp(argv[i], "--lease-ms")) lease = (uint32_t)atoi(argv[i + 1]);
+  }
+  signal(SIGPIPE, SIG_IGN);
+  server_start();
+  redisContext *c = rc_open();
+  redisReply *r = redisCommand(c, "SCRIPT LOAD %s", presence_lua);
+  char sha[41] = "";
+  if (r && r->type == REDIS_REPLY_STRING)
+    snprintf(sha, sizeof sha, "%s", r->str);
+  if (r) freeReplyObject(r);
+  double *ops = calloc((size_t)repeats, sizeof(double));
+  double *ceil = calloc((size_t)repeats, sizeof(double));
+  double *setc = calloc((size_t)repeats, sizeof(double));
+  double load0 = loadavg1();
+  printf("{\"instances\": %d, \"slots_per_instance\": %d, \"duration_ms\": "
+         "%d, \"repeats\": [",
+         inst, slots, dur);
+  for (int k = 0; k < repeats; k++) {
+    rc_do(c, "FLUSHALL");
+    long errors = 0;
+    double l = loadavg1();
+    double rcpu = 0;
+    ops[k] = throughput(inst, slots, dur, &errors, &rcpu);
+    rc_do(c, "FLUSHALL");
+    ceil[k] = evalsha_ceiling(sha);
+    setc[k] = redis_benchmark("-r 100000 SET k__rand_int__ v");
+    printf("%s{\"ops_per_s\": %.0f, \"errors\": %ld, \"evalsha_connect_"
+           "ceiling_per_s\": %.0f, \"set_ceiling_per_s\": %.0f, "
+           "\"redis_cpu\": %.2f, \"loadavg1\": %.2f}",
+           k ? ", " : "", ops[k], errors, ceil[k], setc[k], rcpu, l);
+    fflush(stdout);
+    fprintf(stderr,
+            "repeat %d: %.0f ops/s (errors %ld, redis-server %.0f%% of a "
+            "CPU), EVALSHA connect ceiling %.0f/s, SET %.0f/s, load %.2f\n",
+            k + 1, ops[k], errors, rcpu * 100, ceil[k], setc[k], l);
+  }
+  double mo = 0, mc = 0, ms = 0;
+  if (repeats > 0) {
+    mo = median(ops, repeats);
+    mc = median(ceil, repeats);
+    ms = median(setc, repeats);
+  }
+  printf("], \"median_ops_per_s\": %.0f, \"median_evalsha_ceiling_per_s\": "
+         "%.0f, \"median_set_ceiling_per_s\": %.0f, \"ratio_to_evalsha\": "
+         "%.2f, ",
+         mo, mc, ms, mc > 0 ? mo / mc : 0);
+  fflush(stdout);
+  redisFree(c);
+  if (reap_n > 0)
+    reaping(reap_n, hb, lease, stdout);
+  else
+    printf("\"reaping\": null");
+  printf(", \"loadavg1_start\": %.2f, \"loadavg1_end\": %.2f, \"cpus\": %ld}\n",
+         load0, loadavg1(), sysconf(_SC_NPROCESSORS_ONLN));
+  server_stop();
+  free(ops);
+  free(ceil);
+  free(setc);
+  return 0;
+}

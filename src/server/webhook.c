@@ -17,6 +17,10 @@
  * libcurl's multi interface runs on the daemon's loop: curl tells us which
  * sockets to watch (uv_poll) and when to call it back (one uv_timer), and we
  * hand readiness back with curl_multi_socket_action. No curl call blocks.
+ *
+ * With the Redis store every instance sees the same log, so each endpoint
+ * is leased (see "Ownership" below): only the instance holding its lease
+ * delivers, and the cursor lives in Redis, moved only by the lease holder.
  */
 #include "server/webhook.h"
 
@@ -31,6 +35,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#ifdef PRESENCED_HAVE_REDIS
+#include <hiredis/adapters/libuv.h>
+#include <hiredis/async.h>
+#include <hiredis/hiredis.h>
+#endif
 
 /* Non-matching events scanned per batch at most, so a narrow filter over a
  * long log cannot hold the loop: the scan resumes on the next loop turn. */
@@ -250,7 +260,20 @@ typedef struct wh_poll {
 typedef struct endpoint {
   struct build *build; /* a batch being read from the log, or NULL */
   int reading;         /* build waits for an asynchronous read */
-  int unset;           /* Redis: cursor not placed yet (first event does) */
+  /* Redis: the lease. Only an owner delivers, and only while the lease is
+   * confirmed (lease_until, this host's monotonic clock, counted from when
+   * the last successful claim or renewal was sent, so never later than
+   * Redis's own expiry). gen changes with every change of ownership, so
+   * answers meant for an earlier one are ignored. */
+  int own;
+  int claiming;  /* a claim or renewal is in flight */
+  int acking;    /* a delivered batch waits for its cursor to be stored */
+  int releasing; /* shutdown: the lease is being given back */
+  int claim_err; /* an error was logged (once until the next success) */
+  uint64_t token;
+  int64_t lease_until;
+  uint32_t gen;
+  char *key; /* the endpoint's hash in Redis */
   webhooks_t *w;
   wh_spec_t spec;
   CURL *easy;
@@ -283,7 +306,60 @@ struct webhooks {
   int aborted;
   int closed;
   buf_t events; /* the events array of the batch being built */
+  int redis;    /* --store redis: endpoints are leased, see Ownership */
+  /* The id of the cluster's log, sent as `instance`: with Redis the
+   * sequence numbers are the cluster's, so the idempotency key must not
+   * change with the instance that happens to deliver. */
+  char log_id[40];
+  char log_offer[40]; /* ours, if the cluster has none yet */
+#ifdef PRESENCED_HAVE_REDIS
+  redisAsyncContext *rc;
+  int rc_up;
+  uv_timer_t lease_timer;
+  srv_redis_addr_t addr;
+  uint32_t pending;    /* commands sent, not answered */
+  int64_t progress_ms; /* last send or answer while pending */
+#endif
 };
+
+/* What deliveries name as their `instance` (see log_id). */
+static const char *log_instance(const webhooks_t *w) {
+  return w->redis && w->log_id[0] ? w->log_id : w->s->instance_id;
+}
+
+static void acknowledge(endpoint_t *ep);
+static void wr_ack(endpoint_t *ep);
+static void wr_release(endpoint_t *ep);
+static void wr_lose(endpoint_t *ep, const char *why);
+
+/* Whether the endpoint may send now: always with the embedded store; with
+ * Redis only under a confirmed lease. */
+static int may_deliver(endpoint_t *ep) {
+  webhooks_t *w = ep->w;
+  if (!w->redis) return 1;
+  if (!ep->own) return 0;
+  if (srv_now_mono(w->s) >= ep->lease_until) {
+    wr_lose(ep, "its lease could not be renewed in time");
+    return 0;
+  }
+  return 1;
+}
+
+/* A batch is settled (delivered or dropped): move the cursor. With Redis
+ * the cursor is stored first, through the lease holder's token. */
+static void commit(endpoint_t *ep) {
+  if (ep->w->redis)
+    wr_ack(ep);
+  else
+    acknowledge(ep);
+}
+
+/* The endpoint has nothing more to do in this shutdown. */
+static void ep_finished(endpoint_t *ep) {
+  ep->done = 1;
+  if (ep->w->redis && ep->own) wr_release(ep);
+  srv_maybe_finish(ep->w->s);
+}
 
 /* The cursor the endpoint reads the log from next. */
 static uint64_t read_pos(const endpoint_t *ep) {
@@ -415,8 +491,9 @@ typedef struct build {
   uint64_t gap_after, gap_oldest;
   /* An asynchronous store (Redis) answers reads later: the build lives on
    * the endpoint meanwhile, with the events collected so far. */
-  int pending; /* a read is in flight */
-  int in_call; /* inside build_run's call to presence_log_read */
+  int pending;  /* a read is in flight */
+  int in_call;  /* inside build_run's call to presence_log_read */
+  uint32_t gen; /* the ownership it was started under (Redis) */
   buf_t events;
 } build_t;
 
@@ -499,7 +576,7 @@ static int build_finish(endpoint_t *ep, build_t *bp) {
   buf_t *body = &ep->body;
   buf_reset(body);
   buf_puts(body, "{\"instance\":");
-  buf_put_json_str(body, s->instance_id);
+  buf_put_json_str(body, log_instance(w));
   ep->batch_first = b.gap ? b.gap_oldest : ep->cursor + 1;
   ep->batch_last = b.pos;
   buf_puts(body, ",\"first_seq\":");
@@ -590,7 +667,7 @@ static void send_batch(endpoint_t *ep) {
   if (sign(ep, ts, hex) != 0 ||
       add_header(ep, "Content-Type: application/json") ||
       add_header(ep, "User-Agent: presenced/%s", PRESENCE_VERSION_STRING) ||
-      add_header(ep, "Presence-Instance: %s", s->instance_id) ||
+      add_header(ep, "Presence-Instance: %s", log_instance(w)) ||
       add_header(ep, "Presence-Seq-First: %llu",
                  (unsigned long long)ep->batch_first) ||
       add_header(ep, "Presence-Seq-Last: %llu",
@@ -631,10 +708,8 @@ static void pump(endpoint_t *ep) {
   if (ep->inflight || ep->done || w->aborted || w->closed) return;
   if (uv_is_active((uv_handle_t *)&ep->timer)) return;
   if (ep->reading) return; /* the read's answer carries on */
-  if (ep->unset) {
-    pump_built(ep, 0);
-    return;
-  }
+  if (ep->acking) return;  /* so does the cursor's store */
+  if (!may_deliver(ep)) return;
   if (!ep->have_batch) {
     build_run(ep);
     return;
@@ -651,12 +726,10 @@ static void pump_built(endpoint_t *ep, int r) {
     return;
   }
   if (r == 0) {
-    if (w->flushing) {
-      ep->done = 1;
-      srv_maybe_finish(w->s);
-    }
+    if (w->flushing) ep_finished(ep);
     return;
   }
+  if (!may_deliver(ep)) return;
   send_batch(ep);
 }
 
@@ -671,6 +744,15 @@ static void build_run(endpoint_t *ep) {
   webhooks_t *w = ep->w;
   srv_t *s = w->s;
   build_t *b = ep->build;
+  if (b && (b->gen != ep->gen || !may_deliver(ep))) {
+    /* Started under an ownership that has ended: its cursor may be stale. */
+    buf_free(&b->events);
+    free(b);
+    ep->build = b = NULL;
+    if (!may_deliver(ep)) return;
+    uv_timer_start(&ep->timer, on_timer, 0, 0);
+    return;
+  }
   if (!b) {
     b = calloc(1, sizeof *b);
     if (!b) {
@@ -679,6 +761,7 @@ static void build_run(endpoint_t *ep) {
       return;
     }
     b->ep = ep;
+    b->gen = ep->gen;
     b->pos = ep->cursor;
     buf_init(&b->events);
     ep->build = b;
@@ -728,12 +811,11 @@ static void retry_later(endpoint_t *ep, long retry_after_s) {
   ep->failures++;
   if (w->flushing) {
     /* At shutdown a failed endpoint gives up rather than hold the exit. */
-    ep->done = 1;
     srv_log(w->s, PRESENCE_LOG_WARN,
             "webhook %s: shutting down with events after seq %llu "
             "undelivered",
             ep->spec.name, (unsigned long long)ep->cursor);
-    srv_maybe_finish(w->s);
+    ep_finished(ep);
     return;
   }
   ep->retries++;
@@ -761,8 +843,9 @@ static void acknowledge(endpoint_t *ep) {
             "%llu were lost for it)",
             ep->spec.name, (unsigned long long)ep->gap_after + 1,
             (unsigned long long)ep->gap_oldest - 1);
-  } else if (ep->behind && presence_log_last_seq(w->s->p) - ep->cursor <=
-                               w->s->cfg.log_capacity) {
+  } else if (ep->behind && (presence_log_last_seq(w->s->p) <= ep->cursor ||
+                            presence_log_last_seq(w->s->p) - ep->cursor <=
+                                w->s->cfg.log_capacity)) {
     /* Marked behind while a batch was held, but the log kept everything
      * after it after all. */
     ep->behind = 0;
@@ -790,7 +873,7 @@ static void on_done(endpoint_t *ep, CURLcode res) {
               "webhook %s: delivered after %u failed attempts", ep->spec.name,
               ep->attempts);
     ep->delivered += ep->batch_events;
-    acknowledge(ep);
+    commit(ep);
     return;
   }
   /* The receiver says this body is unacceptable and always will be:
@@ -803,7 +886,7 @@ static void on_done(endpoint_t *ep, CURLcode res) {
             "receiver refused them)",
             ep->spec.name, code, (unsigned long long)ep->batch_first,
             (unsigned long long)ep->batch_last);
-    acknowledge(ep);
+    commit(ep);
     return;
   }
   char why[CURL_ERROR_SIZE + 32];
@@ -836,21 +919,414 @@ static void on_event(presence_t *p, const presence_event_t *ev, void *ud) {
   for (size_t i = 0; i < w->n; i++) {
     endpoint_t *ep = &w->eps[i];
     if (ep->done) continue;
-    if (ep->unset) {
-      /* Redis: the shared log predates this instance; deliver from the
-       * first event it sees. */
-      ep->cursor = ev->seq ? ev->seq - 1 : 0;
-      ep->unset = 0;
-    }
-    uint64_t lag = ev->seq - read_pos(ep);
+    if (w->redis && !ep->own) continue; /* another instance delivers it */
+    /* A new owner's cursor may be ahead of what this instance has seen. */
+    uint64_t lag = ev->seq > read_pos(ep) ? ev->seq - read_pos(ep) : 0;
     if (lag > w->s->cfg.log_capacity) mark_behind(ep, lag);
-    if (ep->inflight || ep->have_batch ||
+    if (ep->inflight || ep->have_batch || ep->acking || ep->reading ||
         uv_is_active((uv_handle_t *)&ep->timer))
       continue;
     uv_timer_start(&ep->timer, on_timer,
                    w->flushing ? 0 : w->s->cfg.webhook_batch_ms, 0);
   }
 }
+
+/* ------------------------------------------------------------------------ */
+/* Ownership (Redis store)                                                  */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * Every instance has the same endpoints and sees the same log, so each
+ * endpoint is leased: a hash presence:wh:{<name>} holds the owner instance,
+ * its epoch (the token), the lease expiry by Redis's clock and the cursor.
+ * Every instance tries to claim each endpoint it does not hold, the owner
+ * renews its lease (storing its cursor) and delivers, the others wait. All
+ * of it goes through one script, so a claim, a renewal and a cursor move
+ * are each atomic, and only the current owner with its current epoch can
+ * move the cursor (fencing): an instance that lost its lease while a
+ * request was in flight can neither step the cursor back nor past events
+ * its successor has not delivered.
+ *
+ * The commands go over a connection of our own (like kick.c), with a
+ * watchdog instead of the timeout hiredis's asynchronous API lacks.
+ */
+
+#ifdef PRESENCED_HAVE_REDIS
+
+/* The store's key prefix (presenced does not change it). */
+#define WR_PREFIX "presence:"
+
+/* KEYS: the endpoint's hash, the log id, the store's event counter.
+ * ARGV: op (claim, renew, release), instance, token, lease ms, cursor,
+ * a log id to use if the cluster has none.
+ * Reply: {1, epoch, cursor, log id} or {0, owner, ms left on its lease}. */
+static const char wr_script[] =
+    "local t = redis.call('TIME')\n"
+    "local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
+    "local h = redis.call('HMGET', KEYS[1], 'owner', 'epoch', 'exp', "
+    "'cursor')\n"
+    "local owner, exp = h[1] or '', tonumber(h[3] or '0')\n"
+    "local cursor = tonumber(h[4] or '')\n"
+    "local id = redis.call('GET', KEYS[2])\n"
+    "if not id then\n"
+    "  id = ARGV[6]\n"
+    "  redis.call('SET', KEYS[2], id)\n"
+    "end\n"
+    "local me = ARGV[2]\n"
+    "if ARGV[1] == 'claim' then\n"
+    "  if owner ~= '' and owner ~= me and exp > now then\n"
+    "    return {0, owner, exp - now}\n"
+    "  end\n"
+    /* Epochs only grow, even across a lost hash (like the store's). */
+    "  local e = string.format('%.0f', math.max(tonumber(h[2] or '0') + 1, "
+    "now))\n"
+    /* A new endpoint starts at the end of the log, not its beginning. */
+    "  if not cursor then cursor = tonumber(redis.call('GET', KEYS[3]) or "
+    "'0') end\n"
+    "  redis.call('HSET', KEYS[1], 'owner', me, 'epoch', e, 'exp', "
+    "string.format('%.0f', now + tonumber(ARGV[4])), 'cursor', "
+    "string.format('%.0f', cursor))\n"
+    "  return {1, e, cursor, id}\n"
+    "end\n"
+    "if owner ~= me or h[2] ~= ARGV[3] then\n"
+    "  return {0, owner, exp - now}\n"
+    "end\n"
+    "local c = tonumber(ARGV[5])\n"
+    "if cursor == nil or c > cursor then cursor = c end\n"
+    "local cs = string.format('%.0f', cursor)\n"
+    "if ARGV[1] == 'release' then\n"
+    "  redis.call('HSET', KEYS[1], 'owner', '', 'exp', '0', 'cursor', cs)\n"
+    "else\n"
+    "  redis.call('HSET', KEYS[1], 'exp', string.format('%.0f', now + "
+    "tonumber(ARGV[4])), 'cursor', cs)\n"
+    "end\n"
+    "return {1, h[2], cursor, id}\n";
+
+enum { WR_CLAIM, WR_RENEW, WR_ACK, WR_RELEASE };
+
+typedef struct wr_cmd {
+  endpoint_t *ep;
+  int op;
+  uint32_t gen;
+  int64_t sent_ms;
+} wr_cmd_t;
+
+static void wr_on_reply(redisAsyncContext *ac, void *reply, void *priv);
+
+/* Send one script call; 0, or -1 if there is no connection. */
+static int wr_send(endpoint_t *ep, int op, uint64_t cursor) {
+  webhooks_t *w = ep->w;
+  srv_t *s = w->s;
+  if (!w->rc || !w->rc_up || w->closed) return -1;
+  wr_cmd_t *c = calloc(1, sizeof *c);
+  if (!c) return -1;
+  c->ep = ep;
+  c->op = op;
+  c->gen = ep->gen;
+  c->sent_ms = srv_now_mono(s);
+  char token[24], lease[16], cur[24];
+  snprintf(token, sizeof token, "%llu", (unsigned long long)ep->token);
+  snprintf(lease, sizeof lease, "%u", s->cfg.redis_lease_ms);
+  snprintf(cur, sizeof cur, "%llu", (unsigned long long)cursor);
+  const char *opname = op == WR_CLAIM     ? "claim"
+                       : op == WR_RELEASE ? "release"
+                                          : "renew";
+  const char *argv[] = {"EVAL",
+                        wr_script,
+                        "3",
+                        ep->key,
+                        WR_PREFIX "wh:log-id",
+                        WR_PREFIX "seq",
+                        opname,
+                        s->instance_id,
+                        token,
+                        lease,
+                        cur,
+                        w->log_offer};
+  size_t lens[sizeof argv / sizeof argv[0]];
+  for (size_t i = 0; i < sizeof argv / sizeof argv[0]; i++)
+    lens[i] = strlen(argv[i]);
+  if (redisAsyncCommandArgv(w->rc, wr_on_reply, c,
+                            (int)(sizeof argv / sizeof argv[0]), argv,
+                            lens) != REDIS_OK) {
+    free(c);
+    return -1;
+  }
+  if (w->pending++ == 0) w->progress_ms = c->sent_ms;
+  return 0;
+}
+
+/* Stop delivering: the request in flight is cut (the lease that allowed it
+ * is gone) and the batch forgotten; a later owner reads it again from the
+ * stored cursor. */
+static void wr_lose(endpoint_t *ep, const char *why) {
+  webhooks_t *w = ep->w;
+  if (!ep->own) return;
+  ep->own = 0;
+  ep->gen++;
+  ep->acking = 0;
+  if (ep->inflight) {
+    curl_multi_remove_handle(w->multi, ep->easy);
+    ep->inflight = 0;
+  }
+  if (!w->closed) uv_timer_stop(&ep->timer);
+  ep->have_batch = 0;
+  ep->attempts = 0;
+  ep->behind = 0;
+  buf_reset(&ep->body);
+  if (!w->closed)
+    srv_log(w->s, PRESENCE_LOG_WARN,
+            "webhook %s: this instance stops delivering it (%s)", ep->spec.name,
+            why);
+  if (w->flushing) ep_finished(ep);
+}
+
+static void wr_ack(endpoint_t *ep) {
+  ep->acking = 1;
+  if (wr_send(ep, WR_ACK, ep->batch_last) != 0)
+    wr_lose(ep, "Redis is unreachable: cannot store the cursor");
+}
+
+static void wr_release(endpoint_t *ep) {
+  uint64_t cursor = ep->cursor;
+  ep->own = 0;
+  ep->gen++;
+  if (wr_send(ep, WR_RELEASE, cursor) == 0) ep->releasing = 1;
+}
+
+static void wr_claimed(endpoint_t *ep, int64_t sent_ms, uint64_t epoch,
+                       uint64_t cursor) {
+  webhooks_t *w = ep->w;
+  ep->own = 1;
+  ep->token = epoch;
+  ep->lease_until = sent_ms + w->s->cfg.redis_lease_ms;
+  ep->gen++;
+  if (w->flushing || ep->done) {
+    /* Won while shutting down: give it straight back. */
+    ep->cursor = cursor;
+    wr_release(ep);
+    return;
+  }
+  ep->cursor = cursor;
+  ep->have_batch = 0;
+  ep->attempts = 0;
+  ep->behind = 0;
+  srv_log(w->s, PRESENCE_LOG_INFO,
+          "webhook %s: this instance delivers it now, after seq %llu",
+          ep->spec.name, (unsigned long long)cursor);
+  uv_timer_start(&ep->timer, on_timer, 0, 0);
+}
+
+static void wr_on_reply(redisAsyncContext *ac, void *reply, void *priv) {
+  wr_cmd_t *c = priv;
+  endpoint_t *ep = c->ep;
+  webhooks_t *w = ep->w;
+  redisReply *r = reply;
+  (void)ac;
+  if (w->pending) w->pending--;
+  w->progress_ms = srv_now_mono(w->s);
+  int ok = -1; /* -1 no answer, 0 refused, 1 granted */
+  uint64_t epoch = 0, cursor = 0;
+  if (r && r->type == REDIS_REPLY_ARRAY && r->elements >= 3 &&
+      r->element[0]->type == REDIS_REPLY_INTEGER) {
+    ok = r->element[0]->integer == 1;
+    if (ok && r->elements == 4 && r->element[1]->type == REDIS_REPLY_STRING &&
+        r->element[2]->type == REDIS_REPLY_INTEGER &&
+        r->element[3]->type == REDIS_REPLY_STRING) {
+      epoch = strtoull(r->element[1]->str, NULL, 10);
+      cursor = (uint64_t)r->element[2]->integer;
+      if (!w->log_id[0] || strcmp(w->log_id, r->element[3]->str))
+        snprintf(w->log_id, sizeof w->log_id, "%s", r->element[3]->str);
+    } else if (ok) {
+      ok = -1;
+    }
+  } else if (r && r->type == REDIS_REPLY_ERROR && !ep->claim_err) {
+    ep->claim_err = 1;
+    srv_log(w->s, PRESENCE_LOG_ERROR, "webhook %s: Redis: %s", ep->spec.name,
+            r->str);
+  }
+  if (ok >= 0) ep->claim_err = 0;
+  int op = c->op, current = c->gen == ep->gen;
+  int64_t sent_ms = c->sent_ms;
+  free(c);
+  if (w->closed) {
+    ep->claiming = ep->acking = ep->releasing = 0;
+    return;
+  }
+  switch (op) {
+  case WR_CLAIM:
+    ep->claiming = 0;
+    if (ok == 1 && !ep->own) wr_claimed(ep, sent_ms, epoch, cursor);
+    break;
+  case WR_RENEW:
+    ep->claiming = 0;
+    if (!current || !ep->own) break;
+    if (ok == 1)
+      ep->lease_until = sent_ms + w->s->cfg.redis_lease_ms;
+    else if (ok == 0)
+      wr_lose(ep, "another instance holds its lease");
+    break;
+  case WR_ACK:
+    if (!current || !ep->own) break;
+    ep->acking = 0;
+    if (ok == 1) {
+      ep->lease_until = sent_ms + w->s->cfg.redis_lease_ms;
+      acknowledge(ep);
+    } else {
+      wr_lose(ep, ok == 0 ? "another instance holds its lease"
+                          : "Redis did not store the cursor");
+    }
+    break;
+  case WR_RELEASE:
+    ep->releasing = 0;
+    if (ok == 1)
+      srv_log(w->s, PRESENCE_LOG_INFO,
+              "webhook %s: lease given back, after seq %llu", ep->spec.name,
+              (unsigned long long)cursor);
+    srv_maybe_finish(w->s);
+    break;
+  }
+}
+
+static void wr_on_connect(const redisAsyncContext *ac, int status) {
+  webhooks_t *w = ac->data;
+  if (!w) return;
+  if (status != REDIS_OK)
+    w->rc = NULL; /* hiredis frees it */
+  else
+    w->rc_up = 1;
+}
+
+static void wr_on_disconnect(const redisAsyncContext *ac, int status) {
+  webhooks_t *w = ac->data;
+  (void)status;
+  if (!w || ac != w->rc) return;
+  w->rc = NULL;
+  w->rc_up = 0;
+  w->pending = 0;
+}
+
+static void wr_connect(webhooks_t *w) {
+  const srv_redis_addr_t *a = &w->addr;
+  redisAsyncContext *ac = a->path ? redisAsyncConnectUnix(a->path)
+                                  : redisAsyncConnect(a->host, a->port);
+  if (!ac) return;
+  if (ac->err || redisLibuvAttach(ac, w->s->loop) != REDIS_OK) {
+    redisAsyncFree(ac);
+    return;
+  }
+  ac->data = w;
+  redisAsyncSetConnectCallback(ac, wr_on_connect);
+  redisAsyncSetDisconnectCallback(ac, wr_on_disconnect);
+  /* The endpoints' hashes live in the store's database. */
+  if (a->db) redisAsyncCommand(ac, NULL, NULL, "SELECT %d", a->db);
+  w->rc = ac;
+  w->rc_up = 0;
+}
+
+/* Drop the connection: pending commands are answered with no reply. */
+static void wr_drop(webhooks_t *w) {
+  redisAsyncContext *ac = w->rc;
+  if (!ac) return;
+  w->rc = NULL;
+  w->rc_up = 0;
+  ac->data = NULL; /* its disconnect callback must not touch w->rc */
+  redisAsyncFree(ac);
+  w->pending = 0;
+}
+
+/* Claims, renewals and the watchdog. Claims are retried this often, so a
+ * lease left by a dead owner is taken within a tick of its expiry. */
+static void wr_tick(uv_timer_t *t) {
+  webhooks_t *w = t->data;
+  srv_t *s = w->s;
+  int64_t now = srv_now_mono(s);
+  if (w->closed) return;
+  if (w->rc && w->pending &&
+      now - w->progress_ms > (int64_t)s->cfg.redis_timeout_ms) {
+    srv_log(s, PRESENCE_LOG_WARN,
+            "webhooks: Redis did not answer in %u ms, reconnecting",
+            s->cfg.redis_timeout_ms);
+    wr_drop(w);
+  }
+  for (size_t i = 0; i < w->n; i++) {
+    endpoint_t *ep = &w->eps[i];
+    if (ep->own && now >= ep->lease_until)
+      wr_lose(ep, "its lease could not be renewed in time");
+  }
+  if (!w->rc) wr_connect(w);
+  if (!w->rc_up) return;
+  for (size_t i = 0; i < w->n; i++) {
+    endpoint_t *ep = &w->eps[i];
+    if (ep->claiming || ep->acking || ep->releasing) continue;
+    if (!ep->own && (w->flushing || w->aborted || ep->done)) continue;
+    /* The renewal stores the cursor too (events skipped by the filter move
+     * it without a delivery). */
+    if (wr_send(ep, ep->own ? WR_RENEW : WR_CLAIM, ep->cursor) == 0)
+      ep->claiming = 1;
+  }
+}
+
+static int wr_init(webhooks_t *w) {
+  srv_t *s = w->s;
+  char uuid[37];
+  if (srv_redis_url(s->cfg.store, &w->addr) != 0) return -1;
+  if (srv_uuid4(s->sys, uuid) != 0) return -1;
+  snprintf(w->log_offer, sizeof w->log_offer, "%.8s", uuid);
+  for (size_t i = 0; i < w->n; i++) {
+    endpoint_t *ep = &w->eps[i];
+    size_t n = strlen(ep->spec.name);
+    ep->key = malloc(sizeof WR_PREFIX + n + 5);
+    if (!ep->key) return -1;
+    snprintf(ep->key, sizeof WR_PREFIX + n + 5, "%swh:{%s}", WR_PREFIX,
+             ep->spec.name);
+  }
+  uint32_t tick = s->cfg.redis_heartbeat_ms / 2;
+  if (tick > 500) tick = 500;
+  if (tick < 20) tick = 20;
+  uv_timer_init(s->loop, &w->lease_timer);
+  w->lease_timer.data = w;
+  uv_timer_start(&w->lease_timer, wr_tick, 0, tick);
+  wr_connect(w);
+  return 0;
+}
+
+static void wr_close(webhooks_t *w) {
+  if (!w->redis) return;
+  wr_drop(w);
+  uv_close((uv_handle_t *)&w->lease_timer, NULL);
+}
+
+static void wr_free(webhooks_t *w) {
+  srv_redis_addr_free(&w->addr);
+  for (size_t i = 0; i < w->n; i++)
+    free(w->eps[i].key);
+}
+
+#else /* built without hiredis: no Redis store, every endpoint is ours */
+
+static void wr_ack(endpoint_t *ep) {
+  acknowledge(ep);
+}
+static void wr_release(endpoint_t *ep) {
+  ep->own = 0;
+}
+static void wr_lose(endpoint_t *ep, const char *why) {
+  (void)why;
+  ep->own = 0;
+}
+static int wr_init(webhooks_t *w) {
+  (void)w;
+  return -1;
+}
+static void wr_close(webhooks_t *w) {
+  (void)w;
+}
+static void wr_free(webhooks_t *w) {
+  (void)w;
+}
+
+#endif
 
 /* ------------------------------------------------------------------------ */
 /* Lifecycle                                                                */
@@ -917,9 +1393,9 @@ int webhook_init(srv_t *s) {
       return -1;
     }
     /* The log of a fresh embedded store starts empty: deliver from its
-     * beginning, so events of the startup itself are not missed. */
+     * beginning, so events of the startup itself are not missed. With
+     * Redis the cursor comes with the lease. */
     ep->cursor = presence_log_last_seq(s->p);
-    ep->unset = srv_async(s);
   }
   w->multi = curl_multi_init();
   if (!w->multi) goto nomem;
@@ -931,9 +1407,16 @@ int webhook_init(srv_t *s) {
   int h = presence_on_cluster_event(s->p, on_event, w);
   if (h < 0) goto nomem;
   w->cb_handle = h;
+  w->redis = srv_async(s);
+  if (w->redis && wr_init(w) != 0) {
+    w->redis = 0;
+    srv_log(s, PRESENCE_LOG_ERROR, "webhooks: cannot set up the leases");
+    return -1;
+  }
   for (size_t i = 0; i < w->n; i++)
-    srv_log(s, PRESENCE_LOG_INFO, "webhook %s: delivering events",
-            w->eps[i].spec.name);
+    srv_log(s, PRESENCE_LOG_INFO, "webhook %s: %s", w->eps[i].spec.name,
+            w->redis ? "delivered by whichever instance holds its lease"
+                     : "delivering events");
   return 0;
 nomem:
   srv_log(s, PRESENCE_LOG_ERROR, "webhooks: out of memory");
@@ -946,6 +1429,11 @@ void webhook_shutdown(srv_t *s) {
   w->flushing = 1;
   for (size_t i = 0; i < w->n; i++) {
     endpoint_t *ep = &w->eps[i];
+    if (w->redis && !ep->own) {
+      /* Another instance delivers it (or will). */
+      ep->done = 1;
+      continue;
+    }
     if (ep->inflight) continue; /* its completion continues the flush */
     /* No batching delay now, and an endpoint waiting out a backoff gets
      * one last attempt at once. */
@@ -965,7 +1453,7 @@ void webhook_abort(srv_t *s) {
       ep->inflight = 0;
     }
     uv_timer_stop(&ep->timer);
-    if (!ep->done &&
+    if (!ep->done && (!w->redis || ep->own) &&
         (ep->have_batch || presence_log_last_seq(s->p) > ep->cursor))
       srv_log(s, PRESENCE_LOG_WARN,
               "webhook %s: shutdown limit reached with events after seq "
@@ -979,7 +1467,7 @@ int webhook_done(const srv_t *s) {
   const webhooks_t *w = s->webhooks;
   if (!w || w->aborted) return 1;
   for (size_t i = 0; i < w->n; i++)
-    if (!w->eps[i].done) return 0;
+    if (!w->eps[i].done || w->eps[i].claiming || w->eps[i].releasing) return 0;
   return 1;
 }
 
@@ -988,6 +1476,7 @@ void webhook_close(srv_t *s) {
   if (!w || w->closed) return;
   webhook_abort(s);
   w->closed = 1;
+  wr_close(w);
   if (w->multi) {
     curl_multi_cleanup(w->multi);
     w->multi = NULL;
@@ -1012,6 +1501,7 @@ void webhook_free(srv_t *s) {
     buf_free(&ep->body);
     wh_spec_free(&ep->spec);
   }
+  if (w->redis) wr_free(w);
   free(w->eps);
   buf_free(&w->events);
   free(w);
@@ -1077,8 +1567,11 @@ void webhook_metrics(srv_t *s, buf_t *b) {
               "acknowledged by the endpoint.\n"
               "# TYPE presenced_webhook_lag_events gauge\n");
   for (size_t i = 0; i < w->n; i++) {
-    series(b, "presenced_webhook_lag_events", &w->eps[i]);
-    buf_put_u64(b, last - w->eps[i].cursor);
+    const endpoint_t *ep = &w->eps[i];
+    /* Only the deliverer's cursor is current. */
+    int mine = !w->redis || ep->own;
+    series(b, "presenced_webhook_lag_events", ep);
+    buf_put_u64(b, mine && last > ep->cursor ? last - ep->cursor : 0);
     buf_putc(b, '\n');
   }
   buf_puts(b, "# HELP presenced_webhook_lag_seconds Age of the oldest event "
@@ -1091,6 +1584,13 @@ void webhook_metrics(srv_t *s, buf_t *b) {
       presence_log_read(s->p, w->eps[i].cursor, 1, lag_ts, &ts);
     series(b, "presenced_webhook_lag_seconds", &w->eps[i]);
     buf_printf(b, "%.3f\n", now > ts ? (double)(now - ts) / 1000.0 : 0.0);
+  }
+  buf_puts(b, "# HELP presenced_webhook_owner 1 on the instance that "
+              "delivers the endpoint (with Redis: holds its lease).\n"
+              "# TYPE presenced_webhook_owner gauge\n");
+  for (size_t i = 0; i < w->n; i++) {
+    series(b, "presenced_webhook_owner", &w->eps[i]);
+    buf_printf(b, "%d\n", !w->redis || w->eps[i].own);
   }
   buf_puts(b, "# HELP presenced_webhook_behind 1 while the endpoint has "
               "fallen out of the transition log.\n"

@@ -134,9 +134,9 @@ typedef struct rstore {
   /* reaping */
   bool reaping;
   char reap_dead[PRESENCE_ID_MAX + 1];
-  char reap_cursor[32];
-  char *reap_ids;
-  size_t reap_ids_len, reap_ids_cap;
+  int reap_inflight; /* reap calls sent, not yet answered */
+  bool reap_more;    /* the dead instance's scan is not complete */
+  bool reap_failed;
   char sweep_cursor[32];
   bool reconciling;
   char rec_cursor[32];
@@ -1343,9 +1343,8 @@ static void on_disconnect(const redisAsyncContext *cac, int status) {
   st->up = false;
   st->phase = PH_NONE;
   st->hb_busy = st->reaping = st->grace_busy = st->reconciling = false;
-  free(st->reap_ids);
-  st->reap_ids = NULL;
-  st->reap_ids_len = st->reap_ids_cap = 0;
+  st->reap_inflight = 0;
+  st->reap_more = false;
   logf_(st, PRESENCE_LOG_WARN, "redis: disconnected", NULL);
   schedule_reconnect(st);
 }
@@ -1451,32 +1450,9 @@ static void hb_done(rstore_t *st, req_t *r, redisReply *rep, int code) {
 
 static void reap_claim(rstore_t *st);
 
-static void append_ids(rstore_t *st, redisReply *p) {
-  for (size_t i = 2; i < p->elements; i++) {
-    redisReply *e = p->element[i];
-    if (e->type != REDIS_REPLY_STRING) continue;
-    size_t need = st->reap_ids_len + e->len + 2;
-    if (need > st->reap_ids_cap) {
-      size_t ncap = st->reap_ids_cap ? st->reap_ids_cap * 2 : 4096;
-      while (ncap < need)
-        ncap *= 2;
-      char *n = realloc(st->reap_ids, ncap);
-      if (!n) return;
-      st->reap_ids = n;
-      st->reap_ids_cap = ncap;
-    }
-    if (st->reap_ids_len) st->reap_ids[st->reap_ids_len++] = '\n';
-    memcpy(st->reap_ids + st->reap_ids_len, e->str, e->len);
-    st->reap_ids_len += e->len;
-    st->reap_ids[st->reap_ids_len] = '\0';
-  }
-}
-
 static void reap_end(rstore_t *st) {
   st->reaping = false;
-  free(st->reap_ids);
-  st->reap_ids = NULL;
-  st->reap_ids_len = st->reap_ids_cap = 0;
+  st->reap_more = false;
 }
 
 static void reap_fin_done(rstore_t *st, req_t *r, redisReply *rep, int code) {
@@ -1488,52 +1464,61 @@ static void reap_fin_done(rstore_t *st, req_t *r, redisReply *rep, int code) {
   if (!code && st->phase == PH_READY && !st->paused) reap_claim(st);
 }
 
-static void reap_step(rstore_t *st);
+/* Reap calls kept queued in Redis at once: the cursor lives in Redis, so a
+ * second call continues where the first stops, and Redis goes on with the
+ * next batch while this side reports the previous one's events. */
+#define REAP_INFLIGHT 2
+
+static void reap_fill(rstore_t *st);
 
 static void reap_batch_done(rstore_t *st, req_t *r, redisReply *rep, int code) {
   if (st->destroying) return;
+  st->reap_inflight--;
   if (!code && rep) code = script_code(rep);
   if (code == PRESENCE_EFENCED) on_fenced(st, r);
+  redisReply *p = !code && rep->elements > 1 ? rep->element[1] : NULL;
+  if (!code && (!p || p->type != REDIS_REPLY_ARRAY || p->elements < 2 ||
+                p->element[1]->type != REDIS_REPLY_STRING))
+    code = PRESENCE_ESTORE;
   if (code) {
-    reap_end(st); /* the claim runs out; someone claims it again */
-    return;
+    /* The claim runs out; someone (maybe this instance) claims it again. */
+    st->reap_failed = true;
+  } else if (!strcmp(p->element[1]->str, "1")) {
+    st->reap_more = false;
   }
-  redisReply *p = rep->elements > 1 ? rep->element[1] : NULL;
-  if (!p || p->type != REDIS_REPLY_ARRAY || p->elements < 2) {
-    emit_events(st, rep);
+  reap_fill(st); /* ahead of reporting this batch */
+  if (!code) emit_events(st, rep);
+  if (st->reap_inflight > 0) return;
+  if (st->reap_failed) {
     reap_end(st);
     return;
   }
-  snprintf(st->reap_cursor, sizeof st->reap_cursor, "%s", p->element[0]->str);
-  bool more = strcmp(p->element[1]->str, "1") != 0;
-  /* The next batch first: Redis works on it while this one's events are
-   * parsed and reported. */
-  if (more) reap_step(st);
-  append_ids(st, p);
-  emit_events(st, rep);
-  if (more) return;
   req_t *n = req_new(st, reap_fin_done);
   if (!n) {
     reap_end(st);
     return;
   }
-  const char *args[] = {st->reap_dead, st->reap_ids ? st->reap_ids : ""};
-  call(st, n, "reap_done", 2, args, NULL);
+  const char *args[] = {st->reap_dead};
+  call(st, n, "reap_done", 1, args, NULL);
 }
 
-static void reap_step(rstore_t *st) {
-  req_t *r = req_new(st, reap_batch_done);
-  if (!r) {
-    reap_end(st);
-    return;
+static void reap_fill(rstore_t *st) {
+  while (st->reap_more && !st->reap_failed &&
+         st->reap_inflight < REAP_INFLIGHT) {
+    req_t *r = req_new(st, reap_batch_done);
+    if (!r) {
+      st->reap_failed = true;
+      break;
+    }
+    /* SSCAN pages of 2 x batch: the script scans as many pages as its time
+     * budget (~2 ms a call) allows. */
+    char lim[16];
+    snprintf(lim, sizeof lim, "%u", (unsigned)st->o.batch * 2);
+    const char *args[] = {st->reap_dead, "0", lim};
+    st->reap_inflight++;
+    call(st, r, "reap", 3, args, NULL);
   }
-  /* SSCAN pages of 2 x batch: the script scans as many pages as its time
-   * budget (~2 ms a call) allows, so fewer, fuller calls reap 100,000
-   * sessions within seconds. */
-  char lim[16];
-  snprintf(lim, sizeof lim, "%u", (unsigned)st->o.batch * 2);
-  const char *args[] = {st->reap_dead, st->reap_cursor, lim};
-  call(st, r, "reap", 3, args, NULL);
+  if (st->reap_failed && st->reap_inflight == 0) reap_end(st);
 }
 
 static void reap_claim_done(rstore_t *st, req_t *r, redisReply *rep, int code) {
@@ -1547,8 +1532,10 @@ static void reap_claim_done(rstore_t *st, req_t *r, redisReply *rep, int code) {
   }
   logf_(st, PRESENCE_LOG_INFO, "redis: reaping instance", dead);
   snprintf(st->reap_dead, sizeof st->reap_dead, "%s", dead);
-  snprintf(st->reap_cursor, sizeof st->reap_cursor, "0");
-  reap_step(st);
+  st->reap_more = true;
+  st->reap_failed = false;
+  st->reap_inflight = 0;
+  reap_fill(st);
 }
 
 static void reap_claim(rstore_t *st) {
@@ -1944,7 +1931,6 @@ static void r_destroy(presence_store_t *base) {
   }
   free(st->slab);
   free(st->free_slots);
-  free(st->reap_ids);
   free(st->wb);
   free(st->url_host);
   free(st->url_path);

@@ -64,6 +64,8 @@ local K_GRACE = P .. 'grace'   -- zset: user id -> pending offline deadline
 local K_USERS = P .. 'users'   -- set: users present or in grace
 local K_REAP = P .. 'reap'     -- zset: dead instance -> claim expiry
 local K_REAPER = P .. 'reaper' -- hash: dead instance -> claimer/epoch/dead epoch
+local K_REAPC = P .. 'reapcur' -- hash: dead instance -> SSCAN cursor, '' done
+local function k_reapids(i) return P .. 'reapids:' .. i end -- removed ids
 local function k_user(u) return P .. 'u:{u:' .. u .. '}' end
 local function k_ss(u) return P .. 'ss:{u:' .. u .. '}' end
 local function k_is(i) return P .. 'is:' .. i end
@@ -219,10 +221,13 @@ end
 
 -- Remove one session and whatever user transition follows. A kick, a
 -- shutdown or a lost instance is final; anything else waits out the grace.
-local function remove_session(sid, u, reason)
-  local rec = redis.call('HGET', k_ss(u), sid)
-  if not rec then return false end
-  local r = rec_parse(rec)
+-- r: the parsed record when the caller already read it.
+local function remove_session(sid, u, reason, r)
+  if not r then
+    local rec = redis.call('HGET', k_ss(u), sid)
+    if not rec then return false end
+    r = rec_parse(rec)
+  end
   redis.call('HDEL', k_ss(u), sid)
   redis.call('HDEL', K_SIDX, sid)
   redis.call('SREM', k_is(r.iid), sid)
@@ -471,7 +476,8 @@ if op == 'wipe_done' then
       redis.call('ZREM', K_LEASE, i)
       redis.call('ZREM', K_REAP, i)
       redis.call('HDEL', K_REAPER, i)
-      redis.call('DEL', k_is(i))
+      redis.call('HDEL', K_REAPC, i)
+      redis.call('DEL', k_is(i), k_reapids(i))
     end
   end
   emit(EV_CLEAN, R_LOST, nil, nil, nil, OFF, OFF, 0, '')
@@ -495,30 +501,39 @@ if op == 'reap_claim' then
   redis.call('ZREM', K_LEASE, dead)
   redis.call('ZADD', K_REAP, now + lease_ms, dead)
   redis.call('HSET', K_REAPER, dead, iid .. '/' .. epoch .. '/' .. de)
+  -- The scan starts over (a previous reaper's removals are done, and their
+  -- ids are kept for the cleanup event).
+  redis.call('HSET', K_REAPC, dead, '0')
   return {0, dead}
 end
 
 -- Remove a batch of a claimed instance's sessions (those of the dead epoch
 -- or older: a dead instance that came back and re-registered keeps its new
--- ones). ARGV: dead id, cursor, batch. Payload: {cursor, done, ids...}.
+-- ones). ARGV: dead id, (unused), SSCAN page size. Payload: {cursor, done}.
+-- The cursor lives in Redis (reapcur), so the reaper can keep a call queued
+-- behind the running one: each continues where the previous stopped, and
+-- Redis never waits for the reaper between batches. The removed ids are
+-- appended to reapids:<dead> for the cleanup event.
 if op == 'reap' then
   if fenced() then return {E_FENCED} end
-  local dead, cur, lim = ARGV[A], ARGV[A + 1], ARGV[A + 2]
+  local dead, lim = ARGV[A], ARGV[A + 2]
   local claim = redis.call('HGET', K_REAPER, dead)
   local mine = iid .. '/' .. epoch .. '/'
   if not claim or string.sub(claim, 1, #mine) ~= mine then return {E_BUSY} end
+  local cur = redis.call('HGET', K_REAPC, dead) or '0'
+  if cur == '' then return {0, {'0', '1'}} end
   local de = tonumber(string.sub(claim, #mine + 1))
   redis.call('ZADD', K_REAP, now + lease_ms, dead)
   -- Small SSCAN pages, as many as fit in the time budget: a page larger
   -- than what one call can reap was scanned (and copied into Lua) again by
   -- every call that resumed it.
-  -- {next cursor, '1' when the scan is complete, removed ids...}
-  local gone = {cur, '0'}
+  local ids = {}
+  local done = false
   while true do
     local r = redis.call('SSCAN', k_is(dead), cur, 'COUNT', lim)
     local cut = false
     for _, sid in ipairs(r[2]) do
-      if #gone > 2 and over_budget() then
+      if #ids > 0 and over_budget() then
         -- Out of time: the same cursor again visits what is left of this
         -- page (the removed sessions are gone from the set).
         cut = true
@@ -533,34 +548,41 @@ if op == 'reap' then
         if rr.iid ~= dead then
           redis.call('SREM', k_is(dead), sid)
         elseif tonumber(rr.epoch) <= de then
-          remove_session(sid, u, R_LOST)
-          gone[#gone + 1] = sid
+          remove_session(sid, u, R_LOST, rr)
+          ids[#ids + 1] = sid
         end
       end
     end
     if cut then break end
     cur = r[1]
-    gone[1] = cur
     if cur == '0' then
-      gone[2] = '1'
+      done = true
       break
     end
     budget_n = 3 -- the next over_budget() asks TIME
     if over_budget() then break end
   end
-  out[2] = gone
+  if #ids > 0 then
+    redis.call('APPEND', k_reapids(dead), table.concat(ids, '\n') .. '\n')
+  end
+  redis.call('HSET', K_REAPC, dead, done and '' or cur)
+  out[2] = {done and '0' or cur, done and '1' or '0'}
   return finish()
 end
 
 -- The end of a reap: one cleanup event with the dead instance's id and the
--- sessions removed (joined by newlines). ARGV: dead id, ids.
+-- sessions removed (joined by newlines). ARGV: dead id.
 if op == 'reap_done' then
   if fenced() then return {E_FENCED} end
-  local dead, ids = ARGV[A], ARGV[A + 1]
+  local dead = ARGV[A]
   local claim = redis.call('HGET', K_REAPER, dead)
   local mine = iid .. '/' .. epoch .. '/'
   if not claim or string.sub(claim, 1, #mine) ~= mine then return {E_BUSY} end
   local de = string.sub(claim, #mine + 1)
+  local ids = redis.call('GET', k_reapids(dead)) or ''
+  if #ids > 0 then ids = string.sub(ids, 1, #ids - 1) end
+  redis.call('DEL', k_reapids(dead))
+  redis.call('HDEL', K_REAPC, dead)
   redis.call('ZREM', K_REAP, dead)
   redis.call('HDEL', K_REAPER, dead)
   if redis.call('HGET', K_INST, dead) == de then

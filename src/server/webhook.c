@@ -487,6 +487,7 @@ typedef struct build {
   size_t scanned;
   size_t got; /* events in the last read */
   int full;
+  int end; /* a read found nothing more: the log ends here */
   int gap;
   uint64_t gap_after, gap_oldest;
   /* An asynchronous store (Redis) answers reads later: the build lives on
@@ -509,6 +510,9 @@ static void on_log(presence_t *p, int status, const presence_event_t *events,
   b->pending = 0;
   if (status < 0 && status != PRESENCE_ECURSOR) n = 0;
   b->got = n;
+  /* A short answer reached the end of the log: asking again would only
+   * cost a round trip to Redis. */
+  if (n < WH_READ_CHUNK) b->end = 1;
   if (!b->in_call) {
     /* A later answer: collect it, then carry on building from here, unless
      * the store is going away (its reads end with ESHUTDOWN). */
@@ -726,7 +730,12 @@ static void pump_built(endpoint_t *ep, int r) {
     return;
   }
   if (r == 0) {
-    if (w->flushing) ep_finished(ep);
+    if (w->flushing)
+      ep_finished(ep);
+    else if (presence_log_last_seq(w->s->p) > ep->cursor)
+      /* Events announced while the log was being read, after the read:
+       * their wake-up found the endpoint busy. */
+      uv_timer_start(&ep->timer, on_timer, w->s->cfg.webhook_batch_ms, 0);
     return;
   }
   if (!may_deliver(ep)) return;
@@ -766,7 +775,7 @@ static void build_run(endpoint_t *ep) {
     buf_init(&b->events);
     ep->build = b;
   }
-  while (!b->full) {
+  while (!b->full && !b->end) {
     b->got = 0;
     b->pending = 1;
     b->in_call = 1;

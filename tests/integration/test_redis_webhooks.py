@@ -1,0 +1,323 @@
+#!/usr/bin/python3
+"""
+Webhooks with the Redis store (docs/webhooks.md, "Several instances"): three
+presenced on one Redis, the same endpoint configured on each, one receiver.
+
+  once:     exactly one instance owns the endpoint; every event of the
+            cluster log after the start is delivered exactly once, in order,
+            under one `instance` (the log's id), signed.
+  kill9:    kill -9 the owner while events flow: another instance owns it
+            within lease + 1 s, delivery resumes from the stored cursor,
+            nothing is lost, duplicates only of the batch in flight.
+  sigterm:  SIGTERM the owner (lease 6 s): it flushes, gives the lease back,
+            and another instance owns the endpoint well before the lease
+            would have run out; no event lost or repeated.
+
+Uses the Redis and cluster helpers of test_redis_cluster.py.
+Run: /usr/bin/python3 tests/integration/test_redis_webhooks.py --presenced PATH
+"""
+
+import asyncio
+import hashlib
+import hmac
+import http.server as httpserver
+import json
+import os
+import re
+import shutil
+import signal
+import sys
+import threading
+import time
+import traceback
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from harness import HOST, Checks, Client, free_port, http, parse_args  # noqa: E402
+from test_redis_cluster import Cluster, read_log, wait_for  # noqa: E402
+
+SECRET = "whsec-redis-0123456789"
+NAME = "shared"
+BATCH_MAX = 10
+
+
+class Receiver:
+    """Answers 200 to every POST and records (headers, body) in order."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.bodies = []
+        rx = self
+
+        class H(httpserver.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *a):
+                pass
+
+            def do_POST(self):
+                n = int(self.headers.get("Content-Length", "0"))
+                body = self.rfile.read(n)
+                hdrs = {k.lower(): v for k, v in self.headers.items()}
+                with rx.lock:
+                    rx.bodies.append((hdrs, body))
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+        class S(httpserver.ThreadingHTTPServer):
+            def handle_error(self, request, client_address):
+                pass  # the kill -9 of an owner cuts its kept-alive connection
+
+        self.port = free_port()
+        self.server = S((HOST, self.port), H)
+        self.server.daemon_threads = True
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def spec(self):
+        return f"url=http://{HOST}:{self.port}/hook,secret={SECRET},name={NAME}"
+
+    def batches(self):
+        with self.lock:
+            return [(h, json.loads(b), b) for h, b in self.bodies]
+
+    def stop(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def signed(h, raw):
+    want = hmac.new(SECRET.encode(), h.get("presence-timestamp", "").encode() + b"." + raw,
+                    hashlib.sha256).hexdigest()
+    return h.get("presence-signature") == "v1=" + want
+
+
+async def owner_flags(ds):
+    """presenced_webhook_owner of each live instance (None if unreachable)."""
+    out = []
+    for d in ds:
+        if not d.alive():
+            out.append(None)
+            continue
+        try:
+            r = await http(d, "GET", "/metrics", auth=False, timeout=2.0)
+            m = re.search(r'^presenced_webhook_owner\{endpoint="' + NAME + r'"\} (\d)$',
+                          r.body.decode(), re.M)
+            out.append(int(m.group(1)) if m else None)
+        except Exception:
+            out.append(None)
+    return out
+
+
+async def the_owner(ds, timeout=5.0, exclude=None):
+    """The one instance reporting itself owner (and no other), or None."""
+    found = []
+
+    async def one():
+        f = await owner_flags(ds)
+        owners = [d for d, v in zip(ds, f) if v == 1 and d is not exclude]
+        if len(owners) == 1 and sum(1 for v in f if v == 1) == 1:
+            found[:] = owners
+            return True
+        return False
+    took = await wait_for(one, timeout, 0.02)
+    return (found[0], took) if took is not None else (None, None)
+
+
+def cursor(cl):
+    v = cl.redis.cli("HGET", f"presence:wh:{{{NAME}}}", "cursor").strip()
+    return int(v) if v.isdigit() else None
+
+
+async def churn(ds, prefix, n):
+    """n users connect and leave, spread over the instances: 4 events each."""
+    for i in range(n):
+        c = await Client.connect(ds[i % len(ds)], f"{prefix}{i}")
+        await c.close()
+
+
+async def delivered_all(rx, last, timeout):
+    async def done():
+        seqs = [e["seq"] for _h, b, _r in rx.batches() for e in b["events"]]
+        return bool(seqs) and max(seqs) >= last
+    return await wait_for(done, timeout, 0.05) is not None
+
+
+async def log_after(d, start):
+    """The cluster's events after seq start, read from instance d."""
+    await asyncio.sleep(0.5)
+    return [e for e in await read_log(d) if e["seq"] > start]
+
+
+def received(rx):
+    """(events in arrival order with duplicates, list of batches)."""
+    bs = rx.batches()
+    return [e for _h, b, _r in bs for e in b["events"]], bs
+
+
+# --------------------------------------------------------------------------
+
+
+async def test_once(t, cl, rx):
+    owner, took = await the_owner(cl.d)
+    t.check("once: exactly one instance owns the endpoint", owner is not None)
+    t.note(f"first owner after {1000 * (took or 0):.0f} ms")
+    start = cursor(cl)
+    t.check("once: the cursor is stored in presence:wh:{shared}", start is not None)
+    await churn(cl.d, "once-", 30)
+    log = await log_after(cl.d[0], start)
+    t.check("once: the churn produced 120 events", len(log) == 120, str(len(log)))
+    ok = await delivered_all(rx, log[-1]["seq"], 10)
+    t.check("once: every event delivered", ok)
+    await asyncio.sleep(0.5)  # a duplicate storm would show up by now
+    evs, bs = received(rx)
+    seqs = [e["seq"] for e in evs]
+    t.check("once: each event exactly once, in order (no copy per instance)",
+            seqs == [e["seq"] for e in log], f"got {len(seqs)} want {len(log)}")
+    t.check("once: the events are the log's, field for field",
+            evs == log, "differ")
+    t.check("once: every request signed", all(signed(h, raw) for h, _b, raw in bs))
+    ids = {b["instance"] for _h, b, _r in bs}
+    t.check("once: one `instance` for every delivery (the log's id)", len(ids) == 1, str(ids))
+    t.eq("once: the cursor in Redis follows the deliveries", cursor(cl), log[-1]["seq"])
+    f = await owner_flags(cl.d)
+    t.eq("once: presenced_webhook_owner is 1 on one instance", sorted(f), [0, 0, 1])
+
+
+async def test_kill9(t, cl, rx):
+    owner, _ = await the_owner(cl.d)
+    t.check("kill9: one owner", owner is not None)
+    others = [d for d in cl.d if d is not owner]
+    start = cursor(cl)
+    stop = asyncio.Event()
+
+    async def load():
+        n = 0
+        while not stop.is_set():
+            try:
+                await churn(others, f"k9-{n}-", 2)
+            except Exception:
+                pass
+            n += 1
+    loader = asyncio.ensure_future(load())
+    await asyncio.sleep(0.8)
+    os.kill(owner.pid, signal.SIGKILL)
+    owner.proc.wait(5)
+    new, took = await the_owner(others, (cl.lease_ms + 3000) / 1000)
+    t.check(f"kill9: another instance owns the endpoint within lease + 1 s "
+            f"({cl.lease_ms + 1000} ms)",
+            new is not None and took <= (cl.lease_ms + 1000) / 1000, f"took {took}")
+    t.note(f"kill -9: new owner after {1000 * (took or 0):.0f} ms (lease {cl.lease_ms} ms)")
+    await asyncio.sleep(0.5)
+    stop.set()
+    await loader
+    log = await log_after(others[0], start)
+    ok = await delivered_all(rx, log[-1]["seq"], 10)
+    t.check("kill9: delivery resumed up to the last event", ok)
+    await asyncio.sleep(0.3)
+    evs, bs = received(rx)
+    want = [e["seq"] for e in log]
+    got = [e["seq"] for e in evs]
+    t.check("kill9: nothing lost", set(want) <= set(got),
+            f"missing {sorted(set(want) - set(got))[:10]}")
+    dup = [s for i, s in enumerate(got) if s in got[:i]]
+    t.check(f"kill9: duplicates only of the batch in flight (at most {BATCH_MAX})",
+            len(dup) <= BATCH_MAX and (not dup or max(dup) - min(dup) < BATCH_MAX),
+            f"{len(dup)} duplicates: {dup[:20]}")
+    t.note(f"kill -9: {len(dup)} events delivered twice")
+    first = []
+    for s in got:
+        if s not in first:
+            first.append(s)
+    t.check("kill9: in order (first deliveries increase)", first == sorted(first))
+    ids = {b["instance"] for _h, b, _r in bs}
+    t.check("kill9: the new owner delivers under the same `instance`", len(ids) == 1, str(ids))
+
+
+async def test_sigterm(t, cl, rx):
+    owner, _ = await the_owner(cl.d)
+    t.check("sigterm: one owner", owner is not None)
+    others = [d for d in cl.d if d is not owner]
+    start = cursor(cl)
+    held = [await Client.connect(owner, f"tm-{i}") for i in range(3)]
+    await churn(cl.d, "tm-pre-", 6)
+    owner.signal(signal.SIGTERM)
+    new, took = await the_owner(others, 5.0)
+    t.check("sigterm: another instance owns the endpoint long before the lease "
+            f"({cl.lease_ms} ms) would have run out",
+            new is not None and took < 2.0, f"took {took}")
+    t.note(f"SIGTERM: new owner after {1000 * (took or 0):.0f} ms")
+    try:
+        owner.proc.wait(5)
+    except Exception:
+        pass
+    t.eq("sigterm: the old owner exits with status 0", owner.proc.poll(), 0)
+    for c in held:
+        try:
+            await c.close()
+        except Exception:
+            pass
+    await churn(others, "tm-post-", 6)
+    log = await log_after(others[0], start)
+    ok = await delivered_all(rx, log[-1]["seq"], 10)
+    t.check("sigterm: every event delivered", ok)
+    await asyncio.sleep(0.3)
+    evs, _bs = received(rx)
+    t.check("sigterm: each event exactly once, in order, across the handover",
+            [e["seq"] for e in evs] == [e["seq"] for e in log],
+            f"got {len(evs)} want {len(log)}")
+    offs = [e for e in evs if e["type"] == "user.offline" and e["user_id"].startswith("tm-")
+            and e["reason"] == "shutdown"]
+    t.eq("sigterm: the old owner's users going offline (shutdown) are delivered", len(offs), 3)
+
+
+SCENARIOS = [
+    ("once", test_once, {}),
+    ("kill9", test_kill9, {}),
+    ("sigterm", test_sigterm, {"lease": 6000, "hb": 2000}),
+]
+
+
+def main():
+    args = parse_args()
+    t = Checks()
+    if not shutil.which("redis-server"):
+        print("ok   - SKIP: redis-server not installed")
+        print("1 passed, 0 failed")
+        return 0
+
+    async def run_all():
+        for name, fn, kw in SCENARIOS:
+            if args.only and args.only not in name:
+                continue
+            rx = Receiver()
+            extra = {"--webhook": rx.spec(), "--webhook-batch-ms": "50",
+                     "--webhook-batch-max": str(BATCH_MAX), **json.loads(os.environ.get("WH_EXTRA", "{}"))}
+            cl = Cluster(args.presenced, extra=extra, **kw)
+            cl.lease_ms = kw.get("lease", 1000)
+            failed = t.failed
+            t0 = time.monotonic()
+            try:
+                cl.start()
+                await asyncio.wait_for(fn(t, cl, rx), 90)
+                cl.stop(t)
+            except asyncio.TimeoutError:
+                t.check(f"{name}: finished within 90 s", False)
+            except Exception as e:
+                t.check(f"{name}: ran without exception", False,
+                        f"{type(e).__name__}: {e}\n{traceback.format_exc(limit=4)}")
+            finally:
+                t.note(f"{name}: {time.monotonic() - t0:.1f} s")
+                if t.failed > failed or args.verbose:
+                    for d in cl.d:
+                        t.note(f"--- {d.name} stderr tail:")
+                        for line in d.stderr_tail(15).splitlines():
+                            t.note(line)
+                cl.cleanup()
+                rx.stop()
+    asyncio.run(run_all())
+    print(f"{t.passed} passed, {t.failed} failed", flush=True)
+    return 0 if t.failed == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

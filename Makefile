@@ -9,7 +9,7 @@ PORT      ?= 7070
 API_KEY   ?= dev-api-key
 CMAKE_FLAGS ?=
 
-.PHONY: all deps build build-asan run test test-unit test-asan bench soak format clean install fuzz fuzz-smoke
+.PHONY: all deps build build-asan run test test-unit test-asan bench bench-redis soak format clean install fuzz fuzz-smoke
 
 all: build
 
@@ -52,6 +52,13 @@ bench: deps
 	cmake -S . -B $(BENCH_BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo $(CMAKE_FLAGS)
 	cmake --build $(BENCH_BUILD) -j $(JOBS) --target presenced bench_engine presence_load presence_echo
 	python3 bench/run.py --build $(BENCH_BUILD)
+
+# The Redis store's figures (issue 4): throughput of three instances beside
+# redis-benchmark's ceilings, and the reaping of a killed instance.
+bench-redis: deps
+	cmake -S . -B $(BENCH_BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo $(CMAKE_FLAGS)
+	cmake --build $(BENCH_BUILD) -j $(JOBS) --target bench_redis
+	./$(BENCH_BUILD)/bench/bench_redis
 
 # 10-minute churn against one presenced, RSS growth after warm-up < 2 %.
 soak: deps

@@ -118,6 +118,13 @@ int presence_reason_parse(const char *name, presence_reason_t *out);
 
 /* Event flags. */
 #define PRESENCE_EVENT_REMOTE 0x1u /* caused by another instance (Redis store) */
+/* A cleanup whose id list this copy leaves out (session_ids NULL,
+ * n_session_ids 0): the transition log's copy of a dead instance's cleanup,
+ * where the list would be too large to move at once. The callbacks of the
+ * instance that reaped it get the whole list; in the log, the
+ * session.disconnected events (reason instance_lost) before it name every
+ * session. */
+#define PRESENCE_EVENT_IDS_OMITTED 0x2u
 
 /*
  * One transition. Every event has a sequence number, monotonic per store

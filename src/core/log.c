@@ -213,6 +213,7 @@ const void *presence__log_append_measured(presence__log_t *l,
     trimmed = *ev;
     trimmed.session_ids = NULL;
     trimmed.n_session_ids = 0;
+    trimmed.flags |= PRESENCE_EVENT_IDS_OMITTED;
     ev = &trimmed;
     n = presence__event_measure(ev, lens);
     whole = false;

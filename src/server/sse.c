@@ -100,6 +100,10 @@ void event_put_json(buf_t *b, const presence_event_t *ev) {
         buf_put_json_str(b, ev->session_ids[i]);
       }
       buf_putc(b, ']');
+    } else if (ev->flags & PRESENCE_EVENT_IDS_OMITTED) {
+      /* A dead instance's cleanup whose list the log leaves out: the
+       * session.disconnected events before it name the sessions. */
+      buf_puts(b, ",\"session_ids_omitted\":true");
     }
   }
   buf_putc(b, '}');

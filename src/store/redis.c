@@ -137,6 +137,12 @@ typedef struct rstore {
   int reap_inflight; /* reap calls sent, not yet answered */
   bool reap_more;    /* the dead instance's scan is not complete */
   bool reap_failed;
+  /* The removed ids, read back from Redis in pages for the cleanup event's
+   * local callbacks: the log's copy leaves them out, since one command
+   * moving a whole instance's ids (3.7 MB for 100,000 UUIDs) would block
+   * Redis for tens of milliseconds. */
+  char *reap_ids;
+  size_t reap_ids_len, reap_ids_cap;
   char sweep_cursor[32];
   bool reconciling;
   char rec_cursor[32];
@@ -539,6 +545,9 @@ static int parse_event(rstore_t *st, redisReply *e, presence_event_t *ev,
       break;
     case 'm':
       ev->meta = v;
+      break;
+    case 'c': /* a cleanup whose ids the log leaves out (a count instead) */
+      ev->flags |= PRESENCE_EVENT_IDS_OMITTED;
       break;
     case 'x': {
       size_t len = f->element[i + 1]->len;
@@ -1453,15 +1462,123 @@ static void reap_claim(rstore_t *st);
 static void reap_end(rstore_t *st) {
   st->reaping = false;
   st->reap_more = false;
+  free(st->reap_ids);
+  st->reap_ids = NULL;
+  st->reap_ids_len = st->reap_ids_cap = 0;
+}
+
+/* The cleanup event of a finished reap, for this instance's callbacks: the
+ * log's copy has no ids, the reaper has them all (read back in pages). */
+static void emit_cleanup(rstore_t *st, redisReply *rep) {
+  for (size_t i = 2; i < rep->elements; i++) {
+    presence_event_t ev;
+    char *buf;
+    const char **ids;
+    if (parse_event(st, rep->element[i], &ev, &buf, &ids) != 0) continue;
+    const char **arr = NULL;
+    if (ev.type == PRESENCE_EV_CLEANUP &&
+        (ev.flags & PRESENCE_EVENT_IDS_OMITTED) && st->reap_ids) {
+      /* Newline-separated, each id ending with one. */
+      size_t n = 0;
+      for (size_t j = 0; j < st->reap_ids_len; j++)
+        n += st->reap_ids[j] == '\n';
+      arr = malloc((n ? n : 1) * sizeof(*arr));
+      if (arr) {
+        size_t k = 0;
+        char *at = st->reap_ids;
+        for (size_t j = 0; j < st->reap_ids_len; j++) {
+          if (st->reap_ids[j] == '\n') {
+            st->reap_ids[j] = '\0';
+            arr[k++] = at;
+            at = st->reap_ids + j + 1;
+          }
+        }
+        ev.session_ids = arr;
+        ev.n_session_ids = n;
+        ev.flags &= ~PRESENCE_EVENT_IDS_OMITTED;
+      }
+    }
+    st->stats.events[ev.type]++;
+    st->h.emit(st->h.host_ud, &ev);
+    free(arr);
+    free(buf);
+    free(ids);
+  }
 }
 
 static void reap_fin_done(rstore_t *st, req_t *r, redisReply *rep, int code) {
   (void)r;
   if (st->destroying) return;
   if (!code && rep) code = script_code(rep);
-  if (!code) emit_events(st, rep);
+  if (!code) emit_cleanup(st, rep);
   reap_end(st);
   if (!code && st->phase == PH_READY && !st->paused) reap_claim(st);
+}
+
+/* Read the removed ids a page at a time (GETRANGE of reapids:<dead>), each
+ * page a short command, then end the reap. */
+#define REAP_IDS_PAGE (256 * 1024)
+static void reap_ids_next(rstore_t *st);
+
+static void reap_finish(rstore_t *st) {
+  req_t *n = req_new(st, reap_fin_done);
+  if (!n) {
+    reap_end(st);
+    return;
+  }
+  size_t count = 0;
+  for (size_t j = 0; j < st->reap_ids_len; j++)
+    count += st->reap_ids[j] == '\n';
+  char cnt[24];
+  snprintf(cnt, sizeof cnt, "%zu", count);
+  const char *args[] = {st->reap_dead, cnt};
+  call(st, n, "reap_done", 2, args, NULL);
+}
+
+static void reap_ids_done(rstore_t *st, req_t *r, redisReply *rep, int code) {
+  (void)r;
+  if (st->destroying) return;
+  if (code || !rep ||
+      (rep->type != REDIS_REPLY_STRING && rep->type != REDIS_REPLY_NIL)) {
+    reap_end(st); /* the claim runs out; a later claim starts again */
+    return;
+  }
+  size_t len = rep->type == REDIS_REPLY_STRING ? rep->len : 0;
+  if (len) {
+    if (st->reap_ids_len + len + 1 > st->reap_ids_cap) {
+      size_t cap = st->reap_ids_cap ? st->reap_ids_cap * 2 : REAP_IDS_PAGE;
+      while (cap < st->reap_ids_len + len + 1)
+        cap *= 2;
+      char *b = realloc(st->reap_ids, cap);
+      if (!b) {
+        reap_end(st);
+        return;
+      }
+      st->reap_ids = b;
+      st->reap_ids_cap = cap;
+    }
+    memcpy(st->reap_ids + st->reap_ids_len, rep->str, len);
+    st->reap_ids_len += len;
+    st->reap_ids[st->reap_ids_len] = '\0';
+  }
+  if (len == REAP_IDS_PAGE)
+    reap_ids_next(st);
+  else
+    reap_finish(st);
+}
+
+static void reap_ids_next(rstore_t *st) {
+  req_t *r = req_new(st, reap_ids_done);
+  if (!r) {
+    reap_end(st);
+    return;
+  }
+  char key[256], from[24], to[24];
+  snprintf(key, sizeof key, "%sreapids:%s", st->prefix, st->reap_dead);
+  snprintf(from, sizeof from, "%zu", st->reap_ids_len);
+  snprintf(to, sizeof to, "%zu", st->reap_ids_len + REAP_IDS_PAGE - 1);
+  const char *args[] = {"GETRANGE", key, from, to};
+  plain(st, r, 4, args);
 }
 
 /* Reap calls kept queued in Redis at once: the cursor lives in Redis, so a
@@ -1493,13 +1610,10 @@ static void reap_batch_done(rstore_t *st, req_t *r, redisReply *rep, int code) {
     reap_end(st);
     return;
   }
-  req_t *n = req_new(st, reap_fin_done);
-  if (!n) {
-    reap_end(st);
-    return;
-  }
-  const char *args[] = {st->reap_dead};
-  call(st, n, "reap_done", 1, args, NULL);
+  free(st->reap_ids);
+  st->reap_ids = NULL;
+  st->reap_ids_len = st->reap_ids_cap = 0;
+  reap_ids_next(st);
 }
 
 static void reap_fill(rstore_t *st) {

@@ -21,6 +21,7 @@
  */
 #include "core/internal.h"
 #include "presence_redis.h"
+#include "store/redis_decode.h"
 
 #include <hiredis/adapters/libuv.h>
 #include <hiredis/async.h>
@@ -475,11 +476,13 @@ static presence_status_t st_of(const char *s) {
   return st_of_n(strtol(s, NULL, 10));
 }
 
-/* Parse one log entry {id, {field, value, ...}} (from XRANGE, XREAD or the
+/* Decode one log entry {id, {field, value, ...}} (from XRANGE, XREAD or the
  * script). Strings point into the reply; a cleanup's id list is split into
- * *ids_buf / *ids (freed by the caller). */
-static int parse_event(rstore_t *st, redisReply *e, presence_event_t *ev,
-                       char **ids_buf, const char ***ids) {
+ * *ids_buf / *ids (freed by the caller, also on error). Pure: it reads
+ * nothing but the reply, so a fuzzer drives it (tests/fuzz/fuzz_redis.c). */
+int presence__redis_decode_event(const redisReply *e, const char *self,
+                                 presence_event_t *ev, char **ids_buf,
+                                 const char ***ids) {
   memset(ev, 0, sizeof(*ev));
   *ids_buf = NULL;
   *ids = NULL;
@@ -551,7 +554,9 @@ static int parse_event(rstore_t *st, redisReply *e, presence_event_t *ev,
       break;
     case 'x': {
       size_t len = f->element[i + 1]->len;
-      if (!len) break;
+      /* A second list in one entry is ignored: it would orphan the first
+       * (found by tests/fuzz/fuzz_redis). */
+      if (!len || *ids_buf) break;
       size_t n = 1;
       for (size_t j = 0; j < len; j++)
         n += v[j] == '\n';
@@ -582,11 +587,16 @@ static int parse_event(rstore_t *st, redisReply *e, presence_event_t *ev,
     }
   }
   if (!by) by = ev->instance_id; /* 'b' is left out when it is 'i' */
-  if (by && strcmp(by, st->h.instance_id) != 0)
-    ev->flags |= PRESENCE_EVENT_REMOTE;
+  if (by && strcmp(by, self) != 0) ev->flags |= PRESENCE_EVENT_REMOTE;
   if ((unsigned)ev->type >= PRESENCE_EV_COUNT_) return PRESENCE_ESTORE;
-  if (ev->seq > st->last_seq) st->last_seq = ev->seq;
   return 0;
+}
+
+static int parse_event(rstore_t *st, redisReply *e, presence_event_t *ev,
+                       char **ids_buf, const char ***ids) {
+  int rc = presence__redis_decode_event(e, st->h.instance_id, ev, ids_buf, ids);
+  if (!rc && ev->seq > st->last_seq) st->last_seq = ev->seq;
+  return rc;
 }
 
 /* Report the events a script returned (after its code and payload). */

@@ -245,9 +245,15 @@ static void dead_instance_is_reaped_in_bounded_batches(void **state) {
   inst_t *reaper = cleanup_pred(&w0) ? &f->in[0] : &f->in[2];
   inst_t *other = reaper == &f->in[0] ? &f->in[2] : &f->in[0];
   assert_int_equal(rec_count(&other->local, PRESENCE_EV_CLEANUP), 0);
-  assert_int_equal(rec_count(&reaper->local, PRESENCE_EV_SESSION_DISCONNECTED),
-                   N);
-  assert_int_equal(rec_count(&reaper->local, PRESENCE_EV_USER_OFFLINE),
+  /* A slow host (a sanitizer build under load) may let the first claim run
+   * out mid-way, and the other instance take over: between them, every
+   * session goes exactly once, and the one cleanup lists them all. */
+  assert_int_equal(
+      rec_count(&reaper->local, PRESENCE_EV_SESSION_DISCONNECTED) +
+          rec_count(&other->local, PRESENCE_EV_SESSION_DISCONNECTED),
+      N);
+  assert_int_equal(rec_count(&reaper->local, PRESENCE_EV_USER_OFFLINE) +
+                       rec_count(&other->local, PRESENCE_EV_USER_OFFLINE),
                    N / 2 - 1);
   rec_ev_t *c = &reaper->local.ev[reaper->local.n - 1];
   assert_int_equal(c->type, PRESENCE_EV_CLEANUP);

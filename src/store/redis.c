@@ -599,34 +599,36 @@ static int parse_event(rstore_t *st, redisReply *e, presence_event_t *ev,
   return rc;
 }
 
-/* Report the events a script returned (after its code and payload). */
-static void emit_events(rstore_t *st, redisReply *rep) {
-  for (size_t i = 2; i < rep->elements; i++) {
+/* The reaper's ids (read back in pages) as the cleanup's list; returns the
+ * array to free, or NULL. */
+static const char **attach_reap_ids(rstore_t *st, presence_event_t *ev);
+
+/* Report events [from, from + n) of a script's reply. With reap_ids, a
+ * cleanup whose list the log leaves out gets the reaper's ids. */
+static void emit_range_ids(rstore_t *st, redisReply *rep, size_t from, size_t n,
+                           bool reap_ids) {
+  for (size_t i = from; i < from + n && i < rep->elements; i++) {
     presence_event_t ev;
     char *buf;
     const char **ids;
     if (parse_event(st, rep->element[i], &ev, &buf, &ids) == 0) {
+      const char **arr = reap_ids ? attach_reap_ids(st, &ev) : NULL;
       st->stats.events[ev.type]++;
       st->h.emit(st->h.host_ud, &ev);
+      free(arr);
     }
     free(buf);
     free(ids);
   }
 }
 
-/* Report events [from, from + n) of a script's reply. */
 static void emit_range(rstore_t *st, redisReply *rep, size_t from, size_t n) {
-  for (size_t i = from; i < from + n && i < rep->elements; i++) {
-    presence_event_t ev;
-    char *buf;
-    const char **ids;
-    if (parse_event(st, rep->element[i], &ev, &buf, &ids) == 0) {
-      st->stats.events[ev.type]++;
-      st->h.emit(st->h.host_ud, &ev);
-    }
-    free(buf);
-    free(ids);
-  }
+  emit_range_ids(st, rep, from, n, false);
+}
+
+/* Report the events a script returned (after its code and payload). */
+static void emit_events(rstore_t *st, redisReply *rep) {
+  emit_range(st, rep, 2, rep->elements);
 }
 
 static const char *payload_str(redisReply *rep) {
@@ -1479,48 +1481,36 @@ static void reap_end(rstore_t *st) {
 
 /* The cleanup event of a finished reap, for this instance's callbacks: the
  * log's copy has no ids, the reaper has them all (read back in pages). */
-static void emit_cleanup(rstore_t *st, redisReply *rep) {
-  for (size_t i = 2; i < rep->elements; i++) {
-    presence_event_t ev;
-    char *buf;
-    const char **ids;
-    if (parse_event(st, rep->element[i], &ev, &buf, &ids) != 0) continue;
-    const char **arr = NULL;
-    if (ev.type == PRESENCE_EV_CLEANUP &&
-        (ev.flags & PRESENCE_EVENT_IDS_OMITTED) && st->reap_ids) {
-      /* Newline-separated, each id ending with one. */
-      size_t n = 0;
-      for (size_t j = 0; j < st->reap_ids_len; j++)
-        n += st->reap_ids[j] == '\n';
-      arr = malloc((n ? n : 1) * sizeof(*arr));
-      if (arr) {
-        size_t k = 0;
-        char *at = st->reap_ids;
-        for (size_t j = 0; j < st->reap_ids_len; j++) {
-          if (st->reap_ids[j] == '\n') {
-            st->reap_ids[j] = '\0';
-            arr[k++] = at;
-            at = st->reap_ids + j + 1;
-          }
-        }
-        ev.session_ids = arr;
-        ev.n_session_ids = n;
-        ev.flags &= ~PRESENCE_EVENT_IDS_OMITTED;
-      }
+static const char **attach_reap_ids(rstore_t *st, presence_event_t *ev) {
+  if (ev->type != PRESENCE_EV_CLEANUP ||
+      !(ev->flags & PRESENCE_EVENT_IDS_OMITTED) || !st->reap_ids)
+    return NULL;
+  /* Newline-separated, each id ending with one. */
+  size_t n = 0;
+  for (size_t j = 0; j < st->reap_ids_len; j++)
+    n += st->reap_ids[j] == '\n';
+  const char **arr = malloc((n ? n : 1) * sizeof(*arr));
+  if (!arr) return NULL;
+  size_t k = 0;
+  char *at = st->reap_ids;
+  for (size_t j = 0; j < st->reap_ids_len; j++) {
+    if (st->reap_ids[j] == '\n') {
+      st->reap_ids[j] = '\0';
+      arr[k++] = at;
+      at = st->reap_ids + j + 1;
     }
-    st->stats.events[ev.type]++;
-    st->h.emit(st->h.host_ud, &ev);
-    free(arr);
-    free(buf);
-    free(ids);
   }
+  ev->session_ids = arr;
+  ev->n_session_ids = n;
+  ev->flags &= ~PRESENCE_EVENT_IDS_OMITTED;
+  return arr;
 }
 
 static void reap_fin_done(rstore_t *st, req_t *r, redisReply *rep, int code) {
   (void)r;
   if (st->destroying) return;
   if (!code && rep) code = script_code(rep);
-  if (!code) emit_cleanup(st, rep);
+  if (!code) emit_range_ids(st, rep, 2, rep->elements, true);
   reap_end(st);
   if (!code && st->phase == PH_READY && !st->paused) reap_claim(st);
 }

@@ -97,6 +97,7 @@ class Cluster:
                       "--redis-timeout-ms": "1000",
                       "--shutdown-timeout-ms": "3000"}
         self.flags.update(extra or {})
+        self.lease_ms = lease
         self.d = []
 
     def start(self):
@@ -476,7 +477,10 @@ SCENARIOS = [
 ]
 
 
-def main():
+def run_scenarios(scenarios, timeout_s, setup=None):
+    """Run (name, fn, cluster kwargs) scenarios, each on a fresh cluster, and
+    print the closing line. setup(kw) may return (extra flags, extra args
+    for fn, teardown) for scenarios that need more than the cluster."""
     args = parse_args()
     t = Checks()
     if not shutil.which("redis-server"):
@@ -485,18 +489,21 @@ def main():
         return 0
 
     async def run_all():
-        for name, fn, kw in SCENARIOS:
+        for name, fn, kw in scenarios:
             if args.only and args.only not in name:
                 continue
-            cl = Cluster(args.presenced, **kw)
+            extra, more, teardown = setup(kw) if setup else ({}, (), None)
+            kw = dict(kw)
+            extra = {**kw.pop("extra", {}), **extra}
+            cl = Cluster(args.presenced, extra=extra, **kw)
             failed = t.failed
             t0 = time.monotonic()
             try:
                 cl.start()
-                await asyncio.wait_for(fn(t, cl), 60)
+                await asyncio.wait_for(fn(t, cl, *more), timeout_s)
                 cl.stop(t)
             except asyncio.TimeoutError:
-                t.check(f"{name}: finished within 60 s", False)
+                t.check(f"{name}: finished within {timeout_s} s", False)
             except Exception as e:
                 t.check(f"{name}: ran without exception", False,
                         f"{type(e).__name__}: {e}\n{traceback.format_exc(limit=4)}")
@@ -508,9 +515,15 @@ def main():
                         for line in d.stderr_tail(15).splitlines():
                             t.note(line)
                 cl.cleanup()
+                if teardown:
+                    teardown()
     asyncio.run(run_all())
     print(f"{t.passed} passed, {t.failed} failed", flush=True)
     return 0 if t.failed == 0 else 1
+
+
+def main():
+    return run_scenarios(SCENARIOS, 60)
 
 
 if __name__ == "__main__":

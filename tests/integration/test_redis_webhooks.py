@@ -24,16 +24,13 @@ import http.server as httpserver
 import json
 import os
 import re
-import shutil
 import signal
 import sys
 import threading
-import time
-import traceback
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import HOST, Checks, Client, free_port, http, parse_args  # noqa: E402
-from test_redis_cluster import Cluster, read_log, wait_for  # noqa: E402
+from harness import HOST, Client, free_port, http  # noqa: E402
+from test_redis_cluster import read_log, run_scenarios, wait_for  # noqa: E402
 
 SECRET = "whsec-redis-0123456789"
 NAME = "shared"
@@ -278,45 +275,13 @@ SCENARIOS = [
 
 
 def main():
-    args = parse_args()
-    t = Checks()
-    if not shutil.which("redis-server"):
-        print("ok   - SKIP: redis-server not installed")
-        print("1 passed, 0 failed")
-        return 0
-
-    async def run_all():
-        for name, fn, kw in SCENARIOS:
-            if args.only and args.only not in name:
-                continue
-            rx = Receiver()
-            extra = {"--webhook": rx.spec(), "--webhook-batch-ms": "50",
-                     "--webhook-batch-max": str(BATCH_MAX), **json.loads(os.environ.get("WH_EXTRA", "{}"))}
-            cl = Cluster(args.presenced, extra=extra, **kw)
-            cl.lease_ms = kw.get("lease", 1000)
-            failed = t.failed
-            t0 = time.monotonic()
-            try:
-                cl.start()
-                await asyncio.wait_for(fn(t, cl, rx), 90)
-                cl.stop(t)
-            except asyncio.TimeoutError:
-                t.check(f"{name}: finished within 90 s", False)
-            except Exception as e:
-                t.check(f"{name}: ran without exception", False,
-                        f"{type(e).__name__}: {e}\n{traceback.format_exc(limit=4)}")
-            finally:
-                t.note(f"{name}: {time.monotonic() - t0:.1f} s")
-                if t.failed > failed or args.verbose:
-                    for d in cl.d:
-                        t.note(f"--- {d.name} stderr tail:")
-                        for line in d.stderr_tail(15).splitlines():
-                            t.note(line)
-                cl.cleanup()
-                rx.stop()
-    asyncio.run(run_all())
-    print(f"{t.passed} passed, {t.failed} failed", flush=True)
-    return 0 if t.failed == 0 else 1
+    def setup(kw):
+        rx = Receiver()
+        extra = {"--webhook": rx.spec(), "--webhook-batch-ms": "50",
+                 "--webhook-batch-max": str(BATCH_MAX),
+                 **json.loads(os.environ.get("WH_EXTRA", "{}"))}
+        return extra, (rx,), rx.stop
+    return run_scenarios(SCENARIOS, 90, setup)
 
 
 if __name__ == "__main__":

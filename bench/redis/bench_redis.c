@@ -596,13 +596,17 @@ int main(int argc, char **argv) {
     setc[k] = redis_benchmark("-r 100000 SET k__rand_int__ v");
     printf("%s{\"ops_per_s\": %.0f, \"errors\": %ld, \"evalsha_connect_"
            "ceiling_per_s\": %.0f, \"set_ceiling_per_s\": %.0f, "
-           "\"redis_cpu\": %.2f, \"loadavg1\": %.2f}",
-           k ? ", " : "", ops[k], errors, ceil[k], setc[k], rcpu, l);
+           "\"redis_cpu\": %.2f, \"redis_us_per_op\": %.2f, "
+           "\"loadavg1\": %.2f}",
+           k ? ", " : "", ops[k], errors, ceil[k], setc[k], rcpu,
+           ops[k] > 0 ? rcpu * 1e6 / ops[k] : 0, l);
     fflush(stdout);
     fprintf(stderr,
             "repeat %d: %.0f ops/s (errors %ld, redis-server %.0f%% of a "
-            "CPU), EVALSHA connect ceiling %.0f/s, SET %.0f/s, load %.2f\n",
-            k + 1, ops[k], errors, rcpu * 100, ceil[k], setc[k], l);
+            "CPU, %.2f us per op), EVALSHA connect ceiling %.0f/s, SET "
+            "%.0f/s, load %.2f\n",
+            k + 1, ops[k], errors, rcpu * 100,
+            ops[k] > 0 ? rcpu * 1e6 / ops[k] : 0, ceil[k], setc[k], l);
   }
   double mo = 0, mc = 0, ms = 0;
   if (repeats > 0) {

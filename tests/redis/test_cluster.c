@@ -352,9 +352,11 @@ typedef struct online_wait {
 static bool all_online(void *ud) {
   online_wait_t *w = ud;
   for (int i = 0; w->users[i]; i++) {
+    /* The user record, field "" of the user's hash: "st n on ...". */
     redisReply *r =
-        srv_cmd(&w->f->srv, "HGET presence:u:{u:%s} st", w->users[i]);
-    bool on = r->type == REDIS_REPLY_STRING && !strcmp(r->str, "1");
+        srv_cmd(&w->f->srv, "HGET presence:u:{u:%s} %b", w->users[i], "",
+                (size_t)0);
+    bool on = r->type == REDIS_REPLY_STRING && !strncmp(r->str, "1 ", 2);
     freeReplyObject(r);
     if (!on) return false;
   }

@@ -66,8 +66,12 @@ local K_REAP = P .. 'reap'     -- zset: dead instance -> claim expiry
 local K_REAPER = P .. 'reaper' -- hash: dead instance -> claimer/epoch/dead epoch
 local K_REAPC = P .. 'reapcur' -- hash: dead instance -> SSCAN cursor, '' done
 local function k_reapids(i) return P .. 'reapids:' .. i end -- removed ids
+-- A user's one hash: field '' holds the user record (ids are never empty),
+-- every other field is one of the user's sessions. One key per user means
+-- one HMGET reads the user and a session, one HSET writes both: each
+-- redis.call costs ~0.5-1.7 us of Lua-to-command conversion, more than
+-- the command itself.
 local function k_user(u) return P .. 'u:{u:' .. u .. '}' end
-local function k_ss(u) return P .. 'ss:{u:' .. u .. '}' end
 local function k_is(i) return P .. 'is:' .. i end
 
 local out = {0, ''}
@@ -131,22 +135,43 @@ local function meta_of(m)
   return string.sub(m, 2)
 end
 
-local function uget(u)
-  local h = redis.call('HMGET', k_user(u), 'st', 'n', 'on', 'v', 'since', 'ls',
-                       'g', 'gr')
-  local U = {st = tonumber(h[1] or 0), n = tonumber(h[2] or 0),
-             on = tonumber(h[3] or 0), v = tonumber(h[4] or 0),
-             since = tonumber(h[5] or 0), ls = tonumber(h[6] or 0),
-             g = tonumber(h[7] or 0), gr = tonumber(h[8] or 0)}
-  U.present = h[1] ~= false and not (U.st == OFF and U.n == 0 and U.g == 0)
+-- The user record, one string: "st n on v since ls g gr" (reported
+-- status, sessions, online sessions, version, status since ms, last seen
+-- ms, grace pending, grace's end reason). One field instead of eight:
+-- an 8-field HMGET + HSET cost 3.1 us here, one field 1.2 us.
+local function urec_parse(h)
+  if not h then
+    return {st = OFF, n = 0, on = 0, v = 0, since = '0', ls = '0', g = 0,
+            gr = 0, present = false}
+  end
+  local st, n, on, v, since, ls, g, gr = string.match(h,
+    '^(%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+)$')
+  local U = {st = tonumber(st), n = tonumber(n), on = tonumber(on),
+             v = tonumber(v), since = since, ls = ls, g = tonumber(g),
+             gr = tonumber(gr)}
+  U.present = not (U.st == OFF and U.n == 0 and U.g == 0)
   return U
 end
--- The users set holds exactly the present users (see uget), so it changes
--- only when presence does: no SADD/SREM on every write.
-local function uput(u, U)
-  redis.call('HSET', k_user(u), 'st', s(U.st), 'n', s(U.n), 'on', s(U.on),
-             'v', s(U.v), 'since', s(U.since), 'ls', s(U.ls), 'g', s(U.g),
-             'gr', s(U.gr))
+-- The user's record, and with sid that session's record (false if none),
+-- in one call.
+local function uget(u, sid)
+  if sid then
+    local h = redis.call('HMGET', k_user(u), '', sid)
+    return urec_parse(h[1]), h[2]
+  end
+  return urec_parse(redis.call('HGET', k_user(u), ''))
+end
+-- Write the user's record, and with sid that session's record, in one
+-- call. The users set holds exactly the present users (see urec_parse), so
+-- it changes only when presence does: no SADD/SREM on every write.
+local function uput(u, U, sid, rec)
+  local ur = string.format('%d %d %d %d %s %s %d %d', U.st, U.n, U.on, U.v,
+                           U.since, U.ls, U.g, U.gr)
+  if sid then
+    redis.call('HSET', k_user(u), '', ur, sid, rec)
+  else
+    redis.call('HSET', k_user(u), '', ur)
+  end
   local present = not (U.st == OFF and U.n == 0 and U.g == 0)
   if present ~= U.present then
     if present then
@@ -169,8 +194,8 @@ local function transition(u, U, to, reason, cause)
   if from == to then return end
   U.st = to
   U.v = U.v + 1
-  U.since = now
-  if to ~= OFF then U.ls = now end
+  U.since = now_s
+  if to ~= OFF then U.ls = now_s end
   local ty = EV_UOFF
   if to == ON then ty = EV_UON elseif to == IDLE then ty = EV_UIDLE end
   emit(ty, reason, cause, u, nil, from, to, U.v)
@@ -206,8 +231,6 @@ end
 -- caller already wrote the sidx entry (connect's HSETNX).
 local function add_session(sid, u, m, st, reason, conn, U, indexed)
   U = U or uget(u)
-  redis.call('HSET', k_ss(u), sid, rec_make({iid = iid, epoch = epoch, st = st,
-    reason = reason, conn = conn, since = now_s, m = m}))
   if not indexed then redis.call('HSET', K_SIDX, sid, u) end
   redis.call('SADD', k_is(iid), sid)
   U.n = U.n + 1
@@ -215,26 +238,29 @@ local function add_session(sid, u, m, st, reason, conn, U, indexed)
   grace_cancel(u, U)
   emit(EV_CONN, reason, sid, u, meta_of(m), OFF, st, U.v)
   transition(u, U, computed(U), reason, sid)
-  U.ls = now
-  uput(u, U)
+  U.ls = now_s
+  uput(u, U, sid, rec_make({iid = iid, epoch = epoch, st = st, reason = reason,
+                            conn = conn, since = now_s, m = m}))
 end
 
 -- Remove one session and whatever user transition follows. A kick, a
 -- shutdown or a lost instance is final; anything else waits out the grace.
--- r: the parsed record when the caller already read it.
-local function remove_session(sid, u, reason, r)
+-- r, U: the parsed session record and the user's, when the caller already
+-- read them.
+local function remove_session(sid, u, reason, r, U)
   if not r then
-    local rec = redis.call('HGET', k_ss(u), sid)
+    local rec
+    U, rec = uget(u, sid)
     if not rec then return false end
     r = rec_parse(rec)
   end
-  redis.call('HDEL', k_ss(u), sid)
+  U = U or uget(u)
+  redis.call('HDEL', k_user(u), sid)
   redis.call('HDEL', K_SIDX, sid)
   redis.call('SREM', k_is(r.iid), sid)
-  local U = uget(u)
   U.n = U.n - 1
   if r.st == ON then U.on = U.on - 1 end
-  U.ls = now
+  U.ls = now_s
   emit(EV_DISC, reason, sid, u, nil, r.st, OFF, U.v)
   local to = computed(U)
   local graceful = reason ~= R_KICKED and reason ~= R_LOST and
@@ -250,18 +276,17 @@ local function remove_session(sid, u, reason, r)
   return true
 end
 
-local function set_status(sid, u, r, st, reason)
-  local U = uget(u)
+-- U: the user's record, read by the caller with the session's.
+local function set_status(sid, u, r, st, reason, U)
   local from = r.st
   r.st = st
   r.reason = reason
   r.since = now_s
-  redis.call('HSET', k_ss(u), sid, rec_make(r))
   if st == ON then U.on = U.on + 1 else U.on = U.on - 1 end
-  U.ls = now
+  U.ls = now_s
   emit(EV_STATUS, reason, sid, u, nil, from, st, U.v)
   transition(u, U, computed(U), reason, sid)
-  uput(u, U)
+  uput(u, U, sid, rec_make(r))
 end
 
 local function lease_live(i)
@@ -296,10 +321,10 @@ end
 local function w_status(b)
   local sid, u, st, reason = ARGV[b], ARGV[b + 1], tonumber(ARGV[b + 2]),
     tonumber(ARGV[b + 3])
-  local rec = redis.call('HGET', k_ss(u), sid)
+  local U, rec = uget(u, sid)
   if not rec then return E_NOSESSION end
   local r = rec_parse(rec)
-  if r.st ~= st then set_status(sid, u, r, st, reason) end
+  if r.st ~= st then set_status(sid, u, r, st, reason, U) end
   return 0
 end
 
@@ -400,18 +425,23 @@ if op == 'assert' then
     local owner_user = redis.call('HGET', K_SIDX, sid)
     if owner_user and owner_user ~= u then
       remove_session(sid, owner_user, R_RESYNC)
+      owner_user = false
     end
-    local rec = redis.call('HGET', k_ss(u), sid)
+    local U, rec = uget(u, sid)
     if rec then
       local r = rec_parse(rec)
       if r.iid ~= iid then redis.call('SREM', k_is(r.iid), sid) end
       r.iid = iid
       r.epoch = epoch
-      redis.call('HSET', k_ss(u), sid, rec_make(r))
       redis.call('SADD', k_is(iid), sid)
-      if r.st ~= st then set_status(sid, u, r, st, R_RESYNC) end
+      if not owner_user then redis.call('HSET', K_SIDX, sid, u) end
+      if r.st ~= st then
+        set_status(sid, u, r, st, R_RESYNC, U)
+      else
+        redis.call('HSET', k_user(u), sid, rec_make(r))
+      end
     else
-      add_session(sid, u, m, st, R_RESYNC, conn)
+      add_session(sid, u, m, st, R_RESYNC, conn, U, owner_user == u)
     end
   end
   return finish()
@@ -426,7 +456,8 @@ if op == 'sweep' then
   local r = redis.call('SSCAN', k_is(iid), cur, 'COUNT', lim)
   for _, sid in ipairs(r[2]) do
     local u = redis.call('HGET', K_SIDX, sid)
-    local rec = u and redis.call('HGET', k_ss(u), sid)
+    local U, rec
+    if u then U, rec = uget(u, sid) end
     if not rec then
       redis.call('SREM', k_is(iid), sid)
     else
@@ -434,7 +465,7 @@ if op == 'sweep' then
       if rr.iid ~= iid then
         redis.call('SREM', k_is(iid), sid)
       elseif rr.epoch ~= epoch then
-        remove_session(sid, u, reason)
+        remove_session(sid, u, reason, rr, U)
       end
     end
   end
@@ -453,11 +484,13 @@ if op == 'wipe' then
   if redis.call('ZCOUNT', K_LEASE, now, '+inf') > 1 then return {E_BUSY} end
   local users = redis.call('SRANDMEMBER', K_USERS, lim)
   for _, u in ipairs(users) do
-    local ss = redis.call('HKEYS', k_ss(u))
-    for _, sid in ipairs(ss) do remove_session(sid, u, R_LOST) end
+    local ss = redis.call('HKEYS', k_user(u))
+    for _, sid in ipairs(ss) do
+      if sid ~= '' then remove_session(sid, u, R_LOST) end
+    end
     local U = uget(u)
     grace_cancel(u, U)
-    if U.st ~= OFF then U.ls = now end
+    if U.st ~= OFF then U.ls = now_s end
     transition(u, U, OFF, R_LOST, nil)
     uput(u, U)
   end
@@ -540,7 +573,8 @@ if op == 'reap' then
         break
       end
       local u = redis.call('HGET', K_SIDX, sid)
-      local rec = u and redis.call('HGET', k_ss(u), sid)
+      local U, rec
+      if u then U, rec = uget(u, sid) end
       if not rec then
         redis.call('SREM', k_is(dead), sid)
       else
@@ -548,7 +582,7 @@ if op == 'reap' then
         if rr.iid ~= dead then
           redis.call('SREM', k_is(dead), sid)
         elseif tonumber(rr.epoch) <= de then
-          remove_session(sid, u, R_LOST, rr)
+          remove_session(sid, u, R_LOST, rr, U)
           ids[#ids + 1] = sid
         end
       end
@@ -609,7 +643,7 @@ if op == 'reconcile' then
   local kv = r[2]
   for k = 1, #kv, 2 do
     local sid, u = kv[k], kv[k + 1]
-    local rec = redis.call('HGET', k_ss(u), sid)
+    local U, rec = uget(u, sid)
     if not rec then
       redis.call('HDEL', K_SIDX, sid)
     else
@@ -617,7 +651,7 @@ if op == 'reconcile' then
       local claim = redis.call('ZSCORE', K_REAP, rr.iid)
       local claimed = claim and tonumber(claim) >= now
       if not lease_live(rr.iid) and not claimed then
-        remove_session(sid, u, R_LOST)
+        remove_session(sid, u, R_LOST, rr, U)
       end
     end
   end
@@ -652,12 +686,19 @@ end
 if op == 'q_user' then
   local u = ARGV[A]
   local U = uget(u)
-  return {0, {tostring(U.st), tostring(U.n), tostring(U.on), s(U.v),
-              s(U.since), s(U.ls), s(now)}}
+  return {0, {s(U.st), s(U.n), s(U.on), s(U.v), U.since, U.ls, now_s}}
 end
 
 if op == 'q_sessions' then
-  return {0, redis.call('HGETALL', k_ss(ARGV[A]))}
+  local all = redis.call('HGETALL', k_user(ARGV[A]))
+  local ss = {}
+  for k = 1, #all, 2 do
+    if all[k] ~= '' then
+      ss[#ss + 1] = all[k]
+      ss[#ss + 1] = all[k + 1]
+    end
+  end
+  return {0, ss}
 end
 
 return redis.error_reply('presence: unknown op ' .. tostring(op))

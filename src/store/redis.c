@@ -23,6 +23,7 @@
 #include "presence_redis.h"
 #include "store/redis_decode.h"
 
+#include <errno.h>
 #include <hiredis/adapters/libuv.h>
 #include <hiredis/async.h>
 #include <hiredis/hiredis.h>
@@ -75,6 +76,7 @@ typedef struct req {
   void (*sessions_cb)(void *, int, const presence_session_info_t *, size_t);
   void (*log_cb)(void *, int, const presence_event_t *, size_t);
   uint64_t after_seq;
+  size_t max; /* log reads: events wanted */
   struct req *sub_head, *sub_next; /* a batch's writes, in order */
   char user[PRESENCE_ID_MAX + 1];
 } req_t;
@@ -476,126 +478,143 @@ static presence_status_t st_of(const char *s) {
   return st_of_n(strtol(s, NULL, 10));
 }
 
-/* Decode one log entry {id, {field, value, ...}} (from XRANGE, XREAD or the
- * script). Strings point into the reply; a cleanup's id list is split into
- * *ids_buf / *ids (freed by the caller, also on error). Pure: it reads
- * nothing but the reply, so a fuzzer drives it (tests/fuzz/fuzz_redis.c). */
-int presence__redis_decode_event(const redisReply *e, const char *self,
-                                 presence_event_t *ev, char **ids_buf,
-                                 const char ***ids) {
-  memset(ev, 0, sizeof(*ev));
-  *ids_buf = NULL;
-  *ids = NULL;
+/* ---- the packed log -------------------------------------------------- */
+
+/* A decimal number ended by a space. */
+static int unpack_num(char **p, const char *end, uint64_t *v) {
+  char *c = *p;
+  uint64_t x = 0;
+  size_t digits = 0;
+  while (c < end && *c >= '0' && *c <= '9') {
+    if (++digits > 19) return -1; /* below 10^19: no overflow */
+    x = x * 10 + (uint64_t)(*c++ - '0');
+  }
+  if (!digits || c >= end || *c != ' ') return -1;
+  *v = x;
+  *p = c + 1;
+  return 0;
+}
+
+/* '-' (absent: NULL) or <length>:<bytes>, ended by a space that becomes
+ * the string's NUL. */
+static int unpack_str(char **p, char *end, const char **v) {
+  char *c = *p;
+  if (c + 1 < end && c[0] == '-' && c[1] == ' ') {
+    *v = NULL;
+    *p = c + 2;
+    return 0;
+  }
+  uint64_t n = 0;
+  size_t digits = 0;
+  while (c < end && *c >= '0' && *c <= '9') {
+    if (++digits > 9) return -1; /* a string of a gigabyte is not ours */
+    n = n * 10 + (uint64_t)(*c++ - '0');
+  }
+  if (!digits || c >= end || *c != ':') return -1;
+  c++;
+  if ((uint64_t)(end - c) <= n || c[n] != ' ') return -1;
+  c[n] = '\0';
+  *v = c;
+  *p = c + n + 1;
+  return 0;
+}
+
+int presence__redis_unpack(char *blob, size_t len, uint64_t last_seq,
+                           size_t count, const char *self,
+                           presence__redis_events_t *out) {
+  if (!blob || count == 0 || count > len || last_seq < count)
+    return PRESENCE_ESTORE;
+  if (out->n + count > out->cap) {
+    size_t cap = out->cap ? out->cap : 16;
+    while (cap < out->n + count)
+      cap *= 2;
+    presence_event_t *ev = realloc(out->ev, cap * sizeof(*ev));
+    if (!ev) return PRESENCE_ENOMEM;
+    out->ev = ev;
+    out->cap = cap;
+  }
+  char *p = blob, *end = blob + len;
+  presence_event_t *base = out->ev + out->n;
+  for (size_t i = 0; i < count; i++) {
+    presence_event_t *ev = &base[i];
+    memset(ev, 0, sizeof(*ev));
+    uint64_t n[7], cnt = 0;
+    for (int k = 0; k < 7; k++)
+      if (unpack_num(&p, end, &n[k])) return PRESENCE_ESTORE;
+    if (p + 1 < end && p[0] == '-' && p[1] == ' ')
+      p += 2;
+    else if (unpack_num(&p, end, &cnt))
+      return PRESENCE_ESTORE;
+    else
+      ev->flags |= PRESENCE_EVENT_IDS_OMITTED; /* a count, not the ids */
+    const char *by;
+    if (unpack_str(&p, end, &ev->instance_id) || unpack_str(&p, end, &by) ||
+        unpack_str(&p, end, &ev->session_id) ||
+        unpack_str(&p, end, &ev->user_id) || unpack_str(&p, end, &ev->meta))
+      return PRESENCE_ESTORE;
+    if (n[0] >= PRESENCE_EV_COUNT_) return PRESENCE_ESTORE;
+    ev->type = (presence_event_type_t)n[0];
+    ev->reason = (presence_reason_t)n[1];
+    ev->from = st_of_n((long)(n[2] & 3));
+    ev->to = st_of_n((long)(n[3] & 3));
+    ev->user_version = n[4];
+    ev->ts_ms = (int64_t)(n[5] & INT64_MAX);
+    ev->epoch = n[6];
+    ev->seq = last_seq - count + 1 + i;
+    if (ev->instance_id && !ev->instance_id[0]) ev->instance_id = NULL;
+    if (!by) by = ev->instance_id; /* left out when it is the instance */
+    if (by && strcmp(by, self) != 0) ev->flags |= PRESENCE_EVENT_REMOTE;
+  }
+  if (p != end) return PRESENCE_ESTORE;
+  out->n += count;
+  return 0;
+}
+
+int presence__redis_decode_entry(redisReply *e, const char *self,
+                                 presence__redis_events_t *out) {
   if (e->type != REDIS_REPLY_ARRAY || e->elements != 2 ||
       e->element[0]->type != REDIS_REPLY_STRING ||
       e->element[1]->type != REDIS_REPLY_ARRAY)
     return PRESENCE_ESTORE;
-  ev->seq = strtoull(e->element[0]->str, NULL, 10);
   redisReply *f = e->element[1];
-  const char *by = NULL;
+  redisReply *k = NULL, *p = NULL;
   for (size_t i = 0; i + 1 < f->elements; i += 2) {
-    if (f->element[i]->type != REDIS_REPLY_STRING ||
-        f->element[i + 1]->type != REDIS_REPLY_STRING)
+    redisReply *name = f->element[i], *v = f->element[i + 1];
+    if (name->type != REDIS_REPLY_STRING || v->type != REDIS_REPLY_STRING ||
+        name->len != 1)
       continue;
-    const char *k = f->element[i]->str;
-    const char *v = f->element[i + 1]->str;
-    switch (k[0]) {
-    case 'n': {
-      /* type reason from to version ts epoch */
-      char *p;
-      ev->type = (presence_event_type_t)strtol(v, &p, 10);
-      ev->reason = (presence_reason_t)strtol(p, &p, 10);
-      ev->from = st_of_n(strtol(p, &p, 10));
-      ev->to = st_of_n(strtol(p, &p, 10));
-      ev->user_version = strtoull(p, &p, 10);
-      ev->ts_ms = strtoll(p, &p, 10);
-      ev->epoch = strtoull(p, NULL, 10);
-      break;
-    }
-    /* One field per number: entries written before the compact form. */
-    case 't':
-      if (k[1] == 's')
-        ev->ts_ms = strtoll(v, NULL, 10);
-      else
-        ev->type = (presence_event_type_t)strtol(v, NULL, 10);
-      break;
-    case 'r':
-      ev->reason = (presence_reason_t)strtol(v, NULL, 10);
-      break;
-    case 'f':
-      ev->from = st_of(v);
-      break;
-    case 'o':
-      ev->to = st_of(v);
-      break;
-    case 'v':
-      ev->user_version = strtoull(v, NULL, 10);
-      break;
-    case 'i':
-      ev->instance_id = v[0] ? v : NULL;
-      break;
-    case 'e':
-      ev->epoch = strtoull(v, NULL, 10);
-      break;
-    case 'b':
-      by = v;
-      break;
-    case 's':
-      ev->session_id = v;
-      break;
-    case 'u':
-      ev->user_id = v;
-      break;
-    case 'm':
-      ev->meta = v;
-      break;
-    case 'c': /* a cleanup whose ids the log leaves out (a count instead) */
-      ev->flags |= PRESENCE_EVENT_IDS_OMITTED;
-      break;
-    case 'x': {
-      size_t len = f->element[i + 1]->len;
-      /* A second list in one entry is ignored: it would orphan the first
-       * (found by tests/fuzz/fuzz_redis). */
-      if (!len || *ids_buf) break;
-      size_t n = 1;
-      for (size_t j = 0; j < len; j++)
-        n += v[j] == '\n';
-      char *buf = malloc(len + 1);
-      const char **arr = malloc(n * sizeof(*arr));
-      if (!buf || !arr) {
-        free(buf);
-        free(arr);
-        return PRESENCE_ENOMEM;
-      }
-      memcpy(buf, v, len + 1);
-      size_t k2 = 0;
-      arr[k2++] = buf;
-      for (size_t j = 0; j < len; j++) {
-        if (buf[j] == '\n') {
-          buf[j] = '\0';
-          arr[k2++] = buf + j + 1;
-        }
-      }
-      *ids_buf = buf;
-      *ids = arr;
-      ev->session_ids = arr;
-      ev->n_session_ids = n;
-      break;
-    }
-    default:
-      break;
-    }
+    if (name->str[0] == 'k') k = v;
+    if (name->str[0] == 'p') p = v;
   }
-  if (!by) by = ev->instance_id; /* 'b' is left out when it is 'i' */
-  if (by && strcmp(by, self) != 0) ev->flags |= PRESENCE_EVENT_REMOTE;
-  if ((unsigned)ev->type >= PRESENCE_EV_COUNT_) return PRESENCE_ESTORE;
-  return 0;
+  if (!k || !p) return PRESENCE_ESTORE;
+  char *x;
+  errno = 0;
+  unsigned long long last = strtoull(e->element[0]->str, &x, 10);
+  if (errno || x == e->element[0]->str || strcmp(x, "-0") != 0)
+    return PRESENCE_ESTORE;
+  unsigned long long cnt = strtoull(k->str, &x, 10);
+  if (errno || *x || x == k->str) return PRESENCE_ESTORE;
+  return presence__redis_unpack(p->str, p->len, last, (size_t)cnt, self, out);
 }
 
-static int parse_event(rstore_t *st, redisReply *e, presence_event_t *ev,
-                       char **ids_buf, const char ***ids) {
-  int rc = presence__redis_decode_event(e, st->h.instance_id, ev, ids_buf, ids);
-  if (!rc && ev->seq > st->last_seq) st->last_seq = ev->seq;
+/* The events a script reply carries: {code, payload, last seq, count,
+ * packed}, or none when it has two elements. */
+static int reply_events(rstore_t *st, redisReply *rep,
+                        presence__redis_events_t *out) {
+  memset(out, 0, sizeof(*out));
+  if (rep->type != REDIS_REPLY_ARRAY || rep->elements < 5) return 0;
+  redisReply *id = rep->element[2], *k = rep->element[3], *p = rep->element[4];
+  if (id->type != REDIS_REPLY_STRING || k->type != REDIS_REPLY_STRING ||
+      p->type != REDIS_REPLY_STRING)
+    return PRESENCE_ESTORE;
+  int rc = presence__redis_unpack(p->str, p->len, strtoull(id->str, NULL, 10),
+                                  (size_t)strtoull(k->str, NULL, 10),
+                                  st->h.instance_id, out);
+  if (rc) {
+    free(out->ev);
+    memset(out, 0, sizeof(*out));
+    logf_(st, PRESENCE_LOG_ERROR, "redis: malformed events in a reply", NULL);
+  }
   return rc;
 }
 
@@ -603,32 +622,30 @@ static int parse_event(rstore_t *st, redisReply *e, presence_event_t *ev,
  * array to free, or NULL. */
 static const char **attach_reap_ids(rstore_t *st, presence_event_t *ev);
 
-/* Report events [from, from + n) of a script's reply. With reap_ids, a
- * cleanup whose list the log leaves out gets the reaper's ids. */
-static void emit_range_ids(rstore_t *st, redisReply *rep, size_t from, size_t n,
-                           bool reap_ids) {
-  for (size_t i = from; i < from + n && i < rep->elements; i++) {
-    presence_event_t ev;
-    char *buf;
-    const char **ids;
-    if (parse_event(st, rep->element[i], &ev, &buf, &ids) == 0) {
-      const char **arr = reap_ids ? attach_reap_ids(st, &ev) : NULL;
-      st->stats.events[ev.type]++;
-      st->h.emit(st->h.host_ud, &ev);
-      free(arr);
-    }
-    free(buf);
-    free(ids);
+/* Report events [from, from + n) of evs. With reap_ids, a cleanup whose
+ * list the log leaves out gets the reaper's ids. */
+static void emit_list(rstore_t *st, presence__redis_events_t *evs, size_t from,
+                      size_t n, bool reap_ids) {
+  for (size_t i = from; i < from + n && i < evs->n; i++) {
+    presence_event_t *ev = &evs->ev[i];
+    if (ev->seq > st->last_seq) st->last_seq = ev->seq;
+    const char **arr = reap_ids ? attach_reap_ids(st, ev) : NULL;
+    st->stats.events[ev->type]++;
+    st->h.emit(st->h.host_ud, ev);
+    free(arr);
   }
 }
 
-static void emit_range(rstore_t *st, redisReply *rep, size_t from, size_t n) {
-  emit_range_ids(st, rep, from, n, false);
+/* Report every event a script returned. */
+static void emit_reply(rstore_t *st, redisReply *rep, bool reap_ids) {
+  presence__redis_events_t evs;
+  if (reply_events(st, rep, &evs)) return;
+  emit_list(st, &evs, 0, evs.n, reap_ids);
+  free(evs.ev);
 }
 
-/* Report the events a script returned (after its code and payload). */
 static void emit_events(rstore_t *st, redisReply *rep) {
-  emit_range(st, rep, 2, rep->elements);
+  emit_reply(st, rep, false);
 }
 
 static const char *payload_str(redisReply *rep) {
@@ -695,7 +712,9 @@ static void batch_done(rstore_t *st, req_t *r, redisReply *rep, int code) {
         if (p->element[i]->type != REDIS_REPLY_INTEGER) code = PRESENCE_ESTORE;
     }
   }
-  size_t ev = 2, k = 0;
+  presence__redis_events_t evs = {0};
+  if (!code) code = reply_events(st, rep, &evs);
+  size_t ev = 0, k = 0;
   req_t *sub;
   while ((sub = r->sub_head)) {
     r->sub_head = sub->sub_next;
@@ -703,13 +722,14 @@ static void batch_done(rstore_t *st, req_t *r, redisReply *rep, int code) {
     if (!code) {
       c = (int)p->element[2 * k]->integer;
       size_t nev = (size_t)p->element[2 * k + 1]->integer;
-      emit_range(st, rep, ev, nev);
+      emit_list(st, &evs, ev, nev, false);
       ev += nev;
     }
     k++;
     sub->fn(st, sub, NULL, c);
     req_free(sub);
   }
+  free(evs.ev);
 }
 
 /* Send the queued writes as one call (in order, fenced once). */
@@ -1407,19 +1427,26 @@ static void on_xread(redisAsyncContext *ac, void *reply, void *priv) {
              rep->element[0]->elements == 2) {
     redisReply *entries = rep->element[0]->element[1];
     st->r_backoff_ms = 0;
+    presence__redis_events_t evs = {0};
     for (size_t i = 0; i < entries->elements; i++) {
       redisReply *e = entries->element[i];
-      presence_event_t ev;
-      char *buf;
-      const char **ids;
-      if (parse_event(st, e, &ev, &buf, &ids) == 0) {
+      evs.n = 0;
+      if (e->type == REDIS_REPLY_ARRAY && e->elements == 2 &&
+          e->element[0]->type == REDIS_REPLY_STRING)
         snprintf(st->r_last, sizeof st->r_last, "%s", e->element[0]->str);
-        st->h.observe(st->h.host_ud, &ev);
+      if (presence__redis_decode_entry(e, st->h.instance_id, &evs)) {
+        logf_(st, PRESENCE_LOG_ERROR, "redis reader: malformed log entry",
+              NULL);
+        continue;
       }
-      free(buf);
-      free(ids);
-      if (st->destroying) return;
+      for (size_t j = 0; j < evs.n && !st->destroying; j++) {
+        if (evs.ev[j].seq > st->last_seq) st->last_seq = evs.ev[j].seq;
+        st->h.observe(st->h.host_ud, &evs.ev[j]);
+      }
+      if (st->destroying) break;
     }
+    free(evs.ev);
+    if (st->destroying) return;
   }
   start_reader(st);
 }
@@ -1436,7 +1463,7 @@ static void start_reader(rstore_t *st) {
   }
   if (!st->rup || st->r_waiting) return;
   if (redisAsyncCommand(st->rac, on_xread, NULL,
-                        "XREAD BLOCK %u COUNT 512 STREAMS %s %s",
+                        "XREAD BLOCK %u COUNT 64 STREAMS %s %s",
                         (unsigned)st->o.stream_block_ms, st->log_key,
                         st->r_last) == REDIS_OK) {
     st->r_waiting = true;
@@ -1510,7 +1537,7 @@ static void reap_fin_done(rstore_t *st, req_t *r, redisReply *rep, int code) {
   (void)r;
   if (st->destroying) return;
   if (!code && rep) code = script_code(rep);
-  if (!code) emit_range_ids(st, rep, 2, rep->elements, true);
+  if (!code) emit_reply(st, rep, true);
   reap_end(st);
   if (!code && st->phase == PH_READY && !st->paused) reap_claim(st);
 }
@@ -1933,28 +1960,33 @@ static void log_done(rstore_t *st, req_t *r, redisReply *rep, int code) {
     r->log_cb(r->ud, code ? code : PRESENCE_ESTORE, NULL, 0);
     return;
   }
-  size_t n = rep->elements;
-  presence_event_t *evs = calloc(n ? n : 1, sizeof(*evs));
-  char **bufs = calloc(n ? n : 1, sizeof(*bufs));
-  const char ***idss = calloc(n ? n : 1, sizeof(*idss));
-  size_t k = 0;
-  if (evs && bufs && idss) {
-    for (size_t i = 0; i < n; i++)
-      if (parse_event(st, rep->element[i], &evs[k], &bufs[k], &idss[k]) == 0)
-        k++;
-    int status = 0;
-    if (k && evs[0].seq > r->after_seq + 1) status = PRESENCE_ECURSOR;
-    r->log_cb(r->ud, status, evs, k);
-  } else {
-    r->log_cb(r->ud, PRESENCE_ENOMEM, NULL, 0);
+  /* The first entry may begin before after_seq + 1 (an entry holds all the
+   * events of one call): those are skipped. */
+  presence__redis_events_t evs = {0};
+  int status = 0;
+  for (size_t i = 0; !status && i < rep->elements; i++) {
+    status = presence__redis_decode_entry(rep->element[i], st->h.instance_id,
+                                          &evs);
+    if (status == PRESENCE_ESTORE) {
+      logf_(st, PRESENCE_LOG_ERROR, "redis: malformed log entry", NULL);
+      status = 0;
+    }
   }
-  for (size_t i = 0; bufs && idss && i < k; i++) {
-    free(bufs[i]);
-    free(idss[i]);
+  if (status) {
+    free(evs.ev);
+    r->log_cb(r->ud, status, NULL, 0);
+    return;
   }
-  free(evs);
-  free(bufs);
-  free(idss);
+  size_t from = 0;
+  while (from < evs.n && evs.ev[from].seq <= r->after_seq)
+    from++;
+  size_t n = evs.n - from;
+  if (n > r->max) n = r->max;
+  for (size_t i = from; i < from + n; i++)
+    if (evs.ev[i].seq > st->last_seq) st->last_seq = evs.ev[i].seq;
+  if (n && evs.ev[from].seq > r->after_seq + 1) status = PRESENCE_ECURSOR;
+  r->log_cb(r->ud, status, n ? evs.ev + from : NULL, n);
+  free(evs.ev);
 }
 
 static int r_log_read(presence_store_t *base, uint64_t after_seq, size_t max,
@@ -1967,9 +1999,13 @@ static int r_log_read(presence_store_t *base, uint64_t after_seq, size_t max,
   r->log_cb = cb;
   r->ud = ud;
   r->after_seq = after_seq;
+  r->max = max;
+  /* Entries are named by their last event: the first entry at or after
+   * after_seq + 1 holds it. Each holds one or more events, so max entries
+   * are never too few; at most 64 keeps a reply of large entries small. */
   char start[32], count[24];
   snprintf(start, sizeof start, "%llu-0", (unsigned long long)after_seq + 1);
-  snprintf(count, sizeof count, "%zu", max);
+  snprintf(count, sizeof count, "%zu", max < 1 ? 1 : max > 64 ? 64 : max);
   const char *args[] = {"XRANGE", st->log_key, start, "+", "COUNT", count};
   plain(st, r, 6, args);
   return 0;

@@ -1,6 +1,11 @@
 /*
- * The Redis store's decoding of one transition-log entry, apart from the
- * store's state so that a fuzzer can drive it with arbitrary replies.
+ * The Redis store's decoding of its transition log, apart from the store's
+ * state so that a fuzzer can drive it with arbitrary replies.
+ *
+ * A log entry holds the events of one script call: its id is
+ * "<sequence number of the last event>-0", field "k" their count and field
+ * "p" the events packed (format in docs/internals/redis.md). A script's
+ * reply carries the same three as {code, payload, last seq, count, packed}.
  */
 #ifndef PRESENCE_REDIS_DECODE_H
 #define PRESENCE_REDIS_DECODE_H
@@ -9,14 +14,25 @@
 
 #include <hiredis/hiredis.h>
 
-/* Decode e, a log entry {id, {field, value, ...}} as XRANGE, XREAD and the
- * store's script return it. self is this instance's id (events of others
- * get PRESENCE_EVENT_REMOTE). Returns 0 or PRESENCE_ESTORE (not an entry,
- * unknown type) or PRESENCE_ENOMEM. The event's strings point into e; a
- * cleanup's id list is allocated into *ids_buf and *ids, which the caller
- * frees in every case. */
-int presence__redis_decode_event(const redisReply *e, const char *self,
-                                 presence_event_t *ev, char **ids_buf,
-                                 const char ***ids);
+/* Events decoded so far; free ev with free(). Their strings point into the
+ * replies they came from, which must outlive them. */
+typedef struct presence__redis_events {
+  presence_event_t *ev;
+  size_t n, cap;
+} presence__redis_events_t;
+
+/* Unpack count events packed in blob (len bytes, blob[len] == '\0', as in
+ * every hiredis string), the last numbered last_seq, and append them to
+ * out. The blob is modified: each string is ended in place. self is this
+ * instance's id (events of others get PRESENCE_EVENT_REMOTE). Returns 0,
+ * PRESENCE_ESTORE (malformed: nothing appended) or PRESENCE_ENOMEM. */
+int presence__redis_unpack(char *blob, size_t len, uint64_t last_seq,
+                           size_t count, const char *self,
+                           presence__redis_events_t *out);
+
+/* The same for e, one log entry {id, {field, value, ...}} as XRANGE and
+ * XREAD return it. */
+int presence__redis_decode_entry(redisReply *e, const char *self,
+                                 presence__redis_events_t *out);
 
 #endif

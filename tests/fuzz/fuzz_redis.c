@@ -3,11 +3,11 @@
  *
  * Input: bytes as Redis would send them (RESP), parsed by hiredis's own
  * reader exactly as the store's connection parses them, then every reply is
- * handed to the store's log-entry decoder both as an XRANGE answer (an array
- * of entries) and as a script answer ({code, payload, entry, entry, ...}).
- * Checks, besides memory errors: a decoded event has a known type, status
- * values in range, and an id list whose every element is a string inside
- * the allocated buffer.
+ * handed to the store's log decoder both as an XRANGE answer (an array of
+ * entries) and as a script answer ({code, payload, last seq, count,
+ * packed}). Checks, besides memory errors: a decoded event has a known
+ * type, status values in range, readable strings, and sequence numbers
+ * that follow each other.
  */
 #include "store/redis_decode.h"
 
@@ -15,33 +15,51 @@
 #include <stdlib.h>
 #include <string.h>
 
-static void check_event(const presence_event_t *ev, const char *ids_buf) {
-  if ((unsigned)ev->type >= PRESENCE_EV_COUNT_) abort();
-  if (ev->n_session_ids && !ev->session_ids) abort();
-  for (size_t i = 0; i < ev->n_session_ids; i++) {
-    if (!ids_buf || ev->session_ids[i] < ids_buf) abort();
-    (void)strlen(ev->session_ids[i]); /* terminated, and readable */
+static void check_events(const presence__redis_events_t *evs, size_t from) {
+  for (size_t i = from; i < evs->n; i++) {
+    const presence_event_t *ev = &evs->ev[i];
+    if ((unsigned)ev->type >= PRESENCE_EV_COUNT_) abort();
+    if (ev->from > PRESENCE_IDLE || ev->to > PRESENCE_IDLE) abort();
+    if (ev->n_session_ids || ev->session_ids) abort();
+    if (i > from && ev->seq != ev[-1].seq + 1) abort();
+    const char *strs[] = {ev->session_id, ev->user_id, ev->meta,
+                          ev->instance_id};
+    for (size_t k = 0; k < sizeof strs / sizeof strs[0]; k++)
+      if (strs[k]) (void)strlen(strs[k]);
   }
-  const char *strs[] = {ev->session_id, ev->user_id, ev->meta, ev->instance_id};
-  for (size_t i = 0; i < sizeof strs / sizeof strs[0]; i++)
-    if (strs[i]) (void)strlen(strs[i]);
 }
 
-static void decode_all(const redisReply *r, size_t from) {
+static void decode_entries(redisReply *r) {
   if (r->type != REDIS_REPLY_ARRAY) return;
-  for (size_t i = from; i < r->elements; i++) {
-    presence_event_t ev;
-    char *buf = NULL;
-    const char **ids = NULL;
-    int rc = presence__redis_decode_event(r->element[i], "fuzz-self", &ev, &buf,
-                                          &ids);
+  presence__redis_events_t evs = {0};
+  for (size_t i = 0; i < r->elements; i++) {
+    size_t before = evs.n;
+    int rc = presence__redis_decode_entry(r->element[i], "fuzz-self", &evs);
     if (rc == 0)
-      check_event(&ev, buf);
+      check_events(&evs, before);
     else if (rc != PRESENCE_ESTORE && rc != PRESENCE_ENOMEM)
       abort();
-    free(buf);
-    free(ids);
+    else if (evs.n != before)
+      abort(); /* a refused entry appends nothing */
   }
+  free(evs.ev);
+}
+
+static void decode_script(redisReply *r) {
+  if (r->type != REDIS_REPLY_ARRAY || r->elements < 5) return;
+  redisReply *id = r->element[2], *k = r->element[3], *p = r->element[4];
+  if (id->type != REDIS_REPLY_STRING || k->type != REDIS_REPLY_STRING ||
+      p->type != REDIS_REPLY_STRING)
+    return;
+  presence__redis_events_t evs = {0};
+  int rc = presence__redis_unpack(p->str, p->len, strtoull(id->str, NULL, 10),
+                                  (size_t)strtoull(k->str, NULL, 10),
+                                  "fuzz-self", &evs);
+  if (rc == 0)
+    check_events(&evs, 0);
+  else if (rc != PRESENCE_ESTORE && rc != PRESENCE_ENOMEM)
+    abort();
+  free(evs.ev);
 }
 
 /* hiredis 0.14's reader allocates an aggregate's element array as soon as
@@ -62,21 +80,28 @@ static int has_huge_header(const uint8_t *d, size_t n) {
   return 0;
 }
 
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
-  if (has_huge_header(data, size)) return 0;
+/* Parse data as a stream of replies and hand each to fn. */
+static void each_reply(const uint8_t *data, size_t size,
+                       void (*fn)(redisReply *)) {
   redisReader *rd = redisReaderCreate();
-  if (!rd) return 0;
+  if (!rd) return;
   if (redisReaderFeed(rd, (const char *)data, size) == REDIS_OK) {
     for (int n = 0; n < 64; n++) {
       void *reply = NULL;
       if (redisReaderGetReply(rd, &reply) != REDIS_OK || !reply) break;
-      const redisReply *r = reply;
-      decode_all(r, 0); /* XRANGE / XREAD entries */
-      decode_all(r, 2); /* a script's {code, payload, entries...} */
+      fn(reply);
       freeReplyObject(reply);
     }
   }
   redisReaderFree(rd);
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
+  if (has_huge_header(data, size)) return 0;
+  /* The decoder ends strings in place (the store owns its replies), so
+   * each view parses the bytes anew. */
+  each_reply(data, size, decode_entries); /* XRANGE / XREAD entries */
+  each_reply(data, size, decode_script);  /* a script's reply */
   return 0;
 }

@@ -216,4 +216,60 @@ http_inputs = [
     b"GET / HTTP/1.1\r\n" + b"".join(b"X-%d: v\r\n" % i for i in range(70)) + b"\r\n",
 ]
 write("fuzz_http", [bytes([sel]) + r for r in http_inputs for sel in (0, 1, 2 * 7, 1 + 2 * (64 + 9))])
+# ---- Redis replies (RESP), in the store's packed log format.
+def resp(x):
+    if x is None:
+        return b"$-1\r\n"
+    if isinstance(x, int):
+        return b":%d\r\n" % x
+    if isinstance(x, str):
+        x = x.encode()
+    if isinstance(x, bytes):
+        return b"$%d\r\n%s\r\n" % (len(x), x)
+    return b"*%d\r\n" % len(x) + b"".join(resp(e) for e in x)
+
+
+def pstr(x):
+    if x is None:
+        return b"- "
+    if isinstance(x, str):
+        x = x.encode()
+    return b"%d:%s " % (len(x), x)
+
+
+def pev(ty, reason, fr, to, ver, inst, sid=None, uid=None, meta=None, by=None, count=None,
+        ts=1764320000001, epoch=1764320000000):
+    head = b"%d %d %d %d %d %d %d " % (ty, reason, fr, to, ver, ts, epoch)
+    head += b"- " if count is None else b"%d " % count
+    return head + pstr(inst) + pstr(by) + pstr(sid) + pstr(uid) + pstr(meta)
+
+
+def entry(last, evs):
+    return [b"%d-0" % last, [b"k", b"%d" % len(evs), b"p", b"".join(evs)]]
+
+
+conn = pev(0, 1, 0, 1, 1, "inst-a", "s1", "alice", '{"device":"web tab"}')
+uon = pev(3, 1, 0, 1, 1, "inst-a", "s1", "alice")
+idle = pev(2, 3, 1, 2, 1, "inst-b", "s2", "bob")
+lost = pev(1, 8, 1, 0, 2, "victim", "s9", "carol", by="inst-a")
+clean = pev(6, 8, 0, 0, 0, "victim", by="inst-a", count=100000)
+wipe = pev(6, 8, 0, 0, 0, "")
+redis_inputs = [
+    resp([entry(2, [conn, uon]), entry(3, [idle])]),
+    resp([entry(5, [lost, clean])]),
+    resp([entry(7, [wipe])]),
+    resp([0, [0, 2, 0, 1], b"12", b"3", conn + uon + idle]),
+    resp([0, b"", b"9", b"1", clean]),
+    resp([-11]),
+    resp([0, [b"1764320000000", b"41", b"0"]]),
+    resp([[b"tab\there", None, 3, [b"x"]], b"ERR"]),
+    resp([entry(2, [conn])]),                      # count says 1, id fine
+    resp([[b"4-0", [b"k", b"2", b"p", conn]]]),     # fewer events than k
+    resp([[b"4-0", [b"k", b"1", b"p", conn[:-3]]]]),  # cut short
+    resp([[b"4-1", [b"k", b"1", b"p", conn]]]),     # not an id of ours
+    resp([[b"1-0", [b"k", b"5", b"p", conn * 5]]]),  # more events than seqs
+    b"-ERR unknown command\r\n",
+]
+write("fuzz_redis", redis_inputs)
+
 print("seeds written")

@@ -7,6 +7,7 @@
 #include <inttypes.h>
 
 #include "harness.h"
+#include "store/redis_decode.h"
 
 typedef struct fx {
   server_t srv;
@@ -62,43 +63,31 @@ static replay_t replay_check(server_t *s, const char *only_user,
   bool have_ver = false;
   redisReply *r = srv_cmd(s, "XRANGE presence:log - +");
   assert_int_equal(r->type, REDIS_REPLY_ARRAY);
-  for (size_t i = 0; i < r->elements; i++) {
-    redisReply *e = r->element[i];
-    uint64_t seq = strtoull(e->element[0]->str, NULL, 10);
-    assert_true(seq > rp.last_seq);
-    rp.last_seq = seq;
+  /* Decoded by the store's own decoder (each entry holds the events of
+   * one script call). */
+  presence__redis_events_t evs = {0};
+  for (size_t i = 0; i < r->elements; i++)
+    assert_int_equal(
+        presence__redis_decode_entry(r->element[i], "replay", &evs), 0);
+  for (size_t i = 0; i < evs.n; i++) {
+    const presence_event_t *ev = &evs.ev[i];
+    assert_true(ev->seq > rp.last_seq);
+    rp.last_seq = ev->seq;
     rp.events++;
-    redisReply *fv = e->element[1];
-    int type = -1, from = -1, to = -1;
-    uint64_t v = 0;
-    const char *user = "";
-    for (size_t k = 0; k + 1 < fv->elements; k += 2) {
-      const char *key = fv->element[k]->str, *val = fv->element[k + 1]->str;
-      if (!strcmp(key, "n")) /* type reason from to version ts epoch */
-        sscanf(val, "%d %*d %d %d %" SCNu64, &type, &from, &to, &v);
-      else if (!strcmp(key, "t"))
-        type = atoi(val);
-      else if (!strcmp(key, "f"))
-        from = atoi(val);
-      else if (!strcmp(key, "o"))
-        to = atoi(val);
-      else if (!strcmp(key, "v"))
-        v = strtoull(val, NULL, 10);
-      else if (!strcmp(key, "u"))
-        user = val;
-    }
-    if (type == PRESENCE_EV_CLEANUP) rp.cleanups++;
-    if (type < PRESENCE_EV_USER_ONLINE || type > PRESENCE_EV_USER_OFFLINE)
+    if (ev->type == PRESENCE_EV_CLEANUP) rp.cleanups++;
+    if (ev->type < PRESENCE_EV_USER_ONLINE ||
+        ev->type > PRESENCE_EV_USER_OFFLINE)
       continue;
     rp.user_events++;
-    if (!only_user || strcmp(user, only_user)) continue;
-    assert_int_equal(from, cur);
-    assert_int_not_equal(from, to);
-    if (have_ver) assert_int_equal(v, ver + 1);
-    ver = v;
+    if (!only_user || !ev->user_id || strcmp(ev->user_id, only_user)) continue;
+    assert_int_equal(ev->from, cur);
+    assert_int_not_equal(ev->from, ev->to);
+    if (have_ver) assert_int_equal(ev->user_version, ver + 1);
+    ver = ev->user_version;
     have_ver = true;
-    cur = (presence_status_t)to;
+    cur = ev->to;
   }
+  free(evs.ev);
   freeReplyObject(r);
   if (final) *final = cur;
   return rp;

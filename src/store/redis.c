@@ -146,6 +146,7 @@ typedef struct rstore {
    * Redis for tens of milliseconds. */
   char *reap_ids;
   size_t reap_ids_len, reap_ids_cap;
+  size_t reap_ids_pos; /* chunks of reapids:<dead> read so far */
   char sweep_cursor[32];
   bool reconciling;
   char rec_cursor[32];
@@ -1542,9 +1543,11 @@ static void reap_fin_done(rstore_t *st, req_t *r, redisReply *rep, int code) {
   if (!code && st->phase == PH_READY && !st->paused) reap_claim(st);
 }
 
-/* Read the removed ids a page at a time (GETRANGE of reapids:<dead>), each
- * page a short command, then end the reap. */
-#define REAP_IDS_PAGE (256 * 1024)
+/* Read the removed ids a page at a time (LRANGE of reapids:<dead>, one
+ * element per reap call, ~100-300 ids each), each page a short command,
+ * then end the reap. */
+#define REAP_IDS_CHUNKS 64
+#define REAP_IDS_CAP0 (256 * 1024)
 static void reap_ids_next(rstore_t *st);
 
 static void reap_finish(rstore_t *st) {
@@ -1565,15 +1568,16 @@ static void reap_finish(rstore_t *st) {
 static void reap_ids_done(rstore_t *st, req_t *r, redisReply *rep, int code) {
   (void)r;
   if (st->destroying) return;
-  if (code || !rep ||
-      (rep->type != REDIS_REPLY_STRING && rep->type != REDIS_REPLY_NIL)) {
+  if (code || !rep || rep->type != REDIS_REPLY_ARRAY) {
     reap_end(st); /* the claim runs out; a later claim starts again */
     return;
   }
-  size_t len = rep->type == REDIS_REPLY_STRING ? rep->len : 0;
-  if (len) {
+  for (size_t i = 0; i < rep->elements; i++) {
+    redisReply *c = rep->element[i];
+    if (c->type != REDIS_REPLY_STRING || !c->len) continue;
+    size_t len = c->len;
     if (st->reap_ids_len + len + 1 > st->reap_ids_cap) {
-      size_t cap = st->reap_ids_cap ? st->reap_ids_cap * 2 : REAP_IDS_PAGE;
+      size_t cap = st->reap_ids_cap ? st->reap_ids_cap * 2 : REAP_IDS_CAP0;
       while (cap < st->reap_ids_len + len + 1)
         cap *= 2;
       char *b = realloc(st->reap_ids, cap);
@@ -1584,11 +1588,12 @@ static void reap_ids_done(rstore_t *st, req_t *r, redisReply *rep, int code) {
       st->reap_ids = b;
       st->reap_ids_cap = cap;
     }
-    memcpy(st->reap_ids + st->reap_ids_len, rep->str, len);
+    memcpy(st->reap_ids + st->reap_ids_len, c->str, len);
     st->reap_ids_len += len;
     st->reap_ids[st->reap_ids_len] = '\0';
   }
-  if (len == REAP_IDS_PAGE)
+  st->reap_ids_pos += rep->elements;
+  if (rep->elements == REAP_IDS_CHUNKS)
     reap_ids_next(st);
   else
     reap_finish(st);
@@ -1602,9 +1607,9 @@ static void reap_ids_next(rstore_t *st) {
   }
   char key[256], from[24], to[24];
   snprintf(key, sizeof key, "%sreapids:%s", st->prefix, st->reap_dead);
-  snprintf(from, sizeof from, "%zu", st->reap_ids_len);
-  snprintf(to, sizeof to, "%zu", st->reap_ids_len + REAP_IDS_PAGE - 1);
-  const char *args[] = {"GETRANGE", key, from, to};
+  snprintf(from, sizeof from, "%zu", st->reap_ids_pos);
+  snprintf(to, sizeof to, "%zu", st->reap_ids_pos + REAP_IDS_CHUNKS - 1);
+  const char *args[] = {"LRANGE", key, from, to};
   plain(st, r, 4, args);
 }
 
@@ -1640,6 +1645,7 @@ static void reap_batch_done(rstore_t *st, req_t *r, redisReply *rep, int code) {
   free(st->reap_ids);
   st->reap_ids = NULL;
   st->reap_ids_len = st->reap_ids_cap = 0;
+  st->reap_ids_pos = 0;
   reap_ids_next(st);
 }
 

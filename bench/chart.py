@@ -229,10 +229,22 @@ def main():
              color="#444")
     for i, pnl in enumerate(panels):
         panel(svg, 10 + (i % COLS) * PW, top + (i // COLS) * PH, **pnl)
-    redis = res.get("redis", {})
-    svg.text(14, top + rows * PH + 22,
-             "Redis store baseline (redis-benchmark EVALSHA): "
-             + str(redis.get("skipped", "see JSON")), 11, color="#444")
+    summ = res.get("summary", {})
+    fr = summ.get("flip_changes_per_s_redis_store")
+    if fr:
+        line = (f"presenced on the Redis store, flip: {fr['redis']:,.0f} "
+                f"changes/s ({fr['ratio']:.2f} of the embedded store; "
+                f"redis-server at {fr['redis_server_cpu_share']:.2f} of a "
+                "core)")
+    else:
+        line = ("presenced on the Redis store: "
+                + str(res.get("redis", {}).get("skipped", "see JSON")))
+    rs = summ.get("redis_store_ops_per_s")
+    if rs:
+        line += (f". Redis store alone (bench_redis, 3 instances): "
+                 f"{rs['store']:,.0f} session ops/s, {rs['ratio']:.2f}x the "
+                 f"connect-EVALSHA ceiling {rs['evalsha_ceiling']:,.0f}/s")
+    svg.text(14, top + rows * PH + 22, line, 11, color="#444")
     with open(sys.argv[2], "w") as f:
         f.write(svg.render())
 

@@ -44,7 +44,8 @@ typedef struct presence_redis_options {
   uint32_t command_timeout_ms; /* watchdog; 0: 2000 */
   uint32_t reconcile_ms;       /* orphan sweep period; 0: 30000 */
   uint32_t batch;              /* sessions per resync call (reap: 2x); 0: 50 */
-  uint32_t stream_maxlen;      /* approximate log length; 0: 100000 */
+  uint32_t stream_maxlen;      /* log length in events (at least this
+                                  many kept); 0: 100000 */
   uint32_t reconnect_max_ms;   /* backoff ceiling; 0: 2000 */
   uint32_t stream_block_ms;    /* XREAD BLOCK of the log reader; 0: 1000 */
 } presence_redis_options_t;

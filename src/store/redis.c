@@ -1796,6 +1796,12 @@ static void on_timer(uv_timer_t *t) {
     break;
   case T_HB:
     if (st->paused || !st->up) break;
+    /* A registration Redis refused (an error reply: data of another
+     * layout, a script error) is tried again at every heartbeat. */
+    if (st->phase == PH_NONE && st->sha[0]) {
+      start_register(st);
+      break;
+    }
     if (st->phase >= PH_WIPING && !st->hb_busy) {
       req_t *r = req_new(st, hb_done);
       if (r) {

@@ -237,6 +237,13 @@ typedef struct presence_options {
    * (each growth rehashes every record). 0: start small and grow. */
   uint32_t expected_sessions;
   uint32_t expected_users;
+  /* An offline user (no session, no offline grace pending) is forgotten
+   * this many seconds after going offline: its record, last_seen and
+   * version go, and it reads as a user never seen (offline, last_seen 0);
+   * if it comes back, its version starts again at 1. Bounds the embedded
+   * store's memory (~100 B per user) and the Redis keys of users who never
+   * return. At least the offline grace. 0: kept for ever. */
+  uint32_t offline_retention_s;
   /* The store. NULL: an embedded in-memory store owned by the presence_t.
    * Otherwise the presence_t takes ownership and destroys it. */
   struct presence_store *store;

@@ -54,6 +54,7 @@ typedef struct presence_store_host {
   uint32_t max_sessions_per_user;
   uint32_t expected_sessions;
   uint32_t expected_users;
+  uint32_t offline_retention_s; /* see presence_options_t; 0: keep */
   /* Cluster events (stores with PRESENCE_STORE_OBSERVES): every event of the
    * shared log, from any instance, in log order, including this instance's
    * own (already reported through emit, which is what fires the action

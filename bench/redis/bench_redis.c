@@ -354,7 +354,7 @@ static double evalsha_ceiling(const char *sha) {
   redisContext *c = rc_open();
   redisReply *r = redisCommand(c,
                                "EVALSHA %s 0 register rb: rb 0 100000 0 "
-                               "3600000 1 0",
+                               "3600000 0 1 0",
                                sha);
   char epoch[32] = "0";
   if (r && r->type == REDIS_REPLY_ARRAY && r->elements > 1 &&
@@ -364,7 +364,7 @@ static double evalsha_ceiling(const char *sha) {
   redisFree(c);
   char args[512];
   snprintf(args, sizeof args,
-           "-r 100000000 EVALSHA %s 0 connect rb: rb %s 100000 0 3600000 "
+           "-r 100000000 EVALSHA %s 0 connect rb: rb %s 100000 0 3600000 0 "
            "s__rand_int__ u__rand_int__ '' 0",
            sha, epoch);
   return redis_benchmark(args);

@@ -257,6 +257,7 @@ int presence_new(const presence_options_t *opts, presence_t **out) {
   p->host.instance_id = p->instance_id;
   p->host.epoch = p->epoch;
   p->host.offline_grace_ms = opts->offline_grace_ms;
+  p->host.offline_retention_s = opts->offline_retention_s;
   p->host.inactivity_ms = opts->inactivity_ms;
   p->host.log_capacity = opts->log_capacity ? opts->log_capacity : 65536;
   p->host.max_sessions_per_user = opts->max_sessions_per_user;

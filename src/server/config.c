@@ -79,6 +79,8 @@ static const opt_t opts[] = {
      "text, logfmt or json: one line per record on stderr (text)"},
     U32("offline-grace-ms", offline_grace_ms, 0, 3600000,
         "delay before user.offline; a reconnect inside cancels it (0)"),
+    U32("offline-retention-s", offline_retention_s, 0, 3650u * 86400,
+        "forget an offline user (its last_seen) this long after, 0 never (0)"),
     U32("inactivity-ms", inactivity_ms, 0, 86400000,
         "silence after which a session becomes idle, 0 off (0)"),
     U32("heartbeat-ms", heartbeat_ms, 10, 3600000,

@@ -30,6 +30,7 @@ typedef struct srv_config {
   const char *config_file; /* --config / PRESENCED_CONFIG, or NULL */
   int check_config;        /* --check-config: validate, print ok, exit */
   uint32_t offline_grace_ms;
+  uint32_t offline_retention_s;
   uint32_t inactivity_ms;
   uint32_t heartbeat_ms;
   uint32_t timeout_ms;

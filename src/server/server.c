@@ -670,6 +670,7 @@ int srv_init(srv_t *s, uv_loop_t *loop, const srv_config_t *cfg,
   sys->random(sys->ud, &epoch, sizeof epoch);
   o.epoch = epoch ? epoch : 1;
   o.offline_grace_ms = s->cfg.offline_grace_ms;
+  o.offline_retention_s = s->cfg.offline_retention_s;
   o.inactivity_ms = s->cfg.inactivity_ms;
   o.log_capacity = s->cfg.log_capacity;
   o.max_sessions_per_user = s->cfg.max_sessions_per_user;

@@ -64,8 +64,8 @@ typedef struct muser {
   presence__hkey_t key;
   uint32_t n_sessions;
   uint32_t n_online;
-  uint32_t grace_gen; /* bumped to cancel a pending grace entry */
-  uint32_t unused;
+  uint32_t grace_gen;  /* bumped to cancel a pending grace entry */
+  uint32_t forget_gen; /* bumped to cancel a pending forget entry */
   uint64_t version;
   int64_t since_ms;
   int64_t last_seen_ms;
@@ -73,14 +73,22 @@ typedef struct muser {
   char id[];
 } muser_t;
 
-/* A pending offline. Grace is one constant, so entries are pushed in
- * deadline order and a FIFO is exact; a cancelled entry is skipped by its
- * stale generation (users are never freed while the store lives). */
-typedef struct grace_entry {
+/* A pending offline (grace) or a pending forget (retention). Each delay is
+ * one constant, so entries are pushed in deadline order and a FIFO is
+ * exact; a cancelled entry is skipped by its stale generation. A user is
+ * freed only by its live forget entry, which comes after every older entry
+ * of its own (FIFO) and after its grace entries (retention outlasts grace,
+ * see m_attach), so no entry popped later points to a freed user. */
+typedef struct user_entry {
   muser_t *user;
   uint32_t gen;
-  uint32_t deadline; /* relative monotonic ms */
-} grace_entry_t;
+  uint32_t deadline; /* relative monotonic: ms (grace), s (forget) */
+} user_entry_t;
+
+typedef struct user_queue {
+  user_entry_t *e;
+  size_t cap, head, len;
+} user_queue_t;
 
 typedef struct mstore {
   presence_store_t base;
@@ -93,8 +101,9 @@ typedef struct mstore {
   uint64_t seq;
   int64_t mono_base;
   bool inactivity;
-  grace_entry_t *gq;
-  size_t gq_cap, gq_head, gq_len;
+  user_queue_t gq;            /* pending offlines */
+  user_queue_t fq;            /* offline users to forget */
+  uint32_t retention_s;       /* 0: keep offline users */
   act_t *act_head, *act_tail;
   /* Handles: slab[slot] is the session, or (next free slot + 1) << 1 | 1. */
   uintptr_t *slab;
@@ -187,6 +196,34 @@ static void stats_enter(mstore_t *m, presence_status_t st) {
   if (st == PRESENCE_IDLE) m->stats.users_idle++;
 }
 
+/* ---- user queues ------------------------------------------------------ */
+
+static int uq_push(mstore_t *m, user_queue_t *q, muser_t *u, uint32_t gen,
+                   uint32_t deadline) {
+  if (q->len == q->cap) {
+    size_t ncap = q->cap ? q->cap * 2 : 64;
+    user_entry_t *ne = presence__malloc(m->alloc, ncap * sizeof(*ne));
+    if (!ne) return PRESENCE_ENOMEM;
+    for (size_t i = 0; i < q->len; i++)
+      ne[i] = q->e[(q->head + i) % q->cap];
+    presence__free(m->alloc, q->e);
+    q->e = ne;
+    q->cap = ncap;
+    q->head = 0;
+  }
+  user_entry_t *e = &q->e[(q->head + q->len) % q->cap];
+  e->user = u;
+  e->gen = gen;
+  e->deadline = deadline;
+  q->len++;
+  return 0;
+}
+
+static void uq_pop(user_queue_t *q) {
+  q->head = (q->head + 1) % q->cap;
+  q->len--;
+}
+
 /* Set the user's reported status and emit the transition, if it is one. */
 static void user_transition(mstore_t *m, muser_t *u, presence_status_t to,
                             presence_reason_t reason, const msess_t *cause,
@@ -200,7 +237,17 @@ static void user_transition(mstore_t *m, muser_t *u, presence_status_t to,
   u->since_ms = now_ms;
   /* Going offline keeps last_seen: it was set when the last session ended,
    * which is when the user was really last seen (grace may fire later). */
-  if (to != PRESENCE_OFFLINE) u->last_seen_ms = now_ms;
+  if (to != PRESENCE_OFFLINE) {
+    u->last_seen_ms = now_ms;
+    u->forget_gen++; /* back: a pending forget no longer applies */
+  } else if (m->retention_s) {
+    /* Without memory: the user stays (ENOMEM is no reason to lose an
+     * event), only longer than asked. */
+    (void)uq_push(m, &m->fq, u, u->forget_gen,
+                  (uint32_t)((m->h.mono_ms(m->h.host_ud) - m->mono_base) /
+                             1000) +
+                      m->retention_s);
+  }
   presence_event_t ev = {0};
   ev.type = to == PRESENCE_ONLINE ? PRESENCE_EV_USER_ONLINE
             : to == PRESENCE_IDLE ? PRESENCE_EV_USER_IDLE
@@ -217,24 +264,10 @@ static void user_transition(mstore_t *m, muser_t *u, presence_status_t to,
 /* ---- grace ------------------------------------------------------------- */
 
 static int grace_push(mstore_t *m, muser_t *u, uint32_t deadline) {
-  if (m->gq_len == m->gq_cap) {
-    size_t ncap = m->gq_cap ? m->gq_cap * 2 : 64;
-    grace_entry_t *nq = presence__malloc(m->alloc, ncap * sizeof(*nq));
-    if (!nq) return PRESENCE_ENOMEM;
-    for (size_t i = 0; i < m->gq_len; i++)
-      nq[i] = m->gq[(m->gq_head + i) % m->gq_cap];
-    presence__free(m->alloc, m->gq);
-    m->gq = nq;
-    m->gq_cap = ncap;
-    m->gq_head = 0;
-  }
+  int rc = uq_push(m, &m->gq, u, u->grace_gen + 1, deadline);
+  if (rc) return rc;
   u->grace_gen++;
   u->key.spare[U_FLAGS] |= UF_IN_GRACE;
-  grace_entry_t *e = &m->gq[(m->gq_head + m->gq_len) % m->gq_cap];
-  e->user = u;
-  e->gen = u->grace_gen;
-  e->deadline = deadline;
-  m->gq_len++;
   return 0;
 }
 
@@ -520,7 +553,7 @@ static int op_reset(mstore_t *m) {
     user_transition(m, u, PRESENCE_OFFLINE, PRESENCE_REASON_INSTANCE_LOST, NULL,
                     now);
   }
-  m->gq_len = m->gq_head = 0;
+  m->gq.len = m->gq.head = 0;
   presence_event_t ev = {0};
   ev.type = PRESENCE_EV_CLEANUP;
   ev.reason = PRESENCE_REASON_INSTANCE_LOST;
@@ -561,21 +594,38 @@ static int64_t m_tick(presence_store_t *st, int64_t now_mono) {
   uint32_t now = (uint32_t)(now_mono - m->mono_base);
   int64_t next = -1;
   int64_t wall = 0;
-  while (m->gq_len) {
-    grace_entry_t *e = &m->gq[m->gq_head];
+  while (m->gq.len) {
+    user_entry_t *e = &m->gq.e[m->gq.head];
     muser_t *u = e->user;
     bool live = u->grace_gen == e->gen && (u->key.spare[U_FLAGS] & UF_IN_GRACE);
     if (live && !due(e->deadline, now)) {
       next = (int32_t)(e->deadline - now);
       break;
     }
-    m->gq_head = (m->gq_head + 1) % m->gq_cap;
-    m->gq_len--;
+    uq_pop(&m->gq);
     if (!live) continue;
     u->key.spare[U_FLAGS] &= (uint8_t)~UF_IN_GRACE;
     if (!wall) wall = m->h.wall_ms(m->h.host_ud);
     user_transition(m, u, PRESENCE_OFFLINE,
                     (presence_reason_t)u->key.spare[U_END_REASON], NULL, wall);
+  }
+  /* Offline users past their retention: forgotten, as if never seen. */
+  uint32_t now_s = (uint32_t)((now_mono - m->mono_base) / 1000);
+  while (m->fq.len) {
+    user_entry_t *e = &m->fq.e[m->fq.head];
+    muser_t *u = e->user;
+    bool live = u->forget_gen == e->gen && u_status(u) == PRESENCE_OFFLINE &&
+                !u->n_sessions && !(u->key.spare[U_FLAGS] & UF_IN_GRACE);
+    if (live && e->deadline > now_s) {
+      int64_t d = ((int64_t)e->deadline * 1000) - (now_mono - m->mono_base);
+      if (next < 0 || d < next) next = d;
+      break;
+    }
+    uq_pop(&m->fq);
+    if (!live) continue;
+    presence__table_remove(&m->users, u);
+    presence__free(m->alloc, u);
+    m->stats.users_known--;
   }
   if (m->inactivity) {
     uint32_t limit = m->h.inactivity_ms;
@@ -715,6 +765,11 @@ static int m_attach(presence_store_t *st, const presence_store_host_t *host) {
   m->instance_id_len = strlen(host->instance_id);
   m->mono_base = host->mono_ms(host->host_ud);
   m->inactivity = host->inactivity_ms != 0;
+  /* Retention outlasts grace: a user is forgotten only after every grace
+   * entry that may point to it has left the queue (see user_entry_t). */
+  m->retention_s = host->offline_retention_s;
+  if (m->retention_s && (uint64_t)m->retention_s * 1000 <= host->offline_grace_ms)
+    m->retention_s = host->offline_grace_ms / 1000 + 1;
   int rc = presence__table_init(&m->sessions, m->alloc, offsetof(msess_t, id));
   if (rc) return rc;
   rc = presence__table_init(&m->users, m->alloc, offsetof(muser_t, id));
@@ -750,7 +805,8 @@ static void m_destroy(presence_store_t *st) {
   presence__table_free(&m->sessions);
   presence__table_free(&m->users);
   presence__log_free(m->log);
-  presence__free(a, m->gq);
+  presence__free(a, m->gq.e);
+  presence__free(a, m->fq.e);
   presence__free(a, m->slab);
   presence__free(a, m->scratch);
   presence__free(a, m);

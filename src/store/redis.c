@@ -358,16 +358,31 @@ static void send_req(rstore_t *st, req_t *r) {
 }
 
 /* EVALSHA of the script: op, the common arguments, then the op's own. */
-#define COMMON_ARGS 10
+#define COMMON_ARGS 11
+typedef struct common_buf {
+  char maxlen[16], grace[16], lease[16], retention[16];
+} common_buf_t;
+static void common_args(rstore_t *st, const char *op, common_buf_t *b,
+                        const char *out[COMMON_ARGS]) {
+  snprintf(b->maxlen, sizeof b->maxlen, "%u", (unsigned)st->o.stream_maxlen);
+  snprintf(b->grace, sizeof b->grace, "%u", (unsigned)st->h.offline_grace_ms);
+  snprintf(b->lease, sizeof b->lease, "%u", (unsigned)st->o.lease_ms);
+  snprintf(b->retention, sizeof b->retention, "%u",
+           (unsigned)st->h.offline_retention_s);
+  const char *v[COMMON_ARGS] = {"EVALSHA",   st->sha,   "0",      op,
+                                st->prefix,  st->h.instance_id,   st->epoch_s,
+                                b->maxlen,   b->grace,  b->lease, b->retention};
+  memcpy(out, v, sizeof v);
+}
+
 static void call(rstore_t *st, req_t *r, const char *op, int n,
                  const char **args, const size_t *lens) {
   /* Whatever was queued goes first: a query must see the writes asked
    * before it, as with the memory store. */
   flush_writes(st);
-  char maxlen[24], grace[24], lease[24];
-  snprintf(maxlen, sizeof maxlen, "%u", (unsigned)st->o.stream_maxlen);
-  snprintf(grace, sizeof grace, "%u", (unsigned)st->h.offline_grace_ms);
-  snprintf(lease, sizeof lease, "%u", (unsigned)st->o.lease_ms);
+  common_buf_t cb;
+  const char *common[COMMON_ARGS];
+  common_args(st, op, &cb, common);
   const char *sv[COMMON_ARGS + 8];
   size_t sl[COMMON_ARGS + 8];
   const char **av = sv;
@@ -382,9 +397,6 @@ static void call(rstore_t *st, req_t *r, const char *op, int n,
       return;
     }
   }
-  const char *common[COMMON_ARGS] = {
-      "EVALSHA",         st->sha,     "0",    op,    st->prefix,
-      st->h.instance_id, st->epoch_s, maxlen, grace, lease};
   for (int i = 0; i < COMMON_ARGS; i++) {
     av[i] = common[i];
     al[i] = strlen(common[i]);
@@ -744,15 +756,13 @@ static void flush_writes(rstore_t *st) {
   st->wb_len = 0;
   req_t *b = req_new(st, batch_done);
   if (b) b->sub_head = subs;
-  char maxlen[24], grace[24], lease[24], count[16];
-  snprintf(maxlen, sizeof maxlen, "%u", (unsigned)st->o.stream_maxlen);
-  snprintf(grace, sizeof grace, "%u", (unsigned)st->h.offline_grace_ms);
-  snprintf(lease, sizeof lease, "%u", (unsigned)st->o.lease_ms);
+  common_buf_t cbuf;
+  char count[16];
   snprintf(count, sizeof count, "%u", (unsigned)n);
-  const char *common[] = {
-      "EVALSHA",   st->sha, "0",   "batch", st->prefix, st->h.instance_id,
-      st->epoch_s, maxlen,  grace, lease,   count};
-  size_t nc = sizeof common / sizeof *common;
+  const char *common[COMMON_ARGS + 1];
+  common_args(st, "batch", &cbuf, common);
+  common[COMMON_ARGS] = count;
+  size_t nc = COMMON_ARGS + 1;
   char *cmd = NULL;
   size_t len = 0, cap = body + 512;
   cmd = b ? malloc(cap) : NULL;

@@ -222,6 +222,7 @@ typedef struct inst_opts {
   uint32_t timeout_ms;
   uint32_t reconcile_ms;
   uint32_t maxlen;
+  uint32_t retention_s;
 } inst_opts_t;
 
 static inline void inst_new(inst_t *in, uv_loop_t *loop, server_t *s,
@@ -252,6 +253,7 @@ static inline void inst_new(inst_t *in, uv_loop_t *loop, server_t *s,
     o.offline_grace_ms = io->grace_ms;
     o.inactivity_ms = io->inactivity_ms;
     o.max_sessions_per_user = io->max_sessions;
+    o.offline_retention_s = io->retention_s;
   }
   assert_int_equal(presence_new(&o, &in->p), 0);
   assert_true(presence_on_event(in->p, rec_cb, &in->local) > 0);

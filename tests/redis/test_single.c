@@ -449,6 +449,48 @@ static void queued_writes_are_batched_in_order(void **state) {
   destroy(f);
 }
 
+/* With a retention, an offline user's record expires in Redis; a user who
+ * comes back keeps theirs. */
+static long long pttl(server_t *s, const char *user) {
+  redisReply *r = srv_cmd(s, "PTTL presence:u:{u:%s}", user);
+  long long v = r->integer;
+  freeReplyObject(r);
+  return v;
+}
+
+static void offline_users_expire_after_retention(void **state) {
+  (void)state;
+  inst_opts_t io = {.retention_s = 1};
+  fx_t *f = make(&io);
+  DO(f, presence_session_connect(f->a.p, "s1", "alice", NULL, done_cb, &f->a));
+  assert_int_equal(pttl(&f->srv, "alice"), -1); /* present: kept */
+  DO(f, presence_session_disconnect(f->a.p, "s1", done_cb, &f->a));
+  long long t = pttl(&f->srv, "alice");
+  assert_true(t > 0 && t <= 1000);
+  presence_user_info_t u = user_info(&f->loop, &f->a, "alice");
+  assert_int_equal(u.status, PRESENCE_OFFLINE);
+  assert_true(u.last_seen_ms > 0);
+  /* Back before it expired: kept again. */
+  DO(f, presence_session_connect(f->a.p, "s2", "alice", NULL, done_cb, &f->a));
+  assert_int_equal(pttl(&f->srv, "alice"), -1);
+  run_for(&f->loop, 1200);
+  u = user_info(&f->loop, &f->a, "alice");
+  assert_int_equal(u.status, PRESENCE_ONLINE);
+  assert_int_equal(u.version, 3);
+  /* Gone for good: forgotten a second later, read as never seen. */
+  DO(f, presence_session_disconnect(f->a.p, "s2", done_cb, &f->a));
+  run_for(&f->loop, 1200);
+  redisReply *r = srv_cmd(&f->srv, "EXISTS presence:u:{u:alice}");
+  assert_int_equal(r->integer, 0);
+  freeReplyObject(r);
+  u = user_info(&f->loop, &f->a, "alice");
+  assert_int_equal(u.status, PRESENCE_OFFLINE);
+  assert_int_equal(u.last_seen_ms, 0);
+  assert_int_equal(u.version, 0);
+  assert_no_errors(&f->a);
+  destroy(f);
+}
+
 /* Keys of another layout under the prefix (an older build's: a sequence
  * counter and no format key) are refused with an error naming both
  * formats, not misread; once they are removed the instance registers. */
@@ -519,6 +561,7 @@ int main(void) {
       cmocka_unit_test(fresh_start_cleans_stale_state),
       cmocka_unit_test(queued_writes_are_batched_in_order),
       cmocka_unit_test(another_layout_is_refused),
+      cmocka_unit_test(offline_users_expire_after_retention),
   };
   apply_filter();
   return cmocka_run_group_tests(tests, NULL, NULL);

@@ -330,6 +330,103 @@ static void grace_expires_into_offline(void **state) {
   destroy(f);
 }
 
+/* ---- retention of offline users ---------------------------------------- */
+
+static fixture_t *make_retention(uint32_t grace, uint32_t retention_s) {
+  fixture_t *f = calloc(1, sizeof(*f));
+  f->clock.wall = 1764320000000;
+  f->clock.mono = 1000;
+  f->alloc.fail_after = -1;
+  presence_options_t o;
+  presence_options_init(&o);
+  o.clock = (presence_clock_t){fake_wall, fake_mono, &f->clock};
+  o.allocator = (presence_allocator_t){ca_malloc, ca_realloc, ca_free, &f->alloc};
+  o.offline_grace_ms = grace;
+  o.offline_retention_s = retention_s;
+  o.instance_id = "test-1";
+  assert_int_equal(presence_new(&o, &f->p), 0);
+  assert_true(presence_on_event(f->p, record_cb, &f->rec) > 0);
+  return f;
+}
+
+static uint64_t users_known(fixture_t *f) {
+  presence_stats_t st;
+  assert_int_equal(presence_stats(f->p, &st), 0);
+  return st.users_known;
+}
+
+static void offline_users_are_forgotten_after_retention(void **state) {
+  (void)state;
+  fixture_t *f = make_retention(0, 60);
+  presence_session_connect(f->p, "s1", "alice", NULL, NULL, NULL);
+  presence_session_connect(f->p, "s2", "bob", NULL, NULL, NULL);
+  int64_t ended = f->clock.wall;
+  presence_session_disconnect(f->p, "s1", NULL, NULL);
+  assert_int_equal(users_known(f), 2);
+  /* Kept (with last_seen) until the retention is over, and the tick says
+   * when that is. */
+  clock_advance(&f->clock, 59000);
+  int64_t next = presence_tick(f->p);
+  assert_true(next > 0 && next <= 1000);
+  presence_user_info_t info;
+  assert_int_equal(presence_user_get(f->p, "alice", &info), 0);
+  assert_int_equal(info.last_seen_ms, ended);
+  clock_advance(&f->clock, next);
+  presence_tick(f->p);
+  assert_int_equal(users_known(f), 1);
+  /* Read as never seen; bob, online all along, is untouched. */
+  assert_int_equal(presence_user_get(f->p, "alice", &info), 0);
+  assert_int_equal(info.status, PRESENCE_OFFLINE);
+  assert_int_equal(info.last_seen_ms, 0);
+  assert_int_equal(info.version, 0);
+  assert_int_equal(status_of(f, "bob"), PRESENCE_ONLINE);
+  /* Back again: a new record, version from 1. */
+  f->rec.n = 0;
+  presence_session_connect(f->p, "s3", "alice", NULL, NULL, NULL);
+  expect_event(f, 1, PRESENCE_EV_USER_ONLINE, PRESENCE_REASON_CONNECT, "alice");
+  assert_int_equal(f->rec.ev[1].version, 1);
+  destroy(f); /* and nothing leaked: the forgotten record was freed */
+}
+
+static void a_user_back_in_time_is_not_forgotten(void **state) {
+  (void)state;
+  fixture_t *f = make_retention(2000, 60);
+  presence_session_connect(f->p, "s1", "alice", NULL, NULL, NULL);
+  presence_session_disconnect(f->p, "s1", NULL, NULL);
+  clock_advance(&f->clock, 2000); /* grace over: offline */
+  presence_tick(f->p);
+  assert_int_equal(status_of(f, "alice"), PRESENCE_OFFLINE);
+  clock_advance(&f->clock, 30000);
+  presence_session_connect(f->p, "s2", "alice", NULL, NULL, NULL);
+  clock_advance(&f->clock, 40000); /* the first offline's retention is over */
+  presence_tick(f->p);
+  assert_int_equal(users_known(f), 1);
+  assert_int_equal(status_of(f, "alice"), PRESENCE_ONLINE);
+  /* Offline again: forgotten 60 s after this offline, not before. */
+  presence_session_kick(f->p, "s2", NULL, NULL);
+  clock_advance(&f->clock, 59000);
+  presence_tick(f->p);
+  assert_int_equal(users_known(f), 1);
+  clock_advance(&f->clock, 1000);
+  presence_tick(f->p);
+  assert_int_equal(users_known(f), 0);
+  /* A grace longer than the retention wins: retention outlasts it. */
+  destroy(f);
+  f = make_retention(5000, 1);
+  presence_session_connect(f->p, "s1", "carol", NULL, NULL, NULL);
+  presence_session_disconnect(f->p, "s1", NULL, NULL);
+  clock_advance(&f->clock, 5000);
+  presence_tick(f->p);
+  assert_int_equal(status_of(f, "carol"), PRESENCE_OFFLINE);
+  clock_advance(&f->clock, 5000);
+  presence_tick(f->p);
+  assert_int_equal(users_known(f), 1);
+  clock_advance(&f->clock, 1000);
+  presence_tick(f->p);
+  assert_int_equal(users_known(f), 0);
+  destroy(f);
+}
+
 static void grace_does_not_cover_kicks(void **state) {
   (void)state;
   fixture_t *f = make(5000, 0, 0, 0);
@@ -714,6 +811,8 @@ int main(void) {
       cmocka_unit_test(grace_does_not_cover_kicks),
       cmocka_unit_test(grace_does_not_cover_shutdown),
       cmocka_unit_test(grace_cancelled_then_restarted),
+      cmocka_unit_test(offline_users_are_forgotten_after_retention),
+      cmocka_unit_test(a_user_back_in_time_is_not_forgotten),
       cmocka_unit_test(inactivity_idles_and_activity_restores),
       cmocka_unit_test(callbacks_run_in_registration_order),
       cmocka_unit_test(reentrant_mutation_keeps_order),

@@ -6,6 +6,8 @@
  * user the step touched must have the status the model computes from its
  * sessions (with offline grace), and the state rebuilt from the events alone
  * (a replay) must agree with both. Every 4096 steps all users are compared.
+ * A third run adds a retention: offline users are forgotten, which the model
+ * predicts to the second.
  */
 #include "helpers.h"
 
@@ -24,6 +26,8 @@ typedef struct muser {
   presence_status_t reported;
   int pending;      /* offline grace running */
   int64_t deadline; /* mono */
+  int known;          /* the store holds a record of it */
+  int64_t offline_at; /* mono, when it last went offline */
 } muser_t;
 
 typedef struct world {
@@ -31,6 +35,8 @@ typedef struct world {
   counting_alloc_t alloc;
   presence_t *p;
   uint32_t grace;
+  uint32_t retention_s;
+  int64_t mono_base;
   msession_t s[N_SESSIONS];
   muser_t u[N_USERS];
   /* The replay: state rebuilt from events only. */
@@ -42,6 +48,7 @@ typedef struct world {
   int n_touched;
   uint64_t rng;
   long events;
+  long forgotten;
 } world_t;
 
 static uint32_t next_rand(world_t *w) {
@@ -120,7 +127,27 @@ static void settle(world_t *w, int ui, int graceful) {
     return;
   }
   u->pending = 0;
+  if (c == PRESENCE_OFFLINE && u->reported != PRESENCE_OFFLINE)
+    u->offline_at = w->clock.mono;
   u->reported = c;
+}
+
+/* The store forgets an offline user at the first whole second (counted
+ * from its creation) that is retention_s after the second it went
+ * offline in. */
+static void forget_due(world_t *w) {
+  if (!w->retention_s) return;
+  int64_t now_s = (w->clock.mono - w->mono_base) / 1000;
+  for (int i = 0; i < N_USERS; i++) {
+    muser_t *u = &w->u[i];
+    if (u->known && u->reported == PRESENCE_OFFLINE && !u->sessions &&
+        !u->pending &&
+        (u->offline_at - w->mono_base) / 1000 + w->retention_s <= now_s) {
+      u->known = 0;
+      w->forgotten++;
+      touch_user(w, i);
+    }
+  }
 }
 
 static void check_user(world_t *w, int ui) {
@@ -135,10 +162,27 @@ static void check_user(world_t *w, int ui) {
              presence_status_name(w->r_user[ui]), (unsigned long long)w->rng);
   assert_int_equal(info.session_count, (uint32_t)w->u[ui].sessions);
   assert_int_equal(info.online_count, (uint32_t)w->u[ui].online);
+  if (w->retention_s && !w->u[ui].known) {
+    /* Forgotten: as if never seen. */
+    if (info.version || info.last_seen_ms)
+      fail_msg("user %s: forgotten by the model, the store has version %llu "
+               "(seed %llu)", uid, (unsigned long long)info.version,
+               (unsigned long long)w->rng);
+  } else if (w->u[ui].known && !info.version) {
+    fail_msg("user %s: forgotten too early (seed %llu)", uid,
+             (unsigned long long)w->rng);
+  }
 }
 
 static void check_all(world_t *w) {
-  for (int i = 0; i < N_USERS; i++) check_user(w, i);
+  uint64_t known = 0;
+  for (int i = 0; i < N_USERS; i++) {
+    check_user(w, i);
+    known += (uint64_t)w->u[i].known;
+  }
+  presence_stats_t st;
+  assert_int_equal(presence_stats(w->p, &st), 0);
+  if (w->retention_s) assert_int_equal(st.users_known, known);
   for (int i = 0; i < N_SESSIONS; i++) {
     assert_int_equal(w->r_connected[i], w->s[i].connected);
     if (w->s[i].connected) assert_int_equal(w->r_status[i], w->s[i].status);
@@ -167,6 +211,7 @@ static void step(world_t *w) {
       w->u[ui].sessions++;
       w->u[ui].online++;
       w->u[ui].pending = 0;
+      w->u[ui].known = 1;
       settle(w, ui, 1);
       touch_user(w, ui);
     }
@@ -209,15 +254,20 @@ static void step(world_t *w) {
       if (u->pending && u->deadline <= w->clock.mono) {
         u->pending = 0;
         u->reported = PRESENCE_OFFLINE;
+        u->offline_at = w->clock.mono;
         touch_user(w, i);
       }
     }
+    forget_due(w);
   } else { /* the rare full cleanup */
     assert_int_equal(presence_reset(w->p, NULL, NULL), 0);
     memset(w->s, 0, sizeof(w->s));
     for (int i = 0; i < N_USERS; i++) {
-      w->u[i] = (muser_t){0};
-      w->u[i].reported = PRESENCE_OFFLINE;
+      muser_t *u = &w->u[i];
+      int64_t off = u->reported != PRESENCE_OFFLINE ? w->clock.mono
+                                                    : u->offline_at;
+      *u = (muser_t){.known = u->known, .offline_at = off};
+      u->reported = PRESENCE_OFFLINE;
     }
     check_all(w);
     return;
@@ -225,18 +275,22 @@ static void step(world_t *w) {
   for (int i = 0; i < w->n_touched; i++) check_user(w, w->touched[i]);
 }
 
-static void run(uint32_t grace, uint64_t seed, long steps) {
+static void run(uint32_t grace, uint32_t retention_s, uint64_t seed,
+                long steps) {
   world_t *w = calloc(1, sizeof(*w));
   w->clock.wall = 1764320000000;
   w->clock.mono = 5;
+  w->mono_base = 5;
   w->alloc.fail_after = -1;
   w->grace = grace;
+  w->retention_s = retention_s;
   w->rng = seed;
   presence_options_t o;
   presence_options_init(&o);
   o.clock = (presence_clock_t){fake_wall, fake_mono, &w->clock};
   o.allocator = (presence_allocator_t){ca_malloc, ca_realloc, ca_free, &w->alloc};
   o.offline_grace_ms = grace;
+  o.offline_retention_s = retention_s;
   o.log_capacity = 1024;
   assert_int_equal(presence_new(&o, &w->p), 0);
   presence_on_event(w->p, on_event, w);
@@ -246,6 +300,10 @@ static void run(uint32_t grace, uint64_t seed, long steps) {
   }
   check_all(w);
   assert_true(w->events > steps / 4); /* the run did exercise transitions */
+  if (retention_s) {
+    print_message("%ld users forgotten\n", w->forgotten);
+    assert_true(w->forgotten > steps / 1000); /* and forgetting */
+  }
   presence_free(w->p);
   assert_int_equal(w->alloc.live, 0);
   free(w);
@@ -258,18 +316,24 @@ static long steps_from_env(void) {
 
 static void random_ops_without_grace(void **state) {
   (void)state;
-  run(0, 0x9e3779b97f4a7c15ull, steps_from_env());
+  run(0, 0, 0x9e3779b97f4a7c15ull, steps_from_env());
 }
 
 static void random_ops_with_grace(void **state) {
   (void)state;
-  run(GRACE_MS, 0xd1b54a32d192ed03ull, steps_from_env());
+  run(GRACE_MS, 0, 0xd1b54a32d192ed03ull, steps_from_env());
+}
+
+static void random_ops_with_grace_and_retention(void **state) {
+  (void)state;
+  run(GRACE_MS, 2, 0x8bb84b93962eacc9ull, steps_from_env());
 }
 
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(random_ops_without_grace),
       cmocka_unit_test(random_ops_with_grace),
+      cmocka_unit_test(random_ops_with_grace_and_retention),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

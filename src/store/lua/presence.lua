@@ -3,7 +3,7 @@
 -- user, exactly one of them sees (and emits) each transition.
 --
 -- ARGV: op, prefix, instance id, epoch, stream maxlen, offline grace ms,
--- lease ms, then the op's own arguments from ARGV[8]. Numbers travel as
+-- lease ms, offline retention s, then the op's own arguments from ARGV[9]. Numbers travel as
 -- decimal strings. Codes mirror presence.h (types, reasons, statuses,
 -- errors); keep them in step.
 --
@@ -24,7 +24,8 @@ local epoch = ARGV[4]
 local maxlen = tonumber(ARGV[5])
 local grace_ms = tonumber(ARGV[6])
 local lease_ms = tonumber(ARGV[7])
-local A = 8
+local retention_ms = tonumber(ARGV[8]) * 1000
+local A = 9
 
 local tm = redis.call('TIME')
 local now = tonumber(tm[1]) * 1000 + math.floor(tonumber(tm[2]) / 1000)
@@ -177,10 +178,16 @@ local function uput(u, U, sid, rec)
   end
   local present = not (U.st == OFF and U.n == 0 and U.g == 0)
   if present ~= U.present then
+    -- An absent user's record expires after the retention (it holds no
+    -- session then); back, it is kept again (HSET keeps a TTL).
     if present then
       redis.call('SADD', K_USERS, u)
+      redis.call('PERSIST', k_user(u))
     else
       redis.call('SREM', K_USERS, u)
+      if retention_ms > 0 then
+        redis.call('PEXPIRE', k_user(u), s(retention_ms))
+      end
     end
     U.present = present
   end

@@ -58,6 +58,18 @@ int presence_store_redis_new(const presence_redis_options_t *opts,
 
 /* True once the store is registered and its sessions asserted. */
 int presence_redis_ready(presence_store_t *s);
+/* The whole cluster's size as Redis counted it at this instance's last
+ * heartbeat (every heartbeat_ms): for monitoring, since each instance's
+ * presence_stats counts its own sessions only. EINVAL for another store. */
+typedef struct presence_redis_cluster_stats {
+  uint64_t users_present;  /* online or idle, or inside their offline grace */
+  uint64_t sessions;
+  uint32_t instances;      /* holding a live lease */
+  int64_t sampled_mono_ms; /* when (the host's monotonic clock); 0: never */
+} presence_redis_cluster_stats_t;
+int presence_redis_cluster_stats(presence_store_t *s,
+                                 presence_redis_cluster_stats_t *out);
+
 /* This instance's current epoch in Redis (0 before registration): it
  * changes each time the instance re-registers. */
 uint64_t presence_redis_epoch(presence_store_t *s);

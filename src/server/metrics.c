@@ -6,6 +6,8 @@
 #include "server/server.h"
 #include "server/webhook.h"
 
+#include "presence_redis.h"
+
 #include <string.h>
 
 static void family(buf_t *b, const char *name, const char *type,
@@ -50,6 +52,24 @@ void metrics_handle(conn_t *c, http_req_t *r) {
              (unsigned long long)st.users_idle);
   buf_printf(b, "presenced_users{status=\"offline\"} %llu\n",
              (unsigned long long)offline);
+
+  presence_redis_cluster_stats_t cl;
+  if (s->rstore && !presence_redis_cluster_stats(s->rstore, &cl) &&
+      cl.sampled_mono_ms) {
+    /* The figures above are this instance's; Redis counts the cluster's
+     * (sampled at the last heartbeat). */
+    family(b, "presenced_cluster_users_present", "gauge",
+           "Users online or idle (or in offline grace) on any instance.");
+    buf_printf(b, "presenced_cluster_users_present %llu\n",
+               (unsigned long long)cl.users_present);
+    family(b, "presenced_cluster_sessions", "gauge",
+           "Sessions on every instance sharing the Redis store.");
+    buf_printf(b, "presenced_cluster_sessions %llu\n",
+               (unsigned long long)cl.sessions);
+    family(b, "presenced_cluster_instances", "gauge",
+           "Instances holding a live lease in the Redis store.");
+    buf_printf(b, "presenced_cluster_instances %u\n", cl.instances);
+  }
 
   family(b, "presenced_events_total", "counter", "Events emitted by type.");
   for (int t = 0; t < PRESENCE_EV_COUNT_; t++)

@@ -129,6 +129,7 @@ typedef struct rstore {
   bool ever_registered;
   bool fresh; /* this registration is the process's first */
   uint64_t epoch;
+  presence_redis_cluster_stats_t cluster; /* from the last heartbeat */
   char epoch_s[24];
   uint64_t epoch_gen;
   uint32_t resync_slot;
@@ -1497,6 +1498,16 @@ static void hb_done(rstore_t *st, req_t *r, redisReply *rep, int code) {
     long long ms = strtoll(rep->element[2]->str, NULL, 10);
     if (ms >= 0 && ms < (long long)st->o.heartbeat_ms)
       uv_timer_start(&st->hs->t[T_CLAIM], on_timer, (uint64_t)ms + 2, 0);
+    redisReply *c = rep->elements > 3 ? rep->element[3] : NULL;
+    if (c && c->type == REDIS_REPLY_ARRAY && c->elements == 3 &&
+        c->element[0]->type == REDIS_REPLY_STRING &&
+        c->element[1]->type == REDIS_REPLY_STRING &&
+        c->element[2]->type == REDIS_REPLY_STRING) {
+      st->cluster.users_present = strtoull(c->element[0]->str, NULL, 10);
+      st->cluster.sessions = strtoull(c->element[1]->str, NULL, 10);
+      st->cluster.instances = (uint32_t)strtoul(c->element[2]->str, NULL, 10);
+      st->cluster.sampled_mono_ms = mono(st);
+    }
   }
   if (strcmp(res, "ok") != 0 && r->epoch_gen == st->epoch_gen && !st->leaving) {
     /* The lease ran out, the epoch was superseded, or Redis lost the
@@ -2188,6 +2199,13 @@ int presence_store_redis_new(const presence_redis_options_t *opts,
 
 int presence_redis_ready(presence_store_t *s) {
   return s && s->ops == &redis_ops && ((rstore_t *)s)->phase == PH_READY;
+}
+
+int presence_redis_cluster_stats(presence_store_t *s,
+                                 presence_redis_cluster_stats_t *out) {
+  if (!s || !out || s->ops != &redis_ops) return PRESENCE_EINVAL;
+  *out = ((rstore_t *)s)->cluster;
+  return 0;
 }
 
 uint64_t presence_redis_epoch(presence_store_t *s) {

@@ -136,6 +136,10 @@ async def statuses(d, uids):
     return {u["user_id"]: u["status"] for u in r.json()["users"]}
 
 
+async def _eq_async(fn, want):
+    return await fn() == want
+
+
 async def wait_for(pred, timeout, step=0.05):
     """Poll an async predicate; seconds it took, or None."""
     t0 = time.monotonic()
@@ -228,6 +232,21 @@ async def test_cross(t, cl):
     ss = r.json().get("sessions", []) if r.status == 200 else []
     t.check("cross: the sessions of a user held by B are listed on A",
             len(ss) == 1 and ss[0]["session_id"] == u.session_id, f"{r.status} {ss}")
+    # /metrics on C (which holds no session now) has the cluster's figures:
+    # the watcher on A and the user on B, three live instances.
+    async def cluster_metrics():
+        r = await http(C, "GET", "/metrics", auth=False)
+        got = {}
+        for line in r.body.decode().splitlines():
+            if line.startswith("presenced_cluster_"):
+                k, _, v = line.partition(" ")
+                got[k] = float(v)
+        return got
+    want = {"presenced_cluster_sessions": 2, "presenced_cluster_users_present": 2,
+            "presenced_cluster_instances": 3}
+    took = await wait_for(lambda: _eq_async(cluster_metrics, want), 3)
+    t.check("cross: /metrics on C counts the sessions and users of the whole cluster",
+            took is not None, str(await cluster_metrics()))
     t0 = time.monotonic()
     r = await http(A, "DELETE", f"/v1/sessions/{u.session_id}")
     t.eq("cross: DELETE /v1/sessions/{id} on A for a session on B answers 200", r.status, 200)

@@ -145,6 +145,17 @@ static void racing_instances_emit_each_transition_once(void **state) {
   assert_int_equal(rp.user_events, local_user_events(f));
   presence_user_info_t u = user_info(&f->loop, &f->in[1], "racer");
   assert_int_equal(u.session_count, live);
+  /* Each instance counts its own sessions; the cluster's figures, as of a
+   * heartbeat (200 ms here) later, are the same on every instance. */
+  run_for(&f->loop, 450);
+  for (int i = 0; i < 3; i++) {
+    presence_redis_cluster_stats_t cs;
+    assert_int_equal(presence_redis_cluster_stats(f->in[i].store, &cs), 0);
+    assert_true(cs.sampled_mono_ms > 0);
+    assert_int_equal(cs.sessions, (uint64_t)live);
+    assert_int_equal(cs.users_present, live ? 1 : 0);
+    assert_int_equal(cs.instances, 3);
+  }
   /* End every session: the user goes offline exactly once more. */
   for (int i = 0; i < 3; i++)
     for (int k = 0; k < 40; k++)

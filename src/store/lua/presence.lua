@@ -385,7 +385,11 @@ if op == 'hb' then
   -- Third: ms until the first lease runs out, so that the caller can try
   -- to claim it right then instead of at its next heartbeat.
   local first = redis.call('ZRANGE', K_LEASE, 0, 0, 'WITHSCORES')
-  return {0, 'ok', s(math.max(0, tonumber(first[2]) - now))}
+  -- Fourth: the cluster's size, for /metrics (three O(1) counts, once a
+  -- heartbeat): users present (or in grace), sessions, live instances.
+  return {0, 'ok', s(math.max(0, tonumber(first[2]) - now)),
+          {s(redis.call('SCARD', K_USERS)), s(redis.call('HLEN', K_SIDX)),
+           s(redis.call('ZCOUNT', K_LEASE, now, '+inf'))}}
 end
 
 -- A new epoch for this instance. ARGV: fresh (1 at process start), the

@@ -13,8 +13,9 @@ typedef struct fixture {
   presence_t *p;
 } fixture_t;
 
-static fixture_t *make(uint32_t grace, uint32_t inactivity, uint32_t log_cap,
-                       uint32_t max_sessions) {
+static fixture_t *make_with(uint32_t grace, uint32_t inactivity,
+                            uint32_t log_cap, uint32_t max_sessions,
+                            uint32_t retention_s) {
   fixture_t *f = calloc(1, sizeof(*f));
   f->clock.wall = 1764320000000;
   f->clock.mono = 1000;
@@ -27,10 +28,16 @@ static fixture_t *make(uint32_t grace, uint32_t inactivity, uint32_t log_cap,
   o.inactivity_ms = inactivity;
   o.log_capacity = log_cap;
   o.max_sessions_per_user = max_sessions;
+  o.offline_retention_s = retention_s;
   o.instance_id = "test-1";
   assert_int_equal(presence_new(&o, &f->p), 0);
   assert_true(presence_on_event(f->p, record_cb, &f->rec) > 0);
   return f;
+}
+
+static fixture_t *make(uint32_t grace, uint32_t inactivity, uint32_t log_cap,
+                       uint32_t max_sessions) {
+  return make_with(grace, inactivity, log_cap, max_sessions, 0);
 }
 
 static void destroy(fixture_t *f) {
@@ -333,20 +340,7 @@ static void grace_expires_into_offline(void **state) {
 /* ---- retention of offline users ---------------------------------------- */
 
 static fixture_t *make_retention(uint32_t grace, uint32_t retention_s) {
-  fixture_t *f = calloc(1, sizeof(*f));
-  f->clock.wall = 1764320000000;
-  f->clock.mono = 1000;
-  f->alloc.fail_after = -1;
-  presence_options_t o;
-  presence_options_init(&o);
-  o.clock = (presence_clock_t){fake_wall, fake_mono, &f->clock};
-  o.allocator = (presence_allocator_t){ca_malloc, ca_realloc, ca_free, &f->alloc};
-  o.offline_grace_ms = grace;
-  o.offline_retention_s = retention_s;
-  o.instance_id = "test-1";
-  assert_int_equal(presence_new(&o, &f->p), 0);
-  assert_true(presence_on_event(f->p, record_cb, &f->rec) > 0);
-  return f;
+  return make_with(grace, 0, 0, 0, retention_s);
 }
 
 static uint64_t users_known(fixture_t *f) {

@@ -524,8 +524,12 @@ static void print_event(sse_t *st) {
       strcpy(ts, "--:--:--");
     printf("%s.%03d #%-6s %-20s %s", ts, (int)((long long)ms % 1000), st->id,
            st->event, str(d, "user_id"));
+    /* session.disconnected carries no "to": a closed session is offline. */
+    const char *to = *str(d, "to")                              ? str(d, "to")
+                     : !strcmp(st->event, "session.disconnected") ? "offline"
+                                                                  : "?";
     if (*str(d, "from") || *str(d, "to"))
-      printf(" %s -> %s", *str(d, "from") ? str(d, "from") : "?", str(d, "to"));
+      printf(" %s -> %s", *str(d, "from") ? str(d, "from") : "?", to);
     if (*str(d, "session_id")) printf(" session %s", str(d, "session_id"));
     printf(" (%s)\n", str(d, "reason"));
   }

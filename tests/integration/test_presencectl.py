@@ -323,12 +323,14 @@ async def test_watch_json_and_human(t, d, args):
     t.eq("watch: SIGTERM ends it with exit 0", await w.stop(), 0)
     # Human output and --count / --after: replay from a cursor, then exit 0.
     first = w.seqs()[0] if w.seqs() else 0
-    rc, out, err = await ctl("watch", "--after", str(first - 1), "--count", "2", d=d)
+    rc, out, err = await ctl("watch", "--after", str(first - 1), "--count", "4", d=d)
     lines = out.splitlines()
-    t.eq("watch --after --count 2: exit 0", rc, 0)
-    t.check("watch (human): two lines with #seq, type and user",
-            len(lines) == 2 and f"#{first}" in lines[0] and "pc-watch" in lines[0]
-            and "session.connected" in lines[0] and "offline -> online" in lines[1], out)
+    t.eq("watch --after --count 4: exit 0", rc, 0)
+    t.check("watch (human): four lines with #seq, type, user and the change",
+            len(lines) == 4 and f"#{first}" in lines[0] and "pc-watch" in lines[0]
+            and "session.connected" in lines[0] and "offline -> online" in lines[1]
+            and "session.disconnected" in lines[2] and "online -> offline" in lines[2]
+            and "user.offline" in lines[3], out)
 
 
 class Proxy:

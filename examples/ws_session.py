@@ -1,0 +1,88 @@
+#!/usr/bin/python3
+"""Hold one presence session on a presenced, from a terminal.
+
+    python3 examples/ws_session.py --url ws://127.0.0.1:7070 --secret SECRET alice [--watch bob ...]
+
+Signs a token for the user (HS256 with presenced's --jwt-secret, as an
+application backend would), opens the WebSocket, subscribes to the users
+given with --watch and prints every message the server sends (the welcome,
+presence snapshots and changes) until Ctrl-C or the server closes. Type
+"idle" or "online" and Enter to change this session's status.
+
+Needs Debian's python3-websockets (scripts/deps.sh installs it).
+"""
+import argparse
+import asyncio
+import base64
+import hashlib
+import hmac
+import json
+import os
+import sys
+import time
+
+import websockets
+
+
+def b64url(b):
+    return base64.urlsafe_b64encode(b).rstrip(b"=").decode()
+
+
+def token(user, secret, ttl_s=3600):
+    head = b64url(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
+    claims = b64url(json.dumps({"sub": user, "exp": int(time.time()) + ttl_s}).encode())
+    sig = hmac.new(secret.encode(), f"{head}.{claims}".encode(), hashlib.sha256).digest()
+    return f"{head}.{claims}.{b64url(sig)}"
+
+
+async def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--url", default="ws://127.0.0.1:7070", help="presenced base URL (ws://)")
+    ap.add_argument("--secret", required=True, help="presenced's --jwt-secret")
+    ap.add_argument("--watch", nargs="*", default=[], help="users to subscribe to")
+    ap.add_argument("user")
+    a = ap.parse_args()
+    url = f"{a.url.rstrip('/')}/v1/ws?token={token(a.user, a.secret)}"
+    try:
+        ws = await websockets.connect(url)
+    except (OSError, websockets.exceptions.InvalidStatusCode) as e:
+        print(f"ws_session: cannot connect to {a.url}: {e}", file=sys.stderr)
+        return 3
+    if a.watch:
+        await ws.send(json.dumps({"type": "subscribe", "users": a.watch}))
+    loop = asyncio.get_running_loop()
+
+    async def typed():
+        # Status changes typed on stdin.
+        while True:
+            line = await loop.run_in_executor(None, sys.stdin.readline)
+            if not line:
+                return
+            st = line.strip()
+            if st in ("idle", "online"):
+                await ws.send(json.dumps({"type": "status", "status": st}))
+
+    # Only a foreground job reads the terminal: a background one (`&`) that
+    # tried would be stopped by the shell (SIGTTIN), session and all.
+    fg = False
+    try:
+        fg = sys.stdin.isatty() and os.getpgrp() == os.tcgetpgrp(sys.stdin.fileno())
+    except OSError:
+        pass
+    keys = asyncio.ensure_future(typed() if fg else asyncio.sleep(0))
+    try:
+        async for msg in ws:
+            print(msg, flush=True)
+    except websockets.exceptions.ConnectionClosed:
+        pass
+    finally:
+        keys.cancel()
+    print(f"closed: code {ws.close_code} {ws.close_reason or ''}".rstrip(), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(asyncio.run(main()))
+    except KeyboardInterrupt:
+        sys.exit(0)

@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """Hold one presence session on a presenced, from a terminal.
 
-    python3 examples/ws_session.py --url ws://127.0.0.1:7070 --secret SECRET alice [--watch bob ...]
+    examples/ws_session.py --url ws://127.0.0.1:7070 --secret SECRET [--watch bob]... alice
 
 Signs a token for the user (HS256 with presenced's --jwt-secret, as an
 application backend would), opens the WebSocket, subscribes to the users
@@ -28,9 +28,14 @@ def b64url(b):
     return base64.urlsafe_b64encode(b).rstrip(b"=").decode()
 
 
-def token(user, secret, ttl_s=3600):
+def token(user, secret, audience=None, watch=(), ttl_s=3600):
     head = b64url(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
-    claims = b64url(json.dumps({"sub": user, "exp": int(time.time()) + ttl_s}).encode())
+    c = {"sub": user, "exp": int(time.time()) + ttl_s}
+    if audience:
+        c["aud"] = audience
+    if watch:
+        c["watch"] = list(watch)  # the backend says whom a session may watch
+    claims = b64url(json.dumps(c).encode())
     sig = hmac.new(secret.encode(), f"{head}.{claims}".encode(), hashlib.sha256).digest()
     return f"{head}.{claims}.{b64url(sig)}"
 
@@ -39,10 +44,12 @@ async def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--url", default="ws://127.0.0.1:7070", help="presenced base URL (ws://)")
     ap.add_argument("--secret", required=True, help="presenced's --jwt-secret")
-    ap.add_argument("--watch", nargs="*", default=[], help="users to subscribe to")
+    ap.add_argument("--audience", help="presenced's --jwt-audience, if it has one")
+    ap.add_argument("--watch", action="append", default=[], metavar="USER",
+                    help="a user to subscribe to (repeat for more)")
     ap.add_argument("user")
     a = ap.parse_args()
-    url = f"{a.url.rstrip('/')}/v1/ws?token={token(a.user, a.secret)}"
+    url = f"{a.url.rstrip('/')}/v1/ws?token={token(a.user, a.secret, a.audience, a.watch)}"
     try:
         ws = await websockets.connect(url)
     except (OSError, websockets.exceptions.InvalidStatusCode) as e:

@@ -179,6 +179,37 @@ async def test_status(t, d, args):
     await bob.ws.close()
 
 
+async def test_ws_session_example(t, d, args):
+    """examples/ws_session.py, the README tour's terminal client: it holds a
+    session (the user is online), prints what the server sends, and its end
+    takes the user offline."""
+    ex = os.path.join(args.source_dir, "examples", "ws_session.py")
+    p = await asyncio.create_subprocess_exec(
+        "/usr/bin/python3", ex, "--url", f"ws://{HOST}:{d.port}", "--secret", JWT_SECRET,
+        "--audience", JWT_AUDIENCE, "--watch", "pc-ex-other", "pc-ex",
+        stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE)
+    first = await asyncio.wait_for(p.stdout.readline(), 10)
+    welcome = loads(first.decode()) or {}
+    t.check("ws_session.py: prints the welcome, for its user",
+            welcome.get("type") == "welcome" and welcome.get("user_id") == "pc-ex", first)
+    snap = loads((await asyncio.wait_for(p.stdout.readline(), 10)).decode()) or {}
+    t.check("ws_session.py: --watch subscribes (a presence snapshot follows)",
+            snap.get("type") == "presence", snap)
+    rc, out, _ = await ctl("--json", "status", "pc-ex", d=d)
+    t.eq("ws_session.py: its user is online", ((loads(out) or {}).get("users") or [{}])[0]
+         .get("status"), "online")
+    p.terminate()
+    await asyncio.wait_for(p.wait(), 10)
+    for _ in range(50):
+        rc, out, _ = await ctl("--json", "status", "pc-ex", d=d)
+        if ((loads(out) or {}).get("users") or [{}])[0].get("status") == "offline":
+            break
+        await asyncio.sleep(0.1)
+    t.eq("ws_session.py: ended, its user goes offline",
+         ((loads(out) or {}).get("users") or [{}])[0].get("status"), "offline")
+
+
 async def test_sessions_and_kick(t, d, args):
     a1 = await Client.connect(d, "pc-carol", meta={"device": "phone"})
     a2 = await Client.connect(d, "pc-carol")
@@ -545,7 +576,8 @@ def main():
     run([
         ("presencectl", {}, [test_status, test_sessions_and_kick, test_exit_codes,
                              test_stats_and_metrics, test_watch_json_and_human,
-                             test_watch_resumes_after_disconnect]),
+                             test_watch_resumes_after_disconnect,
+                             test_ws_session_example]),
         ("presencectl-restart", {}, [test_watch_across_restart]),
         ("config-and-logs", {}, [test_config_file_and_logs]),
     ])

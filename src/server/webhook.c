@@ -1126,6 +1126,14 @@ static void wr_claimed(endpoint_t *ep, int64_t sent_ms, uint64_t epoch,
   uv_timer_start(&ep->timer, on_timer, 0, 0);
 }
 
+/* A fresh id to offer as the log's, should the cluster have none. */
+static int wr_new_offer(webhooks_t *w) {
+  char uuid[37];
+  if (srv_uuid4(w->s->sys, uuid) != 0) return -1;
+  snprintf(w->log_offer, sizeof w->log_offer, "%.8s", uuid);
+  return 0;
+}
+
 static void wr_on_reply(redisAsyncContext *ac, void *reply, void *priv) {
   wr_cmd_t *c = priv;
   endpoint_t *ep = c->ep;
@@ -1146,6 +1154,16 @@ static void wr_on_reply(redisAsyncContext *ac, void *reply, void *priv) {
       cursor = (uint64_t)r->element[2]->integer;
       if (!w->log_id[0] || strcmp(w->log_id, r->element[3]->str))
         snprintf(w->log_id, sizeof w->log_id, "%s", r->element[3]->str);
+      /* Our offer became the log's id: never offer it again. Were Redis to
+       * lose its data (restart without persistence, FLUSHALL), the script
+       * would otherwise set the same id again for the new stream, and its
+       * sequence goes on only from the highest seq the first instance to
+       * register again had seen, so it may reuse numbers a receiver
+       * already has: deduplicating on (instance, seq), it would drop those
+       * events as repeats. docs/webhooks.md promises a new id. (Only a
+       * command already sent with the old offer and run after the loss
+       * can still reuse it.) */
+      if (!strcmp(r->element[3]->str, w->log_offer)) wr_new_offer(w);
     } else if (ok) {
       ok = -1;
     }
@@ -1278,10 +1296,8 @@ static void wr_tick(uv_timer_t *t) {
 
 static int wr_init(webhooks_t *w) {
   srv_t *s = w->s;
-  char uuid[37];
   if (srv_redis_url(s->cfg.store, &w->addr) != 0) return -1;
-  if (srv_uuid4(s->sys, uuid) != 0) return -1;
-  snprintf(w->log_offer, sizeof w->log_offer, "%.8s", uuid);
+  if (wr_new_offer(w) != 0) return -1;
   for (size_t i = 0; i < w->n; i++) {
     endpoint_t *ep = &w->eps[i];
     size_t n = strlen(ep->spec.name);

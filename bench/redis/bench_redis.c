@@ -437,6 +437,26 @@ static void victim_main(int n, int fd, uint32_t hb, uint32_t lease) {
     uv_run(&loop, UV_RUN_ONCE);
 }
 
+/* INFO memory: used_memory, and the log's share of it (MEMORY USAGE of the
+ * stream, sampled). */
+static long long used_memory(redisContext *c) {
+  long long v = -1;
+  redisReply *r = redisCommand(c, "INFO memory");
+  const char *p = r && r->type == REDIS_REPLY_STRING
+                      ? strstr(r->str, "used_memory:")
+                      : NULL;
+  if (p) sscanf(p, "used_memory:%lld", &v);
+  if (r) freeReplyObject(r);
+  return v;
+}
+
+static long long key_memory(redisContext *c, const char *key) {
+  redisReply *r = redisCommand(c, "MEMORY USAGE %s SAMPLES 0", key);
+  long long v = r && r->type == REDIS_REPLY_INTEGER ? r->integer : -1;
+  if (r) freeReplyObject(r);
+  return v;
+}
+
 /* INFO commandstats: EVALSHA calls and microseconds so far. */
 static void evalsha_stats(redisContext *c, long long *calls, long long *us) {
   *calls = *us = 0;
@@ -457,6 +477,7 @@ static void reaping(int n, uint32_t hb, uint32_t lease, FILE *out) {
   uv_loop_init(&loop);
   presence_store_t *st;
   presence_t *obs = make_instance(&loop, "reaper", &st, hb, lease);
+  long long mem0 = used_memory(c);
   reap_obs_t o = {0};
   presence_on_cleanup(obs, on_cleanup, &o);
   while (!presence_redis_ready(st)) {
@@ -491,6 +512,12 @@ static void reaping(int n, uint32_t hb, uint32_t lease, FILE *out) {
   }
   int connected = atoi(buf);
   int64_t connect_ms = now_ms() - t0;
+  /* Redis memory per session (each its own user), the log apart: it holds
+   * the connects' events, up to stream_maxlen whatever the sessions. */
+  long long mem_log = key_memory(c, "presence:log");
+  long long mem1 = used_memory(c);
+  double per_session =
+      connected > 0 ? (double)(mem1 - mem0 - mem_log) / connected : -1;
   rc_do(c, "CONFIG SET slowlog-max-len 100000");
   /* 1 ms, not 0: with 0 Redis 7 also logs every command a script runs,
    * and those crowd the calls themselves out of the log. */
@@ -550,12 +577,14 @@ static void reaping(int n, uint32_t hb, uint32_t lease, FILE *out) {
           "\"reaping\": {\"sessions\": %d, \"connect_ms\": %lld, "
           "\"lease_ms\": %u, \"cleanup\": %s, \"ms_after_lease_expiry\": "
           "%lld, \"session_ids_in_cleanup\": %zu, \"sessions_left\": %lld, "
+          "\"redis_bytes_per_session\": %.0f, \"redis_log_bytes\": %lld, "
           "\"evalsha_calls\": %lld, \"evalsha_us\": %lld, "
           "\"reap_calls_over_1ms\": %lld, \"reap_call_p50_us\": %.0f, "
           "\"reap_call_p99_us\": %.0f, \"slowlog_max_us\": %lld, "
           "\"slowlog_max_cmd\": \"%s\"}",
           connected, (long long)connect_ms, lease, o.cleanup ? "true" : "false",
           o.cleanup ? (long long)o.cleanup_ts - expiry : -1, o.ids, left,
+          per_session, mem_log,
           ec1 - ec0, es1 - es0, reap_calls, reap_p50, reap_p99, max_us,
           max_op);
   presence_free(obs);

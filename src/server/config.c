@@ -129,6 +129,9 @@ static const opt_t opts[] = {
     U32("redis-timeout-ms", redis_timeout_ms, 50, 600000,
         "Redis store: a command unanswered this long drops the connection "
         "(2000)"),
+    U32("redis-log-length", redis_log_length, 1000, 100000000,
+        "Redis store: events the shared log keeps for resuming consumers "
+        "(100000)"),
     {"webhook", OPT_WEBHOOK, 0, 0, 0,
      "url=URL,secret=S|secret-file=PATH[,events=T|T...][,name=N]: POST "
      "events to URL (repeatable, see docs/webhooks.md)"},
@@ -173,6 +176,7 @@ void config_defaults(srv_config_t *cfg) {
   cfg->redis_heartbeat_ms = 2000;
   cfg->redis_lease_ms = 6000;
   cfg->redis_timeout_ms = 2000;
+  cfg->redis_log_length = 100000;
   cfg->webhook_batch_max = 100;
   cfg->webhook_batch_ms = 100;
   cfg->webhook_timeout_ms = 10000;

@@ -55,6 +55,7 @@ typedef struct srv_config {
   uint32_t redis_heartbeat_ms;
   uint32_t redis_lease_ms;
   uint32_t redis_timeout_ms;
+  uint32_t redis_log_length; /* events kept in the Redis stream */
   /* Webhook endpoints: --webhook specs as given (parsed by webhook.c).
    * Repeatable: the values of one source (file, environment, flags) replace
    * those of a lower one rather than adding to them. */

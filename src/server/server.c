@@ -683,6 +683,7 @@ int srv_init(srv_t *s, uv_loop_t *loop, const srv_config_t *cfg,
     ro.heartbeat_ms = s->cfg.redis_heartbeat_ms;
     ro.lease_ms = s->cfg.redis_lease_ms;
     ro.command_timeout_ms = s->cfg.redis_timeout_ms;
+    ro.stream_maxlen = s->cfg.redis_log_length;
     int rrc = presence_store_redis_new(&ro, &o.store);
     if (rrc != 0) {
       srv_log(s, PRESENCE_LOG_ERROR, "--store %s: %s", s->cfg.store,

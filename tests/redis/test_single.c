@@ -449,6 +449,40 @@ static void queued_writes_are_batched_in_order(void **state) {
   destroy(f);
 }
 
+/* The log keeps at least its length in events, and not much more: MINID
+ * trims whole stream nodes, a reader behind the trim learns it missed
+ * some (ECURSOR) and gets the oldest event kept. */
+static void the_log_keeps_its_length(void **state) {
+  (void)state;
+  inst_opts_t io = {.maxlen = 300};
+  fx_t *f = make(&io);
+  char sid[32], uid[32];
+  int asked = 0;
+  for (int i = 0; i < 600; i++) { /* queued: batches of many events */
+    snprintf(sid, sizeof sid, "s%d", i);
+    snprintf(uid, sizeof uid, "u%d", i);
+    assert_int_equal(
+        presence_session_connect(f->a.p, sid, uid, NULL, done_cb, &f->a), 0);
+    asked++;
+  }
+  wait_done(&f->loop, &f->a, asked);
+  assert_no_errors(&f->a);
+  uint64_t last = f->a.local.ev[f->a.local.n - 1].seq;
+  assert_int_equal(f->a.local.n, 1200); /* session + user event each */
+  page_t pg;
+  memset(&pg, 0, sizeof pg);
+  assert_int_equal(presence_log_read(f->a.p, 0, 64, page_cb, &pg), 0);
+  assert_true(run_until(&f->loop, page_pred, &pg, 5000));
+  assert_int_equal(pg.status, PRESENCE_ECURSOR);
+  assert_true(pg.n > 0);
+  uint64_t kept = last - pg.seq[0] + 1;
+  print_message("log: %llu of %llu events kept (length 300)\n",
+                (unsigned long long)kept, (unsigned long long)last);
+  assert_true(kept >= 300);
+  assert_true(kept < 600);
+  destroy(f);
+}
+
 /* With a retention, an offline user's record expires in Redis; a user who
  * comes back keeps theirs. */
 static long long pttl(server_t *s, const char *user) {
@@ -562,6 +596,7 @@ int main(void) {
       cmocka_unit_test(queued_writes_are_batched_in_order),
       cmocka_unit_test(another_layout_is_refused),
       cmocka_unit_test(offline_users_expire_after_retention),
+      cmocka_unit_test(the_log_keeps_its_length),
   };
   apply_filter();
   return cmocka_run_group_tests(tests, NULL, NULL);

@@ -19,6 +19,7 @@ import asyncio
 import base64
 import hashlib
 import hmac
+import http.server as httpserver
 import json
 import os
 import re
@@ -28,6 +29,7 @@ import struct
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import traceback
 
@@ -160,6 +162,63 @@ def free_port():
     port = s.getsockname()[1]
     s.close()
     return port
+
+
+class HookReceiver:
+    """A webhook endpoint on 127.0.0.1 for the webhook suites: records every
+    POST (arrival time, the status it answered, headers, body) and answers
+    `status` after `delay` seconds (both settable while it runs)."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.recs = []
+        self.status = 200
+        self.delay = 0.0
+        rx = self
+
+        class H(httpserver.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *a):
+                pass
+
+            def do_POST(self):
+                n = int(self.headers.get("Content-Length", "0"))
+                raw = self.rfile.read(n)
+                hdrs = {k.lower(): v for k, v in self.headers.items()}
+                with rx.lock:
+                    status, delay = rx.status, rx.delay
+                    rx.recs.append({"t": time.monotonic(), "status": status, "h": hdrs,
+                                    "b": json.loads(raw), "raw": raw})
+                if delay:
+                    time.sleep(delay)
+                self.send_response(status)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+        class S(httpserver.ThreadingHTTPServer):
+            def handle_error(self, request, client_address):
+                pass  # a killed or fenced sender cuts its connection
+
+        self.port = free_port()
+        self.server = S((HOST, self.port), H)
+        self.server.daemon_threads = True
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def url(self):
+        return f"http://{HOST}:{self.port}/hook"
+
+    def records(self, since=0.0):
+        with self.lock:
+            return [r for r in self.recs if r["t"] >= since]
+
+    def batches(self):
+        """(headers, parsed body, raw body) of every POST, in order."""
+        return [(r["h"], r["b"], r["raw"]) for r in self.records()]
+
+    def stop(self):
+        self.server.shutdown()
+        self.server.server_close()
 
 
 class Daemon:

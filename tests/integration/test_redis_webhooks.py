@@ -20,16 +20,14 @@ Run: /usr/bin/python3 tests/integration/test_redis_webhooks.py --presenced PATH
 import asyncio
 import hashlib
 import hmac
-import http.server as httpserver
 import json
 import os
 import re
 import signal
 import sys
-import threading
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import HOST, Client, free_port, http  # noqa: E402
+from harness import Client, HookReceiver, http  # noqa: E402
 from test_redis_cluster import read_log, run_scenarios, wait_for  # noqa: E402
 
 SECRET = "whsec-redis-0123456789"
@@ -37,49 +35,11 @@ NAME = "shared"
 BATCH_MAX = 10
 
 
-class Receiver:
-    """Answers 200 to every POST and records (headers, body) in order."""
-
-    def __init__(self):
-        self.lock = threading.Lock()
-        self.bodies = []
-        rx = self
-
-        class H(httpserver.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *a):
-                pass
-
-            def do_POST(self):
-                n = int(self.headers.get("Content-Length", "0"))
-                body = self.rfile.read(n)
-                hdrs = {k.lower(): v for k, v in self.headers.items()}
-                with rx.lock:
-                    rx.bodies.append((hdrs, body))
-                self.send_response(200)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-        class S(httpserver.ThreadingHTTPServer):
-            def handle_error(self, request, client_address):
-                pass  # the kill -9 of an owner cuts its kept-alive connection
-
-        self.port = free_port()
-        self.server = S((HOST, self.port), H)
-        self.server.daemon_threads = True
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+class Receiver(HookReceiver):
+    """The suite's endpoint (harness.HookReceiver) with its name and secret."""
 
     def spec(self):
-        return f"url=http://{HOST}:{self.port}/hook,secret={SECRET},name={NAME}"
-
-    def batches(self):
-        with self.lock:
-            return [(h, json.loads(b), b) for h, b in self.bodies]
-
-    def stop(self):
-        self.server.shutdown()
-        self.server.server_close()
+        return f"url={self.url()},secret={SECRET},name={NAME}"
 
 
 def signed(h, raw):

@@ -37,17 +37,14 @@ Run: /usr/bin/python3 tests/integration/test_redis_webhooks_faults.py --presence
 """
 
 import asyncio
-import http.server as httpserver
-import json
 import os
 import re
 import signal
 import sys
-import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import HOST, Client, free_port, http  # noqa: E402
+from harness import Client, HookReceiver, http  # noqa: E402
 from test_redis_cluster import read_log, run_scenarios, wait_for  # noqa: E402
 from test_redis_webhooks import (NAME, SECRET, cursor, owner_flags,  # noqa: E402
                                  signed, the_owner)
@@ -56,56 +53,11 @@ BATCH_MAX = 10
 TIMEOUT_MS = 1000  # --redis-timeout-ms of run_scenarios' clusters
 
 
-class Receiver:
-    """Records every POST (arrival time, answer, headers, body) and answers
-    with `status` after `delay` seconds."""
-
-    def __init__(self):
-        self.lock = threading.Lock()
-        self.recs = []
-        self.status = 200
-        self.delay = 0.0
-        rx = self
-
-        class H(httpserver.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *a):
-                pass
-
-            def do_POST(self):
-                n = int(self.headers.get("Content-Length", "0"))
-                raw = self.rfile.read(n)
-                hdrs = {k.lower(): v for k, v in self.headers.items()}
-                with rx.lock:
-                    status, delay = rx.status, rx.delay
-                    rx.recs.append({"t": time.monotonic(), "status": status, "h": hdrs,
-                                    "b": json.loads(raw), "raw": raw})
-                if delay:
-                    time.sleep(delay)
-                self.send_response(status)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-        class S(httpserver.ThreadingHTTPServer):
-            def handle_error(self, request, client_address):
-                pass  # a fenced owner cuts its request
-
-        self.port = free_port()
-        self.server = S((HOST, self.port), H)
-        self.server.daemon_threads = True
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+class Receiver(HookReceiver):
+    """The suite's endpoint (harness.HookReceiver) with its name and secret."""
 
     def spec(self):
-        return f"url=http://{HOST}:{self.port}/hook,secret={SECRET},name={NAME}"
-
-    def records(self, since=0.0):
-        with self.lock:
-            return [r for r in self.recs if r["t"] >= since]
-
-    def stop(self):
-        self.server.shutdown()
-        self.server.server_close()
+        return f"url={self.url()},secret={SECRET},name={NAME}"
 
 
 def seqs(rec):

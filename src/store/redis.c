@@ -76,7 +76,8 @@ typedef struct req {
   void (*sessions_cb)(void *, int, const presence_session_info_t *, size_t);
   void (*log_cb)(void *, int, const presence_event_t *, size_t);
   uint64_t after_seq;
-  size_t max; /* log reads: events wanted */
+  size_t max;       /* log reads: events wanted */
+  bool from_oldest; /* log reads: a cursor past the newest, read again */
   struct req *sub_head, *sub_next; /* a batch's writes, in order */
   char user[PRESENCE_ID_MAX + 1];
 } req_t;
@@ -1988,6 +1989,9 @@ static int r_stats(presence_store_t *base, presence_stats_t *out) {
   return 0;
 }
 
+static void log_read_send(rstore_t *st, req_t *r, uint64_t after_seq);
+static void log_newest_done(rstore_t *st, req_t *r, redisReply *rep, int code);
+
 static void log_done(rstore_t *st, req_t *r, redisReply *rep, int code) {
   if (code || !rep || rep->type != REDIS_REPLY_ARRAY) {
     r->log_cb(r->ud, code ? code : PRESENCE_ESTORE, NULL, 0);
@@ -2015,11 +2019,75 @@ static void log_done(rstore_t *st, req_t *r, redisReply *rep, int code) {
     from++;
   size_t n = evs.n - from;
   if (n > r->max) n = r->max;
+  if (!n && !r->from_oldest && r->after_seq > st->last_seq) {
+    /* Nothing after a cursor this instance has not seen yet: another
+     * instance's reader a moment ahead, or a cursor past the newest event
+     * (one from before Redis lost its data), which the memory store answers
+     * with ECURSOR and the oldest events. Redis's counter tells which. (A
+     * cursor at or below what this instance has seen is simply up to date:
+     * no extra request on the common path.) */
+    free(evs.ev);
+    req_t *q = req_new(st, log_newest_done);
+    if (!q) {
+      r->log_cb(r->ud, PRESENCE_ENOMEM, NULL, 0);
+      return;
+    }
+    q->log_cb = r->log_cb;
+    q->ud = r->ud;
+    q->after_seq = r->after_seq;
+    q->max = r->max;
+    char key[256];
+    snprintf(key, sizeof key, "%sseq", st->prefix);
+    const char *args[] = {"GET", key};
+    plain(st, q, 2, args);
+    return;
+  }
   for (size_t i = from; i < from + n; i++)
     if (evs.ev[i].seq > st->last_seq) st->last_seq = evs.ev[i].seq;
-  if (n && evs.ev[from].seq > r->after_seq + 1) status = PRESENCE_ECURSOR;
+  if (r->from_oldest || (n && evs.ev[from].seq > r->after_seq + 1))
+    status = PRESENCE_ECURSOR;
   r->log_cb(r->ud, status, n ? evs.ev + from : NULL, n);
   free(evs.ev);
+}
+
+/* The newest sequence number, asked after a read found nothing: a cursor
+ * past it is told so (ECURSOR) and reads from the oldest event kept. */
+static void log_newest_done(rstore_t *st, req_t *r, redisReply *rep, int code) {
+  if (code || !rep ||
+      (rep->type != REDIS_REPLY_STRING && rep->type != REDIS_REPLY_NIL)) {
+    r->log_cb(r->ud, code ? code : PRESENCE_ESTORE, NULL, 0);
+    return;
+  }
+  uint64_t newest =
+      rep->type == REDIS_REPLY_STRING ? strtoull(rep->str, NULL, 10) : 0;
+  if (r->after_seq <= newest) {
+    r->log_cb(r->ud, 0, NULL, 0); /* up to date */
+    return;
+  }
+  req_t *q = req_new(st, log_done);
+  if (!q) {
+    r->log_cb(r->ud, PRESENCE_ENOMEM, NULL, 0);
+    return;
+  }
+  q->log_cb = r->log_cb;
+  q->ud = r->ud;
+  q->after_seq = 0;
+  q->max = r->max;
+  q->from_oldest = true;
+  log_read_send(st, q, 0);
+}
+
+/* XRANGE from the entry holding after_seq + 1. Entries are named by their
+ * last event, so that is the first entry at or after after_seq + 1; each
+ * holds one or more events, so max entries are never too few, and at most
+ * 64 keep a reply of large entries small. */
+static void log_read_send(rstore_t *st, req_t *r, uint64_t after_seq) {
+  char start[32], count[24];
+  snprintf(start, sizeof start, "%llu-0", (unsigned long long)after_seq + 1);
+  size_t max = r->max;
+  snprintf(count, sizeof count, "%zu", max < 1 ? 1 : max > 64 ? 64 : max);
+  const char *args[] = {"XRANGE", st->log_key, start, "+", "COUNT", count};
+  plain(st, r, 6, args);
 }
 
 static int r_log_read(presence_store_t *base, uint64_t after_seq, size_t max,
@@ -2033,14 +2101,7 @@ static int r_log_read(presence_store_t *base, uint64_t after_seq, size_t max,
   r->ud = ud;
   r->after_seq = after_seq;
   r->max = max;
-  /* Entries are named by their last event: the first entry at or after
-   * after_seq + 1 holds it. Each holds one or more events, so max entries
-   * are never too few; at most 64 keeps a reply of large entries small. */
-  char start[32], count[24];
-  snprintf(start, sizeof start, "%llu-0", (unsigned long long)after_seq + 1);
-  snprintf(count, sizeof count, "%zu", max < 1 ? 1 : max > 64 ? 64 : max);
-  const char *args[] = {"XRANGE", st->log_key, start, "+", "COUNT", count};
-  plain(st, r, 6, args);
+  log_read_send(st, r, after_seq);
   return 0;
 }
 

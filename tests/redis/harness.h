@@ -283,6 +283,30 @@ static inline void assert_no_errors(const inst_t *in) {
                presence_err_name(-e));
 }
 
+/* A page of the log: sequence numbers and types. */
+typedef struct page {
+  bool got;
+  int status;
+  size_t n;
+  uint64_t seq[64];
+  int type[64];
+} page_t;
+static inline void page_cb(presence_t *p, int status, const presence_event_t *e,
+                    size_t n, void *ud) {
+  (void)p;
+  page_t *pg = ud;
+  pg->got = true;
+  pg->status = status;
+  pg->n = n;
+  for (size_t i = 0; i < n && i < 64; i++) {
+    pg->seq[i] = e[i].seq;
+    pg->type[i] = (int)e[i].type;
+  }
+}
+static inline bool page_pred(void *ud) {
+  return ((page_t *)ud)->got;
+}
+
 /* Run the loop until pred holds or ms pass; returns whether it held. */
 typedef bool (*pred_fn)(void *ud);
 static inline bool run_until(uv_loop_t *loop, pred_fn pred, void *ud,

@@ -262,30 +262,6 @@ static bool lr_pred(void *ud) {
   return ((lr_t *)ud)->got;
 }
 
-/* A page of the log: sequence numbers and types. */
-typedef struct page {
-  bool got;
-  int status;
-  size_t n;
-  uint64_t seq[64];
-  int type[64];
-} page_t;
-static void page_cb(presence_t *p, int status, const presence_event_t *e,
-                    size_t n, void *ud) {
-  (void)p;
-  page_t *pg = ud;
-  pg->got = true;
-  pg->status = status;
-  pg->n = n;
-  for (size_t i = 0; i < n && i < 64; i++) {
-    pg->seq[i] = e[i].seq;
-    pg->type[i] = (int)e[i].type;
-  }
-}
-static bool page_pred(void *ud) {
-  return ((page_t *)ud)->got;
-}
-
 static void log_reads_from_a_cursor(void **state) {
   (void)state;
   fx_t *f = make(NULL);
@@ -303,6 +279,21 @@ static void log_reads_from_a_cursor(void **state) {
   assert_int_equal(l.first, first + 1);
   assert_int_equal(presence_log_last_seq(f->a.p),
                    f->a.local.ev[f->a.local.n - 1].seq);
+  /* A cursor past the newest event (saved before Redis lost its data) is
+   * told so, and reads from the oldest, as with the embedded store. */
+  uint64_t newest = f->a.local.ev[f->a.local.n - 1].seq;
+  memset(&l, 0, sizeof l);
+  assert_int_equal(presence_log_read(f->a.p, newest + 1000, 5, lr_cb, &l), 0);
+  assert_true(run_until(&f->loop, lr_pred, &l, 5000));
+  assert_int_equal(l.status, PRESENCE_ECURSOR);
+  assert_int_equal(l.n, 5);
+  assert_int_equal(l.first, first);
+  /* At the newest: up to date, nothing to tell. */
+  memset(&l, 0, sizeof l);
+  assert_int_equal(presence_log_read(f->a.p, newest, 5, lr_cb, &l), 0);
+  assert_true(run_until(&f->loop, lr_pred, &l, 5000));
+  assert_int_equal(l.status, 0);
+  assert_int_equal(l.n, 0);
   /* Trim the stream: a reader behind it learns it missed some. */
   freeReplyObject(srv_cmd(&f->srv, "XTRIM presence:log MAXLEN 3"));
   memset(&l, 0, sizeof l);

@@ -59,6 +59,7 @@ local E_NOSESSION, E_EXIST, E_LIMIT, E_FENCED, E_BUSY = -5, -6, -7, -11, -15
 
 local K_SEQ, K_LOG = P .. 'seq', P .. 'log'
 local K_FORMAT, FORMAT = P .. 'format', '2' -- see 'register'
+local SEQ_JUMP_AFTER_LOSS = 1000000 -- see 'register'
 local K_SIDX = P .. 'sidx'     -- hash: session id -> user id
 local K_INST = P .. 'inst'     -- hash: instance id -> registered epoch
 local K_LEASE = P .. 'lease'   -- zset: instance id -> lease expiry (ms)
@@ -416,8 +417,14 @@ if op == 'register' then
   redis.call('ZADD', K_LEASE, now + lease_ms, iid)
   local seq = tonumber(redis.call('GET', K_SEQ) or '0')
   if seq < min_seq then
-    redis.call('SET', K_SEQ, s(min_seq))
-    seq = min_seq
+    -- The store lost events this instance saw (a restart without its data,
+    -- FLUSHALL, a stale replica promoted). Readers may hold cursors up to
+    -- the newest lost event, which this instance may not have read yet
+    -- (its log reader lags by milliseconds; longer after a partition): the
+    -- numbers jump far ahead, so no number is handed out twice and every
+    -- reader's next read is past its cursor + 1, a gap it is told of.
+    seq = min_seq + SEQ_JUMP_AFTER_LOSS
+    redis.call('SET', K_SEQ, s(seq))
   end
   local stale = 0
   if fresh == 1 and redis.call('ZCOUNT', K_LEASE, now, '+inf') <= 1 and

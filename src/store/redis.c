@@ -1992,6 +1992,22 @@ static int r_stats(presence_store_t *base, presence_stats_t *out) {
 static void log_read_send(rstore_t *st, req_t *r, uint64_t after_seq);
 static void log_newest_done(rstore_t *st, req_t *r, redisReply *rep, int code);
 
+/* A further request of the same log read (same callback, same max); NULL
+ * after telling the reader ENOMEM. */
+static req_t *log_follow_up(rstore_t *st, req_t *r, req_fn fn,
+                            uint64_t after_seq) {
+  req_t *q = req_new(st, fn);
+  if (!q) {
+    r->log_cb(r->ud, PRESENCE_ENOMEM, NULL, 0);
+    return NULL;
+  }
+  q->log_cb = r->log_cb;
+  q->ud = r->ud;
+  q->after_seq = after_seq;
+  q->max = r->max;
+  return q;
+}
+
 static void log_done(rstore_t *st, req_t *r, redisReply *rep, int code) {
   if (code || !rep || rep->type != REDIS_REPLY_ARRAY) {
     r->log_cb(r->ud, code ? code : PRESENCE_ESTORE, NULL, 0);
@@ -2027,15 +2043,8 @@ static void log_done(rstore_t *st, req_t *r, redisReply *rep, int code) {
      * cursor at or below what this instance has seen is simply up to date:
      * no extra request on the common path.) */
     free(evs.ev);
-    req_t *q = req_new(st, log_newest_done);
-    if (!q) {
-      r->log_cb(r->ud, PRESENCE_ENOMEM, NULL, 0);
-      return;
-    }
-    q->log_cb = r->log_cb;
-    q->ud = r->ud;
-    q->after_seq = r->after_seq;
-    q->max = r->max;
+    req_t *q = log_follow_up(st, r, log_newest_done, r->after_seq);
+    if (!q) return;
     char key[256];
     snprintf(key, sizeof key, "%sseq", st->prefix);
     const char *args[] = {"GET", key};
@@ -2064,15 +2073,8 @@ static void log_newest_done(rstore_t *st, req_t *r, redisReply *rep, int code) {
     r->log_cb(r->ud, 0, NULL, 0); /* up to date */
     return;
   }
-  req_t *q = req_new(st, log_done);
-  if (!q) {
-    r->log_cb(r->ud, PRESENCE_ENOMEM, NULL, 0);
-    return;
-  }
-  q->log_cb = r->log_cb;
-  q->ud = r->ud;
-  q->after_seq = 0;
-  q->max = r->max;
+  req_t *q = log_follow_up(st, r, log_done, 0);
+  if (!q) return;
   q->from_oldest = true;
   log_read_send(st, q, 0);
 }

@@ -228,7 +228,9 @@ static void dead_instance_is_reaped_in_bounded_batches(void **state) {
   print_message("%d connects through one instance: %lld ms\n", N,
                 (long long)(now_ms() - tc));
   assert_no_errors(&f->in[1]);
-  freeReplyObject(srv_cmd(&f->srv, "CONFIG SET slowlog-log-slower-than 10000"));
+  /* Every command over 1 ms is logged: the reap calls' own durations. */
+  freeReplyObject(srv_cmd(&f->srv, "CONFIG SET slowlog-log-slower-than 1000"));
+  freeReplyObject(srv_cmd(&f->srv, "CONFIG SET slowlog-max-len 100000"));
   freeReplyObject(srv_cmd(&f->srv, "SLOWLOG RESET"));
   /* beta dies without a word. */
   inst_free(&f->in[1]);
@@ -263,32 +265,55 @@ static void dead_instance_is_reaped_in_bounded_batches(void **state) {
   assert_int_equal(u.status, PRESENCE_ONLINE);
   u = user_info(&f->loop, &f->in[0], "user-1");
   assert_int_equal(u.status, PRESENCE_OFFLINE);
-  redisReply *sl = srv_cmd(&f->srv, "SLOWLOG GET 10");
+  redisReply *sl = srv_cmd(&f->srv, "SLOWLOG GET 100000");
   long long worst = 0;
+  size_t over = 0, nreap = 0;
+  long long *reap_us = calloc(sl->elements + 1, sizeof(long long));
   for (size_t i = 0; i < sl->elements; i++) {
     redisReply *e = sl->element[i];
-    if (e->element[2]->integer > worst) worst = e->element[2]->integer;
+    long long us = e->element[2]->integer;
     redisReply *args = e->element[3];
-    print_message("slow: %lld us %s %s\n", e->element[2]->integer,
-                  args->elements > 0 ? args->element[0]->str : "",
-                  args->elements > 3 ? args->element[3]->str : "");
+    const char *op = args->elements > 3 ? args->element[3]->str : "";
+    if (!strcmp(op, "reap")) reap_us[nreap++] = us;
+    if (us > worst) worst = us;
+    if (us > 10000) {
+      over++;
+      print_message("slow: %lld us %s %s\n", us,
+                    args->elements > 0 ? args->element[0]->str : "", op);
+    }
   }
+  /* The median reap call, by insertion into a sorted prefix (a few
+   * hundred calls). */
+  for (size_t i = 1; i < nreap; i++)
+    for (size_t j = i; j > 0 && reap_us[j - 1] > reap_us[j]; j--) {
+      long long t = reap_us[j];
+      reap_us[j] = reap_us[j - 1];
+      reap_us[j - 1] = t;
+    }
+  long long median = nreap ? reap_us[nreap / 2] : 0;
+  free(reap_us);
   print_message("reaped %d sessions: cleanup %lld ms after death (lease 2500 "
-                "ms), %zu slowlog entries over 10 ms, worst %lld us\n",
-                N, (long long)took, sl->elements, worst);
-  /* SLOWLOG measures wall time: on a host busier than its CPU count the
-   * server is preempted mid-command and the figure says nothing about the
-   * batch size. Then report only. */
+                "ms); %zu reap calls over 1 ms, median %lld us; %zu commands "
+                "over 10 ms, worst %lld us\n",
+                N, (long long)took, nreap, median, over, worst);
+  /* SLOWLOG measures wall time, so a command during which the VM was not
+   * scheduled counts the stall too: this machine showed one reap call of
+   * 21 ms among hundreds of ~2 ms ones, at load 1.7, once in several runs.
+   * Batches that are too big show in every call: the median stays under
+   * half the 10 ms allowed, and at most one isolated command goes over it.
+   * On a host busier than its CPU count, report only. */
   double load = 0;
   FILE *la = fopen("/proc/loadavg", "r");
   if (la) {
     if (fscanf(la, "%lf", &load) != 1) load = 0;
     fclose(la);
   }
-  if (load < (double)sysconf(_SC_NPROCESSORS_ONLN))
-    assert_int_equal(sl->elements, 0);
-  else
+  if (load < (double)sysconf(_SC_NPROCESSORS_ONLN)) {
+    assert_true(median < 5000);
+    assert_true(over <= 1);
+  } else {
     print_message("host overloaded (load %.1f): SLOWLOG not asserted\n", load);
+  }
   freeReplyObject(sl);
   presence_status_t final;
   replay_check(&f->srv, NULL, &final);

@@ -162,6 +162,9 @@ typedef struct rstore {
   int64_t r_sent;
   uint32_t r_backoff_ms;
   char r_last[48];
+  /* Entries and events the reader has seen (halved now and then): events
+   * per entry, to size a log read's XRANGE COUNT. */
+  uint64_t r_entries, r_events;
   bool reader_started;
 
   /* deferred completions */
@@ -585,6 +588,27 @@ int presence__redis_unpack(char *blob, size_t len, uint64_t last_seq,
   return 0;
 }
 
+/* A decimal number and nothing after it but `tail`. */
+static int decimal(const redisReply *r, const char *tail,
+                   unsigned long long *v) {
+  if (r->type != REDIS_REPLY_STRING) return -1;
+  char *x;
+  errno = 0;
+  *v = strtoull(r->str, &x, 10);
+  return errno || x == r->str || r->str[0] == '-' || strcmp(x, tail) ? -1 : 0;
+}
+
+/* The last seq, count and packed events of an entry or a reply. */
+static int decode_three(const redisReply *last, const char *tail,
+                        const redisReply *count, redisReply *p,
+                        const char *self, presence__redis_events_t *out) {
+  unsigned long long l, c;
+  if (!p || p->type != REDIS_REPLY_STRING || decimal(last, tail, &l) ||
+      decimal(count, "", &c))
+    return PRESENCE_ESTORE;
+  return presence__redis_unpack(p->str, p->len, l, (size_t)c, self, out);
+}
+
 int presence__redis_decode_entry(redisReply *e, const char *self,
                                  presence__redis_events_t *out) {
   if (e->type != REDIS_REPLY_ARRAY || e->elements != 2 ||
@@ -601,30 +625,22 @@ int presence__redis_decode_entry(redisReply *e, const char *self,
     if (name->str[0] == 'k') k = v;
     if (name->str[0] == 'p') p = v;
   }
-  if (!k || !p) return PRESENCE_ESTORE;
-  char *x;
-  errno = 0;
-  unsigned long long last = strtoull(e->element[0]->str, &x, 10);
-  if (errno || x == e->element[0]->str || strcmp(x, "-0") != 0)
-    return PRESENCE_ESTORE;
-  unsigned long long cnt = strtoull(k->str, &x, 10);
-  if (errno || *x || x == k->str) return PRESENCE_ESTORE;
-  return presence__redis_unpack(p->str, p->len, last, (size_t)cnt, self, out);
+  if (!k) return PRESENCE_ESTORE;
+  return decode_three(e->element[0], "-0", k, p, self, out);
 }
 
-/* The events a script reply carries: {code, payload, last seq, count,
- * packed}, or none when it has two elements. */
+int presence__redis_decode_reply(redisReply *rep, const char *self,
+                                 presence__redis_events_t *out) {
+  if (rep->type != REDIS_REPLY_ARRAY || rep->elements < 5) return 0;
+  return decode_three(rep->element[2], "", rep->element[3], rep->element[4],
+                      self, out);
+}
+
+/* The events a script reply carries (none when it has two elements). */
 static int reply_events(rstore_t *st, redisReply *rep,
                         presence__redis_events_t *out) {
   memset(out, 0, sizeof(*out));
-  if (rep->type != REDIS_REPLY_ARRAY || rep->elements < 5) return 0;
-  redisReply *id = rep->element[2], *k = rep->element[3], *p = rep->element[4];
-  if (id->type != REDIS_REPLY_STRING || k->type != REDIS_REPLY_STRING ||
-      p->type != REDIS_REPLY_STRING)
-    return PRESENCE_ESTORE;
-  int rc = presence__redis_unpack(p->str, p->len, strtoull(id->str, NULL, 10),
-                                  (size_t)strtoull(k->str, NULL, 10),
-                                  st->h.instance_id, out);
+  int rc = presence__redis_decode_reply(rep, st->h.instance_id, out);
   if (rc) {
     free(out->ev);
     memset(out, 0, sizeof(*out));
@@ -1452,6 +1468,12 @@ static void on_xread(redisAsyncContext *ac, void *reply, void *priv) {
               NULL);
         continue;
       }
+      st->r_entries++;
+      st->r_events += evs.n;
+      if (st->r_entries > 4096) {
+        st->r_entries /= 2;
+        st->r_events /= 2;
+      }
       for (size_t j = 0; j < evs.n && !st->destroying; j++) {
         if (evs.ev[j].seq > st->last_seq) st->last_seq = evs.ev[j].seq;
         st->h.observe(st->h.host_ud, &evs.ev[j]);
@@ -2017,22 +2039,24 @@ static void log_done(rstore_t *st, req_t *r, redisReply *rep, int code) {
    * events of one call): those are skipped. */
   presence__redis_events_t evs = {0};
   int status = 0;
-  for (size_t i = 0; !status && i < rep->elements; i++) {
+  size_t from = 0;
+  /* Decoded only as far as max events after the cursor. */
+  for (size_t i = 0; !status && i < rep->elements && evs.n - from < r->max;
+       i++) {
     status = presence__redis_decode_entry(rep->element[i], st->h.instance_id,
                                           &evs);
     if (status == PRESENCE_ESTORE) {
       logf_(st, PRESENCE_LOG_ERROR, "redis: malformed log entry", NULL);
       status = 0;
     }
+    while (from < evs.n && evs.ev[from].seq <= r->after_seq)
+      from++;
   }
   if (status) {
     free(evs.ev);
     r->log_cb(r->ud, status, NULL, 0);
     return;
   }
-  size_t from = 0;
-  while (from < evs.n && evs.ev[from].seq <= r->after_seq)
-    from++;
   size_t n = evs.n - from;
   if (n > r->max) n = r->max;
   if (!n && !r->from_oldest && r->after_seq > st->last_seq) {
@@ -2080,14 +2104,18 @@ static void log_newest_done(rstore_t *st, req_t *r, redisReply *rep, int code) {
 }
 
 /* XRANGE from the entry holding after_seq + 1. Entries are named by their
- * last event, so that is the first entry at or after after_seq + 1; each
- * holds one or more events, so max entries are never too few, and at most
- * 64 keep a reply of large entries small. */
+ * last event, so that is the first entry at or after after_seq + 1. An
+ * entry holds the events of one script call, from one to a few hundred:
+ * COUNT is sized from the events per entry the reader has seen, so a read
+ * of 256 events under load fetches a few entries, not 64 of them (fewer
+ * events than max is allowed: the reader reads again). */
 static void log_read_send(rstore_t *st, req_t *r, uint64_t after_seq) {
   char start[32], count[24];
   snprintf(start, sizeof start, "%llu-0", (unsigned long long)after_seq + 1);
-  size_t max = r->max;
-  snprintf(count, sizeof count, "%zu", max < 1 ? 1 : max > 64 ? 64 : max);
+  uint64_t per = st->r_entries ? st->r_events / st->r_entries : 1;
+  uint64_t c = r->max / (per ? per : 1) + 1;
+  snprintf(count, sizeof count, "%llu",
+           (unsigned long long)(c > 64 ? 64 : c));
   const char *args[] = {"XRANGE", st->log_key, start, "+", "COUNT", count};
   plain(st, r, 6, args);
 }

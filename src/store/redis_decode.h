@@ -35,4 +35,9 @@ int presence__redis_unpack(char *blob, size_t len, uint64_t last_seq,
 int presence__redis_decode_entry(redisReply *e, const char *self,
                                  presence__redis_events_t *out);
 
+/* The same for a script's reply {code, payload, last seq, count, packed};
+ * a reply of fewer elements carries no events (0, nothing appended). */
+int presence__redis_decode_reply(redisReply *rep, const char *self,
+                                 presence__redis_events_t *out);
+
 #endif

@@ -46,19 +46,14 @@ static void decode_entries(redisReply *r) {
 }
 
 static void decode_script(redisReply *r) {
-  if (r->type != REDIS_REPLY_ARRAY || r->elements < 5) return;
-  redisReply *id = r->element[2], *k = r->element[3], *p = r->element[4];
-  if (id->type != REDIS_REPLY_STRING || k->type != REDIS_REPLY_STRING ||
-      p->type != REDIS_REPLY_STRING)
-    return;
   presence__redis_events_t evs = {0};
-  int rc = presence__redis_unpack(p->str, p->len, strtoull(id->str, NULL, 10),
-                                  (size_t)strtoull(k->str, NULL, 10),
-                                  "fuzz-self", &evs);
+  int rc = presence__redis_decode_reply(r, "fuzz-self", &evs);
   if (rc == 0)
     check_events(&evs, 0);
   else if (rc != PRESENCE_ESTORE && rc != PRESENCE_ENOMEM)
     abort();
+  else if (evs.n != 0)
+    abort(); /* a refused reply appends nothing */
   free(evs.ev);
 }
 

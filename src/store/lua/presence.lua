@@ -300,6 +300,21 @@ local function set_status(sid, u, r, st, reason, U)
   uput(u, U, sid, rec_make(r))
 end
 
+-- A session of instance i's set, with its user and both records; nil (and
+-- the id dropped from the set) when the session is gone or now belongs to
+-- another instance.
+local function owned_session(sid, i)
+  local u = redis.call('HGET', K_SIDX, sid)
+  local U, rec
+  if u then U, rec = uget(u, sid) end
+  local rr = rec and rec_parse(rec)
+  if not rr or rr.iid ~= i then
+    redis.call('SREM', k_is(i), sid)
+    return nil
+  end
+  return u, U, rr
+end
+
 local function lease_live(i)
   local exp = redis.call('ZSCORE', K_LEASE, i)
   return exp and tonumber(exp) >= now
@@ -488,19 +503,8 @@ if op == 'sweep' then
   local cur, lim, reason = ARGV[A], ARGV[A + 1], tonumber(ARGV[A + 2])
   local r = redis.call('SSCAN', k_is(iid), cur, 'COUNT', lim)
   for _, sid in ipairs(r[2]) do
-    local u = redis.call('HGET', K_SIDX, sid)
-    local U, rec
-    if u then U, rec = uget(u, sid) end
-    if not rec then
-      redis.call('SREM', k_is(iid), sid)
-    else
-      local rr = rec_parse(rec)
-      if rr.iid ~= iid then
-        redis.call('SREM', k_is(iid), sid)
-      elseif rr.epoch ~= epoch then
-        remove_session(sid, u, reason, rr, U)
-      end
-    end
+    local u, U, rr = owned_session(sid, iid)
+    if rr and rr.epoch ~= epoch then remove_session(sid, u, reason, rr, U) end
   end
   out[2] = r[1]
   return finish()
@@ -605,19 +609,10 @@ if op == 'reap' then
         cut = true
         break
       end
-      local u = redis.call('HGET', K_SIDX, sid)
-      local U, rec
-      if u then U, rec = uget(u, sid) end
-      if not rec then
-        redis.call('SREM', k_is(dead), sid)
-      else
-        local rr = rec_parse(rec)
-        if rr.iid ~= dead then
-          redis.call('SREM', k_is(dead), sid)
-        elseif tonumber(rr.epoch) <= de then
-          remove_session(sid, u, R_LOST, rr, U)
-          ids[#ids + 1] = sid
-        end
+      local u, U, rr = owned_session(sid, dead)
+      if rr and tonumber(rr.epoch) <= de then
+        remove_session(sid, u, R_LOST, rr, U)
+        ids[#ids + 1] = sid
       end
     end
     if cut then break end

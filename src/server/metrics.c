@@ -15,6 +15,13 @@ static void family(buf_t *b, const char *name, const char *type,
   buf_printf(b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
 }
 
+/* A family of one sample without labels. */
+static void metric(buf_t *b, const char *name, const char *type,
+                   const char *help, uint64_t v) {
+  family(b, name, type, help);
+  buf_printf(b, "%s %llu\n", name, (unsigned long long)v);
+}
+
 void metrics_handle(conn_t *c, http_req_t *r) {
   srv_t *s = c->srv;
   (void)r;
@@ -24,25 +31,20 @@ void metrics_handle(conn_t *c, http_req_t *r) {
   buf_t *b = &s->scratch;
   buf_reset(b);
 
-  family(b, "presenced_connections", "gauge", "Open TCP connections.");
-  buf_printf(b, "presenced_connections %u\n", s->nconns);
-  family(b, "presenced_websocket_connections", "gauge",
-         "Open WebSocket client connections.");
-  buf_printf(b, "presenced_websocket_connections %u\n", s->nws);
-  family(b, "presenced_event_streams", "gauge",
-         "Open Server-Sent Events streams.");
-  buf_printf(b, "presenced_event_streams %u\n", s->nsse);
-  family(b, "presenced_connections_accepted_total", "counter",
-         "TCP connections accepted.");
-  buf_printf(b, "presenced_connections_accepted_total %llu\n",
-             (unsigned long long)s->accepted_total);
-  family(b, "presenced_websocket_messages_received_total", "counter",
-         "Text messages received from WebSocket clients.");
-  buf_printf(b, "presenced_websocket_messages_received_total %llu\n",
-             (unsigned long long)s->ws_messages_total);
+  metric(b, "presenced_connections", "gauge", "Open TCP connections.",
+         s->nconns);
+  metric(b, "presenced_websocket_connections", "gauge",
+         "Open WebSocket client connections.", s->nws);
+  metric(b, "presenced_event_streams", "gauge",
+         "Open Server-Sent Events streams.", s->nsse);
+  metric(b, "presenced_connections_accepted_total", "counter",
+         "TCP connections accepted.", s->accepted_total);
+  metric(b, "presenced_websocket_messages_received_total", "counter",
+         "Text messages received from WebSocket clients.",
+         s->ws_messages_total);
 
-  family(b, "presenced_sessions", "gauge", "Sessions held by the store.");
-  buf_printf(b, "presenced_sessions %llu\n", (unsigned long long)st.sessions);
+  metric(b, "presenced_sessions", "gauge", "Sessions held by the store.",
+         st.sessions);
   family(b, "presenced_users", "gauge", "Users known to the store by status.");
   uint64_t offline = st.users_known - st.users_online - st.users_idle;
   if (st.users_known < st.users_online + st.users_idle) offline = 0;
@@ -58,17 +60,13 @@ void metrics_handle(conn_t *c, http_req_t *r) {
       cl.sampled_mono_ms) {
     /* The figures above are this instance's; Redis counts the cluster's
      * (sampled at the last heartbeat). */
-    family(b, "presenced_cluster_users_present", "gauge",
-           "Users online or idle (or in offline grace) on any instance.");
-    buf_printf(b, "presenced_cluster_users_present %llu\n",
-               (unsigned long long)cl.users_present);
-    family(b, "presenced_cluster_sessions", "gauge",
-           "Sessions on every instance sharing the Redis store.");
-    buf_printf(b, "presenced_cluster_sessions %llu\n",
-               (unsigned long long)cl.sessions);
-    family(b, "presenced_cluster_instances", "gauge",
-           "Instances holding a live lease in the Redis store.");
-    buf_printf(b, "presenced_cluster_instances %u\n", cl.instances);
+    metric(b, "presenced_cluster_users_present", "gauge",
+           "Users online or idle (or in offline grace) on any instance.",
+           cl.users_present);
+    metric(b, "presenced_cluster_sessions", "gauge",
+           "Sessions on every instance sharing the Redis store.", cl.sessions);
+    metric(b, "presenced_cluster_instances", "gauge",
+           "Instances holding a live lease in the Redis store.", cl.instances);
   }
 
   family(b, "presenced_events_total", "counter", "Events emitted by type.");
@@ -76,10 +74,8 @@ void metrics_handle(conn_t *c, http_req_t *r) {
     buf_printf(b, "presenced_events_total{type=\"%s\"} %llu\n",
                presence_event_type_name((presence_event_type_t)t),
                (unsigned long long)st.events[t]);
-  family(b, "presenced_event_sequence", "gauge",
-         "Sequence number of the newest event.");
-  buf_printf(b, "presenced_event_sequence %llu\n",
-             (unsigned long long)st.last_seq);
+  metric(b, "presenced_event_sequence", "gauge",
+         "Sequence number of the newest event.", st.last_seq);
 
   family(b, "presenced_errors_total", "counter",
          "Errors answered to clients and backends, by protocol code.");
@@ -89,18 +85,15 @@ void metrics_handle(conn_t *c, http_req_t *r) {
     buf_printf(b, "} %llu\n", (unsigned long long)s->errors[i].count);
   }
 
-  family(b, "presenced_write_queue_bytes", "gauge",
-         "Bytes queued to slow connections, not yet written.");
-  buf_printf(b, "presenced_write_queue_bytes %llu\n",
-             (unsigned long long)s->wq_bytes_total);
+  metric(b, "presenced_write_queue_bytes", "gauge",
+         "Bytes queued to slow connections, not yet written.",
+         s->wq_bytes_total);
   webhook_metrics(s, b);
-  family(b, "presenced_uptime_seconds", "gauge", "Seconds since start.");
-  buf_printf(b, "presenced_uptime_seconds %lld\n",
-             (long long)((srv_now_mono(s) - s->started_mono_ms) / 1000));
-  family(b, "presenced_start_time_seconds", "gauge",
-         "Start time of the process since the Unix epoch in seconds.");
-  buf_printf(b, "presenced_start_time_seconds %lld\n",
-             (long long)(s->started_wall_ms / 1000));
+  metric(b, "presenced_uptime_seconds", "gauge", "Seconds since start.",
+         (uint64_t)((srv_now_mono(s) - s->started_mono_ms) / 1000));
+  metric(b, "presenced_start_time_seconds", "gauge",
+         "Start time of the process since the Unix epoch in seconds.",
+         (uint64_t)(s->started_wall_ms / 1000));
   family(b, "presenced_build_info", "gauge", "Version of presenced.");
   buf_printf(b, "presenced_build_info{version=\"%s\"} 1\n",
              PRESENCE_VERSION_STRING);

@@ -164,6 +164,21 @@ async def churn(ds, prefix, n, each=3.0, retry_for=10.0):
     return failed
 
 
+async def check_resumed(t, cl, rx, label, prefix, start, why_no_dup):
+    """After Redis came back: a churn of 6 users is delivered, nothing
+    acknowledged before is delivered again, and every event of the log
+    after `start` reached the receiver. Returns the log."""
+    await churn(cl.d, prefix, 6)
+    log = await log_after(cl.d[0], start)
+    t.check(f"{label}: delivery resumed up to the last event",
+            await wait_delivered(rx, [e["seq"] for e in log]))
+    await asyncio.sleep(0.3)
+    dup, _ = repeated(rx, 0)
+    t.eq(f"{label}: {why_no_dup}", dup, [])
+    check_log_delivered(t, label, rx, log, start)
+    return log
+
+
 async def no_owner(ds):
     return all(v == 0 for v in await owner_flags(ds))
 
@@ -211,15 +226,9 @@ async def test_redis_away(t, cl, rx):
     new, took = await the_owner(cl.d, 5.0)
     t.check("away: exactly one owner again after SIGCONT", new is not None)
     t.note(f"Redis back: one owner after {1000 * (took or 0):.0f} ms")
-    await churn(cl.d, "ra-b", 8)
-    log = await log_after(cl.d[0], start)
-    t.check("away: delivery resumed up to the last event",
-            await wait_delivered(rx, [e["seq"] for e in log]))
-    await asyncio.sleep(0.3)
-    dup, _ = repeated(rx, 0)
-    t.eq("away: no event acknowledged before is delivered again (nothing was in flight)",
-         dup, [])
-    check_log_delivered(t, "away", rx, log, start)
+    await check_resumed(t, cl, rx, "away", "ra-b", start,
+                        "no event acknowledged before is delivered again "
+                        "(nothing was in flight)")
 
     # 2. Redis stopped while events flow (a batch may be in flight).
     mark = time.monotonic()
@@ -300,14 +309,8 @@ async def test_redis_restart(t, cl, rx):
     new, took = await the_owner(cl.d, 8.0)
     t.check("restart (data kept): exactly one owner again", new is not None)
     t.note(f"Redis restarted with its data: one owner after {1000 * (took or 0):.0f} ms")
-    await churn(cl.d, "rr-b", 6)
-    log = await log_after(cl.d[0], start)
-    t.check("restart (data kept): delivery resumed up to the last event",
-            await wait_delivered(rx, [e["seq"] for e in log]))
-    await asyncio.sleep(0.3)
-    dup, _ = repeated(rx, 0)
-    t.eq("restart (data kept): no event delivered twice (nothing was in flight)", dup, [])
-    check_log_delivered(t, "restart (data kept)", rx, log, start)
+    await check_resumed(t, cl, rx, "restart (data kept)", "rr-b", start,
+                        "no event delivered twice (nothing was in flight)")
     t.eq("restart (data kept): one `instance` throughout",
          {r["b"]["instance"] for r in rx.records()}, {iid})
 

@@ -197,9 +197,9 @@ static bool cleanup_pred(void *ud) {
  * live ones, in batches: every session gets session.disconnected
  * (instance_lost), users with a session elsewhere stay online, one cleanup
  * carries the dead instance's id and session ids, and no Redis command took
- * more than 10 ms. */
-static void dead_instance_is_reaped_in_bounded_batches(void **state) {
-  (void)state;
+ * more than 10 ms. One run of it: false when the SLOWLOG bound was missed
+ * and `last` is false (the caller measures again); asserted when true. */
+static bool reap_once(bool last) {
   /* A lease long enough for a sanitizer build to push 20,000 connects
    * through one instance without starving anyone's heartbeat. */
   inst_opts_t io = {.heartbeat_ms = 500, .lease_ms = 2500};
@@ -298,19 +298,25 @@ static void dead_instance_is_reaped_in_bounded_batches(void **state) {
                 N, (long long)took, nreap, median, over, worst);
   /* SLOWLOG measures wall time, so a command during which the VM was not
    * scheduled counts the stall too: this machine showed one reap call of
-   * 21 ms among hundreds of ~2 ms ones, at load 1.7, once in several runs.
-   * Batches that are too big show in every call: the median stays under
-   * half the 10 ms allowed, and at most one isolated command goes over it.
-   * On a host busier than its CPU count, report only. */
+   * 21 ms among hundreds of ~2 ms ones, at load 1.7, once in several runs,
+   * and once a plain HMGET of 18 ms beside a reap call of 19 ms. Batches
+   * that are too big show in every call: the median stays under half the
+   * 10 ms allowed, and at most one isolated command goes over it. A miss is
+   * measured again from scratch: a stall seldom strikes twice, a batch too
+   * big always does. On a host busier than its CPU count, report only. */
   double load = 0;
   FILE *la = fopen("/proc/loadavg", "r");
   if (la) {
     if (fscanf(la, "%lf", &load) != 1) load = 0;
     fclose(la);
   }
+  bool ok = true;
   if (load < (double)sysconf(_SC_NPROCESSORS_ONLN)) {
-    assert_true(median < 5000);
-    assert_true(over <= 1);
+    ok = median < 5000 && over <= 1;
+    if (last) {
+      assert_true(median < 5000);
+      assert_true(over <= 1);
+    }
   } else {
     print_message("host overloaded (load %.1f): SLOWLOG not asserted\n", load);
   }
@@ -318,6 +324,15 @@ static void dead_instance_is_reaped_in_bounded_batches(void **state) {
   presence_status_t final;
   replay_check(&f->srv, NULL, &final);
   destroy(f);
+  return ok;
+}
+
+static void dead_instance_is_reaped_in_bounded_batches(void **state) {
+  (void)state;
+  if (!reap_once(false)) {
+    print_message("SLOWLOG over the bound: measured again\n");
+    reap_once(true);
+  }
 }
 
 /* An instance that stalls past its lease is reaped; its next write is
@@ -378,9 +393,8 @@ static bool all_online(void *ud) {
   online_wait_t *w = ud;
   for (int i = 0; w->users[i]; i++) {
     /* The user record, field "" of the user's hash: "st n on ...". */
-    redisReply *r =
-        srv_cmd(&w->f->srv, "HGET presence:u:{u:%s} %b", w->users[i], "",
-                (size_t)0);
+    redisReply *r = srv_cmd(&w->f->srv, "HGET presence:u:{u:%s} %b",
+                            w->users[i], "", (size_t)0);
     bool on = r->type == REDIS_REPLY_STRING && !strncmp(r->str, "1 ", 2);
     freeReplyObject(r);
     if (!on) return false;

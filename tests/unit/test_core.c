@@ -349,6 +349,13 @@ static uint64_t users_known(fixture_t *f) {
   return st.users_known;
 }
 
+/* Users known once ms have passed and the timers have run. */
+static uint64_t known_after(fixture_t *f, int64_t ms) {
+  clock_advance(&f->clock, ms);
+  presence_tick(f->p);
+  return users_known(f);
+}
+
 static void offline_users_are_forgotten_after_retention(void **state) {
   (void)state;
   fixture_t *f = make_retention(0, 60);
@@ -392,18 +399,13 @@ static void a_user_back_in_time_is_not_forgotten(void **state) {
   assert_int_equal(status_of(f, "alice"), PRESENCE_OFFLINE);
   clock_advance(&f->clock, 30000);
   presence_session_connect(f->p, "s2", "alice", NULL, NULL, NULL);
-  clock_advance(&f->clock, 40000); /* the first offline's retention is over */
-  presence_tick(f->p);
-  assert_int_equal(users_known(f), 1);
+  /* The first offline's retention is over: alice, back, is kept. */
+  assert_int_equal(known_after(f, 40000), 1);
   assert_int_equal(status_of(f, "alice"), PRESENCE_ONLINE);
   /* Offline again: forgotten 60 s after this offline, not before. */
   presence_session_kick(f->p, "s2", NULL, NULL);
-  clock_advance(&f->clock, 59000);
-  presence_tick(f->p);
-  assert_int_equal(users_known(f), 1);
-  clock_advance(&f->clock, 1000);
-  presence_tick(f->p);
-  assert_int_equal(users_known(f), 0);
+  assert_int_equal(known_after(f, 59000), 1);
+  assert_int_equal(known_after(f, 1000), 0);
   /* A grace longer than the retention wins: retention outlasts it. */
   destroy(f);
   f = make_retention(5000, 1);
@@ -412,12 +414,8 @@ static void a_user_back_in_time_is_not_forgotten(void **state) {
   clock_advance(&f->clock, 5000);
   presence_tick(f->p);
   assert_int_equal(status_of(f, "carol"), PRESENCE_OFFLINE);
-  clock_advance(&f->clock, 5000);
-  presence_tick(f->p);
-  assert_int_equal(users_known(f), 1);
-  clock_advance(&f->clock, 1000);
-  presence_tick(f->p);
-  assert_int_equal(users_known(f), 0);
+  assert_int_equal(known_after(f, 5000), 1);
+  assert_int_equal(known_after(f, 1000), 0);
   destroy(f);
 }
 

@@ -162,9 +162,9 @@ typedef struct rstore {
   int64_t r_sent;
   uint32_t r_backoff_ms;
   char r_last[48];
-  /* Entries and events the reader has seen (halved now and then): events
-   * per entry, to size a log read's XRANGE COUNT. */
-  uint64_t r_entries, r_events;
+  /* Entries and events the last log read decoded: events per entry where
+   * the readers are, to size the next read's XRANGE COUNT. */
+  size_t lr_entries, lr_events;
   bool reader_started;
 
   /* deferred completions */
@@ -1468,12 +1468,6 @@ static void on_xread(redisAsyncContext *ac, void *reply, void *priv) {
               NULL);
         continue;
       }
-      st->r_entries++;
-      st->r_events += evs.n;
-      if (st->r_entries > 4096) {
-        st->r_entries /= 2;
-        st->r_events /= 2;
-      }
       for (size_t j = 0; j < evs.n && !st->destroying; j++) {
         if (evs.ev[j].seq > st->last_seq) st->last_seq = evs.ev[j].seq;
         st->h.observe(st->h.host_ud, &evs.ev[j]);
@@ -2039,12 +2033,11 @@ static void log_done(rstore_t *st, req_t *r, redisReply *rep, int code) {
    * events of one call): those are skipped. */
   presence__redis_events_t evs = {0};
   int status = 0;
-  size_t from = 0;
+  size_t from = 0, ne;
   /* Decoded only as far as max events after the cursor. */
-  for (size_t i = 0; !status && i < rep->elements && evs.n - from < r->max;
-       i++) {
-    status = presence__redis_decode_entry(rep->element[i], st->h.instance_id,
-                                          &evs);
+  for (ne = 0; !status && ne < rep->elements && evs.n - from < r->max; ne++) {
+    status =
+        presence__redis_decode_entry(rep->element[ne], st->h.instance_id, &evs);
     if (status == PRESENCE_ESTORE) {
       logf_(st, PRESENCE_LOG_ERROR, "redis: malformed log entry", NULL);
       status = 0;
@@ -2056,6 +2049,10 @@ static void log_done(rstore_t *st, req_t *r, redisReply *rep, int code) {
     free(evs.ev);
     r->log_cb(r->ud, status, NULL, 0);
     return;
+  }
+  if (ne) {
+    st->lr_entries = ne;
+    st->lr_events = evs.n;
   }
   size_t n = evs.n - from;
   if (n > r->max) n = r->max;
@@ -2106,16 +2103,17 @@ static void log_newest_done(rstore_t *st, req_t *r, redisReply *rep, int code) {
 /* XRANGE from the entry holding after_seq + 1. Entries are named by their
  * last event, so that is the first entry at or after after_seq + 1. An
  * entry holds the events of one script call, from one to a few hundred:
- * COUNT is sized from the events per entry the reader has seen, so a read
- * of 256 events under load fetches a few entries, not 64 of them (fewer
- * events than max is allowed: the reader reads again). */
+ * COUNT is sized from the events per entry of the last read, so a read of
+ * 256 events among large entries (a burst, a reap) fetches a few of them,
+ * not 64, and one among single-event entries fetches 64; the readers page
+ * on through the log, so the last read is where the next one is. Fewer
+ * events than max is allowed: a reader reads again. */
 static void log_read_send(rstore_t *st, req_t *r, uint64_t after_seq) {
   char start[32], count[24];
   snprintf(start, sizeof start, "%llu-0", (unsigned long long)after_seq + 1);
-  uint64_t per = st->r_entries ? st->r_events / st->r_entries : 1;
-  uint64_t c = r->max / (per ? per : 1) + 1;
-  snprintf(count, sizeof count, "%llu",
-           (unsigned long long)(c > 64 ? 64 : c));
+  size_t per = st->lr_entries ? st->lr_events / st->lr_entries : 1;
+  size_t c = r->max / (per ? per : 1) + 1;
+  snprintf(count, sizeof count, "%zu", c > 64 ? (size_t)64 : c);
   const char *args[] = {"XRANGE", st->log_key, start, "+", "COUNT", count};
   plain(st, r, 6, args);
 }

@@ -474,6 +474,61 @@ static void the_log_keeps_its_length(void **state) {
   destroy(f);
 }
 
+/* A log read asks for as many entries as it needs for max events, judged by
+ * the entry sizes of the read before: after a burst of large entries (many
+ * queued writes share a call, and its events one entry), a read among
+ * single-call entries still fills its page instead of fetching as few
+ * entries as the burst's needed (a reader catching up would then need one
+ * round trip per handful of events). */
+static void log_reads_fill_their_pages(void **state) {
+  (void)state;
+  fx_t *f = make(NULL);
+  char sid[32], uid[32];
+  int asked = 0;
+  for (int i = 0; i < 600; i++) { /* queued: large entries */
+    snprintf(sid, sizeof sid, "b%d", i);
+    snprintf(uid, sizeof uid, "bu%d", i);
+    assert_int_equal(
+        presence_session_connect(f->a.p, sid, uid, NULL, done_cb, &f->a), 0);
+    asked++;
+  }
+  wait_done(&f->loop, &f->a, asked);
+  uint64_t burst_end = f->a.local.ev[f->a.local.n - 1].seq;
+  for (int i = 0; i < 200; i++) { /* one at a time: two events an entry */
+    snprintf(sid, sizeof sid, "t%d", i);
+    snprintf(uid, sizeof uid, "tu%d", i);
+    assert_int_equal(
+        presence_session_connect(f->a.p, sid, uid, NULL, done_cb, &f->a), 0);
+    wait_done(&f->loop, &f->a, ++asked);
+  }
+  assert_no_errors(&f->a);
+  assert_int_equal(f->a.local.n, 1600);
+  uint64_t after = 0;
+  size_t total = 0, reads = 0, short_tail = 0;
+  for (;;) {
+    page_t pg;
+    memset(&pg, 0, sizeof pg);
+    assert_int_equal(presence_log_read(f->a.p, after, 64, page_cb, &pg), 0);
+    assert_true(run_until(&f->loop, page_pred, &pg, 5000));
+    assert_int_equal(pg.status, 0);
+    reads++;
+    if (!pg.n) break;
+    assert_int_equal(pg.seq[0], after + 1); /* none skipped */
+    /* A page wholly among the single-call entries, short, not the last. */
+    if (pg.seq[0] > burst_end + 1 && pg.n < 32 &&
+        pg.seq[pg.n - 1] < f->a.local.ev[f->a.local.n - 1].seq)
+      short_tail++;
+    total += pg.n;
+    after = pg.seq[pg.n - 1];
+  }
+  print_message("1,600 events read in %zu pages of at most 64, %zu short "
+                "ones after the burst\n",
+                reads - 1, short_tail);
+  assert_int_equal(total, 1600);
+  assert_true(short_tail <= 1);
+  destroy(f);
+}
+
 /* With a retention, an offline user's record expires in Redis; a user who
  * comes back keeps theirs. */
 static long long pttl(server_t *s, const char *user) {
@@ -588,6 +643,7 @@ int main(void) {
       cmocka_unit_test(another_layout_is_refused),
       cmocka_unit_test(offline_users_expire_after_retention),
       cmocka_unit_test(the_log_keeps_its_length),
+      cmocka_unit_test(log_reads_fill_their_pages),
   };
   apply_filter();
   return cmocka_run_group_tests(tests, NULL, NULL);

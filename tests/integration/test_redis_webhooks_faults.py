@@ -164,6 +164,15 @@ async def churn(ds, prefix, n, each=3.0, retry_for=10.0):
     return failed
 
 
+async def churn_delivered(cl, rx, prefix, n, start):
+    """A churn, then whether all of the log after `start` was acknowledged
+    and the owner stored the last event as its cursor."""
+    await churn(cl.d, prefix, n)
+    log = await log_after(cl.d[0], start)
+    ok = await wait_delivered(rx, [e["seq"] for e in log])
+    return ok and await wait_for(lambda: _cursor_is(cl, log[-1]["seq"]), 3) is not None
+
+
 async def check_resumed(t, cl, rx, label, prefix, start, why_no_dup):
     """After Redis came back: a churn of 6 users is delivered, nothing
     acknowledged before is delivered again, and every event of the log
@@ -201,11 +210,8 @@ async def test_redis_away(t, cl, rx):
     t.check("away: one instance owns the endpoint", owner is not None)
     start = cursor(cl)
     t.check("away: the cursor is stored", start is not None)
-    await churn(cl.d, "ra-a", 8)
-    log = await log_after(cl.d[0], start)
-    ok = await wait_delivered(rx, [e["seq"] for e in log])
-    ok = ok and await wait_for(lambda: _cursor_is(cl, log[-1]["seq"]), 3) is not None
-    t.check("away: delivered and the cursor stored before Redis goes away", ok)
+    t.check("away: delivered and the cursor stored before Redis goes away",
+            await churn_delivered(cl, rx, "ra-a", 8, start))
     iid = log_id(cl)
 
     # 1. Redis stopped while the endpoint is up to date.
@@ -292,11 +298,8 @@ async def test_redis_restart(t, cl, rx):
     owner, _ = await the_owner(cl.d)
     t.check("restart: one instance owns the endpoint", owner is not None)
     start = cursor(cl)
-    await churn(cl.d, "rr-a", 6)
-    log = await log_after(cl.d[0], start)
-    ok = await wait_delivered(rx, [e["seq"] for e in log])
-    ok = ok and await wait_for(lambda: _cursor_is(cl, log[-1]["seq"]), 3) is not None
-    t.check("restart: delivered and the cursor stored before the restart", ok)
+    t.check("restart: delivered and the cursor stored before the restart",
+            await churn_delivered(cl, rx, "rr-a", 6, start))
     iid = log_id(cl)
 
     # 1. Shut down with its data saved, started again on the same files.

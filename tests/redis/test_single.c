@@ -440,6 +440,24 @@ static void queued_writes_are_batched_in_order(void **state) {
   destroy(f);
 }
 
+/* n connects of sessions <sp><i>, each of its own user <up><i>: queued
+ * (many share a script call, and its events one log entry) or one at a
+ * time (an entry each). Returns the completions asked so far. */
+static int connect_each(fx_t *f, const char *sp, const char *up, int n,
+                        bool one_at_a_time, int asked) {
+  char sid[32], uid[32];
+  for (int i = 0; i < n; i++) {
+    snprintf(sid, sizeof sid, "%s%d", sp, i);
+    snprintf(uid, sizeof uid, "%s%d", up, i);
+    assert_int_equal(
+        presence_session_connect(f->a.p, sid, uid, NULL, done_cb, &f->a), 0);
+    asked++;
+    if (one_at_a_time) wait_done(&f->loop, &f->a, asked);
+  }
+  wait_done(&f->loop, &f->a, asked);
+  return asked;
+}
+
 /* The log keeps at least its length in events, and not much more: MINID
  * trims whole stream nodes, a reader behind the trim learns it missed
  * some (ECURSOR) and gets the oldest event kept. */
@@ -447,16 +465,7 @@ static void the_log_keeps_its_length(void **state) {
   (void)state;
   inst_opts_t io = {.maxlen = 300};
   fx_t *f = make(&io);
-  char sid[32], uid[32];
-  int asked = 0;
-  for (int i = 0; i < 600; i++) { /* queued: batches of many events */
-    snprintf(sid, sizeof sid, "s%d", i);
-    snprintf(uid, sizeof uid, "u%d", i);
-    assert_int_equal(
-        presence_session_connect(f->a.p, sid, uid, NULL, done_cb, &f->a), 0);
-    asked++;
-  }
-  wait_done(&f->loop, &f->a, asked);
+  connect_each(f, "s", "u", 600, false, 0); /* batches of many events */
   assert_no_errors(&f->a);
   uint64_t last = f->a.local.ev[f->a.local.n - 1].seq;
   assert_int_equal(f->a.local.n, 1200); /* session + user event each */
@@ -483,24 +492,9 @@ static void the_log_keeps_its_length(void **state) {
 static void log_reads_fill_their_pages(void **state) {
   (void)state;
   fx_t *f = make(NULL);
-  char sid[32], uid[32];
-  int asked = 0;
-  for (int i = 0; i < 600; i++) { /* queued: large entries */
-    snprintf(sid, sizeof sid, "b%d", i);
-    snprintf(uid, sizeof uid, "bu%d", i);
-    assert_int_equal(
-        presence_session_connect(f->a.p, sid, uid, NULL, done_cb, &f->a), 0);
-    asked++;
-  }
-  wait_done(&f->loop, &f->a, asked);
+  int asked = connect_each(f, "b", "bu", 600, false, 0); /* large entries */
   uint64_t burst_end = f->a.local.ev[f->a.local.n - 1].seq;
-  for (int i = 0; i < 200; i++) { /* one at a time: two events an entry */
-    snprintf(sid, sizeof sid, "t%d", i);
-    snprintf(uid, sizeof uid, "tu%d", i);
-    assert_int_equal(
-        presence_session_connect(f->a.p, sid, uid, NULL, done_cb, &f->a), 0);
-    wait_done(&f->loop, &f->a, ++asked);
-  }
+  connect_each(f, "t", "tu", 200, true, asked); /* two events an entry */
   assert_no_errors(&f->a);
   assert_int_equal(f->a.local.n, 1600);
   uint64_t after = 0;

@@ -162,9 +162,9 @@ typedef struct rstore {
   int64_t r_sent;
   uint32_t r_backoff_ms;
   char r_last[48];
-  /* Entries and events the last log read decoded: events per entry where
-   * the readers are, to size the next read's XRANGE COUNT. */
-  size_t lr_entries, lr_events;
+  /* Events per entry in the last log read (where the readers are): sizes
+   * the next read's XRANGE COUNT. 0 before the first. */
+  size_t lr_per;
   bool reader_started;
 
   /* deferred completions */
@@ -588,14 +588,16 @@ int presence__redis_unpack(char *blob, size_t len, uint64_t last_seq,
   return 0;
 }
 
-/* A decimal number and nothing after it but `tail`. */
+/* A decimal number and nothing after it but `tail` (strtoull alone would
+ * take leading blanks, a sign, and wrap a negative). */
 static int decimal(const redisReply *r, const char *tail,
                    unsigned long long *v) {
-  if (r->type != REDIS_REPLY_STRING) return -1;
+  if (r->type != REDIS_REPLY_STRING || r->str[0] < '0' || r->str[0] > '9')
+    return -1;
   char *x;
   errno = 0;
   *v = strtoull(r->str, &x, 10);
-  return errno || x == r->str || r->str[0] == '-' || strcmp(x, tail) ? -1 : 0;
+  return errno || strcmp(x, tail) ? -1 : 0;
 }
 
 /* The last seq, count and packed events of an entry or a reply. */
@@ -2050,10 +2052,7 @@ static void log_done(rstore_t *st, req_t *r, redisReply *rep, int code) {
     r->log_cb(r->ud, status, NULL, 0);
     return;
   }
-  if (ne) {
-    st->lr_entries = ne;
-    st->lr_events = evs.n;
-  }
+  if (ne) st->lr_per = evs.n / ne;
   size_t n = evs.n - from;
   if (n > r->max) n = r->max;
   if (!n && !r->from_oldest && r->after_seq > st->last_seq) {
@@ -2111,8 +2110,7 @@ static void log_newest_done(rstore_t *st, req_t *r, redisReply *rep, int code) {
 static void log_read_send(rstore_t *st, req_t *r, uint64_t after_seq) {
   char start[32], count[24];
   snprintf(start, sizeof start, "%llu-0", (unsigned long long)after_seq + 1);
-  size_t per = st->lr_entries ? st->lr_events / st->lr_entries : 1;
-  size_t c = r->max / (per ? per : 1) + 1;
+  size_t c = r->max / (st->lr_per ? st->lr_per : 1) + 1;
   snprintf(count, sizeof count, "%zu", c > 64 ? (size_t)64 : c);
   const char *args[] = {"XRANGE", st->log_key, start, "+", "COUNT", count};
   plain(st, r, 6, args);

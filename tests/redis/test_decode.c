@@ -125,12 +125,15 @@ static void malformed_entries_are_refused_whole(void **state) {
   static const struct {
     const char *id, *k, *p;
   } bad[] = {
-      {"12-0", "3", CONNECT},                   /* fewer events than k */
-      {"12-0", "1", CONNECT},                   /* bytes left over */
-      {"12-1", "2", CONNECT},                   /* not an id the script writes */
-      {"1-0", "2", CONNECT},                    /* numbers below 1 */
-      {"12-0", "0", ""},                        /* empty */
-      {"12-0", "2x", CONNECT},                  /* k not a number */
+      {"12-0", "3", CONNECT},  /* fewer events than k */
+      {"12-0", "1", CONNECT},  /* bytes left over */
+      {"12-1", "2", CONNECT},  /* not an id the script writes */
+      {"1-0", "2", CONNECT},   /* numbers below 1 */
+      {"12-0", "0", ""},       /* empty */
+      {"12-0", "2x", CONNECT}, /* k not a number */
+      {" 12-0", "2", CONNECT}, /* a blank before it */
+      {"12-0", "+2", CONNECT}, /* a sign */
+      {"12-0", "-18446744073709551614", CONNECT}, /* wraps to 2 */
       {"9-0", "1", "0 1 0 1 1 5 7 - 6:inst-a - 2:s1 5:alice - extra "},
       {"9-0", "1", "0 1 0 1 1 5 7 - 6:inst-a - 9:s1 5:alice - "}, /* len */
       {"9-0", "1", "0 1 0 1 1 5 7 - 6:inst-a - 2:s1 5:alice -"},  /* end */

@@ -320,6 +320,16 @@ static inline bool run_until(uv_loop_t *loop, pred_fn pred, void *ud,
   return pred ? pred(ud) : true;
 }
 
+/* One page of the log after `after`, read through p and answered. */
+static inline page_t read_page(uv_loop_t *loop, presence_t *p, uint64_t after,
+                               size_t max) {
+  page_t pg;
+  memset(&pg, 0, sizeof pg);
+  assert_int_equal(presence_log_read(p, after, max, page_cb, &pg), 0);
+  assert_true(run_until(loop, page_pred, &pg, 5000));
+  return pg;
+}
+
 static inline void run_for(uv_loop_t *loop, int64_t ms) {
   run_until(loop, NULL, NULL, ms);
 }

@@ -425,10 +425,7 @@ static void store_loss_is_rebuilt(void **state) {
    * cursor is from before is told it missed events, never given a number
    * twice. */
   assert_true(presence_log_last_seq(f->in[0].p) > seq0 + 1000000);
-  page_t pg;
-  memset(&pg, 0, sizeof pg);
-  assert_int_equal(presence_log_read(f->in[1].p, seq0, 8, page_cb, &pg), 0);
-  assert_true(run_until(&f->loop, page_pred, &pg, 5000));
+  page_t pg = read_page(&f->loop, f->in[1].p, seq0, 8);
   assert_int_equal(pg.status, PRESENCE_ECURSOR);
   assert_true(pg.n > 0 && pg.seq[0] > seq0 + 1000000);
   /* A restart without data. */

@@ -422,10 +422,7 @@ static void queued_writes_are_batched_in_order(void **state) {
   uint64_t after = f->a.local.ev[0].seq - 1;
   size_t k = 0;
   for (;;) {
-    page_t pg;
-    memset(&pg, 0, sizeof pg);
-    assert_int_equal(presence_log_read(f->a.p, after, 7, page_cb, &pg), 0);
-    assert_true(run_until(&f->loop, page_pred, &pg, 5000));
+    page_t pg = read_page(&f->loop, f->a.p, after, 7);
     assert_int_equal(pg.status, 0);
     assert_true(pg.n <= 7);
     if (!pg.n) break;
@@ -469,10 +466,7 @@ static void the_log_keeps_its_length(void **state) {
   assert_no_errors(&f->a);
   uint64_t last = f->a.local.ev[f->a.local.n - 1].seq;
   assert_int_equal(f->a.local.n, 1200); /* session + user event each */
-  page_t pg;
-  memset(&pg, 0, sizeof pg);
-  assert_int_equal(presence_log_read(f->a.p, 0, 64, page_cb, &pg), 0);
-  assert_true(run_until(&f->loop, page_pred, &pg, 5000));
+  page_t pg = read_page(&f->loop, f->a.p, 0, 64);
   assert_int_equal(pg.status, PRESENCE_ECURSOR);
   assert_true(pg.n > 0);
   uint64_t kept = last - pg.seq[0] + 1;
@@ -500,10 +494,7 @@ static void log_reads_fill_their_pages(void **state) {
   uint64_t after = 0;
   size_t total = 0, reads = 0, short_tail = 0;
   for (;;) {
-    page_t pg;
-    memset(&pg, 0, sizeof pg);
-    assert_int_equal(presence_log_read(f->a.p, after, 64, page_cb, &pg), 0);
-    assert_true(run_until(&f->loop, page_pred, &pg, 5000));
+    page_t pg = read_page(&f->loop, f->a.p, after, 64);
     assert_int_equal(pg.status, 0);
     reads++;
     if (!pg.n) break;

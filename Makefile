@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 # The two commands: `make run` and `make test`. Both install what is missing
 # (scripts/deps.sh), configure and build; nothing else needs doing by hand.
 JOBS      ?= $(shell nproc)

@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: MIT
 """bench/chart.py RESULTS.json OUT.svg: one SVG page of a bench run.
 
 One panel per figure: presenced (blue) next to its baseline of the same run

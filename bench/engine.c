@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * bench/engine: the core's throughput and memory on one core.
  *

@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: MIT
 """bench/run.py: every benchmark of presenced, side by side with its baselines.
 
 `make bench` runs this after building build-bench (RelWithDebInfo). It runs

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 # Check (or, with -DUPDATE=1, rewrite) the table of keys in
 # docs/configuration.md against `presenced --help-keys`, so the documented
 # keys and defaults cannot drift from the option table in config.c.

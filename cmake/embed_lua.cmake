@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 # Turn a Lua script into a C header holding it as a byte array, so the
 # scripts live in the repo as plain .lua files and the build needs nothing
 # beyond cmake. Usage:

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * The seed's "Basic Usage", embedded in a C server.
  *

@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: MIT
 """A backend that keeps its users' presence from presenced's webhooks.
 
 The seed's "Basic Usage" (a `status` and a `lastOnline` field on the user

@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: MIT
 """Hold one presence session on a presenced, from a terminal.
 
     examples/ws_session.py --url ws://127.0.0.1:7070 --secret SECRET [--watch bob]... alice

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * libpresence: who is online, idle or offline, across sessions and instances.
  *

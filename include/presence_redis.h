@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * The Redis store: many instances of libpresence (or presenced) sharing one
  * Redis behave as one presence service. See docs/internals/redis.md for the

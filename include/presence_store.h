@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * The store interface: where presence lives and where transitions are decided.
  *

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # Install the Debian 12 packages the build and the tests need, and only those
 # that are missing: apt-get runs only when something is absent, so a machine
 # that has everything is left untouched (and needs no network).

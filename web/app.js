@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // The demo page: a name, then a live roster of everyone on the demo.
 // Built on presence.js (a copy of clients/js/presence.js).
 import { PresenceClient } from './presence.js';

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Pure helpers of the demo page (no DOM), unit-tested in node.
 
 const UNITS = [

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * bench/echo: the network baseline for presenced's figures.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * bench/load: load generator for presenced and for bench/echo (the network
  * baseline), on one libuv loop.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * bench_redis: the Redis store's figures (issue 4), in one run.
  *

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Type declarations for presence.js (presenced client, protocol v1).
 
 export declare const PROTOCOL_VERSION: 1;

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // presence.js: browser (and Node) client for presenced, protocol v1.
 // Dependency-free ES module. See README.md next to this file and
 // docs/protocol.md for the wire contract.

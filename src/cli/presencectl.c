@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * presencectl: the operator's command line for presenced's backend HTTP API
  * (docs/api.md). One request per command through libcurl's easy interface,

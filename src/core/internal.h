@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Internal pieces of libpresence shared between the engine and the stores:
  * allocation through the injected allocator, id validation, the string-keyed

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Events packed into flat bytes, and the bounded transition log built on them.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Names of codes, statuses, event types and reasons: the one place where the
  * strings of the protocol, the logs and the metrics are spelled.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * The record table: open addressing with linear probing over a slot array of
  * tagged pointers. See internal.h for the layout contract.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * The backend HTTP API (docs/protocol.md section 2): user status, many users,
  * a user's sessions, kick, and the event stream entry point. Every route

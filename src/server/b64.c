@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Strict base64url without padding; see b64.h for what "strict" means.
  */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * base64url (RFC 4648 section 5) without padding, as JWS compact form uses it
  * (RFC 7515 section 2).

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * A growable byte buffer for building responses and JSON. Appends never fail
  * silently: on allocation failure the buffer is marked failed, later appends

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Settings of presenced (see config.h). One table lists every option once:
  * its flag, its key in the configuration file (the flag without "--"), its

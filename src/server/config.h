@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Every setting of presenced with its default, and how a configuration file,
  * PRESENCED_* environment variables and flags set them. Precedence, lowest

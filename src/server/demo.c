@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Demo mode (--demo, loopback only): the static page of web/ at /, demo
  * tokens for any name, and the list of users the demo has seen. Nothing here

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Fan-out of presence changes to watching WebSocket clients.
  *

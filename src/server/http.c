@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * HTTP/1.1 for presenced: incremental request parsing with Debian's
  * http-parser, limits (431 for headers, 413 for bodies), keep-alive and

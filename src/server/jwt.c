@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * JWT (RFC 7519) in JWS compact form (RFC 7515), HS256 only.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * JWT verification (RFC 7519, JWS compact form) for HS256 tokens.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * presenced: the presence daemon. Flags and environment, signals, startup
  * and shutdown; everything else lives in the server library.

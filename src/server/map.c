@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * String-keyed hash map (see map.h).
  */

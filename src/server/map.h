@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * A string-keyed hash map (separate chaining, FNV-1a). Keys are copied into
  * the node; values are opaque pointers owned by the caller. Used for

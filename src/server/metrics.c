@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * GET /metrics in the Prometheus text exposition format (version 0.0.4).
  * Names follow the conventions: presenced_ prefix, base units in the name,

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * presenced's event loop: the listener, the life of a connection, bounded
  * writes, housekeeping timers and the graceful shutdown.

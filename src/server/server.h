@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * presenced internals: the server (one libuv loop, one presence_t) and its
  * connections. Shared by the files of src/server; not a public API.

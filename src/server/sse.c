@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * GET /v1/events: the transition log as Server-Sent Events.
  *

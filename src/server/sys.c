@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Default clocks and randomness for presenced (see sys.h).
  */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * The daemon's view of the outside world that tests want to replace: wall and
  * monotonic clocks and a random source. Everything in src/server that reads a

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Webhooks (see webhook.h and docs/webhooks.md).
  *

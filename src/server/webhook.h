@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Webhooks: presenced POSTs the transition log to backend endpoints, signed,
  * batched, in order and at least once (docs/webhooks.md is the contract).

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * RFC 6455 server-side codec. See ws.h for the contract.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * RFC 6455 WebSocket codec for the server side: handshake answer, incremental
  * frame parser with limits, incremental UTF-8 validation of text messages

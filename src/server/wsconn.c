@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * A client connection after the WebSocket upgrade: the session it holds,
  * protocol v1 messages (docs/protocol.md section 1), heartbeats, limits and

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Client message decoding; see wsmsg.h. The checks and their order are the
  * protocol's (docs/protocol.md 1.3): bad_json, then the id, then the type,

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Decoding of client messages (docs/protocol.md section 1.2): one text frame
  * holding one JSON object. Pure: no connection, no server state, so the

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * The Redis store's decoding of its transition log, apart from the store's
  * state so that a fuzzer can drive it with arbitrary replies.

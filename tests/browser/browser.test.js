@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Two users in two browser contexts against a real presenced (demo mode),
 // plus interop checks of the WebSocket server with a real browser's framing.
 import { test, before, after } from 'node:test';

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Shared helpers of the browser and node tests: a real presenced on a free
 // loopback port (stopped by pid), chromium via playwright-core, SSE reader.
 import { spawn } from 'node:child_process';

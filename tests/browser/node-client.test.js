@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // clients/js/presence.js in node (npm `ws` as the WebSocket) against a real
 // presenced: subscriptions, status, kick (4003), session limit (4031),
 // token expiry (4001) and a server restart.

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # Entry point of the JS and browser tests:  tests/browser/run.sh <path-to-presenced>
 #
 # Installs what is missing (Debian chromium via scripts/deps.sh --browser; the

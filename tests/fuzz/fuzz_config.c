@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * libFuzzer harness for the configuration parser (src/server/config.c):
  * flags and PRESENCED_* environment variables. There is no configuration

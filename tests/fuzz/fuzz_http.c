@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * libFuzzer harness for presenced's HTTP request handling: the bytes a
  * client sends on a fresh connection go through conn_feed, exactly as the

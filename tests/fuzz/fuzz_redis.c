@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * libFuzzer harness for the Redis store's reply handling (src/store/redis.c).
  *

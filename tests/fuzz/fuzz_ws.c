@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * libFuzzer harness for the WebSocket frame parser (src/server/ws.c).
  *

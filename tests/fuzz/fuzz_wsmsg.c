@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * libFuzzer harness for the client message decoder (src/server/wsmsg.c),
  * the code every WebSocket text frame goes through in wsconn.c.

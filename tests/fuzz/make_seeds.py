@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: MIT
 """Writes the seed corpora of the fuzzers (tests/fuzz/corpus/<harness>/).
 
 Deterministic: run it again after changing it and commit the result. Each

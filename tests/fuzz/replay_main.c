@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * A main for the fuzz harnesses in the normal (gcc) build: runs
  * LLVMFuzzerTestOneInput on every file of the directories given, so the

@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: MIT
 # Run every libFuzzer harness of a fuzz build for a set time.
 #   tests/fuzz/run.sh BUILD_DIR SECONDS [JOBS]
 # Each harness starts from its committed seeds (tests/fuzz/corpus/NAME, read

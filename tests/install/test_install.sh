@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT
 # Install the build into a temporary DESTDIR, then build and run
 # examples/basic_usage.c against the installed libpresence, as a user of the
 # library would: with pkg-config (mode "pkgconfig") or with

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """
 Integration test harness for presenced.
 

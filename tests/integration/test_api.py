@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: MIT
 """Backend HTTP API (docs/protocol.md section 2): users one and many (GET and
 POST), sessions with meta from the token, kick (client closed 4003, events with
 reason kicked), API key refusals, 404/405/400/413, /healthz, /metrics."""

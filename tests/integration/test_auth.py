@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: MIT
 """Pre-upgrade refusals of GET /v1/ws (docs/protocol.md section 1.1): every
 token error as HTTP 401 with a JSON error body, 400 bad_upgrade, 426
 bad_version; and that good tokens (with aud, nbf in the past, meta, watch)

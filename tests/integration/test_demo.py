@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: MIT
 """Demo mode (docs/protocol.md section 3): with --demo, POST /v1/demo/token
 hands out a token that connects, GET /v1/demo/users lists the roster, both
 without the API key; without --demo those endpoints are not served; --demo

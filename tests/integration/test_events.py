@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: MIT
 """GET /v1/events (docs/protocol.md section 2.1): events in order with id: =
 seq, the session event before the user event it caused, resume by
 Last-Event-ID and ?after= losing nothing, the gap event when the cursor fell

@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: MIT
 """Hostile clients (docs/security.md): each attack ends in a clear refusal with
 the documented code, the daemon keeps serving everybody else meanwhile, and
 its memory (VmRSS) is back near its baseline afterwards.

@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: MIT
 """Limits (docs/protocol.md section 1.3 and DESIGN.md section 5): frame and
 message size -> 1009, messages per second -> 4029, sessions per user -> error
 then 4031, watched users -> too_many_watched, header bytes -> 431,

@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: MIT
 """The table-driven malformed inputs of tests/data/malformed/ (format in its
 README.md): every case against one daemon, each on a fresh connection, then
 the daemon must still be alive and serve a fresh client."""

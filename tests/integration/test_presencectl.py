@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: MIT
 """presencectl against the real daemon (issue 9): status, sessions, kick,
 stats and watch, human and --json output, the documented exit codes
 (0 ok, 1 refused or not found, 2 usage, 3 unreachable, 4 auth refused),

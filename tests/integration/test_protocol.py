@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: MIT
 """Client protocol v1 (docs/protocol.md section 1.2): every client message and
 every reply, presence as a subscriber sees it, user transitions across two
 sessions of one user, message-level error codes."""

@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: MIT
 """
 Three presenced instances on one Redis behave as one service (issue 4).
 

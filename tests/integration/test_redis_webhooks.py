@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: MIT
 """
 Webhooks with the Redis store (docs/webhooks.md, "Several instances"): three
 presenced on one Redis, the same endpoint configured on each, one receiver.

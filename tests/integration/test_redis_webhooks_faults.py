@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: MIT
 """
 Webhooks with the Redis store under faults (docs/webhooks.md, "Several
 instances (Redis store)" and "Backlog and the gap notice"): presenced

@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: MIT
 """Graceful shutdown on SIGTERM (DESIGN.md section 5, issue 3): clients get
 close 1001, an SSE consumer sees session.disconnected reason shutdown and
 user.offline for every user before its stream ends, and the process exits 0

@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: MIT
 """Heartbeats and inactivity (docs/protocol.md sections 1.2, 1.3): server
 pings every heartbeat_ms; a client that never answers is closed with 4008 and
 its user goes offline with reason timeout; a client that answers pings stays;

@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: MIT
 """Webhooks (docs/webhooks.md) against a real HTTP receiver: the same event
 JSON as the event stream, in order, batched, signed; retries after 500 and
 after the receiver was down; a gap notice past the backlog limit; a slow

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Shared by the Redis store's tests: a private redis-server on a unix
  * socket in a temporary directory (started and stopped by pid), a loop

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Several presence_t instances on one loop sharing one redis-server:
  * exactly-once user transitions under races, reaping of a dead instance

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * The Redis store's log format, decoded without a server: what an entry
  * written by the script turns into, and that anything else is refused

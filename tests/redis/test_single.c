@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * The Redis store under one presence_t: the rules the embedded store's unit
  * tests check (tests/unit/test_core.c), against a real redis-server.

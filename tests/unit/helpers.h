@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Shared by the core's unit tests: an injected clock, a counting allocator
  * (every test ends with zero live allocations) and an event recorder.

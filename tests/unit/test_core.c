@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * The rules of DESIGN.md section 2, one test each, on the embedded store with
  * an injected clock and a counting allocator.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * presenced's settings: defaults, the configuration file, flags over
  * environment over file, secret files, and a bad value refused with a

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Tests of the JWT HS256 verifier/signer (src/server/jwt.c) and of the
  * strict base64url codec under it (src/server/b64.c).

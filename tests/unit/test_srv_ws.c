@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Tests of the WebSocket codec (src/server/ws.c).
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Differential test of the WebSocket codec (src/server/ws.c) against an
  * independent implementation, Debian's wslay (server side of its event API),

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Test doubles: a manual clock and a scriptable WebSocket.
 
 export class FakeClock {

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // The demo page: its link to the client module, and its pure helpers.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';

@@ -1,3 +1,4 @@
+-- SPDX-License-Identifier: MIT
 -- The Redis store's one script: every state change of the shared presence
 -- state is decided here, atomically, so however many instances race on one
 -- user, exactly one of them sees (and emits) each transition.

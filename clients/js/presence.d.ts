@@ -63,15 +63,26 @@ export interface Timers {
   now(): number;
 }
 
+/**
+ * An event handler property of a WebSocket. Checked bivariantly (the method
+ * form), so that the browser's `(this: WebSocket, ev: MessageEvent) => any`
+ * and `ws`'s `(event: WebSocket.MessageEvent) => void` are both accepted: the
+ * client assigns these handlers, it never calls them, so their parameters
+ * only need to carry what it reads (under `strictFunctionTypes` a plain
+ * function type would demand the reverse, which neither implementation meets).
+ */
+export type WebSocketHandler<E> = { bivarianceHack(ev: E): void }['bivarianceHack'];
+
 /** Anything with the browser WebSocket's constructor and callbacks (the npm `ws` package works). */
 export interface WebSocketLike {
   send(data: string): void;
   close(code?: number, reason?: string): void;
-  onopen: ((ev: unknown) => void) | null;
-  onmessage: ((ev: { data: unknown }) => void) | null;
-  onerror: ((ev: unknown) => void) | null;
-  onclose: ((ev: { code: number; reason: string; wasClean: boolean }) => void) | null;
+  onopen: WebSocketHandler<unknown> | null;
+  onmessage: WebSocketHandler<{ data: unknown }> | null;
+  onerror: WebSocketHandler<unknown> | null;
+  onclose: WebSocketHandler<{ code: number; reason: string; wasClean: boolean }> | null;
 }
+/** `globalThis.WebSocket` in a browser (or node 22+), or `import WebSocket from 'ws'`. */
 export type WebSocketConstructor = new (url: string) => WebSocketLike;
 
 export interface EventTargetLike {

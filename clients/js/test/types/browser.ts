@@ -1,0 +1,30 @@
+// SPDX-License-Identifier: MIT
+// Type-checked (never run) under `tsc --strict` with the DOM library: the
+// browser's own WebSocket must be accepted as the client's WebSocket.
+import { PresenceClient, connect, type UserState, type PresenceChange } from '../../presence.js';
+
+const client = new PresenceClient({
+  url: 'wss://presence.example.com/v1/ws',
+  getToken: async () => (await fetch('/token')).text(),
+  WebSocket: WebSocket,
+  window,
+  document,
+  idle: { timeoutMs: 60_000, whenHidden: true },
+});
+client.on('presence', (e) => { const s: UserState = e.user; void s; });
+const undo: () => void = client.subscribe(['bob'], (user: UserState, change: PresenceChange) => {
+  console.log(user.status, change.reason);
+});
+undo();
+client.connect();
+client.setStatusIdle();
+connect({ getToken: () => 'x' }).close(1000, 'bye');
+
+// Misuse must still be refused (tsc fails if an expected error is missing).
+// @ts-expect-error getToken is required
+new PresenceClient({ url: 'ws://x' });
+// @ts-expect-error not a WebSocket constructor
+new PresenceClient({ getToken: () => 't', WebSocket: 42 });
+// @ts-expect-error a session status is 'online' or 'idle'
+const bad: import('../../presence.js').SessionStatus = 'away';
+void bad;

@@ -1,0 +1,9 @@
+# SPDX-License-Identifier: MIT
+# The SDKs' suites (included from tests/CMakeLists.txt): each runs its own
+# ecosystem's test runner against a presenced it starts from this build.
+# npm packages come from each package-lock.json (scripts/npm-ci.sh), the Go
+# module's one dependency through the Go module proxy.
+
+# clients/js: presence.d.ts under tsc --strict, DOM WebSocket and npm ws.
+add_test(NAME sdk/js-types COMMAND bash ${CMAKE_SOURCE_DIR}/clients/js/test/types/run.sh)
+set_tests_properties(sdk/js-types PROPERTIES LABELS sdk TIMEOUT 300)

@@ -130,6 +130,9 @@ class Server:
                 "--max-connections", "200000",
                 # The figures are the server's, not its per-client limits.
                 "--max-msgs-per-sec", "1000000",
+                # Every transition emitted at once, as in the figures taken
+                # before the default offline grace became 10 s.
+                "--offline-grace-ms", "0",
                 "--log-level", "warn"] + self.extra
 
     def start(self):

@@ -79,7 +79,8 @@ static const opt_t opts[] = {
     {"log-format", OPT_LOGFMT, 0, 0, 0,
      "text, logfmt or json: one line per record on stderr (text)"},
     U32("offline-grace-ms", offline_grace_ms, 0, 3600000,
-        "delay before user.offline; a reconnect inside cancels it (0)"),
+        "delay before user.offline; a reconnect inside cancels it, 0 off "
+        "(10000)"),
     U32("offline-retention-s", offline_retention_s, 0, 3650u * 86400,
         "forget an offline user (its last_seen) this long after, 0 never (0)"),
     U32("inactivity-ms", inactivity_ms, 0, 86400000,
@@ -157,6 +158,15 @@ void config_defaults(srv_config_t *cfg) {
   cfg->port = 7070;
   cfg->web_root = "web";
   cfg->log_level = PRESENCE_LOG_INFO;
+  /* 10 s of offline grace: a page reload (the old socket closes at unload,
+   * the page loads, fetches a token from the application, connects) and a
+   * token-driven reconnect (close 4001, a retry after 250-500 ms, getToken,
+   * connect, maybe a second attempt 0.5-1 s later) both fit with room on a
+   * slow mobile link, so neither emits user.offline then user.online to
+   * watchers and webhooks. A closed tab shows offline 10 s late, which a
+   * presence display tolerates. --offline-grace-ms 0 restores the immediate
+   * user.offline (docs/configuration.md). */
+  cfg->offline_grace_ms = 10000;
   cfg->heartbeat_ms = 25000;
   cfg->timeout_ms = 60000;
   cfg->max_frame = 65536;

@@ -76,7 +76,10 @@ export class Presenced {
   async start() {
     if (!fs.existsSync(PRESENCED)) throw new Error('presenced not found at ' + PRESENCED + ' (set PRESENCED)');
     const argv = ['--listen', '127.0.0.1:' + this.port, '--demo', '--web-root', path.join(ROOT, 'web'),
-      '--api-key', API_KEY, '--log-level', 'warn', ...this.args];
+      '--api-key', API_KEY, '--log-level', 'warn',
+      // The tests watch a closed tab go offline at once, not after the
+      // default 10 s offline grace; a test may pass its own after this.
+      '--offline-grace-ms', '0', ...this.args];
     this.proc = spawn(PRESENCED, argv, { stdio: ['ignore', 'pipe', 'pipe'] });
     const grab = (c) => { this.log += c; if (this.log.length > 200000) this.log = this.log.slice(-100000); };
     this.proc.stdout.setEncoding('utf8').on('data', grab);

@@ -252,10 +252,37 @@ async def test_grace(t, d, args):
 test_grace.timeout = 20
 
 
+async def test_default_grace(t, d, args):
+    # No --offline-grace-ms: the default (10 s) hides a reload and a reconnect
+    # for a fresh token, each about a second long.
+    w = await Client.connect(d, "dgw", watch="*")
+    await w.send({"type": "subscribe", "users": ["reloader"], "id": 1})
+    await w.expect_type("presence", 3, id=1)
+    sse = await SSE.open(d)
+    c = await Client.connect(d, "reloader")
+    t.eq("default grace: connect -> one change (online)", len(await w.changes(0.5, "reloader")), 1)
+    for what in ("page reload", "token reconnect"):
+        await c.close()
+        await asyncio.sleep(1.0)
+        c = await Client.connect(d, "reloader")
+    ch = await w.changes(1.5, "reloader")
+    t.eq("default grace: two reconnects after ~1 s each -> no change for watchers", len(ch), 0)
+    evs = await sse.collect(0.3)
+    types = [e["data"]["type"] for e in evs
+             if isinstance(e["data"], dict) and e["data"].get("user_id") == "reloader"]
+    t.check("default grace: no user.offline, one user.online",
+            "user.offline" not in types and types.count("user.online") == 1, types)
+    await c.close()
+    await w.close()
+    sse.close()
+test_default_grace.timeout = 20
+
+
 if __name__ == "__main__":
     run([
         ("events", {"--sse-keepalive-ms": "200"}, [test_stream_order, test_resume, test_sse_auth, test_cursor_ahead,
                                                   test_keepalive]),
         ("events-gap", {"--log-capacity": "16"}, [test_gap]),
         ("grace", {"--offline-grace-ms": "1500"}, [test_grace]),
+        ("default-grace", {"--offline-grace-ms": None}, [test_default_grace]),
     ])

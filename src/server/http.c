@@ -38,6 +38,9 @@ struct http_req {
   int64_t begun_ms; /* monotonic: first byte of this request */
   int err_status;   /* set by a callback to refuse the request */
   const char *err_code;
+  const char *err_msg; /* NULL: a message from err_status */
+  uint8_t head_state;  /* head_scan's position in the request head */
+  uint8_t head_in_name; /* a header line before its colon */
   buf_t body;
   hdr_t hdr[MAX_HEADERS];
 };
@@ -51,6 +54,121 @@ static int refuse(http_req_t *r, int status, const char *code) {
   r->err_code = code;
   /* Not 1: from on_headers_complete that means "no body", not an error. */
   return -1;
+}
+
+static int refuse_msg(http_req_t *r, const char *msg) {
+  r->err_msg = msg;
+  return refuse(r, 400, "bad_request");
+}
+
+/* ------------------------------------------------------------------------ */
+/* Strict framing                                                           */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * http-parser is lenient where a lenient server behind (or in front of) a
+ * stricter proxy can be made to see two different requests in one byte
+ * stream (request smuggling): it takes a bare LF as a line end, joins folded
+ * header lines, and reads "Content-Length : 5" as some other header, so the
+ * body a proxy saw becomes our next request. The head of every request is
+ * therefore scanned here first, byte by byte as it arrives, and refused
+ * (400, then closed) on: a bare LF, a folded line (a header line starting
+ * with a space or tab), whitespace between a header name and its colon.
+ * The scan stops at the blank line ending the head; body bytes and the
+ * frames after an upgrade are never looked at.
+ */
+enum {
+  HEAD_START = 0, /* before the request line (empty lines allowed) */
+  HEAD_START_CR,  /* an empty line's CR before the request line */
+  HEAD_LINE,      /* inside the request line or a header line */
+  HEAD_LINE_CR,   /* a line's CR: LF must follow */
+  HEAD_BOL,       /* at the start of a header line */
+  HEAD_END_CR,    /* the CR of the blank line ending the head */
+  HEAD_DONE
+};
+
+/* Scan data[0..len) of the current request's head; returns 0 (fine so far,
+ * or the head is complete) or -1 with the refusal set in r. */
+static int head_scan(http_req_t *r, const char *data, size_t len) {
+  for (size_t i = 0; i < len && r->head_state != HEAD_DONE; i++) {
+    char ch = data[i];
+    switch (r->head_state) {
+    case HEAD_START:
+      if (ch == '\r') {
+        r->head_state = HEAD_START_CR;
+        break;
+      }
+      if (ch == '\n') return refuse_msg(r, "malformed HTTP request: bare LF");
+      r->head_state = HEAD_LINE;
+      break;
+    case HEAD_START_CR:
+      if (ch != '\n') return refuse_msg(r, "malformed HTTP request: bare CR");
+      r->head_state = HEAD_START;
+      break;
+    case HEAD_LINE:
+      if (ch == '\r')
+        r->head_state = HEAD_LINE_CR;
+      else if (ch == '\n')
+        return refuse_msg(r, "malformed HTTP request: bare LF");
+      else if (r->head_in_name && ch == ':')
+        r->head_in_name = 0;
+      else if (r->head_in_name && (ch == ' ' || ch == '\t'))
+        return refuse_msg(r, "malformed HTTP request: whitespace in a header "
+                             "name or before its colon");
+      break;
+    case HEAD_LINE_CR:
+      if (ch != '\n') return refuse_msg(r, "malformed HTTP request: bare CR");
+      r->head_state = HEAD_BOL;
+      break;
+    case HEAD_BOL:
+      if (ch == '\r') {
+        r->head_state = HEAD_END_CR;
+      } else if (ch == '\n') {
+        return refuse_msg(r, "malformed HTTP request: bare LF");
+      } else if (ch == ' ' || ch == '\t') {
+        return refuse_msg(r, "malformed HTTP request: folded header line");
+      } else {
+        r->head_state = HEAD_LINE;
+        r->head_in_name = ch != ':';
+        if (ch == ':')
+          return refuse_msg(r, "malformed HTTP request: empty header name");
+      }
+      break;
+    case HEAD_END_CR:
+      if (ch != '\n') return refuse_msg(r, "malformed HTTP request: bare CR");
+      r->head_state = HEAD_DONE;
+      break;
+    }
+  }
+  return 0;
+}
+
+/* Headers a request may carry once: two Content-Length or Transfer-Encoding
+ * headers are how a body's length is made ambiguous, two Host or
+ * Authorization headers how a check and a use are made to read different
+ * ones. */
+static const char *const single_headers[] = {
+    "Content-Length", "Transfer-Encoding", "Host", "Authorization"};
+
+static int check_duplicates(http_req_t *r) {
+  for (size_t k = 0; k < sizeof single_headers / sizeof *single_headers; k++) {
+    const char *name = single_headers[k];
+    size_t nl = strlen(name);
+    unsigned seen = 0;
+    for (unsigned i = 0; i < r->nhdr; i++) {
+      const hdr_t *h = &r->hdr[i];
+      if (h->name_len == nl && !strncasecmp(r->arena + h->name_off, name, nl))
+        seen++;
+    }
+    if (seen > 1) {
+      r->err_msg = name[0] == 'C'   ? "duplicated Content-Length header"
+                   : name[0] == 'T' ? "duplicated Transfer-Encoding header"
+                   : name[0] == 'H' ? "duplicated Host header"
+                                    : "duplicated Authorization header";
+      return refuse(r, 400, "bad_request");
+    }
+  }
+  return 0;
 }
 
 /* The header limit also bounds the arena, so a request's memory is bounded
@@ -116,6 +234,11 @@ static int on_header_value(http_parser *p, const char *at, size_t len) {
 static int on_headers_complete(http_parser *p) {
   http_req_t *r = p->data;
   uint32_t max = r->conn->srv->cfg.max_body;
+  /* HTTP/0.9 ("GET /path" and nothing else) has no headers and no status
+   * line in its answer; HTTP/2 does not arrive as text. */
+  if (p->http_major != 1)
+    return refuse_msg(r, "malformed HTTP request: HTTP/1.0 or HTTP/1.1 only");
+  if (check_duplicates(r) != 0) return -1;
   if ((p->flags & F_CONTENTLENGTH) && p->content_length > max)
     return refuse(r, 413, "body_too_large");
   return 0;
@@ -164,6 +287,8 @@ static void req_reset(http_req_t *r) {
   r->in_value = r->complete = r->started = r->close = 0;
   r->err_status = 0;
   r->err_code = NULL;
+  r->err_msg = NULL;
+  r->head_state = r->head_in_name = 0;
   buf_shrink(&r->body, 0);
   if (r->arena_cap > 4096) {
     free(r->arena);
@@ -455,7 +580,9 @@ static void route(conn_t *c, http_req_t *r, const char *rest, size_t restlen) {
 
 static void parse_error(conn_t *c, http_req_t *r) {
   r->close = 1;
-  if (r->err_status) {
+  if (r->err_status && r->err_msg) {
+    http_error(c, r->err_status, r->err_code, r->err_msg);
+  } else if (r->err_status) {
     const char *msg = r->err_status == 431   ? "request headers too large"
                       : r->err_status == 413 ? "request body too large"
                       : r->err_status == 408 ? "request not received in time"
@@ -486,6 +613,10 @@ void http_on_read(conn_t *c, const char *data, size_t len) {
         conn_close(c);
         return;
       }
+    }
+    if (r->head_state != HEAD_DONE && head_scan(r, data, len) != 0) {
+      parse_error(c, r);
+      return;
     }
     size_t n = http_parser_execute(&r->parser, &settings, data, len);
     enum http_errno e = HTTP_PARSER_ERRNO(&r->parser);
@@ -540,7 +671,7 @@ void http_on_read(conn_t *c, const char *data, size_t len) {
   }
   /* Between requests a keep-alive connection keeps no request state. */
   http_req_t *r = c->kind == CONN_HTTP && !c->closing ? c->u.http : NULL;
-  if (r && !r->started && r->arena_len == 0) {
+  if (r && !r->started && r->arena_len == 0 && r->head_state == HEAD_START) {
     http_req_free(r);
     c->u.http = NULL;
   }

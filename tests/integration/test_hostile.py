@@ -497,6 +497,62 @@ def _close_code(data):
     return None
 
 
+async def test_http_strictness(t, d, args):
+    """Request heads a stricter proxy would read differently (docs/security.md,
+    HTTP strictness): each gets one 400 bad_request and the connection is
+    closed, so nothing after it is ever answered as a request."""
+    auth = b"Authorization: Bearer " + API_KEY.encode() + b"\r\n"
+    inner = b"GET /v1/users/smuggled HTTP/1.1\r\nHost: x\r\n" + auth + b"\r\n"
+    cases = [
+        ("whitespace before a header colon",
+         b"GET /healthz HTTP/1.1\r\nHost : x\r\n\r\n"),
+        ("a folded header line",
+         b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-A: a\r\n b\r\n\r\n"),
+        ("bare LF line ends", b"GET /healthz HTTP/1.1\nHost: x\n\n"),
+        ("a bare LF ending one header line",
+         b"GET /healthz HTTP/1.1\r\nHost: x\nX-A: b\r\n\r\n"),
+        ("an HTTP/0.9 request line", b"GET /healthz\r\n\r\n"),
+        ("two Content-Length headers",
+         b"POST /v1/users/query HTTP/1.1\r\nHost: x\r\n" + auth +
+         b"Content-Length: 2\r\nContent-Length: 2\r\n\r\n{}"),
+        ("two Transfer-Encoding headers",
+         b"POST /v1/users/query HTTP/1.1\r\nHost: x\r\n" + auth +
+         b"Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"),
+        ("two Host headers", b"GET /healthz HTTP/1.1\r\nHost: x\r\nHost: y\r\n\r\n"),
+        ("two Authorization headers",
+         b"GET /v1/users/a HTTP/1.1\r\nHost: x\r\n" + auth +
+         b"Authorization: Bearer nope\r\n\r\n"),
+        # The smuggling itself: a proxy that trims the space reads the
+        # second request as this one's body; presenced must not answer it.
+        ("a body behind 'Content-Length :' (smuggled request)",
+         b"POST /v1/users/query HTTP/1.1\r\nHost: x\r\n" + auth +
+         b"Content-Length : %d\r\n\r\n" % len(inner) + inner),
+        ("a body behind 'Transfer-Encoding :' (smuggled request)",
+         b"POST /v1/users/query HTTP/1.1\r\nHost: x\r\n" + auth +
+         b"Transfer-Encoding : chunked\r\n\r\n%x\r\n" % len(inner) + inner +
+         b"\r\n0\r\n\r\n"),
+        ("a body behind a folded Content-Length (smuggled request)",
+         b"POST /v1/users/query HTTP/1.1\r\nHost: x\r\n" + auth +
+         b"X-Pad: a\r\n Content-Length: %d\r\n\r\n" % len(inner) + inner),
+    ]
+    for label, raw in cases:
+        r, w = await raw_conn(d)
+        w.write(raw)
+        data, eof = await read_all(r, 3)
+        w.close()
+        t.check(f"{label}: one 400 bad_request, then closed",
+                parse_http(data) == (400, "bad_request") and eof and
+                len(re.findall(rb"HTTP/1\.1 \d{3} ", data)) == 1 and b"smuggled" not in data,
+                data[:400])
+    # A well-formed request with the same headers once each is still fine.
+    r, w = await raw_conn(d)
+    w.write(b"GET /v1/users/a HTTP/1.1\r\nHost: x\r\n" + auth + b"Connection: close\r\n\r\n")
+    data, _ = await read_all(r, 3)
+    w.close()
+    t.eq("the same request with each header once: 200", parse_http(data)[0], 200)
+    await bystander_ok(t, d, "HTTP strictness")
+
+
 async def test_memory_back(t, d, args):
     await asyncio.sleep(2.5)   # lingering closes end, timers sweep
     rss0, rss1 = STATE.get("rss0"), d.rss_kb()
@@ -522,5 +578,5 @@ if __name__ == "__main__":
          [test_baseline, test_slowloris, test_never_finishing_frame, test_million_tiny_frames,
           test_oversized_frames, test_utf8_split, test_subscription_flood, test_token_replay,
           test_other_users_session, test_alg_confusion, test_sessions_storm,
-          test_pipelined_garbage, test_memory_back]),
+          test_pipelined_garbage, test_http_strictness, test_memory_back]),
     ])

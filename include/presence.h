@@ -161,6 +161,10 @@ typedef struct presence_event {
   const char *const *session_ids;
   size_t n_session_ids;
   unsigned flags;
+  /* User events: when the user was last seen (online or idle): the event's
+   * own time for user.online and user.idle, the end of the last session for
+   * user.offline. 0 where the store does not report it (Redis): then ts_ms. */
+  int64_t last_seen_ms;
 } presence_event_t;
 
 typedef struct presence_user_info {

@@ -17,6 +17,7 @@ typedef struct packed {
   int64_t ts_ms;
   uint64_t user_version;
   uint64_t epoch;
+  int64_t last_seen_ms;
   uint32_t size; /* whole packed size */
   uint32_t n_ids;
   uint32_t sid_len, uid_len, meta_len, inst_len; /* NONE for NULL */
@@ -65,6 +66,7 @@ void presence__event_pack_measured(const presence_event_t *ev,
   p->ts_ms = ev->ts_ms;
   p->user_version = ev->user_version;
   p->epoch = ev->epoch;
+  p->last_seen_ms = ev->last_seen_ms;
   p->size = (uint32_t)size;
   p->n_ids = ev->session_ids ? (uint32_t)ev->n_session_ids : NONE;
   p->flags = ev->flags;
@@ -113,6 +115,7 @@ void presence__event_unpack(const void *buf, presence_event_t *ev,
   ev->ts_ms = p->ts_ms;
   ev->user_version = p->user_version;
   ev->epoch = p->epoch;
+  ev->last_seen_ms = p->last_seen_ms;
   ev->flags = p->flags;
   ev->type = (presence_event_type_t)p->type;
   ev->reason = (presence_reason_t)p->reason;

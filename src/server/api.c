@@ -27,22 +27,6 @@ static int authorized(const srv_t *s, const http_req_t *r) {
   return len == kl && CRYPTO_memcmp(h, s->cfg.api_key, kl) == 0;
 }
 
-static void put_user(buf_t *b, const presence_user_info_t *info) {
-  buf_puts(b, "{\"user_id\":");
-  buf_put_json_str(b, info->user_id);
-  buf_puts(b, ",\"status\":\"");
-  buf_puts(b, presence_status_name(info->status));
-  buf_puts(b, "\",\"since\":");
-  buf_put_i64(b, info->since_ms);
-  buf_puts(b, ",\"last_seen\":");
-  buf_put_i64(b, info->last_seen_ms);
-  buf_puts(b, ",\"sessions\":");
-  buf_put_u64(b, info->session_count);
-  buf_puts(b, ",\"version\":");
-  buf_put_u64(b, info->version);
-  buf_putc(b, '}');
-}
-
 /* The store could not answer (Redis away or slow): 503, retry later. */
 static void store_error(conn_t *c, int rc) {
   http_error(c, 503, "store_unavailable", presence_strerror(rc));
@@ -65,7 +49,7 @@ static void on_users(srv_t *s, int status, char **ids,
       if (many) buf_puts(b, "{\"users\":[");
       for (size_t i = 0; i < n; i++) {
         if (i) buf_putc(b, ',');
-        put_user(b, &infos[i]);
+        json_user(b, &infos[i], JSON_USER_SESSIONS);
       }
       if (many) buf_puts(b, "]}");
       http_respond_json(c, 200, b);
@@ -136,22 +120,8 @@ static void on_sessions(presence_t *p, int status,
   buf_put_json_str(b, q->id);
   buf_puts(b, ",\"sessions\":[");
   for (size_t i = 0; i < n; i++) {
-    const presence_session_info_t *si = &v[i];
     if (i) buf_putc(b, ',');
-    buf_puts(b, "{\"session_id\":");
-    buf_put_json_str(b, si->session_id);
-    buf_puts(b, ",\"status\":\"");
-    buf_puts(b, presence_status_name(si->status));
-    buf_puts(b, "\",\"meta\":");
-    /* meta is stored as the compact JSON text of an object. */
-    buf_puts(b, si->meta && *si->meta ? si->meta : "null");
-    buf_puts(b, ",\"connected\":");
-    buf_put_i64(b, si->connected_ms);
-    buf_puts(b, ",\"since\":");
-    buf_put_i64(b, si->status_since_ms);
-    buf_puts(b, ",\"instance\":");
-    buf_put_json_str(b, si->instance_id ? si->instance_id : "");
-    buf_putc(b, '}');
+    json_session(b, &v[i]);
   }
   buf_puts(b, "]}");
   http_respond_json(c, 200, b);

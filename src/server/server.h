@@ -18,6 +18,7 @@
 #include "presence.h"
 #include "server/buf.h"
 #include "server/config.h"
+#include "server/json.h"
 #include "server/map.h"
 #include "server/sys.h"
 #include "server/ws.h"
@@ -29,6 +30,21 @@ typedef struct wsconn wsconn_t;
 typedef struct sse_stream sse_stream_t;
 
 typedef enum { CONN_HTTP = 0, CONN_WS, CONN_SSE } conn_kind_t;
+
+/* A fan-out sink (fanout.c): one part of the daemon that reacts to presence
+ * changes. */
+typedef struct fanout_sink {
+  const char *name;
+  /* The event types it wants, as FANOUT_TYPE bits; 0: every type. */
+  uint64_t types;
+  /* 0: every event of the cluster, in log order (presence_on_cluster_event).
+   * 1: only the events this instance decided (presence_on_event): side
+   * effects that must happen once, where the store decided them. */
+  uint8_t local;
+  void (*on_event)(srv_t *s, const presence_event_t *ev, void *ud);
+  void *ud;
+} fanout_sink_t;
+#define FANOUT_TYPE(t) (UINT64_C(1) << (unsigned)(t))
 
 /* A byte string written to many connections (one presence change fanned out
  * to every subscriber): serialised once, freed by the last write. */
@@ -109,7 +125,7 @@ struct srv {
   int64_t started_wall_ms, started_mono_ms;
 
   map_t sessions; /* session id -> conn_t (WebSocket) */
-  map_t watchers; /* user id -> fanout entry */
+  map_t watchers; /* user id -> watch entry (watch.c) */
   sse_stream_t *sse_streams;
   int sse_pump_pending;
 
@@ -121,6 +137,10 @@ struct srv {
   size_t nerrors;
 
   struct webhooks *webhooks; /* webhook.c; NULL without endpoints */
+
+#define FANOUT_MAX_SINKS 16
+  fanout_sink_t sinks[FANOUT_MAX_SINKS]; /* fanout.c, in dispatch order */
+  size_t nsinks;
 
   /* The Redis store (owned by p), or NULL with the embedded store. */
   struct presence_store *rstore;
@@ -252,27 +272,42 @@ void ws_session_ended(conn_t *c, presence_reason_t reason);
 /* Kick this instance's session session_id: end it (reason kicked) and
  * close its connection. */
 void ws_kick(srv_t *s, const char *session_id);
+/* Closes the connection of a session of ours that someone else ended (a
+ * kick, a reset): session.disconnected events decided here. */
+extern const fanout_sink_t ws_session_sink;
 /* Send a text frame (JSON) to the client. */
 int ws_send_text(conn_t *c, const char *json, size_t len);
 /* Send server shutdown close (1001) and end the session with reason
  * shutdown. */
 void ws_shutdown(conn_t *c);
 
-/* ---- fanout.c ----------------------------------------------------------- */
+/* ---- fanout.c: the one subscriber to the engine's events ----------------- */
 
-typedef struct fanout_entry fanout_entry_t;
-/* Register the catch-all event callback. */
+/* fanout_sink_t and FANOUT_TYPE: above struct srv. */
+
+
+/* Subscribe to the engine and register the built-in sinks (watch_sink,
+ * sse_sink, ws_session_sink). */
 int fanout_init(srv_t *s);
 void fanout_free(srv_t *s);
+/* Add a sink (copied): its id for fanout_sink_remove, or -1 when all
+ * FANOUT_MAX_SINKS slots are taken. Not from inside a dispatch. */
+int fanout_sink_add(srv_t *s, const fanout_sink_t *sink);
+void fanout_sink_remove(srv_t *s, int id);
+
+/* ---- watch.c: WebSocket subscribers of users ----------------------------- */
+
+typedef struct watch_entry watch_entry_t;
+extern const fanout_sink_t watch_sink;
 /* Subscribe c to user_id; returns the entry (kept by the connection) or NULL
  * on allocation failure. Idempotent per connection only if the caller checks
  * (wsconn keeps its list). */
-fanout_entry_t *fanout_add(srv_t *s, const char *user_id, conn_t *c);
-void fanout_remove(srv_t *s, fanout_entry_t *e, conn_t *c);
-const char *fanout_user(const fanout_entry_t *e);
-/* Append the JSON of one user's presence (snapshot form) to b. */
-void fanout_put_user(buf_t *b, const char *user_id,
-                     const presence_user_info_t *info);
+watch_entry_t *watch_add(srv_t *s, const char *user_id, conn_t *c);
+void watch_remove(srv_t *s, watch_entry_t *e, conn_t *c);
+const char *watch_user(const watch_entry_t *e);
+
+/* ---- users.c: many users' presence, whatever the store ------------------- */
+
 /* The users' presence, asked of the store (asynchronously on Redis): cb
  * runs once with infos[i] for ids[i] (an unanswered one is offline with
  * version 0; status is the first error, if any). ids are copied. Returns 0,
@@ -285,8 +320,8 @@ int users_query(srv_t *s, char **ids, size_t n, users_cb cb, void *ud);
 
 void api_handle(conn_t *c, http_req_t *r);
 void sse_start(conn_t *c, http_req_t *r);
-/* Append the JSON object of one event (shared by SSE and webhooks). */
-void event_put_json(buf_t *b, const presence_event_t *ev);
+/* Wakes the event streams after new events (every type). */
+extern const fanout_sink_t sse_sink;
 void sse_notify(srv_t *s);
 void sse_pump(srv_t *s, int final);
 void sse_housekeeping(conn_t *c, int64_t now_mono);

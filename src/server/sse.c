@@ -32,84 +32,6 @@ struct sse_stream {
 
 static void pump_one(sse_stream_t *st, int final);
 
-/* The JSON of one event: the same text in SSE data lines and webhook
- * bodies, so a consumer parses one shape whatever the transport. */
-void event_put_json(buf_t *b, const presence_event_t *ev) {
-  buf_puts(b, "{\"seq\":");
-  buf_put_u64(b, ev->seq);
-  buf_puts(b, ",\"type\":\"");
-  buf_puts(b, presence_event_type_name(ev->type));
-  buf_puts(b, "\",\"ts\":");
-  buf_put_i64(b, ev->ts_ms);
-  buf_puts(b, ",\"reason\":\"");
-  buf_puts(b, presence_reason_name(ev->reason));
-  buf_putc(b, '"');
-  if (ev->user_id) {
-    buf_puts(b, ",\"user_id\":");
-    buf_put_json_str(b, ev->user_id);
-  }
-  if (ev->session_id) {
-    buf_puts(b, ",\"session_id\":");
-    buf_put_json_str(b, ev->session_id);
-  }
-  int from = 0, to = 0, version = 0;
-  switch (ev->type) {
-  case PRESENCE_EV_SESSION_CONNECTED:
-    to = 1;
-    break;
-  case PRESENCE_EV_SESSION_DISCONNECTED:
-    from = 1;
-    break;
-  case PRESENCE_EV_SESSION_STATUS:
-    from = to = 1;
-    break;
-  case PRESENCE_EV_USER_ONLINE:
-  case PRESENCE_EV_USER_IDLE:
-  case PRESENCE_EV_USER_OFFLINE:
-    from = to = version = 1;
-    break;
-  default:
-    break;
-  }
-  if (from) {
-    buf_puts(b, ",\"from\":\"");
-    buf_puts(b, presence_status_name(ev->from));
-    buf_putc(b, '"');
-  }
-  if (to) {
-    buf_puts(b, ",\"to\":\"");
-    buf_puts(b, presence_status_name(ev->to));
-    buf_putc(b, '"');
-  }
-  if (version) {
-    buf_puts(b, ",\"version\":");
-    buf_put_u64(b, ev->user_version);
-  }
-  if (ev->meta && *ev->meta) {
-    buf_puts(b, ",\"meta\":");
-    buf_puts(b, ev->meta); /* compact JSON of an object, as stored */
-  }
-  if (ev->type == PRESENCE_EV_CLEANUP) {
-    if (ev->instance_id) {
-      buf_puts(b, ",\"instance\":");
-      buf_put_json_str(b, ev->instance_id);
-    }
-    if (ev->session_ids) {
-      buf_puts(b, ",\"session_ids\":[");
-      for (size_t i = 0; i < ev->n_session_ids; i++) {
-        if (i) buf_putc(b, ',');
-        buf_put_json_str(b, ev->session_ids[i]);
-      }
-      buf_putc(b, ']');
-    } else if (ev->flags & PRESENCE_EVENT_IDS_OMITTED) {
-      /* A dead instance's cleanup whose list the log leaves out: the
-       * session.disconnected events before it name the sessions. */
-      buf_puts(b, ",\"session_ids_omitted\":true");
-    }
-  }
-  buf_putc(b, '}');
-}
-
 static void on_log(presence_t *p, int status, const presence_event_t *events,
                    size_t n, void *ud) {
   sse_stream_t *st = ud;
@@ -152,7 +74,7 @@ static void on_log(presence_t *p, int status, const presence_event_t *events,
     buf_puts(b, "\nevent: ");
     buf_puts(b, presence_event_type_name(events[i].type));
     buf_puts(b, "\ndata: ");
-    event_put_json(b, &events[i]);
+    json_event(b, &events[i]);
     buf_puts(b, "\n\n");
   }
   st->cursor = events[n - 1].seq;
@@ -212,6 +134,16 @@ void sse_notify(srv_t *s) {
   s->sse_pump_pending = 1;
   uv_timer_start(&s->sse_timer, on_sse_timer, 0, 0);
 }
+
+static void on_any_event(srv_t *s, const presence_event_t *ev, void *ud) {
+  (void)ev;
+  (void)ud;
+  sse_notify(s);
+}
+
+/* Every event wakes the streams; each reads the log from its own cursor. */
+const fanout_sink_t sse_sink = {.name = "event streams",
+                                .on_event = on_any_event};
 
 void sse_on_drain(conn_t *c) {
   if (c->wq_bytes < SSE_HIGH_WATER / 2) sse_notify(c->srv);

@@ -302,7 +302,7 @@ struct webhooks {
   wh_poll_t *polls;
   endpoint_t *eps;
   size_t n;
-  int cb_handle;
+  int sink; /* fanout_sink_add's id, -1 when not registered */
   int flushing;
   int aborted;
   int closed;
@@ -546,7 +546,7 @@ static void on_log(presence_t *p, int status, const presence_event_t *events,
     b->scanned++;
     if (!(ep->spec.events & (1u << events[i].type))) continue;
     if (b->matched) buf_putc(&b->events, ',');
-    event_put_json(&b->events, &events[i]);
+    json_event(&b->events, &events[i]);
     b->matched++;
   }
 }
@@ -922,9 +922,9 @@ static void on_done(endpoint_t *ep, CURLcode res) {
 
 /* Every event lands in the log before its callbacks run: this only wakes
  * the endpoints that are idle, and notices who fell behind. */
-static void on_event(presence_t *p, const presence_event_t *ev, void *ud) {
+static void on_event(srv_t *s, const presence_event_t *ev, void *ud) {
   webhooks_t *w = ud;
-  (void)p;
+  (void)s;
   if (w->closed || w->aborted) return;
   for (size_t i = 0; i < w->n; i++) {
     endpoint_t *ep = &w->eps[i];
@@ -1389,6 +1389,7 @@ int webhook_init(srv_t *s) {
   if (!w) goto nomem;
   s->webhooks = w;
   w->s = s;
+  w->sink = -1;
   buf_init(&w->events);
   w->eps = calloc(s->cfg.n_webhooks, sizeof *w->eps);
   if (!w->eps) goto nomem;
@@ -1430,9 +1431,9 @@ int webhook_init(srv_t *s) {
   curl_multi_setopt(w->multi, CURLMOPT_TIMERFUNCTION, on_curl_timeout);
   curl_multi_setopt(w->multi, CURLMOPT_TIMERDATA, w);
   /* Cluster events: with Redis, changes decided on other instances too. */
-  int h = presence_on_cluster_event(s->p, on_event, w);
-  if (h < 0) goto nomem;
-  w->cb_handle = h;
+  fanout_sink_t sink = {.name = "webhooks", .on_event = on_event, .ud = w};
+  w->sink = fanout_sink_add(s, &sink);
+  if (w->sink < 0) goto nomem;
   w->redis = srv_async(s);
   if (w->redis && wr_init(w) != 0) {
     w->redis = 0;
@@ -1518,7 +1519,8 @@ void webhook_close(srv_t *s) {
 void webhook_free(srv_t *s) {
   webhooks_t *w = s->webhooks;
   if (!w) return;
-  if (w->cb_handle > 0 && s->p) presence_off(s->p, w->cb_handle);
+  if (w->sink >= 0) fanout_sink_remove(s, w->sink);
+  w->sink = -1;
   if (w->multi) curl_multi_cleanup(w->multi);
   for (size_t i = 0; i < w->n; i++) {
     endpoint_t *ep = &w->eps[i];

@@ -29,7 +29,7 @@
 struct wsconn {
   ws_parser_t *parser;
   jwt_claims_t claims; /* sub, exp and watch; meta is freed once stored */
-  fanout_entry_t **subs;
+  watch_entry_t **subs;
   uint32_t nsubs, subs_cap;
   int64_t last_ping_ms;
   /* Monotonic: the last complete frame. The heartbeat timeout counts from
@@ -62,35 +62,23 @@ int ws_send_text(conn_t *c, const char *json, size_t len) {
   return send_frame(c, WS_OP_TEXT, json, len);
 }
 
-/* Append ,"id":<id> when the request carried one (already rendered). */
-static void put_id(buf_t *b, const char *id) {
-  if (id && *id) {
-    buf_puts(b, ",\"id\":");
-    buf_puts(b, id);
-  }
-}
-
 static void send_error(conn_t *c, const char *code, const char *message,
                        const char *id) {
   srv_t *s = c->srv;
   srv_error(s, code, "WebSocket client: %s", message);
   buf_t *b = &s->scratch;
   buf_reset(b);
-  buf_puts(b, "{\"type\":\"error\",\"code\":");
-  buf_put_json_str(b, code);
-  buf_puts(b, ",\"message\":");
-  buf_put_json_str(b, message);
-  put_id(b, id);
-  buf_putc(b, '}');
+  json_frame_error(b, code, message, id);
   if (!buf_failed(b)) ws_send_text(c, b->data, b->len);
   buf_shrink(b, 65536);
 }
 
 static void send_ack(conn_t *c, const char *id) {
   if (!id || !*id) return;
-  char msg[96];
-  int n = snprintf(msg, sizeof msg, "{\"type\":\"ack\",\"id\":%s}", id);
-  if (n > 0 && (size_t)n < sizeof msg) ws_send_text(c, msg, (size_t)n);
+  buf_t *b = &c->srv->scratch;
+  buf_reset(b);
+  json_frame_ack(b, id);
+  if (!buf_failed(b)) ws_send_text(c, b->data, b->len);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -116,7 +104,7 @@ static void end_session(conn_t *c, presence_reason_t reason) {
 static void unsubscribe_all(conn_t *c) {
   wsconn_t *w = c->u.ws;
   for (uint32_t i = 0; i < w->nsubs; i++)
-    fanout_remove(c->srv, w->subs[i], c);
+    watch_remove(c->srv, w->subs[i], c);
   free(w->subs);
   w->subs = NULL;
   w->nsubs = w->subs_cap = 0;
@@ -226,7 +214,7 @@ static int may_watch(const wsconn_t *w, const char *user) {
 
 static int find_sub(const wsconn_t *w, const char *user) {
   for (uint32_t i = 0; i < w->nsubs; i++)
-    if (strcmp(fanout_user(w->subs[i]), user) == 0) return (int)i;
+    if (strcmp(watch_user(w->subs[i]), user) == 0) return (int)i;
   return -1;
 }
 
@@ -241,18 +229,12 @@ static void on_snapshot(srv_t *s, int status, char **ids,
                         const presence_user_info_t *infos, size_t n, void *ud) {
   snapshot_t *sn = ud;
   conn_t *c = sn->c;
+  (void)ids; /* infos[i].user_id is ids[i] */
   (void)status; /* an unanswered user is reported offline, version 0 */
   if (!c->closing && c->kind == CONN_WS) {
     buf_t *b = &s->scratch;
     buf_reset(b);
-    buf_puts(b, "{\"type\":\"presence\",\"snapshot\":true");
-    put_id(b, sn->has_id ? sn->id : NULL);
-    buf_puts(b, ",\"users\":[");
-    for (size_t i = 0; i < n; i++) {
-      if (i) buf_putc(b, ',');
-      fanout_put_user(b, ids[i], &infos[i]);
-    }
-    buf_puts(b, "]}");
+    json_frame_snapshot(b, sn->has_id ? sn->id : NULL, infos, n);
     if (!buf_failed(b)) ws_send_text(c, b->data, b->len);
     buf_shrink(b, 65536);
   }
@@ -288,12 +270,12 @@ static void on_subscribe(conn_t *c, const wsmsg_t *m) {
     if (find_sub(w, u->valuestring) >= 0) continue;
     if (w->nsubs == w->subs_cap) {
       uint32_t cap = w->subs_cap ? w->subs_cap * 2 : 4;
-      fanout_entry_t **n = realloc(w->subs, cap * sizeof *n);
+      watch_entry_t **n = realloc(w->subs, cap * sizeof *n);
       if (!n) goto nomem;
       w->subs = n;
       w->subs_cap = cap;
     }
-    fanout_entry_t *e = fanout_add(s, u->valuestring, c);
+    watch_entry_t *e = watch_add(s, u->valuestring, c);
     if (!e) goto nomem;
     w->subs[w->nsubs++] = e;
   }
@@ -338,7 +320,7 @@ static void on_unsubscribe(conn_t *c, const wsmsg_t *m) {
   cJSON_ArrayForEach(u, users) {
     int i = find_sub(w, u->valuestring);
     if (i < 0) continue;
-    fanout_remove(c->srv, w->subs[i], c);
+    watch_remove(c->srv, w->subs[i], c);
     w->subs[i] = w->subs[--w->nsubs];
   }
   send_ack(c, id);
@@ -361,11 +343,7 @@ static void on_status(conn_t *c, const wsmsg_t *m) {
 static void on_ping(conn_t *c, const char *id) {
   buf_t *b = &c->srv->scratch;
   buf_reset(b);
-  buf_puts(b, "{\"type\":\"pong\"");
-  put_id(b, id);
-  buf_puts(b, ",\"ts\":");
-  buf_put_i64(b, srv_now_wall(c->srv));
-  buf_putc(b, '}');
+  json_frame_pong(b, id, srv_now_wall(c->srv));
   if (!buf_failed(b)) ws_send_text(c, b->data, b->len);
 }
 
@@ -723,3 +701,20 @@ void ws_session_ended(conn_t *c, presence_reason_t reason) {
     break;
   }
 }
+
+/* A session of ours ended by someone else (a kick, a reset) closes its
+ * connection. Fired only where the store decided the event; a connection
+ * ending its own session removed it from the map first. */
+static void on_session_ended(srv_t *s, const presence_event_t *ev, void *ud) {
+  (void)ud;
+  if (!ev->session_id) return;
+  conn_t *c = map_get(&s->sessions, ev->session_id);
+  if (c) ws_session_ended(c, ev->reason);
+}
+
+const fanout_sink_t ws_session_sink = {
+    .name = "session ends",
+    .types = FANOUT_TYPE(PRESENCE_EV_SESSION_DISCONNECTED),
+    .local = 1,
+    .on_event = on_session_ended,
+};

@@ -259,6 +259,7 @@ static void user_transition(mstore_t *m, muser_t *u, presence_status_t to,
   ev.from = from;
   ev.to = to;
   ev.user_version = u->version;
+  ev.last_seen_ms = u->last_seen_ms;
   emit(m, &ev, now_ms, cause ? cause->key.len : 0, u->key.len);
 }
 

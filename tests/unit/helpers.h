@@ -69,6 +69,7 @@ typedef struct rec_event {
   int has_session, has_user, has_meta;
   presence_status_t from, to;
   uint64_t version;
+  int64_t last_seen;
   size_t n_session_ids;
 } rec_event_t;
 
@@ -91,6 +92,7 @@ static inline void record_cb(presence_t *p, const presence_event_t *ev,
   e->from = ev->from;
   e->to = ev->to;
   e->version = ev->user_version;
+  e->last_seen = ev->last_seen_ms;
   e->n_session_ids = ev->n_session_ids;
   if (ev->session_id) {
     e->has_session = 1;

@@ -77,6 +77,7 @@ static void connect_emits_session_then_user(void **state) {
   assert_int_equal(f->rec.ev[1].from, PRESENCE_OFFLINE);
   assert_int_equal(f->rec.ev[1].to, PRESENCE_ONLINE);
   assert_int_equal(f->rec.ev[1].version, 1);
+  assert_int_equal(f->rec.ev[1].last_seen, f->rec.ev[1].ts);
   assert_true(f->rec.ev[0].seq < f->rec.ev[1].seq);
   assert_int_equal(f->rec.ev[0].ts, f->clock.wall);
   assert_int_equal(status_of(f, "alice"), PRESENCE_ONLINE);
@@ -331,6 +332,10 @@ static void grace_expires_into_offline(void **state) {
   assert_int_equal(f->rec.n, 1);
   expect_event(f, 0, PRESENCE_EV_USER_OFFLINE, PRESENCE_REASON_DISCONNECT, "alice");
   assert_int_equal(f->rec.ev[0].has_session, 0);
+  /* The event itself says when the user was last seen (watchers' frames
+   * are written from it), not when the grace ran out. */
+  assert_int_equal(f->rec.ev[0].last_seen, ended);
+  assert_true(f->rec.ev[0].ts > ended);
   presence_user_info_t info;
   presence_user_get(f->p, "alice", &info);
   assert_int_equal(info.status, PRESENCE_OFFLINE);

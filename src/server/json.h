@@ -1,0 +1,51 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The one JSON writer of presenced: users, sessions, events and the
+ * WebSocket frames built from them. Every transport (the backend API, the
+ * WebSocket protocol, Server-Sent Events, webhooks) writes through here, so
+ * a field added to a user or an event appears the same everywhere.
+ *
+ * Events are written from a table indexed by event type (json.c,
+ * event_shape): a new event type adds one row naming the common fields it
+ * carries and, if it has its own, a function appending them.
+ */
+#ifndef PRESENCED_JSON_H
+#define PRESENCED_JSON_H
+
+#include "presence.h"
+#include "server/buf.h"
+
+/* A user's presence. Without JSON_USER_SESSIONS: the form of WebSocket
+ * snapshots (user_id, status, since, last_seen, version); with it, the
+ * backend API's form, which adds the session count. */
+#define JSON_USER_SESSIONS 0x1u
+void json_user(buf_t *b, const presence_user_info_t *u, unsigned flags);
+
+/* One session as GET /v1/users/{id}/sessions lists it. */
+void json_session(buf_t *b, const presence_session_info_t *si);
+
+/* One event in the common envelope (seq, type, ts, reason, ids) with the
+ * fields of its type: the same text in SSE data lines and webhook bodies, so
+ * a consumer parses one shape whatever the transport. */
+void json_event(buf_t *b, const presence_event_t *ev);
+
+/* A user event as a watcher sees it: one element of a presence frame's
+ * "users" (user_id, status, from, reason, since, last_seen, version, seq). */
+void json_user_change(buf_t *b, const presence_event_t *ev);
+
+/* Frames of the WebSocket protocol (docs/protocol.md section 1). */
+/* {"type":"presence","snapshot":false,"users":[<json_user_change>]} */
+void json_frame_presence_change(buf_t *b, const presence_event_t *ev);
+/* {"type":"presence","snapshot":true[,"id":<id>],"users":[<json_user>...]};
+ * id is the request's id, already rendered as JSON (NULL: none). */
+void json_frame_snapshot(buf_t *b, const char *id,
+                         const presence_user_info_t *users, size_t n);
+/* {"type":"ack","id":<id>} */
+void json_frame_ack(buf_t *b, const char *id);
+/* {"type":"pong"[,"id":<id>],"ts":<ts_ms>} */
+void json_frame_pong(buf_t *b, const char *id, int64_t ts_ms);
+/* {"type":"error","code":...,"message":...[,"id":<id>]} */
+void json_frame_error(buf_t *b, const char *code, const char *message,
+                      const char *id);
+
+#endif

@@ -7,3 +7,9 @@
 # clients/js: presence.d.ts under tsc --strict, DOM WebSocket and npm ws.
 add_test(NAME sdk/js-types COMMAND bash ${CMAKE_SOURCE_DIR}/clients/js/test/types/run.sh)
 set_tests_properties(sdk/js-types PROPERTIES LABELS sdk TIMEOUT 300)
+
+if(TARGET presenced)
+  # sdk/node: node's test runner against a presenced of this build.
+  add_test(NAME sdk/node COMMAND bash ${CMAKE_SOURCE_DIR}/sdk/node/test/run.sh $<TARGET_FILE:presenced>)
+  set_tests_properties(sdk/node PROPERTIES LABELS sdk TIMEOUT 300)
+endif()

@@ -1,0 +1,269 @@
+// SPDX-License-Identifier: MIT
+// Type declarations of presenced-node (protocol v1).
+import type { IncomingMessage, ServerResponse } from 'node:http';
+
+export declare const PROTOCOL_VERSION: 1;
+
+// ---- tokens -----------------------------------------------------------------
+
+export interface TokenOptions {
+  /** The secret presenced was given (--jwt-secret). */
+  secret: string | Buffer;
+  /** `sub`: the user id (1..128 bytes of UTF-8, no control characters). */
+  userId: string;
+  /** Lifetime in seconds; `exp` = now + ttl (3600). */
+  ttlSeconds?: number;
+  /** Or an absolute `exp`, Unix seconds. */
+  expiresAt?: number;
+  /** `watch`: users this session may subscribe to, or '*'. Absent: only itself. */
+  watch?: string[] | '*';
+  /** `meta`: stored with the session, shown in session lists and events. */
+  meta?: Record<string, unknown>;
+  /** `aud`: must equal presenced's --jwt-audience. */
+  audience?: string;
+  /** `nbf`, Unix seconds. */
+  notBefore?: number;
+  /** Further claims, merged last (grants of later protocol additions). */
+  claims?: Record<string, unknown>;
+  /** Clock in ms (tests). */
+  now?: () => number;
+}
+/** An HS256 JWT for `wss://…/v1/ws?token=`. */
+export declare function mintToken(options: TokenOptions): string;
+
+// ---- errors -----------------------------------------------------------------
+
+/** The daemon's error codes (docs/api.md#errors), plus 'network' (no answer) and 'bad_response'. */
+export type ErrorCode =
+  | 'bad_request' | 'bad_json' | 'bad_user_id' | 'unauthorized' | 'not_found' | 'no_session'
+  | 'method_not_allowed' | 'request_timeout' | 'body_too_large' | 'headers_too_large'
+  | 'shutting_down' | 'too_many_connections' | 'store_unavailable' | 'internal'
+  | 'network' | 'bad_response'
+  | (string & {});
+
+export declare class PresenceError extends Error {
+  readonly name: 'PresenceError';
+  /** HTTP status; 0 when no answer came. */
+  readonly status: number;
+  readonly code: ErrorCode;
+  /** No answer, 5xx, 408 or 429. */
+  readonly retryable: boolean;
+  constructor(status: number, code: ErrorCode, message: string, cause?: unknown);
+}
+
+export type WebhookErrorCode =
+  | 'missing_signature' | 'bad_timestamp' | 'stale' | 'bad_signature' | 'bad_body'
+  | 'replayed' | 'no_raw_body' | 'body_too_large';
+
+export declare class WebhookError extends Error {
+  readonly name: 'WebhookError';
+  readonly code: WebhookErrorCode;
+  /** The HTTP status to answer (401, 409, 400, 413, 500). */
+  readonly status: number;
+  constructor(code: WebhookErrorCode, message: string, status?: number);
+}
+
+// ---- presence data ------------------------------------------------------------
+
+export type UserStatus = 'online' | 'idle' | 'offline';
+export type SessionStatus = 'online' | 'idle';
+export type Reason =
+  | 'connect' | 'disconnect' | 'explicit' | 'inactivity' | 'timeout' | 'kicked' | 'shutdown'
+  | 'instance_lost' | 'resync' | (string & {});
+export type EventType =
+  | 'session.connected' | 'session.disconnected' | 'session.status'
+  | 'user.online' | 'user.idle' | 'user.offline' | 'cleanup' | (string & {});
+
+export interface User {
+  user_id: string;
+  status: UserStatus;
+  /** ms since the epoch; 0: never seen. */
+  since: number;
+  last_seen: number;
+  sessions: number;
+  version: number;
+  [field: string]: unknown;
+}
+
+export interface Session {
+  session_id: string;
+  status: SessionStatus;
+  meta: Record<string, unknown> | null;
+  connected: number;
+  since: number;
+  instance: string;
+  [field: string]: unknown;
+}
+
+/** One event of the log (GET /v1/events, webhooks). */
+export interface PresenceEvent {
+  seq: number;
+  type: EventType;
+  ts: number;
+  reason: Reason;
+  user_id?: string;
+  session_id?: string;
+  from?: UserStatus | SessionStatus;
+  to?: UserStatus | SessionStatus;
+  version?: number;
+  meta?: Record<string, unknown> | null;
+  instance?: string;
+  session_ids?: string[];
+  [field: string]: unknown;
+}
+
+export interface Gap {
+  /** The last seq had before the gap. */
+  after: number;
+  /** The oldest event still in the log; the stream continues there. */
+  oldest: number;
+  /** Webhooks only: events lost. */
+  missed?: number;
+}
+
+// ---- HTTP API -----------------------------------------------------------------
+
+export interface PresenceAPIOptions {
+  /** presenced's base URL, e.g. 'http://127.0.0.1:7070'. */
+  url: string;
+  /** The backend API key (--api-key). */
+  apiKey: string;
+  /** Per request, ms (10000). */
+  timeoutMs?: number;
+  fetch?: typeof fetch;
+}
+
+export interface Health {
+  status: string;
+  instance: string;
+  uptime_s: number;
+  store?: string;
+  store_ready?: boolean;
+  [field: string]: unknown;
+}
+
+export declare class PresenceAPI {
+  constructor(options: PresenceAPIOptions);
+  readonly url: string;
+  /** Any endpoint: resolves to the JSON answer, rejects with PresenceError. */
+  request<T = unknown>(method: string, path: string, body?: unknown): Promise<T>;
+  getUser(userId: string): Promise<User>;
+  /** In the order asked; any number of ids (requests of 1000). */
+  getUsers(userIds: string[]): Promise<User[]>;
+  sessions(userId: string): Promise<Session[]>;
+  /** Close a session (4003); rejects with code 'no_session' when it is gone. */
+  kick(sessionId: string): Promise<void>;
+  health(): Promise<Health>;
+  events(options?: Omit<EventStreamOptions, 'url' | 'apiKey'>): EventStream;
+}
+
+// ---- event stream -------------------------------------------------------------
+
+export interface EventStreamOptions {
+  url: string;
+  apiKey: string;
+  fetch?: typeof fetch;
+  /** Resume after this seq (a saved cursor). Absent: new events only. */
+  after?: number | string | null;
+  /** First reconnect delay, ms (500), doubling up to maxRetryMs (15000). */
+  retryMs?: number;
+  maxRetryMs?: number;
+  /** A failed or lost connection (it is retried; 400 and 401 end the iteration instead). */
+  onError?: (err: Error) => void;
+  onConnect?: () => void;
+  signal?: AbortSignal;
+}
+
+/** An item of the stream: narrow on `gap`. */
+export type StreamItem =
+  | { gap: true; type: 'gap'; seq: null; data: Gap }
+  | { gap: false; type: EventType; seq: number; data: PresenceEvent };
+
+/** GET /v1/events as an async iterable; reconnects and resumes by itself. */
+export declare class EventStream implements AsyncIterable<StreamItem> {
+  constructor(options: EventStreamOptions);
+  /** The seq of the last event yielded (save it; pass it as `after`). */
+  readonly cursor: string | null;
+  /** Connections established so far. */
+  readonly connects: number;
+  close(): void;
+  [Symbol.asyncIterator](): AsyncIterator<StreamItem>;
+}
+
+export interface SSEBlock { id: string | null; event: string; data: string[] }
+export declare function parseSSE(buffer: string, onEvent: (ev: SSEBlock) => void): string;
+
+// ---- webhooks -----------------------------------------------------------------
+
+export interface Delivery {
+  instance: string;
+  first_seq: number;
+  last_seq: number;
+  /** Events not applied before (a batch sent again has them removed). */
+  events: PresenceEvent[];
+  gap?: Gap;
+  /** Events removed as already applied. */
+  duplicates: number;
+}
+
+export declare class WebhookGuard {
+  constructor(options?: { toleranceMs?: number; maxSignatures?: number });
+  /** Last seq applied per log instance. */
+  readonly lastSeq: Map<string, number>;
+  seen(signature: string, ts: number, now: number): boolean;
+  fresh(delivery: Omit<Delivery, 'duplicates'>): PresenceEvent[];
+}
+
+export type HeadersLike = Record<string, string | string[] | undefined> | { get(name: string): string | null };
+
+export interface VerifyOptions {
+  /** The endpoint's secret; several during a key rotation. */
+  secret: string | Buffer | Array<string | Buffer>;
+  headers: HeadersLike;
+  /** The raw body, exactly as received. */
+  body: Buffer | Uint8Array | string;
+  /** Accepted distance of Presence-Timestamp from this clock, ms (300000). */
+  toleranceMs?: number;
+  now?: number;
+  /** Refuse replays and drop events applied before. */
+  guard?: WebhookGuard | null;
+}
+/** Throws WebhookError. */
+export declare function verifyWebhook(options: VerifyOptions): Delivery;
+
+export interface WebhookHandlerOptions {
+  secret: VerifyOptions['secret'];
+  toleranceMs?: number;
+  /** Default: a new WebhookGuard; null: no replay or duplicate checks. */
+  guard?: WebhookGuard | null;
+  maxBody?: number;
+}
+
+export interface PresenceRequest extends IncomingMessage {
+  presence: Delivery;
+  body?: unknown;
+}
+
+export type Middleware = (req: IncomingMessage & { body?: unknown }, res: ServerResponse, next?: (err?: unknown) => void) => Promise<void>;
+
+/** Express / connect / node:http. Without onDelivery it sets req.presence and calls next(). */
+export declare function webhookMiddleware(options: WebhookHandlerOptions & {
+  onDelivery?: (delivery: Delivery, req: IncomingMessage) => unknown | Promise<unknown>;
+}): Middleware;
+
+/** Fastify plugin: app.register(fastifyWebhook, { path, secret, onDelivery }). */
+export declare function fastifyWebhook(app: any, options: WebhookHandlerOptions & {
+  path?: string;
+  onDelivery: (delivery: Delivery, request: any) => unknown | Promise<unknown>;
+}): Promise<void>;
+
+declare global {
+  // Express's Request gets the delivery webhookMiddleware verified.
+  // eslint-disable-next-line @typescript-eslint/no-namespace
+  namespace Express {
+    interface Request {
+      /** Set by presenced-node's webhookMiddleware before your handler runs. */
+      presence?: Delivery;
+    }
+  }
+}

@@ -1,0 +1,48 @@
+// SPDX-License-Identifier: MIT
+// Client tokens: the HS256 JWTs presenced checks on /v1/ws (docs/protocol.md
+// section 1.1, src/server/jwt.c). Minted here so that a backend needs no JWT
+// library: HS256 is one HMAC over two base64url JSON parts.
+import { createHmac } from 'node:crypto';
+
+const b64url = (buf) => Buffer.from(buf).toString('base64url');
+
+/**
+ * Mint a client token.
+ * @param {object} o
+ * @param {string|Buffer} o.secret   the secret given to presenced (--jwt-secret)
+ * @param {string} o.userId          `sub`
+ * @param {number} [o.ttlSeconds]    lifetime; `exp` = now + ttl (default 3600)
+ * @param {number} [o.expiresAt]     or an absolute `exp`, Unix seconds
+ * @param {string[]|'*'} [o.watch]   users the session may subscribe to
+ * @param {object} [o.meta]          stored with the session, shown to backends
+ * @param {string} [o.audience]      `aud` (must equal --jwt-audience)
+ * @param {number} [o.notBefore]     `nbf`, Unix seconds
+ * @param {object} [o.claims]        further claims (e.g. grants of later protocol
+ *                                   versions), merged last
+ * @param {() => number} [o.now]     clock in ms (tests)
+ */
+export function mintToken(o) {
+  if (!o || o.secret === undefined || o.secret === null || o.secret === '') throw new TypeError('mintToken: secret is required');
+  if (typeof o.userId !== 'string' || o.userId === '') throw new TypeError('mintToken: userId must be a non-empty string');
+  const nowS = Math.floor((o.now ? o.now() : Date.now()) / 1000);
+  const exp = o.expiresAt !== undefined ? Math.floor(o.expiresAt) : nowS + (o.ttlSeconds ?? 3600);
+  if (!Number.isFinite(exp)) throw new TypeError('mintToken: expiry is not a number');
+  const claims = { sub: o.userId, exp, iat: nowS };
+  if (o.watch !== undefined) {
+    if (o.watch !== '*' && !(Array.isArray(o.watch) && o.watch.every((w) => typeof w === 'string'))) {
+      throw new TypeError("mintToken: watch must be '*' or an array of user ids");
+    }
+    claims.watch = o.watch;
+  }
+  if (o.meta !== undefined) {
+    if (o.meta === null || typeof o.meta !== 'object' || Array.isArray(o.meta)) throw new TypeError('mintToken: meta must be an object');
+    claims.meta = o.meta;
+  }
+  if (o.audience !== undefined) claims.aud = o.audience;
+  if (o.notBefore !== undefined) claims.nbf = Math.floor(o.notBefore);
+  Object.assign(claims, o.claims || {});
+  const head = b64url(JSON.stringify({ alg: 'HS256', typ: 'JWT' }));
+  const body = b64url(JSON.stringify(claims));
+  const sig = createHmac('sha256', o.secret).update(`${head}.${body}`).digest();
+  return `${head}.${body}.${b64url(sig)}`;
+}

@@ -1,0 +1,166 @@
+// SPDX-License-Identifier: MIT
+// Webhook deliveries (docs/webhooks.md): verify the signature over the raw
+// body, refuse stale timestamps and replayed requests, and drop events
+// already applied (deliveries are at least once; (instance, seq) is the key).
+import { createHmac, timingSafeEqual } from 'node:crypto';
+import { WebhookError } from './errors.js';
+
+const header = (headers, name) => {
+  if (typeof headers.get === 'function') return headers.get(name) ?? '';   // fetch Headers
+  const v = headers[name] ?? headers[name.toLowerCase()];
+  return Array.isArray(v) ? v.join(',') : (v ?? '');
+};
+
+/**
+ * Remembers what was delivered: the signatures seen inside the tolerance
+ * window (a replayed request repeats one; a genuine retry is signed anew) and
+ * the last sequence number applied per log instance (to drop the events of a
+ * batch sent again). In memory: one per process. Persist `lastSeq` with your
+ * own data when a restart must not re-apply a batch.
+ */
+export class WebhookGuard {
+  constructor({ toleranceMs = 300000, maxSignatures = 100000 } = {}) {
+    this.toleranceMs = toleranceMs;
+    this.maxSignatures = maxSignatures;
+    this._seen = new Map();      // signature -> timestamp (ms), insertion ordered
+    this.lastSeq = new Map();    // instance -> last seq applied
+  }
+  /** true if this signature was seen before (then it is a replay). */
+  seen(signature, ts, now) {
+    for (const [s, t] of this._seen) {            // oldest first: evict the stale
+      if (t >= now - this.toleranceMs && this._seen.size < this.maxSignatures) break;
+      this._seen.delete(s);
+    }
+    if (this._seen.has(signature)) return true;
+    this._seen.set(signature, ts);
+    return false;
+  }
+  /** Events of a delivery not applied before; marks them applied. */
+  fresh(delivery) {
+    const last = this.lastSeq.get(delivery.instance) ?? 0;
+    const events = delivery.events.filter((e) => e.seq > last);
+    if (delivery.last_seq > last) this.lastSeq.set(delivery.instance, delivery.last_seq);
+    return events;
+  }
+}
+
+/**
+ * Verify one delivery and parse it. Throws WebhookError (`status` is the HTTP
+ * status to answer) when the signature is missing or wrong, the timestamp is
+ * outside `toleranceMs` of this clock, the body is not a delivery, or (with a
+ * guard) the exact request was seen before.
+ * @returns {{instance: string, first_seq: number, last_seq: number, events: object[], gap?: object, duplicates: number}}
+ */
+export function verifyWebhook({ secret, headers, body, toleranceMs = 300000, now = Date.now(), guard = null }) {
+  const secrets = (Array.isArray(secret) ? secret : [secret]).filter((s) => s !== undefined && s !== null && s !== '');
+  if (!secrets.length) throw new TypeError('verifyWebhook: secret is required');
+  if (typeof body === 'string') body = Buffer.from(body, 'utf8');
+  if (!(body instanceof Uint8Array)) {
+    throw new WebhookError('no_raw_body', 'the raw request body is needed (a parsed body cannot be verified)', 500);
+  }
+  const ts = String(header(headers, 'presence-timestamp'));
+  const sig = String(header(headers, 'presence-signature'));
+  if (!sig) throw new WebhookError('missing_signature', 'no Presence-Signature header');
+  if (!/^\d{1,16}$/.test(ts)) throw new WebhookError('bad_timestamp', 'no valid Presence-Timestamp header');
+  if (Math.abs(now - Number(ts)) > toleranceMs) {
+    throw new WebhookError('stale', `timestamp ${ts} is more than ${toleranceMs} ms from this clock`);
+  }
+  const parts = sig.split(',').map((p) => Buffer.from(p.trim()));
+  const ok = secrets.some((s) => {
+    const want = Buffer.from('v1=' + createHmac('sha256', s).update(ts + '.').update(body).digest('hex'));
+    return parts.some((got) => got.length === want.length && timingSafeEqual(got, want));
+  });
+  if (!ok) throw new WebhookError('bad_signature', 'signature does not match');
+  let delivery;
+  try {
+    delivery = JSON.parse(Buffer.from(body).toString('utf8'));
+  } catch (_) {
+    delivery = null;
+  }
+  if (!delivery || typeof delivery !== 'object' || !Array.isArray(delivery.events) || typeof delivery.instance !== 'string') {
+    throw new WebhookError('bad_body', 'signed, but not a delivery', 400);
+  }
+  if (guard && guard.seen(sig, Number(ts), now)) {
+    throw new WebhookError('replayed', 'this request was delivered before', 409);
+  }
+  const events = guard ? guard.fresh(delivery) : delivery.events;
+  return { ...delivery, events, duplicates: delivery.events.length - events.length };
+}
+
+function readRaw(req, limit) {
+  return new Promise((resolve, reject) => {
+    const chunks = [];
+    let n = 0;
+    req.on('data', (c) => {
+      n += c.length;
+      if (n > limit) { reject(new WebhookError('body_too_large', `body over ${limit} bytes`, 413)); req.destroy(); return; }
+      chunks.push(c);
+    });
+    req.on('end', () => resolve(Buffer.concat(chunks)));
+    req.on('error', reject);
+  });
+}
+
+function answer(res, status, code, message) {
+  const body = JSON.stringify({ error: { code, message } });
+  res.statusCode = status;
+  res.setHeader('Content-Type', 'application/json');
+  res.end(body);
+}
+
+/**
+ * Middleware for Express (and connect, and node:http with a `next`): verifies
+ * the delivery, then sets `req.presence` (the delivery, with events already
+ * applied removed) and calls next(); refuses with 401 (bad or stale signature),
+ * 409 (replay), 400 (not a delivery). Reads the raw body itself, or takes the
+ * Buffer of `express.raw()`; a body parsed by `express.json()` cannot be verified.
+ * With `onDelivery(delivery, req)` it answers 204 itself once that resolves (5xx if it throws).
+ */
+export function webhookMiddleware({ secret, toleranceMs = 300000, guard = new WebhookGuard({ toleranceMs }), maxBody = 16 << 20, onDelivery = null } = {}) {
+  return async function presenceWebhook(req, res, next) {
+    try {
+      const body = Buffer.isBuffer(req.body) ? req.body : req.body === undefined ? await readRaw(req, maxBody) : req.body;
+      req.presence = verifyWebhook({ secret, headers: req.headers, body, toleranceMs, guard });
+    } catch (e) {
+      if (!(e instanceof WebhookError)) { if (next) return next(e); return answer(res, 500, 'internal', String(e)); }
+      return answer(res, e.status, e.code, e.message);
+    }
+    if (!onDelivery) return next ? next() : answer(res, 500, 'internal', 'no handler');
+    try {
+      await onDelivery(req.presence, req);
+      res.statusCode = 204;
+      res.end();
+    } catch (e) {
+      // 5xx: presenced retries the batch; forget it as applied so the retry is not dropped.
+      if (guard) guard.lastSeq.set(req.presence.instance, req.presence.first_seq - 1);
+      answer(res, 500, 'handler_failed', e && e.message ? e.message : String(e));
+    }
+  };
+}
+
+/**
+ * Fastify plugin: `app.register(fastifyWebhook, { path: '/hook', secret, onDelivery })`.
+ * Registers a POST route whose JSON body is kept raw (in its own encapsulated
+ * context, so the app's other routes keep Fastify's JSON parser).
+ */
+export async function fastifyWebhook(app, { path = '/presence/webhook', secret, toleranceMs = 300000, guard = new WebhookGuard({ toleranceMs }), onDelivery }) {
+  if (typeof onDelivery !== 'function') throw new TypeError('fastifyWebhook: onDelivery is required');
+  app.removeAllContentTypeParsers?.();
+  app.addContentTypeParser('*', { parseAs: 'buffer' }, (_req, body, done) => done(null, body));
+  app.post(path, async (request, reply) => {
+    let delivery;
+    try {
+      delivery = verifyWebhook({ secret, headers: request.headers, body: request.body ?? Buffer.alloc(0), toleranceMs, guard });
+    } catch (e) {
+      if (!(e instanceof WebhookError)) throw e;
+      return reply.code(e.status).send({ error: { code: e.code, message: e.message } });
+    }
+    try {
+      await onDelivery(delivery, request);
+    } catch (e) {
+      if (guard) guard.lastSeq.set(delivery.instance, delivery.first_seq - 1);
+      return reply.code(500).send({ error: { code: 'handler_failed', message: e && e.message ? e.message : String(e) } });
+    }
+    return reply.code(204).send();
+  });
+}

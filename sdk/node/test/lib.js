@@ -1,0 +1,84 @@
+// SPDX-License-Identifier: MIT
+// Test helpers: a real presenced (PRESENCED, else build/presenced of the
+// repository) on a free loopback port, stopped by its pid; a WebSocket user.
+import { spawn } from 'node:child_process';
+import net from 'node:net';
+import fs from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import WebSocket from 'ws';
+import { mintToken } from '../index.js';
+
+const HERE = path.dirname(fileURLToPath(import.meta.url));
+export const ROOT = path.resolve(HERE, '../../..');
+export const PRESENCED = process.env.PRESENCED ? path.resolve(process.env.PRESENCED) : path.join(ROOT, 'build/presenced');
+export const API_KEY = 'sdk-node-test-key';
+export const JWT_SECRET = 'sdk-node-jwt-secret';
+export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+export function freePort() {
+  return new Promise((resolve, reject) => {
+    const s = net.createServer();
+    s.on('error', reject);
+    s.listen(0, '127.0.0.1', () => { const { port } = s.address(); s.close(() => resolve(port)); });
+  });
+}
+
+export async function waitFor(fn, { timeout = 10000, interval = 50, what = 'condition' } = {}) {
+  const end = Date.now() + timeout;
+  for (;;) {
+    let last;
+    try { last = await fn(); if (last) return last; } catch (e) { last = e; }
+    if (Date.now() > end) throw new Error('timed out waiting for ' + what + (last instanceof Error ? ': ' + last.message : ''));
+    await sleep(interval);
+  }
+}
+
+export class Presenced {
+  constructor(args = []) { this.args = args; this.log = ''; }
+  get url() { return `http://127.0.0.1:${this.port}`; }
+  async start() {
+    if (!fs.existsSync(PRESENCED)) throw new Error(`presenced not found at ${PRESENCED} (set PRESENCED)`);
+    this.port = this.port || await freePort();
+    this.proc = spawn(PRESENCED, ['--listen', `127.0.0.1:${this.port}`, '--api-key', API_KEY,
+      '--jwt-secret', JWT_SECRET, '--log-level', 'warn', ...this.args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const grab = (c) => { this.log = (this.log + c).slice(-100000); };
+    this.proc.stdout.setEncoding('utf8').on('data', grab);
+    this.proc.stderr.setEncoding('utf8').on('data', grab);
+    this.exited = new Promise((r) => this.proc.once('exit', (code, sig) => r({ code, sig })));
+    await waitFor(async () => {
+      if (this.proc.exitCode !== null) throw new Error('presenced exited: ' + this.log);
+      const r = await fetch(this.url + '/healthz');
+      return r.status === 200;
+    }, { what: 'presenced /healthz' });
+    return this;
+  }
+  async stop(signal = 'SIGTERM') {
+    const p = this.proc;
+    if (!p || p.exitCode !== null || p.signalCode !== null) return this.exited;
+    process.kill(p.pid, signal);
+    const t = setTimeout(() => { try { process.kill(p.pid, 'SIGKILL'); } catch (_) { /* gone */ } }, 5000);
+    const r = await this.exited;
+    clearTimeout(t);
+    return r;
+  }
+}
+
+/** A user's WebSocket session; resolves once `welcome` arrived. */
+export function connectUser(pd, userId, claims = {}, secret = JWT_SECRET) {
+  const token = mintToken({ secret, userId, ...claims });
+  const ws = new WebSocket(`ws://127.0.0.1:${pd.port}/v1/ws?token=${token}`);
+  ws.messages = [];
+  ws.closed = new Promise((r) => ws.once('close', (code) => r(code)));
+  return new Promise((resolve, reject) => {
+    ws.on('message', (m) => {
+      const msg = JSON.parse(m.toString());
+      ws.messages.push(msg);
+      if (msg.type === 'welcome') { ws.sessionId = msg.session_id; resolve(ws); }
+    });
+    ws.once('unexpected-response', (_req, res) => {
+      let b = ''; res.on('data', (c) => { b += c; }); res.on('end', () => reject(Object.assign(new Error(b), { status: res.statusCode, body: b })));
+    });
+    ws.once('error', reject);
+  });
+}

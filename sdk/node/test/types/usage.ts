@@ -1,0 +1,32 @@
+// SPDX-License-Identifier: MIT
+// Type-checked (never run) under tsc --strict: the declarations describe the
+// SDK as its README uses it, and misuse is refused.
+import express from 'express';
+import { mintToken, PresenceAPI, PresenceError, webhookMiddleware, type StreamItem } from '../../index.js';
+
+const token: string = mintToken({ secret: 's', userId: 'alice', ttlSeconds: 600, watch: '*', meta: { device: 'web' } });
+const api = new PresenceAPI({ url: 'http://127.0.0.1:7070', apiKey: 'k' });
+
+async function main() {
+  const u = await api.getUser('alice');
+  const s: 'online' | 'idle' | 'offline' = u.status;
+  for await (const item of api.events({ after: 42 })) {
+    const it: StreamItem = item;
+    if (it.gap) console.log(it.data.oldest);
+    else console.log(it.seq, it.data.user_id, it.data.reason);
+  }
+  try { await api.kick('x'); } catch (e) { if (e instanceof PresenceError && e.code === 'no_session') console.log(e.status); }
+  void s; void token;
+}
+void main;
+
+const app = express();
+app.post('/hook', webhookMiddleware({ secret: 's' }), (req, res) => {
+  for (const e of req.presence!.events) console.log(e.type, e.seq);
+  res.sendStatus(204);
+});
+
+// @ts-expect-error userId is required
+mintToken({ secret: 's' });
+// @ts-expect-error watch is '*' or a list
+mintToken({ secret: 's', userId: 'a', watch: 'bob' });

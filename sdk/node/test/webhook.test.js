@@ -1,0 +1,106 @@
+// SPDX-License-Identifier: MIT
+// Webhooks from a real presenced into Express, Fastify and node:http
+// receivers through the SDK: verified deliveries pass; a forged, stale or
+// replayed request is refused; a batch sent again is not applied twice.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import http from 'node:http';
+import { createHmac } from 'node:crypto';
+import express from 'express';
+import Fastify from 'fastify';
+import { webhookMiddleware, fastifyWebhook, verifyWebhook, WebhookGuard, WebhookError } from '../index.js';
+import { Presenced, connectUser, freePort, waitFor } from './lib.js';
+
+const SECRET = 'sdk-node-webhook-secret';
+const got = { express: [], fastify: [], node: [] };
+const captured = [];      // raw requests that reached the Express receiver
+let failNext = 1;          // the node:http receiver fails its first delivery
+let nodeAttempts = 0;
+let ex, fa, nd, pd, ports;
+
+before(async () => {
+  ports = { express: await freePort(), fastify: await freePort(), node: await freePort() };
+  const app = express();
+  app.post('/hook', express.raw({ type: '*/*' }), (req, _res, next) => {
+    captured.push({ headers: { ...req.headers }, body: Buffer.from(req.body) });
+    next();
+  }, webhookMiddleware({ secret: SECRET }), (req, res) => {
+    got.express.push(...req.presence.events);
+    res.sendStatus(204);
+  });
+  ex = app.listen(ports.express, '127.0.0.1');
+
+  fa = Fastify();
+  fa.get('/other', async () => ({ ok: true }));
+  await fa.register(fastifyWebhook, { path: '/hook', secret: SECRET, onDelivery: (d) => { got.fastify.push(...d.events); } });
+  await fa.listen({ port: ports.fastify, host: '127.0.0.1' });
+
+  const mw = webhookMiddleware({ secret: SECRET, onDelivery: (d) => {
+    nodeAttempts++;
+    if (failNext-- > 0) throw new Error('database down');
+    got.node.push(...d.events);
+  } });
+  nd = http.createServer((req, res) => mw(req, res));
+  await new Promise((r) => nd.listen(ports.node, '127.0.0.1', r));
+
+  const hook = (name, port) => ['--webhook', `url=http://127.0.0.1:${port}/hook,secret=${SECRET},name=${name}`];
+  pd = new Presenced([...hook('express', ports.express), ...hook('fastify', ports.fastify), ...hook('node', ports.node),
+    '--webhook-batch-ms', '10', '--webhook-retry-min-ms', '50', '--webhook-retry-max-ms', '100']);
+  await pd.start();
+});
+after(async () => { await pd.stop(); ex.close(); await fa.close(); nd.close(); });
+
+test('Express, Fastify and node:http receivers get every event, verified, once', async () => {
+  const a = await connectUser(pd, 'alice');
+  a.close();
+  const want = ['session.connected', 'user.online', 'session.disconnected', 'user.offline'];
+  for (const name of ['express', 'fastify', 'node']) {
+    await waitFor(() => got[name].length >= 4, { what: name + ' deliveries' });
+    assert.deepEqual(got[name].map((e) => e.type), want, name);
+  }
+  assert.ok(nodeAttempts >= 2, 'the failed delivery was retried');
+  const r = await fetch(`http://127.0.0.1:${ports.fastify}/other`);
+  assert.deepEqual(await r.json(), { ok: true }, 'Fastify routes outside the plugin keep their JSON');
+});
+
+async function post(headers, body) {
+  const r = await fetch(`http://127.0.0.1:${ports.express}/hook`, {
+    method: 'POST', body,
+    headers: Object.fromEntries(Object.entries({ 'content-type': 'application/json',
+      'presence-timestamp': headers['presence-timestamp'], 'presence-signature': headers['presence-signature'] }).filter(([, v]) => v !== undefined)),
+  });
+  return { status: r.status, code: r.status === 204 ? null : (await r.json()).error.code };
+}
+
+test('a replayed, forged or stale request is refused', async () => {
+  await waitFor(() => captured.length >= 1, { what: 'a captured delivery' });
+  const { headers, body } = captured[0];
+  const n = got.express.length;
+  assert.deepEqual(await post(headers, body), { status: 409, code: 'replayed' });
+  const forged = Buffer.from(body.toString().replace('alice', 'mallory'));
+  assert.deepEqual(await post(headers, forged), { status: 401, code: 'bad_signature' });
+  const old = String(Date.now() - 600000);
+  const sig = 'v1=' + createHmac('sha256', SECRET).update(old + '.').update(body).digest('hex');
+  assert.deepEqual(await post({ 'presence-timestamp': old, 'presence-signature': sig }, body), { status: 401, code: 'stale' });
+  assert.deepEqual(await post({ 'presence-timestamp': String(Date.now()) }, body), { status: 401, code: 'missing_signature' });
+  // The same batch signed afresh (what a retry looks like): accepted, nothing applied twice.
+  const now = String(Date.now());
+  const again = 'v1=' + createHmac('sha256', SECRET).update(now + '.').update(body).digest('hex');
+  assert.deepEqual(await post({ 'presence-timestamp': now, 'presence-signature': again }, body), { status: 204, code: null });
+  assert.equal(got.express.length, n, 'no event applied twice');
+});
+
+test('verifyWebhook: key rotation, guard, parsed bodies refused', () => {
+  const body = JSON.stringify({ instance: 'i1', first_seq: 1, last_seq: 2, events: [{ seq: 1 }, { seq: 2 }] });
+  const ts = String(Date.now());
+  const sign = (k) => 'v1=' + createHmac('sha256', k).update(ts + '.' + body).digest('hex');
+  const headers = { 'presence-timestamp': ts, 'presence-signature': `v1=00, ${sign('new')}` };
+  const guard = new WebhookGuard();
+  const d = verifyWebhook({ secret: ['old', 'new'], headers, body, guard });
+  assert.equal(d.events.length, 2);
+  assert.throws(() => verifyWebhook({ secret: 'new', headers, body, guard }), (e) => e instanceof WebhookError && e.code === 'replayed');
+  const d2 = verifyWebhook({ secret: 'new', headers: { ...headers, 'presence-signature': sign('new') + ',v1=11' }, body, guard });
+  assert.equal(d2.duplicates, 2);
+  assert.throws(() => verifyWebhook({ secret: 'new', headers, body: JSON.parse(body) }), (e) => e.code === 'no_raw_body');
+  assert.throws(() => verifyWebhook({ secret: 'other', headers, body }), (e) => e.code === 'bad_signature' && e.status === 401);
+});

@@ -16,6 +16,14 @@
  * the 1,000,000 live sessions, divided by the session count, tables
  * included. The fixed-size transition log is reported apart.
  *
+ * Channels, in the same process and the same runs: the 1,000,000 sessions
+ * connected (not timed), then every session joins one of 1,000 channels (by
+ * handle, chosen so that no two sessions of a user share a channel: 1,000,000
+ * memberships, each its own member with a channel.join) and leaves it again
+ * (a channel.leave each): 2,000,000 channel operations a run, timed. The
+ * memory figure is the heap added by the 1,000,000 memberships over the
+ * sessions themselves, divided by the memberships (no member data).
+ *
  * The engine is told the expected sizes (expected_sessions/users), and the
  * runs follow a warm-up run whose memory malloc keeps, so the figure is the
  * steady state of a server, not the kernel handing out fresh pages.
@@ -176,6 +184,56 @@ static run_result_t engine_run(int measure_memory, int by_handle) {
   return r;
 }
 
+#define N_CHANNELS 1000
+static char channel_names[N_CHANNELS][16];
+static const char *chan_of(size_t i) {
+  return channel_names[(i * 7 + i / N_USERS) % N_CHANNELS];
+}
+
+typedef struct chan_result {
+  double seconds;
+  double bytes_per_membership;
+} chan_result_t;
+
+static chan_result_t channel_run(int measure_memory) {
+  chan_result_t r = {0};
+  presence_t *p;
+  presence_options_t o;
+  presence_options_init(&o);
+  o.expected_sessions = N_SESSIONS;
+  o.expected_users = N_USERS;
+  check(presence_new(&o, &p), "presence_new");
+  for (int t = 0; t < PRESENCE_EV_COUNT_; t++)
+    check(presence_on(p, (presence_event_type_t)t, on_event, NULL), "on");
+  check(presence_on_event(p, count_event, NULL), "on_event");
+  for (size_t i = 0; i < N_SESSIONS; i++)
+    check(presence_session_open(p, sid(i), uid(i), NULL, &handles[i], NULL,
+                                NULL),
+          "connect");
+  size_t heap0 = heap_used();
+  event_count = 0;
+  double t0 = now_s();
+  for (size_t i = 0; i < N_SESSIONS; i++)
+    check(presence_handle_join(p, handles[i], chan_of(i), NULL, NULL, NULL),
+          "join");
+  double t1 = now_s();
+  if (measure_memory)
+    r.bytes_per_membership = (double)(heap_used() - heap0) / N_SESSIONS;
+  for (size_t i = 0; i < N_SESSIONS; i++)
+    check(presence_handle_leave(p, handles[i], chan_of(i), NULL, NULL),
+          "leave");
+  double t2 = now_s();
+  (void)t1;
+  if (event_count != 2ull * N_SESSIONS) {
+    fprintf(stderr, "bench_engine: %llu channel events, expected %d\n",
+            (unsigned long long)event_count, 2 * N_SESSIONS);
+    exit(1);
+  }
+  r.seconds = t2 - t0;
+  presence_free(p);
+  return r;
+}
+
 /* The baseline: the same keys through the bare table. */
 typedef struct bare {
   presence__hkey_t key;
@@ -228,8 +286,11 @@ int main(int argc, char **argv) {
   mallopt(M_MMAP_THRESHOLD, 1 << 30);
   make_ids();
   handles = malloc(sizeof(*handles) * N_SESSIONS);
-  double engine_s[RUNS], handle_s[RUNS], table_s[RUNS];
+  double engine_s[RUNS], handle_s[RUNS], table_s[RUNS], chan_s[RUNS];
+  for (int c = 0; c < N_CHANNELS; c++)
+    snprintf(channel_names[c], sizeof(channel_names[c]), "room-%04d", c);
   run_result_t mem = engine_run(1, 1); /* warm-up, and the memory figure */
+  chan_result_t chan_mem = channel_run(1);
   uint64_t events = 0;
   /* Interleaved, so a noisy neighbour hurts all three alike. */
   for (int i = 0; i < RUNS; i++) {
@@ -238,7 +299,10 @@ int main(int argc, char **argv) {
     engine_s[i] = r.seconds;
     events = r.events;
     handle_s[i] = engine_run(0, 1).seconds;
+    chan_s[i] = channel_run(0).seconds;
   }
+  qsort(chan_s, RUNS, sizeof(double), cmp_double);
+  double chan_ops_per_s = 2.0 * N_SESSIONS / chan_s[RUNS / 2];
   qsort(engine_s, RUNS, sizeof(double), cmp_double);
   qsort(handle_s, RUNS, sizeof(double), cmp_double);
   qsort(table_s, RUNS, sizeof(double), cmp_double);
@@ -268,6 +332,12 @@ int main(int argc, char **argv) {
          mem.bytes_per_session, N_SESSIONS);
   printf("  fixed heap               %12zu  bytes (transition log, queues)\n",
          mem.fixed_bytes);
+  printf("  channel joins+leaves/s   %12.0f  (%d memberships in %d channels, "
+         "by handle, an event each)\n",
+         chan_ops_per_s, N_SESSIONS, N_CHANNELS);
+  printf("  heap per membership      %12.1f  bytes beyond the session (no "
+         "data)\n",
+         chan_mem.bytes_per_membership);
   if (json_path) {
     FILE *f = fopen(json_path, "w");
     if (!f) {
@@ -279,11 +349,13 @@ int main(int argc, char **argv) {
             "\"handle_ops_per_s\":%.0f,\"handle_events_per_s\":%.0f,"
             "\"id_ops_per_s\":%.0f,\"id_events_per_s\":%.0f,"
             "\"baseline_table_ops_per_s\":%.0f,\"handle_ratio\":%.3f,"
-            "\"heap_bytes_per_session\":%.1f,\"fixed_heap_bytes\":%zu}\n",
+            "\"heap_bytes_per_session\":%.1f,\"fixed_heap_bytes\":%zu,"
+            "\"channel_ops_per_s\":%.0f,\"heap_bytes_per_membership\":%.1f}\n",
             N_SESSIONS, N_USERS, RUNS, handle_ops_per_s, handle_events_per_s,
             ops_per_s, events_per_s, table_ops_per_s,
             handle_ops_per_s / table_ops_per_s,
-            mem.bytes_per_session, mem.fixed_bytes);
+            mem.bytes_per_session, mem.fixed_bytes, chan_ops_per_s,
+            chan_mem.bytes_per_membership);
     fclose(f);
   }
   free(handles);

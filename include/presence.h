@@ -36,6 +36,12 @@ extern "C" {
 #define PRESENCE_ID_MAX 128
 /* Longest session metadata (a JSON text, stored verbatim), in bytes. */
 #define PRESENCE_META_MAX 4096
+/* Longest channel name, in bytes (same rules as ids). */
+#define PRESENCE_CHANNEL_MAX 128
+/* Longest member data of one session in one channel (JSON text), in bytes. */
+#define PRESENCE_DATA_MAX 4096
+/* channel_grace_ms: no channel grace at all (0 means "the offline grace"). */
+#define PRESENCE_GRACE_NONE UINT32_MAX
 
 /* ------------------------------------------------------------------------ */
 /* Errors                                                                   */
@@ -58,13 +64,17 @@ extern "C" {
   XX(ESTORE, -12, "store unavailable")                                         \
   XX(ETIMEDOUT, -13, "store operation timed out")                              \
   XX(ESHUTDOWN, -14, "instance is shutting down")                              \
-  XX(EBUSY, -15, "operation not allowed here")
+  XX(EBUSY, -15, "operation not allowed here")                                \
+  XX(ECHANNEL, -30, "channel name is empty, longer than 128 bytes, not UTF-8 or has control characters") \
+  XX(EDATA, -31, "member data too large")                                     \
+  XX(ENOTMEMBER, -32, "not a member of this channel")                          \
+  XX(ECHANLIMIT, -33, "too many channels for this session")
 
 typedef enum {
 #define PRESENCE_XX_(name, value, msg) PRESENCE_##name = (value),
   PRESENCE_ERRNO_MAP(PRESENCE_XX_)
 #undef PRESENCE_XX_
-  PRESENCE_ERRNO_MIN_ = -16
+  PRESENCE_ERRNO_MIN_ = -64
 } presence_errno_t;
 
 /* Human-readable message for a code ("ok" for 0, "unknown error" otherwise). */
@@ -90,6 +100,9 @@ typedef enum {
   PRESENCE_EV_USER_IDLE,
   PRESENCE_EV_USER_OFFLINE,
   PRESENCE_EV_CLEANUP,
+  PRESENCE_EV_CHANNEL_JOIN,
+  PRESENCE_EV_CHANNEL_LEAVE,
+  PRESENCE_EV_CHANNEL_UPDATE,
   PRESENCE_EV_COUNT_,
   /* Registration only: every event type. */
   PRESENCE_EV_ANY = 100
@@ -165,6 +178,12 @@ typedef struct presence_event {
    * own time for user.online and user.idle, the end of the last session for
    * user.offline. 0 where the store does not report it (Redis): then ts_ms. */
   int64_t last_seen_ms;
+  /* Channel events: the channel; meta is the member's data after the event
+   * (NULL for a leave), from/to the member's status in the channel,
+   * user_version the member's version, count the channel's members after
+   * it. NULL / 0 for every other event. */
+  const char *channel;
+  uint64_t count;
 } presence_event_t;
 
 typedef struct presence_user_info {
@@ -249,6 +268,13 @@ typedef struct presence_options {
    * store's memory (~100 B per user) and the Redis keys of users who never
    * return. At least the offline grace. 0: kept for ever. */
   uint32_t offline_retention_s;
+  /* A member whose last session in a channel ended (not an explicit leave)
+   * stays a member this long before channel.leave; a session of the same
+   * user joining in the window cancels it. 0: offline_grace_ms;
+   * PRESENCE_GRACE_NONE: no grace. */
+  uint32_t channel_grace_ms;
+  /* Channels one session may be joined to at once. 0: unlimited. */
+  uint32_t max_channels_per_session;
   /* The store. NULL: an embedded in-memory store owned by the presence_t.
    * Otherwise the presence_t takes ownership and destroys it. */
   struct presence_store *store;
@@ -430,6 +456,9 @@ typedef struct presence_stats {
   uint64_t users_known;  /* including offline users kept for last_seen */
   uint64_t events[PRESENCE_EV_COUNT_];
   uint64_t last_seq;
+  uint64_t channels;    /* channels with at least one member */
+  uint64_t members;     /* (channel, user) pairs, including ones in grace */
+  uint64_t memberships; /* (channel, session) pairs */
 } presence_stats_t;
 int presence_stats(presence_t *p, presence_stats_t *out);
 
@@ -479,6 +508,109 @@ uint64_t presence_epoch(const presence_t *p);
 
 /* Validate an id as the library would (0 or PRESENCE_EID). */
 int presence_id_check(const char *id);
+
+/* ------------------------------------------------------------------------ */
+/* Channels: who is in this room, with what data                            */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * A session joins a channel (a name, same rules as ids) with optional member
+ * data (JSON text, stored verbatim, at most PRESENCE_DATA_MAX bytes). The
+ * member is the (channel, user) pair: a member while any of the user's
+ * sessions is joined. Its status is online if any of those sessions is
+ * online, idle otherwise; its data is that of the session that joined or
+ * updated most recently. Events channel.join / channel.update /
+ * channel.leave are edge-triggered per member. See docs/c-api.md section 12.
+ *
+ * Joining a channel the session already joined replaces its data (like
+ * update). Errors: ECHANNEL, EDATA, ENOSESSION, ECHANLIMIT, ENOTMEMBER
+ * (update or leave of a channel the session has not joined).
+ */
+int presence_channel_join(presence_t *p, const char *session_id,
+                          const char *channel, const char *data,
+                          presence_done_cb done, void *ud);
+int presence_channel_update(presence_t *p, const char *session_id,
+                            const char *channel, const char *data,
+                            presence_done_cb done, void *ud);
+int presence_channel_leave(presence_t *p, const char *session_id,
+                           const char *channel, presence_done_cb done,
+                           void *ud);
+int presence_handle_join(presence_t *p, presence_handle_t handle,
+                         const char *channel, const char *data,
+                         presence_done_cb done, void *ud);
+int presence_handle_update(presence_t *p, presence_handle_t handle,
+                           const char *channel, const char *data,
+                           presence_done_cb done, void *ud);
+int presence_handle_leave(presence_t *p, presence_handle_t handle,
+                          const char *channel, presence_done_cb done,
+                          void *ud);
+/* Every session of user_id leaves channel at once (reason kicked, no grace).
+ * ENOTMEMBER if the user is not a member. */
+int presence_channel_remove_user(presence_t *p, const char *channel,
+                                 const char *user_id, presence_done_cb done,
+                                 void *ud);
+
+/* One joined session of a member (Phoenix's "meta"). */
+typedef struct presence_member_meta {
+  const char *session_id;
+  const char *data; /* NULL: none */
+  presence_status_t status;
+  int64_t joined_ms;
+} presence_member_meta_t;
+
+typedef struct presence_member_info {
+  const char *channel;
+  const char *user_id;
+  presence_status_t status; /* in the channel; OFFLINE: not a member */
+  const char *data;         /* the member's data, NULL if none */
+  int64_t since_ms;         /* member since */
+  uint64_t version;
+  uint32_t session_count; /* joined sessions (0 while in grace) */
+  const presence_member_meta_t *metas;
+  size_t n_metas;
+} presence_member_info_t;
+
+typedef struct presence_channel_info {
+  const char *channel;
+  uint64_t count;
+} presence_channel_info_t;
+
+/* A page of members: n of them, the channel's member count, and the cursor
+ * of the next page (NULL on the last page). Valid during the callback. */
+typedef void (*presence_members_cb)(presence_t *p, int status,
+                                    const presence_member_info_t *members,
+                                    size_t n, uint64_t count,
+                                    const char *next, void *ud);
+typedef void (*presence_channels_cb)(presence_t *p, int status,
+                                     const presence_channel_info_t *channels,
+                                     size_t n, const char *next, void *ud);
+
+/* Members after after_user_id (NULL: from the start) in byte order of user
+ * id, at most limit of them (0: the count only). */
+int presence_channel_members(presence_t *p, const char *channel,
+                             const char *after_user_id, size_t limit,
+                             presence_members_cb cb, void *ud);
+/* Active channels whose name starts with prefix (NULL or "": all), in byte
+ * order, after `after` (NULL: from the start), at most limit. */
+int presence_channels_list(presence_t *p, const char *prefix,
+                           const char *after, size_t limit,
+                           presence_channels_cb cb, void *ud);
+/* The user's memberships (next is always NULL, count the number). */
+int presence_user_channels(presence_t *p, const char *user_id,
+                           presence_members_cb cb, void *ud);
+/* Synchronous forms (embedded store; ENOTSUP otherwise). member_get
+ * returns ENOTMEMBER for a non-member; strings valid until the next
+ * mutation. channel_count returns the count. */
+int presence_member_get(presence_t *p, const char *channel,
+                        const char *user_id, presence_member_info_t *out);
+int presence_channel_count(presence_t *p, const char *channel);
+
+int presence_on_channel_join(presence_t *p, presence_event_cb cb, void *ud);
+int presence_on_channel_leave(presence_t *p, presence_event_cb cb, void *ud);
+int presence_on_channel_update(presence_t *p, presence_event_cb cb, void *ud);
+
+/* Validate a channel name as the library would (0 or PRESENCE_ECHANNEL). */
+int presence_channel_check(const char *channel);
 
 #ifdef __cplusplus
 }

@@ -56,6 +56,8 @@ typedef struct presence_store_host {
   uint32_t expected_sessions;
   uint32_t expected_users;
   uint32_t offline_retention_s; /* see presence_options_t; 0: keep */
+  uint32_t channel_grace_ms;       /* resolved: 0 means no grace */
+  uint32_t max_channels_per_session; /* 0: unlimited */
   /* Cluster events (stores with PRESENCE_STORE_OBSERVES): every event of the
    * shared log, from any instance, in log order, including this instance's
    * own (already reported through emit, which is what fires the action
@@ -69,7 +71,11 @@ typedef enum {
   PRESENCE_WRITE_END,        /* disconnect for `reason` */
   PRESENCE_WRITE_SET_STATUS, /* status + reason */
   PRESENCE_WRITE_TOUCH,      /* activity */
-  PRESENCE_WRITE_RESET       /* full cleanup (fresh start) */
+  PRESENCE_WRITE_RESET,      /* full cleanup (fresh start) */
+  PRESENCE_WRITE_JOIN,       /* session joins channel with data */
+  PRESENCE_WRITE_UPDATE,     /* session's data in channel */
+  PRESENCE_WRITE_LEAVE,      /* session leaves channel */
+  PRESENCE_WRITE_REMOVE_USER /* user_id's sessions leave channel (kicked) */
 } presence_write_kind_t;
 
 typedef struct presence_write {
@@ -89,6 +95,12 @@ typedef struct presence_write {
   presence_handle_t handle;
   /* CONNECT: where to put the new session's handle, or NULL. */
   presence_handle_t *handle_out;
+  /* JOIN, UPDATE, LEAVE, REMOVE_USER: the channel; JOIN, UPDATE: the data
+   * (NULL: none). */
+  const char *channel;
+  size_t channel_len;
+  const char *data;
+  size_t data_len;
 } presence_write_t;
 
 typedef void (*presence_store_done_fn)(void *ud, int status);
@@ -132,6 +144,28 @@ struct presence_store_ops {
                   void *ud);
   uint64_t (*log_last_seq)(presence_store_t *s);
   void (*destroy)(presence_store_t *s);
+  /* Channels (NULL: ENOTSUP). Pages as presence_channel_members,
+   * presence_channels_list and presence_user_channels describe. */
+  int (*channel_members)(presence_store_t *s, const char *channel,
+                         const char *after, size_t limit,
+                         void (*cb)(void *ud, int status,
+                                    const presence_member_info_t *m, size_t n,
+                                    uint64_t count, const char *next),
+                         void *ud);
+  int (*channels_list)(presence_store_t *s, const char *prefix,
+                       const char *after, size_t limit,
+                       void (*cb)(void *ud, int status,
+                                  const presence_channel_info_t *c, size_t n,
+                                  const char *next),
+                       void *ud);
+  int (*user_channels)(presence_store_t *s, const char *user_id,
+                       void (*cb)(void *ud, int status,
+                                  const presence_member_info_t *m, size_t n,
+                                  uint64_t count, const char *next),
+                       void *ud);
+  /* Synchronous (embedded store only; NULL elsewhere). */
+  int (*member_get)(presence_store_t *s, const char *channel,
+                    const char *user_id, presence_member_info_t *out);
 };
 
 struct presence_store {

@@ -264,11 +264,22 @@ int presence_new(const presence_options_t *opts, presence_t **out) {
   p->host.max_sessions_per_user = opts->max_sessions_per_user;
   p->host.expected_sessions = opts->expected_sessions;
   p->host.expected_users = opts->expected_users;
+  p->host.channel_grace_ms =
+      opts->channel_grace_ms == PRESENCE_GRACE_NONE ? 0
+      : opts->channel_grace_ms                      ? opts->channel_grace_ms
+                                                    : opts->offline_grace_ms;
+  p->host.max_channels_per_session = opts->max_channels_per_session;
 
   /* The pending queue exists up front, so the common event never meets an
    * allocation failure after the store has already changed. */
   p->pend_cap = 4096;
   p->pend = presence__malloc(&p->alloc, p->pend_cap);
+  /* So is the dispatch copy, large enough for any event but a cleanup's id
+   * list (the largest metadata or member data plus its ids): a copy that
+   * failed to grow would drop an event the store already decided. */
+  p->cur_cap = 8192;
+  p->cur = presence__malloc(&p->alloc, p->cur_cap);
+  if (!p->cur) p->cur_cap = 0;
   p->store = opts->store ? opts->store : presence_store_memory_new(&p->alloc);
   if (!p->pend && p->store) {
     p->store->ops->destroy(p->store);
@@ -369,6 +380,16 @@ int presence_on_user_offline(presence_t *p, presence_event_cb cb, void *ud) {
 }
 int presence_on_event(presence_t *p, presence_event_cb cb, void *ud) {
   return presence_on(p, PRESENCE_EV_ANY, cb, ud);
+}
+
+int presence_on_channel_join(presence_t *p, presence_event_cb cb, void *ud) {
+  return presence_on(p, PRESENCE_EV_CHANNEL_JOIN, cb, ud);
+}
+int presence_on_channel_leave(presence_t *p, presence_event_cb cb, void *ud) {
+  return presence_on(p, PRESENCE_EV_CHANNEL_LEAVE, cb, ud);
+}
+int presence_on_channel_update(presence_t *p, presence_event_cb cb, void *ud) {
+  return presence_on(p, PRESENCE_EV_CHANNEL_UPDATE, cb, ud);
 }
 
 int presence_on_cluster_event(presence_t *p, presence_event_cb cb, void *ud) {
@@ -729,4 +750,216 @@ int presence_log_read(presence_t *p, uint64_t after_seq, size_t max,
 
 uint64_t presence_log_last_seq(presence_t *p) {
   return p ? p->store->ops->log_last_seq(p->store) : 0;
+}
+
+/* ---- channels ---------------------------------------------------------- */
+
+int presence_channel_check(const char *channel) {
+  size_t len;
+  return presence__id_check_len(channel, &len) ? PRESENCE_ECHANNEL : 0;
+}
+
+/* The channel and data of a channel write; w's session part is set. */
+static int channel_args(presence_write_t *w, presence_write_kind_t kind,
+                        const char *channel, const char *data) {
+  if (presence__id_check_len(channel, &w->channel_len))
+    return PRESENCE_ECHANNEL;
+  w->channel = channel;
+  if (data) {
+    size_t n = 0;
+    while (n <= PRESENCE_DATA_MAX && data[n]) n++;
+    if (n > PRESENCE_DATA_MAX) return PRESENCE_EDATA;
+    w->data = data;
+    w->data_len = n;
+  }
+  w->kind = kind;
+  w->reason = PRESENCE_REASON_EXPLICIT;
+  return 0;
+}
+
+static int channel_write(presence_t *p, const char *session_id,
+                         presence_handle_t handle, presence_write_kind_t kind,
+                         const char *channel, const char *data,
+                         presence_done_cb done, void *ud) {
+  presence_write_t w;
+  if (!p) return PRESENCE_EINVAL;
+  int rc = session_id ? session_arg(&w, session_id) : handle_arg(&w, handle);
+  if (rc) return rc;
+  rc = channel_args(&w, kind, channel, data);
+  if (rc) return rc;
+  return submit(p, &w, done, ud);
+}
+
+int presence_channel_join(presence_t *p, const char *session_id,
+                          const char *channel, const char *data,
+                          presence_done_cb done, void *ud) {
+  if (!session_id) return PRESENCE_EID;
+  return channel_write(p, session_id, 0, PRESENCE_WRITE_JOIN, channel, data,
+                       done, ud);
+}
+int presence_channel_update(presence_t *p, const char *session_id,
+                            const char *channel, const char *data,
+                            presence_done_cb done, void *ud) {
+  if (!session_id) return PRESENCE_EID;
+  return channel_write(p, session_id, 0, PRESENCE_WRITE_UPDATE, channel, data,
+                       done, ud);
+}
+int presence_channel_leave(presence_t *p, const char *session_id,
+                           const char *channel, presence_done_cb done,
+                           void *ud) {
+  if (!session_id) return PRESENCE_EID;
+  return channel_write(p, session_id, 0, PRESENCE_WRITE_LEAVE, channel, NULL,
+                       done, ud);
+}
+int presence_handle_join(presence_t *p, presence_handle_t handle,
+                         const char *channel, const char *data,
+                         presence_done_cb done, void *ud) {
+  return channel_write(p, NULL, handle, PRESENCE_WRITE_JOIN, channel, data,
+                       done, ud);
+}
+int presence_handle_update(presence_t *p, presence_handle_t handle,
+                           const char *channel, const char *data,
+                           presence_done_cb done, void *ud) {
+  return channel_write(p, NULL, handle, PRESENCE_WRITE_UPDATE, channel, data,
+                       done, ud);
+}
+int presence_handle_leave(presence_t *p, presence_handle_t handle,
+                          const char *channel, presence_done_cb done,
+                          void *ud) {
+  return channel_write(p, NULL, handle, PRESENCE_WRITE_LEAVE, channel, NULL,
+                       done, ud);
+}
+
+int presence_channel_remove_user(presence_t *p, const char *channel,
+                                 const char *user_id, presence_done_cb done,
+                                 void *ud) {
+  presence_write_t w;
+  if (!p) return PRESENCE_EINVAL;
+  memset(&w, 0, sizeof(w));
+  if (presence__id_check_len(user_id, &w.user_id_len)) return PRESENCE_EID;
+  w.user_id = user_id;
+  int rc = channel_args(&w, PRESENCE_WRITE_REMOVE_USER, channel, NULL);
+  if (rc) return rc;
+  w.reason = PRESENCE_REASON_KICKED;
+  return submit(p, &w, done, ud);
+}
+
+typedef struct chan_ctx {
+  presence_t *p;
+  bool heap;
+  presence_members_cb members_cb;
+  presence_channels_cb channels_cb;
+  void *ud;
+} chan_ctx_t;
+
+static chan_ctx_t *chan_ctx(presence_t *p, chan_ctx_t *stack) {
+  chan_ctx_t *c = stack;
+  if (!store_sync(p)) {
+    c = presence__malloc(&p->alloc, sizeof(*c));
+    if (!c) return NULL;
+  }
+  memset(c, 0, sizeof(*c));
+  c->p = p;
+  c->heap = c != stack;
+  return c;
+}
+
+static void chan_ctx_done(chan_ctx_t *c) {
+  if (c->heap) presence__free(&c->p->alloc, c);
+}
+
+static void members_adapter(void *ud, int status,
+                            const presence_member_info_t *m, size_t n,
+                            uint64_t count, const char *next) {
+  chan_ctx_t *c = ud;
+  c->members_cb(c->p, status, m, n, count, next, c->ud);
+  chan_ctx_done(c);
+}
+
+static void channels_adapter(void *ud, int status,
+                             const presence_channel_info_t *ch, size_t n,
+                             const char *next) {
+  chan_ctx_t *c = ud;
+  c->channels_cb(c->p, status, ch, n, next, c->ud);
+  chan_ctx_done(c);
+}
+
+int presence_channel_members(presence_t *p, const char *channel,
+                             const char *after_user_id, size_t limit,
+                             presence_members_cb cb, void *ud) {
+  chan_ctx_t stack;
+  if (!p || !cb) return PRESENCE_EINVAL;
+  if (presence_channel_check(channel)) return PRESENCE_ECHANNEL;
+  if (after_user_id && presence_id_check(after_user_id)) return PRESENCE_EID;
+  if (!p->store->ops->channel_members) return PRESENCE_ENOTSUP;
+  chan_ctx_t *c = chan_ctx(p, &stack);
+  if (!c) return PRESENCE_ENOMEM;
+  c->members_cb = cb;
+  c->ud = ud;
+  int rc = p->store->ops->channel_members(p->store, channel, after_user_id,
+                                          limit, members_adapter, c);
+  if (rc < 0) chan_ctx_done(c);
+  return rc;
+}
+
+int presence_channels_list(presence_t *p, const char *prefix,
+                           const char *after, size_t limit,
+                           presence_channels_cb cb, void *ud) {
+  chan_ctx_t stack;
+  if (!p || !cb) return PRESENCE_EINVAL;
+  if (!prefix) prefix = "";
+  if (strlen(prefix) > PRESENCE_CHANNEL_MAX) return PRESENCE_ECHANNEL;
+  if (after && presence_channel_check(after)) return PRESENCE_ECHANNEL;
+  if (!p->store->ops->channels_list) return PRESENCE_ENOTSUP;
+  chan_ctx_t *c = chan_ctx(p, &stack);
+  if (!c) return PRESENCE_ENOMEM;
+  c->channels_cb = cb;
+  c->ud = ud;
+  int rc = p->store->ops->channels_list(p->store, prefix, after, limit,
+                                        channels_adapter, c);
+  if (rc < 0) chan_ctx_done(c);
+  return rc;
+}
+
+int presence_user_channels(presence_t *p, const char *user_id,
+                           presence_members_cb cb, void *ud) {
+  chan_ctx_t stack;
+  if (!p || !cb) return PRESENCE_EINVAL;
+  if (presence_id_check(user_id)) return PRESENCE_EID;
+  if (!p->store->ops->user_channels) return PRESENCE_ENOTSUP;
+  chan_ctx_t *c = chan_ctx(p, &stack);
+  if (!c) return PRESENCE_ENOMEM;
+  c->members_cb = cb;
+  c->ud = ud;
+  int rc = p->store->ops->user_channels(p->store, user_id, members_adapter, c);
+  if (rc < 0) chan_ctx_done(c);
+  return rc;
+}
+
+int presence_member_get(presence_t *p, const char *channel,
+                        const char *user_id, presence_member_info_t *out) {
+  if (!p || !out) return PRESENCE_EINVAL;
+  if (presence_channel_check(channel)) return PRESENCE_ECHANNEL;
+  if (presence_id_check(user_id)) return PRESENCE_EID;
+  if (!p->store->ops->member_get) return PRESENCE_ENOTSUP;
+  return p->store->ops->member_get(p->store, channel, user_id, out);
+}
+
+static void count_only(presence_t *p, int status,
+                       const presence_member_info_t *m, size_t n,
+                       uint64_t count, const char *next, void *ud) {
+  (void)p;
+  (void)m;
+  (void)n;
+  (void)next;
+  *(int64_t *)ud = status < 0 ? status : (int64_t)count;
+}
+
+int presence_channel_count(presence_t *p, const char *channel) {
+  if (!p) return PRESENCE_EINVAL;
+  if (!store_sync(p)) return PRESENCE_ENOTSUP;
+  int64_t count = 0;
+  int rc = presence_channel_members(p, channel, NULL, 0, count_only, &count);
+  if (rc < 0) return rc;
+  return count > INT32_MAX ? INT32_MAX : (int)count;
 }

@@ -23,7 +23,10 @@ typedef struct packed {
   uint32_t sid_len, uid_len, meta_len, inst_len; /* NONE for NULL */
   uint32_t flags;
   uint8_t type, reason, from, to;
-  /* then: sid \0 uid \0 meta \0 inst \0 ids \0 ... */
+  uint64_t count;    /* channel events */
+  uint32_t chan_len; /* NONE for NULL; the channel follows the ids */
+  uint32_t unused;
+  /* then: sid \0 uid \0 meta \0 inst \0 ids \0 ... chan \0 */
 } packed_t;
 
 size_t presence__event_header_size(void) { return sizeof(packed_t); }
@@ -40,6 +43,7 @@ size_t presence__event_measure(const presence_event_t *ev, size_t lens[4]) {
   size_t n = sizeof(packed_t) + lens[0] + lens[1] + lens[2] + lens[3];
   for (size_t i = 0; ev->session_ids && i < ev->n_session_ids; i++)
     n += strlen(ev->session_ids[i]) + 1;
+  n += opt_len(ev->channel);
   return (n + 7) & ~(size_t)7;
 }
 
@@ -83,6 +87,11 @@ void presence__event_pack_measured(const presence_event_t *ev,
     uint32_t unused;
     d = put(d, ev->session_ids[i], strlen(ev->session_ids[i]) + 1, &unused);
   }
+  p->count = ev->count;
+  p->unused = 0;
+  /* After the ids, so the four measured strings keep their place and a
+   * store that measured them (lens[]) need not know about channels. */
+  d = put(d, ev->channel, opt_len(ev->channel), &p->chan_len);
 }
 
 void presence__event_pack(const presence_event_t *ev, void *buf) {
@@ -134,6 +143,8 @@ void presence__event_unpack(const void *buf, presence_event_t *ev,
     ev->session_ids = ids;
     ev->n_session_ids = p->n_ids;
   }
+  ev->count = p->count;
+  ev->channel = get(&s, p->chan_len);
 }
 
 /* ---- the ring ---------------------------------------------------------- */

@@ -40,7 +40,8 @@ static const char *const status_names[] = {"offline", "online", "idle"};
 static const char *const event_names[PRESENCE_EV_COUNT_] = {
     "session.connected", "session.disconnected", "session.status",
     "user.online",       "user.idle",            "user.offline",
-    "cleanup"};
+    "cleanup",           "channel.join",         "channel.leave",
+    "channel.update"};
 
 static const char *const reason_names[PRESENCE_REASON_COUNT_] = {
     "none",     "connect",  "disconnect",    "explicit", "inactivity",

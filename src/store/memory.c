@@ -34,6 +34,8 @@
 #define UF_IN_GRACE 0x1
 
 struct muser;
+struct mjoin;
+struct mmember;
 
 /* The id follows the fixed part, and the metadata (if any) follows the id's
  * NUL: one allocation per session, no pointer for what most sessions lack. */
@@ -46,6 +48,7 @@ typedef struct msess {
   int64_t connected_ms;
   int64_t status_since_ms;
   uint16_t meta_size; /* strlen(meta) + 1; 0: no metadata */
+  struct mjoin *joins; /* channels joined, in join order */
   char id[];
 } msess_t;
 
@@ -71,6 +74,7 @@ typedef struct muser {
   int64_t since_ms;
   int64_t last_seen_ms;
   msess_t *sessions;
+  struct mmember *members; /* channel memberships, including ones in grace */
   char id[];
 } muser_t;
 
@@ -114,6 +118,21 @@ typedef struct mstore {
   presence_stats_t stats;
   presence_session_info_t *scratch;
   size_t scratch_cap;
+  /* Channels. */
+  presence__table_t channels; /* by name */
+  presence__table_t members;  /* by (channel, user) record addresses */
+  struct member_queue {
+    struct member_entry *e;
+    size_t cap, head, len;
+  } mq; /* pending channel leaves (channel grace) */
+  void **pick;                   /* page selection */
+  size_t pick_cap;
+  presence_member_info_t *minfo; /* query answers */
+  size_t minfo_cap;
+  presence_member_meta_t *metas;
+  size_t metas_cap;
+  presence_channel_info_t *cinfo;
+  size_t cinfo_cap;
 } mstore_t;
 
 static inline act_t *act_of(msess_t *s) { return (act_t *)s - 1; }
@@ -150,6 +169,7 @@ static size_t event_lens(mstore_t *m, const presence_event_t *ev,
   lens[3] = m->instance_id_len + 1;
   size_t n = presence__event_header_size() + lens[0] + lens[1] + lens[2] +
              lens[3];
+  if (ev->channel) n += strlen(ev->channel) + 1;
   return (n + 7) & ~(size_t)7;
 }
 
@@ -436,6 +456,497 @@ static int op_connect(mstore_t *m, const presence_write_t *w) {
   return 0;
 }
 
+/* ---- channels ---------------------------------------------------------- */
+
+/*
+ * A channel record per name with at least one member; a member record per
+ * (channel, user), keyed by the two records' addresses (16 bytes, no id
+ * copied); a join record per (session, channel). A session's joins are a
+ * list in join order (channels per session are few and bounded); a member's
+ * joins a list most recent first, so the member's data (that of the most
+ * recently joined or updated session) is the head's.
+ */
+typedef struct mchan {
+  presence__hkey_t key;
+  uint32_t n_members; /* including members in grace */
+  uint32_t n_joins;
+  struct mmember *head; /* members, newest first */
+  char name[];
+} mchan_t;
+
+/* key.spare[] of a member */
+#define M_STATUS 0 /* reported status in the channel */
+#define M_FLAGS 1
+#define M_END_REASON 2 /* why its last session ended, for a delayed leave */
+#define MF_IN_GRACE 0x1
+#define MF_DEAD 0x2 /* left; freed when its last queue entry pops */
+
+typedef struct mmember {
+  presence__hkey_t key;
+  struct {
+    mchan_t *chan;
+    muser_t *user;
+  } k;
+  struct mmember *prev, *next; /* in the channel */
+  struct mmember *u_next;      /* the user's memberships */
+  struct mjoin *joins;         /* most recent first */
+  uint32_t n_joins, n_online;
+  uint32_t grace_gen;
+  uint32_t q_refs; /* entries of the grace queue naming it */
+  uint64_t version;
+  int64_t since_ms;
+  char *gdata; /* the data it had when it entered its grace */
+} mmember_t;
+
+typedef struct mjoin {
+  struct mjoin *s_next; /* the session's joins */
+  struct mjoin *m_next; /* the member's joins */
+  mmember_t *member;
+  msess_t *sess;
+  int64_t joined_ms;
+  char *data; /* NULL: none */
+} mjoin_t;
+
+typedef struct member_entry {
+  mmember_t *member;
+  uint32_t gen;
+  uint32_t deadline; /* relative monotonic ms */
+} member_entry_t;
+
+static inline presence_status_t m_status(const mmember_t *mb) {
+  return (presence_status_t)mb->key.spare[M_STATUS];
+}
+static inline presence_status_t m_computed(const mmember_t *mb) {
+  return mb->n_online ? PRESENCE_ONLINE : PRESENCE_IDLE;
+}
+/* The member's data: the most recent session's, or what it had when its
+ * last session ended. */
+static inline const char *m_data(const mmember_t *mb) {
+  return mb->joins ? mb->joins->data : mb->gdata;
+}
+
+static bool data_eq(const char *a, const char *b) {
+  if (!a || !b) return a == b;
+  return strcmp(a, b) == 0;
+}
+
+static char *dup_data(mstore_t *m, const char *d, size_t n, int *rc) {
+  *rc = 0;
+  if (!d) return NULL;
+  char *c = presence__malloc(m->alloc, n + 1);
+  if (!c) {
+    *rc = PRESENCE_ENOMEM;
+    return NULL;
+  }
+  memcpy(c, d, n);
+  c[n] = '\0';
+  return c;
+}
+
+static mchan_t *find_chan(mstore_t *m, const char *name, size_t len) {
+  return presence__table_find(&m->channels, name, len,
+                              presence__hash(name, len));
+}
+
+static mmember_t *find_member(mstore_t *m, mchan_t *ch, muser_t *u) {
+  struct {
+    mchan_t *chan;
+    muser_t *user;
+  } k = {ch, u};
+  return presence__table_find(&m->members, (const char *)&k, sizeof(k),
+                              presence__hash((const char *)&k, sizeof(k)));
+}
+
+static void emit_member(mstore_t *m, presence_event_type_t type,
+                        mmember_t *mb, presence_reason_t reason,
+                        const msess_t *cause, presence_status_t from,
+                        presence_status_t to, int64_t now) {
+  presence_event_t ev = {0};
+  ev.type = type;
+  ev.reason = reason;
+  ev.channel = mb->k.chan->name;
+  ev.user_id = mb->k.user->id;
+  ev.session_id = cause ? cause->id : NULL;
+  ev.meta = type == PRESENCE_EV_CHANNEL_LEAVE ? NULL : m_data(mb);
+  ev.from = from;
+  ev.to = to;
+  ev.user_version = ++mb->version;
+  ev.count = mb->k.chan->n_members;
+  emit(m, &ev, now, cause ? cause->key.len : 0, mb->k.user->key.len);
+}
+
+static void member_free(mstore_t *m, mmember_t *mb) {
+  presence__free(m->alloc, mb->gdata);
+  presence__free(m->alloc, mb);
+}
+
+/* The member leaves (its joins are gone): channel.leave, then the records
+ * go (the member's own when no queue entry names it any more). */
+static void member_leave(mstore_t *m, mmember_t *mb, presence_reason_t reason,
+                         const msess_t *cause, int64_t now) {
+  mchan_t *ch = mb->k.chan;
+  muser_t *u = mb->k.user;
+  presence_status_t from = m_status(mb);
+  presence__table_remove(&m->members, mb);
+  if (mb->prev) mb->prev->next = mb->next;
+  else ch->head = mb->next;
+  if (mb->next) mb->next->prev = mb->prev;
+  for (mmember_t **pp = &u->members; *pp; pp = &(*pp)->u_next) {
+    if (*pp == mb) {
+      *pp = mb->u_next;
+      break;
+    }
+  }
+  ch->n_members--;
+  m->stats.members--;
+  emit_member(m, PRESENCE_EV_CHANNEL_LEAVE, mb, reason, cause, from,
+              PRESENCE_OFFLINE, now);
+  if (ch->n_members == 0) {
+    presence__table_remove(&m->channels, ch);
+    presence__free(m->alloc, ch);
+    m->stats.channels--;
+  }
+  mb->key.spare[M_FLAGS] = MF_DEAD;
+  if (!mb->q_refs) member_free(m, mb);
+}
+
+/* After the member's joins changed: an update if what it shows changed. */
+static void member_changed(mstore_t *m, mmember_t *mb, presence_status_t from,
+                           const char *old_data, presence_reason_t reason,
+                           const msess_t *cause, int64_t now) {
+  presence_status_t to = m_computed(mb);
+  if (to == from && data_eq(old_data, m_data(mb))) return;
+  mb->key.spare[M_STATUS] = (uint8_t)to;
+  emit_member(m, PRESENCE_EV_CHANNEL_UPDATE, mb, reason, cause, from, to, now);
+}
+
+static int mq_push(mstore_t *m, mmember_t *mb, uint32_t deadline) {
+  struct member_queue *q = &m->mq;
+  if (q->len == q->cap) {
+    size_t ncap = q->cap ? q->cap * 2 : 64;
+    member_entry_t *ne = presence__malloc(m->alloc, ncap * sizeof(*ne));
+    if (!ne) return PRESENCE_ENOMEM;
+    for (size_t i = 0; i < q->len; i++) ne[i] = q->e[(q->head + i) % q->cap];
+    presence__free(m->alloc, q->e);
+    q->e = ne;
+    q->cap = ncap;
+    q->head = 0;
+  }
+  q->e[(q->head + q->len) % q->cap] =
+      (member_entry_t){mb, mb->grace_gen + 1, deadline};
+  q->len++;
+  mb->grace_gen++;
+  mb->q_refs++;
+  mb->key.spare[M_FLAGS] |= MF_IN_GRACE;
+  return 0;
+}
+
+/* Remove one join. graceful: a session that ended (the member may be back
+ * in a moment); otherwise the leave is final. */
+static void join_remove(mstore_t *m, mjoin_t *j, bool unlink_session,
+                        presence_reason_t reason, bool graceful,
+                        const msess_t *cause, int64_t now) {
+  mmember_t *mb = j->member;
+  msess_t *s = j->sess;
+  if (unlink_session) {
+    for (mjoin_t **pp = &s->joins; *pp; pp = &(*pp)->s_next) {
+      if (*pp == j) {
+        *pp = j->s_next;
+        break;
+      }
+    }
+  }
+  bool was_head = mb->joins == j;
+  for (mjoin_t **pp = &mb->joins; *pp; pp = &(*pp)->m_next) {
+    if (*pp == j) {
+      *pp = j->m_next;
+      break;
+    }
+  }
+  presence_status_t from = m_status(mb);
+  mb->n_joins--;
+  if (s_status(s) == PRESENCE_ONLINE) mb->n_online--;
+  mb->k.chan->n_joins--;
+  m->stats.memberships--;
+  if (mb->n_joins == 0) {
+    if (graceful && m->h.channel_grace_ms &&
+        mq_push(m, mb, rel_now(m) + m->h.channel_grace_ms) == 0) {
+      mb->gdata = j->data; /* kept to compare with on a rejoin */
+      j->data = NULL;
+      mb->key.spare[M_END_REASON] = (uint8_t)reason;
+    } else {
+      member_leave(m, mb, reason, cause, now);
+    }
+  } else {
+    /* Only the head's data shows: it changes only if j was the head. */
+    member_changed(m, mb, from, was_head ? j->data : m_data(mb), reason, cause,
+                   now);
+  }
+  presence__free(m->alloc, j->data);
+  presence__free(m->alloc, j);
+}
+
+static mjoin_t *session_join_of(msess_t *s, mchan_t *ch, size_t *n) {
+  size_t k = 0;
+  for (mjoin_t *j = s->joins; j; j = j->s_next, k++) {
+    if (j->member->k.chan == ch) return j;
+  }
+  if (n) *n = k;
+  return NULL;
+}
+
+static mjoin_t *write_join(mstore_t *m, const presence_write_t *w,
+                           msess_t **sp, int *rc) {
+  msess_t *s = write_session(m, w);
+  *sp = s;
+  if (!s) {
+    *rc = PRESENCE_ENOSESSION;
+    return NULL;
+  }
+  mchan_t *ch = find_chan(m, w->channel, w->channel_len);
+  mjoin_t *j = ch ? session_join_of(s, ch, NULL) : NULL;
+  *rc = j ? 0 : PRESENCE_ENOTMEMBER;
+  return j;
+}
+
+/* Replace a join's data; it becomes the member's most recent. */
+static int join_set_data(mstore_t *m, mjoin_t *j, const presence_write_t *w) {
+  int rc;
+  char *nd = dup_data(m, w->data, w->data_len, &rc);
+  if (rc) return rc;
+  mmember_t *mb = j->member;
+  const char *old_shown = m_data(mb);
+  char *mine = j->data;
+  /* To the head of the member's list. */
+  for (mjoin_t **pp = &mb->joins; *pp; pp = &(*pp)->m_next) {
+    if (*pp == j) {
+      *pp = j->m_next;
+      break;
+    }
+  }
+  j->m_next = mb->joins;
+  mb->joins = j;
+  j->data = nd;
+  int64_t now = m->h.wall_ms(m->h.host_ud);
+  member_changed(m, mb, m_status(mb), old_shown, w->reason, j->sess, now);
+  presence__free(m->alloc, mine);
+  return 0;
+}
+
+static int op_join(mstore_t *m, const presence_write_t *w) {
+  msess_t *s = write_session(m, w);
+  if (!s) return PRESENCE_ENOSESSION;
+  uint32_t ch_hash = presence__hash(w->channel, w->channel_len);
+  mchan_t *ch = presence__table_find(&m->channels, w->channel, w->channel_len,
+                                     ch_hash);
+  size_t n_joined = 0;
+  mjoin_t *j = ch ? session_join_of(s, ch, &n_joined) : NULL;
+  if (j) return join_set_data(m, j, w); /* joined again: new data */
+  if (!ch)
+    for (mjoin_t *k = s->joins; k; k = k->s_next) n_joined++;
+  if (m->h.max_channels_per_session &&
+      n_joined >= m->h.max_channels_per_session)
+    return PRESENCE_ECHANLIMIT;
+
+  /* Everything that can fail first, so a failure changes nothing. */
+  int rc;
+  char *data = dup_data(m, w->data, w->data_len, &rc);
+  if (rc) return rc;
+  j = presence__malloc(m->alloc, sizeof(*j));
+  bool new_chan = !ch;
+  if (new_chan) {
+    ch = presence__malloc(m->alloc, sizeof(mchan_t) + w->channel_len + 1);
+    if (ch) {
+      memset(ch, 0, sizeof(*ch));
+      ch->key.hash = ch_hash;
+      ch->key.len = (uint8_t)w->channel_len;
+      memcpy(ch->name, w->channel, w->channel_len);
+      ch->name[w->channel_len] = '\0';
+    }
+  }
+  muser_t *u = s->user;
+  mmember_t *mb = ch && !new_chan ? find_member(m, ch, u) : NULL;
+  mmember_t *fresh = NULL;
+  if (!mb && ch) {
+    fresh = presence__malloc(m->alloc, sizeof(*fresh));
+    if (fresh) {
+      memset(fresh, 0, sizeof(*fresh));
+      fresh->k.chan = ch;
+      fresh->k.user = u;
+      fresh->key.hash = presence__hash((const char *)&fresh->k, sizeof(fresh->k));
+      fresh->key.len = sizeof(fresh->k);
+    }
+  }
+  bool ok = j && ch && (mb || fresh);
+  if (ok && new_chan && presence__table_insert(&m->channels, ch)) ok = false;
+  else if (ok && new_chan) m->stats.channels++;
+  if (ok && fresh && presence__table_insert(&m->members, fresh)) {
+    ok = false;
+    if (new_chan) {
+      presence__table_remove(&m->channels, ch);
+      m->stats.channels--;
+    }
+  }
+  if (!ok) {
+    presence__free(m->alloc, data);
+    presence__free(m->alloc, j);
+    presence__free(m->alloc, fresh);
+    if (new_chan) presence__free(m->alloc, ch);
+    return PRESENCE_ENOMEM;
+  }
+
+  int64_t now = m->h.wall_ms(m->h.host_ud);
+  if (fresh) {
+    mb = fresh;
+    mb->since_ms = now;
+    mb->next = ch->head;
+    if (ch->head) ch->head->prev = mb;
+    ch->head = mb;
+    mb->u_next = u->members;
+    u->members = mb;
+    ch->n_members++;
+    m->stats.members++;
+  }
+  presence_status_t from = m_status(mb);
+  const char *old_shown = m_data(mb);
+  j->member = mb;
+  j->sess = s;
+  j->joined_ms = now;
+  j->data = data;
+  j->s_next = NULL;
+  mjoin_t **tail = &s->joins;
+  while (*tail) tail = &(*tail)->s_next;
+  *tail = j;
+  j->m_next = mb->joins;
+  mb->joins = j;
+  mb->n_joins++;
+  if (s_status(s) == PRESENCE_ONLINE) mb->n_online++;
+  ch->n_joins++;
+  m->stats.memberships++;
+  if (fresh) {
+    mb->key.spare[M_STATUS] = (uint8_t)m_computed(mb);
+    emit_member(m, PRESENCE_EV_CHANNEL_JOIN, mb, w->reason, s,
+                PRESENCE_OFFLINE, m_status(mb), now);
+    return 0;
+  }
+  if (mb->key.spare[M_FLAGS] & MF_IN_GRACE) {
+    /* Back inside the grace: no join; an update if it shows differently. */
+    mb->key.spare[M_FLAGS] &= (uint8_t)~MF_IN_GRACE;
+    mb->grace_gen++;
+    member_changed(m, mb, from, old_shown, w->reason, s, now);
+    presence__free(m->alloc, mb->gdata);
+    mb->gdata = NULL;
+    return 0;
+  }
+  member_changed(m, mb, from, old_shown, w->reason, s, now);
+  return 0;
+}
+
+static int op_update(mstore_t *m, const presence_write_t *w) {
+  msess_t *s;
+  int rc;
+  mjoin_t *j = write_join(m, w, &s, &rc);
+  if (!j) return rc;
+  return join_set_data(m, j, w);
+}
+
+static int op_leave(mstore_t *m, const presence_write_t *w) {
+  msess_t *s;
+  int rc;
+  mjoin_t *j = write_join(m, w, &s, &rc);
+  if (!j) return rc;
+  join_remove(m, j, true, w->reason, false, s,
+              m->h.wall_ms(m->h.host_ud));
+  return 0;
+}
+
+static int op_remove_user(mstore_t *m, const presence_write_t *w) {
+  mchan_t *ch = find_chan(m, w->channel, w->channel_len);
+  muser_t *u = ch ? presence__table_find(&m->users, w->user_id, w->user_id_len,
+                                         presence__hash(w->user_id,
+                                                        w->user_id_len))
+                  : NULL;
+  mmember_t *mb = u ? find_member(m, ch, u) : NULL;
+  if (!mb) return PRESENCE_ENOTMEMBER;
+  int64_t now = m->h.wall_ms(m->h.host_ud);
+  /* Every join but the last goes silently (the member stays until the
+   * last one); the last one's removal is the leave. */
+  if (!mb->joins) {
+    mb->key.spare[M_FLAGS] &= (uint8_t)~MF_IN_GRACE;
+    mb->grace_gen++;
+    member_leave(m, mb, w->reason, NULL, now);
+    return 0;
+  }
+  while (mb->joins->m_next) {
+    mjoin_t *j = mb->joins->m_next;
+    mjoin_t **pp;
+    for (pp = &j->sess->joins; *pp != j; pp = &(*pp)->s_next) {
+    }
+    *pp = j->s_next;
+    mb->joins->m_next = j->m_next;
+    mb->n_joins--;
+    if (s_status(j->sess) == PRESENCE_ONLINE) mb->n_online--;
+    ch->n_joins--;
+    m->stats.memberships--;
+    presence__free(m->alloc, j->data);
+    presence__free(m->alloc, j);
+  }
+  join_remove(m, mb->joins, true, w->reason, false, NULL, now);
+  return 0;
+}
+
+/* A session ends: its memberships end with it, in join order, after its
+ * session and user events. */
+static void session_channels_end(mstore_t *m, msess_t *s,
+                                 presence_reason_t reason, bool graceful,
+                                 int64_t now) {
+  while (s->joins) {
+    mjoin_t *j = s->joins;
+    s->joins = j->s_next;
+    join_remove(m, j, false, reason, graceful, s, now);
+  }
+}
+
+/* A session's status changed: so may its members' in every channel. */
+static void session_channels_status(mstore_t *m, msess_t *s,
+                                    presence_status_t was,
+                                    presence_reason_t reason, int64_t now) {
+  for (mjoin_t *j = s->joins; j; j = j->s_next) {
+    mmember_t *mb = j->member;
+    if (was == PRESENCE_ONLINE) mb->n_online--;
+    if (s_status(s) == PRESENCE_ONLINE) mb->n_online++;
+    member_changed(m, mb, m_status(mb), m_data(mb), reason, s, now);
+  }
+}
+
+/* Due channel leaves. */
+static int64_t members_tick(mstore_t *m, uint32_t now, bool force,
+                            int64_t *wall) {
+  struct member_queue *q = &m->mq;
+  while (q->len) {
+    member_entry_t *e = &q->e[q->head];
+    mmember_t *mb = e->member;
+    bool live = mb->grace_gen == e->gen &&
+                (mb->key.spare[M_FLAGS] & MF_IN_GRACE);
+    if (live && !force && !due(e->deadline, now))
+      return (int32_t)(e->deadline - now);
+    q->head = (q->head + 1) % q->cap;
+    q->len--;
+    mb->q_refs--;
+    if (live) {
+      mb->key.spare[M_FLAGS] &= (uint8_t)~MF_IN_GRACE;
+      if (!*wall) *wall = m->h.wall_ms(m->h.host_ud);
+      member_leave(m, mb,
+                   force ? PRESENCE_REASON_INSTANCE_LOST
+                         : (presence_reason_t)mb->key.spare[M_END_REASON],
+                   NULL, *wall);
+    } else if ((mb->key.spare[M_FLAGS] & MF_DEAD) && !mb->q_refs) {
+      member_free(m, mb);
+    }
+  }
+  return -1;
+}
+
 static int op_end(mstore_t *m, const presence_write_t *w) {
   msess_t *s = write_session(m, w);
   if (!s) return PRESENCE_ENOSESSION;
@@ -474,6 +985,7 @@ static int op_end(mstore_t *m, const presence_write_t *w) {
   } else {
     user_transition(m, u, to, w->reason, s, now);
   }
+  session_channels_end(m, s, w->reason, graceful, now);
   session_free(m, s);
   return 0;
 }
@@ -492,6 +1004,7 @@ static void set_status(mstore_t *m, msess_t *s, presence_status_t to,
   u->last_seen_ms = now;
   emit_session(m, PRESENCE_EV_SESSION_STATUS, s, reason, from, to, now);
   user_transition(m, u, computed(u), reason, s, now);
+  session_channels_status(m, s, from, reason, now);
 }
 
 static int op_set_status(mstore_t *m, const presence_write_t *w) {
@@ -548,6 +1061,7 @@ static int op_reset(mstore_t *m) {
       if (m->inactivity) act_unlink(m, act_of(s));
       emit_session(m, PRESENCE_EV_SESSION_DISCONNECTED, s,
                    PRESENCE_REASON_INSTANCE_LOST, was, PRESENCE_OFFLINE, now);
+      session_channels_end(m, s, PRESENCE_REASON_INSTANCE_LOST, false, now);
       session_free(m, s);
     }
     grace_cancel(u);
@@ -556,6 +1070,9 @@ static int op_reset(mstore_t *m) {
                     now);
   }
   m->gq.len = m->gq.head = 0;
+  /* Members in their channel grace leave now. */
+  int64_t wall = now;
+  (void)members_tick(m, 0, true, &wall);
   presence_event_t ev = {0};
   ev.type = PRESENCE_EV_CLEANUP;
   ev.reason = PRESENCE_REASON_INSTANCE_LOST;
@@ -582,6 +1099,18 @@ static int m_write(presence_store_t *st, const presence_write_t *w,
     break;
   case PRESENCE_WRITE_RESET:
     rc = op_reset(m);
+    break;
+  case PRESENCE_WRITE_JOIN:
+    rc = op_join(m, w);
+    break;
+  case PRESENCE_WRITE_UPDATE:
+    rc = op_update(m, w);
+    break;
+  case PRESENCE_WRITE_LEAVE:
+    rc = op_leave(m, w);
+    break;
+  case PRESENCE_WRITE_REMOVE_USER:
+    rc = op_remove_user(m, w);
     break;
   default:
     rc = PRESENCE_EINVAL;
@@ -611,13 +1140,18 @@ static int64_t m_tick(presence_store_t *st, int64_t now_mono) {
     user_transition(m, u, PRESENCE_OFFLINE,
                     (presence_reason_t)u->key.spare[U_END_REASON], NULL, wall);
   }
+  {
+    int64_t d = members_tick(m, now, false, &wall);
+    if (d >= 0 && (next < 0 || d < next)) next = d;
+  }
   /* Offline users past their retention: forgotten, as if never seen. */
   uint32_t now_s = (uint32_t)((now_mono - m->mono_base) / 1000);
   while (m->fq.len) {
     user_entry_t *e = &m->fq.e[m->fq.head];
     muser_t *u = e->user;
     bool live = u->forget_gen == e->gen && u_status(u) == PRESENCE_OFFLINE &&
-                !u->n_sessions && !(u->key.spare[U_FLAGS] & UF_IN_GRACE);
+                !u->n_sessions && !(u->key.spare[U_FLAGS] & UF_IN_GRACE) &&
+                !u->members;
     if (live && e->deadline > now_s) {
       int64_t d = ((int64_t)e->deadline * 1000) - (now_mono - m->mono_base);
       if (next < 0 || d < next) next = d;
@@ -648,6 +1182,225 @@ static int64_t m_tick(presence_store_t *st, int64_t now_mono) {
     }
   }
   return next;
+}
+
+
+/* ---- channel queries --------------------------------------------------- */
+
+typedef const char *(*key_of_fn)(const void *rec);
+static const char *member_key(const void *r) {
+  return ((const mmember_t *)r)->k.user->id;
+}
+static const char *chan_key(const void *r) { return ((const mchan_t *)r)->name; }
+
+/* A page: keep the `limit` smallest keys above `after` in a max-heap of
+ * m->pick, then sort them. O(n log limit) over the candidates. Returns how
+ * many were picked; *more says whether candidates were left out. */
+static void heap_down(void **h, size_t n, size_t i, key_of_fn key) {
+  for (;;) {
+    size_t l = 2 * i + 1, r = l + 1, big = i;
+    if (l < n && strcmp(key(h[l]), key(h[big])) > 0) big = l;
+    if (r < n && strcmp(key(h[r]), key(h[big])) > 0) big = r;
+    if (big == i) return;
+    void *t = h[i];
+    h[i] = h[big];
+    h[big] = t;
+    i = big;
+  }
+}
+
+static int pick_reserve(mstore_t *m, size_t n) {
+  if (n <= m->pick_cap) return 0;
+  void **v = presence__realloc(m->alloc, m->pick, n * sizeof(*v));
+  if (!v) return PRESENCE_ENOMEM;
+  m->pick = v;
+  m->pick_cap = n;
+  return 0;
+}
+
+static void pick_offer(mstore_t *m, size_t limit, size_t *n, void *rec,
+                       key_of_fn key, bool *more) {
+  void **h = m->pick;
+  if (*n < limit) {
+    /* sift up */
+    size_t i = (*n)++;
+    h[i] = rec;
+    while (i && strcmp(key(h[(i - 1) / 2]), key(h[i])) < 0) {
+      void *t = h[i];
+      h[i] = h[(i - 1) / 2];
+      h[(i - 1) / 2] = t;
+      i = (i - 1) / 2;
+    }
+    return;
+  }
+  *more = true;
+  if (strcmp(key(rec), key(h[0])) < 0) {
+    h[0] = rec;
+    heap_down(h, *n, 0, key);
+  }
+}
+
+static void pick_sort(mstore_t *m, size_t n, key_of_fn key) {
+  for (size_t end = n; end > 1; end--) {
+    void *t = m->pick[0];
+    m->pick[0] = m->pick[end - 1];
+    m->pick[end - 1] = t;
+    heap_down(m->pick, end - 1, 0, key);
+  }
+}
+
+static int info_reserve(mstore_t *m, size_t n_members, size_t n_metas) {
+  if (n_members > m->minfo_cap) {
+    presence_member_info_t *v =
+        presence__realloc(m->alloc, m->minfo, n_members * sizeof(*v));
+    if (!v) return PRESENCE_ENOMEM;
+    m->minfo = v;
+    m->minfo_cap = n_members;
+  }
+  if (n_metas > m->metas_cap) {
+    presence_member_meta_t *v =
+        presence__realloc(m->alloc, m->metas, n_metas * sizeof(*v));
+    if (!v) return PRESENCE_ENOMEM;
+    m->metas = v;
+    m->metas_cap = n_metas;
+  }
+  return 0;
+}
+
+static void fill_member(const mmember_t *mb, presence_member_info_t *o,
+                        presence_member_meta_t *metas) {
+  o->channel = mb->k.chan->name;
+  o->user_id = mb->k.user->id;
+  o->status = m_status(mb);
+  o->data = m_data(mb);
+  o->since_ms = mb->since_ms;
+  o->version = mb->version;
+  o->session_count = mb->n_joins;
+  o->metas = metas;
+  o->n_metas = 0;
+  for (const mjoin_t *j = mb->joins; j; j = j->m_next) {
+    presence_member_meta_t *t = &metas[o->n_metas++];
+    t->session_id = j->sess->id;
+    t->data = j->data;
+    t->status = s_status(j->sess);
+    t->joined_ms = j->joined_ms;
+  }
+}
+
+/* Fill m->minfo from the members in m->pick[0..n). */
+static int fill_members(mstore_t *m, size_t n) {
+  size_t nm = 0;
+  for (size_t i = 0; i < n; i++) nm += ((mmember_t *)m->pick[i])->n_joins;
+  int rc = info_reserve(m, n, nm);
+  if (rc) return rc;
+  nm = 0;
+  for (size_t i = 0; i < n; i++) {
+    fill_member(m->pick[i], &m->minfo[i], m->metas + nm);
+    nm += m->minfo[i].n_metas;
+  }
+  return 0;
+}
+
+static int m_channel_members(presence_store_t *st, const char *channel,
+                             const char *after, size_t limit,
+                             void (*cb)(void *, int,
+                                        const presence_member_info_t *, size_t,
+                                        uint64_t, const char *),
+                             void *ud) {
+  mstore_t *m = (mstore_t *)st;
+  mchan_t *ch = find_chan(m, channel, strlen(channel));
+  if (!ch || !limit) {
+    cb(ud, 0, NULL, 0, ch ? ch->n_members : 0, NULL);
+    return 0;
+  }
+  if (limit > ch->n_members) limit = ch->n_members;
+  if (pick_reserve(m, limit)) return PRESENCE_ENOMEM;
+  size_t n = 0;
+  bool more = false;
+  for (mmember_t *mb = ch->head; mb; mb = mb->next) {
+    if (after && strcmp(mb->k.user->id, after) <= 0) continue;
+    pick_offer(m, limit, &n, mb, member_key, &more);
+  }
+  pick_sort(m, n, member_key);
+  int rc = fill_members(m, n);
+  if (rc) return rc;
+  cb(ud, 0, m->minfo, n, ch->n_members,
+     more && n ? m->minfo[n - 1].user_id : NULL);
+  return 0;
+}
+
+static int m_channels_list(presence_store_t *st, const char *prefix,
+                           const char *after, size_t limit,
+                           void (*cb)(void *, int,
+                                      const presence_channel_info_t *, size_t,
+                                      const char *),
+                           void *ud) {
+  mstore_t *m = (mstore_t *)st;
+  size_t plen = strlen(prefix);
+  if (limit > m->channels.count) limit = m->channels.count;
+  if (!limit) {
+    cb(ud, 0, NULL, 0, NULL);
+    return 0;
+  }
+  if (pick_reserve(m, limit)) return PRESENCE_ENOMEM;
+  if (limit > m->cinfo_cap) {
+    presence_channel_info_t *v =
+        presence__realloc(m->alloc, m->cinfo, limit * sizeof(*v));
+    if (!v) return PRESENCE_ENOMEM;
+    m->cinfo = v;
+    m->cinfo_cap = limit;
+  }
+  size_t n = 0, pos = 0;
+  bool more = false;
+  mchan_t *ch;
+  while ((ch = presence__table_next(&m->channels, &pos))) {
+    if (ch->key.len < plen || memcmp(ch->name, prefix, plen)) continue;
+    if (after && strcmp(ch->name, after) <= 0) continue;
+    pick_offer(m, limit, &n, ch, chan_key, &more);
+  }
+  pick_sort(m, n, chan_key);
+  for (size_t i = 0; i < n; i++) {
+    mchan_t *c = m->pick[i];
+    m->cinfo[i] = (presence_channel_info_t){c->name, c->n_members};
+  }
+  cb(ud, 0, m->cinfo, n, more && n ? m->cinfo[n - 1].channel : NULL);
+  return 0;
+}
+
+static int m_user_channels(presence_store_t *st, const char *user_id,
+                           void (*cb)(void *, int,
+                                      const presence_member_info_t *, size_t,
+                                      uint64_t, const char *),
+                           void *ud) {
+  mstore_t *m = (mstore_t *)st;
+  size_t len = strlen(user_id);
+  muser_t *u = presence__table_find(&m->users, user_id, len,
+                                    presence__hash(user_id, len));
+  size_t n = 0;
+  for (mmember_t *mb = u ? u->members : NULL; mb; mb = mb->u_next) n++;
+  if (pick_reserve(m, n)) return PRESENCE_ENOMEM;
+  n = 0;
+  for (mmember_t *mb = u ? u->members : NULL; mb; mb = mb->u_next)
+    m->pick[n++] = mb;
+  int rc = fill_members(m, n);
+  if (rc) return rc;
+  cb(ud, 0, m->minfo, n, n, NULL);
+  return 0;
+}
+
+static int m_member_get(presence_store_t *st, const char *channel,
+                        const char *user_id, presence_member_info_t *out) {
+  mstore_t *m = (mstore_t *)st;
+  mchan_t *ch = find_chan(m, channel, strlen(channel));
+  size_t len = strlen(user_id);
+  muser_t *u = ch ? presence__table_find(&m->users, user_id, len,
+                                         presence__hash(user_id, len))
+                  : NULL;
+  mmember_t *mb = u ? find_member(m, ch, u) : NULL;
+  if (!mb) return PRESENCE_ENOTMEMBER;
+  if (info_reserve(m, 1, mb->n_joins)) return PRESENCE_ENOMEM;
+  fill_member(mb, out, m->metas);
+  return 0;
 }
 
 /* ---- queries ----------------------------------------------------------- */
@@ -743,7 +1496,7 @@ static int m_users_foreach(presence_store_t *st, presence_user_visit_cb cb,
 
 static int m_stats(presence_store_t *st, presence_stats_t *out) {
   mstore_t *m = (mstore_t *)st;
-  *out = m->stats;
+  *out = m->stats; /* channels, members, memberships kept there too */
   out->last_seq = m->seq;
   return 0;
 }
@@ -776,6 +1529,10 @@ static int m_attach(presence_store_t *st, const presence_store_host_t *host) {
   if (rc) return rc;
   rc = presence__table_init(&m->users, m->alloc, offsetof(muser_t, id));
   if (rc) return rc;
+  rc = presence__table_init(&m->channels, m->alloc, offsetof(mchan_t, name));
+  if (rc) return rc;
+  rc = presence__table_init(&m->members, m->alloc, offsetof(mmember_t, k));
+  if (rc) return rc;
   if (host->expected_sessions) {
     rc = presence__table_reserve(&m->sessions, host->expected_sessions);
     if (rc) return rc;
@@ -793,6 +1550,39 @@ static void m_destroy(presence_store_t *st) {
   const presence_allocator_t *a = m->alloc;
   size_t pos = 0;
   muser_t *u;
+  mchan_t *ch;
+  if (m->channels.slots) {
+    while ((ch = presence__table_next(&m->channels, &pos))) {
+      mmember_t *mb = ch->head;
+      while (mb) {
+        mmember_t *next = mb->next;
+        mjoin_t *j = mb->joins;
+        while (j) {
+          mjoin_t *jn = j->m_next;
+          presence__free(a, j->data);
+          presence__free(a, j);
+          j = jn;
+        }
+        if (mb->q_refs) mb->key.spare[M_FLAGS] = MF_DEAD; /* freed below */
+        else member_free(m, mb);
+        mb = next;
+      }
+      presence__free(a, ch);
+    }
+    pos = 0;
+  }
+  /* Members only the grace queue still names. */
+  for (size_t i = 0; i < m->mq.len; i++) {
+    mmember_t *mb = m->mq.e[(m->mq.head + i) % m->mq.cap].member;
+    if (--mb->q_refs == 0) member_free(m, mb);
+  }
+  presence__table_free(&m->channels);
+  presence__table_free(&m->members);
+  presence__free(a, m->mq.e);
+  presence__free(a, m->pick);
+  presence__free(a, m->minfo);
+  presence__free(a, m->metas);
+  presence__free(a, m->cinfo);
   if (m->users.slots) {
     while ((u = presence__table_next(&m->users, &pos))) {
       msess_t *s = u->sessions;
@@ -828,6 +1618,10 @@ static const presence_store_ops_t memory_ops = {
     .log_read = m_log_read,
     .log_last_seq = m_log_last_seq,
     .destroy = m_destroy,
+    .channel_members = m_channel_members,
+    .channels_list = m_channels_list,
+    .user_channels = m_user_channels,
+    .member_get = m_member_get,
 };
 
 presence_store_t *presence_store_memory_new(const presence_allocator_t *alloc) {

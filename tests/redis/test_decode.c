@@ -138,7 +138,7 @@ static void malformed_entries_are_refused_whole(void **state) {
       {"9-0", "1", "0 1 0 1 1 5 7 - 6:inst-a - 2:s1 5:alice - extra "},
       {"9-0", "1", "0 1 0 1 1 5 7 - 6:inst-a - 9:s1 5:alice - "}, /* len */
       {"9-0", "1", "0 1 0 1 1 5 7 - 6:inst-a - 2:s1 5:alice -"},  /* end */
-      {"9-0", "1", "9 1 0 1 1 5 7 - 6:inst-a - 2:s1 5:alice - "}, /* type */
+      {"9-0", "1", "60 1 0 1 1 5 7 - 6:inst-a - 2:s1 5:alice - "}, /* type */
       {"9-0", "1", "0 1 0 1 1 99999999999999999999 7 - - - - - - "},
       {"9-0", "1", "0 -1 0 1 1 5 7 - - - - - - "},
   };

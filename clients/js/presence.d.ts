@@ -109,6 +109,14 @@ export interface PresenceOptions {
   pingIntervalMs?: number;
   /** No answer this long after a ping: drop the connection and reconnect, ms (10000). */
   pongTimeoutMs?: number;
+  /**
+   * Refresh the token on the live connection this long before it expires, ms (60000; at most
+   * half the token's remaining life): getToken is called and the new token sent in place
+   * ({"type":"token"}), so the session goes on with no reconnect and no presence event.
+   * A refusal is an 'error' event of kind 'token'; the old token stands. 0 turns it off
+   * (the connection is then closed with 4001 at expiry and reconnects with a new token).
+   */
+  tokenRefreshAheadMs?: number;
   /** Long subscribe/unsubscribe lists are split into messages of at most this size (32768). */
   maxMessageBytes?: number;
   /** Where activity events are listened to (default: globalThis.window; null disables). */
@@ -153,7 +161,15 @@ export interface ErrorEvent {
   message?: string;
   /** id of the request an error frame answers. */
   id?: string | number;
+  /** 'not_allowed' after a token refresh: the users the new token no longer lets this session watch. */
+  users?: string[];
   error?: unknown;
+}
+
+/** A token refresh in place was accepted. */
+export interface TokenEvent {
+  /** The new expiry, Unix seconds. */
+  exp: number;
 }
 
 export interface StatusEvent {
@@ -173,6 +189,8 @@ export interface WelcomeMessage {
   user_id: string;
   heartbeat_ms: number;
   timeout_ms: number;
+  /** The token's expiry, Unix seconds. */
+  exp?: number;
 }
 
 export interface EventMap {
@@ -185,6 +203,7 @@ export interface EventMap {
   status: StatusEvent;
   presence: PresenceEvent;
   welcome: WelcomeMessage;
+  token: TokenEvent;
 }
 
 /** Backoff delay of attempt n (0-based): min(cap, initial*factor^n), jittered. */

@@ -37,6 +37,9 @@ const DEFAULTS = {
   },
   pingIntervalMs: 25000, // app-level ping after this much silence (0: never)
   pongTimeoutMs: 10000, // no answer this long after a ping: reconnect
+  // Refresh the token on the live connection this long before it expires
+  // (at most half its remaining life); 0 turns refresh in place off.
+  tokenRefreshAheadMs: 60000,
   maxMessageBytes: 32768, // subscribe lists are split to stay under this
 };
 
@@ -80,6 +83,7 @@ export class PresenceClient {
     this._idleOpts = options.idle === false ? { ...DEFAULTS.idle, timeoutMs: 0 } : merge(DEFAULTS.idle, options.idle);
     this._pingIntervalMs = options.pingIntervalMs ?? DEFAULTS.pingIntervalMs;
     this._pongTimeoutMs = options.pongTimeoutMs ?? DEFAULTS.pongTimeoutMs;
+    this._refreshAheadMs = options.tokenRefreshAheadMs ?? DEFAULTS.tokenRefreshAheadMs;
     this._maxMessageBytes = options.maxMessageBytes ?? DEFAULTS.maxMessageBytes;
     const t = options.timers || {};
     this._setTimeout = t.setTimeout || ((f, ms) => globalThis.setTimeout(f, ms));
@@ -98,6 +102,8 @@ export class PresenceClient {
     this._reconnectTimer = null;
     this._pingTimer = null;
     this._pongTimer = null;
+    this._refreshTimer = null;
+    this._refreshId = null; // id of the token message awaiting its answer
     this._idleTimer = null;
     this._openedAt = 0;
     this._lastSent = 0;
@@ -290,7 +296,8 @@ export class PresenceClient {
   }
 
   _stopTimers() {
-    for (const k of ['_reconnectTimer', '_pingTimer', '_pongTimer']) {
+    this._refreshId = null;
+    for (const k of ['_reconnectTimer', '_pingTimer', '_pongTimer', '_refreshTimer']) {
       if (this[k] !== null) { this._clearTimeout(this[k]); this[k] = null; }
     }
   }
@@ -328,9 +335,12 @@ export class PresenceClient {
       case 'presence': return this._presence(m);
       case 'error':
         if (m.code === 'kicked' || m.code === 'too_many_sessions' || m.code === 'token_expired' || m.code === 'rate_limited') this._closeError = m.code;
+        if (this._refreshId !== null && m.id === this._refreshId) return this._refreshRefused(m);
         this._emit('error', { kind: 'server', code: m.code, message: m.message, id: m.id });
         return;
       case 'ack':
+        if (this._refreshId !== null && m.id === this._refreshId) return this._refreshed(m);
+        return;
       case 'pong':
         return;
       default:
@@ -346,6 +356,7 @@ export class PresenceClient {
     this._sentStatus = 'online'; // a new session starts online
     this._setState(OPEN, { sessionId: m.session_id, userId: m.user_id, heartbeatMs: m.heartbeat_ms, timeoutMs: m.timeout_ms });
     this._emit('welcome', m);
+    this._armRefresh(m.exp);
     // Restore this session's status, then the subscriptions.
     this._syncStatus();
     this._sendSubscribe([...this._watch.keys()]);
@@ -502,6 +513,58 @@ export class PresenceClient {
         this._closed(ws, { code: 4000, reason: 'pong timeout', wasClean: false });
       }, this._pongTimeoutMs);
     }
+  }
+
+  // ------------------------------------------------------ token refresh
+
+  // Schedule a refresh of a token expiring at exp (Unix seconds, from the
+  // welcome or the last refresh): tokenRefreshAheadMs before it, or halfway
+  // there for a token with less than twice that left. The server checks the
+  // new token as at connect and keeps the session: no presence event, no
+  // reconnect (docs/protocol.md 1.2).
+  _armRefresh(exp) {
+    if (this._refreshTimer !== null) { this._clearTimeout(this._refreshTimer); this._refreshTimer = null; }
+    if (!this._refreshAheadMs || typeof exp !== 'number' || !this._session) return;
+    const left = exp * 1000 - this._now();
+    if (left <= 2000) return; // too late: the 4001 close and a reconnect follow
+    const wait = Math.max(1000, left > 2 * this._refreshAheadMs ? left - this._refreshAheadMs : left / 2);
+    const session = this._session;
+    this._refreshTimer = this._setTimeout(() => { this._refreshTimer = null; this._refresh(session, exp); }, wait);
+  }
+
+  async _refresh(session, exp) {
+    let token;
+    try {
+      token = await this._getToken();
+    } catch (error) {
+      if (session !== this._session) return;
+      this._emit('error', { kind: 'token', message: 'token provider failed (refresh)', error });
+      return this._armRefresh(exp); // again, halfway to the expiry
+    }
+    if (session !== this._session) return;
+    // No token to give: the connection runs to its expiry (close 4001),
+    // where the usual reconnect asks again.
+    if (token == null || token === '') return;
+    const id = 't' + this._nextId++;
+    if (this._send({ type: 'token', token: String(token), id })) this._refreshId = id;
+  }
+
+  _refreshed(m) {
+    this._refreshId = null;
+    if (this._session && typeof m.exp === 'number') this._session.exp = m.exp;
+    if (Array.isArray(m.unsubscribed) && m.unsubscribed.length) {
+      // The new token no longer lets this session watch these users.
+      this._emit('error', { kind: 'server', code: 'not_allowed', message: 'the refreshed token does not allow watching these users', users: m.unsubscribed });
+    }
+    this._emit('token', { exp: m.exp });
+    this._armRefresh(m.exp);
+  }
+
+  _refreshRefused(m) {
+    this._refreshId = null;
+    this._emit('error', { kind: 'token', code: m.code, message: m.message, id: m.id });
+    // The old token stands; try once more halfway to its expiry.
+    if (this._session) this._armRefresh(this._session.exp);
   }
 
   // ------------------------------------------------------ idle detection

@@ -43,6 +43,9 @@ void metrics_handle(conn_t *c, http_req_t *r) {
   metric(b, "presenced_websocket_messages_received_total", "counter",
          "Text messages received from WebSocket clients.",
          s->ws_messages_total);
+  metric(b, "presenced_token_refreshes_total", "counter",
+         "Client tokens replaced in place on a live WebSocket.",
+         s->token_refreshes_total);
 
   metric(b, "presenced_sessions", "gauge", "Sessions held by the store.",
          st.sessions);

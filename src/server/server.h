@@ -121,6 +121,7 @@ struct srv {
   uint32_t nconns, nws, nsse;
   uint64_t accepted_total;
   uint64_t ws_messages_total;
+  uint64_t token_refreshes_total; /* tokens replaced in place (wsconn.c) */
   uint64_t wq_bytes_total; /* sum of conn wq_bytes */
   int64_t started_wall_ms, started_mono_ms;
 

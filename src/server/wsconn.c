@@ -347,6 +347,107 @@ static void on_ping(conn_t *c, const char *id) {
   if (!buf_failed(b)) ws_send_text(c, b->data, b->len);
 }
 
+/* ------------------------------------------------------------------------ */
+/* Tokens                                                                   */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * A client token, checked the same way at the upgrade and on a refresh:
+ * signature and claims (jwt_verify), not already past exp, a valid user id
+ * and bounded meta. Returns 0 with *out filled (release with
+ * jwt_claims_free), or the HTTP status the upgrade answers (401, 503) with
+ * the protocol's error code and message, *out zeroed.
+ */
+static int token_check(srv_t *s, const char *token, size_t len,
+                       jwt_claims_t *out, const char **code, const char **msg) {
+  memset(out, 0, sizeof *out);
+  if (!s->jwt_secret) {
+    *code = "token_signature";
+    *msg = "server has no JWT secret configured";
+    return 401;
+  }
+  jwt_config_t jc = {s->jwt_secret, s->jwt_secret_len, s->cfg.jwt_audience,
+                     JWT_LEEWAY_S, 0};
+  int rc = jwt_verify(&jc, token, len, srv_now_wall(s) / 1000, out);
+  if (rc != JWT_OK) {
+    *code = rc == JWT_ENOMEM      ? "out_of_memory"
+            : rc == JWT_ETOOLARGE ? "token_malformed"
+                                  : jwt_err_code(rc);
+    *msg = rc == JWT_ENOMEM ? "out of memory" : jwt_strerror(rc);
+    return rc == JWT_ENOMEM ? 503 : 401;
+  }
+  /* The leeway is for a token issuer's clock ahead of ours (nbf); a token
+   * already past exp here would be admitted only to be closed with 4001 at
+   * the next sweep, after a welcome and a brief "online": an expired token
+   * replayed within the leeway is refused now instead. */
+  if (srv_now_wall(s) / 1000 >= out->exp) {
+    jwt_claims_free(out);
+    *code = jwt_err_code(JWT_EEXPIRED);
+    *msg = jwt_strerror(JWT_EEXPIRED);
+    return 401;
+  }
+  if (presence_id_check(out->sub) != 0 ||
+      (out->meta && strlen(out->meta) > PRESENCE_META_MAX)) {
+    jwt_claims_free(out);
+    *code = "token_claims";
+    *msg = "sub is not a valid user id or meta is too large";
+    return 401;
+  }
+  return 0;
+}
+
+/*
+ * Token refresh in place ({"type":"token"}): the session goes on under the
+ * new token's expiry and grants, with no presence event and no reconnect.
+ * Its watch claim replaces the old one, and subscriptions it no longer
+ * allows end at once (named in the answer). meta stays as stored at the
+ * connect. A token that fails any check, or names another user, is refused
+ * with an error frame and the old token stands, expiry included.
+ */
+static void on_token(conn_t *c, const wsmsg_t *m) {
+  srv_t *s = c->srv;
+  wsconn_t *w = c->u.ws;
+  jwt_claims_t nc;
+  const char *code, *msg;
+  if (token_check(s, m->token, m->token_len, &nc, &code, &msg) != 0) {
+    send_error(c, code, msg, m->id);
+    return;
+  }
+  if (strcmp(nc.sub, w->claims.sub) != 0) {
+    jwt_claims_free(&nc);
+    send_error(c, "token_user_mismatch",
+               "the new token is for another user; the old one stands", m->id);
+    return;
+  }
+  s->token_refreshes_total++;
+  free(nc.meta);
+  nc.meta = NULL;
+  jwt_claims_free(&w->claims);
+  w->claims = nc;
+  buf_t *b = &s->scratch;
+  buf_reset(b);
+  buf_puts(b, "{\"type\":\"ack\"");
+  put_id(b, m->id);
+  buf_puts(b, ",\"exp\":");
+  buf_put_i64(b, w->claims.exp);
+  uint32_t dropped = 0;
+  for (uint32_t i = 0; i < w->nsubs;) {
+    const char *user = fanout_user(w->subs[i]);
+    if (may_watch(w, user)) {
+      i++;
+      continue;
+    }
+    buf_puts(b, dropped++ ? "," : ",\"unsubscribed\":[");
+    buf_put_json_str(b, user);
+    fanout_remove(s, w->subs[i], c);
+    w->subs[i] = w->subs[--w->nsubs];
+  }
+  if (dropped) buf_putc(b, ']');
+  buf_putc(b, '}');
+  if (!buf_failed(b)) ws_send_text(c, b->data, b->len);
+  buf_shrink(b, 65536);
+}
+
 static void on_text(conn_t *c, const uint8_t *data, size_t len) {
   srv_t *s = c->srv;
   s->ws_messages_total++;
@@ -362,6 +463,8 @@ static void on_text(conn_t *c, const uint8_t *data, size_t len) {
     on_subscribe(c, &m);
   else if (m.type == WSMSG_UNSUBSCRIBE)
     on_unsubscribe(c, &m);
+  else if (m.type == WSMSG_TOKEN)
+    on_token(c, &m);
   else
     on_ping(c, m.id);
   wsmsg_free(&m);
@@ -563,42 +666,12 @@ void ws_upgrade(conn_t *c, http_req_t *r, const char *rest, size_t restlen) {
     http_error(c, 401, "token_malformed", "token is not a valid query value");
     return;
   }
-  if (!s->jwt_secret) {
-    free(token);
-    http_error(c, 401, "token_signature",
-               "server has no JWT secret configured");
-    return;
-  }
-  jwt_config_t jc = {s->jwt_secret, s->jwt_secret_len, s->cfg.jwt_audience,
-                     JWT_LEEWAY_S, 0};
   jwt_claims_t claims;
-  memset(&claims, 0, sizeof claims);
-  int rc =
-      jwt_verify(&jc, token, (size_t)toklen, srv_now_wall(s) / 1000, &claims);
+  const char *code, *why;
+  int st = token_check(s, token, (size_t)toklen, &claims, &code, &why);
   free(token);
-  if (rc != JWT_OK) {
-    if (rc == JWT_ENOMEM)
-      http_error(c, 503, "out_of_memory", "out of memory");
-    else if (rc == JWT_ETOOLARGE)
-      http_error(c, 401, "token_malformed", jwt_strerror(rc));
-    else
-      http_error(c, 401, jwt_err_code(rc), jwt_strerror(rc));
-    return;
-  }
-  /* The leeway is for a token issuer's clock ahead of ours (nbf); a token
-   * already past exp here would be admitted only to be closed with 4001 at
-   * the next sweep, after a welcome and a brief "online": an expired token
-   * replayed within the leeway is refused now instead. */
-  if (srv_now_wall(s) / 1000 >= claims.exp) {
-    jwt_claims_free(&claims);
-    http_error(c, 401, jwt_err_code(JWT_EEXPIRED), jwt_strerror(JWT_EEXPIRED));
-    return;
-  }
-  if (presence_id_check(claims.sub) != 0 ||
-      (claims.meta && strlen(claims.meta) > PRESENCE_META_MAX)) {
-    jwt_claims_free(&claims);
-    http_error(c, 401, "token_claims",
-               "sub is not a valid user id or meta is too large");
+  if (st != 0) {
+    http_error(c, st, code, why);
     return;
   }
   wsconn_t *w = calloc(1, sizeof *w);
@@ -633,7 +706,7 @@ void ws_upgrade(conn_t *c, http_req_t *r, const char *rest, size_t restlen) {
    * cluster-wide) then closes the connection; ESTORE, ETIMEDOUT and
    * EFENCED mean the session is kept and re-asserted once Redis is back. */
   if (srv_async(s)) conn_ref(c);
-  rc = presence_session_open(s->p, w->session_id, w->claims.sub, w->claims.meta,
+  int rc = presence_session_open(s->p, w->session_id, w->claims.sub, w->claims.meta,
                              &w->handle, srv_async(s) ? on_open_done : NULL, c);
   if (rc != 0 && srv_async(s)) conn_unref(c);
   free(w->claims.meta); /* stored by the library; not needed here */
@@ -664,8 +737,12 @@ void ws_upgrade(conn_t *c, http_req_t *r, const char *rest, size_t restlen) {
   buf_put_json_str(b, w->session_id);
   buf_puts(b, ",\"user_id\":");
   buf_put_json_str(b, w->claims.sub);
-  buf_printf(b, ",\"heartbeat_ms\":%u,\"timeout_ms\":%u}", s->cfg.heartbeat_ms,
+  buf_printf(b, ",\"heartbeat_ms\":%u,\"timeout_ms\":%u", s->cfg.heartbeat_ms,
              s->cfg.timeout_ms);
+  /* The token's expiry, so a client can refresh it ahead ({"type":"token"}). */
+  buf_puts(b, ",\"exp\":");
+  buf_put_i64(b, w->claims.exp);
+  buf_putc(b, '}');
   if (!buf_failed(b)) ws_send_text(c, b->data, b->len);
   if (restlen && !c->closing) ws_on_read(c, rest, restlen);
 }

@@ -124,6 +124,15 @@ int wsmsg_decode(const uint8_t *data, size_t len, uint32_t max_users,
     m->type = WSMSG_PING;
     return WSMSG_OK;
   }
+  if (!strcmp(t, "token")) {
+    m->type = WSMSG_TOKEN;
+    const cJSON *tok = cJSON_GetObjectItemCaseSensitive(m->root, "token");
+    if (!cJSON_IsString(tok) || !tok->valuestring[0])
+      return bad(m, "bad_field", "token must be a non-empty string (a JWT)");
+    m->token = tok->valuestring;
+    m->token_len = strlen(tok->valuestring);
+    return WSMSG_OK;
+  }
   return bad(m, "unknown_type", "unknown message type");
 }
 

@@ -19,7 +19,8 @@ typedef enum {
   WSMSG_STATUS = 1,
   WSMSG_SUBSCRIBE,
   WSMSG_UNSUBSCRIBE,
-  WSMSG_PING
+  WSMSG_PING,
+  WSMSG_TOKEN /* a fresh token for the live session (token refresh) */
 } wsmsg_type_t;
 
 enum {
@@ -34,6 +35,8 @@ typedef struct wsmsg {
   char id[80];        /* the "id" rendered as JSON, "" when absent or invalid */
   int status;         /* WSMSG_STATUS: PRESENCE_ONLINE or PRESENCE_IDLE */
   const cJSON *users; /* (UN)SUBSCRIBE: an array of valid ids, in root */
+  const char *token;  /* TOKEN: the JWT (a non-empty string in root) */
+  size_t token_len;
   const char *err_code; /* otherwise: the protocol's error code ... */
   char err_msg[200];    /* ... and message */
 } wsmsg_t;

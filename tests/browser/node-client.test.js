@@ -109,10 +109,35 @@ test('too many sessions (4031): the extra client stops', async () => {
   a.close();
 });
 
+test('token refresh in place: a 5 s token refreshed ahead of expiry, same session, no 4001, no event', async () => {
+  const srv = await server();
+  const c = client(srv, 'rita', { token: () => sign({ sub: 'rita', exp: Math.floor(Date.now() / 1000) + 5, watch: '*' }), options: { tokenRefreshAheadMs: 2000 } });
+  const w = client(srv, 'rwatch');
+  const seen = [];
+  w.subscribe('rita', (u, ch) => { if (!ch.snapshot) seen.push(u.status); });
+  w.connect();
+  await opened(w);
+  const refreshed = [];
+  c.on('token', (e) => refreshed.push(e.exp));
+  c.connect();
+  await opened(c);
+  await waitFor(() => seen.includes('online'), { what: 'rita online' });
+  const first = c.sessionId;
+  // Three 5 s tokens in a row: each refreshed about 2.5 s after it began.
+  await waitFor(() => refreshed.length >= 3, { timeout: 12000, what: 'three refreshes' });
+  assert.equal(c.sessionId, first);
+  assert.ok(!c.states.some((s) => s.state === 'closed'), 'never closed');
+  assert.deepEqual(seen, ['online'], 'watchers saw nothing after the first online');
+  assert.equal(c.tokens.length, 4);
+  c.close();
+  w.close();
+});
+
 test('token expiry (4001): reconnects with a fresh token, status restored', async () => {
   const srv = await server();
   let n = 0;
-  const c = client(srv, 'tess', { token: () => sign({ sub: 'tess', exp: Math.floor(Date.now() / 1000) + (++n === 1 ? 2 : 3600), watch: '*' }) });
+  // Refresh in place off: this test is about the reconnect at expiry.
+  const c = client(srv, 'tess', { token: () => sign({ sub: 'tess', exp: Math.floor(Date.now() / 1000) + (++n === 1 ? 2 : 3600), watch: '*' }), options: { tokenRefreshAheadMs: 0 } });
   const w = client(srv, 'watcher');
   w.subscribe('tess');
   w.connect();

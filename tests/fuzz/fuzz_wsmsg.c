@@ -51,6 +51,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         if (!cJSON_IsString(u) || presence_id_check(u->valuestring) != 0)
           abort();
       }
+    } else if (m.type == WSMSG_TOKEN) {
+      /* A refresh: a non-empty string the JWT check gets whole. */
+      if (!m.token || !m.token_len || strlen(m.token) != m.token_len) abort();
     } else if (m.type != WSMSG_PING) {
       abort();
     }

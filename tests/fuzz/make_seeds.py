@@ -154,6 +154,8 @@ msgs = [
     '{"type":"ping"} x', '{"type":"ping"}  \n', '{"type":"ping","id":' + '"' + 'i' * 70 + '"}',
     '{"type":"ping","id":{"a":1}}', '{"type":"ping","id":1e308}', '{"type":"ping",', '{"a":' * 50,
     '{"type":"subscribe","users":["' + "u" * 129 + '"]}', '{"type":"subscribe","users":["\\u0001"]}',
+    '{"type":"token","token":"eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJhIn0.c2ln","id":3}',
+    '{"type":"token"}', '{"type":"token","token":""}', '{"type":"token","token":["x"]}',
 ]
 write("fuzz_wsmsg", [bytes([sel]) + m.encode() for m in msgs for sel in (2, 1)])
 

@@ -23,6 +23,7 @@ function setup(opts = {}) {
     pingIntervalMs: opts.pingIntervalMs ?? 0,
     pongTimeoutMs: opts.pongTimeoutMs,
     maxMessageBytes: opts.maxMessageBytes,
+    tokenRefreshAheadMs: opts.tokenRefreshAheadMs,
   });
   const states = [];
   client.on('state', (s) => states.push(s.state));
@@ -453,4 +454,64 @@ test('connect() shorthand and default export', async () => {
   c.close();
   const mod = await import('../presence.js');
   assert.equal(mod.default, PresenceClient);
+});
+
+test('token refresh in place: ahead of exp through getToken, no reconnect, rescheduled from the new exp', async () => {
+  const env = setup();
+  const refreshed = [];
+  env.client.on('token', (e) => refreshed.push(e.exp));
+  env.client.connect();
+  const now = () => Math.floor(env.clock.now() / 1000);
+  const ws = await opened(env, { exp: now() + 600 }); // 10 min: refresh 60 s before
+  env.clock.advance(539000); await flush();
+  assert.deepEqual(ws.types().filter((t) => t === 'token'), []);
+  env.clock.advance(1000); await flush();
+  const sent = ws.sent.filter((m) => m.type === 'token');
+  assert.equal(sent.length, 1);
+  assert.equal(sent[0].token, 'tok2');
+  ws.serverSend({ type: 'ack', id: sent[0].id, exp: now() + 120 }); // 2 min: halfway, 60 s
+  assert.deepEqual(refreshed, [now() + 120]);
+  env.clock.advance(59000); await flush();
+  assert.equal(ws.sent.filter((m) => m.type === 'token').length, 1);
+  env.clock.advance(1000); await flush();
+  assert.equal(ws.sent.filter((m) => m.type === 'token').length, 2);
+  assert.equal(env.sockets.length, 1, 'no reconnect');
+  assert.deepEqual(env.states, ['connecting', 'open']);
+  env.client.close();
+  assert.equal(env.clock.pending(), 0);
+});
+
+test('token refresh refused: error of kind token, the old token stands, tried again halfway', async () => {
+  const env = setup({ tokenRefreshAheadMs: 10000 });
+  env.client.connect();
+  const now = () => Math.floor(env.clock.now() / 1000);
+  const ws = await opened(env, { exp: now() + 100 });
+  env.clock.advance(90000); await flush();
+  const t1 = ws.sent.filter((m) => m.type === 'token');
+  assert.equal(t1.length, 1);
+  ws.serverSend({ type: 'error', code: 'token_user_mismatch', message: 'another user', id: t1[0].id });
+  assert.equal(env.errors.at(-1).kind, 'token');
+  assert.equal(env.errors.at(-1).code, 'token_user_mismatch');
+  env.clock.advance(5000); await flush(); // halfway through the 10 s left
+  assert.equal(ws.sent.filter((m) => m.type === 'token').length, 2);
+  assert.equal(env.client.state, 'open');
+  env.client.close();
+});
+
+test('token refresh: unsubscribed users are reported; 0 turns refresh off', async () => {
+  const env = setup();
+  env.client.connect();
+  const now = () => Math.floor(env.clock.now() / 1000);
+  const ws = await opened(env, { exp: now() + 600 });
+  env.clock.advance(540000); await flush();
+  const t1 = ws.sent.filter((m) => m.type === 'token')[0];
+  ws.serverSend({ type: 'ack', id: t1.id, exp: now() + 600, unsubscribed: ['carol'] });
+  assert.deepEqual(env.errors.at(-1).users, ['carol']);
+  env.client.close();
+  const off = setup({ tokenRefreshAheadMs: 0 });
+  off.client.connect();
+  const ws2 = await opened(off, { exp: Math.floor(off.clock.now() / 1000) + 600 });
+  off.clock.advance(599000); await flush();
+  assert.equal(ws2.sent.filter((m) => m.type === 'token').length, 0);
+  off.client.close();
 });

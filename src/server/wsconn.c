@@ -427,19 +427,22 @@ static void on_token(conn_t *c, const wsmsg_t *m) {
   buf_t *b = &s->scratch;
   buf_reset(b);
   buf_puts(b, "{\"type\":\"ack\"");
-  put_id(b, m->id);
+  if (m->id[0]) {
+    buf_puts(b, ",\"id\":");
+    buf_puts(b, m->id);
+  }
   buf_puts(b, ",\"exp\":");
   buf_put_i64(b, w->claims.exp);
   uint32_t dropped = 0;
   for (uint32_t i = 0; i < w->nsubs;) {
-    const char *user = fanout_user(w->subs[i]);
+    const char *user = watch_user(w->subs[i]);
     if (may_watch(w, user)) {
       i++;
       continue;
     }
     buf_puts(b, dropped++ ? "," : ",\"unsubscribed\":[");
     buf_put_json_str(b, user);
-    fanout_remove(s, w->subs[i], c);
+    watch_remove(s, w->subs[i], c);
     w->subs[i] = w->subs[--w->nsubs];
   }
   if (dropped) buf_putc(b, ']');

@@ -34,10 +34,40 @@ extern "C" {
 
 struct uv_loop_s;
 
+/* TLS for a rediss:// URL. Verification is on unless insecure: the server's
+ * certificate must chain to ca_file (NULL: the system's CAs) and name the
+ * host (or server_name). cert_file/key_file: a client certificate, for a
+ * Redis with tls-auth-clients. */
+typedef struct presence_redis_tls {
+  const char *ca_file;
+  const char *cert_file;
+  const char *key_file;
+  const char *server_name; /* SNI and the name checked; NULL: the host */
+  int insecure;            /* 1: no verification (tests, never production) */
+} presence_redis_tls_t;
+
+/* One Redis connection's counters since it was created (every reconnect
+ * included). */
+typedef struct presence_redis_conn_metrics {
+  uint64_t commands;   /* sent */
+  uint64_t replies;    /* received (error replies included) */
+  uint64_t errors;     /* error replies */
+  uint64_t failed;     /* commands failed without a reply (lost, refused) */
+  uint64_t timeouts;   /* connections dropped because an answer was late */
+  uint64_t protocol_errors; /* replies refused: malformed or past limits */
+  uint64_t connects;   /* connections made ready (AUTH and SELECT done) */
+  uint64_t connect_failures;
+  uint64_t bytes_out, bytes_in; /* RESP, before TLS */
+  uint32_t pending;    /* commands awaiting their reply now */
+  int up;
+} presence_redis_conn_metrics_t;
+
 typedef struct presence_redis_options {
   struct uv_loop_s *loop; /* required */
-  /* "redis://host:port/db" (port 6379, db 0 by default) or
-   * "unix:/path/to/socket" with an optional "?db=N". NULL: redis://127.0.0.1 */
+  /* "redis://[user[:password]@]host[:port][/db]" (port 6379, db 0 by
+   * default), "rediss://..." (TLS, see tls) or "unix:/path/to/socket" with
+   * an optional "?db=N". NULL: redis://127.0.0.1. The URL may hold secrets:
+   * the store never logs it whole (presence_redis_url_redact). */
   const char *url;
   const char *prefix;          /* key prefix; NULL: "presence:" */
   uint32_t heartbeat_ms;       /* lease renewal; 0: 2000 */
@@ -49,7 +79,28 @@ typedef struct presence_redis_options {
                                   many kept); 0: 100000 */
   uint32_t reconnect_max_ms;   /* backoff ceiling; 0: 2000 */
   uint32_t stream_block_ms;    /* XREAD BLOCK of the log reader; 0: 1000 */
+  /* AUTH outside the URL (from a file, the environment): each given one
+   * overrides the URL's. user NULL and a password: AUTH <password>. */
+  const char *user;
+  const char *password;
+  presence_redis_tls_t tls;
+  /* A reply larger than this, or of more items, is refused (the
+   * connection drops and reconnects): 0: 64 MiB and 1,048,576. */
+  size_t max_reply_bytes;
+  uint32_t max_reply_elements;
 } presence_redis_options_t;
+
+/* url with its password replaced by "***", into out (always terminated,
+ * truncated to n): for log lines and error messages. */
+void presence_redis_url_redact(const char *url, char *out, size_t n);
+
+/* Whether url is one the Redis store accepts (syntax only): 1 or 0. */
+int presence_redis_url_valid(const char *url);
+
+/* The counters of the store's connections: which 0 the commands, 1 the
+ * log reader. EINVAL for another store or another which. */
+int presence_redis_conn_metrics(presence_store_t *s, int which,
+                                presence_redis_conn_metrics_t *out);
 
 /* A new Redis store, to pass as presence_options_t.store (the presence_t
  * then owns it). It connects when attached. Errors: EINVAL (no loop, bad

@@ -10,6 +10,9 @@
 #include "server/webhook.h"
 
 #include "presence.h"
+#ifdef PRESENCED_HAVE_REDIS
+#include "presence_redis.h"
+#endif
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -121,8 +124,26 @@ static const opt_t opts[] = {
     U32("sse-keepalive-ms", sse_keepalive_ms, 100, 3600000,
         "interval of event-stream keepalive comments (15000)"),
     STR("store", store,
-        "memory, redis://HOST:PORT/DB or unix:/PATH?db=N: where presence "
-        "lives; many instances share one Redis (memory)"),
+        "memory, redis://[USER[:PASSWORD]@]HOST:PORT/DB, rediss://... (TLS) "
+        "or unix:/PATH?db=N: where presence lives; many instances share one "
+        "Redis (memory)"),
+    STR("redis-user", redis_user,
+        "Redis ACL user (overrides the --store URL's)"),
+    STR("redis-password", redis_password,
+        "Redis password (overrides the --store URL's; prefer the "
+        "environment or --redis-password-file to a flag)"),
+    SECRET("redis-password-file", redis_password_file, redis_password,
+           "read the Redis password from this file (one line)"),
+    STR("redis-tls-ca", redis_tls_ca,
+        "rediss://: CA file the server's certificate must chain to (the "
+        "system's CAs)"),
+    STR("redis-tls-cert", redis_tls_cert,
+        "rediss://: client certificate (PEM), for tls-auth-clients"),
+    STR("redis-tls-key", redis_tls_key,
+        "rediss://: the client certificate's key (PEM)"),
+    STR("redis-tls-server-name", redis_tls_server_name,
+        "rediss://: name sent (SNI) and checked in the certificate (the "
+        "URL's host)"),
     U32("redis-heartbeat-ms", redis_heartbeat_ms, 50, 600000,
         "Redis store: interval of lease renewals (2000)"),
     U32("redis-lease-ms", redis_lease_ms, 150, 3600000,
@@ -226,10 +247,25 @@ void config_free(srv_config_t *cfg) {
 int config_store_is_redis(const srv_config_t *cfg) {
   const char *v = cfg->store;
   if (!v || !*v || !strcmp(v, "memory")) return 0;
-  if (!strncmp(v, "redis://", 8) && v[8] && v[8] != ':' && v[8] != '/')
+#ifdef PRESENCED_HAVE_REDIS
+  /* The store's own parser: what it accepts, and only that. */
+  return presence_redis_url_valid(v) ? 1 : -1;
+#else
+  if (!strncmp(v, "redis://", 8) || !strncmp(v, "rediss://", 9) ||
+      !strncmp(v, "unix:/", 6))
     return 1;
-  if (!strncmp(v, "unix:/", 6)) return 1;
   return -1;
+#endif
+}
+
+void config_store_redacted(const srv_config_t *cfg, char *out, size_t n) {
+#ifdef PRESENCED_HAVE_REDIS
+  presence_redis_url_redact(cfg->store, out, n);
+#else
+  /* Without the store nothing parses the URL: show its scheme only. */
+  const char *v = cfg->store ? cfg->store : "";
+  snprintf(out, n, "%.*s", (int)strcspn(v, ":"), v);
+#endif
 }
 
 int config_host_is_loopback(const char *host) {
@@ -759,10 +795,13 @@ int config_parse(srv_config_t *cfg, int argc, char **argv,
     return CONFIG_EXIT_USAGE;
   }
   if (config_store_is_redis(cfg) < 0) {
+    char shown[320];
+    config_store_redacted(cfg, shown, sizeof shown);
     fprintf(err,
-            "presenced: --store: '%s' is not memory, redis://HOST:PORT"
-            "/DB or unix:/PATH?db=N\n",
-            cfg->store);
+            "presenced: --store: '%s' is not memory, "
+            "redis://[USER[:PASSWORD]@]HOST:PORT/DB, rediss://... or "
+            "unix:/PATH?db=N\n",
+            shown);
     return CONFIG_EXIT_USAGE;
   }
   if (config_store_is_redis(cfg) &&

@@ -51,12 +51,22 @@ typedef struct srv_config {
   uint32_t shutdown_timeout_ms;
   uint32_t sse_keepalive_ms;
   /* --store: NULL or "memory" for the embedded store, else a Redis URL
-   * (redis://host:port/db or unix:/path?db=N). */
+   * (redis://[user[:password]@]host:port/db, rediss://... or
+   * unix:/path?db=N). It may hold a password: log it only redacted. */
   const char *store;
   uint32_t redis_heartbeat_ms;
   uint32_t redis_lease_ms;
   uint32_t redis_timeout_ms;
   uint32_t redis_log_length; /* events kept in the Redis stream */
+  /* Redis AUTH apart from the URL (each overrides the URL's), and the TLS
+   * files of a rediss:// URL. The password may come from a file. */
+  const char *redis_user;
+  const char *redis_password;
+  const char *redis_password_file;
+  const char *redis_tls_ca;
+  const char *redis_tls_cert;
+  const char *redis_tls_key;
+  const char *redis_tls_server_name;
   /* Webhook endpoints: --webhook specs as given (parsed by webhook.c).
    * Repeatable: the values of one source (file, environment, flags) replace
    * those of a lower one rather than adding to them. */
@@ -112,6 +122,8 @@ void config_print_keys_markdown(FILE *out);
 
 /* 1 if --store names Redis, 0 for the embedded store, -1 if malformed. */
 int config_store_is_redis(const srv_config_t *cfg);
+/* --store with its password replaced by ***, for messages. */
+void config_store_redacted(const srv_config_t *cfg, char *out, size_t n);
 
 /* Whether host is a loopback address or "localhost". */
 int config_host_is_loopback(const char *host);

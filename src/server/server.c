@@ -685,17 +685,26 @@ int srv_init(srv_t *s, uv_loop_t *loop, const srv_config_t *cfg,
     ro.lease_ms = s->cfg.redis_lease_ms;
     ro.command_timeout_ms = s->cfg.redis_timeout_ms;
     ro.stream_maxlen = s->cfg.redis_log_length;
+    ro.user = s->cfg.redis_user;
+    ro.password = s->cfg.redis_password;
+    ro.tls.ca_file = s->cfg.redis_tls_ca;
+    ro.tls.cert_file = s->cfg.redis_tls_cert;
+    ro.tls.key_file = s->cfg.redis_tls_key;
+    ro.tls.server_name = s->cfg.redis_tls_server_name;
     int rrc = presence_store_redis_new(&ro, &o.store);
     if (rrc != 0) {
-      srv_log(s, PRESENCE_LOG_ERROR, "--store %s: %s", s->cfg.store,
+      char shown[320];
+      config_store_redacted(&s->cfg, shown, sizeof shown);
+      srv_log(s, PRESENCE_LOG_ERROR, "--store %s: %s", shown,
               presence_strerror(rrc));
       return -1;
     }
     s->rstore = o.store;
 #else
+    char shown[320];
+    config_store_redacted(&s->cfg, shown, sizeof shown);
     srv_log(s, PRESENCE_LOG_ERROR,
-            "--store %s: this presenced was built without hiredis",
-            s->cfg.store);
+            "--store %s: this presenced was built without hiredis", shown);
     return -1;
 #endif
   }

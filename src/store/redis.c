@@ -15,19 +15,18 @@
  * is the truth re-asserted after this instance was fenced or Redis lost its
  * data. See docs/internals/redis.md for the protocol.
  *
- * hiredis 0.14's async API has no timeouts: a watchdog timer fails every
- * pending command whose answer is late (ETIMEDOUT), drops the connection
- * and reconnects with backoff; the registration that follows a reconnect
- * re-asserts the local sessions.
+ * Both connections are the connection layer's (redis_conn.c): it connects,
+ * authenticates, selects the database, times commands out and reconnects
+ * with backoff; this file sees replies, or a failure code, in send order.
+ * The registration that follows a reconnect re-asserts the local sessions.
  */
 #include "core/internal.h"
 #include "presence_redis.h"
 #include "store/redis_decode.h"
 
 #include <errno.h>
-#include <hiredis/adapters/libuv.h>
-#include <hiredis/async.h>
-#include <hiredis/hiredis.h>
+#include "store/redis_conn.h"
+#include "store/redis_resp.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -87,8 +86,6 @@ enum { PH_NONE, PH_LOADING, PH_REGISTERING, PH_WIPING, PH_RESYNC, PH_READY };
 
 enum {
   T_HB,
-  T_WATCH,
-  T_RECONNECT,
   T_READER,
   T_GRACE,
   T_RECONCILE,
@@ -110,20 +107,16 @@ typedef struct rstore {
   presence_store_t base;
   presence_store_host_t h;
   presence_redis_options_t o;
-  char *url_host, *url_path, *prefix;
-  int port, db;
+  char *prefix;
+  presence__redis_url_t url; /* holds the password: never logged */
+  presence_redis_tls_t tls;  /* its strings are ours */
   handles_t *hs;
   bool attached, destroying, paused;
 
   /* the command connection */
-  redisAsyncContext *ac;
-  bool up; /* connected, and commands may be sent */
-  int64_t conn_started;
-  int fail_code; /* what callbacks failed by a free report */
-  req_t *head, *tail;
-  int64_t last_reply; /* progress: a deep pipeline is slow, not dead */
-  int strikes;        /* watchdog checks in a row that found it late */
-  uint32_t backoff_ms;
+  presence__rconn_t *conn;
+  bool up;           /* connected, and commands may be sent */
+  uint32_t inflight; /* commands sent, not answered */
   char sha[41];
 
   /* registration */
@@ -157,11 +150,9 @@ typedef struct rstore {
   bool hb_busy;
 
   /* the log reader */
-  redisAsyncContext *rac;
+  presence__rconn_t *rconn;
   bool rup;
   bool r_waiting;
-  int64_t r_sent;
-  uint32_t r_backoff_ms;
   char r_last[48];
   /* Events per entry in the last log read (where the readers are): sizes
    * the next read's XRANGE COUNT. 0 before the first. */
@@ -304,20 +295,8 @@ static void req_free(req_t *r) {
     req_free(r->sub_head);
     r->sub_head = n;
   }
-  if (r->cmd) redisFreeCommand(r->cmd);
+  free(r->cmd);
   free(r);
-}
-
-static void pend_remove(rstore_t *st, req_t *r) {
-  if (r->prev)
-    r->prev->next = r->next;
-  else
-    st->head = r->next;
-  if (r->next)
-    r->next->prev = r->prev;
-  else
-    st->tail = r->prev;
-  r->prev = r->next = NULL;
 }
 
 /* Complete r later, from the loop: never from inside the call that asked. */
@@ -343,24 +322,25 @@ static void run_soon(rstore_t *st) {
   }
 }
 
-static void on_reply(redisAsyncContext *ac, void *reply, void *priv);
+static void on_reply(void *ud, int fail, redisReply *rep);
 static void flush_writes(rstore_t *st);
 
 static void send_req(rstore_t *st, req_t *r) {
-  if (!st->up || !st->ac ||
-      redisAsyncFormattedCommand(st->ac, on_reply, r, r->cmd, r->cmd_len) !=
-          REDIS_OK) {
+  if (!st->up || !st->conn ||
+      presence__rconn_send(st->conn, r->cmd, r->cmd_len, 0, on_reply, r)) {
     defer(st, r, st->destroying ? PRESENCE_ESHUTDOWN : PRESENCE_ESTORE);
     return;
   }
-  r->sent_ms = mono(st);
-  r->prev = st->tail;
-  r->next = NULL;
-  if (st->tail)
-    st->tail->next = r;
-  else
-    st->head = r;
-  st->tail = r;
+  st->inflight++;
+}
+
+/* r->cmd: RESP for argv, allocated as req_free frees it. */
+static int format_cmd(req_t *r, int argc, const char *const *argv,
+                      const size_t *lens) {
+  size_t cap = 0;
+  r->cmd_len = 0;
+  return presence__resp_append(presence__default_allocator(), &r->cmd,
+                               &r->cmd_len, &cap, argc, argv, lens);
 }
 
 /* EVALSHA of the script: op, the common arguments, then the op's own. */
@@ -411,30 +391,26 @@ static void call(rstore_t *st, req_t *r, const char *op, int n,
     av[COMMON_ARGS + i] = args[i];
     al[COMMON_ARGS + i] = lens ? lens[i] : strlen(args[i]);
   }
-  int len = redisFormatCommandArgv(&r->cmd, COMMON_ARGS + n, av, al);
+  int rc = format_cmd(r, COMMON_ARGS + n, av, al);
   if (av != sv) {
     free(av);
     free(al);
   }
-  if (len < 0) {
-    r->cmd = NULL;
-    defer(st, r, PRESENCE_ENOMEM);
+  if (rc) {
+    defer(st, r, rc);
     return;
   }
-  r->cmd_len = (size_t)len;
   send_req(st, r);
 }
 
 /* A plain command (SELECT, SCRIPT LOAD). */
 static void plain(rstore_t *st, req_t *r, int n, const char **args) {
   flush_writes(st);
-  int len = redisFormatCommandArgv(&r->cmd, n, args, NULL);
-  if (len < 0) {
-    r->cmd = NULL;
-    defer(st, r, PRESENCE_ENOMEM);
+  int rc = format_cmd(r, n, args, NULL);
+  if (rc) {
+    defer(st, r, rc);
     return;
   }
-  r->cmd_len = (size_t)len;
   send_req(st, r);
 }
 
@@ -449,17 +425,20 @@ static int script_code(redisReply *rep) {
   return (int)rep->element[0]->integer;
 }
 
-static void on_reply(redisAsyncContext *ac, void *reply, void *priv) {
-  (void)ac;
-  req_t *r = priv;
+static void ignore_reply(void *ud, int code, redisReply *rep) {
+  (void)ud;
+  (void)code;
+  (void)rep;
+}
+
+static void on_reply(void *ud, int fail, redisReply *rep) {
+  req_t *r = ud;
   rstore_t *st = r->st;
-  redisReply *rep = reply;
-  pend_remove(st, r);
-  st->last_reply = mono(st);
+  st->inflight--;
   if (!rep) {
     /* The connection is going away: nothing more may be sent on it. */
     st->up = false;
-    r->fn(st, r, NULL, st->fail_code ? st->fail_code : PRESENCE_ESTORE);
+    r->fn(st, r, NULL, fail ? fail : PRESENCE_ESTORE);
     req_free(r);
     return;
   }
@@ -469,12 +448,7 @@ static void on_reply(redisAsyncContext *ac, void *reply, void *priv) {
      * is kept. */
     const char *args[] = {"SCRIPT", "LOAD", presence_lua};
     size_t lens[] = {6, 4, presence_lua_len};
-    char *cmd;
-    int len = redisFormatCommandArgv(&cmd, 3, args, lens);
-    if (len > 0) {
-      redisAsyncFormattedCommand(st->ac, NULL, NULL, cmd, (size_t)len);
-      redisFreeCommand(cmd);
-    }
+    presence__rconn_command(st->conn, 3, args, lens, 0, ignore_reply, NULL);
     send_req(st, r);
     return;
   }
@@ -815,7 +789,6 @@ static void flush_writes(rstore_t *st) {
     return;
   }
   memcpy(cmd + len, st->wb, body);
-  /* hiredis frees commands with free() (redisFreeCommand). */
   b->cmd = cmd;
   b->cmd_len = len + body;
   send_req(st, b);
@@ -828,7 +801,7 @@ static void flush_writes(rstore_t *st) {
  * setup, TIME, fencing, one INCRBY for all their events). */
 static void queue_write(rstore_t *st, req_t *r, const char *op, int n,
                         const char **args) {
-  if (!st->wb_n && !st->head) {
+  if (!st->wb_n && !st->inflight) {
     call(st, r, op, n, args, NULL);
     return;
   }
@@ -1116,7 +1089,6 @@ static int64_t r_tick(presence_store_t *base, int64_t now) {
 
 static void set_ready(rstore_t *st) {
   st->phase = PH_READY;
-  st->backoff_ms = 0;
   logf_(st, PRESENCE_LOG_INFO, "redis: instance registered, epoch",
         st->epoch_s);
 }
@@ -1306,139 +1278,74 @@ static void load_done(rstore_t *st, req_t *r, redisReply *rep, int code) {
   start_register(st);
 }
 
-static void select_done(rstore_t *st, req_t *r, redisReply *rep, int code) {
-  (void)r;
-  (void)rep;
-  if (code && !st->destroying && st->up) drop_connection(st, code);
-}
-
 /* ---- connections -------------------------------------------------------- */
 
-static void schedule_reconnect(rstore_t *st) {
-  if (st->destroying || !st->hs) return;
-  uint32_t d = st->backoff_ms ? st->backoff_ms : 50;
-  st->backoff_ms =
-      d * 2 > st->o.reconnect_max_ms ? st->o.reconnect_max_ms : d * 2;
-  uv_timer_start(&st->hs->t[T_RECONNECT], on_timer, d, 0);
+static void drop_connection(rstore_t *st, int code) {
+  st->up = false;
+  if (st->conn) presence__rconn_drop(st->conn, code);
 }
 
-static void on_connect(const redisAsyncContext *ac, int status);
-static void on_disconnect(const redisAsyncContext *ac, int status);
-
-static redisAsyncContext *open_ctx(rstore_t *st) {
-  redisAsyncContext *ac = st->url_path
-                              ? redisAsyncConnectUnix(st->url_path)
-                              : redisAsyncConnect(st->url_host, st->port);
-  if (!ac) return NULL;
-  if (ac->err) {
-    redisAsyncFree(ac);
-    return NULL;
-  }
-  ac->data = st;
-  if (redisLibuvAttach(ac, st->o.loop) != REDIS_OK) {
-    redisAsyncFree(ac);
-    return NULL;
-  }
-  redisAsyncSetConnectCallback(ac, on_connect);
-  redisAsyncSetDisconnectCallback(ac, on_disconnect);
-  return ac;
+static void conn_log(void *ud, presence_log_level_t lvl, const char *msg) {
+  rstore_t *st = ud;
+  if (st->h.log) st->h.log(st->h.host_ud, lvl, msg);
 }
 
-static void conn_start(rstore_t *st) {
-  if (st->destroying || st->ac) return;
-  st->ac = open_ctx(st);
-  if (!st->ac) {
-    schedule_reconnect(st);
-    return;
-  }
-  st->conn_started = mono(st);
-}
-
-static void reader_reconnect(rstore_t *st) {
-  if (st->destroying || !st->hs) return;
-  uint32_t d = st->r_backoff_ms ? st->r_backoff_ms : 50;
-  st->r_backoff_ms =
-      d * 2 > st->o.reconnect_max_ms ? st->o.reconnect_max_ms : d * 2;
-  uv_timer_start(&st->hs->t[T_READER], on_timer, d, 0);
-}
-
-static void on_connect(const redisAsyncContext *cac, int status) {
-  rstore_t *st = cac->data;
-  if (cac == st->rac) {
-    if (status != REDIS_OK) {
-      st->rac = NULL; /* hiredis frees it */
-      reader_reconnect(st);
-      return;
-    }
-    st->rup = true;
-    start_reader(st);
-    return;
-  }
-  if (status != REDIS_OK) {
-    st->ac = NULL;
-    schedule_reconnect(st);
-    return;
-  }
+static void on_up(void *ud) {
+  rstore_t *st = ud;
   st->up = true;
-  if (st->db) {
-    char db[16];
-    snprintf(db, sizeof db, "%d", st->db);
-    const char *args[] = {"SELECT", db};
-    req_t *r = req_new(st, select_done);
-    if (r) plain(st, r, 2, args);
-  }
   st->phase = PH_LOADING;
   const char *args[] = {"SCRIPT", "LOAD", presence_lua};
+  size_t lens[] = {6, 4, presence_lua_len};
   req_t *r = req_new(st, load_done);
   if (!r) return;
-  size_t lens[] = {6, 4, presence_lua_len};
-  int len = redisFormatCommandArgv(&r->cmd, 3, args, lens);
-  if (len < 0) {
-    r->cmd = NULL;
+  if (format_cmd(r, 3, args, lens)) {
     req_free(r);
     return;
   }
-  r->cmd_len = (size_t)len;
   send_req(st, r);
 }
 
-static void on_disconnect(const redisAsyncContext *cac, int status) {
-  (void)status;
-  rstore_t *st = cac->data;
-  if (cac == st->rac) {
-    st->rac = NULL;
-    st->rup = false;
-    st->r_waiting = false;
-    reader_reconnect(st);
-    return;
-  }
-  st->ac = NULL;
+static void on_down(void *ud, int code) {
+  (void)code;
+  rstore_t *st = ud;
   st->up = false;
   st->phase = PH_NONE;
   st->hb_busy = st->reaping = st->grace_busy = st->reconciling = false;
   st->reap_inflight = 0;
   st->reap_more = false;
-  logf_(st, PRESENCE_LOG_WARN, "redis: disconnected", NULL);
-  schedule_reconnect(st);
 }
 
-/* Fail everything pending with code and drop the connection (the
- * disconnect callback then schedules the reconnect). */
-static void drop_connection(rstore_t *st, int code) {
-  redisAsyncContext *ac = st->ac;
-  if (!ac) return;
-  st->up = false;
-  st->fail_code = code;
-  bool connected = ac->c.flags & REDIS_CONNECTED;
-  redisAsyncFree(ac);
-  st->fail_code = 0;
-  if (!connected) {
-    /* hiredis calls no disconnect callback for a connect that never
-     * completed. */
-    st->ac = NULL;
-    st->phase = PH_NONE;
-    schedule_reconnect(st);
-  }
+static void reader_up(void *ud) {
+  rstore_t *st = ud;
+  st->rup = true;
+  start_reader(st);
+}
+
+static void reader_down(void *ud, int code) {
+  (void)code;
+  rstore_t *st = ud;
+  st->rup = false;
+  st->r_waiting = false;
+}
+
+static int conn_new(rstore_t *st, const char *name, bool reader,
+                    presence__rconn_t **out) {
+  presence__rconn_config_t cfg = {
+      .loop = st->o.loop,
+      .alloc = st->h.allocator,
+      .url = &st->url,
+      .tls = &st->tls,
+      .name = name,
+      .command_timeout_ms = st->o.command_timeout_ms,
+      .reconnect_max_ms = st->o.reconnect_max_ms,
+      .max_reply_bytes = st->o.max_reply_bytes,
+      .max_reply_elements = st->o.max_reply_elements,
+      .log = conn_log,
+      .on_up = reader ? reader_up : on_up,
+      .on_down = reader ? reader_down : on_down,
+      .ud = st,
+  };
+  return presence__rconn_new(&cfg, out);
 }
 
 /* ---- the log reader ----------------------------------------------------- */
@@ -1446,19 +1353,21 @@ static void drop_connection(rstore_t *st, int code) {
 /* Every instance follows the whole log on its own connection (a blocking
  * XREAD would stall the command connection) and reports each event to
  * host->observe: the cluster-wide fan-out. */
-static void on_xread(redisAsyncContext *ac, void *reply, void *priv) {
-  (void)priv;
-  rstore_t *st = ac->data;
-  redisReply *rep = reply;
+static void on_xread(void *ud, int code, redisReply *rep) {
+  rstore_t *st = ud;
   st->r_waiting = false;
-  if (!rep || st->destroying) return; /* the disconnect callback follows */
+  (void)code;
+  if (!rep || st->destroying) return; /* the connection comes back up */
   if (rep->type == REDIS_REPLY_ERROR) {
+    /* Not a transport failure (NOPERM, a wrong type): asking again at once
+     * would spin. */
     logf_(st, PRESENCE_LOG_ERROR, "redis reader:", rep->str);
+    uv_timer_start(&st->hs->t[T_READER], on_timer, st->o.reconnect_max_ms, 0);
+    return;
   } else if (rep->type == REDIS_REPLY_ARRAY && rep->elements == 1 &&
              rep->element[0]->type == REDIS_REPLY_ARRAY &&
              rep->element[0]->elements == 2) {
     redisReply *entries = rep->element[0]->element[1];
-    st->r_backoff_ms = 0;
     presence__redis_events_t evs = {0};
     for (size_t i = 0; i < entries->elements; i++) {
       redisReply *e = entries->element[i];
@@ -1485,22 +1394,25 @@ static void on_xread(redisAsyncContext *ac, void *reply, void *priv) {
 
 static void start_reader(rstore_t *st) {
   if (st->destroying || !st->h.observe || !st->reader_started) return;
-  if (!st->rac) {
-    st->rac = open_ctx(st);
-    if (!st->rac)
-      reader_reconnect(st);
-    else
-      st->r_sent = mono(st);
-    return; /* on_connect comes back here */
+  if (!st->rconn) {
+    if (conn_new(st, "redis reader", true, &st->rconn)) {
+      uv_timer_start(&st->hs->t[T_READER], on_timer, st->o.reconnect_max_ms,
+                     0);
+      return;
+    }
+    presence__rconn_start(st->rconn);
+    return; /* reader_up comes back here */
   }
   if (!st->rup || st->r_waiting) return;
-  if (redisAsyncCommand(st->rac, on_xread, NULL,
-                        "XREAD BLOCK %u COUNT 64 STREAMS %s %s",
-                        (unsigned)st->o.stream_block_ms, st->log_key,
-                        st->r_last) == REDIS_OK) {
+  char block[16];
+  snprintf(block, sizeof block, "%u", (unsigned)st->o.stream_block_ms);
+  const char *args[] = {"XREAD",   "BLOCK",     block,      "COUNT",
+                        "64",      "STREAMS",   st->log_key, st->r_last};
+  if (!presence__rconn_command(st->rconn, 8, args, NULL,
+                               st->o.stream_block_ms +
+                                   st->o.command_timeout_ms,
+                               on_xread, st))
     st->r_waiting = true;
-    st->r_sent = mono(st);
-  }
 }
 
 /* ---- periodic work ------------------------------------------------------ */
@@ -1779,41 +1691,6 @@ static void reconcile_step(rstore_t *st) {
   call(st, r, "reconcile", 2, args, NULL);
 }
 
-static void watchdog(rstore_t *st) {
-  int64_t now = mono(st);
-  int64_t limit = st->o.command_timeout_ms;
-  if (st->ac) {
-    bool connected = st->ac->c.flags & REDIS_CONNECTED;
-    bool late = (!connected && now - st->conn_started > limit) ||
-                (st->head && now - st->head->sent_ms > limit &&
-                 now - st->last_reply > limit);
-    /* Judge on the second look: timers run before the loop polls for I/O,
-     * so after a long stall of our own (the host, not Redis) the answers
-     * may be sitting unread in the socket. */
-    if (!late) {
-      st->strikes = 0;
-    } else if (++st->strikes >= 2) {
-      st->strikes = 0;
-      logf_(st, PRESENCE_LOG_WARN, "redis: no answer in time", NULL);
-      drop_connection(st, PRESENCE_ETIMEDOUT);
-    }
-  }
-  if (st->rac) {
-    int64_t rl = st->rup ? limit + st->o.stream_block_ms : limit;
-    if ((st->r_waiting || !st->rup) && now - st->r_sent > rl) {
-      redisAsyncContext *rac = st->rac;
-      bool connected = rac->c.flags & REDIS_CONNECTED;
-      redisAsyncFree(rac);
-      if (!connected) {
-        st->rac = NULL;
-        st->rup = false;
-        st->r_waiting = false;
-        reader_reconnect(st);
-      }
-    }
-  }
-}
-
 static void on_timer(uv_timer_t *t) {
   handles_t *hs = t->data;
   rstore_t *st = hs->st;
@@ -1825,12 +1702,6 @@ static void on_timer(uv_timer_t *t) {
     break;
   case T_FLUSH:
     flush_writes(st);
-    break;
-  case T_WATCH:
-    watchdog(st);
-    break;
-  case T_RECONNECT:
-    conn_start(st);
     break;
   case T_READER:
     start_reader(st);
@@ -2146,6 +2017,7 @@ static void on_hclose(uv_handle_t *h) {
 static int r_attach(presence_store_t *base, const presence_store_host_t *host) {
   rstore_t *st = (rstore_t *)base;
   st->h = *host;
+  if (!st->h.allocator) st->h.allocator = presence__default_allocator();
   int rc = presence__table_init(&st->sessions, presence__default_allocator(),
                                 offsetof(lsess_t, id));
   if (rc) return rc;
@@ -2159,9 +2031,6 @@ static int r_attach(presence_store_t *base, const presence_store_host_t *host) {
   hs->st = st;
   st->hs = hs;
   st->attached = true;
-  uint32_t wd = st->o.command_timeout_ms / 4;
-  wd = wd < 20 ? 20 : wd > 250 ? 250 : wd;
-  uv_timer_start(&hs->t[T_WATCH], on_timer, wd, wd);
   uv_timer_start(&hs->t[T_HB], on_timer, st->o.heartbeat_ms,
                  st->o.heartbeat_ms);
   if (host->offline_grace_ms) {
@@ -2171,24 +2040,21 @@ static int r_attach(presence_store_t *base, const presence_store_host_t *host) {
   }
   uv_timer_start(&hs->t[T_RECONCILE], on_timer, st->o.reconcile_ms,
                  st->o.reconcile_ms);
-  conn_start(st);
+  rc = conn_new(st, "redis", false, &st->conn);
+  if (rc) return rc;
+  presence__rconn_start(st->conn);
   return 0;
 }
 
 static void r_destroy(presence_store_t *base) {
   rstore_t *st = (rstore_t *)base;
   st->destroying = true;
-  if (st->ac) {
-    redisAsyncContext *ac = st->ac;
-    st->up = false;
-    st->fail_code = PRESENCE_ESHUTDOWN;
-    redisAsyncFree(ac);
-    st->ac = NULL;
-  }
-  if (st->rac) {
-    redisAsyncFree(st->rac);
-    st->rac = NULL;
-  }
+  st->up = false;
+  /* Pending commands complete with ESHUTDOWN inside these. */
+  presence__rconn_free(st->conn);
+  st->conn = NULL;
+  presence__rconn_free(st->rconn);
+  st->rconn = NULL;
   flush_writes(st); /* not up: they complete with ESHUTDOWN */
   run_soon(st);
   if (st->hs) {
@@ -2203,8 +2069,11 @@ static void r_destroy(presence_store_t *base) {
   free(st->slab);
   free(st->free_slots);
   free(st->wb);
-  free(st->url_host);
-  free(st->url_path);
+  presence__redis_url_free(presence__default_allocator(), &st->url);
+  free((char *)st->tls.ca_file);
+  free((char *)st->tls.cert_file);
+  free((char *)st->tls.key_file);
+  free((char *)st->tls.server_name);
   free(st->prefix);
   free(st);
 }
@@ -2225,31 +2094,30 @@ static const presence_store_ops_t redis_ops = {
     .destroy = r_destroy,
 };
 
-static int parse_url(rstore_t *st, const char *url) {
-  if (!url) url = "redis://127.0.0.1:6379";
-  if (!strncmp(url, "unix:", 5)) {
-    const char *p = url + 5;
-    while (p[0] == '/' && p[1] == '/')
-      p++;
-    const char *q = strchr(p, '?');
-    st->url_path = q ? strndup(p, (size_t)(q - p)) : strdup(p);
-    if (q && !strncmp(q, "?db=", 4)) st->db = atoi(q + 4);
-    return st->url_path && st->url_path[0] == '/' ? 0 : PRESENCE_EINVAL;
+/* The URL, then what the options give apart from it (credentials read from
+ * a file or the environment, the TLS files): all copied, since the options'
+ * strings need not outlive this call. */
+static int parse_url(rstore_t *st, const presence_redis_options_t *o) {
+  const presence_allocator_t *a = presence__default_allocator();
+  char err[96];
+  int rc = presence__redis_url_parse(a, o->url, &st->url, err, sizeof err);
+  if (rc) return rc;
+  if (o->user) {
+    free(st->url.user);
+    if (!(st->url.user = strdup(o->user))) return PRESENCE_ENOMEM;
   }
-  if (strncmp(url, "redis://", 8)) return PRESENCE_EINVAL;
-  const char *h = url + 8;
-  size_t hl = strcspn(h, ":/");
-  if (!hl) return PRESENCE_EINVAL;
-  st->url_host = strndup(h, hl);
-  st->port = 6379;
-  const char *p = h + hl;
-  if (*p == ':') {
-    st->port = atoi(p + 1);
-    p += 1 + strspn(p + 1, "0123456789");
+  if (o->password) {
+    free(st->url.password);
+    if (!(st->url.password = strdup(o->password))) return PRESENCE_ENOMEM;
   }
-  if (*p == '/' && p[1]) st->db = atoi(p + 1);
-  if (st->port <= 0 || st->port > 65535) return PRESENCE_EINVAL;
-  return st->url_host ? 0 : PRESENCE_ENOMEM;
+  const char *const src[] = {o->tls.ca_file, o->tls.cert_file,
+                             o->tls.key_file, o->tls.server_name};
+  const char **dst[] = {&st->tls.ca_file, &st->tls.cert_file,
+                        &st->tls.key_file, &st->tls.server_name};
+  for (int i = 0; i < 4; i++)
+    if (src[i] && !(*dst[i] = strdup(src[i]))) return PRESENCE_ENOMEM;
+  st->tls.insecure = o->tls.insecure;
+  return 0;
 }
 
 int presence_store_redis_new(const presence_redis_options_t *opts,
@@ -2272,8 +2140,10 @@ int presence_store_redis_new(const presence_redis_options_t *opts,
   if (!o->stream_block_ms) o->stream_block_ms = 1000;
   o->url = NULL;
   o->prefix = NULL;
+  o->user = o->password = NULL;
+  memset(&o->tls, 0, sizeof o->tls);
   st->prefix = strdup(opts->prefix ? opts->prefix : "presence:");
-  int rc = st->prefix ? parse_url(st, opts->url) : PRESENCE_ENOMEM;
+  int rc = st->prefix ? parse_url(st, opts) : PRESENCE_ENOMEM;
   if (!rc && strlen(st->prefix) > 100) rc = PRESENCE_EINVAL;
   if (rc) {
     r_destroy(&st->base);
@@ -2340,5 +2210,16 @@ int presence_redis_leave(presence_store_t *s, void (*done)(void *, int),
     call(st, r, "unregister", 0, NULL, NULL);
   else
     defer(st, r, PRESENCE_ESTORE);
+  return 0;
+}
+
+int presence_redis_conn_metrics(presence_store_t *s, int which,
+                                presence_redis_conn_metrics_t *out) {
+  if (!s || !out || s->ops != &redis_ops || which < 0 || which > 1)
+    return PRESENCE_EINVAL;
+  rstore_t *st = (rstore_t *)s;
+  presence__rconn_t *c = which ? st->rconn : st->conn;
+  memset(out, 0, sizeof *out);
+  if (c) presence__rconn_metrics(c, out);
   return 0;
 }

@@ -565,7 +565,7 @@ typedef struct logcap {
 } logcap_t;
 static void logcap_cb(void *ud, presence_log_level_t l, const char *msg) {
   logcap_t *c = ud;
-  if (l >= PRESENCE_LOG_ERROR && !c->text[0])
+  if (l == PRESENCE_LOG_ERROR && !c->text[0])
     snprintf(c->text, sizeof c->text, "%s", msg);
 }
 

@@ -2,26 +2,39 @@
 /*
  * bench/engine: the core's throughput and memory on one core.
  *
- * 1,000,000 sessions (36-character ids) over 250,000 users (16-character ids),
- * with a callback registered for every event type (doing nothing). One run:
- * connect every session, flip every session idle then online, disconnect
- * every session: 4,000,000 session operations, each with its event dispatch.
- * Five runs; the median is printed.
+ *   bench_engine [--sessions N] [--users U | --sessions-per-user K]
+ *                [--runs R] [--json PATH] [--help]
  *
- * Baseline, in the same process: the same key sequence against the bare
- * record table (insert, two lookups, remove per session) with no events, so
- * the engine's figure reads as a ratio to the data structure it sits on.
+ * N sessions (36-character ids, default 1,000,000) over U users (16-character
+ * ids; default N / K with K = 4 sessions per user), with a callback
+ * registered for every event type (doing nothing). One run: connect every
+ * session (each user's first session creates the user), flip every session
+ * idle then online, disconnect every session (the last one of a user ends
+ * it). Each of the three kinds is timed on its own, because their costs
+ * differ (a connect allocates and hashes, a status change by handle does
+ * neither) and a blended figure hides which one moved. Status changes and
+ * disconnects run twice: by the handle connect returned (what a server
+ * holding a record per connection does) and by session id (every operation
+ * hashes the id). R runs (default 5), interleaved with the baseline; each
+ * figure is the median, with its min and max.
+ *
+ * Baseline, in the same process and interleaved: the same key sequence
+ * against the bare record table (insert, two lookups, remove per session)
+ * with no events and no user records, so the engine's figures read as
+ * ratios to the data structure it sits on.
  *
  * Memory: heap bytes (mallinfo2, so malloc's own overhead counts) added by
- * the 1,000,000 live sessions, divided by the session count, tables
- * included. The fixed-size transition log is reported apart.
+ * the N live sessions and their users, divided by N, tables included; the
+ * fixed-size transition log and queues of an empty engine are apart. The
+ * figure depends on K: a user record is shared by its sessions, so at one
+ * session per user (the common case) each session carries a whole user.
  *
- * Channels, in the same process and the same runs: the 1,000,000 sessions
- * connected (not timed), then every session joins one of 1,000 channels (by
- * handle, chosen so that no two sessions of a user share a channel: 1,000,000
- * memberships, each its own member with a channel.join) and leaves it again
- * (a channel.leave each): 2,000,000 channel operations a run, timed. The
- * memory figure is the heap added by the 1,000,000 memberships over the
+ * Channels, in the same process and the same runs: the N sessions
+ * connected (not timed), then every session joins one of --channels
+ * channels (1,000; by handle, chosen so that no two sessions of a user share
+ * a channel: N memberships, each its own member with a channel.join) and
+ * leaves it again (a channel.leave each): 2N channel operations a run,
+ * timed. The memory figure is the heap added by the N memberships over the
  * sessions themselves, divided by the memberships (no member data).
  *
  * The engine is told the expected sizes (expected_sessions/users), and the
@@ -36,9 +49,11 @@
 #include <string.h>
 #include <time.h>
 
-#define N_SESSIONS 1000000
-#define N_USERS 250000
-#define RUNS 5
+#define MAX_SESSIONS 10000000
+#define MAX_RUNS 50
+
+static size_t n_sessions = 1000000, n_users, n_channels = 1000;
+static int n_runs = 5;
 
 static double now_s(void) {
   struct timespec ts;
@@ -60,27 +75,31 @@ static uint64_t rnd(void) {
 }
 
 /* Ids in one block each so their storage is not counted as the engine's. */
-static char *session_ids; /* N_SESSIONS x 37 */
-static char *user_ids;    /* N_USERS x 17 */
+static char *session_ids; /* n_sessions x 37 */
+static char *user_ids;    /* n_users x 17 */
 
 static void make_ids(void) {
   static const char hex[] = "0123456789abcdef";
-  session_ids = malloc((size_t)N_SESSIONS * 37);
-  user_ids = malloc((size_t)N_USERS * 17);
-  for (size_t i = 0; i < N_SESSIONS; i++) {
+  session_ids = malloc(n_sessions * 37);
+  user_ids = malloc(n_users * 17);
+  if (!session_ids || !user_ids) {
+    fprintf(stderr, "bench_engine: out of memory\n");
+    exit(1);
+  }
+  for (size_t i = 0; i < n_sessions; i++) {
     char *s = session_ids + i * 37;
     for (int k = 0; k < 36; k++) s[k] = hex[rnd() & 15];
     s[8] = s[13] = s[18] = s[23] = '-';
     s[36] = '\0';
   }
-  for (size_t i = 0; i < N_USERS; i++) {
+  for (size_t i = 0; i < n_users; i++) {
     char *u = user_ids + i * 17;
-    snprintf(u, 17, "user-%011zu", i);
+    snprintf(u, 17, "user-%011u", (unsigned)i);
   }
 }
 
 static const char *sid(size_t i) { return session_ids + i * 37; }
-static const char *uid(size_t i) { return user_ids + (i % N_USERS) * 17; }
+static const char *uid(size_t i) { return user_ids + (i % n_users) * 17; }
 
 static uint64_t event_count;
 static void on_event(presence_t *p, const presence_event_t *ev, void *ud) {
@@ -103,8 +122,7 @@ static void check(int rc, const char *what) {
 }
 
 typedef struct run_result {
-  double seconds;
-  uint64_t ops;
+  double connect_s, status_s, disconnect_s; /* status: 2 x n_sessions ops */
   uint64_t events;
   double bytes_per_session;
   size_t fixed_bytes;
@@ -112,9 +130,6 @@ typedef struct run_result {
 
 static presence_handle_t *handles;
 
-/* by_handle: status changes and disconnects name the session by the handle
- * connect returned (what a server holding a record per connection does)
- * instead of by id. */
 static run_result_t engine_run(int measure_memory, int by_handle) {
   run_result_t r = {0};
   size_t fixed = 0;
@@ -131,8 +146,8 @@ static run_result_t engine_run(int measure_memory, int by_handle) {
   presence_options_t o;
   presence_options_init(&o);
   /* Sized up front, as a server that knows its capacity is. */
-  o.expected_sessions = N_SESSIONS;
-  o.expected_users = N_USERS;
+  o.expected_sessions = (uint32_t)n_sessions;
+  o.expected_users = (uint32_t)n_users;
   check(presence_new(&o, &p), "presence_new");
   for (int t = 0; t < PRESENCE_EV_COUNT_; t++)
     check(presence_on(p, (presence_event_type_t)t, on_event, NULL), "on");
@@ -140,7 +155,7 @@ static run_result_t engine_run(int measure_memory, int by_handle) {
   event_count = 0;
 
   double t0 = now_s();
-  for (size_t i = 0; i < N_SESSIONS; i++)
+  for (size_t i = 0; i < n_sessions; i++)
     check(presence_session_open(p, sid(i), uid(i), NULL, &handles[i], NULL,
                                 NULL),
           "connect");
@@ -148,46 +163,50 @@ static run_result_t engine_run(int measure_memory, int by_handle) {
   if (measure_memory) {
     /* Everything since before presence_new but the empty engine: the
      * pre-sized tables count as per-session memory. */
-    r.bytes_per_session = (double)(heap_used() - heap0 - fixed) / N_SESSIONS;
+    r.bytes_per_session =
+        (double)(heap_used() - heap0 - fixed) / (double)n_sessions;
     r.fixed_bytes = fixed;
   }
-  (void)t1;
   if (by_handle) {
-    for (size_t i = 0; i < N_SESSIONS; i++)
+    for (size_t i = 0; i < n_sessions; i++)
       check(presence_handle_set_status(p, handles[i], PRESENCE_IDLE, NULL,
                                        NULL),
             "idle");
-    for (size_t i = 0; i < N_SESSIONS; i++)
+    for (size_t i = 0; i < n_sessions; i++)
       check(presence_handle_set_status(p, handles[i], PRESENCE_ONLINE, NULL,
                                        NULL),
             "online");
-    for (size_t i = 0; i < N_SESSIONS; i++)
+  } else {
+    for (size_t i = 0; i < n_sessions; i++)
+      check(presence_session_set_status(p, sid(i), PRESENCE_IDLE, NULL, NULL),
+            "idle");
+    for (size_t i = 0; i < n_sessions; i++)
+      check(presence_session_set_status(p, sid(i), PRESENCE_ONLINE, NULL,
+                                        NULL),
+            "online");
+  }
+  double t2 = now_s();
+  if (by_handle) {
+    for (size_t i = 0; i < n_sessions; i++)
       check(presence_handle_end(p, handles[i], PRESENCE_REASON_DISCONNECT, NULL,
                                 NULL),
             "disconnect");
   } else {
-    for (size_t i = 0; i < N_SESSIONS; i++)
-      check(presence_session_set_status(p, sid(i), PRESENCE_IDLE, NULL, NULL),
-            "idle");
-    for (size_t i = 0; i < N_SESSIONS; i++)
-      check(presence_session_set_status(p, sid(i), PRESENCE_ONLINE, NULL,
-                                        NULL),
-            "online");
-    for (size_t i = 0; i < N_SESSIONS; i++)
+    for (size_t i = 0; i < n_sessions; i++)
       check(presence_session_disconnect(p, sid(i), NULL, NULL), "disconnect");
   }
-  double t2 = now_s();
-  r.seconds = t2 - t0;
-  r.ops = 4ull * N_SESSIONS;
+  double t3 = now_s();
+  r.connect_s = t1 - t0;
+  r.status_s = t2 - t1;
+  r.disconnect_s = t3 - t2;
   r.events = event_count;
   presence_free(p);
   return r;
 }
 
-#define N_CHANNELS 1000
-static char channel_names[N_CHANNELS][16];
+static char (*channel_names)[16];
 static const char *chan_of(size_t i) {
-  return channel_names[(i * 7 + i / N_USERS) % N_CHANNELS];
+  return channel_names[(i * 7 + i / n_users) % n_channels];
 }
 
 typedef struct chan_result {
@@ -200,33 +219,33 @@ static chan_result_t channel_run(int measure_memory) {
   presence_t *p;
   presence_options_t o;
   presence_options_init(&o);
-  o.expected_sessions = N_SESSIONS;
-  o.expected_users = N_USERS;
+  o.expected_sessions = (uint32_t)n_sessions;
+  o.expected_users = (uint32_t)n_users;
   check(presence_new(&o, &p), "presence_new");
   for (int t = 0; t < PRESENCE_EV_COUNT_; t++)
     check(presence_on(p, (presence_event_type_t)t, on_event, NULL), "on");
   check(presence_on_event(p, count_event, NULL), "on_event");
-  for (size_t i = 0; i < N_SESSIONS; i++)
+  for (size_t i = 0; i < n_sessions; i++)
     check(presence_session_open(p, sid(i), uid(i), NULL, &handles[i], NULL,
                                 NULL),
           "connect");
   size_t heap0 = heap_used();
   event_count = 0;
   double t0 = now_s();
-  for (size_t i = 0; i < N_SESSIONS; i++)
+  for (size_t i = 0; i < n_sessions; i++)
     check(presence_handle_join(p, handles[i], chan_of(i), NULL, NULL, NULL),
           "join");
   double t1 = now_s();
   if (measure_memory)
-    r.bytes_per_membership = (double)(heap_used() - heap0) / N_SESSIONS;
-  for (size_t i = 0; i < N_SESSIONS; i++)
+    r.bytes_per_membership = (double)(heap_used() - heap0) / (double)n_sessions;
+  for (size_t i = 0; i < n_sessions; i++)
     check(presence_handle_leave(p, handles[i], chan_of(i), NULL, NULL),
           "leave");
   double t2 = now_s();
   (void)t1;
-  if (event_count != 2ull * N_SESSIONS) {
-    fprintf(stderr, "bench_engine: %llu channel events, expected %d\n",
-            (unsigned long long)event_count, 2 * N_SESSIONS);
+  if (event_count != 2ull * n_sessions) {
+    fprintf(stderr, "bench_engine: %llu channel events, expected %zu\n",
+            (unsigned long long)event_count, 2 * n_sessions);
     exit(1);
   }
   r.seconds = t2 - t0;
@@ -240,12 +259,13 @@ typedef struct bare {
   char id[40];
 } bare_t;
 
-static double table_run(void) {
+static run_result_t table_run(void) {
+  run_result_t r = {0};
   presence__table_t t;
   presence__table_init(&t, presence__default_allocator(), offsetof(bare_t, id));
-  bare_t *recs = malloc(sizeof(bare_t) * N_SESSIONS);
+  bare_t *recs = malloc(sizeof(bare_t) * n_sessions);
   double t0 = now_s();
-  for (size_t i = 0; i < N_SESSIONS; i++) {
+  for (size_t i = 0; i < n_sessions; i++) {
     const char *s = sid(i);
     uint32_t h = presence__hash(s, 36);
     if (!presence__table_find(&t, s, 36, h)) {
@@ -255,21 +275,26 @@ static double table_run(void) {
       presence__table_insert(&t, &recs[i]);
     }
   }
+  double t1 = now_s();
   for (int pass = 0; pass < 2; pass++)
-    for (size_t i = 0; i < N_SESSIONS; i++) {
+    for (size_t i = 0; i < n_sessions; i++) {
       const char *s = sid(i);
       bare_t *b = presence__table_find(&t, s, 36, presence__hash(s, 36));
       if (b) b->key.spare[0] ^= 1;
     }
-  for (size_t i = 0; i < N_SESSIONS; i++) {
+  double t2 = now_s();
+  for (size_t i = 0; i < n_sessions; i++) {
     const char *s = sid(i);
     bare_t *b = presence__table_find(&t, s, 36, presence__hash(s, 36));
     if (b) presence__table_remove(&t, b);
   }
-  double t1 = now_s();
+  double t3 = now_s();
+  r.connect_s = t1 - t0;
+  r.status_s = t2 - t1;
+  r.disconnect_s = t3 - t2;
   presence__table_free(&t);
   free(recs);
-  return t1 - t0;
+  return r;
 }
 
 static int cmp_double(const void *a, const void *b) {
@@ -277,65 +302,175 @@ static int cmp_double(const void *a, const void *b) {
   return (x > y) - (x < y);
 }
 
+/* Operations per second from R timings of `ops` operations: median, min and
+ * max (the slowest run gives the min rate). */
+typedef struct rate {
+  double med, min, max;
+} rate_t;
+
+static rate_t rate_of(double *secs, int n, double ops) {
+  qsort(secs, (size_t)n, sizeof(double), cmp_double);
+  double med = n % 2 ? secs[n / 2] : (secs[n / 2 - 1] + secs[n / 2]) / 2;
+  rate_t r = {ops / med, ops / secs[n - 1], ops / secs[0]};
+  return r;
+}
+
+static void usage(FILE *f) {
+  fprintf(f,
+          "usage: bench_engine [--sessions N] [--users U | "
+          "--sessions-per-user K]\n"
+          "                    [--runs R] [--json PATH] [--help]\n"
+          "  --sessions N           live sessions (default 1000000)\n"
+          "  --users U              users they belong to (default N / K)\n"
+          "  --sessions-per-user K  (default 4; 1 is the common case)\n"
+          "  --runs R               timed runs, medians reported (default 5)\n"
+          "  --channels C           channels the sessions join (default 1000)\n"
+          "  --json PATH            also write the figures as JSON to PATH\n");
+}
+
+static void print_rate(FILE *f, const char *name, rate_t r, int last) {
+  fprintf(f, "\"%s\":{\"median\":%.0f,\"min\":%.0f,\"max\":%.0f}%s", name,
+          r.med, r.min, r.max, last ? "" : ",");
+}
+
 int main(int argc, char **argv) {
-  const char *json_path = argc > 1 ? argv[1] : NULL;
+  const char *json_path = NULL;
+  size_t per_user = 4;
+  long users_opt = -1;
+  for (int i = 1; i < argc; i++) {
+    const char *a = argv[i];
+    if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+      usage(stdout);
+      return 0;
+    }
+    if (i + 1 >= argc) {
+      usage(stderr);
+      return 2;
+    }
+    const char *v = argv[++i];
+    char *end;
+    long n = strtol(v, &end, 10);
+    int numeric = *v && !*end && n > 0;
+    if (!strcmp(a, "--json")) {
+      json_path = v;
+    } else if (!numeric) {
+      fprintf(stderr, "bench_engine: %s wants a positive number, got '%s'\n",
+              a, v);
+      return 2;
+    } else if (!strcmp(a, "--sessions")) {
+      n_sessions = (size_t)n;
+    } else if (!strcmp(a, "--users")) {
+      users_opt = n;
+    } else if (!strcmp(a, "--sessions-per-user")) {
+      per_user = (size_t)n;
+    } else if (!strcmp(a, "--runs")) {
+      n_runs = (int)n;
+    } else if (!strcmp(a, "--channels")) {
+      n_channels = (size_t)n;
+    } else {
+      usage(stderr);
+      return 2;
+    }
+  }
+  if (n_sessions > MAX_SESSIONS || n_runs > MAX_RUNS ||
+      n_channels > MAX_SESSIONS) {
+    fprintf(stderr, "bench_engine: at most %d sessions and %d runs\n",
+            MAX_SESSIONS, MAX_RUNS);
+    return 2;
+  }
+  n_users = users_opt > 0 ? (size_t)users_opt : n_sessions / per_user;
+  if (n_users == 0) n_users = 1;
+  if (n_users > n_sessions) n_users = n_sessions;
   /* Keep freed memory in the process between runs: otherwise every run
-   * starts by page-faulting ~150 MB back in, and the figure measures the
+   * starts by page-faulting the tables back in, and the figure measures the
    * kernel (a server at steady state reuses its memory the same way). */
   mallopt(M_TRIM_THRESHOLD, 1 << 30);
   mallopt(M_MMAP_THRESHOLD, 1 << 30);
   make_ids();
-  handles = malloc(sizeof(*handles) * N_SESSIONS);
-  double engine_s[RUNS], handle_s[RUNS], table_s[RUNS], chan_s[RUNS];
-  for (int c = 0; c < N_CHANNELS; c++)
-    snprintf(channel_names[c], sizeof(channel_names[c]), "room-%04d", c);
+  handles = malloc(sizeof(*handles) * n_sessions);
+  channel_names = malloc(n_channels * sizeof *channel_names);
+  if (!handles || !channel_names) {
+    fprintf(stderr, "bench_engine: out of memory\n");
+    return 1;
+  }
+  for (size_t c = 0; c < n_channels; c++)
+    snprintf(channel_names[c], sizeof channel_names[c], "room-%04u",
+             (unsigned)(c % 10000000));
+  double chan_s[MAX_RUNS];
+  double conn_s[MAX_RUNS], stat_h[MAX_RUNS], disc_h[MAX_RUNS];
+  double stat_i[MAX_RUNS], disc_i[MAX_RUNS], conn_i[MAX_RUNS];
+  double t_ins[MAX_RUNS], t_find[MAX_RUNS], t_rem[MAX_RUNS];
+  double blend_h[MAX_RUNS], blend_t[MAX_RUNS];
   run_result_t mem = engine_run(1, 1); /* warm-up, and the memory figure */
   chan_result_t chan_mem = channel_run(1);
-  uint64_t events = 0;
+  uint64_t events = mem.events;
   /* Interleaved, so a noisy neighbour hurts all three alike. */
-  for (int i = 0; i < RUNS; i++) {
-    table_s[i] = table_run();
-    run_result_t r = engine_run(0, 0);
-    engine_s[i] = r.seconds;
-    events = r.events;
-    handle_s[i] = engine_run(0, 1).seconds;
+  for (int i = 0; i < n_runs; i++) {
+    run_result_t t = table_run();
+    t_ins[i] = t.connect_s;
+    t_find[i] = t.status_s;
+    t_rem[i] = t.disconnect_s;
+    blend_t[i] = t.connect_s + t.status_s + t.disconnect_s;
+    run_result_t h = engine_run(0, 1);
+    conn_s[i] = h.connect_s;
+    stat_h[i] = h.status_s;
+    disc_h[i] = h.disconnect_s;
+    blend_h[i] = h.connect_s + h.status_s + h.disconnect_s;
+    run_result_t d = engine_run(0, 0);
+    conn_i[i] = d.connect_s;
+    stat_i[i] = d.status_s;
+    disc_i[i] = d.disconnect_s;
     chan_s[i] = channel_run(0).seconds;
   }
-  qsort(chan_s, RUNS, sizeof(double), cmp_double);
-  double chan_ops_per_s = 2.0 * N_SESSIONS / chan_s[RUNS / 2];
-  qsort(engine_s, RUNS, sizeof(double), cmp_double);
-  qsort(handle_s, RUNS, sizeof(double), cmp_double);
-  qsort(table_s, RUNS, sizeof(double), cmp_double);
-  double ops_per_s = 4.0 * N_SESSIONS / engine_s[RUNS / 2];
-  double handle_ops_per_s = 4.0 * N_SESSIONS / handle_s[RUNS / 2];
-  double events_per_s = (double)events / engine_s[RUNS / 2];
-  double handle_events_per_s = (double)events / handle_s[RUNS / 2];
-  double table_ops_per_s = 4.0 * N_SESSIONS / table_s[RUNS / 2];
+  double n = (double)n_sessions;
+  /* Connects are the same code in both variants: one figure from both. */
+  double conn_all[2 * MAX_RUNS];
+  for (int i = 0; i < n_runs; i++) {
+    conn_all[i] = conn_s[i];
+    conn_all[n_runs + i] = conn_i[i];
+  }
+  rate_t connect = rate_of(conn_all, 2 * n_runs, n);
+  rate_t status_h = rate_of(stat_h, n_runs, 2 * n);
+  rate_t status_i = rate_of(stat_i, n_runs, 2 * n);
+  rate_t disconnect_h = rate_of(disc_h, n_runs, n);
+  rate_t disconnect_i = rate_of(disc_i, n_runs, n);
+  rate_t ins = rate_of(t_ins, n_runs, n);
+  rate_t find = rate_of(t_find, n_runs, 2 * n);
+  rate_t rem = rate_of(t_rem, n_runs, n);
+  rate_t blend = rate_of(blend_h, n_runs, 4 * n);
+  rate_t blend_table = rate_of(blend_t, n_runs, 4 * n);
+  rate_t chan = rate_of(chan_s, n_runs, 2 * n);
 
-  printf("bench/engine: %d sessions over %d users, %d runs (median)\n",
-         N_SESSIONS, N_USERS, RUNS);
-  printf("  session ops/s, by handle %12.0f  (connect by id; idle, online, "
-         "disconnect by handle)\n",
-         handle_ops_per_s);
-  printf("  events/s, by handle      %12.0f  (%llu events a run, dispatched)\n",
-         handle_events_per_s, (unsigned long long)events);
-  printf("  session ops/s, by id     %12.0f  (every operation names the "
-         "session id)\n",
-         ops_per_s);
-  printf("  events/s, by id          %12.0f\n", events_per_s);
-  printf("  baseline table ops/s     %12.0f  (bare record table, no events)\n",
-         table_ops_per_s);
-  printf("  by handle / baseline     %12.2f\n",
-         handle_ops_per_s / table_ops_per_s);
-  printf("  by id / baseline         %12.2f\n", ops_per_s / table_ops_per_s);
-  printf("  heap per session         %12.1f  bytes at %d live sessions\n",
-         mem.bytes_per_session, N_SESSIONS);
-  printf("  fixed heap               %12zu  bytes (transition log, queues)\n",
+  printf("bench/engine: %zu sessions over %zu users (%.2f per user), %d runs "
+         "(median [min..max] ops/s)\n",
+         n_sessions, n_users, n / (double)n_users, n_runs);
+  printf("  connect (creates its user)  %11.0f [%.0f..%.0f]   table insert "
+         "%.0f  ratio %.2f\n",
+         connect.med, connect.min, connect.max, ins.med, connect.med / ins.med);
+  printf("  status change, by handle    %11.0f [%.0f..%.0f]   table lookup "
+         "%.0f  ratio %.2f\n",
+         status_h.med, status_h.min, status_h.max, find.med,
+         status_h.med / find.med);
+  printf("  status change, by id        %11.0f [%.0f..%.0f]\n", status_i.med,
+         status_i.min, status_i.max);
+  printf("  disconnect, by handle       %11.0f [%.0f..%.0f]   table remove "
+         "%.0f  ratio %.2f\n",
+         disconnect_h.med, disconnect_h.min, disconnect_h.max, rem.med,
+         disconnect_h.med / rem.med);
+  printf("  disconnect, by id           %11.0f [%.0f..%.0f]\n", disconnect_i.med,
+         disconnect_i.min, disconnect_i.max);
+  printf("  all four kinds, by handle   %11.0f   (table %.0f, ratio %.2f)\n",
+         blend.med, blend_table.med, blend.med / blend_table.med);
+  printf("  heap per session            %11.1f bytes at %zu live sessions, "
+         "%zu users\n",
+         mem.bytes_per_session, n_sessions, n_users);
+  printf("  fixed heap                  %11zu bytes (transition log, queues)\n",
          mem.fixed_bytes);
-  printf("  channel joins+leaves/s   %12.0f  (%d memberships in %d channels, "
-         "by handle, an event each)\n",
-         chan_ops_per_s, N_SESSIONS, N_CHANNELS);
-  printf("  heap per membership      %12.1f  bytes beyond the session (no "
+  printf("  events a run                %11llu\n", (unsigned long long)events);
+  printf("  channel joins+leaves        %11.0f [%.0f..%.0f]   (%zu memberships "
+         "in %zu channels, by handle, an event each)\n",
+         chan.med, chan.min, chan.max, n_sessions, n_channels);
+  printf("  heap per membership         %11.1f bytes beyond the session (no "
          "data)\n",
          chan_mem.bytes_per_membership);
   if (json_path) {
@@ -345,20 +480,33 @@ int main(int argc, char **argv) {
       return 1;
     }
     fprintf(f,
-            "{\"bench\":\"engine\",\"sessions\":%d,\"users\":%d,\"runs\":%d,"
-            "\"handle_ops_per_s\":%.0f,\"handle_events_per_s\":%.0f,"
-            "\"id_ops_per_s\":%.0f,\"id_events_per_s\":%.0f,"
-            "\"baseline_table_ops_per_s\":%.0f,\"handle_ratio\":%.3f,"
-            "\"heap_bytes_per_session\":%.1f,\"fixed_heap_bytes\":%zu,"
-            "\"channel_ops_per_s\":%.0f,\"heap_bytes_per_membership\":%.1f}\n",
-            N_SESSIONS, N_USERS, RUNS, handle_ops_per_s, handle_events_per_s,
-            ops_per_s, events_per_s, table_ops_per_s,
-            handle_ops_per_s / table_ops_per_s,
-            mem.bytes_per_session, mem.fixed_bytes, chan_ops_per_s,
+            "{\"bench\":\"engine\",\"sessions\":%zu,\"users\":%zu,"
+            "\"sessions_per_user\":%.3f,\"runs\":%d,\"ops_per_s\":{",
+            n_sessions, n_users, n / (double)n_users, n_runs);
+    print_rate(f, "connect", connect, 0);
+    print_rate(f, "status_by_handle", status_h, 0);
+    print_rate(f, "status_by_id", status_i, 0);
+    print_rate(f, "disconnect_by_handle", disconnect_h, 0);
+    print_rate(f, "disconnect_by_id", disconnect_i, 0);
+    print_rate(f, "all_by_handle", blend, 0);
+    print_rate(f, "channel_join_leave", chan, 1);
+    fprintf(f, "},\"table_ops_per_s\":{");
+    print_rate(f, "insert", ins, 0);
+    print_rate(f, "lookup", find, 0);
+    print_rate(f, "remove", rem, 0);
+    print_rate(f, "all", blend_table, 1);
+    fprintf(f,
+            "},\"heap_bytes_per_session\":%.1f,\"fixed_heap_bytes\":%zu,"
+            "\"events_per_run\":%llu,\"channels\":%zu,"
+            "\"channel_ops_per_s\":%.0f,\"heap_bytes_per_membership\":%.1f}"
+            "\n",
+            mem.bytes_per_session, mem.fixed_bytes,
+            (unsigned long long)events, n_channels, chan.med,
             chan_mem.bytes_per_membership);
     fclose(f);
   }
   free(handles);
+  free(channel_names);
   free(session_ids);
   free(user_ids);
   return 0;

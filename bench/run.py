@@ -8,6 +8,12 @@ bench/load against a presenced it starts (memory store) and against
 bench/echo (the network baseline), repeated, and writes
 bench/results/<date>.json and an SVG chart (bench/chart.py).
 
+Every comparison is interleaved: round r runs presenced then echo, round
+r+1 echo then presenced (A B, B A, ...), so a neighbour's burst on this
+shared machine lands on both sides alike; each figure is reported as
+min / median / max of its runs, and a ratio is the ratio of the medians
+of the same run. The load average is printed beside every run.
+
 `make soak` runs `run.py --soak`: a 10-minute churn against one presenced with
 its RSS sampled, written to bench/results/<date>-soak.json.
 
@@ -219,6 +225,34 @@ def run_load(build, srv, scenario, **kw):
     return res
 
 
+KINDS = ("presenced", "echo")
+
+
+def order(r):
+    """Round r's order: A B, then B A, then A B ..."""
+    return KINDS if r % 2 == 0 else KINDS[::-1]
+
+
+def values_of(runs, key):
+    vals = []
+    for r in runs:
+        v = r
+        for part in key.split("."):
+            v = v.get(part) if isinstance(v, dict) else None
+        if isinstance(v, (int, float)) and v >= 0:
+            vals.append(v)
+    return vals
+
+
+def spread(runs, key):
+    """min / median / max of a figure over the runs (None when absent)."""
+    v = values_of(runs, key)
+    if not v:
+        return None
+    return {"min": min(v), "median": statistics.median(v), "max": max(v),
+            "n": len(v)}
+
+
 def median_of(runs, key):
     vals = []
     for r in runs:
@@ -232,42 +266,54 @@ def median_of(runs, key):
 
 # ---- scenarios ------------------------------------------------------------
 
+def idle_once(build, kind, conns, i=0, hold_s=3):
+    """Connect storm then idle hold, on a fresh server (memory a server has
+    freed stays in its RSS, so only a first fill measures it)."""
+    srv = Server(build, kind, free_port()).start()
+    try:
+        time.sleep(0.5)
+        r = run_load(build, srv, "idle", conns=conns, hold_s=hold_s,
+                     concurrency=256, max_s=120)
+        if srv.limit_note:
+            r["server_limit_note"] = srv.limit_note
+        r["server_fd_limit"] = srv.fd_limit
+        log(f"idle {kind} #{i+1}: {r['ready']}/{r['requested_conns']} in, "
+            f"{r['connect_rate_per_s']:.0f}/s, "
+            f"{r.get('rss_per_conn_bytes', -1):.0f} B/conn "
+            f"(load {r['loadavg'][0]:.1f})")
+        return r
+    finally:
+        srv.stop()
+
+
 def scenario_idle(build, kind, conns, repeats, hold_s=3):
-    """Connect storm then idle hold, on a fresh server each time (memory a
-    server has freed stays in its RSS, so only a first fill measures it)."""
-    runs = []
-    for i in range(repeats):
-        srv = Server(build, kind, free_port()).start()
-        try:
-            time.sleep(0.5)
-            r = run_load(build, srv, "idle", conns=conns, hold_s=hold_s,
-                         concurrency=256, max_s=120)
-            if srv.limit_note:
-                r["server_limit_note"] = srv.limit_note
-            r["server_fd_limit"] = srv.fd_limit
-            runs.append(r)
-            log(f"idle {kind} #{i+1}: {r['ready']}/{r['requested_conns']} in, "
-                f"{r['connect_rate_per_s']:.0f}/s, "
-                f"{r.get('rss_per_conn_bytes', -1):.0f} B/conn")
-        finally:
-            srv.stop()
-    return runs
+    return [idle_once(build, kind, conns, i, hold_s) for i in range(repeats)]
+
+
+def interleaved_idle(build, conns, repeats):
+    out = {k: [] for k in KINDS}
+    for r in range(repeats):
+        for kind in order(r):
+            out[kind].append(idle_once(build, kind, conns, r))
+    return out
+
+
+def scenario_once(build, srv, scenario, i=0, **kw):
+    srv.wait_drained()
+    r = run_load(build, srv, scenario, **kw)
+    key = {"flip": "changes_per_s", "churn": "cycles_per_s",
+           "latency": "latency_ms"}[scenario]
+    v = r.get(key)
+    if isinstance(v, dict):
+        v = f"p50 {v['p50']:.2f} ms p99 {v['p99']:.2f} ms"
+    log(f"{scenario} {srv.kind} #{i+1}: {key} {v} "
+        f"(load {r['loadavg'][0]:.1f})")
+    return r
 
 
 def scenario_repeat(build, srv, scenario, repeats, **kw):
-    runs = []
-    for i in range(repeats):
-        srv.wait_drained()
-        r = run_load(build, srv, scenario, **kw)
-        runs.append(r)
-        key = {"flip": "changes_per_s", "churn": "cycles_per_s",
-               "latency": "latency_ms"}[scenario]
-        v = r.get(key)
-        if isinstance(v, dict):
-            v = f"p50 {v['p50']:.2f} ms p99 {v['p99']:.2f} ms"
-        log(f"{scenario} {srv.kind} #{i+1}: {key} {v} "
-            f"(load {r['loadavg'][0]:.1f})")
-    return runs
+    return [scenario_once(build, srv, scenario, i, **kw)
+            for i in range(repeats)]
 
 
 def scenario_reconnect(build, kind, repeats):
@@ -275,8 +321,11 @@ def scenario_reconnect(build, kind, repeats):
     client come back at RECONNECT_RATE/s; the listen queue must not
     overflow (TcpExtListenOverflows is machine-wide: other tenants count
     too, so a non-zero delta is checked against the refused count)."""
-    runs = []
-    for i in range(repeats):
+    return [reconnect_once(build, kind, i) for i in range(repeats)]
+
+
+def reconnect_once(build, kind, i=0):
+    if True:
         port = free_port()
         srv = Server(build, kind, port).start()
         argv = [f"{build}/bench/presence_load", "--scenario", "reconnect",
@@ -307,16 +356,15 @@ def scenario_reconnect(build, kind, repeats):
             r["listen_drops_delta"] = (after.get("TcpExtListenDrops", 0)
                                        - before.get("TcpExtListenDrops", 0))
             r["loadavg"] = loadavg()
-            runs.append(r)
             log(f"reconnect {kind} #{i+1}: {r['reconnected']} back at "
                 f"{r['reconnect_rate_per_s']:.0f}/s, overflows "
-                f"+{r['listen_overflows_delta']}")
+                f"+{r['listen_overflows_delta']} (load {r['loadavg'][0]:.1f})")
+            return r
         finally:
             if p.poll() is None:
                 p.kill()
                 p.wait()
             srv.stop()
-    return runs
 
 
 def redis_baseline(build):
@@ -390,14 +438,15 @@ def redis_baseline(build):
 
 
 def redis_store(build):
-    """The Redis store's own figures (issue 4), by bench/redis/bench_redis:
-    it starts a redis-server on a unix socket, drives 3 presence_t (one
-    thread and loop each) through it and reports session operations/s
-    beside redis-benchmark's ceilings for the store's connect EVALSHA and a
-    plain SET, measured in the same run; then kills an instance holding
-    100,000 sessions and reports the ms from its lease's expiry to the
-    cleanup event and the longest Redis command meanwhile. Built here when
-    the bench build lacks it (it needs hiredis)."""
+    """The Redis store's own figures (issues 4 and 21), by
+    bench/redis/bench_redis: it starts a redis-server on a unix socket,
+    drives 3 presence_t (one thread and loop each) through it and reports
+    session operations/s and Redis's CPU and EVALSHA time per operation,
+    the Redis time of one unbatched connect (redis-benchmark sending the
+    store's script, commandstats), then kills an instance holding 100,000
+    sessions and reports the ms from its lease's expiry to the cleanup
+    event, the longest Redis command meanwhile and Redis's memory per
+    session. Built here when the bench build lacks it (it needs hiredis)."""
     exe = f"{build}/bench/bench_redis"
     subprocess.run(["cmake", "--build", build, "--target", "bench_redis"],
                    capture_output=True)
@@ -414,32 +463,112 @@ def redis_store(build):
         return {"skipped": f"bench_redis failed (exit {p.returncode})"}
 
 
+ENGINE_RUNS = [
+    # (name, argv): the figures issue 21's targets name, each from its own
+    # invocation because the session/user mix changes the memory figure.
+    ("1_per_user_100k", ["--sessions", "100000", "--sessions-per-user", "1",
+                         "--runs", "5"]),
+    ("1_per_user_1m", ["--sessions", "1000000", "--sessions-per-user", "1",
+                       "--runs", "1"]),
+    ("4_per_user_1m", ["--sessions", "1000000", "--sessions-per-user", "4",
+                       "--runs", "3"]),
+]
+
+
 def engine(build):
-    path = f"/tmp/bench-engine-{os.getpid()}.json"
-    log("bench_engine (the core against its bare table)")
-    p = subprocess.run([f"{build}/bench/bench_engine", path],
-                       capture_output=True, text=True, timeout=900)
-    sys.stderr.write(p.stdout)
-    try:
-        with open(path) as f:
-            res = json.load(f)
-        os.unlink(path)
-        return res
-    except (OSError, ValueError):
-        return {"error": p.stderr[-1000:]}
+    """bench_engine at 1 and 4 sessions per user: connect, status and
+    disconnect rates apart, and the heap per session of each mix."""
+    out = {}
+    for name, args in ENGINE_RUNS:
+        path = f"/tmp/bench-engine-{os.getpid()}.json"
+        log(f"bench_engine {' '.join(args)} (load {loadavg()[0]:.1f})")
+        p = subprocess.run([f"{build}/bench/bench_engine", "--json", path]
+                           + args, capture_output=True, text=True,
+                           timeout=900)
+        sys.stderr.write(p.stdout)
+        try:
+            with open(path) as f:
+                out[name] = json.load(f)
+            os.unlink(path)
+            out[name]["loadavg"] = loadavg()
+        except (OSError, ValueError):
+            out[name] = {"error": p.stderr[-1000:]}
+    # The chart's figures (all four kinds by handle at 4 per user, beside
+    # the bare table).
+    four = out.get("4_per_user_1m", {})
+    if "ops_per_s" in four:
+        out["handle_ops_per_s"] = four["ops_per_s"]["all_by_handle"]["median"]
+        out["baseline_table_ops_per_s"] = four["table_ops_per_s"]["all"][
+            "median"]
+    return out
+
+
+# Issue 21's targets: (key, label, unit, target, direction). The figures
+# come from the summary; "ge" means at least the target, "le" at most.
+TARGETS_BENCH = [
+    ("engine_connect_1pu_100k", "engine connect creating its user, 1 session "
+     "per user, 100 k", "/s", 3e6, "ge"),
+    ("engine_bytes_1pu_1m", "engine bytes per session, 1 session per user, "
+     "1 M", "B", 160, "le"),
+    ("idle_rss_per_conn_10k", "RSS per idle WebSocket, 10,000 connections",
+     "B", 1000, "le"),
+    ("flip_vs_echo", "status changes/s vs echo doing the same work", "x",
+     0.9, "ge"),
+    ("storm_vs_echo", "connect storm vs echo", "x", 0.8, "ge"),
+]
+
+
+def target_row(key, label, unit, target, direction, value, **extra):
+    ok = None if value is None else (
+        value >= target if direction == "ge" else value <= target)
+    row = {"figure": label, "value": value, "unit": unit, "target": target,
+           "direction": direction, "ok": ok}
+    row.update(extra)
+    return row
+
+
+def print_targets(title, rows):
+    """The issue's table beside what was measured: a miss says MISS."""
+    print(f"\n{title}")
+    for key, r in rows.items():
+        v = r["value"]
+        vs = "n/a" if v is None else (f"{v:,.2f}" if abs(v) < 100
+                                      else f"{v:,.0f}")
+        cmp = ">=" if r["direction"] == "ge" else "<="
+        verdict = {True: "ok", False: "MISS", None: "NOT MEASURED"}[r["ok"]]
+        note = f"  ({r['note']})" if r.get("note") else ""
+        print(f"  {r['figure']:<62} {vs:>12} {r['unit']:<3} target "
+              f"{cmp} {r['target']:,}  {verdict}{note}")
+    sys.stdout.flush()
 
 
 def summarise(res):
-    """Medians and ratios, the figures docs/benchmarks.md quotes."""
+    """Medians (with min and max) and ratios of medians, the figures
+    docs/benchmarks.md quotes, and the issues' targets beside them."""
     s = {}
     sc = res["scenarios"]
 
     def pair(name, key):
-        p = median_of(sc[name]["presenced"], key)
-        e = median_of(sc[name]["echo"], key)
-        return {"presenced": p, "echo": e,
-                "ratio": round(p / e, 3) if p and e else None}
+        p = spread(sc.get(name, {}).get("presenced", []), key)
+        e = spread(sc.get(name, {}).get("echo", []), key)
+        pm = p["median"] if p else None
+        em = e["median"] if e else None
+        # Round by round (the two runs of a round were neighbours in time):
+        # the median of those ratios, a second view of the same run.
+        pv = values_of(sc.get(name, {}).get("presenced", []), key)
+        ev = values_of(sc.get(name, {}).get("echo", []), key)
+        rr = [a / b for a, b in zip(pv, ev) if b] if len(pv) == len(ev) \
+            else []
+        return {"presenced": pm, "echo": em,
+                "presenced_min_max": [p["min"], p["max"]] if p else None,
+                "echo_min_max": [e["min"], e["max"]] if e else None,
+                "ratio": round(pm / em, 3) if pm and em else None,
+                "round_ratios": [round(x, 3) for x in rr],
+                "median_round_ratio": (round(statistics.median(rr), 3)
+                                       if rr else None)}
     s["connect_storm_per_s"] = pair("idle", "connect_rate_per_s")
+    s["connect_storm_per_server_cpu_s"] = pair("idle",
+                                               "connects_per_server_cpu_s")
     s["idle_rss_per_conn_bytes"] = pair("idle", "rss_per_conn_bytes")
     s["churn_cycles_per_s"] = pair("churn", "cycles_per_s")
     s["flip_changes_per_s"] = pair("flip", "changes_per_s")
@@ -452,13 +581,23 @@ def summarise(res):
     s["reconnect_per_s"] = pair("reconnect", "reconnect_rate_per_s")
     s["reconnect_listen_overflows"] = {
         k: max((r.get("listen_overflows_delta", 0)
-                for r in sc["reconnect"][k]), default=None)
+                for r in sc.get("reconnect", {}).get(k, [])), default=None)
         for k in ("presenced", "echo")}
+    s["frames_note"] = ("echo gets the same frames: 101 + a welcome-shaped "
+                        "frame, the client's subscribe echoed in place of "
+                        "the snapshot, each status frame echoed in place of "
+                        "the subscriber's presence frame")
     eng = res.get("engine", {})
-    s["engine_ops_per_s"] = {"engine": eng.get("handle_ops_per_s"),
-                             "baseline_table": eng.get(
-                                 "baseline_table_ops_per_s"),
-                             "ratio": eng.get("handle_ratio")}
+    s["engine"] = {}
+    for name, _ in ENGINE_RUNS:
+        e = eng.get(name, {})
+        if "ops_per_s" in e:
+            s["engine"][name] = {
+                "connect": e["ops_per_s"]["connect"],
+                "status_by_handle": e["ops_per_s"]["status_by_handle"],
+                "disconnect_by_handle": e["ops_per_s"]["disconnect_by_handle"],
+                "table_insert": e["table_ops_per_s"]["insert"],
+                "heap_bytes_per_session": e["heap_bytes_per_session"]}
     rb = res.get("redis", {})
     if rb.get("flip_changes_per_s_median"):
         mem = s["flip_changes_per_s"]["presenced"]
@@ -471,8 +610,10 @@ def summarise(res):
     if isinstance(rs, dict) and rs.get("median_ops_per_s"):
         s["redis_store_ops_per_s"] = {
             "store": rs["median_ops_per_s"],
-            "evalsha_ceiling": rs.get("median_evalsha_ceiling_per_s"),
-            "ratio": rs.get("ratio_to_evalsha")}
+            "redis_cpu_us_per_op": rs.get("median_redis_cpu_us_per_op"),
+            "unbatched_connect_us_per_call": rs.get(
+                "median_unbatched_connect_us_per_call"),
+            "targets_issue21": rs.get("targets")}
     scale = sc.get("scale", {}).get("presenced", [])
     if scale:
         r = scale[0]
@@ -505,7 +646,35 @@ def summarise(res):
         t["issue4_redis_ge_50k_ops_per_s"] = {"value": v, "target": 50000,
                                               "ok": v >= 50000}
     s["targets"] = t
+    s["targets_issue21"] = issue21_targets(s)
     return s
+
+
+def issue21_targets(s):
+    e = s.get("engine", {})
+    fig = {
+        "engine_connect_1pu_100k": e.get("1_per_user_100k", {}).get(
+            "connect", {}).get("median"),
+        "engine_bytes_1pu_1m": e.get("1_per_user_1m", {}).get(
+            "heap_bytes_per_session"),
+        "idle_rss_per_conn_10k": s["idle_rss_per_conn_bytes"]["presenced"],
+        "flip_vs_echo": s["flip_changes_per_s"]["ratio"],
+        "storm_vs_echo": s["connect_storm_per_s"]["ratio"],
+    }
+    notes = {
+        "engine_bytes_1pu_1m": "at 4 per user: %s B" % e.get(
+            "4_per_user_1m", {}).get("heap_bytes_per_session"),
+        "idle_rss_per_conn_10k": "echo %s B" % (
+            round(s["idle_rss_per_conn_bytes"]["echo"])
+            if s["idle_rss_per_conn_bytes"]["echo"] else None),
+        "flip_vs_echo": "per server CPU-second: %s" % s[
+            "flip_changes_per_server_cpu_s"]["ratio"],
+        "storm_vs_echo": "per server CPU-second: %s" % s[
+            "connect_storm_per_server_cpu_s"]["ratio"],
+    }
+    return {k: target_row(k, label, unit, tgt, d, fig[k],
+                          **({"note": notes[k]} if k in notes else {}))
+            for k, label, unit, tgt, d in TARGETS_BENCH}
 
 
 def soak(args):
@@ -550,6 +719,13 @@ def main():
     ap.add_argument("--skip-engine", action="store_true")
     ap.add_argument("--quick", action="store_true",
                     help="one repeat of each, short runs (a smoke test)")
+    ap.add_argument("--only", default="",
+                    help="comma-separated parts to run (engine, idle, churn, "
+                    "flip, latency, reconnect, scale, redis, redis_store); "
+                    "default all")
+    ap.add_argument("--repeats", type=int, default=0,
+                    help="rounds of each comparison (default BENCH_REPEATS "
+                    "or 3)")
     args = ap.parse_args()
     os.makedirs(args.out, exist_ok=True)
     if args.soak:
@@ -557,6 +733,12 @@ def main():
     global REPEATS, DURATION_S
     if args.quick:
         REPEATS, DURATION_S = 1, 3
+    if args.repeats:
+        REPEATS = args.repeats
+    only = set(filter(None, args.only.split(",")))
+
+    def want(part):
+        return not only or part in only
     build = args.build
     t_start = time.time()
     res = {"date": datetime.date.today().isoformat(),
@@ -573,52 +755,66 @@ def main():
     if note:
         log("note: " + note)
         res["machine"]["nofile_note"] = note
-    res["engine"] = {"skipped": True} if args.skip_engine else engine(build)
+    res["only"] = sorted(only) or "all"
+    res["engine"] = ({"skipped": True} if args.skip_engine or not
+                     want("engine") else engine(build))
     sc = res["scenarios"]
 
-    sc["idle"] = {k: scenario_idle(build, k, IDLE_CONNS, REPEATS)
-                  for k in ("presenced", "echo")}
-    for kind in ("presenced", "echo"):
-        srv = Server(build, kind, free_port()).start()
-        try:
-            sc.setdefault("churn", {})[kind] = scenario_repeat(
-                build, srv, "churn", REPEATS, conns=CHURN_SLOTS,
-                duration_s=DURATION_S, max_s=DURATION_S + 30)
-            sc.setdefault("flip", {})[kind] = scenario_repeat(
-                build, srv, "flip", REPEATS, conns=FLIP_CONNS,
-                window=FLIP_WINDOW, duration_s=DURATION_S,
-                max_s=DURATION_S + 60)
-            sc.setdefault("latency", {})[kind] = scenario_repeat(
-                build, srv, "latency", REPEATS, conns=FLIP_CONNS,
-                rate=LAT_RATE, duration_s=DURATION_S, max_s=DURATION_S + 60)
-            if kind == "presenced":
-                srv.wait_drained()
-                res["presenced_metrics_after"] = {
-                    k: v for k, v in metrics(srv.port).items()
-                    if k.startswith("presenced_events_total")
-                    or k.startswith("presenced_errors_total")}
-        finally:
+    # Interleaved: each round runs both servers, the order rotated.
+    if want("idle"):
+        sc["idle"] = interleaved_idle(build, IDLE_CONNS, REPEATS)
+    srvs = {k: Server(build, k, free_port()).start() for k in KINDS}
+    try:
+        plan = [("churn", dict(conns=CHURN_SLOTS, duration_s=DURATION_S,
+                               max_s=DURATION_S + 30)),
+                ("flip", dict(conns=FLIP_CONNS, window=FLIP_WINDOW,
+                              duration_s=DURATION_S, max_s=DURATION_S + 60)),
+                ("latency", dict(conns=FLIP_CONNS, rate=LAT_RATE,
+                                 duration_s=DURATION_S,
+                                 max_s=DURATION_S + 60))]
+        for name, kw in plan:
+            if not want(name):
+                continue
+            sc[name] = {k: [] for k in KINDS}
+            for r in range(REPEATS):
+                for kind in order(r):
+                    sc[name][kind].append(
+                        scenario_once(build, srvs[kind], name, r, **kw))
+        srvs["presenced"].wait_drained()
+        res["presenced_metrics_after"] = {
+            k: v for k, v in metrics(srvs["presenced"].port).items()
+            if k.startswith("presenced_events_total")
+            or k.startswith("presenced_errors_total")}
+    finally:
+        for srv in srvs.values():
             srv.stop()
-    sc["reconnect"] = {k: scenario_reconnect(build, k, REPEATS)
-                       for k in ("presenced", "echo")}
+    if want("reconnect"):
+        sc["reconnect"] = {k: [] for k in KINDS}
+        for r in range(REPEATS):
+            for kind in order(r):
+                sc["reconnect"][kind].append(reconnect_once(build, kind, r))
 
     # Issue 7's 100,000 idle sessions: as many as this machine's descriptor
     # limit lets one presenced hold (the limit is reported when short).
     hard = nofile_hard()
     scale_n = min(SCALE_CONNS, hard - 200)
-    if scale_n < SCALE_CONNS:
-        log(f"scale: RLIMIT_NOFILE hard limit {hard} < {SCALE_CONNS}: "
-            f"running {scale_n} idle sessions instead")
-    sc["scale"] = {"presenced": scenario_idle(build, "presenced", scale_n, 1,
-                                              hold_s=5)}
-    sc["scale"]["presenced"][0]["target_conns"] = SCALE_CONNS
-    res["redis"] = redis_baseline(build)
-    res["redis_store"] = redis_store(build)
+    if want("scale"):
+        if scale_n < SCALE_CONNS:
+            log(f"scale: RLIMIT_NOFILE hard limit {hard} < {SCALE_CONNS}: "
+                f"running {scale_n} idle sessions instead")
+        sc["scale"] = {"presenced": scenario_idle(build, "presenced", scale_n,
+                                                  1, hold_s=5)}
+        sc["scale"]["presenced"][0]["target_conns"] = SCALE_CONNS
+    res["redis"] = (redis_baseline(build) if want("redis")
+                    else {"skipped": "not asked for (--only)"})
+    res["redis_store"] = (redis_store(build) if want("redis_store")
+                          else {"skipped": "not asked for (--only)"})
 
     res["machine"]["loadavg_end"] = loadavg()
     res["wall_s"] = round(time.time() - t_start, 1)
     res["summary"] = summarise(res)
-    out = os.path.join(args.out, f"{res['date']}.json")
+    tag = "" if not only else "-" + "-".join(sorted(only))
+    out = os.path.join(args.out, f"{res['date']}{tag}.json")
     with open(out, "w") as f:
         json.dump(res, f, indent=1)
     svg = out[:-5] + ".svg"
@@ -626,7 +822,45 @@ def main():
                    check=True)
     log(f"wrote {out} and {svg} in {res['wall_s']:.0f} s")
     print(json.dumps(res["summary"], indent=1))
+    print_summary(res)
     return 0
+
+
+def fmt_spread(v, mm):
+    if v is None:
+        return "n/a"
+    f = (lambda x: f"{x:,.2f}") if abs(v) < 100 else (lambda x: f"{x:,.0f}")
+    return f"{f(v)} [{f(mm[0])}..{f(mm[1])}]" if mm else f(v)
+
+
+def print_summary(res):
+    """Medians [min..max] of both sides and the ratio of medians, then the
+    issue's targets beside their figures."""
+    s = res["summary"]
+    la = res["machine"]["loadavg_start"][0], res["machine"]["loadavg_end"][0]
+    print(f"\nInterleaved medians [min..max] of {res['repeats']} rounds, "
+          f"load average {la[0]:.1f} at start, {la[1]:.1f} at end")
+    for key in ("connect_storm_per_s", "connect_storm_per_server_cpu_s",
+                "idle_rss_per_conn_bytes",
+                "churn_cycles_per_s", "flip_changes_per_s",
+                "flip_changes_per_server_cpu_s", "latency_p50_ms",
+                "latency_p99_ms", "reconnect_per_s"):
+        x = s[key]
+        if x["presenced"] is None and x["echo"] is None:
+            continue
+        print(f"  {key:<32} presenced {fmt_spread(x['presenced'], x['presenced_min_max']):<32}"
+              f" echo {fmt_spread(x['echo'], x['echo_min_max']):<32} ratio {x['ratio']}"
+              f" (rounds {x['round_ratios']})")
+    print(f"  (same frames on both sides: {s['frames_note']})")
+    print_targets("Issue 21 targets (make bench)", s["targets_issue21"])
+    rt = (s.get("redis_store_ops_per_s") or {}).get("targets_issue21")
+    if rt:
+        print("  Redis store (bench_redis):")
+        for k, r in rt.items():
+            verdict = {True: "ok", False: "MISS", None: "NOT MEASURED"}[
+                r.get("ok")]
+            print(f"    {k:<40} {r['value']:>10,.2f} [{r['min']:.2f}.."
+                  f"{r['max']:.2f}] target <= {r['target']:,}  {verdict}")
 
 
 if __name__ == "__main__":

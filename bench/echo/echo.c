@@ -3,9 +3,13 @@
  * bench/echo: the network baseline for presenced's figures.
  *
  * The least a WebSocket server on libuv can do: accept, read the upgrade
- * request, answer 101 with the RFC 6455 accept key, then send every text or
- * binary frame back unmasked, answer pings and close handshakes. No JSON, no
- * auth, no state. One loop on one thread, the same listen backlog (4096) and
+ * request, answer 101 with the RFC 6455 accept key and one text frame the
+ * size and shape of presenced's `welcome`, then send every text or binary
+ * frame back unmasked, answer pings and close handshakes. No JSON, no auth,
+ * no state. The welcome is there so that a client sees the same frames from
+ * both servers: 101 + welcome, then its `subscribe` answered by one frame
+ * (presenced's snapshot, the echo here), so a connect storm or an idle
+ * connection costs both the same network work. One loop on one thread, the same listen backlog (4096) and
  * TCP_NODELAY as presenced, writes through uv_try_write/uv_write as a server
  * on libuv would do them, so the load generator's figures against it are
  * the ceiling that the kernel, loopback and libuv allow on this machine.
@@ -165,6 +169,12 @@ static long handle_upgrade(client_t *c) {
                    "Sec-WebSocket-Accept: %s\r\n\r\n",
                    acc);
   client_write(c, (const unsigned char *)resp, (size_t)n);
+  /* presenced's welcome, with a session id of the same length (a UUID). */
+  static const char welcome[] =
+      "{\"type\":\"welcome\",\"protocol\":1,\"session_id\":"
+      "\"00000000-0000-4000-8000-000000000000\",\"user_id\":\"u0000000\","
+      "\"heartbeat_ms\":25000,\"timeout_ms\":60000}";
+  send_frame(c, 1, (const unsigned char *)welcome, sizeof welcome - 1);
   c->upgraded = 1;
   return end - req;
 }

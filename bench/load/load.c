@@ -13,7 +13,10 @@
  *
  * Against bench/echo (--mode echo) the same frames are sent and the echoed
  * frame counts as the completion, so the two figures share the client's
- * costs and differ only by what the server does with a message.
+ * costs and differ only by what the server does with a message. That holds
+ * for the handshake too: echo answers the upgrade with 101 and a
+ * welcome-shaped frame, the client then sends the same `subscribe` and
+ * counts the session in when its echo (presenced: the snapshot) arrives.
  *
  * Scenarios (--scenario):
  *   idle       connect --conns sessions (at most --concurrency handshakes at
@@ -493,7 +496,11 @@ static void completion(uint32_t idx) {
 }
 
 static void on_text(conn_t *c, const uint8_t *p, size_t n) {
-  if (g.echo) {
+  if (g.echo && c->state == CS_SUBSCRIBING) {
+    conn_ready(c); /* the echoed subscribe stands for the snapshot */
+    return;
+  }
+  if (g.echo && c->state != CS_WELCOME) {
     completion(c->idx);
     return;
   }
@@ -568,10 +575,7 @@ static void process(conn_t *c) {
       return;
     }
     off = (size_t)((const uint8_t *)end + 4 - c->rbuf);
-    if (g.echo)
-      conn_ready(c); /* echo has no welcome: the 101 is the whole handshake */
-    else
-      c->state = CS_WELCOME;
+    c->state = CS_WELCOME; /* echo sends a welcome-shaped frame too */
   }
   while (!c->closing) {
     size_t avail = c->rlen - off;
@@ -678,6 +682,7 @@ static void all_ready(void) {
           g.failed, span);
   switch (g.scenario) {
   case SC_IDLE:
+    g.cpu1 = read_cpu_s(g.pid); /* the storm's CPU, before the hold */
     uv_timer_start(&g.phase, on_hold_done, (uint64_t)(g.hold_s * 1000), 0);
     break;
   case SC_FLIP:
@@ -849,6 +854,12 @@ static void finish(void) {
     if (g.rss_before > 0 && g.rss_after > 0 && g.ready)
       printf(",\"rss_per_conn_bytes\":%.1f",
              (double)(g.rss_after - g.rss_before) * 1024.0 / g.ready);
+    /* Sessions in per CPU-second of the server: a storm figure that the
+     * other tenants of a shared machine cannot inflate. */
+    if (g.cpu0 >= 0 && g.cpu1 > g.cpu0)
+      printf(",\"storm_server_cpu_s\":%.3f,\"connects_per_server_cpu_s\":"
+             "%.1f",
+             g.cpu1 - g.cpu0, g.ready / (g.cpu1 - g.cpu0));
     print_dist("handshake_ms", g.hs, g.nhs);
     break;
   case SC_CHURN:
@@ -1030,7 +1041,6 @@ int main(int argc, char **argv) {
       g.max_s <= 0 || g.max_s > 7200 || g.concurrency == 0 || g.window == 0 ||
       g.window > 1000)
     usage();
-  if (g.echo) g.subscribe = 0; /* echo has no subscriptions */
   g.requested = g.nconns;
   raise_nofile();
   if (g.nconns < 2) return 1;
@@ -1073,6 +1083,7 @@ int main(int argc, char **argv) {
   uv_timer_init(g.loop, &g.tick);
   uv_timer_init(g.loop, &g.rss_timer);
   g.rss_before = read_rss_kb(g.pid);
+  if (g.scenario == SC_IDLE) g.cpu0 = read_cpu_s(g.pid);
   g.t_start = uv_hrtime();
   if (g.rss_interval_s > 0) {
     uint64_t ms = (uint64_t)(g.rss_interval_s * 1000);

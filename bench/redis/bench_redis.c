@@ -6,13 +6,22 @@
  *  1. throughput: N presence_t (one thread and libuv loop each, on the Redis
  *     store) cycle their sessions connect -> idle -> online -> end, each
  *     with a window of sessions in flight; every completed operation counts
- *     alike. Repeated; beside each repeat, redis-benchmark's ceiling for a
- *     comparable EVALSHA (the store's own script doing a connect, one per
- *     call) and for a plain SET, on the same server;
+ *     alike. Repeated. Figures: operations/s, and the Redis time each
+ *     operation costs, two ways: redis-server's CPU time (from /proc: the
+ *     commands plus its network and event loop) and the execution time of
+ *     the store's scripts (INFO commandstats: EVALSHA),
+ *     each divided by the operations completed in the window. Beside each
+ *     repeat, redis-benchmark sends the store's own script doing one
+ *     connect per call (unbatched: what a lone connect costs Redis, its
+ *     usec_per_call in commandstats) and a plain SET;
  *  2. reaping: a child process holding S sessions is killed -9; a live
  *     instance reaps it. Figure: Redis time from the lease's expiry to the
  *     cleanup event, and the longest Redis command meanwhile (SLOWLOG with
- *     a 0 us threshold).
+ *     a 1 ms threshold). Before the kill, Redis's memory per session: all
+ *     of used_memory the sessions added, the log's entries included, and
+ *     the log apart.
+ * Then issue 21's targets beside their figures on stderr (a miss says MISS),
+ * and in the JSON ("targets").
  * Prints one JSON object on stdout. Processes it starts are stopped by pid.
  */
 #define _GNU_SOURCE
@@ -137,6 +146,38 @@ static double redis_cpu_s(void) {
                    &ut, &stt) != 2)
     return 0;
   return (double)(ut + stt) / (double)sysconf(_SC_CLK_TCK);
+}
+
+/* INFO commandstats: calls and microseconds of one command so far. */
+static void cmd_stats(redisContext *c, const char *cmd, long long *calls,
+                      long long *us) {
+  *calls = *us = 0;
+  char key[64];
+  snprintf(key, sizeof key, "cmdstat_%s:", cmd);
+  redisReply *r = redisCommand(c, "INFO commandstats");
+  const char *p = r && r->type == REDIS_REPLY_STRING ? strstr(r->str, key)
+                                                     : NULL;
+  if (p && sscanf(p + strlen(key), "calls=%lld,usec=%lld", calls, us) != 2)
+    *calls = *us = 0;
+  if (r) freeReplyObject(r);
+}
+
+/* Microseconds Redis spent executing the store's scripts (every session
+ * operation is part of an EVALSHA; the log reader's XREAD is not counted).
+ * Commands a script runs are counted by commandstats under their own names
+ * as well as inside the EVALSHA's time, so only the calls are added. The
+ * time is wall clock inside Redis: on a loaded host it includes the time
+ * the VM or the scheduler took the CPU away mid-script, which the process's
+ * CPU time (the other figure) does not. */
+static long long store_cmd_us(redisContext *c) {
+  static const char *top[] = {"evalsha", "evalsha_ro"};
+  long long sum = 0;
+  for (size_t i = 0; i < sizeof top / sizeof top[0]; i++) {
+    long long calls, us;
+    cmd_stats(c, top[i], &calls, &us);
+    sum += us;
+  }
+  return sum;
 }
 
 /* ---- throughput --------------------------------------------------------- */
@@ -281,7 +322,8 @@ static void *worker_main(void *arg) {
 }
 
 static double throughput(int n, int slots, int duration_ms, long *errors,
-                         double *redis_cpu) {
+                         double *redis_cpu, double *cmd_us) {
+  redisContext *stats = rc_open();
   worker_t *ws = calloc((size_t)n, sizeof *ws);
   atomic_store(&g_run, 0);
   atomic_store(&g_counting, 0);
@@ -298,12 +340,15 @@ static double throughput(int n, int slots, int duration_ms, long *errors,
   atomic_store(&g_run, 1);
   sleep_ms(1000); /* warm-up */
   double c0 = redis_cpu_s();
+  long long u0 = store_cmd_us(stats);
   atomic_store(&g_counting, 1);
   int64_t t0 = now_ms();
   sleep_ms(duration_ms);
   atomic_store(&g_counting, 0);
   int64_t t1 = now_ms();
   *redis_cpu = (redis_cpu_s() - c0) * 1000.0 / (double)(t1 - t0);
+  *cmd_us = (double)(store_cmd_us(stats) - u0);
+  redisFree(stats);
   atomic_store(&g_run, 0);
   long ops = 0;
   *errors = 0;
@@ -351,7 +396,8 @@ static double redis_benchmark(const char *args) {
  * can send it: a registered instance with a long lease, random session
  * and user ids (a repeat is refused as EEXIST, which is rarer than 1 in
  * 10^4 here). */
-static double evalsha_ceiling(const char *sha) {
+static double evalsha_ceiling(const char *sha, double *us_per_call,
+                              double *cpu_us_per_call) {
   redisContext *c = rc_open();
   redisReply *r = redisCommand(c,
                                "EVALSHA %s 0 register rb: rb 0 100000 0 "
@@ -362,13 +408,24 @@ static double evalsha_ceiling(const char *sha) {
       r->element[1]->type == REDIS_REPLY_ARRAY)
     snprintf(epoch, sizeof epoch, "%s", r->element[1]->element[0]->str);
   if (r) freeReplyObject(r);
-  redisFree(c);
   char args[512];
   snprintf(args, sizeof args,
            "-r 100000000 EVALSHA %s 0 connect rb: rb %s 100000 0 3600000 0 "
            "s__rand_int__ u__rand_int__ '' 0",
            sha, epoch);
-  return redis_benchmark(args);
+  long long c0, u0, c1, u1;
+  cmd_stats(c, "evalsha", &c0, &u0);
+  double cpu0 = redis_cpu_s();
+  double rps = redis_benchmark(args);
+  double cpu1 = redis_cpu_s();
+  cmd_stats(c, "evalsha", &c1, &u1);
+  /* commandstats times a call by the wall clock inside Redis (inflated
+   * when the host takes the CPU away mid-script); the process's CPU time
+   * per call is the other view, network and event loop included. */
+  *us_per_call = c1 > c0 ? (double)(u1 - u0) / (double)(c1 - c0) : -1;
+  *cpu_us_per_call = c1 > c0 ? (cpu1 - cpu0) * 1e6 / (double)(c1 - c0) : -1;
+  redisFree(c);
+  return rps;
 }
 
 /* ---- reaping ------------------------------------------------------------ */
@@ -458,18 +515,8 @@ static long long key_memory(redisContext *c, const char *key) {
   return v;
 }
 
-/* INFO commandstats: EVALSHA calls and microseconds so far. */
-static void evalsha_stats(redisContext *c, long long *calls, long long *us) {
-  *calls = *us = 0;
-  redisReply *r = redisCommand(c, "INFO commandstats");
-  const char *p = r && r->type == REDIS_REPLY_STRING
-                      ? strstr(r->str, "cmdstat_evalsha:")
-                      : NULL;
-  if (p) sscanf(p, "cmdstat_evalsha:calls=%lld,usec=%lld", calls, us);
-  if (r) freeReplyObject(r);
-}
-
 static double median(double *v, int n);
+static double g_mem_with_log = -1, g_mem_without_log = -1;
 
 static void reaping(int n, uint32_t hb, uint32_t lease, FILE *out) {
   redisContext *c = rc_open();
@@ -519,13 +566,18 @@ static void reaping(int n, uint32_t hb, uint32_t lease, FILE *out) {
   long long mem1 = used_memory(c);
   double per_session =
       connected > 0 ? (double)(mem1 - mem0 - mem_log) / connected : -1;
+  /* With the log: everything the sessions added (the log holds their
+   * connects' events, up to its cap; at --reap sessions below the cap each
+   * session's share is its event). */
+  g_mem_with_log = connected > 0 ? (double)(mem1 - mem0) / connected : -1;
+  g_mem_without_log = per_session;
   rc_do(c, "CONFIG SET slowlog-max-len 100000");
   /* 1 ms, not 0: with 0 Redis 7 also logs every command a script runs,
    * and those crowd the calls themselves out of the log. */
   rc_do(c, "CONFIG SET slowlog-log-slower-than 1000");
   rc_do(c, "SLOWLOG RESET");
   long long es0, ec0, es1, ec1;
-  evalsha_stats(c, &ec0, &es0);
+  cmd_stats(c, "evalsha", &ec0, &es0);
   kill(child, SIGKILL);
   waitpid(child, NULL, 0);
   if (getenv("BENCH_DEBUG"))
@@ -538,7 +590,7 @@ static void reaping(int n, uint32_t hb, uint32_t lease, FILE *out) {
   int64_t end = now_ms() + 60000;
   while (!o.cleanup && now_ms() < end)
     uv_run(&loop, UV_RUN_ONCE); /* timers wake it at least every 250 ms */
-  evalsha_stats(c, &ec1, &es1);
+  cmd_stats(c, "evalsha", &ec1, &es1);
   rc_do(c, "CONFIG SET slowlog-log-slower-than 10000");
   r = redisCommand(c, "SLOWLOG GET 100000");
   long long max_us = 0, reap_calls = 0;
@@ -578,14 +630,16 @@ static void reaping(int n, uint32_t hb, uint32_t lease, FILE *out) {
           "\"reaping\": {\"sessions\": %d, \"connect_ms\": %lld, "
           "\"lease_ms\": %u, \"cleanup\": %s, \"ms_after_lease_expiry\": "
           "%lld, \"session_ids_in_cleanup\": %zu, \"sessions_left\": %lld, "
-          "\"redis_bytes_per_session\": %.0f, \"redis_log_bytes\": %lld, "
+          "\"redis_bytes_per_session\": %.0f, "
+          "\"redis_bytes_per_session_with_log\": %.0f, "
+          "\"redis_log_bytes\": %lld, "
           "\"evalsha_calls\": %lld, \"evalsha_us\": %lld, "
           "\"reap_calls_over_1ms\": %lld, \"reap_call_p50_us\": %.0f, "
           "\"reap_call_p99_us\": %.0f, \"slowlog_max_us\": %lld, "
           "\"slowlog_max_cmd\": \"%s\"}",
           connected, (long long)connect_ms, lease, o.cleanup ? "true" : "false",
           o.cleanup ? (long long)o.cleanup_ts - expiry : -1, o.ids, left,
-          per_session, mem_log,
+          per_session, g_mem_with_log, mem_log,
           ec1 - ec0, es1 - es0, reap_calls, reap_p50, reap_p99, max_us,
           max_op);
   presence_free(obs);
@@ -628,6 +682,10 @@ int main(int argc, char **argv) {
   double *ops = calloc((size_t)repeats, sizeof(double));
   double *ceil = calloc((size_t)repeats, sizeof(double));
   double *setc = calloc((size_t)repeats, sizeof(double));
+  double *cpu_us = calloc((size_t)repeats, sizeof(double));
+  double *cmd_us = calloc((size_t)repeats, sizeof(double));
+  double *one_us = calloc((size_t)repeats, sizeof(double));
+  double *one_cpu = calloc((size_t)repeats, sizeof(double));
   double load0 = loadavg1();
   printf("{\"instances\": %d, \"slots_per_instance\": %d, \"duration_ms\": "
          "%d, \"repeats\": [",
@@ -636,46 +694,103 @@ int main(int argc, char **argv) {
     rc_do(c, "FLUSHALL");
     long errors = 0;
     double l = loadavg1();
-    double rcpu = 0;
-    ops[k] = throughput(inst, slots, dur, &errors, &rcpu);
+    double rcpu = 0, cus = 0;
+    ops[k] = throughput(inst, slots, dur, &errors, &rcpu, &cus);
+    /* Per operation: CPU seconds per second / operations per second. */
+    cpu_us[k] = ops[k] > 0 ? rcpu * 1e6 / ops[k] : -1;
+    cmd_us[k] = ops[k] > 0 ? cus / (ops[k] * dur / 1000.0) : -1;
     rc_do(c, "FLUSHALL");
-    ceil[k] = evalsha_ceiling(sha);
+    ceil[k] = evalsha_ceiling(sha, &one_us[k], &one_cpu[k]);
     setc[k] = redis_benchmark("-r 100000 SET k__rand_int__ v");
-    printf("%s{\"ops_per_s\": %.0f, \"errors\": %ld, \"evalsha_connect_"
-           "ceiling_per_s\": %.0f, \"set_ceiling_per_s\": %.0f, "
-           "\"redis_cpu\": %.2f, \"redis_us_per_op\": %.2f, "
-           "\"loadavg1\": %.2f}",
-           k ? ", " : "", ops[k], errors, ceil[k], setc[k], rcpu,
-           ops[k] > 0 ? rcpu * 1e6 / ops[k] : 0, l);
+    printf("%s{\"ops_per_s\": %.0f, \"errors\": %ld, "
+           "\"redis_cpu\": %.2f, \"redis_cpu_us_per_op\": %.2f, "
+           "\"redis_cmd_us_per_op\": %.2f, "
+           "\"unbatched_connect_per_s\": %.0f, "
+           "\"unbatched_connect_us_per_call\": %.2f, "
+           "\"unbatched_connect_cpu_us_per_call\": %.2f, "
+           "\"set_ceiling_per_s\": %.0f, \"loadavg1\": %.2f}",
+           k ? ", " : "", ops[k], errors, rcpu, cpu_us[k], cmd_us[k], ceil[k],
+           one_us[k], one_cpu[k], setc[k], l);
     fflush(stdout);
     fprintf(stderr,
-            "repeat %d: %.0f ops/s (errors %ld, redis-server %.0f%% of a "
-            "CPU, %.2f us per op), EVALSHA connect ceiling %.0f/s, SET "
-            "%.0f/s, load %.2f\n",
-            k + 1, ops[k], errors, rcpu * 100,
-            ops[k] > 0 ? rcpu * 1e6 / ops[k] : 0, ceil[k], setc[k], l);
+            "repeat %d: %.0f ops/s (errors %ld), Redis per op: %.2f us CPU "
+            "(redis-server at %.0f%% of a core), %.2f us in EVALSHA; "
+            "one unbatched connect: %.2f us per call (%.2f us CPU, %.0f/s); "
+            "SET %.0f/s; load %.2f\n",
+            k + 1, ops[k], errors, cpu_us[k], rcpu * 100, cmd_us[k], one_us[k],
+            one_cpu[k], ceil[k], setc[k], l);
   }
-  double mo = 0, mc = 0, ms = 0;
+  double mo = 0, mc = 0, ms = 0, mcpu = -1, mcmd = -1, mone = -1;
+  double mone_cpu = -1;
+  double range[3][2] = {{0, 0}, {0, 0}, {0, 0}};
   if (repeats > 0) {
     mo = median(ops, repeats);
     mc = median(ceil, repeats);
     ms = median(setc, repeats);
+    mcpu = median(cpu_us, repeats); /* median() sorts: min/max after it */
+    range[0][0] = cpu_us[0], range[0][1] = cpu_us[repeats - 1];
+    mcmd = median(cmd_us, repeats);
+    range[1][0] = cmd_us[0], range[1][1] = cmd_us[repeats - 1];
+    mone = median(one_us, repeats);
+    range[2][0] = one_us[0], range[2][1] = one_us[repeats - 1];
+    mone_cpu = median(one_cpu, repeats);
   }
-  printf("], \"median_ops_per_s\": %.0f, \"median_evalsha_ceiling_per_s\": "
-         "%.0f, \"median_set_ceiling_per_s\": %.0f, \"ratio_to_evalsha\": "
-         "%.2f, ",
-         mo, mc, ms, mc > 0 ? mo / mc : 0);
+  printf("], \"median_ops_per_s\": %.0f, "
+         "\"median_redis_cpu_us_per_op\": %.2f, "
+         "\"median_redis_cmd_us_per_op\": %.2f, "
+         "\"median_unbatched_connect_us_per_call\": %.2f, "
+         "\"median_unbatched_connect_cpu_us_per_call\": %.2f, "
+         "\"median_unbatched_connect_per_s\": %.0f, "
+         "\"median_set_ceiling_per_s\": %.0f, ",
+         mo, mcpu, mcmd, mone, mone_cpu, mc, ms);
   fflush(stdout);
   redisFree(c);
   if (reap_n > 0)
     reaping(reap_n, hb, lease, stdout);
   else
     printf("\"reaping\": null");
-  printf(", \"loadavg1_start\": %.2f, \"loadavg1_end\": %.2f, \"cpus\": %ld}\n",
+  /* Issue 21's targets beside the figures. */
+  struct {
+    const char *key, *label;
+    double value, target, lo, hi;
+  } t[] = {
+      {"redis_cpu_us_per_op", "Redis CPU per session operation, batched mix",
+       mcpu, 6, range[0][0], range[0][1]},
+      {"unbatched_connect_us_per_call",
+       "one unbatched connect, Redis time per call", mone, 15, range[2][0],
+       range[2][1]},
+      {"redis_bytes_per_session_with_log",
+       "Redis memory per session, log share included", g_mem_with_log, 300,
+       g_mem_with_log, g_mem_with_log},
+  };
+  printf(", \"targets\": {");
+  fprintf(stderr, "\nIssue 21 targets (make bench-redis), load %.2f -> %.2f\n",
+          load0, loadavg1());
+  for (size_t i = 0; i < sizeof t / sizeof t[0]; i++) {
+    int measured = t[i].value >= 0;
+    int ok = measured && t[i].value <= t[i].target;
+    printf("%s\"%s\": {\"value\": %.2f, \"min\": %.2f, \"max\": %.2f, "
+           "\"target\": %.0f, \"direction\": \"le\", \"ok\": %s}",
+           i ? ", " : "", t[i].key, t[i].value, t[i].lo, t[i].hi, t[i].target,
+           measured ? (ok ? "true" : "false") : "null");
+    fprintf(stderr, "  %-50s %8.2f [%.2f..%.2f]  target <= %.0f  %s\n",
+            t[i].label, t[i].value, t[i].lo, t[i].hi, t[i].target,
+            !measured ? "NOT MEASURED" : ok ? "ok" : "MISS");
+  }
+  fprintf(stderr, "  (batched mix: also %.2f us per op inside EVALSHA, "
+          "commandstats; one unbatched connect: %.2f us of redis-server CPU "
+          "per call; memory without the log: %.0f B per session)\n",
+          mcmd, mone_cpu, g_mem_without_log);
+  printf("}, \"loadavg1_start\": %.2f, \"loadavg1_end\": %.2f, \"cpus\": "
+         "%ld}\n",
          load0, loadavg1(), sysconf(_SC_NPROCESSORS_ONLN));
   server_stop();
   free(ops);
   free(ceil);
   free(setc);
+  free(cpu_us);
+  free(cmd_us);
+  free(one_us);
+  free(one_cpu);
   return 0;
 }

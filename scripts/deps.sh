@@ -15,6 +15,10 @@ want=(
 for arg in "$@"; do
   case "$arg" in
     --browser) want+=(chromium nodejs) ;;
+    # The SDKs' suites (sdk/tests.cmake): pytest with Flask and FastAPI (on
+    # uvicorn) for the Python SDK's webhook helpers, node and npm for the
+    # Node SDK and the type-checks, Go for the Go SDK.
+    --sdk) want+=(python3-pytest python3-flask python3-fastapi python3-uvicorn nodejs npm golang-go) ;;
     *) echo "deps.sh: unknown option $arg" >&2; exit 2 ;;
   esac
 done
@@ -23,6 +27,8 @@ missing=()
 for pkg in "${want[@]}"; do
   # nodejs may come from elsewhere than Debian (node 20 on this image).
   if [ "$pkg" = nodejs ] && command -v node >/dev/null 2>&1; then continue; fi
+  if [ "$pkg" = npm ] && command -v npm >/dev/null 2>&1; then continue; fi
+  if [ "$pkg" = golang-go ] && command -v go >/dev/null 2>&1; then continue; fi
   status=$(dpkg-query -W -f='${db:Status-Status}' "$pkg" 2>/dev/null || true)
   [ "$status" = installed ] || missing+=("$pkg")
 done

@@ -13,3 +13,9 @@ if(TARGET presenced)
   add_test(NAME sdk/node COMMAND bash ${CMAKE_SOURCE_DIR}/sdk/node/test/run.sh $<TARGET_FILE:presenced>)
   set_tests_properties(sdk/node PROPERTIES LABELS sdk TIMEOUT 300)
 endif()
+
+if(TARGET presenced)
+  # sdk/python: pytest against a presenced of this build.
+  add_test(NAME sdk/python COMMAND bash ${CMAKE_SOURCE_DIR}/sdk/python/tests/run.sh $<TARGET_FILE:presenced>)
+  set_tests_properties(sdk/python PROPERTIES LABELS sdk TIMEOUT 300)
+endif()

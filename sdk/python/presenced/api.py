@@ -1,0 +1,93 @@
+# SPDX-License-Identifier: MIT
+"""A typed client of presenced's backend HTTP API (docs/api.md)."""
+import json
+import urllib.error
+import urllib.parse
+import urllib.request
+from typing import Any, Dict, List, Optional, TypedDict
+
+from .errors import PresenceError
+
+
+class User(TypedDict):
+    user_id: str
+    status: str          # "online" | "idle" | "offline"
+    since: int           # ms since the epoch; 0: never seen
+    last_seen: int
+    sessions: int
+    version: int
+
+
+class Session(TypedDict):
+    session_id: str
+    status: str          # "online" | "idle"
+    meta: Optional[Dict[str, Any]]
+    connected: int
+    since: int
+    instance: str
+
+
+def _q(s: str) -> str:
+    return urllib.parse.quote(s, safe="")
+
+
+class PresenceAPI:
+    """``PresenceAPI("http://127.0.0.1:7070", api_key)``. Every failure raises
+    PresenceError (``status``, ``code``: the daemon's code or "network")."""
+
+    def __init__(self, url: str, api_key: str, *, timeout: float = 10.0):
+        self.url = url.rstrip("/")
+        self.api_key = api_key
+        self.timeout = timeout
+
+    def request(self, method: str, path: str, body: Any = None) -> Any:
+        headers = {"Accept": "application/json", "Authorization": f"Bearer {self.api_key}"}
+        data = None
+        if body is not None:
+            data = json.dumps(body).encode()
+            headers["Content-Type"] = "application/json"
+        req = urllib.request.Request(self.url + path, data=data, method=method, headers=headers)
+        try:
+            with urllib.request.urlopen(req, timeout=self.timeout) as res:
+                text = res.read()
+                status = res.status
+        except urllib.error.HTTPError as e:
+            text = e.read()
+            try:
+                err = json.loads(text)["error"]
+                raise PresenceError(e.code, err.get("code") or f"http_{e.code}", err.get("message", "")) from None
+            except (ValueError, KeyError, TypeError):
+                raise PresenceError(e.code, f"http_{e.code}", text[:200].decode("utf-8", "replace")) from None
+        except (urllib.error.URLError, OSError) as e:
+            raise PresenceError(0, "network", str(getattr(e, "reason", e))) from e
+        try:
+            return json.loads(text)
+        except ValueError:
+            raise PresenceError(status, "bad_response", "the answer is not JSON") from None
+
+    def get_user(self, user_id: str) -> User:
+        """GET /v1/users/{id}"""
+        return self.request("GET", f"/v1/users/{_q(user_id)}")
+
+    def get_users(self, user_ids: List[str]) -> List[User]:
+        """POST /v1/users/query in requests of 1000 ids; in the order asked."""
+        out: List[User] = []
+        for i in range(0, len(user_ids), 1000):
+            out += self.request("POST", "/v1/users/query", {"user_ids": list(user_ids[i:i + 1000])})["users"]
+        return out
+
+    def sessions(self, user_id: str) -> List[Session]:
+        """GET /v1/users/{id}/sessions"""
+        return self.request("GET", f"/v1/users/{_q(user_id)}/sessions")["sessions"]
+
+    def kick(self, session_id: str) -> None:
+        """DELETE /v1/sessions/{id}: the client is closed with 4003; PresenceError "no_session" if gone."""
+        self.request("DELETE", f"/v1/sessions/{_q(session_id)}")
+
+    def health(self) -> Dict[str, Any]:
+        return self.request("GET", "/healthz")
+
+    def events(self, **kw) -> "EventStream":
+        """GET /v1/events as an iterator that resumes by cursor; see EventStream."""
+        from .events import EventStream
+        return EventStream(self.url, self.api_key, **kw)

@@ -1,0 +1,31 @@
+# SPDX-License-Identifier: MIT
+"""The daemon's errors: an HTTP status plus {"error": {"code", "message"}}."""
+
+
+class PresenceError(Exception):
+    """An error answer of presenced (or no answer: status 0, code "network").
+
+    ``code`` is the daemon's stable error code (docs/api.md#errors):
+    ``no_session``, ``bad_user_id``, ``unauthorized``, ``store_unavailable``, ...
+    """
+
+    def __init__(self, status: int, code: str, message: str):
+        super().__init__(f"{code}: {message}")
+        self.status = status
+        self.code = code
+        self.message = message
+
+    @property
+    def retryable(self) -> bool:
+        """No answer, a 5xx, 408 or 429."""
+        return self.status == 0 or self.status >= 500 or self.status in (408, 429)
+
+
+class WebhookError(Exception):
+    """A delivery refused by verification; ``status`` is the HTTP status to answer."""
+
+    def __init__(self, code: str, message: str, status: int = 401):
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+        self.status = status

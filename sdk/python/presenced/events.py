@@ -1,0 +1,130 @@
+# SPDX-License-Identifier: MIT
+"""The event stream (GET /v1/events) as an iterator that reconnects by itself
+and resumes after the last event it yielded (Last-Event-ID): nothing still in
+presenced's log is lost or repeated. A gap (events left the log, or presenced
+restarted) is yielded as its own item: re-read the users you care about."""
+import http.client
+import json
+import threading
+import time
+import urllib.parse
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, Iterator, Optional, Union
+
+from .errors import PresenceError
+
+
+@dataclass
+class StreamItem:
+    type: str                 # the event type, or "gap"
+    seq: Optional[int]        # None for a gap
+    data: Dict[str, Any]      # the event; for a gap {"after", "oldest"}
+
+    @property
+    def gap(self) -> bool:
+        return self.type == "gap"
+
+
+class EventStream:
+    """``for item in api.events(after=saved_cursor): ...``
+
+    ``cursor`` is the seq of the last event yielded: store it with what you
+    applied and pass it back as ``after``. Failed connections are retried
+    (backoff from ``retry_s`` to ``max_retry_s``; ``on_error`` sees each); a
+    wrong key or a refused cursor raises PresenceError. ``close()`` (from any
+    thread) ends the iteration.
+    """
+
+    def __init__(self, url: str, api_key: str, *, after: Union[int, str, None] = None,
+                 retry_s: float = 0.5, max_retry_s: float = 15.0, read_timeout_s: float = 60.0,
+                 on_error: Optional[Callable[[Exception], None]] = None,
+                 on_connect: Optional[Callable[[], None]] = None):
+        u = urllib.parse.urlsplit(url)
+        self._host, self._port = u.hostname, u.port or (443 if u.scheme == "https" else 80)
+        self._https = u.scheme == "https"
+        self._prefix = u.path.rstrip("/")
+        self.api_key = api_key
+        self.cursor: Optional[str] = None if after is None else str(after)
+        self.retry_s, self.max_retry_s, self.read_timeout_s = retry_s, max_retry_s, read_timeout_s
+        self.on_error, self.on_connect = on_error, on_connect
+        self.connects = 0
+        self._closed = threading.Event()
+        self._conn: Optional[http.client.HTTPConnection] = None
+
+    def close(self) -> None:
+        self._closed.set()
+        conn = self._conn
+        if conn is not None and conn.sock is not None:
+            try:
+                conn.sock.shutdown(2)
+            except OSError:
+                pass
+
+    def __iter__(self) -> Iterator[StreamItem]:
+        delay = self.retry_s
+        while not self._closed.is_set():
+            cls = http.client.HTTPSConnection if self._https else http.client.HTTPConnection
+            conn = cls(self._host, self._port, timeout=self.read_timeout_s)
+            self._conn = conn
+            headers = {"Authorization": f"Bearer {self.api_key}", "Accept": "text/event-stream"}
+            if self.cursor is not None:
+                headers["Last-Event-ID"] = self.cursor
+            try:
+                conn.request("GET", self._prefix + "/v1/events", headers=headers)
+                res = conn.getresponse()
+                if res.status != 200:
+                    text = res.read()
+                    try:
+                        err = json.loads(text)["error"]
+                        e = PresenceError(res.status, err.get("code", f"http_{res.status}"), err.get("message", ""))
+                    except (ValueError, KeyError, TypeError):
+                        e = PresenceError(res.status, f"http_{res.status}", text[:200].decode("utf-8", "replace"))
+                    if res.status in (400, 401):
+                        raise e            # does not heal by retrying
+                    raise OSError(str(e))
+                self.connects += 1
+                if self.on_connect:
+                    self.on_connect()
+                delay = self.retry_s
+                ev: Dict[str, Any] = {"data": []}
+                for raw in res:
+                    line = raw.decode("utf-8").rstrip("\r\n")
+                    if line == "":
+                        if ev["data"]:
+                            item = self._item(ev)
+                            if item is not None:
+                                yield item
+                        ev = {"data": []}
+                    elif line.startswith(":"):
+                        continue           # keepalive comment
+                    else:
+                        name, _, value = line.partition(":")
+                        value = value[1:] if value.startswith(" ") else value
+                        if name == "data":
+                            ev["data"].append(value)
+                        else:
+                            ev[name] = value
+                    if self._closed.is_set():
+                        return
+            except PresenceError:
+                raise
+            except (OSError, http.client.HTTPException, ValueError) as e:
+                if self._closed.is_set():
+                    return
+                if self.on_error:
+                    self.on_error(e)
+            finally:
+                conn.close()
+                self._conn = None
+            if self._closed.wait(delay):
+                return
+            delay = min(delay * 2, self.max_retry_s)
+
+    def _item(self, ev: Dict[str, Any]) -> Optional[StreamItem]:
+        data = json.loads("\n".join(ev["data"]))
+        kind = ev.get("event", "message")
+        if kind == "gap":
+            return StreamItem("gap", None, data)
+        if ev.get("id"):
+            self.cursor = ev["id"]
+        return StreamItem(kind, data.get("seq"), data)

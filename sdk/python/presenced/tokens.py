@@ -1,0 +1,52 @@
+# SPDX-License-Identifier: MIT
+"""Client tokens: the HS256 JWTs presenced checks on /v1/ws (protocol.md 1.1)."""
+import base64
+import hashlib
+import hmac
+import json
+import time
+from typing import Any, Dict, List, Optional, Union
+
+
+def _b64(b: bytes) -> str:
+    return base64.urlsafe_b64encode(b).rstrip(b"=").decode()
+
+
+def mint_token(secret: Union[str, bytes], user_id: str, *, ttl: int = 3600,
+               expires_at: Optional[int] = None, watch: Union[List[str], str, None] = None,
+               meta: Optional[Dict[str, Any]] = None, audience: Optional[str] = None,
+               not_before: Optional[int] = None, claims: Optional[Dict[str, Any]] = None,
+               now: Optional[float] = None) -> str:
+    """Mint a client token.
+
+    ``sub`` = user_id, ``exp`` = now + ttl seconds (or ``expires_at``), ``watch``
+    ("*" or user ids; absent: only the user itself), ``meta`` (a dict stored with
+    the session), ``aud`` (must equal --jwt-audience), ``nbf``, ``iat``; ``claims``
+    adds other claims as they are.
+    """
+    if not secret:
+        raise ValueError("mint_token: secret is required")
+    if not isinstance(user_id, str) or not user_id:
+        raise ValueError("mint_token: user_id must be a non-empty string")
+    if isinstance(secret, str):
+        secret = secret.encode()
+    now_s = int(time.time() if now is None else now)
+    body: Dict[str, Any] = {"sub": user_id, "exp": int(expires_at) if expires_at is not None else now_s + int(ttl),
+                            "iat": now_s}
+    if watch is not None:
+        if watch != "*" and not (isinstance(watch, list) and all(isinstance(w, str) for w in watch)):
+            raise ValueError("mint_token: watch must be '*' or a list of user ids")
+        body["watch"] = watch
+    if meta is not None:
+        if not isinstance(meta, dict):
+            raise ValueError("mint_token: meta must be a dict")
+        body["meta"] = meta
+    if audience is not None:
+        body["aud"] = audience
+    if not_before is not None:
+        body["nbf"] = int(not_before)
+    body.update(claims or {})
+    head = _b64(json.dumps({"alg": "HS256", "typ": "JWT"}, separators=(",", ":")).encode())
+    payload = _b64(json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode())
+    sig = hmac.new(secret, f"{head}.{payload}".encode(), hashlib.sha256).digest()
+    return f"{head}.{payload}.{_b64(sig)}"

@@ -1,0 +1,142 @@
+# SPDX-License-Identifier: MIT
+"""Fixtures: a real presenced (PRESENCED, else build/presenced of the
+repository) on a free loopback port, stopped by its pid; WebSocket users."""
+import asyncio
+import json
+import os
+import pathlib
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[3]
+sys.path.insert(0, str(ROOT / "sdk" / "python"))
+
+from presenced import mint_token  # noqa: E402
+
+PRESENCED = os.environ.get("PRESENCED") or str(ROOT / "build" / "presenced")
+API_KEY = "sdk-python-test-key"
+JWT_SECRET = "sdk-python-jwt-secret"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(fn, timeout=10.0, what="condition"):
+    end = time.monotonic() + timeout
+    while True:
+        try:
+            v = fn()
+            if v:
+                return v
+        except Exception:  # noqa: BLE001 - retried until the deadline
+            pass
+        if time.monotonic() > end:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+class Presenced:
+    def __init__(self, *args):
+        self.args = list(args)
+        self.port = None
+        self.proc = None
+
+    @property
+    def url(self):
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self):
+        if not os.access(PRESENCED, os.X_OK):
+            raise RuntimeError(f"presenced not found at {PRESENCED} (set PRESENCED)")
+        self.port = self.port or free_port()
+        self.proc = subprocess.Popen([PRESENCED, "--listen", f"127.0.0.1:{self.port}", "--api-key", API_KEY,
+                                      "--jwt-secret", JWT_SECRET, "--log-level", "warn", *self.args],
+                                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+        def healthy():
+            if self.proc.poll() is not None:
+                raise RuntimeError("presenced exited: " + self.proc.stderr.read().decode())
+            with urllib.request.urlopen(self.url + "/healthz", timeout=1) as r:
+                return r.status == 200
+        wait_for(healthy, what="presenced /healthz")
+        return self
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self.proc and self.proc.stderr:
+            self.proc.stderr.close()
+
+
+class User:
+    """A client's WebSocket session (the websockets package, in its own thread)."""
+
+    def __init__(self, pd, user_id, secret=JWT_SECRET, **claims):
+        import websockets
+        self.messages, self.close_code, self.session_id = [], None, None
+        self._welcome = threading.Event()
+        self._closed = threading.Event()
+        self._loop = asyncio.new_event_loop()
+        token = mint_token(secret, user_id, **claims)
+        url = f"ws://127.0.0.1:{pd.port}/v1/ws?token={token}"
+        self.error = None
+
+        async def main():
+            try:
+                async with websockets.connect(url) as ws:
+                    self._ws = ws
+                    async for m in ws:
+                        msg = json.loads(m)
+                        self.messages.append(msg)
+                        if msg["type"] == "welcome":
+                            self.session_id = msg["session_id"]
+                            self._welcome.set()
+                    self.close_code = ws.close_code
+            except websockets.exceptions.ConnectionClosed as e:
+                self.close_code = e.code
+            except Exception as e:  # noqa: BLE001 - a refused upgrade: kept for the test
+                self.error = e
+            finally:
+                self._welcome.set()
+                self._closed.set()
+        self._thread = threading.Thread(target=lambda: self._loop.run_until_complete(main()), daemon=True)
+        self._thread.start()
+        self._welcome.wait(10)
+        if self.error is not None:
+            raise self.error
+
+    def close(self):
+        if not self._closed.is_set():
+            asyncio.run_coroutine_threadsafe(self._ws.close(), self._loop)
+        self._closed.wait(5)
+
+    def wait_closed(self, timeout=5.0):
+        assert self._closed.wait(timeout), "connection still open"
+        return self.close_code
+
+
+@pytest.fixture(scope="module")
+def presenced():
+    pd = Presenced("--log-capacity", "64").start()
+    yield pd
+    pd.stop()
+
+
+@pytest.fixture()
+def api(presenced):
+    from presenced import PresenceAPI
+    return PresenceAPI(presenced.url, API_KEY)

@@ -1,0 +1,134 @@
+# SPDX-License-Identifier: MIT
+"""Tokens, the HTTP API client and the event stream against a real presenced."""
+import threading
+
+import pytest
+
+from presenced import PresenceAPI, PresenceError, mint_token
+from conftest import API_KEY, JWT_SECRET, Presenced, User, wait_for
+
+
+def test_tokens_carry_every_claim_the_daemon_reads(presenced, api):
+    u = User(presenced, "zoë", watch=["bob"], meta={"device": "phone"}, ttl=60)
+    [s] = api.sessions("zoë")
+    assert s["session_id"] == u.session_id and s["meta"] == {"device": "phone"}
+    u.close()
+    import websockets
+    for claims, code in [(dict(expires_at=1), "token_expired"), (dict(not_before=2**40), "token_not_yet_valid")]:
+        with pytest.raises(websockets.exceptions.InvalidStatusCode) as e:
+            User(presenced, "bob", **claims)
+        assert e.value.status_code == 401, code
+    with pytest.raises(websockets.exceptions.InvalidStatusCode):
+        User(presenced, "bob", secret="wrong-secret")
+    with pytest.raises(ValueError):
+        mint_token(JWT_SECRET, "")
+    with pytest.raises(ValueError):
+        mint_token(JWT_SECRET, "a", watch="bob")
+
+
+def test_users_sessions_kick(presenced, api):
+    a = User(presenced, "alice", meta={"device": "web"})
+    b = User(presenced, "alice")
+    u = api.get_user("alice")
+    assert (u["status"], u["sessions"]) == ("online", 2)
+    many = api.get_users(["alice", "nobody", "zoë,x"])
+    assert [(x["user_id"], x["status"]) for x in many] == [("alice", "online"), ("nobody", "offline"), ("zoë,x", "offline")]
+    assert sorted(s["session_id"] for s in api.sessions("alice")) == sorted([a.session_id, b.session_id])
+    api.kick(a.session_id)
+    assert a.wait_closed() == 4003
+    b.close()
+    wait_for(lambda: api.get_user("alice")["status"] == "offline", what="alice offline")
+
+
+def test_errors_are_typed(presenced, api):
+    with pytest.raises(PresenceError) as e:
+        api.kick("no-such-session")
+    assert (e.value.status, e.value.code) == (404, "no_session")
+    with pytest.raises(PresenceError) as e:
+        PresenceAPI(presenced.url, "wrong").get_user("a")
+    assert (e.value.status, e.value.code) == (401, "unauthorized")
+    with pytest.raises(PresenceError) as e:
+        api.get_user("x" * 200)
+    assert e.value.code == "bad_user_id"
+    with pytest.raises(PresenceError) as e:
+        PresenceAPI("http://127.0.0.1:1", API_KEY).health()
+    assert e.value.code == "network" and e.value.retryable
+    assert len(api.get_users([f"u{i}" for i in range(2500)])) == 2500
+
+
+def read_until(it, pred, timeout=10.0, got=None):
+    """Items of `it` up to the first that satisfies pred, read in a thread (bounded), into `got`."""
+    got, done = ([] if got is None else got), threading.Event()
+
+    def run():
+        for item in it:
+            got.append(item)
+            if pred(item):
+                break
+        done.set()
+    threading.Thread(target=run, daemon=True).start()
+    assert done.wait(timeout), f"stream stalled after {[(i.type, i.data.get('user_id')) for i in got]}"
+    return got
+
+
+def test_event_stream_resumes_by_cursor(presenced, api):
+    stream = api.events(retry_s=0.05)
+    it = iter(stream)
+    got = []
+    t = threading.Thread(target=lambda: read_until(it, lambda i: i.type == "user.online", got=got))
+    t.start()
+    wait_for(lambda: stream.connects == 1, what="stream connected")
+    c = User(presenced, "carol")
+    t.join(10)
+    assert [i.type for i in got] == ["session.connected", "user.online"]
+    cursor = stream.cursor
+    assert cursor == str(got[1].seq)
+    stream.close()
+
+    c.close()
+    wait_for(lambda: api.get_user("carol")["status"] == "offline", what="carol offline")
+    d = User(presenced, "dave")
+    resumed = api.events(after=cursor)
+    rest = read_until(iter(resumed), lambda i: i.type == "user.online" and i.data["user_id"] == "dave")
+    assert [f"{i.type} {i.data['user_id']}" for i in rest] == [
+        "session.disconnected carol", "user.offline carol", "session.connected dave", "user.online dave"]
+    assert rest[0].seq == int(cursor) + 1
+    resumed.close()
+    d.close()
+
+
+def test_gaps_are_surfaced():
+    pd = Presenced("--log-capacity", "16").start()
+    try:
+        api = PresenceAPI(pd.url, API_KEY)
+        for i in range(10):
+            User(pd, f"filler{i}").close()
+        wait_for(lambda: api.get_user("filler9")["status"] == "offline", what="fillers gone")
+        old = api.events(after=0)
+        [g] = read_until(iter(old), lambda i: True)
+        assert g.gap and g.data["after"] == 0 and g.data["oldest"] > 1
+        old.close()
+
+        # a live stream across a restart of presenced: it reconnects by itself,
+        # its cursor is beyond the new log: a gap, then the new events
+        live = api.events(retry_s=0.05, max_retry_s=0.2)
+        it = iter(live)
+        got = []
+        t = threading.Thread(target=lambda: read_until(
+            it, lambda i: i.type == "user.online" and i.data.get("user_id") == "frank", timeout=30, got=got))
+        t.start()
+        wait_for(lambda: live.connects == 1, what="connected")
+        User(pd, "erin").close()
+        wait_for(lambda: any(i.data.get("user_id") == "erin" for i in got), what="erin seen")
+        pd.stop()
+        pd.start()
+        wait_for(lambda: live.connects == 2, what="reconnected")
+        f = User(pd, "frank")
+        t.join(30)
+        kinds = [i.type for i in got]
+        assert "gap" in kinds, kinds
+        assert kinds.index("gap") < max(n for n, i in enumerate(got) if i.data.get("user_id") == "frank")
+        f.close()
+        live.close()
+    finally:
+        pd.stop()

@@ -1,0 +1,130 @@
+# SPDX-License-Identifier: MIT
+"""Webhooks from a real presenced into a Flask view (verify_webhook), a WSGI
+app mounted in Flask (WSGIWebhook) and a FastAPI app serving an ASGIWebhook
+on uvicorn: every event once; forged, stale and replayed requests refused; a
+failed handler gets the batch again."""
+import asyncio
+import hashlib
+import hmac
+import json
+import threading
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+
+from presenced import ASGIWebhook, WebhookError, WebhookGuard, WSGIWebhook, verify_webhook
+from conftest import Presenced, User, free_port, wait_for
+
+SECRET = "sdk-python-webhook-secret"
+got = {"flask": [], "wsgi": [], "asgi": []}
+captured = []
+attempts = {"asgi": 0}
+
+
+@pytest.fixture(scope="module")
+def setup():
+    from flask import Flask, request
+    from werkzeug.middleware.dispatcher import DispatcherMiddleware
+    from werkzeug.serving import make_server
+    from fastapi import FastAPI
+    import uvicorn
+
+    guard = WebhookGuard()
+    app = Flask("receiver")
+
+    @app.post("/hook")
+    def hook():
+        body = request.get_data()
+        captured.append((dict(request.headers), body))
+        try:
+            d = verify_webhook(SECRET, request.headers, body, guard=guard)
+        except WebhookError as e:
+            return {"error": {"code": e.code, "message": e.message}}, e.status
+        got["flask"].extend(d.events)
+        return "", 204
+
+    app.wsgi_app = DispatcherMiddleware(app.wsgi_app, {"/wsgi": WSGIWebhook(SECRET, lambda d: got["wsgi"].extend(d.events))})
+    flask_port = free_port()
+    srv = make_server("127.0.0.1", flask_port, app, threaded=True)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+
+    async def on_asgi(d):
+        attempts["asgi"] += 1
+        if attempts["asgi"] == 1:
+            raise RuntimeError("database down")     # presenced retries the batch
+        got["asgi"].extend(d.events)
+    fast = FastAPI()
+    fast.add_route("/hook", ASGIWebhook(SECRET, on_asgi), methods=["POST"])  # an ASGI app at exactly /hook
+    asgi_port = free_port()
+    userver = uvicorn.Server(uvicorn.Config(fast, host="127.0.0.1", port=asgi_port, log_level="warning", lifespan="off"))
+    threading.Thread(target=userver.run, daemon=True).start()
+    wait_for(lambda: userver.started, what="uvicorn")
+
+    hook = lambda name, url: ["--webhook", f"url={url},secret={SECRET},name={name}"]  # noqa: E731
+    pd = Presenced(*hook("flask", f"http://127.0.0.1:{flask_port}/hook"),
+                   *hook("wsgi", f"http://127.0.0.1:{flask_port}/wsgi"),
+                   *hook("asgi", f"http://127.0.0.1:{asgi_port}/hook"),
+                   "--webhook-batch-ms", "10", "--webhook-retry-min-ms", "50", "--webhook-retry-max-ms", "100").start()
+    yield pd, flask_port
+    pd.stop()
+    srv.shutdown()
+    userver.should_exit = True
+
+
+def test_every_receiver_gets_every_event_once(setup):
+    pd, _ = setup
+    User(pd, "alice").close()
+    want = ["session.connected", "user.online", "session.disconnected", "user.offline"]
+    for name in got:
+        wait_for(lambda: len(got[name]) >= 4, what=f"{name} deliveries")
+        assert [e["type"] for e in got[name]] == want, name
+    assert attempts["asgi"] >= 2, "the failed delivery was sent again"
+
+
+def post(port, headers, body):
+    h = {"Content-Type": "application/json", **{k: v for k, v in headers.items() if v is not None}}
+    req = urllib.request.Request(f"http://127.0.0.1:{port}/hook", data=body, headers=h, method="POST")
+    try:
+        with urllib.request.urlopen(req, timeout=5) as r:
+            return r.status, None
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())["error"]["code"]
+
+
+def sign(ts, body):
+    return "v1=" + hmac.new(SECRET.encode(), ts.encode() + b"." + body, hashlib.sha256).hexdigest()
+
+
+def test_replayed_forged_stale_refused(setup):
+    _, port = setup
+    wait_for(lambda: captured, what="a captured delivery")
+    headers, body = captured[0]
+    ts, sig = headers["Presence-Timestamp"], headers["Presence-Signature"]
+    n = len(got["flask"])
+    assert post(port, {"Presence-Timestamp": ts, "Presence-Signature": sig}, body) == (409, "replayed")
+    assert post(port, {"Presence-Timestamp": ts, "Presence-Signature": sig}, body.replace(b"alice", b"mallo")) == (401, "bad_signature")
+    old = str(int(time.time() * 1000) - 600000)
+    assert post(port, {"Presence-Timestamp": old, "Presence-Signature": sign(old, body)}, body) == (401, "stale")
+    assert post(port, {"Presence-Timestamp": ts}, body) == (401, "missing_signature")
+    now = str(int(time.time() * 1000))
+    assert post(port, {"Presence-Timestamp": now, "Presence-Signature": sign(now, body)}, body) == (204, None)
+    assert len(got["flask"]) == n, "a batch sent again is not applied twice"
+
+
+def test_verify_rotation_and_guard():
+    body = json.dumps({"instance": "i1", "first_seq": 1, "last_seq": 2, "events": [{"seq": 1}, {"seq": 2}]}).encode()
+    ts = str(int(time.time() * 1000))
+    k = lambda key: "v1=" + hmac.new(key, ts.encode() + b"." + body, hashlib.sha256).hexdigest()  # noqa: E731
+    guard = WebhookGuard()
+    d = verify_webhook(["old", "new"], [(b"presence-timestamp", ts.encode()), (b"presence-signature", f"v1=00, {k(b'new')}".encode())], body, guard=guard)
+    assert len(d.events) == 2
+    d2 = verify_webhook("new", {"presence-timestamp": ts, "presence-signature": k(b"new")}, body, guard=guard)
+    assert d2.duplicates == 2 and d2.events == []
+    with pytest.raises(WebhookError) as e:
+        verify_webhook("other", {"presence-timestamp": ts, "presence-signature": k(b"new")}, body)
+    assert (e.value.code, e.value.status) == ("bad_signature", 401)
+    with pytest.raises(WebhookError) as e:
+        verify_webhook("new", {"presence-timestamp": ts, "presence-signature": k(b"new")}, b"[1]" if False else b'{"x":1}')
+    assert e.value.code == "bad_signature"

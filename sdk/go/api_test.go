@@ -1,0 +1,243 @@
+// SPDX-License-Identifier: MIT
+
+package presence
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+	"testing"
+	"time"
+)
+
+func TestTokensCarryEveryClaim(t *testing.T) {
+	ctx := context.Background()
+	api := NewClient(shared.url(), testAPIKey)
+	u := mustUser(t, shared, TokenOptions{UserID: "zoë", TTL: time.Minute, Watch: []string{"bob"}, Meta: map[string]any{"device": "phone"}})
+	defer u.close()
+	ss, err := api.Sessions(ctx, "zoë")
+	if err != nil || len(ss) != 1 || ss[0].SessionID != u.sessionID || string(ss[0].Meta) != `{"device":"phone"}` {
+		t.Fatalf("sessions %+v %v", ss, err)
+	}
+	for _, c := range []struct {
+		o    TokenOptions
+		what string
+	}{
+		{TokenOptions{UserID: "bob", ExpiresAt: time.Now().Add(-time.Minute)}, "expired"},
+		{TokenOptions{UserID: "bob", NotBefore: time.Now().Add(time.Hour)}, "not yet valid"},
+		{TokenOptions{UserID: "bob", Secret: []byte("wrong")}, "wrong secret"},
+		{TokenOptions{UserID: "bob", Audience: "elsewhere"}, "audience (none configured: any aud refused)"},
+	} {
+		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		_, status, err := dialUser(cctx, shared, c.o)
+		cancel()
+		if err == nil || status != 401 {
+			t.Errorf("%s: status %d err %v, want 401", c.what, status, err)
+		}
+	}
+	if _, err := MintToken(TokenOptions{Secret: []byte("k")}); err == nil {
+		t.Error("no user id accepted")
+	}
+	tok, _ := MintToken(TokenOptions{Secret: []byte("k"), UserID: "a", TTL: 10 * time.Second, Now: func() time.Time { return time.Unix(1000, 0) }, Claims: map[string]any{"device": "web"}})
+	var claims map[string]any
+	part, _ := b64.DecodeString(splitToken(tok)[1])
+	json.Unmarshal(part, &claims)
+	if fmt.Sprint(claims) != "map[device:web exp:1010 iat:1000 sub:a]" {
+		t.Errorf("claims %v", claims)
+	}
+}
+
+func splitToken(t string) []string {
+	var out []string
+	start := 0
+	for i := 0; i < len(t); i++ {
+		if t[i] == '.' {
+			out = append(out, t[start:i])
+			start = i + 1
+		}
+	}
+	return append(out, t[start:])
+}
+
+func TestUsersSessionsKick(t *testing.T) {
+	ctx := context.Background()
+	api := NewClient(shared.url(), testAPIKey)
+	a := mustUser(t, shared, TokenOptions{UserID: "alice"})
+	b := mustUser(t, shared, TokenOptions{UserID: "alice"})
+	usr, err := api.GetUser(ctx, "alice")
+	if err != nil || usr.Status != "online" || usr.Sessions != 2 {
+		t.Fatalf("alice %+v %v", usr, err)
+	}
+	many, err := api.GetUsers(ctx, []string{"alice", "nobody", "zoë,x"})
+	if err != nil || len(many) != 3 || many[0].Status != "online" || many[1].Status != "offline" || many[2].UserID != "zoë,x" {
+		t.Fatalf("many %+v %v", many, err)
+	}
+	ss, _ := api.Sessions(ctx, "alice")
+	got := []string{ss[0].SessionID, ss[1].SessionID}
+	want := []string{a.sessionID, b.sessionID}
+	sort.Strings(got)
+	sort.Strings(want)
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("sessions %v want %v", got, want)
+	}
+	if err := api.Kick(ctx, a.sessionID); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case code := <-a.closed:
+		if code != 4003 {
+			t.Errorf("kicked with %d, want 4003", code)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("not closed")
+	}
+	b.close()
+	waitFor(t, "alice offline", func() bool { u, _ := api.GetUser(ctx, "alice"); return u != nil && u.Status == "offline" })
+}
+
+func TestErrorsAreTyped(t *testing.T) {
+	ctx := context.Background()
+	api := NewClient(shared.url(), testAPIKey)
+	err := api.Kick(ctx, "no-such-session")
+	var pe *Error
+	if !errors.As(err, &pe) || pe.Status != 404 || pe.Code != CodeNoSession || !IsCode(err, CodeNoSession) {
+		t.Errorf("kick unknown: %v", err)
+	}
+	if _, err := NewClient(shared.url(), "wrong").GetUser(ctx, "a"); !IsCode(err, CodeUnauthorized) {
+		t.Errorf("wrong key: %v", err)
+	}
+	long := make([]byte, 200)
+	for i := range long {
+		long[i] = 'x'
+	}
+	if _, err := api.GetUser(ctx, string(long)); !IsCode(err, CodeBadUserID) {
+		t.Errorf("long id: %v", err)
+	}
+	_, err = NewClient("http://127.0.0.1:1", testAPIKey).Health(ctx)
+	if !errors.As(err, &pe) || pe.Code != CodeNetwork || !pe.Retryable() {
+		t.Errorf("no daemon: %v", err)
+	}
+	ids := make([]string, 2500)
+	for i := range ids {
+		ids[i] = fmt.Sprint("u", i)
+	}
+	if us, err := api.GetUsers(ctx, ids); err != nil || len(us) != 2500 {
+		t.Errorf("2500 ids: %d %v", len(us), err)
+	}
+}
+
+// next reads items until pred holds (bounded).
+func readUntil(t *testing.T, s *Stream, pred func(StreamItem) bool, timeout time.Duration) []StreamItem {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	var got []StreamItem
+	for s.Next(ctx) {
+		got = append(got, s.Item())
+		if pred(s.Item()) {
+			return got
+		}
+	}
+	t.Fatalf("stream ended (%v) after %d items", s.Err(), len(got))
+	return nil
+}
+
+func brief(items []StreamItem) []string {
+	out := make([]string, len(items))
+	for i, it := range items {
+		if it.Gap != nil {
+			out[i] = "gap"
+		} else {
+			out[i] = it.Type + " " + it.Event.UserID
+		}
+	}
+	return out
+}
+
+func TestEventStreamResumesByCursor(t *testing.T) {
+	ctx := context.Background()
+	api := NewClient(shared.url(), testAPIKey)
+	connected := make(chan struct{}, 4)
+	s := api.Events(StreamOptions{Retry: 50 * time.Millisecond, OnConnect: func() { connected <- struct{}{} }})
+	var c *user
+	go func() { <-connected; c = mustUser(t, shared, TokenOptions{UserID: "carol"}) }()
+	got := readUntil(t, s, func(i StreamItem) bool { return i.Type == "user.online" }, 10*time.Second)
+	if fmt.Sprint(brief(got)) != "[session.connected carol user.online carol]" {
+		t.Fatalf("got %v", brief(got))
+	}
+	cursor := s.Cursor()
+	if cursor != fmt.Sprint(got[1].Event.Seq) {
+		t.Fatalf("cursor %s", cursor)
+	}
+	s.Close()
+	c.close()
+	waitFor(t, "carol offline", func() bool { u, _ := api.GetUser(ctx, "carol"); return u != nil && u.Status == "offline" })
+	d := mustUser(t, shared, TokenOptions{UserID: "dave"})
+	defer d.close()
+	r := api.Events(StreamOptions{After: cursor})
+	defer r.Close()
+	rest := readUntil(t, r, func(i StreamItem) bool { return i.Type == "user.online" && i.Event.UserID == "dave" }, 10*time.Second)
+	if fmt.Sprint(brief(rest)) != "[session.disconnected carol user.offline carol session.connected dave user.online dave]" {
+		t.Fatalf("resumed %v", brief(rest))
+	}
+	if fmt.Sprint(rest[0].Event.Seq-1) != cursor {
+		t.Errorf("resumed at %d after %s", rest[0].Event.Seq, cursor)
+	}
+}
+
+func TestGapsAreSurfaced(t *testing.T) {
+	d, err := startDaemon("--log-capacity", "16")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.stop()
+	ctx := context.Background()
+	api := NewClient(d.url(), testAPIKey)
+	for i := 0; i < 10; i++ {
+		mustUser(t, d, TokenOptions{UserID: fmt.Sprint("filler", i)}).close()
+	}
+	waitFor(t, "fillers gone", func() bool { u, _ := api.GetUser(ctx, "filler9"); return u != nil && u.Status == "offline" })
+	old := api.Events(StreamOptions{After: "0"})
+	g := readUntil(t, old, func(StreamItem) bool { return true }, 5*time.Second)
+	old.Close()
+	if g[0].Gap == nil || g[0].Gap.After != 0 || g[0].Gap.Oldest <= 1 {
+		t.Fatalf("want a gap, got %+v", g[0])
+	}
+
+	// A live stream across a restart of presenced: it reconnects by itself;
+	// its cursor is beyond the new log's end: a gap, then the new events.
+	connects := make(chan int, 8)
+	live := api.Events(StreamOptions{Retry: 50 * time.Millisecond, MaxRetry: 200 * time.Millisecond})
+	live.o.OnConnect = func() { connects <- live.Connects }
+	defer live.Close()
+	go func() { <-connects; mustUser(t, d, TokenOptions{UserID: "erin"}).close() }()
+	readUntil(t, live, func(i StreamItem) bool { return i.Type == "user.offline" }, 10*time.Second)
+	d.stop()
+	if err := d.start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		for n := range connects {
+			if n == 2 {
+				mustUser(t, d, TokenOptions{UserID: "frank"})
+				return
+			}
+		}
+	}()
+	after := readUntil(t, live, func(i StreamItem) bool { return i.Event != nil && i.Event.UserID == "frank" && i.Type == "user.online" }, 20*time.Second)
+	b := brief(after)
+	gapAt, frankAt := -1, -1
+	for i, x := range b {
+		if x == "gap" && gapAt < 0 {
+			gapAt = i
+		}
+		if x == "session.connected frank" {
+			frankAt = i
+		}
+	}
+	if gapAt < 0 || gapAt > frankAt {
+		t.Fatalf("no gap before the new events: %v", b)
+	}
+}

@@ -1,0 +1,58 @@
+// SPDX-License-Identifier: MIT
+
+package presence
+
+import "fmt"
+
+// Error codes of the daemon (docs/api.md#errors), plus CodeNetwork (no answer).
+const (
+	CodeBadRequest         = "bad_request"
+	CodeBadJSON            = "bad_json"
+	CodeBadUserID          = "bad_user_id"
+	CodeUnauthorized       = "unauthorized"
+	CodeNotFound           = "not_found"
+	CodeNoSession          = "no_session"
+	CodeMethodNotAllowed   = "method_not_allowed"
+	CodeRequestTimeout     = "request_timeout"
+	CodeBodyTooLarge       = "body_too_large"
+	CodeHeadersTooLarge    = "headers_too_large"
+	CodeShuttingDown       = "shutting_down"
+	CodeTooManyConnections = "too_many_connections"
+	CodeStoreUnavailable   = "store_unavailable"
+	CodeNetwork            = "network"
+	CodeBadResponse        = "bad_response"
+)
+
+// Error is an error answer of presenced: match on Code (stable), with
+// errors.As(err, &presenceErr).
+type Error struct {
+	Status  int    // HTTP status; 0 when no answer came
+	Code    string // the daemon's error code
+	Message string
+	Err     error // the cause of a network error
+}
+
+func (e *Error) Error() string {
+	return fmt.Sprintf("presence: %d %s: %s", e.Status, e.Code, e.Message)
+}
+func (e *Error) Unwrap() error { return e.Err }
+
+// Retryable: no answer, a 5xx, 408 or 429.
+func (e *Error) Retryable() bool {
+	return e.Status == 0 || e.Status >= 500 || e.Status == 408 || e.Status == 429
+}
+
+// IsCode reports whether err is a presence *Error with this code.
+func IsCode(err error, code string) bool {
+	for err != nil {
+		if e, ok := err.(*Error); ok {
+			return e.Code == code
+		}
+		u, ok := err.(interface{ Unwrap() error })
+		if !ok {
+			return false
+		}
+		err = u.Unwrap()
+	}
+	return false
+}

@@ -1,0 +1,273 @@
+// SPDX-License-Identifier: MIT
+
+package presence
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Event is one event of the log (GET /v1/events, webhooks). Fields beyond
+// these (of later protocol additions) are in Raw.
+type Event struct {
+	Seq        int64           `json:"seq"`
+	Type       string          `json:"type"`
+	TS         int64           `json:"ts"`
+	Reason     string          `json:"reason"`
+	UserID     string          `json:"user_id,omitempty"`
+	SessionID  string          `json:"session_id,omitempty"`
+	From       string          `json:"from,omitempty"`
+	To         string          `json:"to,omitempty"`
+	Version    int64           `json:"version,omitempty"`
+	Meta       json.RawMessage `json:"meta,omitempty"`
+	Instance   string          `json:"instance,omitempty"`
+	SessionIDs []string        `json:"session_ids,omitempty"`
+	Raw        json.RawMessage `json:"-"`
+}
+
+// Gap says events were lost: re-read the users you care about, then go on.
+type Gap struct {
+	After  int64 `json:"after"`
+	Oldest int64 `json:"oldest"`
+	Missed int64 `json:"missed,omitempty"` // webhooks only
+}
+
+// StreamItem is an event, or (Gap != nil) a gap.
+type StreamItem struct {
+	Type  string
+	Event *Event
+	Gap   *Gap
+}
+
+// StreamOptions of Client.Events.
+type StreamOptions struct {
+	// After resumes after this seq (a saved cursor); "" starts at new events.
+	After string
+	// Retry is the first reconnect delay (500 ms), doubling up to MaxRetry (15 s).
+	Retry, MaxRetry time.Duration
+	// OnError sees each failed or lost connection (it is retried).
+	OnError func(error)
+	// OnConnect is called on each established connection.
+	OnConnect func()
+}
+
+// Stream reads GET /v1/events, reconnecting by itself and resuming after the
+// last event returned (Last-Event-ID): nothing still in presenced's log is
+// lost or repeated. Use it from one goroutine; Close may be called from any.
+type Stream struct {
+	c        *Client
+	o        StreamOptions
+	cursor   string
+	item     StreamItem
+	err      error
+	sc       *bufio.Scanner
+	body     interface{ Close() error }
+	mu       sync.Mutex
+	closed   bool
+	Connects int
+}
+
+// Events opens the event stream (lazily, on the first Next).
+func (c *Client) Events(o StreamOptions) *Stream {
+	if o.Retry == 0 {
+		o.Retry = 500 * time.Millisecond
+	}
+	if o.MaxRetry == 0 {
+		o.MaxRetry = 15 * time.Second
+	}
+	return &Stream{c: c, o: o, cursor: o.After}
+}
+
+// Cursor is the seq of the last event returned: save it, pass it as After.
+func (s *Stream) Cursor() string { return s.cursor }
+
+// Item is what the last successful Next read.
+func (s *Stream) Item() StreamItem { return s.item }
+
+// Err is why Next returned false: ctx's error, or a fatal *Error (a wrong key
+// or a refused cursor, which retrying does not heal); nil after Close.
+func (s *Stream) Err() error { return s.err }
+
+// Close ends the stream; a Next in progress returns false.
+func (s *Stream) Close() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.closed = true
+	if s.body != nil {
+		s.body.Close()
+	}
+}
+
+func (s *Stream) isClosed() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.closed
+}
+
+func (s *Stream) connect(ctx context.Context) error {
+	req, err := http.NewRequestWithContext(ctx, "GET", s.c.URL+"/v1/events", nil)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Accept", "text/event-stream")
+	req.Header.Set("Authorization", "Bearer "+s.c.APIKey)
+	if s.cursor != "" {
+		req.Header.Set("Last-Event-ID", s.cursor)
+	}
+	// The API client's timeout would cut a stream that never ends.
+	hc := *s.c.HTTP
+	hc.Timeout = 0
+	res, err := hc.Do(req)
+	if err != nil {
+		return err
+	}
+	if res.StatusCode != 200 {
+		data := make([]byte, 4096)
+		n, _ := res.Body.Read(data)
+		res.Body.Close()
+		e := decodeError(res.StatusCode, data[:n])
+		if res.StatusCode == 400 || res.StatusCode == 401 {
+			return fatalError{e: e}
+		}
+		return e
+	}
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		res.Body.Close()
+		return errClosed
+	}
+	s.body = res.Body
+	s.mu.Unlock()
+	s.sc = bufio.NewScanner(res.Body)
+	s.sc.Buffer(make([]byte, 64<<10), 16<<20)
+	s.Connects++
+	if s.o.OnConnect != nil {
+		s.o.OnConnect()
+	}
+	return nil
+}
+
+type fatalError struct{ e *Error }
+
+func (f fatalError) Error() string { return f.e.Error() }
+
+type closedError struct{}
+
+func (closedError) Error() string { return "presence: stream closed" }
+
+var errClosed = closedError{}
+
+// Next reads the next item, reconnecting as needed; false when ctx ends, the
+// stream is closed, or a fatal error came (see Err).
+func (s *Stream) Next(ctx context.Context) bool {
+	delay := s.o.Retry
+	for {
+		if s.isClosed() {
+			return false
+		}
+		if ctx.Err() != nil {
+			s.err = ctx.Err()
+			return false
+		}
+		if s.sc == nil {
+			if err := s.connect(ctx); err != nil {
+				if f, ok := err.(fatalError); ok {
+					s.err = f.e
+					return false
+				}
+				if err == errClosed || s.isClosed() {
+					return false
+				}
+				if s.o.OnError != nil {
+					s.o.OnError(err)
+				}
+				select {
+				case <-ctx.Done():
+					s.err = ctx.Err()
+					return false
+				case <-time.After(delay):
+				}
+				if delay *= 2; delay > s.o.MaxRetry {
+					delay = s.o.MaxRetry
+				}
+				continue
+			}
+			delay = s.o.Retry
+		}
+		if ok := s.readEvent(); ok {
+			return true
+		}
+		// the connection ended (presenced shut down, network): reconnect and resume
+		s.mu.Lock()
+		if s.body != nil {
+			s.body.Close()
+			s.body = nil
+		}
+		s.mu.Unlock()
+		if err := s.sc.Err(); err != nil && s.o.OnError != nil && !s.isClosed() {
+			s.o.OnError(err)
+		}
+		s.sc = nil
+	}
+}
+
+// readEvent reads lines up to one complete event; false at the end of the connection.
+func (s *Stream) readEvent() bool {
+	var id, typ string
+	var data []string
+	for s.sc.Scan() {
+		line := strings.TrimSuffix(s.sc.Text(), "\r")
+		if line == "" {
+			if len(data) == 0 {
+				continue
+			}
+			raw := []byte(strings.Join(data, "\n"))
+			if typ == "gap" {
+				var g Gap
+				if json.Unmarshal(raw, &g) != nil {
+					data = nil
+					continue
+				}
+				s.item = StreamItem{Type: "gap", Gap: &g}
+				return true
+			}
+			var e Event
+			if json.Unmarshal(raw, &e) != nil {
+				id, typ, data = "", "", nil
+				continue
+			}
+			e.Raw = raw
+			if id != "" {
+				s.cursor = id
+			} else if e.Seq != 0 {
+				s.cursor = strconv.FormatInt(e.Seq, 10)
+			}
+			if typ == "" {
+				typ = e.Type
+			}
+			s.item = StreamItem{Type: typ, Event: &e}
+			return true
+		}
+		if strings.HasPrefix(line, ":") {
+			continue // keepalive comment
+		}
+		field, value, _ := strings.Cut(line, ":")
+		value = strings.TrimPrefix(value, " ")
+		switch field {
+		case "data":
+			data = append(data, value)
+		case "id":
+			id = value
+		case "event":
+			typ = value
+		}
+	}
+	return false
+}

@@ -1,0 +1,225 @@
+// SPDX-License-Identifier: MIT
+
+package presence
+
+import (
+	"container/list"
+	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Delivery is one verified webhook request. Events holds only the events
+// not applied before (with a Guard).
+type Delivery struct {
+	Instance   string  `json:"instance"`
+	FirstSeq   int64   `json:"first_seq"`
+	LastSeq    int64   `json:"last_seq"`
+	Events     []Event `json:"events"`
+	Gap        *Gap    `json:"gap,omitempty"`
+	Duplicates int     `json:"-"`
+}
+
+// WebhookError is a refused delivery; Status is the HTTP status to answer.
+type WebhookError struct {
+	Code    string // missing_signature, bad_timestamp, stale, bad_signature, bad_body, replayed, body_too_large
+	Message string
+	Status  int
+}
+
+func (e *WebhookError) Error() string { return "presence webhook: " + e.Code + ": " + e.Message }
+
+// Guard remembers, in this process, the signatures accepted inside the
+// tolerance window (a replayed request repeats one; presenced signs every
+// retry anew) and the last seq applied per log instance (to drop the events
+// of a batch sent again). Persist LastSeq with your data if a restart must
+// not re-apply a batch. Safe for concurrent use.
+type Guard struct {
+	Tolerance     time.Duration
+	MaxSignatures int
+	mu            sync.Mutex
+	seen          map[string]*list.Element
+	order         *list.List // of sigEntry, oldest first
+	lastSeq       map[string]int64
+}
+
+type sigEntry struct {
+	sig string
+	ts  int64
+}
+
+// NewGuard with the verification's tolerance window.
+func NewGuard(tolerance time.Duration) *Guard {
+	return &Guard{Tolerance: tolerance, MaxSignatures: 100000, seen: map[string]*list.Element{}, order: list.New(), lastSeq: map[string]int64{}}
+}
+
+func (g *Guard) replayed(sig string, ts, nowMs int64) bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	for e := g.order.Front(); e != nil; e = g.order.Front() {
+		se := e.Value.(sigEntry)
+		if se.ts >= nowMs-g.Tolerance.Milliseconds() && g.order.Len() < g.MaxSignatures {
+			break
+		}
+		g.order.Remove(e)
+		delete(g.seen, se.sig)
+	}
+	if _, ok := g.seen[sig]; ok {
+		return true
+	}
+	g.seen[sig] = g.order.PushBack(sigEntry{sig, ts})
+	return false
+}
+
+func (g *Guard) fresh(d *Delivery) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	last := g.lastSeq[d.Instance]
+	kept := d.Events[:0]
+	for _, e := range d.Events {
+		if e.Seq > last {
+			kept = append(kept, e)
+		}
+	}
+	d.Duplicates = len(d.Events) - len(kept)
+	d.Events = kept
+	if d.LastSeq > last {
+		g.lastSeq[d.Instance] = d.LastSeq
+	}
+}
+
+// LastSeq is the last seq applied for a log instance.
+func (g *Guard) LastSeq(instance string) int64 {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.lastSeq[instance]
+}
+
+// Forget lets presenced's retry of a delivery whose handling failed through.
+func (g *Guard) Forget(d *Delivery) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.lastSeq[d.Instance] = d.FirstSeq - 1
+}
+
+// VerifyOptions of VerifyWebhook.
+type VerifyOptions struct {
+	// Secrets: the endpoint's secret; several during a key rotation.
+	Secrets   [][]byte
+	Tolerance time.Duration // distance of Presence-Timestamp from this clock (5 min)
+	Guard     *Guard        // replays and re-sent batches; nil: no such checks
+	Now       func() time.Time
+}
+
+// VerifyWebhook checks the signature over the raw body and parses the delivery.
+// The error is a *WebhookError.
+func VerifyWebhook(o VerifyOptions, header http.Header, body []byte) (*Delivery, error) {
+	tol := o.Tolerance
+	if tol == 0 {
+		tol = 5 * time.Minute
+	}
+	now := time.Now()
+	if o.Now != nil {
+		now = o.Now()
+	}
+	ts := header.Get("Presence-Timestamp")
+	sig := header.Get("Presence-Signature")
+	if sig == "" {
+		return nil, &WebhookError{"missing_signature", "no Presence-Signature header", 401}
+	}
+	tsMs, err := strconv.ParseInt(ts, 10, 64)
+	if err != nil || tsMs < 0 || len(ts) > 16 {
+		return nil, &WebhookError{"bad_timestamp", "no valid Presence-Timestamp header", 401}
+	}
+	nowMs := now.UnixMilli()
+	if d := nowMs - tsMs; d > tol.Milliseconds() || -d > tol.Milliseconds() {
+		return nil, &WebhookError{"stale", fmt.Sprintf("timestamp %s is more than %s from this clock", ts, tol), 401}
+	}
+	ok := false
+	for _, secret := range o.Secrets {
+		mac := hmac.New(sha256.New, secret)
+		mac.Write([]byte(ts + "."))
+		mac.Write(body)
+		want := []byte("v1=" + hex.EncodeToString(mac.Sum(nil)))
+		for _, part := range strings.Split(sig, ",") {
+			if hmac.Equal([]byte(strings.TrimSpace(part)), want) {
+				ok = true
+			}
+		}
+	}
+	if !ok {
+		return nil, &WebhookError{"bad_signature", "signature does not match", 401}
+	}
+	var d Delivery
+	if err := json.Unmarshal(body, &d); err != nil || d.Instance == "" || d.Events == nil {
+		return nil, &WebhookError{"bad_body", "signed, but not a delivery", 400}
+	}
+	if o.Guard != nil {
+		if o.Guard.replayed(sig, tsMs, nowMs) {
+			return nil, &WebhookError{"replayed", "this request was delivered before", 409}
+		}
+		o.Guard.fresh(&d)
+	}
+	return &d, nil
+}
+
+// WebhookHandler receives deliveries: it answers 204 once OnDelivery returned
+// nil, 500 when it returned an error (presenced then retries the batch, and
+// the guard lets the retry through), 401/409/400/413 when refused.
+type WebhookHandler struct {
+	VerifyOptions
+	OnDelivery func(ctx context.Context, d *Delivery) error
+	MaxBody    int64 // 16 MiB
+}
+
+// NewWebhookHandler with a Guard of its own.
+func NewWebhookHandler(secret []byte, onDelivery func(context.Context, *Delivery) error) *WebhookHandler {
+	return &WebhookHandler{VerifyOptions: VerifyOptions{Secrets: [][]byte{secret}, Guard: NewGuard(5 * time.Minute)}, OnDelivery: onDelivery}
+}
+
+func writeError(w http.ResponseWriter, status int, code, msg string) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	b, _ := json.Marshal(map[string]any{"error": map[string]string{"code": code, "message": msg}})
+	w.Write(b)
+}
+
+func (h *WebhookHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodPost {
+		w.Header().Set("Allow", "POST")
+		writeError(w, 405, "method_not_allowed", "POST only")
+		return
+	}
+	max := h.MaxBody
+	if max == 0 {
+		max = 16 << 20
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, max))
+	if err != nil {
+		writeError(w, 413, "body_too_large", err.Error())
+		return
+	}
+	d, err := VerifyWebhook(h.VerifyOptions, r.Header, body)
+	if err != nil {
+		we := err.(*WebhookError)
+		writeError(w, we.Status, we.Code, we.Message)
+		return
+	}
+	if err := h.OnDelivery(r.Context(), d); err != nil {
+		if h.Guard != nil {
+			h.Guard.Forget(d)
+		}
+		writeError(w, 500, "handler_failed", err.Error())
+		return
+	}
+	w.WriteHeader(204)
+}

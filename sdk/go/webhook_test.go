@@ -1,0 +1,160 @@
+// SPDX-License-Identifier: MIT
+
+package presence
+
+import (
+	"bytes"
+	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+)
+
+const hookSecret = "sdk-go-webhook-secret"
+
+type recorder struct {
+	mu       sync.Mutex
+	events   []Event
+	captured []capturedReq
+	attempts int
+}
+
+type capturedReq struct {
+	header http.Header
+	body   []byte
+}
+
+func (r *recorder) types() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make([]string, len(r.events))
+	for i, e := range r.events {
+		out[i] = e.Type
+	}
+	return out
+}
+
+func sign(ts string, body []byte) string {
+	mac := hmac.New(sha256.New, []byte(hookSecret))
+	mac.Write([]byte(ts + "."))
+	mac.Write(body)
+	return "v1=" + hex.EncodeToString(mac.Sum(nil))
+}
+
+func TestWebhookHandler(t *testing.T) {
+	rec := &recorder{}
+	h := NewWebhookHandler([]byte(hookSecret), func(_ context.Context, d *Delivery) error {
+		rec.mu.Lock()
+		defer rec.mu.Unlock()
+		rec.attempts++
+		if rec.attempts == 1 {
+			return errors.New("database down") // presenced retries the batch
+		}
+		rec.events = append(rec.events, d.Events...)
+		return nil
+	})
+	mux := http.NewServeMux()
+	mux.HandleFunc("/hook", func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		rec.mu.Lock()
+		rec.captured = append(rec.captured, capturedReq{r.Header.Clone(), body})
+		rec.mu.Unlock()
+		r.Body = io.NopCloser(bytes.NewReader(body))
+		h.ServeHTTP(w, r)
+	})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: mux}
+	go srv.Serve(ln)
+	defer srv.Close()
+	hookURL := fmt.Sprintf("http://%s/hook", ln.Addr())
+
+	d, err := startDaemon("--webhook", "url="+hookURL+",secret="+hookSecret+",name=go",
+		"--webhook-batch-ms", "10", "--webhook-retry-min-ms", "50", "--webhook-retry-max-ms", "100")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.stop()
+	mustUser(t, d, TokenOptions{UserID: "alice"}).close()
+	waitFor(t, "deliveries", func() bool { return len(rec.types()) >= 4 })
+	if fmt.Sprint(rec.types()) != "[session.connected user.online session.disconnected user.offline]" {
+		t.Fatalf("delivered %v", rec.types())
+	}
+	if rec.attempts < 2 {
+		t.Error("the failed delivery was not retried")
+	}
+
+	post := func(hdr map[string]string, body []byte) (int, string) {
+		req, _ := http.NewRequest("POST", hookURL, bytes.NewReader(body))
+		for k, v := range hdr {
+			req.Header.Set(k, v)
+		}
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer res.Body.Close()
+		var e struct{ Error struct{ Code string } }
+		json.NewDecoder(res.Body).Decode(&e)
+		return res.StatusCode, e.Error.Code
+	}
+	c := rec.captured[len(rec.captured)-1]
+	ts, sig := c.header.Get("Presence-Timestamp"), c.header.Get("Presence-Signature")
+	n := len(rec.types())
+	check := func(what string, status int, code string, wantStatus int, wantCode string) {
+		if status != wantStatus || code != wantCode {
+			t.Errorf("%s: %d %s, want %d %s", what, status, code, wantStatus, wantCode)
+		}
+	}
+	s, code := post(map[string]string{"Presence-Timestamp": ts, "Presence-Signature": sig}, c.body)
+	check("replay", s, code, 409, "replayed")
+	s, code = post(map[string]string{"Presence-Timestamp": ts, "Presence-Signature": sig}, bytes.Replace(c.body, []byte("alice"), []byte("malle"), 1))
+	check("forged", s, code, 401, "bad_signature")
+	old := strconv.FormatInt(time.Now().Add(-10*time.Minute).UnixMilli(), 10)
+	s, code = post(map[string]string{"Presence-Timestamp": old, "Presence-Signature": sign(old, c.body)}, c.body)
+	check("stale", s, code, 401, "stale")
+	s, code = post(map[string]string{"Presence-Timestamp": ts}, c.body)
+	check("unsigned", s, code, 401, "missing_signature")
+	now := strconv.FormatInt(time.Now().UnixMilli(), 10)
+	s, code = post(map[string]string{"Presence-Timestamp": now, "Presence-Signature": sign(now, c.body)}, c.body)
+	check("re-sent batch", s, code, 204, "")
+	if len(rec.types()) != n {
+		t.Error("a re-sent batch was applied twice")
+	}
+}
+
+func TestVerifyRotationAndGuard(t *testing.T) {
+	body := []byte(`{"instance":"i1","first_seq":1,"last_seq":2,"events":[{"seq":1},{"seq":2}]}`)
+	ts := strconv.FormatInt(time.Now().UnixMilli(), 10)
+	hdr := http.Header{}
+	hdr.Set("Presence-Timestamp", ts)
+	hdr.Set("Presence-Signature", "v1=00, "+sign(ts, body))
+	g := NewGuard(5 * time.Minute)
+	o := VerifyOptions{Secrets: [][]byte{[]byte("old"), []byte(hookSecret)}, Guard: g}
+	d, err := VerifyWebhook(o, hdr, body)
+	if err != nil || len(d.Events) != 2 {
+		t.Fatalf("%v %+v", err, d)
+	}
+	hdr.Set("Presence-Signature", sign(ts, body))
+	d, err = VerifyWebhook(o, hdr, body)
+	if err != nil || d.Duplicates != 2 || len(d.Events) != 0 || g.LastSeq("i1") != 2 {
+		t.Fatalf("re-sent: %v %+v", err, d)
+	}
+	_, err = VerifyWebhook(VerifyOptions{Secrets: [][]byte{[]byte("other")}}, hdr, body)
+	var we *WebhookError
+	if !errors.As(err, &we) || we.Code != "bad_signature" || we.Status != 401 {
+		t.Errorf("other secret: %v", err)
+	}
+}

@@ -68,7 +68,11 @@ extern "C" {
   XX(ECHANNEL, -30, "channel name is empty, longer than 128 bytes, not UTF-8 or has control characters") \
   XX(EDATA, -31, "member data too large")                                     \
   XX(ENOTMEMBER, -32, "not a member of this channel")                          \
-  XX(ECHANLIMIT, -33, "too many channels for this session")
+  XX(ECHANLIMIT, -33, "too many channels for this session") \
+  XX(EAVAILABILITY, -40, "availability must be auto, dnd, away or invisible") \
+  XX(EMESSAGE, -41, "status message too long, not UTF-8 or has control characters") \
+  XX(EEXPIRY, -42, "message expiry in the past or too far ahead")            \
+  XX(EDEVICE, -43, "device must be 1..32 letters, digits, '.', '_' or '-'")
 
 typedef enum {
 #define PRESENCE_XX_(name, value, msg) PRESENCE_##name = (value),
@@ -92,6 +96,33 @@ typedef enum {
   PRESENCE_IDLE = 2
 } presence_status_t;
 
+/*
+ * Availability: what the person says, beside what the connections do (the
+ * computed status). Kept per user across reconnects; a user with no session
+ * is offline whatever is set. Watchers and channel members see the status
+ * through presence_shown_status(); backends see both, unmasked. The whole
+ * table is in docs/protocol.md, "Availability".
+ */
+typedef enum {
+  PRESENCE_AVAIL_AUTO = 0, /* the computed status, unmasked (the default) */
+  PRESENCE_AVAIL_DND = 1,  /* do not disturb: shown online while present */
+  PRESENCE_AVAIL_AWAY = 2, /* shown idle while present */
+  PRESENCE_AVAIL_INVISIBLE = 3, /* shown offline */
+  PRESENCE_AVAIL_COUNT_
+} presence_availability_t;
+
+/* A status message: at most this many characters (code points) by default
+ * (presence_options_t.message_max_chars), UTF-8 without control characters. */
+#define PRESENCE_MESSAGE_MAX_CHARS 128
+/* The emoji beside it: an emoji or a short code, at most this many bytes. */
+#define PRESENCE_EMOJI_MAX 64
+/* A message expiry lies at most this far ahead (400 days). */
+#define PRESENCE_MESSAGE_TTL_MAX_MS (400LL * 24 * 3600 * 1000)
+/* A device kind: 1..32 bytes of letters, digits, '.', '_' and '-'. */
+#define PRESENCE_DEVICE_MAX 32
+/* The device of a session opened without one. */
+#define PRESENCE_DEVICE_DEFAULT "web"
+
 typedef enum {
   PRESENCE_EV_SESSION_CONNECTED = 0,
   PRESENCE_EV_SESSION_DISCONNECTED,
@@ -103,6 +134,9 @@ typedef enum {
   PRESENCE_EV_CHANNEL_JOIN,
   PRESENCE_EV_CHANNEL_LEAVE,
   PRESENCE_EV_CHANNEL_UPDATE,
+  /* Status that people set (see "Availability, status message, devices"). */
+  PRESENCE_EV_USER_AVAILABILITY,
+  PRESENCE_EV_USER_MESSAGE,
   PRESENCE_EV_COUNT_,
   /* Registration only: every event type. */
   PRESENCE_EV_ANY = 100
@@ -119,6 +153,7 @@ typedef enum {
   PRESENCE_REASON_SHUTDOWN,
   PRESENCE_REASON_INSTANCE_LOST,
   PRESENCE_REASON_RESYNC,
+  PRESENCE_REASON_EXPIRED, /* a status message reached its expiry */
   PRESENCE_REASON_COUNT_
 } presence_reason_t;
 
@@ -139,6 +174,10 @@ int presence_reason_parse(const char *name, presence_reason_t *out);
  * session.disconnected events (reason instance_lost) before it name every
  * session. */
 #define PRESENCE_EVENT_IDS_OMITTED 0x2u
+/* A session event whose user event follows at once (same call, next
+ * sequence number): the user event carries the session's device change,
+ * so a watcher gets one message for the pair (presence_event_watcher_visible). */
+#define PRESENCE_EVENT_USER_FOLLOWS 0x4u
 
 /*
  * One transition. Every event has a sequence number, monotonic per store
@@ -184,7 +223,33 @@ typedef struct presence_event {
    * it. NULL / 0 for every other event. */
   const char *channel;
   uint64_t count;
+  /* Status that people set. Every user event and session event carries the
+   * user's availability after it (availability_to) and before it
+   * (availability_from: different only in user.availability), so an
+   * observer masks an event without a lookup (presence_shown_status).
+   *   user.availability  availability_from/to; from = to = the user's
+   *                      status (unchanged by it)
+   *   user.message       message, emoji (NULL: cleared), message_expires_ms
+   *                      (0: none); reason explicit or expired
+   *   session events     device (the session's device), device_from /
+   *                      device_to: the best status of the user's sessions
+   *                      of that device before and after */
+  presence_availability_t availability_from;
+  presence_availability_t availability_to;
+  const char *message;
+  const char *emoji;
+  int64_t message_expires_ms;
+  const char *device;
+  presence_status_t device_from;
+  presence_status_t device_to;
 } presence_event_t;
+
+/* One device kind of a user and the best status of its sessions of it. */
+typedef struct presence_device_status {
+  const char *device;
+  presence_status_t status;
+  uint32_t session_count;
+} presence_device_status_t;
 
 typedef struct presence_user_info {
   const char *user_id;
@@ -193,7 +258,18 @@ typedef struct presence_user_info {
   int64_t last_seen_ms;  /* when last online or idle (0: never) */
   uint32_t session_count;
   uint32_t online_count; /* sessions that are online (the rest are idle) */
-  uint64_t version;      /* bumped on every user transition */
+  uint64_t version;      /* bumped on every user event */
+  /* Status that people set. */
+  presence_availability_t availability;
+  int64_t availability_since_ms; /* when it was last set (0: never) */
+  const char *message;           /* NULL: none */
+  const char *emoji;             /* NULL: none */
+  int64_t message_expires_ms;    /* 0: no expiry */
+  int64_t message_set_ms;
+  int64_t last_active_ms; /* when last online, not idle (0: never) */
+  /* The best status per device kind, one entry per kind with a session. */
+  const presence_device_status_t *devices;
+  size_t n_devices;
 } presence_user_info_t;
 
 typedef struct presence_session_info {
@@ -205,6 +281,7 @@ typedef struct presence_session_info {
   presence_reason_t status_reason; /* why it has its status */
   int64_t connected_ms;
   int64_t status_since_ms;
+  const char *device; /* "web", "mobile", "desktop", or the application's */
 } presence_session_info_t;
 
 /* ------------------------------------------------------------------------ */
@@ -278,6 +355,8 @@ typedef struct presence_options {
   /* The store. NULL: an embedded in-memory store owned by the presence_t.
    * Otherwise the presence_t takes ownership and destroys it. */
   struct presence_store *store;
+  /* Longest status message in characters. 0: PRESENCE_MESSAGE_MAX_CHARS. */
+  uint32_t message_max_chars;
 } presence_options_t;
 
 /* ------------------------------------------------------------------------ */
@@ -611,6 +690,86 @@ int presence_on_channel_update(presence_t *p, presence_event_cb cb, void *ud);
 
 /* Validate a channel name as the library would (0 or PRESENCE_ECHANNEL). */
 int presence_channel_check(const char *channel);
+/* Availability, status message, devices                                    */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * Status that people set, per user, kept in the store across reconnects
+ * (and instance deaths and store loss on Redis). Each change that changes
+ * something is one event, edge-triggered like the rest: setting what is
+ * already set emits nothing. A user the store has never seen gets a record.
+ */
+
+/* "auto", "dnd", "away", "invisible"; parse returns 0 or EAVAILABILITY. */
+const char *presence_availability_name(presence_availability_t a);
+int presence_availability_parse(const char *name, presence_availability_t *out);
+
+/* user.availability (reason "explicit"). EAVAILABILITY for anything else. */
+int presence_user_set_availability(presence_t *p, const char *user_id,
+                                   presence_availability_t availability,
+                                   presence_done_cb done, void *ud);
+
+/*
+ * Set the status message: text and emoji (either may be NULL or empty; both
+ * empty clears it), and expires_ms, the wall-clock time at which the store
+ * clears it (one user.message, reason "expired", exactly once), or 0 for
+ * none. Errors, nothing stored: EMESSAGE (text over message_max_chars
+ * characters, emoji over PRESENCE_EMOJI_MAX bytes, either not UTF-8 or with
+ * control characters), EEXPIRY (not after now, or more than
+ * PRESENCE_MESSAGE_TTL_MAX_MS ahead). Setting the same text, emoji and
+ * expiry again emits nothing.
+ */
+int presence_user_set_message(presence_t *p, const char *user_id,
+                              const char *text, const char *emoji,
+                              int64_t expires_ms, presence_done_cb done,
+                              void *ud);
+/* The same as presence_user_set_message(p, user_id, NULL, NULL, 0, ...). */
+int presence_user_clear_message(presence_t *p, const char *user_id,
+                                presence_done_cb done, void *ud);
+
+/* presence_session_open with the session's device kind (NULL:
+ * PRESENCE_DEVICE_DEFAULT). EDEVICE for a malformed word. */
+int presence_session_open_device(presence_t *p, const char *session_id,
+                                 const char *user_id, const char *meta,
+                                 const char *device, presence_handle_t *handle,
+                                 presence_done_cb done, void *ud);
+/* Validate a device word as the library would (0 or PRESENCE_EDEVICE). */
+int presence_device_check(const char *device);
+/* Validate a message as presence_user_set_message would, with max_chars
+ * characters at most (0: PRESENCE_MESSAGE_MAX_CHARS): 0 or EMESSAGE. */
+int presence_message_check(const char *text, const char *emoji,
+                           uint32_t max_chars);
+
+/*
+ * What watchers and channel members see (docs/protocol.md §6):
+ *   computed offline           -> offline, availability auto
+ *   auto                       -> the computed status
+ *   dnd                        -> online, availability dnd
+ *   away                       -> idle, availability away
+ *   invisible                  -> offline, availability auto
+ * Backends (API, events, webhooks, library callbacks) see the truth.
+ */
+presence_status_t presence_shown_status(presence_availability_t a,
+                                        presence_status_t computed);
+presence_availability_t presence_shown_availability(presence_availability_t a,
+                                                    presence_status_t computed);
+
+/*
+ * Whether a watcher or channel member sees ev change anything, so that it
+ * gets exactly one message when what it sees changes and none otherwise:
+ *   user.online/idle/offline, user.availability: 1 when the shown status or
+ *     the shown availability differs before (availability_from, from) and
+ *     after (availability_to, to);
+ *   user.message: 1 (a message is shown whatever the status; an event is
+ *     only emitted when it changes);
+ *     or, for a user event caused by a session, when the shown status of
+ *     that session's device changes;
+ *   session events: 1 when the shown status of the session's device
+ *     (device_from -> device_to, masked like the user's) changes and no
+ *     user event follows (PRESENCE_EVENT_USER_FOLLOWS: that one carries it);
+ *   anything else: 0.
+ */
+int presence_event_watcher_visible(const presence_event_t *ev);
 
 #ifdef __cplusplus
 }

@@ -75,7 +75,9 @@ typedef enum {
   PRESENCE_WRITE_JOIN,       /* session joins channel with data */
   PRESENCE_WRITE_UPDATE,     /* session's data in channel */
   PRESENCE_WRITE_LEAVE,      /* session leaves channel */
-  PRESENCE_WRITE_REMOVE_USER /* user_id's sessions leave channel (kicked) */
+  PRESENCE_WRITE_REMOVE_USER, /* user_id's sessions leave channel (kicked) */
+  PRESENCE_WRITE_SET_AVAILABILITY, /* user_id + availability */
+  PRESENCE_WRITE_SET_MESSAGE /* user_id + message, emoji, expires_ms */
 } presence_write_kind_t;
 
 typedef struct presence_write {
@@ -101,6 +103,19 @@ typedef struct presence_write {
   size_t channel_len;
   const char *data;
   size_t data_len;
+  /* CONNECT: the session's device kind (never NULL: the engine fills in
+   * PRESENCE_DEVICE_DEFAULT). */
+  const char *device;
+  size_t device_len;
+  /* SET_AVAILABILITY. */
+  presence_availability_t availability;
+  /* SET_MESSAGE: validated; NULL (length 0) for none; both NULL clears.
+   * expires_ms: wall clock, 0 for none. */
+  const char *message;
+  size_t message_len;
+  const char *emoji;
+  size_t emoji_len;
+  int64_t expires_ms;
 } presence_write_t;
 
 typedef void (*presence_store_done_fn)(void *ud, int status);

@@ -43,6 +43,7 @@ struct presence {
   char instance_id[PRESENCE_ID_MAX + 1];
   uint64_t epoch;
   uint32_t inactivity_ms;
+  uint32_t message_max_chars;
   presence_store_t *store;
   presence_store_host_t host;
 
@@ -185,7 +186,7 @@ static unsigned char *pend_reserve(presence_t *p, size_t size) {
 
 static void host_emit(void *ud, const presence_event_t *ev) {
   presence_t *p = ud;
-  size_t lens[4];
+  size_t lens[PRESENCE__EV_STRINGS];
   size_t size = presence__event_measure(ev, lens);
   unsigned char *at = pend_reserve(p, size);
   if (at) presence__event_pack_measured(ev, lens, size, at);
@@ -245,6 +246,8 @@ int presence_new(const presence_options_t *opts, presence_t **out) {
   memcpy(p->instance_id, iid, iid_len + 1);
   p->epoch = opts->epoch ? opts->epoch : 1;
   p->inactivity_ms = opts->inactivity_ms;
+  p->message_max_chars = opts->message_max_chars ? opts->message_max_chars
+                                                 : PRESENCE_MESSAGE_MAX_CHARS;
   p->next_handle = 1;
 
   p->host.emit = host_emit;
@@ -459,11 +462,27 @@ int presence_session_open(presence_t *p, const char *session_id,
                           const char *user_id, const char *meta,
                           presence_handle_t *handle, presence_done_cb done,
                           void *ud) {
+  return presence_session_open_device(p, session_id, user_id, meta, NULL,
+                                      handle, done, ud);
+}
+
+int presence_session_open_device(presence_t *p, const char *session_id,
+                                 const char *user_id, const char *meta,
+                                 const char *device, presence_handle_t *handle,
+                                 presence_done_cb done, void *ud) {
   presence_write_t w;
   if (!p) return PRESENCE_EINVAL;
   if (handle) *handle = PRESENCE_HANDLE_NONE;
   int rc = session_arg(&w, session_id);
   if (rc) return rc;
+  if (device) {
+    rc = presence__device_check_len(device, &w.device_len);
+    if (rc) return rc;
+    w.device = device;
+  } else {
+    w.device = PRESENCE_DEVICE_DEFAULT;
+    w.device_len = sizeof(PRESENCE_DEVICE_DEFAULT) - 1;
+  }
   rc = presence__id_check_len(user_id, &w.user_id_len);
   if (rc) return rc;
   w.user_id = user_id;
@@ -577,6 +596,61 @@ int presence_session_touch(presence_t *p, const char *session_id) {
   w.kind = PRESENCE_WRITE_TOUCH;
   w.reason = PRESENCE_REASON_INACTIVITY;
   return submit(p, &w, NULL, NULL);
+}
+
+/* ---- status that people set ------------------------------------------- */
+
+int presence_user_set_availability(presence_t *p, const char *user_id,
+                                   presence_availability_t availability,
+                                   presence_done_cb done, void *ud) {
+  presence_write_t w;
+  if (!p) return PRESENCE_EINVAL;
+  memset(&w, 0, sizeof(w));
+  int rc = presence__id_check_len(user_id, &w.user_id_len);
+  if (rc) return rc;
+  if ((unsigned)availability >= PRESENCE_AVAIL_COUNT_)
+    return PRESENCE_EAVAILABILITY;
+  w.kind = PRESENCE_WRITE_SET_AVAILABILITY;
+  w.user_id = user_id;
+  w.availability = availability;
+  w.reason = PRESENCE_REASON_EXPLICIT;
+  return submit(p, &w, done, ud);
+}
+
+int presence_user_set_message(presence_t *p, const char *user_id,
+                              const char *text, const char *emoji,
+                              int64_t expires_ms, presence_done_cb done,
+                              void *ud) {
+  presence_write_t w;
+  if (!p) return PRESENCE_EINVAL;
+  memset(&w, 0, sizeof(w));
+  int rc = presence__id_check_len(user_id, &w.user_id_len);
+  if (rc) return rc;
+  rc = presence__message_check_len(text, emoji, p->message_max_chars,
+                                   &w.message_len, &w.emoji_len);
+  if (rc) return rc;
+  /* An empty string is no string: "" and NULL store the same thing. */
+  w.message = w.message_len ? text : NULL;
+  w.emoji = w.emoji_len ? emoji : NULL;
+  if (w.message || w.emoji) {
+    if (expires_ms) {
+      int64_t now = host_wall(p);
+      if (expires_ms <= now || expires_ms - now > PRESENCE_MESSAGE_TTL_MAX_MS)
+        return PRESENCE_EEXPIRY;
+    }
+    w.expires_ms = expires_ms;
+  } else if (expires_ms < 0) {
+    return PRESENCE_EEXPIRY;
+  }
+  w.kind = PRESENCE_WRITE_SET_MESSAGE;
+  w.user_id = user_id;
+  w.reason = PRESENCE_REASON_EXPLICIT;
+  return submit(p, &w, done, ud);
+}
+
+int presence_user_clear_message(presence_t *p, const char *user_id,
+                                presence_done_cb done, void *ud) {
+  return presence_user_set_message(p, user_id, NULL, NULL, 0, done, ud);
 }
 
 int presence_reset(presence_t *p, presence_done_cb done, void *ud) {

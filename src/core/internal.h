@@ -31,6 +31,17 @@ bool presence__utf8_ok(const unsigned char *s, size_t n);
 
 uint32_t presence__hash(const char *s, size_t n);
 
+/* ---- status that people set ------------------------------------------ */
+
+/* 0 or EDEVICE; the length in *len. */
+int presence__device_check_len(const char *device, size_t *len);
+/* Code points in s[0..n) (valid UTF-8 assumed). */
+size_t presence__utf8_chars(const unsigned char *s, size_t n);
+/* presence_message_check, with the lengths (0 for a NULL string). */
+int presence__message_check_len(const char *text, const char *emoji,
+                                uint32_t max_chars, size_t *text_len,
+                                size_t *emoji_len);
+
 /* ---- the record table -------------------------------------------------- */
 
 /*
@@ -70,6 +81,10 @@ void *presence__table_next(const presence__table_t *t, size_t *pos);
 
 /* ---- events packed into bytes ------------------------------------------ */
 
+/* Strings of a packed event, in order: session_id, user_id, meta,
+ * instance_id, message, emoji, device. */
+#define PRESENCE__EV_STRINGS 7
+
 /* Bytes of a packed event before its strings. */
 size_t presence__event_header_size(void);
 /* Bytes needed to pack ev (a multiple of 8). */
@@ -77,9 +92,11 @@ size_t presence__event_packed_size(const presence_event_t *ev);
 /* Pack into buf (size from presence__event_packed_size, 8-aligned). */
 void presence__event_pack(const presence_event_t *ev, void *buf);
 /* The same in two steps, measuring the strings once. */
-size_t presence__event_measure(const presence_event_t *ev, size_t lens[4]);
+size_t presence__event_measure(const presence_event_t *ev,
+                              size_t lens[PRESENCE__EV_STRINGS]);
 void presence__event_pack_measured(const presence_event_t *ev,
-                                   const size_t lens[4], size_t size,
+                                   const size_t lens[PRESENCE__EV_STRINGS],
+                                   size_t size,
                                    void *buf);
 /* Unpack: the event's strings point into buf. session_ids, if any, are
  * written to ids (room for n_session_ids pointers, see
@@ -110,7 +127,8 @@ const void *presence__log_append(presence__log_t *l,
 /* The same with the lengths already known (see presence__event_measure). */
 const void *presence__log_append_measured(presence__log_t *l,
                                           const presence_event_t *ev,
-                                          const size_t lens[4], size_t size);
+                                          const size_t lens[PRESENCE__EV_STRINGS],
+                                          size_t size);
 uint64_t presence__log_last_seq(const presence__log_t *l);
 uint64_t presence__log_first_seq(const presence__log_t *l);
 /* Read up to max events after after_seq; see presence_log_read. */

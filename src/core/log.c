@@ -21,12 +21,16 @@ typedef struct packed {
   uint32_t size; /* whole packed size */
   uint32_t n_ids;
   uint32_t sid_len, uid_len, meta_len, inst_len; /* NONE for NULL */
+  uint32_t msg_len, emoji_len, dev_len;          /* NONE for NULL */
   uint32_t flags;
+  int64_t message_expires_ms;
   uint8_t type, reason, from, to;
+  uint8_t avail_from, avail_to, dev_from, dev_to;
   uint64_t count;    /* channel events */
   uint32_t chan_len; /* NONE for NULL; the channel follows the ids */
   uint32_t unused;
-  /* then: sid \0 uid \0 meta \0 inst \0 ids \0 ... chan \0 */
+  /* then: sid \0 uid \0 meta \0 inst \0 msg \0 emoji \0 dev \0 ids \0 ...
+   * chan \0 */
 } packed_t;
 
 size_t presence__event_header_size(void) { return sizeof(packed_t); }
@@ -35,12 +39,17 @@ static inline size_t opt_len(const char *s) { return s ? strlen(s) + 1 : 0; }
 
 /* String lengths (+1 for the NUL, 0 for NULL) measured once per event:
  * packing is on every operation's path. */
-size_t presence__event_measure(const presence_event_t *ev, size_t lens[4]) {
+size_t presence__event_measure(const presence_event_t *ev,
+                              size_t lens[PRESENCE__EV_STRINGS]) {
   lens[0] = opt_len(ev->session_id);
   lens[1] = opt_len(ev->user_id);
   lens[2] = opt_len(ev->meta);
   lens[3] = opt_len(ev->instance_id);
-  size_t n = sizeof(packed_t) + lens[0] + lens[1] + lens[2] + lens[3];
+  lens[4] = opt_len(ev->message);
+  lens[5] = opt_len(ev->emoji);
+  lens[6] = opt_len(ev->device);
+  size_t n = sizeof(packed_t);
+  for (size_t i = 0; i < PRESENCE__EV_STRINGS; i++) n += lens[i];
   for (size_t i = 0; ev->session_ids && i < ev->n_session_ids; i++)
     n += strlen(ev->session_ids[i]) + 1;
   n += opt_len(ev->channel);
@@ -48,7 +57,7 @@ size_t presence__event_measure(const presence_event_t *ev, size_t lens[4]) {
 }
 
 size_t presence__event_packed_size(const presence_event_t *ev) {
-  size_t lens[4];
+  size_t lens[PRESENCE__EV_STRINGS];
   return presence__event_measure(ev, lens);
 }
 
@@ -63,8 +72,8 @@ static char *put(char *dst, const char *s, size_t len1, uint32_t *len_out) {
 }
 
 void presence__event_pack_measured(const presence_event_t *ev,
-                                   const size_t lens[4], size_t size,
-                                   void *buf) {
+                                   const size_t lens[PRESENCE__EV_STRINGS],
+                                   size_t size, void *buf) {
   packed_t *p = buf;
   p->seq = ev->seq;
   p->ts_ms = ev->ts_ms;
@@ -78,11 +87,19 @@ void presence__event_pack_measured(const presence_event_t *ev,
   p->reason = (uint8_t)ev->reason;
   p->from = (uint8_t)ev->from;
   p->to = (uint8_t)ev->to;
+  p->message_expires_ms = ev->message_expires_ms;
+  p->avail_from = (uint8_t)ev->availability_from;
+  p->avail_to = (uint8_t)ev->availability_to;
+  p->dev_from = (uint8_t)ev->device_from;
+  p->dev_to = (uint8_t)ev->device_to;
   char *d = (char *)(p + 1);
   d = put(d, ev->session_id, lens[0], &p->sid_len);
   d = put(d, ev->user_id, lens[1], &p->uid_len);
   d = put(d, ev->meta, lens[2], &p->meta_len);
   d = put(d, ev->instance_id, lens[3], &p->inst_len);
+  d = put(d, ev->message, lens[4], &p->msg_len);
+  d = put(d, ev->emoji, lens[5], &p->emoji_len);
+  d = put(d, ev->device, lens[6], &p->dev_len);
   for (size_t i = 0; ev->session_ids && i < ev->n_session_ids; i++) {
     uint32_t unused;
     d = put(d, ev->session_ids[i], strlen(ev->session_ids[i]) + 1, &unused);
@@ -95,7 +112,7 @@ void presence__event_pack_measured(const presence_event_t *ev,
 }
 
 void presence__event_pack(const presence_event_t *ev, void *buf) {
-  size_t lens[4];
+  size_t lens[PRESENCE__EV_STRINGS];
   size_t size = presence__event_measure(ev, lens);
   presence__event_pack_measured(ev, lens, size, buf);
 }
@@ -130,11 +147,19 @@ void presence__event_unpack(const void *buf, presence_event_t *ev,
   ev->reason = (presence_reason_t)p->reason;
   ev->from = (presence_status_t)p->from;
   ev->to = (presence_status_t)p->to;
+  ev->message_expires_ms = p->message_expires_ms;
+  ev->availability_from = (presence_availability_t)p->avail_from;
+  ev->availability_to = (presence_availability_t)p->avail_to;
+  ev->device_from = (presence_status_t)p->dev_from;
+  ev->device_to = (presence_status_t)p->dev_to;
   const char *s = (const char *)(p + 1);
   ev->session_id = get(&s, p->sid_len);
   ev->user_id = get(&s, p->uid_len);
   ev->meta = get(&s, p->meta_len);
   ev->instance_id = get(&s, p->inst_len);
+  ev->message = get(&s, p->msg_len);
+  ev->emoji = get(&s, p->emoji_len);
+  ev->device = get(&s, p->dev_len);
   if (p->n_ids != NONE) {
     for (uint32_t i = 0; i < p->n_ids; i++) {
       ids[i] = s;
@@ -211,16 +236,18 @@ static void evict(presence__log_t *l) {
 
 const void *presence__log_append(presence__log_t *l,
                                  const presence_event_t *ev) {
-  size_t lens[4];
+  size_t lens[PRESENCE__EV_STRINGS];
   size_t n = presence__event_measure(ev, lens);
   return presence__log_append_measured(l, ev, lens, n);
 }
 
 const void *presence__log_append_measured(presence__log_t *l,
                                           const presence_event_t *ev,
-                                          const size_t lens_in[4], size_t n) {
+                                          const size_t lens_in[PRESENCE__EV_STRINGS],
+                                          size_t n) {
   presence_event_t trimmed;
-  size_t lens[4] = {lens_in[0], lens_in[1], lens_in[2], lens_in[3]};
+  size_t lens[PRESENCE__EV_STRINGS];
+  memcpy(lens, lens_in, sizeof(lens));
   bool whole = true;
   if (n > l->nbytes / 2) {
     /* A cleanup of a huge instance: keep the event, drop its id list from

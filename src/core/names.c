@@ -41,11 +41,12 @@ static const char *const event_names[PRESENCE_EV_COUNT_] = {
     "session.connected", "session.disconnected", "session.status",
     "user.online",       "user.idle",            "user.offline",
     "cleanup",           "channel.join",         "channel.leave",
-    "channel.update"};
+    "channel.update",    "user.availability",    "user.message"};
 
 static const char *const reason_names[PRESENCE_REASON_COUNT_] = {
     "none",     "connect",  "disconnect",    "explicit", "inactivity",
-    "timeout",  "kicked",   "shutdown",      "instance_lost", "resync"};
+    "timeout",  "kicked",   "shutdown",      "instance_lost", "resync",
+    "expired"};
 
 const char *presence_status_name(presence_status_t s) {
   return (unsigned)s < 3 ? status_names[s] : "unknown";

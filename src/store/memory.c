@@ -32,6 +32,7 @@
 #define U_FLAGS 1
 #define U_END_REASON 2 /* why the last session ended, for a delayed offline */
 #define UF_IN_GRACE 0x1
+#define UF_MIXED_DEV 0x2 /* its sessions are of more than one device kind */
 
 struct muser;
 struct mjoin;
@@ -49,6 +50,7 @@ typedef struct msess {
   int64_t status_since_ms;
   uint16_t meta_size; /* strlen(meta) + 1; 0: no metadata */
   struct mjoin *joins; /* channels joined, in join order */
+  uint8_t dev;        /* device kind, an index into the store's words */
   char id[];
 } msess_t;
 
@@ -75,8 +77,40 @@ typedef struct muser {
   int64_t last_seen_ms;
   msess_t *sessions;
   struct mmember *members; /* channel memberships, including ones in grace */
+  int64_t last_active_ms; /* when last online (not idle) */
+  struct uext *ext;       /* what the person set; NULL: nothing yet */
+  uint8_t avail;          /* presence_availability_t */
+  uint8_t dev;            /* every session's device, unless UF_MIXED_DEV */
   char id[];
 } muser_t;
+
+/*
+ * What a person set beside their availability, kept apart from the user
+ * record because most users never set any: one allocation, the text and the
+ * emoji inline after it (text NUL emoji NUL).
+ */
+typedef struct uext {
+  int64_t avail_since_ms;
+  int64_t msg_set_ms;
+  int64_t msg_expires_ms; /* wall clock; 0: none */
+  uint32_t heap_idx;      /* in the expiry heap; NOT_IN_HEAP otherwise */
+  uint32_t text_len, emoji_len;
+  uint8_t has_text, has_emoji;
+  char strs[];
+} uext_t;
+
+#define NOT_IN_HEAP UINT32_MAX
+#define DEV_WORDS 255
+
+static inline const char *ext_text(const uext_t *x) {
+  return x && x->has_text ? x->strs : NULL;
+}
+static inline const char *ext_emoji(const uext_t *x) {
+  return x && x->has_emoji ? x->strs + x->text_len + 1 : NULL;
+}
+static inline bool ext_has_message(const uext_t *x) {
+  return x && (x->has_text || x->has_emoji);
+}
 
 /* A pending offline (grace) or a pending forget (retention). Each delay is
  * one constant, so entries are pushed in deadline order and a FIFO is
@@ -133,6 +167,14 @@ typedef struct mstore {
   size_t metas_cap;
   presence_channel_info_t *cinfo;
   size_t cinfo_cap;
+  /* Device words, interned: a session holds a one-byte index. */
+  char dev_word[DEV_WORDS][PRESENCE_DEVICE_MAX + 1];
+  uint8_t dev_wlen[DEV_WORDS];
+  uint32_t n_dev;
+  presence_device_status_t dev_scratch[DEV_WORDS];
+  /* Users with a message that expires, a min-heap on the expiry. */
+  muser_t **heap;
+  uint32_t heap_len, heap_cap;
 } mstore_t;
 
 static inline act_t *act_of(msess_t *s) { return (act_t *)s - 1; }
@@ -162,13 +204,17 @@ static inline presence_status_t computed(const muser_t *u) {
 /* Sizes of an event's strings, +1 each (0 for none), as packing wants them:
  * the records know their ids' lengths, so nothing is measured twice. */
 static size_t event_lens(mstore_t *m, const presence_event_t *ev,
-                         size_t sid_len, size_t uid_len, size_t lens[4]) {
+                         size_t sid_len, size_t uid_len,
+                         size_t lens[PRESENCE__EV_STRINGS]) {
   lens[0] = ev->session_id ? sid_len + 1 : 0;
   lens[1] = ev->user_id ? uid_len + 1 : 0;
   lens[2] = ev->meta ? strlen(ev->meta) + 1 : 0;
   lens[3] = m->instance_id_len + 1;
-  size_t n = presence__event_header_size() + lens[0] + lens[1] + lens[2] +
-             lens[3];
+  lens[4] = ev->message ? strlen(ev->message) + 1 : 0;
+  lens[5] = ev->emoji ? strlen(ev->emoji) + 1 : 0;
+  lens[6] = ev->device ? strlen(ev->device) + 1 : 0;
+  size_t n = presence__event_header_size();
+  for (size_t i = 0; i < PRESENCE__EV_STRINGS; i++) n += lens[i];
   if (ev->channel) n += strlen(ev->channel) + 1;
   return (n + 7) & ~(size_t)7;
 }
@@ -184,7 +230,7 @@ static void emit(mstore_t *m, presence_event_t *ev, int64_t now_ms,
   if (ev->session_ids) {
     packed = presence__log_append(m->log, ev);
   } else {
-    size_t lens[4];
+    size_t lens[PRESENCE__EV_STRINGS];
     size_t n = event_lens(m, ev, sid_len, uid_len, lens);
     packed = presence__log_append_measured(m->log, ev, lens, n);
   }
@@ -192,11 +238,45 @@ static void emit(mstore_t *m, presence_event_t *ev, int64_t now_ms,
   else m->h.emit(m->h.host_ud, ev);
 }
 
+/* The best of two statuses: online over idle over offline. */
+static inline presence_status_t best_of(presence_status_t a,
+                                        presence_status_t b) {
+  if (a == PRESENCE_ONLINE || b == PRESENCE_ONLINE) return PRESENCE_ONLINE;
+  if (a == PRESENCE_IDLE || b == PRESENCE_IDLE) return PRESENCE_IDLE;
+  return PRESENCE_OFFLINE;
+}
+
+/* The best status of the user's sessions of device dev, leaving out skip
+ * (counted in u's counts with its current status). Without mixed devices
+ * (the common case) the counts answer; otherwise the user's sessions are
+ * walked, which a user with sessions on several devices pays alone. */
+static presence_status_t dev_best(const muser_t *u, uint8_t dev,
+                                  const msess_t *skip) {
+  if (!(u->key.spare[U_FLAGS] & UF_MIXED_DEV)) {
+    if (dev != u->dev) return PRESENCE_OFFLINE;
+    uint32_t n = u->n_sessions - (skip ? 1 : 0);
+    uint32_t on = u->n_online -
+                  (skip && s_status(skip) == PRESENCE_ONLINE ? 1 : 0);
+    return n == 0 ? PRESENCE_OFFLINE : on ? PRESENCE_ONLINE : PRESENCE_IDLE;
+  }
+  presence_status_t b = PRESENCE_OFFLINE;
+  for (const msess_t *x = u->sessions; x; x = x->user_next)
+    if (x != skip && x->dev == dev) b = best_of(b, s_status(x));
+  return b;
+}
+
 static void emit_session(mstore_t *m, presence_event_type_t type,
                          const msess_t *s, presence_reason_t reason,
                          presence_status_t from, presence_status_t to,
-                         int64_t now_ms) {
+                         presence_status_t dev_from, presence_status_t dev_to,
+                         unsigned flags, int64_t now_ms) {
   presence_event_t ev = {0};
+  ev.flags = flags;
+  ev.device = m->dev_word[s->dev];
+  ev.device_from = dev_from;
+  ev.device_to = dev_to;
+  ev.availability_from = ev.availability_to =
+      (presence_availability_t)s->user->avail;
   ev.type = type;
   ev.reason = reason;
   ev.session_id = s->id;
@@ -246,9 +326,14 @@ static void uq_pop(user_queue_t *q) {
 }
 
 /* Set the user's reported status and emit the transition, if it is one. */
+/* cause: the session whose change caused it (NULL: a timer, a cleanup);
+ * the event carries that session's device and the device's best status
+ * before and after, as the session event flagged USER_FOLLOWS left them
+ * to it. */
 static void user_transition(mstore_t *m, muser_t *u, presence_status_t to,
                             presence_reason_t reason, const msess_t *cause,
-                            int64_t now_ms) {
+                            presence_status_t dev_from,
+                            presence_status_t dev_to, int64_t now_ms) {
   presence_status_t from = u_status(u);
   if (from == to) return;
   stats_leave(m, from);
@@ -280,6 +365,12 @@ static void user_transition(mstore_t *m, muser_t *u, presence_status_t to,
   ev.to = to;
   ev.user_version = u->version;
   ev.last_seen_ms = u->last_seen_ms;
+  ev.availability_from = ev.availability_to = (presence_availability_t)u->avail;
+  if (cause) {
+    ev.device = m->dev_word[cause->dev];
+    ev.device_from = dev_from;
+    ev.device_to = dev_to;
+  }
   emit(m, &ev, now_ms, cause ? cause->key.len : 0, u->key.len);
 }
 
@@ -395,10 +486,26 @@ static void session_free(mstore_t *m, msess_t *s) {
   presence__free(m->alloc, m->inactivity ? (void *)act_of(s) : (void *)s);
 }
 
+/* The index of a device word, added if new; -1 when the store already holds
+ * DEV_WORDS distinct words. The default word sits at 0, so the common
+ * session compares once. */
+static int dev_intern(mstore_t *m, const char *word, size_t len) {
+  for (uint32_t i = 0; i < m->n_dev; i++)
+    if (m->dev_wlen[i] == len && memcmp(m->dev_word[i], word, len) == 0)
+      return (int)i;
+  if (m->n_dev == DEV_WORDS || len > PRESENCE_DEVICE_MAX) return -1;
+  memcpy(m->dev_word[m->n_dev], word, len);
+  m->dev_word[m->n_dev][len] = '\0';
+  m->dev_wlen[m->n_dev] = (uint8_t)len;
+  return (int)m->n_dev++;
+}
+
 static int op_connect(mstore_t *m, const presence_write_t *w) {
   uint32_t sh = presence__hash(w->session_id, w->session_id_len);
   if (presence__table_find(&m->sessions, w->session_id, w->session_id_len, sh))
     return PRESENCE_EEXIST;
+  int dev = w->device ? dev_intern(m, w->device, w->device_len) : 0;
+  if (dev < 0) return PRESENCE_EDEVICE;
   uint32_t uh = presence__hash(w->user_id, w->user_id_len);
   muser_t *u = user_get_or_create(m, w->user_id, w->user_id_len, uh);
   if (!u) return PRESENCE_ENOMEM;
@@ -424,6 +531,7 @@ static int op_connect(mstore_t *m, const presence_write_t *w) {
   s->key.len = (uint8_t)w->session_id_len;
   s->key.spare[S_STATUS] = PRESENCE_ONLINE;
   s->key.spare[S_REASON] = PRESENCE_REASON_CONNECT;
+  s->dev = (uint8_t)dev;
   memcpy(s->id, w->session_id, w->session_id_len);
   s->id[w->session_id_len] = '\0';
   if (slab_take(m, s)) {
@@ -439,19 +547,30 @@ static int op_connect(mstore_t *m, const presence_write_t *w) {
   int64_t now = m->h.wall_ms(m->h.host_ud);
   s->connected_ms = s->status_since_ms = now;
   s->user = u;
+  if (u->n_sessions == 0) {
+    u->dev = s->dev;
+    u->key.spare[U_FLAGS] &= (uint8_t)~UF_MIXED_DEV;
+  } else if (s->dev != u->dev) {
+    u->key.spare[U_FLAGS] |= UF_MIXED_DEV;
+  }
   s->user_next = u->sessions;
   u->sessions = s;
   u->n_sessions++;
   u->n_online++;
+  u->last_active_ms = now;
   m->stats.sessions++;
   if (m->inactivity) {
     act_t *a = act_of(s);
     act_push(m, a, rel_now(m));
   }
   grace_cancel(u);
+  presence_status_t dev_from = dev_best(u, s->dev, s);
   emit_session(m, PRESENCE_EV_SESSION_CONNECTED, s, PRESENCE_REASON_CONNECT,
-               PRESENCE_OFFLINE, PRESENCE_ONLINE, now);
-  user_transition(m, u, PRESENCE_ONLINE, PRESENCE_REASON_CONNECT, s, now);
+               PRESENCE_OFFLINE, PRESENCE_ONLINE, dev_from, PRESENCE_ONLINE,
+               u_status(u) != PRESENCE_ONLINE ? PRESENCE_EVENT_USER_FOLLOWS : 0,
+               now);
+  user_transition(m, u, PRESENCE_ONLINE, PRESENCE_REASON_CONNECT, s, dev_from,
+                  PRESENCE_ONLINE, now);
   u->last_seen_ms = now;
   return 0;
 }
@@ -572,6 +691,10 @@ static void emit_member(mstore_t *m, presence_event_type_t type,
   ev.to = to;
   ev.user_version = ++mb->version;
   ev.count = mb->k.chan->n_members;
+  /* The member's availability, so channel observers mask it like watchers
+   * do (an invisible member shows offline: presence_shown_status). */
+  ev.availability_from = ev.availability_to =
+      (presence_availability_t)mb->k.user->avail;
   emit(m, &ev, now, cause ? cause->key.len : 0, mb->k.user->key.len);
 }
 
@@ -967,8 +1090,9 @@ static int op_end(mstore_t *m, const presence_write_t *w) {
 
   int64_t now = m->h.wall_ms(m->h.host_ud);
   u->last_seen_ms = now;
-  emit_session(m, PRESENCE_EV_SESSION_DISCONNECTED, s, w->reason, was,
-               PRESENCE_OFFLINE, now);
+  if (was == PRESENCE_ONLINE) u->last_active_ms = now;
+  presence_status_t dev_after = dev_best(u, s->dev, NULL);
+  presence_status_t dev_before = best_of(dev_after, was);
   presence_status_t to = computed(u);
   /* Grace covers the cases where the user may simply be back in a moment
    * (a reload, a network blip); a kick or a cleanup is final, and so is a
@@ -978,13 +1102,17 @@ static int op_end(mstore_t *m, const presence_write_t *w) {
   bool graceful = w->reason != PRESENCE_REASON_KICKED &&
                   w->reason != PRESENCE_REASON_INSTANCE_LOST &&
                   w->reason != PRESENCE_REASON_SHUTDOWN;
+  bool in_grace = false;
   if (to == PRESENCE_OFFLINE && m->h.offline_grace_ms && graceful) {
     u->key.spare[U_END_REASON] = (uint8_t)w->reason;
-    if (grace_push(m, u, rel_now(m) + m->h.offline_grace_ms))
-      user_transition(m, u, to, w->reason, s, now);
-  } else {
-    user_transition(m, u, to, w->reason, s, now);
+    in_grace = grace_push(m, u, rel_now(m) + m->h.offline_grace_ms) == 0;
   }
+  bool follows = !in_grace && to != u_status(u);
+  emit_session(m, PRESENCE_EV_SESSION_DISCONNECTED, s, w->reason, was,
+               PRESENCE_OFFLINE, dev_before, dev_after,
+               follows ? PRESENCE_EVENT_USER_FOLLOWS : 0, now);
+  if (!in_grace)
+    user_transition(m, u, to, w->reason, s, dev_before, dev_after, now);
   session_channels_end(m, s, w->reason, graceful, now);
   session_free(m, s);
   return 0;
@@ -996,14 +1124,22 @@ static void set_status(mstore_t *m, msess_t *s, presence_status_t to,
   presence_status_t from = s_status(s);
   muser_t *u = s->user;
   int64_t now = m->h.wall_ms(m->h.host_ud);
+  presence_status_t others = dev_best(u, s->dev, s);
   s->key.spare[S_STATUS] = (uint8_t)to;
   s->key.spare[S_REASON] = (uint8_t)reason;
   s->status_since_ms = now;
   if (to == PRESENCE_ONLINE) u->n_online++;
   else u->n_online--;
   u->last_seen_ms = now;
-  emit_session(m, PRESENCE_EV_SESSION_STATUS, s, reason, from, to, now);
-  user_transition(m, u, computed(u), reason, s, now);
+  /* Leaving online ends activity now; entering it is activity now. */
+  u->last_active_ms = now;
+  presence_status_t dev_from = best_of(others, from),
+                    dev_to = best_of(others, to);
+  emit_session(m, PRESENCE_EV_SESSION_STATUS, s, reason, from, to, dev_from,
+               dev_to,
+               computed(u) != u_status(u) ? PRESENCE_EVENT_USER_FOLLOWS : 0,
+               now);
+  user_transition(m, u, computed(u), reason, s, dev_from, dev_to, now);
   session_channels_status(m, s, from, reason, now);
 }
 
@@ -1056,18 +1192,27 @@ static int op_reset(mstore_t *m) {
       presence__table_remove(&m->sessions, s);
       slab_release(m, s);
       u->n_sessions--;
-      if (was == PRESENCE_ONLINE) u->n_online--;
+      if (was == PRESENCE_ONLINE) {
+        u->n_online--;
+        u->last_active_ms = now;
+      }
       m->stats.sessions--;
       if (m->inactivity) act_unlink(m, act_of(s));
+      presence_status_t dev_after = dev_best(u, s->dev, NULL);
+      /* The user's offline follows the last of them, and says it all. */
       emit_session(m, PRESENCE_EV_SESSION_DISCONNECTED, s,
-                   PRESENCE_REASON_INSTANCE_LOST, was, PRESENCE_OFFLINE, now);
+                   PRESENCE_REASON_INSTANCE_LOST, was, PRESENCE_OFFLINE,
+                   best_of(dev_after, was), dev_after,
+                   u_status(u) != PRESENCE_OFFLINE ? PRESENCE_EVENT_USER_FOLLOWS
+                                                   : 0,
+                   now);
       session_channels_end(m, s, PRESENCE_REASON_INSTANCE_LOST, false, now);
       session_free(m, s);
     }
     grace_cancel(u);
     if (u_status(u) != PRESENCE_OFFLINE) u->last_seen_ms = now;
     user_transition(m, u, PRESENCE_OFFLINE, PRESENCE_REASON_INSTANCE_LOST, NULL,
-                    now);
+                    PRESENCE_OFFLINE, PRESENCE_OFFLINE, now);
   }
   m->gq.len = m->gq.head = 0;
   /* Members in their channel grace leave now. */
@@ -1078,6 +1223,214 @@ static int op_reset(mstore_t *m) {
   ev.reason = PRESENCE_REASON_INSTANCE_LOST;
   emit(m, &ev, now, 0, 0);
   return 0;
+}
+
+/* ---- status that people set ------------------------------------------- */
+
+/* The expiry heap: users whose message expires, earliest first. Each user
+ * knows its index (ext->heap_idx), so an explicit change removes its entry
+ * at once and no entry ever outlives its user. */
+static inline int64_t exp_key(const mstore_t *m, uint32_t i) {
+  return m->heap[i]->ext->msg_expires_ms;
+}
+
+static inline void exp_place(mstore_t *m, uint32_t i, muser_t *u) {
+  m->heap[i] = u;
+  u->ext->heap_idx = i;
+}
+
+static void exp_up(mstore_t *m, uint32_t i) {
+  muser_t *u = m->heap[i];
+  int64_t k = u->ext->msg_expires_ms;
+  while (i > 0) {
+    uint32_t parent = (i - 1) / 2;
+    if (exp_key(m, parent) <= k) break;
+    exp_place(m, i, m->heap[parent]);
+    i = parent;
+  }
+  exp_place(m, i, u);
+}
+
+static void exp_down(mstore_t *m, uint32_t i) {
+  muser_t *u = m->heap[i];
+  int64_t k = u->ext->msg_expires_ms;
+  for (;;) {
+    uint32_t c = 2 * i + 1;
+    if (c >= m->heap_len) break;
+    if (c + 1 < m->heap_len && exp_key(m, c + 1) < exp_key(m, c)) c++;
+    if (exp_key(m, c) >= k) break;
+    exp_place(m, i, m->heap[c]);
+    i = c;
+  }
+  exp_place(m, i, u);
+}
+
+static int exp_reserve(mstore_t *m) {
+  if (m->heap_len < m->heap_cap) return 0;
+  uint32_t ncap = m->heap_cap ? m->heap_cap * 2 : 64;
+  muser_t **n = presence__realloc(m->alloc, m->heap, ncap * sizeof(*n));
+  if (!n) return PRESENCE_ENOMEM;
+  m->heap = n;
+  m->heap_cap = ncap;
+  return 0;
+}
+
+/* Room must have been reserved (exp_reserve): this cannot fail. */
+static void exp_insert(mstore_t *m, muser_t *u) {
+  exp_place(m, m->heap_len++, u);
+  exp_up(m, m->heap_len - 1);
+}
+
+static void exp_remove(mstore_t *m, muser_t *u) {
+  uint32_t i = u->ext->heap_idx;
+  if (i == NOT_IN_HEAP) return;
+  u->ext->heap_idx = NOT_IN_HEAP;
+  muser_t *last = m->heap[--m->heap_len];
+  if (i == m->heap_len) return;
+  exp_place(m, i, last);
+  exp_up(m, i);
+  exp_down(m, last->ext->heap_idx);
+}
+
+/* A user record for a write that sets something; NULL without memory. */
+static muser_t *user_for_write(mstore_t *m, const presence_write_t *w) {
+  uint32_t uh = presence__hash(w->user_id, w->user_id_len);
+  return user_get_or_create(m, w->user_id, w->user_id_len, uh);
+}
+
+static muser_t *user_find_write(mstore_t *m, const presence_write_t *w) {
+  uint32_t uh = presence__hash(w->user_id, w->user_id_len);
+  return presence__table_find(&m->users, w->user_id, w->user_id_len, uh);
+}
+
+/* Whether retention may forget u: nothing set that a reconnect must find. */
+static inline bool holds_setting(const muser_t *u) {
+  return u->avail != PRESENCE_AVAIL_AUTO || ext_has_message(u->ext);
+}
+
+/* A setting cleared on an absent user: it becomes forgettable again, so it
+ * goes back in the forget queue (the entry of its going offline was skipped
+ * while it held the setting). */
+static void maybe_forget_later(mstore_t *m, muser_t *u) {
+  if (!m->retention_s || holds_setting(u) || u->n_sessions ||
+      u_status(u) != PRESENCE_OFFLINE || (u->key.spare[U_FLAGS] & UF_IN_GRACE))
+    return;
+  (void)uq_push(m, &m->fq, u, u->forget_gen,
+                (uint32_t)((m->h.mono_ms(m->h.host_ud) - m->mono_base) / 1000) +
+                    m->retention_s);
+}
+
+static uext_t *ext_ensure(mstore_t *m, muser_t *u) {
+  if (u->ext) return u->ext;
+  uext_t *x = presence__malloc(m->alloc, sizeof(*x) + 2);
+  if (!x) return NULL;
+  memset(x, 0, sizeof(*x) + 2);
+  x->heap_idx = NOT_IN_HEAP;
+  u->ext = x;
+  return x;
+}
+
+static void emit_user_setting(mstore_t *m, muser_t *u,
+                              presence_event_type_t type,
+                              presence_availability_t from,
+                              presence_reason_t reason, int64_t now) {
+  presence_event_t ev = {0};
+  ev.type = type;
+  ev.reason = reason;
+  ev.user_id = u->id;
+  ev.from = ev.to = u_status(u);
+  ev.user_version = u->version;
+  ev.availability_from = from;
+  ev.availability_to = (presence_availability_t)u->avail;
+  if (type == PRESENCE_EV_USER_MESSAGE) {
+    ev.message = ext_text(u->ext);
+    ev.emoji = ext_emoji(u->ext);
+    ev.message_expires_ms = u->ext ? u->ext->msg_expires_ms : 0;
+  }
+  emit(m, &ev, now, 0, u->key.len);
+}
+
+static int op_set_availability(mstore_t *m, const presence_write_t *w) {
+  muser_t *u = user_find_write(m, w);
+  /* auto on a user never seen is what it already has: no record made. */
+  if (!u && w->availability == PRESENCE_AVAIL_AUTO) return 0;
+  if (!u && !(u = user_for_write(m, w))) return PRESENCE_ENOMEM;
+  if (u->avail == w->availability) return 0;
+  if (!ext_ensure(m, u)) return PRESENCE_ENOMEM;
+  int64_t now = m->h.wall_ms(m->h.host_ud);
+  presence_availability_t from = (presence_availability_t)u->avail;
+  u->avail = (uint8_t)w->availability;
+  u->ext->avail_since_ms = now;
+  u->version++;
+  emit_user_setting(m, u, PRESENCE_EV_USER_AVAILABILITY, from, w->reason, now);
+  maybe_forget_later(m, u);
+  return 0;
+}
+
+static bool same_str(const char *have, const char *s, size_t len) {
+  if (!have || !s) return !have && !s;
+  return strlen(have) == len && memcmp(have, s, len) == 0;
+}
+
+/* Replace (or clear) the message; emits one user.message. The caller made
+ * sure it changes something. */
+static int message_store(mstore_t *m, muser_t *u, const char *text,
+                         size_t tlen, const char *emoji, size_t elen,
+                         int64_t expires_ms, presence_reason_t reason) {
+  if (expires_ms && exp_reserve(m)) return PRESENCE_ENOMEM;
+  uext_t *x = u->ext;
+  size_t need = sizeof(*x) + tlen + 1 + elen + 1;
+  x = presence__realloc(m->alloc, x, need);
+  if (!x) return PRESENCE_ENOMEM;
+  if (!u->ext) {
+    memset(x, 0, sizeof(*x));
+    x->heap_idx = NOT_IN_HEAP;
+  }
+  u->ext = x;
+  exp_remove(m, u);
+  int64_t now = m->h.wall_ms(m->h.host_ud);
+  x->has_text = text != NULL;
+  x->has_emoji = emoji != NULL;
+  x->text_len = (uint32_t)tlen;
+  x->emoji_len = (uint32_t)elen;
+  if (tlen) memcpy(x->strs, text, tlen);
+  x->strs[tlen] = '\0';
+  if (elen) memcpy(x->strs + tlen + 1, emoji, elen);
+  x->strs[tlen + 1 + elen] = '\0';
+  x->msg_expires_ms = expires_ms;
+  x->msg_set_ms = text || emoji ? now : 0;
+  if (expires_ms) exp_insert(m, u);
+  u->version++;
+  emit_user_setting(m, u, PRESENCE_EV_USER_MESSAGE,
+                    (presence_availability_t)u->avail, reason, now);
+  maybe_forget_later(m, u);
+  return 0;
+}
+
+static int op_set_message(mstore_t *m, const presence_write_t *w) {
+  muser_t *u = user_find_write(m, w);
+  bool clear = !w->message && !w->emoji;
+  if (!u && clear) return 0;
+  if (!u && !(u = user_for_write(m, w))) return PRESENCE_ENOMEM;
+  uext_t *x = u->ext;
+  if (same_str(ext_text(x), w->message, w->message_len) &&
+      same_str(ext_emoji(x), w->emoji, w->emoji_len) &&
+      (x ? x->msg_expires_ms : 0) == w->expires_ms)
+    return 0;
+  return message_store(m, u, w->message, w->message_len, w->emoji,
+                       w->emoji_len, w->expires_ms, w->reason);
+}
+
+/* Messages due at wall time now: each cleared once, reason "expired". */
+static void expire_messages(mstore_t *m, int64_t now) {
+  while (m->heap_len && exp_key(m, 0) <= now) {
+    muser_t *u = m->heap[0];
+    /* Clearing shrinks nothing (realloc to a smaller block may still fail
+     * in a hostile allocator): on failure the entry is dropped from the
+     * heap and the message stays, never retried in a loop. */
+    if (message_store(m, u, NULL, 0, NULL, 0, 0, PRESENCE_REASON_EXPIRED))
+      exp_remove(m, u);
+  }
 }
 
 static int m_write(presence_store_t *st, const presence_write_t *w,
@@ -1112,6 +1465,12 @@ static int m_write(presence_store_t *st, const presence_write_t *w,
   case PRESENCE_WRITE_REMOVE_USER:
     rc = op_remove_user(m, w);
     break;
+  case PRESENCE_WRITE_SET_AVAILABILITY:
+    rc = op_set_availability(m, w);
+    break;
+  case PRESENCE_WRITE_SET_MESSAGE:
+    rc = op_set_message(m, w);
+    break;
   default:
     rc = PRESENCE_EINVAL;
   }
@@ -1138,7 +1497,8 @@ static int64_t m_tick(presence_store_t *st, int64_t now_mono) {
     u->key.spare[U_FLAGS] &= (uint8_t)~UF_IN_GRACE;
     if (!wall) wall = m->h.wall_ms(m->h.host_ud);
     user_transition(m, u, PRESENCE_OFFLINE,
-                    (presence_reason_t)u->key.spare[U_END_REASON], NULL, wall);
+                    (presence_reason_t)u->key.spare[U_END_REASON], NULL,
+                    PRESENCE_OFFLINE, PRESENCE_OFFLINE, wall);
   }
   {
     int64_t d = members_tick(m, now, false, &wall);
@@ -1151,7 +1511,7 @@ static int64_t m_tick(presence_store_t *st, int64_t now_mono) {
     muser_t *u = e->user;
     bool live = u->forget_gen == e->gen && u_status(u) == PRESENCE_OFFLINE &&
                 !u->n_sessions && !(u->key.spare[U_FLAGS] & UF_IN_GRACE) &&
-                !u->members;
+                !u->members && !holds_setting(u);
     if (live && e->deadline > now_s) {
       int64_t d = ((int64_t)e->deadline * 1000) - (now_mono - m->mono_base);
       if (next < 0 || d < next) next = d;
@@ -1160,8 +1520,17 @@ static int64_t m_tick(presence_store_t *st, int64_t now_mono) {
     uq_pop(&m->fq);
     if (!live) continue;
     presence__table_remove(&m->users, u);
+    presence__free(m->alloc, u->ext);
     presence__free(m->alloc, u);
     m->stats.users_known--;
+  }
+  if (m->heap_len) {
+    if (!wall) wall = m->h.wall_ms(m->h.host_ud);
+    expire_messages(m, wall);
+    if (m->heap_len) {
+      int64_t d = exp_key(m, 0) - wall;
+      if (next < 0 || d < next) next = d;
+    }
   }
   if (m->inactivity) {
     uint32_t limit = m->h.inactivity_ms;
@@ -1416,6 +1785,41 @@ static void fill_user(mstore_t *m, const muser_t *u, presence_user_info_t *o) {
   o->session_count = u->n_sessions;
   o->online_count = u->n_online;
   o->version = u->version;
+  o->availability = (presence_availability_t)u->avail;
+  const uext_t *x = u->ext;
+  o->availability_since_ms = x ? x->avail_since_ms : 0;
+  o->message = ext_text(x);
+  o->emoji = ext_emoji(x);
+  o->message_expires_ms = x ? x->msg_expires_ms : 0;
+  o->message_set_ms = x ? x->msg_set_ms : 0;
+  o->last_active_ms = u->n_online ? m->h.wall_ms(m->h.host_ud)
+                                  : u->last_active_ms;
+  /* Devices: one entry per kind, in the order first met. */
+  size_t n = 0;
+  presence_device_status_t *d = m->dev_scratch;
+  if (!(u->key.spare[U_FLAGS] & UF_MIXED_DEV)) {
+    if (u->n_sessions) {
+      d[0].device = m->dev_word[u->dev];
+      d[0].status = computed(u);
+      d[0].session_count = u->n_sessions;
+      n = 1;
+    }
+  } else {
+    for (const msess_t *s = u->sessions; s; s = s->user_next) {
+      size_t k = 0;
+      while (k < n && d[k].device != m->dev_word[s->dev]) k++;
+      if (k == n) {
+        d[n].device = m->dev_word[s->dev];
+        d[n].status = PRESENCE_OFFLINE;
+        d[n].session_count = 0;
+        n++;
+      }
+      d[k].status = best_of(d[k].status, s_status(s));
+      d[k].session_count++;
+    }
+  }
+  o->devices = n ? d : NULL;
+  o->n_devices = n;
 }
 
 static void fill_session(mstore_t *m, const msess_t *s,
@@ -1428,6 +1832,7 @@ static void fill_session(mstore_t *m, const msess_t *s,
   o->status_reason = (presence_reason_t)s->key.spare[S_REASON];
   o->connected_ms = s->connected_ms;
   o->status_since_ms = s->status_since_ms;
+  o->device = m->dev_word[s->dev];
 }
 
 static muser_t *find_user(mstore_t *m, const char *id) {
@@ -1520,6 +1925,8 @@ static int m_attach(presence_store_t *st, const presence_store_host_t *host) {
   m->instance_id_len = strlen(host->instance_id);
   m->mono_base = host->mono_ms(host->host_ud);
   m->inactivity = host->inactivity_ms != 0;
+  (void)dev_intern(m, PRESENCE_DEVICE_DEFAULT,
+                   sizeof(PRESENCE_DEVICE_DEFAULT) - 1);
   /* Retention outlasts grace: a user is forgotten only after every grace
    * entry that may point to it has left the queue (see user_entry_t). */
   m->retention_s = host->offline_retention_s;
@@ -1591,6 +1998,7 @@ static void m_destroy(presence_store_t *st) {
         session_free(m, s);
         s = next;
       }
+      presence__free(a, u->ext);
       presence__free(a, u);
     }
   }
@@ -1601,6 +2009,7 @@ static void m_destroy(presence_store_t *st) {
   presence__free(a, m->fq.e);
   presence__free(a, m->slab);
   presence__free(a, m->scratch);
+  presence__free(a, m->heap);
   presence__free(a, m);
 }
 

@@ -1061,6 +1061,9 @@ static int r_write(presence_store_t *base, const presence_write_t *w,
     if (!can_write(st)) return PRESENCE_ESTORE;
     reset_step(st, NULL, done, ud, false);
     return 0;
+  case PRESENCE_WRITE_SET_AVAILABILITY:
+  case PRESENCE_WRITE_SET_MESSAGE:
+    return PRESENCE_ENOTSUP; /* not on the Redis store yet */
   default:
     return PRESENCE_EINVAL;
   }

@@ -41,6 +41,14 @@
 #define S_FLAGS 2
 #define SF_IDLE_BY_INACTIVITY 0x1
 
+/* A channel this instance's session joined, kept to re-assert it after a
+ * store loss or a fence, like the session itself. */
+typedef struct ljoin {
+  struct ljoin *next;
+  char *data; /* '=' data, or "" */
+  char ch[];
+} ljoin_t;
+
 typedef struct lsess {
   presence__hkey_t key;
   uint32_t slot, gen;
@@ -50,6 +58,7 @@ typedef struct lsess {
   int64_t connected_ms;
   char *user;
   char *meta; /* NULL if none */
+  ljoin_t *joins; /* in join order */
   char id[];
 } lsess_t;
 
@@ -75,10 +84,15 @@ typedef struct req {
   void (*user_cb)(void *, int, const presence_user_info_t *);
   void (*sessions_cb)(void *, int, const presence_session_info_t *, size_t);
   void (*log_cb)(void *, int, const presence_event_t *, size_t);
+  void (*members_cb)(void *, int, const presence_member_info_t *, size_t,
+                     uint64_t, const char *);
+  void (*channels_cb)(void *, int, const presence_channel_info_t *, size_t,
+                      const char *);
   uint64_t after_seq;
   size_t max;       /* log reads: events wanted */
   bool from_oldest; /* log reads: a cursor past the newest, read again */
   struct req *sub_head, *sub_next; /* a batch's writes, in order */
+  char *cmd_ch; /* channel queries: the channel */
   char user[PRESENCE_ID_MAX + 1];
 } req_t;
 
@@ -128,6 +142,7 @@ typedef struct rstore {
   char epoch_s[24];
   uint64_t epoch_gen;
   uint32_t resync_slot;
+  uint32_t cresync_slot; /* the channels' pass of a resync */
   char *cursor; /* sweep / reap / reconcile cursors */
 
   /* reaping */
@@ -268,6 +283,12 @@ static void local_remove(rstore_t *st, lsess_t *s) {
   st->free_slots[st->n_free++] = s->slot;
   act_unlink(st, s);
   st->stats.sessions--;
+  while (s->joins) {
+    ljoin_t *j = s->joins;
+    s->joins = j->next;
+    free(j->data);
+    free(j);
+  }
   free(s->user);
   free(s->meta);
   free(s);
@@ -296,6 +317,7 @@ static void req_free(req_t *r) {
     r->sub_head = n;
   }
   free(r->cmd);
+  free(r->cmd_ch);
   free(r);
 }
 
@@ -346,12 +368,14 @@ static int format_cmd(req_t *r, int argc, const char *const *argv,
 /* EVALSHA of the script: op, the common arguments, then the op's own. */
 #define COMMON_ARGS 11
 typedef struct common_buf {
-  char maxlen[16], grace[16], lease[16], retention[16];
+  char maxlen[16], grace[24], lease[16], retention[16];
 } common_buf_t;
 static void common_args(rstore_t *st, const char *op, common_buf_t *b,
                         const char *out[COMMON_ARGS]) {
   snprintf(b->maxlen, sizeof b->maxlen, "%u", (unsigned)st->o.stream_maxlen);
-  snprintf(b->grace, sizeof b->grace, "%u", (unsigned)st->h.offline_grace_ms);
+  /* "offline/channel": the channel grace rides in the same argument. */
+  snprintf(b->grace, sizeof b->grace, "%u/%u",
+           (unsigned)st->h.offline_grace_ms, (unsigned)st->h.channel_grace_ms);
   snprintf(b->lease, sizeof b->lease, "%u", (unsigned)st->o.lease_ms);
   snprintf(b->retention, sizeof b->retention, "%u",
            (unsigned)st->h.offline_retention_s);
@@ -546,6 +570,14 @@ int presence__redis_unpack(char *blob, size_t len, uint64_t last_seq,
         unpack_str(&p, end, &ev->user_id) || unpack_str(&p, end, &ev->meta))
       return PRESENCE_ESTORE;
     if (n[0] >= PRESENCE_EV_COUNT_) return PRESENCE_ESTORE;
+    if (n[0] >= PRESENCE_EV_CHANNEL_JOIN && n[0] <= PRESENCE_EV_CHANNEL_UPDATE) {
+      /* A channel event: its count is the member count, and the channel
+       * follows. */
+      ev->flags &= ~PRESENCE_EVENT_IDS_OMITTED;
+      ev->count = cnt;
+      if (unpack_str(&p, end, &ev->channel) || !ev->channel)
+        return PRESENCE_ESTORE;
+    }
     ev->type = (presence_event_type_t)n[0];
     ev->reason = (presence_reason_t)n[1];
     ev->from = st_of_n((long)(n[2] & 3));
@@ -1003,6 +1035,113 @@ static int op_touch(rstore_t *st, const presence_write_t *w,
   return 0;
 }
 
+/* ---- channels ------------------------------------------------------------ */
+
+static ljoin_t **ljoin_find(lsess_t *s, const char *ch, size_t len) {
+  ljoin_t **pp = &s->joins;
+  for (; *pp; pp = &(*pp)->next)
+    if (strlen((*pp)->ch) == len && !memcmp((*pp)->ch, ch, len)) break;
+  return pp;
+}
+
+/* '=' data, or "" for none: as the script keeps it. */
+static char *data_arg(const presence_write_t *w) {
+  char *d = malloc(w->data ? w->data_len + 2 : 1);
+  if (!d) return NULL;
+  d[0] = '\0';
+  if (w->data) {
+    d[0] = '=';
+    memcpy(d + 1, w->data, w->data_len);
+    d[w->data_len + 1] = '\0';
+  }
+  return d;
+}
+
+/* join, update, leave: the local record follows at once (what a resync
+ * re-asserts), Redis decides the events. */
+static int op_channel(rstore_t *st, const presence_write_t *w,
+                      presence_store_done_fn done, void *ud) {
+  lsess_t *s = write_session(st, w);
+  if (!s) return PRESENCE_ENOSESSION;
+  ljoin_t **pp = ljoin_find(s, w->channel, w->channel_len);
+  ljoin_t *j = *pp;
+  if (w->kind != PRESENCE_WRITE_JOIN && !j) return PRESENCE_ENOTMEMBER;
+  if (w->kind == PRESENCE_WRITE_JOIN && !j && st->h.max_channels_per_session) {
+    uint32_t n = 0;
+    for (ljoin_t *k = s->joins; k; k = k->next) n++;
+    if (n >= st->h.max_channels_per_session) return PRESENCE_ECHANLIMIT;
+  }
+  char *d = w->kind == PRESENCE_WRITE_LEAVE ? NULL : data_arg(w);
+  req_t *r = req_new(st, write_done);
+  ljoin_t *fresh = !j && w->kind == PRESENCE_WRITE_JOIN
+                       ? calloc(1, sizeof(*fresh) + w->channel_len + 1)
+                       : NULL;
+  if (!r || (w->kind != PRESENCE_WRITE_LEAVE && !d) ||
+      (!j && w->kind == PRESENCE_WRITE_JOIN && !fresh)) {
+    free(r);
+    free(d);
+    free(fresh);
+    return PRESENCE_ENOMEM;
+  }
+  r->done = done;
+  r->ud = ud;
+  if (fresh) {
+    memcpy(fresh->ch, w->channel, w->channel_len);
+    *pp = j = fresh;
+  }
+  char maxc[16];
+  snprintf(maxc, sizeof maxc, "%u", (unsigned)st->h.max_channels_per_session);
+  const char *args[] = {s->id, s->user, j->ch, d ? d : "", maxc};
+  bool ok = can_write(st);
+  if (w->kind == PRESENCE_WRITE_LEAVE) {
+    if (ok) queue_write(st, r, "leave", 3, args);
+    *pp = j->next;
+    free(j->data);
+    free(j);
+  } else {
+    if (ok)
+      queue_write(st, r, w->kind == PRESENCE_WRITE_JOIN ? "join" : "update",
+                  w->kind == PRESENCE_WRITE_JOIN ? 5 : 4, args);
+    free(j->data);
+    j->data = d;
+  }
+  if (!ok) defer(st, r, PRESENCE_ESTORE);
+  return 0;
+}
+
+static int op_remove_user(rstore_t *st, const presence_write_t *w,
+                          presence_store_done_fn done, void *ud) {
+  if (!can_write(st)) return PRESENCE_ESTORE;
+  req_t *r = req_new(st, write_done);
+  char *ch = strndup(w->channel, w->channel_len);
+  if (!r || !ch) {
+    free(r);
+    free(ch);
+    return PRESENCE_ENOMEM;
+  }
+  r->done = done;
+  r->ud = ud;
+  snprintf(r->user, sizeof r->user, "%.*s", (int)w->user_id_len, w->user_id);
+  /* This instance's sessions of the user forget the channel now (those of
+   * other instances keep a local record that their next resync asserts:
+   * see docs/internals/redis.md). */
+  for (uint32_t i = 0; i < st->slab_len; i++) {
+    lsess_t *s = st->slab[i];
+    if (!s || strcmp(s->user, r->user)) continue;
+    ljoin_t **pp = ljoin_find(s, w->channel, w->channel_len);
+    if (*pp) {
+      ljoin_t *j = *pp;
+      *pp = j->next;
+      free(j->data);
+      free(j);
+    }
+  }
+  const char *args[] = {ch, r->user};
+  queue_write(st, r, "rmuser", 2, args);
+  free(ch);
+  return 0;
+}
+
 /* presence_reset: wipe batches, refused while another instance is live. */
 static void reset_step(rstore_t *st, req_t *prev, presence_store_done_fn done,
                        void *ud, bool first);
@@ -1064,6 +1203,12 @@ static int r_write(presence_store_t *base, const presence_write_t *w,
   case PRESENCE_WRITE_SET_AVAILABILITY:
   case PRESENCE_WRITE_SET_MESSAGE:
     return PRESENCE_ENOTSUP; /* not on the Redis store yet */
+  case PRESENCE_WRITE_JOIN:
+  case PRESENCE_WRITE_UPDATE:
+  case PRESENCE_WRITE_LEAVE:
+    return op_channel(st, w, done, ud);
+  case PRESENCE_WRITE_REMOVE_USER:
+    return op_remove_user(st, w, done, ud);
   default:
     return PRESENCE_EINVAL;
   }
@@ -1128,6 +1273,66 @@ static void sweep_step(rstore_t *st) {
 }
 
 static void resync_step(rstore_t *st);
+static void cresync_step(rstore_t *st);
+
+static void cresync_done(rstore_t *st, req_t *r, redisReply *rep, int code) {
+  if (st->destroying || r->epoch_gen != st->epoch_gen) return;
+  if (!code && rep) code = script_code(rep);
+  if (code == PRESENCE_EFENCED) on_fenced(st, r);
+  if (code) return;
+  emit_events(st, rep);
+  cresync_step(st);
+}
+
+/* After the sessions, their channels: a batch of sessions with joins per
+ * call (the script removes joins the store holds beyond these). Sessions
+ * without joins are sent too when the store may hold joins for them. */
+static void cresync_step(rstore_t *st) {
+  size_t cap = 1, nargs = 1;
+  uint32_t n = 0, slot = st->cresync_slot;
+  /* Count first: a session's joins are bounded, the batch by sessions. */
+  while (slot < st->slab_len && n < st->o.batch) {
+    lsess_t *s = st->slab[slot++];
+    if (!s) continue;
+    cap += 3;
+    for (ljoin_t *j = s->joins; j; j = j->next) cap += 2;
+    n++;
+  }
+  if (n == 0) {
+    snprintf(st->sweep_cursor, sizeof st->sweep_cursor, "0");
+    sweep_step(st);
+    return;
+  }
+  const char **args = malloc(cap * sizeof(*args));
+  char(*nums)[12] = malloc((size_t)n * sizeof(*nums));
+  char count[16];
+  if (!args || !nums) {
+    free(args);
+    free(nums);
+    return;
+  }
+  uint32_t k = 0;
+  while (st->cresync_slot < slot) {
+    lsess_t *s = st->slab[st->cresync_slot++];
+    if (!s) continue;
+    uint32_t nj = 0;
+    for (ljoin_t *j = s->joins; j; j = j->next) nj++;
+    snprintf(nums[k], sizeof nums[k], "%u", (unsigned)nj);
+    args[nargs++] = s->id;
+    args[nargs++] = s->user;
+    args[nargs++] = nums[k++];
+    for (ljoin_t *j = s->joins; j; j = j->next) {
+      args[nargs++] = j->ch;
+      args[nargs++] = j->data ? j->data : "";
+    }
+  }
+  snprintf(count, sizeof count, "%u", (unsigned)n);
+  args[0] = count;
+  req_t *r = req_new(st, cresync_done);
+  if (r) call(st, r, "cassert", (int)nargs, args, NULL);
+  free(args);
+  free(nums);
+}
 
 static void resync_done(rstore_t *st, req_t *r, redisReply *rep, int code) {
   if (st->destroying || r->epoch_gen != st->epoch_gen) return;
@@ -1168,8 +1373,8 @@ static void resync_step(rstore_t *st) {
   if (n == 0) {
     free(args);
     free(nums);
-    snprintf(st->sweep_cursor, sizeof st->sweep_cursor, "0");
-    sweep_step(st);
+    st->cresync_slot = 0;
+    cresync_step(st);
     return;
   }
   snprintf(count, sizeof count, "%u", (unsigned)n);
@@ -1875,6 +2080,186 @@ static int r_session_get(presence_store_t *base, const char *session_id,
   return 0;
 }
 
+/* ---- channel queries --------------------------------------------------- */
+
+static bool all_strings(const redisReply *p) {
+  for (size_t i = 0; i < p->elements; i++)
+    if (p->element[i]->type != REDIS_REPLY_STRING) return false;
+  return true;
+}
+
+static const char *opt_data(const redisReply *e) {
+  return e->str[0] == '=' ? e->str + 1 : NULL;
+}
+
+/* Members from the reply's fields at *i (see member_reply in the script),
+ * n of them (or as many as there are when n is SIZE_MAX, each preceded by
+ * its channel); the metas go to one array. Returns 0 or ESTORE. */
+static int parse_members(const redisReply *p, size_t *i, size_t n,
+                         const char *channel, presence_member_info_t **out,
+                         size_t *out_n, presence_member_meta_t **metas) {
+  bool with_channel = n == SIZE_MAX;
+  size_t cap = p->elements / 6 + 1, mcap = p->elements / 4 + 1;
+  *out = calloc(cap, sizeof(**out));
+  *metas = calloc(mcap, sizeof(**metas));
+  *out_n = 0;
+  if (!*out || !*metas) return PRESENCE_ENOMEM;
+  size_t nm = 0;
+  for (size_t k = 0; k < n && *i < p->elements; k++) {
+    presence_member_info_t *m = &(*out)[(*out_n)++];
+    if (with_channel) channel = p->element[(*i)++]->str;
+    if (*i + 6 > p->elements) return PRESENCE_ESTORE;
+    m->channel = channel;
+    m->user_id = p->element[*i]->str;
+    m->status = st_of(p->element[*i + 1]->str);
+    m->version = strtoull(p->element[*i + 2]->str, NULL, 10);
+    m->since_ms = strtoll(p->element[*i + 3]->str, NULL, 10);
+    m->data = opt_data(p->element[*i + 4]);
+    size_t ns = strtoul(p->element[*i + 5]->str, NULL, 10);
+    *i += 6;
+    if (ns > (p->elements - *i) / 4 || nm + ns > mcap) return PRESENCE_ESTORE;
+    m->session_count = (uint32_t)ns;
+    m->metas = *metas + nm;
+    m->n_metas = ns;
+    for (size_t j = 0; j < ns; j++, nm++) {
+      presence_member_meta_t *t = &(*metas)[nm];
+      t->session_id = p->element[*i]->str;
+      t->status = st_of(p->element[*i + 1]->str);
+      t->joined_ms = strtoll(p->element[*i + 2]->str, NULL, 10);
+      t->data = opt_data(p->element[*i + 3]);
+      *i += 4;
+    }
+  }
+  return 0;
+}
+
+static void members_done(rstore_t *st, req_t *r, redisReply *rep, int code) {
+  (void)st;
+  if (!code && rep) code = script_code(rep);
+  redisReply *p = !code && rep->elements > 1 ? rep->element[1] : NULL;
+  if (!code && (!p || p->type != REDIS_REPLY_ARRAY || p->elements < 3 ||
+                !all_strings(p)))
+    code = PRESENCE_ESTORE;
+  presence_member_info_t *m = NULL;
+  presence_member_meta_t *metas = NULL;
+  size_t n = 0, i = 3;
+  if (!code)
+    code = parse_members(p, &i, strtoul(p->element[2]->str, NULL, 10),
+                         (const char *)r->cmd_ch, &m, &n, &metas);
+  if (code) {
+    r->members_cb(r->ud, code, NULL, 0, 0, NULL);
+  } else {
+    bool more = p->element[1]->str[0] == '1';
+    r->members_cb(r->ud, 0, m, n, strtoull(p->element[0]->str, NULL, 10),
+                  more && n ? m[n - 1].user_id : NULL);
+  }
+  free(m);
+  free(metas);
+}
+
+static int r_channel_members(presence_store_t *base, const char *channel,
+                             const char *after, size_t limit,
+                             void (*cb)(void *, int,
+                                        const presence_member_info_t *, size_t,
+                                        uint64_t, const char *),
+                             void *ud) {
+  rstore_t *st = (rstore_t *)base;
+  if (!can_read(st)) return PRESENCE_ESTORE;
+  req_t *r = req_new(st, members_done);
+  if (!r) return PRESENCE_ENOMEM;
+  r->cmd_ch = strdup(channel);
+  if (!r->cmd_ch) {
+    free(r);
+    return PRESENCE_ENOMEM;
+  }
+  r->members_cb = cb;
+  r->ud = ud;
+  char lim[24];
+  snprintf(lim, sizeof lim, "%zu", limit);
+  const char *args[] = {channel, after ? after : "", lim};
+  call(st, r, "q_members", 3, args, NULL);
+  return 0;
+}
+
+static void channels_done(rstore_t *st, req_t *r, redisReply *rep, int code) {
+  (void)st;
+  if (!code && rep) code = script_code(rep);
+  redisReply *p = !code && rep->elements > 1 ? rep->element[1] : NULL;
+  if (!code && (!p || p->type != REDIS_REPLY_ARRAY || p->elements < 1 ||
+                p->elements % 2 != 1 || !all_strings(p)))
+    code = PRESENCE_ESTORE;
+  if (code) {
+    r->channels_cb(r->ud, code, NULL, 0, NULL);
+    return;
+  }
+  size_t n = p->elements / 2;
+  presence_channel_info_t *v = calloc(n ? n : 1, sizeof(*v));
+  if (!v) {
+    r->channels_cb(r->ud, PRESENCE_ENOMEM, NULL, 0, NULL);
+    return;
+  }
+  for (size_t i = 0; i < n; i++) {
+    v[i].channel = p->element[1 + 2 * i]->str;
+    v[i].count = strtoull(p->element[2 + 2 * i]->str, NULL, 10);
+  }
+  bool more = p->element[0]->str[0] == '1';
+  r->channels_cb(r->ud, 0, v, n, more && n ? v[n - 1].channel : NULL);
+  free(v);
+}
+
+static int r_channels_list(presence_store_t *base, const char *prefix,
+                           const char *after, size_t limit,
+                           void (*cb)(void *, int,
+                                      const presence_channel_info_t *, size_t,
+                                      const char *),
+                           void *ud) {
+  rstore_t *st = (rstore_t *)base;
+  if (!can_read(st)) return PRESENCE_ESTORE;
+  req_t *r = req_new(st, channels_done);
+  if (!r) return PRESENCE_ENOMEM;
+  r->channels_cb = cb;
+  r->ud = ud;
+  char lim[24];
+  snprintf(lim, sizeof lim, "%zu", limit);
+  const char *args[] = {prefix, after ? after : "", lim};
+  call(st, r, "q_chans", 3, args, NULL);
+  return 0;
+}
+
+static void uchans_done(rstore_t *st, req_t *r, redisReply *rep, int code) {
+  (void)st;
+  if (!code && rep) code = script_code(rep);
+  redisReply *p = !code && rep->elements > 1 ? rep->element[1] : NULL;
+  if (!code && (!p || p->type != REDIS_REPLY_ARRAY || p->elements < 1 ||
+                !all_strings(p)))
+    code = PRESENCE_ESTORE;
+  presence_member_info_t *m = NULL;
+  presence_member_meta_t *metas = NULL;
+  size_t n = 0, i = 1;
+  if (!code) code = parse_members(p, &i, SIZE_MAX, NULL, &m, &n, &metas);
+  if (code) r->members_cb(r->ud, code, NULL, 0, 0, NULL);
+  else r->members_cb(r->ud, 0, m, n, n, NULL);
+  free(m);
+  free(metas);
+}
+
+static int r_user_channels(presence_store_t *base, const char *user_id,
+                           void (*cb)(void *, int,
+                                      const presence_member_info_t *, size_t,
+                                      uint64_t, const char *),
+                           void *ud) {
+  rstore_t *st = (rstore_t *)base;
+  if (!can_read(st)) return PRESENCE_ESTORE;
+  req_t *r = req_new(st, uchans_done);
+  if (!r) return PRESENCE_ENOMEM;
+  r->members_cb = cb;
+  r->ud = ud;
+  snprintf(r->user, sizeof r->user, "%s", user_id);
+  const char *args[] = {r->user};
+  call(st, r, "q_uchans", 1, args, NULL);
+  return 0;
+}
+
 static int r_stats(presence_store_t *base, presence_stats_t *out) {
   rstore_t *st = (rstore_t *)base;
   *out = st->stats;
@@ -2095,6 +2480,9 @@ static const presence_store_ops_t redis_ops = {
     .log_read = r_log_read,
     .log_last_seq = r_log_last_seq,
     .destroy = r_destroy,
+    .channel_members = r_channel_members,
+    .channels_list = r_channels_list,
+    .user_channels = r_user_channels,
 };
 
 /* The URL, then what the options give apart from it (credentials read from

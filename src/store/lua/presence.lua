@@ -23,7 +23,7 @@ local P = ARGV[2]
 local iid = ARGV[3]
 local epoch = ARGV[4]
 local maxlen = tonumber(ARGV[5])
-local grace_ms = tonumber(ARGV[6])
+local grace_ms = tonumber(string.match(ARGV[6], '^(%d+)')) -- 'offline/channel'
 local lease_ms = tonumber(ARGV[7])
 local retention_ms = tonumber(ARGV[8]) * 1000
 local A = 9
@@ -55,8 +55,11 @@ end
 local OFF, ON, IDLE = 0, 1, 2
 local EV_CONN, EV_DISC, EV_STATUS, EV_UON, EV_UIDLE, EV_UOFF, EV_CLEAN =
   0, 1, 2, 3, 4, 5, 6
+local EV_CJOIN, EV_CLEAVE, EV_CUPDATE = 7, 8, 9
 local R_CONNECT, R_KICKED, R_SHUTDOWN, R_LOST, R_RESYNC = 1, 6, 7, 8, 9
 local E_NOSESSION, E_EXIST, E_LIMIT, E_FENCED, E_BUSY = -5, -6, -7, -11, -15
+local E_NOTMEMBER, E_CHANLIMIT = -32, -33
+local R_EXPLICIT = 3
 
 local K_SEQ, K_LOG = P .. 'seq', P .. 'log'
 local K_FORMAT, FORMAT = P .. 'format', '2' -- see 'register'
@@ -96,12 +99,14 @@ local function str(x)
   if not x then return '- ' end
   return s(#x) .. ':' .. x .. ' '
 end
-local function emit(ty, reason, sid, uid, meta, from, to, ver, ev_inst, count)
+local function emit(ty, reason, sid, uid, meta, from, to, ver, ev_inst, count,
+                    chan)
   local ei = ev_inst or iid
   nev = nev + 1
   evs[nev] = string.format('%d %d %d %d %d ', ty, reason, from, to, ver) ..
     now_s .. ' ' .. epoch .. ' ' .. (count or '-') .. ' ' .. str(ei) ..
-    (ei ~= iid and str(iid) or '- ') .. str(sid) .. str(uid) .. str(meta)
+    (ei ~= iid and str(iid) or '- ') .. str(sid) .. str(uid) .. str(meta) ..
+    (chan and str(chan) or '')
 end
 
 -- Number and append this call's events: one entry whose id is the sequence
@@ -237,6 +242,240 @@ local function fenced()
   return false
 end
 
+-- ---- channels -----------------------------------------------------------
+--
+-- A channel's keys share the hash tag {c:<name>}:
+--   c:{c:N}   hash: 'm\t'..user -> member record, 'j\t'..sid -> join
+--             record, 'd\t'..user -> the data of a member in its grace
+--   cm:{c:N}  zset (all scores 0): the member user ids, for paging in byte
+--             order (ZRANGEBYLEX) and the count (ZCARD)
+-- A user's, beside its own hash under {u:<user>}:
+--   sc:{u:U}  hash: sid -> the session's channels, '\t'-separated, in join
+--             order
+--   uc:{u:U}  set: the channels the user is a member of (grace included)
+-- Global: chans (zset, scores 0: active channels), cgrace (zset:
+-- channel..'\t'..user -> pending leave deadline).
+-- Ids and channel names hold no control character, so '\t' separates.
+local cgrace_ms = tonumber(string.match(ARGV[6], '/(%d+)$') or '0')
+local K_CHANS, K_CGRACE = P .. 'chans', P .. 'cgrace'
+local function k_chan(c) return P .. 'c:{c:' .. c .. '}' end
+local function k_cmem(c) return P .. 'cm:{c:' .. c .. '}' end
+local function k_sc(u) return P .. 'sc:{u:' .. u .. '}' end
+local function k_uc(u) return P .. 'uc:{u:' .. u .. '}' end
+
+local function split_tab(x)
+  local t = {}
+  if not x or x == '' then return t end
+  for v in string.gmatch(x, '[^\t]+') do t[#t + 1] = v end
+  return t
+end
+
+-- Member record: "st v since non g gr" then '\t'..sid per joined session,
+-- most recent (joined or updated) first: its join holds the member's data.
+local function mrec_parse(h)
+  if not h then return nil end
+  local head, rest = string.match(h, '^([^\t]*)(.*)$')
+  local st, v, since, non, g, gr = string.match(head,
+    '^(%d+) (%d+) (%d+) (%d+) (%d+) (%d+)$')
+  return {st = tonumber(st), v = tonumber(v), since = since,
+          non = tonumber(non), g = tonumber(g), gr = tonumber(gr),
+          sids = split_tab(rest)}
+end
+local function mrec_make(M)
+  local h = string.format('%d %d %s %d %d %d', M.st, M.v, M.since, M.non, M.g,
+                          M.gr)
+  if #M.sids > 0 then h = h .. '\t' .. table.concat(M.sids, '\t') end
+  return h
+end
+-- Join record: joined ms, then '=' .. data or nothing.
+local function jdata(j)
+  if not j then return nil end
+  local d = string.match(j, '^[^\t]*\t(.*)$')
+  if not d or d == '' then return nil end
+  return string.sub(d, 2)
+end
+local function mdata(c, M)
+  if #M.sids == 0 then return redis.call('HGET', k_chan(c), 'd\t' .. M.u) or nil end
+  return jdata(redis.call('HGET', k_chan(c), 'j\t' .. M.sids[1]))
+end
+local function mget(c, u)
+  local M = mrec_parse(redis.call('HGET', k_chan(c), 'm\t' .. u))
+  if M then M.u = u end
+  return M
+end
+local function mput(c, M)
+  redis.call('HSET', k_chan(c), 'm\t' .. M.u, mrec_make(M))
+end
+local function cemit(ty, reason, sid, c, M, data, from, to)
+  M.v = M.v + 1
+  emit(ty, reason, sid, M.u, data, from, to, M.v, nil,
+       s(redis.call('ZCARD', k_cmem(c))), c)
+end
+local function list_remove(t, x)
+  for i = 1, #t do
+    if t[i] == x then
+      table.remove(t, i)
+      return true
+    end
+  end
+  return false
+end
+
+-- The member leaves: its records go, channel.leave.
+local function member_leave(c, M, reason, cause)
+  redis.call('HDEL', k_chan(c), 'm\t' .. M.u, 'd\t' .. M.u)
+  redis.call('ZREM', k_cmem(c), M.u)
+  redis.call('SREM', k_uc(M.u), c)
+  if redis.call('ZCARD', k_cmem(c)) == 0 then
+    redis.call('ZREM', K_CHANS, c)
+    redis.call('DEL', k_chan(c))
+  end
+  cemit(EV_CLEAVE, reason, cause, c, M, nil, M.st, OFF)
+end
+
+-- After a member's joins changed: an update if what it shows changed.
+local function member_changed(c, M, from, old_data, reason, cause)
+  local to = OFF
+  if #M.sids > 0 then to = (M.non > 0) and ON or IDLE end
+  local d = mdata(c, M)
+  if to ~= from or d ~= old_data then
+    M.st = to
+    cemit(EV_CUPDATE, reason, cause, c, M, d, from, to)
+  end
+  mput(c, M)
+end
+
+-- Remove session sid's join of channel c (the caller updates sc). online:
+-- the session was online. graceful: the session ended (the member may be
+-- back in a moment).
+local function join_remove(c, u, sid, online, reason, graceful, cause)
+  local M = mget(c, u)
+  if not M then return false end
+  local was_head = M.sids[1] == sid
+  if not list_remove(M.sids, sid) then return false end
+  local kc = k_chan(c)
+  local jrec = redis.call('HGET', kc, 'j\t' .. sid)
+  redis.call('HDEL', kc, 'j\t' .. sid)
+  if online then M.non = M.non - 1 end
+  if #M.sids == 0 then
+    if graceful and cgrace_ms > 0 then
+      M.g = 1
+      M.gr = reason
+      local d = jdata(jrec)
+      if d then redis.call('HSET', kc, 'd\t' .. u, d) end
+      redis.call('ZADD', K_CGRACE, now + cgrace_ms, c .. '\t' .. u)
+      mput(c, M)
+    else
+      member_leave(c, M, reason, cause)
+    end
+    return true
+  end
+  -- The shown data changes only if sid was the most recent.
+  local old
+  if was_head then old = jdata(jrec) else old = mdata(c, M) end
+  member_changed(c, M, M.st, old, reason, cause)
+  return true
+end
+
+-- A session ends: its memberships end with it, in join order.
+local function chan_session_end(sid, u, reason, online, graceful)
+  local list = redis.call('HGET', k_sc(u), sid)
+  if not list then return end
+  redis.call('HDEL', k_sc(u), sid)
+  for _, c in ipairs(split_tab(list)) do
+    join_remove(c, u, sid, online, reason, graceful, sid)
+  end
+end
+
+-- A session's status changed: so may its members'.
+local function chan_session_status(sid, u, from, to, reason)
+  local list = redis.call('HGET', k_sc(u), sid)
+  if not list then return end
+  for _, c in ipairs(split_tab(list)) do
+    local M = mget(c, u)
+    if M then
+      if from == ON then M.non = M.non - 1 end
+      if to == ON then M.non = M.non + 1 end
+      local d = mdata(c, M)
+      member_changed(c, M, M.st, d, reason, sid)
+    end
+  end
+end
+
+local function sc_put(u, sid, list)
+  if #list == 0 then
+    redis.call('HDEL', k_sc(u), sid)
+  else
+    redis.call('HSET', k_sc(u), sid, table.concat(list, '\t'))
+  end
+end
+
+-- Replace session sid's data in channel c (dm: '=' .. data, or ''): it
+-- becomes the member's most recent.
+local function chan_set_data(sid, u, c, dm, reason)
+  local M = mget(c, u)
+  if not M then return E_NOTMEMBER end
+  local old = mdata(c, M)
+  if not list_remove(M.sids, sid) then return E_NOTMEMBER end
+  table.insert(M.sids, 1, sid)
+  local kc = k_chan(c)
+  local j = redis.call('HGET', kc, 'j\t' .. sid) or now_s
+  local joined = string.match(j, '^([^\t]*)')
+  redis.call('HSET', kc, 'j\t' .. sid, joined .. '\t' .. dm)
+  member_changed(c, M, M.st, old, reason, sid)
+  return 0
+end
+
+local function chan_join(sid, u, c, dm, maxc, reason)
+  local _, rec = uget(u, sid)
+  if not rec then return E_NOSESSION end
+  local online = rec_parse(rec).st == ON
+  local list = split_tab(redis.call('HGET', k_sc(u), sid))
+  for _, x in ipairs(list) do
+    if x == c then return chan_set_data(sid, u, c, dm, reason) end
+  end
+  if maxc > 0 and #list >= maxc then return E_CHANLIMIT end
+  list[#list + 1] = c
+  sc_put(u, sid, list)
+  local kc = k_chan(c)
+  redis.call('HSET', kc, 'j\t' .. sid, now_s .. '\t' .. dm)
+  local M = mget(c, u)
+  if not M then
+    M = {u = u, st = online and ON or IDLE, v = 0, since = now_s,
+         non = online and 1 or 0, g = 0, gr = 0, sids = {sid}}
+    redis.call('ZADD', k_cmem(c), 0, u)
+    redis.call('ZADD', K_CHANS, 0, c)
+    redis.call('SADD', k_uc(u), c)
+    local d = nil
+    if dm ~= '' then d = string.sub(dm, 2) end
+    cemit(EV_CJOIN, reason, sid, c, M, d, OFF, M.st)
+    mput(c, M)
+    return 0
+  end
+  local old = mdata(c, M)
+  local from = M.st
+  if M.g == 1 then
+    -- Back inside the channel grace: no join; an update if it differs.
+    M.g = 0
+    redis.call('ZREM', K_CGRACE, c .. '\t' .. u)
+    redis.call('HDEL', kc, 'd\t' .. u)
+  end
+  table.insert(M.sids, 1, sid)
+  if online then M.non = M.non + 1 end
+  member_changed(c, M, from, old, reason, sid)
+  return 0
+end
+
+local function chan_leave(sid, u, c, reason)
+  local list = split_tab(redis.call('HGET', k_sc(u), sid))
+  if not list_remove(list, c) then return E_NOTMEMBER end
+  sc_put(u, sid, list)
+  local _, rec = uget(u, sid)
+  local online = rec and rec_parse(rec).st == ON
+  join_remove(c, u, sid, online, reason, false, sid)
+  return 0
+end
+
 -- Add a session owned by this instance (connect, or resync of one the
 -- store lost).
 -- U: the user's record when the caller already read it; indexed: the
@@ -285,6 +524,7 @@ local function remove_session(sid, u, reason, r, U)
     transition(u, U, to, reason, sid)
   end
   uput(u, U)
+  chan_session_end(sid, u, reason, r.st == ON, graceful)
   return true
 end
 
@@ -299,6 +539,7 @@ local function set_status(sid, u, r, st, reason, U)
   emit(EV_STATUS, reason, sid, u, nil, from, st, U.v)
   transition(u, U, computed(U), reason, sid)
   uput(u, U, sid, rec_make(r))
+  chan_session_status(sid, u, from, st, reason)
 end
 
 -- A session of instance i's set, with its user and both records; nil (and
@@ -355,8 +596,41 @@ local function w_status(b)
   return 0
 end
 
+local function w_join(b)
+  return chan_join(ARGV[b], ARGV[b + 1], ARGV[b + 2], ARGV[b + 3],
+                   tonumber(ARGV[b + 4]), R_EXPLICIT)
+end
+
+local function w_update(b)
+  return chan_set_data(ARGV[b], ARGV[b + 1], ARGV[b + 2], ARGV[b + 3],
+                       R_EXPLICIT)
+end
+
+local function w_leave(b)
+  return chan_leave(ARGV[b], ARGV[b + 1], ARGV[b + 2], R_EXPLICIT)
+end
+
+-- Every session of a user leaves a channel at once (a backend's removal).
+local function w_rmuser(b)
+  local c, u = ARGV[b], ARGV[b + 1]
+  local M = mget(c, u)
+  if not M then return E_NOTMEMBER end
+  for _, sid in ipairs(M.sids) do
+    redis.call('HDEL', k_chan(c), 'j\t' .. sid)
+    local list = split_tab(redis.call('HGET', k_sc(u), sid))
+    list_remove(list, c)
+    sc_put(u, sid, list)
+  end
+  if M.g == 1 then redis.call('ZREM', K_CGRACE, c .. '\t' .. u) end
+  M.sids = {}
+  member_leave(c, M, R_KICKED, nil)
+  return 0
+end
+
 local WRITES = {connect = {w_connect, 4}, ['end'] = {w_end, 3},
-                status = {w_status, 4}}
+                status = {w_status, 4}, join = {w_join, 5},
+                update = {w_update, 4}, leave = {w_leave, 3},
+                rmuser = {w_rmuser, 2}}
 
 local w1 = WRITES[op]
 if w1 then
@@ -551,6 +825,13 @@ if op == 'wipe_done' then
       redis.call('DEL', k_is(i), k_reapids(i))
     end
   end
+  -- Channel members still in their grace leave too.
+  for _, key in ipairs(redis.call('ZRANGE', K_CGRACE, 0, -1)) do
+    local c, u = string.match(key, '^([^\t]*)\t(.*)$')
+    local M = c and mget(c, u)
+    if M and #M.sids == 0 then member_leave(c, M, R_LOST, nil) end
+  end
+  redis.call('DEL', K_CGRACE)
   emit(EV_CLEAN, R_LOST, nil, nil, nil, OFF, OFF, 0, '')
   return finish()
 end
@@ -703,13 +984,140 @@ if op == 'grace' then
       uput(u, U)
     end
   end
+  -- Channel leaves past their grace, the same way.
+  due = redis.call('ZRANGEBYSCORE', K_CGRACE, '-inf', now, 'LIMIT', 0, lim)
+  for _, key in ipairs(due) do
+    redis.call('ZREM', K_CGRACE, key)
+    local c, u = string.match(key, '^([^\t]*)\t(.*)$')
+    local M = c and mget(c, u)
+    if M and M.g == 1 and #M.sids == 0 then member_leave(c, M, M.gr, nil) end
+  end
   local nxt = redis.call('ZRANGE', K_GRACE, 0, 0, 'WITHSCORES')
-  if #nxt == 0 then out[2] = '-1'
-  else out[2] = s(math.max(0, tonumber(nxt[2]) - now)) end
+  local cn = redis.call('ZRANGE', K_CGRACE, 0, 0, 'WITHSCORES')
+  local first = nxt[2] and tonumber(nxt[2])
+  if cn[2] and (not first or tonumber(cn[2]) < first) then first = tonumber(cn[2]) end
+  if not first then out[2] = '-1'
+  else out[2] = s(math.max(0, first - now)) end
+  return finish()
+end
+
+-- Re-assert this instance's sessions' channels after the sessions
+-- (reason resync; only net changes become events). ARGV: n, then n times
+-- (session, user, k, then k times (channel, '=' data or '')). Joins the
+-- store holds for such a session beyond these are removed.
+if op == 'cassert' then
+  if fenced() then return {E_FENCED} end
+  local n = tonumber(ARGV[A])
+  local b = A + 1
+  for _ = 1, n do
+    local sid, u, k = ARGV[b], ARGV[b + 1], tonumber(ARGV[b + 2])
+    b = b + 3
+    local want = {}
+    for i = 0, k - 1 do want[ARGV[b + 2 * i]] = true end
+    local _, rec = uget(u, sid)
+    if rec then
+      local online = rec_parse(rec).st == ON
+      local list = split_tab(redis.call('HGET', k_sc(u), sid))
+      local keep = {}
+      for _, c in ipairs(list) do
+        if want[c] then keep[#keep + 1] = c
+        else join_remove(c, u, sid, online, R_RESYNC, false, sid) end
+      end
+      sc_put(u, sid, keep)
+      for i = 0, k - 1 do
+        chan_join(sid, u, ARGV[b + 2 * i], ARGV[b + 2 * i + 1], 0, R_RESYNC)
+      end
+    end
+    b = b + 2 * k
+  end
   return finish()
 end
 
 -- ---- queries ----------------------------------------------------------------
+
+-- A member as reply fields: user, status, version, since, '=' data or '',
+-- number of sessions, then per session: id, status, joined ms, '=' data or
+-- ''.
+local function member_reply(c, u, res)
+  local M = mget(c, u)
+  if not M then return false end
+  local d = mdata(c, M)
+  res[#res + 1] = u
+  res[#res + 1] = s(M.st)
+  res[#res + 1] = s(M.v)
+  res[#res + 1] = M.since
+  res[#res + 1] = d and ('=' .. d) or ''
+  res[#res + 1] = s(#M.sids)
+  for _, sid in ipairs(M.sids) do
+    local j = redis.call('HGET', k_chan(c), 'j\t' .. sid) or ''
+    local _, rec = uget(u, sid)
+    local jst = rec and rec_parse(rec).st or OFF
+    res[#res + 1] = sid
+    res[#res + 1] = s(jst)
+    res[#res + 1] = string.match(j, '^([^\t]*)') or '0'
+    local jd = jdata(j)
+    res[#res + 1] = jd and ('=' .. jd) or ''
+  end
+  return true
+end
+
+-- ARGV: channel, after ('' from the start), limit. Payload: {count, more,
+-- n, members...}.
+if op == 'q_members' then
+  local c, after, lim = ARGV[A], ARGV[A + 1], tonumber(ARGV[A + 2])
+  local res = {s(redis.call('ZCARD', k_cmem(c))), '0', '0'}
+  if lim > 0 then
+    local lo = '-'
+    if after ~= '' then lo = '(' .. after end
+    local us = redis.call('ZRANGEBYLEX', k_cmem(c), lo, '+', 'LIMIT', 0, lim + 1)
+    if #us > lim then
+      res[2] = '1'
+      us[#us] = nil
+    end
+    local n = 0
+    for _, u in ipairs(us) do
+      if member_reply(c, u, res) then n = n + 1 end
+    end
+    res[3] = s(n)
+  end
+  return {0, res}
+end
+
+-- ARGV: prefix, after, limit. Payload: {more, name, count, name, count...}.
+if op == 'q_chans' then
+  local prefix, after, lim = ARGV[A], ARGV[A + 1], tonumber(ARGV[A + 2])
+  local lo = '[' .. prefix
+  if prefix == '' then lo = '-' end
+  if after ~= '' and after >= prefix then lo = '(' .. after end
+  local hi = '+'
+  if prefix ~= '' then hi = '[' .. prefix .. '\255' end
+  local cs = redis.call('ZRANGEBYLEX', K_CHANS, lo, hi, 'LIMIT', 0, lim + 1)
+  local res = {'0'}
+  if #cs > lim then
+    res[1] = '1'
+    cs[#cs] = nil
+  end
+  for _, c in ipairs(cs) do
+    res[#res + 1] = c
+    res[#res + 1] = s(redis.call('ZCARD', k_cmem(c)))
+  end
+  return {0, res}
+end
+
+-- ARGV: user. Payload: {n, then per channel: name, member fields...}.
+if op == 'q_uchans' then
+  local u = ARGV[A]
+  local cs = redis.call('SMEMBERS', k_uc(u))
+  table.sort(cs)
+  local res = {'0'}
+  local n = 0
+  for _, c in ipairs(cs) do
+    res[#res + 1] = c
+    if member_reply(c, u, res) then n = n + 1 else res[#res] = nil end
+  end
+  res[1] = s(n)
+  return {0, res}
+end
 
 if op == 'q_user' then
   local u = ARGV[A]

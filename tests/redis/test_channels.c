@@ -1,0 +1,389 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Channels on the Redis store, against a real redis-server: members and
+ * their data, exactly-once channel events across three instances, a dead
+ * instance's members leaving once (instance_lost), memberships re-asserted
+ * after a store loss, the channel grace, and the log's channel events.
+ */
+#include <inttypes.h>
+
+#include "harness.h"
+#include "store/redis_decode.h"
+
+typedef struct fx {
+  server_t srv;
+  uv_loop_t loop;
+  inst_t in[3];
+  int n;
+} fx_t;
+
+static fx_t *make(int n, const inst_opts_t *io) {
+  fx_t *f = calloc(1, sizeof(*f));
+  srv_init(&f->srv);
+  uv_loop_init(&f->loop);
+  f->n = n;
+  static const char *ids[] = {"alpha", "beta", "gamma"};
+  for (int i = 0; i < n; i++) {
+    inst_new(&f->in[i], &f->loop, &f->srv, ids[i], io);
+    wait_ready(&f->loop, &f->in[i]);
+  }
+  return f;
+}
+
+static void destroy(fx_t *f) {
+  for (int i = 0; i < f->n; i++)
+    inst_free(&f->in[i]);
+  loop_drain(&f->loop);
+  assert_int_equal(uv_loop_close(&f->loop), 0);
+  srv_fini(&f->srv);
+  free(f);
+}
+
+/* Channel events of the whole log (decoded by the store's own decoder):
+ * counts per type for one (channel, user), and the reasons of the leaves. */
+typedef struct chan_log {
+  size_t join, leave, update;
+  presence_reason_t last_leave_reason;
+  uint64_t last_count;
+} chan_log_t;
+
+static chan_log_t log_channel_events(server_t *s, const char *ch,
+                                     const char *user) {
+  chan_log_t cl = {0};
+  redisReply *r = srv_cmd(s, "XRANGE presence:log - +");
+  assert_int_equal(r->type, REDIS_REPLY_ARRAY);
+  presence__redis_events_t evs = {0};
+  for (size_t i = 0; i < r->elements; i++)
+    assert_int_equal(
+        presence__redis_decode_entry(r->element[i], "replay", &evs), 0);
+  for (size_t i = 0; i < evs.n; i++) {
+    const presence_event_t *ev = &evs.ev[i];
+    if (ev->type < PRESENCE_EV_CHANNEL_JOIN ||
+        ev->type > PRESENCE_EV_CHANNEL_UPDATE)
+      continue;
+    assert_non_null(ev->channel);
+    if (strcmp(ev->channel, ch) || strcmp(ev->user_id, user)) continue;
+    cl.last_count = ev->count;
+    if (ev->type == PRESENCE_EV_CHANNEL_JOIN) cl.join++;
+    if (ev->type == PRESENCE_EV_CHANNEL_UPDATE) cl.update++;
+    if (ev->type == PRESENCE_EV_CHANNEL_LEAVE) {
+      cl.leave++;
+      cl.last_leave_reason = ev->reason;
+    }
+  }
+  free(evs.ev);
+  freeReplyObject(r);
+  return cl;
+}
+
+static size_t local_count(fx_t *f, presence_event_type_t t) {
+  size_t n = 0;
+  for (int i = 0; i < f->n; i++)
+    if (f->in[i].p) n += rec_count(&f->in[i].local, t);
+  return n;
+}
+
+/* A members query over the loop. */
+typedef struct mq {
+  bool got;
+  int status;
+  size_t n;
+  uint64_t count;
+  char users[64][32];
+  char data[64][64];
+  size_t metas[64];
+  int has_next;
+} mq_t;
+
+static void mq_cb(presence_t *p, int status, const presence_member_info_t *m,
+                  size_t n, uint64_t count, const char *next, void *ud) {
+  (void)p;
+  mq_t *q = ud;
+  q->got = true;
+  q->status = status;
+  q->n = n;
+  q->count = count;
+  q->has_next = next != NULL;
+  for (size_t i = 0; i < n && i < 64; i++) {
+    snprintf(q->users[i], sizeof q->users[i], "%s", m[i].user_id);
+    snprintf(q->data[i], sizeof q->data[i], "%s", m[i].data ? m[i].data : "");
+    q->metas[i] = m[i].n_metas;
+  }
+}
+
+static bool mq_pred(void *ud) { return ((mq_t *)ud)->got; }
+
+static mq_t members(fx_t *f, int i, const char *ch, const char *after,
+                    size_t limit) {
+  mq_t q;
+  memset(&q, 0, sizeof q);
+  assert_int_equal(
+      presence_channel_members(f->in[i].p, ch, after, limit, mq_cb, &q), 0);
+  assert_true(run_until(&f->loop, mq_pred, &q, 5000));
+  assert_int_equal(q.status, 0);
+  return q;
+}
+
+/* ---- tests --------------------------------------------------------------- */
+
+static void members_and_data(void **state) {
+  (void)state;
+  fx_t *f = make(1, NULL);
+  inst_t *a = &f->in[0];
+  int t = 0;
+  presence_session_connect(a->p, "s1", "ann", NULL, done_cb, a);
+  presence_session_connect(a->p, "s2", "ann", NULL, done_cb, a);
+  presence_session_connect(a->p, "s3", "bob", NULL, done_cb, a);
+  t += 3;
+  assert_int_equal(
+      presence_channel_join(a->p, "s1", "room", "{\"c\":1}", done_cb, a), 0);
+  assert_int_equal(
+      presence_channel_join(a->p, "s2", "room", "{\"c\":1}", done_cb, a), 0);
+  assert_int_equal(presence_channel_join(a->p, "s3", "room", NULL, done_cb, a),
+                   0);
+  assert_int_equal(
+      presence_channel_update(a->p, "s2", "room", "{\"c\":2}", done_cb, a), 0);
+  t += 4;
+  wait_done(&f->loop, a, t);
+  assert_no_errors(a);
+  mq_t q = members(f, 0, "room", NULL, 10);
+  assert_int_equal(q.count, 2);
+  assert_int_equal(q.n, 2);
+  assert_string_equal(q.users[0], "ann");
+  assert_string_equal(q.data[0], "{\"c\":2}");
+  assert_int_equal(q.metas[0], 2);
+  assert_string_equal(q.users[1], "bob");
+  /* Paging: one a page. */
+  q = members(f, 0, "room", NULL, 1);
+  assert_int_equal(q.n, 1);
+  assert_true(q.has_next);
+  q = members(f, 0, "room", "ann", 1);
+  assert_string_equal(q.users[0], "bob");
+  assert_false(q.has_next);
+  /* Not joined: refused at once, nothing sent. */
+  assert_int_equal(presence_channel_leave(a->p, "s3", "other", done_cb, a),
+                   PRESENCE_ENOTMEMBER);
+  /* s1 leaves: s2 is the most recent, no change; s2 ends: ann leaves. */
+  presence_channel_leave(a->p, "s1", "room", done_cb, a);
+  presence_session_disconnect(a->p, "s2", done_cb, a);
+  t += 2;
+  wait_done(&f->loop, a, t);
+  assert_no_errors(a);
+  assert_int_equal(rec_count(&a->local, PRESENCE_EV_CHANNEL_JOIN), 2);
+  assert_int_equal(rec_count(&a->local, PRESENCE_EV_CHANNEL_UPDATE), 1);
+  assert_int_equal(rec_count(&a->local, PRESENCE_EV_CHANNEL_LEAVE), 1);
+  chan_log_t cl = log_channel_events(&f->srv, "room", "ann");
+  assert_int_equal(cl.join, 1);
+  assert_int_equal(cl.update, 1);
+  assert_int_equal(cl.leave, 1);
+  assert_int_equal(cl.last_leave_reason, PRESENCE_REASON_DISCONNECT);
+  assert_int_equal(cl.last_count, 1);
+  q = members(f, 0, "room", NULL, 10);
+  assert_int_equal(q.count, 1);
+  /* A backend removes bob: one leave, reason kicked. */
+  presence_channel_remove_user(a->p, "room", "bob", done_cb, a);
+  wait_done(&f->loop, a, ++t);
+  assert_no_errors(a);
+  cl = log_channel_events(&f->srv, "room", "bob");
+  assert_int_equal(cl.leave, 1);
+  assert_int_equal(cl.last_leave_reason, PRESENCE_REASON_KICKED);
+  q = members(f, 0, "room", NULL, 10);
+  assert_int_equal(q.count, 0);
+  destroy(f);
+}
+
+static bool cluster_saw_both(void *ud) {
+  fx_t *f = ud;
+  for (int i = 0; i < 3; i++)
+    if (!rec_count(&f->in[i].cluster, PRESENCE_EV_CHANNEL_LEAVE)) return false;
+  return true;
+}
+
+/* 50 sessions of one user on three instances join one channel in random
+ * order, then leave it in random order, writes of all three in flight at
+ * once: one channel.join and one channel.leave, nothing else, each
+ * emitted by exactly one instance. */
+static void fifty_sessions_three_instances_once(void **state) {
+  (void)state;
+  fx_t *f = make(3, NULL);
+  int target[3] = {0};
+  char sid[32];
+  for (int k = 0; k < 50; k++) {
+    int i = k % 3;
+    snprintf(sid, sizeof sid, "%s-%d", f->in[i].id, k);
+    presence_session_connect(f->in[i].p, sid, "ann", NULL, done_cb, &f->in[i]);
+    target[i]++;
+  }
+  for (int i = 0; i < 3; i++) wait_done(&f->loop, &f->in[i], target[i]);
+  int order[50];
+  srand(1313);
+  for (int pass = 0; pass < 2; pass++) {
+    for (int k = 0; k < 50; k++) order[k] = k;
+    for (int k = 49; k > 0; k--) {
+      int j = rand() % (k + 1), x = order[k];
+      order[k] = order[j];
+      order[j] = x;
+    }
+    for (int n = 0; n < 50; n++) {
+      int k = order[n], i = k % 3;
+      snprintf(sid, sizeof sid, "%s-%d", f->in[i].id, k);
+      int rc = pass == 0 ? presence_channel_join(f->in[i].p, sid, "lobby",
+                                                 NULL, done_cb, &f->in[i])
+                         : presence_channel_leave(f->in[i].p, sid, "lobby",
+                                                  done_cb, &f->in[i]);
+      assert_int_equal(rc, 0);
+      target[i]++;
+      if (rand() % 4 == 0) uv_run(&f->loop, UV_RUN_NOWAIT);
+    }
+    for (int i = 0; i < 3; i++) wait_done(&f->loop, &f->in[i], target[i]);
+  }
+  for (int i = 0; i < 3; i++) assert_no_errors(&f->in[i]);
+  assert_int_equal(local_count(f, PRESENCE_EV_CHANNEL_JOIN), 1);
+  assert_int_equal(local_count(f, PRESENCE_EV_CHANNEL_LEAVE), 1);
+  assert_int_equal(local_count(f, PRESENCE_EV_CHANNEL_UPDATE), 0);
+  chan_log_t cl = log_channel_events(&f->srv, "lobby", "ann");
+  assert_int_equal(cl.join, 1);
+  assert_int_equal(cl.leave, 1);
+  assert_int_equal(cl.update, 0);
+  assert_int_equal(cl.last_leave_reason, PRESENCE_REASON_EXPLICIT);
+  /* Every instance's cluster view (the log reader) saw both, once. */
+  assert_true(run_until(&f->loop, cluster_saw_both, f, 5000));
+  for (int i = 0; i < 3; i++) {
+    assert_int_equal(rec_count(&f->in[i].cluster, PRESENCE_EV_CHANNEL_JOIN), 1);
+    assert_int_equal(rec_count(&f->in[i].cluster, PRESENCE_EV_CHANNEL_LEAVE), 1);
+  }
+  destroy(f);
+}
+
+typedef struct leave_wait {
+  fx_t *f;
+  const char *ch, *user;
+} leave_wait_t;
+static bool leave_logged(void *ud) {
+  leave_wait_t *w = ud;
+  return log_channel_events(&w->f->srv, w->ch, w->user).leave >= 1;
+}
+
+/* A dead instance's members leave exactly once, reason instance_lost;
+ * members of the live instance stay. */
+static void dead_instance_members_leave_once(void **state) {
+  (void)state;
+  fx_t *f = make(2, NULL);
+  int target[2] = {0};
+  presence_session_connect(f->in[0].p, "a1", "ann", NULL, done_cb, &f->in[0]);
+  presence_channel_join(f->in[0].p, "a1", "room", "{}", done_cb, &f->in[0]);
+  target[0] = 2;
+  for (int k = 0; k < 5; k++) {
+    char sid[16];
+    snprintf(sid, sizeof sid, "b%d", k);
+    presence_session_connect(f->in[1].p, sid, "bob", NULL, done_cb, &f->in[1]);
+    presence_channel_join(f->in[1].p, sid, "room", NULL, done_cb, &f->in[1]);
+    target[1] += 2;
+  }
+  for (int i = 0; i < 2; i++) wait_done(&f->loop, &f->in[i], target[i]);
+  /* beta dies (stops answering; its lease runs out), alpha reaps it. */
+  presence_redis_debug_pause(f->in[1].store, 1);
+  leave_wait_t w = {f, "room", "bob"};
+  assert_true(run_until(&f->loop, leave_logged, &w, 15000));
+  run_until(&f->loop, NULL, NULL, 300);
+  chan_log_t cl = log_channel_events(&f->srv, "room", "bob");
+  assert_int_equal(cl.join, 1);
+  assert_int_equal(cl.leave, 1);
+  assert_int_equal(cl.last_leave_reason, PRESENCE_REASON_INSTANCE_LOST);
+  assert_int_equal(cl.last_count, 1);
+  assert_int_equal(log_channel_events(&f->srv, "room", "ann").leave, 0);
+  mq_t q = members(f, 0, "room", NULL, 10);
+  assert_int_equal(q.count, 1);
+  assert_string_equal(q.users[0], "ann");
+  destroy(f);
+}
+
+typedef struct member_wait {
+  fx_t *f;
+  const char *ch;
+  uint64_t count;
+} member_wait_t;
+static bool count_is(void *ud) {
+  member_wait_t *w = ud;
+  redisReply *r = srv_cmd(&w->f->srv, "ZCARD presence:cm:{c:%s}", w->ch);
+  bool ok = r->type == REDIS_REPLY_INTEGER && (uint64_t)r->integer == w->count;
+  freeReplyObject(r);
+  return ok;
+}
+
+/* Redis loses everything: the instances re-assert their sessions and then
+ * their memberships, with their data. */
+static void store_loss_reasserts_memberships(void **state) {
+  (void)state;
+  fx_t *f = make(2, NULL);
+  int target[2] = {2, 3};
+  presence_session_connect(f->in[0].p, "a1", "ann", NULL, done_cb, &f->in[0]);
+  presence_channel_join(f->in[0].p, "a1", "room", "{\"n\":\"Ann\"}", done_cb,
+                        &f->in[0]);
+  presence_session_connect(f->in[1].p, "b1", "bob", NULL, done_cb, &f->in[1]);
+  presence_channel_join(f->in[1].p, "b1", "room", NULL, done_cb, &f->in[1]);
+  presence_channel_join(f->in[1].p, "b1", "doc", NULL, done_cb, &f->in[1]);
+  for (int i = 0; i < 2; i++) wait_done(&f->loop, &f->in[i], target[i]);
+  freeReplyObject(srv_cmd(&f->srv, "FLUSHALL"));
+  member_wait_t w = {f, "room", 2}, w2 = {f, "doc", 1};
+  assert_true(run_until(&f->loop, count_is, &w, 8000));
+  assert_true(run_until(&f->loop, count_is, &w2, 8000));
+  mq_t q = members(f, 1, "room", NULL, 10);
+  assert_int_equal(q.count, 2);
+  assert_string_equal(q.users[0], "ann");
+  assert_string_equal(q.data[0], "{\"n\":\"Ann\"}");
+  /* The re-asserted joins are reason resync. */
+  size_t resync = 0;
+  for (int i = 0; i < 2; i++)
+    for (size_t k = 0; k < f->in[i].local.n; k++)
+      resync += f->in[i].local.ev[k].type == PRESENCE_EV_CHANNEL_JOIN &&
+                f->in[i].local.ev[k].reason == PRESENCE_REASON_RESYNC;
+  assert_int_equal(resync, 3);
+  destroy(f);
+}
+
+/* With a grace, a member whose session ended leaves once, after it. */
+static void channel_grace_on_redis(void **state) {
+  (void)state;
+  inst_opts_t io = {0};
+  io.grace_ms = 400;
+  fx_t *f = make(1, &io);
+  inst_t *a = &f->in[0];
+  presence_session_connect(a->p, "s1", "ann", NULL, done_cb, a);
+  presence_channel_join(a->p, "s1", "room", NULL, done_cb, a);
+  presence_session_disconnect(a->p, "s1", done_cb, a);
+  wait_done(&f->loop, a, 3);
+  int64_t t0 = now_ms();
+  assert_int_equal(log_channel_events(&f->srv, "room", "ann").leave, 0);
+  /* Back in time: no event. */
+  presence_session_connect(a->p, "s2", "ann", NULL, done_cb, a);
+  presence_channel_join(a->p, "s2", "room", NULL, done_cb, a);
+  wait_done(&f->loop, a, 5);
+  run_until(&f->loop, NULL, NULL, 800);
+  chan_log_t cl = log_channel_events(&f->srv, "room", "ann");
+  assert_int_equal(cl.join, 1);
+  assert_int_equal(cl.leave, 0);
+  assert_int_equal(cl.update, 0);
+  presence_session_disconnect(a->p, "s2", done_cb, a);
+  wait_done(&f->loop, a, 6);
+  t0 = now_ms();
+  leave_wait_t w = {f, "room", "ann"};
+  assert_true(run_until(&f->loop, leave_logged, &w, 5000));
+  assert_true(now_ms() - t0 >= 300);
+  cl = log_channel_events(&f->srv, "room", "ann");
+  assert_int_equal(cl.leave, 1);
+  assert_int_equal(cl.last_leave_reason, PRESENCE_REASON_DISCONNECT);
+  destroy(f);
+}
+
+int main(void) {
+  apply_filter();
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(members_and_data),
+      cmocka_unit_test(fifty_sessions_three_instances_once),
+      cmocka_unit_test(dead_instance_members_leave_once),
+      cmocka_unit_test(store_loss_reasserts_memberships),
+      cmocka_unit_test(channel_grace_on_redis),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -207,7 +207,7 @@ static void fifty_sessions_three_instances_once(void **state) {
   (void)state;
   fx_t *f = make(3, NULL);
   int target[3] = {0};
-  char sid[32];
+  char sid[64];
   for (int k = 0; k < 50; k++) {
     int i = k % 3;
     snprintf(sid, sizeof sid, "%s-%d", f->in[i].id, k);

@@ -441,12 +441,44 @@ static void plain(rstore_t *st, req_t *r, int n, const char **args) {
 static void drop_connection(rstore_t *st, int code);
 static void start_register(rstore_t *st);
 
+/* ---- checked replies ----------------------------------------------------
+ * Every reply is read through these or checked as they check: a reply of
+ * another type or shape (a proxy answering for Redis, another program
+ * under the prefix, a corrupted byte) reads as absent and the operation
+ * fails with PRESENCE_ESTORE. Nothing is dereferenced on trust. */
+
+/* Element i of an array reply, or NULL. */
+static redisReply *at(const redisReply *r, size_t i) {
+  return r && r->type == REDIS_REPLY_ARRAY && i < r->elements ? r->element[i]
+                                                              : NULL;
+}
+
+/* A string reply's text, or NULL. */
+static const char *text_of(const redisReply *r) {
+  return r && r->type == REDIS_REPLY_STRING ? r->str : NULL;
+}
+
+/* A decimal integer as the script writes them: a string of an optional
+ * '-' and 1-18 digits, nothing else. 0, or -1 for anything else (an integer
+ * reply too: not what the script sends). */
+static int num_of(const redisReply *r, long long *v) {
+  const char *t = text_of(r);
+  if (!t) return -1;
+  const char *d = t + (t[0] == '-');
+  size_t n = strlen(d);
+  if (!n || n > 18 || strspn(d, "0123456789") != n) return -1;
+  *v = strtoll(t, NULL, 10);
+  return 0;
+}
+
 /* The script's answer: {code, payload, events...}. */
 static int script_code(redisReply *rep) {
   if (rep->type != REDIS_REPLY_ARRAY || rep->elements < 1 ||
       rep->element[0]->type != REDIS_REPLY_INTEGER)
     return PRESENCE_ESTORE;
-  return (int)rep->element[0]->integer;
+  /* The script answers 0 or one of presence.h's codes. */
+  long long c = rep->element[0]->integer;
+  return c > 0 || c < -100 ? PRESENCE_ESTORE : (int)c;
 }
 
 static void ignore_reply(void *ud, int code, redisReply *rep) {
@@ -1425,21 +1457,24 @@ static void start_reader(rstore_t *st);
 static void register_done(rstore_t *st, req_t *r, redisReply *rep, int code) {
   if (st->destroying) return;
   if (!code && rep) code = script_code(rep);
-  if (code || rep->elements < 2 || rep->element[1]->type != REDIS_REPLY_ARRAY ||
-      rep->element[1]->elements < 3) {
+  redisReply *p = code ? NULL : at(rep, 1);
+  long long epoch = 0, seq_n = 0;
+  if (!code && (num_of(at(p, 0), &epoch) || epoch < 0 ||
+                num_of(at(p, 1), &seq_n) || seq_n < 0 || !text_of(at(p, 2))))
+    code = PRESENCE_ESTORE;
+  if (code) {
     st->phase = PH_NONE;
     if (code != PRESENCE_ESTORE && code != PRESENCE_ETIMEDOUT && st->up)
       drop_connection(st, PRESENCE_ESTORE);
     return;
   }
-  redisReply *p = rep->element[1];
   /* Writes queued under the previous epoch go with it (and are fenced). */
   flush_writes(st);
-  st->epoch = strtoull(p->element[0]->str, NULL, 10);
-  snprintf(st->epoch_s, sizeof st->epoch_s, "%s", p->element[0]->str);
+  st->epoch = (uint64_t)epoch;
+  snprintf(st->epoch_s, sizeof st->epoch_s, "%llu", (unsigned long long)epoch);
   st->epoch_gen++;
-  uint64_t seq = strtoull(p->element[1]->str, NULL, 10);
-  bool stale = !strcmp(p->element[2]->str, "1");
+  uint64_t seq = (uint64_t)seq_n;
+  bool stale = !strcmp(text_of(at(p, 2)), "1");
   st->ever_registered = true;
   if (!st->reader_started) {
     snprintf(st->r_last, sizeof st->r_last, "%llu-0", (unsigned long long)seq);
@@ -1969,19 +2004,22 @@ static void user_done(rstore_t *st, req_t *r, redisReply *rep, int code) {
   presence_user_info_t info = {0};
   info.user_id = r->user;
   if (!code && rep) code = script_code(rep);
-  redisReply *p = !code && rep->elements > 1 ? rep->element[1] : NULL;
-  if (!code && (!p || p->type != REDIS_REPLY_ARRAY || p->elements < 7))
-    code = PRESENCE_ESTORE;
+  redisReply *p = code ? NULL : at(rep, 1);
+  /* status, sessions, online, version, since, last seen, Redis's now: all
+   * numbers, or the reply is not the script's. */
+  long long f[7];
+  for (size_t i = 0; !code && i < 7; i++)
+    if (num_of(at(p, i), &f[i]) || (i < 4 && f[i] < 0))
+      code = PRESENCE_ESTORE;
   if (!code) {
-    info.status = st_of(p->element[0]->str);
-    info.session_count = (uint32_t)strtoul(p->element[1]->str, NULL, 10);
-    info.online_count = (uint32_t)strtoul(p->element[2]->str, NULL, 10);
-    info.version = strtoull(p->element[3]->str, NULL, 10);
-    info.since_ms = strtoll(p->element[4]->str, NULL, 10);
-    info.last_seen_ms = strtoll(p->element[5]->str, NULL, 10);
+    info.status = st_of_n((long)f[0]);
+    info.session_count = (uint32_t)f[1];
+    info.online_count = (uint32_t)f[2];
+    info.version = (uint64_t)f[3];
+    info.since_ms = f[4];
+    info.last_seen_ms = f[5];
     /* A present user is being seen now (Redis's now). */
-    if (info.status != PRESENCE_OFFLINE)
-      info.last_seen_ms = strtoll(p->element[6]->str, NULL, 10);
+    if (info.status != PRESENCE_OFFLINE) info.last_seen_ms = f[6];
   }
   r->user_cb(r->ud, code, code ? NULL : &info);
 }
@@ -2029,13 +2067,18 @@ static void parse_rec(char *rec, const char *sid, const char *user,
 static void sessions_done(rstore_t *st, req_t *r, redisReply *rep, int code) {
   (void)st;
   if (!code && rep) code = script_code(rep);
-  redisReply *p = !code && rep->elements > 1 ? rep->element[1] : NULL;
+  redisReply *p = code ? NULL : at(rep, 1);
   if (!code && (!p || p->type != REDIS_REPLY_ARRAY)) code = PRESENCE_ESTORE;
   if (code) {
     r->sessions_cb(r->ud, code, NULL, 0);
     return;
   }
   size_t n = p->elements / 2;
+  for (size_t i = 0; i < 2 * n; i++)
+    if (!text_of(p->element[i])) {
+      r->sessions_cb(r->ud, PRESENCE_ESTORE, NULL, 0);
+      return;
+    }
   presence_session_info_t *v = calloc(n ? n : 1, sizeof(*v));
   if (!v) {
     r->sessions_cb(r->ud, PRESENCE_ENOMEM, NULL, 0);
@@ -2347,8 +2390,12 @@ static void log_newest_done(rstore_t *st, req_t *r, redisReply *rep, int code) {
     r->log_cb(r->ud, code ? code : PRESENCE_ESTORE, NULL, 0);
     return;
   }
-  uint64_t newest =
-      rep->type == REDIS_REPLY_STRING ? strtoull(rep->str, NULL, 10) : 0;
+  long long nv = 0;
+  if (rep->type == REDIS_REPLY_STRING && (num_of(rep, &nv) || nv < 0)) {
+    r->log_cb(r->ud, PRESENCE_ESTORE, NULL, 0);
+    return;
+  }
+  uint64_t newest = (uint64_t)nv;
   if (r->after_seq <= newest) {
     r->log_cb(r->ud, 0, NULL, 0); /* up to date */
     return;

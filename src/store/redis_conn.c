@@ -302,8 +302,14 @@ static void on_hello(void *ud, int code, redisReply *rep) {
   if (rep->type == REDIS_REPLY_ERROR) {
     /* Redis's text names the failure (WRONGPASS, NOPERM, ...), never the
      * password. */
-    char why[200];
-    snprintf(why, sizeof why, "refused: %.150s", rep->str);
+    char why[320];
+    if (!strncmp(rep->str, "NOAUTH", 6))
+      snprintf(why, sizeof why,
+               "it requires a password: give it in the URL "
+               "(redis://user:password@host) or apart (a file, the "
+               "environment)");
+    else
+      snprintf(why, sizeof why, "refused: %.150s", rep->str);
     lose(c, PRESENCE_ESTORE, why);
     return;
   }
@@ -329,6 +335,18 @@ static void hello(presence__rconn_t *c) {
     }
     /* The buffer held the password. */
     if (buf) memset(buf, 0, cap);
+    len = 0;
+  }
+  if (!rc && !u->password) {
+    /* Without AUTH, a server that wants a password answers a large first
+     * command with a protocol error, not NOAUTH: ask with a PING first, so
+     * that up means usable and the log says what is missing. */
+    const char *argv[] = {"PING"};
+    rc = presence__resp_append(c->a, &buf, &len, &cap, 1, argv, NULL);
+    if (!rc) {
+      rc = queue(c, buf, len, 0, on_hello, c);
+      c->hello_left += !rc;
+    }
     len = 0;
   }
   if (!rc && u->db) {
@@ -531,15 +549,7 @@ static void deliver(presence__rconn_t *c) {
     }
     c->m.replies++;
     c->progress_ms = now_ms(c);
-    if (rep->type == REDIS_REPLY_ERROR) {
-      c->m.errors++;
-      if (!strncmp(rep->str, "NOAUTH", 6))
-        logf_(c, PRESENCE_LOG_ERROR,
-              "%s requires a password: give it in the URL "
-              "(redis://user:password@host) or apart (a file, the "
-              "environment)",
-              c->where);
-    }
+    if (rep->type == REDIS_REPLY_ERROR) c->m.errors++;
     presence__rconn_cb cb = p->cb;
     void *ud = p->ud;
     pend_recycle(c, p);

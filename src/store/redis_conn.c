@@ -28,6 +28,7 @@
 #include "store/redis_conn.h"
 #include "store/redis_resp.h"
 
+#include <assert.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
@@ -202,20 +203,18 @@ static void pend_recycle(presence__rconn_t *c, pend_t *p) {
   c->spare_pends = p;
 }
 
-/* Fail every pending command with code. Popped one at a time: a callback
- * may free the connection, which fails the rest itself. */
-static bool fail_all(presence__rconn_t *c, int code) {
+/* Fail every pending command with code. The caller holds enter(): the
+ * memory stays while callbacks run, even if one frees the connection (its
+ * free then fails the rest with ESHUTDOWN; this loop finds none left). */
+static void fail_all(presence__rconn_t *c, int code) {
   pend_t *p;
   while ((p = pend_pop(c))) {
     presence__rconn_cb cb = p->cb;
     void *ud = p->ud;
     pend_recycle(c, p);
     c->m.failed++;
-    enter(c);
-    cb(ud, code, NULL);
-    if (leave(c)) return true;
+    cb(ud, c->freed ? PRESENCE_ESHUTDOWN : code, NULL);
   }
-  return false;
 }
 
 /* ---- connecting ---------------------------------------------------------- */
@@ -888,7 +887,8 @@ static void lose(presence__rconn_t *c, int code, const char *why) {
           "cannot connect to %s: %s", c->where, why);
   }
   enter(c);
-  if (!fail_all(c, code) && was_up && c->cfg.on_down && c->state == S_WAIT)
+  fail_all(c, code);
+  if (!c->freed && was_up && c->cfg.on_down && c->state == S_WAIT)
     c->cfg.on_down(c->cfg.ud, code);
   leave(c);
 }
@@ -955,6 +955,7 @@ void presence__rconn_metrics(const presence__rconn_t *c,
 }
 
 static void really_free(presence__rconn_t *c) {
+  assert(!c->head); /* failed, every one, before the memory goes */
   pend_t *p;
   while ((p = c->spare_pends)) {
     c->spare_pends = p->next;

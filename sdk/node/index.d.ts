@@ -23,6 +23,12 @@ export interface TokenOptions {
   audience?: string;
   /** `nbf`, Unix seconds. */
   notBefore?: number;
+  /** `device`: the session's device kind: 'web', 'mobile', 'desktop' or your own word. */
+  device?: string;
+  /** `channels`: channel patterns ('room:1', 'room:*', '*') the session may join and observe. */
+  channels?: string[] | '*';
+  /** `observe`: extra channel patterns the session may observe without joining. */
+  observe?: string[] | '*';
   /** Further claims, merged last (grants of later protocol additions). */
   claims?: Record<string, unknown>;
   /** Clock in ms (tests). */
@@ -38,6 +44,8 @@ export type ErrorCode =
   | 'bad_request' | 'bad_json' | 'bad_user_id' | 'unauthorized' | 'not_found' | 'no_session'
   | 'method_not_allowed' | 'request_timeout' | 'body_too_large' | 'headers_too_large'
   | 'shutting_down' | 'too_many_connections' | 'store_unavailable' | 'internal'
+  | 'bad_channel' | 'not_member' | 'bad_availability' | 'bad_message' | 'bad_expiry' | 'not_supported'
+  | 'bad_ttl' | 'bad_meta' | 'bad_status' | 'session_exists' | 'too_many_sessions'
   | 'network' | 'bad_response'
   | (string & {});
 
@@ -69,10 +77,34 @@ export type UserStatus = 'online' | 'idle' | 'offline';
 export type SessionStatus = 'online' | 'idle';
 export type Reason =
   | 'connect' | 'disconnect' | 'explicit' | 'inactivity' | 'timeout' | 'kicked' | 'shutdown'
-  | 'instance_lost' | 'resync' | (string & {});
+  | 'instance_lost' | 'resync' | 'origin_lost' | 'expired' | (string & {});
 export type EventType =
   | 'session.connected' | 'session.disconnected' | 'session.status'
-  | 'user.online' | 'user.idle' | 'user.offline' | 'cleanup' | (string & {});
+  | 'user.online' | 'user.idle' | 'user.offline' | 'cleanup'
+  | 'channel.join' | 'channel.update' | 'channel.leave' | 'user.availability' | 'user.message'
+  | (string & {});
+export type Availability = 'auto' | 'dnd' | 'away' | 'invisible';
+
+export interface StatusMessage { text: string; emoji?: string | null; expires?: number | null }
+
+export interface ChannelMember {
+  user_id: string;
+  status: SessionStatus;
+  data: Record<string, unknown> | null;
+  since: number;
+  version: number;
+  sessions?: Array<{ session_id: string; status: SessionStatus; data: Record<string, unknown> | null; joined: number }>;
+  [field: string]: unknown;
+}
+
+export interface Origin {
+  origin: string;
+  state: 'connected' | 'detached';
+  sessions: number;
+  since: number;
+  detached_since: number;
+  [field: string]: unknown;
+}
 
 export interface User {
   user_id: string;
@@ -82,6 +114,11 @@ export interface User {
   last_seen: number;
   sessions: number;
   version: number;
+  availability?: Availability;
+  availability_since?: number;
+  last_active?: number;
+  message?: StatusMessage | null;
+  devices?: Record<string, { status: SessionStatus; sessions: number }>;
   [field: string]: unknown;
 }
 
@@ -154,6 +191,29 @@ export declare class PresenceAPI {
   /** Close a session (4003); rejects with code 'no_session' when it is gone. */
   kick(sessionId: string): Promise<void>;
   health(): Promise<Health>;
+
+  /** GET /v1/channels/{name} */
+  channel(name: string): Promise<{ channel: string; count: number }>;
+  /** One page of members, in byte order of user id; `next` is null on the last page. */
+  channelMembers(name: string, page?: { limit?: number; after?: string | null }): Promise<{ channel: string; count: number; members: ChannelMember[]; next: string | null }>;
+  /** Every member, page after page. */
+  allChannelMembers(name: string, options?: { limit?: number }): AsyncIterable<ChannelMember>;
+  /** Active channels under a prefix, with their counts. */
+  channels(options?: { prefix?: string; limit?: number; after?: string | null }): Promise<{ channels: Array<{ channel: string; count: number }>; next: string | null }>;
+  /** The channels a user is a member of. */
+  userChannels(userId: string): Promise<Array<Omit<ChannelMember, 'user_id'> & { channel: string }>>;
+  /** Every session of the user leaves the channel (reason 'kicked'); code 'not_member' if none was in it. */
+  removeFromChannel(name: string, userId: string): Promise<void>;
+
+  setAvailability(userId: string, availability: Availability): Promise<{ user_id: string; availability: Availability }>;
+  /** expiresInS: seconds from now; or expiresAt: ms since the epoch. */
+  setMessage(userId: string, message: { text: string; emoji?: string; expiresInS?: number; expiresAt?: number }): Promise<unknown>;
+  clearMessage(userId: string): Promise<void>;
+
+  /** Create or renew a session with a TTL (serverless backends); ends with reason 'timeout' unless renewed. */
+  putSession(sessionId: string, session: { userId: string; ttlMs: number; status?: SessionStatus; meta?: Record<string, unknown> }): Promise<{ session_id: string; user_id: string; created: boolean; expires: number }>;
+  origins(): Promise<Origin[]>;
+
   events(options?: Omit<EventStreamOptions, 'url' | 'apiKey'>): EventStream;
 }
 
@@ -256,6 +316,98 @@ export declare function fastifyWebhook(app: any, options: WebhookHandlerOptions 
   path?: string;
   onDelivery: (delivery: Delivery, request: any) => unknown | Promise<unknown>;
 }): Promise<void>;
+
+// ---- backend session connection -------------------------------------------
+
+export interface BackendOptions {
+  /** presenced's base URL, http(s)://host:port. */
+  url: string;
+  apiKey: string;
+  /** A stable name of this process (the same after a restart: it takes its sessions back). */
+  origin: string;
+  /** A WebSocket class with `ws`'s constructor (default: the `ws` package). */
+  WebSocket?: unknown;
+  /** First reconnect delay, ms (250), doubling to maxRetryMs (10000). */
+  retryMs?: number;
+  maxRetryMs?: number;
+  /** Ops per frame at most (10000, and at most the server's max_ops). */
+  maxOps?: number;
+}
+
+export type BackendOp =
+  | { op: 'open'; session: string; user: string; status?: SessionStatus; meta?: Record<string, unknown>; device?: string }
+  | { op: 'status'; session: string; status: SessionStatus }
+  | { op: 'close'; session: string }
+  | { op: 'join' | 'update'; session: string; channel: string; data?: Record<string, unknown> | null }
+  | { op: 'leave'; session: string; channel: string }
+  | { op: 'sync'; session: string; user: string; status: SessionStatus; meta?: Record<string, unknown>; device?: string };
+
+export interface BackendWelcome {
+  type: 'welcome';
+  protocol: number;
+  origin: string;
+  resumed: boolean;
+  sessions: number;
+  lease_ms: number;
+  resume_ms: number;
+  heartbeat_ms: number;
+  max_ops: number;
+}
+
+export interface HeldSession {
+  user: string;
+  status: SessionStatus;
+  meta: Record<string, unknown> | null;
+  device: string | null;
+  channels: Map<string, Record<string, unknown> | null>;
+}
+
+/**
+ * The backend session connection (protocol.md section 5). Keeps the list of
+ * this process's sessions; operations are batched and acknowledged; after
+ * every (re)connect the list is re-asserted (only net differences become events).
+ */
+export declare class BackendConnection {
+  constructor(options: BackendOptions);
+  readonly origin: string;
+  /** The sessions this process holds, by session id. */
+  readonly sessions: Map<string, HeldSession>;
+  readonly connects: number;
+  readonly welcome: BackendWelcome | null;
+  readonly stats: { opsSent: number; opsAcked: number; opErrors: number };
+  /** Connect and keep reconnecting until end(); resolves at the first welcome. */
+  connect(): Promise<BackendWelcome>;
+  /** Opens a session; returns its id (random unless given). */
+  open(userId: string, options?: { session?: string; status?: SessionStatus; meta?: Record<string, unknown>; device?: string }): string;
+  setStatus(session: string, status: SessionStatus): boolean;
+  close(session: string): boolean;
+  join(session: string, channel: string, data?: Record<string, unknown> | null): boolean;
+  update(session: string, channel: string, data: Record<string, unknown> | null): boolean;
+  leave(session: string, channel: string): boolean;
+  /** Resolves when every operation so far was acknowledged (or the connection was lost). */
+  flush(): Promise<void>;
+  /** Stop; bye: true ends every session now instead of leaving them for the resume window. */
+  end(options?: { bye?: boolean }): Promise<void>;
+  /** Drop the connection (it reconnects and re-asserts). */
+  reconnect(): void;
+  on(event: 'ready', fn: (welcome: BackendWelcome) => void): this;
+  on(event: 'disconnect', fn: (e: { code: number; reason: string }) => void): this;
+  on(event: 'rejected', fn: (e: { op: BackendOp; code: string; message: string }) => void): this;
+  on(event: 'ended', fn: (e: { session: string; user: string | null; reason: Reason }) => void): this;
+  on(event: 'error' | 'fatal', fn: (err: Error & { code?: string; status?: number }) => void): this;
+  once: BackendConnection['on'];
+  off(event: string, fn: (...args: any[]) => void): this;
+}
+
+export type Identity = string | { userId: string; meta?: Record<string, unknown>; device?: string } | null | undefined;
+
+/** Report the connections of a `ws` WebSocketServer; returns a function that stops it. */
+export declare function trackWebSocketServer(backend: BackendConnection, wss: { on: Function; off: Function },
+  identify: (ws: any, req: IncomingMessage) => Identity): () => void;
+
+/** Report the sockets of a Socket.IO server or namespace; `socket.data.presenceSession` holds each session id. */
+export declare function trackSocketIO(backend: BackendConnection, io: { on: Function; off: Function },
+  identify: (socket: any) => Identity, options?: { statusEvent?: string | null }): () => void;
 
 declare global {
   // Express's Request gets the delivery webhookMiddleware verified.

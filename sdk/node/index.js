@@ -5,6 +5,8 @@ export { PresenceError, WebhookError } from './src/errors.js';
 export { verifyWebhook, webhookMiddleware, fastifyWebhook, WebhookGuard } from './src/webhook.js';
 export { PresenceAPI } from './src/api.js';
 export { EventStream, parseSSE } from './src/events.js';
+export { BackendConnection } from './src/backend.js';
+export { trackWebSocketServer, trackSocketIO } from './src/adapters.js';
 
 /** The protocol version this SDK speaks; the package's major version. */
 export const PROTOCOL_VERSION = 1;

@@ -68,6 +68,74 @@ export class PresenceAPI {
   /** DELETE /v1/sessions/{id}: close the session (4003). Throws `no_session` if it is gone. */
   async kick(sessionId) { await this.request('DELETE', `/v1/sessions/${enc(sessionId)}`); }
 
+  // ---- channels (protocol.md section 4, api.md#channels) --------------------
+
+  /** GET /v1/channels/{name}: `{ channel, count }`. */
+  channel(name) { return this.request('GET', `/v1/channels/${enc(name)}`); }
+
+  /** One page of members: GET /v1/channels/{name}/members; `{ count, members, next }`. */
+  channelMembers(name, { limit = 100, after = null } = {}) {
+    const q = new URLSearchParams({ limit: String(limit) });
+    if (after !== null && after !== undefined) q.set('after', after);
+    return this.request('GET', `/v1/channels/${enc(name)}/members?${q}`);
+  }
+
+  /** Every member, page after page (a member present throughout is listed once). */
+  async *allChannelMembers(name, { limit = 1000 } = {}) {
+    let after = null;
+    do {
+      const page = await this.channelMembers(name, { limit, after });
+      yield* page.members;
+      after = page.next;
+    } while (after !== null && after !== undefined);
+  }
+
+  /** Active channels under a prefix with their counts: GET /v1/channels?prefix=; `{ channels, next }`. */
+  channels({ prefix = '', limit = 100, after = null } = {}) {
+    const q = new URLSearchParams({ limit: String(limit) });
+    if (prefix) q.set('prefix', prefix);
+    if (after !== null && after !== undefined) q.set('after', after);
+    return this.request('GET', `/v1/channels?${q}`);
+  }
+
+  /** GET /v1/users/{id}/channels: the channels the user is a member of. */
+  async userChannels(userId) { return (await this.request('GET', `/v1/users/${enc(userId)}/channels`)).channels; }
+
+  /** DELETE /v1/channels/{name}/members/{user}: every session of the user leaves (reason kicked). */
+  async removeFromChannel(name, userId) { await this.request('DELETE', `/v1/channels/${enc(name)}/members/${enc(userId)}`); }
+
+  // ---- status that people set (protocol.md section 6) -------------------------
+
+  /** PUT /v1/users/{id}/availability: 'auto' | 'dnd' | 'away' | 'invisible'. */
+  setAvailability(userId, availability) {
+    return this.request('PUT', `/v1/users/${enc(userId)}/availability`, { availability });
+  }
+
+  /** PUT /v1/users/{id}/message: `{ text, emoji, expiresInS | expiresAt (ms) }`. */
+  setMessage(userId, { text, emoji, expiresInS, expiresAt } = {}) {
+    const body = { text };
+    if (emoji !== undefined) body.emoji = emoji;
+    if (expiresInS !== undefined) body.expires_in = expiresInS;
+    if (expiresAt !== undefined) body.expires_at = expiresAt;
+    return this.request('PUT', `/v1/users/${enc(userId)}/message`, body);
+  }
+
+  /** DELETE /v1/users/{id}/message */
+  async clearMessage(userId) { await this.request('DELETE', `/v1/users/${enc(userId)}/message`); }
+
+  // ---- backend-reported sessions (protocol.md section 5) ---------------------
+
+  /** PUT /v1/sessions/{id}: create or renew a session with a TTL (serverless backends). */
+  putSession(sessionId, { userId, ttlMs, status, meta } = {}) {
+    const body = { user: userId, ttl_ms: ttlMs };
+    if (status !== undefined) body.status = status;
+    if (meta !== undefined) body.meta = meta;
+    return this.request('PUT', `/v1/sessions/${enc(sessionId)}`, body);
+  }
+
+  /** GET /v1/origins: the backends reporting sessions, with their states and counts. */
+  async origins() { return (await this.request('GET', '/v1/origins')).origins; }
+
   /** GET /healthz */
   health() { return this.request('GET', '/healthz'); }
 

@@ -17,6 +17,9 @@ const b64url = (buf) => Buffer.from(buf).toString('base64url');
  * @param {object} [o.meta]          stored with the session, shown to backends
  * @param {string} [o.audience]      `aud` (must equal --jwt-audience)
  * @param {number} [o.notBefore]     `nbf`, Unix seconds
+ * @param {string} [o.device]        the session's device kind ('web', 'mobile', 'desktop', or a word)
+ * @param {string[]|'*'} [o.channels] channel patterns the session may join (and observe)
+ * @param {string[]|'*'} [o.observe]  extra channel patterns it may only observe
  * @param {object} [o.claims]        further claims (e.g. grants of later protocol
  *                                   versions), merged last
  * @param {() => number} [o.now]     clock in ms (tests)
@@ -39,6 +42,14 @@ export function mintToken(o) {
     claims.meta = o.meta;
   }
   if (o.audience !== undefined) claims.aud = o.audience;
+  for (const k of ['channels', 'observe']) {
+    if (o[k] === undefined) continue;
+    if (o[k] !== '*' && !(Array.isArray(o[k]) && o[k].every((p) => typeof p === 'string'))) {
+      throw new TypeError(`mintToken: ${k} must be '*' or an array of channel patterns`);
+    }
+    claims[k] = o[k];
+  }
+  if (o.device !== undefined) claims.device = o.device;
   if (o.notBefore !== undefined) claims.nbf = Math.floor(o.notBefore);
   Object.assign(claims, o.claims || {});
   const head = b64url(JSON.stringify({ alg: 'HS256', typ: 'JWT' }));

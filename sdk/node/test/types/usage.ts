@@ -30,3 +30,14 @@ app.post('/hook', webhookMiddleware({ secret: 's' }), (req, res) => {
 mintToken({ secret: 's' });
 // @ts-expect-error watch is '*' or a list
 mintToken({ secret: 's', userId: 'a', watch: 'bob' });
+
+import { BackendConnection, trackSocketIO, type BackendWelcome } from '../../index.js';
+const backend = new BackendConnection({ url: 'http://127.0.0.1:7070', apiKey: 'k', origin: 'api-1' });
+backend.connect().then((w: BackendWelcome) => console.log(w.resumed));
+const sid: string = backend.open('alice', { device: 'web', meta: { name: 'Alice' } });
+backend.setStatus(sid, 'idle');
+backend.join(sid, 'room:1', { color: 'red' });
+backend.on('rejected', ({ op, code }) => console.log(op.op, code));
+// @ts-expect-error a session status is online or idle
+backend.setStatus(sid, 'away');
+trackSocketIO(backend, { on() {}, off() {} }, (socket) => socket.handshake.auth.userId as string);

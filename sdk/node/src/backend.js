@@ -1,0 +1,334 @@
+// SPDX-License-Identifier: MIT
+// The backend session connection (docs/protocol.md section 5): one WebSocket
+// at /v1/backend over which this process reports the sessions it holds
+// (its users' Socket.IO / ws / DDP connections). Operations are batched (one
+// frame per event-loop turn, at most max_ops each) and acknowledged by seq.
+//
+// The SDK keeps the list of live sessions (and their channels) itself, so a
+// reconnect needs no replay of what was queued: after every welcome it
+// re-asserts the whole list (`sync`, only net differences become events),
+// then re-joins the channels. Operations made while disconnected change that
+// list only; they reach presenced through the re-assert.
+import { EventEmitter } from 'node:events';
+import { randomUUID } from 'node:crypto';
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+const OPEN = 1;
+
+export class BackendConnection extends EventEmitter {
+  /**
+   * @param {object} o
+   * @param {string} o.url      presenced's base URL (http(s)://host:port)
+   * @param {string} o.apiKey
+   * @param {string} o.origin   a stable name for this process (the same after a restart)
+   * @param {typeof import('ws').WebSocket} [o.WebSocket]  default: the `ws` package
+   * @param {number} [o.retryMs]  first reconnect delay (250), doubling to o.maxRetryMs (10000)
+   */
+  constructor({ url, apiKey, origin, WebSocket = null, retryMs = 250, maxRetryMs = 10000, maxOps = 10000 } = {}) {
+    super();
+    if (!url || !apiKey || !origin) throw new TypeError('BackendConnection: url, apiKey and origin are required');
+    this.url = url.replace(/^http/, 'ws').replace(/\/+$/, '') + '/v1/backend?origin=' + encodeURIComponent(origin);
+    this.apiKey = apiKey;
+    this.origin = origin;
+    this._WS = WebSocket;
+    this.retryMs = retryMs;
+    this.maxRetryMs = maxRetryMs;
+    this.maxOps = maxOps;
+    /** session id -> { user, status, meta, device, channels: Map<channel, data> } */
+    this.sessions = new Map();
+    this._leftWhileDown = new Map();   // session -> Set(channel) left while detached
+    this._queue = [];                  // ops not yet sent
+    this._inflight = new Map();        // seq -> { ops, resolve }
+    this._waiters = [];                // flush() promises: { seq, resolve }
+    this._seq = 0;
+    this._scheduled = false;
+    this._ws = null;
+    this._ready = false;               // welcome received and the re-assert sent
+    this._closed = false;
+    this.connects = 0;
+    this.welcome = null;
+    this.stats = { opsSent: 0, opsAcked: 0, opErrors: 0 };
+  }
+
+  /** Connect (and keep reconnecting until close()). Resolves at the first welcome. */
+  connect() {
+    if (!this._loop) this._loop = this._run();
+    return new Promise((resolve, reject) => {
+      if (this._ready) return resolve(this.welcome);
+      const ok = (w) => { this.off('fatal', ko); resolve(w); };
+      const ko = (e) => { this.off('ready', ok); reject(e); };
+      this.once('ready', ok);
+      this.once('fatal', ko);
+    });
+  }
+
+  async _WebSocket() {
+    if (this._WS) return this._WS;
+    const mod = await import('ws');
+    this._WS = mod.WebSocket || mod.default;
+    return this._WS;
+  }
+
+  async _run() {
+    const WS = await this._WebSocket();
+    let delay = this.retryMs;
+    while (!this._closed) {
+      const ws = new WS(this.url, { headers: { Authorization: `Bearer ${this.apiKey}` }, perMessageDeflate: false });
+      this._ws = ws;
+      const ended = new Promise((resolve) => {
+        ws.on('open', () => { delay = this.retryMs; });
+        ws.on('message', (m) => this._onMessage(m));
+        ws.on('unexpected-response', (_req, res) => {
+          let body = '';
+          res.on('data', (c) => { body += c; });
+          res.on('end', () => {
+            let code = 'http_' + res.statusCode;
+            try { code = JSON.parse(body).error.code || code; } catch (_) { /* not JSON */ }
+            const err = Object.assign(new Error(`backend connection refused: ${res.statusCode} ${code}`), { status: res.statusCode, code });
+            if (res.statusCode === 401 || res.statusCode === 400) {
+              this._closed = true;
+              this.emit('fatal', err);
+            } else this.emit('error', err);
+            resolve();
+          });
+        });
+        ws.on('error', (e) => { if (this.listenerCount('error')) this.emit('error', e); });
+        ws.on('close', (code, reason) => { this._onClose(code, String(reason)); resolve(); });
+      });
+      await ended;
+      if (this._closed) break;
+      await sleep(delay);
+      delay = Math.min(delay * 2, this.maxRetryMs);
+    }
+  }
+
+  _onClose(code, reason) {
+    const wasReady = this._ready;
+    this._ready = false;
+    this._ws = null;
+    // Ops in flight are in this.sessions already: the next re-assert carries them.
+    for (const [, b] of this._inflight) b.resolve({ lost: true });
+    this._inflight.clear();
+    this._queue = [];
+    for (const w of this._waiters.splice(0)) w.resolve();
+    if (wasReady) this.emit('disconnect', { code, reason });
+    if (code === 4009) this.emit('error', new Error('origin taken over by another connection'));
+  }
+
+  _onMessage(raw) {
+    let msg;
+    try { msg = JSON.parse(raw.toString()); } catch (_) { return; }
+    switch (msg.type) {
+      case 'welcome':
+        this.welcome = msg;
+        this.connects++;
+        if (msg.max_ops) this.maxOps = Math.min(this.maxOps, msg.max_ops);
+        this._reassert();
+        this._ready = true;
+        this.emit('ready', msg);
+        this._schedule();
+        break;
+      case 'ack': this._onAck(msg); break;
+      case 'ended': {
+        const s = this.sessions.get(msg.session);
+        this.sessions.delete(msg.session);
+        this.emit('ended', { session: msg.session, user: s ? s.user : null, reason: msg.reason });
+        break;
+      }
+      case 'error':
+        this.emit('error', Object.assign(new Error(`backend frame refused: ${msg.code}: ${msg.message}`), msg));
+        if (msg.code === 'rate_limited' && msg.seq !== undefined) this._retryBatch(msg.seq, msg.retry_ms || 100);
+        else if (msg.seq !== undefined) this._onAck({ seq: msg.seq, applied: 0, frameError: msg.code });
+        break;
+      case 'pong': break;
+      default: break;
+    }
+  }
+
+  _retryBatch(seq, ms) {
+    const b = this._inflight.get(seq);
+    if (!b) return;
+    setTimeout(() => {
+      if (!this._ws || this._ws.readyState !== OPEN || !this._inflight.has(seq)) return;
+      this._ws.send(b.frame);
+    }, ms);
+  }
+
+  _onAck(msg) {
+    const b = this._inflight.get(msg.seq);
+    if (!b) return;
+    this._inflight.delete(msg.seq);
+    this.stats.opsAcked += b.ops.length;
+    if (msg.errors) {
+      for (const e of msg.errors) {
+        const op = b.ops[e.index];
+        this.stats.opErrors++;
+        this._undo(op, e.code);
+        this.emit('rejected', { op, code: e.code, message: e.message });
+      }
+    }
+    b.resolve(msg);
+    while (this._waiters.length && this._waiters[0].seq <= msg.seq) this._waiters.shift().resolve();
+  }
+
+  /** A refused op: make the local list say what presenced holds. */
+  _undo(op, code) {
+    if (!op || !op.session) return;
+    if (op.op === 'open' && (code !== 'internal')) {
+      const s = this.sessions.get(op.session);
+      if (s && s.user === op.user) this.sessions.delete(op.session);
+    } else if (op.op === 'join') {
+      const s = this.sessions.get(op.session);
+      if (s) s.channels.delete(op.channel);
+    } else if (code === 'no_session' || code === 'session_owned') {
+      this.sessions.delete(op.session);
+    }
+  }
+
+  /** After a welcome: the whole list (sync frames), then every channel membership. */
+  _reassert() {
+    const items = [];
+    for (const [session, s] of this.sessions) {
+      const it = { session, user: s.user, status: s.status };
+      if (s.meta) it.meta = s.meta;
+      if (s.device) it.device = s.device;
+      items.push(it);
+    }
+    const frames = [];
+    for (let i = 0; i < items.length || i === 0; i += this.maxOps) {
+      const chunk = items.slice(i, i + this.maxOps);
+      frames.push({ type: 'sync', seq: ++this._seq, sessions: chunk, done: i + this.maxOps >= items.length });
+    }
+    for (const f of frames) this._sendFrame(f, f.sessions.map((x) => ({ op: 'sync', ...x })));
+    const ops = [];
+    for (const [session, set] of this._leftWhileDown) {
+      if (this.sessions.has(session)) for (const channel of set) ops.push({ op: 'leave', session, channel });
+    }
+    this._leftWhileDown.clear();
+    for (const [session, s] of this.sessions) {
+      for (const [channel, data] of s.channels) ops.push({ op: 'join', session, channel, data });
+    }
+    // ahead of anything queued meanwhile
+    this._queue.unshift(...ops);
+  }
+
+  _sendFrame(frame, ops) {
+    const text = JSON.stringify(frame);
+    const p = new Promise((resolve) => this._inflight.set(frame.seq, { ops, resolve, frame: text }));
+    this._ws.send(text);
+    this.stats.opsSent += ops.length;
+    return p;
+  }
+
+  _schedule() {
+    if (this._scheduled || !this._ready) return;
+    this._scheduled = true;
+    setImmediate(() => { this._scheduled = false; this._flushQueue(); });
+  }
+
+  _flushQueue() {
+    if (!this._ready || !this._ws || this._ws.readyState !== OPEN) return;
+    while (this._queue.length) {
+      const ops = this._queue.splice(0, this.maxOps);
+      this._sendFrame({ type: 'batch', seq: ++this._seq, ops }, ops);
+    }
+  }
+
+  _push(op) {
+    if (this._closed) throw new Error('BackendConnection is closed');
+    if (this._ready) {
+      this._queue.push(op);
+      this._schedule();
+    }
+  }
+
+  /**
+   * Every operation so far acknowledged (or the connection lost: then the next
+   * re-assert carries them). Resolves at once when nothing is pending.
+   */
+  flush() {
+    if (!this._ready) return Promise.resolve();
+    this._flushQueue();
+    if (!this._inflight.size) return Promise.resolve();
+    return new Promise((resolve) => this._waiters.push({ seq: this._seq, resolve }));
+  }
+
+  // ---- operations ----------------------------------------------------------
+
+  /** A new session of this origin; returns its id (a random one unless given). */
+  open(userId, { session = randomUUID(), status = 'online', meta, device } = {}) {
+    this.sessions.set(session, { user: userId, status, meta: meta || null, device: device || null, channels: new Map() });
+    const op = { op: 'open', session, user: userId };
+    if (status !== 'online') op.status = status;
+    if (meta) op.meta = meta;
+    if (device) op.device = device;
+    this._push(op);
+    return session;
+  }
+
+  /** online / idle (the seed's setStatusOnline / setStatusIdle). */
+  setStatus(session, status) {
+    const s = this.sessions.get(session);
+    if (!s) return false;
+    if (s.status === status) return true;
+    s.status = status;
+    this._push({ op: 'status', session, status });
+    return true;
+  }
+
+  close(session) {
+    const s = this.sessions.get(session);
+    if (!s) return false;
+    this.sessions.delete(session);
+    this._leftWhileDown.delete(session);
+    this._push({ op: 'close', session });
+    return true;
+  }
+
+  join(session, channel, data = null) {
+    const s = this.sessions.get(session);
+    if (!s) return false;
+    s.channels.set(channel, data);
+    this._push({ op: 'join', session, channel, data });
+    return true;
+  }
+
+  update(session, channel, data) {
+    const s = this.sessions.get(session);
+    if (!s || !s.channels.has(channel)) return false;
+    s.channels.set(channel, data);
+    this._push({ op: 'update', session, channel, data });
+    return true;
+  }
+
+  leave(session, channel) {
+    const s = this.sessions.get(session);
+    if (!s || !s.channels.delete(channel)) return false;
+    if (this._ready) this._push({ op: 'leave', session, channel });
+    else {
+      if (!this._leftWhileDown.has(session)) this._leftWhileDown.set(session, new Set());
+      this._leftWhileDown.get(session).add(channel);
+    }
+    return true;
+  }
+
+  /**
+   * Stop. `bye: true` ends every session of this origin at once (a backend
+   * that will not come back); otherwise presenced keeps them for its resume
+   * window, for a restarted process with the same origin to take back.
+   */
+  async end({ bye = false } = {}) {
+    this._closed = true;
+    const ws = this._ws;
+    if (ws && ws.readyState === OPEN) {
+      await this.flush();
+      if (bye) ws.send(JSON.stringify({ type: 'bye' }));
+      else ws.close(1000);
+      await new Promise((r) => (ws.readyState === 3 ? r() : ws.once('close', r)));
+    }
+    await this._loop;
+  }
+
+  /** Drop the connection now (tests, failover): it reconnects and re-asserts. */
+  reconnect() { if (this._ws) this._ws.terminate(); }
+}

@@ -1,0 +1,127 @@
+// SPDX-License-Identifier: MIT
+// The backend session connection against a real presenced: sessions reported
+// by this process, batched and acknowledged; a dropped connection and a
+// restarted backend re-assert their list with no event; a kick comes back as
+// `ended`; a `ws` server's connections reported by one call.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { WebSocketServer, WebSocket } from 'ws';
+import { BackendConnection, PresenceAPI, trackWebSocketServer } from '../index.js';
+import { Presenced, waitFor, sleep, API_KEY } from './lib.js';
+
+const pd = new Presenced(['--offline-grace-ms', '0']);
+let api;
+let supported = false;
+before(async () => {
+  await pd.start();
+  api = new PresenceAPI({ url: pd.url, apiKey: API_KEY });
+  // Feature detection: a presenced without the backend connection answers 404.
+  const r = await fetch(`${pd.url}/v1/origins`, { headers: { Authorization: `Bearer ${API_KEY}` } });
+  supported = r.status === 200;
+});
+after(() => pd.stop());
+
+const skipUnlessSupported = (t) => {
+  if (!supported) { t.skip('this presenced has no backend session connection (GET /v1/origins: 404)'); return true; }
+  return false;
+};
+
+/** Events of the log from now on; .items grows, .stop() ends. */
+function record() {
+  const stream = api.events({ retryMs: 50 });
+  const items = [];
+  const done = (async () => { for await (const e of stream) items.push(e); })().catch(() => {});
+  return { items, stream, connected: waitFor(() => stream.connects >= 1, { what: 'stream' }), stop: async () => { stream.close(); await done; } };
+}
+
+test('sessions reported over the connection: open, status, close, with acks', async (t) => {
+  if (skipUnlessSupported(t)) return;
+  const b = new BackendConnection({ url: pd.url, apiKey: API_KEY, origin: 'node-a' });
+  const w = await b.connect();
+  assert.equal(w.resumed, false);
+  const s1 = b.open('alice', { meta: { name: 'Alice' }, device: 'web' });
+  const s2 = b.open('alice');
+  const s3 = b.open('bob', { status: 'idle' });
+  await b.flush();
+  assert.equal(b.stats.opsAcked, 3);
+  assert.deepEqual((await api.getUsers(['alice', 'bob'])).map((u) => [u.status, u.sessions]), [['online', 2], ['idle', 1]]);
+  const [o] = await api.origins().then((os) => os.filter((x) => x.origin === 'node-a'));
+  assert.equal(o.sessions, 3);
+  b.setStatus(s1, 'idle'); b.setStatus(s2, 'idle');
+  await b.flush();
+  assert.equal((await api.getUser('alice')).status, 'idle');
+  b.close(s1); b.close(s2); b.close(s3);
+  await b.flush();
+  assert.deepEqual((await api.getUsers(['alice', 'bob'])).map((u) => u.status), ['offline', 'offline']);
+  const rejected = [];
+  b.on('rejected', (r) => rejected.push(r.code));
+  b.open('');                                  // not a valid user id
+  b.setStatus('nope', 'idle');                 // not held: not even sent
+  await b.flush();
+  assert.deepEqual(rejected, ['bad_user_id']);
+  assert.equal(b.sessions.size, 0, 'a refused open is not kept');
+  await b.end({ bye: true });
+});
+
+test('a dropped connection and a restarted backend re-assert their sessions: no event', async (t) => {
+  if (skipUnlessSupported(t)) return;
+  const b = new BackendConnection({ url: pd.url, apiKey: API_KEY, origin: 'node-b', retryMs: 20 });
+  await b.connect();
+  const ids = [];
+  for (let i = 0; i < 200; i++) ids.push(b.open('u' + (i % 50), { session: 'b-' + i }));
+  await b.flush();
+  const rec = record();
+  await rec.connected;
+  b.reconnect();                               // the network drops
+  await waitFor(() => b.connects === 2, { what: 'reconnected' });
+  await b.flush();
+  const gone = ids.slice(0, 5);
+  for (const id of gone) b.close(id);          // and the list changes afterwards
+  await b.flush();
+  await b.end();                               // a plain close: kept for the resume window
+
+  // A restarted process with the same origin, holding the same sessions (minus the 5).
+  const b2 = new BackendConnection({ url: pd.url, apiKey: API_KEY, origin: 'node-b' });
+  for (const id of ids.slice(5)) b2.open('u' + (Number(id.slice(2)) % 50), { session: id });
+  const w = await b2.connect();
+  assert.equal(w.resumed, true);
+  await b2.flush();
+  await sleep(200);
+  await rec.stop();
+  const kinds = rec.items.map((e) => `${e.type} ${e.data.session_id}`);
+  assert.deepEqual(kinds, gone.map((id) => `session.disconnected ${id}`),
+    'only the 5 closed sessions made events (their users keep other sessions)');
+  assert.equal((await api.origins()).find((o) => o.origin === 'node-b').sessions, 195);
+  await b2.end({ bye: true });
+});
+
+test('a kick comes back as `ended`, and the session leaves the list', async (t) => {
+  if (skipUnlessSupported(t)) return;
+  const b = new BackendConnection({ url: pd.url, apiKey: API_KEY, origin: 'node-c' });
+  await b.connect();
+  const s = b.open('carol');
+  await b.flush();
+  const ended = new Promise((r) => b.once('ended', r));
+  await api.kick(s);
+  const e = await ended;
+  assert.equal(e.session, s);
+  assert.equal(e.reason, 'kicked');
+  assert.equal(b.sessions.has(s), false);
+  await b.end({ bye: true });
+});
+
+test('trackWebSocketServer: a ws server\'s connections in one call', async (t) => {
+  if (skipUnlessSupported(t)) return;
+  const b = new BackendConnection({ url: pd.url, apiKey: API_KEY, origin: 'node-ws' });
+  await b.connect();
+  const wss = new WebSocketServer({ port: 0, host: '127.0.0.1' });
+  await new Promise((r) => wss.once('listening', r));
+  trackWebSocketServer(b, wss, (_ws, req) => new URL(req.url, 'http://x').searchParams.get('user'));
+  const c = new WebSocket(`ws://127.0.0.1:${wss.address().port}/?user=dora`);
+  await new Promise((r) => c.once('open', r));
+  await waitFor(async () => (await api.getUser('dora')).status === 'online', { what: 'dora online' });
+  c.close();
+  await waitFor(async () => (await api.getUser('dora')).status === 'offline', { what: 'dora offline' });
+  wss.close();
+  await b.end({ bye: true });
+});

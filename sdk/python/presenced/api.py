@@ -4,7 +4,7 @@ import json
 import urllib.error
 import urllib.parse
 import urllib.request
-from typing import Any, Dict, List, Optional, TypedDict
+from typing import Any, Dict, Iterator, List, Optional, TypedDict
 
 from .errors import PresenceError
 
@@ -83,6 +83,79 @@ class PresenceAPI:
     def kick(self, session_id: str) -> None:
         """DELETE /v1/sessions/{id}: the client is closed with 4003; PresenceError "no_session" if gone."""
         self.request("DELETE", f"/v1/sessions/{_q(session_id)}")
+
+    # ---- channels (protocol.md section 4) ----
+
+    def channel(self, name: str) -> Dict[str, Any]:
+        """GET /v1/channels/{name}: {"channel", "count"}"""
+        return self.request("GET", f"/v1/channels/{_q(name)}")
+
+    def channel_members(self, name: str, limit: int = 100, after: Optional[str] = None) -> Dict[str, Any]:
+        """One page: {"count", "members", "next"} (next is None on the last page)."""
+        q = {"limit": limit, **({"after": after} if after is not None else {})}
+        return self.request("GET", f"/v1/channels/{_q(name)}/members?{urllib.parse.urlencode(q)}")
+
+    def all_channel_members(self, name: str, limit: int = 1000) -> Iterator[Dict[str, Any]]:
+        """Every member, page after page."""
+        after: Optional[str] = None
+        while True:
+            page = self.channel_members(name, limit, after)
+            yield from page["members"]
+            after = page.get("next")
+            if after is None:
+                return
+
+    def channels(self, prefix: str = "", limit: int = 100, after: Optional[str] = None) -> Dict[str, Any]:
+        """Active channels under a prefix: {"channels": [{"channel", "count"}], "next"}"""
+        q: Dict[str, Any] = {"limit": limit}
+        if prefix:
+            q["prefix"] = prefix
+        if after is not None:
+            q["after"] = after
+        return self.request("GET", f"/v1/channels?{urllib.parse.urlencode(q)}")
+
+    def user_channels(self, user_id: str) -> List[Dict[str, Any]]:
+        return self.request("GET", f"/v1/users/{_q(user_id)}/channels")["channels"]
+
+    def remove_from_channel(self, name: str, user_id: str) -> None:
+        """Every session of the user leaves the channel (reason kicked); "not_member" if none was in it."""
+        self.request("DELETE", f"/v1/channels/{_q(name)}/members/{_q(user_id)}")
+
+    # ---- status that people set (protocol.md section 6) ----
+
+    def set_availability(self, user_id: str, availability: str) -> Dict[str, Any]:
+        """"auto", "dnd", "away" or "invisible"."""
+        return self.request("PUT", f"/v1/users/{_q(user_id)}/availability", {"availability": availability})
+
+    def set_message(self, user_id: str, text: str, emoji: Optional[str] = None,
+                    expires_in_s: Optional[int] = None, expires_at_ms: Optional[int] = None) -> Any:
+        body: Dict[str, Any] = {"text": text}
+        if emoji is not None:
+            body["emoji"] = emoji
+        if expires_in_s is not None:
+            body["expires_in"] = expires_in_s
+        if expires_at_ms is not None:
+            body["expires_at"] = expires_at_ms
+        return self.request("PUT", f"/v1/users/{_q(user_id)}/message", body)
+
+    def clear_message(self, user_id: str) -> None:
+        self.request("DELETE", f"/v1/users/{_q(user_id)}/message")
+
+    # ---- backend-reported sessions (protocol.md section 5) ----
+
+    def put_session(self, session_id: str, user_id: str, ttl_ms: int, status: Optional[str] = None,
+                    meta: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+        """Create or renew a session with a TTL (serverless backends)."""
+        body: Dict[str, Any] = {"user": user_id, "ttl_ms": ttl_ms}
+        if status is not None:
+            body["status"] = status
+        if meta is not None:
+            body["meta"] = meta
+        return self.request("PUT", f"/v1/sessions/{_q(session_id)}", body)
+
+    def origins(self) -> List[Dict[str, Any]]:
+        """GET /v1/origins: the backends reporting sessions."""
+        return self.request("GET", "/v1/origins")["origins"]
 
     def health(self) -> Dict[str, Any]:
         return self.request("GET", "/healthz")

@@ -15,7 +15,9 @@ def _b64(b: bytes) -> str:
 def mint_token(secret: Union[str, bytes], user_id: str, *, ttl: int = 3600,
                expires_at: Optional[int] = None, watch: Union[List[str], str, None] = None,
                meta: Optional[Dict[str, Any]] = None, audience: Optional[str] = None,
-               not_before: Optional[int] = None, claims: Optional[Dict[str, Any]] = None,
+               not_before: Optional[int] = None, device: Optional[str] = None,
+               channels: Union[List[str], str, None] = None, observe: Union[List[str], str, None] = None,
+               claims: Optional[Dict[str, Any]] = None,
                now: Optional[float] = None) -> str:
     """Mint a client token.
 
@@ -43,6 +45,14 @@ def mint_token(secret: Union[str, bytes], user_id: str, *, ttl: int = 3600,
         body["meta"] = meta
     if audience is not None:
         body["aud"] = audience
+    for name, value in (("channels", channels), ("observe", observe)):
+        if value is None:
+            continue
+        if value != "*" and not (isinstance(value, list) and all(isinstance(p, str) for p in value)):
+            raise ValueError(f"mint_token: {name} must be '*' or a list of channel patterns")
+        body[name] = value
+    if device is not None:
+        body["device"] = device
     if not_before is not None:
         body["nbf"] = int(not_before)
     body.update(claims or {})

@@ -1,0 +1,389 @@
+# SPDX-License-Identifier: MIT
+"""The backend session connection (docs/protocol.md section 5): one WebSocket
+at /v1/backend over which this process reports the sessions it holds.
+
+Operations are batched (one frame per loop turn, at most max_ops each) and
+acknowledged by seq. The connection keeps the list of live sessions and their
+channels itself: after every (re)connect it re-asserts the whole list (sync,
+only net differences become events) and re-joins the channels, so operations
+made while disconnected need no replay.
+
+Needs the ``websockets`` package (the one dependency of this SDK, only for
+this module: Debian's python3-websockets, or ``pip install presenced[backend]``).
+
+asyncio::
+
+    backend = BackendConnection(url, api_key, origin="api-1")
+    await backend.connect()
+    sid = backend.open("alice", meta={"name": "Alice"})
+    backend.set_status(sid, "idle")
+    await backend.flush()
+
+from threads (Flask, Django)::
+
+    backend = BackendConnection(url, api_key, origin="api-1").start_thread()
+    sid = backend.open("alice")        # thread-safe
+    backend.flush_sync()
+"""
+import asyncio
+import json
+import threading
+import urllib.parse
+import uuid
+from typing import Any, Callable, Dict, List, Optional
+
+
+class BackendConnection:
+    def __init__(self, url: str, api_key: str, origin: str, *, retry_s: float = 0.25,
+                 max_retry_s: float = 10.0, max_ops: int = 10000):
+        base = url.rstrip("/").replace("http", "ws", 1)
+        self.url = f"{base}/v1/backend?origin={urllib.parse.quote(origin, safe='')}"
+        self.api_key = api_key
+        self.origin = origin
+        self.retry_s, self.max_retry_s, self.max_ops = retry_s, max_retry_s, max_ops
+        # session id -> {"user", "status", "meta", "device", "channels": {channel: data}}
+        self.sessions: Dict[str, Dict[str, Any]] = {}
+        self._left_while_down: Dict[str, set] = {}
+        self._queue: List[Dict[str, Any]] = []
+        self._inflight: Dict[int, List[Dict[str, Any]]] = {}
+        self._seq = 0
+        self._ws = None
+        self._ready = False
+        self._closed = False
+        self._bye = False
+        self._loop: Optional[asyncio.AbstractEventLoop] = None
+        self._flush_scheduled = False
+        self._acked = None          # asyncio.Condition, made on the loop
+        self._ready_event = None
+        self._task = None
+        self.connects = 0
+        self.welcome: Optional[Dict[str, Any]] = None
+        self.stats = {"ops_sent": 0, "ops_acked": 0, "op_errors": 0}
+        self.on_rejected: Optional[Callable[[Dict[str, Any], str, str], None]] = None
+        self.on_ended: Optional[Callable[[str, Optional[str], str], None]] = None
+        self.on_error: Optional[Callable[[Exception], None]] = None
+
+    # ---- running --------------------------------------------------------------
+
+    async def connect(self) -> Dict[str, Any]:
+        """Start (keeps reconnecting until end()); returns the first welcome."""
+        self._loop = asyncio.get_running_loop()
+        self._acked = asyncio.Condition()
+        self._ready_event = asyncio.Event()
+        self._task = asyncio.ensure_future(self._run())
+        waiter = asyncio.ensure_future(self._ready_event.wait())
+        done, _ = await asyncio.wait({waiter, self._task}, return_when=asyncio.FIRST_COMPLETED)
+        if self._task in done:
+            waiter.cancel()
+            self._task.result()          # raises the fatal error
+        return self.welcome
+
+    def start_thread(self, timeout: float = 10.0) -> "BackendConnection":
+        """Run the connection in a thread of its own (for threaded apps); the
+        operations are then thread-safe. Returns once connected."""
+        started = threading.Event()
+        errors: List[BaseException] = []
+
+        def run():
+            loop = asyncio.new_event_loop()
+            asyncio.set_event_loop(loop)
+
+            async def main():
+                try:
+                    await self.connect()
+                except BaseException as e:  # noqa: BLE001 - handed to the caller
+                    errors.append(e)
+                    started.set()
+                    return
+                started.set()
+                await self._task
+            loop.run_until_complete(main())
+        threading.Thread(target=run, daemon=True, name=f"presenced-backend-{self.origin}").start()
+        if not started.wait(timeout):
+            raise TimeoutError("presenced backend connection: no welcome")
+        if errors:
+            raise errors[0]
+        return self
+
+    def _connect_args(self):
+        import websockets
+        headers = {"Authorization": f"Bearer {self.api_key}"}
+        major = int(websockets.__version__.split(".")[0])
+        if major >= 14:
+            return websockets.connect(self.url, additional_headers=headers, compression=None, max_size=None)
+        return websockets.connect(self.url, extra_headers=headers, compression=None, max_size=None)
+
+    async def _run(self):
+        import websockets
+        delay = self.retry_s
+        while not self._closed:
+            try:
+                async with self._connect_args() as ws:
+                    self._ws = ws
+                    delay = self.retry_s
+                    async for raw in ws:
+                        self._on_message(json.loads(raw))
+            except Exception as e:  # noqa: BLE001
+                status = getattr(e, "status_code", None) or getattr(getattr(e, "response", None), "status_code", None)
+                if status in (400, 401):
+                    self._closed = True
+                    raise ConnectionRefusedError(f"presenced refused the backend connection: {status}") from e
+                if self.on_error and not self._closed:
+                    self.on_error(e)
+            finally:
+                self._on_close()
+            if self._closed:
+                break
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, self.max_retry_s)
+
+    def _on_close(self):
+        self._ready = False
+        self._ws = None
+        self._inflight.clear()
+        self._queue.clear()
+        self._notify_acked()
+
+    def _notify_acked(self):
+        async def notify():
+            async with self._acked:
+                self._acked.notify_all()
+        if self._acked is not None:
+            asyncio.ensure_future(notify())
+
+    # ---- messages ------------------------------------------------------------
+
+    def _on_message(self, msg: Dict[str, Any]):
+        t = msg.get("type")
+        if t == "welcome":
+            self.welcome = msg
+            self.connects += 1
+            if msg.get("max_ops"):
+                self.max_ops = min(self.max_ops, msg["max_ops"])
+            self._reassert()
+            self._ready = True
+            self._ready_event.set()
+            self._schedule()
+        elif t == "ack":
+            ops = self._inflight.pop(msg.get("seq"), None)
+            if ops is None:
+                return
+            self.stats["ops_acked"] += len(ops)
+            for err in msg.get("errors") or []:
+                op = ops[err["index"]] if err["index"] < len(ops) else {}
+                self.stats["op_errors"] += 1
+                self._undo(op, err.get("code", ""))
+                if self.on_rejected:
+                    self.on_rejected(op, err.get("code", ""), err.get("message", ""))
+            self._notify_acked()
+        elif t == "ended":
+            s = self.sessions.pop(msg.get("session"), None)
+            if self.on_ended:
+                self.on_ended(msg.get("session"), s["user"] if s else None, msg.get("reason", ""))
+        elif t == "error":
+            if msg.get("code") == "rate_limited" and msg.get("seq") in self._inflight:
+                ops = self._inflight.pop(msg["seq"])
+                self._queue[:0] = [o for o in ops if o.get("op") != "sync"]
+                self._loop.call_later((msg.get("retry_ms") or 100) / 1000, self._schedule)
+            elif msg.get("seq") in self._inflight:
+                self._inflight.pop(msg["seq"])
+                self._notify_acked()
+            if self.on_error:
+                self.on_error(RuntimeError(f"backend frame refused: {msg.get('code')}: {msg.get('message')}"))
+
+    def _undo(self, op: Dict[str, Any], code: str):
+        sid = op.get("session")
+        if not sid:
+            return
+        s = self.sessions.get(sid)
+        if op.get("op") == "open" and code != "internal":
+            if s and s["user"] == op.get("user"):
+                del self.sessions[sid]
+        elif op.get("op") == "join":
+            if s:
+                s["channels"].pop(op.get("channel"), None)
+        elif code in ("no_session", "session_owned"):
+            self.sessions.pop(sid, None)
+
+    def _reassert(self):
+        items = []
+        for sid, s in self.sessions.items():
+            it = {"session": sid, "user": s["user"], "status": s["status"]}
+            if s["meta"]:
+                it["meta"] = s["meta"]
+            if s["device"]:
+                it["device"] = s["device"]
+            items.append(it)
+        i = 0
+        while True:
+            chunk = items[i:i + self.max_ops]
+            i += self.max_ops
+            self._send({"type": "sync", "seq": self._next_seq(), "sessions": chunk, "done": i >= len(items)},
+                       [{"op": "sync", **x} for x in chunk])
+            if i >= len(items):
+                break
+        ops = []
+        for sid, chans in self._left_while_down.items():
+            if sid in self.sessions:
+                ops += [{"op": "leave", "session": sid, "channel": c} for c in chans]
+        self._left_while_down.clear()
+        for sid, s in self.sessions.items():
+            ops += [{"op": "join", "session": sid, "channel": c, "data": d} for c, d in s["channels"].items()]
+        self._queue[:0] = ops
+
+    def _next_seq(self) -> int:
+        self._seq += 1
+        return self._seq
+
+    def _send(self, frame: Dict[str, Any], ops: List[Dict[str, Any]]):
+        self._inflight[frame["seq"]] = ops
+        self.stats["ops_sent"] += len(ops)
+        asyncio.ensure_future(self._ws.send(json.dumps(frame, separators=(",", ":"))))
+
+    def _schedule(self):
+        if self._flush_scheduled or not self._ready:
+            return
+        self._flush_scheduled = True
+        self._loop.call_soon(self._flush_queue)
+
+    def _flush_queue(self):
+        self._flush_scheduled = False
+        if not self._ready or self._ws is None:
+            return
+        while self._queue:
+            ops, self._queue = self._queue[:self.max_ops], self._queue[self.max_ops:]
+            self._send({"type": "batch", "seq": self._next_seq(), "ops": ops}, ops)
+
+    def _push(self, op: Dict[str, Any]):
+        if self._ready:
+            self._queue.append(op)
+            self._schedule()
+
+    def _call(self, fn, *args, **kw):
+        """Run fn on the connection's loop: at once from that loop, else thread-safely (and wait)."""
+        loop = self._loop
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if loop is None or running is loop or not loop.is_running():
+            return fn(*args, **kw)
+        fut = asyncio.run_coroutine_threadsafe(_as_coro(fn, *args, **kw), loop)
+        return fut.result(10)
+
+    # ---- operations ------------------------------------------------------------
+
+    def open(self, user_id: str, *, session: Optional[str] = None, status: str = "online",
+             meta: Optional[Dict[str, Any]] = None, device: Optional[str] = None) -> str:
+        """A new session of this origin; returns its id (random unless given)."""
+        sid = session or str(uuid.uuid4())
+
+        def do():
+            self.sessions[sid] = {"user": user_id, "status": status, "meta": meta, "device": device, "channels": {}}
+            op = {"op": "open", "session": sid, "user": user_id}
+            if status != "online":
+                op["status"] = status
+            if meta:
+                op["meta"] = meta
+            if device:
+                op["device"] = device
+            self._push(op)
+        self._call(do)
+        return sid
+
+    def set_status(self, session: str, status: str) -> bool:
+        """"online" / "idle" (the seed's setStatusOnline / setStatusIdle)."""
+        def do():
+            s = self.sessions.get(session)
+            if not s:
+                return False
+            if s["status"] != status:
+                s["status"] = status
+                self._push({"op": "status", "session": session, "status": status})
+            return True
+        return self._call(do)
+
+    def close(self, session: str) -> bool:
+        def do():
+            if self.sessions.pop(session, None) is None:
+                return False
+            self._left_while_down.pop(session, None)
+            self._push({"op": "close", "session": session})
+            return True
+        return self._call(do)
+
+    def join(self, session: str, channel: str, data: Optional[Dict[str, Any]] = None) -> bool:
+        def do():
+            s = self.sessions.get(session)
+            if not s:
+                return False
+            s["channels"][channel] = data
+            self._push({"op": "join", "session": session, "channel": channel, "data": data})
+            return True
+        return self._call(do)
+
+    def update(self, session: str, channel: str, data: Optional[Dict[str, Any]]) -> bool:
+        def do():
+            s = self.sessions.get(session)
+            if not s or channel not in s["channels"]:
+                return False
+            s["channels"][channel] = data
+            self._push({"op": "update", "session": session, "channel": channel, "data": data})
+            return True
+        return self._call(do)
+
+    def leave(self, session: str, channel: str) -> bool:
+        def do():
+            s = self.sessions.get(session)
+            if not s or channel not in s["channels"]:
+                return False
+            del s["channels"][channel]
+            if self._ready:
+                self._push({"op": "leave", "session": session, "channel": channel})
+            else:
+                self._left_while_down.setdefault(session, set()).add(channel)
+            return True
+        return self._call(do)
+
+    async def flush(self) -> None:
+        """Every operation so far acknowledged (or the connection lost: the re-assert carries them)."""
+        self._flush_queue()
+        last = self._seq
+        async with self._acked:
+            await self._acked.wait_for(lambda: not any(s <= last for s in self._inflight))
+
+    def flush_sync(self, timeout: float = 30.0) -> None:
+        asyncio.run_coroutine_threadsafe(self.flush(), self._loop).result(timeout)
+
+    async def end(self, bye: bool = False) -> None:
+        """Stop. bye=True ends every session now; otherwise presenced keeps them
+        for its resume window (a restarted process with this origin takes them back)."""
+        if self._ready:
+            await self.flush()
+        self._closed = True
+        ws = self._ws
+        if ws is not None:
+            if bye:
+                await ws.send(json.dumps({"type": "bye"}))
+                try:
+                    await asyncio.wait_for(ws.wait_closed(), 5)
+                except asyncio.TimeoutError:
+                    pass
+            await ws.close()
+        if self._task is not None:
+            try:
+                await self._task
+            except Exception:  # noqa: BLE001 - ended on purpose
+                pass
+
+    def end_sync(self, bye: bool = False, timeout: float = 30.0) -> None:
+        asyncio.run_coroutine_threadsafe(self.end(bye), self._loop).result(timeout)
+
+    async def reconnect(self) -> None:
+        """Drop the connection (tests, failover): it reconnects and re-asserts."""
+        if self._ws is not None:
+            self._ws.transport.abort() if hasattr(self._ws, "transport") else await self._ws.close()
+
+
+async def _as_coro(fn, *args, **kw):
+    return fn(*args, **kw)

@@ -1,0 +1,101 @@
+# SPDX-License-Identifier: MIT
+"""The backend session connection against a real presenced: sessions reported,
+batched and acknowledged; a dropped connection and a restarted backend
+re-assert their list with no event; a kick comes back as ended. Skipped, with
+the reason, on a presenced without /v1/origins."""
+import asyncio
+import threading
+import time
+
+import pytest
+
+from presenced import BackendConnection, PresenceAPI, PresenceError
+from conftest import API_KEY, Presenced, wait_for
+
+
+@pytest.fixture(scope="module")
+def pd():
+    d = Presenced("--offline-grace-ms", "0").start()
+    try:
+        PresenceAPI(d.url, API_KEY).origins()
+    except PresenceError as e:
+        d.stop()
+        pytest.skip(f"this presenced has no backend session connection (GET /v1/origins: {e.status})")
+    yield d
+    d.stop()
+
+
+def test_open_status_close_with_acks(pd):
+    api = PresenceAPI(pd.url, API_KEY)
+
+    async def main():
+        b = BackendConnection(pd.url, API_KEY, "py-a")
+        w = await b.connect()
+        assert w["resumed"] is False
+        s1 = b.open("alice", meta={"name": "Alice"}, device="web")
+        b.open("bob", status="idle")
+        await b.flush()
+        assert b.stats["ops_acked"] == 2
+        users = await asyncio.to_thread(api.get_users, ["alice", "bob"])
+        assert [(u["status"], u["sessions"]) for u in users] == [("online", 1), ("idle", 1)]
+        b.set_status(s1, "idle")
+        await b.flush()
+        assert (await asyncio.to_thread(api.get_user, "alice"))["status"] == "idle"
+        rejected = []
+        b.on_rejected = lambda op, code, msg: rejected.append(code)
+        b.open("")
+        await b.flush()
+        assert rejected == ["bad_user_id"] and len(b.sessions) == 2
+        await b.end(bye=True)
+        users = await asyncio.to_thread(api.get_users, ["alice", "bob"])
+        assert [u["status"] for u in users] == ["offline", "offline"]
+    asyncio.run(asyncio.wait_for(main(), 20))
+
+
+def test_reassert_after_drop_and_restart_emits_nothing(pd):
+    api = PresenceAPI(pd.url, API_KEY)
+    ids = [f"p-{i}" for i in range(100)]
+    stream = api.events(retry_s=0.05)
+    items = []
+    threading.Thread(target=lambda: items.extend(stream), daemon=True).start()
+    wait_for(lambda: stream.connects == 1, what="stream")
+
+    async def first():
+        b = BackendConnection(pd.url, API_KEY, "py-b", retry_s=0.02)
+        await b.connect()
+        for i, sid in enumerate(ids):
+            b.open(f"u{i % 20}", session=sid)
+        await b.flush()
+        return b
+    async def run():
+        b = await first()
+        n = len(items)
+        await b.reconnect()                  # the network drops
+        while b.connects < 2:
+            await asyncio.sleep(0.01)
+        await b.flush()
+        await b.end()                        # a plain close: kept for the resume window
+        b2 = BackendConnection(pd.url, API_KEY, "py-b")    # a restarted process
+        for i, sid in enumerate(ids):
+            b2.open(f"u{i % 20}", session=sid)
+        w = await b2.connect()
+        await b2.flush()
+        await asyncio.sleep(0.2)
+        assert w["resumed"] is True
+        assert items[n:] == [], [(i.type, i.data.get("session_id")) for i in items[n:]]
+        await b2.end(bye=True)
+    asyncio.run(asyncio.wait_for(run(), 30))
+    stream.close()
+
+
+def test_kick_comes_back_as_ended_threaded(pd):
+    api = PresenceAPI(pd.url, API_KEY)
+    b = BackendConnection(pd.url, API_KEY, "py-c").start_thread()
+    ended = []
+    b.on_ended = lambda sid, user, reason: ended.append((sid, user, reason))
+    sid = b.open("carol")          # from this (non-loop) thread
+    b.flush_sync()
+    api.kick(sid)
+    wait_for(lambda: ended, what="ended")
+    assert ended == [(sid, "carol", "kicked")] and sid not in b.sessions
+    b.end_sync(bye=True)

@@ -10,7 +10,7 @@ PORT      ?= 7070
 API_KEY   ?= dev-api-key
 CMAKE_FLAGS ?=
 
-.PHONY: all deps build build-asan run test test-unit test-asan bench bench-redis soak format clean install fuzz fuzz-smoke
+.PHONY: all deps build build-asan run test test-unit test-asan bench bench-redis bench-centrifugo soak format clean install fuzz fuzz-smoke
 
 all: build
 
@@ -60,6 +60,14 @@ bench-redis: deps
 	cmake -S . -B $(BENCH_BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo $(CMAKE_FLAGS)
 	cmake --build $(BENCH_BUILD) -j $(JOBS) --target bench_redis
 	./$(BENCH_BUILD)/bench/bench_redis
+
+# presenced beside Centrifugo v6.9.1 (issue 21; never part of `make test`):
+# builds Centrifugo once with `go install` into $(go env GOPATH)/bin, then
+# ~6 minutes of interleaved rounds; bench/results/<date>-centrifugo.json/.svg.
+bench-centrifugo: deps
+	cmake -S . -B $(BENCH_BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo $(CMAKE_FLAGS)
+	cmake --build $(BENCH_BUILD) -j $(JOBS) --target presenced presence_load
+	python3 bench/centrifugo/run.py --build $(BENCH_BUILD)
 
 # 10-minute churn against one presenced, RSS growth after warm-up < 2 %.
 soak: deps

@@ -209,7 +209,8 @@ class Server:
 def run_load(build, srv, scenario, **kw):
     argv = [f"{build}/bench/presence_load", "--scenario", scenario,
             "--target", f"127.0.0.1:{srv.port}",
-            "--mode", "echo" if srv.kind == "echo" else "presenced",
+            "--mode", srv.kind if srv.kind in ("echo", "centrifugo")
+            else "presenced",
             "--secret", SECRET, "--pid", str(srv.pid)]
     for k, v in kw.items():
         argv += ["--" + k.replace("_", "-"), str(v)]

@@ -33,6 +33,24 @@
  *   reconnect  connect --conns sessions, print "READY", and when the server
  *              has closed them all (a restart), reconnect them at --rate per
  *              second, retrying refused connects: the achieved rate.
+ *   fanout     --conns - 1 members all watch one user (presenced: subscribe
+ *              to u<N-1>; Centrifugo: subscribe to the one channel); then the
+ *              last connection, user u<N-1>, joins and leaves over and over
+ *              for --duration-s: it connects (and, on Centrifugo, subscribes
+ *              to the channel), each member's notice of the join is timed
+ *              from the joiner's TCP connect, and when every member has it
+ *              the joiner closes and the next join waits for every member's
+ *              notice of the leave. Figures: join-to-member delay p50/p99,
+ *              join-to-last-member, joins per second.
+ *
+ * --mode centrifugo speaks Centrifugo's JSON protocol (v2) instead, so one
+ * tool drives both servers (bench/centrifugo/run.py): upgrade at
+ * /connection/websocket, a `connect` command with the same HS256 token, then
+ * the subscriptions that mirror presenced's session: connection i subscribes
+ * to channel pr:u<i> (its own presence, what presenced's session is) and to
+ * pr:u<i+1> (the watched user, whose join/leave it receives), or, with
+ * --watch K, only to pr:u<K> (the namespace is --channel-ns, pr). Server pings ({}) are answered; pushes count as
+ * presenced's presence frames do.
  *
  * Bounds: at most MAX_CONNS connections, --max-s seconds in all (the run
  * ends by itself and reports what it has), traffic only to 127.0.0.0/8.
@@ -63,9 +81,17 @@
 #define FIFO_CAP 64 /* latency: status frames in flight per connection */
 #define MAX_SAMPLES (16u << 20)
 
-enum scenario { SC_IDLE, SC_CHURN, SC_FLIP, SC_LATENCY, SC_RECONNECT };
-static const char *scenario_names[] = {"idle", "churn", "flip", "latency",
-                                       "reconnect"};
+enum scenario {
+  SC_IDLE,
+  SC_CHURN,
+  SC_FLIP,
+  SC_LATENCY,
+  SC_RECONNECT,
+  SC_FANOUT,
+  SC_COUNT_
+};
+static const char *scenario_names[] = {"idle",      "churn",  "flip", "latency",
+                                       "reconnect", "fanout"};
 
 enum cstate {
   CS_DOWN,
@@ -105,6 +131,11 @@ static struct {
   double duration_s, hold_s, warm_s, max_s, rate, rss_interval_s;
   uint32_t window;
   int subscribe;
+  int cf;        /* --mode centrifugo */
+  long watch;    /* --watch K: every connection watches u<K> (-1: u<i+1>) */
+  int one_user;  /* --one-user 1: every token is user u0000000 */
+  const char *ns; /* --channel-ns: Centrifugo namespace of the channels */
+  uint32_t nstorm; /* connections the storm opens (fanout: all but the joiner) */
   int pid;
   const char *secret;
   /* state */
@@ -144,11 +175,22 @@ static struct {
   long rss_kb[4096];
   size_t nrss;
   uv_timer_t deadline, phase, tick, rss_timer;
+  /* fanout */
+  uint64_t fo_t0;          /* the joiner's connect started */
+  uint32_t fo_joins_seen;  /* members told of the current join */
+  uint32_t fo_leaves_seen; /* members told of the current leave */
+  int fo_phase;            /* 1 joining, 2 leaving */
+  uint64_t fo_rounds;
+  uint64_t fo_t_last;      /* last progress, for the stall check */
+  uint64_t *fo_all;        /* join to the last member, per join */
+  size_t nfo_all;
 } g;
 
 static void conn_start(conn_t *c);
 static void finish(void);
 static void all_ready(void);
+static void fanout_progress(void);
+static void send_text(struct conn *c, const char *s);
 
 static double now_s(void) {
   return (double)(uv_hrtime() - g.t_start) / 1e9;
@@ -296,6 +338,9 @@ static void on_closed(uv_handle_t *h) {
   case SC_CHURN:
     if (g.running && !c->failed) conn_start(c);
     break;
+  case SC_FANOUT:
+    if (g.stage >= 2) fanout_progress();
+    break;
   case SC_RECONNECT:
     if (g.stage >= 1 && !c->failed) {
       if (was == CS_CONNECTING && g.stage == 2) g.refused_retries++;
@@ -391,9 +436,9 @@ static void conn_start(conn_t *c) {
 static void storm_next(void) {
   if (g.scenario == SC_CHURN || g.finished) return;
   if (g.scenario == SC_RECONNECT && g.stage != 0) return;
-  while (g.next_to_start < g.nconns && g.inflight < g.concurrency)
+  while (g.next_to_start < g.nstorm && g.inflight < g.concurrency)
     conn_start(&g.conns[g.next_to_start++]);
-  if (g.ready + g.failed == g.nconns && g.next_to_start == g.nconns &&
+  if (g.ready + g.failed == g.nstorm && g.next_to_start == g.nstorm &&
       g.stage == 0) {
     g.stage = 1;
     g.t_ready_last = uv_hrtime();
@@ -446,6 +491,13 @@ static void conn_ready(conn_t *c) {
     c->state = CS_CLOSING;
     send_frame(c, 8, "\x03\xe8", 2);
     break;
+  case SC_FANOUT:
+    if (g.stage >= 2) {
+      fanout_progress();
+      break;
+    }
+    storm_next();
+    break;
   case SC_RECONNECT:
     if (g.stage == 2) {
       if (!g.rc_first) g.rc_first = t;
@@ -495,7 +547,89 @@ static void completion(uint32_t idx) {
   }
 }
 
+/* The user connection c watches: u<i+1>, or u<K> for every one (--watch). */
+static uint32_t watched(const conn_t *c) {
+  return g.watch >= 0 ? (uint32_t)g.watch : (c->idx + 1) % g.nconns;
+}
+
+/* A member's notice of the joiner (fanout): join or leave. */
+static void fanout_notice(conn_t *c, int join) {
+  if (g.scenario != SC_FANOUT || g.stage < 2 || c->idx + 1 == g.nconns)
+    return;
+  uint64_t t = uv_hrtime();
+  if (join && g.fo_phase == 1) {
+    push_sample(&g.lat, &g.nlat, t - g.fo_t0);
+    if (++g.fo_joins_seen == g.nconns - 1 && g.nfo_all < MAX_SAMPLES)
+      g.fo_all[g.nfo_all++] = t - g.fo_t0;
+  } else if (!join && g.fo_phase == 2) {
+    g.fo_leaves_seen++;
+  }
+  fanout_progress();
+}
+
+/* One line of Centrifugo's JSON protocol (replies and pushes are
+ * newline-separated, several to a frame). */
+static void on_cf_line(conn_t *c, const uint8_t *p, size_t n) {
+  if (n == 2 && p[0] == '{' && p[1] == '}') { /* ping: answer with a pong */
+    send_text(c, "{}");
+    return;
+  }
+  if (find(p, n, "\"push\"")) {
+    /* only the joiner's: the members' own joins of the setup may still be
+     * arriving when the measurement starts */
+    char who[32];
+    snprintf(who, sizeof who, "\"user\":\"u%07u\"", g.nconns - 1);
+    if (g.scenario != SC_FANOUT || !find(p, n, who)) return;
+    if (find(p, n, "\"join\":"))
+      fanout_notice(c, 1);
+    else if (find(p, n, "\"leave\":"))
+      fanout_notice(c, 0);
+    return;
+  }
+  if (find(p, n, "\"error\"")) {
+    if (g.error_msgs++ < 5)
+      fprintf(stderr, "load: conn %u: %.*s\n", c->idx, (int)(n > 200 ? 200 : n),
+              (const char *)p);
+    return;
+  }
+  if (c->state == CS_WELCOME && n > 8 && !memcmp(p, "{\"id\":1,", 8)) {
+    /* connected: the subscriptions presenced's session stands for */
+    char msg[256];
+    if (g.watch >= 0 || !g.subscribe) {
+      snprintf(msg, sizeof msg,
+               "{\"id\":2,\"subscribe\":{\"channel\":\"%s:u%07u\"}}",
+               g.ns, g.subscribe ? watched(c) : c->idx);
+      c->outstanding = 1;
+    } else {
+      snprintf(msg, sizeof msg,
+               "{\"id\":2,\"subscribe\":{\"channel\":\"%s:u%07u\"}}\n"
+               "{\"id\":3,\"subscribe\":{\"channel\":\"%s:u%07u\"}}",
+               g.ns, c->idx, g.ns, watched(c));
+      c->outstanding = 2;
+    }
+    c->state = CS_SUBSCRIBING;
+    send_text(c, msg);
+    return;
+  }
+  if (c->state == CS_SUBSCRIBING && n > 8 &&
+      (!memcmp(p, "{\"id\":2,", 8) || !memcmp(p, "{\"id\":3,", 8))) {
+    if (c->outstanding) c->outstanding--;
+    if (!c->outstanding) conn_ready(c);
+  }
+}
+
 static void on_text(conn_t *c, const uint8_t *p, size_t n) {
+  if (g.cf) {
+    while (n) {
+      const uint8_t *nl = memchr(p, '\n', n);
+      size_t k = nl ? (size_t)(nl - p) : n;
+      if (k) on_cf_line(c, p, k);
+      if (!nl) break;
+      p += k + 1;
+      n -= k + 1;
+    }
+    return;
+  }
   if (g.echo && c->state == CS_SUBSCRIBING) {
     conn_ready(c); /* the echoed subscribe stands for the snapshot */
     return;
@@ -514,6 +648,10 @@ static void on_text(conn_t *c, const uint8_t *p, size_t n) {
       g.protocol_errors++;
       return;
     }
+    if (g.scenario == SC_FANOUT) {
+      fanout_notice(c, !find(p, n, "\"status\":\"offline\""));
+      return;
+    }
     completion((uint32_t)strtoul(u + 12, NULL, 10));
     return;
   }
@@ -522,7 +660,7 @@ static void on_text(conn_t *c, const uint8_t *p, size_t n) {
       char msg[96];
       snprintf(msg, sizeof msg,
                "{\"type\":\"subscribe\",\"users\":[\"u%07u\"]}",
-               (c->idx + 1) % g.nconns);
+               watched(c));
       c->state = CS_SUBSCRIBING;
       send_text(c, msg);
     } else {
@@ -576,6 +714,12 @@ static void process(conn_t *c) {
     }
     off = (size_t)((const uint8_t *)end + 4 - c->rbuf);
     c->state = CS_WELCOME; /* echo sends a welcome-shaped frame too */
+    if (g.cf) {
+      char msg[600];
+      snprintf(msg, sizeof msg, "{\"id\":1,\"connect\":{\"token\":\"%s\"}}",
+               g.tokens[c->idx]);
+      send_text(c, msg);
+    }
   }
   while (!c->closing) {
     size_t avail = c->rlen - off;
@@ -649,14 +793,25 @@ static void on_connect(uv_connect_t *req, int status) {
   c->state = CS_UPGRADING;
   uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
   char req_text[1024];
-  int n = snprintf(req_text, sizeof req_text,
-                   "GET /v1/ws?token=%s HTTP/1.1\r\n"
-                   "Host: %s:%d\r\n"
-                   "Upgrade: websocket\r\n"
-                   "Connection: Upgrade\r\n"
-                   "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-                   "Sec-WebSocket-Version: 13\r\n\r\n",
-                   g.tokens[c->idx], g.host, g.port);
+  int n;
+  if (g.cf) /* Centrifugo: the token goes in the connect command */
+    n = snprintf(req_text, sizeof req_text,
+                 "GET /connection/websocket HTTP/1.1\r\n"
+                 "Host: %s:%d\r\n"
+                 "Upgrade: websocket\r\n"
+                 "Connection: Upgrade\r\n"
+                 "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                 "Sec-WebSocket-Version: 13\r\n\r\n",
+                 g.host, g.port);
+  else
+    n = snprintf(req_text, sizeof req_text,
+                 "GET /v1/ws?token=%s HTTP/1.1\r\n"
+                 "Host: %s:%d\r\n"
+                 "Upgrade: websocket\r\n"
+                 "Connection: Upgrade\r\n"
+                 "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                 "Sec-WebSocket-Version: 13\r\n\r\n",
+                 g.tokens[c->idx], g.host, g.port);
   conn_write(c, (const uint8_t *)req_text, (size_t)n);
 }
 
@@ -675,6 +830,7 @@ static void on_hold_done(uv_timer_t *t) {
 }
 
 static void on_tick(uv_timer_t *t);
+static void fanout_start(uv_timer_t *t);
 
 static void all_ready(void) {
   double span = (double)(g.t_ready_last - g.t_start) / 1e9;
@@ -711,14 +867,63 @@ static void all_ready(void) {
     printf("READY\n");
     fflush(stdout);
     break;
+  case SC_FANOUT:
+    /* --warm-s for the setup's own notices to drain, then the joins */
+    uv_timer_start(&g.phase, fanout_start, (uint64_t)(g.warm_s * 1000), 0);
+    break;
   default:
     break;
+  }
+}
+
+static void fanout_start(uv_timer_t *t) {
+  (void)t;
+  g.stage = 2;
+  g.running = 1;
+  g.t_measure0 = uv_hrtime();
+  start_phase(g.duration_s);
+  g.fo_phase = 0;
+  fanout_progress();
+}
+
+/* Fanout: the joiner's next step once the members have all been told. */
+static void fanout_progress(void) {
+  conn_t *j = &g.conns[g.nconns - 1];
+  g.fo_t_last = uv_hrtime();
+  if (g.fo_phase == 1 && g.fo_joins_seen >= g.nconns - 1 &&
+      j->state == CS_READY) {
+    g.fo_rounds++;
+    g.fo_phase = 2;
+    g.fo_leaves_seen = 0;
+    j->state = CS_CLOSING; /* leave as a tab does: a close frame */
+    send_frame(j, 8, "\x03\xe8", 2);
+    return;
+  }
+  if ((g.fo_phase == 0 ||
+       (g.fo_phase == 2 && g.fo_leaves_seen >= g.nconns - 1)) &&
+      j->state == CS_DOWN && !j->closing) {
+    if (!g.running) {
+      g.stage = 4;
+      finish();
+      return;
+    }
+    g.fo_phase = 1;
+    g.fo_joins_seen = 0;
+    g.fo_t0 = uv_hrtime();
+    conn_start(j);
   }
 }
 
 /* Flip and latency phases: 2 warm-up, 3 measuring, 4 draining. */
 static void on_phase(uv_timer_t *t) {
   (void)t;
+  if (g.scenario == SC_FANOUT) {
+    /* the window is over: finish after the join or leave under way */
+    g.running = 0;
+    g.t_measure1 = uv_hrtime();
+    fanout_progress();
+    return;
+  }
   if (g.stage == 2) {
     g.stage = 3;
     g.t_measure0 = uv_hrtime();
@@ -839,7 +1044,8 @@ static void finish(void) {
          ",\"error_messages\":%" PRIu64 ",\"server_closes\":%" PRIu64
          ",\"protocol_errors\":%" PRIu64 ",\"write_errors\":%" PRIu64
          ",\"timed_out\":%s,\"elapsed_s\":%.3f",
-         scenario_names[g.scenario], g.echo ? "echo" : "presenced", g.nconns,
+         scenario_names[g.scenario],
+         g.cf ? "centrifugo" : g.echo ? "echo" : "presenced", g.nconns,
          g.requested, g.nsources, g.ready, g.failed, g.connect_errors,
          g.upgrade_errors, g.error_msgs, g.server_closes, g.protocol_errors,
          g.write_errors, timed_out ? "true" : "false", elapsed);
@@ -889,6 +1095,16 @@ static void finish(void) {
     print_dist("latency_ms", g.lat, g.nlat);
     break;
   }
+  case SC_FANOUT:
+    span = (double)((g.t_measure1 ? g.t_measure1 : uv_hrtime()) -
+                    g.t_measure0) / 1e9;
+    printf(",\"members\":%u,\"joins\":%" PRIu64 ",\"duration_s\":%.3f,"
+           "\"joins_per_s\":%.1f,\"phase_at_end\":%d",
+           g.nconns - 1, g.fo_rounds, span,
+           span > 0 ? (double)g.fo_rounds / span : 0, g.fo_phase);
+    print_dist("join_to_member_ms", g.lat, g.nlat);
+    print_dist("join_to_last_member_ms", g.fo_all, g.nfo_all);
+    break;
   case SC_RECONNECT:
     /* The rate counts from the first session back: before it the server
      * was restarting (outage_s), which is not the listener's doing. */
@@ -932,8 +1148,10 @@ static void finish(void) {
 
 static void usage(void) {
   fprintf(stderr,
-          "usage: presence_load --scenario idle|churn|flip|latency|reconnect\n"
-          "  [--target 127.0.0.1:7070] [--mode presenced|echo]\n"
+          "usage: presence_load --scenario "
+          "idle|churn|flip|latency|reconnect|fanout\n"
+          "  [--target 127.0.0.1:7070] [--mode presenced|echo|centrifugo]\n"
+          "  [--watch K] [--one-user 0|1] [--channel-ns NS]\n"
           "  [--conns N] [--sources K] [--concurrency C] [--secret S]\n"
           "  [--duration-s T] [--warm-s W] [--hold-s H] [--window W]\n"
           "  [--rate R] [--subscribe 0|1] [--pid PID] [--rss-interval-s S]\n"
@@ -993,6 +1211,8 @@ int main(int argc, char **argv) {
   g.rate = 10000;
   g.window = 4;
   g.subscribe = 1;
+  g.watch = -1;
+  g.ns = "pr";
   g.secret = "bench-secret";
   g.rng = 0x9e3779b97f4a7c15ull ^ (uint64_t)getpid();
   for (int i = 1; i < argc; i++) {
@@ -1000,13 +1220,14 @@ int main(int argc, char **argv) {
     if (i + 1 >= argc) usage();
     const char *v = argv[++i];
     if (!strcmp(a, "--scenario")) {
-      for (int k = 0; k < 5; k++)
+      for (int k = 0; k < SC_COUNT_; k++)
         if (!strcmp(v, scenario_names[k])) g.scenario = k;
     } else if (!strcmp(a, "--target")) {
       parse_target(v);
     } else if (!strcmp(a, "--mode")) {
       g.echo = !strcmp(v, "echo");
-      if (!g.echo && strcmp(v, "presenced")) usage();
+      g.cf = !strcmp(v, "centrifugo");
+      if (!g.echo && !g.cf && strcmp(v, "presenced")) usage();
     } else if (!strcmp(a, "--conns")) {
       g.nconns = (uint32_t)strtoul(v, NULL, 10);
     } else if (!strcmp(a, "--sources")) {
@@ -1029,6 +1250,12 @@ int main(int argc, char **argv) {
       g.window = (uint32_t)strtoul(v, NULL, 10);
     } else if (!strcmp(a, "--subscribe")) {
       g.subscribe = atoi(v);
+    } else if (!strcmp(a, "--watch")) {
+      g.watch = atol(v);
+    } else if (!strcmp(a, "--one-user")) {
+      g.one_user = atoi(v);
+    } else if (!strcmp(a, "--channel-ns")) {
+      g.ns = v;
     } else if (!strcmp(a, "--pid")) {
       g.pid = atoi(v);
     } else if (!strcmp(a, "--rss-interval-s")) {
@@ -1044,6 +1271,13 @@ int main(int argc, char **argv) {
   g.requested = g.nconns;
   raise_nofile();
   if (g.nconns < 2) return 1;
+  if (g.watch >= (long)g.nconns) usage();
+  g.nstorm = g.nconns;
+  if (g.scenario == SC_FANOUT) {
+    /* the last connection is the joiner: everyone watches its user */
+    g.nstorm = g.nconns - 1;
+    g.watch = g.nconns - 1;
+  }
   /* ~28k ephemeral ports per source address towards one destination. */
   if (!g.nsources) g.nsources = g.nconns / 20000 + 2;
   if (g.nsources > MAX_SOURCES) g.nsources = MAX_SOURCES;
@@ -1055,10 +1289,13 @@ int main(int argc, char **argv) {
   g.conns = calloc(g.nconns, sizeof *g.conns);
   g.tokens = calloc(g.nconns, sizeof *g.tokens);
   g.hs = malloc(MAX_SAMPLES * sizeof *g.hs);
-  g.lat = g.scenario == SC_LATENCY ? malloc(MAX_SAMPLES * sizeof *g.lat) : NULL;
+  int sampled = g.scenario == SC_LATENCY || g.scenario == SC_FANOUT;
+  g.lat = sampled ? malloc(MAX_SAMPLES * sizeof *g.lat) : NULL;
+  g.fo_all = g.scenario == SC_FANOUT ? malloc(MAX_SAMPLES * sizeof *g.fo_all)
+                                     : NULL;
   g.queue = calloc(g.nconns, sizeof *g.queue);
-  if (!g.conns || !g.tokens || !g.hs || !g.queue ||
-      (g.scenario == SC_LATENCY && !g.lat)) {
+  if (!g.conns || !g.tokens || !g.hs || !g.queue || (sampled && !g.lat) ||
+      (g.scenario == SC_FANOUT && !g.fo_all)) {
     fprintf(stderr, "load: out of memory\n");
     return 1;
   }
@@ -1066,7 +1303,8 @@ int main(int argc, char **argv) {
   for (uint32_t i = 0; i < g.nconns; i++) {
     char claims[128];
     snprintf(claims, sizeof claims,
-             "{\"sub\":\"u%07u\",\"exp\":%lld,\"watch\":\"*\"}", i, exp);
+             "{\"sub\":\"u%07u\",\"exp\":%lld,\"watch\":\"*\"}",
+             g.one_user ? 0 : i, exp);
     g.tokens[i] =
         jwt_sign_hs256((const uint8_t *)g.secret, strlen(g.secret), claims);
     if (!g.tokens[i]) return 1;

@@ -1,0 +1,516 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: MIT
+"""bench/centrifugo/run.py: presenced and Centrifugo side by side.
+
+Not part of `make test` (it builds Centrifugo with the Go toolchain the
+first time, and runs for minutes): `make bench-centrifugo`, or
+
+    python3 bench/centrifugo/run.py [--rounds 2] [--only memory,redis]
+
+Centrifugo v6.9.1 is installed once with `go install
+github.com/centrifugal/centrifugo/v6@v6.9.1` into $(go env GOPATH)/bin (or
+$CENTRIFUGO names a binary) and reused after that. Both servers are started
+here on free loopback ports, stopped by pid, and driven by the same load
+generator (bench/load: --mode centrifugo speaks Centrifugo's JSON protocol),
+with the same HS256 tokens. Centrifugo is configured for presence and
+join/leave on a namespace ("pr"), plus a presence-only namespace ("ls") for
+the list; first on its memory engine, then on a redis-server this script
+starts, the same one presenced's Redis store then uses (flushed between).
+
+What maps to what (presenced has no channels in the daemon yet, so its side
+of each row is the user-presence equivalent; see docs/benchmarks.md):
+
+  row                   presenced                      Centrifugo
+  idle connection       session of u<i> watching       connected, subscribed to
+                        u<i+1> (1 presence entry)      pr:u<i> and pr:u<i+1>
+  join/leave            connect, welcome, subscribe,   connect, subscribe x2,
+                        snapshot, close (user online   close (join and leave
+                        then offline, a frame to its   in pr:u<i>, a push to
+                        watcher each)                  its subscriber each)
+  join to member        999 sessions watch u999; u999  999 clients in pr:u999;
+                        connects: delay to each        u999 connects and
+                        watcher's presence frame       subscribes: delay to
+                                                       each member's join push
+  presence list         GET /v1/users/u0/sessions      POST /api/presence of a
+                        with 10,000 sessions of u0     channel of 10,000 clients
+
+Rounds are interleaved (A B, then B A); medians with min and max, ratios of
+medians; the load average beside every run. Writes
+bench/results/<date>-centrifugo.json and prints the table.
+"""
+import argparse
+import datetime
+import http.client
+import json
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(HERE))
+import run as bench  # noqa: E402  (bench/run.py: servers, load, stats)
+
+CENTRIFUGO_MODULE = "github.com/centrifugal/centrifugo/v6@v6.9.1"
+IDLE_CONNS = 10000
+FANOUT_MEMBERS = 1000
+LIST_MEMBERS = 10000
+CHURN_SLOTS = 200
+DURATION_S = 6
+LIST_REQUESTS = 30
+log = bench.log
+
+
+def centrifugo_binary():
+    """The cached binary, built once (a few minutes of CPU) when missing."""
+    exe = os.environ.get("CENTRIFUGO")
+    if exe:
+        return exe
+    gopath = subprocess.run(["go", "env", "GOPATH"], capture_output=True,
+                            text=True).stdout.strip() or os.path.expanduser(
+                                "~/go")
+    exe = os.path.join(gopath, "bin", "centrifugo")
+    if not os.path.exists(exe):
+        if not shutil.which("go"):
+            raise SystemExit("centrifugo bench: no Go toolchain and no "
+                             "$CENTRIFUGO binary")
+        log(f"go install {CENTRIFUGO_MODULE} (once; cached in {exe})")
+        subprocess.run(["nice", "go", "install", CENTRIFUGO_MODULE],
+                       check=True)
+    return exe
+
+
+class Redis:
+    """A redis-server on a free loopback TCP port (both servers reach it the
+    same way), stopped by pid."""
+
+    def __init__(self):
+        self.port = bench.free_port()
+        self.dir = f"/tmp/presence-bench-cf-redis-{os.getpid()}"
+        os.makedirs(self.dir, exist_ok=True)
+        self.proc = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
+             "--save", "", "--appendonly", "no", "--dir", self.dir,
+             "--logfile", "redis.log"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.time() + 10
+        while time.time() < deadline:
+            try:
+                self.cmd("PING")
+                return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("redis-server did not start")
+
+    def cmd(self, *args):
+        """One command over RESP; the reply's first line or bulk string."""
+        with socket.create_connection(("127.0.0.1", self.port), 2) as s:
+            out = f"*{len(args)}\r\n" + "".join(
+                f"${len(str(a))}\r\n{a}\r\n" for a in args)
+            s.sendall(out.encode())
+            f = s.makefile("rb")
+            line = f.readline().decode().rstrip("\r\n")
+            if line.startswith("$"):
+                n = int(line[1:])
+                return f.read(n + 2)[:-2].decode() if n >= 0 else None
+            return line[1:]
+
+    def used_memory(self):
+        for line in self.cmd("INFO", "memory").splitlines():
+            if line.startswith("used_memory:"):
+                return int(line.split(":")[1])
+        return -1
+
+    def cpu_s(self):
+        with open(f"/proc/{self.proc.pid}/stat") as f:
+            parts = f.read().rpartition(")")[2].split()
+        return (int(parts[11]) + int(parts[12])) / os.sysconf("SC_CLK_TCK")
+
+    def stop(self):
+        self.proc.kill()
+        self.proc.wait()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class Centrifugo:
+    """Centrifugo with the same secret, presence + join/leave on "pr"."""
+
+    def __init__(self, exe, redis=None):
+        self.kind, self.exe, self.redis = "centrifugo", exe, redis
+        self.port = bench.free_port()
+        self.proc = None
+        self.dir = f"/tmp/presence-bench-cf-{os.getpid()}-{self.port}"
+
+    def config(self):
+        ns = dict(presence=True, allow_subscribe_for_client=True,
+                  allow_presence_for_subscriber=True)
+        c = {"http_server": {"address": "127.0.0.1", "port": self.port},
+             "log": {"level": "error"},
+             "client": {"token": {"hmac_secret_key": bench.SECRET},
+                        "allowed_origins": ["*"]},
+             "http_api": {"key": bench.API_KEY},
+             "channel": {"namespaces": [
+                 dict(name="pr", join_leave=True, force_push_join_leave=True,
+                      **ns),
+                 dict(name="ls", **ns)]},
+             "usage_stats": {"disabled": True}}
+        if self.redis:
+            c["engine"] = {"type": "redis", "redis": {
+                "address": [f"redis://127.0.0.1:{self.redis.port}"]}}
+        return c
+
+    def start(self):
+        os.makedirs(self.dir, exist_ok=True)
+        cfg = os.path.join(self.dir, "config.json")
+        with open(cfg, "w") as f:
+            json.dump(self.config(), f)
+        logf = open(os.path.join(self.dir, "log"), "ab")
+        self.proc = subprocess.Popen([self.exe, "-c", cfg], stdout=logf,
+                                     stderr=logf, cwd=self.dir,
+                                     preexec_fn=lambda: bench.raise_nofile(
+                                         200000))
+        deadline = time.time() + 15
+        while time.time() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), 0.2):
+                    return self
+            except OSError:
+                if self.proc.poll() is not None:
+                    raise RuntimeError(f"centrifugo exited: see {self.dir}/log")
+                time.sleep(0.05)
+        raise RuntimeError("centrifugo did not listen")
+
+    @property
+    def pid(self):
+        return self.proc.pid
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def wait_drained(self, timeout=10):
+        time.sleep(1.0)  # no connection gauge to poll without the admin API
+
+    def presence_list(self, channel):
+        body = json.dumps({"channel": channel})
+        c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+        t0 = time.perf_counter()
+        c.request("POST", "/api/presence", body,
+                  {"X-API-Key": bench.API_KEY,
+                   "Content-Type": "application/json"})
+        r = c.getresponse()
+        data = r.read()
+        dt = time.perf_counter() - t0
+        c.close()
+        n = len(json.loads(data).get("result", {}).get("presence", {}))
+        return dt * 1000, n, len(data)
+
+
+def presenced(build, redis=None):
+    extra = ["--offline-grace-ms", "0", "--max-sessions-per-user", "0"]
+    if redis:
+        extra += ["--store", f"redis://127.0.0.1:{redis.port}"]
+    srv = bench.Server(build, "presenced", bench.free_port(), extra=extra)
+    srv.start()
+    deadline = time.time() + 10
+    while time.time() < deadline:  # registered with its store
+        try:
+            bench.http_get(srv.port, "/healthz")
+            break
+        except OSError:
+            time.sleep(0.1)
+    return srv
+
+
+def presenced_list(srv, user):
+    c = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=10)
+    t0 = time.perf_counter()
+    c.request("GET", f"/v1/users/{user}/sessions",
+              headers={"Authorization": f"Bearer {bench.API_KEY}"})
+    r = c.getresponse()
+    data = r.read()
+    dt = time.perf_counter() - t0
+    c.close()
+    return dt * 1000, len(json.loads(data).get("sessions", [])), len(data)
+
+
+def load_argv(build, srv, scenario, **kw):
+    argv = [f"{build}/bench/presence_load", "--scenario", scenario,
+            "--target", f"127.0.0.1:{srv.port}", "--mode",
+            "centrifugo" if srv.kind == "centrifugo" else "presenced",
+            "--secret", bench.SECRET, "--pid", str(srv.pid)]
+    for k, v in kw.items():
+        argv += ["--" + k.replace("_", "-"), str(v)]
+    return argv
+
+
+def held(build, srv, conns, during, **kw):
+    """An idle run of `conns` sessions; `during()` runs while they are all
+    held (the load generator says so on stderr), its result kept."""
+    argv = load_argv(build, srv, "idle", conns=conns, hold_s=kw.pop(
+        "hold_s", 30), concurrency=256, max_s=150, **kw)
+    p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True)
+    extra = None
+    try:
+        for line in p.stderr:
+            if "sessions in" in line:
+                time.sleep(1.0)  # let the last joins settle
+                extra = during()
+                break
+    finally:
+        if p.poll() is None:
+            p.terminate()  # ends the hold: the figures are taken
+        out, _ = p.communicate(timeout=60)
+    return extra
+
+
+def row_idle(build, mk, redis):
+    """RSS per idle connection (10,000 held), and with Redis the bytes Redis
+    holds per presence."""
+    srv = mk()
+    try:
+        time.sleep(0.5)
+        mem0 = redis.used_memory() if redis else None
+        rss0 = bench.Server.rss_kb(srv)
+
+        def during():
+            # 1 s after the last one in, and again 6 s later: a garbage
+            # collected runtime (Go) may give back what the storm left
+            # behind; the later figure is the one reported
+            first = bench.Server.rss_kb(srv)
+            time.sleep(6)
+            return {"rss_kb_1s": first, "rss_kb": bench.Server.rss_kb(srv),
+                    "redis_used": redis.used_memory() if redis else None}
+        got = held(build, srv, IDLE_CONNS, during)
+        r = {"conns": IDLE_CONNS, "loadavg": bench.loadavg()}
+        if got:
+            r["rss_per_conn_bytes"] = (got["rss_kb"] - rss0) * 1024 / IDLE_CONNS
+            r["rss_per_conn_bytes_at_1s"] = (got["rss_kb_1s"] - rss0) * 1024 \
+                / IDLE_CONNS
+            if redis:
+                # per connection: what one user's tab costs Redis; Centrifugo
+                # holds two presence entries for it (its own channel and the
+                # watched one), presenced one session (watches are local)
+                r["redis_bytes_per_presence"] = (got["redis_used"] - mem0) \
+                    / IDLE_CONNS
+                r["redis_presence_entries_per_conn"] = (
+                    2 if srv.kind == "centrifugo" else 1)
+        return r
+    finally:
+        srv.stop()
+
+
+def row_churn(build, srv, redis):
+    """Join/leave throughput: connect, subscribe, close, by CHURN_SLOTS
+    clients for DURATION_S; with Redis, redis-server's CPU per cycle."""
+    c0 = redis.cpu_s() if redis else 0
+    r = bench.run_load(build, srv, "churn", conns=CHURN_SLOTS,
+                       duration_s=DURATION_S, max_s=DURATION_S + 30)
+    if redis and r.get("cycles"):
+        # a cycle is one join and one leave: two presence operations
+        r["redis_cpu_us_per_presence_op"] = (redis.cpu_s() - c0) * 1e6 / (
+            2 * r["cycles"])
+    return r
+
+
+def row_fanout(build, srv):
+    return bench.run_load(build, srv, "fanout", conns=FANOUT_MEMBERS + 1,
+                          duration_s=DURATION_S, warm_s=2,
+                          max_s=DURATION_S + 60)
+
+
+def row_list(build, mk):
+    """Presence list latency at LIST_MEMBERS members, over HTTP."""
+    srv = mk()
+    try:
+        if srv.kind == "centrifugo":
+            kw = dict(watch=0, channel_ns="ls")
+
+            def one():
+                return srv.presence_list("ls:u0000000")
+        else:
+            kw = dict(one_user=1)
+
+            def one():
+                return presenced_list(srv, "u0000000")
+
+        def during():
+            samples = [one() for _ in range(LIST_REQUESTS)]
+            ms = sorted(s[0] for s in samples)
+            return {"requests": LIST_REQUESTS, "members": samples[-1][1],
+                    "bytes": samples[-1][2],
+                    "p50_ms": statistics.median(ms),
+                    "p99_ms": ms[min(len(ms) - 1, int(len(ms) * 0.99))],
+                    "max_ms": ms[-1]}
+        r = held(build, srv, LIST_MEMBERS, during, **kw) or {}
+        r["loadavg"] = bench.loadavg()
+        return r
+    finally:
+        srv.stop()
+
+
+def variant(build, exe, store, rounds):
+    """Every row, interleaved by round, on one store (memory or redis)."""
+    redis = Redis() if store == "redis" else None
+    out = {k: {"presenced": [], "centrifugo": []}
+           for k in ("idle", "churn", "fanout", "list")}
+    mks = {"presenced": lambda: presenced(build, redis),
+           "centrifugo": lambda: Centrifugo(exe, redis).start()}
+    order = lambda r: ("presenced", "centrifugo") if r % 2 == 0 else (
+        "centrifugo", "presenced")
+    try:
+        for r in range(rounds):
+            for kind in order(r):
+                if redis:
+                    redis.cmd("FLUSHALL")
+                x = row_idle(build, mks[kind], redis)
+                out["idle"][kind].append(x)
+                log(f"{store} idle {kind} #{r+1}: "
+                    f"{x.get('rss_per_conn_bytes', -1):.0f} B RSS/conn"
+                    + (f", Redis {x.get('redis_bytes_per_presence', -1):.0f}"
+                       " B/presence" if redis else "")
+                    + f" (load {x['loadavg'][0]:.1f})")
+            for kind in order(r):
+                if redis:
+                    redis.cmd("FLUSHALL")
+                srv = mks[kind]()
+                try:
+                    x = row_churn(build, srv, redis)
+                    out["churn"][kind].append(x)
+                    log(f"{store} join/leave {kind} #{r+1}: "
+                        f"{x.get('cycles_per_s', 0):.0f} cycles/s"
+                        + (f", Redis {x.get('redis_cpu_us_per_presence_op', -1):.1f}"
+                           " us CPU/op" if redis else "")
+                        + f" (load {x['loadavg'][0]:.1f})")
+                    if store == "memory":
+                        srv.wait_drained()
+                        x = row_fanout(build, srv)
+                        out["fanout"][kind].append(x)
+                        d = x.get("join_to_member_ms", {})
+                        log(f"{store} fanout {kind} #{r+1}: {x.get('joins')} "
+                            f"joins, p50 {d.get('p50')} p99 {d.get('p99')} ms"
+                            f" (load {x['loadavg'][0]:.1f})")
+                finally:
+                    srv.stop()
+            if store == "memory":
+                for kind in order(r):
+                    x = row_list(build, mks[kind])
+                    out["list"][kind].append(x)
+                    log(f"{store} list {kind} #{r+1}: {x.get('members')} "
+                        f"members, p50 {x.get('p50_ms', -1):.2f} ms "
+                        f"(load {x['loadavg'][0]:.1f})")
+    finally:
+        if redis:
+            redis.stop()
+    return out
+
+
+ROWS = [
+    # (store, row, key, label, better)
+    ("memory", "idle", "rss_per_conn_bytes", "RSS per idle connection, 10k "
+     "(B, 10,000 held)", "lower"),
+    ("memory", "churn", "cycles_per_s", "join+leave cycles/s (200 clients)",
+     "higher"),
+    ("memory", "fanout", "join_to_member_ms.p50", "join to member p50, 1k members "
+     "(ms)", "lower"),
+    ("memory", "fanout", "join_to_member_ms.p99", "join to member p99, 1k members "
+     "(ms)", "lower"),
+    ("memory", "fanout", "joins_per_s", "joins/s seen by 1k members (all of them)",
+     "higher"),
+    ("memory", "list", "p50_ms", "presence list of 10k, p50 (ms)", "lower"),
+    ("memory", "list", "p99_ms", "presence list of 10k, p99 (ms)", "lower"),
+    ("redis", "idle", "rss_per_conn_bytes", "Redis: RSS per idle connection "
+     "(B, 10,000 held)", "lower"),
+    ("redis", "idle", "redis_bytes_per_presence", "Redis: bytes in Redis per conn "
+     "(B, 10,000 held)", "lower"),
+    ("redis", "churn", "cycles_per_s", "Redis: join+leave cycles/s",
+     "higher"),
+    ("redis", "churn", "redis_cpu_us_per_presence_op", "Redis: CPU us per join/leave "
+     "(redis-server)", "lower"),
+]
+
+
+def summarise(res):
+    rows = []
+    for store, row, key, label, better in ROWS:
+        v = res.get(store, {}).get(row)
+        if not v:
+            continue
+        p = bench.spread(v["presenced"], key)
+        c = bench.spread(v["centrifugo"], key)
+        pm, cm = (p or {}).get("median"), (c or {}).get("median")
+        ratio = round(pm / cm, 3) if pm and cm else None
+        ahead = None
+        if pm is not None and cm is not None:
+            ahead = pm > cm if better == "higher" else pm < cm
+        rows.append({"store": store, "row": row, "key": key, "figure": label,
+                     "better": better, "presenced": p, "centrifugo": c,
+                     "ratio": ratio, "presenced_ahead": ahead})
+    return rows
+
+
+def fmt(s):
+    if not s:
+        return "n/a"
+    f = (lambda x: f"{x:,.2f}") if abs(s["median"]) < 100 else (
+        lambda x: f"{x:,.0f}")
+    return f"{f(s['median'])} [{f(s['min'])}..{f(s['max'])}]"
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--build", default=os.path.join(bench.ROOT,
+                                                    "build-bench"))
+    ap.add_argument("--out", default=os.path.join(bench.HERE, "results"))
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--only", default="memory,redis")
+    args = ap.parse_args()
+    exe = centrifugo_binary()
+    version = subprocess.run([exe, "version"], capture_output=True,
+                             text=True).stdout.strip()
+    bench.raise_nofile(200000)
+    res = {"date": datetime.date.today().isoformat(),
+           "started": datetime.datetime.now().isoformat(timespec="seconds"),
+           "centrifugo": {"module": CENTRIFUGO_MODULE, "version": version},
+           "machine": {"nproc": os.cpu_count(),
+                       "loadavg_start": bench.loadavg(),
+                       "nofile_hard_limit": bench.nofile_hard()},
+           "rounds": args.rounds}
+    for store in args.only.split(","):
+        res[store] = variant(args.build, exe, store, args.rounds)
+    res["machine"]["loadavg_end"] = bench.loadavg()
+    res["summary"] = summarise(res)
+    os.makedirs(args.out, exist_ok=True)
+    out = os.path.join(args.out, f"{res['date']}-centrifugo.json")
+    with open(out, "w") as f:
+        json.dump(res, f, indent=1)
+    la = res["machine"]["loadavg_start"][0], res["machine"]["loadavg_end"][0]
+    print(f"\npresenced vs Centrifugo ({CENTRIFUGO_MODULE}), medians "
+          f"[min..max] of {args.rounds} interleaved rounds, load "
+          f"{la[0]:.1f} -> {la[1]:.1f}")
+    for r in res["summary"]:
+        verdict = {True: "presenced ahead", False: "CENTRIFUGO AHEAD",
+                   None: "n/a"}[r["presenced_ahead"]]
+        print(f"  {r['figure']:<46} presenced {fmt(r['presenced']):<28} "
+              f"centrifugo {fmt(r['centrifugo']):<28} ratio {r['ratio']}  "
+              f"{verdict}")
+    svg = out[:-5] + ".svg"
+    subprocess.run([sys.executable, os.path.join(HERE, "chart.py"), out,
+                    svg], check=False)
+    log(f"wrote {out} and {svg}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -5,6 +5,7 @@
  * needs the API key as a Bearer token, compared in constant time.
  */
 #include "server/server.h"
+#include "server/wsmsg.h"
 
 #include <cjson/cJSON.h>
 #include <http_parser.h>
@@ -336,20 +337,32 @@ void api_handle(conn_t *c, http_req_t *r) {
   if (pl > 10 && !memcmp(path, "/v1/users/", 10)) {
     const char *seg = path + 10, *end = path + pl;
     const char *slash = memchr(seg, '/', (size_t)(end - seg));
-    int sessions = 0;
+    int sessions = 0, setting = 0;
     if (slash) {
-      if ((size_t)(end - slash) != 9 || memcmp(slash, "/sessions", 9) != 0) {
+      size_t rl = (size_t)(end - slash);
+      if (rl == 9 && memcmp(slash, "/sessions", 9) == 0)
+        sessions = 1;
+      else if (rl == 13 && memcmp(slash, "/availability", 13) == 0)
+        setting = WSMSG_AVAILABILITY;
+      else if (rl == 8 && memcmp(slash, "/message", 8) == 0)
+        setting = WSMSG_MESSAGE;
+      else {
         http_error(c, 404, "not_found", "no such endpoint");
         return;
       }
-      sessions = 1;
     }
     size_t sl = (size_t)((slash ? slash : end) - seg);
     if (segment_id(seg, sl, id, sizeof id) != 0) {
       http_error(c, 400, "bad_user_id", "not a valid user id");
       return;
     }
-    if (m != HTTP_GET)
+    if (setting == WSMSG_AVAILABILITY && m != HTTP_PUT)
+      method_not_allowed(c, "PUT");
+    else if (setting == WSMSG_MESSAGE && m != HTTP_PUT && m != HTTP_DELETE)
+      method_not_allowed(c, "PUT, DELETE");
+    else if (setting)
+      api_user_setting(c, r, id, setting);
+    else if (m != HTTP_GET)
       method_not_allowed(c, "GET");
     else if (sessions)
       get_sessions(c, id);

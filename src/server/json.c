@@ -6,22 +6,104 @@
 
 #include <assert.h>
 
+static void put_name(buf_t *b, const char *key, const char *name) {
+  buf_puts(b, ",\"");
+  buf_puts(b, key);
+  buf_puts(b, "\":\"");
+  buf_puts(b, name);
+  buf_putc(b, '"');
+}
+
+static void put_opt_str(buf_t *b, const char *s) {
+  if (s) buf_put_json_str(b, s);
+  else buf_puts(b, "null");
+}
+
+/* {"text":..,"emoji":..,"expires":..} or null. */
+static void put_message(buf_t *b, const char *text, const char *emoji,
+                        int64_t expires_ms, int64_t set_ms) {
+  if (!text && !emoji) {
+    buf_puts(b, "null");
+    return;
+  }
+  buf_puts(b, "{\"text\":");
+  put_opt_str(b, text);
+  buf_puts(b, ",\"emoji\":");
+  put_opt_str(b, emoji);
+  buf_puts(b, ",\"expires\":");
+  if (expires_ms) buf_put_i64(b, expires_ms);
+  else buf_puts(b, "null");
+  if (set_ms) {
+    buf_puts(b, ",\"set\":");
+    buf_put_i64(b, set_ms);
+  }
+  buf_putc(b, '}');
+}
+
+static int64_t min_nonzero(int64_t a, int64_t b) {
+  if (!a) return b;
+  if (!b) return a;
+  return a < b ? a : b;
+}
+
 void json_user(buf_t *b, const presence_user_info_t *u, unsigned flags) {
+  /* Watchers see the masked view (docs/protocol.md 1.5), backends the
+   * truth. An invisible user's times stop when it went invisible. */
+  int shown = (flags & JSON_USER_SHOWN) != 0;
+  presence_status_t st =
+      shown ? presence_shown_status(u->availability, u->status) : u->status;
+  presence_availability_t av =
+      shown ? presence_shown_availability(u->availability, u->status)
+            : u->availability;
+  int64_t since = u->since_ms, last_seen = u->last_seen_ms,
+          last_active = u->last_active_ms;
+  if (shown && u->availability == PRESENCE_AVAIL_INVISIBLE) {
+    since = last_seen = min_nonzero(last_seen, u->availability_since_ms);
+    last_active = min_nonzero(last_active, u->availability_since_ms);
+  }
   buf_puts(b, "{\"user_id\":");
   buf_put_json_str(b, u->user_id);
-  buf_puts(b, ",\"status\":\"");
-  buf_puts(b, presence_status_name(u->status));
-  buf_puts(b, "\",\"since\":");
-  buf_put_i64(b, u->since_ms);
+  put_name(b, "status", presence_status_name(st));
+  put_name(b, "availability", presence_availability_name(av));
+  buf_puts(b, ",\"since\":");
+  buf_put_i64(b, since);
   buf_puts(b, ",\"last_seen\":");
-  buf_put_i64(b, u->last_seen_ms);
+  buf_put_i64(b, last_seen);
+  buf_puts(b, ",\"last_active\":");
+  buf_put_i64(b, last_active);
   if (flags & JSON_USER_SESSIONS) {
     buf_puts(b, ",\"sessions\":");
     buf_put_u64(b, u->session_count);
   }
+  if (!shown) {
+    buf_puts(b, ",\"availability_since\":");
+    buf_put_i64(b, u->availability_since_ms);
+  }
   buf_puts(b, ",\"version\":");
   buf_put_u64(b, u->version);
-  buf_putc(b, '}');
+  buf_puts(b, ",\"message\":");
+  put_message(b, u->message, u->emoji, u->message_expires_ms,
+              shown ? 0 : u->message_set_ms);
+  buf_puts(b, ",\"devices\":{");
+  for (size_t i = 0; st != PRESENCE_OFFLINE && i < u->n_devices; i++) {
+    const presence_device_status_t *d = &u->devices[i];
+    if (i) buf_putc(b, ',');
+    buf_put_json_str(b, d->device);
+    buf_putc(b, ':');
+    if (shown) {
+      buf_putc(b, '"');
+      buf_puts(b, presence_status_name(
+                      presence_shown_status(u->availability, d->status)));
+      buf_putc(b, '"');
+    } else {
+      buf_puts(b, "{\"status\":\"");
+      buf_puts(b, presence_status_name(d->status));
+      buf_puts(b, "\",\"sessions\":");
+      buf_put_u64(b, d->session_count);
+      buf_putc(b, '}');
+    }
+  }
+  buf_puts(b, "}}");
 }
 
 void json_session(buf_t *b, const presence_session_info_t *si) {
@@ -38,6 +120,7 @@ void json_session(buf_t *b, const presence_session_info_t *si) {
   buf_put_i64(b, si->status_since_ms);
   buf_puts(b, ",\"instance\":");
   buf_put_json_str(b, si->instance_id ? si->instance_id : "");
+  if (si->device) put_name(b, "device", si->device);
   buf_putc(b, '}');
 }
 
@@ -62,6 +145,27 @@ static void put_cleanup(buf_t *b, const presence_event_t *ev) {
   }
 }
 
+/* user.availability: from/to are availabilities, status the user's. */
+static void put_availability_change(buf_t *b, const presence_event_t *ev) {
+  put_name(b, "from", presence_availability_name(ev->availability_from));
+  put_name(b, "to", presence_availability_name(ev->availability_to));
+  put_name(b, "status", presence_status_name(ev->to));
+}
+
+static void put_message_change(buf_t *b, const presence_event_t *ev) {
+  buf_puts(b, ",\"message\":");
+  put_message(b, ev->message, ev->emoji, ev->message_expires_ms, 0);
+  put_name(b, "availability", presence_availability_name(ev->availability_to));
+}
+
+static void put_user_availability(buf_t *b, const presence_event_t *ev) {
+  put_name(b, "availability", presence_availability_name(ev->availability_to));
+}
+
+static void put_device(buf_t *b, const presence_event_t *ev) {
+  if (ev->device) put_name(b, "device", ev->device);
+}
+
 /* Which common fields each event type carries, and what it adds of its own
  * (after meta). A type without a row writes the envelope only. */
 typedef struct event_shape {
@@ -70,13 +174,19 @@ typedef struct event_shape {
 } event_shape_t;
 
 static const event_shape_t event_shape[PRESENCE_EV_COUNT_] = {
-    [PRESENCE_EV_SESSION_CONNECTED] = {.to = 1},
-    [PRESENCE_EV_SESSION_DISCONNECTED] = {.from = 1},
-    [PRESENCE_EV_SESSION_STATUS] = {.from = 1, .to = 1},
-    [PRESENCE_EV_USER_ONLINE] = {.from = 1, .to = 1, .version = 1},
-    [PRESENCE_EV_USER_IDLE] = {.from = 1, .to = 1, .version = 1},
-    [PRESENCE_EV_USER_OFFLINE] = {.from = 1, .to = 1, .version = 1},
+    [PRESENCE_EV_SESSION_CONNECTED] = {.to = 1, .extra = put_device},
+    [PRESENCE_EV_SESSION_DISCONNECTED] = {.from = 1, .extra = put_device},
+    [PRESENCE_EV_SESSION_STATUS] = {.from = 1, .to = 1, .extra = put_device},
+    [PRESENCE_EV_USER_ONLINE] = {.from = 1, .to = 1, .version = 1,
+                                 .extra = put_user_availability},
+    [PRESENCE_EV_USER_IDLE] = {.from = 1, .to = 1, .version = 1,
+                               .extra = put_user_availability},
+    [PRESENCE_EV_USER_OFFLINE] = {.from = 1, .to = 1, .version = 1,
+                                  .extra = put_user_availability},
     [PRESENCE_EV_CLEANUP] = {.extra = put_cleanup},
+    [PRESENCE_EV_USER_AVAILABILITY] = {.version = 1,
+                                       .extra = put_availability_change},
+    [PRESENCE_EV_USER_MESSAGE] = {.version = 1, .extra = put_message_change},
 };
 
 void json_event(buf_t *b, const presence_event_t *ev) {
@@ -123,21 +233,46 @@ void json_event(buf_t *b, const presence_event_t *ev) {
 }
 
 void json_user_change(buf_t *b, const presence_event_t *ev) {
-  /* A store that does not report last_seen (0): the user was seen at the
-   * transition itself. */
-  int64_t last_seen = ev->last_seen_ms ? ev->last_seen_ms : ev->ts_ms;
+  /* Masked: what a watcher sees (docs/protocol.md 1.5). The caller sends
+   * it only when presence_event_watcher_visible(ev). */
+  int is_user = ev->type == PRESENCE_EV_USER_ONLINE ||
+                ev->type == PRESENCE_EV_USER_IDLE ||
+                ev->type == PRESENCE_EV_USER_OFFLINE ||
+                ev->type == PRESENCE_EV_USER_AVAILABILITY;
+  int is_message = ev->type == PRESENCE_EV_USER_MESSAGE;
   buf_puts(b, "{\"user_id\":");
   buf_put_json_str(b, ev->user_id);
-  buf_puts(b, ",\"status\":\"");
-  buf_puts(b, presence_status_name(ev->to));
-  buf_puts(b, "\",\"from\":\"");
-  buf_puts(b, presence_status_name(ev->from));
-  buf_puts(b, "\",\"reason\":\"");
-  buf_puts(b, presence_reason_name(ev->reason));
-  buf_puts(b, "\",\"since\":");
-  buf_put_i64(b, ev->ts_ms);
-  buf_puts(b, ",\"last_seen\":");
-  buf_put_i64(b, last_seen);
+  put_name(b, "change", is_user ? "status" : is_message ? "message" : "device");
+  if (is_user || is_message) {
+    presence_status_t to = presence_shown_status(ev->availability_to, ev->to);
+    put_name(b, "status", presence_status_name(to));
+  }
+  put_name(b, "availability",
+           presence_availability_name(presence_shown_availability(
+               ev->availability_to, is_user || is_message ? ev->to
+                                                          : PRESENCE_ONLINE)));
+  if (is_user) {
+    /* A store that does not report last_seen (0): the user was seen at the
+     * transition itself. */
+    int64_t last_seen = ev->last_seen_ms ? ev->last_seen_ms : ev->ts_ms;
+    put_name(b, "from", presence_status_name(presence_shown_status(
+                            ev->availability_from, ev->from)));
+    buf_puts(b, ",\"since\":");
+    buf_put_i64(b, ev->ts_ms);
+    buf_puts(b, ",\"last_seen\":");
+    buf_put_i64(b, last_seen);
+  }
+  if (is_message) {
+    buf_puts(b, ",\"message\":");
+    put_message(b, ev->message, ev->emoji, ev->message_expires_ms, 0);
+  }
+  if (!is_message && ev->device) {
+    put_name(b, "device", ev->device);
+    put_name(b, "device_status",
+             presence_status_name(presence_shown_status(ev->availability_to,
+                                                        ev->device_to)));
+  }
+  put_name(b, "reason", presence_reason_name(ev->reason));
   buf_puts(b, ",\"version\":");
   buf_put_u64(b, ev->user_version);
   buf_puts(b, ",\"seq\":");
@@ -169,7 +304,7 @@ void json_frame_snapshot(buf_t *b, const char *id,
   buf_puts(b, ",\"users\":[");
   for (size_t i = 0; i < n; i++) {
     if (i) buf_putc(b, ',');
-    json_user(b, &users[i], 0);
+    json_user(b, &users[i], JSON_USER_SHOWN);
   }
   buf_puts(b, "]}");
 }

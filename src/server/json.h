@@ -19,6 +19,9 @@
  * snapshots (user_id, status, since, last_seen, version); with it, the
  * backend API's form, which adds the session count. */
 #define JSON_USER_SESSIONS 0x1u
+/* The masked view watchers and channel members get (docs/protocol.md 1.5);
+ * without it, the truth backends get. */
+#define JSON_USER_SHOWN 0x2u
 void json_user(buf_t *b, const presence_user_info_t *u, unsigned flags);
 
 /* One session as GET /v1/users/{id}/sessions lists it. */

@@ -307,6 +307,13 @@ static int check_claims(const jwt_config_t *cfg, const cJSON *p, int64_t now,
   out->sub = dup_str(sub->valuestring);
   if (!out->sub) return JWT_ENOMEM;
 
+  const cJSON *device = cJSON_GetObjectItemCaseSensitive(p, "device");
+  if (device) {
+    if (!cJSON_IsString(device) || presence_device_check(device->valuestring))
+      return JWT_ECLAIMS;
+    memcpy(out->device, device->valuestring, strlen(device->valuestring) + 1);
+  }
+
   const cJSON *watch = cJSON_GetObjectItemCaseSensitive(p, "watch");
   if (watch) {
     int rc = read_watch(watch, out);

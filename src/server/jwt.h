@@ -15,6 +15,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "presence.h"
+
 typedef enum {
   JWT_OK = 0,
   JWT_EMALFORMED = -1, /* not three base64url parts, bad JSON, ... */
@@ -48,6 +50,10 @@ typedef struct jwt_claims {
   char **watch;  /* "watch": [ids] */
   size_t n_watch;
   char *meta; /* "meta" re-serialised as compact JSON, or NULL */
+  /* "device": the session's device kind (docs/protocol.md section 6), ""
+   * when absent; not a valid device word (presence_device_check):
+   * JWT_ECLAIMS. */
+  char device[PRESENCE_DEVICE_MAX + 1];
 } jwt_claims_t;
 
 /* Limits (additions to the interface above, used by jwt_verify). */

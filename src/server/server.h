@@ -251,6 +251,20 @@ int http_unescape(const char *src, size_t len, char *out, size_t cap);
 void http_defer(conn_t *c);
 void http_resume(conn_t *c);
 
+/* ---- userstatus.c: status that people set -------------------------------- */
+
+struct wsmsg_setting;
+/* A library refusal of a setting as the protocol's code, message and HTTP
+ * status (bad_availability, bad_message, bad_expiry, not_supported, ...). */
+void userstatus_error(int rc, const char **code, const char **msg, int *http);
+/* Apply a decoded availability (type WSMSG_AVAILABILITY) or message
+ * (WSMSG_MESSAGE) to user_id: the library's code. */
+int userstatus_apply(srv_t *s, const char *user_id, int type,
+                     const struct wsmsg_setting *st, presence_done_cb done,
+                     void *ud);
+/* PUT /v1/users/{id}/availability, PUT and DELETE /v1/users/{id}/message. */
+void api_user_setting(conn_t *c, http_req_t *r, const char *user_id, int type);
+
 /* ---- wsconn.c ----------------------------------------------------------- */
 
 /* GET /v1/ws: checks, token, 101, then the session. rest: bytes after the

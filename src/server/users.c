@@ -27,14 +27,55 @@ struct uq {
   char **ids;
   presence_user_info_t *infos;
   uq_slot_t *slots;
+  void **extras; /* per user: its message, emoji and devices, copied */
 };
 
 static void uq_finish(uq_t *q) {
   q->cb(q->s, q->status, q->ids, q->infos, q->n, q->ud);
+  for (size_t i = 0; q->extras && i < q->n; i++) free(q->extras[i]);
+  free(q->extras);
   free(q->ids);
   free(q->infos);
   free(q->slots);
   free(q);
+}
+
+static char *put_str(char **t, const char *s) {
+  if (!s) return NULL;
+  size_t l = strlen(s) + 1;
+  char *at = memcpy(*t, s, l);
+  *t += l;
+  return at;
+}
+
+/* The message, emoji and device list point into the store's scratch (the
+ * next answer overwrites the devices): one block per user holds copies. On
+ * failure the user is answered without them, never with stale pointers. */
+static void copy_extras(uq_t *q, size_t i, presence_user_info_t *o) {
+  if (!o->message && !o->emoji && !o->n_devices) return;
+  size_t bytes = o->n_devices * sizeof(presence_device_status_t);
+  bytes += (o->message ? strlen(o->message) + 1 : 0) +
+           (o->emoji ? strlen(o->emoji) + 1 : 0);
+  for (size_t k = 0; k < o->n_devices; k++)
+    bytes += strlen(o->devices[k].device) + 1;
+  if (!q->extras) q->extras = calloc(q->n, sizeof *q->extras);
+  char *block = q->extras ? malloc(bytes) : NULL;
+  if (!block) {
+    o->message = o->emoji = NULL;
+    o->devices = NULL;
+    o->n_devices = 0;
+    return;
+  }
+  q->extras[i] = block;
+  presence_device_status_t *d = (presence_device_status_t *)block;
+  char *t = block + o->n_devices * sizeof *d;
+  for (size_t k = 0; k < o->n_devices; k++) {
+    d[k] = o->devices[k];
+    d[k].device = put_str(&t, o->devices[k].device);
+  }
+  o->devices = o->n_devices ? d : NULL;
+  o->message = put_str(&t, o->message);
+  o->emoji = put_str(&t, o->emoji);
 }
 
 static void uq_answer(presence_t *p, int status, const presence_user_info_t *i,
@@ -46,6 +87,7 @@ static void uq_answer(presence_t *p, int status, const presence_user_info_t *i,
     presence_user_info_t *o = &q->infos[sl->i];
     *o = *i;
     o->user_id = q->ids[sl->i]; /* i's strings live only for this call */
+    copy_extras(q, sl->i, o);
   } else if (!q->status) {
     q->status = status ? status : PRESENCE_ESTORE;
   }

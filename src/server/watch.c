@@ -70,6 +70,8 @@ void watch_remove(srv_t *s, watch_entry_t *e, conn_t *c) {
 /* One user transition to every subscriber of that user. */
 static void on_user_event(srv_t *s, const presence_event_t *ev, void *ud) {
   (void)ud;
+  /* Exactly one frame when what a watcher sees changes, none otherwise. */
+  if (!presence_event_watcher_visible(ev)) return;
   watch_entry_t *e = map_get(&s->watchers, ev->user_id);
   if (!e || e->n == 0) return;
   buf_t *b = &s->scratch;
@@ -102,6 +104,11 @@ const fanout_sink_t watch_sink = {
     .name = "subscribers",
     .types = FANOUT_TYPE(PRESENCE_EV_USER_ONLINE) |
              FANOUT_TYPE(PRESENCE_EV_USER_IDLE) |
-             FANOUT_TYPE(PRESENCE_EV_USER_OFFLINE),
+             FANOUT_TYPE(PRESENCE_EV_USER_OFFLINE) |
+             FANOUT_TYPE(PRESENCE_EV_USER_AVAILABILITY) |
+             FANOUT_TYPE(PRESENCE_EV_USER_MESSAGE) |
+             FANOUT_TYPE(PRESENCE_EV_SESSION_CONNECTED) |
+             FANOUT_TYPE(PRESENCE_EV_SESSION_DISCONNECTED) |
+             FANOUT_TYPE(PRESENCE_EV_SESSION_STATUS),
     .on_event = on_user_event,
 };

@@ -340,6 +340,20 @@ static void on_status(conn_t *c, const wsmsg_t *m) {
   send_ack(c, id);
 }
 
+/* availability / message: the token's user sets its own. */
+static void on_setting(conn_t *c, const wsmsg_t *m) {
+  int rc = userstatus_apply(c->srv, c->u.ws->claims.sub, m->type, &m->setting,
+                            NULL, NULL);
+  if (rc != 0) {
+    const char *code, *msg;
+    int http;
+    userstatus_error(rc, &code, &msg, &http);
+    send_error(c, code, msg, m->id);
+    return;
+  }
+  send_ack(c, m->id);
+}
+
 static void on_ping(conn_t *c, const char *id) {
   buf_t *b = &c->srv->scratch;
   buf_reset(b);
@@ -466,6 +480,8 @@ static void on_text(conn_t *c, const uint8_t *data, size_t len) {
     on_subscribe(c, &m);
   else if (m.type == WSMSG_UNSUBSCRIBE)
     on_unsubscribe(c, &m);
+  else if (m.type == WSMSG_AVAILABILITY || m.type == WSMSG_MESSAGE)
+    on_setting(c, &m);
   else if (m.type == WSMSG_TOKEN)
     on_token(c, &m);
   else
@@ -709,8 +725,10 @@ void ws_upgrade(conn_t *c, http_req_t *r, const char *rest, size_t restlen) {
    * cluster-wide) then closes the connection; ESTORE, ETIMEDOUT and
    * EFENCED mean the session is kept and re-asserted once Redis is back. */
   if (srv_async(s)) conn_ref(c);
-  int rc = presence_session_open(s->p, w->session_id, w->claims.sub, w->claims.meta,
-                             &w->handle, srv_async(s) ? on_open_done : NULL, c);
+  int rc = presence_session_open_device(
+      s->p, w->session_id, w->claims.sub, w->claims.meta,
+      w->claims.device[0] ? w->claims.device : NULL, &w->handle,
+      srv_async(s) ? on_open_done : NULL, c);
   if (rc != 0 && srv_async(s)) conn_unref(c);
   free(w->claims.meta); /* stored by the library; not needed here */
   w->claims.meta = NULL;

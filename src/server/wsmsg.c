@@ -69,6 +69,71 @@ static int decode_status(wsmsg_t *m) {
   return WSMSG_OK;
 }
 
+int wsmsg_decode_availability(const cJSON *obj, wsmsg_t *m) {
+  const cJSON *a = cJSON_GetObjectItemCaseSensitive(obj, "availability");
+  presence_availability_t av;
+  if (!cJSON_IsString(a) || presence_availability_parse(a->valuestring, &av))
+    return bad(m, "bad_availability",
+               "availability must be \"auto\", \"dnd\", \"away\" or "
+               "\"invisible\"");
+  m->setting.availability = (int)av;
+  return WSMSG_OK;
+}
+
+/* An optional string: absent or null is none; anything else but a string
+ * is refused. The content is the library's to judge. */
+static int opt_string(wsmsg_t *m, const cJSON *obj, const char *key,
+                      const char **out) {
+  const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, key);
+  *out = NULL;
+  if (!v || cJSON_IsNull(v)) return WSMSG_OK;
+  if (!cJSON_IsString(v)) {
+    m->err_code = "bad_message";
+    snprintf(m->err_msg, sizeof m->err_msg, "%s must be a string", key);
+    return WSMSG_BAD;
+  }
+  *out = v->valuestring;
+  return WSMSG_OK;
+}
+
+/* A whole number in [lo, hi], or absent (0). */
+static int opt_whole(const cJSON *obj, const char *key, double lo, double hi,
+                     int64_t *out, int *given) {
+  const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, key);
+  *out = 0;
+  *given = v && !cJSON_IsNull(v);
+  if (!*given) return 0;
+  if (!cJSON_IsNumber(v)) return -1;
+  double d = v->valuedouble;
+  if (!(d >= lo && d <= hi) || d != (double)(int64_t)d) return -1;
+  *out = (int64_t)d;
+  return 0;
+}
+
+int wsmsg_decode_message(const cJSON *obj, wsmsg_t *m) {
+  wsmsg_setting_t *st = &m->setting;
+  if (opt_string(m, obj, "text", &st->text) ||
+      opt_string(m, obj, "emoji", &st->emoji))
+    return WSMSG_BAD;
+  /* Shape only here (UTF-8 and control characters; the length is the
+   * configured limit's, checked by the library). */
+  if (presence_message_check(st->text, st->emoji, UINT32_MAX / 8) != 0)
+    return bad(m, "bad_message",
+               "text and emoji must be UTF-8 without control characters, "
+               "emoji at most 64 bytes");
+  int in_given, at_given;
+  if (opt_whole(obj, "expires_in", 1, WSMSG_EXPIRES_IN_MAX, &st->expires_in_s,
+                &in_given) ||
+      opt_whole(obj, "expires_at", 1, 9007199254740991.0, &st->expires_at_ms,
+                &at_given))
+    return bad(m, "bad_expiry",
+               "expires_in must be whole seconds in 1..34560000 (400 days), "
+               "expires_at a time in ms since the epoch");
+  if (in_given && at_given)
+    return bad(m, "bad_expiry", "give expires_in or expires_at, not both");
+  return WSMSG_OK;
+}
+
 int wsmsg_decode(const uint8_t *data, size_t len, uint32_t max_users,
                  wsmsg_t *m) {
   memset(m, 0, sizeof *m);
@@ -119,6 +184,14 @@ int wsmsg_decode(const uint8_t *data, size_t len, uint32_t max_users,
   if (is_unsub) {
     m->type = WSMSG_UNSUBSCRIBE;
     return check_users(m, cJSON_GetObjectItemCaseSensitive(m->root, "users"));
+  }
+  if (!strcmp(t, "availability")) {
+    m->type = WSMSG_AVAILABILITY;
+    return wsmsg_decode_availability(m->root, m);
+  }
+  if (!strcmp(t, "message")) {
+    m->type = WSMSG_MESSAGE;
+    return wsmsg_decode_message(m->root, m);
   }
   if (!strcmp(t, "ping")) {
     m->type = WSMSG_PING;

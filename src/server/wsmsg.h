@@ -20,8 +20,24 @@ typedef enum {
   WSMSG_SUBSCRIBE,
   WSMSG_UNSUBSCRIBE,
   WSMSG_PING,
-  WSMSG_TOKEN /* a fresh token for the live session (token refresh) */
+  WSMSG_TOKEN, /* a fresh token for the live session (token refresh) */
+  WSMSG_AVAILABILITY, /* status that people set (protocol.md section 6) */
+  WSMSG_MESSAGE
 } wsmsg_type_t;
+
+/* Status that people set, as the WebSocket messages and the HTTP API both
+ * carry it (docs/protocol.md section 6). The shape is checked here; the
+ * content (length in characters, expiry against the clock) by the library,
+ * which alone knows the configured limit and the time. */
+typedef struct wsmsg_setting {
+  int availability;      /* AVAILABILITY: a presence_availability_t */
+  const char *text;      /* MESSAGE: NULL when absent or null; in root */
+  const char *emoji;     /* the same */
+  int64_t expires_in_s;  /* 0: not given (1..WSMSG_EXPIRES_IN_MAX) */
+  int64_t expires_at_ms; /* 0: not given */
+} wsmsg_setting_t;
+
+#define WSMSG_EXPIRES_IN_MAX 34560000 /* 400 days, in seconds */
 
 enum {
   WSMSG_OK = 0,
@@ -37,6 +53,7 @@ typedef struct wsmsg {
   const cJSON *users; /* (UN)SUBSCRIBE: an array of valid ids, in root */
   const char *token;  /* TOKEN: the JWT (a non-empty string in root) */
   size_t token_len;
+  wsmsg_setting_t setting; /* AVAILABILITY, MESSAGE */
   const char *err_code; /* otherwise: the protocol's error code ... */
   char err_msg[200];    /* ... and message */
 } wsmsg_t;
@@ -50,5 +67,11 @@ typedef struct wsmsg {
 int wsmsg_decode(const uint8_t *data, size_t len, uint32_t max_users,
                  wsmsg_t *m);
 void wsmsg_free(wsmsg_t *m);
+
+/* The fields of an availability or a message setting in obj (a message's
+ * "type" is not looked at), into m->setting; on failure m->err_code is
+ * bad_availability, bad_message or bad_expiry. WSMSG_OK or WSMSG_BAD. */
+int wsmsg_decode_availability(const cJSON *obj, wsmsg_t *m);
+int wsmsg_decode_message(const cJSON *obj, wsmsg_t *m);
 
 #endif

@@ -16,7 +16,8 @@
 
 static int known_code(const char *c) {
   static const char *codes[] = {"bad_json",   "unknown_type", "bad_field",
-                                "bad_status", "bad_user_id",  NULL};
+                                "bad_status", "bad_user_id",  "bad_availability",
+                                "bad_message", "bad_expiry", NULL};
   for (int i = 0; codes[i]; i++)
     if (!strcmp(c, codes[i])) return 1;
   return 0;
@@ -54,6 +55,18 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     } else if (m.type == WSMSG_TOKEN) {
       /* A refresh: a non-empty string the JWT check gets whole. */
       if (!m.token || !m.token_len || strlen(m.token) != m.token_len) abort();
+    } else if (m.type == WSMSG_AVAILABILITY) {
+      if ((unsigned)m.setting.availability >= PRESENCE_AVAIL_COUNT_) abort();
+    } else if (m.type == WSMSG_MESSAGE) {
+      /* What the library gets: UTF-8 without control characters, an
+       * expiry of one form at most, in range. */
+      const wsmsg_setting_t *st = &m.setting;
+      if (presence_message_check(st->text, st->emoji, UINT32_MAX / 8) != 0)
+        abort();
+      if (st->expires_in_s && st->expires_at_ms) abort();
+      if (st->expires_in_s < 0 || st->expires_in_s > WSMSG_EXPIRES_IN_MAX ||
+          st->expires_at_ms < 0)
+        abort();
     } else if (m.type != WSMSG_PING) {
       abort();
     }

@@ -156,6 +156,16 @@ msgs = [
     '{"type":"subscribe","users":["' + "u" * 129 + '"]}', '{"type":"subscribe","users":["\\u0001"]}',
     '{"type":"token","token":"eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJhIn0.c2ln","id":3}',
     '{"type":"token"}', '{"type":"token","token":""}', '{"type":"token","token":["x"]}',
+    # Status that people set (docs/protocol.md section 6).
+    '{"type":"availability","availability":"dnd","id":4}', '{"type":"availability"}',
+    '{"type":"availability","availability":"busy"}', '{"type":"availability","availability":[1]}',
+    '{"type":"message","text":"In a meeting","emoji":"\\ud83d\\udcc5","expires_in":3600,"id":5}',
+    '{"type":"message","text":"x","expires_at":1764324000000}', '{"type":"message"}',
+    '{"type":"message","text":null,"emoji":null}', '{"type":"message","text":"' + "x" * 200 + '"}',
+    '{"type":"message","text":"a\\nb"}', '{"type":"message","text":"\\ud800"}',
+    '{"type":"message","text":"x","expires_in":0}', '{"type":"message","text":"x","expires_in":1.5}',
+    '{"type":"message","text":"x","expires_in":1e300}', '{"type":"message","text":"x","expires_in":-1}',
+    '{"type":"message","text":"x","expires_in":5,"expires_at":5}', '{"type":"message","emoji":7}',
 ]
 write("fuzz_wsmsg", [bytes([sel]) + m.encode() for m in msgs for sel in (2, 1)])
 

@@ -1,0 +1,248 @@
+#!/usr/bin/python3
+# SPDX-License-Identifier: MIT
+"""Status that people set (docs/protocol.md section 6) through the real daemon:
+availability and the status message from a client and from a backend, what
+watchers see (masked, exactly one message per visible change), what backends
+see (the truth) in the API and the event stream, message expiry, the device
+claim, and bad input refused with the documented codes, nothing stored."""
+
+import asyncio
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from harness import *  # noqa: E402,F401,F403
+
+
+def entry(msg, user):
+    for u in (msg or {}).get("users", []):
+        if u.get("user_id") == user:
+            return u
+    return None
+
+
+async def user_truth(d, user):
+    r = await http(d, "GET", f"/v1/users/{user}")
+    return r.json() or {}
+
+
+async def test_watcher_sees_masked_changes_once(t, d, args):
+    alice = await Client.connect(d, "alice")
+    bob = await Client.connect(d, "bob", watch="*")
+    sse = await SSE.open(d)
+    await bob.send({"type": "subscribe", "users": ["alice"], "id": 1})
+    snap = await bob.expect_type("presence", snapshot=True)
+    u = entry(snap, "alice") or {}
+    t.check("snapshot: online, availability auto, devices {web: online}, message null",
+            u.get("status") == "online" and u.get("availability") == "auto"
+            and u.get("devices") == {"web": "online"} and u.get("message") is None
+            and isinstance(u.get("last_active"), int), u)
+
+    await alice.send({"type": "availability", "availability": "dnd", "id": "a1"})
+    t.check("availability dnd: ack", await alice.expect_type("ack", id="a1") is not None)
+    ch = entry(await bob.change("alice"), "alice") or {}
+    t.check("watcher: one change, status online, availability dnd",
+            ch.get("change") == "status" and ch.get("status") == "online"
+            and ch.get("availability") == "dnd", ch)
+
+    # idle under dnd: nothing a watcher sees changes, so nothing is sent.
+    await alice.send({"type": "status", "status": "idle", "id": "s1"})
+    await alice.expect_type("ack", id="s1")
+    await alice.send({"type": "status", "status": "online", "id": "s2"})
+    await alice.expect_type("ack", id="s2")
+    got = await bob.changes(0.6, "alice")
+    t.eq("watcher: idle and back under dnd send nothing", got, [])
+    j = await user_truth(d, "alice")
+    t.check("backend: the truth, online + dnd", j.get("status") == "online"
+            and j.get("availability") == "dnd" and j.get("availability_since", 0) > 0, j)
+
+    await alice.send({"type": "availability", "availability": "invisible", "id": "a2"})
+    await alice.expect_type("ack", id="a2")
+    ch = entry(await bob.change("alice"), "alice") or {}
+    t.check("invisible: the watcher sees offline, availability auto, like an absent user",
+            ch.get("status") == "offline" and ch.get("availability") == "auto", ch)
+    # A new watcher: offline, no devices, indistinguishable from absent.
+    carol = await Client.connect(d, "carol", watch="*")
+    await carol.send({"type": "subscribe", "users": ["alice", "nobody-here"], "id": 2})
+    snap = await carol.expect_type("presence", snapshot=True)
+    a, n = entry(snap, "alice") or {}, entry(snap, "nobody-here") or {}
+    t.check("invisible in a snapshot: offline, auto, devices {}",
+            a.get("status") == "offline" and a.get("availability") == "auto"
+            and a.get("devices") == {}, a)
+    t.check("invisible shows the same fields as an absent user",
+            sorted(a.keys()) == sorted(n.keys()), (a, n))
+    j = await user_truth(d, "alice")
+    t.check("backend: the truth, online + invisible, devices web online",
+            j.get("status") == "online" and j.get("availability") == "invisible"
+            and (j.get("devices") or {}).get("web", {}).get("status") == "online", j)
+    # Activity while invisible: nothing.
+    await alice.send({"type": "status", "status": "idle", "id": "s3"})
+    await alice.expect_type("ack", id="s3")
+    t.eq("watcher: idle while invisible sends nothing", await bob.changes(0.5, "alice"), [])
+    await alice.send({"type": "availability", "availability": "auto", "id": "a3"})
+    await alice.expect_type("ack", id="a3")
+    ch = entry(await bob.change("alice"), "alice") or {}
+    t.check("back to auto (idle): one change, idle", ch.get("status") == "idle"
+            and ch.get("from") == "offline", ch)
+    # The same availability again: no event, no message.
+    await alice.send({"type": "availability", "availability": "auto", "id": "a4"})
+    await alice.expect_type("ack", id="a4")
+    t.eq("setting it again sends nothing", await bob.changes(0.4, "alice"), [])
+
+    evs = [e["data"] for e in await sse.collect(0.5) if isinstance(e.get("data"), dict)]
+    av = [e for e in evs if e.get("type") == "user.availability" and e.get("user_id") == "alice"]
+    t.eq("events: one user.availability per change (dnd, invisible, auto)",
+         [(e.get("from"), e.get("to")) for e in av],
+         [("auto", "dnd"), ("dnd", "invisible"), ("invisible", "auto")])
+    t.check("events: user.availability carries the computed status and a version",
+            all(e.get("status") in ("online", "idle") and isinstance(e.get("version"), int)
+                and e.get("reason") == "explicit" for e in av), av)
+    idle = [e for e in evs if e.get("type") == "user.idle" and e.get("user_id") == "alice"]
+    t.check("events: backends see the hidden idle (truth), with availability",
+            len(idle) >= 2 and all("availability" in e for e in idle), idle)
+    sse.close()
+    for c in (alice, bob, carol):
+        await c.close()
+
+
+async def test_message_and_expiry(t, d, args):
+    dave = await Client.connect(d, "dave")
+    eve = await Client.connect(d, "eve", watch="*")
+    sse = await SSE.open(d)
+    await eve.send({"type": "subscribe", "users": ["dave"], "id": 1})
+    await eve.expect_type("presence", snapshot=True)
+    await dave.send({"type": "message", "text": "In a meeting", "emoji": "📅",
+                     "expires_in": 1, "id": "m1"})
+    t.check("message: ack", await dave.expect_type("ack", id="m1") is not None)
+    ch = entry(await eve.change("dave"), "dave") or {}
+    msg = ch.get("message") or {}
+    t.check("watcher: change message with text, emoji, expiry",
+            ch.get("change") == "message" and msg.get("text") == "In a meeting"
+            and msg.get("emoji") == "📅" and isinstance(msg.get("expires"), int), ch)
+    j = await user_truth(d, "dave")
+    t.check("backend: message in GET /v1/users/{id}",
+            (j.get("message") or {}).get("text") == "In a meeting", j)
+    ch = entry(await eve.change("dave", timeout=4), "dave") or {}
+    t.check("at expiry: one change, message null, reason expired",
+            ch.get("change") == "message" and ch.get("message") is None
+            and ch.get("reason") == "expired", ch)
+    t.eq("nothing after the expiry", await eve.changes(1.2, "dave"), [])
+    j = await user_truth(d, "dave")
+    t.check("backend: message gone", j.get("message") is None, j)
+    evs = [e["data"] for e in await sse.collect(0.3) if isinstance(e.get("data"), dict)]
+    um = [e for e in evs if e.get("type") == "user.message" and e.get("user_id") == "dave"]
+    t.eq("events: user.message set then expired, once each",
+         [(e.get("reason"), (e.get("message") or {}).get("text")) for e in um],
+         [("explicit", "In a meeting"), ("expired", None)])
+    sse.close()
+    await dave.close()
+    await eve.close()
+test_message_and_expiry.timeout = 20
+
+
+async def test_backend_sets_for_any_user(t, d, args):
+    r = await http(d, "PUT", "/v1/users/frank/availability", body={"availability": "away"})
+    t.check("PUT availability: 200 with the setting",
+            r.status == 200 and (r.json() or {}).get("availability") == "away", r)
+    r = await http(d, "PUT", "/v1/users/frank/message",
+                   body={"text": "On leave", "emoji": ":palm_tree:", "expires_at": now_ms() + 3600_000})
+    j = r.json() or {}
+    t.check("PUT message: 200 with the message",
+            r.status == 200 and (j.get("message") or {}).get("text") == "On leave", r)
+    j = await user_truth(d, "frank")
+    t.check("an absent user: offline, the setting kept (away, message)",
+            j.get("status") == "offline" and j.get("availability") == "away"
+            and (j.get("message") or {}).get("emoji") == ":palm_tree:", j)
+    # The user connects: away shows idle to watchers; the message too.
+    frank = await Client.connect(d, "frank", tok=token("frank", extra={"device": "mobile"}))
+    gina = await Client.connect(d, "gina", watch="*")
+    await gina.send({"type": "subscribe", "users": ["frank"], "id": 1})
+    u = entry(await gina.expect_type("presence", snapshot=True), "frank") or {}
+    t.check("watcher: away shows idle, devices {mobile: idle}, message",
+            u.get("status") == "idle" and u.get("availability") == "away"
+            and u.get("devices") == {"mobile": "idle"}
+            and (u.get("message") or {}).get("text") == "On leave", u)
+    r = await http(d, "GET", "/v1/users/frank/sessions")
+    ss = (r.json() or {}).get("sessions") or [{}]
+    t.eq("sessions: the token's device", ss[0].get("device"), "mobile")
+    r = await http(d, "DELETE", "/v1/users/frank/message")
+    t.check("DELETE message: 200, message null",
+            r.status == 200 and (r.json() or {}).get("message", 1) is None, r)
+    ch = entry(await gina.change("frank"), "frank") or {}
+    t.check("watcher: the clear as one change", ch.get("change") == "message"
+            and ch.get("message") is None and ch.get("reason") == "explicit", ch)
+    r = await http(d, "GET", "/v1/users?ids=frank,gina")
+    us = (r.json() or {}).get("users") or []
+    t.check("many users: each with its own availability and devices",
+            len(us) == 2 and us[0].get("availability") == "away"
+            and list((us[0].get("devices") or {}).keys()) == ["mobile"]
+            and list((us[1].get("devices") or {}).keys()) == ["web"], us)
+    await frank.close()
+    await gina.close()
+
+
+async def test_bad_input(t, d, args):
+    c = await Client.connect(d, "henry")
+    cases = [
+        ({"type": "availability", "availability": "busy"}, "bad_availability"),
+        ({"type": "availability"}, "bad_availability"),
+        ({"type": "availability", "availability": 3}, "bad_availability"),
+        ({"type": "message", "text": "x" * 129}, "bad_message"),
+        ({"type": "message", "text": "two\nlines"}, "bad_message"),
+        ({"type": "message", "text": 5}, "bad_message"),
+        ({"type": "message", "emoji": "e" * 65}, "bad_message"),
+        ({"type": "message", "text": "x", "expires_in": 0}, "bad_expiry"),
+        ({"type": "message", "text": "x", "expires_in": 34560001}, "bad_expiry"),
+        ({"type": "message", "text": "x", "expires_in": 1.5}, "bad_expiry"),
+        ({"type": "message", "text": "x", "expires_in": "60"}, "bad_expiry"),
+        ({"type": "message", "text": "x", "expires_at": now_ms() - 1000}, "bad_expiry"),
+        ({"type": "message", "text": "x", "expires_at": now_ms() + 401 * 86400_000}, "bad_expiry"),
+        ({"type": "message", "text": "x", "expires_in": 5, "expires_at": now_ms() + 9000}, "bad_expiry"),
+    ]
+    for i, (msg, code) in enumerate(cases):
+        if i and i % 8 == 0:
+            # The tenth malformed message on one connection closes it (1008).
+            await c.close()
+            c = await Client.connect(d, "henry")
+        msg["id"] = i
+        await c.send(msg)
+        m = await c.expect_type("error", id=i)
+        t.check(f"ws {msg}: error {code}", (m or {}).get("code") == code, m)
+    # Invalid UTF-8 inside JSON text is refused by the WebSocket layer (1007),
+    # so it is tried over HTTP below.
+    j = await user_truth(d, "henry")
+    t.check("ws: nothing stored", j.get("availability") == "auto" and j.get("message") is None, j)
+    hcases = [
+        ("PUT", "/v1/users/henry/availability", {"availability": "offline"}, 400, "bad_availability"),
+        ("PUT", "/v1/users/henry/availability", b"{", 400, "bad_json"),
+        ("PUT", "/v1/users/henry/message", {"text": "y" * 200}, 400, "bad_message"),
+        ("PUT", "/v1/users/henry/message", b'{"text":"bad \xff utf8"}', 400, None),
+        ("PUT", "/v1/users/henry/message", {"text": "y", "expires_at": 5}, 400, "bad_expiry"),
+        ("GET", "/v1/users/henry/availability", None, 405, "method_not_allowed"),
+        ("POST", "/v1/users/henry/message", {"text": "y"}, 405, "method_not_allowed"),
+        ("PUT", "/v1/users/bad%01id/availability", {"availability": "dnd"}, 400, "bad_user_id"),
+    ]
+    for method, path, body, status, code in hcases:
+        r = await http(d, method, path, body=body)
+        t.check(f"http {method} {path} {body!r:.40}: {status} {code}",
+                r.status == status and (code is None or r.error_code == code), r)
+    j = await user_truth(d, "henry")
+    t.check("http: nothing stored", j.get("availability") == "auto" and j.get("message") is None, j)
+    # A device claim with a control character: the token is refused.
+    tok = token("ivan", extra={"device": "pho\nne"})
+    try:
+        bad = await Client.connect(d, "ivan", tok=tok)
+        t.check("device claim with a control character: refused", False, bad.welcome)
+        await bad.close()
+    except Exception as e:
+        t.check("device claim with a control character: refused (401)", "401" in str(e), str(e))
+    await c.close()
+
+
+if __name__ == "__main__":
+    run([
+        ("user-status", {"--offline-grace-ms": "0"},
+         [test_watcher_sees_masked_changes_once, test_message_and_expiry,
+          test_backend_sets_for_any_user, test_bad_input]),
+    ])

@@ -149,6 +149,137 @@ func (c *Client) Kick(ctx context.Context, sessionID string) error {
 	return c.Do(ctx, "DELETE", "/v1/sessions/"+url.PathEscape(sessionID), nil, nil)
 }
 
+// ChannelMember is a member of a channel (protocol.md section 4).
+type ChannelMember struct {
+	UserID   string          `json:"user_id"`
+	Status   string          `json:"status"`
+	Data     json.RawMessage `json:"data"`
+	Since    int64           `json:"since"`
+	Version  int64           `json:"version"`
+	Sessions []struct {
+		SessionID string          `json:"session_id"`
+		Status    string          `json:"status"`
+		Data      json.RawMessage `json:"data"`
+		Joined    int64           `json:"joined"`
+	} `json:"sessions,omitempty"`
+}
+
+// MembersPage is one page of a channel's members; Next is nil on the last.
+type MembersPage struct {
+	Channel string          `json:"channel"`
+	Count   int             `json:"count"`
+	Members []ChannelMember `json:"members"`
+	Next    *string         `json:"next"`
+}
+
+// ChannelCount is a channel and its member count.
+type ChannelCount struct {
+	Channel string `json:"channel"`
+	Count   int    `json:"count"`
+}
+
+// Channel: GET /v1/channels/{name} (its member count).
+func (c *Client) Channel(ctx context.Context, name string) (*ChannelCount, error) {
+	var r ChannelCount
+	if err := c.Do(ctx, "GET", "/v1/channels/"+url.PathEscape(name), nil, &r); err != nil {
+		return nil, err
+	}
+	return &r, nil
+}
+
+// ChannelMembers: one page (limit 1..1000; after: the previous page's Next, or "").
+func (c *Client) ChannelMembers(ctx context.Context, name string, limit int, after string) (*MembersPage, error) {
+	q := url.Values{"limit": {fmt.Sprint(limit)}}
+	if after != "" {
+		q.Set("after", after)
+	}
+	var r MembersPage
+	if err := c.Do(ctx, "GET", "/v1/channels/"+url.PathEscape(name)+"/members?"+q.Encode(), nil, &r); err != nil {
+		return nil, err
+	}
+	return &r, nil
+}
+
+// Channels: the active channels under a prefix, one page; next is "" on the last.
+func (c *Client) Channels(ctx context.Context, prefix string, limit int, after string) (channels []ChannelCount, next string, err error) {
+	q := url.Values{"limit": {fmt.Sprint(limit)}}
+	if prefix != "" {
+		q.Set("prefix", prefix)
+	}
+	if after != "" {
+		q.Set("after", after)
+	}
+	var r struct {
+		Channels []ChannelCount `json:"channels"`
+		Next     *string        `json:"next"`
+	}
+	if err := c.Do(ctx, "GET", "/v1/channels?"+q.Encode(), nil, &r); err != nil {
+		return nil, "", err
+	}
+	if r.Next != nil {
+		next = *r.Next
+	}
+	return r.Channels, next, nil
+}
+
+// RemoveFromChannel: every session of the user leaves the channel (reason kicked).
+func (c *Client) RemoveFromChannel(ctx context.Context, name, userID string) error {
+	return c.Do(ctx, "DELETE", "/v1/channels/"+url.PathEscape(name)+"/members/"+url.PathEscape(userID), nil, nil)
+}
+
+// SetAvailability: "auto", "dnd", "away" or "invisible".
+func (c *Client) SetAvailability(ctx context.Context, userID, availability string) error {
+	return c.Do(ctx, "PUT", "/v1/users/"+url.PathEscape(userID)+"/availability", map[string]string{"availability": availability}, nil)
+}
+
+// SetMessage sets the status message; expiresIn 0: no expiry.
+func (c *Client) SetMessage(ctx context.Context, userID, text, emoji string, expiresIn time.Duration) error {
+	body := map[string]any{"text": text}
+	if emoji != "" {
+		body["emoji"] = emoji
+	}
+	if expiresIn > 0 {
+		body["expires_in"] = int64(expiresIn / time.Second)
+	}
+	return c.Do(ctx, "PUT", "/v1/users/"+url.PathEscape(userID)+"/message", body, nil)
+}
+
+// ClearMessage: DELETE /v1/users/{id}/message.
+func (c *Client) ClearMessage(ctx context.Context, userID string) error {
+	return c.Do(ctx, "DELETE", "/v1/users/"+url.PathEscape(userID)+"/message", nil, nil)
+}
+
+// PutSession creates or renews a session with a TTL (serverless backends); created reports which.
+func (c *Client) PutSession(ctx context.Context, sessionID, userID string, ttl time.Duration, meta map[string]any) (created bool, err error) {
+	body := map[string]any{"user": userID, "ttl_ms": ttl.Milliseconds()}
+	if meta != nil {
+		body["meta"] = meta
+	}
+	var r struct {
+		Created bool `json:"created"`
+	}
+	err = c.Do(ctx, "PUT", "/v1/sessions/"+url.PathEscape(sessionID), body, &r)
+	return r.Created, err
+}
+
+// Origin is a backend reporting sessions (GET /v1/origins).
+type Origin struct {
+	Origin        string `json:"origin"`
+	State         string `json:"state"` // connected, detached
+	Sessions      int    `json:"sessions"`
+	Since         int64  `json:"since"`
+	DetachedSince int64  `json:"detached_since"`
+}
+
+// Origins: GET /v1/origins.
+func (c *Client) Origins(ctx context.Context) ([]Origin, error) {
+	var r struct{ Origins []Origin }
+	if err := c.Do(ctx, "GET", "/v1/origins", nil, &r); err != nil {
+		return nil, err
+	}
+	return r.Origins, nil
+}
+
 // Health: GET /healthz.
 func (c *Client) Health(ctx context.Context) (*Health, error) {
 	var h Health

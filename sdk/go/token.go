@@ -25,6 +25,9 @@ type TokenOptions struct {
 	Meta      map[string]any // stored with the session, shown to backends
 	Audience  string         // aud: must equal --jwt-audience
 	NotBefore time.Time      // nbf
+	Device    string         // device: the session's device kind (web, mobile, desktop, or a word)
+	Channels  []string       // channels: patterns the session may join and observe ("room:*", "*")
+	Observe   []string       // observe: extra patterns it may only observe
 	Claims    map[string]any // further claims, merged last
 	Now       func() time.Time
 }
@@ -62,6 +65,16 @@ func MintToken(o TokenOptions) (string, error) {
 	}
 	if o.Audience != "" {
 		claims["aud"] = o.Audience
+	}
+	if o.Device != "" {
+		claims["device"] = o.Device
+	}
+	for name, v := range map[string][]string{"channels": o.Channels, "observe": o.Observe} {
+		if len(v) == 1 && v[0] == "*" {
+			claims[name] = "*"
+		} else if v != nil {
+			claims[name] = v
+		}
 	}
 	if !o.NotBefore.IsZero() {
 		claims["nbf"] = o.NotBefore.Unix()

@@ -1,0 +1,619 @@
+// SPDX-License-Identifier: MIT
+
+package presence
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/coder/websocket"
+)
+
+// BackendOptions of NewBackend.
+type BackendOptions struct {
+	URL    string // presenced's base URL, http(s)://host:port
+	APIKey string
+	Origin string // a stable name of this process (the same after a restart)
+	// Retry is the first reconnect delay (250 ms), doubling up to MaxRetry (10 s).
+	Retry, MaxRetry time.Duration
+	MaxOps          int // ops per frame at most (10000, and at most the server's max_ops)
+	// OnRejected: an op presenced refused (the protocol's per-op code).
+	OnRejected func(op BackendOp, code, message string)
+	// OnEnded: a session ended by someone else (a kick); it has left Sessions.
+	OnEnded func(session, user, reason string)
+	// OnError: a lost connection or a refused frame (it reconnects by itself).
+	OnError func(error)
+}
+
+// BackendOp is one operation of a batch (protocol.md section 5.2).
+type BackendOp struct {
+	Op      string          `json:"op"`
+	Session string          `json:"session"`
+	User    string          `json:"user,omitempty"`
+	Status  string          `json:"status,omitempty"`
+	Meta    json.RawMessage `json:"meta,omitempty"`
+	Device  string          `json:"device,omitempty"`
+	Channel string          `json:"channel,omitempty"`
+	Data    json.RawMessage `json:"data,omitempty"`
+}
+
+// HeldSession is a session this process reports.
+type HeldSession struct {
+	User     string
+	Status   string
+	Meta     json.RawMessage
+	Device   string
+	Channels map[string]json.RawMessage
+}
+
+// BackendWelcome is the server's first frame.
+type BackendWelcome struct {
+	Protocol    int    `json:"protocol"`
+	Origin      string `json:"origin"`
+	Resumed     bool   `json:"resumed"`
+	Sessions    int    `json:"sessions"`
+	LeaseMS     int64  `json:"lease_ms"`
+	ResumeMS    int64  `json:"resume_ms"`
+	HeartbeatMS int64  `json:"heartbeat_ms"`
+	MaxOps      int    `json:"max_ops"`
+}
+
+// Backend is the backend session connection (protocol.md section 5): this
+// process's sessions, reported over one WebSocket, batched and acknowledged.
+// It keeps the list itself and re-asserts it (sync, then the channel joins)
+// after every reconnect, so presenced emits only net differences; operations
+// made while disconnected just change the list. Safe for concurrent use.
+type Backend struct {
+	o BackendOptions
+
+	mu       sync.Mutex
+	sessions map[string]*HeldSession
+	leftDown map[string]map[string]bool
+	queue    []BackendOp
+	inflight map[int64][]BackendOp
+	seq      int64
+	conn     *websocket.Conn
+	ready    bool
+	closed   bool
+	kick     chan struct{}
+	acked    *sync.Cond
+	welcome  *BackendWelcome
+	connects int
+	cancel   context.CancelFunc
+	done     chan struct{}
+	readyCh  chan error
+	OpsAcked int64
+	OpErrors int64
+	connGen  int
+}
+
+// NewBackend prepares a connection; Connect starts it.
+func NewBackend(o BackendOptions) *Backend {
+	if o.Retry == 0 {
+		o.Retry = 250 * time.Millisecond
+	}
+	if o.MaxRetry == 0 {
+		o.MaxRetry = 10 * time.Second
+	}
+	if o.MaxOps == 0 {
+		o.MaxOps = 10000
+	}
+	b := &Backend{o: o, sessions: map[string]*HeldSession{}, leftDown: map[string]map[string]bool{},
+		inflight: map[int64][]BackendOp{}, kick: make(chan struct{}, 1), done: make(chan struct{}), readyCh: make(chan error, 1)}
+	b.acked = sync.NewCond(&b.mu)
+	return b
+}
+
+func (b *Backend) wsURL() string {
+	u := strings.TrimRight(b.o.URL, "/")
+	u = "ws" + strings.TrimPrefix(u, "http")
+	return u + "/v1/backend?origin=" + url.QueryEscape(b.o.Origin)
+}
+
+// Connect starts the connection (reconnecting until End) and waits for the first welcome.
+func (b *Backend) Connect(ctx context.Context) (*BackendWelcome, error) {
+	rctx, cancel := context.WithCancel(context.Background())
+	b.cancel = cancel
+	go b.run(rctx)
+	select {
+	case err := <-b.readyCh:
+		if err != nil {
+			return nil, err
+		}
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		return b.welcome, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+func (b *Backend) run(ctx context.Context) {
+	defer close(b.done)
+	delay := b.o.Retry
+	first := true
+	for ctx.Err() == nil {
+		hdr := http.Header{"Authorization": {"Bearer " + b.o.APIKey}}
+		c, res, err := websocket.Dial(ctx, b.wsURL(), &websocket.DialOptions{HTTPHeader: hdr})
+		if err != nil {
+			if res != nil && (res.StatusCode == 401 || res.StatusCode == 400) {
+				e := &Error{Status: res.StatusCode, Code: "http_" + http.StatusText(res.StatusCode), Message: err.Error()}
+				if first {
+					b.readyCh <- e
+				}
+				return
+			}
+			if b.o.OnError != nil && ctx.Err() == nil {
+				b.o.OnError(err)
+			}
+		} else {
+			c.SetReadLimit(-1)
+			delay = b.o.Retry
+			b.serve(ctx, c, &first)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(delay):
+		}
+		if delay *= 2; delay > b.o.MaxRetry {
+			delay = b.o.MaxRetry
+		}
+	}
+}
+
+// serve reads one connection until it ends.
+func (b *Backend) serve(ctx context.Context, c *websocket.Conn, first *bool) {
+	b.mu.Lock()
+	b.conn = c
+	b.connGen++
+	b.mu.Unlock()
+	writerDone := make(chan struct{})
+	cctx, cancel := context.WithCancel(ctx)
+	go func() { defer close(writerDone); b.writer(cctx, c) }()
+	for {
+		_, data, err := c.Read(ctx)
+		if err != nil {
+			if b.o.OnError != nil && ctx.Err() == nil {
+				b.o.OnError(err)
+			}
+			break
+		}
+		var m struct {
+			Type    string `json:"type"`
+			Seq     int64  `json:"seq"`
+			Session string `json:"session"`
+			Reason  string `json:"reason"`
+			Code    string `json:"code"`
+			Message string `json:"message"`
+			RetryMS int64  `json:"retry_ms"`
+			Errors  []struct {
+				Index   int    `json:"index"`
+				Code    string `json:"code"`
+				Message string `json:"message"`
+			} `json:"errors"`
+		}
+		if json.Unmarshal(data, &m) != nil {
+			continue
+		}
+		switch m.Type {
+		case "welcome":
+			var w BackendWelcome
+			json.Unmarshal(data, &w)
+			b.mu.Lock()
+			b.welcome = &w
+			b.connects++
+			if w.MaxOps > 0 && w.MaxOps < b.o.MaxOps {
+				b.o.MaxOps = w.MaxOps
+			}
+			b.reassertLocked()
+			b.ready = true
+			b.mu.Unlock()
+			b.poke()
+			if *first {
+				*first = false
+				b.readyCh <- nil
+			}
+		case "ack":
+			b.mu.Lock()
+			ops, ok := b.inflight[m.Seq]
+			delete(b.inflight, m.Seq)
+			type rej struct {
+				op         BackendOp
+				code, text string
+			}
+			var rejected []rej
+			if ok {
+				b.OpsAcked += int64(len(ops))
+				for _, e := range m.Errors {
+					if e.Index < len(ops) {
+						b.OpErrors++
+						b.undoLocked(ops[e.Index], e.Code)
+						rejected = append(rejected, rej{ops[e.Index], e.Code, e.Message})
+					}
+				}
+			}
+			b.acked.Broadcast()
+			b.mu.Unlock()
+			if b.o.OnRejected != nil {
+				for _, r := range rejected {
+					b.o.OnRejected(r.op, r.code, r.text)
+				}
+			}
+		case "ended":
+			b.mu.Lock()
+			user := ""
+			if s := b.sessions[m.Session]; s != nil {
+				user = s.User
+			}
+			delete(b.sessions, m.Session)
+			b.mu.Unlock()
+			if b.o.OnEnded != nil {
+				b.o.OnEnded(m.Session, user, m.Reason)
+			}
+		case "error":
+			b.mu.Lock()
+			if ops, ok := b.inflight[m.Seq]; ok {
+				delete(b.inflight, m.Seq)
+				if m.Code == "rate_limited" {
+					var again []BackendOp
+					for _, op := range ops {
+						if op.Op != "sync" {
+							again = append(again, op)
+						}
+					}
+					b.queue = append(again, b.queue...)
+					time.AfterFunc(time.Duration(m.RetryMS+1)*time.Millisecond, b.poke)
+				}
+				b.acked.Broadcast()
+			}
+			b.mu.Unlock()
+			if b.o.OnError != nil {
+				b.o.OnError(errors.New("presence backend: frame refused: " + m.Code + ": " + m.Message))
+			}
+		}
+	}
+	cancel()
+	<-writerDone
+	b.mu.Lock()
+	b.ready = false
+	b.conn = nil
+	b.queue = nil
+	b.inflight = map[int64][]BackendOp{}
+	b.acked.Broadcast()
+	b.mu.Unlock()
+}
+
+func (b *Backend) poke() {
+	select {
+	case b.kick <- struct{}{}:
+	default:
+	}
+}
+
+// writer sends the queue as batches whenever poked.
+func (b *Backend) writer(ctx context.Context, c *websocket.Conn) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-b.kick:
+		}
+		for {
+			b.mu.Lock()
+			if !b.ready || len(b.queue) == 0 {
+				b.mu.Unlock()
+				break
+			}
+			n := len(b.queue)
+			if n > b.o.MaxOps {
+				n = b.o.MaxOps
+			}
+			ops := b.queue[:n:n]
+			b.queue = b.queue[n:]
+			b.seq++
+			seq := b.seq
+			b.inflight[seq] = ops
+			b.mu.Unlock()
+			frame, _ := json.Marshal(map[string]any{"type": "batch", "seq": seq, "ops": ops})
+			if err := c.Write(ctx, websocket.MessageText, frame); err != nil {
+				return
+			}
+		}
+	}
+}
+
+func (b *Backend) undoLocked(op BackendOp, code string) {
+	s := b.sessions[op.Session]
+	switch {
+	case op.Op == "open" && code != "internal":
+		if s != nil && s.User == op.User {
+			delete(b.sessions, op.Session)
+		}
+	case op.Op == "join":
+		if s != nil {
+			delete(s.Channels, op.Channel)
+		}
+	case code == "no_session" || code == "session_owned":
+		delete(b.sessions, op.Session)
+	}
+}
+
+// reassertLocked sends the whole list (sync frames) and queues the channel joins first.
+func (b *Backend) reassertLocked() {
+	type item struct {
+		Session string          `json:"session"`
+		User    string          `json:"user"`
+		Status  string          `json:"status"`
+		Meta    json.RawMessage `json:"meta,omitempty"`
+		Device  string          `json:"device,omitempty"`
+	}
+	items := make([]item, 0, len(b.sessions))
+	for id, s := range b.sessions {
+		items = append(items, item{id, s.User, s.Status, s.Meta, s.Device})
+	}
+	for i := 0; ; i += b.o.MaxOps {
+		j := i + b.o.MaxOps
+		if j > len(items) {
+			j = len(items)
+		}
+		b.seq++
+		ops := make([]BackendOp, j-i)
+		for k, it := range items[i:j] {
+			ops[k] = BackendOp{Op: "sync", Session: it.Session, User: it.User, Status: it.Status}
+		}
+		b.inflight[b.seq] = ops
+		frame, _ := json.Marshal(map[string]any{"type": "sync", "seq": b.seq, "sessions": items[i:j], "done": j >= len(items)})
+		// Written under the lock, from the reader goroutine: the sync precedes
+		// every op of this connection, and no op can slip between the list
+		// read above and the ready flag set after it.
+		err := b.conn.Write(context.Background(), websocket.MessageText, frame)
+		if err != nil || j >= len(items) {
+			break
+		}
+	}
+	var ops []BackendOp
+	for id, chans := range b.leftDown {
+		if b.sessions[id] != nil {
+			for ch := range chans {
+				ops = append(ops, BackendOp{Op: "leave", Session: id, Channel: ch})
+			}
+		}
+	}
+	b.leftDown = map[string]map[string]bool{}
+	for id, s := range b.sessions {
+		for ch, data := range s.Channels {
+			ops = append(ops, BackendOp{Op: "join", Session: id, Channel: ch, Data: data})
+		}
+	}
+	b.queue = append(ops, b.queue...)
+}
+
+func (b *Backend) pushLocked(op BackendOp) {
+	if b.ready {
+		b.queue = append(b.queue, op)
+		b.poke()
+	}
+}
+
+func randomID() string {
+	var x [16]byte
+	rand.Read(x[:])
+	return hex.EncodeToString(x[:])
+}
+
+// OpenOptions of Open.
+type OpenOptions struct {
+	Session string // "" : a random id
+	Status  string // "online" (default) or "idle"
+	Meta    map[string]any
+	Device  string
+}
+
+// Open starts a session of this origin and returns its id.
+func (b *Backend) Open(userID string, o OpenOptions) string {
+	id := o.Session
+	if id == "" {
+		id = randomID()
+	}
+	status := o.Status
+	if status == "" {
+		status = "online"
+	}
+	var meta json.RawMessage
+	if o.Meta != nil {
+		meta, _ = json.Marshal(o.Meta)
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.sessions[id] = &HeldSession{User: userID, Status: status, Meta: meta, Device: o.Device, Channels: map[string]json.RawMessage{}}
+	op := BackendOp{Op: "open", Session: id, User: userID, Meta: meta, Device: o.Device}
+	if status != "online" {
+		op.Status = status
+	}
+	b.pushLocked(op)
+	return id
+}
+
+// SetStatus: "online" or "idle" (the seed's setStatusOnline / setStatusIdle).
+func (b *Backend) SetStatus(session, status string) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	s := b.sessions[session]
+	if s == nil {
+		return false
+	}
+	if s.Status != status {
+		s.Status = status
+		b.pushLocked(BackendOp{Op: "status", Session: session, Status: status})
+	}
+	return true
+}
+
+// Close ends a session.
+func (b *Backend) Close(session string) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.sessions[session] == nil {
+		return false
+	}
+	delete(b.sessions, session)
+	delete(b.leftDown, session)
+	b.pushLocked(BackendOp{Op: "close", Session: session})
+	return true
+}
+
+// Join a channel with data (nil: none); joining again replaces the data.
+func (b *Backend) Join(session, channel string, data map[string]any) bool {
+	raw := json.RawMessage("null")
+	if data != nil {
+		raw, _ = json.Marshal(data)
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	s := b.sessions[session]
+	if s == nil {
+		return false
+	}
+	s.Channels[channel] = raw
+	b.pushLocked(BackendOp{Op: "join", Session: session, Channel: channel, Data: raw})
+	return true
+}
+
+// Update a joined channel's data.
+func (b *Backend) Update(session, channel string, data map[string]any) bool {
+	raw := json.RawMessage("null")
+	if data != nil {
+		raw, _ = json.Marshal(data)
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	s := b.sessions[session]
+	if s == nil {
+		return false
+	}
+	if _, ok := s.Channels[channel]; !ok {
+		return false
+	}
+	s.Channels[channel] = raw
+	b.pushLocked(BackendOp{Op: "update", Session: session, Channel: channel, Data: raw})
+	return true
+}
+
+// Leave a channel.
+func (b *Backend) Leave(session, channel string) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	s := b.sessions[session]
+	if s == nil {
+		return false
+	}
+	if _, ok := s.Channels[channel]; !ok {
+		return false
+	}
+	delete(s.Channels, channel)
+	if b.ready {
+		b.pushLocked(BackendOp{Op: "leave", Session: session, Channel: channel})
+	} else {
+		if b.leftDown[session] == nil {
+			b.leftDown[session] = map[string]bool{}
+		}
+		b.leftDown[session][channel] = true
+	}
+	return true
+}
+
+// Sessions is a copy of the list of sessions this process holds.
+func (b *Backend) Sessions() map[string]HeldSession {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	out := make(map[string]HeldSession, len(b.sessions))
+	for id, s := range b.sessions {
+		out[id] = *s
+	}
+	return out
+}
+
+// Connects counts the welcomes received.
+func (b *Backend) Connects() int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.connects
+}
+
+// Flush waits until every operation so far is acknowledged (or the connection
+// was lost: the re-assert carries them), or ctx ends.
+func (b *Backend) Flush(ctx context.Context) error {
+	b.poke()
+	stop := make(chan struct{})
+	defer close(stop)
+	go func() {
+		select {
+		case <-ctx.Done():
+			b.mu.Lock()
+			b.acked.Broadcast()
+			b.mu.Unlock()
+		case <-stop:
+		}
+	}()
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	// Ops still queued get a seq above the current one when sent: wait for those too.
+	for ctx.Err() == nil && b.ready && (len(b.queue) > 0 || len(b.inflight) > 0) {
+		b.acked.Wait()
+	}
+	return ctx.Err()
+}
+
+// Reconnect drops the connection (tests, failover): it reconnects and re-asserts.
+func (b *Backend) Reconnect() {
+	b.mu.Lock()
+	c := b.conn
+	b.mu.Unlock()
+	if c != nil {
+		c.CloseNow()
+	}
+}
+
+// End stops. bye ends every session of this origin now; otherwise presenced
+// keeps them for its resume window (a restarted process with the same origin
+// takes them back).
+func (b *Backend) End(ctx context.Context, bye bool) error {
+	b.Flush(ctx)
+	b.mu.Lock()
+	c := b.conn
+	b.closed = true
+	b.mu.Unlock()
+	if c != nil {
+		if bye {
+			c.Write(ctx, websocket.MessageText, []byte(`{"type":"bye"}`))
+			// the server closes with 1000 after ending the sessions
+			waitCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			for {
+				b.mu.Lock()
+				gone := b.conn == nil
+				b.mu.Unlock()
+				if gone || waitCtx.Err() != nil {
+					break
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
+			cancel()
+		} else {
+			c.Close(websocket.StatusNormalClosure, "")
+		}
+	}
+	if b.cancel != nil {
+		b.cancel()
+		<-b.done
+	}
+	return nil
+}

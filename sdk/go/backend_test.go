@@ -1,0 +1,141 @@
+// SPDX-License-Identifier: MIT
+
+package presence
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+)
+
+// backendDaemon is a presenced with the backend session connection, or a skip
+// saying why (a presenced without GET /v1/origins).
+func backendDaemon(t *testing.T) *daemon {
+	d, err := startDaemon("--offline-grace-ms", "0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := NewClient(d.url(), testAPIKey).Origins(context.Background()); err != nil {
+		d.stop()
+		t.Skipf("this presenced has no backend session connection (GET /v1/origins: %v)", err)
+	}
+	return d
+}
+
+func TestBackendOpenStatusClose(t *testing.T) {
+	d := backendDaemon(t)
+	defer d.stop()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	api := NewClient(d.url(), testAPIKey)
+	var rejected []string
+	b := NewBackend(BackendOptions{URL: d.url(), APIKey: testAPIKey, Origin: "go-a",
+		OnRejected: func(_ BackendOp, code, _ string) { rejected = append(rejected, code) }})
+	w, err := b.Connect(ctx)
+	if err != nil || w.Resumed {
+		t.Fatalf("connect: %v %+v", err, w)
+	}
+	s1 := b.Open("alice", OpenOptions{Meta: map[string]any{"name": "Alice"}, Device: "web"})
+	b.Open("bob", OpenOptions{Status: "idle"})
+	b.Flush(ctx)
+	us, _ := api.GetUsers(ctx, []string{"alice", "bob"})
+	if us[0].Status != "online" || us[1].Status != "idle" {
+		t.Fatalf("users %+v", us)
+	}
+	b.SetStatus(s1, "idle")
+	b.Flush(ctx)
+	if u, _ := api.GetUser(ctx, "alice"); u.Status != "idle" {
+		t.Fatalf("alice %+v", u)
+	}
+	b.Open("", OpenOptions{})
+	b.Flush(ctx)
+	if fmt.Sprint(rejected) != "[bad_user_id]" || len(b.Sessions()) != 2 {
+		t.Fatalf("rejected %v, %d sessions", rejected, len(b.Sessions()))
+	}
+	b.End(ctx, true)
+	if us, _ := api.GetUsers(ctx, []string{"alice", "bob"}); us[0].Status != "offline" || us[1].Status != "offline" {
+		t.Fatalf("after bye %+v", us)
+	}
+}
+
+func TestBackendReassertEmitsNothing(t *testing.T) {
+	d := backendDaemon(t)
+	defer d.stop()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	api := NewClient(d.url(), testAPIKey)
+	b := NewBackend(BackendOptions{URL: d.url(), APIKey: testAPIKey, Origin: "go-b", Retry: 20 * time.Millisecond})
+	if _, err := b.Connect(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 100; i++ {
+		b.Open(fmt.Sprint("u", i%20), OpenOptions{Session: fmt.Sprint("g-", i)})
+	}
+	b.Flush(ctx)
+	// From now on nothing may be emitted.
+	connected := make(chan struct{}, 1)
+	s := api.Events(StreamOptions{OnConnect: func() { connected <- struct{}{} }})
+	defer s.Close()
+	var items []StreamItem
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for s.Next(ctx) {
+			items = append(items, s.Item())
+		}
+	}()
+	<-connected
+	b.Reconnect() // the network drops
+	for b.Connects() < 2 {
+		time.Sleep(10 * time.Millisecond)
+	}
+	b.Flush(ctx)
+	b.End(ctx, false) // a plain close: kept for the resume window
+	b2 := NewBackend(BackendOptions{URL: d.url(), APIKey: testAPIKey, Origin: "go-b"})
+	for i := 0; i < 100; i++ {
+		b2.Open(fmt.Sprint("u", i%20), OpenOptions{Session: fmt.Sprint("g-", i)})
+	}
+	w, err := b2.Connect(ctx)
+	if err != nil || !w.Resumed {
+		t.Fatalf("restart: %v %+v", err, w)
+	}
+	b2.Flush(ctx)
+	time.Sleep(200 * time.Millisecond)
+	s.Close()
+	<-done
+	if len(items) != 0 {
+		t.Fatalf("re-asserts emitted %v", brief(items))
+	}
+	b2.End(ctx, true)
+}
+
+func TestBackendKickIsEnded(t *testing.T) {
+	d := backendDaemon(t)
+	defer d.stop()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	ended := make(chan string, 1)
+	b := NewBackend(BackendOptions{URL: d.url(), APIKey: testAPIKey, Origin: "go-c",
+		OnEnded: func(session, user, reason string) { ended <- session + " " + user + " " + reason }})
+	if _, err := b.Connect(ctx); err != nil {
+		t.Fatal(err)
+	}
+	s := b.Open("carol", OpenOptions{})
+	b.Flush(ctx)
+	if err := NewClient(d.url(), testAPIKey).Kick(ctx, s); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case e := <-ended:
+		if e != s+" carol kicked" {
+			t.Fatalf("ended %q", e)
+		}
+	case <-ctx.Done():
+		t.Fatal("no ended notice")
+	}
+	if _, ok := b.Sessions()[s]; ok {
+		t.Fatal("kicked session still held")
+	}
+	b.End(ctx, true)
+}

@@ -132,6 +132,20 @@ uint64_t presence_redis_epoch(presence_store_t *s);
 int presence_redis_leave(presence_store_t *s,
                          void (*done)(void *ud, int status), void *ud);
 
+/* Kicks across instances (presenced: DELETE /v1/sessions/{id} asked of any
+ * instance). presence_redis_kick looks session_id up in the whole cluster:
+ * done(ud, 0) once the kick is on its way to every instance, ENOSESSION if
+ * no instance holds it, ESTORE/ETIMEDOUT if Redis could not say. Every
+ * instance (this one too) hears it through fn, called on the loop with the
+ * session id: the instance that holds it ends it. Kicks travel on the log
+ * reader's connection (a second stream in its XREAD): no connection of
+ * their own. Register fn before the store is attached to catch them all. */
+int presence_redis_on_kick(presence_store_t *s,
+                           void (*fn)(void *ud, const char *session_id),
+                           void *ud);
+int presence_redis_kick(presence_store_t *s, const char *session_id,
+                        void (*done)(void *ud, int status), void *ud);
+
 /* Tests only: stop (1) or resume (0) every timer of the store (heartbeat,
  * reaping, grace, reconciliation), as a stalled process would. */
 void presence_redis_debug_pause(presence_store_t *s, int paused);

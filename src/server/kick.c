@@ -3,51 +3,34 @@
  * Kicks across instances (Redis store only).
  *
  * The store ends only sessions this instance holds: a backend may call
- * DELETE /v1/sessions/{id} on any instance, so the request travels over
- * Redis pub/sub. Every instance subscribes to one channel; the instance
- * asked looks the session up in the store's session index (`sidx`, see
- * docs/internals/redis.md): absent, 404; present, it publishes the id and
- * the instance whose WebSocket holds the session closes it (reason kicked),
- * which ends the session through the store like any local kick.
- *
- * Two connections of our own: a subscribed connection can send nothing
- * else. hiredis 0.14's asynchronous API has no timeout, so a timer drops
- * the publishing connection when an answer is overdue (Redis stopped):
- * the waiting request then gets 503 instead of hanging.
+ * DELETE /v1/sessions/{id} on any instance. The store carries the request
+ * (presence_redis_kick: it looks the session up in the whole cluster and,
+ * if some instance holds it, passes the id to every instance through the
+ * log reader it already runs); the instance whose WebSocket holds the
+ * session closes it (reason kicked), which ends the session through the
+ * store like any local kick. No Redis key, command or connection here.
  */
 #include "server/server.h"
 
 #ifdef PRESENCED_HAVE_REDIS
 
-#include <hiredis/adapters/libuv.h>
-#include <hiredis/async.h>
-#include <hiredis/hiredis.h>
+#include "presence_redis.h"
+
 #include <stdlib.h>
 #include <string.h>
 
-#define KICK_TIMEOUT_MS 2000
-#define KICK_RETRY_MS 500
-/* The store's default key prefix (presenced does not change it). */
-#define STORE_PREFIX "presence:"
+typedef struct kick_req {
+  struct kick_req *prev, *next; /* pending, for kick_close */
+  struct kicker *k;             /* NULL once kick_close answered it */
+  void (*done)(srv_t *s, int found, void *ud);
+  void *ud;
+} kick_req_t;
 
 struct kicker {
   srv_t *s;
-  redisAsyncContext *sub, *pub;
-  int sub_up, pub_up;
-  uv_timer_t timer; /* reconnects and the answer watchdog */
+  kick_req_t *pending;
   int closing;
-  srv_redis_addr_t addr;
-  char channel[64];
-  uint32_t pending;    /* commands sent on pub, not answered */
-  int64_t progress_ms; /* last send or answer on pub while pending */
 };
-
-typedef struct kick_req {
-  struct kicker *k;
-  void (*done)(srv_t *s, int found, void *ud);
-  void *ud;
-  char sid[PRESENCE_ID_MAX + 1];
-} kick_req_t;
 
 int srv_redis_url(const char *url, srv_redis_addr_t *a) {
   memset(a, 0, sizeof *a);
@@ -80,99 +63,12 @@ void srv_redis_addr_free(srv_redis_addr_t *a) {
   memset(a, 0, sizeof *a);
 }
 
-static void on_message(redisAsyncContext *ac, void *reply, void *priv) {
-  struct kicker *k = priv;
-  redisReply *r = reply;
-  (void)ac;
-  if (!r || r->type != REDIS_REPLY_ARRAY || r->elements != 3) return;
-  redisReply *kind = r->element[0], *msg = r->element[2];
-  if (kind->type != REDIS_REPLY_STRING || strcmp(kind->str, "message") ||
-      msg->type != REDIS_REPLY_STRING)
-    return;
-  if (map_get(&k->s->sessions, msg->str)) {
-    srv_log(k->s, PRESENCE_LOG_INFO, "session %s kicked through Redis",
-            msg->str);
-    ws_kick(k->s, msg->str);
-  }
-}
-
-static void connect_all(struct kicker *k);
-
-static void on_connect(const redisAsyncContext *ac, int status) {
-  struct kicker *k = ac->data;
-  if (!k) return;
-  int is_sub = ac == k->sub;
-  if (status != REDIS_OK) {
-    /* hiredis frees the context after a failed connect. */
-    if (is_sub)
-      k->sub = NULL;
-    else
-      k->pub = NULL;
-    return;
-  }
-  if (is_sub) {
-    k->sub_up = 1;
-    redisAsyncCommand(k->sub, on_message, k, "SUBSCRIBE %s", k->channel);
-  } else {
-    k->pub_up = 1;
-  }
-}
-
-static void on_disconnect(const redisAsyncContext *ac, int status) {
-  struct kicker *k = ac->data;
-  (void)status;
-  if (!k) return;
-  if (ac == k->sub) {
-    k->sub = NULL;
-    k->sub_up = 0;
-  } else if (ac == k->pub) {
-    k->pub = NULL;
-    k->pub_up = 0;
-    k->pending = 0;
-  }
-}
-
-static redisAsyncContext *open_one(struct kicker *k) {
-  redisAsyncContext *ac = k->addr.path
-                              ? redisAsyncConnectUnix(k->addr.path)
-                              : redisAsyncConnect(k->addr.host, k->addr.port);
-  if (!ac) return NULL;
-  if (ac->err || redisLibuvAttach(ac, k->s->loop) != REDIS_OK) {
-    redisAsyncFree(ac);
-    return NULL;
-  }
-  ac->data = k;
-  redisAsyncSetConnectCallback(ac, on_connect);
-  redisAsyncSetDisconnectCallback(ac, on_disconnect);
-  return ac;
-}
-
-static void connect_all(struct kicker *k) {
-  if (k->closing) return;
-  if (!k->sub) k->sub = open_one(k);
-  if (!k->pub) {
-    k->pub = open_one(k);
-    /* The store selects its database; the index we read lives there. */
-    if (k->pub && k->addr.db)
-      redisAsyncCommand(k->pub, NULL, NULL, "SELECT %d", k->addr.db);
-  }
-}
-
-static void on_timer(uv_timer_t *t) {
-  struct kicker *k = t->data;
-  if (k->pub && k->pending &&
-      srv_now_mono(k->s) - k->progress_ms > KICK_TIMEOUT_MS) {
-    srv_log(k->s, PRESENCE_LOG_WARN,
-            "kick channel: Redis did not answer in %d ms, reconnecting",
-            KICK_TIMEOUT_MS);
-    redisAsyncContext *ac = k->pub;
-    k->pub = NULL;
-    k->pub_up = 0;
-    ac->data = NULL;    /* its disconnect callback must not touch k->pub */
-    redisAsyncFree(ac); /* pending callbacks run with no reply */
-    k->pending = 0;
-  }
-  connect_all(k);
+static void on_kick(void *ud, const char *session_id) {
+  struct kicker *k = ud;
+  if (k->closing || !map_get(&k->s->sessions, session_id)) return;
+  srv_log(k->s, PRESENCE_LOG_INFO, "session %s kicked through Redis",
+          session_id);
+  ws_kick(k->s, session_id);
 }
 
 int kick_init(srv_t *s) {
@@ -181,86 +77,69 @@ int kick_init(srv_t *s) {
   if (!k) return -1;
   k->s = s;
   s->kicker = k;
-  if (srv_redis_url(s->cfg.store, &k->addr) != 0) return -1;
-  snprintf(k->channel, sizeof k->channel, "%skick:%d", STORE_PREFIX,
-           k->addr.db);
-  uv_timer_init(s->loop, &k->timer);
-  k->timer.data = k;
-  uv_timer_start(&k->timer, on_timer, KICK_RETRY_MS, KICK_RETRY_MS);
-  connect_all(k);
-  return 0;
+  return presence_redis_on_kick(s->rstore, on_kick, k) ? -1 : 0;
 }
 
-static void req_finish(kick_req_t *q, int found) {
+static void unlink_req(struct kicker *k, kick_req_t *q) {
+  if (q->prev)
+    q->prev->next = q->next;
+  else
+    k->pending = q->next;
+  if (q->next) q->next->prev = q->prev;
+  q->prev = q->next = NULL;
+}
+
+static void on_kicked(void *ud, int status) {
+  kick_req_t *q = ud;
   struct kicker *k = q->k;
-  if (k->pending) k->pending--;
-  k->progress_ms = srv_now_mono(k->s);
-  q->done(k->s, found, q->ud);
+  if (!k) { /* answered by kick_close already */
+    free(q);
+    return;
+  }
+  unlink_req(k, q);
+  q->done(k->s, status == 0 ? 1 : status == PRESENCE_ENOSESSION ? 0 : -1,
+          q->ud);
   free(q);
-}
-
-static void on_published(redisAsyncContext *ac, void *reply, void *priv) {
-  kick_req_t *q = priv;
-  redisReply *r = reply;
-  (void)ac;
-  req_finish(q, r && r->type == REDIS_REPLY_INTEGER ? 1 : -1);
-}
-
-static void on_exists(redisAsyncContext *ac, void *reply, void *priv) {
-  kick_req_t *q = priv;
-  struct kicker *k = q->k;
-  redisReply *r = reply;
-  if (!r || r->type != REDIS_REPLY_INTEGER) {
-    req_finish(q, -1);
-    return;
-  }
-  if (r->integer == 0) {
-    req_finish(q, 0);
-    return;
-  }
-  k->progress_ms = srv_now_mono(k->s);
-  if (redisAsyncCommand(ac, on_published, q, "PUBLISH %s %s", k->channel,
-                        q->sid) != REDIS_OK)
-    req_finish(q, -1);
 }
 
 int kick_remote(srv_t *s, const char *session_id,
                 void (*done)(srv_t *s, int found, void *ud), void *ud) {
   struct kicker *k = s->kicker;
-  if (!k || !k->pub || !k->pub_up) return -1;
+  if (!k || k->closing) return -1;
   kick_req_t *q = calloc(1, sizeof *q);
   if (!q) return -1;
   q->k = k;
   q->done = done;
   q->ud = ud;
-  snprintf(q->sid, sizeof q->sid, "%s", session_id);
-  if (k->pending == 0) k->progress_ms = srv_now_mono(s);
-  if (redisAsyncCommand(k->pub, on_exists, q, "HEXISTS %ssidx %s", STORE_PREFIX,
-                        q->sid) != REDIS_OK) {
+  if (presence_redis_kick(s->rstore, session_id, on_kicked, q) != 0) {
     free(q);
     return -1;
   }
-  k->pending++;
+  q->next = k->pending;
+  if (q->next) q->next->prev = q;
+  k->pending = q;
   return 0;
 }
 
-/* Before the loop ends: the connections and the timer are loop handles. */
+/* Before the connections go: requests still waiting are answered now (as
+ * failed); the store's later completion of each only frees it. */
 void kick_close(srv_t *s) {
   struct kicker *k = s->kicker;
   if (!k || k->closing) return;
   k->closing = 1;
-  if (k->sub) redisAsyncFree(k->sub);
-  if (k->pub) redisAsyncFree(k->pub);
-  k->sub = k->pub = NULL;
-  if (!uv_is_closing((uv_handle_t *)&k->timer))
-    uv_close((uv_handle_t *)&k->timer, NULL);
+  while (k->pending) {
+    kick_req_t *q = k->pending;
+    unlink_req(k, q);
+    q->k = NULL;
+    q->done(s, -1, q->ud);
+  }
 }
 
 void kick_free(srv_t *s) {
   struct kicker *k = s->kicker;
   if (!k) return;
   kick_close(s);
-  srv_redis_addr_free(&k->addr);
+  if (s->rstore) presence_redis_on_kick(s->rstore, NULL, NULL);
   free(k);
   s->kicker = NULL;
 }

@@ -169,6 +169,12 @@ typedef struct rstore {
   bool rup;
   bool r_waiting;
   char r_last[48];
+  /* Kicks across instances ride the reader's XREAD as a second stream. */
+  void (*kick_fn)(void *ud, const char *session_id);
+  void *kick_ud;
+  char k_last[48];
+  bool k_known; /* k_last read on this reader connection */
+  char kick_key[160];
   /* Events per entry in the last log read (where the readers are): sizes
    * the next read's XRANGE COUNT. 0 before the first. */
   size_t lr_per;
@@ -1569,6 +1575,7 @@ static void reader_down(void *ud, int code) {
   rstore_t *st = ud;
   st->rup = false;
   st->r_waiting = false;
+  st->k_known = false;
 }
 
 static int conn_new(rstore_t *st, const char *name, bool reader,
@@ -1596,6 +1603,41 @@ static int conn_new(rstore_t *st, const char *name, bool reader,
 /* Every instance follows the whole log on its own connection (a blocking
  * XREAD would stall the command connection) and reports each event to
  * host->observe: the cluster-wide fan-out. */
+/* The log's entries from one XREAD: each reported to host->observe. A
+ * malformed entry is skipped (logged): the next event's number then jumps,
+ * which is how every reader learns of a gap. */
+static void read_log_entries(rstore_t *st, redisReply *entries) {
+  presence__redis_events_t evs = {0};
+  for (size_t i = 0; i < entries->elements && !st->destroying; i++) {
+    redisReply *e = entries->element[i];
+    evs.n = 0;
+    const char *id = text_of(at(e, 0));
+    if (id) snprintf(st->r_last, sizeof st->r_last, "%s", id);
+    if (presence__redis_decode_entry(e, st->h.instance_id, &evs)) {
+      logf_(st, PRESENCE_LOG_ERROR, "redis reader: malformed log entry", id);
+      continue;
+    }
+    for (size_t j = 0; j < evs.n && !st->destroying; j++) {
+      if (evs.ev[j].seq > st->last_seq) st->last_seq = evs.ev[j].seq;
+      st->h.observe(st->h.host_ud, &evs.ev[j]);
+    }
+  }
+  free(evs.ev);
+}
+
+/* Kick requests: entries {id, {"s", session id}}. */
+static void read_kicks(rstore_t *st, redisReply *entries) {
+  for (size_t i = 0; i < entries->elements && !st->destroying; i++) {
+    redisReply *e = entries->element[i];
+    const char *id = text_of(at(e, 0));
+    if (!id) continue;
+    snprintf(st->k_last, sizeof st->k_last, "%s", id);
+    redisReply *f = at(e, 1);
+    const char *sid = text_of(at(f, 1));
+    if (sid && st->kick_fn) st->kick_fn(st->kick_ud, sid);
+  }
+}
+
 static void on_xread(void *ud, int code, redisReply *rep) {
   rstore_t *st = ud;
   st->r_waiting = false;
@@ -1607,31 +1649,36 @@ static void on_xread(void *ud, int code, redisReply *rep) {
     logf_(st, PRESENCE_LOG_ERROR, "redis reader:", rep->str);
     uv_timer_start(&st->hs->t[T_READER], on_timer, st->o.reconnect_max_ms, 0);
     return;
-  } else if (rep->type == REDIS_REPLY_ARRAY && rep->elements == 1 &&
-             rep->element[0]->type == REDIS_REPLY_ARRAY &&
-             rep->element[0]->elements == 2) {
-    redisReply *entries = rep->element[0]->element[1];
-    presence__redis_events_t evs = {0};
-    for (size_t i = 0; i < entries->elements; i++) {
-      redisReply *e = entries->element[i];
-      evs.n = 0;
-      if (e->type == REDIS_REPLY_ARRAY && e->elements == 2 &&
-          e->element[0]->type == REDIS_REPLY_STRING)
-        snprintf(st->r_last, sizeof st->r_last, "%s", e->element[0]->str);
-      if (presence__redis_decode_entry(e, st->h.instance_id, &evs)) {
-        logf_(st, PRESENCE_LOG_ERROR, "redis reader: malformed log entry",
-              NULL);
-        continue;
-      }
-      for (size_t j = 0; j < evs.n && !st->destroying; j++) {
-        if (evs.ev[j].seq > st->last_seq) st->last_seq = evs.ev[j].seq;
-        st->h.observe(st->h.host_ud, &evs.ev[j]);
-      }
-      if (st->destroying) break;
-    }
-    free(evs.ev);
-    if (st->destroying) return;
   }
+  /* {{stream, entries}, ...} for the streams that had any; nil if none. */
+  for (size_t i = 0; !st->destroying && at(rep, i); i++) {
+    const char *name = text_of(at(at(rep, i), 0));
+    redisReply *entries = at(at(rep, i), 1);
+    if (!name || !entries || entries->type != REDIS_REPLY_ARRAY) continue;
+    if (!strcmp(name, st->log_key))
+      read_log_entries(st, entries);
+    else if (!strcmp(name, st->kick_key))
+      read_kicks(st, entries);
+  }
+  if (st->destroying) return;
+  start_reader(st);
+}
+
+/* Where the kick stream ends now: the reader follows kicks asked after it
+ * connected, not those of before. */
+static void on_kick_tail(void *ud, int code, redisReply *rep) {
+  rstore_t *st = ud;
+  st->r_waiting = false;
+  if (!rep || st->destroying) return;
+  (void)code;
+  const char *id = text_of(at(at(rep, 0), 0));
+  if (rep->type == REDIS_REPLY_ERROR) {
+    logf_(st, PRESENCE_LOG_ERROR, "redis reader:", rep->str);
+    uv_timer_start(&st->hs->t[T_READER], on_timer, st->o.reconnect_max_ms, 0);
+    return;
+  }
+  snprintf(st->k_last, sizeof st->k_last, "%s", id ? id : "0-0");
+  st->k_known = true;
   start_reader(st);
 }
 
@@ -1647,14 +1694,23 @@ static void start_reader(rstore_t *st) {
     return; /* reader_up comes back here */
   }
   if (!st->rup || st->r_waiting) return;
+  if (st->kick_fn && !st->k_known) {
+    const char *args[] = {"XREVRANGE", st->kick_key, "+", "-", "COUNT", "1"};
+    if (!presence__rconn_command(st->rconn, 6, args, NULL, 0, on_kick_tail,
+                                 st))
+      st->r_waiting = true;
+    return;
+  }
   char block[16];
   snprintf(block, sizeof block, "%u", (unsigned)st->o.stream_block_ms);
-  const char *args[] = {"XREAD",   "BLOCK",     block,      "COUNT",
-                        "64",      "STREAMS",   st->log_key, st->r_last};
-  if (!presence__rconn_command(st->rconn, 8, args, NULL,
-                               st->o.stream_block_ms +
-                                   st->o.command_timeout_ms,
-                               on_xread, st))
+  const char *args[] = {"XREAD",     "BLOCK",     block,       "COUNT",
+                        "64",        "STREAMS",   st->log_key, st->kick_key,
+                        st->r_last,  st->k_last};
+  const char *log_only[] = {"XREAD",   "BLOCK",     block,      "COUNT",
+                            "64",      "STREAMS",   st->log_key, st->r_last};
+  if (!presence__rconn_command(
+          st->rconn, st->kick_fn ? 10 : 8, st->kick_fn ? args : log_only, NULL,
+          st->o.stream_block_ms + st->o.command_timeout_ms, on_xread, st))
     st->r_waiting = true;
 }
 
@@ -2588,6 +2644,7 @@ int presence_store_redis_new(const presence_redis_options_t *opts,
     return rc;
   }
   snprintf(st->log_key, sizeof st->log_key, "%slog", st->prefix);
+  snprintf(st->kick_key, sizeof st->kick_key, "%skicks", st->prefix);
   snprintf(st->epoch_s, sizeof st->epoch_s, "0");
   *out = &st->base;
   return 0;
@@ -2659,5 +2716,68 @@ int presence_redis_conn_metrics(presence_store_t *s, int which,
   presence__rconn_t *c = which ? st->rconn : st->conn;
   memset(out, 0, sizeof *out);
   if (c) presence__rconn_metrics(c, out);
+  return 0;
+}
+
+/* ---- kicks across instances ---------------------------------------------- */
+
+int presence_redis_on_kick(presence_store_t *s,
+                           void (*fn)(void *ud, const char *session_id),
+                           void *ud) {
+  if (!s || s->ops != &redis_ops) return PRESENCE_EINVAL;
+  rstore_t *st = (rstore_t *)s;
+  st->kick_fn = fn;
+  st->kick_ud = ud;
+  st->k_known = false;
+  return 0;
+}
+
+static void kick_sent(rstore_t *st, req_t *r, redisReply *rep, int code) {
+  (void)st;
+  if (!code && (!rep || !text_of(rep))) code = PRESENCE_ESTORE;
+  r->done(r->ud, code);
+}
+
+/* The session exists somewhere (the session index): append the kick to
+ * the stream every instance's reader follows. */
+static void kick_found(rstore_t *st, req_t *r, redisReply *rep, int code) {
+  if (!code && (!rep || rep->type != REDIS_REPLY_INTEGER)) code = PRESENCE_ESTORE;
+  if (!code && rep->integer == 0) code = PRESENCE_ENOSESSION;
+  if (code || st->destroying) {
+    r->done(r->ud, code ? code : PRESENCE_ESHUTDOWN);
+    return;
+  }
+  req_t *q = req_new(st, kick_sent);
+  if (!q) {
+    r->done(r->ud, PRESENCE_ENOMEM);
+    return;
+  }
+  q->done = r->done;
+  q->ud = r->ud;
+  /* A kick is acted on within moments or not at all: the stream keeps the
+   * last thousand or so, enough for every reader to catch up after a
+   * reconnect, and no more. */
+  const char *args[] = {"XADD", st->kick_key, "MAXLEN", "~",
+                        "1000", "*",          "s",      r->user};
+  plain(st, q, 8, args);
+}
+
+int presence_redis_kick(presence_store_t *s, const char *session_id,
+                        void (*done)(void *ud, int status), void *ud) {
+  if (!s || s->ops != &redis_ops || !session_id || !done)
+    return PRESENCE_EINVAL;
+  rstore_t *st = (rstore_t *)s;
+  size_t n = strlen(session_id);
+  if (!n || n > PRESENCE_ID_MAX) return PRESENCE_EID;
+  if (!st->up) return PRESENCE_ESTORE;
+  req_t *r = req_new(st, kick_found);
+  if (!r) return PRESENCE_ENOMEM;
+  r->done = done;
+  r->ud = ud;
+  memcpy(r->user, session_id, n + 1);
+  char key[192];
+  snprintf(key, sizeof key, "%ssidx", st->prefix);
+  const char *args[] = {"HEXISTS", key, r->user};
+  plain(st, r, 3, args);
   return 0;
 }

@@ -1,34 +1,25 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Webhooks (see webhook.h and docs/webhooks.md).
+ * Webhooks (see webhook.h and docs/webhooks.md): the endpoint state machine
+ * and its batches. Specs are parsed in webhook_spec.c, HTTP runs on
+ * curl_uv.c, and with the Redis store the lease of webhook_lease.c says
+ * which instance delivers and keeps the cursor.
  *
  * An endpoint is a small state machine around one cursor:
  *
  *   idle --event--> waiting (batch timer) --> sending --2xx--> idle/next
  *                                                |
- *                                              fail --> backoff (timer) -->
- * sending
+ *                                              fail --> backoff (timer)
+ *                                                         --> sending
  *
  * The batch being sent is kept (body and the log range it covers) until it
  * is acknowledged, so a retry sends the same events even if the log has
  * moved on meanwhile; only after it does the endpoint read the log again,
  * and a read that finds its cursor evicted turns into a gap notice. Nothing
  * else is queued per endpoint: memory is one body per endpoint.
- *
- * libcurl's multi interface runs on the daemon's loop: curl tells us which
- * sockets to watch (uv_poll) and when to call it back (one uv_timer), and we
- * hand readiness back with curl_multi_socket_action. No curl call blocks.
- *
- * With the Redis store every instance sees the same log, so each endpoint
- * is leased (see "Ownership" below): only the instance holding its lease
- * delivers, and the cursor lives in Redis, moved only by the lease holder.
  */
-#include "server/webhook.h"
+#include "server/webhook_int.h"
 
-#include "server/server.h"
-
-#include <curl/curl.h>
-#include <errno.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <openssl/core_names.h>
@@ -37,301 +28,17 @@
 #include <stdlib.h>
 #include <string.h>
 
-#ifdef PRESENCED_HAVE_REDIS
-#include <hiredis/adapters/libuv.h>
-#include <hiredis/async.h>
-#include <hiredis/hiredis.h>
-#endif
-
 /* Non-matching events scanned per batch at most, so a narrow filter over a
  * long log cannot hold the loop: the scan resumes on the next loop turn. */
 #define WH_SCAN_MAX 4096
 #define WH_READ_CHUNK 256
-#define WH_SECRET_MAX 4096
 
-/* ------------------------------------------------------------------------ */
-/* Specs                                                                    */
-/* ------------------------------------------------------------------------ */
-
-static char *dupn(const char *s, size_t n) {
-  char *d = malloc(n + 1);
-  if (d) {
-    memcpy(d, s, n);
-    d[n] = '\0';
-  }
-  return d;
-}
-
-void wh_spec_free(wh_spec_t *spec) {
-  if (spec->secret) OPENSSL_cleanse(spec->secret, spec->secret_len);
-  free(spec->url);
-  free(spec->secret);
-  free(spec->secret_file);
-  free(spec->name);
-  memset(spec, 0, sizeof *spec);
-}
-
-static int parse_events(const char *v, size_t n, uint32_t *out) {
-  uint32_t mask = 0;
-  size_t i = 0;
-  while (i <= n) {
-    size_t j = i;
-    while (j < n && v[j] != '|')
-      j++;
-    size_t l = j - i;
-    const char *w = v + i;
-    if (l == 1 && w[0] == '*')
-      mask |= (1u << PRESENCE_EV_COUNT_) - 1;
-    else if (l == 9 && !memcmp(w, "session.*", 9))
-      mask |= (1u << PRESENCE_EV_SESSION_CONNECTED) |
-              (1u << PRESENCE_EV_SESSION_DISCONNECTED) |
-              (1u << PRESENCE_EV_SESSION_STATUS);
-    else if (l == 6 && !memcmp(w, "user.*", 6))
-      mask |= (1u << PRESENCE_EV_USER_ONLINE) | (1u << PRESENCE_EV_USER_IDLE) |
-              (1u << PRESENCE_EV_USER_OFFLINE);
-    else {
-      int t;
-      for (t = 0; t < PRESENCE_EV_COUNT_; t++) {
-        const char *name = presence_event_type_name((presence_event_type_t)t);
-        if (strlen(name) == l && !memcmp(name, w, l)) break;
-      }
-      if (t == PRESENCE_EV_COUNT_) return -1;
-      mask |= 1u << t;
-    }
-    i = j + 1;
-  }
-  *out = mask;
-  return mask ? 0 : -1;
-}
-
-/* The URL as a metrics label: no credentials, no query (either may hold a
- * secret). */
-static char *default_name(const char *url) {
-  const char *host = strstr(url, "://");
-  host = host ? host + 3 : url;
-  size_t end = strcspn(host, "/?#");
-  const char *at = memchr(host, '@', end);
-  size_t path = strcspn(host, "?#");
-  size_t scheme = (size_t)(host - url);
-  const char *h = at ? at + 1 : host;
-  size_t hl = (size_t)(host + path - h);
-  char *d = malloc(scheme + hl + 1);
-  if (!d) return NULL;
-  memcpy(d, url, scheme);
-  memcpy(d + scheme, h, hl);
-  d[scheme + hl] = '\0';
-  return d;
-}
-
-static int read_secret_file(wh_spec_t *o, char *err, size_t errcap) {
-  FILE *f = fopen(o->secret_file, "rb");
-  if (!f) {
-    snprintf(err, errcap, "cannot read secret-file %s: %s", o->secret_file,
-             strerror(errno));
-    return -1;
-  }
-  char *b = malloc(WH_SECRET_MAX + 1);
-  size_t n = b ? fread(b, 1, WH_SECRET_MAX + 1, f) : 0;
-  fclose(f);
-  if (!b) {
-    snprintf(err, errcap, "out of memory");
-    return -1;
-  }
-  /* Files written by editors and `echo` end with a newline that is not
-   * part of the secret. */
-  if (n > 0 && b[n - 1] == '\n') n--;
-  if (n > 0 && b[n - 1] == '\r') n--;
-  if (n == 0 || n > WH_SECRET_MAX) {
-    OPENSSL_cleanse(b, WH_SECRET_MAX + 1);
-    free(b);
-    snprintf(err, errcap, "secret-file %s: %s", o->secret_file,
-             n ? "longer than 4096 bytes" : "empty");
-    return -1;
-  }
-  b[n] = '\0';
-  o->secret = b;
-  o->secret_len = n;
-  return 0;
-}
-
-int wh_spec_parse(const char *spec, int read_secret, wh_spec_t *out, char *err,
-                  size_t errcap) {
-  memset(out, 0, sizeof *out);
-  out->events = (1u << PRESENCE_EV_COUNT_) - 1;
-  const char *p = spec;
-  int have_events = 0;
-  while (*p) {
-    size_t n = strcspn(p, ",");
-    const char *eq = memchr(p, '=', n);
-    if (!eq) {
-      snprintf(err, errcap, "expected key=value, got '%.*s'", (int)n, p);
-      goto fail;
-    }
-    size_t kl = (size_t)(eq - p), vl = n - kl - 1;
-    const char *v = eq + 1;
-    char **slot = NULL;
-    if (kl == 3 && !memcmp(p, "url", 3))
-      slot = &out->url;
-    else if (kl == 6 && !memcmp(p, "secret", 6))
-      slot = &out->secret;
-    else if (kl == 11 && !memcmp(p, "secret-file", 11))
-      slot = &out->secret_file;
-    else if (kl == 4 && !memcmp(p, "name", 4))
-      slot = &out->name;
-    else if (kl == 6 && !memcmp(p, "events", 6)) {
-      if (have_events || parse_events(v, vl, &out->events) != 0) {
-        snprintf(err, errcap,
-                 "events: expected event types joined by '|' (e.g. "
-                 "user.online|user.offline, user.*, *), got '%.*s'",
-                 (int)vl, v);
-        goto fail;
-      }
-      have_events = 1;
-    } else {
-      snprintf(err, errcap,
-               "unknown key '%.*s' (url, secret, secret-file, events, name)",
-               (int)kl, p);
-      goto fail;
-    }
-    if (slot) {
-      if (*slot || vl == 0) {
-        snprintf(err, errcap, "'%.*s' is %s", (int)kl, p,
-                 vl ? "given twice" : "empty");
-        goto fail;
-      }
-      for (size_t i = 0; i < vl; i++)
-        if ((unsigned char)v[i] < 0x20 || v[i] == 0x7f) {
-          snprintf(err, errcap, "'%.*s' holds a control character", (int)kl, p);
-          goto fail;
-        }
-      if (!(*slot = dupn(v, vl))) {
-        snprintf(err, errcap, "out of memory");
-        goto fail;
-      }
-    }
-    p += n;
-    if (*p == ',') p++;
-  }
-  if (!out->url || (strncmp(out->url, "http://", 7) != 0 &&
-                    strncmp(out->url, "https://", 8) != 0)) {
-    snprintf(err, errcap, "url=http://... or url=https://... is required");
-    goto fail;
-  }
-  if (strchr(out->url, ' ')) {
-    snprintf(err, errcap, "url holds a space (percent-encode it)");
-    goto fail;
-  }
-  if (!out->secret == !out->secret_file) {
-    snprintf(err, errcap, "exactly one of secret= and secret-file= is needed");
-    goto fail;
-  }
-  if (out->secret) out->secret_len = strlen(out->secret);
-  if (!out->name && !(out->name = default_name(out->url))) {
-    snprintf(err, errcap, "out of memory");
-    goto fail;
-  }
-  if (read_secret && out->secret_file && read_secret_file(out, err, errcap))
-    goto fail;
-  return 0;
-fail:
-  wh_spec_free(out);
-  return -1;
-}
-
-int wh_spec_check(const char *spec, char *err, size_t errcap) {
-  wh_spec_t s;
-  if (wh_spec_parse(spec, 0, &s, err, errcap) != 0) return -1;
-  wh_spec_free(&s);
-  return 0;
-}
-
-/* ------------------------------------------------------------------------ */
-/* State                                                                    */
-/* ------------------------------------------------------------------------ */
-
-typedef struct webhooks webhooks_t;
-
-typedef struct wh_poll {
-  uv_poll_t poll;
-  curl_socket_t fd;
-  webhooks_t *w;
-  struct wh_poll *prev, *next;
-} wh_poll_t;
-
-typedef struct endpoint {
-  struct build *build; /* a batch being read from the log, or NULL */
-  int reading;         /* build waits for an asynchronous read */
-  /* Redis: the lease. Only an owner delivers, and only while the lease is
-   * confirmed (lease_until, this host's monotonic clock, counted from when
-   * the last successful claim or renewal was sent, so never later than
-   * Redis's own expiry). gen changes with every change of ownership, so
-   * answers meant for an earlier one are ignored. */
-  int own;
-  int claiming;  /* a claim or renewal is in flight */
-  int acking;    /* a delivered batch waits for its cursor to be stored */
-  int releasing; /* shutdown: the lease is being given back */
-  int claim_err; /* an error was logged (once until the next success) */
-  uint64_t token;
-  int64_t lease_until;
-  uint32_t gen;
-  char *key; /* the endpoint's hash in Redis */
-  webhooks_t *w;
-  wh_spec_t spec;
-  CURL *easy;
-  struct curl_slist *headers;
-  uv_timer_t timer; /* batching delay, then backoff */
-  buf_t body;
-  int have_batch; /* body holds a batch not yet acknowledged */
-  int inflight;
-  int done;        /* shutdown: nothing more will be sent */
-  uint64_t cursor; /* every event up to it is acknowledged (or filtered) */
-  uint64_t batch_first, batch_last; /* the log range the batch covers */
-  size_t batch_events;
-  int batch_gap;
-  uint64_t gap_after, gap_oldest;
-  uint32_t attempts; /* failed attempts of the current batch */
-  int behind;
-  uint64_t delivered, retries, failures, dropped, gaps, lost;
-  char errbuf[CURL_ERROR_SIZE];
-} endpoint_t;
-
-struct webhooks {
-  srv_t *s;
-  CURLM *multi;
-  uv_timer_t curl_timer;
-  wh_poll_t *polls;
-  endpoint_t *eps;
-  size_t n;
-  int sink; /* fanout_sink_add's id, -1 when not registered */
-  int flushing;
-  int aborted;
-  int closed;
-  buf_t events; /* the events array of the batch being built */
-  int redis;    /* --store redis: endpoints are leased, see Ownership */
-  /* The id of the cluster's log, sent as `instance`: with Redis the
-   * sequence numbers are the cluster's, so the idempotency key must not
-   * change with the instance that happens to deliver. */
-  char log_id[40];
-  char log_offer[40]; /* ours, if the cluster has none yet */
-#ifdef PRESENCED_HAVE_REDIS
-  redisAsyncContext *rc;
-  int rc_up;
-  uv_timer_t lease_timer;
-  srv_redis_addr_t addr;
-  uint32_t pending;    /* commands sent, not answered */
-  int64_t progress_ms; /* last send or answer while pending */
-#endif
-};
+/* ---- State --------------------------------------------------------------- */
 
 /* What deliveries name as their `instance` (see log_id). */
 static const char *log_instance(const webhooks_t *w) {
   return w->redis && w->log_id[0] ? w->log_id : w->s->instance_id;
 }
-
-static void acknowledge(endpoint_t *ep);
-static void wr_ack(endpoint_t *ep);
-static void wr_release(endpoint_t *ep);
-static void wr_lose(endpoint_t *ep, const char *why);
 
 /* Whether the endpoint may send now: always with the embedded store; with
  * Redis only under a confirmed lease. */
@@ -352,11 +59,10 @@ static void commit(endpoint_t *ep) {
   if (ep->w->redis)
     wr_ack(ep);
   else
-    acknowledge(ep);
+    wh_acknowledge(ep);
 }
 
-/* The endpoint has nothing more to do in this shutdown. */
-static void ep_finished(endpoint_t *ep) {
+void wh_finished(endpoint_t *ep) {
   ep->done = 1;
   if (ep->w->redis && ep->own) wr_release(ep);
   srv_maybe_finish(ep->w->s);
@@ -367,119 +73,7 @@ static uint64_t read_pos(const endpoint_t *ep) {
   return ep->have_batch ? ep->batch_last : ep->cursor;
 }
 
-/* ------------------------------------------------------------------------ */
-/* libcurl on libuv                                                         */
-/* ------------------------------------------------------------------------ */
-
-static void on_done(endpoint_t *ep, CURLcode res);
-
-static void check_multi(webhooks_t *w) {
-  CURLMsg *m;
-  int left;
-  while ((m = curl_multi_info_read(w->multi, &left))) {
-    if (m->msg != CURLMSG_DONE) continue;
-    endpoint_t *ep = NULL;
-    CURL *e = m->easy_handle;
-    CURLcode res = m->data.result;
-    curl_easy_getinfo(e, CURLINFO_PRIVATE, (char **)&ep);
-    curl_multi_remove_handle(w->multi, e);
-    ep->inflight = 0;
-    on_done(ep, res);
-  }
-}
-
-static void on_poll(uv_poll_t *h, int status, int events) {
-  wh_poll_t *wp = h->data;
-  webhooks_t *w = wp->w;
-  int flags = 0, running;
-  if (status < 0)
-    flags = CURL_CSELECT_ERR;
-  else {
-    if (events & UV_READABLE) flags |= CURL_CSELECT_IN;
-    if (events & UV_WRITABLE) flags |= CURL_CSELECT_OUT;
-  }
-  curl_multi_socket_action(w->multi, wp->fd, flags, &running);
-  check_multi(w);
-}
-
-static void on_poll_closed(uv_handle_t *h) {
-  free(h->data);
-}
-
-static void poll_release(webhooks_t *w, wh_poll_t *wp) {
-  if (wp->prev)
-    wp->prev->next = wp->next;
-  else
-    w->polls = wp->next;
-  if (wp->next) wp->next->prev = wp->prev;
-  uv_poll_stop(&wp->poll);
-  uv_close((uv_handle_t *)&wp->poll, on_poll_closed);
-}
-
-/* CURLMOPT_SOCKETFUNCTION: watch (or stop watching) one of curl's sockets. */
-static int on_curl_socket(CURL *easy, curl_socket_t fd, int what, void *userp,
-                          void *socketp) {
-  webhooks_t *w = userp;
-  wh_poll_t *wp = socketp;
-  (void)easy;
-  if (what == CURL_POLL_REMOVE) {
-    if (wp) {
-      curl_multi_assign(w->multi, fd, NULL);
-      poll_release(w, wp);
-    }
-    return 0;
-  }
-  if (!wp) {
-    if (w->closed) return -1;
-    wp = calloc(1, sizeof *wp);
-    if (!wp) return -1;
-    if (uv_poll_init_socket(w->s->loop, &wp->poll, fd) != 0) {
-      free(wp);
-      return -1;
-    }
-    wp->poll.data = wp;
-    wp->fd = fd;
-    wp->w = w;
-    wp->next = w->polls;
-    if (w->polls) w->polls->prev = wp;
-    w->polls = wp;
-    curl_multi_assign(w->multi, fd, wp);
-  }
-  int ev = 0;
-  if (what == CURL_POLL_IN || what == CURL_POLL_INOUT) ev |= UV_READABLE;
-  if (what == CURL_POLL_OUT || what == CURL_POLL_INOUT) ev |= UV_WRITABLE;
-  return uv_poll_start(&wp->poll, ev, on_poll) == 0 ? 0 : -1;
-}
-
-static void on_curl_timer(uv_timer_t *t) {
-  webhooks_t *w = t->data;
-  int running;
-  curl_multi_socket_action(w->multi, CURL_SOCKET_TIMEOUT, 0, &running);
-  check_multi(w);
-}
-
-/* CURLMOPT_TIMERFUNCTION: curl wants to be called back after timeout_ms
- * (-1: never). It must not be called from here, only from the loop. */
-static int on_curl_timeout(CURLM *multi, long timeout_ms, void *userp) {
-  webhooks_t *w = userp;
-  (void)multi;
-  if (w->closed) return 0;
-  if (timeout_ms < 0)
-    uv_timer_stop(&w->curl_timer);
-  else
-    uv_timer_start(&w->curl_timer, on_curl_timer, (uint64_t)timeout_ms, 0);
-  return 0;
-}
-
-static size_t discard_body(char *ptr, size_t size, size_t n, void *ud) {
-  (void)ptr;
-  (void)ud;
-  return size * n;
-}
-
-/* ------------------------------------------------------------------------ */
-/* Batches                                                                  */
-/* ------------------------------------------------------------------------ */
+/* ---- Batches ------------------------------------------------------------- */
 
 typedef struct build {
   endpoint_t *ep;
@@ -692,7 +286,7 @@ static void send_batch(endpoint_t *ep) {
   curl_easy_setopt(e, CURLOPT_POSTFIELDS, ep->body.data);
   curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)ep->body.len);
   ep->errbuf[0] = '\0';
-  if (curl_multi_add_handle(w->multi, e) != CURLM_OK) {
+  if (curl_uv_add(&w->curl, e) != 0) {
     srv_log(s, PRESENCE_LOG_ERROR, "webhook %s: cannot start a request",
             ep->spec.name);
     retry_later(ep, 0);
@@ -732,7 +326,7 @@ static void pump_built(endpoint_t *ep, int r) {
   }
   if (r == 0) {
     if (w->flushing)
-      ep_finished(ep);
+      wh_finished(ep);
     else if (presence_log_last_seq(w->s->p) > ep->cursor)
       /* Events announced while the log was being read, after the read:
        * their wake-up found the endpoint busy. */
@@ -745,6 +339,10 @@ static void pump_built(endpoint_t *ep, int r) {
 
 static void on_timer(uv_timer_t *t) {
   pump(t->data);
+}
+
+void wh_wake(endpoint_t *ep, uint64_t delay_ms) {
+  uv_timer_start(&ep->timer, on_timer, delay_ms, 0);
 }
 
 /* Read the log after the endpoint's cursor into a new batch, then go on
@@ -825,7 +423,7 @@ static void retry_later(endpoint_t *ep, long retry_after_s) {
             "webhook %s: shutting down with events after seq %llu "
             "undelivered",
             ep->spec.name, (unsigned long long)ep->cursor);
-    ep_finished(ep);
+    wh_finished(ep);
     return;
   }
   ep->retries++;
@@ -839,7 +437,7 @@ static void retry_later(endpoint_t *ep, long retry_after_s) {
   uv_timer_start(&ep->timer, on_timer, d, 0);
 }
 
-static void acknowledge(endpoint_t *ep) {
+void wh_acknowledge(endpoint_t *ep) {
   webhooks_t *w = ep->w;
   ep->cursor = ep->batch_last;
   ep->have_batch = 0;
@@ -916,9 +514,7 @@ static void on_done(endpoint_t *ep, CURLcode res) {
   retry_later(ep, (code == 429 || code == 503) ? (long)retry_after : 0);
 }
 
-/* ------------------------------------------------------------------------ */
-/* Events                                                                   */
-/* ------------------------------------------------------------------------ */
+/* ---- Events -------------------------------------------------------------- */
 
 /* Every event lands in the log before its callbacks run: this only wakes
  * the endpoints that are idle, and notices who fell behind. */
@@ -941,422 +537,22 @@ static void on_event(srv_t *s, const presence_event_t *ev, void *ud) {
   }
 }
 
-/* ------------------------------------------------------------------------ */
-/* Ownership (Redis store)                                                  */
-/* ------------------------------------------------------------------------ */
-
-/*
- * Every instance has the same endpoints and sees the same log, so each
- * endpoint is leased: a hash presence:wh:{<name>} holds the owner instance,
- * its epoch (the token), the lease expiry by Redis's clock and the cursor.
- * Every instance tries to claim each endpoint it does not hold, the owner
- * renews its lease (storing its cursor) and delivers, the others wait. All
- * of it goes through one script, so a claim, a renewal and a cursor move
- * are each atomic, and only the current owner with its current epoch can
- * move the cursor (fencing): an instance that lost its lease while a
- * request was in flight can neither step the cursor back nor past events
- * its successor has not delivered.
- *
- * The commands go over a connection of our own (like kick.c), with a
- * watchdog instead of the timeout hiredis's asynchronous API lacks.
- */
-
-#ifdef PRESENCED_HAVE_REDIS
-
-/* The store's key prefix (presenced does not change it). */
-#define WR_PREFIX "presence:"
-
-/* KEYS: the endpoint's hash, the log id, the store's event counter.
- * ARGV: op (claim, renew, release), instance, token, lease ms, cursor,
- * a log id to use if the cluster has none.
- * Reply: {1, epoch, cursor, log id} or {0, owner, ms left on its lease}. */
-static const char wr_script[] =
-    "local t = redis.call('TIME')\n"
-    "local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
-    "local h = redis.call('HMGET', KEYS[1], 'owner', 'epoch', 'exp', "
-    "'cursor')\n"
-    "local owner, exp = h[1] or '', tonumber(h[3] or '0')\n"
-    "local cursor = tonumber(h[4] or '')\n"
-    "local id = redis.call('GET', KEYS[2])\n"
-    "if not id then\n"
-    "  id = ARGV[6]\n"
-    "  redis.call('SET', KEYS[2], id)\n"
-    "end\n"
-    "local me = ARGV[2]\n"
-    "if ARGV[1] == 'claim' then\n"
-    "  if owner ~= '' and owner ~= me and exp > now then\n"
-    "    return {0, owner, exp - now}\n"
-    "  end\n"
-    /* Epochs only grow, even across a lost hash (like the store's). */
-    "  local e = string.format('%.0f', math.max(tonumber(h[2] or '0') + 1, "
-    "now))\n"
-    /* A new endpoint starts at the end of the log, not its beginning. */
-    "  if not cursor then cursor = tonumber(redis.call('GET', KEYS[3]) or "
-    "'0') end\n"
-    "  redis.call('HSET', KEYS[1], 'owner', me, 'epoch', e, 'exp', "
-    "string.format('%.0f', now + tonumber(ARGV[4])), 'cursor', "
-    "string.format('%.0f', cursor))\n"
-    "  return {1, e, cursor, id}\n"
-    "end\n"
-    "if owner ~= me or h[2] ~= ARGV[3] then\n"
-    "  return {0, owner, exp - now}\n"
-    "end\n"
-    "local c = tonumber(ARGV[5])\n"
-    "if cursor == nil or c > cursor then cursor = c end\n"
-    "local cs = string.format('%.0f', cursor)\n"
-    "if ARGV[1] == 'release' then\n"
-    "  redis.call('HSET', KEYS[1], 'owner', '', 'exp', '0', 'cursor', cs)\n"
-    "else\n"
-    "  redis.call('HSET', KEYS[1], 'exp', string.format('%.0f', now + "
-    "tonumber(ARGV[4])), 'cursor', cs)\n"
-    "end\n"
-    "return {1, h[2], cursor, id}\n";
-
-enum { WR_CLAIM, WR_RENEW, WR_ACK, WR_RELEASE };
-
-typedef struct wr_cmd {
-  endpoint_t *ep;
-  int op;
-  uint32_t gen;
-  int64_t sent_ms;
-} wr_cmd_t;
-
-static void wr_on_reply(redisAsyncContext *ac, void *reply, void *priv);
-
-/* Send one script call; 0, or -1 if there is no connection. */
-static int wr_send(endpoint_t *ep, int op, uint64_t cursor) {
-  webhooks_t *w = ep->w;
-  srv_t *s = w->s;
-  if (!w->rc || !w->rc_up || w->closed) return -1;
-  wr_cmd_t *c = calloc(1, sizeof *c);
-  if (!c) return -1;
-  c->ep = ep;
-  c->op = op;
-  c->gen = ep->gen;
-  c->sent_ms = srv_now_mono(s);
-  char token[24], lease[16], cur[24];
-  snprintf(token, sizeof token, "%llu", (unsigned long long)ep->token);
-  snprintf(lease, sizeof lease, "%u", s->cfg.redis_lease_ms);
-  snprintf(cur, sizeof cur, "%llu", (unsigned long long)cursor);
-  const char *opname = op == WR_CLAIM     ? "claim"
-                       : op == WR_RELEASE ? "release"
-                                          : "renew";
-  const char *argv[] = {"EVAL",
-                        wr_script,
-                        "3",
-                        ep->key,
-                        WR_PREFIX "wh:log-id",
-                        WR_PREFIX "seq",
-                        opname,
-                        s->instance_id,
-                        token,
-                        lease,
-                        cur,
-                        w->log_offer};
-  size_t lens[sizeof argv / sizeof argv[0]];
-  for (size_t i = 0; i < sizeof argv / sizeof argv[0]; i++)
-    lens[i] = strlen(argv[i]);
-  if (redisAsyncCommandArgv(w->rc, wr_on_reply, c,
-                            (int)(sizeof argv / sizeof argv[0]), argv,
-                            lens) != REDIS_OK) {
-    free(c);
-    return -1;
-  }
-  if (w->pending++ == 0) w->progress_ms = c->sent_ms;
-  return 0;
+/* curl_uv's report of a finished request. */
+static void on_transfer_done(CURL *easy, CURLcode res, void *ud) {
+  endpoint_t *ep = NULL;
+  (void)ud;
+  curl_easy_getinfo(easy, CURLINFO_PRIVATE, (char **)&ep);
+  ep->inflight = 0;
+  on_done(ep, res);
 }
 
-/* Stop delivering: the request in flight is cut (the lease that allowed it
- * is gone) and the batch forgotten; a later owner reads it again from the
- * stored cursor. */
-static void wr_lose(endpoint_t *ep, const char *why) {
-  webhooks_t *w = ep->w;
-  if (!ep->own) return;
-  ep->own = 0;
-  ep->gen++;
-  ep->acking = 0;
-  if (ep->inflight) {
-    curl_multi_remove_handle(w->multi, ep->easy);
-    ep->inflight = 0;
-  }
-  if (!w->closed) uv_timer_stop(&ep->timer);
-  ep->have_batch = 0;
-  ep->attempts = 0;
-  ep->behind = 0;
-  buf_reset(&ep->body);
-  if (!w->closed)
-    srv_log(w->s, PRESENCE_LOG_WARN,
-            "webhook %s: this instance stops delivering it (%s)", ep->spec.name,
-            why);
-  if (w->flushing) ep_finished(ep);
+static size_t discard_body(char *ptr, size_t size, size_t n, void *ud) {
+  (void)ptr;
+  (void)ud;
+  return size * n;
 }
 
-static void wr_ack(endpoint_t *ep) {
-  ep->acking = 1;
-  if (wr_send(ep, WR_ACK, ep->batch_last) != 0)
-    wr_lose(ep, "Redis is unreachable: cannot store the cursor");
-}
-
-static void wr_release(endpoint_t *ep) {
-  uint64_t cursor = ep->cursor;
-  ep->own = 0;
-  ep->gen++;
-  if (wr_send(ep, WR_RELEASE, cursor) == 0) ep->releasing = 1;
-}
-
-static void wr_claimed(endpoint_t *ep, int64_t sent_ms, uint64_t epoch,
-                       uint64_t cursor) {
-  webhooks_t *w = ep->w;
-  ep->own = 1;
-  ep->token = epoch;
-  ep->lease_until = sent_ms + w->s->cfg.redis_lease_ms;
-  ep->gen++;
-  if (w->flushing || ep->done) {
-    /* Won while shutting down: give it straight back. */
-    ep->cursor = cursor;
-    wr_release(ep);
-    return;
-  }
-  ep->cursor = cursor;
-  ep->have_batch = 0;
-  ep->attempts = 0;
-  ep->behind = 0;
-  srv_log(w->s, PRESENCE_LOG_INFO,
-          "webhook %s: this instance delivers it now, after seq %llu",
-          ep->spec.name, (unsigned long long)cursor);
-  uv_timer_start(&ep->timer, on_timer, 0, 0);
-}
-
-/* A fresh id to offer as the log's, should the cluster have none. */
-static int wr_new_offer(webhooks_t *w) {
-  char uuid[37];
-  if (srv_uuid4(w->s->sys, uuid) != 0) return -1;
-  snprintf(w->log_offer, sizeof w->log_offer, "%.8s", uuid);
-  return 0;
-}
-
-static void wr_on_reply(redisAsyncContext *ac, void *reply, void *priv) {
-  wr_cmd_t *c = priv;
-  endpoint_t *ep = c->ep;
-  webhooks_t *w = ep->w;
-  redisReply *r = reply;
-  (void)ac;
-  if (w->pending) w->pending--;
-  w->progress_ms = srv_now_mono(w->s);
-  int ok = -1; /* -1 no answer, 0 refused, 1 granted */
-  uint64_t epoch = 0, cursor = 0;
-  if (r && r->type == REDIS_REPLY_ARRAY && r->elements >= 3 &&
-      r->element[0]->type == REDIS_REPLY_INTEGER) {
-    ok = r->element[0]->integer == 1;
-    if (ok && r->elements == 4 && r->element[1]->type == REDIS_REPLY_STRING &&
-        r->element[2]->type == REDIS_REPLY_INTEGER &&
-        r->element[3]->type == REDIS_REPLY_STRING) {
-      epoch = strtoull(r->element[1]->str, NULL, 10);
-      cursor = (uint64_t)r->element[2]->integer;
-      if (!w->log_id[0] || strcmp(w->log_id, r->element[3]->str))
-        snprintf(w->log_id, sizeof w->log_id, "%s", r->element[3]->str);
-      /* Our offer became the log's id: never offer it again. Were Redis to
-       * lose its data (restart without persistence, FLUSHALL), the script
-       * would otherwise set the same id again for the new stream, and its
-       * sequence goes on only from the highest seq the first instance to
-       * register again had seen, so it may reuse numbers a receiver
-       * already has: deduplicating on (instance, seq), it would drop those
-       * events as repeats. docs/webhooks.md promises a new id. (Only a
-       * command already sent with the old offer and run after the loss
-       * can still reuse it.) */
-      if (!strcmp(r->element[3]->str, w->log_offer)) wr_new_offer(w);
-    } else if (ok) {
-      ok = -1;
-    }
-  } else if (r && r->type == REDIS_REPLY_ERROR && !ep->claim_err) {
-    ep->claim_err = 1;
-    srv_log(w->s, PRESENCE_LOG_ERROR, "webhook %s: Redis: %s", ep->spec.name,
-            r->str);
-  }
-  if (ok >= 0) ep->claim_err = 0;
-  int op = c->op, current = c->gen == ep->gen;
-  int64_t sent_ms = c->sent_ms;
-  free(c);
-  if (w->closed) {
-    ep->claiming = ep->acking = ep->releasing = 0;
-    return;
-  }
-  switch (op) {
-  case WR_CLAIM:
-    ep->claiming = 0;
-    if (ok == 1 && !ep->own) wr_claimed(ep, sent_ms, epoch, cursor);
-    break;
-  case WR_RENEW:
-    ep->claiming = 0;
-    if (!current || !ep->own) break;
-    if (ok == 1)
-      ep->lease_until = sent_ms + w->s->cfg.redis_lease_ms;
-    else if (ok == 0)
-      wr_lose(ep, "another instance holds its lease");
-    break;
-  case WR_ACK:
-    if (!current || !ep->own) break;
-    ep->acking = 0;
-    if (ok == 1) {
-      ep->lease_until = sent_ms + w->s->cfg.redis_lease_ms;
-      acknowledge(ep);
-    } else {
-      wr_lose(ep, ok == 0 ? "another instance holds its lease"
-                          : "Redis did not store the cursor");
-    }
-    break;
-  case WR_RELEASE:
-    ep->releasing = 0;
-    if (ok == 1)
-      srv_log(w->s, PRESENCE_LOG_INFO,
-              "webhook %s: lease given back, after seq %llu", ep->spec.name,
-              (unsigned long long)cursor);
-    srv_maybe_finish(w->s);
-    break;
-  }
-}
-
-static void wr_on_connect(const redisAsyncContext *ac, int status) {
-  webhooks_t *w = ac->data;
-  if (!w) return;
-  if (status != REDIS_OK)
-    w->rc = NULL; /* hiredis frees it */
-  else
-    w->rc_up = 1;
-}
-
-static void wr_on_disconnect(const redisAsyncContext *ac, int status) {
-  webhooks_t *w = ac->data;
-  (void)status;
-  if (!w || ac != w->rc) return;
-  w->rc = NULL;
-  w->rc_up = 0;
-  w->pending = 0;
-}
-
-static void wr_connect(webhooks_t *w) {
-  const srv_redis_addr_t *a = &w->addr;
-  redisAsyncContext *ac = a->path ? redisAsyncConnectUnix(a->path)
-                                  : redisAsyncConnect(a->host, a->port);
-  if (!ac) return;
-  if (ac->err || redisLibuvAttach(ac, w->s->loop) != REDIS_OK) {
-    redisAsyncFree(ac);
-    return;
-  }
-  ac->data = w;
-  redisAsyncSetConnectCallback(ac, wr_on_connect);
-  redisAsyncSetDisconnectCallback(ac, wr_on_disconnect);
-  /* The endpoints' hashes live in the store's database. */
-  if (a->db) redisAsyncCommand(ac, NULL, NULL, "SELECT %d", a->db);
-  w->rc = ac;
-  w->rc_up = 0;
-}
-
-/* Drop the connection: pending commands are answered with no reply. */
-static void wr_drop(webhooks_t *w) {
-  redisAsyncContext *ac = w->rc;
-  if (!ac) return;
-  w->rc = NULL;
-  w->rc_up = 0;
-  ac->data = NULL; /* its disconnect callback must not touch w->rc */
-  redisAsyncFree(ac);
-  w->pending = 0;
-}
-
-/* Claims, renewals and the watchdog. Claims are retried this often, so a
- * lease left by a dead owner is taken within a tick of its expiry. */
-static void wr_tick(uv_timer_t *t) {
-  webhooks_t *w = t->data;
-  srv_t *s = w->s;
-  int64_t now = srv_now_mono(s);
-  if (w->closed) return;
-  if (w->rc && w->pending &&
-      now - w->progress_ms > (int64_t)s->cfg.redis_timeout_ms) {
-    srv_log(s, PRESENCE_LOG_WARN,
-            "webhooks: Redis did not answer in %u ms, reconnecting",
-            s->cfg.redis_timeout_ms);
-    wr_drop(w);
-  }
-  for (size_t i = 0; i < w->n; i++) {
-    endpoint_t *ep = &w->eps[i];
-    if (ep->own && now >= ep->lease_until)
-      wr_lose(ep, "its lease could not be renewed in time");
-  }
-  if (!w->rc) wr_connect(w);
-  if (!w->rc_up) return;
-  for (size_t i = 0; i < w->n; i++) {
-    endpoint_t *ep = &w->eps[i];
-    if (ep->claiming || ep->acking || ep->releasing) continue;
-    if (!ep->own && (w->flushing || w->aborted || ep->done)) continue;
-    /* The renewal stores the cursor too (events skipped by the filter move
-     * it without a delivery). */
-    if (wr_send(ep, ep->own ? WR_RENEW : WR_CLAIM, ep->cursor) == 0)
-      ep->claiming = 1;
-  }
-}
-
-static int wr_init(webhooks_t *w) {
-  srv_t *s = w->s;
-  if (srv_redis_url(s->cfg.store, &w->addr) != 0) return -1;
-  if (wr_new_offer(w) != 0) return -1;
-  for (size_t i = 0; i < w->n; i++) {
-    endpoint_t *ep = &w->eps[i];
-    size_t n = strlen(ep->spec.name);
-    ep->key = malloc(sizeof WR_PREFIX + n + 5);
-    if (!ep->key) return -1;
-    snprintf(ep->key, sizeof WR_PREFIX + n + 5, "%swh:{%s}", WR_PREFIX,
-             ep->spec.name);
-  }
-  uint32_t tick = s->cfg.redis_heartbeat_ms / 2;
-  if (tick > 500) tick = 500;
-  if (tick < 20) tick = 20;
-  uv_timer_init(s->loop, &w->lease_timer);
-  w->lease_timer.data = w;
-  uv_timer_start(&w->lease_timer, wr_tick, 0, tick);
-  wr_connect(w);
-  return 0;
-}
-
-static void wr_close(webhooks_t *w) {
-  if (!w->redis) return;
-  wr_drop(w);
-  uv_close((uv_handle_t *)&w->lease_timer, NULL);
-}
-
-static void wr_free(webhooks_t *w) {
-  srv_redis_addr_free(&w->addr);
-  for (size_t i = 0; i < w->n; i++)
-    free(w->eps[i].key);
-}
-
-#else /* built without hiredis: no Redis store, every endpoint is ours */
-
-static void wr_ack(endpoint_t *ep) {
-  acknowledge(ep);
-}
-static void wr_release(endpoint_t *ep) {
-  ep->own = 0;
-}
-static void wr_lose(endpoint_t *ep, const char *why) {
-  (void)why;
-  ep->own = 0;
-}
-static int wr_init(webhooks_t *w) {
-  (void)w;
-  return -1;
-}
-static void wr_close(webhooks_t *w) {
-  (void)w;
-}
-static void wr_free(webhooks_t *w) {
-  (void)w;
-}
-
-#endif
-
-/* ------------------------------------------------------------------------ */
-/* Lifecycle                                                                */
-/* ------------------------------------------------------------------------ */
+/* ---- Lifecycle ----------------------------------------------------------- */
 
 static int setup_easy(endpoint_t *ep) {
   const srv_config_t *cfg = &ep->w->s->cfg;
@@ -1393,8 +589,7 @@ int webhook_init(srv_t *s) {
   buf_init(&w->events);
   w->eps = calloc(s->cfg.n_webhooks, sizeof *w->eps);
   if (!w->eps) goto nomem;
-  uv_timer_init(s->loop, &w->curl_timer);
-  w->curl_timer.data = w;
+  if (curl_uv_init(&w->curl, s->loop, on_transfer_done, w) != 0) goto nomem;
   for (size_t i = 0; i < s->cfg.n_webhooks; i++) {
     endpoint_t *ep = &w->eps[i];
     char err[256];
@@ -1424,12 +619,6 @@ int webhook_init(srv_t *s) {
      * Redis the cursor comes with the lease. */
     ep->cursor = presence_log_last_seq(s->p);
   }
-  w->multi = curl_multi_init();
-  if (!w->multi) goto nomem;
-  curl_multi_setopt(w->multi, CURLMOPT_SOCKETFUNCTION, on_curl_socket);
-  curl_multi_setopt(w->multi, CURLMOPT_SOCKETDATA, w);
-  curl_multi_setopt(w->multi, CURLMOPT_TIMERFUNCTION, on_curl_timeout);
-  curl_multi_setopt(w->multi, CURLMOPT_TIMERDATA, w);
   /* Cluster events: with Redis, changes decided on other instances too. */
   fanout_sink_t sink = {.name = "webhooks", .on_event = on_event, .ud = w};
   w->sink = fanout_sink_add(s, &sink);
@@ -1476,7 +665,7 @@ void webhook_abort(srv_t *s) {
   for (size_t i = 0; i < w->n; i++) {
     endpoint_t *ep = &w->eps[i];
     if (ep->inflight) {
-      curl_multi_remove_handle(w->multi, ep->easy);
+      curl_uv_remove(&w->curl, ep->easy);
       ep->inflight = 0;
     }
     uv_timer_stop(&ep->timer);
@@ -1504,14 +693,7 @@ void webhook_close(srv_t *s) {
   webhook_abort(s);
   w->closed = 1;
   wr_close(w);
-  if (w->multi) {
-    curl_multi_cleanup(w->multi);
-    w->multi = NULL;
-  }
-  /* Sockets curl did not report removed before its cleanup. */
-  while (w->polls)
-    poll_release(w, w->polls);
-  uv_close((uv_handle_t *)&w->curl_timer, NULL);
+  curl_uv_close(&w->curl);
   for (size_t i = 0; i < w->n; i++)
     uv_close((uv_handle_t *)&w->eps[i].timer, NULL);
 }
@@ -1521,7 +703,8 @@ void webhook_free(srv_t *s) {
   if (!w) return;
   if (w->sink >= 0) fanout_sink_remove(s, w->sink);
   w->sink = -1;
-  if (w->multi) curl_multi_cleanup(w->multi);
+  /* Without webhook_close (the loop never ran): only the multi handle. */
+  if (w->curl.multi) curl_multi_cleanup(w->curl.multi);
   for (size_t i = 0; i < w->n; i++) {
     endpoint_t *ep = &w->eps[i];
     if (ep->easy) curl_easy_cleanup(ep->easy);
@@ -1529,7 +712,7 @@ void webhook_free(srv_t *s) {
     buf_free(&ep->body);
     wh_spec_free(&ep->spec);
   }
-  if (w->redis) wr_free(w);
+  wr_free(w);
   free(w->eps);
   buf_free(&w->events);
   free(w);
@@ -1537,9 +720,7 @@ void webhook_free(srv_t *s) {
   curl_global_cleanup();
 }
 
-/* ------------------------------------------------------------------------ */
-/* Metrics                                                                  */
-/* ------------------------------------------------------------------------ */
+/* ---- Metrics ------------------------------------------------------------- */
 
 static void lag_ts(presence_t *p, int status, const presence_event_t *events,
                    size_t n, void *ud) {

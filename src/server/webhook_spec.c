@@ -1,0 +1,209 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Webhook endpoint specs (webhook.h): the --webhook option's text parsed
+ * and checked (URL scheme, secret or secret file, event filter, name).
+ * Pure: no loop, no network; config.c checks specs with it at startup.
+ */
+#include "server/webhook.h"
+
+#include "presence.h"
+
+#include <errno.h>
+#include <openssl/crypto.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define WH_SECRET_MAX 4096
+
+static char *dupn(const char *s, size_t n) {
+  char *d = malloc(n + 1);
+  if (d) {
+    memcpy(d, s, n);
+    d[n] = '\0';
+  }
+  return d;
+}
+
+void wh_spec_free(wh_spec_t *spec) {
+  if (spec->secret) OPENSSL_cleanse(spec->secret, spec->secret_len);
+  free(spec->url);
+  free(spec->secret);
+  free(spec->secret_file);
+  free(spec->name);
+  memset(spec, 0, sizeof *spec);
+}
+
+static int parse_events(const char *v, size_t n, uint32_t *out) {
+  uint32_t mask = 0;
+  size_t i = 0;
+  while (i <= n) {
+    size_t j = i;
+    while (j < n && v[j] != '|')
+      j++;
+    size_t l = j - i;
+    const char *w = v + i;
+    if (l == 1 && w[0] == '*')
+      mask |= (1u << PRESENCE_EV_COUNT_) - 1;
+    else if (l == 9 && !memcmp(w, "session.*", 9))
+      mask |= (1u << PRESENCE_EV_SESSION_CONNECTED) |
+              (1u << PRESENCE_EV_SESSION_DISCONNECTED) |
+              (1u << PRESENCE_EV_SESSION_STATUS);
+    else if (l == 6 && !memcmp(w, "user.*", 6))
+      mask |= (1u << PRESENCE_EV_USER_ONLINE) | (1u << PRESENCE_EV_USER_IDLE) |
+              (1u << PRESENCE_EV_USER_OFFLINE);
+    else {
+      int t;
+      for (t = 0; t < PRESENCE_EV_COUNT_; t++) {
+        const char *name = presence_event_type_name((presence_event_type_t)t);
+        if (strlen(name) == l && !memcmp(name, w, l)) break;
+      }
+      if (t == PRESENCE_EV_COUNT_) return -1;
+      mask |= 1u << t;
+    }
+    i = j + 1;
+  }
+  *out = mask;
+  return mask ? 0 : -1;
+}
+
+/* The URL as a metrics label: no credentials, no query (either may hold a
+ * secret). */
+static char *default_name(const char *url) {
+  const char *host = strstr(url, "://");
+  host = host ? host + 3 : url;
+  size_t end = strcspn(host, "/?#");
+  const char *at = memchr(host, '@', end);
+  size_t path = strcspn(host, "?#");
+  size_t scheme = (size_t)(host - url);
+  const char *h = at ? at + 1 : host;
+  size_t hl = (size_t)(host + path - h);
+  char *d = malloc(scheme + hl + 1);
+  if (!d) return NULL;
+  memcpy(d, url, scheme);
+  memcpy(d + scheme, h, hl);
+  d[scheme + hl] = '\0';
+  return d;
+}
+
+static int read_secret_file(wh_spec_t *o, char *err, size_t errcap) {
+  FILE *f = fopen(o->secret_file, "rb");
+  if (!f) {
+    snprintf(err, errcap, "cannot read secret-file %s: %s", o->secret_file,
+             strerror(errno));
+    return -1;
+  }
+  char *b = malloc(WH_SECRET_MAX + 1);
+  size_t n = b ? fread(b, 1, WH_SECRET_MAX + 1, f) : 0;
+  fclose(f);
+  if (!b) {
+    snprintf(err, errcap, "out of memory");
+    return -1;
+  }
+  /* Files written by editors and `echo` end with a newline that is not
+   * part of the secret. */
+  if (n > 0 && b[n - 1] == '\n') n--;
+  if (n > 0 && b[n - 1] == '\r') n--;
+  if (n == 0 || n > WH_SECRET_MAX) {
+    OPENSSL_cleanse(b, WH_SECRET_MAX + 1);
+    free(b);
+    snprintf(err, errcap, "secret-file %s: %s", o->secret_file,
+             n ? "longer than 4096 bytes" : "empty");
+    return -1;
+  }
+  b[n] = '\0';
+  o->secret = b;
+  o->secret_len = n;
+  return 0;
+}
+
+int wh_spec_parse(const char *spec, int read_secret, wh_spec_t *out, char *err,
+                  size_t errcap) {
+  memset(out, 0, sizeof *out);
+  out->events = (1u << PRESENCE_EV_COUNT_) - 1;
+  const char *p = spec;
+  int have_events = 0;
+  while (*p) {
+    size_t n = strcspn(p, ",");
+    const char *eq = memchr(p, '=', n);
+    if (!eq) {
+      snprintf(err, errcap, "expected key=value, got '%.*s'", (int)n, p);
+      goto fail;
+    }
+    size_t kl = (size_t)(eq - p), vl = n - kl - 1;
+    const char *v = eq + 1;
+    char **slot = NULL;
+    if (kl == 3 && !memcmp(p, "url", 3))
+      slot = &out->url;
+    else if (kl == 6 && !memcmp(p, "secret", 6))
+      slot = &out->secret;
+    else if (kl == 11 && !memcmp(p, "secret-file", 11))
+      slot = &out->secret_file;
+    else if (kl == 4 && !memcmp(p, "name", 4))
+      slot = &out->name;
+    else if (kl == 6 && !memcmp(p, "events", 6)) {
+      if (have_events || parse_events(v, vl, &out->events) != 0) {
+        snprintf(err, errcap,
+                 "events: expected event types joined by '|' (e.g. "
+                 "user.online|user.offline, user.*, *), got '%.*s'",
+                 (int)vl, v);
+        goto fail;
+      }
+      have_events = 1;
+    } else {
+      snprintf(err, errcap,
+               "unknown key '%.*s' (url, secret, secret-file, events, name)",
+               (int)kl, p);
+      goto fail;
+    }
+    if (slot) {
+      if (*slot || vl == 0) {
+        snprintf(err, errcap, "'%.*s' is %s", (int)kl, p,
+                 vl ? "given twice" : "empty");
+        goto fail;
+      }
+      for (size_t i = 0; i < vl; i++)
+        if ((unsigned char)v[i] < 0x20 || v[i] == 0x7f) {
+          snprintf(err, errcap, "'%.*s' holds a control character", (int)kl, p);
+          goto fail;
+        }
+      if (!(*slot = dupn(v, vl))) {
+        snprintf(err, errcap, "out of memory");
+        goto fail;
+      }
+    }
+    p += n;
+    if (*p == ',') p++;
+  }
+  if (!out->url || (strncmp(out->url, "http://", 7) != 0 &&
+                    strncmp(out->url, "https://", 8) != 0)) {
+    snprintf(err, errcap, "url=http://... or url=https://... is required");
+    goto fail;
+  }
+  if (strchr(out->url, ' ')) {
+    snprintf(err, errcap, "url holds a space (percent-encode it)");
+    goto fail;
+  }
+  if (!out->secret == !out->secret_file) {
+    snprintf(err, errcap, "exactly one of secret= and secret-file= is needed");
+    goto fail;
+  }
+  if (out->secret) out->secret_len = strlen(out->secret);
+  if (!out->name && !(out->name = default_name(out->url))) {
+    snprintf(err, errcap, "out of memory");
+    goto fail;
+  }
+  if (read_secret && out->secret_file && read_secret_file(out, err, errcap))
+    goto fail;
+  return 0;
+fail:
+  wh_spec_free(out);
+  return -1;
+}
+
+int wh_spec_check(const char *spec, char *err, size_t errcap) {
+  wh_spec_t s;
+  if (wh_spec_parse(spec, 0, &s, err, errcap) != 0) return -1;
+  wh_spec_free(&s);
+  return 0;
+}

@@ -357,6 +357,16 @@ typedef struct presence_options {
   struct presence_store *store;
   /* Longest status message in characters. 0: PRESENCE_MESSAGE_MAX_CHARS. */
   uint32_t message_max_chars;
+  /* The host's timer, as libcurl's CURLMOPT_TIMERFUNCTION: called whenever
+   * the next deadline (offline grace, inactivity, retention) changes, with
+   * the milliseconds until it (0: due now) or -1 (none: stop the timer).
+   * The timer is one-shot: when it fires, the host calls presence_tick,
+   * which reports the following deadline. Called from inside library calls
+   * (after their events were dispatched); it must not call the library,
+   * only arm or stop a timer. NULL: the host calls presence_tick on its own
+   * schedule, using its return value. */
+  void (*timer)(void *ud, int64_t timeout_ms);
+  void *timer_ud;
 } presence_options_t;
 
 /* ------------------------------------------------------------------------ */

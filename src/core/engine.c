@@ -62,7 +62,20 @@ struct presence {
   size_t ids_cap;
   int depth; /* nesting of API calls that may emit */
   bool dispatching;
+
+  /* The host's timer (options.timer): the absolute monotonic deadline last
+   * reported (-1: none, TIMER_UNKNOWN: report whatever it is), and a count
+   * of writes and events, to tell whether a tick changed anything. */
+  void (*timer)(void *ud, int64_t timeout_ms);
+  void *timer_ud;
+  int64_t timer_due;
+  uint64_t changes;
+  bool in_timer;
 };
+
+#define TIMER_UNKNOWN INT64_MIN
+
+static void timer_update(presence_t *p);
 
 /* ---- clocks ------------------------------------------------------------ */
 
@@ -168,6 +181,7 @@ static void drain(presence_t *p) {
 /* The store reports an event: queue it, and dispatch at once if nothing of
  * ours is on the stack (an asynchronous store answering later). */
 static unsigned char *pend_reserve(presence_t *p, size_t size) {
+  p->changes++;
   if (p->pend_len + size > p->pend_cap) {
     size_t ncap = p->pend_cap ? p->pend_cap * 2 : 4096;
     while (ncap < p->pend_len + size) ncap *= 2;
@@ -249,6 +263,9 @@ int presence_new(const presence_options_t *opts, presence_t **out) {
   p->message_max_chars = opts->message_max_chars ? opts->message_max_chars
                                                  : PRESENCE_MESSAGE_MAX_CHARS;
   p->next_handle = 1;
+  p->timer = opts->timer;
+  p->timer_ud = opts->timer_ud;
+  p->timer_due = -1; /* the host's timer starts stopped */
 
   p->host.emit = host_emit;
   p->host.emit_packed = host_emit_packed;
@@ -443,6 +460,8 @@ static int submit(presence_t *p, presence_write_t *w, presence_done_cb done,
   p->depth--;
   if (p->depth == 0) drain(p);
   if (rc == 0 && done && store_sync(p)) done(p, 0, ud);
+  p->changes++;
+  timer_update(p);
   return rc;
 }
 
@@ -662,13 +681,51 @@ int presence_reset(presence_t *p, presence_done_cb done, void *ud) {
   return submit(p, &w, done, ud);
 }
 
-int64_t presence_tick(presence_t *p) {
-  if (!p || !p->store->ops->tick) return -1;
+static int64_t run_tick(presence_t *p) {
   p->depth++;
   int64_t next = p->store->ops->tick(p->store, host_mono(p));
   p->depth--;
   if (p->depth == 0) drain(p);
   return next;
+}
+
+int64_t presence_tick(presence_t *p) {
+  if (!p || !p->store->ops->tick) return -1;
+  int64_t next = run_tick(p);
+  if (p->timer) {
+    /* The host's one-shot timer has fired (or the host ticks on its own):
+     * whatever comes next is reported, even the same deadline. */
+    p->timer_due = TIMER_UNKNOWN;
+    timer_update(p);
+  }
+  return next;
+}
+
+/* ---- the host's timer (options.timer) ---------------------------------- */
+
+/* After the outermost call that may have moved a deadline: run what is due
+ * and tell the host when the next deadline is, if that changed. A tick's
+ * events may cause writes (from callbacks) that move a deadline again, so
+ * it ticks until a tick changes nothing; after a few rounds "due now" makes
+ * the host call presence_tick from its loop instead. */
+static void timer_update(presence_t *p) {
+  if (!p->timer || p->depth || p->dispatching || p->in_timer) return;
+  if (!p->store->ops->tick) return;
+  p->in_timer = true;
+  int64_t next;
+  uint64_t before;
+  int rounds = 0;
+  do {
+    before = p->changes;
+    next = run_tick(p);
+  } while (p->changes != before && ++rounds < 4);
+  if (p->changes != before) next = 0;
+  int64_t due = next < 0 ? -1 : host_mono(p) + next;
+  if (due != p->timer_due) {
+    p->timer_due = due;
+    p->timer(p->timer_ud, next);
+  }
+  p->in_timer = false;
 }
 
 /* ---- queries ----------------------------------------------------------- */

@@ -190,7 +190,6 @@ static void kick(conn_t *c, const char *id) {
     return;
   }
   int rc = presence_session_kick(s->p, id, NULL, NULL);
-  srv_arm_tick(s);
   if (rc == PRESENCE_ENOSESSION) {
     http_error(c, 404, "no_session", "no such session");
     return;

@@ -536,17 +536,27 @@ int conn_read_start(conn_t *c) {
 /* Timers                                                                   */
 /* ------------------------------------------------------------------------ */
 
+/* The library's deadlines (offline grace, inactivity, retention) on one
+ * timer: the library reports each change of its next deadline through
+ * options.timer (on_presence_timer), and the timer runs presence_tick,
+ * which reports the deadline after it. No call site has to remember to
+ * re-arm anything after a library call. */
 static void on_tick(uv_timer_t *t) {
-  srv_arm_tick(t->data);
+  srv_t *s = t->data;
+  presence_tick(s->p);
+}
+
+static void on_presence_timer(void *ud, int64_t timeout_ms) {
+  srv_t *s = ud;
+  if (uv_is_closing((uv_handle_t *)&s->tick_timer)) return;
+  if (timeout_ms < 0)
+    uv_timer_stop(&s->tick_timer);
+  else
+    uv_timer_start(&s->tick_timer, on_tick, (uint64_t)timeout_ms, 0);
 }
 
 void srv_arm_tick(srv_t *s) {
-  int64_t d = presence_tick(s->p);
-  if (uv_is_closing((uv_handle_t *)&s->tick_timer)) return;
-  if (d < 0)
-    uv_timer_stop(&s->tick_timer);
-  else
-    uv_timer_start(&s->tick_timer, on_tick, (uint64_t)d, 0);
+  presence_tick(s->p);
 }
 
 static void on_house(uv_timer_t *t) {
@@ -659,8 +669,18 @@ int srv_init(srv_t *s, uv_loop_t *loop, const srv_config_t *cfg,
     srv_log(s, PRESENCE_LOG_WARN,
             "no --api-key: the backend API answers 401 to everyone");
 
+  /* The timers first: the library may arm tick_timer from its first call. */
+  uv_timer_t *timers[] = {&s->tick_timer, &s->house_timer, &s->sse_timer,
+                          &s->stop_timer};
+  for (size_t i = 0; i < 4; i++) {
+    uv_timer_init(loop, timers[i]);
+    timers[i]->data = s;
+  }
+
   presence_options_t o;
   presence_options_init(&o);
+  o.timer = on_presence_timer;
+  o.timer_ud = s;
   o.clock.wall_ms = lib_wall_ms;
   o.clock.mono_ms = lib_mono_ms;
   o.clock.ud = s;
@@ -722,12 +742,6 @@ int srv_init(srv_t *s, uv_loop_t *loop, const srv_config_t *cfg,
   s->rbuf_len = READ_BUF_SIZE;
   s->rbuf = malloc(s->rbuf_len);
   if (!s->rbuf) return -1;
-  uv_timer_t *timers[] = {&s->tick_timer, &s->house_timer, &s->sse_timer,
-                          &s->stop_timer};
-  for (size_t i = 0; i < 4; i++) {
-    uv_timer_init(loop, timers[i]);
-    timers[i]->data = s;
-  }
   uv_signal_init(loop, &s->sigterm);
   uv_signal_init(loop, &s->sigint);
   s->sigterm.data = s->sigint.data = s;
@@ -756,7 +770,6 @@ int srv_listen(srv_t *s) {
   }
   uint64_t iv = house_interval(&s->cfg);
   uv_timer_start(&s->house_timer, on_house, iv, iv);
-  srv_arm_tick(s);
   srv_log(s, PRESENCE_LOG_INFO, "listening on %s (instance %s%s)",
           s->cfg.listen, s->instance_id, s->cfg.demo ? ", demo mode" : "");
   return 0;

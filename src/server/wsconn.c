@@ -98,7 +98,6 @@ static void end_session(conn_t *c, presence_reason_t reason) {
   if (rc != 0 && rc != PRESENCE_ENOSESSION)
     srv_error(s, "session_end_failed", "ending session %s: %s", w->session_id,
               presence_strerror(rc));
-  srv_arm_tick(s);
 }
 
 static void unsubscribe_all(conn_t *c) {
@@ -332,7 +331,6 @@ static void on_status(conn_t *c, const wsmsg_t *m) {
   const char *id = m->id;
   presence_status_t status = (presence_status_t)m->status;
   int rc = presence_handle_set_status(s->p, w->handle, status, NULL, NULL);
-  srv_arm_tick(s);
   if (rc != 0) {
     send_error(c, "internal", presence_strerror(rc), id);
     return;
@@ -493,10 +491,8 @@ static void on_text(conn_t *c, const uint8_t *data, size_t len) {
 static void touch(conn_t *c) {
   srv_t *s = c->srv;
   wsconn_t *w = c->u.ws;
-  if (s->cfg.inactivity_ms && w->session_live) {
+  if (s->cfg.inactivity_ms && w->session_live)
     presence_handle_touch(s->p, w->handle);
-    srv_arm_tick(s);
-  }
 }
 
 /* Fixed one-second windows: cheap, and a burst is bounded by twice the
@@ -732,7 +728,6 @@ void ws_upgrade(conn_t *c, http_req_t *r, const char *rest, size_t restlen) {
   if (rc != 0 && srv_async(s)) conn_unref(c);
   free(w->claims.meta); /* stored by the library; not needed here */
   w->claims.meta = NULL;
-  srv_arm_tick(s);
   if (rc == PRESENCE_ELIMIT) {
     char msg[96];
     snprintf(msg, sizeof msg, "user already has %u sessions",
@@ -773,7 +768,6 @@ void ws_kick(srv_t *s, const char *session_id) {
    * it here too keeps a kick effective while Redis is away (the end is
    * then re-asserted by the store). */
   presence_session_kick(s->p, session_id, NULL, NULL);
-  srv_arm_tick(s);
   conn_t *c = map_get(&s->sessions, session_id);
   if (c) ws_session_ended(c, PRESENCE_REASON_KICKED);
 }

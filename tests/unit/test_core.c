@@ -343,6 +343,77 @@ static void grace_expires_into_offline(void **state) {
   destroy(f);
 }
 
+/* ---- the host's timer (options.timer) ---------------------------------- */
+
+typedef struct timer_log {
+  int calls;
+  int64_t last;
+} timer_log_t;
+
+static void log_timer(void *ud, int64_t timeout_ms) {
+  timer_log_t *t = ud;
+  t->calls++;
+  t->last = timeout_ms;
+}
+
+/* The library tells the host each change of its next deadline, and only
+ * changes: a host arms one timer and never re-arms it after its own calls. */
+static void timer_reports_each_change_of_the_deadline(void **state) {
+  (void)state;
+  fixture_t *f = calloc(1, sizeof(*f));
+  timer_log_t t = {0, -2};
+  f->clock.wall = 1764320000000;
+  f->clock.mono = 1000;
+  f->alloc.fail_after = -1;
+  presence_options_t o;
+  presence_options_init(&o);
+  o.clock = (presence_clock_t){fake_wall, fake_mono, &f->clock};
+  o.allocator = (presence_allocator_t){ca_malloc, ca_realloc, ca_free, &f->alloc};
+  o.offline_grace_ms = 5000;
+  o.inactivity_ms = 60000;
+  o.timer = log_timer;
+  o.timer_ud = &t;
+  assert_int_equal(presence_new(&o, &f->p), 0);
+  assert_true(presence_on_event(f->p, record_cb, &f->rec) > 0);
+  assert_int_equal(t.calls, 0); /* nothing pending yet */
+
+  /* A session: its inactivity deadline. */
+  presence_session_connect(f->p, "s1", "alice", NULL, NULL, NULL);
+  assert_int_equal(t.calls, 1);
+  assert_int_equal(t.last, 60000);
+  /* A second session at the same time: the same deadline, no call. */
+  presence_session_connect(f->p, "s2", "alice", NULL, NULL, NULL);
+  assert_int_equal(t.calls, 1);
+
+  /* Both end 1 s later: the offline grace is now the next deadline. */
+  clock_advance(&f->clock, 1000);
+  presence_session_disconnect(f->p, "s1", NULL, NULL);
+  presence_session_disconnect(f->p, "s2", NULL, NULL);
+  assert_int_equal(t.last, 5000);
+  int calls = t.calls;
+
+  /* The timer fires: the host ticks; user.offline, then no deadline. */
+  clock_advance(&f->clock, 5000);
+  f->rec.n = 0;
+  presence_tick(f->p);
+  assert_int_equal(f->rec.n, 1);
+  expect_event(f, 0, PRESENCE_EV_USER_OFFLINE, PRESENCE_REASON_DISCONNECT,
+               "alice");
+  assert_int_equal(t.calls, calls + 1);
+  assert_int_equal(t.last, -1);
+
+  /* A timer that fired early (a host's coarse clock): the same deadline is
+   * reported again, so the one-shot timer is armed again. */
+  presence_session_connect(f->p, "s3", "bob", NULL, NULL, NULL);
+  assert_int_equal(t.last, 60000);
+  calls = t.calls;
+  clock_advance(&f->clock, 59999);
+  presence_tick(f->p);
+  assert_int_equal(t.calls, calls + 1);
+  assert_int_equal(t.last, 1);
+  destroy(f);
+}
+
 /* ---- retention of offline users ---------------------------------------- */
 
 static fixture_t *make_retention(uint32_t grace, uint32_t retention_s) {
@@ -804,6 +875,7 @@ int main(void) {
       cmocka_unit_test(handles_reach_sessions_and_go_stale),
       cmocka_unit_test(grace_hides_a_reload),
       cmocka_unit_test(grace_expires_into_offline),
+      cmocka_unit_test(timer_reports_each_change_of_the_deadline),
       cmocka_unit_test(grace_does_not_cover_kicks),
       cmocka_unit_test(grace_does_not_cover_shutdown),
       cmocka_unit_test(grace_cancelled_then_restarted),

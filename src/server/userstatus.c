@@ -59,7 +59,6 @@ int userstatus_apply(srv_t *s, const char *user_id, int type,
   else
     rc = presence_user_set_message(s->p, user_id, st->text, st->emoji,
                                    userstatus_expiry(s, st), done, ud);
-  srv_arm_tick(s);
   return rc;
 }
 

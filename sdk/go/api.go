@@ -22,6 +22,26 @@ type User struct {
 	LastSeen int64  `json:"last_seen"`
 	Sessions int    `json:"sessions"`
 	Version  int64  `json:"version"`
+	// Status that people set (protocol.md section 6), the truth (never masked).
+	Availability      string                  `json:"availability,omitempty"` // auto, dnd, away, invisible
+	AvailabilitySince int64                   `json:"availability_since,omitempty"`
+	LastActive        int64                   `json:"last_active,omitempty"`
+	Message           *StatusMessage          `json:"message,omitempty"`
+	Devices           map[string]DeviceStatus `json:"devices,omitempty"`
+}
+
+// StatusMessage is a user's status message; Expires 0: none.
+type StatusMessage struct {
+	Text    string `json:"text"`
+	Emoji   string `json:"emoji"`
+	Expires int64  `json:"expires"`
+	Set     int64  `json:"set"`
+}
+
+// DeviceStatus is the best status of a user's sessions of one device kind.
+type DeviceStatus struct {
+	Status   string `json:"status"`
+	Sessions int    `json:"sessions"`
 }
 
 // Session is one open session of a user.

@@ -12,7 +12,7 @@ import (
 // backendDaemon is a presenced with the backend session connection, or a skip
 // saying why (a presenced without GET /v1/origins).
 func backendDaemon(t *testing.T) *daemon {
-	d, err := startDaemon("--offline-grace-ms", "0")
+	d, err := startDaemon()
 	if err != nil {
 		t.Fatal(err)
 	}

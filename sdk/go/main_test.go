@@ -77,7 +77,7 @@ func startDaemon(args ...string) (*daemon, error) {
 
 func (d *daemon) start() error {
 	argv := append([]string{"--listen", fmt.Sprintf("127.0.0.1:%d", d.port), "--api-key", testAPIKey,
-		"--jwt-secret", testJWTSecret, "--log-level", "warn"}, d.args...)
+		"--jwt-secret", testJWTSecret, "--log-level", "warn", "--offline-grace-ms", "0"}, d.args...)
 	d.cmd = exec.Command(presencedPath(), argv...)
 	d.cmd.Stderr = os.Stderr
 	if err := d.cmd.Start(); err != nil {

@@ -85,7 +85,7 @@ export type EventType =
   | (string & {});
 export type Availability = 'auto' | 'dnd' | 'away' | 'invisible';
 
-export interface StatusMessage { text: string; emoji?: string | null; expires?: number | null }
+export interface StatusMessage { text: string | null; emoji?: string | null; expires?: number | null; set?: number }
 
 export interface ChannelMember {
   user_id: string;

@@ -9,7 +9,7 @@ import { WebSocketServer, WebSocket } from 'ws';
 import { BackendConnection, PresenceAPI, trackWebSocketServer } from '../index.js';
 import { Presenced, waitFor, sleep, API_KEY } from './lib.js';
 
-const pd = new Presenced(['--offline-grace-ms', '0']);
+const pd = new Presenced();
 let api;
 let supported = false;
 before(async () => {

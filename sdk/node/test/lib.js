@@ -41,7 +41,7 @@ export class Presenced {
     if (!fs.existsSync(PRESENCED)) throw new Error(`presenced not found at ${PRESENCED} (set PRESENCED)`);
     this.port = this.port || await freePort();
     this.proc = spawn(PRESENCED, ['--listen', `127.0.0.1:${this.port}`, '--api-key', API_KEY,
-      '--jwt-secret', JWT_SECRET, '--log-level', 'warn', ...this.args], { stdio: ['ignore', 'pipe', 'pipe'] });
+      '--jwt-secret', JWT_SECRET, '--log-level', 'warn', '--offline-grace-ms', '0', ...this.args], { stdio: ['ignore', 'pipe', 'pipe'] });
     const grab = (c) => { this.log = (this.log + c).slice(-100000); };
     this.proc.stdout.setEncoding('utf8').on('data', grab);
     this.proc.stderr.setEncoding('utf8').on('data', grab);

@@ -12,7 +12,7 @@ import { PresenceAPI } from '../index.js';
 import { Presenced, waitFor, freePort, API_KEY } from './lib.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
-const pd = new Presenced(['--offline-grace-ms', '0']);
+const pd = new Presenced();
 let api, app, port, supported = false;
 before(async () => {
   await pd.start();

@@ -9,13 +9,21 @@ from typing import Any, Dict, Iterator, List, Optional, TypedDict
 from .errors import PresenceError
 
 
-class User(TypedDict):
+class _UserBase(TypedDict):
     user_id: str
     status: str          # "online" | "idle" | "offline"
     since: int           # ms since the epoch; 0: never seen
     last_seen: int
     sessions: int
     version: int
+
+
+class User(_UserBase, total=False):
+    availability: str    # "auto" | "dnd" | "away" | "invisible" (the truth, never masked)
+    availability_since: int
+    last_active: int     # last online, not idle (ms)
+    message: Optional[Dict[str, Any]]   # {"text", "emoji", "expires", "set"} or None
+    devices: Dict[str, Dict[str, Any]]  # kind -> {"status", "sessions"}
 
 
 class Session(TypedDict):

@@ -59,7 +59,7 @@ class Presenced:
             raise RuntimeError(f"presenced not found at {PRESENCED} (set PRESENCED)")
         self.port = self.port or free_port()
         self.proc = subprocess.Popen([PRESENCED, "--listen", f"127.0.0.1:{self.port}", "--api-key", API_KEY,
-                                      "--jwt-secret", JWT_SECRET, "--log-level", "warn", *self.args],
+                                      "--jwt-secret", JWT_SECRET, "--log-level", "warn", "--offline-grace-ms", "0", *self.args],
                                      stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
         def healthy():

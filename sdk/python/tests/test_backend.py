@@ -15,7 +15,7 @@ from conftest import API_KEY, Presenced, wait_for
 
 @pytest.fixture(scope="module")
 def pd():
-    d = Presenced("--offline-grace-ms", "0").start()
+    d = Presenced().start()
     try:
         PresenceAPI(d.url, API_KEY).origins()
     except PresenceError as e:

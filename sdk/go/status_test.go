@@ -1,0 +1,65 @@
+// SPDX-License-Identifier: MIT
+
+package presence
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestStatusSettings(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	api := NewClient(shared.url(), testAPIKey)
+	connected := make(chan struct{}, 1)
+	s := api.Events(StreamOptions{OnConnect: func() { connected <- struct{}{} }})
+	var kinds []string
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for s.Next(ctx) {
+			if it := s.Item(); it.Event != nil && it.Event.UserID == "gina" && strings.HasPrefix(it.Type, "user.") {
+				kinds = append(kinds, it.Type)
+				if len(kinds) == 4 {
+					return
+				}
+			}
+		}
+	}()
+	<-connected
+	phone := mustUser(t, shared, TokenOptions{UserID: "gina", Device: "mobile"})
+	defer phone.close()
+	waitFor(t, "gina online", func() bool { u, _ := api.GetUser(ctx, "gina"); return u != nil && u.Status == "online" })
+	if u, _ := api.GetUser(ctx, "gina"); u.Devices["mobile"].Sessions != 1 {
+		t.Fatalf("devices %+v", u.Devices)
+	}
+	if err := api.SetAvailability(ctx, "gina", "dnd"); err != nil {
+		t.Fatal(err)
+	}
+	if err := api.SetMessage(ctx, "gina", "Lunch", "🥪", 30*time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	u, _ := api.GetUser(ctx, "gina")
+	if u.Availability != "dnd" || u.Message == nil || u.Message.Emoji != "🥪" || u.Message.Expires < time.Now().Add(29*time.Minute).UnixMilli() {
+		t.Fatalf("gina %+v %+v", u, u.Message)
+	}
+	if err := api.ClearMessage(ctx, "gina"); err != nil {
+		t.Fatal(err)
+	}
+	if u, _ := api.GetUser(ctx, "gina"); u.Message != nil {
+		t.Fatalf("message kept: %+v", u.Message)
+	}
+	if err := api.SetAvailability(ctx, "gina", "asleep"); !IsCode(err, "bad_availability") {
+		t.Errorf("bad availability: %v", err)
+	}
+	if err := api.SetMessage(ctx, "gina", strings.Repeat("x", 500), "", 0); !IsCode(err, "bad_message") {
+		t.Errorf("long message: %v", err)
+	}
+	<-done
+	s.Close()
+	if strings.Join(kinds, " ") != "user.online user.availability user.message user.message" {
+		t.Fatalf("events %v", kinds)
+	}
+}

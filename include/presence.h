@@ -154,6 +154,9 @@ typedef enum {
   PRESENCE_REASON_INSTANCE_LOST,
   PRESENCE_REASON_RESYNC,
   PRESENCE_REASON_EXPIRED, /* a status message reached its expiry */
+  /* A backend's origin lost its connection past the resume window (its
+   * sessions end; docs/protocol.md section 5). */
+  PRESENCE_REASON_ORIGIN_LOST,
   PRESENCE_REASON_COUNT_
 } presence_reason_t;
 

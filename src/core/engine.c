@@ -522,7 +522,8 @@ int presence_session_open_device(presence_t *p, const char *session_id,
 static bool end_reason_ok(presence_reason_t reason) {
   return reason == PRESENCE_REASON_DISCONNECT ||
          reason == PRESENCE_REASON_TIMEOUT || reason == PRESENCE_REASON_KICKED ||
-         reason == PRESENCE_REASON_SHUTDOWN;
+         reason == PRESENCE_REASON_SHUTDOWN ||
+         reason == PRESENCE_REASON_ORIGIN_LOST;
 }
 
 int presence_session_end(presence_t *p, const char *session_id,

@@ -46,7 +46,8 @@ static const char *const event_names[PRESENCE_EV_COUNT_] = {
 static const char *const reason_names[PRESENCE_REASON_COUNT_] = {
     "none",     "connect",  "disconnect",    "explicit", "inactivity",
     "timeout",  "kicked",   "shutdown",      "instance_lost", "resync",
-    "expired"};
+    "expired",
+    "origin_lost"};
 
 const char *presence_status_name(presence_status_t s) {
   return (unsigned)s < 3 ? status_names[s] : "unknown";

@@ -28,6 +28,10 @@ static int authorized(const srv_t *s, const http_req_t *r) {
   return len == kl && CRYPTO_memcmp(h, s->cfg.api_key, kl) == 0;
 }
 
+int api_key_ok(const srv_t *s, const http_req_t *r) {
+  return authorized(s, r);
+}
+
 /* The store could not answer (Redis away or slow): 503, retry later. */
 static void store_error(conn_t *c, int rc) {
   http_error(c, 503, "store_unavailable", presence_strerror(rc));
@@ -369,16 +373,29 @@ void api_handle(conn_t *c, http_req_t *r) {
       get_user(c, id);
     return;
   }
+  if (pl == 11 && !memcmp(path, "/v1/origins", 11)) {
+    if (m != HTTP_GET)
+      method_not_allowed(c, "GET");
+    else
+      backend_http_origins(c);
+    return;
+  }
   if (pl > 13 && !memcmp(path, "/v1/sessions/", 13)) {
-    if (m != HTTP_DELETE) {
-      method_not_allowed(c, "DELETE");
+    if (m != HTTP_DELETE && m != HTTP_PUT) {
+      method_not_allowed(c, "DELETE, PUT");
       return;
     }
     if (segment_id(path + 13, pl - 13, id, sizeof id) != 0) {
-      http_error(c, 404, "no_session", "no such session");
+      if (m == HTTP_PUT)
+        http_error(c, 400, "bad_session_id", "not a valid session id");
+      else
+        http_error(c, 404, "no_session", "no such session");
       return;
     }
-    kick(c, id);
+    if (m == HTTP_PUT)
+      backend_http_put_session(c, r, id);
+    else
+      kick(c, id);
     return;
   }
   http_error(c, 404, "not_found", "no such endpoint");

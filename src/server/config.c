@@ -123,6 +123,21 @@ static const opt_t opts[] = {
         "hard limit of a graceful shutdown (5000)"),
     U32("sse-keepalive-ms", sse_keepalive_ms, 100, 3600000,
         "interval of event-stream keepalive comments (15000)"),
+    U32("max-origins", max_origins, 1, 1000000,
+        "backend origins (GET /v1/backend names) held at once (1024)"),
+    U32("origin-lease-ms", origin_lease_ms, 100, 3600000,
+        "a backend connection silent this long is closed, its origin "
+        "detached (15000)"),
+    U32("origin-resume-ms", origin_resume_ms, 0, 86400000,
+        "a detached origin's sessions wait this long for the backend to "
+        "come back, then end with reason origin_lost (30000)"),
+    U32("backend-max-ops", backend_max_ops, 1, 1000000,
+        "ops (or sync sessions) in one backend frame (10000)"),
+    U32("backend-ops-per-sec", backend_ops_per_sec, 1, 100000000,
+        "ops one origin may send per second; over it a batch is refused "
+        "with rate_limited (1000000)"),
+    U32("backend-max-message", backend_max_message, 125, 256u << 20,
+        "largest backend frame or message in bytes (16777216)"),
     STR("store", store,
         "memory, redis://[USER[:PASSWORD]@]HOST:PORT/DB, rediss://... (TLS) "
         "or unix:/PATH?db=N: where presence lives; many instances share one "
@@ -205,6 +220,12 @@ void config_defaults(srv_config_t *cfg) {
   cfg->http_request_timeout_ms = 10000;
   cfg->shutdown_timeout_ms = 5000;
   cfg->sse_keepalive_ms = 15000;
+  cfg->max_origins = 1024;
+  cfg->origin_lease_ms = 15000;
+  cfg->origin_resume_ms = 30000;
+  cfg->backend_max_ops = 10000;
+  cfg->backend_ops_per_sec = 1000000;
+  cfg->backend_max_message = 16u << 20;
   cfg->redis_heartbeat_ms = 2000;
   cfg->redis_lease_ms = 6000;
   cfg->redis_timeout_ms = 2000;

@@ -50,6 +50,13 @@ typedef struct srv_config {
   uint32_t http_request_timeout_ms;
   uint32_t shutdown_timeout_ms;
   uint32_t sse_keepalive_ms;
+  /* Backend session connections (GET /v1/backend, origin.c). */
+  uint32_t max_origins;
+  uint32_t origin_lease_ms;
+  uint32_t origin_resume_ms;
+  uint32_t backend_max_ops;
+  uint32_t backend_ops_per_sec;
+  uint32_t backend_max_message;
   /* --store: NULL or "memory" for the embedded store, else a Redis URL
    * (redis://[user[:password]@]host:port/db, rediss://... or
    * unix:/path?db=N). It may hold a password: log it only redacted. */

@@ -560,6 +560,10 @@ static void route(conn_t *c, http_req_t *r, const char *rest, size_t restlen) {
     ws_upgrade(c, r, rest, restlen);
     return;
   }
+  if (path_is(path, pl, "/v1/backend")) {
+    backend_upgrade(c, r, rest, restlen);
+    return;
+  }
   if (path_has_prefix(path, pl, "/v1/demo/")) {
     if (s->cfg.demo)
       demo_handle(c, r);

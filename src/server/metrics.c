@@ -43,6 +43,20 @@ void metrics_handle(conn_t *c, http_req_t *r) {
   metric(b, "presenced_websocket_messages_received_total", "counter",
          "Text messages received from WebSocket clients.",
          s->ws_messages_total);
+  {
+    uint64_t oc, od, osn, ops;
+    origin_counts(s, &oc, &od, &osn, &ops);
+    family(b, "presenced_origins", "gauge",
+           "Backend origins: connected, or detached within the resume window.");
+    buf_printf(b, "presenced_origins{state=\"connected\"} %llu\n",
+               (unsigned long long)oc);
+    buf_printf(b, "presenced_origins{state=\"detached\"} %llu\n",
+               (unsigned long long)od);
+    metric(b, "presenced_backend_sessions", "gauge",
+           "Sessions reported by backends (origins and HTTP sessions).", osn);
+    metric(b, "presenced_backend_ops_total", "counter",
+           "Ops applied or refused on backend connections.", ops);
+  }
   metric(b, "presenced_token_refreshes_total", "counter",
          "Client tokens replaced in place on a live WebSocket.",
          s->token_refreshes_total);

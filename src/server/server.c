@@ -286,6 +286,8 @@ static void on_overflow(conn_t *c) {
             c->srv->cfg.max_write_queue);
   if (c->kind == CONN_WS)
     ws_close(c, WS_CLOSE_SLOW, NULL, NULL, PRESENCE_REASON_DISCONNECT);
+  else if (c->kind == CONN_BACKEND)
+    backend_close(c, WS_CLOSE_SLOW, NULL, NULL);
   else
     conn_close(c);
 }
@@ -396,6 +398,9 @@ void conn_close(conn_t *c) {
   case CONN_SSE:
     sse_detach(c);
     break;
+  case CONN_BACKEND:
+    backend_detach(c);
+    break;
   }
   if (c->capture) return; /* detached: conn_free_detached frees it */
   uv_close((uv_handle_t *)&c->tcp, on_close);
@@ -466,6 +471,9 @@ void conn_feed(conn_t *c, const char *data, size_t len) {
     break;
   case CONN_SSE:
     break; /* an event stream has nothing to say; ignore it */
+  case CONN_BACKEND:
+    backend_on_read(c, data, len);
+    break;
   }
 }
 
@@ -589,8 +597,12 @@ static void on_house(uv_timer_t *t) {
     case CONN_SSE:
       sse_housekeeping(c, now);
       break;
+    case CONN_BACKEND:
+      backend_housekeeping(c, now);
+      break;
     }
   }
+  origin_housekeeping(s, now);
 }
 
 static uint64_t house_interval(const srv_config_t *cfg) {
@@ -736,6 +748,7 @@ int srv_init(srv_t *s, uv_loop_t *loop, const srv_config_t *cfg,
     return -1;
   }
   if (fanout_init(s) != 0) return -1;
+  if (origin_init(s) != 0) return -1;
   if (webhook_init(s) != 0) return -1;
   if (kick_init(s) != 0) return -1;
 
@@ -832,8 +845,13 @@ void srv_shutdown(srv_t *s) {
   uv_timer_start(&s->stop_timer, on_stop_timer, s->cfg.shutdown_timeout_ms, 0);
   /* Sessions end first, so their events reach the log before the event
    * streams are flushed and closed. */
-  for (conn_t *c = s->conns; c; c = c->next)
+  for (conn_t *c = s->conns; c; c = c->next) {
     if (!c->closing && c->kind == CONN_WS) ws_shutdown(c);
+    if (!c->closing && c->kind == CONN_BACKEND)
+      backend_close(c, WS_CLOSE_GOING_AWAY, NULL, "server shutting down");
+  }
+  /* Backends' sessions end too (reason shutdown), before the flush. */
+  origin_shutdown(s);
 #ifdef PRESENCED_HAVE_REDIS
   if (s->rstore) {
     /* The sessions' ends and the lease's release go to Redis first; the
@@ -869,6 +887,7 @@ static void srv_finish(srv_t *s) {
     if (!uv_is_closing(hs[i])) uv_close(hs[i], NULL);
   webhook_close(s);
   kick_close(s);
+  origin_close(s);
   if (s->rstore) {
     /* The Redis store's connections and timers are loop handles: the loop
      * ends only once it is gone. Nothing uses p after this point (every
@@ -880,6 +899,7 @@ static void srv_finish(srv_t *s) {
 }
 
 void srv_free(srv_t *s) {
+  origin_free(s);
   kick_free(s);
   webhook_free(s);
   fanout_free(s);

@@ -29,7 +29,10 @@ typedef struct http_req http_req_t;
 typedef struct wsconn wsconn_t;
 typedef struct sse_stream sse_stream_t;
 
-typedef enum { CONN_HTTP = 0, CONN_WS, CONN_SSE } conn_kind_t;
+typedef struct bconn bconn_t;
+typedef struct origin origin_t;
+
+typedef enum { CONN_HTTP = 0, CONN_WS, CONN_SSE, CONN_BACKEND } conn_kind_t;
 
 /* A fan-out sink (fanout.c): one part of the daemon that reacts to presence
  * changes. */
@@ -88,6 +91,7 @@ struct conn {
     http_req_t *http;
     wsconn_t *ws;
     sse_stream_t *sse;
+    bconn_t *backend; /* CONN_BACKEND: GET /v1/backend (backend.c) */
   } u;
 };
 
@@ -148,6 +152,7 @@ struct srv {
   int leaving;           /* presence_redis_leave requested, not done */
   int in_house;          /* inside the housekeeping timer callback */
   struct kicker *kicker; /* kick.c: cross-instance kicks (Redis only) */
+  struct origins *origins; /* origin.c: backends' sessions */
 };
 
 /* The Redis store is registered and its sessions asserted (0 without). */
@@ -347,6 +352,89 @@ void metrics_handle(conn_t *c, http_req_t *r);
 void demo_handle(conn_t *c, http_req_t *r);
 /* In demo mode without --jwt-secret: a random secret for this run. */
 int demo_init(srv_t *s);
+
+/* ---- backend.c: GET /v1/backend, a backend's session connection -------- */
+
+/* The upgrade: API key, origin, 101, welcome. rest: bytes after the request
+ * (already WebSocket frames). */
+void backend_upgrade(conn_t *c, http_req_t *r, const char *rest,
+                     size_t restlen);
+void backend_on_read(conn_t *c, const char *data, size_t len);
+void backend_housekeeping(conn_t *c, int64_t now_mono);
+/* The connection goes away: detach its origin (its sessions wait out the
+ * resume window), free the state. */
+void backend_detach(conn_t *c);
+/* Send an error frame first when err_code is set, then close with code. */
+void backend_close(conn_t *c, uint16_t code, const char *err_code,
+                   const char *message);
+/* PUT /v1/sessions/{id} (a session with a TTL) and GET /v1/origins. */
+void backend_http_put_session(conn_t *c, http_req_t *r, const char *id);
+void backend_http_origins(conn_t *c);
+/* Another connection took this one's origin: forget it, close with 4009. */
+void backend_taken_over(conn_t *c);
+/* {"type":"ended","session":...,"reason":...} to the origin's backend. */
+void backend_notify_ended(conn_t *c, const char *session_id,
+                          presence_reason_t reason);
+
+/* ---- origin.c: origins and the sessions they report ---------------------- */
+
+/* The registry (and the built-in origin "http"); the fan-out sink that
+ * notices a backend session ended by someone else (a kick). */
+int origin_init(srv_t *s);
+/* Release its loop handles (srv_finish); origin_free after the loop. */
+void origin_close(srv_t *s);
+void origin_free(srv_t *s);
+/* Attach connection c to the origin called name, creating it, or resuming
+ * it (*resumed = 1) when it still holds sessions; a connection already
+ * attached to it is closed with 4009. NULL: out of memory, or *full set
+ * (over --max-origins). */
+origin_t *origin_attach(srv_t *s, const char *name, conn_t *c, int *resumed,
+                        int *full);
+/* Its connection is gone: the resume window starts (or, without sessions,
+ * the origin goes at once). */
+void origin_detach(srv_t *s, origin_t *o);
+const char *origin_name(const origin_t *o);
+uint32_t origin_session_count(const origin_t *o);
+/* One decoded op of a batch (or a session of a sync) on o: NULL, or the
+ * per-op error code with a message. */
+struct bop;
+const char *origin_apply(srv_t *s, origin_t *o, const struct bop *op,
+                         const char **message);
+/* A sync: the first frame starts it (sessions named from then on are kept),
+ * origin_sync_end ends the sessions not named and says how many were
+ * opened and closed by it. */
+void origin_sync_begin(origin_t *o);
+void origin_sync_end(srv_t *s, origin_t *o, uint32_t *opened,
+                     uint32_t *closed);
+/* Take n ops from the origin's budget of the current second: 0, or -1 with
+ * the milliseconds until it refills. */
+int origin_take_ops(srv_t *s, origin_t *o, uint32_t n, uint32_t *retry_ms);
+/* End every session of o now (bye: reason disconnect). */
+void origin_end_all(srv_t *s, origin_t *o, presence_reason_t reason);
+/* Detached origins past their window, HTTP sessions past their TTL. */
+void origin_housekeeping(srv_t *s, int64_t now_mono);
+/* Shutdown: every backend session ends with reason shutdown. */
+void origin_shutdown(srv_t *s);
+/* {"origins":[...]} for GET /v1/origins. */
+void origin_list_json(srv_t *s, buf_t *b);
+/* Counts for /metrics. */
+void origin_counts(srv_t *s, uint64_t *connected, uint64_t *detached,
+                   uint64_t *sessions, uint64_t *ops_total);
+/* PUT /v1/sessions/{id}: create (*created = 1) or renew an HTTP session of
+ * user with a TTL; status 0 keeps the current one. NULL, or an error code
+ * with its HTTP status in *http_status. */
+const char *origin_http_put(srv_t *s, const char *session_id,
+                            const char *user, uint32_t ttl_ms, int status,
+                            const char *meta, int *created,
+                            int64_t *expires_wall_ms, int *http_status);
+
+/* ---- wsconn.c: the upgrade's checks shared with backend.c ---------------- */
+
+/* Method, Upgrade/Connection/Sec-WebSocket-Key and the version: 0 with the
+ * Sec-WebSocket-Accept value in accept, or -1 after answering the error. */
+int ws_handshake_check(conn_t *c, http_req_t *r, char accept[29]);
+/* The API key of the backend API (api.c). */
+int api_key_ok(const srv_t *s, const http_req_t *r);
 
 /* ---- kick.c: kicks of sessions held by other instances (Redis) ---------- */
 

@@ -634,12 +634,11 @@ static void on_open_done(presence_t *p, int status, void *ud) {
   conn_unref(c);
 }
 
-void ws_upgrade(conn_t *c, http_req_t *r, const char *rest, size_t restlen) {
-  srv_t *s = c->srv;
+int ws_handshake_check(conn_t *c, http_req_t *r, char accept[29]) {
   if (http_method(r) != HTTP_GET) {
     http_error_hdr(c, 405, "method_not_allowed", "use GET to open a WebSocket",
                    "Allow: GET\r\n");
-    return;
+    return -1;
   }
   size_t ul, cl, kl, vl;
   const char *up = http_header(r, "Upgrade", &ul);
@@ -650,20 +649,26 @@ void ws_upgrade(conn_t *c, http_req_t *r, const char *rest, size_t restlen) {
     http_error(c, 400, "bad_upgrade",
                "a WebSocket upgrade needs Upgrade: websocket, Connection: "
                "Upgrade and Sec-WebSocket-Key");
-    return;
+    return -1;
   }
   const char *ver = http_header(r, "Sec-WebSocket-Version", &vl);
   if (!ver || vl != 2 || memcmp(ver, "13", 2) != 0) {
     http_error_hdr(c, 426, "bad_version", "only WebSocket version 13",
                    "Sec-WebSocket-Version: 13\r\n");
-    return;
+    return -1;
   }
-  char accept[29];
   if (ws_accept_key(key, kl, accept) != 0) {
     http_error(c, 400, "bad_upgrade",
                "Sec-WebSocket-Key is not the base64 of 16 bytes");
-    return;
+    return -1;
   }
+  return 0;
+}
+
+void ws_upgrade(conn_t *c, http_req_t *r, const char *rest, size_t restlen) {
+  srv_t *s = c->srv;
+  char accept[29];
+  if (ws_handshake_check(c, r, accept) != 0) return;
   size_t tl;
   const char *tq = http_query(r, "token", &tl);
   if (!tq || tl == 0) {

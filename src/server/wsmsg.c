@@ -11,7 +11,7 @@
 
 /* cJSON decodes \u0000 into a terminating NUL, silently shortening the
  * string ("b\u0000b" would read as "b"); such messages are refused. */
-static int has_escaped_nul(const uint8_t *d, size_t len) {
+int wsmsg_has_escaped_nul(const uint8_t *d, size_t len) {
   for (size_t i = 0; i + 1 < len; i++) {
     if (d[i] != '\\') continue;
     if (d[i + 1] == 'u' && i + 5 < len && !memcmp(d + i + 2, "0000", 4))
@@ -25,6 +25,20 @@ static int only_space(const char *p, const char *end) {
   for (; p < end; p++)
     if (*p != ' ' && *p != '\t' && *p != '\n' && *p != '\r') return 0;
   return 1;
+}
+
+cJSON *wsmsg_parse_object(const uint8_t *data, size_t len) {
+  const char *end = NULL;
+  cJSON *root = cJSON_ParseWithLengthOpts((const char *)data, len, &end, 0);
+  if (root && (!end || !only_space(end, (const char *)data + len))) {
+    cJSON_Delete(root); /* an object followed by more than whitespace */
+    root = NULL;
+  }
+  if (root && !cJSON_IsObject(root)) {
+    cJSON_Delete(root);
+    root = NULL;
+  }
+  return root;
 }
 
 static int bad(wsmsg_t *m, const char *code, const char *msg) {
@@ -137,13 +151,8 @@ int wsmsg_decode_message(const cJSON *obj, wsmsg_t *m) {
 int wsmsg_decode(const uint8_t *data, size_t len, uint32_t max_users,
                  wsmsg_t *m) {
   memset(m, 0, sizeof *m);
-  const char *end = NULL;
-  m->root = cJSON_ParseWithLengthOpts((const char *)data, len, &end, 0);
-  if (m->root && (!end || !only_space(end, (const char *)data + len))) {
-    cJSON_Delete(m->root); /* an object followed by more than whitespace */
-    m->root = NULL;
-  }
-  if (!cJSON_IsObject(m->root))
+  m->root = wsmsg_parse_object(data, len);
+  if (!m->root)
     return bad(m, "bad_json", "message is not a JSON object");
   /* The id is echoed verbatim, rendered once into a bounded buffer; it is
    * kept only when valid, so the error about it carries none. */
@@ -161,7 +170,7 @@ int wsmsg_decode(const uint8_t *data, size_t len, uint32_t max_users,
   const char *t = cJSON_IsString(type) ? type->valuestring : NULL;
   if (!t) return bad(m, "unknown_type", "type is missing");
   int is_sub = !strcmp(t, "subscribe"), is_unsub = !strcmp(t, "unsubscribe");
-  if (has_escaped_nul(data, len))
+  if (wsmsg_has_escaped_nul(data, len))
     return bad(m, is_sub || is_unsub ? "bad_user_id" : "bad_field",
                "strings must not contain NUL (\\u0000)");
   if (!strcmp(t, "status")) {

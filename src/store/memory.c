@@ -1101,6 +1101,7 @@ static int op_end(mstore_t *m, const presence_write_t *w) {
    * may reconnect to another instance.) */
   bool graceful = w->reason != PRESENCE_REASON_KICKED &&
                   w->reason != PRESENCE_REASON_INSTANCE_LOST &&
+                  w->reason != PRESENCE_REASON_ORIGIN_LOST &&
                   w->reason != PRESENCE_REASON_SHUTDOWN;
   bool in_grace = false;
   if (to == PRESENCE_OFFLINE && m->h.offline_grace_ms && graceful) {

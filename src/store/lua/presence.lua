@@ -57,6 +57,8 @@ local EV_CONN, EV_DISC, EV_STATUS, EV_UON, EV_UIDLE, EV_UOFF, EV_CLEAN =
   0, 1, 2, 3, 4, 5, 6
 local EV_CJOIN, EV_CLEAVE, EV_CUPDATE = 7, 8, 9
 local R_CONNECT, R_KICKED, R_SHUTDOWN, R_LOST, R_RESYNC = 1, 6, 7, 8, 9
+-- A backend's origin lost past its resume window: final, like R_LOST.
+local R_ORIGIN_LOST = 11
 local E_NOSESSION, E_EXIST, E_LIMIT, E_FENCED, E_BUSY = -5, -6, -7, -11, -15
 local E_NOTMEMBER, E_CHANLIMIT = -32, -33
 local R_EXPLICIT = 3
@@ -515,6 +517,7 @@ local function remove_session(sid, u, reason, r, U)
   emit(EV_DISC, reason, sid, u, nil, r.st, OFF, U.v)
   local to = computed(U)
   local graceful = reason ~= R_KICKED and reason ~= R_LOST and
+    reason ~= R_ORIGIN_LOST and
     reason ~= R_SHUTDOWN
   if to == OFF and grace_ms > 0 and graceful and U.st ~= OFF then
     U.g = 1

@@ -1,0 +1,456 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * A backend's session connection, GET /v1/backend (docs/protocol.md
+ * section 5): an application server reports many sessions over one
+ * WebSocket, in batches each answered by one ack naming the ops refused.
+ * The sessions belong to the connection's origin (origin.c), not to the
+ * connection: when it goes they wait out the resume window.
+ *
+ * Invariants: once our close frame is queued (close_sent) nothing else is
+ * written. A frame is decoded whole before anything of it is applied, so a
+ * frame refused as a whole (bad_json, bad_field, too_many_ops,
+ * rate_limited) changes nothing.
+ */
+#include "server/server.h"
+
+#include "server/bmsg.h"
+#include "server/wsmsg.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+/* Malformed frames tolerated before the connection is closed with 1008. */
+#define MAX_BAD_FRAMES 10
+#define WS_CLOSE_TAKEN_OVER 4009
+
+struct bconn {
+  ws_parser_t *parser;
+  origin_t *origin; /* NULL once another connection took it over */
+  int64_t last_frame_ms;
+  int64_t last_ping_ms;
+  buf_t errs; /* the refused ops of the frame being applied */
+  uint16_t bad_frames;
+  uint8_t close_sent;
+};
+
+/* ------------------------------------------------------------------------ */
+/* Sending                                                                  */
+/* ------------------------------------------------------------------------ */
+
+static int send_frame(conn_t *c, int opcode, const void *payload, size_t len) {
+  uint8_t hdr[10];
+  size_t hl = ws_frame_header(hdr, opcode, 1, len);
+  return conn_write2(c, hdr, hl, payload, len);
+}
+
+static int send_text(conn_t *c, const buf_t *b) {
+  if (c->kind != CONN_BACKEND || !c->u.backend || c->u.backend->close_sent ||
+      buf_failed(b))
+    return -1;
+  return send_frame(c, WS_OP_TEXT, b->data, b->len);
+}
+
+static void put_seq(buf_t *b, const bmsg_t *m) {
+  if (m && m->has_seq) {
+    buf_puts(b, ",\"seq\":");
+    buf_put_u64(b, m->seq);
+  }
+}
+
+static void send_error(conn_t *c, const char *code, const char *message,
+                       const bmsg_t *m, uint32_t retry_ms) {
+  srv_t *s = c->srv;
+  srv_error(s, code, "backend %s: %s",
+            c->u.backend->origin ? origin_name(c->u.backend->origin) : "?",
+            message);
+  buf_t *b = &s->scratch;
+  buf_reset(b);
+  buf_puts(b, "{\"type\":\"error\",\"code\":");
+  buf_put_json_str(b, code);
+  buf_puts(b, ",\"message\":");
+  buf_put_json_str(b, message);
+  put_seq(b, m);
+  if (retry_ms) buf_printf(b, ",\"retry_ms\":%u", retry_ms);
+  buf_putc(b, '}');
+  send_text(c, b);
+  buf_shrink(b, 65536);
+}
+
+void backend_close(conn_t *c, uint16_t code, const char *err_code,
+                   const char *message) {
+  bconn_t *bc = c->u.backend;
+  if (c->closing || c->kind != CONN_BACKEND || !bc || bc->close_sent) return;
+  if (err_code) {
+    send_error(c, err_code, message ? message : err_code, NULL, 0);
+    if (c->closing) return;
+  }
+  bc->close_sent = 1;
+  uint8_t payload[125];
+  size_t pl = ws_close_payload(payload, code, message ? message : "");
+  send_frame(c, WS_OP_CLOSE, payload, pl);
+  if (!c->closing) conn_close_after_flush(c);
+}
+
+void backend_taken_over(conn_t *c) {
+  if (c->kind != CONN_BACKEND || !c->u.backend) return;
+  c->u.backend->origin = NULL;
+  backend_close(c, WS_CLOSE_TAKEN_OVER, "origin_taken_over",
+                "another connection took this origin over");
+}
+
+void backend_notify_ended(conn_t *c, const char *session_id,
+                          presence_reason_t reason) {
+  if (c->closing) return;
+  srv_t *s = c->srv;
+  buf_t *b = &s->scratch;
+  buf_reset(b);
+  buf_puts(b, "{\"type\":\"ended\",\"session\":");
+  buf_put_json_str(b, session_id);
+  buf_puts(b, ",\"reason\":");
+  buf_put_json_str(b, reason == PRESENCE_REASON_NONE
+                          ? "refused"
+                          : presence_reason_name(reason));
+  buf_putc(b, '}');
+  send_text(c, b);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Frames                                                                   */
+/* ------------------------------------------------------------------------ */
+
+static void refuse_op(bconn_t *bc, uint32_t index, const char *code,
+                      const char *message) {
+  buf_t *e = &bc->errs;
+  buf_puts(e, e->len ? "," : "");
+  buf_printf(e, "{\"index\":%u,\"code\":", index);
+  buf_put_json_str(e, code);
+  buf_puts(e, ",\"message\":");
+  buf_put_json_str(e, message);
+  buf_putc(e, '}');
+}
+
+/* A batch or a sync frame: every item on its own, in order, then one ack. */
+static void apply_items(conn_t *c, const bmsg_t *m) {
+  srv_t *s = c->srv;
+  bconn_t *bc = c->u.backend;
+  origin_t *o = bc->origin;
+  uint32_t retry_ms = 0;
+  if (origin_take_ops(s, o, m->n_items, &retry_ms) != 0) {
+    char msg[96];
+    snprintf(msg, sizeof msg, "over %u ops per second: nothing applied",
+             s->cfg.backend_ops_per_sec);
+    send_error(c, "rate_limited", msg, m, retry_ms ? retry_ms : 1);
+    return;
+  }
+  if (m->type == BMSG_SYNC) origin_sync_begin(o);
+  buf_reset(&bc->errs);
+  uint32_t i = 0, applied = 0;
+  const cJSON *item;
+  cJSON_ArrayForEach(item, m->items) {
+    bop_t op;
+    const char *msg = NULL, *code = NULL;
+    if (bmsg_op(m, item, &op) != 0) {
+      code = op.err_code;
+      msg = op.err_msg;
+    } else {
+      code = origin_apply(s, o, &op, &msg);
+    }
+    if (code)
+      refuse_op(bc, i, code, msg ? msg : code);
+    else
+      applied++;
+    i++;
+    /* An op's events may have closed this connection (a write failed). */
+    if (c->closing || !c->u.backend || bc->origin != o) break;
+  }
+  uint32_t opened = 0, closed = 0;
+  int done = m->type == BMSG_SYNC && m->done && !c->closing &&
+             bc->origin == o;
+  if (done) origin_sync_end(s, o, &opened, &closed);
+  srv_arm_tick(s);
+  if (c->closing) return;
+  buf_t *b = &s->scratch;
+  buf_reset(b);
+  buf_puts(b, "{\"type\":\"ack\"");
+  put_seq(b, m);
+  buf_printf(b, ",\"applied\":%u", applied);
+  if (done) buf_printf(b, ",\"opened\":%u,\"closed\":%u", opened, closed);
+  if (bc->errs.len) {
+    buf_puts(b, ",\"errors\":[");
+    buf_append(b, bc->errs.data, bc->errs.len);
+    buf_putc(b, ']');
+  }
+  buf_putc(b, '}');
+  send_text(c, b);
+  buf_shrink(b, 65536);
+  buf_shrink(&bc->errs, 65536);
+}
+
+static void on_text(conn_t *c, const uint8_t *data, size_t len) {
+  srv_t *s = c->srv;
+  bconn_t *bc = c->u.backend;
+  bmsg_t m;
+  int rc = bmsg_decode(data, len, s->cfg.backend_max_ops, &m);
+  if (rc == BMSG_TOO_MANY) {
+    send_error(c, m.err_code, m.err_msg, &m, 0);
+  } else if (rc != BMSG_OK) {
+    send_error(c, m.err_code, m.err_msg, &m, 0);
+    if (!c->closing && ++bc->bad_frames >= MAX_BAD_FRAMES)
+      backend_close(c, WS_CLOSE_POLICY, NULL, "too many malformed frames");
+  } else if (!bc->origin) {
+    /* Taken over: the close frame is on its way; nothing more applies. */
+  } else if (m.type == BMSG_PING) {
+    buf_t *b = &s->scratch;
+    buf_reset(b);
+    buf_puts(b, "{\"type\":\"pong\"");
+    if (m.id[0]) {
+      buf_puts(b, ",\"id\":");
+      buf_puts(b, m.id);
+    }
+    buf_puts(b, ",\"ts\":");
+    buf_put_i64(b, srv_now_wall(s));
+    buf_putc(b, '}');
+    send_text(c, b);
+  } else if (m.type == BMSG_BYE) {
+    origin_end_all(s, bc->origin, PRESENCE_REASON_DISCONNECT);
+    backend_close(c, WS_CLOSE_NORMAL, NULL, "bye");
+  } else {
+    apply_items(c, &m);
+  }
+  bmsg_free(&m);
+}
+
+void backend_on_read(conn_t *c, const char *data, size_t len) {
+  const uint8_t *in = (const uint8_t *)data;
+  while (!c->closing && c->u.backend && !c->u.backend->close_sent) {
+    bconn_t *bc = c->u.backend;
+    ws_event_t ev;
+    size_t n = ws_parse(bc->parser, in, len, &ev);
+    in += n;
+    len -= n;
+    if (ev.kind != WS_EV_NONE) bc->last_frame_ms = c->last_rx_ms;
+    switch (ev.kind) {
+    case WS_EV_NONE:
+      if (n == 0 || len == 0) return;
+      break;
+    case WS_EV_MESSAGE:
+      if (ev.opcode != WS_OP_TEXT) {
+        backend_close(c, WS_CLOSE_UNSUPPORTED, NULL,
+                      "binary messages not accepted");
+        return;
+      }
+      on_text(c, ev.data, ev.len);
+      break;
+    case WS_EV_PING:
+      send_frame(c, WS_OP_PONG, ev.data, ev.len);
+      break;
+    case WS_EV_PONG:
+      break;
+    case WS_EV_CLOSE: {
+      /* Echo the peer's code; the origin is detached, its sessions kept
+       * for the resume window (a bye ends them). */
+      bc->close_sent = 1;
+      uint8_t payload[125];
+      size_t pl = 0;
+      if (ev.close_code != 1005)
+        pl = ws_close_payload(payload, ev.close_code, "");
+      send_frame(c, WS_OP_CLOSE, payload, pl);
+      if (!c->closing) conn_close_after_flush(c);
+      return;
+    }
+    case WS_EV_ERROR:
+      backend_close(c, ev.close_code, NULL,
+                    ev.reason ? ev.reason : "protocol error");
+      return;
+    }
+  }
+}
+
+/* ------------------------------------------------------------------------ */
+/* Timers and teardown                                                      */
+/* ------------------------------------------------------------------------ */
+
+void backend_housekeeping(conn_t *c, int64_t now) {
+  srv_t *s = c->srv;
+  bconn_t *bc = c->u.backend;
+  if (!bc || bc->close_sent) return;
+  if (now - bc->last_frame_ms >= (int64_t)s->cfg.origin_lease_ms) {
+    srv_error(s, "origin_lease_lost", "backend %s silent for %u ms",
+              bc->origin ? origin_name(bc->origin) : "?",
+              s->cfg.origin_lease_ms);
+    backend_close(c, WS_CLOSE_TIMEOUT, NULL, "lease lost");
+    return;
+  }
+  if (now - bc->last_ping_ms >= (int64_t)s->cfg.heartbeat_ms) {
+    bc->last_ping_ms = now;
+    send_frame(c, WS_OP_PING, NULL, 0);
+  }
+}
+
+void backend_detach(conn_t *c) {
+  bconn_t *bc = c->u.backend;
+  if (!bc) return;
+  c->u.backend = NULL;
+  if (bc->origin) origin_detach(c->srv, bc->origin);
+  ws_parser_free(bc->parser);
+  buf_free(&bc->errs);
+  free(bc);
+}
+
+/* ------------------------------------------------------------------------ */
+/* The upgrade                                                              */
+/* ------------------------------------------------------------------------ */
+
+void backend_upgrade(conn_t *c, http_req_t *r, const char *rest,
+                     size_t restlen) {
+  srv_t *s = c->srv;
+  if (!api_key_ok(s, r)) {
+    http_error_hdr(c, 401, "unauthorized",
+                   s->cfg.api_key ? "missing or wrong API key"
+                                  : "no API key configured on this server",
+                   "WWW-Authenticate: Bearer\r\n");
+    return;
+  }
+  char accept[29];
+  if (ws_handshake_check(c, r, accept) != 0) return;
+  size_t ol;
+  const char *oq = http_query(r, "origin", &ol);
+  char name[4 * PRESENCE_ID_MAX + 1];
+  if (!oq || ol == 0 || http_unescape(oq, ol, name, sizeof name) < 0 ||
+      presence_id_check(name) != 0) {
+    http_error(c, 400, "bad_origin",
+               "?origin= must name this backend (1..128 bytes, id rules)");
+    return;
+  }
+  bconn_t *bc = calloc(1, sizeof *bc);
+  ws_limits_t lim = {s->cfg.backend_max_message, s->cfg.backend_max_message};
+  if (bc) bc->parser = ws_parser_new(&lim);
+  if (!bc || !bc->parser) {
+    if (bc) ws_parser_free(bc->parser);
+    free(bc);
+    http_error(c, 503, "out_of_memory", "out of memory");
+    return;
+  }
+  buf_init(&bc->errs);
+  int resumed = 0, full = 0;
+  origin_t *o = origin_attach(s, name, c, &resumed, &full);
+  if (!o) {
+    ws_parser_free(bc->parser);
+    free(bc);
+    if (full)
+      http_error(c, 503, "too_many_origins", "too many backend origins");
+    else
+      http_error(c, 409, "bad_origin", "this origin name is reserved");
+    return;
+  }
+  bc->origin = o;
+  char head[256];
+  int hn = snprintf(head, sizeof head,
+                    "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                    "Connection: Upgrade\r\nSec-WebSocket-Accept: %s\r\n\r\n",
+                    accept);
+  http_req_free(r);
+  c->u.backend = bc;
+  c->kind = CONN_BACKEND;
+  int64_t now = srv_now_mono(s);
+  bc->last_frame_ms = bc->last_ping_ms = now;
+  c->last_rx_ms = now;
+  if (conn_write(c, head, (size_t)hn) != 0) return;
+  srv_log(s, PRESENCE_LOG_INFO, "origin %s %s (%u sessions)", name,
+          resumed ? "resumed" : "connected", origin_session_count(o));
+  buf_t *b = &s->scratch;
+  buf_reset(b);
+  buf_puts(b, "{\"type\":\"welcome\",\"protocol\":1,\"origin\":");
+  buf_put_json_str(b, name);
+  buf_printf(b,
+             ",\"resumed\":%s,\"sessions\":%u,\"lease_ms\":%u,"
+             "\"resume_ms\":%u,\"heartbeat_ms\":%u,\"max_ops\":%u}",
+             resumed ? "true" : "false", origin_session_count(o),
+             s->cfg.origin_lease_ms, s->cfg.origin_resume_ms,
+             s->cfg.heartbeat_ms, s->cfg.backend_max_ops);
+  send_text(c, b);
+  if (restlen && !c->closing) backend_on_read(c, rest, restlen);
+}
+
+/* ------------------------------------------------------------------------ */
+/* HTTP: serverless sessions and the origin list                            */
+/* ------------------------------------------------------------------------ */
+
+#define HTTP_TTL_MIN_MS 1000u
+#define HTTP_TTL_MAX_MS 86400000u
+
+/* PUT /v1/sessions/{id} {"user":...,"ttl_ms":...,"status":...,"meta":{}}:
+ * create or renew a session that ends when its TTL lapses. */
+void backend_http_put_session(conn_t *c, http_req_t *r, const char *id) {
+  srv_t *s = c->srv;
+  size_t bl;
+  const char *body = http_body(r, &bl);
+  cJSON *root = wsmsg_parse_object((const uint8_t *)body, bl);
+  char *meta = NULL;
+  if (!root || wsmsg_has_escaped_nul((const uint8_t *)body, bl)) {
+    http_error(c, 400, "bad_json", "body is not one JSON object");
+    goto out;
+  }
+  const cJSON *user = cJSON_GetObjectItemCaseSensitive(root, "user");
+  const cJSON *ttl = cJSON_GetObjectItemCaseSensitive(root, "ttl_ms");
+  const cJSON *st = cJSON_GetObjectItemCaseSensitive(root, "status");
+  const cJSON *mv = cJSON_GetObjectItemCaseSensitive(root, "meta");
+  if (!cJSON_IsString(user) || presence_id_check(user->valuestring) != 0) {
+    http_error(c, 400, "bad_user_id", "user must be a valid user id");
+    goto out;
+  }
+  if (!cJSON_IsNumber(ttl) || !(ttl->valuedouble >= HTTP_TTL_MIN_MS) ||
+      ttl->valuedouble > HTTP_TTL_MAX_MS) {
+    http_error(c, 400, "bad_ttl", "ttl_ms must be from 1000 to 86400000");
+    goto out;
+  }
+  presence_status_t status = PRESENCE_OFFLINE; /* keep / online */
+  if (st && (!cJSON_IsString(st) ||
+             presence_status_parse(st->valuestring, &status) != 0 ||
+             status == PRESENCE_OFFLINE)) {
+    http_error(c, 400, "bad_status", "status must be online or idle");
+    goto out;
+  }
+  if (mv && !cJSON_IsNull(mv)) {
+    meta = cJSON_IsObject(mv) ? cJSON_PrintUnformatted(mv) : NULL;
+    if (!meta || strlen(meta) > PRESENCE_META_MAX) {
+      http_error(c, 400, "bad_meta", "meta must be an object of at most "
+                                     "4096 bytes");
+      goto out;
+    }
+  }
+  int created = 0, hs = 0;
+  int64_t expires = 0;
+  const char *code =
+      origin_http_put(s, id, user->valuestring, (uint32_t)ttl->valuedouble,
+                      (int)status, meta, &created, &expires, &hs);
+  if (code) {
+    http_error(c, hs, code,
+               hs == 409   ? "the session id is held by another user, "
+                             "origin or client"
+               : hs == 429 ? "the user has too many sessions"
+                           : "the session could not be stored");
+    goto out;
+  }
+  buf_t *b = &s->scratch;
+  buf_reset(b);
+  buf_puts(b, "{\"session_id\":");
+  buf_put_json_str(b, id);
+  buf_puts(b, ",\"user_id\":");
+  buf_put_json_str(b, user->valuestring);
+  buf_printf(b, ",\"created\":%s,\"expires\":", created ? "true" : "false");
+  buf_put_i64(b, expires);
+  buf_putc(b, '}');
+  http_respond_json(c, created ? 201 : 200, b);
+out:
+  free(meta);
+  cJSON_Delete(root);
+}
+
+/* GET /v1/origins */
+void backend_http_origins(conn_t *c) {
+  buf_t *b = &c->srv->scratch;
+  buf_reset(b);
+  origin_list_json(c->srv, b);
+  http_respond_json(c, 200, b);
+}

@@ -1,0 +1,687 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Origins: the sessions an application server reports (docs/protocol.md
+ * section 5), by its backend connection (backend.c) or by HTTP with a TTL.
+ *
+ * An origin is a name (the backend's, stable across its restarts) with the
+ * sessions it opened. The sessions live in the library like any other (the
+ * store decides every transition); what is kept here is who owns them: one
+ * table from session id to its record (origin, the library's handle, the
+ * sync mark), and one list per origin, so an origin's sessions can be
+ * walked (re-assert, loss) without scanning everybody's.
+ *
+ * Lifetime: an origin is attached while a backend connection holds it.
+ * When the connection goes, it is detached and keeps its sessions for the
+ * resume window; a connection for the same name inside the window takes
+ * them back and re-asserts its list (sync), so only net differences become
+ * events. Past the window the sessions end with reason origin_lost, a
+ * bounded batch per timer turn so one large origin does not stall the loop.
+ *
+ * Ownership checks: an op names a session id; the id must be this origin's
+ * (else session_owned when some other origin or a client WebSocket has it,
+ * no_session when nobody has it). Records leave the table before the
+ * library is told to end their session, so the session.disconnected that
+ * follows does not look like an end by someone else; an end by someone else
+ * (a kick, a reset) is noticed by the fan-out sink below, which drops the
+ * record and tells the backend ({"type":"ended"}).
+ */
+#include "server/server.h"
+
+#include "server/bmsg.h"
+#include "server/json.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+/* Sessions of an origin past its window ended per timer turn. */
+#define REAP_BATCH 4096
+/* The built-in origin of PUT /v1/sessions/{id}. */
+#define HTTP_ORIGIN "http"
+
+typedef struct osess {
+  origin_t *origin;
+  struct osess *prev, *next; /* the origin's list */
+  presence_handle_t handle;
+  const char *id;      /* the table's copy of the key */
+  int64_t deadline_ms; /* HTTP sessions: monotonic end of the TTL */
+  uint32_t mark;       /* the sync generation that named it */
+} osess_t;
+
+struct origin {
+  origin_t *prev, *next; /* the registry's list */
+  conn_t *conn;          /* NULL: detached */
+  osess_t *head;
+  uint32_t n_sessions;
+  uint32_t sync_gen;
+  uint8_t syncing;
+  uint8_t is_http;
+  uint8_t reaping;            /* past the window: ending its sessions */
+  uint32_t sync_opened;       /* sessions a sync opened */
+  int64_t since_wall_ms;      /* attached (or created) */
+  int64_t detached_mono_ms;   /* 0: attached */
+  int64_t detached_wall_ms;
+  int64_t ops_window_ms;      /* rate limit: the current second */
+  uint32_t ops_in_window;
+  char name[PRESENCE_ID_MAX + 1];
+};
+
+struct origins {
+  map_t by_name;   /* name -> origin_t */
+  map_t sessions;  /* session id -> osess_t */
+  origin_t *list;
+  uint32_t n_origins;
+  origin_t *http;
+  uv_timer_t reap_timer;
+  int reap_armed;
+  int sink;
+  uint64_t ops_total;
+};
+
+/* ------------------------------------------------------------------------ */
+/* Records                                                                  */
+/* ------------------------------------------------------------------------ */
+
+static void link_sess(origin_t *o, osess_t *r) {
+  r->origin = o;
+  r->prev = NULL;
+  r->next = o->head;
+  if (o->head) o->head->prev = r;
+  o->head = r;
+  o->n_sessions++;
+}
+
+/* Out of the table and the origin's list; the caller ends the session. */
+static void drop_sess(struct origins *g, osess_t *r) {
+  origin_t *o = r->origin;
+  if (r->prev)
+    r->prev->next = r->next;
+  else
+    o->head = r->next;
+  if (r->next) r->next->prev = r->prev;
+  o->n_sessions--;
+  map_del(&g->sessions, r->id);
+  free(r);
+}
+
+static osess_t *new_sess(struct origins *g, origin_t *o, const char *id,
+                         presence_handle_t h) {
+  osess_t *r = calloc(1, sizeof *r);
+  if (!r) return NULL;
+  if (map_put(&g->sessions, id, r) != 0) {
+    free(r);
+    return NULL;
+  }
+  r->id = map_key(&g->sessions, id);
+  r->handle = h;
+  r->mark = o->sync_gen;
+  link_sess(o, r);
+  return r;
+}
+
+/* End r's session in the library for reason (its record goes first). */
+static void end_sess(srv_t *s, osess_t *r, presence_reason_t reason) {
+  presence_handle_t h = r->handle;
+  drop_sess(s->origins, r);
+  int rc = presence_handle_end(s->p, h, reason, NULL, NULL);
+  if (rc != 0 && rc != PRESENCE_ENOSESSION)
+    srv_error(s, "session_end_failed", "ending a backend session: %s",
+              presence_strerror(rc));
+}
+
+static void free_origin(struct origins *g, origin_t *o) {
+  if (o->prev)
+    o->prev->next = o->next;
+  else
+    g->list = o->next;
+  if (o->next) o->next->prev = o->prev;
+  map_del(&g->by_name, o->name);
+  g->n_origins--;
+  free(o);
+}
+
+static origin_t *new_origin(struct origins *g, const char *name, int64_t now) {
+  origin_t *o = calloc(1, sizeof *o);
+  if (!o) return NULL;
+  snprintf(o->name, sizeof o->name, "%s", name);
+  if (map_put(&g->by_name, o->name, o) != 0) {
+    free(o);
+    return NULL;
+  }
+  o->since_wall_ms = now;
+  o->next = g->list;
+  if (g->list) g->list->prev = o;
+  g->list = o;
+  g->n_origins++;
+  return o;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Ends decided elsewhere                                                   */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * A session.disconnected this instance decided: if the session is still in
+ * the table, someone else ended it (a kick by the API, a reset): drop the
+ * record and tell the backend. Our own ends never get here (their records
+ * are gone first), nor do the ones ended for disconnect or origin_lost,
+ * which only we ask for (with an asynchronous store their events may come
+ * after the same id was opened again).
+ */
+static void on_session_event(srv_t *s, const presence_event_t *ev, void *ud) {
+  struct origins *g = ud;
+  if (!ev->session_id || ev->reason == PRESENCE_REASON_DISCONNECT ||
+      ev->reason == PRESENCE_REASON_ORIGIN_LOST)
+    return;
+  osess_t *r = map_get(&g->sessions, ev->session_id);
+  if (!r) return;
+  conn_t *c = r->origin->conn;
+  char id[PRESENCE_ID_MAX + 1];
+  snprintf(id, sizeof id, "%s", ev->session_id);
+  drop_sess(g, r);
+  if (c) backend_notify_ended(c, id, ev->reason);
+}
+
+static void on_reap_timer(uv_timer_t *t);
+
+int origin_init(srv_t *s) {
+  struct origins *g = calloc(1, sizeof *g);
+  if (!g) return -1;
+  map_init(&g->by_name);
+  map_init(&g->sessions);
+  s->origins = g;
+  g->http = new_origin(g, HTTP_ORIGIN, srv_now_wall(s));
+  if (!g->http) return -1;
+  g->http->is_http = 1;
+  uv_timer_init(s->loop, &g->reap_timer);
+  g->reap_timer.data = s;
+  fanout_sink_t sink = {.name = "backend sessions",
+                        .types = FANOUT_TYPE(PRESENCE_EV_SESSION_DISCONNECTED),
+                        .local = 1,
+                        .on_event = on_session_event,
+                        .ud = g};
+  g->sink = fanout_sink_add(s, &sink);
+  return g->sink < 0 ? -1 : 0;
+}
+
+void origin_close(srv_t *s) {
+  struct origins *g = s->origins;
+  if (g && !uv_is_closing((uv_handle_t *)&g->reap_timer))
+    uv_close((uv_handle_t *)&g->reap_timer, NULL);
+}
+
+void origin_free(srv_t *s) {
+  struct origins *g = s->origins;
+  if (!g) return;
+  while (g->list) {
+    origin_t *o = g->list;
+    while (o->head)
+      drop_sess(g, o->head);
+    free_origin(g, o);
+  }
+  map_free(&g->by_name);
+  map_free(&g->sessions);
+  free(g);
+  s->origins = NULL;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Attach and detach                                                        */
+/* ------------------------------------------------------------------------ */
+
+origin_t *origin_attach(srv_t *s, const char *name, conn_t *c, int *resumed,
+                        int *full) {
+  struct origins *g = s->origins;
+  *resumed = 0;
+  *full = 0;
+  origin_t *o = map_get(&g->by_name, name);
+  if (o && o->is_http) return NULL; /* the name is reserved */
+  if (!o) {
+    if (g->n_origins - 1 >= s->cfg.max_origins) { /* "http" is built in */
+      *full = 1;
+      return NULL;
+    }
+    o = new_origin(g, name, srv_now_wall(s));
+    if (!o) return NULL;
+  } else {
+    *resumed = o->n_sessions > 0;
+    if (o->conn) {
+      /* The backend is back on a new connection (the old one may be
+       * half-open after a crash): the newest wins, the sessions stay. */
+      conn_t *old = o->conn;
+      o->conn = NULL;
+      backend_taken_over(old);
+    }
+  }
+  o->conn = c;
+  o->detached_mono_ms = o->detached_wall_ms = 0;
+  o->reaping = 0;
+  o->syncing = 0;
+  o->since_wall_ms = srv_now_wall(s);
+  return o;
+}
+
+void origin_detach(srv_t *s, origin_t *o) {
+  o->conn = NULL;
+  o->syncing = 0;
+  if (!o->n_sessions) {
+    free_origin(s->origins, o);
+    return;
+  }
+  o->detached_mono_ms = srv_now_mono(s);
+  o->detached_wall_ms = srv_now_wall(s);
+}
+
+const char *origin_name(const origin_t *o) {
+  return o->name;
+}
+
+uint32_t origin_session_count(const origin_t *o) {
+  return o->n_sessions;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Operations                                                               */
+/* ------------------------------------------------------------------------ */
+
+static const char *open_error(int rc, const char **msg) {
+  switch (rc) {
+  case PRESENCE_EEXIST:
+    *msg = "the session id belongs to another origin or a client";
+    return "session_owned";
+  case PRESENCE_ELIMIT:
+    *msg = "the user has too many sessions";
+    return "too_many_sessions";
+  case PRESENCE_EMETA:
+    *msg = "meta is too large";
+    return "bad_meta";
+  default:
+    *msg = presence_strerror(rc);
+    return "internal";
+  }
+}
+
+static const char *channel_error(int rc, const char **msg) {
+  *msg = presence_strerror(rc);
+  switch (rc) {
+  case PRESENCE_ECHANNEL:
+    return "bad_channel";
+  case PRESENCE_EDATA:
+    return "data_too_large";
+  case PRESENCE_ECHANLIMIT:
+    return "too_many_channels";
+  case PRESENCE_ENOTMEMBER:
+    return "not_joined";
+  case PRESENCE_ENOSESSION:
+    return "no_session";
+  default:
+    return "internal";
+  }
+}
+
+/* With an asynchronous store (Redis) an open is refused later (EEXIST
+ * cluster-wide, ELIMIT): the record goes and the backend is told. */
+typedef struct open_req {
+  srv_t *s;
+  char id[];
+} open_req_t;
+
+static void on_open_done(presence_t *p, int status, void *ud) {
+  open_req_t *q = ud;
+  srv_t *s = q->s;
+  const char *id = q->id;
+  (void)p;
+  if (s->origins && status != 0 && status != PRESENCE_ESTORE &&
+      status != PRESENCE_ETIMEDOUT && status != PRESENCE_EFENCED) {
+    osess_t *r = map_get(&s->origins->sessions, id);
+    if (r) {
+      conn_t *c = r->origin->conn;
+      drop_sess(s->origins, r);
+      if (c) backend_notify_ended(c, id, PRESENCE_REASON_NONE);
+    }
+  }
+  free(q);
+}
+
+/* A meta or data object as the library stores it: compact JSON text. */
+static char *compact(const cJSON *v) {
+  return v ? cJSON_PrintUnformatted(v) : NULL;
+}
+
+static const char *op_open(srv_t *s, origin_t *o, const bop_t *op,
+                           const char **msg) {
+  struct origins *g = s->origins;
+  osess_t *r = map_get(&g->sessions, op->session);
+  if (r && r->origin != o) {
+    *msg = "the session id belongs to another origin";
+    return "session_owned";
+  }
+  if (r) {
+    /* Held already: a retried open, or a session named by a sync. */
+    presence_session_info_t si;
+    int have = presence_session_get(s->p, op->session, &si) == 0;
+    if (have && strcmp(si.user_id, op->user) != 0) {
+      *msg = "this origin holds the session for another user";
+      return "session_exists";
+    }
+    r->mark = o->sync_gen;
+    if (op->status && (!have || si.status != (presence_status_t)op->status)) {
+      int rc = presence_handle_set_status(s->p, r->handle,
+                                          (presence_status_t)op->status, NULL,
+                                          NULL);
+      if (rc != 0) {
+        *msg = presence_strerror(rc);
+        return "internal";
+      }
+    }
+    return NULL;
+  }
+  char *meta = compact(op->meta);
+  if (op->meta && (!meta || strlen(meta) > PRESENCE_META_MAX)) {
+    free(meta);
+    *msg = "meta is over 4096 bytes";
+    return "bad_meta";
+  }
+  open_req_t *ud = NULL;
+  if (srv_async(s)) {
+    size_t il = strlen(op->session) + 1;
+    if (!(ud = malloc(sizeof *ud + il))) {
+      free(meta);
+      *msg = "out of memory";
+      return "internal";
+    }
+    ud->s = s;
+    memcpy(ud->id, op->session, il);
+  }
+  presence_handle_t h = PRESENCE_HANDLE_NONE;
+  int rc = presence_session_open(s->p, op->session, op->user, meta, &h,
+                                 ud ? on_open_done : NULL, ud);
+  free(meta);
+  if (rc != 0) {
+    free(ud);
+    return open_error(rc, msg);
+  }
+  if (!new_sess(g, o, op->session, h)) {
+    presence_handle_end(s->p, h, PRESENCE_REASON_DISCONNECT, NULL, NULL);
+    *msg = "out of memory";
+    return "internal";
+  }
+  if (o->syncing) o->sync_opened++;
+  if (op->status == PRESENCE_IDLE)
+    presence_handle_set_status(s->p, h, PRESENCE_IDLE, NULL, NULL);
+  return NULL;
+}
+
+const char *origin_apply(srv_t *s, origin_t *o, const bop_t *op,
+                         const char **msg) {
+  struct origins *g = s->origins;
+  g->ops_total++;
+  if (op->kind == BOP_OPEN) return op_open(s, o, op, msg);
+  osess_t *r = map_get(&g->sessions, op->session);
+  presence_session_info_t si;
+  if (!r || r->origin != o) {
+    if (r || presence_session_get(s->p, op->session, &si) == 0) {
+      *msg = "the session belongs to another origin or a client";
+      return "session_owned";
+    }
+    *msg = "no such session of this origin";
+    return "no_session";
+  }
+  r->mark = o->sync_gen;
+  int rc = 0;
+  char *data = NULL;
+  switch (op->kind) {
+  case BOP_STATUS:
+    rc = presence_handle_set_status(s->p, r->handle,
+                                    (presence_status_t)op->status, NULL, NULL);
+    break;
+  case BOP_CLOSE:
+    end_sess(s, r, PRESENCE_REASON_DISCONNECT);
+    return NULL;
+  case BOP_JOIN:
+  case BOP_UPDATE:
+    data = compact(op->data);
+    if (op->data && (!data || strlen(data) > PRESENCE_DATA_MAX)) {
+      free(data);
+      *msg = "data is over the size limit";
+      return "data_too_large";
+    }
+    rc = op->kind == BOP_JOIN
+             ? presence_handle_join(s->p, r->handle, op->channel, data, NULL,
+                                    NULL)
+             : presence_handle_update(s->p, r->handle, op->channel, data, NULL,
+                                      NULL);
+    free(data);
+    break;
+  case BOP_LEAVE:
+    rc = presence_handle_leave(s->p, r->handle, op->channel, NULL, NULL);
+    break;
+  }
+  if (rc == 0) return NULL;
+  if (op->kind == BOP_STATUS) {
+    *msg = presence_strerror(rc);
+    return rc == PRESENCE_ENOSESSION ? "no_session" : "internal";
+  }
+  return channel_error(rc, msg);
+}
+
+void origin_sync_begin(origin_t *o) {
+  if (o->syncing) return;
+  o->syncing = 1;
+  o->sync_gen++;
+  o->sync_opened = 0;
+}
+
+void origin_sync_end(srv_t *s, origin_t *o, uint32_t *opened,
+                     uint32_t *closed) {
+  uint32_t n = 0;
+  for (osess_t *r = o->head, *next; r; r = next) {
+    next = r->next;
+    if (r->mark == o->sync_gen) continue;
+    end_sess(s, r, PRESENCE_REASON_DISCONNECT);
+    n++;
+  }
+  *opened = o->sync_opened;
+  *closed = n;
+  o->syncing = 0;
+  o->sync_opened = 0;
+  srv_arm_tick(s);
+}
+
+int origin_take_ops(srv_t *s, origin_t *o, uint32_t n, uint32_t *retry_ms) {
+  int64_t now = srv_now_mono(s);
+  if (now - o->ops_window_ms >= 1000) {
+    o->ops_window_ms = now;
+    o->ops_in_window = 0;
+  }
+  if ((uint64_t)o->ops_in_window + n > s->cfg.backend_ops_per_sec) {
+    *retry_ms = (uint32_t)(1000 - (now - o->ops_window_ms));
+    return -1;
+  }
+  o->ops_in_window += n;
+  return 0;
+}
+
+void origin_end_all(srv_t *s, origin_t *o, presence_reason_t reason) {
+  while (o->head)
+    end_sess(s, o->head, reason);
+  srv_arm_tick(s);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Timers                                                                   */
+/* ------------------------------------------------------------------------ */
+
+/* End up to REAP_BATCH sessions of origins past their window; returns
+ * whether some remain. */
+static int reap_some(srv_t *s) {
+  struct origins *g = s->origins;
+  uint32_t budget = REAP_BATCH;
+  for (origin_t *o = g->list, *next; o && budget; o = next) {
+    next = o->next;
+    if (!o->reaping) continue;
+    while (o->head && budget) {
+      end_sess(s, o->head, PRESENCE_REASON_ORIGIN_LOST);
+      budget--;
+    }
+    if (!o->head) {
+      srv_log(s, PRESENCE_LOG_INFO, "origin %s lost: its sessions ended",
+              o->name);
+      free_origin(g, o);
+    }
+  }
+  srv_arm_tick(s);
+  for (origin_t *o = g->list; o; o = o->next)
+    if (o->reaping) return 1;
+  return 0;
+}
+
+static void on_reap_timer(uv_timer_t *t) {
+  srv_t *s = t->data;
+  if (!reap_some(s)) {
+    uv_timer_stop(t);
+    s->origins->reap_armed = 0;
+  }
+}
+
+void origin_housekeeping(srv_t *s, int64_t now) {
+  struct origins *g = s->origins;
+  if (!g) return;
+  int reap = 0;
+  for (origin_t *o = g->list; o; o = o->next) {
+    if (o->is_http) {
+      for (osess_t *r = o->head, *next; r; r = next) {
+        next = r->next;
+        if (now >= r->deadline_ms) end_sess(s, r, PRESENCE_REASON_TIMEOUT);
+      }
+      continue;
+    }
+    if (!o->conn && !o->reaping &&
+        now - o->detached_mono_ms >= (int64_t)s->cfg.origin_resume_ms) {
+      srv_log(s, PRESENCE_LOG_WARN,
+              "origin %s: no backend for %u ms, ending its %u sessions "
+              "(origin_lost)",
+              o->name, s->cfg.origin_resume_ms, o->n_sessions);
+      o->reaping = 1;
+    }
+    reap |= o->reaping;
+  }
+  srv_arm_tick(s);
+  if (reap && !g->reap_armed && !s->shutting_down) {
+    g->reap_armed = 1;
+    uv_timer_start(&g->reap_timer, on_reap_timer, 0, 1);
+  }
+}
+
+void origin_shutdown(srv_t *s) {
+  struct origins *g = s->origins;
+  if (!g) return;
+  for (origin_t *o = g->list; o; o = o->next)
+    while (o->head)
+      end_sess(s, o->head, PRESENCE_REASON_SHUTDOWN);
+  if (g->reap_armed) {
+    uv_timer_stop(&g->reap_timer);
+    g->reap_armed = 0;
+  }
+}
+
+/* ------------------------------------------------------------------------ */
+/* HTTP sessions                                                            */
+/* ------------------------------------------------------------------------ */
+
+const char *origin_http_put(srv_t *s, const char *session_id,
+                            const char *user, uint32_t ttl_ms, int status,
+                            const char *meta, int *created,
+                            int64_t *expires_wall_ms, int *http_status) {
+  struct origins *g = s->origins;
+  origin_t *o = g->http;
+  *created = 0;
+  *expires_wall_ms = srv_now_wall(s) + ttl_ms;
+  osess_t *r = map_get(&g->sessions, session_id);
+  if (r && r->origin != o) {
+    *http_status = 409;
+    return "session_exists";
+  }
+  if (r) {
+    presence_session_info_t si;
+    if (presence_session_get(s->p, session_id, &si) == 0 &&
+        strcmp(si.user_id, user) != 0) {
+      *http_status = 409;
+      return "session_exists";
+    }
+    r->deadline_ms = srv_now_mono(s) + ttl_ms;
+    if (status)
+      presence_handle_set_status(s->p, r->handle, (presence_status_t)status,
+                                 NULL, NULL);
+    srv_arm_tick(s);
+    return NULL;
+  }
+  presence_handle_t h = PRESENCE_HANDLE_NONE;
+  int rc = presence_session_open(s->p, session_id, user, meta, &h, NULL, NULL);
+  if (rc != 0) {
+    *http_status = rc == PRESENCE_EEXIST   ? 409
+                   : rc == PRESENCE_ELIMIT ? 429
+                   : rc == PRESENCE_EMETA  ? 400
+                                           : 503;
+    return rc == PRESENCE_EEXIST   ? "session_exists"
+           : rc == PRESENCE_ELIMIT ? "too_many_sessions"
+           : rc == PRESENCE_EMETA  ? "bad_meta"
+                                   : "internal";
+  }
+  r = new_sess(g, o, session_id, h);
+  if (!r) {
+    presence_handle_end(s->p, h, PRESENCE_REASON_DISCONNECT, NULL, NULL);
+    *http_status = 503;
+    return "internal";
+  }
+  r->deadline_ms = srv_now_mono(s) + ttl_ms;
+  if (status == PRESENCE_IDLE)
+    presence_handle_set_status(s->p, h, PRESENCE_IDLE, NULL, NULL);
+  *created = 1;
+  srv_arm_tick(s);
+  return NULL;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Listing                                                                  */
+/* ------------------------------------------------------------------------ */
+
+void origin_list_json(srv_t *s, buf_t *b) {
+  struct origins *g = s->origins;
+  buf_puts(b, "{\"origins\":[");
+  int first = 1;
+  for (origin_t *o = g->list; o; o = o->next) {
+    if (o->is_http && !o->n_sessions) continue;
+    if (!first) buf_putc(b, ',');
+    first = 0;
+    buf_puts(b, "{\"origin\":");
+    buf_put_json_str(b, o->name);
+    buf_puts(b, ",\"state\":");
+    buf_puts(b, o->is_http ? "\"http\""
+                : o->conn  ? "\"connected\""
+                           : "\"detached\"");
+    buf_printf(b, ",\"sessions\":%u,\"since\":", o->n_sessions);
+    buf_put_i64(b, o->since_wall_ms);
+    buf_puts(b, ",\"detached_since\":");
+    buf_put_i64(b, o->detached_wall_ms);
+    buf_putc(b, '}');
+  }
+  buf_puts(b, "]}");
+}
+
+void origin_counts(srv_t *s, uint64_t *connected, uint64_t *detached,
+                   uint64_t *sessions, uint64_t *ops_total) {
+  struct origins *g = s->origins;
+  *connected = *detached = *sessions = *ops_total = 0;
+  if (!g) return;
+  for (origin_t *o = g->list; o; o = o->next) {
+    if (o->is_http) {
+      /* not an origin a backend holds */
+    } else if (o->conn) {
+      (*connected)++;
+    } else {
+      (*detached)++;
+    }
+    *sessions += o->n_sessions;
+  }
+  *ops_total = g->ops_total;
+}

@@ -1,0 +1,344 @@
+#!/usr/bin/python3
+# SPDX-License-Identifier: MIT
+"""Backend session connections (docs/protocol.md section 5) against a real
+presenced: a backend client holding 10,000 sessions; killed, its users go
+offline once, after the resume window, with reason origin_lost; restarted
+inside the window and re-asserting its list, nothing at all is emitted; a
+re-assert with differences emits exactly those. Bad input: per-op errors
+with the valid ops applied, ownership, frames refused whole, oversized
+frames, malformed floods, rate limits, lease loss, take-over, bye, kicks,
+HTTP sessions with a TTL."""
+
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from harness import *  # noqa: E402,F401,F403
+from backendlib import Backend, EventTap  # noqa: E402
+
+N = 10000
+WINDOW_MS = 3000
+
+
+def sessions_of(prefix, n=N):
+    return [(f"{prefix}-s{i}", f"{prefix}-u{i}") for i in range(n)]
+
+
+def mine(evs, prefix):
+    return [e for e in evs if str(e.get("user_id", "")).startswith(prefix + "-")]
+
+
+async def origin_row(d, name):
+    r = await http(d, "GET", "/v1/origins")
+    for o in (r.json() or {}).get("origins", []):
+        if o.get("origin") == name:
+            return o
+    return None
+
+
+async def test_kill_after_window(t, d, args):
+    b = await Backend.connect(d, "bk-kill")
+    t.check("welcome: a fresh origin", b.welcome.get("resumed") is False
+            and b.welcome.get("resume_ms") == WINDOW_MS, b.welcome)
+    ss = sessions_of("bk")
+    acks = await b.open_many(ss)
+    t.eq("10,000 opens in 10 batches: all applied, no errors",
+         (sum(a.get("applied", 0) for a in acks), [a for a in acks if "errors" in a]), (N, []))
+    row = await origin_row(d, "bk-kill")
+    t.check("GET /v1/origins: connected with 10,000 sessions",
+            row and row["state"] == "connected" and row["sessions"] == N, row)
+    r = await http(d, "GET", "/v1/users/bk-u1234")
+    t.eq("a reported user is online", (r.json() or {}).get("status"), "online")
+    tap = await EventTap.open(d)
+    t0 = time.monotonic()
+    b.abort()
+    await asyncio.sleep(WINDOW_MS / 1000 * 0.6)
+    early = mine(tap.events(), "bk")
+    t.eq("inside the window: no event for its users", len(early), 0)
+    row = await origin_row(d, "bk-kill")
+    t.check("GET /v1/origins: detached, still 10,000 sessions",
+            row and row["state"] == "detached" and row["sessions"] == N, row)
+    got = None
+    while time.monotonic() - t0 < WINDOW_MS / 1000 + 20:
+        await asyncio.sleep(0.25)
+        offs = [e for e in mine(tap.events(), "bk") if e["type"] == "user.offline"]
+        if len(offs) >= N:
+            got = time.monotonic() - t0
+            break
+    await tap.quiet(0.5)
+    evs = mine(tap.events(), "bk")
+    offs = [e for e in evs if e["type"] == "user.offline"]
+    t.check("every user offline after the window", got is not None, len(offs))
+    t.check("not before the window", got is None or got >= WINDOW_MS / 1000, got)
+    t.note(f"10,000 sessions ended {1000 * (got or 0):.0f} ms after the kill (window {WINDOW_MS} ms)")
+    t.eq("each user offline exactly once", len({e["user_id"] for e in offs}), len(offs))
+    t.check("user.offline and session.disconnected carry reason origin_lost",
+            all(e["reason"] == "origin_lost" for e in evs
+                if e["type"] in ("user.offline", "session.disconnected")), {e["reason"] for e in evs})
+    t.eq("nothing else: one disconnect and one offline per user",
+         sorted({e["type"] for e in evs}), ["session.disconnected", "user.offline"])
+    t.eq("the origin is gone", await origin_row(d, "bk-kill"), None)
+    tap.close()
+test_kill_after_window.timeout = 90
+
+
+async def test_restart_inside_window(t, d, args):
+    b = await Backend.connect(d, "br-restart")
+    ss = sessions_of("br")
+    await b.open_many(ss)
+    tap = await EventTap.open(d)
+    b.abort()
+    await asyncio.sleep(1.0)
+    b = await Backend.connect(d, "br-restart")
+    t.check("welcome after a restart: resumed with its 10,000 sessions",
+            b.welcome.get("resumed") is True and b.welcome.get("sessions") == N, b.welcome)
+    t0 = time.monotonic()
+    acks = await b.sync(ss)
+    took = time.monotonic() - t0
+    t.check("re-assert: every session applied, none opened or closed",
+            acks[-1].get("opened") == 0 and acks[-1].get("closed") == 0
+            and sum(a.get("applied", 0) for a in acks) == N, acks[-1])
+    t.note(f"re-assert of 10,000 sessions in {1000 * took:.0f} ms (10 frames, Python client)")
+    await asyncio.sleep(WINDOW_MS / 1000 + 1.0)
+    await tap.quiet(0.3)
+    t.eq("restart inside the window: no event at all", mine(tap.events(), "br"), [])
+    row = await origin_row(d, "br-restart")
+    t.check("the origin is connected with its 10,000 sessions",
+            row and row["state"] == "connected" and row["sessions"] == N, row)
+    # The backend's users changed while it was away: 10 left, 5 came.
+    b.abort()
+    await asyncio.sleep(0.3)
+    b = await Backend.connect(d, "br-restart")
+    changed = ss[10:] + [(f"br-new{i}", f"br-newu{i}") for i in range(5)]
+    acks = await b.sync(changed)
+    t.check("re-assert with differences: 5 opened, 10 closed",
+            acks[-1].get("opened") == 5 and acks[-1].get("closed") == 10, acks[-1])
+    await tap.quiet(0.5)
+    evs = mine(tap.events(), "br")
+    offs = sorted(e["user_id"] for e in evs if e["type"] == "user.offline")
+    ons = sorted(e["user_id"] for e in evs if e["type"] == "user.online")
+    t.eq("only the differences: 10 users offline", offs, sorted(u for _, u in ss[:10]))
+    t.eq("only the differences: 5 users online", ons, sorted(f"br-newu{i}" for i in range(5)))
+    await b.send({"type": "bye"})
+    try:
+        await asyncio.wait_for(b.ws.wait_closed(), 5)
+    except asyncio.TimeoutError:
+        pass
+    t.eq("bye: closed with 1000", b.ws.close_code, 1000)
+    await tap.quiet(0.5)
+    offs = [e for e in mine(tap.events(), "br") if e["type"] == "user.offline"]
+    t.eq("bye: every session ended at once", len(offs), 10 + len(changed))
+    tap.close()
+test_restart_inside_window.timeout = 90
+
+
+async def test_bad_input(t, d, args):
+    a = await Backend.connect(d, "bad-a")
+    other = await Backend.connect(d, "bad-b")
+    await other.batch([{"op": "open", "session": "bad-b1", "user": "bob"}])
+    ws_client = await Client.connect(d, "wendy")
+    ack = await a.batch([
+        {"op": "open", "session": "bad-a1", "user": "ann"},
+        "not an object",
+        {"op": "fly", "session": "bad-a2"},
+        {"op": "open", "session": "", "user": "ann"},
+        {"op": "open", "session": "bad-a3", "user": "x\u0001"},
+        {"op": "status", "session": "bad-a1", "status": "offline"},
+        {"op": "open", "session": "bad-b1", "user": "bob"},
+        {"op": "close", "session": "bad-b1"},
+        {"op": "close", "session": ws_client.session_id},
+        {"op": "status", "session": "bad-nobody", "status": "idle"},
+        {"op": "open", "session": "bad-a1", "user": "someone-else"},
+        {"op": "open", "session": "bad-a4", "user": "ann", "meta": [1]},
+        {"op": "open", "session": "bad-a5", "user": "ann", "device": "bad device!"},
+        {"op": "join", "session": "bad-a1", "channel": ""},
+        {"op": "leave", "session": "bad-a1", "channel": "never-joined"},
+        {"op": "open", "session": "bad-a6", "user": "ann", "status": "idle", "device": "web"},
+    ])
+    codes = {e["index"]: e["code"] for e in ack.get("errors", [])}
+    t.eq("a batch with bad items: the valid ones applied", ack.get("applied"), 2)
+    t.eq("each bad item reported by its index", codes, {
+        1: "bad_op", 2: "bad_op", 3: "bad_session_id", 4: "bad_user_id", 5: "bad_status",
+        6: "session_owned", 7: "session_owned", 8: "session_owned", 9: "no_session",
+        10: "session_exists", 11: "bad_meta", 12: "bad_device", 13: "bad_channel", 14: "not_joined"})
+    r = await http(d, "GET", "/v1/users/bob")
+    t.eq("another origin's session untouched", (r.json() or {}).get("sessions"), 1)
+    t.check("the client's session untouched", await ws_client.ping() is not None)
+    r = await http(d, "GET", "/v1/users/ann/sessions")
+    t.eq("ann has the two valid sessions, bad-a6 idle",
+         sorted((x["session_id"], x["status"]) for x in (r.json() or {}).get("sessions", [])),
+         [("bad-a1", "online"), ("bad-a6", "idle")])
+    # Frames refused whole: nothing of them applied.
+    for i, (frame, code) in enumerate([
+            ("not json", "bad_json"), ('{"type":"warp"}', "unknown_type"),
+            ('{"type":"batch","seq":-1,"ops":[]}', "bad_field"),
+            ('{"type":"batch","seq":1.5,"ops":[]}', "bad_field"),
+            ('{"type":"batch","seq":5,"ops":{}}', "bad_field"),
+            ('{"type":"batch","seq":6,"ops":[{"op":"open","session":"z\\u0000","user":"u"}]}', "bad_field")]):
+        await a.send(frame)
+        m, _ = await asyncio.wait_for(a.ws.recv(), 3), None
+        m = json.loads(m)
+        t.eq(f"frame refused whole: {frame[:40]} -> {code}", (m.get("type"), m.get("code")), ("error", code))
+    big = [{"op": "open", "session": f"bad-many{i}", "user": "many"} for i in range(101)]
+    a.seq += 1
+    await a.send({"type": "batch", "seq": a.seq, "ops": big})
+    m = await a.answer(a.seq)
+    t.eq("over --backend-max-ops: too_many_ops, nothing applied", (m.get("type"), m.get("code")),
+         ("error", "too_many_ops"))
+    r = await http(d, "GET", "/v1/users/many")
+    t.eq("... and no session of it exists", (r.json() or {}).get("sessions"), 0)
+    # Flooding: over --backend-ops-per-sec (200) in one second.
+    codes = []
+    for k in range(4):
+        m = await a.batch([{"op": "status", "session": "bad-a1", "status": "online"}] * 90)
+        codes.append(m.get("code") or m.get("type"))
+    t.check("a flooding backend gets rate_limited with retry_ms, nothing applied",
+            "rate_limited" in codes, codes)
+    await asyncio.sleep(1.1)
+    m = await a.batch([{"op": "status", "session": "bad-a1", "status": "idle"}])
+    t.eq("after the second: applied again", m.get("applied"), 1)
+    # A kick by the API: the backend is told.
+    r = await http(d, "DELETE", "/v1/sessions/bad-a6")
+    t.eq("kick of a backend session: 200", r.status, 200)
+    m = None
+    for _ in range(20):
+        if any(n.get("type") == "ended" for n in a.notices):
+            break
+        try:
+            a.notices.append(json.loads(await asyncio.wait_for(a.ws.recv(), 0.2)))
+        except asyncio.TimeoutError:
+            pass
+    ended = [n for n in a.notices if n.get("type") == "ended"]
+    t.eq("the backend gets an ended notice with the reason", ended[:1],
+         [{"type": "ended", "session": "bad-a6", "reason": "kicked"}])
+    m = await a.batch([{"op": "status", "session": "bad-a6", "status": "idle"}])
+    t.eq("the kicked session is no longer the origin's", m["errors"][0]["code"], "no_session")
+    # Take-over: a second connection for the same origin.
+    a2 = await Backend.connect(d, "bad-a")
+    t.check("take-over: resumed with its sessions", a2.welcome.get("resumed") is True
+            and a2.welcome.get("sessions") == 1, a2.welcome)
+    try:
+        while True:
+            await asyncio.wait_for(a.ws.recv(), 3)
+    except Exception:
+        pass
+    t.eq("the older connection is closed with 4009", a.ws.close_code, 4009)
+    # Malformed floods: ten bad frames close with 1008.
+    for _ in range(10):
+        await a2.send("{")
+    try:
+        while True:
+            await asyncio.wait_for(a2.ws.recv(), 3)
+    except Exception:
+        pass
+    t.eq("ten malformed frames: closed with 1008", a2.ws.close_code, 1008)
+    # Oversized frame: 1009.
+    a3 = await Backend.connect(d, "bad-a")
+    try:
+        await a3.send('{"type":"batch","seq":1,"ops":[],"pad":"' + "x" * 70000 + '"}')
+        while True:
+            await asyncio.wait_for(a3.ws.recv(), 3)
+    except Exception:
+        pass
+    t.eq("a frame over --backend-max-message: closed with 1009", a3.ws.close_code, 1009)
+    r = await http(d, "GET", "/v1/users/ann")
+    t.eq("closes keep the origin's sessions (resume window)", (r.json() or {}).get("sessions"), 1)
+    # Refusals before the upgrade.
+    for name, hdrs, path, status, code in [
+            ("no API key", {}, "/v1/backend?origin=x", 401, "unauthorized"),
+            ("wrong API key", {"Authorization": "Bearer nope"}, "/v1/backend?origin=x", 401, "unauthorized"),
+            ("no origin", {"Authorization": "Bearer " + API_KEY}, "/v1/backend", 400, "bad_origin"),
+            ("bad origin", {"Authorization": "Bearer " + API_KEY}, "/v1/backend?origin=%01", 400, "bad_origin"),
+            ("reserved origin", {"Authorization": "Bearer " + API_KEY}, "/v1/backend?origin=http", 409,
+             "bad_origin")]:
+        ws = await RawWS.open(d, path=path, headers=hdrs)
+        r = ws.response()
+        ws.close()
+        t.eq(f"upgrade refused: {name}", (r.status, r.error_code), (status, code))
+    await other.close()
+    await ws_client.close()
+test_bad_input.timeout = 60
+
+
+async def test_lease_and_limits(t, d, args):
+    # --origin-lease-ms 600: a backend that sends nothing (and answers no
+    # ping: a raw socket) loses its connection with 4008.
+    ws = await RawWS.open(d, path="/v1/backend?origin=silent",
+                          headers={"Authorization": "Bearer " + API_KEY})
+    t.eq("raw backend upgraded", ws.response().status, 101)
+    code = None
+    t0 = time.monotonic()
+    try:
+        while time.monotonic() - t0 < 5:
+            f = await ws.recv_frame(5)
+            if f is None:
+                break
+            if f[1] == 0x8:
+                code = int.from_bytes(f[2][:2], "big")
+                break
+    except Exception:
+        pass
+    ws.close()
+    t.eq("silent past the lease: closed with 4008", code, 4008)
+    # --max-origins 2: a third name is refused.
+    b1 = await Backend.connect(d, "lim-1")
+    b2 = await Backend.connect(d, "lim-2")
+    await b1.batch([{"op": "open", "session": "lim-s1", "user": "lim"}])
+    ws = await RawWS.open(d, path="/v1/backend?origin=lim-3", headers={"Authorization": "Bearer " + API_KEY})
+    r = ws.response()
+    ws.close()
+    t.eq("over --max-origins: 503 too_many_origins", (r.status, r.error_code), (503, "too_many_origins"))
+    await b1.close()
+    await b2.close()
+test_lease_and_limits.timeout = 30
+
+
+async def test_http_sessions(t, d, args):
+    tap = await EventTap.open(d)
+    body = json.dumps({"user": "fn-user", "ttl_ms": 1500, "meta": {"via": "lambda"}})
+    r = await http(d, "PUT", "/v1/sessions/fn-1", body=body)
+    t.check("PUT creates: 201 with created true", r.status == 201 and (r.json() or {}).get("created") is True, r)
+    for i in range(4):
+        await asyncio.sleep(0.8)
+        r = await http(d, "PUT", "/v1/sessions/fn-1", body=body)
+        t.check(f"renewal {i + 1}: 200 created false", r.status == 200 and (r.json() or {}).get("created") is False, r)
+    r = await http(d, "GET", "/v1/users/fn-user")
+    t.eq("renewed past its first TTL: still online", (r.json() or {}).get("status"), "online")
+    await asyncio.sleep(2.8)
+    r = await http(d, "GET", "/v1/users/fn-user")
+    t.eq("not renewed: offline after the TTL", (r.json() or {}).get("status"), "offline")
+    await tap.quiet(0.3)
+    evs = [e for e in tap.events() if e.get("user_id") == "fn-user"]
+    t.eq("one connect, one timeout end",
+         [(e["type"], e["reason"]) for e in evs if e["type"].startswith("session.")],
+         [("session.connected", "connect"), ("session.disconnected", "timeout")])
+    for name, b, status, code in [
+            ("bad JSON", "{", 400, "bad_json"),
+            ("no user", json.dumps({"ttl_ms": 2000}), 400, "bad_user_id"),
+            ("TTL too short", json.dumps({"user": "u", "ttl_ms": 5}), 400, "bad_ttl"),
+            ("bad status", json.dumps({"user": "u", "ttl_ms": 2000, "status": "away"}), 400, "bad_status"),
+            ("meta not an object", json.dumps({"user": "u", "ttl_ms": 2000, "meta": 3}), 400, "bad_meta")]:
+        r = await http(d, "PUT", "/v1/sessions/fn-2", body=b)
+        t.eq(f"PUT refused: {name}", (r.status, r.error_code), (status, code))
+    await http(d, "PUT", "/v1/sessions/fn-3", body=json.dumps({"user": "a", "ttl_ms": 5000}))
+    r = await http(d, "PUT", "/v1/sessions/fn-3", body=json.dumps({"user": "b", "ttl_ms": 5000}))
+    t.eq("PUT for another user: 409 session_exists", (r.status, r.error_code), (409, "session_exists"))
+    c = await Client.connect(d, "wsuser")
+    r = await http(d, "PUT", "/v1/sessions/" + c.session_id, body=json.dumps({"user": "wsuser", "ttl_ms": 5000}))
+    t.eq("PUT on a client's session: 409", (r.status, r.error_code), (409, "session_exists"))
+    await c.close()
+    tap.close()
+test_http_sessions.timeout = 30
+
+
+if __name__ == "__main__":
+    run([
+        ("backend", {"--origin-resume-ms": str(WINDOW_MS)},
+         [test_kill_after_window, test_restart_inside_window]),
+        ("backend-bad", {"--backend-max-ops": "100", "--backend-ops-per-sec": "200",
+                         "--backend-max-message": "65536"}, [test_bad_input]),
+        ("backend-limits", {"--origin-lease-ms": "600", "--max-origins": "2", "--heartbeat-ms": "200"},
+         [test_lease_and_limits]),
+        ("http-sessions", {}, [test_http_sessions]),
+    ])

@@ -473,23 +473,17 @@ func (b *Backend) Close(session string) bool {
 
 // Join a channel with data (nil: none); joining again replaces the data.
 func (b *Backend) Join(session, channel string, data map[string]any) bool {
-	raw := json.RawMessage("null")
-	if data != nil {
-		raw, _ = json.Marshal(data)
-	}
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	s := b.sessions[session]
-	if s == nil {
-		return false
-	}
-	s.Channels[channel] = raw
-	b.pushLocked(BackendOp{Op: "join", Session: session, Channel: channel, Data: raw})
-	return true
+	return b.setChannel("join", session, channel, data)
 }
 
 // Update a joined channel's data.
 func (b *Backend) Update(session, channel string, data map[string]any) bool {
+	return b.setChannel("update", session, channel, data)
+}
+
+// setChannel records a join or an update in the list and queues it; an update
+// of a channel the session has not joined is refused here already.
+func (b *Backend) setChannel(op, session, channel string, data map[string]any) bool {
 	raw := json.RawMessage("null")
 	if data != nil {
 		raw, _ = json.Marshal(data)
@@ -500,11 +494,11 @@ func (b *Backend) Update(session, channel string, data map[string]any) bool {
 	if s == nil {
 		return false
 	}
-	if _, ok := s.Channels[channel]; !ok {
+	if _, ok := s.Channels[channel]; !ok && op == "update" {
 		return false
 	}
 	s.Channels[channel] = raw
-	b.pushLocked(BackendOp{Op: "update", Session: session, Channel: channel, Data: raw})
+	b.pushLocked(BackendOp{Op: op, Session: session, Channel: channel, Data: raw})
 	return true
 }
 

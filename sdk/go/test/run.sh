@@ -8,12 +8,9 @@
 # failed for the network's sake. Go itself comes from scripts/deps.sh --sdk.
 set -uo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-root=$(cd "$here/../.." && pwd)
-[ $# -ge 1 ] && [ -x "$1" ] || { echo "usage: $0 <path-to-presenced>" >&2; exit 2; }
-presenced=$(cd "$(dirname "$1")" && pwd)/$(basename "$1")
-bash "$root/scripts/deps.sh" --sdk || { echo "0 passed, 1 failed"; exit 1; }
+source "$here/../test-lib.sh"
 export PATH="$PATH:/usr/local/go/bin:/usr/lib/go/bin"
-command -v go >/dev/null || { echo "run.sh: go is missing"; echo "0 passed, 1 failed"; exit 1; }
+command -v go >/dev/null || sdk_setup_failed "go is missing"
 export GOFLAGS=-mod=mod
 cd "$here"
 if ! out=$(timeout 120 go mod download -x 2>&1); then

@@ -6,10 +6,7 @@
 # node's test runner over test/ against that presenced, bounded in time.
 set -uo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-root=$(cd "$here/../.." && pwd)
-[ $# -ge 1 ] && [ -x "$1" ] || { echo "usage: $0 <path-to-presenced>" >&2; exit 2; }
-presenced=$(cd "$(dirname "$1")" && pwd)/$(basename "$1")
-bash "$root/scripts/deps.sh" --sdk || { echo "0 passed, 1 failed"; exit 1; }
-bash "$root/scripts/npm-ci.sh" "$here" ws express fastify typescript || { echo "0 passed, 1 failed"; exit 1; }
+source "$here/../test-lib.sh"
+bash "$root/scripts/npm-ci.sh" "$here" ws express fastify socket.io socket.io-client typescript || sdk_setup_failed "npm ci failed"
 cd "$here"
 exec env PRESENCED="$presenced" timeout -k 5 240 node --test --test-timeout=60000 test/

@@ -316,6 +316,7 @@ void api_handle(conn_t *c, http_req_t *r) {
   int m = http_method(r);
   char id[4 * PRESENCE_ID_MAX + 1];
 
+  if (api_channels(c, r, path, pl, m)) return;
   if (pl == 10 && !memcmp(path, "/v1/events", 10)) {
     if (m != HTTP_GET)
       method_not_allowed(c, "GET");

@@ -102,6 +102,19 @@ static const opt_t opts[] = {
         "sessions one user may hold, 0 unlimited (64)"),
     U32("max-watch", max_watch, 1, 1000000,
         "users one connection may watch (1000)"),
+    U32("channel-grace-ms", channel_grace_ms, 0, 3600000,
+        "delay before channel.leave after a member's last session ended, 0 "
+        "off (the offline grace)"),
+    U32("max-channels-per-session", max_channels_per_session, 1, 100000,
+        "channels one session may join and observe together (32)"),
+    U32("max-channel-data", max_channel_data, 2, PRESENCE_DATA_MAX,
+        "bytes of a session's member data in a channel (1024)"),
+    U32("channel-page", channel_page, 1, 1000,
+        "members in a channel snapshot; the rest through the API (100)"),
+    U32("max-channel-name", max_channel_name, 1, PRESENCE_CHANNEL_MAX,
+        "bytes of a channel name (128)"),
+    U32("channel-joins-per-s", channel_joins_per_s, 1, 1000000,
+        "joins and observes per second per session (10)"),
     U32("max-header-bytes", max_header_bytes, 256, 1u << 20,
         "request line plus headers in bytes (8192)"),
     U32("max-body", max_body, 0, 64u << 20, "request body in bytes (1048576)"),
@@ -210,6 +223,12 @@ void config_defaults(srv_config_t *cfg) {
   cfg->max_msgs_per_sec = 100;
   cfg->max_sessions_per_user = 64;
   cfg->max_watch = 1000;
+  cfg->channel_grace_ms = UINT32_MAX; /* unset: the offline grace */
+  cfg->max_channels_per_session = 32;
+  cfg->max_channel_data = 1024;
+  cfg->channel_page = 100;
+  cfg->max_channel_name = PRESENCE_CHANNEL_MAX;
+  cfg->channel_joins_per_s = 10;
   cfg->max_header_bytes = 8192;
   cfg->max_body = 1048576;
   cfg->max_connections = 100000;
@@ -512,7 +531,11 @@ void config_print_keys_markdown(FILE *out) {
     const char *base = (const char *)&d;
     switch (o->kind) {
     case OPT_U32:
-      snprintf(def, sizeof def, "`%u`", *(const uint32_t *)(base + o->offset));
+      if (*(const uint32_t *)(base + o->offset) == UINT32_MAX)
+        snprintf(def, sizeof def, "unset"); /* follows another key */
+      else
+        snprintf(def, sizeof def, "`%u`",
+                 *(const uint32_t *)(base + o->offset));
       break;
     case OPT_STR: {
       const char *v = *(const char *const *)(base + o->offset);

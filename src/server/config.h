@@ -40,6 +40,14 @@ typedef struct srv_config {
   uint32_t max_msgs_per_sec;
   uint32_t max_sessions_per_user;
   uint32_t max_watch;
+  /* Channels (docs/protocol.md section 4). channel_grace_ms: UINT32_MAX
+   * unset (the offline grace), 0 none. */
+  uint32_t channel_grace_ms;
+  uint32_t max_channels_per_session; /* joined and observed together */
+  uint32_t max_channel_data;         /* bytes of one session's data */
+  uint32_t channel_page;             /* members in a snapshot */
+  uint32_t max_channel_name;         /* bytes */
+  uint32_t channel_joins_per_s;      /* joins and observes per session */
   uint32_t max_header_bytes;
   uint32_t max_body;
   uint32_t max_connections;

@@ -166,6 +166,15 @@ static void put_device(buf_t *b, const presence_event_t *ev) {
   if (ev->device) put_name(b, "device", ev->device);
 }
 
+static void put_channel(buf_t *b, const presence_event_t *ev) {
+  buf_puts(b, ",\"channel\":");
+  buf_put_json_str(b, ev->channel ? ev->channel : "");
+  buf_puts(b, ",\"data\":");
+  buf_puts(b, ev->meta && *ev->meta ? ev->meta : "null");
+  buf_puts(b, ",\"count\":");
+  buf_put_u64(b, ev->count);
+}
+
 /* Which common fields each event type carries, and what it adds of its own
  * (after meta). A type without a row writes the envelope only. */
 typedef struct event_shape {
@@ -187,6 +196,12 @@ static const event_shape_t event_shape[PRESENCE_EV_COUNT_] = {
     [PRESENCE_EV_USER_AVAILABILITY] = {.version = 1,
                                        .extra = put_availability_change},
     [PRESENCE_EV_USER_MESSAGE] = {.version = 1, .extra = put_message_change},
+    [PRESENCE_EV_CHANNEL_JOIN] = {.from = 1, .to = 1, .version = 1,
+                                  .extra = put_channel},
+    [PRESENCE_EV_CHANNEL_LEAVE] = {.from = 1, .to = 1, .version = 1,
+                                   .extra = put_channel},
+    [PRESENCE_EV_CHANNEL_UPDATE] = {.from = 1, .to = 1, .version = 1,
+                                    .extra = put_channel},
 };
 
 void json_event(buf_t *b, const presence_event_t *ev) {
@@ -224,7 +239,7 @@ void json_event(buf_t *b, const presence_event_t *ev) {
     buf_puts(b, ",\"version\":");
     buf_put_u64(b, ev->user_version);
   }
-  if (ev->meta && *ev->meta) {
+  if (ev->meta && *ev->meta && !ev->channel) { /* a channel's: "data" */
     buf_puts(b, ",\"meta\":");
     buf_puts(b, ev->meta); /* compact JSON of an object, as stored */
   }
@@ -331,4 +346,85 @@ void json_frame_pong(buf_t *b, const char *id, int64_t ts_ms) {
   buf_puts(b, ",\"ts\":");
   buf_put_i64(b, ts_ms);
   buf_putc(b, '}');
+}
+
+/* ---- channels ------------------------------------------------------------ */
+
+static const char *channel_event_word(presence_event_type_t t) {
+  return t == PRESENCE_EV_CHANNEL_JOIN    ? "join"
+         : t == PRESENCE_EV_CHANNEL_LEAVE ? "leave"
+                                          : "update";
+}
+
+void json_member(buf_t *b, const presence_member_info_t *m, unsigned flags) {
+  buf_puts(b, "{\"user_id\":");
+  buf_put_json_str(b, m->user_id);
+  buf_puts(b, ",\"status\":\"");
+  buf_puts(b, presence_status_name(m->status));
+  buf_puts(b, "\",\"data\":");
+  buf_puts(b, m->data && *m->data ? m->data : "null");
+  buf_puts(b, ",\"since\":");
+  buf_put_i64(b, m->since_ms);
+  buf_puts(b, ",\"version\":");
+  buf_put_u64(b, m->version);
+  if (flags & JSON_MEMBER_SESSIONS) {
+    buf_puts(b, ",\"sessions\":[");
+    for (size_t i = 0; i < m->n_metas; i++) {
+      const presence_member_meta_t *t = &m->metas[i];
+      if (i) buf_putc(b, ',');
+      buf_puts(b, "{\"session_id\":");
+      buf_put_json_str(b, t->session_id);
+      buf_puts(b, ",\"status\":\"");
+      buf_puts(b, presence_status_name(t->status));
+      buf_puts(b, "\",\"data\":");
+      buf_puts(b, t->data && *t->data ? t->data : "null");
+      buf_puts(b, ",\"joined\":");
+      buf_put_i64(b, t->joined_ms);
+      buf_putc(b, '}');
+    }
+    buf_putc(b, ']');
+  }
+  buf_putc(b, '}');
+}
+
+void json_frame_channel_change(buf_t *b, const presence_event_t *ev) {
+  buf_puts(b, "{\"type\":\"channel\",\"channel\":");
+  buf_put_json_str(b, ev->channel);
+  buf_puts(b, ",\"snapshot\":false,\"event\":\"");
+  buf_puts(b, channel_event_word(ev->type));
+  buf_puts(b, "\",\"seq\":");
+  buf_put_u64(b, ev->seq);
+  buf_puts(b, ",\"reason\":\"");
+  buf_puts(b, presence_reason_name(ev->reason));
+  buf_puts(b, "\",\"count\":");
+  buf_put_u64(b, ev->count);
+  buf_puts(b, ",\"member\":{\"user_id\":");
+  buf_put_json_str(b, ev->user_id);
+  buf_puts(b, ",\"status\":\"");
+  buf_puts(b, presence_status_name(ev->to));
+  buf_puts(b, "\",\"data\":");
+  buf_puts(b, ev->meta && *ev->meta ? ev->meta : "null");
+  buf_puts(b, ",\"version\":");
+  buf_put_u64(b, ev->user_version);
+  buf_puts(b, "},\"from\":\"");
+  buf_puts(b, presence_status_name(ev->from));
+  buf_puts(b, "\"}");
+}
+
+void json_frame_channel_snapshot(buf_t *b, const char *id, const char *channel,
+                                 const presence_member_info_t *m, size_t n,
+                                 uint64_t count, int more) {
+  buf_puts(b, "{\"type\":\"channel\",\"channel\":");
+  buf_put_json_str(b, channel);
+  buf_puts(b, ",\"snapshot\":true");
+  put_id(b, id);
+  buf_puts(b, ",\"count\":");
+  buf_put_u64(b, count);
+  buf_puts(b, more ? ",\"more\":true" : ",\"more\":false");
+  buf_puts(b, ",\"members\":[");
+  for (size_t i = 0; i < n; i++) {
+    if (i) buf_putc(b, ',');
+    json_member(b, &m[i], 0);
+  }
+  buf_puts(b, "]}");
 }

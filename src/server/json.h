@@ -51,4 +51,19 @@ void json_frame_pong(buf_t *b, const char *id, int64_t ts_ms);
 void json_frame_error(buf_t *b, const char *code, const char *message,
                       const char *id);
 
+/* Channels (docs/protocol.md section 4). A member: user_id, status, data,
+ * since, version; with JSON_MEMBER_SESSIONS the backend API's form, which
+ * adds every joined session ("sessions"). */
+#define JSON_MEMBER_SESSIONS 0x1u
+void json_member(buf_t *b, const presence_member_info_t *m, unsigned flags);
+/* {"type":"channel","channel":..,"snapshot":false,"event":"join"|"leave"|
+ * "update","seq":..,"reason":..,"count":..,"member":{..},"from":..}: the
+ * same bytes for every recipient. */
+void json_frame_channel_change(buf_t *b, const presence_event_t *ev);
+/* {"type":"channel","channel":..,"snapshot":true[,"id":..],"count":..,
+ * "more":..,"members":[..]} */
+void json_frame_channel_snapshot(buf_t *b, const char *id, const char *channel,
+                                 const presence_member_info_t *m, size_t n,
+                                 uint64_t count, int more);
+
 #endif

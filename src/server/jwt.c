@@ -256,6 +256,62 @@ static int read_watch(const cJSON *w, jwt_claims_t *out) {
   return JWT_OK;
 }
 
+/* "channels" / "observe": "*" or an array of at most JWT_MAX_PATTERNS
+ * patterns, each a channel name, or a prefix (possibly empty) with one '*'
+ * at its end. */
+static int read_patterns(const cJSON *w, jwt_patterns_t *out) {
+  if (cJSON_IsString(w)) {
+    if (strcmp(w->valuestring, "*") != 0) return JWT_ECLAIMS;
+    out->all = 1;
+    return JWT_OK;
+  }
+  if (!cJSON_IsArray(w)) return JWT_ECLAIMS;
+  size_t n = 0;
+  for (const cJSON *c = w->child; c; c = c->next) {
+    if (!cJSON_IsString(c)) return JWT_ECLAIMS;
+    const char *v = c->valuestring;
+    size_t len = strlen(v);
+    char name[PRESENCE_CHANNEL_MAX + 1];
+    if (len == 0 || len > PRESENCE_CHANNEL_MAX) return JWT_ECLAIMS;
+    /* A '*' only at the end; what precedes it follows the name rules. */
+    const char *star = strchr(v, '*');
+    if (star && star != v + len - 1) return JWT_ECLAIMS;
+    memcpy(name, v, len - (star ? 1 : 0));
+    name[len - (star ? 1 : 0)] = '\0';
+    if (name[0] && presence_channel_check(name) != 0) return JWT_ECLAIMS;
+    if (++n > JWT_MAX_PATTERNS) return JWT_ECLAIMS;
+  }
+  if (n == 0) return JWT_OK;
+  out->p = calloc(n, sizeof *out->p);
+  if (!out->p) return JWT_ENOMEM;
+  for (const cJSON *c = w->child; c; c = c->next) {
+    char *x = dup_str(c->valuestring);
+    if (!x) return JWT_ENOMEM;
+    out->p[out->n++] = x;
+  }
+  return JWT_OK;
+}
+
+int jwt_patterns_match(const jwt_patterns_t *ps, const char *name) {
+  if (ps->all) return 1;
+  for (size_t i = 0; i < ps->n; i++) {
+    const char *p = ps->p[i];
+    size_t len = strlen(p);
+    if (len && p[len - 1] == '*') {
+      if (strncmp(name, p, len - 1) == 0) return 1;
+    } else if (strcmp(name, p) == 0) {
+      return 1;
+    }
+  }
+  return 0;
+}
+
+static void patterns_free(jwt_patterns_t *ps) {
+  for (size_t i = 0; i < ps->n; i++)
+    free(ps->p[i]);
+  free(ps->p);
+}
+
 static int read_meta(const cJSON *m, jwt_claims_t *out) {
   if (!cJSON_IsObject(m)) return JWT_ECLAIMS;
   char *s = cJSON_PrintUnformatted(m);
@@ -320,6 +376,17 @@ static int check_claims(const jwt_config_t *cfg, const cJSON *p, int64_t now,
     if (rc != JWT_OK) return rc;
   }
 
+  const cJSON *chans = cJSON_GetObjectItemCaseSensitive(p, "channels");
+  if (chans) {
+    int rc = read_patterns(chans, &out->join);
+    if (rc != JWT_OK) return rc;
+  }
+  const cJSON *obs = cJSON_GetObjectItemCaseSensitive(p, "observe");
+  if (obs) {
+    int rc = read_patterns(obs, &out->observe);
+    if (rc != JWT_OK) return rc;
+  }
+
   const cJSON *meta = cJSON_GetObjectItemCaseSensitive(p, "meta");
   if (meta) return read_meta(meta, out);
   return JWT_OK;
@@ -351,6 +418,8 @@ void jwt_claims_free(jwt_claims_t *c) {
     free(c->watch[i]);
   free(c->watch);
   free(c->meta);
+  patterns_free(&c->join);
+  patterns_free(&c->observe);
   memset(c, 0, sizeof *c);
 }
 

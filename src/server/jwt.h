@@ -43,6 +43,17 @@ typedef struct jwt_config {
   size_t max_len;       /* longest token accepted (0: 4096) */
 } jwt_config_t;
 
+/* Channel patterns of a claim ("channels", "observe"): exact names, a
+ * prefix followed by one '*' at its end, or "*" alone (all). */
+typedef struct jwt_patterns {
+  int all;
+  char **p;
+  size_t n;
+} jwt_patterns_t;
+#define JWT_MAX_PATTERNS 64
+/* Whether name matches one of the patterns. */
+int jwt_patterns_match(const jwt_patterns_t *ps, const char *name);
+
 typedef struct jwt_claims {
   char *sub; /* user id */
   int64_t exp;
@@ -54,6 +65,8 @@ typedef struct jwt_claims {
    * when absent; not a valid device word (presence_device_check):
    * JWT_ECLAIMS. */
   char device[PRESENCE_DEVICE_MAX + 1];
+  jwt_patterns_t join;    /* "channels": may join (and observe) */
+  jwt_patterns_t observe; /* "observe": may observe */
 } jwt_claims_t;
 
 /* Limits (additions to the interface above, used by jwt_verify). */

@@ -651,6 +651,7 @@ int srv_init(srv_t *s, uv_loop_t *loop, const srv_config_t *cfg,
   s->sys = sys;
   map_init(&s->sessions);
   map_init(&s->watchers);
+  map_init(&s->channels);
   buf_init(&s->scratch);
   if (s->cfg.heartbeat_ms >= s->cfg.timeout_ms) {
     s->cfg.heartbeat_ms = s->cfg.timeout_ms / 2;
@@ -707,6 +708,10 @@ int srv_init(srv_t *s, uv_loop_t *loop, const srv_config_t *cfg,
   o.inactivity_ms = s->cfg.inactivity_ms;
   o.log_capacity = s->cfg.log_capacity;
   o.max_sessions_per_user = s->cfg.max_sessions_per_user;
+  o.max_channels_per_session = s->cfg.max_channels_per_session;
+  o.channel_grace_ms = s->cfg.channel_grace_ms == UINT32_MAX ? 0
+                       : s->cfg.channel_grace_ms == 0        ? PRESENCE_GRACE_NONE
+                                                             : s->cfg.channel_grace_ms;
   if (config_store_is_redis(&s->cfg) == 1) {
 #ifdef PRESENCED_HAVE_REDIS
     presence_redis_options_t ro;
@@ -906,6 +911,7 @@ void srv_free(srv_t *s) {
   if (s->p) presence_free(s->p);
   map_free(&s->sessions);
   map_free(&s->watchers);
+  map_free(&s->channels);
   buf_free(&s->scratch);
   free(s->rbuf);
   free(s->jwt_secret);

@@ -131,6 +131,7 @@ struct srv {
 
   map_t sessions; /* session id -> conn_t (WebSocket) */
   map_t watchers; /* user id -> watch entry (watch.c) */
+  map_t channels; /* channel -> its joined and observing conns (channels.c) */
   sse_stream_t *sse_streams;
   int sse_pump_pending;
 
@@ -317,6 +318,28 @@ int fanout_sink_add(srv_t *s, const fanout_sink_t *sink);
 void fanout_sink_remove(srv_t *s, int id);
 
 /* ---- watch.c: WebSocket subscribers of users ----------------------------- */
+
+/* ---- channels.c: channels over the WebSocket ------------------------------ */
+
+typedef struct conn_chans conn_chans_t;
+struct wsmsg;
+struct jwt_claims;
+extern const fanout_sink_t channel_sink;
+/* join, update, leave, observe, unobserve (docs/protocol.md section 4). */
+void chan_on_message(conn_t *c, const struct wsmsg *m);
+/* The connection goes: out of every channel's index. */
+void chan_detach(conn_t *c);
+/* api_channels.c: the channel endpoints of the backend API; 1 if the path
+ * was one of them (answered), 0 otherwise. */
+int api_channels(conn_t *c, http_req_t *r, const char *path, size_t pl,
+                 int method);
+/* What channels.c needs of a WebSocket connection (wsconn.c). */
+presence_handle_t ws_handle(const conn_t *c);
+const struct jwt_claims *ws_claims(const conn_t *c);
+conn_chans_t **ws_chans(conn_t *c);
+void ws_send_error(conn_t *c, const char *code, const char *message,
+                   const char *id);
+void ws_send_ack(conn_t *c, const char *id);
 
 typedef struct watch_entry watch_entry_t;
 extern const fanout_sink_t watch_sink;

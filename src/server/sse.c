@@ -28,7 +28,47 @@ struct sse_stream {
   uint8_t in_pump;  /* inside pump_one's call to presence_log_read */
   uint8_t final;    /* shutting down: read to the end, then close */
   uint8_t detached; /* connection gone during a read: on_log frees it */
+  /* Filters (?types=, ?channel_prefix=): events they skip still move the
+   * cursor. types: FANOUT_TYPE bits, 0 for all. */
+  uint64_t types;
+  char *channel_prefix;
 };
+
+/* ?types=a,b,c: event type names or "prefix.*" (e.g. channel.*), or "*". */
+static int parse_types(const char *v, size_t n, uint64_t *out) {
+  uint64_t mask = 0;
+  size_t i = 0;
+  while (i <= n) {
+    size_t j = i;
+    while (j < n && v[j] != ',') j++;
+    size_t l = j - i;
+    const char *w = v + i;
+    int hit = 0;
+    for (int t = 0; t < PRESENCE_EV_COUNT_; t++) {
+      const char *name = presence_event_type_name((presence_event_type_t)t);
+      size_t nl = strlen(name);
+      if ((l == 1 && w[0] == '*') || (l == nl && !memcmp(name, w, l)) ||
+          (l >= 2 && w[l - 1] == '*' && w[l - 2] == '.' && nl > l - 1 &&
+           !memcmp(name, w, l - 1))) {
+        mask |= FANOUT_TYPE(t);
+        hit = 1;
+      }
+    }
+    if (!hit) return -1;
+    i = j + 1;
+  }
+  *out = mask;
+  return 0;
+}
+
+static int sse_wants(const sse_stream_t *st, const presence_event_t *ev) {
+  if (st->types && !(st->types & FANOUT_TYPE(ev->type))) return 0;
+  if (st->channel_prefix &&
+      (!ev->channel || strncmp(ev->channel, st->channel_prefix,
+                               strlen(st->channel_prefix)) != 0))
+    return 0;
+  return 1;
+}
 
 static void pump_one(sse_stream_t *st, int final);
 
@@ -38,6 +78,7 @@ static void on_log(presence_t *p, int status, const presence_event_t *events,
   (void)p;
   st->reading = 0;
   if (st->detached) {
+    free(st->channel_prefix);
     free(st);
     return;
   }
@@ -69,6 +110,7 @@ static void on_log(presence_t *p, int status, const presence_event_t *events,
     buf_puts(b, "}\n\n");
   }
   for (size_t i = 0; i < n; i++) {
+    if (!sse_wants(st, &events[i])) continue;
     buf_puts(b, "id: ");
     buf_put_u64(b, events[i].seq);
     buf_puts(b, "\nevent: ");
@@ -167,10 +209,12 @@ void sse_detach(conn_t *c) {
   else
     s->sse_streams = st->next;
   if (st->next) st->next->prev = st->prev;
-  if (st->reading)
+  if (st->reading) {
     st->detached = 1; /* the pending answer frees it */
-  else
+  } else {
+    free(st->channel_prefix);
     free(st);
+  }
   c->u.sse = NULL;
   s->nsse--;
 }
@@ -205,8 +249,28 @@ void sse_start(conn_t *c, http_req_t *r) {
   } else {
     cursor = presence_log_last_seq(s->p);
   }
+  uint64_t types = 0;
+  const char *tv = http_query(r, "types", &len);
+  if (tv && parse_types(tv, len, &types) != 0) {
+    http_error(c, 400, "bad_request",
+               "types must be event types joined by ',' (e.g. channel.*)");
+    return;
+  }
+  char prefix[4 * PRESENCE_CHANNEL_MAX + 1];
+  const char *pv = http_query(r, "channel_prefix", &len);
+  if (pv && (http_unescape(pv, len, prefix, sizeof prefix) < 0 ||
+             strlen(prefix) > PRESENCE_CHANNEL_MAX)) {
+    http_error(c, 400, "bad_channel", "channel_prefix is not a channel prefix");
+    return;
+  }
   sse_stream_t *st = calloc(1, sizeof *st);
   if (!st) {
+    http_error(c, 503, "out_of_memory", "out of memory");
+    return;
+  }
+  st->types = types;
+  if (pv && !(st->channel_prefix = strdup(prefix))) {
+    free(st);
     http_error(c, 503, "out_of_memory", "out of memory");
     return;
   }

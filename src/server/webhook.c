@@ -139,6 +139,12 @@ static void on_log(presence_t *p, int status, const presence_event_t *events,
     b->pos = events[i].seq;
     b->scanned++;
     if (!(ep->spec.events & (1u << events[i].type))) continue;
+    /* channel-prefix: only channel events of channels starting with it. */
+    if (ep->spec.channel_prefix &&
+        (!events[i].channel ||
+         strncmp(events[i].channel, ep->spec.channel_prefix,
+                 strlen(ep->spec.channel_prefix)) != 0))
+      continue;
     if (b->matched) buf_putc(&b->events, ',');
     json_event(&b->events, &events[i]);
     b->matched++;

@@ -30,6 +30,7 @@ typedef struct wh_spec {
   char *secret_file;
   char *name;
   uint32_t events; /* bit (1u << presence_event_type_t) per wanted type */
+  char *channel_prefix; /* only channel events of these channels, or NULL */
 } wh_spec_t;
 
 /* Parse spec into out (strings allocated). With read_secret, a secret-file

@@ -31,6 +31,7 @@ void wh_spec_free(wh_spec_t *spec) {
   free(spec->secret);
   free(spec->secret_file);
   free(spec->name);
+  free(spec->channel_prefix);
   memset(spec, 0, sizeof *spec);
 }
 
@@ -52,6 +53,10 @@ static int parse_events(const char *v, size_t n, uint32_t *out) {
     else if (l == 6 && !memcmp(w, "user.*", 6))
       mask |= (1u << PRESENCE_EV_USER_ONLINE) | (1u << PRESENCE_EV_USER_IDLE) |
               (1u << PRESENCE_EV_USER_OFFLINE);
+    else if (l == 9 && !memcmp(w, "channel.*", 9))
+      mask |= (1u << PRESENCE_EV_CHANNEL_JOIN) |
+              (1u << PRESENCE_EV_CHANNEL_LEAVE) |
+              (1u << PRESENCE_EV_CHANNEL_UPDATE);
     else {
       int t;
       for (t = 0; t < PRESENCE_EV_COUNT_; t++) {
@@ -141,6 +146,8 @@ int wh_spec_parse(const char *spec, int read_secret, wh_spec_t *out, char *err,
       slot = &out->secret_file;
     else if (kl == 4 && !memcmp(p, "name", 4))
       slot = &out->name;
+    else if (kl == 14 && !memcmp(p, "channel-prefix", 14))
+      slot = &out->channel_prefix;
     else if (kl == 6 && !memcmp(p, "events", 6)) {
       if (have_events || parse_events(v, vl, &out->events) != 0) {
         snprintf(err, errcap,
@@ -152,7 +159,8 @@ int wh_spec_parse(const char *spec, int read_secret, wh_spec_t *out, char *err,
       have_events = 1;
     } else {
       snprintf(err, errcap,
-               "unknown key '%.*s' (url, secret, secret-file, events, name)",
+               "unknown key '%.*s' (url, secret, secret-file, events, name, "
+               "channel-prefix)",
                (int)kl, p);
       goto fail;
     }

@@ -45,6 +45,7 @@ struct wsconn {
    * reach it without hashing the id (the per-message path). */
   presence_handle_t handle;
   char session_id[37];
+  conn_chans_t *chans; /* channels joined or observed (channels.c) */
 };
 
 /* ------------------------------------------------------------------------ */
@@ -109,6 +110,15 @@ static void unsubscribe_all(conn_t *c) {
   w->nsubs = w->subs_cap = 0;
 }
 
+presence_handle_t ws_handle(const conn_t *c) { return c->u.ws->handle; }
+const jwt_claims_t *ws_claims(const conn_t *c) { return &c->u.ws->claims; }
+conn_chans_t **ws_chans(conn_t *c) { return &c->u.ws->chans; }
+void ws_send_error(conn_t *c, const char *code, const char *message,
+                   const char *id) {
+  send_error(c, code, message, id);
+}
+void ws_send_ack(conn_t *c, const char *id) { send_ack(c, id); }
+
 void ws_free(wsconn_t *w) {
   if (!w) return;
   ws_parser_free(w->parser);
@@ -120,6 +130,7 @@ void ws_free(wsconn_t *w) {
 void ws_detach(conn_t *c) {
   wsconn_t *w = c->u.ws;
   if (!w) return;
+  chan_detach(c); /* first: no channel frame to a connection going away */
   end_session(c, PRESENCE_REASON_DISCONNECT);
   unsubscribe_all(c);
   ws_free(w);
@@ -482,6 +493,8 @@ static void on_text(conn_t *c, const uint8_t *data, size_t len) {
     on_setting(c, &m);
   else if (m.type == WSMSG_TOKEN)
     on_token(c, &m);
+  else if (m.type >= WSMSG_JOIN && m.type <= WSMSG_UNOBSERVE)
+    chan_on_message(c, &m);
   else
     on_ping(c, m.id);
   wsmsg_free(&m);

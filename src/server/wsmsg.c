@@ -7,6 +7,7 @@
 #include "server/wsmsg.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 /* cJSON decodes \u0000 into a terminating NUL, silently shortening the
@@ -148,6 +149,45 @@ int wsmsg_decode_message(const cJSON *obj, wsmsg_t *m) {
   return WSMSG_OK;
 }
 
+/* "channel": a string naming a valid channel. */
+static int decode_channel(wsmsg_t *m) {
+  const cJSON *ch = cJSON_GetObjectItemCaseSensitive(m->root, "channel");
+  if (!cJSON_IsString(ch) || presence_channel_check(ch->valuestring) != 0)
+    return bad(m, "bad_channel",
+               "channel must be 1..128 bytes of UTF-8 without control "
+               "characters");
+  m->channel = ch->valuestring;
+  return WSMSG_OK;
+}
+
+/* "data": a JSON object or null (absent: null, unless required). Kept as
+ * compact JSON: stored verbatim and sent back as is. */
+static int decode_data(wsmsg_t *m, int required) {
+  const cJSON *d = cJSON_GetObjectItemCaseSensitive(m->root, "data");
+  if (!d) {
+    if (required) return bad(m, "bad_data", "data is required (null clears)");
+    return WSMSG_OK;
+  }
+  if (cJSON_IsNull(d)) return WSMSG_OK;
+  if (!cJSON_IsObject(d)) return bad(m, "bad_data", "data must be an object");
+  char *txt = cJSON_PrintUnformatted(d);
+  if (!txt) return bad(m, "internal", "out of memory");
+  /* Plain malloc memory: wsmsg_free uses free(). */
+  m->data = strdup(txt);
+  cJSON_free(txt);
+  if (!m->data) return bad(m, "internal", "out of memory");
+  return WSMSG_OK;
+}
+
+static const struct {
+  const char *name;
+  int type, data; /* data: 0 none, 1 optional, 2 required */
+} chan_types[] = {
+    {"join", WSMSG_JOIN, 1},       {"update", WSMSG_UPDATE, 2},
+    {"leave", WSMSG_LEAVE, 0},     {"observe", WSMSG_OBSERVE, 0},
+    {"unobserve", WSMSG_UNOBSERVE, 0},
+};
+
 int wsmsg_decode(const uint8_t *data, size_t len, uint32_t max_users,
                  wsmsg_t *m) {
   memset(m, 0, sizeof *m);
@@ -215,6 +255,14 @@ int wsmsg_decode(const uint8_t *data, size_t len, uint32_t max_users,
     m->token_len = strlen(tok->valuestring);
     return WSMSG_OK;
   }
+  for (size_t i = 0; i < sizeof chan_types / sizeof chan_types[0]; i++) {
+    if (strcmp(t, chan_types[i].name) != 0) continue;
+    m->type = chan_types[i].type;
+    int rc = decode_channel(m);
+    if (rc == WSMSG_OK && chan_types[i].data)
+      rc = decode_data(m, chan_types[i].data == 2);
+    return rc;
+  }
   return bad(m, "unknown_type", "unknown message type");
 }
 
@@ -222,4 +270,7 @@ void wsmsg_free(wsmsg_t *m) {
   cJSON_Delete(m->root);
   m->root = NULL;
   m->users = NULL;
+  m->channel = NULL;
+  free(m->data);
+  m->data = NULL;
 }

@@ -22,7 +22,13 @@ typedef enum {
   WSMSG_PING,
   WSMSG_TOKEN, /* a fresh token for the live session (token refresh) */
   WSMSG_AVAILABILITY, /* status that people set (protocol.md section 6) */
-  WSMSG_MESSAGE
+  WSMSG_MESSAGE,
+  /* Channels (docs/protocol.md section 4). */
+  WSMSG_JOIN,
+  WSMSG_UPDATE,
+  WSMSG_LEAVE,
+  WSMSG_OBSERVE,
+  WSMSG_UNOBSERVE
 } wsmsg_type_t;
 
 /* Status that people set, as the WebSocket messages and the HTTP API both
@@ -54,6 +60,9 @@ typedef struct wsmsg {
   const char *token;  /* TOKEN: the JWT (a non-empty string in root) */
   size_t token_len;
   wsmsg_setting_t setting; /* AVAILABILITY, MESSAGE */
+  const char *channel; /* channel messages: a valid channel name, in root */
+  char *data;          /* JOIN, UPDATE: "data" as compact JSON (malloc'd;
+                          NULL for null or absent) */
   const char *err_code; /* otherwise: the protocol's error code ... */
   char err_msg[200];    /* ... and message */
 } wsmsg_t;

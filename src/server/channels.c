@@ -1,0 +1,440 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Channels over the WebSocket (docs/protocol.md section 4): join, update,
+ * leave, observe and unobserve, their limits and grants, the snapshot, and
+ * the fan-out sink that turns each channel event into one `channel` frame
+ * to every connection that joined or observes the channel.
+ *
+ * An index (srv->channels) maps each channel name to the connections
+ * joined to it or observing it; a connection keeps its own list of those
+ * entries (conn_chans). A change is serialised once, WebSocket header
+ * included, and shared by every recipient's write queue (shbuf).
+ */
+#include "server/server.h"
+
+#include "server/jwt.h"
+#include "server/wsmsg.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct chan_entry {
+  const char *name; /* the map's copy of the key */
+  conn_t **subs;
+  uint32_t n, cap;
+  uint8_t busy; /* being iterated: freed by the iterator when emptied */
+} chan_entry_t;
+
+typedef struct conn_chan {
+  chan_entry_t *e;
+  uint8_t joined;    /* the session is (or is being) joined */
+  uint8_t observing; /* observe without join */
+} conn_chan_t;
+
+struct conn_chans {
+  conn_chan_t *v;
+  uint32_t n, cap;
+  int64_t rate_window_ms;
+  uint32_t rate_count;
+};
+
+/* ---- the index --------------------------------------------------------- */
+
+static void entry_destroy(srv_t *s, chan_entry_t *e) {
+  map_del(&s->channels, e->name);
+  free(e->subs);
+  free(e);
+}
+
+static chan_entry_t *entry_add(srv_t *s, const char *name, conn_t *c) {
+  chan_entry_t *e = map_get(&s->channels, name);
+  if (!e) {
+    e = calloc(1, sizeof *e);
+    if (!e) return NULL;
+    if (map_put(&s->channels, name, e) != 0) {
+      free(e);
+      return NULL;
+    }
+    e->name = map_key(&s->channels, name);
+  }
+  if (e->n == e->cap) {
+    uint32_t cap = e->cap ? e->cap * 2 : 4;
+    conn_t **n = realloc(e->subs, cap * sizeof *n);
+    if (!n) {
+      if (e->n == 0 && !e->busy) entry_destroy(s, e);
+      return NULL;
+    }
+    e->subs = n;
+    e->cap = cap;
+  }
+  e->subs[e->n++] = c;
+  return e;
+}
+
+static void entry_remove(srv_t *s, chan_entry_t *e, conn_t *c) {
+  for (uint32_t i = 0; i < e->n; i++) {
+    if (e->subs[i] == c) {
+      e->subs[i] = e->subs[--e->n];
+      break;
+    }
+  }
+  if (e->n == 0 && !e->busy) entry_destroy(s, e);
+}
+
+static conn_chans_t *chans_of(conn_t *c) {
+  conn_chans_t **cc = ws_chans(c);
+  if (!*cc) *cc = calloc(1, sizeof **cc);
+  return *cc;
+}
+
+static conn_chan_t *find(conn_chans_t *cc, const char *name) {
+  for (uint32_t i = 0; cc && i < cc->n; i++)
+    if (strcmp(cc->v[i].e->name, name) == 0) return &cc->v[i];
+  return NULL;
+}
+
+/* The connection's record of a channel, subscribing it if new. */
+static conn_chan_t *subscribe(conn_t *c, const char *name) {
+  conn_chans_t *cc = chans_of(c);
+  if (!cc) return NULL;
+  conn_chan_t *x = find(cc, name);
+  if (x) return x;
+  if (cc->n == cc->cap) {
+    uint32_t cap = cc->cap ? cc->cap * 2 : 4;
+    conn_chan_t *v = realloc(cc->v, cap * sizeof *v);
+    if (!v) return NULL;
+    cc->v = v;
+    cc->cap = cap;
+  }
+  chan_entry_t *e = entry_add(c->srv, name, c);
+  if (!e) return NULL;
+  x = &cc->v[cc->n++];
+  memset(x, 0, sizeof *x);
+  x->e = e;
+  return x;
+}
+
+/* Drop the record once neither joined nor observing. */
+static void maybe_unsubscribe(conn_t *c, conn_chan_t *x) {
+  conn_chans_t *cc = *ws_chans(c);
+  if (x->joined || x->observing) return;
+  entry_remove(c->srv, x->e, c);
+  *x = cc->v[--cc->n];
+}
+
+void chan_detach(conn_t *c) {
+  conn_chans_t **cc = ws_chans(c);
+  if (!*cc) return;
+  for (uint32_t i = 0; i < (*cc)->n; i++)
+    entry_remove(c->srv, (*cc)->v[i].e, c);
+  free((*cc)->v);
+  free(*cc);
+  *cc = NULL;
+}
+
+/* ---- the sink ----------------------------------------------------------- */
+
+static void on_channel_event(srv_t *s, const presence_event_t *ev, void *ud) {
+  (void)ud;
+  if (!ev->channel) return;
+  chan_entry_t *e = map_get(&s->channels, ev->channel);
+  if (!e || e->n == 0) return;
+  buf_t *b = &s->scratch;
+  buf_reset(b);
+  json_frame_channel_change(b, ev);
+  if (buf_failed(b)) return;
+  uint8_t hdr[10];
+  size_t hl = ws_frame_header(hdr, WS_OP_TEXT, 1, b->len);
+  shbuf_t *sb = shbuf_new(hl + b->len);
+  if (!sb) {
+    srv_error(s, "out_of_memory", "cannot fan out a channel change");
+    return;
+  }
+  memcpy(sb->data, hdr, hl);
+  memcpy(sb->data + hl, b->data, b->len);
+  /* A backend removed this user: its sessions here are out of the channel
+   * (told so after the change). */
+  int removed = ev->type == PRESENCE_EV_CHANNEL_LEAVE &&
+                ev->reason == PRESENCE_REASON_KICKED && !ev->session_id;
+  e->busy = 1;
+  /* Backwards: a write may close a slow subscriber, which removes it by
+   * moving the last (already served) one into its slot. */
+  for (uint32_t i = e->n; i-- > 0;) {
+    if (i >= e->n) continue;
+    conn_t *c = e->subs[i];
+    if (c->kind != CONN_WS || c->closing || !c->u.ws) continue;
+    conn_write_shared(c, sb);
+    if (!removed || c->closing) continue;
+    conn_chan_t *x = find(*ws_chans(c), ev->channel);
+    if (!x || !x->joined || strcmp(ws_claims(c)->sub, ev->user_id) != 0)
+      continue;
+    x->joined = 0;
+    buf_t *lb = &s->scratch;
+    buf_reset(lb);
+    buf_puts(lb, "{\"type\":\"left\",\"channel\":");
+    buf_put_json_str(lb, ev->channel);
+    buf_puts(lb, ",\"reason\":\"kicked\"}");
+    if (!buf_failed(lb)) ws_send_text(c, lb->data, lb->len);
+    if (!x->observing) {
+      /* Not entry_remove: the entry is being iterated (busy). */
+      conn_chans_t *cc = *ws_chans(c);
+      e->subs[i] = e->subs[--e->n];
+      *x = cc->v[--cc->n];
+    }
+  }
+  e->busy = 0;
+  shbuf_unref(sb);
+  if (e->n == 0) entry_destroy(s, e);
+}
+
+const fanout_sink_t channel_sink = {
+    .name = "channels",
+    .types = FANOUT_TYPE(PRESENCE_EV_CHANNEL_JOIN) |
+             FANOUT_TYPE(PRESENCE_EV_CHANNEL_LEAVE) |
+             FANOUT_TYPE(PRESENCE_EV_CHANNEL_UPDATE),
+    .on_event = on_channel_event,
+};
+
+/* ---- requests ------------------------------------------------------------ */
+
+/* A request answered by the store (later, on Redis). */
+typedef struct chan_req {
+  conn_t *c;
+  int type;
+  char id[80];
+  char channel[];
+} chan_req_t;
+
+static chan_req_t *req_new(conn_t *c, const wsmsg_t *m) {
+  size_t n = strlen(m->channel) + 1;
+  chan_req_t *r = calloc(1, sizeof *r + n);
+  if (!r) return NULL;
+  r->c = c;
+  r->type = m->type;
+  memcpy(r->id, m->id, sizeof r->id);
+  memcpy(r->channel, m->channel, n);
+  conn_ref(c);
+  return r;
+}
+
+static void req_done(chan_req_t *r) {
+  conn_unref(r->c);
+  free(r);
+}
+
+static const char *code_of(int rc) {
+  switch (rc) {
+  case PRESENCE_ECHANNEL:
+    return "bad_channel";
+  case PRESENCE_EDATA:
+    return "data_too_large";
+  case PRESENCE_ECHANLIMIT:
+    return "too_many_channels";
+  case PRESENCE_ENOTMEMBER:
+    return "not_joined";
+  default:
+    return "internal";
+  }
+}
+
+static void on_members(presence_t *p, int status,
+                       const presence_member_info_t *m, size_t n,
+                       uint64_t count, const char *next, void *ud) {
+  (void)p;
+  chan_req_t *r = ud;
+  conn_t *c = r->c;
+  if (!c->closing && c->kind == CONN_WS && c->u.ws) {
+    srv_t *s = c->srv;
+    if (status != 0) {
+      ws_send_error(c, status == PRESENCE_ESTORE ? "store_unavailable"
+                                                 : "internal",
+                    presence_strerror(status), r->id);
+    } else {
+      buf_t *b = &s->scratch;
+      buf_reset(b);
+      json_frame_channel_snapshot(b, r->id, r->channel, m, n, count,
+                                  next != NULL);
+      if (!buf_failed(b)) ws_send_text(c, b->data, b->len);
+      buf_shrink(b, 65536);
+    }
+  }
+  req_done(r);
+}
+
+/* Send the snapshot of r's channel; consumes r. */
+static void snapshot(chan_req_t *r) {
+  srv_t *s = r->c->srv;
+  int rc = presence_channel_members(s->p, r->channel, NULL, s->cfg.channel_page,
+                                    on_members, r);
+  if (rc != 0) {
+    ws_send_error(r->c, rc == PRESENCE_ESTORE ? "store_unavailable" : "internal",
+                  presence_strerror(rc), r->id);
+    req_done(r);
+  }
+}
+
+static void on_join_done(presence_t *p, int status, void *ud) {
+  (void)p;
+  chan_req_t *r = ud;
+  conn_t *c = r->c;
+  if (c->closing || c->kind != CONN_WS || !c->u.ws) {
+    req_done(r);
+    return;
+  }
+  conn_chan_t *x = find(*ws_chans(c), r->channel);
+  if (status != 0) {
+    /* Refused by the store: the record made for it goes. */
+    if (x && r->type == WSMSG_JOIN && x->joined == 2) {
+      x->joined = 0;
+      maybe_unsubscribe(c, x);
+    }
+    ws_send_error(c, code_of(status), presence_strerror(status), r->id);
+    req_done(r);
+    return;
+  }
+  if (x && x->joined == 2) x->joined = 1;
+  if (r->type == WSMSG_UPDATE) {
+    ws_send_ack(c, r->id);
+    req_done(r);
+    return;
+  }
+  snapshot(r);
+}
+
+/* joins + observes in the last second over the limit? */
+static int over_join_rate(conn_t *c, conn_chans_t *cc) {
+  srv_t *s = c->srv;
+  int64_t now = srv_now_mono(s);
+  if (now - cc->rate_window_ms >= 1000) {
+    cc->rate_window_ms = now;
+    cc->rate_count = 0;
+  }
+  return ++cc->rate_count > s->cfg.channel_joins_per_s;
+}
+
+void chan_on_message(conn_t *c, const wsmsg_t *m) {
+  srv_t *s = c->srv;
+  const jwt_claims_t *cl = ws_claims(c);
+  const char *ch = m->channel;
+  char msg[300];
+  conn_chans_t *cc = chans_of(c);
+  if (!cc) {
+    ws_send_error(c, "internal", "out of memory", m->id);
+    return;
+  }
+  conn_chan_t *x = find(cc, ch);
+  if (strlen(ch) > s->cfg.max_channel_name) {
+    snprintf(msg, sizeof msg, "channel names are at most %u bytes here",
+             s->cfg.max_channel_name);
+    ws_send_error(c, "bad_channel", msg, m->id);
+    return;
+  }
+  if (m->data && strlen(m->data) > s->cfg.max_channel_data) {
+    snprintf(msg, sizeof msg, "data is at most %u bytes (compact JSON)",
+             s->cfg.max_channel_data);
+    ws_send_error(c, "data_too_large", msg, m->id);
+    return;
+  }
+  switch (m->type) {
+  case WSMSG_JOIN:
+  case WSMSG_OBSERVE: {
+    int join = m->type == WSMSG_JOIN;
+    int granted = jwt_patterns_match(&cl->join, ch) ||
+                  (!join && jwt_patterns_match(&cl->observe, ch));
+    if (!granted) {
+      snprintf(msg, sizeof msg, "token does not allow %s channel %.128s",
+               join ? "joining" : "observing", ch);
+      ws_send_error(c, "channel_not_allowed", msg, m->id);
+      return;
+    }
+    if (!x && cc->n >= s->cfg.max_channels_per_session) {
+      snprintf(msg, sizeof msg,
+               "at most %u channels joined or observed per session",
+               s->cfg.max_channels_per_session);
+      ws_send_error(c, "too_many_channels", msg, m->id);
+      return;
+    }
+    if (over_join_rate(c, cc)) {
+      snprintf(msg, sizeof msg, "at most %u joins and observes a second",
+               s->cfg.channel_joins_per_s);
+      ws_send_error(c, "join_rate", msg, m->id);
+      return;
+    }
+    chan_req_t *r = req_new(c, m);
+    x = r ? subscribe(c, ch) : NULL;
+    if (!x) {
+      if (r) req_done(r);
+      ws_send_error(c, "internal", "out of memory", m->id);
+      return;
+    }
+    if (!join) {
+      x->observing = 1;
+      snapshot(r);
+      return;
+    }
+    int fresh = !x->joined;
+    if (fresh) x->joined = 2; /* asked, not yet answered */
+    int rc = presence_handle_join(s->p, ws_handle(c), ch, m->data, on_join_done,
+                                  r);
+    srv_arm_tick(s);
+    if (rc != 0) {
+      x = find(cc, ch);
+      if (x && fresh) {
+        x->joined = 0;
+        maybe_unsubscribe(c, x);
+      }
+      ws_send_error(c, code_of(rc), presence_strerror(rc), m->id);
+      req_done(r);
+    }
+    return;
+  }
+  case WSMSG_UPDATE: {
+    if (!x || !x->joined) {
+      snprintf(msg, sizeof msg, "not joined to channel %.128s", ch);
+      ws_send_error(c, "not_joined", msg, m->id);
+      return;
+    }
+    chan_req_t *r = req_new(c, m);
+    if (!r) {
+      ws_send_error(c, "internal", "out of memory", m->id);
+      return;
+    }
+    int rc = presence_handle_update(s->p, ws_handle(c), ch, m->data,
+                                    on_join_done, r);
+    if (rc != 0) {
+      ws_send_error(c, code_of(rc), presence_strerror(rc), m->id);
+      req_done(r);
+    }
+    return;
+  }
+  case WSMSG_LEAVE: {
+    if (!x || !x->joined) {
+      snprintf(msg, sizeof msg, "not joined to channel %.128s", ch);
+      ws_send_error(c, "not_joined", msg, m->id);
+      return;
+    }
+    int rc = presence_handle_leave(s->p, ws_handle(c), ch, NULL, NULL);
+    srv_arm_tick(s);
+    x = find(cc, ch);
+    if (x) {
+      x->joined = 0;
+      maybe_unsubscribe(c, x);
+    }
+    if (rc != 0 && rc != PRESENCE_ENOTMEMBER) {
+      ws_send_error(c, code_of(rc), presence_strerror(rc), m->id);
+      return;
+    }
+    ws_send_ack(c, m->id);
+    return;
+  }
+  case WSMSG_UNOBSERVE:
+    if (x) {
+      x->observing = 0;
+      maybe_unsubscribe(c, x);
+    }
+    ws_send_ack(c, m->id);
+    return;
+  default:
+    return;
+  }
+}

@@ -1,0 +1,250 @@
+#!/usr/bin/python3
+# SPDX-License-Identifier: MIT
+"""Channels end to end on one presenced (docs/protocol.md section 4,
+docs/api.md "Channels"): join/update/leave/observe over real WebSocket
+clients, snapshots then one message per change, grants from token claims,
+every limit and bad input answered by its documented error and nothing else,
+the backend endpoints (members paged, count, channels under a prefix, a
+user's channels, removal) and channel events on GET /v1/events with type and
+channel-prefix filters."""
+
+import os
+import sys
+import urllib.parse
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from harness import *  # noqa: E402,F401,F403
+
+
+def chan_tok(user, channels=None, observe=None, **kw):
+    extra = {}
+    if channels is not None:
+        extra["channels"] = channels
+    if observe is not None:
+        extra["observe"] = observe
+    return token(user, extra=extra, **kw)
+
+
+async def join(c, ch, data=None, ident=None):
+    msg = {"type": "join", "channel": ch, "id": ident or f"j-{ch}"}
+    if data is not None:
+        msg["data"] = data
+    await c.send(msg)
+    return await c.expect_type("channel", 3, id=ident or f"j-{ch}")
+
+
+def is_change(ch, event=None, user=None):
+    def pred(m):
+        return (m.get("type") == "channel" and m.get("channel") == ch and m.get("snapshot") is False
+                and (event is None or m.get("event") == event)
+                and (user is None or m.get("member", {}).get("user_id") == user))
+    return pred
+
+
+async def test_members_and_changes(t, d, args):
+    a = await Client.connect(d, "ch-ann", tok=chan_tok("ch-ann", ["room:*"]))
+    b = await Client.connect(d, "ch-bob", tok=chan_tok("ch-bob", "*"))
+    snap = await join(a, "room:1", {"name": "Ann", "color": "#e33"})
+    t.check("join answers a snapshot with the same id", snap is not None, snap)
+    t.eq("the snapshot holds the joiner with its data",
+         [(m["user_id"], m["status"], m["data"]) for m in (snap or {}).get("members", [])],
+         [("ch-ann", "online", {"name": "Ann", "color": "#e33"})])
+    t.eq("count 1, no more", ((snap or {}).get("count"), (snap or {}).get("more")), (1, False))
+    await a.collect(0.2)
+    snap = await join(b, "room:1", {"name": "Bob"})
+    t.eq("bob's snapshot: both members, in user id order",
+         [m["user_id"] for m in (snap or {}).get("members", [])], ["ch-ann", "ch-bob"])
+    m, _ = await a.expect(is_change("room:1", "join", "ch-bob"), 3)
+    t.check("ann gets one join message for bob", m is not None)
+    t.eq("the change: count, data, from, reason, version",
+         m and (m["count"], m["member"]["data"], m["from"], m["reason"], m["member"]["version"]),
+         (2, {"name": "Bob"}, "offline", "explicit", 1))
+    # A second session of bob: a member already, nothing for ann.
+    b2 = await Client.connect(d, "ch-bob", tok=chan_tok("ch-bob", "*"))
+    await join(b2, "room:1", {"name": "Bob"})
+    t.eq("a second session of a member: no message to others",
+         [x for x in await a.collect(0.4) if x.get("type") == "channel"], [])
+    await b.send({"type": "update", "channel": "room:1", "data": {"name": "Bob", "typing": True}, "id": "u1"})
+    t.check("update is acked", await b.expect_type("ack", 3, id="u1") is not None)
+    m, _ = await a.expect(is_change("room:1", "update", "ch-bob"), 3)
+    t.eq("one update message with the new data", m and m["member"]["data"], {"name": "Bob", "typing": True})
+    # Status in the channel follows the sessions in it.
+    await b.send({"type": "status", "status": "idle"})
+    await b2.send({"type": "status", "status": "idle"})
+    m, _ = await a.expect(lambda x: is_change("room:1", "update", "ch-bob")(x)
+                          and x["member"]["status"] == "idle", 3)
+    t.check("bob idle in both sessions: the member is idle", m is not None)
+    # Leaving: one of two sessions changes nothing; the last one leaves.
+    await b2.send({"type": "leave", "channel": "room:1", "id": "l2"})
+    t.check("leave is acked", await b2.expect_type("ack", 3, id="l2") is not None)
+    await b2.close()
+    await b.close()
+    m, skipped = await a.expect(is_change("room:1", "leave", "ch-bob"), 3)
+    t.check("bob's last session gone: one leave", m is not None)
+    t.eq("the leave: count 1, status offline", m and (m["count"], m["member"]["status"]), (1, "offline"))
+    t.eq("no other change of bob before it (only the data/status updates)",
+         [x["event"] for x in skipped if is_change("room:1", user="ch-bob")(x)], [])
+    await a.close()
+
+
+async def test_observe_and_grants(t, d, args):
+    lobby = await Client.connect(d, "ch-lobby", tok=chan_tok("ch-lobby", observe=["game:*"]))
+    await lobby.send({"type": "join", "channel": "game:1", "id": "j"})
+    e = await lobby.expect_type("error", 3, id="j")
+    t.eq("observe grant does not allow joining", (e or {}).get("code"), "channel_not_allowed")
+    await lobby.send({"type": "observe", "channel": "game:1", "id": "o"})
+    snap = await lobby.expect_type("channel", 3, id="o")
+    t.eq("observe answers a snapshot (empty channel: count 0)", snap and (snap["count"], snap["members"]), (0, []))
+    p = await Client.connect(d, "ch-player", tok=chan_tok("ch-player", ["game:1"]))
+    await join(p, "game:1", {"team": "red"})
+    m, _ = await lobby.expect(is_change("game:1", "join", "ch-player"), 3)
+    t.check("an observer gets the changes without being a member", m is not None)
+    r = await http(d, "GET", "/v1/channels/game:1")
+    t.eq("the observer is not counted", (r.json() or {}).get("count"), 1)
+    await lobby.send({"type": "unobserve", "channel": "game:1", "id": "u"})
+    t.check("unobserve is acked", await lobby.expect_type("ack", 3, id="u") is not None)
+    await p.send({"type": "update", "channel": "game:1", "data": {"team": "blue"}, "id": "x"})
+    await p.expect_type("ack", 3, id="x")
+    t.eq("after unobserve: nothing more", [x for x in await lobby.collect(0.4) if x.get("type") == "channel"], [])
+    await p.send({"type": "join", "channel": "game:2", "id": "g2"})
+    e = await p.expect_type("error", 3, id="g2")
+    t.eq("an exact-name grant allows only that name", (e or {}).get("code"), "channel_not_allowed")
+    none = await Client.connect(d, "ch-none")
+    await none.send({"type": "join", "channel": "game:1", "id": "n"})
+    e = await none.expect_type("error", 3, id="n")
+    t.eq("no channels claim: nothing may be joined", (e or {}).get("code"), "channel_not_allowed")
+    for x in (lobby, p, none):
+        await x.close()
+
+
+async def test_limits_and_bad_input(t, d, args):
+    c = await Client.connect(d, "ch-lim", tok=chan_tok("ch-lim", "*"))
+    cases = [
+        ({"type": "join"}, "bad_channel"),
+        ({"type": "join", "channel": ""}, "bad_channel"),
+        ({"type": "join", "channel": 7}, "bad_channel"),
+        ({"type": "join", "channel": "a\u0001b"}, "bad_channel"),
+        ({"type": "join", "channel": "x" * 17}, "bad_channel"),  # --max-channel-name 16
+        ({"type": "join", "channel": "ok", "data": [1, 2]}, "bad_data"),
+        ({"type": "join", "channel": "ok", "data": "text"}, "bad_data"),
+        ({"type": "join", "channel": "ok", "data": {"k": "v" * 80}}, "data_too_large"),  # 64 bytes
+        ({"type": "update", "channel": "ok", "data": {}}, "not_joined"),
+        ({"type": "update", "channel": "ok"}, "bad_data"),
+        ({"type": "leave", "channel": "ok"}, "not_joined"),
+    ]
+    for i, (msg, code) in enumerate(cases):
+        await c.send({**msg, "id": f"c{i}"})
+        e = await c.expect_type("error", 3, id=f"c{i}")
+        t.eq(f"{json.dumps(msg)[:60]} -> {code}", (e or {}).get("code"), code)
+    r = await http(d, "GET", "/v1/channels?prefix=")
+    t.eq("nothing was joined by the refused requests", (r.json() or {}).get("channels"), [])
+    # Two channels per session (--max-channels-per-session 2), joined and
+    # observed together.
+    await join(c, "l1")
+    await c.send({"type": "observe", "channel": "l2", "id": "o2"})
+    await c.expect_type("channel", 3, id="o2")
+    await c.send({"type": "join", "channel": "l3", "id": "l3"})
+    e = await c.expect_type("error", 3, id="l3")
+    t.eq("a third channel -> too_many_channels", (e or {}).get("code"), "too_many_channels")
+    snap = await join(c, "l1", {"again": 1}, ident="again")
+    t.check("joining one already joined is allowed (new data)", snap is not None)
+    r = await http(d, "GET", "/v1/channels/l3")
+    t.eq("l3 has no member", (r.json() or {}).get("count"), 0)
+    # Join rate (--channel-joins-per-s 3): l1 (join), l2 (observe), l3
+    # (refused above but counted), again: the window may have rolled; flood.
+    d2 = await Client.connect(d, "ch-rate", tok=chan_tok("ch-rate", "*"))
+    codes = []
+    for i in range(6):
+        await d2.send({"type": "observe", "channel": "r", "id": f"r{i}"})
+        m, _ = await d2.expect(lambda x: x.get("id") == f"r{i}", 3)
+        codes.append((m or {}).get("code") or (m or {}).get("type"))
+    t.check("over 3 joins/observes a second -> join_rate", "join_rate" in codes, codes)
+    t.check("the connection stays open after every refusal", await c.ping("alive") is not None
+            and await d2.ping("alive") is not None)
+    for x in (c, d2):
+        await x.close()
+
+
+async def test_backend_api(t, d, args):
+    cs = []
+    for i in range(5):
+        u = f"api-u{i}"
+        c = await Client.connect(d, u, tok=chan_tok(u, "*"))
+        await join(c, "doc:1", {"n": i})
+        if i < 2:
+            await join(c, "doc:2")
+        cs.append(c)
+    r = await http(d, "GET", "/v1/channels/doc:1/members?limit=2")
+    j = r.json() or {}
+    t.eq("members page 1: 2 of 5, in user id order, next cursor",
+         (r.status, j.get("count"), [m["user_id"] for m in j.get("members", [])], j.get("next")),
+         (200, 5, ["api-u0", "api-u1"], "api-u1"))
+    m0 = (j.get("members") or [{}])[0]
+    t.check("a member carries data and its sessions",
+            m0.get("data") == {"n": 0} and len(m0.get("sessions", [])) == 1
+            and m0["sessions"][0].get("session_id") == cs[0].session_id, m0)
+    seen = [m["user_id"] for m in j.get("members", [])]
+    while j.get("next"):
+        r = await http(d, "GET", "/v1/channels/doc:1/members?limit=2&after=" + urllib.parse.quote(j["next"]))
+        j = r.json() or {}
+        seen += [m["user_id"] for m in j.get("members", [])]
+    t.eq("paging lists every member once", seen, [f"api-u{i}" for i in range(5)])
+    r = await http(d, "GET", "/v1/channels?prefix=doc:")
+    t.eq("channels under a prefix with counts", (r.json() or {}).get("channels"),
+         [{"channel": "doc:1", "count": 5}, {"channel": "doc:2", "count": 2}])
+    r = await http(d, "GET", "/v1/users/api-u1/channels")
+    t.eq("a user's channels", [x["channel"] for x in (r.json() or {}).get("channels", [])], ["doc:1", "doc:2"]
+         if [x["channel"] for x in (r.json() or {}).get("channels", [])][:1] == ["doc:1"]
+         else ["doc:2", "doc:1"])
+    sse = await SSE.open(d, path="/v1/events?types=channel.*&channel_prefix=doc:2")
+    r = await http(d, "DELETE", "/v1/channels/doc:2/members/api-u1")
+    t.eq("remove a user: 200", (r.status, r.json()), (200, {"removed": "api-u1", "channel": "doc:2"}))
+    left = await cs[1].expect_type("left", 3, channel="doc:2")
+    t.eq("its session is told: left, kicked", (left or {}).get("reason"), "kicked")
+    r = await http(d, "DELETE", "/v1/channels/doc:2/members/api-u1")
+    t.eq("removing again: 404 not_member", (r.status, r.error_code), (404, "not_member"))
+    evs = await sse.collect(0.6)
+    t.eq("SSE filtered to channel.* of doc:2: exactly the removal",
+         [(e["event"], e["data"].get("user_id"), e["data"].get("reason")) for e in evs if isinstance(e["data"], dict)],
+         [("channel.leave", "api-u1", "kicked")])
+    sse.close()
+    for path, code in [("/v1/channels/%01bad", "bad_channel"), ("/v1/channels/doc:1/members?limit=0", "bad_request"),
+                       ("/v1/channels/doc:1/members?limit=1001", "bad_request"),
+                       ("/v1/channels/doc:1/members/%01x", "bad_user_id")]:
+        r = await http(d, "GET" if "members/" not in path else "DELETE", path)
+        t.eq(f"{path} -> 400 {code}", (r.status, r.error_code), (400, code))
+    r = await http(d, "POST", "/v1/channels/doc:1")
+    t.eq("wrong method -> 405", r.status, 405)
+    for c in cs:
+        await c.close()
+
+
+async def test_events_stream(t, d, args):
+    sse = await SSE.open(d)
+    c = await Client.connect(d, "ev-ann", tok=chan_tok("ev-ann", "*"))
+    await join(c, "ev:1", {"name": "Ann"})
+    await c.close()
+    evs = await sse.collect(0.8)
+    chan = [e["data"] for e in evs if isinstance(e["data"], dict) and e["data"].get("type", "").startswith("channel.")]
+    t.eq("SSE: channel.join then channel.leave", [x["type"] for x in chan], ["channel.join", "channel.leave"])
+    j = chan[0] if chan else {}
+    t.eq("channel.join fields", (j.get("channel"), j.get("user_id"), j.get("data"), j.get("count"),
+                                 j.get("from"), j.get("to"), j.get("version"), j.get("reason")),
+         ("ev:1", "ev-ann", {"name": "Ann"}, 1, "offline", "online", 1, "explicit"))
+    order = [e["data"]["type"] for e in evs if isinstance(e["data"], dict)
+             and e["data"].get("type") in ("session.disconnected", "user.offline", "channel.leave")]
+    t.eq("order: session event, user event, then the channel's", order,
+         ["session.disconnected", "user.offline", "channel.leave"])
+    sse.close()
+    r = await http(d, "GET", "/v1/events?types=nonsense.x")
+    t.eq("an unknown type filter -> 400", r.status, 400)
+
+
+if __name__ == "__main__":
+    run([
+        ("channels", {"--offline-grace-ms": "0", "--max-channel-name": "16",
+                      "--max-channel-data": "64", "--max-channels-per-session": "2",
+                      "--channel-joins-per-s": "3"},
+         [test_members_and_changes, test_observe_and_grants, test_limits_and_bad_input]),
+        ("channels-api", {"--offline-grace-ms": "0"}, [test_backend_api, test_events_stream]),
+    ])

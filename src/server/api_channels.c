@@ -340,7 +340,6 @@ int api_channels(conn_t *c, http_req_t *r, const char *path, size_t pl,
     snprintf(q->channel, sizeof q->channel, "%s", ch);
     snprintf(q->user, sizeof q->user, "%s", user);
     int rc = presence_channel_remove_user(c->srv->p, ch, user, on_removed, q);
-    srv_arm_tick(c->srv);
     if (rc < 0) {
       answer_error(c, rc);
       chreq_done(q);

@@ -376,7 +376,6 @@ void chan_on_message(conn_t *c, const wsmsg_t *m) {
     if (fresh) x->joined = 2; /* asked, not yet answered */
     int rc = presence_handle_join(s->p, ws_handle(c), ch, m->data, on_join_done,
                                   r);
-    srv_arm_tick(s);
     if (rc != 0) {
       x = find(cc, ch);
       if (x && fresh) {
@@ -414,7 +413,6 @@ void chan_on_message(conn_t *c, const wsmsg_t *m) {
       return;
     }
     int rc = presence_handle_leave(s->p, ws_handle(c), ch, NULL, NULL);
-    srv_arm_tick(s);
     x = find(cc, ch);
     if (x) {
       x->joined = 0;

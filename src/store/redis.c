@@ -2055,28 +2055,33 @@ static bool can_read(rstore_t *st) {
   return st->up && st->sha[0] && st->phase != PH_LOADING;
 }
 
-static void user_done(rstore_t *st, req_t *r, redisReply *rep, int code) {
-  (void)st;
-  presence_user_info_t info = {0};
-  info.user_id = r->user;
-  if (!code && rep) code = script_code(rep);
+/* A user query's reply {0, {status, sessions, online, version, since, last
+ * seen, Redis's now}}: all numbers, or the reply is not the script's. */
+int presence__redis_user_reply(const redisReply *rep,
+                               presence_user_info_t *info) {
+  int code = script_code((redisReply *)rep);
   redisReply *p = code ? NULL : at(rep, 1);
-  /* status, sessions, online, version, since, last seen, Redis's now: all
-   * numbers, or the reply is not the script's. */
   long long f[7];
   for (size_t i = 0; !code && i < 7; i++)
     if (num_of(at(p, i), &f[i]) || (i < 4 && f[i] < 0))
       code = PRESENCE_ESTORE;
-  if (!code) {
-    info.status = st_of_n((long)f[0]);
-    info.session_count = (uint32_t)f[1];
-    info.online_count = (uint32_t)f[2];
-    info.version = (uint64_t)f[3];
-    info.since_ms = f[4];
-    info.last_seen_ms = f[5];
-    /* A present user is being seen now (Redis's now). */
-    if (info.status != PRESENCE_OFFLINE) info.last_seen_ms = f[6];
-  }
+  if (code) return code;
+  info->status = st_of_n((long)f[0]);
+  info->session_count = (uint32_t)f[1];
+  info->online_count = (uint32_t)f[2];
+  info->version = (uint64_t)f[3];
+  info->since_ms = f[4];
+  info->last_seen_ms = f[5];
+  /* A present user is being seen now (Redis's now). */
+  if (info->status != PRESENCE_OFFLINE) info->last_seen_ms = f[6];
+  return 0;
+}
+
+static void user_done(rstore_t *st, req_t *r, redisReply *rep, int code) {
+  (void)st;
+  presence_user_info_t info = {0};
+  info.user_id = r->user;
+  if (!code && rep) code = presence__redis_user_reply(rep, &info);
   r->user_cb(r->ud, code, code ? NULL : &info);
 }
 

@@ -41,4 +41,9 @@ int presence__redis_decode_entry(redisReply *e, const char *self,
 int presence__redis_decode_reply(redisReply *rep, const char *self,
                                  presence__redis_events_t *out);
 
+/* A user query's reply into *info (user_id untouched): 0, a code the
+ * script answered, or PRESENCE_ESTORE for a reply of another shape. */
+int presence__redis_user_reply(const redisReply *rep,
+                               presence_user_info_t *info);
+
 #endif

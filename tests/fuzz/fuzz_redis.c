@@ -2,17 +2,19 @@
 /*
  * libFuzzer harness for the Redis store's reply handling (src/store/redis.c).
  *
- * Input: bytes as Redis would send them (RESP), parsed by hiredis's own
- * reader exactly as the store's connection parses them, then every reply is
+ * Input: bytes as Redis would send them (RESP), parsed by the connection
+ * layer's own bounded reader (src/store/redis_resp.c) exactly as the store's
+ * connections parse them, fed in two pieces; then every reply is
  * handed to the store's log decoder both as an XRANGE answer (an array of
  * entries) and as a script answer ({code, payload, last seq, count,
- * packed}). Checks, besides memory errors: a decoded event has a known
+ * packed}) and as a user query's answer (every field checked). Checks,
+ * besides memory errors: a decoded event has a known
  * type, status values in range, readable strings, and sequence numbers
  * that follow each other.
  */
 #include "store/redis_decode.h"
+#include "store/redis_resp.h"
 
-#include <hiredis/hiredis.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -58,46 +60,48 @@ static void decode_script(redisReply *r) {
   free(evs.ev);
 }
 
-/* hiredis 0.14's reader allocates an aggregate's element array as soon as
- * it reads its count, with no limit: a count of 300 million is an
- * out-of-memory in the reader, not in our code, and Redis (which the store
- * trusts) never sends one. Such inputs are skipped. */
-static int has_huge_header(const uint8_t *d, size_t n) {
-  for (size_t i = 0; i < n; i++) {
-    if ((d[i] == '*' || d[i] == '$') &&
-        (i == 0 || (i >= 2 && d[i - 2] == '\r' && d[i - 1] == '\n'))) {
-      unsigned long v = 0;
-      for (size_t j = i + 1; j < n && d[j] >= '0' && d[j] <= '9'; j++) {
-        v = v * 10 + (unsigned long)(d[j] - '0');
-        if (v > 1000000) return 1;
-      }
-    }
-  }
-  return 0;
-}
-
-/* Parse data as a stream of replies and hand each to fn. */
+/* Parse data as a stream of replies with the connection layer's reader
+ * (the limits small, so that the fuzzer reaches them) and hand each to fn.
+ * The bytes are fed in two pieces, split where the input says: a reply cut
+ * anywhere must read the same. */
 static void each_reply(const uint8_t *data, size_t size,
                        void (*fn)(redisReply *)) {
-  redisReader *rd = redisReaderCreate();
-  if (!rd) return;
-  if (redisReaderFeed(rd, (const char *)data, size) == REDIS_OK) {
-    for (int n = 0; n < 64; n++) {
-      void *reply = NULL;
-      if (redisReaderGetReply(rd, &reply) != REDIS_OK || !reply) break;
-      fn(reply);
-      freeReplyObject(reply);
+  presence__resp_reader_t rd;
+  const presence_allocator_t *a = presence__default_allocator();
+  presence__resp_init(&rd, a, 4096, 256);
+  size_t cut = size ? data[0] % (size + 1) : 0;
+  int rc = presence__resp_feed(&rd, (const char *)data, cut);
+  for (int n = 0; rc >= 0 && n < 64; n++) {
+    redisReply *reply = NULL;
+    rc = presence__resp_next(&rd, &reply);
+    if (rc == 0 && cut < size) {
+      rc = presence__resp_feed(&rd, (const char *)data + cut, size - cut);
+      cut = size;
+      if (rc == 0) rc = presence__resp_next(&rd, &reply);
     }
+    if (rc < 0 && rc != PRESENCE_ESTORE && rc != PRESENCE_ENOMEM) abort();
+    if (rc <= 0) break;
+    fn(reply);
+    presence__resp_free(a, reply);
   }
-  redisReaderFree(rd);
+  presence__resp_fini(&rd);
+}
+
+/* The user query's checks: any reply is an answer or a store error. */
+static void decode_user(redisReply *r) {
+  presence_user_info_t info;
+  memset(&info, 0, sizeof info);
+  int rc = presence__redis_user_reply(r, &info);
+  if (rc > 0 || rc < -100) abort();
+  if (rc == 0 && info.status > PRESENCE_IDLE) abort();
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
-  if (has_huge_header(data, size)) return 0;
   /* The decoder ends strings in place (the store owns its replies), so
    * each view parses the bytes anew. */
   each_reply(data, size, decode_entries); /* XRANGE / XREAD entries */
   each_reply(data, size, decode_script);  /* a script's reply */
+  each_reply(data, size, decode_user);    /* a user query's reply */
   return 0;
 }

@@ -282,6 +282,14 @@ redis_inputs = [
     resp([[b"4-1", [b"k", b"1", b"p", conn]]]),     # not an id of ours
     resp([[b"1-0", [b"k", b"5", b"p", conn * 5]]]),  # more events than seqs
     b"-ERR unknown command\r\n",
+    # The user query's reply, right and with integers for its strings (a
+    # proxy answering for Redis once crashed the daemon with that).
+    resp([0, [b"1", b"2", b"1", b"7", b"1764320000000", b"0", b"1764320000500"]]),
+    resp([0, [1, 2, 1, 7, 1764320000000, 0, 1764320000500]]),
+    # Headers past the reader's limits: refused before anything is built.
+    b"*320000000\r\n:1\r\n",
+    b"$999999999\r\nabc",
+    b"*1\r\n" * 12 + b":1\r\n",
 ]
 write("fuzz_redis", redis_inputs)
 

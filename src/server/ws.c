@@ -156,10 +156,13 @@ struct ws_parser {
   int shrink;
 
   /* Control payloads get their own buffer: they may come between the
-   * fragments of a message whose bytes are in buf. */
-  uint8_t ctl[125];
+   * fragments of a message whose bytes are in buf. Allocated when a control
+   * frame starts and freed at the call after its event (ev->data points into
+   * it until then), so the many idle connections of a server hold none. */
+  uint8_t *ctl;
   size_t ctl_len;
   uint32_t ctl_utf8;
+  int drop_ctl;
 
   uint16_t ecode;
   const char *ewhy;
@@ -185,6 +188,7 @@ static void drop_buf(ws_parser_t *p) {
 void ws_parser_free(ws_parser_t *p) {
   if (!p) return;
   drop_buf(p);
+  free(p->ctl);
   free(p);
 }
 
@@ -310,6 +314,9 @@ static int begin(ws_parser_t *p, uint8_t *mut, size_t avail) {
   if (p->op & 8) {
     p->ctl_len = 0;
     p->ctl_utf8 = 0;
+    p->drop_ctl = 0;
+    if (!p->ctl && !(p->ctl = malloc(125)))
+      return err(p, WS_CLOSE_INTERNAL, "out of memory");
     return 0;
   }
   if (p->op != WS_OP_CONT) {
@@ -388,6 +395,7 @@ static int end_frame(ws_parser_t *p, ws_event_t *ev) {
       p->state = S_DONE;
     }
     if (p->state == S_DONE) drop_buf(p);
+    p->drop_ctl = 1; /* freed at the next call: ev->data points into it */
     return 1;
   }
   if (!p->fin) return 0;
@@ -416,6 +424,11 @@ static size_t parse(ws_parser_t *p, const uint8_t *in, uint8_t *mut, size_t len,
   if (p->shrink) {
     p->shrink = 0;
     drop_buf(p);
+  }
+  if (p->drop_ctl) {
+    p->drop_ctl = 0;
+    free(p->ctl);
+    p->ctl = NULL;
   }
   if (p->state == S_DONE) return 0;
 

@@ -527,10 +527,22 @@ static int over_rate(conn_t *c) {
 
 void ws_on_read(conn_t *c, const char *data, size_t len) {
   const uint8_t *in = (const uint8_t *)data;
+  /* Bytes in the shared read buffer are ours to unmask in place: a message
+   * that arrived whole in one read is then handed over without a copy, and
+   * the parser keeps no buffer of its own for it (an idle connection holds
+   * none: 256 bytes and a malloc chunk less each). Other input (the bytes
+   * that came with the upgrade request) is copied as before. */
+  srv_t *s = c->srv;
+  uintptr_t at = (uintptr_t)data, rb = (uintptr_t)s->rbuf;
+  int mine = s->rbuf && at >= rb && at - rb + len <= s->rbuf_len;
   while (!c->closing && c->u.ws && !c->u.ws->close_sent) {
     wsconn_t *w = c->u.ws;
     ws_event_t ev;
-    size_t n = ws_parse(w->parser, in, len, &ev);
+    size_t n = mine ? ws_parse_inplace(w->parser, (uint8_t *)s->rbuf +
+                                                      (in - (const uint8_t *)
+                                                                s->rbuf),
+                                       len, &ev)
+                    : ws_parse(w->parser, in, len, &ev);
     in += n;
     len -= n;
     if (ev.kind != WS_EV_NONE) w->last_frame_ms = c->last_rx_ms;

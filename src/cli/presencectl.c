@@ -69,7 +69,9 @@ static void usage(FILE *out) {
           "  kick SESSION        close a session (the client sees close 4003)\n"
           "  watch               follow the event stream; resumes after a\n"
           "                      disconnect from the last event printed\n"
-          "  stats               instance, uptime and counters (/metrics)\n\n"
+          "  stats               instance, uptime and counters (/metrics)\n"
+          "  origins             backends reporting sessions (GET /v1/backend)\n"
+          "                      and HTTP sessions: state, session counts\n\n"
           "Options:\n"
           "  --url URL           presenced base URL [env PRESENCECTL_URL]\n"
           "                      (default http://127.0.0.1:7070)\n"
@@ -349,6 +351,40 @@ static int cmd_sessions(int argc, char **argv) {
              when(num(s, "since"), b, 32), str(s, "instance"), m ? m : "-");
       free(m);
     }
+  }
+  cJSON_Delete(r);
+  return EXIT_OK;
+}
+
+/* The origins (backends reporting sessions) with their session counts. */
+static int cmd_origins(int argc, char **argv) {
+  (void)argv;
+  if (argc != 0) die_usage("origins takes no argument");
+  cJSON *r = request("GET", "/v1/origins", NULL, "origins", NULL, 1);
+  if (O.json) {
+    print_json(r);
+    cJSON_Delete(r);
+    return EXIT_OK;
+  }
+  cJSON *list = cJSON_GetObjectItemCaseSensitive(r, "origins");
+  if (cJSON_GetArraySize(list) == 0) {
+    printf("no origin\n");
+  } else {
+    printf("%-32s %-9s %10s  %-19s  %s\n", "ORIGIN", "STATE", "SESSIONS",
+           "SINCE", "DETACHED SINCE");
+    cJSON *o;
+    uint64_t total = 0;
+    cJSON_ArrayForEach(o, list) {
+      char a[32], b[32];
+      double n = num(o, "sessions");
+      total += (uint64_t)n;
+      printf("%-32s %-9s %10.0f  %-19s  %s\n", str(o, "origin"),
+             str(o, "state"), n, when(num(o, "since"), a, 32),
+             num(o, "detached_since") > 0 ? when(num(o, "detached_since"), b, 32)
+                                          : "-");
+    }
+    printf("%d origins, %llu sessions\n", cJSON_GetArraySize(list),
+           (unsigned long long)total);
   }
   cJSON_Delete(r);
   return EXIT_OK;
@@ -853,6 +889,8 @@ int main(int argc, char **argv) {
     fn = cmd_watch;
   else if (!strcmp(cmd, "stats"))
     fn = cmd_stats;
+  else if (!strcmp(cmd, "origins"))
+    fn = cmd_origins;
   else
     die_usage("unknown command '%s'", cmd);
   if (curl_global_init(CURL_GLOBAL_DEFAULT) != 0) {

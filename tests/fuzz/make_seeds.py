@@ -294,3 +294,22 @@ redis_inputs = [
 write("fuzz_redis", redis_inputs)
 
 print("seeds written")
+
+# ---- Backend frames (GET /v1/backend): 1 selector byte (max_ops), then the
+# frame's text.
+bframes = [
+    '{"type":"batch","seq":1,"ops":[{"op":"open","session":"s1","user":"u1","meta":{"a":1},"device":"web"}]}',
+    '{"type":"batch","seq":2,"ops":[{"op":"status","session":"s1","status":"idle"},{"op":"close","session":"s1"}]}',
+    '{"type":"batch","seq":3,"ops":[{"op":"join","session":"s1","channel":"room:1","data":{"c":"red"}},'
+    '{"op":"update","session":"s1","channel":"room:1","data":null},{"op":"leave","session":"s1","channel":"room:1"}]}',
+    '{"type":"batch","seq":4,"ops":["x",1,null,{},{"op":"fly"},{"op":"open"},{"op":"open","session":"","user":"u"},'
+    '{"op":"open","session":"s","user":"u","status":"offline"},{"op":"open","session":"s","user":"u","meta":[1]},'
+    '{"op":"open","session":"s","user":"u","device":"a b"},{"op":"join","session":"s","channel":""}]}',
+    '{"type":"sync","seq":5,"sessions":[{"session":"s1","user":"u1","status":"idle"},{"session":"s2","user":"u2"}],"done":true}',
+    '{"type":"sync","seq":6,"sessions":[],"done":"yes"}', '{"type":"ping","id":7}', '{"type":"ping","id":{"x":1}}',
+    '{"type":"bye"}', '{"type":"batch","seq":-1,"ops":[]}', '{"type":"batch","seq":1.5,"ops":[]}',
+    '{"type":"batch","seq":9007199254740993,"ops":[]}', '{"type":"batch","ops":[]}', '{"type":"batch","seq":1,"ops":{}}',
+    '{"type":"batch","seq":1,"ops":[{"op":"open","session":"a\\u0000b","user":"u"}]}', '{"type":"warp"}', '{}', '[]',
+    'not json', '{"type":"batch","seq":1,"ops":[' + ','.join(['{"op":"close","session":"s"}'] * 5) + ']}',
+]
+write("fuzz_bmsg", [bytes([sel]) + f.encode() for f in bframes for sel in (1, 2)])

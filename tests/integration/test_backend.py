@@ -133,6 +133,30 @@ async def test_restart_inside_window(t, d, args):
 test_restart_inside_window.timeout = 90
 
 
+async def test_presencectl_origins(t, d, args):
+    ctl = os.path.join(os.path.dirname(os.path.abspath(args.presenced)), "presencectl")
+    b = await Backend.connect(d, "ctl-app")
+    await b.open_many([(f"ctl-s{i}", f"ctl-u{i % 7}") for i in range(25)])
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PRESENCECTL_")}
+    env.update({"PRESENCECTL_URL": f"http://{HOST}:{d.port}", "PRESENCECTL_API_KEY": API_KEY})
+    for argv in (["--json", "origins"], ["origins"]):
+        p = await asyncio.create_subprocess_exec(ctl, *argv, stdout=asyncio.subprocess.PIPE,
+                                                 stderr=asyncio.subprocess.PIPE, env=env)
+        out, err = await asyncio.wait_for(p.communicate(), 15)
+        out = out.decode()
+        if argv[0] == "--json":
+            rows = {o["origin"]: o for o in (json.loads(out or "{}").get("origins") or [])}
+            t.check("presencectl --json origins: ctl-app connected with 25 sessions",
+                    p.returncode == 0 and rows.get("ctl-app", {}).get("sessions") == 25
+                    and rows["ctl-app"]["state"] == "connected", out)
+        else:
+            line = [x for x in out.splitlines() if x.startswith("ctl-app")]
+            t.check("presencectl origins: a table row with the state and the count",
+                    p.returncode == 0 and line and line[0].split()[1:3] == ["connected", "25"], out)
+    await b.send({"type": "bye"})
+    await b.close()
+
+
 async def test_bad_input(t, d, args):
     a = await Backend.connect(d, "bad-a")
     other = await Backend.connect(d, "bad-b")
@@ -335,7 +359,7 @@ test_http_sessions.timeout = 30
 if __name__ == "__main__":
     run([
         ("backend", {"--origin-resume-ms": str(WINDOW_MS)},
-         [test_kill_after_window, test_restart_inside_window]),
+         [test_kill_after_window, test_restart_inside_window, test_presencectl_origins]),
         ("backend-bad", {"--backend-max-ops": "100", "--backend-ops-per-sec": "200",
                          "--backend-max-message": "65536"}, [test_bad_input]),
         ("backend-limits", {"--origin-lease-ms": "600", "--max-origins": "2", "--heartbeat-ms": "200"},

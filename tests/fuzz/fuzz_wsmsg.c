@@ -17,7 +17,8 @@
 static int known_code(const char *c) {
   static const char *codes[] = {"bad_json",   "unknown_type", "bad_field",
                                 "bad_status", "bad_user_id",  "bad_availability",
-                                "bad_message", "bad_expiry", NULL};
+                                "bad_message", "bad_expiry", "bad_channel",
+                                "bad_data", "internal", NULL};
   for (int i = 0; codes[i]; i++)
     if (!strcmp(c, codes[i])) return 1;
   return 0;
@@ -67,6 +68,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
       if (st->expires_in_s < 0 || st->expires_in_s > WSMSG_EXPIRES_IN_MAX ||
           st->expires_at_ms < 0)
         abort();
+    } else if (m.type >= WSMSG_JOIN && m.type <= WSMSG_UNOBSERVE) {
+      /* A channel name the library takes; data only where it belongs, as
+       * compact JSON of an object. */
+      if (!m.channel || presence_channel_check(m.channel) != 0) abort();
+      if (m.data && (m.type != WSMSG_JOIN && m.type != WSMSG_UPDATE)) abort();
+      if (m.data && m.data[0] != '{') abort();
     } else if (m.type != WSMSG_PING) {
       abort();
     }

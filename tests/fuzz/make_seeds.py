@@ -166,6 +166,18 @@ msgs = [
     '{"type":"message","text":"x","expires_in":0}', '{"type":"message","text":"x","expires_in":1.5}',
     '{"type":"message","text":"x","expires_in":1e300}', '{"type":"message","text":"x","expires_in":-1}',
     '{"type":"message","text":"x","expires_in":5,"expires_at":5}', '{"type":"message","emoji":7}',
+    # Channels (docs/protocol.md section 4).
+    '{"type":"join","channel":"room:1","data":{"name":"Ann","color":"#e33"},"id":6}',
+    '{"type":"join","channel":"room:1"}', '{"type":"join","channel":"room:1","data":null}',
+    '{"type":"join","channel":""}', '{"type":"join","channel":7}', '{"type":"join"}',
+    '{"type":"join","channel":"' + "c" * 129 + '"}', '{"type":"join","channel":"a\\u0001b"}',
+    '{"type":"join","channel":"a\\u0000b"}', '{"type":"join","channel":"x","data":[1]}',
+    '{"type":"join","channel":"x","data":"s"}', '{"type":"join","channel":"x","data":{"a":' * 20,
+    '{"type":"update","channel":"room:1","data":{"typing":true},"id":7}',
+    '{"type":"update","channel":"room:1"}', '{"type":"update","channel":"room:1","data":null}',
+    '{"type":"leave","channel":"room:1","id":8}', '{"type":"leave"}',
+    '{"type":"observe","channel":"lobby","id":9}', '{"type":"observe","channel":["lobby"]}',
+    '{"type":"unobserve","channel":"lobby"}', '{"type":"unobserve","channel":"\\ud800"}',
 ]
 write("fuzz_wsmsg", [bytes([sel]) + m.encode() for m in msgs for sel in (2, 1)])
 

@@ -1,0 +1,195 @@
+#!/usr/bin/python3
+# SPDX-License-Identifier: MIT
+"""
+Channels on three presenced instances sharing one Redis (issue 13).
+
+  kill9:    kill -9 of an instance: each of its members leaves exactly once,
+            reason instance_lost (a member with a session on another
+            instance stays); observers elsewhere see it; the API agrees.
+  sigstop:  SIGSTOP past the lease, then SIGCONT: the stopped instance's
+            member leaves once (instance_lost), and comes back once
+            (reason resync) when the instance re-asserts.
+  restart:  Redis restarted empty: every membership is re-asserted, with its
+            data, and changes go on.
+  fifty:    50 WebSocket sessions of one user over the three instances join
+            one channel in random order, then leave in random order: one
+            channel.join and one channel.leave in the cluster's log.
+
+Run: /usr/bin/python3 tests/integration/test_redis_channels.py --presenced PATH
+"""
+
+import asyncio
+import os
+import random
+import signal
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from harness import Client, http, token  # noqa: E402
+from test_redis_cluster import (LEASE_MS, read_log, run_scenarios,  # noqa: E402
+                                wait_for)
+
+
+def tok(user):
+    return token(user, extra={"channels": "*"})
+
+
+async def connect_join(d, user, ch, data=None):
+    c = await Client.connect(d, user, tok=tok(user))
+    msg = {"type": "join", "channel": ch, "id": "j"}
+    if data is not None:
+        msg["data"] = data
+    await c.send(msg)
+    snap = await c.expect_type("channel", 5, id="j")
+    return c, snap
+
+
+async def members(d, ch):
+    r = await http(d, "GET", f"/v1/channels/{ch}/members?limit=1000")
+    if r.status != 200:
+        return None
+    return {m["user_id"]: m for m in r.json().get("members", [])}
+
+
+def channel_events(log, ch, user=None):
+    return [e for e in log if e.get("type", "").startswith("channel.") and e.get("channel") == ch
+            and (user is None or e.get("user_id") == user)]
+
+
+async def test_kill9(t, cl):
+    A, B, C = cl.d
+    a, _ = await connect_join(A, "k9-a", "room", {"n": "a"})
+    m1, _ = await connect_join(A, "k9-multi", "room")
+    m2, _ = await connect_join(B, "k9-multi", "room")
+    c, _ = await connect_join(C, "k9-c", "room")
+    obs = await Client.connect(C, "k9-obs", tok=tok("k9-obs"))
+    await obs.send({"type": "observe", "channel": "room", "id": "o"})
+    snap = await obs.expect_type("channel", 5, id="o")
+    t.eq("kill9: the observer's snapshot on C lists members of A, B and C",
+         sorted(m["user_id"] for m in (snap or {}).get("members", [])), ["k9-a", "k9-c", "k9-multi"])
+    A.kill()
+    t0 = time.monotonic()
+
+    async def a_gone():
+        ms = await members(B, "room")
+        return ms is not None and "k9-a" not in ms
+    took = await wait_for(a_gone, (LEASE_MS + 4000) / 1000)
+    t.check("kill9: the dead instance's member leaves within lease + 4 s", took is not None, f"{took}")
+    t.note(f"kill -9 -> member gone after {1000 * (time.monotonic() - t0):.0f} ms")
+    m, _ = await obs.expect(lambda x: x.get("type") == "channel" and x.get("event") == "leave"
+                            and x["member"]["user_id"] == "k9-a", 3)
+    t.check("kill9: the observer on C sees the leave, reason instance_lost",
+            m is not None and m.get("reason") == "instance_lost", m)
+    await asyncio.sleep(0.5)
+    log = await read_log(B)
+    ev = channel_events(log, "room", "k9-a")
+    t.eq("kill9: k9-a in the log: one join, one leave (instance_lost)",
+         [(e["type"], e["reason"]) for e in ev],
+         [("channel.join", "explicit"), ("channel.leave", "instance_lost")])
+    ev = channel_events(log, "room", "k9-multi")
+    t.eq("kill9: a member with a session on B stays (one join, no leave)",
+         [e["type"] for e in ev if e["type"] != "channel.update"], ["channel.join"])
+    ms = await members(C, "room")
+    t.eq("kill9: the API on C lists the survivors", sorted(ms or {}), ["k9-c", "k9-multi"])
+    t.eq("kill9: k9-multi keeps one session in the channel", len((ms or {}).get("k9-multi", {}).get("sessions", [])), 1)
+    for x in (m2, c, obs):
+        await x.close()
+    del a, m1
+
+
+async def test_sigstop(t, cl):
+    A, B, C = cl.d
+    a, _ = await connect_join(A, "st-a", "room", {"n": 1})
+    b, _ = await connect_join(B, "st-b", "room")
+    os.kill(A.pid, signal.SIGSTOP)
+
+    async def a_out():
+        ms = await members(B, "room")
+        return ms is not None and "st-a" not in ms
+    gone = await wait_for(a_out, (LEASE_MS + 4000) / 1000)
+    t.check("sigstop: A stopped past its lease: its member leaves", gone is not None, f"{gone}")
+    await asyncio.sleep(0.3)
+    os.kill(A.pid, signal.SIGCONT)
+
+    async def a_back():
+        ms = await members(B, "room")
+        return ms is not None and "st-a" in ms
+    back = await wait_for(a_back, 6)
+    t.check("sigstop: after SIGCONT A re-asserts the membership", back is not None, f"{back}")
+    ms = await members(C, "room")
+    t.eq("sigstop: with its data", (ms or {}).get("st-a", {}).get("data"), {"n": 1})
+    await asyncio.sleep(0.3)
+    log = await read_log(C)
+    t.eq("sigstop: st-a in the log: join, leave (instance_lost), join (resync), once each",
+         [(e["type"], e["reason"]) for e in channel_events(log, "room", "st-a")],
+         [("channel.join", "explicit"), ("channel.leave", "instance_lost"), ("channel.join", "resync")])
+    t.eq("sigstop: st-b (on B) untouched", [e["type"] for e in channel_events(log, "room", "st-b")],
+         ["channel.join"])
+    for x in (a, b):
+        await x.close()
+
+
+async def test_restart(t, cl):
+    A, B, C = cl.d
+    cs = []
+    for i, d in enumerate(cl.d):
+        c, _ = await connect_join(d, f"rs-{i}", "room", {"i": i})
+        cs.append(c)
+    cl.redis.kill()
+    await asyncio.sleep(0.3)
+    cl.redis.start()
+
+    async def all_back():
+        ms = await members(B, "room")
+        return ms is not None and sorted(ms) == ["rs-0", "rs-1", "rs-2"]
+    took = await wait_for(all_back, 8, 0.05)
+    t.check("restart: Redis restarted empty: every membership re-asserted", took is not None, f"{took}")
+    t.note(f"Redis restarted empty -> memberships back after {1000 * (took or 0):.0f} ms")
+    ms = await members(C, "room") or {}
+    t.eq("restart: with their data", [ms.get(f"rs-{i}", {}).get("data") for i in range(3)],
+         [{"i": 0}, {"i": 1}, {"i": 2}])
+    await cs[0].send({"type": "update", "channel": "room", "data": {"i": 9}, "id": "u"})
+    t.check("restart: updates go on", await cs[0].expect_type("ack", 5, id="u") is not None)
+    m, _ = await cs[1].expect(lambda x: x.get("type") == "channel" and x.get("event") == "update"
+                              and x["member"]["user_id"] == "rs-0" and x["member"]["data"] == {"i": 9}, 5)
+    t.check("restart: and reach members on other instances", m is not None)
+    for c in cs:
+        await c.close()
+
+
+async def test_fifty(t, cl):
+    rnd = random.Random(1313)
+    cs = []
+    for k in range(50):
+        cs.append(await Client.connect(cl.d[k % 3], "fifty", tok=tok("fifty")))
+    order = list(range(50))
+    rnd.shuffle(order)
+    for k in order:
+        await cs[k].send({"type": "join", "channel": "hall", "id": f"j{k}"})
+    for k in order:
+        await cs[k].expect_type("channel", 5, id=f"j{k}")
+    rnd.shuffle(order)
+    for k in order:
+        await cs[k].send({"type": "leave", "channel": "hall", "id": f"l{k}"})
+    for k in order:
+        await cs[k].expect_type("ack", 5, id=f"l{k}")
+    await asyncio.sleep(0.5)
+    log = await read_log(cl.d[1])
+    t.eq("fifty: 50 sessions on 3 instances: one channel.join, one channel.leave, nothing else",
+         [e["type"] for e in channel_events(log, "hall")], ["channel.join", "channel.leave"])
+    for c in cs:
+        await c.close()
+test_fifty.timeout = 60
+
+
+SCENARIOS = [
+    ("kill9", test_kill9, {"extra": {"--offline-grace-ms": "0"}}),
+    ("sigstop", test_sigstop, {"extra": {"--offline-grace-ms": "0"}}),
+    ("restart", test_restart, {"extra": {"--offline-grace-ms": "0"}}),
+    ("fifty", test_fifty, {"extra": {"--offline-grace-ms": "0", "--max-sessions-per-user": "0"}}),
+]
+
+
+if __name__ == "__main__":
+    sys.exit(run_scenarios(SCENARIOS, 60))

@@ -246,6 +246,75 @@ export declare class PresenceClient {
   all(): UserState[];
   /** Ids currently watched. */
   watched(): string[];
+
+  /** Join a channel (or watch it without joining: { observe: true }); the same name
+   *  returns the same object. Joined again after every reconnect. */
+  channel<D = Record<string, unknown>>(name: string, opts?: ChannelOptions<D>): Channel<D>;
+  /** The channels joined or observed. */
+  channels(): Channel[];
+}
+
+export interface ChannelOptions<D = Record<string, unknown>> {
+  /** This session's member data (a JSON object), shown to the channel. */
+  data?: D | null;
+  /** Receive the snapshot and changes without joining (the token's observe grant). */
+  observe?: boolean;
+}
+
+/** A member of a channel: a user with at least one session in it. */
+export interface ChannelMember<D = Record<string, unknown>> {
+  user_id: string;
+  /** online if any of its sessions in the channel is online, else idle; offline in a leave. */
+  status: UserStatus;
+  /** The data of its most recently joined or updated session. */
+  data: D | null;
+  since?: number;
+  version: number;
+}
+
+export interface ChannelChange<D = Record<string, unknown>> {
+  member: ChannelMember<D>;
+  from: UserStatus | null;
+  reason: string | null;
+  seq: number | null;
+  /** The channel's member count after the change. */
+  count: number;
+}
+
+export interface ChannelSync<D = Record<string, unknown>> {
+  members: ChannelMember<D>[];
+  count: number;
+  /** More members than the snapshot's page (the backend API pages through them). */
+  more: boolean;
+}
+
+export interface ChannelEvents<D = Record<string, unknown>> {
+  sync: ChannelSync<D>;
+  join: ChannelChange<D>;
+  leave: ChannelChange<D>;
+  update: ChannelChange<D>;
+  /** A backend removed this user from the channel (reason "kicked"). */
+  left: { reason: string | null };
+  /** A refused join/update/observe: channel_not_allowed, too_many_channels, join_rate, ... */
+  error: { code: string; message: string };
+}
+
+export declare class Channel<D = Record<string, unknown>> {
+  readonly client: PresenceClient;
+  readonly name: string;
+  /** The members known: the snapshot's page, then every change. */
+  members(): ChannelMember<D>[];
+  /** The channel's member count. */
+  readonly count: number;
+  readonly more: boolean;
+  /** This session's data. */
+  readonly data: D | null;
+  /** Replace this session's data. */
+  update(data: D | null): void;
+  /** Leave (or stop observing). */
+  leave(): void;
+  on<K extends keyof ChannelEvents<D>>(event: K, fn: (detail: ChannelEvents<D>[K]) => void): () => void;
+  off<K extends keyof ChannelEvents<D>>(event: K, fn: (detail: ChannelEvents<D>[K]) => void): void;
 }
 
 /** new PresenceClient(options) then connect(). */

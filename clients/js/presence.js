@@ -111,6 +111,8 @@ export class PresenceClient {
     this._nextId = 1;
     this._session = null; // the welcome message of the current session
     this._watch = new Map(); // user id -> Set of onChange callbacks
+    this._channels = new Map(); // channel name -> Channel (joined or observed)
+    this._chanReqs = new Map(); // request id -> Channel awaiting its answer
     this._known = new Map(); // user id -> last known state
     this._manualIdle = false;
     this._autoIdle = false;
@@ -333,7 +335,19 @@ export class PresenceClient {
     switch (m.type) {
       case 'welcome': return this._welcome(m);
       case 'presence': return this._presence(m);
+      case 'channel':
+      case 'left': {
+        const ch = this._channels.get(m.channel);
+        if (ch) ch._server(m);
+        return;
+      }
       case 'error':
+        if (m.id !== undefined && this._chanReqs.has(m.id)) {
+          const ch = this._chanReqs.get(m.id);
+          this._chanReqs.delete(m.id);
+          ch._refused(m);
+          return;
+        }
         if (m.code === 'kicked' || m.code === 'too_many_sessions' || m.code === 'token_expired' || m.code === 'rate_limited') this._closeError = m.code;
         if (this._refreshId !== null && m.id === this._refreshId) return this._refreshRefused(m);
         this._emit('error', { kind: 'server', code: m.code, message: m.message, id: m.id });
@@ -360,6 +374,9 @@ export class PresenceClient {
     // Restore this session's status, then the subscriptions.
     this._syncStatus();
     this._sendSubscribe([...this._watch.keys()]);
+    // Channels joined or observed before: joined again on the new session
+    // (a snapshot follows each).
+    for (const ch of this._channels.values()) ch._send();
     this._armPing();
   }
 
@@ -645,6 +662,144 @@ export class PresenceClient {
 }
 
 /** Shorthand: new PresenceClient(options), connected. */
+/**
+ * A channel joined (or observed) through a PresenceClient: who is in it,
+ * with what data, live. Made by client.channel(name, { data, observe }).
+ * Events: 'sync' (a snapshot: { members, count, more }), 'join', 'leave',
+ * 'update' (each with the member and the change), 'left' (a backend removed
+ * this user), 'error' ({ code, message }).
+ */
+export class Channel {
+  constructor(client, name, opts = {}) {
+    this.client = client;
+    this.name = name;
+    this._data = opts.data ?? null;
+    this._observe = !!opts.observe;
+    this._members = new Map(); // user id -> member
+    this._count = 0;
+    this._more = false;
+    this._listeners = new Map();
+    this._active = true; // not left
+  }
+
+  /** The members known (the snapshot's page, then the changes). */
+  members() { return [...this._members.values()].map((m) => ({ ...m })); }
+  /** The channel's member count (all of them, beyond the snapshot's page). */
+  get count() { return this._count; }
+  /** Whether members beyond the snapshot's page exist (see the HTTP API). */
+  get more() { return this._more; }
+  get data() { return this._data; }
+
+  on(event, fn) {
+    if (!this._listeners.has(event)) this._listeners.set(event, new Set());
+    this._listeners.get(event).add(fn);
+    return () => this.off(event, fn);
+  }
+
+  off(event, fn) {
+    const s = this._listeners.get(event);
+    if (s) s.delete(fn);
+  }
+
+  _emit(event, detail) {
+    for (const fn of [...(this._listeners.get(event) || [])]) {
+      try { fn(detail); } catch (e) { this.client._report(e); }
+    }
+  }
+
+  /** Replace this session's data in the channel (members see an update). */
+  update(data) {
+    if (this._observe) throw new Error('an observed channel has no data of ours');
+    this._data = data ?? null;
+    if (!this._active) return;
+    const id = this.client._nextId++;
+    this.client._chanReqs.set(id, this);
+    this.client._send({ type: 'update', id, channel: this.name, data: this._data });
+  }
+
+  /** Leave (or stop observing); the channel object is done. */
+  leave() {
+    if (!this._active) return;
+    this._active = false;
+    this.client._channels.delete(this.name);
+    this.client._send({ type: this._observe ? 'unobserve' : 'leave', id: this.client._nextId++, channel: this.name });
+    this._members.clear();
+  }
+
+  _send() {
+    if (!this._active) return;
+    const id = this.client._nextId++;
+    this.client._chanReqs.set(id, this);
+    const msg = { type: this._observe ? 'observe' : 'join', id, channel: this.name };
+    if (!this._observe && this._data !== null) msg.data = this._data;
+    this.client._send(msg);
+  }
+
+  _refused(m) {
+    this._emit('error', { code: m.code, message: m.message });
+  }
+
+  _server(m) {
+    if (m.type === 'left') {
+      this._active = false;
+      this.client._channels.delete(this.name);
+      this._members.clear();
+      this._emit('left', { reason: m.reason ?? null });
+      return;
+    }
+    if (m.id !== undefined) this.client._chanReqs.delete(m.id);
+    if (typeof m.count === 'number') this._count = m.count;
+    if (m.snapshot) {
+      // A snapshot replaces what we knew (after a reconnect the server may
+      // have begun its versions again).
+      this._members.clear();
+      for (const x of m.members || []) if (x && typeof x.user_id === 'string') this._members.set(x.user_id, { ...x });
+      this._more = !!m.more;
+      this._emit('sync', { members: this.members(), count: this._count, more: this._more });
+      return;
+    }
+    const x = m.member;
+    if (!x || typeof x.user_id !== 'string') return;
+    const prev = this._members.get(x.user_id);
+    // Stale: a change the snapshot already holds.
+    if (prev && typeof x.version === 'number' && typeof prev.version === 'number' && x.version <= prev.version) return;
+    const change = { from: m.from ?? null, reason: m.reason ?? null, seq: m.seq ?? null, count: this._count };
+    if (m.event === 'leave') {
+      if (!prev && x.version === undefined) return;
+      this._members.delete(x.user_id);
+      this._emit('leave', { member: { ...x }, ...change });
+      return;
+    }
+    const member = { ...(prev || {}), ...x };
+    if (m.event === 'join' && !member.since) member.since = this.client._now();
+    this._members.set(x.user_id, member);
+    this._emit(m.event === 'join' && !prev ? 'join' : 'update', { member: { ...member }, ...change });
+  }
+}
+
+/**
+ * Join a channel (or, with { observe: true }, watch it without joining).
+ * The same name returns the same object; data replaces ours on a second
+ * call. Joined again after every reconnect.
+ */
+PresenceClient.prototype.channel = function channel(name, opts = {}) {
+  if (typeof name !== 'string' || !name.length) throw new TypeError('channel name must be a non-empty string');
+  let ch = this._channels.get(name);
+  if (ch) {
+    if (opts.data !== undefined && !ch._observe) ch.update(opts.data);
+    return ch;
+  }
+  ch = new Channel(this, name, opts);
+  this._channels.set(name, ch);
+  if (this._session) ch._send();
+  return ch;
+};
+
+/** The channels joined or observed. */
+PresenceClient.prototype.channels = function channels() {
+  return [...this._channels.values()];
+};
+
 export function connect(options) {
   const c = new PresenceClient(options);
   c.connect();

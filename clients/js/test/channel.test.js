@@ -1,0 +1,107 @@
+// SPDX-License-Identifier: MIT
+// presence.channel(): join with data, the snapshot then one change each,
+// update, leave, observe, refusals, stale changes, rejoin after a reconnect.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { PresenceClient } from '../presence.js';
+import { FakeClock, makeFakeWebSocket, flush } from './fakes.js';
+
+function setup() {
+  const clock = new FakeClock();
+  const { FakeWebSocket, sockets } = makeFakeWebSocket();
+  const client = new PresenceClient({
+    url: 'ws://example.test/v1/ws', getToken: async () => 'tok', WebSocket: FakeWebSocket,
+    timers: clock, random: () => 0.5, window: null, document: null, pingIntervalMs: 0,
+  });
+  return { clock, sockets, client };
+}
+
+async function open(env) {
+  await flush();
+  const ws = env.sockets[env.sockets.length - 1];
+  ws.serverOpen();
+  return ws;
+}
+
+const snapshot = (id, members, count = members.length) =>
+  ({ type: 'channel', channel: 'room', snapshot: true, id, count, more: false, members });
+const change = (event, member, count, from = 'online') =>
+  ({ type: 'channel', channel: 'room', snapshot: false, event, seq: 1, reason: 'explicit', count, member, from });
+
+test('join sends the data, a snapshot syncs, changes follow', async () => {
+  const env = setup();
+  env.client.connect();
+  const ws = await open(env);
+  const room = env.client.channel('room', { data: { name: 'Ann' } });
+  const join = ws.sent.find((m) => m.type === 'join');
+  assert.deepEqual({ ...join, id: 0 }, { type: 'join', id: 0, channel: 'room', data: { name: 'Ann' } });
+  const seen = [];
+  for (const e of ['sync', 'join', 'leave', 'update']) room.on(e, (d) => seen.push([e, d]));
+  ws.serverSend(snapshot(join.id, [{ user_id: 'me', status: 'online', data: { name: 'Ann' }, since: 1, version: 1 }]));
+  assert.equal(room.count, 1);
+  assert.deepEqual(room.members().map((m) => m.user_id), ['me']);
+  ws.serverSend(change('join', { user_id: 'bob', status: 'online', data: { name: 'Bob' }, version: 1 }, 2, 'offline'));
+  ws.serverSend(change('update', { user_id: 'bob', status: 'idle', data: { name: 'Bob' }, version: 2 }, 2));
+  ws.serverSend(change('update', { user_id: 'bob', status: 'online', data: null, version: 2 }, 2)); // stale
+  assert.equal(room.members().find((m) => m.user_id === 'bob').status, 'idle');
+  ws.serverSend(change('leave', { user_id: 'bob', status: 'offline', data: null, version: 3 }, 1));
+  assert.deepEqual(seen.map(([e]) => e), ['sync', 'join', 'update', 'leave']);
+  assert.equal(seen[1][1].member.data.name, 'Bob');
+  assert.equal(seen[3][1].count, 1);
+  assert.equal(room.count, 1);
+  assert.deepEqual(room.members().map((m) => m.user_id), ['me']);
+  // The same name is the same object; update sends our new data.
+  assert.equal(env.client.channel('room'), room);
+  room.update({ name: 'Ann', typing: true });
+  assert.deepEqual(ws.sent.at(-1).data, { name: 'Ann', typing: true });
+  assert.equal(ws.sent.at(-1).type, 'update');
+  room.leave();
+  assert.equal(ws.sent.at(-1).type, 'leave');
+  assert.deepEqual(env.client.channels(), []);
+});
+
+test('a join asked before the session opens is sent on welcome; rejoined after a reconnect', async () => {
+  const env = setup();
+  const room = env.client.channel('room', { data: { c: 1 } });
+  env.client.connect();
+  const ws = await open(env);
+  assert.deepEqual(ws.types().filter((t) => t === 'join'), ['join']);
+  room.update({ c: 2 });
+  ws.serverClose(1006);
+  env.clock.advance(5000);
+  const ws2 = await open(env);
+  const j = ws2.sent.find((m) => m.type === 'join');
+  assert.deepEqual(j && j.data, { c: 2 }, 'rejoined with the latest data');
+  let synced = null;
+  room.on('sync', (d) => { synced = d; });
+  ws2.serverSend(snapshot(j.id, [{ user_id: 'me', status: 'online', data: { c: 2 }, version: 1 }]));
+  assert.equal(synced.count, 1);
+});
+
+test('observe sends observe and unobserve; refusals reach the channel', async () => {
+  const env = setup();
+  env.client.connect();
+  const ws = await open(env);
+  const lobby = env.client.channel('room', { observe: true });
+  const o = ws.sent.at(-1);
+  assert.equal(o.type, 'observe');
+  assert.throws(() => lobby.update({}));
+  const errors = [];
+  lobby.on('error', (e) => errors.push(e.code));
+  ws.serverSend({ type: 'error', code: 'channel_not_allowed', message: 'no', id: o.id });
+  assert.deepEqual(errors, ['channel_not_allowed']);
+  lobby.leave();
+  assert.equal(ws.sent.at(-1).type, 'unobserve');
+});
+
+test('left: a backend removed us', async () => {
+  const env = setup();
+  env.client.connect();
+  const ws = await open(env);
+  const room = env.client.channel('room');
+  let left = null;
+  room.on('left', (d) => { left = d; });
+  ws.serverSend({ type: 'left', channel: 'room', reason: 'kicked' });
+  assert.deepEqual(left, { reason: 'kicked' });
+  assert.deepEqual(env.client.channels(), []);
+});

@@ -45,6 +45,19 @@ type BackendOp struct {
 	Data    json.RawMessage `json:"data,omitempty"`
 }
 
+// MarshalJSON writes "user" on an open even when empty (then presenced
+// answers bad_user_id, as for any invalid id), and leaves it out elsewhere.
+func (op BackendOp) MarshalJSON() ([]byte, error) {
+	type plain BackendOp
+	if op.Op != "open" || op.User != "" {
+		return json.Marshal(plain(op))
+	}
+	return json.Marshal(struct {
+		plain
+		User string `json:"user"`
+	}{plain(op), ""})
+}
+
 // HeldSession is a session this process reports.
 type HeldSession struct {
 	User     string

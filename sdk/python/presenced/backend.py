@@ -93,11 +93,13 @@ class BackendConnection:
                     await self.connect()
                 except BaseException as e:  # noqa: BLE001 - handed to the caller
                     errors.append(e)
-                    started.set()
-                    return
-                started.set()
-                await self._task
             loop.run_until_complete(main())
+            started.set()
+            if not errors:
+                # Runs until end_sync() stops it (after end() completed on it).
+                self._thread_loop = True
+                loop.run_forever()
+            loop.close()
         threading.Thread(target=run, daemon=True, name=f"presenced-backend-{self.origin}").start()
         if not started.wait(timeout):
             raise TimeoutError("presenced backend connection: no welcome")
@@ -377,7 +379,12 @@ class BackendConnection:
                 pass
 
     def end_sync(self, bye: bool = False, timeout: float = 30.0) -> None:
-        asyncio.run_coroutine_threadsafe(self.end(bye), self._loop).result(timeout)
+        """end() from another thread; stops the thread of start_thread()."""
+        try:
+            asyncio.run_coroutine_threadsafe(self.end(bye), self._loop).result(timeout)
+        finally:
+            if getattr(self, "_thread_loop", False):
+                self._loop.call_soon_threadsafe(self._loop.stop)
 
     async def reconnect(self) -> None:
         """Drop the connection (tests, failover): it reconnects and re-asserts."""

@@ -170,6 +170,15 @@ static void server_stop(void) {
   rmdir(g_dir);
 }
 
+/* CPU seconds this process (the instances' threads) has used so far. */
+static double self_cpu_s(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+  return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+/* The last throughput window's client CPU, seconds per second. */
+static double g_client_cpu;
+
 /* CPU seconds redis-server has used so far (user + system). */
 static double redis_cpu_s(void) {
   char path[64], buf[1024];
@@ -380,6 +389,7 @@ static double throughput(int n, int slots, int duration_ms, long *errors,
   atomic_store(&g_run, 1);
   sleep_ms(1000); /* warm-up */
   double c0 = redis_cpu_s();
+  double p0 = self_cpu_s();
   long long u0 = store_cmd_us(stats);
   atomic_store(&g_counting, 1);
   int64_t t0 = now_ms();
@@ -387,6 +397,7 @@ static double throughput(int n, int slots, int duration_ms, long *errors,
   atomic_store(&g_counting, 0);
   int64_t t1 = now_ms();
   *redis_cpu = (redis_cpu_s() - c0) * 1000.0 / (double)(t1 - t0);
+  g_client_cpu = (self_cpu_s() - p0) * 1000.0 / (double)(t1 - t0);
   *cmd_us = (double)(store_cmd_us(stats) - u0);
   redisFree(stats);
   atomic_store(&g_run, 0);
@@ -706,6 +717,8 @@ static void transport(int inst, int slots, int dur, int repeats, double *tcp,
                       double *tls) {
   double *v[2] = {calloc((size_t)repeats, sizeof(double)),
                   calloc((size_t)repeats, sizeof(double))};
+  double *cpu[2] = {calloc((size_t)repeats, sizeof(double)),
+                    calloc((size_t)repeats, sizeof(double))};
   redisContext *c = rc_open();
   printf("\"transport\": {\"repeats\": [");
   for (int k = 0; k < repeats; k++) {
@@ -717,25 +730,35 @@ static void transport(int inst, int slots, int dur, int repeats, double *tcp,
       long errors = 0;
       double rcpu = 0, cus = 0;
       v[which][k] = throughput(inst, slots, dur, &errors, &rcpu, &cus);
+      double ccpu = v[which][k] > 0 ? g_client_cpu * 1e6 / v[which][k] : -1;
+      cpu[which][k] = ccpu;
       printf("%s{\"transport\": \"%s\", \"ops_per_s\": %.0f, "
-             "\"errors\": %ld, \"redis_cpu\": %.2f}",
+             "\"errors\": %ld, \"redis_cpu\": %.2f, "
+             "\"client_cpu_us_per_op\": %.2f}",
              k || t ? ", " : "", which ? "tls" : "tcp", v[which][k], errors,
-             rcpu);
+             rcpu, ccpu);
       fprintf(stderr, "transport repeat %d: %s %.0f ops/s (errors %ld, "
-              "redis-server at %.0f%% of a core)\n",
-              k + 1, which ? "TLS" : "TCP", v[which][k], errors, rcpu * 100);
+              "redis-server at %.0f%% of a core, client %.2f us CPU per "
+              "op)\n",
+              k + 1, which ? "TLS" : "TCP", v[which][k], errors, rcpu * 100,
+              ccpu);
       fflush(stdout);
     }
   }
   g_inst_url = g_url;
   *tcp = median(v[0], repeats);
   *tls = median(v[1], repeats);
+  double ctcp = median(cpu[0], repeats), ctls = median(cpu[1], repeats);
   printf("], \"median_tcp_ops_per_s\": %.0f, \"median_tls_ops_per_s\": "
-         "%.0f, \"tls_over_tcp\": %.3f}",
-         *tcp, *tls, *tcp > 0 ? *tls / *tcp : -1);
+         "%.0f, \"tls_over_tcp\": %.3f, "
+         "\"median_tcp_client_cpu_us_per_op\": %.2f, "
+         "\"median_tls_client_cpu_us_per_op\": %.2f}",
+         *tcp, *tls, *tcp > 0 ? *tls / *tcp : -1, ctcp, ctls);
   fprintf(stderr, "transport: medians TCP %.0f, TLS %.0f ops/s: TLS/TCP = "
-          "%.3f\n",
-          *tcp, *tls, *tcp > 0 ? *tls / *tcp : -1);
+          "%.3f; client CPU per op TCP %.2f us, TLS %.2f us\n",
+          *tcp, *tls, *tcp > 0 ? *tls / *tcp : -1, ctcp, ctls);
+  free(cpu[0]);
+  free(cpu[1]);
   redisFree(c);
   free(v[0]);
   free(v[1]);
@@ -813,6 +836,9 @@ int main(int argc, char **argv) {
             "SET %.0f/s; load %.2f\n",
             k + 1, ops[k], errors, cpu_us[k], rcpu * 100, cmd_us[k], one_us[k],
             one_cpu[k], ceil[k], setc[k], l);
+    fprintf(stderr, "repeat %d: client CPU %.2f us per op (%.0f%% of a core)\n",
+            k + 1, ops[k] > 0 ? g_client_cpu * 1e6 / ops[k] : -1,
+            g_client_cpu * 100);
   }
   double mo = 0, mc = 0, ms = 0, mcpu = -1, mcmd = -1, mone = -1;
   double mone_cpu = -1;

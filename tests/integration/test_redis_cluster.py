@@ -24,6 +24,11 @@ short heartbeats and leases for speed, and stops everything by pid.
              instances end in the right state, no user event duplicated or
              missing.
 
+With PRESENCE_REDIS_TLS=1 (ctest: integration/test_redis_cluster_tls) the
+same scenarios run with Redis behind a password and TLS: the instances
+connect with rediss://:PASSWORD@127.0.0.1:PORT, verified against a CA made
+here by the openssl CLI, and their logs must never show the password.
+
 Run: /usr/bin/python3 tests/integration/test_redis_cluster.py --presenced PATH
 """
 
@@ -44,21 +49,65 @@ from harness import (Checks, Client, Daemon, SSE, http, parse_args,  # noqa: E40
 
 HB_MS = 200
 LEASE_MS = 1000
+TLS = os.environ.get("PRESENCE_REDIS_TLS") == "1"
+PASSWORD = "cluster-Pw-7f3a"
+
+
+def _free_port():
+    import socket
+    with socket.socket() as so:
+        so.bind(("127.0.0.1", 0))
+        return so.getsockname()[1]
+
+
+def _make_certs(d):
+    """A CA and a certificate for 127.0.0.1 signed by it, in d."""
+    def run(*cmd):
+        subprocess.run(list(cmd), cwd=d, check=True, capture_output=True)
+    run("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+        "-subj", "/CN=test-ca", "-keyout", "ca.key", "-out", "ca.crt")
+    run("openssl", "req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost",
+        "-keyout", "server.key", "-out", "server.csr")
+    with open(os.path.join(d, "san.ext"), "w") as f:
+        f.write("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+    run("openssl", "x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey",
+        "ca.key", "-CAcreateserial", "-days", "2", "-extfile", "san.ext", "-out",
+        "server.crt")
 
 
 class Redis:
-    """A private redis-server on a unix socket, no persistence."""
+    """A private redis-server on a unix socket, no persistence. With TLS: a
+    password too, and a TLS port for the instances (the socket stays for
+    redis-cli)."""
 
     def __init__(self):
         self.dir = tempfile.mkdtemp(prefix="presence-redis-")
         self.sock = os.path.join(self.dir, "redis.sock")
         self.proc = None
+        self.tls = TLS
+        if self.tls:
+            _make_certs(self.dir)
+            self.port = _free_port()
+            self.ca = os.path.join(self.dir, "ca.crt")
+
+    def store_flags(self):
+        if not self.tls:
+            return {"--store": f"unix:{self.sock}"}
+        return {"--store": f"rediss://:{PASSWORD}@127.0.0.1:{self.port}",
+                "--redis-tls-ca": self.ca}
 
     def start(self):
         exe = shutil.which("redis-server") or "/usr/bin/redis-server"
+        extra = []
+        if self.tls:
+            extra = ["--tls-port", str(self.port),
+                     "--tls-cert-file", os.path.join(self.dir, "server.crt"),
+                     "--tls-key-file", os.path.join(self.dir, "server.key"),
+                     "--tls-ca-cert-file", self.ca, "--tls-auth-clients", "no",
+                     "--requirepass", PASSWORD]
         self.proc = subprocess.Popen(
             [exe, "--port", "0", "--unixsocket", self.sock, "--save", "",
-             "--appendonly", "no", "--dir", self.dir],
+             "--appendonly", "no", "--dir", self.dir] + extra,
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL, preexec_fn=_die_with_parent)
         deadline = time.monotonic() + 5
@@ -70,7 +119,8 @@ class Redis:
 
     def cli(self, *args):
         try:
-            r = subprocess.run(["redis-cli", "-s", self.sock] + list(args),
+            auth = ["-a", PASSWORD, "--no-auth-warning"] if self.tls else []
+            r = subprocess.run(["redis-cli", "-s", self.sock] + auth + list(args),
                                capture_output=True, text=True, timeout=5)
             return r.stdout
         except Exception:
@@ -92,7 +142,7 @@ class Cluster:
         self.redis = Redis()
         self.binary = binary
         self.n = n
-        self.flags = {"--store": f"unix:{self.redis.sock}",
+        self.flags = {**self.redis.store_flags(),
                       "--redis-heartbeat-ms": str(hb),
                       "--redis-lease-ms": str(lease),
                       "--redis-timeout-ms": "1000",
@@ -117,6 +167,9 @@ class Cluster:
                         f"exit={code} {d.stderr_tail(10)}")
             rep = sanitizer_report(d.stderr_text())
             t.check(f"{d.name}: no sanitizer report", not rep, rep)
+            if self.redis.tls:
+                t.check(f"{d.name}: the Redis password is in no log line",
+                        PASSWORD not in d.stderr_text())
 
     def cleanup(self):
         for d in self.d:

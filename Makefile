@@ -7,7 +7,7 @@ ASAN      ?= build-asan
 HOST      ?= 127.0.0.1
 PORT      ?= 7070
 # The backend API key of `make run` (a local demo: override it anywhere else).
-API_KEY   ?= dev-api-key
+API_KEY   ?= dev-api-key-for-the-local-demo-only
 CMAKE_FLAGS ?=
 
 .PHONY: all deps build build-asan run test test-unit test-asan bench bench-redis bench-centrifugo soak format clean install fuzz fuzz-smoke
@@ -31,7 +31,7 @@ build-asan: deps $(ASAN)/CMakeCache.txt
 
 # Start presenced on loopback with the embedded store and the demo page.
 run: build
-	./$(BUILD)/presenced --listen $(HOST):$(PORT) --demo --api-key $(API_KEY)
+	PRESENCED_API_KEY=$(API_KEY) ./$(BUILD)/presenced --listen $(HOST):$(PORT) --demo
 
 # Every suite (unit, integration with real redis-servers, browser), in the
 # plain build and again under ASan+UBSan, then a short run of every fuzzer.

@@ -37,8 +37,8 @@ import urllib.request
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-SECRET = "bench-secret"
-API_KEY = "bench-key"
+SECRET = "bench-secret-0123456789-abcdefghijkl"
+API_KEY = "bench-key-0123456789-abcdefghijklmnop"
 
 REPEATS = int(os.environ.get("BENCH_REPEATS", "3"))
 IDLE_CONNS = 10000       # issue 3: 10,000 idle connections

@@ -16,6 +16,8 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <stdarg.h>
+#include <sys/stat.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -74,7 +76,17 @@ static const opt_t opts[] = {
     STR("jwt-secret", jwt_secret, "HS256 secret for client tokens"),
     SECRET("jwt-secret-file", jwt_secret_file, jwt_secret,
            "read the JWT secret from this file (one line)"),
-    STR("jwt-audience", jwt_audience, "expected \"aud\" of client tokens"),
+    STR("jwt-audience", jwt_audience,
+        "expected \"aud\" of client tokens (then required in every token)"),
+    STR("jwt-issuer", jwt_issuer,
+        "expected \"iss\" of client tokens (then required in every token)"),
+    U32("jwt-max-lifetime-s", jwt_max_lifetime_s, 0, 3650u * 86400,
+        "refuse tokens valid longer than this (exp - iat), 0 any (0)"),
+    U32("jwt-leeway-s", jwt_leeway_s, 0, 300,
+        "clock skew allowed on exp, nbf and iat of client tokens (5)"),
+    STR("allowed-origins", allowed_origins,
+        "origins (scheme://host[:port], comma-separated, or *) allowed to "
+        "open a WebSocket; unset: the same origin only"),
     {"demo", OPT_FLAG, offsetof(srv_config_t, demo), 0, 1,
      "serve the demo page and demo tokens (loopback only)"},
     STR("web-root", web_root, "directory served at / in demo mode (web)"),
@@ -122,7 +134,15 @@ static const opt_t opts[] = {
         "accept queue length asked of the kernel, capped by net.core.somaxconn "
         "(65535)"),
     U32("max-connections", max_connections, 1, 10000000,
-        "open connections per process (100000)"),
+        "open connections per process, lowered to fit the open file limit "
+        "(100000)"),
+    U32("max-connections-per-ip", max_connections_per_ip, 0, 10000000,
+        "open connections from one client address, 0 unlimited (256)"),
+    STR("connection-limit-exempt", connection_limit_exempt,
+        "addresses not held to --max-connections-per-ip (your proxies): "
+        "loopback, none, or addresses, comma-separated (loopback)"),
+    U32("http-first-byte-ms", http_first_byte_ms, 100, 3600000,
+        "a new connection that sends nothing this long is closed (5000)"),
     U32("max-write-queue", max_write_queue, 1024, 1u << 30,
         "bytes queued to one slow client before it is dropped (1048576)"),
     U32("log-capacity", log_capacity, 16, 1u << 26,
@@ -232,6 +252,9 @@ void config_defaults(srv_config_t *cfg) {
   cfg->max_header_bytes = 8192;
   cfg->max_body = 1048576;
   cfg->max_connections = 100000;
+  cfg->max_connections_per_ip = 256;
+  cfg->http_first_byte_ms = 5000;
+  cfg->jwt_leeway_s = 5;
   cfg->listen_backlog = 65535;
   cfg->max_write_queue = 1048576;
   cfg->log_capacity = 65536;
@@ -272,7 +295,38 @@ static char *own(srv_config_t *cfg, const char *v, size_t len) {
   return o->s;
 }
 
+/* Record a warning (config_each_warning); dropped when out of memory. */
+static void warn(srv_config_t *cfg, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+static void warn(srv_config_t *cfg, const char *fmt, ...) {
+  char text[512];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(text, sizeof text, fmt, ap);
+  va_end(ap);
+  size_t n = strlen(text);
+  struct config_str *w = malloc(sizeof *w + n + 1);
+  if (!w) return;
+  memcpy(w->s, text, n + 1);
+  w->next = NULL;
+  struct config_str **tail = &cfg->warnings;
+  while (*tail)
+    tail = &(*tail)->next;
+  *tail = w;
+}
+
+void config_each_warning(const srv_config_t *cfg,
+                         void (*fn)(void *ud, const char *warning), void *ud) {
+  for (const struct config_str *w = cfg->warnings; w; w = w->next)
+    fn(ud, w->s);
+}
+
 void config_free(srv_config_t *cfg) {
+  for (struct config_str *w = cfg->warnings, *n; w; w = n) {
+    n = w->next;
+    free(w);
+  }
+  cfg->warnings = NULL;
   struct config_str *o = cfg->owned;
   while (o) {
     struct config_str *n = o->next;
@@ -614,6 +668,16 @@ static const char *unquote(srv_config_t *cfg, const char *a, const char *b,
   return out;
 }
 
+/* Whether a would-be key can be echoed: lower-case words joined by '-' or
+ * '_', as every key is. Anything else may be part of a secret. */
+static int key_like(const char *k, size_t n) {
+  if (n == 0 || n > 40) return 0;
+  for (size_t i = 0; i < n; i++)
+    if (!((k[i] >= 'a' && k[i] <= 'z') || k[i] == '-' || k[i] == '_'))
+      return 0;
+  return 1;
+}
+
 int config_parse_file_text(srv_config_t *cfg, const char *name,
                            const char *text, size_t len, FILE *err) {
   unsigned seen[NOPTS];
@@ -638,8 +702,10 @@ int config_parse_file_text(srv_config_t *cfg, const char *name,
     if (a == b || *a == '#') continue;
     const char *eq = memchr(a, '=', (size_t)(b - a));
     if (!eq) {
-      fprintf(err, "%s:%u: expected 'key = value', got '%.*s'\n", name, line,
-              (int)(b - a > 64 ? 64 : b - a), a);
+      /* The line is not echoed: it may be a secret on a line of its own
+       * ("jwt-secret: ..." or the secret pasted without a key). */
+      fprintf(err, "%s:%u: expected 'key = value' (the line is not shown: it "
+                   "may hold a secret)\n", name, line);
       return -1;
     }
     const char *ke = eq;
@@ -657,6 +723,11 @@ int config_parse_file_text(srv_config_t *cfg, const char *name,
     if (!o && ke - a > 2 && a[0] == '-' && a[1] == '-') {
       fprintf(err, "%s:%u: write keys without the leading '--': '%.*s'\n", name,
               line, kl - 2, a + 2);
+      return -1;
+    }
+    if (!o && !key_like(a, (size_t)(ke - a))) {
+      fprintf(err, "%s:%u: unknown key (not shown: it does not look like one "
+                   "and may be a secret; see presenced --help)\n", name, line);
       return -1;
     }
     if (!o) {
@@ -716,6 +787,19 @@ static char *read_file(srv_config_t *cfg, const char *path, size_t max,
   return out;
 }
 
+/* A secret file other local users can read is a secret shared with them:
+ * warned about, not refused (a container's mounted secret may be 0644 with
+ * nobody else on the machine). */
+static void warn_secret_file_mode(srv_config_t *cfg, const char *opt,
+                                  const char *path) {
+  struct stat st;
+  if (stat(path, &st) == 0 && (st.st_mode & (S_IRWXG | S_IRWXO)))
+    warn(cfg,
+         "--%s: '%s' is readable or writable by group or others (mode %03o): "
+         "chmod 600 it",
+         opt, path, (unsigned)(st.st_mode & 0777));
+}
+
 /* A secret file holds the secret on one line; its trailing newline (and
  * spaces, which editors leave) are not part of it. */
 static int load_secret(srv_config_t *cfg, const opt_t *o, char *msg,
@@ -736,18 +820,30 @@ static int load_secret(srv_config_t *cfg, const opt_t *o, char *msg,
     snprintf(msg, cap, "'%s' must hold the secret on a single line", path);
     return -1;
   }
+  warn_secret_file_mode(cfg, o->name, path);
   *(const char **)(base + o->min) = v;
   return 0;
 }
 
-int config_parse(srv_config_t *cfg, int argc, char **argv,
-                 const char *(*getenv_fn)(const char *name), FILE *out,
-                 FILE *err) {
-  char msg[384];
-  /* First pass: what ends at once (--help, --version) and the file, which
-   * every other source overrides. Values are skipped as the second pass
-   * will take them. */
-  const char *file = getenv_fn ? getenv_fn("PRESENCED_CONFIG") : NULL;
+/* Options whose value is a credential: never echoed, never kept in argv. */
+static int is_secret(const opt_t *o) {
+  return o->kind == OPT_STR && (o->offset == offsetof(srv_config_t, api_key) ||
+                                o->offset == offsetof(srv_config_t, jwt_secret));
+}
+
+/* A webhook spec given inline may carry its secret (secret=...). */
+static int holds_secret(const opt_t *o, const char *v) {
+  return is_secret(o) || (o->kind == OPT_WEBHOOK && strstr(v, "secret=") &&
+                          !strstr(v, "secret-file="));
+}
+
+/* ---- config_parse, step by step ----------------------------------------- */
+
+/* Step 1: what ends at once (--help, --help-keys, --version) and the
+ * configuration file's name, which every other source overrides. Values
+ * are skipped as apply_flags will take them. */
+static int scan_early_flags(int argc, char **argv, FILE *out,
+                            const char **file) {
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i];
     if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
@@ -765,33 +861,52 @@ int config_parse(srv_config_t *cfg, int argc, char **argv,
     if (strncmp(a, "--", 2) != 0) break;
     const char *name = a + 2, *eq = strchr(name, '=');
     const opt_t *o = find_opt(name, eq ? (size_t)(eq - name) : strlen(name));
-    if (!o) break; /* reported by the second pass */
+    if (!o) break; /* reported by apply_flags */
     const char *v = eq ? eq + 1 : NULL;
     if (!eq && !is_switch(o) && i + 1 < argc) v = argv[++i];
-    if (o->kind == OPT_CONFIG && v) file = v;
+    if (o->kind == OPT_CONFIG && v) *file = v;
   }
-  if (file && *file) {
-    size_t len;
-    char *text = read_file(cfg, file, CONFIG_FILE_MAX, &len, msg, sizeof msg);
-    if (!text) {
-      fprintf(err, "presenced: --config: %s\n", msg);
+  return CONFIG_OK;
+}
+
+/* Step 2: the configuration file. */
+static int apply_file(srv_config_t *cfg, const char *file, FILE *err) {
+  if (!file || !*file) return CONFIG_OK;
+  char msg[384];
+  size_t len;
+  char *text = read_file(cfg, file, CONFIG_FILE_MAX, &len, msg, sizeof msg);
+  if (!text) {
+    fprintf(err, "presenced: --config: %s\n", msg);
+    return CONFIG_EXIT_USAGE;
+  }
+  if (config_parse_file_text(cfg, file, text, len, err) != 0)
+    return CONFIG_EXIT_USAGE;
+  cfg->config_file = file;
+  return CONFIG_OK;
+}
+
+/* Step 3: PRESENCED_* variables. */
+static int apply_env(srv_config_t *cfg,
+                     const char *(*getenv_fn)(const char *name), FILE *err) {
+  if (!getenv_fn) return CONFIG_OK;
+  char msg[384];
+  for (size_t i = 0; i < NOPTS; i++) {
+    char env[64];
+    env_name(&opts[i], env, sizeof env);
+    const char *v = getenv_fn(env);
+    if (v && set_opt(cfg, &opts[i], v, SRC_ENV, msg, sizeof msg) != 0) {
+      fprintf(err, "presenced: %s: %s\n", env, msg);
       return CONFIG_EXIT_USAGE;
     }
-    if (config_parse_file_text(cfg, file, text, len, err) != 0)
-      return CONFIG_EXIT_USAGE;
-    cfg->config_file = file;
   }
-  if (getenv_fn) {
-    for (size_t i = 0; i < NOPTS; i++) {
-      char env[64];
-      env_name(&opts[i], env, sizeof env);
-      const char *v = getenv_fn(env);
-      if (v && set_opt(cfg, &opts[i], v, SRC_ENV, msg, sizeof msg) != 0) {
-        fprintf(err, "presenced: %s: %s\n", env, msg);
-        return CONFIG_EXIT_USAGE;
-      }
-    }
-  }
+  return CONFIG_OK;
+}
+
+/* Step 4: the flags. A credential on the command line can be read by every
+ * local user (ps, /proc/PID/cmdline): it is copied here so that
+ * config_wipe_argv can blank it, and a warning names the better ways. */
+static int apply_flags(srv_config_t *cfg, int argc, char **argv, FILE *err) {
+  char msg[384];
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i];
     if (strncmp(a, "--", 2) != 0) {
@@ -819,11 +934,29 @@ int config_parse(srv_config_t *cfg, int argc, char **argv,
       fprintf(err, "presenced: %s: missing value\n", flag);
       return CONFIG_EXIT_USAGE;
     }
+    if (holds_secret(o, v)) {
+      char env[64];
+      env_name(o, env, sizeof env);
+      warn(cfg,
+           "%s given on the command line, where other local users can read "
+           "it (blanked from the process arguments now): pass it in %s or a "
+           "file (docs/security.md)",
+           flag, env);
+      if (!(v = own(cfg, v, strlen(v)))) {
+        fprintf(err, "presenced: out of memory\n");
+        return CONFIG_EXIT_USAGE;
+      }
+    }
     if (set_opt(cfg, o, v, SRC_FLAG, msg, sizeof msg) != 0) {
       fprintf(err, "presenced: %s: %s\n", flag, msg);
       return CONFIG_EXIT_USAGE;
     }
   }
+  return CONFIG_OK;
+}
+
+/* Step 5: settings that are fine alone but not together. */
+static int check_combinations(const srv_config_t *cfg, FILE *err) {
   if (cfg->webhook_retry_max_ms < cfg->webhook_retry_min_ms) {
     fprintf(err,
             "presenced: --webhook-retry-max-ms: must be at least "
@@ -870,24 +1003,88 @@ int config_parse(srv_config_t *cfg, int argc, char **argv,
             cfg->host);
     return CONFIG_EXIT_USAGE;
   }
+  if (cfg->demo && (cfg->jwt_secret || cfg->jwt_secret_file)) {
+    /* Demo tokens go to anyone who asks: signed with a production secret
+     * they would open sessions on production instances. */
+    fprintf(err, "presenced: --demo: refusing a JWT secret in demo mode (demo "
+                 "tokens are signed with a random secret of their own; drop "
+                 "--jwt-secret / --jwt-secret-file)\n");
+    return CONFIG_EXIT_USAGE;
+  }
+  return CONFIG_OK;
+}
+
+/* Step 6: secret files, then the strength of every secret. A short HMAC
+ * key can be brute-forced offline from one token (or one webhook
+ * signature); 32 bytes is the HS256 key size RFC 7518 3.2 asks for. */
+static int load_secrets(srv_config_t *cfg, FILE *err) {
+  char msg[384];
   for (size_t i = 0; i < NOPTS; i++)
     if (opts[i].kind == OPT_SECRET_FILE &&
         load_secret(cfg, &opts[i], msg, sizeof msg) != 0) {
       fprintf(err, "presenced: %s: %s\n", opts[i].name, msg);
       return CONFIG_EXIT_USAGE;
     }
-  if (cfg->check_config) {
-    /* Startup reads webhook secret files: a check must find them too. */
-    for (uint32_t i = 0; i < cfg->n_webhooks; i++) {
-      wh_spec_t spec;
-      if (wh_spec_parse(cfg->webhooks[i], 1, &spec, msg, sizeof msg) != 0) {
-        fprintf(err, "presenced: webhook: %s\n", msg);
-        return CONFIG_EXIT_USAGE;
-      }
-      wh_spec_free(&spec);
+  const struct {
+    const char *name, *value;
+  } secrets[] = {{"api-key", cfg->api_key}, {"jwt-secret", cfg->jwt_secret}};
+  for (size_t i = 0; i < sizeof secrets / sizeof *secrets; i++) {
+    size_t n = secrets[i].value ? strlen(secrets[i].value) : 0;
+    if (secrets[i].value && n < CONFIG_SECRET_MIN) {
+      fprintf(err,
+              "presenced: --%s: too short (%zu bytes, at least %u needed); "
+              "make one with: openssl rand -base64 48\n",
+              secrets[i].name, n, CONFIG_SECRET_MIN);
+      return CONFIG_EXIT_USAGE;
     }
-    fprintf(out, "ok\n");
-    return CONFIG_EXIT_OK;
   }
   return CONFIG_OK;
+}
+
+/* Step 7, --check-config: startup reads webhook secret files, a check must
+ * find them too. */
+static void print_warning(void *ud, const char *w) {
+  fprintf(ud, "presenced: warning: %s\n", w);
+}
+
+static int check_only(const srv_config_t *cfg, FILE *out, FILE *err) {
+  char msg[384];
+  config_each_warning(cfg, print_warning, err);
+  for (uint32_t i = 0; i < cfg->n_webhooks; i++) {
+    wh_spec_t spec;
+    if (wh_spec_parse(cfg->webhooks[i], 1, &spec, msg, sizeof msg) != 0) {
+      fprintf(err, "presenced: webhook: %s\n", msg);
+      return CONFIG_EXIT_USAGE;
+    }
+    wh_spec_free(&spec);
+  }
+  fprintf(out, "ok\n");
+  return CONFIG_EXIT_OK;
+}
+
+int config_parse(srv_config_t *cfg, int argc, char **argv,
+                 const char *(*getenv_fn)(const char *name), FILE *out,
+                 FILE *err) {
+  const char *file = getenv_fn ? getenv_fn("PRESENCED_CONFIG") : NULL;
+  int rc = scan_early_flags(argc, argv, out, &file);
+  if (rc == CONFIG_OK) rc = apply_file(cfg, file, err);
+  if (rc == CONFIG_OK) rc = apply_env(cfg, getenv_fn, err);
+  if (rc == CONFIG_OK) rc = apply_flags(cfg, argc, argv, err);
+  if (rc == CONFIG_OK) rc = check_combinations(cfg, err);
+  if (rc == CONFIG_OK) rc = load_secrets(cfg, err);
+  if (rc == CONFIG_OK && cfg->check_config) rc = check_only(cfg, out, err);
+  return rc;
+}
+
+void config_wipe_argv(int argc, char **argv) {
+  for (int i = 1; i < argc; i++) {
+    char *a = argv[i];
+    if (strncmp(a, "--", 2) != 0) return;
+    char *name = a + 2, *eq = strchr(name, '=');
+    const opt_t *o = find_opt(name, eq ? (size_t)(eq - name) : strlen(name));
+    if (!o) return;
+    char *v = eq ? eq + 1 : NULL;
+    if (!eq && !is_switch(o) && i + 1 < argc) v = argv[++i];
+    if (v && holds_secret(o, v)) memset(v, 'x', strlen(v));
+  }
 }

@@ -20,6 +20,19 @@ typedef struct srv_config {
   const char *api_key;      /* NULL: backend API refused */
   const char *jwt_secret;   /* NULL: only --demo generates one */
   const char *jwt_audience; /* NULL: tokens with "aud" are refused */
+  const char *jwt_issuer;   /* NULL: "iss" is not checked */
+  uint32_t jwt_max_lifetime_s; /* 0: any exp */
+  uint32_t jwt_leeway_s;       /* clock skew allowed on exp/nbf/iat */
+  /* Origins allowed to open a WebSocket: NULL for the same origin only
+   * (Origin's host equal to Host), "*" for any, else a comma-separated list
+   * of origins (scheme://host[:port]). Requests without Origin (not from a
+   * browser) are always allowed. */
+  const char *allowed_origins;
+  uint32_t max_connections_per_ip; /* 0: no per-address limit */
+  /* Addresses not held to max_connections_per_ip (a proxy's): "loopback"
+   * (the default, NULL), "none", or literal addresses, comma-separated. */
+  const char *connection_limit_exempt;
+  uint32_t http_first_byte_ms; /* a new connection silent this long closes */
   const char *web_root;
   int demo;
   int log_level;  /* presence_log_level_t */
@@ -95,6 +108,10 @@ typedef struct srv_config {
   uint32_t webhook_retry_max_ms;
   /* Strings read from the file or secret files, freed by config_free. */
   struct config_str *owned;
+  /* Warnings about the settings (a secret on the command line, a secret
+   * file others can read), in order, for the daemon to log in its log
+   * format once it has one (config_each_warning); freed by config_free. */
+  struct config_str *warnings;
 } srv_config_t;
 
 typedef enum {
@@ -120,6 +137,18 @@ enum { CONFIG_OK = 0, CONFIG_EXIT_OK = 1, CONFIG_EXIT_USAGE = 2 };
 int config_parse(srv_config_t *cfg, int argc, char **argv,
                  const char *(*getenv_fn)(const char *name), FILE *out,
                  FILE *err);
+
+/* Call fn with each warning config_parse recorded, in order. */
+void config_each_warning(const srv_config_t *cfg,
+                         void (*fn)(void *ud, const char *warning), void *ud);
+
+/* Shortest API key and JWT secret accepted, in bytes. */
+#define CONFIG_SECRET_MIN 32u
+
+/* Blank the values of credentials given as flags (--api-key, --jwt-secret,
+ * an inline webhook secret) in argv, so ps and /proc/PID/cmdline no longer
+ * show them. Call after config_parse, which copied them. */
+void config_wipe_argv(int argc, char **argv);
 
 /*
  * Parse the text of a configuration file (`key = value` lines, see

@@ -19,6 +19,9 @@
 #define MAX_STATIC_FILE (8u << 20)
 #define MAX_DEMO_USERS 1000
 
+/* The demo signs with a secret of its own, always random: a token it hands
+ * out must never be accepted by a production instance (config.c refuses
+ * --demo together with a JWT secret). */
 int demo_init(srv_t *s) {
   s->jwt_secret_len = 32;
   s->jwt_secret = malloc(s->jwt_secret_len + 1);
@@ -27,8 +30,8 @@ int demo_init(srv_t *s) {
     return -1;
   s->jwt_secret[s->jwt_secret_len] = 0;
   srv_log(s, PRESENCE_LOG_INFO,
-          "demo mode: random JWT secret for this run (pass --jwt-secret to "
-          "keep tokens valid across restarts)");
+          "demo mode: random JWT secret for this run (demo tokens are valid "
+          "on this process only)");
   return 0;
 }
 
@@ -199,11 +202,35 @@ static void list_users(conn_t *c) {
   buf_shrink(b, 65536);
 }
 
+/* Demo tokens go to anyone who can reach the endpoint, so reaching it is
+ * kept to the machine itself: the listener is on loopback (config.c), the
+ * Host must name a loopback address (a DNS-rebinding page reaches 127.0.0.1
+ * under its own name) and a browser's Origin must be a loopback page (any
+ * site could otherwise fetch a token from a visitor's local demo). 0, or -1
+ * after answering 403. */
+static int demo_caller_local(conn_t *c, http_req_t *r) {
+  size_t hl, ol;
+  const char *host = http_header(r, "Host", &hl);
+  const char *origin = http_header(r, "Origin", &ol);
+  if (!host || !srv_host_is_loopback(host, hl)) {
+    http_error(c, 403, "host_not_allowed",
+               "demo tokens are issued to loopback hosts only");
+    return -1;
+  }
+  if (origin && !srv_origin_is_loopback(origin, ol)) {
+    http_error(c, 403, "origin_not_allowed",
+               "demo tokens are issued to pages on loopback only");
+    return -1;
+  }
+  return 0;
+}
+
 void demo_handle(conn_t *c, http_req_t *r) {
   size_t pl;
   const char *path = http_path(r, &pl);
   int m = http_method(r);
   if (pl == 14 && !memcmp(path, "/v1/demo/token", 14)) {
+    if (demo_caller_local(c, r) != 0) return;
     if (m != HTTP_POST)
       http_error_hdr(c, 405, "method_not_allowed", "use POST",
                      "Allow: POST\r\n");

@@ -43,6 +43,10 @@ const char *jwt_err_code(int err) {
     return "token_claims";
   case JWT_ETOOLARGE:
     return "token_too_large";
+  case JWT_EISSUER:
+    return "token_issuer";
+  case JWT_ELIFETIME:
+    return "token_lifetime";
   default: /* JWT_ENOMEM and anything unknown: our fault, not the token's */
     return "internal";
   }
@@ -68,6 +72,10 @@ const char *jwt_strerror(int err) {
     return "token claims invalid";
   case JWT_ETOOLARGE:
     return "token too large";
+  case JWT_EISSUER:
+    return "token issuer not accepted";
+  case JWT_ELIFETIME:
+    return "token lifetime longer than the server allows";
   case JWT_ENOMEM:
     return "out of memory";
   default:
@@ -333,30 +341,70 @@ static int read_meta(const cJSON *m, jwt_claims_t *out) {
   return rc;
 }
 
-static int check_claims(const jwt_config_t *cfg, const cJSON *p, int64_t now,
-                        jwt_claims_t *out) {
-  int64_t leeway = cfg->leeway_s > 0 ? cfg->leeway_s : 0;
+/* A numeric date claim as Unix seconds (rounded towards "refuse" per
+ * round_up); JWT_ECLAIMS if present and not a finite number, *present 0 if
+ * absent. */
+static int read_date(const cJSON *p, const char *name, int round_up,
+                     int64_t *out, int *present) {
+  const cJSON *v = cJSON_GetObjectItemCaseSensitive(p, name);
+  *present = v != NULL;
+  if (!v) return JWT_OK;
+  if (!cJSON_IsNumber(v) || !isfinite(v->valuedouble)) return JWT_ECLAIMS;
+  *out = to_seconds(v->valuedouble, round_up);
+  return JWT_OK;
+}
 
-  const cJSON *exp = cJSON_GetObjectItemCaseSensitive(p, "exp");
-  if (!cJSON_IsNumber(exp) || !isfinite(exp->valuedouble)) return JWT_ECLAIMS;
-  out->exp = to_seconds(exp->valuedouble, 0);
+/* exp (required), nbf and iat (optional), and the lifetime limit. */
+static int check_times(const jwt_config_t *cfg, const cJSON *p, int64_t now,
+                       jwt_claims_t *out) {
+  int64_t leeway = cfg->leeway_s > 0 ? cfg->leeway_s : 0;
+  int present;
+  int rc = read_date(p, "exp", 0, &out->exp, &present);
+  if (rc != JWT_OK || !present) return JWT_ECLAIMS;
   /* RFC 7519 4.1.4: not accepted "on or after" exp, hence >=. */
   if (sat_sub(now, leeway) >= out->exp) return JWT_EEXPIRED;
 
-  const cJSON *nbf = cJSON_GetObjectItemCaseSensitive(p, "nbf");
-  if (nbf) {
-    if (!cJSON_IsNumber(nbf) || !isfinite(nbf->valuedouble)) return JWT_ECLAIMS;
-    /* RFC 7519 4.1.5: accepted "on or after" nbf, hence <. */
-    if (sat_add(now, leeway) < to_seconds(nbf->valuedouble, 1))
-      return JWT_ENOTYET;
-  }
+  int64_t nbf = 0;
+  rc = read_date(p, "nbf", 1, &nbf, &present);
+  if (rc != JWT_OK) return rc;
+  /* RFC 7519 4.1.5: accepted "on or after" nbf, hence <. */
+  if (present && sat_add(now, leeway) < nbf) return JWT_ENOTYET;
 
+  /* A token issued in the future comes from an issuer whose clock is off,
+   * or was minted ahead of time to outlive a lifetime check: refused like
+   * an nbf in the future. */
+  int64_t iat = 0;
+  int has_iat;
+  rc = read_date(p, "iat", 1, &iat, &has_iat);
+  if (rc != JWT_OK) return rc;
+  if (has_iat && sat_add(now, leeway) < iat) return JWT_ENOTYET;
+
+  if (cfg->max_lifetime_s > 0) {
+    int64_t from = has_iat ? iat : now;
+    int64_t limit = sat_add(sat_add(from, cfg->max_lifetime_s), leeway);
+    if (out->exp > limit) return JWT_ELIFETIME;
+  }
+  return JWT_OK;
+}
+
+/* aud: required when an audience is configured, refused when none is. */
+static int check_audience(const jwt_config_t *cfg, const cJSON *p) {
   const cJSON *aud = cJSON_GetObjectItemCaseSensitive(p, "aud");
-  if (aud) {
-    int rc = check_aud(cfg, aud);
-    if (rc != JWT_OK) return rc;
-  }
+  if (!aud) return cfg->audience ? JWT_EAUDIENCE : JWT_OK;
+  return check_aud(cfg, aud);
+}
 
+/* iss: exactly the configured issuer when there is one. */
+static int check_issuer(const jwt_config_t *cfg, const cJSON *p) {
+  if (!cfg->issuer) return JWT_OK;
+  const cJSON *iss = cJSON_GetObjectItemCaseSensitive(p, "iss");
+  if (!cJSON_IsString(iss) || strcmp(iss->valuestring, cfg->issuer) != 0)
+    return JWT_EISSUER;
+  return JWT_OK;
+}
+
+/* sub, watch and meta: what the session is made of. */
+static int read_identity(const cJSON *p, jwt_claims_t *out) {
   const cJSON *sub = cJSON_GetObjectItemCaseSensitive(p, "sub");
   if (!cJSON_IsString(sub) || presence_id_check(sub->valuestring) != 0)
     return JWT_ECLAIMS;
@@ -392,6 +440,15 @@ static int check_claims(const jwt_config_t *cfg, const cJSON *p, int64_t now,
   return JWT_OK;
 }
 
+static int check_claims(const jwt_config_t *cfg, const cJSON *p, int64_t now,
+                        jwt_claims_t *out) {
+  int rc = check_times(cfg, p, now, out);
+  if (rc == JWT_OK) rc = check_audience(cfg, p);
+  if (rc == JWT_OK) rc = check_issuer(cfg, p);
+  if (rc == JWT_OK) rc = read_identity(p, out);
+  return rc;
+}
+
 /* ---- header ------------------------------------------------------------ */
 
 static int check_header(const cJSON *h) {
@@ -423,6 +480,108 @@ void jwt_claims_free(jwt_claims_t *c) {
   memset(c, 0, sizeof *c);
 }
 
+/* The three parts of a compact token, located and then decoded. */
+typedef struct parts {
+  size_t h_len, p_len, s_len; /* encoded lengths */
+  const char *h, *p, *s;      /* encoded starts */
+  size_t signed_len;          /* "header.payload" */
+  uint8_t *buf;               /* one buffer for the three decoded parts */
+  size_t buf_len;
+  uint8_t *hdr, *pay, *sig;
+  size_t hd_len, pd_len, sd_len;
+} parts_t;
+
+/* Step 2: no NUL (the caller's length and strlen would disagree about what
+ * was verified), exactly two dots, non-empty header and payload. */
+static int split_parts(const char *token, size_t len, parts_t *pt) {
+  if (memchr(token, '\0', len)) return JWT_EMALFORMED;
+  const char *dot1 = memchr(token, '.', len);
+  if (!dot1) return JWT_EMALFORMED;
+  const char *dot2 = memchr(dot1 + 1, '.', len - (size_t)(dot1 + 1 - token));
+  if (!dot2) return JWT_EMALFORMED;
+  const char *end = token + len;
+  if (memchr(dot2 + 1, '.', (size_t)(end - (dot2 + 1)))) return JWT_EMALFORMED;
+  pt->h = token;
+  pt->p = dot1 + 1;
+  pt->s = dot2 + 1;
+  pt->h_len = (size_t)(dot1 - token);
+  pt->p_len = (size_t)(dot2 - pt->p);
+  pt->s_len = (size_t)(end - pt->s);
+  pt->signed_len = (size_t)(dot2 - token);
+  /* An empty signature part is structurally fine ("alg":"none" tokens end
+   * with a dot); it fails later, as token_alg or token_signature. */
+  if (pt->h_len == 0 || pt->p_len == 0) return JWT_EMALFORMED;
+  return JWT_OK;
+}
+
+/* Strict base64url of each part into one buffer, header and payload each
+ * followed by a NUL for cJSON. Decoded sizes are below encoded ones. */
+static int decode_parts(parts_t *pt) {
+  size_t hd_max = b64url_decoded_len(pt->h_len);
+  size_t pd_max = b64url_decoded_len(pt->p_len);
+  size_t sd_max = b64url_decoded_len(pt->s_len);
+  pt->buf_len = hd_max + 1 + pd_max + 1 + sd_max + 1;
+  pt->buf = malloc(pt->buf_len);
+  if (!pt->buf) return JWT_ENOMEM;
+  pt->hdr = pt->buf;
+  pt->pay = pt->hdr + hd_max + 1;
+  pt->sig = pt->pay + pd_max + 1;
+  if (b64url_decode(pt->h, pt->h_len, pt->hdr, &pt->hd_len) != 0 ||
+      b64url_decode(pt->p, pt->p_len, pt->pay, &pt->pd_len) != 0 ||
+      b64url_decode(pt->s, pt->s_len, pt->sig, &pt->sd_len) != 0)
+    return JWT_EMALFORMED;
+  pt->hdr[pt->hd_len] = '\0';
+  pt->pay[pt->pd_len] = '\0';
+  return JWT_OK;
+}
+
+/* Step 3: the header, trusted for one thing only, to say "HS256". */
+static int verify_header(const parts_t *pt) {
+  cJSON *header = NULL;
+  int rc = parse_object((const char *)pt->hdr, pt->hd_len, &header);
+  if (rc != JWT_OK) return rc;
+  if (has_nul_escape((const char *)pt->hdr, pt->hd_len))
+    rc = JWT_EMALFORMED; /* "HS256\u0000x" would read as "HS256" */
+  else
+    rc = check_header(header);
+  cJSON_Delete(header);
+  return rc;
+}
+
+/* Step 4: HMAC-SHA256 over the ASCII of "header.payload", exactly as
+ * received (RFC 7515 5.2): never over a re-encoding. An empty secret would
+ * make anyone a signer: fail closed. */
+static int verify_signature(const jwt_config_t *cfg, const char *token,
+                            const parts_t *pt) {
+  if (pt->sd_len != SHA256_LEN || !cfg->secret || cfg->secret_len == 0 ||
+      cfg->secret_len > INT32_MAX)
+    return JWT_ESIGNATURE;
+  unsigned char mac[EVP_MAX_MD_SIZE];
+  unsigned int mac_len = 0;
+  if (!HMAC(EVP_sha256(), cfg->secret, (int)cfg->secret_len,
+            (const unsigned char *)token, pt->signed_len, mac, &mac_len) ||
+      mac_len != SHA256_LEN)
+    return JWT_ENOMEM;
+  /* Constant time: a memcmp that stops at the first difference tells an
+   * attacker, byte by byte, how much of a forged signature is right. */
+  return CRYPTO_memcmp(mac, pt->sig, SHA256_LEN) == 0 ? JWT_OK
+                                                      : JWT_ESIGNATURE;
+}
+
+/* Steps 5 and 6: from here on the token is ours. */
+static int verify_payload(const jwt_config_t *cfg, const parts_t *pt,
+                          int64_t now_s, jwt_claims_t *out) {
+  cJSON *payload = NULL;
+  int rc = parse_object((const char *)pt->pay, pt->pd_len, &payload);
+  if (rc != JWT_OK) return rc;
+  if (has_nul_escape((const char *)pt->pay, pt->pd_len))
+    rc = JWT_ECLAIMS;
+  else
+    rc = check_claims(cfg, payload, now_s, out);
+  cJSON_Delete(payload);
+  return rc;
+}
+
 int jwt_verify(const jwt_config_t *cfg, const char *token, size_t len,
                int64_t now_s, jwt_claims_t *out) {
   if (!out) return JWT_ENOMEM; /* a caller bug: "internal" */
@@ -434,95 +593,21 @@ int jwt_verify(const jwt_config_t *cfg, const char *token, size_t len,
   if (len > max_len) return JWT_ETOOLARGE;
   if (!token || len == 0) return JWT_EMALFORMED;
 
-  /* 2. Structure: no NUL (the caller's length and strlen would disagree
-   * about what was verified), exactly two dots, strict base64url parts. */
-  if (memchr(token, '\0', len)) return JWT_EMALFORMED;
-  const char *dot1 = memchr(token, '.', len);
-  if (!dot1) return JWT_EMALFORMED;
-  const char *dot2 = memchr(dot1 + 1, '.', len - (size_t)(dot1 + 1 - token));
-  if (!dot2) return JWT_EMALFORMED;
-  const char *end = token + len;
-  if (memchr(dot2 + 1, '.', (size_t)(end - (dot2 + 1)))) return JWT_EMALFORMED;
-  size_t h_len = (size_t)(dot1 - token);
-  size_t p_len = (size_t)(dot2 - (dot1 + 1));
-  size_t s_len = (size_t)(end - (dot2 + 1));
-  /* An empty signature part is structurally fine ("alg":"none" tokens end
-   * with a dot); it fails later, as token_alg or token_signature. */
-  if (h_len == 0 || p_len == 0) return JWT_EMALFORMED;
+  parts_t pt;
+  memset(&pt, 0, sizeof pt);
+  int rc = split_parts(token, len, &pt);
+  if (rc == JWT_OK) rc = decode_parts(&pt);
+  if (rc == JWT_OK) rc = verify_header(&pt);
+  if (rc == JWT_OK) rc = verify_signature(cfg, token, &pt);
+  if (rc == JWT_OK) rc = verify_payload(cfg, &pt, now_s, out);
 
-  /* One buffer for the three decoded parts, header and payload each
-   * followed by a NUL for cJSON. Decoded sizes are below encoded ones. */
-  size_t hd_max = b64url_decoded_len(h_len);
-  size_t pd_max = b64url_decoded_len(p_len);
-  size_t sd_max = b64url_decoded_len(s_len);
-  uint8_t *buf = malloc(hd_max + 1 + pd_max + 1 + sd_max + 1);
-  if (!buf) return JWT_ENOMEM;
-  uint8_t *hdr = buf, *pay = hdr + hd_max + 1, *sig = pay + pd_max + 1;
-  size_t hd_len, pd_len, sd_len;
-  cJSON *header = NULL, *payload = NULL;
-  int rc;
-  if (b64url_decode(token, h_len, hdr, &hd_len) != 0 ||
-      b64url_decode(dot1 + 1, p_len, pay, &pd_len) != 0 ||
-      b64url_decode(dot2 + 1, s_len, sig, &sd_len) != 0) {
-    rc = JWT_EMALFORMED;
-    goto done;
-  }
-  hdr[hd_len] = '\0';
-  pay[pd_len] = '\0';
-
-  /* 3. Header. */
-  rc = parse_object((const char *)hdr, hd_len, &header);
-  if (rc != JWT_OK) goto done;
-  if (has_nul_escape((const char *)hdr, hd_len)) {
-    rc = JWT_EMALFORMED; /* "HS256\u0000x" would read as "HS256" */
-    goto done;
-  }
-  rc = check_header(header);
-  if (rc != JWT_OK) goto done;
-
-  /* 4. Signature over the ASCII of "header.payload", exactly as received
-   * (RFC 7515 5.2): never over a re-encoding. An empty secret would make
-   * anyone a signer: fail closed. */
-  if (sd_len != SHA256_LEN || !cfg->secret || cfg->secret_len == 0 ||
-      cfg->secret_len > INT32_MAX) {
-    rc = JWT_ESIGNATURE;
-    goto done;
-  }
-  unsigned char mac[EVP_MAX_MD_SIZE];
-  unsigned int mac_len = 0;
-  if (!HMAC(EVP_sha256(), cfg->secret, (int)cfg->secret_len,
-            (const unsigned char *)token, (size_t)(dot2 - token), mac,
-            &mac_len) ||
-      mac_len != SHA256_LEN) {
-    rc = JWT_ENOMEM;
-    goto done;
-  }
-  /* Constant time: a memcmp that stops at the first difference tells an
-   * attacker, byte by byte, how much of a forged signature is right. */
-  if (CRYPTO_memcmp(mac, sig, SHA256_LEN) != 0) {
-    rc = JWT_ESIGNATURE;
-    goto done;
-  }
-
-  /* 5. Payload: from here on the token is ours. */
-  rc = parse_object((const char *)pay, pd_len, &payload);
-  if (rc != JWT_OK) goto done;
-  if (has_nul_escape((const char *)pay, pd_len)) {
-    rc = JWT_ECLAIMS;
-    goto done;
-  }
-
-  /* 6. Claims. */
-  rc = check_claims(cfg, payload, now_s, out);
-
-done:
   if (rc != JWT_OK) jwt_claims_free(out);
-  cJSON_Delete(header);
-  cJSON_Delete(payload);
-  /* The decoded signature is not secret, but the buffer held the header
-   * and payload too: clear it anyway, it costs nothing at this size. */
-  OPENSSL_cleanse(buf, hd_max + 1 + pd_max + 1 + sd_max + 1);
-  free(buf);
+  if (pt.buf) {
+    /* The decoded signature is not secret, but the buffer held the header
+     * and payload too: clear it anyway, it costs nothing at this size. */
+    OPENSSL_cleanse(pt.buf, pt.buf_len);
+    free(pt.buf);
+  }
   return rc;
 }
 

@@ -27,8 +27,12 @@ typedef enum {
   JWT_EAUDIENCE = -6,  /* aud present and not ours */
   JWT_ECLAIMS = -7,    /* sub/exp missing or of the wrong type */
   JWT_ETOOLARGE = -8,  /* token longer than the limit */
-  JWT_ENOMEM = -9
+  JWT_ENOMEM = -9,
+  JWT_EISSUER = -10,  /* an issuer is configured and "iss" does not name it */
+  JWT_ELIFETIME = -11 /* exp further ahead than max_lifetime_s allows */
 } jwt_err_t;
+/* The lowest code, for loops over every code. */
+#define JWT_ERR_LAST JWT_ELIFETIME
 
 /* Short stable code for the error ("token_expired", ...) and a message. */
 const char *jwt_err_code(int err);
@@ -37,10 +41,16 @@ const char *jwt_strerror(int err);
 typedef struct jwt_config {
   const uint8_t *secret;
   size_t secret_len;
-  const char *audience; /* expected "aud"; a token with "aud" that does not
-                           name it (or any "aud" when NULL) is refused */
-  int64_t leeway_s;     /* clock skew allowed for exp/nbf */
+  const char *audience; /* expected "aud": a token without "aud" or whose
+                           "aud" does not name it is refused; NULL: any token
+                           carrying an "aud" is refused */
+  int64_t leeway_s;     /* clock skew allowed for exp/nbf/iat */
   size_t max_len;       /* longest token accepted (0: 4096) */
+  const char *issuer;   /* expected "iss" (required when set); NULL: any */
+  /* Longest validity a token may claim, in seconds: exp - iat (iat when
+   * present, else now) over this (plus the leeway) is refused, so a token
+   * minted to last a year cannot be used. 0: no limit. */
+  int64_t max_lifetime_s;
 } jwt_config_t;
 
 /* Channel patterns of a claim ("channels", "observe"): exact names, a
@@ -95,9 +105,14 @@ typedef struct jwt_claims {
  *      JWT_ECLAIMS; now - leeway >= exp: JWT_EEXPIRED (RFC 7519 4.1.4: the
  *      token must not be accepted "on or after" exp, so exp == now is
  *      expired). "nbf" not a number: JWT_ECLAIMS; now + leeway < nbf:
- *      JWT_ENOTYET. "aud" not a string or an array of strings: JWT_ECLAIMS;
- *      present and not naming cfg->audience (or any "aud" when that is
- *      NULL; an empty array names nobody): JWT_EAUDIENCE. "sub" missing or
+ *      JWT_ENOTYET. "iat" not a number: JWT_ECLAIMS; now + leeway < iat (a
+ *      token issued in the future): JWT_ENOTYET. With max_lifetime_s set,
+ *      exp - (iat, or now without iat) > max_lifetime_s + leeway:
+ *      JWT_ELIFETIME. "aud" not a string or an array of strings:
+ *      JWT_ECLAIMS; absent while cfg->audience is set, or not naming it (or
+ *      any "aud" when that is NULL; an empty array names nobody):
+ *      JWT_EAUDIENCE. With cfg->issuer set: "iss" missing or not exactly
+ *      it: JWT_EISSUER ("iss" is ignored without it). "sub" missing or
  *      not a valid presence id, "watch" not "*" or an array of at most
  *      JWT_MAX_WATCH valid ids, "meta" not an object or longer than
  *      JWT_MAX_META once compact: JWT_ECLAIMS.

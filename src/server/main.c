@@ -9,6 +9,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+static void log_warning(void *ud, const char *w) {
+  srv_log(ud, PRESENCE_LOG_WARN, "%s", w);
+}
+
 static const char *env(const char *name) {
   return getenv(name);
 }
@@ -21,6 +25,7 @@ int main(int argc, char **argv) {
     config_free(&cfg);
     return rc == CONFIG_EXIT_OK ? 0 : 2;
   }
+  config_wipe_argv(argc, argv);
   /* A peer that vanishes mid-write must cost an EPIPE, not the process. */
   signal(SIGPIPE, SIG_IGN);
 
@@ -35,6 +40,7 @@ int main(int argc, char **argv) {
     config_free(&cfg);
     return 1;
   }
+  config_each_warning(&cfg, log_warning, &srv);
   if (srv_listen(&srv) != 0) {
     srv_shutdown(&srv);
     uv_run(&loop, UV_RUN_DEFAULT);

@@ -423,6 +423,7 @@ static void on_close(uv_handle_t *h) {
   if (c->next) c->next->prev = c->prev;
   c->prev = c->next = NULL;
   s->nconns--;
+  peer_release(s, c);
   free(c->stash);
   c->stash = NULL;
   if (c->refs)
@@ -460,6 +461,7 @@ static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf) {
 void conn_feed(conn_t *c, const char *data, size_t len) {
   if (c->closing) return;
   c->last_rx_ms = srv_now_mono(c->srv);
+  c->rx_any = 1;
   if (c->draining || c->close_after_flush)
     return; /* lingering: input is discarded */
   switch (c->kind) {
@@ -515,12 +517,23 @@ static void on_connection(uv_stream_t *server, int status) {
     uv_close((uv_handle_t *)&c->tcp, (uv_close_cb)free);
     return;
   }
+  /* One address past its share is dropped unanswered: answering would
+   * spend on the attacker what the limit is there to save. */
+  if (peer_admit(s, c) != 0) {
+    srv_error(s, "too_many_connections_per_ip",
+              "dropping a connection: its address holds "
+              "--max-connections-per-ip (%u)",
+              s->cfg.max_connections_per_ip);
+    uv_close((uv_handle_t *)&c->tcp, (uv_close_cb)free);
+    return;
+  }
   /* Past the limit a connection still gets a 503 answer, but only a few
    * such connections at once: beyond that they are dropped unanswered. */
   if (s->nconns >= s->cfg.max_connections) {
     if (s->nconns >= s->cfg.max_connections + 64u) {
       srv_error(s, "too_many_connections", "dropping a connection at %u",
                 s->nconns);
+      peer_release(s, c);
       uv_close((uv_handle_t *)&c->tcp, (uv_close_cb)free);
       return;
     }
@@ -531,7 +544,7 @@ static void on_connection(uv_stream_t *server, int status) {
   s->conns = c;
   s->nconns++;
   s->accepted_total++;
-  c->last_rx_ms = srv_now_mono(s);
+  c->last_rx_ms = c->accepted_ms = srv_now_mono(s);
   uv_tcp_nodelay(&c->tcp, 1);
   if (conn_read_start(c) != 0) conn_close(c);
 }
@@ -586,7 +599,12 @@ static void on_house(uv_timer_t *t) {
     }
     switch (c->kind) {
     case CONN_HTTP:
-      if (now - c->last_rx_ms >= (int64_t)s->cfg.http_idle_ms)
+      /* A connection that says nothing at all holds a socket for free:
+       * it gets a much shorter wait than an idle keep-alive one. */
+      if (!c->rx_any &&
+          now - c->accepted_ms >= (int64_t)s->cfg.http_first_byte_ms)
+        conn_close(c);
+      else if (now - c->last_rx_ms >= (int64_t)s->cfg.http_idle_ms)
         conn_close(c);
       else
         http_housekeeping(c, now);
@@ -628,6 +646,10 @@ static void on_signal(uv_signal_t *h, int signum) {
   srv_shutdown(s);
 }
 
+/* Descriptors kept for everything but clients: the listener, the loop's
+ * own, Redis and kick connections, webhook deliveries, static files. */
+#define FD_RESERVE 64
+
 static void raise_fd_limit(srv_t *s) {
   struct rlimit rl;
   if (getrlimit(RLIMIT_NOFILE, &rl) != 0) return;
@@ -636,11 +658,21 @@ static void raise_fd_limit(srv_t *s) {
     setrlimit(RLIMIT_NOFILE, &rl);
     getrlimit(RLIMIT_NOFILE, &rl);
   }
+  /* Past the file limit accept() fails with EMFILE over and over (the
+   * listener stays readable) and Redis or webhook sockets cannot be opened:
+   * the connection limit is kept below it, with room for those. */
   if (rl.rlim_cur != RLIM_INFINITY &&
-      rl.rlim_cur < (rlim_t)s->cfg.max_connections + 32)
-    srv_log(s, PRESENCE_LOG_INFO,
-            "open file limit %llu is below --max-connections %u",
-            (unsigned long long)rl.rlim_cur, s->cfg.max_connections);
+      rl.rlim_cur < (rlim_t)s->cfg.max_connections + FD_RESERVE) {
+    uint32_t fit = rl.rlim_cur > 2 * FD_RESERVE
+                       ? (uint32_t)(rl.rlim_cur - FD_RESERVE)
+                       : (uint32_t)(rl.rlim_cur / 2);
+    if (fit < 1) fit = 1;
+    srv_log(s, PRESENCE_LOG_WARN,
+            "--max-connections %u lowered to %u: the open file limit is %llu "
+            "(raise it with LimitNOFILE= or ulimit -n)",
+            s->cfg.max_connections, fit, (unsigned long long)rl.rlim_cur);
+    s->cfg.max_connections = fit;
+  }
 }
 
 int srv_init(srv_t *s, uv_loop_t *loop, const srv_config_t *cfg,
@@ -652,6 +684,7 @@ int srv_init(srv_t *s, uv_loop_t *loop, const srv_config_t *cfg,
   map_init(&s->sessions);
   map_init(&s->watchers);
   map_init(&s->channels);
+  map_init(&s->per_ip);
   buf_init(&s->scratch);
   if (s->cfg.heartbeat_ms >= s->cfg.timeout_ms) {
     s->cfg.heartbeat_ms = s->cfg.timeout_ms / 2;
@@ -667,13 +700,13 @@ int srv_init(srv_t *s, uv_loop_t *loop, const srv_config_t *cfg,
   if (srv_uuid4(sys, uuid) != 0) return -1;
   snprintf(s->instance_id, sizeof s->instance_id, "%.8s", uuid);
 
-  if (cfg->jwt_secret) {
+  if (cfg->demo) { /* never with a configured secret (config.c) */
+    if (demo_init(s) != 0) return -1;
+  } else if (cfg->jwt_secret) {
     s->jwt_secret_len = strlen(cfg->jwt_secret);
     s->jwt_secret = malloc(s->jwt_secret_len + 1);
     if (!s->jwt_secret) return -1;
     memcpy(s->jwt_secret, cfg->jwt_secret, s->jwt_secret_len + 1);
-  } else if (cfg->demo) {
-    if (demo_init(s) != 0) return -1;
   } else {
     srv_log(s, PRESENCE_LOG_WARN,
             "no --jwt-secret: every WebSocket client will be refused");
@@ -912,6 +945,7 @@ void srv_free(srv_t *s) {
   map_free(&s->sessions);
   map_free(&s->watchers);
   map_free(&s->channels);
+  map_free(&s->per_ip);
   buf_free(&s->scratch);
   free(s->rbuf);
   free(s->jwt_secret);

@@ -87,6 +87,11 @@ struct conn {
   uint8_t in_route;
   char *stash;
   size_t stash_len;
+  /* The peer's address as text, the key of srv->per_ip (empty: not
+   * counted, a detached or exempt connection). */
+  char peer[48];
+  uint8_t rx_any;        /* a byte arrived (the first-byte timeout) */
+  int64_t accepted_ms;   /* monotonic */
   union {
     http_req_t *http;
     wsconn_t *ws;
@@ -154,6 +159,8 @@ struct srv {
   int in_house;          /* inside the housekeeping timer callback */
   struct kicker *kicker; /* kick.c: cross-instance kicks (Redis only) */
   struct origins *origins; /* origin.c: backends' sessions */
+
+  map_t per_ip; /* peer address -> open connections (uintptr_t) */
 };
 
 /* The Redis store is registered and its sessions asserted (0 without). */
@@ -302,6 +309,31 @@ int ws_send_text(conn_t *c, const char *json, size_t len);
 /* Send server shutdown close (1001) and end the session with reason
  * shutdown. */
 void ws_shutdown(conn_t *c);
+
+/* The daemon's token policy (secret, audience, issuer, leeway, lifetime)
+ * as jwt_verify takes it; every verification of a client token uses it. */
+struct jwt_config;
+void srv_jwt_config(const srv_t *s, struct jwt_config *jc);
+
+/* ---- origin.c: who may talk to us from a browser -------------------------- */
+
+/* Whether a browser page of origin[0..len) may open a WebSocket: "*" in
+ * --allowed-origins, an origin listed there, or (always) the same origin as
+ * the request's Host. */
+int srv_origin_allowed(const srv_t *s, const http_req_t *r, const char *origin,
+                       size_t len);
+/* Whether a Host header value (host[:port]) names a loopback address. */
+int srv_host_is_loopback(const char *host, size_t len);
+/* Whether an Origin value (scheme://host[:port]) is on a loopback host. */
+int srv_origin_is_loopback(const char *origin, size_t len);
+
+/* ---- peer.c: connections per client address --------------------------- */
+
+/* Count an accepted connection under its peer's address: 0, or -1 when
+ * that address is at --max-connections-per-ip (not counted then). */
+int peer_admit(srv_t *s, conn_t *c);
+/* Uncount it (on close; idempotent). */
+void peer_release(srv_t *s, conn_t *c);
 
 /* ---- fanout.c: the one subscriber to the engine's events ----------------- */
 

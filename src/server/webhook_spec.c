@@ -132,7 +132,8 @@ int wh_spec_parse(const char *spec, int read_secret, wh_spec_t *out, char *err,
     size_t n = strcspn(p, ",");
     const char *eq = memchr(p, '=', n);
     if (!eq) {
-      snprintf(err, errcap, "expected key=value, got '%.*s'", (int)n, p);
+      /* Not echoed: a comma inside a secret= value lands here. */
+      snprintf(err, errcap, "expected key=value pairs separated by ','");
       goto fail;
     }
     size_t kl = (size_t)(eq - p), vl = n - kl - 1;

@@ -23,8 +23,6 @@
 /* Malformed messages tolerated on one connection before it is closed with
  * 1008: a broken client should see its errors, a hostile one should go. */
 #define MAX_BAD_MESSAGES 10
-/* Clock skew allowed on exp/nbf. */
-#define JWT_LEEWAY_S 5
 
 struct wsconn {
   ws_parser_t *parser;
@@ -389,8 +387,8 @@ static int token_check(srv_t *s, const char *token, size_t len,
     *msg = "server has no JWT secret configured";
     return 401;
   }
-  jwt_config_t jc = {s->jwt_secret, s->jwt_secret_len, s->cfg.jwt_audience,
-                     JWT_LEEWAY_S, 0};
+  jwt_config_t jc;
+  srv_jwt_config(s, &jc);
   int rc = jwt_verify(&jc, token, len, srv_now_wall(s) / 1000, out);
   if (rc != JWT_OK) {
     *code = rc == JWT_ENOMEM      ? "out_of_memory"
@@ -659,6 +657,8 @@ static void on_open_done(presence_t *p, int status, void *ud) {
   conn_unref(c);
 }
 
+/* The handshake's headers (RFC 6455 4.2.1): 0 with the accept key, or -1
+ * after answering. Shared with the backend connection (backend.c). */
 int ws_handshake_check(conn_t *c, http_req_t *r, char accept[29]) {
   if (http_method(r) != HTTP_GET) {
     http_error_hdr(c, 405, "method_not_allowed", "use GET to open a WebSocket",
@@ -690,47 +690,82 @@ int ws_handshake_check(conn_t *c, http_req_t *r, char accept[29]) {
   return 0;
 }
 
-void ws_upgrade(conn_t *c, http_req_t *r, const char *rest, size_t restlen) {
+/* A browser always sends Origin on a WebSocket handshake, and a page on
+ * any site can open one to us carrying the user's ambient credentials
+ * (cookies, a token it got from a same-site backend): cross-site WebSocket
+ * hijacking. Allowed: no Origin (not a browser), the same origin (Origin's
+ * host[:port] equal to Host), or one named in --allowed-origins ("*": any).
+ * 0, or -1 after answering 403 origin_not_allowed. */
+static int check_origin(conn_t *c, http_req_t *r) {
+  size_t ol;
+  const char *origin = http_header(r, "Origin", &ol);
+  if (!origin || srv_origin_allowed(c->srv, r, origin, ol)) return 0;
+  http_error(c, 403, "origin_not_allowed",
+             "this Origin may not open a WebSocket here (see "
+             "--allowed-origins)");
+  return -1;
+}
+
+/* Fill jc with the daemon's token policy. */
+void srv_jwt_config(const srv_t *s, jwt_config_t *jc) {
+  memset(jc, 0, sizeof *jc);
+  jc->secret = s->jwt_secret;
+  jc->secret_len = s->jwt_secret_len;
+  jc->audience = s->cfg.jwt_audience;
+  jc->issuer = s->cfg.jwt_issuer;
+  jc->leeway_s = s->cfg.jwt_leeway_s;
+  jc->max_lifetime_s = s->cfg.jwt_max_lifetime_s;
+}
+
+/* ?token=: decoded and verified against the policy. 0 with *claims, or -1
+ * after answering (401 with the token_* code of docs/protocol.md 1.1). */
+static int read_token(conn_t *c, http_req_t *r, jwt_claims_t *claims) {
   srv_t *s = c->srv;
-  char accept[29];
-  if (ws_handshake_check(c, r, accept) != 0) return;
+  memset(claims, 0, sizeof *claims);
   size_t tl;
   const char *tq = http_query(r, "token", &tl);
   if (!tq || tl == 0) {
     http_error(c, 401, "token_missing", "no token: pass ?token=<JWT>");
-    return;
+    return -1;
   }
   char *token = malloc(tl + 1);
   if (!token) {
     http_error(c, 503, "out_of_memory", "out of memory");
-    return;
+    return -1;
   }
   int toklen = http_unescape(tq, tl, token, tl + 1);
   if (toklen <= 0) {
     free(token);
     http_error(c, 401, "token_malformed", "token is not a valid query value");
-    return;
+    return -1;
   }
-  jwt_claims_t claims;
   const char *code, *why;
-  int st = token_check(s, token, (size_t)toklen, &claims, &code, &why);
+  int st = token_check(s, token, (size_t)toklen, claims, &code, &why);
   free(token);
   if (st != 0) {
     http_error(c, st, code, why);
-    return;
+    return -1;
   }
+  return 0;
+}
+
+/* The connection becomes a WebSocket: state, 101, timers. Takes claims.
+ * 0, or -1 (answered, or the write failed and the connection is gone). */
+static int switch_protocols(conn_t *c, http_req_t *r, const char *accept,
+                            jwt_claims_t *claims) {
+  srv_t *s = c->srv;
   wsconn_t *w = calloc(1, sizeof *w);
   ws_limits_t lim = {s->cfg.max_frame, s->cfg.max_message};
   if (w) w->parser = ws_parser_new(&lim);
   if (!w || !w->parser || srv_uuid4(s->sys, w->session_id) != 0) {
     if (w) ws_parser_free(w->parser);
     free(w);
-    jwt_claims_free(&claims);
+    jwt_claims_free(claims);
     http_error(c, 503, "out_of_memory", "cannot open a session");
-    return;
+    return -1;
   }
-  w->claims = claims;
-
+  w->claims = *claims;
+  memset(claims, 0, sizeof *claims);
   char head[256];
   int hn = snprintf(head, sizeof head,
                     "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
@@ -740,13 +775,38 @@ void ws_upgrade(conn_t *c, http_req_t *r, const char *rest, size_t restlen) {
   c->u.ws = w;
   c->kind = CONN_WS;
   s->nws++;
-  if (conn_write(c, head, (size_t)hn) != 0) return;
+  if (conn_write(c, head, (size_t)hn) != 0) return -1;
   int64_t now = srv_now_mono(s);
   w->last_ping_ms = now;
   w->rate_window_ms = now;
   c->last_rx_ms = now;
   w->last_frame_ms = now;
+  return 0;
+}
 
+static void send_welcome(conn_t *c) {
+  srv_t *s = c->srv;
+  wsconn_t *w = c->u.ws;
+  buf_t *b = &s->scratch;
+  buf_reset(b);
+  buf_puts(b, "{\"type\":\"welcome\",\"protocol\":1,\"session_id\":");
+  buf_put_json_str(b, w->session_id);
+  buf_puts(b, ",\"user_id\":");
+  buf_put_json_str(b, w->claims.sub);
+  buf_printf(b, ",\"heartbeat_ms\":%u,\"timeout_ms\":%u", s->cfg.heartbeat_ms,
+             s->cfg.timeout_ms);
+  /* The token's expiry, so a client can refresh it ahead ({"type":"token"}). */
+  buf_puts(b, ",\"exp\":");
+  buf_put_i64(b, w->claims.exp);
+  buf_putc(b, '}');
+  if (!buf_failed(b)) ws_send_text(c, b->data, b->len);
+}
+
+/* Open the session in the library. 0 when it is open (or, on an
+ * asynchronous store, asked for), -1 when the connection was closed. */
+static int open_session(conn_t *c) {
+  srv_t *s = c->srv;
+  wsconn_t *w = c->u.ws;
   /* With an asynchronous store the outcome comes later: ELIMIT (counted
    * cluster-wide) then closes the connection; ESTORE, ETIMEDOUT and
    * EFENCED mean the session is kept and re-asserted once Redis is back. */
@@ -764,32 +824,30 @@ void ws_upgrade(conn_t *c, http_req_t *r, const char *rest, size_t restlen) {
              s->cfg.max_sessions_per_user);
     ws_close(c, WS_CLOSE_LIMIT, "too_many_sessions", msg,
              PRESENCE_REASON_DISCONNECT);
-    return;
+    return -1;
   }
   if (rc != 0) {
     ws_close(c, WS_CLOSE_INTERNAL, "internal", presence_strerror(rc),
              PRESENCE_REASON_DISCONNECT);
-    return;
+    return -1;
   }
   w->session_live = 1;
   if (map_put(&s->sessions, w->session_id, c) != 0) {
     ws_close(c, WS_CLOSE_INTERNAL, "internal", "out of memory",
              PRESENCE_REASON_DISCONNECT);
-    return;
+    return -1;
   }
-  buf_t *b = &s->scratch;
-  buf_reset(b);
-  buf_puts(b, "{\"type\":\"welcome\",\"protocol\":1,\"session_id\":");
-  buf_put_json_str(b, w->session_id);
-  buf_puts(b, ",\"user_id\":");
-  buf_put_json_str(b, w->claims.sub);
-  buf_printf(b, ",\"heartbeat_ms\":%u,\"timeout_ms\":%u", s->cfg.heartbeat_ms,
-             s->cfg.timeout_ms);
-  /* The token's expiry, so a client can refresh it ahead ({"type":"token"}). */
-  buf_puts(b, ",\"exp\":");
-  buf_put_i64(b, w->claims.exp);
-  buf_putc(b, '}');
-  if (!buf_failed(b)) ws_send_text(c, b->data, b->len);
+  return 0;
+}
+
+void ws_upgrade(conn_t *c, http_req_t *r, const char *rest, size_t restlen) {
+  char accept[29];
+  jwt_claims_t claims;
+  if (ws_handshake_check(c, r, accept) != 0 || check_origin(c, r) != 0 ||
+      read_token(c, r, &claims) != 0 ||
+      switch_protocols(c, r, accept, &claims) != 0 || open_session(c) != 0)
+    return;
+  send_welcome(c);
   if (restlen && !c->closing) ws_on_read(c, rest, restlen);
 }
 

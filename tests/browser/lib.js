@@ -12,7 +12,7 @@ import { fileURLToPath } from 'node:url';
 export const HERE = path.dirname(fileURLToPath(import.meta.url));
 export const ROOT = path.resolve(HERE, '../..');
 export const ARTIFACTS = path.join(HERE, 'artifacts');
-export const API_KEY = 'browser-test-key';
+export const API_KEY = 'browser-test-key-0123456789-abcdefgh';
 export const PRESENCED = process.env.PRESENCED ? path.resolve(process.env.PRESENCED) : path.join(ROOT, 'build/presenced');
 export const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
 
@@ -64,7 +64,7 @@ export function request(port, method, p, body, headers = {}) {
 
 export const api = (port, method, p, body) => request(port, method, p, body, { Authorization: 'Bearer ' + API_KEY });
 
-/** A presenced process with --demo on 127.0.0.1:port. */
+/** A presenced process on 127.0.0.1:port, with --demo unless args hold --jwt-secret. */
 export class Presenced {
   constructor({ port, args = [] }) {
     this.port = port;
@@ -75,7 +75,10 @@ export class Presenced {
   get base() { return 'http://127.0.0.1:' + this.port; }
   async start() {
     if (!fs.existsSync(PRESENCED)) throw new Error('presenced not found at ' + PRESENCED + ' (set PRESENCED)');
-    const argv = ['--listen', '127.0.0.1:' + this.port, '--demo', '--web-root', path.join(ROOT, 'web'),
+    // Demo mode signs with its own random secret and refuses a configured
+    // one: a test that signs its own tokens (--jwt-secret) runs without it.
+    const demo = this.args.includes('--jwt-secret') ? [] : ['--demo'];
+    const argv = ['--listen', '127.0.0.1:' + this.port, ...demo, '--web-root', path.join(ROOT, 'web'),
       '--api-key', API_KEY, '--log-level', 'warn',
       // The tests watch a closed tab go offline at once, not after the
       // default 10 s offline grace; a test may pass its own after this.

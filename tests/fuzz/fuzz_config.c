@@ -74,8 +74,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         !memchr(cfg.host, '\0', sizeof cfg.host))
       abort();
     if (cfg.demo && !config_host_is_loopback(cfg.host)) abort();
-    if (cfg.api_key && !*cfg.api_key) abort();
+    if (cfg.api_key && strlen(cfg.api_key) < CONFIG_SECRET_MIN) abort();
+    if (cfg.jwt_secret && strlen(cfg.jwt_secret) < CONFIG_SECRET_MIN) abort();
+    if (cfg.demo && cfg.jwt_secret) abort();
   }
+  config_free(&cfg);
   free(copy);
   return 0;
 }

@@ -14,7 +14,7 @@ from harness import *  # noqa: E402,F401,F403
 
 
 def claims(**kw):
-    c = {"sub": "alice", "exp": int(time.time()) + 3600}
+    c = {"sub": "alice", "exp": int(time.time()) + 3600, "aud": JWT_AUDIENCE}
     for k, v in kw.items():
         if v is None:
             c.pop(k, None)
@@ -54,6 +54,9 @@ async def test_token_refusals(t, d, args):
         ("RS256 header", make_jwt(claims(), header={"alg": "RS256", "typ": "JWT"}), "token_alg"),
         ("HS512 header", make_jwt(claims(), header={"alg": "HS512", "typ": "JWT"}), "token_alg"),
         ("wrong aud", make_jwt(claims(aud="someone-else")), "token_audience"),
+        ("no aud while --jwt-audience is set", make_jwt(claims(aud=None)), "token_audience"),
+        ("iat in the future beyond the 5 s leeway", make_jwt(claims(iat=now + 60)),
+         "token_not_yet_valid"),
         ("nbf in the future", make_jwt(claims(nbf=now + 3600)), "token_not_yet_valid"),
         ("missing sub", make_jwt(claims(sub=None)), "token_claims"),
         ("missing exp", make_jwt(claims(exp=None)), "token_claims"),
@@ -82,7 +85,8 @@ async def test_token_accepted(t, d, args):
     now = int(time.time())
     for name, c in [
         ("plain token", claims(sub="ok1")),
-        ("token with our aud", claims(sub="ok2", aud=JWT_AUDIENCE)),
+        ("token with our aud in an array", claims(sub="ok2", aud=["other", JWT_AUDIENCE])),
+        ("token with iat 3 s ahead (within the leeway)", claims(sub="ok5", iat=now + 3)),
         ("token with nbf in the past", claims(sub="ok3", nbf=now - 60)),
         ("token with watch and meta", claims(sub="ok4", watch=["x"], meta={"device": "phone"})),
         ("128-byte sub", claims(sub="u" * 128)),
@@ -132,7 +136,29 @@ async def test_upgrade_errors(t, d, args):
     t.check("POST /v1/ws: 405 method_not_allowed", r.status == 405 and r.error_code == "method_not_allowed", r)
 
 
+async def test_token_policy(t, d, args):
+    """--jwt-issuer and --jwt-max-lifetime-s (docs/protocol.md 1.1)."""
+    now = int(time.time())
+    iss = "https://auth.example.com"
+    cases = [
+        ("no iss while --jwt-issuer is set", claims(), "token_issuer"),
+        ("another iss", claims(iss="https://evil.example.com"), "token_issuer"),
+        ("a lifetime of 2 h over --jwt-max-lifetime-s 3600",
+         claims(iss=iss, iat=now, exp=now + 7200), "token_lifetime"),
+        ("no iat and exp a year ahead", claims(iss=iss, exp=now + 365 * 86400), "token_lifetime"),
+    ]
+    for name, c, code in cases:
+        await refused(t, d, name, make_jwt(c), 401, code)
+    ws = await RawWS.open(d, tok=make_jwt(claims(sub="pol", iss=iss, iat=now, exp=now + 3600)))
+    w = await ws.recv_json(3) if ws.status == 101 else None
+    ws.close()
+    t.check("our iss and a 1 h lifetime: 101 and welcome",
+            w is not None and w.get("type") == "welcome", (ws.status, ws.body))
+
+
 if __name__ == "__main__":
     run([
         ("auth", {}, [test_token_refusals, test_token_accepted, test_upgrade_errors]),
+        ("policy", {"--jwt-issuer": "https://auth.example.com", "--jwt-max-lifetime-s": "3600"},
+         [test_token_policy], {"fresh_client": False}),  # its tokens need an iss
     ])

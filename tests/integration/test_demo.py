@@ -37,6 +37,47 @@ async def test_demo(t, d, args):
     r = await http(d, "GET", "/", auth=False)
     t.check("demo: GET / serves the demo page", r.status == 200, r.status)
     await c.close()
+    STATE["demo_token"] = j["token"]
+    # Only the machine itself may ask: a DNS-rebinding page reaches
+    # 127.0.0.1 under its own Host name; any site's page carries its Origin.
+    r = await http(d, "POST", "/v1/demo/token", body={"name": "x"}, auth=False,
+                   headers={"Host": "evil.example:%d" % d.port})
+    t.check("demo: a token asked under a non-loopback Host -> 403 host_not_allowed",
+            r.status == 403 and r.error_code == "host_not_allowed", r)
+    r = await http(d, "POST", "/v1/demo/token", body={"name": "x"}, auth=False,
+                   headers={"Origin": "https://evil.example"})
+    t.check("demo: a token asked by another site's page -> 403 origin_not_allowed",
+            r.status == 403 and r.error_code == "origin_not_allowed", r)
+    for origin in ("http://127.0.0.1:%d" % d.port, "http://localhost:8080", "http://[::1]:1"):
+        r = await http(d, "POST", "/v1/demo/token", body={"name": "x"}, auth=False,
+                       headers={"Origin": origin, "Host": "localhost:%d" % d.port})
+        t.eq(f"demo: a page on loopback ({origin}) gets a token", r.status, 200)
+
+
+STATE = {}
+ENV_KEY = "env-key-0123456789-0123456789-0123"
+
+
+async def test_demo_token_not_accepted_elsewhere(t, d, args):
+    tok = STATE.get("demo_token")
+    if not tok:
+        t.check("a demo token was issued earlier", False)
+        return
+    ws = await RawWS.open(d, tok=tok)
+    r = ws.response()
+    ws.close()
+    t.check("a demo token opens no session on a production instance: 401 token_signature",
+            r.status == 401 and r.error_code == "token_signature", r)
+
+
+async def test_demo_with_secret_refused(t, d, args):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PRESENCED_")}
+    p = subprocess.run([args.presenced, "--listen", "127.0.0.1:%d" % free_port(), "--demo"],
+                       capture_output=True, timeout=10,
+                       env=dict(env, PRESENCED_JWT_SECRET=JWT_SECRET))
+    t.check("--demo with a configured JWT secret: refuses to start, exit 2, says why",
+            p.returncode == 2 and b"refusing a JWT secret" in p.stderr
+            and JWT_SECRET.encode() not in p.stderr, (p.returncode, p.stderr[-300:]))
 
 
 async def test_no_demo(t, d, args):
@@ -58,7 +99,7 @@ async def test_demo_non_loopback(t, d, args):
 
 async def test_env_config(t, d, args):
     d2 = Daemon(args.presenced, {"--api-key": None, "--heartbeat-ms": "2345"}, "env",
-                env={"PRESENCED_LISTEN": HOST + ":{PORT}", "PRESENCED_API_KEY": "env-key",
+                env={"PRESENCED_LISTEN": HOST + ":{PORT}", "PRESENCED_API_KEY": ENV_KEY,
                      "PRESENCED_HEARTBEAT_MS": "1234", "PRESENCED_TIMEOUT_MS": "7777"},
                 listen_flag=False)
     try:
@@ -68,7 +109,7 @@ async def test_env_config(t, d, args):
         return
     try:
         t.check("environment: presenced listens on PRESENCED_LISTEN", True)
-        r = await http(d2, "GET", "/v1/users/x", auth="Bearer env-key")
+        r = await http(d2, "GET", "/v1/users/x", auth="Bearer " + ENV_KEY)
         t.eq("environment: PRESENCED_API_KEY is the API key", r.status, 200)
         c = await Client.connect(d2, "envy")
         t.eq("environment: PRESENCED_TIMEOUT_MS applies", c.welcome.get("timeout_ms"), 7777)
@@ -89,6 +130,9 @@ async def test_env_config(t, d, args):
 if __name__ == "__main__":
     src = parse_args().source_dir
     run([
-        ("demo", {"--demo": "", "--web-root": os.path.join(src, "web")}, [test_demo]),
-        ("no-demo", {}, [test_no_demo, test_demo_non_loopback, test_env_config]),
+        ("demo", {"--demo": "", "--jwt-secret": None, "--web-root": os.path.join(src, "web")},
+         [test_demo], {"fresh_client": False}),  # demo tokens: its own secret
+        ("no-demo", {}, [test_no_demo, test_demo_token_not_accepted_elsewhere,
+                         test_demo_non_loopback, test_demo_with_secret_refused,
+                         test_env_config]),
     ])

@@ -29,6 +29,7 @@ FLAGS = {
     "--http-request-timeout-ms": "1000",
     "--heartbeat-ms": "500",
     "--timeout-ms": "2000",
+    "--allowed-origins": "https://app.example.com, https://other.example.com/",
 }
 
 # RSS may grow this much over the attacks and stay grown (allocator caches,
@@ -553,6 +554,39 @@ async def test_http_strictness(t, d, args):
     await bystander_ok(t, d, "HTTP strictness")
 
 
+async def test_origins(t, d, args):
+    """Cross-site WebSocket hijacking: a page on another site opening a
+    WebSocket with a visitor's token is refused before the token is read;
+    no Origin (not a browser) and the same origin are allowed."""
+    tok = token("origin-user")
+    for label, origin, want in [
+        ("another site's page", "https://evil.example", 403),
+        ("a look-alike of our host on another port", f"http://{HOST}:{d.port + 1}", 403),
+        ("an opaque origin (sandboxed frame, file://)", "null", 403),
+        ("the same origin (Origin's host = Host)", f"http://{HOST}:{d.port}", 101),
+        ("the same origin, other case", f"HTTP://{HOST}:{d.port}".upper().replace("HTTP", "http"),
+         101),
+        ("an origin listed in --allowed-origins", "https://app.example.com", 101),
+        ("a listed origin, listed with a trailing slash", "https://other.example.com", 101),
+    ]:
+        ws = await RawWS.open(d, tok=tok, headers={"Origin": origin})
+        r = ws.response()
+        ws.close()
+        if want == 403:
+            t.check(f"Origin of {label}: 403 origin_not_allowed",
+                    r.status == 403 and r.error_code == "origin_not_allowed", r)
+        else:
+            t.eq(f"Origin of {label}: 101", r.status, 101)
+    ws = await RawWS.open(d, tok=tok)
+    t.eq("no Origin (a backend or native client): 101", ws.status, 101)
+    ws.close()
+    ws = await RawWS.open(d, tok="garbage", headers={"Origin": "https://evil.example"})
+    r = ws.response()
+    ws.close()
+    t.check("a foreign Origin is refused before the token is looked at",
+            r.status == 403 and r.error_code == "origin_not_allowed", r)
+
+
 async def test_memory_back(t, d, args):
     await asyncio.sleep(2.5)   # lingering closes end, timers sweep
     rss0, rss1 = STATE.get("rss0"), d.rss_kb()
@@ -564,6 +598,107 @@ async def test_memory_back(t, d, args):
     m = re.search(rb"presenced_connections(?:_open)?\s+(\d+)", r.body or b"")
     t.note(f"open connections now: {m.group(1).decode() if m else '?'}")
     await STATE["bystander"].close()
+
+
+# --------------------------------------------------------------------------
+# Per-client limits (a daemon of their own: the main group's bystander and
+# baseline must not count against them).
+
+LIMIT_FLAGS = {
+    "--max-connections-per-ip": "8",
+    "--connection-limit-exempt": "none",   # the tests connect from loopback
+    "--http-first-byte-ms": "700",
+}
+
+
+async def test_connections_per_ip(t, d, args):
+    held = []
+    for _ in range(8):
+        r, w = await raw_conn(d)
+        w.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")   # never finished
+        held.append((r, w))
+    await asyncio.sleep(0.2)
+    r, w = await raw_conn(d)
+    w.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+    data, eof = await read_all(r, 3)
+    w.close()
+    t.check("the 9th connection of one address over --max-connections-per-ip 8: "
+            "closed unanswered", data == b"" and eof, data[:200])
+    r0, w0 = held.pop()
+    w0.close()
+    await asyncio.sleep(0.3)
+    r, w = await raw_conn(d)
+    w.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    data, _ = await read_all(r, 3)
+    w.close()
+    t.eq("one of them closed: a new connection from the address is served",
+         parse_http(data)[0], 200)
+    for _, w in held:
+        w.close()
+    await asyncio.sleep(0.3)
+    m = await http(d, "GET", "/metrics", auth=False)
+    t.check("refusals counted in /metrics (too_many_connections_per_ip)",
+            b"too_many_connections_per_ip" in (m.body or b""), (m.body or b"")[-300:])
+
+
+async def test_first_byte_timeout(t, d, args):
+    # A connection that never sends a byte is closed after
+    # --http-first-byte-ms (700 ms here), long before --http-idle-ms.
+    t0 = time.monotonic()
+    r, w = await raw_conn(d)
+    data, eof = await read_all(r, 5)
+    elapsed = time.monotonic() - t0
+    w.close()
+    t.check("a silent connection is closed near --http-first-byte-ms (700 ms)",
+            eof and data == b"" and 0.5 < elapsed < 3.0, (eof, data[:100], elapsed))
+    # A client that spoke is not cut by it: it gets its answer.
+    r, w = await raw_conn(d)
+    await asyncio.sleep(0.1)
+    w.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+    await asyncio.sleep(1.2)
+    w.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    data, _ = await read_all(r, 3)
+    w.close()
+    t.eq("a keep-alive connection that spoke outlives --http-first-byte-ms",
+         len(re.findall(rb"HTTP/1\.1 200 ", data)), 2)
+
+
+async def test_max_connections_clamped(t, d, args):
+    # Started under an open file limit of 200 with --max-connections 100000:
+    # the daemon says so and keeps its connection limit under the file limit.
+    class Limited(Daemon):
+        def argv(self):
+            return ["prlimit", "--nofile=200:200"] + super().argv()
+
+    d2 = Limited(args.presenced, {"--max-connections": "100000",
+                                  "--max-connections-per-ip": "0"}, "nofile-200")
+    try:
+        d2.start()
+    except Exception as e:
+        t.check("under ulimit -n 200: presenced starts", False, e)
+        d2.cleanup()
+        return
+    try:
+        err = d2.stderr_text()
+        t.check("under ulimit -n 200: a warning says --max-connections was lowered to 136",
+                "--max-connections 100000 lowered to 136" in err, err[-400:])
+        conns = []
+        for _ in range(136):
+            conns.append(await raw_conn(d2))
+        r, w = await raw_conn(d2)
+        w.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        data, _ = await read_all(r, 3)
+        w.close()
+        t.eq("the 137th connection: 503 too_many_connections (not EMFILE)",
+             parse_http(data), (503, "too_many_connections"))
+        for _, w in conns:
+            w.close()
+        await asyncio.sleep(0.5)
+        r = await http(d2, "GET", "/healthz", auth=False)
+        t.eq("after they closed: served again", r.status, 200)
+    finally:
+        d2.stop()
+        d2.cleanup()
 
 
 test_slowloris.timeout = 30
@@ -578,5 +713,8 @@ if __name__ == "__main__":
          [test_baseline, test_slowloris, test_never_finishing_frame, test_million_tiny_frames,
           test_oversized_frames, test_utf8_split, test_subscription_flood, test_token_replay,
           test_other_users_session, test_alg_confusion, test_sessions_storm,
-          test_pipelined_garbage, test_http_strictness, test_memory_back]),
+          test_pipelined_garbage, test_http_strictness, test_origins,
+          test_memory_back]),
+        ("per-client limits", LIMIT_FLAGS,
+         [test_connections_per_ip, test_first_byte_timeout, test_max_connections_clamped]),
     ])

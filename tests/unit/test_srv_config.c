@@ -11,11 +11,18 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "server/config.h"
 #include "server/map.h"
 #include "server/sys.h"
+
+/* Credentials of the minimum length (CONFIG_SECRET_MIN). */
+#define KEY32 "k-0123456789-0123456789-01234567"
+#define FILE_KEY "file-key-0123456789-0123456789-0123"
+#define FLAG_KEY "flag-key-0123456789-0123456789-0123"
+#define JWT_FILE "jwt-from-file-0123456789-0123456789"
 
 static const char *fake_env(const char *name) {
   if (!strcmp(name, "PRESENCED_MAX_FRAME")) return "2048";
@@ -23,9 +30,23 @@ static const char *fake_env(const char *name) {
   return NULL;
 }
 
+/* The warnings config_parse recorded, one per line. */
+static void add_warning(void *ud, const char *w) {
+  strcat(ud, w);
+  strcat(ud, "\n");
+}
+
+static const char *warnings_of(const srv_config_t *cfg) {
+  static char all[2048];
+  all[0] = '\0';
+  config_each_warning(cfg, add_warning, all);
+  return all;
+}
+
 static int parse(srv_config_t *cfg, const char *(*env)(const char *),
                  char **argv, int argc, char *err, size_t errcap) {
   config_defaults(cfg);
+  if (errcap) err[0] = '\0'; /* fmemopen leaves it as it was if unwritten */
   FILE *out = fopen("/dev/null", "w");
   FILE *e = fmemopen(err, errcap, "w");
   int rc = config_parse(cfg, argc, argv, env, out, e);
@@ -52,17 +73,19 @@ static void test_flags_over_env(void **state) {
   srv_config_t cfg;
   char err[256] = "";
   char *argv[] = {"presenced", "--max-frame=4096", "--listen", "[::1]:8080",
-                  "--demo",    "--api-key",        "k"};
+                  "--demo",    "--api-key",        KEY32};
   assert_int_equal(parse(&cfg, fake_env, argv, 7, err, sizeof err), CONFIG_OK);
   assert_int_equal(cfg.max_frame, 4096);
   assert_string_equal(cfg.host, "::1");
   assert_int_equal(cfg.port, 8080);
   assert_int_equal(cfg.demo, 1);
-  assert_string_equal(cfg.api_key, "k");
+  assert_string_equal(cfg.api_key, KEY32);
+  config_free(&cfg);
   char *argv2[] = {"presenced"};
   assert_int_equal(parse(&cfg, fake_env, argv2, 1, err, sizeof err), CONFIG_OK);
   assert_int_equal(cfg.max_frame, 2048);
   assert_int_equal(cfg.port, 9000);
+  config_free(&cfg);
 }
 
 static void test_bad_values(void **state) {
@@ -207,7 +230,7 @@ static void test_file_precedence(void **state) {
   (void)state;
   snprintf(tmpdir, sizeof tmpdir, "/tmp/presenced-cfg-XXXXXX");
   assert_non_null(mkdtemp(tmpdir));
-  const char *key = write_tmp("key", "file-key \n");
+  const char *key = write_tmp("key", FILE_KEY " \n");
   char text[512];
   snprintf(text, sizeof text,
            "max-body = 1000\nheartbeat-ms = 1001\nmax-watch = 1002\n"
@@ -225,7 +248,7 @@ static void test_file_precedence(void **state) {
   assert_int_equal(cfg.max_watch, 1002);
   assert_int_equal(cfg.max_body, 2000);
   assert_int_equal(cfg.heartbeat_ms, 3001);
-  assert_string_equal(cfg.api_key, "file-key");
+  assert_string_equal(cfg.api_key, FILE_KEY);
   assert_string_equal(cfg.config_file, conf_path);
   /* The environment's webhook list replaces the file's. */
   assert_int_equal(cfg.n_webhooks, 1);
@@ -238,7 +261,7 @@ static void test_file_precedence(void **state) {
   const char *other = write_tmp("o.conf", "max-watch = 7\n");
   char *argv2[] = {"presenced",
                    "--api-key",
-                   "flag-key",
+                   FLAG_KEY,
                    "--webhook",
                    "url=http://127.0.0.1:9/x,secret=s",
                    "--webhook=url=http://127.0.0.1:9/y,secret=s",
@@ -246,7 +269,7 @@ static void test_file_precedence(void **state) {
                    (char *)other};
   assert_int_equal(parse(&cfg, layered_env, argv2, 8, err, sizeof err),
                    CONFIG_OK);
-  assert_string_equal(cfg.api_key, "flag-key");
+  assert_string_equal(cfg.api_key, FLAG_KEY);
   assert_null(cfg.api_key_file);
   assert_int_equal(cfg.max_watch, 7);
   assert_int_equal(cfg.n_webhooks, 2);
@@ -254,11 +277,11 @@ static void test_file_precedence(void **state) {
   config_free(&cfg);
 
   /* --jwt-secret-file; a file given later than a secret wins over it. */
-  const char *jwt = write_tmp("jwt", "jwt-from-file\r\n");
+  const char *jwt = write_tmp("jwt", JWT_FILE "\r\n");
   char *argv3[] = {"presenced", "--jwt-secret", "x", "--jwt-secret-file",
                    (char *)jwt};
   assert_int_equal(parse(&cfg, NULL, argv3, 5, err, sizeof err), CONFIG_OK);
-  assert_string_equal(cfg.jwt_secret, "jwt-from-file");
+  assert_string_equal(cfg.jwt_secret, JWT_FILE);
   config_free(&cfg);
 
   /* Bad secret files. */
@@ -393,6 +416,97 @@ static void test_uuid(void **state) {
   assert_string_equal(id, "00010203-0405-4607-8809-0a0b0c0d0e0f");
 }
 
+/* Issue 18, secrets: short ones refused without being echoed, a bad file
+ * line never echoed, a secret on the command line warned about and wiped
+ * from argv, a group-readable secret file warned about, --demo refusing a
+ * configured JWT secret. */
+static void test_secrets(void **state) {
+  (void)state;
+  srv_config_t cfg;
+  char err[512] = "";
+  char *short_key[] = {"presenced", "--api-key", "short-secret-value"};
+  assert_int_equal(parse(&cfg, NULL, short_key, 3, err, sizeof err),
+                   CONFIG_EXIT_USAGE);
+  assert_non_null(strstr(err, "--api-key: too short (18 bytes, at least 32"));
+  assert_null(strstr(err, "short-secret-value"));
+  config_free(&cfg);
+  char *short_jwt[] = {"presenced", "--jwt-secret=tiny-jwt-secret"};
+  assert_int_equal(parse(&cfg, NULL, short_jwt, 2, err, sizeof err),
+                   CONFIG_EXIT_USAGE);
+  assert_non_null(strstr(err, "--jwt-secret: too short"));
+  assert_null(strstr(err, "tiny-jwt-secret"));
+  config_free(&cfg);
+
+  /* A line without '=' (a secret pasted alone, or "key: value") and a
+   * line whose "key" is not a key: nothing of the line is echoed. */
+  const char *lines[] = {"jwt-secret: Sup3rS3cretValue-0123456789abcdef\n",
+                         "Sup3rS3cretValue-0123456789abcdef\n",
+                         "Sup3rS3cretValue-0123=456789abcdef\n"};
+  for (size_t i = 0; i < 3; i++) {
+    char e[512] = "";
+    FILE *f = fmemopen(e, sizeof e, "w");
+    config_defaults(&cfg);
+    assert_int_equal(
+        config_parse_file_text(&cfg, "t.conf", lines[i], strlen(lines[i]), f),
+        -1);
+    fclose(f);
+    assert_non_null(strstr(e, "t.conf:1:"));
+    if (strstr(e, "Sup3rS3cret")) fail_msg("secret echoed: %s", e);
+    config_free(&cfg);
+  }
+
+  /* On the command line: a warning naming the environment variable, the
+   * value copied, and config_wipe_argv blanks it in argv. */
+  char a1[] = "--api-key", a2[] = KEY32, a3[] = "--jwt-secret=" FLAG_KEY,
+       a4[] = "--webhook", a5[] = "url=http://127.0.0.1:9/h,secret=whsec",
+       a6[] = "--max-frame", a7[] = "4096";
+  char *argv[] = {"presenced", a1, a2, a3, a4, a5, a6, a7};
+  assert_int_equal(parse(&cfg, NULL, argv, 8, err, sizeof err), CONFIG_OK);
+  const char *w = warnings_of(&cfg);
+  assert_non_null(strstr(w, "--api-key given on the command line"));
+  assert_non_null(strstr(w, "PRESENCED_API_KEY"));
+  assert_non_null(strstr(w, "--jwt-secret given"));
+  assert_non_null(strstr(w, "--webhook given"));
+  config_wipe_argv(8, argv);
+  assert_string_equal(cfg.api_key, KEY32);
+  assert_string_equal(cfg.jwt_secret, FLAG_KEY);
+  assert_non_null(strstr(cfg.webhooks[0], "secret=whsec"));
+  assert_null(strstr(a2, "0123"));
+  assert_null(strstr(a3, "0123"));
+  assert_string_equal(a1, "--api-key");
+  assert_null(strstr(a5, "whsec"));
+  assert_string_equal(a7, "4096");
+  config_free(&cfg);
+
+  /* A secret file readable by others: a warning, not a refusal. */
+  char dir[] = "/tmp/presenced-sec-XXXXXX";
+  assert_non_null(mkdtemp(dir));
+  char path[128];
+  snprintf(path, sizeof path, "%s/jwt", dir);
+  FILE *f = fopen(path, "w");
+  fputs(JWT_FILE "\n", f);
+  fclose(f);
+  chmod(path, 0644);
+  char *argv2[] = {"presenced", "--jwt-secret-file", path};
+  assert_int_equal(parse(&cfg, NULL, argv2, 3, err, sizeof err), CONFIG_OK);
+  assert_non_null(
+      strstr(warnings_of(&cfg), "readable or writable by group or others"));
+  config_free(&cfg);
+  chmod(path, 0600);
+  assert_int_equal(parse(&cfg, NULL, argv2, 3, err, sizeof err), CONFIG_OK);
+  if (*warnings_of(&cfg)) fail_msg("unexpected warning: %s", warnings_of(&cfg));
+  config_free(&cfg);
+
+  /* --demo never signs with a configured secret. */
+  char *argv3[] = {"presenced", "--demo", "--jwt-secret-file", path};
+  assert_int_equal(parse(&cfg, NULL, argv3, 4, err, sizeof err),
+                   CONFIG_EXIT_USAGE);
+  assert_non_null(strstr(err, "--demo: refusing a JWT secret"));
+  config_free(&cfg);
+  unlink(path);
+  rmdir(dir);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_defaults),
@@ -405,6 +519,7 @@ int main(void) {
       cmocka_unit_test(test_file_bad),
       cmocka_unit_test(test_file_precedence),
       cmocka_unit_test(test_check_config_and_keys),
+      cmocka_unit_test(test_secrets),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -23,8 +23,8 @@ import (
 // the repository, on a free loopback port, stopped by its pid.
 
 const (
-	testAPIKey    = "sdk-go-test-key"
-	testJWTSecret = "sdk-go-jwt-secret"
+	testAPIKey    = "sdk-go-test-key-0123456789-abcdefgh"
+	testJWTSecret = "sdk-go-jwt-secret-0123456789-abcdef"
 )
 
 var shared *daemon

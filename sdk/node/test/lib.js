@@ -12,8 +12,8 @@ import { mintToken } from '../index.js';
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 export const ROOT = path.resolve(HERE, '../../..');
 export const PRESENCED = process.env.PRESENCED ? path.resolve(process.env.PRESENCED) : path.join(ROOT, 'build/presenced');
-export const API_KEY = 'sdk-node-test-key';
-export const JWT_SECRET = 'sdk-node-jwt-secret';
+export const API_KEY = 'sdk-node-test-key-0123456789-abcdef';
+export const JWT_SECRET = 'sdk-node-jwt-secret-0123456789-abcd';
 export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 export function freePort() {

@@ -20,8 +20,8 @@ sys.path.insert(0, str(ROOT / "sdk" / "python"))
 from presenced import mint_token  # noqa: E402
 
 PRESENCED = os.environ.get("PRESENCED") or str(ROOT / "build" / "presenced")
-API_KEY = "sdk-python-test-key"
-JWT_SECRET = "sdk-python-jwt-secret"
+API_KEY = "sdk-python-test-key-0123456789-abcd"
+JWT_SECRET = "sdk-python-jwt-secret-0123456789-ab"
 
 
 def free_port() -> int:

@@ -22,6 +22,9 @@
 /* Malformed frames tolerated before the connection is closed with 1008. */
 #define MAX_BAD_FRAMES 10
 #define WS_CLOSE_TAKEN_OVER 4009
+/* A message buffer this large stays between frames (batches of 1,000 ops
+ * are 50-100 KB; one buffer per backend connection). */
+#define BACKEND_KEEP_BUF (1u << 20)
 
 struct bconn {
   ws_parser_t *parser;
@@ -325,6 +328,7 @@ void backend_upgrade(conn_t *c, http_req_t *r, const char *rest,
   bconn_t *bc = calloc(1, sizeof *bc);
   ws_limits_t lim = {s->cfg.backend_max_message, s->cfg.backend_max_message};
   if (bc) bc->parser = ws_parser_new(&lim);
+  if (bc && bc->parser) ws_parser_keep_buffer(bc->parser, BACKEND_KEEP_BUF);
   if (!bc || !bc->parser) {
     if (bc) ws_parser_free(bc->parser);
     free(bc);

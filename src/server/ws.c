@@ -154,6 +154,7 @@ struct ws_parser {
   uint8_t *buf;
   size_t cap;
   int shrink;
+  size_t keep_buf; /* ws_parser_keep_buffer; 0: KEEP_BUF */
 
   /* Control payloads get their own buffer: they may come between the
    * fragments of a message whose bytes are in buf. Allocated when a control
@@ -177,6 +178,10 @@ ws_parser_t *ws_parser_new(const ws_limits_t *limits) {
   if (!p->lim.max_frame) p->lim.max_frame = WS_DEFAULT_MAX_FRAME;
   if (!p->lim.max_message) p->lim.max_message = WS_DEFAULT_MAX_MESSAGE;
   return p;
+}
+
+void ws_parser_keep_buffer(ws_parser_t *p, size_t bytes) {
+  p->keep_buf = bytes;
 }
 
 static void drop_buf(ws_parser_t *p) {
@@ -409,7 +414,7 @@ static int end_frame(ws_parser_t *p, ws_event_t *ev) {
   ev->data = p->direct ? p->direct : p->buf ? p->buf : empty;
   ev->len = p->msg_len;
   /* Not freed now: ev->data may point into it until the next call. */
-  p->shrink = !p->direct && p->cap > KEEP_BUF;
+  p->shrink = !p->direct && p->cap > KEEP_BUF && p->cap > p->keep_buf;
   p->msg_op = 0;
   p->msg_len = 0;
   return 1;

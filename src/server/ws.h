@@ -76,6 +76,11 @@ typedef struct ws_parser ws_parser_t;
 
 ws_parser_t *ws_parser_new(const ws_limits_t *limits);
 void ws_parser_free(ws_parser_t *p);
+/* Keep a message buffer of up to bytes between messages instead of the
+ * default 16 KB (a backend connection sending 100 KB frames back to back:
+ * freeing and reallocating the buffer per frame costs more than holding
+ * one per connection). */
+void ws_parser_keep_buffer(ws_parser_t *p, size_t bytes);
 
 /*
  * Feed bytes from the client. Consumes input until one event is complete (or

@@ -67,6 +67,8 @@ static void usage(FILE *out) {
           "  status USER...      status of users (online, idle, offline)\n"
           "  sessions USER       open sessions of a user\n"
           "  kick SESSION        close a session (the client sees close 4003)\n"
+          "  channel NAME        members of a channel (status, sessions, data)\n"
+          "                      and its count\n"
           "  watch               follow the event stream; resumes after a\n"
           "                      disconnect from the last event printed\n"
           "  stats               instance, uptime and counters (/metrics)\n"
@@ -324,6 +326,67 @@ static int cmd_status(int argc, char **argv) {
   return EXIT_OK;
 }
 
+/* Every member of a channel, paged through GET /v1/channels/{name}/members. */
+static int cmd_channel(int argc, char **argv) {
+  if (argc != 1) die_usage("channel: give one channel name");
+  cJSON *all = cJSON_CreateArray();
+  double count = 0;
+  char *next = NULL;
+  for (int page = 0; page < 100000; page++) {
+    char *base = id_path("/v1/channels/", argv[0], "/members?limit=1000");
+    char *path = base;
+    if (next) {
+      char *after = curl_easy_escape(NULL, next, 0);
+      if (!after) exit(EXIT_FAIL);
+      size_t n = strlen(base) + strlen(after) + 8;
+      path = malloc(n);
+      if (!path) exit(EXIT_FAIL);
+      snprintf(path, n, "%s&after=%s", base, after);
+      curl_free(after);
+      free(base);
+    }
+    cJSON *r = request("GET", path, NULL, "channel", NULL, 1);
+    free(path);
+    free(next);
+    next = NULL;
+    count = num(r, "count");
+    cJSON *m;
+    cJSON_ArrayForEach(m, cJSON_GetObjectItemCaseSensitive(r, "members")) {
+      cJSON_AddItemToArray(all, cJSON_Duplicate(m, 1));
+    }
+    const char *nx = str(r, "next");
+    if (*nx) next = strdup(nx);
+    cJSON_Delete(r);
+    if (!next) break;
+  }
+  free(next);
+  if (O.json) {
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "channel", argv[0]);
+    cJSON_AddNumberToObject(o, "count", count);
+    cJSON_AddItemToObject(o, "members", all);
+    print_json(o);
+    cJSON_Delete(o);
+    return EXIT_OK;
+  }
+  printf("channel %s: %.0f member%s\n", argv[0], count, count == 1 ? "" : "s");
+  if (count > 0)
+    printf("%-24s %-8s %8s  %-19s  %s\n", "USER", "STATUS", "SESSIONS",
+           "SINCE", "DATA");
+  cJSON *m;
+  cJSON_ArrayForEach(m, all) {
+    char a[32];
+    const cJSON *data = cJSON_GetObjectItemCaseSensitive(m, "data");
+    char *ds = data && !cJSON_IsNull(data) ? cJSON_PrintUnformatted(data) : NULL;
+    printf("%-24s %-8s %8d  %-19s  %s\n", str(m, "user_id"), str(m, "status"),
+           cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(m, "sessions")),
+           when(num(m, "since"), a, 32), ds ? ds : "-");
+    free(ds);
+  }
+  cJSON_Delete(all);
+  return EXIT_OK;
+}
+
 static int cmd_sessions(int argc, char **argv) {
   if (argc != 1) die_usage("sessions: give one user id");
   char *path = id_path("/v1/users/", argv[0], "/sessions");
@@ -568,6 +631,14 @@ static void print_event(sse_t *st) {
     if (*str(d, "from") || *str(d, "to"))
       printf(" %s -> %s", *str(d, "from") ? str(d, "from") : "?", to);
     if (*str(d, "session_id")) printf(" session %s", str(d, "session_id"));
+    if (*str(d, "channel")) {
+      /* A channel event: which channel, its count, the member's data. */
+      const cJSON *data = cJSON_GetObjectItemCaseSensitive(d, "data");
+      char *ds = data && !cJSON_IsNull(data) ? cJSON_PrintUnformatted(data) : NULL;
+      printf(" channel %s count %.0f", str(d, "channel"), num(d, "count"));
+      if (ds) printf(" data %s", ds);
+      free(ds);
+    }
     printf(" (%s)\n", str(d, "reason"));
   }
   fflush(stdout);
@@ -881,6 +952,8 @@ int main(int argc, char **argv) {
   int (*fn)(int, char **) = NULL;
   if (!strcmp(cmd, "status"))
     fn = cmd_status;
+  else if (!strcmp(cmd, "channel"))
+    fn = cmd_channel;
   else if (!strcmp(cmd, "sessions"))
     fn = cmd_sessions;
   else if (!strcmp(cmd, "kick"))

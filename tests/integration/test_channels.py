@@ -240,11 +240,49 @@ async def test_events_stream(t, d, args):
     t.eq("an unknown type filter -> 400", r.status, 400)
 
 
+async def test_presencectl(t, d, args):
+    ctl_path = os.path.join(os.path.dirname(os.path.abspath(args.presenced)), "presencectl")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PRESENCECTL_")}
+    env.update(PRESENCECTL_URL=f"http://{HOST}:{d.port}", PRESENCECTL_API_KEY=API_KEY)
+
+    async def ctl(*argv):
+        p = await asyncio.create_subprocess_exec(ctl_path, *argv, stdout=asyncio.subprocess.PIPE,
+                                                 stderr=asyncio.subprocess.PIPE, env=env)
+        out, err = await asyncio.wait_for(p.communicate(), 15)
+        return p.returncode, out.decode(), err.decode()
+
+    watch = await asyncio.create_subprocess_exec(ctl_path, "watch", stdout=asyncio.subprocess.PIPE,
+                                                 stderr=asyncio.subprocess.PIPE, env=env)
+    await asyncio.sleep(0.5)
+    cs = []
+    for i in range(3):
+        c = await Client.connect(d, f"ctl-u{i}", tok=chan_tok(f"ctl-u{i}", "*"))
+        await join(c, "ctl room", {"name": f"U{i}"})
+        cs.append(c)
+    rc, out, err = await ctl("channel", "ctl room")
+    t.eq("presencectl channel NAME: exit 0", rc, 0)
+    t.check("it prints the count and every member with its data",
+            "3 members" in out and all(f"ctl-u{i}" in out and f'"name":"U{i}"' in out for i in range(3)), out + err)
+    rc, out, _ = await ctl("--json", "channel", "ctl room")
+    j = json.loads(out) if rc == 0 else {}
+    t.eq("presencectl --json channel: count and members", (j.get("count"), len(j.get("members", []))), (3, 3))
+    await cs[0].close()
+    await asyncio.sleep(0.6)
+    watch.terminate()
+    out = (await asyncio.wait_for(watch.communicate(), 5))[0].decode()
+    t.check("presencectl watch shows channel events with the channel and data",
+            "channel.join" in out and "channel ctl room" in out and '"name":"U1"' in out
+            and "channel.leave" in out, out[-800:])
+    for c in cs[1:]:
+        await c.close()
+
+
 if __name__ == "__main__":
     run([
         ("channels", {"--offline-grace-ms": "0", "--max-channel-name": "16",
                       "--max-channel-data": "64", "--max-channels-per-session": "2",
                       "--channel-joins-per-s": "3"},
          [test_members_and_changes, test_observe_and_grants, test_limits_and_bad_input]),
-        ("channels-api", {"--offline-grace-ms": "0"}, [test_backend_api, test_events_stream]),
+        ("channels-api", {"--offline-grace-ms": "0"}, [test_backend_api, test_events_stream,
+                                                       test_presencectl]),
     ])

@@ -147,6 +147,8 @@ function join(name) {
   });
   client.subscribe([name], queueRender);
   client.connect();
+  // Rooms (channels): who is in which room, live (rooms.js).
+  import('./rooms.js').then((m) => { window.presenceDemo.rooms = m.startRooms(client, name); });
   $('my-name').textContent = name;
   $('join-card').hidden = true;
   $('me').hidden = false;

@@ -141,6 +141,8 @@ static void issue_token(conn_t *c, http_req_t *r) {
   buf_puts(&claims, ",\"exp\":");
   buf_put_i64(&claims, srv_now_wall(s) / 1000 + DEMO_TOKEN_TTL_S);
   buf_puts(&claims, ",\"watch\":\"*\"");
+  /* Rooms on the demo page: any channel may be joined and observed. */
+  buf_puts(&claims, ",\"channels\":\"*\",\"observe\":\"*\"");
   if (s->cfg.jwt_audience) {
     buf_puts(&claims, ",\"aud\":");
     buf_put_json_str(&claims, s->cfg.jwt_audience);

@@ -39,8 +39,8 @@ void presence__free(const presence_allocator_t *a, void *p) {
 
 /*
  * UTF-8 per RFC 3629: no overlongs, no surrogates, nothing past U+10FFFF.
- * Control characters (C0 and DEL) are refused too: ids end up in logs, HTTP
- * paths and JSON, where they only cause trouble.
+ * Control characters (C0, DEL and C1) are refused too: ids end up in logs,
+ * HTTP paths and JSON, where they only cause trouble.
  */
 /* Whether any of the 8 bytes is a control character or not ASCII. */
 static inline bool word_needs_care(uint64_t w) {
@@ -89,6 +89,9 @@ bool presence__utf8_ok(const unsigned char *s, size_t n) {
     }
     if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
       return false;
+    /* C1 controls (U+0080..U+009F, NEL among them) are control characters
+     * as much as C0: a terminal or a log viewer may act on them. */
+    if (cp >= 0x80 && cp <= 0x9f) return false;
     i += need + 1;
   }
   return true;

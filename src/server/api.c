@@ -230,19 +230,24 @@ static void get_users(conn_t *c, http_req_t *r) {
   for (size_t i = 0; i <= ql; i++) {
     if (i < ql && q[i] != ',') continue;
     size_t len = i - o;
-    if (len > 0) {
-      if (n == MAX_IDS_PER_REQUEST) {
-        http_error(c, 400, "bad_request", "at most 1000 ids per request");
-        goto out;
-      }
-      char *dst = copy + o;
-      if (http_unescape(q + o, len, dst, len + 1) < 0 ||
-          presence_id_check(dst) != 0) {
-        http_error(c, 400, "bad_user_id", "an id in ids is not a valid id");
-        goto out;
-      }
-      ids[n++] = dst;
+    /* An empty id (ids=a,,b, ids=, ids=a,) is an error like any invalid
+     * one, not a list element to drop: a backend building the list from
+     * an empty variable must hear about it. */
+    if (len == 0) {
+      http_error(c, 400, "bad_user_id", "an id in ids is empty");
+      goto out;
     }
+    if (n == MAX_IDS_PER_REQUEST) {
+      http_error(c, 400, "bad_request", "at most 1000 ids per request");
+      goto out;
+    }
+    char *dst = copy + o;
+    if (http_unescape(q + o, len, dst, len + 1) < 0 ||
+        presence_id_check(dst) != 0) {
+      http_error(c, 400, "bad_user_id", "an id in ids is not a valid id");
+      goto out;
+    }
+    ids[n++] = dst;
     o = i + 1;
   }
   many_users(c, ids, n);

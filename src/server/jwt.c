@@ -12,6 +12,7 @@
 
 #include "presence.h"
 #include "server/b64.h"
+#include "server/json_keys.h"
 
 #include <cjson/cJSON.h>
 #include <math.h>
@@ -134,42 +135,6 @@ static int has_nul_escape(const char *s, size_t n) {
   return 0;
 }
 
-static int cmp_key(const void *a, const void *b) {
-  return strcmp(*(const char *const *)a, *(const char *const *)b);
-}
-
-/* 1 if an object anywhere in the tree has a member name twice, 0 if not, -1
- * when out of memory. Sorting makes it O(n log n) per object, so a large
- * payload cannot make it quadratic. Depth is bounded by cJSON's nesting
- * limit. */
-static int has_dup_keys(const cJSON *node) {
-  if (cJSON_IsObject(node)) {
-    size_t n = 0;
-    for (const cJSON *c = node->child; c; c = c->next)
-      n++;
-    if (n > 1) {
-      const char **keys = malloc(n * sizeof *keys);
-      if (!keys) return -1;
-      size_t i = 0;
-      for (const cJSON *c = node->child; c; c = c->next)
-        keys[i++] = c->string;
-      qsort(keys, n, sizeof *keys, cmp_key);
-      int dup = 0;
-      for (i = 1; i < n && !dup; i++)
-        dup = strcmp(keys[i - 1], keys[i]) == 0;
-      free(keys);
-      if (dup) return 1;
-    }
-  }
-  if (cJSON_IsObject(node) || cJSON_IsArray(node)) {
-    for (const cJSON *c = node->child; c; c = c->next) {
-      int r = has_dup_keys(c);
-      if (r) return r;
-    }
-  }
-  return 0;
-}
-
 /* Parse a decoded part. buf holds n bytes followed by a NUL (cJSON's
  * require_null_terminated wants to see the NUL inside the length). Returns
  * JWT_OK with *out set, or JWT_EMALFORMED / JWT_ENOMEM. Only objects are
@@ -184,7 +149,7 @@ static int parse_object(const char *buf, size_t n, cJSON **out) {
     cJSON_Delete(j);
     return JWT_EMALFORMED;
   }
-  int dup = has_dup_keys(j);
+  int dup = json_has_dup_keys(j);
   if (dup) {
     cJSON_Delete(j);
     return dup < 0 ? JWT_ENOMEM : JWT_EMALFORMED;

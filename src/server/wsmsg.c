@@ -6,6 +6,8 @@
  */
 #include "server/wsmsg.h"
 
+#include "server/json_keys.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -36,6 +38,13 @@ cJSON *wsmsg_parse_object(const uint8_t *data, size_t len) {
     root = NULL;
   }
   if (root && !cJSON_IsObject(root)) {
+    cJSON_Delete(root);
+    root = NULL;
+  }
+  /* {"type":"status","status":"idle","status":"online"} means one thing to
+   * cJSON (the first) and another to a proxy or a logger that reads the
+   * last: refused, as in tokens. */
+  if (root && json_has_dup_keys(root) != 0) {
     cJSON_Delete(root);
     root = NULL;
   }
@@ -193,7 +202,8 @@ int wsmsg_decode(const uint8_t *data, size_t len, uint32_t max_users,
   memset(m, 0, sizeof *m);
   m->root = wsmsg_parse_object(data, len);
   if (!m->root)
-    return bad(m, "bad_json", "message is not a JSON object");
+    return bad(m, "bad_json",
+               "message is not a JSON object (or names a member twice)");
   /* The id is echoed verbatim, rendered once into a bounded buffer; it is
    * kept only when valid, so the error about it carries none. */
   const cJSON *idv = cJSON_GetObjectItemCaseSensitive(m->root, "id");

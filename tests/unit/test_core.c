@@ -219,6 +219,12 @@ static void bad_arguments_are_refused(void **state) {
   assert_int_equal(presence_session_connect(f->p, "s", "\xc0\xaf", NULL, NULL, NULL), PRESENCE_EID); /* overlong */
   assert_int_equal(presence_session_connect(f->p, "s", "\xed\xa0\x80", NULL, NULL, NULL), PRESENCE_EID); /* surrogate */
   assert_int_equal(presence_session_connect(f->p, "s", "tab\there", NULL, NULL, NULL), PRESENCE_EID);
+  /* C1 controls (issue 18): U+0080, NEL U+0085, U+009F refused; U+00A0 fine. */
+  assert_int_equal(presence_id_check("a\xc2\x80"), PRESENCE_EID);
+  assert_int_equal(presence_id_check("nel\xc2\x85here"), PRESENCE_EID);
+  assert_int_equal(presence_id_check("\xc2\x9f"), PRESENCE_EID);
+  assert_int_equal(presence_id_check("nbsp\xc2\xa0ok"), 0);
+  assert_int_equal(presence_session_connect(f->p, "s", "x\xc2\x85", NULL, NULL, NULL), PRESENCE_EID);
   /* Long enough for the word-at-a-time path. */
   assert_int_equal(presence_session_connect(f->p, "s", "abcdefg\x7fhijklmnop", NULL, NULL, NULL), PRESENCE_EID);
   assert_int_equal(presence_session_connect(f->p, "s", "abcdefghij\x01klmnop", NULL, NULL, NULL), PRESENCE_EID);

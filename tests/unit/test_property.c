@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Random operations against a model computed from scratch.
+ * Random operations against a model computed from scratch, on each store
+ * that implements the rules: one rule checked in every place it is written.
  *
  * A few hundred thousand connects, disconnects, kicks, status changes, clock
  * advances and resets over many users and sessions. After every step, each
@@ -9,8 +10,28 @@
  * (a replay) must agree with both. Every 4096 steps all users are compared.
  * A third run adds a retention: offline users are forgotten, which the model
  * predicts to the second.
+ *
+ * The store is a parameter (store_kind_t): unit/test_property runs the
+ * embedded store under an injected clock; redis/test_property (this file
+ * built with PROPERTY_REDIS) runs the same model against the Redis store on
+ * a real redis-server the test starts (tests/redis/harness.h). There every
+ * operation completes asynchronously (the test runs the loop until it has),
+ * and time is real: Redis decides offline grace by its own clock, so a
+ * grace may end a little before or after the model's deadline, and the
+ * model takes a user.offline of a user in grace within a tolerance instead
+ * of predicting its millisecond. Retention counts whole seconds of Redis's
+ * clock and is checked on the embedded store only.
  */
+#ifdef PROPERTY_REDIS
+#define PRESENCE_TEST_NO_RECORDER
+#endif
 #include "helpers.h"
+
+#ifdef PROPERTY_REDIS
+#include "../redis/harness.h"
+#endif
+
+#include <stdbool.h>
 
 #define N_USERS 257
 #define N_SESSIONS 2048
@@ -27,11 +48,35 @@ typedef struct muser {
   presence_status_t reported;
   int pending;      /* offline grace running */
   int64_t deadline; /* mono */
+  /* Real time: the store decided the grace's start somewhere between the
+   * write's call and its answer, so it ends no earlier than this. */
+  int64_t earliest;
   int known;          /* the store holds a record of it */
   int64_t offline_at; /* mono, when it last went offline */
 } muser_t;
 
-typedef struct world {
+typedef struct world world_t;
+
+/* The store under test. */
+typedef struct store_kind {
+  const char *name;
+  /* Time is real (the store keeps its own clock): grace deadlines are
+   * approximate, and time passes by running the loop. */
+  bool real_time;
+  /* Put the store into the options (NULL: the embedded one). */
+  void (*open)(world_t *w, presence_options_t *o);
+  /* After presence_new: wait until the store takes writes. */
+  void (*ready)(world_t *w);
+  /* Run the store's I/O until pred holds (or fail after ms). */
+  bool (*run_until)(world_t *w, bool (*pred)(world_t *w), int64_t ms);
+  /* Let time pass: ms of the injected clock, or of the real one. */
+  void (*pass)(world_t *w, int64_t ms);
+  /* After presence_free. */
+  void (*close)(world_t *w);
+} store_kind_t;
+
+struct world {
+  const store_kind_t *kind;
   fake_clock_t clock;
   counting_alloc_t alloc;
   presence_t *p;
@@ -50,7 +95,24 @@ typedef struct world {
   uint64_t rng;
   long events;
   long forgotten;
-} world_t;
+  /* The mutation in flight and its outcome (op_done). */
+  bool op_pending;
+  int op_status;
+  int64_t op_started; /* model time of the write's call */
+#ifdef PROPERTY_REDIS
+  uv_loop_t loop;
+  server_t server;
+  presence_store_t *store;
+#endif
+};
+
+/* Monotonic milliseconds in the model's time. */
+static int64_t model_now(const world_t *w) {
+#ifdef PROPERTY_REDIS
+  if (w->kind->real_time) return now_ms();
+#endif
+  return w->clock.mono;
+}
 
 static uint32_t next_rand(world_t *w) {
   /* xorshift64*: reproducible from the seed printed on failure. */
@@ -65,6 +127,8 @@ static int parse_index(const char *id) { return atoi(id + 1); }
 static void touch_user(world_t *w, int u) {
   if (w->n_touched < N_USERS + 2) w->touched[w->n_touched++] = u;
 }
+
+static void grace_ended(world_t *w, int ui);
 
 static void on_event(presence_t *p, const presence_event_t *ev, void *ud) {
   (void)p;
@@ -101,12 +165,30 @@ static void on_event(presence_t *p, const presence_event_t *ev, void *ud) {
     assert_int_not_equal(ev->from, ev->to);
     w->r_user[uid] = ev->to;
     touch_user(w, uid);
+    /* (A reset ends a grace at once, with reason instance_lost.) */
+    if (w->kind->real_time && ev->to == PRESENCE_OFFLINE &&
+        ev->reason != PRESENCE_REASON_INSTANCE_LOST && w->u[uid].pending)
+      grace_ended(w, uid);
     break;
   case PRESENCE_EV_CLEANUP:
     break;
   default:
     fail_msg("unknown event type %d", ev->type);
   }
+}
+
+/* Real time: a grace ended by the store's clock, which started it between
+ * the disconnect's call and its answer: not before the grace has passed
+ * since that call (give or take the millisecond both clocks round to). */
+static void grace_ended(world_t *w, int ui) {
+  muser_t *u = &w->u[ui];
+  int64_t now = model_now(w);
+  if (now < u->earliest - 2)
+    fail_msg("user u%d: offline %lld ms before its grace ended (seed %llu)",
+             ui, (long long)(u->earliest - now), (unsigned long long)w->rng);
+  u->pending = 0;
+  u->reported = PRESENCE_OFFLINE;
+  u->offline_at = now;
 }
 
 static presence_status_t computed(const muser_t *u) {
@@ -123,13 +205,14 @@ static void settle(world_t *w, int ui, int graceful) {
       graceful) {
     if (!u->pending) {
       u->pending = 1;
-      u->deadline = w->clock.mono + w->grace;
+      u->deadline = model_now(w) + w->grace;
+      u->earliest = w->op_started + w->grace;
     }
     return;
   }
   u->pending = 0;
   if (c == PRESENCE_OFFLINE && u->reported != PRESENCE_OFFLINE)
-    u->offline_at = w->clock.mono;
+    u->offline_at = model_now(w);
   u->reported = c;
 }
 
@@ -151,11 +234,87 @@ static void forget_due(world_t *w) {
   }
 }
 
+/* ---- asking the store ------------------------------------------------- */
+
+typedef struct user_answer {
+  bool got;
+  int status;
+  presence_user_info_t info;
+} user_answer_t;
+
+static user_answer_t answer;
+
+static void on_user(presence_t *p, int status, const presence_user_info_t *i,
+                    void *ud) {
+  (void)p;
+  (void)ud;
+  answer.got = true;
+  answer.status = status;
+  if (i) answer.info = *i;
+}
+
+static bool answered(world_t *w) {
+  (void)w;
+  return answer.got;
+}
+
+/* One user as the store has it, whichever store it is. */
+static presence_user_info_t get_user(world_t *w, const char *uid) {
+  memset(&answer, 0, sizeof answer);
+  assert_int_equal(presence_user_query(w->p, uid, on_user, NULL), 0);
+  if (!answer.got && !w->kind->run_until(w, answered, 5000))
+    fail_msg("%s: no answer about %s", w->kind->name, uid);
+  assert_int_equal(answer.status, 0);
+  return answer.info;
+}
+
+static void op_done(presence_t *p, int status, void *ud) {
+  (void)p;
+  world_t *w = ud;
+  w->op_pending = false;
+  w->op_status = status;
+}
+
+static bool op_finished(world_t *w) {
+  return !w->op_pending;
+}
+
+/* Start a mutation (rc: what the call returned) and wait for its outcome:
+ * a refusal at once, or what done reports (at once with the embedded
+ * store, after a round trip with Redis). */
+static int completed(world_t *w, int rc) {
+  if (rc < 0) return rc;
+  if (w->op_pending && !w->kind->run_until(w, op_finished, 10000))
+    fail_msg("%s: a write never completed (seed %llu)", w->kind->name,
+             (unsigned long long)w->rng);
+  return w->op_status;
+}
+
+static void *op(world_t *w) {
+  w->op_pending = true;
+  w->op_status = 0;
+  w->op_started = model_now(w);
+  return w;
+}
+
+static bool user_settled(world_t *w) {
+  return !w->u[w->touched[0]].pending;
+}
+
 static void check_user(world_t *w, int ui) {
   char uid[16];
   snprintf(uid, sizeof uid, "u%d", ui);
-  presence_user_info_t info;
-  assert_int_equal(presence_user_get(w->p, uid, &info), 0);
+  presence_user_info_t info = get_user(w, uid);
+  if (w->kind->real_time && w->u[ui].pending &&
+      info.status == PRESENCE_OFFLINE &&
+      w->u[ui].reported != PRESENCE_OFFLINE) {
+    /* The store's grace ended while we asked: its user.offline is on the
+     * way. */
+    int saved = w->touched[0];
+    w->touched[0] = ui;
+    w->kind->run_until(w, user_settled, 2000);
+    w->touched[0] = saved;
+  }
   if (info.status != w->u[ui].reported || w->r_user[ui] != info.status)
     fail_msg("user %s: engine %s, model %s, replay %s (seed %llu)", uid,
              presence_status_name(info.status),
@@ -181,9 +340,11 @@ static void check_all(world_t *w) {
     check_user(w, i);
     known += (uint64_t)w->u[i].known;
   }
-  presence_stats_t st;
-  assert_int_equal(presence_stats(w->p, &st), 0);
-  if (w->retention_s) assert_int_equal(st.users_known, known);
+  if (w->retention_s) {
+    presence_stats_t st;
+    assert_int_equal(presence_stats(w->p, &st), 0);
+    assert_int_equal(st.users_known, known);
+  }
   for (int i = 0; i < N_SESSIONS; i++) {
     assert_int_equal(w->r_connected[i], w->s[i].connected);
     if (w->s[i].connected) assert_int_equal(w->r_status[i], w->s[i].status);
@@ -201,7 +362,8 @@ static void step(world_t *w) {
   if (r < 350) { /* connect */
     int ui = (int)(next_rand(w) % N_USERS);
     snprintf(uid, sizeof uid, "u%d", ui);
-    rc = presence_session_connect(w->p, sid, uid, NULL, NULL, NULL);
+    rc = completed(w, presence_session_connect(w->p, sid, uid, NULL, op_done,
+                                                 op(w)));
     if (s->connected) {
       assert_int_equal(rc, PRESENCE_EEXIST);
     } else {
@@ -220,7 +382,8 @@ static void step(world_t *w) {
     presence_reason_t reason = r < 600   ? PRESENCE_REASON_DISCONNECT
                                : r < 625 ? PRESENCE_REASON_TIMEOUT
                                          : PRESENCE_REASON_KICKED;
-    rc = presence_session_end(w->p, sid, reason, NULL, NULL);
+    rc = completed(w,
+                   presence_session_end(w->p, sid, reason, op_done, op(w)));
     if (!s->connected) {
       assert_int_equal(rc, PRESENCE_ENOSESSION);
     } else {
@@ -234,7 +397,8 @@ static void step(world_t *w) {
     }
   } else if (r < 950) { /* status */
     presence_status_t to = next_rand(w) & 1 ? PRESENCE_IDLE : PRESENCE_ONLINE;
-    rc = presence_session_set_status(w->p, sid, to, NULL, NULL);
+    rc = completed(
+        w, presence_session_set_status(w->p, sid, to, op_done, op(w)));
     if (!s->connected) {
       assert_int_equal(rc, PRESENCE_ENOSESSION);
     } else {
@@ -248,24 +412,36 @@ static void step(world_t *w) {
       touch_user(w, s->user);
     }
   } else if (r < 999) { /* time passes */
-    clock_advance(&w->clock, next_rand(w) % 700);
-    presence_tick(w->p);
+    /* With real time and no grace nothing depends on time: a short pause. */
+    uint32_t span = w->grace ? w->grace / 2 + 1 : w->kind->real_time ? 10 : 700;
+    w->kind->pass(w, next_rand(w) % span);
     for (int i = 0; i < N_USERS; i++) {
       muser_t *u = &w->u[i];
-      if (u->pending && u->deadline <= w->clock.mono) {
+      if (!u->pending || u->deadline > model_now(w)) continue;
+      if (w->kind->real_time) {
+        /* The store's grace runs on its own clock and timer: its
+         * user.offline must come, a little later at most. */
+        w->touched[0] = i;
+        if (!w->kind->run_until(w, user_settled, 2000 + w->grace))
+          fail_msg("user u%d: still %s %lld ms after its grace (seed %llu)",
+                   i, presence_status_name(u->reported),
+                   (long long)(model_now(w) - u->deadline),
+                   (unsigned long long)w->rng);
+        w->n_touched = 0;
+      } else {
         u->pending = 0;
         u->reported = PRESENCE_OFFLINE;
         u->offline_at = w->clock.mono;
-        touch_user(w, i);
       }
+      touch_user(w, i);
     }
     forget_due(w);
   } else { /* the rare full cleanup */
-    assert_int_equal(presence_reset(w->p, NULL, NULL), 0);
+    assert_int_equal(completed(w, presence_reset(w->p, op_done, op(w))), 0);
     memset(w->s, 0, sizeof(w->s));
     for (int i = 0; i < N_USERS; i++) {
       muser_t *u = &w->u[i];
-      int64_t off = u->reported != PRESENCE_OFFLINE ? w->clock.mono
+      int64_t off = u->reported != PRESENCE_OFFLINE ? model_now(w)
                                                     : u->offline_at;
       *u = (muser_t){.known = u->known, .offline_at = off};
       u->reported = PRESENCE_OFFLINE;
@@ -276,9 +452,10 @@ static void step(world_t *w) {
   for (int i = 0; i < w->n_touched; i++) check_user(w, w->touched[i]);
 }
 
-static void run(uint32_t grace, uint32_t retention_s, uint64_t seed,
-                long steps) {
+static void run(const store_kind_t *kind, uint32_t grace, uint32_t retention_s,
+                uint64_t seed, long steps) {
   world_t *w = calloc(1, sizeof(*w));
+  w->kind = kind;
   w->clock.wall = 1764320000000;
   w->clock.mono = 5;
   w->mono_base = 5;
@@ -293,8 +470,11 @@ static void run(uint32_t grace, uint32_t retention_s, uint64_t seed,
   o.offline_grace_ms = grace;
   o.offline_retention_s = retention_s;
   o.log_capacity = 1024;
+  kind->open(w, &o);
   assert_int_equal(presence_new(&o, &w->p), 0);
   presence_on_event(w->p, on_event, w);
+  kind->ready(w);
+  w->last_seq = presence_log_last_seq(w->p);
   for (long i = 0; i < steps; i++) {
     step(w);
     if ((i & 4095) == 0) check_all(w);
@@ -305,11 +485,137 @@ static void run(uint32_t grace, uint32_t retention_s, uint64_t seed,
     print_message("%ld users forgotten\n", w->forgotten);
     assert_true(w->forgotten > steps / 1000); /* and forgetting */
   }
+  print_message("%s: %ld steps, %ld events\n", kind->name, steps, w->events);
   presence_free(w->p);
+  kind->close(w);
   assert_int_equal(w->alloc.live, 0);
   free(w);
 }
 
+/* ---- the embedded store ------------------------------------------------ */
+
+#ifndef PROPERTY_REDIS
+
+static void memory_open(world_t *w, presence_options_t *o) {
+  (void)w;
+  o->store = NULL;
+}
+
+static void memory_ready(world_t *w) {
+  (void)w;
+}
+
+/* Synchronous: whatever was asked is answered already. */
+static bool memory_run_until(world_t *w, bool (*pred)(world_t *w),
+                             int64_t ms) {
+  (void)ms;
+  return pred(w);
+}
+
+static void memory_pass(world_t *w, int64_t ms) {
+  clock_advance(&w->clock, ms);
+  presence_tick(w->p);
+}
+
+static void memory_close(world_t *w) {
+  (void)w;
+}
+
+static const store_kind_t memory_store = {
+    .name = "embedded store",
+    .open = memory_open,
+    .ready = memory_ready,
+    .run_until = memory_run_until,
+    .pass = memory_pass,
+    .close = memory_close,
+};
+#endif
+
+/* ---- the Redis store --------------------------------------------------- */
+
+#ifdef PROPERTY_REDIS
+static void redis_open(world_t *w, presence_options_t *o) {
+  assert_int_equal(uv_loop_init(&w->loop), 0);
+  srv_init(&w->server);
+  presence_redis_options_t ro;
+  memset(&ro, 0, sizeof ro);
+  ro.loop = &w->loop;
+  ro.url = w->server.url;
+  ro.heartbeat_ms = 200;
+  ro.lease_ms = 2000; /* a loaded test machine must not lose it */
+  ro.command_timeout_ms = 5000;
+  ro.stream_block_ms = 200;
+  ro.reconnect_max_ms = 200;
+  assert_int_equal(presence_store_redis_new(&ro, &w->store), 0);
+  o->store = w->store;
+  /* Redis keeps time itself: an injected clock would only disagree. */
+  o->clock = (presence_clock_t){0};
+}
+
+static bool redis_run_until(world_t *w, bool (*pred)(world_t *w), int64_t ms) {
+  int64_t end = now_ms() + ms;
+  while (!pred(w)) {
+    if (now_ms() >= end) return false;
+    /* Blocks until some I/O or timer (the store's heartbeat at least). */
+    uv_run(&w->loop, UV_RUN_ONCE);
+  }
+  return true;
+}
+
+static bool redis_is_ready(world_t *w) {
+  return presence_redis_ready(w->store) == 1;
+}
+
+static void redis_ready(world_t *w) {
+  if (!redis_run_until(w, redis_is_ready, 10000))
+    fail_msg("the Redis store did not register");
+}
+
+static bool never(world_t *w) {
+  (void)w;
+  return false;
+}
+
+static void redis_pass(world_t *w, int64_t ms) {
+  redis_run_until(w, never, ms);
+}
+
+static void redis_close(world_t *w) {
+  loop_drain(&w->loop);
+  uv_loop_close(&w->loop);
+  srv_fini(&w->server);
+}
+
+static const store_kind_t redis_store = {
+    .name = "Redis store",
+    .real_time = true,
+    .open = redis_open,
+    .ready = redis_ready,
+    .run_until = redis_run_until,
+    .pass = redis_pass,
+    .close = redis_close,
+};
+
+/* Each operation waits for its round trip, and time passes for real: fewer
+ * steps than the embedded store's runs, the same model. */
+static long redis_steps(void) {
+  const char *s = getenv("PRESENCE_PROPERTY_REDIS_STEPS");
+  return s ? atol(s) : 3000;
+}
+
+static void redis_random_ops_without_grace(void **state) {
+  (void)state;
+  run(&redis_store, 0, 0, 0x9e3779b97f4a7c15ull, redis_steps());
+}
+
+static void redis_random_ops_with_grace(void **state) {
+  (void)state;
+  run(&redis_store, 300, 0, 0xd1b54a32d192ed03ull, redis_steps());
+}
+#endif
+
+
+#ifndef PROPERTY_REDIS
 static long steps_from_env(void) {
   const char *s = getenv("PRESENCE_PROPERTY_STEPS");
   return s ? atol(s) : 300000;
@@ -317,24 +623,32 @@ static long steps_from_env(void) {
 
 static void random_ops_without_grace(void **state) {
   (void)state;
-  run(0, 0, 0x9e3779b97f4a7c15ull, steps_from_env());
+  run(&memory_store, 0, 0, 0x9e3779b97f4a7c15ull, steps_from_env());
 }
 
 static void random_ops_with_grace(void **state) {
   (void)state;
-  run(GRACE_MS, 0, 0xd1b54a32d192ed03ull, steps_from_env());
+  run(&memory_store, GRACE_MS, 0, 0xd1b54a32d192ed03ull, steps_from_env());
 }
 
 static void random_ops_with_grace_and_retention(void **state) {
   (void)state;
-  run(GRACE_MS, 2, 0x8bb84b93962eacc9ull, steps_from_env());
+  run(&memory_store, GRACE_MS, 2, 0x8bb84b93962eacc9ull, steps_from_env());
 }
+#endif
 
 int main(void) {
+#ifdef PROPERTY_REDIS
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(redis_random_ops_without_grace),
+      cmocka_unit_test(redis_random_ops_with_grace),
+  };
+#else
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(random_ops_without_grace),
       cmocka_unit_test(random_ops_with_grace),
       cmocka_unit_test(random_ops_with_grace_and_retention),
   };
+#endif
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

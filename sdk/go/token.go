@@ -23,7 +23,8 @@ type TokenOptions struct {
 	Watch     []string
 	WatchAll  bool
 	Meta      map[string]any // stored with the session, shown to backends
-	Audience  string         // aud: must equal --jwt-audience
+	Audience  string         // aud: required by a presenced with --jwt-audience, refused by one without
+	Issuer    string         // iss: must equal --jwt-issuer when the server has one
 	NotBefore time.Time      // nbf
 	Device    string         // device: the session's device kind (web, mobile, desktop, or a word)
 	Channels  []string       // channels: patterns the session may join and observe ("room:*", "*")
@@ -65,6 +66,9 @@ func MintToken(o TokenOptions) (string, error) {
 	}
 	if o.Audience != "" {
 		claims["aud"] = o.Audience
+	}
+	if o.Issuer != "" {
+		claims["iss"] = o.Issuer
 	}
 	if o.Device != "" {
 		claims["device"] = o.Device

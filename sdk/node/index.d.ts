@@ -19,8 +19,10 @@ export interface TokenOptions {
   watch?: string[] | '*';
   /** `meta`: stored with the session, shown in session lists and events. */
   meta?: Record<string, unknown>;
-  /** `aud`: must equal presenced's --jwt-audience. */
-  audience?: string;
+  /** `aud`: required by a presenced started with --jwt-audience (its value, or a list holding it); refused by one without. */
+  audience?: string | string[];
+  /** `iss`: must equal presenced's --jwt-issuer when it has one. */
+  issuer?: string;
   /** `nbf`, Unix seconds. */
   notBefore?: number;
   /** `device`: the session's device kind: 'web', 'mobile', 'desktop' or your own word. */

@@ -15,7 +15,8 @@ const b64url = (buf) => Buffer.from(buf).toString('base64url');
  * @param {number} [o.expiresAt]     or an absolute `exp`, Unix seconds
  * @param {string[]|'*'} [o.watch]   users the session may subscribe to
  * @param {object} [o.meta]          stored with the session, shown to backends
- * @param {string} [o.audience]      `aud` (must equal --jwt-audience)
+ * @param {string|string[]} [o.audience] `aud` (required by a presenced with --jwt-audience; refused by one without)
+ * @param {string} [o.issuer]        `iss` (must equal --jwt-issuer when the server has one)
  * @param {number} [o.notBefore]     `nbf`, Unix seconds
  * @param {string} [o.device]        the session's device kind ('web', 'mobile', 'desktop', or a word)
  * @param {string[]|'*'} [o.channels] channel patterns the session may join (and observe)
@@ -42,6 +43,7 @@ export function mintToken(o) {
     claims.meta = o.meta;
   }
   if (o.audience !== undefined) claims.aud = o.audience;
+  if (o.issuer !== undefined) claims.iss = o.issuer;
   for (const k of ['channels', 'observe']) {
     if (o[k] === undefined) continue;
     if (o[k] !== '*' && !(Array.isArray(o[k]) && o[k].every((p) => typeof p === 'string'))) {

@@ -6,13 +6,13 @@ import assert from 'node:assert/strict';
 import { mintToken, PresenceAPI } from '../index.js';
 import { Presenced, connectUser, API_KEY, JWT_SECRET } from './lib.js';
 
-const pd = new Presenced(['--jwt-audience', 'sdk-tests']);
+const pd = new Presenced(['--jwt-audience', 'sdk-tests', '--jwt-issuer', 'sdk-issuer']);
 let api;
 before(async () => { await pd.start(); api = new PresenceAPI({ url: pd.url, apiKey: API_KEY }); });
 after(() => pd.stop());
 
-test('a minted token carries sub, exp, watch, meta, aud, nbf: presenced accepts it and shows meta', async () => {
-  const ws = await connectUser(pd, 'zoë', { ttlSeconds: 60, watch: ['bob'], meta: { device: 'phone' }, audience: 'sdk-tests', notBefore: Date.now() / 1000 - 5 });
+test('a minted token carries sub, exp, iat, watch, meta, aud, iss, nbf: presenced accepts it and shows meta', async () => {
+  const ws = await connectUser(pd, 'zoë', { ttlSeconds: 60, watch: ['bob'], meta: { device: 'phone' }, audience: 'sdk-tests', issuer: 'sdk-issuer', notBefore: Date.now() / 1000 - 5 });
   const [s] = await api.sessions('zoë');
   assert.equal(s.session_id, ws.sessionId);
   assert.deepEqual(s.meta, { device: 'phone' });
@@ -26,17 +26,19 @@ test('a minted token carries sub, exp, watch, meta, aud, nbf: presenced accepts 
   ws.close();
 });
 
-test('presenced refuses an expired token, a wrong audience, a future nbf and a wrong secret', async () => {
+test('presenced refuses an expired token, a wrong audience or issuer, a future nbf and a wrong secret', async () => {
   const refused = async (claims, code) => {
     const e = await connectUser(pd, 'bob', claims).then(() => null, (x) => x);
     assert.ok(e, 'refused');
     assert.equal(e.status, 401);
     assert.equal(JSON.parse(e.body).error.code, code);
   };
-  await refused({ expiresAt: Date.now() / 1000 - 10, audience: 'sdk-tests' }, 'token_expired');
-  await refused({ audience: 'elsewhere' }, 'token_audience');
-  await refused({ audience: 'sdk-tests', notBefore: Date.now() / 1000 + 3600 }, 'token_not_yet_valid');
-  const e = await connectUser(pd, 'bob', { audience: 'sdk-tests' }, 'not-the-secret').then(() => null, (x) => x);
+  const ok = { audience: 'sdk-tests', issuer: 'sdk-issuer' };
+  await refused({ ...ok, expiresAt: Date.now() / 1000 - 10 }, 'token_expired');
+  await refused({ ...ok, audience: 'elsewhere' }, 'token_audience');
+  await refused({ ...ok, issuer: 'someone-else' }, 'token_issuer');
+  await refused({ ...ok, notBefore: Date.now() / 1000 + 3600 }, 'token_not_yet_valid');
+  const e = await connectUser(pd, 'bob', ok, 'not-the-secret').then(() => null, (x) => x);
   assert.equal(JSON.parse(e.body).error.code, 'token_signature');
 });
 

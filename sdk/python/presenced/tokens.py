@@ -14,7 +14,7 @@ def _b64(b: bytes) -> str:
 
 def mint_token(secret: Union[str, bytes], user_id: str, *, ttl: int = 3600,
                expires_at: Optional[int] = None, watch: Union[List[str], str, None] = None,
-               meta: Optional[Dict[str, Any]] = None, audience: Optional[str] = None,
+               meta: Optional[Dict[str, Any]] = None, audience: Union[str, List[str], None] = None, issuer: Optional[str] = None,
                not_before: Optional[int] = None, device: Optional[str] = None,
                channels: Union[List[str], str, None] = None, observe: Union[List[str], str, None] = None,
                claims: Optional[Dict[str, Any]] = None,
@@ -23,7 +23,8 @@ def mint_token(secret: Union[str, bytes], user_id: str, *, ttl: int = 3600,
 
     ``sub`` = user_id, ``exp`` = now + ttl seconds (or ``expires_at``), ``watch``
     ("*" or user ids; absent: only the user itself), ``meta`` (a dict stored with
-    the session), ``aud`` (must equal --jwt-audience), ``nbf``, ``iat``; ``claims``
+    the session), ``aud`` (required by a presenced with --jwt-audience, refused by one without),
+    ``iss`` (must equal --jwt-issuer), ``nbf``, ``iat``; ``claims``
     adds other claims as they are.
     """
     if not secret:
@@ -45,6 +46,8 @@ def mint_token(secret: Union[str, bytes], user_id: str, *, ttl: int = 3600,
         body["meta"] = meta
     if audience is not None:
         body["aud"] = audience
+    if issuer is not None:
+        body["iss"] = issuer
     for name, value in (("channels", channels), ("observe", observe)):
         if value is None:
             continue

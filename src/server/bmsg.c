@@ -105,19 +105,6 @@ static const char *str_field(const cJSON *item, const char *name) {
   return cJSON_IsString(v) ? v->valuestring : NULL;
 }
 
-/* A device word: 1..32 bytes of letters, digits, '-', '_', '.'. */
-static int device_ok(const char *d) {
-  size_t n = strlen(d);
-  if (n == 0 || n > BMSG_DEVICE_MAX) return 0;
-  for (size_t i = 0; i < n; i++) {
-    char ch = d[i];
-    if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
-          (ch >= '0' && ch <= '9') || ch == '-' || ch == '_' || ch == '.'))
-      return 0;
-  }
-  return 1;
-}
-
 static int op_kind(const char *name) {
   static const struct {
     const char *name;
@@ -167,7 +154,7 @@ int bmsg_op(const bmsg_t *m, const cJSON *item, bop_t *op) {
     }
     const cJSON *dv = cJSON_GetObjectItemCaseSensitive(item, "device");
     if (dv && !cJSON_IsNull(dv)) {
-      if (!cJSON_IsString(dv) || !device_ok(dv->valuestring))
+      if (!cJSON_IsString(dv) || presence_device_check(dv->valuestring) != 0)
         return op_bad(op, "bad_device",
                       "device must be 1..32 letters, digits, '-', '_' or '.'");
       op->device = dv->valuestring;

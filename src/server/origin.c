@@ -294,6 +294,9 @@ static const char *open_error(int rc, const char **msg) {
   case PRESENCE_EMETA:
     *msg = "meta is too large";
     return "bad_meta";
+  case PRESENCE_EDEVICE:
+    *msg = "device must be 1..32 letters, digits, '.', '_' or '-'";
+    return "bad_device";
   default:
     *msg = presence_strerror(rc);
     return "internal";
@@ -393,8 +396,9 @@ static const char *op_open(srv_t *s, origin_t *o, const bop_t *op,
     memcpy(ud->id, op->session, il);
   }
   presence_handle_t h = PRESENCE_HANDLE_NONE;
-  int rc = presence_session_open(s->p, op->session, op->user, meta, &h,
-                                 ud ? on_open_done : NULL, ud);
+  int rc = presence_session_open_device(s->p, op->session, op->user, meta,
+                                        op->device, &h,
+                                        ud ? on_open_done : NULL, ud);
   free(meta);
   if (rc != 0) {
     free(ud);

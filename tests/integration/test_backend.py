@@ -178,7 +178,7 @@ async def test_bad_input(t, d, args):
         {"op": "open", "session": "bad-a5", "user": "ann", "device": "bad device!"},
         {"op": "join", "session": "bad-a1", "channel": ""},
         {"op": "leave", "session": "bad-a1", "channel": "never-joined"},
-        {"op": "open", "session": "bad-a6", "user": "ann", "status": "idle", "device": "web"},
+        {"op": "open", "session": "bad-a6", "user": "ann", "status": "idle", "device": "mobile"},
     ])
     codes = {e["index"]: e["code"] for e in ack.get("errors", [])}
     t.eq("a batch with bad items: the valid ones applied", ack.get("applied"), 2)
@@ -193,6 +193,9 @@ async def test_bad_input(t, d, args):
     t.eq("ann has the two valid sessions, bad-a6 idle",
          sorted((x["session_id"], x["status"]) for x in (r.json() or {}).get("sessions", [])),
          [("bad-a1", "online"), ("bad-a6", "idle")])
+    t.eq("the device of an open is the session's",
+         {x["session_id"]: x.get("device") for x in (r.json() or {}).get("sessions", [])},
+         {"bad-a1": "web", "bad-a6": "mobile"})
     # Frames refused whole: nothing of them applied.
     for i, (frame, code) in enumerate([
             ("not json", "bad_json"), ('{"type":"warp"}', "unknown_type"),

@@ -17,22 +17,22 @@ join/leave on a namespace ("pr"), plus a presence-only namespace ("ls") for
 the list; first on its memory engine, then on a redis-server this script
 starts, the same one presenced's Redis store then uses (flushed between).
 
-What maps to what (presenced has no channels in the daemon yet, so its side
-of each row is the user-presence equivalent; see docs/benchmarks.md):
+Both sides use channels, the same names and the same steps (presenced's
+`join` where Centrifugo's client sends `subscribe`; see docs/benchmarks.md):
 
   row                   presenced                      Centrifugo
-  idle connection       session of u<i> watching       connected, subscribed to
-                        u<i+1> (1 presence entry)      pr:u<i> and pr:u<i+1>
-  join/leave            connect, welcome, subscribe,   connect, subscribe x2,
-                        snapshot, close (user online   close (join and leave
-                        then offline, a frame to its   in pr:u<i>, a push to
-                        watcher each)                  its subscriber each)
-  join to member        999 sessions watch u999; u999  999 clients in pr:u999;
-                        connects: delay to each        u999 connects and
-                        watcher's presence frame       subscribes: delay to
-                                                       each member's join push
-  presence list         GET /v1/users/u0/sessions      POST /api/presence of a
-                        with 10,000 sessions of u0     channel of 10,000 clients
+  idle connection       connected, joined pr:u<i> and  connected, subscribed to
+                        pr:u<i+1>                      pr:u<i> and pr:u<i+1>
+  join/leave            connect, 2 joins, close: a     connect, 2 subscribes,
+                        join and a leave in pr:u<i>,   close: the same, as
+                        a frame to its other member    pushes
+  join to member        1,000 members in pr:u1000;     the same with subscribe
+                        u1000 connects and joins:      and join pushes
+                        delay to each member's
+                        channel join frame
+  presence list         GET /v1/users/u0/sessions      POST /api/presence of
+                        with 10,000 sessions of u0     ls:u0 with 10,000
+                        (not a channel: see below)     clients
 
 Rounds are interleaved (A B, then B A); medians with min and max, ratios of
 medians; the load average beside every run. Writes
@@ -217,7 +217,9 @@ class Centrifugo:
 
 
 def presenced(build, redis=None):
-    extra = ["--offline-grace-ms", "0", "--max-sessions-per-user", "0"]
+    # no grace: Centrifugo has none, a close is a leave at once
+    extra = ["--offline-grace-ms", "0", "--channel-grace-ms", "0",
+             "--max-sessions-per-user", "0"]
     if redis:
         extra += ["--store", f"redis://127.0.0.1:{redis.port}"]
     srv = bench.Server(build, "presenced", bench.free_port(), extra=extra)
@@ -249,6 +251,8 @@ def load_argv(build, srv, scenario, **kw):
             "--target", f"127.0.0.1:{srv.port}", "--mode",
             "centrifugo" if srv.kind == "centrifugo" else "presenced",
             "--secret", bench.SECRET, "--pid", str(srv.pid)]
+    if srv.kind != "centrifugo" and not kw.get("one_user"):
+        argv += ["--channels", "1"]  # joins in place of subscribes
     for k, v in kw.items():
         argv += ["--" + k.replace("_", "-"), str(v)]
     return argv
@@ -299,13 +303,12 @@ def row_idle(build, mk, redis):
             r["rss_per_conn_bytes_at_1s"] = (got["rss_kb_1s"] - rss0) * 1024 \
                 / IDLE_CONNS
             if redis:
-                # per connection: what one user's tab costs Redis; Centrifugo
-                # holds two presence entries for it (its own channel and the
-                # watched one), presenced one session (watches are local)
+                # per connection: two channel memberships on both sides
+                # (its own channel and the watched one), and for presenced
+                # the session, its user and the log's entries
                 r["redis_bytes_per_presence"] = (got["redis_used"] - mem0) \
                     / IDLE_CONNS
-                r["redis_presence_entries_per_conn"] = (
-                    2 if srv.kind == "centrifugo" else 1)
+                r["redis_presence_entries_per_conn"] = 2
         return r
     finally:
         srv.stop()
@@ -315,8 +318,8 @@ def row_churn(build, srv, redis):
     """Join/leave throughput: connect, subscribe, close, by CHURN_SLOTS
     clients for DURATION_S; with Redis, redis-server's CPU per cycle."""
     c0 = redis.cpu_s() if redis else 0
-    r = bench.run_load(build, srv, "churn", conns=CHURN_SLOTS,
-                       duration_s=DURATION_S, max_s=DURATION_S + 30)
+    r = run_load(build, srv, "churn", conns=CHURN_SLOTS,
+                 duration_s=DURATION_S, max_s=DURATION_S + 30)
     if redis and r.get("cycles"):
         # a cycle is one join and one leave: two presence operations
         r["redis_cpu_us_per_presence_op"] = (redis.cpu_s() - c0) * 1e6 / (
@@ -325,9 +328,21 @@ def row_churn(build, srv, redis):
 
 
 def row_fanout(build, srv):
-    return bench.run_load(build, srv, "fanout", conns=FANOUT_MEMBERS + 1,
-                          duration_s=DURATION_S, warm_s=2,
-                          max_s=DURATION_S + 60)
+    return run_load(build, srv, "fanout", conns=FANOUT_MEMBERS + 1,
+                    duration_s=DURATION_S, warm_s=2, max_s=DURATION_S + 60)
+
+
+def run_load(build, srv, scenario, **kw):
+    p = subprocess.run(load_argv(build, srv, scenario, **kw),
+                       capture_output=True, text=True,
+                       timeout=float(kw.get("max_s", 120)) + 30)
+    lines = [ln for ln in p.stdout.splitlines() if ln.startswith("{")]
+    if not lines:
+        raise RuntimeError(f"load generator failed ({p.returncode}): "
+                           f"{p.stderr[-2000:]}")
+    res = json.loads(lines[-1])
+    res["loadavg"] = bench.loadavg()
+    return res
 
 
 def row_list(build, mk):
@@ -340,6 +355,11 @@ def row_list(build, mk):
             def one():
                 return srv.presence_list("ls:u0000000")
         else:
+            # 10,000 sessions of one user, listed whole: a presenced channel
+            # of 10,000 users built over WebSockets would deliver every join
+            # to every member (50 M frames; presenced has no channel kind
+            # without join/leave, Centrifugo's "ls"), and its member list
+            # pages at 1,000
             kw = dict(one_user=1)
 
             def one():

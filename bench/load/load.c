@@ -49,7 +49,12 @@
  * the subscriptions that mirror presenced's session: connection i subscribes
  * to channel pr:u<i> (its own presence, what presenced's session is) and to
  * pr:u<i+1> (the watched user, whose join/leave it receives), or, with
- * --watch K, only to pr:u<K> (the namespace is --channel-ns, pr). Server pings ({}) are answered; pushes count as
+ * --watch K, only to pr:u<K> (the namespace is --channel-ns, pr).
+ *
+ * --channels 1 (presenced) does the same with presenced's channels: `join`
+ * messages to the same channel names in place of the `subscribe`, the
+ * `channel` snapshot (one per join) as the answer, a member's
+ * `"event":"join"` / `"event":"leave"` as the fanout's notices. Server pings ({}) are answered; pushes count as
  * presenced's presence frames do.
  *
  * Bounds: at most MAX_CONNS connections, --max-s seconds in all (the run
@@ -135,6 +140,7 @@ static struct {
   long watch;    /* --watch K: every connection watches u<K> (-1: u<i+1>) */
   int one_user;  /* --one-user 1: every token is user u0000000 */
   const char *ns; /* --channel-ns: Centrifugo namespace of the channels */
+  int chan;       /* --channels 1: presenced joins channels instead */
   uint32_t nstorm; /* connections the storm opens (fanout: all but the joiner) */
   int pid;
   const char *secret;
@@ -655,6 +661,47 @@ static void on_text(conn_t *c, const uint8_t *p, size_t n) {
     completion((uint32_t)strtoul(u + 12, NULL, 10));
     return;
   }
+  if (c->state == CS_WELCOME && g.chan &&
+      find(p, n, "\"type\":\"welcome\"")) {
+    /* the channels Centrifugo's client subscribes to, joined */
+    char msg[160];
+    if (g.watch >= 0) {
+      snprintf(msg, sizeof msg,
+               "{\"type\":\"join\",\"channel\":\"%s:u%07u\",\"id\":2}", g.ns,
+               watched(c));
+      c->outstanding = 1;
+      send_text(c, msg);
+    } else {
+      snprintf(msg, sizeof msg,
+               "{\"type\":\"join\",\"channel\":\"%s:u%07u\",\"id\":2}", g.ns,
+               c->idx);
+      send_text(c, msg);
+      snprintf(msg, sizeof msg,
+               "{\"type\":\"join\",\"channel\":\"%s:u%07u\",\"id\":3}", g.ns,
+               watched(c));
+      send_text(c, msg);
+      c->outstanding = 2;
+    }
+    c->state = CS_SUBSCRIBING;
+    return;
+  }
+  if (g.chan && find(p, n, "\"type\":\"channel\"")) {
+    if (find(p, n, "\"snapshot\":true")) {
+      if (c->state == CS_SUBSCRIBING) {
+        if (c->outstanding) c->outstanding--;
+        if (!c->outstanding) conn_ready(c);
+      }
+      return;
+    }
+    char who[32];
+    snprintf(who, sizeof who, "\"user_id\":\"u%07u\"", g.nconns - 1);
+    if (g.scenario != SC_FANOUT || !find(p, n, who)) return;
+    if (find(p, n, "\"event\":\"join\""))
+      fanout_notice(c, 1);
+    else if (find(p, n, "\"event\":\"leave\""))
+      fanout_notice(c, 0);
+    return;
+  }
   if (c->state == CS_WELCOME && find(p, n, "\"type\":\"welcome\"")) {
     if (g.subscribe) {
       char msg[96];
@@ -1151,7 +1198,7 @@ static void usage(void) {
           "usage: presence_load --scenario "
           "idle|churn|flip|latency|reconnect|fanout\n"
           "  [--target 127.0.0.1:7070] [--mode presenced|echo|centrifugo]\n"
-          "  [--watch K] [--one-user 0|1] [--channel-ns NS]\n"
+          "  [--watch K] [--one-user 0|1] [--channel-ns NS] [--channels 0|1]\n"
           "  [--conns N] [--sources K] [--concurrency C] [--secret S]\n"
           "  [--duration-s T] [--warm-s W] [--hold-s H] [--window W]\n"
           "  [--rate R] [--subscribe 0|1] [--pid PID] [--rss-interval-s S]\n"
@@ -1256,6 +1303,8 @@ int main(int argc, char **argv) {
       g.one_user = atoi(v);
     } else if (!strcmp(a, "--channel-ns")) {
       g.ns = v;
+    } else if (!strcmp(a, "--channels")) {
+      g.chan = atoi(v);
     } else if (!strcmp(a, "--pid")) {
       g.pid = atoi(v);
     } else if (!strcmp(a, "--rss-interval-s")) {
@@ -1303,8 +1352,11 @@ int main(int argc, char **argv) {
   for (uint32_t i = 0; i < g.nconns; i++) {
     char claims[128];
     snprintf(claims, sizeof claims,
-             "{\"sub\":\"u%07u\",\"exp\":%lld,\"watch\":\"*\"}",
-             g.one_user ? 0 : i, exp);
+             "{\"sub\":\"u%07u\",\"exp\":%lld,\"watch\":\"*\"%s}",
+             g.one_user ? 0 : i, exp,
+             /* presenced's grant to join; to Centrifugo a "channels" claim
+              * would mean server-side subscriptions, so never sent there */
+             g.chan ? ",\"channels\":\"*\"" : "");
     g.tokens[i] =
         jwt_sign_hs256((const uint8_t *)g.secret, strlen(g.secret), claims);
     if (!g.tokens[i]) return 1;

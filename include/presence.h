@@ -660,6 +660,9 @@ typedef struct presence_member_info {
   uint32_t session_count; /* joined sessions (0 while in grace) */
   const presence_member_meta_t *metas;
   size_t n_metas;
+  /* The user's availability (what others are shown: presence_shown_status;
+   * an invisible member is absent to other members). */
+  presence_availability_t availability;
 } presence_member_info_t;
 
 typedef struct presence_channel_info {

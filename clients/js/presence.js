@@ -761,8 +761,9 @@ export class Channel {
     const x = m.member;
     if (!x || typeof x.user_id !== 'string') return;
     const prev = this._members.get(x.user_id);
-    // Stale: a change the snapshot already holds.
-    if (prev && typeof x.version === 'number' && typeof prev.version === 'number' && x.version <= prev.version) return;
+    // Stale: a change the snapshot already holds. A "visibility" change (the
+    // member's availability, e.g. going invisible) keeps its version.
+    if (!m.visibility && prev && typeof x.version === 'number' && typeof prev.version === 'number' && x.version <= prev.version) return;
     const change = { from: m.from ?? null, reason: m.reason ?? null, seq: m.seq ?? null, count: this._count };
     if (m.event === 'leave') {
       if (!prev && x.version === undefined) return;

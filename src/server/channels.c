@@ -163,6 +163,10 @@ static void on_channel_event(srv_t *s, const presence_event_t *ev, void *ud) {
     if (i >= e->n) continue;
     conn_t *c = e->subs[i];
     if (c->kind != CONN_WS || c->closing || !c->u.ws) continue;
+    /* An invisible member's changes reach only its own sessions. */
+    if (ev->availability_to == PRESENCE_AVAIL_INVISIBLE &&
+        strcmp(ws_claims(c)->sub, ev->user_id) != 0)
+      continue;
     conn_write_shared(c, sb);
     if (!removed || c->closing) continue;
     conn_chan_t *x = find(*ws_chans(c), ev->channel);
@@ -186,6 +190,80 @@ static void on_channel_event(srv_t *s, const presence_event_t *ev, void *ud) {
   shbuf_unref(sb);
   if (e->n == 0) entry_destroy(s, e);
 }
+
+/* A user's availability changed: what other members of its channels are
+ * shown changes too (invisible: absent; away: idle; dnd: online). One frame
+ * per channel with subscribers here, flagged "visibility" (the member's
+ * version did not change), to every subscriber but the user's own
+ * sessions. */
+typedef struct avail_req {
+  srv_t *s;
+  presence_event_t ev; /* strings below */
+  char user[PRESENCE_ID_MAX + 1];
+} avail_req_t;
+
+static void on_user_channels(presence_t *p, int status,
+                             const presence_member_info_t *m, size_t n,
+                             uint64_t count, const char *next, void *ud) {
+  (void)p;
+  (void)count;
+  (void)next;
+  avail_req_t *q = ud;
+  srv_t *s = q->s;
+  int from_inv = q->ev.availability_from == PRESENCE_AVAIL_INVISIBLE;
+  int to_inv = q->ev.availability_to == PRESENCE_AVAIL_INVISIBLE;
+  for (size_t i = 0; status == 0 && i < n; i++) {
+    chan_entry_t *e = map_get(&s->channels, m[i].channel);
+    if (!e || e->n == 0) continue;
+    presence_member_info_t mi = m[i];
+    mi.availability = q->ev.availability_to;
+    buf_t *b = &s->scratch;
+    buf_reset(b);
+    buf_puts(b, "{\"type\":\"channel\",\"channel\":");
+    buf_put_json_str(b, mi.channel);
+    buf_puts(b, ",\"snapshot\":false,\"visibility\":true,\"event\":\"");
+    buf_puts(b, to_inv ? "leave" : from_inv ? "join" : "update");
+    buf_puts(b, "\",\"seq\":");
+    buf_put_u64(b, q->ev.seq);
+    buf_puts(b, ",\"reason\":\"explicit\",\"member\":");
+    if (to_inv) mi.status = PRESENCE_OFFLINE;
+    json_member(b, &mi, JSON_MEMBER_SHOWN);
+    buf_puts(b, ",\"from\":\"");
+    buf_puts(b, presence_status_name(
+                    from_inv ? PRESENCE_OFFLINE
+                             : presence_shown_status(q->ev.availability_from,
+                                                     m[i].status)));
+    buf_puts(b, "\"}");
+    if (buf_failed(b)) continue;
+    for (uint32_t k = 0; k < e->n; k++) {
+      conn_t *c = e->subs[k];
+      if (c->kind != CONN_WS || c->closing || !c->u.ws ||
+          strcmp(ws_claims(c)->sub, q->user) == 0)
+        continue;
+      ws_send_text(c, b->data, b->len);
+    }
+  }
+  free(q);
+}
+
+static void on_availability(srv_t *s, const presence_event_t *ev, void *ud) {
+  (void)ud;
+  if (!ev->user_id || s->channels.count == 0) return;
+  avail_req_t *q = calloc(1, sizeof *q);
+  if (!q) return;
+  q->s = s;
+  q->ev = *ev;
+  snprintf(q->user, sizeof q->user, "%s", ev->user_id);
+  q->ev.user_id = q->user;
+  q->ev.channel = NULL;
+  if (presence_user_channels(s->p, q->user, on_user_channels, q) != 0) free(q);
+}
+
+const fanout_sink_t channel_avail_sink = {
+    .name = "channel availability",
+    .types = FANOUT_TYPE(PRESENCE_EV_USER_AVAILABILITY),
+    .on_event = on_availability,
+};
 
 const fanout_sink_t channel_sink = {
     .name = "channels",
@@ -250,10 +328,19 @@ static void on_members(presence_t *p, int status,
                                                  : "internal",
                     presence_strerror(status), r->id);
     } else {
+      /* An invisible member is absent to others (docs/protocol.md 4.1). */
+      const char *me = ws_claims(c)->sub;
+      presence_member_info_t *shown = n ? malloc(n * sizeof *shown) : NULL;
+      size_t k = 0;
+      for (size_t i = 0; shown && i < n; i++)
+        if (m[i].availability != PRESENCE_AVAIL_INVISIBLE ||
+            strcmp(m[i].user_id, me) == 0)
+          shown[k++] = m[i];
       buf_t *b = &s->scratch;
       buf_reset(b);
-      json_frame_channel_snapshot(b, r->id, r->channel, m, n, count,
-                                  next != NULL);
+      json_frame_channel_snapshot(b, r->id, r->channel, shown ? shown : m,
+                                  shown ? k : n, count, next != NULL);
+      free(shown);
       if (!buf_failed(b)) ws_send_text(c, b->data, b->len);
       buf_shrink(b, 65536);
     }

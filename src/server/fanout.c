@@ -66,7 +66,8 @@ int fanout_init(srv_t *s) {
   if (fanout_sink_add(s, &watch_sink) < 0 ||
       fanout_sink_add(s, &sse_sink) < 0 ||
       fanout_sink_add(s, &ws_session_sink) < 0 ||
-      fanout_sink_add(s, &channel_sink) < 0)
+      fanout_sink_add(s, &channel_sink) < 0 ||
+      fanout_sink_add(s, &channel_avail_sink) < 0)
     return -1;
   if (presence_on_event(s->p, on_local, s) <= 0) return -1;
   return presence_on_cluster_event(s->p, on_cluster, s) > 0 ? 0 : -1;

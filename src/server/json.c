@@ -357,11 +357,20 @@ static const char *channel_event_word(presence_event_type_t t) {
 }
 
 void json_member(buf_t *b, const presence_member_info_t *m, unsigned flags) {
+  /* Shown (to other clients): the status their availability shows. */
+  int shown = (flags & JSON_MEMBER_SHOWN) != 0;
   buf_puts(b, "{\"user_id\":");
   buf_put_json_str(b, m->user_id);
   buf_puts(b, ",\"status\":\"");
-  buf_puts(b, presence_status_name(m->status));
-  buf_puts(b, "\",\"data\":");
+  buf_puts(b, presence_status_name(
+                  shown ? presence_shown_status(m->availability, m->status)
+                        : m->status));
+  buf_putc(b, '"');
+  put_name(b, "availability",
+           presence_availability_name(
+               shown ? presence_shown_availability(m->availability, m->status)
+                     : m->availability));
+  buf_puts(b, ",\"data\":");
   buf_puts(b, m->data && *m->data ? m->data : "null");
   buf_puts(b, ",\"since\":");
   buf_put_i64(b, m->since_ms);
@@ -401,8 +410,13 @@ void json_frame_channel_change(buf_t *b, const presence_event_t *ev) {
   buf_puts(b, ",\"member\":{\"user_id\":");
   buf_put_json_str(b, ev->user_id);
   buf_puts(b, ",\"status\":\"");
-  buf_puts(b, presence_status_name(ev->to));
-  buf_puts(b, "\",\"data\":");
+  buf_puts(b, presence_status_name(
+                  presence_shown_status(ev->availability_to, ev->to)));
+  buf_putc(b, '"');
+  put_name(b, "availability",
+           presence_availability_name(
+               presence_shown_availability(ev->availability_to, ev->to)));
+  buf_puts(b, ",\"data\":");
   buf_puts(b, ev->meta && *ev->meta ? ev->meta : "null");
   buf_puts(b, ",\"version\":");
   buf_put_u64(b, ev->user_version);
@@ -424,7 +438,7 @@ void json_frame_channel_snapshot(buf_t *b, const char *id, const char *channel,
   buf_puts(b, ",\"members\":[");
   for (size_t i = 0; i < n; i++) {
     if (i) buf_putc(b, ',');
-    json_member(b, &m[i], 0);
+    json_member(b, &m[i], JSON_MEMBER_SHOWN);
   }
   buf_puts(b, "]}");
 }

@@ -55,6 +55,9 @@ void json_frame_error(buf_t *b, const char *code, const char *message,
  * since, version; with JSON_MEMBER_SESSIONS the backend API's form, which
  * adds every joined session ("sessions"). */
 #define JSON_MEMBER_SESSIONS 0x1u
+/* The form other clients see: status and availability as shown
+ * (presence_shown_status); without it the truth (backends). */
+#define JSON_MEMBER_SHOWN 0x2u
 void json_member(buf_t *b, const presence_member_info_t *m, unsigned flags);
 /* {"type":"channel","channel":..,"snapshot":false,"event":"join"|"leave"|
  * "update","seq":..,"reason":..,"count":..,"member":{..},"from":..}: the

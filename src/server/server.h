@@ -357,6 +357,7 @@ typedef struct conn_chans conn_chans_t;
 struct wsmsg;
 struct jwt_claims;
 extern const fanout_sink_t channel_sink;
+extern const fanout_sink_t channel_avail_sink;
 /* join, update, leave, observe, unobserve (docs/protocol.md section 4). */
 void chan_on_message(conn_t *c, const struct wsmsg *m);
 /* The connection goes: out of every channel's index. */

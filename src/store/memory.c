@@ -1646,6 +1646,7 @@ static void fill_member(const mmember_t *mb, presence_member_info_t *o,
   o->since_ms = mb->since_ms;
   o->version = mb->version;
   o->session_count = mb->n_joins;
+  o->availability = (presence_availability_t)mb->k.user->avail;
   o->metas = metas;
   o->n_metas = 0;
   for (const mjoin_t *j = mb->joins; j; j = j->m_next) {

@@ -240,6 +240,37 @@ async def test_events_stream(t, d, args):
     t.eq("an unknown type filter -> 400", r.status, 400)
 
 
+async def test_invisible_members(t, d, args):
+    a = await Client.connect(d, "iv-ann", tok=chan_tok("iv-ann", "*"))
+    b = await Client.connect(d, "iv-bob", tok=chan_tok("iv-bob", "*"))
+    await join(a, "iv-room", {"n": "a"})
+    await join(b, "iv-room", {"n": "b"})
+    await a.collect(0.3)
+    await b.send({"type": "availability", "availability": "invisible", "id": "inv"})
+    await b.expect_type("ack", 3, id="inv")
+    m, _ = await a.expect(is_change("iv-room", "leave", "iv-bob"), 3)
+    t.check("bob goes invisible: ann sees him leave (a visibility change)",
+            m is not None and m.get("visibility") is True and m["member"]["status"] == "offline", m)
+    c = await Client.connect(d, "iv-cat", tok=chan_tok("iv-cat", "*"))
+    snap = await join(c, "iv-room")
+    t.eq("a new member's snapshot leaves the invisible member out",
+         sorted(x["user_id"] for x in (snap or {}).get("members", [])), ["iv-ann", "iv-cat"])
+    await b.send({"type": "update", "channel": "iv-room", "data": {"n": "b2"}, "id": "u"})
+    await b.expect_type("ack", 3, id="u")
+    t.eq("an invisible member's changes reach no other member",
+         [x for x in await a.collect(0.4) if is_change("iv-room", user="iv-bob")(x)], [])
+    r = await http(d, "GET", "/v1/channels/iv-room/members")
+    mb = {x["user_id"]: x for x in (r.json() or {}).get("members", [])}
+    t.eq("the backend sees the truth: bob a member, invisible",
+         (mb.get("iv-bob", {}).get("availability"), mb.get("iv-bob", {}).get("status")), ("invisible", "online"))
+    await b.send({"type": "availability", "availability": "auto", "id": "vis"})
+    m, _ = await a.expect(is_change("iv-room", "join", "iv-bob"), 3)
+    t.check("visible again: ann sees him join, with his current data",
+            m is not None and m["member"]["data"] == {"n": "b2"} and m["member"]["status"] == "online", m)
+    for x in (a, b, c):
+        await x.close()
+
+
 async def test_presencectl(t, d, args):
     ctl_path = os.path.join(os.path.dirname(os.path.abspath(args.presenced)), "presencectl")
     env = {k: v for k, v in os.environ.items() if not k.startswith("PRESENCECTL_")}
@@ -284,5 +315,5 @@ if __name__ == "__main__":
                       "--channel-joins-per-s": "3"},
          [test_members_and_changes, test_observe_and_grants, test_limits_and_bad_input]),
         ("channels-api", {"--offline-grace-ms": "0"}, [test_backend_api, test_events_stream,
-                                                       test_presencectl]),
+                                                       test_presencectl, test_invisible_members]),
     ])

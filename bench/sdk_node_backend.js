@@ -5,7 +5,7 @@
 // as ready-made frames by a bare `ws` client (what presenced takes from one
 // connection, without the SDK's bookkeeping).
 //
-//   node bench/sdk_node_backend.js [--presenced build/presenced] [--sessions 100000] [--rounds 3]
+//   node bench/sdk_node_backend.js [--presenced build/presenced] [--sessions 100000] [--rounds 3] [--max-ops 1000]
 //
 // Each round, per client: open S sessions (S users), set each idle, then
 // online, then close them: 4*S operations, timed from the first op to the
@@ -22,7 +22,8 @@ const args = Object.fromEntries(process.argv.slice(2).reduce((a, v, i, all) => (
 const PRESENCED = path.resolve(args.presenced || path.join(root, 'build/presenced'));
 const S = Number(args.sessions || 100000);
 const ROUNDS = Number(args.rounds || 3);
-const KEY = 'bench-key';
+const MAX_OPS = Number(args['max-ops'] || 1000);   // ops per frame, both clients
+const KEY = 'bench-key-of-at-least-32-bytes-0123456789';
 
 const { BackendConnection } = await import(pathToFileURL(path.join(root, 'sdk/node/index.js')));
 const { WebSocket } = await import(pathToFileURL(path.join(root, 'sdk/node/node_modules/ws/wrapper.mjs')));
@@ -52,7 +53,7 @@ async function measured(kind, fn, round) {
 }
 
 async function sdkRound(round) {
-  const b = new BackendConnection({ url, apiKey: KEY, origin: `sdk-${round}` });
+  const b = new BackendConnection({ url, apiKey: KEY, origin: `sdk-${round}`, maxOps: MAX_OPS });
   await b.connect();
   const t0 = process.hrtime.bigint();
   const ids = new Array(S);
@@ -68,7 +69,7 @@ async function sdkRound(round) {
 }
 
 async function rawRound(round) {
-  const maxOps = 10000;
+  const maxOps = MAX_OPS;
   const frames = [];
   let seq = 0;
   const kinds = [(i) => ({ op: 'open', session: `r${round}-${i}`, user: `v${round}-${i}` }),
@@ -111,7 +112,7 @@ try {
   pd.kill('SIGTERM');
 }
 const f = (x) => Math.round(x).toLocaleString('en-US');
-console.log(`sessions per round ${S}, rounds ${ROUNDS}, ops per round ${4 * S} (open, idle, online, close)`);
+console.log(`sessions per round ${S}, rounds ${ROUNDS}, ops per round ${4 * S} (open, idle, online, close), ops per frame ${MAX_OPS}`);
 console.log(`node sdk BackendConnection: median ${f(median(sdk))} ops/s  (rounds: ${sdk.map(f).join(', ')})`);
 console.log(`bare ws, prebuilt frames:   median ${f(median(raw))} ops/s  (rounds: ${raw.map(f).join(', ')})`);
 const us = (kind, side) => median(cost.filter((c) => c.kind === kind).map((c) => c[side])).toFixed(2);

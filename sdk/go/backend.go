@@ -24,7 +24,7 @@ type BackendOptions struct {
 	Origin string // a stable name of this process (the same after a restart)
 	// Retry is the first reconnect delay (250 ms), doubling up to MaxRetry (10 s).
 	Retry, MaxRetry time.Duration
-	MaxOps          int // ops per frame at most (10000, and at most the server's max_ops)
+	MaxOps          int // ops per frame at most (1000, and at most the server's max_ops: presenced spends less per op in frames of 1000 than of 10,000)
 	// OnRejected: an op presenced refused (the protocol's per-op code).
 	OnRejected func(op BackendOp, code, message string)
 	// OnEnded: a session ended by someone else (a kick); it has left Sessions.
@@ -117,7 +117,7 @@ func NewBackend(o BackendOptions) *Backend {
 		o.MaxRetry = 10 * time.Second
 	}
 	if o.MaxOps == 0 {
-		o.MaxOps = 10000
+		o.MaxOps = 1000
 	}
 	b := &Backend{o: o, sessions: map[string]*HeldSession{}, leftDown: map[string]map[string]bool{},
 		inflight: map[int64][]BackendOp{}, kick: make(chan struct{}, 1), done: make(chan struct{}), readyCh: make(chan error, 1)}

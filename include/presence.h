@@ -157,6 +157,19 @@ typedef enum {
   /* A backend's origin lost its connection past the resume window (its
    * sessions end; docs/protocol.md section 5). */
   PRESENCE_REASON_ORIGIN_LOST,
+  /* The server closed a client's connection (presenced; docs/api.md):
+   * its token expired (4001), it sent too many messages per second (4029),
+   * a frame or message over the size limits (1009), a binary message
+   * (1003), a protocol error or invalid UTF-8 (1002, 1007), too many
+   * malformed messages (1008), or it read too slowly (4030). "disconnect"
+   * stays the client's own close. */
+  PRESENCE_REASON_TOKEN_EXPIRED,
+  PRESENCE_REASON_RATE_LIMITED,
+  PRESENCE_REASON_MESSAGE_TOO_BIG,
+  PRESENCE_REASON_BINARY_MESSAGE,
+  PRESENCE_REASON_PROTOCOL_ERROR,
+  PRESENCE_REASON_MALFORMED_MESSAGES,
+  PRESENCE_REASON_SLOW_CONSUMER,
   PRESENCE_REASON_COUNT_
 } presence_reason_t;
 

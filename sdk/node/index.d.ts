@@ -79,7 +79,9 @@ export type UserStatus = 'online' | 'idle' | 'offline';
 export type SessionStatus = 'online' | 'idle';
 export type Reason =
   | 'connect' | 'disconnect' | 'explicit' | 'inactivity' | 'timeout' | 'kicked' | 'shutdown'
-  | 'instance_lost' | 'resync' | 'origin_lost' | 'expired' | (string & {});
+  | 'instance_lost' | 'resync' | 'origin_lost' | 'expired'
+  | 'token_expired' | 'rate_limited' | 'message_too_big' | 'binary_message'
+  | 'protocol_error' | 'malformed_messages' | 'slow_consumer' | (string & {});
 export type EventType =
   | 'session.connected' | 'session.disconnected' | 'session.status'
   | 'user.online' | 'user.idle' | 'user.offline' | 'cleanup'

@@ -523,7 +523,9 @@ static bool end_reason_ok(presence_reason_t reason) {
   return reason == PRESENCE_REASON_DISCONNECT ||
          reason == PRESENCE_REASON_TIMEOUT || reason == PRESENCE_REASON_KICKED ||
          reason == PRESENCE_REASON_SHUTDOWN ||
-         reason == PRESENCE_REASON_ORIGIN_LOST;
+         reason == PRESENCE_REASON_ORIGIN_LOST ||
+         (reason >= PRESENCE_REASON_TOKEN_EXPIRED &&
+          reason <= PRESENCE_REASON_SLOW_CONSUMER);
 }
 
 int presence_session_end(presence_t *p, const char *session_id,

@@ -47,7 +47,8 @@ static const char *const reason_names[PRESENCE_REASON_COUNT_] = {
     "none",     "connect",  "disconnect",    "explicit", "inactivity",
     "timeout",  "kicked",   "shutdown",      "instance_lost", "resync",
     "expired",
-    "origin_lost"};
+    "origin_lost", "token_expired", "rate_limited", "message_too_big",
+    "binary_message", "protocol_error", "malformed_messages", "slow_consumer"};
 
 const char *presence_status_name(presence_status_t s) {
   return (unsigned)s < 3 ? status_names[s] : "unknown";

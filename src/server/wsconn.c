@@ -168,10 +168,35 @@ static const char *close_code_name(uint16_t code) {
   }
 }
 
+/* The reason a server-initiated close gives the session's end: "disconnect"
+ * is the client's own close (the reason table of docs/api.md). */
+static presence_reason_t close_reason(uint16_t code) {
+  switch (code) {
+  case WS_CLOSE_AUTH:
+    return PRESENCE_REASON_TOKEN_EXPIRED;
+  case WS_CLOSE_RATE:
+    return PRESENCE_REASON_RATE_LIMITED;
+  case WS_CLOSE_TOO_BIG:
+    return PRESENCE_REASON_MESSAGE_TOO_BIG;
+  case WS_CLOSE_UNSUPPORTED:
+    return PRESENCE_REASON_BINARY_MESSAGE;
+  case WS_CLOSE_PROTOCOL:
+  case WS_CLOSE_INVALID_DATA:
+    return PRESENCE_REASON_PROTOCOL_ERROR;
+  case WS_CLOSE_POLICY:
+    return PRESENCE_REASON_MALFORMED_MESSAGES;
+  case WS_CLOSE_SLOW:
+    return PRESENCE_REASON_SLOW_CONSUMER;
+  default:
+    return PRESENCE_REASON_DISCONNECT;
+  }
+}
+
 void ws_close(conn_t *c, uint16_t code, const char *err_code,
               const char *message, presence_reason_t reason) {
   wsconn_t *w = c->u.ws;
   if (c->closing || !w || w->close_sent) return;
+  if (reason == PRESENCE_REASON_DISCONNECT) reason = close_reason(code);
   /* Every write below may fail and close the connection, which frees w:
    * each write is followed by a check. The subscriptions go before the
    * session ends, so the session's own events are not written to the

@@ -587,6 +587,79 @@ async def test_origins(t, d, args):
             r.status == 403 and r.error_code == "origin_not_allowed", r)
 
 
+async def test_close_reasons(t, d, args):
+    """Server-initiated closes end the session with a reason of their own
+    (docs/api.md), not "disconnect", which is the client's own close."""
+    sse = await SSE.open(d)
+    await asyncio.sleep(0.2)
+
+    async def flood(ws):
+        try:
+            ws.writer.write(bytes([0x89, 0x80, 1, 2, 3, 4]) * 200)
+            await ws.writer.drain()
+        except (ConnectionError, OSError):
+            pass
+
+    async def binary(ws):
+        await ws.send_frame(0x2, b"\x01\x02")
+
+    async def big(ws):
+        await ws.send_frame(0x1, b"x" * 2000)
+
+    async def bad_utf8(ws):
+        await ws.send_frame(0x1, b'{"type":"ping","id":"\xc0\xaf"}')
+
+    async def unmasked(ws):
+        await ws.send_raw(bytes([0x81, 0x02]) + b"{}")
+
+    async def malformed(ws):
+        for _ in range(10):
+            await ws.send_text("nope")
+
+    async def clean(ws):
+        await ws.send_frame(0x8, close_payload(1000))
+
+    cases = [("reason-rate", flood, "rate_limited", 4029),
+             ("reason-binary", binary, "binary_message", 1003),
+             ("reason-big", big, "message_too_big", 1009),
+             ("reason-utf8", bad_utf8, "protocol_error", 1007),
+             ("reason-unmasked", unmasked, "protocol_error", 1002),
+             ("reason-malformed", malformed, "malformed_messages", 1008),
+             ("reason-clean", clean, "disconnect", 1000)]
+    for user, act, _, _ in cases:
+        ws = await RawWS.open(d, tok=token(user))
+        await ws.recv_json(3)
+        await act(ws)
+        code, _ = await ws.until_close(5, auto_pong=False)
+        ws.close()
+        STATE.setdefault("close_codes", {})[user] = code
+    ws = await RawWS.open(d, tok=token("reason-expiry", exp_in=2))
+    await ws.recv_json(3)
+    code, _ = await ws.until_close(6)
+    ws.close()
+    STATE["close_codes"]["reason-expiry"] = code
+    cases.append(("reason-expiry", None, "token_expired", 4001))
+    want = {u for u, _, _, _ in cases}
+    got = {}
+    deadline = time.monotonic() + 8
+    while want - set(got) and time.monotonic() < deadline:
+        try:
+            ev = await sse.next(max(0.1, deadline - time.monotonic()))
+        except asyncio.TimeoutError:
+            break
+        if ev is None:
+            break
+        dd = ev.get("data")
+        if isinstance(dd, dict) and dd.get("type") == "session.disconnected" \
+                and dd.get("user_id") in want:
+            got[dd["user_id"]] = dd.get("reason")
+    sse.close()
+    for user, _, reason, code in cases:
+        t.check(f"{user}: closed with {code}, session.disconnected reason {reason}",
+                STATE["close_codes"].get(user) == code and got.get(user) == reason,
+                (STATE["close_codes"].get(user), got.get(user)))
+
+
 async def test_memory_back(t, d, args):
     await asyncio.sleep(2.5)   # lingering closes end, timers sweep
     rss0, rss1 = STATE.get("rss0"), d.rss_kb()
@@ -702,6 +775,7 @@ async def test_max_connections_clamped(t, d, args):
 
 
 test_slowloris.timeout = 30
+test_close_reasons.timeout = 40
 test_million_tiny_frames.timeout = 30
 test_oversized_frames.timeout = 30
 test_sessions_storm.timeout = 40
@@ -713,7 +787,7 @@ if __name__ == "__main__":
          [test_baseline, test_slowloris, test_never_finishing_frame, test_million_tiny_frames,
           test_oversized_frames, test_utf8_split, test_subscription_flood, test_token_replay,
           test_other_users_session, test_alg_confusion, test_sessions_storm,
-          test_pipelined_garbage, test_http_strictness, test_origins,
+          test_pipelined_garbage, test_http_strictness, test_origins, test_close_reasons,
           test_memory_back]),
         ("per-client limits", LIMIT_FLAGS,
          [test_connections_per_ip, test_first_byte_timeout, test_max_connections_clamped]),

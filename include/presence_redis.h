@@ -146,6 +146,36 @@ int presence_redis_on_kick(presence_store_t *s,
 int presence_redis_kick(presence_store_t *s, const char *session_id,
                         void (*done)(void *ud, int status), void *ud);
 
+/* Named leases with a cursor (presenced's webhooks: one per endpoint, see
+ * docs/webhooks.md): one instance holds a name at a time, fenced by the
+ * epoch a claim returns (the token of later calls); renew extends the lease
+ * and stores the cursor (it only moves forward), release gives it up with
+ * the cursor. A first claim starts at the newest event. log_offer: an id
+ * for the log, kept if the cluster has none (the answer's log_id is the
+ * cluster's). done(ud, 0, r) with r->granted, or (ud, ESTORE / ETIMEDOUT /
+ * ESHUTDOWN, NULL); called on the loop. 0, or ESTORE when Redis is not
+ * connected (done is not called), EINVAL, ENOMEM. */
+typedef enum presence_redis_lease_op {
+  PRESENCE_LEASE_CLAIM,
+  PRESENCE_LEASE_RENEW,
+  PRESENCE_LEASE_RELEASE
+} presence_redis_lease_op_t;
+typedef struct presence_redis_lease {
+  int granted;
+  uint64_t epoch;     /* granted: the lease's epoch (the token) */
+  uint64_t cursor;    /* granted: the stored cursor */
+  const char *log_id; /* granted: the log's id */
+  const char *owner;  /* refused: who holds it ("" nobody) */
+  int64_t ms_left;    /* refused: on the holder's lease */
+} presence_redis_lease_t;
+int presence_redis_lease(presence_store_t *s, const char *name,
+                         presence_redis_lease_op_t op, uint64_t token,
+                         uint32_t lease_ms, uint64_t cursor,
+                         const char *log_offer,
+                         void (*done)(void *ud, int status,
+                                      const presence_redis_lease_t *r),
+                         void *ud);
+
 /* Tests only: stop (1) or resume (0) every timer of the store (heartbeat,
  * reaping, grace, reconciliation), as a stalled process would. */
 void presence_redis_debug_pause(presence_store_t *s, int paused);

@@ -32,37 +32,6 @@ struct kicker {
   int closing;
 };
 
-int srv_redis_url(const char *url, srv_redis_addr_t *a) {
-  memset(a, 0, sizeof *a);
-  if (!strncmp(url, "unix:", 5)) {
-    const char *p = url + 5;
-    while (p[0] == '/' && p[1] == '/')
-      p++;
-    const char *q = strchr(p, '?');
-    a->path = q ? strndup(p, (size_t)(q - p)) : strdup(p);
-    if (q && !strncmp(q, "?db=", 4)) a->db = atoi(q + 4);
-    return a->path ? 0 : -1;
-  }
-  if (strncmp(url, "redis://", 8)) return -1;
-  const char *h = url + 8;
-  size_t hl = strcspn(h, ":/");
-  a->host = strndup(h, hl);
-  a->port = 6379;
-  const char *p = h + hl;
-  if (*p == ':') {
-    a->port = atoi(p + 1);
-    p += 1 + strspn(p + 1, "0123456789");
-  }
-  if (*p == '/' && p[1]) a->db = atoi(p + 1);
-  return a->host ? 0 : -1;
-}
-
-void srv_redis_addr_free(srv_redis_addr_t *a) {
-  free(a->host);
-  free(a->path);
-  memset(a, 0, sizeof *a);
-}
-
 static void on_kick(void *ud, const char *session_id) {
   struct kicker *k = ud;
   if (k->closing || !map_get(&k->s->sessions, session_id)) return;

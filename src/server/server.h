@@ -505,15 +505,5 @@ void kick_free(srv_t *s);
 int kick_remote(srv_t *s, const char *session_id,
                 void (*done)(srv_t *s, int found, void *ud), void *ud);
 
-/* Where --store points (kick.c and webhook.c hold their own hiredis
- * connections next to the store's). */
-typedef struct srv_redis_addr {
-  char *host, *path; /* one of them */
-  int port, db;
-} srv_redis_addr_t;
-/* "redis://host[:port][/db]" or "unix:/path[?db=N]": 0, or -1 (malformed or
- * out of memory). Only with hiredis. */
-int srv_redis_url(const char *url, srv_redis_addr_t *a);
-void srv_redis_addr_free(srv_redis_addr_t *a);
 
 #endif

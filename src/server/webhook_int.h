@@ -36,7 +36,6 @@ typedef struct endpoint {
   uint64_t token;
   int64_t lease_until;
   uint32_t gen;
-  char *key; /* the endpoint's hash in Redis */
   webhooks_t *w;
   wh_spec_t spec;
   CURL *easy;
@@ -73,7 +72,7 @@ struct webhooks {
    * change with the instance that happens to deliver. */
   char log_id[40];
   char log_offer[40]; /* ours, if the cluster has none yet */
-  wh_lease_t *lease;  /* the leases' Redis connection, or NULL */
+  wh_lease_t *lease;  /* the leases' timer and calls in flight, or NULL */
 };
 
 /* ---- webhook.c: steps of the state machine the lease drives -------------- */
@@ -87,7 +86,7 @@ void wh_wake(endpoint_t *ep, uint64_t delay_ms);
 
 /* ---- webhook_lease.c: the Redis cursor lease ----------------------------- */
 
-/* Set up the leases' connection and timer (w->redis only): 0 or -1. */
+/* Set up the leases' timer (w->redis only): 0 or -1. */
 int wr_init(webhooks_t *w);
 /* Store the held batch's last seq as the cursor, then wh_acknowledge. */
 void wr_ack(endpoint_t *ep);

@@ -92,6 +92,8 @@ typedef struct req {
   size_t max;       /* log reads: events wanted */
   bool from_oldest; /* log reads: a cursor past the newest, read again */
   struct req *sub_head, *sub_next; /* a batch's writes, in order */
+  /* presence__redis_raw: the reply goes to the store's other files */
+  void (*raw_cb)(void *ud, int code, redisReply *rep);
   char *cmd_ch; /* channel queries: the channel */
   char user[PRESENCE_ID_MAX + 1];
 } req_t;
@@ -2785,4 +2787,44 @@ int presence_redis_kick(presence_store_t *s, const char *session_id,
   const char *args[] = {"HEXISTS", key, r->user};
   plain(st, r, 3, args);
   return 0;
+}
+
+/* ---- for the store's other files ----------------------------------------- */
+
+static void raw_done(rstore_t *st, req_t *r, redisReply *rep, int code) {
+  (void)st;
+  r->raw_cb(r->ud, code, rep);
+}
+
+int presence__redis_raw(presence_store_t *s, int argc, const char **argv,
+                        const size_t *lens,
+                        void (*cb)(void *ud, int code, redisReply *rep),
+                        void *ud) {
+  if (!s || s->ops != &redis_ops || !cb) return PRESENCE_EINVAL;
+  rstore_t *st = (rstore_t *)s;
+  if (!st->up || st->destroying) return PRESENCE_ESTORE;
+  req_t *r = req_new(st, raw_done);
+  if (!r) return PRESENCE_ENOMEM;
+  r->raw_cb = cb;
+  r->ud = ud;
+  flush_writes(st);
+  int rc = format_cmd(r, argc, argv, lens);
+  if (rc) {
+    req_free(r);
+    return rc;
+  }
+  send_req(st, r);
+  return 0;
+}
+
+const char *presence__redis_prefix(presence_store_t *s) {
+  return ((rstore_t *)s)->prefix;
+}
+
+const char *presence__redis_instance(presence_store_t *s) {
+  return ((rstore_t *)s)->h.instance_id;
+}
+
+int presence__redis_is(presence_store_t *s) {
+  return s && s->ops == &redis_ops;
 }

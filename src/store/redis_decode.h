@@ -12,6 +12,7 @@
 #define PRESENCE_REDIS_DECODE_H
 
 #include "presence.h"
+#include "presence_store.h"
 
 #include <hiredis/hiredis.h>
 
@@ -45,5 +46,20 @@ int presence__redis_decode_reply(redisReply *rep, const char *self,
  * script answered, or PRESENCE_ESTORE for a reply of another shape. */
 int presence__redis_user_reply(const redisReply *rep,
                                presence_user_info_t *info);
+
+/* ---- between redis.c and the store's other files (redis_lease.c) ------- */
+
+/* Whether s is the Redis store. */
+int presence__redis_is(presence_store_t *s);
+/* One command on the command connection, in order with the store's own:
+ * cb(ud, 0, reply), or (ud, code, reply or NULL) for an error reply (code
+ * ESTORE, the reply still given) or a failure. 0, or ESTORE when not
+ * connected (cb is not called), ENOMEM. */
+int presence__redis_raw(presence_store_t *s, int argc, const char **argv,
+                        const size_t *lens,
+                        void (*cb)(void *ud, int code, redisReply *rep),
+                        void *ud);
+const char *presence__redis_prefix(presence_store_t *s);
+const char *presence__redis_instance(presence_store_t *s);
 
 #endif

@@ -1,0 +1,156 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Named leases with a cursor, on the Redis store: presenced's webhooks
+ * (one lease per endpoint: the instance holding it delivers, and stores how
+ * far it got). Here because the keys and the script are the store's; the
+ * daemon sees presence_redis_lease() only.
+ *
+ * A hash <prefix>wh:{<name>} holds the owner instance, its epoch (the
+ * token), the lease expiry by Redis's clock and the cursor. A claim, a
+ * renewal and a cursor move are each one script call, so each is atomic,
+ * and only the current owner with its current epoch can move the cursor
+ * (fencing): an instance that lost its lease while a request was in flight
+ * can neither step the cursor back nor past events its successor has not
+ * delivered. <prefix>wh:log-id names the log (an offer is kept if there is
+ * none, so a log that Redis lost gets a new id); a new lease starts at the
+ * store's newest sequence number, <prefix>seq.
+ *
+ * The calls go over the store's command connection: its timeouts, its
+ * reconnects, its checked replies.
+ */
+#include "presence_redis.h"
+#include "store/redis_decode.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* KEYS: the lease's hash, the log id, the store's event counter.
+ * ARGV: op (claim, renew, release), instance, token, lease ms, cursor,
+ * a log id to use if the cluster has none.
+ * Reply: {1, epoch, cursor, log id} or {0, owner, ms left on its lease}. */
+static const char lease_script[] =
+    "local t = redis.call('TIME')\n"
+    "local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
+    "local h = redis.call('HMGET', KEYS[1], 'owner', 'epoch', 'exp', "
+    "'cursor')\n"
+    "local owner, exp = h[1] or '', tonumber(h[3] or '0')\n"
+    "local cursor = tonumber(h[4] or '')\n"
+    "local id = redis.call('GET', KEYS[2])\n"
+    "if not id then\n"
+    "  id = ARGV[6]\n"
+    "  redis.call('SET', KEYS[2], id)\n"
+    "end\n"
+    "local me = ARGV[2]\n"
+    "if ARGV[1] == 'claim' then\n"
+    "  if owner ~= '' and owner ~= me and exp > now then\n"
+    "    return {0, owner, exp - now}\n"
+    "  end\n"
+    /* Epochs only grow, even across a lost hash (like the store's). */
+    "  local e = string.format('%.0f', math.max(tonumber(h[2] or '0') + 1, "
+    "now))\n"
+    /* A new lease starts at the end of the log, not its beginning. */
+    "  if not cursor then cursor = tonumber(redis.call('GET', KEYS[3]) or "
+    "'0') end\n"
+    "  redis.call('HSET', KEYS[1], 'owner', me, 'epoch', e, 'exp', "
+    "string.format('%.0f', now + tonumber(ARGV[4])), 'cursor', "
+    "string.format('%.0f', cursor))\n"
+    "  return {1, e, cursor, id}\n"
+    "end\n"
+    "if owner ~= me or h[2] ~= ARGV[3] then\n"
+    "  return {0, owner, exp - now}\n"
+    "end\n"
+    "local c = tonumber(ARGV[5])\n"
+    "if cursor == nil or c > cursor then cursor = c end\n"
+    "local cs = string.format('%.0f', cursor)\n"
+    "if ARGV[1] == 'release' then\n"
+    "  redis.call('HSET', KEYS[1], 'owner', '', 'exp', '0', 'cursor', cs)\n"
+    "else\n"
+    "  redis.call('HSET', KEYS[1], 'exp', string.format('%.0f', now + "
+    "tonumber(ARGV[4])), 'cursor', cs)\n"
+    "end\n"
+    "return {1, h[2], cursor, id}\n";
+
+typedef struct lease_call {
+  void (*done)(void *ud, int status, const presence_redis_lease_t *r);
+  void *ud;
+} lease_call_t;
+
+/* A decimal string of digits only. */
+static int digits(const redisReply *r, uint64_t *v) {
+  if (!r || r->type != REDIS_REPLY_STRING || !r->len || r->len > 19 ||
+      strspn(r->str, "0123456789") != r->len)
+    return -1;
+  *v = strtoull(r->str, NULL, 10);
+  return 0;
+}
+
+static redisReply *el(const redisReply *r, size_t i) {
+  return r && r->type == REDIS_REPLY_ARRAY && i < r->elements ? r->element[i]
+                                                              : NULL;
+}
+
+static void on_lease(void *ud, int code, redisReply *rep) {
+  lease_call_t *c = ud;
+  presence_redis_lease_t out;
+  memset(&out, 0, sizeof out);
+  if (!code && rep) {
+    /* Checked whole: {1, epoch, cursor, id} or {0, owner, ms left}. */
+    redisReply *g = el(rep, 0), *b = el(rep, 1), *n = el(rep, 2);
+    code = PRESENCE_ESTORE;
+    if (g && g->type == REDIS_REPLY_INTEGER && n &&
+        n->type == REDIS_REPLY_INTEGER) {
+      redisReply *id = el(rep, 3);
+      if (g->integer == 1 && rep->elements == 4 && !digits(b, &out.epoch) &&
+          n->integer >= 0 && id && id->type == REDIS_REPLY_STRING) {
+        out.granted = 1;
+        out.cursor = (uint64_t)n->integer;
+        out.log_id = id->str;
+        code = 0;
+      } else if (g->integer == 0 && b && b->type == REDIS_REPLY_STRING) {
+        out.owner = b->str;
+        out.ms_left = n->integer;
+        code = 0;
+      }
+    }
+  }
+  c->done(c->ud, code, code ? NULL : &out);
+  free(c);
+}
+
+int presence_redis_lease(presence_store_t *s, const char *name,
+                         presence_redis_lease_op_t op, uint64_t token,
+                         uint32_t lease_ms, uint64_t cursor,
+                         const char *log_offer,
+                         void (*done)(void *ud, int status,
+                                      const presence_redis_lease_t *r),
+                         void *ud) {
+  if (!presence__redis_is(s) || !name || !*name || !log_offer || !done ||
+      op < PRESENCE_LEASE_CLAIM || op > PRESENCE_LEASE_RELEASE)
+    return PRESENCE_EINVAL;
+  const char *prefix = presence__redis_prefix(s);
+  char key[400], log_key[160], seq_key[160];
+  if ((size_t)snprintf(key, sizeof key, "%swh:{%s}", prefix, name) >=
+      sizeof key)
+    return PRESENCE_EINVAL;
+  snprintf(log_key, sizeof log_key, "%swh:log-id", prefix);
+  snprintf(seq_key, sizeof seq_key, "%sseq", prefix);
+  char tok[24], lease[16], cur[24];
+  snprintf(tok, sizeof tok, "%llu", (unsigned long long)token);
+  snprintf(lease, sizeof lease, "%u", (unsigned)lease_ms);
+  snprintf(cur, sizeof cur, "%llu", (unsigned long long)cursor);
+  const char *opname = op == PRESENCE_LEASE_CLAIM     ? "claim"
+                       : op == PRESENCE_LEASE_RELEASE ? "release"
+                                                      : "renew";
+  const char *argv[] = {"EVAL",  lease_script, "3",   key,
+                        log_key, seq_key,      opname, presence__redis_instance(s),
+                        tok,     lease,        cur,    log_offer};
+  lease_call_t *c = malloc(sizeof *c);
+  if (!c) return PRESENCE_ENOMEM;
+  c->done = done;
+  c->ud = ud;
+  int rc = presence__redis_raw(s, (int)(sizeof argv / sizeof *argv), argv,
+                               NULL, on_lease, c);
+  if (rc) free(c);
+  return rc;
+}

@@ -37,6 +37,11 @@
  * timed. The memory figure is the heap added by the N memberships over the
  * sessions themselves, divided by the memberships (no member data).
  *
+ * Status that people set, in the same runs: one session per user, then
+ * every user changes its availability four times and sets and clears a
+ * status message with an expiry (an event each): 6U operations, timed as
+ * availability changes and message changes apart.
+ *
  * The engine is told the expected sizes (expected_sessions/users), and the
  * runs follow a warm-up run whose memory malloc keeps, so the figure is the
  * steady state of a server, not the kernel handing out fresh pages.
@@ -253,6 +258,59 @@ static chan_result_t channel_run(int measure_memory) {
   return r;
 }
 
+/* Status that people set: one session per user (connected, not timed),
+ * then every user cycles its availability dnd -> away -> invisible -> auto
+ * (4 changes, an event each), then sets a status message with an expiry an
+ * hour ahead and clears it (2 changes, an event each). */
+typedef struct setting_result {
+  double avail_s, message_s;
+} setting_result_t;
+
+static setting_result_t setting_run(void) {
+  setting_result_t r = {0};
+  presence_t *p;
+  presence_options_t o;
+  presence_options_init(&o);
+  o.expected_sessions = (uint32_t)n_users;
+  o.expected_users = (uint32_t)n_users;
+  check(presence_new(&o, &p), "presence_new");
+  for (int t = 0; t < PRESENCE_EV_COUNT_; t++)
+    check(presence_on(p, (presence_event_type_t)t, on_event, NULL), "on");
+  check(presence_on_event(p, count_event, NULL), "on_event");
+  for (size_t i = 0; i < n_users; i++)
+    check(presence_session_connect(p, sid(i), uid(i), NULL, NULL, NULL),
+          "connect");
+  static const presence_availability_t cycle[4] = {
+      PRESENCE_AVAIL_DND, PRESENCE_AVAIL_AWAY, PRESENCE_AVAIL_INVISIBLE,
+      PRESENCE_AVAIL_AUTO};
+  event_count = 0;
+  double t0 = now_s();
+  for (int k = 0; k < 4; k++)
+    for (size_t i = 0; i < n_users; i++)
+      check(presence_user_set_availability(p, uid(i), cycle[k], NULL, NULL),
+            "set_availability");
+  double t1 = now_s();
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  int64_t expires = (int64_t)ts.tv_sec * 1000 + 3600 * 1000;
+  for (size_t i = 0; i < n_users; i++)
+    check(presence_user_set_message(p, uid(i), "In a meeting", "\xf0\x9f\x93\x85",
+                                    expires, NULL, NULL),
+          "set_message");
+  for (size_t i = 0; i < n_users; i++)
+    check(presence_user_clear_message(p, uid(i), NULL, NULL), "clear_message");
+  double t2 = now_s();
+  if (event_count != 6ull * n_users) {
+    fprintf(stderr, "bench_engine: %llu setting events, expected %zu\n",
+            (unsigned long long)event_count, 6 * n_users);
+    exit(1);
+  }
+  r.avail_s = t1 - t0;
+  r.message_s = t2 - t1;
+  presence_free(p);
+  return r;
+}
+
 /* The baseline: the same keys through the bare table. */
 typedef struct bare {
   presence__hkey_t key;
@@ -396,7 +454,7 @@ int main(int argc, char **argv) {
   for (size_t c = 0; c < n_channels; c++)
     snprintf(channel_names[c], sizeof channel_names[c], "room-%04u",
              (unsigned)(c % 10000000));
-  double chan_s[MAX_RUNS];
+  double chan_s[MAX_RUNS], avail_s[MAX_RUNS], msg_s[MAX_RUNS];
   double conn_s[MAX_RUNS], stat_h[MAX_RUNS], disc_h[MAX_RUNS];
   double stat_i[MAX_RUNS], disc_i[MAX_RUNS], conn_i[MAX_RUNS];
   double t_ins[MAX_RUNS], t_find[MAX_RUNS], t_rem[MAX_RUNS];
@@ -421,6 +479,9 @@ int main(int argc, char **argv) {
     stat_i[i] = d.status_s;
     disc_i[i] = d.disconnect_s;
     chan_s[i] = channel_run(0).seconds;
+    setting_result_t st = setting_run();
+    avail_s[i] = st.avail_s;
+    msg_s[i] = st.message_s;
   }
   double n = (double)n_sessions;
   /* Connects are the same code in both variants: one figure from both. */
@@ -440,6 +501,8 @@ int main(int argc, char **argv) {
   rate_t blend = rate_of(blend_h, n_runs, 4 * n);
   rate_t blend_table = rate_of(blend_t, n_runs, 4 * n);
   rate_t chan = rate_of(chan_s, n_runs, 2 * n);
+  rate_t avail = rate_of(avail_s, n_runs, 4 * (double)n_users);
+  rate_t msgs = rate_of(msg_s, n_runs, 2 * (double)n_users);
 
   printf("bench/engine: %zu sessions over %zu users (%.2f per user), %d runs "
          "(median [min..max] ops/s)\n",
@@ -473,6 +536,12 @@ int main(int argc, char **argv) {
   printf("  heap per membership         %11.1f bytes beyond the session (no "
          "data)\n",
          chan_mem.bytes_per_membership);
+  printf("  availability changes        %11.0f [%.0f..%.0f]   (%zu users, an "
+         "event each)\n",
+         avail.med, avail.min, avail.max, n_users);
+  printf("  message sets+clears         %11.0f [%.0f..%.0f]   (with an expiry, "
+         "an event each)\n",
+         msgs.med, msgs.min, msgs.max);
   if (json_path) {
     FILE *f = fopen(json_path, "w");
     if (!f) {
@@ -489,7 +558,9 @@ int main(int argc, char **argv) {
     print_rate(f, "disconnect_by_handle", disconnect_h, 0);
     print_rate(f, "disconnect_by_id", disconnect_i, 0);
     print_rate(f, "all_by_handle", blend, 0);
-    print_rate(f, "channel_join_leave", chan, 1);
+    print_rate(f, "channel_join_leave", chan, 0);
+    print_rate(f, "availability_change", avail, 0);
+    print_rate(f, "message_set_clear", msgs, 1);
     fprintf(f, "},\"table_ops_per_s\":{");
     print_rate(f, "insert", ins, 0);
     print_rate(f, "lookup", find, 0);

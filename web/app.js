@@ -2,7 +2,7 @@
 // The demo page: a name, then a live roster of everyone on the demo.
 // Built on presence.js (a copy of clients/js/presence.js).
 import { PresenceClient } from './presence.js';
-import { timeAgo, describe, compareUsers, readSettings } from './format.js';
+import { timeAgo, describe, compareUsers, readSettings, availabilityLabel, messageLine } from './format.js';
 
 const settings = readSettings(location.search);
 const $ = (id) => document.getElementById(id);
@@ -44,6 +44,12 @@ function row(id) {
     you.textContent = ' (you)';
     name.append(you);
   }
+  const avail = document.createElement('span');
+  avail.className = 'avail';
+  name.append(avail);
+  const msg = document.createElement('span');
+  msg.className = 'status-msg';
+  name.append(msg);
   const detail = document.createElement('span');
   detail.className = 'detail';
   li.append(dot, name, detail);
@@ -54,7 +60,17 @@ function row(id) {
 function paint(li, user, now) {
   const status = user ? user.status : 'offline';
   li.dataset.status = status;
-  li.querySelector('.dot').className = 'dot ' + status;
+  // What the person set, as watchers see it (dnd shows online, away idle).
+  const availability = user && user.availability ? user.availability : 'auto';
+  li.dataset.availability = availability;
+  li.querySelector('.dot').className = 'dot ' + (availability === 'dnd' ? 'dnd' : status);
+  const badge = li.querySelector('.avail');
+  badge.className = 'avail ' + availability;
+  badge.textContent = availabilityLabel(user);
+  const line = user ? messageLine(user.message, now) : '';
+  const msg = li.querySelector('.status-msg');
+  if (msg.textContent !== line) msg.textContent = line;
+  li.dataset.message = user && user.message ? (user.message.text || '') : '';
   const detail = li.querySelector('.detail');
   const text = user ? describe(user, now) : 'loading…';
   if (detail.textContent !== text) detail.textContent = text;
@@ -153,6 +169,7 @@ function join(name) {
   $('join-card').hidden = true;
   $('me').hidden = false;
   $('roster-section').hidden = false;
+  $('my-setting').hidden = false;
   showStatus(client.status);
   setInterval(pollUsers, settings.pollMs);
   setInterval(render, 1000); // "last seen" times move on (text rewritten only when it changes)
@@ -173,6 +190,26 @@ $('join').addEventListener('submit', async (e) => {
   join(name);
 });
 
+// Status that people set: kept by the server for the user, so another tab
+// of the same name shows the same.
+function settingError(e) { $('setting-error').textContent = e ? 'Not set: ' + (e.code || '') + ' ' + (e.message || '') : ''; }
+$('availability').addEventListener('change', () => {
+  if (!client) return;
+  client.setAvailability($('availability').value).then(() => settingError(null), settingError);
+});
+$('status-form').addEventListener('submit', (e) => {
+  e.preventDefault();
+  if (!client) return;
+  const after = Number($('clear-after').value);
+  client.setMessage($('status-text').value.trim(), { emoji: $('status-emoji').value.trim(), clearAfterMs: after ? after * 1000 : null })
+    .then(() => settingError(null), settingError);
+});
+$('status-clear').addEventListener('click', () => {
+  if (!client) return;
+  $('status-text').value = '';
+  $('status-emoji').value = '';
+  client.clearMessage().then(() => settingError(null), settingError);
+});
 $('btn-idle').addEventListener('click', () => client && client.setStatusIdle());
 $('btn-online').addEventListener('click', () => client && client.setStatusOnline());
 if (settings.name) $('name').value = settings.name;

@@ -55,3 +55,21 @@ export function readSettings(search) {
     name: p.get('name') || '',
   };
 }
+
+const AVAILABILITY_LABEL = { dnd: 'do not disturb', away: 'away' };
+
+/** The badge next to a name for what the person set ('' for auto). */
+export function availabilityLabel(user) {
+  return (user && AVAILABILITY_LABEL[user.availability]) || '';
+}
+
+/** A status message as one line: emoji, text, and when it clears. */
+export function messageLine(message, now = Date.now()) {
+  if (!message || (!message.text && !message.emoji)) return '';
+  let s = [message.emoji, message.text].filter(Boolean).join(' ');
+  if (message.expires) {
+    const left = Math.max(0, Math.round((message.expires - now) / 60000));
+    s += left >= 60 ? ' (clears in ' + Math.round(left / 60) + ' h)' : ' (clears in ' + Math.max(1, left) + ' min)';
+  }
+  return s;
+}

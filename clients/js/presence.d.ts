@@ -12,6 +12,16 @@ export type UserStatus = 'online' | 'idle' | 'offline';
 /** Status of this one session. */
 export type SessionStatus = 'online' | 'idle';
 export type ConnectionState = 'connecting' | 'open' | 'reconnecting' | 'closed';
+/** What a person sets beside the computed status (docs/protocol.md section 6). */
+export type Availability = 'auto' | 'dnd' | 'away' | 'invisible';
+export declare const AVAILABILITIES: readonly Availability[];
+
+/** A status message; expires is ms since the epoch, null without expiry. */
+export interface StatusMessage {
+  text: string | null;
+  emoji: string | null;
+  expires: number | null;
+}
 
 /** Last known state of a watched user. Times are ms since the Unix epoch (0: never seen). */
 export interface UserState {
@@ -20,11 +30,20 @@ export interface UserState {
   since: number;
   last_seen: number;
   version: number;
+  /** As watchers see it: 'auto' also for an offline or invisible user. */
+  availability: Availability;
+  /** When last online, not idle (ms, 0: never). */
+  last_active: number;
+  message: StatusMessage | null;
+  /** Best status per device kind ({} when offline). */
+  devices: Record<string, UserStatus>;
 }
 
 /** How a state arrived: a snapshot (answer to subscribe) or a change. */
 export interface PresenceChange {
   snapshot: boolean;
+  /** What changed: null for a snapshot. */
+  kind: 'status' | 'device' | 'message' | null;
   /** Previous status (of the change, or what was known before a snapshot). */
   from: UserStatus | null;
   /** Why it changed, e.g. 'connect', 'disconnect', 'explicit', 'inactivity', 'timeout'. */
@@ -191,6 +210,21 @@ export interface WelcomeMessage {
   timeout_ms: number;
   /** The token's expiry, Unix seconds. */
   exp?: number;
+  /** The session's device kind (the token's device claim, 'web' by default). */
+  device?: string;
+}
+
+/** An Error from a refused request: code is the server's error code or 'not_connected'. */
+export interface CodedError extends Error {
+  code: string;
+}
+
+export interface MessageOptions {
+  emoji?: string | null;
+  /** Clear after this many ms (rounded up to whole seconds). */
+  clearAfterMs?: number | null;
+  /** Clear at this time, ms since the epoch (ignored with clearAfterMs). */
+  expiresAt?: number | null;
 }
 
 export interface EventMap {
@@ -234,6 +268,15 @@ export declare class PresenceClient {
   setStatusIdle(): void;
   /** Set this session online. */
   setStatusOnline(): void;
+
+  /** This session's device kind, from the welcome (null before one). */
+  readonly device: string | null;
+  /** Set the user's availability; rejects with a CodedError. */
+  setAvailability(availability: Availability): Promise<void>;
+  /** Set the user's status message; rejects with a CodedError. */
+  setMessage(text: string | null, options?: MessageOptions): Promise<void>;
+  /** Clear the user's status message. */
+  clearMessage(): Promise<void>;
 
   /** Watch users; onChange gets the snapshot then every change. Returns an undo function. */
   subscribe(userIds: string | string[], onChange?: OnChange): () => void;

@@ -71,6 +71,48 @@ export function backoffDelay(attempt, opts, random = Math.random) {
  *   presence.subscribe(['bob', 'carol'], (user) => render(user));
  *   presence.connect();
  */
+/** Availabilities a user may set (docs/protocol.md section 6). */
+export const AVAILABILITIES = Object.freeze(['auto', 'dnd', 'away', 'invisible']);
+
+function codeError(code, message) {
+  const e = new Error(message);
+  e.code = code;
+  return e;
+}
+
+// A watched user's state from a snapshot entry (docs/protocol.md 6.4).
+function userState(u) {
+  return {
+    user_id: u.user_id, status: u.status, since: u.since ?? 0, last_seen: u.last_seen ?? 0,
+    version: u.version ?? 0, availability: u.availability ?? 'auto', last_active: u.last_active ?? 0,
+    message: u.message ?? null, devices: { ...(u.devices || {}) },
+  };
+}
+
+// A change entry applied onto what we knew: status and availability always,
+// the named device, the message when it is what changed.
+function mergeChange(prev, u, kind) {
+  const s = copyState(prev);
+  if (u.status !== undefined) s.status = u.status;
+  if (u.availability !== undefined) s.availability = u.availability;
+  if (typeof u.version === 'number') s.version = u.version;
+  if (kind === 'status') {
+    if (u.since !== undefined) s.since = u.since;
+    if (u.last_seen !== undefined) s.last_seen = u.last_seen;
+  }
+  if (kind === 'message') s.message = u.message ?? null;
+  if (typeof u.device === 'string') {
+    if (u.device_status && u.device_status !== 'offline') s.devices[u.device] = u.device_status;
+    else delete s.devices[u.device];
+  }
+  if (s.status === 'offline') s.devices = {};
+  return s;
+}
+
+function copyState(s) {
+  return { ...s, devices: { ...(s.devices || {}) }, message: s.message ? { ...s.message } : null };
+}
+
 export class PresenceClient {
   constructor(options = {}) {
     if (typeof options.getToken !== 'function') throw new TypeError('options.getToken must be a function');
@@ -110,6 +152,7 @@ export class PresenceClient {
     this._lastRecv = 0;
     this._nextId = 1;
     this._session = null; // the welcome message of the current session
+    this._pending = new Map(); // request id -> {resolve, reject} (setAvailability, setMessage)
     this._watch = new Map(); // user id -> Set of onChange callbacks
     this._channels = new Map(); // channel name -> Channel (joined or observed)
     this._chanReqs = new Map(); // request id -> Channel awaiting its answer
@@ -177,11 +220,11 @@ export class PresenceClient {
   /** Last known state of a watched user, or undefined. */
   get(userId) {
     const u = this._known.get(userId);
-    return u ? { ...u } : undefined;
+    return u ? copyState(u) : undefined;
   }
 
   /** Every watched user whose state is known, as an array. */
-  all() { return [...this._known.values()].map((u) => ({ ...u })); }
+  all() { return [...this._known.values()].map(copyState); }
 
   /** The user ids currently watched. */
   watched() { return [...this._watch.keys()]; }
@@ -253,6 +296,7 @@ export class PresenceClient {
   }
 
   _detach(ws) {
+    this._failPending();
     ws.onopen = ws.onmessage = ws.onerror = ws.onclose = null;
   }
 
@@ -350,10 +394,12 @@ export class PresenceClient {
         }
         if (m.code === 'kicked' || m.code === 'too_many_sessions' || m.code === 'token_expired' || m.code === 'rate_limited') this._closeError = m.code;
         if (this._refreshId !== null && m.id === this._refreshId) return this._refreshRefused(m);
+        this._settle(m.id, m);
         this._emit('error', { kind: 'server', code: m.code, message: m.message, id: m.id });
         return;
       case 'ack':
         if (this._refreshId !== null && m.id === this._refreshId) return this._refreshed(m);
+        this._settle(m.id, null);
         return;
       case 'pong':
         return;
@@ -388,14 +434,18 @@ export class PresenceClient {
       if (!callbacks) continue; // unsubscribed meanwhile
       const prev = this._known.get(u.user_id);
       // A snapshot replaces what we knew (the server may have restarted and
-      // begun its versions again); a change only if it is newer.
-      if (!m.snapshot && prev && typeof u.version === 'number' && typeof prev.version === 'number' && u.version <= prev.version) continue;
-      const state = { user_id: u.user_id, status: u.status, since: u.since ?? 0, last_seen: u.last_seen ?? 0, version: u.version ?? 0 };
+      // begun its versions again); a change only if it is newer. A device
+      // change comes from a session event, which leaves the user's version
+      // as it was: equal is new enough for it.
+      const kind = m.snapshot ? null : (u.change || 'status');
+      if (!m.snapshot && prev && typeof u.version === 'number' && typeof prev.version === 'number'
+          && (u.version < prev.version || (u.version === prev.version && kind !== 'device'))) continue;
+      const state = m.snapshot || !prev ? userState(u) : mergeChange(prev, u, kind);
       this._known.set(u.user_id, state);
-      const change = { snapshot: !!m.snapshot, from: m.snapshot ? (prev ? prev.status : null) : (u.from ?? (prev ? prev.status : null)), reason: u.reason ?? null, seq: u.seq ?? null };
-      this._emit('presence', { user: { ...state }, ...change });
+      const change = { snapshot: !!m.snapshot, kind, from: m.snapshot ? (prev ? prev.status : null) : (u.from ?? (prev ? prev.status : null)), reason: u.reason ?? null, seq: u.seq ?? null };
+      this._emit('presence', { user: copyState(state), ...change });
       for (const fn of [...callbacks]) {
-        try { fn({ ...state }, change); } catch (e) { this._report(e); }
+        try { fn(copyState(state), change); } catch (e) { this._report(e); }
       }
     }
   }
@@ -467,6 +517,65 @@ export class PresenceClient {
       }
       this._send({ type: 'unsubscribe', id: this._nextId++, users: batch });
     }
+  }
+
+  // ------------------------------------------------ status people set
+
+  /** This session's device kind ('web', 'mobile', 'desktop', or the app's word), from the token. */
+  get device() { return this._session ? (this._session.device ?? 'web') : null; }
+
+  /**
+   * Set the user's availability: 'auto', 'dnd', 'away' or 'invisible'. Kept by
+   * the server across reconnects. Resolves when the server has it; rejects
+   * with an Error whose code is the server's (bad_availability, ...) or
+   * 'not_connected'.
+   */
+  setAvailability(availability) {
+    if (!AVAILABILITIES.includes(availability)) return Promise.reject(codeError('bad_availability', 'availability must be auto, dnd, away or invisible'));
+    return this._request({ type: 'availability', availability });
+  }
+
+  /**
+   * Set the status message: text (at most 128 characters by default) and an
+   * emoji, cleared by the server after clearAfterMs (rounded up to whole
+   * seconds) or at expiresAt (ms since the epoch), or never.
+   */
+  setMessage(text, { emoji, clearAfterMs, expiresAt } = {}) {
+    const msg = { type: 'message' };
+    if (text !== undefined && text !== null) msg.text = String(text);
+    if (emoji !== undefined && emoji !== null) msg.emoji = String(emoji);
+    if (clearAfterMs !== undefined && clearAfterMs !== null) msg.expires_in = Math.max(1, Math.ceil(clearAfterMs / 1000));
+    else if (expiresAt !== undefined && expiresAt !== null) msg.expires_at = Math.floor(expiresAt);
+    return this._request(msg);
+  }
+
+  /** Clear the status message. */
+  clearMessage() {
+    return this._request({ type: 'message' });
+  }
+
+  _request(msg) {
+    if (!this._session || this._state !== OPEN) return Promise.reject(codeError('not_connected', 'not connected'));
+    const id = this._nextId++;
+    return new Promise((resolve, reject) => {
+      this._pending.set(id, { resolve, reject });
+      if (!this._send({ ...msg, id })) {
+        this._pending.delete(id);
+        reject(codeError('not_connected', 'send failed'));
+      }
+    });
+  }
+
+  _settle(id, err) {
+    const p = this._pending.get(id);
+    if (!p) return;
+    this._pending.delete(id);
+    if (err) p.reject(codeError(err.code, err.message)); else p.resolve();
+  }
+
+  _failPending() {
+    for (const p of this._pending.values()) p.reject(codeError('not_connected', 'connection closed before the answer'));
+    this._pending.clear();
   }
 
   // --------------------------------------------------------------- status

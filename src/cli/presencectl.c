@@ -43,6 +43,9 @@ typedef struct opts {
   long count;
   long retries; /* -1: for ever */
   long idle_s;
+  const char *emoji; /* message: --emoji */
+  long clear_after;  /* message: --clear-after SEC (0: none) */
+  int clear;         /* message: --clear */
 } opts_t;
 
 static opts_t O;
@@ -73,7 +76,12 @@ static void usage(FILE *out) {
           "                      disconnect from the last event printed\n"
           "  stats               instance, uptime and counters (/metrics)\n"
           "  origins             backends reporting sessions (GET /v1/backend)\n"
-          "                      and HTTP sessions: state, session counts\n\n"
+          "                      and HTTP sessions: state, session counts\n"
+          "  availability USER [auto|dnd|away|invisible]\n"
+          "                      show (the truth: status and the setting) or\n"
+          "                      set a user's availability\n"
+          "  message USER [TEXT] show, set (--emoji E, --clear-after SEC) or\n"
+          "                      clear (--clear) a user's status message\n\n"
           "Options:\n"
           "  --url URL           presenced base URL [env PRESENCECTL_URL]\n"
           "                      (default http://127.0.0.1:7070)\n"
@@ -87,6 +95,9 @@ static void usage(FILE *out) {
           "  --count N           watch: exit 0 after N events\n"
           "  --retries N         watch: give up (exit 3) after N failed\n"
           "                      reconnects in a row (default: never)\n"
+          "  --emoji E           message: the emoji beside the text\n"
+          "  --clear-after SEC   message: the server clears it after SEC\n"
+          "  --clear             message: clear it\n"
           "  --idle-timeout SEC  watch: reconnect when nothing, not even a\n"
           "                      keepalive, arrived for SEC (default 60)\n"
           "  --help, --version\n\n"
@@ -384,6 +395,83 @@ static int cmd_channel(int argc, char **argv) {
     free(ds);
   }
   cJSON_Delete(all);
+  return EXIT_OK;
+}
+
+/* The message object of a user or an answer, as one line of text. */
+static void print_message(const char *user, const cJSON *m) {
+  if (!cJSON_IsObject(m)) {
+    printf("%s: no status message\n", user);
+    return;
+  }
+  char a[32];
+  const cJSON *exp = cJSON_GetObjectItemCaseSensitive(m, "expires");
+  const char *emoji = str(m, "emoji");
+  printf("%s: %s%s%s", user, emoji, *emoji ? " " : "", str(m, "text"));
+  if (cJSON_IsNumber(exp))
+    printf("  (clears at %s)", when(exp->valuedouble, a, sizeof a));
+  putchar('\n');
+}
+
+/* availability USER [WORD]: the backend API's GET and PUT. */
+static int cmd_availability(int argc, char **argv) {
+  if (argc != 1 && argc != 2)
+    die_usage("availability: give a user id, and a word to set");
+  cJSON *r;
+  if (argc == 2) {
+    char *path = id_path("/v1/users/", argv[0], "/availability");
+    cJSON *q = cJSON_CreateObject();
+    cJSON_AddStringToObject(q, "availability", argv[1]);
+    char *body = cJSON_PrintUnformatted(q);
+    cJSON_Delete(q);
+    r = request("PUT", path, body, "availability", NULL, 1);
+    free(body);
+    free(path);
+  } else {
+    char *path = id_path("/v1/users/", argv[0], "");
+    r = request("GET", path, NULL, "availability", NULL, 1);
+    free(path);
+  }
+  if (O.json)
+    print_json(r);
+  else if (argc == 2)
+    printf("%s: availability %s\n", argv[0], str(r, "availability"));
+  else
+    printf("%s: availability %s, status %s\n", argv[0],
+           str(r, "availability"), str(r, "status"));
+  cJSON_Delete(r);
+  return EXIT_OK;
+}
+
+/* message USER [TEXT]: show, set or (--clear) clear. */
+static int cmd_message(int argc, char **argv) {
+  if (argc != 1 && argc != 2)
+    die_usage("message: give a user id, and the text to set");
+  if (argc == 2 && O.clear) die_usage("message: --clear takes no text");
+  char *path = id_path("/v1/users/", argv[0], argc == 2 || O.clear || O.emoji
+                                                  ? "/message"
+                                                  : "");
+  cJSON *r;
+  if (O.clear) {
+    r = request("DELETE", path, NULL, "message", NULL, 1);
+  } else if (argc == 2 || O.emoji) {
+    cJSON *q = cJSON_CreateObject();
+    if (argc == 2) cJSON_AddStringToObject(q, "text", argv[1]);
+    if (O.emoji) cJSON_AddStringToObject(q, "emoji", O.emoji);
+    if (O.clear_after) cJSON_AddNumberToObject(q, "expires_in", (double)O.clear_after);
+    char *body = cJSON_PrintUnformatted(q);
+    cJSON_Delete(q);
+    r = request("PUT", path, body, "message", NULL, 1);
+    free(body);
+  } else {
+    r = request("GET", path, NULL, "message", NULL, 1);
+  }
+  free(path);
+  if (O.json)
+    print_json(r);
+  else
+    print_message(argv[0], cJSON_GetObjectItemCaseSensitive(r, "message"));
+  cJSON_Delete(r);
   return EXIT_OK;
 }
 
@@ -932,6 +1020,12 @@ int main(int argc, char **argv) {
       O.count = parse_long("--count", VALUE(), 1);
     } else if (IS("--retries")) {
       O.retries = parse_long("--retries", VALUE(), 0);
+    } else if (IS("--emoji")) {
+      O.emoji = VALUE();
+    } else if (IS("--clear-after")) {
+      O.clear_after = parse_long("--clear-after", VALUE(), 1);
+    } else if (IS("--clear")) {
+      O.clear = 1;
     } else if (IS("--idle-timeout")) {
       O.idle_s = parse_long("--idle-timeout", VALUE(), 1);
     } else {
@@ -964,6 +1058,11 @@ int main(int argc, char **argv) {
     fn = cmd_stats;
   else if (!strcmp(cmd, "origins"))
     fn = cmd_origins;
+
+  else if (!strcmp(cmd, "availability"))
+    fn = cmd_availability;
+  else if (!strcmp(cmd, "message"))
+    fn = cmd_message;
   else
     die_usage("unknown command '%s'", cmd);
   if (curl_global_init(CURL_GLOBAL_DEFAULT) != 0) {

@@ -823,6 +823,10 @@ static void send_welcome(conn_t *c) {
   /* The token's expiry, so a client can refresh it ahead ({"type":"token"}). */
   buf_puts(b, ",\"exp\":");
   buf_put_i64(b, w->claims.exp);
+  /* The session's device kind (docs/protocol.md section 6). */
+  buf_puts(b, ",\"device\":");
+  buf_put_json_str(b, w->claims.device[0] ? w->claims.device
+                                          : PRESENCE_DEVICE_DEFAULT);
   buf_putc(b, '}');
   if (!buf_failed(b)) ws_send_text(c, b->data, b->len);
 }

@@ -95,6 +95,7 @@ typedef struct uext {
   int64_t msg_expires_ms; /* wall clock; 0: none */
   uint32_t heap_idx;      /* in the expiry heap; NOT_IN_HEAP otherwise */
   uint32_t text_len, emoji_len;
+  uint32_t strs_cap; /* bytes allocated for strs */
   uint8_t has_text, has_emoji;
   char strs[];
 } uext_t;
@@ -1316,6 +1317,9 @@ static void maybe_forget_later(mstore_t *m, muser_t *u) {
   if (!m->retention_s || holds_setting(u) || u->n_sessions ||
       u_status(u) != PRESENCE_OFFLINE || (u->key.spare[U_FLAGS] & UF_IN_GRACE))
     return;
+  /* Counted from now: an older entry (from going offline while the setting
+   * held) must not forget it sooner. */
+  u->forget_gen++;
   (void)uq_push(m, &m->fq, u, u->forget_gen,
                 (uint32_t)((m->h.mono_ms(m->h.host_ud) - m->mono_base) / 1000) +
                     m->retention_s);
@@ -1323,10 +1327,11 @@ static void maybe_forget_later(mstore_t *m, muser_t *u) {
 
 static uext_t *ext_ensure(mstore_t *m, muser_t *u) {
   if (u->ext) return u->ext;
-  uext_t *x = presence__malloc(m->alloc, sizeof(*x) + 2);
+  uext_t *x = presence__malloc(m->alloc, sizeof(*x) + 32);
   if (!x) return NULL;
-  memset(x, 0, sizeof(*x) + 2);
+  memset(x, 0, sizeof(*x) + 32);
   x->heap_idx = NOT_IN_HEAP;
+  x->strs_cap = 32;
   u->ext = x;
   return x;
 }
@@ -1380,14 +1385,20 @@ static int message_store(mstore_t *m, muser_t *u, const char *text,
                          int64_t expires_ms, presence_reason_t reason) {
   if (expires_ms && exp_reserve(m)) return PRESENCE_ENOMEM;
   uext_t *x = u->ext;
-  size_t need = sizeof(*x) + tlen + 1 + elen + 1;
-  x = presence__realloc(m->alloc, x, need);
-  if (!x) return PRESENCE_ENOMEM;
-  if (!u->ext) {
-    memset(x, 0, sizeof(*x));
-    x->heap_idx = NOT_IN_HEAP;
+  size_t need = tlen + 1 + elen + 1;
+  /* Grown, never shrunk: a user who sets and clears a message again and
+   * again (the common "in a meeting" cycle) reallocates nothing. */
+  if (!x || x->strs_cap < need) {
+    size_t cap = need < 32 ? 32 : need;
+    x = presence__realloc(m->alloc, x, sizeof(*x) + cap);
+    if (!x) return PRESENCE_ENOMEM;
+    if (!u->ext) {
+      memset(x, 0, sizeof(*x));
+      x->heap_idx = NOT_IN_HEAP;
+    }
+    x->strs_cap = (uint32_t)cap;
+    u->ext = x;
   }
-  u->ext = x;
   exp_remove(m, u);
   int64_t now = m->h.wall_ms(m->h.host_ud);
   x->has_text = text != NULL;
@@ -1426,9 +1437,9 @@ static int op_set_message(mstore_t *m, const presence_write_t *w) {
 static void expire_messages(mstore_t *m, int64_t now) {
   while (m->heap_len && exp_key(m, 0) <= now) {
     muser_t *u = m->heap[0];
-    /* Clearing shrinks nothing (realloc to a smaller block may still fail
-     * in a hostile allocator): on failure the entry is dropped from the
-     * heap and the message stays, never retried in a loop. */
+    /* A clear needs no memory (the block is never shrunk), so this does
+     * not fail; were it to, the entry leaves the heap rather than being
+     * retried in a loop. */
     if (message_store(m, u, NULL, 0, NULL, 0, 0, PRESENCE_REASON_EXPIRED))
       exp_remove(m, u);
   }

@@ -7,6 +7,7 @@ see (the truth) in the API and the event stream, message expiry, the device
 claim, and bad input refused with the documented codes, nothing stored."""
 
 import asyncio
+import json
 import os
 import sys
 import time
@@ -240,9 +241,44 @@ async def test_bad_input(t, d, args):
     await c.close()
 
 
+async def ctl(d, *argv):
+    """presencectl (next to presenced) against d: (exit code, stdout, stderr)."""
+    binary = os.path.join(os.path.dirname(os.path.abspath(parse_args().presenced)), "presencectl")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PRESENCECTL_")}
+    env.update(PRESENCECTL_URL=f"http://{HOST}:{d.port}", PRESENCECTL_API_KEY=API_KEY)
+    p = await asyncio.create_subprocess_exec(binary, *argv, stdout=asyncio.subprocess.PIPE,
+                                             stderr=asyncio.subprocess.PIPE, env=env)
+    out, err = await asyncio.wait_for(p.communicate(), 15)
+    return p.returncode, out.decode(), err.decode()
+
+
+async def test_presencectl(t, d, args):
+    rc, out, err = await ctl(d, "availability", "jack", "dnd")
+    t.check("presencectl availability USER dnd: exit 0, says so",
+            rc == 0 and "availability dnd" in out, (rc, out, err))
+    rc, out, err = await ctl(d, "availability", "jack")
+    t.check("presencectl availability USER: the truth", rc == 0
+            and "availability dnd, status offline" in out, (rc, out, err))
+    rc, out, err = await ctl(d, "availability", "jack", "busy")
+    t.check("presencectl availability USER busy: exit 1, bad_availability",
+            rc == 1 and "bad_availability" in err, (rc, out, err))
+    rc, out, err = await ctl(d, "message", "jack", "Out sick", "--emoji", "🤒", "--clear-after", "3600")
+    t.check("presencectl message USER TEXT --emoji --clear-after: set, with its expiry",
+            rc == 0 and "🤒 Out sick" in out and "clears at" in out, (rc, out, err))
+    rc, out, err = await ctl(d, "--json", "message", "jack")
+    j = json.loads(out or "{}") if rc == 0 else {}
+    t.check("presencectl --json message USER: the user's message",
+            (j.get("message") or {}).get("text") == "Out sick", (rc, out, err))
+    rc, out, err = await ctl(d, "message", "jack", "--clear")
+    t.check("presencectl message USER --clear", rc == 0 and "no status message" in out, (rc, out, err))
+    rc, out, err = await ctl(d, "message", "jack", "x" * 129)
+    t.check("presencectl message with 129 characters: exit 1, bad_message",
+            rc == 1 and "bad_message" in err, (rc, out, err))
+
+
 if __name__ == "__main__":
     run([
         ("user-status", {"--offline-grace-ms": "0"},
          [test_watcher_sees_masked_changes_once, test_message_and_expiry,
-          test_backend_sets_for_any_user, test_bad_input]),
+          test_backend_sets_for_any_user, test_bad_input, test_presencectl]),
     ])

@@ -21,6 +21,13 @@
  * model takes a user.offline of a user in grace within a tolerance instead
  * of predicting its millisecond. Retention counts whole seconds of Redis's
  * clock and is checked on the embedded store only.
+ * Status that people set rides along: availabilities and status messages
+ * (some with an expiry) set and cleared at random. The model predicts each
+ * user's setting, each expiry (cleared once, at the first tick at or after
+ * it), that a user holding a setting is never forgotten; the replay checks
+ * every user.availability / user.message against what it knew, and a
+ * watcher's view rebuilt from the events alone (presence_event_watcher_visible
+ * deciding what is sent) against the masking table applied to the model.
  */
 #ifdef PROPERTY_REDIS
 #define PRESENCE_TEST_NO_RECORDER
@@ -52,7 +59,11 @@ typedef struct muser {
    * write's call and its answer, so it ends no earlier than this. */
   int64_t earliest;
   int known;          /* the store holds a record of it */
-  int64_t offline_at; /* mono, when it last went offline */
+  int64_t offline_at; /* mono, when it last went offline (or last cleared a
+                         setting while offline: forgettable from then) */
+  presence_availability_t avail;
+  int msg;            /* 0: none; else the message's number */
+  int64_t msg_expires; /* wall; 0: none */
 } muser_t;
 
 typedef struct world world_t;
@@ -89,6 +100,12 @@ struct world {
   int r_connected[N_SESSIONS];
   presence_status_t r_status[N_SESSIONS];
   presence_status_t r_user[N_USERS];
+  presence_availability_t r_avail[N_USERS];
+  int r_msg[N_USERS];
+  int64_t r_msg_exp[N_USERS];
+  presence_status_t r_view[N_USERS]; /* what a watcher was sent */
+  presence_availability_t r_view_avail[N_USERS];
+  long watcher_messages;
   uint64_t last_seq;
   int touched[N_USERS + 2];
   int n_touched;
@@ -129,6 +146,25 @@ static void touch_user(world_t *w, int u) {
 }
 
 static void grace_ended(world_t *w, int ui);
+/* A user event reaches a watcher exactly when what it shows changes. */
+static void watcher_sees(world_t *w, int uid, const presence_event_t *ev) {
+  presence_status_t st = presence_shown_status(ev->availability_to, ev->to);
+  presence_availability_t av =
+      presence_shown_availability(ev->availability_to, ev->to);
+  int changed = st != w->r_view[uid] || av != w->r_view_avail[uid];
+  int sent = presence_event_watcher_visible(ev);
+  /* A user event caused by a session may also carry a device change that
+   * is visible on its own; without one, sent must equal changed. */
+  if (!ev->device && sent != changed)
+    fail_msg("user u%d: %s sent %d, the watcher's view changed %d", uid,
+             presence_event_type_name(ev->type), sent, changed);
+  if (changed && !sent)
+    fail_msg("user u%d: a visible change (%s) not sent", uid,
+             presence_event_type_name(ev->type));
+  w->watcher_messages += sent;
+  w->r_view[uid] = st;
+  w->r_view_avail[uid] = av;
+}
 
 static void on_event(presence_t *p, const presence_event_t *ev, void *ud) {
   (void)p;
@@ -163,13 +199,36 @@ static void on_event(presence_t *p, const presence_event_t *ev, void *ud) {
     /* Edge-triggered: every user event is a real change. */
     assert_int_equal(ev->from, w->r_user[uid]);
     assert_int_not_equal(ev->from, ev->to);
+    assert_int_equal(ev->availability_to, w->r_avail[uid]);
     w->r_user[uid] = ev->to;
+    watcher_sees(w, uid, ev);
     touch_user(w, uid);
     /* (A reset ends a grace at once, with reason instance_lost.) */
     if (w->kind->real_time && ev->to == PRESENCE_OFFLINE &&
         ev->reason != PRESENCE_REASON_INSTANCE_LOST && w->u[uid].pending)
       grace_ended(w, uid);
     break;
+  case PRESENCE_EV_USER_AVAILABILITY:
+    assert_int_equal(ev->availability_from, w->r_avail[uid]);
+    assert_int_not_equal(ev->availability_from, ev->availability_to);
+    assert_int_equal(ev->from, w->r_user[uid]);
+    w->r_avail[uid] = ev->availability_to;
+    watcher_sees(w, uid, ev);
+    touch_user(w, uid);
+    break;
+  case PRESENCE_EV_USER_MESSAGE: {
+    int msg = ev->message ? atoi(ev->message + 1) : 0;
+    /* Only real changes: the text or the expiry differs. */
+    assert_true(msg != w->r_msg[uid] ||
+                ev->message_expires_ms != w->r_msg_exp[uid]);
+    w->r_msg_exp[uid] = ev->message_expires_ms;
+    assert_int_equal(ev->reason == PRESENCE_REASON_EXPIRED, msg == 0 &&
+                     ev->reason != PRESENCE_REASON_EXPLICIT);
+    assert_true(presence_event_watcher_visible(ev));
+    w->r_msg[uid] = msg;
+    touch_user(w, uid);
+    break;
+  }
   case PRESENCE_EV_CLEANUP:
     break;
   default:
@@ -225,7 +284,7 @@ static void forget_due(world_t *w) {
   for (int i = 0; i < N_USERS; i++) {
     muser_t *u = &w->u[i];
     if (u->known && u->reported == PRESENCE_OFFLINE && !u->sessions &&
-        !u->pending &&
+        !u->pending && u->avail == PRESENCE_AVAIL_AUTO && !u->msg &&
         (u->offline_at - w->mono_base) / 1000 + w->retention_s <= now_s) {
       u->known = 0;
       w->forgotten++;
@@ -321,6 +380,26 @@ static void check_user(world_t *w, int ui) {
              presence_status_name(w->u[ui].reported),
              presence_status_name(w->r_user[ui]), (unsigned long long)w->rng);
   assert_int_equal(info.session_count, (uint32_t)w->u[ui].sessions);
+  const muser_t *mu = &w->u[ui];
+  if (info.availability != mu->avail || w->r_avail[ui] != mu->avail)
+    fail_msg("user %s: availability %s, model %s, replay %s (seed %llu)", uid,
+             presence_availability_name(info.availability),
+             presence_availability_name(mu->avail),
+             presence_availability_name(w->r_avail[ui]),
+             (unsigned long long)w->rng);
+  int msg = info.message ? atoi(info.message + 1) : 0;
+  if (msg != mu->msg || w->r_msg[ui] != mu->msg)
+    fail_msg("user %s: message %d, model %d, replay %d (seed %llu)", uid, msg,
+             mu->msg, w->r_msg[ui], (unsigned long long)w->rng);
+  if (mu->msg) assert_int_equal(info.message_expires_ms, mu->msg_expires);
+  if (w->r_view[ui] != presence_shown_status(mu->avail, mu->reported) ||
+      w->r_view_avail[ui] != presence_shown_availability(mu->avail, mu->reported))
+    fail_msg("user %s: the watcher was last sent %s/%s, the table says %s/%s",
+             uid, presence_status_name(w->r_view[ui]),
+             presence_availability_name(w->r_view_avail[ui]),
+             presence_status_name(presence_shown_status(mu->avail, mu->reported)),
+             presence_availability_name(
+                 presence_shown_availability(mu->avail, mu->reported)));
   assert_int_equal(info.online_count, (uint32_t)w->u[ui].online);
   if (w->retention_s && !w->u[ui].known) {
     /* Forgotten: as if never seen. */
@@ -395,6 +474,37 @@ static void step(world_t *w) {
       settle(w, s->user, reason != PRESENCE_REASON_KICKED);
       touch_user(w, s->user);
     }
+  } else if (r < 700 && !w->kind->real_time) {
+    /* Status that people set (the Redis store does not keep it yet: it
+     * answers ENOTSUP, so its run leaves this step to the status one). */
+    int ui = (int)(next_rand(w) % N_USERS);
+    muser_t *u = &w->u[ui];
+    snprintf(uid, sizeof uid, "u%d", ui);
+    uint32_t k = next_rand(w);
+    int had = u->avail != PRESENCE_AVAIL_AUTO || u->msg;
+    if (r < 675) {
+      presence_availability_t a = (presence_availability_t)(k % 4);
+      assert_int_equal(presence_user_set_availability(w->p, uid, a, NULL, NULL),
+                       0);
+      if (a != PRESENCE_AVAIL_AUTO) u->known = 1;
+      u->avail = a;
+    } else {
+      int msg = (int)(k % 3); /* 0: clear */
+      int64_t exp = msg && (k & 8) ? w->clock.wall + 1 + (k >> 8) % 3000 : 0;
+      char text[16];
+      snprintf(text, sizeof text, "m%d", msg);
+      assert_int_equal(presence_user_set_message(w->p, uid, msg ? text : NULL,
+                                                 NULL, exp, NULL, NULL),
+                       0);
+      if (msg) u->known = 1;
+      u->msg = msg;
+      u->msg_expires = msg ? exp : 0;
+    }
+    /* Cleared while absent: forgettable from now on. */
+    if (had && u->avail == PRESENCE_AVAIL_AUTO && !u->msg &&
+        u->reported == PRESENCE_OFFLINE)
+      u->offline_at = model_now(w);
+    touch_user(w, ui);
   } else if (r < 950) { /* status */
     presence_status_t to = next_rand(w) & 1 ? PRESENCE_IDLE : PRESENCE_ONLINE;
     rc = completed(
@@ -415,6 +525,16 @@ static void step(world_t *w) {
     /* With real time and no grace nothing depends on time: a short pause. */
     uint32_t span = w->grace ? w->grace / 2 + 1 : w->kind->real_time ? 10 : 700;
     w->kind->pass(w, next_rand(w) % span);
+    for (int i = 0; i < N_USERS; i++) {
+      muser_t *u = &w->u[i];
+      if (u->msg && u->msg_expires && u->msg_expires <= w->clock.wall) {
+        u->msg = 0;
+        u->msg_expires = 0;
+        if (u->avail == PRESENCE_AVAIL_AUTO && u->reported == PRESENCE_OFFLINE)
+          u->offline_at = model_now(w);
+        touch_user(w, i);
+      }
+    }
     for (int i = 0; i < N_USERS; i++) {
       muser_t *u = &w->u[i];
       if (!u->pending || u->deadline > model_now(w)) continue;
@@ -443,7 +563,11 @@ static void step(world_t *w) {
       muser_t *u = &w->u[i];
       int64_t off = u->reported != PRESENCE_OFFLINE ? model_now(w)
                                                     : u->offline_at;
-      *u = (muser_t){.known = u->known, .offline_at = off};
+      *u = (muser_t){.known = u->known,
+                     .offline_at = off,
+                     .avail = u->avail, /* a cleanup keeps what people set */
+                     .msg = u->msg,
+                     .msg_expires = u->msg_expires};
       u->reported = PRESENCE_OFFLINE;
     }
     check_all(w);
@@ -481,6 +605,8 @@ static void run(const store_kind_t *kind, uint32_t grace, uint32_t retention_s,
   }
   check_all(w);
   assert_true(w->events > steps / 4); /* the run did exercise transitions */
+  print_message("%ld watcher messages\n", w->watcher_messages);
+  assert_true(w->watcher_messages > steps / 20);
   if (retention_s) {
     print_message("%ld users forgotten\n", w->forgotten);
     assert_true(w->forgotten > steps / 1000); /* and forgetting */

@@ -49,3 +49,17 @@ test('readSettings', () => {
   assert.equal(d.idleMs, 60000);
   assert.equal(d.whenHidden, false);
 });
+
+test('availabilityLabel and messageLine (status that people set)', async () => {
+  const { availabilityLabel, messageLine } = await import('../../../web/format.js');
+  assert.equal(availabilityLabel({ availability: 'dnd' }), 'do not disturb');
+  assert.equal(availabilityLabel({ availability: 'away' }), 'away');
+  assert.equal(availabilityLabel({ availability: 'auto' }), '');
+  assert.equal(availabilityLabel(null), '');
+  const now = 1_000_000_000;
+  assert.equal(messageLine(null, now), '');
+  assert.equal(messageLine({ text: 'Lunch', emoji: '🥪', expires: null }, now), '🥪 Lunch');
+  assert.equal(messageLine({ text: null, emoji: '🏖', expires: null }, now), '🏖');
+  assert.equal(messageLine({ text: 'x', emoji: null, expires: now + 60_000 }, now), 'x (clears in 1 min)');
+  assert.equal(messageLine({ text: 'x', emoji: null, expires: now + 3 * 3600_000 }, now), 'x (clears in 3 h)');
+});

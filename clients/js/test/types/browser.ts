@@ -19,6 +19,13 @@ undo();
 client.connect();
 client.setStatusIdle();
 connect({ getToken: () => 'x' }).close(1000, 'bye');
+// Status that people set.
+client.setAvailability('dnd').catch((e: import('../../presence.js').CodedError) => console.log(e.code));
+client.setMessage('Lunch', { emoji: '🥪', clearAfterMs: 30 * 60 * 1000 }).then(() => client.clearMessage());
+const dev: string | null = client.device;
+void dev;
+const someone = client.get('bob');
+if (someone) console.log(someone.availability, someone.message?.text, someone.devices['web'], someone.last_active);
 
 // Misuse must still be refused (tsc fails if an expected error is missing).
 // @ts-expect-error getToken is required
@@ -28,3 +35,5 @@ new PresenceClient({ getToken: () => 't', WebSocket: 42 });
 // @ts-expect-error a session status is 'online' or 'idle'
 const bad: import('../../presence.js').SessionStatus = 'away';
 void bad;
+// @ts-expect-error not an availability
+client.setAvailability('busy');

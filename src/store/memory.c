@@ -548,6 +548,9 @@ static int op_connect(mstore_t *m, const presence_write_t *w) {
   int64_t now = m->h.wall_ms(m->h.host_ud);
   s->connected_ms = s->status_since_ms = now;
   s->user = u;
+  bool back_in_grace = (u->key.spare[U_FLAGS] & UF_IN_GRACE) &&
+                       !(u->key.spare[U_FLAGS] & UF_MIXED_DEV);
+  uint8_t dev_in_grace = u->dev;
   if (u->n_sessions == 0) {
     u->dev = s->dev;
     u->key.spare[U_FLAGS] &= (uint8_t)~UF_MIXED_DEV;
@@ -564,8 +567,12 @@ static int op_connect(mstore_t *m, const presence_write_t *w) {
     act_t *a = act_of(s);
     act_push(m, a, rel_now(m));
   }
-  grace_cancel(u);
   presence_status_t dev_from = dev_best(u, s->dev, s);
+  /* Back inside the offline grace on the device it left from: watchers
+   * were never told that device went (see op_end), so it is no change. */
+  if (back_in_grace && u->n_sessions == 1 && s->dev == dev_in_grace)
+    dev_from = u_status(u);
+  grace_cancel(u);
   emit_session(m, PRESENCE_EV_SESSION_CONNECTED, s, PRESENCE_REASON_CONNECT,
                PRESENCE_OFFLINE, PRESENCE_ONLINE, dev_from, PRESENCE_ONLINE,
                u_status(u) != PRESENCE_ONLINE ? PRESENCE_EVENT_USER_FOLLOWS : 0,
@@ -1110,6 +1117,10 @@ static int op_end(mstore_t *m, const presence_write_t *w) {
     in_grace = grace_push(m, u, rel_now(m) + m->h.offline_grace_ms) == 0;
   }
   bool follows = !in_grace && to != u_status(u);
+  /* In the offline grace the device stays as watchers saw it: a reload
+   * (the user back inside the window) must show them nothing, and if the
+   * user does not come back, user.offline says every device went. */
+  if (in_grace) dev_after = dev_before;
   emit_session(m, PRESENCE_EV_SESSION_DISCONNECTED, s, w->reason, was,
                PRESENCE_OFFLINE, dev_before, dev_after,
                follows ? PRESENCE_EVENT_USER_FOLLOWS : 0, now);

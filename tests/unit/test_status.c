@@ -66,7 +66,10 @@ static void count_visible(presence_t *p, const presence_event_t *ev,
   f->visible += presence_event_watcher_visible(ev);
 }
 
-static fx_t *fx_new(uint32_t retention_s) {
+static fx_t *fx_new_grace(uint32_t retention_s, uint32_t grace_ms);
+static fx_t *fx_new(uint32_t retention_s) { return fx_new_grace(retention_s, 0); }
+
+static fx_t *fx_new_grace(uint32_t retention_s, uint32_t grace_ms) {
   fx_t *f = calloc(1, sizeof(*f));
   f->clock.wall = 1764320000000;
   f->clock.mono = 1000;
@@ -77,6 +80,7 @@ static fx_t *fx_new(uint32_t retention_s) {
   o.allocator =
       (presence_allocator_t){ca_malloc, ca_realloc, ca_free, &f->alloc};
   o.offline_retention_s = retention_s;
+  o.offline_grace_ms = grace_ms;
   assert_int_equal(presence_new(&o, &f->p), 0);
   presence_on_event(f->p, record_cb, &f->rec);
   presence_on_event(f->p, count_visible, f);
@@ -612,6 +616,32 @@ static void events_carry_the_setting_through_the_log(void **state) {
   fx_free(f);
 }
 
+/* A reload inside the offline grace shows watchers nothing, device
+ * included; a user who does not come back goes offline once. */
+static void reload_in_grace_is_silent(void **state) {
+  (void)state;
+  fx_t *f = fx_new_grace(0, 5000);
+  presence_session_open_device(f->p, "s1", "u", NULL, "mobile", NULL, NULL,
+                               NULL);
+  f->visible = 0;
+  presence_session_disconnect(f->p, "s1", NULL, NULL);
+  clock_advance(&f->clock, 1000);
+  presence_tick(f->p);
+  presence_session_open_device(f->p, "s2", "u", NULL, "mobile", NULL, NULL,
+                               NULL);
+  assert_int_equal(f->visible, 0);
+  /* Another device inside the grace: that one is news. */
+  presence_session_disconnect(f->p, "s2", NULL, NULL);
+  presence_session_connect(f->p, "s3", "u", NULL, NULL, NULL);
+  assert_int_equal(f->visible, 1);
+  presence_session_disconnect(f->p, "s3", NULL, NULL);
+  assert_int_equal(f->visible, 1);
+  clock_advance(&f->clock, 6000);
+  presence_tick(f->p);
+  assert_int_equal(f->visible, 2); /* user.offline */
+  fx_free(f);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(visibility_table_every_cell),
@@ -624,6 +654,7 @@ int main(void) {
       cmocka_unit_test(devices_best_status_each),
       cmocka_unit_test(last_active_beside_last_seen),
       cmocka_unit_test(events_carry_the_setting_through_the_log),
+      cmocka_unit_test(reload_in_grace_is_silent),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

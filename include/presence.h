@@ -43,9 +43,7 @@ extern "C" {
 /* channel_grace_ms: no channel grace at all (0 means "the offline grace"). */
 #define PRESENCE_GRACE_NONE UINT32_MAX
 
-/* ------------------------------------------------------------------------ */
-/* Errors                                                                   */
-/* ------------------------------------------------------------------------ */
+/* ---- Errors -------------------------------------------------------------- */
 
 /* XX(name, value, message). Values are stable: they appear in the daemon's
  * metrics and logs. */
@@ -86,9 +84,7 @@ const char *presence_strerror(int code);
 /* Symbolic name of a code, e.g. "ENOSESSION" ("OK" for 0). */
 const char *presence_err_name(int code);
 
-/* ------------------------------------------------------------------------ */
-/* Values                                                                   */
-/* ------------------------------------------------------------------------ */
+/* ---- Values -------------------------------------------------------------- */
 
 typedef enum {
   PRESENCE_OFFLINE = 0,
@@ -300,9 +296,7 @@ typedef struct presence_session_info {
   const char *device; /* "web", "mobile", "desktop", or the application's */
 } presence_session_info_t;
 
-/* ------------------------------------------------------------------------ */
-/* Injected services: allocation, clocks, randomness, logging               */
-/* ------------------------------------------------------------------------ */
+/* ---- Injected services: allocation, clocks, randomness, logging ---------- */
 
 typedef struct presence_allocator {
   void *(*malloc)(void *ud, size_t size);
@@ -385,9 +379,7 @@ typedef struct presence_options {
   void *timer_ud;
 } presence_options_t;
 
-/* ------------------------------------------------------------------------ */
-/* Lifecycle                                                                */
-/* ------------------------------------------------------------------------ */
+/* ---- Lifecycle ----------------------------------------------------------- */
 
 typedef struct presence presence_t;
 
@@ -401,9 +393,7 @@ int presence_new(const presence_options_t *opts, presence_t **out);
 /* Free it. No callback runs. Must not be called from inside a callback. */
 void presence_free(presence_t *p);
 
-/* ------------------------------------------------------------------------ */
-/* Callbacks                                                                */
-/* ------------------------------------------------------------------------ */
+/* ---- Callbacks ----------------------------------------------------------- */
 
 /*
  * Called for each event, on the thread that drives the presence_t, from inside
@@ -448,9 +438,7 @@ int presence_on_event(presence_t *p, presence_event_cb cb, void *ud);
  */
 int presence_on_cluster_event(presence_t *p, presence_event_cb cb, void *ud);
 
-/* ------------------------------------------------------------------------ */
-/* Sessions                                                                 */
-/* ------------------------------------------------------------------------ */
+/* ---- Sessions ------------------------------------------------------------ */
 
 /*
  * Completion of a mutation. With the embedded store every call completes
@@ -519,9 +507,7 @@ int presence_session_set_status(presence_t *p, const char *session_id,
  * "inactivity"); a session the client set idle stays idle. */
 int presence_session_touch(presence_t *p, const char *session_id);
 
-/* ------------------------------------------------------------------------ */
-/* Queries                                                                  */
-/* ------------------------------------------------------------------------ */
+/* ---- Queries ------------------------------------------------------------- */
 
 typedef void (*presence_user_cb)(presence_t *p, int status,
                                  const presence_user_info_t *info, void *ud);
@@ -567,9 +553,7 @@ typedef struct presence_stats {
 } presence_stats_t;
 int presence_stats(presence_t *p, presence_stats_t *out);
 
-/* ------------------------------------------------------------------------ */
-/* The transition log                                                       */
-/* ------------------------------------------------------------------------ */
+/* ---- The transition log -------------------------------------------------- */
 
 /*
  * Read events with seq > after_seq, at most max of them, oldest first.
@@ -587,9 +571,7 @@ int presence_log_read(presence_t *p, uint64_t after_seq, size_t max,
 /* Sequence number of the newest event (0: none yet). */
 uint64_t presence_log_last_seq(presence_t *p);
 
-/* ------------------------------------------------------------------------ */
-/* Time and cleanup                                                         */
-/* ------------------------------------------------------------------------ */
+/* ---- Time and cleanup ---------------------------------------------------- */
 
 /*
  * Run due timers: offline grace expiries and inactivity. Returns the
@@ -614,9 +596,7 @@ uint64_t presence_epoch(const presence_t *p);
 /* Validate an id as the library would (0 or PRESENCE_EID). */
 int presence_id_check(const char *id);
 
-/* ------------------------------------------------------------------------ */
-/* Channels: who is in this room, with what data                            */
-/* ------------------------------------------------------------------------ */
+/* ---- Channels: who is in this room, with what data ----------------------- */
 
 /*
  * A session joins a channel (a name, same rules as ids) with optional member
@@ -719,8 +699,8 @@ int presence_on_channel_update(presence_t *p, presence_event_cb cb, void *ud);
 
 /* Validate a channel name as the library would (0 or PRESENCE_ECHANNEL). */
 int presence_channel_check(const char *channel);
-/* Availability, status message, devices                                    */
-/* ------------------------------------------------------------------------ */
+
+/* ---- Availability, status message, devices ------------------------------- */
 
 /*
  * Status that people set, per user, kept in the store across reconnects

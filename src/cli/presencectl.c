@@ -105,9 +105,7 @@ static void usage(FILE *out) {
           "unreachable, 4 API key refused.\n");
 }
 
-/* ------------------------------------------------------------------------ */
-/* HTTP                                                                     */
-/* ------------------------------------------------------------------------ */
+/* ---- HTTP ---------------------------------------------------------------- */
 
 typedef struct body {
   char *data;
@@ -262,9 +260,7 @@ static char *id_path(const char *prefix, const char *id, const char *suffix) {
   return p;
 }
 
-/* ------------------------------------------------------------------------ */
-/* Output helpers                                                           */
-/* ------------------------------------------------------------------------ */
+/* ---- Output helpers ------------------------------------------------------ */
 
 static double num(const cJSON *o, const char *k) {
   const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
@@ -294,9 +290,7 @@ static void print_json(const cJSON *j) {
   }
 }
 
-/* ------------------------------------------------------------------------ */
-/* Commands                                                                 */
-/* ------------------------------------------------------------------------ */
+/* ---- Commands ------------------------------------------------------------ */
 
 static int cmd_status(int argc, char **argv) {
   if (argc < 1) die_usage("status: give at least one user id");
@@ -926,9 +920,7 @@ static int cmd_watch(int argc, char **argv) {
   }
 }
 
-/* ------------------------------------------------------------------------ */
-/* Command line                                                             */
-/* ------------------------------------------------------------------------ */
+/* ---- Command line -------------------------------------------------------- */
 
 static char *read_key_file(const char *path) {
   FILE *f = fopen(path, "rb");

@@ -36,9 +36,7 @@ struct bconn {
   uint8_t close_sent;
 };
 
-/* ------------------------------------------------------------------------ */
-/* Sending                                                                  */
-/* ------------------------------------------------------------------------ */
+/* ---- Sending ------------------------------------------------------------- */
 
 static int send_frame(conn_t *c, int opcode, const void *payload, size_t len) {
   uint8_t hdr[10];
@@ -117,9 +115,7 @@ void backend_notify_ended(conn_t *c, const char *session_id,
   send_text(c, b);
 }
 
-/* ------------------------------------------------------------------------ */
-/* Frames                                                                   */
-/* ------------------------------------------------------------------------ */
+/* ---- Frames -------------------------------------------------------------- */
 
 static void refuse_op(bconn_t *bc, uint32_t index, const char *code,
                       const char *message) {
@@ -269,9 +265,7 @@ void backend_on_read(conn_t *c, const char *data, size_t len) {
   }
 }
 
-/* ------------------------------------------------------------------------ */
-/* Timers and teardown                                                      */
-/* ------------------------------------------------------------------------ */
+/* ---- Timers and teardown ------------------------------------------------- */
 
 void backend_housekeeping(conn_t *c, int64_t now) {
   srv_t *s = c->srv;
@@ -300,9 +294,7 @@ void backend_detach(conn_t *c) {
   free(bc);
 }
 
-/* ------------------------------------------------------------------------ */
-/* The upgrade                                                              */
-/* ------------------------------------------------------------------------ */
+/* ---- The upgrade --------------------------------------------------------- */
 
 void backend_upgrade(conn_t *c, http_req_t *r, const char *rest,
                      size_t restlen) {
@@ -376,9 +368,7 @@ void backend_upgrade(conn_t *c, http_req_t *r, const char *rest,
   if (restlen && !c->closing) backend_on_read(c, rest, restlen);
 }
 
-/* ------------------------------------------------------------------------ */
-/* HTTP: serverless sessions and the origin list                            */
-/* ------------------------------------------------------------------------ */
+/* ---- HTTP: serverless sessions and the origin list ----------------------- */
 
 #define HTTP_TTL_MIN_MS 1000u
 #define HTTP_TTL_MAX_MS 86400000u

@@ -45,9 +45,7 @@ struct http_req {
   hdr_t hdr[MAX_HEADERS];
 };
 
-/* ------------------------------------------------------------------------ */
-/* Parsing                                                                  */
-/* ------------------------------------------------------------------------ */
+/* ---- Parsing ------------------------------------------------------------- */
 
 static int refuse(http_req_t *r, int status, const char *code) {
   r->err_status = status;
@@ -61,9 +59,7 @@ static int refuse_msg(http_req_t *r, const char *msg) {
   return refuse(r, 400, "bad_request");
 }
 
-/* ------------------------------------------------------------------------ */
-/* Strict framing                                                           */
-/* ------------------------------------------------------------------------ */
+/* ---- Strict framing ------------------------------------------------------ */
 
 /*
  * http-parser is lenient where a lenient server behind (or in front of) a
@@ -304,9 +300,7 @@ void http_req_free(http_req_t *r) {
   free(r);
 }
 
-/* ------------------------------------------------------------------------ */
-/* Accessors                                                                */
-/* ------------------------------------------------------------------------ */
+/* ---- Accessors ----------------------------------------------------------- */
 
 const char *http_header(const http_req_t *r, const char *name, size_t *len) {
   size_t nl = strlen(name);
@@ -387,9 +381,7 @@ int http_unescape(const char *src, size_t len, char *out, size_t cap) {
   return (int)o;
 }
 
-/* ------------------------------------------------------------------------ */
-/* Answers                                                                  */
-/* ------------------------------------------------------------------------ */
+/* ---- Answers ------------------------------------------------------------- */
 
 static const char *reason_phrase(int status) {
   switch (status) {
@@ -486,9 +478,7 @@ void http_error(conn_t *c, int status, const char *code, const char *message) {
   http_error_hdr(c, status, code, message, NULL);
 }
 
-/* ------------------------------------------------------------------------ */
-/* Routing                                                                  */
-/* ------------------------------------------------------------------------ */
+/* ---- Routing ------------------------------------------------------------- */
 
 static int path_is(const char *path, size_t len, const char *want) {
   return strlen(want) == len && memcmp(path, want, len) == 0;

@@ -77,9 +77,7 @@ struct origins {
   uint64_t ops_total;
 };
 
-/* ------------------------------------------------------------------------ */
-/* Records                                                                  */
-/* ------------------------------------------------------------------------ */
+/* ---- Records ------------------------------------------------------------- */
 
 static void link_sess(origin_t *o, osess_t *r) {
   r->origin = o;
@@ -155,9 +153,7 @@ static origin_t *new_origin(struct origins *g, const char *name, int64_t now) {
   return o;
 }
 
-/* ------------------------------------------------------------------------ */
-/* Ends decided elsewhere                                                   */
-/* ------------------------------------------------------------------------ */
+/* ---- Ends decided elsewhere ---------------------------------------------- */
 
 /*
  * A session.disconnected this instance decided: if the session is still in
@@ -224,9 +220,7 @@ void origin_free(srv_t *s) {
   s->origins = NULL;
 }
 
-/* ------------------------------------------------------------------------ */
-/* Attach and detach                                                        */
-/* ------------------------------------------------------------------------ */
+/* ---- Attach and detach --------------------------------------------------- */
 
 origin_t *origin_attach(srv_t *s, const char *name, conn_t *c, int *resumed,
                         int *full) {
@@ -279,9 +273,7 @@ uint32_t origin_session_count(const origin_t *o) {
   return o->n_sessions;
 }
 
-/* ------------------------------------------------------------------------ */
-/* Operations                                                               */
-/* ------------------------------------------------------------------------ */
+/* ---- Operations ---------------------------------------------------------- */
 
 static const char *open_error(int rc, const char **msg) {
   switch (rc) {
@@ -511,9 +503,7 @@ void origin_end_all(srv_t *s, origin_t *o, presence_reason_t reason) {
   srv_arm_tick(s);
 }
 
-/* ------------------------------------------------------------------------ */
-/* Timers                                                                   */
-/* ------------------------------------------------------------------------ */
+/* ---- Timers -------------------------------------------------------------- */
 
 /* End up to REAP_BATCH sessions of origins past their window; returns
  * whether some remain. */
@@ -588,9 +578,7 @@ void origin_shutdown(srv_t *s) {
   }
 }
 
-/* ------------------------------------------------------------------------ */
-/* HTTP sessions                                                            */
-/* ------------------------------------------------------------------------ */
+/* ---- HTTP sessions ------------------------------------------------------- */
 
 const char *origin_http_put(srv_t *s, const char *session_id,
                             const char *user, uint32_t ttl_ms, int status,
@@ -645,9 +633,7 @@ const char *origin_http_put(srv_t *s, const char *session_id,
   return NULL;
 }
 
-/* ------------------------------------------------------------------------ */
-/* Listing                                                                  */
-/* ------------------------------------------------------------------------ */
+/* ---- Listing ------------------------------------------------------------- */
 
 void origin_list_json(srv_t *s, buf_t *b) {
   struct origins *g = s->origins;

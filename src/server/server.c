@@ -40,9 +40,7 @@ typedef struct wreq {
 static void on_close(uv_handle_t *h);
 static void srv_finish(srv_t *s);
 
-/* ------------------------------------------------------------------------ */
-/* Logging and error accounting                                             */
-/* ------------------------------------------------------------------------ */
+/* ---- Logging and error accounting ---------------------------------------- */
 
 static const char *level_names[] = {"error", "warn", "info", "debug"};
 
@@ -214,9 +212,7 @@ static void lib_log(void *ud, presence_log_level_t level, const char *msg) {
   srv_log(ud, level, "libpresence: %s", msg);
 }
 
-/* ------------------------------------------------------------------------ */
-/* Shared buffers                                                           */
-/* ------------------------------------------------------------------------ */
+/* ---- Shared buffers ------------------------------------------------------ */
 
 shbuf_t *shbuf_new(size_t len) {
   if (len > UINT32_MAX) return NULL;
@@ -231,9 +227,7 @@ void shbuf_unref(shbuf_t *b) {
   if (b && --b->refs == 0) free(b);
 }
 
-/* ------------------------------------------------------------------------ */
-/* Writes                                                                   */
-/* ------------------------------------------------------------------------ */
+/* ---- Writes -------------------------------------------------------------- */
 
 static void on_shutdown(uv_shutdown_t *req, int status) {
   conn_t *c = req->data;
@@ -380,9 +374,7 @@ int conn_write_shared(conn_t *c, shbuf_t *b) {
   return conn_writev(c, &buf, 1, b);
 }
 
-/* ------------------------------------------------------------------------ */
-/* Connection lifecycle                                                     */
-/* ------------------------------------------------------------------------ */
+/* ---- Connection lifecycle ------------------------------------------------ */
 
 void conn_close(conn_t *c) {
   if (c->closing) return;
@@ -553,9 +545,7 @@ int conn_read_start(conn_t *c) {
   return uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
 }
 
-/* ------------------------------------------------------------------------ */
-/* Timers                                                                   */
-/* ------------------------------------------------------------------------ */
+/* ---- Timers -------------------------------------------------------------- */
 
 /* The library's deadlines (offline grace, inactivity, retention) on one
  * timer: the library reports each change of its next deadline through
@@ -630,9 +620,7 @@ static uint64_t house_interval(const srv_config_t *cfg) {
   return iv < 10 ? 10 : iv;
 }
 
-/* ------------------------------------------------------------------------ */
-/* Startup and shutdown                                                     */
-/* ------------------------------------------------------------------------ */
+/* ---- Startup and shutdown ------------------------------------------------ */
 
 static void on_signal(uv_signal_t *h, int signum) {
   srv_t *s = h->data;
@@ -675,8 +663,11 @@ static void raise_fd_limit(srv_t *s) {
   }
 }
 
-int srv_init(srv_t *s, uv_loop_t *loop, const srv_config_t *cfg,
-             const srv_sys_t *sys) {
+/* ---- start-up, in named steps (srv_init) -------------------------------- */
+
+/* Everything that needs no allocation and cannot fail. */
+static void init_state(srv_t *s, uv_loop_t *loop, const srv_config_t *cfg,
+                       const srv_sys_t *sys) {
   memset(s, 0, sizeof *s);
   s->loop = loop;
   s->cfg = *cfg;
@@ -695,9 +686,13 @@ int srv_init(srv_t *s, uv_loop_t *loop, const srv_config_t *cfg,
   s->started_wall_ms = srv_now_wall(s);
   s->started_mono_ms = srv_now_mono(s);
   raise_fd_limit(s);
+}
 
+/* Who this instance is, and the secrets it checks clients against. */
+static int init_identity(srv_t *s) {
+  const srv_config_t *cfg = &s->cfg;
   char uuid[37];
-  if (srv_uuid4(sys, uuid) != 0) return -1;
+  if (srv_uuid4(s->sys, uuid) != 0) return -1;
   snprintf(s->instance_id, sizeof s->instance_id, "%.8s", uuid);
 
   if (cfg->demo) { /* never with a configured secret (config.c) */
@@ -714,93 +709,122 @@ int srv_init(srv_t *s, uv_loop_t *loop, const srv_config_t *cfg,
   if (!cfg->api_key)
     srv_log(s, PRESENCE_LOG_WARN,
             "no --api-key: the backend API answers 401 to everyone");
+  return 0;
+}
 
-  /* The timers first: the library may arm tick_timer from its first call. */
+/* The timers first: the library may arm tick_timer from its first call. */
+static void init_timers(srv_t *s) {
   uv_timer_t *timers[] = {&s->tick_timer, &s->house_timer, &s->sse_timer,
                           &s->stop_timer};
-  for (size_t i = 0; i < 4; i++) {
-    uv_timer_init(loop, timers[i]);
+  for (size_t i = 0; i < sizeof timers / sizeof timers[0]; i++) {
+    uv_timer_init(s->loop, timers[i]);
     timers[i]->data = s;
   }
+}
 
-  presence_options_t o;
-  presence_options_init(&o);
-  o.timer = on_presence_timer;
-  o.timer_ud = s;
-  o.clock.wall_ms = lib_wall_ms;
-  o.clock.mono_ms = lib_mono_ms;
-  o.clock.ud = s;
-  o.log = lib_log;
-  o.log_ud = s;
-  o.instance_id = s->instance_id;
+/* The library's options from the configuration. */
+static void library_options(srv_t *s, presence_options_t *o) {
   uint64_t epoch = 0;
-  sys->random(sys->ud, &epoch, sizeof epoch);
-  o.epoch = epoch ? epoch : 1;
-  o.offline_grace_ms = s->cfg.offline_grace_ms;
-  o.offline_retention_s = s->cfg.offline_retention_s;
-  o.inactivity_ms = s->cfg.inactivity_ms;
-  o.log_capacity = s->cfg.log_capacity;
-  o.max_sessions_per_user = s->cfg.max_sessions_per_user;
-  o.max_channels_per_session = s->cfg.max_channels_per_session;
-  o.channel_grace_ms = s->cfg.channel_grace_ms == UINT32_MAX ? 0
+  presence_options_init(o);
+  o->timer = on_presence_timer;
+  o->timer_ud = s;
+  o->clock.wall_ms = lib_wall_ms;
+  o->clock.mono_ms = lib_mono_ms;
+  o->clock.ud = s;
+  o->log = lib_log;
+  o->log_ud = s;
+  o->instance_id = s->instance_id;
+  s->sys->random(s->sys->ud, &epoch, sizeof epoch);
+  o->epoch = epoch ? epoch : 1;
+  o->offline_grace_ms = s->cfg.offline_grace_ms;
+  o->offline_retention_s = s->cfg.offline_retention_s;
+  o->inactivity_ms = s->cfg.inactivity_ms;
+  o->log_capacity = s->cfg.log_capacity;
+  o->max_sessions_per_user = s->cfg.max_sessions_per_user;
+  o->max_channels_per_session = s->cfg.max_channels_per_session;
+  o->channel_grace_ms = s->cfg.channel_grace_ms == UINT32_MAX ? 0
                        : s->cfg.channel_grace_ms == 0        ? PRESENCE_GRACE_NONE
                                                              : s->cfg.channel_grace_ms;
-  if (config_store_is_redis(&s->cfg) == 1) {
+}
+
+/* --store redis://...: the Redis store, put into the options (the library
+ * owns it from presence_new on). Nothing to do for the embedded store. */
+static int open_store(srv_t *s, presence_options_t *o) {
+  if (config_store_is_redis(&s->cfg) != 1) return 0;
 #ifdef PRESENCED_HAVE_REDIS
-    presence_redis_options_t ro;
-    memset(&ro, 0, sizeof ro);
-    ro.loop = loop;
-    ro.url = s->cfg.store;
-    ro.heartbeat_ms = s->cfg.redis_heartbeat_ms;
-    ro.lease_ms = s->cfg.redis_lease_ms;
-    ro.command_timeout_ms = s->cfg.redis_timeout_ms;
-    ro.stream_maxlen = s->cfg.redis_log_length;
-    ro.user = s->cfg.redis_user;
-    ro.password = s->cfg.redis_password;
-    ro.tls.ca_file = s->cfg.redis_tls_ca;
-    ro.tls.cert_file = s->cfg.redis_tls_cert;
-    ro.tls.key_file = s->cfg.redis_tls_key;
-    ro.tls.server_name = s->cfg.redis_tls_server_name;
-    int rrc = presence_store_redis_new(&ro, &o.store);
-    if (rrc != 0) {
-      char shown[320];
-      config_store_redacted(&s->cfg, shown, sizeof shown);
-      srv_log(s, PRESENCE_LOG_ERROR, "--store %s: %s", shown,
-              presence_strerror(rrc));
-      return -1;
-    }
-    s->rstore = o.store;
-#else
+  presence_redis_options_t ro;
+  memset(&ro, 0, sizeof ro);
+  ro.loop = s->loop;
+  ro.url = s->cfg.store;
+  ro.heartbeat_ms = s->cfg.redis_heartbeat_ms;
+  ro.lease_ms = s->cfg.redis_lease_ms;
+  ro.command_timeout_ms = s->cfg.redis_timeout_ms;
+  ro.stream_maxlen = s->cfg.redis_log_length;
+  ro.user = s->cfg.redis_user;
+  ro.password = s->cfg.redis_password;
+  ro.tls.ca_file = s->cfg.redis_tls_ca;
+  ro.tls.cert_file = s->cfg.redis_tls_cert;
+  ro.tls.key_file = s->cfg.redis_tls_key;
+  ro.tls.server_name = s->cfg.redis_tls_server_name;
+  int rrc = presence_store_redis_new(&ro, &o->store);
+  if (rrc != 0) {
     char shown[320];
     config_store_redacted(&s->cfg, shown, sizeof shown);
-    srv_log(s, PRESENCE_LOG_ERROR,
-            "--store %s: this presenced was built without hiredis", shown);
+    srv_log(s, PRESENCE_LOG_ERROR, "--store %s: %s", shown,
+            presence_strerror(rrc));
     return -1;
-#endif
   }
-  int rc = presence_new(&o, &s->p);
+  s->rstore = o->store;
+#else
+  char shown[320];
+  config_store_redacted(&s->cfg, shown, sizeof shown);
+  srv_log(s, PRESENCE_LOG_ERROR,
+          "--store %s: this presenced was built without hiredis", shown);
+  return -1;
+#endif
+  return 0;
+}
+
+static int open_library(srv_t *s, presence_options_t *o) {
+  int rc = presence_new(o, &s->p);
   if (rc != 0) {
     srv_log(s, PRESENCE_LOG_ERROR, "presence_new: %s", presence_strerror(rc));
-    if (o.store) o.store->ops->destroy(o.store);
+    if (o->store) o->store->ops->destroy(o->store);
     s->rstore = NULL;
     return -1;
   }
+  return 0;
+}
+
+/* The read buffer, the signals and the listening socket (bound later). */
+static int init_handles(srv_t *s) {
+  s->rbuf_len = READ_BUF_SIZE;
+  s->rbuf = malloc(s->rbuf_len);
+  if (!s->rbuf) return -1;
+  uv_signal_init(s->loop, &s->sigterm);
+  uv_signal_init(s->loop, &s->sigint);
+  s->sigterm.data = s->sigint.data = s;
+  uv_signal_start(&s->sigterm, on_signal, SIGTERM);
+  uv_signal_start(&s->sigint, on_signal, SIGINT);
+  uv_tcp_init(s->loop, &s->listener);
+  s->listener.data = s;
+  return 0;
+}
+
+int srv_init(srv_t *s, uv_loop_t *loop, const srv_config_t *cfg,
+             const srv_sys_t *sys) {
+  presence_options_t o;
+  init_state(s, loop, cfg, sys);
+  if (init_identity(s) != 0) return -1;
+  init_timers(s);
+  library_options(s, &o);
+  if (open_store(s, &o) != 0 || open_library(s, &o) != 0) return -1;
+  /* The parts of the daemon that hang off the library. */
   if (fanout_init(s) != 0) return -1;
   if (origin_init(s) != 0) return -1;
   if (webhook_init(s) != 0) return -1;
   if (kick_init(s) != 0) return -1;
-
-  s->rbuf_len = READ_BUF_SIZE;
-  s->rbuf = malloc(s->rbuf_len);
-  if (!s->rbuf) return -1;
-  uv_signal_init(loop, &s->sigterm);
-  uv_signal_init(loop, &s->sigint);
-  s->sigterm.data = s->sigint.data = s;
-  uv_signal_start(&s->sigterm, on_signal, SIGTERM);
-  uv_signal_start(&s->sigint, on_signal, SIGINT);
-  uv_tcp_init(loop, &s->listener);
-  s->listener.data = s;
-  return 0;
+  return init_handles(s);
 }
 
 int srv_listen(srv_t *s) {

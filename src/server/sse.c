@@ -10,6 +10,7 @@
  */
 #include "server/server.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -216,6 +217,7 @@ void sse_detach(conn_t *c) {
     free(st);
   }
   c->u.sse = NULL;
+  assert(s->nsse > 0);
   s->nsse--;
 }
 

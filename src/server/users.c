@@ -8,6 +8,7 @@
  */
 #include "server/server.h"
 
+#include <assert.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -91,6 +92,7 @@ static void uq_answer(presence_t *p, int status, const presence_user_info_t *i,
   } else if (!q->status) {
     q->status = status ? status : PRESENCE_ESTORE;
   }
+  assert(q->pending > 0); /* one answer per question */
   if (--q->pending == 0 && !q->issuing) uq_finish(q);
 }
 

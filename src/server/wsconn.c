@@ -46,9 +46,7 @@ struct wsconn {
   conn_chans_t *chans; /* channels joined or observed (channels.c) */
 };
 
-/* ------------------------------------------------------------------------ */
-/* Sending                                                                  */
-/* ------------------------------------------------------------------------ */
+/* ---- Sending ------------------------------------------------------------- */
 
 static int send_frame(conn_t *c, int opcode, const void *payload, size_t len) {
   uint8_t hdr[10];
@@ -80,9 +78,7 @@ static void send_ack(conn_t *c, const char *id) {
   if (!buf_failed(b)) ws_send_text(c, b->data, b->len);
 }
 
-/* ------------------------------------------------------------------------ */
-/* Session and subscriptions                                                */
-/* ------------------------------------------------------------------------ */
+/* ---- Session and subscriptions ------------------------------------------- */
 
 static void end_session(conn_t *c, presence_reason_t reason) {
   wsconn_t *w = c->u.ws;
@@ -224,9 +220,7 @@ void ws_shutdown(conn_t *c) {
            PRESENCE_REASON_SHUTDOWN);
 }
 
-/* ------------------------------------------------------------------------ */
-/* Client messages                                                          */
-/* ------------------------------------------------------------------------ */
+/* ---- Client messages ----------------------------------------------------- */
 
 /* A malformed message: answer, and after too many close with 1008. */
 static void bad_message(conn_t *c, const char *code, const char *message,
@@ -393,9 +387,7 @@ static void on_ping(conn_t *c, const char *id) {
   if (!buf_failed(b)) ws_send_text(c, b->data, b->len);
 }
 
-/* ------------------------------------------------------------------------ */
-/* Tokens                                                                   */
-/* ------------------------------------------------------------------------ */
+/* ---- Tokens -------------------------------------------------------------- */
 
 /*
  * A client token, checked the same way at the upgrade and on a refresh:
@@ -613,9 +605,7 @@ void ws_on_read(conn_t *c, const char *data, size_t len) {
   }
 }
 
-/* ------------------------------------------------------------------------ */
-/* Timers                                                                   */
-/* ------------------------------------------------------------------------ */
+/* ---- Timers -------------------------------------------------------------- */
 
 void ws_housekeeping(conn_t *c, int64_t now_mono, int64_t now_wall) {
   srv_t *s = c->srv;
@@ -637,9 +627,7 @@ void ws_housekeeping(conn_t *c, int64_t now_mono, int64_t now_wall) {
   }
 }
 
-/* ------------------------------------------------------------------------ */
-/* The upgrade                                                              */
-/* ------------------------------------------------------------------------ */
+/* ---- The upgrade --------------------------------------------------------- */
 
 /* Whether a comma-separated header value holds token (case-insensitive). */
 static int header_has_token(const char *v, size_t len, const char *token) {

@@ -243,6 +243,9 @@ typedef struct worker {
   int inflight;
 } worker_t;
 
+/* Channel mode: each slot connects once, then joins and leaves its
+ * channel for ever; only the joins and leaves are counted. */
+static int g_chan_mode;
 static atomic_int g_run;      /* 1 while workers issue operations */
 static atomic_int g_counting; /* 1 inside the measured window */
 static atomic_int g_ready;
@@ -261,14 +264,18 @@ static void op_done(presence_t *p, int status, void *ud) {
   int slot = ref->slot;
   free(ref);
   w->inflight--;
-  if (atomic_load(&g_counting)) {
+  if (atomic_load(&g_counting) && (!g_chan_mode || w->stage[slot] != 0)) {
     if (status == 0)
       atomic_fetch_add(&w->ops, 1);
     else
       atomic_fetch_add(&w->errors, 1);
   }
-  w->stage[slot] = (w->stage[slot] + 1) % 4;
-  if (w->stage[slot] == 0) w->gen[slot]++;
+  if (g_chan_mode) {
+    w->stage[slot] = w->stage[slot] == 2 ? 1 : w->stage[slot] + 1;
+  } else {
+    w->stage[slot] = (w->stage[slot] + 1) % 4;
+    if (w->stage[slot] == 0) w->gen[slot]++;
+  }
   if (atomic_load(&g_run)) issue(w, slot);
 }
 
@@ -283,6 +290,22 @@ static void issue(worker_t *w, int slot) {
   ref->w = w;
   ref->slot = slot;
   int rc;
+  if (g_chan_mode && w->stage[slot] != 0) {
+    /* 50 channels; slot k of every instance is the same user, so a
+     * member often has sessions on several instances. */
+    char ch[32];
+    snprintf(ch, sizeof ch, "room-%d", slot % 50);
+    rc = w->stage[slot] == 1
+             ? presence_channel_join(w->p, sid, ch, "{\"n\":1}", op_done, ref)
+             : presence_channel_leave(w->p, sid, ch, op_done, ref);
+    if (rc) {
+      free(ref);
+      atomic_fetch_add(&w->errors, 1);
+      return;
+    }
+    w->inflight++;
+    return;
+  }
   switch (w->stage[slot]) {
   case 0:
     rc = presence_session_connect(w->p, sid, uid, NULL, op_done, ref);
@@ -864,6 +887,38 @@ int main(int argc, char **argv) {
          "\"median_set_ceiling_per_s\": %.0f, ",
          mo, mcpu, mcmd, mone, mone_cpu, mc, ms);
   fflush(stdout);
+  /* Channel joins and leaves through the same Redis, beside the session
+   * operations above (issue 13's figure). */
+  {
+    double *cops = calloc((size_t)repeats, sizeof(double));
+    double *ccpu = calloc((size_t)repeats, sizeof(double));
+    g_chan_mode = 1;
+    for (int k = 0; k < repeats; k++) {
+      rc_do(c, "FLUSHALL");
+      long errors = 0;
+      double rcpu = 0, cus = 0;
+      cops[k] = throughput(inst, slots, dur, &errors, &rcpu, &cus);
+      ccpu[k] = cops[k] > 0 ? rcpu * 1e6 / cops[k] : -1;
+      fprintf(stderr,
+              "channels repeat %d: %.0f joins+leaves/s (errors %ld), Redis "
+              "per op: %.2f us CPU (redis-server at %.0f%% of a core)\n",
+              k + 1, cops[k], errors, ccpu[k], rcpu * 100);
+    }
+    g_chan_mode = 0;
+    double mco = repeats ? median(cops, repeats) : 0;
+    double mcc = repeats ? median(ccpu, repeats) : -1;
+    printf("\"channels\": {\"median_ops_per_s\": %.0f, "
+           "\"median_redis_cpu_us_per_op\": %.2f, "
+           "\"session_median_ops_per_s\": %.0f, "
+           "\"session_median_redis_cpu_us_per_op\": %.2f}, ",
+           mco, mcc, mo, mcpu);
+    fprintf(stderr,
+            "channels: %.0f joins+leaves/s through one Redis (%d instances), "
+            "%.2f us Redis CPU per op; session ops: %.0f/s, %.2f us\n",
+            mco, inst, mcc, mo, mcpu);
+    free(cops);
+    free(ccpu);
+  }
   redisFree(c);
   if (reap_n > 0)
     reaping(reap_n, hb, lease, stdout);

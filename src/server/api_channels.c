@@ -54,6 +54,38 @@ static void answer_error(conn_t *c, int rc) {
     http_error(c, 503, "store_unavailable", presence_strerror(rc));
 }
 
+/* The start of a store's answer: the scratch buffer to write the body in,
+ * or NULL when the connection is gone or the store failed (answered). */
+static buf_t *answer_begin(chreq_t *q, int status) {
+  conn_t *c = q->c;
+  if (c->closing) return NULL;
+  if (status) {
+    answer_error(c, status);
+    return NULL;
+  }
+  buf_t *b = &c->srv->scratch;
+  buf_reset(b);
+  return b;
+}
+
+/* Send the body written since answer_begin; the request is done. */
+static void answer_end(chreq_t *q, buf_t *b) {
+  if (b) {
+    http_respond_json(q->c, 200, b);
+    buf_shrink(b, 65536);
+  }
+  chreq_done(q);
+}
+
+/* ,"next":"..." or ,"next":null */
+static void put_next(buf_t *b, const char *next) {
+  buf_puts(b, "],\"next\":");
+  if (next)
+    buf_put_json_str(b, next);
+  else
+    buf_puts(b, "null");
+}
+
 /* A query parameter, percent-decoded; "" when absent. -1 if malformed. */
 static int param(http_req_t *r, const char *name, char *out, size_t cap) {
   size_t len;
@@ -83,35 +115,23 @@ static void on_members(presence_t *p, int status,
                        uint64_t count, const char *next, void *ud) {
   (void)p;
   chreq_t *q = ud;
-  conn_t *c = q->c;
-  if (c->closing) goto out;
-  if (status) {
-    answer_error(c, status);
-    goto out;
-  }
-  buf_t *b = &c->srv->scratch;
-  buf_reset(b);
-  buf_puts(b, "{\"channel\":");
-  buf_put_json_str(b, q->channel);
-  buf_puts(b, ",\"count\":");
-  buf_put_u64(b, count);
-  if (!q->count_only) {
-    buf_puts(b, ",\"members\":[");
-    for (size_t i = 0; i < n; i++) {
-      if (i) buf_putc(b, ',');
-      json_member(b, &m[i], JSON_MEMBER_SESSIONS);
+  buf_t *b = answer_begin(q, status);
+  if (b) {
+    buf_puts(b, "{\"channel\":");
+    buf_put_json_str(b, q->channel);
+    buf_puts(b, ",\"count\":");
+    buf_put_u64(b, count);
+    if (!q->count_only) {
+      buf_puts(b, ",\"members\":[");
+      for (size_t i = 0; i < n; i++) {
+        if (i) buf_putc(b, ',');
+        json_member(b, &m[i], JSON_MEMBER_SESSIONS);
+      }
+      put_next(b, next);
     }
-    buf_puts(b, "],\"next\":");
-    if (next)
-      buf_put_json_str(b, next);
-    else
-      buf_puts(b, "null");
+    buf_putc(b, '}');
   }
-  buf_putc(b, '}');
-  http_respond_json(c, 200, b);
-  buf_shrink(b, 65536);
-out:
-  chreq_done(q);
+  answer_end(q, b);
 }
 
 static void get_members(conn_t *c, http_req_t *r, const char *ch,
@@ -147,33 +167,21 @@ static void on_channels(presence_t *p, int status,
                         const char *next, void *ud) {
   (void)p;
   chreq_t *q = ud;
-  conn_t *c = q->c;
-  if (c->closing) goto out;
-  if (status) {
-    answer_error(c, status);
-    goto out;
-  }
-  buf_t *b = &c->srv->scratch;
-  buf_reset(b);
-  buf_puts(b, "{\"channels\":[");
-  for (size_t i = 0; i < n; i++) {
-    if (i) buf_putc(b, ',');
-    buf_puts(b, "{\"channel\":");
-    buf_put_json_str(b, v[i].channel);
-    buf_puts(b, ",\"count\":");
-    buf_put_u64(b, v[i].count);
+  buf_t *b = answer_begin(q, status);
+  if (b) {
+    buf_puts(b, "{\"channels\":[");
+    for (size_t i = 0; i < n; i++) {
+      if (i) buf_putc(b, ',');
+      buf_puts(b, "{\"channel\":");
+      buf_put_json_str(b, v[i].channel);
+      buf_puts(b, ",\"count\":");
+      buf_put_u64(b, v[i].count);
+      buf_putc(b, '}');
+    }
+    put_next(b, next);
     buf_putc(b, '}');
   }
-  buf_puts(b, "],\"next\":");
-  if (next)
-    buf_put_json_str(b, next);
-  else
-    buf_puts(b, "null");
-  buf_putc(b, '}');
-  http_respond_json(c, 200, b);
-  buf_shrink(b, 65536);
-out:
-  chreq_done(q);
+  answer_end(q, b);
 }
 
 static void list_channels(conn_t *c, http_req_t *r) {
@@ -207,14 +215,11 @@ static void on_user_channels(presence_t *p, int status,
   (void)count;
   (void)next;
   chreq_t *q = ud;
-  conn_t *c = q->c;
-  if (c->closing) goto out;
-  if (status) {
-    answer_error(c, status);
-    goto out;
+  buf_t *b = answer_begin(q, status);
+  if (!b) {
+    answer_end(q, NULL);
+    return;
   }
-  buf_t *b = &c->srv->scratch;
-  buf_reset(b);
   buf_puts(b, "{\"user_id\":");
   buf_put_json_str(b, q->user);
   buf_puts(b, ",\"channels\":[");
@@ -232,31 +237,21 @@ static void on_user_channels(presence_t *p, int status,
     }
   }
   buf_puts(b, "]}");
-  http_respond_json(c, 200, b);
-  buf_shrink(b, 65536);
-out:
-  chreq_done(q);
+  answer_end(q, b);
 }
 
 static void on_removed(presence_t *p, int status, void *ud) {
   (void)p;
   chreq_t *q = ud;
-  conn_t *c = q->c;
-  if (!c->closing) {
-    if (status) {
-      answer_error(c, status);
-    } else {
-      buf_t *b = &c->srv->scratch;
-      buf_reset(b);
-      buf_puts(b, "{\"removed\":");
-      buf_put_json_str(b, q->user);
-      buf_puts(b, ",\"channel\":");
-      buf_put_json_str(b, q->channel);
-      buf_putc(b, '}');
-      http_respond_json(c, 200, b);
-    }
+  buf_t *b = answer_begin(q, status);
+  if (b) {
+    buf_puts(b, "{\"removed\":");
+    buf_put_json_str(b, q->user);
+    buf_puts(b, ",\"channel\":");
+    buf_put_json_str(b, q->channel);
+    buf_putc(b, '}');
   }
-  chreq_done(q);
+  answer_end(q, b);
 }
 
 /* Decode one path segment (no '/') into out: 0, or -1. */

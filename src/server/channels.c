@@ -18,15 +18,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-typedef struct chan_entry {
-  const char *name; /* the map's copy of the key */
-  conn_t **subs;
-  uint32_t n, cap;
-  uint8_t busy; /* being iterated: freed by the iterator when emptied */
-} chan_entry_t;
-
 typedef struct conn_chan {
-  chan_entry_t *e;
+  sub_entry_t *e;
   uint8_t joined;    /* the session is (or is being) joined */
   uint8_t observing; /* observe without join */
 } conn_chan_t;
@@ -38,48 +31,7 @@ struct conn_chans {
   uint32_t rate_count;
 };
 
-/* ---- the index --------------------------------------------------------- */
-
-static void entry_destroy(srv_t *s, chan_entry_t *e) {
-  map_del(&s->channels, e->name);
-  free(e->subs);
-  free(e);
-}
-
-static chan_entry_t *entry_add(srv_t *s, const char *name, conn_t *c) {
-  chan_entry_t *e = map_get(&s->channels, name);
-  if (!e) {
-    e = calloc(1, sizeof *e);
-    if (!e) return NULL;
-    if (map_put(&s->channels, name, e) != 0) {
-      free(e);
-      return NULL;
-    }
-    e->name = map_key(&s->channels, name);
-  }
-  if (e->n == e->cap) {
-    uint32_t cap = e->cap ? e->cap * 2 : 4;
-    conn_t **n = realloc(e->subs, cap * sizeof *n);
-    if (!n) {
-      if (e->n == 0 && !e->busy) entry_destroy(s, e);
-      return NULL;
-    }
-    e->subs = n;
-    e->cap = cap;
-  }
-  e->subs[e->n++] = c;
-  return e;
-}
-
-static void entry_remove(srv_t *s, chan_entry_t *e, conn_t *c) {
-  for (uint32_t i = 0; i < e->n; i++) {
-    if (e->subs[i] == c) {
-      e->subs[i] = e->subs[--e->n];
-      break;
-    }
-  }
-  if (e->n == 0 && !e->busy) entry_destroy(s, e);
-}
+/* ---- the index (subindex.c) ------------------------------------------- */
 
 static conn_chans_t *chans_of(conn_t *c) {
   conn_chans_t **cc = ws_chans(c);
@@ -89,7 +41,7 @@ static conn_chans_t *chans_of(conn_t *c) {
 
 static conn_chan_t *find(conn_chans_t *cc, const char *name) {
   for (uint32_t i = 0; cc && i < cc->n; i++)
-    if (strcmp(cc->v[i].e->name, name) == 0) return &cc->v[i];
+    if (strcmp(cc->v[i].e->key, name) == 0) return &cc->v[i];
   return NULL;
 }
 
@@ -106,7 +58,7 @@ static conn_chan_t *subscribe(conn_t *c, const char *name) {
     cc->v = v;
     cc->cap = cap;
   }
-  chan_entry_t *e = entry_add(c->srv, name, c);
+  sub_entry_t *e = subindex_add(&c->srv->channels, name, c);
   if (!e) return NULL;
   x = &cc->v[cc->n++];
   memset(x, 0, sizeof *x);
@@ -118,7 +70,7 @@ static conn_chan_t *subscribe(conn_t *c, const char *name) {
 static void maybe_unsubscribe(conn_t *c, conn_chan_t *x) {
   conn_chans_t *cc = *ws_chans(c);
   if (x->joined || x->observing) return;
-  entry_remove(c->srv, x->e, c);
+  subindex_remove(&c->srv->channels, x->e, c);
   *x = cc->v[--cc->n];
 }
 
@@ -126,7 +78,7 @@ void chan_detach(conn_t *c) {
   conn_chans_t **cc = ws_chans(c);
   if (!*cc) return;
   for (uint32_t i = 0; i < (*cc)->n; i++)
-    entry_remove(c->srv, (*cc)->v[i].e, c);
+    subindex_remove(&c->srv->channels, (*cc)->v[i].e, c);
   free((*cc)->v);
   free(*cc);
   *cc = NULL;
@@ -134,61 +86,48 @@ void chan_detach(conn_t *c) {
 
 /* ---- the sink ----------------------------------------------------------- */
 
+/* An invisible member's changes reach only its own sessions. */
+static int skip_hidden(conn_t *c, void *ud) {
+  const presence_event_t *ev = ud;
+  return ev->availability_to == PRESENCE_AVAIL_INVISIBLE &&
+         strcmp(ws_claims(c)->sub, ev->user_id) != 0;
+}
+
+/* After a backend removed this user (channel.leave, kicked, no session):
+ * its sessions here are out of the channel, and told so. */
+static void after_removal(conn_t *c, uint32_t i, void *ud) {
+  const presence_event_t *ev = ud;
+  conn_chan_t *x = find(*ws_chans(c), ev->channel);
+  if (!x || !x->joined || strcmp(ws_claims(c)->sub, ev->user_id) != 0) return;
+  x->joined = 0;
+  buf_t *lb = &c->srv->scratch;
+  buf_reset(lb);
+  buf_puts(lb, "{\"type\":\"left\",\"channel\":");
+  buf_put_json_str(lb, ev->channel);
+  buf_puts(lb, ",\"reason\":\"kicked\"}");
+  if (!buf_failed(lb)) ws_send_text(c, lb->data, lb->len);
+  if (!x->observing) {
+    /* Not subindex_remove: the entry is being iterated (busy). */
+    sub_entry_t *e = x->e;
+    conn_chans_t *cc = *ws_chans(c);
+    e->subs[i] = e->subs[--e->n];
+    *x = cc->v[--cc->n];
+  }
+}
+
 static void on_channel_event(srv_t *s, const presence_event_t *ev, void *ud) {
   (void)ud;
   if (!ev->channel) return;
-  chan_entry_t *e = map_get(&s->channels, ev->channel);
+  sub_entry_t *e = map_get(&s->channels, ev->channel);
   if (!e || e->n == 0) return;
   buf_t *b = &s->scratch;
   buf_reset(b);
   json_frame_channel_change(b, ev);
   if (buf_failed(b)) return;
-  uint8_t hdr[10];
-  size_t hl = ws_frame_header(hdr, WS_OP_TEXT, 1, b->len);
-  shbuf_t *sb = shbuf_new(hl + b->len);
-  if (!sb) {
-    srv_error(s, "out_of_memory", "cannot fan out a channel change");
-    return;
-  }
-  memcpy(sb->data, hdr, hl);
-  memcpy(sb->data + hl, b->data, b->len);
-  /* A backend removed this user: its sessions here are out of the channel
-   * (told so after the change). */
   int removed = ev->type == PRESENCE_EV_CHANNEL_LEAVE &&
                 ev->reason == PRESENCE_REASON_KICKED && !ev->session_id;
-  e->busy = 1;
-  /* Backwards: a write may close a slow subscriber, which removes it by
-   * moving the last (already served) one into its slot. */
-  for (uint32_t i = e->n; i-- > 0;) {
-    if (i >= e->n) continue;
-    conn_t *c = e->subs[i];
-    if (c->kind != CONN_WS || c->closing || !c->u.ws) continue;
-    /* An invisible member's changes reach only its own sessions. */
-    if (ev->availability_to == PRESENCE_AVAIL_INVISIBLE &&
-        strcmp(ws_claims(c)->sub, ev->user_id) != 0)
-      continue;
-    conn_write_shared(c, sb);
-    if (!removed || c->closing) continue;
-    conn_chan_t *x = find(*ws_chans(c), ev->channel);
-    if (!x || !x->joined || strcmp(ws_claims(c)->sub, ev->user_id) != 0)
-      continue;
-    x->joined = 0;
-    buf_t *lb = &s->scratch;
-    buf_reset(lb);
-    buf_puts(lb, "{\"type\":\"left\",\"channel\":");
-    buf_put_json_str(lb, ev->channel);
-    buf_puts(lb, ",\"reason\":\"kicked\"}");
-    if (!buf_failed(lb)) ws_send_text(c, lb->data, lb->len);
-    if (!x->observing) {
-      /* Not entry_remove: the entry is being iterated (busy). */
-      conn_chans_t *cc = *ws_chans(c);
-      e->subs[i] = e->subs[--e->n];
-      *x = cc->v[--cc->n];
-    }
-  }
-  e->busy = 0;
-  shbuf_unref(sb);
-  if (e->n == 0) entry_destroy(s, e);
+  subindex_send(s, &s->channels, e, b, skip_hidden,
+                removed ? after_removal : NULL, (void *)ev);
 }
 
 /* A user's availability changed: what other members of its channels are
@@ -213,7 +152,7 @@ static void on_user_channels(presence_t *p, int status,
   int from_inv = q->ev.availability_from == PRESENCE_AVAIL_INVISIBLE;
   int to_inv = q->ev.availability_to == PRESENCE_AVAIL_INVISIBLE;
   for (size_t i = 0; status == 0 && i < n; i++) {
-    chan_entry_t *e = map_get(&s->channels, m[i].channel);
+    sub_entry_t *e = map_get(&s->channels, m[i].channel);
     if (!e || e->n == 0) continue;
     presence_member_info_t mi = m[i];
     mi.availability = q->ev.availability_to;

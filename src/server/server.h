@@ -374,7 +374,28 @@ void ws_send_error(conn_t *c, const char *code, const char *message,
                    const char *id);
 void ws_send_ack(conn_t *c, const char *id);
 
-typedef struct watch_entry watch_entry_t;
+/* ---- subindex.c: connections subscribed to a key ------------------------- */
+
+typedef struct sub_entry {
+  const char *key; /* the map's copy of the key */
+  conn_t **subs;
+  uint32_t n, cap;
+  uint8_t busy; /* being iterated: freed by the iterator when emptied */
+} sub_entry_t;
+/* Subscribe c to key (the entry made on first use); NULL without memory. */
+sub_entry_t *subindex_add(map_t *m, const char *key, conn_t *c);
+/* Unsubscribe; the entry goes with its last subscriber. */
+void subindex_remove(map_t *m, sub_entry_t *e, conn_t *c);
+/* Write frame (JSON of one text frame) to every open WebSocket subscriber
+ * of e that skip (if given) does not refuse, serialised once and shared;
+ * after (if given) runs for each subscriber written to, with its index in
+ * e->subs, and may drop it from e->subs (e is busy: not freed meanwhile).
+ * 0, or -1 without memory. */
+int subindex_send(srv_t *s, map_t *m, sub_entry_t *e, const buf_t *frame,
+                  int (*skip)(conn_t *c, void *ud),
+                  void (*after)(conn_t *c, uint32_t i, void *ud), void *ud);
+
+typedef struct sub_entry watch_entry_t;
 extern const fanout_sink_t watch_sink;
 /* Subscribe c to user_id; returns the entry (kept by the connection) or NULL
  * on allocation failure. Idempotent per connection only if the caller checks

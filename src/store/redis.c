@@ -2194,6 +2194,31 @@ static bool all_strings(const redisReply *p) {
   return true;
 }
 
+/* A query's payload: an array of at least min strings, or NULL with *code
+ * set (the script's error, or ESTORE for a malformed reply). */
+static redisReply *string_payload(redisReply *rep, int *code, size_t min) {
+  if (!*code && rep) *code = script_code(rep);
+  redisReply *p = !*code && rep->elements > 1 ? rep->element[1] : NULL;
+  if (!*code && (!p || p->type != REDIS_REPLY_ARRAY || p->elements < min ||
+                 !all_strings(p)))
+    *code = PRESENCE_ESTORE;
+  return *code ? NULL : p;
+}
+
+/* Send a channel query: op with (a, after or "", limit). */
+static int send_query(rstore_t *st, req_fn fn, const char *op, const char *a,
+                      const char *after, size_t limit, req_t **out) {
+  if (!can_read(st)) return PRESENCE_ESTORE;
+  req_t *r = req_new(st, fn);
+  if (!r) return PRESENCE_ENOMEM;
+  *out = r;
+  char lim[24];
+  snprintf(lim, sizeof lim, "%zu", limit);
+  const char *args[] = {a, after ? after : "", lim};
+  call(st, r, op, 3, args, NULL);
+  return 0;
+}
+
 static const char *opt_data(const redisReply *e) {
   return e->str[0] == '=' ? e->str + 1 : NULL;
 }
@@ -2241,11 +2266,7 @@ static int parse_members(const redisReply *p, size_t *i, size_t n,
 
 static void members_done(rstore_t *st, req_t *r, redisReply *rep, int code) {
   (void)st;
-  if (!code && rep) code = script_code(rep);
-  redisReply *p = !code && rep->elements > 1 ? rep->element[1] : NULL;
-  if (!code && (!p || p->type != REDIS_REPLY_ARRAY || p->elements < 3 ||
-                !all_strings(p)))
-    code = PRESENCE_ESTORE;
+  redisReply *p = string_payload(rep, &code, 3);
   presence_member_info_t *m = NULL;
   presence_member_meta_t *metas = NULL;
   size_t n = 0, i = 3;
@@ -2269,31 +2290,25 @@ static int r_channel_members(presence_store_t *base, const char *channel,
                                         const presence_member_info_t *, size_t,
                                         uint64_t, const char *),
                              void *ud) {
-  rstore_t *st = (rstore_t *)base;
-  if (!can_read(st)) return PRESENCE_ESTORE;
-  req_t *r = req_new(st, members_done);
-  if (!r) return PRESENCE_ENOMEM;
-  r->cmd_ch = strdup(channel);
-  if (!r->cmd_ch) {
-    free(r);
-    return PRESENCE_ENOMEM;
+  char *ch = strdup(channel);
+  if (!ch) return PRESENCE_ENOMEM;
+  req_t *r = NULL;
+  int rc = send_query((rstore_t *)base, members_done, "q_members", channel,
+                      after, limit, &r);
+  if (rc) {
+    free(ch);
+    return rc;
   }
+  r->cmd_ch = ch;
   r->members_cb = cb;
   r->ud = ud;
-  char lim[24];
-  snprintf(lim, sizeof lim, "%zu", limit);
-  const char *args[] = {channel, after ? after : "", lim};
-  call(st, r, "q_members", 3, args, NULL);
   return 0;
 }
 
 static void channels_done(rstore_t *st, req_t *r, redisReply *rep, int code) {
   (void)st;
-  if (!code && rep) code = script_code(rep);
-  redisReply *p = !code && rep->elements > 1 ? rep->element[1] : NULL;
-  if (!code && (!p || p->type != REDIS_REPLY_ARRAY || p->elements < 1 ||
-                p->elements % 2 != 1 || !all_strings(p)))
-    code = PRESENCE_ESTORE;
+  redisReply *p = string_payload(rep, &code, 1);
+  if (!code && p->elements % 2 != 1) code = PRESENCE_ESTORE;
   if (code) {
     r->channels_cb(r->ud, code, NULL, 0, NULL);
     return;
@@ -2319,26 +2334,18 @@ static int r_channels_list(presence_store_t *base, const char *prefix,
                                       const presence_channel_info_t *, size_t,
                                       const char *),
                            void *ud) {
-  rstore_t *st = (rstore_t *)base;
-  if (!can_read(st)) return PRESENCE_ESTORE;
-  req_t *r = req_new(st, channels_done);
-  if (!r) return PRESENCE_ENOMEM;
+  req_t *r = NULL;
+  int rc = send_query((rstore_t *)base, channels_done, "q_chans", prefix,
+                      after, limit, &r);
+  if (rc) return rc;
   r->channels_cb = cb;
   r->ud = ud;
-  char lim[24];
-  snprintf(lim, sizeof lim, "%zu", limit);
-  const char *args[] = {prefix, after ? after : "", lim};
-  call(st, r, "q_chans", 3, args, NULL);
   return 0;
 }
 
 static void uchans_done(rstore_t *st, req_t *r, redisReply *rep, int code) {
   (void)st;
-  if (!code && rep) code = script_code(rep);
-  redisReply *p = !code && rep->elements > 1 ? rep->element[1] : NULL;
-  if (!code && (!p || p->type != REDIS_REPLY_ARRAY || p->elements < 1 ||
-                !all_strings(p)))
-    code = PRESENCE_ESTORE;
+  redisReply *p = string_payload(rep, &code, 1);
   presence_member_info_t *m = NULL;
   presence_member_meta_t *metas = NULL;
   size_t n = 0, i = 1;

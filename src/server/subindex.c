@@ -1,0 +1,89 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Subscriber indexes: a map from a key (a watched user id, a channel name)
+ * to the connections subscribed to it, and the one-frame-for-everyone write
+ * that fans a change out to them. watch.c (users) and channels.c (channels)
+ * each keep one.
+ *
+ * A frame is serialised once, WebSocket header included (server frames are
+ * unmasked, so the bytes are the same for everyone), and shared by every
+ * subscriber's write queue.
+ */
+#include "server/server.h"
+
+#include <assert.h>
+#include <stdlib.h>
+#include <string.h>
+
+static void entry_destroy(map_t *m, sub_entry_t *e) {
+  assert(e->n == 0 && !e->busy);
+  map_del(m, e->key);
+  free(e->subs);
+  free(e);
+}
+
+sub_entry_t *subindex_add(map_t *m, const char *key, conn_t *c) {
+  sub_entry_t *e = map_get(m, key);
+  if (!e) {
+    e = calloc(1, sizeof *e);
+    if (!e) return NULL;
+    if (map_put(m, key, e) != 0) {
+      free(e);
+      return NULL;
+    }
+    e->key = map_key(m, key);
+  }
+  if (e->n == e->cap) {
+    uint32_t cap = e->cap ? e->cap * 2 : 2;
+    conn_t **n = realloc(e->subs, cap * sizeof *n);
+    if (!n) {
+      if (e->n == 0 && !e->busy) entry_destroy(m, e);
+      return NULL;
+    }
+    e->subs = n;
+    e->cap = cap;
+  }
+  e->subs[e->n++] = c;
+  return e;
+}
+
+void subindex_remove(map_t *m, sub_entry_t *e, conn_t *c) {
+  for (uint32_t i = 0; i < e->n; i++) {
+    if (e->subs[i] == c) {
+      e->subs[i] = e->subs[--e->n];
+      break;
+    }
+  }
+  if (e->n == 0 && !e->busy) entry_destroy(m, e);
+}
+
+int subindex_send(srv_t *s, map_t *m, sub_entry_t *e, const buf_t *frame,
+                  int (*skip)(conn_t *c, void *ud), void (*after)(conn_t *c,
+                                                                 uint32_t i,
+                                                                 void *ud),
+                  void *ud) {
+  uint8_t hdr[10];
+  size_t hl = ws_frame_header(hdr, WS_OP_TEXT, 1, frame->len);
+  shbuf_t *sb = shbuf_new(hl + frame->len);
+  if (!sb) {
+    srv_error(s, "out_of_memory", "cannot fan out a change");
+    return -1;
+  }
+  memcpy(sb->data, hdr, hl);
+  memcpy(sb->data + hl, frame->data, frame->len);
+  /* Backwards, because a write may close a slow subscriber, which removes
+   * it by moving the last (already served) subscriber into its slot. */
+  e->busy = 1;
+  for (uint32_t i = e->n; i-- > 0;) {
+    if (i >= e->n) continue;
+    conn_t *c = e->subs[i];
+    if (c->kind != CONN_WS || c->closing || !c->u.ws) continue;
+    if (skip && skip(c, ud)) continue;
+    conn_write_shared(c, sb);
+    if (after && !c->closing) after(c, i, ud);
+  }
+  e->busy = 0;
+  shbuf_unref(sb);
+  if (e->n == 0) entry_destroy(m, e);
+  return 0;
+}

@@ -1260,7 +1260,7 @@ int main(int argc, char **argv) {
   g.subscribe = 1;
   g.watch = -1;
   g.ns = "pr";
-  g.secret = "bench-secret";
+  g.secret = "bench-secret-0123456789-abcdefghijkl"; /* bench/run.py's */
   g.rng = 0x9e3779b97f4a7c15ull ^ (uint64_t)getpid();
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i];

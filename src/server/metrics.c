@@ -9,6 +9,7 @@
 
 #include "presence_redis.h"
 
+#include <stddef.h>
 #include <string.h>
 
 static void family(buf_t *b, const char *name, const char *type,
@@ -21,6 +22,57 @@ static void metric(buf_t *b, const char *name, const char *type,
                    const char *help, uint64_t v) {
   family(b, name, type, help);
   buf_printf(b, "%s %llu\n", name, (unsigned long long)v);
+}
+
+/* The Redis store's two connections (commands, the log reader), each
+ * sample labelled conn="commands" or conn="reader". */
+static void redis_conn_metrics(buf_t *b, presence_store_t *store) {
+  presence_redis_conn_metrics_t m[2];
+  for (int i = 0; i < 2; i++)
+    if (presence_redis_conn_metrics(store, i, &m[i])) return;
+  static const char *const conn[2] = {"commands", "reader"};
+  static const struct {
+    const char *name, *type, *help;
+    size_t off;
+  } f[] = {
+#define F(n, t, h, field)                                                      \
+  {n, t, h, offsetof(presence_redis_conn_metrics_t, field)}
+      F("presenced_redis_commands_total", "counter", "Commands sent to Redis.",
+        commands),
+      F("presenced_redis_error_replies_total", "counter",
+        "Error replies from Redis.", errors),
+      F("presenced_redis_failed_commands_total", "counter",
+        "Commands that got no reply (connection lost, timed out, refused).",
+        failed),
+      F("presenced_redis_timeouts_total", "counter",
+        "Connections dropped because Redis answered too late.", timeouts),
+      F("presenced_redis_protocol_errors_total", "counter",
+        "Replies refused: not RESP, or past the size limits.",
+        protocol_errors),
+      F("presenced_redis_connects_total", "counter",
+        "Connections made ready (AUTH and SELECT done).", connects),
+      F("presenced_redis_connect_failures_total", "counter",
+        "Connection attempts that failed.", connect_failures),
+      F("presenced_redis_sent_bytes_total", "counter",
+        "RESP bytes sent (before TLS).", bytes_out),
+      F("presenced_redis_received_bytes_total", "counter",
+        "RESP bytes received (after TLS).", bytes_in),
+#undef F
+  };
+  for (size_t k = 0; k < sizeof f / sizeof *f; k++) {
+    family(b, f[k].name, f[k].type, f[k].help);
+    for (int i = 0; i < 2; i++) {
+      uint64_t v;
+      memcpy(&v, (const char *)&m[i] + f[k].off, sizeof v);
+      buf_printf(b, "%s{conn=\"%s\"} %llu\n", f[k].name, conn[i],
+                 (unsigned long long)v);
+    }
+  }
+  family(b, "presenced_redis_up", "gauge",
+         "1 while the connection to Redis is up.");
+  for (int i = 0; i < 2; i++)
+    buf_printf(b, "presenced_redis_up{conn=\"%s\"} %d\n", conn[i],
+               m[i].up ? 1 : 0);
 }
 
 void metrics_handle(conn_t *c, http_req_t *r) {
@@ -86,6 +138,7 @@ void metrics_handle(conn_t *c, http_req_t *r) {
     metric(b, "presenced_cluster_instances", "gauge",
            "Instances holding a live lease in the Redis store.", cl.instances);
   }
+  if (s->rstore) redis_conn_metrics(b, s->rstore);
 
   family(b, "presenced_events_total", "counter", "Events emitted by type.");
   for (int t = 0; t < PRESENCE_EV_COUNT_; t++)

@@ -301,6 +301,20 @@ async def test_cross(t, cl):
     took = await wait_for(lambda: _eq_async(cluster_metrics, want), 3)
     t.check("cross: /metrics on C counts the sessions and users of the whole cluster",
             took is not None, str(await cluster_metrics()))
+    # The two Redis connections an instance holds, up and counted.
+    r = await http(C, "GET", "/metrics", auth=False)
+    conn = {}
+    for line in r.body.decode().splitlines():
+        if line.startswith("presenced_redis_"):
+            k, _, v = line.partition(" ")
+            conn[k] = float(v)
+    t.check("cross: /metrics on C shows its two Redis connections up and in use",
+            conn.get('presenced_redis_up{conn="commands"}') == 1
+            and conn.get('presenced_redis_up{conn="reader"}') == 1
+            and conn.get('presenced_redis_commands_total{conn="commands"}', 0) > 0
+            and conn.get('presenced_redis_commands_total{conn="reader"}', 0) > 0
+            and conn.get('presenced_redis_protocol_errors_total{conn="commands"}') == 0,
+            str(conn))
     t0 = time.monotonic()
     r = await http(A, "DELETE", f"/v1/sessions/{u.session_id}")
     t.eq("cross: DELETE /v1/sessions/{id} on A for a session on B answers 200", r.status, 200)

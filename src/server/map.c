@@ -4,6 +4,8 @@
  */
 #include "server/map.h"
 
+#include "core/siphash.h"
+
 #include <stdlib.h>
 #include <string.h>
 
@@ -14,17 +16,22 @@ struct map_node {
   char key[];
 };
 
-static uint32_t hash_str(const char *s) {
-  uint32_t h = 2166136261u;
-  for (; *s; s++) {
-    h ^= (unsigned char)*s;
-    h *= 16777619u;
-  }
-  return h;
+static uint64_t proc_k0, proc_k1;
+
+void map_hash_key(const uint8_t key[16]) {
+  memcpy(&proc_k0, key, 8);
+  memcpy(&proc_k1, key + 8, 8);
+}
+
+static uint32_t hash_of(const map_t *m, const char *s) {
+  uint64_t h = presence_siphash13(m->k0, m->k1, s, strlen(s));
+  return (uint32_t)(h ^ (h >> 32));
 }
 
 void map_init(map_t *m) {
   memset(m, 0, sizeof *m);
+  m->k0 = proc_k0;
+  m->k1 = proc_k1;
 }
 
 void map_free(map_t *m) {
@@ -37,7 +44,10 @@ void map_free(map_t *m) {
     }
   }
   free(m->buckets);
+  uint64_t k0 = m->k0, k1 = m->k1;
   memset(m, 0, sizeof *m);
+  m->k0 = k0; /* a freed map may be used again, with the same key */
+  m->k1 = k1;
 }
 
 static map_node_t **find(const map_t *m, const char *key, uint32_t h) {
@@ -49,12 +59,12 @@ static map_node_t **find(const map_t *m, const char *key, uint32_t h) {
 }
 
 void *map_get(const map_t *m, const char *key) {
-  map_node_t **pp = find(m, key, hash_str(key));
+  map_node_t **pp = find(m, key, hash_of(m, key));
   return pp && *pp ? (*pp)->value : NULL;
 }
 
 const char *map_key(const map_t *m, const char *key) {
-  map_node_t **pp = find(m, key, hash_str(key));
+  map_node_t **pp = find(m, key, hash_of(m, key));
   return pp && *pp ? (*pp)->key : NULL;
 }
 
@@ -79,7 +89,7 @@ static int grow(map_t *m) {
 }
 
 int map_put(map_t *m, const char *key, void *value) {
-  uint32_t h = hash_str(key);
+  uint32_t h = hash_of(m, key);
   map_node_t **pp = find(m, key, h);
   if (pp && *pp) {
     (*pp)->value = value;
@@ -100,7 +110,7 @@ int map_put(map_t *m, const char *key, void *value) {
 }
 
 void *map_del(map_t *m, const char *key) {
-  map_node_t **pp = find(m, key, hash_str(key));
+  map_node_t **pp = find(m, key, hash_of(m, key));
   if (!pp || !*pp) return NULL;
   map_node_t *n = *pp;
   void *v = n->value;
@@ -108,4 +118,15 @@ void *map_del(map_t *m, const char *key) {
   free(n);
   m->count--;
   return v;
+}
+
+size_t map_longest_chain(const map_t *m) {
+  size_t longest = 0;
+  for (size_t i = 0; i < m->nbuckets; i++) {
+    size_t n = 0;
+    for (const map_node_t *e = m->buckets[i]; e; e = e->next)
+      n++;
+    if (n > longest) longest = n;
+  }
+  return longest;
 }

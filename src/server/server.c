@@ -69,23 +69,88 @@ static void ll_printf(logline_t *l, const char *fmt, ...) {
     ll_puts(l, tmp, (size_t)n < sizeof tmp ? (size_t)n : sizeof tmp - 1);
 }
 
-/* A quoted string, escaped for JSON; logfmt parsers accept the same
- * escapes. Messages may quote client input, so control bytes are escaped
- * and cannot forge a second record. */
-static void ll_quoted(logline_t *l, const char *s) {
-  ll_puts(l, "\"", 1);
-  for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
-    if (*p == '"' || *p == '\\') {
-      char e[2] = {'\\', (char)*p};
-      ll_puts(l, e, 2);
+/* Characters a log viewer must not act on. Messages may quote client input
+ * (ids, header values), which could otherwise forge a second record (a
+ * newline), rewrite what the terminal shows (C0/C1 controls, escape
+ * sequences) or reorder it on screen (bidirectional controls such as U+202E,
+ * "Trojan Source"). These are written as escapes in every format. */
+static int log_unsafe_cp(uint32_t cp) {
+  return cp < 0x20 || cp == 0x7f || (cp >= 0x80 && cp <= 0x9f) ||
+         cp == 0x061c || cp == 0x200e || cp == 0x200f ||
+         (cp >= 0x2028 && cp <= 0x202e) || (cp >= 0x2066 && cp <= 0x2069) ||
+         cp == 0xfeff;
+}
+
+/* The UTF-8 sequence at p (at most n bytes): its length and code point, or
+ * 0 when it is not valid UTF-8. */
+static size_t utf8_seq(const unsigned char *p, size_t n, uint32_t *cp) {
+  unsigned c = p[0];
+  size_t need;
+  uint32_t min;
+  if (c < 0x80) {
+    *cp = c;
+    return 1;
+  }
+  if (c >= 0xc2 && c <= 0xdf)
+    need = 1, min = 0x80, *cp = c & 0x1f;
+  else if (c >= 0xe0 && c <= 0xef)
+    need = 2, min = 0x800, *cp = c & 0x0f;
+  else if (c >= 0xf0 && c <= 0xf4)
+    need = 3, min = 0x10000, *cp = c & 0x07;
+  else
+    return 0;
+  if (n <= need) return 0;
+  for (size_t k = 1; k <= need; k++) {
+    if ((p[k] & 0xc0) != 0x80) return 0;
+    *cp = *cp << 6 | (p[k] & 0x3f);
+  }
+  if (*cp < min || *cp > 0x10ffff || (*cp >= 0xd800 && *cp <= 0xdfff))
+    return 0;
+  return need + 1;
+}
+
+/* s escaped for a log record. json: JSON string escapes (logfmt parsers
+ * take the same), an invalid byte as U+FFFD; else (the text format) C-like
+ * escapes: \n, \xNN for a byte, \u{XXXX} for a code point. */
+static void ll_escaped(logline_t *l, const char *str, int json) {
+  const unsigned char *p = (const unsigned char *)str;
+  size_t n = strlen(str);
+  while (n) {
+    uint32_t cp;
+    size_t k = utf8_seq(p, n, &cp);
+    if (k == 0) {
+      if (json)
+        ll_puts(l, "\\ufffd", 6);
+      else
+        ll_printf(l, "\\x%02x", *p);
+      p++, n--;
+      continue;
+    }
+    if (*p == '"' && json) {
+      ll_puts(l, "\\\"", 2);
+    } else if (*p == '\\') {
+      ll_puts(l, "\\\\", 2);
     } else if (*p == '\n') {
       ll_puts(l, "\\n", 2);
-    } else if (*p < 0x20 || *p == 0x7f) {
-      ll_printf(l, "\\u%04x", *p);
+    } else if (log_unsafe_cp(cp)) {
+      if (json)
+        ll_printf(l, "\\u%04x", (unsigned)cp);
+      else if (cp < 0x80)
+        ll_printf(l, "\\x%02x", (unsigned)cp);
+      else
+        ll_printf(l, "\\u{%04x}", (unsigned)cp);
     } else {
-      ll_puts(l, (const char *)p, 1);
+      ll_puts(l, (const char *)p, k);
     }
+    p += k;
+    n -= k;
   }
+}
+
+/* A quoted string, escaped for JSON. */
+static void ll_quoted(logline_t *l, const char *s) {
+  ll_puts(l, "\"", 1);
+  ll_escaped(l, s, 1);
   ll_puts(l, "\"", 1);
 }
 
@@ -136,7 +201,7 @@ static void emit(srv_t *s, presence_log_level_t level, const char *code,
   default:
     ll_printf(&l, "presenced: %s: ", level_names[level]);
     if (code) ll_printf(&l, "%s: ", code);
-    ll_puts(&l, msg, strlen(msg));
+    ll_escaped(&l, msg, 0);
     if (suppressed)
       ll_printf(&l, " (and %llu more since the last report)",
                 (unsigned long long)suppressed);
@@ -665,6 +730,16 @@ static void raise_fd_limit(srv_t *s) {
 
 /* ---- start-up, in named steps (srv_init) -------------------------------- */
 
+/* The key of the maps that clients fill (subscribed ids, channels, peer
+ * addresses): drawn before the first map_init, through the injectable
+ * random source. */
+static int init_hash_key(const srv_sys_t *sys) {
+  uint8_t hkey[16];
+  if (sys->random(sys->ud, hkey, sizeof hkey) != 0) return -1;
+  map_hash_key(hkey);
+  return 0;
+}
+
 /* Everything that needs no allocation and cannot fail. */
 static void init_state(srv_t *s, uv_loop_t *loop, const srv_config_t *cfg,
                        const srv_sys_t *sys) {
@@ -814,6 +889,7 @@ static int init_handles(srv_t *s) {
 int srv_init(srv_t *s, uv_loop_t *loop, const srv_config_t *cfg,
              const srv_sys_t *sys) {
   presence_options_t o;
+  if (init_hash_key(sys) != 0) return -1;
   init_state(s, loop, cfg, sys);
   if (init_identity(s) != 0) return -1;
   init_timers(s);

@@ -685,6 +685,9 @@ LIMIT_FLAGS = {
 
 
 async def test_connections_per_ip(t, d, args):
+    # The harness's /healthz probes at startup count until the daemon has
+    # seen them close.
+    await asyncio.sleep(0.5)
     held = []
     for _ in range(8):
         r, w = await raw_conn(d)
@@ -774,6 +777,44 @@ async def test_max_connections_clamped(t, d, args):
         d2.cleanup()
 
 
+async def test_log_escaping(t, d, args):
+    """An id holding bidirectional controls (U+202E RIGHT-TO-LEFT OVERRIDE,
+    U+2066) reaches a log line (a refused subscribe quotes it): every log
+    format writes them as escapes, never as the raw characters a terminal
+    would act on."""
+    evil = "rlo\u202eevil\u2066x"
+    for fmt, want in (("text", "rlo\\u{202e}evil\\u{2066}x"),
+                      ("logfmt", "rlo\\u202eevil\\u2066x"),
+                      ("json", None)):
+        d2 = Daemon(args.presenced, {"--log-format": fmt}, f"log-{fmt}")
+        try:
+            d2.start()
+            c = await Client.connect(d2, "logger")
+            await c.send({"type": "subscribe", "users": [evil], "id": 1})
+            m = await c.expect_type("error", 3, id=1)
+            await c.close()
+            await asyncio.sleep(0.2)
+            err = d2.stderr_text()
+            raw = err.encode("utf-8")
+            line = [x for x in err.splitlines() if "does not allow watching" in x]
+            t.check(f"--log-format {fmt}: the refusal is logged",
+                    m is not None and m.get("code") == "not_allowed" and line, (m, err[-300:]))
+            t.check(f"--log-format {fmt}: no raw U+202E or U+2066 in the log",
+                    b"\xe2\x80\xae" not in raw and b"\xe2\x81\xa6" not in raw, line)
+            if want:
+                t.check(f"--log-format {fmt}: written as {want}", line and want in line[0], line)
+            else:
+                ok = False
+                try:
+                    ok = bool(line) and evil in json.loads(line[0])["msg"]
+                except ValueError:
+                    pass
+                t.check("--log-format json: the line is JSON and decodes to the id", ok, line)
+        finally:
+            d2.stop()
+            d2.cleanup()
+
+
 test_slowloris.timeout = 30
 test_close_reasons.timeout = 40
 test_million_tiny_frames.timeout = 30
@@ -790,5 +831,6 @@ if __name__ == "__main__":
           test_pipelined_garbage, test_http_strictness, test_origins, test_close_reasons,
           test_memory_back]),
         ("per-client limits", LIMIT_FLAGS,
-         [test_connections_per_ip, test_first_byte_timeout, test_max_connections_clamped]),
+         [test_connections_per_ip, test_first_byte_timeout, test_max_connections_clamped,
+          test_log_escaping]),
     ])

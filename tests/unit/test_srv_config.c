@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "server/config.h"
+#include "core/siphash.h"
 #include "server/map.h"
 #include "server/sys.h"
 
@@ -507,6 +508,52 @@ static void test_secrets(void **state) {
   rmdir(dir);
 }
 
+/* Hash flooding (issue 18): SipHash-1-3 known answers (CPython's, whose
+ * PYTHONHASHSEED=0 is the all-zero key), and a map whose keys all collide
+ * under the old unkeyed FNV-1a stays flat under a random key. */
+static uint32_t fnv1a(const char *s) {
+  uint32_t h = 2166136261u;
+  for (; *s; s++) {
+    h ^= (unsigned char)*s;
+    h *= 16777619u;
+  }
+  return h;
+}
+
+static void test_keyed_hash(void **state) {
+  (void)state;
+  assert_true(presence_siphash13(0, 0, "abc", 3) == 0xc03bc3a0042630f2ull);
+  assert_true(presence_siphash13(0, 0, "alice-0123456789", 16) ==
+              0x124e42a40b1b1035ull);
+  assert_true(presence_siphash13(0, 0, "a-longer-user-id-of-36-bytes-xxxxxxx",
+                                 36) == 0xcd2a6be54d0e3e55ull);
+  /* 4096 ids an attacker would pick: the same low 12 bits of FNV-1a, so
+   * the old map put them all in one bucket of its 4096. */
+  char (*ids)[16] = calloc(4096, 16);
+  size_t n = 0;
+  for (uint32_t i = 0; n < 4096; i++) {
+    char id[16];
+    snprintf(id, sizeof id, "u%u", i);
+    if ((fnv1a(id) & 4095u) == 0) memcpy(ids[n++], id, sizeof id);
+  }
+  uint8_t key[16];
+  for (int i = 0; i < 16; i++)
+    key[i] = (uint8_t)(i * 37 + 11);
+  map_hash_key(key);
+  map_t m;
+  map_init(&m);
+  for (size_t i = 0; i < n; i++)
+    assert_int_equal(map_put(&m, ids[i], (void *)(uintptr_t)(i + 1)), 0);
+  for (size_t i = 0; i < n; i++)
+    assert_int_equal((uintptr_t)map_get(&m, ids[i]), i + 1);
+  size_t longest = map_longest_chain(&m);
+  if (longest > 12) fail_msg("longest chain %zu under a random key", longest);
+  map_free(&m);
+  free(ids);
+  uint8_t zero[16] = {0};
+  map_hash_key(zero);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_defaults),
@@ -520,6 +567,7 @@ int main(void) {
       cmocka_unit_test(test_file_precedence),
       cmocka_unit_test(test_check_config_and_keys),
       cmocka_unit_test(test_secrets),
+      cmocka_unit_test(test_keyed_hash),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -742,6 +742,16 @@ int presence_session_open_device(presence_t *p, const char *session_id,
                                  const char *user_id, const char *meta,
                                  const char *device, presence_handle_t *handle,
                                  presence_done_cb done, void *ud);
+/* presence_session_open_device that, with a shared store (Redis), takes
+ * over the session if another instance holds it for the same user: it
+ * becomes this instance's with no event (presenced's backend origins,
+ * re-asserted on another instance after a reconnect). Held for another
+ * user: EEXIST. With the embedded store the same as
+ * presence_session_open_device. */
+int presence_session_adopt(presence_t *p, const char *session_id,
+                           const char *user_id, const char *meta,
+                           const char *device, presence_handle_t *handle,
+                           presence_done_cb done, void *ud);
 /* Validate a device word as the library would (0 or PRESENCE_EDEVICE). */
 int presence_device_check(const char *device);
 /* Validate a message as presence_user_set_message would, with max_chars

@@ -116,7 +116,16 @@ typedef struct presence_write {
   const char *emoji;
   size_t emoji_len;
   int64_t expires_ms;
+  /* PRESENCE_WRITE_F_* */
+  unsigned flags;
 } presence_write_t;
+
+/* CONNECT: if the session exists for the same user on another instance of a
+ * shared store, take it over (it becomes this instance's, with no event)
+ * instead of refusing with EEXIST. A backend's origin that reconnected to
+ * another instance re-asserts its sessions this way (docs/protocol.md
+ * section 5). Stores of one instance ignore it. */
+#define PRESENCE_WRITE_F_ADOPT 0x1u
 
 typedef void (*presence_store_done_fn)(void *ud, int status);
 

@@ -485,10 +485,11 @@ int presence_session_open(presence_t *p, const char *session_id,
                                       handle, done, ud);
 }
 
-int presence_session_open_device(presence_t *p, const char *session_id,
-                                 const char *user_id, const char *meta,
-                                 const char *device, presence_handle_t *handle,
-                                 presence_done_cb done, void *ud) {
+static int open_session(presence_t *p, const char *session_id,
+                        const char *user_id, const char *meta,
+                        const char *device, unsigned flags,
+                        presence_handle_t *handle, presence_done_cb done,
+                        void *ud) {
   presence_write_t w;
   if (!p) return PRESENCE_EINVAL;
   if (handle) *handle = PRESENCE_HANDLE_NONE;
@@ -516,7 +517,24 @@ int presence_session_open_device(presence_t *p, const char *session_id,
   w.status = PRESENCE_ONLINE;
   w.reason = PRESENCE_REASON_CONNECT;
   w.handle_out = handle;
+  w.flags = flags;
   return submit(p, &w, done, ud);
+}
+
+int presence_session_open_device(presence_t *p, const char *session_id,
+                                 const char *user_id, const char *meta,
+                                 const char *device, presence_handle_t *handle,
+                                 presence_done_cb done, void *ud) {
+  return open_session(p, session_id, user_id, meta, device, 0, handle, done,
+                      ud);
+}
+
+int presence_session_adopt(presence_t *p, const char *session_id,
+                           const char *user_id, const char *meta,
+                           const char *device, presence_handle_t *handle,
+                           presence_done_cb done, void *ud) {
+  return open_session(p, session_id, user_id, meta, device,
+                      PRESENCE_WRITE_F_ADOPT, handle, done, ud);
 }
 
 static bool end_reason_ok(presence_reason_t reason) {

@@ -122,6 +122,7 @@ int bmsg_op(const bmsg_t *m, const cJSON *item, bop_t *op) {
   if (!cJSON_IsObject(item)) return op_bad(op, "bad_op", "item is not an object");
   if (m->type == BMSG_SYNC) {
     op->kind = BOP_OPEN;
+    op->from_sync = 1;
   } else {
     const char *name = str_field(item, "op");
     op->kind = name ? op_kind(name) : 0;

@@ -71,6 +71,7 @@ typedef struct bop {
   const char *device;   /* OPEN: NULL when not given */
   const char *channel;  /* JOIN / UPDATE / LEAVE */
   const cJSON *data;    /* JOIN / UPDATE: an object, or NULL */
+  int from_sync;        /* an item of a sync (a re-assert) */
   const char *err_code; /* on error: the protocol's per-op code ... */
   const char *err_msg;  /* ... and a static message */
 } bop_t;

@@ -388,9 +388,14 @@ static const char *op_open(srv_t *s, origin_t *o, const bop_t *op,
     memcpy(ud->id, op->session, il);
   }
   presence_handle_t h = PRESENCE_HANDLE_NONE;
-  int rc = presence_session_open_device(s->p, op->session, op->user, meta,
-                                        op->device, &h,
-                                        ud ? on_open_done : NULL, ud);
+  /* A re-assert on a shared store (Redis) takes over the sessions the
+   * origin held through another instance before its connection moved
+   * here: no event for them (the store refuses the same id of another
+   * user). */
+  int adopt = op->from_sync && srv_async(s);
+  int rc = (adopt ? presence_session_adopt : presence_session_open_device)(
+      s->p, op->session, op->user, meta, op->device, &h,
+      ud ? on_open_done : NULL, ud);
   free(meta);
   if (rc != 0) {
     free(ud);
@@ -402,8 +407,12 @@ static const char *op_open(srv_t *s, origin_t *o, const bop_t *op,
     return "internal";
   }
   if (o->syncing) o->sync_opened++;
-  if (op->status == PRESENCE_IDLE)
-    presence_handle_set_status(s->p, h, PRESENCE_IDLE, NULL, NULL);
+  /* An adopted session keeps the status it had: the re-asserted one is
+   * set (an event only if it differs). */
+  if (op->status == PRESENCE_IDLE || adopt)
+    presence_handle_set_status(
+        s->p, h, op->status ? (presence_status_t)op->status : PRESENCE_ONLINE,
+        NULL, NULL);
   return NULL;
 }
 

@@ -1003,7 +1003,10 @@ static int op_connect(rstore_t *st, const presence_write_t *w,
   char maxs[16];
   snprintf(maxs, sizeof maxs, "%u", (unsigned)st->h.max_sessions_per_user);
   const char *args[] = {s->id, s->user, meta ? meta : "", maxs};
-  queue_write(st, r, "connect", 4, args);
+  /* A take-over (PRESENCE_WRITE_F_ADOPT) is a connect that may also move
+   * the same user's session from another instance to this one. */
+  queue_write(st, r, (w->flags & PRESENCE_WRITE_F_ADOPT) ? "adopt" : "connect",
+              4, args);
   return 0;
 nomem:
   free(s);

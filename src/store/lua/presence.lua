@@ -583,9 +583,34 @@ local function w_connect(b)
   return 0
 end
 
+-- The same user's session held by another instance becomes this one's,
+-- with no event (a backend's origin re-asserted here after its connection
+-- moved: docs/protocol.md section 5); a session nobody holds is connected.
+local function w_adopt(b)
+  local sid, u = ARGV[b], ARGV[b + 1]
+  local owner_user = redis.call('HGET', K_SIDX, sid)
+  if not owner_user then return w_connect(b) end
+  if owner_user ~= u then return E_EXIST end
+  local U, rec = uget(u, sid)
+  if not rec then return E_EXIST end
+  local r = rec_parse(rec)
+  if r.iid ~= iid then redis.call('SREM', k_is(r.iid), sid) end
+  r.iid = iid
+  r.epoch = epoch
+  redis.call('SADD', k_is(iid), sid)
+  redis.call('HSET', k_user(u), sid, rec_make(r))
+  return 0
+end
+
+-- Ends and status changes come from the instance holding the session; one
+-- taken over by another instance (w_adopt) is no longer this one's to end.
 local function w_end(b)
   local sid, u, reason = ARGV[b], ARGV[b + 1], tonumber(ARGV[b + 2])
-  if not remove_session(sid, u, reason) then return E_NOSESSION end
+  local U, rec = uget(u, sid)
+  if not rec then return E_NOSESSION end
+  local r = rec_parse(rec)
+  if r.iid ~= iid then return E_NOSESSION end
+  remove_session(sid, u, reason, r, U)
   return 0
 end
 
@@ -595,6 +620,7 @@ local function w_status(b)
   local U, rec = uget(u, sid)
   if not rec then return E_NOSESSION end
   local r = rec_parse(rec)
+  if r.iid ~= iid then return E_NOSESSION end
   if r.st ~= st then set_status(sid, u, r, st, reason, U) end
   return 0
 end
@@ -630,7 +656,8 @@ local function w_rmuser(b)
   return 0
 end
 
-local WRITES = {connect = {w_connect, 4}, ['end'] = {w_end, 3},
+local WRITES = {connect = {w_connect, 4}, adopt = {w_adopt, 4},
+                ['end'] = {w_end, 3},
                 status = {w_status, 4}, join = {w_join, 5},
                 update = {w_update, 4}, leave = {w_leave, 3},
                 rmuser = {w_rmuser, 2}}

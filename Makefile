@@ -30,7 +30,10 @@ build-asan: deps $(ASAN)/CMakeCache.txt
 	cmake --build $(ASAN) -j $(JOBS)
 
 # Start presenced on loopback with the embedded store and the demo page.
-run: build
+# Builds only what it runs: the daemon (the page is served from web/ as it
+# is, nothing to build).
+run: deps $(BUILD)/CMakeCache.txt
+	cmake --build $(BUILD) -j $(JOBS) --target presenced
 	PRESENCED_API_KEY=$(API_KEY) ./$(BUILD)/presenced --listen $(HOST):$(PORT) --demo
 
 # Every suite (unit, integration with real redis-servers, browser), in the
@@ -78,6 +81,9 @@ soak: deps
 # Install the daemon, presencectl, libpresence (shared, static, headers,
 # pkg-config and CMake files), man pages and the systemd unit:
 #   make install PREFIX=/usr DESTDIR=/tmp/stage
+# Libraries go to lib/<multiarch> (lib/x86_64-linux-gnu), the unit to
+# $(PREFIX)/lib/systemd/system with ExecStart=$(PREFIX)/bin/presenced;
+# tests/install/test_install.sh (mode system) checks an install to /usr.
 PREFIX    ?= /usr/local
 install: build
 	DESTDIR="$(DESTDIR)" cmake --install $(BUILD) --prefix "$(PREFIX)"

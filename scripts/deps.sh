@@ -10,11 +10,16 @@ want=(
   libuv1-dev libhttp-parser-dev libcjson-dev libssl-dev
   libhiredis-dev libcurl4-openssl-dev libcmocka-dev libwslay-dev
   redis-server python3 python3-websockets curl
+  # systemd-analyze, which checks the installed unit (tests/install).
+  systemd
 )
 # Extra groups, asked for by the Makefile targets that need them.
 for arg in "$@"; do
   case "$arg" in
     --browser) want+=(chromium nodejs) ;;
+    # `make docs-images`: the pictures of docs/img/*.dot (their SVGs are
+    # committed, so only changing a picture needs it).
+    --docs) want+=(graphviz) ;;
     # The SDKs' suites (sdk/tests.cmake): pytest with Flask and FastAPI (on
     # uvicorn) for the Python SDK's webhook helpers, node and npm for the
     # Node SDK and the type-checks, Go for the Go SDK.

@@ -3,7 +3,12 @@
 # Install the build into a temporary DESTDIR, then build and run
 # examples/basic_usage.c against the installed libpresence, as a user of the
 # library would: with pkg-config (mode "pkgconfig") or with
-# find_package(presence) in a small CMake project (mode "cmake").
+# find_package(presence) in a small CMake project (mode "cmake"). Mode
+# "system" installs as a distribution package would (PREFIX=/usr): the
+# libraries in the multiarch directory, the systemd unit running the
+# installed binary (checked by systemd-analyze verify), the Redis store's
+# header, library and pkg-config file (a program built against them), and a
+# licence field in every package file.
 #
 #   test_install.sh MODE BUILD_DIR SOURCE_DIR [SANITIZERS]
 #
@@ -16,6 +21,7 @@ tmp=$(mktemp -d "${TMPDIR:-/tmp}/presence-install-XXXXXX")
 trap 'rm -rf "$tmp"' EXIT INT TERM
 dest=$tmp/dest
 prefix=/usr/local
+[ "$mode" = system ] && prefix=/usr
 
 fail() { echo "FAIL: $*" >&2; exit 1; }
 
@@ -38,6 +44,9 @@ grep -q "^ExecStart=$prefix/bin/presenced" "$root/lib/systemd/system/presenced.s
   fail "the installed unit does not run $prefix/bin/presenced"
 "$root/bin/presenced" --version | grep -q '^presenced ' || fail "presenced --version"
 "$root/bin/presencectl" --version | grep -q '^presencectl ' || fail "presencectl --version"
+
+grep -q "^ExecStartPre=$prefix/bin/presenced " "$root/lib/systemd/system/presenced.service" ||
+  fail "the installed unit's check step does not run $prefix/bin/presenced"
 
 cflags=""
 [ -n "$san" ] && cflags="-fsanitize=$san"
@@ -78,6 +87,77 @@ CMK
   cp "$tmp/proj/build/basic_usage" "$tmp/basic_usage"
   "$tmp/proj/build/basic_usage_static" >"$tmp/out_static.txt" || fail "the static build does not run"
   grep -q "full cleanup" "$tmp/out_static.txt" || fail "unexpected output (static)"
+  ;;
+system)
+  # The multiarch directory (GNUInstallDirs on Debian), whatever the
+  # prefix was at configure time.
+  triplet=$(cc -print-multiarch 2>/dev/null || true)
+  if [ -n "$triplet" ]; then
+    [ "$libdir" = "lib/$triplet" ] || fail "libraries in $prefix/$libdir, not $prefix/lib/$triplet"
+  fi
+  for f in include/presence_redis.h "$libdir/libpresence_redis.a" \
+           "$libdir/pkgconfig/libpresence_redis.pc" \
+           "$libdir/cmake/presence/presenceRedisTargets.cmake"; do
+    [ -e "$root/$f" ] || fail "not installed: $prefix/$f"
+  done
+  # Every package file names the licence.
+  for f in "$root/$libdir/pkgconfig/libpresence.pc" "$root/$libdir/pkgconfig/libpresence_redis.pc"; do
+    grep -q '^License: MIT$' "$f" || fail "no License: MIT in $f"
+  done
+  grep -q 'Licence: MIT' "$root/$libdir/cmake/presence/presenceConfig.cmake" ||
+    fail "presenceConfig.cmake does not name the licence"
+  for f in clients/js/package.json sdk/node/package.json tests/browser/package.json; do
+    [ -e "$src/$f" ] || continue
+    grep -q '"license": "MIT"' "$src/$f" || fail "no \"license\": \"MIT\" in $f"
+  done
+  [ ! -e "$src/sdk/python/pyproject.toml" ] ||
+    grep -q '^license = { text = "MIT" }' "$src/sdk/python/pyproject.toml" ||
+    fail "no licence in sdk/python/pyproject.toml"
+  [ ! -e "$src/sdk/go/go.mod" ] || [ -e "$src/sdk/go/LICENSE" ] ||
+    fail "sdk/go has no LICENSE (go.mod has no licence field)"
+
+  # The unit, as systemd reads it: a root holding the installed unit and
+  # binary beside this machine's own targets (sysinit.target and the like).
+  if command -v systemd-analyze >/dev/null 2>&1 && [ -d /usr/lib/systemd/system ]; then
+    vroot=$tmp/vroot
+    mkdir -p "$vroot/usr/lib/systemd/system" "$vroot$prefix/bin" "$vroot/etc"
+    cp -a /usr/lib/systemd/system/*.target "$vroot/usr/lib/systemd/system/"
+    cp "$root/lib/systemd/system/presenced.service" "$vroot/usr/lib/systemd/system/"
+    cp "$root/bin/presenced" "$vroot$prefix/bin/"
+    # --man=no: the Documentation= pages are checked above as files; man(1)
+    # itself is not needed to run presenced.
+    systemd-analyze verify --man=no --root="$vroot" presenced.service \
+      >"$tmp/verify.log" 2>&1 || { cat "$tmp/verify.log" >&2; fail "systemd-analyze verify"; }
+    echo "systemd-analyze verify: the installed unit is valid"
+  else
+    echo "SKIP systemd-analyze verify: no systemd-analyze or no systemd units on this machine (install the Debian package systemd)"
+  fi
+
+  # A program against the installed Redis store, through pkg-config.
+  export PKG_CONFIG_PATH="$root/$libdir/pkgconfig"
+  flags=$(pkg-config --cflags --libs libpresence_redis) ||
+    fail "pkg-config does not find libpresence_redis"
+  cat >"$tmp/uses_redis.c" <<'C'
+#include <stdio.h>
+#include "presence.h"
+#include "presence_redis.h"
+int main(void) {
+  presence_redis_options_t o = {0};
+  presence_store_t *st = NULL;
+  /* No loop, no URL: refused with a documented error, nothing started. */
+  int rc = presence_store_redis_new(&o, &st);
+  printf("%s\n", rc < 0 ? "refused" : "accepted");
+  return rc < 0 ? 0 : 1;
+}
+C
+  # shellcheck disable=SC2086
+  cc -std=c11 -Wall -Werror $cflags -o "$tmp/uses_redis" "$tmp/uses_redis.c" $flags ||
+    fail "cannot build against the installed Redis store"
+  "$tmp/uses_redis" | grep -q refused || fail "the Redis store program does not run"
+  # The library program, as in mode pkgconfig.
+  # shellcheck disable=SC2086
+  cc -std=c11 -Wall -Werror $cflags -o "$tmp/basic_usage" "$src/examples/basic_usage.c" \
+    $(pkg-config --cflags --libs libpresence) || fail "cannot build against libpresence"
   ;;
 *) fail "unknown mode $mode" ;;
 esac

@@ -190,6 +190,17 @@ async def statuses(d, uids):
     return {u["user_id"]: u["status"] for u in r.json()["users"]}
 
 
+async def metrics(d, prefix):
+    """The samples of d's /metrics whose names start with prefix."""
+    r = await http(d, "GET", "/metrics", auth=False)
+    got = {}
+    for line in r.body.decode().splitlines():
+        if line.startswith(prefix):
+            k, _, v = line.partition(" ")
+            got[k] = float(v)
+    return got
+
+
 async def _eq_async(fn, want):
     return await fn() == want
 
@@ -289,25 +300,14 @@ async def test_cross(t, cl):
     # /metrics on C (which holds no session now) has the cluster's figures:
     # the watcher on A and the user on B, three live instances.
     async def cluster_metrics():
-        r = await http(C, "GET", "/metrics", auth=False)
-        got = {}
-        for line in r.body.decode().splitlines():
-            if line.startswith("presenced_cluster_"):
-                k, _, v = line.partition(" ")
-                got[k] = float(v)
-        return got
+        return await metrics(C, "presenced_cluster_")
     want = {"presenced_cluster_sessions": 2, "presenced_cluster_users_present": 2,
             "presenced_cluster_instances": 3}
     took = await wait_for(lambda: _eq_async(cluster_metrics, want), 3)
     t.check("cross: /metrics on C counts the sessions and users of the whole cluster",
             took is not None, str(await cluster_metrics()))
     # The two Redis connections an instance holds, up and counted.
-    r = await http(C, "GET", "/metrics", auth=False)
-    conn = {}
-    for line in r.body.decode().splitlines():
-        if line.startswith("presenced_redis_"):
-            k, _, v = line.partition(" ")
-            conn[k] = float(v)
+    conn = await metrics(C, "presenced_redis_")
     t.check("cross: /metrics on C shows its two Redis connections up and in use",
             conn.get('presenced_redis_up{conn="commands"}') == 1
             and conn.get('presenced_redis_up{conn="reader"}') == 1

@@ -58,6 +58,22 @@ def resp_parse(buf, pos=0):
     raise ValueError(f"not RESP: {buf[pos:pos + 20]!r}")
 
 
+async def frames(reader, on_data):
+    """Each complete RESP value read from reader, as (value, its bytes);
+    on_data(bytes) is awaited for every read first."""
+    buf = b""
+    while True:
+        data = await reader.read(65536)
+        if not data:
+            return
+        await on_data(data)
+        buf += data
+        while (r := resp_parse(buf)) is not None:
+            value, end = r
+            raw, buf = buf[:end], buf[end:]
+            yield value, raw
+
+
 CORRUPT = {
     "integers": b"*2\r\n:0\r\n*7\r\n:1\r\n:1\r\n:1\r\n:1\r\n:1\r\n:1\r\n:1\r\n",
     "status": b"+OK\r\n",
@@ -101,47 +117,27 @@ class Proxy:
             w.close()
 
     async def up(self, dr, uw, ops):
-        buf = b""
-        while True:
-            data = await dr.read(65536)
-            if not data:
-                return
+        async def forward(data):
             uw.write(data)
-            buf += data
-            while True:
-                r = resp_parse(buf)
-                if r is None:
-                    break
-                cmd, end = r
-                buf = buf[end:]
-                name = cmd[0].upper() if isinstance(cmd, list) and cmd else b""
-                op = cmd[3] if name == b"EVALSHA" and len(cmd) > 3 else name
-                ops.append(op.decode(errors="replace"))
+        async for cmd, _ in frames(dr, forward):
+            name = cmd[0].upper() if isinstance(cmd, list) and cmd else b""
+            op = cmd[3] if name == b"EVALSHA" and len(cmd) > 3 else name
+            ops.append(op.decode(errors="replace"))
 
     async def down(self, ur, dw, ops):
-        buf = b""
-        while True:
-            data = await ur.read(65536)
-            if not data:
-                return
+        async def hold(data):
             await self.stalled.wait()
-            buf += data
-            while True:
-                r = resp_parse(buf)
-                if r is None:
-                    break
-                _, end = r
-                raw, buf = buf[:end], buf[end:]
-                op = ops.pop(0) if ops else "?"
-                if self.mode and op == self.target:
-                    mode, self.mode = self.mode, None
-                    self.corrupted += 1
-                    if mode == "truncate":
-                        dw.write(raw[:len(raw) // 2])
-                        await dw.drain()
-                        return  # closes both sides
-                    raw = CORRUPT[mode]
-                dw.write(raw)
+        async for _, raw in frames(ur, hold):
+            op = ops.pop(0) if ops else "?"
+            if self.mode and op == self.target:
+                mode, self.mode = self.mode, None
+                self.corrupted += 1
+                if mode == "truncate":
+                    dw.write(raw[:len(raw) // 2])
+                    await dw.drain()
+                    return  # closes both sides
+                raw = CORRUPT[mode]
+            dw.write(raw)
 
     def stop(self):
         self.server.close()

@@ -303,6 +303,22 @@ static void loop_close(uv_loop_t *loop) {
   assert_int_equal(uv_loop_close(loop), 0);
 }
 
+/* The other instance t hears of a user going online (its log reader). */
+static void sees_online(uv_loop_t *loop, tinst_t *t) {
+  for (int i = 0; i < 200 && !rec_count(&t->in.cluster, PRESENCE_EV_USER_ONLINE);
+       i++)
+    run_for(loop, 10);
+  assert_true(rec_count(&t->in.cluster, PRESENCE_EV_USER_ONLINE) >= 1);
+}
+
+/* An instance that must not get in: still unregistered after a while, its
+ * log saying why. */
+static void refused(uv_loop_t *loop, tinst_t *t, const char *why) {
+  run_for(loop, 600);
+  assert_false(presence_redis_ready(t->in.store));
+  if (why) assert_logged(t, why);
+}
+
 /* ---- AUTH ---------------------------------------------------------------- */
 
 static void password_in_the_url(void **state) {
@@ -347,9 +363,7 @@ static void password_apart_and_wrong(void **state) {
   presence_redis_options_t none = {.url = url};
   tinst_t b;
   tinst_new(&b, &loop, "pw-none", &none);
-  run_for(&loop, 600);
-  assert_false(presence_redis_ready(b.in.store));
-  assert_logged(&b, "requires a password");
+  refused(&loop, &b, "requires a password");
   cuq_t q = user_query(&loop, &b, "alice");
   assert_int_not_equal(q.status, 0);
   /* A wrong one (in the URL): refused, Redis's reason logged, the URL's
@@ -359,9 +373,7 @@ static void password_apart_and_wrong(void **state) {
   presence_redis_options_t wrong = {.url = bad};
   tinst_t c;
   tinst_new(&c, &loop, "pw-wrong", &wrong);
-  run_for(&loop, 600);
-  assert_false(presence_redis_ready(c.in.store));
-  assert_logged(&c, "WRONGPASS");
+  refused(&loop, &c, "WRONGPASS");
   assert_no_secret(&c);
   presence_redis_conn_metrics_t m;
   assert_int_equal(presence_redis_conn_metrics(c.in.store, 0, &m), 0);
@@ -408,19 +420,14 @@ static void acl_user_limited_to_the_prefix(void **state) {
   tinst_new(&b, &loop, "acl-b", &ro);
   works(&loop, &a, "s1", "alice");
   assert_true(run_until(&loop, ready_pred, &b.in, 3000));
-  for (int i = 0; i < 200 && !rec_count(&b.in.cluster, PRESENCE_EV_USER_ONLINE);
-       i++)
-    run_for(&loop, 10);
-  assert_true(rec_count(&b.in.cluster, PRESENCE_EV_USER_ONLINE) >= 1);
+  sees_online(&loop, &b);
   assert_no_secret(&a);
   /* The script's own commands run as the user too: a key outside the
    * prefix is refused. */
   presence_redis_options_t other = {.url = url, .prefix = "other:"};
   tinst_t c;
   tinst_new(&c, &loop, "acl-c", &other);
-  run_for(&loop, 600);
-  assert_false(presence_redis_ready(c.in.store));
-  assert_logged(&c, "can't access at least one of the keys");
+  refused(&loop, &c, "can't access at least one of the keys");
   tinst_free(&a);
   tinst_free(&b);
   tinst_free(&c);
@@ -446,10 +453,7 @@ static void tls_verified(void **state) {
   tinst_new(&a, &loop, "tls-a", &ro);
   tinst_new(&b, &loop, "tls-b", &ro);
   works(&loop, &a, "s1", "alice");
-  for (int i = 0; i < 200 && !rec_count(&b.in.cluster, PRESENCE_EV_USER_ONLINE);
-       i++)
-    run_for(&loop, 10);
-  assert_true(rec_count(&b.in.cluster, PRESENCE_EV_USER_ONLINE) >= 1);
+  sees_online(&loop, &b);
   /* The server's certificate from a CA we do not trust: refused. */
   presence_redis_options_t untrusted = {.url = url,
                                         .tls = {.ca_file = other}};
@@ -460,11 +464,8 @@ static void tls_verified(void **state) {
       .url = url, .tls = {.ca_file = ca, .server_name = "redis.example"}};
   tinst_t d;
   tinst_new(&d, &loop, "tls-misnamed", &misnamed);
-  run_for(&loop, 600);
-  assert_false(presence_redis_ready(c.in.store));
-  assert_logged(&c, "certificate");
-  assert_false(presence_redis_ready(d.in.store));
-  assert_logged(&d, "certificate");
+  refused(&loop, &c, "certificate");
+  refused(&loop, &d, "certificate");
   /* Plain RESP against the TLS port: no answer that parses, no crash. */
   char plain[160];
   snprintf(plain, sizeof plain, "redis://:%s@127.0.0.1:%d", PASSWORD,
@@ -472,8 +473,7 @@ static void tls_verified(void **state) {
   presence_redis_options_t noTls = {.url = plain};
   tinst_t e;
   tinst_new(&e, &loop, "tls-plain", &noTls);
-  run_for(&loop, 600);
-  assert_false(presence_redis_ready(e.in.store));
+  refused(&loop, &e, NULL);
   assert_no_secret(&a);
   assert_no_secret(&c);
   tinst_free(&a);

@@ -376,6 +376,158 @@ static void channel_grace_on_redis(void **state) {
   destroy(f);
 }
 
+/* ---- against the embedded store --------------------------------------- */
+
+/* One channel event, as both stores must report it. */
+typedef struct cev {
+  int type, from, to;
+  uint64_t version, count;
+  char key[160]; /* channel/user/data */
+} cev_t;
+
+typedef struct cevs {
+  cev_t v[4096];
+  size_t n;
+} cevs_t;
+
+static void cev_cb(presence_t *p, const presence_event_t *ev, void *ud) {
+  (void)p;
+  cevs_t *c = ud;
+  if (ev->type < PRESENCE_EV_CHANNEL_JOIN ||
+      ev->type > PRESENCE_EV_CHANNEL_UPDATE || c->n >= 4096)
+    return;
+  cev_t *e = &c->v[c->n++];
+  e->type = (int)ev->type;
+  e->from = (int)ev->from;
+  e->to = (int)ev->to;
+  e->version = ev->user_version;
+  e->count = ev->count;
+  snprintf(e->key, sizeof e->key, "%s/%s/%s", ev->channel, ev->user_id,
+           ev->meta ? ev->meta : "-");
+}
+
+typedef struct op_wait {
+  int n;
+  int status;
+} op_wait_t;
+static void op_cb(presence_t *p, int status, void *ud) {
+  (void)p;
+  op_wait_t *w = ud;
+  w->n++;
+  w->status = status;
+}
+static bool op_pred(void *ud) { return ((op_wait_t *)ud)->n > 0; }
+
+/* Random sessions, joins, updates, leaves, status changes, removals and
+ * ends, applied to the Redis store and to the embedded one in lockstep
+ * (each write awaited): the same answers and the same channel events, in
+ * the same order, with the same versions, counts and data; the same
+ * members at the end. The embedded store is itself checked against a
+ * model (unit/test_property_channels). */
+static void random_ops_match_the_embedded_store(void **state) {
+  (void)state;
+  fx_t *f = make(1, NULL);
+  inst_t *a = &f->in[0];
+  presence_t *mem;
+  presence_options_t o;
+  presence_options_init(&o);
+  o.instance_id = "alpha";
+  assert_int_equal(presence_new(&o, &mem), 0);
+  static cevs_t er, em;
+  memset(&er, 0, sizeof er);
+  memset(&em, 0, sizeof em);
+  presence_on_event(a->p, cev_cb, &er);
+  presence_on_event(mem, cev_cb, &em);
+  enum { NS = 24, NU = 8, NC = 3 };
+  int connected[NS] = {0};
+  static const char *datas[] = {NULL, "{\"a\":1}", "{\"a\":2}"};
+  uint64_t rng = 0x2545f4914f6cdd1dull;
+  size_t total = 0;
+  for (int step = 0; step < 1500; step++) {
+    rng ^= rng >> 12;
+    rng ^= rng << 25;
+    rng ^= rng >> 27;
+    uint32_t r = (uint32_t)((rng * 0x2545f4914f6cdd1dull) >> 32);
+    int si = (int)(r % NS), ci = (int)((r >> 8) % NC), di = (int)((r >> 12) % 3);
+    char sid[16], uid[16], ch[16];
+    snprintf(sid, sizeof sid, "s%d", si);
+    snprintf(uid, sizeof uid, "u%d", si % NU);
+    snprintf(ch, sizeof ch, "c%d", ci);
+    uint32_t kind = (r >> 16) % 100;
+    int rm, rr;
+    op_wait_t w = {0, 0};
+    if (!connected[si]) {
+      rm = presence_session_connect(mem, sid, uid, NULL, NULL, NULL);
+      rr = presence_session_connect(a->p, sid, uid, NULL, op_cb, &w);
+      connected[si] = 1;
+    } else if (kind < 40) {
+      rm = presence_channel_join(mem, sid, ch, datas[di], NULL, NULL);
+      rr = presence_channel_join(a->p, sid, ch, datas[di], op_cb, &w);
+    } else if (kind < 55) {
+      rm = presence_channel_update(mem, sid, ch, datas[di], NULL, NULL);
+      rr = presence_channel_update(a->p, sid, ch, datas[di], op_cb, &w);
+    } else if (kind < 75) {
+      rm = presence_channel_leave(mem, sid, ch, NULL, NULL);
+      rr = presence_channel_leave(a->p, sid, ch, op_cb, &w);
+    } else if (kind < 88) {
+      presence_status_t st = (r >> 24) & 1 ? PRESENCE_IDLE : PRESENCE_ONLINE;
+      rm = presence_session_set_status(mem, sid, st, NULL, NULL);
+      rr = presence_session_set_status(a->p, sid, st, op_cb, &w);
+    } else if (kind < 92) {
+      rm = presence_channel_remove_user(mem, ch, uid, NULL, NULL);
+      rr = presence_channel_remove_user(a->p, ch, uid, op_cb, &w);
+    } else {
+      presence_reason_t why =
+          kind < 97 ? PRESENCE_REASON_DISCONNECT : PRESENCE_REASON_KICKED;
+      rm = presence_session_end(mem, sid, why, NULL, NULL);
+      rr = presence_session_end(a->p, sid, why, op_cb, &w);
+      connected[si] = 0;
+    }
+    /* Refused at once by one (a check done locally), or answered later. */
+    if (rr == 0) {
+      assert_true(run_until(&f->loop, op_pred, &w, 5000));
+      rr = w.status;
+    }
+    if (rm != rr)
+      fail_msg("step %d (op %u on %s %s %s): embedded %s, redis %s", step,
+               kind, sid, uid, ch, presence_err_name(rm), presence_err_name(rr));
+    if (er.n != em.n)
+      fail_msg("step %d: %zu channel events on redis, %zu embedded", step,
+               er.n, em.n);
+    for (size_t i = 0; i < er.n; i++) {
+      const cev_t *x = &er.v[i], *y = &em.v[i];
+      if (x->type != y->type || x->from != y->from || x->to != y->to ||
+          x->version != y->version || x->count != y->count ||
+          strcmp(x->key, y->key))
+        fail_msg("step %d, event %zu: redis %s %s %d->%d v%llu n%llu, embedded "
+                 "%s %s %d->%d v%llu n%llu",
+                 step, i, presence_event_type_name(x->type), x->key, x->from,
+                 x->to, (unsigned long long)x->version,
+                 (unsigned long long)x->count,
+                 presence_event_type_name(y->type), y->key, y->from, y->to,
+                 (unsigned long long)y->version, (unsigned long long)y->count);
+    }
+    total += er.n;
+    er.n = em.n = 0;
+  }
+  print_message("%zu channel events compared\n", total);
+  assert_true(total > 300); /* the run did exercise members */
+  for (int c = 0; c < NC; c++) {
+    char ch[16];
+    snprintf(ch, sizeof ch, "c%d", c);
+    mq_t q = members(f, 0, ch, NULL, 64);
+    assert_int_equal((int)q.count, presence_channel_count(mem, ch));
+    for (size_t i = 0; i < q.n; i++) {
+      presence_member_info_t mi;
+      assert_int_equal(presence_member_get(mem, ch, q.users[i], &mi), 0);
+      assert_string_equal(q.data[i], mi.data ? mi.data : "");
+      assert_int_equal(q.metas[i], mi.n_metas);
+    }
+  }
+  presence_free(mem);
+  destroy(f);
+}
+
 int main(void) {
   apply_filter();
   const struct CMUnitTest tests[] = {
@@ -384,6 +536,7 @@ int main(void) {
       cmocka_unit_test(dead_instance_members_leave_once),
       cmocka_unit_test(store_loss_reasserts_memberships),
       cmocka_unit_test(channel_grace_on_redis),
+      cmocka_unit_test(random_ops_match_the_embedded_store),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -10,6 +10,7 @@ channel-prefix filters."""
 
 import os
 import sys
+import time
 import urllib.parse
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -308,6 +309,30 @@ async def test_presencectl(t, d, args):
         await c.close()
 
 
+HOOKS = HookReceiver()
+
+
+async def test_webhook_filters(t, d, args):
+    c = await Client.connect(d, "wh-ann", tok=chan_tok("wh-ann", "*"))
+    await join(c, "hook:1", {"n": 1})
+    await join(c, "other:1")
+    await c.send({"type": "leave", "channel": "hook:1", "id": "l"})
+    await c.expect_type("ack", 3, id="l")
+    await c.close()
+    got = []
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        got = [e for _, b, _ in HOOKS.batches() for e in b.get("events", [])]
+        if len(got) >= 2:
+            break
+        await asyncio.sleep(0.1)
+    await asyncio.sleep(0.5)
+    got = [e for _, b, _ in HOOKS.batches() for e in b.get("events", [])]
+    t.eq("webhook events=channel.*,channel-prefix=hook: gets only hook:1's join and leave",
+         [(e["type"], e["channel"], e.get("data")) for e in got],
+         [("channel.join", "hook:1", {"n": 1}), ("channel.leave", "hook:1", None)])
+
+
 if __name__ == "__main__":
     run([
         ("channels", {"--offline-grace-ms": "0", "--max-channel-name": "16",
@@ -316,4 +341,7 @@ if __name__ == "__main__":
          [test_members_and_changes, test_observe_and_grants, test_limits_and_bad_input]),
         ("channels-api", {"--offline-grace-ms": "0"}, [test_backend_api, test_events_stream,
                                                        test_presencectl, test_invisible_members]),
+        ("channels-hooks", {"--offline-grace-ms": "0", "--webhook-batch-ms": "20",
+                            "--webhook": f"url={HOOKS.url()},secret=s3cret,events=channel.*,"
+                                         "channel-prefix=hook:"}, [test_webhook_filters]),
     ])

@@ -139,3 +139,50 @@ func TestBackendKickIsEnded(t *testing.T) {
 	}
 	b.End(ctx, true)
 }
+
+func TestBackendChannels(t *testing.T) {
+	d := backendDaemon(t)
+	defer d.stop()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	api := NewClient(d.url(), testAPIKey)
+	b := NewBackend(BackendOptions{URL: d.url(), APIKey: testAPIKey, Origin: "go-ch", Retry: 20 * time.Millisecond})
+	defer b.End(ctx, true)
+	if _, err := b.Connect(ctx); err != nil {
+		t.Fatal(err)
+	}
+	ann, bob := b.Open("ann", OpenOptions{}), b.Open("bob", OpenOptions{})
+	b.Join(ann, "room:1", map[string]any{"color": "red"})
+	b.Join(bob, "room:1", nil)
+	b.Join(bob, "room:2", map[string]any{"color": "blue"})
+	b.Flush(ctx)
+	if c, err := api.Channel(ctx, "room:1"); err != nil || c.Count != 2 {
+		t.Fatalf("room:1 %+v %v", c, err)
+	}
+	p, err := api.ChannelMembers(ctx, "room:1", 1, "")
+	if err != nil || p.Members[0].UserID != "ann" || string(p.Members[0].Data) != `{"color":"red"}` || p.Next == nil {
+		t.Fatalf("page %+v %v", p, err)
+	}
+	p2, _ := api.ChannelMembers(ctx, "room:1", 1, *p.Next)
+	if p2.Members[0].UserID != "bob" || p2.Next != nil {
+		t.Fatalf("page 2 %+v", p2)
+	}
+	chs, next, _ := api.Channels(ctx, "room:", 100, "")
+	if fmt.Sprint(chs) != "[{room:1 2} {room:2 1}]" || next != "" {
+		t.Fatalf("channels %v %q", chs, next)
+	}
+	b.Reconnect() // sync, then the joins again
+	for b.Connects() < 2 {
+		time.Sleep(10 * time.Millisecond)
+	}
+	b.Flush(ctx)
+	if c, _ := api.Channel(ctx, "room:1"); c.Count != 2 {
+		t.Fatalf("after reconnect %+v", c)
+	}
+	if err := api.RemoveFromChannel(ctx, "room:2", "bob"); err != nil {
+		t.Fatal(err)
+	}
+	if err := api.RemoveFromChannel(ctx, "room:2", "bob"); !IsCode(err, "not_member") {
+		t.Fatalf("second removal: %v", err)
+	}
+}

@@ -21,6 +21,13 @@ before(async () => {
 });
 after(() => pd.stop());
 
+/** A BackendConnection ended after the test whatever happens (a failed test must not leave it reconnecting). */
+function mk(t, opts) {
+  const b = new BackendConnection({ url: pd.url, apiKey: API_KEY, ...opts });
+  t.after(() => b.end({ bye: true }).catch(() => {}));
+  return b;
+}
+
 const skipUnlessSupported = (t) => {
   if (!supported) { t.skip('this presenced has no backend session connection (GET /v1/origins: 404)'); return true; }
   return false;
@@ -36,7 +43,7 @@ function record() {
 
 test('sessions reported over the connection: open, status, close, with acks', async (t) => {
   if (skipUnlessSupported(t)) return;
-  const b = new BackendConnection({ url: pd.url, apiKey: API_KEY, origin: 'node-a' });
+  const b = mk(t, { origin: 'node-a' });
   const w = await b.connect();
   assert.equal(w.resumed, false);
   const s1 = b.open('alice', { meta: { name: 'Alice' }, device: 'web' });
@@ -65,7 +72,7 @@ test('sessions reported over the connection: open, status, close, with acks', as
 
 test('a dropped connection and a restarted backend re-assert their sessions: no event', async (t) => {
   if (skipUnlessSupported(t)) return;
-  const b = new BackendConnection({ url: pd.url, apiKey: API_KEY, origin: 'node-b', retryMs: 20 });
+  const b = mk(t, { origin: 'node-b', retryMs: 20 });
   await b.connect();
   const ids = [];
   for (let i = 0; i < 200; i++) ids.push(b.open('u' + (i % 50), { session: 'b-' + i }));
@@ -81,7 +88,7 @@ test('a dropped connection and a restarted backend re-assert their sessions: no 
   await b.end();                               // a plain close: kept for the resume window
 
   // A restarted process with the same origin, holding the same sessions (minus the 5).
-  const b2 = new BackendConnection({ url: pd.url, apiKey: API_KEY, origin: 'node-b' });
+  const b2 = mk(t, { origin: 'node-b' });
   for (const id of ids.slice(5)) b2.open('u' + (Number(id.slice(2)) % 50), { session: id });
   const w = await b2.connect();
   assert.equal(w.resumed, true);
@@ -97,7 +104,7 @@ test('a dropped connection and a restarted backend re-assert their sessions: no 
 
 test('a kick comes back as `ended`, and the session leaves the list', async (t) => {
   if (skipUnlessSupported(t)) return;
-  const b = new BackendConnection({ url: pd.url, apiKey: API_KEY, origin: 'node-c' });
+  const b = mk(t, { origin: 'node-c' });
   await b.connect();
   const s = b.open('carol');
   await b.flush();
@@ -112,7 +119,7 @@ test('a kick comes back as `ended`, and the session leaves the list', async (t) 
 
 test('trackWebSocketServer: a ws server\'s connections in one call', async (t) => {
   if (skipUnlessSupported(t)) return;
-  const b = new BackendConnection({ url: pd.url, apiKey: API_KEY, origin: 'node-ws' });
+  const b = mk(t, { origin: 'node-ws' });
   await b.connect();
   const wss = new WebSocketServer({ port: 0, host: '127.0.0.1' });
   await new Promise((r) => wss.once('listening', r));
@@ -124,4 +131,44 @@ test('trackWebSocketServer: a ws server\'s connections in one call', async (t) =
   await waitFor(async () => (await api.getUser('dora')).status === 'offline', { what: 'dora offline' });
   wss.close();
   await b.end({ bye: true });
+});
+
+test('channels through the connection and the API; re-joined after a reconnect without an event', async (t) => {
+  if (skipUnlessSupported(t)) return;
+  const b = mk(t, { origin: 'node-ch', retryMs: 20 });
+  await b.connect();
+  const ann = b.open('ann');
+  const bob = b.open('bob');
+  b.join(ann, 'room:1', { color: 'red' });
+  b.join(bob, 'room:1', null);
+  b.join(bob, 'room:2', { color: 'blue' });
+  await b.flush();
+  assert.deepEqual(await api.channel('room:1'), { channel: 'room:1', count: 2 });
+  const page = await api.channelMembers('room:1', { limit: 1 });
+  assert.equal(page.members[0].user_id, 'ann');
+  assert.deepEqual(page.members[0].data, { color: 'red' });
+  const all = [];
+  for await (const m of api.allChannelMembers('room:1', { limit: 1 })) all.push(m.user_id);
+  assert.deepEqual(all, ['ann', 'bob']);
+  assert.deepEqual((await api.channels({ prefix: 'room:' })).channels, [{ channel: 'room:1', count: 2 }, { channel: 'room:2', count: 1 }]);
+  assert.deepEqual((await api.userChannels('bob')).map((c) => c.channel).sort(), ['room:1', 'room:2']);
+  b.update(ann, 'room:1', { color: 'green' });
+  await b.flush();
+  assert.deepEqual((await api.channelMembers('room:1')).members[0].data, { color: 'green' });
+
+  const rec = record();
+  await rec.connected;
+  b.reconnect();                                   // sync, then the joins again: nothing changes
+  await waitFor(() => b.connects === 2, { what: 'reconnected' });
+  await b.flush();
+  await sleep(200);
+  assert.deepEqual(rec.items.map((e) => e.type), [], 'a re-assert with its joins emits nothing');
+  await api.removeFromChannel('room:2', 'bob');
+  await waitFor(() => rec.items.some((e) => e.type === 'channel.leave'), { what: 'channel.leave' });
+  assert.equal(rec.items.find((e) => e.type === 'channel.leave').data.reason, 'kicked');
+  const gone = await api.removeFromChannel('room:2', 'bob').catch((e) => e);
+  assert.equal(gone.code, 'not_member');
+  await rec.stop();
+  await b.end({ bye: true });
+  assert.equal((await api.channel('room:1')).count, 0);
 });

@@ -103,3 +103,37 @@ def test_kick_comes_back_as_ended_threaded(pd):
     wait_for(lambda: ended, what="ended")
     assert ended == [(sid, "carol", "kicked")] and sid not in b.sessions
     b.end_sync(bye=True)
+
+
+def test_channels_through_connection_and_api(pd):
+    api = PresenceAPI(pd.url, API_KEY)
+
+    async def main():
+        b = BackendConnection(pd.url, API_KEY, "py-ch", retry_s=0.02)
+        await b.connect()
+        try:
+            ann, bob = b.open("ann"), b.open("bob")
+            b.join(ann, "room:1", {"color": "red"})
+            b.join(bob, "room:1")
+            b.join(bob, "room:2", {"color": "blue"})
+            await b.flush()
+            get = lambda fn, *a: asyncio.to_thread(fn, *a)  # noqa: E731
+            assert await get(api.channel, "room:1") == {"channel": "room:1", "count": 2}
+            page = await get(api.channel_members, "room:1", 1)
+            assert page["members"][0]["user_id"] == "ann" and page["members"][0]["data"] == {"color": "red"}
+            assert [m["user_id"] for m in await get(lambda: list(api.all_channel_members("room:1", 1)))] == ["ann", "bob"]
+            assert (await get(api.channels, "room:"))["channels"] == [{"channel": "room:1", "count": 2}, {"channel": "room:2", "count": 1}]
+            assert sorted(c["channel"] for c in await get(api.user_channels, "bob")) == ["room:1", "room:2"]
+            await b.reconnect()                      # sync, then the joins again
+            while b.connects < 2:
+                await asyncio.sleep(0.01)
+            await b.flush()
+            assert (await get(api.channel, "room:1"))["count"] == 2
+            await get(api.remove_from_channel, "room:2", "bob")
+            with pytest.raises(PresenceError) as e:
+                await get(api.remove_from_channel, "room:2", "bob")
+            assert e.value.code == "not_member"
+        finally:
+            await b.end(bye=True)
+        assert (await asyncio.to_thread(api.channel, "room:1"))["count"] == 0
+    asyncio.run(asyncio.wait_for(main(), 20))

@@ -186,3 +186,20 @@ func TestBackendChannels(t *testing.T) {
 		t.Fatalf("second removal: %v", err)
 	}
 }
+
+func TestHTTPSessionsWithTTL(t *testing.T) {
+	d := backendDaemon(t)
+	defer d.stop()
+	ctx := context.Background()
+	api := NewClient(d.url(), testAPIKey)
+	if created, err := api.PutSession(ctx, "gfn-1", "fay", time.Second, nil); err != nil || !created {
+		t.Fatalf("create: %v %v", created, err)
+	}
+	if created, err := api.PutSession(ctx, "gfn-1", "fay", time.Second, nil); err != nil || created {
+		t.Fatalf("renew: %v %v", created, err)
+	}
+	if _, err := api.PutSession(ctx, "gfn-2", "fay", 10*time.Millisecond, nil); !IsCode(err, "bad_ttl") {
+		t.Fatalf("short ttl: %v", err)
+	}
+	waitFor(t, "the TTL to lapse", func() bool { u, _ := api.GetUser(ctx, "fay"); return u != nil && u.Status == "offline" })
+}

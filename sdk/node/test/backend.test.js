@@ -172,3 +172,17 @@ test('channels through the connection and the API; re-joined after a reconnect w
   await b.end({ bye: true });
   assert.equal((await api.channel('room:1')).count, 0);
 });
+
+test('HTTP sessions with a TTL (serverless backends): created, renewed, ended by the TTL', async (t) => {
+  if (skipUnlessSupported(t)) return;
+  const a = await api.putSession('fn-1', { userId: 'fay', ttlMs: 1000, meta: { via: 'lambda' } });
+  assert.equal(a.created, true);
+  assert.equal(a.user_id, 'fay');
+  const b = await api.putSession('fn-1', { userId: 'fay', ttlMs: 1000 });
+  assert.equal(b.created, false);
+  assert.equal((await api.getUser('fay')).status, 'online');
+  assert.ok((await api.origins()).some((o) => o.origin === 'http' && o.sessions === 1));
+  const bad = await api.putSession('fn-2', { userId: 'fay', ttlMs: 10 }).catch((e) => e);
+  assert.equal(bad.code, 'bad_ttl');
+  await waitFor(async () => (await api.getUser('fay')).status === 'offline', { timeout: 5000, what: 'the TTL to lapse' });
+});

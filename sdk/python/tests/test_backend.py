@@ -137,3 +137,15 @@ def test_channels_through_connection_and_api(pd):
             await b.end(bye=True)
         assert (await asyncio.to_thread(api.channel, "room:1"))["count"] == 0
     asyncio.run(asyncio.wait_for(main(), 20))
+
+
+def test_http_sessions_with_a_ttl(pd):
+    api = PresenceAPI(pd.url, API_KEY)
+    assert api.put_session("pfn-1", "fay", 1000)["created"] is True
+    assert api.put_session("pfn-1", "fay", 1000, status="idle")["created"] is False
+    assert api.get_user("fay")["status"] == "idle"
+    assert any(o["origin"] == "http" for o in api.origins())
+    with pytest.raises(PresenceError) as e:
+        api.put_session("pfn-2", "fay", 10)
+    assert e.value.code == "bad_ttl"
+    wait_for(lambda: api.get_user("fay")["status"] == "offline", timeout=5, what="the TTL to lapse")

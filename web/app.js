@@ -106,17 +106,35 @@ function queueRender() {
   requestAnimationFrame(() => { renderQueued = false; render(); });
 }
 
-async function pollUsers() {
+// Who is on the demo, pushed: every tab is a member of one lobby channel,
+// so a newcomer's join reaches every other tab at once (no polling). The
+// users who came before and left are asked for once per connection, to show
+// them offline with their last-seen time.
+const LOBBY = 'demo-lobby';
+
+function watchUsers(ids) {
+  if (!client) return;
+  const fresh = ids.filter((id) => !rows.has(id) && !client.watched().includes(id));
+  if (fresh.length) client.subscribe(fresh, queueRender);
+}
+
+async function fetchKnownUsers() {
   if (!client) return;
   try {
     const r = await fetch('/v1/demo/users', { cache: 'no-store' });
     if (!r.ok) return;
     const { users } = await r.json();
-    const fresh = users.map((u) => u.user_id).filter((id) => !rows.has(id) && !client.watched().includes(id));
-    if (fresh.length) client.subscribe(fresh, queueRender);
+    watchUsers(users.map((u) => u.user_id));
   } catch (_) {
     // The server is away; the connection state already says so.
   }
+}
+
+function joinLobby(name) {
+  const lobby = client.channel(LOBBY, { data: { name } });
+  lobby.on('sync', () => watchUsers(lobby.members().map((m) => m.user_id)));
+  lobby.on('join', (e) => watchUsers([e.member.user_id]));
+  return lobby;
 }
 
 function showState(s) {
@@ -150,7 +168,7 @@ function join(name) {
     showState(s);
     // While disconnected the roster is what we last knew: say so.
     $('roster').classList.toggle('stale', s.state !== 'open');
-    if (s.state === 'open') { $('errors').textContent = ''; pollUsers(); }
+    if (s.state === 'open') { $('errors').textContent = ''; fetchKnownUsers(); }
   });
   client.on('status', (s) => showStatus(s.status));
   // Screen readers: the roster announces people arriving; status changes are
@@ -162,6 +180,7 @@ function join(name) {
     if (e.kind === 'server' || e.kind === 'close' || e.kind === 'token') $('errors').textContent = 'error: ' + (e.code || '') + ' ' + (e.message || '');
   });
   client.subscribe([name], queueRender);
+  window.presenceDemo.lobby = joinLobby(name);
   client.connect();
   // Rooms (channels): who is in which room, live (rooms.js).
   import('./rooms.js').then((m) => { window.presenceDemo.rooms = m.startRooms(client, name); });
@@ -171,7 +190,6 @@ function join(name) {
   $('roster-section').hidden = false;
   $('my-setting').hidden = false;
   showStatus(client.status);
-  setInterval(pollUsers, settings.pollMs);
   setInterval(render, 1000); // "last seen" times move on (text rewritten only when it changes)
 }
 

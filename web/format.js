@@ -37,7 +37,7 @@ export function compareUsers(a, b) {
   return d || (a.user_id < b.user_id ? -1 : a.user_id > b.user_id ? 1 : 0);
 }
 
-/** Settings the page reads from its URL (?idle=1500&hidden=1&ping=0&poll=1000&retry=2000). */
+/** Settings the page reads from its URL (?idle=1500&hidden=1&ping=0&retry=2000). */
 export function readSettings(search) {
   const p = new URLSearchParams(search || '');
   const num = (k, d) => {
@@ -50,7 +50,6 @@ export function readSettings(search) {
     idleMs: num('idle', 60000),
     whenHidden: p.get('hidden') === '1',
     pingMs: num('ping', 25000),
-    pollMs: Math.max(250, num('poll', 3000)),
     retryMaxMs: num('retry', 30000),
     name: p.get('name') || '',
   };

@@ -32,14 +32,27 @@ after(async () => {
 });
 
 function url(params) {
-  return 'http://127.0.0.1:' + port + '/?' + new URLSearchParams({ ping: '0', poll: '500', retry: '1000', ...params });
+  return 'http://127.0.0.1:' + port + '/?' + new URLSearchParams({ ping: '0', retry: '1000', ...params });
 }
+
+// Every answer of 400 or more a page got (a missing favicon included).
+const failedResponses = [];
+
+/** Elements with the hidden attribute that still take up space on the page. */
+const shownButHidden = (page) => page.evaluate(() =>
+  [...document.querySelectorAll('[hidden]')].filter((e) => e.getClientRects().length > 0).map((e) => '#' + e.id));
 
 async function join(ctx, name, params = {}) {
   const page = await ctx.newPage();
   pages.push(page);
   page.on('pageerror', (e) => console.error('[' + name + '] page error:', e.message));
+  page.on('response', (r) => { if (r.status() >= 400) failedResponses.push(r.status() + ' ' + r.url()); });
   await page.goto(url(params));
+  // Before joining only the join form shows: no half-built "You are" card
+  // (a display rule overriding the hidden attribute showed one).
+  await page.getByLabel('Your name').waitFor();
+  assert.deepEqual(await shownButHidden(page), [], 'hidden sections shown before joining');
+  assert.equal(await page.locator('#me').isVisible(), false, 'the "You are" card before joining');
   await page.getByLabel('Your name').fill(name);
   await page.getByRole('button', { name: 'Join' }).click();
   await page.waitForFunction(() => window.presenceDemo && window.presenceDemo.client.state === 'open', null, { timeout: 10000 });
@@ -239,4 +252,40 @@ test('the page is served with the module and the copy of presence.js', async () 
   assert.equal(r.status, 200);
   const app = await request(port, 'GET', '/app.js');
   assert.match(app.body, /from '\.\/presence\.js'/);
+});
+
+test('a newcomer appears on the others\' rosters at once, pushed, with no polling', async () => {
+  // Requests pageA makes from here on: the roster must not poll for users.
+  const polls = [];
+  const onRequest = (r) => { if (r.url().includes('/v1/demo/users')) polls.push(Date.now()); };
+  pageA.on('request', onRequest);
+  try {
+    const ctxC = await browser.newContext({ viewport: { width: 760, height: 560 } });
+    const t0 = Date.now();
+    const pageC = await join(ctxC, 'carol');
+    // Well within the 3 s poll the page used to rely on.
+    await expectStatus(pageA, 'carol', 'online', 1500);
+    await expectStatus(pageB, 'carol', 'online', 1500);
+    console.log('# carol on alice\'s roster ' + (Date.now() - t0) + ' ms after her page opened');
+    await shot(pageA, '6-newcomer-alice.png');
+    await sleep(3500);
+    assert.deepEqual(polls, [], 'the page asked for the user list while connected');
+    await pageC.close();
+    await ctxC.close();
+  } finally {
+    pageA.off('request', onRequest);
+  }
+});
+
+test('the page has a favicon and no request of any page failed', async () => {
+  const icon = await pageA.evaluate(async () => {
+    const link = document.querySelector('link[rel="icon"]');
+    if (!link) return null;
+    const r = await fetch(link.href);
+    return { status: r.status, type: r.headers.get('content-type') };
+  });
+  assert.ok(icon, 'a <link rel="icon"> (else browsers ask for /favicon.ico)');
+  assert.equal(icon.status, 200);
+  assert.match(icon.type, /^image\//);
+  assert.deepEqual(failedResponses, []);
 });

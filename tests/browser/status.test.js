@@ -30,7 +30,7 @@ async function join(ctx, name) {
   const page = await ctx.newPage();
   pages.push(page);
   page.on('pageerror', (e) => console.error('[' + name + '] page error:', e.message));
-  await page.goto('http://127.0.0.1:' + port + '/?' + new URLSearchParams({ ping: '0', poll: '500', retry: '1000', idle: '600000' }));
+  await page.goto('http://127.0.0.1:' + port + '/?' + new URLSearchParams({ ping: '0', retry: '1000', idle: '600000' }));
   await page.getByLabel('Your name').fill(name);
   await page.getByRole('button', { name: 'Join' }).click();
   await page.waitForFunction(() => window.presenceDemo && window.presenceDemo.client.state === 'open', null, { timeout: 10000 });

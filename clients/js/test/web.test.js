@@ -43,8 +43,8 @@ test('compareUsers: online, idle, offline, then by name', () => {
 });
 
 test('readSettings', () => {
-  const s = readSettings('?idle=1500&hidden=1&ping=0&poll=100&retry=2000&name=al');
-  assert.deepEqual(s, { idleMs: 1500, whenHidden: true, pingMs: 0, pollMs: 250, retryMaxMs: 2000, name: 'al' });
+  const s = readSettings('?idle=1500&hidden=1&ping=0&retry=2000&name=al');
+  assert.deepEqual(s, { idleMs: 1500, whenHidden: true, pingMs: 0, retryMaxMs: 2000, name: 'al' });
   const d = readSettings('?idle=abc');
   assert.equal(d.idleMs, 60000);
   assert.equal(d.whenHidden, false);

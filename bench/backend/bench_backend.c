@@ -237,6 +237,16 @@ typedef struct job {
   conn_t *c;
 } job_t;
 
+/* Wait for the connections' threads; the ops they had applied. */
+static long join_all(pthread_t *th, job_t *jobs, int conns) {
+  long total = 0;
+  for (int i = 0; i < conns; i++) {
+    pthread_join(th[i], NULL);
+    total += jobs[i].ops;
+  }
+  return total;
+}
+
 static void *hold_one(void *arg) {
   job_t *j = arg;
   char origin[32], prefix[32];
@@ -258,11 +268,7 @@ static int hold(long sessions, int conns) {
     jobs[i] = (job_t){.index = i, .n = sessions / conns + (i < sessions % conns)};
     pthread_create(&th[i], NULL, hold_one, &jobs[i]);
   }
-  long total = 0;
-  for (int i = 0; i < conns; i++) {
-    pthread_join(th[i], NULL);
-    total += jobs[i].ops;
-  }
+  long total = join_all(th, jobs, conns);
   double dt = now_s() - t0;
   printf("{\"scenario\":\"hold\",\"sessions\":%ld,\"connections\":%d,"
          "\"applied\":%ld,\"seconds\":%.3f,\"ops_per_s\":%.0f}\n",
@@ -369,11 +375,7 @@ static int ops(double seconds, int conns) {
   double t0 = now_s();
   usleep((useconds_t)(seconds * 1e6));
   stop_ops = 1;
-  long total = 0;
-  for (int i = 0; i < conns; i++) {
-    pthread_join(th[i], NULL);
-    total += jobs[i].ops;
-  }
+  long total = join_all(th, jobs, conns);
   double dt = now_s() - t0;
   printf("{\"scenario\":\"ops\",\"connections\":%d,\"ops\":%ld,\"seconds\":%.3f,"
          "\"ops_per_s\":%.0f}\n",

@@ -28,8 +28,14 @@ static int authorized(const srv_t *s, const http_req_t *r) {
   return len == kl && CRYPTO_memcmp(h, s->cfg.api_key, kl) == 0;
 }
 
-int api_key_ok(const srv_t *s, const http_req_t *r) {
-  return authorized(s, r);
+int api_require_key(conn_t *c, const http_req_t *r) {
+  srv_t *s = c->srv;
+  if (authorized(s, r)) return 0;
+  http_error_hdr(c, 401, "unauthorized",
+                 s->cfg.api_key ? "missing or wrong API key"
+                                : "no API key configured on this server",
+                 "WWW-Authenticate: Bearer\r\n");
+  return -1;
 }
 
 /* The store could not answer (Redis away or slow): 503, retry later. */
@@ -308,14 +314,7 @@ static int segment_id(const char *seg, size_t len, char *out, size_t cap) {
 }
 
 void api_handle(conn_t *c, http_req_t *r) {
-  srv_t *s = c->srv;
-  if (!authorized(s, r)) {
-    http_error_hdr(c, 401, "unauthorized",
-                   s->cfg.api_key ? "missing or wrong API key"
-                                  : "no API key configured on this server",
-                   "WWW-Authenticate: Bearer\r\n");
-    return;
-  }
+  if (api_require_key(c, r) != 0) return;
   size_t pl;
   const char *path = http_path(r, &pl);
   int m = http_method(r);

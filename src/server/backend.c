@@ -38,17 +38,11 @@ struct bconn {
 
 /* ---- Sending ------------------------------------------------------------- */
 
-static int send_frame(conn_t *c, int opcode, const void *payload, size_t len) {
-  uint8_t hdr[10];
-  size_t hl = ws_frame_header(hdr, opcode, 1, len);
-  return conn_write2(c, hdr, hl, payload, len);
-}
-
 static int send_text(conn_t *c, const buf_t *b) {
   if (c->kind != CONN_BACKEND || !c->u.backend || c->u.backend->close_sent ||
       buf_failed(b))
     return -1;
-  return send_frame(c, WS_OP_TEXT, b->data, b->len);
+  return ws_send_frame(c, WS_OP_TEXT, b->data, b->len);
 }
 
 static void put_seq(buf_t *b, const bmsg_t *m) {
@@ -88,7 +82,7 @@ void backend_close(conn_t *c, uint16_t code, const char *err_code,
   bc->close_sent = 1;
   uint8_t payload[125];
   size_t pl = ws_close_payload(payload, code, message ? message : "");
-  send_frame(c, WS_OP_CLOSE, payload, pl);
+  ws_send_frame(c, WS_OP_CLOSE, payload, pl);
   if (!c->closing) conn_close_after_flush(c);
 }
 
@@ -241,7 +235,7 @@ void backend_on_read(conn_t *c, const char *data, size_t len) {
       on_text(c, ev.data, ev.len);
       break;
     case WS_EV_PING:
-      send_frame(c, WS_OP_PONG, ev.data, ev.len);
+      ws_send_frame(c, WS_OP_PONG, ev.data, ev.len);
       break;
     case WS_EV_PONG:
       break;
@@ -249,12 +243,7 @@ void backend_on_read(conn_t *c, const char *data, size_t len) {
       /* Echo the peer's code; the origin is detached, its sessions kept
        * for the resume window (a bye ends them). */
       bc->close_sent = 1;
-      uint8_t payload[125];
-      size_t pl = 0;
-      if (ev.close_code != 1005)
-        pl = ws_close_payload(payload, ev.close_code, "");
-      send_frame(c, WS_OP_CLOSE, payload, pl);
-      if (!c->closing) conn_close_after_flush(c);
+      ws_echo_close(c, ev.close_code);
       return;
     }
     case WS_EV_ERROR:
@@ -280,7 +269,7 @@ void backend_housekeeping(conn_t *c, int64_t now) {
   }
   if (now - bc->last_ping_ms >= (int64_t)s->cfg.heartbeat_ms) {
     bc->last_ping_ms = now;
-    send_frame(c, WS_OP_PING, NULL, 0);
+    ws_send_frame(c, WS_OP_PING, NULL, 0);
   }
 }
 
@@ -299,13 +288,7 @@ void backend_detach(conn_t *c) {
 void backend_upgrade(conn_t *c, http_req_t *r, const char *rest,
                      size_t restlen) {
   srv_t *s = c->srv;
-  if (!api_key_ok(s, r)) {
-    http_error_hdr(c, 401, "unauthorized",
-                   s->cfg.api_key ? "missing or wrong API key"
-                                  : "no API key configured on this server",
-                   "WWW-Authenticate: Bearer\r\n");
-    return;
-  }
+  if (api_require_key(c, r) != 0) return;
   char accept[29];
   if (ws_handshake_check(c, r, accept) != 0) return;
   size_t ol;

@@ -239,7 +239,7 @@ static void req_done(chan_req_t *r) {
   free(r);
 }
 
-static const char *code_of(int rc) {
+const char *channel_error_code(int rc) {
   switch (rc) {
   case PRESENCE_ECHANNEL:
     return "bad_channel";
@@ -314,7 +314,7 @@ static void on_join_done(presence_t *p, int status, void *ud) {
       x->joined = 0;
       maybe_unsubscribe(c, x);
     }
-    ws_send_error(c, code_of(status), presence_strerror(status), r->id);
+    ws_send_error(c, channel_error_code(status), presence_strerror(status), r->id);
     req_done(r);
     return;
   }
@@ -408,7 +408,7 @@ void chan_on_message(conn_t *c, const wsmsg_t *m) {
         x->joined = 0;
         maybe_unsubscribe(c, x);
       }
-      ws_send_error(c, code_of(rc), presence_strerror(rc), m->id);
+      ws_send_error(c, channel_error_code(rc), presence_strerror(rc), m->id);
       req_done(r);
     }
     return;
@@ -427,7 +427,7 @@ void chan_on_message(conn_t *c, const wsmsg_t *m) {
     int rc = presence_handle_update(s->p, ws_handle(c), ch, m->data,
                                     on_join_done, r);
     if (rc != 0) {
-      ws_send_error(c, code_of(rc), presence_strerror(rc), m->id);
+      ws_send_error(c, channel_error_code(rc), presence_strerror(rc), m->id);
       req_done(r);
     }
     return;
@@ -445,7 +445,7 @@ void chan_on_message(conn_t *c, const wsmsg_t *m) {
       maybe_unsubscribe(c, x);
     }
     if (rc != 0 && rc != PRESENCE_ENOTMEMBER) {
-      ws_send_error(c, code_of(rc), presence_strerror(rc), m->id);
+      ws_send_error(c, channel_error_code(rc), presence_strerror(rc), m->id);
       return;
     }
     ws_send_ack(c, m->id);

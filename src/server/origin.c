@@ -297,20 +297,7 @@ static const char *open_error(int rc, const char **msg) {
 
 static const char *channel_error(int rc, const char **msg) {
   *msg = presence_strerror(rc);
-  switch (rc) {
-  case PRESENCE_ECHANNEL:
-    return "bad_channel";
-  case PRESENCE_EDATA:
-    return "data_too_large";
-  case PRESENCE_ECHANLIMIT:
-    return "too_many_channels";
-  case PRESENCE_ENOTMEMBER:
-    return "not_joined";
-  case PRESENCE_ENOSESSION:
-    return "no_session";
-  default:
-    return "internal";
-  }
+  return rc == PRESENCE_ENOSESSION ? "no_session" : channel_error_code(rc);
 }
 
 /* With an asynchronous store (Redis) an open is refused later (EEXIST

@@ -304,6 +304,11 @@ void ws_kick(srv_t *s, const char *session_id);
 /* Closes the connection of a session of ours that someone else ended (a
  * kick, a reset): session.disconnected events decided here. */
 extern const fanout_sink_t ws_session_sink;
+/* One unfragmented frame to a WebSocket peer (client or backend). */
+int ws_send_frame(conn_t *c, int opcode, const void *payload, size_t len);
+/* Answer the peer's close frame (its code echoed; none if it sent none) and
+ * close once written. */
+void ws_echo_close(conn_t *c, uint16_t peer_code);
 /* Send a text frame (JSON) to the client. */
 int ws_send_text(conn_t *c, const char *json, size_t len);
 /* Send server shutdown close (1001) and end the session with reason
@@ -444,6 +449,10 @@ void backend_detach(conn_t *c);
 /* Send an error frame first when err_code is set, then close with code. */
 void backend_close(conn_t *c, uint16_t code, const char *err_code,
                    const char *message);
+/* The protocol's code of a channel error of the library (bad_channel,
+ * data_too_large, too_many_channels, not_joined; internal otherwise):
+ * channels.c, shared with backend ops (origin.c). */
+const char *channel_error_code(int rc);
 /* PUT /v1/sessions/{id} (a session with a TTL) and GET /v1/origins. */
 void backend_http_put_session(conn_t *c, http_req_t *r, const char *id);
 void backend_http_origins(conn_t *c);
@@ -510,8 +519,8 @@ const char *origin_http_put(srv_t *s, const char *session_id,
 /* Method, Upgrade/Connection/Sec-WebSocket-Key and the version: 0 with the
  * Sec-WebSocket-Accept value in accept, or -1 after answering the error. */
 int ws_handshake_check(conn_t *c, http_req_t *r, char accept[29]);
-/* The API key of the backend API (api.c). */
-int api_key_ok(const srv_t *s, const http_req_t *r);
+/* The API key of the backend API (api.c): 0, or -1 after answering 401. */
+int api_require_key(conn_t *c, const http_req_t *r);
 
 /* ---- kick.c: kicks of sessions held by other instances (Redis) ---------- */
 

@@ -48,15 +48,23 @@ struct wsconn {
 
 /* ---- Sending ------------------------------------------------------------- */
 
-static int send_frame(conn_t *c, int opcode, const void *payload, size_t len) {
+int ws_send_frame(conn_t *c, int opcode, const void *payload, size_t len) {
   uint8_t hdr[10];
   size_t hl = ws_frame_header(hdr, opcode, 1, len);
   return conn_write2(c, hdr, hl, payload, len);
 }
 
+void ws_echo_close(conn_t *c, uint16_t peer_code) {
+  uint8_t payload[125];
+  size_t pl = 0;
+  if (peer_code != 1005) pl = ws_close_payload(payload, peer_code, "");
+  ws_send_frame(c, WS_OP_CLOSE, payload, pl);
+  if (!c->closing) conn_close_after_flush(c);
+}
+
 int ws_send_text(conn_t *c, const char *json, size_t len) {
   if (c->kind != CONN_WS || !c->u.ws || c->u.ws->close_sent) return -1;
-  return send_frame(c, WS_OP_TEXT, json, len);
+  return ws_send_frame(c, WS_OP_TEXT, json, len);
 }
 
 static void send_error(conn_t *c, const char *code, const char *message,
@@ -210,7 +218,7 @@ void ws_close(conn_t *c, uint16_t code, const char *err_code,
   w->close_sent = 1; /* nothing but the close frame goes out from here */
   uint8_t payload[125];
   size_t pl = ws_close_payload(payload, code, message ? message : "");
-  send_frame(c, WS_OP_CLOSE, payload, pl);
+  ws_send_frame(c, WS_OP_CLOSE, payload, pl);
   if (c->closing) return;
   conn_close_after_flush(c);
 }
@@ -578,7 +586,7 @@ void ws_on_read(conn_t *c, const char *data, size_t len) {
     case WS_EV_PING:
       if (over_rate(c)) return;
       touch(c);
-      send_frame(c, WS_OP_PONG, ev.data, ev.len);
+      ws_send_frame(c, WS_OP_PONG, ev.data, ev.len);
       break;
     case WS_EV_PONG:
       touch(c);
@@ -589,12 +597,7 @@ void ws_on_read(conn_t *c, const char *data, size_t len) {
       unsubscribe_all(c);
       end_session(c, PRESENCE_REASON_DISCONNECT);
       if (c->closing) return;
-      uint8_t payload[125];
-      size_t pl = 0;
-      if (ev.close_code != 1005)
-        pl = ws_close_payload(payload, ev.close_code, "");
-      send_frame(c, WS_OP_CLOSE, payload, pl);
-      if (!c->closing) conn_close_after_flush(c);
+      ws_echo_close(c, ev.close_code);
       return;
     }
     case WS_EV_ERROR:
@@ -623,7 +626,7 @@ void ws_housekeeping(conn_t *c, int64_t now_mono, int64_t now_wall) {
   }
   if (now_mono - w->last_ping_ms >= (int64_t)s->cfg.heartbeat_ms) {
     w->last_ping_ms = now_mono;
-    send_frame(c, WS_OP_PING, NULL, 0);
+    ws_send_frame(c, WS_OP_PING, NULL, 0);
   }
 }
 

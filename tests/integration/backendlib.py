@@ -65,6 +65,15 @@ class Backend:
             acks.append(await self.answer(self.seq))
         return acks
 
+    async def close_code(self, timeout=3.0):
+        """Read until the server closes; its close code."""
+        try:
+            while True:
+                await asyncio.wait_for(self.ws.recv(), timeout)
+        except Exception:
+            pass
+        return self.ws.close_code
+
     def abort(self):
         """Drop the TCP connection with no close frame (a crashed backend)."""
         self.ws.transport.abort()

@@ -89,16 +89,24 @@ async def moved(t, cl):
     tap.close()
 
 
-async def a_dies(t, cl):
+async def held_by_a(t, cl, prefix, n):
+    """A backend holding n sessions through A, seen online on B; then A is
+    killed (-9) with the backend: (sessions, users, events tap on B)."""
     A, B = cl.d[0], cl.d[1]
-    ss = [(f"ad-s{i}", f"ad-u{i}") for i in range(1000)]
+    ss = [(f"{prefix}-s{i}", f"{prefix}-u{i}") for i in range(n)]
     users = [u for _, u in ss]
-    b = await Backend.connect(A, "ad-app")
+    b = await Backend.connect(A, f"{prefix}-app")
     await b.open_many(ss)
-    t.check("B sees them online", await wait_status(B, users, "online", 10))
+    t.check(f"{prefix}: B sees them online", await wait_status(B, users, "online", 10))
     tap = await EventTap.open(B)
     A.signal(signal.SIGKILL)
     b.abort()
+    return ss, users, tap
+
+
+async def a_dies(t, cl):
+    B = cl.d[1]
+    ss, users, tap = await held_by_a(t, cl, "ad", 1000)
     b = await Backend.connect(B, "ad-app")
     acks = await b.sync(ss)
     t.check("B took the sessions over before A's lease ran out",
@@ -115,15 +123,8 @@ async def a_dies(t, cl):
 
 
 async def reaped(t, cl):
-    A, B = cl.d[0], cl.d[1]
-    ss = [(f"rp-s{i}", f"rp-u{i}") for i in range(500)]
-    users = [u for _, u in ss]
-    b = await Backend.connect(A, "rp-app")
-    await b.open_many(ss)
-    t.check("B sees them online", await wait_status(B, users, "online", 10))
-    tap = await EventTap.open(B)
-    A.signal(signal.SIGKILL)
-    b.abort()
+    B = cl.d[1]
+    _ss, users, tap = await held_by_a(t, cl, "rp", 500)
     t.check("a dead instance's backend sessions are reaped: offline",
             await wait_status(B, users, "offline", cl.lease_ms / 1000 + 10))
     await tap.quiet(0.5)

@@ -100,6 +100,11 @@ static void after_removal(conn_t *c, uint32_t i, void *ud) {
   conn_chan_t *x = find(*ws_chans(c), ev->channel);
   if (!x || !x->joined || strcmp(ws_claims(c)->sub, ev->user_id) != 0) return;
   x->joined = 0;
+  /* The store forgets this session's join too (the Redis store keeps it
+   * locally to re-assert after a fence: a removal decided elsewhere must
+   * not come back). Already gone there: ENOTMEMBER, nothing changes. */
+  (void)presence_handle_leave(c->srv->p, ws_handle(c), ev->channel, NULL,
+                              NULL);
   buf_t *lb = &c->srv->scratch;
   buf_reset(lb);
   buf_puts(lb, "{\"type\":\"left\",\"channel\":");

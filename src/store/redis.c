@@ -1100,6 +1100,26 @@ static char *data_arg(const presence_write_t *w) {
   return d;
 }
 
+/* A join Redis refused (the session's channel limit, the session gone):
+ * the local record made for it goes, so no resync asserts it. */
+static void join_done(rstore_t *st, req_t *r, redisReply *rep, int code) {
+  if (!code && rep) code = script_code(rep);
+  if (code && code != PRESENCE_EFENCED && code != PRESENCE_ESTORE &&
+      code != PRESENCE_ETIMEDOUT && r->cmd_ch) {
+    lsess_t *s = r->slot < st->slab_len ? st->slab[r->slot] : NULL;
+    if (s && s->gen == r->gen) {
+      ljoin_t **pp = ljoin_find(s, r->cmd_ch, strlen(r->cmd_ch));
+      if (*pp) {
+        ljoin_t *j = *pp;
+        *pp = j->next;
+        free(j->data);
+        free(j);
+      }
+    }
+  }
+  write_done(st, r, rep, code);
+}
+
 /* join, update, leave: the local record follows at once (what a resync
  * re-asserts), Redis decides the events. */
 static int op_channel(rstore_t *st, const presence_write_t *w,
@@ -1115,7 +1135,8 @@ static int op_channel(rstore_t *st, const presence_write_t *w,
     if (n >= st->h.max_channels_per_session) return PRESENCE_ECHANLIMIT;
   }
   char *d = w->kind == PRESENCE_WRITE_LEAVE ? NULL : data_arg(w);
-  req_t *r = req_new(st, write_done);
+  int fresh_join = !j && w->kind == PRESENCE_WRITE_JOIN;
+  req_t *r = req_new(st, fresh_join ? join_done : write_done);
   ljoin_t *fresh = !j && w->kind == PRESENCE_WRITE_JOIN
                        ? calloc(1, sizeof(*fresh) + w->channel_len + 1)
                        : NULL;
@@ -1131,6 +1152,9 @@ static int op_channel(rstore_t *st, const presence_write_t *w,
   if (fresh) {
     memcpy(fresh->ch, w->channel, w->channel_len);
     *pp = j = fresh;
+    r->slot = s->slot;
+    r->gen = s->gen;
+    r->cmd_ch = strndup(w->channel, w->channel_len); /* NULL: kept anyway */
   }
   char maxc[16];
   snprintf(maxc, sizeof maxc, "%u", (unsigned)st->h.max_channels_per_session);

@@ -126,6 +126,21 @@ static void check(int rc, const char *what) {
   }
 }
 
+/* An engine sized up front (as a server that knows its capacity is), with
+ * a callback for every event type, counting them. */
+static presence_t *new_engine(size_t sessions, size_t users) {
+  presence_t *p;
+  presence_options_t o;
+  presence_options_init(&o);
+  o.expected_sessions = (uint32_t)sessions;
+  o.expected_users = (uint32_t)users;
+  check(presence_new(&o, &p), "presence_new");
+  for (int t = 0; t < PRESENCE_EV_COUNT_; t++)
+    check(presence_on(p, (presence_event_type_t)t, on_event, NULL), "on");
+  check(presence_on_event(p, count_event, NULL), "on_event");
+  return p;
+}
+
 typedef struct run_result {
   double connect_s, status_s, disconnect_s; /* status: 2 x n_sessions ops */
   uint64_t events;
@@ -147,16 +162,7 @@ static run_result_t engine_run(int measure_memory, int by_handle) {
     presence_free(empty);
   }
   size_t heap0 = heap_used();
-  presence_t *p;
-  presence_options_t o;
-  presence_options_init(&o);
-  /* Sized up front, as a server that knows its capacity is. */
-  o.expected_sessions = (uint32_t)n_sessions;
-  o.expected_users = (uint32_t)n_users;
-  check(presence_new(&o, &p), "presence_new");
-  for (int t = 0; t < PRESENCE_EV_COUNT_; t++)
-    check(presence_on(p, (presence_event_type_t)t, on_event, NULL), "on");
-  check(presence_on_event(p, count_event, NULL), "on_event");
+  presence_t *p = new_engine(n_sessions, n_users);
   event_count = 0;
 
   double t0 = now_s();
@@ -221,15 +227,7 @@ typedef struct chan_result {
 
 static chan_result_t channel_run(int measure_memory) {
   chan_result_t r = {0};
-  presence_t *p;
-  presence_options_t o;
-  presence_options_init(&o);
-  o.expected_sessions = (uint32_t)n_sessions;
-  o.expected_users = (uint32_t)n_users;
-  check(presence_new(&o, &p), "presence_new");
-  for (int t = 0; t < PRESENCE_EV_COUNT_; t++)
-    check(presence_on(p, (presence_event_type_t)t, on_event, NULL), "on");
-  check(presence_on_event(p, count_event, NULL), "on_event");
+  presence_t *p = new_engine(n_sessions, n_users);
   for (size_t i = 0; i < n_sessions; i++)
     check(presence_session_open(p, sid(i), uid(i), NULL, &handles[i], NULL,
                                 NULL),
@@ -268,15 +266,7 @@ typedef struct setting_result {
 
 static setting_result_t setting_run(void) {
   setting_result_t r = {0};
-  presence_t *p;
-  presence_options_t o;
-  presence_options_init(&o);
-  o.expected_sessions = (uint32_t)n_users;
-  o.expected_users = (uint32_t)n_users;
-  check(presence_new(&o, &p), "presence_new");
-  for (int t = 0; t < PRESENCE_EV_COUNT_; t++)
-    check(presence_on(p, (presence_event_type_t)t, on_event, NULL), "on");
-  check(presence_on_event(p, count_event, NULL), "on_event");
+  presence_t *p = new_engine(n_users, n_users);
   for (size_t i = 0; i < n_users; i++)
     check(presence_session_connect(p, sid(i), uid(i), NULL, NULL, NULL),
           "connect");

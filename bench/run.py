@@ -117,6 +117,20 @@ def metrics(port):
     return out
 
 
+def wait_listening(proc, port, what, logpath, timeout=10):
+    """Until a server started as proc accepts on 127.0.0.1:port."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), 0.2):
+                return
+        except OSError:
+            if proc.poll() is not None:
+                raise RuntimeError(f"{what} exited at start: see {logpath}")
+            time.sleep(0.05)
+    raise RuntimeError(f"{what} did not listen on {port}")
+
+
 class Server:
     """presenced or bench/echo, started with as many descriptors as the
     machine allows, stopped by pid."""
@@ -158,17 +172,9 @@ class Server:
         logf = open(f"/tmp/bench-{self.kind}-{self.port}.log", "ab")
         self.proc = subprocess.Popen(self.argv(), stdout=logf, stderr=logf,
                                      preexec_fn=pre)
-        deadline = time.time() + 10
-        while time.time() < deadline:
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), 0.2):
-                    return self
-            except OSError:
-                if self.proc.poll() is not None:
-                    raise RuntimeError(f"{self.kind} exited at start: see "
-                                       f"/tmp/bench-{self.kind}-{self.port}.log")
-                time.sleep(0.05)
-        raise RuntimeError(f"{self.kind} did not listen on {self.port}")
+        wait_listening(self.proc, self.port, self.kind,
+                       f"/tmp/bench-{self.kind}-{self.port}.log")
+        return self
 
     @property
     def pid(self):
@@ -255,13 +261,7 @@ def spread(runs, key):
 
 
 def median_of(runs, key):
-    vals = []
-    for r in runs:
-        v = r
-        for part in key.split("."):
-            v = v.get(part) if isinstance(v, dict) else None
-        if isinstance(v, (int, float)) and v >= 0:
-            vals.append(v)
+    vals = values_of(runs, key)
     return statistics.median(vals) if vals else None
 
 

@@ -172,16 +172,9 @@ class Centrifugo:
                                      stderr=logf, cwd=self.dir,
                                      preexec_fn=lambda: bench.raise_nofile(
                                          200000))
-        deadline = time.time() + 15
-        while time.time() < deadline:
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), 0.2):
-                    return self
-            except OSError:
-                if self.proc.poll() is not None:
-                    raise RuntimeError(f"centrifugo exited: see {self.dir}/log")
-                time.sleep(0.05)
-        raise RuntimeError("centrifugo did not listen")
+        bench.wait_listening(self.proc, self.port, "centrifugo",
+                             f"{self.dir}/log", timeout=15)
+        return self
 
     @property
     def pid(self):
@@ -380,6 +373,12 @@ def row_list(build, mk):
         srv.stop()
 
 
+def note(what, x, *figures):
+    """One progress line: the figures a run has, and the load average."""
+    got = [f"{x[k]:,.1f} {unit}" for k, unit in figures if k in x]
+    log(f"{what}: {', '.join(got) or 'no figure'} (load {x['loadavg'][0]:.1f})")
+
+
 def variant(build, exe, store, rounds):
     """Every row, interleaved by round, on one store (memory or redis)."""
     redis = Redis() if store == "redis" else None
@@ -396,11 +395,9 @@ def variant(build, exe, store, rounds):
                     redis.cmd("FLUSHALL")
                 x = row_idle(build, mks[kind], redis)
                 out["idle"][kind].append(x)
-                log(f"{store} idle {kind} #{r+1}: "
-                    f"{x.get('rss_per_conn_bytes', -1):.0f} B RSS/conn"
-                    + (f", Redis {x.get('redis_bytes_per_presence', -1):.0f}"
-                       " B/presence" if redis else "")
-                    + f" (load {x['loadavg'][0]:.1f})")
+                note(f"{store} idle {kind} #{r+1}", x,
+                     ("rss_per_conn_bytes", "B RSS/conn"),
+                     ("redis_bytes_per_presence", "B in Redis/conn"))
             for kind in order(r):
                 if redis:
                     redis.cmd("FLUSHALL")
@@ -408,11 +405,10 @@ def variant(build, exe, store, rounds):
                 try:
                     x = row_churn(build, srv, redis)
                     out["churn"][kind].append(x)
-                    log(f"{store} join/leave {kind} #{r+1}: "
-                        f"{x.get('cycles_per_s', 0):.0f} cycles/s"
-                        + (f", Redis {x.get('redis_cpu_us_per_presence_op', -1):.1f}"
-                           " us CPU/op" if redis else "")
-                        + f" (load {x['loadavg'][0]:.1f})")
+                    note(f"{store} join/leave {kind} #{r+1}", x,
+                         ("cycles_per_s", "cycles/s"),
+                         ("redis_cpu_us_per_presence_op",
+                          "us Redis CPU per join or leave"))
                     if store == "memory":
                         srv.wait_drained()
                         x = row_fanout(build, srv)

@@ -573,6 +573,22 @@ static void fanout_notice(conn_t *c, int join) {
   fanout_progress();
 }
 
+/* A frame that may tell a member of the joiner's join or leave (fanout):
+ * only the joiner's count (its id under `key`), since the members' own
+ * joins of the setup may still be arriving when the measurement starts. */
+static void joiner_notice(conn_t *c, const uint8_t *p, size_t n,
+                          const char *key, const char *join,
+                          const char *leave) {
+  char who[48];
+  if (g.scenario != SC_FANOUT) return;
+  snprintf(who, sizeof who, "\"%s\":\"u%07u\"", key, g.nconns - 1);
+  if (!find(p, n, who)) return;
+  if (find(p, n, join))
+    fanout_notice(c, 1);
+  else if (find(p, n, leave))
+    fanout_notice(c, 0);
+}
+
 /* One line of Centrifugo's JSON protocol (replies and pushes are
  * newline-separated, several to a frame). */
 static void on_cf_line(conn_t *c, const uint8_t *p, size_t n) {
@@ -581,15 +597,7 @@ static void on_cf_line(conn_t *c, const uint8_t *p, size_t n) {
     return;
   }
   if (find(p, n, "\"push\"")) {
-    /* only the joiner's: the members' own joins of the setup may still be
-     * arriving when the measurement starts */
-    char who[32];
-    snprintf(who, sizeof who, "\"user\":\"u%07u\"", g.nconns - 1);
-    if (g.scenario != SC_FANOUT || !find(p, n, who)) return;
-    if (find(p, n, "\"join\":"))
-      fanout_notice(c, 1);
-    else if (find(p, n, "\"leave\":"))
-      fanout_notice(c, 0);
+    joiner_notice(c, p, n, "user", "\"join\":", "\"leave\":");
     return;
   }
   if (find(p, n, "\"error\"")) {
@@ -693,13 +701,8 @@ static void on_text(conn_t *c, const uint8_t *p, size_t n) {
       }
       return;
     }
-    char who[32];
-    snprintf(who, sizeof who, "\"user_id\":\"u%07u\"", g.nconns - 1);
-    if (g.scenario != SC_FANOUT || !find(p, n, who)) return;
-    if (find(p, n, "\"event\":\"join\""))
-      fanout_notice(c, 1);
-    else if (find(p, n, "\"event\":\"leave\""))
-      fanout_notice(c, 0);
+    joiner_notice(c, p, n, "user_id", "\"event\":\"join\"",
+                  "\"event\":\"leave\"");
     return;
   }
   if (c->state == CS_WELCOME && find(p, n, "\"type\":\"welcome\"")) {

@@ -604,7 +604,11 @@ const char *origin_http_put(srv_t *s, const char *session_id,
     return NULL;
   }
   presence_handle_t h = PRESENCE_HANDLE_NONE;
-  int rc = presence_session_open(s->p, session_id, user, meta, &h, NULL, NULL);
+  /* On Redis a renewal may reach any instance (a load balancer in front of
+   * serverless callers): it takes the session over from the instance that
+   * had it, with no event, and that one's TTL then ends nothing. */
+  int rc = (srv_async(s) ? presence_session_adopt : presence_session_open_device)(
+      s->p, session_id, user, meta, NULL, &h, NULL, NULL);
   if (rc != 0) {
     *http_status = rc == PRESENCE_EEXIST   ? 409
                    : rc == PRESENCE_ELIMIT ? 429

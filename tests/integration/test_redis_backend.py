@@ -135,10 +135,35 @@ async def reaped(t, cl):
     tap.close()
 
 
+async def http_ttl(t, cl):
+    """HTTP sessions behind a load balancer: renewals alternate between A
+    and B; the session lives as long as they come, with no event, and ends
+    once after the last."""
+    A, B = cl.d[0], cl.d[1]
+    tap = await EventTap.open(B)
+    body = json.dumps({"user": "lb-user", "ttl_ms": 1500})
+    codes = []
+    for i in range(8):
+        r = await http((A, B)[i % 2], "PUT", "/v1/sessions/lb-1", body=body)
+        codes.append(r.status)
+        await asyncio.sleep(0.6)
+    t.check("renewals on either instance accepted", all(c in (200, 201) for c in codes), codes)
+    t.eq("alive after 4.8 s of 1.5 s TTLs renewed on A and B", (await statuses(A, ["lb-user"]))["lb-user"],
+         "online")
+    t.check("then offline once the renewals stop", await wait_status(A, ["lb-user"], "offline", 8))
+    await tap.quiet(0.5)
+    evs = [(e["type"], e["reason"]) for e in mine(tap.events(), "lb-user")]
+    t.eq("one connect and one timeout end, nothing between",
+         evs, [("session.connected", "connect"), ("user.online", "connect"),
+               ("session.disconnected", "timeout"), ("user.offline", "timeout")])
+    tap.close()
+
+
 SCENARIOS = [
     ("moved", moved, {"n": 2, "extra": {"--origin-resume-ms": str(WINDOW_MS)}}),
     ("a_dies", a_dies, {"n": 2, "lease": 2000, "extra": {"--origin-resume-ms": str(WINDOW_MS)}}),
     ("reaped", reaped, {"n": 2, "extra": {"--origin-resume-ms": str(WINDOW_MS)}}),
+    ("http_ttl", http_ttl, {"n": 2, "extra": {"--offline-grace-ms": "0"}}),
 ]
 
 

@@ -308,10 +308,11 @@ end
 local function mput(c, M)
   redis.call('HSET', k_chan(c), 'm\t' .. M.u, mrec_make(M))
 end
-local function cemit(ty, reason, sid, c, M, data, from, to)
+-- count: the member count after the event, when the caller knows it.
+local function cemit(ty, reason, sid, c, M, data, from, to, count)
   M.v = M.v + 1
   emit(ty, reason, sid, M.u, data, from, to, M.v, nil,
-       s(redis.call('ZCARD', k_cmem(c))), c)
+       s(count or redis.call('ZCARD', k_cmem(c))), c)
 end
 local function list_remove(t, x)
   for i = 1, #t do
@@ -328,18 +329,23 @@ local function member_leave(c, M, reason, cause)
   redis.call('HDEL', k_chan(c), 'm\t' .. M.u, 'd\t' .. M.u)
   redis.call('ZREM', k_cmem(c), M.u)
   redis.call('SREM', k_uc(M.u), c)
-  if redis.call('ZCARD', k_cmem(c)) == 0 then
+  local n = redis.call('ZCARD', k_cmem(c))
+  if n == 0 then
     redis.call('ZREM', K_CHANS, c)
     redis.call('DEL', k_chan(c))
   end
-  cemit(EV_CLEAVE, reason, cause, c, M, nil, M.st, OFF)
+  cemit(EV_CLEAVE, reason, cause, c, M, nil, M.st, OFF, n)
 end
 
 -- After a member's joins changed: an update if what it shows changed.
-local function member_changed(c, M, from, old_data, reason, cause)
+-- known: the caller knows the member's data now (new_data, nil for none),
+-- which saves reading it back.
+local function member_changed(c, M, from, old_data, reason, cause, known,
+                              new_data)
   local to = OFF
   if #M.sids > 0 then to = (M.non > 0) and ON or IDLE end
-  local d = mdata(c, M)
+  local d = new_data
+  if not known then d = mdata(c, M) end
   if to ~= from or d ~= old_data then
     M.st = to
     cemit(EV_CUPDATE, reason, cause, c, M, d, from, to)
@@ -399,7 +405,7 @@ local function chan_session_status(sid, u, from, to, reason)
       if from == ON then M.non = M.non - 1 end
       if to == ON then M.non = M.non + 1 end
       local d = mdata(c, M)
-      member_changed(c, M, M.st, d, reason, sid)
+      member_changed(c, M, M.st, d, reason, sid, true, d)
     end
   end
 end
@@ -424,7 +430,9 @@ local function chan_set_data(sid, u, c, dm, reason)
   local j = redis.call('HGET', kc, 'j\t' .. sid) or now_s
   local joined = string.match(j, '^([^\t]*)')
   redis.call('HSET', kc, 'j\t' .. sid, joined .. '\t' .. dm)
-  member_changed(c, M, M.st, old, reason, sid)
+  local d = nil
+  if dm ~= '' then d = string.sub(dm, 2) end
+  member_changed(c, M, M.st, old, reason, sid, true, d)
   return 0
 end
 
@@ -464,7 +472,9 @@ local function chan_join(sid, u, c, dm, maxc, reason)
   end
   table.insert(M.sids, 1, sid)
   if online then M.non = M.non + 1 end
-  member_changed(c, M, from, old, reason, sid)
+  local d = nil
+  if dm ~= '' then d = string.sub(dm, 2) end
+  member_changed(c, M, from, old, reason, sid, true, d)
   return 0
 end
 

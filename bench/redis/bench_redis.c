@@ -791,17 +791,36 @@ int main(int argc, char **argv) {
   int inst = 3, slots = 2000, dur = 5000, repeats = 3, reap_n = 100000;
   int transport_only = 0, transport_repeats = 3;
   uint32_t hb = 1000, lease = 3000;
-  for (int i = 1; i + 1 < argc; i += 2) {
-    if (!strcmp(argv[i], "--instances")) inst = atoi(argv[i + 1]);
-    if (!strcmp(argv[i], "--slots")) slots = atoi(argv[i + 1]);
-    if (!strcmp(argv[i], "--duration-ms")) dur = atoi(argv[i + 1]);
-    if (!strcmp(argv[i], "--repeats")) repeats = atoi(argv[i + 1]);
-    if (!strcmp(argv[i], "--reap")) reap_n = atoi(argv[i + 1]);
-    if (!strcmp(argv[i], "--lease-ms")) lease = (uint32_t)atoi(argv[i + 1]);
-    if (!strcmp(argv[i], "--transport-only"))
-      transport_only = atoi(argv[i + 1]);
-    if (!strcmp(argv[i], "--transport-repeats"))
-      transport_repeats = atoi(argv[i + 1]);
+  static const char usage[] =
+      "usage: bench_redis [--instances 3] [--slots 2000] [--duration-ms 5000]\n"
+      "                   [--repeats 3] [--reap 100000] [--lease-ms 3000]\n"
+      "                   [--transport-only 0|1] [--transport-repeats 3]\n"
+      "Starts its own redis-server; one JSON object on stdout, progress and\n"
+      "issue 21's targets on stderr (see docs/benchmarks.md).\n";
+  for (int i = 1; i < argc; i += 2) {
+    if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+      fputs(usage, stdout);
+      return 0;
+    }
+    /* An option this does not know, or one without its value, is refused
+     * rather than ignored: a typo must not run minutes of benchmark. */
+    int *opt = !strcmp(argv[i], "--instances")           ? &inst
+               : !strcmp(argv[i], "--slots")             ? &slots
+               : !strcmp(argv[i], "--duration-ms")       ? &dur
+               : !strcmp(argv[i], "--repeats")           ? &repeats
+               : !strcmp(argv[i], "--reap")              ? &reap_n
+               : !strcmp(argv[i], "--transport-only")    ? &transport_only
+               : !strcmp(argv[i], "--transport-repeats") ? &transport_repeats
+                                                         : NULL;
+    int is_lease = !strcmp(argv[i], "--lease-ms");
+    if ((!opt && !is_lease) || i + 1 >= argc) {
+      fprintf(stderr, "bench_redis: bad argument '%s'\n%s", argv[i], usage);
+      return 2;
+    }
+    if (is_lease)
+      lease = (uint32_t)atoi(argv[i + 1]);
+    else
+      *opt = atoi(argv[i + 1]);
   }
   signal(SIGPIPE, SIG_IGN);
   server_start();

@@ -10,7 +10,7 @@ PORT      ?= 7070
 API_KEY   ?= dev-api-key-for-the-local-demo-only
 CMAKE_FLAGS ?=
 
-.PHONY: all deps build build-asan run test test-unit test-asan bench bench-redis bench-centrifugo soak format clean install fuzz fuzz-smoke
+.PHONY: all deps build build-asan run test test-unit test-asan bench bench-redis bench-centrifugo soak format clean install fuzz fuzz-smoke docs-images
 
 all: build
 
@@ -113,3 +113,10 @@ fuzz-smoke: deps $(FUZZ)/CMakeCache.txt
 
 clean:
 	rm -rf $(BUILD) $(ASAN) $(FUZZ)
+
+# The pictures of docs/img/*.dot, redrawn as the SVGs committed beside them
+# (Graphviz: scripts/deps.sh --docs). Only a changed picture needs it.
+docs-images:
+	@bash scripts/deps.sh --docs
+	for f in docs/img/*.dot; do \
+	  dot -Tsvg "$$f" | sed '1a <!-- SPDX-License-Identifier: MIT -->' > "$${f%.dot}.svg"; done

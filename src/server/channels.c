@@ -254,6 +254,10 @@ const char *channel_error_code(int rc) {
     return "too_many_channels";
   case PRESENCE_ENOTMEMBER:
     return "not_joined";
+  case PRESENCE_ESTORE:
+  case PRESENCE_ETIMEDOUT:
+  case PRESENCE_EFENCED:
+    return "store_unavailable";
   default:
     return "internal";
   }

@@ -1100,12 +1100,12 @@ static char *data_arg(const presence_write_t *w) {
   return d;
 }
 
-/* A join Redis refused (the session's channel limit, the session gone):
- * the local record made for it goes, so no resync asserts it. */
+/* A join that failed (refused by Redis: the session's channel limit, the
+ * session gone; or Redis unreachable, the caller told so): the local record
+ * made for it goes, so no resync asserts a join its caller saw fail. */
 static void join_done(rstore_t *st, req_t *r, redisReply *rep, int code) {
   if (!code && rep) code = script_code(rep);
-  if (code && code != PRESENCE_EFENCED && code != PRESENCE_ESTORE &&
-      code != PRESENCE_ETIMEDOUT && r->cmd_ch) {
+  if (code && r->cmd_ch) {
     lsess_t *s = r->slot < st->slab_len ? st->slab[r->slot] : NULL;
     if (s && s->gen == r->gen) {
       ljoin_t **pp = ljoin_find(s, r->cmd_ch, strlen(r->cmd_ch));

@@ -37,3 +37,14 @@ const bad: import('../../presence.js').SessionStatus = 'away';
 void bad;
 // @ts-expect-error not an availability
 client.setAvailability('busy');
+
+// Channels and status settings (added to the client since): typed data, events, settings.
+type Cursor = { name: string; x: number };
+const room = client.channel<Cursor>('room:1', { data: { name: 'Ann', x: 0 } });
+room.update({ name: 'Ann', x: 10 });
+for (const m of room.members()) { const x: number | undefined = m.data?.x; void x; }
+room.leave();
+void client.setAvailability('dnd');
+void client.setMessage('Lunch', {});
+// @ts-expect-error not an availability
+void client.setAvailability('asleep');

@@ -128,20 +128,39 @@ func TestErrorsAreTyped(t *testing.T) {
 	}
 }
 
-// next reads items until pred holds (bounded).
-func readUntil(t *testing.T, s *Stream, pred func(StreamItem) bool, timeout time.Duration) []StreamItem {
+// feed reads the stream in a goroutine of its own (Next blocks, and connects
+// lazily) into a channel, so that the test's goroutine stays free to dial
+// users and to fail; the channel closes when the stream ends.
+func feed(ctx context.Context, s *Stream) <-chan StreamItem {
+	ch := make(chan StreamItem, 1024)
+	go func() {
+		defer close(ch)
+		for s.Next(ctx) {
+			ch <- s.Item()
+		}
+	}()
+	return ch
+}
+
+// readUntil takes items until pred holds (bounded).
+func readUntil(t *testing.T, ch <-chan StreamItem, pred func(StreamItem) bool, timeout time.Duration) []StreamItem {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
-	defer cancel()
 	var got []StreamItem
-	for s.Next(ctx) {
-		got = append(got, s.Item())
-		if pred(s.Item()) {
-			return got
+	deadline := time.After(timeout)
+	for {
+		select {
+		case it, ok := <-ch:
+			if !ok {
+				t.Fatalf("stream ended after %v", brief(got))
+			}
+			got = append(got, it)
+			if pred(it) {
+				return got
+			}
+		case <-deadline:
+			t.Fatalf("timed out after %v", brief(got))
 		}
 	}
-	t.Fatalf("stream ended (%v) after %d items", s.Err(), len(got))
-	return nil
 }
 
 func brief(items []StreamItem) []string {
@@ -157,13 +176,15 @@ func brief(items []StreamItem) []string {
 }
 
 func TestEventStreamResumesByCursor(t *testing.T) {
-	ctx := context.Background()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
 	api := NewClient(shared.url(), testAPIKey)
 	connected := make(chan struct{}, 4)
 	s := api.Events(StreamOptions{Retry: 50 * time.Millisecond, OnConnect: func() { connected <- struct{}{} }})
-	var c *user
-	go func() { <-connected; c = mustUser(t, shared, TokenOptions{UserID: "carol"}) }()
-	got := readUntil(t, s, func(i StreamItem) bool { return i.Type == "user.online" }, 10*time.Second)
+	items := feed(ctx, s)
+	<-connected
+	c := mustUser(t, shared, TokenOptions{UserID: "carol"})
+	got := readUntil(t, items, func(i StreamItem) bool { return i.Type == "user.online" }, 10*time.Second)
 	if fmt.Sprint(brief(got)) != "[session.connected carol user.online carol]" {
 		t.Fatalf("got %v", brief(got))
 	}
@@ -178,7 +199,7 @@ func TestEventStreamResumesByCursor(t *testing.T) {
 	defer d.close()
 	r := api.Events(StreamOptions{After: cursor})
 	defer r.Close()
-	rest := readUntil(t, r, func(i StreamItem) bool { return i.Type == "user.online" && i.Event.UserID == "dave" }, 10*time.Second)
+	rest := readUntil(t, feed(ctx, r), func(i StreamItem) bool { return i.Type == "user.online" && i.Event.UserID == "dave" }, 10*time.Second)
 	if fmt.Sprint(brief(rest)) != "[session.disconnected carol user.offline carol session.connected dave user.online dave]" {
 		t.Fatalf("resumed %v", brief(rest))
 	}
@@ -193,14 +214,15 @@ func TestGapsAreSurfaced(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer d.stop()
-	ctx := context.Background()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
 	api := NewClient(d.url(), testAPIKey)
 	for i := 0; i < 10; i++ {
 		mustUser(t, d, TokenOptions{UserID: fmt.Sprint("filler", i)}).close()
 	}
 	waitFor(t, "fillers gone", func() bool { u, _ := api.GetUser(ctx, "filler9"); return u != nil && u.Status == "offline" })
 	old := api.Events(StreamOptions{After: "0"})
-	g := readUntil(t, old, func(StreamItem) bool { return true }, 5*time.Second)
+	g := readUntil(t, feed(ctx, old), func(StreamItem) bool { return true }, 5*time.Second)
 	old.Close()
 	if g[0].Gap == nil || g[0].Gap.After != 0 || g[0].Gap.Oldest <= 1 {
 		t.Fatalf("want a gap, got %+v", g[0])
@@ -208,25 +230,26 @@ func TestGapsAreSurfaced(t *testing.T) {
 
 	// A live stream across a restart of presenced: it reconnects by itself;
 	// its cursor is beyond the new log's end: a gap, then the new events.
-	connects := make(chan int, 8)
-	live := api.Events(StreamOptions{Retry: 50 * time.Millisecond, MaxRetry: 200 * time.Millisecond})
-	live.o.OnConnect = func() { connects <- live.Connects }
+	connects := make(chan struct{}, 8)
+	live := api.Events(StreamOptions{Retry: 50 * time.Millisecond, MaxRetry: 200 * time.Millisecond,
+		OnConnect: func() { connects <- struct{}{} }})
 	defer live.Close()
-	go func() { <-connects; mustUser(t, d, TokenOptions{UserID: "erin"}).close() }()
-	readUntil(t, live, func(i StreamItem) bool { return i.Type == "user.offline" }, 10*time.Second)
+	items := feed(ctx, live)
+	<-connects
+	mustUser(t, d, TokenOptions{UserID: "erin"}).close()
+	readUntil(t, items, func(i StreamItem) bool { return i.Type == "user.offline" }, 10*time.Second)
 	d.stop()
 	if err := d.start(); err != nil {
 		t.Fatal(err)
 	}
-	go func() {
-		for n := range connects {
-			if n == 2 {
-				mustUser(t, d, TokenOptions{UserID: "frank"})
-				return
-			}
-		}
-	}()
-	after := readUntil(t, live, func(i StreamItem) bool { return i.Event != nil && i.Event.UserID == "frank" && i.Type == "user.online" }, 20*time.Second)
+	select {
+	case <-connects:
+	case <-time.After(20 * time.Second):
+		t.Fatal("the stream did not reconnect")
+	}
+	f := mustUser(t, d, TokenOptions{UserID: "frank"})
+	defer f.close()
+	after := readUntil(t, items, func(i StreamItem) bool { return i.Event != nil && i.Event.UserID == "frank" && i.Type == "user.online" }, 20*time.Second)
 	b := brief(after)
 	gapAt, frankAt := -1, -1
 	for i, x := range b {

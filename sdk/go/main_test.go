@@ -161,7 +161,7 @@ func dialUser(ctx context.Context, d *daemon, o TokenOptions) (*user, int, error
 
 func mustUser(t *testing.T, d *daemon, o TokenOptions) *user {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
 	u, _, err := dialUser(ctx, d, o)
 	if err != nil {

@@ -853,7 +853,7 @@ def print_summary(res):
               f" echo {fmt_spread(x['echo'], x['echo_min_max']):<32} ratio {x['ratio']}"
               f" (rounds {x['round_ratios']})")
     print(f"  (same frames on both sides: {s['frames_note']})")
-    print_targets("Issue 21 targets (make bench)", s["targets_issue21"])
+    print_targets("Targets (make bench)", s["targets_issue21"])
     rt = (s.get("redis_store_ops_per_s") or {}).get("targets_issue21")
     if rt:
         print("  Redis store (bench_redis):")

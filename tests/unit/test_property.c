@@ -618,6 +618,12 @@ static void run(const store_kind_t *kind, uint32_t grace, uint32_t retention_s,
   free(w);
 }
 
+/* Steps of a run: the environment's figure, or the default. */
+static long steps_from_env(const char *name, long fallback) {
+  const char *s = getenv(name);
+  return s ? atol(s) : fallback;
+}
+
 /* ---- the embedded store ------------------------------------------------ */
 
 #ifndef PROPERTY_REDIS
@@ -725,8 +731,7 @@ static const store_kind_t redis_store = {
 /* Each operation waits for its round trip, and time passes for real: fewer
  * steps than the embedded store's runs, the same model. */
 static long redis_steps(void) {
-  const char *s = getenv("PRESENCE_PROPERTY_REDIS_STEPS");
-  return s ? atol(s) : 3000;
+  return steps_from_env("PRESENCE_PROPERTY_REDIS_STEPS", 3000);
 }
 
 static void redis_random_ops_without_grace(void **state) {
@@ -740,26 +745,24 @@ static void redis_random_ops_with_grace(void **state) {
 }
 #endif
 
-
 #ifndef PROPERTY_REDIS
-static long steps_from_env(void) {
-  const char *s = getenv("PRESENCE_PROPERTY_STEPS");
-  return s ? atol(s) : 300000;
+static long memory_steps(void) {
+  return steps_from_env("PRESENCE_PROPERTY_STEPS", 300000);
 }
 
 static void random_ops_without_grace(void **state) {
   (void)state;
-  run(&memory_store, 0, 0, 0x9e3779b97f4a7c15ull, steps_from_env());
+  run(&memory_store, 0, 0, 0x9e3779b97f4a7c15ull, memory_steps());
 }
 
 static void random_ops_with_grace(void **state) {
   (void)state;
-  run(&memory_store, GRACE_MS, 0, 0xd1b54a32d192ed03ull, steps_from_env());
+  run(&memory_store, GRACE_MS, 0, 0xd1b54a32d192ed03ull, memory_steps());
 }
 
 static void random_ops_with_grace_and_retention(void **state) {
   (void)state;
-  run(&memory_store, GRACE_MS, 2, 0x8bb84b93962eacc9ull, steps_from_env());
+  run(&memory_store, GRACE_MS, 2, 0x8bb84b93962eacc9ull, memory_steps());
 }
 #endif
 

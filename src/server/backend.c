@@ -256,6 +256,14 @@ void backend_on_read(conn_t *c, const char *data, size_t len) {
 
 /* ---- Timers and teardown ------------------------------------------------- */
 
+/* Pings go out often enough that a backend whose WebSocket library only
+ * answers them (an idle backend) keeps its lease: every heartbeat, or every
+ * third of the lease if that is shorter. */
+static uint32_t ping_interval(const srv_t *s) {
+  uint32_t third = s->cfg.origin_lease_ms / 3;
+  return third < s->cfg.heartbeat_ms ? third : s->cfg.heartbeat_ms;
+}
+
 void backend_housekeeping(conn_t *c, int64_t now) {
   srv_t *s = c->srv;
   bconn_t *bc = c->u.backend;
@@ -267,7 +275,7 @@ void backend_housekeeping(conn_t *c, int64_t now) {
     backend_close(c, WS_CLOSE_TIMEOUT, NULL, "lease lost");
     return;
   }
-  if (now - bc->last_ping_ms >= (int64_t)s->cfg.heartbeat_ms) {
+  if (now - bc->last_ping_ms >= (int64_t)ping_interval(s)) {
     bc->last_ping_ms = now;
     ws_send_frame(c, WS_OP_PING, NULL, 0);
   }
@@ -345,8 +353,8 @@ void backend_upgrade(conn_t *c, http_req_t *r, const char *rest,
              ",\"resumed\":%s,\"sessions\":%u,\"lease_ms\":%u,"
              "\"resume_ms\":%u,\"heartbeat_ms\":%u,\"max_ops\":%u}",
              resumed ? "true" : "false", origin_session_count(o),
-             s->cfg.origin_lease_ms, s->cfg.origin_resume_ms,
-             s->cfg.heartbeat_ms, s->cfg.backend_max_ops);
+             s->cfg.origin_lease_ms, s->cfg.origin_resume_ms, ping_interval(s),
+             s->cfg.backend_max_ops);
   send_text(c, b);
   if (restlen && !c->closing) backend_on_read(c, rest, restlen);
 }

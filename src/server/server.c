@@ -682,6 +682,8 @@ static uint64_t house_interval(const srv_config_t *cfg) {
   uint64_t iv = 1000;
   if (cfg->heartbeat_ms / 4 < iv) iv = cfg->heartbeat_ms / 4;
   if (cfg->timeout_ms / 4 < iv) iv = cfg->timeout_ms / 4;
+  /* Backend connections are pinged every third of their lease. */
+  if (cfg->origin_lease_ms / 4 < iv) iv = cfg->origin_lease_ms / 4;
   return iv < 10 ? 10 : iv;
 }
 

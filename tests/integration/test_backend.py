@@ -304,6 +304,12 @@ async def test_lease_and_limits(t, d, args):
     r = ws.response()
     ws.close()
     t.eq("over --max-origins: 503 too_many_origins", (r.status, r.error_code), (503, "too_many_origins"))
+    # An idle backend whose library only answers pings keeps its lease: the
+    # server pings every third of it.
+    t.eq("welcome: pings every third of the lease", b1.welcome.get("heartbeat_ms"), 200)
+    await asyncio.sleep(2.0)
+    m = await b1.batch([{"op": "status", "session": "lim-s1", "status": "idle"}])
+    t.eq("idle for 2 s with a 600 ms lease: still connected", m.get("applied"), 1)
     await b1.close()
     await b2.close()
 test_lease_and_limits.timeout = 30
@@ -353,7 +359,7 @@ if __name__ == "__main__":
          [test_kill_after_window, test_restart_inside_window, test_presencectl_origins]),
         ("backend-bad", {"--backend-max-ops": "100", "--backend-ops-per-sec": "200",
                          "--backend-max-message": "65536"}, [test_bad_input]),
-        ("backend-limits", {"--origin-lease-ms": "600", "--max-origins": "2", "--heartbeat-ms": "200"},
+        ("backend-limits", {"--origin-lease-ms": "600", "--max-origins": "2"},
          [test_lease_and_limits]),
         ("http-sessions", {}, [test_http_sessions]),
     ])

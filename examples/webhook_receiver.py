@@ -78,8 +78,11 @@ def apply_event(db, e):
         db.execute("INSERT INTO users (id, status, version) VALUES (?, NULL, ?) "
                    "ON CONFLICT(id) DO UPDATE SET status = NULL, version = excluded.version",
                    (uid, e.get("version", 0)))
-    elif t == "cleanup" and not e.get("session_ids"):
+    elif t == "cleanup" and e.get("fresh_start"):
         # A fresh start: presenced knows no one; the seed's onCleanup().
+        # A dead instance's cleanup (fresh_start false, on Redis) is not
+        # one: its sessions' user.offline events came before it, and users
+        # connected to live instances are still online.
         db.execute("UPDATE users SET status = NULL")
 
 

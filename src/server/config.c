@@ -97,7 +97,8 @@ static const opt_t opts[] = {
         "delay before user.offline; a reconnect inside cancels it, 0 off "
         "(10000)"),
     U32("offline-retention-s", offline_retention_s, 0, 3650u * 86400,
-        "forget an offline user (its last_seen) this long after, 0 never (0)"),
+        "forget an offline user (its last_seen) this long after, 0 never "
+        "(2592000)"),
     U32("inactivity-ms", inactivity_ms, 0, 86400000,
         "silence after which a session becomes idle, 0 off (0)"),
     U32("heartbeat-ms", heartbeat_ms, 10, 3600000,
@@ -255,6 +256,10 @@ void config_defaults(srv_config_t *cfg) {
   cfg->max_connections_per_ip = 256;
   cfg->http_first_byte_ms = 5000;
   cfg->jwt_leeway_s = 5;
+  /* 30 days: "last seen" stays answerable for a month, and a store that
+   * sees a stream of new ids (bots, a public demo, id churn) stops growing
+   * once the oldest age out. */
+  cfg->offline_retention_s = 30u * 86400;
   cfg->listen_backlog = 65535;
   cfg->max_write_queue = 1048576;
   cfg->log_capacity = 65536;

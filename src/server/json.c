@@ -127,6 +127,13 @@ void json_session(buf_t *b, const presence_session_info_t *si) {
 /* ---- events ------------------------------------------------------------ */
 
 static void put_cleanup(buf_t *b, const presence_event_t *ev) {
+  /* Unambiguous for receivers: a fresh start (no instance: every user
+   * should be considered offline) or one dead instance's sessions (only
+   * those ended; users connected elsewhere are still online). A missing
+   * session list alone does not tell them apart: the log leaves a dead
+   * instance's list out. */
+  buf_puts(b, ev->instance_id ? ",\"fresh_start\":false"
+                              : ",\"fresh_start\":true");
   if (ev->instance_id) {
     buf_puts(b, ",\"instance\":");
     buf_put_json_str(b, ev->instance_id);

@@ -888,6 +888,25 @@ static int init_handles(srv_t *s) {
   return 0;
 }
 
+/* The embedded store starts empty: whatever presence the previous process
+ * held (a crash, kill -9, a deploy) is gone, and a backend that keeps status
+ * on its user records must hear so, or its users stay "online" for ever.
+ * One fresh-start cleanup (no instance, no session list: the seed's
+ * onCleanup) is the first event of the log, so event streams from the
+ * start and webhooks (whose cursor starts at the log's beginning) carry it.
+ * The Redis store emits its own when it finds stale state and no live
+ * instance. */
+static int announce_fresh_start(srv_t *s) {
+  if (s->rstore) return 0;
+  int rc = presence_reset(s->p, NULL, NULL);
+  if (rc != 0) {
+    srv_log(s, PRESENCE_LOG_ERROR, "fresh-start cleanup: %s",
+            presence_strerror(rc));
+    return -1;
+  }
+  return 0;
+}
+
 int srv_init(srv_t *s, uv_loop_t *loop, const srv_config_t *cfg,
              const srv_sys_t *sys) {
   presence_options_t o;
@@ -902,6 +921,7 @@ int srv_init(srv_t *s, uv_loop_t *loop, const srv_config_t *cfg,
   if (origin_init(s) != 0) return -1;
   if (webhook_init(s) != 0) return -1;
   if (kick_init(s) != 0) return -1;
+  if (announce_fresh_start(s) != 0) return -1;
   return init_handles(s);
 }
 

@@ -210,7 +210,7 @@ static size_t event_lens(mstore_t *m, const presence_event_t *ev,
   lens[0] = ev->session_id ? sid_len + 1 : 0;
   lens[1] = ev->user_id ? uid_len + 1 : 0;
   lens[2] = ev->meta ? strlen(ev->meta) + 1 : 0;
-  lens[3] = m->instance_id_len + 1;
+  lens[3] = ev->instance_id ? m->instance_id_len + 1 : 0;
   lens[4] = ev->message ? strlen(ev->message) + 1 : 0;
   lens[5] = ev->emoji ? strlen(ev->emoji) + 1 : 0;
   lens[6] = ev->device ? strlen(ev->device) + 1 : 0;
@@ -224,7 +224,9 @@ static void emit(mstore_t *m, presence_event_t *ev, int64_t now_ms,
                  size_t sid_len, size_t uid_len) {
   ev->seq = ++m->seq;
   ev->ts_ms = now_ms;
-  ev->instance_id = m->h.instance_id;
+  /* A cleanup names the instance it cleaned up after; this store's only
+   * cleanup is its own fresh start, which names none (presence.h). */
+  ev->instance_id = ev->type == PRESENCE_EV_CLEANUP ? NULL : m->h.instance_id;
   ev->epoch = m->h.epoch;
   m->stats.events[ev->type]++;
   const void *packed;

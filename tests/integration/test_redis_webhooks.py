@@ -25,10 +25,12 @@ import json
 import os
 import re
 import signal
+import subprocess
 import sys
+import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import Client, HookReceiver, http  # noqa: E402
+from harness import Client, HookReceiver, free_port, http  # noqa: E402
 from test_redis_cluster import read_log, run_scenarios, wait_for  # noqa: E402
 
 SECRET = "whsec-redis-0123456789"
@@ -228,10 +230,58 @@ async def test_sigterm(t, cl, rx):
     t.eq("sigterm: the old owner's users going offline (shutdown) are delivered", len(offs), 3)
 
 
+async def test_example_receiver(t, cl, rx, ex):
+    """examples/webhook_receiver.py on a 2-instance cluster (issue 18): when
+    one instance dies, the cleanup that follows its reaping is not a fresh
+    start, and users connected to the live instance stay online in the
+    example's table."""
+    import sqlite3
+
+    def rows():
+        try:
+            with sqlite3.connect(ex["db"]) as db:
+                return {r[0]: r[1] for r in db.execute("SELECT id, status FROM users")}
+        except sqlite3.Error:
+            return {}
+
+    live, doomed = cl.d[0], cl.d[1]
+    alice = await Client.connect(live, "ex-alice")
+    bob = await Client.connect(doomed, "ex-bob")
+
+    async def both_online():
+        r = rows()
+        return r.get("ex-alice") == "online" and r.get("ex-bob") == "online"
+    t.check("example: alice (instance A) and bob (instance B) online in its table",
+            await wait_for(both_online, 8) is not None, rows())
+    os.kill(doomed.pid, signal.SIGKILL)
+    doomed.proc.wait(5)
+
+    async def reaped():
+        evs, _ = received(rx)
+        return any(e["type"] == "cleanup" for e in evs) and rows().get("ex-bob") is None
+    took = await wait_for(reaped, (cl.lease_ms + 8000) / 1000)
+    evs, _ = received(rx)
+    cleanups = [e for e in evs if e["type"] == "cleanup"]
+    t.check("example: instance B reaped: bob offline in the table", took is not None,
+            (rows(), [e["type"] for e in evs][-6:]))
+    t.check("example: the reaping's cleanup says fresh_start false (and names B)",
+            cleanups and cleanups[-1].get("fresh_start") is False
+            and cleanups[-1].get("instance"), cleanups)
+    await asyncio.sleep(0.5)   # the example applies its batches in order
+    t.eq("example: alice, connected to the live instance, is still online",
+         rows().get("ex-alice"), "online")
+    await alice.close()
+    try:
+        await bob.close()
+    except Exception:
+        pass
+
+
 SCENARIOS = [
     ("once", test_once, {}),
     ("kill9", test_kill9, {}),
     ("sigterm", test_sigterm, {"lease": 6000, "hb": 2000}),
+    ("example", test_example_receiver, {"n": 2, "example": True}),
 ]
 
 
@@ -241,7 +291,28 @@ def main():
         extra = {"--webhook": rx.spec(), "--webhook-batch-ms": "50",
                  "--webhook-batch-max": str(BATCH_MAX),
                  **json.loads(os.environ.get("WH_EXTRA", "{}"))}
-        return extra, (rx,), rx.stop
+        # "example": examples/webhook_receiver.py as a second endpoint (the
+        # key is taken out here: the cluster does not know it).
+        if not kw.pop("example", False):
+            return extra, (rx,), rx.stop
+        port = free_port()
+        db = tempfile.NamedTemporaryFile(prefix="wh-example-", suffix=".db", delete=False).name
+        src = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..")
+        proc = subprocess.Popen([sys.executable, os.path.join(src, "examples", "webhook_receiver.py"),
+                                 "--port", str(port), "--db", db, "--secret", SECRET],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        spec = f"url=http://127.0.0.1:{port}/hook,secret={SECRET},name=example,events=user.*|cleanup"
+        extra["--webhook=" + spec] = ""
+
+        def teardown():
+            rx.stop()
+            proc.terminate()
+            try:
+                proc.wait(5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+            os.unlink(db)
+        return extra, (rx, {"db": db, "port": port}), teardown
     return run_scenarios(SCENARIOS, 90, setup)
 
 

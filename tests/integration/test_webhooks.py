@@ -222,6 +222,25 @@ RX = Receiver("main")
 # Group: one endpoint
 
 
+async def test_fresh_start_cleanup(t, d, args):
+    """Issue 18: the embedded store starts empty, so the previous process's
+    users are gone; the first event of the log is a fresh-start cleanup and
+    the webhook delivers it (and GET /v1/events from the start has it)."""
+    ok = await RX.wait_seq(1)
+    evs, _ = RX.events()
+    first = evs[0] if evs else {}
+    t.check("fresh start: the webhook's first event is cleanup, seq 1, fresh_start true",
+            ok and first.get("type") == "cleanup" and first.get("seq") == 1
+            and first.get("fresh_start") is True and "instance" not in first
+            and "session_ids" not in first, first)
+    sse = await SSE.open(d, after=0)
+    ev = await sse.next(3)
+    sse.close()
+    dd = (ev or {}).get("data") or {}
+    t.check("fresh start: GET /v1/events?after=0 starts with the same cleanup",
+            dd.get("type") == "cleanup" and dd.get("seq") == 1 and dd.get("fresh_start") is True, ev)
+
+
 async def test_order_batching_signature(t, d, args):
     RX.clear()
     sse = await SSE.open(d)
@@ -235,6 +254,9 @@ async def test_order_batching_signature(t, d, args):
     t.eq("webhook: no duplicate without failures", dups, 0)
     t.check("webhook: events in order, none missing", contiguous(evs) is None, contiguous(evs))
     by_seq = {e["data"]["seq"]: e["data"] for e in stream if isinstance(e.get("data"), dict)}
+    # The stream opened after the start: the fresh-start cleanup (seq 1) is
+    # only in the webhook's deliveries.
+    evs = [e for e in evs if e["seq"] > 1]
     same = all(by_seq.get(e["seq"]) == e for e in evs)
     t.check("webhook: each event is the exact JSON of the event stream",
             same and len(by_seq) >= len(evs), f"{len(by_seq)} vs {len(evs)}")
@@ -503,6 +525,10 @@ async def test_restart(t, d, args):
             await asyncio.sleep(0.05)
         t.check("restart: a new instance id, sequence numbers start again at 1",
                 ok and inst2 != inst1 and second and second[0]["seq"] == 1, (inst1, inst2, second[:1]))
+        t.check("restart: the new run's first delivery is its fresh-start cleanup "
+                "(the previous run's users are gone)",
+                second and second[0]["type"] == "cleanup" and second[0].get("fresh_start") is True,
+                second[:1])
         evs, dups = RX_RS.events()
         t.eq("restart: no (instance, seq) delivered twice", dups, 0)
         t.check("restart: no sanitizer report", not sanitizer_report(d2.stderr_text()),
@@ -618,7 +644,7 @@ if __name__ == "__main__":
     ex_spec = f"url=http://{HOST}:{EX_PORT}/hook,secret={SECRET},events=user.*|cleanup"
     run([
         ("webhook", dict(TUNING, **{"--webhook": RX.spec()}),
-         [test_order_batching_signature, test_retry_after_500, test_receiver_down_then_back,
+         [test_fresh_start_cleanup, test_order_batching_signature, test_retry_after_500, test_receiver_down_then_back,
           test_4xx_dropped, test_slow_receiver_does_not_slow_clients, test_metrics_delivered]),
         ("webhook-filters", dict(TUNING, **{
             "--webhook": RX_USERS.spec(events="user.online|user.offline"),

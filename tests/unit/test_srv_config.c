@@ -67,6 +67,11 @@ static void test_defaults(void **state) {
   assert_int_equal(cfg.heartbeat_ms, 25000);
   assert_int_equal(cfg.timeout_ms, 60000);
   assert_null(cfg.api_key);
+  /* Issue 18: the embedded store forgets offline users after 30 days by
+   * default (it kept every user ever seen). */
+  assert_int_equal(cfg.offline_retention_s, 30 * 86400);
+  assert_int_equal(cfg.max_connections_per_ip, 256);
+  assert_int_equal(cfg.jwt_leeway_s, 5);
 }
 
 static void test_flags_over_env(void **state) {

@@ -10,6 +10,7 @@ want=(
   libuv1-dev libhttp-parser-dev libcjson-dev libssl-dev
   libhiredis-dev libcurl4-openssl-dev libcmocka-dev libwslay-dev
   redis-server python3 python3-websockets curl
+  openssl  # the CLI: the Redis TLS tests and bench_redis make their certificates
   # systemd-analyze, which checks the installed unit (tests/install).
   systemd
 )

@@ -111,6 +111,7 @@ struct presence__rconn {
   uint64_t progress_ms; /* last reply */
   uint64_t connect_started;
   uint64_t armed_due; /* the deadline timer's due time; 0: not armed */
+  bool strike;        /* a deadline passed; judged again after a poll */
   uint32_t backoff_ms;
   unsigned gen; /* connection attempts: a callback sees if it moved on */
   int depth;
@@ -120,6 +121,7 @@ struct presence__rconn {
 };
 
 static void lose(presence__rconn_t *c, int code, const char *why);
+static void on_deadline(uv_timer_t *t);
 static void flush(presence__rconn_t *c);
 static void arm(presence__rconn_t *c);
 
@@ -226,6 +228,17 @@ static void on_retry(uv_timer_t *t) {
   if (tm->c && tm->c->state == S_WAIT) start(tm->c);
 }
 
+/* A deadline that passed is judged on a second look, one loop iteration
+ * later: timers run before the loop reads its sockets, so after a stall of
+ * this process (not of Redis) the answers may be sitting unread. */
+static bool second_look(presence__rconn_t *c, uint64_t now) {
+  if (c->strike) return false;
+  c->strike = true;
+  c->armed_due = now + 1;
+  uv_timer_start(&c->tm->deadline, on_deadline, 1, 0);
+  return true;
+}
+
 static void on_deadline(uv_timer_t *t) {
   timers_t *tm = t->data;
   presence__rconn_t *c = tm->c;
@@ -234,6 +247,7 @@ static void on_deadline(uv_timer_t *t) {
   uint64_t now = now_ms(c);
   if (c->state >= S_RESOLVING && c->state <= S_HELLO) {
     uint64_t due = c->connect_started + c->cfg.command_timeout_ms;
+    if (now >= due && second_look(c, now)) return;
     if (now >= due) {
       char why[64];
       snprintf(why, sizeof why, "not ready within %u ms",
@@ -244,6 +258,7 @@ static void on_deadline(uv_timer_t *t) {
   } else if (c->state == S_UP && c->head) {
     uint64_t since =
         c->head->sent_ms > c->progress_ms ? c->head->sent_ms : c->progress_ms;
+    if (now >= since + c->head->timeout_ms && second_look(c, now)) return;
     if (now >= since + c->head->timeout_ms) {
       char why[64];
       snprintf(why, sizeof why, "no answer within %u ms",
@@ -253,6 +268,7 @@ static void on_deadline(uv_timer_t *t) {
       return;
     }
   }
+  c->strike = false; /* not late after all */
   arm(c);
 }
 
@@ -809,6 +825,7 @@ static void on_resolved(uv_getaddrinfo_t *req, int status,
 
 static void start(presence__rconn_t *c) {
   c->gen++;
+  c->strike = false;
   c->connect_started = now_ms(c);
   c->armed_due = 0;
   uv_timer_stop(&c->tm->deadline);

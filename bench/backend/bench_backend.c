@@ -247,11 +247,15 @@ static long join_all(pthread_t *th, job_t *jobs, int conns) {
   return total;
 }
 
+/* Extra bytes in every id of hold (bench_backend ... hold N CONNS PAD), to
+ * measure with ids as long as UUIDs. */
+static int id_pad;
+
 static void *hold_one(void *arg) {
   job_t *j = arg;
-  char origin[32], prefix[32];
+  char origin[32], prefix[160];
   snprintf(origin, sizeof origin, "hold-%d", j->index);
-  snprintf(prefix, sizeof prefix, "h%d", j->index);
+  snprintf(prefix, sizeof prefix, "h%d-%0*d", j->index, id_pad, 0);
   j->c = dial(origin);
   recv_text(j->c); /* the welcome */
   uint64_t seq = 0;
@@ -391,8 +395,11 @@ int main(int argc, char **argv) {
   }
   port = atoi(argv[1]);
   key = argv[2];
-  if (!strcmp(argv[3], "hold") && argc == 6)
+  if (!strcmp(argv[3], "hold") && (argc == 6 || argc == 7)) {
+    id_pad = argc == 7 ? atoi(argv[6]) : 0;
+    if (id_pad < 0 || id_pad > 100) die("PAD: 0..100");
     return hold(atol(argv[4]), atoi(argv[5]));
+  }
   if (!strcmp(argv[3], "reassert"))
     return reassert(atol(argv[4]));
   if (!strcmp(argv[3], "ops") && argc == 6)

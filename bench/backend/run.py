@@ -27,7 +27,7 @@ import sys
 import time
 import urllib.request
 
-KEY = "bench-api-key"
+KEY = "bench-api-key-0123456789-abcdefghijklmnop"
 
 
 def free_port():
@@ -82,13 +82,13 @@ def hold(a):
     try:
         time.sleep(0.5)
         before = rss_kb(d.proc.pid)
-        p = driver(a.build, d.port, "hold", a.sessions, a.conns)
+        p = driver(a.build, d.port, "hold", a.sessions, a.conns, a.id_pad)
         res = json.loads(p.stdout.readline())
         time.sleep(1.0)
         after = rss_kb(d.proc.pid)
         p.stdin.close()
         p.wait(60)
-        res.update(rss_before_kb=before, rss_after_kb=after,
+        res.update(id_pad=a.id_pad, rss_before_kb=before, rss_after_kb=after,
                    rss_bytes_per_session=round((after - before) * 1024 / a.sessions, 1))
         return res
     finally:
@@ -130,6 +130,8 @@ def main():
     ap.add_argument("--build", default="build-bench")
     ap.add_argument("--sessions", type=int, default=1000000)
     ap.add_argument("--conns", type=int, default=64)
+    ap.add_argument("--id-pad", type=int, default=0,
+                    help="hold: extra bytes in every session and user id (26: UUID-long ids)")
     ap.add_argument("--reassert", type=int, default=100000)
     ap.add_argument("--ops-seconds", type=float, default=10)
     ap.add_argument("--ops-conns", type=int, default=2)

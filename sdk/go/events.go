@@ -7,6 +7,7 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"sync"
@@ -55,6 +56,10 @@ type StreamOptions struct {
 	OnError func(error)
 	// OnConnect is called on each established connection.
 	OnConnect func()
+	// Types keeps only these event types ("user.*", "channel.join", ...);
+	// ChannelPrefix only channel events of channels starting with it.
+	Types         []string
+	ChannelPrefix string
 }
 
 // Stream reads GET /v1/events, reconnecting by itself and resuming after the
@@ -111,7 +116,18 @@ func (s *Stream) isClosed() bool {
 }
 
 func (s *Stream) connect(ctx context.Context) error {
-	req, err := http.NewRequestWithContext(ctx, "GET", s.c.URL+"/v1/events", nil)
+	q := url.Values{}
+	if len(s.o.Types) > 0 {
+		q.Set("types", strings.Join(s.o.Types, ","))
+	}
+	if s.o.ChannelPrefix != "" {
+		q.Set("channel_prefix", s.o.ChannelPrefix)
+	}
+	path := "/v1/events"
+	if len(q) > 0 {
+		path += "?" + q.Encode()
+	}
+	req, err := http.NewRequestWithContext(ctx, "GET", s.c.URL+path, nil)
 	if err != nil {
 		return err
 	}

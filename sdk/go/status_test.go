@@ -4,6 +4,7 @@ package presence
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -61,5 +62,28 @@ func TestStatusSettings(t *testing.T) {
 	s.Close()
 	if strings.Join(kinds, " ") != "user.online user.availability user.message user.message" {
 		t.Fatalf("events %v", kinds)
+	}
+}
+
+func TestEventStreamFiltersByType(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	api := NewClient(shared.url(), testAPIKey)
+	connected := make(chan struct{}, 1)
+	s := api.Events(StreamOptions{Types: []string{"user.availability"}, OnConnect: func() { connected <- struct{}{} }})
+	defer s.Close()
+	items := feed(ctx, s)
+	<-connected
+	api.SetAvailability(ctx, "hal", "away")
+	u := mustUser(t, shared, TokenOptions{UserID: "hal"})
+	defer u.close()
+	api.SetAvailability(ctx, "hal", "dnd")
+	got := readUntil(t, items, func(i StreamItem) bool { return i.Event != nil && i.Event.To == "dnd" }, 10*time.Second)
+	if fmt.Sprint(brief(got)) != "[user.availability hal user.availability hal]" {
+		t.Fatalf("filtered stream: %v", brief(got))
+	}
+	bad := api.Events(StreamOptions{Types: []string{"bogus"}})
+	if bad.Next(ctx) || !IsCode(bad.Err(), "bad_request") {
+		t.Fatalf("bogus type: %v", bad.Err())
 	}
 }

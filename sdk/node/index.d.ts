@@ -229,6 +229,10 @@ export interface EventStreamOptions {
   fetch?: typeof fetch;
   /** Resume after this seq (a saved cursor). Absent: new events only. */
   after?: number | string | null;
+  /** Only these event types: 'user.online', 'user.*', 'channel.*', ... */
+  types?: string | string[];
+  /** Only channel events, of channels whose name starts with this. */
+  channelPrefix?: string;
   /** First reconnect delay, ms (500), doubling up to maxRetryMs (15000). */
   retryMs?: number;
   maxRetryMs?: number;

@@ -40,11 +40,17 @@ export class EventStream {
    * @param {(err: Error) => void} [o.onError]  each failed connection (it is retried)
    * @param {() => void} [o.onConnect]  each established connection
    * @param {AbortSignal} [o.signal]  ends the iteration
+   * @param {string|string[]} [o.types]  only these event types ('user.*', 'channel.join', ...)
+   * @param {string} [o.channelPrefix]   only channel events of channels starting with it
    */
-  constructor({ url, apiKey, fetch: f = globalThis.fetch, after = null, retryMs = 500, maxRetryMs = 15000, onError = null, onConnect = null, signal = null }) {
+  constructor({ url, apiKey, fetch: f = globalThis.fetch, after = null, types = null, channelPrefix = null, retryMs = 500, maxRetryMs = 15000, onError = null, onConnect = null, signal = null }) {
     this.url = url.replace(/\/+$/, '');
     this.apiKey = apiKey;
     this._fetch = f;
+    const q = new URLSearchParams();
+    if (types) q.set('types', Array.isArray(types) ? types.join(',') : types);
+    if (channelPrefix) q.set('channel_prefix', channelPrefix);
+    this._query = String(q) ? '?' + q : '';
     /** The last seq yielded: save it, and pass it as `after` to resume elsewhere. */
     this.cursor = after === null || after === undefined ? null : String(after);
     this.retryMs = retryMs;
@@ -67,7 +73,7 @@ export class EventStream {
       if (this.apiKey) headers.Authorization = `Bearer ${this.apiKey}`;
       if (this.cursor !== null) headers['Last-Event-ID'] = this.cursor;
       try {
-        const res = await this._fetch(`${this.url}/v1/events`, { headers, signal });
+        const res = await this._fetch(`${this.url}/v1/events${this._query}`, { headers, signal });
         if (!res.ok) {
           const text = await res.text();
           let code = 'http_' + res.status;

@@ -48,3 +48,21 @@ test('bad settings are typed errors and store nothing', async () => {
   assert.equal(e3.code, 'bad_expiry');
   assert.equal((await api.getUser('gina')).message, null);
 });
+
+test('the event stream filters by type on the server', async () => {
+  const only = api.events({ types: ['user.availability'] });
+  const it = only[Symbol.asyncIterator]();
+  const firstP = it.next();                           // connects (the stream is lazy)
+  await waitFor(() => only.connects === 1, { what: 'stream' });
+  await api.setAvailability('hal', 'away');           // no session: an event all the same
+  const u = await connectUser(pd, 'hal');
+  await api.setAvailability('hal', 'dnd');
+  const first = await firstP;
+  assert.equal(first.value.type, 'user.availability');
+  const second = await it.next();
+  assert.deepEqual([second.value.type, second.value.data.to], ['user.availability', 'dnd'], 'no session or user event in between');
+  await it.return();
+  u.close();
+  const bad = api.events({ types: 'bogus' })[Symbol.asyncIterator]();
+  await assert.rejects(bad.next(), (e) => e.code === 'bad_request');
+});

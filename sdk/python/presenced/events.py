@@ -9,7 +9,7 @@ import threading
 import time
 import urllib.parse
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Iterator, Optional, Union
+from typing import Any, Callable, Dict, Iterator, List, Optional, Union
 
 from .errors import PresenceError
 
@@ -30,7 +30,9 @@ class EventStream:
 
     ``cursor`` is the seq of the last event yielded: store it with what you
     applied and pass it back as ``after``. Failed connections are retried
-    (backoff from ``retry_s`` to ``max_retry_s``; ``on_error`` sees each); a
+    (backoff from ``retry_s`` to ``max_retry_s``; ``on_error`` sees each);
+    ``types`` ("user.*", ["channel.join", ...]) and ``channel_prefix`` filter
+    on the server; a
     wrong key or a refused cursor raises PresenceError. ``close()`` (from any
     thread) ends the iteration.
     """
@@ -38,11 +40,18 @@ class EventStream:
     def __init__(self, url: str, api_key: str, *, after: Union[int, str, None] = None,
                  retry_s: float = 0.5, max_retry_s: float = 15.0, read_timeout_s: float = 60.0,
                  on_error: Optional[Callable[[Exception], None]] = None,
-                 on_connect: Optional[Callable[[], None]] = None):
+                 on_connect: Optional[Callable[[], None]] = None,
+                 types: Union[str, List[str], None] = None, channel_prefix: Optional[str] = None):
         u = urllib.parse.urlsplit(url)
         self._host, self._port = u.hostname, u.port or (443 if u.scheme == "https" else 80)
         self._https = u.scheme == "https"
         self._prefix = u.path.rstrip("/")
+        q = {}
+        if types:
+            q["types"] = types if isinstance(types, str) else ",".join(types)
+        if channel_prefix:
+            q["channel_prefix"] = channel_prefix
+        self._query = ("?" + urllib.parse.urlencode(q)) if q else ""
         self.api_key = api_key
         self.cursor: Optional[str] = None if after is None else str(after)
         self.retry_s, self.max_retry_s, self.read_timeout_s = retry_s, max_retry_s, read_timeout_s
@@ -70,7 +79,7 @@ class EventStream:
             if self.cursor is not None:
                 headers["Last-Event-ID"] = self.cursor
             try:
-                conn.request("GET", self._prefix + "/v1/events", headers=headers)
+                conn.request("GET", self._prefix + "/v1/events" + self._query, headers=headers)
                 res = conn.getresponse()
                 if res.status != 200:
                     text = res.read()

@@ -35,3 +35,20 @@ def test_availability_message_devices(presenced, api):
     phone.close()
     kinds = [i.type for i in items if i.data.get("user_id") == "gina" and i.type.startswith("user.")]
     assert kinds[:4] == ["user.online", "user.availability", "user.message", "user.message"]
+
+
+def test_event_stream_filters_by_type(presenced, api):
+    only = api.events(types=["user.availability"])
+    items = []
+    threading.Thread(target=lambda: items.extend(only), daemon=True).start()
+    wait_for(lambda: only.connects == 1, what="stream")
+    api.set_availability("hal", "away")
+    u = User(presenced, "hal")
+    api.set_availability("hal", "dnd")
+    wait_for(lambda: len(items) >= 2, what="two availability events")
+    only.close()
+    u.close()
+    assert [(i.type, i.data["to"]) for i in items[:2]] == [("user.availability", "away"), ("user.availability", "dnd")]
+    with pytest.raises(PresenceError) as e:
+        next(iter(api.events(types="bogus")))
+    assert e.value.code == "bad_request"

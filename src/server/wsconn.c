@@ -39,6 +39,11 @@ struct wsconn {
   uint16_t bad_messages;
   uint8_t session_live; /* connected and not yet ended */
   uint8_t close_sent;
+  /* An asynchronous store (Redis) has not yet answered the session's open:
+   * no welcome yet, input paused (what came with the upgrade waits in
+   * c->stash), so a refused session never sees a welcome. */
+  uint8_t welcome_pending;
+  uint8_t input_held; /* reading stopped by hold_input */
   /* The library's handle for this session: status changes and activity
    * reach it without hashing the id (the per-message path). */
   presence_handle_t handle;
@@ -650,6 +655,44 @@ static int header_has_token(const char *v, size_t len, const char *token) {
   return 0;
 }
 
+static void send_welcome(conn_t *c);
+
+/* The store admitted the session: the welcome, then the input that waited
+ * for it. */
+static void welcome_now(conn_t *c) {
+  wsconn_t *w = c->u.ws;
+  if (!w || !w->welcome_pending) return;
+  w->welcome_pending = 0;
+  send_welcome(c);
+  if (c->closing || !w->input_held) return;
+  w->input_held = 0;
+  if (!c->capture && conn_read_start(c) != 0) {
+    conn_close(c);
+    return;
+  }
+  char *held = c->stash;
+  size_t n = c->stash_len;
+  c->stash = NULL;
+  c->stash_len = 0;
+  if (held) ws_on_read(c, held, n);
+  free(held);
+}
+
+/* Until the store answers: no reading, the upgrade's extra bytes kept. */
+static void hold_input(conn_t *c, const char *rest, size_t restlen) {
+  c->u.ws->input_held = 1;
+  if (!c->capture) uv_read_stop((uv_stream_t *)&c->tcp);
+  if (!restlen) return;
+  c->stash = malloc(restlen);
+  if (!c->stash) {
+    ws_close(c, WS_CLOSE_INTERNAL, "internal", "out of memory",
+             PRESENCE_REASON_DISCONNECT);
+    return;
+  }
+  memcpy(c->stash, rest, restlen);
+  c->stash_len = restlen;
+}
+
 static void on_open_done(presence_t *p, int status, void *ud) {
   conn_t *c = ud;
   (void)p;
@@ -664,10 +707,12 @@ static void on_open_done(presence_t *p, int status, void *ud) {
                status == PRESENCE_EMETA || status == PRESENCE_ENOMEM) {
       ws_close(c, WS_CLOSE_INTERNAL, "internal", presence_strerror(status),
                PRESENCE_REASON_DISCONNECT);
-    } else if (status != 0) {
-      srv_log(c->srv, PRESENCE_LOG_DEBUG,
-              "session %s: store answered %s; kept, re-asserted later",
-              c->u.ws->session_id, presence_err_name(status));
+    } else {
+      if (status != 0)
+        srv_log(c->srv, PRESENCE_LOG_DEBUG,
+                "session %s: store answered %s; kept, re-asserted later",
+                c->u.ws->session_id, presence_err_name(status));
+      welcome_now(c);
     }
   }
   conn_unref(c);
@@ -865,9 +910,20 @@ void ws_upgrade(conn_t *c, http_req_t *r, const char *rest, size_t restlen) {
   jwt_claims_t claims;
   if (ws_handshake_check(c, r, accept) != 0 || check_origin(c, r) != 0 ||
       read_token(c, r, &claims) != 0 ||
-      switch_protocols(c, r, accept, &claims) != 0 || open_session(c) != 0)
+      switch_protocols(c, r, accept, &claims) != 0)
     return;
-  send_welcome(c);
+  /* On Redis the session may still be refused (sessions per user are
+   * counted cluster-wide): the welcome waits for the store's answer
+   * (welcome_now), as on the embedded store no welcome precedes a
+   * too_many_sessions. The answer may also come at once, inside the call. */
+  int async = srv_async(c->srv);
+  c->u.ws->welcome_pending = (uint8_t)async;
+  if (open_session(c) != 0 || c->closing || !c->u.ws) return;
+  if (c->u.ws->welcome_pending) {
+    hold_input(c, rest, restlen);
+    return;
+  }
+  if (!async) send_welcome(c);
   if (restlen && !c->closing) ws_on_read(c, rest, restlen);
 }
 

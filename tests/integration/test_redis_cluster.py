@@ -44,7 +44,7 @@ import time
 import traceback
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import (Checks, Client, Daemon, SSE, http, parse_args,  # noqa: E402
+from harness import (Checks, Client, Daemon, RawWS, SSE, http, parse_args, token,  # noqa: E402
                      sanitizer_report, _die_with_parent)
 
 HB_MS = 200
@@ -552,6 +552,38 @@ async def test_race(t, cl):
     t.check("race: as many user.online as user.offline", on == off and on >= 1, f"{on} / {off}")
 
 
+async def test_refused_without_welcome(t, cl):
+    """Issue 18: with --max-sessions-per-user 2 (counted cluster-wide), the
+    third session gets error too_many_sessions and close 4031 and never a
+    welcome, as on the embedded store; admitted ones get their welcome."""
+    a = await Client.connect(cl.d[0], "limited")
+    b = await Client.connect(cl.d[1], "limited")
+    t.check("limit: two sessions on two instances welcomed",
+            a.welcome.get("type") == "welcome" and b.welcome.get("type") == "welcome")
+    for i, d in enumerate(cl.d):
+        ws = await RawWS.open(d, tok=token("limited"))
+        # A ping sent with the upgrade must not be answered before the refusal.
+        await ws.send_json({"type": "ping", "id": "early"})
+        code, msgs = await ws.until_close(5, auto_pong=False)
+        ws.close()
+        types = [m.get("type") if isinstance(m, dict) else m for m in msgs]
+        t.check(f"limit: a third session on instance {'AB'[i]}: error too_many_sessions, "
+                "close 4031, no welcome",
+                code == 4031 and "welcome" not in types and msgs
+                and msgs[0].get("code") == "too_many_sessions", (code, msgs))
+    await a.close()
+    await asyncio.sleep(0.3)
+    ws = await RawWS.open(cl.d[0], tok=token("limited"))
+    await ws.send_json({"type": "ping", "id": "early"})
+    first = await ws.recv_json(5)
+    second = await ws.recv_json(5)
+    ws.close()
+    t.check("limit: once one closed, a new session: welcome first, then the early ping's pong",
+            first and first.get("type") == "welcome" and second and second.get("type") == "pong",
+            (first, second))
+    await b.close()
+
+
 SCENARIOS = [
     ("cross", test_cross, {}),
     ("kill9", test_kill9, {}),
@@ -561,6 +593,7 @@ SCENARIOS = [
     # 100 sessions of one user at once: over the default per-user limit
     # (64, enforced cluster-wide, which the refusals in a first run showed).
     ("race", test_race, {"extra": {"--max-sessions-per-user": "0"}}),
+    ("limit", test_refused_without_welcome, {"n": 2, "extra": {"--max-sessions-per-user": "2"}}),
 ]
 
 

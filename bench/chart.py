@@ -244,10 +244,12 @@ def main():
     summ = res.get("summary", {})
     fr = summ.get("flip_changes_per_s_redis_store")
     if fr:
+        # a partial run (run.py --only) may have no embedded-store flip
+        of = (f"{fr['ratio']:.2f} of the embedded store; "
+              if fr.get("ratio") is not None else "")
         line = (f"presenced on the Redis store, flip: {fr['redis']:,.0f} "
-                f"changes/s ({fr['ratio']:.2f} of the embedded store; "
-                f"redis-server at {fr['redis_server_cpu_share']:.2f} of a "
-                "core)")
+                f"changes/s ({of}redis-server at "
+                f"{fr['redis_server_cpu_share']:.2f} of a core)")
     else:
         line = ("presenced on the Redis store: "
                 + str(res.get("redis", {}).get("skipped", "see JSON")))

@@ -674,7 +674,8 @@ def issue21_targets(s):
             "connect_storm_per_server_cpu_s"]["ratio"],
     }
     return {k: target_row(k, label, unit, tgt, d, fig[k],
-                          **({"note": notes[k]} if k in notes else {}))
+                          **({"note": notes[k]} if k in notes and
+                             "None" not in notes[k] else {}))
             for k, label, unit, tgt, d in TARGETS_BENCH}
 
 
@@ -860,8 +861,9 @@ def print_summary(res):
         for k, r in rt.items():
             verdict = {True: "ok", False: "MISS", None: "NOT MEASURED"}[
                 r.get("ok")]
+            cmp = ">=" if r.get("direction") == "ge" else "<="
             print(f"    {k:<40} {r['value']:>10,.2f} [{r['min']:.2f}.."
-                  f"{r['max']:.2f}] target <= {r['target']:,}  {verdict}")
+                  f"{r['max']:.2f}] target {cmp} {r['target']:,}  {verdict}")
 
 
 if __name__ == "__main__":

@@ -247,6 +247,9 @@ func (b *Backend) serve(ctx context.Context, c *websocket.Conn, first *bool) {
 			if ok {
 				b.OpsAcked += int64(len(ops))
 				for _, e := range m.Errors {
+					if e.Index < len(ops) && ops[e.Index].Op == "leave" && e.Code == "not_joined" {
+						continue // a leave sent again after a reconnect: left already
+					}
 					if e.Index < len(ops) {
 						b.OpErrors++
 						b.undoLocked(ops[e.Index], e.Code)
@@ -297,6 +300,20 @@ func (b *Backend) serve(ctx context.Context, c *websocket.Conn, first *bool) {
 	cancel()
 	<-writerDone
 	b.mu.Lock()
+	// Unsent or unacknowledged ops are in the list: the re-assert carries them,
+	// all but a leave (a resumed origin keeps its memberships): keep those.
+	unsent := b.queue
+	for _, ops := range b.inflight {
+		unsent = append(unsent, ops...)
+	}
+	for _, op := range unsent {
+		if op.Op == "leave" && b.sessions[op.Session] != nil {
+			if b.leftDown[op.Session] == nil {
+				b.leftDown[op.Session] = map[string]bool{}
+			}
+			b.leftDown[op.Session][op.Channel] = true
+		}
+	}
 	b.ready = false
 	b.conn = nil
 	b.queue = nil

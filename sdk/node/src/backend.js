@@ -109,7 +109,15 @@ export class BackendConnection extends EventEmitter {
     const wasReady = this._ready;
     this._ready = false;
     this._ws = null;
-    // Ops in flight are in this.sessions already: the next re-assert carries them.
+    // Ops in flight or queued are in this.sessions already: the next re-assert
+    // carries them, all but a leave (a resumed origin keeps its memberships, and
+    // the re-assert only joins): keep those to send again.
+    const unsent = [...[...this._inflight.values()].flatMap((b) => b.ops), ...this._queue];
+    for (const op of unsent) {
+      if (op.op !== 'leave' || !this.sessions.has(op.session)) continue;
+      if (!this._leftWhileDown.has(op.session)) this._leftWhileDown.set(op.session, new Set());
+      this._leftWhileDown.get(op.session).add(op.channel);
+    }
     for (const [, b] of this._inflight) b.resolve({ lost: true });
     this._inflight.clear();
     this._queue = [];
@@ -165,6 +173,8 @@ export class BackendConnection extends EventEmitter {
     if (msg.errors) {
       for (const e of msg.errors) {
         const op = b.ops[e.index];
+        // A leave sent again after a reconnect may find the channel left already.
+        if (op && op.op === 'leave' && e.code === 'not_joined') continue;
         this.stats.opErrors++;
         this._undo(op, e.code);
         this.emit('rejected', { op, code: e.code, message: e.message });

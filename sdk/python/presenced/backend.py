@@ -142,6 +142,11 @@ class BackendConnection:
             delay = min(delay * 2, self.max_retry_s)
 
     def _on_close(self):
+        # Unsent or unacknowledged ops are in self.sessions: the re-assert carries
+        # them, all but a leave (a resumed origin keeps its memberships): keep those.
+        for op in [o for ops in self._inflight.values() for o in ops] + self._queue:
+            if op.get("op") == "leave" and op.get("session") in self.sessions:
+                self._left_while_down.setdefault(op["session"], set()).add(op["channel"])
         self._ready = False
         self._ws = None
         self._inflight.clear()
@@ -175,6 +180,8 @@ class BackendConnection:
             self.stats["ops_acked"] += len(ops)
             for err in msg.get("errors") or []:
                 op = ops[err["index"]] if err["index"] < len(ops) else {}
+                if op.get("op") == "leave" and err.get("code") == "not_joined":
+                    continue    # a leave sent again after a reconnect: left already
                 self.stats["op_errors"] += 1
                 self._undo(op, err.get("code", ""))
                 if self.on_rejected:

@@ -204,6 +204,9 @@ static const opt_t opts[] = {
     U32("redis-log-length", redis_log_length, 1000, 100000000,
         "Redis store: events the shared log keeps for resuming consumers "
         "(100000)"),
+    U32("workers", workers, 0, 256,
+        "Redis store: run this many worker processes sharing the listening "
+        "port (SO_REUSEPORT), each its own instance; 0 or 1 one process (0)"),
     {"webhook", OPT_WEBHOOK, 0, 0, 0,
      "url=URL,secret=S|secret-file=PATH[,events=T|T...][,name=N]: POST "
      "events to URL (repeatable, see docs/webhooks.md)"},
@@ -992,6 +995,15 @@ static int check_combinations(const srv_config_t *cfg, FILE *err) {
             "presenced: --redis-lease-ms: must be at least twice "
             "--redis-heartbeat-ms (%u)\n",
             cfg->redis_heartbeat_ms);
+    return CONFIG_EXIT_USAGE;
+  }
+  if (cfg->workers > 1 && config_store_is_redis(cfg) != 1) {
+    /* Each worker is a process of its own: with the embedded store each
+     * would hold its own presence, and users on one worker would be
+     * invisible to watchers on another. */
+    fprintf(err, "presenced: --workers: several workers need a shared store "
+                 "(--store redis://... or unix:...); the embedded store "
+                 "would give each worker its own presence\n");
     return CONFIG_EXIT_USAGE;
   }
   if (cfg->demo && config_store_is_redis(cfg)) {

@@ -112,6 +112,13 @@ typedef struct srv_config {
    * file others can read), in order, for the daemon to log in its log
    * format once it has one (config_each_warning); freed by config_free. */
   struct config_str *warnings;
+  uint32_t workers; /* --workers N: N processes share the port (workers.c) */
+  /* Not options: set in each worker by the supervisor: its number 1..N (0:
+   * no workers), the base of the instance ids and how often this worker
+   * was restarted, so a replacement is a new instance, not the dead one. */
+  uint32_t worker;
+  uint32_t worker_restarts;
+  char worker_base[16];
 } srv_config_t;
 
 typedef enum {

@@ -26,6 +26,15 @@ int main(int argc, char **argv) {
     return rc == CONFIG_EXIT_OK ? 0 : 2;
   }
   config_wipe_argv(argc, argv);
+  if (cfg.workers > 1) {
+    /* The supervisor returns here once every worker has stopped; a worker
+     * goes on below as a presenced of its own. */
+    int code = 0;
+    if (workers_run(&cfg, &code) == 0) {
+      config_free(&cfg);
+      return code;
+    }
+  }
   /* A peer that vanishes mid-write must cost an EPIPE, not the process. */
   signal(SIGPIPE, SIG_IGN);
 

@@ -15,12 +15,15 @@
 #include "presence_redis.h"
 #endif
 
+#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <time.h>
+#include <unistd.h>
 
 #define READ_BUF_SIZE 65536
 /* A lingering close gives the peer this long to read our last bytes. */
@@ -770,7 +773,16 @@ static int init_identity(srv_t *s) {
   const srv_config_t *cfg = &s->cfg;
   char uuid[37];
   if (srv_uuid4(s->sys, uuid) != 0) return -1;
-  snprintf(s->instance_id, sizeof s->instance_id, "%.8s", uuid);
+  if (cfg->worker && cfg->worker_restarts)
+    /* A replacement is a new instance: the dead one is reaped, not
+     * resumed under a new epoch. */
+    snprintf(s->instance_id, sizeof s->instance_id, "%s-w%u.%u",
+             cfg->worker_base, cfg->worker, cfg->worker_restarts);
+  else if (cfg->worker)
+    snprintf(s->instance_id, sizeof s->instance_id, "%s-w%u",
+             cfg->worker_base, cfg->worker);
+  else
+    snprintf(s->instance_id, sizeof s->instance_id, "%.8s", uuid);
 
   if (cfg->demo) { /* never with a configured secret (config.c) */
     if (demo_init(s) != 0) return -1;
@@ -925,6 +937,33 @@ int srv_init(srv_t *s, uv_loop_t *loop, const srv_config_t *cfg,
   return init_handles(s);
 }
 
+/* --workers: every worker binds the same address with SO_REUSEPORT and the
+ * kernel spreads new connections over their accept queues. libuv before
+ * 1.49 has no flag for it on Linux: the socket is made here and handed
+ * over. SO_REUSEADDR as libuv sets it, so a restart binds over TIME_WAIT. */
+#ifndef SO_REUSEPORT
+/* Hidden by the strict POSIX feature level the build asks for; the value
+ * of Linux's asm-generic/socket.h. */
+#define SO_REUSEPORT 15
+#endif
+static int bind_reuseport(srv_t *s, const struct sockaddr *sa) {
+  int fd = socket(sa->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) return uv_translate_sys_error(errno);
+  int on = 1;
+  socklen_t len = sa->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6)
+                                           : sizeof(struct sockaddr_in);
+  if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof on) != 0 ||
+      setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &on, sizeof on) != 0 ||
+      bind(fd, sa, len) != 0) {
+    int e = errno;
+    close(fd);
+    return uv_translate_sys_error(e);
+  }
+  int rc = uv_tcp_open(&s->listener, fd);
+  if (rc != 0) close(fd);
+  return rc;
+}
+
 int srv_listen(srv_t *s) {
   struct sockaddr_storage ss;
   int rc;
@@ -932,7 +971,10 @@ int srv_listen(srv_t *s) {
     rc = uv_ip6_addr(s->cfg.host, s->cfg.port, (struct sockaddr_in6 *)&ss);
   else
     rc = uv_ip4_addr(s->cfg.host, s->cfg.port, (struct sockaddr_in *)&ss);
-  if (rc == 0) rc = uv_tcp_bind(&s->listener, (struct sockaddr *)&ss, 0);
+  if (rc == 0 && s->cfg.worker)
+    rc = bind_reuseport(s, (struct sockaddr *)&ss);
+  else if (rc == 0)
+    rc = uv_tcp_bind(&s->listener, (struct sockaddr *)&ss, 0);
   if (rc == 0)
     rc = uv_listen((uv_stream_t *)&s->listener, (int)s->cfg.listen_backlog,
                    on_connection);

@@ -536,4 +536,12 @@ int kick_remote(srv_t *s, const char *session_id,
                 void (*done)(srv_t *s, int found, void *ud), void *ud);
 
 
+/* ---- workers.c: --workers N, one supervisor and N worker processes ---- */
+
+/* Forks cfg->workers workers and supervises them. Returns the worker's
+ * number (1..N) in a worker, with cfg set for it: the caller runs the
+ * daemon. Returns 0 in the supervisor once every worker has stopped, with
+ * *exit_code the process's exit status. */
+int workers_run(srv_config_t *cfg, int *exit_code);
+
 #endif

@@ -1,0 +1,233 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * --workers N: one command runs N presenced processes on one machine, every
+ * core busy. Each worker is a full presenced and a separate instance on the
+ * shared Redis store (its own instance id and epoch), so the event stream,
+ * webhooks, kicks and reaping work across workers exactly as across
+ * machines; the workers share the listening port through SO_REUSEPORT and
+ * the kernel spreads new connections over them.
+ *
+ * The process started by the command becomes the supervisor: it holds no
+ * connection and no store, forks the workers, forwards SIGTERM and SIGINT
+ * to them (each shuts down gracefully: its users go offline at once), and
+ * restarts a worker that dies. The dead worker's instance is reaped by the
+ * others after its lease, as for a machine that died; the replacement is a
+ * new instance (a new id), never the dead one resumed.
+ */
+#include "server/server.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+/* A worker that fails this soon after its start with an exit status (bad
+ * port, Redis URL refused at startup) would fail again: the supervisor
+ * stops instead of restarting it in a loop. */
+#define WORKER_EARLY_MS 1000
+/* Restart delays: doubled per quick death, so a crash loop costs little. */
+#define RESTART_MIN_MS 100
+#define RESTART_MAX_MS 10000
+/* A worker that lived this long resets its restart delay. */
+#define WORKER_STABLE_MS 30000
+
+typedef struct worker {
+  pid_t pid;          /* 0: not running */
+  int64_t started_ms; /* monotonic */
+  int64_t restart_at; /* monotonic; 0: none scheduled */
+  uint32_t delay_ms;
+  uint32_t restarts;
+} worker_t;
+
+static int64_t mono_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* The supervisor logs through the daemon's logger (same format and level)
+ * from a server that never starts: only its configuration, clock and
+ * instance id are used. */
+static srv_t sup;
+
+/* Forks worker k. In the child: returns 1 with cfg filled for it. In the
+ * supervisor: returns 0 (started) or -1 (fork failed). */
+static int spawn(worker_t *w, uint32_t k, srv_config_t *cfg,
+                 const sigset_t *old_mask) {
+  pid_t parent = getpid();
+  pid_t pid = fork();
+  if (pid < 0) {
+    srv_log(&sup, PRESENCE_LOG_ERROR, "worker %u: fork: %s", k,
+            strerror(errno));
+    return -1;
+  }
+  if (pid == 0) {
+    /* A supervisor killed with SIGKILL cannot forward anything: the
+     * workers then shut down gracefully on their own. */
+    prctl(PR_SET_PDEATHSIG, SIGTERM);
+    if (getppid() != parent) raise(SIGTERM);
+    sigprocmask(SIG_SETMASK, old_mask, NULL);
+    cfg->worker = k;
+    cfg->worker_restarts = w->restarts;
+    return 1;
+  }
+  w->pid = pid;
+  w->started_ms = mono_ms();
+  w->restart_at = 0;
+  srv_log(&sup, PRESENCE_LOG_INFO, "worker %u started (pid %d)", k, (int)pid);
+  return 0;
+}
+
+static void signal_all(worker_t *ws, uint32_t n, int sig) {
+  for (uint32_t i = 0; i < n; i++)
+    if (ws[i].pid > 0) kill(ws[i].pid, sig);
+}
+
+static uint32_t running(const worker_t *ws, uint32_t n) {
+  uint32_t r = 0;
+  for (uint32_t i = 0; i < n; i++) r += ws[i].pid > 0;
+  return r;
+}
+
+static void describe(int status, char *out, size_t cap) {
+  if (WIFSIGNALED(status))
+    snprintf(out, cap, "killed by signal %d", WTERMSIG(status));
+  else
+    snprintf(out, cap, "exit status %d", WEXITSTATUS(status));
+}
+
+/* One dead worker, seen by the supervisor. Returns -1 when the supervisor
+ * must stop (the worker cannot start), else 0. */
+static int on_exit_of(worker_t *w, uint32_t k, int status, int stopping) {
+  char how[48];
+  describe(status, how, sizeof how);
+  int64_t now = mono_ms(), lived = now - w->started_ms;
+  w->pid = 0;
+  if (stopping) {
+    srv_log(&sup, PRESENCE_LOG_INFO, "worker %u stopped (%s)", k, how);
+    return 0;
+  }
+  if (WIFEXITED(status) && WEXITSTATUS(status) != 0 &&
+      lived < WORKER_EARLY_MS) {
+    srv_log(&sup, PRESENCE_LOG_ERROR,
+            "worker %u failed at startup (%s): stopping", k, how);
+    return -1;
+  }
+  if (lived >= WORKER_STABLE_MS || w->delay_ms == 0)
+    w->delay_ms = RESTART_MIN_MS;
+  else if (w->delay_ms < RESTART_MAX_MS)
+    w->delay_ms = w->delay_ms * 2 > RESTART_MAX_MS ? RESTART_MAX_MS
+                                                    : w->delay_ms * 2;
+  w->restart_at = now + w->delay_ms;
+  w->restarts++;
+  srv_log(&sup, PRESENCE_LOG_WARN,
+          "worker %u died (%s) after %lld ms: restarting it in %u ms as a new "
+          "instance (the others reap its sessions after the lease)",
+          k, how, (long long)lived, w->delay_ms);
+  return 0;
+}
+
+int workers_run(srv_config_t *cfg, int *exit_code) {
+  uint32_t n = cfg->workers;
+  char uuid[37];
+  *exit_code = 1;
+  memset(&sup, 0, sizeof sup);
+  sup.cfg = *cfg; /* shallow: read only, never freed through sup */
+  sup.sys = srv_sys_default();
+  if (srv_uuid4(sup.sys, uuid) != 0) {
+    fprintf(stderr, "presenced: no random source for the instance ids\n");
+    return 0;
+  }
+  snprintf(cfg->worker_base, sizeof cfg->worker_base, "%.8s", uuid);
+  snprintf(sup.instance_id, sizeof sup.instance_id, "%s-sup",
+           cfg->worker_base);
+
+  worker_t *ws = calloc(n, sizeof *ws);
+  if (!ws) return 0;
+  /* Signals are taken synchronously (sigtimedwait): blocked from here, and
+   * unblocked again in each worker, whose event loop handles them. */
+  sigset_t set, old;
+  sigemptyset(&set);
+  sigaddset(&set, SIGTERM);
+  sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGCHLD);
+  sigprocmask(SIG_BLOCK, &set, &old);
+
+  int stopping = 0, failed = 0;
+  int64_t kill_at = 0;
+  srv_log(&sup, PRESENCE_LOG_INFO, "supervising %u workers on %s", n,
+          cfg->listen);
+  for (uint32_t i = 0; i < n; i++) {
+    int r = spawn(&ws[i], i + 1, cfg, &old);
+    if (r == 1) {
+      free(ws);
+      return (int)(i + 1);
+    }
+    if (r < 0) {
+      failed = stopping = 1;
+      signal_all(ws, n, SIGTERM);
+      break;
+    }
+  }
+  for (;;) {
+    int status;
+    pid_t pid;
+    while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
+      for (uint32_t i = 0; i < n; i++) {
+        if (ws[i].pid != pid) continue;
+        if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+          failed |= stopping; /* an unclean end of a shutdown */
+        if (on_exit_of(&ws[i], i + 1, status, stopping) != 0) {
+          failed = stopping = 1;
+          kill_at = mono_ms() + cfg->shutdown_timeout_ms + 2000;
+          signal_all(ws, n, SIGTERM);
+        }
+      }
+    }
+    if (stopping && running(ws, n) == 0) break;
+    int64_t now = mono_ms();
+    if (stopping && kill_at && now >= kill_at) {
+      /* Each worker has its own hard limit (--shutdown-timeout-ms); past
+       * it and a margin, one that still runs is stuck. */
+      srv_log(&sup, PRESENCE_LOG_WARN, "workers still running: SIGKILL");
+      signal_all(ws, n, SIGKILL);
+      kill_at = 0;
+      failed = 1;
+    }
+    int64_t next = now + 1000;
+    for (uint32_t i = 0; i < n && !stopping; i++) {
+      if (ws[i].pid || !ws[i].restart_at) continue;
+      if (ws[i].restart_at <= now) {
+        int r = spawn(&ws[i], i + 1, cfg, &old);
+        if (r == 1) {
+          free(ws);
+          return (int)(i + 1);
+        }
+        if (r < 0) ws[i].restart_at = now + RESTART_MAX_MS;
+      }
+      if (ws[i].restart_at && ws[i].restart_at < next) next = ws[i].restart_at;
+    }
+    int64_t wait = next - now;
+    if (wait < 1) wait = 1;
+    struct timespec ts = {(time_t)(wait / 1000), (long)(wait % 1000) * 1000000};
+    siginfo_t info;
+    int sig = sigtimedwait(&set, &info, &ts);
+    if ((sig == SIGTERM || sig == SIGINT)) {
+      if (!stopping)
+        srv_log(&sup, PRESENCE_LOG_INFO, "%s: stopping %u workers",
+                sig == SIGTERM ? "SIGTERM" : "SIGINT", running(ws, n));
+      stopping = 1;
+      kill_at = mono_ms() + cfg->shutdown_timeout_ms + 2000;
+      signal_all(ws, n, sig); /* again on a second signal: harmless */
+    }
+  }
+  free(ws);
+  srv_log(&sup, PRESENCE_LOG_INFO, "stopped");
+  *exit_code = failed ? 1 : 0;
+  return 0;
+}

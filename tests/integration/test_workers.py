@@ -1,0 +1,311 @@
+#!/usr/bin/python3
+# SPDX-License-Identifier: MIT
+"""
+--workers 2: one command, two presenced processes on one port and one Redis
+(issue 20, "every core").
+
+Each scenario starts its own redis-server (test_redis_cluster.Redis) and one
+`presenced --workers 2` on one port; an observer is a plain presenced on the
+same Redis where the workers are gone.
+
+  spread:   clients connecting repeatedly land on both workers (each session
+            names its instance: <base>-w1 / <base>-w2); a watcher on one
+            worker sees users on the other come and go.
+  kill9:    kill -9 of one worker: each of its users goes offline once
+            (session.disconnected reason instance_lost, one user.offline in
+            the log), the other worker's users stay online, and the
+            supervisor starts a replacement (a new instance) that serves.
+  sigterm:  SIGTERM of the supervisor ends both workers (exit status 0) and
+            their users go offline at once (reason shutdown), as seen from
+            the observer.
+  embedded: --workers 2 without --store is refused with a clear message.
+
+Run: /usr/bin/python3 tests/integration/test_workers.py --presenced PATH
+"""
+
+import asyncio
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from harness import (Checks, Client, Daemon, http, parse_args,  # noqa: E402
+                     sanitizer_report)
+from test_redis_cluster import (Redis, read_log, replay, statuses,  # noqa: E402
+                                wait_for)
+
+HB_MS = 200
+LEASE_MS = 1000
+
+
+def flags(redis, workers=2):
+    f = {**redis.store_flags(), "--redis-heartbeat-ms": str(HB_MS),
+         "--redis-lease-ms": str(LEASE_MS), "--redis-timeout-ms": "1000",
+         "--shutdown-timeout-ms": "3000"}
+    if workers:
+        f["--workers"] = str(workers)
+    return f
+
+
+def children(pid):
+    """The pids of pid's child processes (the workers)."""
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return sorted(int(x) for x in f.read().split())
+    except OSError:
+        return []
+
+
+async def instance_of(d, c):
+    """The instance holding client c's session (from the sessions API)."""
+    r = await http(d, "GET", f"/v1/users/{c.user}/sessions")
+    for s in (r.json().get("sessions", []) if r.status == 200 else []):
+        if s["session_id"] == c.session_id:
+            return s.get("instance")
+    return None
+
+
+async def spread_clients(d, prefix, limit=60):
+    """Connect users prefix-0, prefix-1... until both workers hold some.
+    Returns {instance: [client, ...]}."""
+    by = {}
+    for i in range(limit):
+        c = await Client.connect(d, f"{prefix}-{i}")
+        by.setdefault(await instance_of(d, c), []).append(c)
+        if len(by) >= 2 and all(len(v) >= 2 for v in by.values()):
+            break
+    return by
+
+
+async def test_spread(t, d, redis):
+    by = await spread_clients(d, "sp")
+    names = sorted(k for k in by if k)
+    t.check("spread: repeated connects land on both workers (two instances)",
+            len(names) == 2, str({k: len(v) for k, v in by.items()}))
+    base = names[0].rsplit("-w", 1)[0] if names else ""
+    t.check("spread: the instances are <base>-w1 and <base>-w2",
+            names == [f"{base}-w1", f"{base}-w2"], str(names))
+    if len(names) != 2:
+        return
+    a, b = by[names[0]][0], by[names[1]][0]
+    # A watcher that lands on a's worker, watching b's user (on the other).
+    watcher = None
+    for i in range(30):
+        w = await Client.connect(d, f"sp-watch-{i}", watch=[b.user])
+        if await instance_of(d, w) == names[0]:
+            watcher = w
+            break
+        await w.close()
+    t.check("spread: a watcher lands on the first worker", watcher is not None)
+    if watcher is None:
+        return
+    await watcher.send({"type": "subscribe", "users": [b.user], "id": 1})
+    snap = await watcher.expect_type("presence", 3, snapshot=True)
+    t.check("spread: the watcher on worker 1 sees a user on worker 2 online",
+            snap is not None and snap["users"][0]["status"] == "online", str(snap))
+    await b.close()
+    m = await watcher.change(b.user, 3)
+    t.check("spread: ... and sees that user go offline when it disconnects",
+            m is not None and m["users"][0]["status"] == "offline", str(m))
+    inst = []
+
+    async def two_instances():
+        r = await http(d, "GET", "/metrics", auth=False)
+        inst[:] = [ln for ln in r.body.decode().splitlines()
+                   if ln.startswith("presenced_cluster_instances")]
+        return inst == ["presenced_cluster_instances 2"]
+    t.check("spread: /metrics counts the two workers as two live instances",
+            await wait_for(two_instances, 5) is not None, str(inst))
+    for cs in by.values():
+        for c in cs:
+            await c.close()
+    await watcher.close()
+    await a.close()
+
+
+async def test_kill9(t, d, redis):
+    by = await spread_clients(d, "k9")
+    names = sorted(k for k in by if k)
+    t.check("kill9: clients on both workers", len(names) == 2, str(list(by)))
+    if len(names) != 2:
+        return
+    pids = children(d.pid)
+    t.check("kill9: the supervisor has two worker processes", len(pids) == 2, str(pids))
+    # Worker 2's pid, from the supervisor's log.
+    m = re.search(r"worker 2 started \(pid (\d+)\)", d.stderr_text())
+    victim_pid = int(m.group(1)) if m else None
+    t.check("kill9: the supervisor logs worker 2's pid", victim_pid in pids,
+            f"{victim_pid} {pids}")
+    if victim_pid not in pids:
+        return
+    victim_inst = [n for n in names if n.endswith("-w2")][0]
+    lost_users = [c.user for c in by[victim_inst]]
+    kept_users = [c.user for n, cs in by.items() if n != victim_inst for c in cs]
+    os.kill(victim_pid, signal.SIGKILL)
+
+    async def all_offline():
+        # A connection the kernel put in the dead worker's accept queue in
+        # its last moments is reset (SO_REUSEPORT): a client retries.
+        try:
+            st = await statuses(d, lost_users)
+        except ConnectionError:
+            return False
+        return all(v == "offline" for v in st.values())
+    took = await wait_for(all_offline, (LEASE_MS + 4000) / 1000, 0.05)
+    t.check(f"kill9: the killed worker's {len(lost_users)} users go offline "
+            f"(lease {LEASE_MS} ms)", took is not None, f"took {took}")
+    t.note(f"kill9: offline after {1000 * (took or 0):.0f} ms")
+    st = await statuses(d, kept_users)
+    t.check("kill9: the other worker's users stay online",
+            all(v == "online" for v in st.values()), str(st))
+
+    async def replaced():
+        now = children(d.pid)
+        return len(now) == 2 and victim_pid not in now
+    t.check("kill9: the supervisor starts a replacement worker",
+            await wait_for(replaced, 5) is not None, str(children(d.pid)))
+    new_inst = None
+    for i in range(40):
+        c = await Client.connect(d, f"k9-new-{i}")
+        inst = await instance_of(d, c)
+        await c.close()
+        if inst not in names:
+            new_inst = inst
+            break
+    t.check("kill9: the replacement serves clients as a new instance (<base>-w2.1)",
+            new_inst == victim_inst + ".1", f"{new_inst}")
+    await asyncio.sleep(0.3)
+    log = await read_log(d)
+    everyone = set(lost_users + kept_users)
+    cur, problems = replay(log, everyone)
+    t.check("kill9: each user transition exactly once in the log", not problems,
+            "; ".join(problems[:5]))
+    lost = [e for e in log if e["type"] == "session.disconnected"
+            and e.get("reason") == "instance_lost" and e.get("user_id") in lost_users]
+    offs = [e for e in log if e["type"] == "user.offline" and e.get("user_id") in lost_users]
+    t.check("kill9: each of its sessions ends once with reason instance_lost, "
+            "each user goes offline once",
+            len(lost) == len(lost_users) and len(offs) == len(lost_users),
+            f"{len(lost)} lost, {len(offs)} offline, {len(lost_users)} users")
+    t.check("kill9: the supervisor logged the death and the restart",
+            "worker 2 died (killed by signal 9)" in d.stderr_text(), d.stderr_tail(8))
+    for cs in by.values():
+        for c in cs:
+            await c.close()
+
+
+async def test_sigterm(t, d, redis, observer):
+    by = await spread_clients(d, "st")
+    names = sorted(k for k in by if k)
+    t.check("sigterm: clients on both workers", len(names) == 2, str(list(by)))
+    users = [c.user for cs in by.values() for c in cs]
+    watcher = await Client.connect(observer, "st-watch", watch=users)
+    await watcher.send({"type": "subscribe", "users": users, "id": 1})
+    await watcher.expect_type("presence", 3, snapshot=True)
+    pids = children(d.pid)
+    t0 = time.monotonic()
+    code = d.stop(timeout=8)
+    t.check("sigterm: the supervisor exits with status 0", code == 0,
+            f"exit={code} {d.stderr_tail(8)}")
+    t.check("sigterm: both worker processes are gone",
+            all(not os.path.exists(f"/proc/{p}") or
+                open(f"/proc/{p}/stat").read().split()[2] == "Z" for p in pids), str(pids))
+    offline, reasons = set(), set()
+    deadline = time.monotonic() + 3
+    while len(offline) < len(users) and time.monotonic() < deadline:
+        try:
+            m = await watcher.recv(max(0.05, deadline - time.monotonic()))
+        except Exception:
+            break
+        if m.get("type") == "presence" and m.get("snapshot") is False:
+            for u in m["users"]:
+                if u["status"] == "offline":
+                    offline.add(u["user_id"])
+                    reasons.add(u.get("reason"))
+    took = time.monotonic() - t0
+    t.check(f"sigterm: all {len(users)} users go offline (seen from another instance)",
+            offline == set(users), f"{len(offline)} of {len(users)}")
+    t.check("sigterm: ... with reason shutdown, not after the lease",
+            reasons == {"shutdown"}, str(reasons))
+    t.note(f"sigterm: users offline {1000 * took:.0f} ms after the SIGTERM")
+    await watcher.close()
+    for cs in by.values():
+        for c in cs:
+            await c.close()
+
+
+def test_embedded(t, binary):
+    r = subprocess.run([binary, "--workers", "2", "--listen", "127.0.0.1:1"],
+                       capture_output=True, text=True, timeout=10)
+    t.check("embedded: --workers 2 without --store is refused (exit 2)",
+            r.returncode == 2, f"rc={r.returncode}")
+    t.check("embedded: ... with a message naming --workers and the shared store",
+            "--workers" in r.stderr and "store" in r.stderr, r.stderr)
+    r = subprocess.run([binary, "--workers", "1", "--check-config"],
+                       capture_output=True, text=True, timeout=10)
+    t.check("embedded: --workers 1 (one process) is fine without Redis",
+            r.returncode == 0, r.stderr)
+
+
+def main():
+    args = parse_args()
+    t = Checks()
+    test_embedded(t, args.presenced)
+    if not shutil.which("redis-server"):
+        print("ok   - SKIP: redis-server not installed")
+        print(f"{t.passed} passed, {t.failed} failed")
+        return 0 if t.failed == 0 else 1
+
+    async def run_all():
+        for name, fn in (("spread", test_spread), ("kill9", test_kill9),
+                         ("sigterm", test_sigterm)):
+            if args.only and args.only not in name:
+                continue
+            redis = Redis()
+            d = obs = None
+            failed = t.failed
+            try:
+                redis.start()
+                d = Daemon(args.presenced, flags(redis), f"workers-{name}")
+                d.start()
+                more = ()
+                if name == "sigterm":
+                    obs = Daemon(args.presenced, flags(redis, 0), "observer")
+                    obs.start()
+                    more = (obs,)
+                await asyncio.wait_for(fn(t, d, redis, *more), 60)
+                for x in (d, obs):
+                    if x and x.alive():
+                        code = x.stop(timeout=8)
+                        t.check(f"{name}: {x.name} stops with exit status 0 on SIGTERM",
+                                code == 0, f"exit={code}")
+                    if x:
+                        rep = sanitizer_report(x.stderr_text())
+                        t.check(f"{name}: no sanitizer report from {x.name}", not rep, rep)
+            except asyncio.TimeoutError:
+                t.check(f"{name}: finished within 60 s", False)
+            except Exception as e:
+                import traceback
+                t.check(f"{name}: ran without exception", False,
+                        f"{type(e).__name__}: {e}\n{traceback.format_exc(limit=4)}")
+            finally:
+                for x in (d, obs):
+                    if x and (t.failed > failed or args.verbose):
+                        t.note(f"--- {x.name} stderr tail:")
+                        for line in x.stderr_tail(15).splitlines():
+                            t.note(line)
+                    if x:
+                        x.kill()
+                        x.cleanup()
+                redis.cleanup()
+    asyncio.run(run_all())
+    print(f"{t.passed} passed, {t.failed} failed", flush=True)
+    return 0 if t.failed == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -160,7 +160,6 @@ static void apply_items(conn_t *c, const bmsg_t *m) {
   int done = m->type == BMSG_SYNC && m->done && !c->closing &&
              bc->origin == o;
   if (done) origin_sync_end(s, o, &opened, &closed);
-  srv_arm_tick(s);
   if (c->closing) return;
   buf_t *b = &s->scratch;
   buf_reset(b);

@@ -476,7 +476,6 @@ void origin_sync_end(srv_t *s, origin_t *o, uint32_t *opened,
   *closed = n;
   o->syncing = 0;
   o->sync_opened = 0;
-  srv_arm_tick(s);
 }
 
 int origin_take_ops(srv_t *s, origin_t *o, uint32_t n, uint32_t *retry_ms) {
@@ -496,7 +495,6 @@ int origin_take_ops(srv_t *s, origin_t *o, uint32_t n, uint32_t *retry_ms) {
 void origin_end_all(srv_t *s, origin_t *o, presence_reason_t reason) {
   while (o->head)
     end_sess(s, o->head, reason);
-  srv_arm_tick(s);
 }
 
 /* ---- Timers -------------------------------------------------------------- */
@@ -519,7 +517,6 @@ static int reap_some(srv_t *s) {
       free_origin(g, o);
     }
   }
-  srv_arm_tick(s);
   for (origin_t *o = g->list; o; o = o->next)
     if (o->reaping) return 1;
   return 0;
@@ -555,7 +552,6 @@ void origin_housekeeping(srv_t *s, int64_t now) {
     }
     reap |= o->reaping;
   }
-  srv_arm_tick(s);
   if (reap && !g->reap_armed && !s->shutting_down) {
     g->reap_armed = 1;
     uv_timer_start(&g->reap_timer, on_reap_timer, 0, 1);
@@ -600,7 +596,6 @@ const char *origin_http_put(srv_t *s, const char *session_id,
     if (status)
       presence_handle_set_status(s->p, r->handle, (presence_status_t)status,
                                  NULL, NULL);
-    srv_arm_tick(s);
     return NULL;
   }
   presence_handle_t h = PRESENCE_HANDLE_NONE;
@@ -629,7 +624,6 @@ const char *origin_http_put(srv_t *s, const char *session_id,
   if (status == PRESENCE_IDLE)
     presence_handle_set_status(s->p, h, PRESENCE_IDLE, NULL, NULL);
   *created = 1;
-  srv_arm_tick(s);
   return NULL;
 }
 

@@ -634,10 +634,6 @@ static void on_presence_timer(void *ud, int64_t timeout_ms) {
     uv_timer_start(&s->tick_timer, on_tick, (uint64_t)timeout_ms, 0);
 }
 
-void srv_arm_tick(srv_t *s) {
-  presence_tick(s->p);
-}
-
 static void on_house(uv_timer_t *t) {
   srv_t *s = t->data;
   int64_t now = srv_now_mono(s), wall = srv_now_wall(s);

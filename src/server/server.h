@@ -193,11 +193,6 @@ static inline int64_t srv_now_wall(const srv_t *s) {
  * done (called by whichever of them ends last). */
 void srv_maybe_finish(srv_t *s);
 
-/* Obsolete: the library reports its deadlines itself (options.timer, see
- * server.c's on_presence_timer), so no call is needed after library calls.
- * Runs presence_tick; kept only so code written before that still builds. */
-void srv_arm_tick(srv_t *s);
-
 /* Queue bytes to a connection: written at once when the socket takes them
  * (no allocation), else copied (or, for shared, referenced) into a write
  * request. Over max_write_queue the connection is a slow consumer: returns

@@ -142,6 +142,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   buf_free(&out);
   /* Ended sessions leave deadlines (offline grace, log); let them run. */
   mono += 10;
-  srv_arm_tick(s);
+  presence_tick(s->p);
   return 0;
 }

@@ -267,7 +267,16 @@ async def test_example_receiver(t, cl, rx, ex):
     t.check("example: the reaping's cleanup says fresh_start false (and names B)",
             cleanups and cleanups[-1].get("fresh_start") is False
             and cleanups[-1].get("instance"), cleanups)
-    await asyncio.sleep(0.5)   # the example applies its batches in order
+    # The example applied everything up to that cleanup (its own cursor).
+    want = cleanups[-1]["seq"] if cleanups else 0
+
+    async def applied():
+        try:
+            with sqlite3.connect(ex["db"]) as db:
+                return (db.execute("SELECT max(last_seq) FROM streams").fetchone()[0] or 0) >= want
+        except sqlite3.Error:
+            return False
+    t.check("example: the receiver applied the cleanup", await wait_for(applied, 8) is not None)
     t.eq("example: alice, connected to the live instance, is still online",
          rows().get("ex-alice"), "online")
     await alice.close()

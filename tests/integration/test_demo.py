@@ -97,6 +97,28 @@ async def test_demo_non_loopback(t, d, args):
             (p.returncode, p.stderr[-300:]))
 
 
+async def test_secrets_on_the_command_line(t, d, args):
+    """The harness passes --api-key and --jwt-secret as flags: the running
+    daemon's arguments (what ps shows) no longer hold them, and its log says
+    to use the environment or a file (issue 18)."""
+    with open(f"/proc/{d.pid}/cmdline", "rb") as f:
+        cmdline = f.read()
+    t.check("the API key and the JWT secret are blanked from /proc/PID/cmdline",
+            API_KEY.encode() not in cmdline and JWT_SECRET.encode() not in cmdline
+            and b"--api-key" in cmdline, cmdline[:300])
+    err = d.stderr_text()
+    t.check("a warning names PRESENCED_API_KEY and PRESENCED_JWT_SECRET",
+            "PRESENCED_API_KEY" in err and "PRESENCED_JWT_SECRET" in err, err[-500:])
+    t.check("no secret value in the log", API_KEY not in err and JWT_SECRET not in err)
+    short = "short-key"
+    p = subprocess.run([args.presenced, "--listen", "127.0.0.1:%d" % free_port()],
+                       capture_output=True, timeout=10,
+                       env={"PRESENCED_API_KEY": short, "PATH": os.environ.get("PATH", "")})
+    t.check("an API key of 9 bytes: refused at start (exit 2) with a clear message, not echoed",
+            p.returncode == 2 and b"too short" in p.stderr and short.encode() not in p.stderr,
+            (p.returncode, p.stderr[-300:]))
+
+
 async def test_env_config(t, d, args):
     d2 = Daemon(args.presenced, {"--api-key": None, "--heartbeat-ms": "2345"}, "env",
                 env={"PRESENCED_LISTEN": HOST + ":{PORT}", "PRESENCED_API_KEY": ENV_KEY,
@@ -134,5 +156,6 @@ if __name__ == "__main__":
          [test_demo], {"fresh_client": False}),  # demo tokens: its own secret
         ("no-demo", {}, [test_no_demo, test_demo_token_not_accepted_elsewhere,
                          test_demo_non_loopback, test_demo_with_secret_refused,
+                         test_secrets_on_the_command_line,
                          test_env_config]),
     ])

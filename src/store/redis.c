@@ -618,10 +618,21 @@ int presence__redis_unpack(char *blob, size_t len, uint64_t last_seq,
       if (unpack_str(&p, end, &ev->channel) || !ev->channel)
         return PRESENCE_ESTORE;
     }
+    if (n[0] == PRESENCE_EV_USER_MESSAGE) {
+      /* The message follows: text, emoji ('-' for none), expiry. */
+      uint64_t exp;
+      if (unpack_str(&p, end, &ev->message) ||
+          unpack_str(&p, end, &ev->emoji) || unpack_num(&p, end, &exp))
+        return PRESENCE_ESTORE;
+      ev->message_expires_ms = (int64_t)(exp & INT64_MAX);
+    }
     ev->type = (presence_event_type_t)n[0];
     ev->reason = (presence_reason_t)n[1];
     ev->from = st_of_n((long)(n[2] & 3));
     ev->to = st_of_n((long)(n[3] & 3));
+    /* A user's availability rides above the status: status + 4 * it. */
+    ev->availability_from = (presence_availability_t)((n[2] >> 2) & 3);
+    ev->availability_to = (presence_availability_t)((n[3] >> 2) & 3);
     ev->user_version = n[4];
     ev->ts_ms = (int64_t)(n[5] & INT64_MAX);
     ev->epoch = n[6];
@@ -955,6 +966,56 @@ static void send_status(rstore_t *st, lsess_t *s, presence_status_t to,
   queue_write(st, r, "status", 4, args);
 }
 
+/* Status that people set: availability ('avail') and the status message
+ * ('msg'), decided in the script like every write (exactly one event per
+ * real change, cluster-wide). A message's expiry is the script's too: the
+ * 'grace' call every instance makes clears what is due (see presence.lua,
+ * expire_messages). */
+static int op_setting(rstore_t *st, const presence_write_t *w,
+                      presence_store_done_fn done, void *ud) {
+  req_t *r = req_new(st, write_done);
+  if (!r) return PRESENCE_ENOMEM;
+  r->done = done;
+  r->ud = ud;
+  if (!can_write(st)) {
+    defer(st, r, PRESENCE_ESTORE);
+    return 0;
+  }
+  if (w->kind == PRESENCE_WRITE_SET_AVAILABILITY) {
+    char a[8];
+    status_args(a, sizeof a, (int)w->availability);
+    const char *args[] = {w->user_id, a};
+    queue_write(st, r, "avail", 2, args);
+    return 0;
+  }
+  /* '-' for none, '=' and the text otherwise (an empty string is none). */
+  char *text = malloc(w->message_len + 2), *emoji = malloc(w->emoji_len + 2);
+  if (!text || !emoji) {
+    free(text);
+    free(emoji);
+    defer(st, r, PRESENCE_ENOMEM);
+    return 0;
+  }
+  snprintf(text, w->message_len + 2, "%s%.*s", w->message ? "=" : "-",
+           (int)w->message_len, w->message ? w->message : "");
+  snprintf(emoji, w->emoji_len + 2, "%s%.*s", w->emoji ? "=" : "-",
+           (int)w->emoji_len, w->emoji ? w->emoji : "");
+  char exp[24];
+  snprintf(exp, sizeof exp, "%lld", (long long)w->expires_ms);
+  const char *args[] = {w->user_id, text, emoji, exp};
+  queue_write(st, r, "msg", 4, args);
+  /* This instance clears it on time (the others poll, in case it dies). */
+  if (w->expires_ms && st->hs && !st->destroying) {
+    int64_t in = w->expires_ms - st->h.wall_ms(st->h.host_ud);
+    uint64_t every = uv_timer_get_repeat(&st->hs->t[T_GRACE]);
+    if (in >= 0 && (uint64_t)in < every)
+      uv_timer_start(&st->hs->t[T_GRACE], on_timer, (uint64_t)in + 1, every);
+  }
+  free(text);
+  free(emoji);
+  return 0;
+}
+
 static lsess_t *write_session(rstore_t *st, const presence_write_t *w) {
   if (w->handle) return slab_get(st, w->handle);
   return find_local(st, w->session_id, w->session_id_len);
@@ -1269,7 +1330,7 @@ static int r_write(presence_store_t *base, const presence_write_t *w,
     return 0;
   case PRESENCE_WRITE_SET_AVAILABILITY:
   case PRESENCE_WRITE_SET_MESSAGE:
-    return PRESENCE_ENOTSUP; /* not on the Redis store yet */
+    return op_setting(st, w, done, ud);
   case PRESENCE_WRITE_JOIN:
   case PRESENCE_WRITE_UPDATE:
   case PRESENCE_WRITE_LEAVE:
@@ -2103,6 +2164,24 @@ int presence__redis_user_reply(const redisReply *rep,
   info->last_seen_ms = f[5];
   /* A present user is being seen now (Redis's now). */
   if (info->status != PRESENCE_OFFLINE) info->last_seen_ms = f[6];
+  /* Then what the person set (a reply of an older script stops here):
+   * availability, since, text, emoji ('=' text or '' for none), expiry,
+   * set time. The strings point into the reply. */
+  if (p->elements >= 13) {
+    long long av, as, exp, set;
+    const redisReply *t = at(p, 9), *e = at(p, 10);
+    if (num_of(at(p, 7), &av) || av < 0 || av >= PRESENCE_AVAIL_COUNT_ ||
+        num_of(at(p, 8), &as) || num_of(at(p, 11), &exp) ||
+        num_of(at(p, 12), &set) || !t || t->type != REDIS_REPLY_STRING ||
+        !e || e->type != REDIS_REPLY_STRING)
+      return PRESENCE_ESTORE;
+    info->availability = (presence_availability_t)av;
+    info->availability_since_ms = as;
+    info->message = t->len ? t->str + 1 : NULL;
+    info->emoji = e->len ? e->str + 1 : NULL;
+    info->message_expires_ms = exp;
+    info->message_set_ms = (info->message || info->emoji) ? set : 0;
+  }
   return 0;
 }
 
@@ -2565,8 +2644,11 @@ static int r_attach(presence_store_t *base, const presence_store_host_t *host) {
   st->attached = true;
   uv_timer_start(&hs->t[T_HB], on_timer, st->o.heartbeat_ms,
                  st->o.heartbeat_ms);
-  if (host->offline_grace_ms) {
-    uint32_t g = host->offline_grace_ms / 5;
+  /* The deadlines kept in Redis (offline grace, status message expiry)
+   * are polled by every instance, so one set by an instance that died is
+   * still met; with no grace configured, messages alone need it. */
+  {
+    uint32_t g = host->offline_grace_ms ? host->offline_grace_ms / 5 : 250;
     g = g < 20 ? 20 : g > 250 ? 250 : g;
     uv_timer_start(&hs->t[T_GRACE], on_timer, g, g);
   }

@@ -56,6 +56,8 @@ local OFF, ON, IDLE = 0, 1, 2
 local EV_CONN, EV_DISC, EV_STATUS, EV_UON, EV_UIDLE, EV_UOFF, EV_CLEAN =
   0, 1, 2, 3, 4, 5, 6
 local EV_CJOIN, EV_CLEAVE, EV_CUPDATE = 7, 8, 9
+local EV_UAVAIL, EV_UMSG = 10, 11 -- status that people set
+local R_EXPIRED = 10
 local R_CONNECT, R_KICKED, R_SHUTDOWN, R_LOST, R_RESYNC = 1, 6, 7, 8, 9
 -- A backend's origin lost past its resume window: final, like R_LOST.
 local R_ORIGIN_LOST = 11
@@ -71,6 +73,11 @@ local K_INST = P .. 'inst'     -- hash: instance id -> registered epoch
 local K_LEASE = P .. 'lease'   -- zset: instance id -> lease expiry (ms)
 local K_EPOCHS = P .. 'epochs' -- hash: instance id -> last epoch handed out
 local K_GRACE = P .. 'grace'   -- zset: user id -> pending offline deadline
+local K_MSGDUE = P .. 'msgdue' -- zset: user id -> its status message's expiry
+-- Fields of a user's hash beside '' (the record) and its sessions: a tab
+-- starts them, which no session id may contain.
+local F_MSG, F_AS = '\tm', '\tas' -- the status message; availability set at
+local function is_sid(f) return f ~= '' and string.byte(f, 1) ~= 9 end
 local K_USERS = P .. 'users'   -- set: users present or in grace
 local K_REAP = P .. 'reap'     -- zset: dead instance -> claim expiry
 local K_REAPER = P .. 'reaper' -- hash: dead instance -> claimer/epoch/dead epoch
@@ -101,14 +108,17 @@ local function str(x)
   if not x then return '- ' end
   return s(#x) .. ':' .. x .. ' '
 end
+-- from and to of a user event carry the user's availability above the
+-- status: status + 4 * availability (a reader masks with 3 for the status).
+-- tail: the tokens of a type's own (a channel, a status message), as is.
 local function emit(ty, reason, sid, uid, meta, from, to, ver, ev_inst, count,
-                    chan)
+                    chan, tail)
   local ei = ev_inst or iid
   nev = nev + 1
   evs[nev] = string.format('%d %d %d %d %d ', ty, reason, from, to, ver) ..
     now_s .. ' ' .. epoch .. ' ' .. (count or '-') .. ' ' .. str(ei) ..
     (ei ~= iid and str(iid) or '- ') .. str(sid) .. str(uid) .. str(meta) ..
-    (chan and str(chan) or '')
+    (chan and str(chan) or '') .. (tail or '')
 end
 
 -- Number and append this call's events: one entry whose id is the sequence
@@ -148,20 +158,22 @@ local function meta_of(m)
   return string.sub(m, 2)
 end
 
--- The user record, one string: "st n on v since ls g gr" (reported
+-- The user record, one string: "st n on v since ls g gr av hm" (reported
 -- status, sessions, online sessions, version, status since ms, last seen
--- ms, grace pending, grace's end reason). One field instead of eight:
--- an 8-field HMGET + HSET cost 3.1 us here, one field 1.2 us.
+-- ms, grace pending, grace's end reason, availability, whether a status
+-- message is set: the message itself is field F_MSG). One field instead of
+-- eight: an 8-field HMGET + HSET cost 3.1 us here, one field 1.2 us. A
+-- record of an older build has no av and hm: read as 0.
 local function urec_parse(h)
   if not h then
     return {st = OFF, n = 0, on = 0, v = 0, since = '0', ls = '0', g = 0,
-            gr = 0, present = false}
+            gr = 0, av = 0, hm = 0, present = false}
   end
-  local st, n, on, v, since, ls, g, gr = string.match(h,
-    '^(%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+)$')
+  local st, n, on, v, since, ls, g, gr, av, hm = string.match(h,
+    '^(%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+) ?(%d*) ?(%d*)$')
   local U = {st = tonumber(st), n = tonumber(n), on = tonumber(on),
              v = tonumber(v), since = since, ls = ls, g = tonumber(g),
-             gr = tonumber(gr)}
+             gr = tonumber(gr), av = tonumber(av) or 0, hm = tonumber(hm) or 0}
   U.present = not (U.st == OFF and U.n == 0 and U.g == 0)
   return U
 end
@@ -178,8 +190,8 @@ end
 -- call. The users set holds exactly the present users (see urec_parse), so
 -- it changes only when presence does: no SADD/SREM on every write.
 local function uput(u, U, sid, rec)
-  local ur = string.format('%d %d %d %d %s %s %d %d', U.st, U.n, U.on, U.v,
-                           U.since, U.ls, U.g, U.gr)
+  local ur = string.format('%d %d %d %d %s %s %d %d %d %d', U.st, U.n, U.on,
+                           U.v, U.since, U.ls, U.g, U.gr, U.av, U.hm)
   if sid then
     redis.call('HSET', k_user(u), '', ur, sid, rec)
   else
@@ -194,7 +206,8 @@ local function uput(u, U, sid, rec)
       redis.call('PERSIST', k_user(u))
     else
       redis.call('SREM', K_USERS, u)
-      if retention_ms > 0 then
+      -- What the person set outlives the retention (kept until cleared).
+      if retention_ms > 0 and U.av == 0 and U.hm == 0 then
         redis.call('PEXPIRE', k_user(u), s(retention_ms))
       end
     end
@@ -217,7 +230,7 @@ local function transition(u, U, to, reason, cause)
   if to ~= OFF then U.ls = now_s end
   local ty = EV_UOFF
   if to == ON then ty = EV_UON elseif to == IDLE then ty = EV_UIDLE end
-  emit(ty, reason, cause, u, nil, from, to, U.v)
+  emit(ty, reason, cause, u, nil, from + 4 * U.av, to + 4 * U.av, U.v)
 end
 
 local function grace_cancel(u, U)
@@ -666,7 +679,124 @@ local function w_rmuser(b)
   return 0
 end
 
-local WRITES = {connect = {w_connect, 4}, adopt = {w_adopt, 4},
+-- ---- status that people set ------------------------------------------------
+
+-- The status message, field F_MSG of the user's hash: "exp set t:<text> e:<emoji>"
+-- with each string as <length>:<bytes> or '-' (expiry and set time in ms,
+-- expiry 0 for none).
+local function msg_parse(m)
+  if not m then return nil end
+  local exp, set, rest = string.match(m, '^(%d+) (%d+) (.*)$')
+  local function field(r)
+    if string.sub(r, 1, 2) == '- ' then return nil, string.sub(r, 3) end
+    local n, after = string.match(r, '^(%d+):(.*)$')
+    n = tonumber(n)
+    return string.sub(after, 1, n), string.sub(after, n + 2)
+  end
+  local text, r2 = field(rest)
+  local emoji = field(r2)
+  return {exp = tonumber(exp), set = set, text = text, emoji = emoji}
+end
+
+local function emit_msg(u, U, reason, M)
+  local st = U.st + 4 * U.av
+  local tail = M and (str(M.text) .. str(M.emoji) .. s(M.exp) .. ' ') or
+    '- - 0 '
+  emit(EV_UMSG, reason, nil, u, nil, st, st, U.v, nil, nil, nil, tail)
+end
+
+-- An absent user whose settings were all cleared: its record expires after
+-- the retention again, as uput would have set at its going offline.
+local function settings_cleared(u, U)
+  if U.av == 0 and U.hm == 0 and not U.present and retention_ms > 0 then
+    redis.call('PEXPIRE', k_user(u), s(retention_ms))
+  end
+end
+
+-- Availability: ARGV user, availability (0..3).
+local function w_avail(b)
+  local u, av = ARGV[b], tonumber(ARGV[b + 1])
+  local U = uget(u)
+  if U.av == av then return 0 end
+  local from = U.av
+  U.av = av
+  U.v = U.v + 1
+  if av ~= 0 then redis.call('PERSIST', k_user(u)) end
+  uput(u, U)
+  redis.call('HSET', k_user(u), F_AS, now_s)
+  emit(EV_UAVAIL, R_EXPLICIT, nil, u, nil, U.st + 4 * from, U.st + 4 * av,
+       U.v)
+  settings_cleared(u, U)
+  return 0
+end
+
+-- The message: ARGV user, text ('-' none, else '=' .. text), emoji (the
+-- same), expiry ms ('0': none). The same text, emoji and expiry: nothing.
+local function w_msg(b)
+  local u = ARGV[b]
+  local function opt(x) if x == '-' then return nil end return string.sub(x, 2) end
+  local text, emoji, exp = opt(ARGV[b + 1]), opt(ARGV[b + 2]),
+    tonumber(ARGV[b + 3])
+  local U, m = uget(u), redis.call('HGET', k_user(u), F_MSG)
+  local M = msg_parse(m)
+  if not text and not emoji then
+    if not M then return 0 end
+    redis.call('HDEL', k_user(u), F_MSG)
+    redis.call('ZREM', K_MSGDUE, u)
+    U.hm = 0
+    U.v = U.v + 1
+    uput(u, U)
+    emit_msg(u, U, R_EXPLICIT, nil)
+    settings_cleared(u, U)
+    return 0
+  end
+  if M and M.text == text and M.emoji == emoji and M.exp == exp then
+    return 0
+  end
+  M = {exp = exp, set = now_s, text = text, emoji = emoji}
+  redis.call('HSET', k_user(u), F_MSG, s(exp) .. ' ' .. now_s .. ' ' ..
+             str(text) .. str(emoji))
+  if exp > 0 then redis.call('ZADD', K_MSGDUE, exp, u)
+  else redis.call('ZREM', K_MSGDUE, u) end
+  redis.call('PERSIST', k_user(u))
+  U.hm = 1
+  U.v = U.v + 1
+  uput(u, U)
+  emit_msg(u, U, R_EXPLICIT, M)
+  return 0
+end
+
+-- Messages past their expiry, cleared once each: whichever instance's
+-- call sees one due first removes it from the due set, in the same script
+-- as the clear, so it is cleared (and its event emitted) exactly once
+-- cluster-wide, whoever set it and whether or not that instance lives.
+-- At most lim a call, and no longer than the time budget.
+local function expire_messages(lim)
+  local due = redis.call('ZRANGEBYSCORE', K_MSGDUE, '-inf', now, 'LIMIT', 0,
+                         lim)
+  local done = 0
+  for _, u in ipairs(due) do
+    local h = redis.call('HMGET', k_user(u), '', F_MSG)
+    local U, M = urec_parse(h[1]), msg_parse(h[2])
+    if M and M.exp > 0 and M.exp <= now then
+      redis.call('HDEL', k_user(u), F_MSG)
+      U.hm = 0
+      U.v = U.v + 1
+      uput(u, U)
+      emit_msg(u, U, R_EXPIRED, nil)
+      settings_cleared(u, U)
+    end
+    done = done + 1
+    if over_budget() then break end
+  end
+  -- One ZREM for the batch (a call per member costs more than the clear).
+  if done > 0 then
+    redis.call('ZREM', K_MSGDUE, unpack(due, 1, done))
+  end
+end
+
+local WRITES = {avail = {w_avail, 2}, msg = {w_msg, 4},
+                connect = {w_connect, 4}, adopt = {w_adopt, 4},
                 ['end'] = {w_end, 3},
                 status = {w_status, 4}, join = {w_join, 5},
                 update = {w_update, 4}, leave = {w_leave, 3},
@@ -838,7 +968,7 @@ if op == 'wipe' then
   for _, u in ipairs(users) do
     local ss = redis.call('HKEYS', k_user(u))
     for _, sid in ipairs(ss) do
-      if sid ~= '' then remove_session(sid, u, R_LOST) end
+      if is_sid(sid) then remove_session(sid, u, R_LOST) end
     end
     local U = uget(u)
     grace_cancel(u, U)
@@ -1032,10 +1162,15 @@ if op == 'grace' then
     local M = c and mget(c, u)
     if M and M.g == 1 and #M.sids == 0 then member_leave(c, M, M.gr, nil) end
   end
+  -- Messages are cheap to clear (no session to look at): more a call,
+  -- still within the time budget.
+  expire_messages(math.max(lim, 1000))
   local nxt = redis.call('ZRANGE', K_GRACE, 0, 0, 'WITHSCORES')
   local cn = redis.call('ZRANGE', K_CGRACE, 0, 0, 'WITHSCORES')
+  local mn = redis.call('ZRANGE', K_MSGDUE, 0, 0, 'WITHSCORES')
   local first = nxt[2] and tonumber(nxt[2])
   if cn[2] and (not first or tonumber(cn[2]) < first) then first = tonumber(cn[2]) end
+  if mn[2] and (not first or tonumber(mn[2]) < first) then first = tonumber(mn[2]) end
   if not first then out[2] = '-1'
   else out[2] = s(math.max(0, first - now)) end
   return finish()
@@ -1161,15 +1296,22 @@ end
 
 if op == 'q_user' then
   local u = ARGV[A]
-  local U = uget(u)
-  return {0, {s(U.st), s(U.n), s(U.on), s(U.v), U.since, U.ls, now_s}}
+  local h = redis.call('HMGET', k_user(u), '', F_MSG, F_AS)
+  local U = urec_parse(h[1])
+  local M = msg_parse(h[2])
+  -- Then: availability, since when, message text, emoji ('' none; a
+  -- leading '=' otherwise), expiry, set time.
+  local function opt(x) if x then return '=' .. x end return '' end
+  return {0, {s(U.st), s(U.n), s(U.on), s(U.v), U.since, U.ls, now_s,
+              s(U.av), h[3] or '0', opt(M and M.text), opt(M and M.emoji),
+              M and s(M.exp) or '0', M and M.set or '0'}}
 end
 
 if op == 'q_sessions' then
   local all = redis.call('HGETALL', k_user(ARGV[A]))
   local ss = {}
   for k = 1, #all, 2 do
-    if all[k] ~= '' then
+    if is_sid(all[k]) then
       ss[#ss + 1] = all[k]
       ss[#ss + 1] = all[k + 1]
     end

@@ -10,7 +10,7 @@ PORT      ?= 7070
 API_KEY   ?= dev-api-key-for-the-local-demo-only
 CMAKE_FLAGS ?=
 
-.PHONY: all deps build build-asan run test test-unit test-asan bench bench-redis bench-centrifugo soak format clean install fuzz fuzz-smoke docs-images
+.PHONY: all deps build build-asan run test test-unit test-asan bench bench-redis bench-centrifugo bench-channel soak format clean install fuzz fuzz-smoke docs-images
 
 all: build
 
@@ -71,6 +71,14 @@ bench-centrifugo: deps
 	cmake -S . -B $(BENCH_BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo $(CMAKE_FLAGS)
 	cmake --build $(BENCH_BUILD) -j $(JOBS) --target presenced presence_load
 	python3 bench/centrifugo/run.py --build $(BENCH_BUILD)
+
+# Issue 13's daemon figure: a 1,000-member channel with 100 joins/leaves per
+# second and each member updating its data (10/s, then 1/s), 30 s each:
+# p99 change-to-member latency, slow-consumer closes, RSS after warm-up.
+bench-channel: deps
+	cmake -S . -B $(BENCH_BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo $(CMAKE_FLAGS)
+	cmake --build $(BENCH_BUILD) -j $(JOBS) --target presenced presence_load
+	python3 bench/channel.py --build $(BENCH_BUILD)
 
 # 10-minute churn against one presenced, RSS growth after warm-up < 2 %.
 soak: deps

@@ -7,7 +7,7 @@ a tool no longer runs or no longer measures what docs/benchmarks.md says:
 bench_engine's options and JSON; the load generator against presenced and
 against bench/echo with the same frames (the echo baseline counts a session
 in only after its subscribe came back), flips counted on both, the fanout
-scenario on presenced's channels; the runner's interleaved summary with
+and channel scenarios on presenced's channels; the runner's interleaved summary with
 min/median/max, ratios and issue 21's target rows; bench_redis --help.
 Servers are started by bench/run.py's own code and stopped by pid.
 """
@@ -87,6 +87,20 @@ def main():
               fo["join_to_member_ms"]["n"] == 20 * fo["joins"],
               "fanout on presenced's channels: every member told of "
               "every join")
+        ch = bench.run_load(b, srvs["presenced"], "channel", conns=20,
+                            churn_conns=4, churn_rate=8, update_rate=2,
+                            duration_s=1.5, warm_s=0.5, rss_interval_s=0.5,
+                            max_s=60)
+        lat = ch.get("latency_ms", {})
+        check(ch.get("ready") == 24 and ch.get("updates", 0) > 0 and
+              ch.get("joins", 0) + ch.get("leaves", 0) > 0 and
+              ch.get("untimed_frames") == 0 and ch["error_messages"] == 0 and
+              lat.get("n", 0) >= 19 * ch["updates"] and
+              0 < lat.get("p50", -1) <= lat.get("p99", -1) and
+              ch.get("slow_consumer_closes") == 0 and
+              len(ch.get("rss_series", [])) >= 3,
+              "channel: every change timed at every member (updates, joins "
+              "and leaves), close codes and RSS reported")
         s = bench.summarise(dict(res, engine={}, redis={}, redis_store={}))
         x = s["flip_changes_per_s"]
         check(x["presenced_min_max"] is not None and

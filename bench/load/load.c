@@ -42,6 +42,19 @@
  *              the joiner closes and the next join waits for every member's
  *              notice of the leave. Figures: join-to-member delay p50/p99,
  *              join-to-last-member, joins per second.
+ *   channel    --conns members (u0 ..) join one presenced channel (--channel,
+ *              with data), plus --churn-conns extra sessions; after the
+ *              setup, for --warm-s then the measured --duration-s: the extra
+ *              sessions `join` and `leave` in turn, --churn-rate of those
+ *              per second in all, and every member sends `update` at
+ *              --update-rate per second (open loop, 1 ms ticks). Each join
+ *              and update carries its send time in its data ({"t":ns}), a
+ *              leave's time is kept by the leaver: every change frame any
+ *              joined session receives is timed (histogram, 1 us steps to
+ *              10 ms, 100 us to 10 s). Figures: change-to-member latency
+ *              p50/p99/max, delivered frames per second, the server's close
+ *              codes (4030 is a slow consumer), and with --rss-interval-s the
+ *              daemon's RSS and frames delivered per interval.
  *
  * --mode centrifugo speaks Centrifugo's JSON protocol (v2) instead, so one
  * tool drives both servers (bench/centrifugo/run.py): upgrade at
@@ -93,10 +106,11 @@ enum scenario {
   SC_LATENCY,
   SC_RECONNECT,
   SC_FANOUT,
+  SC_CHANNEL,
   SC_COUNT_
 };
 static const char *scenario_names[] = {"idle",      "churn",  "flip", "latency",
-                                       "reconnect", "fanout"};
+                                       "reconnect", "fanout", "channel"};
 
 enum cstate {
   CS_DOWN,
@@ -116,6 +130,7 @@ typedef struct conn {
   uint8_t online;  /* status the session has after our last flip */
   uint8_t closing; /* uv_close called: stop reading its buffer */
   uint8_t failed;  /* gave up on it (not retried) */
+  uint8_t joined;  /* channel: a churning session is in the channel */
   uint16_t outstanding;
   uint16_t fhead, fcount;
   uint32_t rlen, rcap;
@@ -190,6 +205,20 @@ static struct {
   uint64_t fo_t_last;      /* last progress, for the stall check */
   uint64_t *fo_all;        /* join to the last member, per join */
   size_t nfo_all;
+  /* channel */
+  const char *chname;     /* --channel */
+  uint32_t members;       /* --conns: the channel's standing members */
+  uint32_t churn_conns;   /* --churn-conns: sessions that join and leave */
+  double churn_rate;      /* joins + leaves per second, in all */
+  double update_rate;     /* updates per second per member */
+  uint64_t *ch_leave_t;   /* per churning session: its last leave's send */
+  uint64_t ch_joins, ch_leaves, ch_updates; /* sent in the window */
+  uint64_t ch_frames;     /* change frames received in the window */
+  uint64_t ch_frames_all; /* ... since the load started (for the series) */
+  uint64_t ch_untimed;    /* change frames without a stamp we know */
+  uint64_t ch_late;       /* timed frames over 10 ms */
+  uint64_t close_4030, close_other, last_close_code;
+  uint64_t ch_fr_series[4096];
 } g;
 
 static void conn_start(conn_t *c);
@@ -632,7 +661,13 @@ static void on_cf_line(conn_t *c, const uint8_t *p, size_t n) {
   }
 }
 
+static void channel_text(conn_t *c, const uint8_t *p, size_t n);
+
 static void on_text(conn_t *c, const uint8_t *p, size_t n) {
+  if (g.scenario == SC_CHANNEL) {
+    channel_text(c, p, n);
+    return;
+  }
   if (g.cf) {
     while (n) {
       const uint8_t *nl = memchr(p, '\n', n);
@@ -726,6 +761,156 @@ static void on_text(conn_t *c, const uint8_t *p, size_t n) {
   }
 }
 
+/* ---- channel: latency histogram ------------------------------------------
+ * Every change frame every member receives is one sample (100,000 a second
+ * and more): a fixed histogram instead of the sample arrays, 1 us steps up
+ * to 10 ms (the target) and 100 us steps from there to 10 s. */
+#define H_FINE 10000u
+#define H_COARSE 99900u
+static uint64_t hist[H_FINE + H_COARSE + 1];
+static uint64_t hist_n, hist_max;
+
+static void hist_add(uint64_t ns) {
+  uint64_t us = ns / 1000;
+  size_t b = us < H_FINE ? (size_t)us
+                         : H_FINE + (size_t)((us - H_FINE) / 100 < H_COARSE
+                                                 ? (us - H_FINE) / 100
+                                                 : H_COARSE);
+  hist[b]++;
+  hist_n++;
+  if (ns > hist_max) hist_max = ns;
+  if (us >= H_FINE) g.ch_late++;
+}
+
+/* The upper edge of the bucket holding quantile q, in ms. */
+static double hist_q(double q) {
+  if (!hist_n) return -1;
+  uint64_t want = (uint64_t)(q * (double)(hist_n - 1)) + 1, seen = 0;
+  for (size_t b = 0; b < sizeof hist / sizeof hist[0]; b++) {
+    seen += hist[b];
+    if (seen >= want)
+      return b < H_FINE ? (double)(b + 1) / 1000.0
+                        : (double)(H_FINE + (b - H_FINE + 1) * 100) / 1000.0;
+  }
+  return (double)hist_max / 1e6;
+}
+
+/* A send time ({"t":ns} in the data) or 0. */
+static uint64_t stamp_of(const uint8_t *p, size_t n) {
+  const char *t = find(p, n, "\"data\":{\"t\":");
+  return t ? strtoull(t + 12, NULL, 10) : 0;
+}
+
+/* A change frame reached member c: timed by the stamp its data carries (a
+ * join, an update) or, for a leave (data null), by the leaver's own note of
+ * when it sent the `leave`. Only changes sent inside the window count, so
+ * slow answers to the window's last sends still do. */
+static void channel_change(const uint8_t *p, size_t n) {
+  uint64_t now = uv_hrtime(), t0 = stamp_of(p, n);
+  g.ch_frames_all++;
+  if (g.stage < 2) return; /* the setup's own joins */
+  if (g.stage == 3) g.ch_frames++;
+  if (!t0) {
+    const char *u = find(p, n, "\"user_id\":\"u");
+    uint32_t idx = u ? (uint32_t)strtoul(u + 12, NULL, 10) : 0;
+    if (u && find(p, n, "\"event\":\"leave\"") && idx >= g.members &&
+        idx < g.nconns)
+      t0 = g.ch_leave_t[idx - g.members];
+  }
+  if (!t0 || t0 > now) {
+    g.ch_untimed++;
+    return;
+  }
+  if (t0 >= g.t_measure0 && g.stage >= 3 &&
+      (!g.t_measure1 || t0 < g.t_measure1))
+    hist_add(now - t0);
+}
+
+static void channel_text(conn_t *c, const uint8_t *p, size_t n) {
+  char msg[256];
+  if (c->state == CS_WELCOME && find(p, n, "\"type\":\"welcome\"")) {
+    if (c->idx >= g.members) { /* a churning session: joins later */
+      conn_ready(c);
+      return;
+    }
+    snprintf(msg, sizeof msg,
+             "{\"type\":\"join\",\"channel\":\"%s\",\"data\":{\"t\":0},"
+             "\"id\":1}",
+             g.chname);
+    c->state = CS_SUBSCRIBING;
+    send_text(c, msg);
+    return;
+  }
+  if (find(p, n, "\"type\":\"channel\"")) {
+    if (find(p, n, "\"snapshot\":true")) {
+      if (c->state == CS_SUBSCRIBING) conn_ready(c);
+      return;
+    }
+    channel_change(p, n);
+    return;
+  }
+  if (find(p, n, "\"type\":\"error\"")) {
+    if (g.error_msgs++ < 5)
+      fprintf(stderr, "load: conn %u: %.*s\n", c->idx,
+              (int)(n > 200 ? 200 : n), (const char *)p);
+    return;
+  }
+  if (find(p, n, "\"type\":\"left\"")) g.protocol_errors++;
+  /* ack (update, leave) and pong: nothing to do */
+}
+
+/* The churn and the updates: what the two rates owe since the load began
+ * (open loop: a late tick sends the backlog, it does not lower the rate). */
+static uint32_t ch_rr_churn, ch_rr_upd;
+static uint64_t ch_t0, ch_churn_sent, ch_upd_sent;
+static void channel_tick(uv_timer_t *t) {
+  (void)t;
+  if (!g.running) return;
+  uint64_t now = uv_hrtime();
+  if (!ch_t0) ch_t0 = now;
+  double el = (double)(now - ch_t0) / 1e9;
+  char msg[256];
+  uint64_t owed = (uint64_t)(el * g.churn_rate);
+  for (uint32_t tries = 0; ch_churn_sent < owed && g.churn_conns &&
+                           tries < g.churn_conns * 2;
+       tries++) {
+    uint32_t k = ch_rr_churn;
+    ch_rr_churn = (ch_rr_churn + 1) % g.churn_conns;
+    conn_t *c = &g.conns[g.members + k];
+    if (c->state != CS_READY) continue;
+    uint64_t ts = uv_hrtime();
+    if (!c->joined) {
+      snprintf(msg, sizeof msg,
+               "{\"type\":\"join\",\"channel\":\"%s\",\"data\":{\"t\":%" PRIu64
+               "}}",
+               g.chname, ts);
+      if (g.stage == 3) g.ch_joins++;
+    } else {
+      snprintf(msg, sizeof msg, "{\"type\":\"leave\",\"channel\":\"%s\"}",
+               g.chname);
+      g.ch_leave_t[k] = ts;
+      if (g.stage == 3) g.ch_leaves++;
+    }
+    c->joined = !c->joined;
+    send_text(c, msg);
+    ch_churn_sent++;
+  }
+  owed = (uint64_t)(el * g.update_rate * (double)g.members);
+  for (uint32_t tries = 0; ch_upd_sent < owed && tries < g.members * 2;
+       tries++) {
+    conn_t *c = &g.conns[ch_rr_upd];
+    ch_rr_upd = (ch_rr_upd + 1) % g.members;
+    if (c->state != CS_READY) continue;
+    snprintf(msg, sizeof msg,
+             "{\"type\":\"update\",\"channel\":\"%s\",\"data\":{\"t\":%" PRIu64
+             "}}",
+             g.chname, uv_hrtime());
+    send_text(c, msg);
+    if (g.stage == 3) g.ch_updates++;
+    ch_upd_sent++;
+  }
+}
+
 /* One server frame (unmasked, unfragmented: what presenced and echo send). */
 static void on_frame(conn_t *c, int op, const uint8_t *p, size_t n) {
   switch (op) {
@@ -740,6 +925,11 @@ static void on_frame(conn_t *c, int op, const uint8_t *p, size_t n) {
   case 8:
     if (c->state != CS_CLOSING) {
       g.server_closes++;
+      uint64_t code = n >= 2 ? (uint64_t)p[0] << 8 | p[1] : 1005;
+      if (code == 4030)
+        g.close_4030++;
+      else
+        g.close_other++, g.last_close_code = code;
       send_frame(c, 8, p, n >= 2 ? 2 : 0);
     }
     c->state = CS_CLOSING;
@@ -917,6 +1107,13 @@ static void all_ready(void) {
     printf("READY\n");
     fflush(stdout);
     break;
+  case SC_CHANNEL:
+    /* the churn and the updates from now on; --warm-s, then the window */
+    g.running = 1;
+    g.stage = 2;
+    uv_timer_start(&g.tick, channel_tick, 1, 1);
+    start_phase(g.warm_s);
+    break;
   case SC_FANOUT:
     /* --warm-s for the setup's own notices to drain, then the joins */
     uv_timer_start(&g.phase, fanout_start, (uint64_t)(g.warm_s * 1000), 0);
@@ -1042,6 +1239,7 @@ static void on_rss(uv_timer_t *t) {
   (void)t;
   if (g.nrss < sizeof g.rss_kb / sizeof g.rss_kb[0]) {
     g.rss_t[g.nrss] = now_s();
+    g.ch_fr_series[g.nrss] = g.ch_frames_all;
     g.rss_kb[g.nrss++] = read_rss_kb(g.pid);
   }
 }
@@ -1155,6 +1353,36 @@ static void finish(void) {
     print_dist("join_to_member_ms", g.lat, g.nlat);
     print_dist("join_to_last_member_ms", g.fo_all, g.nfo_all);
     break;
+  case SC_CHANNEL: {
+    span = (double)(g.t_measure1 - g.t_measure0) / 1e9;
+    uint64_t changes = g.ch_joins + g.ch_leaves + g.ch_updates;
+    printf(",\"channel\":\"%s\",\"members\":%u,\"churn_conns\":%u,"
+           "\"churn_rate_offered\":%.1f,\"update_rate_per_member\":%.3f,"
+           "\"duration_s\":%.3f,\"measure_t0_s\":%.3f,\"measure_t1_s\":%.3f,"
+           "\"joins\":%" PRIu64 ",\"leaves\":%" PRIu64 ",\"updates\":%" PRIu64
+           ",\"changes_per_s\":%.1f,\"frames\":%" PRIu64
+           ",\"frames_per_s\":%.1f,\"untimed_frames\":%" PRIu64
+           ",\"timed_frames\":%" PRIu64 ",\"over_10ms\":%" PRIu64
+           ",\"slow_consumer_closes\":%" PRIu64 ",\"other_closes\":%" PRIu64
+           ",\"last_other_close_code\":%" PRIu64,
+           g.chname, g.members, g.churn_conns, g.churn_rate, g.update_rate,
+           span, (double)(g.t_measure0 - g.t_start) / 1e9,
+           (double)(g.t_measure1 - g.t_start) / 1e9, g.ch_joins, g.ch_leaves,
+           g.ch_updates, span > 0 ? (double)changes / span : 0, g.ch_frames,
+           span > 0 ? (double)g.ch_frames / span : 0, g.ch_untimed, hist_n,
+           g.ch_late, g.close_4030, g.close_other, g.last_close_code);
+    printf(",\"latency_ms\":{\"n\":%" PRIu64 ",\"p50\":%.3f,\"p90\":%.3f,"
+           "\"p99\":%.3f,\"p999\":%.3f,\"max\":%.3f}",
+           hist_n, hist_q(0.5), hist_q(0.9), hist_q(0.99), hist_q(0.999),
+           hist_n ? (double)hist_max / 1e6 : -1.0);
+    if (g.nrss) {
+      printf(",\"frames_series\":[");
+      for (size_t i = 0; i < g.nrss; i++)
+        printf("%s%" PRIu64, i ? "," : "", g.ch_fr_series[i]);
+      printf("]");
+    }
+    break;
+  }
   case SC_RECONNECT:
     /* The rate counts from the first session back: before it the server
      * was restarting (outage_s), which is not the listener's doing. */
@@ -1168,12 +1396,15 @@ static void finish(void) {
     print_dist("handshake_ms", g.hs, g.nhs);
     break;
   }
-  if (g.scenario == SC_FLIP || g.scenario == SC_LATENCY) {
+  if (g.scenario == SC_FLIP || g.scenario == SC_LATENCY ||
+      g.scenario == SC_CHANNEL) {
     span = (double)(g.t_measure1 - g.t_measure0) / 1e9;
     printf(",\"loadgen_cpu_s\":%.3f", g.self1 - g.self0);
     if (g.cpu0 >= 0 && g.cpu1 >= 0 && g.pid > 0) {
       double cpu = g.cpu1 - g.cpu0;
-      uint64_t done = g.scenario == SC_FLIP ? g.counted - g.counted0 : g.nlat;
+      uint64_t done = g.scenario == SC_FLIP      ? g.counted - g.counted0
+                      : g.scenario == SC_CHANNEL ? g.ch_frames
+                                                 : g.nlat;
       printf(",\"server_cpu_s\":%.3f,\"server_cpu_share\":%.3f", cpu,
              span > 0 ? cpu / span : 0);
       if (cpu > 0)
@@ -1199,13 +1430,14 @@ static void finish(void) {
 static void usage(void) {
   fprintf(stderr,
           "usage: presence_load --scenario "
-          "idle|churn|flip|latency|reconnect|fanout\n"
+          "idle|churn|flip|latency|reconnect|fanout|channel\n"
           "  [--target 127.0.0.1:7070] [--mode presenced|echo|centrifugo]\n"
           "  [--watch K] [--one-user 0|1] [--channel-ns NS] [--channels 0|1]\n"
           "  [--conns N] [--sources K] [--concurrency C] [--secret S]\n"
           "  [--duration-s T] [--warm-s W] [--hold-s H] [--window W]\n"
           "  [--rate R] [--subscribe 0|1] [--pid PID] [--rss-interval-s S]\n"
-          "  [--max-s S]\n");
+          "  [--max-s S] [--channel NAME] [--churn-conns K]\n"
+          "  [--churn-rate R] [--update-rate R]\n");
   exit(2);
 }
 
@@ -1263,6 +1495,10 @@ int main(int argc, char **argv) {
   g.subscribe = 1;
   g.watch = -1;
   g.ns = "pr";
+  g.chname = "bench:room";
+  g.churn_conns = 100;
+  g.churn_rate = 100;
+  g.update_rate = 10;
   g.secret = "bench-secret-0123456789-abcdefghijkl"; /* bench/run.py's */
   g.rng = 0x9e3779b97f4a7c15ull ^ (uint64_t)getpid();
   for (int i = 1; i < argc; i++) {
@@ -1310,6 +1546,14 @@ int main(int argc, char **argv) {
       g.chan = atoi(v);
     } else if (!strcmp(a, "--pid")) {
       g.pid = atoi(v);
+    } else if (!strcmp(a, "--channel")) {
+      g.chname = v;
+    } else if (!strcmp(a, "--churn-conns")) {
+      g.churn_conns = (uint32_t)strtoul(v, NULL, 10);
+    } else if (!strcmp(a, "--churn-rate")) {
+      g.churn_rate = atof(v);
+    } else if (!strcmp(a, "--update-rate")) {
+      g.update_rate = atof(v);
     } else if (!strcmp(a, "--rss-interval-s")) {
       g.rss_interval_s = atof(v);
     } else {
@@ -1320,6 +1564,16 @@ int main(int argc, char **argv) {
       g.max_s <= 0 || g.max_s > 7200 || g.concurrency == 0 || g.window == 0 ||
       g.window > 1000)
     usage();
+  if (g.scenario == SC_CHANNEL) {
+    /* --conns members, then the churning sessions after them */
+    if (strlen(g.chname) > 128 || strchr(g.chname, '"') ||
+        strchr(g.chname, '\\') || g.churn_rate < 0 || g.update_rate < 0 ||
+        g.churn_conns > MAX_CONNS - g.nconns)
+      usage();
+    g.members = g.nconns;
+    g.nconns += g.churn_conns;
+    g.chan = 1;
+  }
   g.requested = g.nconns;
   raise_nofile();
   if (g.nconns < 2) return 1;
@@ -1346,6 +1600,12 @@ int main(int argc, char **argv) {
   g.fo_all = g.scenario == SC_FANOUT ? malloc(MAX_SAMPLES * sizeof *g.fo_all)
                                      : NULL;
   g.queue = calloc(g.nconns, sizeof *g.queue);
+  if (g.scenario == SC_CHANNEL) {
+    if (g.members > g.nconns) g.members = g.nconns; /* capped descriptors */
+    g.churn_conns = g.nconns - g.members;
+    g.ch_leave_t = calloc(g.churn_conns + 1, sizeof *g.ch_leave_t);
+    if (!g.ch_leave_t) return 1;
+  }
   if (!g.conns || !g.tokens || !g.hs || !g.queue || (sampled && !g.lat) ||
       (g.scenario == SC_FANOUT && !g.fo_all)) {
     fprintf(stderr, "load: out of memory\n");

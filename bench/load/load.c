@@ -181,6 +181,8 @@ static struct {
   uint64_t counted0;
   long rss_before, rss_after;
   double cpu0, cpu1, self0, self1; /* server's and our CPU over the window */
+  int store_pid;                    /* --store-pid: redis-server, or 0 */
+  double store0, store1;            /* its CPU over the same window */
   /* samples (ns) */
   uint64_t *lat, *hs;
   size_t nlat, nhs;
@@ -240,7 +242,7 @@ static uint32_t rnd32(void) {
 
 /* CPU seconds (user + system) the process has used: a figure the other
  * tenants of a shared machine cannot inflate, unlike wall-clock rates. */
-static double read_cpu_s(int pid) {
+static double read_cpu_one(int pid) {
   char path[64], buf[1024];
   if (pid <= 0) return -1;
   snprintf(path, sizeof path, "/proc/%d/stat", pid);
@@ -257,6 +259,28 @@ static double read_cpu_s(int pid) {
              &ut, &st) != 2)
     return -1;
   return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
+}
+
+/* The server's CPU: the process and its children, so that presenced
+ * --workers N (a supervisor and N worker processes) counts all its
+ * workers. A single process has none; its figure is unchanged. */
+static double read_cpu_s(int pid) {
+  double cpu = read_cpu_one(pid);
+  if (cpu < 0) return cpu;
+  char path[80], buf[4096];
+  snprintf(path, sizeof path, "/proc/%d/task/%d/children", pid, pid);
+  FILE *f = fopen(path, "r");
+  if (!f) return cpu;
+  size_t n = fread(buf, 1, sizeof buf - 1, f);
+  fclose(f);
+  buf[n] = '\0';
+  for (char *p = buf, *end; *p; p = end) {
+    long child = strtol(p, &end, 10);
+    if (end == p) break;
+    double c = read_cpu_one((int)child);
+    if (c > 0) cpu += c;
+  }
+  return cpu;
 }
 
 static double self_cpu_s(void) {
@@ -1177,12 +1201,14 @@ static void on_phase(uv_timer_t *t) {
     g.counted0 = g.counted;
     g.sent = 0;
     g.cpu0 = read_cpu_s(g.pid);
+    g.store0 = read_cpu_one(g.store_pid);
     g.self0 = self_cpu_s();
     start_phase(g.duration_s);
   } else if (g.stage == 3) {
     g.stage = 4;
     g.t_measure1 = uv_hrtime();
     g.cpu1 = read_cpu_s(g.pid);
+    g.store1 = read_cpu_one(g.store_pid);
     g.self1 = self_cpu_s();
     g.running = 0;
     start_phase(1.0);
@@ -1410,6 +1436,13 @@ static void finish(void) {
       if (cpu > 0)
         printf(",\"changes_per_server_cpu_s\":%.1f", (double)done / cpu);
     }
+    if (g.store_pid > 0 && g.store0 >= 0 && g.store1 >= 0) {
+      uint64_t done = g.scenario == SC_FLIP ? g.counted - g.counted0 : g.nlat;
+      printf(",\"store_cpu_s\":%.3f", g.store1 - g.store0);
+      if (done)
+        printf(",\"store_cpu_us_per_change\":%.3f",
+               (g.store1 - g.store0) * 1e6 / (double)done);
+    }
   }
   if (g.nrss) {
     printf(",\"rss_series\":[");
@@ -1435,9 +1468,9 @@ static void usage(void) {
           "  [--watch K] [--one-user 0|1] [--channel-ns NS] [--channels 0|1]\n"
           "  [--conns N] [--sources K] [--concurrency C] [--secret S]\n"
           "  [--duration-s T] [--warm-s W] [--hold-s H] [--window W]\n"
-          "  [--rate R] [--subscribe 0|1] [--pid PID] [--rss-interval-s S]\n"
-          "  [--max-s S] [--channel NAME] [--churn-conns K]\n"
-          "  [--churn-rate R] [--update-rate R]\n");
+          "  [--rate R] [--subscribe 0|1] [--pid PID] [--store-pid PID]\n"
+          "  [--rss-interval-s S] [--max-s S] [--channel NAME]\n"
+          "  [--churn-conns K] [--churn-rate R] [--update-rate R]\n");
   exit(2);
 }
 
@@ -1554,6 +1587,8 @@ int main(int argc, char **argv) {
       g.churn_rate = atof(v);
     } else if (!strcmp(a, "--update-rate")) {
       g.update_rate = atof(v);
+    } else if (!strcmp(a, "--store-pid")) {
+      g.store_pid = atoi(v);
     } else if (!strcmp(a, "--rss-interval-s")) {
       g.rss_interval_s = atof(v);
     } else {

@@ -1,0 +1,161 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: MIT
+"""bench/workers.py: do --workers add hidden cost? (issue 20)
+
+One redis-server (unix socket, no persistence, started and stopped here by
+pid), and against it, in interleaved rounds (1 worker, 2 workers, 2, 1, ...),
+one presenced on the Redis store, started with --workers 2 or as a single
+process. Each round runs bench/load's flip scenario (--conns sessions, each
+keeping --window status changes in flight; every change travels WebSocket ->
+worker -> the store's script -> Redis log -> the subscriber's worker -> its
+subscriber) and reads, over the same measuring window:
+
+  - presenced CPU per change: the process and its children (all workers;
+    bench/load --pid sums them), as us per change;
+  - Redis CPU per change: redis-server's CPU time (bench/load --store-pid)
+    over the changes counted.
+
+The machine has 2 cores shared with the load generator and redis-server, so
+the changes/s figure says nothing about the speed-up; the per-change CPU
+figures are what --workers could add (every worker reads the whole shared
+log, so its cost per change is the one to watch). Not part of `make test`.
+
+    cmake --build build-bench --target presenced presence_load
+    python3 bench/workers.py [--build build-bench] [--rounds 4] [--duration-s 5]
+        [--conns 1000] [--out bench/results/DATE-workers.json]
+"""
+import argparse
+import datetime
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+import run as bench  # noqa: E402  (Server, run_load, free_port, loadavg, log)
+
+
+def redis_start(d):
+    exe = shutil.which("redis-server")
+    if not exe:
+        sys.exit("bench/workers.py: redis-server is not installed")
+    sock = os.path.join(d, "redis.sock")
+    p = subprocess.Popen([exe, "--port", "0", "--unixsocket", sock, "--save", "",
+                          "--appendonly", "no", "--dir", d],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 10
+    while time.time() < deadline:
+        if os.path.exists(sock) and redis_cli(sock, "PING") == "PONG":
+            return p, sock
+        time.sleep(0.05)
+    p.kill()
+    sys.exit("bench/workers.py: redis-server did not start")
+
+
+def redis_cli(sock, *args):
+    r = subprocess.run(["redis-cli", "-s", sock] + list(args),
+                       capture_output=True, text=True, timeout=10)
+    return r.stdout.strip()
+
+
+def wait_instances(port, n, timeout=15):
+    """Every worker registered with Redis (cluster instances from /metrics)."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            if bench.metrics(port).get("presenced_cluster_instances") == n:
+                return True
+        except OSError:
+            pass
+        time.sleep(0.1)
+    return False
+
+
+def one_round(build, sock, redis_pid, workers, args, r):
+    extra = ["--store", f"unix:{sock}"]
+    if workers > 1:
+        extra += ["--workers", str(workers)]
+    srv = bench.Server(build, "presenced", bench.free_port(), extra=extra).start()
+    try:
+        if not wait_instances(srv.port, workers):
+            raise RuntimeError(f"{workers} worker(s) did not all register")
+        res = bench.run_load(build, srv, "flip", conns=args.conns,
+                             window=args.window, duration_s=args.duration_s,
+                             store_pid=redis_pid, max_s=args.duration_s + 60)
+    finally:
+        srv.stop()
+        redis_cli(sock, "FLUSHALL")
+    cps = res.get("changes_per_server_cpu_s")
+    res["workers"] = workers
+    res["presenced_cpu_us_per_change"] = round(1e6 / cps, 3) if cps else None
+    bench.log(f"round {r + 1}, workers {workers}: {res.get('changes_per_s', 0):.0f} "
+              f"changes/s, presenced {res['presenced_cpu_us_per_change']} us/change, "
+              f"redis {res.get('store_cpu_us_per_change')} us/change "
+              f"(load {res['loadavg'][0]:.1f})")
+    return res
+
+
+def med(runs, key):
+    v = [x[key] for x in runs if isinstance(x.get(key), (int, float))]
+    return {"median": statistics.median(v), "min": min(v), "max": max(v),
+            "values": v} if v else None
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--build", default="build-bench")
+    ap.add_argument("--rounds", type=int, default=4,
+                    help="rounds of each side, interleaved 1 2, 2 1, ...")
+    ap.add_argument("--duration-s", type=float, default=5)
+    ap.add_argument("--conns", type=int, default=1000)
+    ap.add_argument("--window", type=int, default=4)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--out", default=None)
+    args = ap.parse_args()
+    build = os.path.abspath(args.build)
+    d = tempfile.mkdtemp(prefix="presence-bench-workers-")
+    rp, sock = redis_start(d)
+    runs = {1: [], args.workers: []}
+    load0 = bench.loadavg()
+    t0 = datetime.datetime.utcnow()
+    try:
+        for r in range(args.rounds):
+            for w in ((1, args.workers) if r % 2 == 0 else (args.workers, 1)):
+                runs[w].append(one_round(build, sock, rp.pid, w, args, r))
+    finally:
+        rp.kill()
+        rp.wait()
+        shutil.rmtree(d, ignore_errors=True)
+    summary = {}
+    for w, rs in runs.items():
+        summary[f"workers_{w}"] = {
+            "presenced_cpu_us_per_change": med(rs, "presenced_cpu_us_per_change"),
+            "redis_cpu_us_per_change": med(rs, "store_cpu_us_per_change"),
+            "changes_per_s": med(rs, "changes_per_s")}
+    one, many = summary["workers_1"], summary[f"workers_{args.workers}"]
+
+    def ratio(key):
+        a, b = one[key], many[key]
+        return round(b["median"] / a["median"], 3) if a and b and a["median"] else None
+    summary["ratio_presenced_cpu"] = ratio("presenced_cpu_us_per_change")
+    summary["ratio_redis_cpu"] = ratio("redis_cpu_us_per_change")
+    out = {"date": t0.isoformat(timespec="seconds") + "Z",
+           "command": " ".join([os.path.relpath(__file__, os.getcwd())] + sys.argv[1:]),
+           "conns": args.conns, "window": args.window, "duration_s": args.duration_s,
+           "loadavg_start": load0, "loadavg_end": bench.loadavg(),
+           "summary": summary, "runs": {str(k): v for k, v in runs.items()}}
+    path = args.out or os.path.join(
+        HERE, "results", f"{t0.strftime('%Y-%m-%d')}-workers.json")
+    with open(path, "w") as f:
+        json.dump(out, f, indent=1)
+    print(json.dumps(summary, indent=1))
+    bench.log(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()

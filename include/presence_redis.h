@@ -88,6 +88,11 @@ typedef struct presence_redis_options {
    * connection drops and reconnects): 0: 64 MiB and 1,048,576. */
   size_t max_reply_bytes;
   uint32_t max_reply_elements;
+  /* What the store allocates before it is attached (itself, its copies of
+   * the URL, prefix, credentials and TLS paths) comes from this one, which
+   * must outlive the store; NULL: malloc. From attach on, everything comes
+   * from the host's allocator (presence_options_t.allocator). */
+  const presence_allocator_t *allocator;
 } presence_redis_options_t;
 
 /* url with its password replaced by "***", into out (always terminated,

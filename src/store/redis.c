@@ -123,6 +123,10 @@ typedef struct rstore {
   presence_store_t base;
   presence_store_host_t h;
   presence_redis_options_t o;
+  /* What the store allocated before attach (itself, prefix, url, tls):
+   * freed with the allocator it came from, the options' (libc if none).
+   * Everything after attach comes from h.allocator, the host's. */
+  const presence_allocator_t *a0;
   char *prefix;
   presence__redis_url_t url; /* holds the password: never logged */
   presence_redis_tls_t tls;  /* its strings are ours */
@@ -223,6 +227,42 @@ static void logf_(rstore_t *st, presence_log_level_t lvl, const char *msg,
   if (st->h.log) st->h.log(st->h.host_ud, lvl, buf);
 }
 
+/* ---- allocation ---------------------------------------------------------
+ * Through the host's allocator (docs/c-api.md), so a host's counting or
+ * arena allocator sees the store's memory. Before attach h.allocator is a0. */
+
+static void *xmalloc(rstore_t *st, size_t n) {
+  return presence__malloc(st->h.allocator, n);
+}
+
+static void *xrealloc(rstore_t *st, void *p, size_t n) {
+  return presence__realloc(st->h.allocator, p, n);
+}
+
+static void *xcalloc(rstore_t *st, size_t n, size_t size) {
+  if (size && n > SIZE_MAX / size) return NULL;
+  void *p = xmalloc(st, n * size);
+  if (p) memset(p, 0, n * size);
+  return p;
+}
+
+static void xfree(rstore_t *st, void *p) {
+  presence__free(st->h.allocator, p);
+}
+
+static char *xstrndup(rstore_t *st, const char *s, size_t n) {
+  size_t len = strnlen(s, n);
+  char *c = xmalloc(st, len + 1);
+  if (!c) return NULL;
+  memcpy(c, s, len);
+  c[len] = '\0';
+  return c;
+}
+
+static char *xstrdup(rstore_t *st, const char *s) {
+  return xstrndup(st, s, strlen(s));
+}
+
 /* ---- local table -------------------------------------------------------- */
 
 static lsess_t *slab_get(rstore_t *st, presence_handle_t h) {
@@ -239,8 +279,8 @@ static int slab_put(rstore_t *st, lsess_t *s) {
   } else {
     if (st->slab_len == st->slab_cap) {
       uint32_t ncap = st->slab_cap ? st->slab_cap * 2 : 256;
-      lsess_t **n = realloc(st->slab, ncap * sizeof(*n));
-      uint32_t *f = realloc(st->free_slots, ncap * sizeof(*f));
+      lsess_t **n = xrealloc(st, st->slab, ncap * sizeof(*n));
+      uint32_t *f = xrealloc(st, st->free_slots, ncap * sizeof(*f));
       if (n) st->slab = n;
       if (f) st->free_slots = f;
       if (!n || !f) return PRESENCE_ENOMEM;
@@ -294,12 +334,12 @@ static void local_remove(rstore_t *st, lsess_t *s) {
   while (s->joins) {
     ljoin_t *j = s->joins;
     s->joins = j->next;
-    free(j->data);
-    free(j);
+    xfree(st, j->data);
+    xfree(st, j);
   }
-  free(s->user);
-  free(s->meta);
-  free(s);
+  xfree(st, s->user);
+  xfree(st, s->meta);
+  xfree(st, s);
 }
 
 static void local_clear(rstore_t *st) {
@@ -310,7 +350,7 @@ static void local_clear(rstore_t *st) {
 /* ---- requests ----------------------------------------------------------- */
 
 static req_t *req_new(rstore_t *st, req_fn fn) {
-  req_t *r = calloc(1, sizeof(*r));
+  req_t *r = xcalloc(st, 1, sizeof(*r));
   if (!r) return NULL;
   r->st = st;
   r->fn = fn;
@@ -319,14 +359,15 @@ static req_t *req_new(rstore_t *st, req_fn fn) {
 }
 
 static void req_free(req_t *r) {
+  rstore_t *st = r->st;
   while (r->sub_head) {
     req_t *n = r->sub_head->sub_next;
     req_free(r->sub_head);
     r->sub_head = n;
   }
-  free(r->cmd);
-  free(r->cmd_ch);
-  free(r);
+  xfree(st, r->cmd);
+  xfree(st, r->cmd_ch);
+  xfree(st, r);
 }
 
 /* Complete r later, from the loop: never from inside the call that asked. */
@@ -369,7 +410,7 @@ static int format_cmd(req_t *r, int argc, const char *const *argv,
                       const size_t *lens) {
   size_t cap = 0;
   r->cmd_len = 0;
-  return presence__resp_append(presence__default_allocator(), &r->cmd,
+  return presence__resp_append(r->st->h.allocator, &r->cmd,
                                &r->cmd_len, &cap, argc, argv, lens);
 }
 
@@ -406,11 +447,11 @@ static void call(rstore_t *st, req_t *r, const char *op, int n,
   const char **av = sv;
   size_t *al = sl;
   if (n > 8) {
-    av = malloc((size_t)(COMMON_ARGS + n) * sizeof(*av));
-    al = malloc((size_t)(COMMON_ARGS + n) * sizeof(*al));
+    av = xmalloc(st, (size_t)(COMMON_ARGS + n) * sizeof(*av));
+    al = xmalloc(st, (size_t)(COMMON_ARGS + n) * sizeof(*al));
     if (!av || !al) {
-      free(av);
-      free(al);
+      xfree(st, av);
+      xfree(st, al);
       defer(st, r, PRESENCE_ENOMEM);
       return;
     }
@@ -425,8 +466,8 @@ static void call(rstore_t *st, req_t *r, const char *op, int n,
   }
   int rc = format_cmd(r, COMMON_ARGS + n, av, al);
   if (av != sv) {
-    free(av);
-    free(al);
+    xfree(st, av);
+    xfree(st, al);
   }
   if (rc) {
     defer(st, r, rc);
@@ -585,7 +626,9 @@ int presence__redis_unpack(char *blob, size_t len, uint64_t last_seq,
     size_t cap = out->cap ? out->cap : 16;
     while (cap < out->n + count)
       cap *= 2;
-    presence_event_t *ev = realloc(out->ev, cap * sizeof(*ev));
+    presence_event_t *ev =
+        out->alloc ? presence__realloc(out->alloc, out->ev, cap * sizeof(*ev))
+                   : realloc(out->ev, cap * sizeof(*ev));
     if (!ev) return PRESENCE_ENOMEM;
     out->ev = ev;
     out->cap = cap;
@@ -700,10 +743,12 @@ int presence__redis_decode_reply(redisReply *rep, const char *self,
 static int reply_events(rstore_t *st, redisReply *rep,
                         presence__redis_events_t *out) {
   memset(out, 0, sizeof(*out));
+  out->alloc = st->h.allocator;
   int rc = presence__redis_decode_reply(rep, st->h.instance_id, out);
   if (rc) {
-    free(out->ev);
+    xfree(st, out->ev);
     memset(out, 0, sizeof(*out));
+    out->alloc = st->h.allocator;
     logf_(st, PRESENCE_LOG_ERROR, "redis: malformed events in a reply", NULL);
   }
   return rc;
@@ -723,7 +768,7 @@ static void emit_list(rstore_t *st, presence__redis_events_t *evs, size_t from,
     const char **arr = reap_ids ? attach_reap_ids(st, ev) : NULL;
     st->stats.events[ev->type]++;
     st->h.emit(st->h.host_ud, ev);
-    free(arr);
+    xfree(st, arr);
   }
 }
 
@@ -732,7 +777,7 @@ static void emit_reply(rstore_t *st, redisReply *rep, bool reap_ids) {
   presence__redis_events_t evs;
   if (reply_events(st, rep, &evs)) return;
   emit_list(st, &evs, 0, evs.n, reap_ids);
-  free(evs.ev);
+  xfree(st, evs.ev);
 }
 
 static void emit_events(rstore_t *st, redisReply *rep) {
@@ -765,14 +810,14 @@ static bool can_write(rstore_t *st) {
  * full batch stays around 2 ms, far under the 10 ms a call may take. */
 #define WB_MAX 64
 
-static int resp_put(char **buf, size_t *len, size_t *cap, const char *a,
-                    size_t n) {
+static int resp_put(rstore_t *st, char **buf, size_t *len, size_t *cap,
+                    const char *a, size_t n) {
   size_t need = *len + n + 32;
   if (need > *cap) {
     size_t ncap = *cap ? *cap * 2 : 4096;
     while (ncap < need)
       ncap *= 2;
-    char *b = realloc(*buf, ncap);
+    char *b = xrealloc(st, *buf, ncap);
     if (!b) return PRESENCE_ENOMEM;
     *buf = b;
     *cap = ncap;
@@ -803,7 +848,7 @@ static void batch_done(rstore_t *st, req_t *r, redisReply *rep, int code) {
         if (p->element[i]->type != REDIS_REPLY_INTEGER) code = PRESENCE_ESTORE;
     }
   }
-  presence__redis_events_t evs = {0};
+  presence__redis_events_t evs = {.alloc = st->h.allocator};
   if (!code) code = reply_events(st, rep, &evs);
   size_t ev = 0, k = 0;
   req_t *sub;
@@ -820,7 +865,7 @@ static void batch_done(rstore_t *st, req_t *r, redisReply *rep, int code) {
     sub->fn(st, sub, NULL, c);
     req_free(sub);
   }
-  free(evs.ev);
+  xfree(st, evs.ev);
 }
 
 /* Send the queued writes as one call (in order, fenced once). */
@@ -843,13 +888,13 @@ static void flush_writes(rstore_t *st) {
   size_t nc = COMMON_ARGS + 1;
   char *cmd = NULL;
   size_t len = 0, cap = body + 512;
-  cmd = b ? malloc(cap) : NULL;
+  cmd = b ? xmalloc(st, cap) : NULL;
   int rc = cmd ? 0 : PRESENCE_ENOMEM;
   if (!rc) len = (size_t)snprintf(cmd, cap, "*%zu\r\n", nc + nargs);
   for (size_t i = 0; !rc && i < nc; i++)
-    rc = resp_put(&cmd, &len, &cap, common[i], strlen(common[i]));
+    rc = resp_put(st, &cmd, &len, &cap, common[i], strlen(common[i]));
   if (!rc && len + body > cap) {
-    char *c2 = realloc(cmd, len + body);
+    char *c2 = xrealloc(st, cmd, len + body);
     if (c2) {
       cmd = c2;
       cap = len + body;
@@ -858,7 +903,7 @@ static void flush_writes(rstore_t *st) {
     }
   }
   if (rc) {
-    free(cmd);
+    xfree(st, cmd);
     if (b) {
       defer(st, b, PRESENCE_ENOMEM);
       return;
@@ -889,9 +934,10 @@ static void queue_write(rstore_t *st, req_t *r, const char *op, int n,
     return;
   }
   size_t mark = st->wb_len;
-  int rc = resp_put(&st->wb, &st->wb_len, &st->wb_cap, op, strlen(op));
+  int rc = resp_put(st, &st->wb, &st->wb_len, &st->wb_cap, op, strlen(op));
   for (int i = 0; !rc && i < n; i++)
-    rc = resp_put(&st->wb, &st->wb_len, &st->wb_cap, args[i], strlen(args[i]));
+    rc = resp_put(st, &st->wb, &st->wb_len, &st->wb_cap, args[i],
+                  strlen(args[i]));
   if (rc) {
     st->wb_len = mark;
     defer(st, r, rc);
@@ -1024,10 +1070,10 @@ static lsess_t *write_session(rstore_t *st, const presence_write_t *w) {
 static int op_connect(rstore_t *st, const presence_write_t *w,
                       presence_store_done_fn done, void *ud) {
   if (find_local(st, w->session_id, w->session_id_len)) return PRESENCE_EEXIST;
-  lsess_t *s = calloc(1, sizeof(*s) + w->session_id_len + 1);
+  lsess_t *s = xcalloc(st, 1, sizeof(*s) + w->session_id_len + 1);
   req_t *r = req_new(st, connect_done);
-  char *user = strndup(w->user_id, w->user_id_len);
-  char *meta = w->meta ? malloc(w->meta_len + 2) : NULL;
+  char *user = xstrndup(st, w->user_id, w->user_id_len);
+  char *meta = w->meta ? xmalloc(st, w->meta_len + 2) : NULL;
   if (!s || !r || !user || (w->meta && !meta)) goto nomem;
   memcpy(s->id, w->session_id, w->session_id_len);
   s->key.hash = presence__hash(w->session_id, w->session_id_len);
@@ -1070,10 +1116,10 @@ static int op_connect(rstore_t *st, const presence_write_t *w,
               4, args);
   return 0;
 nomem:
-  free(s);
-  free(r);
-  free(user);
-  free(meta);
+  xfree(st, s);
+  xfree(st, r);
+  xfree(st, user);
+  xfree(st, meta);
   return PRESENCE_ENOMEM;
 }
 
@@ -1149,8 +1195,8 @@ static ljoin_t **ljoin_find(lsess_t *s, const char *ch, size_t len) {
 }
 
 /* '=' data, or "" for none: as the script keeps it. */
-static char *data_arg(const presence_write_t *w) {
-  char *d = malloc(w->data ? w->data_len + 2 : 1);
+static char *data_arg(rstore_t *st, const presence_write_t *w) {
+  char *d = xmalloc(st, w->data ? w->data_len + 2 : 1);
   if (!d) return NULL;
   d[0] = '\0';
   if (w->data) {
@@ -1173,8 +1219,8 @@ static void join_done(rstore_t *st, req_t *r, redisReply *rep, int code) {
       if (*pp) {
         ljoin_t *j = *pp;
         *pp = j->next;
-        free(j->data);
-        free(j);
+        xfree(st, j->data);
+        xfree(st, j);
       }
     }
   }
@@ -1195,17 +1241,17 @@ static int op_channel(rstore_t *st, const presence_write_t *w,
     for (ljoin_t *k = s->joins; k; k = k->next) n++;
     if (n >= st->h.max_channels_per_session) return PRESENCE_ECHANLIMIT;
   }
-  char *d = w->kind == PRESENCE_WRITE_LEAVE ? NULL : data_arg(w);
+  char *d = w->kind == PRESENCE_WRITE_LEAVE ? NULL : data_arg(st, w);
   int fresh_join = !j && w->kind == PRESENCE_WRITE_JOIN;
   req_t *r = req_new(st, fresh_join ? join_done : write_done);
   ljoin_t *fresh = !j && w->kind == PRESENCE_WRITE_JOIN
-                       ? calloc(1, sizeof(*fresh) + w->channel_len + 1)
+                       ? xcalloc(st, 1, sizeof(*fresh) + w->channel_len + 1)
                        : NULL;
   if (!r || (w->kind != PRESENCE_WRITE_LEAVE && !d) ||
       (!j && w->kind == PRESENCE_WRITE_JOIN && !fresh)) {
-    free(r);
-    free(d);
-    free(fresh);
+    xfree(st, r);
+    xfree(st, d);
+    xfree(st, fresh);
     return PRESENCE_ENOMEM;
   }
   r->done = done;
@@ -1215,7 +1261,8 @@ static int op_channel(rstore_t *st, const presence_write_t *w,
     *pp = j = fresh;
     r->slot = s->slot;
     r->gen = s->gen;
-    r->cmd_ch = strndup(w->channel, w->channel_len); /* NULL: kept anyway */
+    /* NULL: kept anyway */
+    r->cmd_ch = xstrndup(st, w->channel, w->channel_len);
   }
   char maxc[16];
   snprintf(maxc, sizeof maxc, "%u", (unsigned)st->h.max_channels_per_session);
@@ -1224,13 +1271,13 @@ static int op_channel(rstore_t *st, const presence_write_t *w,
   if (w->kind == PRESENCE_WRITE_LEAVE) {
     if (ok) queue_write(st, r, "leave", 3, args);
     *pp = j->next;
-    free(j->data);
-    free(j);
+    xfree(st, j->data);
+    xfree(st, j);
   } else {
     if (ok)
       queue_write(st, r, w->kind == PRESENCE_WRITE_JOIN ? "join" : "update",
                   w->kind == PRESENCE_WRITE_JOIN ? 5 : 4, args);
-    free(j->data);
+    xfree(st, j->data);
     j->data = d;
   }
   if (!ok) defer(st, r, PRESENCE_ESTORE);
@@ -1241,10 +1288,10 @@ static int op_remove_user(rstore_t *st, const presence_write_t *w,
                           presence_store_done_fn done, void *ud) {
   if (!can_write(st)) return PRESENCE_ESTORE;
   req_t *r = req_new(st, write_done);
-  char *ch = strndup(w->channel, w->channel_len);
+  char *ch = xstrndup(st, w->channel, w->channel_len);
   if (!r || !ch) {
-    free(r);
-    free(ch);
+    xfree(st, r);
+    xfree(st, ch);
     return PRESENCE_ENOMEM;
   }
   r->done = done;
@@ -1260,13 +1307,13 @@ static int op_remove_user(rstore_t *st, const presence_write_t *w,
     if (*pp) {
       ljoin_t *j = *pp;
       *pp = j->next;
-      free(j->data);
-      free(j);
+      xfree(st, j->data);
+      xfree(st, j);
     }
   }
   const char *args[] = {ch, r->user};
   queue_write(st, r, "rmuser", 2, args);
-  free(ch);
+  xfree(st, ch);
   return 0;
 }
 
@@ -1431,12 +1478,12 @@ static void cresync_step(rstore_t *st) {
     sweep_step(st);
     return;
   }
-  const char **args = malloc(cap * sizeof(*args));
-  char(*nums)[12] = malloc((size_t)n * sizeof(*nums));
+  const char **args = xmalloc(st, cap * sizeof(*args));
+  char(*nums)[12] = xmalloc(st, (size_t)n * sizeof(*nums));
   char count[16];
   if (!args || !nums) {
-    free(args);
-    free(nums);
+    xfree(st, args);
+    xfree(st, nums);
     return;
   }
   uint32_t k = 0;
@@ -1458,8 +1505,8 @@ static void cresync_step(rstore_t *st) {
   args[0] = count;
   req_t *r = req_new(st, cresync_done);
   if (r) call(st, r, "cassert", (int)nargs, args, NULL);
-  free(args);
-  free(nums);
+  xfree(st, args);
+  xfree(st, nums);
 }
 
 static void resync_done(rstore_t *st, req_t *r, redisReply *rep, int code) {
@@ -1476,11 +1523,11 @@ static void resync_done(rstore_t *st, req_t *r, redisReply *rep, int code) {
  * connect, under the new epoch). */
 static void resync_step(rstore_t *st) {
   uint32_t batch = st->o.batch;
-  const char **args = malloc((1 + 5 * (size_t)batch) * sizeof(*args));
-  char(*nums)[24] = malloc(2 * (size_t)batch * sizeof(*nums));
+  const char **args = xmalloc(st, (1 + 5 * (size_t)batch) * sizeof(*args));
+  char(*nums)[24] = xmalloc(st, 2 * (size_t)batch * sizeof(*nums));
   if (!args || !nums) {
-    free(args);
-    free(nums);
+    xfree(st, args);
+    xfree(st, nums);
     return;
   }
   uint32_t n = 0;
@@ -1499,8 +1546,8 @@ static void resync_step(rstore_t *st) {
     n++;
   }
   if (n == 0) {
-    free(args);
-    free(nums);
+    xfree(st, args);
+    xfree(st, nums);
     st->cresync_slot = 0;
     cresync_step(st);
     return;
@@ -1509,8 +1556,8 @@ static void resync_step(rstore_t *st) {
   args[0] = count;
   req_t *r = req_new(st, resync_done);
   if (r) call(st, r, "assert", (int)(1 + 5 * n), args, NULL);
-  free(args);
-  free(nums);
+  xfree(st, args);
+  xfree(st, nums);
 }
 
 static void start_resync(rstore_t *st) {
@@ -1697,7 +1744,7 @@ static int conn_new(rstore_t *st, const char *name, bool reader,
  * malformed entry is skipped (logged): the next event's number then jumps,
  * which is how every reader learns of a gap. */
 static void read_log_entries(rstore_t *st, redisReply *entries) {
-  presence__redis_events_t evs = {0};
+  presence__redis_events_t evs = {.alloc = st->h.allocator};
   for (size_t i = 0; i < entries->elements && !st->destroying; i++) {
     redisReply *e = entries->element[i];
     evs.n = 0;
@@ -1712,7 +1759,7 @@ static void read_log_entries(rstore_t *st, redisReply *entries) {
       st->h.observe(st->h.host_ud, &evs.ev[j]);
     }
   }
-  free(evs.ev);
+  xfree(st, evs.ev);
 }
 
 /* Kick requests: entries {id, {"s", session id}}. */
@@ -1844,7 +1891,7 @@ static void reap_claim(rstore_t *st);
 static void reap_end(rstore_t *st) {
   st->reaping = false;
   st->reap_more = false;
-  free(st->reap_ids);
+  xfree(st, st->reap_ids);
   st->reap_ids = NULL;
   st->reap_ids_len = st->reap_ids_cap = 0;
 }
@@ -1859,7 +1906,7 @@ static const char **attach_reap_ids(rstore_t *st, presence_event_t *ev) {
   size_t n = 0;
   for (size_t j = 0; j < st->reap_ids_len; j++)
     n += st->reap_ids[j] == '\n';
-  const char **arr = malloc((n ? n : 1) * sizeof(*arr));
+  const char **arr = xmalloc(st, (n ? n : 1) * sizeof(*arr));
   if (!arr) return NULL;
   size_t k = 0;
   char *at = st->reap_ids;
@@ -1922,7 +1969,7 @@ static void reap_ids_done(rstore_t *st, req_t *r, redisReply *rep, int code) {
       size_t cap = st->reap_ids_cap ? st->reap_ids_cap * 2 : REAP_IDS_CAP0;
       while (cap < st->reap_ids_len + len + 1)
         cap *= 2;
-      char *b = realloc(st->reap_ids, cap);
+      char *b = xrealloc(st, st->reap_ids, cap);
       if (!b) {
         reap_end(st);
         return;
@@ -1984,7 +2031,7 @@ static void reap_batch_done(rstore_t *st, req_t *r, redisReply *rep, int code) {
     reap_end(st);
     return;
   }
-  free(st->reap_ids);
+  xfree(st, st->reap_ids);
   st->reap_ids = NULL;
   st->reap_ids_len = st->reap_ids_cap = 0;
   st->reap_ids_pos = 0;
@@ -2234,7 +2281,6 @@ static void parse_rec(char *rec, const char *sid, const char *user,
 }
 
 static void sessions_done(rstore_t *st, req_t *r, redisReply *rep, int code) {
-  (void)st;
   if (!code && rep) code = script_code(rep);
   redisReply *p = code ? NULL : at(rep, 1);
   if (!code && (!p || p->type != REDIS_REPLY_ARRAY)) code = PRESENCE_ESTORE;
@@ -2248,7 +2294,7 @@ static void sessions_done(rstore_t *st, req_t *r, redisReply *rep, int code) {
       r->sessions_cb(r->ud, PRESENCE_ESTORE, NULL, 0);
       return;
     }
-  presence_session_info_t *v = calloc(n ? n : 1, sizeof(*v));
+  presence_session_info_t *v = xcalloc(st, n ? n : 1, sizeof(*v));
   if (!v) {
     r->sessions_cb(r->ud, PRESENCE_ENOMEM, NULL, 0);
     return;
@@ -2257,7 +2303,7 @@ static void sessions_done(rstore_t *st, req_t *r, redisReply *rep, int code) {
     parse_rec(p->element[2 * i + 1]->str, p->element[2 * i]->str, r->user,
               &v[i]);
   r->sessions_cb(r->ud, 0, v, n);
-  free(v);
+  xfree(st, v);
 }
 
 static int r_sessions_query(presence_store_t *base, const char *user_id,
@@ -2332,13 +2378,13 @@ static const char *opt_data(const redisReply *e) {
 /* Members from the reply's fields at *i (see member_reply in the script),
  * n of them (or as many as there are when n is SIZE_MAX, each preceded by
  * its channel); the metas go to one array. Returns 0 or ESTORE. */
-static int parse_members(const redisReply *p, size_t *i, size_t n,
+static int parse_members(rstore_t *st, const redisReply *p, size_t *i, size_t n,
                          const char *channel, presence_member_info_t **out,
                          size_t *out_n, presence_member_meta_t **metas) {
   bool with_channel = n == SIZE_MAX;
   size_t cap = p->elements / 6 + 1, mcap = p->elements / 4 + 1;
-  *out = calloc(cap, sizeof(**out));
-  *metas = calloc(mcap, sizeof(**metas));
+  *out = xcalloc(st, cap, sizeof(**out));
+  *metas = xcalloc(st, mcap, sizeof(**metas));
   *out_n = 0;
   if (!*out || !*metas) return PRESENCE_ENOMEM;
   size_t nm = 0;
@@ -2371,13 +2417,12 @@ static int parse_members(const redisReply *p, size_t *i, size_t n,
 }
 
 static void members_done(rstore_t *st, req_t *r, redisReply *rep, int code) {
-  (void)st;
   redisReply *p = string_payload(rep, &code, 3);
   presence_member_info_t *m = NULL;
   presence_member_meta_t *metas = NULL;
   size_t n = 0, i = 3;
   if (!code)
-    code = parse_members(p, &i, strtoul(p->element[2]->str, NULL, 10),
+    code = parse_members(st, p, &i, strtoul(p->element[2]->str, NULL, 10),
                          (const char *)r->cmd_ch, &m, &n, &metas);
   if (code) {
     r->members_cb(r->ud, code, NULL, 0, 0, NULL);
@@ -2386,8 +2431,8 @@ static void members_done(rstore_t *st, req_t *r, redisReply *rep, int code) {
     r->members_cb(r->ud, 0, m, n, strtoull(p->element[0]->str, NULL, 10),
                   more && n ? m[n - 1].user_id : NULL);
   }
-  free(m);
-  free(metas);
+  xfree(st, m);
+  xfree(st, metas);
 }
 
 static int r_channel_members(presence_store_t *base, const char *channel,
@@ -2396,13 +2441,14 @@ static int r_channel_members(presence_store_t *base, const char *channel,
                                         const presence_member_info_t *, size_t,
                                         uint64_t, const char *),
                              void *ud) {
-  char *ch = strdup(channel);
+  rstore_t *st = (rstore_t *)base;
+  char *ch = xstrdup(st, channel);
   if (!ch) return PRESENCE_ENOMEM;
   req_t *r = NULL;
-  int rc = send_query((rstore_t *)base, members_done, "q_members", channel,
+  int rc = send_query(st, members_done, "q_members", channel,
                       after, limit, &r);
   if (rc) {
-    free(ch);
+    xfree(st, ch);
     return rc;
   }
   r->cmd_ch = ch;
@@ -2412,7 +2458,6 @@ static int r_channel_members(presence_store_t *base, const char *channel,
 }
 
 static void channels_done(rstore_t *st, req_t *r, redisReply *rep, int code) {
-  (void)st;
   redisReply *p = string_payload(rep, &code, 1);
   if (!code && p->elements % 2 != 1) code = PRESENCE_ESTORE;
   if (code) {
@@ -2420,7 +2465,7 @@ static void channels_done(rstore_t *st, req_t *r, redisReply *rep, int code) {
     return;
   }
   size_t n = p->elements / 2;
-  presence_channel_info_t *v = calloc(n ? n : 1, sizeof(*v));
+  presence_channel_info_t *v = xcalloc(st, n ? n : 1, sizeof(*v));
   if (!v) {
     r->channels_cb(r->ud, PRESENCE_ENOMEM, NULL, 0, NULL);
     return;
@@ -2431,7 +2476,7 @@ static void channels_done(rstore_t *st, req_t *r, redisReply *rep, int code) {
   }
   bool more = p->element[0]->str[0] == '1';
   r->channels_cb(r->ud, 0, v, n, more && n ? v[n - 1].channel : NULL);
-  free(v);
+  xfree(st, v);
 }
 
 static int r_channels_list(presence_store_t *base, const char *prefix,
@@ -2450,16 +2495,15 @@ static int r_channels_list(presence_store_t *base, const char *prefix,
 }
 
 static void uchans_done(rstore_t *st, req_t *r, redisReply *rep, int code) {
-  (void)st;
   redisReply *p = string_payload(rep, &code, 1);
   presence_member_info_t *m = NULL;
   presence_member_meta_t *metas = NULL;
   size_t n = 0, i = 1;
-  if (!code) code = parse_members(p, &i, SIZE_MAX, NULL, &m, &n, &metas);
+  if (!code) code = parse_members(st, p, &i, SIZE_MAX, NULL, &m, &n, &metas);
   if (code) r->members_cb(r->ud, code, NULL, 0, 0, NULL);
   else r->members_cb(r->ud, 0, m, n, n, NULL);
-  free(m);
-  free(metas);
+  xfree(st, m);
+  xfree(st, metas);
 }
 
 static int r_user_channels(presence_store_t *base, const char *user_id,
@@ -2512,7 +2556,7 @@ static void log_done(rstore_t *st, req_t *r, redisReply *rep, int code) {
   }
   /* The first entry may begin before after_seq + 1 (an entry holds all the
    * events of one call): those are skipped. */
-  presence__redis_events_t evs = {0};
+  presence__redis_events_t evs = {.alloc = st->h.allocator};
   int status = 0;
   size_t from = 0, ne;
   /* Decoded only as far as max events after the cursor. */
@@ -2527,7 +2571,7 @@ static void log_done(rstore_t *st, req_t *r, redisReply *rep, int code) {
       from++;
   }
   if (status) {
-    free(evs.ev);
+    xfree(st, evs.ev);
     r->log_cb(r->ud, status, NULL, 0);
     return;
   }
@@ -2541,7 +2585,7 @@ static void log_done(rstore_t *st, req_t *r, redisReply *rep, int code) {
      * with ECURSOR and the oldest events. Redis's counter tells which. (A
      * cursor at or below what this instance has seen is simply up to date:
      * no extra request on the common path.) */
-    free(evs.ev);
+    xfree(st, evs.ev);
     req_t *q = log_follow_up(st, r, log_newest_done, r->after_seq);
     if (!q) return;
     char key[256];
@@ -2555,7 +2599,7 @@ static void log_done(rstore_t *st, req_t *r, redisReply *rep, int code) {
   if (r->from_oldest || (n && evs.ev[from].seq > r->after_seq + 1))
     status = PRESENCE_ECURSOR;
   r->log_cb(r->ud, status, n ? evs.ev + from : NULL, n);
-  free(evs.ev);
+  xfree(st, evs.ev);
 }
 
 /* The newest sequence number, asked after a read found nothing: a cursor
@@ -2629,9 +2673,12 @@ static int r_attach(presence_store_t *base, const presence_store_host_t *host) {
   rstore_t *st = (rstore_t *)base;
   st->h = *host;
   if (!st->h.allocator) st->h.allocator = presence__default_allocator();
-  int rc = presence__table_init(&st->sessions, presence__default_allocator(),
+  int rc = presence__table_init(&st->sessions, st->h.allocator,
                                 offsetof(lsess_t, id));
   if (rc) return rc;
+  st->attached = true; /* the table is up: destroy frees it */
+  /* libc, not the host's: freed on the loop after presence_free returned
+   * (on_hclose), when the host's allocator may be gone. */
   handles_t *hs = calloc(1, sizeof(*hs));
   if (!hs) return PRESENCE_ENOMEM;
   for (int i = 0; i < T_N; i++) {
@@ -2641,7 +2688,6 @@ static int r_attach(presence_store_t *base, const presence_store_host_t *host) {
   hs->open = T_N;
   hs->st = st;
   st->hs = hs;
-  st->attached = true;
   uv_timer_start(&hs->t[T_HB], on_timer, st->o.heartbeat_ms,
                  st->o.heartbeat_ms);
   /* The deadlines kept in Redis (offline grace, status message expiry)
@@ -2680,16 +2726,18 @@ static void r_destroy(presence_store_t *base) {
     local_clear(st);
     presence__table_free(&st->sessions);
   }
-  free(st->slab);
-  free(st->free_slots);
-  free(st->wb);
-  presence__redis_url_free(presence__default_allocator(), &st->url);
-  free((char *)st->tls.ca_file);
-  free((char *)st->tls.cert_file);
-  free((char *)st->tls.key_file);
-  free((char *)st->tls.server_name);
-  free(st->prefix);
-  free(st);
+  xfree(st, st->slab);
+  xfree(st, st->free_slots);
+  xfree(st, st->wb);
+  /* From before attach: the options' allocator. */
+  const presence_allocator_t *a0 = st->a0;
+  presence__redis_url_free(a0, &st->url);
+  presence__free(a0, (char *)st->tls.ca_file);
+  presence__free(a0, (char *)st->tls.cert_file);
+  presence__free(a0, (char *)st->tls.key_file);
+  presence__free(a0, (char *)st->tls.server_name);
+  presence__free(a0, st->prefix);
+  presence__free(a0, st);
 }
 
 static const presence_store_ops_t redis_ops = {
@@ -2715,24 +2763,24 @@ static const presence_store_ops_t redis_ops = {
  * a file or the environment, the TLS files): all copied, since the options'
  * strings need not outlive this call. */
 static int parse_url(rstore_t *st, const presence_redis_options_t *o) {
-  const presence_allocator_t *a = presence__default_allocator();
+  const presence_allocator_t *a = st->a0;
   char err[96];
   int rc = presence__redis_url_parse(a, o->url, &st->url, err, sizeof err);
   if (rc) return rc;
   if (o->user) {
-    free(st->url.user);
-    if (!(st->url.user = strdup(o->user))) return PRESENCE_ENOMEM;
+    presence__free(a, st->url.user);
+    if (!(st->url.user = xstrdup(st, o->user))) return PRESENCE_ENOMEM;
   }
   if (o->password) {
-    free(st->url.password);
-    if (!(st->url.password = strdup(o->password))) return PRESENCE_ENOMEM;
+    presence__free(a, st->url.password);
+    if (!(st->url.password = xstrdup(st, o->password))) return PRESENCE_ENOMEM;
   }
   const char *const src[] = {o->tls.ca_file, o->tls.cert_file,
                              o->tls.key_file, o->tls.server_name};
   const char **dst[] = {&st->tls.ca_file, &st->tls.cert_file,
                         &st->tls.key_file, &st->tls.server_name};
   for (int i = 0; i < 4; i++)
-    if (src[i] && !(*dst[i] = strdup(src[i]))) return PRESENCE_ENOMEM;
+    if (src[i] && !(*dst[i] = xstrdup(st, src[i]))) return PRESENCE_ENOMEM;
   st->tls.insecure = o->tls.insecure;
   return 0;
 }
@@ -2741,8 +2789,14 @@ int presence_store_redis_new(const presence_redis_options_t *opts,
                              presence_store_t **out) {
   if (!opts || !opts->loop || !out) return PRESENCE_EINVAL;
   *out = NULL;
-  rstore_t *st = calloc(1, sizeof(*st));
+  const presence_allocator_t *a0 =
+      opts->allocator ? opts->allocator : presence__default_allocator();
+  rstore_t *st = presence__malloc(a0, sizeof(*st));
   if (!st) return PRESENCE_ENOMEM;
+  memset(st, 0, sizeof(*st));
+  st->a0 = a0;
+  /* Until attach gives the host's: what xstrdup copies now is a0's. */
+  st->h.allocator = a0;
   st->base.ops = &redis_ops;
   st->o = *opts;
   presence_redis_options_t *o = &st->o;
@@ -2759,7 +2813,7 @@ int presence_store_redis_new(const presence_redis_options_t *opts,
   o->prefix = NULL;
   o->user = o->password = NULL;
   memset(&o->tls, 0, sizeof o->tls);
-  st->prefix = strdup(opts->prefix ? opts->prefix : "presence:");
+  st->prefix = xstrdup(st, opts->prefix ? opts->prefix : "presence:");
   int rc = st->prefix ? parse_url(st, opts) : PRESENCE_ENOMEM;
   if (!rc && strlen(st->prefix) > 100) rc = PRESENCE_EINVAL;
   if (rc) {
@@ -2943,4 +2997,8 @@ const char *presence__redis_instance(presence_store_t *s) {
 
 int presence__redis_is(presence_store_t *s) {
   return s && s->ops == &redis_ops;
+}
+
+const presence_allocator_t *presence__redis_allocator(presence_store_t *s) {
+  return ((rstore_t *)s)->h.allocator;
 }

@@ -16,11 +16,13 @@
 
 #include <hiredis/hiredis.h>
 
-/* Events decoded so far; free ev with free(). Their strings point into the
- * replies they came from, which must outlive them. */
+/* Events decoded so far; free ev with alloc (free() when alloc is NULL).
+ * Their strings point into the replies they came from, which must outlive
+ * them. */
 typedef struct presence__redis_events {
   presence_event_t *ev;
   size_t n, cap;
+  const presence_allocator_t *alloc; /* NULL: libc */
 } presence__redis_events_t;
 
 /* Unpack count events packed in blob (len bytes, blob[len] == '\0', as in
@@ -51,6 +53,9 @@ int presence__redis_user_reply(const redisReply *rep,
 
 /* Whether s is the Redis store. */
 int presence__redis_is(presence_store_t *s);
+/* The host's allocator, for what the store's other files allocate after
+ * attach (freed before the store is destroyed). */
+const presence_allocator_t *presence__redis_allocator(presence_store_t *s);
 /* One command on the command connection, in order with the store's own:
  * cb(ud, 0, reply), or (ud, code, reply or NULL) for an error reply (code
  * ESTORE, the reply still given) or a failure. 0, or ESTORE when not

@@ -18,6 +18,7 @@
  * The calls go over the store's command connection: its timeouts, its
  * reconnects, its checked replies.
  */
+#include "core/internal.h"
 #include "presence_redis.h"
 #include "store/redis_decode.h"
 
@@ -74,6 +75,7 @@ static const char lease_script[] =
 typedef struct lease_call {
   void (*done)(void *ud, int status, const presence_redis_lease_t *r);
   void *ud;
+  const presence_allocator_t *a; /* the host's, via the store */
 } lease_call_t;
 
 /* A decimal string of digits only. */
@@ -115,7 +117,7 @@ static void on_lease(void *ud, int code, redisReply *rep) {
     }
   }
   c->done(c->ud, code, code ? NULL : &out);
-  free(c);
+  presence__free(c->a, c);
 }
 
 int presence_redis_lease(presence_store_t *s, const char *name,
@@ -145,12 +147,14 @@ int presence_redis_lease(presence_store_t *s, const char *name,
   const char *argv[] = {"EVAL",  lease_script, "3",   key,
                         log_key, seq_key,      opname, presence__redis_instance(s),
                         tok,     lease,        cur,    log_offer};
-  lease_call_t *c = malloc(sizeof *c);
+  const presence_allocator_t *a = presence__redis_allocator(s);
+  lease_call_t *c = presence__malloc(a, sizeof *c);
   if (!c) return PRESENCE_ENOMEM;
+  c->a = a;
   c->done = done;
   c->ud = ud;
   int rc = presence__redis_raw(s, (int)(sizeof argv / sizeof *argv), argv,
                                NULL, on_lease, c);
-  if (rc) free(c);
+  if (rc) presence__free(a, c);
   return rc;
 }

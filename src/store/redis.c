@@ -1035,10 +1035,11 @@ static int op_setting(rstore_t *st, const presence_write_t *w,
     return 0;
   }
   /* '-' for none, '=' and the text otherwise (an empty string is none). */
-  char *text = malloc(w->message_len + 2), *emoji = malloc(w->emoji_len + 2);
+  char *text = xmalloc(st, w->message_len + 2);
+  char *emoji = xmalloc(st, w->emoji_len + 2);
   if (!text || !emoji) {
-    free(text);
-    free(emoji);
+    xfree(st, text);
+    xfree(st, emoji);
     defer(st, r, PRESENCE_ENOMEM);
     return 0;
   }
@@ -1057,8 +1058,8 @@ static int op_setting(rstore_t *st, const presence_write_t *w,
     if (in >= 0 && (uint64_t)in < every)
       uv_timer_start(&st->hs->t[T_GRACE], on_timer, (uint64_t)in + 1, every);
   }
-  free(text);
-  free(emoji);
+  xfree(st, text);
+  xfree(st, emoji);
   return 0;
 }
 

@@ -7,7 +7,8 @@
  * the store's own allocations (asked for through calls that reach only the
  * store: presence_store_redis_new, presence_redis_kick, presence_redis_lease)
  * and nothing is left live once the instance is freed, after connects,
- * channel joins, status changes, a log read, member queries and the reaping
+ * channel joins, status changes, availability and (expiring) messages, a log
+ * read, member queries and the reaping
  * of a dead instance's sessions.
  */
 #include "harness.h"
@@ -179,6 +180,27 @@ static void everything_goes_through_the_host_allocator(void **state) {
       want++;
     }
   }
+  /* Status settings: availability and messages, one expiring soon. */
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  int64_t wall = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+  for (int i = 0; i < 7; i++) {
+    snprintf(uid, sizeof uid, "u%d", i);
+    assert_int_equal(presence_user_set_availability(
+                         in.p, uid, i % 2 ? PRESENCE_AVAIL_DND
+                                          : PRESENCE_AVAIL_AWAY,
+                         done_cb, &in),
+                     0);
+    want++;
+    assert_int_equal(presence_user_set_message(in.p, uid, "in a meeting",
+                                               "\xf0\x9f\x93\x85",
+                                               i == 0 ? wall + 300 : 0,
+                                               done_cb, &in),
+                     0);
+    want++;
+  }
+  assert_int_equal(presence_user_clear_message(in.p, "u6", done_cb, &in), 0);
+  want++;
   wait_done(&loop, &in, want);
   assert_no_errors(&in);
 

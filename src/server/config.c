@@ -798,14 +798,21 @@ static char *read_file(srv_config_t *cfg, const char *path, size_t max,
 /* A secret file other local users can read is a secret shared with them:
  * warned about, not refused (a container's mounted secret may be 0644 with
  * nobody else on the machine). */
+int config_secret_file_exposed(const char *path, unsigned *mode) {
+  struct stat st;
+  if (stat(path, &st) != 0 || !(st.st_mode & (S_IRWXG | S_IRWXO))) return 0;
+  *mode = (unsigned)(st.st_mode & 0777);
+  return 1;
+}
+
 static void warn_secret_file_mode(srv_config_t *cfg, const char *opt,
                                   const char *path) {
-  struct stat st;
-  if (stat(path, &st) == 0 && (st.st_mode & (S_IRWXG | S_IRWXO)))
+  unsigned mode;
+  if (config_secret_file_exposed(path, &mode))
     warn(cfg,
          "--%s: '%s' is readable or writable by group or others (mode %03o): "
          "chmod 600 it",
-         opt, path, (unsigned)(st.st_mode & 0777));
+         opt, path, mode);
 }
 
 /* A secret file holds the secret on one line; its trailing newline (and

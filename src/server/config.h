@@ -149,6 +149,10 @@ int config_parse(srv_config_t *cfg, int argc, char **argv,
 void config_each_warning(const srv_config_t *cfg,
                          void (*fn)(void *ud, const char *warning), void *ud);
 
+/* Whether a secret file is readable or writable by group or others (its
+ * permission bits in *mode): a secret shared with every local user. */
+int config_secret_file_exposed(const char *path, unsigned *mode);
+
 /* Shortest API key and JWT secret accepted, in bytes. */
 #define CONFIG_SECRET_MIN 32u
 

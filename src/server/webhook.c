@@ -608,6 +608,13 @@ int webhook_init(srv_t *s) {
       srv_log(s, PRESENCE_LOG_ERROR, "--webhook: %s", err);
       return -1;
     }
+    unsigned mode;
+    if (ep->spec.secret_file &&
+        config_secret_file_exposed(ep->spec.secret_file, &mode))
+      srv_log(s, PRESENCE_LOG_WARN,
+              "--webhook %s: secret-file '%s' is readable or writable by "
+              "group or others (mode %03o): chmod 600 it",
+              ep->spec.name, ep->spec.secret_file, mode);
     for (size_t k = 0; k < i; k++)
       if (!strcmp(w->eps[k].spec.name, ep->spec.name)) {
         srv_log(s, PRESENCE_LOG_ERROR,

@@ -117,6 +117,23 @@ async def test_secrets_on_the_command_line(t, d, args):
     t.check("an API key of 9 bytes: refused at start (exit 2) with a clear message, not echoed",
             p.returncode == 2 and b"too short" in p.stderr and short.encode() not in p.stderr,
             (p.returncode, p.stderr[-300:]))
+    # A webhook secret file others can read: a warning at start.
+    import tempfile
+    with tempfile.NamedTemporaryFile("w", prefix="whsec-", delete=False) as f:
+        f.write("whsec-0123456789-0123456789-0123456789\n")
+    os.chmod(f.name, 0o644)
+    d2 = Daemon(args.presenced, {"--webhook": f"url=http://127.0.0.1:9/h,secret-file={f.name}"},
+                "webhook-secret-file")
+    try:
+        d2.start()
+        err = d2.stderr_text()
+        t.check("a webhook secret-file readable by others: warned about at start",
+                "readable or writable by group or others" in err and "whsec-0123" not in err,
+                err[-400:])
+    finally:
+        d2.stop()
+        d2.cleanup()
+        os.unlink(f.name)
 
 
 async def test_env_config(t, d, args):

@@ -196,6 +196,56 @@ static inline size_t rec_count(const recorder_t *r, presence_event_type_t t) {
   return n;
 }
 
+/* ---- a counting allocator ------------------------------------------------
+ * Given to presence_options_t.allocator (and presence_redis_options_t's):
+ * bytes and blocks live, the peak, and every allocation made, so a test can
+ * tell that the store's memory went through it and came back. */
+
+typedef struct counting {
+  size_t live, peak; /* bytes */
+  size_t blocks;     /* live allocations */
+  size_t count;      /* allocations ever made (realloc included) */
+} counting_t;
+
+static inline void *cnt_malloc(void *ud, size_t n) {
+  counting_t *c = ud;
+  size_t *p = malloc(n + 16);
+  if (!p) return NULL;
+  *p = n;
+  c->live += n;
+  c->blocks++;
+  c->count++;
+  if (c->live > c->peak) c->peak = c->live;
+  return (char *)p + 16;
+}
+
+static inline void cnt_free(void *ud, void *ptr) {
+  counting_t *c = ud;
+  if (!ptr) return;
+  size_t *p = (size_t *)(void *)((char *)ptr - 16);
+  c->live -= *p;
+  c->blocks--;
+  free(p);
+}
+
+static inline void *cnt_realloc(void *ud, void *ptr, size_t n) {
+  if (!ptr) return cnt_malloc(ud, n);
+  counting_t *c = ud;
+  size_t *p = (size_t *)(void *)((char *)ptr - 16);
+  size_t old = *p;
+  size_t *q = realloc(p, n + 16);
+  if (!q) return NULL;
+  *q = n;
+  c->live = c->live - old + n;
+  c->count++;
+  if (c->live > c->peak) c->peak = c->live;
+  return (char *)q + 16;
+}
+
+static inline presence_allocator_t counting_allocator(counting_t *c) {
+  return (presence_allocator_t){cnt_malloc, cnt_realloc, cnt_free, c};
+}
+
 /* ---- instances ---------------------------------------------------------- */
 
 typedef struct inst {

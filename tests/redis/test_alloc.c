@@ -13,41 +13,13 @@
  */
 #include "harness.h"
 
-typedef struct counting {
-  size_t live;   /* bytes */
-  size_t blocks; /* live allocations */
-  size_t count;  /* allocations ever made */
-} counting_t;
-
-static void *c_malloc(void *ud, size_t n) {
-  counting_t *c = ud;
-  size_t *p = malloc(n + 16);
-  if (!p) return NULL;
-  *p = n;
-  c->live += n;
-  c->blocks++;
-  c->count++;
-  return (char *)p + 16;
-}
-static void c_free(void *ud, void *ptr) {
-  counting_t *c = ud;
-  if (!ptr) return;
-  size_t *p = (size_t *)(void *)((char *)ptr - 16);
-  c->live -= *p;
-  c->blocks--;
-  free(p);
-}
-static void *c_realloc(void *ud, void *ptr, size_t n) {
-  if (!ptr) return c_malloc(ud, n);
-  counting_t *c = ud;
-  size_t *p = (size_t *)(void *)((char *)ptr - 16);
-  size_t old = *p;
-  size_t *q = realloc(p, n + 16);
-  if (!q) return NULL;
-  *q = n;
-  c->live = c->live - old + n;
-  c->count++;
-  return (char *)q + 16;
+/* At least min allocations through the counting allocator since before. */
+static void expect_allocs(const counting_t *m, size_t before, size_t min,
+                          const char *what) {
+  if (m->count < before + min)
+    fail_msg("%s allocated %zu blocks through the host's allocator, "
+             "expected %zu+",
+             what, m->count - before, min);
 }
 
 typedef struct cb_state {
@@ -106,7 +78,7 @@ static void everything_goes_through_the_host_allocator(void **state) {
   wait_ready(&loop, &dead);
 
   counting_t mem = {0};
-  presence_allocator_t alloc = {c_malloc, c_realloc, c_free, &mem};
+  presence_allocator_t alloc = counting_allocator(&mem);
   inst_t in;
   memset(&in, 0, sizeof in);
   snprintf(in.id, sizeof in.id, "counted");
@@ -221,10 +193,7 @@ static void everything_goes_through_the_host_allocator(void **state) {
    * store's (a request and its command; the lease's call record). */
   size_t c0 = mem.count;
   assert_int_equal(presence_redis_kick(in.store, "s3", kick_cb, &cs), 0);
-  if (mem.count < c0 + 2)
-    fail_msg("a kick allocated %zu blocks through the host's allocator, "
-             "expected 2+",
-             mem.count - c0);
+  expect_allocs(&mem, c0, 2, "a kick");
   assert_true(run_until(&loop, kick_pred, &cs, 5000));
   assert_int_equal(cs.kick_status, 0);
   c0 = mem.count;
@@ -232,10 +201,7 @@ static void everything_goes_through_the_host_allocator(void **state) {
                                         PRESENCE_LEASE_CLAIM, 0, 1000, 0, "",
                                         lease_cb, &cs),
                    0);
-  if (mem.count < c0 + 3)
-    fail_msg("a lease call allocated %zu blocks through the host's allocator, "
-             "expected 3+",
-             mem.count - c0);
+  expect_allocs(&mem, c0, 3, "a lease call");
   assert_true(run_until(&loop, lease_pred, &cs, 5000));
   assert_int_equal(cs.lease_status, 0);
 

@@ -171,39 +171,6 @@ static void log_keep(void *ud, presence_log_level_t l, const char *msg) {
   if (n > 0 && b->len + (size_t)n < sizeof b->text) b->len += (size_t)n;
 }
 
-/* Peak bytes live through the instance's allocator. */
-typedef struct counting {
-  size_t live, peak;
-} counting_t;
-static void *c_malloc(void *ud, size_t n) {
-  counting_t *c = ud;
-  size_t *p = malloc(n + 16);
-  if (!p) return NULL;
-  *p = n;
-  c->live += n;
-  if (c->live > c->peak) c->peak = c->live;
-  return (char *)p + 16;
-}
-static void c_free(void *ud, void *ptr) {
-  counting_t *c = ud;
-  if (!ptr) return;
-  size_t *p = (size_t *)(void *)((char *)ptr - 16);
-  c->live -= *p;
-  free(p);
-}
-static void *c_realloc(void *ud, void *ptr, size_t n) {
-  if (!ptr) return c_malloc(ud, n);
-  counting_t *c = ud;
-  size_t *p = (size_t *)(void *)((char *)ptr - 16);
-  size_t old = *p;
-  size_t *q = realloc(p, n + 16);
-  if (!q) return NULL;
-  *q = n;
-  c->live = c->live - old + n;
-  if (c->live > c->peak) c->peak = c->live;
-  return (char *)q + 16;
-}
-
 typedef struct tinst {
   inst_t in;
   logbuf_t log;
@@ -229,7 +196,7 @@ static void tinst_new(tinst_t *t, uv_loop_t *loop, const char *id,
   o.log = log_keep;
   o.log_ud = &t->log;
   o.store = t->in.store;
-  t->alloc = (presence_allocator_t){c_malloc, c_realloc, c_free, &t->mem};
+  t->alloc = counting_allocator(&t->mem);
   o.allocator = t->alloc;
   assert_int_equal(presence_new(&o, &t->in.p), 0);
   assert_true(presence_on_event(t->in.p, rec_cb, &t->in.local) > 0);

@@ -99,6 +99,8 @@ static const opt_t opts[] = {
     U32("offline-retention-s", offline_retention_s, 0, 3650u * 86400,
         "forget an offline user (its last_seen) this long after, 0 never "
         "(2592000)"),
+    U32("message-max-chars", message_max_chars, 1, 4096,
+        "longest status message a person may set, in characters (128)"),
     U32("inactivity-ms", inactivity_ms, 0, 86400000,
         "silence after which a session becomes idle, 0 off (0)"),
     U32("heartbeat-ms", heartbeat_ms, 10, 3600000,
@@ -263,6 +265,7 @@ void config_defaults(srv_config_t *cfg) {
    * sees a stream of new ids (bots, a public demo, id churn) stops growing
    * once the oldest age out. */
   cfg->offline_retention_s = 30u * 86400;
+  cfg->message_max_chars = PRESENCE_MESSAGE_MAX_CHARS;
   cfg->listen_backlog = 65535;
   cfg->max_write_queue = 1048576;
   cfg->log_capacity = 65536;

@@ -45,6 +45,7 @@ typedef struct srv_config {
   int check_config;        /* --check-config: validate, print ok, exit */
   uint32_t offline_grace_ms;
   uint32_t offline_retention_s;
+  uint32_t message_max_chars; /* status messages (docs/protocol.md 6) */
   uint32_t inactivity_ms;
   uint32_t heartbeat_ms;
   uint32_t timeout_ms;

@@ -823,6 +823,7 @@ static void library_options(srv_t *s, presence_options_t *o) {
   o->epoch = epoch ? epoch : 1;
   o->offline_grace_ms = s->cfg.offline_grace_ms;
   o->offline_retention_s = s->cfg.offline_retention_s;
+  o->message_max_chars = s->cfg.message_max_chars;
   o->inactivity_ms = s->cfg.inactivity_ms;
   o->log_capacity = s->cfg.log_capacity;
   o->max_sessions_per_user = s->cfg.max_sessions_per_user;

@@ -276,9 +276,22 @@ async def test_presencectl(t, d, args):
             rc == 1 and "bad_message" in err, (rc, out, err))
 
 
+async def test_configured_limit(t, d, args):
+    c = await Client.connect(d, "kate")
+    await c.send({"type": "message", "text": "é" * 10, "id": 1})
+    t.check("--message-max-chars 10: ten characters (20 bytes) are accepted",
+            await c.expect_type("ack", id=1) is not None)
+    await c.send({"type": "message", "text": "x" * 11, "id": 2})
+    m = await c.expect_type("error", id=2)
+    t.check("--message-max-chars 10: eleven are bad_message", (m or {}).get("code") == "bad_message", m)
+    await c.close()
+
+
 if __name__ == "__main__":
     run([
         ("user-status", {"--offline-grace-ms": "0"},
          [test_watcher_sees_masked_changes_once, test_message_and_expiry,
           test_backend_sets_for_any_user, test_bad_input, test_presencectl]),
+        ("user-status-limit", {"--offline-grace-ms": "0", "--message-max-chars": "10"},
+         [test_configured_limit]),
     ])

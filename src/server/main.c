@@ -49,7 +49,8 @@ int main(int argc, char **argv) {
     config_free(&cfg);
     return 1;
   }
-  config_each_warning(&cfg, log_warning, &srv);
+  /* With --workers, the settings' warnings once, not once per worker. */
+  if (cfg.worker <= 1) config_each_warning(&cfg, log_warning, &srv);
   if (srv_listen(&srv) != 0) {
     srv_shutdown(&srv);
     uv_run(&loop, UV_RUN_DEFAULT);

@@ -10,6 +10,17 @@
  * sync mark), and one list per origin, so an origin's sessions can be
  * walked (re-assert, loss) without scanning everybody's.
  *
+ * Memory: the figure of issue 15 is a million sessions at <= 400 B each,
+ * of which the library's session and user records already take most. A
+ * record is therefore one 56-byte allocation (a 64-byte malloc chunk)
+ * whatever the id's length: the table is intrusive (the record is its own
+ * chain node) and keys the record by a 96-bit keyed fingerprint of the id
+ * (two SipHash-1-3 under keys drawn from the process's random hash key)
+ * instead of a copy of the id. Two ids share a fingerprint with a chance of
+ * n / 2^96 per lookup among n sessions (about 10^-23 at a million), and
+ * nobody can aim for it without the key; no path needs the id's text back
+ * (the library has it, and every caller names the id it looks up).
+ *
  * Lifetime: an origin is attached while a backend connection holds it.
  * When the connection goes, it is detached and keeps its sessions for the
  * resume window; a connection for the same name inside the window takes
@@ -30,6 +41,8 @@
 #include "server/bmsg.h"
 #include "server/json.h"
 
+#include "core/siphash.h"
+
 #include <stdlib.h>
 #include <string.h>
 
@@ -39,13 +52,21 @@
 #define HTTP_ORIGIN "http"
 
 typedef struct osess {
+  struct osess *hnext; /* the table's chain */
   origin_t *origin;
   struct osess *prev, *next; /* the origin's list */
   presence_handle_t handle;
-  const char *id;      /* the table's copy of the key */
-  int64_t deadline_ms; /* HTTP sessions: monotonic end of the TTL */
-  uint32_t mark;       /* the sync generation that named it */
+  uint64_t fp;  /* the id's fingerprint: its low bits pick the bucket */
+  uint32_t fp2; /* 32 more bits of it, under another key */
+  union {
+    uint32_t mark; /* backend origins: the sync generation that named it */
+    /* The HTTP origin (never synced): the monotonic end of the TTL modulo
+     * 2^32 ms; the TTL is at most a day and the sweep runs each second,
+     * so the wrapping comparison in ttl_over never errs. */
+    uint32_t deadline;
+  } u;
 } osess_t;
+_Static_assert(sizeof(osess_t) <= 56, "a record fits a 64-byte malloc chunk");
 
 struct origin {
   origin_t *prev, *next; /* the registry's list */
@@ -66,8 +87,12 @@ struct origin {
 };
 
 struct origins {
-  map_t by_name;   /* name -> origin_t */
-  map_t sessions;  /* session id -> osess_t */
+  map_t by_name; /* name -> origin_t */
+  /* session id -> osess_t: chained by osess_t.hnext, doubled at load 1 */
+  osess_t **buckets;
+  size_t nbuckets; /* power of two, or 0 before the first record */
+  size_t n_sess;
+  uint64_t ka0, ka1, kb0, kb1; /* the fingerprint's keys */
   origin_t *list;
   uint32_t n_origins;
   origin_t *http;
@@ -76,6 +101,65 @@ struct origins {
   int sink;
   uint64_t ops_total;
 };
+
+/* ---- The table ----------------------------------------------------------- */
+
+/* Derive the fingerprint's two keys from the process's hash key (what
+ * map_init copied into by_name), so they are as unpredictable as it is. */
+static void fp_keys(struct origins *g) {
+  const uint64_t k0 = g->by_name.k0, k1 = g->by_name.k1;
+  g->ka0 = presence_siphash13(k0, k1, "origin fp a0", 12);
+  g->ka1 = presence_siphash13(k0, k1, "origin fp a1", 12);
+  g->kb0 = presence_siphash13(k0, k1, "origin fp b0", 12);
+  g->kb1 = presence_siphash13(k0, k1, "origin fp b1", 12);
+}
+
+static void fingerprint(const struct origins *g, const char *id, uint64_t *a,
+                        uint32_t *b) {
+  size_t n = strlen(id);
+  *a = presence_siphash13(g->ka0, g->ka1, id, n);
+  uint64_t h = presence_siphash13(g->kb0, g->kb1, id, n);
+  *b = (uint32_t)(h ^ (h >> 32));
+}
+
+static osess_t *sess_get(const struct origins *g, const char *id) {
+  if (!g->nbuckets) return NULL;
+  uint64_t a;
+  uint32_t b;
+  fingerprint(g, id, &a, &b);
+  for (osess_t *r = g->buckets[a & (g->nbuckets - 1)]; r; r = r->hnext)
+    if (r->fp == a && r->fp2 == b) return r;
+  return NULL;
+}
+
+/* Double the buckets when the load reaches 1 (as map.c does); a failed
+ * growth keeps the old buckets, with longer chains. */
+static int tab_grow(struct origins *g) {
+  size_t nb = g->nbuckets ? g->nbuckets * 2 : 16;
+  osess_t **b = calloc(nb, sizeof *b);
+  if (!b) return -1;
+  for (size_t i = 0; i < g->nbuckets; i++) {
+    osess_t *r = g->buckets[i];
+    while (r) {
+      osess_t *next = r->hnext;
+      r->hnext = b[r->fp & (nb - 1)];
+      b[r->fp & (nb - 1)] = r;
+      r = next;
+    }
+  }
+  free(g->buckets);
+  g->buckets = b;
+  g->nbuckets = nb;
+  return 0;
+}
+
+static void tab_unlink(struct origins *g, osess_t *r) {
+  osess_t **pp = &g->buckets[r->fp & (g->nbuckets - 1)];
+  while (*pp != r)
+    pp = &(*pp)->hnext;
+  *pp = r->hnext;
+  g->n_sess--;
+}
 
 /* ---- Records ------------------------------------------------------------- */
 
@@ -97,21 +181,24 @@ static void drop_sess(struct origins *g, osess_t *r) {
     o->head = r->next;
   if (r->next) r->next->prev = r->prev;
   o->n_sessions--;
-  map_del(&g->sessions, r->id);
+  tab_unlink(g, r);
   free(r);
 }
 
+/* The caller has looked id up and found no record. */
 static osess_t *new_sess(struct origins *g, origin_t *o, const char *id,
                          presence_handle_t h) {
+  if (g->n_sess >= g->nbuckets && tab_grow(g) != 0 && !g->nbuckets)
+    return NULL;
   osess_t *r = calloc(1, sizeof *r);
   if (!r) return NULL;
-  if (map_put(&g->sessions, id, r) != 0) {
-    free(r);
-    return NULL;
-  }
-  r->id = map_key(&g->sessions, id);
+  fingerprint(g, id, &r->fp, &r->fp2);
+  size_t i = r->fp & (g->nbuckets - 1);
+  r->hnext = g->buckets[i];
+  g->buckets[i] = r;
+  g->n_sess++;
   r->handle = h;
-  r->mark = o->sync_gen;
+  r->u.mark = o->sync_gen;
   link_sess(o, r);
   return r;
 }
@@ -168,7 +255,7 @@ static void on_session_event(srv_t *s, const presence_event_t *ev, void *ud) {
   if (!ev->session_id || ev->reason == PRESENCE_REASON_DISCONNECT ||
       ev->reason == PRESENCE_REASON_ORIGIN_LOST)
     return;
-  osess_t *r = map_get(&g->sessions, ev->session_id);
+  osess_t *r = sess_get(g, ev->session_id);
   if (!r) return;
   conn_t *c = r->origin->conn;
   char id[PRESENCE_ID_MAX + 1];
@@ -183,7 +270,7 @@ int origin_init(srv_t *s) {
   struct origins *g = calloc(1, sizeof *g);
   if (!g) return -1;
   map_init(&g->by_name);
-  map_init(&g->sessions);
+  fp_keys(g);
   s->origins = g;
   g->http = new_origin(g, HTTP_ORIGIN, srv_now_wall(s));
   if (!g->http) return -1;
@@ -215,7 +302,7 @@ void origin_free(srv_t *s) {
     free_origin(g, o);
   }
   map_free(&g->by_name);
-  map_free(&g->sessions);
+  free(g->buckets);
   free(g);
   s->origins = NULL;
 }
@@ -314,7 +401,7 @@ static void on_open_done(presence_t *p, int status, void *ud) {
   (void)p;
   if (s->origins && status != 0 && status != PRESENCE_ESTORE &&
       status != PRESENCE_ETIMEDOUT && status != PRESENCE_EFENCED) {
-    osess_t *r = map_get(&s->origins->sessions, id);
+    osess_t *r = sess_get(s->origins, id);
     if (r) {
       conn_t *c = r->origin->conn;
       drop_sess(s->origins, r);
@@ -332,7 +419,7 @@ static char *compact(const cJSON *v) {
 static const char *op_open(srv_t *s, origin_t *o, const bop_t *op,
                            const char **msg) {
   struct origins *g = s->origins;
-  osess_t *r = map_get(&g->sessions, op->session);
+  osess_t *r = sess_get(g, op->session);
   if (r && r->origin != o) {
     *msg = "the session id belongs to another origin";
     return "session_owned";
@@ -345,7 +432,7 @@ static const char *op_open(srv_t *s, origin_t *o, const bop_t *op,
       *msg = "this origin holds the session for another user";
       return "session_exists";
     }
-    r->mark = o->sync_gen;
+    r->u.mark = o->sync_gen;
     if (op->status && (!have || si.status != (presence_status_t)op->status)) {
       int rc = presence_handle_set_status(s->p, r->handle,
                                           (presence_status_t)op->status, NULL,
@@ -408,7 +495,7 @@ const char *origin_apply(srv_t *s, origin_t *o, const bop_t *op,
   struct origins *g = s->origins;
   g->ops_total++;
   if (op->kind == BOP_OPEN) return op_open(s, o, op, msg);
-  osess_t *r = map_get(&g->sessions, op->session);
+  osess_t *r = sess_get(g, op->session);
   presence_session_info_t si;
   if (!r || r->origin != o) {
     if (r || presence_session_get(s->p, op->session, &si) == 0) {
@@ -418,7 +505,7 @@ const char *origin_apply(srv_t *s, origin_t *o, const bop_t *op,
     *msg = "no such session of this origin";
     return "no_session";
   }
-  r->mark = o->sync_gen;
+  r->u.mark = o->sync_gen;
   int rc = 0;
   char *data = NULL;
   switch (op->kind) {
@@ -468,7 +555,7 @@ void origin_sync_end(srv_t *s, origin_t *o, uint32_t *opened,
   uint32_t n = 0;
   for (osess_t *r = o->head, *next; r; r = next) {
     next = r->next;
-    if (r->mark == o->sync_gen) continue;
+    if (r->u.mark == o->sync_gen) continue;
     end_sess(s, r, PRESENCE_REASON_DISCONNECT);
     n++;
   }
@@ -498,6 +585,10 @@ void origin_end_all(srv_t *s, origin_t *o, presence_reason_t reason) {
 }
 
 /* ---- Timers -------------------------------------------------------------- */
+
+static int ttl_over(const osess_t *r, int64_t now) {
+  return (int32_t)((uint32_t)now - r->u.deadline) >= 0;
+}
 
 /* End up to REAP_BATCH sessions of origins past their window; returns
  * whether some remain. */
@@ -538,7 +629,7 @@ void origin_housekeeping(srv_t *s, int64_t now) {
     if (o->is_http) {
       for (osess_t *r = o->head, *next; r; r = next) {
         next = r->next;
-        if (now >= r->deadline_ms) end_sess(s, r, PRESENCE_REASON_TIMEOUT);
+        if (ttl_over(r, now)) end_sess(s, r, PRESENCE_REASON_TIMEOUT);
       }
       continue;
     }
@@ -580,7 +671,7 @@ const char *origin_http_put(srv_t *s, const char *session_id,
   origin_t *o = g->http;
   *created = 0;
   *expires_wall_ms = srv_now_wall(s) + ttl_ms;
-  osess_t *r = map_get(&g->sessions, session_id);
+  osess_t *r = sess_get(g, session_id);
   if (r && r->origin != o) {
     *http_status = 409;
     return "session_exists";
@@ -592,7 +683,7 @@ const char *origin_http_put(srv_t *s, const char *session_id,
       *http_status = 409;
       return "session_exists";
     }
-    r->deadline_ms = srv_now_mono(s) + ttl_ms;
+    r->u.deadline = (uint32_t)(srv_now_mono(s) + ttl_ms);
     if (status)
       presence_handle_set_status(s->p, r->handle, (presence_status_t)status,
                                  NULL, NULL);
@@ -620,7 +711,7 @@ const char *origin_http_put(srv_t *s, const char *session_id,
     *http_status = 503;
     return "internal";
   }
-  r->deadline_ms = srv_now_mono(s) + ttl_ms;
+  r->u.deadline = (uint32_t)(srv_now_mono(s) + ttl_ms);
   if (status == PRESENCE_IDLE)
     presence_handle_set_status(s->p, h, PRESENCE_IDLE, NULL, NULL);
   *created = 1;

@@ -298,6 +298,14 @@ typedef struct presence_session_info {
 
 /* ---- Injected services: allocation, clocks, randomness, logging ---------- */
 
+/* The key of the keyed hash (SipHash-1-3) of every record table, so ids that
+ * clients choose cannot be crafted to collide. One key per process, drawn
+ * from the system's random source the first time a table hashes, unless the
+ * host gives its own first (a daemon with its own random source; a test that
+ * must be reproducible). Call before the first presence_new. Returns 0,
+ * PRESENCE_EINVAL for NULL, or PRESENCE_EBUSY once the key is fixed. */
+int presence_hash_key_set(const uint8_t key[16]);
+
 typedef struct presence_allocator {
   void *(*malloc)(void *ud, size_t size);
   void *(*realloc)(void *ud, void *ptr, size_t size);

@@ -6,6 +6,7 @@
 #include "core/internal.h"
 #include "core/siphash.h"
 
+#include <stdatomic.h>
 #include <sys/random.h>
 #include <threads.h>
 #include <time.h>
@@ -131,11 +132,25 @@ int presence_id_check(const char *id) {
  */
 static uint64_t hash_k0, hash_k1;
 static once_flag hash_once = ONCE_FLAG_INIT;
+/* A key the host gave (presence_hash_key_set) before the first hash, and
+ * whether the key has been fixed (drawn or taken); atomics because a host
+ * may create presence_t's on several threads. */
+static uint8_t hash_given[16];
+static atomic_bool hash_was_given;
+static atomic_bool hash_fixed;
+
+static uint64_t key_half(const uint8_t *b) {
+  uint64_t v = 0;
+  for (int i = 7; i >= 0; i--) v = (v << 8) | b[i];
+  return v;
+}
 
 static void hash_key_init(void) {
   uint64_t k[2] = {0, 0};
-  ssize_t got = getrandom(k, sizeof k, GRND_NONBLOCK);
-  if (got != (ssize_t)sizeof k) {
+  if (atomic_load(&hash_was_given)) {
+    k[0] = key_half(hash_given);
+    k[1] = key_half(hash_given + 8);
+  } else if (getrandom(k, sizeof k, GRND_NONBLOCK) != (ssize_t)sizeof k) {
     /* No entropy yet (early boot): a weaker key still beats none. */
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -144,6 +159,19 @@ static void hash_key_init(void) {
   }
   hash_k0 = k[0];
   hash_k1 = k[1];
+  atomic_store(&hash_fixed, true);
+}
+
+/* The host's random source reaches the key through here (the daemon draws it
+ * with its injectable srv_sys.random; a test can fix it). Only before the
+ * first table hashed: the key must not change under a live table. */
+int presence_hash_key_set(const uint8_t key[16]) {
+  if (!key) return PRESENCE_EINVAL;
+  if (atomic_load(&hash_fixed)) return PRESENCE_EBUSY;
+  memcpy(hash_given, key, sizeof hash_given);
+  atomic_store(&hash_was_given, true);
+  call_once(&hash_once, hash_key_init);
+  return 0;
 }
 
 uint32_t presence__hash(const char *s, size_t n) {

@@ -731,14 +731,19 @@ static void raise_fd_limit(srv_t *s) {
 
 /* ---- start-up, in named steps (srv_init) -------------------------------- */
 
-/* The key of the maps that clients fill (subscribed ids, channels, peer
- * addresses): drawn before the first map_init, through the injectable
- * random source. */
+/* The keys of the maps that clients fill (subscribed ids, channels, peer
+ * addresses) and of the library's record tables: drawn before the first
+ * map_init and presence_new, through the injectable random source. */
 static int init_hash_key(const srv_sys_t *sys) {
   uint8_t hkey[16];
   if (sys->random(sys->ud, hkey, sizeof hkey) != 0) return -1;
   map_hash_key(hkey);
-  return 0;
+  /* The library's tables get their own key from the same source. EBUSY: a
+   * presence_t of this process hashed already (a test's second daemon), and
+   * the key it has stands. */
+  if (sys->random(sys->ud, hkey, sizeof hkey) != 0) return -1;
+  int rc = presence_hash_key_set(hkey);
+  return rc == 0 || rc == PRESENCE_EBUSY ? 0 : -1;
 }
 
 /* Everything that needs no allocation and cannot fail. */

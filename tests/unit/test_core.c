@@ -66,6 +66,25 @@ static presence_status_t status_of(fixture_t *f, const char *user) {
 
 /* ---- transitions ------------------------------------------------------- */
 
+/* The record tables' hash key comes from the host when it gives one before
+ * the first table hashes (the daemon draws it from its injectable random
+ * source), and cannot change under live tables afterwards. Runs first: no
+ * table of this process has hashed yet. */
+static void hash_key_is_given_once_before_any_table(void **state) {
+  (void)state;
+  uint8_t key[16];
+  for (int i = 0; i < 16; i++) key[i] = (uint8_t)(i * 7 + 1);
+  assert_int_equal(presence_hash_key_set(NULL), PRESENCE_EINVAL);
+  assert_int_equal(presence_hash_key_set(key), 0);
+  fixture_t *f = make(0, 0, 0, 0);
+  assert_int_equal(presence_session_connect(f->p, "s1", "alice", NULL, NULL, NULL), 0);
+  assert_int_equal(status_of(f, "alice"), PRESENCE_ONLINE);
+  /* Fixed now: a second key would move every record of a live table. */
+  key[0] ^= 0xff;
+  assert_int_equal(presence_hash_key_set(key), PRESENCE_EBUSY);
+  destroy(f);
+}
+
 static void connect_emits_session_then_user(void **state) {
   (void)state;
   fixture_t *f = make(0, 0, 0, 0);
@@ -870,6 +889,7 @@ static void out_of_memory_changes_nothing(void **state) {
 
 int main(void) {
   const struct CMUnitTest tests[] = {
+      cmocka_unit_test(hash_key_is_given_once_before_any_table),
       cmocka_unit_test(connect_emits_session_then_user),
       cmocka_unit_test(second_session_is_no_user_transition),
       cmocka_unit_test(idle_only_when_every_session_is_idle),

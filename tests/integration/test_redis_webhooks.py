@@ -25,9 +25,11 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import Client, HookReceiver, free_port, http  # noqa: E402
@@ -252,7 +254,7 @@ async def test_example_receiver(t, cl, rx, ex):
         r = rows()
         return r.get("ex-alice") == "online" and r.get("ex-bob") == "online"
     t.check("example: alice (instance A) and bob (instance B) online in its table",
-            await wait_for(both_online, 8) is not None, rows())
+            await wait_for(both_online, 15) is not None, rows())
     os.kill(doomed.pid, signal.SIGKILL)
     doomed.proc.wait(5)
 
@@ -310,6 +312,16 @@ def main():
         proc = subprocess.Popen([sys.executable, os.path.join(src, "examples", "webhook_receiver.py"),
                                  "--port", str(port), "--db", db, "--secret", SECRET],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        # The cluster starts delivering at once: a receiver still importing
+        # would turn the first batches into retries that back off for
+        # seconds (seen under load), so wait until it listens.
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+                break
+            except OSError:
+                time.sleep(0.05)
         spec = f"url=http://127.0.0.1:{port}/hook,secret={SECRET},name=example,events=user.*|cleanup"
         extra["--webhook=" + spec] = ""
 

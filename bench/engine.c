@@ -3,7 +3,8 @@
  * bench/engine: the core's throughput and memory on one core.
  *
  *   bench_engine [--sessions N] [--users U | --sessions-per-user K]
- *                [--runs R] [--json PATH] [--help]
+ *                [--runs R] [--channels C] [--only channels]
+ *                [--json PATH] [--help]
  *
  * N sessions (36-character ids, default 1,000,000) over U users (16-character
  * ids; default N / K with K = 4 sessions per user), with a callback
@@ -34,17 +35,23 @@
  * channels (1,000; by handle, chosen so that no two sessions of a user share
  * a channel: N memberships, each its own member with a channel.join) and
  * leaves it again (a channel.leave each): 2N channel operations a run,
- * timed. The memory figure is the heap added by the N memberships over the
- * sessions themselves, divided by the memberships (no member data).
+ * timed, joins and leaves apart, by the wall clock and in CPU seconds of
+ * this process (the machine is shared: per CPU-second is "on one core"; the
+ * session operations by handle get the same column). --only channels runs
+ * these alone (for a profile or an A/B of two builds). The memory figure
+ * is the heap added by the N memberships over the sessions themselves,
+ * divided by the memberships (no member data).
  *
  * Status that people set, in the same runs: one session per user, then
  * every user changes its availability four times and sets and clears a
  * status message with an expiry (an event each): 6U operations, timed as
  * availability changes and message changes apart.
  *
- * The engine is told the expected sizes (expected_sessions/users), and the
- * runs follow a warm-up run whose memory malloc keeps, so the figure is the
- * steady state of a server, not the kernel handing out fresh pages.
+ * The engine is told the expected sizes (expected_sessions/users, and
+ * expected_memberships in the channel runs, whose member table the memory
+ * figure then counts), and the runs follow a warm-up run whose memory
+ * malloc keeps, so the figure is the steady state of a server, not the
+ * kernel handing out fresh pages.
  */
 #include "core/internal.h"
 
@@ -63,6 +70,14 @@ static int n_runs = 5;
 static double now_s(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* CPU seconds of this process: on a shared, loaded machine the wall clock
+ * measures the neighbours; operations per CPU-second is "on one core". */
+static double cpu_s(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
   return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
@@ -128,12 +143,14 @@ static void check(int rc, const char *what) {
 
 /* An engine sized up front (as a server that knows its capacity is), with
  * a callback for every event type, counting them. */
-static presence_t *new_engine(size_t sessions, size_t users) {
+static presence_t *new_engine(size_t sessions, size_t users,
+                              size_t memberships) {
   presence_t *p;
   presence_options_t o;
   presence_options_init(&o);
   o.expected_sessions = (uint32_t)sessions;
   o.expected_users = (uint32_t)users;
+  o.expected_memberships = (uint32_t)memberships;
   check(presence_new(&o, &p), "presence_new");
   for (int t = 0; t < PRESENCE_EV_COUNT_; t++)
     check(presence_on(p, (presence_event_type_t)t, on_event, NULL), "on");
@@ -143,6 +160,7 @@ static presence_t *new_engine(size_t sessions, size_t users) {
 
 typedef struct run_result {
   double connect_s, status_s, disconnect_s; /* status: 2 x n_sessions ops */
+  double connect_c, status_c, disconnect_c; /* the same in CPU seconds */
   uint64_t events;
   double bytes_per_session;
   size_t fixed_bytes;
@@ -162,15 +180,15 @@ static run_result_t engine_run(int measure_memory, int by_handle) {
     presence_free(empty);
   }
   size_t heap0 = heap_used();
-  presence_t *p = new_engine(n_sessions, n_users);
+  presence_t *p = new_engine(n_sessions, n_users, 0);
   event_count = 0;
 
-  double t0 = now_s();
+  double c0 = cpu_s(), t0 = now_s();
   for (size_t i = 0; i < n_sessions; i++)
     check(presence_session_open(p, sid(i), uid(i), NULL, &handles[i], NULL,
                                 NULL),
           "connect");
-  double t1 = now_s();
+  double t1 = now_s(), c1 = cpu_s();
   if (measure_memory) {
     /* Everything since before presence_new but the empty engine: the
      * pre-sized tables count as per-session memory. */
@@ -196,7 +214,7 @@ static run_result_t engine_run(int measure_memory, int by_handle) {
                                         NULL),
             "online");
   }
-  double t2 = now_s();
+  double t2 = now_s(), c2 = cpu_s();
   if (by_handle) {
     for (size_t i = 0; i < n_sessions; i++)
       check(presence_handle_end(p, handles[i], PRESENCE_REASON_DISCONNECT, NULL,
@@ -206,10 +224,13 @@ static run_result_t engine_run(int measure_memory, int by_handle) {
     for (size_t i = 0; i < n_sessions; i++)
       check(presence_session_disconnect(p, sid(i), NULL, NULL), "disconnect");
   }
-  double t3 = now_s();
+  double t3 = now_s(), c3 = cpu_s();
   r.connect_s = t1 - t0;
   r.status_s = t2 - t1;
   r.disconnect_s = t3 - t2;
+  r.connect_c = c1 - c0;
+  r.status_c = c2 - c1;
+  r.disconnect_c = c3 - c2;
   r.events = event_count;
   presence_free(p);
   return r;
@@ -221,37 +242,56 @@ static const char *chan_of(size_t i) {
 }
 
 typedef struct chan_result {
-  double seconds;
+  double join_s, leave_s; /* wall clock */
+  double join_c, leave_c; /* CPU seconds */
   double bytes_per_membership;
 } chan_result_t;
 
+/* The heap an engine told to expect n memberships holds up front (its
+ * member table) beyond one told nothing: memory of the memberships. */
+static size_t member_table_bytes(size_t n) {
+  size_t h0 = heap_used();
+  presence_t *a = new_engine(1, 1, 0);
+  size_t h1 = heap_used();
+  presence_t *b = new_engine(1, 1, n);
+  size_t h2 = heap_used();
+  presence_free(b);
+  presence_free(a);
+  return (h2 - h1) - (h1 - h0);
+}
+
 static chan_result_t channel_run(int measure_memory) {
   chan_result_t r = {0};
-  presence_t *p = new_engine(n_sessions, n_users);
+  size_t reserved = measure_memory ? member_table_bytes(n_sessions) : 0;
+  presence_t *p = new_engine(n_sessions, n_users, n_sessions);
   for (size_t i = 0; i < n_sessions; i++)
     check(presence_session_open(p, sid(i), uid(i), NULL, &handles[i], NULL,
                                 NULL),
           "connect");
   size_t heap0 = heap_used();
   event_count = 0;
-  double t0 = now_s();
+  double c0 = cpu_s(), t0 = now_s();
   for (size_t i = 0; i < n_sessions; i++)
     check(presence_handle_join(p, handles[i], chan_of(i), NULL, NULL, NULL),
           "join");
-  double t1 = now_s();
+  double t1 = now_s(), c1 = cpu_s();
   if (measure_memory)
-    r.bytes_per_membership = (double)(heap_used() - heap0) / (double)n_sessions;
+    r.bytes_per_membership =
+        (double)(heap_used() - heap0 + reserved) / (double)n_sessions;
+  double c1b = cpu_s(), t1b = now_s();
   for (size_t i = 0; i < n_sessions; i++)
     check(presence_handle_leave(p, handles[i], chan_of(i), NULL, NULL),
           "leave");
-  double t2 = now_s();
-  (void)t1;
+  double t2 = now_s(), c2 = cpu_s();
   if (event_count != 2ull * n_sessions) {
     fprintf(stderr, "bench_engine: %llu channel events, expected %zu\n",
             (unsigned long long)event_count, 2 * n_sessions);
     exit(1);
   }
-  r.seconds = t2 - t0;
+  r.join_s = t1 - t0;
+  r.leave_s = t2 - t1b;
+  r.join_c = c1 - c0;
+  r.leave_c = c2 - c1b;
   presence_free(p);
   return r;
 }
@@ -266,7 +306,7 @@ typedef struct setting_result {
 
 static setting_result_t setting_run(void) {
   setting_result_t r = {0};
-  presence_t *p = new_engine(n_users, n_users);
+  presence_t *p = new_engine(n_users, n_users, 0);
   for (size_t i = 0; i < n_users; i++)
     check(presence_session_connect(p, sid(i), uid(i), NULL, NULL, NULL),
           "connect");
@@ -367,12 +407,14 @@ static void usage(FILE *f) {
   fprintf(f,
           "usage: bench_engine [--sessions N] [--users U | "
           "--sessions-per-user K]\n"
-          "                    [--runs R] [--json PATH] [--help]\n"
+          "                    [--runs R] [--channels C] [--only channels]\n"
+          "                    [--json PATH] [--help]\n"
           "  --sessions N           live sessions (default 1000000)\n"
           "  --users U              users they belong to (default N / K)\n"
           "  --sessions-per-user K  (default 4; 1 is the common case)\n"
           "  --runs R               timed runs, medians reported (default 5)\n"
           "  --channels C           channels the sessions join (default 1000)\n"
+          "  --only channels        the channel runs alone (no JSON)\n"
           "  --json PATH            also write the figures as JSON to PATH\n");
 }
 
@@ -383,6 +425,7 @@ static void print_rate(FILE *f, const char *name, rate_t r, int last) {
 
 int main(int argc, char **argv) {
   const char *json_path = NULL;
+  int chan_only = 0;
   size_t per_user = 4;
   long users_opt = -1;
   for (int i = 1; i < argc; i++) {
@@ -401,6 +444,12 @@ int main(int argc, char **argv) {
     int numeric = *v && !*end && n > 0;
     if (!strcmp(a, "--json")) {
       json_path = v;
+    } else if (!strcmp(a, "--only")) {
+      if (strcmp(v, "channels")) {
+        fprintf(stderr, "bench_engine: --only takes 'channels'\n");
+        return 2;
+      }
+      chan_only = 1;
     } else if (!numeric) {
       fprintf(stderr, "bench_engine: %s wants a positive number, got '%s'\n",
               a, v);
@@ -445,15 +494,25 @@ int main(int argc, char **argv) {
     snprintf(channel_names[c], sizeof channel_names[c], "room-%04u",
              (unsigned)(c % 10000000));
   double chan_s[MAX_RUNS], avail_s[MAX_RUNS], msg_s[MAX_RUNS];
+  double chan_c[MAX_RUNS], join_c[MAX_RUNS], leave_c[MAX_RUNS];
+  double conn_c[MAX_RUNS], stat_c[MAX_RUNS], disc_c[MAX_RUNS];
+  double blend_c[MAX_RUNS];
   double conn_s[MAX_RUNS], stat_h[MAX_RUNS], disc_h[MAX_RUNS];
   double stat_i[MAX_RUNS], disc_i[MAX_RUNS], conn_i[MAX_RUNS];
   double t_ins[MAX_RUNS], t_find[MAX_RUNS], t_rem[MAX_RUNS];
   double blend_h[MAX_RUNS], blend_t[MAX_RUNS];
-  run_result_t mem = engine_run(1, 1); /* warm-up, and the memory figure */
+  run_result_t mem = {0};
+  if (!chan_only) mem = engine_run(1, 1); /* warm-up, the memory figure */
   chan_result_t chan_mem = channel_run(1);
   uint64_t events = mem.events;
   /* Interleaved, so a noisy neighbour hurts all three alike. */
   for (int i = 0; i < n_runs; i++) {
+    chan_result_t ch = channel_run(0);
+    chan_s[i] = ch.join_s + ch.leave_s;
+    chan_c[i] = ch.join_c + ch.leave_c;
+    join_c[i] = ch.join_c;
+    leave_c[i] = ch.leave_c;
+    if (chan_only) continue;
     run_result_t t = table_run();
     t_ins[i] = t.connect_s;
     t_find[i] = t.status_s;
@@ -464,16 +523,40 @@ int main(int argc, char **argv) {
     stat_h[i] = h.status_s;
     disc_h[i] = h.disconnect_s;
     blend_h[i] = h.connect_s + h.status_s + h.disconnect_s;
+    conn_c[i] = h.connect_c;
+    stat_c[i] = h.status_c;
+    disc_c[i] = h.disconnect_c;
+    blend_c[i] = h.connect_c + h.status_c + h.disconnect_c;
     run_result_t d = engine_run(0, 0);
     conn_i[i] = d.connect_s;
     stat_i[i] = d.status_s;
     disc_i[i] = d.disconnect_s;
-    chan_s[i] = channel_run(0).seconds;
     setting_result_t st = setting_run();
     avail_s[i] = st.avail_s;
     msg_s[i] = st.message_s;
   }
   double n = (double)n_sessions;
+  rate_t chan = rate_of(chan_s, n_runs, 2 * n);
+  rate_t chan_cpu = rate_of(chan_c, n_runs, 2 * n);
+  rate_t join_cpu = rate_of(join_c, n_runs, n);
+  rate_t leave_cpu = rate_of(leave_c, n_runs, n);
+  if (chan_only) {
+    printf("bench/engine --only channels: %zu memberships of %zu sessions "
+           "over %zu users in %zu channels, %d runs (median [min..max])\n",
+           n_sessions, n_sessions, n_users, n_channels, n_runs);
+    printf("  joins+leaves per second     %11.0f [%.0f..%.0f]\n", chan.med,
+           chan.min, chan.max);
+    printf("  joins+leaves per CPU-second %11.0f [%.0f..%.0f]\n",
+           chan_cpu.med, chan_cpu.min, chan_cpu.max);
+    printf("  joins per CPU-second        %11.0f [%.0f..%.0f]\n",
+           join_cpu.med, join_cpu.min, join_cpu.max);
+    printf("  leaves per CPU-second       %11.0f [%.0f..%.0f]\n",
+           leave_cpu.med, leave_cpu.min, leave_cpu.max);
+    printf("  heap per membership         %11.1f bytes beyond the session (no "
+           "data)\n",
+           chan_mem.bytes_per_membership);
+    goto out;
+  }
   /* Connects are the same code in both variants: one figure from both. */
   double conn_all[2 * MAX_RUNS];
   for (int i = 0; i < n_runs; i++) {
@@ -490,7 +573,10 @@ int main(int argc, char **argv) {
   rate_t rem = rate_of(t_rem, n_runs, n);
   rate_t blend = rate_of(blend_h, n_runs, 4 * n);
   rate_t blend_table = rate_of(blend_t, n_runs, 4 * n);
-  rate_t chan = rate_of(chan_s, n_runs, 2 * n);
+  rate_t conn_cpu = rate_of(conn_c, n_runs, n);
+  rate_t status_cpu = rate_of(stat_c, n_runs, 2 * n);
+  rate_t disc_cpu = rate_of(disc_c, n_runs, n);
+  rate_t blend_cpu = rate_of(blend_c, n_runs, 4 * n);
   rate_t avail = rate_of(avail_s, n_runs, 4 * (double)n_users);
   rate_t msgs = rate_of(msg_s, n_runs, 2 * (double)n_users);
 
@@ -526,6 +612,16 @@ int main(int argc, char **argv) {
   printf("  heap per membership         %11.1f bytes beyond the session (no "
          "data)\n",
          chan_mem.bytes_per_membership);
+  printf("  per CPU-second of this process (the wall clock above counts the "
+         "neighbours):\n");
+  printf("  channel joins+leaves        %11.0f [%.0f..%.0f]   (joins %.0f, "
+         "leaves %.0f)\n",
+         chan_cpu.med, chan_cpu.min, chan_cpu.max, join_cpu.med,
+         leave_cpu.med);
+  printf("  session ops, by handle      %11.0f [%.0f..%.0f]   (connect %.0f, "
+         "status %.0f, disconnect %.0f)\n",
+         blend_cpu.med, blend_cpu.min, blend_cpu.max, conn_cpu.med,
+         status_cpu.med, disc_cpu.med);
   printf("  availability changes        %11.0f [%.0f..%.0f]   (%zu users, an "
          "event each)\n",
          avail.med, avail.min, avail.max, n_users);
@@ -551,6 +647,14 @@ int main(int argc, char **argv) {
     print_rate(f, "channel_join_leave", chan, 0);
     print_rate(f, "availability_change", avail, 0);
     print_rate(f, "message_set_clear", msgs, 1);
+    fprintf(f, "},\"ops_per_cpu_s\":{");
+    print_rate(f, "channel_join_leave", chan_cpu, 0);
+    print_rate(f, "channel_join", join_cpu, 0);
+    print_rate(f, "channel_leave", leave_cpu, 0);
+    print_rate(f, "connect", conn_cpu, 0);
+    print_rate(f, "status_by_handle", status_cpu, 0);
+    print_rate(f, "disconnect_by_handle", disc_cpu, 0);
+    print_rate(f, "all_by_handle", blend_cpu, 1);
     fprintf(f, "},\"table_ops_per_s\":{");
     print_rate(f, "insert", ins, 0);
     print_rate(f, "lookup", find, 0);
@@ -566,6 +670,7 @@ int main(int argc, char **argv) {
             chan_mem.bytes_per_membership);
     fclose(f);
   }
+out:
   free(handles);
   free(channel_names);
   free(session_ids);

@@ -385,6 +385,9 @@ typedef struct presence_options {
    * schedule, using its return value. */
   void (*timer)(void *ud, int64_t timeout_ms);
   void *timer_ud;
+  /* Sizing hint like expected_sessions: the embedded store's member table
+   * (one entry per (channel, user)) is made this large up front. 0: grow. */
+  uint32_t expected_memberships;
 } presence_options_t;
 
 /* ---- Lifecycle ----------------------------------------------------------- */

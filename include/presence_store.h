@@ -64,6 +64,7 @@ typedef struct presence_store_host {
    * callbacks). An event decided by another instance carries
    * PRESENCE_EVENT_REMOTE. */
   void (*observe)(void *host_ud, const presence_event_t *ev);
+  uint32_t expected_memberships; /* sizing hint; 0: grow */
 } presence_store_host_t;
 
 typedef enum {

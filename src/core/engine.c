@@ -284,6 +284,7 @@ int presence_new(const presence_options_t *opts, presence_t **out) {
   p->host.max_sessions_per_user = opts->max_sessions_per_user;
   p->host.expected_sessions = opts->expected_sessions;
   p->host.expected_users = opts->expected_users;
+  p->host.expected_memberships = opts->expected_memberships;
   p->host.channel_grace_ms =
       opts->channel_grace_ms == PRESENCE_GRACE_NONE ? 0
       : opts->channel_grace_ms                      ? opts->channel_grace_ms

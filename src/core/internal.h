@@ -72,6 +72,7 @@ void *presence__table_find(const presence__table_t *t, const char *key,
                            size_t len, uint32_t hash);
 /* Make room for n records without growing. 0 or ENOMEM. */
 int presence__table_reserve(presence__table_t *t, size_t n);
+void presence__table_prefetch(const presence__table_t *t, uint32_t hash);
 /* The record must not be present. 0 or ENOMEM. */
 int presence__table_insert(presence__table_t *t, void *rec);
 void presence__table_remove(presence__table_t *t, void *rec);

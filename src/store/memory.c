@@ -610,12 +610,29 @@ typedef struct mchan {
 #define MF_IN_GRACE 0x1
 #define MF_DEAD 0x2 /* left; freed when its last queue entry pops */
 
+typedef struct mjoin {
+  struct mjoin *s_next; /* the session's joins */
+  struct mjoin *m_next; /* the member's joins */
+  struct mmember *member; /* NULL: a member's j0 not in use */
+  msess_t *sess;
+  int64_t joined_ms;
+  char *data; /* NULL: none */
+} mjoin_t;
+
+/*
+ * A member holds one join (j0) inside it: most members have one session in
+ * the channel, so a join and a leave are one allocation, not two, and the
+ * leave's walk of the session's joins reads the join and the member's key
+ * from one cache line (j0 right after the key). Further joins of the same
+ * member, while j0 is taken, are allocated apart.
+ */
 typedef struct mmember {
   presence__hkey_t key;
   struct {
     mchan_t *chan;
     muser_t *user;
   } k;
+  mjoin_t j0;
   struct mmember *prev, *next; /* in the channel */
   struct mmember *u_next;      /* the user's memberships */
   struct mjoin *joins;         /* most recent first */
@@ -627,14 +644,11 @@ typedef struct mmember {
   char *gdata; /* the data it had when it entered its grace */
 } mmember_t;
 
-typedef struct mjoin {
-  struct mjoin *s_next; /* the session's joins */
-  struct mjoin *m_next; /* the member's joins */
-  mmember_t *member;
-  msess_t *sess;
-  int64_t joined_ms;
-  char *data; /* NULL: none */
-} mjoin_t;
+/* A join's record goes (its data is the caller's): j0 is marked free. */
+static void join_release(mstore_t *m, mjoin_t *j) {
+  if (j == &j->member->j0) j->member = NULL;
+  else presence__free(m->alloc, j);
+}
 
 typedef struct member_entry {
   mmember_t *member;
@@ -677,13 +691,27 @@ static mchan_t *find_chan(mstore_t *m, const char *name, size_t len) {
                               presence__hash(name, len));
 }
 
-static mmember_t *find_member(mstore_t *m, mchan_t *ch, muser_t *u) {
+/* The member table's hash of (ch, u): computed once per operation, for
+ * the prefetch, the find and a new member's key. */
+static uint32_t member_hash(const mchan_t *ch, const muser_t *u) {
+  struct {
+    const mchan_t *chan;
+    const muser_t *user;
+  } k = {ch, u};
+  return presence__hash((const char *)&k, sizeof(k));
+}
+
+static mmember_t *find_member_h(mstore_t *m, mchan_t *ch, muser_t *u,
+                                uint32_t hash) {
   struct {
     mchan_t *chan;
     muser_t *user;
   } k = {ch, u};
-  return presence__table_find(&m->members, (const char *)&k, sizeof(k),
-                              presence__hash((const char *)&k, sizeof(k)));
+  return presence__table_find(&m->members, (const char *)&k, sizeof(k), hash);
+}
+
+static mmember_t *find_member(mstore_t *m, mchan_t *ch, muser_t *u) {
+  return find_member_h(m, ch, u, member_hash(ch, u));
 }
 
 static void emit_member(mstore_t *m, presence_event_type_t type,
@@ -720,7 +748,6 @@ static void member_leave(mstore_t *m, mmember_t *mb, presence_reason_t reason,
   mchan_t *ch = mb->k.chan;
   muser_t *u = mb->k.user;
   presence_status_t from = m_status(mb);
-  presence__table_remove(&m->members, mb);
   if (mb->prev) mb->prev->next = mb->next;
   else ch->head = mb->next;
   if (mb->next) mb->next->prev = mb->prev;
@@ -730,6 +757,8 @@ static void member_leave(mstore_t *m, mmember_t *mb, presence_reason_t reason,
       break;
     }
   }
+  /* After the list work: the slot's line was prefetched (join_remove). */
+  presence__table_remove(&m->members, mb);
   ch->n_members--;
   m->stats.members--;
   emit_member(m, PRESENCE_EV_CHANNEL_LEAVE, mb, reason, cause, from,
@@ -781,6 +810,15 @@ static void join_remove(mstore_t *m, mjoin_t *j, bool unlink_session,
                         const msess_t *cause, int64_t now) {
   mmember_t *mb = j->member;
   msess_t *s = j->sess;
+  /* Its last join: member_leave needs the member's table slot, its user
+   * and its neighbours in the channel, each a cache miss at scale; start
+   * them together now instead of one after the other there. */
+  if (mb->n_joins == 1) {
+    presence__table_prefetch(&m->members, mb->key.hash);
+    __builtin_prefetch(mb->k.user);
+    if (mb->prev) __builtin_prefetch(mb->prev);
+    if (mb->next) __builtin_prefetch(mb->next);
+  }
   if (unlink_session) {
     for (mjoin_t **pp = &s->joins; *pp; pp = &(*pp)->s_next) {
       if (*pp == j) {
@@ -801,22 +839,25 @@ static void join_remove(mstore_t *m, mjoin_t *j, bool unlink_session,
   if (s_status(s) == PRESENCE_ONLINE) mb->n_online--;
   mb->k.chan->n_joins--;
   m->stats.memberships--;
+  /* The record goes first: it may be mb's j0, and member_leave may free
+   * mb. */
+  char *jdata = j->data;
+  join_release(m, j);
   if (mb->n_joins == 0) {
     if (graceful && m->h.channel_grace_ms &&
         mq_push(m, mb, rel_now(m) + m->h.channel_grace_ms) == 0) {
-      mb->gdata = j->data; /* kept to compare with on a rejoin */
-      j->data = NULL;
+      mb->gdata = jdata; /* kept to compare with on a rejoin */
+      jdata = NULL;
       mb->key.spare[M_END_REASON] = (uint8_t)reason;
     } else {
       member_leave(m, mb, reason, cause, now);
     }
   } else {
     /* Only the head's data shows: it changes only if j was the head. */
-    member_changed(m, mb, from, was_head ? j->data : m_data(mb), reason, cause,
+    member_changed(m, mb, from, was_head ? jdata : m_data(mb), reason, cause,
                    now);
   }
-  presence__free(m->alloc, j->data);
-  presence__free(m->alloc, j);
+  presence__free(m->alloc, jdata);
 }
 
 static mjoin_t *session_join_of(msess_t *s, mchan_t *ch, size_t *n) {
@@ -872,6 +913,15 @@ static int op_join(mstore_t *m, const presence_write_t *w) {
   uint32_t ch_hash = presence__hash(w->channel, w->channel_len);
   mchan_t *ch = presence__table_find(&m->channels, w->channel, w->channel_len,
                                      ch_hash);
+  muser_t *u = s->user;
+  /* The member's slot is a cache miss at scale: start loading it before
+   * the session's join list walk and the allocations below. */
+  uint32_t mb_hash = ch ? member_hash(ch, u) : 0;
+  if (ch) {
+    presence__table_prefetch(&m->members, mb_hash);
+    __builtin_prefetch(u); /* a new member goes on its list */
+    if (ch->head) __builtin_prefetch(ch->head); /* and before this one */
+  }
   size_t n_joined = 0;
   mjoin_t *j = ch ? session_join_of(s, ch, &n_joined) : NULL;
   if (j) return join_set_data(m, j, w); /* joined again: new data */
@@ -885,7 +935,6 @@ static int op_join(mstore_t *m, const presence_write_t *w) {
   int rc;
   char *data = dup_data(m, w->data, w->data_len, &rc);
   if (rc) return rc;
-  j = presence__malloc(m->alloc, sizeof(*j));
   bool new_chan = !ch;
   if (new_chan) {
     ch = presence__malloc(m->alloc, sizeof(mchan_t) + w->channel_len + 1);
@@ -897,8 +946,7 @@ static int op_join(mstore_t *m, const presence_write_t *w) {
       ch->name[w->channel_len] = '\0';
     }
   }
-  muser_t *u = s->user;
-  mmember_t *mb = ch && !new_chan ? find_member(m, ch, u) : NULL;
+  mmember_t *mb = ch && !new_chan ? find_member_h(m, ch, u, mb_hash) : NULL;
   mmember_t *fresh = NULL;
   if (!mb && ch) {
     fresh = presence__malloc(m->alloc, sizeof(*fresh));
@@ -906,10 +954,15 @@ static int op_join(mstore_t *m, const presence_write_t *w) {
       memset(fresh, 0, sizeof(*fresh));
       fresh->k.chan = ch;
       fresh->k.user = u;
-      fresh->key.hash = presence__hash((const char *)&fresh->k, sizeof(fresh->k));
+      fresh->key.hash = new_chan ? member_hash(ch, u) : mb_hash;
       fresh->key.len = sizeof(fresh->k);
     }
   }
+  /* The member's own j0 when free (always for a new member). */
+  mmember_t *owner = fresh ? fresh : mb;
+  j = !owner               ? NULL
+      : owner->j0.member ? presence__malloc(m->alloc, sizeof(*j))
+                         : &owner->j0;
   bool ok = j && ch && (mb || fresh);
   if (ok && new_chan && presence__table_insert(&m->channels, ch)) ok = false;
   else if (ok && new_chan) m->stats.channels++;
@@ -922,7 +975,7 @@ static int op_join(mstore_t *m, const presence_write_t *w) {
   }
   if (!ok) {
     presence__free(m->alloc, data);
-    presence__free(m->alloc, j);
+    if (j && j != &owner->j0) presence__free(m->alloc, j);
     presence__free(m->alloc, fresh);
     if (new_chan) presence__free(m->alloc, ch);
     return PRESENCE_ENOMEM;
@@ -1022,7 +1075,7 @@ static int op_remove_user(mstore_t *m, const presence_write_t *w) {
     ch->n_joins--;
     m->stats.memberships--;
     presence__free(m->alloc, j->data);
-    presence__free(m->alloc, j);
+    join_release(m, j);
   }
   join_remove(m, mb->joins, true, w->reason, false, NULL, now);
   return 0;
@@ -1974,6 +2027,10 @@ static int m_attach(presence_store_t *st, const presence_store_host_t *host) {
     rc = presence__table_reserve(&m->users, host->expected_users);
     if (rc) return rc;
   }
+  if (host->expected_memberships) {
+    rc = presence__table_reserve(&m->members, host->expected_memberships);
+    if (rc) return rc;
+  }
   m->log = presence__log_new(m->alloc, host->log_capacity);
   return m->log ? 0 : PRESENCE_ENOMEM;
 }
@@ -1993,7 +2050,7 @@ static void m_destroy(presence_store_t *st) {
         while (j) {
           mjoin_t *jn = j->m_next;
           presence__free(a, j->data);
-          presence__free(a, j);
+          if (j != &mb->j0) presence__free(a, j); /* j0 goes with mb */
           j = jn;
         }
         if (mb->q_refs) mb->key.spare[M_FLAGS] = MF_DEAD; /* freed below */

@@ -163,6 +163,61 @@ static void join_is_edge_triggered_per_member(void **state) {
   destroy(f);
 }
 
+/* The store keeps a member's first join inside the member record and
+ * allocates the others apart: the first session leaving while others stay,
+ * and a later session taking its place, must read like any other order. */
+static void first_session_leaving_and_another_joining(void **state) {
+  (void)state;
+  fixture_t *f = make(0, 0, 0);
+  connect(f, "s1", "ann");
+  connect(f, "s2", "ann");
+  connect(f, "s3", "ann");
+  connect(f, "s4", "ann");
+  f->n = 0;
+  join(f, "s1", "room", "d1");
+  join(f, "s2", "room", "d2");
+  join(f, "s3", "room", "d3");
+  cev_t *e;
+  assert_int_equal(chan_events(f, &e), 3); /* a join, then two updates */
+  assert_int_equal(e[2].type, PRESENCE_EV_CHANNEL_UPDATE);
+  assert_string_equal(e[2].data, "d3");
+  /* The first session goes: s3's data still shows, nothing to tell. */
+  assert_int_equal(presence_channel_leave(f->p, "s1", "room", NULL, NULL), 0);
+  assert_int_equal(chan_events(f, &e), 0);
+  join(f, "s4", "room", "d4");
+  assert_int_equal(chan_events(f, &e), 1);
+  expect(&e[0], PRESENCE_EV_CHANNEL_UPDATE, PRESENCE_REASON_EXPLICIT, "room",
+         "ann");
+  assert_string_equal(e[0].data, "d4");
+  presence_member_info_t mi;
+  assert_int_equal(presence_member_get(f->p, "room", "ann", &mi), 0);
+  assert_int_equal(mi.session_count, 3);
+  /* The newest goes: the one before it shows again. */
+  assert_int_equal(presence_channel_leave(f->p, "s4", "room", NULL, NULL), 0);
+  assert_int_equal(chan_events(f, &e), 1);
+  assert_string_equal(e[0].data, "d3");
+  assert_int_equal(presence_channel_leave(f->p, "s2", "room", NULL, NULL), 0);
+  assert_int_equal(chan_events(f, &e), 0);
+  /* s1 again while s3 holds the member, then s3's end: s1's data shows. */
+  join(f, "s1", "room", "d1");
+  assert_int_equal(chan_events(f, &e), 1);
+  assert_string_equal(e[0].data, "d1");
+  assert_int_equal(presence_session_disconnect(f->p, "s3", NULL, NULL), 0);
+  assert_int_equal(chan_events(f, &e), 0);
+  assert_int_equal(presence_channel_leave(f->p, "s1", "room", NULL, NULL), 0);
+  assert_int_equal(chan_events(f, &e), 1);
+  expect(&e[0], PRESENCE_EV_CHANNEL_LEAVE, PRESENCE_REASON_EXPLICIT, "room",
+         "ann");
+  assert_int_equal(presence_channel_count(f->p, "room"), 0);
+  /* Back: a new member, a join; the engine's end frees every record. */
+  join(f, "s2", "room", "d2");
+  join(f, "s4", "room", NULL);
+  assert_int_equal(chan_events(f, &e), 2);
+  expect(&e[0], PRESENCE_EV_CHANNEL_JOIN, PRESENCE_REASON_EXPLICIT, "room",
+         "ann");
+  destroy(f);
+}
+
 static void member_data_is_the_most_recent_sessions(void **state) {
   (void)state;
   fixture_t *f = make(0, 0, 0);
@@ -572,6 +627,7 @@ int main(void) {
       cmocka_unit_test(member_data_is_the_most_recent_sessions),
       cmocka_unit_test(status_in_channel_is_the_lattice_of_joined_sessions),
       cmocka_unit_test(memberships_end_with_the_session_in_order),
+      cmocka_unit_test(first_session_leaving_and_another_joining),
       cmocka_unit_test(channel_grace_keeps_a_reloading_member),
       cmocka_unit_test(final_ends_skip_the_channel_grace),
       cmocka_unit_test(no_grace_when_asked),

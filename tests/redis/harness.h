@@ -447,4 +447,36 @@ static inline void loop_drain(uv_loop_t *loop) {
     uv_run(loop, UV_RUN_NOWAIT);
 }
 
+/* Up to three instances ("alpha", "beta", "gamma") on one loop and one
+ * redis-server, each registered before the test starts: the fixture of the
+ * multi-instance suites. fx_destroy fails the test on a handle left open. */
+typedef struct fx {
+  server_t srv;
+  uv_loop_t loop;
+  inst_t in[3];
+  int n;
+} fx_t;
+
+static inline fx_t *fx_make(int n, const inst_opts_t *io) {
+  fx_t *f = calloc(1, sizeof(*f));
+  srv_init(&f->srv);
+  uv_loop_init(&f->loop);
+  f->n = n;
+  static const char *ids[] = {"alpha", "beta", "gamma"};
+  for (int i = 0; i < n; i++) {
+    inst_new(&f->in[i], &f->loop, &f->srv, ids[i], io);
+    wait_ready(&f->loop, &f->in[i]);
+  }
+  return f;
+}
+
+static inline void fx_destroy(fx_t *f) {
+  for (int i = 0; i < f->n; i++)
+    inst_free(&f->in[i]);
+  loop_drain(&f->loop);
+  assert_int_equal(uv_loop_close(&f->loop), 0);
+  srv_fini(&f->srv);
+  free(f);
+}
+
 #endif

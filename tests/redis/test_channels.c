@@ -10,35 +10,6 @@
 #include "harness.h"
 #include "store/redis_decode.h"
 
-typedef struct fx {
-  server_t srv;
-  uv_loop_t loop;
-  inst_t in[3];
-  int n;
-} fx_t;
-
-static fx_t *make(int n, const inst_opts_t *io) {
-  fx_t *f = calloc(1, sizeof(*f));
-  srv_init(&f->srv);
-  uv_loop_init(&f->loop);
-  f->n = n;
-  static const char *ids[] = {"alpha", "beta", "gamma"};
-  for (int i = 0; i < n; i++) {
-    inst_new(&f->in[i], &f->loop, &f->srv, ids[i], io);
-    wait_ready(&f->loop, &f->in[i]);
-  }
-  return f;
-}
-
-static void destroy(fx_t *f) {
-  for (int i = 0; i < f->n; i++)
-    inst_free(&f->in[i]);
-  loop_drain(&f->loop);
-  assert_int_equal(uv_loop_close(&f->loop), 0);
-  srv_fini(&f->srv);
-  free(f);
-}
-
 /* Channel events of the whole log (decoded by the store's own decoder):
  * counts per type for one (channel, user), and the reasons of the leaves. */
 typedef struct chan_log {
@@ -128,7 +99,7 @@ static mq_t members(fx_t *f, int i, const char *ch, const char *after,
 
 static void members_and_data(void **state) {
   (void)state;
-  fx_t *f = make(1, NULL);
+  fx_t *f = fx_make(1, NULL);
   inst_t *a = &f->in[0];
   int t = 0;
   presence_session_connect(a->p, "s1", "ann", NULL, done_cb, a);
@@ -189,7 +160,7 @@ static void members_and_data(void **state) {
   assert_int_equal(cl.last_leave_reason, PRESENCE_REASON_KICKED);
   q = members(f, 0, "room", NULL, 10);
   assert_int_equal(q.count, 0);
-  destroy(f);
+  fx_destroy(f);
 }
 
 static bool cluster_saw_both(void *ud) {
@@ -205,7 +176,7 @@ static bool cluster_saw_both(void *ud) {
  * emitted by exactly one instance. */
 static void fifty_sessions_three_instances_once(void **state) {
   (void)state;
-  fx_t *f = make(3, NULL);
+  fx_t *f = fx_make(3, NULL);
   int target[3] = {0};
   char sid[64];
   for (int k = 0; k < 50; k++) {
@@ -252,7 +223,7 @@ static void fifty_sessions_three_instances_once(void **state) {
     assert_int_equal(rec_count(&f->in[i].cluster, PRESENCE_EV_CHANNEL_JOIN), 1);
     assert_int_equal(rec_count(&f->in[i].cluster, PRESENCE_EV_CHANNEL_LEAVE), 1);
   }
-  destroy(f);
+  fx_destroy(f);
 }
 
 typedef struct leave_wait {
@@ -268,7 +239,7 @@ static bool leave_logged(void *ud) {
  * members of the live instance stay. */
 static void dead_instance_members_leave_once(void **state) {
   (void)state;
-  fx_t *f = make(2, NULL);
+  fx_t *f = fx_make(2, NULL);
   int target[2] = {0};
   presence_session_connect(f->in[0].p, "a1", "ann", NULL, done_cb, &f->in[0]);
   presence_channel_join(f->in[0].p, "a1", "room", "{}", done_cb, &f->in[0]);
@@ -295,7 +266,7 @@ static void dead_instance_members_leave_once(void **state) {
   mq_t q = members(f, 0, "room", NULL, 10);
   assert_int_equal(q.count, 1);
   assert_string_equal(q.users[0], "ann");
-  destroy(f);
+  fx_destroy(f);
 }
 
 typedef struct member_wait {
@@ -315,7 +286,7 @@ static bool count_is(void *ud) {
  * their memberships, with their data. */
 static void store_loss_reasserts_memberships(void **state) {
   (void)state;
-  fx_t *f = make(2, NULL);
+  fx_t *f = fx_make(2, NULL);
   int target[2] = {2, 3};
   presence_session_connect(f->in[0].p, "a1", "ann", NULL, done_cb, &f->in[0]);
   presence_channel_join(f->in[0].p, "a1", "room", "{\"n\":\"Ann\"}", done_cb,
@@ -339,7 +310,7 @@ static void store_loss_reasserts_memberships(void **state) {
       resync += f->in[i].local.ev[k].type == PRESENCE_EV_CHANNEL_JOIN &&
                 f->in[i].local.ev[k].reason == PRESENCE_REASON_RESYNC;
   assert_int_equal(resync, 3);
-  destroy(f);
+  fx_destroy(f);
 }
 
 /* With a grace, a member whose session ended leaves once, after it. */
@@ -347,7 +318,7 @@ static void channel_grace_on_redis(void **state) {
   (void)state;
   inst_opts_t io = {0};
   io.grace_ms = 400;
-  fx_t *f = make(1, &io);
+  fx_t *f = fx_make(1, &io);
   inst_t *a = &f->in[0];
   presence_session_connect(a->p, "s1", "ann", NULL, done_cb, a);
   presence_channel_join(a->p, "s1", "room", NULL, done_cb, a);
@@ -373,7 +344,7 @@ static void channel_grace_on_redis(void **state) {
   cl = log_channel_events(&f->srv, "room", "ann");
   assert_int_equal(cl.leave, 1);
   assert_int_equal(cl.last_leave_reason, PRESENCE_REASON_DISCONNECT);
-  destroy(f);
+  fx_destroy(f);
 }
 
 /* ---- against the embedded store --------------------------------------- */
@@ -426,7 +397,7 @@ static bool op_pred(void *ud) { return ((op_wait_t *)ud)->n > 0; }
  * model (unit/test_property_channels). */
 static void random_ops_match_the_embedded_store(void **state) {
   (void)state;
-  fx_t *f = make(1, NULL);
+  fx_t *f = fx_make(1, NULL);
   inst_t *a = &f->in[0];
   presence_t *mem;
   presence_options_t o;
@@ -525,7 +496,7 @@ static void random_ops_match_the_embedded_store(void **state) {
     }
   }
   presence_free(mem);
-  destroy(f);
+  fx_destroy(f);
 }
 
 int main(void) {

@@ -10,35 +10,6 @@
 #include "harness.h"
 #include "store/redis_decode.h"
 
-typedef struct fx {
-  server_t srv;
-  uv_loop_t loop;
-  inst_t in[3];
-  int n;
-} fx_t;
-
-static fx_t *make(int n, const inst_opts_t *io) {
-  fx_t *f = calloc(1, sizeof(*f));
-  srv_init(&f->srv);
-  uv_loop_init(&f->loop);
-  f->n = n;
-  static const char *ids[] = {"alpha", "beta", "gamma"};
-  for (int i = 0; i < n; i++) {
-    inst_new(&f->in[i], &f->loop, &f->srv, ids[i], io);
-    wait_ready(&f->loop, &f->in[i]);
-  }
-  return f;
-}
-
-static void destroy(fx_t *f) {
-  for (int i = 0; i < f->n; i++)
-    inst_free(&f->in[i]);
-  loop_drain(&f->loop);
-  assert_int_equal(uv_loop_close(&f->loop), 0);
-  srv_fini(&f->srv);
-  free(f);
-}
-
 static void wait_all(fx_t *f, const int *target) {
   for (int i = 0; i < f->n; i++)
     if (f->in[i].p) wait_done(&f->loop, &f->in[i], target[i]);
@@ -113,7 +84,7 @@ static size_t local_user_events(fx_t *f) {
  * each emitted by exactly one instance, and the end state is right. */
 static void racing_instances_emit_each_transition_once(void **state) {
   (void)state;
-  fx_t *f = make(3, NULL);
+  fx_t *f = fx_make(3, NULL);
   int target[3] = {0};
   srand(42);
   char sid[64];
@@ -182,7 +153,7 @@ static void racing_instances_emit_each_transition_once(void **state) {
       remote += (f->in[i].cluster.ev[k].flags & PRESENCE_EVENT_REMOTE) != 0;
     assert_int_equal(remote, rp.events - f->in[i].local.n);
   }
-  destroy(f);
+  fx_destroy(f);
 }
 
 typedef struct cleanup_wait {
@@ -204,7 +175,7 @@ static bool reap_once(bool last) {
   /* A lease long enough for a sanitizer build to push 20,000 connects
    * through one instance without starving anyone's heartbeat. */
   inst_opts_t io = {.heartbeat_ms = 500, .lease_ms = 2500};
-  fx_t *f = make(3, &io);
+  fx_t *f = fx_make(3, &io);
   enum { N = 20000 };
   int target[3] = {0};
   char sid[32], user[32];
@@ -324,7 +295,7 @@ static bool reap_once(bool last) {
   freeReplyObject(sl);
   presence_status_t final;
   replay_check(&f->srv, NULL, &final);
-  destroy(f);
+  fx_destroy(f);
   return ok;
 }
 
@@ -341,7 +312,7 @@ static void dead_instance_is_reaped_in_bounded_batches(void **state) {
  * sessions, so the final state equals the live sessions. */
 static void stalled_instance_is_fenced_and_reasserts(void **state) {
   (void)state;
-  fx_t *f = make(2, NULL);
+  fx_t *f = fx_make(2, NULL);
   int target[2] = {0};
   assert_int_equal(presence_session_connect(f->in[1].p, "b1", "bob", NULL,
                                             done_cb, &f->in[1]),
@@ -383,7 +354,7 @@ static void stalled_instance_is_fenced_and_reasserts(void **state) {
   presence_status_t final;
   replay_check(&f->srv, "bob", &final);
   assert_int_equal(final, PRESENCE_ONLINE);
-  destroy(f);
+  fx_destroy(f);
 }
 
 typedef struct online_wait {
@@ -422,7 +393,7 @@ static bool seq_jumped(void *ud) {
  * numbers keep growing. */
 static void store_loss_is_rebuilt(void **state) {
   (void)state;
-  fx_t *f = make(2, NULL);
+  fx_t *f = fx_make(2, NULL);
   int target[2] = {1, 1};
   presence_session_connect(f->in[0].p, "a1", "ann", NULL, done_cb, &f->in[0]);
   presence_session_connect(f->in[1].p, "b1", "ben", NULL, done_cb, &f->in[1]);
@@ -459,7 +430,7 @@ static void store_loss_is_rebuilt(void **state) {
   wait_all(f, target);
   assert_int_equal(user_info(&f->loop, &f->in[1], "ann").status,
                    PRESENCE_OFFLINE);
-  destroy(f);
+  fx_destroy(f);
 }
 
 /* Redis stops answering (SIGSTOP): commands fail with ETIMEDOUT; after
@@ -467,7 +438,7 @@ static void store_loss_is_rebuilt(void **state) {
 static void watchdog_times_out_then_recovers(void **state) {
   (void)state;
   inst_opts_t io = {.timeout_ms = 300, .heartbeat_ms = 1000, .lease_ms = 5000};
-  fx_t *f = make(1, &io);
+  fx_t *f = fx_make(1, &io);
   int target[1] = {1};
   presence_session_connect(f->in[0].p, "a1", "ann", NULL, done_cb, &f->in[0]);
   wait_all(f, target);
@@ -490,13 +461,13 @@ static void watchdog_times_out_then_recovers(void **state) {
   /* The one timeout above, nothing else. */
   f->in[0].done_err[-PRESENCE_ETIMEDOUT]--;
   assert_no_errors(&f->in[0]);
-  destroy(f);
+  fx_destroy(f);
 }
 
 /* A clean exit: sessions end with reason shutdown at once, no lease wait. */
 static void leave_ends_sessions_at_once(void **state) {
   (void)state;
-  fx_t *f = make(2, NULL);
+  fx_t *f = fx_make(2, NULL);
   int target[2] = {0, 1};
   presence_session_connect(f->in[1].p, "b1", "ben", NULL, done_cb, &f->in[1]);
   wait_all(f, target);
@@ -513,7 +484,7 @@ static void leave_ends_sessions_at_once(void **state) {
   redisReply *r = srv_cmd(&f->srv, "HEXISTS presence:inst beta");
   assert_int_equal(r->integer, 0);
   freeReplyObject(r);
-  destroy(f);
+  fx_destroy(f);
 }
 
 int main(void) {

@@ -5,14 +5,14 @@
  */
 #include "harness.h"
 
-typedef struct fx {
+typedef struct fx1 {
   server_t srv;
   uv_loop_t loop;
   inst_t a;
-} fx_t;
+} fx1_t;
 
-static fx_t *make(const inst_opts_t *io) {
-  fx_t *f = calloc(1, sizeof(*f));
+static fx1_t *make(const inst_opts_t *io) {
+  fx1_t *f = calloc(1, sizeof(*f));
   srv_init(&f->srv);
   uv_loop_init(&f->loop);
   inst_new(&f->a, &f->loop, &f->srv, "one", io);
@@ -20,7 +20,7 @@ static fx_t *make(const inst_opts_t *io) {
   return f;
 }
 
-static void destroy(fx_t *f) {
+static void destroy(fx1_t *f) {
   inst_free(&f->a);
   loop_drain(&f->loop);
   assert_int_equal(uv_loop_close(&f->loop), 0);
@@ -49,7 +49,7 @@ static void expect(const recorder_t *r, size_t i, presence_event_type_t t,
 
 static void connect_emits_session_then_user(void **state) {
   (void)state;
-  fx_t *f = make(NULL);
+  fx1_t *f = make(NULL);
   DO(f, presence_session_connect(f->a.p, "s1", "alice", "{\"x\":1}", done_cb,
                                  &f->a));
   assert_no_errors(&f->a);
@@ -108,7 +108,7 @@ static void connect_emits_session_then_user(void **state) {
 
 static void duplicates_and_closed_sessions_change_nothing(void **state) {
   (void)state;
-  fx_t *f = make(NULL);
+  fx1_t *f = make(NULL);
   DO(f, presence_session_connect(f->a.p, "s1", "alice", NULL, done_cb, &f->a));
   size_t n = f->a.local.n;
   assert_int_equal(
@@ -136,7 +136,7 @@ static void duplicates_and_closed_sessions_change_nothing(void **state) {
 static void sessions_per_user_limit(void **state) {
   (void)state;
   inst_opts_t io = {.max_sessions = 2};
-  fx_t *f = make(&io);
+  fx1_t *f = make(&io);
   DO(f, presence_session_connect(f->a.p, "s1", "alice", NULL, done_cb, &f->a));
   DO(f, presence_session_connect(f->a.p, "s2", "alice", NULL, done_cb, &f->a));
   DO(f, presence_session_connect(f->a.p, "s3", "alice", NULL, done_cb, &f->a));
@@ -170,7 +170,7 @@ static bool sq_pred(void *ud) {
 
 static void sessions_keep_their_metadata(void **state) {
   (void)state;
-  fx_t *f = make(NULL);
+  fx1_t *f = make(NULL);
   DO(f, presence_session_connect(f->a.p, "s1", "alice", "{\"d\":\"a\tb\"}",
                                  done_cb, &f->a));
   sq_t q = {0};
@@ -186,14 +186,14 @@ static void sessions_keep_their_metadata(void **state) {
 }
 
 static bool grace_fired(void *ud) {
-  fx_t *f = ud;
+  fx1_t *f = ud;
   return rec_count(&f->a.local, PRESENCE_EV_USER_OFFLINE) == 1;
 }
 
 static void grace_hides_a_reload_then_expires(void **state) {
   (void)state;
   inst_opts_t io = {.grace_ms = 300};
-  fx_t *f = make(&io);
+  fx1_t *f = make(&io);
   DO(f, presence_session_connect(f->a.p, "s1", "alice", NULL, done_cb, &f->a));
   DO(f, presence_session_disconnect(f->a.p, "s1", done_cb, &f->a));
   DO(f, presence_session_connect(f->a.p, "s2", "alice", NULL, done_cb, &f->a));
@@ -221,7 +221,7 @@ static void grace_hides_a_reload_then_expires(void **state) {
 static void inactivity_idles_and_activity_restores(void **state) {
   (void)state;
   inst_opts_t io = {.inactivity_ms = 100};
-  fx_t *f = make(&io);
+  fx1_t *f = make(&io);
   presence_handle_t h;
   int n0 = f->a.done_n;
   assert_int_equal(
@@ -265,7 +265,7 @@ static bool lr_pred(void *ud) {
 
 static void log_reads_from_a_cursor(void **state) {
   (void)state;
-  fx_t *f = make(NULL);
+  fx1_t *f = make(NULL);
   char sid[16];
   for (int i = 0; i < 10; i++) {
     snprintf(sid, sizeof sid, "s%d", i);
@@ -307,7 +307,7 @@ static void log_reads_from_a_cursor(void **state) {
 
 static void reset_is_a_full_cleanup(void **state) {
   (void)state;
-  fx_t *f = make(NULL);
+  fx1_t *f = make(NULL);
   DO(f, presence_session_connect(f->a.p, "s1", "alice", NULL, done_cb, &f->a));
   DO(f, presence_session_connect(f->a.p, "s2", "bob", NULL, done_cb, &f->a));
   f->a.local.n = 0;
@@ -327,7 +327,7 @@ static void reset_is_a_full_cleanup(void **state) {
  * without session list plus user.offline for every user still present. */
 static void fresh_start_cleans_stale_state(void **state) {
   (void)state;
-  fx_t *f = make(NULL);
+  fx1_t *f = make(NULL);
   DO(f, presence_session_connect(f->a.p, "s1", "alice", NULL, done_cb, &f->a));
   DO(f, presence_session_connect(f->a.p, "s2", "bob", NULL, done_cb, &f->a));
   /* Die without cleanup; a new process with another id starts after the
@@ -363,7 +363,7 @@ static long long evalsha_calls(server_t *s) {
  * sees them, and far fewer calls than writes reach Redis. */
 static void queued_writes_are_batched_in_order(void **state) {
   (void)state;
-  fx_t *f = make(NULL);
+  fx1_t *f = make(NULL);
   freeReplyObject(srv_cmd(&f->srv, "HSET presence:sidx taken carol"));
   long long calls0 = evalsha_calls(&f->srv);
   enum { N = 300 };
@@ -441,7 +441,7 @@ static void queued_writes_are_batched_in_order(void **state) {
 /* n connects of sessions <sp><i>, each of its own user <up><i>: queued
  * (many share a script call, and its events one log entry) or one at a
  * time (an entry each). Returns the completions asked so far. */
-static int connect_each(fx_t *f, const char *sp, const char *up, int n,
+static int connect_each(fx1_t *f, const char *sp, const char *up, int n,
                         bool one_at_a_time, int asked) {
   char sid[32], uid[32];
   for (int i = 0; i < n; i++) {
@@ -462,7 +462,7 @@ static int connect_each(fx_t *f, const char *sp, const char *up, int n,
 static void the_log_keeps_its_length(void **state) {
   (void)state;
   inst_opts_t io = {.maxlen = 300};
-  fx_t *f = make(&io);
+  fx1_t *f = make(&io);
   connect_each(f, "s", "u", 600, false, 0); /* batches of many events */
   assert_no_errors(&f->a);
   uint64_t last = f->a.local.ev[f->a.local.n - 1].seq;
@@ -486,7 +486,7 @@ static void the_log_keeps_its_length(void **state) {
  * round trip per handful of events). */
 static void log_reads_fill_their_pages(void **state) {
   (void)state;
-  fx_t *f = make(NULL);
+  fx1_t *f = make(NULL);
   int asked = connect_each(f, "b", "bu", 600, false, 0); /* large entries */
   uint64_t burst_end = f->a.local.ev[f->a.local.n - 1].seq;
   connect_each(f, "t", "tu", 200, true, asked); /* two events an entry */
@@ -527,7 +527,7 @@ static long long pttl(server_t *s, const char *user) {
 static void offline_users_expire_after_retention(void **state) {
   (void)state;
   inst_opts_t io = {.retention_s = 1};
-  fx_t *f = make(&io);
+  fx1_t *f = make(&io);
   DO(f, presence_session_connect(f->a.p, "s1", "alice", NULL, done_cb, &f->a));
   assert_int_equal(pttl(&f->srv, "alice"), -1); /* present: kept */
   DO(f, presence_session_disconnect(f->a.p, "s1", done_cb, &f->a));

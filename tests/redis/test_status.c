@@ -10,33 +10,6 @@
  */
 #include "harness.h"
 
-typedef struct fx {
-  server_t srv;
-  uv_loop_t loop;
-  inst_t in[3];
-} fx_t;
-
-static fx_t *make(const inst_opts_t *io) {
-  fx_t *f = calloc(1, sizeof(*f));
-  srv_init(&f->srv);
-  uv_loop_init(&f->loop);
-  static const char *ids[] = {"alpha", "beta", "gamma"};
-  for (int i = 0; i < 3; i++) {
-    inst_new(&f->in[i], &f->loop, &f->srv, ids[i], io);
-    wait_ready(&f->loop, &f->in[i]);
-  }
-  return f;
-}
-
-static void destroy(fx_t *f) {
-  for (int i = 0; i < 3; i++)
-    inst_free(&f->in[i]);
-  loop_drain(&f->loop);
-  assert_int_equal(uv_loop_close(&f->loop), 0);
-  srv_fini(&f->srv);
-  free(f);
-}
-
 /* Counts of a type (and reason, when not NONE) in a recorder. */
 static size_t count(const recorder_t *r, presence_event_type_t t,
                     presence_reason_t reason) {
@@ -111,7 +84,7 @@ static void settle(fx_t *f, int k, int n) { wait_done(&f->loop, &f->in[k], n); }
 
 static void settings_are_decided_once_cluster_wide(void **state) {
   (void)state;
-  fx_t *f = make(NULL);
+  fx_t *f = fx_make(3, NULL);
   avail_seen_t seen[3] = {{0}};
   for (int i = 0; i < 3; i++)
     assert_true(presence_on_cluster_event(f->in[i].p, avail_cb, &seen[i]) > 0);
@@ -180,14 +153,14 @@ static void settings_are_decided_once_cluster_wide(void **state) {
   assert_int_equal(q.info.availability, PRESENCE_AVAIL_DND);
   for (int i = 0; i < 3; i++) assert_no_errors(&f->in[i]);
   (void)n_done;
-  destroy(f);
+  fx_destroy(f);
 }
 
 /* alpha sets a message that expires in 800 ms, then dies without a word:
  * beta and gamma clear it once between them, reason expired. */
 static void message_of_a_dead_instance_expires_once(void **state) {
   (void)state;
-  fx_t *f = make(NULL);
+  fx_t *f = fx_make(3, NULL);
   int64_t wall = wall_ms();
   assert_int_equal(presence_user_set_message(f->in[0].p, "bob", "Lunch", NULL,
                                              wall + 800, done_cb, &f->in[0]),
@@ -206,7 +179,7 @@ static void message_of_a_dead_instance_expires_once(void **state) {
                      1);
   setting_q_t q = setting_of(f, 1, "bob");
   assert_string_equal(q.text, "");
-  destroy(f);
+  fx_destroy(f);
 }
 
 /* 100,000 messages expiring in the same second: all cleared within 2 s of
@@ -214,7 +187,7 @@ static void message_of_a_dead_instance_expires_once(void **state) {
 static void many_expiries_are_cleared_in_bounded_calls(void **state) {
   (void)state;
   inst_opts_t io = {.heartbeat_ms = 500, .lease_ms = 5000};
-  fx_t *f = make(&io);
+  fx_t *f = fx_make(3, &io);
   /* A sanitizer build runs a fifth of them: the same path, in the time a
    * test has. */
 #if defined(__SANITIZE_ADDRESS__)
@@ -325,7 +298,7 @@ static void many_expiries_are_cleared_in_bounded_calls(void **state) {
                    PRESENCE_REASON_EXPIRED);
   }
   assert_true(local <= (size_t)n);
-  destroy(f);
+  fx_destroy(f);
 }
 
 int main(void) {

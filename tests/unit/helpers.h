@@ -57,6 +57,19 @@ static inline void ca_free(void *ud, void *p) {
   free(p);
 }
 
+/* The options of a library under test: the fake clock (a fixed wall time,
+ * monotonic time `mono`) and the counting allocator, failing nowhere. The
+ * caller sets what its test is about on top. */
+static inline void test_options(presence_options_t *o, fake_clock_t *clock,
+                                int64_t mono, counting_alloc_t *alloc) {
+  clock->wall = 1764320000000;
+  clock->mono = mono;
+  alloc->fail_after = -1;
+  presence_options_init(o);
+  o->clock = (presence_clock_t){fake_wall, fake_mono, clock};
+  o->allocator = (presence_allocator_t){ca_malloc, ca_realloc, ca_free, alloc};
+}
+
 #ifndef PRESENCE_TEST_NO_RECORDER /* tests/redis/harness.h has its own */
 /* A recorded event, with its strings copied. */
 typedef struct rec_event {

@@ -59,14 +59,8 @@ static void rec(presence_t *p, const presence_event_t *ev, void *ud) {
 static fixture_t *make(uint32_t grace, uint32_t channel_grace,
                        uint32_t max_channels) {
   fixture_t *f = calloc(1, sizeof(*f));
-  f->clock.wall = 1764320000000;
-  f->clock.mono = 1000;
-  f->alloc.fail_after = -1;
   presence_options_t o;
-  presence_options_init(&o);
-  o.clock = (presence_clock_t){fake_wall, fake_mono, &f->clock};
-  o.allocator =
-      (presence_allocator_t){ca_malloc, ca_realloc, ca_free, &f->alloc};
+  test_options(&o, &f->clock, 1000, &f->alloc);
   o.offline_grace_ms = grace;
   o.channel_grace_ms = channel_grace;
   o.max_channels_per_session = max_channels;

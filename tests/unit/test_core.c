@@ -18,13 +18,8 @@ static fixture_t *make_with(uint32_t grace, uint32_t inactivity,
                             uint32_t log_cap, uint32_t max_sessions,
                             uint32_t retention_s) {
   fixture_t *f = calloc(1, sizeof(*f));
-  f->clock.wall = 1764320000000;
-  f->clock.mono = 1000;
-  f->alloc.fail_after = -1;
   presence_options_t o;
-  presence_options_init(&o);
-  o.clock = (presence_clock_t){fake_wall, fake_mono, &f->clock};
-  o.allocator = (presence_allocator_t){ca_malloc, ca_realloc, ca_free, &f->alloc};
+  test_options(&o, &f->clock, 1000, &f->alloc);
   o.offline_grace_ms = grace;
   o.inactivity_ms = inactivity;
   o.log_capacity = log_cap;
@@ -387,13 +382,8 @@ static void timer_reports_each_change_of_the_deadline(void **state) {
   (void)state;
   fixture_t *f = calloc(1, sizeof(*f));
   timer_log_t t = {0, -2};
-  f->clock.wall = 1764320000000;
-  f->clock.mono = 1000;
-  f->alloc.fail_after = -1;
   presence_options_t o;
-  presence_options_init(&o);
-  o.clock = (presence_clock_t){fake_wall, fake_mono, &f->clock};
-  o.allocator = (presence_allocator_t){ca_malloc, ca_realloc, ca_free, &f->alloc};
+  test_options(&o, &f->clock, 1000, &f->alloc);
   o.offline_grace_ms = 5000;
   o.inactivity_ms = 60000;
   o.timer = log_timer;

@@ -587,17 +587,12 @@ static void run(const store_kind_t *kind, uint32_t grace, uint32_t retention_s,
                 uint64_t seed, long steps) {
   world_t *w = calloc(1, sizeof(*w));
   w->kind = kind;
-  w->clock.wall = 1764320000000;
-  w->clock.mono = 5;
   w->mono_base = 5;
-  w->alloc.fail_after = -1;
   w->grace = grace;
   w->retention_s = retention_s;
   w->rng = seed;
   presence_options_t o;
-  presence_options_init(&o);
-  o.clock = (presence_clock_t){fake_wall, fake_mono, &w->clock};
-  o.allocator = (presence_allocator_t){ca_malloc, ca_realloc, ca_free, &w->alloc};
+  test_options(&o, &w->clock, 5, &w->alloc);
   o.offline_grace_ms = grace;
   o.offline_retention_s = retention_s;
   o.log_capacity = 1024;

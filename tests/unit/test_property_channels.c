@@ -334,16 +334,10 @@ static void step(world_t *w) {
 
 static void run(uint32_t grace, uint64_t seed, long steps) {
   world_t *w = calloc(1, sizeof(*w));
-  w->clock.wall = 1764320000000;
-  w->clock.mono = 5;
-  w->alloc.fail_after = -1;
   w->grace = grace;
   w->rng = seed;
   presence_options_t o;
-  presence_options_init(&o);
-  o.clock = (presence_clock_t){fake_wall, fake_mono, &w->clock};
-  o.allocator =
-      (presence_allocator_t){ca_malloc, ca_realloc, ca_free, &w->alloc};
+  test_options(&o, &w->clock, 5, &w->alloc);
   o.offline_grace_ms = grace; /* the channel grace follows it */
   o.log_capacity = 1024;
   assert_int_equal(presence_new(&o, &w->p), 0);

@@ -71,14 +71,8 @@ static fx_t *fx_new(uint32_t retention_s) { return fx_new_grace(retention_s, 0);
 
 static fx_t *fx_new_grace(uint32_t retention_s, uint32_t grace_ms) {
   fx_t *f = calloc(1, sizeof(*f));
-  f->clock.wall = 1764320000000;
-  f->clock.mono = 1000;
-  f->alloc.fail_after = -1;
   presence_options_t o;
-  presence_options_init(&o);
-  o.clock = (presence_clock_t){fake_wall, fake_mono, &f->clock};
-  o.allocator =
-      (presence_allocator_t){ca_malloc, ca_realloc, ca_free, &f->alloc};
+  test_options(&o, &f->clock, 1000, &f->alloc);
   o.offline_retention_s = retention_s;
   o.offline_grace_ms = grace_ms;
   assert_int_equal(presence_new(&o, &f->p), 0);

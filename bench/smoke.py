@@ -89,7 +89,7 @@ def main():
               "every join")
         ch = bench.run_load(b, srvs["presenced"], "channel", conns=20,
                             churn_conns=4, churn_rate=8, update_rate=2,
-                            duration_s=1.5, warm_s=0.5, rss_interval_s=0.5,
+                            duration_s=2.5, warm_s=0.5, rss_interval_s=0.5,
                             max_s=60)
         lat = ch.get("latency_ms", {})
         check(ch.get("ready") == 24 and ch.get("updates", 0) > 0 and
@@ -101,6 +101,13 @@ def main():
               len(ch.get("rss_series", [])) >= 3,
               "channel: every change timed at every member (updates, joins "
               "and leaves), close codes and RSS reported")
+        if failures and failures[-1].startswith("channel:"):
+            # Which part failed: the check above is one line for many terms.
+            print("# channel run:", {k: ch.get(k) for k in (
+                "ready", "updates", "joins", "leaves", "untimed_frames",
+                "error_messages", "slow_consumer_closes")},
+                "latency n/p50/p99:", lat.get("n"), lat.get("p50"), lat.get("p99"),
+                "rss samples:", len(ch.get("rss_series", [])), flush=True)
         s = bench.summarise(dict(res, engine={}, redis={}, redis_store={}))
         x = s["flip_changes_per_s"]
         check(x["presenced_min_max"] is not None and

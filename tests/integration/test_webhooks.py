@@ -7,12 +7,14 @@ receiver does not slow WebSocket clients; per-endpoint metrics; delivery
 across a daemon restart; the example receiver keeps its SQLite table."""
 
 import asyncio
+import atexit
 import hashlib
 import hmac
 import http.server as httpserver
 import json
 import os
 import re
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -561,6 +563,7 @@ async def test_shutdown_with_receiver_down(t, d, args):
 
 EX_PORT = free_port()
 EX_DIR = tempfile.mkdtemp(prefix="wh-example-")
+atexit.register(shutil.rmtree, EX_DIR, ignore_errors=True)
 EX_DB = os.path.join(EX_DIR, "app.db")
 
 

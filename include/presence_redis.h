@@ -66,7 +66,11 @@ typedef struct presence_redis_options {
   struct uv_loop_s *loop; /* required */
   /* "redis://[user[:password]@]host[:port][/db]" (port 6379, db 0 by
    * default), "rediss://..." (TLS, see tls) or "unix:/path/to/socket" with
-   * an optional "?db=N". NULL: redis://127.0.0.1. The URL may hold secrets:
+   * an optional "?db=N"; or Sentinel:
+   * "redis+sentinel://[user[:password]@]host[:port],host[:port]/master[/db]"
+   * (sentinel port 26379 by default; rediss+sentinel:// for TLS to the
+   * sentinels and the data nodes): the primary of master, followed across
+   * failovers. NULL: redis://127.0.0.1. The URL may hold secrets:
    * the store never logs it whole (presence_redis_url_redact). */
   const char *url;
   const char *prefix;          /* key prefix; NULL: "presence:" */
@@ -93,6 +97,10 @@ typedef struct presence_redis_options {
    * must outlive the store; NULL: malloc. From attach on, everything comes
    * from the host's allocator (presence_options_t.allocator). */
   const presence_allocator_t *allocator;
+  /* redis+sentinel:// URLs: AUTH for the sentinels (the URL's credentials
+   * and user/password above are the data nodes'). NULL: no AUTH. */
+  const char *sentinel_user;
+  const char *sentinel_password;
 } presence_redis_options_t;
 
 /* url with its password replaced by "***", into out (always terminated,

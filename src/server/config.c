@@ -175,9 +175,10 @@ static const opt_t opts[] = {
     U32("backend-max-message", backend_max_message, 125, 256u << 20,
         "largest backend frame or message in bytes (16777216)"),
     STR("store", store,
-        "memory, redis://[USER[:PASSWORD]@]HOST:PORT/DB, rediss://... (TLS) "
-        "or unix:/PATH?db=N: where presence lives; many instances share one "
-        "Redis (memory)"),
+        "memory, redis://[USER[:PASSWORD]@]HOST:PORT/DB, rediss://... (TLS), "
+        "unix:/PATH?db=N or redis+sentinel://[USER[:PASSWORD]@]HOST:PORT,"
+        "HOST:PORT/MASTER[/DB] (rediss+sentinel://): where presence lives; "
+        "many instances share one Redis (memory)"),
     STR("redis-user", redis_user,
         "Redis ACL user (overrides the --store URL's)"),
     STR("redis-password", redis_password,
@@ -185,6 +186,14 @@ static const opt_t opts[] = {
         "environment or --redis-password-file to a flag)"),
     SECRET("redis-password-file", redis_password_file, redis_password,
            "read the Redis password from this file (one line)"),
+    STR("redis-sentinel-user", redis_sentinel_user,
+        "redis+sentinel://: ACL user on the sentinels"),
+    STR("redis-sentinel-password", redis_sentinel_password,
+        "redis+sentinel://: the sentinels' password (the URL's is the data "
+        "nodes'; prefer the environment or the -file flag)"),
+    SECRET("redis-sentinel-password-file", redis_sentinel_password_file,
+           redis_sentinel_password,
+           "read the sentinels' password from this file (one line)"),
     STR("redis-tls-ca", redis_tls_ca,
         "rediss://: CA file the server's certificate must chain to (the "
         "system's CAs)"),
@@ -357,7 +366,8 @@ int config_store_is_redis(const srv_config_t *cfg) {
   return presence_redis_url_valid(v) ? 1 : -1;
 #else
   if (!strncmp(v, "redis://", 8) || !strncmp(v, "rediss://", 9) ||
-      !strncmp(v, "unix:/", 6))
+      !strncmp(v, "unix:/", 6) || !strncmp(v, "redis+sentinel://", 17) ||
+      !strncmp(v, "rediss+sentinel://", 18))
     return 1;
   return -1;
 #endif

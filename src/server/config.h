@@ -92,6 +92,9 @@ typedef struct srv_config {
   const char *redis_user;
   const char *redis_password;
   const char *redis_password_file;
+  const char *redis_sentinel_user; /* redis+sentinel://: the sentinels' AUTH */
+  const char *redis_sentinel_password;
+  const char *redis_sentinel_password_file;
   const char *redis_tls_ca;
   const char *redis_tls_cert;
   const char *redis_tls_key;

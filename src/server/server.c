@@ -853,6 +853,8 @@ static int open_store(srv_t *s, presence_options_t *o) {
   ro.stream_maxlen = s->cfg.redis_log_length;
   ro.user = s->cfg.redis_user;
   ro.password = s->cfg.redis_password;
+  ro.sentinel_user = s->cfg.redis_sentinel_user;
+  ro.sentinel_password = s->cfg.redis_sentinel_password;
   ro.tls.ca_file = s->cfg.redis_tls_ca;
   ro.tls.cert_file = s->cfg.redis_tls_cert;
   ro.tls.key_file = s->cfg.redis_tls_key;

@@ -2776,6 +2776,12 @@ static int parse_url(rstore_t *st, const presence_redis_options_t *o) {
     presence__free(a, st->url.password);
     if (!(st->url.password = xstrdup(st, o->password))) return PRESENCE_ENOMEM;
   }
+  if (o->sentinel_user &&
+      !(st->url.sentinel_user = xstrdup(st, o->sentinel_user)))
+    return PRESENCE_ENOMEM;
+  if (o->sentinel_password &&
+      !(st->url.sentinel_password = xstrdup(st, o->sentinel_password)))
+    return PRESENCE_ENOMEM;
   const char *const src[] = {o->tls.ca_file, o->tls.cert_file,
                              o->tls.key_file, o->tls.server_name};
   const char **dst[] = {&st->tls.ca_file, &st->tls.cert_file,
@@ -2813,6 +2819,7 @@ int presence_store_redis_new(const presence_redis_options_t *opts,
   o->url = NULL;
   o->prefix = NULL;
   o->user = o->password = NULL;
+  o->sentinel_user = o->sentinel_password = NULL;
   memset(&o->tls, 0, sizeof o->tls);
   st->prefix = xstrdup(st, opts->prefix ? opts->prefix : "presence:");
   int rc = st->prefix ? parse_url(st, opts) : PRESENCE_ENOMEM;

@@ -51,6 +51,11 @@ enum {
   S_FREED
 };
 
+/* With a redis+sentinel:// URL an attempt has two legs: ask a sentinel
+ * where the primary is (SP_ASK), then connect to it (SP_DATA). A watch
+ * connection (SP_WATCH) stays on a sentinel, subscribed to +switch-master. */
+enum { SP_NONE, SP_ASK, SP_DATA, SP_WATCH };
+
 typedef struct pend {
   struct pend *next;
   presence__rconn_cb cb;
@@ -118,6 +123,14 @@ struct presence__rconn {
   bool freed;
   presence_redis_conn_metrics_t m;
   char where[160]; /* host:port or the socket path: never a secret */
+  /* Sentinel */
+  int sphase;
+  size_t s_next;   /* the sentinel asked next (rotates on each failure) */
+  bool s_found;    /* the next attempt goes to the primary named */
+  char *p_host;    /* the primary the sentinels named */
+  int p_port;
+  presence__rconn_t *watch; /* subscribed to +switch-master */
+  char watch_name[64];
 };
 
 static void lose(presence__rconn_t *c, int code, const char *why);
@@ -127,6 +140,35 @@ static void arm(presence__rconn_t *c);
 
 static uint64_t now_ms(presence__rconn_t *c) {
   return uv_now(c->cfg.loop);
+}
+
+/* Where this attempt goes: the URL's host, a sentinel, or the primary a
+ * sentinel named. */
+static const char *tgt_host(const presence__rconn_t *c) {
+  if (c->sphase == SP_ASK || c->sphase == SP_WATCH)
+    return c->cfg.url->sentinels[c->s_next].host;
+  if (c->sphase == SP_DATA) return c->p_host;
+  return c->cfg.url->host;
+}
+
+static int tgt_port(const presence__rconn_t *c) {
+  if (c->sphase == SP_ASK || c->sphase == SP_WATCH)
+    return c->cfg.url->sentinels[c->s_next].port;
+  if (c->sphase == SP_DATA) return c->p_port;
+  return c->cfg.url->port;
+}
+
+static void set_where(presence__rconn_t *c) {
+  const presence__redis_url_t *u = c->cfg.url;
+  if (u->path) {
+    snprintf(c->where, sizeof c->where, "%s", u->path);
+    return;
+  }
+  const char *h = tgt_host(c);
+  snprintf(c->where, sizeof c->where, "%s%s%s%s:%d",
+           c->sphase == SP_ASK || c->sphase == SP_WATCH ? "sentinel " : "",
+           strchr(h, ':') ? "[" : "", h, strchr(h, ':') ? "]" : "",
+           tgt_port(c));
 }
 
 static void logf_(presence__rconn_t *c, presence_log_level_t lvl,
@@ -220,13 +262,6 @@ static void fail_all(presence__rconn_t *c, int code) {
 }
 
 /* ---- connecting ---------------------------------------------------------- */
-
-static void start(presence__rconn_t *c);
-
-static void on_retry(uv_timer_t *t) {
-  timers_t *tm = t->data;
-  if (tm->c && tm->c->state == S_WAIT) start(tm->c);
-}
 
 /* A deadline that passed is judged on a second look, one loop iteration
  * later: timers run before the loop reads its sockets, so after a stall of
@@ -328,6 +363,78 @@ static void on_hello(void *ud, int code, redisReply *rep) {
     lose(c, PRESENCE_ESTORE, why);
     return;
   }
+  if (--c->hello_left == 0 && c->sphase != SP_ASK) set_up(c);
+}
+
+static void start(presence__rconn_t *c);
+
+static void on_retry(uv_timer_t *t) {
+  timers_t *tm = t->data;
+  if (tm->c && tm->c->state == S_WAIT) start(tm->c);
+}
+
+/* SENTINEL get-master-addr-by-name: [ip, port], or nil when this sentinel
+ * does not know the master (then the next one is asked). */
+static void on_master(void *ud, int code, redisReply *rep) {
+  presence__rconn_t *c = ud;
+  if (code || c->state != S_HELLO || c->sphase != SP_ASK) return;
+  const redisReply *h = rep->type == REDIS_REPLY_ARRAY && rep->elements == 2
+                            ? rep->element[0]
+                            : NULL;
+  const redisReply *p = h ? rep->element[1] : NULL;
+  long port = p && p->type == REDIS_REPLY_STRING ? atol(p->str) : 0;
+  if (!h || h->type != REDIS_REPLY_STRING || !h->len || port < 1 ||
+      port > 65535) {
+    char why[200];
+    snprintf(why, sizeof why, "it names no primary for master '%.60s'%s%.80s",
+             c->cfg.url->master, rep->type == REDIS_REPLY_ERROR ? ": " : "",
+             rep->type == REDIS_REPLY_ERROR ? rep->str : "");
+    lose(c, PRESENCE_ESTORE, why);
+    return;
+  }
+  char *host = presence__malloc(c->a, h->len + 1);
+  if (!host) {
+    lose(c, PRESENCE_ENOMEM, "out of memory");
+    return;
+  }
+  memcpy(host, h->str, h->len);
+  host[h->len] = '\0';
+  if (!c->p_host || strcmp(c->p_host, host) || c->p_port != (int)port)
+    logf_(c, c->m.connects ? PRESENCE_LOG_INFO : PRESENCE_LOG_DEBUG,
+          "%s names %s:%ld as the primary of '%s'", c->where, host, port,
+          c->cfg.url->master);
+  presence__free(c->a, c->p_host);
+  c->p_host = host;
+  c->p_port = (int)port;
+  /* Leave the sentinel and connect to the primary, from the loop (this
+   * runs inside the sentinel stream's read callback). */
+  c->gen++;
+  io_abandon(c);
+  c->armed_due = 0;
+  uv_timer_stop(&c->tm->deadline);
+  c->state = S_WAIT;
+  c->s_found = true;
+  uv_timer_start(&c->tm->retry, on_retry, 0, 0);
+}
+
+/* ROLE on a primary the sentinels named: it must still be one (a sentinel
+ * may answer from before a failover, or the node may have been demoted). */
+static void on_role(void *ud, int code, redisReply *rep) {
+  presence__rconn_t *c = ud;
+  if (code || c->state != S_HELLO) return;
+  const redisReply *r = rep->type == REDIS_REPLY_ARRAY && rep->elements
+                            ? rep->element[0]
+                            : NULL;
+  if (!r || r->type != REDIS_REPLY_STRING || strcmp(r->str, "master")) {
+    char why[160];
+    snprintf(why, sizeof why,
+             "not the primary (ROLE: %.40s): asking the sentinels again",
+             r && r->type == REDIS_REPLY_STRING ? r->str
+             : rep->type == REDIS_REPLY_ERROR   ? rep->str
+                                                : "?");
+    lose(c, PRESENCE_ESTORE, why);
+    return;
+  }
   if (--c->hello_left == 0) set_up(c);
 }
 
@@ -339,10 +446,13 @@ static void hello(presence__rconn_t *c) {
   char *buf = NULL;
   size_t len = 0, cap = 0;
   int rc = 0;
-  if (u->password) {
-    const char *argv[] = {"AUTH", u->user ? u->user : u->password,
-                          u->password};
-    rc = presence__resp_append(c->a, &buf, &len, &cap, u->user ? 3 : 2, argv,
+  /* A sentinel has its own credentials, and no database. */
+  bool sentinel = c->sphase == SP_ASK || c->sphase == SP_WATCH;
+  const char *user = sentinel ? u->sentinel_user : u->user;
+  const char *password = sentinel ? u->sentinel_password : u->password;
+  if (password) {
+    const char *argv[] = {"AUTH", user ? user : password, password};
+    rc = presence__resp_append(c->a, &buf, &len, &cap, user ? 3 : 2, argv,
                                NULL);
     if (!rc) {
       rc = queue(c, buf, len, 0, on_hello, c);
@@ -352,7 +462,7 @@ static void hello(presence__rconn_t *c) {
     if (buf) memset(buf, 0, cap);
     len = 0;
   }
-  if (!rc && !u->password) {
+  if (!rc && !password && !sentinel) {
     /* Without AUTH, a server that wants a password answers a large first
      * command with a protocol error, not NOAUTH: ask with a PING first, so
      * that up means usable and the log says what is missing. */
@@ -364,7 +474,7 @@ static void hello(presence__rconn_t *c) {
     }
     len = 0;
   }
-  if (!rc && u->db) {
+  if (!rc && u->db && !sentinel) {
     char db[16];
     snprintf(db, sizeof db, "%d", u->db);
     const char *argv[] = {"SELECT", db};
@@ -374,12 +484,31 @@ static void hello(presence__rconn_t *c) {
       c->hello_left += !rc;
     }
   }
+  if (!rc && c->sphase != SP_NONE) {
+    const char *ask[] = {"SENTINEL", "get-master-addr-by-name", u->master};
+    const char *sub[] = {"SUBSCRIBE", "+switch-master"};
+    const char *role[] = {"ROLE"};
+    const char *const *argv = c->sphase == SP_ASK     ? ask
+                              : c->sphase == SP_WATCH ? sub
+                                                      : role;
+    int argc = c->sphase == SP_ASK ? 3 : c->sphase == SP_WATCH ? 2 : 1;
+    len = 0;
+    rc = presence__resp_append(c->a, &buf, &len, &cap, argc, argv, NULL);
+    if (!rc) {
+      rc = queue(c, buf, len, 0,
+                 c->sphase == SP_ASK    ? on_master
+                 : c->sphase == SP_DATA ? on_role
+                                        : on_hello,
+                 c);
+      c->hello_left += !rc && c->sphase != SP_ASK;
+    }
+  }
   presence__free(c->a, buf);
   if (rc) {
     lose(c, rc, "out of memory");
     return;
   }
-  if (!c->hello_left) {
+  if (!c->hello_left && c->sphase != SP_ASK) {
     set_up(c);
     return;
   }
@@ -500,7 +629,7 @@ static void tls_begin(presence__rconn_t *c) {
   }
   SSL_set_bio(c->ssl, c->rbio, c->wbio);
   SSL_set_connect_state(c->ssl);
-  const char *name = t && t->server_name ? t->server_name : c->cfg.url->host;
+  const char *name = t && t->server_name ? t->server_name : tgt_host(c);
   unsigned char ip[16];
   bool is_ip = uv_inet_pton(AF_INET, name, ip) == 0 ||
                uv_inet_pton(AF_INET6, name, ip) == 0;
@@ -555,6 +684,14 @@ static void deliver(presence__rconn_t *c) {
       lose(c, PRESENCE_ESTORE, why);
       break;
     }
+    if (!c->head && c->cfg.on_push && c->state == S_UP) {
+      /* A message on a subscribed connection. */
+      c->m.replies++;
+      c->progress_ms = now_ms(c);
+      c->cfg.on_push(c->cfg.push_ud, rep);
+      presence__resp_free(c->a, rep);
+      continue;
+    }
     pend_t *p = pend_pop(c);
     if (!p) {
       presence__resp_free(c->a, rep);
@@ -568,8 +705,15 @@ static void deliver(presence__rconn_t *c) {
     presence__rconn_cb cb = p->cb;
     void *ud = p->ud;
     pend_recycle(c, p);
+    /* The primary was demoted under us (a failover it survived): the
+     * command fails as it is, and the sentinels are asked again. */
+    bool demoted = c->sphase == SP_DATA && rep->type == REDIS_REPLY_ERROR &&
+                   !strncmp(rep->str, "READONLY", 8);
     cb(ud, 0, rep);
     presence__resp_free(c->a, rep);
+    if (demoted && !c->freed && c->gen == gen)
+      lose(c, PRESENCE_ESTORE,
+           "READONLY: it is a replica now; asking the sentinels again");
   }
   if (!leave(c) && c->state == S_UP) arm(c);
 }
@@ -772,7 +916,7 @@ static void on_connected(uv_connect_t *req, int status) {
     lose(c, PRESENCE_ESTORE, uv_strerror(status));
     return;
   }
-  if (c->cfg.url->host) uv_tcp_nodelay(&io->h.tcp, 1);
+  if (!c->cfg.url->path) uv_tcp_nodelay(&io->h.tcp, 1);
   int rc = uv_read_start(&io->h.stream, on_alloc, on_read);
   if (rc) {
     lose(c, PRESENCE_ESTORE, uv_strerror(rc));
@@ -830,6 +974,16 @@ static void start(presence__rconn_t *c) {
   c->armed_due = 0;
   uv_timer_stop(&c->tm->deadline);
   const presence__redis_url_t *u = c->cfg.url;
+  if (u->n_sentinels) {
+    /* Every attempt asks a sentinel first, but the one right after an
+     * answer: so a lost connection, a refused one or a READONLY finds the
+     * primary of now. */
+    c->sphase = c->cfg.sentinel_watch ? SP_WATCH
+                : c->s_found         ? SP_DATA
+                                     : SP_ASK;
+    c->s_found = false;
+    set_where(c);
+  }
   if (u->path) {
     io_t *io = io_new(c);
     if (!io) {
@@ -846,8 +1000,10 @@ static void start(presence__rconn_t *c) {
     return;
   }
   struct sockaddr_storage ss;
-  if (!uv_ip4_addr(u->host, u->port, (struct sockaddr_in *)&ss) ||
-      !uv_ip6_addr(u->host, u->port, (struct sockaddr_in6 *)&ss)) {
+  const char *host = tgt_host(c);
+  int port_n = tgt_port(c);
+  if (!uv_ip4_addr(host, port_n, (struct sockaddr_in *)&ss) ||
+      !uv_ip6_addr(host, port_n, (struct sockaddr_in6 *)&ss)) {
     connect_addr(c, (struct sockaddr *)&ss);
     if (c->state == S_CONNECTING) arm(c);
     return;
@@ -860,14 +1016,14 @@ static void start(presence__rconn_t *c) {
   }
   g->c = c;
   char port[8];
-  snprintf(port, sizeof port, "%d", u->port);
+  snprintf(port, sizeof port, "%d", port_n);
   struct addrinfo hints;
   memset(&hints, 0, sizeof hints);
   hints.ai_family = AF_UNSPEC;
   hints.ai_socktype = SOCK_STREAM;
   c->state = S_RESOLVING;
   c->gai = g;
-  int rc = uv_getaddrinfo(c->cfg.loop, &g->req, on_resolved, u->host, port,
+  int rc = uv_getaddrinfo(c->cfg.loop, &g->req, on_resolved, host, port,
                           &hints);
   if (rc) {
     c->gai = NULL;
@@ -885,6 +1041,9 @@ static void lose(presence__rconn_t *c, int code, const char *why) {
   bool was_up = c->state == S_UP;
   c->state = S_WAIT;
   c->gen++;
+  /* A sentinel that failed or knew nothing: the next one, next time. */
+  if ((c->sphase == SP_ASK || c->sphase == SP_WATCH) && c->cfg.url->n_sentinels)
+    c->s_next = (c->s_next + 1) % c->cfg.url->n_sentinels;
   io_abandon(c);
   c->armed_due = 0;
   uv_timer_stop(&c->tm->deadline);
@@ -935,12 +1094,15 @@ int presence__rconn_new(const presence__rconn_config_t *cfg,
   if (!c->cfg.max_reply_elements) c->cfg.max_reply_elements = 1u << 20;
   presence__resp_init(&c->rd, a, c->cfg.max_reply_bytes,
                       c->cfg.max_reply_elements);
-  const presence__redis_url_t *u = cfg->url;
-  if (u->path)
-    snprintf(c->where, sizeof c->where, "%s", u->path);
-  else
-    snprintf(c->where, sizeof c->where, strchr(u->host, ':') ? "[%s]:%d" : "%s:%d",
-             u->host, u->port);
+  if (cfg->url->n_sentinels && !cfg->url->master) {
+    presence__free(a, c);
+    free(tm);
+    return PRESENCE_EINVAL;
+  }
+  c->sphase = cfg->url->n_sentinels
+                  ? (cfg->sentinel_watch ? SP_WATCH : SP_ASK)
+                  : SP_NONE;
+  set_where(c);
   memset(tm, 0, sizeof *tm);
   tm->c = c;
   uv_timer_init(cfg->loop, &tm->deadline);
@@ -952,8 +1114,56 @@ int presence__rconn_new(const presence__rconn_config_t *cfg,
   return 0;
 }
 
+/* +switch-master <name> <old ip> <old port> <new ip> <new port>, from the
+ * watch: a connection to another node than the new primary is dropped, so
+ * that the next attempt asks the sentinels (who now name the new one). */
+static void on_switch(void *ud, redisReply *rep) {
+  presence__rconn_t *c = ud;
+  if (rep->type != REDIS_REPLY_ARRAY || rep->elements != 3 ||
+      rep->element[2]->type != REDIS_REPLY_STRING)
+    return;
+  char name[128], oldh[64], newh[64];
+  int oldp, newp;
+  if (sscanf(rep->element[2]->str, "%127s %63s %d %63s %d", name, oldh, &oldp,
+             newh, &newp) != 5 ||
+      strcmp(name, c->cfg.url->master))
+    return;
+  logf_(c, PRESENCE_LOG_WARN, "the sentinels moved the primary of '%s' to %s:%d",
+        name, newh, newp);
+  if (c->state != S_UP && c->state != S_HELLO && c->state != S_TLS &&
+      c->state != S_CONNECTING)
+    return;
+  if (c->sphase == SP_DATA && c->p_host && !strcmp(c->p_host, newh) &&
+      c->p_port == newp)
+    return;
+  enter(c);
+  lose(c, PRESENCE_ESTORE, "failover: the primary moved");
+  leave(c);
+}
+
 void presence__rconn_start(presence__rconn_t *c) {
-  if (c->state == S_IDLE) start(c);
+  if (c->state != S_IDLE) return;
+  if (c->cfg.url->n_sentinels && !c->cfg.sentinel_watch && !c->watch) {
+    /* A failover without a broken connection (the old primary demoted,
+     * clients left connected) is learnt from the sentinels' messages. */
+    presence__rconn_config_t w = c->cfg;
+    snprintf(c->watch_name, sizeof c->watch_name, "%s (sentinel watch)",
+             c->cfg.name);
+    w.name = c->watch_name;
+    w.sentinel_watch = true;
+    w.on_up = NULL;
+    w.on_down = NULL;
+    w.on_push = on_switch;
+    w.push_ud = c;
+    if (presence__rconn_new(&w, &c->watch) == 0) {
+      /* Spread the watches over the sentinels. */
+      c->watch->s_next = (size_t)((uintptr_t)c >> 6) % c->cfg.url->n_sentinels;
+      c->watch->sphase = SP_WATCH;
+      set_where(c->watch);
+      presence__rconn_start(c->watch);
+    }
+  }
+  start(c);
 }
 
 bool presence__rconn_up(const presence__rconn_t *c) {
@@ -982,6 +1192,7 @@ static void really_free(presence__rconn_t *c) {
   free(c->ob);
   free(c->spare_buf);
   presence__free(c->a, c->tls_in);
+  presence__free(c->a, c->p_host);
   if (c->ctx) SSL_CTX_free(c->ctx);
   presence__free(c->a, c);
 }
@@ -990,6 +1201,8 @@ void presence__rconn_free(presence__rconn_t *c) {
   if (!c || c->freed) return;
   c->freed = true;
   c->state = S_FREED;
+  presence__rconn_free(c->watch);
+  c->watch = NULL;
   io_abandon(c);
   c->tm->c = NULL;
   uv_close((uv_handle_t *)&c->tm->deadline, on_timer_closed);

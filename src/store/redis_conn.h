@@ -40,6 +40,14 @@
 
 /* ---- where to connect ---------------------------------------------------- */
 
+typedef struct presence__redis_node {
+  char *host;
+  int port;
+} presence__redis_node_t;
+
+/* More sentinels than this in one URL is refused: a deployment runs 3-5. */
+#define PRESENCE__SENTINELS_MAX 16
+
 typedef struct presence__redis_url {
   char *host; /* TCP; NULL for a unix socket */
   char *path; /* unix socket */
@@ -47,10 +55,21 @@ typedef struct presence__redis_url {
   char *user;     /* ACL user; NULL: "default" (AUTH with the password only) */
   char *password; /* NULL: no AUTH */
   bool tls;       /* rediss:// */
+  /* redis+sentinel:// (rediss+sentinel:// with TLS everywhere): host and
+   * port stay NULL/0; the sentinels are asked for master's primary, and
+   * the connection follows it (docs/internals/redis.md, "Sentinel"). user
+   * and password are the data nodes'; the sentinels' come apart
+   * (presence_redis_options_t.sentinel_user/_password). */
+  presence__redis_node_t *sentinels;
+  size_t n_sentinels;
+  char *master;
+  char *sentinel_user, *sentinel_password;
 } presence__redis_url_t;
 
 /* redis://[user[:password]@]host[:port][/db], rediss://... (TLS),
- * unix:/path[?db=N]; host may be [v6]. As with redis-cli, a userinfo
+ * unix:/path[?db=N]; host may be [v6];
+ * redis+sentinel://[user[:password]@]host[:port][,host[:port]...]/master[/db]
+ * (sentinel port 26379 by default), rediss+sentinel://... (TLS). As with redis-cli, a userinfo
  * without ':' is a password. User and password are percent-decoded.
  * 0, PRESENCE_EINVAL (why in err, with no secret in it) or ENOMEM. */
 int presence__redis_url_parse(const presence_allocator_t *a, const char *url,
@@ -83,6 +102,12 @@ typedef struct presence__rconn_config {
   void (*on_up)(void *ud);
   void (*on_down)(void *ud, int code);
   void *ud;
+  /* Internal to Sentinel support (redis_conn.c): a connection that only
+   * subscribes on a sentinel, its messages (replies to no command) given
+   * to on_push with push_ud. */
+  bool sentinel_watch;
+  void (*on_push)(void *push_ud, redisReply *rep);
+  void *push_ud;
 } presence__rconn_config_t;
 
 /* Copies the config (not what it points to). Does not connect yet. */

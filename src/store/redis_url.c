@@ -71,12 +71,123 @@ static int parse_db(const char *s, size_t n, int *db) {
   return 0;
 }
 
+/* user:password or password, h..at: into out. -1 on a bad escape or
+ * ENOMEM (*bad tells which). */
+static int userinfo(const presence_allocator_t *a, const char *h,
+                    const char *at, presence__redis_url_t *out, bool *bad) {
+  const char *colon = memchr(h, ':', (size_t)(at - h));
+  if (colon) {
+    if (colon > h) {
+      out->user = decode(a, h, (size_t)(colon - h), bad);
+      if (!out->user) return -1;
+    }
+    out->password = decode(a, colon + 1, (size_t)(at - colon - 1), bad);
+  } else {
+    out->password = decode(a, h, (size_t)(at - h), bad);
+  }
+  return out->password ? 0 : -1;
+}
+
+/* host[:port] or [v6][:port] in s[0..n): a sentinel's address. */
+static int node_parse(const presence_allocator_t *a, const char *s, size_t n,
+                      presence__redis_node_t *nd, char *err, size_t errlen) {
+  const char *end = s + n, *after;
+  size_t hl;
+  nd->port = 26379;
+  if (n && *s == '[') {
+    const char *close = memchr(s, ']', n);
+    if (!close) return bad(err, errlen, "an IPv6 sentinel without its ']'");
+    s++;
+    hl = (size_t)(close - s);
+    after = close + 1;
+  } else {
+    hl = strcspn(s, ":");
+    if (hl > n) hl = n;
+    after = s + hl;
+  }
+  if (!hl) return bad(err, errlen, "an empty sentinel address");
+  if (after < end) {
+    size_t pl = (size_t)(end - after - 1);
+    long port = *after == ':' && digits_only(after + 1, pl) && pl <= 5
+                    ? atol(after + 1)
+                    : 0;
+    if (port < 1 || port > 65535)
+      return bad(err, errlen, "a sentinel's port must be 1-65535");
+    nd->port = (int)port;
+  }
+  nd->host = dup_n(a, s, hl);
+  return nd->host ? 0 : PRESENCE_ENOMEM;
+}
+
+/* redis+sentinel://[user[:password]@]h1[:p1][,h2[:p2]...]/master[/db]: the
+ * form of redis-py's and Sidekiq's sentinel URLs; h is past the scheme. */
+static int parse_sentinel(const presence_allocator_t *a, const char *h,
+                          presence__redis_url_t *out, char *err,
+                          size_t errlen) {
+  size_t auth_len = strcspn(h, "/?#");
+  const char *auth_end = h + auth_len;
+  const char *at = NULL;
+  for (const char *p = h; p < auth_end; p++)
+    if (*p == '@') at = p;
+  bool bad_escape = false;
+  if (at) {
+    if (userinfo(a, h, at, out, &bad_escape))
+      return bad_escape ? bad(err, errlen,
+                              "a bad %-escape in the user or password")
+                        : PRESENCE_ENOMEM;
+    h = at + 1;
+  }
+  size_t n = 1;
+  for (const char *p = h; p < auth_end; p++)
+    n += *p == ',';
+  if (n > PRESENCE__SENTINELS_MAX)
+    return bad(err, errlen, "more than 16 sentinels");
+  out->sentinels = presence__malloc(a, n * sizeof *out->sentinels);
+  if (!out->sentinels) return PRESENCE_ENOMEM;
+  memset(out->sentinels, 0, n * sizeof *out->sentinels);
+  while (out->n_sentinels < n) {
+    size_t l = strcspn(h, ",");
+    if (h + l > auth_end) l = (size_t)(auth_end - h);
+    int rc = node_parse(a, h, l, &out->sentinels[out->n_sentinels], err,
+                        errlen);
+    if (rc) return rc;
+    out->n_sentinels++;
+    h += l + 1;
+  }
+  if (*auth_end != '/' || !auth_end[1] || strchr("/?#", auth_end[1]))
+    return bad(err, errlen,
+               "a sentinel URL names its master: "
+               "redis+sentinel://host:port,.../MASTER[/db]");
+  const char *m = auth_end + 1;
+  size_t ml = strcspn(m, "/?#");
+  if (!(out->master = decode(a, m, ml, &bad_escape)))
+    return bad_escape ? bad(err, errlen, "a bad %-escape in the master name")
+                      : PRESENCE_ENOMEM;
+  const char *rest = m + ml;
+  if (*rest == '/') {
+    size_t dl = strcspn(rest + 1, "?#");
+    if (dl && parse_db(rest + 1, dl, &out->db))
+      return bad(err, errlen, "the database must be a number (/MASTER/N)");
+    rest += 1 + dl;
+  }
+  if (*rest) return bad(err, errlen, "a Redis URL takes no query or fragment");
+  return 0;
+}
+
 int presence__redis_url_parse(const presence_allocator_t *a, const char *url,
                               presence__redis_url_t *out, char *err,
                               size_t errlen) {
   memset(out, 0, sizeof *out);
   out->port = 6379;
   if (!url) url = "redis://127.0.0.1";
+  bool tls_s = !strncmp(url, "rediss+sentinel://", 18);
+  if (tls_s || !strncmp(url, "redis+sentinel://", 17)) {
+    out->tls = tls_s;
+    out->port = 0;
+    int rc = parse_sentinel(a, url + (tls_s ? 18 : 17), out, err, errlen);
+    if (rc) presence__redis_url_free(a, out);
+    return rc;
+  }
   if (!strncmp(url, "unix:", 5)) {
     const char *p = url + 5;
     while (p[0] == '/' && p[1] == '/')
@@ -100,7 +211,8 @@ int presence__redis_url_parse(const presence_allocator_t *a, const char *url,
     out->tls = true;
   } else {
     return bad(err, errlen,
-               "not a Redis URL (redis://, rediss:// or unix:/path)");
+               "not a Redis URL (redis://, rediss://, unix:/path or "
+               "redis+sentinel://)");
   }
   size_t auth_len = strcspn(h, "/?#");
   const char *auth_end = h + auth_len;
@@ -111,18 +223,7 @@ int presence__redis_url_parse(const presence_allocator_t *a, const char *url,
   int rc = PRESENCE_ENOMEM;
   bool bad_escape = false;
   if (at) {
-    const char *colon = memchr(h, ':', (size_t)(at - h));
-    if (colon) {
-      if (colon > h) {
-        out->user = decode(a, h, (size_t)(colon - h), &bad_escape);
-        if (!out->user) goto fail;
-      }
-      out->password =
-          decode(a, colon + 1, (size_t)(at - colon - 1), &bad_escape);
-    } else {
-      out->password = decode(a, h, (size_t)(at - h), &bad_escape);
-    }
-    if (!out->password) goto fail;
+    if (userinfo(a, h, at, out, &bad_escape)) goto fail;
     h = at + 1;
   }
   size_t host_len;
@@ -194,6 +295,12 @@ void presence__redis_url_free(const presence_allocator_t *a,
   presence__free(a, u->path);
   free_secret(a, u->user);
   free_secret(a, u->password);
+  for (size_t i = 0; i < u->n_sentinels; i++)
+    presence__free(a, u->sentinels[i].host);
+  presence__free(a, u->sentinels);
+  presence__free(a, u->master);
+  free_secret(a, u->sentinel_user);
+  free_secret(a, u->sentinel_password);
   memset(u, 0, sizeof *u);
 }
 
@@ -201,10 +308,12 @@ void presence_redis_url_redact(const char *url, char *out, size_t n) {
   if (!n) return;
   if (!url) url = "";
   const char *h = NULL;
-  if (!strncmp(url, "redis://", 8))
-    h = url + 8;
-  else if (!strncmp(url, "rediss://", 9))
-    h = url + 9;
+  static const char *const schemes[] = {"redis://", "rediss://",
+                                        "redis+sentinel://",
+                                        "rediss+sentinel://"};
+  for (size_t i = 0; i < sizeof schemes / sizeof *schemes; i++)
+    if (!strncmp(url, schemes[i], strlen(schemes[i])))
+      h = url + strlen(schemes[i]);
   const char *at = NULL;
   if (h) {
     const char *end = h + strcspn(h, "/?#");

@@ -902,6 +902,36 @@ static void url_parsing(void **state) {
   assert_string_equal(out, "rediss://***@h");
   presence_redis_url_redact("redis://h:1", out, sizeof out);
   assert_string_equal(out, "redis://h:1");
+  /* Sentinel: the sentinels, the master's name, the data nodes' AUTH. */
+  assert_int_equal(presence__redis_url_parse(
+                       a, "rediss+sentinel://app:pw@s1,[::1]:26380,s3:7/my%20m/3",
+                       &u, err, sizeof err),
+                   0);
+  assert_true(u.tls);
+  assert_null(u.host);
+  assert_int_equal(u.n_sentinels, 3);
+  assert_string_equal(u.sentinels[0].host, "s1");
+  assert_int_equal(u.sentinels[0].port, 26379);
+  assert_string_equal(u.sentinels[1].host, "::1");
+  assert_int_equal(u.sentinels[1].port, 26380);
+  assert_int_equal(u.sentinels[2].port, 7);
+  assert_string_equal(u.master, "my m");
+  assert_int_equal(u.db, 3);
+  assert_string_equal(u.user, "app");
+  assert_string_equal(u.password, "pw");
+  presence__redis_url_free(a, &u);
+  const char *bad_s[] = {"redis+sentinel://s1",     "redis+sentinel://s1/",
+                         "redis+sentinel://s1,/m",  "redis+sentinel://s1:0/m",
+                         "redis+sentinel://s1/m/x", "redis+sentinel://s1/m?x",
+                         "redis+sentinel://[::1/m",
+                         "redis+sentinel://a,b,c,d,e,f,g,h,i,j,k,l,m,n,o,p,q/m"};
+  for (size_t i = 0; i < sizeof bad_s / sizeof *bad_s; i++)
+    if (presence__redis_url_parse(a, bad_s[i], &u, err, sizeof err) !=
+        PRESENCE_EINVAL)
+      fail_msg("accepted %s", bad_s[i]);
+  presence_redis_url_redact("redis+sentinel://:secret@s1,s2/m", out,
+                            sizeof out);
+  assert_string_equal(out, "redis+sentinel://:***@s1,s2/m");
 }
 
 int main(void) {

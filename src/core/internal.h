@@ -22,6 +22,34 @@ void presence__free(const presence_allocator_t *a, void *p);
 /* The default allocator (malloc/realloc/free), for zeroed options. */
 const presence_allocator_t *presence__default_allocator(void);
 
+/* ---- record pools (pool.c) ---------------------------------------------- */
+
+/*
+ * Small records in 8-byte size classes, carved from chunks of the injected
+ * allocator: no per-record malloc header, no rounding to 16. The caller
+ * gives the size back on free (records know their own size). Sizes above
+ * PRESENCE__POOL_MAX go to the allocator itself.
+ */
+#define PRESENCE__POOL_MAX 256
+#define PRESENCE__POOL_CLASSES (PRESENCE__POOL_MAX / 8)
+
+typedef struct presence__pool {
+  const presence_allocator_t *alloc;
+  void *free[PRESENCE__POOL_CLASSES];           /* free blocks, linked */
+  unsigned char *bump[PRESENCE__POOL_CLASSES];  /* the class's newest chunk */
+  uint32_t left[PRESENCE__POOL_CLASSES];        /* blocks left there */
+  uint32_t next_blocks[PRESENCE__POOL_CLASSES]; /* the next chunk's size */
+  void *chunks;                                 /* every chunk, linked */
+} presence__pool_t;
+
+void presence__pool_init(presence__pool_t *p, const presence_allocator_t *a);
+/* NULL when the allocator refuses. */
+void *presence__pool_alloc(presence__pool_t *p, size_t n);
+/* n: the size given to presence__pool_alloc. */
+void presence__pool_free(presence__pool_t *p, void *rec, size_t n);
+/* Every chunk back to the allocator; records still out are gone too. */
+void presence__pool_destroy(presence__pool_t *p);
+
 /* ---- ids --------------------------------------------------------------- */
 
 /* 0 and the length in *len, or PRESENCE_EID. */

@@ -48,8 +48,10 @@ typedef struct msess {
   struct msess *user_next;
   int64_t connected_ms;
   int64_t status_since_ms;
-  uint16_t meta_size; /* strlen(meta) + 1; 0: no metadata */
   struct mjoin *joins; /* channels joined, in join order */
+  /* The small fields last, right before the id: no padding between them,
+   * so a 36-character id fills the record to exactly 96 bytes. */
+  uint16_t meta_size; /* strlen(meta) + 1; 0: no metadata */
   uint8_t dev;        /* device kind, an index into the store's words */
   char id[];
 } msess_t;
@@ -65,6 +67,17 @@ typedef struct act {
   uint32_t last_active; /* relative monotonic ms */
   uint32_t unused;
 } act_t;
+
+/* Bytes of a session's block (records live in the store's pool, which
+ * wants the size back), the inactivity links included when they are on. */
+static inline size_t sess_block_size(bool inactivity, size_t id_len,
+                                      size_t meta_size) {
+  return (inactivity ? sizeof(act_t) : 0) + offsetof(msess_t, id) + id_len +
+         1 + meta_size;
+}
+static inline size_t sess_size(bool inactivity, const msess_t *s) {
+  return sess_block_size(inactivity, s->key.len, s->meta_size);
+}
 
 typedef struct muser {
   presence__hkey_t key;
@@ -176,6 +189,8 @@ typedef struct mstore {
   /* Users with a message that expires, a min-heap on the expiry. */
   muser_t **heap;
   uint32_t heap_len, heap_cap;
+  /* Session and user records (see pool.c: no malloc header per record). */
+  presence__pool_t pool;
 } mstore_t;
 
 static inline act_t *act_of(msess_t *s) { return (act_t *)s - 1; }
@@ -466,19 +481,26 @@ static msess_t *write_session(mstore_t *m, const presence_write_t *w) {
 
 /* ---- operations -------------------------------------------------------- */
 
+/* A user record goes back to the pool (its setting block to the
+ * allocator). */
+static void user_free(mstore_t *m, muser_t *u) {
+  presence__free(m->alloc, u->ext);
+  presence__pool_free(&m->pool, u, offsetof(muser_t, id) + u->key.len + 1);
+}
+
 static muser_t *user_get_or_create(mstore_t *m, const char *id, size_t len,
                                    uint32_t hash) {
   muser_t *u = presence__table_find(&m->users, id, len, hash);
   if (u) return u;
-  u = presence__malloc(m->alloc, sizeof(muser_t) + len + 1);
+  u = presence__pool_alloc(&m->pool, offsetof(muser_t, id) + len + 1);
   if (!u) return NULL;
-  memset(u, 0, sizeof(*u));
+  memset(u, 0, offsetof(muser_t, id));
   u->key.hash = hash;
   u->key.len = (uint8_t)len;
   memcpy(u->id, id, len);
   u->id[len] = '\0';
   if (presence__table_insert(&m->users, u)) {
-    presence__free(m->alloc, u);
+    user_free(m, u);
     return NULL;
   }
   m->stats.users_known++;
@@ -486,7 +508,9 @@ static muser_t *user_get_or_create(mstore_t *m, const char *id, size_t len,
 }
 
 static void session_free(mstore_t *m, msess_t *s) {
-  presence__free(m->alloc, m->inactivity ? (void *)act_of(s) : (void *)s);
+  presence__pool_free(&m->pool,
+                      m->inactivity ? (void *)act_of(s) : (void *)s,
+                      sess_size(m->inactivity, s));
 }
 
 /* The index of a device word, added if new; -1 when the store already holds
@@ -504,23 +528,19 @@ static int dev_intern(mstore_t *m, const char *word, size_t len) {
 }
 
 static int op_connect(mstore_t *m, const presence_write_t *w) {
+  /* Both home slots are requested first and the new record is built while
+   * they load: at scale each lookup is a cache miss, and neither the other
+   * lookup nor the record's bytes need to wait for it. */
   uint32_t sh = presence__hash(w->session_id, w->session_id_len);
-  if (presence__table_find(&m->sessions, w->session_id, w->session_id_len, sh))
-    return PRESENCE_EEXIST;
-  int dev = w->device ? dev_intern(m, w->device, w->device_len) : 0;
-  if (dev < 0) return PRESENCE_EDEVICE;
+  presence__table_prefetch(&m->sessions, sh);
   uint32_t uh = presence__hash(w->user_id, w->user_id_len);
-  muser_t *u = user_get_or_create(m, w->user_id, w->user_id_len, uh);
-  if (!u) return PRESENCE_ENOMEM;
-  if (m->h.max_sessions_per_user &&
-      u->n_sessions >= m->h.max_sessions_per_user)
-    return PRESENCE_ELIMIT;
+  presence__table_prefetch(&m->users, uh);
 
   size_t pre = m->inactivity ? sizeof(act_t) : 0;
   size_t meta_size = w->meta ? w->meta_len + 1 : 0;
   size_t fixed = offsetof(msess_t, id);
-  char *block = presence__malloc(m->alloc, pre + fixed + w->session_id_len +
-                                               1 + meta_size);
+  char *block = presence__pool_alloc(
+      &m->pool, sess_block_size(m->inactivity, w->session_id_len, meta_size));
   if (!block) return PRESENCE_ENOMEM;
   msess_t *s = (msess_t *)(block + pre);
   memset(s, 0, fixed);
@@ -534,9 +554,26 @@ static int op_connect(mstore_t *m, const presence_write_t *w) {
   s->key.len = (uint8_t)w->session_id_len;
   s->key.spare[S_STATUS] = PRESENCE_ONLINE;
   s->key.spare[S_REASON] = PRESENCE_REASON_CONNECT;
-  s->dev = (uint8_t)dev;
   memcpy(s->id, w->session_id, w->session_id_len);
   s->id[w->session_id_len] = '\0';
+
+  int rc = 0;
+  muser_t *u = NULL;
+  int dev = 0;
+  if (presence__table_find(&m->sessions, w->session_id, w->session_id_len, sh))
+    rc = PRESENCE_EEXIST;
+  else if (w->device && (dev = dev_intern(m, w->device, w->device_len)) < 0)
+    rc = PRESENCE_EDEVICE;
+  else if (!(u = user_get_or_create(m, w->user_id, w->user_id_len, uh)))
+    rc = PRESENCE_ENOMEM;
+  else if (m->h.max_sessions_per_user &&
+           u->n_sessions >= m->h.max_sessions_per_user)
+    rc = PRESENCE_ELIMIT;
+  if (rc) {
+    session_free(m, s);
+    return rc;
+  }
+  s->dev = (uint8_t)dev;
   if (slab_take(m, s)) {
     session_free(m, s);
     return PRESENCE_ENOMEM;
@@ -1598,8 +1635,7 @@ static int64_t m_tick(presence_store_t *st, int64_t now_mono) {
     uq_pop(&m->fq);
     if (!live) continue;
     presence__table_remove(&m->users, u);
-    presence__free(m->alloc, u->ext);
-    presence__free(m->alloc, u);
+    user_free(m, u);
     m->stats.users_known--;
   }
   if (m->heap_len) {
@@ -2022,6 +2058,12 @@ static int m_attach(presence_store_t *st, const presence_store_host_t *host) {
   if (host->expected_sessions) {
     rc = presence__table_reserve(&m->sessions, host->expected_sessions);
     if (rc) return rc;
+    /* The handle slab too: growing it by half copies it and leaves up to a
+     * third of it unused. */
+    m->slab = presence__malloc(m->alloc,
+                               host->expected_sessions * sizeof(uintptr_t));
+    if (!m->slab) return PRESENCE_ENOMEM;
+    m->slab_cap = host->expected_sessions;
   }
   if (host->expected_users) {
     rc = presence__table_reserve(&m->users, host->expected_users);
@@ -2081,8 +2123,7 @@ static void m_destroy(presence_store_t *st) {
         session_free(m, s);
         s = next;
       }
-      presence__free(a, u->ext);
-      presence__free(a, u);
+      user_free(m, u);
     }
   }
   presence__table_free(&m->sessions);
@@ -2093,6 +2134,7 @@ static void m_destroy(presence_store_t *st) {
   presence__free(a, m->slab);
   presence__free(a, m->scratch);
   presence__free(a, m->heap);
+  presence__pool_destroy(&m->pool);
   presence__free(a, m);
 }
 
@@ -2123,5 +2165,6 @@ presence_store_t *presence_store_memory_new(const presence_allocator_t *alloc) {
   memset(m, 0, sizeof(*m));
   m->base.ops = &memory_ops;
   m->alloc = a;
+  presence__pool_init(&m->pool, a);
   return &m->base;
 }

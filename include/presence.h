@@ -254,6 +254,13 @@ typedef struct presence_event {
   const char *device;
   presence_status_t device_from;
   presence_status_t device_to;
+  /* User events and session events: the user's shown version after it,
+   * the count of changes a watcher sees (presence_event_watcher_visible).
+   * It moves exactly when what a watcher sees changes, so it reveals no
+   * hidden change (user_version moves with every user event: an idle ->
+   * online under dnd, an invisible user's activity). Watchers get this as
+   * "version"; backends get user_version. */
+  uint64_t shown_version;
 } presence_event_t;
 
 /* One device kind of a user and the best status of its sessions of it. */
@@ -282,6 +289,8 @@ typedef struct presence_user_info {
   /* The best status per device kind, one entry per kind with a session. */
   const presence_device_status_t *devices;
   size_t n_devices;
+  /* The version watchers see (presence_event_t.shown_version). */
+  uint64_t shown_version;
 } presence_user_info_t;
 
 typedef struct presence_session_info {

@@ -434,12 +434,12 @@ export class PresenceClient {
       if (!callbacks) continue; // unsubscribed meanwhile
       const prev = this._known.get(u.user_id);
       // A snapshot replaces what we knew (the server may have restarted and
-      // begun its versions again); a change only if it is newer. A device
-      // change comes from a session event, which leaves the user's version
-      // as it was: equal is new enough for it.
+      // begun its versions again); a change only if it is newer. The
+      // version a watcher gets moves by one with each change it is sent (a
+      // device change too), and with nothing else.
       const kind = m.snapshot ? null : (u.change || 'status');
       if (!m.snapshot && prev && typeof u.version === 'number' && typeof prev.version === 'number'
-          && (u.version < prev.version || (u.version === prev.version && kind !== 'device'))) continue;
+          && u.version <= prev.version) continue;
       const state = m.snapshot || !prev ? userState(u) : mergeChange(prev, u, kind);
       this._known.set(u.user_id, state);
       const change = { snapshot: !!m.snapshot, kind, from: m.snapshot ? (prev ? prev.status : null) : (u.from ?? (prev ? prev.status : null)), reason: u.reason ?? null, seq: u.seq ?? null };

@@ -28,7 +28,7 @@ typedef struct packed {
   uint8_t avail_from, avail_to, dev_from, dev_to;
   uint64_t count;    /* channel events */
   uint32_t chan_len; /* NONE for NULL; the channel follows the ids */
-  uint32_t unused;
+  uint32_t shown_version; /* the user's, 32 bits (stores count in 32) */
   /* then: sid \0 uid \0 meta \0 inst \0 msg \0 emoji \0 dev \0 ids \0 ...
    * chan \0 */
 } packed_t;
@@ -105,7 +105,7 @@ void presence__event_pack_measured(const presence_event_t *ev,
     d = put(d, ev->session_ids[i], strlen(ev->session_ids[i]) + 1, &unused);
   }
   p->count = ev->count;
-  p->unused = 0;
+  p->shown_version = (uint32_t)ev->shown_version;
   /* After the ids, so the four measured strings keep their place and a
    * store that measured them (lens[]) need not know about channels. */
   d = put(d, ev->channel, opt_len(ev->channel), &p->chan_len);
@@ -169,6 +169,7 @@ void presence__event_unpack(const void *buf, presence_event_t *ev,
     ev->n_session_ids = p->n_ids;
   }
   ev->count = p->count;
+  ev->shown_version = p->shown_version;
   ev->channel = get(&s, p->chan_len);
 }
 

@@ -79,8 +79,10 @@ void json_user(buf_t *b, const presence_user_info_t *u, unsigned flags) {
     buf_puts(b, ",\"availability_since\":");
     buf_put_i64(b, u->availability_since_ms);
   }
+  /* Watchers: the shown version, which moves only with what they see (a
+   * version that moved with a hidden change would reveal it). */
   buf_puts(b, ",\"version\":");
-  buf_put_u64(b, u->version);
+  buf_put_u64(b, shown ? u->shown_version : u->version);
   buf_puts(b, ",\"message\":");
   put_message(b, u->message, u->emoji, u->message_expires_ms,
               shown ? 0 : u->message_set_ms);
@@ -296,7 +298,7 @@ void json_user_change(buf_t *b, const presence_event_t *ev) {
   }
   put_name(b, "reason", presence_reason_name(ev->reason));
   buf_puts(b, ",\"version\":");
-  buf_put_u64(b, ev->user_version);
+  buf_put_u64(b, ev->shown_version);
   buf_puts(b, ",\"seq\":");
   buf_put_u64(b, ev->seq);
   buf_putc(b, '}');

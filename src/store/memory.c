@@ -94,6 +94,9 @@ typedef struct muser {
   struct uext *ext;       /* what the person set; NULL: nothing yet */
   uint8_t avail;          /* presence_availability_t */
   uint8_t dev;            /* every session's device, unless UF_MIXED_DEV */
+  /* What watchers are shown as the version: bumped only by events they see
+   * (shown_bump), so it reveals no hidden change. */
+  uint32_t shown_version;
   char id[];
 } muser_t;
 
@@ -283,6 +286,12 @@ static presence_status_t dev_best(const muser_t *u, uint8_t dev,
   return b;
 }
 
+/* The user's shown version moves with exactly the events a watcher sees. */
+static inline void shown_bump(muser_t *u, presence_event_t *ev) {
+  if (presence_event_watcher_visible(ev)) u->shown_version++;
+  ev->shown_version = u->shown_version;
+}
+
 static void emit_session(mstore_t *m, presence_event_type_t type,
                          const msess_t *s, presence_reason_t reason,
                          presence_status_t from, presence_status_t to,
@@ -303,6 +312,7 @@ static void emit_session(mstore_t *m, presence_event_type_t type,
   ev.from = from;
   ev.to = to;
   ev.user_version = s->user->version;
+  shown_bump(s->user, &ev);
   emit(m, &ev, now_ms, s->key.len, s->user->key.len);
 }
 
@@ -389,6 +399,7 @@ static void user_transition(mstore_t *m, muser_t *u, presence_status_t to,
     ev.device_from = dev_from;
     ev.device_to = dev_to;
   }
+  shown_bump(u, &ev);
   emit(m, &ev, now_ms, cause ? cause->key.len : 0, u->key.len);
 }
 
@@ -1212,7 +1223,13 @@ static int op_end(mstore_t *m, const presence_write_t *w) {
   /* In the offline grace the device stays as watchers saw it: a reload
    * (the user back inside the window) must show them nothing, and if the
    * user does not come back, user.offline says every device went. */
-  if (in_grace) dev_after = dev_before;
+  if (in_grace) {
+    dev_after = dev_before;
+    /* A reconnect inside the grace compares against this device (op_connect):
+     * the one watchers still see, whatever devices came and went before. */
+    u->dev = s->dev;
+    u->key.spare[U_FLAGS] &= (uint8_t)~UF_MIXED_DEV;
+  }
   emit_session(m, PRESENCE_EV_SESSION_DISCONNECTED, s, w->reason, was,
                PRESENCE_OFFLINE, dev_before, dev_after,
                follows ? PRESENCE_EVENT_USER_FOLLOWS : 0, now);
@@ -1456,6 +1473,7 @@ static void emit_user_setting(mstore_t *m, muser_t *u,
     ev.emoji = ext_emoji(u->ext);
     ev.message_expires_ms = u->ext ? u->ext->msg_expires_ms : 0;
   }
+  shown_bump(u, &ev);
   emit(m, &ev, now, 0, u->key.len);
 }
 
@@ -1900,6 +1918,7 @@ static void fill_user(mstore_t *m, const muser_t *u, presence_user_info_t *o) {
   o->session_count = u->n_sessions;
   o->online_count = u->n_online;
   o->version = u->version;
+  o->shown_version = u->shown_version;
   o->availability = (presence_availability_t)u->avail;
   const uext_t *x = u->ext;
   o->availability_since_ms = x ? x->avail_since_ms : 0;

@@ -57,7 +57,9 @@ typedef struct lsess {
   int64_t last_active; /* monotonic ms */
   int64_t connected_ms;
   char *user;
-  char *meta; /* NULL if none */
+  /* As the script keeps it: '@' device '\t' when the device is not the
+   * default, then '=' meta when there is one; NULL if neither. */
+  char *meta;
   ljoin_t *joins; /* in join order */
   char id[];
 } lsess_t;
@@ -207,6 +209,7 @@ typedef struct rstore {
   presence_stats_t stats;
 
   char log_key[160];
+  char dev_scratch[PRESENCE_DEVICE_MAX + 1]; /* r_session_get's device */
   bool leaving;
   /* leave */
   void (*leave_done)(void *, int);
@@ -652,7 +655,12 @@ int presence__redis_unpack(char *blob, size_t len, uint64_t last_seq,
         unpack_str(&p, end, &ev->session_id) ||
         unpack_str(&p, end, &ev->user_id) || unpack_str(&p, end, &ev->meta))
       return PRESENCE_ESTORE;
-    if (n[0] >= PRESENCE_EV_COUNT_) return PRESENCE_ESTORE;
+    /* A user's events carry flags above the type (presence.lua, uemit):
+     * 256 a device tail, 512 the shown version, 1024 a user event follows. */
+    uint64_t tflags = n[0] >> 8;
+    n[0] &= 0xff;
+    if (n[0] >= PRESENCE_EV_COUNT_ || (tflags & ~(uint64_t)7))
+      return PRESENCE_ESTORE;
     if (n[0] >= PRESENCE_EV_CHANNEL_JOIN && n[0] <= PRESENCE_EV_CHANNEL_UPDATE) {
       /* A channel event: its count is the member count, and the channel
        * follows. */
@@ -669,6 +677,21 @@ int presence__redis_unpack(char *blob, size_t len, uint64_t last_seq,
         return PRESENCE_ESTORE;
       ev->message_expires_ms = (int64_t)(exp & INT64_MAX);
     }
+    if (tflags & 1) {
+      /* The causing session's device and its best status before, after. */
+      uint64_t df, dt;
+      if (unpack_str(&p, end, &ev->device) || unpack_num(&p, end, &df) ||
+          unpack_num(&p, end, &dt) || !ev->device)
+        return PRESENCE_ESTORE;
+      ev->device_from = st_of_n((long)(df & 3));
+      ev->device_to = st_of_n((long)(dt & 3));
+    }
+    if (tflags & 2) {
+      uint64_t sv;
+      if (unpack_num(&p, end, &sv)) return PRESENCE_ESTORE;
+      ev->shown_version = sv;
+    }
+    if (tflags & 4) ev->flags |= PRESENCE_EVENT_USER_FOLLOWS;
     ev->type = (presence_event_type_t)n[0];
     ev->reason = (presence_reason_t)n[1];
     ev->from = st_of_n((long)(n[2] & 3));
@@ -1074,8 +1097,15 @@ static int op_connect(rstore_t *st, const presence_write_t *w,
   lsess_t *s = xcalloc(st, 1, sizeof(*s) + w->session_id_len + 1);
   req_t *r = req_new(st, connect_done);
   char *user = xstrndup(st, w->user_id, w->user_id_len);
-  char *meta = w->meta ? xmalloc(st, w->meta_len + 2) : NULL;
-  if (!s || !r || !user || (w->meta && !meta)) goto nomem;
+  /* The device rides in front of the meta ('@' device '\t'): the script
+   * keeps it in the session record (presence.lua, dev_of). */
+  size_t dlen = w->device && !(w->device_len == 3 &&
+                               memcmp(w->device, PRESENCE_DEVICE_DEFAULT, 3) == 0)
+                    ? w->device_len
+                    : 0;
+  size_t dpre = dlen ? dlen + 2 : 0;
+  char *meta = w->meta || dpre ? xmalloc(st, dpre + w->meta_len + 2) : NULL;
+  if (!s || !r || !user || ((w->meta || dpre) && !meta)) goto nomem;
   memcpy(s->id, w->session_id, w->session_id_len);
   s->key.hash = presence__hash(w->session_id, w->session_id_len);
   s->key.len = (uint8_t)w->session_id_len;
@@ -1083,10 +1113,16 @@ static int op_connect(rstore_t *st, const presence_write_t *w,
   s->key.spare[S_REASON] = PRESENCE_REASON_CONNECT;
   s->user = user;
   /* Stored as the script keeps it: '=' then the text, so "" is a meta. */
-  if (meta) {
-    meta[0] = '=';
-    memcpy(meta + 1, w->meta, w->meta_len);
-    meta[w->meta_len + 1] = '\0';
+  if (dpre) {
+    meta[0] = '@';
+    memcpy(meta + 1, w->device, dlen);
+    meta[dlen + 1] = '\t';
+    meta[dpre] = '\0';
+  }
+  if (w->meta) {
+    meta[dpre] = '=';
+    memcpy(meta + dpre + 1, w->meta, w->meta_len);
+    meta[dpre + w->meta_len + 1] = '\0';
   }
   s->meta = meta;
   s->connected_ms = st->h.wall_ms(st->h.host_ud);
@@ -2230,14 +2266,54 @@ int presence__redis_user_reply(const redisReply *rep,
     info->message_expires_ms = exp;
     info->message_set_ms = (info->message || info->emoji) ? set : 0;
   }
+  /* Then last active, the shown version and the number of devices (the
+   * devices themselves: user_devices). */
+  if (p->elements >= 16) {
+    long long la, sv, nd;
+    if (num_of(at(p, 13), &la) || num_of(at(p, 14), &sv) || sv < 0 ||
+        num_of(at(p, 15), &nd) || nd < 0 ||
+        (size_t)nd > (p->elements - 16) / 3)
+      return PRESENCE_ESTORE;
+    info->last_active_ms = la;
+    info->shown_version = (uint64_t)sv;
+  }
+  return 0;
+}
+
+/* The devices of a user reply that presence__redis_user_reply accepted:
+ * name, best status, sessions each, into d (at most cap; the names point
+ * into the reply). */
+static int user_devices(const redisReply *rep, presence_device_status_t *d,
+                        size_t cap, size_t *n) {
+  redisReply *p = at(rep, 1);
+  long long nd;
+  *n = 0;
+  if (!p || p->elements < 16 || num_of(at(p, 15), &nd)) return 0;
+  for (size_t i = 0; i < (size_t)nd && *n < cap; i++) {
+    const redisReply *name = at(p, 16 + 3 * i);
+    long long stv, cnt;
+    if (!name || name->type != REDIS_REPLY_STRING ||
+        num_of(at(p, 17 + 3 * i), &stv) || num_of(at(p, 18 + 3 * i), &cnt) ||
+        cnt < 0)
+      return PRESENCE_ESTORE;
+    d[*n].device = name->str;
+    d[*n].status = st_of_n((long)stv);
+    d[*n].session_count = (uint32_t)cnt;
+    (*n)++;
+  }
   return 0;
 }
 
 static void user_done(rstore_t *st, req_t *r, redisReply *rep, int code) {
   (void)st;
   presence_user_info_t info = {0};
+  presence_device_status_t devs[32];
+  size_t nd = 0;
   info.user_id = r->user;
   if (!code && rep) code = presence__redis_user_reply(rep, &info);
+  if (!code && rep) code = user_devices(rep, devs, 32, &nd);
+  info.devices = nd ? devs : NULL;
+  info.n_devices = nd;
   r->user_cb(r->ud, code, code ? NULL : &info);
 }
 
@@ -2254,6 +2330,21 @@ static int r_user_query(presence_store_t *base, const char *user_id,
   const char *args[] = {r->user};
   call(st, r, "q_user", 1, args, NULL);
   return 0;
+}
+
+/* The script's meta field: '@' device '\t' (not the default device), then
+ * '=' meta or nothing. Ends the device in place. */
+static void split_meta(char *m, const char **device, const char **meta) {
+  *device = PRESENCE_DEVICE_DEFAULT;
+  if (m[0] == '@') {
+    char *tab = strchr(m, '\t');
+    if (tab) {
+      *tab = '\0';
+      *device = m + 1;
+      m = tab + 1;
+    }
+  }
+  *meta = m[0] == '=' ? m + 1 : NULL;
 }
 
 /* A session record: owner, epoch, status, reason, connected, since,
@@ -2278,7 +2369,7 @@ static void parse_rec(char *rec, const char *sid, const char *user,
   o->status_reason = (presence_reason_t)strtol(f[3], NULL, 10);
   o->connected_ms = strtoll(f[4], NULL, 10);
   o->status_since_ms = strtoll(f[5], NULL, 10);
-  o->meta = f[6][0] == '=' ? f[6] + 1 : NULL;
+  split_meta(f[6], &o->device, &o->meta);
 }
 
 static void sessions_done(rstore_t *st, req_t *r, redisReply *rep, int code) {
@@ -2331,7 +2422,25 @@ static int r_session_get(presence_store_t *base, const char *session_id,
   memset(out, 0, sizeof(*out));
   out->session_id = s->id;
   out->user_id = s->user;
-  out->meta = s->meta ? s->meta + 1 : NULL;
+  /* s->meta as the script keeps it ('@' device '\t', then '=' meta): the
+   * meta points into it, the device is copied out (the store's buffer,
+   * valid until the next call), the default unless prefixed. */
+  out->meta = NULL;
+  out->device = PRESENCE_DEVICE_DEFAULT;
+  if (s->meta) {
+    const char *m = s->meta;
+    if (m[0] == '@') {
+      const char *tab = strchr(m, '\t');
+      size_t dl = tab ? (size_t)(tab - m - 1) : 0;
+      if (tab && dl < sizeof st->dev_scratch) {
+        memcpy(st->dev_scratch, m + 1, dl);
+        st->dev_scratch[dl] = '\0';
+        out->device = st->dev_scratch;
+      }
+      m = tab ? tab + 1 : m + strlen(m);
+    }
+    out->meta = m[0] == '=' ? m + 1 : NULL;
+  }
   out->instance_id = st->h.instance_id;
   out->status = (presence_status_t)s->key.spare[S_STATUS];
   out->status_reason = (presence_reason_t)s->key.spare[S_REASON];

@@ -46,6 +46,9 @@ async def test_watcher_sees_masked_changes_once(t, d, args):
     t.check("watcher: one change, status online, availability dnd",
             ch.get("change") == "status" and ch.get("status") == "online"
             and ch.get("availability") == "dnd", ch)
+    t.eq("watcher: the change's version is the snapshot's + 1",
+         ch.get("version"), (u.get("version") or 0) + 1)
+    v_dnd = ch.get("version")
 
     # idle under dnd: nothing a watcher sees changes, so nothing is sent.
     await alice.send({"type": "status", "status": "idle", "id": "s1"})
@@ -54,6 +57,13 @@ async def test_watcher_sees_masked_changes_once(t, d, args):
     await alice.expect_type("ack", id="s2")
     got = await bob.changes(0.6, "alice")
     t.eq("watcher: idle and back under dnd send nothing", got, [])
+    # Nor does the version a watcher is shown move: a new subscriber's
+    # snapshot says what the last change said (the user's own version,
+    # which backends see, moved twice).
+    await bob.send({"type": "subscribe", "users": ["alice"], "id": 3})
+    snap = await bob.expect_type("presence", snapshot=True, id=3)
+    t.eq("watcher: the shown version did not move with the hidden idle",
+         (entry(snap, "alice") or {}).get("version"), v_dnd)
     j = await user_truth(d, "alice")
     t.check("backend: the truth, online + dnd", j.get("status") == "online"
             and j.get("availability") == "dnd" and j.get("availability_since", 0) > 0, j)
@@ -63,6 +73,7 @@ async def test_watcher_sees_masked_changes_once(t, d, args):
     ch = entry(await bob.change("alice"), "alice") or {}
     t.check("invisible: the watcher sees offline, availability auto, like an absent user",
             ch.get("status") == "offline" and ch.get("availability") == "auto", ch)
+    t.eq("invisible: the next version", ch.get("version"), v_dnd + 1)
     # A new watcher: offline, no devices, indistinguishable from absent.
     carol = await Client.connect(d, "carol", watch="*")
     await carol.send({"type": "subscribe", "users": ["alice", "nobody-here"], "id": 2})
@@ -86,6 +97,11 @@ async def test_watcher_sees_masked_changes_once(t, d, args):
     ch = entry(await bob.change("alice"), "alice") or {}
     t.check("back to auto (idle): one change, idle", ch.get("status") == "idle"
             and ch.get("from") == "offline", ch)
+    t.eq("back to auto: the next version (the idle while invisible moved none)",
+         ch.get("version"), v_dnd + 2)
+    j = await user_truth(d, "alice")
+    t.check("backend: the user's own version moved with every change",
+            j.get("version", 0) > v_dnd + 2, j)
     # The same availability again: no event, no message.
     await alice.send({"type": "availability", "availability": "auto", "id": "a4"})
     await alice.expect_type("ack", id="a4")

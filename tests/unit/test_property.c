@@ -64,7 +64,11 @@ typedef struct muser {
   presence_availability_t avail;
   int msg;            /* 0: none; else the message's number */
   int64_t msg_expires; /* wall; 0: none */
+  int dev_n[3], dev_on[3]; /* sessions, online ones, per device (DEVS) */
 } muser_t;
+
+/* Session s<i> is of device DEVS[i % 3]. */
+static const char *const DEVS[3] = {"web", "mobile", "desktop"};
 
 typedef struct world world_t;
 
@@ -105,6 +109,7 @@ struct world {
   int64_t r_msg_exp[N_USERS];
   presence_status_t r_view[N_USERS]; /* what a watcher was sent */
   presence_availability_t r_view_avail[N_USERS];
+  uint64_t r_sv[N_USERS]; /* the shown version, from the events */
   long watcher_messages;
   uint64_t last_seq;
   int touched[N_USERS + 2];
@@ -176,6 +181,19 @@ static void on_event(presence_t *p, const presence_event_t *ev, void *ud) {
   w->last_seq = ev->seq;
   int sid = ev->session_id ? parse_index(ev->session_id) : -1;
   int uid = ev->user_id ? parse_index(ev->user_id) : -1;
+  /* The version watchers are shown moves by one with each event they are
+   * sent and with no other: it reveals no hidden change. */
+  if (uid >= 0 && ev->type != PRESENCE_EV_CHANNEL_JOIN &&
+      ev->type != PRESENCE_EV_CHANNEL_LEAVE &&
+      ev->type != PRESENCE_EV_CHANNEL_UPDATE) {
+    uint64_t want = w->r_sv[uid] + (uint64_t)presence_event_watcher_visible(ev);
+    if (ev->shown_version != want)
+      fail_msg("user u%d: %s shown version %llu, want %llu", uid,
+               presence_event_type_name(ev->type),
+               (unsigned long long)ev->shown_version,
+               (unsigned long long)want);
+    w->r_sv[uid] = ev->shown_version;
+  }
   switch (ev->type) {
   case PRESENCE_EV_SESSION_CONNECTED:
     assert_false(w->r_connected[sid]);
@@ -287,6 +305,7 @@ static void forget_due(world_t *w) {
         !u->pending && u->avail == PRESENCE_AVAIL_AUTO && !u->msg &&
         (u->offline_at - w->mono_base) / 1000 + w->retention_s <= now_s) {
       u->known = 0;
+      w->r_sv[i] = 0; /* forgotten: the store starts it again */
       w->forgotten++;
       touch_user(w, i);
     }
@@ -300,6 +319,10 @@ typedef struct user_answer {
   int status;
   presence_user_info_t info;
   int msg; /* the message's number ("m<n>"), read while it is valid */
+  char dev[4][PRESENCE_DEVICE_MAX + 1]; /* the devices, copied */
+  presence_status_t dev_st[4];
+  uint32_t dev_count[4];
+  size_t n_dev;
 } user_answer_t;
 
 static user_answer_t answer;
@@ -313,6 +336,15 @@ static void on_user(presence_t *p, int status, const presence_user_info_t *i,
   if (i) answer.info = *i;
   answer.msg = i && i->message ? atoi(i->message + 1) : 0;
   answer.info.message = answer.info.emoji = NULL; /* valid only here */
+  answer.n_dev = 0;
+  for (size_t k = 0; i && k < i->n_devices && k < 4; k++) {
+    snprintf(answer.dev[k], sizeof answer.dev[k], "%s", i->devices[k].device);
+    answer.dev_st[k] = i->devices[k].status;
+    answer.dev_count[k] = i->devices[k].session_count;
+    answer.n_dev++;
+  }
+  if (i && i->n_devices > 4) answer.n_dev = 99;
+  answer.info.devices = NULL;
 }
 
 static bool answered(world_t *w) {
@@ -404,6 +436,28 @@ static void check_user(world_t *w, int ui) {
              presence_availability_name(
                  presence_shown_availability(mu->avail, mu->reported)));
   assert_int_equal(info.online_count, (uint32_t)w->u[ui].online);
+  /* The best status per device, the sessions of each. */
+  size_t want_dev = 0;
+  for (int d = 0; d < 3; d++) {
+    if (!mu->dev_n[d]) continue;
+    want_dev++;
+    presence_status_t best =
+        mu->dev_on[d] ? PRESENCE_ONLINE : PRESENCE_IDLE;
+    size_t k = 0;
+    while (k < answer.n_dev && k < 4 && strcmp(answer.dev[k], DEVS[d])) k++;
+    if (k >= answer.n_dev || k >= 4 || answer.dev_st[k] != best ||
+        answer.dev_count[k] != (uint32_t)mu->dev_n[d])
+      fail_msg("user %s: device %s, model %d sessions %s (seed %llu)", uid,
+               DEVS[d], mu->dev_n[d], presence_status_name(best),
+               (unsigned long long)w->rng);
+  }
+  if (answer.n_dev != want_dev)
+    fail_msg("user %s: %zu devices, model %zu (seed %llu)", uid, answer.n_dev,
+             want_dev, (unsigned long long)w->rng);
+  if (info.shown_version != w->r_sv[ui])
+    fail_msg("user %s: shown version %llu, from the events %llu (seed %llu)",
+             uid, (unsigned long long)info.shown_version,
+             (unsigned long long)w->r_sv[ui], (unsigned long long)w->rng);
   if (w->retention_s && !w->u[ui].known) {
     /* Forgotten: as if never seen. */
     if (info.version || info.last_seen_ms)
@@ -444,8 +498,9 @@ static void step(world_t *w) {
   if (r < 350) { /* connect */
     int ui = (int)(next_rand(w) % N_USERS);
     snprintf(uid, sizeof uid, "u%d", ui);
-    rc = completed(w, presence_session_connect(w->p, sid, uid, NULL, op_done,
-                                                 op(w)));
+    rc = completed(w, presence_session_open_device(w->p, sid, uid, NULL,
+                                                     DEVS[si % 3], NULL,
+                                                     op_done, op(w)));
     if (s->connected) {
       assert_int_equal(rc, PRESENCE_EEXIST);
     } else {
@@ -455,6 +510,8 @@ static void step(world_t *w) {
       s->status = PRESENCE_ONLINE;
       w->u[ui].sessions++;
       w->u[ui].online++;
+      w->u[ui].dev_n[si % 3]++;
+      w->u[ui].dev_on[si % 3]++;
       w->u[ui].pending = 0;
       w->u[ui].known = 1;
       settle(w, ui, 1);
@@ -474,6 +531,8 @@ static void step(world_t *w) {
       muser_t *u = &w->u[s->user];
       u->sessions--;
       if (s->status == PRESENCE_ONLINE) u->online--;
+      u->dev_n[si % 3]--;
+      if (s->status == PRESENCE_ONLINE) u->dev_on[si % 3]--;
       settle(w, s->user, reason != PRESENCE_REASON_KICKED);
       touch_user(w, s->user);
     }
@@ -523,6 +582,7 @@ static void step(world_t *w) {
       if (s->status != to) {
         if (to == PRESENCE_ONLINE) w->u[s->user].online++;
         else w->u[s->user].online--;
+        w->u[s->user].dev_on[si % 3] += to == PRESENCE_ONLINE ? 1 : -1;
         s->status = to;
       }
       settle(w, s->user, 1);

@@ -57,13 +57,32 @@ typedef struct fx {
   presence_t *p;
   recorder_t rec;
   int visible; /* events a watcher would be sent */
+  uint64_t sv; /* user u's shown version, from its events */
 } fx_t;
 
+static int is_channel_event(const presence_event_t *ev) {
+  return ev->type == PRESENCE_EV_CHANNEL_JOIN ||
+         ev->type == PRESENCE_EV_CHANNEL_LEAVE ||
+         ev->type == PRESENCE_EV_CHANNEL_UPDATE;
+}
+
+/* Every event of user u: the shown version moves by one exactly with the
+ * events a watcher is sent, and stays put with every other. */
 static void count_visible(presence_t *p, const presence_event_t *ev,
                           void *ud) {
   (void)p;
   fx_t *f = ud;
-  f->visible += presence_event_watcher_visible(ev);
+  int vis = presence_event_watcher_visible(ev);
+  f->visible += vis;
+  if (ev->user_id && strcmp(ev->user_id, "u") == 0 && !is_channel_event(ev)) {
+    if (ev->shown_version != f->sv + (uint64_t)vis)
+      fail_msg("%s (%s): shown version %llu after %llu, visible %d",
+               presence_event_type_name(ev->type),
+               presence_reason_name(ev->reason),
+               (unsigned long long)ev->shown_version,
+               (unsigned long long)f->sv, vis);
+    f->sv = ev->shown_version;
+  }
 }
 
 static fx_t *fx_new_grace(uint32_t retention_s, uint32_t grace_ms);
@@ -160,6 +179,8 @@ static void watcher_gets_one_message_per_visible_change(void **state) {
         drive_status(f, ST[c]);
         presence_user_set_availability(f->p, "u", AV[a], NULL, NULL);
         cell_t before = observe(f, OBS_WATCHER);
+        presence_user_info_t i0;
+        assert_int_equal(presence_user_get(f->p, "u", &i0), 0);
         f->visible = 0;
         f->rec.n = 0;
         if (a2 != a)
@@ -169,6 +190,12 @@ static void watcher_gets_one_message_per_visible_change(void **state) {
         else
           drive_status(f, ST[c2]);
         cell_t after = observe(f, OBS_WATCHER);
+        presence_user_info_t i1;
+        assert_int_equal(presence_user_get(f->p, "u", &i1), 0);
+        /* What watchers are shown as the version moves with what they
+         * see, never with a hidden change. */
+        assert_int_equal(i1.shown_version - i0.shown_version,
+                         (uint64_t)f->visible);
         int changed = before.status != after.status ||
                       before.availability != after.availability;
         if (f->visible != changed)
@@ -636,6 +663,50 @@ static void reload_in_grace_is_silent(void **state) {
   fx_free(f);
 }
 
+/* The version watchers see reveals no hidden change: under dnd a session
+ * going idle and back moves the user's version (backends see both
+ * events) but not the shown one; an invisible user's comings and goings
+ * neither. The first visible change moves it by exactly one. */
+static void shown_version_hides_hidden_changes(void **state) {
+  (void)state;
+  fx_t *f = fx_new(0);
+  presence_session_connect(f->p, "s1", "u", NULL, NULL, NULL);
+  presence_user_set_availability(f->p, "u", PRESENCE_AVAIL_DND, NULL, NULL);
+  presence_user_info_t a, b;
+  assert_int_equal(presence_user_get(f->p, "u", &a), 0);
+  f->visible = 0;
+  for (int i = 0; i < 5; i++) {
+    presence_session_set_status(f->p, "s1", PRESENCE_IDLE, NULL, NULL);
+    presence_session_set_status(f->p, "s1", PRESENCE_ONLINE, NULL, NULL);
+  }
+  assert_int_equal(presence_user_get(f->p, "u", &b), 0);
+  assert_int_equal(f->visible, 0);
+  assert_int_equal(b.version, a.version + 10);
+  assert_int_equal(b.shown_version, a.shown_version);
+  /* Invisible: sessions come and go, the user goes idle and online. */
+  presence_user_set_availability(f->p, "u", PRESENCE_AVAIL_INVISIBLE, NULL,
+                                 NULL);
+  assert_int_equal(presence_user_get(f->p, "u", &a), 0);
+  assert_int_equal(a.shown_version, b.shown_version + 1);
+  f->visible = 0;
+  presence_session_open_device(f->p, "s2", "u", NULL, "mobile", NULL, NULL,
+                               NULL);
+  presence_session_set_status(f->p, "s1", PRESENCE_IDLE, NULL, NULL);
+  presence_session_set_status(f->p, "s2", PRESENCE_IDLE, NULL, NULL);
+  presence_session_disconnect(f->p, "s2", NULL, NULL);
+  presence_session_set_status(f->p, "s1", PRESENCE_ONLINE, NULL, NULL);
+  assert_int_equal(presence_user_get(f->p, "u", &b), 0);
+  assert_int_equal(f->visible, 0);
+  assert_true(b.version > a.version);
+  assert_int_equal(b.shown_version, a.shown_version);
+  /* Back to auto: one change, one step. */
+  presence_user_set_availability(f->p, "u", PRESENCE_AVAIL_AUTO, NULL, NULL);
+  assert_int_equal(presence_user_get(f->p, "u", &a), 0);
+  assert_int_equal(f->visible, 1);
+  assert_int_equal(a.shown_version, b.shown_version + 1);
+  fx_free(f);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(visibility_table_every_cell),
@@ -649,6 +720,7 @@ int main(void) {
       cmocka_unit_test(last_active_beside_last_seen),
       cmocka_unit_test(events_carry_the_setting_through_the_log),
       cmocka_unit_test(reload_in_grace_is_silent),
+      cmocka_unit_test(shown_version_hides_hidden_changes),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

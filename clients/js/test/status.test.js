@@ -91,27 +91,27 @@ test('watched users: availability, message and devices from the snapshot, merged
   // dnd: a status change
   ws.serverSend({ type: 'presence', snapshot: false, users: [{ user_id: 'bob', change: 'status', status: 'online',
     availability: 'dnd', from: 'online', since: 2, last_seen: 2, reason: 'explicit', version: 4, seq: 10 }] });
-  // a device appears (a session event: same version)
+  // a device appears (each change a watcher is sent moves the version by one)
   ws.serverSend({ type: 'presence', snapshot: false, users: [{ user_id: 'bob', change: 'device', availability: 'dnd',
-    device: 'mobile', device_status: 'online', reason: 'connect', version: 4, seq: 11 }] });
+    device: 'mobile', device_status: 'online', reason: 'connect', version: 5, seq: 11 }] });
   // a message
   ws.serverSend({ type: 'presence', snapshot: false, users: [{ user_id: 'bob', change: 'message', status: 'online',
-    availability: 'dnd', message: { text: 'Lunch', emoji: '🥪', expires: 99 }, reason: 'explicit', version: 5, seq: 12 }] });
+    availability: 'dnd', message: { text: 'Lunch', emoji: '🥪', expires: 99 }, reason: 'explicit', version: 6, seq: 12 }] });
   let b = env.client.get('bob');
   assert.equal(b.availability, 'dnd');
   assert.deepEqual(b.devices, { web: 'online', mobile: 'online' });
   assert.deepEqual(b.message, { text: 'Lunch', emoji: '🥪', expires: 99 });
   // the mobile device goes; then the message expires
   ws.serverSend({ type: 'presence', snapshot: false, users: [{ user_id: 'bob', change: 'device', availability: 'dnd',
-    device: 'mobile', device_status: 'offline', reason: 'disconnect', version: 5, seq: 13 }] });
+    device: 'mobile', device_status: 'offline', reason: 'disconnect', version: 7, seq: 13 }] });
   ws.serverSend({ type: 'presence', snapshot: false, users: [{ user_id: 'bob', change: 'message', status: 'online',
-    availability: 'dnd', message: null, reason: 'expired', version: 6, seq: 14 }] });
+    availability: 'dnd', message: null, reason: 'expired', version: 8, seq: 14 }] });
   b = env.client.get('bob');
   assert.deepEqual(b.devices, { web: 'online' });
   assert.equal(b.message, null);
   // invisible: offline, no devices
   ws.serverSend({ type: 'presence', snapshot: false, users: [{ user_id: 'bob', change: 'status', status: 'offline',
-    availability: 'auto', from: 'online', since: 3, last_seen: 3, reason: 'explicit', version: 7, seq: 15 }] });
+    availability: 'auto', from: 'online', since: 3, last_seen: 3, reason: 'explicit', version: 9, seq: 15 }] });
   b = env.client.get('bob');
   assert.equal(b.status, 'offline');
   assert.deepEqual(b.devices, {});

@@ -115,6 +115,7 @@ local function emit(ty, reason, sid, uid, meta, from, to, ver, ev_inst, count,
                     chan, tail)
   local ei = ev_inst or iid
   nev = nev + 1
+  -- ty may carry flags above 255 (uemit): tails of a user's events.
   evs[nev] = string.format('%d %d %d %d %d ', ty, reason, from, to, ver) ..
     now_s .. ' ' .. epoch .. ' ' .. (count or '-') .. ' ' .. str(ei) ..
     (ei ~= iid and str(iid) or '- ') .. str(sid) .. str(uid) .. str(meta) ..
@@ -143,6 +144,14 @@ end
 
 -- A session record: owner, owner's epoch, status, reason, connected ms,
 -- status since ms, then '=' .. meta or nothing (meta may hold tabs).
+-- The device: m starts with '@' .. device .. '\t' when it is not the
+-- default 'web' (device words hold no tab); the record keeps m as given.
+local DEV_DEFAULT = 'web'
+local function dev_of(m)
+  if string.byte(m, 1) ~= 64 then return DEV_DEFAULT, m end
+  local d, rest = string.match(m, '^@([^\t]*)\t(.*)$')
+  return d or DEV_DEFAULT, rest or m
+end
 local function rec_parse(rec)
   local i, e, st, r, c, since, m = string.match(rec,
     '^([^\t]*)\t([^\t]*)\t([^\t]*)\t([^\t]*)\t([^\t]*)\t([^\t]*)\t(.*)$')
@@ -154,8 +163,9 @@ local function rec_make(r)
     '\t' .. r.conn .. '\t' .. r.since .. '\t' .. r.m
 end
 local function meta_of(m)
-  if m == '' then return nil end
-  return string.sub(m, 2)
+  local _, mm = dev_of(m)
+  if mm == '' then return nil end
+  return string.sub(mm, 2)
 end
 
 -- The user record, one string: "st n on v since ls g gr av hm" (reported
@@ -164,18 +174,103 @@ end
 -- message is set: the message itself is field F_MSG). One field instead of
 -- eight: an 8-field HMGET + HSET cost 3.1 us here, one field 1.2 us. A
 -- record of an older build has no av and hm: read as 0.
+-- Then "la sv gd dv" (status that people set, docs/internals/redis.md):
+-- last active ms, the shown version (moves only with what watchers see),
+-- the device a grace was entered from ('=' none), the sessions per device
+-- ('=': every session is of the default device, so n and on say it all;
+-- else 'device:n:on,' per device in the order first met).
 local function urec_parse(h)
   if not h then
     return {st = OFF, n = 0, on = 0, v = 0, since = '0', ls = '0', g = 0,
-            gr = 0, av = 0, hm = 0, present = false}
+            gr = 0, av = 0, hm = 0, la = '0', sv = 0, gd = '=', dv = '=',
+            present = false}
   end
-  local st, n, on, v, since, ls, g, gr, av, hm = string.match(h,
-    '^(%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+) ?(%d*) ?(%d*)$')
+  local st, n, on, v, since, ls, g, gr, av, hm, la, sv, gd, dv = string.match(h,
+    '^(%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+) ?(%d*) ?(%d*) ?(%d*) ?(%d*) ?(%S*) ?(%S*)$')
   local U = {st = tonumber(st), n = tonumber(n), on = tonumber(on),
              v = tonumber(v), since = since, ls = ls, g = tonumber(g),
-             gr = tonumber(gr), av = tonumber(av) or 0, hm = tonumber(hm) or 0}
+             gr = tonumber(gr), av = tonumber(av) or 0, hm = tonumber(hm) or 0,
+             la = (la ~= '' and la) or '0', sv = tonumber(sv) or 0,
+             gd = (gd ~= '' and gd) or '=', dv = (dv ~= '' and dv) or '='}
   U.present = not (U.st == OFF and U.n == 0 and U.g == 0)
   return U
+end
+
+-- ---- devices and what watchers see ------------------------------------------
+
+local function best(n, on)
+  if n == 0 then return OFF end
+  if on > 0 then return ON end
+  return IDLE
+end
+-- The user's sessions per device, as a list of {device, n, on}: parsed
+-- from U.dv once per call and kept on U (U.D).
+local function dv_list(U)
+  if U.D then return U.D end
+  local D = {}
+  if U.dv ~= '=' then
+    for d, n, on in string.gmatch(U.dv, '([^:,]+):(%d+):(%d+),') do
+      D[#D + 1] = {d, tonumber(n), tonumber(on)}
+    end
+  end
+  U.D = D
+  return D
+end
+-- Sessions and online sessions of device d. U.n and U.on must be current.
+local function dev_count(U, d)
+  if U.dv == '=' and not U.D then
+    if d == DEV_DEFAULT then return U.n, U.on end
+    return 0, 0
+  end
+  for _, e in ipairs(dv_list(U)) do
+    if e[1] == d then return e[2], e[3] end
+  end
+  return 0, 0
+end
+-- After U.n / U.on changed by (dn, don) for a session of device d.
+local function dev_adjust(U, d, dn, don)
+  if U.dv == '=' and not U.D then
+    if d == DEV_DEFAULT then return end
+    -- The first session of another device: the counts become a list.
+    local D = {}
+    local wn, won = U.n - dn, U.on - don
+    if wn > 0 then D[1] = {DEV_DEFAULT, wn, won} end
+    U.D = D
+  end
+  local D = dv_list(U)
+  local found = false
+  for i, e in ipairs(D) do
+    if e[1] == d then
+      e[2] = e[2] + dn
+      e[3] = e[3] + don
+      if e[2] <= 0 then table.remove(D, i) end
+      found = true
+      break
+    end
+  end
+  if not found and dn > 0 then D[#D + 1] = {d, dn, don} end
+  -- Only the default device left (or none): back to '='.
+  if #D == 0 or (#D == 1 and D[1][1] == DEV_DEFAULT) then
+    U.D = nil
+    U.dv = '='
+    return
+  end
+  local t = {}
+  for i, e in ipairs(D) do t[i] = e[1] .. ':' .. s(e[2]) .. ':' .. s(e[3]) .. ',' end
+  U.dv = table.concat(t)
+end
+
+-- The masking table (docs/protocol.md 6.1, presence_shown_status in C).
+local function shown_st(a, c)
+  if c == OFF then return OFF end
+  if a == 1 then return ON end
+  if a == 2 then return IDLE end
+  if a == 3 then return OFF end
+  return c
+end
+local function shown_av(a, c)
+  if c == OFF or a == 3 then return 0 end
+  return a
 end
 -- The user's record, and with sid that session's record (false if none),
 -- in one call.
@@ -190,8 +285,9 @@ end
 -- call. The users set holds exactly the present users (see urec_parse), so
 -- it changes only when presence does: no SADD/SREM on every write.
 local function uput(u, U, sid, rec)
-  local ur = string.format('%d %d %d %d %s %s %d %d %d %d', U.st, U.n, U.on,
-                           U.v, U.since, U.ls, U.g, U.gr, U.av, U.hm)
+  local ur = string.format('%d %d %d %d %s %s %d %d %d %d %s %d %s %s', U.st,
+                           U.n, U.on, U.v, U.since, U.ls, U.g, U.gr, U.av,
+                           U.hm, U.la, U.sv, U.gd, U.dv)
   if sid then
     redis.call('HSET', k_user(u), '', ur, sid, rec)
   else
@@ -220,8 +316,41 @@ local function computed(U)
   return IDLE
 end
 
--- Set the user's reported status; emit only if it is a transition.
-local function transition(u, U, to, reason, cause)
+-- An event of user u's (session and user events): what a watcher sees
+-- decides whether the shown version moves (presence_event_watcher_visible
+-- in C), and the event carries it. dev: the causing session's device and
+-- its best status before (df) and after (dt), or nil. follows: a user event
+-- follows this session event and carries the device change for it. The
+-- type gains flags above 255: 256 a device tail (device df dt), 512 the
+-- shown version, 1024 "a user event follows"; a reader of an older entry
+-- finds none.
+local function uemit(U, ty, reason, sid, u, meta, from, to, avf, dev, df, dt,
+                     follows, tail)
+  local avt = U.av
+  local dvis = dev and shown_st(avt, df) ~= shown_st(avt, dt)
+  local vis
+  if ty == EV_UMSG then vis = true
+  elseif ty <= EV_STATUS then vis = dvis and not follows
+  else
+    vis = shown_st(avf, from) ~= shown_st(avt, to) or
+      shown_av(avf, from) ~= shown_av(avt, to) or dvis
+  end
+  if vis then U.sv = U.sv + 1 end
+  local flags = 512
+  tail = (tail or '')
+  if dev then
+    flags = flags + 256
+    tail = tail .. str(dev) .. s(df) .. ' ' .. s(dt) .. ' '
+  end
+  tail = tail .. s(U.sv) .. ' '
+  if follows then flags = flags + 1024 end
+  emit(ty + flags, reason, sid, u, meta, from + 4 * avf, to + 4 * avt, U.v,
+       nil, nil, nil, tail)
+end
+
+-- Set the user's reported status; emit only if it is a transition. dev,
+-- df, dt: the causing session's device change (see uemit), or nil.
+local function transition(u, U, to, reason, cause, dev, df, dt)
   local from = U.st
   if from == to then return end
   U.st = to
@@ -230,7 +359,7 @@ local function transition(u, U, to, reason, cause)
   if to ~= OFF then U.ls = now_s end
   local ty = EV_UOFF
   if to == ON then ty = EV_UON elseif to == IDLE then ty = EV_UIDLE end
-  emit(ty, reason, cause, u, nil, from + 4 * U.av, to + 4 * U.av, U.v)
+  uemit(U, ty, reason, cause, u, nil, from, to, U.av, dev, df, dt, false)
 end
 
 local function grace_cancel(u, U)
@@ -509,11 +638,24 @@ local function add_session(sid, u, m, st, reason, conn, U, indexed)
   U = U or uget(u)
   if not indexed then redis.call('HSET', K_SIDX, sid, u) end
   redis.call('SADD', k_is(iid), sid)
+  local dev = dev_of(m)
+  local dn, don = dev_count(U, dev)
+  local df = best(dn, don)
+  -- Back inside the offline grace on the device it left from: watchers
+  -- were never told that device went (remove_session), so it is no change.
+  if U.g == 1 and U.n == 0 and U.gd == dev then df = U.st end
+  local on1 = (st == ON) and 1 or 0
   U.n = U.n + 1
-  if st == ON then U.on = U.on + 1 end
+  U.on = U.on + on1
+  dev_adjust(U, dev, 1, on1)
+  local dt = best(dn + 1, don + on1)
   grace_cancel(u, U)
-  emit(EV_CONN, reason, sid, u, meta_of(m), OFF, st, U.v)
-  transition(u, U, computed(U), reason, sid)
+  U.gd = '='
+  if st == ON then U.la = now_s end
+  local to = computed(U)
+  uemit(U, EV_CONN, reason, sid, u, meta_of(m), OFF, st, U.av, dev, df, dt,
+        to ~= U.st)
+  transition(u, U, to, reason, sid, dev, df, dt)
   U.ls = now_s
   uput(u, U, sid, rec_make({iid = iid, epoch = epoch, st = st, reason = reason,
                             conn = conn, since = now_s, m = m}))
@@ -534,20 +676,36 @@ local function remove_session(sid, u, reason, r, U)
   redis.call('HDEL', k_user(u), sid)
   redis.call('HDEL', K_SIDX, sid)
   redis.call('SREM', k_is(r.iid), sid)
+  local dev = dev_of(r.m)
+  local on1 = (r.st == ON) and 1 or 0
   U.n = U.n - 1
-  if r.st == ON then U.on = U.on - 1 end
+  U.on = U.on - on1
+  dev_adjust(U, dev, -1, -on1)
+  local dt = best(dev_count(U, dev))
+  local df = dt
+  if r.st == ON then df = ON elseif df == OFF then df = r.st end
   U.ls = now_s
-  emit(EV_DISC, reason, sid, u, nil, r.st, OFF, U.v)
+  if on1 == 1 then U.la = now_s end
   local to = computed(U)
   local graceful = reason ~= R_KICKED and reason ~= R_LOST and
     reason ~= R_ORIGIN_LOST and
     reason ~= R_SHUTDOWN
-  if to == OFF and grace_ms > 0 and graceful and U.st ~= OFF then
+  local in_grace = to == OFF and grace_ms > 0 and graceful and U.st ~= OFF
+  if in_grace then
+    -- In the grace the device stays as watchers saw it: a reload shows
+    -- them nothing, and if the user does not come back, user.offline says
+    -- every device went.
+    dt = df
+    U.gd = dev
+  end
+  uemit(U, EV_DISC, reason, sid, u, nil, r.st, OFF, U.av, dev, df, dt,
+        not in_grace and to ~= U.st)
+  if in_grace then
     U.g = 1
     U.gr = reason
     redis.call('ZADD', K_GRACE, now + grace_ms, u)
   else
-    transition(u, U, to, reason, sid)
+    transition(u, U, to, reason, sid, dev, df, dt)
   end
   uput(u, U)
   chan_session_end(sid, u, reason, r.st == ON, graceful)
@@ -560,10 +718,20 @@ local function set_status(sid, u, r, st, reason, U)
   r.st = st
   r.reason = reason
   r.since = now_s
-  if st == ON then U.on = U.on + 1 else U.on = U.on - 1 end
+  local dev = dev_of(r.m)
+  local dn, don = dev_count(U, dev)
+  local df = best(dn, don)
+  local d1 = (st == ON) and 1 or -1
+  U.on = U.on + d1
+  dev_adjust(U, dev, 0, d1)
+  local dt = best(dn, don + d1)
   U.ls = now_s
-  emit(EV_STATUS, reason, sid, u, nil, from, st, U.v)
-  transition(u, U, computed(U), reason, sid)
+  -- Leaving online ends activity now; entering it is activity now.
+  U.la = now_s
+  local to = computed(U)
+  uemit(U, EV_STATUS, reason, sid, u, nil, from, st, U.av, dev, df, dt,
+        to ~= U.st)
+  transition(u, U, to, reason, sid, dev, df, dt)
   uput(u, U, sid, rec_make(r))
   chan_session_status(sid, u, from, st, reason)
 end
@@ -699,10 +867,10 @@ local function msg_parse(m)
 end
 
 local function emit_msg(u, U, reason, M)
-  local st = U.st + 4 * U.av
   local tail = M and (str(M.text) .. str(M.emoji) .. s(M.exp) .. ' ') or
     '- - 0 '
-  emit(EV_UMSG, reason, nil, u, nil, st, st, U.v, nil, nil, nil, tail)
+  uemit(U, EV_UMSG, reason, nil, u, nil, U.st, U.st, U.av, nil, nil, nil,
+        false, tail)
 end
 
 -- An absent user whose settings were all cleared: its record expires after
@@ -722,10 +890,10 @@ local function w_avail(b)
   U.av = av
   U.v = U.v + 1
   if av ~= 0 then redis.call('PERSIST', k_user(u)) end
+  uemit(U, EV_UAVAIL, R_EXPLICIT, nil, u, nil, U.st, U.st, from, nil, nil,
+        nil, false)
   uput(u, U)
   redis.call('HSET', k_user(u), F_AS, now_s)
-  emit(EV_UAVAIL, R_EXPLICIT, nil, u, nil, U.st + 4 * from, U.st + 4 * av,
-       U.v)
   settings_cleared(u, U)
   return 0
 end
@@ -745,8 +913,8 @@ local function w_msg(b)
     redis.call('ZREM', K_MSGDUE, u)
     U.hm = 0
     U.v = U.v + 1
-    uput(u, U)
     emit_msg(u, U, R_EXPLICIT, nil)
+    uput(u, U)
     settings_cleared(u, U)
     return 0
   end
@@ -761,8 +929,8 @@ local function w_msg(b)
   redis.call('PERSIST', k_user(u))
   U.hm = 1
   U.v = U.v + 1
-  uput(u, U)
   emit_msg(u, U, R_EXPLICIT, M)
+  uput(u, U)
   return 0
 end
 
@@ -782,8 +950,8 @@ local function expire_messages(lim)
       redis.call('HDEL', k_user(u), F_MSG)
       U.hm = 0
       U.v = U.v + 1
-      uput(u, U)
       emit_msg(u, U, R_EXPIRED, nil)
+      uput(u, U)
       settings_cleared(u, U)
     end
     done = done + 1
@@ -1302,9 +1470,30 @@ if op == 'q_user' then
   -- Then: availability, since when, message text, emoji ('' none; a
   -- leading '=' otherwise), expiry, set time.
   local function opt(x) if x then return '=' .. x end return '' end
-  return {0, {s(U.st), s(U.n), s(U.on), s(U.v), U.since, U.ls, now_s,
-              s(U.av), h[3] or '0', opt(M and M.text), opt(M and M.emoji),
-              M and s(M.exp) or '0', M and M.set or '0'}}
+  -- Then: last active (now while a session is online), the shown version,
+  -- the number of devices, and per device: name, best status, sessions.
+  local res = {s(U.st), s(U.n), s(U.on), s(U.v), U.since, U.ls, now_s,
+               s(U.av), h[3] or '0', opt(M and M.text), opt(M and M.emoji),
+               M and s(M.exp) or '0', M and M.set or '0',
+               U.on > 0 and now_s or U.la, s(U.sv), '0'}
+  local nd = 0
+  if U.dv == '=' then
+    if U.n > 0 then
+      nd = 1
+      res[#res + 1] = DEV_DEFAULT
+      res[#res + 1] = s(best(U.n, U.on))
+      res[#res + 1] = s(U.n)
+    end
+  else
+    for _, e in ipairs(dv_list(U)) do
+      nd = nd + 1
+      res[#res + 1] = e[1]
+      res[#res + 1] = s(best(e[2], e[3]))
+      res[#res + 1] = s(e[2])
+    end
+  end
+  res[16] = s(nd)
+  return {0, res}
 end
 
 if op == 'q_sessions' then

@@ -54,10 +54,12 @@ struct presence {
   /* Pending events, packed back to back. */
   unsigned char *pend;
   size_t pend_len, pend_read, pend_cap;
-  /* The event being dispatched: a private copy, since a callback's mutation
-   * may grow (and move) the pending buffer. */
-  unsigned char *cur;
-  size_t cur_cap;
+  /* The event being dispatched is read where it lies in the pending buffer
+   * (no copy per event): while its callbacks run the buffer is pinned, and
+   * a callback's mutation that outgrows it moves the queue to a new buffer
+   * and leaves the old one here, freed once those callbacks return. */
+  bool pend_pinned;
+  unsigned char *pend_held;
   const char **ids;
   size_t ids_cap;
   int depth; /* nesting of API calls that may emit */
@@ -148,16 +150,8 @@ static void drain(presence_t *p) {
   p->dispatching = true;
   while (p->pend_read < p->pend_len) {
     const unsigned char *blob = p->pend + p->pend_read;
-    size_t size = presence__event_packed_len(blob);
-    if (size > p->cur_cap) {
-      unsigned char *c = presence__realloc(&p->alloc, p->cur, size);
-      if (!c) break; /* cannot happen for events that fit the queue */
-      p->cur = c;
-      p->cur_cap = size;
-    }
-    memcpy(p->cur, blob, size);
-    p->pend_read += size;
-    size_t nids = presence__event_packed_ids(p->cur);
+    p->pend_read += presence__event_packed_len(blob);
+    size_t nids = presence__event_packed_ids(blob);
     if (nids > p->ids_cap) {
       const char **ids =
           presence__realloc(&p->alloc, p->ids, nids * sizeof(*ids));
@@ -166,12 +160,18 @@ static void drain(presence_t *p) {
       p->ids_cap = nids;
     }
     presence_event_t ev;
-    presence__event_unpack(p->cur, &ev, p->ids);
+    presence__event_unpack(blob, &ev, p->ids);
+    p->pend_pinned = true;
     if ((unsigned)ev.type < PRESENCE_EV_COUNT_)
       dispatch_list(p, &p->lists[ev.type], &ev);
     dispatch_list(p, &p->lists[LIST_ANY], &ev);
     if (!(p->store->ops->flags & PRESENCE_STORE_OBSERVES))
       dispatch_list(p, &p->lists[LIST_CLUSTER], &ev);
+    p->pend_pinned = false;
+    if (p->pend_held) {
+      presence__free(&p->alloc, p->pend_held);
+      p->pend_held = NULL;
+    }
   }
   p->pend_read = p->pend_len = 0;
   p->dispatching = false;
@@ -185,10 +185,18 @@ static unsigned char *pend_reserve(presence_t *p, size_t size) {
   if (p->pend_len + size > p->pend_cap) {
     size_t ncap = p->pend_cap ? p->pend_cap * 2 : 4096;
     while (ncap < p->pend_len + size) ncap *= 2;
-    unsigned char *n = presence__realloc(&p->alloc, p->pend, ncap);
+    /* A pinned buffer holds the event whose callbacks are running: it
+     * stays where it is (see pend_held) and the queue moves. */
+    bool keep = p->pend_pinned && !p->pend_held;
+    unsigned char *n = keep ? presence__malloc(&p->alloc, ncap)
+                            : presence__realloc(&p->alloc, p->pend, ncap);
     if (!n) {
       host_log(p, PRESENCE_LOG_ERROR, "out of memory: event not dispatched");
       return NULL;
+    }
+    if (keep) {
+      memcpy(n, p->pend, p->pend_len);
+      p->pend_held = p->pend;
     }
     p->pend = n;
     p->pend_cap = ncap;
@@ -295,12 +303,6 @@ int presence_new(const presence_options_t *opts, presence_t **out) {
    * allocation failure after the store has already changed. */
   p->pend_cap = 4096;
   p->pend = presence__malloc(&p->alloc, p->pend_cap);
-  /* So is the dispatch copy, large enough for any event but a cleanup's id
-   * list (the largest metadata or member data plus its ids): a copy that
-   * failed to grow would drop an event the store already decided. */
-  p->cur_cap = 8192;
-  p->cur = presence__malloc(&p->alloc, p->cur_cap);
-  if (!p->cur) p->cur_cap = 0;
   p->store = opts->store ? opts->store : presence_store_memory_new(&p->alloc);
   if (!p->pend && p->store) {
     p->store->ops->destroy(p->store);
@@ -326,7 +328,7 @@ void presence_free(presence_t *p) {
   for (size_t k = 0; k < LIST_N; k++)
     presence__free(&p->alloc, p->lists[k].v);
   presence__free(&p->alloc, p->pend);
-  presence__free(&p->alloc, p->cur);
+  presence__free(&p->alloc, p->pend_held);
   presence__free(&p->alloc, p->ids);
   presence_allocator_t a = p->alloc;
   presence__free(&a, p);

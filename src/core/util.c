@@ -70,6 +70,13 @@ bool presence__utf8_ok(const unsigned char *s, size_t n) {
         i += 8;
         continue;
       }
+    } else if (n >= 8) {
+      /* The last few bytes: the id's last 8 bytes as one word (they overlap
+       * bytes already checked, which is harmless), so a 36-byte id takes
+       * five word checks and no byte loop. */
+      uint64_t w;
+      memcpy(&w, s + n - 8, 8);
+      if (!word_needs_care(w)) return true;
     }
     unsigned c = s[i];
     if (c < 0x80) {
@@ -175,7 +182,10 @@ int presence_hash_key_set(const uint8_t key[16]) {
 }
 
 uint32_t presence__hash(const char *s, size_t n) {
-  call_once(&hash_once, hash_key_init);
+  /* call_once is a library call on every hash; once the key is fixed (the
+   * store that fixed it made the key visible before the flag) a load does. */
+  if (!atomic_load_explicit(&hash_fixed, memory_order_acquire))
+    call_once(&hash_once, hash_key_init);
   uint64_t h = presence_siphash13(hash_k0, hash_k1, s, n);
   return (uint32_t)(h ^ (h >> 32));
 }

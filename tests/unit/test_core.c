@@ -665,6 +665,46 @@ static void reentrant_mutation_keeps_order(void **state) {
   destroy(f);
 }
 
+/* A callback whose writes queue more events than the pending buffer holds
+ * (the engine dispatches from that buffer without copying each event): the
+ * event being handled stays intact for this callback and the ones after it,
+ * and the queued events follow in order. */
+static void crowd_on_connect(presence_t *p, const presence_event_t *ev,
+                             void *ud) {
+  (void)ud;
+  if (strcmp(ev->user_id, "host") != 0) return;
+  for (int i = 0; i < 60; i++) {
+    char sid[32];
+    snprintf(sid, sizeof sid, "guest-session-%02d", i);
+    assert_int_equal(
+        presence_session_connect(p, sid, "guest", "{\"k\":1}", NULL, NULL), 0);
+  }
+  assert_string_equal(ev->session_id, "s-host");
+  assert_string_equal(ev->meta, "{\"role\":\"host\"}");
+}
+
+static void callbacks_may_outgrow_the_queue(void **state) {
+  (void)state;
+  fixture_t *f = make(0, 0, 0, 0);
+  presence_on_session_connected(f->p, crowd_on_connect, NULL);
+  assert_int_equal(presence_session_connect(f->p, "s-host", "host",
+                                            "{\"role\":\"host\"}", NULL, NULL),
+                   0);
+  /* The host's two events, then 60 guest sessions (the first also brings
+   * the guest online). */
+  assert_int_equal(f->rec.n, 2 + 61);
+  expect_event(f, 0, PRESENCE_EV_SESSION_CONNECTED, PRESENCE_REASON_CONNECT, "host");
+  assert_string_equal(f->rec.ev[0].session_id, "s-host");
+  assert_string_equal(f->rec.ev[0].meta, "{\"role\":\"host\"}");
+  expect_event(f, 1, PRESENCE_EV_USER_ONLINE, PRESENCE_REASON_CONNECT, "host");
+  expect_event(f, 2, PRESENCE_EV_SESSION_CONNECTED, PRESENCE_REASON_CONNECT, "guest");
+  expect_event(f, 3, PRESENCE_EV_USER_ONLINE, PRESENCE_REASON_CONNECT, "guest");
+  assert_string_equal(f->rec.ev[62].session_id, "guest-session-59");
+  for (size_t i = 1; i < f->rec.n; i++)
+    assert_true(f->rec.ev[i].seq == f->rec.ev[i - 1].seq + 1);
+  destroy(f);
+}
+
 typedef struct done_log {
   int calls;
   int status;
@@ -900,6 +940,7 @@ int main(void) {
       cmocka_unit_test(inactivity_idles_and_activity_restores),
       cmocka_unit_test(callbacks_run_in_registration_order),
       cmocka_unit_test(reentrant_mutation_keeps_order),
+      cmocka_unit_test(callbacks_may_outgrow_the_queue),
       cmocka_unit_test(done_runs_after_the_events),
       cmocka_unit_test(sessions_keep_their_metadata),
       cmocka_unit_test(foreach_visits_every_user),

@@ -37,7 +37,10 @@
  * leaves it again (a channel.leave each): 2N channel operations a run,
  * timed, joins and leaves apart, by the wall clock and in CPU seconds of
  * this process (the machine is shared: per CPU-second is "on one core"; the
- * session operations by handle get the same column). --only channels runs
+ * session operations by handle get the same column). Then, all joined again
+ * (not timed), the steady state at N memberships in random order: every
+ * session (shuffled) leaves and rejoins 4,096 leaves later, 2N more
+ * operations timed apart (the engine is then freed with its members). --only channels runs
  * these alone (for a profile or an A/B of two builds). The memory figure
  * is the heap added by the N memberships over the sessions themselves,
  * divided by the memberships (no member data).
@@ -237,6 +240,8 @@ static run_result_t engine_run(int measure_memory, int by_handle) {
 }
 
 static char (*channel_names)[16];
+#define CHURN_LAG 4096
+static size_t *churn_order; /* a permutation of the sessions */
 static const char *chan_of(size_t i) {
   return channel_names[(i * 7 + i / n_users) % n_channels];
 }
@@ -244,6 +249,7 @@ static const char *chan_of(size_t i) {
 typedef struct chan_result {
   double join_s, leave_s; /* wall clock */
   double join_c, leave_c; /* CPU seconds */
+  double churn_c;          /* CPU seconds of N leaves + N rejoins at N */
   double bytes_per_membership;
 } chan_result_t;
 
@@ -283,11 +289,33 @@ static chan_result_t channel_run(int measure_memory) {
     check(presence_handle_leave(p, handles[i], chan_of(i), NULL, NULL),
           "leave");
   double t2 = now_s(), c2 = cpu_s();
-  if (event_count != 2ull * n_sessions) {
+  /* Then N memberships again (not timed) for the steady state. */
+  for (size_t i = 0; i < n_sessions; i++)
+    check(presence_handle_join(p, handles[i], chan_of(i), NULL, NULL, NULL),
+          "join");
+  /* Steady state at N memberships: sessions in a shuffled order each leave,
+   * and rejoin CHURN_LAG leaves later, so the channel holds N - CHURN_LAG
+   * to N members throughout and a join reuses memory a leave freed a while
+   * ago (not the chunk freed just before). */
+  double c1a = cpu_s();
+  for (size_t k = 0; k < n_sessions + CHURN_LAG; k++) {
+    if (k < n_sessions)
+      check(presence_handle_leave(p, handles[churn_order[k]],
+                                  chan_of(churn_order[k]), NULL, NULL),
+            "churn leave");
+    if (k >= CHURN_LAG) {
+      size_t i = churn_order[k - CHURN_LAG];
+      check(presence_handle_join(p, handles[i], chan_of(i), NULL, NULL, NULL),
+            "churn join");
+    }
+  }
+  double c1c = cpu_s();
+  if (event_count != 5ull * n_sessions) {
     fprintf(stderr, "bench_engine: %llu channel events, expected %zu\n",
-            (unsigned long long)event_count, 2 * n_sessions);
+            (unsigned long long)event_count, 5 * n_sessions);
     exit(1);
   }
+  r.churn_c = c1c - c1a;
   r.join_s = t1 - t0;
   r.leave_s = t2 - t1b;
   r.join_c = c1 - c0;
@@ -482,7 +510,9 @@ int main(int argc, char **argv) {
    * starts by page-faulting the tables back in, and the figure measures the
    * kernel (a server at steady state reuses its memory the same way). */
   mallopt(M_TRIM_THRESHOLD, 1 << 30);
-  mallopt(M_MMAP_THRESHOLD, 1 << 30);
+  mallopt(M_MMAP_THRESHOLD, 32 << 20); /* glibc's maximum: 1 << 30 was
+                                          refused, so the big tables were
+                                          mmapped and faulted in each run */
   make_ids();
   handles = malloc(sizeof(*handles) * n_sessions);
   channel_names = malloc(n_channels * sizeof *channel_names);
@@ -490,11 +520,23 @@ int main(int argc, char **argv) {
     fprintf(stderr, "bench_engine: out of memory\n");
     return 1;
   }
+  churn_order = malloc(n_sessions * sizeof *churn_order);
+  if (!churn_order) {
+    fprintf(stderr, "bench_engine: out of memory\n");
+    return 1;
+  }
+  for (size_t i = 0; i < n_sessions; i++) churn_order[i] = i;
+  for (size_t i = n_sessions - 1; i > 0; i--) {
+    size_t j = (size_t)(rnd() % (i + 1)), t = churn_order[i];
+    churn_order[i] = churn_order[j];
+    churn_order[j] = t;
+  }
   for (size_t c = 0; c < n_channels; c++)
     snprintf(channel_names[c], sizeof channel_names[c], "room-%04u",
              (unsigned)(c % 10000000));
   double chan_s[MAX_RUNS], avail_s[MAX_RUNS], msg_s[MAX_RUNS];
   double chan_c[MAX_RUNS], join_c[MAX_RUNS], leave_c[MAX_RUNS];
+  double churn_c[MAX_RUNS];
   double conn_c[MAX_RUNS], stat_c[MAX_RUNS], disc_c[MAX_RUNS];
   double blend_c[MAX_RUNS];
   double conn_s[MAX_RUNS], stat_h[MAX_RUNS], disc_h[MAX_RUNS];
@@ -512,6 +554,7 @@ int main(int argc, char **argv) {
     chan_c[i] = ch.join_c + ch.leave_c;
     join_c[i] = ch.join_c;
     leave_c[i] = ch.leave_c;
+    churn_c[i] = ch.churn_c;
     if (chan_only) continue;
     run_result_t t = table_run();
     t_ins[i] = t.connect_s;
@@ -540,6 +583,7 @@ int main(int argc, char **argv) {
   rate_t chan_cpu = rate_of(chan_c, n_runs, 2 * n);
   rate_t join_cpu = rate_of(join_c, n_runs, n);
   rate_t leave_cpu = rate_of(leave_c, n_runs, n);
+  rate_t churn_cpu = rate_of(churn_c, n_runs, 2 * n);
   if (chan_only) {
     printf("bench/engine --only channels: %zu memberships of %zu sessions "
            "over %zu users in %zu channels, %d runs (median [min..max])\n",
@@ -552,6 +596,8 @@ int main(int argc, char **argv) {
            join_cpu.med, join_cpu.min, join_cpu.max);
     printf("  leaves per CPU-second       %11.0f [%.0f..%.0f]\n",
            leave_cpu.med, leave_cpu.min, leave_cpu.max);
+    printf("  at N memberships, leave+rejoin per CPU-second %.0f [%.0f..%.0f]\n",
+           churn_cpu.med, churn_cpu.min, churn_cpu.max);
     printf("  heap per membership         %11.1f bytes beyond the session (no "
            "data)\n",
            chan_mem.bytes_per_membership);
@@ -618,6 +664,9 @@ int main(int argc, char **argv) {
          "leaves %.0f)\n",
          chan_cpu.med, chan_cpu.min, chan_cpu.max, join_cpu.med,
          leave_cpu.med);
+  printf("  channel churn at N members  %11.0f [%.0f..%.0f]   (leaves and "
+         "rejoins, N - %d to N memberships)\n",
+         churn_cpu.med, churn_cpu.min, churn_cpu.max, CHURN_LAG);
   printf("  session ops, by handle      %11.0f [%.0f..%.0f]   (connect %.0f, "
          "status %.0f, disconnect %.0f)\n",
          blend_cpu.med, blend_cpu.min, blend_cpu.max, conn_cpu.med,
@@ -651,6 +700,7 @@ int main(int argc, char **argv) {
     print_rate(f, "channel_join_leave", chan_cpu, 0);
     print_rate(f, "channel_join", join_cpu, 0);
     print_rate(f, "channel_leave", leave_cpu, 0);
+    print_rate(f, "channel_churn_at_n", churn_cpu, 0);
     print_rate(f, "connect", conn_cpu, 0);
     print_rate(f, "status_by_handle", status_cpu, 0);
     print_rate(f, "disconnect_by_handle", disc_cpu, 0);
@@ -673,6 +723,7 @@ int main(int argc, char **argv) {
 out:
   free(handles);
   free(channel_names);
+  free(churn_order);
   free(session_ids);
   free(user_ids);
   return 0;

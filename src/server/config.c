@@ -120,6 +120,9 @@ static const opt_t opts[] = {
     U32("channel-grace-ms", channel_grace_ms, 0, 3600000,
         "delay before channel.leave after a member's last session ended, 0 "
         "off (the offline grace)"),
+    U32("expected-memberships", expected_memberships, 0, 100000000,
+        "channel memberships to size the embedded store's member table for "
+        "up front, 0: grow as they come (0)"),
     U32("max-channels-per-session", max_channels_per_session, 1, 100000,
         "channels one session may join and observe together (32)"),
     U32("max-channel-data", max_channel_data, 2, PRESENCE_DATA_MAX,

@@ -62,6 +62,8 @@ typedef struct srv_config {
   uint32_t channel_page;             /* members in a snapshot */
   uint32_t max_channel_name;         /* bytes */
   uint32_t channel_joins_per_s;      /* joins and observes per session */
+  /* Sizing hint of the embedded store (presence_options_t): 0 none. */
+  uint32_t expected_memberships;
   uint32_t max_header_bytes;
   uint32_t max_body;
   uint32_t max_connections;

@@ -833,6 +833,7 @@ static void library_options(srv_t *s, presence_options_t *o) {
   o->log_capacity = s->cfg.log_capacity;
   o->max_sessions_per_user = s->cfg.max_sessions_per_user;
   o->max_channels_per_session = s->cfg.max_channels_per_session;
+  o->expected_memberships = s->cfg.expected_memberships;
   o->channel_grace_ms = s->cfg.channel_grace_ms == UINT32_MAX ? 0
                        : s->cfg.channel_grace_ms == 0        ? PRESENCE_GRACE_NONE
                                                              : s->cfg.channel_grace_ms;

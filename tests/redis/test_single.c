@@ -558,8 +558,9 @@ static void offline_users_expire_after_retention(void **state) {
 }
 
 /* Keys of another layout under the prefix (an older build's: a sequence
- * counter and no format key) are refused with an error naming both
- * formats, not misread; once they are removed the instance registers. */
+ * counter and no format key, format 1; or format 2, from before channels)
+ * are refused with an error naming both formats, not misread; once they
+ * are removed the instance registers. */
 typedef struct logcap {
   char text[512];
 } logcap_t;
@@ -595,18 +596,25 @@ static void another_layout_is_refused(void **state) {
   assert_int_equal(presence_new(&o, &p), 0);
   run_for(&loop, 700);
   assert_false(presence_redis_ready(st));
-  if (!strstr(cap.text, "store format 1, this build uses 2"))
+  if (!strstr(cap.text, "store format 1, this build uses 3"))
+    fail_msg("logged: \"%s\"", cap.text);
+  /* A format-2 store (before channels): refused the same way. */
+  freeReplyObject(srv_cmd(&srv, "SET presence:format 2"));
+  cap.text[0] = '\0';
+  run_for(&loop, 700);
+  assert_false(presence_redis_ready(st));
+  if (!strstr(cap.text, "store format 2, this build uses 3"))
     fail_msg("logged: \"%s\"", cap.text);
   redisReply *r = srv_cmd(&srv, "EXISTS presence:inst");
   assert_int_equal(r->integer, 0); /* nothing written */
   freeReplyObject(r);
-  freeReplyObject(srv_cmd(&srv, "DEL presence:seq"));
+  freeReplyObject(srv_cmd(&srv, "DEL presence:seq presence:format"));
   int64_t end = now_ms() + 5000;
   while (!presence_redis_ready(st) && now_ms() < end)
     run_for(&loop, 10);
   assert_true(presence_redis_ready(st));
   r = srv_cmd(&srv, "GET presence:format");
-  assert_string_equal(r->str, "2");
+  assert_string_equal(r->str, "3");
   freeReplyObject(r);
   presence_free(p);
   loop_drain(&loop);

@@ -91,6 +91,11 @@ static void test_flags_over_env(void **state) {
   assert_int_equal(parse(&cfg, fake_env, argv2, 1, err, sizeof err), CONFIG_OK);
   assert_int_equal(cfg.max_frame, 2048);
   assert_int_equal(cfg.port, 9000);
+  assert_int_equal(cfg.expected_memberships, 0); /* no hint by default */
+  config_free(&cfg);
+  char *argv3[] = {"presenced", "--expected-memberships", "1000000"};
+  assert_int_equal(parse(&cfg, NULL, argv3, 3, err, sizeof err), CONFIG_OK);
+  assert_int_equal(cfg.expected_memberships, 1000000);
   config_free(&cfg);
 }
 
@@ -102,7 +107,9 @@ static void test_bad_values(void **state) {
   } bad[] = {{"--max-frame", "abc"},          {"--max-frame", "-1"},
              {"--timeout-ms", "99999999999"}, {"--listen", "nohost"},
              {"--listen", "example.com:80"},  {"--listen", "1.2.3.4:70000"},
-             {"--log-level", "loud"},         {"--nope", "1"}};
+             {"--log-level", "loud"},         {"--nope", "1"},
+             {"--expected-memberships", "-1"},
+             {"--expected-memberships", "100000001"}};
   for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
     char err[256] = "";
     char *argv[] = {"presenced", (char *)bad[i].flag, (char *)bad[i].value};

@@ -66,7 +66,7 @@ local E_NOTMEMBER, E_CHANLIMIT = -32, -33
 local R_EXPLICIT = 3
 
 local K_SEQ, K_LOG = P .. 'seq', P .. 'log'
-local K_FORMAT, FORMAT = P .. 'format', '2' -- see 'register'
+local K_FORMAT, FORMAT = P .. 'format', '3' -- see 'register'
 local SEQ_JUMP_AFTER_LOSS = 1000000 -- see 'register'
 local K_SIDX = P .. 'sidx'     -- hash: session id -> user id
 local K_INST = P .. 'inst'     -- hash: instance id -> registered epoch
@@ -1029,7 +1029,11 @@ if op == 'register' then
   -- The layout of the keys and of the log entries. Data of another layout
   -- under this prefix (an older build's) is refused, not misread: the
   -- instance stays unregistered and logs this error until the keys are
-  -- removed or another prefix is configured.
+  -- removed or another prefix is configured. 3: channels (keys under
+  -- {c:<name>}, a session's channels beside its user, channel events and
+  -- counts in the log) and status that people set (devices in session
+  -- records). A format-2 build would neither reap a dead instance's
+  -- memberships nor decode channel events, so it must not share them.
   local fmt = redis.call('GET', K_FORMAT)
   if fmt ~= FORMAT and (fmt or redis.call('EXISTS', K_SEQ) == 1) then
     return redis.error_reply('presence: the keys under prefix "' .. P ..

@@ -41,6 +41,10 @@ SECRET = "bench-secret-0123456789-abcdefghijkl"
 API_KEY = "bench-key-0123456789-abcdefghijklmnop"
 
 REPEATS = int(os.environ.get("BENCH_REPEATS", "3"))
+# Whether bench/echo writes a read's frames in one write, as presenced
+# writes a connection's frames of one loop turn (--echo-coalesce), or one
+# write per frame (the default, the baseline issue 21 was measured against).
+ECHO_COALESCE = False
 IDLE_CONNS = 10000       # issue 3: 10,000 idle connections
 SCALE_CONNS = 100000     # issue 7: 100,000 concurrent idle sessions
 FLIP_CONNS = 1000        # issue 3: 1,000 connections flipping
@@ -144,7 +148,8 @@ class Server:
     def argv(self):
         if self.kind == "echo":
             return [f"{self.build}/bench/presence_echo", "--listen",
-                    f"127.0.0.1:{self.port}"]
+                    f"127.0.0.1:{self.port}"] + (
+                        ["--coalesce"] if ECHO_COALESCE else [])
         return [f"{self.build}/presenced", "--listen", f"127.0.0.1:{self.port}",
                 "--jwt-secret", SECRET, "--api-key", API_KEY,
                 "--max-connections", "200000",
@@ -725,6 +730,10 @@ def main():
                     help="comma-separated parts to run (engine, idle, churn, "
                     "flip, latency, reconnect, scale, redis, redis_store); "
                     "default all")
+    ap.add_argument("--echo-coalesce", action="store_true",
+                    help="bench/echo writes each read's answers in one write "
+                    "(as presenced coalesces a connection's frames per loop "
+                    "turn); default: one write per frame")
     ap.add_argument("--repeats", type=int, default=0,
                     help="rounds of each comparison (default BENCH_REPEATS "
                     "or 3)")
@@ -732,7 +741,8 @@ def main():
     os.makedirs(args.out, exist_ok=True)
     if args.soak:
         return soak(args)
-    global REPEATS, DURATION_S
+    global REPEATS, DURATION_S, ECHO_COALESCE
+    ECHO_COALESCE = args.echo_coalesce
     if args.quick:
         REPEATS, DURATION_S = 1, 3
     if args.repeats:
@@ -752,7 +762,9 @@ def main():
                            "/proc/sys/net/core/somaxconn").read()),
                        "tcp_max_syn_backlog": int(open(
                            "/proc/sys/net/ipv4/tcp_max_syn_backlog").read())},
-           "repeats": REPEATS, "scenarios": {}}
+           "repeats": REPEATS, "scenarios": {},
+           "echo_writes": ("one write per read (--echo-coalesce)"
+                           if ECHO_COALESCE else "one write per frame")}
     got, note = raise_nofile(SCALE_CONNS + 1000)
     if note:
         log("note: " + note)

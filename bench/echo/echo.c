@@ -14,7 +14,7 @@
  * on libuv would do them, so the load generator's figures against it are
  * the ceiling that the kernel, loopback and libuv allow on this machine.
  *
- * Usage: presence_echo [--listen 127.0.0.1:7071]
+ * Usage: presence_echo [--listen 127.0.0.1:7071] [--coalesce]
  */
 #include <openssl/evp.h>
 #include <openssl/sha.h>
@@ -54,7 +54,28 @@ static void on_closed(uv_handle_t *h) {
   free(c);
 }
 
+static void raw_write(client_t *c, const unsigned char *p, size_t n);
+
+/* --coalesce: what one read makes a client send (the 101 and the welcome,
+ * the echoes of every frame in the read) goes out in one write at the end
+ * of the read, as presenced writes a connection's frames of one loop turn
+ * together; without it, one write per frame (presenced before it
+ * coalesced). */
+static int coalesce;
+static client_t *corked;
+static unsigned char *obuf;
+static size_t olen, ocap;
+
+static void uncork(client_t *c) {
+  if (corked != c) return;
+  corked = NULL;
+  size_t n = olen;
+  olen = 0;
+  if (n && !c->closing) raw_write(c, obuf, n);
+}
+
 static void client_close(client_t *c) {
+  uncork(c); /* a close frame or a 400 still goes out */
   if (c->closing) return;
   c->closing = 1;
   uv_close((uv_handle_t *)&c->tcp, on_closed);
@@ -66,6 +87,27 @@ static void on_write(uv_write_t *req, int status) {
 }
 
 static void client_write(client_t *c, const unsigned char *p, size_t n) {
+  if (corked == c) {
+    if (olen + n > ocap) {
+      size_t cap = ocap ? ocap : 4096;
+      while (cap < olen + n)
+        cap *= 2;
+      unsigned char *b = realloc(obuf, cap);
+      if (!b) {
+        client_close(c);
+        return;
+      }
+      obuf = b;
+      ocap = cap;
+    }
+    memcpy(obuf + olen, p, n);
+    olen += n;
+    return;
+  }
+  raw_write(c, p, n);
+}
+
+static void raw_write(client_t *c, const unsigned char *p, size_t n) {
   uv_buf_t b = uv_buf_init((char *)p, (unsigned)n);
   int w = uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
   if (w == (int)n) return;
@@ -243,9 +285,17 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
   *buf = uv_buf_init((char *)c->buf + c->len, (unsigned)(c->cap - c->len));
 }
 
+static void read_client(client_t *c, ssize_t nread);
+
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
   client_t *c = s->data;
   (void)buf;
+  if (coalesce) corked = c;
+  read_client(c, nread);
+  uncork(c);
+}
+
+static void read_client(client_t *c, ssize_t nread) {
   if (nread < 0) {
     client_close(c);
     return;
@@ -300,8 +350,11 @@ int main(int argc, char **argv) {
   for (int i = 1; i < argc; i++) {
     if (!strcmp(argv[i], "--listen") && i + 1 < argc) {
       listen_at = argv[++i];
+    } else if (!strcmp(argv[i], "--coalesce")) {
+      coalesce = 1;
     } else {
-      fprintf(stderr, "usage: presence_echo [--listen HOST:PORT]\n");
+      fprintf(stderr,
+              "usage: presence_echo [--listen HOST:PORT] [--coalesce]\n");
       return 2;
     }
   }

@@ -183,7 +183,7 @@ static void kick(conn_t *c, const char *id) {
   if (srv_async(s)) {
     /* The store ends only this instance's sessions. Ours: ended and closed
      * here. Another instance's: it is asked through Redis (kick.c). */
-    if (map_get(&s->sessions, id)) {
+    if (ws_find(s, id)) {
       ws_kick(s, id);
       kicked(c, id);
       return;

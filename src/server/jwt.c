@@ -18,7 +18,8 @@
 #include <math.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
-#include <openssl/hmac.h>
+#include <openssl/core_names.h>
+#include <openssl/params.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -513,6 +514,51 @@ static int verify_header(const parts_t *pt) {
   return rc;
 }
 
+/*
+ * HMAC-SHA256 with the key schedule kept: a server checks every token
+ * against the same secret, and HMAC() fetches the algorithm and hashes the
+ * key's inner and outer pads on every call (about ten allocations each).
+ * The context keyed last is kept per thread with a copy of its key;
+ * EVP_MAC_init with no key restarts it from the hashed pads. 0, or -1.
+ */
+static int hmac_sha256(const uint8_t *key, size_t klen, const void *data,
+                       size_t n, unsigned char out[SHA256_LEN]) {
+  static _Thread_local struct {
+    EVP_MAC_CTX *ctx;
+    uint8_t *key;
+    size_t klen;
+  } k;
+  size_t outl = 0;
+  if (!k.ctx || k.klen != klen || CRYPTO_memcmp(k.key, key, klen) != 0) {
+    EVP_MAC_CTX_free(k.ctx);
+    OPENSSL_clear_free(k.key, k.klen);
+    k.ctx = NULL;
+    k.key = NULL;
+    k.klen = 0;
+    EVP_MAC *mac = EVP_MAC_fetch(NULL, "HMAC", NULL);
+    EVP_MAC_CTX *ctx = mac ? EVP_MAC_CTX_new(mac) : NULL;
+    EVP_MAC_free(mac); /* the context holds its own reference */
+    uint8_t *copy = ctx ? OPENSSL_malloc(klen ? klen : 1) : NULL;
+    OSSL_PARAM ps[] = {OSSL_PARAM_construct_utf8_string("digest", "SHA256", 0),
+                       OSSL_PARAM_construct_end()};
+    if (!copy || !EVP_MAC_init(ctx, key, klen, ps)) {
+      OPENSSL_free(copy);
+      EVP_MAC_CTX_free(ctx);
+      return -1;
+    }
+    memcpy(copy, key, klen);
+    k.ctx = ctx;
+    k.key = copy;
+    k.klen = klen;
+  } else if (!EVP_MAC_init(k.ctx, NULL, 0, NULL)) {
+    return -1;
+  }
+  if (!EVP_MAC_update(k.ctx, data, n) ||
+      !EVP_MAC_final(k.ctx, out, &outl, SHA256_LEN) || outl != SHA256_LEN)
+    return -1;
+  return 0;
+}
+
 /* Step 4: HMAC-SHA256 over the ASCII of "header.payload", exactly as
  * received (RFC 7515 5.2): never over a re-encoding. An empty secret would
  * make anyone a signer: fail closed. */
@@ -521,11 +567,9 @@ static int verify_signature(const jwt_config_t *cfg, const char *token,
   if (pt->sd_len != SHA256_LEN || !cfg->secret || cfg->secret_len == 0 ||
       cfg->secret_len > INT32_MAX)
     return JWT_ESIGNATURE;
-  unsigned char mac[EVP_MAX_MD_SIZE];
-  unsigned int mac_len = 0;
-  if (!HMAC(EVP_sha256(), cfg->secret, (int)cfg->secret_len,
-            (const unsigned char *)token, pt->signed_len, mac, &mac_len) ||
-      mac_len != SHA256_LEN)
+  unsigned char mac[SHA256_LEN];
+  if (hmac_sha256(cfg->secret, cfg->secret_len, token, pt->signed_len, mac) !=
+      0)
     return JWT_ENOMEM;
   /* Constant time: a memcmp that stops at the first difference tells an
    * attacker, byte by byte, how much of a forged signature is right. */
@@ -599,11 +643,8 @@ char *jwt_sign_hs256(const uint8_t *secret, size_t secret_len,
   size_t o = b64url_encode((const uint8_t *)header, sizeof header - 1, tok);
   tok[o++] = '.';
   o += b64url_encode((const uint8_t *)claims_json, c_len, tok + o);
-  unsigned char mac[EVP_MAX_MD_SIZE];
-  unsigned int mac_len = 0;
-  if (!HMAC(EVP_sha256(), secret, (int)secret_len, (const unsigned char *)tok,
-            o, mac, &mac_len) ||
-      mac_len != SHA256_LEN) {
+  unsigned char mac[SHA256_LEN];
+  if (hmac_sha256(secret, secret_len, tok, o, mac) != 0) {
     free(tok);
     return NULL;
   }

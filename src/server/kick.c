@@ -34,7 +34,7 @@ struct kicker {
 
 static void on_kick(void *ud, const char *session_id) {
   struct kicker *k = ud;
-  if (k->closing || !map_get(&k->s->sessions, session_id)) return;
+  if (k->closing || !ws_find(k->s, session_id)) return;
   srv_log(k->s, PRESENCE_LOG_INFO, "session %s kicked through Redis",
           session_id);
   ws_kick(k->s, session_id);

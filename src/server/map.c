@@ -28,6 +28,11 @@ static uint32_t hash_of(const map_t *m, const char *s) {
   return (uint32_t)(h ^ (h >> 32));
 }
 
+void map_hash_keys(uint64_t *k0, uint64_t *k1) {
+  *k0 = proc_k0;
+  *k1 = proc_k1;
+}
+
 void map_init(map_t *m) {
   memset(m, 0, sizeof *m);
   m->k0 = proc_k0;

@@ -28,6 +28,8 @@ typedef struct map {
 void map_hash_key(const uint8_t key[16]);
 
 void map_init(map_t *m);
+/* The process's hash key (set by map_hash_key), for tables of their own. */
+void map_hash_keys(uint64_t *k0, uint64_t *k1);
 /* Frees the nodes, not the values. */
 void map_free(map_t *m);
 void *map_get(const map_t *m, const char *key);

@@ -39,47 +39,63 @@ static int exempt(const srv_t *s, const char *a) {
 
 /* The peer's address as text; an IPv4-mapped IPv6 address as IPv4, so one
  * client is one key whichever way the listener sees it. */
-static int peer_text(conn_t *c, char *out, size_t cap) {
+/* The peer's address in binary (4 or 16 bytes; a v4-mapped v6 address as
+ * v4), its length, or 0. */
+static size_t peer_bin(conn_t *c, uint8_t out[16]) {
   struct sockaddr_storage ss;
   int len = sizeof ss;
   if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &len) != 0)
-    return -1;
+    return 0;
   if (ss.ss_family == AF_INET) {
     const struct sockaddr_in *a = (const struct sockaddr_in *)&ss;
-    return inet_ntop(AF_INET, &a->sin_addr, out, (socklen_t)cap) ? 0 : -1;
+    memcpy(out, &a->sin_addr, 4);
+    return 4;
   }
   if (ss.ss_family == AF_INET6) {
     const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)&ss;
-    if (IN6_IS_ADDR_V4MAPPED(&a->sin6_addr))
-      return inet_ntop(AF_INET, &a->sin6_addr.s6_addr[12], out,
-                       (socklen_t)cap)
-                 ? 0
-                 : -1;
-    return inet_ntop(AF_INET6, &a->sin6_addr, out, (socklen_t)cap) ? 0 : -1;
+    if (IN6_IS_ADDR_V4MAPPED(&a->sin6_addr)) {
+      memcpy(out, &a->sin6_addr.s6_addr[12], 4);
+      return 4;
+    }
+    memcpy(out, &a->sin6_addr, 16);
+    return 16;
   }
-  return -1;
+  return 0;
+}
+
+/* The text of a binary address (the per_ip key and the exempt list's
+ * form): 0, or -1. */
+static int peer_text(const uint8_t *ip, size_t n, char *out, size_t cap) {
+  return inet_ntop(n == 4 ? AF_INET : AF_INET6, ip, out, (socklen_t)cap) ? 0
+                                                                        : -1;
 }
 
 int peer_admit(srv_t *s, conn_t *c) {
   uint32_t limit = s->cfg.max_connections_per_ip;
-  c->peer[0] = '\0';
+  c->peer_len = 0;
   if (limit == 0) return 0;
-  char a[sizeof c->peer];
-  if (peer_text(c, a, sizeof a) != 0 || exempt(s, a)) return 0;
-  uintptr_t n = (uintptr_t)map_get(&s->per_ip, a);
-  if (n >= limit) return -1;
-  if (map_put(&s->per_ip, a, (void *)(n + 1)) != 0)
+  uint8_t ip[16];
+  char a[INET6_ADDRSTRLEN];
+  size_t n = peer_bin(c, ip);
+  if (!n || peer_text(ip, n, a, sizeof a) != 0 || exempt(s, a)) return 0;
+  uintptr_t k = (uintptr_t)map_get(&s->per_ip, a);
+  if (k >= limit) return -1;
+  if (map_put(&s->per_ip, a, (void *)(k + 1)) != 0)
     return 0; /* out of memory: not counted rather than refused */
-  memcpy(c->peer, a, sizeof a);
+  memcpy(c->peer_ip, ip, n);
+  c->peer_len = (uint8_t)n;
   return 0;
 }
 
 void peer_release(srv_t *s, conn_t *c) {
-  if (!c->peer[0]) return;
-  uintptr_t n = (uintptr_t)map_get(&s->per_ip, c->peer);
+  char a[INET6_ADDRSTRLEN];
+  if (!c->peer_len) return;
+  size_t len = c->peer_len;
+  c->peer_len = 0;
+  if (peer_text(c->peer_ip, len, a, sizeof a) != 0) return;
+  uintptr_t n = (uintptr_t)map_get(&s->per_ip, a);
   if (n <= 1)
-    map_del(&s->per_ip, c->peer);
+    map_del(&s->per_ip, a);
   else
-    map_put(&s->per_ip, c->peer, (void *)(n - 1));
-  c->peer[0] = '\0';
+    map_put(&s->per_ip, a, (void *)(n - 1));
 }

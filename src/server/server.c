@@ -354,13 +354,9 @@ static void on_overflow(conn_t *c) {
     conn_close(c);
 }
 
-static int conn_writev(conn_t *c, uv_buf_t *bufs, unsigned n, shbuf_t *shared) {
-  if (c->closing || c->draining || c->close_after_flush) return -1;
-  if (c->capture) {
-    for (unsigned i = 0; i < n; i++)
-      buf_append(c->capture, bufs[i].base, bufs[i].len);
-    return buf_failed(c->capture) ? -1 : 0;
-  }
+/* Hand bytes to the kernel now, or queue what it does not take. */
+static int write_now(conn_t *c, uv_buf_t *bufs, unsigned n, shbuf_t *shared) {
+  if (c->closing) return -1;
   size_t total = 0;
   for (unsigned i = 0; i < n; i++)
     total += bufs[i].len;
@@ -425,6 +421,178 @@ nomem:
   return -1;
 }
 
+/* ---- Writes coalesced per loop turn (WebSockets) ------------------------- */
+
+/*
+ * A WebSocket's frames of one loop turn (a status change fanned out to a
+ * watcher, the 101 answer and the welcome, a pong and an ack) go out in one
+ * writev at the end of the turn instead of one write each: on loopback
+ * TCP a write syscall costs more than everything presenced does to make a
+ * frame. Order is kept per connection; a connection's queued bytes count
+ * in its wq_bytes (the slow-consumer limit sees them).
+ */
+typedef struct pend {
+  conn_t *c;       /* NULL: written or cancelled */
+  shbuf_t *shared; /* a shared frame, or NULL: len bytes at off in pend_data */
+  uint32_t off, len;
+  uint32_t next;  /* the connection's next entry (index + 1), 0: none */
+  uint32_t count; /* in a chain's first entry: entries in the chain */
+} pend_t;
+
+/* A chain longer than this is written at once: bounded iovecs, and a
+ * burst to one connection still goes out in big writes. */
+#define PEND_MAX_CHAIN 64
+
+/* Write c's queued frames now (one writev). */
+static void flush_conn(conn_t *c) {
+  srv_t *s = c->srv;
+  uv_buf_t iov[PEND_MAX_CHAIN];
+  shbuf_t *refs[PEND_MAX_CHAIN];
+  unsigned k = 0, nrefs = 0;
+  size_t total = 0;
+  shbuf_t *only = NULL;
+  /* Collected first: a write may close connections, whose ends queue
+   * frames to others and move s->pend and pend_data. */
+  for (uint32_t i = c->pend_first; i && k < PEND_MAX_CHAIN;) {
+    pend_t *e = &s->pend[i - 1];
+    iov[k++] = uv_buf_init(e->shared ? (char *)e->shared->data
+                                     : s->pend_data.data + e->off,
+                           e->len);
+    if (e->shared) refs[nrefs++] = only = e->shared;
+    total += e->len;
+    e->c = NULL;
+    e->shared = NULL;
+    i = e->next;
+  }
+  c->pend_first = c->pend_last = 0;
+  c->wq_bytes -= (uint32_t)total;
+  s->wq_bytes_total -= total;
+  /* One shared frame alone is queued by reference if the kernel does not
+   * take it all, as before; anything else is copied then. */
+  if (k) write_now(c, iov, k, k == 1 ? only : NULL);
+  for (unsigned i = 0; i < nrefs; i++)
+    shbuf_unref(refs[i]);
+  if (c->closing) return;
+  if (c->close_after_flush && c->wq_bytes == 0) start_linger(c);
+}
+
+/* A closing connection's queued frames are dropped (uv_close would cancel
+ * its queued writes too). */
+static void pend_cancel(conn_t *c) {
+  srv_t *s = c->srv;
+  for (uint32_t i = c->pend_first; i;) {
+    pend_t *e = &s->pend[i - 1];
+    c->wq_bytes -= e->len;
+    s->wq_bytes_total -= e->len;
+    shbuf_unref(e->shared);
+    e->shared = NULL;
+    e->c = NULL;
+    i = e->next;
+  }
+  c->pend_first = c->pend_last = 0;
+}
+
+static void flush_all(srv_t *s) {
+  /* s->npend may grow while this runs (a write that fails closes a
+   * connection, which queues frames to others): those are written too. */
+  for (uint32_t i = 0; i < s->npend; i++) {
+    conn_t *c = s->pend[i].c;
+    if (c) flush_conn(c); /* entry i is the first of c's chain */
+  }
+  s->npend = 0;
+  buf_shrink(&s->pend_data, 1u << 20);
+  if (s->flush_armed) {
+    uv_idle_stop(&s->flush_idle);
+    s->flush_armed = 0;
+  }
+}
+
+static void on_flush_check(uv_check_t *h) {
+  flush_all(h->data);
+}
+
+static void on_flush_idle(uv_idle_t *h) {
+  flush_all(h->data);
+}
+
+static int pend_add(conn_t *c, uv_buf_t *bufs, unsigned n, shbuf_t *shared) {
+  srv_t *s = c->srv;
+  size_t total = 0;
+  for (unsigned i = 0; i < n; i++)
+    total += bufs[i].len;
+  if (!c->overflowed &&
+      (size_t)c->wq_bytes + total > c->srv->cfg.max_write_queue) {
+    c->overflowed = 1;
+    on_overflow(c);
+    return -1;
+  }
+  if (c->pend_first && s->pend[c->pend_first - 1].count >= PEND_MAX_CHAIN) {
+    flush_conn(c);
+    if (c->closing) return -1;
+  }
+  pend_t *last = c->pend_last ? &s->pend[c->pend_last - 1] : NULL;
+  int extend = !(shared && n == 1) && last && !last->shared &&
+               last->off + last->len == s->pend_data.len;
+  if (!extend && s->npend == s->pend_cap) {
+    uint32_t cap = s->pend_cap ? s->pend_cap * 2 : 256;
+    pend_t *np = realloc(s->pend, cap * sizeof *np);
+    if (!np) goto nomem;
+    s->pend = np;
+    s->pend_cap = cap;
+    last = c->pend_last ? &s->pend[c->pend_last - 1] : NULL;
+  }
+  if (shared && n == 1) {
+    pend_t *e = &s->pend[s->npend];
+    *e = (pend_t){.c = c, .shared = shared, .len = (uint32_t)total};
+    shared->refs++;
+  } else {
+    if (buf_reserve(&s->pend_data, total) != 0) {
+      s->pend_data.failed = 0;
+      goto nomem;
+    }
+    uint32_t off = (uint32_t)s->pend_data.len;
+    for (unsigned i = 0; i < n; i++)
+      buf_append(&s->pend_data, bufs[i].base, bufs[i].len);
+    if (extend) {
+      last->len += (uint32_t)total;
+    } else {
+      s->pend[s->npend] = (pend_t){.c = c, .off = off, .len = (uint32_t)total};
+    }
+  }
+  if (!extend) {
+    uint32_t idx = ++s->npend;
+    if (last)
+      last->next = idx;
+    else
+      c->pend_first = idx;
+    c->pend_last = idx;
+    s->pend[c->pend_first - 1].count++;
+  }
+  c->wq_bytes += (uint32_t)total;
+  s->wq_bytes_total += total;
+  if (!s->flush_armed) {
+    uv_idle_start(&s->flush_idle, on_flush_idle);
+    s->flush_armed = 1;
+  }
+  return 0;
+nomem:
+  srv_error(s, "out_of_memory", "cannot queue a write");
+  conn_close(c);
+  return -1;
+}
+
+static int conn_writev(conn_t *c, uv_buf_t *bufs, unsigned n, shbuf_t *shared) {
+  if (c->closing || c->draining || c->close_after_flush) return -1;
+  if (c->capture) {
+    for (unsigned i = 0; i < n; i++)
+      buf_append(c->capture, bufs[i].base, bufs[i].len);
+    return buf_failed(c->capture) ? -1 : 0;
+  }
+  if (c->kind == CONN_WS && c->srv->flush_ready)
+    return pend_add(c, bufs, n, shared);
+  return write_now(c, bufs, n, shared);
+}
+
 int conn_write(conn_t *c, const void *data, size_t len) {
   uv_buf_t b = uv_buf_init((char *)data, (unsigned)len);
   return conn_writev(c, &b, 1, NULL);
@@ -462,12 +630,15 @@ void conn_close(conn_t *c) {
     backend_detach(c);
     break;
   }
+  pend_cancel(c);
   if (c->capture) return; /* detached: conn_free_detached frees it */
   uv_close((uv_handle_t *)&c->tcp, on_close);
 }
 
 void conn_close_after_flush(conn_t *c) {
   if (c->closing || c->close_after_flush) return;
+  if (c->pend_first) flush_conn(c); /* the last frames go out first */
+  if (c->closing) return;
   c->close_after_flush = 1;
   c->linger_since_ms = srv_now_mono(c->srv);
   if (c->wq_bytes == 0) start_linger(c);
@@ -753,7 +924,6 @@ static void init_state(srv_t *s, uv_loop_t *loop, const srv_config_t *cfg,
   s->loop = loop;
   s->cfg = *cfg;
   s->sys = sys;
-  map_init(&s->sessions);
   map_init(&s->watchers);
   map_init(&s->channels);
   map_init(&s->per_ip);
@@ -810,6 +980,14 @@ static void init_timers(srv_t *s) {
     uv_timer_init(s->loop, timers[i]);
     timers[i]->data = s;
   }
+  /* The end-of-turn write of coalesced frames. The check handle does not
+   * keep the loop alive; the idle one runs only while frames wait. */
+  uv_check_init(s->loop, &s->flush_check);
+  uv_idle_init(s->loop, &s->flush_idle);
+  s->flush_check.data = s->flush_idle.data = s;
+  uv_check_start(&s->flush_check, on_flush_check);
+  uv_unref((uv_handle_t *)&s->flush_check);
+  s->flush_ready = 1;
 }
 
 /* The library's options from the configuration. */
@@ -1085,6 +1263,12 @@ void srv_shutdown(srv_t *s) {
 /* Everything is closed: release the loop's remaining handles so uv_run
  * returns. */
 static void srv_finish(srv_t *s) {
+  if (s->flush_ready) {
+    flush_all(s);
+    s->flush_ready = 0;
+    uv_close((uv_handle_t *)&s->flush_check, NULL);
+    uv_close((uv_handle_t *)&s->flush_idle, NULL);
+  }
   uv_handle_t *hs[] = {
       (uv_handle_t *)&s->tick_timer, (uv_handle_t *)&s->house_timer,
       (uv_handle_t *)&s->sse_timer,  (uv_handle_t *)&s->stop_timer,
@@ -1111,11 +1295,16 @@ void srv_free(srv_t *s) {
   webhook_free(s);
   fanout_free(s);
   if (s->p) presence_free(s->p);
-  map_free(&s->sessions);
+  ws_table_free(&s->sessions);
   map_free(&s->watchers);
   map_free(&s->channels);
   map_free(&s->per_ip);
   buf_free(&s->scratch);
+  ws_parser_free(s->spare_parser);
+  for (uint32_t i = 0; i < s->npend; i++)
+    shbuf_unref(s->pend[i].shared);
+  free(s->pend);
+  buf_free(&s->pend_data);
   free(s->rbuf);
   free(s->jwt_secret);
   memset(s, 0, sizeof *s);

@@ -87,9 +87,11 @@ struct conn {
   uint8_t in_route;
   char *stash;
   size_t stash_len;
-  /* The peer's address as text, the key of srv->per_ip (empty: not
-   * counted, a detached or exempt connection). */
-  char peer[48];
+  /* The peer's address when counted in srv->per_ip (peer.c; its text is
+   * the key there): 4 or 16 bytes, peer_len 0 when not counted (a
+   * detached or exempt connection). Binary, not text: 17 bytes, not 48. */
+  uint8_t peer_ip[16];
+  uint8_t peer_len;
   uint8_t rx_any;        /* a byte arrived (the first-byte timeout) */
   int64_t accepted_ms;   /* monotonic */
   union {
@@ -97,8 +99,21 @@ struct conn {
     wsconn_t *ws;
     sse_stream_t *sse;
     bconn_t *backend; /* CONN_BACKEND: GET /v1/backend (backend.c) */
-  } u;
+  } u;  /* A WebSocket's frames of this loop turn, not yet written: its chain
+   * in srv->pend (index + 1; 0: none), written in one writev at the end of
+   * the turn (server.c, flush_pending). */
+  uint32_t pend_first, pend_last;
 };
+
+/* Session id -> its WebSocket connection (wsconn.c): open addressing over
+ * the connections themselves, keyed by the id each one holds, so a session
+ * costs the table a slot (8 bytes at most 3/4 full) instead of a map node
+ * with a copy of its 36-character id (80 bytes with malloc's overhead). */
+typedef struct ws_table {
+  conn_t **slot;
+  uint32_t cap, n; /* cap: 0 or a power of two */
+  uint64_t k0, k1; /* the hash key (map_hash_keys) */
+} ws_table_t;
 
 /* Error codes the server counts (metrics) and logs (once per class). */
 typedef struct err_count {
@@ -134,7 +149,7 @@ struct srv {
   uint64_t wq_bytes_total; /* sum of conn wq_bytes */
   int64_t started_wall_ms, started_mono_ms;
 
-  map_t sessions; /* session id -> conn_t (WebSocket) */
+  ws_table_t sessions; /* session id -> conn_t (WebSocket): ws_find */
   map_t watchers; /* user id -> watch entry (watch.c) */
   map_t channels; /* channel -> its joined and observing conns (channels.c) */
   sse_stream_t *sse_streams;
@@ -161,6 +176,27 @@ struct srv {
   struct origins *origins; /* origin.c: backends' sessions */
 
   map_t per_ip; /* peer address -> open connections (uintptr_t) */
+
+  /* A WebSocket parser between messages holds no state, so an idle
+   * connection keeps none: it borrows this one (or a new one) for a read
+   * and gives it back when the read ends at a message boundary (wsconn.c,
+   * ws_parser_release_idle). A read nested in another (a store answer)
+   * just makes another parser. */
+  ws_parser_t *spare_parser;
+
+  /* Writes to WebSockets are coalesced per connection per loop turn: each
+   * frame is queued here (copied into pend_data, or a reference to a
+   * shared frame) and the check handle, which runs after the loop's I/O
+   * callbacks, writes each connection's frames with one writev. The idle
+   * handle runs while anything is queued, so the loop does not block
+   * before the check when a write came after it. */
+  struct pend *pend;
+  uint32_t npend, pend_cap;
+  buf_t pend_data;
+  uv_check_t flush_check;
+  uv_idle_t flush_idle;
+  uint8_t flush_ready; /* the handles exist (srv_init): coalesce */
+  uint8_t flush_armed; /* the idle handle runs */
 };
 
 /* The Redis store is registered and its sessions asserted (0 without). */
@@ -296,6 +332,9 @@ void ws_session_ended(conn_t *c, presence_reason_t reason);
 /* Kick this instance's session session_id: end it (reason kicked) and
  * close its connection. */
 void ws_kick(srv_t *s, const char *session_id);
+/* The WebSocket connection holding this session (live), or NULL. */
+conn_t *ws_find(srv_t *s, const char *session_id);
+void ws_table_free(ws_table_t *t);
 /* Closes the connection of a session of ours that someone else ended (a
  * kick, a reset): session.disconnected events decided here. */
 extern const fanout_sink_t ws_session_sink;

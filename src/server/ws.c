@@ -190,6 +190,16 @@ static void drop_buf(ws_parser_t *p) {
   p->cap = 0;
 }
 
+int ws_parser_release_idle(ws_parser_t *p) {
+  if (p->state != S_HEAD || p->hpos != 0 || p->msg_op != 0) return 0;
+  drop_buf(p);
+  free(p->ctl);
+  p->ctl = NULL;
+  p->shrink = p->drop_ctl = 0;
+  p->direct = NULL;
+  return 1;
+}
+
 void ws_parser_free(ws_parser_t *p) {
   if (!p) return;
   drop_buf(p);

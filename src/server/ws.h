@@ -83,6 +83,17 @@ void ws_parser_free(ws_parser_t *p);
 void ws_parser_keep_buffer(ws_parser_t *p, size_t bytes);
 
 /*
+ * Whether the parser is between messages holding nothing: at a frame
+ * boundary, no fragmented message under way, no buffer of its own (a
+ * reassembly or control buffer kept from the last call is freed here, so
+ * call it only once the last event's data is no longer used). Such a
+ * parser carries no state a connection needs: wsconn.c then gives it back
+ * to the server's spare and the idle connection holds no parser at all.
+ * Returns 1 when idle (and stripped), 0 otherwise (nothing changed).
+ */
+int ws_parser_release_idle(ws_parser_t *p);
+
+/*
  * Feed bytes from the client. Consumes input until one event is complete (or
  * the input is exhausted) and returns how many bytes it consumed; *ev says
  * what happened. Call again with the rest of the input until it returns 0

@@ -11,6 +11,7 @@
  */
 #include "server/server.h"
 
+#include "core/siphash.h"
 #include "server/jwt.h"
 #include "server/wsmsg.h"
 
@@ -25,7 +26,7 @@
 #define MAX_BAD_MESSAGES 10
 
 struct wsconn {
-  ws_parser_t *parser;
+  ws_parser_t *parser; /* only while inside a message (ws_on_read) */
   jwt_claims_t claims; /* sub, exp and watch; meta is freed once stored */
   watch_entry_t **subs;
   uint32_t nsubs, subs_cap;
@@ -50,6 +51,81 @@ struct wsconn {
   char session_id[37];
   conn_chans_t *chans; /* channels joined or observed (channels.c) */
 };
+
+/* ---- Sessions by id (srv->sessions) ------------------------------------- */
+
+static uint32_t sid_hash(const ws_table_t *t, const char *id) {
+  uint64_t h = presence_siphash13(t->k0, t->k1, id, strlen(id));
+  return (uint32_t)(h ^ (h >> 32));
+}
+
+conn_t *ws_find(srv_t *s, const char *session_id) {
+  ws_table_t *t = &s->sessions;
+  if (!t->n) return NULL;
+  uint32_t mask = t->cap - 1;
+  for (uint32_t i = sid_hash(t, session_id) & mask;; i = (i + 1) & mask) {
+    conn_t *c = t->slot[i];
+    if (!c) return NULL;
+    if (strcmp(c->u.ws->session_id, session_id) == 0) return c;
+  }
+}
+
+static void tab_insert(ws_table_t *t, conn_t *c) {
+  uint32_t mask = t->cap - 1;
+  uint32_t i = sid_hash(t, c->u.ws->session_id) & mask;
+  while (t->slot[i])
+    i = (i + 1) & mask;
+  t->slot[i] = c;
+}
+
+/* c's session id is unique (a fresh UUID): no lookup first. */
+static int tab_put(srv_t *s, conn_t *c) {
+  ws_table_t *t = &s->sessions;
+  if ((t->n + 1) * 4 > t->cap * 3) {
+    uint32_t cap = t->cap ? t->cap * 2 : 64;
+    conn_t **old = t->slot;
+    uint32_t ocap = t->cap;
+    conn_t **ns = calloc(cap, sizeof *ns);
+    if (!ns) return -1;
+    if (!t->k0 && !t->k1) map_hash_keys(&t->k0, &t->k1);
+    t->slot = ns;
+    t->cap = cap;
+    for (uint32_t i = 0; i < ocap; i++)
+      if (old[i]) tab_insert(t, old[i]);
+    free(old);
+  }
+  tab_insert(t, c);
+  t->n++;
+  return 0;
+}
+
+/* Linear probing's deletion without tombstones: the entries after the hole
+ * that would no longer be found move back into it. */
+static void tab_del(srv_t *s, conn_t *c) {
+  ws_table_t *t = &s->sessions;
+  if (!t->n) return;
+  uint32_t mask = t->cap - 1;
+  uint32_t i = sid_hash(t, c->u.ws->session_id) & mask;
+  for (;; i = (i + 1) & mask) {
+    if (!t->slot[i]) return; /* not in the table */
+    if (t->slot[i] == c) break;
+  }
+  t->slot[i] = NULL;
+  t->n--;
+  for (uint32_t j = (i + 1) & mask; t->slot[j]; j = (j + 1) & mask) {
+    uint32_t home = sid_hash(t, t->slot[j]->u.ws->session_id) & mask;
+    /* j's entry stays if its home lies cyclically in (i, j]. */
+    if (i <= j ? (home > i && home <= j) : (home > i || home <= j)) continue;
+    t->slot[i] = t->slot[j];
+    t->slot[j] = NULL;
+    i = j;
+  }
+}
+
+void ws_table_free(ws_table_t *t) {
+  free(t->slot);
+  memset(t, 0, sizeof *t);
+}
 
 /* ---- Sending ------------------------------------------------------------- */
 
@@ -100,7 +176,7 @@ static void end_session(conn_t *c, presence_reason_t reason) {
   w->session_live = 0;
   /* Out of the map first: the session.disconnected event this causes must
    * not find the connection and try to close it again. */
-  map_del(&s->sessions, w->session_id);
+  tab_del(s, c);
   if (reason == PRESENCE_REASON_NONE) reason = PRESENCE_REASON_DISCONNECT;
   int rc = presence_handle_end(s->p, w->handle, reason, NULL, NULL);
   if (rc != 0 && rc != PRESENCE_ENOSESSION)
@@ -553,7 +629,7 @@ static int over_rate(conn_t *c) {
   return 1;
 }
 
-void ws_on_read(conn_t *c, const char *data, size_t len) {
+static void read_frames(conn_t *c, const char *data, size_t len) {
   const uint8_t *in = (const uint8_t *)data;
   /* Bytes in the shared read buffer are ours to unmask in place: a message
    * that arrived whole in one read is then handed over without a copy, and
@@ -611,6 +687,42 @@ void ws_on_read(conn_t *c, const char *data, size_t len) {
       return;
     }
   }
+}
+
+/* The parser for a read: the connection's own if it is inside a message,
+ * else the server's spare (or a new one). */
+static ws_parser_t *parser_take(srv_t *s) {
+  ws_parser_t *p = s->spare_parser;
+  if (p) {
+    s->spare_parser = NULL;
+    return p;
+  }
+  ws_limits_t lim = {s->cfg.max_frame, s->cfg.max_message};
+  return ws_parser_new(&lim);
+}
+
+void ws_on_read(conn_t *c, const char *data, size_t len) {
+  srv_t *s = c->srv;
+  wsconn_t *w = c->u.ws;
+  if (!w) return;
+  if (!w->parser && !(w->parser = parser_take(s))) {
+    ws_close(c, WS_CLOSE_INTERNAL, "internal", "out of memory",
+             PRESENCE_REASON_DISCONNECT);
+    return;
+  }
+  read_frames(c, data, len);
+  /* Back at a message boundary the parser holds nothing of this
+   * connection's: an idle connection keeps no parser (about 150 bytes and
+   * a malloc chunk each), and the next read borrows the spare again, so
+   * there is no allocation per read either. A closed connection's parser
+   * went with it (ws_free). */
+  w = c->u.ws;
+  if (!w || !w->parser || !ws_parser_release_idle(w->parser)) return;
+  if (s->spare_parser)
+    ws_parser_free(w->parser);
+  else
+    s->spare_parser = w->parser;
+  w->parser = NULL;
 }
 
 /* ---- Timers -------------------------------------------------------------- */
@@ -815,11 +927,9 @@ static int read_token(conn_t *c, http_req_t *r, jwt_claims_t *claims) {
 static int switch_protocols(conn_t *c, http_req_t *r, const char *accept,
                             jwt_claims_t *claims) {
   srv_t *s = c->srv;
+  /* No parser yet: the first read borrows one (ws_on_read). */
   wsconn_t *w = calloc(1, sizeof *w);
-  ws_limits_t lim = {s->cfg.max_frame, s->cfg.max_message};
-  if (w) w->parser = ws_parser_new(&lim);
-  if (!w || !w->parser || srv_uuid4(s->sys, w->session_id) != 0) {
-    if (w) ws_parser_free(w->parser);
+  if (!w || srv_uuid4(s->sys, w->session_id) != 0) {
     free(w);
     jwt_claims_free(claims);
     http_error(c, 503, "out_of_memory", "cannot open a session");
@@ -897,7 +1007,7 @@ static int open_session(conn_t *c) {
     return -1;
   }
   w->session_live = 1;
-  if (map_put(&s->sessions, w->session_id, c) != 0) {
+  if (tab_put(s, c) != 0) {
     ws_close(c, WS_CLOSE_INTERNAL, "internal", "out of memory",
              PRESENCE_REASON_DISCONNECT);
     return -1;
@@ -932,7 +1042,7 @@ void ws_kick(srv_t *s, const char *session_id) {
    * it here too keeps a kick effective while Redis is away (the end is
    * then re-asserted by the store). */
   presence_session_kick(s->p, session_id, NULL, NULL);
-  conn_t *c = map_get(&s->sessions, session_id);
+  conn_t *c = ws_find(s, session_id);
   if (c) ws_session_ended(c, PRESENCE_REASON_KICKED);
 }
 
@@ -940,7 +1050,7 @@ void ws_session_ended(conn_t *c, presence_reason_t reason) {
   wsconn_t *w = c->u.ws;
   if (c->kind != CONN_WS || !w || !w->session_live) return;
   w->session_live = 0;
-  map_del(&c->srv->sessions, w->session_id);
+  tab_del(c->srv, c);
   switch (reason) {
   case PRESENCE_REASON_KICKED:
     ws_close(c, WS_CLOSE_KICKED, "kicked", "session kicked by a backend",
@@ -964,7 +1074,7 @@ void ws_session_ended(conn_t *c, presence_reason_t reason) {
 static void on_session_ended(srv_t *s, const presence_event_t *ev, void *ud) {
   (void)ud;
   if (!ev->session_id) return;
-  conn_t *c = map_get(&s->sessions, ev->session_id);
+  conn_t *c = ws_find(s, ev->session_id);
   if (c) ws_session_ended(c, ev->reason);
 }
 

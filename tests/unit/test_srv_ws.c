@@ -870,6 +870,54 @@ static void test_inplace_delivers_without_copy(void **state) {
   free(f.p);
 }
 
+/* An idle connection holds no parser (wsconn.c): ws_parser_release_idle
+ * says yes only between messages, and a released parser carries nothing
+ * over (a fragment, a half header, a ping's buffer) to the next user. */
+static void test_release_idle(void **state) {
+  static const uint8_t key[4] = {9, 8, 7, 6};
+  bytes_t f = {0};
+  ws_event_t ev;
+  ws_parser_t *p = ws_parser_new(NULL);
+  (void)state;
+  assert_true(ws_parser_release_idle(p)); /* fresh */
+  /* Half a header: not idle, and still able to finish the frame. */
+  mkframe(&f, 1, WS_OP_TEXT, key, (const uint8_t *)"abc", 3, 0);
+  assert_int_equal(ws_parse(p, f.p, 3, &ev), 3);
+  assert_int_equal(ev.kind, WS_EV_NONE);
+  assert_false(ws_parser_release_idle(p));
+  assert_int_equal(ws_parse(p, f.p + 3, f.len - 3, &ev), f.len - 3);
+  assert_int_equal(ev.kind, WS_EV_MESSAGE);
+  assert_memory_equal(ev.data, "abc", 3);
+  assert_true(ws_parser_release_idle(p));
+  /* A first fragment: a message is under way, not idle. */
+  f.len = 0;
+  mkframe(&f, 0, WS_OP_TEXT, key, (const uint8_t *)"he", 2, 0);
+  size_t first = f.len;
+  mkframe(&f, 1, WS_OP_CONT, key, (const uint8_t *)"llo", 3, 0);
+  assert_int_equal(ws_parse(p, f.p, first, &ev), first);
+  assert_false(ws_parser_release_idle(p));
+  assert_int_equal(ws_parse(p, f.p + first, f.len - first, &ev),
+                   f.len - first);
+  assert_int_equal(ev.kind, WS_EV_MESSAGE);
+  assert_memory_equal(ev.data, "hello", 5);
+  assert_true(ws_parser_release_idle(p));
+  /* A ping's buffer is freed by the release (ASan sees a leak if not),
+   * and a continuation now is refused: nothing of the message is left. */
+  f.len = 0;
+  mkframe(&f, 1, WS_OP_PING, key, (const uint8_t *)"pp", 2, 0);
+  assert_int_equal(ws_parse(p, f.p, f.len, &ev), f.len);
+  assert_int_equal(ev.kind, WS_EV_PING);
+  assert_true(ws_parser_release_idle(p));
+  f.len = 0;
+  mkframe(&f, 1, WS_OP_CONT, key, (const uint8_t *)"x", 1, 0);
+  ws_parse(p, f.p, f.len, &ev);
+  assert_int_equal(ev.kind, WS_EV_ERROR);
+  assert_int_equal(ev.close_code, WS_CLOSE_PROTOCOL);
+  assert_false(ws_parser_release_idle(p)); /* failed: stays failed */
+  ws_parser_free(p);
+  free(f.p);
+}
+
 static void test_default_limits(void **state) {
   static const uint8_t key[4] = {9, 8, 7, 6};
   ws_limits_t zero = {0, 0};
@@ -964,6 +1012,7 @@ int main(int argc, char **argv) {
       cmocka_unit_test(test_utf8_random_against_reference),
       cmocka_unit_test(test_mask_every_offset),
       cmocka_unit_test(test_inplace_delivers_without_copy),
+      cmocka_unit_test(test_release_idle),
       cmocka_unit_test(test_default_limits),
       cmocka_unit_test(test_buffer_release_and_reuse),
   };

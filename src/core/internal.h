@@ -30,8 +30,11 @@ const presence_allocator_t *presence__default_allocator(void);
  * gives the size back on free (records know their own size). Sizes above
  * PRESENCE__POOL_MAX go to the allocator itself.
  */
-#define PRESENCE__POOL_MAX 256
-#define PRESENCE__POOL_CLASSES (PRESENCE__POOL_MAX / 8)
+#define PRESENCE__POOL_SMALL 256 /* 8-byte classes up to here */
+#define PRESENCE__POOL_MAX 4608  /* 256-byte classes up to here */
+#define PRESENCE__POOL_CLASSES                                                 \
+  (PRESENCE__POOL_SMALL / 8 + (PRESENCE__POOL_MAX - PRESENCE__POOL_SMALL) / 256)
+#define PRESENCE__POOL_CHUNK_BLOCKS 1024 /* at most, so an index is 32 bits */
 
 typedef struct presence__pool {
   const presence_allocator_t *alloc;
@@ -40,11 +43,27 @@ typedef struct presence__pool {
   uint32_t left[PRESENCE__POOL_CLASSES];        /* blocks left there */
   uint32_t next_blocks[PRESENCE__POOL_CLASSES]; /* the next chunk's size */
   void *chunks;                                 /* every chunk, linked */
+  /* Indexed pools: the chunks by number (index / CHUNK_BLOCKS). */
+  bool indexed;
+  uint32_t keep_off;
+  void **dir;
+  uint32_t n_dir, dir_cap;
 } presence__pool_t;
 
 void presence__pool_init(presence__pool_t *p, const presence_allocator_t *a);
+/* A pool whose blocks have indexes (see pool.c): each block's 4 bytes at
+ * keep_off hold its index, the 4 after them a generation the caller sets
+ * (0 while free: the caller zeroes it before freeing). Both stay readable
+ * while the block is free. Sizes above PRESENCE__POOL_MAX are refused. */
+void presence__pool_init_indexed(presence__pool_t *p,
+                                 const presence_allocator_t *a,
+                                 size_t keep_off);
 /* NULL when the allocator refuses. */
 void *presence__pool_alloc(presence__pool_t *p, size_t n);
+/* The same, with the block's index (indexed pools). */
+void *presence__pool_alloc_at(presence__pool_t *p, size_t n, uint32_t *index);
+/* The block an index names (free or not), or NULL if it names none. */
+void *presence__pool_block(const presence__pool_t *p, uint32_t index);
 /* n: the size given to presence__pool_alloc. */
 void presence__pool_free(presence__pool_t *p, void *rec, size_t n);
 /* Every chunk back to the allocator; records still out are gone too. */

@@ -42,8 +42,8 @@ struct mmember;
  * NUL: one allocation per session, no pointer for what most sessions lack. */
 typedef struct msess {
   presence__hkey_t key;
-  uint32_t slot; /* in the handle slab */
-  uint32_t gen;  /* the handle's check */
+  uint32_t slot; /* the block's index in the session pool (set by the pool) */
+  uint32_t gen;  /* the handle's check; 0 while the block is free */
   struct muser *user;
   struct msess *user_next;
   int64_t connected_ms;
@@ -78,6 +78,15 @@ static inline size_t sess_block_size(bool inactivity, size_t id_len,
 static inline size_t sess_size(bool inactivity, const msess_t *s) {
   return sess_block_size(inactivity, s->key.len, s->meta_size);
 }
+/* The session pool keeps a free block's index and generation readable
+ * (pool.c): they must be adjacent, index first. And every session fits the
+ * pool, the longest id and metadata included. */
+_Static_assert(offsetof(msess_t, gen) == offsetof(msess_t, slot) + 4,
+               "slot and gen adjacent");
+_Static_assert(sizeof(act_t) + offsetof(msess_t, id) + PRESENCE_ID_MAX + 1 +
+                       PRESENCE_META_MAX + 1 <=
+                   PRESENCE__POOL_MAX,
+               "every session fits the session pool");
 
 typedef struct muser {
   presence__hkey_t key;
@@ -92,11 +101,13 @@ typedef struct muser {
   struct mmember *members; /* channel memberships, including ones in grace */
   int64_t last_active_ms; /* when last online (not idle) */
   struct uext *ext;       /* what the person set; NULL: nothing yet */
-  uint8_t avail;          /* presence_availability_t */
-  uint8_t dev;            /* every session's device, unless UF_MIXED_DEV */
   /* What watchers are shown as the version: bumped only by events they see
    * (shown_bump), so it reveals no hidden change. */
   uint32_t shown_version;
+  /* The byte fields last, right before the id: no padding (a 16-character
+   * id fills the record to 104 bytes, a pool class; 112 otherwise). */
+  uint8_t avail;          /* presence_availability_t */
+  uint8_t dev;            /* every session's device, unless UF_MIXED_DEV */
   char id[];
 } muser_t;
 
@@ -161,10 +172,7 @@ typedef struct mstore {
   user_queue_t fq;            /* offline users to forget */
   uint32_t retention_s;       /* 0: keep offline users */
   act_t *act_head, *act_tail;
-  /* Handles: slab[slot] is the session, or (next free slot + 1) << 1 | 1. */
-  uintptr_t *slab;
-  uint32_t slab_len, slab_cap;
-  uint32_t free_head; /* free slot + 1; 0: none */
+  /* Handles: (generation, the session's index in spool), see handle_of. */
   uint32_t gen;
   presence_stats_t stats;
   presence_session_info_t *scratch;
@@ -193,8 +201,11 @@ typedef struct mstore {
   /* Users with a message that expires, a min-heap on the expiry. */
   muser_t **heap;
   uint32_t heap_len, heap_cap;
-  /* Session and user records (see pool.c: no malloc header per record). */
+  /* User records, and session records in a pool of their own whose block
+   * indexes are the handles (see pool.c: no malloc header per record, no
+   * handle table). */
   presence__pool_t pool;
+  presence__pool_t spool;
 } mstore_t;
 
 static inline act_t *act_of(msess_t *s) { return (act_t *)s - 1; }
@@ -443,34 +454,17 @@ static void act_push(mstore_t *m, act_t *a, uint32_t now) {
 
 /* ---- handles ----------------------------------------------------------- */
 
-static int slab_take(mstore_t *m, msess_t *s) {
-  uint32_t slot;
-  if (m->free_head) {
-    slot = m->free_head - 1;
-    m->free_head = (uint32_t)(m->slab[slot] >> 1);
-  } else {
-    if (m->slab_len == m->slab_cap) {
-      uint32_t ncap = m->slab_cap ? m->slab_cap + m->slab_cap / 2 : 1024;
-      uintptr_t *n =
-          presence__realloc(m->alloc, m->slab, ncap * sizeof(uintptr_t));
-      if (!n) return PRESENCE_ENOMEM;
-      m->slab = n;
-      m->slab_cap = ncap;
-    }
-    slot = m->slab_len++;
-  }
-  m->slab[slot] = (uintptr_t)s;
-  s->slot = slot;
+/* A session's handle is its block's index in the session pool and a
+ * generation: the block, free or not, keeps both readable (pool.c), so a
+ * stale handle is refused by reading the block it names, without a table
+ * of handles (8 bytes a session). */
+static void handle_take(mstore_t *m, msess_t *s) {
   /* Generation 0 never names a session, so a zero handle is never valid. */
   if (++m->gen == 0) m->gen = 1;
   s->gen = m->gen;
-  return 0;
 }
 
-static void slab_release(mstore_t *m, msess_t *s) {
-  m->slab[s->slot] = ((uintptr_t)m->free_head << 1) | 1;
-  m->free_head = s->slot + 1;
-}
+static void handle_release(msess_t *s) { s->gen = 0; }
 
 static inline presence_handle_t handle_of(const msess_t *s) {
   return ((presence_handle_t)s->gen << 32) | (s->slot + 1);
@@ -479,12 +473,12 @@ static inline presence_handle_t handle_of(const msess_t *s) {
 /* The session a write names, by handle or by id; NULL if not connected. */
 static msess_t *write_session(mstore_t *m, const presence_write_t *w) {
   if (w->handle) {
-    uint32_t slot = (uint32_t)(w->handle & 0xffffffffu) - 1;
-    if (slot >= m->slab_len) return NULL;
-    uintptr_t e = m->slab[slot];
-    if (e & 1) return NULL;
-    msess_t *s = (msess_t *)e;
-    return s->gen == (uint32_t)(w->handle >> 32) ? s : NULL;
+    uint32_t gen = (uint32_t)(w->handle >> 32);
+    unsigned char *b = presence__pool_block(
+        &m->spool, (uint32_t)(w->handle & 0xffffffffu) - 1);
+    if (!b || !gen) return NULL;
+    msess_t *s = (msess_t *)(b + (m->inactivity ? sizeof(act_t) : 0));
+    return s->gen == gen ? s : NULL;
   }
   uint32_t sh = presence__hash(w->session_id, w->session_id_len);
   return presence__table_find(&m->sessions, w->session_id, w->session_id_len,
@@ -520,7 +514,8 @@ static muser_t *user_get_or_create(mstore_t *m, const char *id, size_t len,
 }
 
 static void session_free(mstore_t *m, msess_t *s) {
-  presence__pool_free(&m->pool,
+  handle_release(s);
+  presence__pool_free(&m->spool,
                       m->inactivity ? (void *)act_of(s) : (void *)s,
                       sess_size(m->inactivity, s));
 }
@@ -551,11 +546,14 @@ static int op_connect(mstore_t *m, const presence_write_t *w) {
   size_t pre = m->inactivity ? sizeof(act_t) : 0;
   size_t meta_size = w->meta ? w->meta_len + 1 : 0;
   size_t fixed = offsetof(msess_t, id);
-  char *block = presence__pool_alloc(
-      &m->pool, sess_block_size(m->inactivity, w->session_id_len, meta_size));
+  uint32_t index;
+  char *block = presence__pool_alloc_at(
+      &m->spool, sess_block_size(m->inactivity, w->session_id_len, meta_size),
+      &index);
   if (!block) return PRESENCE_ENOMEM;
   msess_t *s = (msess_t *)(block + pre);
   memset(s, 0, fixed);
+  s->slot = index;
   s->meta_size = (uint16_t)meta_size;
   if (w->meta) {
     char *meta = s->id + w->session_id_len + 1;
@@ -586,15 +584,11 @@ static int op_connect(mstore_t *m, const presence_write_t *w) {
     return rc;
   }
   s->dev = (uint8_t)dev;
-  if (slab_take(m, s)) {
-    session_free(m, s);
-    return PRESENCE_ENOMEM;
-  }
   if (presence__table_insert(&m->sessions, s)) {
-    slab_release(m, s);
     session_free(m, s);
     return PRESENCE_ENOMEM;
   }
+  handle_take(m, s);
   if (w->handle_out) *w->handle_out = handle_of(s);
   int64_t now = m->h.wall_ms(m->h.host_ud);
   s->connected_ms = s->status_since_ms = now;
@@ -1207,7 +1201,7 @@ static int op_end(mstore_t *m, const presence_write_t *w) {
   muser_t *u = s->user;
   presence_status_t was = s_status(s);
   presence__table_remove(&m->sessions, s);
-  slab_release(m, s);
+  handle_release(s);
   for (msess_t **pp = &u->sessions; *pp; pp = &(*pp)->user_next) {
     if (*pp == s) {
       *pp = s->user_next;
@@ -1332,7 +1326,7 @@ static int op_reset(mstore_t *m) {
       presence_status_t was = s_status(s);
       u->sessions = s->user_next;
       presence__table_remove(&m->sessions, s);
-      slab_release(m, s);
+      handle_release(s);
       u->n_sessions--;
       if (was == PRESENCE_ONLINE) {
         u->n_online--;
@@ -2079,6 +2073,9 @@ static int m_attach(presence_store_t *st, const presence_store_host_t *host) {
   m->instance_id_len = strlen(host->instance_id);
   m->mono_base = host->mono_ms(host->host_ud);
   m->inactivity = host->inactivity_ms != 0;
+  presence__pool_init_indexed(
+      &m->spool, m->alloc,
+      (m->inactivity ? sizeof(act_t) : 0) + offsetof(msess_t, slot));
   (void)dev_intern(m, PRESENCE_DEVICE_DEFAULT,
                    sizeof(PRESENCE_DEVICE_DEFAULT) - 1);
   /* Retention outlasts grace: a user is forgotten only after every grace
@@ -2097,12 +2094,6 @@ static int m_attach(presence_store_t *st, const presence_store_host_t *host) {
   if (host->expected_sessions) {
     rc = presence__table_reserve(&m->sessions, host->expected_sessions);
     if (rc) return rc;
-    /* The handle slab too: growing it by half copies it and leaves up to a
-     * third of it unused. */
-    m->slab = presence__malloc(m->alloc,
-                               host->expected_sessions * sizeof(uintptr_t));
-    if (!m->slab) return PRESENCE_ENOMEM;
-    m->slab_cap = host->expected_sessions;
   }
   if (host->expected_users) {
     rc = presence__table_reserve(&m->users, host->expected_users);
@@ -2178,10 +2169,10 @@ static void m_destroy(presence_store_t *st) {
   presence__log_free(m->log);
   presence__free(a, m->gq.e);
   presence__free(a, m->fq.e);
-  presence__free(a, m->slab);
   presence__free(a, m->scratch);
   presence__free(a, m->heap);
   presence__pool_destroy(&m->pool);
+  presence__pool_destroy(&m->spool);
   presence__free(a, m);
 }
 

@@ -304,10 +304,32 @@ static void handles_reach_sessions_and_go_stale(void **state) {
   assert_int_equal(status_of(f, "bob"), PRESENCE_ONLINE);
   assert_int_equal(presence_handle_end(f->p, PRESENCE_HANDLE_NONE, PRESENCE_REASON_DISCONNECT, NULL, NULL), PRESENCE_ENOSESSION);
   assert_int_equal(presence_handle_end(f->p, 0xffffffffffffull, PRESENCE_REASON_DISCONNECT, NULL, NULL), PRESENCE_ENOSESSION);
+  /* Handles name blocks of the session pool: one naming a block not yet
+   * handed out, or generation 0, reaches nothing. */
+  presence_handle_t gen2 = h2 & 0xffffffff00000000ull;
+  assert_int_equal(presence_handle_end(f->p, gen2 | ((h2 & 0xffffffffu) + 1), PRESENCE_REASON_DISCONNECT, NULL, NULL), PRESENCE_ENOSESSION);
+  assert_int_equal(presence_handle_end(f->p, h2 & 0xffffffffu, PRESENCE_REASON_DISCONNECT, NULL, NULL), PRESENCE_ENOSESSION);
   assert_int_equal(f->rec.n, n + 2); /* only bob's connect */
   assert_int_equal(presence_handle_end(f->p, h2, PRESENCE_REASON_TIMEOUT, NULL, NULL), 0);
   expect_event(f, f->rec.n - 1, PRESENCE_EV_USER_OFFLINE, PRESENCE_REASON_TIMEOUT, "alice");
   assert_int_equal(presence_handle_end(f->p, h3, PRESENCE_REASON_RESYNC, NULL, NULL), PRESENCE_EINVAL);
+  destroy(f);
+}
+
+/* With inactivity on, a session's block starts with its activity links: the
+ * handle still reaches the session, and goes stale when it ends. */
+static void handles_with_inactivity_on(void **state) {
+  (void)state;
+  fixture_t *f = make(0, 60000, 0, 0);
+  presence_handle_t h1, h2;
+  assert_int_equal(presence_session_open(f->p, "s1", "alice", "{}", &h1, NULL, NULL), 0);
+  assert_int_equal(presence_handle_set_status(f->p, h1, PRESENCE_IDLE, NULL, NULL), 0);
+  assert_int_equal(status_of(f, "alice"), PRESENCE_IDLE);
+  assert_int_equal(presence_handle_end(f->p, h1, PRESENCE_REASON_DISCONNECT, NULL, NULL), 0);
+  assert_int_equal(presence_session_open(f->p, "s2", "bob", "{}", &h2, NULL, NULL), 0);
+  assert_int_equal(presence_handle_touch(f->p, h1), PRESENCE_ENOSESSION);
+  assert_int_equal(presence_handle_set_status(f->p, h2, PRESENCE_IDLE, NULL, NULL), 0);
+  assert_int_equal(status_of(f, "bob"), PRESENCE_IDLE);
   destroy(f);
 }
 
@@ -929,6 +951,7 @@ int main(void) {
       cmocka_unit_test(bad_arguments_are_refused),
       cmocka_unit_test(sessions_per_user_limit),
       cmocka_unit_test(handles_reach_sessions_and_go_stale),
+      cmocka_unit_test(handles_with_inactivity_on),
       cmocka_unit_test(grace_hides_a_reload),
       cmocka_unit_test(grace_expires_into_offline),
       cmocka_unit_test(timer_reports_each_change_of_the_deadline),

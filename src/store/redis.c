@@ -198,6 +198,13 @@ typedef struct rstore {
   uint32_t wb_n, wb_args;
   req_t *wb_head, *wb_tail;
 
+  /* What people set, as this instance last read it from the log: re-asserted
+   * after a store loss (see "status that people set" below). */
+  presence__table_t settings;
+  bool settings_up;
+  char *sres_ids; /* the users of a settings re-assert in progress */
+  size_t sres_len, sres_pos;
+
   /* the local table */
   presence__table_t sessions;
   lsess_t **slab;
@@ -1486,6 +1493,7 @@ static void sweep_step(rstore_t *st) {
 
 static void resync_step(rstore_t *st);
 static void cresync_step(rstore_t *st);
+static void sresync_start(rstore_t *st);
 
 static void cresync_done(rstore_t *st, req_t *r, redisReply *rep, int code) {
   if (st->destroying || r->epoch_gen != st->epoch_gen) return;
@@ -1511,8 +1519,7 @@ static void cresync_step(rstore_t *st) {
     n++;
   }
   if (n == 0) {
-    snprintf(st->sweep_cursor, sizeof st->sweep_cursor, "0");
-    sweep_step(st);
+    sresync_start(st);
     return;
   }
   const char **args = xmalloc(st, cap * sizeof(*args));
@@ -1772,6 +1779,163 @@ static int conn_new(rstore_t *st, const char *name, bool reader,
   return presence__rconn_new(&cfg, out);
 }
 
+/* ---- status that people set: re-asserted after a store loss ------------ */
+
+/*
+ * Every instance keeps what people set as the log tells it (every
+ * user.availability and user.message, whoever wrote it): one record per
+ * user holding a setting, dropped when both are back to the default. After
+ * a store loss (or a fence) it re-asserts them in batches ('sassert'),
+ * after its sessions and their channels: the script applies one only where
+ * the store's is older (availability: the time it was set; message: its
+ * set time, or the time the store last cleared one), so however many
+ * instances re-assert the same setting it is applied once, one event
+ * (reason resync) per real change, and a message cleared or expired
+ * meanwhile does not come back. A message whose expiry passed during the
+ * loss is re-asserted too and then expires once, like any other.
+ */
+typedef struct lset {
+  presence__hkey_t key;
+  uint8_t av;
+  int64_t av_since;
+  int64_t msg_set, msg_exp;
+  char *text, *emoji; /* NULL: none */
+  char id[];
+} lset_t;
+
+static void lset_free(rstore_t *st, lset_t *x) {
+  xfree(st, x->text);
+  xfree(st, x->emoji);
+  xfree(st, x);
+}
+
+static void settings_observe(rstore_t *st, const presence_event_t *ev) {
+  if (!st->settings_up || !ev->user_id ||
+      (ev->type != PRESENCE_EV_USER_AVAILABILITY &&
+       ev->type != PRESENCE_EV_USER_MESSAGE))
+    return;
+  size_t len = strlen(ev->user_id);
+  if (len > PRESENCE_ID_MAX) return;
+  uint32_t h = presence__hash(ev->user_id, len);
+  lset_t *x = presence__table_find(&st->settings, ev->user_id, len, h);
+  if (!x) {
+    x = xcalloc(st, 1, sizeof(*x) + len + 1);
+    if (!x) return; /* not kept: only a store loss would miss it */
+    x->key.hash = h;
+    x->key.len = (uint8_t)len;
+    memcpy(x->id, ev->user_id, len);
+    if (presence__table_insert(&st->settings, x)) {
+      xfree(st, x);
+      return;
+    }
+  }
+  if (ev->type == PRESENCE_EV_USER_AVAILABILITY) {
+    x->av = (uint8_t)ev->availability_to;
+    x->av_since = ev->ts_ms;
+  } else {
+    xfree(st, x->text);
+    xfree(st, x->emoji);
+    x->text = ev->message ? xstrdup(st, ev->message) : NULL;
+    x->emoji = ev->emoji ? xstrdup(st, ev->emoji) : NULL;
+    x->msg_exp = ev->message_expires_ms;
+    x->msg_set = ev->ts_ms;
+  }
+  if (x->av == PRESENCE_AVAIL_AUTO && !x->text && !x->emoji) {
+    presence__table_remove(&st->settings, x);
+    lset_free(st, x);
+  }
+}
+
+static void sresync_step(rstore_t *st);
+
+static void sresync_done(rstore_t *st, req_t *r, redisReply *rep, int code) {
+  if (st->destroying || r->epoch_gen != st->epoch_gen) return;
+  if (!code && rep) code = script_code(rep);
+  if (code == PRESENCE_EFENCED) on_fenced(st, r);
+  if (code) return;
+  emit_events(st, rep);
+  sresync_step(st);
+}
+
+/* The users holding a setting now, copied (the table changes while the
+ * batches are in flight), then re-asserted a batch per call. */
+static void sresync_start(rstore_t *st) {
+  xfree(st, st->sres_ids);
+  st->sres_ids = NULL;
+  st->sres_len = st->sres_pos = 0;
+  size_t need = 0, pos = 0;
+  lset_t *x;
+  while ((x = presence__table_next(&st->settings, &pos)))
+    need += x->key.len + 1u;
+  if (need && (st->sres_ids = xmalloc(st, need))) {
+    pos = 0;
+    while ((x = presence__table_next(&st->settings, &pos))) {
+      memcpy(st->sres_ids + st->sres_len, x->id, x->key.len + 1u);
+      st->sres_len += x->key.len + 1u;
+    }
+  }
+  sresync_step(st);
+}
+
+#define SRES_ARGS 7
+static void sresync_step(rstore_t *st) {
+  uint32_t batch = st->o.batch;
+  const char **args = xmalloc(st, (1 + SRES_ARGS * (size_t)batch) * sizeof(*args));
+  char(*nums)[24] = xmalloc(st, 4 * (size_t)batch * sizeof(*nums));
+  char **strs = xcalloc(st, 2 * (size_t)batch, sizeof(*strs));
+  uint32_t n = 0;
+  while (args && nums && strs && st->sres_pos < st->sres_len && n < batch) {
+    const char *u = st->sres_ids + st->sres_pos;
+    size_t len = strlen(u);
+    st->sres_pos += len + 1;
+    lset_t *x = presence__table_find(&st->settings, u, len,
+                                     presence__hash(u, len));
+    if (!x) continue;
+    size_t b = 1 + SRES_ARGS * (size_t)n;
+    /* '-' for none, '=' and the text otherwise, as the 'msg' write. */
+    const char *t[2] = {x->text, x->emoji};
+    for (int k = 0; k < 2; k++) {
+      size_t l = t[k] ? strlen(t[k]) : 0;
+      strs[2 * n + k] = xmalloc(st, l + 2);
+      if (strs[2 * n + k])
+        snprintf(strs[2 * n + k], l + 2, "%s%s", t[k] ? "=" : "-",
+                 t[k] ? t[k] : "");
+    }
+    if (!strs[2 * n] || !strs[2 * n + 1]) break;
+    snprintf(nums[4 * n], 24, "%u", (unsigned)x->av);
+    snprintf(nums[4 * n + 1], 24, "%lld", (long long)x->av_since);
+    snprintf(nums[4 * n + 2], 24, "%lld", (long long)x->msg_exp);
+    snprintf(nums[4 * n + 3], 24, "%lld", (long long)x->msg_set);
+    args[b] = x->id;
+    args[b + 1] = nums[4 * n];
+    args[b + 2] = nums[4 * n + 1];
+    args[b + 3] = strs[2 * n];
+    args[b + 4] = strs[2 * n + 1];
+    args[b + 5] = nums[4 * n + 2];
+    args[b + 6] = nums[4 * n + 3];
+    n++;
+  }
+  if (n > 0) {
+    char count[16];
+    snprintf(count, sizeof count, "%u", (unsigned)n);
+    args[0] = count;
+    req_t *r = req_new(st, sresync_done);
+    if (r) call(st, r, "sassert", (int)(1 + SRES_ARGS * n), args, NULL);
+  }
+  for (size_t i = 0; strs && i < 2 * (size_t)batch; i++) xfree(st, strs[i]);
+  xfree(st, strs);
+  xfree(st, args);
+  xfree(st, nums);
+  if (n > 0) return;
+  /* All sent (or no memory to send the rest: those are left out, as a
+   * write without memory would be): the sessions' sweep ends the resync. */
+  xfree(st, st->sres_ids);
+  st->sres_ids = NULL;
+  st->sres_len = st->sres_pos = 0;
+  snprintf(st->sweep_cursor, sizeof st->sweep_cursor, "0");
+  sweep_step(st);
+}
+
 /* ---- the log reader ----------------------------------------------------- */
 
 /* Every instance follows the whole log on its own connection (a blocking
@@ -1793,6 +1957,7 @@ static void read_log_entries(rstore_t *st, redisReply *entries) {
     }
     for (size_t j = 0; j < evs.n && !st->destroying; j++) {
       if (evs.ev[j].seq > st->last_seq) st->last_seq = evs.ev[j].seq;
+      settings_observe(st, &evs.ev[j]);
       st->h.observe(st->h.host_ud, &evs.ev[j]);
     }
   }
@@ -2786,6 +2951,12 @@ static int r_attach(presence_store_t *base, const presence_store_host_t *host) {
   int rc = presence__table_init(&st->sessions, st->h.allocator,
                                 offsetof(lsess_t, id));
   if (rc) return rc;
+  if (presence__table_init(&st->settings, st->h.allocator,
+                           offsetof(lset_t, id))) {
+    presence__table_free(&st->sessions);
+    return PRESENCE_ENOMEM;
+  }
+  st->settings_up = true;
   st->attached = true; /* the table is up: destroy frees it */
   /* libc, not the host's: freed on the loop after presence_free returned
    * (on_hclose), when the host's allocator may be gone. */
@@ -2836,6 +3007,14 @@ static void r_destroy(presence_store_t *base) {
     local_clear(st);
     presence__table_free(&st->sessions);
   }
+  if (st->settings_up) {
+    size_t pos = 0;
+    lset_t *x;
+    while ((x = presence__table_next(&st->settings, &pos))) lset_free(st, x);
+    presence__table_free(&st->settings);
+    st->settings_up = false;
+  }
+  xfree(st, st->sres_ids);
   xfree(st, st->slab);
   xfree(st, st->free_slots);
   xfree(st, st->wb);

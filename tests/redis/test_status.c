@@ -301,11 +301,103 @@ static void many_expiries_are_cleared_in_bounded_calls(void **state) {
   fx_destroy(f);
 }
 
+/* What one instance read in the log about the store-loss test's users. */
+typedef struct loss_seen {
+  int ann_resync, bob_resync, cat_resync, cat_expired, other_resync;
+} loss_seen_t;
+static void loss_cb(presence_t *p, const presence_event_t *e, void *ud) {
+  (void)p;
+  loss_seen_t *l = ud;
+  if (!e->user_id) return;
+  bool resync = e->reason == PRESENCE_REASON_RESYNC;
+  if (e->type == PRESENCE_EV_USER_AVAILABILITY && resync) {
+    if (!strcmp(e->user_id, "ann") && e->availability_to == PRESENCE_AVAIL_DND)
+      l->ann_resync++;
+    else
+      l->other_resync++;
+  }
+  if (e->type == PRESENCE_EV_USER_MESSAGE) {
+    if (resync && !strcmp(e->user_id, "bob") && e->message &&
+        !strcmp(e->message, "Back at 3"))
+      l->bob_resync++;
+    else if (resync && !strcmp(e->user_id, "cat"))
+      l->cat_resync++;
+    else if (resync)
+      l->other_resync++;
+    if (!strcmp(e->user_id, "cat") && e->reason == PRESENCE_REASON_EXPIRED)
+      l->cat_expired++;
+  }
+}
+
+static bool settings_back(fx_t *f) {
+  setting_q_t a = setting_of(f, 2, "ann"), b = setting_of(f, 0, "bob");
+  return a.info.availability == PRESENCE_AVAIL_DND &&
+         !strcmp(b.text, "Back at 3");
+}
+
+/* Redis loses everything (FLUSHALL): the availability and the messages
+ * people set come back (every instance re-asserts what it read in the log;
+ * the store applies each once, one event each, reason resync), and a
+ * message whose expiry falls after the loss is cleared exactly once. */
+static void settings_survive_a_store_loss(void **state) {
+  (void)state;
+  fx_t *f = fx_make(3, NULL);
+  loss_seen_t seen[3] = {{0}};
+  for (int i = 0; i < 3; i++)
+    assert_true(presence_on_cluster_event(f->in[i].p, loss_cb, &seen[i]) > 0);
+  presence_session_connect(f->in[0].p, "s1", "ann", NULL, done_cb, &f->in[0]);
+  presence_user_set_availability(f->in[0].p, "ann", PRESENCE_AVAIL_DND,
+                                 done_cb, &f->in[0]);
+  presence_user_set_message(f->in[1].p, "bob", "Back at 3", NULL, 0, done_cb,
+                            &f->in[1]);
+  int64_t cat_exp = wall_ms() + 2500;
+  presence_user_set_message(f->in[2].p, "cat", "Soon", NULL, cat_exp, done_cb,
+                            &f->in[2]);
+  settle(f, 0, 2);
+  settle(f, 1, 1);
+  settle(f, 2, 1);
+  run_for(&f->loop, 400); /* every reader has read them */
+  freeReplyObject(srv_cmd(&f->srv, "FLUSHALL"));
+  int64_t t0 = now_ms();
+  bool back = false;
+  while (!back && now_ms() - t0 < 5000) {
+    run_for(&f->loop, 50);
+    back = settings_back(f);
+  }
+  assert_true(back);
+  print_message("settings back %lld ms after FLUSHALL\n",
+                (long long)(now_ms() - t0));
+  setting_q_t q = setting_of(f, 1, "ann");
+  assert_int_equal(q.info.status, PRESENCE_ONLINE);
+  /* Past cat's expiry: cleared once, whoever re-asserted it. */
+  while (wall_ms() < cat_exp + 1500) run_for(&f->loop, 100);
+  q = setting_of(f, 1, "cat");
+  assert_string_equal(q.text, "");
+  run_for(&f->loop, 400);
+  for (int i = 0; i < 3; i++) {
+    assert_int_equal(seen[i].ann_resync, 1);
+    assert_int_equal(seen[i].bob_resync, 1);
+    assert_true(seen[i].cat_resync <= 1);
+    assert_int_equal(seen[i].cat_expired, 1);
+    assert_int_equal(seen[i].other_resync, 0);
+  }
+  /* Nothing more at the next re-registration: the store has them all. */
+  freeReplyObject(srv_cmd(&f->srv, "DEL presence:inst"));
+  run_for(&f->loop, 1500);
+  for (int i = 0; i < 3; i++) {
+    assert_int_equal(seen[i].ann_resync, 1);
+    assert_int_equal(seen[i].bob_resync, 1);
+    assert_int_equal(seen[i].cat_expired, 1);
+  }
+  fx_destroy(f);
+}
+
 int main(void) {
   apply_filter();
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(settings_are_decided_once_cluster_wide),
       cmocka_unit_test(message_of_a_dead_instance_expires_once),
+      cmocka_unit_test(settings_survive_a_store_loss),
       cmocka_unit_test(many_expiries_are_cleared_in_bounded_calls),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

@@ -77,6 +77,7 @@ local K_MSGDUE = P .. 'msgdue' -- zset: user id -> its status message's expiry
 -- Fields of a user's hash beside '' (the record) and its sessions: a tab
 -- starts them, which no session id may contain.
 local F_MSG, F_AS = '\tm', '\tas' -- the status message; availability set at
+local F_MT = '\tmt' -- when the store last cleared a message (see 'sassert')
 local function is_sid(f) return f ~= '' and string.byte(f, 1) ~= 9 end
 local K_USERS = P .. 'users'   -- set: users present or in grace
 local K_REAP = P .. 'reap'     -- zset: dead instance -> claim expiry
@@ -914,7 +915,7 @@ local function w_msg(b)
     U.hm = 0
     U.v = U.v + 1
     emit_msg(u, U, R_EXPLICIT, nil)
-    uput(u, U)
+    uput(u, U, F_MT, now_s)
     settings_cleared(u, U)
     return 0
   end
@@ -944,14 +945,20 @@ local function expire_messages(lim)
                          lim)
   local done = 0
   for _, u in ipairs(due) do
-    local h = redis.call('HMGET', k_user(u), '', F_MSG)
-    local U, M = urec_parse(h[1]), msg_parse(h[2])
-    if M and M.exp > 0 and M.exp <= now then
-      redis.call('HDEL', k_user(u), F_MSG)
+    -- msgdue holds exactly the set messages' expiries (every set or clear
+    -- of a message updates it in the same script), so a member due is a
+    -- message due: the record alone says whether one is set, and the
+    -- message need not be read or parsed.
+    local ku = k_user(u)
+    local U = urec_parse(redis.call('HGET', ku, ''))
+    if U.hm == 1 then
+      redis.call('HDEL', ku, F_MSG)
       U.hm = 0
       U.v = U.v + 1
       emit_msg(u, U, R_EXPIRED, nil)
-      uput(u, U)
+      -- In the record's HSET: when it was cleared, so that an instance
+      -- re-asserting it after a store loss does not bring it back.
+      uput(u, U, F_MT, now_s)
       settings_cleared(u, U)
     end
     done = done + 1
@@ -1107,6 +1114,63 @@ if op == 'assert' then
       end
     else
       add_session(sid, u, m, st, R_RESYNC, conn, U, owner_user == u)
+    end
+  end
+  return finish()
+end
+
+-- What people set, re-asserted after a store loss by every instance from
+-- what it read in the log (redis.c, "status that people set"). ARGV: n,
+-- then n times (user, availability, its set time, text ('-' none, '='
+-- text), emoji (the same), expiry, the message's set time). Each applies
+-- only where the store's is older, so the same setting from several
+-- instances is applied once; reason resync.
+if op == 'sassert' then
+  if fenced() then return {E_FENCED} end
+  local n = tonumber(ARGV[A])
+  local function opt(x) if x == '-' then return nil end return string.sub(x, 2) end
+  for k = 0, n - 1 do
+    local b = A + 1 + k * 7
+    local u, av, as = ARGV[b], tonumber(ARGV[b + 1]), tonumber(ARGV[b + 2])
+    local text, emoji = opt(ARGV[b + 3]), opt(ARGV[b + 4])
+    local exp, set = tonumber(ARGV[b + 5]), tonumber(ARGV[b + 6])
+    local ku = k_user(u)
+    local h = redis.call('HMGET', ku, '', F_AS, F_MSG, F_MT)
+    local U = urec_parse(h[1])
+    local changed = false
+    if av ~= U.av and (tonumber(h[2]) or 0) < as then
+      local from = U.av
+      U.av = av
+      U.v = U.v + 1
+      uemit(U, EV_UAVAIL, R_RESYNC, nil, u, nil, U.st, U.st, from, nil, nil,
+            nil, false)
+      redis.call('HSET', ku, F_AS, s(as))
+      changed = true
+    end
+    if text or emoji then
+      local M = msg_parse(h[3])
+      local newer
+      -- The same message (another instance re-asserting it, its copy
+      -- stamped by the first one's resync event) is no change.
+      if M and M.text == text and M.emoji == emoji and M.exp == exp then
+        newer = false
+      elseif M then newer = tonumber(M.set) < set
+      else newer = (tonumber(h[4]) or 0) < set end
+      if newer then
+        M = {exp = exp, set = s(set), text = text, emoji = emoji}
+        redis.call('HSET', ku, F_MSG, s(exp) .. ' ' .. s(set) .. ' ' ..
+                   str(text) .. str(emoji))
+        if exp > 0 then redis.call('ZADD', K_MSGDUE, exp, u)
+        else redis.call('ZREM', K_MSGDUE, u) end
+        U.hm = 1
+        U.v = U.v + 1
+        emit_msg(u, U, R_RESYNC, M)
+        changed = true
+      end
+    end
+    if changed then
+      redis.call('PERSIST', ku)
+      uput(u, U)
     end
   end
   return finish()

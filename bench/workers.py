@@ -76,24 +76,42 @@ def wait_instances(port, n, timeout=15):
     return False
 
 
-def one_round(build, sock, redis_pid, workers, args, r):
+def one_round(build, sock, redis_pid, arm, args, r):
+    """arm: "1", "N" (--workers N, one log reader per machine) or "Nnofeed"
+    (--workers N, each worker reading the log itself, as before the feed)."""
+    workers = int(arm.rstrip("nofeed"))
     extra = ["--store", f"unix:{sock}"]
     if workers > 1:
         extra += ["--workers", str(workers)]
-    srv = bench.Server(build, "presenced", bench.free_port(), extra=extra).start()
+    if arm.endswith("nofeed"):
+        os.environ["PRESENCED_BENCH_NO_LOG_FEED"] = "1"
+    try:
+        srv = bench.Server(build, "presenced", bench.free_port(), extra=extra).start()
+    finally:
+        os.environ.pop("PRESENCED_BENCH_NO_LOG_FEED", None)
     try:
         if not wait_instances(srv.port, workers):
             raise RuntimeError(f"{workers} worker(s) did not all register")
-        res = bench.run_load(build, srv, "flip", conns=args.conns,
-                             window=args.window, duration_s=args.duration_s,
-                             store_pid=redis_pid, max_s=args.duration_s + 60)
+        kw = dict(conns=args.conns, duration_s=args.duration_s,
+                  store_pid=redis_pid, max_s=args.duration_s + 60)
+        if args.scenario == "flip":
+            kw["window"] = args.window
+        else:
+            kw["rate"] = args.rate
+        redis_cli(sock, "CONFIG", "RESETSTAT")
+        res = bench.run_load(build, srv, args.scenario, **kw)
+        stats = redis_cli(sock, "INFO", "stats")
+        for line in stats.splitlines():
+            if line.startswith("total_net_output_bytes:"):
+                res["redis_net_output_bytes"] = int(line.split(":")[1])
     finally:
         srv.stop()
         redis_cli(sock, "FLUSHALL")
     cps = res.get("changes_per_server_cpu_s")
     res["workers"] = workers
+    res["arm"] = arm
     res["presenced_cpu_us_per_change"] = round(1e6 / cps, 3) if cps else None
-    bench.log(f"round {r + 1}, workers {workers}: {res.get('changes_per_s', 0):.0f} "
+    bench.log(f"round {r + 1}, {arm}: {res.get('changes_per_s', 0):.0f} "
               f"changes/s, presenced {res['presenced_cpu_us_per_change']} us/change, "
               f"redis {res.get('store_cpu_us_per_change')} us/change "
               f"(load {res['loadavg'][0]:.1f})")
@@ -115,38 +133,53 @@ def main():
     ap.add_argument("--conns", type=int, default=1000)
     ap.add_argument("--window", type=int, default=4)
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--nofeed", action="store_true",
+                    help="a third arm: --workers N with every worker reading "
+                         "the log itself (PRESENCED_BENCH_NO_LOG_FEED=1)")
+    ap.add_argument("--scenario", default="flip", choices=("flip", "latency"),
+                    help="flip: saturate; latency: --rate changes/s offered")
+    ap.add_argument("--rate", type=int, default=3000)
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     build = os.path.abspath(args.build)
     d = tempfile.mkdtemp(prefix="presence-bench-workers-")
     rp, sock = redis_start(d)
-    runs = {1: [], args.workers: []}
+    arms = ["1", str(args.workers)] + ([f"{args.workers}nofeed"] if args.nofeed else [])
+    runs = {a: [] for a in arms}
     load0 = bench.loadavg()
     t0 = datetime.datetime.utcnow()
     try:
         for r in range(args.rounds):
-            for w in ((1, args.workers) if r % 2 == 0 else (args.workers, 1)):
-                runs[w].append(one_round(build, sock, rp.pid, w, args, r))
+            for a in (arms if r % 2 == 0 else arms[::-1]):
+                runs[a].append(one_round(build, sock, rp.pid, a, args, r))
     finally:
         rp.kill()
         rp.wait()
         shutil.rmtree(d, ignore_errors=True)
     summary = {}
     for w, rs in runs.items():
+        for x in rs:
+            ch = x.get("changes") or x.get("sent")
+            if x.get("redis_net_output_bytes") and ch:
+                x["redis_out_bytes_per_change"] = round(x["redis_net_output_bytes"] / ch, 1)
         summary[f"workers_{w}"] = {
             "presenced_cpu_us_per_change": med(rs, "presenced_cpu_us_per_change"),
             "redis_cpu_us_per_change": med(rs, "store_cpu_us_per_change"),
+            "redis_out_bytes_per_change": med(rs, "redis_out_bytes_per_change"),
             "changes_per_s": med(rs, "changes_per_s")}
-    one, many = summary["workers_1"], summary[f"workers_{args.workers}"]
+    one = summary["workers_1"]
 
-    def ratio(key):
-        a, b = one[key], many[key]
+    def ratio(key, arm):
+        a, b = one[key], summary[f"workers_{arm}"][key]
         return round(b["median"] / a["median"], 3) if a and b and a["median"] else None
-    summary["ratio_presenced_cpu"] = ratio("presenced_cpu_us_per_change")
-    summary["ratio_redis_cpu"] = ratio("redis_cpu_us_per_change")
+    for a in arms[1:]:
+        sfx = "" if a == str(args.workers) else "_" + a
+        summary["ratio_presenced_cpu" + sfx] = ratio("presenced_cpu_us_per_change", a)
+        summary["ratio_redis_cpu" + sfx] = ratio("redis_cpu_us_per_change", a)
     out = {"date": t0.isoformat(timespec="seconds") + "Z",
            "command": " ".join([os.path.relpath(__file__, os.getcwd())] + sys.argv[1:]),
            "conns": args.conns, "window": args.window, "duration_s": args.duration_s,
+           "scenario": args.scenario, "rate": args.rate if args.scenario == "latency" else None,
            "loadavg_start": load0, "loadavg_end": bench.loadavg(),
            "summary": summary, "runs": {str(k): v for k, v in runs.items()}}
     path = args.out or os.path.join(

@@ -101,6 +101,14 @@ typedef struct presence_redis_options {
    * and user/password above are the data nodes'). NULL: no AUTH. */
   const char *sentinel_user;
   const char *sentinel_password;
+  /* One log reader per machine (presenced --workers): feed_out, the
+   * sockets of the stores that take the log from this one (it copies each
+   * log read to them); feed_in (> 0), the socket this store takes the log
+   * from instead of reading it, until it ends (then it reads the log itself
+   * from the last entry it got). The store owns the descriptors. */
+  const int *feed_out;
+  uint32_t n_feed_out;
+  int feed_in;
 } presence_redis_options_t;
 
 /* url with its password replaced by "***", into out (always terminated,

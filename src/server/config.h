@@ -125,6 +125,12 @@ typedef struct srv_config {
   uint32_t worker;
   uint32_t worker_restarts;
   char worker_base[16];
+  /* The machine's log feed (workers.c): worker 1 copies its log reads to
+   * feed_out, the others take the log from feed_in (> 0); none after a
+   * restart. */
+  int feed_in;
+  int *feed_out;
+  uint32_t n_feed_out;
 } srv_config_t;
 
 typedef enum {

@@ -1034,6 +1034,9 @@ static int open_store(srv_t *s, presence_options_t *o) {
   ro.password = s->cfg.redis_password;
   ro.sentinel_user = s->cfg.redis_sentinel_user;
   ro.sentinel_password = s->cfg.redis_sentinel_password;
+  ro.feed_in = s->cfg.feed_in;
+  ro.feed_out = s->cfg.feed_out;
+  ro.n_feed_out = s->cfg.n_feed_out;
   ro.tls.ca_file = s->cfg.redis_tls_ca;
   ro.tls.cert_file = s->cfg.redis_tls_cert;
   ro.tls.key_file = s->cfg.redis_tls_key;

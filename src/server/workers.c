@@ -7,6 +7,14 @@
  * machines; the workers share the listening port through SO_REUSEPORT and
  * the kernel spreads new connections over them.
  *
+ * One log reader per machine: worker 1 reads the shared log from Redis and
+ * copies each read, as it came, to the other workers over a socket pair
+ * each (src/store/redis_feed.c), so Redis sends the log once per machine
+ * and the other workers run no XREAD. The pairs are made once, before the
+ * first workers start, and the supervisor keeps no end: when worker 1 dies
+ * its followers see the end and read the log themselves from where the
+ * feed stopped; a restarted worker reads for itself.
+ *
  * The process started by the command becomes the supervisor: it holds no
  * connection and no store, forks the workers, forwards SIGTERM and SIGINT
  * to them (each shuts down gracefully: its users go offline at once), and
@@ -18,6 +26,7 @@
 
 #include <errno.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -55,6 +64,72 @@ static int64_t mono_ms(void) {
  * instance id are used. */
 static srv_t sup;
 
+/* The log feed: pair k (worker k + 2's) is {worker 1's end, its end}. */
+static int (*feeds)[2];
+static uint32_t nfeeds;
+
+static void feeds_close(void) {
+  for (uint32_t i = 0; i < nfeeds; i++) {
+    if (feeds[i][0] >= 0) close(feeds[i][0]);
+    if (feeds[i][1] >= 0) close(feeds[i][1]);
+    feeds[i][0] = feeds[i][1] = -1;
+  }
+}
+
+/* In worker k's process: keep its own ends only, and say so in cfg. */
+static void feeds_take(uint32_t k, srv_config_t *cfg) {
+  cfg->feed_in = 0;
+  cfg->feed_out = NULL;
+  cfg->n_feed_out = 0;
+  if (!nfeeds || feeds[0][0] < 0) { /* a restart: no feed */
+    free(feeds);
+    feeds = NULL;
+    nfeeds = 0;
+    return;
+  }
+  static int outs[256];
+  for (uint32_t i = 0; i < nfeeds; i++) {
+    if (k == 1) {
+      outs[cfg->n_feed_out++] = feeds[i][0];
+      close(feeds[i][1]);
+    } else if (i + 2 == k) {
+      cfg->feed_in = feeds[i][1];
+      close(feeds[i][0]);
+    } else {
+      close(feeds[i][0]);
+      close(feeds[i][1]);
+    }
+  }
+  if (k == 1) cfg->feed_out = outs;
+  nfeeds = 0;
+  free(feeds);
+  feeds = NULL;
+}
+
+/* Before the first workers: n - 1 pairs. Without them each worker reads
+ * the log itself, as separate instances do. */
+static void feeds_make(uint32_t n) {
+  feeds = calloc(n, sizeof *feeds);
+  if (!feeds) return;
+  for (uint32_t i = 0; i + 1 < n; i++) {
+    int rc = socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, feeds[i]);
+    if (rc != 0) feeds[i][0] = feeds[i][1] = -1;
+    nfeeds = i + 1;
+    /* Descriptor 0 (stdin closed) would read as "no feed" in the options. */
+    if (rc != 0 || feeds[i][0] == 0 || feeds[i][1] == 0) {
+      srv_log(&sup, PRESENCE_LOG_WARN,
+              "log feed: %s (each worker reads the log itself)",
+              rc ? strerror(errno) : "descriptor 0");
+      feeds_close();
+      nfeeds = 0;
+      return;
+    }
+    /* Room for bursts: the reader writes without waiting. */
+    int sz = 4 << 20;
+    setsockopt(feeds[i][0], SOL_SOCKET, SO_SNDBUF, &sz, sizeof sz);
+  }
+}
+
 /* Forks worker k. In the child: returns 1 with cfg filled for it. In the
  * supervisor: returns 0 (started) or -1 (fork failed). */
 static int spawn(worker_t *w, uint32_t k, srv_config_t *cfg,
@@ -72,6 +147,7 @@ static int spawn(worker_t *w, uint32_t k, srv_config_t *cfg,
     prctl(PR_SET_PDEATHSIG, SIGTERM);
     if (getppid() != parent) raise(SIGTERM);
     sigprocmask(SIG_SETMASK, old_mask, NULL);
+    feeds_take(k, cfg);
     cfg->worker = k;
     cfg->worker_restarts = w->restarts;
     return 1;
@@ -160,6 +236,9 @@ int workers_run(srv_config_t *cfg, int *exit_code) {
 
   int stopping = 0, failed = 0;
   int64_t kill_at = 0;
+  /* bench/workers.py measures the machine without the feed too. */
+  const char *nf = getenv("PRESENCED_BENCH_NO_LOG_FEED");
+  if (!nf || strcmp(nf, "1")) feeds_make(n);
   srv_log(&sup, PRESENCE_LOG_INFO, "supervising %u workers on %s", n,
           cfg->listen);
   for (uint32_t i = 0; i < n; i++) {
@@ -174,6 +253,11 @@ int workers_run(srv_config_t *cfg, int *exit_code) {
       break;
     }
   }
+  /* The supervisor keeps no end: a worker's death is its peers' EOF. */
+  feeds_close();
+  nfeeds = 0;
+  free(feeds);
+  feeds = NULL;
   for (;;) {
     int status;
     pid_t pid;

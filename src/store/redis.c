@@ -26,10 +26,12 @@
 
 #include <errno.h>
 #include "store/redis_conn.h"
+#include "store/redis_feed.h"
 #include "store/redis_resp.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <uv.h>
 
 #include "presence_lua.h"
@@ -187,6 +189,12 @@ typedef struct rstore {
    * the next read's XRANGE COUNT. 0 before the first. */
   size_t lr_per;
   bool reader_started;
+
+  /* The log feed between the workers of a machine (redis_feed.c). */
+  presence__rfeed_t *feed;
+  int *feed_out; /* until attach: the descriptors (a0's memory) */
+  uint32_t n_feed_out;
+  int feed_in;
 
   /* deferred completions */
   req_t *soon_head, *soon_tail;
@@ -1977,6 +1985,21 @@ static void read_kicks(rstore_t *st, redisReply *entries) {
   }
 }
 
+/* One XREAD reply, {{stream, entries}, ...}: read from Redis, or given by
+ * the worker that reads for this machine (redis_feed.c). */
+static void take_xread(void *ud, redisReply *rep) {
+  rstore_t *st = ud;
+  for (size_t i = 0; !st->destroying && at(rep, i); i++) {
+    const char *name = text_of(at(at(rep, i), 0));
+    redisReply *entries = at(at(rep, i), 1);
+    if (!name || !entries || entries->type != REDIS_REPLY_ARRAY) continue;
+    if (!strcmp(name, st->log_key))
+      read_log_entries(st, entries);
+    else if (!strcmp(name, st->kick_key))
+      read_kicks(st, entries);
+  }
+}
+
 static void on_xread(void *ud, int code, redisReply *rep) {
   rstore_t *st = ud;
   st->r_waiting = false;
@@ -1989,17 +2012,25 @@ static void on_xread(void *ud, int code, redisReply *rep) {
     uv_timer_start(&st->hs->t[T_READER], on_timer, st->o.reconnect_max_ms, 0);
     return;
   }
-  /* {{stream, entries}, ...} for the streams that had any; nil if none. */
-  for (size_t i = 0; !st->destroying && at(rep, i); i++) {
-    const char *name = text_of(at(at(rep, i), 0));
-    redisReply *entries = at(at(rep, i), 1);
-    if (!name || !entries || entries->type != REDIS_REPLY_ARRAY) continue;
-    if (!strcmp(name, st->log_key))
-      read_log_entries(st, entries);
-    else if (!strcmp(name, st->kick_key))
-      read_kicks(st, entries);
-  }
+  /* nil when the block time passed with nothing new. */
+  const char *raw;
+  size_t n;
+  if (st->feed && rep->type == REDIS_REPLY_ARRAY &&
+      !presence__rconn_raw(st->rconn, &raw, &n))
+    presence__rfeed_forward(st->feed, raw, n);
+  take_xread(st, rep);
   if (st->destroying) return;
+  start_reader(st);
+}
+
+/* The feed ended (its reader died or cut this worker off): read the log
+ * from Redis, from the last entry the feed gave. */
+static void feed_ended(void *ud) {
+  rstore_t *st = ud;
+  if (st->destroying) return;
+  logf_(st, PRESENCE_LOG_INFO,
+        "redis reader: the machine's log feed ended; reading the log itself",
+        NULL);
   start_reader(st);
 }
 
@@ -2023,6 +2054,7 @@ static void on_kick_tail(void *ud, int code, redisReply *rep) {
 
 static void start_reader(rstore_t *st) {
   if (st->destroying || !st->h.observe || !st->reader_started) return;
+  if (presence__rfeed_reading(st->feed)) return; /* another worker reads */
   if (!st->rconn) {
     if (conn_new(st, "redis reader", true, &st->rconn)) {
       uv_timer_start(&st->hs->t[T_READER], on_timer, st->o.reconnect_max_ms,
@@ -2981,6 +3013,24 @@ static int r_attach(presence_store_t *base, const presence_store_host_t *host) {
   }
   uv_timer_start(&hs->t[T_RECONCILE], on_timer, st->o.reconcile_ms,
                  st->o.reconcile_ms);
+  if (st->feed_in > 0 || st->n_feed_out) {
+    presence__rfeed_config_t fc = {
+        .loop = st->o.loop,
+        .alloc = st->h.allocator,
+        .in_fd = st->feed_in > 0 ? st->feed_in : -1,
+        .out_fds = st->feed_out,
+        .n_out = st->n_feed_out,
+        .max_reply_bytes = st->o.max_reply_bytes,
+        .max_reply_elements = st->o.max_reply_elements,
+        .on_reply = take_xread,
+        .on_end = feed_ended,
+        .ud = st,
+    };
+    if (presence__rfeed_new(&fc, &st->feed) == 0) {
+      st->feed_in = 0; /* the feed owns the descriptors now */
+      st->n_feed_out = 0;
+    }
+  }
   rc = conn_new(st, "redis", false, &st->conn);
   if (rc) return rc;
   presence__rconn_start(st->conn);
@@ -2996,6 +3046,11 @@ static void r_destroy(presence_store_t *base) {
   st->conn = NULL;
   presence__rconn_free(st->rconn);
   st->rconn = NULL;
+  presence__rfeed_free(st->feed);
+  st->feed = NULL;
+  if (st->feed_in > 0) close(st->feed_in);
+  for (uint32_t i = 0; i < st->n_feed_out; i++)
+    close(st->feed_out[i]);
   flush_writes(st); /* not up: they complete with ESHUTDOWN */
   run_soon(st);
   if (st->hs) {
@@ -3026,6 +3081,7 @@ static void r_destroy(presence_store_t *base) {
   presence__free(a0, (char *)st->tls.key_file);
   presence__free(a0, (char *)st->tls.server_name);
   presence__free(a0, st->prefix);
+  presence__free(a0, st->feed_out);
   presence__free(a0, st);
 }
 
@@ -3108,6 +3164,15 @@ int presence_store_redis_new(const presence_redis_options_t *opts,
   o->prefix = NULL;
   o->user = o->password = NULL;
   o->sentinel_user = o->sentinel_password = NULL;
+  o->feed_out = NULL;
+  st->feed_in = opts->feed_in;
+  if (opts->n_feed_out && opts->feed_out) {
+    st->feed_out = presence__malloc(a0, opts->n_feed_out * sizeof(int));
+    if (st->feed_out) {
+      memcpy(st->feed_out, opts->feed_out, opts->n_feed_out * sizeof(int));
+      st->n_feed_out = opts->n_feed_out;
+    }
+  }
   memset(&o->tls, 0, sizeof o->tls);
   st->prefix = xstrdup(st, opts->prefix ? opts->prefix : "presence:");
   int rc = st->prefix ? parse_url(st, opts) : PRESENCE_ENOMEM;

@@ -131,6 +131,9 @@ struct presence__rconn {
   int p_port;
   presence__rconn_t *watch; /* subscribed to +switch-master */
   char watch_name[64];
+  /* The wire bytes of the reply being delivered (presence__rconn_raw). */
+  const char *raw;
+  size_t raw_len;
 };
 
 static void lose(presence__rconn_t *c, int code, const char *why);
@@ -674,8 +677,15 @@ static void deliver(presence__rconn_t *c) {
   enter(c);
   while (!c->freed && c->gen == gen) {
     redisReply *rep;
+    size_t from = c->rd.pos, had = c->rd.len;
     int rc = presence__resp_next(&c->rd, &rep);
     if (rc == 0) break;
+    if (rc > 0) {
+      /* The reader rewinds to 0 once it consumed all it had; the bytes
+       * stay where they were until the next read. */
+      c->raw = c->rd.buf + from;
+      c->raw_len = (c->rd.pos || c->rd.len ? c->rd.pos : had) - from;
+    }
     if (rc < 0) {
       char why[160];
       snprintf(why, sizeof why, "bad reply: %s",
@@ -715,7 +725,11 @@ static void deliver(presence__rconn_t *c) {
       lose(c, PRESENCE_ESTORE,
            "READONLY: it is a replica now; asking the sentinels again");
   }
-  if (!leave(c) && c->state == S_UP) arm(c);
+  if (!leave(c)) {
+    c->raw = NULL;
+    c->raw_len = 0;
+    if (c->state == S_UP) arm(c);
+  }
 }
 
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
@@ -1173,6 +1187,13 @@ bool presence__rconn_up(const presence__rconn_t *c) {
 void presence__rconn_drop(presence__rconn_t *c, int code) {
   lose(c, code, code == PRESENCE_ETIMEDOUT ? "no answer in time"
                                            : "dropped after an unusable reply");
+}
+
+int presence__rconn_raw(const presence__rconn_t *c, const char **p,
+                       size_t *n) {
+  *p = c->raw;
+  *n = c->raw_len;
+  return c->raw ? 0 : PRESENCE_EINVAL;
 }
 
 void presence__rconn_metrics(const presence__rconn_t *c,

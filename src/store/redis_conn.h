@@ -136,6 +136,11 @@ int presence__rconn_command(presence__rconn_t *c, int argc,
  * call), on_down follows, then a reconnect after the backoff. */
 void presence__rconn_drop(presence__rconn_t *c, int code);
 
+/* Inside a reply's callback: the reply as it came on the wire (RESP), for
+ * a caller that hands it on unparsed (redis_feed.c). EINVAL elsewhere. */
+int presence__rconn_raw(const presence__rconn_t *c, const char **p,
+                        size_t *n);
+
 void presence__rconn_metrics(const presence__rconn_t *c,
                              presence_redis_conn_metrics_t *out);
 

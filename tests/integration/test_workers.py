@@ -18,6 +18,12 @@ same Redis where the workers are gone.
   sigterm:  SIGTERM of the supervisor ends both workers (exit status 0) and
             their users go offline at once (reason shutdown), as seen from
             the observer.
+  feed:     one log reader per machine: Redis serves one XREAD for the two
+            workers, worker 1 hands the log to worker 2; a watcher on worker
+            2 sees changes of users on both workers. kill -9 of worker 1 (the
+            reader): worker 2 reads the log itself from where the feed
+            stopped, and a change made on worker 2 right after still reaches
+            its watcher; the replacement reads for itself (two XREADs).
   embedded: --workers 2 without --store is refused with a clear message.
 
 Run: /usr/bin/python3 tests/integration/test_workers.py --presenced PATH
@@ -251,6 +257,76 @@ def test_embedded(t, binary):
             r.returncode == 0, r.stderr)
 
 
+def xreads(redis):
+    """Redis clients whose last command was XREAD: the log readers."""
+    return redis.cli("CLIENT", "LIST").count("cmd=xread")
+
+
+async def on_worker(d, user, name, watch=None):
+    """A client of user that landed on worker instance name."""
+    for i in range(40):
+        c = await Client.connect(d, f"{user}-{i}", watch=watch)
+        if await instance_of(d, c) == name:
+            return c
+        await c.close()
+    return None
+
+
+async def test_feed(t, d, redis):
+    by = await spread_clients(d, "fd")
+    names = sorted(k for k in by if k)
+    t.check("feed: clients on both workers", len(names) == 2, str(list(by)))
+    if len(names) != 2:
+        return
+    w1, w2 = names
+    ok = await wait_for(lambda: _eq(xreads(redis), 1), 3)
+    t.check("feed: Redis serves one log reader for the two workers", ok is not None,
+            f"{xreads(redis)} XREAD clients")
+    u1, u2 = by[w1][0], by[w2][0]
+    watcher = await on_worker(d, "fd-watch", w2, watch=[u1.user, u2.user])
+    t.check("feed: a watcher lands on worker 2", watcher is not None)
+    if watcher is None:
+        return
+    await watcher.send({"type": "subscribe", "users": [u1.user, u2.user], "id": 1})
+    await watcher.expect_type("presence", 3, snapshot=True)
+    for c, where in ((u1, "worker 1"), (u2, "worker 2")):
+        await c.send({"type": "status", "status": "idle"})
+        m = await watcher.change(c.user, 3)
+        t.check(f"feed: the watcher on worker 2 sees a change made on {where}",
+                m is not None and m["users"][0]["status"] == "idle", str(m))
+    m = re.search(r"worker 1 started \(pid (\d+)\)", d.stderr_text())
+    reader_pid = int(m.group(1)) if m else None
+    t.check("feed: the supervisor logs worker 1's pid", reader_pid in children(d.pid))
+    if reader_pid not in children(d.pid):
+        return
+    os.kill(reader_pid, signal.SIGKILL)
+    await u2.send({"type": "status", "status": "online"})
+    m = await watcher.change(u2.user, 3)
+    t.check("feed: worker 1 killed: a change on worker 2 right after still reaches "
+            "the watcher on worker 2 (it reads the log itself)",
+            m is not None and m["users"][0]["status"] == "online", str(m))
+    t.check("feed: worker 2 logs that it reads the log itself now",
+            "log feed ended; reading the log itself" in d.stderr_text(), d.stderr_tail(6))
+    ok = await wait_for(lambda: _eq(xreads(redis), 2), 5)
+    t.check("feed: after the restart each worker reads the log (two XREADs)",
+            ok is not None, f"{xreads(redis)} XREAD clients")
+    w = await on_worker(d, "fd-new", w1 + ".1")
+    t.check("feed: the replacement of worker 1 serves", w is not None)
+    if w:
+        m = await watcher.change(u1.user, (LEASE_MS + 4000) / 1000)
+        t.check("feed: the watcher sees worker 1's user go (instance_lost)",
+                m is not None and m["users"][0]["status"] == "offline", str(m))
+        await w.close()
+    await watcher.close()
+    for cs in by.values():
+        for c in cs:
+            await c.close()
+
+
+async def _eq(v, want):
+    return v == want
+
+
 def main():
     args = parse_args()
     t = Checks()
@@ -262,7 +338,7 @@ def main():
 
     async def run_all():
         for name, fn in (("spread", test_spread), ("kill9", test_kill9),
-                         ("sigterm", test_sigterm)):
+                         ("feed", test_feed), ("sigterm", test_sigterm)):
             if args.only and args.only not in name:
                 continue
             redis = Redis()

@@ -54,19 +54,11 @@ int buf_reserve(buf_t *b, size_t extra) {
   return 0;
 }
 
-void buf_append(buf_t *b, const void *data, size_t len) {
+void buf_append_slow(buf_t *b, const void *data, size_t len) {
   if (buf_reserve(b, len) != 0) return;
   if (len) memcpy(b->data + b->len, data, len);
   b->len += len;
   b->data[b->len] = '\0';
-}
-
-void buf_puts(buf_t *b, const char *s) {
-  buf_append(b, s, strlen(s));
-}
-
-void buf_putc(buf_t *b, char c) {
-  buf_append(b, &c, 1);
 }
 
 void buf_printf(buf_t *b, const char *fmt, ...) {

@@ -9,6 +9,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 typedef struct buf {
   char *data;
@@ -25,9 +26,27 @@ void buf_reset(buf_t *b);
  * not pin memory for the life of the process. */
 void buf_shrink(buf_t *b, size_t keep);
 int buf_reserve(buf_t *b, size_t extra);
-void buf_append(buf_t *b, const void *data, size_t len);
-void buf_puts(buf_t *b, const char *s);
-void buf_putc(buf_t *b, char c);
+/* The growing path of buf_append (below). */
+void buf_append_slow(buf_t *b, const void *data, size_t len);
+/* Inline, with the room check first: JSON frames are built from many small
+ * pieces (a status change is about 25 appends, most of them literals whose
+ * strlen the compiler then knows), and a call per piece showed in the
+ * status-change profile. */
+static inline void buf_append(buf_t *b, const void *data, size_t len) {
+  if (len < b->cap - b->len && !b->failed) {
+    if (len) memcpy(b->data + b->len, data, len);
+    b->len += len;
+    b->data[b->len] = '\0';
+    return;
+  }
+  buf_append_slow(b, data, len);
+}
+static inline void buf_puts(buf_t *b, const char *s) {
+  buf_append(b, s, strlen(s));
+}
+static inline void buf_putc(buf_t *b, char c) {
+  buf_append(b, &c, 1);
+}
 void buf_printf(buf_t *b, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 void buf_put_i64(buf_t *b, int64_t v);

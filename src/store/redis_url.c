@@ -71,6 +71,16 @@ static int parse_db(const char *s, size_t n, int *db) {
   return 0;
 }
 
+/* The authority starting at h ends at *end (before a '/', '?' or '#'); its
+ * last '@' (a password may hold one unescaped), or NULL. */
+static const char *authority(const char *h, const char **end) {
+  *end = h + strcspn(h, "/?#");
+  const char *at = NULL;
+  for (const char *p = h; p < *end; p++)
+    if (*p == '@') at = p;
+  return at;
+}
+
 /* user:password or password, h..at: into out. -1 on a bad escape or
  * ENOMEM (*bad tells which). */
 static int userinfo(const presence_allocator_t *a, const char *h,
@@ -124,11 +134,8 @@ static int node_parse(const presence_allocator_t *a, const char *s, size_t n,
 static int parse_sentinel(const presence_allocator_t *a, const char *h,
                           presence__redis_url_t *out, char *err,
                           size_t errlen) {
-  size_t auth_len = strcspn(h, "/?#");
-  const char *auth_end = h + auth_len;
-  const char *at = NULL;
-  for (const char *p = h; p < auth_end; p++)
-    if (*p == '@') at = p;
+  const char *auth_end;
+  const char *at = authority(h, &auth_end);
   bool bad_escape = false;
   if (at) {
     if (userinfo(a, h, at, out, &bad_escape))
@@ -214,12 +221,8 @@ int presence__redis_url_parse(const presence_allocator_t *a, const char *url,
                "not a Redis URL (redis://, rediss://, unix:/path or "
                "redis+sentinel://)");
   }
-  size_t auth_len = strcspn(h, "/?#");
-  const char *auth_end = h + auth_len;
-  /* The last '@' of the authority: a password may hold one unescaped. */
-  const char *at = NULL;
-  for (const char *p = h; p < auth_end; p++)
-    if (*p == '@') at = p;
+  const char *auth_end;
+  const char *at = authority(h, &auth_end);
   int rc = PRESENCE_ENOMEM;
   bool bad_escape = false;
   if (at) {
@@ -314,12 +317,8 @@ void presence_redis_url_redact(const char *url, char *out, size_t n) {
   for (size_t i = 0; i < sizeof schemes / sizeof *schemes; i++)
     if (!strncmp(url, schemes[i], strlen(schemes[i])))
       h = url + strlen(schemes[i]);
-  const char *at = NULL;
-  if (h) {
-    const char *end = h + strcspn(h, "/?#");
-    for (const char *p = h; p < end; p++)
-      if (*p == '@') at = p;
-  }
+  const char *end;
+  const char *at = h ? authority(h, &end) : NULL;
   if (!at) {
     snprintf(out, n, "%s", url);
     return;

@@ -21,6 +21,11 @@ in PRESENCED_REDIS_SENTINEL_PASSWORD.
             promotion lost is in it once (reason resync). Connects and
             disconnects after the failover work across the instances.
 
+With PRESENCE_REDIS_TLS=1 (ctest: integration/test_redis_sentinel_tls) every
+node and sentinel speaks TLS only (tls-port, port 0, tls-replication), with a
+CA made here by the openssl CLI, and presenced connects with
+rediss+sentinel://... and --redis-tls-ca.
+
 Run: /usr/bin/python3 tests/integration/test_redis_sentinel.py --presenced PATH
 """
 
@@ -37,9 +42,10 @@ import traceback
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import (Checks, Client, Daemon, http, parse_args,  # noqa: E402
                      sanitizer_report, _die_with_parent)
-from test_redis_cluster import (_free_port, read_log, replay, statuses,  # noqa: E402
-                                wait_for)
+from test_redis_cluster import (_free_port, _make_certs, read_log, replay,  # noqa: E402
+                                statuses, wait_for)
 
+TLS = os.environ.get("PRESENCE_REDIS_TLS") == "1"
 PW = "data-Pw-51c"
 SPW = "sentinel-Pw-9e2"
 MASTER = "pmaster"
@@ -56,6 +62,7 @@ class Node:
         self.port = _free_port()
         self.args = args
         self.proc = None
+        self.root = root
 
     def start(self, exe, conf=None):
         argv = [exe] + ([conf] if conf else []) + self.args(self)
@@ -65,8 +72,9 @@ class Node:
 
     def cli(self, *args, password=PW):
         try:
+            tls = ["--tls", "--cacert", os.path.join(self.root, "ca.crt")] if TLS else []
             r = subprocess.run(["redis-cli", "-h", "127.0.0.1", "-p", str(self.port),
-                                "-a", password, "--no-auth-warning"] + list(args),
+                                "-a", password, "--no-auth-warning"] + tls + list(args),
                                capture_output=True, text=True, timeout=5)
             return r.stdout
         except Exception:
@@ -89,11 +97,23 @@ class Setup:
         self.exe = shutil.which("redis-server") or "/usr/bin/redis-server"
         data = ["--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
                 "--requirepass", PW, "--masterauth", PW]
-        self.primary = Node(self.root, "primary",
-                            lambda n: ["--port", str(n.port)] + data)
+        self.tls_conf = ""
+        if TLS:
+            _make_certs(self.root)
+            files = {"tls-cert-file": "server.crt", "tls-key-file": "server.key",
+                     "tls-ca-cert-file": "ca.crt"}
+            for k, f in files.items():
+                data += [f"--{k}", os.path.join(self.root, f)]
+                self.tls_conf += f"{k} {os.path.join(self.root, f)}\n"
+            data += ["--tls-auth-clients", "no", "--tls-replication", "yes"]
+            self.tls_conf += "tls-auth-clients no\ntls-replication yes\n"
+
+        def listen(n):
+            return ["--port", "0", "--tls-port", str(n.port)] if TLS else ["--port", str(n.port)]
+        self.primary = Node(self.root, "primary", lambda n: listen(n) + data)
         self.replica = Node(self.root, "replica",
-                            lambda n: ["--port", str(n.port), "--replicaof", "127.0.0.1",
-                                       str(self.primary.port)] + data)
+                            lambda n: listen(n) + ["--replicaof", "127.0.0.1",
+                                                   str(self.primary.port)] + data)
         self.sentinels = [Node(self.root, f"sentinel{i}", lambda n: ["--sentinel"])
                           for i in range(3)]
         self.binary = binary
@@ -105,18 +125,21 @@ class Setup:
         for s in self.sentinels:
             conf = os.path.join(s.dir, "sentinel.conf")
             with open(conf, "w") as f:
-                f.write(f"port {s.port}\nbind 127.0.0.1\ndir {s.dir}\n"
+                f.write((f"port 0\ntls-port {s.port}\n{self.tls_conf}" if TLS
+                         else f"port {s.port}\n") + f"bind 127.0.0.1\ndir {s.dir}\n"
                         f"requirepass {SPW}\nsentinel sentinel-pass {SPW}\n"
                         f"sentinel monitor {MASTER} 127.0.0.1 {self.primary.port} 2\n"
                         f"sentinel auth-pass {MASTER} {PW}\n"
                         f"sentinel down-after-milliseconds {MASTER} 1000\n"
                         f"sentinel failover-timeout {MASTER} 6000\n")
             s.start(self.exe, conf)
-        url = ("redis+sentinel://:" + PW + "@" +
+        url = (("rediss" if TLS else "redis") + "+sentinel://:" + PW + "@" +
                ",".join(f"127.0.0.1:{s.port}" for s in self.sentinels) + f"/{MASTER}")
         flags = {"--store": url, "--redis-heartbeat-ms": str(HB_MS),
                  "--redis-lease-ms": str(LEASE_MS), "--redis-timeout-ms": "1000",
                  "--shutdown-timeout-ms": "3000"}
+        if TLS:
+            flags["--redis-tls-ca"] = os.path.join(self.root, "ca.crt")
         env = {"PRESENCED_REDIS_SENTINEL_PASSWORD": SPW}
         for name in ("A", "B"):
             d = Daemon(self.binary, flags, f"presenced-{name}", env=env)

@@ -3,7 +3,8 @@
  * The Redis store: presence shared by many instances through one Redis.
  *
  * Every decision is taken by one Lua script (src/store/lua/presence.lua),
- * run with EVALSHA: it fences the writer, changes the user's counts,
+ * loaded as a Redis Functions library and run with FCALL (EVALSHA on a
+ * Redis without functions, before 7.0): it fences the writer, changes the user's counts,
  * decides the transition, numbers the events, appends them to the log
  * stream and returns them. The instance whose script decided an event
  * reports it to its own callbacks (host->emit); every instance follows the
@@ -141,7 +142,10 @@ typedef struct rstore {
   presence__rconn_t *conn;
   bool up;           /* connected, and commands may be sent */
   uint32_t inflight; /* commands sent, not answered */
-  char sha[41];
+  /* The script: FCALL fn, or with legacy (a Redis before 7.0: no FUNCTION)
+   * EVALSHA sha. loaded once Redis has it. */
+  char fn[32], sha[41];
+  bool legacy, loaded;
 
   /* registration */
   int phase;
@@ -432,7 +436,7 @@ static int format_cmd(req_t *r, int argc, const char *const *argv,
                                &r->cmd_len, &cap, argc, argv, lens);
 }
 
-/* EVALSHA of the script: op, the common arguments, then the op's own. */
+/* FCALL (EVALSHA) of the script: op, the common arguments, then the op's own. */
 #define COMMON_ARGS 11
 typedef struct common_buf {
   char maxlen[16], grace[24], lease[16], retention[16];
@@ -446,7 +450,9 @@ static void common_args(rstore_t *st, const char *op, common_buf_t *b,
   snprintf(b->lease, sizeof b->lease, "%u", (unsigned)st->o.lease_ms);
   snprintf(b->retention, sizeof b->retention, "%u",
            (unsigned)st->h.offline_retention_s);
-  const char *v[COMMON_ARGS] = {"EVALSHA",   st->sha,   "0",      op,
+  const char *v[COMMON_ARGS] = {st->legacy ? "EVALSHA" : "FCALL",
+                                st->legacy ? st->sha : st->fn,
+                                "0",      op,
                                 st->prefix,  st->h.instance_id,   st->epoch_s,
                                 b->maxlen,   b->grace,  b->lease, b->retention};
   memcpy(out, v, sizeof v);
@@ -492,6 +498,45 @@ static void call(rstore_t *st, req_t *r, const char *op, int n,
     return;
   }
   send_req(st, r);
+}
+
+/* The command that loads the script: FUNCTION LOAD REPLACE of the library
+ * (the file behind a '#!lua name=' line, its entry point registered after
+ * it), or for a Redis without functions SCRIPT LOAD of the file ending in
+ * a call of that entry point. Formatted into *cmd (freed by the caller
+ * with xfree); 0 or PRESENCE_ENOMEM. The name carries a hash of the text,
+ * so builds of different scripts sharing a Redis each call their own. */
+static int load_cmd(rstore_t *st, char **cmd, size_t *len) {
+  char head[64], tail[96];
+  int hn = 0, tn;
+  if (st->legacy) {
+    /* _G: the file's own ARGV is a local (the library's per-call copy). */
+    tn = snprintf(tail, sizeof tail,
+                  "\nreturn presence_main(KEYS, _G.ARGV)\n");
+  } else {
+    hn = snprintf(head, sizeof head, "#!lua name=%s\n", st->fn);
+    tn = snprintf(tail, sizeof tail,
+                  "\nredis.register_function('%s', presence_main)\n", st->fn);
+  }
+  size_t n = (size_t)hn + presence_lua_len + (size_t)tn;
+  char *text = xmalloc(st, n);
+  if (!text) return PRESENCE_ENOMEM;
+  memcpy(text, head, (size_t)hn);
+  memcpy(text + hn, presence_lua, presence_lua_len);
+  memcpy(text + (size_t)hn + presence_lua_len, tail, (size_t)tn);
+  const char *fl[] = {"FUNCTION", "LOAD", "REPLACE", text};
+  size_t fll[] = {8, 4, 7, n};
+  const char *sl[] = {"SCRIPT", "LOAD", text};
+  size_t sll[] = {6, 4, n};
+  size_t cap = 0;
+  *cmd = NULL;
+  *len = 0;
+  int rc = st->legacy ? presence__resp_append(st->h.allocator, cmd, len, &cap,
+                                              3, sl, sll)
+                      : presence__resp_append(st->h.allocator, cmd, len, &cap,
+                                              4, fl, fll);
+  xfree(st, text);
+  return rc;
 }
 
 /* A plain command (SELECT, SCRIPT LOAD). */
@@ -565,13 +610,18 @@ static void on_reply(void *ud, int fail, redisReply *rep) {
     req_free(r);
     return;
   }
-  if (rep->type == REDIS_REPLY_ERROR && !strncmp(rep->str, "NOSCRIPT", 8)) {
-    /* Redis forgot the script (SCRIPT FLUSH, a restart behind a proxy):
-     * load it again ahead of the resend, on the same connection, so order
-     * is kept. */
-    const char *args[] = {"SCRIPT", "LOAD", presence_lua};
-    size_t lens[] = {6, 4, presence_lua_len};
-    presence__rconn_command(st->conn, 3, args, lens, 0, ignore_reply, NULL);
+  if (rep->type == REDIS_REPLY_ERROR &&
+      (!strncmp(rep->str, "NOSCRIPT", 8) ||
+       !strncmp(rep->str, "ERR Function not found", 22))) {
+    /* Redis forgot the script (FUNCTION FLUSH, SCRIPT FLUSH, a restart
+     * behind a proxy): load it again ahead of the resend, on the same
+     * connection, so order is kept. */
+    char *cmd;
+    size_t len;
+    if (!load_cmd(st, &cmd, &len)) {
+      presence__rconn_send(st->conn, cmd, len, 0, ignore_reply, NULL);
+      xfree(st, cmd);
+    }
     send_req(st, r);
     return;
   }
@@ -1702,16 +1752,36 @@ static void start_register(rstore_t *st) {
   call(st, r, "register", 2, args, NULL);
 }
 
+static void send_load(rstore_t *st);
+
 static void load_done(rstore_t *st, req_t *r, redisReply *rep, int code) {
   (void)r;
   if (st->destroying) return;
-  if (code || rep->type != REDIS_REPLY_STRING || rep->len != 40) {
+  if (!st->legacy && rep && rep->type == REDIS_REPLY_ERROR &&
+      strstr(rep->str, "unknown command")) {
+    /* A Redis before 7.0: the same script through EVALSHA (each call then
+     * runs the file's top level again: slower, the same decisions). */
+    logf_(st, PRESENCE_LOG_WARN, "redis:",
+          "no FUNCTION command (Redis < 7.0): running the script with "
+          "EVALSHA");
+    st->legacy = true;
+    send_load(st);
+    return;
+  }
+  bool ok = !code && rep &&
+            (st->legacy ? rep->type == REDIS_REPLY_STRING && rep->len == 40
+                        : rep->type == REDIS_REPLY_STRING &&
+                              !strcmp(rep->str, st->fn));
+  if (!ok) {
     st->phase = PH_NONE;
     if (st->up) drop_connection(st, PRESENCE_ESTORE);
     return;
   }
-  memcpy(st->sha, rep->str, 40);
-  st->sha[40] = '\0';
+  if (st->legacy) {
+    memcpy(st->sha, rep->str, 40);
+    st->sha[40] = '\0';
+  }
+  st->loaded = true;
   st->phase = PH_NONE;
   start_register(st);
 }
@@ -1728,19 +1798,21 @@ static void conn_log(void *ud, presence_log_level_t lvl, const char *msg) {
   if (st->h.log) st->h.log(st->h.host_ud, lvl, msg);
 }
 
-static void on_up(void *ud) {
-  rstore_t *st = ud;
-  st->up = true;
-  st->phase = PH_LOADING;
-  const char *args[] = {"SCRIPT", "LOAD", presence_lua};
-  size_t lens[] = {6, 4, presence_lua_len};
+static void send_load(rstore_t *st) {
   req_t *r = req_new(st, load_done);
   if (!r) return;
-  if (format_cmd(r, 3, args, lens)) {
+  if (load_cmd(st, &r->cmd, &r->cmd_len)) {
     req_free(r);
     return;
   }
   send_req(st, r);
+}
+
+static void on_up(void *ud) {
+  rstore_t *st = ud;
+  st->up = true;
+  st->phase = PH_LOADING;
+  send_load(st);
 }
 
 static void on_down(void *ud, int code) {
@@ -2380,7 +2452,7 @@ static void on_timer(uv_timer_t *t) {
     if (st->paused || !st->up) break;
     /* A registration Redis refused (an error reply: data of another
      * layout, a script error) is tried again at every heartbeat. */
-    if (st->phase == PH_NONE && st->sha[0]) {
+    if (st->phase == PH_NONE && st->loaded) {
       start_register(st);
       break;
     }
@@ -2423,7 +2495,7 @@ static void on_timer(uv_timer_t *t) {
 /* ---- queries ------------------------------------------------------------ */
 
 static bool can_read(rstore_t *st) {
-  return st->up && st->sha[0] && st->phase != PH_LOADING;
+  return st->up && st->loaded && st->phase != PH_LOADING;
 }
 
 /* A user query's reply {0, {status, sessions, online, version, since, last
@@ -3184,6 +3256,11 @@ int presence_store_redis_new(const presence_redis_options_t *opts,
   snprintf(st->log_key, sizeof st->log_key, "%slog", st->prefix);
   snprintf(st->kick_key, sizeof st->kick_key, "%skicks", st->prefix);
   snprintf(st->epoch_s, sizeof st->epoch_s, "0");
+  /* FNV-1a of the script: its function's name. */
+  uint64_t h = 14695981039346656037ull;
+  for (size_t i = 0; i < presence_lua_len; i++)
+    h = (h ^ (unsigned char)presence_lua[i]) * 1099511628211ull;
+  snprintf(st->fn, sizeof st->fn, "presence_%016llx", (unsigned long long)h);
   *out = &st->base;
   return 0;
 }

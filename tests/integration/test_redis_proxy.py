@@ -83,7 +83,7 @@ CORRUPT = {
 
 class Proxy:
     """Forwards TCP to the Redis socket; replaces the reply to the next
-    command whose op (EVALSHA's fourth argument) is target, or stalls."""
+    command whose op (FCALL's fourth argument) is target, or stalls."""
 
     def __init__(self, sock):
         self.sock = sock
@@ -121,7 +121,8 @@ class Proxy:
             uw.write(data)
         async for cmd, _ in frames(dr, forward):
             name = cmd[0].upper() if isinstance(cmd, list) and cmd else b""
-            op = cmd[3] if name == b"EVALSHA" and len(cmd) > 3 else name
+            op = (cmd[3] if name in (b"FCALL", b"EVALSHA") and len(cmd) > 3
+                  else name)
             ops.append(op.decode(errors="replace"))
 
     async def down(self, ur, dw, ops):

@@ -368,7 +368,7 @@ static void acl_user_limited_to_the_prefix(void **state) {
   redisReply *r = tsrv_cmd(
       &srv, NULL,
       "ACL SETUSER presenced on >%s ~presence:* resetchannels -@all "
-      "+evalsha +script|load +xread +xrange +xrevrange +lrange +get +ping "
+      "+fcall +function|load +xread +xrange +xrevrange +lrange +get +ping "
       "+select +hexists +hget +hdel +hset +hsetnx +hmget +hlen +hkeys "
       "+hgetall +hscan +zadd +zrem +zscore +zrange +zrangebyscore +zcount "
       "+sadd +srem +scard +sscan +srandmember +set +del +unlink +exists "
@@ -573,9 +573,10 @@ static void px_from_down(uv_stream_t *s, ssize_t n, const uv_buf_t *b) {
     presence__resp_feed(&c->cmds, b->base, (size_t)n);
     redisReply *r;
     while (presence__resp_next(&c->cmds, &r) == 1) {
-      /* The op: EVALSHA sha numkeys op ..., else the command's name. */
+      /* The op: FCALL fn numkeys op ..., else the command's name. */
       const char *op = r->type == REDIS_REPLY_ARRAY && r->elements > 3 &&
-                               !strcasecmp(r->element[0]->str, "EVALSHA")
+                               (!strcasecmp(r->element[0]->str, "FCALL") ||
+                                !strcasecmp(r->element[0]->str, "EVALSHA"))
                            ? r->element[3]->str
                        : r->type == REDIS_REPLY_ARRAY && r->elements
                            ? r->element[0]->str

@@ -347,12 +347,12 @@ static void fresh_start_cleans_stale_state(void **state) {
   destroy(f);
 }
 
-/* EVALSHA calls Redis has run so far (INFO commandstats). */
+/* Script calls Redis has run so far (INFO commandstats: FCALL). */
 static long long evalsha_calls(server_t *s) {
   redisReply *r = srv_cmd(s, "INFO commandstats");
   long long n = 0;
-  const char *p = strstr(r->str, "cmdstat_evalsha:calls=");
-  if (p) n = atoll(p + strlen("cmdstat_evalsha:calls="));
+  const char *p = strstr(r->str, "cmdstat_fcall:calls=");
+  if (p) n = atoll(p + strlen("cmdstat_fcall:calls="));
   freeReplyObject(r);
   return n;
 }
@@ -570,6 +570,39 @@ static void logcap_cb(void *ud, presence_log_level_t l, const char *msg) {
     snprintf(c->text, sizeof c->text, "%s", msg);
 }
 
+/* The script is a Redis Functions library, loaded at connect: a Redis that
+ * forgot it (FUNCTION FLUSH) gets it again ahead of the next call, which
+ * then succeeds; a Redis without FUNCTION (before 7.0: here renamed away)
+ * runs the same script through EVALSHA, and a SCRIPT FLUSH there is the
+ * same. Either way the writes decide the same events. */
+static void script_reloads_and_runs_without_functions(void **state) {
+  (void)state;
+  for (int legacy = 0; legacy < 2; legacy++) {
+    fx1_t *f = calloc(1, sizeof(*f));
+    srv_init_fns(&f->srv, !legacy);
+    uv_loop_init(&f->loop);
+    inst_new(&f->a, &f->loop, &f->srv, "one", NULL);
+    wait_ready(&f->loop, &f->a);
+    DO(f, presence_session_connect(f->a.p, "s1", "alice", NULL, done_cb,
+                                   &f->a));
+    freeReplyObject(srv_cmd(&f->srv, legacy ? "SCRIPT FLUSH"
+                                            : "FUNCTION FLUSH"));
+    DO(f, presence_session_set_status(f->a.p, "s1", PRESENCE_IDLE, done_cb,
+                                      &f->a));
+    assert_no_errors(&f->a);
+    assert_int_equal(f->a.local.n, 4);
+    expect(&f->a.local, 3, PRESENCE_EV_USER_IDLE, PRESENCE_REASON_EXPLICIT,
+           "alice");
+    presence_user_info_t u = user_info(&f->loop, &f->a, "alice");
+    assert_int_equal(u.status, PRESENCE_IDLE);
+    redisReply *r = srv_cmd(&f->srv, "INFO commandstats");
+    assert_true((strstr(r->str, "cmdstat_fcall:") != NULL) == !legacy);
+    assert_true((strstr(r->str, "cmdstat_evalsha:") != NULL) == legacy);
+    freeReplyObject(r);
+    destroy(f);
+  }
+}
+
 static void another_layout_is_refused(void **state) {
   (void)state;
   server_t srv;
@@ -635,6 +668,7 @@ int main(void) {
       cmocka_unit_test(fresh_start_cleans_stale_state),
       cmocka_unit_test(queued_writes_are_batched_in_order),
       cmocka_unit_test(another_layout_is_refused),
+      cmocka_unit_test(script_reloads_and_runs_without_functions),
       cmocka_unit_test(offline_users_expire_after_retention),
       cmocka_unit_test(the_log_keeps_its_length),
       cmocka_unit_test(log_reads_fill_their_pages),

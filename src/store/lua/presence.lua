@@ -18,33 +18,31 @@
 -- log and the instance tables are global, so this script needs a single
 -- Redis (or a primary with replicas), not Redis Cluster.
 
-local op = ARGV[1]
-local P = ARGV[2]
-local iid = ARGV[3]
-local epoch = ARGV[4]
-local maxlen = tonumber(ARGV[5])
-local grace_ms = tonumber(string.match(ARGV[6], '^(%d+)')) -- 'offline/channel'
-local lease_ms = tonumber(ARGV[7])
-local retention_ms = tonumber(ARGV[8]) * 1000
+-- This file is a Redis Functions library (FUNCTION LOAD; the host puts
+-- the '#!lua name=...' line before it and the register_function call after
+-- it): its top level runs once, at load, and every FCALL runs only
+-- presence_main. Run as an EVAL script, this whole chunk (some hundred
+-- closures, each upvalue looked up through Lua 5.1's open-upvalue list)
+-- ran again on every call: ~25 us of Redis CPU before the op's first
+-- command, more than a whole unbatched connect costs now. So the per-call
+-- state lives in these locals, set by begin() at the start of each call.
+local ARGV, op, P, iid, epoch, maxlen, grace_ms, lease_ms, retention_ms
+local now, now_s, t0
 local A = 9
 
-local tm = redis.call('TIME')
-local now = tonumber(tm[1]) * 1000 + math.floor(tonumber(tm[2]) / 1000)
 -- Integers (ms times, versions, sequence numbers: all far below 2^53) as
 -- decimal text. '%d' formats a C long; '%.0f' and Lua's own number to
 -- string conversion ('%.14g', also what redis.call does with a number
 -- argument) go through glibc's multi-precision float printing, which
 -- showed up in the profile.
 local function s(x) return string.format('%d', x) end
-local now_s = s(now)
-local t0 = tonumber(tm[1]) * 1000000 + tonumber(tm[2])
 -- Batches also stop on time: a batch of sessions is the unit of work, but
 -- a loaded host (or a preempted Redis) must still not block Redis for
 -- longer than ~2 ms in one call (issue 4 allows 10 ms per command; the
 -- margin absorbs preemption on a busy host). TIME is itself a call, so it
 -- is asked every 4 items only.
 local BUDGET_US = 2000
-local budget_n = 0
+local budget_n
 local function over_budget()
   budget_n = budget_n + 1
   if budget_n % 4 ~= 0 then return false end
@@ -65,24 +63,25 @@ local E_NOSESSION, E_EXIST, E_LIMIT, E_FENCED, E_BUSY = -5, -6, -7, -11, -15
 local E_NOTMEMBER, E_CHANLIMIT = -32, -33
 local R_EXPLICIT = 3
 
-local K_SEQ, K_LOG = P .. 'seq', P .. 'log'
-local K_FORMAT, FORMAT = P .. 'format', '3' -- see 'register'
+-- The global keys under the call's prefix (set by set_prefix()):
+local K_SEQ, K_LOG
+local K_FORMAT, FORMAT = nil, '3' -- see 'register'
 local SEQ_JUMP_AFTER_LOSS = 1000000 -- see 'register'
-local K_SIDX = P .. 'sidx'     -- hash: session id -> user id
-local K_INST = P .. 'inst'     -- hash: instance id -> registered epoch
-local K_LEASE = P .. 'lease'   -- zset: instance id -> lease expiry (ms)
-local K_EPOCHS = P .. 'epochs' -- hash: instance id -> last epoch handed out
-local K_GRACE = P .. 'grace'   -- zset: user id -> pending offline deadline
-local K_MSGDUE = P .. 'msgdue' -- zset: user id -> its status message's expiry
+local K_SIDX      -- hash: session id -> user id
+local K_INST      -- hash: instance id -> registered epoch
+local K_LEASE     -- zset: instance id -> lease expiry (ms)
+local K_EPOCHS    -- hash: instance id -> last epoch handed out
+local K_GRACE     -- zset: user id -> pending offline deadline
+local K_MSGDUE    -- zset: user id -> its status message's expiry
 -- Fields of a user's hash beside '' (the record) and its sessions: a tab
 -- starts them, which no session id may contain.
 local F_MSG, F_AS = '\tm', '\tas' -- the status message; availability set at
 local F_MT = '\tmt' -- when the store last cleared a message (see 'sassert')
 local function is_sid(f) return f ~= '' and string.byte(f, 1) ~= 9 end
-local K_USERS = P .. 'users'   -- set: users present or in grace
-local K_REAP = P .. 'reap'     -- zset: dead instance -> claim expiry
-local K_REAPER = P .. 'reaper' -- hash: dead instance -> claimer/epoch/dead epoch
-local K_REAPC = P .. 'reapcur' -- hash: dead instance -> SSCAN cursor, '' done
+local K_USERS     -- set: users present or in grace
+local K_REAP      -- zset: dead instance -> claim expiry
+local K_REAPER    -- hash: dead instance -> claimer/epoch/dead epoch
+local K_REAPC     -- hash: dead instance -> SSCAN cursor, '' done
 local function k_reapids(i) return P .. 'reapids:' .. i end -- list: removed ids
 -- A user's one hash: field '' holds the user record (ids are never empty),
 -- every other field is one of the user's sessions. One key per user means
@@ -92,7 +91,7 @@ local function k_reapids(i) return P .. 'reapids:' .. i end -- list: removed ids
 local function k_user(u) return P .. 'u:{u:' .. u .. '}' end
 local function k_is(i) return P .. 'is:' .. i end
 
-local out = {0, ''}
+local out -- {code, payload}: begin() makes it
 
 -- The events of this call, packed, in order. All of them go to the log as
 -- ONE stream entry, numbered by one INCRBY: an XADD per event (10 arguments
@@ -104,7 +103,7 @@ local out = {0, ''}
 -- session ids the log leaves out) or '-'; the five strings '-' (absent) or
 -- <length>:<bytes>. emitter is '-' when it is the instance. Every token
 -- ends with a space, so a reader can end each string in place.
-local evs, nev = {}, 0
+local evs, nev -- begin() empties them
 local function str(x)
   if not x then return '- ' end
   return s(#x) .. ':' .. x .. ' '
@@ -401,8 +400,8 @@ end
 -- Global: chans (zset, scores 0: active channels), cgrace (zset:
 -- channel..'\t'..user -> pending leave deadline).
 -- Ids and channel names hold no control character, so '\t' separates.
-local cgrace_ms = tonumber(string.match(ARGV[6], '/(%d+)$') or '0')
-local K_CHANS, K_CGRACE = P .. 'chans', P .. 'cgrace'
+local cgrace_ms -- begin(): from ARGV[6], 'offline/channel'
+local K_CHANS, K_CGRACE -- set_prefix()
 local function k_chan(c) return P .. 'c:{c:' .. c .. '}' end
 local function k_cmem(c) return P .. 'cm:{c:' .. c .. '}' end
 local function k_sc(u) return P .. 'sc:{u:' .. u .. '}' end
@@ -977,13 +976,8 @@ local WRITES = {avail = {w_avail, 2}, msg = {w_msg, 4},
                 update = {w_update, 4}, leave = {w_leave, 3},
                 rmuser = {w_rmuser, 2}}
 
-local w1 = WRITES[op]
-if w1 then
-  if fenced() then return {E_FENCED} end
-  local code = w1[1](A)
-  if code ~= 0 then return {code} end
-  return finish()
-end
+-- Every op but the single writes above: OPS[op] runs it (see presence_main).
+local OPS = {}
 
 -- Several session writes of this instance in one call (the C side sends
 -- what queued up while earlier calls were in flight). ARGV: n, then n
@@ -991,7 +985,7 @@ end
 -- were its own call, in order; the fence is checked once. Payload:
 -- {code, events, code, events, ...} per write, the number of events of
 -- each write, which follow in order after the payload.
-if op == 'batch' then
+OPS.batch = function()
   if fenced() then return {E_FENCED} end
   local n = tonumber(ARGV[A])
   local b = A + 1
@@ -1013,7 +1007,7 @@ end
 -- Renew the lease; 'lost' when the store no longer knows this instance
 -- (flushed, restarted empty, or reaped), 'fenced' when the epoch was
 -- superseded or the lease ran out before this renewal.
-if op == 'hb' then
+OPS.hb = function()
   local e = redis.call('HGET', K_INST, iid)
   if not e then return {0, 'lost'} end
   if e ~= epoch or not lease_live(iid) then return {0, 'fenced'} end
@@ -1031,7 +1025,7 @@ end
 -- A new epoch for this instance. ARGV: fresh (1 at process start), the
 -- highest sequence number the instance has seen (the counter never goes
 -- back, even after the store lost its data).
-if op == 'register' then
+OPS.register = function()
   local fresh, min_seq = tonumber(ARGV[A]), tonumber(ARGV[A + 1])
   -- The layout of the keys and of the log entries. Data of another layout
   -- under this prefix (an older build's) is refused, not misread: the
@@ -1074,7 +1068,7 @@ if op == 'register' then
 end
 
 -- Give up the lease at once (after a shutdown removed the sessions).
-if op == 'unregister' then
+OPS.unregister = function()
   if redis.call('HGET', K_INST, iid) == epoch then
     redis.call('HDEL', K_INST, iid)
     redis.call('ZREM', K_LEASE, iid)
@@ -1087,7 +1081,7 @@ end
 -- Re-assert this instance's live sessions under its new epoch. ARGV: n, then
 -- n times (session, user, status, connected ms, '=' meta or '').
 -- Only net changes become events (reason resync).
-if op == 'assert' then
+OPS.assert = function()
   if fenced() then return {E_FENCED} end
   local n = tonumber(ARGV[A])
   for k = 0, n - 1 do
@@ -1179,7 +1173,7 @@ end
 -- After the asserts: remove this instance's sessions still carrying an
 -- older epoch (they ended while the instance could not write). ARGV: cursor,
 -- batch, reason.
-if op == 'sweep' then
+OPS.sweep = function()
   if fenced() then return {E_FENCED} end
   local cur, lim, reason = ARGV[A], ARGV[A + 1], tonumber(ARGV[A + 2])
   local r = redis.call('SSCAN', k_is(iid), cur, 'COUNT', lim)
@@ -1196,7 +1190,7 @@ end
 -- Fresh start (or presence_reset): remove every session and take every user
 -- offline, a batch of users per call, refused (EBUSY) while another
 -- instance holds a live lease. Payload: users left.
-if op == 'wipe' then
+OPS.wipe = function()
   if fenced() then return {E_FENCED} end
   local lim = tonumber(ARGV[A])
   if redis.call('ZCOUNT', K_LEASE, now, '+inf') > 1 then return {E_BUSY} end
@@ -1218,7 +1212,7 @@ end
 
 -- The end of a wipe: forget dead instances, one cleanup event without a
 -- session list.
-if op == 'wipe_done' then
+OPS.wipe_done = function()
   if fenced() then return {E_FENCED} end
   local all = redis.call('HKEYS', K_INST)
   for _, i in ipairs(all) do
@@ -1244,7 +1238,7 @@ end
 
 -- Claim one dead instance: a lease that ran out, or a claim whose reaper
 -- died. Payload: the instance id, or '' when there is none.
-if op == 'reap_claim' then
+OPS.reap_claim = function()
   if fenced() then return {E_FENCED} end
   local d = redis.call('ZRANGEBYSCORE', K_LEASE, '-inf', '(' .. now, 'LIMIT',
                        0, 1)
@@ -1272,7 +1266,7 @@ end
 -- behind the running one: each continues where the previous stopped, and
 -- Redis never waits for the reaper between batches. The removed ids are
 -- appended to reapids:<dead> for the cleanup event.
-if op == 'reap' then
+OPS.reap = function()
   if fenced() then return {E_FENCED} end
   local dead, lim = ARGV[A], ARGV[A + 2]
   local claim = redis.call('HGET', K_REAPER, dead)
@@ -1328,7 +1322,7 @@ end
 -- reapids:<dead> in pages first (for its callbacks), and the log's copy
 -- carries their count; the session.disconnected events before it name
 -- them one by one. ARGV: dead id, count of ids.
-if op == 'reap_done' then
+OPS.reap_done = function()
   if fenced() then return {E_FENCED} end
   local dead = ARGV[A]
   local claim = redis.call('HGET', K_REAPER, dead)
@@ -1351,7 +1345,7 @@ end
 -- Low-rate reconciliation: walk the session index a batch at a time and
 -- remove sessions whose owner has no live lease and no reaper working on
 -- it. ARGV: cursor, batch. Payload: next cursor.
-if op == 'reconcile' then
+OPS.reconcile = function()
   if fenced() then return {E_FENCED} end
   local cur, lim = ARGV[A], ARGV[A + 1]
   local r = redis.call('HSCAN', K_SIDX, cur, 'COUNT', lim)
@@ -1377,7 +1371,7 @@ end
 -- Offline grace, cluster-wide: fire due deadlines, each exactly once (the
 -- ZREM decides who fires it). ARGV: batch. Payload: ms to the next
 -- deadline, -1 if none.
-if op == 'grace' then
+OPS.grace = function()
   if fenced() then return {E_FENCED} end
   local lim = tonumber(ARGV[A])
   local due = redis.call('ZRANGEBYSCORE', K_GRACE, '-inf', now, 'LIMIT', 0, lim)
@@ -1416,7 +1410,7 @@ end
 -- (reason resync; only net changes become events). ARGV: n, then n times
 -- (session, user, k, then k times (channel, '=' data or '')). Joins the
 -- store holds for such a session beyond these are removed.
-if op == 'cassert' then
+OPS.cassert = function()
   if fenced() then return {E_FENCED} end
   local n = tonumber(ARGV[A])
   local b = A + 1
@@ -1474,7 +1468,7 @@ end
 
 -- ARGV: channel, after ('' from the start), limit. Payload: {count, more,
 -- n, members...}.
-if op == 'q_members' then
+OPS.q_members = function()
   local c, after, lim = ARGV[A], ARGV[A + 1], tonumber(ARGV[A + 2])
   local res = {s(redis.call('ZCARD', k_cmem(c))), '0', '0'}
   if lim > 0 then
@@ -1495,7 +1489,7 @@ if op == 'q_members' then
 end
 
 -- ARGV: prefix, after, limit. Payload: {more, name, count, name, count...}.
-if op == 'q_chans' then
+OPS.q_chans = function()
   local prefix, after, lim = ARGV[A], ARGV[A + 1], tonumber(ARGV[A + 2])
   local lo = '[' .. prefix
   if prefix == '' then lo = '-' end
@@ -1516,7 +1510,7 @@ if op == 'q_chans' then
 end
 
 -- ARGV: user. Payload: {n, then per channel: name, member fields...}.
-if op == 'q_uchans' then
+OPS.q_uchans = function()
   local u = ARGV[A]
   local cs = redis.call('SMEMBERS', k_uc(u))
   table.sort(cs)
@@ -1530,7 +1524,7 @@ if op == 'q_uchans' then
   return {0, res}
 end
 
-if op == 'q_user' then
+OPS.q_user = function()
   local u = ARGV[A]
   local h = redis.call('HMGET', k_user(u), '', F_MSG, F_AS)
   local U = urec_parse(h[1])
@@ -1564,7 +1558,7 @@ if op == 'q_user' then
   return {0, res}
 end
 
-if op == 'q_sessions' then
+OPS.q_sessions = function()
   local all = redis.call('HGETALL', k_user(ARGV[A]))
   local ss = {}
   for k = 1, #all, 2 do
@@ -1576,4 +1570,54 @@ if op == 'q_sessions' then
   return {0, ss}
 end
 
-return redis.error_reply('presence: unknown op ' .. tostring(op))
+-- ---- the entry point ----------------------------------------------------------
+
+-- The prefix's global keys, computed again only when the prefix changes
+-- (instances of several prefixes may share a Redis).
+local function set_prefix(p)
+  if p == P then return end
+  P = p
+  K_SEQ, K_LOG, K_FORMAT = P .. 'seq', P .. 'log', P .. 'format'
+  K_SIDX, K_INST, K_LEASE = P .. 'sidx', P .. 'inst', P .. 'lease'
+  K_EPOCHS, K_GRACE, K_MSGDUE = P .. 'epochs', P .. 'grace', P .. 'msgdue'
+  K_USERS, K_REAP, K_REAPER = P .. 'users', P .. 'reap', P .. 'reaper'
+  K_REAPC = P .. 'reapcur'
+  K_CHANS, K_CGRACE = P .. 'chans', P .. 'cgrace'
+end
+
+-- A call's state: its arguments, Redis's clock (TIME, once), no events yet.
+local function begin(args)
+  ARGV = args
+  op = args[1]
+  set_prefix(args[2])
+  iid = args[3]
+  epoch = args[4]
+  maxlen = tonumber(args[5])
+  grace_ms = tonumber(string.match(args[6], '^(%d+)')) -- 'offline/channel'
+  cgrace_ms = tonumber(string.match(args[6], '/(%d+)$') or '0')
+  lease_ms = tonumber(args[7])
+  retention_ms = tonumber(args[8]) * 1000
+  local tm = redis.call('TIME')
+  now = tonumber(tm[1]) * 1000 + math.floor(tonumber(tm[2]) / 1000)
+  now_s = s(now)
+  t0 = tonumber(tm[1]) * 1000000 + tonumber(tm[2])
+  budget_n = 0
+  out = {0, ''}
+  evs, nev = {}, 0
+end
+
+-- FCALL <name> 0 op prefix instance epoch maxlen grace lease retention ...
+-- (the register_function call after this file names it).
+local function presence_main(_, args)
+  begin(args)
+  local w1 = WRITES[op]
+  if w1 then
+    if fenced() then return {E_FENCED} end
+    local code = w1[1](A)
+    if code ~= 0 then return {code} end
+    return finish()
+  end
+  local f = OPS[op]
+  if f then return f() end
+  return redis.error_reply('presence: unknown op ' .. tostring(op))
+end

@@ -1119,7 +1119,7 @@ end
 -- text), emoji (the same), expiry, the message's set time). Each applies
 -- only where the store's is older, so the same setting from several
 -- instances is applied once; reason resync.
-if op == 'sassert' then
+OPS.sassert = function()
   if fenced() then return {E_FENCED} end
   local n = tonumber(ARGV[A])
   local function opt(x) if x == '-' then return nil end return string.sub(x, 2) end

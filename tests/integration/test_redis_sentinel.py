@@ -230,6 +230,9 @@ async def failover(t, su):
         t.check(f"{d.name}: logs the new primary the sentinels named",
                 f"127.0.0.1:{su.replica.port} as the primary of '{MASTER}'" in txt,
                 d.stderr_tail(8))
+        t.check(f"{d.name}: heard +switch-master from a sentinel (its watch)",
+                f"moved the primary of '{MASTER}' to 127.0.0.1:{su.replica.port}" in txt,
+                d.stderr_tail(8))
         t.check(f"{d.name}: no password in its log", PW not in txt and SPW not in txt)
 
     evs = await read_log(A)

@@ -20,9 +20,18 @@ the changes/s figure says nothing about the speed-up; the per-change CPU
 figures are what --workers could add (every worker reads the whole shared
 log, so its cost per change is the one to watch). Not part of `make test`.
 
+With --nofeed a third arm runs --workers N with each worker reading the
+log from Redis itself (PRESENCED_BENCH_NO_LOG_FEED=1), as before the shared
+log reader: the before and after of that change in one interleaved run.
+--scenario latency offers --rate changes/s instead of saturating (per-change
+figures then include the idle cost of the connections, and scripts carry
+one operation each, as at production rates). Redis's output bytes per
+change (INFO stats, connects included) are reported for each round.
+
     cmake --build build-bench --target presenced presence_load
     python3 bench/workers.py [--build build-bench] [--rounds 4] [--duration-s 5]
-        [--conns 1000] [--out bench/results/DATE-workers.json]
+        [--conns 1000] [--nofeed] [--scenario flip|latency --rate 3000]
+        [--out bench/results/DATE-workers.json]
 """
 import argparse
 import datetime

@@ -51,6 +51,8 @@ def one(args, rate):
     extra = ["--channel-joins-per-s", "1000",
              "--max-channels-per-session", "32",
              "--max-write-queue", str(args.write_queue)]
+    for a in args.server_arg:
+        extra += a.split("=", 1) if a.startswith("--") and "=" in a else [a]
     srv = bench.Server(args.build, "presenced", bench.free_port(),
                        extra=extra).start()
     try:
@@ -111,6 +113,8 @@ def main():
     ap.add_argument("--warm-s", type=float, default=5)
     ap.add_argument("--tag", default="",
                     help="appended to the results file's name")
+    ap.add_argument("--server-arg", action="append", default=[],
+                    help="one more presenced option, --name=value (repeat)")
     ap.add_argument("--write-queue", type=int, default=4 << 20,
                     help="presenced --max-write-queue (bytes)")
     args = ap.parse_args()

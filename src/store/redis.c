@@ -196,6 +196,7 @@ typedef struct rstore {
 
   /* The log feed between the workers of a machine (redis_feed.c). */
   presence__rfeed_t *feed;
+  bool feed_synced; /* the feed covers what this store's own reader read */
   int *feed_out; /* until attach: the descriptors (a0's memory) */
   uint32_t n_feed_out;
   int feed_in;
@@ -2024,12 +2025,24 @@ static void sresync_step(rstore_t *st) {
 /* The log's entries from one XREAD: each reported to host->observe. A
  * malformed entry is skipped (logged): the next event's number then jumps,
  * which is how every reader learns of a gap. */
+/* Whether stream id a ("ms-seq") comes after b; b empty: yes. */
+static bool id_after(const char *a, const char *b) {
+  if (!b[0]) return true;
+  char *ea, *eb;
+  unsigned long long am = strtoull(a, &ea, 10), bm = strtoull(b, &eb, 10);
+  unsigned long long as = *ea == '-' ? strtoull(ea + 1, NULL, 10) : 0;
+  unsigned long long bs = *eb == '-' ? strtoull(eb + 1, NULL, 10) : 0;
+  return am > bm || (am == bm && as > bs);
+}
+
 static void read_log_entries(rstore_t *st, redisReply *entries) {
   presence__redis_events_t evs = {.alloc = st->h.allocator};
   for (size_t i = 0; i < entries->elements && !st->destroying; i++) {
     redisReply *e = entries->element[i];
     evs.n = 0;
     const char *id = text_of(at(e, 0));
+    /* Read already (a feed overlapping this store's own reader): once. */
+    if (id && !id_after(id, st->r_last)) continue;
     if (id) snprintf(st->r_last, sizeof st->r_last, "%s", id);
     if (presence__redis_decode_entry(e, st->h.instance_id, &evs)) {
       logf_(st, PRESENCE_LOG_ERROR, "redis reader: malformed log entry", id);
@@ -2049,7 +2062,7 @@ static void read_kicks(rstore_t *st, redisReply *entries) {
   for (size_t i = 0; i < entries->elements && !st->destroying; i++) {
     redisReply *e = entries->element[i];
     const char *id = text_of(at(e, 0));
-    if (!id) continue;
+    if (!id || !id_after(id, st->k_last)) continue;
     snprintf(st->k_last, sizeof st->k_last, "%s", id);
     redisReply *f = at(e, 1);
     const char *sid = text_of(at(f, 1));
@@ -2095,10 +2108,38 @@ static void on_xread(void *ud, int code, redisReply *rep) {
   start_reader(st);
 }
 
+/* A reply from the machine's reader. The feed starts where worker 1
+ * registered, which may be after this store did: until a fed reply is seen
+ * to overlap what this store's own reader read (its first entry at or
+ * before r_last), the own reader goes on and the feed is ignored; from
+ * then on the feed alone (entries read already are skipped by id). */
+static void feed_reply(void *ud, redisReply *rep) {
+  rstore_t *st = ud;
+  if (st->destroying || !st->reader_started) return;
+  if (!st->feed_synced) {
+    const char *first = NULL;
+    for (size_t i = 0; at(rep, i) && !first; i++) {
+      const char *name = text_of(at(at(rep, i), 0));
+      if (name && !strcmp(name, st->log_key))
+        first = text_of(at(at(at(at(rep, i), 1), 0), 0));
+    }
+    if (!first || id_after(first, st->r_last)) return;
+    st->feed_synced = true;
+    if (st->rconn) { /* its blocked XREAD fails inside, unread */
+      presence__rconn_t *r = st->rconn;
+      st->rconn = NULL;
+      st->rup = st->r_waiting = st->k_known = false;
+      presence__rconn_free(r);
+    }
+  }
+  take_xread(st, rep);
+}
+
 /* The feed ended (its reader died or cut this worker off): read the log
  * from Redis, from the last entry the feed gave. */
 static void feed_ended(void *ud) {
   rstore_t *st = ud;
+  st->feed_synced = false;
   if (st->destroying) return;
   logf_(st, PRESENCE_LOG_INFO,
         "redis reader: the machine's log feed ended; reading the log itself",
@@ -2126,7 +2167,8 @@ static void on_kick_tail(void *ud, int code, redisReply *rep) {
 
 static void start_reader(rstore_t *st) {
   if (st->destroying || !st->h.observe || !st->reader_started) return;
-  if (presence__rfeed_reading(st->feed)) return; /* another worker reads */
+  if (st->feed_synced && presence__rfeed_reading(st->feed))
+    return; /* another worker reads */
   if (!st->rconn) {
     if (conn_new(st, "redis reader", true, &st->rconn)) {
       uv_timer_start(&st->hs->t[T_READER], on_timer, st->o.reconnect_max_ms,
@@ -3094,7 +3136,7 @@ static int r_attach(presence_store_t *base, const presence_store_host_t *host) {
         .n_out = st->n_feed_out,
         .max_reply_bytes = st->o.max_reply_bytes,
         .max_reply_elements = st->o.max_reply_elements,
-        .on_reply = take_xread,
+        .on_reply = feed_reply,
         .on_end = feed_ended,
         .ud = st,
     };

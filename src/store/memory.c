@@ -110,6 +110,8 @@ typedef struct muser {
   uint8_t dev;            /* every session's device, unless UF_MIXED_DEV */
   char id[];
 } muser_t;
+_Static_assert(offsetof(muser_t, id) + PRESENCE_ID_MAX + 1 <= PRESENCE__POOL_MAX,
+               "every user record is pooled (m_destroy frees none of them)");
 
 /*
  * What a person set beside their availability, kept apart from the user
@@ -2153,16 +2155,12 @@ static void m_destroy(presence_store_t *st) {
   presence__free(a, m->minfo);
   presence__free(a, m->metas);
   presence__free(a, m->cinfo);
+  /* Session and user records go with their pools' chunks: only what a
+   * user holds apart (its setting block) is freed one by one, so freeing a
+   * store of a million sessions does not walk them. */
   if (m->users.slots) {
-    while ((u = presence__table_next(&m->users, &pos))) {
-      msess_t *s = u->sessions;
-      while (s) {
-        msess_t *next = s->user_next;
-        session_free(m, s);
-        s = next;
-      }
-      user_free(m, u);
-    }
+    while ((u = presence__table_next(&m->users, &pos)))
+      presence__free(a, u->ext);
   }
   presence__table_free(&m->sessions);
   presence__table_free(&m->users);

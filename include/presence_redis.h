@@ -109,6 +109,17 @@ typedef struct presence_redis_options {
   const int *feed_out;
   uint32_t n_feed_out;
   int feed_in;
+  /* Virtual shards (docs/internals/redis.md, "Shards and Redis Cluster"):
+   * 0 or 1: one keyspace under the prefix, as before; S > 1: S shards, each
+   * under "<prefix>{<tag>}" with its own log and instance tables, users
+   * spread by a hash of their id. Every instance sharing a prefix must use
+   * the same S. Default with cluster: 12. */
+  uint32_t shards;
+  /* Redis Cluster: "host:port,host:port,..." (each may also be a
+   * redis:// or rediss:// URL; credentials and TLS as for url) of some of
+   * its nodes; NULL: no cluster. Each shard's connections follow MOVED to
+   * the node serving the shard's slot and fall back to these seeds. */
+  const char *cluster;
 } presence_redis_options_t;
 
 /* url with its password replaced by "***", into out (always terminated,

@@ -678,7 +678,13 @@ static void reaping(int n, uint32_t hb, uint32_t lease, FILE *out) {
     redisReply *e = r->element[i];
     long long d = e->element[2]->integer;
     redisReply *argv = e->element[3];
-    const char *op = argv->elements > 3 ? argv->element[3]->str : "";
+    /* FCALL fn numkeys keys... op ... */
+    size_t at_op = argv->elements > 3
+                       ? 3 + strtoul(argv->element[2]->str, NULL, 10)
+                       : 0;
+    const char *op = at_op && at_op < argv->elements
+                         ? argv->element[at_op]->str
+                         : "";
     if (!strcmp(op, "reap")) {
       reap_calls++;
       durs[nr++] = (double)d;

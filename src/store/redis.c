@@ -29,6 +29,7 @@
 #include "store/redis_conn.h"
 #include "store/redis_feed.h"
 #include "store/redis_resp.h"
+#include "store/redis_shard.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -234,6 +235,17 @@ typedef struct rstore {
   /* leave */
   void (*leave_done)(void *, int);
   void *leave_ud;
+
+  /* Redis Cluster (redis_shard.c): this store is one shard, all its keys
+   * in one slot. key1 is the script's KEYS[1], so that a node which does
+   * not serve the slot answers MOVED (or ASK) instead of running it. */
+  char key1[168];
+  bool in_cluster;
+  char **seed_host; /* the seeds: where to go when a node fails */
+  int *seed_port;
+  uint32_t n_seeds, seed_i;
+  char *moved_host; /* the node the last MOVED named, taken at reconnect */
+  int moved_port;
 } rstore_t;
 
 static void on_timer(uv_timer_t *t);
@@ -437,8 +449,9 @@ static int format_cmd(req_t *r, int argc, const char *const *argv,
                                &r->cmd_len, &cap, argc, argv, lens);
 }
 
-/* FCALL (EVALSHA) of the script: op, the common arguments, then the op's own. */
-#define COMMON_ARGS 11
+/* FCALL (EVALSHA) of the script: KEYS[1], op, the common arguments, then
+ * the op's own. */
+#define COMMON_ARGS 12
 typedef struct common_buf {
   char maxlen[16], grace[24], lease[16], retention[16];
 } common_buf_t;
@@ -453,9 +466,10 @@ static void common_args(rstore_t *st, const char *op, common_buf_t *b,
            (unsigned)st->h.offline_retention_s);
   const char *v[COMMON_ARGS] = {st->legacy ? "EVALSHA" : "FCALL",
                                 st->legacy ? st->sha : st->fn,
-                                "0",      op,
-                                st->prefix,  st->h.instance_id,   st->epoch_s,
-                                b->maxlen,   b->grace,  b->lease, b->retention};
+                                "1",         st->key1,
+                                op,          st->prefix,  st->h.instance_id,
+                                st->epoch_s, b->maxlen,   b->grace,
+                                b->lease,    b->retention};
   memcpy(out, v, sizeof v);
 }
 
@@ -600,6 +614,60 @@ static void ignore_reply(void *ud, int code, redisReply *rep) {
   (void)rep;
 }
 
+/* Redis Cluster: "MOVED <slot> <host>:<port>" (the slot has a new owner,
+ * or this is not it) is remembered for the next connect; true when the
+ * connection should go there. "ASK" (a slot half-way through a migration)
+ * and "TRYAGAIN" / "CLUSTERDOWN" fail the command like any error: the
+ * write is re-asserted later (see "Shards and Redis Cluster"). */
+static bool cluster_redirect(rstore_t *st, const redisReply *rep) {
+  if (!st->in_cluster || rep->type != REDIS_REPLY_ERROR || !rep->str ||
+      strncmp(rep->str, "MOVED ", 6))
+    return false;
+  const char *hp = strchr(rep->str + 6, ' ');
+  const char *colon = hp ? strrchr(hp, ':') : NULL;
+  if (!colon) return false;
+  hp++;
+  long port = strtol(colon + 1, NULL, 10);
+  if (port <= 0 || port > 65535) return false;
+  /* An empty host: the node we asked, on another port. */
+  size_t hl = (size_t)(colon - hp);
+  char *host = hl ? xstrndup(st, hp, hl) : xstrdup(st, st->url.host);
+  if (!host) return false;
+  xfree(st, st->moved_host);
+  st->moved_host = host;
+  st->moved_port = (int)port;
+  return true;
+}
+
+/* Before each connect of either connection: the node a MOVED named, or
+ * after a failure the next seed (the node may be dead; any node answers
+ * MOVED for a slot it does not serve). The URL's strings came from a0. */
+static void before_connect(void *ud, int failed) {
+  rstore_t *st = ud;
+  if (!st->in_cluster || !st->url.host) return;
+  const char *host = NULL;
+  int port = 0;
+  if (st->moved_host) {
+    host = st->moved_host;
+    port = st->moved_port;
+  } else if (failed && st->n_seeds) {
+    st->seed_i = (st->seed_i + 1) % st->n_seeds;
+    host = st->seed_host[st->seed_i];
+    port = st->seed_port[st->seed_i];
+  }
+  if (!host) return;
+  char *h = presence__malloc(st->a0, strlen(host) + 1);
+  if (!h) return;
+  strcpy(h, host);
+  presence__free(st->a0, st->url.host);
+  st->url.host = h;
+  st->url.port = port;
+  if (st->moved_host) {
+    xfree(st, st->moved_host);
+    st->moved_host = NULL;
+  }
+}
+
 static void on_reply(void *ud, int fail, redisReply *rep) {
   req_t *r = ud;
   rstore_t *st = r->st;
@@ -627,12 +695,18 @@ static void on_reply(void *ud, int fail, redisReply *rep) {
     return;
   }
   int code = 0;
+  bool moved = false;
   if (rep->type == REDIS_REPLY_ERROR) {
     logf_(st, PRESENCE_LOG_ERROR, "redis:", rep->str);
     code = PRESENCE_ESTORE;
+    moved = cluster_redirect(st, rep);
   }
   r->fn(st, r, rep, code);
   req_free(r);
+  /* The slot is served elsewhere now: reconnect there. Everything pending
+   * fails like a lost connection, and the registration that follows the
+   * reconnect re-asserts this shard's sessions on the new node. */
+  if (moved && st->up && !st->destroying) drop_connection(st, PRESENCE_ESTORE);
 }
 
 /* ---- events ------------------------------------------------------------- */
@@ -1855,6 +1929,7 @@ static int conn_new(rstore_t *st, const char *name, bool reader,
       .log = conn_log,
       .on_up = reader ? reader_up : on_up,
       .on_down = reader ? reader_down : on_down,
+      .before_connect = before_connect,
       .ud = st,
   };
   return presence__rconn_new(&cfg, out);
@@ -2091,6 +2166,10 @@ static void on_xread(void *ud, int code, redisReply *rep) {
   (void)code;
   if (!rep || st->destroying) return; /* the connection comes back up */
   if (rep->type == REDIS_REPLY_ERROR) {
+    if (cluster_redirect(st, rep)) {
+      presence__rconn_drop(st->rconn, PRESENCE_ESTORE);
+      return;
+    }
     /* Not a transport failure (NOPERM, a wrong type): asking again at once
      * would spin. */
     logf_(st, PRESENCE_LOG_ERROR, "redis reader:", rep->str);
@@ -3187,6 +3266,7 @@ static void r_destroy(presence_store_t *base) {
   xfree(st, st->slab);
   xfree(st, st->free_slots);
   xfree(st, st->wb);
+  xfree(st, st->moved_host);
   /* From before attach: the options' allocator. */
   const presence_allocator_t *a0 = st->a0;
   presence__redis_url_free(a0, &st->url);
@@ -3196,6 +3276,9 @@ static void r_destroy(presence_store_t *base) {
   presence__free(a0, (char *)st->tls.server_name);
   presence__free(a0, st->prefix);
   presence__free(a0, st->feed_out);
+  for (uint32_t i = 0; i < st->n_seeds; i++) presence__free(a0, st->seed_host[i]);
+  presence__free(a0, st->seed_host);
+  presence__free(a0, st->seed_port);
   presence__free(a0, st);
 }
 
@@ -3254,6 +3337,44 @@ int presence_store_redis_new(const presence_redis_options_t *opts,
                              presence_store_t **out) {
   if (!opts || !opts->loop || !out) return PRESENCE_EINVAL;
   *out = NULL;
+  if (opts->shards > 1 || opts->cluster)
+    return presence__rshards_new(opts, out);
+  return presence__redis_new_one(opts, out);
+}
+
+int presence__redis_set_cluster(presence_store_t *s, const char *seeds) {
+  rstore_t *st = (rstore_t *)s;
+  const presence_allocator_t *a = st->a0;
+  st->in_cluster = true;
+  size_t n = 1;
+  for (const char *p = seeds; *p; p++) n += *p == ',';
+  st->seed_host = presence__malloc(a, n * sizeof(char *));
+  st->seed_port = presence__malloc(a, n * sizeof(int));
+  if (!st->seed_host || !st->seed_port) return PRESENCE_ENOMEM;
+  const char *p = seeds;
+  for (size_t i = 0; i < n; i++) {
+    size_t len = strcspn(p, ",");
+    char one[512], err[96];
+    if (len >= sizeof one) return PRESENCE_EINVAL;
+    snprintf(one, sizeof one, "%.*s", (int)len, p);
+    if (!strstr(one, "://")) snprintf(one, sizeof one, "redis://%.*s", (int)len, p);
+    presence__redis_url_t u;
+    int rc = presence__redis_url_parse(a, one, &u, err, sizeof err);
+    if (!rc && !u.host) rc = PRESENCE_EINVAL;
+    if (!rc) {
+      st->seed_host[st->n_seeds] = u.host;
+      st->seed_port[st->n_seeds++] = u.port;
+      u.host = NULL;
+    }
+    presence__redis_url_free(a, &u);
+    if (rc) return rc;
+    p += len + (p[len] == ',');
+  }
+  return 0;
+}
+
+int presence__redis_new_one(const presence_redis_options_t *opts,
+                            presence_store_t **out) {
   const presence_allocator_t *a0 =
       opts->allocator ? opts->allocator : presence__default_allocator();
   rstore_t *st = presence__malloc(a0, sizeof(*st));
@@ -3296,6 +3417,7 @@ int presence_store_redis_new(const presence_redis_options_t *opts,
     return rc;
   }
   snprintf(st->log_key, sizeof st->log_key, "%slog", st->prefix);
+  snprintf(st->key1, sizeof st->key1, "%sseq", st->prefix);
   snprintf(st->kick_key, sizeof st->kick_key, "%skicks", st->prefix);
   snprintf(st->epoch_s, sizeof st->epoch_s, "0");
   /* FNV-1a of the script: its function's name. */
@@ -3307,24 +3429,58 @@ int presence_store_redis_new(const presence_redis_options_t *opts,
   return 0;
 }
 
+/* A sharded store (redis_shard.c) answers through its shards: s itself,
+ * or shard 0 for what is the same in every shard (the instance, the
+ * allocator) or lives in one (webhook leases). */
+static presence_store_t *shard0(presence_store_t *s) {
+  return presence__rshards_is(s) ? presence__rshards_sub(s, 0) : s;
+}
+#define FOR_SHARDS(s, i, sub)                                                  \
+  for (uint32_t i = 0, n_##i = presence__rshards_count(s);                     \
+       i < n_##i && ((sub) = presence__rshards_sub(s, i)); i++)
+
 int presence_redis_ready(presence_store_t *s) {
+  if (presence__rshards_is(s)) {
+    presence_store_t *sub;
+    FOR_SHARDS(s, i, sub) if (!presence_redis_ready(sub)) return 0;
+    return 1;
+  }
   return s && s->ops == &redis_ops && ((rstore_t *)s)->phase == PH_READY;
 }
 
 int presence_redis_cluster_stats(presence_store_t *s,
                                  presence_redis_cluster_stats_t *out) {
+  if (presence__rshards_is(s) && out) {
+    /* Users and sessions are each in one shard; every instance holds a
+     * lease in every shard. */
+    presence_store_t *sub;
+    memset(out, 0, sizeof *out);
+    FOR_SHARDS(s, i, sub) {
+      presence_redis_cluster_stats_t c;
+      if (presence_redis_cluster_stats(sub, &c)) return PRESENCE_EINVAL;
+      out->users_present += c.users_present;
+      out->sessions += c.sessions;
+      if (c.instances > out->instances) out->instances = c.instances;
+      if (!i || c.sampled_mono_ms < out->sampled_mono_ms)
+        out->sampled_mono_ms = c.sampled_mono_ms;
+    }
+    return 0;
+  }
   if (!s || !out || s->ops != &redis_ops) return PRESENCE_EINVAL;
   *out = ((rstore_t *)s)->cluster;
   return 0;
 }
 
 uint64_t presence_redis_epoch(presence_store_t *s) {
+  s = shard0(s);
   if (!s || s->ops != &redis_ops) return 0;
   rstore_t *st = (rstore_t *)s;
   return st->phase >= PH_WIPING ? st->epoch : 0;
 }
 
 void presence_redis_debug_pause(presence_store_t *s, int paused) {
+  presence_store_t *sub;
+  FOR_SHARDS(s, i, sub) presence_redis_debug_pause(sub, paused);
   if (s && s->ops == &redis_ops) ((rstore_t *)s)->paused = paused != 0;
 }
 
@@ -3337,6 +3493,16 @@ static void leave_done(rstore_t *st, req_t *r, redisReply *rep, int code) {
 
 int presence_redis_leave(presence_store_t *s, void (*done)(void *, int),
                          void *ud) {
+  if (presence__rshards_is(s)) {
+    void *f = presence__rshards_fan(s, done, ud);
+    if (!f) return PRESENCE_ENOMEM;
+    presence_store_t *sub;
+    FOR_SHARDS(s, i, sub) {
+      int rc = presence_redis_leave(sub, presence__rshards_fan_done, f);
+      if (rc) presence__rshards_fan_done(f, rc);
+    }
+    return 0;
+  }
   if (!s || s->ops != &redis_ops) return PRESENCE_EINVAL;
   rstore_t *st = (rstore_t *)s;
   if (st->leaving) return PRESENCE_EBUSY;
@@ -3367,6 +3533,30 @@ int presence_redis_leave(presence_store_t *s, void (*done)(void *, int),
 
 int presence_redis_conn_metrics(presence_store_t *s, int which,
                                 presence_redis_conn_metrics_t *out) {
+  if (presence__rshards_is(s) && out) {
+    /* Every shard's connection of that kind, added up; up if all are. */
+    presence_store_t *sub;
+    memset(out, 0, sizeof *out);
+    out->up = 1;
+    FOR_SHARDS(s, i, sub) {
+      presence_redis_conn_metrics_t m;
+      int rc = presence_redis_conn_metrics(sub, which, &m);
+      if (rc) return rc;
+      out->commands += m.commands;
+      out->replies += m.replies;
+      out->errors += m.errors;
+      out->failed += m.failed;
+      out->timeouts += m.timeouts;
+      out->protocol_errors += m.protocol_errors;
+      out->connects += m.connects;
+      out->connect_failures += m.connect_failures;
+      out->bytes_out += m.bytes_out;
+      out->bytes_in += m.bytes_in;
+      out->pending += m.pending;
+      out->up = out->up && m.up;
+    }
+    return 0;
+  }
   if (!s || !out || s->ops != &redis_ops || which < 0 || which > 1)
     return PRESENCE_EINVAL;
   rstore_t *st = (rstore_t *)s;
@@ -3381,6 +3571,11 @@ int presence_redis_conn_metrics(presence_store_t *s, int which,
 int presence_redis_on_kick(presence_store_t *s,
                            void (*fn)(void *ud, const char *session_id),
                            void *ud) {
+  if (presence__rshards_is(s)) {
+    presence_store_t *sub;
+    FOR_SHARDS(s, i, sub) presence_redis_on_kick(sub, fn, ud);
+    return 0;
+  }
   if (!s || s->ops != &redis_ops) return PRESENCE_EINVAL;
   rstore_t *st = (rstore_t *)s;
   st->kick_fn = fn;
@@ -3421,6 +3616,7 @@ static void kick_found(rstore_t *st, req_t *r, redisReply *rep, int code) {
 
 int presence_redis_kick(presence_store_t *s, const char *session_id,
                         void (*done)(void *ud, int status), void *ud) {
+  if (presence__rshards_is(s)) return presence__rshards_kick(s, session_id, done, ud);
   if (!s || s->ops != &redis_ops || !session_id || !done)
     return PRESENCE_EINVAL;
   rstore_t *st = (rstore_t *)s;
@@ -3450,6 +3646,7 @@ int presence__redis_raw(presence_store_t *s, int argc, const char **argv,
                         const size_t *lens,
                         void (*cb)(void *ud, int code, redisReply *rep),
                         void *ud) {
+  s = shard0(s);
   if (!s || s->ops != &redis_ops || !cb) return PRESENCE_EINVAL;
   rstore_t *st = (rstore_t *)s;
   if (!st->up || st->destroying) return PRESENCE_ESTORE;
@@ -3468,17 +3665,18 @@ int presence__redis_raw(presence_store_t *s, int argc, const char **argv,
 }
 
 const char *presence__redis_prefix(presence_store_t *s) {
-  return ((rstore_t *)s)->prefix;
+  return ((rstore_t *)shard0(s))->prefix;
 }
 
 const char *presence__redis_instance(presence_store_t *s) {
-  return ((rstore_t *)s)->h.instance_id;
+  return ((rstore_t *)shard0(s))->h.instance_id;
 }
 
 int presence__redis_is(presence_store_t *s) {
+  s = shard0(s);
   return s && s->ops == &redis_ops;
 }
 
 const presence_allocator_t *presence__redis_allocator(presence_store_t *s) {
-  return ((rstore_t *)s)->h.allocator;
+  return ((rstore_t *)shard0(s))->h.allocator;
 }

@@ -982,6 +982,12 @@ static void on_resolved(uv_getaddrinfo_t *req, int status,
 }
 
 static void start(presence__rconn_t *c) {
+  /* A Redis Cluster owner may point the URL at another node first (a
+   * MOVED it followed, or the next seed after failures). */
+  if (c->cfg.before_connect) {
+    c->cfg.before_connect(c->cfg.ud, c->backoff_ms != 0);
+    set_where(c);
+  }
   c->gen++;
   c->strike = false;
   c->connect_started = now_ms(c);

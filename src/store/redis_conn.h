@@ -101,6 +101,11 @@ typedef struct presence__rconn_config {
    * scheduled. Either may be NULL. */
   void (*on_up)(void *ud);
   void (*on_down)(void *ud, int code);
+  /* Optional, called before each (re)connect: the owner may change what
+   * url points to (Redis Cluster: the node a MOVED named, or the next seed
+   * after a failure). failed: the connect before this one failed or the
+   * connection was lost. */
+  void (*before_connect)(void *ud, int failed);
   void *ud;
   /* Internal to Sentinel support (redis_conn.c): a connection that only
    * subscribes on a sentinel, its messages (replies to no command) given

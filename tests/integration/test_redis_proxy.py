@@ -121,8 +121,10 @@ class Proxy:
             uw.write(data)
         async for cmd, _ in frames(dr, forward):
             name = cmd[0].upper() if isinstance(cmd, list) and cmd else b""
-            op = (cmd[3] if name in (b"FCALL", b"EVALSHA") and len(cmd) > 3
-                  else name)
+            # FCALL fn numkeys keys... op ... (EVALSHA alike)
+            at = (3 + int(cmd[2]) if name in (b"FCALL", b"EVALSHA")
+                  and len(cmd) > 2 else 0)
+            op = cmd[at] if at and len(cmd) > at else name
             ops.append(op.decode(errors="replace"))
 
     async def down(self, ur, dw, ops):

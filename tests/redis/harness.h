@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include <cmocka.h>
 #include <hiredis/hiredis.h>
@@ -30,6 +31,7 @@
 
 #include "presence.h"
 #include "presence_redis.h"
+#include "store/redis_shard.h"
 
 /* ---- the server --------------------------------------------------------- */
 
@@ -146,6 +148,43 @@ static inline redisReply *srv_cmd(server_t *s, const char *fmt, ...) {
   redisFree(c);
   assert_non_null(r);
   return r;
+}
+
+/* The sharded runs of the suites (PRESENCE_TEST_SHARDS=S, see
+ * tests/CMakeLists.txt): the store keeps S shards, shard i under
+ * "presence:{<tag i>}", each with its own log and instance tables; a user
+ * lives in one. Unsharded: one shard, "presence:". */
+static inline uint32_t test_shards(void) {
+  const char *e = getenv("PRESENCE_TEST_SHARDS");
+  int n = e ? atoi(e) : 0;
+  return n > 1 ? (uint32_t)n : 1;
+}
+
+static inline void shard_prefix(uint32_t i, char *out, size_t n) {
+  uint32_t s = test_shards();
+  if (s == 1) {
+    snprintf(out, n, "presence:");
+    return;
+  }
+  char tag[24];
+  assert_int_equal(presence__redis_shard_tag(i, s, tag, sizeof tag), 0);
+  snprintf(out, n, "presence:{%s}", tag);
+}
+
+static inline void user_prefix(const char *user, char *out, size_t n) {
+  shard_prefix(presence__redis_user_shard(user, strlen(user), test_shards()),
+               out, n);
+}
+
+/* The script's op in a command's arguments as SLOWLOG shows them
+ * (FCALL fn numkeys keys... op ..., EVALSHA alike), else "". */
+static inline const char *script_op(const redisReply *args) {
+  if (args->type != REDIS_REPLY_ARRAY || args->elements < 4 ||
+      (strcasecmp(args->element[0]->str, "FCALL") &&
+       strcasecmp(args->element[0]->str, "EVALSHA")))
+    return "";
+  size_t at = 3 + strtoul(args->element[2]->str, NULL, 10);
+  return at < args->elements ? args->element[at]->str : "";
 }
 
 /* TEST_FILTER=name runs one test. */
@@ -304,6 +343,10 @@ static inline void inst_new(inst_t *in, uv_loop_t *loop, server_t *s,
   ro.stream_maxlen = io && io->maxlen ? io->maxlen : 0;
   ro.stream_block_ms = 200;
   ro.reconnect_max_ms = 200;
+  /* The suites' sharded runs (tests/CMakeLists.txt): the same behaviour
+   * through the virtual-shard layout on one Redis. */
+  const char *shards = getenv("PRESENCE_TEST_SHARDS");
+  ro.shards = shards ? (uint32_t)atoi(shards) : 0;
   assert_int_equal(presence_store_redis_new(&ro, &in->store), 0);
   presence_options_t o;
   presence_options_init(&o);
@@ -472,6 +515,9 @@ typedef struct fx {
 
 static inline fx_t *fx_make(int n, const inst_opts_t *io) {
   fx_t *f = calloc(1, sizeof(*f));
+  /* A store writes to sockets whose Redis may have just died (the restart
+   * tests): the host ignores SIGPIPE, as presenced does. */
+  signal(SIGPIPE, SIG_IGN);
   srv_init(&f->srv);
   uv_loop_init(&f->loop);
   f->n = n;

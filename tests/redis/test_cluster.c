@@ -33,16 +33,31 @@ static replay_t replay_check(server_t *s, const char *only_user,
   presence_status_t cur = PRESENCE_OFFLINE;
   uint64_t ver = 0;
   bool have_ver = false;
-  redisReply *r = srv_cmd(s, "XRANGE presence:log - +");
-  assert_int_equal(r->type, REDIS_REPLY_ARRAY);
   /* Decoded by the store's own decoder (each entry holds the events of
-   * one script call). */
+   * one script call), shard after shard: a user's events are all in its
+   * shard's log, numbered by that shard's sequence. */
   presence__redis_events_t evs = {0};
-  for (size_t i = 0; i < r->elements; i++)
-    assert_int_equal(
-        presence__redis_decode_entry(r->element[i], "replay", &evs), 0);
+  size_t *starts = calloc(test_shards() + 1, sizeof *starts);
+  /* The events point into the replies: kept until the end. */
+  redisReply **reps = calloc(test_shards(), sizeof *reps);
+  for (uint32_t sh = 0; sh < test_shards(); sh++) {
+    char pfx[64];
+    shard_prefix(sh, pfx, sizeof pfx);
+    redisReply *r = srv_cmd(s, "XRANGE %slog - +", pfx);
+    assert_int_equal(r->type, REDIS_REPLY_ARRAY);
+    for (size_t i = 0; i < r->elements; i++)
+      assert_int_equal(
+          presence__redis_decode_entry(r->element[i], "replay", &evs), 0);
+    starts[sh + 1] = evs.n;
+    reps[sh] = r;
+  }
+  uint32_t sh = 0;
   for (size_t i = 0; i < evs.n; i++) {
     const presence_event_t *ev = &evs.ev[i];
+    while (i == starts[sh + 1]) {
+      sh++;
+      rp.last_seq = 0;
+    }
     assert_true(ev->seq > rp.last_seq);
     rp.last_seq = ev->seq;
     rp.events++;
@@ -52,6 +67,10 @@ static replay_t replay_check(server_t *s, const char *only_user,
       continue;
     rp.user_events++;
     if (!only_user || !ev->user_id || strcmp(ev->user_id, only_user)) continue;
+    if (getenv("REPLAY_DEBUG"))
+      fprintf(stderr, "seq %llu type %d %d->%d v%llu inst %s reason %d\n",
+              (unsigned long long)ev->seq, ev->type, ev->from, ev->to,
+              (unsigned long long)ev->user_version, ev->instance_id, ev->reason);
     assert_int_equal(ev->from, cur);
     assert_int_not_equal(ev->from, ev->to);
     if (have_ver) assert_int_equal(ev->user_version, ver + 1);
@@ -60,7 +79,9 @@ static replay_t replay_check(server_t *s, const char *only_user,
     cur = ev->to;
   }
   free(evs.ev);
-  freeReplyObject(r);
+  free(starts);
+  for (uint32_t k = 0; k < test_shards(); k++) freeReplyObject(reps[k]);
+  free(reps);
   if (final) *final = cur;
   return rp;
 }
@@ -208,17 +229,23 @@ static bool reap_once(bool last) {
   inst_free(&f->in[1]);
   int64_t t0 = now_ms();
   cleanup_wait_t w0 = {&f->in[0], 1}, w2 = {&f->in[2], 1};
+  /* Sharded, each shard reaps on its own: one cleanup per shard. */
+  size_t shards = test_shards();
   bool got = false;
   int64_t end = t0 + 30000;
   while (!got && now_ms() < end) {
     run_for(&f->loop, 10);
-    got = cleanup_pred(&w0) || cleanup_pred(&w2);
+    got = rec_count(&f->in[0].local, PRESENCE_EV_CLEANUP) +
+              rec_count(&f->in[2].local, PRESENCE_EV_CLEANUP) >=
+          shards;
   }
   assert_true(got);
   int64_t took = now_ms() - t0;
   inst_t *reaper = cleanup_pred(&w0) ? &f->in[0] : &f->in[2];
   inst_t *other = reaper == &f->in[0] ? &f->in[2] : &f->in[0];
-  assert_int_equal(rec_count(&other->local, PRESENCE_EV_CLEANUP), 0);
+  if (shards == 1)
+    assert_int_equal(rec_count(&other->local, PRESENCE_EV_CLEANUP), 0);
+  (void)w2;
   /* A slow host (a sanitizer build under load) may let the first claim run
    * out mid-way, and the other instance take over: between them, every
    * session goes exactly once, and the one cleanup lists them all. */
@@ -229,10 +256,22 @@ static bool reap_once(bool last) {
   assert_int_equal(rec_count(&reaper->local, PRESENCE_EV_USER_OFFLINE) +
                        rec_count(&other->local, PRESENCE_EV_USER_OFFLINE),
                    N / 2 - 1);
-  rec_ev_t *c = &reaper->local.ev[reaper->local.n - 1];
-  assert_int_equal(c->type, PRESENCE_EV_CLEANUP);
-  assert_string_equal(c->instance, "beta");
-  assert_int_equal(c->n_ids, N);
+  if (shards == 1) {
+    rec_ev_t *c = &reaper->local.ev[reaper->local.n - 1];
+    assert_int_equal(c->type, PRESENCE_EV_CLEANUP);
+    assert_string_equal(c->instance, "beta");
+    assert_int_equal(c->n_ids, N);
+  } else {
+    /* Between them, the shards' cleanups list every session once. */
+    size_t ids = 0;
+    for (int i = 0; i < 3; i += 2)
+      for (size_t k = 0; k < f->in[i].local.n; k++)
+        if (f->in[i].local.ev[k].type == PRESENCE_EV_CLEANUP) {
+          assert_string_equal(f->in[i].local.ev[k].instance, "beta");
+          ids += f->in[i].local.ev[k].n_ids;
+        }
+    assert_int_equal(ids, N);
+  }
   presence_user_info_t u = user_info(&f->loop, &f->in[0], "user-0");
   assert_int_equal(u.status, PRESENCE_ONLINE);
   u = user_info(&f->loop, &f->in[0], "user-1");
@@ -245,7 +284,7 @@ static bool reap_once(bool last) {
     redisReply *e = sl->element[i];
     long long us = e->element[2]->integer;
     redisReply *args = e->element[3];
-    const char *op = args->elements > 3 ? args->element[3]->str : "";
+    const char *op = script_op(args);
     if (!strcmp(op, "reap")) reap_us[nreap++] = us;
     if (us > worst) worst = us;
     if (us > 10000) {
@@ -365,7 +404,9 @@ static bool all_online(void *ud) {
   online_wait_t *w = ud;
   for (int i = 0; w->users[i]; i++) {
     /* The user record, field "" of the user's hash: "st n on ...". */
-    redisReply *r = srv_cmd(&w->f->srv, "HGET presence:u:{u:%s} %b",
+    char pfx[64];
+    user_prefix(w->users[i], pfx, sizeof pfx);
+    redisReply *r = srv_cmd(&w->f->srv, "HGET %su:{u:%s} %b", pfx,
                             w->users[i], "", (size_t)0);
     bool on = r->type == REDIS_REPLY_STRING && !strncmp(r->str, "1 ", 2);
     freeReplyObject(r);
@@ -410,11 +451,15 @@ static void store_loss_is_rebuilt(void **state) {
    * instance may not have read the newest of those yet): a reader whose
    * cursor is from before is told it missed events, never given a number
    * twice. */
-  seq_jump_t jump = {f->in[0].p, seq0 + 1000000};
-  assert_true(run_until(&f->loop, seq_jumped, &jump, 2000));
-  page_t pg = read_page(&f->loop, f->in[1].p, seq0, 8);
-  assert_int_equal(pg.status, PRESENCE_ECURSOR);
-  assert_true(pg.n > 0 && pg.seq[0] > seq0 + 1000000);
+  if (test_shards() == 1) {
+    /* (Sharded, every shard's sequence jumps alike, but the whole-log
+     * reader with one number is not there: see docs/internals/redis.md.) */
+    seq_jump_t jump = {f->in[0].p, seq0 + 1000000};
+    assert_true(run_until(&f->loop, seq_jumped, &jump, 2000));
+    page_t pg = read_page(&f->loop, f->in[1].p, seq0, 8);
+    assert_int_equal(pg.status, PRESENCE_ECURSOR);
+    assert_true(pg.n > 0 && pg.seq[0] > seq0 + 1000000);
+  }
   /* A restart without data. */
   srv_stop(&f->srv);
   run_for(&f->loop, 300);
@@ -481,9 +526,13 @@ static void leave_ends_sessions_at_once(void **state) {
   for (size_t k = 0; k < f->in[1].local.n; k++)
     shut += f->in[1].local.ev[k].reason == PRESENCE_REASON_SHUTDOWN;
   assert_int_equal(shut, 2);
-  redisReply *r = srv_cmd(&f->srv, "HEXISTS presence:inst beta");
-  assert_int_equal(r->integer, 0);
-  freeReplyObject(r);
+  for (uint32_t sh = 0; sh < test_shards(); sh++) {
+    char pfx[64];
+    shard_prefix(sh, pfx, sizeof pfx);
+    redisReply *r = srv_cmd(&f->srv, "HEXISTS %sinst beta", pfx);
+    assert_int_equal(r->integer, 0);
+    freeReplyObject(r);
+  }
   fx_destroy(f);
 }
 

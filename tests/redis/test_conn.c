@@ -389,12 +389,13 @@ static void acl_user_limited_to_the_prefix(void **state) {
   assert_true(run_until(&loop, ready_pred, &b.in, 3000));
   sees_online(&loop, &b);
   assert_no_secret(&a);
-  /* The script's own commands run as the user too: a key outside the
-   * prefix is refused. */
+  /* A prefix outside the user's keys is refused: the script's declared
+   * key (KEYS[1], the shard's sequence) by Redis before it runs, and its
+   * own commands, which run as the user too. */
   presence_redis_options_t other = {.url = url, .prefix = "other:"};
   tinst_t c;
   tinst_new(&c, &loop, "acl-c", &other);
-  refused(&loop, &c, "can't access at least one of the keys");
+  refused(&loop, &c, "no permissions to access one of the keys");
   tinst_free(&a);
   tinst_free(&b);
   tinst_free(&c);
@@ -573,11 +574,14 @@ static void px_from_down(uv_stream_t *s, ssize_t n, const uv_buf_t *b) {
     presence__resp_feed(&c->cmds, b->base, (size_t)n);
     redisReply *r;
     while (presence__resp_next(&c->cmds, &r) == 1) {
-      /* The op: FCALL fn numkeys op ..., else the command's name. */
-      const char *op = r->type == REDIS_REPLY_ARRAY && r->elements > 3 &&
-                               (!strcasecmp(r->element[0]->str, "FCALL") ||
-                                !strcasecmp(r->element[0]->str, "EVALSHA"))
-                           ? r->element[3]->str
+      /* The op: FCALL fn numkeys keys... op ... (EVALSHA alike), else the
+       * command's name. */
+      bool script = r->type == REDIS_REPLY_ARRAY && r->elements > 2 &&
+                    (!strcasecmp(r->element[0]->str, "FCALL") ||
+                     !strcasecmp(r->element[0]->str, "EVALSHA"));
+      size_t at_op = script ? 3 + strtoul(r->element[2]->str, NULL, 10) : 0;
+      const char *op = script && r->elements > at_op
+                           ? r->element[at_op]->str
                        : r->type == REDIS_REPLY_ARRAY && r->elements
                            ? r->element[0]->str
                            : "?";

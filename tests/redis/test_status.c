@@ -261,7 +261,7 @@ static void many_expiries_are_cleared_in_bounded_calls(void **state) {
       over++;
       print_message("slow: %lld us %s %s\n", us,
                     args->elements > 0 ? args->element[0]->str : "",
-                    args->elements > 3 ? args->element[3]->str : "");
+                    script_op(args));
     }
   }
   freeReplyObject(sl);

@@ -15,8 +15,10 @@
 --
 -- Keys are built here from the prefix (see docs/internals/redis.md): a
 -- user's keys share the hash tag {u:<user>}, but the sequence counter, the
--- log and the instance tables are global, so this script needs a single
--- Redis (or a primary with replicas), not Redis Cluster.
+-- log and the instance tables are global to the prefix. On Redis Cluster
+-- the store runs one shard per prefix "<prefix>{<tag>}": the first {...}
+-- of every key is then the shard's tag, so a call never leaves its slot
+-- (KEYS[1], the shard's seq, lets Redis route and check it).
 
 -- This file is a Redis Functions library (FUNCTION LOAD; the host puts
 -- the '#!lua name=...' line before it and the register_function call after

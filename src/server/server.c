@@ -437,6 +437,7 @@ typedef struct pend {
   uint32_t off, len;
   uint32_t next;  /* the connection's next entry (index + 1), 0: none */
   uint32_t count; /* in a chain's first entry: entries in the chain */
+  uint32_t last;  /* in a chain's first entry: its last (index + 1) */
 } pend_t;
 
 /* A chain longer than this is written at once: bounded iovecs, and a
@@ -464,7 +465,7 @@ static void flush_conn(conn_t *c) {
     e->shared = NULL;
     i = e->next;
   }
-  c->pend_first = c->pend_last = 0;
+  c->pend_first = 0;
   c->wq_bytes -= (uint32_t)total;
   s->wq_bytes_total -= total;
   /* One shared frame alone is queued by reference if the kernel does not
@@ -489,7 +490,7 @@ static void pend_cancel(conn_t *c) {
     e->c = NULL;
     i = e->next;
   }
-  c->pend_first = c->pend_last = 0;
+  c->pend_first = 0;
 }
 
 static void flush_all(srv_t *s) {
@@ -530,7 +531,8 @@ static int pend_add(conn_t *c, uv_buf_t *bufs, unsigned n, shbuf_t *shared) {
     flush_conn(c);
     if (c->closing) return -1;
   }
-  pend_t *last = c->pend_last ? &s->pend[c->pend_last - 1] : NULL;
+  pend_t *last =
+      c->pend_first ? &s->pend[s->pend[c->pend_first - 1].last - 1] : NULL;
   int extend = !(shared && n == 1) && last && !last->shared &&
                last->off + last->len == s->pend_data.len;
   if (!extend && s->npend == s->pend_cap) {
@@ -539,7 +541,8 @@ static int pend_add(conn_t *c, uv_buf_t *bufs, unsigned n, shbuf_t *shared) {
     if (!np) goto nomem;
     s->pend = np;
     s->pend_cap = cap;
-    last = c->pend_last ? &s->pend[c->pend_last - 1] : NULL;
+    last = c->pend_first ? &s->pend[s->pend[c->pend_first - 1].last - 1]
+                         : NULL;
   }
   if (shared && n == 1) {
     pend_t *e = &s->pend[s->npend];
@@ -565,7 +568,7 @@ static int pend_add(conn_t *c, uv_buf_t *bufs, unsigned n, shbuf_t *shared) {
       last->next = idx;
     else
       c->pend_first = idx;
-    c->pend_last = idx;
+    s->pend[c->pend_first - 1].last = idx;
     s->pend[c->pend_first - 1].count++;
   }
   c->wq_bytes += (uint32_t)total;

@@ -385,7 +385,9 @@ static void on_subscribe(conn_t *c, const wsmsg_t *m) {
   cJSON_ArrayForEach(u, users) {
     if (find_sub(w, u->valuestring) >= 0) continue;
     if (w->nsubs == w->subs_cap) {
-      uint32_t cap = w->subs_cap ? w->subs_cap * 2 : 4;
+      /* From 1: most connections watch one user (a 32-byte malloc chunk,
+       * not 48). */
+      uint32_t cap = w->subs_cap ? w->subs_cap * 2 : 1;
       watch_entry_t **n = realloc(w->subs, cap * sizeof *n);
       if (!n) goto nomem;
       w->subs = n;

@@ -10,7 +10,7 @@ PORT      ?= 7070
 API_KEY   ?= dev-api-key-for-the-local-demo-only
 CMAKE_FLAGS ?=
 
-.PHONY: all deps build build-asan run test test-unit test-asan bench bench-redis bench-centrifugo bench-channel soak format clean install fuzz fuzz-smoke docs-images
+.PHONY: all deps build build-asan run test test-unit test-asan bench bench-status bench-redis bench-centrifugo bench-channel soak format clean install fuzz fuzz-smoke docs-images
 
 all: build
 
@@ -56,6 +56,16 @@ bench: deps
 	cmake -S . -B $(BENCH_BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo $(CMAKE_FLAGS)
 	cmake --build $(BENCH_BUILD) -j $(JOBS) --target presenced bench_engine presence_load presence_echo
 	python3 bench/run.py --build $(BENCH_BUILD)
+
+# Issue 14's figures (bench/status_ab.py, docs/benchmarks.md "Status that
+# people set"): the session operations beside the build before that work
+# (exported with git archive into /tmp, built once), availability and message
+# changes per CPU-second, and 100,000 message expiries on Redis (the test
+# binary of `make build`). bench/results/<date>-status-ab.json.
+bench-status: deps build
+	cmake -S . -B $(BENCH_BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo $(CMAKE_FLAGS)
+	cmake --build $(BENCH_BUILD) -j $(JOBS) --target bench_engine presence
+	python3 bench/status_ab.py --build $(BENCH_BUILD) --expiry-test build/tests/redis_test_status
 
 # The Redis store's figures (issue 4): throughput of three instances beside
 # redis-benchmark's ceilings, and the reaping of a killed instance.

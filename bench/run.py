@@ -521,6 +521,10 @@ TARGETS_BENCH = [
     ("flip_vs_echo", "status changes/s vs echo doing the same work", "x",
      0.9, "ge"),
     ("storm_vs_echo", "connect storm vs echo", "x", 0.8, "ge"),
+    # Issue 14: status that people set, on one core (per CPU-second), at
+    # 1 M sessions, 4 per user; the slower of the two kinds.
+    ("engine_settings_per_cpu_s", "engine availability and message changes "
+     "per CPU-second (the slower)", "/s", 3e6, "ge"),
 ]
 
 
@@ -662,6 +666,15 @@ def summarise(res):
     return s
 
 
+def settings_per_cpu_s(e):
+    """Issue 14: availability changes and message sets+clears per
+    CPU-second at 1 M x 4, the slower of the two medians."""
+    c = e.get("4_per_user_1m", {}).get("ops_per_cpu_s", {})
+    a = c.get("availability_change", {}).get("median")
+    m = c.get("message_set_clear", {}).get("median")
+    return None if a is None or m is None else min(a, m)
+
+
 def issue21_targets(s):
     e = s.get("engine", {})
     fig = {
@@ -672,6 +685,7 @@ def issue21_targets(s):
         "idle_rss_per_conn_10k": s["idle_rss_per_conn_bytes"]["presenced"],
         "flip_vs_echo": s["flip_changes_per_s"]["ratio"],
         "storm_vs_echo": s["connect_storm_per_s"]["ratio"],
+        "engine_settings_per_cpu_s": settings_per_cpu_s(e),
     }
     e100 = e.get("1_per_user_100k", {})
 

@@ -28,13 +28,16 @@ async def test_settings_across_instances(t, cl):
     ann = await Client.connect(A, "rs-ann")
     watcher = await Client.connect(C, "rs-watch", watch="*")
     await watcher.send({"type": "subscribe", "users": ["rs-ann"], "id": 1})
-    await watcher.expect_type("presence", snapshot=True)
+    snap = await watcher.expect_type("presence", snapshot=True)
+    v0 = (entry(snap, "rs-ann") or {}).get("version", 0)
+    versions = []
 
     await ann.send({"type": "availability", "availability": "dnd", "id": "a"})
     t.check("dnd set through A: ack", await ann.expect_type("ack", id="a") is not None)
     ch = entry(await watcher.change("rs-ann", timeout=5), "rs-ann") or {}
     t.check("watcher on C: one change, online + dnd",
             ch.get("status") == "online" and ch.get("availability") == "dnd", ch)
+    versions.append(ch.get("version"))
     j = await user(B, "rs-ann")
     t.check("API of B: the truth, online + dnd", j.get("status") == "online"
             and j.get("availability") == "dnd", j)
@@ -49,6 +52,7 @@ async def test_settings_across_instances(t, cl):
     ch = entry(await watcher.change("rs-ann", timeout=5), "rs-ann") or {}
     t.check("watcher on C: the message", ch.get("change") == "message"
             and (ch.get("message") or {}).get("text") == "Back soon", ch)
+    versions.append(ch.get("version"))
     # A dies before the expiry, without a word. Its session is reaped
     # (rs-ann goes offline, reason instance_lost) and, separately, the
     # message expires: cleared by B or C, once.
@@ -63,6 +67,11 @@ async def test_settings_across_instances(t, cl):
     t.check("after A's death the message expires anyway: one change, reason expired",
             len(msgs) == 1 and msgs[0].get("message") is None
             and msgs[0].get("reason") == "expired", got)
+    versions += [g.get("version") for g in sorted(
+        (g for g in got if g), key=lambda g: g.get("seq", 0))]
+    t.eq("watcher: the shown version moved by one with each change it was sent "
+         "(the hidden idle moved none), across instances",
+         versions, list(range(v0 + 1, v0 + 1 + len(versions))))
     j = await user(B, "rs-ann")
     t.check("API of B: message gone, dnd kept", j.get("message") is None
             and j.get("availability") == "dnd", j)

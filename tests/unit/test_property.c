@@ -28,6 +28,11 @@
  * every user.availability / user.message against what it knew, and a
  * watcher's view rebuilt from the events alone (presence_event_watcher_visible
  * deciding what is sent) against the masking table applied to the model.
+ * Sessions have devices (s<i>: web, mobile, desktop by i % 3): each user's
+ * best status and session count per device is checked against the model,
+ * and the shown version (what watchers get as "version") must move by one
+ * with every event a watcher is sent and with no other, in the events and
+ * in the user query alike.
  */
 #ifdef PROPERTY_REDIS
 #define PRESENCE_TEST_NO_RECORDER

@@ -1628,13 +1628,19 @@ static void resync_step(rstore_t *st);
 static void cresync_step(rstore_t *st);
 static void sresync_start(rstore_t *st);
 
-static void cresync_done(rstore_t *st, req_t *r, redisReply *rep, int code) {
-  if (st->destroying || r->epoch_gen != st->epoch_gen) return;
+/* A resync call answered: its events reported, true when the resync goes
+ * on (false: stale, failed or fenced; the re-registration starts over). */
+static bool resync_reply(rstore_t *st, req_t *r, redisReply *rep, int code) {
+  if (st->destroying || r->epoch_gen != st->epoch_gen) return false;
   if (!code && rep) code = script_code(rep);
   if (code == PRESENCE_EFENCED) on_fenced(st, r);
-  if (code) return;
+  if (code) return false;
   emit_events(st, rep);
-  cresync_step(st);
+  return true;
+}
+
+static void cresync_done(rstore_t *st, req_t *r, redisReply *rep, int code) {
+  if (resync_reply(st, r, rep, code)) cresync_step(st);
 }
 
 /* After the sessions, their channels: a batch of sessions with joins per
@@ -1687,12 +1693,7 @@ static void cresync_step(rstore_t *st) {
 }
 
 static void resync_done(rstore_t *st, req_t *r, redisReply *rep, int code) {
-  if (st->destroying || r->epoch_gen != st->epoch_gen) return;
-  if (!code && rep) code = script_code(rep);
-  if (code == PRESENCE_EFENCED) on_fenced(st, r);
-  if (code) return;
-  emit_events(st, rep);
-  resync_step(st);
+  if (resync_reply(st, r, rep, code)) resync_step(st);
 }
 
 /* Assert the next batch of local sessions, by slab slot (stable while the
@@ -2005,12 +2006,7 @@ static void settings_observe(rstore_t *st, const presence_event_t *ev) {
 static void sresync_step(rstore_t *st);
 
 static void sresync_done(rstore_t *st, req_t *r, redisReply *rep, int code) {
-  if (st->destroying || r->epoch_gen != st->epoch_gen) return;
-  if (!code && rep) code = script_code(rep);
-  if (code == PRESENCE_EFENCED) on_fenced(st, r);
-  if (code) return;
-  emit_events(st, rep);
-  sresync_step(st);
+  if (resync_reply(st, r, rep, code)) sresync_step(st);
 }
 
 /* The users holding a setting now, copied (the table changes while the

@@ -381,7 +381,8 @@ static int read_identity(const cJSON *p, jwt_claims_t *out) {
   if (device) {
     if (!cJSON_IsString(device) || presence_device_check(device->valuestring))
       return JWT_ECLAIMS;
-    memcpy(out->device, device->valuestring, strlen(device->valuestring) + 1);
+    out->device = dup_str(device->valuestring);
+    if (!out->device) return JWT_ENOMEM;
   }
 
   const cJSON *watch = cJSON_GetObjectItemCaseSensitive(p, "watch");
@@ -441,6 +442,7 @@ void jwt_claims_free(jwt_claims_t *c) {
     free(c->watch[i]);
   free(c->watch);
   free(c->meta);
+  free(c->device);
   patterns_free(&c->join);
   patterns_free(&c->observe);
   memset(c, 0, sizeof *c);

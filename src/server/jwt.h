@@ -71,10 +71,11 @@ typedef struct jwt_claims {
   char **watch;  /* "watch": [ids] */
   size_t n_watch;
   char *meta; /* "meta" re-serialised as compact JSON, or NULL */
-  /* "device": the session's device kind (docs/protocol.md section 6), ""
-   * when absent; not a valid device word (presence_device_check):
-   * JWT_ECLAIMS. */
-  char device[PRESENCE_DEVICE_MAX + 1];
+  /* "device": the session's device kind (docs/protocol.md section 6),
+   * NULL when absent; not a valid device word (presence_device_check):
+   * JWT_ECLAIMS. A pointer, not an inline array: a WebSocket keeps its
+   * claims for its life and needs the device only to open its session. */
+  char *device;
   jwt_patterns_t join;    /* "channels": may join (and observe) */
   jwt_patterns_t observe; /* "observe": may observe */
 } jwt_claims_t;

@@ -27,7 +27,8 @@
 
 struct wsconn {
   ws_parser_t *parser; /* only while inside a message (ws_on_read) */
-  jwt_claims_t claims; /* sub, exp and watch; meta is freed once stored */
+  jwt_claims_t claims; /* sub, exp, watch and channels; meta and device are
+                          freed once the session is open and welcomed */
   watch_entry_t **subs;
   uint32_t nsubs, subs_cap;
   int64_t last_ping_ms;
@@ -549,8 +550,10 @@ static void on_token(conn_t *c, const wsmsg_t *m) {
     return;
   }
   s->token_refreshes_total++;
-  free(nc.meta);
+  free(nc.meta); /* meta and device stay as stored at the connect */
   nc.meta = NULL;
+  free(nc.device);
+  nc.device = NULL;
   jwt_claims_free(&w->claims);
   w->claims = nc;
   buf_t *b = &s->scratch;
@@ -973,10 +976,16 @@ static void send_welcome(conn_t *c) {
   buf_put_i64(b, w->claims.exp);
   /* The session's device kind (docs/protocol.md section 6). */
   buf_puts(b, ",\"device\":");
-  buf_put_json_str(b, w->claims.device[0] ? w->claims.device
-                                          : PRESENCE_DEVICE_DEFAULT);
+  buf_put_json_str(b, w->claims.device ? w->claims.device
+                                       : PRESENCE_DEVICE_DEFAULT);
   buf_putc(b, '}');
   if (!buf_failed(b)) ws_send_text(c, b->data, b->len);
+  /* The device went to the library with the session's open: not kept for
+   * the connection's life. (A failed write may have freed w.) */
+  if ((w = c->u.ws) != NULL) {
+    free(w->claims.device);
+    w->claims.device = NULL;
+  }
 }
 
 /* Open the session in the library. 0 when it is open (or, on an
@@ -990,7 +999,7 @@ static int open_session(conn_t *c) {
   if (srv_async(s)) conn_ref(c);
   int rc = presence_session_open_device(
       s->p, w->session_id, w->claims.sub, w->claims.meta,
-      w->claims.device[0] ? w->claims.device : NULL, &w->handle,
+      w->claims.device, &w->handle,
       srv_async(s) ? on_open_done : NULL, c);
   if (rc != 0 && srv_async(s)) conn_unref(c);
   free(w->claims.meta); /* stored by the library; not needed here */

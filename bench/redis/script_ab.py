@@ -1,0 +1,181 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: MIT
+"""Two versions of the Redis store's script, A/B, call by call (docs/benchmarks.md).
+
+    bench/redis/script_ab.py OLD NEW [--rounds 20]
+
+OLD and NEW are presence.lua files or git revisions (`git show REV:src/store/lua/presence.lua`).
+A file that defines presence_main is loaded as a Functions library and run with FCALL, as the
+store does; an older one with SCRIPT LOAD and EVALSHA. One redis-server (started here on a
+unix socket in a temp dir, stopped by pid) holds both under their own prefixes; blocks of
+calls alternate old/new, the order swapped each round, and each block is costed by
+redis-server's CPU time (/proc/<pid>/schedstat), not the wall clock, so a loaded host's
+preemption counts for neither. Prints a table and one JSON object (medians and ranges, us).
+"""
+import json, os, shutil, socket, statistics, subprocess, sys, tempfile, time
+
+N = 60  # writes per batch call
+
+
+def script_text(spec):
+    if os.path.exists(spec):
+        return open(spec, 'rb').read()
+    return subprocess.check_output(['git', 'show', spec + ':src/store/lua/presence.lua'])
+
+
+class Conn:
+    def __init__(self, path):
+        self.sk = socket.socket(socket.AF_UNIX)
+        self.sk.connect(path)
+        self.f = self.sk.makefile('rb')
+
+    @staticmethod
+    def enc(*a):
+        a = [x if isinstance(x, bytes) else str(x).encode() for x in a]
+        return b'*%d\r\n' % len(a) + b''.join(b'$%d\r\n%s\r\n' % (len(x), x) for x in a)
+
+    def rd(self):
+        line = self.f.readline()
+        t, r = line[:1], line[1:-2]
+        if t == b'+':
+            return r
+        if t == b'-':
+            return RuntimeError(r.decode())
+        if t == b':':
+            return int(r)
+        if t == b'$':
+            n = int(r)
+            return None if n < 0 else self.f.read(n + 2)[:-2]
+        if t == b'*':
+            n = int(r)
+            return None if n < 0 else [self.rd() for _ in range(n)]
+        raise RuntimeError('bad reply %r' % line)
+
+    def pipe(self, cmds):
+        self.sk.sendall(b''.join(self.enc(*c) for c in cmds))
+        out = [self.rd() for _ in cmds]
+        for r in out:
+            if isinstance(r, Exception):
+                raise r
+        return out
+
+    def cmd(self, *a):
+        return self.pipe([a])[0]
+
+
+def main():
+    args = sys.argv[1:]
+    rounds = 20
+    if '--rounds' in args:
+        i = args.index('--rounds')
+        rounds = int(args[i + 1])
+        del args[i:i + 2]
+    if len(args) != 2 or args[0] in ('-h', '--help'):
+        print(__doc__)
+        return 0 if args[:1] in (['-h'], ['--help']) else 2
+    texts = {'old': script_text(args[0]), 'new': script_text(args[1])}
+    d = tempfile.mkdtemp(prefix='script-ab-')
+    sock = os.path.join(d, 'redis.sock')
+    srv = subprocess.Popen(['redis-server', '--port', '0', '--unixsocket', sock, '--save', '',
+                            '--appendonly', 'no', '--dir', d, '--logfile', 'redis.log'])
+    try:
+        for _ in range(500):
+            if os.path.exists(sock):
+                break
+            time.sleep(0.01)
+        time.sleep(0.1)
+        return run(Conn(sock), srv.pid, texts, rounds)
+    finally:
+        srv.kill()
+        srv.wait()
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def run(c, pid, texts, rounds):
+    def cpu_us():
+        with open('/proc/%d/schedstat' % pid) as f:
+            return int(f.read().split()[0]) / 1000
+
+    V = {}
+    for v in ('old', 'new'):
+        if b'presence_main' in texts[v]:
+            name = 'ab_' + v
+            c.cmd('FUNCTION', 'LOAD', 'REPLACE', b'#!lua name=' + name.encode() + b'\n' + texts[v] +
+                  b"\nredis.register_function('" + name.encode() + b"', presence_main)\n")
+            V[v] = ('FCALL', name)
+        else:
+            V[v] = ('EVALSHA', c.cmd('SCRIPT', 'LOAD', texts[v]).decode())
+    ep = {}
+
+    def call(v, op, *a):
+        return V[v] + (0, op, 'ab%s:' % v, 'inst-a', ep.get(v, 0), 100000, 0, 3600000, 0) + a
+
+    for v in V:
+        ep[v] = c.cmd(*call(v, 'register', 1, 0))[1][0]
+
+    def writes(kind, r, i):
+        sid, u = 'm-%d-%d' % (r, i), 'u%d' % i
+        return {'connect': ['connect', sid, u, '', 0], 'idle': ['status', sid, u, 2, 3],
+                'online': ['status', sid, u, 1, 3], 'end': ['end', sid, u, 2]}[kind]
+
+    def batch_mix(v, r):
+        for kind in ('connect', 'idle', 'online', 'end'):
+            w = []
+            for i in range(N):
+                w += writes(kind, r, i)
+            c.pipe([call(v, 'batch', N, *w)])
+        return 4 * N
+
+    def unbatched(v, r):
+        for k in range(0, 480, 16):
+            c.pipe([call(v, 'connect', 'c%d-%d-%d' % (r, k, j), 'cu%d-%d-%d' % (r, k, j), '', 0)
+                    for j in range(16)])
+        return 480
+
+    def query(v, r):
+        for k in range(0, 480, 16):
+            c.pipe([call(v, 'q_user', 'u%d' % j) for j in range(16)])
+        return 480
+
+    def channels(v, r):
+        for op in ('join', 'leave'):
+            w = []
+            for i in range(N):
+                sid, u, ch = 'ch-%d' % i, 'cu%d' % (i % 20), 'room-%d' % (i % 50)
+                w += ['join', sid, u, ch, '={"n":1}', 0] if op == 'join' else ['leave', sid, u, ch]
+            c.pipe([call(v, 'batch', N, *w)])
+        return 2 * N
+
+    for v in V:  # the channel runs' sessions
+        w = []
+        for i in range(N):
+            w += ['connect', 'ch-%d' % i, 'cu%d' % (i % 20), '', 0]
+        c.pipe([call(v, 'batch', N, *w)])
+
+    rows = [('batched_session_op', 'session op in a batch of 60 (connect, idle, online, end)', batch_mix),
+            ('unbatched_connect', 'one unbatched connect (16 pipelined)', unbatched),
+            ('user_query', 'one user query (q_user)', query),
+            ('channel_op', 'channel join or leave in a batch of 60', channels)]
+    out = {'rounds': rounds, 'old': V['old'][0], 'new': V['new'][0],
+           'loadavg1': os.getloadavg()[0], 'us_redis_cpu': {}}
+    for key, label, fn in rows:
+        per = {'old': [], 'new': []}
+        for r in range(rounds):
+            for v in (('old', 'new') if r % 2 == 0 else ('new', 'old')):
+                t0 = cpu_us()
+                n = fn(v, r)
+                per[v].append((cpu_us() - t0) / n)
+        mo, mn = statistics.median(per['old']), statistics.median(per['new'])
+        out['us_redis_cpu'][key] = {
+            'old': round(mo, 2), 'old_range': [round(min(per['old']), 2), round(max(per['old']), 2)],
+            'new': round(mn, 2), 'new_range': [round(min(per['new']), 2), round(max(per['new']), 2)],
+            'new_over_old': round(mn / mo, 3)}
+        print('%-58s old %7.2f us  new %7.2f us  new/old %.2f' % (label, mo, mn, mn / mo),
+              file=sys.stderr)
+    out['loadavg1_end'] = os.getloadavg()[0]
+    print(json.dumps(out))
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

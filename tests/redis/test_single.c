@@ -599,6 +599,26 @@ static void script_reloads_and_runs_without_functions(void **state) {
     assert_true((strstr(r->str, "cmdstat_fcall:") != NULL) == !legacy);
     assert_true((strstr(r->str, "cmdstat_evalsha:") != NULL) == legacy);
     freeReplyObject(r);
+    if (!legacy) {
+      /* A second instance finds the library loaded ("already exists": not
+       * compiled again) and works with it. */
+      freeReplyObject(srv_cmd(&f->srv, "CONFIG RESETSTAT"));
+      inst_t b;
+      inst_new(&b, &f->loop, &f->srv, "two", NULL);
+      wait_ready(&f->loop, &b);
+      int n = b.done_n;
+      assert_int_equal(presence_session_connect(b.p, "s2", "alice", NULL,
+                                                done_cb, &b),
+                       0);
+      wait_done(&f->loop, &b, n + 1);
+      assert_no_errors(&b);
+      r = srv_cmd(&f->srv, "INFO commandstats");
+      const char *fl = strstr(r->str, "cmdstat_function|load:calls=1,");
+      assert_non_null(fl);
+      assert_non_null(strstr(fl, "failed_calls=1"));
+      freeReplyObject(r);
+      inst_free(&b);
+    }
     destroy(f);
   }
 }

@@ -206,8 +206,25 @@ static unsigned char *pend_reserve(presence_t *p, size_t size) {
   return at;
 }
 
+/* Whether no callback would be called for an event of this type. Such an
+ * event is not queued at all (it is in the store's log, where readers find
+ * it): an embedder that registered nothing, or nothing for this type, pays
+ * no packing and unpacking per operation. Not while callbacks run: one of
+ * them may register a callback that is then owed the queued events. */
+static bool unheard(const presence_t *p, presence_event_type_t type) {
+  if (p->dispatching) return false;
+  if ((unsigned)type < PRESENCE_EV_COUNT_ && p->lists[type].n) return false;
+  if (p->lists[LIST_ANY].n) return false;
+  return (p->store->ops->flags & PRESENCE_STORE_OBSERVES) ||
+         !p->lists[LIST_CLUSTER].n;
+}
+
 static void host_emit(void *ud, const presence_event_t *ev) {
   presence_t *p = ud;
+  if (unheard(p, ev->type)) {
+    p->changes++;
+    return;
+  }
   size_t lens[PRESENCE__EV_STRINGS];
   size_t size = presence__event_measure(ev, lens);
   unsigned char *at = pend_reserve(p, size);
@@ -217,6 +234,10 @@ static void host_emit(void *ud, const presence_event_t *ev) {
 
 static void host_emit_packed(void *ud, const void *packed) {
   presence_t *p = ud;
+  if (unheard(p, presence__event_packed_type(packed))) {
+    p->changes++;
+    return;
+  }
   size_t size = presence__event_packed_len(packed);
   unsigned char *at = pend_reserve(p, size);
   if (at) memcpy(at, packed, size);

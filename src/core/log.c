@@ -121,6 +121,10 @@ size_t presence__event_packed_len(const void *buf) {
   return ((const packed_t *)buf)->size;
 }
 
+presence_event_type_t presence__event_packed_type(const void *buf) {
+  return (presence_event_type_t)((const packed_t *)buf)->type;
+}
+
 size_t presence__event_packed_ids(const void *buf) {
   const packed_t *p = buf;
   return p->n_ids == NONE ? 0 : p->n_ids;

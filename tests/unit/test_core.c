@@ -843,6 +843,35 @@ static void on_log(presence_t *p, int status, const presence_event_t *evs,
   }
 }
 
+/* An engine with no callback (or none for a type) does not queue the events
+ * nobody hears: they are still in the log, in order, and a callback
+ * registered later hears the events after it, numbered on. */
+static void unheard_events_still_reach_the_log(void **state) {
+  (void)state;
+  fixture_t *f = make(0, 0, 0, 0);
+  presence_t *p = f->p;
+  /* The fixture's recorder is the only callback: off with it. */
+  assert_int_equal(presence_off(p, 1), 0);
+  assert_int_equal(presence_session_connect(p, "s1", "alice", NULL, NULL, NULL), 0);
+  assert_int_equal(presence_session_connect(p, "s2", "bob", NULL, NULL, NULL), 0);
+  assert_int_equal(f->rec.n, 0);
+  log_read_t r = {0};
+  assert_int_equal(presence_log_read(p, 0, 100, on_log, &r), 0);
+  assert_int_equal(r.n, 4);
+  assert_int_equal(r.first, 1);
+  assert_int_equal(r.last, 4);
+  assert_int_equal(r.first_type, PRESENCE_EV_SESSION_CONNECTED);
+  /* Only user events heard: the session events are not queued, the user
+   * event is, and dispatched. */
+  assert_true(presence_on_user_offline(p, record_cb, &f->rec) > 0);
+  assert_int_equal(presence_session_disconnect(p, "s1", NULL, NULL), 0);
+  assert_int_equal(f->rec.n, 1);
+  expect_event(f, 0, PRESENCE_EV_USER_OFFLINE, PRESENCE_REASON_DISCONNECT, "alice");
+  assert_int_equal(f->rec.ev[0].seq, 6);
+  assert_int_equal(presence_log_last_seq(p), 6);
+  destroy(f);
+}
+
 static void log_reads_from_a_cursor_and_reports_gaps(void **state) {
   (void)state;
   fixture_t *f = make(0, 0, 8, 0);
@@ -968,6 +997,7 @@ int main(void) {
       cmocka_unit_test(sessions_keep_their_metadata),
       cmocka_unit_test(foreach_visits_every_user),
       cmocka_unit_test(log_reads_from_a_cursor_and_reports_gaps),
+      cmocka_unit_test(unheard_events_still_reach_the_log),
       cmocka_unit_test(reset_is_a_full_cleanup),
       cmocka_unit_test(out_of_memory_changes_nothing),
   };

@@ -218,6 +218,13 @@ static const opt_t opts[] = {
     U32("redis-log-length", redis_log_length, 1000, 100000000,
         "Redis store: events the shared log keeps for resuming consumers "
         "(100000)"),
+    STR("redis-cluster", redis_cluster,
+        "Redis Cluster: HOST:PORT,HOST:PORT,... of some of its nodes (--store "
+        "redis://... gives credentials and TLS); the store runs in "
+        "--redis-shards shards, each following its slot's node"),
+    U32("redis-shards", redis_shards, 0, 1024,
+        "Redis store: virtual shards, the same on every instance sharing "
+        "the prefix (1; 12 with --redis-cluster); see docs/internals/redis.md"),
     U32("workers", workers, 0, 256,
         "Redis store: run this many worker processes sharing the listening "
         "port (SO_REUSEPORT), each its own instance; 0 or 1 one process (0)"),

@@ -89,6 +89,8 @@ typedef struct srv_config {
   uint32_t redis_lease_ms;
   uint32_t redis_timeout_ms;
   uint32_t redis_log_length; /* events kept in the Redis stream */
+  const char *redis_cluster; /* Redis Cluster seeds "host:port,..." or NULL */
+  uint32_t redis_shards;     /* virtual shards; 0: 1 (12 with a cluster) */
   /* Redis AUTH apart from the URL (each overrides the URL's), and the TLS
    * files of a rediss:// URL. The password may come from a file. */
   const char *redis_user;

@@ -1033,6 +1033,8 @@ static int open_store(srv_t *s, presence_options_t *o) {
   ro.lease_ms = s->cfg.redis_lease_ms;
   ro.command_timeout_ms = s->cfg.redis_timeout_ms;
   ro.stream_maxlen = s->cfg.redis_log_length;
+  ro.cluster = s->cfg.redis_cluster;
+  ro.shards = s->cfg.redis_shards;
   ro.user = s->cfg.redis_user;
   ro.password = s->cfg.redis_password;
   ro.sentinel_user = s->cfg.redis_sentinel_user;

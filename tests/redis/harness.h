@@ -347,6 +347,8 @@ static inline void inst_new(inst_t *in, uv_loop_t *loop, server_t *s,
    * through the virtual-shard layout on one Redis. */
   const char *shards = getenv("PRESENCE_TEST_SHARDS");
   ro.shards = shards ? (uint32_t)atoi(shards) : 0;
+  /* tests/redis/test_rcluster.c: a real Redis Cluster's seed nodes. */
+  ro.cluster = getenv("PRESENCE_TEST_CLUSTER");
   assert_int_equal(presence_store_redis_new(&ro, &in->store), 0);
   presence_options_t o;
   presence_options_init(&o);

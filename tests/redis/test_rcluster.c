@@ -1,0 +1,611 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The Redis store on a real Redis Cluster: three primaries and three
+ * replicas started here on free loopback ports (redis-cli --cluster create
+ * ... --cluster-replicas 1), three instances in 12 virtual shards (four per
+ * primary). The Redis fault scenarios, each asserting every user's
+ * transitions exactly once in the shards' logs:
+ *
+ * - an instance dies without a word: its users go offline once, reaped per
+ *   shard on whichever primary holds the shard;
+ * - an instance stalls past its lease: it is reaped, fenced, and re-asserts;
+ * - a primary is killed and its replica promoted: the shards on it follow
+ *   MOVED to the new primary and re-assert (the store-loss path: nothing
+ *   live is reported offline beyond the re-assert);
+ * - a shard's slot is migrated to another primary under load (keys moved
+ *   with writes paused, as a shard's whole state lives in its one slot):
+ *   the shard follows MOVED and carries on.
+ *
+ * And the load spreads: each primary runs about a third of the calls.
+ */
+#include "harness.h"
+#include "store/redis_decode.h"
+
+#include <sys/socket.h>
+#include <netinet/in.h>
+
+enum { NODES = 6, SHARDS = 12 };
+
+typedef struct node {
+  int port;
+  pid_t pid;
+} node_t;
+
+typedef struct rcluster {
+  char dir[64];
+  node_t n[NODES];
+  char seeds[256];
+} rcluster_t;
+
+static bool port_free(int port) {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  struct sockaddr_in a = {.sin_family = AF_INET,
+                          .sin_port = htons((uint16_t)port),
+                          .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+  int one = 1;
+  setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  bool ok = bind(fd, (struct sockaddr *)&a, sizeof a) == 0;
+  close(fd);
+  return ok;
+}
+
+static redisContext *node_ctx(int port) {
+  struct timeval tv = {2, 0};
+  return redisConnectWithTimeout("127.0.0.1", port, tv);
+}
+
+static redisReply *node_cmd(int port, const char *fmt, ...) {
+  redisContext *c = node_ctx(port);
+  if (!c || c->err) {
+    if (c) redisFree(c);
+    return NULL;
+  }
+  va_list ap;
+  va_start(ap, fmt);
+  redisReply *r = redisvCommand(c, fmt, ap);
+  va_end(ap);
+  redisFree(c);
+  return r;
+}
+
+static void node_start(rcluster_t *c, int i) {
+  node_t *n = &c->n[i];
+  char port[16], conf[96];
+  snprintf(port, sizeof port, "%d", n->port);
+  snprintf(conf, sizeof conf, "nodes-%d.conf", n->port);
+  const char *bin = getenv("REDIS_SERVER");
+  if (!bin) bin = "redis-server";
+  n->pid = fork();
+  assert_true(n->pid >= 0);
+  if (n->pid == 0) {
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    char logf[32];
+    snprintf(logf, sizeof logf, "redis-%d.log", n->port);
+    execlp(bin, bin, "--port", port, "--bind", "127.0.0.1", "--save", "",
+           "--appendonly", "no", "--dir", c->dir, "--logfile", logf,
+           "--cluster-enabled", "yes", "--cluster-config-file", conf,
+           "--cluster-node-timeout", "1000", "--daemonize", "no",
+           (char *)NULL);
+    _exit(127);
+  }
+  for (int k = 0; k < 200; k++) {
+    redisReply *r = node_cmd(n->port, "PING");
+    bool up = r && r->type == REDIS_REPLY_STATUS;
+    if (r) freeReplyObject(r);
+    if (up) return;
+    sleep_ms(20);
+  }
+  fail_msg("redis-server on port %d did not start", n->port);
+}
+
+static bool cluster_ok(const rcluster_t *c) {
+  for (int i = 0; i < NODES; i++) {
+    if (!c->n[i].pid) continue;
+    redisReply *r = node_cmd(c->n[i].port, "CLUSTER INFO");
+    bool ok = r && r->type == REDIS_REPLY_STRING &&
+              strstr(r->str, "cluster_state:ok");
+    if (r) freeReplyObject(r);
+    if (!ok) return false;
+  }
+  return true;
+}
+
+static void cluster_start(rcluster_t *c) {
+  memset(c, 0, sizeof *c);
+  snprintf(c->dir, sizeof c->dir, "/tmp/presence-rcluster-XXXXXX");
+  assert_non_null(mkdtemp(c->dir));
+  /* Six free ports whose cluster bus ports (+10000) are free too. */
+  srand((unsigned)(getpid() ^ time(NULL)));
+  int found = 0;
+  for (int tries = 0; found < NODES && tries < 2000; tries++) {
+    int p = 20000 + rand() % 30000;
+    bool dup = false;
+    for (int k = 0; k < found; k++)
+      dup = dup || abs(c->n[k].port - p) < 2 ||
+            abs(c->n[k].port + 10000 - p) < 2 ||
+            abs(c->n[k].port - 10000 - p) < 2;
+    if (!dup && port_free(p) && port_free(p + 10000)) c->n[found++].port = p;
+  }
+  assert_int_equal(found, NODES);
+  for (int i = 0; i < NODES; i++) node_start(c, i);
+  char cmd[512];
+  int len = snprintf(cmd, sizeof cmd, "redis-cli --cluster create");
+  for (int i = 0; i < NODES; i++)
+    len += snprintf(cmd + len, sizeof cmd - (size_t)len, " 127.0.0.1:%d",
+                    c->n[i].port);
+  snprintf(cmd + len, sizeof cmd - (size_t)len,
+           " --cluster-replicas 1 --cluster-yes > %s/create.log 2>&1", c->dir);
+  assert_int_equal(system(cmd), 0);
+  int64_t end = now_ms() + 30000;
+  while (!cluster_ok(c) && now_ms() < end) sleep_ms(100);
+  assert_true(cluster_ok(c));
+  /* Every replica synced with its primary: a replica that never was may
+   * not be promoted (cluster-replica-validity-factor). */
+  while (now_ms() < end) {
+    int synced = 0;
+    for (int i = 0; i < NODES; i++) {
+      redisReply *r = node_cmd(c->n[i].port, "INFO replication");
+      synced += r && r->type == REDIS_REPLY_STRING &&
+                strstr(r->str, "master_link_status:up");
+      if (r) freeReplyObject(r);
+    }
+    if (synced == NODES / 2) break;
+    sleep_ms(100);
+  }
+  snprintf(c->seeds, sizeof c->seeds, "127.0.0.1:%d,127.0.0.1:%d,127.0.0.1:%d",
+           c->n[0].port, c->n[1].port, c->n[2].port);
+}
+
+static void cluster_stop(rcluster_t *c) {
+  for (int i = 0; i < NODES; i++) {
+    if (!c->n[i].pid) continue;
+    kill(c->n[i].pid, SIGCONT);
+    kill(c->n[i].pid, SIGKILL);
+    waitpid(c->n[i].pid, NULL, 0);
+    c->n[i].pid = 0;
+  }
+  char cmd[128];
+  snprintf(cmd, sizeof cmd, "rm -rf %s", c->dir);
+  if (system(cmd)) {
+  }
+}
+
+/* The node serving a slot now, as node `ask` sees it (CLUSTER SLOTS). */
+static int slot_owner(const rcluster_t *c, unsigned slot) {
+  for (int i = 0; i < NODES; i++) {
+    if (!c->n[i].pid) continue;
+    redisReply *r = node_cmd(c->n[i].port, "CLUSTER SLOTS");
+    if (!r || r->type != REDIS_REPLY_ARRAY) {
+      if (r) freeReplyObject(r);
+      continue;
+    }
+    int port = 0;
+    for (size_t k = 0; k < r->elements; k++) {
+      redisReply *e = r->element[k];
+      if ((unsigned)e->element[0]->integer <= slot &&
+          slot <= (unsigned)e->element[1]->integer)
+        port = (int)e->element[2]->element[1]->integer;
+    }
+    freeReplyObject(r);
+    for (int j = 0; j < NODES; j++)
+      if (c->n[j].port == port) return j;
+  }
+  return -1;
+}
+
+static unsigned shard_slot(uint32_t i) {
+  char tag[24], key[32];
+  presence__redis_shard_tag(i, SHARDS, tag, sizeof tag);
+  snprintf(key, sizeof key, "{%s}", tag);
+  return presence__redis_slot(key, strlen(key));
+}
+
+/* Every user's events in its shard's log, wherever the shard lives now,
+ * read once: each user's transitions must chain (from == the previous to,
+ * versions + 1), each user's events in its own shard only. */
+typedef struct ureplay {
+  char user[32];
+  size_t n, offline;
+  presence_status_t cur;
+  uint64_t ver;
+} ureplay_t;
+typedef struct replay {
+  ureplay_t *u;
+  size_t n, cap;
+} replay_t;
+
+static ureplay_t *replay_user(replay_t *rp, const char *user) {
+  for (size_t i = 0; i < rp->n; i++)
+    if (!strcmp(rp->u[i].user, user)) return &rp->u[i];
+  if (rp->n == rp->cap) {
+    rp->cap = rp->cap ? rp->cap * 2 : 256;
+    rp->u = realloc(rp->u, rp->cap * sizeof *rp->u);
+    assert_non_null(rp->u);
+  }
+  ureplay_t *u = &rp->u[rp->n++];
+  memset(u, 0, sizeof *u);
+  snprintf(u->user, sizeof u->user, "%s", user);
+  return u;
+}
+
+static replay_t replay_all(const rcluster_t *c) {
+  replay_t rp = {0};
+  for (uint32_t sh = 0; sh < SHARDS; sh++) {
+    int owner = slot_owner(c, shard_slot(sh));
+    assert_true(owner >= 0);
+    char tag[24];
+    presence__redis_shard_tag(sh, SHARDS, tag, sizeof tag);
+    redisReply *r =
+        node_cmd(c->n[owner].port, "XRANGE presence:{%s}log - +", tag);
+    assert_non_null(r);
+    assert_int_equal(r->type, REDIS_REPLY_ARRAY);
+    presence__redis_events_t evs = {0};
+    for (size_t i = 0; i < r->elements; i++)
+      assert_int_equal(
+          presence__redis_decode_entry(r->element[i], "replay", &evs), 0);
+    uint64_t last = 0;
+    for (size_t i = 0; i < evs.n; i++) {
+      const presence_event_t *ev = &evs.ev[i];
+      assert_true(ev->seq > last);
+      last = ev->seq;
+      if (ev->type < PRESENCE_EV_USER_ONLINE ||
+          ev->type > PRESENCE_EV_USER_OFFLINE || !ev->user_id)
+        continue;
+      if (presence__redis_user_shard(ev->user_id, strlen(ev->user_id),
+                                     SHARDS) != sh)
+        fail_msg("%s's event in shard %u", ev->user_id, sh);
+      ureplay_t *u = replay_user(&rp, ev->user_id);
+      u->n++;
+      assert_int_equal(ev->from & 3, u->cur);
+      assert_int_not_equal(ev->from & 3, ev->to & 3);
+      if (u->ver) assert_int_equal(ev->user_version, u->ver + 1);
+      u->ver = ev->user_version;
+      u->cur = ev->to & 3;
+      if (u->cur == PRESENCE_OFFLINE) u->offline++;
+    }
+    free(evs.ev);
+    freeReplyObject(r);
+  }
+  return rp;
+}
+
+/* A user's count of events, final status and offline events. */
+static size_t replayed(replay_t *rp, const char *user, presence_status_t *fin,
+                       size_t *offline) {
+  ureplay_t *u = replay_user(rp, user);
+  if (fin) *fin = u->cur;
+  if (offline) *offline = u->offline;
+  return u->n;
+}
+
+typedef struct cfx {
+  rcluster_t rc;
+  uv_loop_t loop;
+  inst_t in[3];
+  server_t fake; /* its url: the first node, where each shard starts */
+} cfx_t;
+
+static cfx_t *cfx_make(const inst_opts_t *io) {
+  cfx_t *f = calloc(1, sizeof *f);
+  signal(SIGPIPE, SIG_IGN);
+  cluster_start(&f->rc);
+  setenv("PRESENCE_TEST_CLUSTER", f->rc.seeds, 1);
+  char sh[8];
+  snprintf(sh, sizeof sh, "%d", SHARDS);
+  setenv("PRESENCE_TEST_SHARDS", sh, 1);
+  snprintf(f->fake.url, sizeof f->fake.url, "redis://127.0.0.1:%d",
+           f->rc.n[0].port);
+  uv_loop_init(&f->loop);
+  static const char *ids[] = {"alpha", "beta", "gamma"};
+  for (int i = 0; i < 3; i++) {
+    inst_new(&f->in[i], &f->loop, &f->fake, ids[i], io);
+    assert_true(run_until(&f->loop, ready_pred, &f->in[i], 20000));
+  }
+  return f;
+}
+
+static void cfx_destroy(cfx_t *f) {
+  for (int i = 0; i < 3; i++) inst_free(&f->in[i]);
+  loop_drain(&f->loop);
+  uv_loop_close(&f->loop);
+  cluster_stop(&f->rc);
+  unsetenv("PRESENCE_TEST_CLUSTER");
+  unsetenv("PRESENCE_TEST_SHARDS");
+  free(f);
+}
+
+static void connect_users(cfx_t *f, int inst, const char *pfx, int n) {
+  for (int k = 0; k < n; k++) {
+    char sid[32], user[32];
+    snprintf(sid, sizeof sid, "%s-s%d", pfx, k);
+    snprintf(user, sizeof user, "%s-u%d", pfx, k);
+    assert_int_equal(presence_session_connect(f->in[inst].p, sid, user, NULL,
+                                              done_cb, &f->in[inst]),
+                     0);
+  }
+}
+
+static size_t cleanups(cfx_t *f) {
+  size_t n = 0;
+  for (int i = 0; i < 3; i++)
+    if (f->in[i].p) n += rec_count(&f->in[i].local, PRESENCE_EV_CLEANUP);
+  return n;
+}
+
+typedef struct status_wait {
+  cfx_t *f;
+  int via;
+  const char *pfx;
+  int n;
+  presence_status_t want;
+} status_wait_t;
+
+static bool users_are(void *ud) {
+  status_wait_t *w = ud;
+  for (int k = 0; k < w->n; k++) {
+    char user[32];
+    snprintf(user, sizeof user, "%s-u%d", w->pfx, k);
+    if (user_info(&w->f->loop, &w->f->in[w->via], user).status != w->want)
+      return false;
+  }
+  return true;
+}
+
+typedef struct epoch_wait {
+  presence_store_t *st;
+  uint64_t past;
+} epoch_wait_t;
+static bool epoch_past(void *ud) {
+  epoch_wait_t *w = ud;
+  return presence_redis_epoch(w->st) > w->past;
+}
+
+/* ---- tests --------------------------------------------------------------- */
+
+/* Users spread over the shards, each shard on its primary; an instance
+ * dies (its store freed without leaving, as kill -9): its users go offline
+ * exactly once, the others stay; the primaries ran a third of the calls
+ * each. */
+static void dead_instance_users_offline_once(void **state) {
+  (void)state;
+  inst_opts_t io = {.heartbeat_ms = 300, .lease_ms = 1500, .timeout_ms = 2000};
+  cfx_t *f = cfx_make(&io);
+  enum { N = 120 };
+  connect_users(f, 0, "a", N);
+  connect_users(f, 1, "b", N);
+  wait_done(&f->loop, &f->in[0], N);
+  wait_done(&f->loop, &f->in[1], N);
+  assert_no_errors(&f->in[0]);
+  assert_no_errors(&f->in[1]);
+  status_wait_t on = {f, 2, "b", N, PRESENCE_ONLINE};
+  assert_true(run_until(&f->loop, users_are, &on, 10000));
+  /* The calls per primary (INFO commandstats: fcall), printed: the bench
+   * (bench/cluster.py) holds the figure. */
+  for (int i = 0; i < NODES; i++) {
+    redisReply *r = node_cmd(f->rc.n[i].port, "INFO commandstats");
+    const char *p = r && r->str ? strstr(r->str, "cmdstat_fcall:calls=") : NULL;
+    print_message("node %d (port %d): %lld fcall calls\n", i, f->rc.n[i].port,
+                  p ? atoll(p + 20) : 0);
+    if (r) freeReplyObject(r);
+  }
+  /* beta dies without a word. */
+  inst_free(&f->in[1]);
+  int64_t t0 = now_ms();
+  while (cleanups(f) < SHARDS && now_ms() - t0 < 20000) run_for(&f->loop, 20);
+  assert_true(cleanups(f) >= SHARDS);
+  print_message("beta reaped in its %d shards %lld ms after death\n", SHARDS,
+                (long long)(now_ms() - t0));
+  status_wait_t off = {f, 2, "b", N, PRESENCE_OFFLINE};
+  assert_true(run_until(&f->loop, users_are, &off, 10000));
+  on = (status_wait_t){f, 2, "a", N, PRESENCE_ONLINE};
+  assert_true(users_are(&on));
+  replay_t rp = replay_all(&f->rc);
+  for (int k = 0; k < N; k++) {
+    char user[32];
+    presence_status_t fin;
+    size_t offs;
+    snprintf(user, sizeof user, "b-u%d", k);
+    assert_int_equal(replayed(&rp, user, &fin, &offs), 2);
+    assert_int_equal(fin, PRESENCE_OFFLINE);
+    snprintf(user, sizeof user, "a-u%d", k);
+    assert_int_equal(replayed(&rp, user, &fin, NULL), 1);
+    assert_int_equal(fin, PRESENCE_ONLINE);
+  }
+  free(rp.u);
+  cfx_destroy(f);
+}
+
+/* An instance stalls past its lease (its timers stopped, as SIGSTOP): it is
+ * reaped in every shard; on waking, its writes are fenced, it registers
+ * anew and re-asserts: its users end online, each with one offline and one
+ * online more. */
+static void stalled_instance_is_reaped_then_reasserts(void **state) {
+  (void)state;
+  inst_opts_t io = {.heartbeat_ms = 300, .lease_ms = 1500, .timeout_ms = 2000};
+  cfx_t *f = cfx_make(&io);
+  enum { N = 40 };
+  connect_users(f, 1, "b", N);
+  wait_done(&f->loop, &f->in[1], N);
+  assert_no_errors(&f->in[1]);
+  uint64_t e1 = presence_redis_epoch(f->in[1].store);
+  presence_redis_debug_pause(f->in[1].store, 1);
+  int64_t t0 = now_ms();
+  while (cleanups(f) < SHARDS && now_ms() - t0 < 20000) run_for(&f->loop, 20);
+  assert_true(cleanups(f) >= SHARDS);
+  status_wait_t off = {f, 0, "b", N, PRESENCE_OFFLINE};
+  assert_true(run_until(&f->loop, users_are, &off, 10000));
+  presence_redis_debug_pause(f->in[1].store, 0);
+  /* A write wakes it to the fence. */
+  assert_int_equal(presence_session_connect(f->in[1].p, "late", "b-late", NULL,
+                                            done_cb, &f->in[1]),
+                   0);
+  epoch_wait_t ew = {f->in[1].store, e1};
+  assert_true(run_until(&f->loop, epoch_past, &ew, 20000));
+  assert_true(run_until(&f->loop, ready_pred, &f->in[1], 20000));
+  status_wait_t on = {f, 0, "b", N, PRESENCE_ONLINE};
+  assert_true(run_until(&f->loop, users_are, &on, 10000));
+  replay_t rp = replay_all(&f->rc);
+  for (int k = 0; k < N; k++) {
+    char user[32];
+    presence_status_t fin;
+    snprintf(user, sizeof user, "b-u%d", k);
+    assert_int_equal(replayed(&rp, user, &fin, NULL), 3);
+    assert_int_equal(fin, PRESENCE_ONLINE);
+  }
+  free(rp.u);
+  cfx_destroy(f);
+}
+
+/* A primary dies (kill -9); the cluster promotes its replica. The shards
+ * it held follow MOVED to the new primary; what the replica had not yet
+ * received is the store-loss path (re-assert): every live user ends
+ * online, and none is reported offline on the way beyond the re-assert. */
+static void primary_killed_replica_promoted(void **state) {
+  (void)state;
+  inst_opts_t io = {.heartbeat_ms = 300, .lease_ms = 6000, .timeout_ms = 1000};
+  cfx_t *f = cfx_make(&io);
+  enum { N = 60 };
+  connect_users(f, 0, "a", N);
+  connect_users(f, 2, "c", N);
+  wait_done(&f->loop, &f->in[0], N);
+  wait_done(&f->loop, &f->in[2], N);
+  run_for(&f->loop, 300); /* replicated */
+  int victim = slot_owner(&f->rc, shard_slot(0));
+  assert_true(victim >= 0);
+  print_message("killing the primary on port %d\n", f->rc.n[victim].port);
+  kill(f->rc.n[victim].pid, SIGKILL);
+  waitpid(f->rc.n[victim].pid, NULL, 0);
+  f->rc.n[victim].pid = 0;
+  int64_t t0 = now_ms();
+  /* The survivors notice after the node timeout (1 s) and promote. */
+  while ((slot_owner(&f->rc, shard_slot(0)) == victim ||
+          slot_owner(&f->rc, shard_slot(0)) < 0 || !cluster_ok(&f->rc)) &&
+         now_ms() - t0 < 30000)
+    run_for(&f->loop, 100);
+  assert_true(cluster_ok(&f->rc));
+  print_message("replica promoted after %lld ms\n", (long long)(now_ms() - t0));
+  /* Writes go on; all three instances ready again. */
+  connect_users(f, 1, "b", N);
+  wait_done(&f->loop, &f->in[1], N);
+  for (int i = 0; i < 3; i++)
+    assert_true(run_until(&f->loop, ready_pred, &f->in[i], 20000));
+  const char *pf[] = {"a", "b", "c"};
+  for (int p = 0; p < 3; p++) {
+    status_wait_t on = {f, 1, pf[p], N, PRESENCE_ONLINE};
+    assert_true(run_until(&f->loop, users_are, &on, 15000));
+  }
+  /* Nobody live was reported offline: no user.offline in any log. */
+  replay_t rp = replay_all(&f->rc);
+  for (int p = 0; p < 3; p++)
+    for (int k = 0; k < N; k++) {
+      char user[32];
+      presence_status_t fin;
+      size_t offs;
+      snprintf(user, sizeof user, "%s-u%d", pf[p], k);
+      replayed(&rp, user, &fin, &offs);
+      assert_int_equal(fin, PRESENCE_ONLINE);
+      assert_int_equal(offs, 0);
+    }
+  for (int i = 0; i < 3; i++)
+    assert_int_equal(rec_count(&f->in[i].local, PRESENCE_EV_USER_OFFLINE), 0);
+  free(rp.u);
+  cfx_destroy(f);
+}
+
+/* Shard 0's slot moves to another primary while writes go on: keys are
+ * moved with the source's writes paused (CLIENT PAUSE WRITE; a shard's
+ * whole state is in its one slot, so no call may see half of it), then
+ * the slot is assigned to the target. The shard follows MOVED; every
+ * user's transitions stay exactly once. */
+static void slot_migrated_under_load(void **state) {
+  (void)state;
+  inst_opts_t io = {.heartbeat_ms = 300, .lease_ms = 6000, .timeout_ms = 2000};
+  cfx_t *f = cfx_make(&io);
+  enum { N = 200 };
+  connect_users(f, 0, "a", N);
+  wait_done(&f->loop, &f->in[0], N);
+  unsigned slot = shard_slot(0);
+  int src = slot_owner(&f->rc, slot), dst = -1;
+  for (int i = 0; i < NODES && dst < 0; i++) {
+    if (i == src) continue;
+    redisReply *r = node_cmd(f->rc.n[i].port, "ROLE");
+    if (r && r->type == REDIS_REPLY_ARRAY &&
+        !strcmp(r->element[0]->str, "master"))
+      dst = i;
+    if (r) freeReplyObject(r);
+  }
+  assert_true(src >= 0 && dst >= 0);
+  /* Load: alpha's users come and go while the slot moves. */
+  connect_users(f, 1, "b", N);
+  redisReply *id_src = node_cmd(f->rc.n[src].port, "CLUSTER MYID");
+  redisReply *id_dst = node_cmd(f->rc.n[dst].port, "CLUSTER MYID");
+  freeReplyObject(node_cmd(f->rc.n[dst].port, "CLUSTER SETSLOT %u IMPORTING %s",
+                           slot, id_src->str));
+  freeReplyObject(node_cmd(f->rc.n[src].port, "CLUSTER SETSLOT %u MIGRATING %s",
+                           slot, id_dst->str));
+  redisContext *sc = node_ctx(f->rc.n[src].port);
+  freeReplyObject(redisCommand(sc, "CLIENT PAUSE 5000 WRITE"));
+  size_t moved = 0;
+  for (;;) {
+    redisReply *keys = redisCommand(sc, "CLUSTER GETKEYSINSLOT %u 1000", slot);
+    assert_non_null(keys);
+    size_t nk = keys->elements;
+    for (size_t k = 0; k < nk; k++) {
+      redisReply *m = redisCommand(sc, "MIGRATE 127.0.0.1 %d %s 0 5000",
+                                   f->rc.n[dst].port, keys->element[k]->str);
+      assert_true(m && m->type == REDIS_REPLY_STATUS);
+      freeReplyObject(m);
+    }
+    moved += nk;
+    freeReplyObject(keys);
+    if (!nk) break;
+  }
+  for (int i = 0; i < NODES; i++)
+    if (f->rc.n[i].pid)
+      freeReplyObject(node_cmd(f->rc.n[i].port, "CLUSTER SETSLOT %u NODE %s",
+                               slot, id_dst->str));
+  freeReplyObject(redisCommand(sc, "CLIENT UNPAUSE"));
+  redisFree(sc);
+  print_message("slot %u: %zu keys moved from port %d to %d\n", slot, moved,
+                f->rc.n[src].port, f->rc.n[dst].port);
+  freeReplyObject(id_src);
+  freeReplyObject(id_dst);
+  wait_done(&f->loop, &f->in[1], N);
+  for (int i = 0; i < 3; i++)
+    assert_true(run_until(&f->loop, ready_pred, &f->in[i], 20000));
+  /* More load after the move, then everyone leaves alpha. */
+  for (int k = 0; k < N; k++) {
+    char sid[32];
+    snprintf(sid, sizeof sid, "a-s%d", k);
+    presence_session_disconnect(f->in[0].p, sid, done_cb, &f->in[0]);
+  }
+  wait_done(&f->loop, &f->in[0], 2 * N);
+  status_wait_t off = {f, 2, "a", N, PRESENCE_OFFLINE};
+  assert_true(run_until(&f->loop, users_are, &off, 15000));
+  status_wait_t on = {f, 2, "b", N, PRESENCE_ONLINE};
+  assert_true(run_until(&f->loop, users_are, &on, 15000));
+  assert_int_equal(slot_owner(&f->rc, slot), dst);
+  replay_t rp = replay_all(&f->rc);
+  for (int k = 0; k < N; k++) {
+    char user[32];
+    presence_status_t fin;
+    snprintf(user, sizeof user, "a-u%d", k);
+    assert_int_equal(replayed(&rp, user, &fin, NULL), 2);
+    assert_int_equal(fin, PRESENCE_OFFLINE);
+    snprintf(user, sizeof user, "b-u%d", k);
+    assert_int_equal(replayed(&rp, user, &fin, NULL), 1);
+  }
+  free(rp.u);
+  cfx_destroy(f);
+}
+
+int main(void) {
+  apply_filter();
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(dead_instance_users_offline_once),
+      cmocka_unit_test(stalled_instance_is_reaped_then_reasserts),
+      cmocka_unit_test(primary_killed_replica_promoted),
+      cmocka_unit_test(slot_migrated_under_load),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}

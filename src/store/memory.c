@@ -682,7 +682,7 @@ typedef struct mmember {
   struct mmember *u_next;      /* the user's memberships */
   struct mmember *u_prev; /* so a leave unlinks without walking the user's
                              list, a cache miss a member at scale (the
-                             record stays in its 160-byte malloc chunk) */
+                             record stays in its 152-byte pool block) */
   struct mjoin *joins;         /* most recent first */
   uint32_t n_joins, n_online;
   uint32_t grace_gen;
@@ -695,7 +695,7 @@ typedef struct mmember {
 /* A join's record goes (its data is the caller's): j0 is marked free. */
 static void join_release(mstore_t *m, mjoin_t *j) {
   if (j == &j->member->j0) j->member = NULL;
-  else presence__free(m->alloc, j);
+  else presence__pool_free(&m->pool, j, sizeof(*j));
 }
 
 typedef struct member_entry {
@@ -791,9 +791,18 @@ static void emit_member(mstore_t *m, presence_event_type_t type,
   emit(m, &ev, now, cause ? cause->key.len : 0, mb->k.user->key.len);
 }
 
+/* Channel, member and extra join records live in the store's pool (like
+ * user records): no malloc header (a member is 152 bytes, a 160-byte malloc
+ * chunk), no trip through the allocator's free lists on a join and a leave,
+ * and a burst of joins lands in address order. The data strings stay with
+ * the allocator. */
+static void chan_free(mstore_t *m, mchan_t *ch) {
+  presence__pool_free(&m->pool, ch, sizeof(mchan_t) + ch->key.len + 1);
+}
+
 static void member_free(mstore_t *m, mmember_t *mb) {
   presence__free(m->alloc, mb->gdata);
-  presence__free(m->alloc, mb);
+  presence__pool_free(&m->pool, mb, sizeof(*mb));
 }
 
 /* The member leaves (its joins are gone): channel.leave, then the records
@@ -817,7 +826,7 @@ static void member_leave(mstore_t *m, mmember_t *mb, presence_reason_t reason,
               PRESENCE_OFFLINE, now);
   if (ch->n_members == 0) {
     presence__table_remove(&m->channels, ch);
-    presence__free(m->alloc, ch);
+    chan_free(m, ch);
     m->stats.channels--;
   }
   mb->key.spare[M_FLAGS] = MF_DEAD;
@@ -1000,7 +1009,7 @@ static int op_join(mstore_t *m, const presence_write_t *w) {
   if (rc) return rc;
   bool new_chan = !ch;
   if (new_chan) {
-    ch = presence__malloc(m->alloc, sizeof(mchan_t) + w->channel_len + 1);
+    ch = presence__pool_alloc(&m->pool, sizeof(mchan_t) + w->channel_len + 1);
     if (ch) {
       memset(ch, 0, sizeof(*ch));
       ch->key.hash = ch_hash;
@@ -1012,7 +1021,7 @@ static int op_join(mstore_t *m, const presence_write_t *w) {
   mmember_t *mb = ch && !new_chan ? find_member_h(m, ch, u, mb_hash) : NULL;
   mmember_t *fresh = NULL;
   if (!mb && ch) {
-    fresh = presence__malloc(m->alloc, sizeof(*fresh));
+    fresh = presence__pool_alloc(&m->pool, sizeof(*fresh));
     if (fresh) {
       memset(fresh, 0, sizeof(*fresh));
       fresh->k.chan = ch;
@@ -1024,7 +1033,7 @@ static int op_join(mstore_t *m, const presence_write_t *w) {
   /* The member's own j0 when free (always for a new member). */
   mmember_t *owner = fresh ? fresh : mb;
   j = !owner               ? NULL
-      : owner->j0.member ? presence__malloc(m->alloc, sizeof(*j))
+      : owner->j0.member ? presence__pool_alloc(&m->pool, sizeof(*j))
                          : &owner->j0;
   bool ok = j && ch && (mb || fresh);
   if (ok && new_chan && presence__table_insert(&m->channels, ch)) ok = false;
@@ -1038,9 +1047,9 @@ static int op_join(mstore_t *m, const presence_write_t *w) {
   }
   if (!ok) {
     presence__free(m->alloc, data);
-    if (j && j != &owner->j0) presence__free(m->alloc, j);
-    presence__free(m->alloc, fresh);
-    if (new_chan) presence__free(m->alloc, ch);
+    if (j && j != &owner->j0) presence__pool_free(&m->pool, j, sizeof(*j));
+    if (fresh) presence__pool_free(&m->pool, fresh, sizeof(*fresh));
+    if (new_chan && ch) chan_free(m, ch);
     return PRESENCE_ENOMEM;
   }
 
@@ -2132,14 +2141,15 @@ static void m_destroy(presence_store_t *st) {
         while (j) {
           mjoin_t *jn = j->m_next;
           presence__free(a, j->data);
-          if (j != &mb->j0) presence__free(a, j); /* j0 goes with mb */
+          if (j != &mb->j0) /* j0 goes with mb */
+            presence__pool_free(&m->pool, j, sizeof(*j));
           j = jn;
         }
         if (mb->q_refs) mb->key.spare[M_FLAGS] = MF_DEAD; /* freed below */
         else member_free(m, mb);
         mb = next;
       }
-      presence__free(a, ch);
+      chan_free(m, ch);
     }
     pos = 0;
   }

@@ -1,0 +1,208 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: MIT
+"""Redis Cluster figures (issue 20): Redis CPU per session operation on a
+3-primary, 3-replica Redis Cluster (12 virtual shards) against one Redis, in
+the same run, and how evenly the primaries share the calls.
+
+    python3 bench/cluster.py [--bench build/bench/bench_cluster]
+                             [--repeats 2] [--duration-ms 4000] [--json OUT]
+
+--shards S sets the cluster's virtual shards (12 by default). Each
+repeat runs bench_cluster (3 instances, 2,000 slots each, cycling
+connect -> idle -> online -> end) against one redis-server, one with a
+replica, then the cluster, alternately. Redis CPU: the CPU time of the redis-server
+processes serving the calls (the one Redis; the three primaries) over the
+window, per completed operation; the replicas' CPU is printed apart.
+Spread: each primary's FCALL calls over the window (INFO commandstats)
+against the mean. Targets: cluster / single <= 1.2, every primary within
++-20 % of the mean."""
+import argparse
+import json
+import os
+import random
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def free_port(taken):
+    while True:
+        p = random.randint(20000, 50000)
+        if any(abs(p - t) < 2 or abs(p - t - 10000) < 2 or abs(p + 10000 - t) < 2
+               for t in taken):
+            continue
+        ok = True
+        for q in (p, p + 10000):
+            s = socket.socket()
+            try:
+                s.bind(("127.0.0.1", q))
+            except OSError:
+                ok = False
+            s.close()
+        if ok:
+            return p
+
+
+def cli(port, *args):
+    return subprocess.run(["redis-cli", "-p", str(port)] + list(args),
+                          capture_output=True, text=True, timeout=10).stdout
+
+
+def start_server(d, port, cluster):
+    args = ["redis-server", "--port", str(port), "--bind", "127.0.0.1",
+            "--save", "", "--appendonly", "no", "--dir", d,
+            "--logfile", f"redis-{port}.log"]
+    if cluster:
+        args += ["--cluster-enabled", "yes", "--cluster-config-file",
+                 f"nodes-{port}.conf", "--cluster-node-timeout", "5000"]
+    p = subprocess.Popen(args)
+    for _ in range(200):
+        if "PONG" in cli(port, "PING"):
+            return p
+        time.sleep(0.02)
+    raise RuntimeError(f"redis-server on {port} did not start")
+
+
+def run_bench(bench, url, pids, ports, dur, cluster=None, shards=12):
+    cmd = [bench, "--url", url, "--pids", ",".join(map(str, pids)),
+           "--ports", ",".join(map(str, ports)), "--duration-ms", str(dur)]
+    if cluster:
+        cmd += ["--cluster", cluster, "--shards", str(shards)]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    if out.returncode:
+        raise RuntimeError(out.stderr)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--bench", default=os.path.join(ROOT, "build", "bench",
+                                                    "bench_cluster"))
+    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--duration-ms", type=int, default=4000)
+    ap.add_argument("--shards", type=int, default=12,
+                    help="virtual shards on the cluster (12)")
+    ap.add_argument("--json")
+    a = ap.parse_args()
+    d = tempfile.mkdtemp(prefix="presence-bench-cluster-")
+    procs = []
+    try:
+        taken = []
+        sport = free_port(taken)
+        taken.append(sport)
+        single = start_server(d, sport, False)
+        procs.append(single)
+        # The same single Redis with a replica, as production runs it: a
+        # primary pays for replicating the script's writes.
+        rport = free_port(taken + [sport])
+        taken.append(rport)
+        single_r = start_server(d, rport, False)
+        procs.append(single_r)
+        rep_port = free_port(taken)
+        taken.append(rep_port)
+        procs.append(start_server(d, rep_port, False))
+        cli(rep_port, "REPLICAOF", "127.0.0.1", str(rport))
+        ports = []
+        for _ in range(6):
+            p = free_port(taken)
+            taken.append(p)
+            ports.append(p)
+        nodes = {p: start_server(d, p, True) for p in ports}
+        procs += nodes.values()
+        subprocess.run(["redis-cli", "--cluster", "create"] +
+                       [f"127.0.0.1:{p}" for p in ports] +
+                       ["--cluster-replicas", "1", "--cluster-yes"],
+                       capture_output=True, timeout=60, check=True)
+        for _ in range(300):
+            roles = {p: cli(p, "ROLE").split("\n")[0] for p in ports}
+            ok = all("cluster_state:ok" in cli(p, "CLUSTER", "INFO")
+                     for p in ports)
+            synced = sum("master_link_status:up" in cli(p, "INFO", "replication")
+                         for p in ports)
+            if ok and synced == 3:
+                break
+            time.sleep(0.1)
+        primaries = [p for p in ports if roles[p] == "master"]
+        replicas = [p for p in ports if roles[p] != "master"]
+        seeds = ",".join(f"127.0.0.1:{p}" for p in primaries)
+        runs = []
+        for r in range(a.repeats):
+            for mode in ("single", "replicated", "cluster"):
+                if mode == "single":
+                    cli(sport, "FLUSHALL")
+                    res = run_bench(a.bench, f"redis://127.0.0.1:{sport}",
+                                    [single.pid], [sport], a.duration_ms)
+                elif mode == "replicated":
+                    cli(rport, "FLUSHALL")
+                    res = run_bench(a.bench, f"redis://127.0.0.1:{rport}",
+                                    [single_r.pid], [rport], a.duration_ms)
+                else:
+                    roles = {p: cli(p, "ROLE").split("\n")[0] for p in ports}
+                    primaries = [p for p in ports if roles[p] == "master"]
+                    replicas = [p for p in ports if roles[p] != "master"]
+                    for p in primaries:
+                        cli(p, "FLUSHALL")
+                    res = run_bench(
+                        a.bench, f"redis://127.0.0.1:{primaries[0]}",
+                        [nodes[p].pid for p in primaries + replicas],
+                        primaries, a.duration_ms, cluster=seeds,
+                        shards=a.shards)
+                    n = len(primaries)
+                    cpu_p = sum(res["cpu_per_pid"][:n])
+                    res["replica_cpu_s"] = sum(res["cpu_per_pid"][n:])
+                    res["redis_cpu_s"] = cpu_p
+                    res["redis_us_per_op"] = (cpu_p * 1e6 / res["ops"]
+                                              if res["ops"] else 0)
+                    calls = res["fcalls_per_port"]
+                    mean = statistics.mean(calls) if calls else 0
+                    res["spread"] = [c / mean - 1 for c in calls] if mean else []
+                res["mode"] = mode
+                res["repeat"] = r
+                runs.append(res)
+                print(f"repeat {r} {mode:10s}: {res['ops_per_s']:>8.0f} ops/s, "
+                      f"Redis {res['redis_us_per_op']:.2f} us/op"
+                      + (f" (replicas +{res['replica_cpu_s'] * 1e6 / max(res['ops'], 1):.2f} us/op), "
+                         f"calls per primary {res['fcalls_per_port']}"
+                         if mode == "cluster" else "")
+                      + f", errors {res['errors']}", flush=True)
+        s = statistics.median(x["redis_us_per_op"] for x in runs
+                              if x["mode"] == "single")
+        c = statistics.median(x["redis_us_per_op"] for x in runs
+                              if x["mode"] == "cluster")
+        sr = statistics.median(x["redis_us_per_op"] for x in runs
+                               if x["mode"] == "replicated")
+        worst = max(abs(v) for x in runs if x["mode"] == "cluster"
+                    for v in x["spread"])
+        ratio = c / s if s else float("inf")
+        load = open("/proc/loadavg").read().split()[:3]
+        print(f"\nRedis CPU per session operation, median: single {s:.2f} us, "
+              f"cluster {c:.2f} us: ratio {ratio:.2f} (target <= 1.2) "
+              f"{'PASS' if ratio <= 1.2 else 'MISS'}")
+        print(f"  against one Redis with a replica ({sr:.2f} us, its primary's "
+              f"CPU): ratio {c / sr if sr else float('inf'):.2f}")
+        print(f"load spread across primaries: worst {worst * 100:+.1f} % of the "
+              f"mean (target within +-20 %) "
+              f"{'PASS' if worst <= 0.2 else 'MISS'}")
+        print(f"load average {' '.join(load)} on {os.cpu_count()} CPUs")
+        if a.json:
+            with open(a.json, "w") as f:
+                json.dump({"runs": runs, "single_us_per_op": s,
+                           "replicated_us_per_op": sr,
+                           "cluster_us_per_op": c, "ratio": ratio,
+                           "worst_spread": worst, "loadavg": load}, f,
+                          indent=1)
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
+        shutil.rmtree(d, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

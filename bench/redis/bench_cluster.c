@@ -1,0 +1,265 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Redis CPU per session operation against a given Redis or Redis Cluster
+ * (bench/cluster.py runs it against both, in one run, and prints the
+ * figures beside their targets). Three instances, one thread and loop
+ * each, cycle their slots through connect -> idle -> online -> end; after
+ * a warm-up, the window's completed operations and the CPU time the given
+ * redis-server processes used (/proc/<pid>/stat) give Redis CPU us per
+ * operation; INFO commandstats per node gives each primary's share of the
+ * script calls.
+ *
+ *   bench_cluster --url redis://127.0.0.1:P [--cluster H:P,H:P,...]
+ *                 [--shards S] --pids PID,PID,... --ports P,P,...
+ *                 [--slots 2000] [--duration-ms 4000]
+ *
+ * Output: one JSON object on stdout.
+ */
+#include "presence.h"
+#include "presence_redis.h"
+
+#include <hiredis/hiredis.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include <uv.h>
+
+static const char *g_url, *g_cluster;
+static unsigned g_shards;
+static atomic_int g_run, g_counting, g_ready;
+
+static int64_t now_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void sleep_ms(long ms) {
+  struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+  nanosleep(&ts, NULL);
+}
+
+static double pid_cpu_s(int pid) {
+  char path[64], buf[1024];
+  snprintf(path, sizeof path, "/proc/%d/stat", pid);
+  FILE *f = fopen(path, "r");
+  if (!f) return 0;
+  size_t n = fread(buf, 1, sizeof buf - 1, f);
+  fclose(f);
+  buf[n] = '\0';
+  char *p = strrchr(buf, ')');
+  unsigned long ut = 0, st = 0;
+  if (!p || sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu",
+                   &ut, &st) != 2)
+    return 0;
+  return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
+}
+
+static long long fcalls(int port) {
+  struct timeval tv = {2, 0};
+  redisContext *c = redisConnectWithTimeout("127.0.0.1", port, tv);
+  if (!c || c->err) {
+    if (c) redisFree(c);
+    return -1;
+  }
+  redisReply *r = redisCommand(c, "INFO commandstats");
+  long long n = 0;
+  const char *p = r && r->type == REDIS_REPLY_STRING
+                      ? strstr(r->str, "cmdstat_fcall:calls=")
+                      : NULL;
+  if (p) n = atoll(p + strlen("cmdstat_fcall:calls="));
+  if (r) freeReplyObject(r);
+  redisFree(c);
+  return n;
+}
+
+typedef struct worker {
+  pthread_t th;
+  int idx, slots;
+  uv_loop_t loop;
+  presence_t *p;
+  presence_store_t *store;
+  int *stage;
+  uint64_t *gen;
+  atomic_long ops, errors;
+  int inflight;
+} worker_t;
+
+typedef struct ref {
+  worker_t *w;
+  int slot;
+} ref_t;
+
+static void issue(worker_t *w, int slot);
+
+static void op_done(presence_t *p, int status, void *ud) {
+  (void)p;
+  ref_t *r = ud;
+  worker_t *w = r->w;
+  int slot = r->slot;
+  free(r);
+  w->inflight--;
+  if (atomic_load(&g_counting)) {
+    if (status == 0)
+      atomic_fetch_add(&w->ops, 1);
+    else
+      atomic_fetch_add(&w->errors, 1);
+  }
+  w->stage[slot] = (w->stage[slot] + 1) % 4;
+  if (w->stage[slot] == 0) w->gen[slot]++;
+  if (atomic_load(&g_run)) issue(w, slot);
+}
+
+static void issue(worker_t *w, int slot) {
+  char sid[64], uid[64];
+  /* As bench_redis: slot k of every instance is the same user. */
+  snprintf(sid, sizeof sid, "i%d-s%d-%llu", w->idx, slot,
+           (unsigned long long)w->gen[slot]);
+  snprintf(uid, sizeof uid, "u%d", slot);
+  ref_t *r = malloc(sizeof *r);
+  r->w = w;
+  r->slot = slot;
+  int rc;
+  switch (w->stage[slot]) {
+  case 0:
+    rc = presence_session_connect(w->p, sid, uid, NULL, op_done, r);
+    break;
+  case 1:
+    rc = presence_session_set_status(w->p, sid, PRESENCE_IDLE, op_done, r);
+    break;
+  case 2:
+    rc = presence_session_set_status(w->p, sid, PRESENCE_ONLINE, op_done, r);
+    break;
+  default:
+    rc = presence_session_disconnect(w->p, sid, op_done, r);
+    break;
+  }
+  if (rc) {
+    free(r);
+    atomic_fetch_add(&w->errors, 1);
+    return;
+  }
+  w->inflight++;
+}
+
+static void *worker_main(void *arg) {
+  worker_t *w = arg;
+  uv_loop_init(&w->loop);
+  presence_redis_options_t ro;
+  memset(&ro, 0, sizeof ro);
+  ro.loop = &w->loop;
+  ro.url = g_url;
+  ro.cluster = g_cluster;
+  ro.shards = g_shards;
+  ro.heartbeat_ms = 1000;
+  ro.lease_ms = 6000;
+  char id[32];
+  snprintf(id, sizeof id, "bench-%d", w->idx);
+  if (presence_store_redis_new(&ro, &w->store)) return NULL;
+  presence_options_t o;
+  presence_options_init(&o);
+  o.instance_id = id;
+  o.store = w->store;
+  if (presence_new(&o, &w->p)) return NULL;
+  int64_t end = now_ms() + 20000;
+  while (!presence_redis_ready(w->store) && now_ms() < end) {
+    uv_run(&w->loop, UV_RUN_NOWAIT);
+    sleep_ms(1);
+  }
+  atomic_fetch_add(&g_ready, 1);
+  while (!atomic_load(&g_run)) sleep_ms(1);
+  for (int i = 0; i < w->slots; i++) issue(w, i);
+  while (atomic_load(&g_run)) uv_run(&w->loop, UV_RUN_ONCE);
+  end = now_ms() + 5000;
+  while (w->inflight > 0 && now_ms() < end) uv_run(&w->loop, UV_RUN_NOWAIT);
+  presence_free(w->p);
+  for (int i = 0; i < 20; i++) uv_run(&w->loop, UV_RUN_NOWAIT);
+  uv_loop_close(&w->loop);
+  return NULL;
+}
+
+static int parse_list(const char *s, int *out, int max) {
+  int n = 0;
+  while (s && *s && n < max) {
+    out[n++] = atoi(s);
+    s = strchr(s, ',');
+    if (s) s++;
+  }
+  return n;
+}
+
+int main(int argc, char **argv) {
+  int pids[16], ports[16], npids = 0, nports = 0, slots = 2000, dur = 4000;
+  for (int i = 1; i + 1 < argc; i += 2) {
+    if (!strcmp(argv[i], "--url")) g_url = argv[i + 1];
+    else if (!strcmp(argv[i], "--cluster")) g_cluster = argv[i + 1];
+    else if (!strcmp(argv[i], "--shards")) g_shards = (unsigned)atoi(argv[i + 1]);
+    else if (!strcmp(argv[i], "--pids")) npids = parse_list(argv[i + 1], pids, 16);
+    else if (!strcmp(argv[i], "--ports")) nports = parse_list(argv[i + 1], ports, 16);
+    else if (!strcmp(argv[i], "--slots")) slots = atoi(argv[i + 1]);
+    else if (!strcmp(argv[i], "--duration-ms")) dur = atoi(argv[i + 1]);
+    else {
+      fprintf(stderr, "bench_cluster: bad argument '%s'\n", argv[i]);
+      return 2;
+    }
+  }
+  if (!g_url || !npids) {
+    fprintf(stderr, "bench_cluster: --url and --pids are required\n");
+    return 2;
+  }
+  enum { N = 3 };
+  worker_t ws[N];
+  memset(ws, 0, sizeof ws);
+  for (int i = 0; i < N; i++) {
+    ws[i].idx = i;
+    ws[i].slots = slots;
+    ws[i].stage = calloc((size_t)slots, sizeof(int));
+    ws[i].gen = calloc((size_t)slots, sizeof(uint64_t));
+    pthread_create(&ws[i].th, NULL, worker_main, &ws[i]);
+  }
+  while (atomic_load(&g_ready) < N) sleep_ms(5);
+  atomic_store(&g_run, 1);
+  sleep_ms(1000); /* warm-up */
+  double c0[16];
+  long long f0[16];
+  for (int k = 0; k < npids; k++) c0[k] = pid_cpu_s(pids[k]);
+  for (int k = 0; k < nports; k++) f0[k] = fcalls(ports[k]);
+  atomic_store(&g_counting, 1);
+  int64_t t0 = now_ms();
+  sleep_ms(dur);
+  atomic_store(&g_counting, 0);
+  int64_t t1 = now_ms();
+  double cpu = 0, cpus[16];
+  for (int k = 0; k < npids; k++) {
+    cpus[k] = pid_cpu_s(pids[k]) - c0[k];
+    cpu += cpus[k];
+  }
+  long long f1[16];
+  for (int k = 0; k < nports; k++) f1[k] = fcalls(ports[k]) - f0[k];
+  atomic_store(&g_run, 0);
+  long ops = 0, errors = 0;
+  for (int i = 0; i < N; i++) {
+    pthread_join(ws[i].th, NULL);
+    ops += atomic_load(&ws[i].ops);
+    errors += atomic_load(&ws[i].errors);
+    free(ws[i].stage);
+    free(ws[i].gen);
+  }
+  double secs = (double)(t1 - t0) / 1000.0;
+  printf("{\"ops\": %ld, \"errors\": %ld, \"seconds\": %.3f, "
+         "\"ops_per_s\": %.0f, \"redis_cpu_s\": %.4f, "
+         "\"redis_us_per_op\": %.3f, \"cpu_per_pid\": [",
+         ops, errors, secs, (double)ops / secs, cpu,
+         ops ? cpu * 1e6 / (double)ops : 0.0);
+  for (int k = 0; k < npids; k++)
+    printf("%s%.4f", k ? ", " : "", cpus[k]);
+  printf("], \"fcalls_per_port\": [");
+  for (int k = 0; k < nports; k++)
+    printf("%s%lld", k ? ", " : "", f1[k]);
+  printf("]}\n");
+  return 0;
+}

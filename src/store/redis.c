@@ -704,10 +704,14 @@ static void on_reply(void *ud, int fail, redisReply *rep) {
   if (rep->type == REDIS_REPLY_ERROR) {
     /* The library already loaded (by this build, an earlier connection or
      * another instance) is load_done's success, not an error to log. */
-    if (r->fn != load_done || !strstr(rep->str, "already exists"))
+    moved = cluster_redirect(st, rep);
+    /* A MOVED is routing (each shard's first call at start meets one),
+     * not a failure: logged at info. */
+    if (moved)
+      logf_(st, PRESENCE_LOG_INFO, "redis:", rep->str);
+    else if (r->fn != load_done || !strstr(rep->str, "already exists"))
       logf_(st, PRESENCE_LOG_ERROR, "redis:", rep->str);
     code = PRESENCE_ESTORE;
-    moved = cluster_redirect(st, rep);
   }
   r->fn(st, r, rep, code);
   req_free(r);

@@ -398,6 +398,21 @@ static void members_last(gather_t *g) {
   gather_free(g);
 }
 
+/* Room for `need` items of `size` in *arr (capacity *cap); false (and
+ * ENOMEM recorded) when it cannot grow. */
+static bool room(gather_t *g, void **arr, size_t *cap, size_t need,
+                 size_t size) {
+  if (need <= *cap) return true;
+  void *v = presence__realloc(g->r->a, *arr, need * 2 * size);
+  if (!v) {
+    g->status = PRESENCE_ENOMEM;
+    return false;
+  }
+  *arr = v;
+  *cap = need * 2;
+  return true;
+}
+
 static void members_page(void *ud, int status, const presence_member_info_t *m,
                          size_t n, uint64_t count, const char *next) {
   gather_t *g = ud;
@@ -405,18 +420,7 @@ static void members_page(void *ud, int status, const presence_member_info_t *m,
   if (!status) {
     g->count += count;
     if (next) g->more = true;
-    if (g->nm + n > g->capm) {
-      size_t cap = (g->nm + n) * 2;
-      presence_member_info_t *v =
-          presence__realloc(g->r->a, g->m, cap * sizeof *v);
-      if (!v) {
-        g->status = PRESENCE_ENOMEM;
-        n = 0;
-      } else {
-        g->m = v;
-        g->capm = cap;
-      }
-    }
+    if (!room(g, (void **)&g->m, &g->capm, g->nm + n, sizeof *g->m)) n = 0;
     for (size_t i = 0; i < n && !g->status; i++) {
       int rc = member_copy(g->r->a, &g->m[g->nm], &m[i]);
       if (rc) g->status = rc;
@@ -487,18 +491,7 @@ static void chans_page(void *ud, int status, const presence_channel_info_t *c,
   if (status && !g->status) g->status = status;
   if (!status) {
     if (next) g->more = true;
-    if (g->nc + n > g->capc) {
-      size_t cap = (g->nc + n) * 2;
-      presence_channel_info_t *v =
-          presence__realloc(g->r->a, g->c, cap * sizeof *v);
-      if (!v) {
-        g->status = PRESENCE_ENOMEM;
-        n = 0;
-      } else {
-        g->c = v;
-        g->capc = cap;
-      }
-    }
+    if (!room(g, (void **)&g->c, &g->capc, g->nc + n, sizeof *g->c)) n = 0;
     for (size_t i = 0; i < n && !g->status; i++) {
       char *name = dup_or_null(g->r->a, c[i].channel);
       if (!name) {

@@ -64,7 +64,7 @@ bench: deps
 # binary of `make build`). bench/results/<date>-status-ab.json.
 bench-status: deps build
 	cmake -S . -B $(BENCH_BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo $(CMAKE_FLAGS)
-	cmake --build $(BENCH_BUILD) -j $(JOBS) --target bench_engine presence
+	cmake --build $(BENCH_BUILD) -j $(JOBS) --target bench_engine presence_static
 	python3 bench/status_ab.py --build $(BENCH_BUILD) --expiry-test build/tests/redis_test_status
 
 # The Redis store's figures (issue 4): throughput of three instances beside

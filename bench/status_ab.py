@@ -79,7 +79,7 @@ def build_base(base, base_dir):
                     "-DCMAKE_BUILD_TYPE=RelWithDebInfo"], check=True,
                    capture_output=True)
     subprocess.run(["cmake", "--build", os.path.join(base_dir, "build-bench"),
-                    "-j", "2", "--target", "bench_engine", "presence"],
+                    "-j", "2", "--target", "bench_engine", "presence_static"],
                    check=True,
                    capture_output=True)
     return exe

@@ -17,6 +17,7 @@
  */
 #include "presence.h"
 #include "presence_redis.h"
+#include "session_cycle.h"
 
 #include <hiredis/hiredis.h>
 #include <pthread.h>
@@ -124,20 +125,7 @@ static void issue(worker_t *w, int slot) {
   r->w = w;
   r->slot = slot;
   int rc;
-  switch (w->stage[slot]) {
-  case 0:
-    rc = presence_session_connect(w->p, sid, uid, NULL, op_done, r);
-    break;
-  case 1:
-    rc = presence_session_set_status(w->p, sid, PRESENCE_IDLE, op_done, r);
-    break;
-  case 2:
-    rc = presence_session_set_status(w->p, sid, PRESENCE_ONLINE, op_done, r);
-    break;
-  default:
-    rc = presence_session_disconnect(w->p, sid, op_done, r);
-    break;
-  }
+  rc = session_cycle_step(w->p, w->stage[slot], sid, uid, op_done, r);
   if (rc) {
     free(r);
     atomic_fetch_add(&w->errors, 1);

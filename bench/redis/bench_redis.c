@@ -48,6 +48,7 @@
 
 #include "presence.h"
 #include "presence_redis.h"
+#include "session_cycle.h"
 
 static int64_t now_ms(void) {
   struct timespec ts;
@@ -306,20 +307,7 @@ static void issue(worker_t *w, int slot) {
     w->inflight++;
     return;
   }
-  switch (w->stage[slot]) {
-  case 0:
-    rc = presence_session_connect(w->p, sid, uid, NULL, op_done, ref);
-    break;
-  case 1:
-    rc = presence_session_set_status(w->p, sid, PRESENCE_IDLE, op_done, ref);
-    break;
-  case 2:
-    rc = presence_session_set_status(w->p, sid, PRESENCE_ONLINE, op_done, ref);
-    break;
-  default:
-    rc = presence_session_disconnect(w->p, sid, op_done, ref);
-    break;
-  }
+  rc = session_cycle_step(w->p, w->stage[slot], sid, uid, op_done, ref);
   if (rc) {
     free(ref);
     atomic_fetch_add(&w->errors, 1);

@@ -154,18 +154,23 @@ static void wr_on_reply(void *ud, int status, const presence_redis_lease_t *r) {
       cursor = r->cursor;
       if (!w->log_id[0] || strcmp(w->log_id, r->log_id))
         snprintf(w->log_id, sizeof w->log_id, "%s", r->log_id);
-      /* Our offer became the log's id: never offer it again. Were Redis to
-       * lose its data (restart without persistence, FLUSHALL), the script
-       * would otherwise set the same id again for the new stream, and its
-       * sequence goes on only from the highest seq the first instance to
-       * register again had seen, so it may reuse numbers a receiver
-       * already has: deduplicating on (instance, seq), it would drop those
-       * events as repeats. docs/webhooks.md promises a new id. (Only a
-       * command already sent with the old offer and run after the loss
-       * can still reuse it.) */
-      if (!strcmp(r->log_id, w->log_offer)) wr_new_offer(w);
     }
-  } else if (status == PRESENCE_ESTORE && !ep->claim_err) {
+  }
+  /* Any answered call may have made our offer the log's id: a refused one
+   * too (the script sets the id before it decides, and its refusal does
+   * not name the id), so the offer is never sent again once answered.
+   * Were Redis to lose its data (restart without persistence, FLUSHALL),
+   * the script would otherwise set the same id again for the new stream,
+   * and its sequence goes on only from the highest seq the first instance
+   * to register again had seen, so it may reuse numbers a receiver already
+   * has: deduplicating on (instance, seq), it would drop those events as
+   * repeats. docs/webhooks.md promises a new id. (Only a command already
+   * sent with the old offer and run after the loss can still reuse it.)
+   * Seen in fresh-clone CI: an instance whose renewal was refused on the
+   * emptied Redis had set the id, kept its offer, and set it again at the
+   * next loss. */
+  if (ok >= 0) wr_new_offer(w);
+  if (status == PRESENCE_ESTORE && !ep->claim_err) {
     /* Once until the next success: the store logs Redis's reason. */
     ep->claim_err = 1;
     srv_log(w->s, PRESENCE_LOG_ERROR,

@@ -186,8 +186,6 @@ static void message_of_a_dead_instance_expires_once(void **state) {
  * it, each once, and no Redis call over 10 ms. */
 static void many_expiries_are_cleared_in_bounded_calls(void **state) {
   (void)state;
-  inst_opts_t io = {.heartbeat_ms = 500, .lease_ms = 5000};
-  fx_t *f = fx_make(3, &io);
   /* A sanitizer build runs a fifth of them: the same path, in the time a
    * test has. */
 #if defined(__SANITIZE_ADDRESS__)
@@ -197,6 +195,12 @@ static void many_expiries_are_cleared_in_bounded_calls(void **state) {
 #endif
   const char *env = getenv("PRESENCE_STATUS_N");
   int n = env ? atoi(env) : N;
+  /* The log keeps every event of the test (n sets, n expiries): with the
+   * default 100,000 a reader a loaded host holds back would lose the
+   * oldest to the trim, which is a gap by design, not what this test asks. */
+  inst_opts_t io = {.heartbeat_ms = 500, .lease_ms = 5000,
+                    .maxlen = (unsigned)(2 * n + 10000)};
+  fx_t *f = fx_make(3, &io);
   /* The second after the writes are surely in. */
   int64_t at = ((int64_t)time(NULL) + 5 + n / 4000) * 1000;
   char user[32];
@@ -250,6 +254,12 @@ static void many_expiries_are_cleared_in_bounded_calls(void **state) {
     redisReply *seq = srv_cmd(&f->srv, "GET presence:seq");
     redisReply *len = srv_cmd(&f->srv, "XLEN presence:log");
     recorder_t *c = &f->in[0].cluster;
+    /* Numbers skipped in what the reader reported: entries it never got. */
+    unsigned long long skipped = 0;
+    for (size_t i = 1; i < c->n; i++)
+      if (c->ev[i].seq > c->ev[i - 1].seq + 1)
+        skipped += c->ev[i].seq - c->ev[i - 1].seq - 1;
+    print_error("%llu sequence numbers skipped by the reader\n", skipped);
     print_error("reader at seq %llu (last recorded %llu), the log's seq %s, "
                 "%lld entries in the log\n",
                 (unsigned long long)presence_log_last_seq(f->in[0].p),

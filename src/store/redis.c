@@ -2270,7 +2270,11 @@ static void start_reader(rstore_t *st) {
     return; /* reader_up comes back here */
   }
   if (!st->rup || st->r_waiting) return;
-  if (st->kick_fn && !st->k_known) {
+  /* Only a reader that has never read the kick stream starts at its end;
+   * one that has goes on from the last kick it read, so a kick asked while
+   * its connection was down is acted on once it is back (the stream keeps
+   * the last thousand for that). */
+  if (st->kick_fn && !st->k_known && !st->k_last[0]) {
     const char *args[] = {"XREVRANGE", st->kick_key, "+", "-", "COUNT", "1"};
     if (!presence__rconn_command(st->rconn, 6, args, NULL, 0, on_kick_tail,
                                  st))

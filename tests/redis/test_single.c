@@ -680,6 +680,65 @@ static void another_layout_is_refused(void **state) {
   srv_fini(&srv);
 }
 
+/* Kicks: the reader follows the kick stream; one asked while its
+ * connection is down is acted on once it is back (the stream keeps the last
+ * thousand for that), and a kick is acted on once. */
+typedef struct kicks {
+  int n;
+  char last[64];
+} kicks_t;
+static void kick_fn(void *ud, const char *sid) {
+  kicks_t *k = ud;
+  k->n++;
+  snprintf(k->last, sizeof k->last, "%s", sid);
+}
+static bool kicks_pred(void *ud) {
+  return ((kicks_t *)ud)->n > 0;
+}
+static void kick_done(void *ud, int status) {
+  *(int *)ud = status + 1000;
+}
+static bool reader_blocked(server_t *srv) {
+  redisReply *r = srv_cmd(srv, "CLIENT LIST");
+  bool yes = r->str && strstr(r->str, "cmd=xread");
+  freeReplyObject(r);
+  return yes;
+}
+
+static void kicks_asked_while_the_reader_reconnects_arrive(void **state) {
+  (void)state;
+  fx1_t *f = make(NULL);
+  kicks_t k = {0};
+  assert_int_equal(presence_redis_on_kick(f->a.store, kick_fn, &k), 0);
+  DO(f, presence_session_connect(f->a.p, "s1", "alice", NULL, done_cb, &f->a));
+  /* The reader has learnt where the kick stream ends and blocks in XREAD
+   * once the kick below is through. */
+  int64_t end = now_ms() + 5000;
+  while (!reader_blocked(&f->srv) && now_ms() < end)
+    run_for(&f->loop, 20);
+  assert_true(reader_blocked(&f->srv));
+  int sent = 0;
+  assert_int_equal(presence_redis_kick(f->a.store, "s1", kick_done, &sent), 0);
+  assert_true(run_until(&f->loop, kicks_pred, &k, 5000));
+  assert_int_equal(sent, 1000);
+  assert_string_equal(k.last, "s1");
+  run_for(&f->loop, 300);
+  assert_int_equal(k.n, 1);
+  /* The reader's connection dies; a kick lands before it is back. */
+  k.n = 0;
+  while (!reader_blocked(&f->srv) && now_ms() < end + 5000)
+    run_for(&f->loop, 20);
+  freeReplyObject(srv_cmd(&f->srv, "CLIENT KILL TYPE normal"));
+  freeReplyObject(
+      srv_cmd(&f->srv, "XADD presence:kicks MAXLEN ~ 1000 * s s1"));
+  if (!run_until(&f->loop, kicks_pred, &k, 5000))
+    fail_msg("the kick asked while the reader was reconnecting was lost");
+  assert_string_equal(k.last, "s1");
+  run_for(&f->loop, 500);
+  assert_int_equal(k.n, 1);
+  destroy(f);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(connect_emits_session_then_user),
@@ -697,6 +756,7 @@ int main(void) {
       cmocka_unit_test(offline_users_expire_after_retention),
       cmocka_unit_test(the_log_keeps_its_length),
       cmocka_unit_test(log_reads_fill_their_pages),
+      cmocka_unit_test(kicks_asked_while_the_reader_reconnects_arrive),
   };
   apply_filter();
   return cmocka_run_group_tests(tests, NULL, NULL);

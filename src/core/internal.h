@@ -13,6 +13,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 /* ---- allocation -------------------------------------------------------- */
 
@@ -127,14 +128,124 @@ void presence__table_remove(presence__table_t *t, void *rec);
  * change during an iteration. */
 void *presence__table_next(const presence__table_t *t, size_t *pos);
 
+/* ---- status that people set: what watchers see ----------------------- */
+
+/*
+ * The table (docs/protocol.md, "Availability"). A user with no session is
+ * offline whatever is set, and shows no availability: an invisible user must
+ * be indistinguishable from an absent one, so an absent one shows nothing
+ * either. dnd and away hide the online/idle distinction (an idle -> online
+ * under dnd changes nothing a watcher sees); they map onto the status an
+ * older client understands (dnd: online, away: idle).
+ */
+static inline presence_status_t
+presence__shown_status(presence_availability_t a, presence_status_t computed) {
+  if (computed == PRESENCE_OFFLINE) return PRESENCE_OFFLINE;
+  switch (a) {
+  case PRESENCE_AVAIL_DND:
+    return PRESENCE_ONLINE;
+  case PRESENCE_AVAIL_AWAY:
+    return PRESENCE_IDLE;
+  case PRESENCE_AVAIL_INVISIBLE:
+    return PRESENCE_OFFLINE;
+  default:
+    return computed;
+  }
+}
+
+static inline presence_availability_t
+presence__shown_availability(presence_availability_t a,
+                             presence_status_t computed) {
+  if (computed == PRESENCE_OFFLINE || a == PRESENCE_AVAIL_INVISIBLE ||
+      (unsigned)a >= PRESENCE_AVAIL_COUNT_)
+    return PRESENCE_AVAIL_AUTO;
+  return a;
+}
+
+static inline int presence__device_visible(const presence_event_t *ev) {
+  return ev->device &&
+         presence__shown_status(ev->availability_to, ev->device_from) !=
+             presence__shown_status(ev->availability_to, ev->device_to);
+}
+
+static inline int presence__event_watcher_visible(const presence_event_t *ev) {
+  switch (ev->type) {
+  case PRESENCE_EV_USER_ONLINE:
+  case PRESENCE_EV_USER_IDLE:
+  case PRESENCE_EV_USER_OFFLINE:
+  case PRESENCE_EV_USER_AVAILABILITY:
+    return presence__shown_status(ev->availability_from, ev->from) !=
+               presence__shown_status(ev->availability_to, ev->to) ||
+           presence__shown_availability(ev->availability_from, ev->from) !=
+               presence__shown_availability(ev->availability_to, ev->to) ||
+           presence__device_visible(ev);
+  case PRESENCE_EV_USER_MESSAGE:
+    return 1;
+  case PRESENCE_EV_SESSION_CONNECTED:
+  case PRESENCE_EV_SESSION_DISCONNECTED:
+  case PRESENCE_EV_SESSION_STATUS:
+    return !(ev->flags & PRESENCE_EVENT_USER_FOLLOWS) && presence__device_visible(ev);
+  default:
+    return 0;
+  }
+}
+
 /* ---- events packed into bytes ------------------------------------------ */
 
 /* Strings of a packed event, in order: session_id, user_id, meta,
  * instance_id, message, emoji, device. */
 #define PRESENCE__EV_STRINGS 7
 
-/* Bytes of a packed event before its strings. */
+/* A string's packed length: its bytes and the NUL, 0 for NULL. A packed
+ * event holds at most 65,534 bytes of one string (every string the library
+ * checks is far shorter; a longer one, e.g. a message under an absurd
+ * message_max_chars, is cut there in the event's copy). */
+static inline size_t presence__event_len1(const char *s) {
+  if (!s) return 0;
+  size_t n = strnlen(s, 65534);
+  return n + 1;
+}
+/* Bytes of a packed event's fixed header (before its tails and strings). */
 size_t presence__event_header_size(void);
+
+/* A packed event is its header, then only the tails its kind carries
+ * (log.c), then its strings. Here so the stores size an event inline. */
+#define PRESENCE__EV_HEADER 64u
+enum {
+  PRESENCE__EV_T_IDS = 1,       /* 8 bytes: the count of session ids */
+  PRESENCE__EV_T_LAST_SEEN = 2, /* 8 bytes */
+  PRESENCE__EV_T_MESSAGE = 4,   /* 16 bytes: expiry, text and emoji lengths */
+  PRESENCE__EV_T_CHANNEL = 8    /* 16 bytes: count, channel length */
+};
+
+static inline unsigned presence__event_tails(const presence_event_t *ev) {
+  return (ev->session_ids ? PRESENCE__EV_T_IDS : 0u) |
+         (ev->last_seen_ms ? PRESENCE__EV_T_LAST_SEEN : 0u) |
+         (ev->message || ev->emoji || ev->message_expires_ms
+              ? PRESENCE__EV_T_MESSAGE
+              : 0u) |
+         (ev->channel || ev->count ? PRESENCE__EV_T_CHANNEL : 0u);
+}
+
+static inline size_t presence__event_tails_size(unsigned t) {
+  return ((t & PRESENCE__EV_T_IDS) ? 8u : 0u) +
+         ((t & PRESENCE__EV_T_LAST_SEEN) ? 8u : 0u) +
+         ((t & PRESENCE__EV_T_MESSAGE) ? 16u : 0u) +
+         ((t & PRESENCE__EV_T_CHANNEL) ? 16u : 0u);
+}
+
+/* Bytes needed to pack ev given its strings' lengths (lens[i] as from
+ * presence__event_len1), a multiple of 8. */
+static inline size_t presence__event_size(const presence_event_t *ev,
+                                          const size_t lens[PRESENCE__EV_STRINGS]) {
+  size_t n = PRESENCE__EV_HEADER +
+             presence__event_tails_size(presence__event_tails(ev)) + lens[0] +
+             lens[1] + lens[2] + lens[3] + lens[4] + lens[5] + lens[6];
+  for (size_t i = 0; ev->session_ids && i < ev->n_session_ids; i++)
+    n += presence__event_len1(ev->session_ids[i]);
+  n += presence__event_len1(ev->channel);
+  return (n + 7) & ~(size_t)7;
+}
 /* Bytes needed to pack ev (a multiple of 8). */
 size_t presence__event_packed_size(const presence_event_t *ev);
 /* Pack into buf (size from presence__event_packed_size, 8-aligned). */

@@ -11,31 +11,82 @@
 #include <string.h>
 
 #define NONE UINT32_MAX
+#if defined(__GNUC__)
+#define ALWAYS_INLINE inline __attribute__((always_inline))
+#else
+#define ALWAYS_INLINE inline
+#endif
+#define NONE16 UINT16_MAX
 
+/*
+ * A packed event: a fixed header of what every event has, then only the
+ * tails its kind carries, then its strings. A session operation's events
+ * carry no tail but a user event's last_seen, so they pack into 64 bytes of
+ * header plus their strings: the fields that only some kinds carry
+ * (message, emoji, expiry, channel, count, session ids) cost nothing to the
+ * events that leave them unset (docs/internals/core.md, "Packed events").
+ *
+ * Lengths are 16 bits: the strings an event carries are bounded well below
+ * 65,535 bytes (ids PRESENCE_ID_MAX, meta and data 4,096, a device word 32,
+ * a message 4 x message_max_chars); presence__event_len1 cuts a longer one.
+ * NONE16 stands for NULL.
+ */
 typedef struct packed {
   uint64_t seq;
   int64_t ts_ms;
   uint64_t user_version;
   uint64_t epoch;
-  int64_t last_seen_ms;
   uint32_t size; /* whole packed size */
-  uint32_t n_ids;
-  uint32_t sid_len, uid_len, meta_len, inst_len; /* NONE for NULL */
-  uint32_t msg_len, emoji_len, dev_len;          /* NONE for NULL */
   uint32_t flags;
-  int64_t message_expires_ms;
+  uint32_t shown_version; /* the user's, 32 bits (stores count in 32) */
   uint8_t type, reason, from, to;
   uint8_t avail_from, avail_to, dev_from, dev_to;
-  uint64_t count;    /* channel events */
-  uint32_t chan_len; /* NONE for NULL; the channel follows the ids */
-  uint32_t shown_version; /* the user's, 32 bits (stores count in 32) */
-  /* then: sid \0 uid \0 meta \0 inst \0 msg \0 emoji \0 dev \0 ids \0 ...
-   * chan \0 */
+  uint8_t tails; /* T_* below: which tails follow the header */
+  uint8_t unused;
+  uint16_t sid_len, uid_len, meta_len, inst_len, dev_len; /* NONE16: NULL */
 } packed_t;
+
+/* The tails, in this order after the header (each a multiple of 8 bytes),
+ * then the strings: sid uid meta inst dev [msg emoji] [ids...] [chan].
+ * Which tails an event has, and their sizes: presence__event_tails. */
+enum {
+  T_IDS = PRESENCE__EV_T_IDS,
+  T_LAST_SEEN = PRESENCE__EV_T_LAST_SEEN,
+  T_MESSAGE = PRESENCE__EV_T_MESSAGE,
+  T_CHANNEL = PRESENCE__EV_T_CHANNEL
+};
+
+typedef struct tail_ids {
+  uint32_t n_ids;
+  uint32_t unused;
+} tail_ids_t;
+
+typedef struct tail_message {
+  int64_t expires_ms;
+  uint16_t msg_len, emoji_len; /* NONE16 for NULL */
+  uint32_t unused;
+} tail_message_t;
+
+typedef struct tail_channel {
+  uint64_t count;
+  uint16_t chan_len; /* NONE16 for NULL */
+  uint16_t unused16;
+  uint32_t unused;
+} tail_channel_t;
+
+_Static_assert(sizeof(packed_t) == PRESENCE__EV_HEADER,
+               "presence__event_size counts this header");
+_Static_assert(sizeof(tail_ids_t) == 8 && sizeof(tail_message_t) == 16 &&
+                   sizeof(tail_channel_t) == 16 && sizeof(int64_t) == 8,
+               "presence__event_tails_size counts these tails");
+_Static_assert(sizeof(packed_t) == 64, "the header is one cache line");
+_Static_assert(PRESENCE_META_MAX < NONE16 && PRESENCE_DATA_MAX < NONE16 &&
+                   PRESENCE_ID_MAX < NONE16,
+               "string lengths fit the header's 16 bits");
 
 size_t presence__event_header_size(void) { return sizeof(packed_t); }
 
-static inline size_t opt_len(const char *s) { return s ? strlen(s) + 1 : 0; }
+#define opt_len presence__event_len1
 
 /* String lengths (+1 for the NUL, 0 for NULL) measured once per event:
  * packing is on every operation's path. */
@@ -48,12 +99,7 @@ size_t presence__event_measure(const presence_event_t *ev,
   lens[4] = opt_len(ev->message);
   lens[5] = opt_len(ev->emoji);
   lens[6] = opt_len(ev->device);
-  size_t n = sizeof(packed_t);
-  for (size_t i = 0; i < PRESENCE__EV_STRINGS; i++) n += lens[i];
-  for (size_t i = 0; ev->session_ids && i < ev->n_session_ids; i++)
-    n += strlen(ev->session_ids[i]) + 1;
-  n += opt_len(ev->channel);
-  return (n + 7) & ~(size_t)7;
+  return presence__event_size(ev, lens);
 }
 
 size_t presence__event_packed_size(const presence_event_t *ev) {
@@ -61,54 +107,93 @@ size_t presence__event_packed_size(const presence_event_t *ev) {
   return presence__event_measure(ev, lens);
 }
 
-static char *put(char *dst, const char *s, size_t len1, uint32_t *len_out) {
-  if (!s) {
-    *len_out = NONE;
-    return dst;
+static inline uint16_t len16(size_t len1) {
+  return len1 ? (uint16_t)(len1 - 1) : NONE16;
+}
+
+/* len1 from presence__event_len1: the string and its NUL, or its first
+ * 65,534 bytes and a NUL. */
+static inline char *put(char *dst, const char *s, size_t len1) {
+  if (len1) {
+    memcpy(dst, s, len1 - 1);
+    dst[len1 - 1] = '\0';
   }
-  memcpy(dst, s, len1);
-  *len_out = (uint32_t)(len1 - 1);
   return dst + len1;
+}
+
+/* Inline into the log's append (every event of the memory store) and the
+ * engine's queue (every event of the Redis store). */
+static ALWAYS_INLINE void
+pack(const presence_event_t *ev, const size_t lens[PRESENCE__EV_STRINGS],
+     size_t size, void *buf) {
+  packed_t *p = buf;
+  unsigned t = presence__event_tails(ev);
+  p->seq = ev->seq;
+  p->ts_ms = ev->ts_ms;
+  p->user_version = ev->user_version;
+  p->epoch = ev->epoch;
+  p->size = (uint32_t)size;
+  p->flags = ev->flags;
+  p->shown_version = (uint32_t)ev->shown_version;
+  p->type = (uint8_t)ev->type;
+  p->reason = (uint8_t)ev->reason;
+  p->from = (uint8_t)ev->from;
+  p->to = (uint8_t)ev->to;
+  p->avail_from = (uint8_t)ev->availability_from;
+  p->avail_to = (uint8_t)ev->availability_to;
+  p->dev_from = (uint8_t)ev->device_from;
+  p->dev_to = (uint8_t)ev->device_to;
+  p->tails = (uint8_t)t;
+  p->unused = 0;
+  p->sid_len = len16(lens[0]);
+  p->uid_len = len16(lens[1]);
+  p->meta_len = len16(lens[2]);
+  p->inst_len = len16(lens[3]);
+  p->dev_len = len16(lens[6]);
+  unsigned char *x = (unsigned char *)(p + 1);
+  size_t chan1 = 0;
+  if (t) {
+    if (t & T_IDS) {
+      tail_ids_t ti = {(uint32_t)ev->n_session_ids, 0};
+      memcpy(x, &ti, sizeof(ti));
+      x += sizeof(ti);
+    }
+    if (t & T_LAST_SEEN) {
+      memcpy(x, &ev->last_seen_ms, sizeof(int64_t));
+      x += sizeof(int64_t);
+    }
+    if (t & T_MESSAGE) {
+      tail_message_t tm = {ev->message_expires_ms, len16(lens[4]),
+                           len16(lens[5]), 0};
+      memcpy(x, &tm, sizeof(tm));
+      x += sizeof(tm);
+    }
+    if (t & T_CHANNEL) {
+      chan1 = opt_len(ev->channel);
+      tail_channel_t tc = {ev->count, len16(chan1), 0, 0};
+      memcpy(x, &tc, sizeof(tc));
+      x += sizeof(tc);
+    }
+  }
+  char *d = (char *)x;
+  d = put(d, ev->session_id, lens[0]);
+  d = put(d, ev->user_id, lens[1]);
+  d = put(d, ev->meta, lens[2]);
+  d = put(d, ev->instance_id, lens[3]);
+  d = put(d, ev->device, lens[6]);
+  if (t & T_MESSAGE) {
+    d = put(d, ev->message, lens[4]);
+    d = put(d, ev->emoji, lens[5]);
+  }
+  for (size_t i = 0; ev->session_ids && i < ev->n_session_ids; i++)
+    d = put(d, ev->session_ids[i], opt_len(ev->session_ids[i]));
+  if (chan1) put(d, ev->channel, chan1);
 }
 
 void presence__event_pack_measured(const presence_event_t *ev,
                                    const size_t lens[PRESENCE__EV_STRINGS],
                                    size_t size, void *buf) {
-  packed_t *p = buf;
-  p->seq = ev->seq;
-  p->ts_ms = ev->ts_ms;
-  p->user_version = ev->user_version;
-  p->epoch = ev->epoch;
-  p->last_seen_ms = ev->last_seen_ms;
-  p->size = (uint32_t)size;
-  p->n_ids = ev->session_ids ? (uint32_t)ev->n_session_ids : NONE;
-  p->flags = ev->flags;
-  p->type = (uint8_t)ev->type;
-  p->reason = (uint8_t)ev->reason;
-  p->from = (uint8_t)ev->from;
-  p->to = (uint8_t)ev->to;
-  p->message_expires_ms = ev->message_expires_ms;
-  p->avail_from = (uint8_t)ev->availability_from;
-  p->avail_to = (uint8_t)ev->availability_to;
-  p->dev_from = (uint8_t)ev->device_from;
-  p->dev_to = (uint8_t)ev->device_to;
-  char *d = (char *)(p + 1);
-  d = put(d, ev->session_id, lens[0], &p->sid_len);
-  d = put(d, ev->user_id, lens[1], &p->uid_len);
-  d = put(d, ev->meta, lens[2], &p->meta_len);
-  d = put(d, ev->instance_id, lens[3], &p->inst_len);
-  d = put(d, ev->message, lens[4], &p->msg_len);
-  d = put(d, ev->emoji, lens[5], &p->emoji_len);
-  d = put(d, ev->device, lens[6], &p->dev_len);
-  for (size_t i = 0; ev->session_ids && i < ev->n_session_ids; i++) {
-    uint32_t unused;
-    d = put(d, ev->session_ids[i], strlen(ev->session_ids[i]) + 1, &unused);
-  }
-  p->count = ev->count;
-  p->shown_version = (uint32_t)ev->shown_version;
-  /* After the ids, so the four measured strings keep their place and a
-   * store that measured them (lens[]) need not know about channels. */
-  d = put(d, ev->channel, opt_len(ev->channel), &p->chan_len);
+  pack(ev, lens, size, buf);
 }
 
 void presence__event_pack(const presence_event_t *ev, void *buf) {
@@ -127,54 +212,89 @@ presence_event_type_t presence__event_packed_type(const void *buf) {
 
 size_t presence__event_packed_ids(const void *buf) {
   const packed_t *p = buf;
-  return p->n_ids == NONE ? 0 : p->n_ids;
+  if (!(p->tails & T_IDS)) return 0;
+  tail_ids_t ti;
+  memcpy(&ti, p + 1, sizeof(ti));
+  return ti.n_ids;
 }
 
-static const char *get(const char **src, uint32_t len) {
-  if (len == NONE) return NULL;
+static inline const char *get(const char **src, uint16_t len) {
+  if (len == NONE16) return NULL;
   const char *s = *src;
-  *src += len + 1;
+  *src += (size_t)len + 1;
   return s;
 }
 
+/* Every field of ev is written once, in struct order, with no clearing
+ * of the whole struct first: unpacking is on every dispatched event's path.
+ * A field added to presence_event_t must be added here (the size check
+ * below fails until it is). */
+_Static_assert(sizeof(void *) != 8 || sizeof(presence_event_t) == 184,
+               "presence_event_t changed: unpack its new field");
 void presence__event_unpack(const void *buf, presence_event_t *ev,
                             const char **ids) {
   const packed_t *p = buf;
-  memset(ev, 0, sizeof(*ev));
-  ev->seq = p->seq;
-  ev->ts_ms = p->ts_ms;
-  ev->user_version = p->user_version;
-  ev->epoch = p->epoch;
-  ev->last_seen_ms = p->last_seen_ms;
-  ev->flags = p->flags;
+  unsigned t = p->tails;
+  const unsigned char *x = (const unsigned char *)(p + 1);
+  uint32_t n_ids = 0;
+  int64_t last_seen = 0;
+  tail_message_t tm = {0, NONE16, NONE16, 0};
+  tail_channel_t tc = {0, NONE16, 0, 0};
+  if (t) {
+    if (t & T_IDS) {
+      tail_ids_t ti;
+      memcpy(&ti, x, sizeof(ti));
+      n_ids = ti.n_ids;
+      x += sizeof(ti);
+    }
+    if (t & T_LAST_SEEN) {
+      memcpy(&last_seen, x, sizeof(last_seen));
+      x += sizeof(last_seen);
+    }
+    if (t & T_MESSAGE) {
+      memcpy(&tm, x, sizeof(tm));
+      x += sizeof(tm);
+    }
+    if (t & T_CHANNEL) {
+      memcpy(&tc, x, sizeof(tc));
+      x += sizeof(tc);
+    }
+  }
+  const char *s = (const char *)x;
   ev->type = (presence_event_type_t)p->type;
   ev->reason = (presence_reason_t)p->reason;
-  ev->from = (presence_status_t)p->from;
-  ev->to = (presence_status_t)p->to;
-  ev->message_expires_ms = p->message_expires_ms;
-  ev->availability_from = (presence_availability_t)p->avail_from;
-  ev->availability_to = (presence_availability_t)p->avail_to;
-  ev->device_from = (presence_status_t)p->dev_from;
-  ev->device_to = (presence_status_t)p->dev_to;
-  const char *s = (const char *)(p + 1);
+  ev->seq = p->seq;
+  ev->ts_ms = p->ts_ms;
   ev->session_id = get(&s, p->sid_len);
   ev->user_id = get(&s, p->uid_len);
   ev->meta = get(&s, p->meta_len);
+  ev->from = (presence_status_t)p->from;
+  ev->to = (presence_status_t)p->to;
+  ev->user_version = p->user_version;
   ev->instance_id = get(&s, p->inst_len);
-  ev->message = get(&s, p->msg_len);
-  ev->emoji = get(&s, p->emoji_len);
+  ev->epoch = p->epoch;
   ev->device = get(&s, p->dev_len);
-  if (p->n_ids != NONE) {
-    for (uint32_t i = 0; i < p->n_ids; i++) {
+  ev->message = get(&s, tm.msg_len);
+  ev->emoji = get(&s, tm.emoji_len);
+  ev->session_ids = NULL;
+  ev->n_session_ids = n_ids;
+  if (t & T_IDS) {
+    for (uint32_t i = 0; i < n_ids; i++) {
       ids[i] = s;
       s += strlen(s) + 1;
     }
     ev->session_ids = ids;
-    ev->n_session_ids = p->n_ids;
   }
-  ev->count = p->count;
+  ev->flags = p->flags;
+  ev->last_seen_ms = last_seen;
+  ev->channel = get(&s, tc.chan_len);
+  ev->count = tc.count;
+  ev->availability_from = (presence_availability_t)p->avail_from;
+  ev->availability_to = (presence_availability_t)p->avail_to;
+  ev->message_expires_ms = tm.expires_ms;
+  ev->device_from = (presence_status_t)p->dev_from;
+  ev->device_to = (presence_status_t)p->dev_to;
   ev->shown_version = p->shown_version;
-  ev->channel = get(&s, p->chan_len);
 }
 
 /* ---- the ring ---------------------------------------------------------- */
@@ -235,7 +355,7 @@ static inline entry_t *oldest(presence__log_t *l) {
 }
 
 static void evict(presence__log_t *l) {
-  l->first = (l->first + 1) % l->capacity;
+  if (++l->first == l->capacity) l->first = 0;
   l->count--;
 }
 
@@ -276,7 +396,10 @@ const void *presence__log_append_measured(presence__log_t *l,
     evict(l);
   void *packed = l->bytes + l->head;
   presence__event_pack_measured(ev, lens, n, packed);
-  uint32_t slot = (l->first + l->count) % l->capacity;
+  /* first + count < 2 * capacity: a subtraction, not a division, on every
+   * append. */
+  uint32_t slot = l->first + l->count;
+  if (slot >= l->capacity) slot -= l->capacity;
   l->entries[slot].seq = ev->seq;
   l->entries[slot].off = l->head;
   l->count++;

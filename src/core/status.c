@@ -28,64 +28,20 @@ int presence_availability_parse(const char *name,
   return PRESENCE_EAVAILABILITY;
 }
 
-/*
- * The table (docs/protocol.md, "Availability"). A user with no session is
- * offline whatever is set, and shows no availability: an invisible user must
- * be indistinguishable from an absent one, so an absent one shows nothing
- * either. dnd and away hide the online/idle distinction (an idle -> online
- * under dnd changes nothing a watcher sees); they map onto the status an
- * older client understands (dnd: online, away: idle).
- */
+/* The table and the watcher's view live in core/internal.h (inline: the
+ * store applies them to every event it emits). */
 presence_status_t presence_shown_status(presence_availability_t a,
                                         presence_status_t computed) {
-  if (computed == PRESENCE_OFFLINE) return PRESENCE_OFFLINE;
-  switch (a) {
-  case PRESENCE_AVAIL_DND:
-    return PRESENCE_ONLINE;
-  case PRESENCE_AVAIL_AWAY:
-    return PRESENCE_IDLE;
-  case PRESENCE_AVAIL_INVISIBLE:
-    return PRESENCE_OFFLINE;
-  default:
-    return computed;
-  }
+  return presence__shown_status(a, computed);
 }
 
 presence_availability_t presence_shown_availability(presence_availability_t a,
                                                     presence_status_t computed) {
-  if (computed == PRESENCE_OFFLINE || a == PRESENCE_AVAIL_INVISIBLE ||
-      (unsigned)a >= PRESENCE_AVAIL_COUNT_)
-    return PRESENCE_AVAIL_AUTO;
-  return a;
-}
-
-static int device_visible(const presence_event_t *ev) {
-  return ev->device &&
-         presence_shown_status(ev->availability_to, ev->device_from) !=
-             presence_shown_status(ev->availability_to, ev->device_to);
+  return presence__shown_availability(a, computed);
 }
 
 int presence_event_watcher_visible(const presence_event_t *ev) {
-  if (!ev) return 0;
-  switch (ev->type) {
-  case PRESENCE_EV_USER_ONLINE:
-  case PRESENCE_EV_USER_IDLE:
-  case PRESENCE_EV_USER_OFFLINE:
-  case PRESENCE_EV_USER_AVAILABILITY:
-    return presence_shown_status(ev->availability_from, ev->from) !=
-               presence_shown_status(ev->availability_to, ev->to) ||
-           presence_shown_availability(ev->availability_from, ev->from) !=
-               presence_shown_availability(ev->availability_to, ev->to) ||
-           device_visible(ev);
-  case PRESENCE_EV_USER_MESSAGE:
-    return 1;
-  case PRESENCE_EV_SESSION_CONNECTED:
-  case PRESENCE_EV_SESSION_DISCONNECTED:
-  case PRESENCE_EV_SESSION_STATUS:
-    return !(ev->flags & PRESENCE_EVENT_USER_FOLLOWS) && device_visible(ev);
-  default:
-    return 0;
-  }
+  return ev ? presence__event_watcher_visible(ev) : 0;
 }
 
 /* Device words end up in JSON keys, metrics labels and Redis fields: a small

@@ -241,15 +241,19 @@ static size_t event_lens(mstore_t *m, const presence_event_t *ev,
                          size_t lens[PRESENCE__EV_STRINGS]) {
   lens[0] = ev->session_id ? sid_len + 1 : 0;
   lens[1] = ev->user_id ? uid_len + 1 : 0;
-  lens[2] = ev->meta ? strlen(ev->meta) + 1 : 0;
+  lens[2] = presence__event_len1(ev->meta);
   lens[3] = ev->instance_id ? m->instance_id_len + 1 : 0;
-  lens[4] = ev->message ? strlen(ev->message) + 1 : 0;
-  lens[5] = ev->emoji ? strlen(ev->emoji) + 1 : 0;
-  lens[6] = ev->device ? strlen(ev->device) + 1 : 0;
-  size_t n = presence__event_header_size();
-  for (size_t i = 0; i < PRESENCE__EV_STRINGS; i++) n += lens[i];
-  if (ev->channel) n += strlen(ev->channel) + 1;
-  return (n + 7) & ~(size_t)7;
+  lens[4] = presence__event_len1(ev->message);
+  lens[5] = presence__event_len1(ev->emoji);
+  /* A device word is one of the store's own (checked, short): its length
+   * is kept beside it. */
+  const char *d = ev->device;
+  if (!d) lens[6] = 0;
+  else if (d >= m->dev_word[0] && d < m->dev_word[DEV_WORDS])
+    lens[6] = (size_t)m->dev_wlen[(size_t)(d - m->dev_word[0]) /
+                                  sizeof(m->dev_word[0])] + 1;
+  else lens[6] = presence__event_len1(d);
+  return presence__event_size(ev, lens);
 }
 
 static void emit(mstore_t *m, presence_event_t *ev, int64_t now_ms,
@@ -302,7 +306,7 @@ static presence_status_t dev_best(const muser_t *u, uint8_t dev,
 
 /* The user's shown version moves with exactly the events a watcher sees. */
 static inline void shown_bump(muser_t *u, presence_event_t *ev) {
-  if (presence_event_watcher_visible(ev)) u->shown_version++;
+  if (presence__event_watcher_visible(ev)) u->shown_version++;
   ev->shown_version = u->shown_version;
 }
 
@@ -311,21 +315,25 @@ static void emit_session(mstore_t *m, presence_event_type_t type,
                          presence_status_t from, presence_status_t to,
                          presence_status_t dev_from, presence_status_t dev_to,
                          unsigned flags, int64_t now_ms) {
-  presence_event_t ev = {0};
-  ev.flags = flags;
-  ev.device = m->dev_word[s->dev];
-  ev.device_from = dev_from;
-  ev.device_to = dev_to;
-  ev.availability_from = ev.availability_to =
-      (presence_availability_t)s->user->avail;
-  ev.type = type;
-  ev.reason = reason;
-  ev.session_id = s->id;
-  ev.user_id = s->user->id;
-  ev.meta = type == PRESENCE_EV_SESSION_CONNECTED ? sess_meta(s) : NULL;
-  ev.from = from;
-  ev.to = to;
-  ev.user_version = s->user->version;
+  /* Designated: the fields a session event leaves out are zeroed once,
+   * not cleared and then written (on every session operation's path). */
+  presence_availability_t av = (presence_availability_t)s->user->avail;
+  presence_event_t ev = {
+      .type = type,
+      .reason = reason,
+      .session_id = s->id,
+      .user_id = s->user->id,
+      .meta = type == PRESENCE_EV_SESSION_CONNECTED ? sess_meta(s) : NULL,
+      .from = from,
+      .to = to,
+      .user_version = s->user->version,
+      .flags = flags,
+      .availability_from = av,
+      .availability_to = av,
+      .device = m->dev_word[s->dev],
+      .device_from = dev_from,
+      .device_to = dev_to,
+  };
   shown_bump(s->user, &ev);
   emit(m, &ev, now_ms, s->key.len, s->user->key.len);
 }
@@ -396,23 +404,24 @@ static void user_transition(mstore_t *m, muser_t *u, presence_status_t to,
                              1000) +
                       m->retention_s);
   }
-  presence_event_t ev = {0};
-  ev.type = to == PRESENCE_ONLINE ? PRESENCE_EV_USER_ONLINE
-            : to == PRESENCE_IDLE ? PRESENCE_EV_USER_IDLE
-                                  : PRESENCE_EV_USER_OFFLINE;
-  ev.reason = reason;
-  ev.user_id = u->id;
-  ev.session_id = cause ? cause->id : NULL;
-  ev.from = from;
-  ev.to = to;
-  ev.user_version = u->version;
-  ev.last_seen_ms = u->last_seen_ms;
-  ev.availability_from = ev.availability_to = (presence_availability_t)u->avail;
-  if (cause) {
-    ev.device = m->dev_word[cause->dev];
-    ev.device_from = dev_from;
-    ev.device_to = dev_to;
-  }
+  presence_availability_t av = (presence_availability_t)u->avail;
+  presence_event_t ev = {
+      .type = to == PRESENCE_ONLINE ? PRESENCE_EV_USER_ONLINE
+              : to == PRESENCE_IDLE ? PRESENCE_EV_USER_IDLE
+                                    : PRESENCE_EV_USER_OFFLINE,
+      .reason = reason,
+      .session_id = cause ? cause->id : NULL,
+      .user_id = u->id,
+      .from = from,
+      .to = to,
+      .user_version = u->version,
+      .last_seen_ms = u->last_seen_ms,
+      .availability_from = av,
+      .availability_to = av,
+      .device = cause ? m->dev_word[cause->dev] : NULL,
+      .device_from = cause ? dev_from : PRESENCE_OFFLINE,
+      .device_to = cause ? dev_to : PRESENCE_OFFLINE,
+  };
   shown_bump(u, &ev);
   emit(m, &ev, now_ms, cause ? cause->key.len : 0, u->key.len);
 }

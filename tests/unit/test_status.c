@@ -637,6 +637,115 @@ static void events_carry_the_setting_through_the_log(void **state) {
   fx_free(f);
 }
 
+/* Each kind of event packs only the fields it carries (docs/internals/
+ * core.md, "Packed events"): every field must come back from the log as it
+ * went in, the rare ones (message, emoji, expiry, channel, count, session
+ * ids, last_seen) and the absent ones (NULL, 0) alike. */
+typedef struct field_check {
+  int n;
+  int64_t t0;
+} field_check_t;
+
+static void check_fields(presence_t *p, int status, const presence_event_t *evs,
+                         size_t n, void *ud) {
+  (void)p;
+  field_check_t *fc = ud;
+  assert_int_equal(status, 0);
+  fc->n = (int)n;
+  for (size_t i = 0; i < n; i++) {
+    const presence_event_t *e = &evs[i];
+    assert_int_equal(e->seq, i + 1);
+    assert_int_equal(e->ts_ms, fc->t0);
+    assert_non_null(e->instance_id);
+    assert_null(e->session_ids);
+    assert_int_equal(e->n_session_ids, 0);
+  }
+  /* 1 session.connected: meta, device "mobile", no message or channel. */
+  const presence_event_t *e = &evs[0];
+  assert_int_equal(e->type, PRESENCE_EV_SESSION_CONNECTED);
+  assert_string_equal(e->session_id, "s1");
+  assert_string_equal(e->user_id, "u");
+  assert_string_equal(e->meta, "{\"m\":1}");
+  assert_string_equal(e->device, "mobile");
+  assert_int_equal(e->device_from, PRESENCE_OFFLINE);
+  assert_int_equal(e->device_to, PRESENCE_ONLINE);
+  assert_int_equal(e->flags & PRESENCE_EVENT_USER_FOLLOWS,
+                   PRESENCE_EVENT_USER_FOLLOWS);
+  assert_null(e->message);
+  assert_null(e->emoji);
+  assert_null(e->channel);
+  assert_int_equal(e->count, 0);
+  assert_int_equal(e->last_seen_ms, 0);
+  assert_int_equal(e->message_expires_ms, 0);
+  /* 2 user.online: last_seen, the causing session and its device. */
+  e = &evs[1];
+  assert_int_equal(e->type, PRESENCE_EV_USER_ONLINE);
+  assert_string_equal(e->session_id, "s1");
+  assert_null(e->meta);
+  assert_int_equal(e->last_seen_ms, fc->t0);
+  assert_int_equal(e->user_version, 1);
+  assert_int_equal(e->shown_version, 1);
+  assert_string_equal(e->device, "mobile");
+  /* 3 user.availability dnd. */
+  e = &evs[2];
+  assert_int_equal(e->type, PRESENCE_EV_USER_AVAILABILITY);
+  assert_int_equal(e->availability_from, PRESENCE_AVAIL_AUTO);
+  assert_int_equal(e->availability_to, PRESENCE_AVAIL_DND);
+  assert_null(e->session_id);
+  assert_null(e->device);
+  /* 4 user.message with text, emoji and expiry. */
+  e = &evs[3];
+  assert_int_equal(e->type, PRESENCE_EV_USER_MESSAGE);
+  assert_string_equal(e->message, "h\xc3\xa9llo");
+  assert_string_equal(e->emoji, ":x:");
+  assert_int_equal(e->message_expires_ms, fc->t0 + 60000);
+  assert_int_equal(e->availability_to, PRESENCE_AVAIL_DND);
+  assert_null(e->channel);
+  /* 5 user.message with an emoji alone, no expiry. */
+  e = &evs[4];
+  assert_null(e->message);
+  assert_string_equal(e->emoji, ":y:");
+  assert_int_equal(e->message_expires_ms, 0);
+  /* 6 channel.join: channel, data, count. */
+  e = &evs[5];
+  assert_int_equal(e->type, PRESENCE_EV_CHANNEL_JOIN);
+  assert_string_equal(e->channel, "room");
+  assert_string_equal(e->meta, "{\"d\":2}");
+  assert_int_equal(e->count, 1);
+  assert_int_equal(e->availability_to, PRESENCE_AVAIL_DND);
+  assert_null(e->message);
+  assert_null(e->emoji);
+  /* 7 user.message cleared: nothing left of the message. */
+  e = &evs[6];
+  assert_int_equal(e->type, PRESENCE_EV_USER_MESSAGE);
+  assert_null(e->message);
+  assert_null(e->emoji);
+  assert_int_equal(e->message_expires_ms, 0);
+}
+
+static void every_field_survives_the_log(void **state) {
+  (void)state;
+  fx_t *f = fx_new(0);
+  assert_int_equal(presence_session_open_device(f->p, "s1", "u", "{\"m\":1}",
+                                                "mobile", NULL, NULL, NULL),
+                   0);
+  assert_int_equal(presence_user_set_availability(f->p, "u", PRESENCE_AVAIL_DND,
+                                                  NULL, NULL),
+                   0);
+  assert_int_equal(presence_user_set_message(f->p, "u", "h\xc3\xa9llo", ":x:",
+                                             f->clock.wall + 60000, NULL, NULL),
+                   0);
+  assert_int_equal(
+      presence_user_set_message(f->p, "u", NULL, ":y:", 0, NULL, NULL), 0);
+  assert_int_equal(
+      presence_channel_join(f->p, "s1", "room", "{\"d\":2}", NULL, NULL), 0);
+  assert_int_equal(presence_user_clear_message(f->p, "u", NULL, NULL), 0);
+  field_check_t fc = {0, f->clock.wall};
+  assert_int_equal(presence_log_read(f->p, 0, 16, check_fields, &fc), 0);
+  assert_int_equal(fc.n, 7);
+  fx_free(f);
+}
+
 /* A reload inside the offline grace shows watchers nothing, device
  * included; a user who does not come back goes offline once. */
 static void reload_in_grace_is_silent(void **state) {
@@ -719,6 +828,7 @@ int main(void) {
       cmocka_unit_test(devices_best_status_each),
       cmocka_unit_test(last_active_beside_last_seen),
       cmocka_unit_test(events_carry_the_setting_through_the_log),
+      cmocka_unit_test(every_field_survives_the_log),
       cmocka_unit_test(reload_in_grace_is_silent),
       cmocka_unit_test(shown_version_hides_hidden_changes),
   };

@@ -60,51 +60,58 @@ typedef struct shbuf {
 shbuf_t *shbuf_new(size_t len);
 void shbuf_unref(shbuf_t *b);
 
+/* Every open connection holds one: ordered with no padding holes (360
+ * bytes, a 368-byte malloc chunk; libuv's uv_tcp_t is 248 of them). */
 struct conn {
   uv_tcp_t tcp;
   srv_t *srv;
   conn_t *prev, *next; /* srv->conns */
   int64_t last_rx_ms;  /* monotonic: last bytes received */
-  uint32_t wq_bytes;   /* bytes handed to uv_write, not yet written */
-  uint8_t kind;        /* conn_kind_t */
-  uint8_t closing;     /* uv_close called: no more I/O */
-  uint8_t draining;    /* our side is done: discard input until EOF */
-  uint8_t close_after_flush;
-  uint8_t over_limit; /* accepted past max_connections: answer 503 */
-  uint8_t overflowed; /* write queue limit hit: only the close frame left */
-  int64_t linger_since_ms;
+  /* Monotonic. accepted_ms is read only before the first byte (rx_any, the
+   * first-byte timeout), linger_since_ms only once our side is done
+   * (draining or close_after_flush), and the sweep looks at the linger
+   * first: one slot serves both. */
+  union {
+    int64_t accepted_ms;
+    int64_t linger_since_ms;
+  };
   /* A detached connection (conn_new_detached) has no socket: what would be
    * written is appended here. */
   buf_t *capture;
-  /* Answers of an asynchronous store (Redis) arrive after the call that
-   * asked: each pending one holds a reference, so the conn_t outlives its
-   * socket until the last answer has looked at c->closing (conn_ref). */
-  uint32_t refs;
-  uint8_t released; /* socket closed while referenced: free on last unref */
   /* An HTTP request answered later (http_defer): input is paused and what
    * already arrived after it waits here until the answer is written. */
-  uint8_t awaiting;
-  uint8_t in_route;
   char *stash;
-  size_t stash_len;
-  /* The peer's address when counted in srv->per_ip (peer.c; its text is
-   * the key there): 4 or 16 bytes, peer_len 0 when not counted (a
-   * detached or exempt connection). Binary, not text: 17 bytes, not 48. */
-  uint8_t peer_ip[16];
-  uint8_t peer_len;
-  uint8_t rx_any;        /* a byte arrived (the first-byte timeout) */
-  /* A WebSocket's frames of this loop turn, not yet written: the first of
-   * its chain in srv->pend (index + 1; 0: none), written in one writev at
-   * the end of the turn (server.c, flush_conn). Here, in padding: conn_t
-   * stays 376 bytes (a 384-byte malloc chunk). */
-  uint32_t pend_first;
-  int64_t accepted_ms;   /* monotonic */
   union {
     http_req_t *http;
     wsconn_t *ws;
     sse_stream_t *sse;
     bconn_t *backend; /* CONN_BACKEND: GET /v1/backend (backend.c) */
   } u;
+  uint32_t stash_len; /* at most one read */
+  uint32_t wq_bytes;  /* bytes handed to uv_write, not yet written */
+  /* Answers of an asynchronous store (Redis) arrive after the call that
+   * asked: each pending one holds a reference, so the conn_t outlives its
+   * socket until the last answer has looked at c->closing (conn_ref). */
+  uint32_t refs;
+  /* A WebSocket's frames of this loop turn, not yet written: the first of
+   * its chain in srv->pend (index + 1; 0: none), written in one writev at
+   * the end of the turn (server.c, flush_conn). */
+  uint32_t pend_first;
+  /* The peer's address when counted in srv->per_ip (peer.c; its text is
+   * the key there): 4 or 16 bytes, peer_len 0 when not counted (a
+   * detached or exempt connection). Binary, not text: 17 bytes, not 48. */
+  uint8_t peer_ip[16];
+  uint8_t peer_len;
+  uint8_t kind;        /* conn_kind_t */
+  uint8_t closing;     /* uv_close called: no more I/O */
+  uint8_t draining;    /* our side is done: discard input until EOF */
+  uint8_t close_after_flush;
+  uint8_t over_limit; /* accepted past max_connections: answer 503 */
+  uint8_t overflowed; /* write queue limit hit: only the close frame left */
+  uint8_t released; /* socket closed while referenced: free on last unref */
+  uint8_t awaiting; /* http_defer: an answer is pending */
+  uint8_t in_route;
+  uint8_t rx_any; /* a byte arrived (the first-byte timeout) */
 };
 
 /* Session id -> its WebSocket connection (wsconn.c): open addressing over
@@ -419,10 +426,23 @@ void ws_send_ack(conn_t *c, const char *id);
 
 typedef struct sub_entry {
   const char *key; /* the map's copy of the key */
+  /* &sub1 while one subscriber fits (a user watched by one connection:
+   * no 32-byte array of its own; sub1 sits in the padding of the 48-byte
+   * malloc chunk the entry takes anyway), a malloc'd array past that. */
   conn_t **subs;
   uint32_t n, cap;
   uint8_t busy; /* being iterated: freed by the iterator when emptied */
+  conn_t *sub1;
 } sub_entry_t;
+/* A small array of pointers whose first element lives inline in its owner
+ * (most owners hold one: no malloc chunk for it). slots_grow returns the
+ * array with room for element n: v itself while n < *cap, inline1 when
+ * *cap was 0 (then 1), else a heap array of twice *cap (the inline element
+ * copied over); NULL without memory (v and *cap unchanged). slots_free
+ * frees a heap array. */
+void *slots_grow(void *v, void *inline1, uint32_t n, uint32_t *cap,
+                 size_t size);
+void slots_free(void *v, void *inline1);
 /* Subscribe c to key (the entry made on first use); NULL without memory. */
 sub_entry_t *subindex_add(map_t *m, const char *key, conn_t *c);
 /* Unsubscribe; the entry goes with its last subscriber. */

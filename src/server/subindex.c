@@ -18,8 +18,30 @@
 static void entry_destroy(map_t *m, sub_entry_t *e) {
   assert(e->n == 0 && !e->busy);
   map_del(m, e->key);
-  free(e->subs);
+  slots_free(e->subs, &e->sub1);
   free(e);
+}
+
+void *slots_grow(void *v, void *inline1, uint32_t n, uint32_t *cap,
+                 size_t size) {
+  if (n < *cap) return v;
+  if (*cap == 0) {
+    *cap = 1;
+    return inline1;
+  }
+  void *nv;
+  if (v == inline1) {
+    nv = malloc(2 * (size_t)*cap * size);
+    if (nv) memcpy(nv, v, n * size);
+  } else {
+    nv = realloc(v, 2 * (size_t)*cap * size);
+  }
+  if (nv) *cap *= 2;
+  return nv;
+}
+
+void slots_free(void *v, void *inline1) {
+  if (v != inline1) free(v);
 }
 
 sub_entry_t *subindex_add(map_t *m, const char *key, conn_t *c) {
@@ -33,16 +55,12 @@ sub_entry_t *subindex_add(map_t *m, const char *key, conn_t *c) {
     }
     e->key = map_key(m, key);
   }
-  if (e->n == e->cap) {
-    uint32_t cap = e->cap ? e->cap * 2 : 2;
-    conn_t **n = realloc(e->subs, cap * sizeof *n);
-    if (!n) {
-      if (e->n == 0 && !e->busy) entry_destroy(m, e);
-      return NULL;
-    }
-    e->subs = n;
-    e->cap = cap;
+  conn_t **subs = slots_grow(e->subs, &e->sub1, e->n, &e->cap, sizeof *subs);
+  if (!subs) {
+    if (e->n == 0 && !e->busy) entry_destroy(m, e);
+    return NULL;
   }
+  e->subs = subs;
   e->subs[e->n++] = c;
   return e;
 }

@@ -29,7 +29,11 @@ struct wsconn {
   ws_parser_t *parser; /* only while inside a message (ws_on_read) */
   jwt_claims_t claims; /* sub, exp, watch and channels; meta and device are
                           freed once the session is open and welcomed */
+  /* The watched users' entries: &sub1 while there is room for one (most
+   * connections watch one user: no 32-byte array of their own), a malloc'd
+   * array past that (slots_grow). */
   watch_entry_t **subs;
+  watch_entry_t *sub1;
   uint32_t nsubs, subs_cap;
   int64_t last_ping_ms;
   /* Monotonic: the last complete frame. The heartbeat timeout counts from
@@ -37,6 +41,10 @@ struct wsconn {
    * (never finishing) cannot hold a connection open forever. */
   int64_t last_frame_ms;
   int64_t rate_window_ms;
+  /* The library's handle for this session: status changes and activity
+   * reach it without hashing the id (the per-message path). */
+  presence_handle_t handle;
+  conn_chans_t *chans; /* channels joined or observed (channels.c) */
   uint32_t rate_count;
   uint16_t bad_messages;
   uint8_t session_live; /* connected and not yet ended */
@@ -46,11 +54,13 @@ struct wsconn {
    * c->stash), so a refused session never sees a welcome. */
   uint8_t welcome_pending;
   uint8_t input_held; /* reading stopped by hold_input */
-  /* The library's handle for this session: status changes and activity
-   * reach it without hashing the id (the per-message path). */
-  presence_handle_t handle;
+  /* Last, after the small fields: no padding holes (an idle connection
+   * keeps this struct; 200 bytes and its user id). */
   char session_id[37];
-  conn_chans_t *chans; /* channels joined or observed (channels.c) */
+  /* The token's sub, which claims.sub points at: in this allocation rather
+   * than a malloc chunk of its own (16 bytes less for a short id). Hence
+   * claims.sub is never freed with the claims (claims_release). */
+  char user[];
 };
 
 /* ---- Sessions by id (srv->sessions) ------------------------------------- */
@@ -185,13 +195,17 @@ static void end_session(conn_t *c, presence_reason_t reason) {
               presence_strerror(rc));
 }
 
+static void subs_free(wsconn_t *w) {
+  slots_free(w->subs, &w->sub1);
+  w->subs = NULL;
+  w->nsubs = w->subs_cap = 0;
+}
+
 static void unsubscribe_all(conn_t *c) {
   wsconn_t *w = c->u.ws;
   for (uint32_t i = 0; i < w->nsubs; i++)
     watch_remove(c->srv, w->subs[i], c);
-  free(w->subs);
-  w->subs = NULL;
-  w->nsubs = w->subs_cap = 0;
+  subs_free(w);
 }
 
 presence_handle_t ws_handle(const conn_t *c) { return c->u.ws->handle; }
@@ -203,11 +217,17 @@ void ws_send_error(conn_t *c, const char *code, const char *message,
 }
 void ws_send_ack(conn_t *c, const char *id) { send_ack(c, id); }
 
+/* The claims' strings but sub, which lives in w->user. */
+static void claims_release(wsconn_t *w) {
+  w->claims.sub = NULL;
+  jwt_claims_free(&w->claims);
+}
+
 void ws_free(wsconn_t *w) {
   if (!w) return;
   ws_parser_free(w->parser);
-  jwt_claims_free(&w->claims);
-  free(w->subs);
+  claims_release(w);
+  subs_free(w);
   free(w);
 }
 
@@ -385,15 +405,10 @@ static void on_subscribe(conn_t *c, const wsmsg_t *m) {
   }
   cJSON_ArrayForEach(u, users) {
     if (find_sub(w, u->valuestring) >= 0) continue;
-    if (w->nsubs == w->subs_cap) {
-      /* From 1: most connections watch one user (a 32-byte malloc chunk,
-       * not 48). */
-      uint32_t cap = w->subs_cap ? w->subs_cap * 2 : 1;
-      watch_entry_t **n = realloc(w->subs, cap * sizeof *n);
-      if (!n) goto nomem;
-      w->subs = n;
-      w->subs_cap = cap;
-    }
+    watch_entry_t **subs =
+        slots_grow(w->subs, &w->sub1, w->nsubs, &w->subs_cap, sizeof *subs);
+    if (!subs) goto nomem;
+    w->subs = subs;
     watch_entry_t *e = watch_add(s, u->valuestring, c);
     if (!e) goto nomem;
     w->subs[w->nsubs++] = e;
@@ -554,7 +569,9 @@ static void on_token(conn_t *c, const wsmsg_t *m) {
   nc.meta = NULL;
   free(nc.device);
   nc.device = NULL;
-  jwt_claims_free(&w->claims);
+  claims_release(w);
+  free(nc.sub); /* the same id as w->user (checked above) */
+  nc.sub = w->user;
   w->claims = nc;
   buf_t *b = &s->scratch;
   buf_reset(b);
@@ -933,13 +950,17 @@ static int switch_protocols(conn_t *c, http_req_t *r, const char *accept,
                             jwt_claims_t *claims) {
   srv_t *s = c->srv;
   /* No parser yet: the first read borrows one (ws_on_read). */
-  wsconn_t *w = calloc(1, sizeof *w);
+  size_t ul = strlen(claims->sub) + 1;
+  wsconn_t *w = calloc(1, sizeof *w + ul);
   if (!w || srv_uuid4(s->sys, w->session_id) != 0) {
     free(w);
     jwt_claims_free(claims);
     http_error(c, 503, "out_of_memory", "cannot open a session");
     return -1;
   }
+  memcpy(w->user, claims->sub, ul);
+  free(claims->sub);
+  claims->sub = w->user;
   w->claims = *claims;
   memset(claims, 0, sizeof *claims);
   char head[256];

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 # SPDX-License-Identifier: MIT
-"""bench/ab.py BUILD_A BUILD_B [--rounds N] [--conns N]: two presenced builds
+"""bench/ab.py BUILD_A BUILD_B [--rounds N] [--conns N] [--server-arg=F]: two presenced builds
 side by side on the idle scenario (connect storm, then 10,000 held), rounds
 interleaved (A B, then B A), for a change's effect on memory and on the
 storm: RSS per connection, sessions/s and sessions per server CPU-second,
@@ -24,13 +24,18 @@ def main():
     ap.add_argument("b")
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--conns", type=int, default=bench.IDLE_CONNS)
+    ap.add_argument("--server-arg", action="append", default=[],
+                    help="a flag for both presenced builds (repeatable), e.g. "
+                    "--server-arg=--log-capacity=64: the transition log's "
+                    "ring, which fills as sessions connect, left out")
     args = ap.parse_args()
     bench.raise_nofile(args.conns + 1000)
     res = {"a": [], "b": []}
     for r in range(args.rounds):
         for side in ("a", "b") if r % 2 == 0 else ("b", "a"):
             build = getattr(args, side)
-            x = bench.idle_once(build, "presenced", args.conns, r)
+            x = bench.idle_once(build, "presenced", args.conns, r,
+                               extra=args.server_arg)
             res[side].append(x)
             print(f"{side} #{r + 1}: {x.get('rss_per_conn_bytes', -1):.0f} "
                   f"B/conn, {x['connect_rate_per_s']:.0f}/s, "

@@ -272,10 +272,11 @@ def median_of(runs, key):
 
 # ---- scenarios ------------------------------------------------------------
 
-def idle_once(build, kind, conns, i=0, hold_s=3):
+def idle_once(build, kind, conns, i=0, hold_s=3, extra=()):
     """Connect storm then idle hold, on a fresh server (memory a server has
-    freed stays in its RSS, so only a first fill measures it)."""
-    srv = Server(build, kind, free_port()).start()
+    freed stays in its RSS, so only a first fill measures it). extra: more
+    flags for presenced."""
+    srv = Server(build, kind, free_port(), extra=extra).start()
     try:
         time.sleep(0.5)
         r = run_load(build, srv, "idle", conns=conns, hold_s=hold_s,

@@ -60,7 +60,16 @@ static double pid_cpu_s(int pid) {
   return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
 }
 
-static long long fcalls(int port) {
+/* One node's INFO commandstats: calls and usec per command. */
+#define CMDS_MAX 48
+typedef struct cmdstats {
+  int n;
+  char name[CMDS_MAX][32];
+  long long calls[CMDS_MAX], usec[CMDS_MAX];
+} cmdstats_t;
+
+static int cmdstats(int port, cmdstats_t *out) {
+  memset(out, 0, sizeof *out);
   struct timeval tv = {2, 0};
   redisContext *c = redisConnectWithTimeout("127.0.0.1", port, tv);
   if (!c || c->err) {
@@ -68,14 +77,23 @@ static long long fcalls(int port) {
     return -1;
   }
   redisReply *r = redisCommand(c, "INFO commandstats");
-  long long n = 0;
-  const char *p = r && r->type == REDIS_REPLY_STRING
-                      ? strstr(r->str, "cmdstat_fcall:calls=")
-                      : NULL;
-  if (p) n = atoll(p + strlen("cmdstat_fcall:calls="));
+  const char *p = r && r->type == REDIS_REPLY_STRING ? r->str : "";
+  while ((p = strstr(p, "cmdstat_")) && out->n < CMDS_MAX) {
+    p += 8;
+    int k = out->n;
+    if (sscanf(p, "%31[^:]:calls=%lld,usec=%lld", out->name[k],
+               &out->calls[k], &out->usec[k]) == 3)
+      out->n++;
+  }
   if (r) freeReplyObject(r);
   redisFree(c);
-  return n;
+  return 0;
+}
+
+static long long stat_of(const cmdstats_t *s, const char *name, int usec) {
+  for (int k = 0; k < s->n; k++)
+    if (!strcmp(s->name[k], name)) return usec ? s->usec[k] : s->calls[k];
+  return 0;
 }
 
 typedef struct worker {
@@ -87,6 +105,8 @@ typedef struct worker {
   int *stage;
   uint64_t *gen;
   atomic_long ops, errors;
+  atomic_long all_ops; /* whenever done: the event mix, the commands */
+  uint64_t events[PRESENCE_EV_COUNT_];
   int inflight;
 } worker_t;
 
@@ -104,6 +124,7 @@ static void op_done(presence_t *p, int status, void *ud) {
   int slot = r->slot;
   free(r);
   w->inflight--;
+  if (status == 0) atomic_fetch_add(&w->all_ops, 1);
   if (atomic_load(&g_counting)) {
     if (status == 0)
       atomic_fetch_add(&w->ops, 1);
@@ -164,6 +185,9 @@ static void *worker_main(void *arg) {
   while (atomic_load(&g_run)) uv_run(&w->loop, UV_RUN_ONCE);
   end = now_ms() + 5000;
   while (w->inflight > 0 && now_ms() < end) uv_run(&w->loop, UV_RUN_NOWAIT);
+  presence_stats_t st;
+  if (!presence_stats(w->p, &st))
+    memcpy(w->events, st.events, sizeof w->events);
   presence_free(w->p);
   for (int i = 0; i < 20; i++) uv_run(&w->loop, UV_RUN_NOWAIT);
   uv_loop_close(&w->loop);
@@ -178,6 +202,12 @@ static int parse_list(const char *s, int *out, int max) {
     if (s) s++;
   }
   return n;
+}
+
+static long all_ops_now(worker_t *ws, int n) {
+  long t = 0;
+  for (int i = 0; i < n; i++) t += atomic_load(&ws[i].all_ops);
+  return t;
 }
 
 int main(int argc, char **argv) {
@@ -212,10 +242,15 @@ int main(int argc, char **argv) {
   while (atomic_load(&g_ready) < N) sleep_ms(5);
   atomic_store(&g_run, 1);
   sleep_ms(1000); /* warm-up */
+  /* Each node's command counts before and after the window, read outside
+   * it: under load a round of INFO takes a while, and neither the CPU nor
+   * the operations window may include it. The commands' own window is
+   * the reads' span, with the operations completed in that span. */
+  static cmdstats_t s0[16], s1[16];
+  long cmd_ops0 = all_ops_now(ws, N);
+  for (int k = 0; k < nports; k++) cmdstats(ports[k], &s0[k]);
   double c0[16];
-  long long f0[16];
   for (int k = 0; k < npids; k++) c0[k] = pid_cpu_s(pids[k]);
-  for (int k = 0; k < nports; k++) f0[k] = fcalls(ports[k]);
   atomic_store(&g_counting, 1);
   int64_t t0 = now_ms();
   sleep_ms(dur);
@@ -226,12 +261,15 @@ int main(int argc, char **argv) {
     cpus[k] = pid_cpu_s(pids[k]) - c0[k];
     cpu += cpus[k];
   }
-  long long f1[16];
-  for (int k = 0; k < nports; k++) f1[k] = fcalls(ports[k]) - f0[k];
+  for (int k = 0; k < nports; k++) cmdstats(ports[k], &s1[k]);
+  long cmd_ops = all_ops_now(ws, N) - cmd_ops0;
   atomic_store(&g_run, 0);
-  long ops = 0, errors = 0;
+  long ops = 0, errors = 0, all_ops = 0;
+  uint64_t events[PRESENCE_EV_COUNT_] = {0};
   for (int i = 0; i < N; i++) {
     pthread_join(ws[i].th, NULL);
+    all_ops += ws[i].all_ops;
+    for (int k = 0; k < PRESENCE_EV_COUNT_; k++) events[k] += ws[i].events[k];
     ops += atomic_load(&ws[i].ops);
     errors += atomic_load(&ws[i].errors);
     free(ws[i].stage);
@@ -247,7 +285,62 @@ int main(int argc, char **argv) {
     printf("%s%.4f", k ? ", " : "", cpus[k]);
   printf("], \"fcalls_per_port\": [");
   for (int k = 0; k < nports; k++)
-    printf("%s%lld", k ? ", " : "", f1[k]);
-  printf("]}\n");
+    printf("%s%lld", k ? ", " : "",
+           stat_of(&s1[k], "fcall", 0) - stat_of(&s0[k], "fcall", 0));
+  /* The data commands each node ran (the scripts' own calls included):
+   * its share of the work, which the number of FCALLs, whose batches
+   * differ in size, only approximates. */
+  printf("], \"data_commands_per_port\": [");
+  static const char *const not_data[] = {
+      "fcall", "evalsha", "eval", "info", "cluster", "replconf", "ping",
+      "client", "hello", "select", "auth", "function", "script", "psync",
+      "command", "config", NULL};
+  for (int k = 0; k < nports; k++) {
+    long long n = 0;
+    for (int j = 0; j < s1[k].n; j++) {
+      int skip = 0;
+      for (int q = 0; not_data[q] && !skip; q++)
+        skip = !strcmp(s1[k].name[j], not_data[q]);
+      if (!skip)
+        n += s1[k].calls[j] - stat_of(&s0[k], s1[k].name[j], 0);
+    }
+    printf("%s%lld", k ? ", " : "", n);
+  }
+  /* Every command the nodes ran in the window, summed over them: where
+   * the CPU went (calls, usec as Redis times them). */
+  /* The events these instances decided over the whole run, by type, per
+   * operation completed in it. */
+  printf("], \"event_mix\": {");
+  for (int k = 0, f = 1; k < PRESENCE_EV_COUNT_; k++)
+    if (events[k]) {
+      printf("%s\"%s\": %.3f", f ? "" : ", ",
+             presence_event_type_name((presence_event_type_t)k),
+             all_ops ? (double)events[k] / (double)all_ops : 0.0);
+      f = 0;
+    }
+  printf("}, \"commands_ops\": %ld, \"commands\": {", cmd_ops);
+  int first = 1;
+  for (int k = 0; k < nports; k++)
+    for (int j = 0; j < s1[k].n; j++) {
+      int seen = 0;
+      for (int q = 0; q < k && !seen; q++)
+        for (int m = 0; m < s1[q].n && !seen; m++)
+          seen = !strcmp(s1[q].name[m], s1[k].name[j]);
+      for (int m = 0; m < j && !seen; m++)
+        seen = !strcmp(s1[k].name[m], s1[k].name[j]);
+      if (seen) continue;
+      long long calls = 0, usec = 0;
+      for (int q = 0; q < nports; q++) {
+        calls += stat_of(&s1[q], s1[k].name[j], 0) -
+                 stat_of(&s0[q], s1[k].name[j], 0);
+        usec += stat_of(&s1[q], s1[k].name[j], 1) -
+                stat_of(&s0[q], s1[k].name[j], 1);
+      }
+      if (!calls) continue;
+      printf("%s\"%s\": [%lld, %lld]", first ? "" : ", ", s1[k].name[j],
+             calls, usec);
+      first = 0;
+    }
+  printf("}}\n");
   return 0;
 }

@@ -591,6 +591,58 @@ int presence_log_read(presence_t *p, uint64_t after_seq, size_t max,
 /* Sequence number of the newest event (0: none yet). */
 uint64_t presence_log_last_seq(presence_t *p);
 
+/*
+ * Several logs. A store may keep its transition log as several logs, each
+ * with its own sequence (the Redis store in shards: one log per shard, see
+ * docs/internals/redis.md). Events of one user are all in one log, in
+ * order; so are the events of one channel member. presence_log_read and
+ * presence_log_last_seq read log 0; a reader of the whole log uses a cursor
+ * (below), which holds a position in each.
+ */
+uint32_t presence_log_count(presence_t *p); /* 1, or the store's logs */
+uint64_t presence_log_last_seq_of(presence_t *p, uint32_t log);
+/* As presence_log_read, in one log (EINVAL past presence_log_count). */
+int presence_log_read_of(presence_t *p, uint32_t log, uint64_t after_seq,
+                         size_t max, presence_log_cb cb, void *ud);
+
+/*
+ * Cursors: a position in every log behind one opaque string, the form SSE
+ * ids, Last-Event-ID, webhook leases and `presencectl watch` carry. With one
+ * log its text is the decimal sequence number (as it always was); with
+ * several it is "c" and base64url of the positions (docs/protocol.md,
+ * "Cursors"). A cursor is allocated through p's allocator; it may be freed
+ * after p, but is used only while p lives.
+ * Up to PRESENCE_CURSOR_LOGS_MAX logs; the text is shorter than
+ * PRESENCE_CURSOR_TEXT_MAX.
+ */
+#define PRESENCE_CURSOR_LOGS_MAX 128
+#define PRESENCE_CURSOR_TEXT_MAX 2048
+typedef struct presence_cursor presence_cursor_t;
+/* text NULL: at the newest event of every log (what a new reader follows).
+ * "0": before the first event of every log. Otherwise the text of a
+ * cursor of this store's layout: EINVAL when it is not one (malformed, or
+ * of a different number of logs), ENOTSUP with more logs than a cursor
+ * holds. */
+int presence_cursor_new(presence_t *p, const char *text, size_t len,
+                        presence_cursor_t **out);
+void presence_cursor_free(presence_cursor_t *c);
+/* dst takes src's positions (both of one presence_t). */
+void presence_cursor_copy(presence_cursor_t *dst, const presence_cursor_t *src);
+uint64_t presence_cursor_pos(const presence_cursor_t *c, uint32_t log);
+/* The position in one log: the last event read there. */
+void presence_cursor_set(presence_cursor_t *c, uint32_t log, uint64_t seq);
+/* The text into out (NUL-terminated); its length, or EINVAL if cap is too
+ * small (PRESENCE_CURSOR_TEXT_MAX always is enough). */
+int presence_cursor_format(const presence_cursor_t *c, char *out, size_t cap);
+/* Which log to read next: 1 and *log set to one that holds events after c
+ * as far as this instance has seen (taken in turn, so that no log starves
+ * the others), else to one where c is past what this instance has seen (a
+ * cursor from another instance, or from before a store loss: the read
+ * tells which); 0 when c is at the end of every log. */
+int presence_cursor_next(presence_cursor_t *c, uint32_t *log);
+/* Events after c that this instance has seen (summed over the logs). */
+uint64_t presence_cursor_lag(const presence_cursor_t *c);
+
 /* ---- Time and cleanup ---------------------------------------------------- */
 
 /*

@@ -199,6 +199,10 @@ typedef struct presence_redis_lease {
   const char *log_id; /* granted: the log's id */
   const char *owner;  /* refused: who holds it ("" nobody) */
   int64_t ms_left;    /* refused: on the holder's lease */
+  /* granted: the stored cursor as text (decimals joined by ',', one per
+   * log, see presence_redis_lease_text); cursor is its number when it is
+   * one. */
+  const char *cursor_text;
 } presence_redis_lease_t;
 int presence_redis_lease(presence_store_t *s, const char *name,
                          presence_redis_lease_op_t op, uint64_t token,
@@ -207,6 +211,18 @@ int presence_redis_lease(presence_store_t *s, const char *name,
                          void (*done)(void *ud, int status,
                                       const presence_redis_lease_t *r),
                          void *ud);
+/* The same with the cursor as text: a decimal (one log), or decimals joined
+ * by ',' (one per log of a store in shards: presence_log_count). It moves
+ * forward number by number. start: where a first claim starts, in the same
+ * form (NULL or "": the store's newest sequence number; a store in shards
+ * passes its own view of each log's end). */
+int presence_redis_lease_text(presence_store_t *s, const char *name,
+                              presence_redis_lease_op_t op, uint64_t token,
+                              uint32_t lease_ms, const char *cursor,
+                              const char *start, const char *log_offer,
+                              void (*done)(void *ud, int status,
+                                           const presence_redis_lease_t *r),
+                              void *ud);
 
 /* Tests only: stop (1) or resume (0) every timer of the store (heartbeat,
  * reaping, grace, reconciliation), as a stalled process would. */

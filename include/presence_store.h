@@ -191,6 +191,15 @@ struct presence_store_ops {
   /* Synchronous (embedded store only; NULL elsewhere). */
   int (*member_get)(presence_store_t *s, const char *channel,
                     const char *user_id, presence_member_info_t *out);
+  /* A log in several logs, each with its own sequence (the Redis store in
+   * shards; presence_log_count). NULL: one log, read by log_read. */
+  uint32_t (*log_count)(presence_store_t *s);
+  int (*log_read_of)(presence_store_t *s, uint32_t log, uint64_t after_seq,
+                     size_t max,
+                     void (*cb)(void *ud, int status,
+                                const presence_event_t *events, size_t n),
+                     void *ud);
+  uint64_t (*log_last_seq_of)(presence_store_t *s, uint32_t log);
 };
 
 struct presence_store {

@@ -90,7 +90,8 @@ static void usage(FILE *out) {
           "  --json              machine-readable output (one JSON document,\n"
           "                      or one JSON object per line for watch)\n"
           "  --timeout SEC       per-request timeout (default 10)\n"
-          "  --after SEQ         watch: start after event SEQ (default: new\n"
+          "  --after ID          watch: start after event ID (a seq, or an\n"
+          "                      event id of the stream; default: new\n"
           "                      events only)\n"
           "  --count N           watch: exit 0 after N events\n"
           "  --retries N         watch: give up (exit 3) after N failed\n"
@@ -674,10 +675,12 @@ typedef struct sse {
   char line[1 << 16]; /* one event's data line at most this long */
   size_t len;
   int overflow;
-  char id[32], event[64];
+  /* Event ids are cursors: a sequence number, or with Redis in shards an
+   * opaque string of up to 2047 characters (docs/protocol.md, "Cursors"). */
+  char id[2048], event[64];
   char *data;
   size_t data_len;
-  char last_id[32]; /* last event printed: the resume cursor */
+  char last_id[2048]; /* last event printed: the resume cursor */
   long printed;
   int done; /* --count reached */
   int got_bytes;
@@ -694,9 +697,15 @@ static void print_event(sse_t *st) {
     else
       printf("%s\n", st->data ? st->data : "");
   } else if (!strcmp(st->event, "gap")) {
-    printf("gap: events after %.0f left the log; continuing from %.0f "
-           "(re-read the state you depend on)\n",
-           num(d, "after"), num(d, "oldest"));
+    /* With Redis in shards the numbers are of one shard's log. */
+    if (cJSON_GetObjectItemCaseSensitive(d, "shard"))
+      printf("gap: events of shard %.0f after %.0f left the log; continuing "
+             "from %.0f (re-read the state you depend on)\n",
+             num(d, "shard"), num(d, "after"), num(d, "oldest"));
+    else
+      printf("gap: events after %.0f left the log; continuing from %.0f "
+             "(re-read the state you depend on)\n",
+             num(d, "after"), num(d, "oldest"));
   } else {
     char ts[40];
     double ms = num(d, "ts");
@@ -704,7 +713,11 @@ static void print_event(sse_t *st) {
     struct tm tm;
     if (!localtime_r(&t, &tm) || !strftime(ts, sizeof ts, "%H:%M:%S", &tm))
       strcpy(ts, "--:--:--");
-    printf("%s.%03d #%-6s %-20s %s", ts, (int)((long long)ms % 1000), st->id,
+    /* The event's seq, not its id: with Redis in shards the id is a
+     * cursor, too long to read. */
+    char seq[24];
+    snprintf(seq, sizeof seq, "%.0f", num(d, "seq"));
+    printf("%s.%03d #%-6s %-20s %s", ts, (int)((long long)ms % 1000), seq,
            st->event, str(d, "user_id"));
     /* session.disconnected carries no "to": a closed session is offline. */
     const char *to = *str(d, "to")                              ? str(d, "to")
@@ -865,7 +878,7 @@ static int cmd_watch(int argc, char **argv) {
     CURL *c = easy("/v1/events");
     struct curl_slist *h = auth_headers(NULL);
     h = curl_slist_append(h, "Accept: text/event-stream");
-    char cursor[64];
+    char cursor[2100];
     if (*st.last_id) {
       snprintf(cursor, sizeof cursor, "Last-Event-ID: %s", st.last_id);
       h = curl_slist_append(h, cursor);
@@ -1006,8 +1019,13 @@ int main(int argc, char **argv) {
     } else if (IS("--timeout")) {
       O.timeout_s = parse_long("--timeout", VALUE(), 1);
     } else if (IS("--after")) {
+      /* A sequence number, or an event id of the stream (a cursor): the
+       * server says whether it is one. */
       O.after = VALUE();
-      parse_long("--after", O.after, 0);
+      if (!*O.after || strlen(O.after) >= 2048 ||
+          strspn(O.after, "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJ"
+                          "KLMNOPQRSTUVWXYZ-_") != strlen(O.after))
+        die_usage("--after: a sequence number or an event id");
     } else if (IS("--count")) {
       O.count = parse_long("--count", VALUE(), 1);
     } else if (IS("--retries")) {

@@ -928,6 +928,40 @@ uint64_t presence_log_last_seq(presence_t *p) {
   return p ? p->store->ops->log_last_seq(p->store) : 0;
 }
 
+/* Several logs (cursor.c reads them through these). */
+uint32_t presence_log_count(presence_t *p) {
+  if (!p || !p->store->ops->log_count) return 1;
+  uint32_t n = p->store->ops->log_count(p->store);
+  return n ? n : 1;
+}
+
+uint64_t presence_log_last_seq_of(presence_t *p, uint32_t log) {
+  if (!p || log >= presence_log_count(p)) return 0;
+  if (!p->store->ops->log_count) return presence_log_last_seq(p);
+  return p->store->ops->log_last_seq_of(p->store, log);
+}
+
+int presence_log_read_of(presence_t *p, uint32_t log, uint64_t after_seq,
+                         size_t max, presence_log_cb cb, void *ud) {
+  if (!p || log >= presence_log_count(p)) return PRESENCE_EINVAL;
+  if (!p->store->ops->log_count)
+    return presence_log_read(p, after_seq, max, cb, ud);
+  query_ctx_t stack;
+  if (!cb || max == 0) return PRESENCE_EINVAL;
+  query_ctx_t *c = query_ctx(p, &stack);
+  if (!c) return PRESENCE_ENOMEM;
+  c->log_cb = cb;
+  c->ud = ud;
+  int rc = p->store->ops->log_read_of(p->store, log, after_seq, max,
+                                      log_adapter, c);
+  if (rc < 0) query_done(c);
+  return rc;
+}
+
+const presence_allocator_t *presence__allocator(const presence_t *p) {
+  return &p->alloc;
+}
+
 /* ---- channels ---------------------------------------------------------- */
 
 int presence_channel_check(const char *channel) {

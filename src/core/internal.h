@@ -22,6 +22,8 @@ void *presence__realloc(const presence_allocator_t *a, void *p, size_t n);
 void presence__free(const presence_allocator_t *a, void *p);
 /* The default allocator (malloc/realloc/free), for zeroed options. */
 const presence_allocator_t *presence__default_allocator(void);
+/* The allocator a presence_t was made with (cursor.c). */
+const presence_allocator_t *presence__allocator(const presence_t *p);
 
 /* ---- record pools (pool.c) ---------------------------------------------- */
 

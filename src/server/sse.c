@@ -2,11 +2,13 @@
 /*
  * GET /v1/events: the transition log as Server-Sent Events.
  *
- * Each stream keeps only a cursor (the last sequence number sent). New
- * events wake every stream on the next loop turn; a stream reads the log
- * from its cursor in batches while its write queue is short, so a slow
- * consumer is paced by the log itself instead of buffering without bound:
- * if it falls out of the log it gets a `gap` event, never a stalled loop.
+ * Each stream keeps only a cursor (a position in each of the store's logs,
+ * src/core/cursor.c: one log but with Redis in shards). New events wake
+ * every stream on the next loop turn; a stream reads the log from its
+ * cursor in batches while its write queue is short, so a slow consumer is
+ * paced by the log itself instead of buffering without bound: if it falls
+ * out of the log it gets a `gap` event, never a stalled loop. Each event's
+ * id is the cursor just past it, so Last-Event-ID resumes exactly there.
  */
 #include "server/server.h"
 
@@ -22,13 +24,15 @@
 struct sse_stream {
   conn_t *conn;
   sse_stream_t *prev, *next;
-  uint64_t cursor;
+  presence_cursor_t *cursor;
+  uint32_t log; /* the log being read */
   int64_t last_write_ms;
   size_t batch;     /* events in the last log batch */
   uint8_t reading;  /* a log read is in flight (asynchronous store) */
   uint8_t in_pump;  /* inside pump_one's call to presence_log_read */
   uint8_t final;    /* shutting down: read to the end, then close */
   uint8_t detached; /* connection gone during a read: on_log frees it */
+  uint8_t writing;  /* on_log writes an answer that came later */
   /* Filters (?types=, ?channel_prefix=): events they skip still move the
    * cursor. types: FANOUT_TYPE bits, 0 for all. */
   uint64_t types;
@@ -73,14 +77,19 @@ static int sse_wants(const sse_stream_t *st, const presence_event_t *ev) {
 
 static void pump_one(sse_stream_t *st, int final);
 
+static void stream_free(sse_stream_t *st) {
+  presence_cursor_free(st->cursor);
+  free(st->channel_prefix);
+  free(st);
+}
+
 static void on_log(presence_t *p, int status, const presence_event_t *events,
                    size_t n, void *ud) {
   sse_stream_t *st = ud;
   (void)p;
   st->reading = 0;
   if (st->detached) {
-    free(st->channel_prefix);
-    free(st);
+    stream_free(st);
     return;
   }
   conn_t *c = st->conn;
@@ -91,8 +100,16 @@ static void on_log(presence_t *p, int status, const presence_event_t *events,
     /* An answer from an asynchronous store: write it, then go on reading
      * (or finish a final flush) from here. */
     st->in_pump = 1;
+    /* A write that fails closes the connection, and sse_detach would free
+     * the stream under us: it is freed here instead. */
+    st->writing = 1;
     if (n > 0 && !c->closing) on_log(p, status, events, n, ud);
+    st->writing = 0;
     st->in_pump = 0;
+    if (st->detached) {
+      stream_free(st);
+      return;
+    }
     if (c->closing) return;
     if (n > 0)
       pump_one(st, 0);
@@ -105,22 +122,30 @@ static void on_log(presence_t *p, int status, const presence_event_t *events,
   buf_reset(b);
   if (status == PRESENCE_ECURSOR) {
     buf_puts(b, "event: gap\ndata: {\"after\":");
-    buf_put_u64(b, st->cursor);
+    buf_put_u64(b, presence_cursor_pos(st->cursor, st->log));
     buf_puts(b, ",\"oldest\":");
     buf_put_u64(b, events[0].seq);
+    /* Several logs: after and oldest are sequence numbers of this one. */
+    if (presence_log_count(s->p) > 1) {
+      buf_puts(b, ",\"shard\":");
+      buf_put_u64(b, st->log);
+    }
     buf_puts(b, "}\n\n");
   }
+  char id[PRESENCE_CURSOR_TEXT_MAX];
   for (size_t i = 0; i < n; i++) {
+    /* The cursor moves over filtered events too. */
+    presence_cursor_set(st->cursor, st->log, events[i].seq);
     if (!sse_wants(st, &events[i])) continue;
+    int idlen = presence_cursor_format(st->cursor, id, sizeof id);
     buf_puts(b, "id: ");
-    buf_put_u64(b, events[i].seq);
+    buf_append(b, id, idlen > 0 ? (size_t)idlen : 0);
     buf_puts(b, "\nevent: ");
     buf_puts(b, presence_event_type_name(events[i].type));
     buf_puts(b, "\ndata: ");
     json_event(b, &events[i]);
     buf_puts(b, "\n\n");
   }
-  st->cursor = events[n - 1].seq;
   if (buf_failed(b)) {
     srv_error(s, "out_of_memory", "cannot format events");
     conn_close(c);
@@ -138,10 +163,14 @@ static void pump_one(sse_stream_t *st, int final) {
   if (st->reading) return; /* its answer carries on */
   while (!c->closing && !c->close_after_flush &&
          (st->final || c->wq_bytes < SSE_HIGH_WATER)) {
+    /* The next log holding events past the cursor (in turn), if any. */
+    if (!presence_cursor_next(st->cursor, &st->log)) break;
     st->batch = 0;
     st->reading = 1;
     st->in_pump = 1;
-    int rc = presence_log_read(s->p, st->cursor, SSE_BATCH, on_log, st);
+    int rc = presence_log_read_of(s->p, st->log,
+                                  presence_cursor_pos(st->cursor, st->log),
+                                  SSE_BATCH, on_log, st);
     st->in_pump = 0;
     if (rc < 0) {
       st->reading = 0;
@@ -210,50 +239,56 @@ void sse_detach(conn_t *c) {
   else
     s->sse_streams = st->next;
   if (st->next) st->next->prev = st->prev;
-  if (st->reading) {
+  if (st->reading || st->writing) {
     st->detached = 1; /* the pending answer frees it */
   } else {
-    free(st->channel_prefix);
-    free(st);
+    stream_free(st);
   }
   c->u.sse = NULL;
   assert(s->nsse > 0);
   s->nsse--;
 }
 
-static int parse_seq(const char *v, size_t len, uint64_t *out) {
-  char tmp[24];
-  if (len == 0 || len >= sizeof tmp) return -1;
-  memcpy(tmp, v, len);
-  tmp[len] = '\0';
-  for (size_t i = 0; i < len; i++)
-    if (tmp[i] < '0' || tmp[i] > '9') return -1;
-  errno = 0;
-  char *end;
-  unsigned long long n = strtoull(tmp, &end, 10);
-  if (errno || *end) return -1;
-  *out = n;
-  return 0;
-}
-
 void sse_start(conn_t *c, http_req_t *r) {
   srv_t *s = c->srv;
-  uint64_t cursor;
   size_t len;
   const char *v = http_header(r, "Last-Event-ID", &len);
-  if (!v) v = http_query(r, "after", &len);
-  if (v) {
-    if (parse_seq(v, len, &cursor) != 0) {
-      http_error(c, 400, "bad_request",
-                 "Last-Event-ID / after must be a sequence number");
-      return;
+  char after[PRESENCE_CURSOR_TEXT_MAX];
+  if (!v) {
+    /* ?after= is percent-encoded like any query value. */
+    const char *q = http_query(r, "after", &len);
+    if (q) {
+      int k = http_unescape(q, len, after, sizeof after);
+      if (k < 0) {
+        http_error(c, 400, "bad_request",
+                   "Last-Event-ID / after must be a sequence number or an "
+                   "event id of this stream");
+        return;
+      }
+      v = after;
+      len = strlen(after);
     }
-  } else {
-    cursor = presence_log_last_seq(s->p);
+  }
+  /* No cursor: from the newest event of every log. */
+  presence_cursor_t *cursor = NULL;
+  int crc = presence_cursor_new(s->p, v, v ? len : 0, &cursor);
+  if (crc == PRESENCE_ENOMEM) {
+    http_error(c, 503, "out_of_memory", "out of memory");
+    return;
+  }
+  if (crc) {
+    http_error(c, 400, "bad_request",
+               crc == PRESENCE_ENOTSUP
+                   ? "this store has more logs than a cursor holds"
+                   : "Last-Event-ID / after must be a sequence number or an "
+                     "event id of this stream (a cursor of this service's "
+                     "log)");
+    return;
   }
   uint64_t types = 0;
   const char *tv = http_query(r, "types", &len);
   if (tv && parse_types(tv, len, &types) != 0) {
+    presence_cursor_free(cursor);
     http_error(c, 400, "bad_request",
                "types must be event types joined by ',' (e.g. channel.*)");
     return;
@@ -262,16 +297,19 @@ void sse_start(conn_t *c, http_req_t *r) {
   const char *pv = http_query(r, "channel_prefix", &len);
   if (pv && (http_unescape(pv, len, prefix, sizeof prefix) < 0 ||
              strlen(prefix) > PRESENCE_CHANNEL_MAX)) {
+    presence_cursor_free(cursor);
     http_error(c, 400, "bad_channel", "channel_prefix is not a channel prefix");
     return;
   }
   sse_stream_t *st = calloc(1, sizeof *st);
   if (!st) {
+    presence_cursor_free(cursor);
     http_error(c, 503, "out_of_memory", "out of memory");
     return;
   }
   st->types = types;
   if (pv && !(st->channel_prefix = strdup(prefix))) {
+    presence_cursor_free(cursor);
     free(st);
     http_error(c, 503, "out_of_memory", "out of memory");
     return;

@@ -35,9 +35,33 @@
 
 /* ---- State --------------------------------------------------------------- */
 
-/* What deliveries name as their `instance` (see log_id). */
-static const char *log_instance(const webhooks_t *w) {
-  return w->redis && w->log_id[0] ? w->log_id : w->s->instance_id;
+/* What deliveries name as their `instance` (see log_id): with a store in
+ * shards each shard's log has its own sequence, so the id names the shard
+ * too ("<log id>.<shard>"), and (instance, seq) stays unique. */
+static const char *log_instance(const endpoint_t *ep, char *buf, size_t cap) {
+  const webhooks_t *w = ep->w;
+  const char *id = w->redis && w->log_id[0] ? w->log_id : w->s->instance_id;
+  if (presence_log_count(w->s->p) <= 1) return id;
+  snprintf(buf, cap, "%s.%u", id, (unsigned)ep->batch_log);
+  return buf;
+}
+
+int wh_behind(const endpoint_t *ep) {
+  return ep->cursor && presence_cursor_lag(ep->cursor) > 0;
+}
+
+/* The most events this instance has seen after the cursor in any one log
+ * (each log keeps log_capacity of its own). */
+static uint64_t max_lag(const endpoint_t *ep) {
+  presence_t *p = ep->w->s->p;
+  uint64_t most = 0;
+  for (uint32_t i = 0, n = presence_log_count(p); ep->cursor && i < n; i++) {
+    uint64_t last = presence_log_last_seq_of(p, i);
+    uint64_t at = presence_cursor_pos(ep->cursor, i);
+    if (ep->have_batch && i == ep->batch_log) at = ep->batch_last;
+    if (last > at && last - at > most) most = last - at;
+  }
+  return most;
 }
 
 /* Whether the endpoint may send now: always with the embedded store; with
@@ -68,16 +92,12 @@ void wh_finished(endpoint_t *ep) {
   srv_maybe_finish(ep->w->s);
 }
 
-/* The cursor the endpoint reads the log from next. */
-static uint64_t read_pos(const endpoint_t *ep) {
-  return ep->have_batch ? ep->batch_last : ep->cursor;
-}
-
 /* ---- Batches ------------------------------------------------------------- */
 
 typedef struct build {
   endpoint_t *ep;
-  uint64_t pos;   /* last seq looked at */
+  uint32_t log;   /* the one log this batch reads */
+  uint64_t pos;   /* last seq looked at there */
   size_t matched; /* events in the batch */
   size_t scanned;
   size_t got; /* events in the last read */
@@ -168,21 +188,24 @@ static int build_finish(endpoint_t *ep, build_t *bp) {
   webhooks_t *w = ep->w;
   srv_t *s = w->s;
   build_t b = *bp;
-  if (b.pos == ep->cursor && !b.gap) return 0;
+  uint64_t from = presence_cursor_pos(ep->cursor, b.log);
+  if (b.pos == from && !b.gap) return 0;
   if (b.gap) {
     mark_behind(ep, b.gap_oldest - b.gap_after - 1);
     ep->lost += b.gap_oldest - b.gap_after - 1;
   }
   if (b.matched == 0 && !b.gap) {
     /* Nothing this endpoint wants: move on without a request. */
-    ep->cursor = b.pos;
+    presence_cursor_set(ep->cursor, b.log, b.pos);
     return -1;
   }
   buf_t *body = &ep->body;
   buf_reset(body);
+  char ib[64];
+  ep->batch_log = b.log;
   buf_puts(body, "{\"instance\":");
-  buf_put_json_str(body, log_instance(w));
-  ep->batch_first = b.gap ? b.gap_oldest : ep->cursor + 1;
+  buf_put_json_str(body, log_instance(ep, ib, sizeof ib));
+  ep->batch_first = b.gap ? b.gap_oldest : from + 1;
   ep->batch_last = b.pos;
   buf_puts(body, ",\"first_seq\":");
   buf_put_u64(body, ep->batch_first);
@@ -265,14 +288,15 @@ static void retry_later(endpoint_t *ep, long retry_after_s);
 static void send_batch(endpoint_t *ep) {
   webhooks_t *w = ep->w;
   srv_t *s = w->s;
-  char ts[24], hex[65];
+  char ts[24], hex[65], ib[64];
   snprintf(ts, sizeof ts, "%lld", (long long)srv_now_wall(s));
   curl_slist_free_all(ep->headers);
   ep->headers = NULL;
   if (sign(ep, ts, hex) != 0 ||
       add_header(ep, "Content-Type: application/json") ||
       add_header(ep, "User-Agent: presenced/%s", PRESENCE_VERSION_STRING) ||
-      add_header(ep, "Presence-Instance: %s", log_instance(w)) ||
+      add_header(ep, "Presence-Instance: %s",
+                 log_instance(ep, ib, sizeof ib)) ||
       add_header(ep, "Presence-Seq-First: %llu",
                  (unsigned long long)ep->batch_first) ||
       add_header(ep, "Presence-Seq-Last: %llu",
@@ -333,7 +357,7 @@ static void pump_built(endpoint_t *ep, int r) {
   if (r == 0) {
     if (w->flushing)
       wh_finished(ep);
-    else if (presence_log_last_seq(w->s->p) > ep->cursor)
+    else if (wh_behind(ep))
       /* Events announced while the log was being read, after the read:
        * their wake-up found the endpoint busy. */
       uv_timer_start(&ep->timer, on_timer, w->s->cfg.webhook_batch_ms, 0);
@@ -376,7 +400,9 @@ static void build_run(endpoint_t *ep) {
     }
     b->ep = ep;
     b->gen = ep->gen;
-    b->pos = ep->cursor;
+    /* One log per batch, taken in turn among those with events. */
+    if (!presence_cursor_next(ep->cursor, &b->log)) b->end = 1;
+    b->pos = presence_cursor_pos(ep->cursor, b->log);
     buf_init(&b->events);
     ep->build = b;
   }
@@ -384,7 +410,8 @@ static void build_run(endpoint_t *ep) {
     b->got = 0;
     b->pending = 1;
     b->in_call = 1;
-    int rc = presence_log_read(s->p, b->pos, WH_READ_CHUNK, on_log, b);
+    int rc = presence_log_read_of(s->p, b->log, b->pos, WH_READ_CHUNK, on_log,
+                                  b);
     b->in_call = 0;
     if (rc < 0) {
       b->pending = 0;
@@ -425,10 +452,11 @@ static void retry_later(endpoint_t *ep, long retry_after_s) {
   ep->failures++;
   if (w->flushing) {
     /* At shutdown a failed endpoint gives up rather than hold the exit. */
+    char at[PRESENCE_CURSOR_TEXT_MAX];
+    presence_cursor_format(ep->cursor, at, sizeof at);
     srv_log(w->s, PRESENCE_LOG_WARN,
-            "webhook %s: shutting down with events after seq %llu "
-            "undelivered",
-            ep->spec.name, (unsigned long long)ep->cursor);
+            "webhook %s: shutting down with events after %s undelivered",
+            ep->spec.name, at);
     wh_finished(ep);
     return;
   }
@@ -445,7 +473,7 @@ static void retry_later(endpoint_t *ep, long retry_after_s) {
 
 void wh_acknowledge(endpoint_t *ep) {
   webhooks_t *w = ep->w;
-  ep->cursor = ep->batch_last;
+  presence_cursor_set(ep->cursor, ep->batch_log, ep->batch_last);
   ep->have_batch = 0;
   buf_reset(&ep->body);
   buf_shrink(&ep->body, 1 << 16);
@@ -457,9 +485,7 @@ void wh_acknowledge(endpoint_t *ep) {
             "%llu were lost for it)",
             ep->spec.name, (unsigned long long)ep->gap_after + 1,
             (unsigned long long)ep->gap_oldest - 1);
-  } else if (ep->behind && (presence_log_last_seq(w->s->p) <= ep->cursor ||
-                            presence_log_last_seq(w->s->p) - ep->cursor <=
-                                w->s->cfg.log_capacity)) {
+  } else if (ep->behind && max_lag(ep) <= w->s->cfg.log_capacity) {
     /* Marked behind while a batch was held, but the log kept everything
      * after it after all. */
     ep->behind = 0;
@@ -467,7 +493,7 @@ void wh_acknowledge(endpoint_t *ep) {
   ep->attempts = 0;
   /* More in the log: the next batch goes now (catching up is not delayed
    * by batching). */
-  if (presence_log_last_seq(w->s->p) > ep->cursor || w->flushing)
+  if (wh_behind(ep) || w->flushing)
     uv_timer_start(&ep->timer, on_timer, 0, 0);
 }
 
@@ -527,13 +553,14 @@ static void on_done(endpoint_t *ep, CURLcode res) {
 static void on_event(srv_t *s, const presence_event_t *ev, void *ud) {
   webhooks_t *w = ud;
   (void)s;
+  (void)ev;
   if (w->closed || w->aborted) return;
   for (size_t i = 0; i < w->n; i++) {
     endpoint_t *ep = &w->eps[i];
     if (ep->done) continue;
     if (w->redis && !ep->own) continue; /* another instance delivers it */
     /* A new owner's cursor may be ahead of what this instance has seen. */
-    uint64_t lag = ev->seq > read_pos(ep) ? ev->seq - read_pos(ep) : 0;
+    uint64_t lag = max_lag(ep);
     if (lag > w->s->cfg.log_capacity) mark_behind(ep, lag);
     if (ep->inflight || ep->have_batch || ep->acking || ep->reading ||
         uv_is_active((uv_handle_t *)&ep->timer))
@@ -630,7 +657,12 @@ int webhook_init(srv_t *s) {
     /* The log of a fresh embedded store starts empty: deliver from its
      * beginning, so events of the startup itself are not missed. With
      * Redis the cursor comes with the lease. */
-    ep->cursor = presence_log_last_seq(s->p);
+    int crc = presence_cursor_new(s->p, NULL, 0, &ep->cursor);
+    if (crc) {
+      srv_log(s, PRESENCE_LOG_ERROR, "--webhook %s: no cursor: %s",
+              ep->spec.name, presence_strerror(crc));
+      return -1;
+    }
   }
   /* Cluster events: with Redis, changes decided on other instances too. */
   fanout_sink_t sink = {.name = "webhooks", .on_event = on_event, .ud = w};
@@ -683,11 +715,14 @@ void webhook_abort(srv_t *s) {
     }
     uv_timer_stop(&ep->timer);
     if (!ep->done && (!w->redis || ep->own) &&
-        (ep->have_batch || presence_log_last_seq(s->p) > ep->cursor))
+        (ep->have_batch || wh_behind(ep))) {
+      char at[PRESENCE_CURSOR_TEXT_MAX];
+      presence_cursor_format(ep->cursor, at, sizeof at);
       srv_log(s, PRESENCE_LOG_WARN,
-              "webhook %s: shutdown limit reached with events after seq "
-              "%llu undelivered",
-              ep->spec.name, (unsigned long long)ep->cursor);
+              "webhook %s: shutdown limit reached with events after %s "
+              "undelivered",
+              ep->spec.name, at);
+    }
     ep->done = 1;
   }
 }
@@ -724,6 +759,7 @@ void webhook_free(srv_t *s) {
     curl_slist_free_all(ep->headers);
     buf_free(&ep->body);
     wh_spec_free(&ep->spec);
+    presence_cursor_free(ep->cursor);
   }
   wr_free(w);
   free(w->eps);
@@ -783,7 +819,6 @@ void webhook_metrics(srv_t *s, buf_t *b) {
       buf_putc(b, '\n');
     }
   }
-  uint64_t last = presence_log_last_seq(s->p);
   int64_t now = srv_now_wall(s);
   buf_puts(b, "# HELP presenced_webhook_lag_events Events in the log not yet "
               "acknowledged by the endpoint.\n"
@@ -793,7 +828,7 @@ void webhook_metrics(srv_t *s, buf_t *b) {
     /* Only the deliverer's cursor is current. */
     int mine = !w->redis || ep->own;
     series(b, "presenced_webhook_lag_events", ep);
-    buf_put_u64(b, mine && last > ep->cursor ? last - ep->cursor : 0);
+    buf_put_u64(b, mine && ep->cursor ? presence_cursor_lag(ep->cursor) : 0);
     buf_putc(b, '\n');
   }
   buf_puts(b, "# HELP presenced_webhook_lag_seconds Age of the oldest event "
@@ -801,9 +836,10 @@ void webhook_metrics(srv_t *s, buf_t *b) {
               "# TYPE presenced_webhook_lag_seconds gauge\n");
   for (size_t i = 0; i < w->n; i++) {
     int64_t ts = now;
-    /* Only a synchronous store can answer into this stack frame. */
-    if (last > w->eps[i].cursor && !srv_async(s))
-      presence_log_read(s->p, w->eps[i].cursor, 1, lag_ts, &ts);
+    /* Only a synchronous store (one log) can answer into this frame. */
+    if (wh_behind(&w->eps[i]) && !srv_async(s))
+      presence_log_read(s->p, presence_cursor_pos(w->eps[i].cursor, 0), 1,
+                        lag_ts, &ts);
     series(b, "presenced_webhook_lag_seconds", &w->eps[i]);
     buf_printf(b, "%.3f\n", now > ts ? (double)(now - ts) / 1000.0 : 0.0);
   }

@@ -45,8 +45,13 @@ typedef struct endpoint {
   int have_batch; /* body holds a batch not yet acknowledged */
   int inflight;
   int done;        /* shutdown: nothing more will be sent */
-  uint64_t cursor; /* every event up to it is acknowledged (or filtered) */
-  uint64_t batch_first, batch_last; /* the log range the batch covers */
+  /* Every event up to it is acknowledged (or filtered): a position in each
+   * of the store's logs (one but with Redis in shards). */
+  presence_cursor_t *cursor;
+  /* The range the batch covers, in one log (batch_log): a batch never
+   * mixes logs, so (instance, seq) stays an idempotency key. */
+  uint32_t batch_log;
+  uint64_t batch_first, batch_last;
   size_t batch_events;
   int batch_gap;
   uint64_t gap_after, gap_oldest;
@@ -83,6 +88,8 @@ void wh_acknowledge(endpoint_t *ep);
 void wh_finished(endpoint_t *ep);
 /* Run the endpoint's next step after delay_ms. */
 void wh_wake(endpoint_t *ep, uint64_t delay_ms);
+/* Events after the endpoint's cursor that this instance has seen. */
+int wh_behind(const endpoint_t *ep);
 
 /* ---- webhook_lease.c: the Redis cursor lease ----------------------------- */
 

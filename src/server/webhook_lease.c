@@ -35,10 +35,72 @@ struct wh_lease {
 
 enum { WR_CLAIM, WR_RENEW, WR_ACK, WR_RELEASE };
 
+/* The lease keeps the cursor as decimals joined by ',' (one per log), a
+ * form its script can compare number by number. Room for
+ * PRESENCE_CURSOR_LOGS_MAX logs. */
+#define WR_CURSOR_TEXT (PRESENCE_CURSOR_LOGS_MAX * 21 + 1)
+
+/* ep's cursor as the lease's text; with at_log < n, that log's position
+ * replaced by at_seq (an acknowledged batch's end). */
+static void wr_cursor_text(const endpoint_t *ep, uint32_t at_log,
+                           uint64_t at_seq, char *out, size_t cap) {
+  uint32_t n = presence_log_count(ep->w->s->p);
+  size_t o = 0;
+  out[0] = '\0';
+  for (uint32_t i = 0; i < n && o < cap; i++) {
+    uint64_t v = i == at_log ? at_seq : presence_cursor_pos(ep->cursor, i);
+    int k = snprintf(out + o, cap - o, "%s%llu", i ? "," : "",
+                     (unsigned long long)v);
+    if (k < 0) break;
+    o += (size_t)k;
+  }
+}
+
+/* Where a first claim starts with several logs: the end of each as this
+ * instance has seen it (the script sees only shard 0's counter). "" with
+ * one log: the store's counter. */
+static void wr_start_text(const webhooks_t *w, char *out, size_t cap) {
+  presence_t *p = w->s->p;
+  uint32_t n = presence_log_count(p);
+  size_t o = 0;
+  out[0] = '\0';
+  for (uint32_t i = 0; n > 1 && i < n && o < cap; i++) {
+    int k = snprintf(out + o, cap - o, "%s%llu", i ? "," : "",
+                     (unsigned long long)presence_log_last_seq_of(p, i));
+    if (k < 0) break;
+    o += (size_t)k;
+  }
+}
+
+/* The lease's cursor into ep's: 0, or -1 when it has another number of
+ * logs than this store (the shards were changed: ep's is left as is). */
+static int wr_cursor_parse(endpoint_t *ep, const char *text) {
+  uint32_t n = presence_log_count(ep->w->s->p);
+  uint32_t i = 0;
+  const char *q = text;
+  for (; i < n; i++) {
+    char *end;
+    unsigned long long v = strtoull(q, &end, 10);
+    if (end == q || (*end != ',' && *end != '\0')) return -1;
+    if (*end == '\0' && i + 1 != n) return -1;
+    if (*end == ',' && i + 1 == n) return -1;
+    q = end + 1;
+    (void)v;
+  }
+  q = text;
+  for (i = 0; i < n; i++) {
+    char *end;
+    presence_cursor_set(ep->cursor, i, strtoull(q, &end, 10));
+    q = end + 1;
+  }
+  return 0;
+}
+
 static void wr_on_reply(void *ud, int status, const presence_redis_lease_t *r);
 
-/* Send one lease call; 0, or -1 if Redis cannot be asked now. */
-static int wr_send(endpoint_t *ep, int op, uint64_t cursor) {
+/* Send one lease call with the cursor text; 0, or -1 if Redis cannot be
+ * asked now. */
+static int wr_send(endpoint_t *ep, int op, const char *cursor) {
   webhooks_t *w = ep->w;
   srv_t *s = w->s;
   if (w->closed || !s->rstore) return -1;
@@ -51,9 +113,11 @@ static int wr_send(endpoint_t *ep, int op, uint64_t cursor) {
   presence_redis_lease_op_t lop = op == WR_CLAIM     ? PRESENCE_LEASE_CLAIM
                                   : op == WR_RELEASE ? PRESENCE_LEASE_RELEASE
                                                      : PRESENCE_LEASE_RENEW;
-  if (presence_redis_lease(s->rstore, ep->spec.name, lop, ep->token,
-                           s->cfg.redis_lease_ms, cursor, w->log_offer,
-                           wr_on_reply, c) != 0) {
+  char start[WR_CURSOR_TEXT];
+  wr_start_text(w, start, sizeof start);
+  if (presence_redis_lease_text(s->rstore, ep->spec.name, lop, ep->token,
+                                s->cfg.redis_lease_ms, cursor, start,
+                                w->log_offer, wr_on_reply, c) != 0) {
     free(c);
     return -1;
   }
@@ -89,38 +153,44 @@ void wr_lose(endpoint_t *ep, const char *why) {
 }
 
 void wr_ack(endpoint_t *ep) {
+  char cur[WR_CURSOR_TEXT];
+  wr_cursor_text(ep, ep->batch_log, ep->batch_last, cur, sizeof cur);
   ep->acking = 1;
-  if (wr_send(ep, WR_ACK, ep->batch_last) != 0)
+  if (wr_send(ep, WR_ACK, cur) != 0)
     wr_lose(ep, "Redis is unreachable: cannot store the cursor");
 }
 
 void wr_release(endpoint_t *ep) {
-  uint64_t cursor = ep->cursor;
+  char cur[WR_CURSOR_TEXT];
+  wr_cursor_text(ep, UINT32_MAX, 0, cur, sizeof cur);
   ep->own = 0;
   ep->gen++;
-  if (wr_send(ep, WR_RELEASE, cursor) == 0) ep->releasing = 1;
+  if (wr_send(ep, WR_RELEASE, cur) == 0) ep->releasing = 1;
 }
 
 static void wr_claimed(endpoint_t *ep, int64_t sent_ms, uint64_t epoch,
-                       uint64_t cursor) {
+                       const char *cursor) {
   webhooks_t *w = ep->w;
   ep->own = 1;
   ep->token = epoch;
   ep->lease_until = sent_ms + w->s->cfg.redis_lease_ms;
   ep->gen++;
+  if (wr_cursor_parse(ep, cursor) != 0)
+    srv_log(w->s, PRESENCE_LOG_WARN,
+            "webhook %s: the stored cursor (%.64s) is of another number of "
+            "shards: delivering from this instance's position instead",
+            ep->spec.name, cursor);
   if (w->flushing || ep->done) {
     /* Won while shutting down: give it straight back. */
-    ep->cursor = cursor;
     wr_release(ep);
     return;
   }
-  ep->cursor = cursor;
   ep->have_batch = 0;
   ep->attempts = 0;
   ep->behind = 0;
   srv_log(w->s, PRESENCE_LOG_INFO,
-          "webhook %s: this instance delivers it now, after seq %llu",
-          ep->spec.name, (unsigned long long)cursor);
+          "webhook %s: this instance delivers it now, after %.200s",
+          ep->spec.name, cursor);
   wh_wake(ep, 0);
 }
 
@@ -146,12 +216,13 @@ static void wr_on_reply(void *ud, int status, const presence_redis_lease_t *r) {
     w->lease->pending = c->next;
   if (c->next) c->next->prev = c->prev;
   int ok = -1; /* -1 no answer, 0 refused, 1 granted */
-  uint64_t epoch = 0, cursor = 0;
+  uint64_t epoch = 0;
+  char cursor[WR_CURSOR_TEXT] = "";
   if (!status && r) {
     ok = r->granted;
     if (ok) {
       epoch = r->epoch;
-      cursor = r->cursor;
+      snprintf(cursor, sizeof cursor, "%s", r->cursor_text);
       if (!w->log_id[0] || strcmp(w->log_id, r->log_id))
         snprintf(w->log_id, sizeof w->log_id, "%s", r->log_id);
     }
@@ -213,8 +284,8 @@ static void wr_on_reply(void *ud, int status, const presence_redis_lease_t *r) {
     ep->releasing = 0;
     if (ok == 1)
       srv_log(w->s, PRESENCE_LOG_INFO,
-              "webhook %s: lease given back, after seq %llu", ep->spec.name,
-              (unsigned long long)cursor);
+              "webhook %s: lease given back, after %.200s", ep->spec.name,
+              cursor);
     srv_maybe_finish(w->s);
     break;
   }
@@ -238,7 +309,9 @@ static void wr_tick(uv_timer_t *t) {
     if (!ep->own && (w->flushing || w->aborted || ep->done)) continue;
     /* The renewal stores the cursor too (events skipped by the filter move
      * it without a delivery). */
-    if (wr_send(ep, ep->own ? WR_RENEW : WR_CLAIM, ep->cursor) == 0)
+    char cur[WR_CURSOR_TEXT];
+    wr_cursor_text(ep, UINT32_MAX, 0, cur, sizeof cur);
+    if (wr_send(ep, ep->own ? WR_RENEW : WR_CLAIM, cur) == 0)
       ep->claiming = 1;
   }
 }

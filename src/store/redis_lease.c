@@ -28,15 +28,34 @@
 
 /* KEYS: the lease's hash, the log id, the store's event counter.
  * ARGV: op (claim, renew, release), instance, token, lease ms, cursor,
- * a log id to use if the cluster has none.
- * Reply: {1, epoch, cursor, log id} or {0, owner, ms left on its lease}. */
+ * a log id to use if the cluster has none, where a first claim starts
+ * ("": the counter).
+ * Reply: {1, epoch, cursor, log id} or {0, owner, ms left on its lease}.
+ *
+ * A cursor is text: a decimal sequence number (one log), or decimals
+ * joined by ',' (one per log of a store in shards). It only moves forward:
+ * the later of two is taken number by number; one of another shape (the
+ * number of shards changed) replaces the stored one. */
 static const char lease_script[] =
+    "local function later(a, b)\n"
+    "  if not a or a == '' then return b end\n"
+    "  local x, y = {}, {}\n"
+    "  for v in string.gmatch(a, '[^,]+') do x[#x + 1] = tonumber(v) end\n"
+    "  for v in string.gmatch(b, '[^,]+') do y[#y + 1] = tonumber(v) end\n"
+    "  if #x ~= #y then return b end\n"
+    "  for i = 1, #x do\n"
+    "    if not x[i] or not y[i] then return b end\n"
+    "    if x[i] > y[i] then y[i] = x[i] end\n"
+    "    y[i] = string.format('%.0f', y[i])\n"
+    "  end\n"
+    "  return table.concat(y, ',')\n"
+    "end\n"
     "local t = redis.call('TIME')\n"
     "local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
     "local h = redis.call('HMGET', KEYS[1], 'owner', 'epoch', 'exp', "
     "'cursor')\n"
     "local owner, exp = h[1] or '', tonumber(h[3] or '0')\n"
-    "local cursor = tonumber(h[4] or '')\n"
+    "local cursor = h[4] or nil\n"
     "local id = redis.call('GET', KEYS[2])\n"
     "if not id then\n"
     "  id = ARGV[6]\n"
@@ -51,24 +70,24 @@ static const char lease_script[] =
     "  local e = string.format('%.0f', math.max(tonumber(h[2] or '0') + 1, "
     "now))\n"
     /* A new lease starts at the end of the log, not its beginning. */
-    "  if not cursor then cursor = tonumber(redis.call('GET', KEYS[3]) or "
-    "'0') end\n"
+    "  if not cursor then\n"
+    "    cursor = ARGV[7] ~= '' and ARGV[7] or "
+    "(redis.call('GET', KEYS[3]) or '0')\n"
+    "  end\n"
     "  redis.call('HSET', KEYS[1], 'owner', me, 'epoch', e, 'exp', "
-    "string.format('%.0f', now + tonumber(ARGV[4])), 'cursor', "
-    "string.format('%.0f', cursor))\n"
+    "string.format('%.0f', now + tonumber(ARGV[4])), 'cursor', cursor)\n"
     "  return {1, e, cursor, id}\n"
     "end\n"
     "if owner ~= me or h[2] ~= ARGV[3] then\n"
     "  return {0, owner, exp - now}\n"
     "end\n"
-    "local c = tonumber(ARGV[5])\n"
-    "if cursor == nil or c > cursor then cursor = c end\n"
-    "local cs = string.format('%.0f', cursor)\n"
+    "cursor = later(cursor, ARGV[5])\n"
     "if ARGV[1] == 'release' then\n"
-    "  redis.call('HSET', KEYS[1], 'owner', '', 'exp', '0', 'cursor', cs)\n"
+    "  redis.call('HSET', KEYS[1], 'owner', '', 'exp', '0', 'cursor', "
+    "cursor)\n"
     "else\n"
     "  redis.call('HSET', KEYS[1], 'exp', string.format('%.0f', now + "
-    "tonumber(ARGV[4])), 'cursor', cs)\n"
+    "tonumber(ARGV[4])), 'cursor', cursor)\n"
     "end\n"
     "return {1, h[2], cursor, id}\n";
 
@@ -100,16 +119,20 @@ static void on_lease(void *ud, int code, redisReply *rep) {
     /* Checked whole: {1, epoch, cursor, id} or {0, owner, ms left}. */
     redisReply *g = el(rep, 0), *b = el(rep, 1), *n = el(rep, 2);
     code = PRESENCE_ESTORE;
-    if (g && g->type == REDIS_REPLY_INTEGER && n &&
-        n->type == REDIS_REPLY_INTEGER) {
+    if (g && g->type == REDIS_REPLY_INTEGER && n) {
       redisReply *id = el(rep, 3);
       if (g->integer == 1 && rep->elements == 4 && !digits(b, &out.epoch) &&
-          n->integer >= 0 && id && id->type == REDIS_REPLY_STRING) {
+          n->type == REDIS_REPLY_STRING && n->len > 0 &&
+          strspn(n->str, "0123456789,") == n->len && id &&
+          id->type == REDIS_REPLY_STRING) {
         out.granted = 1;
-        out.cursor = (uint64_t)n->integer;
+        out.cursor_text = n->str;
+        /* One log: the number too (0 for a cursor of several). */
+        if (digits(n, &out.cursor)) out.cursor = 0;
         out.log_id = id->str;
         code = 0;
-      } else if (g->integer == 0 && b && b->type == REDIS_REPLY_STRING) {
+      } else if (g->integer == 0 && b && b->type == REDIS_REPLY_STRING &&
+                 n->type == REDIS_REPLY_INTEGER) {
         out.owner = b->str;
         out.ms_left = n->integer;
         code = 0;
@@ -127,8 +150,23 @@ int presence_redis_lease(presence_store_t *s, const char *name,
                          void (*done)(void *ud, int status,
                                       const presence_redis_lease_t *r),
                          void *ud) {
+  char cur[24];
+  snprintf(cur, sizeof cur, "%llu", (unsigned long long)cursor);
+  return presence_redis_lease_text(s, name, op, token, lease_ms, cur, NULL,
+                                   log_offer, done, ud);
+}
+
+int presence_redis_lease_text(presence_store_t *s, const char *name,
+                              presence_redis_lease_op_t op, uint64_t token,
+                              uint32_t lease_ms, const char *cursor,
+                              const char *start, const char *log_offer,
+                              void (*done)(void *ud, int status,
+                                           const presence_redis_lease_t *r),
+                              void *ud) {
   if (!presence__redis_is(s) || !name || !*name || !log_offer || !done ||
-      op < PRESENCE_LEASE_CLAIM || op > PRESENCE_LEASE_RELEASE)
+      op < PRESENCE_LEASE_CLAIM || op > PRESENCE_LEASE_RELEASE || !cursor ||
+      !*cursor || strspn(cursor, "0123456789,") != strlen(cursor) ||
+      (start && strspn(start, "0123456789,") != strlen(start)))
     return PRESENCE_EINVAL;
   const char *prefix = presence__redis_prefix(s);
   char key[400], log_key[160], seq_key[160];
@@ -137,16 +175,16 @@ int presence_redis_lease(presence_store_t *s, const char *name,
     return PRESENCE_EINVAL;
   snprintf(log_key, sizeof log_key, "%swh:log-id", prefix);
   snprintf(seq_key, sizeof seq_key, "%sseq", prefix);
-  char tok[24], lease[16], cur[24];
+  char tok[24], lease[16];
   snprintf(tok, sizeof tok, "%llu", (unsigned long long)token);
   snprintf(lease, sizeof lease, "%u", (unsigned)lease_ms);
-  snprintf(cur, sizeof cur, "%llu", (unsigned long long)cursor);
   const char *opname = op == PRESENCE_LEASE_CLAIM     ? "claim"
                        : op == PRESENCE_LEASE_RELEASE ? "release"
                                                       : "renew";
   const char *argv[] = {"EVAL",  lease_script, "3",   key,
                         log_key, seq_key,      opname, presence__redis_instance(s),
-                        tok,     lease,        cur,    log_offer};
+                        tok,     lease,        cursor, log_offer,
+                        start ? start : ""};
   const presence_allocator_t *a = presence__redis_allocator(s);
   lease_call_t *c = presence__malloc(a, sizeof *c);
   if (!c) return PRESENCE_ENOMEM;

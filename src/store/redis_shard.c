@@ -265,10 +265,32 @@ static int s_stats(presence_store_t *base, presence_stats_t *out) {
   return 0;
 }
 
-/* The log is one stream per shard, each with its own sequence: a reader
- * of the whole log needs a position per shard (not done yet; see
- * docs/internals/redis.md). Live events still reach host->observe from
- * every shard's reader. */
+/* The log is one stream per shard, each with its own sequence (one counter
+ * for the cluster would be one hot key on one primary): the engine reads
+ * it as several logs, one per shard, through a cursor holding a position
+ * in each (src/core/cursor.c).
+ * Live events still reach host->observe from every shard's reader. */
+static uint32_t s_log_count(presence_store_t *base) {
+  return ((rshards_t *)base)->n;
+}
+
+static int s_log_read_of(presence_store_t *base, uint32_t log,
+                         uint64_t after_seq, size_t max,
+                         void (*cb)(void *, int, const presence_event_t *,
+                                    size_t),
+                         void *ud) {
+  rshards_t *r = (rshards_t *)base;
+  if (log >= r->n) return PRESENCE_EINVAL;
+  return r->sub[log]->ops->log_read(r->sub[log], after_seq, max, cb, ud);
+}
+
+static uint64_t s_log_last_seq_of(presence_store_t *base, uint32_t log) {
+  rshards_t *r = (rshards_t *)base;
+  return log < r->n ? r->sub[log]->ops->log_last_seq(r->sub[log]) : 0;
+}
+
+/* One sequence number cannot name a position in S logs: the single-log
+ * forms refuse (a reader uses a cursor). */
 static int s_log_read(presence_store_t *base, uint64_t after_seq, size_t max,
                       void (*cb)(void *, int, const presence_event_t *,
                                  size_t),
@@ -542,6 +564,9 @@ static const presence_store_ops_t rshards_ops = {
     .channel_members = s_channel_members,
     .channels_list = s_channels_list,
     .user_channels = s_user_channels,
+    .log_count = s_log_count,
+    .log_read_of = s_log_read_of,
+    .log_last_seq_of = s_log_last_seq_of,
 };
 
 int presence__rshards_new(const presence_redis_options_t *opts,

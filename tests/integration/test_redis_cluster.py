@@ -597,10 +597,11 @@ SCENARIOS = [
 ]
 
 
-def run_scenarios(scenarios, timeout_s, setup=None):
+def run_scenarios(scenarios, timeout_s, setup=None, cluster=None):
     """Run (name, fn, cluster kwargs) scenarios, each on a fresh cluster, and
     print the closing line. setup(kw) may return (extra flags, extra args
-    for fn, teardown) for scenarios that need more than the cluster."""
+    for fn, teardown) for scenarios that need more than the cluster.
+    cluster: the class of the cluster (default Cluster: one Redis)."""
     args = parse_args()
     t = Checks()
     if not shutil.which("redis-server"):
@@ -615,7 +616,7 @@ def run_scenarios(scenarios, timeout_s, setup=None):
             extra, more, teardown = setup(kw) if setup else ({}, (), None)
             kw = dict(kw)
             extra = {**kw.pop("extra", {}), **extra}
-            cl = Cluster(args.presenced, extra=extra, **kw)
+            cl = (cluster or Cluster)(args.presenced, extra=extra, **kw)
             failed = t.failed
             t0 = time.monotonic()
             try:

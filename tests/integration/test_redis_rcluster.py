@@ -1,0 +1,557 @@
+#!/usr/bin/python3
+# SPDX-License-Identifier: MIT
+"""
+Three presenced processes on a real Redis Cluster (issue 20): three
+primaries and three replicas started here on free loopback ports
+(redis-cli --cluster create ... --cluster-replicas 1), every presenced with
+--redis-cluster (12 shards, so 12 logs, each with its own sequence).
+
+  sse_resume:  the event stream's ids are cursors (a position per shard,
+               docs/protocol.md "Cursors"): a client that reads part of the
+               stream on A and reconnects to B with Last-Event-ID gets
+               every later event exactly once, none it had, each user's
+               events in order; ?after=0 reads every shard from its start;
+               bad cursors (malformed, of another shard count, a sequence
+               number other than 0) get 400 with a JSON body.
+  webhooks:    one endpoint on every instance, events flowing, the owner
+               killed with SIGKILL: another takes over from the cursor kept
+               in Redis (a position per shard); every event of the log is
+               delivered, each batch from one shard named "<log id>.<shard>"
+               so (instance, seq) stays the idempotency key; nothing is
+               delivered twice except the one batch in flight at the kill.
+  kill9:       an instance killed under load: its users go offline exactly
+               once (reaped per shard), the others stay online; the log
+               read from a survivor chains every user's transitions once.
+  sigstop:     an instance SIGSTOPped past its lease, then SIGCONT: it is
+               reaped, fenced, re-registers and re-asserts (reason resync);
+               presence equals the live connections, transitions once.
+  watch:       presencectl watch --json on the cluster prints events, and
+               resumes with --after an event id it printed.
+
+Run: /usr/bin/python3 tests/integration/test_redis_rcluster.py --presenced PATH
+"""
+
+import asyncio
+import base64
+import json
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from harness import (API_KEY, Client, Daemon, HookReceiver, SSE, http, _die_with_parent,  # noqa: E402
+                     sanitizer_report)
+from test_redis_cluster import run_scenarios, statuses, wait_for, _all  # noqa: E402
+from test_redis_webhooks import NAME, SECRET, signed, the_owner  # noqa: E402
+
+HB_MS = 200
+LEASE_MS = 1000
+SHARDS = 12
+
+
+def _port_pair_free(p):
+    for q in (p, p + 10000):
+        s = socket.socket()
+        try:
+            s.bind(("127.0.0.1", q))
+        except OSError:
+            return False
+        finally:
+            s.close()
+    return True
+
+
+class RedisCluster:
+    """Three primaries and three replicas on loopback ports whose cluster
+    bus ports (+10000) are free too; stopped by pid."""
+
+    def __init__(self):
+        self.dir = tempfile.mkdtemp(prefix="presence-rcluster-")
+        self.ports, self.procs = [], []
+
+    def cli(self, port, *args):
+        try:
+            return subprocess.run(["redis-cli", "-p", str(port)] + list(args),
+                                  capture_output=True, text=True, timeout=10).stdout
+        except Exception:
+            return ""
+
+    def start(self):
+        while len(self.ports) < 6:
+            p = random.randint(20000, 49000)
+            if all(abs(p - t) >= 2 and abs(p - t - 10000) >= 2 and abs(p + 10000 - t) >= 2
+                   for t in self.ports) and _port_pair_free(p):
+                self.ports.append(p)
+        exe = shutil.which("redis-server") or "/usr/bin/redis-server"
+        for p in self.ports:
+            self.procs.append(subprocess.Popen(
+                [exe, "--port", str(p), "--bind", "127.0.0.1", "--save", "",
+                 "--appendonly", "no", "--dir", self.dir, "--logfile", f"redis-{p}.log",
+                 "--cluster-enabled", "yes", "--cluster-config-file", f"nodes-{p}.conf",
+                 "--cluster-node-timeout", "1000"],
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL, preexec_fn=_die_with_parent))
+        for p in self.ports:
+            deadline = time.monotonic() + 5
+            while "PONG" not in self.cli(p, "PING"):
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"redis-server on {p} did not start")
+                time.sleep(0.02)
+        r = subprocess.run(["redis-cli", "--cluster", "create"]
+                           + [f"127.0.0.1:{p}" for p in self.ports]
+                           + ["--cluster-replicas", "1", "--cluster-yes"],
+                           capture_output=True, text=True, timeout=60)
+        if r.returncode:
+            raise RuntimeError("redis-cli --cluster create: " + r.stdout[-500:] + r.stderr)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if all("cluster_state:ok" in self.cli(p, "CLUSTER", "INFO") for p in self.ports):
+                return
+            time.sleep(0.1)
+        raise RuntimeError("the cluster did not reach cluster_state:ok")
+
+    def seeds(self):
+        return ",".join(f"127.0.0.1:{p}" for p in self.ports[:3])
+
+    def cleanup(self):
+        for pr in self.procs:
+            if pr.poll() is None:
+                pr.kill()
+                pr.wait(5)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class RCluster:
+    """run_scenarios' cluster: the Redis Cluster and three presenced on it."""
+
+    def __init__(self, binary, n=3, extra=None, hook=False):
+        self.rc = RedisCluster()
+        self.binary = binary
+        self.n = n
+        self.extra = extra or {}
+        self.lease_ms = LEASE_MS
+        self.d = []
+
+    def start(self):
+        self.rc.start()
+        flags = {"--store": f"redis://127.0.0.1:{self.rc.ports[0]}",
+                 "--redis-cluster": self.rc.seeds(),
+                 "--redis-heartbeat-ms": str(HB_MS),
+                 "--redis-lease-ms": str(LEASE_MS),
+                 "--redis-timeout-ms": "1000",
+                 "--shutdown-timeout-ms": "3000", **self.extra}
+        for i in range(self.n):
+            d = Daemon(self.binary, flags, f"presenced-{'ABC'[i]}")
+            d.start(timeout=20)
+            self.d.append(d)
+        return self
+
+    def stop(self, t):
+        for d in self.d:
+            if d.alive():
+                code = d.stop()
+                t.check(f"{d.name}: SIGTERM stops it with exit status 0", code == 0,
+                        f"exit={code} {d.stderr_tail(10)}")
+            rep = sanitizer_report(d.stderr_text())
+            t.check(f"{d.name}: no sanitizer report", not rep, rep)
+
+    def cleanup(self):
+        for d in self.d:
+            d.kill()
+            d.cleanup()
+        self.rc.cleanup()
+
+
+def key(e):
+    """An event's identity across streams: seq is per shard, and a user's
+    events (channel events too) are all in the user's shard."""
+    d = e["data"] if "data" in e else e
+    return (d.get("user_id") or "", d["seq"], d["type"], d.get("session_id") or "",
+            d.get("instance") or "")
+
+
+async def read_all(d, quiet=0.8, limit=30.0, **kw):
+    """Every event the stream gives from the cursor kw names (default
+    after=0: every shard from its start), as SSE records {id, event, data}."""
+    if not kw:
+        kw = {"after": 0}
+    s = await SSE.open(d, **kw)
+    out = []
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        got = await s.collect(quiet)
+        if not got:
+            break
+        out += got
+    s.close()
+    return out
+
+
+def chain(events, users):
+    """Replay user transitions (each from where the previous ended) and
+    check every event's identity once: (final status by user, problems)."""
+    cur, problems, seen = {}, [], set()
+    for e in events:
+        d = e["data"]
+        # An event with no user (cleanup: one per shard reaped) by its id,
+        # the cursor just past it: unique in one stream.
+        k = key(e) if d.get("user_id") else e["id"]
+        if k in seen:
+            problems.append(f"{k} twice")
+        seen.add(k)
+        if not d["type"].startswith("user.") or d.get("user_id") not in users:
+            continue
+        if d["type"] in ("user.availability", "user.message"):
+            continue
+        u = d["user_id"]
+        was = cur.get(u, "offline")
+        if d["from"] != was or d["to"] == d["from"]:
+            problems.append(f"{u}: seq {d['seq']} {d['from']}->{d['to']} while {was}")
+        cur[u] = d["to"]
+    return cur, problems
+
+
+def in_user_order(events):
+    """Each user's events in increasing seq (their shard's order)."""
+    last = {}
+    for e in events:
+        d = e["data"]
+        u = d.get("user_id")
+        if not u:
+            continue
+        if d["seq"] <= last.get(u, 0):
+            return f"{u}: seq {d['seq']} after {last[u]}"
+        last[u] = d["seq"]
+    return None
+
+
+def b64u(raw):
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def varint(v):
+    out = bytearray()
+    while v >= 0x80:
+        out.append((v & 0x7f) | 0x80)
+        v >>= 7
+    out.append(v)
+    return bytes(out)
+
+
+def decode_cursor(text):
+    raw = base64.urlsafe_b64decode(text[1:] + "=" * (-len(text[1:]) % 4))
+    vals, v, shift = [], 0, 0
+    for b in raw:
+        v |= (b & 0x7f) << shift
+        shift += 7
+        if not b & 0x80:
+            vals.append(v)
+            v, shift = 0, 0
+    return vals
+
+
+# --------------------------------------------------------------------------
+
+
+async def churn(ds, prefix, n):
+    """n users, each connected on one instance then disconnected."""
+    for i in range(n):
+        c = await Client.connect(ds[i % len(ds)], f"{prefix}{i}")
+        await c.close()
+
+
+async def test_sse_resume(t, cl):
+    A, B, C = cl.d
+    users = [f"sr-{i}" for i in range(40)]
+    # Before anything: every shard's position 0, "c" + base64url.
+    s0 = await SSE.open(A)
+    await churn([B, C], "sr-", 20)
+    first = []
+    while len(first) < 30:
+        ev = await s0.next(5)
+        if ev is None:
+            break
+        first.append(ev)
+    s0.close()
+    t.check("sse: the first stream got 30 events", len(first) == 30, str(len(first)))
+    last_id = first[-1]["id"] if first else ""
+    t.check("sse: an event id is a cursor of every shard ('c' + base64url, 12 positions)",
+            last_id.startswith("c") and len(decode_cursor(last_id)) == 1 + SHARDS,
+            last_id)
+    t.check("sse: ids move forward in one shard at a time",
+            all(sum(1 for x, y in zip(decode_cursor(a["id"]), decode_cursor(b["id"])) if x != y) == 1
+                for a, b in zip(first, first[1:])), "")
+    await churn([A, C], "sr-", 40)
+    await asyncio.sleep(0.5)
+    # Reconnect to another instance with Last-Event-ID.
+    rest = await read_all(B, last_event_id=last_id)
+    ref = await read_all(C)
+    ours = [e for e in ref if (e["data"].get("user_id") or "").startswith("sr-")]
+    got = first + rest
+    got_ours = [e for e in got if (e["data"].get("user_id") or "").startswith("sr-")]
+    keys = [key(e) for e in got_ours]
+    t.eq("sse: resumed on B with Last-Event-ID: every event exactly once, none missing",
+         sorted(keys), sorted(key(e) for e in ours))
+    t.check("sse: nothing the first stream had came again",
+            not (set(key(e) for e in first) & set(key(e) for e in rest)), "")
+    t.check("sse: every user's events in order across the reconnect",
+            in_user_order(got_ours) is None, in_user_order(got_ours))
+    _cur, problems = chain(ours, set(users))
+    t.check("sse: the log from ?after=0 chains every user's transitions once",
+            not problems, "; ".join(problems[:5]))
+    # ?after= takes a cursor too. The order across shards is the reader's
+    # (only each shard's is kept), so compare sets: everything after the
+    # cursor, nothing before it.
+    mid = len(first) // 2
+    via_q = {key(e) for e in await read_all(A, after=first[mid]["id"])}
+    t.check("sse: ?after=<id> gives every event after that one and none before",
+            {key(e) for e in first[mid + 1:]} <= via_q
+            and not (via_q & {key(e) for e in first[:mid + 1]}),
+            f"{len(via_q)} events")
+    # Bad cursors.
+    three = "c" + b64u(varint(3) + varint(1) + varint(2) + varint(3))
+    for label, bad in (("malformed", "c!!!"), ("another shard count", three),
+                       ("a sequence number but 0", "17"), ("trailing bytes", last_id + "AA")):
+        s = await SSE.open(A, last_event_id=bad)
+        r = s.response()
+        s.close()
+        t.check(f"sse: a {label} cursor gets 400 with a JSON error body",
+                r.status == 400 and r.error_code == "bad_request"
+                and "cursor" in r.json()["error"]["message"], f"{r.status} {r.body[:200]}")
+
+
+async def test_webhooks(t, cl, rx):
+    A, B, C = cl.d
+    owner, _ = await the_owner(cl.d, 10)
+    t.check("webhooks: exactly one instance owns the endpoint", owner is not None)
+    if owner is None:
+        return
+    others = [d for d in cl.d if d is not owner]
+    stop = asyncio.Event()
+    made = [0]
+
+    async def load():
+        while not stop.is_set():
+            try:
+                c = await Client.connect(others[made[0] % 2], f"wh-{made[0]}")
+                await c.close()
+            except Exception:
+                pass
+            made[0] += 1
+    loader = asyncio.ensure_future(load())
+    await asyncio.sleep(1.5)
+    os.kill(owner.pid, signal.SIGKILL)
+    owner.proc.wait(5)
+    killed_at = time.monotonic()
+    await asyncio.sleep(1.5)
+    stop.set()
+    await loader
+    new, took = await the_owner(others, 10)
+    t.check("webhooks: another instance owns the endpoint after the kill", new is not None)
+    t.note(f"webhooks: {made[0]} users churned; new owner after {took} s")
+    log = await read_all(new or others[0])
+    want = {key(e) for e in log if e["event"] != "gap"}
+
+    async def delivered():
+        got = set()
+        for h, b, raw in rx.batches():
+            for e in b.get("events", []):
+                got.add(key(e))
+        return want <= got
+    ok = await wait_for(delivered, 20, 0.2)
+    recs = rx.batches()
+    t.check("webhooks: every event of the log (every shard) delivered", ok is not None,
+            f"{len(want)} in the log")
+    t.check("webhooks: every request signed", all(signed(h, raw) for h, b, raw in recs))
+    bad = []
+    per = {}
+    for h, b, raw in recs:
+        inst = b["instance"]
+        if h.get("presence-instance") != inst or "." not in inst:
+            bad.append(f"instance {inst} / header {h.get('presence-instance')}")
+        for e in b["events"]:
+            if not (b["first_seq"] <= e["seq"] <= b["last_seq"]):
+                bad.append(f"seq {e['seq']} outside {b['first_seq']}..{b['last_seq']}")
+        per.setdefault(inst, []).append(b)
+    t.check("webhooks: each batch is one shard's ('<log id>.<shard>'), its events in its range",
+            not bad, "; ".join(bad[:5]))
+    shards = {i.rsplit(".", 1)[1] for i in per}
+    t.check("webhooks: batches came from several shards", len(shards) >= 4, str(sorted(shards)))
+    # Exactly once per (instance, seq), but for the one batch in flight at
+    # the kill (at least once, docs/webhooks.md), and in order per shard.
+    dups, order = [], []
+    for inst, bs in per.items():
+        seen, last = {}, 0
+        for b in bs:
+            for e in b["events"]:
+                seen[e["seq"]] = seen.get(e["seq"], 0) + 1
+            if b["first_seq"] <= last:
+                order.append((inst, b["first_seq"], last))
+            last = max(last, b["last_seq"])
+        dups += [(inst, s) for s, c in seen.items() if c > 1]
+    redelivered = {(inst, f) for inst, f, _ in order}
+    t.check("webhooks: nothing delivered twice but the batch in flight at the kill "
+            "(one batch of one shard at most)", len(redelivered) <= 1,
+            f"{len(dups)} repeated events in {sorted(redelivered)}")
+
+
+async def test_kill9(t, cl):
+    A, B, C = cl.d
+    a_users = [f"k9-a{i}" for i in range(12)]
+    b_users = [f"k9-b{i}" for i in range(6)]
+    clients = [await Client.connect(A, u) for u in a_users]
+    clients += [await Client.connect(B, u) for u in b_users]
+    both = await Client.connect(A, "k9-both")
+    both_c = await Client.connect(C, "k9-both")
+    everyone = set(a_users + b_users + ["k9-both", "k9-load"])
+    ok = await wait_for(lambda: _all(C, a_users + b_users + ["k9-both"], "online"), 5)
+    t.check("kill9: every user is online, seen from C", ok is not None)
+    stop = asyncio.Event()
+
+    async def load():
+        n = 0
+        while not stop.is_set():
+            try:
+                c = await Client.connect((B, C)[n % 2], "k9-load")
+                await asyncio.sleep(0.02)
+                await c.close()
+            except Exception:
+                pass
+            n += 1
+        return n
+    loader = asyncio.ensure_future(load())
+    await asyncio.sleep(0.3)
+    os.kill(A.pid, signal.SIGKILL)
+    A.proc.wait(5)
+    took = await wait_for(lambda: _all(B, a_users, "offline"), (LEASE_MS + 5000) / 1000, 0.02)
+    stop.set()
+    n = await loader
+    t.check(f"kill9: all of A's users offline after its lease ({n} connects meanwhile)",
+            took is not None, f"took {took}")
+    t.note(f"kill9: A's users offline after {1000 * (took or 0):.0f} ms (lease {LEASE_MS} ms)")
+    st = await statuses(B, ["k9-both"] + b_users)
+    t.check("kill9: a user also connected to C stays online; B's users stay online",
+            all(v == "online" for v in st.values()), str(st))
+    await asyncio.sleep(0.5)
+    log = await read_all(B)
+    cur, problems = chain(log, everyone)
+    t.check("kill9: the log (every shard from its start) holds each user transition exactly once",
+            not problems, "; ".join(problems[:5]))
+    want = {u: "offline" for u in a_users}
+    want.update({u: "online" for u in b_users + ["k9-both"]})
+    want["k9-load"] = "offline"
+    t.check("kill9: the replayed log ends in the state the API reports",
+            all(cur.get(u, "offline") == s for u, s in want.items()),
+            str({u: cur.get(u) for u in want if cur.get(u, "offline") != want[u]}))
+    lost = [e for e in log if e["data"]["type"] == "session.disconnected"
+            and e["data"]["reason"] == "instance_lost"]
+    t.eq("kill9: A's 13 sessions end with reason instance_lost, once each",
+         sorted(e["data"]["session_id"] for e in lost),
+         sorted(set(e["data"]["session_id"] for e in lost)) if len(lost) == 13 else ["13 expected"])
+    for c in clients + [both_c]:
+        try:
+            await c.close()
+        except Exception:
+            pass
+
+
+async def test_sigstop(t, cl):
+    A, B, C = cl.d
+    a_users = [f"st-a{i}" for i in range(8)]
+    clients = [await Client.connect(A, u) for u in a_users]
+    c_cl = await Client.connect(C, "st-c")
+    ok = await wait_for(lambda: _all(B, a_users + ["st-c"], "online"), 5)
+    t.check("sigstop: users online before the stop", ok is not None)
+    os.kill(A.pid, signal.SIGSTOP)
+    gone = await wait_for(lambda: _all(B, a_users, "offline"), (LEASE_MS + 5000) / 1000)
+    t.check("sigstop: A stopped past its lease is reaped in every shard (its users offline)",
+            gone is not None, f"{gone}")
+    await asyncio.sleep(0.5)
+    os.kill(A.pid, signal.SIGCONT)
+    back = await wait_for(lambda: _all(B, a_users, "online"), 8)
+    t.check("sigstop: after SIGCONT A re-registers and re-asserts its live sessions",
+            back is not None, f"{back}")
+    t.note(f"sigstop: SIGCONT -> re-asserted after {1000 * (back or 0):.0f} ms")
+    await clients[0].close()
+    await asyncio.sleep(0.5)
+    st = await statuses(C, a_users + ["st-c"])
+    want = {u: "online" for u in a_users[1:] + ["st-c"]}
+    want[a_users[0]] = "offline"
+    t.check("sigstop: final presence equals the set of live connections", st == want, str(st))
+    log = await read_all(C)
+    resync = [e for e in log if e["data"].get("user_id") in a_users
+              and e["data"]["reason"] == "resync" and e["data"]["type"] == "session.connected"]
+    t.check("sigstop: the re-asserted sessions carry reason resync", len(resync) == 8,
+            f"{len(resync)}")
+    _cur, problems = chain(log, set(a_users + ["st-c"]))
+    t.check("sigstop: user transitions in the log chain exactly once", not problems,
+            "; ".join(problems[:5]))
+    for c in clients[1:] + [c_cl]:
+        await c.close()
+
+
+async def test_watch(t, cl):
+    A, B, C = cl.d
+    ctl = os.path.join(os.path.dirname(cl.binary), "presencectl")
+    if not os.path.exists(ctl):
+        t.note("watch: presencectl not built beside presenced: skipped")
+        return
+    await churn([B, C], "w-", 8)
+    env = dict(os.environ, PRESENCECTL_URL=f"http://127.0.0.1:{A.port}",
+               PRESENCECTL_API_KEY=API_KEY)
+
+    def run(*args):
+        return subprocess.run([ctl, "watch", "--json", "--retries", "2"] + list(args),
+                              capture_output=True, text=True, timeout=30, env=env)
+    r = await asyncio.to_thread(run, "--after", "0", "--count", "10")
+    lines = [json.loads(x) for x in r.stdout.splitlines() if x.strip()]
+    t.check("watch: presencectl watch --after 0 --count 10 prints 10 events and exits 0",
+            r.returncode == 0 and len(lines) == 10, f"rc={r.returncode} {r.stderr[-300:]}")
+    # Resume after the 5th event: its id, from the stream itself.
+    s = await SSE.open(A, after=0)
+    evs = []
+    while len(evs) < 8:
+        ev = await s.next(5)
+        if ev is None:
+            break
+        evs.append(ev)
+    s.close()
+    r2 = await asyncio.to_thread(run, "--after", evs[4]["id"], "--count", "3")
+    got = [json.loads(x) for x in r2.stdout.splitlines() if x.strip()]
+    t.eq("watch: --after <event id> resumes right after that event",
+         [key(e) for e in got], [key(e) for e in evs[5:8]])
+
+
+SCENARIOS = [
+    ("sse_resume", test_sse_resume, {}),
+    ("webhooks", test_webhooks, {"hook": True}),
+    ("kill9", test_kill9, {}),
+    ("sigstop", test_sigstop, {}),
+    ("watch", test_watch, {}),
+]
+
+
+def main():
+    if not shutil.which("redis-cli"):
+        print("ok   - SKIP: redis-cli not installed")
+        print("1 passed, 0 failed")
+        return 0
+
+    def setup(kw):
+        if not kw.get("hook"):
+            return {}, (), None
+        rx = HookReceiver()
+        spec = f"url={rx.url()},secret={SECRET},name={NAME}"
+        return {"--webhook": spec, "--webhook-batch-max": "20",
+                "--webhook-batch-ms": "20"}, (rx,), rx.stop
+    return run_scenarios(SCENARIOS, 120, setup=setup, cluster=RCluster)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -28,6 +28,7 @@ struct sse_stream {
   uint32_t log; /* the log being read */
   int64_t last_write_ms;
   size_t batch;     /* events in the last log batch */
+  uint32_t empty;   /* logs read in a row that gave nothing (see pump_one) */
   uint8_t reading;  /* a log read is in flight (asynchronous store) */
   uint8_t in_pump;  /* inside pump_one's call to presence_log_read */
   uint8_t final;    /* shutting down: read to the end, then close */
@@ -111,7 +112,8 @@ static void on_log(presence_t *p, int status, const presence_event_t *events,
       return;
     }
     if (c->closing) return;
-    if (n > 0)
+    st->empty = n > 0 ? 0 : st->empty + 1;
+    if (n > 0 || st->empty < presence_log_count(s->p))
       pump_one(st, 0);
     else if (st->final)
       conn_close_after_flush(c);
@@ -180,7 +182,11 @@ static void pump_one(sse_stream_t *st, int final) {
       break;
     }
     if (st->reading) return; /* answered later, in on_log */
-    if (st->batch == 0) break;
+    /* A log this instance saw events in may answer nothing (its stream
+     * trimmed empty, or lost with a Redis): the others are still read, each
+     * once, before the stream waits for the next event. */
+    st->empty = st->batch ? 0 : st->empty + 1;
+    if (st->empty >= presence_log_count(s->p)) break;
   }
   if (st->final && !c->closing) conn_close_after_flush(c);
 }
@@ -189,6 +195,7 @@ void sse_pump(srv_t *s, int final) {
   sse_stream_t *next;
   for (sse_stream_t *st = s->sse_streams; st; st = next) {
     next = st->next; /* a write failure may unlink st */
+    if (!st->reading) st->empty = 0;
     pump_one(st, final);
   }
 }

@@ -25,6 +25,10 @@ primaries and three replicas started here on free loopback ports
   sigstop:     an instance SIGSTOPped past its lease, then SIGCONT: it is
                reaped, fenced, re-registers and re-asserts (reason resync);
                presence equals the live connections, transitions once.
+  gap:         one shard's stream trimmed to its newest entry, another's
+               emptied: ?after=0 gives one gap notice naming the shard and
+               every event of the other shards (an empty answer does not stop
+               the stream); the emptied shard's next event comes after a gap.
   watch:       presencectl watch --json on the cluster prints events, and
                resumes with --after an event id it printed.
 
@@ -326,6 +330,68 @@ async def test_sse_resume(t, cl):
                 and "cursor" in r.json()["error"]["message"], f"{r.status} {r.body[:200]}")
 
 
+def user_shard(user, n=SHARDS):
+    """The user's shard: FNV-1a 64 of the id, mod n (redis_shard.c)."""
+    h = 1469598103934665603
+    for b in user.encode():
+        h = ((h ^ b) * 1099511628211) & 0xffffffffffffffff
+    return h % n
+
+
+def log_keys(rc):
+    """{shard: (port of its primary, key)} of every shard's log stream."""
+    out = {}
+    for p in rc.ports:
+        if "role:master" not in rc.cli(p, "INFO", "replication"):
+            continue
+        for k in rc.cli(p, "--scan", "--pattern", "presence:{*}log").split():
+            tag = k[k.index("{") + 1:k.index("}")]
+            out[int(tag.split(".")[0], 16)] = (p, k)
+    return out
+
+
+async def test_gap(t, cl):
+    A, B, C = cl.d
+    users = [f"gap-{i}" for i in range(60)]
+    await churn([B, C], "gap-", 60)
+    await asyncio.sleep(0.5)
+    keys = log_keys(cl.rc)
+    t.check("gap: a log stream per shard, on the primaries", len(keys) == SHARDS, str(keys))
+    by = {}
+    for u in users:
+        by.setdefault(user_shard(u), []).append(u)
+    # y: the first shard a new reader reads (they are taken in turn from
+    # shard 0), so an empty answer there comes before the other shards.
+    y = min(by)
+    x = max((i for i in by if i != y), key=lambda i: len(by[i]))
+    # Shard x keeps its newest entry only; shard y's stream is emptied.
+    cl.rc.cli(keys[x][0], "XTRIM", keys[x][1], "MAXLEN", "1")
+    cl.rc.cli(keys[y][0], "XTRIM", keys[y][1], "MAXLEN", "0")
+    got = await read_all(A)
+    gaps = [e["data"] for e in got if e["event"] == "gap"]
+    t.check("gap: ?after=0 over a trimmed shard: one gap notice naming that shard",
+            len(gaps) == 1 and gaps[0].get("shard") == x and gaps[0]["after"] == 0
+            and gaps[0]["oldest"] > 1, str(gaps))
+    have = {(e["data"].get("user_id"), e["data"]["type"]) for e in got if e["event"] != "gap"}
+    missing = [u for u in users if user_shard(u) not in (x, y)
+               and any((u, ty) not in have for ty in ("session.connected", "user.online",
+                                                      "session.disconnected", "user.offline"))]
+    t.check("gap: every event of the other shards, though one shard answers nothing "
+            "(the stream does not stop at it)", not missing, str(missing[:5]))
+    t.check("gap: nothing of the emptied shard", not any(user_shard(u or "") == y and u in users
+                                                        for u, _ in have))
+    # A new event in the emptied shard: a gap for it, then the event.
+    last = [e for e in got if e["id"]][-1]["id"]
+    s = await SSE.open(B, last_event_id=last)
+    c = await Client.connect(C, by[y][0])
+    ev, evs = await s.until(lambda e: e["data"].get("type") == "user.online", 5)
+    s.close()
+    await c.close()
+    g = [e["data"] for e in evs if e["event"] == "gap"]
+    t.check("gap: the next event of the emptied shard comes after a gap notice for it",
+            ev is not None and len(g) == 1 and g[0]["shard"] == y, str([e["data"] for e in evs]))
+
+
 async def test_webhooks(t, cl, rx):
     A, B, C = cl.d
     owner, _ = await the_owner(cl.d, 10)
@@ -530,6 +596,7 @@ async def test_watch(t, cl):
 
 SCENARIOS = [
     ("sse_resume", test_sse_resume, {}),
+    ("gap", test_gap, {}),
     ("webhooks", test_webhooks, {"hook": True}),
     ("kill9", test_kill9, {}),
     ("sigstop", test_sigstop, {}),

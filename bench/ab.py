@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 # SPDX-License-Identifier: MIT
-"""bench/ab.py BUILD_A BUILD_B [--rounds N] [--conns N] [--server-arg=F]: two presenced builds
+"""bench/ab.py BUILD_A BUILD_B [--scenario idle|flip] [--rounds N] [--conns N]
+[--server-arg=F]: two presenced builds
 side by side on the idle scenario (connect storm, then 10,000 held), rounds
 interleaved (A B, then B A), for a change's effect on memory and on the
 storm: RSS per connection, sessions/s and sessions per server CPU-second,
@@ -24,12 +25,18 @@ def main():
     ap.add_argument("b")
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--conns", type=int, default=bench.IDLE_CONNS)
+    ap.add_argument("--scenario", choices=("idle", "flip"), default="idle",
+                    help="idle (default): the connect storm and RSS; flip: "
+                    "1,000 sessions flipping status, changes per server "
+                    "CPU-second (one server per build, kept for the rounds)")
     ap.add_argument("--server-arg", action="append", default=[],
                     help="a flag for both presenced builds (repeatable), e.g. "
                     "--server-arg=--log-capacity=64: the transition log's "
                     "ring, which fills as sessions connect, left out")
     args = ap.parse_args()
     bench.raise_nofile(args.conns + 1000)
+    if args.scenario == "flip":
+        return flip_ab(args)
     res = {"a": [], "b": []}
     for r in range(args.rounds):
         for side in ("a", "b") if r % 2 == 0 else ("b", "a"):
@@ -43,6 +50,39 @@ def main():
                   f"CPU-s (load {x['loadavg'][0]:.1f})", flush=True)
     for key in ("rss_per_conn_bytes", "connect_rate_per_s",
                 "connects_per_server_cpu_s"):
+        a, b = bench.spread(res["a"], key), bench.spread(res["b"], key)
+        if a and b:
+            print(f"{key:<28} A {a['median']:,.1f} [{a['min']:,.1f}.."
+                  f"{a['max']:,.1f}]  B {b['median']:,.1f} [{b['min']:,.1f}.."
+                  f"{b['max']:,.1f}]  B/A {b['median'] / a['median']:.3f}")
+    return 0
+
+
+def flip_ab(args):
+    """The flip scenario of run.py (1,000 sessions, 4 flips in flight each)
+    against each build's presenced, rounds interleaved A B / B A."""
+    keys = ("changes_per_server_cpu_s", "changes_per_s")
+    srvs = {side: bench.Server(getattr(args, side), "presenced",
+                               bench.free_port(),
+                               extra=args.server_arg).start()
+            for side in ("a", "b")}
+    res = {"a": [], "b": []}
+    try:
+        for r in range(args.rounds):
+            for side in ("a", "b") if r % 2 == 0 else ("b", "a"):
+                x = bench.scenario_once(
+                    getattr(args, side), srvs[side], "flip", r,
+                    conns=bench.FLIP_CONNS, window=bench.FLIP_WINDOW,
+                    duration_s=bench.DURATION_S,
+                    max_s=bench.DURATION_S + 60)
+                res[side].append(x)
+                print(f"{side} #{r + 1}: {x.get(keys[0], -1):,.0f} changes "
+                      f"per server CPU-s, {x.get(keys[1], -1):,.0f}/s (load "
+                      f"{x['loadavg'][0]:.1f})", flush=True)
+    finally:
+        for srv in srvs.values():
+            srv.stop()
+    for key in keys:
         a, b = bench.spread(res["a"], key), bench.spread(res["b"], key)
         if a and b:
             print(f"{key:<28} A {a['median']:,.1f} [{a['min']:,.1f}.."

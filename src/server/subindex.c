@@ -82,6 +82,22 @@ int subindex_send(srv_t *s, map_t *m, sub_entry_t *e, const buf_t *frame,
                   void *ud) {
   uint8_t hdr[10];
   size_t hl = ws_frame_header(hdr, WS_OP_TEXT, 1, frame->len);
+  if (e->n == 1) {
+    /* One subscriber (a user watched by one tab, the common case): the
+     * frame is copied into the loop turn's write buffer like any other, no
+     * shared buffer. A shared one per change cost a malloc and a free, and
+     * freeing a turn's worth of them at its flush trimmed the heap (brk)
+     * only for the next turn to grow it again. */
+    conn_t *c = e->subs[0];
+    if (c->kind != CONN_WS || c->closing || !c->u.ws) return 0;
+    if (skip && skip(c, ud)) return 0;
+    e->busy = 1;
+    conn_write2(c, hdr, hl, frame->data, frame->len);
+    if (after && !c->closing) after(c, 0, ud);
+    e->busy = 0;
+    if (e->n == 0) entry_destroy(m, e);
+    return 0;
+  }
   shbuf_t *sb = shbuf_new(hl + frame->len);
   if (!sb) {
     srv_error(s, "out_of_memory", "cannot fan out a change");

@@ -46,10 +46,17 @@ typedef struct presence__pool {
   uint32_t left[PRESENCE__POOL_CLASSES];        /* blocks left there */
   uint32_t next_blocks[PRESENCE__POOL_CLASSES]; /* the next chunk's size */
   void *chunks;                                 /* every chunk, linked */
-  /* Indexed pools: the chunks by number (index / CHUNK_BLOCKS). */
+  /* Indexed pools: the chunks by number (index / CHUNK_BLOCKS), each
+   * entry with what presence__pool_block needs, so a use by handle reads
+   * this small directory (16 B a chunk of up to 1,024 blocks; it stays in
+   * cache) and then the block, never a chunk header first. */
   bool indexed;
   uint32_t keep_off;
-  void **dir;
+  struct presence__pool_dir {
+    unsigned char *first; /* the chunk's first block */
+    uint32_t size;        /* of its blocks */
+    uint32_t blocks;      /* how many */
+  } *dir;
   uint32_t n_dir, dir_cap;
 } presence__pool_t;
 
@@ -125,6 +132,8 @@ int presence__table_reserve(presence__table_t *t, size_t n);
 void presence__table_prefetch(const presence__table_t *t, uint32_t hash);
 /* The record must not be present. 0 or ENOMEM. */
 int presence__table_insert(presence__table_t *t, void *rec);
+/* Room for one more insert: 0 (the next insert cannot fail) or ENOMEM. */
+int presence__table_make_room(presence__table_t *t);
 void presence__table_remove(presence__table_t *t, void *rec);
 /* Iterate: start with *pos = 0; returns NULL at the end. The table must not
  * change during an iteration. */

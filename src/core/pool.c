@@ -102,7 +102,8 @@ static int grow(presence__pool_t *p, size_t c) {
   if (p->indexed && p->n_dir == p->dir_cap) {
     uint32_t ncap = p->dir_cap ? p->dir_cap * 2 : 16;
     if (ncap > UINT32_MAX / PRESENCE__POOL_CHUNK_BLOCKS) return PRESENCE_ENOMEM;
-    void **d = presence__realloc(p->alloc, p->dir, ncap * sizeof(void *));
+    struct presence__pool_dir *d =
+        presence__realloc(p->alloc, p->dir, ncap * sizeof(*d));
     if (!d) return PRESENCE_ENOMEM;
     p->dir = d;
     p->dir_cap = ncap;
@@ -118,7 +119,8 @@ static int grow(presence__pool_t *p, size_t c) {
     /* Each block carries its index from now on, and reads as free
      * (generation 0) until it is handed out. */
     uint32_t base = p->n_dir * PRESENCE__POOL_CHUNK_BLOCKS;
-    p->dir[p->n_dir++] = ch;
+    p->dir[p->n_dir++] =
+        (struct presence__pool_dir){first, (uint32_t)size, (uint32_t)blocks};
     for (size_t i = 0; i < blocks; i++) {
       uint32_t kept[2] = {base + (uint32_t)i, 0};
       memcpy(first + i * size + p->keep_off, kept, sizeof kept);
@@ -160,10 +162,13 @@ void *presence__pool_alloc(presence__pool_t *p, size_t n) {
 void *presence__pool_block(const presence__pool_t *p, uint32_t index) {
   uint32_t dir_no = index / PRESENCE__POOL_CHUNK_BLOCKS;
   if (dir_no >= p->n_dir) return NULL;
-  const chunk_t *ch = p->dir[dir_no];
+  /* The directory entry, not the chunk's header: at a million sessions
+   * the headers (one per 64 KiB) are a cache miss of their own before the
+   * block's, on every use by handle in no particular order. */
+  const struct presence__pool_dir *d = &p->dir[dir_no];
   uint32_t i = index % PRESENCE__POOL_CHUNK_BLOCKS;
-  if (i >= ch->blocks) return NULL;
-  return (unsigned char *)(ch + 1) + (size_t)i * ch->size;
+  if (i >= d->blocks) return NULL;
+  return d->first + (size_t)i * d->size;
 }
 
 void presence__pool_free(presence__pool_t *p, void *rec, size_t n) {

@@ -129,11 +129,18 @@ int presence__table_reserve(presence__table_t *t, size_t n) {
   return need > t->cap ? resize(t, need) : 0;
 }
 
+/* Grow now if the next insert would: that insert then cannot fail, so a
+ * caller may put it after work that must not be undone (and give the slot's
+ * cache miss, prefetched early, that long to arrive). */
+int presence__table_make_room(presence__table_t *t) {
+  if ((t->count + 1) * MAX_LOAD_DEN > t->cap * MAX_LOAD_NUM)
+    return resize(t, t->cap + t->cap / 2);
+  return 0;
+}
+
 int presence__table_insert(presence__table_t *t, void *rec) {
-  if ((t->count + 1) * MAX_LOAD_DEN > t->cap * MAX_LOAD_NUM) {
-    int rc = resize(t, t->cap + t->cap / 2);
-    if (rc) return rc;
-  }
+  int rc = presence__table_make_room(t);
+  if (rc) return rc;
   place(t->slots, t->cap, slot_of(rec), ((presence__hkey_t *)rec)->hash);
   t->count++;
   return 0;

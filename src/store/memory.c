@@ -16,6 +16,7 @@
  */
 #include "core/internal.h"
 
+#include <assert.h>
 #include <stddef.h>
 #include <string.h>
 
@@ -827,12 +828,14 @@ static void member_leave(mstore_t *m, mmember_t *mb, presence_reason_t reason,
   if (mb->u_prev) mb->u_prev->u_next = mb->u_next;
   else u->members = mb->u_next;
   if (mb->u_next) mb->u_next->u_prev = mb->u_prev;
-  /* After the list work: the slot's line was prefetched (join_remove). */
-  presence__table_remove(&m->members, mb);
   ch->n_members--;
   m->stats.members--;
   emit_member(m, PRESENCE_EV_CHANNEL_LEAVE, mb, reason, cause, from,
               PRESENCE_OFFLINE, now);
+  /* After the list work and the event: the slot's line, prefetched in
+   * join_remove, has had the event's packing to arrive (before it, the
+   * remove waited on it; nothing here looks the member up). */
+  presence__table_remove(&m->members, mb);
   if (ch->n_members == 0) {
     presence__table_remove(&m->channels, ch);
     chan_free(m, ch);
@@ -1027,7 +1030,12 @@ static int op_join(mstore_t *m, const presence_write_t *w) {
       ch->name[w->channel_len] = '\0';
     }
   }
-  mmember_t *mb = ch && !new_chan ? find_member_h(m, ch, u, mb_hash) : NULL;
+  /* A user with no membership anywhere has none here: no find (the join
+   * of a user's first channel, the usual one, then touches the member
+   * table only in the insert after its event). */
+  mmember_t *mb = ch && !new_chan && u->members
+                      ? find_member_h(m, ch, u, mb_hash)
+                      : NULL;
   mmember_t *fresh = NULL;
   if (!mb && ch) {
     fresh = presence__pool_alloc(&m->pool, sizeof(*fresh));
@@ -1047,7 +1055,9 @@ static int op_join(mstore_t *m, const presence_write_t *w) {
   bool ok = j && ch && (mb || fresh);
   if (ok && new_chan && presence__table_insert(&m->channels, ch)) ok = false;
   else if (ok && new_chan) m->stats.channels++;
-  if (ok && fresh && presence__table_insert(&m->members, fresh)) {
+  /* The insert itself comes after the event (below), so the slot's
+   * prefetch has that long to arrive; here only what can fail. */
+  if (ok && fresh && presence__table_make_room(&m->members)) {
     ok = false;
     if (new_chan) {
       presence__table_remove(&m->channels, ch);
@@ -1095,6 +1105,9 @@ static int op_join(mstore_t *m, const presence_write_t *w) {
     mb->key.spare[M_STATUS] = (uint8_t)m_computed(mb);
     emit_member(m, PRESENCE_EV_CHANNEL_JOIN, mb, w->reason, s,
                 PRESENCE_OFFLINE, m_status(mb), now);
+    int placed = presence__table_insert(&m->members, mb);
+    assert(placed == 0); /* presence__table_make_room above */
+    (void)placed;
     return 0;
   }
   if (mb->key.spare[M_FLAGS] & MF_IN_GRACE) {

@@ -316,6 +316,62 @@ static void handles_reach_sessions_and_go_stale(void **state) {
   destroy(f);
 }
 
+/* Sessions of many sizes (their metadata shares the block) land in several
+ * size classes of the session pool, each class in chunks of its own, all in
+ * one directory: a handle must reach its own session whatever chunk and
+ * class it names, in any order of use, and stale ones none. */
+static void handles_reach_sessions_in_every_chunk_and_class(void **state) {
+  (void)state;
+  fixture_t *f = make(0, 0, 0, 0);
+  enum { N = 3000 };
+  presence_handle_t *h = calloc(N, sizeof(*h));
+  char sid[32], uid[32], meta[160];
+  for (int i = 0; i < N; i++) {
+    snprintf(sid, sizeof sid, "s-%d", i);
+    snprintf(uid, sizeof uid, "u-%d", i % 700);
+    int pad = (i * 37) % 120; /* 0..119 bytes: many classes */
+    snprintf(meta, sizeof meta, "{\"p\":\"%.*s\"}", pad,
+             "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"
+             "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx");
+    assert_int_equal(presence_session_open(f->p, sid, uid, i % 3 ? meta : NULL,
+                                           &h[i], NULL, NULL),
+                     0);
+  }
+  /* In a scattered order: each handle idles its own session only. */
+  for (int k = 0; k < N; k++) {
+    int i = (k * 1237) % N;
+    assert_int_equal(presence_handle_set_status(f->p, h[i], PRESENCE_IDLE, NULL, NULL), 0);
+    snprintf(sid, sizeof sid, "s-%d", i);
+    presence_session_info_t info;
+    assert_int_equal(presence_session_get(f->p, sid, &info), 0);
+    assert_int_equal(info.status, PRESENCE_IDLE);
+    if (k + 1 < N) {
+      snprintf(sid, sizeof sid, "s-%d", ((k + 1) * 1237) % N);
+      assert_int_equal(presence_session_get(f->p, sid, &info), 0);
+      assert_int_equal(info.status, PRESENCE_ONLINE);
+    }
+  }
+  /* End every other one by handle: those and only those are gone. */
+  for (int i = 0; i < N; i += 2)
+    assert_int_equal(presence_handle_end(f->p, h[i], PRESENCE_REASON_DISCONNECT, NULL, NULL), 0);
+  for (int i = 0; i < N; i++) {
+    snprintf(sid, sizeof sid, "s-%d", i);
+    presence_session_info_t info;
+    assert_int_equal(presence_session_get(f->p, sid, &info),
+                     i % 2 ? 0 : PRESENCE_ENOSESSION);
+    if (i % 2 == 0)
+      assert_int_equal(presence_handle_touch(f->p, h[i]), PRESENCE_ENOSESSION);
+  }
+  /* An index past every chunk of the directory names no block. */
+  assert_int_equal(presence_handle_end(f->p, (h[1] & 0xffffffff00000000ull) | 0x7fffffffu,
+                                       PRESENCE_REASON_DISCONNECT, NULL, NULL),
+                   PRESENCE_ENOSESSION);
+  for (int i = 1; i < N; i += 2)
+    assert_int_equal(presence_handle_end(f->p, h[i], PRESENCE_REASON_DISCONNECT, NULL, NULL), 0);
+  free(h);
+  destroy(f);
+}
+
 /* With inactivity on, a session's block starts with its activity links: the
  * handle still reaches the session, and goes stale when it ends. */
 static void handles_with_inactivity_on(void **state) {
@@ -980,6 +1036,7 @@ int main(void) {
       cmocka_unit_test(bad_arguments_are_refused),
       cmocka_unit_test(sessions_per_user_limit),
       cmocka_unit_test(handles_reach_sessions_and_go_stale),
+      cmocka_unit_test(handles_reach_sessions_in_every_chunk_and_class),
       cmocka_unit_test(handles_with_inactivity_on),
       cmocka_unit_test(grace_hides_a_reload),
       cmocka_unit_test(grace_expires_into_offline),

@@ -114,6 +114,7 @@ enum {
   T_SOON,
   T_FLUSH,
   T_CLAIM,
+  T_RETRY, /* Redis Cluster: calls held while their slot migrates */
   T_N
 };
 
@@ -240,12 +241,19 @@ typedef struct rstore {
    * in one slot. key1 is the script's KEYS[1], so that a node which does
    * not serve the slot answers MOVED (or ASK) instead of running it. */
   char key1[168];
+  char key_guard[168]; /* KEYS[2] on Redis Cluster: never written */
   bool in_cluster;
   char **seed_host; /* the seeds: where to go when a node fails */
   int *seed_port;
   uint32_t n_seeds, seed_i;
   char *moved_host; /* the node the last MOVED named, taken at reconnect */
   int moved_port;
+  /* Calls refused while the shard's slot migrates (ASK, TRYAGAIN: the
+   * script did not run), in send order, sent again after retry_ms; what
+   * is asked meanwhile waits behind them. */
+  req_t *held_head, *held_tail;
+  uint32_t retry_ms;
+  uint64_t held_total; /* calls ever held (tests, logs) */
 } rstore_t;
 
 static void on_timer(uv_timer_t *t);
@@ -431,7 +439,14 @@ static void run_soon(rstore_t *st) {
 static void on_reply(void *ud, int fail, redisReply *rep);
 static void flush_writes(rstore_t *st);
 
+static void hold(rstore_t *st, req_t *r);
+
 static void send_req(rstore_t *st, req_t *r) {
+  if (st->held_head && st->up && st->conn) {
+    /* Behind the calls held for a migrating slot: order is kept. */
+    hold(st, r);
+    return;
+  }
   if (!st->up || !st->conn ||
       presence__rconn_send(st->conn, r->cmd, r->cmd_len, 0, on_reply, r)) {
     defer(st, r, st->destroying ? PRESENCE_ESHUTDOWN : PRESENCE_ESTORE);
@@ -449,14 +464,15 @@ static int format_cmd(req_t *r, int argc, const char *const *argv,
                                &r->cmd_len, &cap, argc, argv, lens);
 }
 
-/* FCALL (EVALSHA) of the script: KEYS[1], op, the common arguments, then
- * the op's own. */
-#define COMMON_ARGS 12
+/* FCALL (EVALSHA) of the script: KEYS[1] (with KEYS[2], the guard, on
+ * Redis Cluster), op, the common arguments, then the op's own. Returns how
+ * many it wrote: COMMON_ARGS, or one less on one Redis. */
+#define COMMON_ARGS 13
 typedef struct common_buf {
   char maxlen[16], grace[24], lease[16], retention[16];
 } common_buf_t;
-static void common_args(rstore_t *st, const char *op, common_buf_t *b,
-                        const char *out[COMMON_ARGS]) {
+static int common_args(rstore_t *st, const char *op, common_buf_t *b,
+                       const char *out[COMMON_ARGS]) {
   snprintf(b->maxlen, sizeof b->maxlen, "%u", (unsigned)st->o.stream_maxlen);
   /* "offline/channel": the channel grace rides in the same argument. */
   snprintf(b->grace, sizeof b->grace, "%u/%u",
@@ -464,13 +480,22 @@ static void common_args(rstore_t *st, const char *op, common_buf_t *b,
   snprintf(b->lease, sizeof b->lease, "%u", (unsigned)st->o.lease_ms);
   snprintf(b->retention, sizeof b->retention, "%u",
            (unsigned)st->h.offline_retention_s);
-  const char *v[COMMON_ARGS] = {st->legacy ? "EVALSHA" : "FCALL",
-                                st->legacy ? st->sha : st->fn,
-                                "1",         st->key1,
-                                op,          st->prefix,  st->h.instance_id,
-                                st->epoch_s, b->maxlen,   b->grace,
-                                b->lease,    b->retention};
-  memcpy(out, v, sizeof v);
+  int n = 0;
+  out[n++] = st->legacy ? "EVALSHA" : "FCALL";
+  out[n++] = st->legacy ? st->sha : st->fn;
+  /* On Redis Cluster a second key that is never written: while the slot
+   * migrates, the source refuses the call (ASK: a declared key missing)
+   * and the target too (TRYAGAIN: several keys, one missing) before the
+   * script runs, so no call sees the shard half moved or stops half-way
+   * (see "Slot migration" in docs/internals/redis.md). */
+  out[n++] = st->in_cluster ? "2" : "1";
+  out[n++] = st->key1;
+  if (st->in_cluster) out[n++] = st->key_guard;
+  const char *rest[] = {op,          st->prefix, st->h.instance_id,
+                        st->epoch_s, b->maxlen,  b->grace,
+                        b->lease,    b->retention};
+  for (size_t i = 0; i < sizeof rest / sizeof *rest; i++) out[n++] = rest[i];
+  return n;
 }
 
 static void call(rstore_t *st, req_t *r, const char *op, int n,
@@ -480,14 +505,14 @@ static void call(rstore_t *st, req_t *r, const char *op, int n,
   flush_writes(st);
   common_buf_t cb;
   const char *common[COMMON_ARGS];
-  common_args(st, op, &cb, common);
+  int nc = common_args(st, op, &cb, common);
   const char *sv[COMMON_ARGS + 8];
   size_t sl[COMMON_ARGS + 8];
   const char **av = sv;
   size_t *al = sl;
   if (n > 8) {
-    av = xmalloc(st, (size_t)(COMMON_ARGS + n) * sizeof(*av));
-    al = xmalloc(st, (size_t)(COMMON_ARGS + n) * sizeof(*al));
+    av = xmalloc(st, (size_t)(nc + n) * sizeof(*av));
+    al = xmalloc(st, (size_t)(nc + n) * sizeof(*al));
     if (!av || !al) {
       xfree(st, av);
       xfree(st, al);
@@ -495,15 +520,15 @@ static void call(rstore_t *st, req_t *r, const char *op, int n,
       return;
     }
   }
-  for (int i = 0; i < COMMON_ARGS; i++) {
+  for (int i = 0; i < nc; i++) {
     av[i] = common[i];
     al[i] = strlen(common[i]);
   }
   for (int i = 0; i < n; i++) {
-    av[COMMON_ARGS + i] = args[i];
-    al[COMMON_ARGS + i] = lens ? lens[i] : strlen(args[i]);
+    av[nc + i] = args[i];
+    al[nc + i] = lens ? lens[i] : strlen(args[i]);
   }
-  int rc = format_cmd(r, COMMON_ARGS + n, av, al);
+  int rc = format_cmd(r, nc + n, av, al);
   if (av != sv) {
     xfree(st, av);
     xfree(st, al);
@@ -673,6 +698,60 @@ static void before_connect(void *ud, int failed) {
 
 static void load_done(rstore_t *st, req_t *r, redisReply *rep, int code);
 
+/* Redis Cluster, the shard's slot migrating: the source answers "ASK <slot>
+ * <host>:<port>" (the guard key, KEYS[2], is never there) and the target,
+ * asked with ASKING, "TRYAGAIN" (several keys, one missing): both before
+ * the script ran. Following the ASK would only meet that TRYAGAIN, since
+ * no call may run on a half-moved shard, so the call waits and goes again
+ * to the source until the migration ends: MOVED then sends the shard to
+ * the target. */
+static bool cluster_busy(const rstore_t *st, const redisReply *rep) {
+  return st->in_cluster && rep && rep->type == REDIS_REPLY_ERROR && rep->str &&
+         (!strncmp(rep->str, "ASK ", 4) || !strncmp(rep->str, "TRYAGAIN", 8));
+}
+
+static void hold(rstore_t *st, req_t *r) {
+  r->next = NULL;
+  if (st->held_tail)
+    st->held_tail->next = r;
+  else
+    st->held_head = r;
+  st->held_tail = r;
+  st->held_total++;
+  if (st->hs && !st->destroying &&
+      !uv_is_active((uv_handle_t *)&st->hs->t[T_RETRY])) {
+    /* 10 ms, doubling to 200 ms while the migration lasts. */
+    st->retry_ms = st->retry_ms ? st->retry_ms * 2 : 10;
+    if (st->retry_ms > 200) st->retry_ms = 200;
+    uv_timer_start(&st->hs->t[T_RETRY], on_timer, st->retry_ms, 0);
+  }
+}
+
+/* The held calls go again, in order (each is held again, in the same
+ * order, if the slot still migrates). */
+static void resend_held(rstore_t *st) {
+  req_t *r = st->held_head;
+  st->held_head = st->held_tail = NULL;
+  while (r) {
+    req_t *n = r->next;
+    send_req(st, r);
+    r = n;
+  }
+}
+
+/* The connection is gone: the held calls fail as the pending ones did
+ * (the registration that follows re-asserts what they carried). */
+static void fail_held(rstore_t *st, int code) {
+  while (st->held_head) {
+    req_t *r = st->held_head;
+    st->held_head = r->next;
+    if (!st->held_head) st->held_tail = NULL;
+    r->fn(st, r, NULL, code);
+    req_free(r);
+  }
+  st->retry_ms = 0;
+}
+
 static void on_reply(void *ud, int fail, redisReply *rep) {
   req_t *r = ud;
   rstore_t *st = r->st;
@@ -699,6 +778,10 @@ static void on_reply(void *ud, int fail, redisReply *rep) {
     send_req(st, r);
     return;
   }
+  if (cluster_busy(st, rep)) {
+    hold(st, r);
+    return;
+  }
   int code = 0;
   bool moved = false;
   if (rep->type == REDIS_REPLY_ERROR) {
@@ -713,6 +796,7 @@ static void on_reply(void *ud, int fail, redisReply *rep) {
       logf_(st, PRESENCE_LOG_ERROR, "redis:", rep->str);
     code = PRESENCE_ESTORE;
   }
+  if (!code && !st->held_head) st->retry_ms = 0;
   r->fn(st, r, rep, code);
   req_free(r);
   /* The slot is served elsewhere now: reconnect there. Everything pending
@@ -1058,9 +1142,8 @@ static void flush_writes(rstore_t *st) {
   char count[16];
   snprintf(count, sizeof count, "%u", (unsigned)n);
   const char *common[COMMON_ARGS + 1];
-  common_args(st, "batch", &cbuf, common);
-  common[COMMON_ARGS] = count;
-  size_t nc = COMMON_ARGS + 1;
+  size_t nc = (size_t)common_args(st, "batch", &cbuf, common);
+  common[nc++] = count;
   char *cmd = NULL;
   size_t len = 0, cap = body + 512;
   cmd = b ? xmalloc(st, cap) : NULL;
@@ -1911,6 +1994,7 @@ static void on_down(void *ud, int code) {
   (void)code;
   rstore_t *st = ud;
   st->up = false;
+  fail_held(st, PRESENCE_ESTORE);
   st->phase = PH_NONE;
   st->hb_busy = st->reaping = st->grace_busy = st->reconciling = false;
   st->reap_inflight = 0;
@@ -2180,6 +2264,12 @@ static void on_xread(void *ud, int code, redisReply *rep) {
   if (rep->type == REDIS_REPLY_ERROR) {
     if (cluster_redirect(st, rep)) {
       presence__rconn_drop(st->rconn, PRESENCE_ESTORE);
+      return;
+    }
+    if (cluster_busy(st, rep)) {
+      /* The slot migrates (the log and kick streams move with it): read
+       * again shortly, from the source until MOVED names the target. */
+      uv_timer_start(&st->hs->t[T_READER], on_timer, 50, 0);
       return;
     }
     /* Not a transport failure (NOPERM, a wrong type): asking again at once
@@ -2583,6 +2673,9 @@ static void on_timer(uv_timer_t *t) {
     break;
   case T_FLUSH:
     flush_writes(st);
+    break;
+  case T_RETRY:
+    resend_held(st);
     break;
   case T_READER:
     start_reader(st);
@@ -3262,6 +3355,7 @@ static void r_destroy(presence_store_t *base) {
   if (st->feed_in > 0) close(st->feed_in);
   for (uint32_t i = 0; i < st->n_feed_out; i++)
     close(st->feed_out[i]);
+  fail_held(st, PRESENCE_ESHUTDOWN);
   flush_writes(st); /* not up: they complete with ESHUTDOWN */
   run_soon(st);
   if (st->hs) {
@@ -3436,6 +3530,7 @@ int presence__redis_new_one(const presence_redis_options_t *opts,
   }
   snprintf(st->log_key, sizeof st->log_key, "%slog", st->prefix);
   snprintf(st->key1, sizeof st->key1, "%sseq", st->prefix);
+  snprintf(st->key_guard, sizeof st->key_guard, "%smigrating", st->prefix);
   snprintf(st->kick_key, sizeof st->kick_key, "%skicks", st->prefix);
   snprintf(st->epoch_s, sizeof st->epoch_s, "0");
   /* FNV-1a of the script: its function's name. */

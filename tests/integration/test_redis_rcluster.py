@@ -19,12 +19,15 @@ primaries and three replicas started here on free loopback ports
                delivered, each batch from one shard named "<log id>.<shard>"
                so (instance, seq) stays the idempotency key; nothing is
                delivered twice except the one batch in flight at the kill.
-  kill9:       an instance killed under load: its users go offline exactly
-               once (reaped per shard), the others stay online; the log
-               read from a survivor chains every user's transitions once.
-  sigstop:     an instance SIGSTOPped past its lease, then SIGCONT: it is
-               reaped, fenced, re-registers and re-asserts (reason resync);
-               presence equals the live connections, transitions once.
+  kill9:       test_redis_cluster.py's, on the cluster: an instance killed
+               under load, its users offline within lease + 1 s (reaped per
+               shard: one cleanup event per shard), the others stay online;
+               the log read from a survivor through the cursor chains every
+               user's transitions once.
+  sigstop:     test_redis_cluster.py's, on the cluster: an instance
+               SIGSTOPped past its lease, then SIGCONT: reaped, fenced,
+               re-registers and re-asserts (reason resync); presence equals
+               the live connections, transitions once.
   gap:         one shard's stream trimmed to its newest entry, another's
                emptied: ?after=0 gives one gap notice naming the shard and
                every event of the other shards (an empty answer does not stop
@@ -49,9 +52,9 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import (API_KEY, Client, Daemon, HookReceiver, SSE, http, _die_with_parent,  # noqa: E402
-                     sanitizer_report)
-from test_redis_cluster import run_scenarios, statuses, wait_for, _all  # noqa: E402
+from harness import (API_KEY, Client, Daemon, HookReceiver, SSE, _die_with_parent)  # noqa: E402
+from test_redis_cluster import (Cluster, read_log_records, run_scenarios, test_kill9,  # noqa: E402
+                                test_sigstop, wait_for)
 from test_redis_webhooks import NAME, SECRET, signed, the_owner  # noqa: E402
 
 HB_MS = 200
@@ -74,6 +77,8 @@ def _port_pair_free(p):
 class RedisCluster:
     """Three primaries and three replicas on loopback ports whose cluster
     bus ports (+10000) are free too; stopped by pid."""
+
+    tls = False  # (Cluster.stop asks)
 
     def __init__(self):
         self.dir = tempfile.mkdtemp(prefix="presence-rcluster-")
@@ -131,15 +136,17 @@ class RedisCluster:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-class RCluster:
-    """run_scenarios' cluster: the Redis Cluster and three presenced on it."""
+class RCluster(Cluster):
+    """run_scenarios' cluster: the Redis Cluster and three presenced on it
+    (Cluster's stop and cleanup)."""
 
     def __init__(self, binary, n=3, extra=None, hook=False):
-        self.rc = RedisCluster()
+        self.redis = self.rc = RedisCluster()
         self.binary = binary
         self.n = n
         self.extra = extra or {}
         self.lease_ms = LEASE_MS
+        self.shards = SHARDS
         self.d = []
 
     def start(self):
@@ -156,21 +163,6 @@ class RCluster:
             self.d.append(d)
         return self
 
-    def stop(self, t):
-        for d in self.d:
-            if d.alive():
-                code = d.stop()
-                t.check(f"{d.name}: SIGTERM stops it with exit status 0", code == 0,
-                        f"exit={code} {d.stderr_tail(10)}")
-            rep = sanitizer_report(d.stderr_text())
-            t.check(f"{d.name}: no sanitizer report", not rep, rep)
-
-    def cleanup(self):
-        for d in self.d:
-            d.kill()
-            d.cleanup()
-        self.rc.cleanup()
-
 
 def key(e):
     """An event's identity across streams: seq is per shard, and a user's
@@ -184,7 +176,7 @@ async def read_all(d, quiet=0.8, limit=30.0, **kw):
     """Every event the stream gives from the cursor kw names (default
     after=0: every shard from its start), as SSE records {id, event, data}."""
     if not kw:
-        kw = {"after": 0}
+        return await read_log_records(d, quiet, limit)
     s = await SSE.open(d, **kw)
     out = []
     deadline = time.monotonic() + limit
@@ -193,6 +185,18 @@ async def read_all(d, quiet=0.8, limit=30.0, **kw):
         if not got:
             break
         out += got
+    s.close()
+    return out
+
+
+async def take(s, n):
+    """The next n events of SSE stream s (fewer if it ends), then closed."""
+    out = []
+    while len(out) < n:
+        ev = await s.next(5)
+        if ev is None:
+            break
+        out.append(ev)
     s.close()
     return out
 
@@ -276,13 +280,7 @@ async def test_sse_resume(t, cl):
     # Before anything: every shard's position 0, "c" + base64url.
     s0 = await SSE.open(A)
     await churn([B, C], "sr-", 20)
-    first = []
-    while len(first) < 30:
-        ev = await s0.next(5)
-        if ev is None:
-            break
-        first.append(ev)
-    s0.close()
+    first = await take(s0, 30)
     t.check("sse: the first stream got 30 events", len(first) == 30, str(len(first)))
     last_id = first[-1]["id"] if first else ""
     t.check("sse: an event id is a cursor of every shard ('c' + base64url, 12 positions)",
@@ -467,101 +465,6 @@ async def test_webhooks(t, cl, rx):
             f"{len(dups)} repeated events in {sorted(redelivered)}")
 
 
-async def test_kill9(t, cl):
-    A, B, C = cl.d
-    a_users = [f"k9-a{i}" for i in range(12)]
-    b_users = [f"k9-b{i}" for i in range(6)]
-    clients = [await Client.connect(A, u) for u in a_users]
-    clients += [await Client.connect(B, u) for u in b_users]
-    both = await Client.connect(A, "k9-both")
-    both_c = await Client.connect(C, "k9-both")
-    everyone = set(a_users + b_users + ["k9-both", "k9-load"])
-    ok = await wait_for(lambda: _all(C, a_users + b_users + ["k9-both"], "online"), 5)
-    t.check("kill9: every user is online, seen from C", ok is not None)
-    stop = asyncio.Event()
-
-    async def load():
-        n = 0
-        while not stop.is_set():
-            try:
-                c = await Client.connect((B, C)[n % 2], "k9-load")
-                await asyncio.sleep(0.02)
-                await c.close()
-            except Exception:
-                pass
-            n += 1
-        return n
-    loader = asyncio.ensure_future(load())
-    await asyncio.sleep(0.3)
-    os.kill(A.pid, signal.SIGKILL)
-    A.proc.wait(5)
-    took = await wait_for(lambda: _all(B, a_users, "offline"), (LEASE_MS + 5000) / 1000, 0.02)
-    stop.set()
-    n = await loader
-    t.check(f"kill9: all of A's users offline after its lease ({n} connects meanwhile)",
-            took is not None, f"took {took}")
-    t.note(f"kill9: A's users offline after {1000 * (took or 0):.0f} ms (lease {LEASE_MS} ms)")
-    st = await statuses(B, ["k9-both"] + b_users)
-    t.check("kill9: a user also connected to C stays online; B's users stay online",
-            all(v == "online" for v in st.values()), str(st))
-    await asyncio.sleep(0.5)
-    log = await read_all(B)
-    cur, problems = chain(log, everyone)
-    t.check("kill9: the log (every shard from its start) holds each user transition exactly once",
-            not problems, "; ".join(problems[:5]))
-    want = {u: "offline" for u in a_users}
-    want.update({u: "online" for u in b_users + ["k9-both"]})
-    want["k9-load"] = "offline"
-    t.check("kill9: the replayed log ends in the state the API reports",
-            all(cur.get(u, "offline") == s for u, s in want.items()),
-            str({u: cur.get(u) for u in want if cur.get(u, "offline") != want[u]}))
-    lost = [e for e in log if e["data"]["type"] == "session.disconnected"
-            and e["data"]["reason"] == "instance_lost"]
-    t.eq("kill9: A's 13 sessions end with reason instance_lost, once each",
-         sorted(e["data"]["session_id"] for e in lost),
-         sorted(set(e["data"]["session_id"] for e in lost)) if len(lost) == 13 else ["13 expected"])
-    for c in clients + [both_c]:
-        try:
-            await c.close()
-        except Exception:
-            pass
-
-
-async def test_sigstop(t, cl):
-    A, B, C = cl.d
-    a_users = [f"st-a{i}" for i in range(8)]
-    clients = [await Client.connect(A, u) for u in a_users]
-    c_cl = await Client.connect(C, "st-c")
-    ok = await wait_for(lambda: _all(B, a_users + ["st-c"], "online"), 5)
-    t.check("sigstop: users online before the stop", ok is not None)
-    os.kill(A.pid, signal.SIGSTOP)
-    gone = await wait_for(lambda: _all(B, a_users, "offline"), (LEASE_MS + 5000) / 1000)
-    t.check("sigstop: A stopped past its lease is reaped in every shard (its users offline)",
-            gone is not None, f"{gone}")
-    await asyncio.sleep(0.5)
-    os.kill(A.pid, signal.SIGCONT)
-    back = await wait_for(lambda: _all(B, a_users, "online"), 8)
-    t.check("sigstop: after SIGCONT A re-registers and re-asserts its live sessions",
-            back is not None, f"{back}")
-    t.note(f"sigstop: SIGCONT -> re-asserted after {1000 * (back or 0):.0f} ms")
-    await clients[0].close()
-    await asyncio.sleep(0.5)
-    st = await statuses(C, a_users + ["st-c"])
-    want = {u: "online" for u in a_users[1:] + ["st-c"]}
-    want[a_users[0]] = "offline"
-    t.check("sigstop: final presence equals the set of live connections", st == want, str(st))
-    log = await read_all(C)
-    resync = [e for e in log if e["data"].get("user_id") in a_users
-              and e["data"]["reason"] == "resync" and e["data"]["type"] == "session.connected"]
-    t.check("sigstop: the re-asserted sessions carry reason resync", len(resync) == 8,
-            f"{len(resync)}")
-    _cur, problems = chain(log, set(a_users + ["st-c"]))
-    t.check("sigstop: user transitions in the log chain exactly once", not problems,
-            "; ".join(problems[:5]))
-    for c in clients[1:] + [c_cl]:
-        await c.close()
-
-
 async def test_watch(t, cl):
     A, B, C = cl.d
     ctl = os.path.join(os.path.dirname(cl.binary), "presencectl")
@@ -580,14 +483,7 @@ async def test_watch(t, cl):
     t.check("watch: presencectl watch --after 0 --count 10 prints 10 events and exits 0",
             r.returncode == 0 and len(lines) == 10, f"rc={r.returncode} {r.stderr[-300:]}")
     # Resume after the 5th event: its id, from the stream itself.
-    s = await SSE.open(A, after=0)
-    evs = []
-    while len(evs) < 8:
-        ev = await s.next(5)
-        if ev is None:
-            break
-        evs.append(ev)
-    s.close()
+    evs = await take(await SSE.open(A, after=0), 8)
     r2 = await asyncio.to_thread(run, "--after", evs[4]["id"], "--count", "3")
     got = [json.loads(x) for x in r2.stdout.splitlines() if x.strip()]
     t.eq("watch: --after <event id> resumes right after that event",

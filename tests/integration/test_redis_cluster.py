@@ -215,10 +215,11 @@ async def wait_for(pred, timeout, step=0.05):
     return None
 
 
-async def read_log_records(d, quiet=0.8, limit=30.0):
+async def read_log_records(d, quiet=0.8, limit=30.0, **cursor):
     """Every event of the cluster log, from its start (every shard's with
-    Redis in shards), as seen by instance d: SSE records {id, event, data}."""
-    s = await SSE.open(d, after=0)
+    Redis in shards) or after the cursor given as SSE.open's last_event_id or
+    after, as seen by instance d: SSE records {id, event, data}."""
+    s = await SSE.open(d, **(cursor or {"after": 0}))
     out = []
     deadline = time.monotonic() + limit
     while time.monotonic() < deadline:

@@ -172,21 +172,7 @@ def key(e):
             d.get("instance") or "")
 
 
-async def read_all(d, quiet=0.8, limit=30.0, **kw):
-    """Every event the stream gives from the cursor kw names (default
-    after=0: every shard from its start), as SSE records {id, event, data}."""
-    if not kw:
-        return await read_log_records(d, quiet, limit)
-    s = await SSE.open(d, **kw)
-    out = []
-    deadline = time.monotonic() + limit
-    while time.monotonic() < deadline:
-        got = await s.collect(quiet)
-        if not got:
-            break
-        out += got
-    s.close()
-    return out
+read_all = read_log_records
 
 
 async def take(s, n):

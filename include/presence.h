@@ -190,6 +190,10 @@ int presence_reason_parse(const char *name, presence_reason_t *out);
  * sequence number): the user event carries the session's device change,
  * so a watcher gets one message for the pair (presence_event_watcher_visible). */
 #define PRESENCE_EVENT_USER_FOLLOWS 0x4u
+/* A channel.update whose member data changed (beside, or instead of, its
+ * status in the channel): a channel member is shown the data whatever the
+ * member's availability (presence_event_member_visible). */
+#define PRESENCE_EVENT_DATA_CHANGED 0x8u
 
 /*
  * One transition. Every event has a sequence number, monotonic per store
@@ -861,6 +865,21 @@ presence_availability_t presence_shown_availability(presence_availability_t a,
  *   anything else: 0.
  */
 int presence_event_watcher_visible(const presence_event_t *ev);
+
+/*
+ * Whether the other members and observers of ev's channel see a channel
+ * event change anything (docs/protocol.md 4.1 and 6.1: they see a member
+ * as watchers see a user), so that they get one message when what they see
+ * changes and none otherwise. availability_to is the member's availability:
+ *   an invisible member: 0 (it is absent to them: its join, updates and
+ *     leave reach only its own sessions);
+ *   channel.join, channel.leave: 1;
+ *   channel.update: 1 when the member's data changed
+ *     (PRESENCE_EVENT_DATA_CHANGED) or its shown status in the channel
+ *     differs before and after (an idle -> online under dnd shows nothing);
+ *   anything else: 0.
+ */
+int presence_event_member_visible(const presence_event_t *ev);
 
 #ifdef __cplusplus
 }

@@ -201,6 +201,21 @@ static inline int presence__event_watcher_visible(const presence_event_t *ev) {
   }
 }
 
+static inline int presence__event_member_visible(const presence_event_t *ev) {
+  if (ev->availability_to == PRESENCE_AVAIL_INVISIBLE) return 0;
+  switch (ev->type) {
+  case PRESENCE_EV_CHANNEL_JOIN:
+  case PRESENCE_EV_CHANNEL_LEAVE:
+    return 1;
+  case PRESENCE_EV_CHANNEL_UPDATE:
+    return (ev->flags & PRESENCE_EVENT_DATA_CHANGED) ||
+           presence__shown_status(ev->availability_from, ev->from) !=
+               presence__shown_status(ev->availability_to, ev->to);
+  default:
+    return 0;
+  }
+}
+
 /* ---- events packed into bytes ------------------------------------------ */
 
 /* Strings of a packed event, in order: session_id, user_id, meta,

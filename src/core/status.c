@@ -44,6 +44,10 @@ int presence_event_watcher_visible(const presence_event_t *ev) {
   return ev ? presence__event_watcher_visible(ev) : 0;
 }
 
+int presence_event_member_visible(const presence_event_t *ev) {
+  return ev ? presence__event_member_visible(ev) : 0;
+}
+
 /* Device words end up in JSON keys, metrics labels and Redis fields: a small
  * alphabet keeps every one of them free of escaping. */
 int presence__device_check_len(const char *device, size_t *len) {

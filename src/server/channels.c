@@ -86,11 +86,24 @@ void chan_detach(conn_t *c) {
 
 /* ---- the sink ----------------------------------------------------------- */
 
-/* An invisible member's changes reach only its own sessions. */
+/* Other members see a member as watchers see a user (docs/protocol.md 4.1,
+ * presence_event_member_visible): an invisible member's changes reach only
+ * its own sessions. */
 static int skip_hidden(conn_t *c, void *ud) {
   const presence_event_t *ev = ud;
-  return ev->availability_to == PRESENCE_AVAIL_INVISIBLE &&
-         strcmp(ws_claims(c)->sub, ev->user_id) != 0;
+  return strcmp(ws_claims(c)->sub, ev->user_id) != 0 &&
+         !presence_event_member_visible(ev);
+}
+
+/* A channel.update that changes nothing anyone is shown: the member's
+ * status in the channel moved under a mask (idle <-> online under dnd or
+ * away, anything while invisible) and its data stayed. No frame at all,
+ * the member's own sessions included (they are shown the same mask). */
+static int masked_update(const presence_event_t *ev) {
+  return ev->type == PRESENCE_EV_CHANNEL_UPDATE &&
+         !(ev->flags & PRESENCE_EVENT_DATA_CHANGED) &&
+         presence_shown_status(ev->availability_from, ev->from) ==
+             presence_shown_status(ev->availability_to, ev->to);
 }
 
 /* After a backend removed this user (channel.leave, kicked, no session):
@@ -122,7 +135,7 @@ static void after_removal(conn_t *c, uint32_t i, void *ud) {
 
 static void on_channel_event(srv_t *s, const presence_event_t *ev, void *ud) {
   (void)ud;
-  if (!ev->channel) return;
+  if (!ev->channel || masked_update(ev)) return;
   sub_entry_t *e = map_get(&s->channels, ev->channel);
   if (!e || e->n == 0) return;
   buf_t *b = &s->scratch;

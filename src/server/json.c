@@ -429,8 +429,11 @@ void json_frame_channel_change(buf_t *b, const presence_event_t *ev) {
   buf_puts(b, ev->meta && *ev->meta ? ev->meta : "null");
   buf_puts(b, ",\"version\":");
   buf_put_u64(b, ev->user_version);
+  /* The shown status before, like the status after: the computed one
+   * would give away what the mask hides (idle under dnd). */
   buf_puts(b, "},\"from\":\"");
-  buf_puts(b, presence_status_name(ev->from));
+  buf_puts(b, presence_status_name(
+                  presence_shown_status(ev->availability_from, ev->from)));
   buf_puts(b, "\"}");
 }
 

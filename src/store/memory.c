@@ -779,11 +779,13 @@ static mmember_t *find_member(mstore_t *m, mchan_t *ch, muser_t *u) {
   return find_member_h(m, ch, u, member_hash(m, ch, u));
 }
 
-static void emit_member(mstore_t *m, presence_event_type_t type,
-                        mmember_t *mb, presence_reason_t reason,
-                        const msess_t *cause, presence_status_t from,
-                        presence_status_t to, int64_t now) {
+static void emit_member_flags(mstore_t *m, presence_event_type_t type,
+                              mmember_t *mb, presence_reason_t reason,
+                              const msess_t *cause, presence_status_t from,
+                              presence_status_t to, unsigned flags,
+                              int64_t now) {
   presence_event_t ev = {0};
+  ev.flags = flags;
   ev.type = type;
   ev.reason = reason;
   ev.channel = mb->k.chan->name;
@@ -799,6 +801,13 @@ static void emit_member(mstore_t *m, presence_event_type_t type,
   ev.availability_from = ev.availability_to =
       (presence_availability_t)mb->k.user->avail;
   emit(m, &ev, now, cause ? cause->key.len : 0, mb->k.user->key.len);
+}
+
+static void emit_member(mstore_t *m, presence_event_type_t type,
+                        mmember_t *mb, presence_reason_t reason,
+                        const msess_t *cause, presence_status_t from,
+                        presence_status_t to, int64_t now) {
+  emit_member_flags(m, type, mb, reason, cause, from, to, 0, now);
 }
 
 /* Channel, member and extra join records live in the store's pool (like
@@ -850,9 +859,11 @@ static void member_changed(mstore_t *m, mmember_t *mb, presence_status_t from,
                            const char *old_data, presence_reason_t reason,
                            const msess_t *cause, int64_t now) {
   presence_status_t to = m_computed(mb);
-  if (to == from && data_eq(old_data, m_data(mb))) return;
+  bool same_data = data_eq(old_data, m_data(mb));
+  if (to == from && same_data) return;
   mb->key.spare[M_STATUS] = (uint8_t)to;
-  emit_member(m, PRESENCE_EV_CHANNEL_UPDATE, mb, reason, cause, from, to, now);
+  emit_member_flags(m, PRESENCE_EV_CHANNEL_UPDATE, mb, reason, cause, from, to,
+                    same_data ? 0 : PRESENCE_EVENT_DATA_CHANGED, now);
 }
 
 static int mq_push(mstore_t *m, mmember_t *mb, uint32_t deadline) {

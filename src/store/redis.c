@@ -892,11 +892,13 @@ int presence__redis_unpack(char *blob, size_t len, uint64_t last_seq,
         unpack_str(&p, end, &ev->user_id) || unpack_str(&p, end, &ev->meta))
       return PRESENCE_ESTORE;
     /* A user's events carry flags above the type (presence.lua, uemit):
-     * 256 a device tail, 512 the shown version, 1024 a user event follows. */
+     * 256 a device tail, 512 the shown version, 1024 a user event follows;
+     * a channel.update 2048 when its data changed (cemit). */
     uint64_t tflags = n[0] >> 8;
     n[0] &= 0xff;
-    if (n[0] >= PRESENCE_EV_COUNT_ || (tflags & ~(uint64_t)7))
+    if (n[0] >= PRESENCE_EV_COUNT_ || (tflags & ~(uint64_t)15))
       return PRESENCE_ESTORE;
+    if (tflags & 8) ev->flags |= PRESENCE_EVENT_DATA_CHANGED;
     if (n[0] >= PRESENCE_EV_CHANNEL_JOIN && n[0] <= PRESENCE_EV_CHANNEL_UPDATE) {
       /* A channel event: its count is the member count, and the channel
        * follows. */
@@ -3005,7 +3007,10 @@ static int parse_members(rstore_t *st, const redisReply *p, size_t *i, size_t n,
     if (*i + 6 > p->elements) return PRESENCE_ESTORE;
     m->channel = channel;
     m->user_id = p->element[*i]->str;
-    m->status = st_of(p->element[*i + 1]->str);
+    /* The member's status + 4 * the user's availability (member_reply). */
+    long sv = strtol(p->element[*i + 1]->str, NULL, 10);
+    m->status = st_of_n(sv & 3);
+    m->availability = (presence_availability_t)((sv >> 2) & 3);
     m->version = strtoull(p->element[*i + 2]->str, NULL, 10);
     m->since_ms = strtoll(p->element[*i + 3]->str, NULL, 10);
     m->data = opt_data(p->element[*i + 4]);

@@ -272,6 +272,85 @@ async def test_invisible_members(t, d, args):
         await x.close()
 
 
+async def masked_members(t, da, db, label):
+    """Other members see a member exactly as watchers see a user
+    (docs/protocol.md 4.1, 6.1): one frame when what they are shown changes,
+    none when it does not; an invisible member is absent. bob's session is
+    on da, the members looking at him on db (the same daemon, or another
+    instance sharing the Redis store)."""
+    room = f"mask-{label}"
+    a = await Client.connect(db, "mk-ann", tok=chan_tok("mk-ann", "*"))
+    b = await Client.connect(da, "mk-bob", tok=chan_tok("mk-bob", "*"))
+    await join(a, room, {"n": "a"})
+    await join(b, room, {"n": "b"})
+    m, _ = await a.expect(is_change(room, "join", "mk-bob"), 5)
+    t.check(f"{label}: ann sees bob join", m is not None, m)
+
+    async def bob_frames(secs=0.8):
+        return [x for x in await a.collect(secs) if is_change(room, user="mk-bob")(x)]
+
+    async def bob_does(msg, ident):
+        await b.send(dict(msg, id=ident))
+        await b.expect_type("ack", 5, id=ident)
+
+    await bob_does({"type": "availability", "availability": "dnd"}, "dnd")
+    got = await bob_frames()
+    t.eq(f"{label}: bob sets dnd: one frame, shown online + dnd",
+         [(x["event"], x["member"]["status"], x["member"]["availability"]) for x in got],
+         [("update", "online", "dnd")])
+    await b.send({"type": "status", "status": "idle"})
+    t.eq(f"{label}: idle under dnd: no frame to ann (she is shown online either way)",
+         await bob_frames(), [])
+    await b.send({"type": "status", "status": "online"})
+    t.eq(f"{label}: online again under dnd: no frame", await bob_frames(), [])
+    await b.send({"type": "status", "status": "idle"})
+    await bob_frames(0.4)
+    await bob_does({"type": "update", "channel": room, "data": {"n": "b2"}}, "u1")
+    got = await bob_frames()
+    t.eq(f"{label}: data under dnd while idle: one frame, status and from both the shown online",
+         [(x["event"], x["member"]["status"], x.get("from"), x["member"]["data"]) for x in got],
+         [("update", "online", "online", {"n": "b2"})])
+    await bob_does({"type": "availability", "availability": "away"}, "away")
+    got = await bob_frames()
+    t.eq(f"{label}: dnd -> away: one frame, shown idle",
+         [(x["member"]["status"], x["member"]["availability"]) for x in got], [("idle", "away")])
+    await b.send({"type": "status", "status": "online"})
+    t.eq(f"{label}: online under away: no frame", await bob_frames(), [])
+
+    await bob_does({"type": "availability", "availability": "invisible"}, "inv")
+    got = await bob_frames()
+    t.eq(f"{label}: invisible: one frame, bob leaves, shown offline",
+         [(x["event"], x["member"]["status"]) for x in got], [("leave", "offline")])
+    await b.send({"type": "status", "status": "idle"})
+    await bob_does({"type": "update", "channel": room, "data": {"n": "b3"}}, "u2")
+    t.eq(f"{label}: an invisible member's status and data changes: no frame", await bob_frames(), [])
+    c = await Client.connect(db, "mk-cat", tok=chan_tok("mk-cat", "*"))
+    snap = await join(c, room)
+    t.eq(f"{label}: a new member's snapshot leaves the invisible member out",
+         sorted(x["user_id"] for x in (snap or {}).get("members", [])), ["mk-ann", "mk-cat"])
+    await a.collect(0.3)
+    r = await http(db, "GET", f"/v1/channels/{room}/members")
+    mb = {x["user_id"]: x for x in (r.json() or {}).get("members", [])}
+    t.eq(f"{label}: the backend sees the truth: bob idle, invisible",
+         (mb.get("mk-bob", {}).get("status"), mb.get("mk-bob", {}).get("availability")),
+         ("idle", "invisible"))
+    await bob_does({"type": "availability", "availability": "auto"}, "auto")
+    got = await bob_frames()
+    t.eq(f"{label}: visible again: one frame, bob joins, idle, with the data set while invisible",
+         [(x["event"], x["member"]["status"], x["member"]["data"]) for x in got],
+         [("join", "idle", {"n": "b3"})])
+    snap = await join(c, room, ident="again")
+    t.eq(f"{label}: and the snapshot lists him, idle",
+         [(x["user_id"], x["status"]) for x in (snap or {}).get("members", []) if x["user_id"] == "mk-bob"],
+         [("mk-bob", "idle")])
+    for x in (a, b, c):
+        await x.close()
+
+
+async def test_masked_members(t, d, args):
+    await masked_members(t, d, d, "embedded")
+
+
 async def test_presencectl(t, d, args):
     ctl_path = os.path.join(os.path.dirname(os.path.abspath(args.presenced)), "presencectl")
     env = {k: v for k, v in os.environ.items() if not k.startswith("PRESENCECTL_")}
@@ -340,7 +419,8 @@ if __name__ == "__main__":
                       "--channel-joins-per-s": "3"},
          [test_members_and_changes, test_observe_and_grants, test_limits_and_bad_input]),
         ("channels-api", {"--offline-grace-ms": "0"}, [test_backend_api, test_events_stream,
-                                                       test_presencectl, test_invisible_members]),
+                                                       test_presencectl, test_invisible_members,
+                                                       test_masked_members]),
         ("channels-hooks", {"--offline-grace-ms": "0", "--webhook-batch-ms": "20",
                             "--webhook": f"url={HOOKS.url()},secret=s3cret,events=channel.*,"
                                          "channel-prefix=hook:"}, [test_webhook_filters]),

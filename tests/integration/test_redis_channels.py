@@ -11,6 +11,10 @@ Channels on three presenced instances sharing one Redis (issue 13).
             (reason resync) when the instance re-asserts.
   restart:  Redis restarted empty: every membership is re-asserted, with its
             data, and changes go on.
+  masked:   a member with a session on one instance, members looking at it
+            on another: what they are shown is masked by its availability
+            (dnd, away, invisible) exactly as on the embedded store
+            (test_channels.masked_members).
   fifty:    50 WebSocket sessions of one user over the three instances join
             one channel in random order, then leave in random order: one
             channel.join and one channel.leave in the cluster's log.
@@ -27,6 +31,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import Client, http, token  # noqa: E402
+from test_channels import masked_members  # noqa: E402
 from test_redis_cluster import (LEASE_MS, read_log, run_scenarios,  # noqa: E402
                                 wait_for)
 
@@ -183,7 +188,12 @@ async def test_fifty(t, cl):
 test_fifty.timeout = 60
 
 
+async def test_masked(t, cl):
+    await masked_members(t, cl.d[0], cl.d[1], "redis")
+
+
 SCENARIOS = [
+    ("masked", test_masked, {"extra": {"--offline-grace-ms": "0"}}),
     ("kill9", test_kill9, {"extra": {"--offline-grace-ms": "0"}}),
     ("sigstop", test_sigstop, {"extra": {"--offline-grace-ms": "0"}}),
     ("restart", test_restart, {"extra": {"--offline-grace-ms": "0"}}),

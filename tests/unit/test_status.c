@@ -637,6 +637,132 @@ static void events_carry_the_setting_through_the_log(void **state) {
   fx_free(f);
 }
 
+/* What other channel members are shown of a member's status in the
+ * channel, written out rather than derived (docs/protocol.md 6.1): dnd
+ * shows online, away idle; an invisible member is absent (-1). */
+static const int MEMBER_SHOWN[4][3] = {
+    /* auto */ {ON, ID, OF},
+    /* dnd */ {ON, ON, OF},
+    /* away */ {ID, ID, OF},
+    /* invisible */ {-1, -1, -1},
+};
+
+/* Every cell: availability x event kind x status before x after x data
+ * changed or not. A member gets a frame exactly when what it is shown
+ * changes. */
+static void member_visibility_every_cell(void **state) {
+  (void)state;
+  const presence_event_type_t kinds[] = {PRESENCE_EV_CHANNEL_JOIN,
+                                         PRESENCE_EV_CHANNEL_UPDATE,
+                                         PRESENCE_EV_CHANNEL_LEAVE};
+  int cells = 0, shown = 0;
+  for (int a = 0; a < 4; a++)
+    for (int k = 0; k < 3; k++)
+      for (int fi = 0; fi < 3; fi++)
+        for (int ti = 0; ti < 3; ti++)
+          for (int data = 0; data < 2; data++) {
+            presence_event_t ev = {0};
+            ev.type = kinds[k];
+            ev.channel = "room";
+            ev.user_id = "u";
+            ev.availability_from = ev.availability_to = AV[a];
+            ev.from = ST[fi];
+            ev.to = ST[ti];
+            ev.flags = data ? PRESENCE_EVENT_DATA_CHANGED : 0;
+            int want;
+            if (MEMBER_SHOWN[a][0] < 0) want = 0;
+            else if (kinds[k] != PRESENCE_EV_CHANNEL_UPDATE) want = 1;
+            else
+              want = data || MEMBER_SHOWN[a][fi] != MEMBER_SHOWN[a][ti];
+            if (presence_event_member_visible(&ev) != want)
+              fail_msg("%s %s %s -> %s data %d: member visible %d, want %d",
+                       presence_availability_name(AV[a]),
+                       presence_event_type_name(kinds[k]),
+                       presence_status_name(ST[fi]),
+                       presence_status_name(ST[ti]), data,
+                       presence_event_member_visible(&ev), want);
+            cells++;
+            shown += want;
+          }
+  assert_int_equal(cells, 4 * 3 * 3 * 3 * 2);
+  assert_true(shown > 0 && shown < cells);
+  /* Not a channel event: never a member's frame. */
+  presence_event_t ev = {0};
+  ev.type = PRESENCE_EV_USER_ONLINE;
+  ev.to = PRESENCE_ONLINE;
+  assert_int_equal(presence_event_member_visible(&ev), 0);
+  assert_int_equal(presence_event_member_visible(NULL), 0);
+}
+
+/* The embedded store's channel events carry what masking needs: the
+ * member's availability and whether its data changed, so a dnd member's
+ * idle -> online in the channel is no news to the others and a data change
+ * under dnd is. */
+typedef struct member_seen {
+  int updates, visible, data_changed;
+  presence_availability_t av;
+} member_seen_t;
+
+static void count_member(presence_t *p, const presence_event_t *ev, void *ud) {
+  (void)p;
+  member_seen_t *m = ud;
+  if (ev->type != PRESENCE_EV_CHANNEL_UPDATE) return;
+  m->updates++;
+  m->visible += presence_event_member_visible(ev);
+  m->data_changed += (ev->flags & PRESENCE_EVENT_DATA_CHANGED) != 0;
+  m->av = ev->availability_to;
+}
+
+static void member_changes_masked_by_availability(void **state) {
+  (void)state;
+  fx_t *f = fx_new(0);
+  member_seen_t m = {0};
+  presence_on_event(f->p, count_member, &m);
+  assert_int_equal(presence_session_connect(f->p, "s1", "u", NULL, NULL, NULL),
+                   0);
+  assert_int_equal(presence_channel_join(f->p, "s1", "room", NULL, NULL, NULL),
+                   0);
+  assert_int_equal(presence_user_set_availability(f->p, "u", PRESENCE_AVAIL_DND,
+                                                  NULL, NULL),
+                   0);
+  /* idle, then online: two updates in the channel, neither shown. */
+  assert_int_equal(
+      presence_session_set_status(f->p, "s1", PRESENCE_IDLE, NULL, NULL), 0);
+  assert_int_equal(
+      presence_session_set_status(f->p, "s1", PRESENCE_ONLINE, NULL, NULL), 0);
+  assert_int_equal(m.updates, 2);
+  assert_int_equal(m.visible, 0);
+  assert_int_equal(m.data_changed, 0);
+  assert_int_equal(m.av, PRESENCE_AVAIL_DND);
+  /* Data under dnd: shown. */
+  assert_int_equal(
+      presence_channel_update(f->p, "s1", "room", "{\"t\":1}", NULL, NULL), 0);
+  assert_int_equal(m.updates, 3);
+  assert_int_equal(m.visible, 1);
+  assert_int_equal(m.data_changed, 1);
+  /* A second session joining with new data while the member is idle:
+   * status and data change in one update, shown for the data. */
+  assert_int_equal(
+      presence_session_set_status(f->p, "s1", PRESENCE_IDLE, NULL, NULL), 0);
+  assert_int_equal(presence_session_connect(f->p, "s2", "u", NULL, NULL, NULL),
+                   0);
+  assert_int_equal(
+      presence_channel_join(f->p, "s2", "room", "{\"t\":2}", NULL, NULL), 0);
+  assert_int_equal(m.updates, 5);
+  assert_int_equal(m.visible, 2);
+  assert_int_equal(m.data_changed, 2);
+  /* Invisible: nothing reaches the others, data included. */
+  assert_int_equal(presence_user_set_availability(
+                       f->p, "u", PRESENCE_AVAIL_INVISIBLE, NULL, NULL),
+                   0);
+  assert_int_equal(
+      presence_channel_update(f->p, "s2", "room", "{\"t\":3}", NULL, NULL), 0);
+  assert_int_equal(m.updates, 6);
+  assert_int_equal(m.visible, 2);
+  assert_int_equal(m.av, PRESENCE_AVAIL_INVISIBLE);
+  fx_free(f);
+}
+
 /* Each kind of event packs only the fields it carries (docs/internals/
  * core.md, "Packed events"): every field must come back from the log as it
  * went in, the rare ones (message, emoji, expiry, channel, count, session
@@ -829,6 +955,8 @@ int main(void) {
       cmocka_unit_test(last_active_beside_last_seen),
       cmocka_unit_test(events_carry_the_setting_through_the_log),
       cmocka_unit_test(every_field_survives_the_log),
+      cmocka_unit_test(member_visibility_every_cell),
+      cmocka_unit_test(member_changes_masked_by_availability),
       cmocka_unit_test(reload_in_grace_is_silent),
       cmocka_unit_test(shown_version_hides_hidden_changes),
   };

@@ -505,10 +505,28 @@ end
 local function mput(c, M)
   redis.call('HSET', k_chan(c), 'm\t' .. M.u, mrec_make(M))
 end
+-- A member's availability, read once per user and call: its channel
+-- events and listings carry it (status + 4 * it, as a user's events do),
+-- so other members are shown it as watchers are (an invisible member is
+-- absent). The user's record lies in the member's shard (redis_shard.c).
+local avail_memo = {}
+local function avail_of(u)
+  local a = avail_memo[u]
+  if a == nil then
+    local U = urec_parse(redis.call('HGET', k_user(u), ''))
+    a = U and U.av or 0
+    avail_memo[u] = a
+  end
+  return a
+end
 -- count: the member count after the event, when the caller knows it.
-local function cemit(ty, reason, sid, c, M, data, from, to, count)
+-- dchg: a channel.update whose data changed (flag 2048 above the type,
+-- PRESENCE_EVENT_DATA_CHANGED).
+local function cemit(ty, reason, sid, c, M, data, from, to, count, dchg)
   M.v = M.v + 1
-  emit(ty, reason, sid, M.u, data, from, to, M.v, nil,
+  local a4 = 4 * avail_of(M.u)
+  if dchg then ty = ty + 2048 end
+  emit(ty, reason, sid, M.u, data, from + a4, to + a4, M.v, nil,
        s(count or redis.call('ZCARD', k_cmem(c))), c)
 end
 local function list_remove(t, x)
@@ -545,7 +563,7 @@ local function member_changed(c, M, from, old_data, reason, cause, known,
   if not known then d = mdata(c, M) end
   if to ~= from or d ~= old_data then
     M.st = to
-    cemit(EV_CUPDATE, reason, cause, c, M, d, from, to)
+    cemit(EV_CUPDATE, reason, cause, c, M, d, from, to, nil, d ~= old_data)
   end
   mput(c, M)
 end
@@ -943,6 +961,7 @@ local function w_avail(b)
   if U.av == av then return 0 end
   local from = U.av
   U.av = av
+  avail_memo[u] = nil
   U.v = U.v + 1
   if av ~= 0 then redis.call('PERSIST', k_user(u)) end
   uemit(U, EV_UAVAIL, R_EXPLICIT, nil, u, nil, U.st, U.st, from, nil, nil,
@@ -1193,6 +1212,7 @@ OPS.sassert = function()
     if av ~= U.av and (tonumber(h[2]) or 0) < as then
       local from = U.av
       U.av = av
+      avail_memo[u] = nil
       U.v = U.v + 1
       uemit(U, EV_UAVAIL, R_RESYNC, nil, u, nil, U.st, U.st, from, nil, nil,
             nil, false)
@@ -1506,7 +1526,7 @@ local function member_reply(c, u, res)
   if not M then return false end
   local d = mdata(c, M)
   res[#res + 1] = u
-  res[#res + 1] = s(M.st)
+  res[#res + 1] = s(M.st + 4 * avail_of(u)) -- status + 4 * availability
   res[#res + 1] = s(M.v)
   res[#res + 1] = M.since
   res[#res + 1] = d and ('=' .. d) or ''
@@ -1653,6 +1673,7 @@ local function begin(args)
   end
   ARGV = args
   op = args[1]
+  avail_memo = {}
   set_prefix(args[2])
   iid = args[3]
   epoch = args[4]

@@ -20,7 +20,9 @@ the changes/s figure says nothing about the speed-up; the per-change CPU
 figures are what --workers could add (every worker reads the whole shared
 log, so its cost per change is the one to watch). Not part of `make test`.
 
-With --nofeed a third arm runs --workers N with each worker reading the
+With --nointerest an arm runs --workers N with the shared reader passing
+every event to every worker (PRESENCED_BENCH_NO_INTEREST=1), as before
+interest-based delivery. With --nofeed an arm runs --workers N with each worker reading the
 log from Redis itself (PRESENCED_BENCH_NO_LOG_FEED=1), as before the shared
 log reader: the before and after of that change in one interleaved run.
 --scenario latency offers --rate changes/s instead of saturating (per-change
@@ -30,13 +32,14 @@ change (INFO stats, connects included) are reported for each round.
 
     cmake --build build-bench --target presenced presence_load
     python3 bench/workers.py [--build build-bench] [--rounds 4] [--duration-s 5]
-        [--conns 1000] [--nofeed] [--scenario flip|latency --rate 3000]
+        [--conns 1000] [--nointerest] [--nofeed] [--scenario flip|latency --rate 3000]
         [--out bench/results/DATE-workers.json]
 """
 import argparse
 import datetime
 import json
 import os
+import re
 import shutil
 import statistics
 import subprocess
@@ -85,19 +88,28 @@ def wait_instances(port, n, timeout=15):
     return False
 
 
+ARM_ENV = {"nofeed": "PRESENCED_BENCH_NO_LOG_FEED",
+           "nointerest": "PRESENCED_BENCH_NO_INTEREST"}
+
+
 def one_round(build, sock, redis_pid, arm, args, r):
-    """arm: "1", "N" (--workers N, one log reader per machine) or "Nnofeed"
-    (--workers N, each worker reading the log itself, as before the feed)."""
-    workers = int(arm.rstrip("nofeed"))
+    """arm: "1", "N" (--workers N, one log reader per machine passing each
+    worker the events its clients watch), "Nnointerest" (--workers N, the
+    reader passing every event to every worker, as before interest) or
+    "Nnofeed" (--workers N, each worker reading the log itself, as before
+    the feed)."""
+    workers = int(re.match(r"\d+", arm).group())
     extra = ["--store", f"unix:{sock}"]
     if workers > 1:
         extra += ["--workers", str(workers)]
-    if arm.endswith("nofeed"):
-        os.environ["PRESENCED_BENCH_NO_LOG_FEED"] = "1"
+    env = [v for k, v in ARM_ENV.items() if arm.endswith(k)]
+    for v in env:
+        os.environ[v] = "1"
     try:
         srv = bench.Server(build, "presenced", bench.free_port(), extra=extra).start()
     finally:
-        os.environ.pop("PRESENCED_BENCH_NO_LOG_FEED", None)
+        for v in env:
+            os.environ.pop(v, None)
     try:
         if not wait_instances(srv.port, workers):
             raise RuntimeError(f"{workers} worker(s) did not all register")
@@ -145,6 +157,10 @@ def main():
     ap.add_argument("--nofeed", action="store_true",
                     help="a third arm: --workers N with every worker reading "
                          "the log itself (PRESENCED_BENCH_NO_LOG_FEED=1)")
+    ap.add_argument("--nointerest", action="store_true",
+                    help="an arm: --workers N with the shared reader passing "
+                         "every event to every worker "
+                         "(PRESENCED_BENCH_NO_INTEREST=1)")
     ap.add_argument("--scenario", default="flip", choices=("flip", "latency"),
                     help="flip: saturate; latency: --rate changes/s offered")
     ap.add_argument("--rate", type=int, default=3000)
@@ -153,7 +169,9 @@ def main():
     build = os.path.abspath(args.build)
     d = tempfile.mkdtemp(prefix="presence-bench-workers-")
     rp, sock = redis_start(d)
-    arms = ["1", str(args.workers)] + ([f"{args.workers}nofeed"] if args.nofeed else [])
+    arms = (["1", str(args.workers)]
+            + ([f"{args.workers}nointerest"] if args.nointerest else [])
+            + ([f"{args.workers}nofeed"] if args.nofeed else []))
     runs = {a: [] for a in arms}
     load0 = bench.loadavg()
     t0 = datetime.datetime.utcnow()

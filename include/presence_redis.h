@@ -62,6 +62,42 @@ typedef struct presence_redis_conn_metrics {
   int up;
 } presence_redis_conn_metrics_t;
 
+/* Interest between the workers of one machine (presenced --workers N): a
+ * table in memory shared by the N processes (made before they fork), where
+ * each worker counts what its own clients watch; the machine's log reader
+ * (the store given feed_out) passes each worker only the events it counts,
+ * and dispatches to its own host only those too. A key is counted once per
+ * subscriber set (add when the first subscriber comes, remove when the last
+ * goes), and an event reaches a worker when any of these holds:
+ *   PRESENCE_INTEREST_ALL      the worker counts "all" (an event stream, a
+ *                              webhook endpoint it delivers): every event;
+ *   PRESENCE_INTEREST_USER     session and user status events of that user;
+ *   PRESENCE_INTEREST_CHANNEL  channel events of that channel;
+ * and always: availability and status-message events, cleanups, and any
+ * type this list does not name (their consumers are not keyed). The table
+ * hashes keys into counters, so two keys may share one: a worker then gets
+ * some events nobody on it watches (dropped by its fan-out), never fewer.
+ * Cross-process: counters are C11 atomics. docs/internals/redis.md. */
+typedef struct presence_redis_interest presence_redis_interest_t;
+typedef enum presence_redis_interest_kind {
+  PRESENCE_INTEREST_ALL,
+  PRESENCE_INTEREST_USER,
+  PRESENCE_INTEREST_CHANNEL
+} presence_redis_interest_kind_t;
+
+/* A table for n workers, in anonymous shared memory (MAP_SHARED), to make
+ * before forking them; NULL on failure (no memory, n is 0 or over 1024). */
+presence_redis_interest_t *presence_redis_interest_new(uint32_t workers);
+/* Unmaps it in the calling process. */
+void presence_redis_interest_free(presence_redis_interest_t *in);
+/* Count (delta 1) or uncount (-1) key (NULL for ALL) for worker slot
+ * (0..n-1). Safe from any process sharing the table; a count never goes
+ * below 0. Out-of-range slots are ignored. */
+void presence_redis_interest_count(presence_redis_interest_t *in,
+                                   uint32_t slot,
+                                   presence_redis_interest_kind_t kind,
+                                   const char *key, int delta);
+
 typedef struct presence_redis_options {
   struct uv_loop_s *loop; /* required */
   /* "redis://[user[:password]@]host[:port][/db]" (port 6379, db 0 by
@@ -120,6 +156,13 @@ typedef struct presence_redis_options {
    * its nodes; NULL: no cluster. Each shard's connections follow MOVED to
    * the node serving the shard's slot and fall back to these seeds. */
   const char *cluster;
+  /* With feed_out: route the log by interest (above) instead of copying
+   * every read to every follower: follower i of feed_out is slot i + 1,
+   * and this store dispatches to its own host what slot interest_slot
+   * (presenced: 0) counts. NULL: every event to every follower, and every
+   * event to the host, as before. */
+  presence_redis_interest_t *interest;
+  uint32_t interest_slot;
 } presence_redis_options_t;
 
 /* url with its password replaced by "***", into out (always terminated,

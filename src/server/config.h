@@ -133,6 +133,10 @@ typedef struct srv_config {
   int feed_in;
   int *feed_out;
   uint32_t n_feed_out;
+  /* What each worker's clients watch, in memory the workers share
+   * (workers.c makes it; interest.c counts; the reader routes by it):
+   * NULL without a feed, and after a restart. */
+  struct presence_redis_interest *interest;
 } srv_config_t;
 
 typedef enum {

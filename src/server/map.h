@@ -19,6 +19,10 @@ typedef struct map {
   size_t nbuckets; /* power of two, or 0 before the first insert */
   size_t count;
   uint64_t k0, k1; /* the hash key, copied at map_init */
+  /* For a subscriber index (subindex.c): told when a key gets its first
+   * subscriber (+1) and loses its last (-1). NULL: nobody listens. */
+  void (*on_sub)(void *ud, const char *key, int delta);
+  void *on_sub_ud;
 } map_t;
 
 /* Set the process's hash key (16 random bytes; srv_init draws them through

@@ -1042,6 +1042,8 @@ static int open_store(srv_t *s, presence_options_t *o) {
   ro.feed_in = s->cfg.feed_in;
   ro.feed_out = s->cfg.feed_out;
   ro.n_feed_out = s->cfg.n_feed_out;
+  ro.interest = s->cfg.interest;
+  ro.interest_slot = s->cfg.worker ? s->cfg.worker - 1 : 0;
   ro.tls.ca_file = s->cfg.redis_tls_ca;
   ro.tls.cert_file = s->cfg.redis_tls_cert;
   ro.tls.key_file = s->cfg.redis_tls_key;
@@ -1115,6 +1117,7 @@ int srv_init(srv_t *s, uv_loop_t *loop, const srv_config_t *cfg,
   presence_options_t o;
   if (init_hash_key(sys) != 0) return -1;
   init_state(s, loop, cfg, sys);
+  srv_interest_init(s);
   if (init_identity(s) != 0) return -1;
   init_timers(s);
   library_options(s, &o);

@@ -592,6 +592,16 @@ int kick_remote(srv_t *s, const char *session_id,
                 void (*done)(srv_t *s, int found, void *ud), void *ud);
 
 
+/* ---- interest.c: what this worker's clients watch, for the machine's
+ * log reader (--workers; no-ops otherwise) ---- */
+
+/* Hooks the subscriber indexes (users watched, channels joined or
+ * observed) to the shared table. */
+void srv_interest_init(srv_t *s);
+/* Count (1) or uncount (-1) a consumer of every event (an event stream,
+ * a webhook endpoint this worker delivers). */
+void srv_interest_all(srv_t *s, int delta);
+
 /* ---- workers.c: --workers N, one supervisor and N worker processes ---- */
 
 /* Forks cfg->workers workers and supervises them. Returns the worker's

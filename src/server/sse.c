@@ -254,6 +254,7 @@ void sse_detach(conn_t *c) {
   c->u.sse = NULL;
   assert(s->nsse > 0);
   s->nsse--;
+  srv_interest_all(s, -1);
 }
 
 void sse_start(conn_t *c, http_req_t *r) {
@@ -335,6 +336,7 @@ void sse_start(conn_t *c, http_req_t *r) {
   if (s->sse_streams) s->sse_streams->prev = st;
   s->sse_streams = st;
   s->nsse++;
+  srv_interest_all(s, 1); /* a stream wants every event: woken by each */
   if (conn_write(c, head, sizeof head - 1) != 0) return;
   pump_one(st, 0);
 }

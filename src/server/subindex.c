@@ -17,6 +17,7 @@
 
 static void entry_destroy(map_t *m, sub_entry_t *e) {
   assert(e->n == 0 && !e->busy);
+  if (m->on_sub) m->on_sub(m->on_sub_ud, e->key, -1);
   map_del(m, e->key);
   slots_free(e->subs, &e->sub1);
   free(e);
@@ -54,6 +55,8 @@ sub_entry_t *subindex_add(map_t *m, const char *key, conn_t *c) {
       return NULL;
     }
     e->key = map_key(m, key);
+    /* Before the caller asks for its snapshot (interest.c). */
+    if (m->on_sub) m->on_sub(m->on_sub_ud, e->key, 1);
   }
   conn_t **subs = slots_grow(e->subs, &e->sub1, e->n, &e->cap, sizeof *subs);
   if (!subs) {

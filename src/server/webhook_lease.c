@@ -130,10 +130,17 @@ static int wr_send(endpoint_t *ep, int op, const char *cursor) {
 /* Stop delivering: the request in flight is cut (the lease that allowed it
  * is gone) and the batch forgotten; a later owner reads it again from the
  * stored cursor. */
+/* An endpoint this worker delivers wants every event of the log (each one
+ * wakes its batching), whatever this worker's clients watch. */
+static void set_own(endpoint_t *ep, int own) {
+  if (ep->own != own) srv_interest_all(ep->w->s, own ? 1 : -1);
+  ep->own = own;
+}
+
 void wr_lose(endpoint_t *ep, const char *why) {
   webhooks_t *w = ep->w;
   if (!ep->own) return;
-  ep->own = 0;
+  set_own(ep, 0);
   ep->gen++;
   ep->acking = 0;
   if (ep->inflight) {
@@ -163,7 +170,7 @@ void wr_ack(endpoint_t *ep) {
 void wr_release(endpoint_t *ep) {
   char cur[WR_CURSOR_TEXT];
   wr_cursor_text(ep, UINT32_MAX, 0, cur, sizeof cur);
-  ep->own = 0;
+  set_own(ep, 0);
   ep->gen++;
   if (wr_send(ep, WR_RELEASE, cur) == 0) ep->releasing = 1;
 }
@@ -171,7 +178,7 @@ void wr_release(endpoint_t *ep) {
 static void wr_claimed(endpoint_t *ep, int64_t sent_ms, uint64_t epoch,
                        const char *cursor) {
   webhooks_t *w = ep->w;
-  ep->own = 1;
+  set_own(ep, 1);
   ep->token = epoch;
   ep->lease_until = sent_ms + w->s->cfg.redis_lease_ms;
   ep->gen++;

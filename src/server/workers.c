@@ -23,6 +23,9 @@
  * new instance (a new id), never the dead one resumed.
  */
 #include "server/server.h"
+#ifdef PRESENCED_HAVE_REDIS
+#include "presence_redis.h"
+#endif
 
 #include <errno.h>
 #include <signal.h>
@@ -67,6 +70,16 @@ static srv_t sup;
 /* The log feed: pair k (worker k + 2's) is {worker 1's end, its end}. */
 static int (*feeds)[2];
 static uint32_t nfeeds;
+/* What each worker's clients watch (interest.c), shared by the first
+ * workers: worker 1 passes each of the others only what it counts. */
+static struct presence_redis_interest *interest;
+
+static void interest_drop(void) {
+#ifdef PRESENCED_HAVE_REDIS
+  presence_redis_interest_free(interest);
+#endif
+  interest = NULL;
+}
 
 static void feeds_close(void) {
   for (uint32_t i = 0; i < nfeeds; i++) {
@@ -81,12 +94,16 @@ static void feeds_take(uint32_t k, srv_config_t *cfg) {
   cfg->feed_in = 0;
   cfg->feed_out = NULL;
   cfg->n_feed_out = 0;
+  cfg->interest = NULL;
   if (!nfeeds || feeds[0][0] < 0) { /* a restart: no feed */
     free(feeds);
     feeds = NULL;
     nfeeds = 0;
+    interest_drop();
     return;
   }
+  cfg->interest = interest; /* the mapping stays in this process */
+  interest = NULL;
   static int outs[256];
   for (uint32_t i = 0; i < nfeeds; i++) {
     if (k == 1) {
@@ -128,6 +145,15 @@ static void feeds_make(uint32_t n) {
     int sz = 4 << 20;
     setsockopt(feeds[i][0], SOL_SOCKET, SO_SNDBUF, &sz, sizeof sz);
   }
+#ifdef PRESENCED_HAVE_REDIS
+  /* bench/workers.py measures the shared reader without interest too. */
+  const char *ni = getenv("PRESENCED_BENCH_NO_INTEREST");
+  if (n > 1 && (!ni || strcmp(ni, "1")) &&
+      !(interest = presence_redis_interest_new(n)))
+    srv_log(&sup, PRESENCE_LOG_WARN,
+            "log feed: no shared memory for the workers' interest (every "
+            "worker gets every event)");
+#endif
 }
 
 /* Forks worker k. In the child: returns 1 with cfg filled for it. In the
@@ -253,7 +279,9 @@ int workers_run(srv_config_t *cfg, int *exit_code) {
       break;
     }
   }
-  /* The supervisor keeps no end: a worker's death is its peers' EOF. */
+  /* The supervisor keeps no end: a worker's death is its peers' EOF. Nor
+   * the interest table: a restarted worker reads the log itself. */
+  interest_drop();
   feeds_close();
   nfeeds = 0;
   free(feeds);

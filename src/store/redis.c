@@ -28,6 +28,7 @@
 #include <errno.h>
 #include "store/redis_conn.h"
 #include "store/redis_feed.h"
+#include "store/redis_route.h"
 #include "store/redis_resp.h"
 #include "store/redis_shard.h"
 #include <stdio.h>
@@ -198,6 +199,7 @@ typedef struct rstore {
 
   /* The log feed between the workers of a machine (redis_feed.c). */
   presence__rfeed_t *feed;
+  presence__route_t *route; /* the reader's, by interest (redis_route.c) */
   bool feed_synced; /* the feed covers what this store's own reader read */
   int *feed_out; /* until attach: the descriptors (a0's memory) */
   uint32_t n_feed_out;
@@ -944,6 +946,7 @@ int presence__redis_unpack(char *blob, size_t len, uint64_t last_seq,
     if (ev->instance_id && !ev->instance_id[0]) ev->instance_id = NULL;
     if (!by) by = ev->instance_id; /* left out when it is the instance */
     if (by && strcmp(by, self) != 0) ev->flags |= PRESENCE_EVENT_REMOTE;
+    if (out->ends) out->ends[i] = (size_t)(p - blob);
   }
   if (p != end) return PRESENCE_ESTORE;
   out->n += count;
@@ -2217,14 +2220,25 @@ static void read_log_entries(rstore_t *st, redisReply *entries) {
     /* Read already (a feed overlapping this store's own reader): once. */
     if (id && !id_after(id, st->r_last)) continue;
     if (id) snprintf(st->r_last, sizeof st->r_last, "%s", id);
-    if (presence__redis_decode_entry(e, st->h.instance_id, &evs)) {
+    uint64_t mark;
+    if (presence__route_marker(e, &mark)) { /* from the machine's reader */
+      if (mark > st->last_seq) st->last_seq = mark;
+      continue;
+    }
+    /* The machine's reader routes each entry to its followers by their
+     * interest, and tells which events its own host wants. */
+    const uint8_t *want = NULL;
+    if (st->route ? presence__route_entry(st->route, e, st->h.instance_id,
+                                          &evs, &want)
+                  : presence__redis_decode_entry(e, st->h.instance_id,
+                                                 &evs)) {
       logf_(st, PRESENCE_LOG_ERROR, "redis reader: malformed log entry", id);
       continue;
     }
     for (size_t j = 0; j < evs.n && !st->destroying; j++) {
       if (evs.ev[j].seq > st->last_seq) st->last_seq = evs.ev[j].seq;
       settings_observe(st, &evs.ev[j]);
-      st->h.observe(st->h.host_ud, &evs.ev[j]);
+      if (!want || want[j]) st->h.observe(st->h.host_ud, &evs.ev[j]);
     }
   }
   xfree(st, evs.ev);
@@ -2251,10 +2265,12 @@ static void take_xread(void *ud, redisReply *rep) {
     const char *name = text_of(at(at(rep, i), 0));
     redisReply *entries = at(at(rep, i), 1);
     if (!name || !entries || entries->type != REDIS_REPLY_ARRAY) continue;
-    if (!strcmp(name, st->log_key))
+    if (!strcmp(name, st->log_key)) {
       read_log_entries(st, entries);
-    else if (!strcmp(name, st->kick_key))
+    } else if (!strcmp(name, st->kick_key)) {
+      if (st->route) presence__route_kicks(st->route, at(rep, i));
       read_kicks(st, entries);
+    }
   }
 }
 
@@ -2283,11 +2299,17 @@ static void on_xread(void *ud, int code, redisReply *rep) {
   /* nil when the block time passed with nothing new. */
   const char *raw;
   size_t n;
-  if (st->feed && rep->type == REDIS_REPLY_ARRAY &&
-      !presence__rconn_raw(st->rconn, &raw, &n))
+  bool routed = st->route && rep->type == REDIS_REPLY_ARRAY;
+  if (routed)
+    presence__route_begin(st->route, st->r_last);
+  else if (st->feed && rep->type == REDIS_REPLY_ARRAY &&
+           !presence__rconn_raw(st->rconn, &raw, &n))
     presence__rfeed_forward(st->feed, raw, n);
   take_xread(st, rep);
   if (st->destroying) return;
+  if (routed)
+    presence__route_end(st->route, st->feed, st->log_key, st->r_last,
+                        uv_now(st->o.loop));
   start_reader(st);
 }
 
@@ -3336,6 +3358,18 @@ static int r_attach(presence_store_t *base, const presence_store_host_t *host) {
         .ud = st,
     };
     if (presence__rfeed_new(&fc, &st->feed) == 0) {
+      /* Without a router (no table, no memory) every follower gets every
+       * read whole, as before interest existed. */
+      if (st->n_feed_out && st->o.interest)
+        st->route = presence__route_new(st->h.allocator, st->o.interest,
+                                        st->o.interest_slot, st->n_feed_out);
+      if (st->n_feed_out)
+        logf_(st, PRESENCE_LOG_INFO,
+              st->route ? "redis reader: the log goes to the other workers by "
+                          "their interest"
+                        : "redis reader: the log goes whole to the other "
+                          "workers",
+              NULL);
       st->feed_in = 0; /* the feed owns the descriptors now */
       st->n_feed_out = 0;
     }
@@ -3357,6 +3391,8 @@ static void r_destroy(presence_store_t *base) {
   st->rconn = NULL;
   presence__rfeed_free(st->feed);
   st->feed = NULL;
+  presence__route_free(st->route);
+  st->route = NULL;
   if (st->feed_in > 0) close(st->feed_in);
   for (uint32_t i = 0; i < st->n_feed_out; i++)
     close(st->feed_out[i]);

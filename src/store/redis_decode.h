@@ -23,6 +23,9 @@ typedef struct presence__redis_events {
   presence_event_t *ev;
   size_t n, cap;
   const presence_allocator_t *alloc; /* NULL: libc */
+  /* Optional (the machine's log router, redis_route.c): where each event of
+   * the last unpack ends in its blob, an offset; room for its count. */
+  size_t *ends;
 } presence__redis_events_t;
 
 /* Unpack count events packed in blob (len bytes, blob[len] == '\0', as in

@@ -135,45 +135,81 @@ static void on_write(uv_write_t *req, int status) {
   if (status < 0 && p->f) drop(&p->f->out[p->idx]);
 }
 
+/* bufs (total bytes) to follower i: straight to the socket when it takes it
+ * all (the common case: no copy, no request), the rest copied and queued.
+ * A follower too far behind, or whose socket fails, is cut off. */
+static void send_one(presence__rfeed_t *f, uint32_t i, const uv_buf_t *bufs,
+                     unsigned nbufs, size_t total) {
+  pipe_h *p = f->out[i];
+  if (!p || !total) return;
+  if (p->pipe.write_queue_size > FEED_MAX_QUEUED) {
+    drop(&f->out[i]); /* its follower sees the end and reads itself */
+    return;
+  }
+  int done = p->pipe.write_queue_size
+                 ? 0
+                 : uv_try_write((uv_stream_t *)&p->pipe, bufs, nbufs);
+  if (done == UV_EAGAIN) done = 0;
+  if (done < 0) {
+    drop(&f->out[i]);
+    return;
+  }
+  if ((size_t)done == total) return;
+  wreq_t *w = malloc(sizeof *w);
+  char *copy = malloc(total - (size_t)done);
+  if (!w || !copy) {
+    free(w);
+    free(copy);
+    drop(&f->out[i]);
+    return;
+  }
+  size_t skip = (size_t)done, at = 0;
+  for (unsigned k = 0; k < nbufs; k++) {
+    size_t l = bufs[k].len;
+    if (skip >= l) {
+      skip -= l;
+      continue;
+    }
+    memcpy(copy + at, bufs[k].base + skip, l - skip);
+    at += l - skip;
+    skip = 0;
+  }
+  w->buf = copy;
+  uv_buf_t b = uv_buf_init(copy, (unsigned)at);
+  if (uv_write(&w->req, (uv_stream_t *)&p->pipe, &b, 1, on_write)) {
+    free(copy);
+    free(w);
+    drop(&f->out[i]);
+  }
+}
+
 void presence__rfeed_forward(presence__rfeed_t *f, const char *raw,
                              size_t n) {
   if (!f || !n || !f->n_out) return;
-  for (uint32_t i = 0; i < f->n_out; i++) {
-    pipe_h *p = f->out[i];
-    if (!p) continue;
-    if (p->pipe.write_queue_size > FEED_MAX_QUEUED) {
-      drop(&f->out[i]); /* its follower sees the end and reads itself */
-      continue;
-    }
-    /* Straight to the socket when it takes it all (the common case):
-     * no copy, no request. */
-    uv_buf_t b = uv_buf_init((char *)raw, (unsigned)n);
-    int done = p->pipe.write_queue_size ? 0 : uv_try_write((uv_stream_t *)&p->pipe, &b, 1);
-    if (done == UV_EAGAIN) done = 0;
-    if (done < 0) {
-      drop(&f->out[i]);
-      continue;
-    }
-    if ((size_t)done == n) continue;
-    wreq_t *w = malloc(sizeof *w);
-    char *copy = malloc(n - (size_t)done);
-    if (!w || !copy) {
-      free(w);
-      free(copy);
-      drop(&f->out[i]);
-      continue;
-    }
-    memcpy(copy, raw + done, n - (size_t)done);
-    w->buf = copy;
-    b = uv_buf_init(copy, (unsigned)(n - (size_t)done));
-    if (uv_write(&w->req, (uv_stream_t *)&p->pipe, &b, 1, on_write)) {
-      free(copy);
-      free(w);
-      drop(&f->out[i]);
-      continue;
-    }
-  }
+  uv_buf_t b = uv_buf_init((char *)raw, (unsigned)n);
+  for (uint32_t i = 0; i < f->n_out; i++) send_one(f, i, &b, 1, n);
   f->forwarded++;
+}
+
+void presence__rfeed_send(presence__rfeed_t *f, uint32_t i,
+                          const uv_buf_t *bufs, unsigned nbufs) {
+  if (!f || i >= f->n_out) return;
+  size_t total = 0;
+  for (unsigned k = 0; k < nbufs; k++) total += bufs[k].len;
+  send_one(f, i, bufs, nbufs, total);
+  f->forwarded++;
+}
+
+void presence__rfeed_cut(presence__rfeed_t *f, uint32_t i) {
+  if (f && i < f->n_out) drop(&f->out[i]);
+}
+
+uint32_t presence__rfeed_outputs(const presence__rfeed_t *f) {
+  return f ? f->n_out : 0;
+}
+
+bool presence__rfeed_live(const presence__rfeed_t *f, uint32_t i) {
+  return f && i < f->n_out && f->out[i];
 }
 
 /* ---- both ------------------------------------------------------------------ */

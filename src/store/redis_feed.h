@@ -36,6 +36,14 @@ int presence__rfeed_new(const presence__rfeed_config_t *cfg,
                         presence__rfeed_t **out);
 /* Copy one reply, its wire bytes, to every follower still connected. */
 void presence__rfeed_forward(presence__rfeed_t *f, const char *raw, size_t n);
+/* The router's (redis_route.c): one message, in pieces, to follower i
+ * alone; cut follower i off (it reads the log itself); how many followers
+ * there were, and whether follower i is still connected. */
+void presence__rfeed_send(presence__rfeed_t *f, uint32_t i,
+                          const uv_buf_t *bufs, unsigned nbufs);
+void presence__rfeed_cut(presence__rfeed_t *f, uint32_t i);
+uint32_t presence__rfeed_outputs(const presence__rfeed_t *f);
+bool presence__rfeed_live(const presence__rfeed_t *f, uint32_t i);
 /* Whether a follower's input is still there (it then runs no XREAD). */
 bool presence__rfeed_reading(const presence__rfeed_t *f);
 void presence__rfeed_stats(const presence__rfeed_t *f, uint64_t *forwarded,

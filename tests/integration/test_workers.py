@@ -24,6 +24,17 @@ same Redis where the workers are gone.
             reader): worker 2 reads the log itself from where the feed
             stopped, and a change made on worker 2 right after still reaches
             its watcher; the replacement reads for itself (two XREADs).
+  interest: the reader passes each worker only the events its clients watch
+            (interest-based delivery): six users on both workers flip their
+            status 12 times each at once (the writes of a worker batch into
+            shared log entries, which the reader cuts per worker); watchers
+            on both workers see every change of each user they watch exactly
+            once, in order (each frame's `from` is the previous status), and
+            nothing more; a user nobody on worker 2 watched, watched there
+            after the burst (and again after the first watcher left), is
+            seen at once; a channel observed on worker 2 sees a join and a
+            leave made on worker 1; an event stream on worker 2 reads every
+            event.
   embedded: --workers 2 without --store is refused with a clear message.
 
 Run: /usr/bin/python3 tests/integration/test_workers.py --presenced PATH
@@ -40,7 +51,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import (Checks, Client, Daemon, http, parse_args,  # noqa: E402
-                     sanitizer_report)
+                     sanitizer_report, token)
 from test_redis_cluster import (Redis, read_log, replay, statuses,  # noqa: E402
                                 wait_for)
 
@@ -323,6 +334,172 @@ async def test_feed(t, d, redis):
             await c.close()
 
 
+FLIPS = 12
+
+
+def chain_problems(frames, user, start="online"):
+    """A watcher's changes of user must each start where the previous ended
+    (a duplicate or a missed one breaks the chain)."""
+    cur, out = start, []
+    for m in frames:
+        for u in m.get("users", []):
+            if u.get("user_id") != user:
+                continue
+            if u.get("from") != cur:
+                out.append(f"{user}: from {u.get('from')} after {cur}")
+            cur = u.get("status")
+    return cur, out
+
+
+async def users_on(d, prefix, names, per):
+    """Clients of users prefix-0, prefix-1... until each worker named holds
+    per of them: {instance: [client, ...]}."""
+    by, extra = {n: [] for n in names}, []
+    for i in range(12 * per):
+        c = await Client.connect(d, f"{prefix}-{i}")
+        w = await instance_of(d, c)
+        if w in by and len(by[w]) < per:
+            by[w].append(c)
+        else:
+            extra.append(c)
+        if all(len(v) >= per for v in by.values()):
+            break
+    for c in extra:
+        await c.close()
+    return by
+
+
+async def test_interest(t, d, redis):
+    t.check("interest: worker 1 passes the log by interest",
+            "the log goes to the other workers by their interest" in d.stderr_text(),
+            d.stderr_tail(8))
+    probe = await spread_clients(d, "ip")
+    names = sorted(k for k in probe if k)
+    for cs in probe.values():
+        for c in cs:
+            await c.close()
+    t.check("interest: clients on both workers", len(names) == 2, str(list(probe)))
+    if len(names) != 2:
+        return
+    w1, w2 = names
+    by = await users_on(d, "in", names, 3)
+    a, b = by[w1], by[w2]
+    t.check("interest: three flipping users on each worker", len(a) == 3 and len(b) == 3,
+            f"{len(a)} {len(b)}")
+    if len(a) != 3 or len(b) != 3:
+        return
+    every = [c.user for c in a + b]
+    # What each watcher watches: both workers' users, and b[2] by nobody on
+    # worker 2 (its events are routed away from worker 2).
+    plan = {w1: [a[0].user, a[1].user, b[0].user, b[2].user],
+            w2: [a[0].user, a[2].user, b[1].user]}
+    watchers = {}
+    for w, users in plan.items():
+        x = await on_worker(d, f"iw-{w[-2:]}", w, watch=every)
+        t.check(f"interest: a watcher lands on {w}", x is not None)
+        if x is None:
+            return
+        await x.send({"type": "subscribe", "users": users, "id": "s"})
+        snap = await x.expect_type("presence", 5, snapshot=True)
+        t.check(f"interest: the watcher on {w} gets its snapshot", snap is not None)
+        watchers[w] = x
+
+    async def flips(c):
+        for k in range(FLIPS):
+            await c.send({"type": "status", "status": "idle" if k % 2 == 0 else "online"})
+    await asyncio.gather(*(flips(c) for c in a + b))
+    final = "idle" if FLIPS % 2 else "online"
+    for w, users in plan.items():
+        x = watchers[w]
+        frames, deadline = [], time.monotonic() + 15
+        while time.monotonic() < deadline:
+            frames += await x.changes(0.3)
+            got = {u: sum(1 for m in frames for v in m["users"] if v["user_id"] == u)
+                   for u in users}
+            if all(n >= FLIPS for n in got.values()):
+                break
+        frames += await x.changes(0.5)  # anything more is a duplicate
+        for u in users:
+            n = sum(1 for m in frames for v in m["users"] if v["user_id"] == u)
+            end, problems = chain_problems(frames, u)
+            t.check(f"interest: the watcher on {w} sees each of {u}'s {FLIPS} changes "
+                    f"exactly once, in order", n == FLIPS and not problems and end == final,
+                    f"{n} changes, ends {end}; {problems[:4]}")
+        stray = {v["user_id"] for m in frames for v in m["users"]} - set(users)
+        t.check(f"interest: the watcher on {w} gets no change of a user it does not watch",
+                not stray, str(stray))
+    # Watched on worker 2 only now: counted before the snapshot is asked.
+    for round_ in (1, 2):
+        late = await on_worker(d, f"il{round_}", w2, watch=every)
+        t.check(f"interest: late watcher {round_} lands on worker 2", late is not None)
+        if late is None:
+            return
+        await late.send({"type": "subscribe", "users": [b[2].user], "id": "s"})
+        snap = await late.expect_type("presence", 5, snapshot=True)
+        cur = (snap or {}).get("users", [{}])[0].get("status")
+        nxt = "online" if cur == "idle" else "idle"
+        await b[2].send({"type": "status", "status": nxt})
+        m = await late.change(b[2].user, 5)
+        t.check(f"interest: late watcher {round_} on worker 2 sees {b[2].user} "
+                f"(watched by nobody there before) go {nxt}",
+                m is not None and m["users"][0]["status"] == nxt, str(m))
+        more = await late.changes(0.4)
+        t.check(f"interest: ... once", not more, str(more))
+        await late.close()
+    # Channels: routed by the channel's name.
+    obs = await on_worker(d, "io", w2)
+    if obs:
+        await obs.close()
+    obs = None
+    for i in range(40):
+        c = await Client.connect(d, f"io-{i}", tok=token(f"io-{i}", extra={"channels": "*",
+                                                                             "observe": "*"}))
+        if await instance_of(d, c) == w2:
+            obs = c
+            break
+        await c.close()
+    t.check("interest: a channel observer lands on worker 2", obs is not None)
+    if obs is None:
+        return
+    await obs.send({"type": "observe", "channel": "in-room", "id": "o"})
+    t.check("interest: the observer gets the channel's snapshot",
+            await obs.expect_type("channel", 5, id="o") is not None)
+    j = None
+    for i in range(40):
+        c = await Client.connect(d, f"ij-{i}", tok=token(f"ij-{i}", extra={"channels": "*"}))
+        if await instance_of(d, c) == w1:
+            j = c
+            break
+        await c.close()
+    t.check("interest: a member lands on worker 1", j is not None)
+    if j is None:
+        return
+    for what in ("join", "leave"):
+        await j.send({"type": what, "channel": "in-room", "id": what})
+        m, _ = await obs.expect(lambda x: x.get("type") == "channel"
+                                and x.get("event") == what
+                                and x.get("member", {}).get("user_id") == j.user, 5)
+        t.check(f"interest: the observer on worker 2 sees the {what} made on worker 1",
+                m is not None, str(m))
+    await j.close()
+    await obs.close()
+    # An event stream on worker 2 (counts every event while open).
+    log = None
+    for i in range(20):
+        got = await read_log(d, quiet=0.5, limit=10)
+        if got:
+            log = got
+            break
+    changes = [e for e in (log or []) if e.get("type") in ("user.idle", "user.online")
+               and e.get("user_id") in every]
+    t.check("interest: an event stream reads every change of the burst",
+            len(changes) >= 6 * FLIPS, f"{len(changes)}")
+    for x in watchers.values():
+        await x.close()
+    for c in a + b:
+        await c.close()
+
+
 async def _eq(v, want):
     return v == want
 
@@ -338,7 +515,8 @@ def main():
 
     async def run_all():
         for name, fn in (("spread", test_spread), ("kill9", test_kill9),
-                         ("feed", test_feed), ("sigterm", test_sigterm)):
+                         ("feed", test_feed), ("interest", test_interest),
+                         ("sigterm", test_sigterm)):
             if args.only and args.only not in name:
                 continue
             redis = Redis()

@@ -12,7 +12,6 @@
  */
 #include "server/server.h"
 
-#include "server/jwt.h"
 #include "server/wsmsg.h"
 
 #include <stdlib.h>
@@ -91,7 +90,7 @@ void chan_detach(conn_t *c) {
  * its own sessions. */
 static int skip_hidden(conn_t *c, void *ud) {
   const presence_event_t *ev = ud;
-  return strcmp(ws_claims(c)->sub, ev->user_id) != 0 &&
+  return strcmp(ws_user(c), ev->user_id) != 0 &&
          !presence_event_member_visible(ev);
 }
 
@@ -111,7 +110,7 @@ static int masked_update(const presence_event_t *ev) {
 static void after_removal(conn_t *c, uint32_t i, void *ud) {
   const presence_event_t *ev = ud;
   conn_chan_t *x = find(*ws_chans(c), ev->channel);
-  if (!x || !x->joined || strcmp(ws_claims(c)->sub, ev->user_id) != 0) return;
+  if (!x || !x->joined || strcmp(ws_user(c), ev->user_id) != 0) return;
   x->joined = 0;
   /* The store forgets this session's join too (the Redis store keeps it
    * locally to re-assert after a fence: a removal decided elsewhere must
@@ -195,7 +194,7 @@ static void on_user_channels(presence_t *p, int status,
     for (uint32_t k = 0; k < e->n; k++) {
       conn_t *c = e->subs[k];
       if (c->kind != CONN_WS || c->closing || !c->u.ws ||
-          strcmp(ws_claims(c)->sub, q->user) == 0)
+          strcmp(ws_user(c), q->user) == 0)
         continue;
       ws_send_text(c, b->data, b->len);
     }
@@ -290,7 +289,7 @@ static void on_members(presence_t *p, int status,
                     presence_strerror(status), r->id);
     } else {
       /* An invisible member is absent to others (docs/protocol.md 4.1). */
-      const char *me = ws_claims(c)->sub;
+      const char *me = ws_user(c);
       presence_member_info_t *shown = n ? malloc(n * sizeof *shown) : NULL;
       size_t k = 0;
       for (size_t i = 0; shown && i < n; i++)
@@ -362,7 +361,6 @@ static int over_join_rate(conn_t *c, conn_chans_t *cc) {
 
 void chan_on_message(conn_t *c, const wsmsg_t *m) {
   srv_t *s = c->srv;
-  const jwt_claims_t *cl = ws_claims(c);
   const char *ch = m->channel;
   char msg[300];
   conn_chans_t *cc = chans_of(c);
@@ -387,8 +385,7 @@ void chan_on_message(conn_t *c, const wsmsg_t *m) {
   case WSMSG_JOIN:
   case WSMSG_OBSERVE: {
     int join = m->type == WSMSG_JOIN;
-    int granted = jwt_patterns_match(&cl->join, ch) ||
-                  (!join && jwt_patterns_match(&cl->observe, ch));
+    int granted = ws_may_channel(c, ch, join);
     if (!granted) {
       snprintf(msg, sizeof msg, "token does not allow %s channel %.128s",
                join ? "joining" : "observing", ch);

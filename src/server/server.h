@@ -403,7 +403,6 @@ void fanout_sink_remove(srv_t *s, int id);
 
 typedef struct conn_chans conn_chans_t;
 struct wsmsg;
-struct jwt_claims;
 extern const fanout_sink_t channel_sink;
 extern const fanout_sink_t channel_avail_sink;
 /* join, update, leave, observe, unobserve (docs/protocol.md section 4). */
@@ -416,7 +415,11 @@ int api_channels(conn_t *c, http_req_t *r, const char *path, size_t pl,
                  int method);
 /* What channels.c needs of a WebSocket connection (wsconn.c). */
 presence_handle_t ws_handle(const conn_t *c);
-const struct jwt_claims *ws_claims(const conn_t *c);
+/* The connection's user (its token's sub). */
+const char *ws_user(const conn_t *c);
+/* Whether its token grants joining channel (join 1) or observing it
+ * (join 0: the "observe" patterns, or any that grant joining). */
+int ws_may_channel(const conn_t *c, const char *channel, int join);
 conn_chans_t **ws_chans(conn_t *c);
 void ws_send_error(conn_t *c, const char *code, const char *message,
                    const char *id);

@@ -27,8 +27,13 @@
 
 struct wsconn {
   ws_parser_t *parser; /* only while inside a message (ws_on_read) */
-  jwt_claims_t claims; /* sub, exp, watch and channels; meta and device are
-                          freed once the session is open and welcomed */
+  /* The token's claims, kept for the connection's life: sub in user[],
+   * exp and the "*" grants here; the lists (watch ids, channel patterns)
+   * and, until the session is open and welcomed, meta and device in *more,
+   * which exists only while the token has any of them (claims_take,
+   * more_trim). A token with "*" grants or none costs no allocation. */
+  jwt_claims_t *more;
+  int64_t exp;
   /* The watched users' entries: &sub1 while there is room for one (most
    * connections watch one user: no 32-byte array of their own), a malloc'd
    * array past that (slots_grow). */
@@ -54,12 +59,14 @@ struct wsconn {
    * c->stash), so a refused session never sees a welcome. */
   uint8_t welcome_pending;
   uint8_t input_held; /* reading stopped by hold_input */
+  uint8_t watch_all;   /* "watch": "*" */
+  uint8_t join_all;    /* "channels": "*" */
+  uint8_t observe_all; /* "observe": "*" */
   /* Last, after the small fields: no padding holes (an idle connection
-   * keeps this struct; 200 bytes and its user id). */
+   * keeps this struct: 144 bytes and its user id). */
   char session_id[37];
-  /* The token's sub, which claims.sub points at: in this allocation rather
-   * than a malloc chunk of its own (16 bytes less for a short id). Hence
-   * claims.sub is never freed with the claims (claims_release). */
+  /* The token's sub: in this allocation rather than a malloc chunk of its
+   * own. */
   char user[];
 };
 
@@ -209,7 +216,14 @@ static void unsubscribe_all(conn_t *c) {
 }
 
 presence_handle_t ws_handle(const conn_t *c) { return c->u.ws->handle; }
-const jwt_claims_t *ws_claims(const conn_t *c) { return &c->u.ws->claims; }
+const char *ws_user(const conn_t *c) { return c->u.ws->user; }
+int ws_may_channel(const conn_t *c, const char *channel, int join) {
+  const wsconn_t *w = c->u.ws;
+  if (w->join_all || (!join && w->observe_all)) return 1;
+  if (!w->more) return 0;
+  return jwt_patterns_match(&w->more->join, channel) ||
+         (!join && jwt_patterns_match(&w->more->observe, channel));
+}
 conn_chans_t **ws_chans(conn_t *c) { return &c->u.ws->chans; }
 void ws_send_error(conn_t *c, const char *code, const char *message,
                    const char *id) {
@@ -217,16 +231,51 @@ void ws_send_error(conn_t *c, const char *code, const char *message,
 }
 void ws_send_ack(conn_t *c, const char *id) { send_ack(c, id); }
 
-/* The claims' strings but sub, which lives in w->user. */
-static void claims_release(wsconn_t *w) {
-  w->claims.sub = NULL;
-  jwt_claims_free(&w->claims);
+static void more_free(wsconn_t *w) {
+  jwt_claims_free(w->more);
+  free(w->more);
+  w->more = NULL;
+}
+
+/* Keep a verified token's claims in place of w's (taking its strings; *c
+ * is zeroed): sub is already in w->user, what the connection needs goes
+ * inline, the rest into w->more when there is any. 0, or -1 without memory
+ * (*c freed, w's claims unchanged). */
+static int claims_take(wsconn_t *w, jwt_claims_t *c) {
+  jwt_claims_t *more = NULL;
+  free(c->sub);
+  c->sub = NULL;
+  if (c->watch || c->join.n || c->observe.n || c->meta || c->device) {
+    more = malloc(sizeof *more);
+    if (!more) {
+      jwt_claims_free(c);
+      return -1;
+    }
+    *more = *c;
+  }
+  more_free(w);
+  w->more = more;
+  w->exp = c->exp;
+  w->watch_all = c->watch_all != 0;
+  w->join_all = c->join.all != 0;
+  w->observe_all = c->observe.all != 0;
+  memset(c, 0, sizeof *c);
+  return 0;
+}
+
+/* meta and device are needed only to open the session and welcome it:
+ * once both are gone, *more goes too unless the token had lists. */
+static void more_trim(wsconn_t *w) {
+  jwt_claims_t *m = w->more;
+  if (m && !m->watch && !m->join.n && !m->observe.n && !m->meta &&
+      !m->device)
+    more_free(w);
 }
 
 void ws_free(wsconn_t *w) {
   if (!w) return;
   ws_parser_free(w->parser);
-  claims_release(w);
+  more_free(w);
   subs_free(w);
   free(w);
 }
@@ -343,9 +392,9 @@ static void bad_message(conn_t *c, const char *code, const char *message,
 }
 
 static int may_watch(const wsconn_t *w, const char *user) {
-  if (w->claims.watch_all || strcmp(user, w->claims.sub) == 0) return 1;
-  for (size_t i = 0; i < w->claims.n_watch; i++)
-    if (strcmp(w->claims.watch[i], user) == 0) return 1;
+  if (w->watch_all || strcmp(user, w->user) == 0) return 1;
+  for (size_t i = 0; w->more && i < w->more->n_watch; i++)
+    if (strcmp(w->more->watch[i], user) == 0) return 1;
   return 0;
 }
 
@@ -475,7 +524,7 @@ static void on_status(conn_t *c, const wsmsg_t *m) {
 
 /* availability / message: the token's user sets its own. */
 static void on_setting(conn_t *c, const wsmsg_t *m) {
-  int rc = userstatus_apply(c->srv, c->u.ws->claims.sub, m->type, &m->setting,
+  int rc = userstatus_apply(c->srv, c->u.ws->user, m->type, &m->setting,
                             NULL, NULL);
   if (rc != 0) {
     const char *code, *msg;
@@ -558,21 +607,21 @@ static void on_token(conn_t *c, const wsmsg_t *m) {
     send_error(c, code, msg, m->id);
     return;
   }
-  if (strcmp(nc.sub, w->claims.sub) != 0) {
+  if (strcmp(nc.sub, w->user) != 0) {
     jwt_claims_free(&nc);
     send_error(c, "token_user_mismatch",
                "the new token is for another user; the old one stands", m->id);
     return;
   }
-  s->token_refreshes_total++;
   free(nc.meta); /* meta and device stay as stored at the connect */
   nc.meta = NULL;
   free(nc.device);
   nc.device = NULL;
-  claims_release(w);
-  free(nc.sub); /* the same id as w->user (checked above) */
-  nc.sub = w->user;
-  w->claims = nc;
+  if (claims_take(w, &nc) != 0) { /* sub: the same id as w->user */
+    send_error(c, "internal", "out of memory; the old token stands", m->id);
+    return;
+  }
+  s->token_refreshes_total++;
   buf_t *b = &s->scratch;
   buf_reset(b);
   buf_puts(b, "{\"type\":\"ack\"");
@@ -581,7 +630,7 @@ static void on_token(conn_t *c, const wsmsg_t *m) {
     buf_puts(b, m->id);
   }
   buf_puts(b, ",\"exp\":");
-  buf_put_i64(b, w->claims.exp);
+  buf_put_i64(b, w->exp);
   uint32_t dropped = 0;
   for (uint32_t i = 0; i < w->nsubs;) {
     const char *user = watch_user(w->subs[i]);
@@ -758,7 +807,7 @@ void ws_housekeeping(conn_t *c, int64_t now_mono, int64_t now_wall) {
              PRESENCE_REASON_TIMEOUT);
     return;
   }
-  if (now_wall / 1000 >= w->claims.exp) {
+  if (now_wall / 1000 >= w->exp) {
     ws_close(c, WS_CLOSE_AUTH, "token_expired", "token expired",
              PRESENCE_REASON_DISCONNECT);
     return;
@@ -959,10 +1008,11 @@ static int switch_protocols(conn_t *c, http_req_t *r, const char *accept,
     return -1;
   }
   memcpy(w->user, claims->sub, ul);
-  free(claims->sub);
-  claims->sub = w->user;
-  w->claims = *claims;
-  memset(claims, 0, sizeof *claims);
+  if (claims_take(w, claims) != 0) {
+    free(w);
+    http_error(c, 503, "out_of_memory", "cannot open a session");
+    return -1;
+  }
   char head[256];
   int hn = snprintf(head, sizeof head,
                     "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
@@ -989,23 +1039,24 @@ static void send_welcome(conn_t *c) {
   buf_puts(b, "{\"type\":\"welcome\",\"protocol\":1,\"session_id\":");
   buf_put_json_str(b, w->session_id);
   buf_puts(b, ",\"user_id\":");
-  buf_put_json_str(b, w->claims.sub);
+  buf_put_json_str(b, w->user);
   buf_printf(b, ",\"heartbeat_ms\":%u,\"timeout_ms\":%u", s->cfg.heartbeat_ms,
              s->cfg.timeout_ms);
   /* The token's expiry, so a client can refresh it ahead ({"type":"token"}). */
   buf_puts(b, ",\"exp\":");
-  buf_put_i64(b, w->claims.exp);
+  buf_put_i64(b, w->exp);
   /* The session's device kind (docs/protocol.md section 6). */
   buf_puts(b, ",\"device\":");
-  buf_put_json_str(b, w->claims.device ? w->claims.device
-                                       : PRESENCE_DEVICE_DEFAULT);
+  buf_put_json_str(b, w->more && w->more->device ? w->more->device
+                                                 : PRESENCE_DEVICE_DEFAULT);
   buf_putc(b, '}');
   if (!buf_failed(b)) ws_send_text(c, b->data, b->len);
   /* The device went to the library with the session's open: not kept for
    * the connection's life. (A failed write may have freed w.) */
-  if ((w = c->u.ws) != NULL) {
-    free(w->claims.device);
-    w->claims.device = NULL;
+  if ((w = c->u.ws) != NULL && w->more) {
+    free(w->more->device);
+    w->more->device = NULL;
+    more_trim(w);
   }
 }
 
@@ -1019,12 +1070,15 @@ static int open_session(conn_t *c) {
    * EFENCED mean the session is kept and re-asserted once Redis is back. */
   if (srv_async(s)) conn_ref(c);
   int rc = presence_session_open_device(
-      s->p, w->session_id, w->claims.sub, w->claims.meta,
-      w->claims.device, &w->handle,
+      s->p, w->session_id, w->user, w->more ? w->more->meta : NULL,
+      w->more ? w->more->device : NULL, &w->handle,
       srv_async(s) ? on_open_done : NULL, c);
   if (rc != 0 && srv_async(s)) conn_unref(c);
-  free(w->claims.meta); /* stored by the library; not needed here */
-  w->claims.meta = NULL;
+  if (w->more) { /* meta is stored by the library; not needed here */
+    free(w->more->meta);
+    w->more->meta = NULL;
+    more_trim(w);
+  }
   if (rc == PRESENCE_ELIMIT) {
     char msg[96];
     snprintf(msg, sizeof msg, "user already has %u sessions",

@@ -32,6 +32,9 @@ primaries and three replicas started here on free loopback ports
                emptied: ?after=0 gives one gap notice naming the shard and
                every event of the other shards (an empty answer does not stop
                the stream); the emptied shard's next event comes after a gap.
+  failover:    a primary killed, its replica promoted: every instance ready
+               again, no live user reported offline in any shard's log, a
+               stream opened before the failover gets every later event once.
   watch:       presencectl watch --json on the cluster prints events, and
                resumes with --after an event id it printed.
 
@@ -52,8 +55,9 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import (API_KEY, Client, Daemon, HookReceiver, SSE, _die_with_parent)  # noqa: E402
-from test_redis_cluster import (Cluster, read_log_records, run_scenarios, test_kill9,  # noqa: E402
+from harness import (API_KEY, Client, Daemon, HookReceiver, SSE, _die_with_parent,  # noqa: E402
+                     http)
+from test_redis_cluster import (Cluster, _all, read_log_records, run_scenarios, test_kill9,  # noqa: E402
                                 test_sigstop, wait_for)
 from test_redis_webhooks import NAME, SECRET, signed, the_owner  # noqa: E402
 
@@ -119,11 +123,17 @@ class RedisCluster:
         if r.returncode:
             raise RuntimeError("redis-cli --cluster create: " + r.stdout[-500:] + r.stderr)
         deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if all("cluster_state:ok" in self.cli(p, "CLUSTER", "INFO") for p in self.ports):
-                return
+        while not all("cluster_state:ok" in self.cli(p, "CLUSTER", "INFO") for p in self.ports):
+            if time.monotonic() > deadline:
+                raise RuntimeError("the cluster did not reach cluster_state:ok")
             time.sleep(0.1)
-        raise RuntimeError("the cluster did not reach cluster_state:ok")
+        # Every replica synced with its primary: one that never was is not
+        # promoted (cluster-replica-validity-factor).
+        while sum("master_link_status:up" in self.cli(p, "INFO", "replication")
+                  for p in self.ports) < 3:
+            if time.monotonic() > deadline:
+                raise RuntimeError("the replicas did not sync")
+            time.sleep(0.1)
 
     def seeds(self):
         return ",".join(f"127.0.0.1:{p}" for p in self.ports[:3])
@@ -376,6 +386,74 @@ async def test_gap(t, cl):
             ev is not None and len(g) == 1 and g[0]["shard"] == y, str([e["data"] for e in evs]))
 
 
+async def _healthy(ds):
+    for d in ds:
+        r = await http(d, "GET", "/healthz")
+        if r.status != 200:
+            return False
+    return True
+
+
+async def test_failover(t, cl):
+    A, B, C = cl.d
+    rc = cl.rc
+    users = [f"fo-{i}" for i in range(36)]
+    clients = [await Client.connect(cl.d[i % 3], u) for i, u in enumerate(users)]
+    ok = await wait_for(lambda: _all(B, users, "online"), 5)
+    t.check("failover: every user online before", ok is not None)
+    stream = await SSE.open(A)  # from now on, across the failover
+    await asyncio.sleep(0.5)    # replicated
+    victim = next(i for i, p in enumerate(rc.ports)
+                  if "role:master" in rc.cli(p, "INFO", "replication"))
+    rc.procs[victim].kill()
+    rc.procs[victim].wait(5)
+    t0 = time.monotonic()
+    alive = [p for i, p in enumerate(rc.ports) if i != victim]
+
+    async def cluster_ok():
+        # The survivors marked the victim failed (after the node timeout)
+        # and a replica took its slots: three primaries among them.
+        nodes = rc.cli(alive[0], "CLUSTER", "NODES").splitlines()
+        dead = [ln for ln in nodes if f":{rc.ports[victim]}@" in ln]
+        masters = [ln for ln in nodes if " master " in f" {ln.split()[2].replace(',', ' ')} "
+                   and "fail" not in ln.split()[2]]
+        return (dead and "fail" in dead[0].split()[2] and len(masters) == 3
+                and all("cluster_state:ok" in rc.cli(p, "CLUSTER", "INFO") for p in alive))
+    took = await wait_for(cluster_ok, 30, 0.1)
+    t.check("failover: the replica is promoted (cluster_state:ok)", took is not None)
+    ready = await wait_for(lambda: _healthy(cl.d), 20, 0.1)
+    t.check("failover: every instance ready again", ready is not None)
+    t.note(f"failover: promoted after {took} s, instances ready {time.monotonic() - t0:.1f} s "
+           f"after the kill")
+    await churn([A, B, C], "fo2-", 12)
+    ok = await wait_for(lambda: _all(C, users, "online"), 10)
+    t.check("failover: every live user still online", ok is not None)
+    # The stream opened before the failover goes on: the churn after it,
+    # every event once.
+    got = []
+    want = {(f"fo2-{i}", ty) for i in range(12)
+            for ty in ("session.connected", "user.online", "session.disconnected",
+                       "user.offline")}
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and not want <= {(e["data"].get("user_id"),
+                                                        e["data"].get("type")) for e in got}:
+        got += await stream.collect(0.5)
+    stream.close()
+    seen = [(e["data"].get("user_id"), e["data"].get("type")) for e in got
+            if (e["data"].get("user_id") or "").startswith("fo2-")]
+    t.check("failover: a stream opened before the failover gets every later event, once",
+            want <= set(seen) and len(seen) == len(set(seen)), f"{len(set(seen))}/{len(want)}")
+    recs = await read_all(B)
+    offs = [e["data"] for e in recs if e["data"].get("type") == "user.offline"
+            and e["data"].get("user_id") in users]
+    t.check("failover: no live user reported offline in any shard's log", not offs, str(offs[:3]))
+    _cur, problems = chain(recs, set(users) | {u for u, _ in want})
+    t.check("failover: every user's transitions chain exactly once", not problems,
+            "; ".join(problems[:5]))
+    for c in clients:
+        await c.close()
+
+
 async def test_webhooks(t, cl, rx):
     A, B, C = cl.d
     owner, _ = await the_owner(cl.d, 10)
@@ -479,6 +557,10 @@ async def test_watch(t, cl):
 SCENARIOS = [
     ("sse_resume", test_sse_resume, {}),
     ("gap", test_gap, {}),
+    # Leases longer than the promotion (node timeout 1 s, ~2-3 s), as in
+    # test_rcluster.c: instances are not reaped meanwhile.
+    ("failover", test_failover, {"extra": {"--redis-heartbeat-ms": "300",
+                                           "--redis-lease-ms": "6000"}}),
     ("webhooks", test_webhooks, {"hook": True}),
     ("kill9", test_kill9, {}),
     ("sigstop", test_sigstop, {}),

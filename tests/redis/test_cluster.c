@@ -403,12 +403,13 @@ typedef struct online_wait {
 static bool all_online(void *ud) {
   online_wait_t *w = ud;
   for (int i = 0; w->users[i]; i++) {
-    /* The user record, field "" of the user's hash: "st n on ...". */
+    /* The user record, field "" of the user's hash: binary, its first
+     * byte the reported status (1 online). */
     char pfx[64];
     user_prefix(w->users[i], pfx, sizeof pfx);
     redisReply *r = srv_cmd(&w->f->srv, "HGET %su:{u:%s} %b", pfx,
                             w->users[i], "", (size_t)0);
-    bool on = r->type == REDIS_REPLY_STRING && !strncmp(r->str, "1 ", 2);
+    bool on = r->type == REDIS_REPLY_STRING && r->len > 0 && r->str[0] == 1;
     freeReplyObject(r);
     if (!on) return false;
   }

@@ -2,7 +2,7 @@
 # SPDX-License-Identifier: MIT
 """Two versions of the Redis store's script, A/B, call by call (docs/benchmarks.md).
 
-    bench/redis/script_ab.py OLD NEW [--rounds 20]
+    bench/redis/script_ab.py OLD NEW [--rounds 20] [--memory 20000]
 
 OLD and NEW are presence.lua files or git revisions (`git show REV:src/store/lua/presence.lua`).
 A file that defines presence_main is loaded as a Functions library and run with FCALL, as the
@@ -10,7 +10,10 @@ store does; an older one with SCRIPT LOAD and EVALSHA. One redis-server (started
 unix socket in a temp dir, stopped by pid) holds both under their own prefixes; blocks of
 calls alternate old/new, the order swapped each round, and each block is costed by
 redis-server's CPU time (/proc/<pid>/schedstat), not the wall clock, so a loaded host's
-preemption counts for neither. Prints a table and one JSON object (medians and ranges, us).
+preemption counts for neither. Then, unless --memory 0, Redis's memory per session for each:
+--memory sessions (UUID-long ids, each its own user) connected in batches of 60, used_memory
+added over their number, the log's entries included (and the log apart, MEMORY USAGE), the
+same as bench_redis's figure. Prints a table and one JSON object (medians and ranges, us).
 """
 import json, os, shutil, socket, statistics, subprocess, sys, tempfile, time
 
@@ -65,10 +68,14 @@ class Conn:
 
 def main():
     args = sys.argv[1:]
-    rounds = 20
+    rounds, memory = 20, 20000
     if '--rounds' in args:
         i = args.index('--rounds')
         rounds = int(args[i + 1])
+        del args[i:i + 2]
+    if '--memory' in args:
+        i = args.index('--memory')
+        memory = int(args[i + 1])
         del args[i:i + 2]
     if len(args) != 2 or args[0] in ('-h', '--help'):
         print(__doc__)
@@ -84,14 +91,14 @@ def main():
                 break
             time.sleep(0.01)
         time.sleep(0.1)
-        return run(Conn(sock), srv.pid, texts, rounds)
+        return run(Conn(sock), srv.pid, texts, rounds, memory)
     finally:
         srv.kill()
         srv.wait()
         shutil.rmtree(d, ignore_errors=True)
 
 
-def run(c, pid, texts, rounds):
+def run(c, pid, texts, rounds, memory):
     def cpu_us():
         with open('/proc/%d/schedstat' % pid) as f:
             return int(f.read().split()[0]) / 1000
@@ -172,9 +179,38 @@ def run(c, pid, texts, rounds):
             'new_over_old': round(mn / mo, 3)}
         print('%-58s old %7.2f us  new %7.2f us  new/old %.2f' % (label, mo, mn, mn / mo),
               file=sys.stderr)
+    if memory > 0:
+        out['redis_bytes_per_session'] = bytes_per_session(c, call, memory)
     out['loadavg1_end'] = os.getloadavg()[0]
     print(json.dumps(out))
     return 0
+
+
+def bytes_per_session(c, call, n):
+    """used_memory added by n connects under each version's prefix, per session (the log
+    included: at n below the log's cap each session's share is its connect's events)."""
+    import uuid
+
+    def used():
+        info = c.cmd('INFO', 'memory').decode()
+        return int(info.split('used_memory:')[1].split('\r\n')[0])
+
+    res = {}
+    for v in ('old', 'new'):
+        m0 = used()
+        log0 = c.cmd('MEMORY', 'USAGE', 'ab%s:log' % v) or 0
+        for k in range(0, n, 60):
+            w = []
+            for _ in range(min(60, n - k)):
+                w += ['connect', str(uuid.uuid4()), str(uuid.uuid4()), '', 0]
+            c.pipe([call(v, 'batch', len(w) // 5, *w)])
+        log = (c.cmd('MEMORY', 'USAGE', 'ab%s:log' % v) or 0) - log0
+        total = (used() - m0) / n
+        res[v] = {'with_log': round(total, 1), 'without_log': round(total - log / n, 1)}
+        print('%-58s %s %7.1f B (without the log %.1f B)' % (
+            'Redis memory per session, %d sessions, log included' % n, v, total, total - log / n),
+            file=sys.stderr)
+    return res
 
 
 if __name__ == '__main__':

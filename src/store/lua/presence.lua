@@ -85,7 +85,7 @@ local K_MSGDUE    -- zset: user id -> its status message's expiry
 local F_MSG, F_AS = '\tm', '\tas' -- the status message; availability set at
 local F_MT = '\tmt' -- when the store last cleared a message (see 'sassert')
 local function is_sid(f) return f ~= '' and string.byte(f, 1) ~= 9 end
-local K_USERS     -- set: users present or in grace
+local K_NPRESENT  -- string: how many users are present or in grace
 local K_REAP      -- zset: dead instance -> claim expiry
 local K_REAPER    -- hash: dead instance -> claimer/epoch/dead epoch
 local K_REAPC     -- hash: dead instance -> SSCAN cursor, '' done
@@ -261,7 +261,7 @@ local function urec_parse(h)
   if not h then
     return {st = OFF, n = 0, on = 0, v = 0, since = 0, ls = 0, g = 0,
             gr = 0, av = 0, hm = 0, la = 0, sv = 0, gd = '=', dv = '=',
-            present = false}
+            present = false, new = true}
   end
   local st, g, gr, av, hm, n, on, v, since, ls, la, sv, gd, dv =
     struct.unpack(URC_FMT, h)
@@ -362,8 +362,10 @@ local function sget(u, sid)
   return redis.call('HGET', k_user(u), sid)
 end
 -- Write the user's record, and with sid that session's record, in one
--- call. The users set holds exactly the present users (see urec_parse), so
--- it changes only when presence does: no SADD/SREM on every write.
+-- call. The count of present users (for /metrics) changes only when
+-- presence does. Format 3 kept the present users in a set (56 bytes a
+-- user, an SADD or SREM at each change): the sessions index and the grace
+-- zset already name them for a wipe (OPS.wipe), so a counter is enough.
 local function uput(u, U, sid, rec)
   local ur = struct.pack(URC_FMT, U.st, U.g, U.gr, U.av, U.hm, U.n, U.on, U.v,
                          U.since, U.ls, U.la, U.sv, U.gd, U.dv)
@@ -377,10 +379,11 @@ local function uput(u, U, sid, rec)
     -- An absent user's record expires after the retention (it holds no
     -- session then); back, it is kept again (HSET keeps a TTL).
     if present then
-      redis.call('SADD', K_USERS, u)
-      redis.call('PERSIST', k_user(u))
+      redis.call('INCR', K_NPRESENT)
+      -- A user without a record until now has no TTL to remove.
+      if not U.new then redis.call('PERSIST', k_user(u)) end
     else
-      redis.call('SREM', K_USERS, u)
+      redis.call('DECR', K_NPRESENT)
       -- What the person set outlives the retention (kept until cleared).
       if retention_ms > 0 and U.av == 0 and U.hm == 0 then
         redis.call('PEXPIRE', k_user(u), s(retention_ms))
@@ -388,6 +391,7 @@ local function uput(u, U, sid, rec)
     end
     U.present = present
   end
+  U.new = nil
 end
 local function computed(U)
   if U.n == 0 then return OFF end
@@ -1109,6 +1113,12 @@ end
 
 -- ---- leases -----------------------------------------------------------------
 
+-- Nonzero while any user is present: sessions in the index or users in
+-- their grace (the structures themselves, not the /metrics counter).
+local function present_left()
+  return redis.call('HLEN', K_SIDX) + redis.call('ZCARD', K_GRACE)
+end
+
 -- Renew the lease; 'lost' when the store no longer knows this instance
 -- (flushed, restarted empty, or reaped), 'fenced' when the epoch was
 -- superseded or the lease ran out before this renewal.
@@ -1123,7 +1133,8 @@ OPS.hb = function()
   -- Fourth: the cluster's size, for /metrics (three O(1) counts, once a
   -- heartbeat): users present (or in grace), sessions, live instances.
   return {0, 'ok', s(math.max(0, tonumber(first[2]) - now)),
-          {s(redis.call('SCARD', K_USERS)), s(redis.call('HLEN', K_SIDX)),
+          {s(math.max(0, tonumber(redis.call('GET', K_NPRESENT) or '0'))),
+           s(redis.call('HLEN', K_SIDX)),
            s(redis.call('ZCOUNT', K_LEASE, now, '+inf'))}}
 end
 
@@ -1168,7 +1179,7 @@ OPS.register = function()
   end
   local stale = 0
   if fresh == 1 and redis.call('ZCOUNT', K_LEASE, now, '+inf') <= 1 and
-      redis.call('SCARD', K_USERS) > 0 then
+      present_left() > 0 then
     stale = 1
   end
   return {0, {s(e), s(seq), tostring(stale)}}
@@ -1302,7 +1313,23 @@ OPS.wipe = function()
   if fenced() then return {E_FENCED} end
   local lim = tonumber(ARGV[A])
   if redis.call('ZCOUNT', K_LEASE, now, '+inf') > 1 then return {E_BUSY} end
-  local users = redis.call('SRANDMEMBER', K_USERS, lim)
+  -- The present users: those holding a session (the index names each
+  -- session's user) and those in their offline grace.
+  local users, seen = {}, {}
+  local function add(u)
+    if not seen[u] then
+      seen[u] = true
+      users[#users + 1] = u
+    end
+  end
+  local sv = redis.call('HRANDFIELD', K_SIDX, lim, 'WITHVALUES')
+  local sids = {}
+  for k = 1, #sv, 2 do
+    sids[#sids + 1] = sv[k]
+    add(sv[k + 1])
+  end
+  local gs = redis.call('ZRANGE', K_GRACE, 0, lim - 1)
+  for _, u in ipairs(gs) do add(u) end
   for _, u in ipairs(users) do
     local ss = redis.call('HKEYS', k_user(u))
     for _, sid in ipairs(ss) do
@@ -1314,7 +1341,11 @@ OPS.wipe = function()
     transition(u, U, OFF, R_LOST, nil)
     uput(u, U)
   end
-  out[2] = tostring(redis.call('SCARD', K_USERS))
+  -- Every wipe call makes progress: an index entry or a grace whose user
+  -- no longer holds it (none should exist) goes too.
+  if #sids > 0 then redis.call('HDEL', K_SIDX, unpack(sids)) end
+  if #gs > 0 then redis.call('ZREM', K_GRACE, unpack(gs)) end
+  out[2] = tostring(present_left())
   return finish()
 end
 
@@ -1688,7 +1719,7 @@ local function set_prefix(p)
   K_SEQ, K_LOG, K_FORMAT = P .. 'seq', P .. 'log', P .. 'format'
   K_SIDX, K_INST, K_LEASE = P .. 'sidx', P .. 'inst', P .. 'lease'
   K_EPOCHS, K_GRACE, K_MSGDUE = P .. 'epochs', P .. 'grace', P .. 'msgdue'
-  K_USERS, K_REAP, K_REAPER = P .. 'users', P .. 'reap', P .. 'reaper'
+  K_NPRESENT, K_REAP, K_REAPER = P .. 'npresent', P .. 'reap', P .. 'reaper'
   K_REAPC = P .. 'reapcur'
   K_CHANS, K_CGRACE = P .. 'chans', P .. 'cgrace'
 end

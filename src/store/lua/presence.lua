@@ -199,11 +199,16 @@ local function finish()
 end
 
 -- A session record, binary (format 4): status and reason (a byte each),
--- connected ms and status since ms (6-byte integers), owner and owner's
--- epoch (NUL-terminated: ids hold no NUL), then '=' .. meta or nothing
--- (meta may hold any byte), to the end. struct.pack/unpack cost a third of
--- what the text record's 7-capture match and concatenation did, and the
--- record is ~25 bytes shorter (q_sessions still answers the text form).
+-- connected ms and status since ms (6-byte integers), owner, owner's epoch
+-- and the session's channels ('\t'-separated, in join order), each
+-- NUL-terminated (ids and names hold no control character), then '=' ..
+-- meta or nothing (meta may hold any byte), to the end. struct.pack/unpack
+-- cost a third of what the text record's 7-capture match and
+-- concatenation did, and the record is ~25 bytes shorter (q_sessions still
+-- answers the text form). The channels ride in the record (format 3 kept
+-- them in a hash sc:{u:<user>}) because every status change and end
+-- reads the record anyway: no HGET of another key, and a join or a leave
+-- rewrites one field instead of reading and writing a second one.
 -- The device: m starts with '@' .. device .. '\t' when it is not the
 -- default 'web' (device words hold no tab); the record keeps m as given.
 local DEV_DEFAULT = 'web'
@@ -212,15 +217,15 @@ local function dev_of(m)
   local d, rest = string.match(m, '^@([^\t]*)\t(.*)$')
   return d or DEV_DEFAULT, rest or m
 end
-local REC_FMT = '<BBI6I6ss'
+local REC_FMT = '<BBI6I6sss'
 local function rec_parse(rec)
-  local st, r, c, since, i, e, pos = struct.unpack(REC_FMT, rec)
+  local st, r, c, since, i, e, ch, pos = struct.unpack(REC_FMT, rec)
   return {iid = i, epoch = e, st = st, reason = r, conn = c, since = since,
-          m = string.sub(rec, pos)}
+          ch = ch, m = string.sub(rec, pos)}
 end
 local function rec_make(r)
   return struct.pack(REC_FMT, r.st, r.reason, r.conn, r.since, r.iid,
-                     r.epoch) .. r.m
+                     r.epoch, r.ch or '') .. r.m
 end
 -- The text form the C side reads (q_sessions): owner, epoch, status,
 -- reason, connected ms, since ms, then '=' .. meta or nothing.
@@ -232,7 +237,6 @@ end
 -- A session record's status, its first byte, read without parsing the
 -- whole record (a channel write or a member listing needs nothing else).
 local function rec_status(rec) return string.byte(rec, 1) end
-local function rec_online(rec) return rec_status(rec) == ON end
 local function meta_of(m)
   local _, mm = dev_of(m)
   if mm == '' then return nil end
@@ -477,9 +481,8 @@ end
 --   cm:{c:N}  zset (all scores 0): the member user ids, for paging in byte
 --             order (ZRANGEBYLEX) and the count (ZCARD)
 -- A user's, beside its own hash under {u:<user>}:
---   sc:{u:U}  hash: sid -> the session's channels, '\t'-separated, in join
---             order
 --   uc:{u:U}  set: the channels the user is a member of (grace included)
+-- A session's channels are in its record (rec_parse: r.ch).
 -- Global: chans (zset, scores 0: active channels), cgrace (zset:
 -- channel..'\t'..user -> pending leave deadline).
 -- Ids and channel names hold no control character, so '\t' separates.
@@ -487,7 +490,6 @@ local cgrace_ms -- begin(): from ARGV[6], 'offline/channel'
 local K_CHANS, K_CGRACE -- set_prefix()
 local function k_chan(c) return P .. 'c:{c:' .. c .. '}' end
 local function k_cmem(c) return P .. 'cm:{c:' .. c .. '}' end
-local function k_sc(u) return P .. 'sc:{u:' .. u .. '}' end
 local function k_uc(u) return P .. 'uc:{u:' .. u .. '}' end
 
 local function split_tab(x)
@@ -628,20 +630,18 @@ local function join_remove(c, u, sid, online, reason, graceful, cause)
   return true
 end
 
--- A session ends: its memberships end with it, in join order.
-local function chan_session_end(sid, u, reason, online, graceful)
-  local list = redis.call('HGET', k_sc(u), sid)
-  if not list then return end
-  redis.call('HDEL', k_sc(u), sid)
+-- A session ends: its memberships end with it, in join order. list: its
+-- channels, from its record (which the caller removed).
+local function chan_session_end(sid, u, list, reason, online, graceful)
+  if list == '' then return end
   for _, c in ipairs(split_tab(list)) do
     join_remove(c, u, sid, online, reason, graceful, sid)
   end
 end
 
--- A session's status changed: so may its members'.
-local function chan_session_status(sid, u, from, to, reason)
-  local list = redis.call('HGET', k_sc(u), sid)
-  if not list then return end
+-- A session's status changed: so may its members'. list: its channels.
+local function chan_session_status(sid, u, list, from, to, reason)
+  if list == '' then return end
   for _, c in ipairs(split_tab(list)) do
     local M = mget(c, u)
     if M then
@@ -653,12 +653,10 @@ local function chan_session_status(sid, u, from, to, reason)
   end
 end
 
-local function sc_put(u, sid, list)
-  if #list == 0 then
-    redis.call('HDEL', k_sc(u), sid)
-  else
-    redis.call('HSET', k_sc(u), sid, table.concat(list, '\t'))
-  end
+-- Write session sid's record r with its channels now list.
+local function sc_put(u, sid, r, list)
+  r.ch = table.concat(list, '\t')
+  redis.call('HSET', k_user(u), sid, rec_make(r))
 end
 
 -- Replace session sid's data in channel c (dm: '=' .. data, or ''): it
@@ -682,14 +680,15 @@ end
 local function chan_join(sid, u, c, dm, maxc, reason)
   local rec = sget(u, sid)
   if not rec then return E_NOSESSION end
-  local online = rec_online(rec)
-  local list = split_tab(redis.call('HGET', k_sc(u), sid))
+  local r = rec_parse(rec)
+  local online = r.st == ON
+  local list = split_tab(r.ch)
   for _, x in ipairs(list) do
     if x == c then return chan_set_data(sid, u, c, dm, reason) end
   end
   if maxc > 0 and #list >= maxc then return E_CHANLIMIT end
   list[#list + 1] = c
-  sc_put(u, sid, list)
+  sc_put(u, sid, r, list)
   local kc = k_chan(c)
   redis.call('HSET', kc, 'j\t' .. sid, now_s .. '\t' .. dm)
   local M = mget(c, u)
@@ -726,12 +725,13 @@ local function chan_join(sid, u, c, dm, maxc, reason)
 end
 
 local function chan_leave(sid, u, c, reason)
-  local list = split_tab(redis.call('HGET', k_sc(u), sid))
-  if not list_remove(list, c) then return E_NOTMEMBER end
-  sc_put(u, sid, list)
   local rec = sget(u, sid)
-  local online = rec and rec_online(rec)
-  join_remove(c, u, sid, online, reason, false, sid)
+  if not rec then return E_NOTMEMBER end
+  local r = rec_parse(rec)
+  local list = split_tab(r.ch)
+  if not list_remove(list, c) then return E_NOTMEMBER end
+  sc_put(u, sid, r, list)
+  join_remove(c, u, sid, r.st == ON, reason, false, sid)
   return 0
 end
 
@@ -813,7 +813,7 @@ local function remove_session(sid, u, reason, r, U)
     transition(u, U, to, reason, sid, dev, df, dt)
   end
   uput(u, U)
-  chan_session_end(sid, u, reason, r.st == ON, graceful)
+  chan_session_end(sid, u, r.ch, reason, r.st == ON, graceful)
   return true
 end
 
@@ -838,7 +838,7 @@ local function set_status(sid, u, r, st, reason, U)
         to ~= U.st)
   transition(u, U, to, reason, sid, dev, df, dt)
   uput(u, U, sid, rec_make(r))
-  chan_session_status(sid, u, from, st, reason)
+  chan_session_status(sid, u, r.ch, from, st, reason)
 end
 
 -- A session of instance i's set, with its user and both records; nil (and
@@ -942,9 +942,13 @@ local function w_rmuser(b)
   if not M then return E_NOTMEMBER end
   for _, sid in ipairs(M.sids) do
     redis.call('HDEL', k_chan(c), 'j\t' .. sid)
-    local list = split_tab(redis.call('HGET', k_sc(u), sid))
-    list_remove(list, c)
-    sc_put(u, sid, list)
+    local rec = sget(u, sid)
+    if rec then
+      local r = rec_parse(rec)
+      local list = split_tab(r.ch)
+      list_remove(list, c)
+      sc_put(u, sid, r, list)
+    end
   end
   if M.g == 1 then redis.call('ZREM', K_CGRACE, c .. '\t' .. u) end
   M.sids = {}
@@ -1560,14 +1564,15 @@ OPS.cassert = function()
     for i = 0, k - 1 do want[ARGV[b + 2 * i]] = true end
     local rec = sget(u, sid)
     if rec then
-      local online = rec_online(rec)
-      local list = split_tab(redis.call('HGET', k_sc(u), sid))
+      local r = rec_parse(rec)
+      local online = r.st == ON
+      local list = split_tab(r.ch)
       local keep = {}
       for _, c in ipairs(list) do
         if want[c] then keep[#keep + 1] = c
         else join_remove(c, u, sid, online, R_RESYNC, false, sid) end
       end
-      sc_put(u, sid, keep)
+      sc_put(u, sid, r, keep)
       for i = 0, k - 1 do
         chan_join(sid, u, ARGV[b + 2 * i], ARGV[b + 2 * i + 1], 0, R_RESYNC)
       end

@@ -383,11 +383,11 @@ local function uput(u, U, sid, rec)
     -- An absent user's record expires after the retention (it holds no
     -- session then); back, it is kept again (HSET keeps a TTL).
     if present then
-      redis.call('INCR', K_NPRESENT)
+      redis.call('INCRBY', K_NPRESENT, '1')
       -- A user without a record until now has no TTL to remove.
       if not U.new then redis.call('PERSIST', k_user(u)) end
     else
-      redis.call('DECR', K_NPRESENT)
+      redis.call('INCRBY', K_NPRESENT, '-1')
       -- What the person set outlives the retention (kept until cleared).
       if retention_ms > 0 and U.av == 0 and U.hm == 0 then
         redis.call('PEXPIRE', k_user(u), s(retention_ms))
@@ -1326,12 +1326,18 @@ OPS.wipe = function()
       users[#users + 1] = u
     end
   end
-  local sv = redis.call('HRANDFIELD', K_SIDX, lim, 'WITHVALUES')
-  local sids = {}
-  for k = 1, #sv, 2 do
-    sids[#sids + 1] = sv[k]
-    add(sv[k + 1])
-  end
+  -- HSCAN from 0 until a batch is found or the pass ends: whatever the
+  -- scan finds is removed below, so every call makes progress (and the
+  -- commands stay those of the ACL in docs/internals/redis.md).
+  local sids, cur = {}, '0'
+  repeat
+    local r = redis.call('HSCAN', K_SIDX, cur, 'COUNT', lim)
+    cur = r[1]
+    for k = 1, #r[2], 2 do
+      sids[#sids + 1] = r[2][k]
+      add(r[2][k + 1])
+    end
+  until cur == '0' or #sids >= lim
   local gs = redis.call('ZRANGE', K_GRACE, 0, lim - 1)
   for _, u in ipairs(gs) do add(u) end
   for _, u in ipairs(users) do

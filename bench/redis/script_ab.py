@@ -114,11 +114,12 @@ def run(c, pid, texts, rounds, memory):
             V[v] = ('EVALSHA', c.cmd('SCRIPT', 'LOAD', texts[v]).decode())
     ep = {}
 
-    def call(v, op, *a):
-        return V[v] + (0, op, 'ab%s:' % v, 'inst-a', ep.get(v, 0), 100000, 0, 3600000, 0) + a
+    def call(v, op, *a, prefix='ab'):
+        return V[v] + (0, op, prefix + v + ':', 'inst-a', ep.get(prefix + v, 0), 100000, 0,
+                       3600000, 0) + a
 
     for v in V:
-        ep[v] = c.cmd(*call(v, 'register', 1, 0))[1][0]
+        ep['ab' + v] = c.cmd(*call(v, 'register', 1, 0))[1][0]
 
     def writes(kind, r, i):
         sid, u = 'm-%d-%d' % (r, i), 'u%d' % i
@@ -180,15 +181,16 @@ def run(c, pid, texts, rounds, memory):
         print('%-58s old %7.2f us  new %7.2f us  new/old %.2f' % (label, mo, mn, mn / mo),
               file=sys.stderr)
     if memory > 0:
-        out['redis_bytes_per_session'] = bytes_per_session(c, call, memory)
+        out['redis_bytes_per_session'] = bytes_per_session(c, call, ep, memory)
     out['loadavg1_end'] = os.getloadavg()[0]
     print(json.dumps(out))
     return 0
 
 
-def bytes_per_session(c, call, n):
-    """used_memory added by n connects under each version's prefix, per session (the log
-    included: at n below the log's cap each session's share is its connect's events)."""
+def bytes_per_session(c, call, ep, n):
+    """used_memory added by n connects under a fresh prefix of each version's, per session
+    (the log included: at n below the log's cap of 100,000 events each session's share is its
+    connect's events)."""
     import uuid
 
     def used():
@@ -197,14 +199,14 @@ def bytes_per_session(c, call, n):
 
     res = {}
     for v in ('old', 'new'):
+        ep['mem' + v] = c.cmd(*call(v, 'register', 1, 0, prefix='mem'))[1][0]
         m0 = used()
-        log0 = c.cmd('MEMORY', 'USAGE', 'ab%s:log' % v) or 0
         for k in range(0, n, 60):
             w = []
             for _ in range(min(60, n - k)):
                 w += ['connect', str(uuid.uuid4()), str(uuid.uuid4()), '', 0]
-            c.pipe([call(v, 'batch', len(w) // 5, *w)])
-        log = (c.cmd('MEMORY', 'USAGE', 'ab%s:log' % v) or 0) - log0
+            c.pipe([call(v, 'batch', len(w) // 5, *w, prefix='mem')])
+        log = c.cmd('MEMORY', 'USAGE', 'mem%s:log' % v, 'SAMPLES', '0') or 0
         total = (used() - m0) / n
         res[v] = {'with_log': round(total, 1), 'without_log': round(total - log / n, 1)}
         print('%-58s %s %7.1f B (without the log %.1f B)' % (

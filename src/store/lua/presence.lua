@@ -543,8 +543,11 @@ local avail_memo = {}
 local function avail_of(u)
   local a = avail_memo[u]
   if a == nil then
-    local U = urec_parse(redis.call('HGET', k_user(u), ''))
-    a = U and U.av or 0
+    -- The availability is the record's fourth byte (URC_FMT): no need to
+    -- unpack the rest.
+    local h = redis.call('HGET', k_user(u), '')
+    a = 0
+    if h then a = select(4, struct.unpack('<BBBB', h)) end
     avail_memo[u] = a
   end
   return a

@@ -36,13 +36,16 @@
 struct presence_redis_interest {
   uint32_t workers;
   size_t map_len;
-  /* Per worker: [0] counts ALL, [1 + h & (INTEREST_SLOTS - 1)] a key. */
+  /* c[w]: worker w's ALL; then per key slot k, the workers' counters side
+   * by side, c[workers + k * workers + w]: the reader asks every worker
+   * about one key, so they share a cache line (16 workers per line). */
   _Atomic uint32_t c[];
 };
 
-static _Atomic uint32_t *row(const presence_redis_interest_t *in,
-                             uint32_t slot) {
-  return (_Atomic uint32_t *)in->c + (size_t)slot * (1 + INTEREST_SLOTS);
+static _Atomic uint32_t *counter(const presence_redis_interest_t *in,
+                                 uint32_t slot, uint64_t h) {
+  return (_Atomic uint32_t *)in->c + in->workers +
+         (size_t)(h & (INTEREST_SLOTS - 1)) * in->workers + slot;
 }
 
 presence_redis_interest_t *presence_redis_interest_new(uint32_t workers) {
@@ -83,9 +86,9 @@ void presence_redis_interest_count(presence_redis_interest_t *in,
                                    const char *key, int delta) {
   if (!in || slot >= in->workers || (kind != PRESENCE_INTEREST_ALL && !key))
     return;
-  _Atomic uint32_t *c = row(in, slot);
-  if (kind != PRESENCE_INTEREST_ALL)
-    c += 1 + (presence__interest_hash(kind, key) & (INTEREST_SLOTS - 1));
+  _Atomic uint32_t *c = kind == PRESENCE_INTEREST_ALL
+                           ? (_Atomic uint32_t *)in->c + slot
+                           : counter(in, slot, presence__interest_hash(kind, key));
   if (delta > 0) {
     atomic_fetch_add(c, 1);
     return;
@@ -97,13 +100,13 @@ void presence_redis_interest_count(presence_redis_interest_t *in,
 
 bool presence__interest_all(const presence_redis_interest_t *in,
                             uint32_t slot) {
-  return atomic_load_explicit(row(in, slot), memory_order_acquire) > 0;
+  return atomic_load_explicit((_Atomic uint32_t *)in->c + slot,
+                              memory_order_acquire) > 0;
 }
 
 bool presence__interest_has(const presence_redis_interest_t *in,
                             uint32_t slot, uint64_t h) {
-  return atomic_load_explicit(row(in, slot) + 1 + (h & (INTEREST_SLOTS - 1)),
-                              memory_order_acquire) > 0;
+  return atomic_load_explicit(counter(in, slot, h), memory_order_acquire) > 0;
 }
 
 int presence__interest_key(const presence_event_t *ev, uint64_t *h) {

@@ -271,13 +271,12 @@ int presence__route_entry(presence__route_t *r, redisReply *e,
     if (p->failed) continue;
     all = presence__interest_all(r->in, i + 1);
     for (size_t j = 0; j < count;) {
-      if (!wants(r, i + 1, j, all)) {
-        j++;
-        continue;
-      }
       size_t from = j;
       while (j < count && wants(r, i + 1, j, all)) j++;
-      put_run(r, p, evs, from, j);
+      if (j > from)
+        put_run(r, p, evs, from, j);
+      else
+        j++;
     }
   }
   return 0;

@@ -872,6 +872,42 @@ static void every_field_survives_the_log(void **state) {
   fx_free(f);
 }
 
+/* Device words through the log: the built-in ones are packed as a code,
+ * the application's own as a string; both come back as they went in. */
+typedef struct dev_words {
+  int n;
+  char dev[4][PRESENCE_DEVICE_MAX + 1];
+} dev_words_t;
+
+static void collect_devices(presence_t *p, int status,
+                            const presence_event_t *evs, size_t n, void *ud) {
+  (void)p;
+  (void)status;
+  dev_words_t *d = ud;
+  for (size_t i = 0; i < n; i++)
+    if (evs[i].type == PRESENCE_EV_SESSION_CONNECTED && d->n < 4)
+      snprintf(d->dev[d->n++], sizeof d->dev[0], "%s",
+               evs[i].device ? evs[i].device : "(null)");
+}
+
+static void device_words_survive_the_log(void **state) {
+  (void)state;
+  fx_t *f = fx_new(0);
+  const char *words[] = {"web", "kiosk-2", "desktop", "webx"};
+  char sid[8];
+  for (int i = 0; i < 4; i++) {
+    snprintf(sid, sizeof sid, "s%d", i);
+    assert_int_equal(presence_session_open_device(f->p, sid, "u", NULL,
+                                                  words[i], NULL, NULL, NULL),
+                     0);
+  }
+  dev_words_t d = {0};
+  assert_int_equal(presence_log_read(f->p, 0, 64, collect_devices, &d), 0);
+  assert_int_equal(d.n, 4);
+  for (int i = 0; i < 4; i++) assert_string_equal(d.dev[i], words[i]);
+  fx_free(f);
+}
+
 /* A reload inside the offline grace shows watchers nothing, device
  * included; a user who does not come back goes offline once. */
 static void reload_in_grace_is_silent(void **state) {
@@ -955,6 +991,7 @@ int main(void) {
       cmocka_unit_test(last_active_beside_last_seen),
       cmocka_unit_test(events_carry_the_setting_through_the_log),
       cmocka_unit_test(every_field_survives_the_log),
+      cmocka_unit_test(device_words_survive_the_log),
       cmocka_unit_test(member_visibility_every_cell),
       cmocka_unit_test(member_changes_masked_by_availability),
       cmocka_unit_test(reload_in_grace_is_silent),

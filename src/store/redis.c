@@ -256,6 +256,13 @@ typedef struct rstore {
   req_t *held_head, *held_tail;
   uint32_t retry_ms;
   uint64_t held_total; /* calls ever held (tests, logs) */
+  /* The cluster's slot map, kept by redis_shard.c: where this shard goes
+   * after a failure, and, with await_route, where it first connects
+   * (nothing is started until presence__redis_start_at). */
+  presence__redis_route_fn slot_route;
+  void *slot_route_ud;
+  bool await_route;
+  unsigned slot;
 } rstore_t;
 
 static void on_timer(uv_timer_t *t);
@@ -680,6 +687,11 @@ static void before_connect(void *ud, int failed) {
   if (st->moved_host) {
     host = st->moved_host;
     port = st->moved_port;
+  } else if (failed && st->slot_route &&
+             !st->slot_route(st->slot_route_ud, st->slot, st->url.host,
+                             st->url.port, &host, &port)) {
+    /* The slot map names another node for the slot (refreshed on every
+     * failure: after a failover, the promoted replica). */
   } else if (failed && st->n_seeds) {
     st->seed_i = (st->seed_i + 1) % st->n_seeds;
     host = st->seed_host[st->seed_i];
@@ -790,8 +802,8 @@ static void on_reply(void *ud, int fail, redisReply *rep) {
     /* The library already loaded (by this build, an earlier connection or
      * another instance) is load_done's success, not an error to log. */
     moved = cluster_redirect(st, rep);
-    /* A MOVED is routing (each shard's first call at start meets one),
-     * not a failure: logged at info. */
+    /* A MOVED is routing (a migrated slot, a failover; at start when no
+     * slot map could be read), not a failure: logged at info. */
     if (moved)
       logf_(st, PRESENCE_LOG_INFO, "redis:", rep->str);
     else if (r->fn != load_done || !strstr(rep->str, "already exists"))
@@ -3376,7 +3388,7 @@ static int r_attach(presence_store_t *base, const presence_store_host_t *host) {
   }
   rc = conn_new(st, "redis", false, &st->conn);
   if (rc) return rc;
-  presence__rconn_start(st->conn);
+  if (!st->await_route) presence__rconn_start(st->conn);
   return 0;
 }
 
@@ -3524,6 +3536,44 @@ int presence__redis_set_cluster(presence_store_t *s, const char *seeds) {
     p += len + (p[len] == ',');
   }
   return 0;
+}
+
+void presence__redis_set_router(presence_store_t *s,
+                                presence__redis_route_fn fn, void *ud) {
+  rstore_t *st = (rstore_t *)s;
+  st->slot_route = fn;
+  st->slot_route_ud = ud;
+  st->await_route = fn != NULL;
+  st->slot = presence__redis_slot(st->key1, strlen(st->key1));
+}
+
+void presence__redis_start_at(presence_store_t *s, const char *host,
+                              int port) {
+  rstore_t *st = (rstore_t *)s;
+  /* Once started, the shard's own routing (MOVED, the map after a
+   * failure) decides. */
+  if (!st->await_route) return;
+  if (host && st->url.host && port > 0) {
+    char *h = presence__malloc(st->a0, strlen(host) + 1);
+    if (h) {
+      strcpy(h, host);
+      presence__free(st->a0, st->url.host);
+      st->url.host = h;
+      st->url.port = port;
+    }
+  }
+  st->await_route = false;
+  if (st->conn && !st->destroying) presence__rconn_start(st->conn);
+}
+
+void presence__redis_conn_params(presence_store_t *s,
+                                 const presence__redis_url_t **url,
+                                 const presence_redis_tls_t **tls,
+                                 const presence_redis_options_t **o) {
+  rstore_t *st = (rstore_t *)s;
+  *url = &st->url;
+  *tls = &st->tls;
+  *o = &st->o;
 }
 
 int presence__redis_new_one(const presence_redis_options_t *opts,

@@ -17,6 +17,10 @@
  * equal slot ranges: primaries holding equal ranges hold equal numbers of
  * shards.
  *
+ * On Redis Cluster the store reads the slot map (CLUSTER SLOTS) first, so
+ * each shard connects straight to its slot's primary, and reads it again
+ * when a shard's connection fails (where to go next).
+ *
  * A user belongs to shard fnv1a64(user) mod S; a session belongs to its
  * user's shard. Channel members live in their user's shard, so a channel's
  * member list is a merge over the shards (done here).
@@ -82,12 +86,30 @@ uint32_t presence__redis_user_shard(const char *user, size_t len, uint32_t n) {
 
 /* ---- the sharded store --------------------------------------------------- */
 
+/* One range of the cluster's slot map: slots lo..hi served by host:port. */
+typedef struct slot_range {
+  unsigned lo, hi;
+  char *host;
+  int port;
+} slot_range_t;
+
 typedef struct rshards {
   presence_store_t base;
   const presence_allocator_t *a0; /* the options' allocator (the struct) */
   const presence_allocator_t *a;  /* the host's, once attached */
   uint32_t n;
   presence_store_t **sub;
+  /* Redis Cluster: the slot map, read with CLUSTER SLOTS on a connection
+   * of its own at attach (each shard then connects straight to its
+   * slot's primary) and again after a MOVED or a failed connection. */
+  bool cluster, destroying, have_map, map_busy;
+  presence_store_host_t host;
+  uv_loop_t *loop;
+  presence__rconn_t *topo;
+  presence__redis_url_t topo_url; /* shard 0's, host our own copy */
+  slot_range_t *map;
+  size_t n_map;
+  uint64_t map_asked_ms;
 } rshards_t;
 
 static const presence_store_ops_t rshards_ops;
@@ -153,13 +175,182 @@ static void fan_done(void *ud, int status) {
   presence__free(f->r->a, f);
 }
 
+/* ---- the slot map (Redis Cluster) ---------------------------------------- */
+
+static void map_free(rshards_t *r) {
+  for (size_t i = 0; i < r->n_map; i++) presence__free(r->a0, r->map[i].host);
+  presence__free(r->a0, r->map);
+  r->map = NULL;
+  r->n_map = 0;
+}
+
+static const slot_range_t *map_find(const rshards_t *r, unsigned slot) {
+  for (size_t i = 0; i < r->n_map; i++)
+    if (r->map[i].lo <= slot && slot <= r->map[i].hi) return &r->map[i];
+  return NULL;
+}
+
+/* Shards waiting for their first connect start now: at their slot's node
+ * when the map knows it, else where their URL says (the first seed, which
+ * answers MOVED). */
+static void start_waiting(rshards_t *r) {
+  for (uint32_t i = 0; i < r->n; i++) {
+    unsigned slot = 0;
+    char tag[24], key[32];
+    if (!presence__redis_shard_tag(i, r->n, tag, sizeof tag)) {
+      snprintf(key, sizeof key, "{%s}", tag);
+      slot = presence__redis_slot(key, strlen(key));
+    }
+    const slot_range_t *m = map_find(r, slot);
+    presence__redis_start_at(r->sub[i], m ? m->host : NULL, m ? m->port : 0);
+  }
+}
+
+/* CLUSTER SLOTS: {{lo, hi, {host, port, id, ...}, replicas...}, ...}. An
+ * empty host is the node asked. A reply of another shape keeps the map
+ * there was. */
+static void on_slots(void *ud, int code, redisReply *rep) {
+  rshards_t *r = ud;
+  r->map_busy = false;
+  if (r->destroying) return;
+  bool ok = !code && rep && rep->type == REDIS_REPLY_ARRAY && rep->elements;
+  slot_range_t *m =
+      ok ? presence__malloc(r->a0, rep->elements * sizeof *m) : NULL;
+  size_t n = 0;
+  for (size_t i = 0; m && i < rep->elements; i++) {
+    redisReply *e = rep->element[i];
+    redisReply *node = e->type == REDIS_REPLY_ARRAY && e->elements >= 3
+                           ? e->element[2]
+                           : NULL;
+    if (!node || e->element[0]->type != REDIS_REPLY_INTEGER ||
+        e->element[1]->type != REDIS_REPLY_INTEGER ||
+        node->type != REDIS_REPLY_ARRAY || node->elements < 2 ||
+        node->element[0]->type != REDIS_REPLY_STRING ||
+        node->element[1]->type != REDIS_REPLY_INTEGER)
+      continue;
+    const char *h = node->element[0]->str[0] ? node->element[0]->str
+                                             : r->topo_url.host;
+    char *hc = h ? presence__malloc(r->a0, strlen(h) + 1) : NULL;
+    if (!hc) continue;
+    strcpy(hc, h);
+    m[n++] = (slot_range_t){(unsigned)e->element[0]->integer,
+                            (unsigned)e->element[1]->integer, hc,
+                            (int)node->element[1]->integer};
+  }
+  if (n) {
+    map_free(r);
+    r->map = m;
+    r->n_map = n;
+    r->have_map = true;
+  } else {
+    presence__free(r->a0, m);
+    if (r->host.log)
+      r->host.log(r->host.host_ud, PRESENCE_LOG_WARN,
+                  "redis cluster: no slot map (CLUSTER SLOTS); shards start "
+                  "at the seeds and follow MOVED");
+  }
+  /* The first answer, a map or not, lets the shards connect. */
+  start_waiting(r);
+}
+
+static void ask_slots(rshards_t *r) {
+  if (!r->topo || r->map_busy || !presence__rconn_up(r->topo)) return;
+  const char *argv[] = {"CLUSTER", "SLOTS"};
+  if (!presence__rconn_command(r->topo, 2, argv, NULL, 0, on_slots, r)) {
+    r->map_busy = true;
+    r->map_asked_ms = uv_now(r->loop);
+  }
+}
+
+static void topo_up(void *ud) { ask_slots(ud); }
+
+/* Before each connect of the map's connection: shard 0's node (which
+ * follows MOVED and the seeds); a failed first connect lets the shards
+ * start at the seeds rather than wait. */
+static void topo_before(void *ud, int failed) {
+  rshards_t *r = ud;
+  const presence__redis_url_t *u;
+  const presence_redis_tls_t *tls;
+  const presence_redis_options_t *o;
+  presence__redis_conn_params(r->sub[0], &u, &tls, &o);
+  if (u->host && (!r->topo_url.host || strcmp(u->host, r->topo_url.host) ||
+                  u->port != r->topo_url.port)) {
+    char *h = presence__malloc(r->a0, strlen(u->host) + 1);
+    if (h) {
+      strcpy(h, u->host);
+      presence__free(r->a0, r->topo_url.host);
+      r->topo_url.host = h;
+      r->topo_url.port = u->port;
+    }
+  }
+  if (failed && !r->have_map) start_waiting(r);
+}
+
+static void topo_log(void *ud, presence_log_level_t lvl, const char *msg) {
+  rshards_t *r = ud;
+  if (r->host.log) r->host.log(r->host.host_ud, lvl, msg);
+}
+
+/* The router each shard asks after a failure (redis.c, before_connect). */
+static int route(void *ud, unsigned slot, const char *failed_host,
+                 int failed_port, const char **host, int *port) {
+  rshards_t *r = ud;
+  /* Refreshed at most every 100 ms, however many shards fail at once. */
+  if (!r->map_busy && uv_now(r->loop) - r->map_asked_ms >= 100) ask_slots(r);
+  const slot_range_t *m = map_find(r, slot);
+  if (!m || (failed_host && m->port == failed_port &&
+             !strcmp(m->host, failed_host)))
+    return 1;
+  *host = m->host;
+  *port = m->port;
+  return 0;
+}
+
+/* The map's connection, on shard 0's parameters (credentials, TLS). 0, or
+ * an error: the shards then start at the seeds. */
+static int topo_start(rshards_t *r) {
+  const presence__redis_url_t *u;
+  const presence_redis_tls_t *tls;
+  const presence_redis_options_t *o;
+  presence__redis_conn_params(r->sub[0], &u, &tls, &o);
+  r->loop = o->loop;
+  if (!u->host) return PRESENCE_EINVAL;
+  r->topo_url = *u;
+  r->topo_url.sentinels = NULL;
+  r->topo_url.n_sentinels = 0;
+  /* Ours (topo_before follows shard 0's); the rest stays shard 0's. */
+  r->topo_url.host = presence__malloc(r->a0, strlen(u->host) + 1);
+  if (!r->topo_url.host) return PRESENCE_ENOMEM;
+  strcpy(r->topo_url.host, u->host);
+  presence__rconn_config_t cfg = {
+      .loop = o->loop,
+      .alloc = r->a,
+      .url = &r->topo_url,
+      .tls = tls,
+      .name = "redis cluster map",
+      .command_timeout_ms = o->command_timeout_ms,
+      .reconnect_max_ms = o->reconnect_max_ms,
+      .max_reply_bytes = o->max_reply_bytes,
+      .max_reply_elements = o->max_reply_elements,
+      .log = topo_log,
+      .on_up = topo_up,
+      .before_connect = topo_before,
+      .ud = r,
+  };
+  int rc = presence__rconn_new(&cfg, &r->topo);
+  if (!rc) presence__rconn_start(r->topo);
+  return rc;
+}
+
 static int s_attach(presence_store_t *base, const presence_store_host_t *host) {
   rshards_t *r = (rshards_t *)base;
   r->a = host->allocator ? host->allocator : presence__default_allocator();
+  r->host = *host;
   for (uint32_t i = 0; i < r->n; i++) {
     int rc = r->sub[i]->ops->attach(r->sub[i], host);
     if (rc) return rc;
   }
+  if (r->cluster && topo_start(r)) start_waiting(r);
   return 0;
 }
 
@@ -306,6 +497,12 @@ static uint64_t s_log_last_seq(presence_store_t *base) {
 
 static void s_destroy(presence_store_t *base) {
   rshards_t *r = (rshards_t *)base;
+  r->destroying = true;
+  /* First: it reads shard 0's URL. */
+  if (r->topo) presence__rconn_free(r->topo);
+  r->topo = NULL;
+  map_free(r);
+  presence__free(r->a0, r->topo_url.host);
   for (uint32_t i = 0; i < r->n; i++)
     if (r->sub[i]) r->sub[i]->ops->destroy(r->sub[i]);
   presence__free(r->a0, r->sub);
@@ -632,7 +829,9 @@ int presence__rshards_new(const presence_redis_options_t *opts,
     rc = presence__redis_new_one(&o, &r->sub[i]);
     if (!rc && opts->cluster)
       rc = presence__redis_set_cluster(r->sub[i], opts->cluster);
+    if (!rc && opts->cluster) presence__redis_set_router(r->sub[i], route, r);
   }
+  r->cluster = opts->cluster != NULL;
   if (rc) {
     s_destroy(&r->base);
     return rc;

@@ -6,6 +6,7 @@
 
 #include "core/internal.h"
 #include "presence_redis.h"
+#include "store/redis_conn.h"
 
 #include <stddef.h>
 #include <stdint.h>
@@ -42,5 +43,25 @@ int presence__rshards_kick(presence_store_t *s, const char *session_id,
 int presence__redis_new_one(const presence_redis_options_t *opts,
                             presence_store_t **out);
 int presence__redis_set_cluster(presence_store_t *s, const char *seeds);
+
+/* Redis Cluster routing by the slot map (CLUSTER SLOTS, kept by
+ * redis_shard.c). route: the node serving slot now when the map has one
+ * other than failed_host:failed_port (0, *host valid until the next
+ * refresh), else nonzero; either way the map is refreshed soon. */
+typedef int (*presence__redis_route_fn)(void *ud, unsigned slot,
+                                        const char *failed_host,
+                                        int failed_port, const char **host,
+                                        int *port);
+/* A shard store routed by fn: it does not connect at attach, but at
+ * presence__redis_start_at (host NULL: where its URL says, the first seed). */
+void presence__redis_set_router(presence_store_t *s,
+                                presence__redis_route_fn fn, void *ud);
+void presence__redis_start_at(presence_store_t *s, const char *host, int port);
+/* What a shard store connects with (URL with credentials, TLS, timeouts):
+ * for the slot map's connection. Valid while the store lives. */
+void presence__redis_conn_params(presence_store_t *s,
+                                 const presence__redis_url_t **url,
+                                 const presence_redis_tls_t **tls,
+                                 const presence_redis_options_t **o);
 
 #endif

@@ -493,9 +493,9 @@ static int common_args(rstore_t *st, const char *op, common_buf_t *b,
   out[n++] = st->legacy ? "EVALSHA" : "FCALL";
   out[n++] = st->legacy ? st->sha : st->fn;
   /* On Redis Cluster a second key that is never written: while the slot
-   * migrates, the source refuses the call (ASK: a declared key missing)
-   * and the target too (TRYAGAIN: several keys, one missing) before the
-   * script runs, so no call sees the shard half moved or stops half-way
+   * migrates, the source refuses the call (TRYAGAIN, or ASK: a declared
+   * key missing) and the target too (TRYAGAIN: several keys, one
+   * missing) before the script runs, so no call sees the shard half moved or stops half-way
    * (see "Slot migration" in docs/internals/redis.md). */
   out[n++] = st->in_cluster ? "2" : "1";
   out[n++] = st->key1;
@@ -712,10 +712,11 @@ static void before_connect(void *ud, int failed) {
 
 static void load_done(rstore_t *st, req_t *r, redisReply *rep, int code);
 
-/* Redis Cluster, the shard's slot migrating: the source answers "ASK <slot>
- * <host>:<port>" (the guard key, KEYS[2], is never there) and the target,
- * asked with ASKING, "TRYAGAIN" (several keys, one missing): both before
- * the script ran. Following the ASK would only meet that TRYAGAIN, since
+/* Redis Cluster, the shard's slot migrating: the guard key, KEYS[2], is
+ * never there, so the source answers "TRYAGAIN" (some declared keys here,
+ * not all) or "ASK <slot> <host>:<port>" (none: the seq moved already), and
+ * the target, asked with ASKING, "TRYAGAIN" (several keys, one missing):
+ * all before the script ran. Following the ASK would only meet that TRYAGAIN, since
  * no call may run on a half-moved shard, so the call waits and goes again
  * to the source until the migration ends: MOVED then sends the shard to
  * the target. */

@@ -48,8 +48,13 @@ def main():
                   f"B/conn, {x['connect_rate_per_s']:.0f}/s, "
                   f"{x.get('connects_per_server_cpu_s', -1):.0f} per server "
                   f"CPU-s (load {x['loadavg'][0]:.1f})", flush=True)
-    for key in ("rss_per_conn_bytes", "connect_rate_per_s",
-                "connects_per_server_cpu_s"):
+    return summary(res, ("rss_per_conn_bytes", "connect_rate_per_s",
+                         "connects_per_server_cpu_s"))
+
+
+def summary(res, keys):
+    """Each figure's median [min..max] per build and the ratio B/A."""
+    for key in keys:
         a, b = bench.spread(res["a"], key), bench.spread(res["b"], key)
         if a and b:
             print(f"{key:<28} A {a['median']:,.1f} [{a['min']:,.1f}.."
@@ -82,13 +87,7 @@ def flip_ab(args):
     finally:
         for srv in srvs.values():
             srv.stop()
-    for key in keys:
-        a, b = bench.spread(res["a"], key), bench.spread(res["b"], key)
-        if a and b:
-            print(f"{key:<28} A {a['median']:,.1f} [{a['min']:,.1f}.."
-                  f"{a['max']:,.1f}]  B {b['median']:,.1f} [{b['min']:,.1f}.."
-                  f"{b['max']:,.1f}]  B/A {b['median'] / a['median']:.3f}")
-    return 0
+    return summary(res, keys)
 
 
 if __name__ == "__main__":

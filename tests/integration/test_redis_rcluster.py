@@ -57,7 +57,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import (API_KEY, Client, Daemon, HookReceiver, SSE, _die_with_parent,  # noqa: E402
                      http)
-from test_redis_cluster import (Cluster, _all, read_log_records, run_scenarios, test_kill9,  # noqa: E402
+from test_redis_cluster import (Cluster, _all, metrics, read_log_records, run_scenarios, test_kill9,  # noqa: E402
                                 test_sigstop, wait_for)
 from test_redis_webhooks import NAME, SECRET, signed, the_owner  # noqa: E402
 
@@ -312,6 +312,13 @@ async def test_sse_resume(t, cl):
             {key(e) for e in first[mid + 1:]} <= via_q
             and not (via_q & {key(e) for e in first[:mid + 1]}),
             f"{len(via_q)} events")
+    # /metrics' event sequence: the sum of the shards' numbers, one per event.
+    async def sequence_is_log():
+        return (await metrics(C, "presenced_event_sequence")).get(
+            "presenced_event_sequence") == len(ref)
+    t.check("sse: presenced_event_sequence counts every shard's events",
+            await wait_for(sequence_is_log, 5) is not None,
+            f"{await metrics(C, 'presenced_event_sequence')} vs {len(ref)} events")
     # Bad cursors.
     three = "c" + b64u(varint(3) + varint(1) + varint(2) + varint(3))
     for label, bad in (("malformed", "c!!!"), ("another shard count", three),

@@ -76,11 +76,14 @@ def start_server(d, port, cluster):
     raise RuntimeError(f"redis-server on {port} did not start")
 
 
-def run_bench(bench, url, pids, ports, dur, cluster=None, shards=12):
+def run_bench(bench, url, pids, ports, dur, cluster=None, shards=12,
+              sharded=False):
     cmd = [bench, "--url", url, "--pids", ",".join(map(str, pids)),
            "--ports", ",".join(map(str, ports)), "--duration-ms", str(dur)]
     if cluster:
         cmd += ["--cluster", cluster, "--shards", str(shards)]
+    elif sharded:
+        cmd += ["--shards", str(shards)]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     if out.returncode:
         raise RuntimeError(out.stderr)

@@ -277,10 +277,13 @@ def xreads(redis):
     return redis.cli("CLIENT", "LIST").count("cmd=xread")
 
 
-async def on_worker(d, user, name, watch=None):
-    """A client of user that landed on worker instance name."""
+async def on_worker(d, user, name, watch=None, claims=None):
+    """A client of user that landed on worker instance name (claims: more
+    claims for its token)."""
     for i in range(40):
-        c = await Client.connect(d, f"{user}-{i}", watch=watch)
+        u = f"{user}-{i}"
+        tok = token(u, watch=watch, extra=claims) if claims else None
+        c = await Client.connect(d, u, watch=watch, tok=tok)
         if await instance_of(d, c) == name:
             return c
         await c.close()
@@ -451,30 +454,14 @@ async def test_interest(t, d, redis):
         t.check(f"interest: ... once", not more, str(more))
         await late.close()
     # Channels: routed by the channel's name.
-    obs = await on_worker(d, "io", w2)
-    if obs:
-        await obs.close()
-    obs = None
-    for i in range(40):
-        c = await Client.connect(d, f"io-{i}", tok=token(f"io-{i}", extra={"channels": "*",
-                                                                             "observe": "*"}))
-        if await instance_of(d, c) == w2:
-            obs = c
-            break
-        await c.close()
+    obs = await on_worker(d, "io", w2, claims={"channels": "*", "observe": "*"})
     t.check("interest: a channel observer lands on worker 2", obs is not None)
     if obs is None:
         return
     await obs.send({"type": "observe", "channel": "in-room", "id": "o"})
     t.check("interest: the observer gets the channel's snapshot",
             await obs.expect_type("channel", 5, id="o") is not None)
-    j = None
-    for i in range(40):
-        c = await Client.connect(d, f"ij-{i}", tok=token(f"ij-{i}", extra={"channels": "*"}))
-        if await instance_of(d, c) == w1:
-            j = c
-            break
-        await c.close()
+    j = await on_worker(d, "ij", w1, claims={"channels": "*"})
     t.check("interest: a member lands on worker 1", j is not None)
     if j is None:
         return

@@ -568,6 +568,20 @@ static size_t migrate_some(redisContext *sc, int dst, unsigned slot,
   return nk;
 }
 
+/* A migration of the slot from node src to node dst begins: IMPORTING at
+ * the target, MIGRATING at the source. */
+static void slot_open(const rcluster_t *c, unsigned slot, int src, int dst) {
+  redisReply *id_src = node_cmd(c->n[src].port, "CLUSTER MYID");
+  redisReply *id_dst = node_cmd(c->n[dst].port, "CLUSTER MYID");
+  assert_true(id_src && id_dst);
+  freeReplyObject(node_cmd(c->n[dst].port, "CLUSTER SETSLOT %u IMPORTING %s",
+                           slot, id_src->str));
+  freeReplyObject(node_cmd(c->n[src].port, "CLUSTER SETSLOT %u MIGRATING %s",
+                           slot, id_dst->str));
+  freeReplyObject(id_src);
+  freeReplyObject(id_dst);
+}
+
 /* The slot assigned to node dst on every node (the end of a migration). */
 static void slot_to(const rcluster_t *c, unsigned slot, int dst) {
   redisReply *id = node_cmd(c->n[dst].port, "CLUSTER MYID");
@@ -597,12 +611,7 @@ static void slot_migrated_under_load(void **state) {
   assert_true(src >= 0 && dst >= 0);
   /* Load: alpha's users come and go while the slot moves. */
   connect_users(f, 1, "b", N);
-  redisReply *id_src = node_cmd(f->rc.n[src].port, "CLUSTER MYID");
-  redisReply *id_dst = node_cmd(f->rc.n[dst].port, "CLUSTER MYID");
-  freeReplyObject(node_cmd(f->rc.n[dst].port, "CLUSTER SETSLOT %u IMPORTING %s",
-                           slot, id_src->str));
-  freeReplyObject(node_cmd(f->rc.n[src].port, "CLUSTER SETSLOT %u MIGRATING %s",
-                           slot, id_dst->str));
+  slot_open(&f->rc, slot, src, dst);
   redisContext *sc = node_ctx(f->rc.n[src].port);
   freeReplyObject(redisCommand(sc, "CLIENT PAUSE 5000 WRITE"));
   size_t moved = 0, nk;
@@ -613,8 +622,6 @@ static void slot_migrated_under_load(void **state) {
   redisFree(sc);
   print_message("slot %u: %zu keys moved from port %d to %d\n", slot, moved,
                 f->rc.n[src].port, f->rc.n[dst].port);
-  freeReplyObject(id_src);
-  freeReplyObject(id_dst);
   wait_done(&f->loop, &f->in[1], N);
   for (int i = 0; i < 3; i++)
     assert_true(run_until(&f->loop, ready_pred, &f->in[i], 20000));
@@ -650,9 +657,9 @@ static void slot_migrated_under_load(void **state) {
  * migrates, every call of the shard is refused before its script runs
  * (the guard key KEYS[2] is never there: the source answers TRYAGAIN, or
  * ASK once the shard's seq has moved; the target would answer TRYAGAIN)
- * and held, then sent again: none runs on half a shard. MOVED ends it; the shard goes on at the target. Every
- * user's transitions exactly once, every user in the state its sessions
- * say: nothing lost. */
+ * and held, then sent again: none runs on half a shard. MOVED ends it;
+ * the shard goes on at the target. Every user's transitions exactly once,
+ * every user in the state its sessions say: nothing lost. */
 static void slot_migrated_live_calls_held(void **state) {
   (void)state;
   inst_opts_t io = {.heartbeat_ms = 300, .lease_ms = 6000, .timeout_ms = 2000};
@@ -666,17 +673,10 @@ static void slot_migrated_live_calls_held(void **state) {
   int dst = other_primary(&f->rc, src);
   assert_true(src >= 0 && dst >= 0);
   long long refused0 = refusals(&f->rc, src);
-  redisReply *id_src = node_cmd(f->rc.n[src].port, "CLUSTER MYID");
-  redisReply *id_dst = node_cmd(f->rc.n[dst].port, "CLUSTER MYID");
-  freeReplyObject(node_cmd(f->rc.n[dst].port, "CLUSTER SETSLOT %u IMPORTING %s",
-                           slot, id_src->str));
-  freeReplyObject(node_cmd(f->rc.n[src].port, "CLUSTER SETSLOT %u MIGRATING %s",
-                           slot, id_dst->str));
-  freeReplyObject(id_src);
-  freeReplyObject(id_dst);
+  slot_open(&f->rc, slot, src, dst);
   /* Load while the keys move: beta's users come, gamma's come and go,
    * alpha's go. The slot is MIGRATING from here: the shard's calls are
-   * refused (ASK) and held until it ends. */
+   * refused (TRYAGAIN, ASK) and held until it ends. */
   connect_users(f, 1, "b", N);
   connect_users(f, 2, "c", N);
   int64_t end = now_ms() + 15000;

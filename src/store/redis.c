@@ -102,6 +102,9 @@ typedef struct req {
   /* presence__redis_raw: the reply goes to the store's other files */
   void (*raw_cb)(void *ud, int code, redisReply *rep);
   char *cmd_ch; /* channel queries: the channel */
+  /* A write of the local table (queue_write's, a batch): refused by a
+   * node that no longer serves the slot, it is carried to the next one. */
+  bool carry;
   char user[PRESENCE_ID_MAX + 1];
 } req_t;
 
@@ -255,6 +258,11 @@ typedef struct rstore {
    * is asked meanwhile waits behind them. */
   req_t *held_head, *held_tail;
   uint32_t retry_ms;
+  /* A MOVED ended a migration: the writes refused or cut off by it are
+   * held across the reconnect and sent first at the slot's new node, under
+   * the registration they were made in (the lease moved with the slot),
+   * before this shard registers there. */
+  bool moving;
   uint64_t held_total; /* calls ever held (tests, logs) */
   /* The cluster's slot map, kept by redis_shard.c: where this shard goes
    * after a failure, and, with await_route, where it first connects
@@ -451,8 +459,13 @@ static void flush_writes(rstore_t *st);
 static void hold(rstore_t *st, req_t *r);
 
 static void send_req(rstore_t *st, req_t *r) {
-  if (st->held_head && st->up && st->conn) {
-    /* Behind the calls held for a migrating slot: order is kept. */
+  if (st->moving && r->carry && !st->destroying) {
+    hold(st, r); /* sent at the new node once its script is loaded */
+    return;
+  }
+  if (st->held_head && !st->moving && st->up && st->conn) {
+    /* Behind the calls held for a migrating slot: order is kept (not
+     * while moving: the new node's script load goes first). */
     hold(st, r);
     return;
   }
@@ -733,7 +746,7 @@ static void hold(rstore_t *st, req_t *r) {
     st->held_head = r;
   st->held_tail = r;
   st->held_total++;
-  if (st->hs && !st->destroying &&
+  if (st->hs && !st->destroying && !st->moving &&
       !uv_is_active((uv_handle_t *)&st->hs->t[T_RETRY])) {
     /* 10 ms, doubling to 200 ms while the migration lasts. */
     st->retry_ms = st->retry_ms ? st->retry_ms * 2 : 10;
@@ -755,15 +768,28 @@ static void resend_held(rstore_t *st) {
 }
 
 /* The connection is gone: the held calls fail as the pending ones did
- * (the registration that follows re-asserts what they carried). */
-static void fail_held(rstore_t *st, int code) {
-  while (st->held_head) {
-    req_t *r = st->held_head;
-    st->held_head = r->next;
-    if (!st->held_head) st->held_tail = NULL;
-    r->fn(st, r, NULL, code);
-    req_free(r);
+ * (the registration that follows re-asserts what they carried), but for
+ * the writes a MOVED carries to the next node (keep_writes). */
+static void fail_held(rstore_t *st, int code, bool keep_writes) {
+  req_t *r = st->held_head, *keep = NULL, *keep_tail = NULL;
+  st->held_head = st->held_tail = NULL;
+  while (r) {
+    req_t *n = r->next;
+    if (keep_writes && r->carry) {
+      r->next = NULL;
+      if (keep_tail)
+        keep_tail->next = r;
+      else
+        keep = r;
+      keep_tail = r;
+    } else {
+      r->fn(st, r, NULL, code);
+      req_free(r);
+    }
+    r = n;
   }
+  st->held_head = keep;
+  st->held_tail = keep_tail;
   st->retry_ms = 0;
 }
 
@@ -774,6 +800,10 @@ static void on_reply(void *ud, int fail, redisReply *rep) {
   if (!rep) {
     /* The connection is going away: nothing more may be sent on it. */
     st->up = false;
+    if (st->moving && r->carry && !st->destroying) {
+      hold(st, r); /* cut off by the MOVED ahead of it: not run */
+      return;
+    }
     r->fn(st, r, NULL, fail ? fail : PRESENCE_ESTORE);
     req_free(r);
     return;
@@ -804,9 +834,19 @@ static void on_reply(void *ud, int fail, redisReply *rep) {
      * another instance) is load_done's success, not an error to log. */
     moved = cluster_redirect(st, rep);
     /* A MOVED is routing (a migrated slot, a failover; at start when no
-     * slot map could be read), not a failure: logged at info. */
+     * slot map could be read), not a failure: logged at info. A write it
+     * refused did not run: carried to the new node. */
     if (moved)
       logf_(st, PRESENCE_LOG_INFO, "redis:", rep->str);
+    if (moved && st->up && !st->destroying) {
+      /* Whatever the call, the writes behind it go to the new node. */
+      st->moving = true;
+      if (r->carry) {
+        hold(st, r);
+        drop_connection(st, PRESENCE_ESTORE);
+        return;
+      }
+    }
     else if (r->fn != load_done || !strstr(rep->str, "already exists"))
       logf_(st, PRESENCE_LOG_ERROR, "redis:", rep->str);
     code = PRESENCE_ESTORE;
@@ -1078,7 +1118,10 @@ static void on_fenced(rstore_t *st, req_t *r) {
 }
 
 static bool can_write(rstore_t *st) {
-  return st->up && (st->phase == PH_RESYNC || st->phase == PH_READY);
+  /* Moving: the shard reconnects to its slot's new node after a MOVED;
+   * writes wait there with those the MOVED carried (send_req). */
+  return (st->up && (st->phase == PH_RESYNC || st->phase == PH_READY)) ||
+         (st->moving && !st->destroying);
 }
 
 /* ---- write batches ------------------------------------------------------ */
@@ -1155,7 +1198,10 @@ static void flush_writes(rstore_t *st) {
   size_t body = st->wb_len;
   st->wb_len = 0;
   req_t *b = req_new(st, batch_done);
-  if (b) b->sub_head = subs;
+  if (b) {
+    b->sub_head = subs;
+    b->carry = true;
+  }
   common_buf_t cbuf;
   char count[16];
   snprintf(count, sizeof count, "%u", (unsigned)n);
@@ -1205,6 +1251,7 @@ static void flush_writes(rstore_t *st) {
  * setup, TIME, fencing, one INCRBY for all their events). */
 static void queue_write(rstore_t *st, req_t *r, const char *op, int n,
                         const char **args) {
+  r->carry = true;
   if (!st->wb_n && !st->inflight) {
     call(st, r, op, n, args, NULL);
     return;
@@ -1976,6 +2023,13 @@ static void load_done(rstore_t *st, req_t *r, redisReply *rep, int code) {
   }
   st->loaded = true;
   st->phase = PH_NONE;
+  if (st->moving) {
+    /* The writes a MOVED carried here, first, in order, with those
+     * batched meanwhile (held behind them by send_req). */
+    flush_writes(st);
+    st->moving = false;
+    resend_held(st);
+  }
   start_register(st);
 }
 
@@ -2012,7 +2066,7 @@ static void on_down(void *ud, int code) {
   (void)code;
   rstore_t *st = ud;
   st->up = false;
-  fail_held(st, PRESENCE_ESTORE);
+  fail_held(st, PRESENCE_ESTORE, st->moving);
   st->phase = PH_NONE;
   st->hb_busy = st->reaping = st->grace_busy = st->reconciling = false;
   st->reap_inflight = 0;
@@ -2712,7 +2766,7 @@ static void on_timer(uv_timer_t *t) {
     flush_writes(st);
     break;
   case T_RETRY:
-    resend_held(st);
+    if (!st->moving) resend_held(st);
     break;
   case T_READER:
     start_reader(st);
@@ -3409,7 +3463,8 @@ static void r_destroy(presence_store_t *base) {
   if (st->feed_in > 0) close(st->feed_in);
   for (uint32_t i = 0; i < st->n_feed_out; i++)
     close(st->feed_out[i]);
-  fail_held(st, PRESENCE_ESHUTDOWN);
+  st->moving = false;
+  fail_held(st, PRESENCE_ESHUTDOWN, false);
   flush_writes(st); /* not up: they complete with ESHUTDOWN */
   run_soon(st);
   if (st->hs) {

@@ -747,9 +747,19 @@ static void slot_migrated_live_calls_held(void **state) {
   assert_true(in_shard0 > 0);
   int errs = 0;
   for (int i = 0; i < 3; i++)
-    for (int e = 1; e < 32; e++) errs += f->in[i].done_err[e];
-  print_message("%zu of gamma's users in the moved shard; %d writes failed "
-                "(re-asserted)\n", in_shard0, errs);
+    for (int e = 1; e < 32; e++) {
+      errs += f->in[i].done_err[e];
+      if (f->in[i].done_err[e])
+        print_message("%s: %d writes failed with %s\n", f->in[i].id,
+                      f->in[i].done_err[e], presence_err_name(-e));
+    }
+  print_message("%zu of gamma's users in the moved shard; %d writes failed\n",
+                in_shard0, errs);
+  /* The writes held or cut off when MOVED ended the migration were
+   * carried to the target, not failed (79 of 720 failed with ESTORE
+   * before they were). */
+  for (int i = 0; i < 3; i++)
+    assert_int_equal(f->in[i].done_err[-PRESENCE_ESTORE], 0);
   free(rp.u);
   cfx_destroy(f);
 }

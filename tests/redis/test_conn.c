@@ -357,6 +357,25 @@ static void password_apart_and_wrong(void **state) {
   tsrv_stop(&srv);
 }
 
+/* A page of members or of a user's channels: its status and count. */
+typedef struct members_seen {
+  bool got;
+  int status;
+  uint64_t count;
+  size_t n;
+} members_seen_t;
+static void members_cb(presence_t *p, int status,
+                       const presence_member_info_t *members, size_t n,
+                       uint64_t count, const char *next, void *ud) {
+  (void)p, (void)members, (void)next;
+  members_seen_t *m = ud;
+  m->got = true;
+  m->status = status;
+  m->count = count;
+  m->n = n;
+}
+static bool members_got(void *ud) { return ((members_seen_t *)ud)->got; }
+
 /* An ACL user limited to the store's prefix and to the commands it uses:
  * enough for everything, including the log reader of a second instance.
  * With another prefix the same user is refused, and the store says so. */
@@ -371,8 +390,9 @@ static void acl_user_limited_to_the_prefix(void **state) {
       "+fcall +function|load +xread +xrange +xrevrange +lrange +get +ping "
       "+select +hexists +hget +hdel +hset +hsetnx +hmget +hlen +hkeys "
       "+hgetall +hscan +zadd +zrem +zscore +zrange +zrangebyscore +zcount "
-      "+sadd +srem +scard +sscan +srandmember +set +del +unlink +exists "
-      "+incrby +rpush +pexpire +persist +xadd +xtrim +time",
+      "+sadd +srem +scard +sscan +smembers +set +del +unlink +exists "
+      "+incrby +rpush +pexpire +persist +xadd +xtrim +time +zcard "
+      "+zrangebylex",
       PASSWORD);
   assert_int_equal(r->type, REDIS_REPLY_STATUS);
   freeReplyObject(r);
@@ -389,6 +409,30 @@ static void acl_user_limited_to_the_prefix(void **state) {
   assert_true(run_until(&loop, ready_pred, &b.in, 3000));
   sees_online(&loop, &b);
   assert_no_secret(&a);
+  /* Channels as that user too: a join, the members, the user's channels
+   * and a leave (the script's ZCARD, ZRANGEBYLEX and SMEMBERS). */
+  int n0 = a.in.done_n;
+  assert_int_equal(presence_channel_join(a.in.p, "s1", "room", "{\"n\":1}",
+                                         done_cb, &a.in),
+                   0);
+  wait_done(&loop, &a.in, n0 + 1);
+  assert_no_errors(&a.in);
+  members_seen_t m = {0};
+  assert_int_equal(
+      presence_channel_members(a.in.p, "room", NULL, 10, members_cb, &m), 0);
+  assert_true(run_until(&loop, members_got, &m, 5000));
+  assert_int_equal(m.status, 0);
+  assert_int_equal(m.count, 1);
+  assert_int_equal(m.n, 1);
+  members_seen_t uc = {0};
+  assert_int_equal(presence_user_channels(a.in.p, "alice", members_cb, &uc), 0);
+  assert_true(run_until(&loop, members_got, &uc, 5000));
+  assert_int_equal(uc.status, 0);
+  assert_int_equal(uc.n, 1);
+  assert_int_equal(presence_channel_leave(a.in.p, "s1", "room", done_cb, &a.in),
+                   0);
+  wait_done(&loop, &a.in, n0 + 2);
+  assert_no_errors(&a.in);
   /* A prefix outside the user's keys is refused: the script's declared
    * key (KEYS[1], the shard's sequence) by Redis before it runs, and its
    * own commands, which run as the user too. */

@@ -55,10 +55,9 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import (API_KEY, Client, Daemon, HookReceiver, SSE, _die_with_parent,  # noqa: E402
-                     http)
-from test_redis_cluster import (Cluster, _all, metrics, read_log_records, run_scenarios, test_kill9,  # noqa: E402
-                                test_sigstop, wait_for)
+from harness import API_KEY, Client, Daemon, HookReceiver, SSE, _die_with_parent  # noqa: E402
+from test_redis_cluster import (Cluster, _all, _healthy, metrics, read_log_records,  # noqa: E402
+                                run_scenarios, test_kill9, test_sigstop, wait_for)
 from test_redis_webhooks import NAME, SECRET, signed, the_owner  # noqa: E402
 
 HB_MS = 200
@@ -391,14 +390,6 @@ async def test_gap(t, cl):
     g = [e["data"] for e in evs if e["event"] == "gap"]
     t.check("gap: the next event of the emptied shard comes after a gap notice for it",
             ev is not None and len(g) == 1 and g[0]["shard"] == y, str([e["data"] for e in evs]))
-
-
-async def _healthy(ds):
-    for d in ds:
-        r = await http(d, "GET", "/healthz")
-        if r.status != 200:
-            return False
-    return True
 
 
 async def test_failover(t, cl):

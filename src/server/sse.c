@@ -170,10 +170,20 @@ static void pump_one(sse_stream_t *st, int final) {
     st->batch = 0;
     st->reading = 1;
     st->in_pump = 1;
+    /* A store that answers at once (the embedded one) writes the answer
+     * inside this call; a write that fails or overflows closes the
+     * connection, and sse_detach would free the stream under us: marked as
+     * writing, it is freed here instead. */
+    st->writing = 1;
     int rc = presence_log_read_of(s->p, st->log,
                                   presence_cursor_pos(st->cursor, st->log),
                                   SSE_BATCH, on_log, st);
     st->in_pump = 0;
+    st->writing = 0;
+    if (st->detached) {
+      if (!st->reading) stream_free(st); /* else the pending answer does */
+      return;
+    }
     if (rc < 0) {
       st->reading = 0;
       /* Redis away: the next event or drain tries again. */

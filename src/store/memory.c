@@ -249,9 +249,10 @@ static size_t event_lens(mstore_t *m, const presence_event_t *ev,
   /* A device word is one of the store's own (checked, short): its length
    * is kept beside it. */
   const char *d = ev->device;
+  const char *words = &m->dev_word[0][0]; /* the table as one byte run */
   if (!d) lens[6] = 0;
-  else if (d >= m->dev_word[0] && d < m->dev_word[DEV_WORDS])
-    lens[6] = (size_t)m->dev_wlen[(size_t)(d - m->dev_word[0]) /
+  else if (d >= words && d < words + sizeof m->dev_word)
+    lens[6] = (size_t)m->dev_wlen[(size_t)(d - words) /
                                   sizeof(m->dev_word[0])] + 1;
   else lens[6] = presence__event_len1(d);
   return presence__event_size(ev, lens);

@@ -1036,17 +1036,6 @@ static int check_combinations(const srv_config_t *cfg, FILE *err) {
                  "would give each worker its own presence\n");
     return CONFIG_EXIT_USAGE;
   }
-  if (cfg->workers > 1 && (cfg->redis_cluster || cfg->redis_shards > 1)) {
-    /* The workers of a machine share one log reader (redis_feed.c), which
-     * follows one log; a store in shards has one log per shard, each read
-     * on its own connection. */
-    fprintf(err, "presenced: --workers: not with --redis-cluster or "
-                 "--redis-shards > 1: the workers share one log reader, "
-                 "which follows one log, and a store in shards keeps one log "
-                 "per shard; run one presenced per core on its own port "
-                 "instead\n");
-    return CONFIG_EXIT_USAGE;
-  }
   if (cfg->demo && config_store_is_redis(cfg)) {
     /* The demo lists every user the store knows: the embedded store can,
      * a shared Redis is not walked for a demo page. */

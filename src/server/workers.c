@@ -13,7 +13,9 @@
  * and the other workers run no XREAD. The pairs are made once, before the
  * first workers start, and the supervisor keeps no end: when worker 1 dies
  * its followers see the end and read the log themselves from where the
- * feed stopped; a restarted worker reads for itself.
+ * feed stopped; a restarted worker reads for itself. With the store in
+ * shards (Redis Cluster, --redis-shards) the same pair carries every
+ * shard's log (redis_shard.c).
  *
  * The process started by the command becomes the supervisor: it holds no
  * connection and no store, forks the workers, forwards SIGTERM and SIGINT

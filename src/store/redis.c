@@ -207,6 +207,7 @@ typedef struct rstore {
   int *feed_out; /* until attach: the descriptors (a0's memory) */
   uint32_t n_feed_out;
   int feed_in;
+  bool feed_shared; /* the shards' one feed (redis_shard.c owns it) */
 
   /* deferred completions */
   req_t *soon_head, *soon_tail;
@@ -2366,7 +2367,12 @@ static void on_xread(void *ud, int code, redisReply *rep) {
   /* nil when the block time passed with nothing new. */
   const char *raw;
   size_t n;
-  bool routed = st->route && rep->type == REDIS_REPLY_ARRAY;
+  /* A read that timed out (nil) is routed too: it holds nothing, but it
+   * tells an idle follower where the log ends (a marker at most every
+   * 100 ms), so the follower's catch-up check passes on a quiet log (a
+   * shard nobody writes to) and it stops reading the log itself. */
+  bool routed = st->route && (rep->type == REDIS_REPLY_ARRAY ||
+                              rep->type == REDIS_REPLY_NIL);
   if (routed)
     presence__route_begin(st->route, st->r_last);
   else if (st->feed && rep->type == REDIS_REPLY_ARRAY &&
@@ -3374,6 +3380,22 @@ static void on_hclose(uv_handle_t *h) {
   if (--hs->open == 0) free(hs);
 }
 
+/* The reader's side of a feed: without a router (no table, no memory)
+ * every follower gets every read whole, as before interest existed. */
+static void feed_route(rstore_t *st, bool log) {
+  uint32_t n_out = presence__rfeed_outputs(st->feed);
+  if (!n_out) return;
+  if (st->o.interest)
+    st->route = presence__route_new(st->h.allocator, st->o.interest,
+                                    st->o.interest_slot, n_out);
+  if (log)
+    logf_(st, PRESENCE_LOG_INFO,
+          st->route ? "redis reader: the log goes to the other workers by "
+                      "their interest"
+                    : "redis reader: the log goes whole to the other workers",
+          NULL);
+}
+
 static int r_attach(presence_store_t *base, const presence_store_host_t *host) {
   rstore_t *st = (rstore_t *)base;
   st->h = *host;
@@ -3425,18 +3447,7 @@ static int r_attach(presence_store_t *base, const presence_store_host_t *host) {
         .ud = st,
     };
     if (presence__rfeed_new(&fc, &st->feed) == 0) {
-      /* Without a router (no table, no memory) every follower gets every
-       * read whole, as before interest existed. */
-      if (st->n_feed_out && st->o.interest)
-        st->route = presence__route_new(st->h.allocator, st->o.interest,
-                                        st->o.interest_slot, st->n_feed_out);
-      if (st->n_feed_out)
-        logf_(st, PRESENCE_LOG_INFO,
-              st->route ? "redis reader: the log goes to the other workers by "
-                          "their interest"
-                        : "redis reader: the log goes whole to the other "
-                          "workers",
-              NULL);
+      feed_route(st, true);
       st->feed_in = 0; /* the feed owns the descriptors now */
       st->n_feed_out = 0;
     }
@@ -3456,7 +3467,7 @@ static void r_destroy(presence_store_t *base) {
   st->conn = NULL;
   presence__rconn_free(st->rconn);
   st->rconn = NULL;
-  presence__rfeed_free(st->feed);
+  if (!st->feed_shared) presence__rfeed_free(st->feed);
   st->feed = NULL;
   presence__route_free(st->route);
   st->route = NULL;
@@ -3630,6 +3641,30 @@ void presence__redis_conn_params(presence_store_t *s,
   *url = &st->url;
   *tls = &st->tls;
   *o = &st->o;
+}
+
+/* The shards of one store share one feed per follower (redis_shard.c):
+ * each XREAD reply names its shard's streams, so one socket carries every
+ * shard's replies in each shard's order. */
+void presence__redis_share_feed(presence_store_t *s, presence__rfeed_t *feed,
+                                bool log) {
+  rstore_t *st = (rstore_t *)s;
+  st->feed = feed;
+  st->feed_shared = true;
+  feed_route(st, log);
+}
+
+int presence__redis_feed_take(presence_store_t *s, redisReply *rep) {
+  rstore_t *st = (rstore_t *)s;
+  const char *name = text_of(at(at(rep, 0), 0));
+  if (!name || (strcmp(name, st->log_key) && strcmp(name, st->kick_key)))
+    return 0;
+  feed_reply(st, rep);
+  return 1;
+}
+
+void presence__redis_feed_ended(presence_store_t *s) {
+  feed_ended(s);
 }
 
 int presence__redis_new_one(const presence_redis_options_t *opts,

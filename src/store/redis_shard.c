@@ -24,12 +24,18 @@
  * A user belongs to shard fnv1a64(user) mod S; a session belongs to its
  * user's shard. Channel members live in their user's shard, so a channel's
  * member list is a merge over the shards (done here).
+ *
+ * presenced --workers: the machine's log feed (redis_feed.c) is the
+ * sharded store's, one socket per follower for all S shards; each shard
+ * store routes its own reads to it and a follower hands each reply to the
+ * shard whose streams it names.
  */
 #include "store/redis_shard.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 /* ---- slots and tags ------------------------------------------------------ */
 
@@ -110,6 +116,13 @@ typedef struct rshards {
   slot_range_t *map;
   size_t n_map;
   uint64_t map_asked_ms;
+  /* presenced --workers: the machine's log feed, one socket per follower
+   * carrying every shard's replies (each names its shard's streams), made
+   * at attach from these descriptors (ours until then). */
+  presence__rfeed_t *feed;
+  int feed_in;
+  int *feed_out;
+  uint32_t n_feed_out;
 } rshards_t;
 
 static const presence_store_ops_t rshards_ops;
@@ -342,6 +355,48 @@ static int topo_start(rshards_t *r) {
   return rc;
 }
 
+/* A follower's fed reply goes to the shard whose streams it names; the
+ * end of the feed to every shard (each then reads its own log). */
+static void feed_reply_of(void *ud, redisReply *rep) {
+  rshards_t *r = ud;
+  for (uint32_t i = 0; i < r->n; i++)
+    if (presence__redis_feed_take(r->sub[i], rep)) return;
+}
+
+static void feed_ended_of(void *ud) {
+  rshards_t *r = ud;
+  for (uint32_t i = 0; i < r->n && !r->destroying; i++)
+    presence__redis_feed_ended(r->sub[i]);
+}
+
+/* One feed for the S shards rather than S: one socket per follower, and a
+ * worker's end is one descriptor whatever S is. Order holds per shard (one
+ * stream socket, each shard's replies written in its order), which is the
+ * only order the logs have. */
+static void feed_start(rshards_t *r) {
+  const presence__redis_url_t *url;
+  const presence_redis_tls_t *tls;
+  const presence_redis_options_t *o;
+  presence__redis_conn_params(r->sub[0], &url, &tls, &o);
+  presence__rfeed_config_t fc = {
+      .loop = o->loop,
+      .alloc = r->a,
+      .in_fd = r->feed_in > 0 ? r->feed_in : -1,
+      .out_fds = r->feed_out,
+      .n_out = r->n_feed_out,
+      .max_reply_bytes = o->max_reply_bytes,
+      .max_reply_elements = o->max_reply_elements,
+      .on_reply = feed_reply_of,
+      .on_end = feed_ended_of,
+      .ud = r,
+  };
+  if (presence__rfeed_new(&fc, &r->feed)) return; /* each reads itself */
+  r->feed_in = 0; /* the feed owns the descriptors now */
+  r->n_feed_out = 0;
+  for (uint32_t i = 0; i < r->n; i++)
+    presence__redis_share_feed(r->sub[i], r->feed, i == 0);
+}
+
 static int s_attach(presence_store_t *base, const presence_store_host_t *host) {
   rshards_t *r = (rshards_t *)base;
   r->a = host->allocator ? host->allocator : presence__default_allocator();
@@ -350,6 +405,7 @@ static int s_attach(presence_store_t *base, const presence_store_host_t *host) {
     int rc = r->sub[i]->ops->attach(r->sub[i], host);
     if (rc) return rc;
   }
+  if (r->feed_in > 0 || r->n_feed_out) feed_start(r);
   if (r->cluster && topo_start(r)) start_waiting(r);
   return 0;
 }
@@ -508,6 +564,11 @@ static void s_destroy(presence_store_t *base) {
   presence__free(r->a0, r->topo_url.host);
   for (uint32_t i = 0; i < r->n; i++)
     if (r->sub[i]) r->sub[i]->ops->destroy(r->sub[i]);
+  /* After the shards: none refers to it any more. */
+  presence__rfeed_free(r->feed);
+  if (r->feed_in > 0) close(r->feed_in);
+  for (uint32_t i = 0; i < r->n_feed_out; i++) close(r->feed_out[i]);
+  presence__free(r->a0, r->feed_out);
   presence__free(r->a0, r->sub);
   presence__free(r->a0, r);
 }
@@ -775,9 +836,6 @@ int presence__rshards_new(const presence_redis_options_t *opts,
       opts->allocator ? opts->allocator : presence__default_allocator();
   uint32_t n = opts->shards ? opts->shards : 12;
   if (n > 1024) return PRESENCE_EINVAL;
-  /* The machine's one log reader (--workers) feeds one log, not S: refused
-   * rather than each shard owning the same descriptors. */
-  if (opts->feed_in > 0 || opts->n_feed_out) return PRESENCE_EINVAL;
   const char *pfx = opts->prefix ? opts->prefix : "presence:";
   if (strlen(pfx) > 64) return PRESENCE_EINVAL;
   rshards_t *r = presence__malloc(a0, sizeof *r);
@@ -793,6 +851,17 @@ int presence__rshards_new(const presence_redis_options_t *opts,
   r->a0 = r->a = a0;
   r->n = n;
   r->sub = sub;
+  /* The machine's one log feed (--workers): the store's, not a shard's. */
+  r->feed_in = opts->feed_in;
+  if (opts->n_feed_out && opts->feed_out) {
+    r->feed_out = presence__malloc(a0, opts->n_feed_out * sizeof(int));
+    if (!r->feed_out) {
+      s_destroy(&r->base);
+      return PRESENCE_ENOMEM;
+    }
+    memcpy(r->feed_out, opts->feed_out, opts->n_feed_out * sizeof(int));
+    r->n_feed_out = opts->n_feed_out;
+  }
   /* In cluster mode the first seed is where each shard starts (a MOVED
    * then sends it to its slot's node); the rest are fallbacks. */
   char first[512];
@@ -829,6 +898,9 @@ int presence__rshards_new(const presence_redis_options_t *opts,
     o.url = url;
     o.shards = 1;
     o.cluster = NULL;
+    o.feed_in = 0;
+    o.feed_out = NULL;
+    o.n_feed_out = 0;
     rc = presence__redis_new_one(&o, &r->sub[i]);
     if (!rc && opts->cluster)
       rc = presence__redis_set_cluster(r->sub[i], opts->cluster);

@@ -7,6 +7,7 @@
 #include "core/internal.h"
 #include "presence_redis.h"
 #include "store/redis_conn.h"
+#include "store/redis_feed.h"
 
 #include <stddef.h>
 #include <stdint.h>
@@ -63,5 +64,16 @@ void presence__redis_conn_params(presence_store_t *s,
                                  const presence__redis_url_t **url,
                                  const presence_redis_tls_t **tls,
                                  const presence_redis_options_t **o);
+
+/* presenced --workers on shards: the store's one feed per follower
+ * (redis_feed.c), made by the sharded store at attach and shared by its
+ * shards. share_feed: shard s reads for the followers through feed (it
+ * routes and forwards its own replies to it; log: say so once); feed_take:
+ * a fed reply, taken (1) if it names s's streams, else 0; feed_ended: the
+ * input ended, s reads its log itself from the last entry it got. */
+void presence__redis_share_feed(presence_store_t *s, presence__rfeed_t *feed,
+                                bool log);
+int presence__redis_feed_take(presence_store_t *s, redisReply *rep);
+void presence__redis_feed_ended(presence_store_t *s);
 
 #endif

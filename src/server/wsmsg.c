@@ -197,8 +197,113 @@ static const struct {
     {"unobserve", WSMSG_UNOBSERVE, 0},
 };
 
+/* ---- The status change without a tree ----------------------------------
+ *
+ * A status change is most of what a connection sends (the client flips
+ * online/idle), and building a cJSON tree for it (a malloc per member, the
+ * duplicate-key walk, the NUL-escape scan) was about a sixth of presenced's
+ * user-space time per change. The common shape is read here directly: an
+ * object whose members are only "type", "status" and optionally "id", each
+ * a string of printable ASCII without escapes, the standard whitespace
+ * between tokens. Anything else (an escape, a byte outside 0x20..0x7e, a
+ * number, a duplicate, another member, an error of any kind) is left to
+ * the full decoder, so this path only ever answers what the full one
+ * would: the fuzzer and test_srv_wsmsg compare the two on every input. */
+
+typedef struct span {
+  const uint8_t *p;
+  size_t n;
+} span_t;
+
+static const uint8_t *skip_ws(const uint8_t *p, const uint8_t *end) {
+  while (p < end && (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r'))
+    p++;
+  return p;
+}
+
+/* A string of plain bytes at p (after its opening quote); NULL otherwise. */
+static const uint8_t *plain_string(const uint8_t *p, const uint8_t *end,
+                                   span_t *out) {
+  const uint8_t *s = p;
+  while (p < end && *p != '"') {
+    if (*p < 0x20 || *p > 0x7e || *p == '\\') return NULL;
+    p++;
+  }
+  if (p == end) return NULL;
+  out->p = s;
+  out->n = (size_t)(p - s);
+  return p + 1;
+}
+
+static int span_is(span_t s, const char *lit) {
+  size_t n = strlen(lit);
+  return s.n == n && memcmp(s.p, lit, n) == 0;
+}
+
+/* 1: decoded into *m (WSMSG_OK, as wsmsg_decode_full would); 0: not this
+ * shape, *m untouched. */
+static int decode_status_fast(const uint8_t *data, size_t len, wsmsg_t *m) {
+  const uint8_t *p = data, *end = data + len;
+  span_t type = {0}, status = {0}, id = {0};
+  int have_type = 0, have_status = 0, have_id = 0;
+  p = skip_ws(p, end);
+  if (p == end || *p++ != '{') return 0;
+  for (;;) {
+    span_t key, val;
+    p = skip_ws(p, end);
+    if (p == end || *p++ != '"' || !(p = plain_string(p, end, &key))) return 0;
+    p = skip_ws(p, end);
+    if (p == end || *p++ != ':') return 0;
+    p = skip_ws(p, end);
+    if (p == end || *p++ != '"' || !(p = plain_string(p, end, &val))) return 0;
+    int *seen;
+    span_t *dst;
+    if (span_is(key, "type"))
+      seen = &have_type, dst = &type;
+    else if (span_is(key, "status"))
+      seen = &have_status, dst = &status;
+    else if (span_is(key, "id"))
+      seen = &have_id, dst = &id;
+    else
+      return 0;
+    if (*seen) return 0; /* a duplicate: the full decoder refuses it */
+    *seen = 1;
+    *dst = val;
+    p = skip_ws(p, end);
+    if (p == end) return 0;
+    if (*p == '}') break;
+    if (*p++ != ',') return 0;
+  }
+  if (skip_ws(p + 1, end) != end) return 0;
+  if (!have_type || !have_status || !span_is(type, "status")) return 0;
+  presence_status_t st;
+  if (span_is(status, "online"))
+    st = PRESENCE_ONLINE;
+  else if (span_is(status, "idle"))
+    st = PRESENCE_IDLE;
+  else
+    return 0;
+  /* The id as JSON: its bytes need no escaping, so quoted as they are. */
+  if (have_id && id.n + 2 > 64) return 0;
+  memset(m, 0, sizeof *m);
+  if (have_id) {
+    m->id[0] = '"';
+    memcpy(m->id + 1, id.p, id.n);
+    m->id[id.n + 1] = '"';
+  }
+  m->type = WSMSG_STATUS;
+  m->status = (int)st;
+  return 1;
+}
+
 int wsmsg_decode(const uint8_t *data, size_t len, uint32_t max_users,
                  wsmsg_t *m) {
+  if (decode_status_fast(data, len, m)) return WSMSG_OK;
+  return wsmsg_decode_full(data, len, max_users, m);
+}
+
+int wsmsg_decode_full(const uint8_t *data, size_t len, uint32_t max_users,
+                      wsmsg_t *m) {
   memset(m, 0, sizeof *m);
   m->root = wsmsg_parse_object(data, len);
   if (!m->root)

@@ -52,7 +52,8 @@ enum {
 };
 
 typedef struct wsmsg {
-  cJSON *root;        /* the parsed object; released by wsmsg_free */
+  cJSON *root;        /* the parsed object (NULL for a status change read
+                         without a tree); released by wsmsg_free */
   int type;           /* wsmsg_type_t, on WSMSG_OK */
   char id[80];        /* the "id" rendered as JSON, "" when absent or invalid */
   int status;         /* WSMSG_STATUS: PRESENCE_ONLINE or PRESENCE_IDLE */
@@ -75,6 +76,11 @@ typedef struct wsmsg {
  */
 int wsmsg_decode(const uint8_t *data, size_t len, uint32_t max_users,
                  wsmsg_t *m);
+/* The same through the full decoder always (a cJSON tree in m->root):
+ * wsmsg_decode reads the plain status change without one, and answers
+ * exactly what this would (the fuzzer and test_srv_wsmsg compare them). */
+int wsmsg_decode_full(const uint8_t *data, size_t len, uint32_t max_users,
+                      wsmsg_t *m);
 void wsmsg_free(wsmsg_t *m);
 
 /* The fields of an availability or a message setting in obj (a message's

@@ -7,7 +7,9 @@
  * UTF-8 or not: ws.c refuses invalid UTF-8 before this, but the decoder must
  * not depend on that for memory safety). Checks: the result codes, that an
  * error names one of the protocol's codes, that the id echoed back is
- * bounded JSON, and that a decoded message holds what its handler needs.
+ * bounded JSON, that a decoded message holds what its handler needs, and
+ * that wsmsg_decode (a status change read without a cJSON tree) answers
+ * what wsmsg_decode_full answers.
  */
 #include "server/wsmsg.h"
 
@@ -35,12 +37,21 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   uint8_t *msg = malloc(size ? size : 1);
   if (!msg) return 0;
   memcpy(msg, data, size);
-  wsmsg_t m;
+  wsmsg_t m, full;
   int rc = wsmsg_decode(msg, size, max_users, &m);
   if (strlen(m.id) > 64) abort();
+  /* The status change read without a tree answers what the full decoder
+   * answers: the same result, type, status, id and error. */
+  int rc_full = wsmsg_decode_full(msg, size, max_users, &full);
+  if (rc != rc_full || strcmp(m.id, full.id) != 0) abort();
+  if (rc == WSMSG_OK && (m.type != full.type || m.status != full.status))
+    abort();
+  if (rc != WSMSG_OK && strcmp(m.err_code, full.err_code) != 0) abort();
+  if (rc == WSMSG_OK && !m.root && m.type != WSMSG_STATUS) abort();
+  wsmsg_free(&full);
   switch (rc) {
   case WSMSG_OK:
-    if (!m.root || m.err_code) abort();
+    if (m.err_code) abort();
     if (m.type == WSMSG_STATUS) {
       if (m.status != PRESENCE_ONLINE && m.status != PRESENCE_IDLE) abort();
     } else if (m.type == WSMSG_SUBSCRIBE || m.type == WSMSG_UNSUBSCRIBE) {

@@ -185,6 +185,21 @@ int presence_store_redis_new(const presence_redis_options_t *opts,
 
 /* True once the store is registered and its sessions asserted. */
 int presence_redis_ready(presence_store_t *s);
+/* A channel's count across shards (docs/internals/redis.md, "A channel's
+ * count across shards"). In shards (options.shards > 1, Redis Cluster) a
+ * channel's members live in their users' shards, and a channel event as
+ * decided carries its shard's count. For a channel tracked here (delta 1
+ * per interested party, -1 when it goes: the channel is tracked while the
+ * sum is above 0) the store asks every shard for its count and from then
+ * on gives each of the channel's events (presence_on_event and cluster
+ * events) the channel's count: the sum of each shard's latest count, each
+ * ordered by its shard's sequence. presenced tracks the channels its
+ * clients joined or observe. 0 (also for a store of one shard, where the
+ * count is the channel's already), ENOMEM, ECHANNEL, EINVAL for another
+ * store. The event stream read from the log (presence_log_read_of) keeps
+ * the shard's count. */
+int presence_redis_channel_track(presence_store_t *s, const char *channel,
+                                 int delta);
 /* The whole cluster's size as Redis counted it at this instance's last
  * heartbeat (every heartbeat_ms): for monitoring, since each instance's
  * presence_stats counts its own sessions only. EINVAL for another store. */

@@ -28,11 +28,20 @@ static void on_user(void *ud, const char *key, int delta) {
   count(ud, PRESENCE_INTEREST_USER, key, delta);
 }
 
+/* A channel with subscribers here is also tracked by a store in shards,
+ * so its events carry the channel's count, not their shard's (a no-op on
+ * one shard). Before the snapshot too: the shards' counts are asked first. */
 static void on_channel(void *ud, const char *key, int delta) {
-  count(ud, PRESENCE_INTEREST_CHANNEL, key, delta);
+  srv_t *s = ud;
+  if (s->cfg.interest && s->cfg.worker)
+    count(s, PRESENCE_INTEREST_CHANNEL, key, delta);
+  if (s->rstore) (void)presence_redis_channel_track(s->rstore, key, delta);
 }
 
 void srv_interest_init(srv_t *s) {
+  /* The store opens after this: on_channel looks at s->rstore then. */
+  s->channels.on_sub = on_channel;
+  s->channels.on_sub_ud = s;
   if (!s->cfg.interest || !s->cfg.worker) return;
   s->watchers.on_sub = on_user;
   s->watchers.on_sub_ud = s;

@@ -272,6 +272,10 @@ typedef struct rstore {
   void *slot_route_ud;
   bool await_route;
   unsigned slot;
+  /* redis_shard.c: told each time this shard is registered and re-asserted
+   * (after a reconnect, a fence, a store loss), to ask its counts again. */
+  void (*on_ready)(void *ud);
+  void *on_ready_ud;
 } rstore_t;
 
 static void on_timer(uv_timer_t *t);
@@ -1752,6 +1756,7 @@ static void set_ready(rstore_t *st) {
   st->phase = PH_READY;
   logf_(st, PRESENCE_LOG_INFO, "redis: instance registered, epoch",
         st->epoch_s);
+  if (st->on_ready) st->on_ready(st->on_ready_ud);
 }
 
 static void sweep_step(rstore_t *st);
@@ -3743,6 +3748,13 @@ int presence_redis_ready(presence_store_t *s) {
   return s && s->ops == &redis_ops && ((rstore_t *)s)->phase == PH_READY;
 }
 
+int presence_redis_channel_track(presence_store_t *s, const char *channel,
+                                 int delta) {
+  if (presence__rshards_is(s)) return presence__rshards_track(s, channel, delta);
+  if (!s || s->ops != &redis_ops || !channel) return PRESENCE_EINVAL;
+  return 0;
+}
+
 int presence_redis_cluster_stats(presence_store_t *s,
                                  presence_redis_cluster_stats_t *out) {
   if (presence__rshards_is(s) && out) {
@@ -3957,6 +3969,30 @@ int presence__redis_raw(presence_store_t *s, int argc, const char **argv,
   }
   send_req(st, r);
   return 0;
+}
+
+/* A query of the script (op with args, after the common arguments) whose
+ * reply goes to cb as presence__redis_raw's does. */
+int presence__redis_op(presence_store_t *s, const char *op, int argc,
+                       const char **argv,
+                       void (*cb)(void *ud, int code, redisReply *rep),
+                       void *ud) {
+  if (!s || s->ops != &redis_ops || !cb) return PRESENCE_EINVAL;
+  rstore_t *st = (rstore_t *)s;
+  if (!can_read(st)) return PRESENCE_ESTORE;
+  req_t *r = req_new(st, raw_done);
+  if (!r) return PRESENCE_ENOMEM;
+  r->raw_cb = cb;
+  r->ud = ud;
+  call(st, r, op, argc, argv, NULL);
+  return 0;
+}
+
+void presence__redis_on_ready(presence_store_t *s, void (*fn)(void *ud),
+                              void *ud) {
+  if (!s || s->ops != &redis_ops) return;
+  ((rstore_t *)s)->on_ready = fn;
+  ((rstore_t *)s)->on_ready_ud = ud;
 }
 
 const char *presence__redis_prefix(presence_store_t *s) {

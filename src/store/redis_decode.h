@@ -67,6 +67,17 @@ int presence__redis_raw(presence_store_t *s, int argc, const char **argv,
                         const size_t *lens,
                         void (*cb)(void *ud, int code, redisReply *rep),
                         void *ud);
+/* A query of the script on this (single-shard) store: op and its
+ * arguments, the reply to cb as above. 0, ESTORE (not registered) or
+ * ENOMEM. */
+int presence__redis_op(presence_store_t *s, const char *op, int argc,
+                       const char **argv,
+                       void (*cb)(void *ud, int code, redisReply *rep),
+                       void *ud);
+/* fn(ud) each time the (single-shard) store is registered and has
+ * re-asserted its sessions. */
+void presence__redis_on_ready(presence_store_t *s, void (*fn)(void *ud),
+                              void *ud);
 const char *presence__redis_prefix(presence_store_t *s);
 const char *presence__redis_instance(presence_store_t *s);
 

@@ -32,6 +32,9 @@
  */
 #include "store/redis_shard.h"
 
+#include "store/redis_ccount.h"
+#include "store/redis_decode.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -99,6 +102,17 @@ typedef struct slot_range {
   int port;
 } slot_range_t;
 
+struct rshards;
+
+/* What shard i's store reports to: the host's functions, through us, so
+ * each channel event gets the channel's count (redis_ccount.c). */
+typedef struct shard_host {
+  struct rshards *r;
+  uint32_t i;
+  bool reseed; /* a count query could not be sent: ask again */
+  presence_store_host_t h;
+} shard_host_t;
+
 typedef struct rshards {
   presence_store_t base;
   const presence_allocator_t *a0; /* the options' allocator (the struct) */
@@ -123,6 +137,11 @@ typedef struct rshards {
   int feed_in;
   int *feed_out;
   uint32_t n_feed_out;
+  /* The tracked channels' counts per shard, and the hosts the shards
+   * report through (made at attach). */
+  presence__ccounts_t counts;
+  bool counts_up;
+  shard_host_t *sh;
 } rshards_t;
 
 static const presence_store_ops_t rshards_ops;
@@ -319,6 +338,139 @@ static int route(void *ud, unsigned slot, const char *failed_host,
   return 0;
 }
 
+/* ---- a channel's count across shards (redis_ccount.c) ------------------ */
+
+/* A channel event of a tracked channel, with the channel's count: shard
+ * i's count (the event's) learned first. Others pass as they are. */
+static const presence_event_t *counted(shard_host_t *sh,
+                                       const presence_event_t *ev,
+                                       presence_event_t *copy) {
+  rshards_t *r = sh->r;
+  if ((ev->type != PRESENCE_EV_CHANNEL_JOIN &&
+       ev->type != PRESENCE_EV_CHANNEL_LEAVE &&
+       ev->type != PRESENCE_EV_CHANNEL_UPDATE) ||
+      !ev->channel || !r->counts.t.count)
+    return ev;
+  presence__ccount_t *c = presence__ccount_find(&r->counts, ev->channel);
+  if (!c) return ev;
+  presence__ccount_learn(&r->counts, c, sh->i, ev->count, ev->seq);
+  *copy = *ev;
+  copy->count = presence__ccount_sum(&r->counts, c);
+  return copy;
+}
+
+static void reseed(shard_host_t *sh);
+
+static void sh_emit(void *ud, const presence_event_t *ev) {
+  shard_host_t *sh = ud;
+  presence_event_t copy;
+  sh->r->host.emit(sh->r->host.host_ud, counted(sh, ev, &copy));
+}
+
+static void sh_observe(void *ud, const presence_event_t *ev) {
+  shard_host_t *sh = ud;
+  presence_event_t copy;
+  if (sh->reseed) reseed(sh);
+  sh->r->host.observe(sh->r->host.host_ud, counted(sh, ev, &copy));
+}
+
+static void sh_log(void *ud, presence_log_level_t lvl, const char *msg) {
+  shard_host_t *sh = ud;
+  sh->r->host.log(sh->r->host.host_ud, lvl, msg);
+}
+
+static int64_t sh_wall_ms(void *ud) {
+  shard_host_t *sh = ud;
+  return sh->r->host.wall_ms(sh->r->host.host_ud);
+}
+
+static int64_t sh_mono_ms(void *ud) {
+  shard_host_t *sh = ud;
+  return sh->r->host.mono_ms(sh->r->host.host_ud);
+}
+
+/* One shard's count of one channel, asked with the shard's counter. */
+typedef struct seed {
+  rshards_t *r;
+  uint32_t i;
+  char name[PRESENCE_CHANNEL_MAX + 1];
+} seed_t;
+
+/* {0, {count, more, n, members..., seq}} (q_members with limit 0). */
+static void on_seed(void *ud, int code, redisReply *rep) {
+  seed_t *q = ud;
+  rshards_t *r = q->r;
+  if (r->destroying) {
+    presence__free(r->a, q);
+    return;
+  }
+  redisReply *p = !code && rep && rep->type == REDIS_REPLY_ARRAY &&
+                          rep->elements > 1 &&
+                          rep->element[0]->type == REDIS_REPLY_INTEGER &&
+                          rep->element[0]->integer == 0
+                      ? rep->element[1]
+                      : NULL;
+  bool ok = p && p->type == REDIS_REPLY_ARRAY && p->elements >= 4 &&
+            p->element[0]->type == REDIS_REPLY_STRING &&
+            p->element[p->elements - 1]->type == REDIS_REPLY_STRING;
+  if (!ok) {
+    r->sh[q->i].reseed = true; /* with the next event of the shard */
+  } else {
+    presence__ccount_t *c = presence__ccount_find(&r->counts, q->name);
+    if (c)
+      presence__ccount_learn(
+          &r->counts, c, q->i, strtoull(p->element[0]->str, NULL, 10),
+          strtoull(p->element[p->elements - 1]->str, NULL, 10));
+  }
+  presence__free(r->a, q);
+}
+
+/* Ask shard i for channel name's count. false: not sent (the shard is
+ * not registered, or no memory): asked again later. */
+static bool seed(rshards_t *r, uint32_t i, const char *name) {
+  seed_t *q = presence__malloc(r->a, sizeof *q);
+  if (!q) return false;
+  q->r = r;
+  q->i = i;
+  snprintf(q->name, sizeof q->name, "%s", name);
+  const char *args[] = {q->name, "", "0"};
+  if (presence__redis_op(r->sub[i], "q_members", 3, args, on_seed, q)) {
+    presence__free(r->a, q);
+    return false;
+  }
+  return true;
+}
+
+/* Every tracked channel's count in shard sh, asked again: after the shard
+ * registered again (a reconnect, a fence, a store loss: members may have
+ * gone with no event, as when their instance died with the data), or
+ * after a query could not be sent. */
+static void reseed(shard_host_t *sh) {
+  rshards_t *r = sh->r;
+  sh->reseed = false;
+  size_t pos = 0;
+  presence__ccount_t *c;
+  while (!sh->reseed && (c = presence__table_next(&r->counts.t, &pos)))
+    if (!seed(r, sh->i, c->name)) sh->reseed = true;
+}
+
+static void shard_ready(void *ud) {
+  shard_host_t *sh = ud;
+  if (!sh->r->destroying) reseed(sh);
+}
+
+int presence__rshards_track(presence_store_t *s, const char *channel,
+                            int delta) {
+  rshards_t *r = (rshards_t *)s;
+  if (!presence__rshards_is(s) || !r->counts_up) return PRESENCE_EINVAL;
+  int rc;
+  presence__ccount_t *c = presence__ccount_track(&r->counts, channel, delta,
+                                                 &rc);
+  for (uint32_t i = 0; c && i < r->n; i++)
+    if (!seed(r, i, c->name)) r->sh[i].reseed = true;
+  return rc;
+}
+
 /* The map's connection, on shard 0's parameters (credentials, TLS). 0, or
  * an error: the shards then start at the seeds. */
 static int topo_start(rshards_t *r) {
@@ -401,8 +553,23 @@ static int s_attach(presence_store_t *base, const presence_store_host_t *host) {
   rshards_t *r = (rshards_t *)base;
   r->a = host->allocator ? host->allocator : presence__default_allocator();
   r->host = *host;
+  r->sh = presence__malloc(r->a, r->n * sizeof *r->sh);
+  if (!r->sh) return PRESENCE_ENOMEM;
+  int rc = presence__ccounts_init(&r->counts, r->a, r->n);
+  if (rc) return rc;
+  r->counts_up = true;
   for (uint32_t i = 0; i < r->n; i++) {
-    int rc = r->sub[i]->ops->attach(r->sub[i], host);
+    shard_host_t *sh = &r->sh[i];
+    *sh = (shard_host_t){.r = r, .i = i, .h = *host};
+    sh->h.host_ud = sh;
+    sh->h.emit = sh_emit;
+    sh->h.emit_packed = NULL; /* redis.c reports unpacked events */
+    sh->h.observe = host->observe ? sh_observe : NULL;
+    sh->h.log = host->log ? sh_log : NULL;
+    sh->h.wall_ms = host->wall_ms ? sh_wall_ms : NULL;
+    sh->h.mono_ms = host->mono_ms ? sh_mono_ms : NULL;
+    presence__redis_on_ready(r->sub[i], shard_ready, sh);
+    rc = r->sub[i]->ops->attach(r->sub[i], &sh->h);
     if (rc) return rc;
   }
   if (r->feed_in > 0 || r->n_feed_out) feed_start(r);
@@ -569,6 +736,8 @@ static void s_destroy(presence_store_t *base) {
   if (r->feed_in > 0) close(r->feed_in);
   for (uint32_t i = 0; i < r->n_feed_out; i++) close(r->feed_out[i]);
   presence__free(r->a0, r->feed_out);
+  if (r->counts_up) presence__ccounts_free(&r->counts);
+  presence__free(r->a, r->sh);
   presence__free(r->a0, r->sub);
   presence__free(r->a0, r);
 }

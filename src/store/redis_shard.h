@@ -33,6 +33,9 @@ presence_store_t *presence__rshards_sub(const presence_store_t *s, uint32_t i);
 void *presence__rshards_fan(presence_store_t *s, void (*done)(void *, int),
                             void *ud);
 void presence__rshards_fan_done(void *fan, int status);
+/* presence_redis_channel_track on a sharded store. */
+int presence__rshards_track(presence_store_t *s, const char *channel,
+                            int delta);
 /* A kick: the shards are asked in turn until one holds the session. */
 int presence__rshards_kick(presence_store_t *s, const char *session_id,
                            void (*done)(void *ud, int status), void *ud);

@@ -37,6 +37,14 @@ primaries and three replicas started here on free loopback ports
                stream opened before the failover gets every later event once.
   watch:       presencectl watch --json on the cluster prints events, and
                resumes with --after an event id it printed.
+  chan_count:  a channel whose members live in many shards: observers and
+               members on every instance are shown the channel's count in
+               every change frame (not its shard's): while 24 users join
+               concurrently over the three instances, each observer's counts
+               only grow and the k-th join frame says at least k; after
+               leaves, disconnects and a kill -9 (its members reaped
+               instance_lost), each observer's last frame says the final
+               count, the member listing's.
 
 Run: /usr/bin/python3 tests/integration/test_redis_rcluster.py --presenced PATH
 """
@@ -55,7 +63,8 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import API_KEY, Client, Daemon, HookReceiver, SSE, _die_with_parent  # noqa: E402
+from harness import (API_KEY, SSE, Client, Daemon, HookReceiver, _die_with_parent,  # noqa: E402
+                     http, token)
 from test_redis_cluster import (Cluster, _all, _healthy, metrics, read_log_records,  # noqa: E402
                                 run_scenarios, test_kill9, test_sigstop, wait_for)
 from test_redis_webhooks import NAME, SECRET, signed, the_owner  # noqa: E402
@@ -552,6 +561,118 @@ async def test_watch(t, cl):
          [key(e) for e in got], [key(e) for e in evs[5:8]])
 
 
+def chan_tok(user):
+    return token(user, extra={"channels": "*", "observe": "*"})
+
+
+async def observe(d, user, ch):
+    c = await Client.connect(d, user, tok=chan_tok(user))
+    await c.send({"type": "observe", "channel": ch, "id": "o"})
+    snap = await c.expect_type("channel", 5, id="o")
+    return c, snap
+
+
+def chan_frames(msgs, ch):
+    return [m for m in msgs if m.get("type") == "channel" and m.get("channel") == ch
+            and m.get("snapshot") is False and "count" in m]
+
+
+async def listing_count(d, ch):
+    r = await http(d, "GET", f"/v1/channels/{ch}/members?limit=1")
+    return r.json().get("count") if r.status == 200 else None
+
+
+async def test_chan_count(t, cl):
+    A, B, C = cl.d
+    ch = "room-count"
+    obs = [await observe(d, f"obs-{d.name}", ch) for d in (A, B, C)]
+    t.check("chan_count: the observers' snapshots say 0",
+            all(snap and snap.get("count") == 0 for _, snap in obs),
+            str([snap and snap.get("count") for _, snap in obs]))
+    users = [f"cc-{i}" for i in range(24)]
+    shards = {}
+    for u in users:  # the users' shards (redis_shard.c: FNV-1a 64 mod 12)
+        h = 1469598103934665603
+        for b in u.encode():
+            h = ((h ^ b) * 1099511628211) % 2 ** 64
+        shards.setdefault(h % SHARDS, []).append(u)
+    t.check("chan_count: the members live in several shards", len(shards) >= 6,
+            str(sorted(shards)))
+
+    async def join(i, u):
+        await asyncio.sleep(random.random() * 0.3)
+        c = await Client.connect(cl.d[i % 3], u, tok=chan_tok(u))
+        await c.send({"type": "join", "channel": ch, "id": "j"})
+        await c.expect_type("channel", 5, id="j")
+        return c
+    members = await asyncio.gather(*(join(i, u) for i, u in enumerate(users)))
+    got = await asyncio.gather(*(c.collect(1.5) for c, _ in obs))
+    bad = []
+    for (c, _), msgs in zip(obs, got):
+        fr = [m for m in chan_frames(msgs, ch) if m.get("event") == "join"]
+        counts = [m["count"] for m in fr]
+        if len(fr) != len(users):
+            bad.append(f"{c.user}: {len(fr)} join frames")
+        if counts != sorted(counts) or any(n < k + 1 or n > len(users)
+                                           for k, n in enumerate(counts)):
+            bad.append(f"{c.user}: counts {counts}")
+        if counts and counts[-1] != len(users):
+            bad.append(f"{c.user}: last count {counts[-1]}")
+    t.check("chan_count: while 24 users join on three instances every observer's count "
+            "grows, the k-th join says >= k, the last says 24", not bad, "; ".join(bad))
+    # A member's own frames carry the channel's count too.
+    mine = await members[0].collect(0.3)
+    fr = chan_frames(mine, ch)
+    t.check("chan_count: a member's last frame says 24",
+            bool(fr) and fr[-1]["count"] == len(users), str([m["count"] for m in fr][-5:]))
+    # A late observer: its snapshot and the channel listing agree.
+    late, snap = await observe(B, "obs-late", ch)
+    t.eq("chan_count: a late observer's snapshot says 24", snap and snap.get("count"),
+         len(users))
+    # Leaves: explicit ones, closed connections, and C killed: its members are
+    # reaped (instance_lost) by A or B, shard by shard.
+    gone = 0
+    for i, c in enumerate(members):
+        if i % 3 == 2:
+            continue  # on C
+        if i % 4 == 0:
+            await c.send({"type": "leave", "channel": ch, "id": "l"})
+            gone += 1
+        elif i % 4 == 1:
+            await c.close()
+            gone += 1
+    C.kill()
+    gone += sum(1 for i in range(len(users)) if i % 3 == 2)
+    final = len(users) - gone
+
+    async def settled():
+        n = await listing_count(A, ch)
+        return n == final or None
+    ok = await wait_for(settled, 15, 0.2)
+    t.check(f"chan_count: the listing says {final} after the leaves and the reap",
+            ok is not None, str(await listing_count(A, ch)))
+    watchers = [obs[0][0], obs[1][0], late]
+    got = await asyncio.gather(*(c.collect(1.5) for c in watchers))
+    bad = []
+    for c, msgs in zip(watchers, got):
+        fr = [m for m in chan_frames(msgs, ch) if m.get("event") == "leave"]
+        counts = [m["count"] for m in fr]
+        reasons = {m.get("reason") for m in fr}
+        if len(fr) != gone:
+            bad.append(f"{c.user}: {len(fr)} leave frames, want {gone}")
+        if counts != sorted(counts, reverse=True) or not counts or counts[-1] != final:
+            bad.append(f"{c.user}: counts {counts}")
+        if "instance_lost" not in reasons:
+            bad.append(f"{c.user}: reasons {sorted(map(str, reasons))}")
+    t.check(f"chan_count: every observer's leave counts fall and its last frame says {final}",
+            not bad, "; ".join(bad))
+    for c in members:
+        try:
+            await c.close()
+        except Exception:
+            pass
+
+
 SCENARIOS = [
     ("sse_resume", test_sse_resume, {}),
     ("gap", test_gap, {}),
@@ -565,6 +686,7 @@ SCENARIOS = [
     ("kill9", test_kill9, {}),
     ("sigstop", test_sigstop, {}),
     ("watch", test_watch, {}),
+    ("chan_count", test_chan_count, {"extra": {"--offline-grace-ms": "0"}}),
 ]
 
 

@@ -206,6 +206,8 @@ typedef struct rec_ev {
   char user[PRESENCE_ID_MAX + 1];
   char session[PRESENCE_ID_MAX + 1];
   char instance[PRESENCE_ID_MAX + 1];
+  uint64_t count; /* channel events */
+  char channel[PRESENCE_CHANNEL_MAX + 1];
 } rec_ev_t;
 
 typedef struct recorder {
@@ -234,6 +236,8 @@ static inline void rec_push(recorder_t *r, const presence_event_t *e) {
     snprintf(x->session, sizeof x->session, "%s", e->session_id);
   if (e->instance_id)
     snprintf(x->instance, sizeof x->instance, "%s", e->instance_id);
+  x->count = e->count;
+  if (e->channel) snprintf(x->channel, sizeof x->channel, "%s", e->channel);
 }
 
 static inline void rec_cb(presence_t *p, const presence_event_t *e, void *ud) {

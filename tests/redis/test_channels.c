@@ -510,6 +510,142 @@ static void random_ops_match_the_embedded_store(void **state) {
   fx_destroy(f);
 }
 
+/* ---- a channel's count across shards -------------------------------------- */
+
+/* users[0..n): ids made from prefix whose shard is (want) or is not (!want)
+ * shard sh, so a test can place members. */
+static void users_in(const char *prefix, uint32_t sh, bool want, int n,
+                     char users[][16]) {
+  for (int k = 0, made = 0; made < n; k++) {
+    char u[16];
+    snprintf(u, sizeof u, "%s%d", prefix, k);
+    uint32_t at = presence__redis_user_shard(u, strlen(u), test_shards());
+    if ((at == sh) == want || test_shards() == 1) memcpy(users[made++], u, 16);
+  }
+}
+
+/* The channel events of ch in r: their count, the number, the last. */
+typedef struct counts_seen {
+  size_t n;
+  uint64_t last;
+  bool grew; /* every count at least the one before and the joins so far */
+} counts_seen_t;
+
+static counts_seen_t counts_of(const recorder_t *r, const char *ch) {
+  counts_seen_t c = {0, 0, true};
+  for (size_t i = 0; i < r->n; i++) {
+    const rec_ev_t *e = &r->ev[i];
+    if (e->type != PRESENCE_EV_CHANNEL_JOIN || strcmp(e->channel, ch)) continue;
+    c.n++;
+    if (e->count < c.last || e->count < c.n) c.grew = false;
+    c.last = e->count;
+  }
+  return c;
+}
+
+typedef struct joins_wait {
+  const recorder_t *r;
+  const char *ch;
+  size_t n;
+} joins_wait_t;
+static bool joins_seen(void *ud) {
+  joins_wait_t *w = ud;
+  return counts_of(w->r, w->ch).n >= w->n;
+}
+
+/* w->ch names a user here: its channel.join is in w->r. */
+static bool user_joined(void *ud) {
+  joins_wait_t *w = ud;
+  for (size_t i = 0; i < w->r->n; i++)
+    if (w->r->ev[i].type == PRESENCE_EV_CHANNEL_JOIN &&
+        !strcmp(w->r->ev[i].user, w->ch))
+      return true;
+  return false;
+}
+
+static bool stores_ready(void *ud) {
+  fx_t *f = ud;
+  return presence_redis_ready(f->in[0].store) != 0;
+}
+
+/* A channel tracked on an instance (presence_redis_channel_track, as
+ * presenced does for the channels its clients joined or observe): each of
+ * its events carries the channel's count over every shard, not its
+ * shard's, in the instance's own events and in its cluster view; and after
+ * a store loss that took another instance's members with it (that instance
+ * died at the same moment: nobody re-asserts them, no event says they
+ * went), the next event's count is what the store holds, not what it held.
+ * beta's members all live in one shard where alpha has none (so none of
+ * alpha's re-asserts touches that shard's count). */
+static void channel_count_across_shards(void **state) {
+  (void)state;
+  fx_t *f = fx_make(2, NULL);
+  inst_t *a = &f->in[0], *b = &f->in[1];
+  const char *ch = "hall";
+  assert_int_equal(presence_redis_channel_track(a->store, ch, 1), 0);
+  assert_int_equal(presence_redis_channel_track(a->store, "", 1),
+                   test_shards() > 1 ? PRESENCE_ECHANNEL : 0);
+  char bu[4][16], au[4][16];
+  users_in("bu", 0, true, 4, bu);
+  users_in("au", 0, false, 4, au);
+  int ta = 0, tb = 0;
+  char sid[32];
+  for (int k = 0; k < 4; k++) {
+    snprintf(sid, sizeof sid, "b-%d", k);
+    presence_session_connect(b->p, sid, bu[k], NULL, done_cb, b);
+    presence_channel_join(b->p, sid, ch, NULL, done_cb, b);
+    tb += 2;
+  }
+  for (int k = 0; k < 3; k++) {
+    snprintf(sid, sizeof sid, "a-%d", k);
+    presence_session_connect(a->p, sid, au[k], NULL, done_cb, a);
+    presence_channel_join(a->p, sid, ch, NULL, done_cb, a);
+    ta += 2;
+  }
+  wait_done(&f->loop, a, ta);
+  wait_done(&f->loop, b, tb);
+  assert_no_errors(a);
+  assert_no_errors(b);
+  joins_wait_t w = {&a->cluster, ch, 7};
+  assert_true(run_until(&f->loop, joins_seen, &w, 5000));
+  counts_seen_t cs = counts_of(&a->cluster, ch);
+  assert_int_equal(cs.n, 7);
+  assert_true(cs.grew);
+  assert_int_equal(cs.last, 7);
+  /* Its own events (presence_on_event) too. */
+  cs = counts_of(&a->local, ch);
+  assert_int_equal(cs.n, 3);
+  assert_true(cs.grew);
+  /* beta dies with the data. */
+  presence_redis_debug_pause(b->store, 1);
+  freeReplyObject(srv_cmd(&f->srv, "FLUSHALL"));
+  member_wait_t mw = {f, ch, 3};
+  assert_true(run_until(&f->loop, count_is, &mw, 8000));
+  assert_true(run_until(&f->loop, stores_ready, f, 8000));
+  run_for(&f->loop, 600); /* every shard registered again, counts asked */
+  snprintf(sid, sizeof sid, "a-%d", 3);
+  presence_session_connect(a->p, sid, au[3], NULL, done_cb, a);
+  presence_channel_join(a->p, sid, ch, NULL, done_cb, a);
+  ta += 2;
+  wait_done(&f->loop, a, ta);
+  assert_no_errors(a);
+  /* au[3]'s join, in both views: 4 members (beta's 4 are gone). */
+  joins_wait_t w2 = {&a->cluster, au[3], 0};
+  assert_true(run_until(&f->loop, user_joined, &w2, 5000));
+  const recorder_t *views[] = {&a->local, &a->cluster};
+  for (int v = 0; v < 2; v++) {
+    const rec_ev_t *last = NULL;
+    for (size_t i = 0; i < views[v]->n; i++)
+      if (views[v]->ev[i].type == PRESENCE_EV_CHANNEL_JOIN &&
+          !strcmp(views[v]->ev[i].user, au[3]))
+        last = &views[v]->ev[i];
+    assert_non_null(last);
+    assert_int_equal(last->count, 4);
+  }
+  assert_int_equal(presence_redis_channel_track(a->store, ch, -1), 0);
+  fx_destroy(f);
+}
+
 int main(void) {
   apply_filter();
   const struct CMUnitTest tests[] = {
@@ -519,6 +655,7 @@ int main(void) {
       cmocka_unit_test(store_loss_reasserts_memberships),
       cmocka_unit_test(channel_grace_on_redis),
       cmocka_unit_test(random_ops_match_the_embedded_store),
+      cmocka_unit_test(channel_count_across_shards),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1621,7 +1621,9 @@ local function member_reply(c, u, res)
 end
 
 -- ARGV: channel, after ('' from the start), limit. Payload: {count, more,
--- n, members...}.
+-- n, members..., seq}: the shard's counter last, read in the same call as
+-- the count, so the sharded store orders the count against the events of
+-- this shard's log (redis_ccount.c).
 OPS.q_members = function()
   local c, after, lim = ARGV[A], ARGV[A + 1], tonumber(ARGV[A + 2])
   local res = {s(redis.call('ZCARD', k_cmem(c))), '0', '0'}
@@ -1639,6 +1641,7 @@ OPS.q_members = function()
     end
     res[3] = s(n)
   end
+  res[#res + 1] = redis.call('GET', K_SEQ) or '0'
   return {0, res}
 end
 

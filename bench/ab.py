@@ -29,6 +29,9 @@ def main():
                     help="idle (default): the connect storm and RSS; flip: "
                     "1,000 sessions flipping status, changes per server "
                     "CPU-second (one server per build, kept for the rounds)")
+    ap.add_argument("--loadgen-batch", action="store_true",
+                    help="flip: the load generator sends the flips one read "
+                    "owes in one write (run.py --loadgen-batch)")
     ap.add_argument("--server-arg", action="append", default=[],
                     help="a flag for both presenced builds (repeatable), e.g. "
                     "--server-arg=--log-capacity=64: the transition log's "
@@ -78,6 +81,7 @@ def flip_ab(args):
                 x = bench.scenario_once(
                     getattr(args, side), srvs[side], "flip", r,
                     conns=bench.FLIP_CONNS, window=bench.FLIP_WINDOW,
+                    batch=int(args.loadgen_batch),
                     duration_s=bench.DURATION_S,
                     max_s=bench.DURATION_S + 60)
                 res[side].append(x)

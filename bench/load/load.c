@@ -27,6 +27,9 @@
  *              for --duration-s: cycles per second.
  *   flip       --conns sessions each keeping --window status changes in
  *              flight for --duration-s: changes per second end to end.
+ *              --batch 1: the flips that one read's completions owe a
+ *              session leave in one write (default: one write per flip,
+ *              which on 2 cores limits the flip before the server does).
  *   latency    --rate changes per second offered (open loop, 1 ms ticks,
  *              round robin over --conns sessions): delay from the status
  *              frame's write to the subscriber's `presence` frame.
@@ -132,6 +135,7 @@ typedef struct conn {
   uint8_t failed;  /* gave up on it (not retried) */
   uint8_t joined;  /* channel: a churning session is in the channel */
   uint16_t outstanding;
+  uint16_t owed; /* flip: flips owed by the read being handled (--batch) */
   uint16_t fhead, fcount;
   uint32_t rlen, rcap;
   uint8_t *rbuf;
@@ -150,6 +154,7 @@ static struct {
   uint32_t concurrency;
   double duration_s, hold_s, warm_s, max_s, rate, rss_interval_s;
   uint32_t window;
+  int batch; /* --batch 1: the flips one read owes leave in one write */
   int subscribe;
   int cf;        /* --mode centrifugo */
   long watch;    /* --watch K: every connection watches u<K> (-1: u<i+1>) */
@@ -380,6 +385,47 @@ static void send_flip(conn_t *c) {
   g.sent++;
 }
 
+/* --batch 1: the connections that the read being handled owes flips, sent
+ * after it in one write each (the frames as send_frame makes them, each
+ * with its own mask), as a client that queues its messages and writes once
+ * per turn would. Without it, one write per flip as it is owed. */
+static uint32_t *owed_list;
+static uint32_t owed_n;
+
+static void flips_owed(conn_t *c) {
+  if (!c->owed++) owed_list[owed_n++] = c->idx;
+}
+
+static void flush_owed(void) {
+  for (uint32_t i = 0; i < owed_n; i++) {
+    conn_t *c = &g.conns[owed_list[i]];
+    uint8_t out[64 * 44];
+    size_t n = 0;
+    while (c->owed) {
+      c->owed--;
+      const char *msg = c->online ? "{\"type\":\"status\",\"status\":\"idle\"}"
+                                  : "{\"type\":\"status\",\"status\":\"online\"}";
+      size_t len = strlen(msg); /* < 126: a 2-byte header and the key */
+      uint32_t key = rnd32();
+      out[n++] = 0x81;
+      out[n++] = (uint8_t)(0x80 | len);
+      memcpy(out + n, &key, 4);
+      const uint8_t *k = out + n;
+      n += 4;
+      for (size_t j = 0; j < len; j++)
+        out[n + j] = (uint8_t)msg[j] ^ k[j & 3];
+      n += len;
+      c->online = !c->online;
+      g.sent++;
+      if (n + 44 > sizeof out || !c->owed) {
+        conn_write(c, out, n);
+        n = 0;
+      }
+    }
+  }
+  owed_n = 0;
+}
+
 /* ---- connection life ----------------------------------------------------- */
 
 static void on_closed(uv_handle_t *h) {
@@ -588,7 +634,10 @@ static void completion(uint32_t idx) {
     if (g.stage == 3) g.counted++;
     if (g.running && c->state == CS_READY) {
       c->outstanding++;
-      send_flip(c);
+      if (g.batch)
+        flips_owed(c);
+      else
+        send_flip(c);
     }
   } else if (g.scenario == SC_LATENCY) {
     if (!c->fcount) {
@@ -1039,6 +1088,7 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
   }
   c->rlen += (uint32_t)nread;
   process(c);
+  if (owed_n) flush_owed();
 }
 
 static void on_connect(uv_connect_t *req, int status) {
@@ -1467,7 +1517,7 @@ static void usage(void) {
           "  [--target 127.0.0.1:7070] [--mode presenced|echo|centrifugo]\n"
           "  [--watch K] [--one-user 0|1] [--channel-ns NS] [--channels 0|1]\n"
           "  [--conns N] [--sources K] [--concurrency C] [--secret S]\n"
-          "  [--duration-s T] [--warm-s W] [--hold-s H] [--window W]\n"
+          "  [--duration-s T] [--warm-s W] [--hold-s H] [--window W] [--batch 0|1]\n"
           "  [--rate R] [--subscribe 0|1] [--pid PID] [--store-pid PID]\n"
           "  [--rss-interval-s S] [--max-s S] [--channel NAME]\n"
           "  [--churn-conns K] [--churn-rate R] [--update-rate R]\n");
@@ -1567,6 +1617,8 @@ int main(int argc, char **argv) {
       g.rate = atof(v);
     } else if (!strcmp(a, "--window")) {
       g.window = (uint32_t)strtoul(v, NULL, 10);
+    } else if (!strcmp(a, "--batch")) {
+      g.batch = atoi(v);
     } else if (!strcmp(a, "--subscribe")) {
       g.subscribe = atoi(v);
     } else if (!strcmp(a, "--watch")) {
@@ -1628,6 +1680,7 @@ int main(int argc, char **argv) {
   }
 
   g.conns = calloc(g.nconns, sizeof *g.conns);
+  owed_list = calloc(g.nconns, sizeof *owed_list);
   g.tokens = calloc(g.nconns, sizeof *g.tokens);
   g.hs = malloc(MAX_SAMPLES * sizeof *g.hs);
   int sampled = g.scenario == SC_LATENCY || g.scenario == SC_FANOUT;

@@ -114,6 +114,15 @@ typedef struct presence__hkey {
   uint8_t spare[3]; /* free for the record's own small fields */
 } presence__hkey_t;
 
+/* hkey.len of a key held in 16 bytes that are not its text (the memory
+ * store keeps a canonical UUID session id so); no text key is this long
+ * (PRESENCE_ID_MAX), so the two forms never compare equal. */
+#define PRESENCE__KEY_BIN16 0xffu
+_Static_assert(PRESENCE_ID_MAX < PRESENCE__KEY_BIN16, "text keys are shorter");
+static inline size_t presence__key_bytes(size_t len) {
+  return len == PRESENCE__KEY_BIN16 ? 16 : len;
+}
+
 typedef struct presence__table {
   uint64_t *slots;
   size_t cap;

@@ -108,7 +108,8 @@ void *presence__table_find(const presence__table_t *t, const char *key,
     if ((s & TAG_MASK) == tag) {
       presence__hkey_t *k = rec_of(s);
       if (k->hash == hash && k->len == len &&
-          memcmp((char *)k + t->key_offset, key, len) == 0)
+          memcmp((char *)k + t->key_offset, key, presence__key_bytes(len)) ==
+              0)
         return k;
     }
     if (++i == t->cap) i = 0;

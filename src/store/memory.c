@@ -9,10 +9,13 @@
  * reported online (or idle) until the grace timer fires or a new session
  * cancels it.
  *
- * Memory is the budget here (at most 160 bytes a live session, user records
- * included): ids live inline in their records, times that need no
- * millisecond precision are 32-bit seconds, and the inactivity links exist
- * only when inactivity is configured (they sit in front of the record).
+ * Memory is the budget here (issue 21: 160 bytes a live session at one
+ * session per user, its user record included; docs/internals/core.md has
+ * where the bytes go): ids live inline in their records (a UUID session id
+ * as its 16 bytes), records link each other by pool index where 4 bytes
+ * are enough, timers' deadlines are 32-bit relative times, and the
+ * inactivity links exist only when inactivity is configured (they sit in
+ * front of the record).
  */
 #include "core/internal.h"
 
@@ -27,6 +30,7 @@
 #define S_REASON 1
 #define S_FLAGS 2
 #define SF_IDLE_BY_INACTIVITY 0x1
+#define SF_ID_TEXT 0x2 /* a compact id's text is kept apart (sid_text_keep) */
 
 /* key.spare[] of a user */
 #define U_STATUS 0 /* reported status */
@@ -40,25 +44,38 @@ struct mjoin;
 struct mmember;
 
 /* The id follows the fixed part, and the metadata (if any) follows the id's
- * NUL: one allocation per session, no pointer for what most sessions lack. */
+ * NUL: one allocation per session, no pointer for what most sessions lack.
+ * A canonical lowercase UUID (presenced's own session ids, and most hosts')
+ * is held as its 16 bytes, key.len PRESENCE__KEY_BIN16 and no NUL: 20 bytes
+ * less a session, see "compact session ids" below. */
 typedef struct msess {
   presence__hkey_t key;
   uint32_t slot; /* the block's index in the session pool (set by the pool) */
   uint32_t gen;  /* the handle's check; 0 while the block is free */
   struct muser *user;
-  struct msess *user_next;
   int64_t connected_ms;
   int64_t status_since_ms;
   struct mjoin *joins; /* channels joined, in join order */
-  /* The small fields last, right before the id: no padding between them,
-   * so a 36-character id fills the record to exactly 96 bytes. */
+  /* The small fields last, right before the id: no padding between them.
+   * The next of the user's sessions is named by its block's index in the
+   * session pool, plus one (0: none), in 4 bytes instead of a pointer's 8. */
+  uint32_t user_next;
   uint16_t meta_size; /* strlen(meta) + 1; 0: no metadata */
   uint8_t dev;        /* device kind, an index into the store's words */
   char id[];
 } msess_t;
 
+/* Bytes the id takes in the record, by key.len. */
+static inline size_t sid_bytes(size_t key_len) {
+  return key_len == PRESENCE__KEY_BIN16 ? 16 : key_len + 1;
+}
+/* The length of the id's text. */
+static inline size_t sid_len(const msess_t *s) {
+  return s->key.len == PRESENCE__KEY_BIN16 ? 36 : s->key.len;
+}
+
 static inline const char *sess_meta(const msess_t *s) {
-  return s->meta_size ? s->id + s->key.len + 1 : NULL;
+  return s->meta_size ? s->id + sid_bytes(s->key.len) : NULL;
 }
 
 /* In front of a session when inactivity is on: its place in the activity
@@ -70,11 +87,12 @@ typedef struct act {
 } act_t;
 
 /* Bytes of a session's block (records live in the store's pool, which
- * wants the size back), the inactivity links included when they are on. */
-static inline size_t sess_block_size(bool inactivity, size_t id_len,
+ * wants the size back), the inactivity links included when they are on.
+ * key_len as in key.len. */
+static inline size_t sess_block_size(bool inactivity, size_t key_len,
                                       size_t meta_size) {
-  return (inactivity ? sizeof(act_t) : 0) + offsetof(msess_t, id) + id_len +
-         1 + meta_size;
+  return (inactivity ? sizeof(act_t) : 0) + offsetof(msess_t, id) +
+         sid_bytes(key_len) + meta_size;
 }
 static inline size_t sess_size(bool inactivity, const msess_t *s) {
   return sess_block_size(inactivity, s->key.len, s->meta_size);
@@ -93,12 +111,18 @@ typedef struct muser {
   presence__hkey_t key;
   uint32_t n_sessions;
   uint32_t n_online;
-  uint32_t grace_gen;  /* bumped to cancel a pending grace entry */
-  uint32_t forget_gen; /* bumped to cancel a pending forget entry */
+  /* Bumped to cancel a pending grace or forget entry. One counter serves
+   * both queues: a grace entry is live only while the user is in grace
+   * (reported present, no session) and a forget entry only while it is
+   * offline outside grace, so no user has a live entry in both, and every
+   * bump that cancels one kind finds none of the other live. */
+  uint32_t gen;
+  /* The newest session, as its index in the session pool plus one (0:
+   * none); the rest follow through msess_t.user_next. */
+  uint32_t sessions;
   uint64_t version;
   int64_t since_ms;
   int64_t last_seen_ms;
-  msess_t *sessions;
   struct mmember *members; /* channel memberships, including ones in grace */
   int64_t last_active_ms; /* when last online (not idle) */
   struct uext *ext;       /* what the person set; NULL: nothing yet */
@@ -106,7 +130,7 @@ typedef struct muser {
    * (shown_bump), so it reveals no hidden change. */
   uint32_t shown_version;
   /* The byte fields last, right before the id: no padding (a 16-character
-   * id fills the record to 104 bytes, a pool class; 112 otherwise). */
+   * id fills the record to 96 bytes, a pool class). */
   uint8_t avail;          /* presence_availability_t */
   uint8_t dev;            /* every session's device, unless UF_MIXED_DEV */
   char id[];
@@ -209,9 +233,213 @@ typedef struct mstore {
    * handle table). */
   presence__pool_t pool;
   presence__pool_t spool;
+  /* Compact session ids: the text of the one an event is being built for
+   * (sid_text_of; NULL: none), and the texts handed out by queries, kept
+   * per session until it ends (sid_texts, by the session's address). */
+  const struct msess *sid_text_of;
+  char sid_text[40];
+  presence__table_t sid_texts;
 } mstore_t;
 
 static inline act_t *act_of(msess_t *s) { return (act_t *)s - 1; }
+
+/* The session a user's list names (an index in the session pool plus one,
+ * see muser_t.sessions), or NULL for 0. The pool's directory stays in
+ * cache, so a step costs what a pointer's would: the block's own line. */
+static inline msess_t *sess_at(const mstore_t *m, uint32_t link) {
+  if (!link) return NULL;
+  unsigned char *b = presence__pool_block(&m->spool, link - 1);
+  return (msess_t *)(b + (m->inactivity ? sizeof(act_t) : 0));
+}
+static inline uint32_t link_of(const msess_t *s) { return s->slot + 1; }
+
+/* ---- compact session ids ---------------------------------------------- */
+
+/*
+ * A session id that is a canonical lowercase UUID (8-4-4-4-12 hex digits,
+ * as presenced makes them) is held as its 16 bytes instead of 37 of text
+ * and NUL: at one session per user that takes the session record from the
+ * 96-byte pool class to the 72-byte one. Only that exact form is packed, so
+ * the text comes back byte for byte; any other id (upper case, braces, a
+ * host's own scheme) stays text. Such a key's hash is that of its 16
+ * bytes; key.len (PRESENCE__KEY_BIN16) keeps the two forms apart in the
+ * table.
+ *
+ * The text is made again where it is needed: for an event, in a buffer of
+ * the store (an event is packed into the log as it is emitted), and for a
+ * query's answer, whose strings must stay valid until the session's user
+ * changes, in a record kept apart for that session until it ends (only
+ * sessions that were queried pay for one).
+ */
+typedef struct sid_key {
+  const char *bytes; /* what the table compares: bin, or the text */
+  size_t len;        /* as key.len */
+  uint32_t hash;
+  unsigned char bin[16];
+} sid_key_t;
+
+/* Each byte's two lowercase hex digits. */
+static const char hex_pairs[513] =
+    "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f"
+    "202122232425262728292a2b2c2d2e2f303132333435363738393a3b3c3d3e3f"
+    "404142434445464748494a4b4c4d4e4f505152535455565758595a5b5c5d5e5f"
+    "606162636465666768696a6b6c6d6e6f707172737475767778797a7b7c7d7e7f"
+    "808182838485868788898a8b8c8d8e8f909192939495969798999a9b9c9d9e9f"
+    "a0a1a2a3a4a5a6a7a8a9aaabacadaeafb0b1b2b3b4b5b6b7b8b9babbbcbdbebf"
+    "c0c1c2c3c4c5c6c7c8c9cacbcccdcecfd0d1d2d3d4d5d6d7d8d9dadbdcdddedf"
+    "e0e1e2e3e4e5e6e7e8e9eaebecedeeeff0f1f2f3f4f5f6f7f8f9fafbfcfdfeff";
+
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+/* Eight lowercase hex digits (x: the text's bytes, first in the low byte)
+ * to their four bytes in *out, eight at once (connect parses every id);
+ * false if any is not one. */
+static inline bool hex8(uint64_t x, unsigned char out[4]) {
+  const uint64_t ones = 0x0101010101010101ull, high = 0x8080808080808080ull;
+  if (x & high) return false;
+  /* Per byte, with no carry between bytes (each is below 0x80): the high
+   * bit says ">= lo" or "<= hi". */
+  uint64_t ge0 = x + (0x80 - '0') * ones, le9 = (0x80 + '9') * ones - x;
+  uint64_t gea = x + (0x80 - 'a') * ones, lef = (0x80 + 'f') * ones - x;
+  if ((((ge0 & le9) | (gea & lef)) & high) != high) return false;
+  /* '0'..'9' have bit 6 clear, 'a'..'f' set: the low nibble, +9 for a-f. */
+  uint64_t v = (x & 0x0f0f0f0f0f0f0f0full) + 9 * ((x >> 6) & ones);
+  uint64_t y = ((v << 4) | (v >> 8)) & 0x00ff00ff00ff00ffull; /* pairs */
+  y = (y | (y >> 8)) & 0x0000ffff0000ffffull;
+  y = (y | (y >> 16)) & 0xffffffffull;
+  memcpy(out, &y, 4);
+  return true;
+}
+
+static bool uuid_pack(const char *id, size_t len, unsigned char out[16]) {
+  if (len != 36 || id[8] != '-' || id[13] != '-' || id[18] != '-' ||
+      id[23] != '-')
+    return false;
+  char h[32]; /* the 32 digits, dashes out */
+  memcpy(h, id, 8);
+  memcpy(h + 8, id + 9, 4);
+  memcpy(h + 12, id + 14, 4);
+  memcpy(h + 16, id + 19, 4);
+  memcpy(h + 20, id + 24, 12);
+  bool ok = true;
+  for (int i = 0; i < 4; i++) {
+    uint64_t x;
+    memcpy(&x, h + 8 * i, 8);
+    ok &= hex8(x, out + 4 * i);
+  }
+  return ok;
+}
+#else
+/* A lowercase hex digit's value; 16 or more for anything else. */
+static inline unsigned hex_val(unsigned char c) {
+  unsigned d = (unsigned)c - '0', a = (unsigned)c - 'a';
+  return d < 10 ? d : a < 6 ? a + 10 : 16;
+}
+
+static bool uuid_pack(const char *id, size_t len, unsigned char out[16]) {
+  static const uint8_t pos[16] = {0,  2,  4,  6,  9,  11, 14, 16,
+                                  19, 21, 24, 26, 28, 30, 32, 34};
+  if (len != 36 || id[8] != '-' || id[13] != '-' || id[18] != '-' ||
+      id[23] != '-')
+    return false;
+  unsigned bad = 0;
+  for (int i = 0; i < 16; i++) {
+    unsigned hi = hex_val((unsigned char)id[pos[i]]);
+    unsigned lo = hex_val((unsigned char)id[pos[i] + 1]);
+    bad |= hi | lo;
+    out[i] = (unsigned char)(hi << 4 | (lo & 15));
+  }
+  return bad < 16;
+}
+#endif
+
+static void uuid_text(const unsigned char in[16], char out[37]) {
+#define PAIR(i, at) memcpy(out + (at), hex_pairs + 2 * in[i], 2)
+  PAIR(0, 0), PAIR(1, 2), PAIR(2, 4), PAIR(3, 6);
+  PAIR(4, 9), PAIR(5, 11), PAIR(6, 14), PAIR(7, 16);
+  PAIR(8, 19), PAIR(9, 21), PAIR(10, 24), PAIR(11, 26);
+  PAIR(12, 28), PAIR(13, 30), PAIR(14, 32), PAIR(15, 34);
+#undef PAIR
+  out[8] = out[13] = out[18] = out[23] = '-';
+  out[36] = '\0';
+}
+
+/* The table key of a session id's text (k must not be copied: bytes may
+ * point into it). */
+static void sid_key_make(sid_key_t *k, const char *id, size_t len) {
+  if (uuid_pack(id, len, k->bin)) {
+    k->bytes = (const char *)k->bin;
+    k->len = PRESENCE__KEY_BIN16;
+    k->hash = presence__hash(k->bytes, 16);
+  } else {
+    k->bytes = id;
+    k->len = len;
+    k->hash = presence__hash(id, len);
+  }
+}
+
+static msess_t *sess_find(const mstore_t *m, const char *id, size_t len) {
+  sid_key_t k;
+  sid_key_make(&k, id, len);
+  return presence__table_find(&m->sessions, k.bytes, k.len, k.hash);
+}
+
+/* The id's text for an event being built now (valid until the next call). */
+static const char *sess_id(mstore_t *m, const msess_t *s) {
+  if (s->key.len != PRESENCE__KEY_BIN16) return s->id;
+  if (m->sid_text_of != s) {
+    uuid_text((const unsigned char *)s->id, m->sid_text);
+    m->sid_text_of = s;
+  }
+  return m->sid_text;
+}
+
+/* A compact id's text kept for as long as the session lives. */
+typedef struct sid_text_rec {
+  presence__hkey_t key;
+  const msess_t *sess; /* the key */
+  char text[37];
+} sid_text_rec_t;
+
+static inline uint32_t sid_text_hash(const msess_t *s) {
+  return presence__hash((const char *)&s, sizeof s);
+}
+
+/* The id's text for a query's answer: valid while the session lives. NULL
+ * when the allocator refuses. */
+static const char *sess_id_kept(mstore_t *m, msess_t *s) {
+  if (s->key.len != PRESENCE__KEY_BIN16) return s->id;
+  uint32_t h = sid_text_hash(s);
+  sid_text_rec_t *r;
+  if (s->key.spare[S_FLAGS] & SF_ID_TEXT) {
+    r = presence__table_find(&m->sid_texts, (const char *)&s, sizeof s, h);
+    assert(r);
+    return r->text;
+  }
+  r = presence__pool_alloc(&m->pool, sizeof *r);
+  if (!r) return NULL;
+  memset(&r->key, 0, sizeof r->key);
+  r->key.hash = h;
+  r->key.len = sizeof s;
+  r->sess = s;
+  uuid_text((const unsigned char *)s->id, r->text);
+  if (presence__table_insert(&m->sid_texts, r)) {
+    presence__pool_free(&m->pool, r, sizeof *r);
+    return NULL;
+  }
+  s->key.spare[S_FLAGS] |= SF_ID_TEXT;
+  return r->text;
+}
+
+/* What a session's compact id left behind, when it ends. */
+static void sid_text_drop(mstore_t *m, const msess_t *s) {
+  if (m->sid_text_of == s) m->sid_text_of = NULL;
+  if (!(s->key.spare[S_FLAGS] & SF_ID_TEXT)) return;
+  sid_text_rec_t *r = presence__table_find(&m->sid_texts, (const char *)&s,
+                                           sizeof s, sid_text_hash(s));
+  assert(r);
+  presence__table_remove(&m->sid_texts, r);
+  presence__pool_free(&m->pool, r, sizeof *r);
+}
 static inline msess_t *sess_of_act(act_t *a) { return (msess_t *)(a + 1); }
 static inline presence_status_t s_status(const msess_t *s) {
   return (presence_status_t)s->key.spare[S_STATUS];
@@ -291,8 +519,8 @@ static inline presence_status_t best_of(presence_status_t a,
  * (counted in u's counts with its current status). Without mixed devices
  * (the common case) the counts answer; otherwise the user's sessions are
  * walked, which a user with sessions on several devices pays alone. */
-static presence_status_t dev_best(const muser_t *u, uint8_t dev,
-                                  const msess_t *skip) {
+static presence_status_t dev_best(const mstore_t *m, const muser_t *u,
+                                  uint8_t dev, const msess_t *skip) {
   if (!(u->key.spare[U_FLAGS] & UF_MIXED_DEV)) {
     if (dev != u->dev) return PRESENCE_OFFLINE;
     uint32_t n = u->n_sessions - (skip ? 1 : 0);
@@ -301,7 +529,8 @@ static presence_status_t dev_best(const muser_t *u, uint8_t dev,
     return n == 0 ? PRESENCE_OFFLINE : on ? PRESENCE_ONLINE : PRESENCE_IDLE;
   }
   presence_status_t b = PRESENCE_OFFLINE;
-  for (const msess_t *x = u->sessions; x; x = x->user_next)
+  for (const msess_t *x = sess_at(m, u->sessions); x;
+       x = sess_at(m, x->user_next))
     if (x != skip && x->dev == dev) b = best_of(b, s_status(x));
   return b;
 }
@@ -323,7 +552,7 @@ static void emit_session(mstore_t *m, presence_event_type_t type,
   presence_event_t ev = {
       .type = type,
       .reason = reason,
-      .session_id = s->id,
+      .session_id = sess_id(m, s),
       .user_id = s->user->id,
       .meta = type == PRESENCE_EV_SESSION_CONNECTED ? sess_meta(s) : NULL,
       .from = from,
@@ -337,7 +566,7 @@ static void emit_session(mstore_t *m, presence_event_type_t type,
       .device_to = dev_to,
   };
   shown_bump(s->user, &ev);
-  emit(m, &ev, now_ms, s->key.len, s->user->key.len);
+  emit(m, &ev, now_ms, sid_len(s), s->user->key.len);
 }
 
 static void stats_leave(mstore_t *m, presence_status_t st) {
@@ -397,11 +626,11 @@ static void user_transition(mstore_t *m, muser_t *u, presence_status_t to,
    * which is when the user was really last seen (grace may fire later). */
   if (to != PRESENCE_OFFLINE) {
     u->last_seen_ms = now_ms;
-    u->forget_gen++; /* back: a pending forget no longer applies */
+    u->gen++; /* back: a pending forget no longer applies */
   } else if (m->retention_s) {
     /* Without memory: the user stays (ENOMEM is no reason to lose an
      * event), only longer than asked. */
-    (void)uq_push(m, &m->fq, u, u->forget_gen,
+    (void)uq_push(m, &m->fq, u, u->gen,
                   (uint32_t)((m->h.mono_ms(m->h.host_ud) - m->mono_base) /
                              1000) +
                       m->retention_s);
@@ -412,7 +641,7 @@ static void user_transition(mstore_t *m, muser_t *u, presence_status_t to,
               : to == PRESENCE_IDLE ? PRESENCE_EV_USER_IDLE
                                     : PRESENCE_EV_USER_OFFLINE,
       .reason = reason,
-      .session_id = cause ? cause->id : NULL,
+      .session_id = cause ? sess_id(m, cause) : NULL,
       .user_id = u->id,
       .from = from,
       .to = to,
@@ -425,15 +654,15 @@ static void user_transition(mstore_t *m, muser_t *u, presence_status_t to,
       .device_to = cause ? dev_to : PRESENCE_OFFLINE,
   };
   shown_bump(u, &ev);
-  emit(m, &ev, now_ms, cause ? cause->key.len : 0, u->key.len);
+  emit(m, &ev, now_ms, cause ? sid_len(cause) : 0, u->key.len);
 }
 
 /* ---- grace ------------------------------------------------------------- */
 
 static int grace_push(mstore_t *m, muser_t *u, uint32_t deadline) {
-  int rc = uq_push(m, &m->gq, u, u->grace_gen + 1, deadline);
+  int rc = uq_push(m, &m->gq, u, u->gen + 1, deadline);
   if (rc) return rc;
-  u->grace_gen++;
+  u->gen++;
   u->key.spare[U_FLAGS] |= UF_IN_GRACE;
   return 0;
 }
@@ -441,7 +670,7 @@ static int grace_push(mstore_t *m, muser_t *u, uint32_t deadline) {
 static void grace_cancel(muser_t *u) {
   if (u->key.spare[U_FLAGS] & UF_IN_GRACE) {
     u->key.spare[U_FLAGS] &= (uint8_t)~UF_IN_GRACE;
-    u->grace_gen++;
+    u->gen++;
   }
 }
 
@@ -493,9 +722,7 @@ static msess_t *write_session(mstore_t *m, const presence_write_t *w) {
     msess_t *s = (msess_t *)(b + (m->inactivity ? sizeof(act_t) : 0));
     return s->gen == gen ? s : NULL;
   }
-  uint32_t sh = presence__hash(w->session_id, w->session_id_len);
-  return presence__table_find(&m->sessions, w->session_id, w->session_id_len,
-                              sh);
+  return sess_find(m, w->session_id, w->session_id_len);
 }
 
 /* ---- operations -------------------------------------------------------- */
@@ -528,6 +755,7 @@ static muser_t *user_get_or_create(mstore_t *m, const char *id, size_t len,
 
 static void session_free(mstore_t *m, msess_t *s) {
   handle_release(s);
+  sid_text_drop(m, s);
   presence__pool_free(&m->spool,
                       m->inactivity ? (void *)act_of(s) : (void *)s,
                       sess_size(m->inactivity, s));
@@ -551,7 +779,9 @@ static int op_connect(mstore_t *m, const presence_write_t *w) {
   /* Both home slots are requested first and the new record is built while
    * they load: at scale each lookup is a cache miss, and neither the other
    * lookup nor the record's bytes need to wait for it. */
-  uint32_t sh = presence__hash(w->session_id, w->session_id_len);
+  sid_key_t k;
+  sid_key_make(&k, w->session_id, w->session_id_len);
+  uint32_t sh = k.hash;
   presence__table_prefetch(&m->sessions, sh);
   uint32_t uh = presence__hash(w->user_id, w->user_id_len);
   presence__table_prefetch(&m->users, uh);
@@ -561,29 +791,28 @@ static int op_connect(mstore_t *m, const presence_write_t *w) {
   size_t fixed = offsetof(msess_t, id);
   uint32_t index;
   char *block = presence__pool_alloc_at(
-      &m->spool, sess_block_size(m->inactivity, w->session_id_len, meta_size),
-      &index);
+      &m->spool, sess_block_size(m->inactivity, k.len, meta_size), &index);
   if (!block) return PRESENCE_ENOMEM;
   msess_t *s = (msess_t *)(block + pre);
   memset(s, 0, fixed);
   s->slot = index;
   s->meta_size = (uint16_t)meta_size;
   if (w->meta) {
-    char *meta = s->id + w->session_id_len + 1;
+    char *meta = s->id + sid_bytes(k.len);
     memcpy(meta, w->meta, w->meta_len);
     meta[w->meta_len] = '\0';
   }
   s->key.hash = sh;
-  s->key.len = (uint8_t)w->session_id_len;
+  s->key.len = (uint8_t)k.len;
   s->key.spare[S_STATUS] = PRESENCE_ONLINE;
   s->key.spare[S_REASON] = PRESENCE_REASON_CONNECT;
-  memcpy(s->id, w->session_id, w->session_id_len);
-  s->id[w->session_id_len] = '\0';
+  memcpy(s->id, k.bytes, presence__key_bytes(k.len));
+  if (k.len != PRESENCE__KEY_BIN16) s->id[k.len] = '\0';
 
   int rc = 0;
   muser_t *u = NULL;
   int dev = 0;
-  if (presence__table_find(&m->sessions, w->session_id, w->session_id_len, sh))
+  if (presence__table_find(&m->sessions, k.bytes, k.len, sh))
     rc = PRESENCE_EEXIST;
   else if (w->device && (dev = dev_intern(m, w->device, w->device_len)) < 0)
     rc = PRESENCE_EDEVICE;
@@ -603,6 +832,12 @@ static int op_connect(mstore_t *m, const presence_write_t *w) {
   }
   handle_take(m, s);
   if (w->handle_out) *w->handle_out = handle_of(s);
+  if (k.len == PRESENCE__KEY_BIN16) {
+    /* The events below want the text, which the caller gave. */
+    memcpy(m->sid_text, w->session_id, 36);
+    m->sid_text[36] = '\0';
+    m->sid_text_of = s;
+  }
   int64_t now = m->h.wall_ms(m->h.host_ud);
   s->connected_ms = s->status_since_ms = now;
   s->user = u;
@@ -616,7 +851,7 @@ static int op_connect(mstore_t *m, const presence_write_t *w) {
     u->key.spare[U_FLAGS] |= UF_MIXED_DEV;
   }
   s->user_next = u->sessions;
-  u->sessions = s;
+  u->sessions = link_of(s);
   u->n_sessions++;
   u->n_online++;
   u->last_active_ms = now;
@@ -625,7 +860,7 @@ static int op_connect(mstore_t *m, const presence_write_t *w) {
     act_t *a = act_of(s);
     act_push(m, a, rel_now(m));
   }
-  presence_status_t dev_from = dev_best(u, s->dev, s);
+  presence_status_t dev_from = dev_best(m, u, s->dev, s);
   /* Back inside the offline grace on the device it left from: watchers
    * were never told that device went (see op_end), so it is no change. */
   if (back_in_grace && u->n_sessions == 1 && s->dev == dev_in_grace)
@@ -791,7 +1026,7 @@ static void emit_member_flags(mstore_t *m, presence_event_type_t type,
   ev.reason = reason;
   ev.channel = mb->k.chan->name;
   ev.user_id = mb->k.user->id;
-  ev.session_id = cause ? cause->id : NULL;
+  ev.session_id = cause ? sess_id(m, cause) : NULL;
   ev.meta = type == PRESENCE_EV_CHANNEL_LEAVE ? NULL : m_data(mb);
   ev.from = from;
   ev.to = to;
@@ -801,7 +1036,7 @@ static void emit_member_flags(mstore_t *m, presence_event_type_t type,
    * do (an invisible member shows offline: presence_shown_status). */
   ev.availability_from = ev.availability_to =
       (presence_availability_t)mb->k.user->avail;
-  emit(m, &ev, now, cause ? cause->key.len : 0, mb->k.user->key.len);
+  emit(m, &ev, now, cause ? sid_len(cause) : 0, mb->k.user->key.len);
 }
 
 static void emit_member(mstore_t *m, presence_event_type_t type,
@@ -1247,8 +1482,10 @@ static int op_end(mstore_t *m, const presence_write_t *w) {
   presence_status_t was = s_status(s);
   presence__table_remove(&m->sessions, s);
   handle_release(s);
-  for (msess_t **pp = &u->sessions; *pp; pp = &(*pp)->user_next) {
-    if (*pp == s) {
+  /* Unlink: one session per user (the common case) is the head, found
+   * without reading any other session. */
+  for (uint32_t *pp = &u->sessions; *pp; pp = &sess_at(m, *pp)->user_next) {
+    if (*pp == link_of(s)) {
       *pp = s->user_next;
       break;
     }
@@ -1261,7 +1498,7 @@ static int op_end(mstore_t *m, const presence_write_t *w) {
   int64_t now = m->h.wall_ms(m->h.host_ud);
   u->last_seen_ms = now;
   if (was == PRESENCE_ONLINE) u->last_active_ms = now;
-  presence_status_t dev_after = dev_best(u, s->dev, NULL);
+  presence_status_t dev_after = dev_best(m, u, s->dev, NULL);
   presence_status_t dev_before = best_of(dev_after, was);
   presence_status_t to = computed(u);
   /* Grace covers the cases where the user may simply be back in a moment
@@ -1305,7 +1542,7 @@ static void set_status(mstore_t *m, msess_t *s, presence_status_t to,
   presence_status_t from = s_status(s);
   muser_t *u = s->user;
   int64_t now = m->h.wall_ms(m->h.host_ud);
-  presence_status_t others = dev_best(u, s->dev, s);
+  presence_status_t others = dev_best(m, u, s->dev, s);
   s->key.spare[S_STATUS] = (uint8_t)to;
   s->key.spare[S_REASON] = (uint8_t)reason;
   s->status_since_ms = now;
@@ -1367,7 +1604,7 @@ static int op_reset(mstore_t *m) {
   muser_t *u;
   while ((u = presence__table_next(&m->users, &pos))) {
     while (u->sessions) {
-      msess_t *s = u->sessions;
+      msess_t *s = sess_at(m, u->sessions);
       presence_status_t was = s_status(s);
       u->sessions = s->user_next;
       presence__table_remove(&m->sessions, s);
@@ -1379,7 +1616,7 @@ static int op_reset(mstore_t *m) {
       }
       m->stats.sessions--;
       if (m->inactivity) act_unlink(m, act_of(s));
-      presence_status_t dev_after = dev_best(u, s->dev, NULL);
+      presence_status_t dev_after = dev_best(m, u, s->dev, NULL);
       /* The user's offline follows the last of them, and says it all. */
       emit_session(m, PRESENCE_EV_SESSION_DISCONNECTED, s,
                    PRESENCE_REASON_INSTANCE_LOST, was, PRESENCE_OFFLINE,
@@ -1498,8 +1735,8 @@ static void maybe_forget_later(mstore_t *m, muser_t *u) {
     return;
   /* Counted from now: an older entry (from going offline while the setting
    * held) must not forget it sooner. */
-  u->forget_gen++;
-  (void)uq_push(m, &m->fq, u, u->forget_gen,
+  u->gen++;
+  (void)uq_push(m, &m->fq, u, u->gen,
                 (uint32_t)((m->h.mono_ms(m->h.host_ud) - m->mono_base) / 1000) +
                     m->retention_s);
 }
@@ -1679,7 +1916,7 @@ static int64_t m_tick(presence_store_t *st, int64_t now_mono) {
   while (m->gq.len) {
     user_entry_t *e = &m->gq.e[m->gq.head];
     muser_t *u = e->user;
-    bool live = u->grace_gen == e->gen && (u->key.spare[U_FLAGS] & UF_IN_GRACE);
+    bool live = u->gen == e->gen && (u->key.spare[U_FLAGS] & UF_IN_GRACE);
     if (live && !due(e->deadline, now)) {
       next = (int32_t)(e->deadline - now);
       break;
@@ -1701,7 +1938,7 @@ static int64_t m_tick(presence_store_t *st, int64_t now_mono) {
   while (m->fq.len) {
     user_entry_t *e = &m->fq.e[m->fq.head];
     muser_t *u = e->user;
-    bool live = u->forget_gen == e->gen && u_status(u) == PRESENCE_OFFLINE &&
+    bool live = u->gen == e->gen && u_status(u) == PRESENCE_OFFLINE &&
                 !u->n_sessions && !(u->key.spare[U_FLAGS] & UF_IN_GRACE) &&
                 !u->members && !holds_setting(u);
     if (live && e->deadline > now_s) {
@@ -1827,8 +2064,9 @@ static int info_reserve(mstore_t *m, size_t n_members, size_t n_metas) {
   return 0;
 }
 
-static void fill_member(const mmember_t *mb, presence_member_info_t *o,
-                        presence_member_meta_t *metas) {
+static int fill_member(mstore_t *m, const mmember_t *mb,
+                       presence_member_info_t *o,
+                       presence_member_meta_t *metas) {
   o->channel = mb->k.chan->name;
   o->user_id = mb->k.user->id;
   o->status = m_status(mb);
@@ -1841,11 +2079,13 @@ static void fill_member(const mmember_t *mb, presence_member_info_t *o,
   o->n_metas = 0;
   for (const mjoin_t *j = mb->joins; j; j = j->m_next) {
     presence_member_meta_t *t = &metas[o->n_metas++];
-    t->session_id = j->sess->id;
+    t->session_id = sess_id_kept(m, j->sess);
+    if (!t->session_id) return PRESENCE_ENOMEM;
     t->data = j->data;
     t->status = s_status(j->sess);
     t->joined_ms = j->joined_ms;
   }
+  return 0;
 }
 
 /* Fill m->minfo from the members in m->pick[0..n). */
@@ -1856,7 +2096,8 @@ static int fill_members(mstore_t *m, size_t n) {
   if (rc) return rc;
   nm = 0;
   for (size_t i = 0; i < n; i++) {
-    fill_member(m->pick[i], &m->minfo[i], m->metas + nm);
+    rc = fill_member(m, m->pick[i], &m->minfo[i], m->metas + nm);
+    if (rc) return rc;
     nm += m->minfo[i].n_metas;
   }
   return 0;
@@ -1960,8 +2201,7 @@ static int m_member_get(presence_store_t *st, const char *channel,
   mmember_t *mb = u ? find_member(m, ch, u) : NULL;
   if (!mb) return PRESENCE_ENOTMEMBER;
   if (info_reserve(m, 1, mb->n_joins)) return PRESENCE_ENOMEM;
-  fill_member(mb, out, m->metas);
-  return 0;
+  return fill_member(m, mb, out, m->metas);
 }
 
 /* ---- queries ----------------------------------------------------------- */
@@ -1998,7 +2238,8 @@ static void fill_user(mstore_t *m, const muser_t *u, presence_user_info_t *o) {
       n = 1;
     }
   } else {
-    for (const msess_t *s = u->sessions; s; s = s->user_next) {
+    for (const msess_t *s = sess_at(m, u->sessions); s;
+         s = sess_at(m, s->user_next)) {
       size_t k = 0;
       while (k < n && d[k].device != m->dev_word[s->dev]) k++;
       if (k == n) {
@@ -2015,9 +2256,9 @@ static void fill_user(mstore_t *m, const muser_t *u, presence_user_info_t *o) {
   o->n_devices = n;
 }
 
-static void fill_session(mstore_t *m, const msess_t *s,
-                         presence_session_info_t *o) {
-  o->session_id = s->id;
+static int fill_session(mstore_t *m, msess_t *s, presence_session_info_t *o) {
+  o->session_id = sess_id_kept(m, s);
+  if (!o->session_id) return PRESENCE_ENOMEM;
   o->user_id = s->user->id;
   o->meta = sess_meta(s);
   o->instance_id = m->h.instance_id;
@@ -2026,6 +2267,7 @@ static void fill_session(mstore_t *m, const msess_t *s,
   o->connected_ms = s->connected_ms;
   o->status_since_ms = s->status_since_ms;
   o->device = m->dev_word[s->dev];
+  return 0;
 }
 
 static muser_t *find_user(mstore_t *m, const char *id) {
@@ -2060,8 +2302,11 @@ static int m_sessions_query(presence_store_t *st, const char *user_id,
     m->scratch_cap = n;
   }
   size_t i = 0;
-  for (msess_t *s = u ? u->sessions : NULL; s; s = s->user_next)
-    fill_session(m, s, &m->scratch[i++]);
+  for (msess_t *s = u ? sess_at(m, u->sessions) : NULL; s;
+       s = sess_at(m, s->user_next)) {
+    int rc = fill_session(m, s, &m->scratch[i++]);
+    if (rc) return rc;
+  }
   cb(ud, 0, m->scratch, n);
   return 0;
 }
@@ -2069,12 +2314,9 @@ static int m_sessions_query(presence_store_t *st, const char *user_id,
 static int m_session_get(presence_store_t *st, const char *session_id,
                          presence_session_info_t *out) {
   mstore_t *m = (mstore_t *)st;
-  size_t n = strlen(session_id);
-  msess_t *s = presence__table_find(&m->sessions, session_id, n,
-                                    presence__hash(session_id, n));
+  msess_t *s = sess_find(m, session_id, strlen(session_id));
   if (!s) return PRESENCE_ENOSESSION;
-  fill_session(m, s, out);
-  return 0;
+  return fill_session(m, s, out);
 }
 
 static int m_users_foreach(presence_store_t *st, presence_user_visit_cb cb,
@@ -2135,6 +2377,9 @@ static int m_attach(presence_store_t *st, const presence_store_host_t *host) {
   rc = presence__table_init(&m->channels, m->alloc, offsetof(mchan_t, name));
   if (rc) return rc;
   rc = presence__table_init(&m->members, m->alloc, offsetof(mmember_t, k));
+  if (rc) return rc;
+  rc = presence__table_init(&m->sid_texts, m->alloc,
+                            offsetof(sid_text_rec_t, sess));
   if (rc) return rc;
   if (host->expected_sessions) {
     rc = presence__table_reserve(&m->sessions, host->expected_sessions);
@@ -2208,6 +2453,7 @@ static void m_destroy(presence_store_t *st) {
   }
   presence__table_free(&m->sessions);
   presence__table_free(&m->users);
+  presence__table_free(&m->sid_texts); /* its records go with the pool */
   presence__log_free(m->log);
   presence__free(a, m->gq.e);
   presence__free(a, m->fq.e);

@@ -855,6 +855,88 @@ static void sessions_keep_their_metadata(void **state) {
   destroy(f);
 }
 
+/* A canonical lowercase UUID session id is held as its 16 bytes (the memory
+ * store's compact ids): every place that hands the id out gives its text
+ * back byte for byte, a query's strings stay valid while other sessions are
+ * asked about, and the compact form is never confused with a text id, even
+ * one whose 16 bytes are the UUID's bytes (same hash, same home slot). */
+static void compact_session_ids_keep_their_text(void **state) {
+  (void)state;
+  fixture_t *f = make(0, 0, 0, 0);
+  const char *u1 = "61626364-6566-6768-696a-6b6c6d6e6f70"; /* "abc...nop" */
+  const char *t1 = "abcdefghijklmnop";
+  const char *up = "61626364-6566-6768-696A-6B6C6D6E6F70"; /* not canonical */
+  const char *u2 = "00000000-0000-4000-8000-00000000002a";
+  presence_handle_t h1, h2;
+  assert_int_equal(presence_session_open(f->p, u1, "alice", "{\"m\":1}", &h1,
+                                         NULL, NULL),
+                   0);
+  assert_int_equal(presence_session_connect(f->p, t1, "alice", NULL, NULL, NULL), 0);
+  assert_int_equal(presence_session_connect(f->p, up, "bob", NULL, NULL, NULL), 0);
+  assert_int_equal(presence_session_open(f->p, u2, "bob", NULL, &h2, NULL, NULL), 0);
+  assert_int_equal(presence_session_connect(f->p, u1, "carol", NULL, NULL, NULL),
+                   PRESENCE_EEXIST);
+  expect_event(f, 0, PRESENCE_EV_SESSION_CONNECTED, PRESENCE_REASON_CONNECT, "alice");
+  assert_string_equal(f->rec.ev[0].session_id, u1);
+  assert_string_equal(f->rec.ev[0].meta, "{\"m\":1}");
+  expect_event(f, 1, PRESENCE_EV_USER_ONLINE, PRESENCE_REASON_CONNECT, "alice");
+  assert_string_equal(f->rec.ev[1].session_id, u1);
+  assert_string_equal(f->rec.ev[2].session_id, t1);
+  assert_string_equal(f->rec.ev[3].session_id, up);
+  assert_string_equal(f->rec.ev[5].session_id, u2);
+
+  presence_session_info_t a, b, c;
+  assert_int_equal(presence_session_get(f->p, u1, &a), 0);
+  assert_int_equal(presence_session_get(f->p, t1, &b), 0);
+  assert_int_equal(presence_session_get(f->p, u2, &c), 0);
+  assert_string_equal(a.session_id, u1); /* still, after two more queries */
+  assert_string_equal(a.meta, "{\"m\":1}");
+  assert_null(b.meta);
+  assert_string_equal(b.session_id, t1);
+  assert_string_equal(c.session_id, u2);
+  assert_string_equal(c.user_id, "bob");
+  assert_int_equal(presence_session_get(f->p, "61626364-6566-6768-696a-6b6c6d6e6f71",
+                                        &c),
+                   PRESENCE_ENOSESSION);
+  presence_session_info_t s[4];
+  assert_int_equal(presence_sessions_get(f->p, "bob", s, 4), 2);
+  int seen = 0;
+  for (int i = 0; i < 2; i++)
+    seen |= strcmp(s[i].session_id, up) == 0 ? 1 : strcmp(s[i].session_id, u2) == 0 ? 2 : 4;
+  assert_int_equal(seen, 3);
+
+  /* By id and by handle, the compact session is the one changed. */
+  size_t n0 = f->rec.n;
+  assert_int_equal(presence_session_set_status(f->p, u1, PRESENCE_IDLE, NULL, NULL), 0);
+  expect_event(f, n0, PRESENCE_EV_SESSION_STATUS, PRESENCE_REASON_EXPLICIT, "alice");
+  assert_string_equal(f->rec.ev[n0].session_id, u1);
+  assert_int_equal(presence_session_get(f->p, t1, &b), 0);
+  assert_int_equal(b.status, PRESENCE_ONLINE);
+  assert_int_equal(presence_handle_set_status(f->p, h2, PRESENCE_IDLE, NULL, NULL), 0);
+  assert_string_equal(f->rec.ev[n0 + 1].session_id, u2);
+
+  /* A channel's member lists each session's id. */
+  assert_int_equal(presence_channel_join(f->p, u2, "room", "{}", NULL, NULL), 0);
+  assert_int_equal(presence_channel_join(f->p, up, "room", NULL, NULL, NULL), 0);
+  presence_member_info_t mi;
+  assert_int_equal(presence_member_get(f->p, "room", "bob", &mi), 0);
+  assert_int_equal(mi.n_metas, 2);
+  assert_string_equal(mi.metas[0].session_id, up);
+  assert_string_equal(mi.metas[1].session_id, u2);
+
+  /* Ending it (its kept text with it), the other forms stay. */
+  n0 = f->rec.n;
+  assert_int_equal(presence_handle_end(f->p, h1, PRESENCE_REASON_DISCONNECT, NULL, NULL), 0);
+  assert_string_equal(f->rec.ev[n0].session_id, u1);
+  assert_int_equal(presence_session_get(f->p, u1, &a), PRESENCE_ENOSESSION);
+  assert_int_equal(presence_session_get(f->p, t1, &b), 0);
+  assert_int_equal(presence_session_disconnect(f->p, u2, NULL, NULL), 0);
+  assert_int_equal(presence_session_disconnect(f->p, u2, NULL, NULL), PRESENCE_ENOSESSION);
+  assert_int_equal(presence_session_get(f->p, up, &c), 0);
+  assert_string_equal(c.session_id, up);
+  destroy(f);
+}
+
 static int count_users(const presence_user_info_t *info, void *ud) {
   (void)info;
   (*(int *)ud)++;
@@ -1052,6 +1134,7 @@ int main(void) {
       cmocka_unit_test(callbacks_may_outgrow_the_queue),
       cmocka_unit_test(done_runs_after_the_events),
       cmocka_unit_test(sessions_keep_their_metadata),
+      cmocka_unit_test(compact_session_ids_keep_their_text),
       cmocka_unit_test(foreach_visits_every_user),
       cmocka_unit_test(log_reads_from_a_cursor_and_reports_gaps),
       cmocka_unit_test(unheard_events_still_reach_the_log),

@@ -149,7 +149,17 @@ static uint32_t next_rand(world_t *w) {
   return (uint32_t)((w->rng * 0x2545f4914f6cdd1dull) >> 32);
 }
 
-static int parse_index(const char *id) { return atoi(id + 1); }
+/* Every other session id is a canonical UUID (the memory store keeps those
+ * as 16 bytes), the rest "s<n>": the events must give either back. Users are
+ * "u<n>". */
+static int parse_index(const char *id) {
+  if (strlen(id) == 36) return (int)strtol(id + 24, NULL, 16);
+  return atoi(id + 1);
+}
+static void session_id_of(char *buf, size_t n, int si) {
+  if (si % 2) snprintf(buf, n, "00000000-0000-4000-8000-%012x", (unsigned)si);
+  else snprintf(buf, n, "s%d", si);
+}
 
 static void touch_user(world_t *w, int u) {
   if (w->n_touched < N_USERS + 2) w->touched[w->n_touched++] = u;
@@ -495,8 +505,8 @@ static void check_all(world_t *w) {
 static void step(world_t *w) {
   int si = (int)(next_rand(w) % N_SESSIONS);
   msession_t *s = &w->s[si];
-  char sid[16], uid[16];
-  snprintf(sid, sizeof sid, "s%d", si);
+  char sid[40], uid[16];
+  session_id_of(sid, sizeof sid, si);
   uint32_t r = next_rand(w) % 1000;
   w->n_touched = 0;
   int rc;

@@ -138,7 +138,10 @@ static void on_event(presence_t *p, const presence_event_t *ev, void *ud) {
   if (x->idx < 0) return; /* an instance being killed: nothing counts */
   if (ev->type == PRESENCE_EV_SESSION_CONNECTED ||
       ev->type == PRESENCE_EV_SESSION_DISCONNECTED) {
-    int si = atoi(ev->session_id + 1);
+    /* Every other session id is a canonical UUID (session_id_of). */
+    int si = strlen(ev->session_id) == 36
+                 ? (int)strtol(ev->session_id + 24, NULL, 16)
+                 : atoi(ev->session_id + 1);
     w->r_sess[si] = ev->type == PRESENCE_EV_SESSION_CONNECTED;
     return;
   }
@@ -317,6 +320,15 @@ static got_member_t get_member(world_t *w, int c, int u) {
   if (g.rc == 0)
     g = (got_member_t){0, mi.status, data_index(mi.data), mi.version,
                        mi.session_count, mi.n_metas};
+  /* Each session listed is one the model has joined there, by its id's
+   * text (half are UUIDs the store keeps as 16 bytes). */
+  for (size_t k = 0; g.rc == 0 && k < mi.n_metas; k++) {
+    const char *id = mi.metas[k].session_id;
+    int si = strlen(id) == 36 ? (int)strtol(id + 24, NULL, 16) : atoi(id + 1);
+    if (si < 0 || si >= N_SESSIONS || !w->s[si].connected ||
+        w->s[si].user != u || !w->s[si].joined[c])
+      fail_msg("%s/%s: session %s listed, not joined in the model", ch, uid, id);
+  }
   return g;
 }
 #endif
@@ -447,8 +459,11 @@ static void step(world_t *w) {
   int si = (int)(next_rand(w) % N_SESSIONS);
   msess_t *s = &w->s[si];
   int c = (int)(next_rand(w) % N_CH);
-  char sid[8], uid[8], ch[8];
-  snprintf(sid, sizeof sid, "s%d", si);
+  char sid[40], uid[8], ch[8];
+  if (si % 2) /* the memory store keeps these as 16 bytes */
+    snprintf(sid, sizeof sid, "00000000-0000-4000-8000-%012x", (unsigned)si);
+  else
+    snprintf(sid, sizeof sid, "s%d", si);
   snprintf(ch, sizeof ch, "c%d", c);
   uint32_t r = next_rand(w) % 1000;
   w->n_touched = 0;

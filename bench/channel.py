@@ -56,7 +56,15 @@ def one(args, rate):
         extra += a.split("=", 1) if a.startswith("--") and "=" in a else [a]
     srv = bench.Server(args.build, "presenced", bench.free_port(),
                        extra=extra).start()
+    mine = os.sched_getaffinity(0)
     try:
+        if args.pin and len(mine) >= 2:
+            # presenced on the first CPU, the load generator (our child,
+            # which inherits our mask) on the second: no wake-up of one
+            # queued behind the other on a shared CPU.
+            cpus = sorted(mine)
+            os.sched_setaffinity(srv.pid, {cpus[0]})
+            os.sched_setaffinity(0, {cpus[1]})
         time.sleep(0.3)
         la0 = bench.loadavg()
         r = bench.run_load(args.build, srv, "channel", conns=args.members,
@@ -66,7 +74,9 @@ def one(args, rate):
                            rss_interval_s=1,
                            max_s=args.warm_s + args.duration_s + 120)
     finally:
+        os.sched_setaffinity(0, mine)
         srv.stop()
+    r["pinned"] = bool(args.pin and len(mine) >= 2)
     r["loadavg_start"] = la0
     r["server_args"] = extra
     base, end, growth = rss_growth(r)
@@ -119,6 +129,10 @@ def main():
                     help="appended to the results file's name")
     ap.add_argument("--server-arg", action="append", default=[],
                     help="one more presenced option, --name=value (repeat)")
+    ap.add_argument("--pin", action="store_true",
+                    help="presenced on the first allowed CPU, the load "
+                    "generator on the second (the two on separate cores, "
+                    "as clients on other machines would be)")
     ap.add_argument("--write-queue", type=int, default=4 << 20,
                     help="presenced --max-write-queue (bytes)")
     args = ap.parse_args()

@@ -33,6 +33,7 @@ change (INFO stats, connects included) are reported for each round.
     cmake --build build-bench --target presenced presence_load
     python3 bench/workers.py [--build build-bench] [--rounds 4] [--duration-s 5]
         [--conns 1000] [--nointerest] [--nofeed] [--scenario flip|latency --rate 3000]
+        [--base OTHER_BUILD] [--shards S]
         [--out bench/results/DATE-workers.json]
 """
 import argparse
@@ -93,6 +94,15 @@ ARM_ENV = {"nofeed": "PRESENCED_BENCH_NO_LOG_FEED",
 
 
 def one_round(build, sock, redis_pid, arm, args, r):
+    if arm.endswith("base"):  # the same arm on the --base build
+        build, arm = args.base, arm[:-4]
+        res = one_round(build, sock, redis_pid, arm, args, r)
+        res["arm"] = arm + "base"
+        return res
+    return one_round_of(build, sock, redis_pid, arm, args, r)
+
+
+def one_round_of(build, sock, redis_pid, arm, args, r):
     """arm: "1", "N" (--workers N, one log reader per machine passing each
     worker the events its clients watch), "Nnointerest" (--workers N, the
     reader passing every event to every worker, as before interest) or
@@ -100,6 +110,8 @@ def one_round(build, sock, redis_pid, arm, args, r):
     the feed)."""
     workers = int(re.match(r"\d+", arm).group())
     extra = ["--store", f"unix:{sock}"]
+    if args.shards > 1:
+        extra += ["--redis-shards", str(args.shards)]
     if workers > 1:
         extra += ["--workers", str(workers)]
     env = [v for k, v in ARM_ENV.items() if arm.endswith(k)]
@@ -164,6 +176,12 @@ def main():
     ap.add_argument("--scenario", default="flip", choices=("flip", "latency"),
                     help="flip: saturate; latency: --rate changes/s offered")
     ap.add_argument("--rate", type=int, default=3000)
+    ap.add_argument("--shards", type=int, default=1,
+                    help="--redis-shards S for every arm (S logs on the one "
+                         "Redis; the feed then carries every shard's)")
+    ap.add_argument("--base", default=None,
+                    help="another build (e.g. main before a change): its 1 and "
+                         "N arms run interleaved with this build's")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     build = os.path.abspath(args.build)
@@ -172,12 +190,19 @@ def main():
     arms = (["1", str(args.workers)]
             + ([f"{args.workers}nointerest"] if args.nointerest else [])
             + ([f"{args.workers}nofeed"] if args.nofeed else []))
+    if args.base:
+        args.base = os.path.abspath(args.base)
+        arms += ["1base", f"{args.workers}base"]
     runs = {a: [] for a in arms}
     load0 = bench.loadavg()
     t0 = datetime.datetime.utcnow()
     try:
         for r in range(args.rounds):
-            for a in (arms if r % 2 == 0 else arms[::-1]):
+            # Rotated each round (A B C D, B C D A, ...) and reversed every
+            # other, so no arm always follows the same one.
+            k = r % len(arms)
+            rot = arms[k:] + arms[:k]
+            for a in (rot if r % 2 == 0 else rot[::-1]):
                 runs[a].append(one_round(build, sock, rp.pid, a, args, r))
     finally:
         rp.kill()
@@ -200,9 +225,18 @@ def main():
         a, b = one[key], summary[f"workers_{arm}"][key]
         return round(b["median"] / a["median"], 3) if a and b and a["median"] else None
     for a in arms[1:]:
+        if a == "1base":
+            continue
         sfx = "" if a == str(args.workers) else "_" + a
         summary["ratio_presenced_cpu" + sfx] = ratio("presenced_cpu_us_per_change", a)
         summary["ratio_redis_cpu" + sfx] = ratio("redis_cpu_us_per_change", a)
+    if args.base:  # the base build's own ratio, N workers over its 1
+        b1, bn = summary["workers_1base"], summary[f"workers_{args.workers}base"]
+        for key, name in (("presenced_cpu_us_per_change", "presenced"),
+                          ("redis_cpu_us_per_change", "redis")):
+            if b1[key] and bn[key] and b1[key]["median"]:
+                summary[f"base_ratio_{name}_cpu"] = round(
+                    bn[key]["median"] / b1[key]["median"], 3)
     out = {"date": t0.isoformat(timespec="seconds") + "Z",
            "command": " ".join([os.path.relpath(__file__, os.getcwd())] + sys.argv[1:]),
            "conns": args.conns, "window": args.window, "duration_s": args.duration_s,

@@ -41,11 +41,32 @@ typedef struct wreq {
   char *buf;
 } wreq_t;
 
+/* What the reader has for follower i this loop turn, not yet written. */
+typedef struct pending {
+  char *d;
+  size_t len, cap;
+} pending_t;
+
+typedef struct check_h {
+  uv_check_t check;
+  presence__rfeed_t *f; /* NULL once abandoned */
+} check_h;
+
 struct presence__rfeed {
   const presence_allocator_t *a;
   pipe_h *in;
   pipe_h **out;
   uint32_t n_out;
+  /* One write per follower per loop turn (config gather): with the store
+   * in shards each shard's read is a message of its own, and a turn often
+   * holds several (12 shards: up to 12 wake-ups of each follower, one is
+   * enough). The messages of a turn are gathered here and written when the
+   * loop has run its I/O callbacks (a check handle), in the order they
+   * were sent. One log is read once per turn: written at once (flush
+   * NULL), no copy. */
+  pending_t *pend;
+  check_h *flush;
+  bool flush_armed;
   presence__resp_reader_t rd;
   void (*on_reply)(void *ud, redisReply *rep);
   void (*on_end)(void *ud);
@@ -183,11 +204,64 @@ static void send_one(presence__rfeed_t *f, uint32_t i, const uv_buf_t *bufs,
   }
 }
 
+static void on_check(uv_check_t *h) {
+  check_h *c = h->data;
+  presence__rfeed_t *f = c->f;
+  uv_check_stop(h);
+  if (!f) return;
+  f->flush_armed = false;
+  for (uint32_t i = 0; i < f->n_out; i++) {
+    pending_t *p = &f->pend[i];
+    if (!p->len) continue;
+    uv_buf_t b = uv_buf_init(p->d, (unsigned)p->len);
+    send_one(f, i, &b, 1, p->len);
+    p->len = 0;
+  }
+}
+
+/* bufs (total bytes) for follower i, written at the end of this loop turn
+ * with whatever else it gets in the turn. Without memory for that: at once,
+ * after what is gathered (order kept). */
+static void queue_one(presence__rfeed_t *f, uint32_t i, const uv_buf_t *bufs,
+                      unsigned nbufs, size_t total) {
+  if (!f->out[i] || !total) return;
+  pending_t *p = &f->pend[i];
+  if (f->flush && p->len + total > p->cap) {
+    size_t cap = p->cap ? p->cap : 4096;
+    while (cap < p->len + total) cap *= 2;
+    char *d = presence__realloc(f->a, p->d, cap);
+    if (d) {
+      p->d = d;
+      p->cap = cap;
+    }
+  }
+  if (!f->flush || p->len + total > p->cap) {
+    if (p->len) {
+      uv_buf_t b = uv_buf_init(p->d, (unsigned)p->len);
+      send_one(f, i, &b, 1, p->len);
+      p->len = 0;
+    }
+    send_one(f, i, bufs, nbufs, total);
+    return;
+  }
+  for (unsigned k = 0; k < nbufs; k++) {
+    memcpy(p->d + p->len, bufs[k].base, bufs[k].len);
+    p->len += bufs[k].len;
+  }
+  if (!f->flush_armed && !uv_check_start(&f->flush->check, on_check))
+    f->flush_armed = true;
+  if (!f->flush_armed) { /* cannot wait for the turn's end: now */
+    uv_buf_t b = uv_buf_init(p->d, (unsigned)p->len);
+    send_one(f, i, &b, 1, p->len);
+    p->len = 0;
+  }
+}
+
 void presence__rfeed_forward(presence__rfeed_t *f, const char *raw,
                              size_t n) {
   if (!f || !n || !f->n_out) return;
   uv_buf_t b = uv_buf_init((char *)raw, (unsigned)n);
-  for (uint32_t i = 0; i < f->n_out; i++) send_one(f, i, &b, 1, n);
+  for (uint32_t i = 0; i < f->n_out; i++) queue_one(f, i, &b, 1, n);
   f->forwarded++;
 }
 
@@ -196,12 +270,15 @@ void presence__rfeed_send(presence__rfeed_t *f, uint32_t i,
   if (!f || i >= f->n_out) return;
   size_t total = 0;
   for (unsigned k = 0; k < nbufs; k++) total += bufs[k].len;
-  send_one(f, i, bufs, nbufs, total);
+  queue_one(f, i, bufs, nbufs, total);
   f->forwarded++;
 }
 
 void presence__rfeed_cut(presence__rfeed_t *f, uint32_t i) {
-  if (f && i < f->n_out) drop(&f->out[i]);
+  if (f && i < f->n_out) {
+    drop(&f->out[i]);
+    f->pend[i].len = 0;
+  }
 }
 
 uint32_t presence__rfeed_outputs(const presence__rfeed_t *f) {
@@ -230,9 +307,27 @@ int presence__rfeed_new(const presence__rfeed_config_t *cfg,
       presence__free(f->a, f);
       return PRESENCE_ENOMEM;
     }
+    f->pend = presence__malloc(f->a, cfg->n_out * sizeof *f->pend);
+    if (!f->pend) {
+      presence__free(f->a, f->out);
+      presence__free(f->a, f);
+      return PRESENCE_ENOMEM;
+    }
+    memset(f->pend, 0, cfg->n_out * sizeof *f->pend);
     f->n_out = cfg->n_out;
     for (uint32_t i = 0; i < cfg->n_out; i++)
       f->out[i] = open_fd(cfg->loop, f, cfg->out_fds[i], (int)i);
+    /* libc, as the pipes: closed on the loop after the feed is freed.
+     * Without it each message is written at once. */
+    f->flush = cfg->gather ? calloc(1, sizeof *f->flush) : NULL;
+    if (f->flush && uv_check_init(cfg->loop, &f->flush->check)) {
+      free(f->flush);
+      f->flush = NULL;
+    }
+    if (f->flush) {
+      f->flush->check.data = f->flush;
+      f->flush->f = f;
+    }
   }
   if (cfg->in_fd >= 0) {
     /* The bounds of the reader's connection (redis_conn.c's defaults). */
@@ -270,8 +365,15 @@ void presence__rfeed_free(presence__rfeed_t *f) {
     drop(&f->in);
     presence__resp_fini(&f->rd);
   }
-  for (uint32_t i = 0; i < f->n_out; i++)
+  for (uint32_t i = 0; i < f->n_out; i++) {
     drop(&f->out[i]);
+    presence__free(f->a, f->pend[i].d);
+  }
+  if (f->flush) {
+    f->flush->f = NULL;
+    uv_close((uv_handle_t *)&f->flush->check, on_closed);
+  }
+  presence__free(f->a, f->pend);
   presence__free(f->a, f->out);
   presence__free(f->a, f);
 }

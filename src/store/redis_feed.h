@@ -23,6 +23,10 @@ typedef struct presence__rfeed_config {
   const int *out_fds;  /* the reader's: one per follower */
   uint32_t n_out;
   size_t max_reply_bytes, max_reply_elements;
+  /* The reader's: gather each follower's messages of one loop turn into one
+   * write (a store in shards sends one per shard read); false: each at
+   * once (one log: one read per turn, nothing to gather). */
+  bool gather;
   /* Each reply received (a follower), as the XREAD callback would get it;
    * then, once, the end of the input (EOF, an error, a bad reply). */
   void (*on_reply)(void *ud, redisReply *rep);

@@ -538,6 +538,7 @@ static void feed_start(rshards_t *r) {
       .n_out = r->n_feed_out,
       .max_reply_bytes = o->max_reply_bytes,
       .max_reply_elements = o->max_reply_elements,
+      .gather = true, /* S shards' reads in a turn: one write */
       .on_reply = feed_reply_of,
       .on_end = feed_ended_of,
       .ud = r,

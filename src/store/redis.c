@@ -105,6 +105,10 @@ typedef struct req {
   /* A write of the local table (queue_write's, a batch): refused by a
    * node that no longer serves the slot, it is carried to the next one. */
   bool carry;
+  /* A plain command of one key (the log's XRANGE, GET seq, a page of reap
+   * ids, a kick's XADD): answered ASK while the slot migrates, it is sent
+   * with ASKING to the importing node (follow_ask). */
+  bool ask_ok;
   char user[PRESENCE_ID_MAX + 1];
 } req_t;
 
@@ -182,6 +186,7 @@ typedef struct rstore {
   bool reconciling;
   char rec_cursor[32];
   bool grace_busy;
+  bool grace_again; /* a poll was due while one was in flight */
   bool hb_busy;
 
   /* the log reader */
@@ -265,6 +270,12 @@ typedef struct rstore {
    * before this shard registers there. */
   bool moving;
   uint64_t held_total; /* calls ever held (tests, logs) */
+  /* ASK: a connection to the node importing the slot, opened at the first
+   * ASK of a migration and closed when MOVED ends it (ask_url: st->url's,
+   * but for the host, which is ours, and the port). */
+  presence__rconn_t *ask;
+  presence__redis_url_t ask_url;
+  uint64_t asked_total; /* commands sent with ASKING (tests, logs) */
   /* The cluster's slot map, kept by redis_shard.c: where this shard goes
    * after a failure, and, with await_route, where it first connects
    * (nothing is started until presence__redis_start_at). */
@@ -461,7 +472,24 @@ static void run_soon(rstore_t *st) {
 static void on_reply(void *ud, int fail, redisReply *rep);
 static void flush_writes(rstore_t *st);
 
+/* Poll the deadlines kept in Redis ('grace': offline grace, channel grace,
+ * message expiry) in in_ms, unless a poll is due sooner. There is no poll
+ * at a fixed rate: a shard polls only when it knows of a deadline, from
+ * its own writes (an end or a leave with a grace, a message with an
+ * expiry), from the last poll's answer (the next deadline), or from its
+ * heartbeat's (the first deadline any instance set, one that died since
+ * included). On Redis Cluster that was ~70 % of the fixed-rate calls, S
+ * shards x 4 a second per instance, with nothing due. */
+static void grace_arm(rstore_t *st, uint64_t in_ms) {
+  if (!st->hs || st->destroying) return;
+  uv_timer_t *t = &st->hs->t[T_GRACE];
+  if (uv_is_active((uv_handle_t *)t) && uv_timer_get_due_in(t) <= in_ms)
+    return;
+  uv_timer_start(t, on_timer, in_ms, 0);
+}
+
 static void hold(rstore_t *st, req_t *r);
+static void conn_log(void *ud, presence_log_level_t lvl, const char *msg);
 
 static void send_req(rstore_t *st, req_t *r) {
   if (st->moving && r->carry && !st->destroying) {
@@ -609,9 +637,10 @@ static int load_cmd(rstore_t *st, char **cmd, size_t *len) {
   return rc;
 }
 
-/* A plain command (SELECT, SCRIPT LOAD). */
+/* A plain command of at most one key (GET, XRANGE, LRANGE, XADD). */
 static void plain(rstore_t *st, req_t *r, int n, const char **args) {
   flush_writes(st);
+  r->ask_ok = true;
   int rc = format_cmd(r, n, args, NULL);
   if (rc) {
     defer(st, r, rc);
@@ -798,6 +827,103 @@ static void fail_held(rstore_t *st, int code, bool keep_writes) {
   st->retry_ms = 0;
 }
 
+/* ---- ASK: a command of one key at the importing node -------------------
+ * Redis Cluster's protocol for a slot being migrated: the source serves a
+ * command whose keys it still has, and answers "ASK <slot> <node>" for one
+ * whose key moved already; the client then sends ASKING and the command to
+ * that node, for this command only (the slot map is not changed: the next
+ * command goes to the source again). The shard's plain commands, each of
+ * one key, follow it: a log read, GET seq, a page of reap ids, a kick. The
+ * script's calls do not (see cluster_busy): the guard key makes the
+ * target refuse them with TRYAGAIN, so they are held and sent to the
+ * source again until MOVED. */
+
+static void ask_close(rstore_t *st) {
+  presence__rconn_t *c = st->ask;
+  st->ask = NULL;
+  presence__rconn_free(c); /* what it carried fails inside: see on_ask */
+  presence__free(st->a0, st->ask_url.host);
+  st->ask_url.host = NULL;
+}
+
+static void on_ask(void *ud, int fail, redisReply *rep) {
+  req_t *r = ud;
+  rstore_t *st = r->st;
+  if (!rep || (rep->type == REDIS_REPLY_ERROR &&
+               (!strncmp(rep->str, "ASK ", 4) ||
+                !strncmp(rep->str, "TRYAGAIN", 8) ||
+                !strncmp(rep->str, "MOVED ", 6)))) {
+    /* The importing node is gone, or the migration moved on (ended,
+     * aborted): back to the source, in turn, which says where it is now. */
+    if (st->destroying) {
+      r->fn(st, r, NULL, PRESENCE_ESHUTDOWN);
+      req_free(r);
+      return;
+    }
+    (void)fail;
+    hold(st, r);
+    return;
+  }
+  int code = 0;
+  if (rep->type == REDIS_REPLY_ERROR) {
+    logf_(st, PRESENCE_LOG_ERROR, "redis (ASKING):", rep->str);
+    code = PRESENCE_ESTORE;
+  }
+  r->fn(st, r, rep, code);
+  req_free(r);
+}
+
+/* r was answered ASK: true when it went to the importing node (or waits
+ * behind the held calls until a connection there is up). */
+static bool follow_ask(rstore_t *st, req_t *r, const redisReply *rep) {
+  char host[256];
+  int port;
+  if (!r->ask_ok || st->destroying || !st->in_cluster ||
+      rep->type != REDIS_REPLY_ERROR ||
+      presence__redis_ask_target(rep->str, host, sizeof host, &port))
+    return false;
+  const char *h = host[0] ? host : st->url.host;
+  if (!h) return false;
+  if (st->ask && (st->ask_url.port != port || strcmp(st->ask_url.host, h)))
+    ask_close(st); /* another migration, another target */
+  if (!st->ask) {
+    char *hc = presence__malloc(st->a0, strlen(h) + 1);
+    if (!hc) return false;
+    strcpy(hc, h);
+    st->ask_url = st->url;
+    st->ask_url.host = hc;
+    st->ask_url.port = port;
+    st->ask_url.sentinels = NULL;
+    st->ask_url.n_sentinels = 0;
+    presence__rconn_config_t cfg = {
+        .loop = st->o.loop,
+        .alloc = st->h.allocator,
+        .url = &st->ask_url,
+        .tls = &st->tls,
+        .name = "redis (ASK)",
+        .command_timeout_ms = st->o.command_timeout_ms,
+        .reconnect_max_ms = st->o.reconnect_max_ms,
+        .max_reply_bytes = st->o.max_reply_bytes,
+        .max_reply_elements = st->o.max_reply_elements,
+        .log = conn_log,
+        .ud = st,
+    };
+    if (presence__rconn_new(&cfg, &st->ask)) {
+      st->ask = NULL;
+      presence__free(st->a0, hc);
+      st->ask_url.host = NULL;
+      return false;
+    }
+    presence__rconn_start(st->ask);
+  }
+  /* Not up yet (it connects now): held, sent to the source again shortly,
+   * which answers ASK again, by then most likely to a connection that is. */
+  if (presence__rconn_send_asking(st->ask, r->cmd, r->cmd_len, 0, on_ask, r))
+    return false;
+  st->asked_total++;
+  return true;
+}
+
 static void on_reply(void *ud, int fail, redisReply *rep) {
   req_t *r = ud;
   rstore_t *st = r->st;
@@ -828,6 +954,7 @@ static void on_reply(void *ud, int fail, redisReply *rep) {
     send_req(st, r);
     return;
   }
+  if (follow_ask(st, r, rep)) return;
   if (cluster_busy(st, rep)) {
     hold(st, r);
     return;
@@ -841,8 +968,11 @@ static void on_reply(void *ud, int fail, redisReply *rep) {
     /* A MOVED is routing (a migrated slot, a failover; at start when no
      * slot map could be read), not a failure: logged at info. A write it
      * refused did not run: carried to the new node. */
-    if (moved)
+    if (moved) {
       logf_(st, PRESENCE_LOG_INFO, "redis:", rep->str);
+      /* The migration ended: no more ASK for it. */
+      if (st->ask) ask_close(st);
+    }
     if (moved && st->up && !st->destroying) {
       /* Whatever the call, the writes behind it go to the new node. */
       st->moving = true;
@@ -1380,11 +1510,9 @@ static int op_setting(rstore_t *st, const presence_write_t *w,
   const char *args[] = {w->user_id, text, emoji, exp};
   queue_write(st, r, "msg", 4, args);
   /* This instance clears it on time (the others poll, in case it dies). */
-  if (w->expires_ms && st->hs && !st->destroying) {
+  if (w->expires_ms) {
     int64_t in = w->expires_ms - st->h.wall_ms(st->h.host_ud);
-    uint64_t every = uv_timer_get_repeat(&st->hs->t[T_GRACE]);
-    if (in >= 0 && (uint64_t)in < every)
-      uv_timer_start(&st->hs->t[T_GRACE], on_timer, (uint64_t)in + 1, every);
+    grace_arm(st, in > 0 ? (uint64_t)in + 1 : 0);
   }
   xfree(st, text);
   xfree(st, emoji);
@@ -1482,6 +1610,15 @@ static int op_end(rstore_t *st, const presence_write_t *w,
     queue_write(st, r, "end", 3, args);
   else
     defer(st, r, PRESENCE_ESTORE);
+  /* The end may start the user's offline grace or its channels' grace:
+   * this instance fires them on time (the others learn them from their
+   * heartbeat, in case this one dies). Polled a little early (the script
+   * runs after this), the poll answers when the deadline is. */
+  if (st->h.offline_grace_ms || (s->joins && st->h.channel_grace_ms))
+    grace_arm(st, (st->h.offline_grace_ms > st->h.channel_grace_ms
+                       ? st->h.offline_grace_ms
+                       : st->h.channel_grace_ms) +
+                      1);
   local_remove(st, s);
   return 0;
 }
@@ -1612,6 +1749,7 @@ static int op_channel(rstore_t *st, const presence_write_t *w,
   bool ok = can_write(st);
   if (w->kind == PRESENCE_WRITE_LEAVE) {
     if (ok) queue_write(st, r, "leave", 3, args);
+    if (st->h.channel_grace_ms) grace_arm(st, st->h.channel_grace_ms + 1u);
     *pp = j->next;
     xfree(st, j->data);
     xfree(st, j);
@@ -1754,6 +1892,9 @@ static int64_t r_tick(presence_store_t *base, int64_t now) {
 
 static void set_ready(rstore_t *st) {
   st->phase = PH_READY;
+  /* Deadlines set while this shard was away (or before a store loss):
+   * one poll now; its answer names the next. */
+  grace_arm(st, 0);
   logf_(st, PRESENCE_LOG_INFO, "redis: instance registered, epoch",
         st->epoch_s);
   if (st->on_ready) st->on_ready(st->on_ready_ud);
@@ -2501,6 +2642,15 @@ static void hb_done(rstore_t *st, req_t *r, redisReply *rep, int code) {
     long long ms = strtoll(rep->element[2]->str, NULL, 10);
     if (ms >= 0 && ms < (long long)st->o.heartbeat_ms)
       uv_timer_start(&st->hs->t[T_CLAIM], on_timer, (uint64_t)ms + 2, 0);
+    /* The shard's first deadline (offline grace, message expiry), from
+     * whichever instance set it: polled then, so one set by an instance
+     * that died is still met (at most a heartbeat late). */
+    redisReply *g = rep->elements > 4 ? rep->element[4] : NULL;
+    long long due = g && g->type == REDIS_REPLY_STRING
+                        ? strtoll(g->str, NULL, 10)
+                        : -1;
+    if (due >= 0 && st->phase == PH_READY)
+      grace_arm(st, due ? (uint64_t)due + 1 : 0);
     redisReply *c = rep->elements > 3 ? rep->element[3] : NULL;
     if (c && c->type == REDIS_REPLY_ARRAY && c->elements == 3 &&
         c->element[0]->type == REDIS_REPLY_STRING &&
@@ -2721,16 +2871,21 @@ static void grace_done(rstore_t *st, req_t *r, redisReply *rep, int code) {
   st->grace_busy = false;
   if (!code && rep) code = script_code(rep);
   if (code == PRESENCE_EFENCED) on_fenced(st, r);
-  if (code) return;
+  if (code) {
+    /* The heartbeat (or the registration that follows) names it again. */
+    st->grace_again = false;
+    return;
+  }
   emit_events(st, rep);
   /* Come back right at the next deadline when it is nearer than the next
    * poll; at once while more is due (a burst of expiries: a millisecond
    * between calls left Redis idle for a third of the burst). */
   long long next = strtoll(payload_str(rep), NULL, 10);
-  uint64_t every = uv_timer_get_repeat(&st->hs->t[T_GRACE]);
-  if (next >= 0 && (uint64_t)next < every)
-    uv_timer_start(&st->hs->t[T_GRACE], on_timer,
-                   next ? (uint64_t)next + 1 : 0, every);
+  if (next >= 0) grace_arm(st, next ? (uint64_t)next + 1 : 0);
+  /* A deadline armed while this call was in flight may have been set after
+   * it ran: asked again. */
+  if (st->grace_again) grace_arm(st, 0);
+  st->grace_again = false;
 }
 
 static void reconcile_step(rstore_t *st);
@@ -2797,14 +2952,23 @@ static void on_timer(uv_timer_t *t) {
         call(st, r, "hb", 0, NULL, NULL);
       }
     }
-    if (st->phase == PH_READY && !st->reaping) reap_claim(st);
+    /* No claim here: the heartbeat's answer says when a lease or a claim
+     * runs out, and T_CLAIM fires then (hb_done). */
     break;
   case T_CLAIM:
     if (!st->paused && st->up && st->phase == PH_READY && !st->reaping)
       reap_claim(st);
     break;
   case T_GRACE:
-    if (st->paused || st->phase != PH_READY || st->grace_busy) break;
+    if (st->grace_busy) {
+      st->grace_again = true;
+      break;
+    }
+    if (st->paused) {
+      grace_arm(st, 250); /* held until the test lets it go */
+      break;
+    }
+    if (st->phase != PH_READY) break; /* set_ready polls */
     {
       req_t *r = req_new(st, grace_done);
       if (!r) break;
@@ -3429,13 +3593,8 @@ static int r_attach(presence_store_t *base, const presence_store_host_t *host) {
   uv_timer_start(&hs->t[T_HB], on_timer, st->o.heartbeat_ms,
                  st->o.heartbeat_ms);
   /* The deadlines kept in Redis (offline grace, status message expiry)
-   * are polled by every instance, so one set by an instance that died is
-   * still met; with no grace configured, messages alone need it. */
-  {
-    uint32_t g = host->offline_grace_ms ? host->offline_grace_ms / 5 : 250;
-    g = g < 20 ? 20 : g > 250 ? 250 : g;
-    uv_timer_start(&hs->t[T_GRACE], on_timer, g, g);
-  }
+   * are polled when one is known (grace_arm): from the first registration
+   * on (set_ready). */
   uv_timer_start(&hs->t[T_RECONCILE], on_timer, st->o.reconcile_ms,
                  st->o.reconcile_ms);
   if (st->feed_in > 0 || st->n_feed_out) {
@@ -3472,6 +3631,7 @@ static void r_destroy(presence_store_t *base) {
   st->conn = NULL;
   presence__rconn_free(st->rconn);
   st->rconn = NULL;
+  if (st->ask) ask_close(st);
   if (!st->feed_shared) presence__rfeed_free(st->feed);
   st->feed = NULL;
   presence__route_free(st->route);

@@ -920,6 +920,66 @@ int presence__rconn_command(presence__rconn_t *c, int argc,
   return 0;
 }
 
+/* ASKING answers +OK. Anything else (an error: a node that is not in
+ * cluster mode, an ACL without the command) means the command behind it
+ * runs without it and is answered ASK or MOVED again: the caller falls
+ * back to its source. Logged once per connection attempt is enough. */
+static void on_asking(void *ud, int code, redisReply *rep) {
+  presence__rconn_t *c = ud;
+  if (code || !rep || rep->type != REDIS_REPLY_ERROR || c->freed) return;
+  logf_(c, PRESENCE_LOG_WARN, "ASKING refused: %.120s", rep->str);
+}
+
+int presence__rconn_send_asking(presence__rconn_t *c, const char *resp,
+                                size_t len, uint32_t timeout_ms,
+                                presence__rconn_cb cb, void *ud) {
+  static const char asking[] = "*1\r\n$6\r\nASKING\r\n";
+  if (c->state != S_UP) return PRESENCE_ESTORE;
+  /* Room and a pend for both first, so that the second cannot fail after
+   * the first was queued (a lone ASKING would lend its flag to whatever
+   * command came next). */
+  size_t need = sizeof asking - 1 + len;
+  if (c->ob_cap - c->ob_len < need) {
+    size_t ncap = c->ob_cap ? c->ob_cap * 2 : 4096;
+    while (ncap - c->ob_len < need) ncap *= 2;
+    char *nb = realloc(c->ob, ncap);
+    if (!nb) return PRESENCE_ENOMEM;
+    c->ob = nb;
+    c->ob_cap = ncap;
+  }
+  for (int i = 0; i < 2; i++) {
+    if (c->spare_pends && (i == 0 || c->spare_pends->next)) continue;
+    pend_t *p = presence__malloc(c->a, sizeof *p);
+    if (!p) return PRESENCE_ENOMEM;
+    p->next = c->spare_pends;
+    c->spare_pends = p;
+  }
+  if (queue(c, asking, sizeof asking - 1, timeout_ms, on_asking, c) ||
+      queue(c, resp, len, timeout_ms, cb, ud))
+    assert(!"reserved above");
+  flush(c);
+  arm(c);
+  return 0;
+}
+
+int presence__redis_ask_target(const char *err, char *host, size_t cap,
+                               int *port) {
+  if (!err || strncmp(err, "ASK ", 4)) return PRESENCE_EINVAL;
+  const char *hp = strchr(err + 4, ' ');
+  const char *colon = hp ? strrchr(hp, ':') : NULL;
+  if (!colon) return PRESENCE_EINVAL;
+  hp++;
+  char *end;
+  long p = strtol(colon + 1, &end, 10);
+  size_t hl = (size_t)(colon - hp);
+  if (p <= 0 || p > 65535 || (*end && *end != ' ') || hl >= cap)
+    return PRESENCE_EINVAL;
+  memcpy(host, hp, hl);
+  host[hl] = '\0';
+  *port = (int)p;
+  return 0;
+}
+
 /* ---- connecting ---------------------------------------------------------- */
 
 static void on_connected(uv_connect_t *req, int status) {

@@ -137,6 +137,23 @@ int presence__rconn_command(presence__rconn_t *c, int argc,
                             uint32_t timeout_ms, presence__rconn_cb cb,
                             void *ud);
 
+/* Redis Cluster's answer to "-ASK <slot> <host>:<port>" (a slot half-way
+ * through a migration, the key asked already at the importing node): the
+ * command again on a connection to that node, preceded by ASKING, which
+ * lets the node serve it for this one command without taking the slot
+ * over in the slot map. Both go in one write, nothing between them (ASKING
+ * covers the next command only); the ASKING's own answer is checked, not
+ * handed to cb: a node that refuses it fails the command with ESTORE.
+ * Returns as presence__rconn_send. */
+int presence__rconn_send_asking(presence__rconn_t *c, const char *resp,
+                                size_t len, uint32_t timeout_ms,
+                                presence__rconn_cb cb, void *ud);
+
+/* "-ASK <slot> <host>:<port>" parsed: 0 and host (NUL-ended, empty for
+ * "the node asked") and port, or EINVAL for any other text. */
+int presence__redis_ask_target(const char *err, char *host, size_t cap,
+                               int *port);
+
 /* Give up the connection now: pending commands fail with code (inside this
  * call), on_down follows, then a reconnect after the backoff. */
 void presence__rconn_drop(presence__rconn_t *c, int code);

@@ -983,12 +983,49 @@ static void url_parsing(void **state) {
   assert_string_equal(out, "redis+sentinel://:***@s1,s2/m");
 }
 
+/* Redis Cluster's "-ASK <slot> <host>:<port>": the node to send ASKING and
+ * the command to; anything else is not an ASK. */
+static void ask_parsing(void **state) {
+  (void)state;
+  char host[64];
+  int port = 0;
+  assert_int_equal(
+      presence__redis_ask_target("ASK 682 127.0.0.1:30002", host, sizeof host,
+                                 &port),
+      0);
+  assert_string_equal(host, "127.0.0.1");
+  assert_int_equal(port, 30002);
+  assert_int_equal(presence__redis_ask_target("ASK 1 ::1:7000", host,
+                                              sizeof host, &port),
+                   0);
+  assert_string_equal(host, "::1");
+  assert_int_equal(port, 7000);
+  /* An empty host: the node that answered, on that port. */
+  assert_int_equal(
+      presence__redis_ask_target("ASK 5 :7001", host, sizeof host, &port), 0);
+  assert_string_equal(host, "");
+  assert_int_equal(port, 7001);
+  const char *bad[] = {"MOVED 682 127.0.0.1:30002", "ASK 682",
+                       "ASK 682 h:0", "ASK 682 h:70000", "ASK 682 h:12x",
+                       "TRYAGAIN Multiple keys", "ASK", "ASKING"};
+  for (size_t i = 0; i < sizeof bad / sizeof *bad; i++)
+    if (presence__redis_ask_target(bad[i], host, sizeof host, &port) !=
+        PRESENCE_EINVAL)
+      fail_msg("accepted %s", bad[i]);
+  /* A host longer than the room for it. */
+  char tiny[4];
+  assert_int_equal(presence__redis_ask_target("ASK 1 localhost:1", tiny,
+                                              sizeof tiny, &port),
+                   PRESENCE_EINVAL);
+}
+
 int main(void) {
   apply_filter();
   signal(SIGPIPE, SIG_IGN);
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(reader_limits),
       cmocka_unit_test(url_parsing),
+      cmocka_unit_test(ask_parsing),
       cmocka_unit_test(password_in_the_url),
       cmocka_unit_test(password_apart_and_wrong),
       cmocka_unit_test(acl_user_limited_to_the_prefix),

@@ -377,6 +377,38 @@ static long long refusals(const rcluster_t *c, int i) {
   return errorstat(c, i, "ASK") + errorstat(c, i, "TRYAGAIN");
 }
 
+/* How many times node i ran a command (INFO commandstats), e.g. "asking". */
+static long long cmdstat(const rcluster_t *c, int i, const char *cmd) {
+  redisReply *r = node_cmd(c->n[i].port, "INFO commandstats");
+  char pat[64];
+  snprintf(pat, sizeof pat, "cmdstat_%s:calls=", cmd);
+  const char *p = r && r->type == REDIS_REPLY_STRING ? strstr(r->str, pat) : NULL;
+  long long n = p ? atoll(p + strlen(pat)) : 0;
+  if (r) freeReplyObject(r);
+  return n;
+}
+
+/* A log read's answer (presence_log_read_of). */
+typedef struct log_q {
+  bool got;
+  int status;
+  size_t n;
+  uint64_t first, last;
+} log_q_t;
+static void log_q_cb(presence_t *p, int status, const presence_event_t *ev,
+                     size_t n, void *ud) {
+  (void)p;
+  log_q_t *q = ud;
+  q->got = true;
+  q->status = status;
+  q->n = n;
+  if (n) {
+    q->first = ev[0].seq;
+    q->last = ev[n - 1].seq;
+  }
+}
+static bool log_q_pred(void *ud) { return ((log_q_t *)ud)->got; }
+
 /* ---- tests --------------------------------------------------------------- */
 
 /* Users spread over the shards, each shard on its primary; an instance
@@ -700,6 +732,27 @@ static void slot_migrated_live_calls_held(void **state) {
   redisFree(sc);
   assert_true(rounds >= 2);
   long long refused = refusals(&f->rc, src) - refused0;
+  /* Every key is at the target now, the slot still MIGRATING / IMPORTING:
+   * the source answers ASK for the shard's log, and a read of it (one key:
+   * XRANGE) is sent with ASKING to the target, which serves it, while the
+   * script's calls stay held (the guard). Without ASK handling the read
+   * would wait, resent to the source, until the migration ends: here it
+   * does not end before the read is answered. */
+  long long asking0 = cmdstat(&f->rc, dst, "asking");
+  log_q_t lq = {0};
+  assert_int_equal(presence_log_read_of(f->in[1].p, 0, 0, 100, log_q_cb, &lq),
+                   0);
+  bool read_in_migration = run_until(&f->loop, log_q_pred, &lq, 8000);
+  long long asked = cmdstat(&f->rc, dst, "asking") - asking0;
+  print_message("a log read of the migrating shard: %s (status %d, %zu "
+                "events %llu..%llu); the target ran ASKING %lld times\n",
+                read_in_migration ? "answered" : "NOT answered", lq.status,
+                lq.n, (unsigned long long)lq.first,
+                (unsigned long long)lq.last, asked);
+  assert_true(read_in_migration);
+  assert_int_equal(lq.status, 0);
+  assert_true(lq.n > 0 && lq.first == 1);
+  assert_true(asked > 0);
   slot_to(&f->rc, slot, dst);
   print_message("slot %u: %zu keys moved live from port %d to %d in %zu "
                 "rounds; the source refused %lld calls (ASK, TRYAGAIN)\n",

@@ -1135,15 +1135,27 @@ OPS.hb = function()
   if not e then return {0, 'lost'} end
   if e ~= epoch or not lease_live(iid) then return {0, 'fenced'} end
   redis.call('ZADD', K_LEASE, now + lease_ms, iid)
-  -- Third: ms until the first lease runs out, so that the caller can try
-  -- to claim it right then instead of at its next heartbeat.
-  local first = redis.call('ZRANGE', K_LEASE, 0, 0, 'WITHSCORES')
+  -- Third: ms until the first lease or reap claim runs out (what
+  -- reap_claim would take), so that the caller claims right then, and only
+  -- then: no claim call at a heartbeat that finds nothing due.
+  local first = tonumber(redis.call('ZRANGE', K_LEASE, 0, 0, 'WITHSCORES')[2])
+  local rc = redis.call('ZRANGE', K_REAP, 0, 0, 'WITHSCORES')[2]
+  if rc and tonumber(rc) < first then first = tonumber(rc) end
+  -- Fifth: ms until the first deadline kept here (offline grace, channel
+  -- grace, message expiry), -1 for none: the caller polls 'grace' only
+  -- when one is set, including those set by instances that died since.
+  local due
+  for _, k in ipairs({K_GRACE, K_CGRACE, K_MSGDUE}) do
+    local d = redis.call('ZRANGE', k, 0, 0, 'WITHSCORES')[2]
+    if d and (not due or tonumber(d) < due) then due = tonumber(d) end
+  end
   -- Fourth: the cluster's size, for /metrics (three O(1) counts, once a
   -- heartbeat): users present (or in grace), sessions, live instances.
-  return {0, 'ok', s(math.max(0, tonumber(first[2]) - now)),
+  return {0, 'ok', s(math.max(0, first - now)),
           {s(math.max(0, tonumber(redis.call('GET', K_NPRESENT) or '0'))),
            s(redis.call('HLEN', K_SIDX)),
-           s(redis.call('ZCOUNT', K_LEASE, now, '+inf'))}}
+           s(redis.call('ZCOUNT', K_LEASE, now, '+inf'))},
+          due and s(math.max(0, due - now)) or '-1'}
 end
 
 -- A new epoch for this instance. ARGV: fresh (1 at process start), the

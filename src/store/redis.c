@@ -2831,8 +2831,8 @@ static void reap_fill(rstore_t *st) {
       st->reap_failed = true;
       break;
     }
-    /* SSCAN pages of 2 x batch: the script scans as many pages as its time
-     * budget (~2 ms a call) allows. */
+    /* HSCAN pages of the session index, 2 x batch: the script scans as
+     * many pages as its time budget (~2 ms a call) allows. */
     char lim[16];
     snprintf(lim, sizeof lim, "%u", (unsigned)st->o.batch * 2);
     const char *args[] = {st->reap_dead, "0", lim};

@@ -456,6 +456,56 @@ static int connect_each(fx1_t *f, const char *sp, const char *up, int n,
   return asked;
 }
 
+/* The bytes Redis holds for every key under the prefix but the log (and
+ * the log apart), by MEMORY USAGE: deterministic, unlike used_memory, which
+ * moves with client buffers and allocator caches. */
+static long long keys_usage(server_t *srv, long long *log) {
+  long long sum = 0;
+  char cur[32] = "0";
+  do {
+    redisReply *r = srv_cmd(srv, "SCAN %s MATCH presence:* COUNT 1000", cur);
+    snprintf(cur, sizeof cur, "%s", r->element[0]->str);
+    for (size_t i = 0; i < r->element[1]->elements; i++) {
+      const char *k = r->element[1]->element[i]->str;
+      redisReply *m = srv_cmd(srv, "MEMORY USAGE %s SAMPLES 0", k);
+      if (!strcmp(k, "presence:log")) *log = m->integer;
+      else sum += m->integer;
+      freeReplyObject(m);
+    }
+    freeReplyObject(r);
+  } while (strcmp(cur, "0"));
+  return sum;
+}
+
+/* Redis's memory per session, the log aside, stays within its budget
+ * (docs/internals/redis.md, "Key layout"): 4,000 sessions of UUID-long
+ * ids, each its own user, cost the user's hash and the index entry only.
+ * Format 4 also kept a set of session ids per instance: 472.5 B here,
+ * over the bound; format 5 392.3 B. */
+static void a_session_costs_redis_its_budget(void **state) {
+  (void)state;
+  enum { N = 4000, BUDGET = 420 };
+  fx1_t *f = make(NULL);
+  long long log = 0;
+  long long before = keys_usage(&f->srv, &log);
+  char sid[40], uid[40];
+  for (int i = 0; i < N; i++) {
+    snprintf(sid, sizeof sid, "%08x-5e55-4a1d-8b0c-%012x", i, i * 7u);
+    snprintf(uid, sizeof uid, "%08x-0e5e-4b2d-9c1e-%012x", i, i * 13u);
+    assert_int_equal(
+        presence_session_connect(f->a.p, sid, uid, NULL, done_cb, &f->a), 0);
+  }
+  wait_done(&f->loop, &f->a, N);
+  assert_no_errors(&f->a);
+  double per = (double)(keys_usage(&f->srv, &log) - before) / N;
+  print_message("%.1f B per session beside the log (budget %d), the log "
+                "%.1f B per session\n",
+                per, BUDGET, (double)log / N);
+  assert_true(per > 100); /* the figure measures something */
+  assert_true(per <= BUDGET);
+  destroy(f);
+}
+
 /* The log keeps at least its length in events, and not much more: MINID
  * trims whole stream nodes, a reader behind the trim learns it missed
  * some (ECURSOR) and gets the oldest event kept. */
@@ -649,17 +699,18 @@ static void another_layout_is_refused(void **state) {
   assert_int_equal(presence_new(&o, &p), 0);
   run_for(&loop, 700);
   assert_false(presence_redis_ready(st));
-  if (!strstr(cap.text, "store format 1, this build uses 4"))
+  if (!strstr(cap.text, "store format 1, this build uses 5"))
     fail_msg("logged: \"%s\"", cap.text);
-  /* A format-2 store (before channels) and a format-3 one (text user and
-   * session records): refused the same way. A register sent before the
+  /* A format-2 store (before channels), a format-3 one (text user and
+   * session records) and a format-4 one (sets of session ids per
+   * instance, an index without owners): refused the same way. A register sent before the
    * SET may still answer the format before: the retries (every heartbeat)
    * are read until one answers after it. */
-  const char *older[] = {"2", "3"};
-  for (size_t k = 0; k < 2; k++) {
+  const char *older[] = {"2", "3", "4"};
+  for (size_t k = 0; k < 3; k++) {
     freeReplyObject(srv_cmd(&srv, "SET presence:format %s", older[k]));
     char want[64];
-    snprintf(want, sizeof want, "store format %s, this build uses 4",
+    snprintf(want, sizeof want, "store format %s, this build uses 5",
              older[k]);
     for (int i = 0; i < 30; i++) {
       cap.text[0] = '\0';
@@ -678,7 +729,7 @@ static void another_layout_is_refused(void **state) {
     run_for(&loop, 10);
   assert_true(presence_redis_ready(st));
   r = srv_cmd(&srv, "GET presence:format");
-  assert_string_equal(r->str, "4");
+  assert_string_equal(r->str, "5");
   freeReplyObject(r);
   presence_free(p);
   loop_drain(&loop);
@@ -761,6 +812,7 @@ int main(void) {
       cmocka_unit_test(script_reloads_and_runs_without_functions),
       cmocka_unit_test(offline_users_expire_after_retention),
       cmocka_unit_test(the_log_keeps_its_length),
+      cmocka_unit_test(a_session_costs_redis_its_budget),
       cmocka_unit_test(log_reads_fill_their_pages),
       cmocka_unit_test(kicks_asked_while_the_reader_reconnects_arrive),
   };

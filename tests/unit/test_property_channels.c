@@ -63,6 +63,7 @@ typedef struct mmember {
   int pending;
   int64_t deadline;
   int64_t earliest; /* real time: the grace ends no earlier than this */
+  int left_in_read; /* Redis: its grace's leave came while a read was out */
 } mmember_t;
 
 typedef struct rmember { /* the replay */
@@ -107,6 +108,7 @@ struct world {
   uv_loop_t loop;
   inst_t in[2];
   int generation; /* of beta */
+  bool reading;   /* a members page is asked and not answered yet */
 #endif
 };
 
@@ -168,6 +170,11 @@ static void on_event(presence_t *p, const presence_event_t *ev, void *ud) {
                  (long long)(gm->earliest - now_ms()),
                  (unsigned long long)w->rng);
       gm->present = gm->pending = 0;
+      /* The page asked before this leave may have been read in Redis
+       * before it too (the grace call of the other instance runs on its
+       * own connection, and the leave comes by the log reader's): that
+       * page still shows the member. */
+      if (w->reading) gm->left_in_read = 1;
       w->graces_ended++;
       touch(w, gc, gu);
     }
@@ -297,10 +304,13 @@ static void read_channel(world_t *w, int c, page_answer_t *a) {
   char ch[8];
   snprintf(ch, sizeof ch, "c%d", c);
   memset(a, 0, sizeof *a);
+  for (int u = 0; u < N_USERS; u++) w->m[c][u].left_in_read = 0;
   assert_int_equal(presence_channel_members(w->p, ch, NULL, N_USERS, on_page, a),
                    0);
-  if (!run_until(&w->loop, page_got, a, 10000))
-    fail_msg("no answer about the members of %s", ch);
+  w->reading = true;
+  bool got = run_until(&w->loop, page_got, a, 10000);
+  w->reading = false;
+  if (!got) fail_msg("no answer about the members of %s", ch);
   assert_int_equal(a->status, 0);
 }
 
@@ -344,6 +354,9 @@ static void compare_member(world_t *w, int c, int u, const got_member_t *mi) {
   /* Its grace ended in Redis; the leave is still on its way here (read
    * and write answers come on different connections). */
   if (m->pending && rc != 0 && now_ms() >= m->earliest - 2) return;
+  /* Its grace's leave came while the page was asked: the page may be from
+   * before it. */
+  if (rc == 0 && !m->present && m->left_in_read) return;
 #endif
   if ((rc == 0) != m->present || r->present != m->present)
     fail_msg("%s/%s: store %s, model %s, replay %s (seed %llu)", ch, uid,

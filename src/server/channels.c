@@ -143,7 +143,11 @@ static void on_channel_event(srv_t *s, const presence_event_t *ev, void *ud) {
   if (buf_failed(b)) return;
   int removed = ev->type == PRESENCE_EV_CHANNEL_LEAVE &&
                 ev->reason == PRESENCE_REASON_KICKED && !ev->session_id;
-  subindex_send(s, &s->channels, e, b, skip_hidden,
+  /* A visible member's change goes to every subscriber: no test per
+   * recipient (a strcmp of user ids for each of a big channel's members
+   * was 2 % of presenced's time in a 1,000-member fan-out). */
+  subindex_send(s, &s->channels, e, b,
+                presence_event_member_visible(ev) ? NULL : skip_hidden,
                 removed ? after_removal : NULL, (void *)ev);
 }
 

@@ -33,7 +33,7 @@ change (INFO stats, connects included) are reported for each round.
     cmake --build build-bench --target presenced presence_load
     python3 bench/workers.py [--build build-bench] [--rounds 4] [--duration-s 5]
         [--conns 1000] [--nointerest] [--nofeed] [--scenario flip|latency --rate 3000]
-        [--base OTHER_BUILD] [--shards S]
+        [--base OTHER_BUILD] [--shards S] [--loadgen-batch]
         [--out bench/results/DATE-workers.json]
 """
 import argparse
@@ -129,6 +129,8 @@ def one_round_of(build, sock, redis_pid, arm, args, r):
                   store_pid=redis_pid, max_s=args.duration_s + 60)
         if args.scenario == "flip":
             kw["window"] = args.window
+            if args.loadgen_batch:
+                kw["batch"] = 1
         else:
             kw["rate"] = args.rate
         redis_cli(sock, "CONFIG", "RESETSTAT")
@@ -176,6 +178,11 @@ def main():
     ap.add_argument("--scenario", default="flip", choices=("flip", "latency"),
                     help="flip: saturate; latency: --rate changes/s offered")
     ap.add_argument("--rate", type=int, default=3000)
+    ap.add_argument("--loadgen-batch", action="store_true",
+                    help="presence_load --batch 1: the flips one read owes in "
+                         "one write, so presenced, not the generator, is the "
+                         "limit (bench/run.py); every arm uses this build's "
+                         "generator")
     ap.add_argument("--shards", type=int, default=1,
                     help="--redis-shards S for every arm (S logs on the one "
                          "Redis; the feed then carries every shard's)")

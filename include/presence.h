@@ -263,8 +263,16 @@ typedef struct presence_event {
    * It moves exactly when what a watcher sees changes, so it reveals no
    * hidden change (user_version moves with every user event: an idle ->
    * online under dnd, an invisible user's activity). Watchers get this as
-   * "version"; backends get user_version. */
+   * "version"; backends get user_version.
+   * Channel events: the member's shown version after it, the count of
+   * changes the channel's other members are shown of it
+   * (presence_event_member_visible, plus one per availability change of
+   * the user); members get it as "version". */
   uint64_t shown_version;
+  /* Channel events: the members the channel's members are shown after it
+   * (count less the invisible members: docs/protocol.md 4.1). Members get
+   * it as "count"; backends get count and this as shown_count. */
+  uint64_t shown_count;
 } presence_event_t;
 
 /* One device kind of a user and the best status of its sessions of it. */
@@ -732,11 +740,19 @@ typedef struct presence_member_info {
   /* The user's availability (what others are shown: presence_shown_status;
    * an invisible member is absent to other members). */
   presence_availability_t availability;
+  /* The version other members are shown (presence_event_t.shown_version). */
+  uint64_t shown_version;
+  /* The channel's shown member count (presence_channel_info_t.shown_count)
+   * where the store reads it with the member: always in
+   * presence_user_channels, 0 where a store does not. */
+  uint64_t channel_shown_count;
 } presence_member_info_t;
 
 typedef struct presence_channel_info {
   const char *channel;
   uint64_t count;
+  /* The members its members are shown: count less the invisible ones. */
+  uint64_t shown_count;
 } presence_channel_info_t;
 
 /* A page of members: n of them, the channel's member count, and the cursor

@@ -793,7 +793,8 @@ export class Channel {
 
   /** The members known (the snapshot's page, then the changes). */
   members() { return [...this._members.values()].map((m) => ({ ...m })); }
-  /** The channel's member count (all of them, beyond the snapshot's page). */
+  /** The channel's member count as members are shown it (beyond the
+   * snapshot's page; invisible members are not counted, ourselves included). */
   get count() { return this._count; }
   /** Whether members beyond the snapshot's page exist (see the HTTP API). */
   get more() { return this._more; }
@@ -870,9 +871,10 @@ export class Channel {
     const x = m.member;
     if (!x || typeof x.user_id !== 'string') return;
     const prev = this._members.get(x.user_id);
-    // Stale: a change the snapshot already holds. A "visibility" change (the
-    // member's availability, e.g. going invisible) keeps its version.
-    if (!m.visibility && prev && typeof x.version === 'number' && typeof prev.version === 'number' && x.version <= prev.version) return;
+    // Stale: a change the snapshot already holds. The version is the one
+    // members are shown: a "hidden" change (our own while invisible, sent
+    // to our sessions only) does not move it, so it is taken whatever it.
+    if (!m.visibility && !m.hidden && prev && typeof x.version === 'number' && typeof prev.version === 'number' && x.version <= prev.version) return;
     const change = { from: m.from ?? null, reason: m.reason ?? null, seq: m.seq ?? null, count: this._count };
     if (m.event === 'leave') {
       if (!prev && x.version === undefined) return;

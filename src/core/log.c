@@ -71,7 +71,7 @@ typedef struct tail_channel {
   uint64_t count;
   uint16_t chan_len; /* NONE16 for NULL */
   uint16_t unused16;
-  uint32_t unused;
+  uint32_t shown_count; /* 32 bits: a store counts members in 32 */
 } tail_channel_t;
 
 _Static_assert(sizeof(packed_t) == PRESENCE__EV_HEADER,
@@ -170,7 +170,8 @@ pack(const presence_event_t *ev, const size_t lens[PRESENCE__EV_STRINGS],
     }
     if (t & T_CHANNEL) {
       chan1 = opt_len(ev->channel);
-      tail_channel_t tc = {ev->count, len16(chan1), 0, 0};
+      tail_channel_t tc = {ev->count, len16(chan1), 0,
+                           (uint32_t)ev->shown_count};
       memcpy(x, &tc, sizeof(tc));
       x += sizeof(tc);
     }
@@ -229,7 +230,7 @@ static inline const char *get(const char **src, uint16_t len) {
  * of the whole struct first: unpacking is on every dispatched event's path.
  * A field added to presence_event_t must be added here (the size check
  * below fails until it is). */
-_Static_assert(sizeof(void *) != 8 || sizeof(presence_event_t) == 184,
+_Static_assert(sizeof(void *) != 8 || sizeof(presence_event_t) == 192,
                "presence_event_t changed: unpack its new field");
 void presence__event_unpack(const void *buf, presence_event_t *ev,
                             const char **ids) {
@@ -295,6 +296,7 @@ void presence__event_unpack(const void *buf, presence_event_t *ev,
   ev->device_from = (presence_status_t)p->dev_from;
   ev->device_to = (presence_status_t)p->dev_to;
   ev->shown_version = p->shown_version;
+  ev->shown_count = tc.shown_count;
 }
 
 /* ---- the ring ---------------------------------------------------------- */

@@ -176,6 +176,8 @@ static void on_channels(presence_t *p, int status,
       buf_put_json_str(b, v[i].channel);
       buf_puts(b, ",\"count\":");
       buf_put_u64(b, v[i].count);
+      buf_puts(b, ",\"shown_count\":");
+      buf_put_u64(b, v[i].shown_count);
       buf_putc(b, '}');
     }
     put_next(b, next);

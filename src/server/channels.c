@@ -185,7 +185,11 @@ static void on_user_channels(presence_t *p, int status,
     buf_puts(b, to_inv ? "leave" : from_inv ? "join" : "update");
     buf_puts(b, "\",\"seq\":");
     buf_put_u64(b, q->ev.seq);
-    buf_puts(b, ",\"reason\":\"explicit\",\"member\":");
+    /* The count members are shown now: one less when the member went
+     * invisible, one more when it came back, as a leave or a join. */
+    buf_puts(b, ",\"reason\":\"explicit\",\"count\":");
+    buf_put_u64(b, mi.channel_shown_count);
+    buf_puts(b, ",\"member\":");
     if (to_inv) mi.status = PRESENCE_OFFLINE;
     json_member(b, &mi, JSON_MEMBER_SHOWN);
     buf_puts(b, ",\"from\":\"");
@@ -279,10 +283,57 @@ const char *channel_error_code(int rc) {
   }
 }
 
+/* A snapshot of a channel larger than its page waits for the channel's
+ * shown count (the members' page does not carry it): its frame, rendered
+ * with a count of 0 at count_at, is completed by on_shown_count. */
+typedef struct snap_wait {
+  chan_req_t *r;
+  char *frame;
+  size_t len, count_at;
+} snap_wait_t;
+
+static void send_with_count(conn_t *c, const char *frame, size_t len,
+                            size_t count_at, uint64_t shown) {
+  buf_t *b = &c->srv->scratch;
+  buf_reset(b);
+  buf_append(b, frame, count_at);
+  buf_put_u64(b, shown);
+  buf_append(b, frame + count_at + 1, len - count_at - 1); /* past the 0 */
+  if (!buf_failed(b)) ws_send_text(c, b->data, b->len);
+  buf_shrink(b, 65536);
+}
+
+static void on_shown_count(presence_t *p, int status,
+                           const presence_channel_info_t *ch, size_t n,
+                           const char *next, void *ud) {
+  (void)p;
+  (void)next;
+  snap_wait_t *w = ud;
+  chan_req_t *r = w->r;
+  conn_t *c = r->c;
+  if (!c->closing && c->kind == CONN_WS && c->u.ws) {
+    if (status != 0) {
+      ws_send_error(c, status == PRESENCE_ESTORE ? "store_unavailable"
+                                                 : "internal",
+                    presence_strerror(status), r->id);
+    } else {
+      /* The prefix's first channel is this one (or it has emptied). */
+      uint64_t shown =
+          n && strcmp(ch[0].channel, r->channel) == 0 ? ch[0].shown_count : 0;
+      send_with_count(c, w->frame, w->len, w->count_at, shown);
+    }
+  }
+  free(w->frame);
+  free(w);
+  req_done(r);
+}
+
 static void on_members(presence_t *p, int status,
                        const presence_member_info_t *m, size_t n,
                        uint64_t count, const char *next, void *ud) {
   (void)p;
+  (void)count; /* the truth: members are shown the count without the
+                  invisible members */
   chan_req_t *r = ud;
   conn_t *c = r->c;
   if (!c->closing && c->kind == CONN_WS && c->u.ws) {
@@ -292,21 +343,50 @@ static void on_members(presence_t *p, int status,
                                                  : "internal",
                     presence_strerror(status), r->id);
     } else {
-      /* An invisible member is absent to others (docs/protocol.md 4.1). */
+      /* An invisible member is absent to others (docs/protocol.md 4.1):
+       * not listed (but to its own sessions) and never counted. */
       const char *me = ws_user(c);
       presence_member_info_t *shown = n ? malloc(n * sizeof *shown) : NULL;
       size_t k = 0;
-      for (size_t i = 0; shown && i < n; i++)
-        if (m[i].availability != PRESENCE_AVAIL_INVISIBLE ||
-            strcmp(m[i].user_id, me) == 0)
-          shown[k++] = m[i];
+      uint64_t visible = 0;
+      for (size_t i = 0; shown && i < n; i++) {
+        int inv = m[i].availability == PRESENCE_AVAIL_INVISIBLE;
+        visible += !inv;
+        if (!inv || strcmp(m[i].user_id, me) == 0) shown[k++] = m[i];
+      }
       buf_t *b = &s->scratch;
       buf_reset(b);
       json_frame_channel_snapshot(b, r->id, r->channel, shown ? shown : m,
-                                  shown ? k : n, count, next != NULL);
+                                  shown ? k : n, next ? 0 : visible,
+                                  next != NULL);
       free(shown);
-      if (!buf_failed(b)) ws_send_text(c, b->data, b->len);
-      buf_shrink(b, 65536);
+      if (buf_failed(b)) {
+        buf_shrink(b, 65536);
+      } else if (!next) {
+        ws_send_text(c, b->data, b->len);
+        buf_shrink(b, 65536);
+      } else {
+        /* More members than the page: their shown count from the store. */
+        /* The frame's own count comes before any member's bytes. */
+        static const char key[] = ",\"count\":0,";
+        const char *at = NULL;
+        for (size_t i = 0; !at && i + sizeof key - 1 <= b->len; i++)
+          if (memcmp(b->data + i, key, sizeof key - 1) == 0) at = b->data + i;
+        snap_wait_t *w = at ? calloc(1, sizeof *w) : NULL;
+        char *frame = w ? malloc(b->len) : NULL;
+        if (frame) {
+          memcpy(frame, b->data, b->len);
+          *w = (snap_wait_t){r, frame, b->len,
+                             (size_t)(at - b->data) + strlen(",\"count\":")};
+        }
+        buf_shrink(b, 65536);
+        if (frame && presence_channels_list(s->p, r->channel, NULL, 1,
+                                            on_shown_count, w) == 0)
+          return;
+        free(frame);
+        free(w);
+        ws_send_error(c, "internal", "out of memory", r->id);
+      }
     }
   }
   req_done(r);

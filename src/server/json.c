@@ -182,6 +182,10 @@ static void put_channel(buf_t *b, const presence_event_t *ev) {
   buf_puts(b, ev->meta && *ev->meta ? ev->meta : "null");
   buf_puts(b, ",\"count\":");
   buf_put_u64(b, ev->count);
+  /* What members are shown (invisible members left out): backends get
+   * both, members only this one, as "count". */
+  buf_puts(b, ",\"shown_count\":");
+  buf_put_u64(b, ev->shown_count);
 }
 
 /* Which common fields each event type carries, and what it adds of its own
@@ -383,8 +387,10 @@ void json_member(buf_t *b, const presence_member_info_t *m, unsigned flags) {
   buf_puts(b, m->data && *m->data ? m->data : "null");
   buf_puts(b, ",\"since\":");
   buf_put_i64(b, m->since_ms);
+  /* Other members get the shown version: the member's own moves with
+   * changes they are not sent. */
   buf_puts(b, ",\"version\":");
-  buf_put_u64(b, m->version);
+  buf_put_u64(b, shown ? m->shown_version : m->version);
   if (flags & JSON_MEMBER_SESSIONS) {
     buf_puts(b, ",\"sessions\":[");
     for (size_t i = 0; i < m->n_metas; i++) {
@@ -408,14 +414,19 @@ void json_member(buf_t *b, const presence_member_info_t *m, unsigned flags) {
 void json_frame_channel_change(buf_t *b, const presence_event_t *ev) {
   buf_puts(b, "{\"type\":\"channel\",\"channel\":");
   buf_put_json_str(b, ev->channel);
-  buf_puts(b, ",\"snapshot\":false,\"event\":\"");
+  /* A change the other members are not shown (an invisible member's) goes
+   * to the member's own sessions only, "hidden": its shown version does
+   * not move with it. */
+  buf_puts(b, presence_event_member_visible(ev)
+                  ? ",\"snapshot\":false,\"event\":\""
+                  : ",\"snapshot\":false,\"hidden\":true,\"event\":\"");
   buf_puts(b, channel_event_word(ev->type));
   buf_puts(b, "\",\"seq\":");
   buf_put_u64(b, ev->seq);
   buf_puts(b, ",\"reason\":\"");
   buf_puts(b, presence_reason_name(ev->reason));
   buf_puts(b, "\",\"count\":");
-  buf_put_u64(b, ev->count);
+  buf_put_u64(b, ev->shown_count);
   buf_puts(b, ",\"member\":{\"user_id\":");
   buf_put_json_str(b, ev->user_id);
   buf_puts(b, ",\"status\":\"");
@@ -428,7 +439,7 @@ void json_frame_channel_change(buf_t *b, const presence_event_t *ev) {
   buf_puts(b, ",\"data\":");
   buf_puts(b, ev->meta && *ev->meta ? ev->meta : "null");
   buf_puts(b, ",\"version\":");
-  buf_put_u64(b, ev->user_version);
+  buf_put_u64(b, ev->shown_version);
   /* The shown status before, like the status after: the computed one
    * would give away what the mask hides (idle under dnd). */
   buf_puts(b, "},\"from\":\"");

@@ -890,6 +890,10 @@ typedef struct mchan {
   presence__hkey_t key;
   uint32_t n_members; /* including members in grace */
   uint32_t n_joins;
+  /* Members whose user is invisible: absent to the other members, so they
+   * are shown n_members - n_hidden (docs/protocol.md 4.1). Kept by the
+   * join of a new member, member_leave and op_set_availability. */
+  uint32_t n_hidden;
   struct mmember *head; /* members, newest first */
   char name[];
 } mchan_t;
@@ -933,7 +937,12 @@ typedef struct mmember {
   uint32_t n_joins, n_online;
   uint32_t grace_gen;
   uint32_t q_refs; /* entries of the grace queue naming it */
-  uint64_t version;
+  /* The member's version (backends) and the one other members are shown:
+   * it moves with each change they are sent (member_visible, and one per
+   * availability change of the user), so it reveals no hidden change.
+   * 32 bits each, as the user's shown version. */
+  uint32_t version;
+  uint32_t shown_version;
   int64_t since_ms;
   char *gdata; /* the data it had when it entered its grace */
 } mmember_t;
@@ -1032,10 +1041,13 @@ static void emit_member_flags(mstore_t *m, presence_event_type_t type,
   ev.to = to;
   ev.user_version = ++mb->version;
   ev.count = mb->k.chan->n_members;
+  ev.shown_count = mb->k.chan->n_members - mb->k.chan->n_hidden;
   /* The member's availability, so channel observers mask it like watchers
    * do (an invisible member shows offline: presence_shown_status). */
   ev.availability_from = ev.availability_to =
       (presence_availability_t)mb->k.user->avail;
+  if (presence__event_member_visible(&ev)) mb->shown_version++;
+  ev.shown_version = mb->shown_version;
   emit(m, &ev, now, cause ? sid_len(cause) : 0, mb->k.user->key.len);
 }
 
@@ -1074,6 +1086,7 @@ static void member_leave(mstore_t *m, mmember_t *mb, presence_reason_t reason,
   else u->members = mb->u_next;
   if (mb->u_next) mb->u_next->u_prev = mb->u_prev;
   ch->n_members--;
+  if (u->avail == PRESENCE_AVAIL_INVISIBLE) ch->n_hidden--;
   m->stats.members--;
   emit_member(m, PRESENCE_EV_CHANNEL_LEAVE, mb, reason, cause, from,
               PRESENCE_OFFLINE, now);
@@ -1330,6 +1343,7 @@ static int op_join(mstore_t *m, const presence_write_t *w) {
     if (u->members) u->members->u_prev = mb;
     u->members = mb;
     ch->n_members++;
+    if (u->avail == PRESENCE_AVAIL_INVISIBLE) ch->n_hidden++;
     m->stats.members++;
   }
   presence_status_t from = m_status(mb);
@@ -1773,6 +1787,18 @@ static void emit_user_setting(mstore_t *m, muser_t *u,
   emit(m, &ev, now, 0, u->key.len);
 }
 
+/* The user's availability changed from `from`: each channel it is in shows
+ * it differently (one visibility frame per channel, so its shown version
+ * moves by one), and its hidden count moves when invisible came or went. */
+static void member_avail_changed(muser_t *u, presence_availability_t from) {
+  int d = (u->avail == PRESENCE_AVAIL_INVISIBLE) -
+          (from == PRESENCE_AVAIL_INVISIBLE);
+  for (mmember_t *mb = u->members; mb; mb = mb->u_next) {
+    mb->k.chan->n_hidden += (uint32_t)d;
+    mb->shown_version++;
+  }
+}
+
 static int op_set_availability(mstore_t *m, const presence_write_t *w) {
   muser_t *u = user_find_write(m, w);
   /* auto on a user never seen is what it already has: no record made. */
@@ -1784,6 +1810,7 @@ static int op_set_availability(mstore_t *m, const presence_write_t *w) {
   presence_availability_t from = (presence_availability_t)u->avail;
   u->avail = (uint8_t)w->availability;
   u->ext->avail_since_ms = now;
+  member_avail_changed(u, from);
   u->version++;
   emit_user_setting(m, u, PRESENCE_EV_USER_AVAILABILITY, from, w->reason, now);
   maybe_forget_later(m, u);
@@ -2075,6 +2102,8 @@ static int fill_member(mstore_t *m, const mmember_t *mb,
   o->version = mb->version;
   o->session_count = mb->n_joins;
   o->availability = (presence_availability_t)mb->k.user->avail;
+  o->shown_version = mb->shown_version;
+  o->channel_shown_count = mb->k.chan->n_members - mb->k.chan->n_hidden;
   o->metas = metas;
   o->n_metas = 0;
   for (const mjoin_t *j = mb->joins; j; j = j->m_next) {
@@ -2163,7 +2192,8 @@ static int m_channels_list(presence_store_t *st, const char *prefix,
   pick_sort(m, n, chan_key);
   for (size_t i = 0; i < n; i++) {
     mchan_t *c = m->pick[i];
-    m->cinfo[i] = (presence_channel_info_t){c->name, c->n_members};
+    m->cinfo[i] = (presence_channel_info_t){c->name, c->n_members,
+                                            c->n_members - c->n_hidden};
   }
   cb(ud, 0, m->cinfo, n, more && n ? m->cinfo[n - 1].channel : NULL);
   return 0;

@@ -1083,10 +1083,11 @@ int presence__redis_unpack(char *blob, size_t len, uint64_t last_seq,
       return PRESENCE_ESTORE;
     /* A user's events carry flags above the type (presence.lua, uemit):
      * 256 a device tail, 512 the shown version, 1024 a user event follows;
-     * a channel.update 2048 when its data changed (cemit). */
+     * a channel.update 2048 when its data changed, a channel event 4096
+     * its shown count after the shown version (cemit). */
     uint64_t tflags = n[0] >> 8;
     n[0] &= 0xff;
-    if (n[0] >= PRESENCE_EV_COUNT_ || (tflags & ~(uint64_t)15))
+    if (n[0] >= PRESENCE_EV_COUNT_ || (tflags & ~(uint64_t)31))
       return PRESENCE_ESTORE;
     if (tflags & 8) ev->flags |= PRESENCE_EVENT_DATA_CHANGED;
     if (n[0] >= PRESENCE_EV_CHANNEL_JOIN && n[0] <= PRESENCE_EV_CHANNEL_UPDATE) {
@@ -1118,6 +1119,11 @@ int presence__redis_unpack(char *blob, size_t len, uint64_t last_seq,
       uint64_t sv;
       if (unpack_num(&p, end, &sv)) return PRESENCE_ESTORE;
       ev->shown_version = sv;
+    }
+    if (tflags & 16) {
+      uint64_t shown;
+      if (unpack_num(&p, end, &shown)) return PRESENCE_ESTORE;
+      ev->shown_count = shown;
     }
     if (tflags & 4) ev->flags |= PRESENCE_EVENT_USER_FOLLOWS;
     ev->type = (presence_event_type_t)n[0];
@@ -3275,7 +3281,11 @@ static int parse_members(rstore_t *st, const redisReply *p, size_t *i, size_t n,
     long sv = strtol(p->element[*i + 1]->str, NULL, 10);
     m->status = st_of_n(sv & 3);
     m->availability = (presence_availability_t)((sv >> 2) & 3);
-    m->version = strtoull(p->element[*i + 2]->str, NULL, 10);
+    /* 'v/sv' or 'v/sv/shown count' (member_reply). */
+    char *e = NULL;
+    m->version = strtoull(p->element[*i + 2]->str, &e, 10);
+    if (*e == '/') m->shown_version = strtoull(e + 1, &e, 10);
+    if (*e == '/') m->channel_shown_count = strtoull(e + 1, &e, 10);
     m->since_ms = strtoll(p->element[*i + 3]->str, NULL, 10);
     m->data = opt_data(p->element[*i + 4]);
     size_t ns = strtoul(p->element[*i + 5]->str, NULL, 10);
@@ -3352,7 +3362,10 @@ static void channels_done(rstore_t *st, req_t *r, redisReply *rep, int code) {
   }
   for (size_t i = 0; i < n; i++) {
     v[i].channel = p->element[1 + 2 * i]->str;
-    v[i].count = strtoull(p->element[2 + 2 * i]->str, NULL, 10);
+    /* 'count/shown count' (q_chans). */
+    char *e = NULL;
+    v[i].count = strtoull(p->element[2 + 2 * i]->str, &e, 10);
+    if (*e == '/') v[i].shown_count = strtoull(e + 1, NULL, 10);
   }
   bool more = p->element[0]->str[0] == '1';
   r->channels_cb(r->ud, 0, v, n, more && n ? v[n - 1].channel : NULL);

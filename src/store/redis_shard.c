@@ -925,6 +925,7 @@ static void chans_last(gather_t *g) {
     for (size_t i = 0; i < g->nc; i++) {
       if (w && !strcmp(g->c[w - 1].channel, g->c[i].channel)) {
         g->c[w - 1].count += g->c[i].count;
+        g->c[w - 1].shown_count += g->c[i].shown_count;
         presence__free(g->r->a, (char *)g->c[i].channel);
         continue;
       }
@@ -952,6 +953,7 @@ static void chans_page(void *ud, int status, const presence_channel_info_t *c,
         break;
       }
       g->c[g->nc].channel = name;
+      g->c[g->nc].shown_count = c[i].shown_count;
       g->c[g->nc++].count = c[i].count;
     }
   }

@@ -8,6 +8,7 @@ the backend endpoints (members paged, count, channels under a prefix, a
 user's channels, removal) and channel events on GET /v1/events with type and
 channel-prefix filters."""
 
+import asyncio
 import os
 import sys
 import time
@@ -192,7 +193,8 @@ async def test_backend_api(t, d, args):
     t.eq("paging lists every member once", seen, [f"api-u{i}" for i in range(5)])
     r = await http(d, "GET", "/v1/channels?prefix=doc:")
     t.eq("channels under a prefix with counts", (r.json() or {}).get("channels"),
-         [{"channel": "doc:1", "count": 5}, {"channel": "doc:2", "count": 2}])
+         [{"channel": "doc:1", "count": 5, "shown_count": 5},
+          {"channel": "doc:2", "count": 2, "shown_count": 2}])
     r = await http(d, "GET", "/v1/users/api-u1/channels")
     t.eq("a user's channels", [x["channel"] for x in (r.json() or {}).get("channels", [])], ["doc:1", "doc:2"]
          if [x["channel"] for x in (r.json() or {}).get("channels", [])][:1] == ["doc:1"]
@@ -322,6 +324,7 @@ async def masked_members(t, da, db, label):
     t.eq(f"{label}: invisible: one frame, bob leaves, shown offline",
          [(x["event"], x["member"]["status"]) for x in got], [("leave", "offline")])
     await b.send({"type": "status", "status": "idle"})
+    await b.collect(0.3)
     await bob_does({"type": "update", "channel": room, "data": {"n": "b3"}}, "u2")
     t.eq(f"{label}: an invisible member's status and data changes: no frame", await bob_frames(), [])
     c = await Client.connect(db, "mk-cat", tok=chan_tok("mk-cat", "*"))
@@ -347,8 +350,100 @@ async def masked_members(t, da, db, label):
         await x.close()
 
 
+async def hidden_counts(t, da, db, dc, label):
+    """An invisible member is not counted by the other members
+    (docs/protocol.md 4.1): snapshots and changes carry the shown count
+    (backends get both); going invisible is one leave-like frame with the
+    count one less, coming back one join-like frame with it one more; a
+    change under dnd that shows nothing sends nothing; the version members
+    see moves by one per frame they get. bob's session is on da, ann looks
+    from db, cat from dc (one daemon, or three sharing a Redis)."""
+    room = f"cnt-{label}"
+    a = await Client.connect(db, "hc-ann", tok=chan_tok("hc-ann", "*"))
+    c = await Client.connect(dc, "hc-cat", tok=chan_tok("hc-cat", "*"))
+    b = await Client.connect(da, "hc-bob", tok=chan_tok("hc-bob", "*"))
+    await join(a, room, {"n": "a"})
+    await join(c, room, {"n": "c"})
+
+    async def bob_does(msg, ident):
+        await b.send(dict(msg, id=ident))
+        await b.expect_type("ack", 5, id=ident)
+
+    async def bob_frames(x, secs=0.8):
+        return [m for m in await x.collect(secs) if is_change(room, user="hc-bob")(m)]
+
+    await bob_does({"type": "availability", "availability": "invisible"}, "inv0")
+    snap = await join(b, room, {"n": "b"})
+    t.eq(f"{label}: bob joins invisible: his own snapshot lists him, counts the 2 others",
+         (snap or {}).get("count"), 2)
+    t.eq(f"{label}: bob's invisible join: no frame to ann", await bob_frames(a), [])
+    snap = await join(c, room, ident="again")
+    t.eq(f"{label}: cat's snapshot: 2 listed, count 2 (not 3)",
+         (sorted(x["user_id"] for x in (snap or {}).get("members", [])), (snap or {}).get("count")),
+         (["hc-ann", "hc-cat"], 2))
+    r = await http(dc, "GET", f"/v1/channels?prefix={room}")
+    t.eq(f"{label}: the backend listing: count 3 (the truth), shown_count 2",
+         [(x.get("count"), x.get("shown_count")) for x in (r.json() or {}).get("channels", [])], [(3, 2)])
+
+    await bob_does({"type": "availability", "availability": "auto"}, "vis")
+    got = await bob_frames(a)
+    t.eq(f"{label}: visible: one join-like frame, count 3",
+         [(x["event"], x.get("count"), x["member"]["status"]) for x in got], [("join", 3, "online")])
+    v0 = got[0]["member"]["version"] if got else 0
+    await bob_does({"type": "availability", "availability": "dnd"}, "dnd")
+    got = await bob_frames(a)
+    t.eq(f"{label}: dnd: one update, count 3, the version one more",
+         [(x["event"], x.get("count"), x["member"].get("version")) for x in got], [("update", 3, v0 + 1)])
+    await b.send({"type": "status", "status": "idle"})
+    t.eq(f"{label}: online -> idle under dnd: no frame", await bob_frames(a), [])
+    await b.send({"type": "status", "status": "online"})
+    t.eq(f"{label}: idle -> online under dnd: no frame", await bob_frames(a), [])
+    await bob_does({"type": "update", "channel": room, "data": {"n": "b2"}}, "u1")
+    got = await bob_frames(a)
+    t.eq(f"{label}: a data change: one frame, the version one more (the hidden moves skipped none)",
+         [(x["event"], x.get("count"), x["member"].get("version")) for x in got], [("update", 3, v0 + 2)])
+
+    await bob_does({"type": "availability", "availability": "invisible"}, "inv")
+    got = await bob_frames(a)
+    t.eq(f"{label}: invisible: one leave-like frame, count 2",
+         [(x["event"], x.get("count"), x["member"]["status"]) for x in got], [("leave", 2, "offline")])
+    await b.collect(0.3)
+    await bob_does({"type": "update", "channel": room, "data": {"n": "b3"}}, "u2")
+    t.eq(f"{label}: an invisible member's data change: no frame to ann", await bob_frames(a), [])
+    own = [m for m in await b.collect(0.5) if is_change(room, user="hc-bob")(m)]
+    t.eq(f"{label}: bob's own session gets it, marked hidden, the count without him",
+         [(x.get("hidden"), x.get("count"), x["member"]["data"]) for x in own], [(True, 2, {"n": "b3"})])
+    await c.send({"type": "leave", "channel": room, "id": "cl"})
+    await c.expect_type("ack", 5, id="cl")
+    m, _ = await a.expect(is_change(room, "leave", "hc-cat"), 5)
+    t.eq(f"{label}: cat leaves: ann is shown count 1 (bob, invisible, not counted)",
+         (m or {}).get("count"), 1)
+    r = await http(db, "GET", f"/v1/channels?prefix={room}")
+    t.eq(f"{label}: backend: count 2, shown_count 1",
+         [(x.get("count"), x.get("shown_count")) for x in (r.json() or {}).get("channels", [])], [(2, 1)])
+    await b.close()
+    await asyncio.sleep(0.5)
+    t.eq(f"{label}: bob's session ends while invisible: no frame to ann", await bob_frames(a), [])
+    r = await http(dc, "GET", f"/v1/channels?prefix={room}")
+    t.eq(f"{label}: backend after bob's end: count 1, shown_count 1",
+         [(x.get("count"), x.get("shown_count")) for x in (r.json() or {}).get("channels", [])], [(1, 1)])
+    b = await Client.connect(da, "hc-bob", tok=chan_tok("hc-bob", "*"))
+    await join(b, room, {"n": "b4"})
+    t.eq(f"{label}: bob back, still invisible: no frame to ann", await bob_frames(a), [])
+    await bob_does({"type": "availability", "availability": "auto"}, "vis2")
+    got = await bob_frames(a)
+    t.eq(f"{label}: visible again: one join-like frame, count 2",
+         [(x["event"], x.get("count")) for x in got], [("join", 2)])
+    for x in (a, b, c):
+        await x.close()
+
+
 async def test_masked_members(t, d, args):
     await masked_members(t, d, d, "embedded")
+
+
+async def test_hidden_counts(t, d, args):
+    await hidden_counts(t, d, d, d, "embedded")
 
 
 async def test_presencectl(t, d, args):
@@ -420,7 +515,7 @@ if __name__ == "__main__":
          [test_members_and_changes, test_observe_and_grants, test_limits_and_bad_input]),
         ("channels-api", {"--offline-grace-ms": "0"}, [test_backend_api, test_events_stream,
                                                        test_presencectl, test_invisible_members,
-                                                       test_masked_members]),
+                                                       test_masked_members, test_hidden_counts]),
         ("channels-hooks", {"--offline-grace-ms": "0", "--webhook-batch-ms": "20",
                             "--webhook": f"url={HOOKS.url()},secret=s3cret,events=channel.*,"
                                          "channel-prefix=hook:"}, [test_webhook_filters]),

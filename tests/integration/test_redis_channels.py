@@ -15,6 +15,9 @@ Channels on three presenced instances sharing one Redis (issue 13).
             on another: what they are shown is masked by its availability
             (dnd, away, invisible) exactly as on the embedded store
             (test_channels.masked_members).
+  hidden:   an invisible member is not counted by the others: snapshots and
+            changes on every instance carry the shown count, going invisible
+            and back is one leave-/join-like frame (test_channels.hidden_counts).
   fifty:    50 WebSocket sessions of one user over the three instances join
             one channel in random order, then leave in random order: one
             channel.join and one channel.leave in the cluster's log.
@@ -31,7 +34,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import Client, http, token  # noqa: E402
-from test_channels import masked_members  # noqa: E402
+from test_channels import hidden_counts, masked_members  # noqa: E402
 from test_redis_cluster import (LEASE_MS, read_log, run_scenarios,  # noqa: E402
                                 wait_for)
 
@@ -192,8 +195,13 @@ async def test_masked(t, cl):
     await masked_members(t, cl.d[0], cl.d[1], "redis")
 
 
+async def test_hidden(t, cl):
+    await hidden_counts(t, cl.d[0], cl.d[1], cl.d[2], "redis")
+
+
 SCENARIOS = [
     ("masked", test_masked, {"extra": {"--offline-grace-ms": "0"}}),
+    ("hidden", test_hidden, {"extra": {"--offline-grace-ms": "0"}}),
     ("kill9", test_kill9, {"extra": {"--offline-grace-ms": "0"}}),
     ("sigstop", test_sigstop, {"extra": {"--offline-grace-ms": "0"}}),
     ("restart", test_restart, {"extra": {"--offline-grace-ms": "0"}}),

@@ -12,6 +12,15 @@
  * version one above the last. Every 2048 steps every member and every
  * channel's count is compared.
  *
+ * Availability (docs/protocol.md 4.1): now and then (a random stream of its
+ * own, so the operations' stream is the one it was) a user's availability
+ * is set. Each channel's shown count must be its members less the
+ * invisible ones, the members it lists must carry the availability set,
+ * and (embedded store) every channel event's shown count must be what the
+ * replay counts; every member's shown version must move by one with each
+ * change other members are shown (presence_event_member_visible) and each
+ * availability change of its user, and with nothing else.
+ *
  * Built with PROPERTY_REDIS (redis/test_property_channels) the same model
  * runs against the Redis store on a real redis-server the test starts, with
  * two instances on it (even sessions on "alpha", odd ones on "beta"): every
@@ -72,6 +81,7 @@ typedef struct rmember { /* the replay */
   char data[32];
   int has_data;
   uint64_t version;
+  uint64_t shown_version;
 } rmember_t;
 
 typedef struct world world_t;
@@ -90,6 +100,10 @@ struct world {
   rmember_t r[N_CH][N_USERS];
   uint64_t stamp;
   uint64_t rng;
+  uint64_t rng_avail; /* availability steps: a stream of their own */
+  presence_availability_t avail[N_USERS]; /* the model */
+  presence_availability_t r_avail[N_USERS]; /* the replay */
+  long avail_changes;
   bool real_time; /* Redis: its own clock, no clock steps, no grace */
   long chan_events;
   int touched[64][2];
@@ -119,6 +133,13 @@ static uint32_t next_rand(world_t *w) {
   return (uint32_t)((w->rng * 0x2545f4914f6cdd1dull) >> 32);
 }
 
+static uint32_t avail_rand(world_t *w) {
+  w->rng_avail ^= w->rng_avail >> 12;
+  w->rng_avail ^= w->rng_avail << 25;
+  w->rng_avail ^= w->rng_avail >> 27;
+  return (uint32_t)((w->rng_avail * 0x2545f4914f6cdd1dull) >> 32);
+}
+
 static void touch(world_t *w, int c, int u) {
   if (w->n_touched < 64) {
     w->touched[w->n_touched][0] = c;
@@ -133,11 +154,45 @@ static int data_index(const char *d) {
   return 0;
 }
 
+/* A channel event's count and shown count: the replay's members after it,
+ * and those of them not invisible. On Redis a grace may end, decided by
+ * either instance, between a write's events: counts are compared there in
+ * check_all, from the store's own answers. */
+static void replay_counts(world_t *w, int c, const presence_event_t *ev) {
+#ifdef PROPERTY_REDIS
+  (void)w;
+  (void)c;
+  assert_true(ev->shown_count <= ev->count);
+#else
+  uint64_t n = 0, shown = 0;
+  for (int u = 0; u < N_USERS; u++) {
+    n += w->r[c][u].present;
+    shown += w->r[c][u].present && w->r_avail[u] != PRESENCE_AVAIL_INVISIBLE;
+  }
+  if (ev->count != n || ev->shown_count != shown)
+    fail_msg("%s %s/%s: count %llu shown %llu, replay %llu shown %llu "
+             "(seed %llu)",
+             presence_event_type_name(ev->type), ev->channel, ev->user_id,
+             (unsigned long long)ev->count, (unsigned long long)ev->shown_count,
+             (unsigned long long)n, (unsigned long long)shown,
+             (unsigned long long)w->rng);
+#endif
+}
+
 static void on_event(presence_t *p, const presence_event_t *ev, void *ud) {
   (void)p;
   inst_ctx_t *x = ud;
   world_t *w = x->w;
   if (x->idx < 0) return; /* an instance being killed: nothing counts */
+  if (ev->type == PRESENCE_EV_USER_AVAILABILITY) {
+    /* Every channel the user is in shows it differently: one visibility
+     * frame each, its shown version one more. */
+    int au = atoi(ev->user_id + 1);
+    w->r_avail[au] = ev->availability_to;
+    for (int k = 0; k < N_CH; k++)
+      if (w->r[k][au].present) w->r[k][au].shown_version++;
+    return;
+  }
   if (ev->type == PRESENCE_EV_SESSION_CONNECTED ||
       ev->type == PRESENCE_EV_SESSION_DISCONNECTED) {
     /* Every other session id is a canonical UUID (session_id_of). */
@@ -188,6 +243,17 @@ static void on_event(presence_t *p, const presence_event_t *ev, void *ud) {
              (unsigned long long)ev->user_version,
              (unsigned long long)r->version, (unsigned long long)w->rng);
   r->version = ev->user_version;
+  uint64_t sv = r->shown_version + (presence_event_member_visible(ev) ? 1 : 0);
+  if (ev->shown_version != sv)
+    fail_msg("%s %s/%s: shown version %llu, want %llu (seed %llu)",
+             presence_event_type_name(ev->type), ev->channel, ev->user_id,
+             (unsigned long long)ev->shown_version, (unsigned long long)sv,
+             (unsigned long long)w->rng);
+  r->shown_version = sv;
+  if (ev->availability_to != w->r_avail[u])
+    fail_msg("%s %s/%s: availability %d, the user's %d (seed %llu)",
+             presence_event_type_name(ev->type), ev->channel, ev->user_id,
+             ev->availability_to, w->r_avail[u], (unsigned long long)w->rng);
   switch (ev->type) {
   case PRESENCE_EV_CHANNEL_JOIN:
     assert_false(r->present);
@@ -200,6 +266,8 @@ static void on_event(presence_t *p, const presence_event_t *ev, void *ud) {
     assert_null(ev->meta);
     r->present = 0;
     r->version = 0; /* a new member starts again at 1 */
+    r->shown_version = 0;
+    replay_counts(w, c, ev);
     return;
   default: {
     assert_true(r->present);
@@ -214,6 +282,7 @@ static void on_event(presence_t *p, const presence_event_t *ev, void *ud) {
   r->status = ev->to;
   r->has_data = ev->meta != NULL;
   snprintf(r->data, sizeof r->data, "%s", ev->meta ? ev->meta : "");
+  replay_counts(w, c, ev);
 }
 
 /* What the sessions say the member is; returns its joined sessions. */
@@ -269,6 +338,8 @@ typedef struct got_member {
   uint64_t version;
   uint32_t session_count;
   size_t n_metas;
+  presence_availability_t availability;
+  uint64_t shown_version;
 } got_member_t;
 
 #ifdef PROPERTY_REDIS
@@ -294,7 +365,8 @@ static void on_page(presence_t *p, int status,
     int u = atoi(mi[i].user_id + 1);
     a->m[u] = (got_member_t){0, mi[i].status, data_index(mi[i].data),
                              mi[i].version, mi[i].session_count,
-                             mi[i].n_metas};
+                             mi[i].n_metas, mi[i].availability,
+                             mi[i].shown_version};
   }
 }
 
@@ -329,7 +401,8 @@ static got_member_t get_member(world_t *w, int c, int u) {
   g.rc = presence_member_get(w->p, ch, uid, &mi);
   if (g.rc == 0)
     g = (got_member_t){0, mi.status, data_index(mi.data), mi.version,
-                       mi.session_count, mi.n_metas};
+                       mi.session_count, mi.n_metas, mi.availability,
+                       mi.shown_version};
   /* Each session listed is one the model has joined there, by its id's
    * text (half are UUIDs the store keeps as 16 bytes). */
   for (size_t k = 0; g.rc == 0 && k < mi.n_metas; k++) {
@@ -378,6 +451,66 @@ static void compare_member(world_t *w, int c, int u, const got_member_t *mi) {
   assert_int_equal(mi->session_count, (uint32_t)n);
   assert_int_equal(mi->n_metas, (size_t)n);
   assert_int_equal(mi->version, r->version);
+  assert_int_equal(mi->shown_version, r->shown_version);
+  if (mi->availability != w->avail[u])
+    fail_msg("%s/%s: availability %d, set %d (seed %llu)", ch, uid,
+             mi->availability, w->avail[u], (unsigned long long)w->rng);
+}
+
+/* The channel's count and shown count, from the channel listing. */
+typedef struct chan_answer {
+  const char *name;
+  bool got;
+  int status;
+  uint64_t count, shown_count;
+} chan_answer_t;
+
+static void on_chan(presence_t *p, int status,
+                    const presence_channel_info_t *ci, size_t n,
+                    const char *next, void *ud) {
+  (void)p;
+  (void)next;
+  chan_answer_t *a = ud;
+  a->got = true;
+  a->status = status;
+  if (status == 0 && n && strcmp(ci[0].channel, a->name) == 0) {
+    a->count = ci[0].count;
+    a->shown_count = ci[0].shown_count;
+  }
+}
+
+#ifdef PROPERTY_REDIS
+static bool chan_got(void *ud) { return ((chan_answer_t *)ud)->got; }
+#endif
+
+/* The shown count must be the members less the invisible ones: those the
+ * model holds (bounds on Redis, where a member in grace may have left), and
+ * those the listing names (listed: members the store listed, of them shown
+ * not invisible; -1: not read). */
+static void check_shown_count(world_t *w, int c, long listed, long shown) {
+  char ch[8];
+  snprintf(ch, sizeof ch, "c%d", c);
+  chan_answer_t a = {.name = ch};
+  assert_int_equal(presence_channels_list(w->p, ch, NULL, 1, on_chan, &a), 0);
+#ifdef PROPERTY_REDIS
+  if (!run_until(&w->loop, chan_got, &a, 10000))
+    fail_msg("no answer about channel %s", ch);
+#endif
+  assert_true(a.got);
+  assert_int_equal(a.status, 0);
+  long want = 0, grace_shown = 0;
+  for (int u = 0; u < N_USERS; u++) {
+    int vis = w->avail[u] != PRESENCE_AVAIL_INVISIBLE;
+    want += w->m[c][u].present && vis;
+    grace_shown += w->m[c][u].pending && vis;
+  }
+  if (!((long)a.shown_count <= want && (long)a.shown_count + grace_shown >= want) ||
+      (listed >= 0 && ((long)a.count != listed || (long)a.shown_count != shown)))
+    fail_msg("%s: shown count %llu of %llu, model %ld (+%ld in grace), "
+             "listed %ld of %ld (seed %llu)",
+             ch, (unsigned long long)a.shown_count,
+             (unsigned long long)a.count, want, grace_shown, shown, listed,
+             (unsigned long long)w->rng);
 }
 
 static void check_member(world_t *w, int c, int u) {
@@ -400,6 +533,13 @@ static void check_all(world_t *w) {
     /* Members in grace may have left in Redis already (see above). */
     assert_true(a.count <= (uint64_t)count &&
                 a.count + (uint64_t)in_grace >= (uint64_t)count);
+    long listed = 0, shown = 0;
+    for (int u = 0; u < N_USERS; u++) {
+      if (a.m[u].rc != 0) continue;
+      listed++;
+      shown += a.m[u].availability != PRESENCE_AVAIL_INVISIBLE;
+    }
+    check_shown_count(w, c, listed, shown);
 #else
     for (int u = 0; u < N_USERS; u++) {
       check_member(w, c, u);
@@ -408,6 +548,11 @@ static void check_all(world_t *w) {
     char ch[8];
     snprintf(ch, sizeof ch, "c%d", c);
     assert_int_equal(presence_channel_count(w->p, ch), count);
+    long shown = 0;
+    for (int u = 0; u < N_USERS; u++)
+      shown += w->m[c][u].present &&
+               w->avail[u] != PRESENCE_AVAIL_INVISIBLE;
+    check_shown_count(w, c, count, shown);
 #endif
   }
 }
@@ -467,6 +612,31 @@ static void session_gone(world_t *w, msess_t *s, int graceful) {
 }
 
 static void kill_beta(world_t *w);
+
+/* Now and then a user's availability is set (through the instance asked):
+ * every channel it is in counts it as shown or hidden. */
+static void avail_step(world_t *w) {
+  if (avail_rand(w) % 100 >= 3) return;
+  int u = (int)(avail_rand(w) % N_USERS);
+  presence_availability_t a =
+      (presence_availability_t)(avail_rand(w) % PRESENCE_AVAIL_COUNT_);
+#ifdef PROPERTY_REDIS
+  /* A member of u's in its grace may leave any moment, decided by either
+   * instance's timer, and its leave be delivered after this write's events
+   * though Redis ordered it before: the replay would count the change
+   * against a member already gone. Such a user is left alone. */
+  for (int c = 0; c < N_CH; c++)
+    if (w->m[c][u].pending) return;
+#endif
+  char uid[8];
+  snprintf(uid, sizeof uid, "u%d", u);
+  int rc = WRITE(w, presence_user_set_availability(w->p, uid, a, op_done, w));
+  assert_int_equal(rc, 0);
+  if (w->avail[u] != a) w->avail_changes++;
+  w->avail[u] = a;
+  for (int c = 0; c < N_CH; c++)
+    if (w->m[c][u].present) check_member(w, c, u);
+}
 
 static void step(world_t *w) {
   int si = (int)(next_rand(w) % N_SESSIONS);
@@ -680,12 +850,15 @@ static void run(uint32_t grace, uint64_t seed, long steps) {
   w->ctx[0] = (inst_ctx_t){w, 0};
   presence_on_event(w->p, on_event, &w->ctx[0]);
 #endif
+  w->rng_avail = seed ^ 0x5851f42d4c957f2dull;
   for (long i = 0; i < steps; i++) {
     step(w);
+    avail_step(w);
     if ((i & 2047) == 0) check_all(w);
   }
   check_all(w);
   assert_true(w->chan_events > steps / 10); /* the run did exercise members */
+  assert_true(w->avail_changes > steps / 100); /* and availability */
 #ifdef PROPERTY_REDIS
   print_message("%ld steps, %ld channel events, %ld instance losses, %ld "
                 "members lost with them, %ld graces ended\n",

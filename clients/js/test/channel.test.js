@@ -105,3 +105,27 @@ test('left: a backend removed us', async () => {
   assert.deepEqual(left, { reason: 'kicked' });
   assert.deepEqual(env.client.channels(), []);
 });
+
+test('invisible: counts are the shown ones; our own hidden changes apply whatever their version', async () => {
+  const env = setup();
+  env.client.connect();
+  const ws = await open(env);
+  const room = env.client.channel('room', { data: { n: 1 } });
+  const join = ws.sent.find((m) => m.type === 'join');
+  // We are invisible: listed to ourselves, not counted (docs/protocol.md 4.1).
+  ws.serverSend(snapshot(join.id, [
+    { user_id: 'ann', status: 'online', data: null, since: 1, version: 3 },
+    { user_id: 'me', status: 'offline', data: { n: 1 }, since: 1, version: 2 }], 1));
+  assert.equal(room.count, 1);
+  // Our own data change while invisible: sent to our sessions only, "hidden",
+  // the version others are shown unmoved.
+  ws.serverSend({ ...change('update', { user_id: 'me', status: 'offline', data: { n: 2 }, version: 2 }, 1), hidden: true });
+  assert.deepEqual(room.members().find((m) => m.user_id === 'me').data, { n: 2 });
+  // Without the flag the same version is stale, as before.
+  ws.serverSend(change('update', { user_id: 'ann', status: 'online', data: { x: 1 }, version: 3 }, 1));
+  assert.equal(room.members().find((m) => m.user_id === 'ann').data, null);
+  // Another member going invisible: a leave-like frame with the count one less.
+  ws.serverSend({ ...change('leave', { user_id: 'ann', status: 'offline', data: null, version: 4 }, 0), visibility: true });
+  assert.equal(room.count, 0);
+  assert.deepEqual(room.members().map((m) => m.user_id), ['me']);
+});

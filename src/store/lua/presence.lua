@@ -494,7 +494,9 @@ end
 --
 -- A channel's keys share the hash tag {c:<name>}:
 --   c:{c:N}   hash: 'm\t'..user -> member record, 'j\t'..sid -> join
---             record, 'd\t'..user -> the data of a member in its grace
+--             record, 'd\t'..user -> the data of a member in its grace,
+--             'h' -> how many members are invisible (absent to the other
+--             members: they are shown ZCARD - h)
 --   cm:{c:N}  zset (all scores 0): the member user ids, for paging in byte
 --             order (ZRANGEBYLEX) and the count (ZCARD)
 -- A user's, beside its own hash under {u:<user>}:
@@ -516,20 +518,21 @@ local function split_tab(x)
   return t
 end
 
--- Member record: "st v since non g gr" then '\t'..sid per joined session,
--- most recent (joined or updated) first: its join holds the member's data.
+-- Member record: "st v since non g gr sv" then '\t'..sid per joined
+-- session, most recent (joined or updated) first: its join holds the
+-- member's data. sv: the version other members are shown (cemit).
 local function mrec_parse(h)
   if not h then return nil end
   local head, rest = string.match(h, '^([^\t]*)(.*)$')
-  local st, v, since, non, g, gr = string.match(head,
-    '^(%d+) (%d+) (%d+) (%d+) (%d+) (%d+)$')
+  local st, v, since, non, g, gr, sv = string.match(head,
+    '^(%d+) (%d+) (%d+) (%d+) (%d+) (%d+) ?(%d*)$')
   return {st = tonumber(st), v = tonumber(v), since = since,
           non = tonumber(non), g = tonumber(g), gr = tonumber(gr),
-          sids = split_tab(rest)}
+          sv = tonumber(sv) or 0, sids = split_tab(rest)}
 end
 local function mrec_make(M)
-  local h = string.format('%d %d %s %d %d %d', M.st, M.v, M.since, M.non, M.g,
-                          M.gr)
+  local h = string.format('%d %d %s %d %d %d %d', M.st, M.v, M.since, M.non,
+                          M.g, M.gr, M.sv)
   if #M.sids > 0 then h = h .. '\t' .. table.concat(M.sids, '\t') end
   return h
 end
@@ -569,15 +572,46 @@ local function avail_of(u)
   end
   return a
 end
+-- The channel's invisible members (field 'h'), and its shown count.
+local function hidden_of(c)
+  return tonumber(redis.call('HGET', k_chan(c), 'h')) or 0
+end
 -- count: the member count after the event, when the caller knows it.
 -- dchg: a channel.update whose data changed (flag 2048 above the type,
--- PRESENCE_EVENT_DATA_CHANGED).
+-- PRESENCE_EVENT_DATA_CHANGED). The member's shown version (M.sv) moves
+-- when the other members are shown the change (presence_event_member_
+-- visible in C); the event carries it (flag 512, as a user's) and the
+-- shown count (flag 4096): the tails 'sv shown '.
 local function cemit(ty, reason, sid, c, M, data, from, to, count, dchg)
   M.v = M.v + 1
-  local a4 = 4 * avail_of(M.u)
+  local a = avail_of(M.u)
+  local a4 = 4 * a
+  if a ~= 3 and (ty ~= EV_CUPDATE or dchg or
+                 shown_st(a, from) ~= shown_st(a, to)) then
+    M.sv = M.sv + 1
+  end
   if dchg then ty = ty + 2048 end
-  emit(ty, reason, sid, M.u, data, from + a4, to + a4, M.v, nil,
-       s(count or redis.call('ZCARD', k_cmem(c))), c)
+  local n = count or redis.call('ZCARD', k_cmem(c))
+  local shown = n
+  if n > 0 then shown = n - hidden_of(c) end
+  emit(ty + 512 + 4096, reason, sid, M.u, data, from + a4, to + a4, M.v, nil,
+       s(n), c, s(M.sv) .. ' ' .. s(shown) .. ' ')
+end
+-- The user's availability changed from `from` to `to`: each of its
+-- channels shows it differently (one visibility frame each: its shown
+-- version moves), and counts it as hidden or not. Its channels lie in its
+-- shard (redis_shard.c).
+local function chans_avail(u, from, to)
+  local d = 0
+  if to == 3 then d = 1 elseif from == 3 then d = -1 end
+  for _, c in ipairs(redis.call('SMEMBERS', k_uc(u))) do
+    local M = mget(c, u)
+    if M then
+      M.sv = M.sv + 1
+      mput(c, M)
+      if d ~= 0 then redis.call('HINCRBY', k_chan(c), 'h', d) end
+    end
+  end
 end
 local function list_remove(t, x)
   for i = 1, #t do
@@ -591,6 +625,7 @@ end
 
 -- The member leaves: its records go, channel.leave.
 local function member_leave(c, M, reason, cause)
+  if avail_of(M.u) == 3 then redis.call('HINCRBY', k_chan(c), 'h', -1) end
   redis.call('HDEL', k_chan(c), 'm\t' .. M.u, 'd\t' .. M.u)
   redis.call('ZREM', k_cmem(c), M.u)
   redis.call('SREM', k_uc(M.u), c)
@@ -714,8 +749,9 @@ local function chan_join(sid, u, c, dm, maxc, reason)
   local M = mget(c, u)
   if not M then
     M = {u = u, st = online and ON or IDLE, v = 0, since = now_s,
-         non = online and 1 or 0, g = 0, gr = 0, sids = {sid}}
+         non = online and 1 or 0, g = 0, gr = 0, sv = 0, sids = {sid}}
     redis.call('ZADD', k_cmem(c), 0, u)
+    if avail_of(u) == 3 then redis.call('HINCRBY', kc, 'h', 1) end
     -- A channel is in chans exactly while it has members (member_leave
     -- drops it with its last): only its first member adds it, and the
     -- count is the event's.
@@ -1023,6 +1059,7 @@ local function w_avail(b)
   local from = U.av
   U.av = av
   avail_memo[u] = nil
+  chans_avail(u, from, av)
   U.v = U.v + 1
   if av ~= 0 then redis.call('PERSIST', k_user(u)) end
   uemit(U, EV_UAVAIL, R_EXPLICIT, nil, u, nil, U.st, U.st, from, nil, nil,
@@ -1297,6 +1334,7 @@ OPS.sassert = function()
       local from = U.av
       U.av = av
       avail_memo[u] = nil
+      chans_avail(u, from, av)
       U.v = U.v + 1
       uemit(U, EV_UAVAIL, R_RESYNC, nil, u, nil, U.st, U.st, from, nil, nil,
             nil, false)
@@ -1646,14 +1684,19 @@ end
 
 -- A member as reply fields: user, status, version, since, '=' data or '',
 -- number of sessions, then per session: id, status, joined ms, '=' data or
--- ''.
-local function member_reply(c, u, res)
+-- ''. The version field is 'v/sv' (the shown version after the slash) or,
+-- with_shown, 'v/sv/shown' (the channel's shown count too).
+local function member_reply(c, u, res, with_shown)
   local M = mget(c, u)
   if not M then return false end
   local d = mdata(c, M)
   res[#res + 1] = u
   res[#res + 1] = s(M.st + 4 * avail_of(u)) -- status + 4 * availability
-  res[#res + 1] = s(M.v)
+  local ver = s(M.v) .. '/' .. s(M.sv)
+  if with_shown then
+    ver = ver .. '/' .. s(redis.call('ZCARD', k_cmem(c)) - hidden_of(c))
+  end
+  res[#res + 1] = ver
   res[#res + 1] = M.since
   res[#res + 1] = d and ('=' .. d) or ''
   res[#res + 1] = s(#M.sids)
@@ -1711,7 +1754,9 @@ OPS.q_chans = function()
   end
   for _, c in ipairs(cs) do
     res[#res + 1] = c
-    res[#res + 1] = s(redis.call('ZCARD', k_cmem(c)))
+    -- 'count/shown' (the invisible members left out of shown)
+    local n = redis.call('ZCARD', k_cmem(c))
+    res[#res + 1] = s(n) .. '/' .. s(n - hidden_of(c))
   end
   return {0, res}
 end
@@ -1725,7 +1770,7 @@ OPS.q_uchans = function()
   local n = 0
   for _, c in ipairs(cs) do
     res[#res + 1] = c
-    if member_reply(c, u, res) then n = n + 1 else res[#res] = nil end
+    if member_reply(c, u, res, true) then n = n + 1 else res[#res] = nil end
   end
   res[1] = s(n)
   return {0, res}

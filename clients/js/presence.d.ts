@@ -320,7 +320,8 @@ export interface ChannelChange<D = Record<string, unknown>> {
   from: UserStatus | null;
   reason: string | null;
   seq: number | null;
-  /** The channel's member count after the change. */
+  /** The channel's member count after the change, as members are shown it
+   * (invisible members not counted). */
   count: number;
 }
 
@@ -347,7 +348,8 @@ export declare class Channel<D = Record<string, unknown>> {
   readonly name: string;
   /** The members known: the snapshot's page, then every change. */
   members(): ChannelMember<D>[];
-  /** The channel's member count. */
+  /** The channel's member count as members are shown it (invisible members,
+   * ourselves included, not counted). */
   readonly count: number;
   readonly more: boolean;
   /** This session's data. */

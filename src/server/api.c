@@ -46,6 +46,8 @@ static void store_error(conn_t *c, int rc) {
 /* Every query is answered through a callback: at once with the embedded
  * store, later with Redis. The request is deferred (http_defer holds the
  * connection) and resumed once answered. */
+/* many: 1 a list of users; 0 one user; 2, 3 one user's availability or
+ * message (GET /v1/users/{id}/availability, .../message). */
 static void on_users(srv_t *s, int status, char **ids,
                      const presence_user_info_t *infos, size_t n, void *ud,
                      int many) {
@@ -57,12 +59,13 @@ static void on_users(srv_t *s, int status, char **ids,
     } else {
       buf_t *b = &s->scratch;
       buf_reset(b);
-      if (many) buf_puts(b, "{\"users\":[");
+      if (many == 1) buf_puts(b, "{\"users\":[");
       for (size_t i = 0; i < n; i++) {
         if (i) buf_putc(b, ',');
-        json_user(b, &infos[i], JSON_USER_SESSIONS);
+        if (many >= 2) json_user_setting(b, &infos[i], many == 3);
+        else json_user(b, &infos[i], JSON_USER_SESSIONS);
       }
-      if (many) buf_puts(b, "]}");
+      if (many == 1) buf_puts(b, "]}");
       http_respond_json(c, 200, b);
       buf_shrink(b, 65536);
     }
@@ -79,6 +82,18 @@ static void on_many_users(srv_t *s, int status, char **ids,
                           const presence_user_info_t *infos, size_t n,
                           void *ud) {
   on_users(s, status, ids, infos, n, ud, 1);
+}
+
+static void on_one_availability(srv_t *s, int status, char **ids,
+                                const presence_user_info_t *infos, size_t n,
+                                void *ud) {
+  on_users(s, status, ids, infos, n, ud, 2);
+}
+
+static void on_one_message(srv_t *s, int status, char **ids,
+                           const presence_user_info_t *infos, size_t n,
+                           void *ud) {
+  on_users(s, status, ids, infos, n, ud, 3);
 }
 
 static void ask_users(conn_t *c, char **ids, size_t n, users_cb cb) {
@@ -364,10 +379,14 @@ void api_handle(conn_t *c, http_req_t *r) {
       http_error(c, 400, "bad_user_id", "not a valid user id");
       return;
     }
-    if (setting == WSMSG_AVAILABILITY && m != HTTP_PUT)
-      method_not_allowed(c, "PUT");
+    if (setting && m == HTTP_GET) {
+      char *ids[1] = {id};
+      ask_users(c, ids, 1,
+                setting == WSMSG_MESSAGE ? on_one_message : on_one_availability);
+    } else if (setting == WSMSG_AVAILABILITY && m != HTTP_PUT)
+      method_not_allowed(c, "GET, PUT");
     else if (setting == WSMSG_MESSAGE && m != HTTP_PUT && m != HTTP_DELETE)
-      method_not_allowed(c, "PUT, DELETE");
+      method_not_allowed(c, "GET, PUT, DELETE");
     else if (setting)
       api_user_setting(c, r, id, setting);
     else if (m != HTTP_GET)

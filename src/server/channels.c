@@ -175,6 +175,11 @@ static void on_user_channels(presence_t *p, int status,
   for (size_t i = 0; status == 0 && i < n; i++) {
     sub_entry_t *e = map_get(&s->channels, m[i].channel);
     if (!e || e->n == 0) continue;
+    /* Only a membership the change found: the list is read after the
+     * event (on Redis, when this instance's log reader got to it), and the
+     * user may have joined since. Such a member showed nothing yet if it
+     * joined invisible (shown version 0) or got its own join frame. */
+    if (m[i].since_ms > q->ev.ts_ms || m[i].shown_version == 0) continue;
     presence_member_info_t mi = m[i];
     mi.availability = q->ev.availability_to;
     buf_t *b = &s->scratch;

@@ -108,6 +108,21 @@ void json_user(buf_t *b, const presence_user_info_t *u, unsigned flags) {
   buf_puts(b, "}}");
 }
 
+void json_user_setting(buf_t *b, const presence_user_info_t *u, int message) {
+  buf_puts(b, "{\"user_id\":");
+  buf_put_json_str(b, u->user_id);
+  if (message) {
+    buf_puts(b, ",\"message\":");
+    put_message(b, u->message, u->emoji, u->message_expires_ms,
+                u->message_set_ms);
+  } else {
+    put_name(b, "availability", presence_availability_name(u->availability));
+    buf_puts(b, ",\"availability_since\":");
+    buf_put_i64(b, u->availability_since_ms);
+  }
+  buf_putc(b, '}');
+}
+
 void json_session(buf_t *b, const presence_session_info_t *si) {
   buf_puts(b, "{\"session_id\":");
   buf_put_json_str(b, si->session_id);

@@ -23,6 +23,10 @@
  * without it, the truth backends get. */
 #define JSON_USER_SHOWN 0x2u
 void json_user(buf_t *b, const presence_user_info_t *u, unsigned flags);
+/* What a person set, as GET /v1/users/{id}/availability (message 0:
+ * user_id, availability, availability_since) and .../message (message 1:
+ * user_id, message or null) answer it: the truth, as PUT answers. */
+void json_user_setting(buf_t *b, const presence_user_info_t *u, int message);
 
 /* One session as GET /v1/users/{id}/sessions lists it. */
 void json_session(buf_t *b, const presence_session_info_t *si);

@@ -167,6 +167,20 @@ async def test_backend_sets_for_any_user(t, d, args):
     j = r.json() or {}
     t.check("PUT message: 200 with the message",
             r.status == 200 and (j.get("message") or {}).get("text") == "On leave", r)
+    r = await http(d, "GET", "/v1/users/frank/availability")
+    j = r.json() or {}
+    t.check("GET availability: 200, away, when it was set",
+            r.status == 200 and j.get("user_id") == "frank" and j.get("availability") == "away"
+            and j.get("availability_since", 0) > 0, r)
+    r = await http(d, "GET", "/v1/users/frank/message")
+    j = r.json() or {}
+    t.check("GET message: 200, the message with its expiry and set time",
+            r.status == 200 and (j.get("message") or {}).get("text") == "On leave"
+            and (j.get("message") or {}).get("expires", 0) > now_ms()
+            and (j.get("message") or {}).get("set", 0) > 0, r)
+    r = await http(d, "GET", "/v1/users/nobody-yet/message")
+    t.check("GET message of a user never seen: 200, null",
+            r.status == 200 and (r.json() or {}).get("message", 1) is None, r)
     j = await user_truth(d, "frank")
     t.check("an absent user: offline, the setting kept (away, message)",
             j.get("status") == "offline" and j.get("availability") == "away"
@@ -236,7 +250,7 @@ async def test_bad_input(t, d, args):
         ("PUT", "/v1/users/henry/message", {"text": "y" * 200}, 400, "bad_message"),
         ("PUT", "/v1/users/henry/message", b'{"text":"bad \xff utf8"}', 400, None),
         ("PUT", "/v1/users/henry/message", {"text": "y", "expires_at": 5}, 400, "bad_expiry"),
-        ("GET", "/v1/users/henry/availability", None, 405, "method_not_allowed"),
+        ("DELETE", "/v1/users/henry/availability", None, 405, "method_not_allowed"),
         ("POST", "/v1/users/henry/message", {"text": "y"}, 405, "method_not_allowed"),
         ("PUT", "/v1/users/bad%01id/availability", {"availability": "dnd"}, 400, "bad_user_id"),
     ]
@@ -246,6 +260,14 @@ async def test_bad_input(t, d, args):
                 r.status == status and (code is None or r.error_code == code), r)
     j = await user_truth(d, "henry")
     t.check("http: nothing stored", j.get("availability") == "auto" and j.get("message") is None, j)
+    # null is no text, as an absent one (protocol.md 6.3): a message with
+    # neither text nor emoji clears.
+    await c.send({"type": "message", "text": "hi", "id": "set"})
+    t.check("ws: a message set", await c.expect_type("ack", id="set") is not None)
+    await c.send({"type": "message", "text": None, "emoji": None, "id": "null"})
+    t.check("ws: text null: ack (a clear)", await c.expect_type("ack", id="null") is not None)
+    j = await user_truth(d, "henry")
+    t.eq("ws: text null cleared the message", j.get("message", 1), None)
     # A device claim with a control character: the token is refused.
     tok = token("ivan", extra={"device": "pho\nne"})
     try:

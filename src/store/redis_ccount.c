@@ -74,13 +74,14 @@ presence__ccount_t *presence__ccount_track(presence__ccounts_t *cs,
   c->refs = 1;
   c->unknown = cs->shards;
   for (uint32_t i = 0; i < cs->shards; i++)
-    c->sh[i] = (presence__ccount_shard_t){0, UINT64_MAX};
+    c->sh[i] = (presence__ccount_shard_t){0, UINT64_MAX, 0};
   presence__table_insert(&cs->t, c); /* cannot fail after make_room */
   return c;
 }
 
 void presence__ccount_learn(presence__ccounts_t *cs, presence__ccount_t *c,
-                            uint32_t i, uint64_t count, uint64_t seq) {
+                            uint32_t i, uint64_t count, uint64_t shown,
+                            uint64_t seq) {
   if (i >= cs->shards || count == UINT64_MAX) return;
   presence__ccount_shard_t *s = &c->sh[i];
   if (s->count == UINT64_MAX) {
@@ -90,6 +91,7 @@ void presence__ccount_learn(presence__ccounts_t *cs, presence__ccount_t *c,
   }
   s->seq = seq;
   s->count = count;
+  s->shown = shown <= count ? shown : count;
 }
 
 uint64_t presence__ccount_sum(const presence__ccounts_t *cs,
@@ -97,5 +99,13 @@ uint64_t presence__ccount_sum(const presence__ccounts_t *cs,
   uint64_t n = 0;
   for (uint32_t i = 0; i < cs->shards; i++)
     if (c->sh[i].count != UINT64_MAX) n += c->sh[i].count;
+  return n;
+}
+
+uint64_t presence__ccount_sum_shown(const presence__ccounts_t *cs,
+                                    const presence__ccount_t *c) {
+  uint64_t n = 0;
+  for (uint32_t i = 0; i < cs->shards; i++)
+    if (c->sh[i].count != UINT64_MAX) n += c->sh[i].shown;
   return n;
 }

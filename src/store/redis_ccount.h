@@ -15,6 +15,7 @@
 typedef struct presence__ccount_shard {
   uint64_t seq;
   uint64_t count;
+  uint64_t shown; /* of them, not invisible (the count members are shown) */
 } presence__ccount_shard_t;
 
 typedef struct presence__ccount {
@@ -46,9 +47,13 @@ presence__ccount_t *presence__ccount_track(presence__ccounts_t *cs,
 /* Learn shard i's count after its seq: kept when newer than what is known
  * (an older one is what the log already moved past). */
 void presence__ccount_learn(presence__ccounts_t *cs, presence__ccount_t *c,
-                            uint32_t i, uint64_t count, uint64_t seq);
+                            uint32_t i, uint64_t count, uint64_t shown,
+                            uint64_t seq);
 /* The sum of the known shards' counts. */
 uint64_t presence__ccount_sum(const presence__ccounts_t *cs,
                               const presence__ccount_t *c);
+/* The sum of the known shards' shown counts. */
+uint64_t presence__ccount_sum_shown(const presence__ccounts_t *cs,
+                                    const presence__ccount_t *c);
 
 #endif

@@ -353,9 +353,11 @@ static const presence_event_t *counted(shard_host_t *sh,
     return ev;
   presence__ccount_t *c = presence__ccount_find(&r->counts, ev->channel);
   if (!c) return ev;
-  presence__ccount_learn(&r->counts, c, sh->i, ev->count, ev->seq);
+  presence__ccount_learn(&r->counts, c, sh->i, ev->count, ev->shown_count,
+                         ev->seq);
   *copy = *ev;
   copy->count = presence__ccount_sum(&r->counts, c);
+  copy->shown_count = presence__ccount_sum_shown(&r->counts, c);
   return copy;
 }
 
@@ -417,10 +419,15 @@ static void on_seed(void *ud, int code, redisReply *rep) {
     r->sh[q->i].reseed = true; /* with the next event of the shard */
   } else {
     presence__ccount_t *c = presence__ccount_find(&r->counts, q->name);
-    if (c)
+    if (c) {
+      /* 'count/shown count' (q_members). */
+      char *e = NULL;
+      uint64_t n = strtoull(p->element[0]->str, &e, 10);
+      uint64_t shown = *e == '/' ? strtoull(e + 1, NULL, 10) : n;
       presence__ccount_learn(
-          &r->counts, c, q->i, strtoull(p->element[0]->str, NULL, 10),
+          &r->counts, c, q->i, n, shown,
           strtoull(p->element[p->elements - 1]->str, NULL, 10));
+    }
   }
   presence__free(r->a, q);
 }

@@ -1719,7 +1719,9 @@ end
 -- this shard's log (redis_ccount.c).
 OPS.q_members = function()
   local c, after, lim = ARGV[A], ARGV[A + 1], tonumber(ARGV[A + 2])
-  local res = {s(redis.call('ZCARD', k_cmem(c))), '0', '0'}
+  -- 'count/shown' (the invisible members left out of shown)
+  local n = redis.call('ZCARD', k_cmem(c))
+  local res = {s(n) .. '/' .. s(n - hidden_of(c)), '0', '0'}
   if lim > 0 then
     local lo = '-'
     if after ~= '' then lo = '(' .. after end

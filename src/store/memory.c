@@ -22,6 +22,9 @@
 #include <assert.h>
 #include <stddef.h>
 #include <string.h>
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 
 /* ---- records ----------------------------------------------------------- */
 
@@ -278,6 +281,90 @@ typedef struct sid_key {
   unsigned char bin[16];
 } sid_key_t;
 
+
+/* The 32 digits of a canonical UUID's text, dashes out; false if the
+ * dashes are not where they belong. */
+static inline bool uuid_digits(const char *id, size_t len, char h[32]) {
+  if (len != 36 || id[8] != '-' || id[13] != '-' || id[18] != '-' ||
+      id[23] != '-')
+    return false;
+  memcpy(h, id, 8);
+  memcpy(h + 8, id + 9, 4);
+  memcpy(h + 12, id + 14, 4);
+  memcpy(h + 16, id + 19, 4);
+  memcpy(h + 20, id + 24, 12);
+  return true;
+}
+
+/* The text from its 32 digits. */
+static inline void uuid_dashes(const char h[32], char out[37]) {
+  memcpy(out, h, 8);
+  out[8] = '-';
+  memcpy(out + 9, h + 8, 4);
+  out[13] = '-';
+  memcpy(out + 14, h + 12, 4);
+  out[18] = '-';
+  memcpy(out + 19, h + 16, 4);
+  out[23] = '-';
+  memcpy(out + 24, h + 20, 12);
+  out[36] = '\0';
+}
+
+#if defined(__SSE2__)
+/* Sixteen digits at once (every connect and lookup by id parses one, every
+ * event of a session makes one): SSE2 is in every x86-64. */
+static inline bool hex16(__m128i x, __m128i *val) {
+  const __m128i minus1 = _mm_set1_epi8(-1);
+  /* Signed compares: a byte of 0x80 or more is negative after either
+   * subtraction below, or 0x50 and up, and so neither a digit nor a-f. */
+  __m128i d = _mm_sub_epi8(x, _mm_set1_epi8('0'));
+  __m128i is_d = _mm_and_si128(_mm_cmpgt_epi8(_mm_set1_epi8(10), d),
+                               _mm_cmpgt_epi8(d, minus1));
+  __m128i a = _mm_sub_epi8(x, _mm_set1_epi8('a'));
+  __m128i is_a = _mm_and_si128(_mm_cmpgt_epi8(_mm_set1_epi8(6), a),
+                               _mm_cmpgt_epi8(a, minus1));
+  *val = _mm_or_si128(_mm_and_si128(d, is_d),
+                      _mm_and_si128(_mm_add_epi8(a, _mm_set1_epi8(10)), is_a));
+  return _mm_movemask_epi8(_mm_or_si128(is_d, is_a)) == 0xffff;
+}
+
+/* Two digits' values per 16-bit lane (first low) to their byte. */
+static inline __m128i hex_pairs16(__m128i v) {
+  return _mm_or_si128(_mm_slli_epi16(_mm_and_si128(v, _mm_set1_epi16(0xff)), 4),
+                      _mm_srli_epi16(v, 8));
+}
+
+static bool uuid_pack(const char *id, size_t len, unsigned char out[16]) {
+  char h[32];
+  if (!uuid_digits(id, len, h)) return false;
+  __m128i v0, v1;
+  bool ok = hex16(_mm_loadu_si128((const __m128i *)(const void *)h), &v0);
+  ok &= hex16(_mm_loadu_si128((const __m128i *)(const void *)(h + 16)), &v1);
+  _mm_storeu_si128((__m128i *)(void *)out,
+                   _mm_packus_epi16(hex_pairs16(v0), hex_pairs16(v1)));
+  return ok;
+}
+
+/* A nibble per byte to its lowercase digit. */
+static inline __m128i hex_chars16(__m128i n) {
+  __m128i above9 = _mm_cmpgt_epi8(n, _mm_set1_epi8(9));
+  return _mm_add_epi8(_mm_add_epi8(n, _mm_set1_epi8('0')),
+                      _mm_and_si128(above9, _mm_set1_epi8('a' - '0' - 10)));
+}
+
+static void uuid_text(const unsigned char in[16], char out[37]) {
+  const __m128i low = _mm_set1_epi8(0x0f);
+  __m128i v = _mm_loadu_si128((const __m128i *)(const void *)in);
+  __m128i hi = _mm_and_si128(_mm_srli_epi16(v, 4), low);
+  __m128i lo = _mm_and_si128(v, low);
+  char h[32];
+  _mm_storeu_si128((__m128i *)(void *)h,
+                   hex_chars16(_mm_unpacklo_epi8(hi, lo)));
+  _mm_storeu_si128((__m128i *)(void *)(h + 16),
+                   hex_chars16(_mm_unpackhi_epi8(hi, lo)));
+  uuid_dashes(h, out);
+}
+#else
 /* Each byte's two lowercase hex digits. */
 static const char hex_pairs[513] =
     "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f"
@@ -289,46 +376,6 @@ static const char hex_pairs[513] =
     "c0c1c2c3c4c5c6c7c8c9cacbcccdcecfd0d1d2d3d4d5d6d7d8d9dadbdcdddedf"
     "e0e1e2e3e4e5e6e7e8e9eaebecedeeeff0f1f2f3f4f5f6f7f8f9fafbfcfdfeff";
 
-#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
-/* Eight lowercase hex digits (x: the text's bytes, first in the low byte)
- * to their four bytes in *out, eight at once (connect parses every id);
- * false if any is not one. */
-static inline bool hex8(uint64_t x, unsigned char out[4]) {
-  const uint64_t ones = 0x0101010101010101ull, high = 0x8080808080808080ull;
-  if (x & high) return false;
-  /* Per byte, with no carry between bytes (each is below 0x80): the high
-   * bit says ">= lo" or "<= hi". */
-  uint64_t ge0 = x + (0x80 - '0') * ones, le9 = (0x80 + '9') * ones - x;
-  uint64_t gea = x + (0x80 - 'a') * ones, lef = (0x80 + 'f') * ones - x;
-  if ((((ge0 & le9) | (gea & lef)) & high) != high) return false;
-  /* '0'..'9' have bit 6 clear, 'a'..'f' set: the low nibble, +9 for a-f. */
-  uint64_t v = (x & 0x0f0f0f0f0f0f0f0full) + 9 * ((x >> 6) & ones);
-  uint64_t y = ((v << 4) | (v >> 8)) & 0x00ff00ff00ff00ffull; /* pairs */
-  y = (y | (y >> 8)) & 0x0000ffff0000ffffull;
-  y = (y | (y >> 16)) & 0xffffffffull;
-  memcpy(out, &y, 4);
-  return true;
-}
-
-static bool uuid_pack(const char *id, size_t len, unsigned char out[16]) {
-  if (len != 36 || id[8] != '-' || id[13] != '-' || id[18] != '-' ||
-      id[23] != '-')
-    return false;
-  char h[32]; /* the 32 digits, dashes out */
-  memcpy(h, id, 8);
-  memcpy(h + 8, id + 9, 4);
-  memcpy(h + 12, id + 14, 4);
-  memcpy(h + 16, id + 19, 4);
-  memcpy(h + 20, id + 24, 12);
-  bool ok = true;
-  for (int i = 0; i < 4; i++) {
-    uint64_t x;
-    memcpy(&x, h + 8 * i, 8);
-    ok &= hex8(x, out + 4 * i);
-  }
-  return ok;
-}
-#else
 /* A lowercase hex digit's value; 16 or more for anything else. */
 static inline unsigned hex_val(unsigned char c) {
   unsigned d = (unsigned)c - '0', a = (unsigned)c - 'a';
@@ -336,32 +383,24 @@ static inline unsigned hex_val(unsigned char c) {
 }
 
 static bool uuid_pack(const char *id, size_t len, unsigned char out[16]) {
-  static const uint8_t pos[16] = {0,  2,  4,  6,  9,  11, 14, 16,
-                                  19, 21, 24, 26, 28, 30, 32, 34};
-  if (len != 36 || id[8] != '-' || id[13] != '-' || id[18] != '-' ||
-      id[23] != '-')
-    return false;
+  char h[32];
+  if (!uuid_digits(id, len, h)) return false;
   unsigned bad = 0;
   for (int i = 0; i < 16; i++) {
-    unsigned hi = hex_val((unsigned char)id[pos[i]]);
-    unsigned lo = hex_val((unsigned char)id[pos[i] + 1]);
+    unsigned hi = hex_val((unsigned char)h[2 * i]);
+    unsigned lo = hex_val((unsigned char)h[2 * i + 1]);
     bad |= hi | lo;
     out[i] = (unsigned char)(hi << 4 | (lo & 15));
   }
   return bad < 16;
 }
-#endif
 
 static void uuid_text(const unsigned char in[16], char out[37]) {
-#define PAIR(i, at) memcpy(out + (at), hex_pairs + 2 * in[i], 2)
-  PAIR(0, 0), PAIR(1, 2), PAIR(2, 4), PAIR(3, 6);
-  PAIR(4, 9), PAIR(5, 11), PAIR(6, 14), PAIR(7, 16);
-  PAIR(8, 19), PAIR(9, 21), PAIR(10, 24), PAIR(11, 26);
-  PAIR(12, 28), PAIR(13, 30), PAIR(14, 32), PAIR(15, 34);
-#undef PAIR
-  out[8] = out[13] = out[18] = out[23] = '-';
-  out[36] = '\0';
+  char h[32];
+  for (int i = 0; i < 16; i++) memcpy(h + 2 * i, hex_pairs + 2 * in[i], 2);
+  uuid_dashes(h, out);
 }
+#endif
 
 /* The table key of a session id's text (k must not be copied: bytes may
  * point into it). */

@@ -200,6 +200,16 @@ int presence_redis_ready(presence_store_t *s);
  * the shard's count. */
 int presence_redis_channel_track(presence_store_t *s, const char *channel,
                                  int delta);
+/* A user's availability changed, so its shard's shown count of channel
+ * (members less the invisible ones) did, with no channel event:
+ * shard_shown is that shard's count as just read (presence_user_channels'
+ * channel_shown_count). *out gets the channel's shown count: shard_shown
+ * in shards with the other shards' latest for a tracked channel, and the
+ * store asks the user's shard again so the channel's next events sum the
+ * new count. 0, or EINVAL for another store. */
+int presence_redis_channel_shown(presence_store_t *s, const char *channel,
+                                 const char *user_id, uint64_t shard_shown,
+                                 uint64_t *out);
 /* The whole cluster's size as Redis counted it at this instance's last
  * heartbeat (every heartbeat_ms): for monitoring, since each instance's
  * presence_stats counts its own sessions only. EINVAL for another store. */

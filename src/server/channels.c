@@ -14,6 +14,8 @@
 
 #include "server/wsmsg.h"
 
+#include "presence_redis.h"
+
 #include <stdlib.h>
 #include <string.h>
 
@@ -192,8 +194,12 @@ static void on_user_channels(presence_t *p, int status,
     buf_put_u64(b, q->ev.seq);
     /* The count members are shown now: one less when the member went
      * invisible, one more when it came back, as a leave or a join. */
+    uint64_t shown = mi.channel_shown_count;
+    if (s->rstore) /* in shards: the channel's, not the user's shard's */
+      (void)presence_redis_channel_shown(s->rstore, mi.channel, q->user, shown,
+                                         &shown);
     buf_puts(b, ",\"reason\":\"explicit\",\"count\":");
-    buf_put_u64(b, mi.channel_shown_count);
+    buf_put_u64(b, shown);
     buf_puts(b, ",\"member\":");
     if (to_inv) mi.status = PRESENCE_OFFLINE;
     json_member(b, &mi, JSON_MEMBER_SHOWN);

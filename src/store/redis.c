@@ -3921,6 +3921,16 @@ int presence_redis_ready(presence_store_t *s) {
   return s && s->ops == &redis_ops && ((rstore_t *)s)->phase == PH_READY;
 }
 
+int presence_redis_channel_shown(presence_store_t *s, const char *channel,
+                                 const char *user_id, uint64_t shard_shown,
+                                 uint64_t *out) {
+  if (!out || !channel || !user_id) return PRESENCE_EINVAL;
+  *out = shard_shown;
+  if (presence__rshards_is(s))
+    return presence__rshards_shown(s, channel, user_id, shard_shown, out);
+  return s && s->ops == &redis_ops ? 0 : PRESENCE_EINVAL;
+}
+
 int presence_redis_channel_track(presence_store_t *s, const char *channel,
                                  int delta) {
   if (presence__rshards_is(s)) return presence__rshards_track(s, channel, delta);

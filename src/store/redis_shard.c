@@ -466,6 +466,22 @@ static void shard_ready(void *ud) {
   if (!sh->r->destroying) reseed(sh);
 }
 
+int presence__rshards_shown(presence_store_t *s, const char *channel,
+                            const char *user_id, uint64_t shard_shown,
+                            uint64_t *out) {
+  rshards_t *r = (rshards_t *)s;
+  *out = shard_shown;
+  if (!r->counts_up) return 0;
+  presence__ccount_t *c = presence__ccount_find(&r->counts, channel);
+  if (!c) return 0;
+  uint32_t i = shard_of(r, user_id, strlen(user_id));
+  for (uint32_t j = 0; j < r->n; j++)
+    if (j != i && c->sh[j].count != UINT64_MAX) *out += c->sh[j].shown;
+  /* Learned again with the shard's counter, ordered against its log. */
+  if (!seed(r, i, c->name)) r->sh[i].reseed = true;
+  return 0;
+}
+
 int presence__rshards_track(presence_store_t *s, const char *channel,
                             int delta) {
   rshards_t *r = (rshards_t *)s;

@@ -34,6 +34,9 @@ void *presence__rshards_fan(presence_store_t *s, void (*done)(void *, int),
                             void *ud);
 void presence__rshards_fan_done(void *fan, int status);
 /* presence_redis_channel_track on a sharded store. */
+int presence__rshards_shown(presence_store_t *s, const char *channel,
+                            const char *user_id, uint64_t shard_shown,
+                            uint64_t *out);
 int presence__rshards_track(presence_store_t *s, const char *channel,
                             int delta);
 /* A kick: the shards are asked in turn until one holds the session. */

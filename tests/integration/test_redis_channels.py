@@ -17,7 +17,8 @@ Channels on three presenced instances sharing one Redis (issue 13).
             (test_channels.masked_members).
   hidden:   an invisible member is not counted by the others: snapshots and
             changes on every instance carry the shown count, going invisible
-            and back is one leave-/join-like frame (test_channels.hidden_counts).
+            and back is one leave-/join-like frame (test_channels.hidden_counts);
+            again with --redis-shards 4 (counts summed over the shards).
   fifty:    50 WebSocket sessions of one user over the three instances join
             one channel in random order, then leave in random order: one
             channel.join and one channel.leave in the cluster's log.
@@ -202,6 +203,9 @@ async def test_hidden(t, cl):
 SCENARIOS = [
     ("masked", test_masked, {"extra": {"--offline-grace-ms": "0"}}),
     ("hidden", test_hidden, {"extra": {"--offline-grace-ms": "0"}}),
+    # The same in 4 shards: the users' members in different shards, each
+    # frame's count the channel's (summed), a visibility frame's too.
+    ("hidden-shards", test_hidden, {"extra": {"--offline-grace-ms": "0", "--redis-shards": "4"}}),
     ("kill9", test_kill9, {"extra": {"--offline-grace-ms": "0"}}),
     ("sigstop", test_sigstop, {"extra": {"--offline-grace-ms": "0"}}),
     ("restart", test_restart, {"extra": {"--offline-grace-ms": "0"}}),

@@ -349,11 +349,10 @@ static void conn_write(conn_t *c, const uint8_t *p, size_t n) {
   }
 }
 
-/* A client frame (RFC 6455 5.3: client frames are masked with a fresh key). */
-static void send_frame(conn_t *c, int op, const void *payload, size_t len) {
-  uint8_t stackbuf[512];
-  uint8_t *f = len + 14 <= sizeof stackbuf ? stackbuf : malloc(len + 14);
-  if (!f) return;
+/* A client frame into f (room for len + 8 bytes; payloads under 65,536
+ * bytes): RFC 6455 5.3, client frames are masked with a fresh key. Returns
+ * its length. */
+static size_t frame_put(uint8_t *f, int op, const void *payload, size_t len) {
   size_t h = 0;
   f[h++] = (uint8_t)(0x80 | op);
   if (len < 126) {
@@ -370,7 +369,14 @@ static void send_frame(conn_t *c, int op, const void *payload, size_t len) {
   const uint8_t *p = payload;
   for (size_t i = 0; i < len; i++)
     f[h + i] = p[i] ^ k[i & 3];
-  conn_write(c, f, h + len);
+  return h + len;
+}
+
+static void send_frame(conn_t *c, int op, const void *payload, size_t len) {
+  uint8_t stackbuf[512];
+  uint8_t *f = len + 14 <= sizeof stackbuf ? stackbuf : malloc(len + 14);
+  if (!f) return;
+  conn_write(c, f, frame_put(f, op, payload, len));
   if (f != stackbuf) free(f);
 }
 
@@ -378,9 +384,14 @@ static void send_text(conn_t *c, const char *s) {
   send_frame(c, 1, s, strlen(s));
 }
 
+/* The status c flips to next. */
+static const char *flip_msg(const conn_t *c) {
+  return c->online ? "{\"type\":\"status\",\"status\":\"idle\"}"
+                   : "{\"type\":\"status\",\"status\":\"online\"}";
+}
+
 static void send_flip(conn_t *c) {
-  send_text(c, c->online ? "{\"type\":\"status\",\"status\":\"idle\"}"
-                         : "{\"type\":\"status\",\"status\":\"online\"}");
+  send_text(c, flip_msg(c));
   c->online = !c->online;
   g.sent++;
 }
@@ -403,18 +414,8 @@ static void flush_owed(void) {
     size_t n = 0;
     while (c->owed) {
       c->owed--;
-      const char *msg = c->online ? "{\"type\":\"status\",\"status\":\"idle\"}"
-                                  : "{\"type\":\"status\",\"status\":\"online\"}";
-      size_t len = strlen(msg); /* < 126: a 2-byte header and the key */
-      uint32_t key = rnd32();
-      out[n++] = 0x81;
-      out[n++] = (uint8_t)(0x80 | len);
-      memcpy(out + n, &key, 4);
-      const uint8_t *k = out + n;
-      n += 4;
-      for (size_t j = 0; j < len; j++)
-        out[n + j] = (uint8_t)msg[j] ^ k[j & 3];
-      n += len;
+      const char *msg = flip_msg(c);
+      n += frame_put(out + n, 1, msg, strlen(msg));
       c->online = !c->online;
       g.sent++;
       if (n + 44 > sizeof out || !c->owed) {

@@ -358,6 +358,30 @@ def chain_problems(frames, user, start="online"):
     return cur, out
 
 
+async def flip_all(clients):
+    """Each client flips its status FLIPS times (idle, online, ...), all at
+    once; returns the status they end in."""
+    async def flips(c):
+        for k in range(FLIPS):
+            await c.send({"type": "status", "status": "idle" if k % 2 == 0 else "online"})
+    await asyncio.gather(*(flips(c) for c in clients))
+    return "idle" if FLIPS % 2 else "online"
+
+
+async def frames_until(x, users, n, timeout):
+    """Watcher x's change frames until each of users changed n times (or
+    timeout s), then half a second more: anything past n is a duplicate."""
+    frames, deadline = [], time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        frames += await x.changes(0.3)
+        got = {u: sum(1 for m in frames for v in m["users"] if v["user_id"] == u)
+               for u in users}
+        if all(k >= n for k in got.values()):
+            break
+    frames += await x.changes(0.5)
+    return frames
+
+
 async def users_on(d, prefix, names, per):
     """Clients of users prefix-0, prefix-1... until each worker named holds
     per of them: {instance: [client, ...]}."""
@@ -411,21 +435,10 @@ async def test_interest(t, d, redis):
         t.check(f"interest: the watcher on {w} gets its snapshot", snap is not None)
         watchers[w] = x
 
-    async def flips(c):
-        for k in range(FLIPS):
-            await c.send({"type": "status", "status": "idle" if k % 2 == 0 else "online"})
-    await asyncio.gather(*(flips(c) for c in a + b))
-    final = "idle" if FLIPS % 2 else "online"
+    final = await flip_all(a + b)
     for w, users in plan.items():
         x = watchers[w]
-        frames, deadline = [], time.monotonic() + 15
-        while time.monotonic() < deadline:
-            frames += await x.changes(0.3)
-            got = {u: sum(1 for m in frames for v in m["users"] if v["user_id"] == u)
-                   for u in users}
-            if all(n >= FLIPS for n in got.values()):
-                break
-        frames += await x.changes(0.5)  # anything more is a duplicate
+        frames = await frames_until(x, users, FLIPS, 15)
         for u in users:
             n = sum(1 for m in frames for v in m["users"] if v["user_id"] == u)
             end, problems = chain_problems(frames, u)

@@ -33,24 +33,15 @@ import shutil
 import signal
 import sys
 import time
-import traceback
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import SSE, Checks, Client, Daemon, parse_args, sanitizer_report  # noqa: E402
-from test_redis_cluster import read_log_records, statuses, wait_for  # noqa: E402
-from test_redis_rcluster import SHARDS, RedisCluster, chain, in_user_order  # noqa: E402
-from test_workers import (FLIPS, chain_problems, children, on_worker,  # noqa: E402
-                          spread_clients, users_on)
+from harness import SSE  # noqa: E402
+from test_redis_cluster import read_log_records, run_scenarios, statuses, wait_for  # noqa: E402
+from test_redis_rcluster import SHARDS, RCluster, chain, in_user_order  # noqa: E402
+from test_workers import (FLIPS, chain_problems, children, flip_all,  # noqa: E402
+                          frames_until, on_worker, spread_clients, users_on)
 
-HB_MS = 200
-LEASE_MS = 1000
-
-
-def flags(rc):
-    return {"--store": f"redis://127.0.0.1:{rc.ports[0]}",
-            "--redis-cluster": rc.seeds(), "--workers": "2",
-            "--redis-heartbeat-ms": str(HB_MS), "--redis-lease-ms": str(LEASE_MS),
-            "--redis-timeout-ms": "1000", "--shutdown-timeout-ms": "3000"}
+LEASE_MS = 1000  # RCluster's
 
 
 def xreads(rc):
@@ -103,7 +94,8 @@ async def names_of(d, prefix):
     return sorted(k for k in probe if k)
 
 
-async def test_feed(t, d, rc):
+async def test_feed(t, cl):
+    d, rc = cl.d[0], cl.rc
     t.check("feed: worker 1 passes every shard's log by interest",
             "the log goes to the other workers by their interest" in d.stderr_text(),
             d.stderr_tail(8))
@@ -140,21 +132,9 @@ async def test_feed(t, d, rc):
     streams = [await SSE.open(d) for _ in range(2)]
     await asyncio.sleep(0.3)
 
-    async def flips(c):
-        for k in range(FLIPS):
-            await c.send({"type": "status", "status": "idle" if k % 2 == 0 else "online"})
-    await asyncio.gather(*(flips(c) for c in a + b))
-    final = "idle" if FLIPS % 2 else "online"
+    final = await flip_all(a + b)
     for w, users in plan.items():
-        x = watchers[w]
-        frames, deadline = [], time.monotonic() + 20
-        while time.monotonic() < deadline:
-            frames += await x.changes(0.3)
-            got = {u: sum(1 for m in frames for v in m["users"] if v["user_id"] == u)
-                   for u in users}
-            if all(n >= FLIPS for n in got.values()):
-                break
-        frames += await x.changes(0.5)  # anything more is a duplicate
+        frames = await frames_until(watchers[w], users, FLIPS, 20)
         bad = []
         for u in users:
             n = sum(1 for m in frames for v in m["users"] if v["user_id"] == u)
@@ -192,7 +172,8 @@ async def test_feed(t, d, rc):
         await c.close()
 
 
-async def test_kill9(t, d, rc):
+async def test_kill9(t, cl):
+    d, rc = cl.d[0], cl.rc
     names = await names_of(d, "kp")
     t.check("kill9: clients on both workers", len(names) == 2, str(names))
     if len(names) != 2:
@@ -276,51 +257,16 @@ async def test_kill9(t, d, rc):
         await c.close()
 
 
+SCENARIOS = [(name, fn, {"n": 1, "extra": {"--workers": "2"}})
+             for name, fn in (("feed", test_feed), ("kill9", test_kill9))]
+
+
 def main():
-    args = parse_args()
-    t = Checks()
-    if not shutil.which("redis-cli") or not shutil.which("redis-server"):
-        print("ok   - SKIP: redis-server or redis-cli not installed")
+    if not shutil.which("redis-cli"):
+        print("ok   - SKIP: redis-cli not installed")
         print("1 passed, 0 failed")
         return 0
-
-    async def run_all():
-        for name, fn in (("feed", test_feed), ("kill9", test_kill9)):
-            if args.only and args.only not in name:
-                continue
-            rc = RedisCluster()
-            d = None
-            failed = t.failed
-            t0 = time.monotonic()
-            try:
-                rc.start()
-                d = Daemon(args.presenced, flags(rc), f"workers-rcluster-{name}")
-                d.start(timeout=30)
-                await asyncio.wait_for(fn(t, d, rc), 120)
-                if d.alive():
-                    code = d.stop(timeout=10)
-                    t.check(f"{name}: the supervisor stops with exit status 0 on SIGTERM",
-                            code == 0, f"exit={code}")
-                rep = sanitizer_report(d.stderr_text())
-                t.check(f"{name}: no sanitizer report", not rep, rep)
-            except asyncio.TimeoutError:
-                t.check(f"{name}: finished within 120 s", False)
-            except Exception as e:
-                t.check(f"{name}: ran without exception", False,
-                        f"{type(e).__name__}: {e}\n{traceback.format_exc(limit=4)}")
-            finally:
-                t.note(f"{name}: {time.monotonic() - t0:.1f} s")
-                if d and (t.failed > failed or args.verbose):
-                    t.note(f"--- {d.name} stderr tail:")
-                    for line in d.stderr_tail(20).splitlines():
-                        t.note(line)
-                if d:
-                    d.kill()
-                    d.cleanup()
-                rc.cleanup()
-    asyncio.run(run_all())
-    print(f"{t.passed} passed, {t.failed} failed", flush=True)
-    return 0 if t.failed == 0 else 1
+    return run_scenarios(SCENARIOS, 120, cluster=RCluster)
 
 
 if __name__ == "__main__":

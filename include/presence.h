@@ -834,6 +834,17 @@ int presence_session_open_device(presence_t *p, const char *session_id,
                                  const char *user_id, const char *meta,
                                  const char *device, presence_handle_t *handle,
                                  presence_done_cb done, void *ud);
+/* presence_session_open_device for an id the caller drew at random (122
+ * bits or more, as presenced's UUIDv4 for WebSocket sessions), which no
+ * other caller can hold: a store in shards (Redis Cluster) then skips the
+ * cluster-wide claim that refuses an id held for another user in another
+ * shard (one more Redis call at open and at end; docs/internals/redis.md,
+ * "Session ids across shards"). Elsewhere the same as
+ * presence_session_open_device. */
+int presence_session_open_random(presence_t *p, const char *session_id,
+                                 const char *user_id, const char *meta,
+                                 const char *device, presence_handle_t *handle,
+                                 presence_done_cb done, void *ud);
 /* presence_session_open_device that, with a shared store (Redis), takes
  * over the session if another instance holds it for the same user: it
  * becomes this instance's with no event (presenced's backend origins,

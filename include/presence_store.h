@@ -128,6 +128,11 @@ typedef struct presence_write {
  * section 5). Stores of one instance ignore it. */
 #define PRESENCE_WRITE_F_ADOPT 0x1u
 
+/* CONNECT: the id was drawn at random by the caller
+ * (presence_session_open_random): a store that claims ids cluster-wide
+ * (the Redis store in shards) need not. */
+#define PRESENCE_WRITE_F_RANDOM_ID 0x2u
+
 typedef void (*presence_store_done_fn)(void *ud, int status);
 
 #define PRESENCE_STORE_SYNC 0x1u

@@ -11,7 +11,10 @@
  *
  *   bench_cluster --url redis://127.0.0.1:P [--cluster H:P,H:P,...]
  *                 [--shards S] --pids PID,PID,... --ports P,P,...
- *                 [--slots 2000] [--duration-ms 4000]
+ *                 [--slots 2000] [--duration-ms 4000] [--chosen-ids]
+ *
+ * --chosen-ids opens sessions as a backend's (ids it chose: claimed
+ * cluster-wide in shards) rather than as presenced's WebSocket sessions.
  *
  * Output: one JSON object on stdout.
  */
@@ -212,7 +215,13 @@ static long all_ops_now(worker_t *ws, int n) {
 
 int main(int argc, char **argv) {
   int pids[16], ports[16], npids = 0, nports = 0, slots = 2000, dur = 4000;
-  for (int i = 1; i + 1 < argc; i += 2) {
+  for (int i = 1; i < argc; i += 2) {
+    if (!strcmp(argv[i], "--chosen-ids")) {
+      session_cycle_chosen_ids = 1;
+      i--;
+      continue;
+    }
+    if (i + 1 >= argc) break;
     if (!strcmp(argv[i], "--url")) g_url = argv[i + 1];
     else if (!strcmp(argv[i], "--cluster")) g_cluster = argv[i + 1];
     else if (!strcmp(argv[i], "--shards")) g_shards = (unsigned)atoi(argv[i + 1]);

@@ -553,6 +553,14 @@ int presence_session_open_device(presence_t *p, const char *session_id,
                       ud);
 }
 
+int presence_session_open_random(presence_t *p, const char *session_id,
+                                 const char *user_id, const char *meta,
+                                 const char *device, presence_handle_t *handle,
+                                 presence_done_cb done, void *ud) {
+  return open_session(p, session_id, user_id, meta, device,
+                      PRESENCE_WRITE_F_RANDOM_ID, handle, done, ud);
+}
+
 int presence_session_adopt(presence_t *p, const char *session_id,
                            const char *user_id, const char *meta,
                            const char *device, presence_handle_t *handle,

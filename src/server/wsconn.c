@@ -1078,7 +1078,8 @@ static int open_session(conn_t *c) {
    * cluster-wide) then closes the connection; ESTORE, ETIMEDOUT and
    * EFENCED mean the session is kept and re-asserted once Redis is back. */
   if (srv_async(s)) conn_ref(c);
-  int rc = presence_session_open_device(
+  /* The id is ours, a random UUIDv4: no cluster-wide claim needed. */
+  int rc = presence_session_open_random(
       s->p, w->session_id, w->user, w->more ? w->more->meta : NULL,
       w->more ? w->more->device : NULL, &w->handle,
       srv_async(s) ? on_open_done : NULL, c);

@@ -35,6 +35,7 @@
 #include "store/redis_ccount.h"
 #include "store/redis_decode.h"
 
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -142,9 +143,50 @@ typedef struct rshards {
   presence__ccounts_t counts;
   bool counts_up;
   shard_host_t *sh;
+  /* Session ids a caller chose, claimed in the id's shard (below): by id,
+   * and by the stand-in handle given out while the claim is asked. */
+  presence__table_t claims;
+  bool claims_up;
+  struct claim **cl_slot; /* by stand-in handle */
+  uint8_t *cl_gen;
+  uint32_t n_slot, cap_slot;
+  uint32_t *cl_free;
+  uint32_t n_free;
+  /* Per shard: writes held behind an open whose claim is asked, in call
+   * order (NULL: none held, writes go straight to the shard). */
+  struct qwrite **gate_head, **gate_tail;
 } rshards_t;
 
 static const presence_store_ops_t rshards_ops;
+
+/* Session ids across shards (below, "session ids across shards"). */
+enum { CL_PENDING, CL_OK, CL_REFUSED, CL_BOUND };
+
+/* A write held in a shard's gate (strings in the same block). */
+typedef struct qwrite {
+  struct qwrite *next;
+  struct claim *claim; /* an open held here: its session */
+  presence_write_t w;
+  presence_store_done_fn done;
+  void *ud;
+} qwrite_t;
+
+/* A session opened through a gate: its stand-in handle, and for an id the
+ * caller chose its claim. */
+typedef struct claim {
+  presence__hkey_t k;
+  uint8_t state;
+  bool claimed; /* a chosen id: claimed in shard `shard` */
+  bool asked;   /* the claim was asked */
+  bool fresh;   /* the claim was made (not found) for this open */
+  bool ending;  /* an end is held behind the open */
+  bool indexed; /* in r->claims (the id's latest) */
+  int refused;  /* CL_REFUSED: the code */
+  uint32_t slot, shard, ushard;
+  presence_handle_t ph, real;
+  char user[PRESENCE_ID_MAX + 1];
+  char id[PRESENCE_ID_MAX + 1];
+} claim_t;
 
 int presence__rshards_is(const presence_store_t *s) {
   return s && s->ops == &rshards_ops;
@@ -362,11 +404,16 @@ static const presence_event_t *counted(shard_host_t *sh,
 }
 
 static void reseed(shard_host_t *sh);
+static void claims_on_event(shard_host_t *sh, const presence_event_t *ev);
+static void reclaim(rshards_t *r, uint32_t i);
 
 static void sh_emit(void *ud, const presence_event_t *ev) {
   shard_host_t *sh = ud;
   presence_event_t copy;
   sh->r->host.emit(sh->r->host.host_ud, counted(sh, ev, &copy));
+  if (ev->type == PRESENCE_EV_SESSION_DISCONNECTED ||
+      ev->type == PRESENCE_EV_CLEANUP)
+    claims_on_event(sh, ev);
 }
 
 static void sh_observe(void *ud, const presence_event_t *ev) {
@@ -463,7 +510,9 @@ static void reseed(shard_host_t *sh) {
 
 static void shard_ready(void *ud) {
   shard_host_t *sh = ud;
-  if (!sh->r->destroying) reseed(sh);
+  if (sh->r->destroying) return;
+  reseed(sh);
+  reclaim(sh->r, sh->i);
 }
 
 int presence__rshards_shown(presence_store_t *s, const char *channel,
@@ -582,6 +631,14 @@ static int s_attach(presence_store_t *base, const presence_store_host_t *host) {
   int rc = presence__ccounts_init(&r->counts, r->a, r->n);
   if (rc) return rc;
   r->counts_up = true;
+  rc = presence__table_init(&r->claims, r->a, offsetof(claim_t, id));
+  if (rc) return rc;
+  r->claims_up = true;
+  r->gate_head = presence__malloc(r->a, r->n * sizeof *r->gate_head);
+  r->gate_tail = presence__malloc(r->a, r->n * sizeof *r->gate_tail);
+  if (!r->gate_head || !r->gate_tail) return PRESENCE_ENOMEM;
+  memset(r->gate_head, 0, r->n * sizeof *r->gate_head);
+  memset(r->gate_tail, 0, r->n * sizeof *r->gate_tail);
   for (uint32_t i = 0; i < r->n; i++) {
     shard_host_t *sh = &r->sh[i];
     *sh = (shard_host_t){.r = r, .i = i, .h = *host};
@@ -601,9 +658,9 @@ static int s_attach(presence_store_t *base, const presence_store_host_t *host) {
   return 0;
 }
 
-static int s_write(presence_store_t *base, const presence_write_t *w,
-                   presence_store_done_fn done, void *ud) {
-  rshards_t *r = (rshards_t *)base;
+/* A write, routed to its shard (claims aside: s_write). */
+static int route_write(rshards_t *r, const presence_write_t *w,
+                       presence_store_done_fn done, void *ud) {
   if (w->kind == PRESENCE_WRITE_RESET) {
     fan_t *f = presence__malloc(r->a, sizeof *f);
     if (!f) return PRESENCE_ENOMEM;
@@ -635,6 +692,517 @@ static int s_write(presence_store_t *base, const presence_write_t *w,
   if (w->handle_out && h != PRESENCE_HANDLE_NONE)
     *w->handle_out = h_enc(r, h, i);
   return rc;
+}
+
+/* ---- session ids across shards ------------------------------------------ */
+
+/*
+ * A session lives in its user's shard, whose session index refuses an id
+ * held twice only within that shard. An id a caller chose (a backend's; not
+ * presenced's random UUIDs, PRESENCE_WRITE_F_RANDOM_ID) is therefore first
+ * claimed in the id's own shard (fnv1a64(id) mod S; the script's `claim`:
+ * id -> user and owning instance), and its session is opened in its user's
+ * shard only once the claim holds. Meanwhile the writes for that user
+ * shard wait behind the open in the shard's gate, in call order (so the
+ * order of every write is the caller's, as without claims), and the caller
+ * holds a stand-in handle (its low word 0, which no shard handle has:
+ * theirs are slot * S + shard with slot >= 1), mapped to the session's
+ * handle once it is opened. A shard with nothing held takes writes straight
+ * through, so WebSocket sessions (random ids) cost nothing more.
+ *
+ * A claim held for another user is checked against that user's shard: if
+ * the session is gone there (its instance died, or the end's unclaim was
+ * lost), it was stale and is taken over; else EEXIST. A claim goes with the
+ * session's end here, with a session.disconnected this instance decided,
+ * and with its instance (each shard's reaper drops the dead instance's
+ * claims there: unclaim_inst). After a shard registers again (a store
+ * loss) this instance claims its sessions' ids there again.
+ */
+
+static const char *str_copy(char **at, const char *s, size_t n) {
+  if (!s) return NULL;
+  char *d = *at;
+  memcpy(d, s, n);
+  d[n] = '\0';
+  *at += n + 1;
+  return d;
+}
+
+/* A deep copy of w (strings in the same block), or NULL. */
+static qwrite_t *write_copy(rshards_t *r, const presence_write_t *w,
+                            presence_store_done_fn done, void *ud) {
+  size_t iid = w->instance_id ? strlen(w->instance_id) : 0;
+  size_t need = sizeof(qwrite_t) + iid + w->session_id_len + w->user_id_len +
+                w->meta_len + w->channel_len + w->data_len + w->device_len +
+                w->message_len + w->emoji_len + 9;
+  qwrite_t *q = presence__malloc(r->a, need);
+  if (!q) return NULL;
+  q->next = NULL;
+  q->claim = NULL;
+  q->w = *w;
+  q->w.handle_out = NULL;
+  q->done = done;
+  q->ud = ud;
+  char *at = (char *)(q + 1);
+  q->w.instance_id = str_copy(&at, w->instance_id, iid);
+  q->w.session_id = str_copy(&at, w->session_id, w->session_id_len);
+  q->w.user_id = str_copy(&at, w->user_id, w->user_id_len);
+  q->w.meta = str_copy(&at, w->meta, w->meta_len);
+  q->w.channel = str_copy(&at, w->channel, w->channel_len);
+  q->w.data = str_copy(&at, w->data, w->data_len);
+  q->w.device = str_copy(&at, w->device, w->device_len);
+  q->w.message = str_copy(&at, w->message, w->message_len);
+  q->w.emoji = str_copy(&at, w->emoji, w->emoji_len);
+  return q;
+}
+
+static bool is_standin(presence_handle_t h) {
+  return h != PRESENCE_HANDLE_NONE && (h & 0xffffffffu) == 0;
+}
+
+static claim_t *claim_of_handle(const rshards_t *r, presence_handle_t h) {
+  uint32_t slot = ((uint32_t)(h >> 32) & 0xffffffu) - 1;
+  if (slot >= r->n_slot || !r->cl_slot[slot]) return NULL;
+  claim_t *c = r->cl_slot[slot];
+  return c->ph == h ? c : NULL;
+}
+
+static claim_t *claim_of_id(const rshards_t *r, const char *id, size_t len) {
+  if (!r->claims_up || !r->claims.count || !id || len > PRESENCE_ID_MAX)
+    return NULL;
+  return presence__table_find(&r->claims, id, len, presence__hash(id, len));
+}
+
+static void claim_drop(rshards_t *r, claim_t *c) {
+  if (c->indexed) presence__table_remove(&r->claims, c);
+  r->cl_slot[c->slot] = NULL;
+  r->cl_gen[c->slot]++;
+  r->cl_free[r->n_free++] = c->slot;
+  presence__free(r->a, c);
+}
+
+/* A session record for open w (not yet indexed by id), or NULL. */
+static claim_t *claim_new(rshards_t *r, const presence_write_t *w) {
+  if (!r->claims_up || presence__table_make_room(&r->claims)) return NULL;
+  if (!r->n_free && r->n_slot == r->cap_slot) {
+    uint32_t cap = r->cap_slot ? r->cap_slot * 2 : 64;
+    if (cap > 0xffffffu) return NULL;
+    claim_t **sl = presence__realloc(r->a, r->cl_slot, cap * sizeof *sl);
+    if (sl) r->cl_slot = sl;
+    uint8_t *g = sl ? presence__realloc(r->a, r->cl_gen, cap) : NULL;
+    if (g) r->cl_gen = g;
+    uint32_t *f = g ? presence__realloc(r->a, r->cl_free, cap * sizeof *f)
+                    : NULL;
+    if (!f) return NULL;
+    r->cl_free = f;
+    memset(r->cl_gen + r->cap_slot, 0, cap - r->cap_slot);
+    r->cap_slot = cap;
+  }
+  claim_t *c = presence__malloc(r->a, sizeof *c);
+  if (!c) return NULL;
+  memset(c, 0, sizeof *c);
+  c->slot = r->n_free ? r->cl_free[--r->n_free] : r->n_slot++;
+  r->cl_slot[c->slot] = c;
+  c->ph = (presence_handle_t)((uint64_t)r->cl_gen[c->slot] << 24 |
+                              (c->slot + 1))
+          << 32;
+  c->shard = presence__redis_user_shard(w->session_id, w->session_id_len,
+                                        r->n);
+  c->ushard = shard_of(r, w->user_id, w->user_id_len);
+  memcpy(c->id, w->session_id, w->session_id_len);
+  memcpy(c->user, w->user_id, w->user_id_len);
+  c->k.hash = presence__hash(c->id, w->session_id_len);
+  c->k.len = (uint8_t)w->session_id_len;
+  return c;
+}
+
+static void claim_index(rshards_t *r, claim_t *c) {
+  claim_t *old = claim_of_id(r, c->id, c->k.len);
+  if (old) {
+    presence__table_remove(&r->claims, old);
+    old->indexed = false;
+  }
+  presence__table_insert(&r->claims, c); /* room made in claim_new */
+  c->indexed = true;
+}
+
+/* A call's context: the session by its stand-in handle (it may be gone
+ * when the answer comes). */
+typedef struct claim_req {
+  rshards_t *r;
+  presence_handle_t ph;
+  presence_store_done_fn done; /* the open's */
+  void *ud;
+  char other[PRESENCE_ID_MAX + 1]; /* the user holding the claim */
+} claim_req_t;
+
+static claim_req_t *req_new(rshards_t *r, presence_handle_t ph) {
+  claim_req_t *q = presence__malloc(r->a, sizeof *q);
+  if (q) {
+    memset(q, 0, sizeof *q);
+    q->r = r;
+    q->ph = ph;
+  }
+  return q;
+}
+
+static void on_fire(void *ud, int code, redisReply *rep) {
+  (void)code, (void)rep;
+  claim_req_t *q = ud;
+  presence__free(q->r->a, q);
+}
+
+/* Fire and forget: op (id, user) in shard i. */
+static void claim_op(rshards_t *r, uint32_t i, const char *op, const char *a,
+                     const char *b) {
+  claim_req_t *q = req_new(r, 0);
+  if (!q) return;
+  const char *args[] = {a, b, ""};
+  if (presence__redis_op(r->sub[i], op, 3, args, on_fire, q))
+    presence__free(r->a, q);
+}
+
+/* The session ended (or never began): its record and claim go. */
+static void claim_release(rshards_t *r, claim_t *c) {
+  if (c->claimed && (c->state == CL_BOUND || c->fresh))
+    claim_op(r, c->shard, "unclaim", c->id, c->user);
+  claim_drop(r, c);
+}
+
+static void gate_run(rshards_t *r, uint32_t i);
+static void claim_ask(rshards_t *r, claim_t *c, const char *stale);
+
+static void claim_settle(rshards_t *r, claim_t *c, int code) {
+  if (code) {
+    c->state = CL_REFUSED;
+    c->refused = code;
+  } else {
+    c->state = CL_OK;
+  }
+  gate_run(r, c->ushard);
+}
+
+static void on_verify(void *ud, int status, const presence_session_info_t *s,
+                      size_t n) {
+  claim_req_t *q = ud;
+  rshards_t *r = q->r;
+  claim_t *c = r->destroying ? NULL : claim_of_handle(r, q->ph);
+  if (c) {
+    bool live = status != 0; /* not known: taken as held */
+    for (size_t i = 0; !live && i < n; i++)
+      live = s[i].session_id && !strcmp(s[i].session_id, c->id);
+    if (live)
+      claim_settle(r, c, PRESENCE_EEXIST);
+    else
+      claim_ask(r, c, q->other);
+  }
+  presence__free(r->a, q);
+}
+
+/* {0, {''}}: claimed; {0, {user}}: held for that user. */
+static void on_claim(void *ud, int code, redisReply *rep) {
+  claim_req_t *q = ud;
+  rshards_t *r = q->r;
+  claim_t *c = r->destroying ? NULL : claim_of_handle(r, q->ph);
+  redisReply *p = !code && rep && rep->type == REDIS_REPLY_ARRAY &&
+                          rep->elements > 1 &&
+                          rep->element[0]->type == REDIS_REPLY_INTEGER &&
+                          rep->element[0]->integer == 0 &&
+                          rep->element[1]->type == REDIS_REPLY_ARRAY &&
+                          rep->element[1]->elements == 1 &&
+                          rep->element[1]->element[0]->type ==
+                              REDIS_REPLY_STRING
+                      ? rep->element[1]->element[0]
+                      : NULL;
+  if (!c) {
+    presence__free(r->a, q);
+    return;
+  }
+  if (!p || !p->str[0]) {
+    /* Claimed; or the id's shard did not answer: the open goes on
+     * unclaimed (the user's shard still refuses an id held there). */
+    if (p && !q->other[0]) c->fresh = true;
+    if (!p && r->host.log)
+      r->host.log(r->host.host_ud, PRESENCE_LOG_WARN,
+                  "redis shards: a session id could not be claimed; opened "
+                  "without its cluster-wide claim");
+    if (!p) c->claimed = false;
+    presence__free(r->a, q);
+    claim_settle(r, c, 0);
+    return;
+  }
+  if (q->other[0]) { /* held again after we found it stale */
+    presence__free(r->a, q);
+    claim_settle(r, c, PRESENCE_EEXIST);
+    return;
+  }
+  /* Held for another user: is that session still there? */
+  snprintf(q->other, sizeof q->other, "%s", p->str);
+  presence_store_t *s = r->sub[shard_of(r, q->other, strlen(q->other))];
+  if (s->ops->sessions_query(s, q->other, on_verify, q)) {
+    presence__free(r->a, q);
+    claim_settle(r, c, PRESENCE_EEXIST);
+  }
+}
+
+/* Ask shard c->shard for the claim (stale: a user whose claim was found
+ * stale, to take over; NULL for none). */
+static void claim_ask(rshards_t *r, claim_t *c, const char *stale) {
+  c->asked = true;
+  claim_req_t *q = req_new(r, c->ph);
+  if (!q) {
+    claim_settle(r, c, PRESENCE_ENOMEM);
+    return;
+  }
+  snprintf(q->other, sizeof q->other, "%s", stale ? stale : "");
+  const char *args[] = {c->id, c->user, stale ? stale : ""};
+  int rc = presence__redis_op(r->sub[c->shard], "claim", 3, args, on_claim, q);
+  if (rc) on_claim(q, rc, NULL); /* the id's shard not registered */
+}
+
+/* The open's answer from the user's shard. Refused there (EEXIST, ELIMIT,
+ * ...): no session, so no claim. Transport failures keep the session (it
+ * is re-asserted). */
+static void on_connect_done(void *ud, int status) {
+  claim_req_t *q = ud;
+  rshards_t *r = q->r;
+  claim_t *c = r->destroying ? NULL : claim_of_handle(r, q->ph);
+  if (c && status && status != PRESENCE_ESTORE &&
+      status != PRESENCE_ETIMEDOUT && status != PRESENCE_EFENCED &&
+      status != PRESENCE_ESHUTDOWN)
+    claim_release(r, c);
+  presence_store_done_fn done = q->done;
+  void *dud = q->ud;
+  presence__free(r->a, q);
+  if (done) done(dud, status);
+}
+
+/* Route w, held or not: a stand-in handle becomes the session's, and an
+ * end releases the session's record. */
+static int pass_write(rshards_t *r, presence_write_t *w,
+                      presence_store_done_fn done, void *ud) {
+  claim_t *c = NULL;
+  if (is_standin(w->handle)) {
+    c = claim_of_handle(r, w->handle);
+    if (!c || c->state != CL_BOUND) return PRESENCE_ENOSESSION;
+    w->handle = c->real;
+  } else if (w->kind == PRESENCE_WRITE_END && w->session_id &&
+             w->handle == PRESENCE_HANDLE_NONE) {
+    c = claim_of_id(r, w->session_id, w->session_id_len);
+    if (c && c->state != CL_BOUND) c = NULL;
+  }
+  int rc = route_write(r, w, done, ud);
+  if (c && ((!rc && w->kind == PRESENCE_WRITE_END) ||
+            rc == PRESENCE_ENOSESSION))
+    claim_release(r, c);
+  return rc;
+}
+
+/* Open a held session whose claim settled. */
+static void open_held(rshards_t *r, qwrite_t *x) {
+  claim_t *c = x->claim;
+  if (c->state == CL_REFUSED) {
+    int code = c->refused;
+    claim_release(r, c);
+    if (x->done) x->done(x->ud, code);
+    return;
+  }
+  claim_req_t *q = req_new(r, c->ph);
+  if (!q) {
+    claim_release(r, c);
+    if (x->done) x->done(x->ud, PRESENCE_ENOMEM);
+    return;
+  }
+  q->done = x->done;
+  q->ud = x->ud;
+  presence_handle_t h = PRESENCE_HANDLE_NONE;
+  x->w.handle_out = &h;
+  int rc = route_write(r, &x->w, on_connect_done, q);
+  if (rc) {
+    presence__free(r->a, q);
+    claim_release(r, c);
+    if (x->done) x->done(x->ud, rc);
+    return;
+  }
+  c->real = h;
+  c->state = CL_BOUND;
+}
+
+/* Shard i's held writes, from the head, until an open whose claim is not
+ * settled yet. */
+static void gate_run(rshards_t *r, uint32_t i) {
+  qwrite_t *x;
+  while (!r->destroying && (x = r->gate_head[i])) {
+    claim_t *c = x->claim;
+    if (c && c->state == CL_PENDING) {
+      if (!c->asked) claim_ask(r, c, NULL); /* may settle it at once */
+      if (c->state == CL_PENDING) return;
+      continue; /* claim_settle ran the gate */
+    }
+    r->gate_head[i] = x->next;
+    if (!x->next) r->gate_tail[i] = NULL;
+    if (c) {
+      open_held(r, x);
+    } else {
+      int rc = pass_write(r, &x->w, x->done, x->ud);
+      if (rc && x->done) x->done(x->ud, rc);
+    }
+    presence__free(r->a, x);
+  }
+}
+
+static void gate_push(rshards_t *r, uint32_t i, qwrite_t *q) {
+  if (r->gate_tail[i])
+    r->gate_tail[i]->next = q;
+  else
+    r->gate_head[i] = q;
+  r->gate_tail[i] = q;
+}
+
+/* After shard i registered again (a store loss may have taken its claims):
+ * the ids of this instance's sessions claimed there are claimed again. */
+static void reclaim(rshards_t *r, uint32_t i) {
+  if (!r->claims_up) return;
+  size_t pos = 0;
+  claim_t *c;
+  while ((c = presence__table_next(&r->claims, &pos)))
+    if (c->claimed && c->state == CL_BOUND && c->shard == i)
+      claim_op(r, i, "claim", c->id, c->user);
+}
+
+typedef struct unclaim_req {
+  rshards_t *r;
+  uint32_t i;
+  char dead[PRESENCE_ID_MAX + 1];
+} unclaim_req_t;
+
+static bool unclaim_send(unclaim_req_t *q);
+
+/* {0, {'1'}}: more of the dead instance's claims are left: again. */
+static void on_unclaim_inst(void *ud, int code, redisReply *rep) {
+  unclaim_req_t *q = ud;
+  bool more = !code && rep && rep->type == REDIS_REPLY_ARRAY &&
+              rep->elements > 1 && rep->element[1]->type == REDIS_REPLY_ARRAY &&
+              rep->element[1]->elements == 1 &&
+              rep->element[1]->element[0]->type == REDIS_REPLY_STRING &&
+              rep->element[1]->element[0]->str[0] == '1';
+  if (!more || q->r->destroying || !unclaim_send(q))
+    presence__free(q->r->a, q);
+}
+
+static bool unclaim_send(unclaim_req_t *q) {
+  const char *args[] = {q->dead};
+  return presence__redis_op(q->r->sub[q->i], "unclaim_inst", 1, args,
+                            on_unclaim_inst, q) == 0;
+}
+
+static void unclaim_inst(rshards_t *r, uint32_t i, const char *dead) {
+  unclaim_req_t *q = presence__malloc(r->a, sizeof *q);
+  if (!q) return;
+  q->r = r;
+  q->i = i;
+  snprintf(q->dead, sizeof q->dead, "%s", dead);
+  if (!unclaim_send(q)) presence__free(r->a, q);
+}
+
+/* Events this instance decided: a dead instance reaped in shard i loses
+ * its claims there. (This instance's own sessions end through its writes,
+ * pass_write; an event cannot tell which opening of a reused id it ends.) */
+static void claims_on_event(shard_host_t *sh, const presence_event_t *ev) {
+  rshards_t *r = sh->r;
+  if (ev->type == PRESENCE_EV_CLEANUP && ev->instance_id &&
+      ev->reason == PRESENCE_REASON_INSTANCE_LOST &&
+      strcmp(ev->instance_id, r->host.instance_id))
+    unclaim_inst(r, sh->i, ev->instance_id);
+}
+
+/* Whether an end of session id is held in shard i's gate. */
+static bool end_held(const rshards_t *r, uint32_t i, const char *id,
+                     size_t len) {
+  for (const qwrite_t *x = r->gate_head[i]; x; x = x->next) {
+    if (x->w.kind != PRESENCE_WRITE_END) continue;
+    const claim_t *c =
+        is_standin(x->w.handle) ? claim_of_handle(r, x->w.handle) : NULL;
+    const char *xid = c ? c->id : x->w.session_id;
+    if (xid && strlen(xid) == len && !memcmp(xid, id, len)) return true;
+  }
+  return false;
+}
+
+/* The shard a write goes to (n: none), as route_write routes it, with the
+ * sessions held in gates known by their records. */
+static uint32_t write_shard(rshards_t *r, const presence_write_t *w) {
+  if (is_standin(w->handle)) {
+    claim_t *c = claim_of_handle(r, w->handle);
+    return c ? c->ushard : r->n;
+  }
+  if (w->handle != PRESENCE_HANDLE_NONE) {
+    uint32_t i;
+    h_dec(r, w->handle, &i);
+    return i;
+  }
+  if (w->session_id) {
+    claim_t *c = claim_of_id(r, w->session_id, w->session_id_len);
+    if (c) return c->ushard;
+    return shard_of_session(r, w->session_id, w->session_id_len);
+  }
+  if (w->user_id) return shard_of(r, w->user_id, w->user_id_len);
+  return r->n;
+}
+
+static int s_write(presence_store_t *base, const presence_write_t *w,
+                   presence_store_done_fn done, void *ud) {
+  rshards_t *r = (rshards_t *)base;
+  if (w->kind == PRESENCE_WRITE_RESET) return route_write(r, w, done, ud);
+  bool claim = w->kind == PRESENCE_WRITE_CONNECT &&
+               !(w->flags & PRESENCE_WRITE_F_RANDOM_ID);
+  uint32_t i = w->kind == PRESENCE_WRITE_CONNECT
+                   ? shard_of(r, w->user_id, w->user_id_len)
+                   : write_shard(r, w);
+  if (i >= r->n) return PRESENCE_ENOSESSION;
+  if (!claim && !r->gate_head[i]) {
+    presence_write_t x = *w;
+    return pass_write(r, &x, done, ud);
+  }
+  claim_t *c = NULL, *prev = NULL;
+  bool defer = false;
+  if (w->kind == PRESENCE_WRITE_CONNECT) {
+    /* Held here already, or open: EEXIST, as route_write would say; an
+     * open whose end is held behind it frees the id in order. */
+    prev = claim_of_id(r, w->session_id, w->session_id_len);
+    bool ends = end_held(r, i, w->session_id, w->session_id_len);
+    if ((prev && !prev->ending && !ends) ||
+        (!ends &&
+         shard_of_session(r, w->session_id, w->session_id_len) < r->n))
+      return PRESENCE_EEXIST;
+    defer = prev != NULL || ends; /* ask the claim in turn */
+    if (!(c = claim_new(r, w))) return PRESENCE_ENOMEM;
+    c->claimed = claim;
+    if (!claim) c->state = CL_OK;
+  }
+  qwrite_t *q = write_copy(r, w, done, ud);
+  if (!q) {
+    if (c) claim_drop(r, c);
+    return PRESENCE_ENOMEM;
+  }
+  if (c) {
+    q->claim = c;
+    claim_index(r, c);
+    if (w->handle_out) *w->handle_out = c->ph;
+  } else if (w->kind == PRESENCE_WRITE_END) {
+    claim_t *e = is_standin(w->handle)
+                     ? claim_of_handle(r, w->handle)
+                     : claim_of_id(r, w->session_id, w->session_id_len);
+    if (e) e->ending = true;
+  }
+  bool idle = !r->gate_head[i];
+  gate_push(r, i, q);
+  /* A claim is asked at once, unless an earlier open of the id is held:
+   * then once that one's end has gone (gate_run), so the shard of the id
+   * sees the release before the new claim. */
+  if (c && claim && !defer) claim_ask(r, c, NULL);
+  else if (idle) gate_run(r, i);
+  return 0;
 }
 
 static int64_t s_tick(presence_store_t *base, int64_t now) {
@@ -761,6 +1329,22 @@ static void s_destroy(presence_store_t *base) {
   for (uint32_t i = 0; i < r->n_feed_out; i++) close(r->feed_out[i]);
   presence__free(r->a0, r->feed_out);
   if (r->counts_up) presence__ccounts_free(&r->counts);
+  /* Writes still held end as the shards' own did. */
+  for (uint32_t i = 0; r->gate_head && i < r->n; i++)
+    while (r->gate_head[i]) {
+      qwrite_t *x = r->gate_head[i];
+      r->gate_head[i] = x->next;
+      if (x->done) x->done(x->ud, PRESENCE_ESHUTDOWN);
+      presence__free(r->a, x);
+    }
+  for (uint32_t k = 0; k < r->n_slot; k++)
+    presence__free(r->a, r->cl_slot[k]);
+  if (r->claims_up) presence__table_free(&r->claims);
+  presence__free(r->a, r->gate_head);
+  presence__free(r->a, r->gate_tail);
+  presence__free(r->a, r->cl_slot);
+  presence__free(r->a, r->cl_gen);
+  presence__free(r->a, r->cl_free);
   presence__free(r->a, r->sh);
   presence__free(r->a0, r->sub);
   presence__free(r->a0, r);

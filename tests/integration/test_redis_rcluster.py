@@ -45,6 +45,12 @@ primaries and three replicas started here on free loopback ports
                leaves, disconnects and a kill -9 (its members reaped
                instance_lost), each observer's last frame says the final
                count, the member listing's.
+  chosen_ids:  a session id a backend chooses is unique in the whole cluster:
+               opened on A for a user of one shard, the same id opened on B
+               for a user of another shard is refused ("ended", reason
+               "refused"; no event, the user stays offline); once A's
+               session ends the id is free; after A is killed (reaped),
+               C may open it for a third user.
 
 Run: /usr/bin/python3 tests/integration/test_redis_rcluster.py --presenced PATH
 """
@@ -673,6 +679,78 @@ async def test_chan_count(t, cl):
             pass
 
 
+def user_shard(u):
+    h = 1469598103934665603
+    for b in u.encode():
+        h = ((h ^ b) * 1099511628211) % 2 ** 64
+    return h % SHARDS
+
+
+async def api_status(d, user):
+    r = await http(d, "GET", f"/v1/users/{user}")
+    return r.json().get("status") if r.status == 200 else None
+
+
+async def test_chosen_ids(t, cl):
+    from backendlib import Backend
+    A, B, C = cl.d
+    ua = "bk-ann"
+    ub = next(f"bk-bob-{k}" for k in range(100) if user_shard(f"bk-bob-{k}") != user_shard(ua))
+    uc = next(f"bk-cat-{k}" for k in range(100)
+              if user_shard(f"bk-cat-{k}") not in (user_shard(ua), user_shard(ub)))
+    ba = await Backend.connect(A, "origin-a")
+    bb = await Backend.connect(B, "origin-b")
+    ack = await ba.batch([{"op": "open", "session": "bk-dup", "user": ua}])
+    t.check("chosen_ids: A opens bk-dup for a user of one shard", not ack.get("errors"), str(ack))
+    ok = await wait_for(lambda: _is(A, ua, "online"), 5, 0.1)
+    t.check("chosen_ids: that user is online", ok is not None)
+    ack = await bb.batch([{"op": "open", "session": "bk-dup", "user": ub}])
+
+    got = []
+
+    async def refused():
+        for m in bb.notices:
+            if m.get("type") == "ended" and m.get("session") == "bk-dup":
+                got.append(m)
+                return True
+        try:
+            bb.notices.append(json.loads(await asyncio.wait_for(bb.ws.recv(), 0.2)))
+        except asyncio.TimeoutError:
+            pass
+        return False
+    await wait_for(refused, 5, 0)
+    m = got[0] if got else None
+    t.check("chosen_ids: B's open of the same id for a user of another shard is refused "
+            "(ended, reason refused)", m is not None and m.get("reason") == "refused",
+            f"ack {ack} notice {m} (shards {user_shard(ua)} / {user_shard(ub)})")
+    await asyncio.sleep(0.3)
+    t.eq("chosen_ids: the refused user is offline", await api_status(A, ub), "offline")
+    # A's session ends: the id is free for B.
+    await ba.batch([{"op": "close", "session": "bk-dup"}])
+    await asyncio.sleep(0.3)
+    bb.notices.clear()
+    ack = await bb.batch([{"op": "open", "session": "bk-dup", "user": ub}])
+    ok = await wait_for(lambda: _is(A, ub, "online"), 5, 0.1)
+    t.check("chosen_ids: once A's session ended, B opens the id for its user",
+            ok is not None and not ack.get("errors"), f"{ack} {bb.notices}")
+    # B dies holding it: once reaped, C opens the id for a third user.
+    B.kill()
+    ok = await wait_for(lambda: _is(A, ub, "offline"), 15, 0.2)
+    t.check("chosen_ids: B's user is reaped", ok is not None)
+    bc = await Backend.connect(C, "origin-c")
+    ack = await bc.batch([{"op": "open", "session": "bk-dup", "user": uc}])
+    ok = await wait_for(lambda: _is(A, uc, "online"), 5, 0.1)
+    t.check("chosen_ids: after B's death C opens the id for a third user",
+            ok is not None and not any(m.get("type") == "ended" for m in bc.notices),
+            f"{ack} {bc.notices}")
+    for b in (ba, bc):
+        await b.close()
+
+
+async def _is(d, user, status):
+    return (await api_status(d, user)) == status or None
+
+
 SCENARIOS = [
     ("sse_resume", test_sse_resume, {}),
     ("gap", test_gap, {}),
@@ -687,6 +765,7 @@ SCENARIOS = [
     ("sigstop", test_sigstop, {}),
     ("watch", test_watch, {}),
     ("chan_count", test_chan_count, {"extra": {"--offline-grace-ms": "0"}}),
+    ("chosen_ids", test_chosen_ids, {"extra": {"--offline-grace-ms": "0"}}),
 ]
 
 

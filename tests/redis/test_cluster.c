@@ -537,6 +537,98 @@ static void leave_ends_sessions_at_once(void **state) {
   fx_destroy(f);
 }
 
+/* A user whose shard differs from `other`'s (any user with one shard). */
+static void user_apart(const char *other, char *out, size_t n) {
+  uint32_t s = test_shards();
+  uint32_t at = presence__redis_user_shard(other, strlen(other), s);
+  for (int k = 0;; k++) {
+    snprintf(out, n, "apart-%d", k);
+    if (s == 1 || presence__redis_user_shard(out, strlen(out), s) != at)
+      return;
+  }
+}
+
+typedef struct open_wait {
+  bool got;
+  int status;
+} open_wait_t;
+static void open_cb(presence_t *p, int status, void *ud) {
+  (void)p;
+  open_wait_t *w = ud;
+  w->got = true;
+  w->status = status;
+}
+static bool open_pred(void *ud) { return ((open_wait_t *)ud)->got; }
+
+static int open_chosen(fx_t *f, int i, const char *sid, const char *user) {
+  open_wait_t w = {0};
+  presence_handle_t h = PRESENCE_HANDLE_NONE;
+  int rc = presence_session_open(f->in[i].p, sid, user, NULL, &h, open_cb, &w);
+  if (rc) return rc;
+  /* A write on the handle at once (a backend's idle open): it waits for
+   * the open, then applies. */
+  assert_int_not_equal(h, PRESENCE_HANDLE_NONE);
+  assert_int_equal(presence_handle_set_status(f->in[i].p, h, PRESENCE_IDLE,
+                                              NULL, NULL),
+                   0);
+  assert_true(run_until(&f->loop, open_pred, &w, 5000));
+  return w.status;
+}
+
+static bool offline_pred(void *ud) {
+  uq_t *q = ud;
+  return q->got && q->info.status == PRESENCE_OFFLINE;
+}
+
+/* Session ids a caller chooses (presenced's backends) are unique in the
+ * whole store, whichever shards their users live in: the same id opened for
+ * a user of another shard, on another instance, is refused with EEXIST (no
+ * event, no session); once the first session ends, the id is free; a
+ * claim left by a dead instance does not block it. */
+static void chosen_ids_unique_across_shards(void **state) {
+  (void)state;
+  inst_opts_t io = {.heartbeat_ms = 200, .lease_ms = 600};
+  fx_t *f = fx_make(3, &io);
+  const char *ua = "claim-ann";
+  char ub[32];
+  user_apart(ua, ub, sizeof ub);
+  assert_int_equal(open_chosen(f, 0, "dup-1", ua), 0);
+  assert_int_equal(user_info(&f->loop, &f->in[0], ua).status, PRESENCE_IDLE);
+  size_t before = f->in[1].local.n;
+  assert_int_equal(open_chosen(f, 1, "dup-1", ub), PRESENCE_EEXIST);
+  assert_int_equal(f->in[1].local.n, before); /* no event */
+  assert_int_equal(user_info(&f->loop, &f->in[1], ub).status,
+                   PRESENCE_OFFLINE);
+  /* Refused on the instance that holds it too (before any call). */
+  assert_int_equal(presence_session_open(f->in[0].p, "dup-1", ub, NULL, NULL,
+                                         NULL, NULL),
+                   PRESENCE_EEXIST);
+  /* ann's session ends: the id is free for bob. */
+  open_wait_t w = {0};
+  assert_int_equal(
+      presence_session_disconnect(f->in[0].p, "dup-1", open_cb, &w), 0);
+  assert_true(run_until(&f->loop, open_pred, &w, 5000));
+  assert_int_equal(w.status, 0);
+  run_for(&f->loop, 100); /* the claim's release */
+  assert_int_equal(open_chosen(f, 1, "dup-1", ub), 0);
+  assert_int_equal(user_info(&f->loop, &f->in[0], ub).status, PRESENCE_IDLE);
+  /* beta dies holding it: once reaped, ann may have the id again (on
+   * gamma), the dead instance's claim notwithstanding. */
+  presence_redis_debug_pause(f->in[1].store, 1);
+  uq_t q;
+  bool off = false;
+  for (int k = 0; k < 100 && !off; k++) {
+    memset(&q, 0, sizeof q);
+    assert_int_equal(presence_user_query(f->in[0].p, ub, uq_cb, &q), 0);
+    assert_true(run_until(&f->loop, uq_pred, &q, 5000));
+    off = offline_pred(&q);
+    if (!off) run_for(&f->loop, 100);
+  }
+  assert_true(off);
+  assert_int_equal(open_chosen(f, 2, "dup-1", ua), 0);
+  fx_destroy(f);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(racing_instances_emit_each_transition_once),
@@ -545,6 +637,7 @@ int main(void) {
       cmocka_unit_test(store_loss_is_rebuilt),
       cmocka_unit_test(watchdog_times_out_then_recovers),
       cmocka_unit_test(leave_ends_sessions_at_once),
+      cmocka_unit_test(chosen_ids_unique_across_shards),
   };
   apply_filter();
   return cmocka_run_group_tests(tests, NULL, NULL);

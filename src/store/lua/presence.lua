@@ -1740,6 +1740,58 @@ OPS.q_members = function()
   return {0, res}
 end
 
+-- ---- session ids across shards --------------------------------------------
+-- In shards a session lives in its user's shard, where sidx refuses an id
+-- held twice only within the shard. A session id a caller chose is also
+-- claimed in the id's own shard (redis_shard.c), before its session is
+-- made: claims hash id -> user '\t' owning instance, icl:<instance> the
+-- ids an instance claimed (dropped with the instance: unclaim_inst).
+local function k_claims() return P .. 'claims' end
+local function k_icl(i) return P .. 'icl:' .. i end
+
+-- ARGV: id, user, stale ('' or a user whose claim the caller found
+-- stale). Payload: {''} claimed (now this instance's), or {other user}.
+OPS.claim = function()
+  local sid, u, stale = ARGV[A], ARGV[A + 1], ARGV[A + 2]
+  local v = redis.call('HGET', k_claims(), sid)
+  if v then
+    local vu, vi = string.match(v, '^([^\t]*)\t(.*)$')
+    if vu ~= u and vu ~= stale then return {0, {vu}} end
+    if vi ~= iid then redis.call('SREM', k_icl(vi), sid) end
+  end
+  redis.call('HSET', k_claims(), sid, u .. '\t' .. iid)
+  redis.call('SADD', k_icl(iid), sid)
+  return {0, {''}}
+end
+
+-- ARGV: id, user. The claim goes if it is still that user's.
+OPS.unclaim = function()
+  local sid, u = ARGV[A], ARGV[A + 1]
+  local v = redis.call('HGET', k_claims(), sid)
+  if v then
+    local vu, vi = string.match(v, '^([^\t]*)\t(.*)$')
+    if vu == u then
+      redis.call('HDEL', k_claims(), sid)
+      redis.call('SREM', k_icl(vi), sid)
+    end
+  end
+  return {0, {''}}
+end
+
+-- ARGV: a dead instance (reaped here). Its claims go, 500 a call.
+-- Payload: {'1'} when more are left.
+OPS.unclaim_inst = function()
+  local dead = ARGV[A]
+  local ids = redis.call('SPOP', k_icl(dead), 500)
+  for _, sid in ipairs(ids) do
+    local v = redis.call('HGET', k_claims(), sid)
+    if v and string.match(v, '^[^\t]*\t(.*)$') == dead then
+      redis.call('HDEL', k_claims(), sid)
+    end
+  end
+  return {0, {#ids == 500 and '1' or '0'}}
+end
+
 -- ARGV: prefix, after, limit. Payload: {more, name, count, name, count...}.
 OPS.q_chans = function()
   local prefix, after, lim = ARGV[A], ARGV[A + 1], tonumber(ARGV[A + 2])

@@ -379,6 +379,7 @@ void backend_http_put_session(conn_t *c, http_req_t *r, const char *id) {
   const cJSON *ttl = cJSON_GetObjectItemCaseSensitive(root, "ttl_ms");
   const cJSON *st = cJSON_GetObjectItemCaseSensitive(root, "status");
   const cJSON *mv = cJSON_GetObjectItemCaseSensitive(root, "meta");
+  const cJSON *dv = cJSON_GetObjectItemCaseSensitive(root, "device");
   if (!cJSON_IsString(user) || presence_id_check(user->valuestring) != 0) {
     http_error(c, 400, "bad_user_id", "user must be a valid user id");
     goto out;
@@ -403,11 +404,19 @@ void backend_http_put_session(conn_t *c, http_req_t *r, const char *id) {
       goto out;
     }
   }
+  /* The device kind (docs/protocol.md 6), as the backend protocol's open
+   * takes it: absent or null is web. */
+  if (dv && !cJSON_IsNull(dv) &&
+      (!cJSON_IsString(dv) || presence_device_check(dv->valuestring) != 0)) {
+    http_error(c, 400, "bad_device",
+               "device must be 1..32 letters, digits, '.', '_' or '-'");
+    goto out;
+  }
   int created = 0, hs = 0;
   int64_t expires = 0;
-  const char *code =
-      origin_http_put(s, id, user->valuestring, (uint32_t)ttl->valuedouble,
-                      (int)status, meta, &created, &expires, &hs);
+  const char *code = origin_http_put(
+      s, id, user->valuestring, (uint32_t)ttl->valuedouble, (int)status, meta,
+      cJSON_IsString(dv) ? dv->valuestring : NULL, &created, &expires, &hs);
   if (code) {
     http_error(c, hs, code,
                hs == 409   ? "the session id is held by another user, "

@@ -665,7 +665,7 @@ void origin_shutdown(srv_t *s) {
 
 const char *origin_http_put(srv_t *s, const char *session_id,
                             const char *user, uint32_t ttl_ms, int status,
-                            const char *meta, int *created,
+                            const char *meta, const char *device, int *created,
                             int64_t *expires_wall_ms, int *http_status) {
   struct origins *g = s->origins;
   origin_t *o = g->http;
@@ -694,7 +694,7 @@ const char *origin_http_put(srv_t *s, const char *session_id,
    * serverless callers): it takes the session over from the instance that
    * had it, with no event, and that one's TTL then ends nothing. */
   int rc = (srv_async(s) ? presence_session_adopt : presence_session_open_device)(
-      s->p, session_id, user, meta, NULL, &h, NULL, NULL);
+      s->p, session_id, user, meta, device, &h, NULL, NULL);
   if (rc != 0) {
     *http_status = rc == PRESENCE_EEXIST   ? 409
                    : rc == PRESENCE_ELIMIT ? 429

@@ -566,11 +566,12 @@ void origin_list_json(srv_t *s, buf_t *b);
 void origin_counts(srv_t *s, uint64_t *connected, uint64_t *detached,
                    uint64_t *sessions, uint64_t *ops_total);
 /* PUT /v1/sessions/{id}: create (*created = 1) or renew an HTTP session of
- * user with a TTL; status 0 keeps the current one. NULL, or an error code
- * with its HTTP status in *http_status. */
+ * user with a TTL; status 0 keeps the current one; device (NULL: web) is
+ * the new session's (a renewal keeps it). NULL, or an error code with its
+ * HTTP status in *http_status. */
 const char *origin_http_put(srv_t *s, const char *session_id,
                             const char *user, uint32_t ttl_ms, int status,
-                            const char *meta, int *created,
+                            const char *meta, const char *device, int *created,
                             int64_t *expires_wall_ms, int *http_status);
 
 /* ---- wsconn.c: the upgrade's checks shared with backend.c ---------------- */

@@ -339,9 +339,20 @@ async def test_http_sessions(t, d, args):
             ("no user", json.dumps({"ttl_ms": 2000}), 400, "bad_user_id"),
             ("TTL too short", json.dumps({"user": "u", "ttl_ms": 5}), 400, "bad_ttl"),
             ("bad status", json.dumps({"user": "u", "ttl_ms": 2000, "status": "away"}), 400, "bad_status"),
-            ("meta not an object", json.dumps({"user": "u", "ttl_ms": 2000, "meta": 3}), 400, "bad_meta")]:
+            ("meta not an object", json.dumps({"user": "u", "ttl_ms": 2000, "meta": 3}), 400, "bad_meta"),
+            ("device with a control character",
+             json.dumps({"user": "u", "ttl_ms": 2000, "device": "ph\none"}), 400, "bad_device"),
+            ("device not a string", json.dumps({"user": "u", "ttl_ms": 2000, "device": 7}), 400, "bad_device")]:
         r = await http(d, "PUT", "/v1/sessions/fn-2", body=b)
         t.eq(f"PUT refused: {name}", (r.status, r.error_code), (status, code))
+    r = await http(d, "GET", "/v1/users/u/sessions")
+    t.eq("refused PUTs stored nothing", (r.json() or {}).get("sessions"), [])
+    r = await http(d, "PUT", "/v1/sessions/fn-4",
+                   body=json.dumps({"user": "kiosk-user", "ttl_ms": 5000, "device": "kiosk-2"}))
+    t.eq("PUT with a device: 201", r.status, 201)
+    r = await http(d, "GET", "/v1/users/kiosk-user")
+    t.eq("the user's devices: the session's own word",
+         list(((r.json() or {}).get("devices") or {}).keys()), ["kiosk-2"])
     await http(d, "PUT", "/v1/sessions/fn-3", body=json.dumps({"user": "a", "ttl_ms": 5000}))
     r = await http(d, "PUT", "/v1/sessions/fn-3", body=json.dumps({"user": "b", "ttl_ms": 5000}))
     t.eq("PUT for another user: 409 session_exists", (r.status, r.error_code), (409, "session_exists"))

@@ -96,8 +96,11 @@ async def names_of(d, prefix):
 
 async def test_feed(t, cl):
     d, rc = cl.d[0], cl.rc
-    t.check("feed: worker 1 passes every shard's log by interest",
-            "the log goes to the other workers by their interest" in d.stderr_text(),
+    # Logged when worker 1's store attaches, which may come after worker 2
+    # answered the start's health check on the shared port.
+    said = await wait_for(lambda: _eq("the log goes to the other workers by their "
+                                      "interest" in d.stderr_text(), True), 10)
+    t.check("feed: worker 1 passes every shard's log by interest", said is not None,
             d.stderr_tail(8))
     names = await names_of(d, "fp")
     t.check("feed: clients on both workers", len(names) == 2, str(names))

@@ -70,9 +70,22 @@ test('two users in two rooms see each other, with name and colour, live', async 
   // demo-lobby, which every tab joins: web/app.js).
   const r = await api(port, 'GET', '/v1/channels?prefix=');
   assert.deepEqual(JSON.parse(r.body).channels.filter((c) => c.channel !== 'demo-lobby'),
-    [{ channel: 'design', count: 1 }, { channel: 'lobby', count: 2 }]);
+    [{ channel: 'design', count: 1, shown_count: 1 }, { channel: 'lobby', count: 2, shown_count: 2 }]);
   await ann.screenshot({ path: artifact('rooms-ann.png'), fullPage: true });
   await bob.screenshot({ path: artifact('rooms-bob.png'), fullPage: true });
+  // bob goes invisible: ann's lobby shows her alone, "1 here" (an invisible
+  // member is neither listed nor counted); the backend sees both counts.
+  await bob.getByLabel('Show me as').selectOption('invisible');
+  await expectMembers(ann, 'lobby', ['ann'], 'bob invisible: gone from ann\'s lobby');
+  await waitFor(async () => (await ann.locator('.room[data-room="lobby"]').getAttribute('data-count')) === '1',
+    { timeout: 8000, what: 'ann\'s lobby counts 1 while bob is invisible' });
+  const r2 = await api(port, 'GET', '/v1/channels?prefix=lobby');
+  assert.deepEqual(JSON.parse(r2.body).channels, [{ channel: 'lobby', count: 2, shown_count: 1 }]);
+  await ann.screenshot({ path: artifact('rooms-ann-bob-invisible.png'), fullPage: true });
+  await bob.getByLabel('Show me as').selectOption('auto');
+  await expectMembers(ann, 'lobby', ['ann', 'bob'], 'bob visible again in ann\'s lobby');
+  await waitFor(async () => (await ann.locator('.room[data-room="lobby"]').getAttribute('data-count')) === '2',
+    { timeout: 8000, what: 'ann\'s lobby counts 2 again' });
   // bob enters design: ann sees him there too.
   await enterRoom(bob, 'design', { pick: true });
   await expectMembers(ann, 'design', ['ann', 'bob'], 'ann sees bob enter design');

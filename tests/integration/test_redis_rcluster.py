@@ -597,11 +597,8 @@ async def test_chan_count(t, cl):
             str([snap and snap.get("count") for _, snap in obs]))
     users = [f"cc-{i}" for i in range(24)]
     shards = {}
-    for u in users:  # the users' shards (redis_shard.c: FNV-1a 64 mod 12)
-        h = 1469598103934665603
-        for b in u.encode():
-            h = ((h ^ b) * 1099511628211) % 2 ** 64
-        shards.setdefault(h % SHARDS, []).append(u)
+    for u in users:
+        shards.setdefault(user_shard(u), []).append(u)
     t.check("chan_count: the members live in several shards", len(shards) >= 6,
             str(sorted(shards)))
 
@@ -677,13 +674,6 @@ async def test_chan_count(t, cl):
             await c.close()
         except Exception:
             pass
-
-
-def user_shard(u):
-    h = 1469598103934665603
-    for b in u.encode():
-        h = ((h ^ b) * 1099511628211) % 2 ** 64
-    return h % SHARDS
 
 
 async def api_status(d, user):

@@ -362,15 +362,23 @@ static bool epoch_past(void *ud) {
   return presence_redis_epoch(w->st) > w->past;
 }
 
-/* How many times node i answered an error of this kind (INFO errorstats). */
-static long long errorstat(const rcluster_t *c, int i, const char *kind) {
-  redisReply *r = node_cmd(c->n[i].port, "INFO errorstats");
-  char pat[64];
-  snprintf(pat, sizeof pat, "errorstat_%s:count=", kind);
-  const char *p = r && r->type == REDIS_REPLY_STRING ? strstr(r->str, pat) : NULL;
-  long long n = p ? atoll(p + strlen(pat)) : 0;
+/* A counter of node i's INFO section: the number after "<field>" (0 when
+ * absent). */
+static long long info_count(const rcluster_t *c, int i, const char *section,
+                            const char *field) {
+  redisReply *r = node_cmd(c->n[i].port, "INFO %s", section);
+  const char *p =
+      r && r->type == REDIS_REPLY_STRING ? strstr(r->str, field) : NULL;
+  long long n = p ? atoll(p + strlen(field)) : 0;
   if (r) freeReplyObject(r);
   return n;
+}
+
+/* How many times node i answered an error of this kind (INFO errorstats). */
+static long long errorstat(const rcluster_t *c, int i, const char *kind) {
+  char field[64];
+  snprintf(field, sizeof field, "errorstat_%s:count=", kind);
+  return info_count(c, i, "errorstats", field);
 }
 
 /* The calls node i refused while a slot migrated: ASK (none of the
@@ -381,13 +389,9 @@ static long long refusals(const rcluster_t *c, int i) {
 
 /* How many times node i ran a command (INFO commandstats), e.g. "asking". */
 static long long cmdstat(const rcluster_t *c, int i, const char *cmd) {
-  redisReply *r = node_cmd(c->n[i].port, "INFO commandstats");
-  char pat[64];
-  snprintf(pat, sizeof pat, "cmdstat_%s:calls=", cmd);
-  const char *p = r && r->type == REDIS_REPLY_STRING ? strstr(r->str, pat) : NULL;
-  long long n = p ? atoll(p + strlen(pat)) : 0;
-  if (r) freeReplyObject(r);
-  return n;
+  char field[64];
+  snprintf(field, sizeof field, "cmdstat_%s:calls=", cmd);
+  return info_count(c, i, "commandstats", field);
 }
 
 /* A log read's answer (presence_log_read_of). */

@@ -629,6 +629,35 @@ static void chosen_ids_unique_across_shards(void **state) {
   fx_destroy(f);
 }
 
+/* Redis loses everything: the claims go with it, and each instance claims
+ * its sessions' ids again once the id's shard has registered again, so
+ * the same id for a user of another shard is still refused afterwards. */
+static bool seq_back(void *ud) {
+  fx_t *f = ud;
+  return presence_redis_ready(f->in[0].store) &&
+         presence_redis_ready(f->in[1].store);
+}
+
+static void chosen_ids_claimed_again_after_a_store_loss(void **state) {
+  (void)state;
+  fx_t *f = fx_make(2, NULL);
+  const char *ua = "claim-ann";
+  char ub[32];
+  user_apart(ua, ub, sizeof ub);
+  assert_int_equal(open_chosen(f, 0, "dup-2", ua), 0);
+  freeReplyObject(srv_cmd(&f->srv, "FLUSHALL"));
+  /* Both notice within a heartbeat and register again; alpha re-asserts
+   * ann's session and claims its id again. */
+  run_for(&f->loop, 800);
+  assert_true(run_until(&f->loop, seq_back, f, 8000));
+  run_for(&f->loop, 300);
+  assert_int_equal(user_info(&f->loop, &f->in[1], ua).status, PRESENCE_IDLE);
+  assert_int_equal(open_chosen(f, 1, "dup-2", ub), PRESENCE_EEXIST);
+  assert_int_equal(user_info(&f->loop, &f->in[1], ub).status,
+                   PRESENCE_OFFLINE);
+  fx_destroy(f);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(racing_instances_emit_each_transition_once),
@@ -638,6 +667,7 @@ int main(void) {
       cmocka_unit_test(watchdog_times_out_then_recovers),
       cmocka_unit_test(leave_ends_sessions_at_once),
       cmocka_unit_test(chosen_ids_unique_across_shards),
+      cmocka_unit_test(chosen_ids_claimed_again_after_a_store_loss),
   };
   apply_filter();
   return cmocka_run_group_tests(tests, NULL, NULL);

@@ -196,6 +196,9 @@ type MembersPage struct {
 type ChannelCount struct {
 	Channel string `json:"channel"`
 	Count   int    `json:"count"`
+	// ShownCount: the count the channel's members are shown (invisible
+	// members left out).
+	ShownCount int `json:"shown_count"`
 }
 
 // Channel: GET /v1/channels/{name} (its member count).

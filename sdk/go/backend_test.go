@@ -168,7 +168,7 @@ func TestBackendChannels(t *testing.T) {
 		t.Fatalf("page 2 %+v", p2)
 	}
 	chs, next, _ := api.Channels(ctx, "room:", 100, "")
-	if fmt.Sprint(chs) != "[{room:1 2} {room:2 1}]" || next != "" {
+	if fmt.Sprint(chs) != "[{room:1 2 2} {room:2 1 1}]" || next != "" {
 		t.Fatalf("channels %v %q", chs, next)
 	}
 	b.Reconnect() // sync, then the joins again

@@ -203,7 +203,7 @@ export declare class PresenceAPI {
   /** Every member, page after page. */
   allChannelMembers(name: string, options?: { limit?: number }): AsyncIterable<ChannelMember>;
   /** Active channels under a prefix, with their counts. */
-  channels(options?: { prefix?: string; limit?: number; after?: string | null }): Promise<{ channels: Array<{ channel: string; count: number }>; next: string | null }>;
+  channels(options?: { prefix?: string; limit?: number; after?: string | null }): Promise<{ channels: Array<{ channel: string; count: number; shown_count: number }>; next: string | null }>;
   /** The channels a user is a member of. */
   userChannels(userId: string): Promise<Array<Omit<ChannelMember, 'user_id'> & { channel: string }>>;
   /** Every session of the user leaves the channel (reason 'kicked'); code 'not_member' if none was in it. */

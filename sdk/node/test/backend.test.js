@@ -151,7 +151,7 @@ test('channels through the connection and the API; re-joined after a reconnect w
   const all = [];
   for await (const m of api.allChannelMembers('room:1', { limit: 1 })) all.push(m.user_id);
   assert.deepEqual(all, ['ann', 'bob']);
-  assert.deepEqual((await api.channels({ prefix: 'room:' })).channels, [{ channel: 'room:1', count: 2 }, { channel: 'room:2', count: 1 }]);
+  assert.deepEqual((await api.channels({ prefix: 'room:' })).channels, [{ channel: 'room:1', count: 2, shown_count: 2 }, { channel: 'room:2', count: 1, shown_count: 1 }]);
   assert.deepEqual((await api.userChannels('bob')).map((c) => c.channel).sort(), ['room:1', 'room:2']);
   b.update(ann, 'room:1', { color: 'green' });
   await b.flush();

@@ -114,7 +114,7 @@ class PresenceAPI:
                 return
 
     def channels(self, prefix: str = "", limit: int = 100, after: Optional[str] = None) -> Dict[str, Any]:
-        """Active channels under a prefix: {"channels": [{"channel", "count"}], "next"}"""
+        """Active channels under a prefix: {"channels": [{"channel", "count", "shown_count"}], "next"}"""
         q: Dict[str, Any] = {"limit": limit}
         if prefix:
             q["prefix"] = prefix

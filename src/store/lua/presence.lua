@@ -77,7 +77,7 @@ local SEQ_JUMP_AFTER_LOSS = 1000000 -- see 'register'
 local K_SIDX      -- hash: session id -> user '\t' owning instance
 local K_INST      -- hash: instance id -> registered epoch
 local K_LEASE     -- zset: instance id -> lease expiry (ms)
-local K_EPOCHS    -- hash: instance id -> last epoch handed out
+local K_EPOCHS    -- hash: instance id -> last epoch handed out, id '\tfirst' -> its first
 local K_GRACE     -- zset: user id -> pending offline deadline
 local K_MSGDUE    -- zset: user id -> its status message's expiry
 -- Fields of a user's hash beside '' (the record) and its sessions: a tab
@@ -106,6 +106,13 @@ local function k_user(u) return P .. 'u:{u:' .. u .. '}' end
 -- of another instance's), paid when an instance dies or is fenced, not at
 -- every connect and end.
 local function sidx_val(u, i) return u .. '\t' .. i end
+-- Whether index value v names owner i, given tail = '\t' .. i: compared in
+-- place (a walk over the index skips most entries by this; a match with
+-- captures made two strings an entry, ~2.6 us of Redis at load 10).
+local function owned_by(v, tail)
+  local at = #v - #tail + 1
+  return at > 1 and string.find(v, tail, at, true) == at
+end
 -- User and owner of an index value (owner nil for a value without one).
 local function sidx_parse(v)
   if not v then return nil end
@@ -1241,9 +1248,15 @@ OPS.register = function()
       'prefix')
   end
   redis.call('SET', K_FORMAT, FORMAT)
-  local e = tonumber(redis.call('HGET', K_EPOCHS, iid) or '0')
-  e = math.max(e + 1, now)
-  redis.call('HSET', K_EPOCHS, iid, s(e))
+  local known = redis.call('HGET', K_EPOCHS, iid)
+  local e = math.max(tonumber(known or '0') + 1, now)
+  if known then
+    redis.call('HSET', K_EPOCHS, iid, s(e))
+  else
+    -- The id's first epoch (a field no instance id can name: ids hold no
+    -- tab): its sweep has no older epoch to look for (OPS.sweep).
+    redis.call('HSET', K_EPOCHS, iid, s(e), iid .. '\tfirst', s(e))
+  end
   redis.call('HSET', K_INST, iid, s(e))
   redis.call('ZADD', K_LEASE, now + lease_ms, iid)
   local seq = tonumber(redis.call('GET', K_SEQ) or '0')
@@ -1378,13 +1391,22 @@ end
 OPS.sweep = function()
   if fenced() then return {E_FENCED} end
   local cur, lim, reason = ARGV[A], ARGV[A + 1], tonumber(ARGV[A + 2])
+  -- An id in its first epoch (presenced draws a new one at every start)
+  -- owns no session of an older one: nothing to walk the index for.
+  if redis.call('HGET', K_EPOCHS, iid .. '\tfirst') == epoch then
+    out[2] = '0'
+    return finish()
+  end
+  local tail = '\t' .. iid
   repeat
     local r = redis.call('HSCAN', K_SIDX, cur, 'COUNT', lim)
     local kv = r[2]
     for k = 1, #kv, 2 do
-      local u, U, rr = owned_session(kv[k], kv[k + 1], iid)
-      if rr and rr.epoch ~= epoch then
-        remove_session(kv[k], u, reason, rr, U)
+      if owned_by(kv[k + 1], tail) then
+        local u, U, rr = owned_session(kv[k], kv[k + 1], iid)
+        if rr and rr.epoch ~= epoch then
+          remove_session(kv[k], u, reason, rr, U)
+        end
       end
     end
     cur = r[1]
@@ -1516,6 +1538,7 @@ OPS.reap = function()
   -- every call that resumed it.
   local ids = {}
   local done = false
+  local tail = '\t' .. dead
   while true do
     -- The session index, whole (format 5: no set per instance); entries of
     -- other owners cost a compare, and no time check.
@@ -1524,8 +1547,7 @@ OPS.reap = function()
     local cut = false
     for k = 1, #kv, 2 do
       local sid, v = kv[k], kv[k + 1]
-      local _, o = sidx_parse(v)
-      if o == dead then
+      if owned_by(v, tail) then
         if #ids > 0 and over_budget() then
           -- Out of time: the same cursor again visits what is left of
           -- this page (the removed sessions are gone from the index).

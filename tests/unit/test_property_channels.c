@@ -54,6 +54,7 @@
 #define GRACE_MS 1500
 #define REDIS_GRACE_MS 300 /* real time: graces end within a run */
 #define N_DATA 3
+#define N_DEFER 16
 
 static const char *const datas[N_DATA] = {NULL, "{\"a\":1}", "{\"a\":2}"};
 
@@ -123,6 +124,14 @@ struct world {
   inst_t in[2];
   int generation; /* of beta */
   bool reading;   /* a members page is asked and not answered yet */
+  /* Channel events that came ahead of an earlier one of their member (each
+   * instance delivers what it decided, on its own connection: a grace's
+   * leave alpha's timer decided may be read after beta's later join), by
+   * sequence number, applied once the earlier one has been. */
+  presence_event_t deferred[N_DEFER];
+  char deferred_text[N_DEFER][3][40];
+  int n_deferred;
+  long reordered;
 #endif
 };
 
@@ -179,6 +188,11 @@ static void replay_counts(world_t *w, int c, const presence_event_t *ev) {
 #endif
 }
 
+static void apply_member(world_t *w, const presence_event_t *ev);
+#ifdef PROPERTY_REDIS
+static void replay_in_order(world_t *w, const presence_event_t *ev);
+#endif
+
 static void on_event(presence_t *p, const presence_event_t *ev, void *ud) {
   (void)p;
   inst_ctx_t *x = ud;
@@ -204,6 +218,15 @@ static void on_event(presence_t *p, const presence_event_t *ev, void *ud) {
   }
   if (ev->type < PRESENCE_EV_CHANNEL_JOIN || ev->type > PRESENCE_EV_CHANNEL_UPDATE)
     return;
+#ifdef PROPERTY_REDIS
+  replay_in_order(w, ev);
+#else
+  apply_member(w, ev);
+#endif
+}
+
+/* A channel event into the model's grace bookkeeping and the replay. */
+static void apply_member(world_t *w, const presence_event_t *ev) {
   w->chan_events++;
   if (ev->type == PRESENCE_EV_CHANNEL_LEAVE &&
       ev->reason == PRESENCE_REASON_INSTANCE_LOST)
@@ -284,6 +307,88 @@ static void on_event(presence_t *p, const presence_event_t *ev, void *ud) {
   snprintf(r->data, sizeof r->data, "%s", ev->meta ? ev->meta : "");
   replay_counts(w, c, ev);
 }
+
+#ifdef PROPERTY_REDIS
+/* Whether the replay can take a channel event now: a join of a member
+ * absent, anything else of a member present at the version before. */
+static bool fits(const world_t *w, const presence_event_t *ev) {
+  const rmember_t *r = &w->r[atoi(ev->channel + 1)][atoi(ev->user_id + 1)];
+  if (ev->type == PRESENCE_EV_CHANNEL_JOIN) return !r->present;
+  return r->present && ev->user_version == r->version + 1;
+}
+
+/* Applies what fits; keeps (a copy of) what does not, ordered by sequence
+ * number, until the events before it have come. */
+static void replay_in_order(world_t *w, const presence_event_t *ev) {
+  if (!fits(w, ev)) {
+    if (w->n_deferred == N_DEFER)
+      fail_msg("%s %s/%s: %d events wait for earlier ones (seed %llu)",
+               presence_event_type_name(ev->type), ev->channel, ev->user_id,
+               N_DEFER, (unsigned long long)w->rng);
+    int at = w->n_deferred;
+    while (at > 0 && w->deferred[at - 1].seq > ev->seq) {
+      w->deferred[at] = w->deferred[at - 1];
+      memcpy(w->deferred_text[at], w->deferred_text[at - 1],
+             sizeof w->deferred_text[at]);
+      at--;
+    }
+    presence_event_t *d = &w->deferred[at];
+    *d = *ev;
+    char(*t)[40] = w->deferred_text[at];
+    snprintf(t[0], sizeof t[0], "%s", ev->channel);
+    snprintf(t[1], sizeof t[1], "%s", ev->user_id);
+    snprintf(t[2], sizeof t[2], "%s", ev->meta ? ev->meta : "");
+    d->meta = ev->meta ? t[2] : NULL; /* re-pointed when it moves */
+    d->session_id = d->instance_id = d->message = d->emoji = d->device = NULL;
+    d->session_ids = NULL;
+    d->n_session_ids = 0;
+    w->n_deferred++;
+    w->reordered++;
+    return;
+  }
+  apply_member(w, ev);
+  for (int i = 0; i < w->n_deferred;) {
+    presence_event_t *d = &w->deferred[i];
+    char(*t)[40] = w->deferred_text[i];
+    d->channel = t[0];
+    d->user_id = t[1];
+    d->meta = d->meta ? t[2] : NULL;
+    if (!fits(w, d)) {
+      i++;
+      continue;
+    }
+    presence_event_t e = *d;
+    char text[3][40];
+    memcpy(text, t, sizeof text);
+    e.channel = text[0];
+    e.user_id = text[1];
+    e.meta = e.meta ? text[2] : NULL;
+    w->n_deferred--;
+    memmove(&w->deferred[i], &w->deferred[i + 1],
+            (size_t)(w->n_deferred - i) * sizeof w->deferred[0]);
+    memmove(w->deferred_text[i], w->deferred_text[i + 1],
+            (size_t)(w->n_deferred - i) * sizeof w->deferred_text[0]);
+    apply_member(w, &e);
+    i = 0; /* what it applied may let an earlier-kept one fit */
+  }
+}
+
+static bool replay_caught_up(void *ud) {
+  return ((world_t *)ud)->n_deferred == 0;
+}
+
+/* Before a comparison: the events kept for earlier ones must have found
+ * them (an earlier event still on its way comes within moments). */
+static void wait_replay(world_t *w) {
+  if (w->n_deferred && !run_until(&w->loop, replay_caught_up, w, 5000))
+    fail_msg("%s %s/%s (seq %llu) waits for an earlier event that never "
+             "came (seed %llu)",
+             presence_event_type_name(w->deferred[0].type),
+             w->deferred_text[0][0], w->deferred_text[0][1],
+             (unsigned long long)w->deferred[0].seq,
+             (unsigned long long)w->rng);
+}
+#endif
 
 /* What the sessions say the member is; returns its joined sessions. */
 static int computed(world_t *w, int c, int u, presence_status_t *st,
@@ -490,6 +595,19 @@ static bool chan_got(void *ud) { return ((chan_answer_t *)ud)->got; }
 static void check_shown_count(world_t *w, int c, long listed, long shown) {
   char ch[8];
   snprintf(ch, sizeof ch, "c%d", c);
+  /* The model as the listing is asked: on Redis a member in grace may
+   * leave while it is out, and the model learns it when the leave comes,
+   * which may be before or after the listing was read in Redis. The model
+   * then holds each member Redis holds (a leave comes after Redis took
+   * it), and Redis at most those in grace fewer. */
+  long want = 0, grace_shown = 0, in_grace = 0;
+  for (int u = 0; u < N_USERS; u++) {
+    int vis = w->avail[u] != PRESENCE_AVAIL_INVISIBLE;
+    want += w->m[c][u].present && vis;
+    grace_shown += w->m[c][u].pending && vis;
+    in_grace += w->m[c][u].pending;
+  }
+  if (!w->real_time) in_grace = 0;
   chan_answer_t a = {.name = ch};
   assert_int_equal(presence_channels_list(w->p, ch, NULL, 1, on_chan, &a), 0);
 #ifdef PROPERTY_REDIS
@@ -498,18 +616,9 @@ static void check_shown_count(world_t *w, int c, long listed, long shown) {
 #endif
   assert_true(a.got);
   assert_int_equal(a.status, 0);
-  long want = 0, grace_shown = 0;
-  for (int u = 0; u < N_USERS; u++) {
-    int vis = w->avail[u] != PRESENCE_AVAIL_INVISIBLE;
-    want += w->m[c][u].present && vis;
-    grace_shown += w->m[c][u].pending && vis;
-  }
-  /* The listing was read before this answer (on Redis, a member in grace
-   * may have left in between: fewer now, never more). */
+  /* The members page was read before this answer (on Redis, a member in
+   * grace may have left in between: fewer now, never more). */
   long gone = listed - (long)a.count, gone_shown = shown - (long)a.shown_count;
-  long in_grace = 0;
-  for (int u = 0; u < N_USERS; u++) in_grace += w->m[c][u].pending;
-  if (!w->real_time) in_grace = 0;
   if (!((long)a.shown_count <= want && (long)a.shown_count + grace_shown >= want) ||
       (listed >= 0 && (gone < 0 || gone > in_grace || gone_shown < 0 ||
                        gone_shown > gone)))
@@ -521,6 +630,9 @@ static void check_shown_count(world_t *w, int c, long listed, long shown) {
 }
 
 static void check_member(world_t *w, int c, int u) {
+#ifdef PROPERTY_REDIS
+  wait_replay(w);
+#endif
   got_member_t g = get_member(w, c, u);
   compare_member(w, c, u, &g);
 }
@@ -530,13 +642,15 @@ static void check_all(world_t *w) {
     int count = 0;
 #ifdef PROPERTY_REDIS
     static page_answer_t a;
-    read_channel(w, c, &a);
+    wait_replay(w);
+    /* The model as the page is asked (see check_shown_count). */
     int in_grace = 0;
     for (int u = 0; u < N_USERS; u++) {
-      compare_member(w, c, u, &a.m[u]);
       count += w->m[c][u].present;
       in_grace += w->m[c][u].pending;
     }
+    read_channel(w, c, &a);
+    for (int u = 0; u < N_USERS; u++) compare_member(w, c, u, &a.m[u]);
     /* Members in grace may have left in Redis already (see above). */
     assert_true(a.count <= (uint64_t)count &&
                 a.count + (uint64_t)in_grace >= (uint64_t)count);
@@ -868,9 +982,10 @@ static void run(uint32_t grace, uint64_t seed, long steps) {
   assert_true(w->avail_changes > steps / 100); /* and availability */
 #ifdef PROPERTY_REDIS
   print_message("%ld steps, %ld channel events, %ld instance losses, %ld "
-                "members lost with them, %ld graces ended\n",
+                "members lost with them, %ld graces ended, %ld events came "
+                "ahead of an earlier one\n",
                 steps, w->chan_events, w->losses, w->lost_leaves,
-                w->graces_ended);
+                w->graces_ended, w->reordered);
   if (grace) assert_true(w->graces_ended > 0);
   if (!grace) assert_true(w->losses > 0 && w->lost_leaves > 0);
   for (int i = 0; i < 2; i++) {

@@ -84,6 +84,7 @@
 #include <inttypes.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1566,6 +1567,9 @@ static void raise_nofile(void) {
 }
 
 int main(int argc, char **argv) {
+  /* A server that closes a connection (a slow consumer's, a refusal) is
+   * something to count, not a SIGPIPE that kills the whole run. */
+  signal(SIGPIPE, SIG_IGN);
   g.scenario = -1;
   parse_target("127.0.0.1:7070");
   g.nconns = 1000;

@@ -884,6 +884,9 @@ static void channel_change(const uint8_t *p, size_t n) {
   uint64_t now = uv_hrtime(), t0 = stamp_of(p, n);
   g.ch_frames_all++;
   if (g.stage < 2) return; /* the setup's own joins */
+  /* A member's own join carries {"t":0}: the last member's snapshot starts
+   * the churn (stage 2) while the others may still be reading its join. */
+  if (!t0 && find(p, n, "\"data\":{\"t\":0}")) return;
   if (g.stage == 3) g.ch_frames++;
   if (!t0) {
     const char *u = find(p, n, "\"user_id\":\"u");

@@ -10,7 +10,6 @@ released in the id's shard), alternately, order rotated each repeat.
     python3 bench/claim_cost.py [--repeats 3] [--duration-ms 3000]
                                 [--shards 12] [--json OUT]
 """
-import argparse
 import json
 import os
 import shutil
@@ -24,14 +23,7 @@ import cluster as C  # noqa: E402
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--bench", default=os.path.join(C.ROOT, "build", "bench",
-                                                    "bench_cluster"))
-    ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--duration-ms", type=int, default=3000)
-    ap.add_argument("--shards", type=int, default=12)
-    ap.add_argument("--json")
-    a = ap.parse_args()
+    a = C.one_server_parser().parse_args()
     d = tempfile.mkdtemp(prefix="presence-bench-claim-")
     port = C.free_port([])
     srv = C.start_server(d, port, False)

@@ -90,6 +90,19 @@ def run_bench(bench, url, pids, ports, dur, cluster=None, shards=12,
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def one_server_parser():
+    """The options of the benches that run bench_cluster against one
+    redis-server (cluster_one_node.py, claim_cost.py)."""
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--bench", default=os.path.join(ROOT, "build", "bench",
+                                                    "bench_cluster"))
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--duration-ms", type=int, default=3000)
+    ap.add_argument("--shards", type=int, default=12)
+    ap.add_argument("--json")
+    return ap
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--bench", default=os.path.join(ROOT, "build", "bench",

@@ -16,7 +16,6 @@ operation on ONE redis-server three ways, in one run, order rotated:
 bench/cluster.py measures the target's figure on a 3+3 cluster; on a host
 with fewer cores than busy processes that also measures the primaries
 sharing cores. This one keeps one redis-server busy in every mode."""
-import argparse
 import json
 import os
 import shutil
@@ -30,14 +29,7 @@ import cluster as C  # noqa: E402
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--bench", default=os.path.join(C.ROOT, "build", "bench",
-                                                    "bench_cluster"))
-    ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--duration-ms", type=int, default=3000)
-    ap.add_argument("--shards", type=int, default=12)
-    ap.add_argument("--json")
-    a = ap.parse_args()
+    a = C.one_server_parser().parse_args()
     d = tempfile.mkdtemp(prefix="presence-bench-one-")
     taken = []
     p1 = C.free_port(taken)

@@ -19,6 +19,14 @@ commandstats: the scripts' HGET, HSET, XADD...) against the mean; its
 FCALLs and CPU are printed beside it. Targets: cluster / single <= 1.2,
 every primary within +-20 % of the mean.
 
+--rate R paces each instance at R operations a second (bench_cluster
+--rate), the same in every mode. By default each slot starts its next
+operation when its last one is answered (the most the nodes take): on a
+host with fewer cores than redis-servers a primary the scheduler favours
+answers sooner and is handed more, so the spread measures the scheduler
+as much as the key layout. Paced below what the nodes take, every user
+gets the same operations and the spread is the layout's.
+
 The CPU window holds only the operations: the INFO reads around it (slow
 on a loaded host: seconds, which an earlier version counted in the CPU and
 not in the operations, inflating the cluster's figure most) are outside
@@ -77,9 +85,11 @@ def start_server(d, port, cluster):
 
 
 def run_bench(bench, url, pids, ports, dur, cluster=None, shards=12,
-              sharded=False):
+              sharded=False, rate=0):
     cmd = [bench, "--url", url, "--pids", ",".join(map(str, pids)),
            "--ports", ",".join(map(str, ports)), "--duration-ms", str(dur)]
+    if rate:
+        cmd += ["--rate", str(rate)]
     if cluster:
         cmd += ["--cluster", cluster, "--shards", str(shards)]
     elif sharded:
@@ -111,6 +121,9 @@ def main():
     ap.add_argument("--duration-ms", type=int, default=4000)
     ap.add_argument("--shards", type=int, default=12,
                     help="virtual shards on the cluster (12)")
+    ap.add_argument("--rate", type=float, default=0,
+                    help="operations a second per instance, paced (open "
+                    "loop; 0: closed loop, the most the nodes take)")
     ap.add_argument("--json")
     a = ap.parse_args()
     d = tempfile.mkdtemp(prefix="presence-bench-cluster-")
@@ -161,11 +174,13 @@ def main():
                 if mode == "single":
                     cli(sport, "FLUSHALL")
                     res = run_bench(a.bench, f"redis://127.0.0.1:{sport}",
-                                    [single.pid], [sport], a.duration_ms)
+                                    [single.pid], [sport], a.duration_ms,
+                                    rate=a.rate)
                 elif mode == "replicated":
                     cli(rport, "FLUSHALL")
                     res = run_bench(a.bench, f"redis://127.0.0.1:{rport}",
-                                    [single_r.pid], [rport], a.duration_ms)
+                                    [single_r.pid], [rport], a.duration_ms,
+                                    rate=a.rate)
                 else:
                     roles = {p: cli(p, "ROLE").split("\n")[0] for p in ports}
                     primaries = [p for p in ports if roles[p] == "master"]
@@ -176,7 +191,7 @@ def main():
                         a.bench, f"redis://127.0.0.1:{primaries[0]}",
                         [nodes[p].pid for p in primaries + replicas],
                         primaries, a.duration_ms, cluster=seeds,
-                        shards=a.shards)
+                        shards=a.shards, rate=a.rate)
                     n = len(primaries)
                     cpu_p = sum(res["cpu_per_pid"][:n])
                     res["replica_cpu_s"] = sum(res["cpu_per_pid"][n:])

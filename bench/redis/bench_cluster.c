@@ -12,6 +12,15 @@
  *   bench_cluster --url redis://127.0.0.1:P [--cluster H:P,H:P,...]
  *                 [--shards S] --pids PID,PID,... --ports P,P,...
  *                 [--slots 2000] [--duration-ms 4000] [--chosen-ids]
+ *                 [--rate OPS]
+ *
+ * --rate paces each instance at OPS operations a second, its slots taken
+ * in turn (open loop), instead of each slot starting its next operation
+ * as its last one is answered (closed loop, the default: the most the
+ * nodes take). Closed, a node that the host schedules more often answers
+ * sooner and is handed more work; paced below what the nodes take, each
+ * slot does the same number of operations, so the primaries' shares are
+ * those of the users they hold: what the key layout spreads.
  *
  * --chosen-ids opens sessions as a backend's (ids it chose: claimed
  * cluster-wide in shards) rather than as presenced's WebSocket sessions.
@@ -35,6 +44,7 @@
 static const char *g_url, *g_cluster;
 static unsigned g_shards;
 static atomic_int g_run, g_counting, g_ready;
+static double g_rate; /* per instance, ops/s; 0: closed loop */
 
 static int64_t now_ms(void) {
   struct timespec ts;
@@ -111,6 +121,13 @@ typedef struct worker {
   atomic_long all_ops; /* whenever done: the event mix, the commands */
   uint64_t events[PRESENCE_EV_COUNT_];
   int inflight;
+  /* --rate: the pacing timer, each slot's operation in flight, the next
+   * slot in turn, the operations issued since t0 (ms). */
+  uv_timer_t tick;
+  unsigned char *busy;
+  int next;
+  long issued;
+  int64_t t0;
 } worker_t;
 
 typedef struct ref {
@@ -136,7 +153,26 @@ static void op_done(presence_t *p, int status, void *ud) {
   }
   w->stage[slot] = (w->stage[slot] + 1) % 4;
   if (w->stage[slot] == 0) w->gen[slot]++;
-  if (atomic_load(&g_run)) issue(w, slot);
+  w->busy[slot] = 0;
+  if (atomic_load(&g_run) && g_rate <= 0) issue(w, slot);
+}
+
+/* --rate: what the rate owes since t0, from the slots in turn; a slot
+ * still waiting for its answer is passed over (its turn comes again). */
+static void pace(uv_timer_t *t) {
+  worker_t *w = t->data;
+  if (!atomic_load(&g_run)) {
+    uv_timer_stop(t);
+    return;
+  }
+  long owed = (long)((double)(now_ms() - w->t0) / 1000.0 * g_rate);
+  for (int tries = 0; w->issued < owed && tries < w->slots; tries++) {
+    int slot = w->next;
+    w->next = (w->next + 1) % w->slots;
+    if (w->busy[slot]) continue;
+    issue(w, slot);
+    w->issued++;
+  }
 }
 
 static void issue(worker_t *w, int slot) {
@@ -155,6 +191,7 @@ static void issue(worker_t *w, int slot) {
     atomic_fetch_add(&w->errors, 1);
     return;
   }
+  w->busy[slot] = 1;
   w->inflight++;
 }
 
@@ -184,8 +221,16 @@ static void *worker_main(void *arg) {
   }
   atomic_fetch_add(&g_ready, 1);
   while (!atomic_load(&g_run)) sleep_ms(1);
-  for (int i = 0; i < w->slots; i++) issue(w, i);
+  if (g_rate > 0) {
+    w->t0 = now_ms();
+    uv_timer_init(&w->loop, &w->tick);
+    w->tick.data = w;
+    uv_timer_start(&w->tick, pace, 1, 1);
+  } else {
+    for (int i = 0; i < w->slots; i++) issue(w, i);
+  }
   while (atomic_load(&g_run)) uv_run(&w->loop, UV_RUN_ONCE);
+  if (g_rate > 0) uv_close((uv_handle_t *)&w->tick, NULL);
   end = now_ms() + 5000;
   while (w->inflight > 0 && now_ms() < end) uv_run(&w->loop, UV_RUN_NOWAIT);
   presence_stats_t st;
@@ -229,6 +274,7 @@ int main(int argc, char **argv) {
     else if (!strcmp(argv[i], "--ports")) nports = parse_list(argv[i + 1], ports, 16);
     else if (!strcmp(argv[i], "--slots")) slots = atoi(argv[i + 1]);
     else if (!strcmp(argv[i], "--duration-ms")) dur = atoi(argv[i + 1]);
+    else if (!strcmp(argv[i], "--rate")) g_rate = atof(argv[i + 1]);
     else {
       fprintf(stderr, "bench_cluster: bad argument '%s'\n", argv[i]);
       return 2;
@@ -246,6 +292,7 @@ int main(int argc, char **argv) {
     ws[i].slots = slots;
     ws[i].stage = calloc((size_t)slots, sizeof(int));
     ws[i].gen = calloc((size_t)slots, sizeof(uint64_t));
+    ws[i].busy = calloc((size_t)slots, 1);
     pthread_create(&ws[i].th, NULL, worker_main, &ws[i]);
   }
   while (atomic_load(&g_ready) < N) sleep_ms(5);
@@ -283,6 +330,7 @@ int main(int argc, char **argv) {
     errors += atomic_load(&ws[i].errors);
     free(ws[i].stage);
     free(ws[i].gen);
+    free(ws[i].busy);
   }
   double secs = (double)(t1 - t0) / 1000.0;
   printf("{\"ops\": %ld, \"errors\": %ld, \"seconds\": %.3f, "

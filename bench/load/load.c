@@ -870,10 +870,11 @@ static double hist_q(double q) {
   return (double)hist_max / 1e6;
 }
 
-/* A send time ({"t":ns} in the data) or 0. */
-static uint64_t stamp_of(const uint8_t *p, size_t n) {
-  const char *t = find(p, n, "\"data\":{\"t\":");
-  return t ? strtoull(t + 12, NULL, 10) : 0;
+/* A send time ({"t":ns} in the data) into *t; 0 without one. */
+static int stamp_of(const uint8_t *p, size_t n, uint64_t *t) {
+  const char *at = find(p, n, "\"data\":{\"t\":");
+  *t = at ? strtoull(at + 12, NULL, 10) : 0;
+  return at != NULL;
 }
 
 /* A change frame reached member c: timed by the stamp its data carries (a
@@ -881,12 +882,13 @@ static uint64_t stamp_of(const uint8_t *p, size_t n) {
  * when it sent the `leave`. Only changes sent inside the window count, so
  * slow answers to the window's last sends still do. */
 static void channel_change(const uint8_t *p, size_t n) {
-  uint64_t now = uv_hrtime(), t0 = stamp_of(p, n);
+  uint64_t now = uv_hrtime(), t0;
+  int stamped = stamp_of(p, n, &t0);
   g.ch_frames_all++;
   if (g.stage < 2) return; /* the setup's own joins */
   /* A member's own join carries {"t":0}: the last member's snapshot starts
    * the churn (stage 2) while the others may still be reading its join. */
-  if (!t0 && find(p, n, "\"data\":{\"t\":0}")) return;
+  if (stamped && !t0) return;
   if (g.stage == 3) g.ch_frames++;
   if (!t0) {
     const char *u = find(p, n, "\"user_id\":\"u");

@@ -85,6 +85,14 @@ typedef struct rmember { /* the replay */
   uint64_t shown_version;
 } rmember_t;
 
+/* A channel event kept for later: the event and its strings (the store's
+ * are gone once the callback returns); its pointers are set when it is
+ * taken out. */
+typedef struct kept {
+  presence_event_t ev;
+  char channel[40], user_id[40], meta[40];
+} kept_t;
+
 typedef struct world world_t;
 typedef struct inst_ctx { /* what an instance's event callback knows */
   world_t *w;
@@ -128,9 +136,8 @@ struct world {
    * instance delivers what it decided, on its own connection: a grace's
    * leave alpha's timer decided may be read after beta's later join), by
    * sequence number, applied once the earlier one has been. */
-  presence_event_t deferred[N_DEFER];
-  char deferred_text[N_DEFER][3][40];
-  int n_deferred;
+  kept_t kept[N_DEFER];
+  int n_kept;
   long reordered;
 #endif
 };
@@ -321,71 +328,51 @@ static bool fits(const world_t *w, const presence_event_t *ev) {
  * number, until the events before it have come. */
 static void replay_in_order(world_t *w, const presence_event_t *ev) {
   if (!fits(w, ev)) {
-    if (w->n_deferred == N_DEFER)
+    if (w->n_kept == N_DEFER)
       fail_msg("%s %s/%s: %d events wait for earlier ones (seed %llu)",
                presence_event_type_name(ev->type), ev->channel, ev->user_id,
                N_DEFER, (unsigned long long)w->rng);
-    int at = w->n_deferred;
-    while (at > 0 && w->deferred[at - 1].seq > ev->seq) {
-      w->deferred[at] = w->deferred[at - 1];
-      memcpy(w->deferred_text[at], w->deferred_text[at - 1],
-             sizeof w->deferred_text[at]);
-      at--;
-    }
-    presence_event_t *d = &w->deferred[at];
-    *d = *ev;
-    char(*t)[40] = w->deferred_text[at];
-    snprintf(t[0], sizeof t[0], "%s", ev->channel);
-    snprintf(t[1], sizeof t[1], "%s", ev->user_id);
-    snprintf(t[2], sizeof t[2], "%s", ev->meta ? ev->meta : "");
-    d->meta = ev->meta ? t[2] : NULL; /* re-pointed when it moves */
-    d->session_id = d->instance_id = d->message = d->emoji = d->device = NULL;
-    d->session_ids = NULL;
-    d->n_session_ids = 0;
-    w->n_deferred++;
+    int at = w->n_kept++;
+    for (; at > 0 && w->kept[at - 1].ev.seq > ev->seq; at--)
+      w->kept[at] = w->kept[at - 1];
+    kept_t *k = &w->kept[at];
+    k->ev = *ev;
+    k->ev.session_id = k->ev.instance_id = k->ev.message = k->ev.emoji =
+        k->ev.device = NULL; /* the store's, gone after the callback */
+    k->ev.session_ids = NULL;
+    snprintf(k->channel, sizeof k->channel, "%s", ev->channel);
+    snprintf(k->user_id, sizeof k->user_id, "%s", ev->user_id);
+    snprintf(k->meta, sizeof k->meta, "%s", ev->meta ? ev->meta : "");
     w->reordered++;
     return;
   }
   apply_member(w, ev);
-  for (int i = 0; i < w->n_deferred;) {
-    presence_event_t *d = &w->deferred[i];
-    char(*t)[40] = w->deferred_text[i];
-    d->channel = t[0];
-    d->user_id = t[1];
-    d->meta = d->meta ? t[2] : NULL;
-    if (!fits(w, d)) {
-      i++;
-      continue;
-    }
-    presence_event_t e = *d;
-    char text[3][40];
-    memcpy(text, t, sizeof text);
-    e.channel = text[0];
-    e.user_id = text[1];
-    e.meta = e.meta ? text[2] : NULL;
-    w->n_deferred--;
-    memmove(&w->deferred[i], &w->deferred[i + 1],
-            (size_t)(w->n_deferred - i) * sizeof w->deferred[0]);
-    memmove(w->deferred_text[i], w->deferred_text[i + 1],
-            (size_t)(w->n_deferred - i) * sizeof w->deferred_text[0]);
-    apply_member(w, &e);
-    i = 0; /* what it applied may let an earlier-kept one fit */
+  /* What it applied may let a kept one fit, and that one another. */
+  for (int i = 0; i < w->n_kept; i++) {
+    kept_t k = w->kept[i];
+    k.ev.channel = k.channel;
+    k.ev.user_id = k.user_id;
+    k.ev.meta = k.ev.meta ? k.meta : NULL;
+    if (!fits(w, &k.ev)) continue;
+    memmove(&w->kept[i], &w->kept[i + 1],
+            (size_t)(--w->n_kept - i) * sizeof w->kept[0]);
+    apply_member(w, &k.ev);
+    i = -1;
   }
 }
 
 static bool replay_caught_up(void *ud) {
-  return ((world_t *)ud)->n_deferred == 0;
+  return ((world_t *)ud)->n_kept == 0;
 }
 
 /* Before a comparison: the events kept for earlier ones must have found
  * them (an earlier event still on its way comes within moments). */
 static void wait_replay(world_t *w) {
-  if (w->n_deferred && !run_until(&w->loop, replay_caught_up, w, 5000))
+  if (w->n_kept && !run_until(&w->loop, replay_caught_up, w, 5000))
     fail_msg("%s %s/%s (seq %llu) waits for an earlier event that never "
              "came (seed %llu)",
-             presence_event_type_name(w->deferred[0].type),
-             w->deferred_text[0][0], w->deferred_text[0][1],
-             (unsigned long long)w->deferred[0].seq,
+             presence_event_type_name(w->kept[0].ev.type), w->kept[0].channel,
+             w->kept[0].user_id, (unsigned long long)w->kept[0].ev.seq,
              (unsigned long long)w->rng);
 }
 #endif

@@ -36,7 +36,7 @@ def main():
                 cmd = [a.bench, "--url", f"redis://127.0.0.1:{port}",
                        "--pids", str(srv.pid), "--ports", str(port),
                        "--duration-ms", str(a.duration_ms),
-                       "--shards", str(a.shards)]
+                       "--shards", str(a.shards), "--held", str(a.held)]
                 if mode == "chosen":
                     cmd.append("--chosen-ids")
                 out = subprocess.run(cmd, capture_output=True, text=True,

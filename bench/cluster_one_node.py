@@ -52,14 +52,15 @@ def main():
                     res = C.run_bench(a.bench, f"redis://127.0.0.1:{p2}",
                                       [one.pid], [p2], a.duration_ms,
                                       cluster=f"127.0.0.1:{p2}",
-                                      shards=a.shards)
+                                      shards=a.shards, held=a.held)
                 else:
                     C.cli(p1, "FLUSHALL")
                     # run_bench passes --shards only with a cluster.
                     res = C.run_bench(a.bench, f"redis://127.0.0.1:{p1}",
                                       [plain.pid], [p1], a.duration_ms,
                                       shards=a.shards if mode == "shards"
-                                      else 1, sharded=mode == "shards")
+                                      else 1, sharded=mode == "shards",
+                                      held=a.held)
                 res["mode"] = mode
                 res["repeat"] = r
                 runs.append(res)

@@ -52,6 +52,16 @@ ECHO_COALESCE = False
 # machine (about 45,000 changes/s against 95,000-110,000 batched).
 LOADGEN_BATCH = False
 IDLE_CONNS = 10000       # issue 3: 10,000 idle connections
+# Seconds of status flips (10 connections) each server gets before the idle
+# storm, so that the idle figures are a running server's (--fresh-idle: 0,
+# a server that has done nothing). presenced's transition log fills its
+# ring (--log-capacity events: ~17 MB at the default, bounded) over its
+# first ~170,000 events; on a fresh server the storm's 20,000 events fill
+# part of it and the RSS per connection counted ~290 B of log pages
+# (docs/benchmarks.md, "RSS per idle WebSocket on a running server"). Four
+# seconds are ~700,000 flips here, several laps; echo gets the same flips.
+IDLE_WARM_S = 4.0
+IDLE_WARM_CONNS = 10
 SCALE_CONNS = 100000     # issue 7: 100,000 concurrent idle sessions
 FLIP_CONNS = 1000        # issue 3: 1,000 connections flipping
 FLIP_WINDOW = 4          # changes in flight per connection
@@ -278,15 +288,34 @@ def median_of(runs, key):
 
 # ---- scenarios ------------------------------------------------------------
 
+def warm_server(build, srv):
+    """IDLE_WARM_S seconds of flips on IDLE_WARM_CONNS connections, then
+    the server drained: what it did, or None (IDLE_WARM_S 0)."""
+    if IDLE_WARM_S <= 0:
+        return None
+    w = run_load(build, srv, "flip", conns=IDLE_WARM_CONNS,
+                 duration_s=IDLE_WARM_S, warm_s=0, max_s=IDLE_WARM_S + 30)
+    srv.wait_drained()
+    time.sleep(0.5)
+    return {"flip_s": IDLE_WARM_S, "conns": IDLE_WARM_CONNS,
+            "changes": w.get("changes"),
+            "changes_per_s": w.get("changes_per_s"),
+            "rss_kb_after": srv.rss_kb()}
+
+
 def idle_once(build, kind, conns, i=0, hold_s=3, extra=()):
-    """Connect storm then idle hold, on a fresh server (memory a server has
-    freed stays in its RSS, so only a first fill measures it). extra: more
+    """Connect storm then idle hold, on a new server that has only run
+    IDLE_WARM_S seconds of flips on IDLE_WARM_CONNS connections (memory a
+    server has freed stays in its RSS and is reused, so the warm-up uses
+    few connections; only the storm's own fill is measured). extra: more
     flags for presenced."""
     srv = Server(build, kind, free_port(), extra=extra).start()
     try:
         time.sleep(0.5)
+        warm = warm_server(build, srv)
         r = run_load(build, srv, "idle", conns=conns, hold_s=hold_s,
                      concurrency=256, max_s=120)
+        r["server_warm_up"] = warm
         if srv.limit_note:
             r["server_limit_note"] = srv.limit_note
         r["server_fd_limit"] = srv.fd_limit
@@ -781,12 +810,19 @@ def main():
     ap.add_argument("--repeats", type=int, default=0,
                     help="rounds of each comparison (default BENCH_REPEATS "
                     "or 3)")
+    ap.add_argument("--fresh-idle", action="store_true",
+                    help="the idle storm on a server that has done nothing "
+                    "(the method before 2026-12-04 18:30); default: after "
+                    "IDLE_WARM_S seconds of flips on %d connections"
+                    % IDLE_WARM_CONNS)
     args = ap.parse_args()
     os.makedirs(args.out, exist_ok=True)
     if args.soak:
         return soak(args)
-    global REPEATS, DURATION_S, ECHO_COALESCE, LOADGEN_BATCH
+    global REPEATS, DURATION_S, ECHO_COALESCE, LOADGEN_BATCH, IDLE_WARM_S
     ECHO_COALESCE = args.echo_coalesce
+    if args.fresh_idle:
+        IDLE_WARM_S = 0
     LOADGEN_BATCH = args.loadgen_batch
     if args.quick:
         REPEATS, DURATION_S = 1, 3
@@ -808,6 +844,9 @@ def main():
                        "tcp_max_syn_backlog": int(open(
                            "/proc/sys/net/ipv4/tcp_max_syn_backlog").read())},
            "repeats": REPEATS, "scenarios": {},
+           "idle_server": (f"after {IDLE_WARM_S:g} s of flips on "
+                           f"{IDLE_WARM_CONNS} connections" if IDLE_WARM_S
+                           else "fresh (--fresh-idle)"),
            "echo_writes": ("one write per read (--echo-coalesce)"
                            if ECHO_COALESCE else "one write per frame"),
            "loadgen_flip_writes": ("one write per read's flips "

@@ -106,7 +106,7 @@ def run_bench(bench, url, pids, ports, dur, cluster=None, shards=12,
         cmd += ["--cluster", cluster, "--shards", str(shards)]
     elif sharded:
         cmd += ["--shards", str(shards)]
-    out = subprocess.run(PIN[:1] and PIN[0] + cmd, capture_output=True,
+    out = subprocess.run((PIN[0] if PIN else []) + cmd, capture_output=True,
                          text=True, timeout=120)
     if out.returncode:
         raise RuntimeError(out.stderr)

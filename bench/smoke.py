@@ -108,6 +108,23 @@ def main():
                 "error_messages", "slow_consumer_closes")},
                 "latency n/p50/p99:", lat.get("n"), lat.get("p50"), lat.get("p99"),
                 "rss samples:", len(ch.get("rss_series", [])), flush=True)
+        # The warm-up the idle storm and the channel run after (short here).
+        bench.IDLE_WARM_S = 0.5
+        w = bench.warm_server(b, srvs["presenced"])
+        check(w is not None and w.get("changes", 0) > 0 and
+              w.get("rss_kb_after", 0) > 0,
+              "warm_server: flips served, the server's RSS read after")
+        # bench/channel.py's verdict on the medians of several runs.
+        import channel as chb
+        runs = [{"latency_ms": {"p99": p}, "rss_growth_pct": g,
+                 "frames_per_s": 115000, "slow_consumer_closes": c}
+                for p, g, c in ((8.0, 0.0, 0), (12.0, 3.0, 0), (9.0, 0.5, 1))]
+        m = chb.medians(runs)["targets"]
+        check(m["p99"]["value"] == 9.0 and m["p99"]["ok"] and
+              m["rss"]["value"] == 0.5 and m["rss"]["ok"] and
+              m["slow"]["value"] == 1 and not m["slow"]["ok"],
+              "channel.py --repeats: p99 and RSS on the medians, closes "
+              "summed over the runs")
         s = bench.summarise(dict(res, engine={}, redis={}, redis_store={}))
         x = s["flip_changes_per_s"]
         check(x["presenced_min_max"] is not None and

@@ -42,15 +42,19 @@ API_KEY = "bench-key-0123456789-abcdefghijklmnop"
 
 REPEATS = int(os.environ.get("BENCH_REPEATS", "3"))
 # Whether bench/echo writes a read's frames in one write, as presenced
-# writes a connection's frames of one loop turn (--echo-coalesce), or one
-# write per frame (the default, the baseline issue 21 was measured against).
-ECHO_COALESCE = False
+# writes a connection's frames of one loop turn (the default since
+# 2026-12-04 19:30: like with like), or one write per frame
+# (--echo-per-frame, the baseline issue 21 was first measured against,
+# which makes more syscalls than presenced and flatters it: flips 1.04
+# against it, 0.70-0.73 against the coalescing echo on the same host).
+ECHO_COALESCE = True
 # Whether the load generator sends the flips one read of completions owes in
-# one write (--loadgen-batch: presence_load --batch 1), or one write per
-# flip (the default, the method of the figures before 2026-12-04 04:30). With
-# one write per flip the generator, not the server, limits the flip on this
-# machine (about 45,000 changes/s against 95,000-110,000 batched).
-LOADGEN_BATCH = False
+# one write (presence_load --batch 1, the default since 2026-12-04 19:30),
+# or one write per flip (--loadgen-per-flip, the method of the figures
+# before 2026-12-04 04:30). With one write per flip the generator, not the
+# server, limits the flip on this machine (about 45,000 changes/s against
+# 95,000-110,000 batched).
+LOADGEN_BATCH = True
 IDLE_CONNS = 10000       # issue 3: 10,000 idle connections
 # Seconds of status flips (10 connections) each server gets before the idle
 # storm, so that the idle figures are a running server's (--fresh-idle: 0,
@@ -800,13 +804,18 @@ def main():
                     "flip, latency, reconnect, scale, redis, redis_store); "
                     "default all")
     ap.add_argument("--echo-coalesce", action="store_true",
-                    help="bench/echo writes each read's answers in one write "
-                    "(as presenced coalesces a connection's frames per loop "
-                    "turn); default: one write per frame")
+                    help="(the default) bench/echo writes each read's answers "
+                    "in one write, as presenced coalesces a connection's "
+                    "frames per loop turn")
+    ap.add_argument("--echo-per-frame", action="store_true",
+                    help="bench/echo writes one write per frame (more "
+                    "syscalls than presenced: the older, flattering baseline)")
     ap.add_argument("--loadgen-batch", action="store_true",
-                    help="the flip's load generator sends the flips one read "
-                    "owes in one write (default: one write per flip, which "
-                    "limits the flip before the server does)")
+                    help="(the default) the flip's load generator sends the "
+                    "flips one read owes in one write")
+    ap.add_argument("--loadgen-per-flip", action="store_true",
+                    help="one write per flip (limits the flip before the "
+                    "server does)")
     ap.add_argument("--repeats", type=int, default=0,
                     help="rounds of each comparison (default BENCH_REPEATS "
                     "or 3)")
@@ -820,10 +829,10 @@ def main():
     if args.soak:
         return soak(args)
     global REPEATS, DURATION_S, ECHO_COALESCE, LOADGEN_BATCH, IDLE_WARM_S
-    ECHO_COALESCE = args.echo_coalesce
+    ECHO_COALESCE = not args.echo_per_frame
     if args.fresh_idle:
         IDLE_WARM_S = 0
-    LOADGEN_BATCH = args.loadgen_batch
+    LOADGEN_BATCH = not args.loadgen_per_flip
     if args.quick:
         REPEATS, DURATION_S = 1, 3
     if args.repeats:
@@ -847,11 +856,11 @@ def main():
            "idle_server": (f"after {IDLE_WARM_S:g} s of flips on "
                            f"{IDLE_WARM_CONNS} connections" if IDLE_WARM_S
                            else "fresh (--fresh-idle)"),
-           "echo_writes": ("one write per read (--echo-coalesce)"
-                           if ECHO_COALESCE else "one write per frame"),
-           "loadgen_flip_writes": ("one write per read's flips "
-                                   "(--loadgen-batch)" if LOADGEN_BATCH
-                                   else "one write per flip")}
+           "echo_writes": ("one write per read" if ECHO_COALESCE
+                           else "one write per frame (--echo-per-frame)"),
+           "loadgen_flip_writes": ("one write per read's flips"
+                                   if LOADGEN_BATCH else
+                                   "one write per flip (--loadgen-per-flip)")}
     got, note = raise_nofile(SCALE_CONNS + 1000)
     if note:
         log("note: " + note)

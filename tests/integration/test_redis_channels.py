@@ -11,10 +11,11 @@ Channels on three presenced instances sharing one Redis (issue 13).
             (reason resync) when the instance re-asserts.
   restart:  Redis restarted empty: every membership is re-asserted, with its
             data, and changes go on.
-  restart-hidden: the same with an invisible member: re-asserted, it is
-            still not shown (no frame about it to the others, not in a new
-            snapshot) and, once the store has it again, not counted in the
-            shown count; again with --redis-shards 4.
+  restart-hidden: the same with invisible members: re-asserted, they are
+            still not shown (no frame about them to the other members or
+            to a watcher, not in a new snapshot) and, once the store has
+            them again, not counted in the shown count; again with
+            --redis-shards 4.
   masked:   a member with a session on one instance, members looking at it
             on another: what they are shown is masked by its availability
             (dnd, away, invisible) exactly as on the embedded store
@@ -196,6 +197,15 @@ async def test_restart_hidden(t, cl):
         return [(x.get("count"), x.get("shown_count"))
                 for x in (r.json() or {}).get("channels", [])]
     t.eq("restart-hidden: before: count 7, shown_count 2", await listing(), [(7, 2)])
+    # And a watcher of the invisible users (not in the channel): shown
+    # offline before, and nothing else after the re-assert.
+    inv = [f"rh-inv{k}" for k in range(5)]
+    w = await Client.connect(A, "rh-w", watch=inv)
+    await w.send({"type": "subscribe", "users": inv, "id": "s"})
+    snap = await w.expect_type("presence", 5, snapshot=True)
+    t.eq("restart-hidden: a watcher's snapshot: the invisible users offline",
+         sorted((u["user_id"], u["status"]) for u in (snap or {}).get("users", [])),
+         [(u, "offline") for u in inv])
     await ann.collect(0.3)
     cl.redis.kill()
     await asyncio.sleep(0.3)
@@ -211,11 +221,15 @@ async def test_restart_hidden(t, cl):
                     if m.get("type") == "channel" and m.get("channel") == room
                     and (m.get("member") or {}).get("user_id", "").startswith("rh-inv")]
     t.eq("restart-hidden: no frame about the invisible members to the others", about_hidden, [])
+    shown = [(u["user_id"], u["status"]) for m in await w.collect(0.3)
+             if m.get("type") == "presence" for u in m.get("users", [])
+             if u.get("status") != "offline"]
+    t.eq("restart-hidden: the watcher is not shown an invisible user online", shown, [])
     dan, snap = await connect_join(C, "rh-dan", room, {"n": "d"})
     t.eq("restart-hidden: a new member's snapshot: no invisible member listed, count 3 with dan",
          (sorted(x["user_id"] for x in (snap or {}).get("members", [])), (snap or {}).get("count")),
          (["rh-ann", "rh-cat", "rh-dan"], 3))
-    for c in [ann, cat, dan] + hid:
+    for c in [ann, cat, dan, w] + hid:
         await c.close()
 
 

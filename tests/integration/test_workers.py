@@ -81,13 +81,20 @@ def children(pid):
         return []
 
 
-async def instance_of(d, c):
-    """The instance holding client c's session (from the sessions API)."""
-    r = await http(d, "GET", f"/v1/users/{c.user}/sessions")
-    for s in (r.json().get("sessions", []) if r.status == 200 else []):
-        if s["session_id"] == c.session_id:
-            return s.get("instance")
-    return None
+async def instance_of(d, c, wait_s=3.0):
+    """The instance holding client c's session (from the sessions API).
+    On Redis the welcome can come before the session's write is in the
+    store (under ASan on a cluster, by a few hundred ms), so the session is
+    looked for until it shows, for up to wait_s; None if it never does."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        r = await http(d, "GET", f"/v1/users/{c.user}/sessions")
+        for s in (r.json().get("sessions", []) if r.status == 200 else []):
+            if s["session_id"] == c.session_id:
+                return s.get("instance")
+        if time.monotonic() >= deadline:
+            return None
+        await asyncio.sleep(0.05)
 
 
 async def spread_clients(d, prefix, limit=60):
@@ -97,7 +104,9 @@ async def spread_clients(d, prefix, limit=60):
     for i in range(limit):
         c = await Client.connect(d, f"{prefix}-{i}")
         by.setdefault(await instance_of(d, c), []).append(c)
-        if len(by) >= 2 and all(len(v) >= 2 for v in by.values()):
+        # A session whose instance was not found (None) is no worker.
+        named = [v for k, v in by.items() if k]
+        if len(named) >= 2 and all(len(v) >= 2 for v in named):
             break
     return by
 

@@ -122,6 +122,15 @@ def run_bench(bench, url, pids, ports, dur, cluster=None, shards=12,
 HELD = 20000
 
 
+def add_held(ap):
+    """--held, the same in every bench that runs bench_cluster."""
+    ap.add_argument("--held", type=int, default=HELD,
+                    help="sessions each instance holds open through a run "
+                    "(%(default)s): the store's population; 0 leaves only "
+                    "the cycling ones, few enough a shard that Redis keeps "
+                    "each shard's session index as a listpack")
+
+
 def one_server_parser():
     """The options of the benches that run bench_cluster against one
     redis-server (cluster_one_node.py, claim_cost.py)."""
@@ -131,11 +140,7 @@ def one_server_parser():
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--duration-ms", type=int, default=3000)
     ap.add_argument("--shards", type=int, default=12)
-    ap.add_argument("--held", type=int, default=HELD,
-                    help="sessions each instance holds open through a run "
-                    "(%(default)s): the store's population; 0 leaves only "
-                    "the cycling ones, few enough a shard that Redis keeps "
-                    "each shard's session index as a listpack")
+    add_held(ap)
     ap.add_argument("--json")
     return ap
 
@@ -151,11 +156,7 @@ def main():
     ap.add_argument("--rate", type=float, default=0,
                     help="operations a second per instance, paced (open "
                     "loop; 0: closed loop, the most the nodes take)")
-    ap.add_argument("--held", type=int, default=HELD,
-                    help="sessions each instance holds open through a run "
-                    "(%(default)s): the store's population; 0 leaves only "
-                    "the cycling ones, few enough a shard that Redis keeps "
-                    "each shard's session index as a listpack")
+    add_held(ap)
     ap.add_argument("--pin", action="store_true",
                     help="every redis-server on the last CPU, the bench on "
                     "the others: the redis-servers of every mode share one "

@@ -180,9 +180,9 @@ async def test_restart_hidden(t, cl):
     # Five invisible members over the three instances: whether a re-assert
     # shows one depends on the order the instances' calls reach Redis, so
     # several make a wrong order show (one alone did in 2 runs of 6).
+    inv = [f"rh-inv{k}" for k in range(5)]
     hid = []
-    for k in range(5):
-        user = f"rh-inv{k}"
+    for k, user in enumerate(inv):
         c = await Client.connect(cl.d[(k + 1) % 3], user, tok=tok(user))
         await c.send({"type": "availability", "availability": "invisible", "id": "inv"})
         await c.expect_type("ack", 5, id="inv")
@@ -199,7 +199,6 @@ async def test_restart_hidden(t, cl):
     t.eq("restart-hidden: before: count 7, shown_count 2", await listing(), [(7, 2)])
     # And a watcher of the invisible users (not in the channel): shown
     # offline before, and nothing else after the re-assert.
-    inv = [f"rh-inv{k}" for k in range(5)]
     w = await Client.connect(A, "rh-w", watch=inv)
     await w.send({"type": "subscribe", "users": inv, "id": "s"})
     snap = await w.expect_type("presence", 5, snapshot=True)

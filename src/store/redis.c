@@ -1007,43 +1007,39 @@ static presence_status_t st_of(const char *s) {
 
 /* ---- the packed log -------------------------------------------------- */
 
-/* A decimal number ended by a space. */
-static int unpack_num(char **p, const char *end, uint64_t *v) {
-  char *c = *p;
-  uint64_t x = 0;
-  size_t digits = 0;
-  while (c < end && *c >= '0' && *c <= '9') {
-    if (++digits > 19) return -1; /* below 10^19: no overflow */
-    x = x * 10 + (uint64_t)(*c++ - '0');
-  }
-  if (!digits || c >= end || *c != ' ') return -1;
-  *v = x;
-  *p = c + 1;
-  return 0;
-}
+/* Format 6 (presence.lua, emit; docs/internals/redis.md "The log"):
+ * little-endian integers, each string its length + 1 (0: absent), its
+ * bytes and a NUL, so that an event's strings point into the reply as it
+ * came. A cursor over one blob: any read past its end fails it. */
+typedef struct unpacker {
+  const char *p, *end;
+  bool bad;
+} unpacker_t;
 
-/* '-' (absent: NULL) or <length>:<bytes>, ended by a space that becomes
- * the string's NUL. */
-static int unpack_str(char **p, char *end, const char **v) {
-  char *c = *p;
-  if (c + 1 < end && c[0] == '-' && c[1] == ' ') {
-    *v = NULL;
-    *p = c + 2;
+static uint64_t get_uint(unpacker_t *u, size_t n) {
+  if (u->bad || (size_t)(u->end - u->p) < n) {
+    u->bad = true;
     return 0;
   }
-  uint64_t n = 0;
-  size_t digits = 0;
-  while (c < end && *c >= '0' && *c <= '9') {
-    if (++digits > 9) return -1; /* a string of a gigabyte is not ours */
-    n = n * 10 + (uint64_t)(*c++ - '0');
+  uint64_t x = 0;
+  for (size_t i = 0; i < n; i++)
+    x |= (uint64_t)(unsigned char)u->p[i] << (8 * i);
+  u->p += n;
+  return x;
+}
+
+/* A string of a 2- or 4-byte length: NULL when absent (its NUL follows). */
+static const char *get_str(unpacker_t *u, size_t lenbytes) {
+  uint64_t l = get_uint(u, lenbytes);
+  if (u->bad) return NULL;
+  size_t n = l ? (size_t)l - 1 : 0;
+  if ((size_t)(u->end - u->p) <= n || u->p[n] != '\0') {
+    u->bad = true;
+    return NULL;
   }
-  if (!digits || c >= end || *c != ':') return -1;
-  c++;
-  if ((uint64_t)(end - c) <= n || c[n] != ' ') return -1;
-  c[n] = '\0';
-  *v = c;
-  *p = c + n + 1;
-  return 0;
+  const char *s = u->p;
+  u->p += n + 1;
+  return l ? s : NULL;
 }
 
 int presence__redis_unpack(char *blob, size_t len, uint64_t last_seq,
@@ -1062,87 +1058,79 @@ int presence__redis_unpack(char *blob, size_t len, uint64_t last_seq,
     out->ev = ev;
     out->cap = cap;
   }
-  char *p = blob, *end = blob + len;
+  unpacker_t u = {blob, blob + len, false};
+  /* What the call's events share: its time, the caller's epoch and id. */
+  uint64_t ts = get_uint(&u, 8), epoch = get_uint(&u, 8);
+  const char *caller = get_str(&u, 2);
+  if (u.bad || !caller) return PRESENCE_ESTORE;
+  bool remote = strcmp(caller, self) != 0;
+  out->header_len = (size_t)(u.p - blob);
   presence_event_t *base = out->ev + out->n;
   for (size_t i = 0; i < count; i++) {
     presence_event_t *ev = &base[i];
     memset(ev, 0, sizeof(*ev));
-    uint64_t n[7], cnt = 0;
-    for (int k = 0; k < 7; k++)
-      if (unpack_num(&p, end, &n[k])) return PRESENCE_ESTORE;
-    if (p + 1 < end && p[0] == '-' && p[1] == ' ')
-      p += 2;
-    else if (unpack_num(&p, end, &cnt))
-      return PRESENCE_ESTORE;
-    else
-      ev->flags |= PRESENCE_EVENT_IDS_OMITTED; /* a count, not the ids */
-    const char *by;
-    if (unpack_str(&p, end, &ev->instance_id) || unpack_str(&p, end, &by) ||
-        unpack_str(&p, end, &ev->session_id) ||
-        unpack_str(&p, end, &ev->user_id) || unpack_str(&p, end, &ev->meta))
-      return PRESENCE_ESTORE;
-    /* A user's events carry flags above the type (presence.lua, uemit):
-     * 256 a device tail, 512 the shown version, 1024 a user event follows;
-     * a channel.update 2048 when its data changed, a channel event 4096
-     * its shown count after the shown version (cemit). */
-    uint64_t tflags = n[0] >> 8;
-    n[0] &= 0xff;
-    if (n[0] >= PRESENCE_EV_COUNT_ || (tflags & ~(uint64_t)31))
+    uint64_t ty = get_uint(&u, 2);
+    uint64_t reason = get_uint(&u, 1), from = get_uint(&u, 1),
+             to = get_uint(&u, 1);
+    uint64_t ver = get_uint(&u, 6), cnt = get_uint(&u, 6);
+    const char *inst = get_str(&u, 2);
+    ev->session_id = get_str(&u, 2);
+    ev->user_id = get_str(&u, 2);
+    ev->meta = get_str(&u, 4);
+    if (u.bad) return PRESENCE_ESTORE;
+    /* Flags above the type (presence.lua, uemit and cemit): 256 a device
+     * tail, 512 the shown version, 1024 a user event follows; a
+     * channel.update 2048 when its data changed, a channel event 4096 its
+     * shown count after the shown version. */
+    uint64_t tflags = ty >> 8;
+    ty &= 0xff;
+    if (ty >= PRESENCE_EV_COUNT_ || (tflags & ~(uint64_t)31))
       return PRESENCE_ESTORE;
     if (tflags & 8) ev->flags |= PRESENCE_EVENT_DATA_CHANGED;
-    if (n[0] >= PRESENCE_EV_CHANNEL_JOIN && n[0] <= PRESENCE_EV_CHANNEL_UPDATE) {
-      /* A channel event: its count is the member count, and the channel
-       * follows. */
-      ev->flags &= ~PRESENCE_EVENT_IDS_OMITTED;
-      ev->count = cnt;
-      if (unpack_str(&p, end, &ev->channel) || !ev->channel)
-        return PRESENCE_ESTORE;
+    if (ty >= PRESENCE_EV_CHANNEL_JOIN && ty <= PRESENCE_EV_CHANNEL_UPDATE) {
+      /* A channel event: its count is the member count. */
+      ev->count = cnt ? cnt - 1 : 0;
+      ev->channel = get_str(&u, 2);
+      if (!ev->channel) return PRESENCE_ESTORE;
     }
-    if (n[0] == PRESENCE_EV_USER_MESSAGE) {
-      /* The message follows: text, emoji ('-' for none), expiry. */
-      uint64_t exp;
-      if (unpack_str(&p, end, &ev->message) ||
-          unpack_str(&p, end, &ev->emoji) || unpack_num(&p, end, &exp))
-        return PRESENCE_ESTORE;
-      ev->message_expires_ms = (int64_t)(exp & INT64_MAX);
+    if (ty == PRESENCE_EV_USER_MESSAGE) {
+      /* The message: text, emoji (absent for none), expiry. */
+      ev->message = get_str(&u, 4);
+      ev->emoji = get_str(&u, 2);
+      ev->message_expires_ms = (int64_t)(get_uint(&u, 6) & INT64_MAX);
     }
     if (tflags & 1) {
       /* The causing session's device and its best status before, after. */
-      uint64_t df, dt;
-      if (unpack_str(&p, end, &ev->device) || unpack_num(&p, end, &df) ||
-          unpack_num(&p, end, &dt) || !ev->device)
-        return PRESENCE_ESTORE;
+      ev->device = get_str(&u, 2);
+      uint64_t df = get_uint(&u, 1), dt = get_uint(&u, 1);
+      if (!ev->device) return PRESENCE_ESTORE;
       ev->device_from = st_of_n((long)(df & 3));
       ev->device_to = st_of_n((long)(dt & 3));
     }
-    if (tflags & 2) {
-      uint64_t sv;
-      if (unpack_num(&p, end, &sv)) return PRESENCE_ESTORE;
-      ev->shown_version = sv;
-    }
-    if (tflags & 16) {
-      uint64_t shown;
-      if (unpack_num(&p, end, &shown)) return PRESENCE_ESTORE;
-      ev->shown_count = shown;
-    }
+    if (tflags & 2) ev->shown_version = get_uint(&u, 6);
+    if (tflags & 16) ev->shown_count = get_uint(&u, 6);
+    if (u.bad) return PRESENCE_ESTORE;
     if (tflags & 4) ev->flags |= PRESENCE_EVENT_USER_FOLLOWS;
-    ev->type = (presence_event_type_t)n[0];
-    ev->reason = (presence_reason_t)n[1];
-    ev->from = st_of_n((long)(n[2] & 3));
-    ev->to = st_of_n((long)(n[3] & 3));
+    /* A count on another event (a cleanup): the session ids are left out
+     * of the log, not listed. */
+    if (cnt && !ev->channel) ev->flags |= PRESENCE_EVENT_IDS_OMITTED;
+    ev->type = (presence_event_type_t)ty;
+    ev->reason = (presence_reason_t)reason;
+    ev->from = st_of_n((long)(from & 3));
+    ev->to = st_of_n((long)(to & 3));
     /* A user's availability rides above the status: status + 4 * it. */
-    ev->availability_from = (presence_availability_t)((n[2] >> 2) & 3);
-    ev->availability_to = (presence_availability_t)((n[3] >> 2) & 3);
-    ev->user_version = n[4];
-    ev->ts_ms = (int64_t)(n[5] & INT64_MAX);
-    ev->epoch = n[6];
+    ev->availability_from = (presence_availability_t)((from >> 2) & 3);
+    ev->availability_to = (presence_availability_t)((to >> 2) & 3);
+    ev->user_version = ver;
+    ev->ts_ms = (int64_t)(ts & INT64_MAX);
+    ev->epoch = epoch;
     ev->seq = last_seq - count + 1 + i;
-    if (ev->instance_id && !ev->instance_id[0]) ev->instance_id = NULL;
-    if (!by) by = ev->instance_id; /* left out when it is the instance */
-    if (by && strcmp(by, self) != 0) ev->flags |= PRESENCE_EVENT_REMOTE;
-    if (out->ends) out->ends[i] = (size_t)(p - blob);
+    /* Absent: the caller's own session; empty: no instance (a wipe). */
+    ev->instance_id = inst ? (inst[0] ? inst : NULL) : caller;
+    if (remote) ev->flags |= PRESENCE_EVENT_REMOTE;
+    if (out->ends) out->ends[i] = (size_t)(u.p - blob);
   }
-  if (p != end) return PRESENCE_ESTORE;
+  if (u.p != u.end) return PRESENCE_ESTORE;
   out->n += count;
   return 0;
 }

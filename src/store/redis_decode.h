@@ -26,11 +26,14 @@ typedef struct presence__redis_events {
   /* Optional (the machine's log router, redis_route.c): where each event of
    * the last unpack ends in its blob, an offset; room for its count. */
   size_t *ends;
+  /* Where the last unpacked blob's first event starts: the header before
+   * it (the call's time, epoch and instance) is every event's. */
+  size_t header_len;
 } presence__redis_events_t;
 
 /* Unpack count events packed in blob (len bytes, blob[len] == '\0', as in
  * every hiredis string), the last numbered last_seq, and append them to
- * out. The blob is modified: each string is ended in place. self is this
+ * out. Events point into blob (not modified). self is this
  * instance's id (events of others get PRESENCE_EVENT_REMOTE). Returns 0,
  * PRESENCE_ESTORE (malformed: nothing appended) or PRESENCE_ENOMEM. */
 int presence__redis_unpack(char *blob, size_t len, uint64_t last_seq,

@@ -52,11 +52,11 @@ struct presence__route {
   uint64_t *sent_ms;
   part_t kicks;
   char from[48];
-  /* Per entry: the blob as read (unpacking ends its strings in place), the
+  /* Per entry: its blob (the reply's: unpacking leaves it as read), the
    * events' ends, keys and whether they are keyed, the reader's wants. */
-  char *blob;
-  size_t blob_cap;
+  const char *blob;
   size_t *ends;
+  size_t header_len; /* the entry's header: every run starts with it */
   uint64_t *keys;
   uint8_t *keyed, *want;
   size_t ev_cap;
@@ -92,7 +92,6 @@ void presence__route_free(presence__route_t *r) {
   presence__free(r->a, r->parts);
   presence__free(r->a, r->sent_ms);
   presence__free(r->a, r->kicks.d);
-  presence__free(r->a, r->blob);
   presence__free(r->a, r->ends);
   presence__free(r->a, r->keys);
   presence__free(r->a, r->keyed);
@@ -165,13 +164,24 @@ static void put_run(presence__route_t *r, part_t *p,
   id[il++] = '-';
   id[il++] = '0';
   size_t cl = dec(count, to - from);
-  size_t start = from ? r->ends[from - 1] : 0;
+  size_t start = from ? r->ends[from - 1] : r->header_len;
+  size_t n = r->ends[to - 1] - start;
   put(r->a, p, "*2\r\n", 4);
   put_bulk(r->a, p, id, il);
   put(r->a, p, "*4\r\n$1\r\nk\r\n", 11);
   put_bulk(r->a, p, count, cl);
   put(r->a, p, "$1\r\np\r\n", 7);
-  put_bulk(r->a, p, r->blob + start, r->ends[to - 1] - start);
+  /* The entry's header (time, epoch, caller), then the run's events: a
+   * bulk string of both. */
+  char h[24];
+  h[0] = '$';
+  size_t hl = 1 + dec(h + 1, r->header_len + n);
+  h[hl++] = '\r';
+  h[hl++] = '\n';
+  put(r->a, p, h, hl);
+  put(r->a, p, r->blob, r->header_len);
+  put(r->a, p, r->blob + start, n);
+  put(r->a, p, "\r\n", 2);
   p->entries++;
   p->last_seq = seq;
   p->events = true;
@@ -217,13 +227,7 @@ void presence__route_begin(presence__route_t *r, const char *from) {
   }
 }
 
-static bool grow(presence__route_t *r, size_t count, size_t blob_len) {
-  if (blob_len + 1 > r->blob_cap) {
-    char *b = presence__realloc(r->a, r->blob, blob_len + 1);
-    if (!b) return false;
-    r->blob = b;
-    r->blob_cap = blob_len + 1;
-  }
+static bool grow(presence__route_t *r, size_t count) {
   if (count > r->ev_cap) {
     size_t *e = presence__realloc(r->a, r->ends, count * sizeof *e);
     if (e) r->ends = e;
@@ -264,14 +268,14 @@ int presence__route_entry(presence__route_t *r, redisReply *e,
     if (name->str[0] == 'p') pk = v;
   }
   size_t count = k ? strtoul(k->str, NULL, 10) : 0;
-  if (!pk || !count || count > pk->len || !grow(r, count, pk->len)) {
+  if (!pk || !count || count > pk->len || !grow(r, count)) {
     /* Malformed (refused below, as by any reader), or no memory to route
      * it: every follower reads the log itself rather than miss it. */
     if (pk && count && count <= pk->len)
       for (uint32_t i = 0; i < r->n; i++) r->parts[i].failed = true;
     return presence__redis_decode_entry(e, self, evs);
   }
-  memcpy(r->blob, pk->str, pk->len);
+  r->blob = pk->str;
   size_t base = evs->n;
   evs->ends = r->ends;
   int rc = presence__redis_decode_entry(e, self, evs);
@@ -279,6 +283,7 @@ int presence__route_entry(presence__route_t *r, redisReply *e,
   if (rc) return rc;
   count = evs->n - base;
   r->base = base;
+  r->header_len = evs->header_len;
   for (size_t j = 0; j < count; j++)
     r->keyed[j] = (uint8_t)presence__interest_key(&evs->ev[base + j],
                                                    &r->keys[j]);

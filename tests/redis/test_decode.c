@@ -37,18 +37,86 @@ static redisReply *arr(size_t n, ...) {
   return r;
 }
 
-static redisReply *entry(const char *id, const char *k, const char *p) {
-  return arr(2, str(id), arr(4, str("k"), str(k), str("p"), str(p)));
+/* A binary string (the log's blobs hold NULs). */
+static redisReply *bin(const char *s, size_t n) {
+  redisReply *r = calloc(1, sizeof *r);
+  r->type = REDIS_REPLY_STRING;
+  r->len = n;
+  r->str = malloc(n + 1);
+  memcpy(r->str, s, n);
+  r->str[n] = '\0';
+  return r;
 }
 
-/* What the script writes for a connect of a new user (two events), then a
- * reaper's session.disconnected and cleanup of a dead instance. */
-#define CONNECT                                                               \
-  "0 1 0 1 1 1764320000001 77 - 6:inst-a - 2:s1 5:alice 12:{\"d\":\"a b\t\"} " \
-  "3 1 0 1 1 1764320000001 77 - 6:inst-a - 2:s1 5:alice - "
-#define REAPED                                                                \
-  "1 8 1 0 4 1764320000002 78 - 6:victim 6:inst-b 2:s9 5:carol - "           \
-  "6 8 0 0 0 1764320000002 78 100000 6:victim 6:inst-b - - - "
+/* A blob as presence.lua's emit and finish pack it (format 6). */
+typedef struct blob {
+  char b[2048];
+  size_t n;
+} blob_t;
+
+static void put_u(blob_t *b, uint64_t v, size_t n) {
+  for (size_t i = 0; i < n; i++) b->b[b->n++] = (char)(v >> (8 * i));
+}
+
+/* Length + 1 (0: absent), the bytes, a NUL. */
+static void put_s(blob_t *b, const char *s, size_t lenbytes) {
+  size_t l = s ? strlen(s) : 0;
+  put_u(b, s ? l + 1 : 0, lenbytes);
+  if (l) memcpy(b->b + b->n, s, l);
+  b->n += l;
+  b->b[b->n++] = '\0';
+}
+
+static void header(blob_t *b, uint64_t ts, uint64_t epoch, const char *caller) {
+  put_u(b, ts, 8);
+  put_u(b, epoch, 8);
+  put_s(b, caller, 2);
+}
+
+/* An event's common part; count < 0: none; inst NULL: the caller. */
+static void event(blob_t *b, unsigned ty, unsigned reason, unsigned from,
+                  unsigned to, uint64_t ver, long long count, const char *inst,
+                  const char *sid, const char *uid, const char *meta) {
+  put_u(b, ty, 2);
+  put_u(b, reason, 1);
+  put_u(b, from, 1);
+  put_u(b, to, 1);
+  put_u(b, ver, 6);
+  put_u(b, count < 0 ? 0 : (uint64_t)count + 1, 6);
+  put_s(b, inst, 2);
+  put_s(b, sid, 2);
+  put_s(b, uid, 2);
+  put_s(b, meta, 4);
+}
+
+static redisReply *entry_bin(const char *id, const char *k, const blob_t *b) {
+  return arr(2, str(id), arr(4, str("k"), str(k), str("p"), bin(b->b, b->n)));
+}
+
+/* What the script writes for a connect of a new user (two events). */
+static blob_t connect_blob(void) {
+  blob_t b = {.n = 0};
+  header(&b, 1764320000001, 77, "inst-a");
+  event(&b, 0, 1, 0, 1, 1, -1, NULL, "s1", "alice", "{\"d\":\"a b\t\"}");
+  event(&b, 3, 1, 0, 1, 1, -1, NULL, "s1", "alice", NULL);
+  return b;
+}
+
+/* A reaper's (inst-b's) session.disconnected and cleanup of a dead
+ * instance's. */
+static blob_t reaped_blob(void) {
+  blob_t b = {.n = 0};
+  header(&b, 1764320000002, 78, "inst-b");
+  event(&b, 1, 8, 1, 0, 4, -1, "victim", "s9", "carol", NULL);
+  event(&b, 6, 8, 0, 0, 0, 100000, "victim", NULL, NULL, NULL);
+  return b;
+}
+
+static redisReply *entry(const char *id, const char *k, blob_t b) {
+  return entry_bin(id, k, &b);
+}
+#define CONNECT connect_blob()
+#define REAPED reaped_blob()
 
 static void an_entry_becomes_its_events(void **state) {
   (void)state;
@@ -121,36 +189,122 @@ static void entries_append_in_order(void **state) {
   freeReplyObject(b);
 }
 
+/* A user event with its device and shown version, a channel join with its
+ * count, shown version and shown count, a status message: each type's own
+ * fields, in the order the script packs them. */
+static blob_t tails_blob(void) {
+  blob_t b = {.n = 0};
+  header(&b, 5, 7, "inst-a");
+  /* user.idle, flags 256 (device) + 512 (shown version); from/to carry
+   * availability 2 (busy) above the status. */
+  event(&b, 4 + 256 + 512, 2, 1 + 8, 2 + 8, 9, -1, NULL, "s1", "bob", NULL);
+  put_s(&b, "mobile", 2);
+  put_u(&b, 1, 1);
+  put_u(&b, 2, 1);
+  put_u(&b, 6, 6);
+  /* channel.join, 512 + 4096: member count 41 */
+  event(&b, 7 + 512 + 4096, 1, 0, 1, 3, 41, NULL, "s1", "bob", "{\"x\":1}");
+  put_s(&b, "room", 2);
+  put_u(&b, 2, 6);
+  put_u(&b, 40, 6);
+  /* user.message, 512: text, no emoji, expiry */
+  event(&b, 11 + 512, 3, 1, 1, 10, -1, NULL, NULL, "bob", NULL);
+  put_s(&b, "lunch", 4);
+  put_s(&b, NULL, 2);
+  put_u(&b, 1764320009999, 6);
+  put_u(&b, 7, 6);
+  return b;
+}
+
+static void each_type_carries_its_own_fields(void **state) {
+  (void)state;
+  redisReply *e = entry("3-0", "3", tails_blob());
+  presence__redis_events_t evs = {0};
+  assert_int_equal(presence__redis_decode_entry(e, "inst-a", &evs), 0);
+  assert_int_equal(evs.n, 3);
+  const presence_event_t *u = &evs.ev[0], *c = &evs.ev[1], *m = &evs.ev[2];
+  assert_int_equal(u->type, PRESENCE_EV_USER_IDLE);
+  assert_int_equal(u->from, PRESENCE_ONLINE);
+  assert_int_equal(u->to, PRESENCE_IDLE);
+  assert_int_equal(u->availability_to, 2);
+  assert_string_equal(u->device, "mobile");
+  assert_int_equal(u->device_from, PRESENCE_ONLINE);
+  assert_int_equal(u->device_to, PRESENCE_IDLE);
+  assert_int_equal(u->shown_version, 6);
+  assert_int_equal(c->type, PRESENCE_EV_CHANNEL_JOIN);
+  assert_string_equal(c->channel, "room");
+  assert_int_equal(c->count, 41);
+  assert_int_equal(c->shown_count, 40);
+  assert_false(c->flags & PRESENCE_EVENT_IDS_OMITTED);
+  assert_string_equal(c->meta, "{\"x\":1}");
+  assert_int_equal(m->type, PRESENCE_EV_USER_MESSAGE);
+  assert_string_equal(m->message, "lunch");
+  assert_null(m->emoji);
+  assert_null(m->session_id);
+  assert_int_equal(m->message_expires_ms, 1764320009999);
+  assert_int_equal(m->shown_version, 7);
+  assert_int_equal(m->seq, 3);
+  free(evs.ev);
+  freeReplyObject(e);
+}
+
+static void refused(const char *id, const char *k, const blob_t *b,
+                    const char *what) {
+  redisReply *e = entry_bin(id, k, b);
+  presence__redis_events_t evs = {0};
+  int rc = presence__redis_decode_entry(e, "x", &evs);
+  if (rc != PRESENCE_ESTORE || evs.n != 0)
+    fail_msg("%s: rc %d, %zu events", what, rc, evs.n);
+  free(evs.ev);
+  freeReplyObject(e);
+}
+
 static void malformed_entries_are_refused_whole(void **state) {
   (void)state;
-  static const struct {
-    const char *id, *k, *p;
-  } bad[] = {
-      {"12-0", "3", CONNECT},  /* fewer events than k */
-      {"12-0", "1", CONNECT},  /* bytes left over */
-      {"12-1", "2", CONNECT},  /* not an id the script writes */
-      {"1-0", "2", CONNECT},   /* numbers below 1 */
-      {"12-0", "0", ""},       /* empty */
-      {"12-0", "2x", CONNECT}, /* k not a number */
-      {" 12-0", "2", CONNECT}, /* a blank before it */
-      {"12-0", "+2", CONNECT}, /* a sign */
-      {"12-0", "-18446744073709551614", CONNECT}, /* wraps to 2 */
-      {"9-0", "1", "0 1 0 1 1 5 7 - 6:inst-a - 2:s1 5:alice - extra "},
-      {"9-0", "1", "0 1 0 1 1 5 7 - 6:inst-a - 9:s1 5:alice - "}, /* len */
-      {"9-0", "1", "0 1 0 1 1 5 7 - 6:inst-a - 2:s1 5:alice -"},  /* end */
-      {"9-0", "1", "60 1 0 1 1 5 7 - 6:inst-a - 2:s1 5:alice - "}, /* type */
-      {"9-0", "1", "0 1 0 1 1 99999999999999999999 7 - - - - - - "},
-      {"9-0", "1", "0 -1 0 1 1 5 7 - - - - - - "},
-  };
-  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
-    redisReply *e = entry(bad[i].id, bad[i].k, bad[i].p);
-    presence__redis_events_t evs = {0};
-    int rc = presence__redis_decode_entry(e, "x", &evs);
-    if (rc != PRESENCE_ESTORE || evs.n != 0)
-      fail_msg("case %zu: rc %d, %zu events", i, rc, evs.n);
-    free(evs.ev);
-    freeReplyObject(e);
+  blob_t c = connect_blob();
+  refused("12-0", "3", &c, "fewer events than k");
+  refused("12-1", "2", &c, "not an id the script writes");
+  refused("1-0", "2", &c, "numbers below 1");
+  refused("12-0", "2x", &c, "k not a number");
+  refused(" 12-0", "2", &c, "a blank before it");
+  refused("12-0", "+2", &c, "a sign");
+  refused("12-0", "-18446744073709551614", &c, "wraps to 2");
+  blob_t empty = {.n = 0};
+  refused("12-0", "0", &empty, "empty");
+  /* Every blob cut short, and every one with a byte more. */
+  blob_t t = tails_blob();
+  for (size_t n = 0; n < t.n; n++) {
+    blob_t cut = t;
+    cut.n = n;
+    refused("3-0", "3", &cut, "cut short");
   }
+  blob_t more = t;
+  more.b[more.n++] = 'x';
+  refused("3-0", "3", &more, "a byte left over");
+  /* A string whose NUL is missing, an unknown type, unknown flags, a
+   * channel event without its channel, a header without its caller. */
+  blob_t nonul = {.n = 0};
+  header(&nonul, 5, 7, "inst-a");
+  event(&nonul, 0, 1, 0, 1, 1, -1, NULL, "s1", "alice", NULL);
+  nonul.b[nonul.n - 6] = 'y'; /* the NUL after "alice" (meta: 5 bytes) */
+  refused("9-0", "1", &nonul, "no NUL");
+  blob_t ty = {.n = 0};
+  header(&ty, 5, 7, "inst-a");
+  event(&ty, 60, 1, 0, 1, 1, -1, NULL, "s1", "alice", NULL);
+  refused("9-0", "1", &ty, "type");
+  blob_t fl = {.n = 0};
+  header(&fl, 5, 7, "inst-a");
+  event(&fl, 3 + (64 << 8), 1, 0, 1, 1, -1, NULL, "s1", "alice", NULL);
+  refused("9-0", "1", &fl, "flags");
+  blob_t ch = {.n = 0};
+  header(&ch, 5, 7, "inst-a");
+  event(&ch, 7, 1, 0, 1, 1, 3, NULL, "s1", "alice", NULL);
+  put_s(&ch, NULL, 2);
+  refused("9-0", "1", &ch, "a channel event without a channel");
+  blob_t nocaller = {.n = 0};
+  header(&nocaller, 5, 7, NULL);
+  event(&nocaller, 0, 1, 0, 1, 1, -1, NULL, "s1", "alice", NULL);
+  refused("9-0", "1", &nocaller, "no caller");
   /* Not an entry at all. */
   redisReply *e = arr(1, str("12-0"));
   presence__redis_events_t evs = {0};
@@ -168,6 +322,7 @@ int main(void) {
       cmocka_unit_test(an_entry_becomes_its_events),
       cmocka_unit_test(a_reap_is_remote_and_its_cleanup_counts),
       cmocka_unit_test(entries_append_in_order),
+      cmocka_unit_test(each_type_carries_its_own_fields),
       cmocka_unit_test(malformed_entries_are_refused_whole),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

@@ -72,7 +72,7 @@ local R_EXPLICIT = 3
 
 -- The global keys under the call's prefix (set by set_prefix()):
 local K_SEQ, K_LOG
-local K_FORMAT, FORMAT = nil, '5' -- see 'register'
+local K_FORMAT, FORMAT = nil, '6' -- see 'register'
 local SEQ_JUMP_AFTER_LOSS = 1000000 -- see 'register'
 local K_SIDX      -- hash: session id -> user '\t' owning instance
 local K_INST      -- hash: instance id -> registered epoch
@@ -127,71 +127,56 @@ local out -- {code, payload}: begin() makes it
 -- ONE stream entry, numbered by one INCRBY: an XADD per event (10 arguments
 -- each, converted from Lua) cost ~1.5 us, more than deciding the event.
 --
--- An event is a run of space-terminated tokens:
---   type reason from to version ts epoch count instance emitter session user meta
--- the first seven decimal numbers; count a decimal number (a cleanup whose
--- session ids the log leaves out) or '-'; the five strings '-' (absent) or
--- <length>:<bytes>. emitter is '-' when it is the instance. Every token
--- ends with a space, so a reader can end each string in place.
+-- Binary since format 6 (docs/internals/redis.md, "The log"; decoded by
+-- presence__redis_unpack), integers little-endian. The entry starts with
+-- what every event of one call shares: its time (ms, 8 bytes), the
+-- caller's epoch (8) and the caller's instance id. Then each event:
+--   type + flags (2), reason, from, to (a byte each), version (6),
+--   count + 1 (6; 0: none), instance (none: the caller), session, user,
+--   meta (4-byte length), then its type's own (uemit, cemit, emit_msg).
+-- A string is its length + 1 (0: absent), its bytes and a NUL, so that the
+-- C side points into the reply without copying or writing.
+-- Format 5 wrote decimal text tokens, the time, the epoch and the emitter
+-- in every event: some thirty table stores, a string.format for every
+-- number above 4095 and ~60 bytes of a connect's two events more. One
+-- struct.pack an event cost 0.74x the CPU of a batched session operation
+-- (script_ab, the same load).
 --
--- evs holds the tokens of every event of the call (nb of them), nev counts
--- the events: finish() concatenates them once. Building each event as a
--- string first (format, then some fifteen concatenations, each a new
--- string hashed and interned by Lua) was a third of a status change's CPU.
+-- evs holds the packed pieces of every event of the call (nb of them;
+-- evs[1] is the header's place), nev counts the events: finish()
+-- concatenates them once.
 local evs, nev, nb -- begin() empties them
--- '<length>:' for lengths below 4096 (ids, names), built with NUM.
+-- '<length>:' for lengths below 4096, built with NUM: the text form of an
+-- optional string in a status message's field (F_MSG, msg_parse).
 local LEN = {}
 local function str(x)
   if not x then return '- ' end
   return (LEN[#x] or (s(#x) .. ':')) .. x .. ' '
 end
--- Append string x as a token: '-' (absent) or <length>:<bytes>.
-local function put_str(x)
-  if not x then
-    nb = nb + 1
-    evs[nb] = '- '
-    return
-  end
-  evs[nb + 1] = LEN[#x] or (s(#x) .. ':')
-  evs[nb + 2] = x
-  evs[nb + 3] = ' '
-  nb = nb + 3
-end
+local HDR_FMT = '<I8I8I2s'
+local EV_FMT = '<HBBBI6I6I2sI2sI2sI4s'
+-- Length + 1 of an optional string, and the string ('' when absent).
+local function ln(x) if x then return #x + 1 end return 0 end
+-- A string's bytes for pack ('' when absent: its length says absent).
+local function sb(x) return x or '' end
+-- A type's own tail strings (cemit, uemit, emit_msg): '<I2s' or '<I4s'.
+local STR16, STR32 = '<I2s', '<I4s'
+local function str16(x) return struct.pack(STR16, ln(x), sb(x)) end
+local function str32(x) return struct.pack(STR32, ln(x), sb(x)) end
+
 -- from and to of a user event carry the user's availability above the
 -- status: status + 4 * availability (a reader masks with 3 for the status).
--- tail: the tokens of a type's own (a channel, a status message), as is.
+-- tail: the bytes of a type's own, as is. count: a number or nil. ev_inst:
+-- the instance the event is about when it is not the caller ('' none).
 local function emit(ty, reason, sid, uid, meta, from, to, ver, ev_inst, count,
-                    chan, tail)
-  local ei = ev_inst or iid
+                    tail)
   nev = nev + 1
-  -- ty may carry flags above 255 (uemit): tails of a user's events.
-  local b = nb
-  evs[b + 1] = s(ty)
-  evs[b + 2] = ' '
-  evs[b + 3] = s(reason)
-  evs[b + 4] = ' '
-  evs[b + 5] = s(from)
-  evs[b + 6] = ' '
-  evs[b + 7] = s(to)
-  evs[b + 8] = ' '
-  evs[b + 9] = s(ver)
-  evs[b + 10] = ' '
-  evs[b + 11] = now_s
-  evs[b + 12] = ' '
-  evs[b + 13] = epoch
-  evs[b + 14] = ' '
-  evs[b + 15] = count or '-'
-  evs[b + 16] = ' '
-  nb = b + 16
-  put_str(ei)
-  if ei ~= iid then put_str(iid) else
-    nb = nb + 1
-    evs[nb] = '- '
-  end
-  put_str(sid)
-  put_str(uid)
-  put_str(meta)
-  if chan then put_str(chan) end
+  local ei
+  if ev_inst ~= iid then ei = ev_inst end
+  nb = nb + 1
+  evs[nb] = struct.pack(EV_FMT, ty, reason, from, to, ver,
+                        count and count + 1 or 0, ln(ei), sb(ei), ln(sid),
+                        sb(sid), ln(uid), sb(uid), ln(meta), sb(meta))
   if tail then
     nb = nb + 1
     evs[nb] = tail
@@ -206,6 +191,7 @@ end
 local function finish()
   if nev == 0 then return out end
   local last = redis.call('INCRBY', K_SEQ, nev)
+  evs[1] = struct.pack(HDR_FMT, now, tonumber(epoch), #iid + 1, iid)
   local blob = table.concat(evs, '', 1, nb)
   local last_s = s(last)
   if last > maxlen then
@@ -435,6 +421,7 @@ end
 -- type gains flags above 255: 256 a device tail (device df dt), 512 the
 -- shown version, 1024 "a user event follows"; a reader of an older entry
 -- finds none.
+local UEV_DEV = '<I2sBBI6' -- device, its best status before and after, shown version
 local function uemit(U, ty, reason, sid, u, meta, from, to, avf, dev, df, dt,
                      follows, tail)
   local avt = U.av
@@ -448,15 +435,20 @@ local function uemit(U, ty, reason, sid, u, meta, from, to, avf, dev, df, dt,
   end
   if vis then U.sv = U.sv + 1 end
   local flags = 512
-  tail = (tail or '')
+  -- The tails, in the order a reader takes them: the message's (tail,
+  -- emit_msg), the device's, the shown version.
   if dev then
     flags = flags + 256
-    tail = tail .. str(dev) .. s(df) .. ' ' .. s(dt) .. ' '
+    local d = struct.pack(UEV_DEV, #dev + 1, dev, df, dt, U.sv)
+    tail = tail and tail .. d or d
+  elseif tail then
+    tail = tail .. struct.pack('<I6', U.sv)
+  else
+    tail = struct.pack('<I6', U.sv)
   end
-  tail = tail .. s(U.sv) .. ' '
   if follows then flags = flags + 1024 end
   emit(ty + flags, reason, sid, u, meta, from + 4 * avf, to + 4 * avt, U.v,
-       nil, nil, nil, tail)
+       iid, nil, tail)
 end
 
 -- Set the user's reported status; emit only if it is a transition. dev,
@@ -589,6 +581,7 @@ end
 -- when the other members are shown the change (presence_event_member_
 -- visible in C); the event carries it (flag 512, as a user's) and the
 -- shown count (flag 4096): the tails 'sv shown '.
+local CEV_TAIL = '<I2sI6I6' -- the channel, the shown version, the shown count
 local function cemit(ty, reason, sid, c, M, data, from, to, count, dchg)
   M.v = M.v + 1
   local a = avail_of(M.u)
@@ -601,8 +594,8 @@ local function cemit(ty, reason, sid, c, M, data, from, to, count, dchg)
   local n = count or redis.call('ZCARD', k_cmem(c))
   local shown = n
   if n > 0 then shown = n - hidden_of(c) end
-  emit(ty + 512 + 4096, reason, sid, M.u, data, from + a4, to + a4, M.v, nil,
-       s(n), c, s(M.sv) .. ' ' .. s(shown) .. ' ')
+  emit(ty + 512 + 4096, reason, sid, M.u, data, from + a4, to + a4, M.v, iid,
+       n, struct.pack(CEV_TAIL, #c + 1, c, M.sv, shown))
 end
 -- The user's availability changed from `from` to `to`: each of its
 -- channels shows it differently (one visibility frame each: its shown
@@ -1043,9 +1036,17 @@ local function msg_parse(m)
   return {exp = tonumber(exp), set = set, text = text, emoji = emoji}
 end
 
+-- A user.message's tail: text, emoji, expiry ms (0: none).
+local MSG_TAIL = '<I4sI2sI6'
+local MSG_NONE
 local function emit_msg(u, U, reason, M)
-  local tail = M and (str(M.text) .. str(M.emoji) .. s(M.exp) .. ' ') or
-    '- - 0 '
+  local tail
+  if M then
+    tail = struct.pack(MSG_TAIL, ln(M.text), sb(M.text), ln(M.emoji),
+                       sb(M.emoji), M.exp)
+  else
+    tail = MSG_NONE
+  end
   uemit(U, EV_UMSG, reason, nil, u, nil, U.st, U.st, U.av, nil, nil, nil,
         false, tail)
 end
@@ -1239,7 +1240,8 @@ OPS.register = function()
   -- 4: user and session records binary (urec_parse, rec_parse); a
   -- format-3 build would misread them. 5: the session index names each
   -- session's owner and no is:<instance> sets are kept (sidx_val); a
-  -- format-4 build would reap nothing of a format-5 instance's.
+  -- format-4 build would reap nothing of a format-5 instance's. 6: the log's
+  -- events are binary (emit), which a format-5 build cannot read.
   local fmt = redis.call('GET', K_FORMAT)
   if fmt ~= FORMAT and (fmt or redis.call('EXISTS', K_SEQ) == 1) then
     return redis.error_reply('presence: the keys under prefix "' .. P ..
@@ -1601,7 +1603,7 @@ OPS.reap_done = function()
   if redis.call('HGET', K_INST, dead) == de then
     redis.call('HDEL', K_INST, dead)
   end
-  emit(EV_CLEAN, R_LOST, nil, nil, nil, OFF, OFF, 0, dead, count)
+  emit(EV_CLEAN, R_LOST, nil, nil, nil, OFF, OFF, 0, dead, tonumber(count))
   return finish()
 end
 
@@ -1920,6 +1922,7 @@ local function begin(args)
       NUM[i] = string.format('%d', i)
       LEN[i] = NUM[i] .. ':'
     end
+    MSG_NONE = struct.pack(MSG_TAIL, 0, '', 0, '', 0)
   end
   ARGV = args
   op = args[1]
@@ -1949,7 +1952,7 @@ local function begin(args)
   -- in script_ab). After a big call (a reap, a wipe) it starts afresh, so
   -- that the Lua heap does not keep that call's strings.
   if not evs or nb > 4096 then evs = {} end
-  nev, nb = 0, 0
+  nev, nb = 0, 1
 end
 
 -- FCALL <name> 0 op prefix instance epoch maxlen grace lease retention ...

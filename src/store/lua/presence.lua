@@ -138,7 +138,8 @@ local out -- {code, payload}: begin() makes it
 -- C side points into the reply without copying or writing.
 -- Format 5 wrote decimal text tokens, the time, the epoch and the emitter
 -- in every event: some thirty table stores, a string.format for every
--- number above 4095 and ~60 bytes of a connect's two events more. One
+-- number above 4095, and 223 bytes for a connect's two events where format
+-- 6 writes 159 (UUID-long instance id). One
 -- struct.pack an event cost 0.74x the CPU of a batched session operation
 -- (script_ab, the same load).
 --

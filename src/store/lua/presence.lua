@@ -423,6 +423,7 @@ end
 -- shown version, 1024 "a user event follows"; a reader of an older entry
 -- finds none.
 local UEV_DEV = '<I2sBBI6' -- device, its best status before and after, shown version
+local UEV_FMT, UEV_FMT_DEV = EV_FMT .. 'I6', EV_FMT .. 'I2sBBI6'
 local function uemit(U, ty, reason, sid, u, meta, from, to, avf, dev, df, dt,
                      follows, tail)
   local avt = U.av
@@ -436,20 +437,35 @@ local function uemit(U, ty, reason, sid, u, meta, from, to, avf, dev, df, dt,
   end
   if vis then U.sv = U.sv + 1 end
   local flags = 512
-  -- The tails, in the order a reader takes them: the message's (tail,
-  -- emit_msg), the device's, the shown version.
-  if dev then
-    flags = flags + 256
-    local d = struct.pack(UEV_DEV, #dev + 1, dev, df, dt, U.sv)
-    tail = tail and tail .. d or d
-  elseif tail then
-    tail = tail .. struct.pack('<I6', U.sv)
-  else
-    tail = struct.pack('<I6', U.sv)
-  end
   if follows then flags = flags + 1024 end
-  emit(ty + flags, reason, sid, u, meta, from + 4 * avf, to + 4 * avt, U.v,
-       iid, nil, tail)
+  if tail then
+    -- A message's (emit_msg): the tails in the order a reader takes them,
+    -- the message's, the device's, the shown version.
+    if dev then
+      flags = flags + 256
+      tail = tail .. struct.pack(UEV_DEV, #dev + 1, dev, df, dt, U.sv)
+    else
+      tail = tail .. struct.pack('<I6', U.sv)
+    end
+    emit(ty + flags, reason, sid, u, meta, from + 4 * avf, to + 4 * avt, U.v,
+         iid, nil, tail)
+    return
+  end
+  -- The common case, the whole event in one pack (emit's fields, then the
+  -- tails): a second pack and its concatenation cost ~4 % of a batched
+  -- operation.
+  nev = nev + 1
+  nb = nb + 1
+  if dev then
+    evs[nb] = struct.pack(UEV_FMT_DEV, ty + flags + 256, reason,
+                          from + 4 * avf, to + 4 * avt, U.v, 0, 0, '',
+                          ln(sid), sb(sid), #u + 1, u, ln(meta), sb(meta),
+                          #dev + 1, dev, df, dt, U.sv)
+  else
+    evs[nb] = struct.pack(UEV_FMT, ty + flags, reason, from + 4 * avf,
+                          to + 4 * avt, U.v, 0, 0, '', ln(sid), sb(sid),
+                          #u + 1, u, ln(meta), sb(meta), U.sv)
+  end
 end
 
 -- Set the user's reported status; emit only if it is a transition. dev,

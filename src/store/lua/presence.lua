@@ -598,7 +598,9 @@ end
 -- when the other members are shown the change (presence_event_member_
 -- visible in C); the event carries it (flag 512, as a user's) and the
 -- shown count (flag 4096): the tails 'sv shown '.
-local CEV_TAIL = '<I2sI6I6' -- the channel, the shown version, the shown count
+-- A channel event: emit's fields, the channel, the shown version, the shown
+-- count.
+local CEV_FMT = EV_FMT .. 'I2sI6I6'
 local function cemit(ty, reason, sid, c, M, data, from, to, count, dchg)
   M.v = M.v + 1
   local a = avail_of(M.u)
@@ -611,8 +613,12 @@ local function cemit(ty, reason, sid, c, M, data, from, to, count, dchg)
   local n = count or redis.call('ZCARD', k_cmem(c))
   local shown = n
   if n > 0 then shown = n - hidden_of(c) end
-  emit(ty + 512 + 4096, reason, sid, M.u, data, from + a4, to + a4, M.v, iid,
-       n, struct.pack(CEV_TAIL, #c + 1, c, M.sv, shown))
+  -- emit's fields and the tails in one pack (as uemit).
+  nev = nev + 1
+  nb = nb + 1
+  evs[nb] = struct.pack(CEV_FMT, ty + 512 + 4096, reason, from + a4, to + a4,
+                        M.v, n + 1, 0, '', ln(sid), sb(sid), #M.u + 1, M.u,
+                        ln(data), sb(data), #c + 1, c, M.sv, shown)
 end
 -- The user's availability changed from `from` to `to`: each of its
 -- channels shows it differently (one visibility frame each: its shown

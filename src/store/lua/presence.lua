@@ -86,6 +86,10 @@ local F_MSG, F_AS = '\tm', '\tas' -- the status message; availability set at
 local F_MT = '\tmt' -- when the store last cleared a message (see 'sassert')
 local function is_sid(f) return f ~= '' and string.byte(f, 1) ~= 9 end
 local K_NPRESENT  -- string: how many users are present or in grace
+-- What this call changed it by: one INCRBY at the call's end (presence_main)
+-- instead of one at every user's coming and going (a batch of 60 writes
+-- made up to 60 of them).
+local npresent_d
 local K_REAP      -- zset: dead instance -> claim expiry
 local K_REAPER    -- hash: dead instance -> claimer/epoch/dead epoch
 local K_REAPC     -- hash: dead instance -> HSCAN cursor of the index, '' done
@@ -394,11 +398,11 @@ local function uput(u, U, sid, rec)
     -- An absent user's record expires after the retention (it holds no
     -- session then); back, it is kept again (HSET keeps a TTL).
     if present then
-      redis.call('INCRBY', K_NPRESENT, '1')
+      npresent_d = npresent_d + 1
       -- A user without a record until now has no TTL to remove.
       if not U.new then redis.call('PERSIST', k_user(u)) end
     else
-      redis.call('INCRBY', K_NPRESENT, '-1')
+      npresent_d = npresent_d - 1
       -- What the person set outlives the retention (kept until cleared).
       if retention_ms > 0 and U.av == 0 and U.hm == 0 then
         redis.call('PEXPIRE', k_user(u), s(retention_ms))
@@ -1968,6 +1972,7 @@ local function begin(args)
   now_s = s(now)
   t0 = tonumber(tm[1]) * 1000000 + tonumber(tm[2])
   budget_n = 0
+  npresent_d = 0
   out = {0, ''}
   -- The token list is kept from call to call (finish() reads only the
   -- first nb): a fresh one grew by doubling, rehashing each time (0.90x
@@ -1980,8 +1985,7 @@ end
 
 -- FCALL <name> 0 op prefix instance epoch maxlen grace lease retention ...
 -- (the register_function call after this file names it).
-local function presence_main(_, args)
-  begin(args)
+local function run_op()
   local w1 = WRITES[op]
   if w1 then
     if fenced() then return {E_FENCED} end
@@ -1992,4 +1996,13 @@ local function presence_main(_, args)
   local f = OPS[op]
   if f then return f() end
   return redis.error_reply('presence: unknown op ' .. tostring(op))
+end
+
+local function presence_main(_, args)
+  begin(args)
+  local r = run_op()
+  if npresent_d ~= 0 then
+    redis.call('INCRBY', K_NPRESENT, string.format('%d', npresent_d))
+  end
+  return r
 end

@@ -1081,11 +1081,20 @@ int presence__redis_unpack(char *blob, size_t len, uint64_t last_seq,
     /* Flags above the type (presence.lua, uemit and cemit): 256 a device
      * tail, 512 the shown version, 1024 a user event follows; a
      * channel.update 2048 when its data changed, a channel event 4096 its
-     * shown count after the shown version. */
+     * shown count after the shown version; 8192 a session or user event of
+     * the previous event's session and user (both left out). */
     uint64_t tflags = ty >> 8;
     ty &= 0xff;
-    if (ty >= PRESENCE_EV_COUNT_ || (tflags & ~(uint64_t)31))
+    if (ty >= PRESENCE_EV_COUNT_ || (tflags & ~(uint64_t)63))
       return PRESENCE_ESTORE;
+    if (tflags & 32) {
+      if (i == 0 || ty > PRESENCE_EV_USER_OFFLINE || ev->session_id ||
+          ev->user_id || base[i - 1].type > PRESENCE_EV_USER_OFFLINE ||
+          !base[i - 1].session_id || !base[i - 1].user_id)
+        return PRESENCE_ESTORE;
+      ev->session_id = base[i - 1].session_id;
+      ev->user_id = base[i - 1].user_id;
+    }
     if (tflags & 8) ev->flags |= PRESENCE_EVENT_DATA_CHANGED;
     if (ty >= PRESENCE_EV_CHANNEL_JOIN && ty <= PRESENCE_EV_CHANNEL_UPDATE) {
       /* A channel event: its count is the member count. */

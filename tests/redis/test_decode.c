@@ -98,7 +98,8 @@ static blob_t connect_blob(void) {
   blob_t b = {.n = 0};
   header(&b, 1764320000001, 77, "inst-a");
   event(&b, 0, 1, 0, 1, 1, -1, NULL, "s1", "alice", "{\"d\":\"a b\t\"}");
-  event(&b, 3, 1, 0, 1, 1, -1, NULL, "s1", "alice", NULL);
+  /* user.online of the same session and user: both left out (8192). */
+  event(&b, 3 + 8192, 1, 0, 1, 1, -1, NULL, NULL, NULL, NULL);
   return b;
 }
 
@@ -141,6 +142,8 @@ static void an_entry_becomes_its_events(void **state) {
   assert_string_equal(c->meta, "{\"d\":\"a b\t\"}");
   assert_int_equal(c->flags, 0); /* emitted by self */
   assert_int_equal(u->type, PRESENCE_EV_USER_ONLINE);
+  assert_string_equal(u->session_id, "s1");
+  assert_string_equal(u->user_id, "alice");
   assert_int_equal(u->user_version, 1);
   assert_null(u->meta);
   free(evs.ev);
@@ -294,13 +297,36 @@ static void malformed_entries_are_refused_whole(void **state) {
   refused("9-0", "1", &ty, "type");
   blob_t fl = {.n = 0};
   header(&fl, 5, 7, "inst-a");
-  event(&fl, 3 + (64 << 8), 1, 0, 1, 1, -1, NULL, "s1", "alice", NULL);
+  event(&fl, 3 + (128 << 8), 1, 0, 1, 1, -1, NULL, "s1", "alice", NULL);
   refused("9-0", "1", &fl, "flags");
   blob_t ch = {.n = 0};
   header(&ch, 5, 7, "inst-a");
   event(&ch, 7, 1, 0, 1, 1, 3, NULL, "s1", "alice", NULL);
   put_s(&ch, NULL, 2);
   refused("9-0", "1", &ch, "a channel event without a channel");
+  /* "The previous event's session and user" first, after a channel
+   * event, on a channel event, or with a user of its own. */
+  blob_t d1 = {.n = 0};
+  header(&d1, 5, 7, "inst-a");
+  event(&d1, 3 + 8192, 1, 0, 1, 1, -1, NULL, NULL, NULL, NULL);
+  refused("9-0", "1", &d1, "ditto first");
+  blob_t d2 = {.n = 0};
+  header(&d2, 5, 7, "inst-a");
+  event(&d2, 7, 1, 0, 1, 1, 3, NULL, "s1", "alice", NULL);
+  put_s(&d2, "room", 2);
+  event(&d2, 3 + 8192, 1, 0, 1, 1, -1, NULL, NULL, NULL, NULL);
+  refused("10-0", "2", &d2, "ditto after a channel event");
+  blob_t d3 = {.n = 0};
+  header(&d3, 5, 7, "inst-a");
+  event(&d3, 0, 1, 0, 1, 1, -1, NULL, "s1", "alice", NULL);
+  event(&d3, 3 + 8192, 1, 0, 1, 1, -1, NULL, NULL, "bob", NULL);
+  refused("10-0", "2", &d3, "ditto with a user");
+  blob_t d4 = {.n = 0};
+  header(&d4, 5, 7, "inst-a");
+  event(&d4, 0, 1, 0, 1, 1, -1, NULL, "s1", "alice", NULL);
+  event(&d4, 7 + 8192, 1, 0, 1, 1, 3, NULL, NULL, NULL, NULL);
+  put_s(&d4, "room", 2);
+  refused("10-0", "2", &d4, "ditto on a channel event");
   blob_t nocaller = {.n = 0};
   header(&nocaller, 5, 7, NULL);
   event(&nocaller, 0, 1, 0, 1, 1, -1, NULL, "s1", "alice", NULL);

@@ -31,6 +31,13 @@
 local ARGV, op, P, iid, epoch, maxlen, grace_ms, lease_ms, retention_ms
 local grace_arg -- ARGV[6] as last parsed (see begin)
 local now, now_s, t0
+-- now as decimal text, made when a call first needs it (a channel join, a
+-- setting, a query): a 13-digit string.format was ~0.4 us of every call's
+-- ~5.7 us fixed cost when every event carried the time as text.
+local function nows()
+  if not now_s then now_s = string.format('%d', now) end
+  return now_s
+end
 local A = 9
 
 -- Integers (ms times, versions, sequence numbers: all far below 2^53) as
@@ -771,7 +778,7 @@ local function chan_set_data(sid, u, c, dm, reason)
   if not list_remove(M.sids, sid) then return E_NOTMEMBER end
   table.insert(M.sids, 1, sid)
   local kc = k_chan(c)
-  local j = redis.call('HGET', kc, 'j\t' .. sid) or now_s
+  local j = redis.call('HGET', kc, 'j\t' .. sid) or nows()
   local joined = string.match(j, '^([^\t]*)')
   redis.call('HSET', kc, 'j\t' .. sid, joined .. '\t' .. dm)
   local d = nil
@@ -793,10 +800,10 @@ local function chan_join(sid, u, c, dm, maxc, reason)
   list[#list + 1] = c
   sc_put(u, sid, r, list)
   local kc = k_chan(c)
-  redis.call('HSET', kc, 'j\t' .. sid, now_s .. '\t' .. dm)
+  redis.call('HSET', kc, 'j\t' .. sid, nows() .. '\t' .. dm)
   local M = mget(c, u)
   if not M then
-    M = {u = u, st = online and ON or IDLE, v = 0, since = now_s,
+    M = {u = u, st = online and ON or IDLE, v = 0, since = nows(),
          non = online and 1 or 0, g = 0, gr = 0, sv = 0, sids = {sid}}
     redis.call('ZADD', k_cmem(c), 0, u)
     if avail_of(u) == 3 then redis.call('HINCRBY', kc, 'h', 1) end
@@ -1121,7 +1128,7 @@ local function w_avail(b)
   uemit(U, EV_UAVAIL, R_EXPLICIT, nil, u, nil, U.st, U.st, from, nil, nil,
         nil, false)
   uput(u, U)
-  redis.call('HSET', k_user(u), F_AS, now_s)
+  redis.call('HSET', k_user(u), F_AS, nows())
   settings_cleared(u, U)
   return 0
 end
@@ -1142,15 +1149,15 @@ local function w_msg(b)
     U.hm = 0
     U.v = U.v + 1
     emit_msg(u, U, R_EXPLICIT, nil)
-    uput(u, U, F_MT, now_s)
+    uput(u, U, F_MT, nows())
     settings_cleared(u, U)
     return 0
   end
   if M and M.text == text and M.emoji == emoji and M.exp == exp then
     return 0
   end
-  M = {exp = exp, set = now_s, text = text, emoji = emoji}
-  redis.call('HSET', k_user(u), F_MSG, s(exp) .. ' ' .. now_s .. ' ' ..
+  M = {exp = exp, set = nows(), text = text, emoji = emoji}
+  redis.call('HSET', k_user(u), F_MSG, s(exp) .. ' ' .. nows() .. ' ' ..
              str(text) .. str(emoji))
   if exp > 0 then redis.call('ZADD', K_MSGDUE, exp, u)
   else redis.call('ZREM', K_MSGDUE, u) end
@@ -1185,7 +1192,7 @@ local function expire_messages(lim)
       emit_msg(u, U, R_EXPIRED, nil)
       -- In the record's HSET: when it was cleared, so that an instance
       -- re-asserting it after a store loss does not bring it back.
-      uput(u, U, F_MT, now_s)
+      uput(u, U, F_MT, nows())
       settings_cleared(u, U)
     end
     done = done + 1
@@ -1912,10 +1919,10 @@ OPS.q_user = function()
   local function opt(x) if x then return '=' .. x end return '' end
   -- Then: last active (now while a session is online), the shown version,
   -- the number of devices, and per device: name, best status, sessions.
-  local res = {s(U.st), s(U.n), s(U.on), s(U.v), s(U.since), s(U.ls), now_s,
+  local res = {s(U.st), s(U.n), s(U.on), s(U.v), s(U.since), s(U.ls), nows(),
                s(U.av), h[3] or '0', opt(M and M.text), opt(M and M.emoji),
                M and s(M.exp) or '0', M and M.set or '0',
-               U.on > 0 and now_s or s(U.la), s(U.sv), '0'}
+               U.on > 0 and nows() or s(U.la), s(U.sv), '0'}
   local nd = 0
   if U.dv == '=' then
     if U.n > 0 then
@@ -1989,9 +1996,10 @@ local function begin(args)
   lease_ms = tonumber(args[7])
   retention_ms = tonumber(args[8]) * 1000
   local tm = redis.call('TIME')
-  now = tonumber(tm[1]) * 1000 + math.floor(tonumber(tm[2]) / 1000)
-  now_s = s(now)
-  t0 = tonumber(tm[1]) * 1000000 + tonumber(tm[2])
+  local sec, us = tonumber(tm[1]), tonumber(tm[2])
+  now = sec * 1000 + math.floor(us / 1000)
+  now_s = nil
+  t0 = sec * 1000000 + us
   budget_n = 0
   npresent_d = 0
   out = {0, ''}

@@ -565,21 +565,22 @@ local function split_tab(x)
   return t
 end
 
--- Member record: "st v since non g gr sv" then '\t'..sid per joined
--- session, most recent (joined or updated) first: its join holds the
--- member's data. sv: the version other members are shown (cemit).
+-- Member record (binary since format 6, MREC_FMT): status, version, since
+-- ms, online joined sessions, grace pending, grace's end reason, shown
+-- version, then '\t'..sid per joined session, most recent (joined or
+-- updated) first: its join holds the member's data. sv: the version other
+-- members are shown (cemit). The text form's two 7-capture matches and
+-- 7-value string.format were ~1.5 us of a channel join or leave (as the
+-- user record's were, "Binary records" in docs/internals/redis.md).
+local MREC_FMT = '<BI6I6I4BBI6'
 local function mrec_parse(h)
   if not h then return nil end
-  local head, rest = string.match(h, '^([^\t]*)(.*)$')
-  local st, v, since, non, g, gr, sv = string.match(head,
-    '^(%d+) (%d+) (%d+) (%d+) (%d+) (%d+) ?(%d*)$')
-  return {st = tonumber(st), v = tonumber(v), since = since,
-          non = tonumber(non), g = tonumber(g), gr = tonumber(gr),
-          sv = tonumber(sv) or 0, sids = split_tab(rest)}
+  local st, v, since, non, g, gr, sv, pos = struct.unpack(MREC_FMT, h)
+  return {st = st, v = v, since = since, non = non, g = g, gr = gr, sv = sv,
+          sids = split_tab(string.sub(h, pos))}
 end
 local function mrec_make(M)
-  local h = string.format('%d %d %s %d %d %d %d', M.st, M.v, M.since, M.non,
-                          M.g, M.gr, M.sv)
+  local h = struct.pack(MREC_FMT, M.st, M.v, M.since, M.non, M.g, M.gr, M.sv)
   if #M.sids > 0 then h = h .. '\t' .. table.concat(M.sids, '\t') end
   return h
 end
@@ -599,8 +600,14 @@ local function mget(c, u)
   if M then M.u = u end
   return M
 end
-local function mput(c, M)
-  redis.call('HSET', k_chan(c), 'm\t' .. M.u, mrec_make(M))
+-- f, v: another field of the channel's hash written in the same HSET (a
+-- join's record).
+local function mput(c, M, f, v)
+  if f then
+    redis.call('HSET', k_chan(c), 'm\t' .. M.u, mrec_make(M), f, v)
+  else
+    redis.call('HSET', k_chan(c), 'm\t' .. M.u, mrec_make(M))
+  end
 end
 -- A member's availability, read once per user and call: its channel
 -- events and listings carry it (status + 4 * it, as a user's events do),
@@ -694,9 +701,10 @@ end
 
 -- After a member's joins changed: an update if what it shows changed.
 -- known: the caller knows the member's data now (new_data, nil for none),
--- which saves reading it back.
+-- which saves reading it back. jf, jrec: a join's record to write with the
+-- member's (chan_join).
 local function member_changed(c, M, from, old_data, reason, cause, known,
-                              new_data)
+                              new_data, jf, jrec)
   local to = OFF
   if #M.sids > 0 then to = (M.non > 0) and ON or IDLE end
   local d = new_data
@@ -705,7 +713,7 @@ local function member_changed(c, M, from, old_data, reason, cause, known,
     M.st = to
     cemit(EV_CUPDATE, reason, cause, c, M, d, from, to, nil, d ~= old_data)
   end
-  mput(c, M)
+  mput(c, M, jf, jrec)
 end
 
 -- Remove session sid's join of channel c (the caller updates sc). online:
@@ -788,8 +796,14 @@ local function chan_set_data(sid, u, c, dm, reason)
 end
 
 local function chan_join(sid, u, c, dm, maxc, reason)
-  local rec = sget(u, sid)
+  -- The session's record, and the user's for its availability (cemit's
+  -- avail_of), in one HMGET.
+  local h = redis.call('HMGET', k_user(u), '', sid)
+  local rec = h[2]
   if not rec then return E_NOSESSION end
+  if avail_memo[u] == nil then
+    avail_memo[u] = h[1] and select(4, struct.unpack('<BBBB', h[1])) or 0
+  end
   local r = rec_parse(rec)
   local online = r.st == ON
   local list = split_tab(r.ch)
@@ -800,10 +814,11 @@ local function chan_join(sid, u, c, dm, maxc, reason)
   list[#list + 1] = c
   sc_put(u, sid, r, list)
   local kc = k_chan(c)
-  redis.call('HSET', kc, 'j\t' .. sid, nows() .. '\t' .. dm)
+  -- The join's record, written with the member's (mput).
+  local jf, jrec = 'j\t' .. sid, nows() .. '\t' .. dm
   local M = mget(c, u)
   if not M then
-    M = {u = u, st = online and ON or IDLE, v = 0, since = nows(),
+    M = {u = u, st = online and ON or IDLE, v = 0, since = now,
          non = online and 1 or 0, g = 0, gr = 0, sv = 0, sids = {sid}}
     redis.call('ZADD', k_cmem(c), 0, u)
     if avail_of(u) == 3 then redis.call('HINCRBY', kc, 'h', 1) end
@@ -816,7 +831,7 @@ local function chan_join(sid, u, c, dm, maxc, reason)
     local d = nil
     if dm ~= '' then d = string.sub(dm, 2) end
     cemit(EV_CJOIN, reason, sid, c, M, d, OFF, M.st, n)
-    mput(c, M)
+    mput(c, M, jf, jrec)
     return 0
   end
   local old = mdata(c, M)
@@ -831,7 +846,7 @@ local function chan_join(sid, u, c, dm, maxc, reason)
   if online then M.non = M.non + 1 end
   local d = nil
   if dm ~= '' then d = string.sub(dm, 2) end
-  member_changed(c, M, from, old, reason, sid, true, d)
+  member_changed(c, M, from, old, reason, sid, true, d, jf, jrec)
   return 0
 end
 
@@ -1776,7 +1791,7 @@ local function member_reply(c, u, res, with_shown)
     ver = ver .. '/' .. s(redis.call('ZCARD', k_cmem(c)) - hidden_of(c))
   end
   res[#res + 1] = ver
-  res[#res + 1] = M.since
+  res[#res + 1] = s(M.since)
   res[#res + 1] = d and ('=' .. d) or ''
   res[#res + 1] = s(#M.sids)
   for _, sid in ipairs(M.sids) do

@@ -167,6 +167,35 @@ static void members_and_data(void **state) {
   fx_destroy(f);
 }
 
+/* A member of more sessions than the script reads in one HMGET (256, so
+ * that Lua's unpack stays within its stack): every session listed, the
+ * data the most recent join's. */
+static void a_member_of_many_sessions_lists_them_all(void **state) {
+  (void)state;
+  fx_t *f = fx_make(1, NULL);
+  inst_t *a = &f->in[0];
+  enum { N = 300 };
+  int t = 0;
+  for (int i = 0; i < N; i++) {
+    char sid[16], data[32];
+    snprintf(sid, sizeof sid, "m%d", i);
+    snprintf(data, sizeof data, "{\"i\":%d}", i);
+    presence_session_connect(a->p, sid, "many", NULL, done_cb, a);
+    assert_int_equal(presence_channel_join(a->p, sid, "big", data, done_cb, a),
+                     0);
+    t += 2;
+  }
+  wait_done(&f->loop, a, t);
+  assert_no_errors(a);
+  mq_t q = members(f, 0, "big", NULL, 10);
+  assert_int_equal(q.count, 1);
+  assert_int_equal(q.n, 1);
+  assert_string_equal(q.users[0], "many");
+  assert_int_equal(q.metas[0], N);
+  assert_string_equal(q.data[0], "{\"i\":299}");
+  fx_destroy(f);
+}
+
 static bool cluster_saw_both(void *ud) {
   fx_t *f = ud;
   for (int i = 0; i < 3; i++)
@@ -650,6 +679,7 @@ int main(void) {
   apply_filter();
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(members_and_data),
+      cmocka_unit_test(a_member_of_many_sessions_lists_them_all),
       cmocka_unit_test(fifty_sessions_three_instances_once),
       cmocka_unit_test(dead_instance_members_leave_once),
       cmocka_unit_test(store_loss_reasserts_memberships),

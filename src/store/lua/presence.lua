@@ -1780,10 +1780,41 @@ end
 -- number of sessions, then per session: id, status, joined ms, '=' data or
 -- ''. The version field is 'v/sv' (the shown version after the slash) or,
 -- with_shown, 'v/sv/shown' (the channel's shown count too).
+-- HMGET of every field in fs, 256 at a time (unpack's C stack limit is
+-- ~8,000; a member may hold more sessions than that).
+local function hmget_all(k, fs)
+  if #fs <= 256 then return redis.call('HMGET', k, unpack(fs)) end
+  local out = {}
+  for i = 1, #fs, 256 do
+    local r = redis.call('HMGET', k, unpack(fs, i, math.min(i + 255, #fs)))
+    for j = 1, #r do out[i + j - 1] = r[j] end
+  end
+  return out
+end
 local function member_reply(c, u, res, with_shown)
   local M = mget(c, u)
   if not M then return false end
-  local d = mdata(c, M)
+  local ns = #M.sids
+  -- The joins' records in one HMGET, the user's and its sessions' in
+  -- another (a member was 2 + 2 per session calls: its data read the first
+  -- join twice).
+  local js, hu
+  local d
+  if ns > 0 then
+    local jf, uf = {}, {''}
+    for i, sid in ipairs(M.sids) do
+      jf[i] = 'j\t' .. sid
+      uf[i + 1] = sid
+    end
+    js = hmget_all(k_chan(c), jf)
+    hu = hmget_all(k_user(u), uf)
+    d = jdata(js[1] or nil)
+    if avail_memo[u] == nil then
+      avail_memo[u] = hu[1] and select(4, struct.unpack('<BBBB', hu[1])) or 0
+    end
+  else
+    d = mdata(c, M)
+  end
   res[#res + 1] = u
   res[#res + 1] = s(M.st + 4 * avail_of(u)) -- status + 4 * availability
   local ver = s(M.v) .. '/' .. s(M.sv)
@@ -1793,10 +1824,10 @@ local function member_reply(c, u, res, with_shown)
   res[#res + 1] = ver
   res[#res + 1] = s(M.since)
   res[#res + 1] = d and ('=' .. d) or ''
-  res[#res + 1] = s(#M.sids)
-  for _, sid in ipairs(M.sids) do
-    local j = redis.call('HGET', k_chan(c), 'j\t' .. sid) or ''
-    local rec = sget(u, sid)
+  res[#res + 1] = s(ns)
+  for i, sid in ipairs(M.sids) do
+    local j = js[i] or ''
+    local rec = hu[i + 1]
     local jst = rec and rec_status(rec) or OFF
     res[#res + 1] = sid
     res[#res + 1] = s(jst)

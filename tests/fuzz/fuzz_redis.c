@@ -26,7 +26,8 @@ static void check_events(const presence__redis_events_t *evs, size_t from) {
     if (ev->n_session_ids || ev->session_ids) abort();
     if (i > from && ev->seq != ev[-1].seq + 1) abort();
     const char *strs[] = {ev->session_id, ev->user_id, ev->meta,
-                          ev->instance_id};
+                          ev->instance_id, ev->channel, ev->device,
+                          ev->message, ev->emoji};
     for (size_t k = 0; k < sizeof strs / sizeof strs[0]; k++)
       if (strs[k]) (void)strlen(strs[k]);
   }

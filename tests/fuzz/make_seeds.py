@@ -254,45 +254,66 @@ def resp(x):
     return b"*%d\r\n" % len(x) + b"".join(resp(e) for e in x)
 
 
-def pstr(x):
+def s16(x, n=2):
+    """A string as the script packs it (store format 6): length + 1 (0:
+    absent), the bytes, a NUL."""
     if x is None:
-        return b"- "
+        return b"\0" * n + b"\0"
     if isinstance(x, str):
         x = x.encode()
-    return b"%d:%s " % (len(x), x)
+    return (len(x) + 1).to_bytes(n, "little") + x + b"\0"
 
 
-def pev(ty, reason, fr, to, ver, inst, sid=None, uid=None, meta=None, by=None, count=None,
-        ts=1764320000001, epoch=1764320000000):
-    head = b"%d %d %d %d %d %d %d " % (ty, reason, fr, to, ver, ts, epoch)
-    head += b"- " if count is None else b"%d " % count
-    return head + pstr(inst) + pstr(by) + pstr(sid) + pstr(uid) + pstr(meta)
+def u(v, n):
+    return v.to_bytes(n, "little")
 
 
-def entry(last, evs):
-    return [b"%d-0" % last, [b"k", b"%d" % len(evs), b"p", b"".join(evs)]]
+def header(caller, ts=1764320000001, epoch=1764320000000):
+    return u(ts, 8) + u(epoch, 8) + s16(caller)
 
 
-conn = pev(0, 1, 0, 1, 1, "inst-a", "s1", "alice", '{"device":"web tab"}')
-uon = pev(3, 1, 0, 1, 1, "inst-a", "s1", "alice")
-idle = pev(2, 3, 1, 2, 1, "inst-b", "s2", "bob")
-lost = pev(1, 8, 1, 0, 2, "victim", "s9", "carol", by="inst-a")
-clean = pev(6, 8, 0, 0, 0, "victim", by="inst-a", count=100000)
+def pev(ty, reason, fr, to, ver, inst=None, sid=None, uid=None, meta=None,
+        count=None, tail=b""):
+    """An event: inst None is the caller (the header's)."""
+    return (u(ty, 2) + u(reason, 1) + u(fr, 1) + u(to, 1) + u(ver, 6) +
+            u(0 if count is None else count + 1, 6) + s16(inst) + s16(sid) +
+            s16(uid) + s16(meta, 4) + tail)
+
+
+def entry(last, caller, evs):
+    return [b"%d-0" % last, [b"k", b"%d" % len(evs), b"p",
+                             header(caller) + b"".join(evs)]]
+
+
+DEV, SV, DITTO = 256, 512, 8192
+dev_web = s16("web") + u(0, 1) + u(1, 1)
+conn = pev(0 + DEV + SV, 1, 0, 1, 1, None, "s1", "alice",
+           '{"device":"web tab"}', tail=dev_web + u(0, 6))
+uon = pev(3 + DEV + SV + DITTO, 1, 0, 1, 1, tail=dev_web + u(1, 6))
+idle = pev(2 + SV, 3, 1, 2, 1, None, "s2", "bob", tail=u(1, 6))
+lost = pev(1 + SV, 8, 1, 0, 2, "victim", "s9", "carol", tail=u(2, 6))
+clean = pev(6, 8, 0, 0, 0, "victim", count=100000)
 wipe = pev(6, 8, 0, 0, 0, "")
+join = pev(7 + SV + 4096, 1, 0, 1, 3, None, "s1", "alice", '{"x":1}', count=2,
+           tail=s16("room") + u(1, 6) + u(2, 6))
+msg = pev(11 + SV, 3, 1, 1, 4, None, None, "alice",
+          tail=s16("lunch", 4) + s16(None) + u(0, 6) + u(3, 6))
 redis_inputs = [
-    resp([entry(2, [conn, uon]), entry(3, [idle])]),
-    resp([entry(5, [lost, clean])]),
-    resp([entry(7, [wipe])]),
-    resp([0, [0, 2, 0, 1], b"12", b"3", conn + uon + idle]),
-    resp([0, b"", b"9", b"1", clean]),
+    resp([entry(2, "inst-a", [conn, uon]), entry(3, "inst-b", [idle])]),
+    resp([entry(5, "inst-a", [lost, clean])]),
+    resp([entry(7, "inst-a", [wipe])]),
+    resp([entry(9, "inst-a", [join, msg])]),
+    resp([0, [0, 2, 0, 1], b"12", b"3", header("inst-a") + conn + uon + idle]),
+    resp([0, b"", b"9", b"1", header("inst-b") + clean]),
     resp([-11]),
     resp([0, [b"1764320000000", b"41", b"0"]]),
     resp([[b"tab\there", None, 3, [b"x"]], b"ERR"]),
-    resp([entry(2, [conn])]),                      # count says 1, id fine
-    resp([[b"4-0", [b"k", b"2", b"p", conn]]]),     # fewer events than k
-    resp([[b"4-0", [b"k", b"1", b"p", conn[:-3]]]]),  # cut short
-    resp([[b"4-1", [b"k", b"1", b"p", conn]]]),     # not an id of ours
-    resp([[b"1-0", [b"k", b"5", b"p", conn * 5]]]),  # more events than seqs
+    resp([entry(2, "inst-a", [conn])]),                       # count says 1, id fine
+    resp([[b"4-0", [b"k", b"2", b"p", header("inst-a") + conn]]]),  # fewer than k
+    resp([[b"4-0", [b"k", b"1", b"p", (header("inst-a") + conn)[:-3]]]]),  # cut
+    resp([[b"4-1", [b"k", b"1", b"p", header("inst-a") + conn]]]),  # not our id
+    resp([[b"1-0", [b"k", b"5", b"p", header("inst-a") + conn * 5]]]),  # > seqs
+    resp([[b"4-0", [b"k", b"1", b"p", header("inst-a") + uon]]]),  # ditto first
     b"-ERR unknown command\r\n",
     # The user query's reply, right and with integers for its strings (a
     # proxy answering for Redis once crashed the daemon with that).

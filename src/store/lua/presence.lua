@@ -180,10 +180,6 @@ local EV_FMT = '<HBBBI6I6I2sI2sI2sI4s'
 local function ln(x) if x then return #x + 1 end return 0 end
 -- A string's bytes for pack ('' when absent: its length says absent).
 local function sb(x) return x or '' end
--- A type's own tail strings (cemit, uemit, emit_msg): '<I2s' or '<I4s'.
-local STR16, STR32 = '<I2s', '<I4s'
-local function str16(x) return struct.pack(STR16, ln(x), sb(x)) end
-local function str32(x) return struct.pack(STR32, ln(x), sb(x)) end
 
 -- from and to of a user event carry the user's availability above the
 -- status: status + 4 * availability (a reader masks with 3 for the status).
@@ -443,8 +439,12 @@ end
 -- type gains flags above 255: 256 a device tail (device df dt), 512 the
 -- shown version, 1024 "a user event follows"; a reader of an older entry
 -- finds none.
-local UEV_DEV = '<I2sBBI6' -- device, its best status before and after, shown version
-local UEV_FMT, UEV_FMT_DEV = EV_FMT .. 'I6', EV_FMT .. 'I2sBBI6'
+-- A user event's tails: the device, its best status before and after (flag
+-- 256), then the shown version (flag 512); alone, after a message's, or
+-- after emit's fields.
+local DEV_TAIL, SV_TAIL = 'I2sBBI6', 'I6'
+local UEV_DEV, UEV_SV = '<' .. DEV_TAIL, '<' .. SV_TAIL
+local UEV_FMT, UEV_FMT_DEV = EV_FMT .. SV_TAIL, EV_FMT .. DEV_TAIL
 local function uemit(U, ty, reason, sid, u, meta, from, to, avf, dev, df, dt,
                      follows, tail)
   local avt = U.av
@@ -466,7 +466,7 @@ local function uemit(U, ty, reason, sid, u, meta, from, to, avf, dev, df, dt,
       flags = flags + 256
       tail = tail .. struct.pack(UEV_DEV, #dev + 1, dev, df, dt, U.sv)
     else
-      tail = tail .. struct.pack('<I6', U.sv)
+      tail = tail .. struct.pack(UEV_SV, U.sv)
     end
     emit(ty + flags, reason, sid, u, meta, from + 4 * avf, to + 4 * avt, U.v,
          iid, nil, tail)
@@ -614,17 +614,19 @@ end
 -- so other members are shown it as watchers are (an invisible member is
 -- absent). The user's record lies in the member's shard (redis_shard.c).
 local avail_memo = {}
-local function avail_of(u)
-  local a = avail_memo[u]
-  if a == nil then
-    -- The availability is the record's fourth byte (URC_FMT): no need to
-    -- unpack the rest.
-    local h = redis.call('HGET', k_user(u), '')
-    a = 0
-    if h then a = select(4, struct.unpack('<BBBB', h)) end
-    avail_memo[u] = a
+-- Remember u's availability from its record h (false/nil: none) read for
+-- something else. It is the record's fourth byte (URC_FMT): no need to
+-- unpack the rest.
+local function avail_note(u, h)
+  if avail_memo[u] == nil then
+    avail_memo[u] = h and select(4, struct.unpack('<BBBB', h)) or 0
   end
-  return a
+end
+local function avail_of(u)
+  if avail_memo[u] == nil then
+    avail_note(u, redis.call('HGET', k_user(u), ''))
+  end
+  return avail_memo[u]
 end
 -- The channel's invisible members (field 'h'), and its shown count.
 local function hidden_of(c)
@@ -635,9 +637,8 @@ end
 -- PRESENCE_EVENT_DATA_CHANGED). The member's shown version (M.sv) moves
 -- when the other members are shown the change (presence_event_member_
 -- visible in C); the event carries it (flag 512, as a user's) and the
--- shown count (flag 4096): the tails 'sv shown '.
--- A channel event: emit's fields, the channel, the shown version, the shown
--- count.
+-- shown count (flag 4096). The event is emit's fields, then the channel,
+-- the shown version and the shown count, in one pack.
 local CEV_FMT = EV_FMT .. 'I2sI6I6'
 local function cemit(ty, reason, sid, c, M, data, from, to, count, dchg)
   M.v = M.v + 1
@@ -801,9 +802,7 @@ local function chan_join(sid, u, c, dm, maxc, reason)
   local h = redis.call('HMGET', k_user(u), '', sid)
   local rec = h[2]
   if not rec then return E_NOSESSION end
-  if avail_memo[u] == nil then
-    avail_memo[u] = h[1] and select(4, struct.unpack('<BBBB', h[1])) or 0
-  end
+  avail_note(u, h[1])
   local r = rec_parse(rec)
   local online = r.st == ON
   local list = split_tab(r.ch)
@@ -1776,10 +1775,6 @@ end
 
 -- ---- queries ----------------------------------------------------------------
 
--- A member as reply fields: user, status, version, since, '=' data or '',
--- number of sessions, then per session: id, status, joined ms, '=' data or
--- ''. The version field is 'v/sv' (the shown version after the slash) or,
--- with_shown, 'v/sv/shown' (the channel's shown count too).
 -- HMGET of every field in fs, 256 at a time (unpack's C stack limit is
 -- ~8,000; a member may hold more sessions than that).
 local function hmget_all(k, fs)
@@ -1791,6 +1786,11 @@ local function hmget_all(k, fs)
   end
   return out
 end
+
+-- A member as reply fields: user, status, version, since, '=' data or '',
+-- number of sessions, then per session: id, status, joined ms, '=' data or
+-- ''. The version field is 'v/sv' (the shown version after the slash) or,
+-- with_shown, 'v/sv/shown' (the channel's shown count too).
 local function member_reply(c, u, res, with_shown)
   local M = mget(c, u)
   if not M then return false end
@@ -1809,9 +1809,7 @@ local function member_reply(c, u, res, with_shown)
     js = hmget_all(k_chan(c), jf)
     hu = hmget_all(k_user(u), uf)
     d = jdata(js[1] or nil)
-    if avail_memo[u] == nil then
-      avail_memo[u] = hu[1] and select(4, struct.unpack('<BBBB', hu[1])) or 0
-    end
+    avail_note(u, hu[1])
   else
     d = mdata(c, M)
   end

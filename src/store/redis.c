@@ -1042,7 +1042,7 @@ static const char *get_str(unpacker_t *u, size_t lenbytes) {
   return l ? s : NULL;
 }
 
-int presence__redis_unpack(char *blob, size_t len, uint64_t last_seq,
+int presence__redis_unpack(const char *blob, size_t len, uint64_t last_seq,
                            size_t count, const char *self,
                            presence__redis_events_t *out) {
   if (!blob || count == 0 || count > len || last_seq < count)

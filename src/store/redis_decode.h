@@ -36,7 +36,7 @@ typedef struct presence__redis_events {
  * out. Events point into blob (not modified). self is this
  * instance's id (events of others get PRESENCE_EVENT_REMOTE). Returns 0,
  * PRESENCE_ESTORE (malformed: nothing appended) or PRESENCE_ENOMEM. */
-int presence__redis_unpack(char *blob, size_t len, uint64_t last_seq,
+int presence__redis_unpack(const char *blob, size_t len, uint64_t last_seq,
                            size_t count, const char *self,
                            presence__redis_events_t *out);
 

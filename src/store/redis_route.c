@@ -133,15 +133,20 @@ static size_t dec(char *out, uint64_t v) {
   return n;
 }
 
-/* A bulk string: $<n>\r\n<bytes>\r\n. */
-static void put_bulk(const presence_allocator_t *a, part_t *p, const char *s,
-                     size_t n) {
+/* A bulk string's head, $<n>\r\n: its n bytes and \r\n follow. */
+static void put_bulk_head(const presence_allocator_t *a, part_t *p, size_t n) {
   char h[24];
   h[0] = '$';
   size_t hl = 1 + dec(h + 1, n);
   h[hl++] = '\r';
   h[hl++] = '\n';
   put(a, p, h, hl);
+}
+
+/* A bulk string: $<n>\r\n<bytes>\r\n. */
+static void put_bulk(const presence_allocator_t *a, part_t *p, const char *s,
+                     size_t n) {
+  put_bulk_head(a, p, n);
   put(a, p, s, n);
   put(a, p, "\r\n", 2);
 }
@@ -173,12 +178,7 @@ static void put_run(presence__route_t *r, part_t *p,
   put(r->a, p, "$1\r\np\r\n", 7);
   /* The entry's header (time, epoch, caller), then the run's events: a
    * bulk string of both. */
-  char h[24];
-  h[0] = '$';
-  size_t hl = 1 + dec(h + 1, r->header_len + n);
-  h[hl++] = '\r';
-  h[hl++] = '\n';
-  put(r->a, p, h, hl);
+  put_bulk_head(r->a, p, r->header_len + n);
   put(r->a, p, r->blob, r->header_len);
   put(r->a, p, r->blob + start, n);
   put(r->a, p, "\r\n", 2);

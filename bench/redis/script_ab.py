@@ -2,7 +2,7 @@
 # SPDX-License-Identifier: MIT
 """Two versions of the Redis store's script, A/B, call by call (docs/benchmarks.md).
 
-    bench/redis/script_ab.py OLD NEW [--rounds 20] [--memory 20000]
+    bench/redis/script_ab.py OLD NEW [--rounds 20] [--memory 20000] [--rows a,b]
 
 OLD and NEW are presence.lua files or git revisions (`git show REV:src/store/lua/presence.lua`).
 A file that defines presence_main is loaded as a Functions library and run with FCALL, as the
@@ -13,7 +13,7 @@ redis-server's CPU time (/proc/<pid>/schedstat), not the wall clock, so a loaded
 preemption counts for neither. Then, unless --memory 0, Redis's memory per session for each:
 --memory sessions (UUID-long ids, each its own user) connected in batches of 60, used_memory
 added over their number, the log's entries included (and the log apart, MEMORY USAGE), the
-same as bench_redis's figure. Prints a table and one JSON object (medians and ranges, us).
+same as bench_redis's figure. --rows: only these rows (their keys, as in the JSON). Prints a table and one JSON object (medians and ranges, us).
 """
 import json, os, shutil, socket, statistics, subprocess, sys, tempfile, time
 
@@ -77,6 +77,11 @@ def main():
         i = args.index('--memory')
         memory = int(args[i + 1])
         del args[i:i + 2]
+    only = None
+    if '--rows' in args:
+        i = args.index('--rows')
+        only = args[i + 1].split(',')
+        del args[i:i + 2]
     if len(args) != 2 or args[0] in ('-h', '--help'):
         print(__doc__)
         return 0 if args[:1] in (['-h'], ['--help']) else 2
@@ -91,14 +96,14 @@ def main():
                 break
             time.sleep(0.01)
         time.sleep(0.1)
-        return run(Conn(sock), srv.pid, texts, rounds, memory)
+        return run(Conn(sock), srv.pid, texts, rounds, memory, only)
     finally:
         srv.kill()
         srv.wait()
         shutil.rmtree(d, ignore_errors=True)
 
 
-def run(c, pid, texts, rounds, memory):
+def run(c, pid, texts, rounds, memory, only=None):
     def cpu_us():
         with open('/proc/%d/schedstat' % pid) as f:
             return int(f.read().split()[0]) / 1000
@@ -154,19 +159,32 @@ def run(c, pid, texts, rounds, memory):
             c.pipe([call(v, 'batch', N, *w)])
         return 2 * N
 
-    for v in V:  # the channel runs' sessions
+    def member_query(v, r):
+        # a join's snapshot: 30 rooms of 2 members, one session each
+        for k in range(0, 480, 16):
+            c.pipe([call(v, 'q_members', 'mroom-%d' % ((k + j) % 30), '', 100) for j in range(16)])
+        return 480
+
+    for v in V:  # the channel runs' sessions, and the member query's rooms
         w = []
         for i in range(N):
             w += ['connect', 'ch-%d' % i, 'cu%d' % (i % 20), '', 0]
+        c.pipe([call(v, 'batch', N, *w)])
+        w = []
+        for i in range(N):
+            w += ['join', 'ch-%d' % i, 'cu%d' % (i % 20), 'mroom-%d' % (i % 30), '={"n":1}', 0]
         c.pipe([call(v, 'batch', N, *w)])
 
     rows = [('batched_session_op', 'session op in a batch of 60 (connect, idle, online, end)', batch_mix),
             ('unbatched_connect', 'one unbatched connect (16 pipelined)', unbatched),
             ('user_query', 'one user query (q_user)', query),
-            ('channel_op', 'channel join or leave in a batch of 60', channels)]
+            ('channel_op', 'channel join or leave in a batch of 60', channels),
+            ('member_query', "a 2-member room's members (q_members, a join's snapshot)", member_query)]
     out = {'rounds': rounds, 'old': V['old'][0], 'new': V['new'][0],
            'loadavg1': os.getloadavg()[0], 'us_redis_cpu': {}}
     for key, label, fn in rows:
+        if only and key not in only:
+            continue
         per = {'old': [], 'new': []}
         for r in range(rounds):
             for v in (('old', 'new') if r % 2 == 0 else ('new', 'old')):

@@ -254,6 +254,7 @@ const fanout_sink_t channel_sink = {
 typedef struct chan_req {
   conn_t *c;
   int type;
+  int no_snapshot; /* a join answered by an ack ("snapshot":false) */
   char id[80];
   char channel[];
 } chan_req_t;
@@ -264,6 +265,7 @@ static chan_req_t *req_new(conn_t *c, const wsmsg_t *m) {
   if (!r) return NULL;
   r->c = c;
   r->type = m->type;
+  r->no_snapshot = m->no_snapshot;
   memcpy(r->id, m->id, sizeof r->id);
   memcpy(r->channel, m->channel, n);
   conn_ref(c);
@@ -435,7 +437,7 @@ static void on_join_done(presence_t *p, int status, void *ud) {
     return;
   }
   if (x && x->joined == 2) x->joined = 1;
-  if (r->type == WSMSG_UPDATE) {
+  if (r->type == WSMSG_UPDATE || r->no_snapshot) {
     ws_send_ack(c, r->id);
     req_done(r);
     return;

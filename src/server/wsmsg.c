@@ -188,6 +188,18 @@ static int decode_data(wsmsg_t *m, int required) {
   return WSMSG_OK;
 }
 
+/* A join's "snapshot": true (or absent) answers the channel's members,
+ * false an ack only (a client that only needs to be in the channel, or
+ * reads the list later through the API, saves the store its listing). */
+static int decode_snapshot(wsmsg_t *m) {
+  const cJSON *v = cJSON_GetObjectItemCaseSensitive(m->root, "snapshot");
+  if (!v) return WSMSG_OK;
+  if (!cJSON_IsBool(v))
+    return bad(m, "bad_field", "snapshot must be true or false");
+  m->no_snapshot = cJSON_IsFalse(v);
+  return WSMSG_OK;
+}
+
 static const struct {
   const char *name;
   int type, data; /* data: 0 none, 1 optional, 2 required */
@@ -376,6 +388,7 @@ int wsmsg_decode_full(const uint8_t *data, size_t len, uint32_t max_users,
     int rc = decode_channel(m);
     if (rc == WSMSG_OK && chan_types[i].data)
       rc = decode_data(m, chan_types[i].data == 2);
+    if (rc == WSMSG_OK && m->type == WSMSG_JOIN) rc = decode_snapshot(m);
     return rc;
   }
   return bad(m, "unknown_type", "unknown message type");

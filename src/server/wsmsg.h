@@ -64,6 +64,7 @@ typedef struct wsmsg {
   const char *channel; /* channel messages: a valid channel name, in root */
   char *data;          /* JOIN, UPDATE: "data" as compact JSON (malloc'd;
                           NULL for null or absent) */
+  int no_snapshot;     /* JOIN: "snapshot":false, answered by an ack */
   const char *err_code; /* otherwise: the protocol's error code ... */
   char err_msg[200];    /* ... and message */
 } wsmsg_t;

@@ -86,6 +86,25 @@ async def test_members_and_changes(t, d, args):
     t.eq("the leave: count 1, status offline", m and (m["count"], m["member"]["status"]), (1, "offline"))
     t.eq("no other change of bob before it (only the data/status updates)",
          [x["event"] for x in skipped if is_change("room:1", user="ch-bob")(x)], [])
+    # "snapshot": false: the join is answered by an ack, no member list;
+    # the changes come as for any member.
+    c = await Client.connect(d, "ch-cat", tok=chan_tok("ch-cat", "*"))
+    await c.send({"type": "join", "channel": "room:1", "data": {"name": "Cat"}, "snapshot": False,
+                  "id": "ns"})
+    ack, before = await c.expect(lambda x: x.get("id") == "ns", 3)
+    t.eq("a join with snapshot false is acked", (ack or {}).get("type"), "ack")
+    t.eq("and sends no snapshot (its own join's change comes first, as to every member)",
+         [x.get("snapshot") for x in before if x.get("type") == "channel"], [False])
+    m, _ = await a.expect(is_change("room:1", "join", "ch-cat"), 3)
+    t.eq("the others see the join as any other", m and (m["count"], m["member"]["data"]),
+         (2, {"name": "Cat"}))
+    await a.send({"type": "update", "channel": "room:1", "data": {"name": "Ann2"}, "id": "u2"})
+    m, _ = await c.expect(is_change("room:1", "update", "ch-ann"), 3)
+    t.eq("the member without a snapshot gets the channel's changes",
+         m and m["member"]["data"], {"name": "Ann2"})
+    await c.send({"type": "leave", "channel": "room:1", "id": "cl"})
+    t.check("its leave is acked", await c.expect_type("ack", 3, id="cl") is not None)
+    await c.close()
     await a.close()
 
 
@@ -130,6 +149,8 @@ async def test_limits_and_bad_input(t, d, args):
         ({"type": "join", "channel": "ok", "data": [1, 2]}, "bad_data"),
         ({"type": "join", "channel": "ok", "data": "text"}, "bad_data"),
         ({"type": "join", "channel": "ok", "data": {"k": "v" * 80}}, "data_too_large"),  # 64 bytes
+        ({"type": "join", "channel": "ok", "snapshot": "no"}, "bad_field"),
+        ({"type": "join", "channel": "ok", "snapshot": 0}, "bad_field"),
         ({"type": "update", "channel": "ok", "data": {}}, "not_joined"),
         ({"type": "update", "channel": "ok"}, "bad_data"),
         ({"type": "leave", "channel": "ok"}, "not_joined"),

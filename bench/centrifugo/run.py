@@ -25,7 +25,11 @@ Both sides use channels, the same names and the same steps (presenced's
                         pr:u<i+1>                      pr:u<i> and pr:u<i+1>
   join/leave            connect, 2 joins, close: a     connect, 2 subscribes,
                         join and a leave in pr:u<i>,   close: the same, as
-                        a frame to its other member    pushes
+                        a frame to its other member;   pushes (a subscribe
+                        the joins "snapshot": false    answers no presence
+                        (an ack, no member list)       list)
+  join/leave with       the same, each join answered   (none: its subscribe
+  snapshots             by the channel's members       has no list)
   join to member        1,000 members in pr:u1000;     the same with subscribe
                         u1000 connects and joins:      and join pushes
                         delay to each member's
@@ -307,12 +311,16 @@ def row_idle(build, mk, redis):
         srv.stop()
 
 
-def row_churn(build, srv, redis):
+def row_churn(build, srv, redis, snapshot=False):
     """Join/leave throughput: connect, subscribe, close, by CHURN_SLOTS
-    clients for DURATION_S; with Redis, redis-server's CPU per cycle."""
+    clients for DURATION_S; with Redis, redis-server's CPU per cycle.
+    presenced's joins ask for no member list ("snapshot": false), as a
+    Centrifugo subscribe answers none; snapshot=True: the default join,
+    answered by the channel's members (presenced only: "churn_snap")."""
     c0 = redis.cpu_s() if redis else 0
+    kw = {} if snapshot or srv.kind == "centrifugo" else {"snapshot": 0}
     r = run_load(build, srv, "churn", conns=CHURN_SLOTS,
-                 duration_s=DURATION_S, max_s=DURATION_S + 30)
+                 duration_s=DURATION_S, max_s=DURATION_S + 30, **kw)
     if redis and r.get("cycles"):
         # a cycle is one join and one leave: two presence operations
         r["redis_cpu_us_per_presence_op"] = (redis.cpu_s() - c0) * 1e6 / (
@@ -383,7 +391,7 @@ def variant(build, exe, store, rounds):
     """Every row, interleaved by round, on one store (memory or redis)."""
     redis = Redis() if store == "redis" else None
     out = {k: {"presenced": [], "centrifugo": []}
-           for k in ("idle", "churn", "fanout", "list")}
+           for k in ("idle", "churn", "churn_snap", "fanout", "list")}
     mks = {"presenced": lambda: presenced(build, redis),
            "centrifugo": lambda: Centrifugo(exe, redis).start()}
     order = lambda r: ("presenced", "centrifugo") if r % 2 == 0 else (
@@ -409,6 +417,19 @@ def variant(build, exe, store, rounds):
                          ("cycles_per_s", "cycles/s"),
                          ("redis_cpu_us_per_presence_op",
                           "us Redis CPU per join or leave"))
+                    if kind == "presenced":
+                        # the same with each join answered by its
+                        # members (what Centrifugo's subscribe has not)
+                        if redis:
+                            srv.stop()
+                            redis.cmd("FLUSHALL")
+                            srv = mks[kind]()
+                        x = row_churn(build, srv, redis, snapshot=True)
+                        out["churn_snap"][kind].append(x)
+                        note(f"{store} join/leave with snapshots {kind} "
+                             f"#{r+1}", x, ("cycles_per_s", "cycles/s"),
+                             ("redis_cpu_us_per_presence_op",
+                              "us Redis CPU per join or leave"))
                     if store == "memory":
                         srv.wait_drained()
                         x = row_fanout(build, srv)
@@ -454,6 +475,13 @@ ROWS = [
      "higher"),
     ("redis", "churn", "redis_cpu_us_per_presence_op", "Redis: CPU us per join/leave "
      "(redis-server)", "lower"),
+    # presenced alone: each join answered by the channel's members
+    ("memory", "churn_snap", "cycles_per_s", "join+leave cycles/s, joins "
+     "answered by their members (presenced only)", "higher"),
+    ("redis", "churn_snap", "cycles_per_s", "Redis: join+leave cycles/s, joins "
+     "answered by their members (presenced only)", "higher"),
+    ("redis", "churn_snap", "redis_cpu_us_per_presence_op", "Redis: CPU us per "
+     "join/leave, joins answered by their members (presenced only)", "lower"),
 ]
 
 

@@ -196,6 +196,83 @@ static void a_member_of_many_sessions_lists_them_all(void **state) {
   fx_destroy(f);
 }
 
+/* Script calls Redis has run so far (INFO commandstats). */
+static long long fcalls(server_t *s) {
+  redisReply *r = srv_cmd(s, "INFO commandstats");
+  const char *p = r && r->str ? strstr(r->str, "cmdstat_fcall:calls=") : NULL;
+  long long n = p ? atoll(p + strlen("cmdstat_fcall:calls=")) : 0;
+  freeReplyObject(r);
+  return n;
+}
+
+typedef struct many_q {
+  mq_t m[40];
+  uq_t u[40];
+} many_q_t;
+
+static bool many_q_pred(void *ud) {
+  many_q_t *q = ud;
+  for (int i = 0; i < 40; i++)
+    if (!q->m[i].got || !q->u[i].got) return false;
+  return true;
+}
+
+/* Queries asked while others are in flight go in one script call (the
+ * query batch), and each gets its own answer: 40 channels' members and 40
+ * users asked at once, every answer right, far fewer calls than queries
+ * (one store: sharded, each query goes to its own shard). */
+static void queries_in_flight_share_a_call(void **state) {
+  (void)state;
+  fx_t *f = fx_make(1, NULL);
+  inst_t *a = &f->in[0];
+  int t = 0;
+  for (int i = 0; i < 40; i++) {
+    char sid[16], u[16], ch[16], data[24];
+    snprintf(ch, sizeof ch, "q%d", i);
+    for (int j = 0; j < 2; j++) {
+      snprintf(sid, sizeof sid, "q%d-%d", i, j);
+      snprintf(u, sizeof u, "qu%d", 2 * i + j);
+      snprintf(data, sizeof data, "{\"i\":%d}", 2 * i + j);
+      presence_session_connect(a->p, sid, u, NULL, done_cb, a);
+      assert_int_equal(presence_channel_join(a->p, sid, ch, data, done_cb, a),
+                       0);
+      t += 2;
+    }
+  }
+  wait_done(&f->loop, a, t);
+  assert_no_errors(a);
+  long long calls0 = fcalls(&f->srv);
+  many_q_t *q = calloc(1, sizeof *q);
+  assert_non_null(q);
+  for (int i = 0; i < 40; i++) {
+    char ch[16], u[16];
+    snprintf(ch, sizeof ch, "q%d", i);
+    snprintf(u, sizeof u, "qu%d", 2 * i + 1);
+    assert_int_equal(
+        presence_channel_members(a->p, ch, NULL, 10, mq_cb, &q->m[i]), 0);
+    assert_int_equal(presence_user_query(a->p, u, uq_cb, &q->u[i]), 0);
+  }
+  assert_true(run_until(&f->loop, many_q_pred, q, 5000));
+  for (int i = 0; i < 40; i++) {
+    char want[24];
+    assert_int_equal(q->m[i].status, 0);
+    assert_int_equal(q->m[i].count, 2);
+    assert_int_equal(q->m[i].n, 2);
+    snprintf(want, sizeof want, "qu%d", 2 * i);
+    assert_string_equal(q->m[i].users[0], want);
+    snprintf(want, sizeof want, "{\"i\":%d}", 2 * i + 1);
+    assert_string_equal(q->m[i].data[1], want);
+    assert_int_equal(q->u[i].status, 0);
+    assert_int_equal(q->u[i].info.status, PRESENCE_ONLINE);
+    assert_int_equal(q->u[i].info.session_count, 1);
+  }
+  long long calls = fcalls(&f->srv) - calls0;
+  print_message("80 queries in %lld script calls\n", calls);
+  if (test_shards() == 1) assert_true(calls <= 10);
+  free(q);
+  fx_destroy(f);
+}
+
 static bool cluster_saw_both(void *ud) {
   fx_t *f = ud;
   for (int i = 0; i < 3; i++)
@@ -680,6 +757,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(members_and_data),
       cmocka_unit_test(a_member_of_many_sessions_lists_them_all),
+      cmocka_unit_test(queries_in_flight_share_a_call),
       cmocka_unit_test(fifty_sessions_three_instances_once),
       cmocka_unit_test(dead_instance_members_leave_once),
       cmocka_unit_test(store_loss_reasserts_memberships),

@@ -38,7 +38,9 @@ local function nows()
   if not now_s then now_s = string.format('%d', now) end
   return now_s
 end
-local A = 9
+-- Where an op's own arguments start in ARGV (a query batch moves it).
+local A0 = 9
+local A = A0
 
 -- Integers (ms times, versions, sequence numbers: all far below 2^53) as
 -- decimal text. '%d' formats a C long; '%.0f' and Lua's own number to
@@ -1863,6 +1865,29 @@ OPS.q_members = function()
   return {0, res}
 end
 
+-- Queries asked while other calls were in flight, in one call (redis.c's
+-- queue_query): ARGV: n, then per query its op and three arguments.
+-- Payload: each query's own reply ({code, payload}), in order. Each query
+-- reads the op's arguments at A, moved to its own for the time it runs
+-- (begin() puts A back, should a query fail half-way).
+local QBATCH = {q_user = true, q_members = true}
+OPS.qbatch = function()
+  local n = tonumber(ARGV[A])
+  local base, res = A, {}
+  for k = 1, n do
+    local at = base + 1 + 4 * (k - 1)
+    local q = ARGV[at]
+    if not QBATCH[q] then
+      A = base
+      return redis.error_reply('presence: not a batched query: ' .. tostring(q))
+    end
+    A = at + 1
+    res[k] = OPS[q]()
+  end
+  A = base
+  return {0, res}
+end
+
 -- ---- session ids across shards --------------------------------------------
 -- In shards a session lives in its user's shard, where sidx refuses an id
 -- held twice only within the shard. A session id a caller chose is also
@@ -2024,6 +2049,7 @@ local function begin(args)
     MSG_NONE = struct.pack(MSG_TAIL, 0, '', 0, '', 0)
   end
   ARGV = args
+  A = A0
   op = args[1]
   avail_memo = {}
   set_prefix(args[2])

@@ -40,7 +40,8 @@ Both sides use channels, the same names and the same steps (presenced's
 
 Rounds are interleaved (A B, then B A); medians with min and max, ratios of
 medians; the load average beside every run. Writes
-bench/results/<date>-centrifugo.json and prints the table.
+bench/results/<date>-centrifugo.json (<date>-<HHMM>-centrifugo.json when that
+exists: an earlier run is never overwritten) and prints the table.
 """
 import argparse
 import datetime
@@ -537,6 +538,9 @@ def main():
     res["summary"] = summarise(res)
     os.makedirs(args.out, exist_ok=True)
     out = os.path.join(args.out, f"{res['date']}-centrifugo.json")
+    if os.path.exists(out):  # an earlier run's (perhaps committed): kept
+        out = os.path.join(args.out, f"{res['date']}-"
+                           f"{datetime.datetime.now():%H%M}-centrifugo.json")
     with open(out, "w") as f:
         json.dump(res, f, indent=1)
     la = res["machine"]["loadavg_start"][0], res["machine"]["loadavg_end"][0]

@@ -730,19 +730,20 @@ static void another_layout_is_refused(void **state) {
   assert_int_equal(presence_new(&o, &p), 0);
   run_for(&loop, 700);
   assert_false(presence_redis_ready(st));
-  if (!strstr(cap.text, "store format 1, this build uses 6"))
+  if (!strstr(cap.text, "store format 1, this build uses 7"))
     fail_msg("logged: \"%s\"", cap.text);
   /* A format-2 store (before channels), a format-3 one (text user and
    * session records) and a format-4 one (sets of session ids per
-   * instance, an index without owners) and a format-5 one (the log's
-   * events as text): refused the same way. A register sent before the
+   * instance, an index without owners), a format-5 one (the log's
+   * events as text) and a format-6 one (a set per user of its channels):
+   * refused the same way. A register sent before the
    * SET may still answer the format before: the retries (every heartbeat)
    * are read until one answers after it. */
-  const char *older[] = {"2", "3", "4", "5"};
-  for (size_t k = 0; k < 4; k++) {
+  const char *older[] = {"2", "3", "4", "5", "6"};
+  for (size_t k = 0; k < sizeof older / sizeof older[0]; k++) {
     freeReplyObject(srv_cmd(&srv, "SET presence:format %s", older[k]));
     char want[64];
-    snprintf(want, sizeof want, "store format %s, this build uses 6",
+    snprintf(want, sizeof want, "store format %s, this build uses 7",
              older[k]);
     for (int i = 0; i < 30; i++) {
       cap.text[0] = '\0';
@@ -761,7 +762,7 @@ static void another_layout_is_refused(void **state) {
     run_for(&loop, 10);
   assert_true(presence_redis_ready(st));
   r = srv_cmd(&srv, "GET presence:format");
-  assert_string_equal(r->str, "6");
+  assert_string_equal(r->str, "7");
   freeReplyObject(r);
   presence_free(p);
   loop_drain(&loop);

@@ -81,7 +81,7 @@ local R_EXPLICIT = 3
 
 -- The global keys under the call's prefix (set by set_prefix()):
 local K_SEQ, K_LOG
-local K_FORMAT, FORMAT = nil, '6' -- see 'register'
+local K_FORMAT, FORMAT = nil, '7' -- see 'register'
 local SEQ_JUMP_AFTER_LOSS = 1000000 -- see 'register'
 local K_SIDX      -- hash: session id -> user '\t' owning instance
 local K_INST      -- hash: instance id -> registered epoch
@@ -93,6 +93,13 @@ local K_MSGDUE    -- zset: user id -> its status message's expiry
 -- starts them, which no session id may contain.
 local F_MSG, F_AS = '\tm', '\tas' -- the status message; availability set at
 local F_MT = '\tmt' -- when the store last cleared a message (see 'sassert')
+-- The channels the user is a member of, grace included: a field F_UC ..
+-- channel each, value '' (uc_list). Format 6 kept them in a set per user,
+-- uc:{u:U}: on Redis 7.0 a set of strings is a hashtable (its listpack form
+-- came in 7.2), ~240 bytes a user where a field is its name's bytes; a new
+-- member's field is written in the HSET of its session's record, and a
+-- leave's HDEL costs what the SREM did.
+local F_UC = '\tc'
 local function is_sid(f) return f ~= '' and string.byte(f, 1) ~= 9 end
 local K_NPRESENT  -- string: how many users are present or in grace
 -- What this call changed it by: one INCRBY at the call's end (presence_main)
@@ -548,8 +555,7 @@ end
 --             members: they are shown ZCARD - h)
 --   cm:{c:N}  zset (all scores 0): the member user ids, for paging in byte
 --             order (ZRANGEBYLEX) and the count (ZCARD)
--- A user's, beside its own hash under {u:<user>}:
---   uc:{u:U}  set: the channels the user is a member of (grace included)
+-- A user's channels (grace included) are field F_UC of its hash.
 -- A session's channels are in its record (rec_parse: r.ch).
 -- Global: chans (zset, scores 0: active channels), cgrace (zset:
 -- channel..'\t'..user -> pending leave deadline).
@@ -558,7 +564,6 @@ local cgrace_ms -- begin(): from ARGV[6], 'offline/channel'
 local K_CHANS, K_CGRACE -- set_prefix()
 local function k_chan(c) return P .. 'c:{c:' .. c .. '}' end
 local function k_cmem(c) return P .. 'cm:{c:' .. c .. '}' end
-local function k_uc(u) return P .. 'uc:{u:' .. u .. '}' end
 
 local function split_tab(x)
   local t = {}
@@ -662,22 +667,6 @@ local function cemit(ty, reason, sid, c, M, data, from, to, count, dchg)
                         M.v, n + 1, 0, '', ln(sid), sb(sid), #M.u + 1, M.u,
                         ln(data), sb(data), #c + 1, c, M.sv, shown)
 end
--- The user's availability changed from `from` to `to`: each of its
--- channels shows it differently (one visibility frame each: its shown
--- version moves), and counts it as hidden or not. Its channels lie in its
--- shard (redis_shard.c).
-local function chans_avail(u, from, to)
-  local d = 0
-  if to == 3 then d = 1 elseif from == 3 then d = -1 end
-  for _, c in ipairs(redis.call('SMEMBERS', k_uc(u))) do
-    local M = mget(c, u)
-    if M then
-      M.sv = M.sv + 1
-      mput(c, M)
-      if d ~= 0 then redis.call('HINCRBY', k_chan(c), 'h', d) end
-    end
-  end
-end
 local function list_remove(t, x)
   for i = 1, #t do
     if t[i] == x then
@@ -687,13 +676,42 @@ local function list_remove(t, x)
   end
   return false
 end
+-- The user's channels (F_UC), and one of them gone (a member left).
+-- (A user's hash holds its record, its sessions and a few fields: its
+-- HKEYS is short, and listing a user's channels is rare.)
+local function uc_list(u)
+  local cs = {}
+  for _, f in ipairs(redis.call('HKEYS', k_user(u))) do
+    if string.sub(f, 1, 2) == F_UC then cs[#cs + 1] = string.sub(f, 3) end
+  end
+  return cs
+end
+local function uc_remove(u, c)
+  redis.call('HDEL', k_user(u), F_UC .. c)
+end
+-- The user's availability changed from `from` to `to`: each of its
+-- channels shows it differently (one visibility frame each: its shown
+-- version moves), and counts it as hidden or not. Its channels lie in its
+-- shard (redis_shard.c).
+local function chans_avail(u, from, to)
+  local d = 0
+  if to == 3 then d = 1 elseif from == 3 then d = -1 end
+  for _, c in ipairs(uc_list(u)) do
+    local M = mget(c, u)
+    if M then
+      M.sv = M.sv + 1
+      mput(c, M)
+      if d ~= 0 then redis.call('HINCRBY', k_chan(c), 'h', d) end
+    end
+  end
+end
 
 -- The member leaves: its records go, channel.leave.
 local function member_leave(c, M, reason, cause)
   if avail_of(M.u) == 3 then redis.call('HINCRBY', k_chan(c), 'h', -1) end
   redis.call('HDEL', k_chan(c), 'm\t' .. M.u, 'd\t' .. M.u)
   redis.call('ZREM', k_cmem(c), M.u)
-  redis.call('SREM', k_uc(M.u), c)
+  uc_remove(M.u, c)
   local n = redis.call('ZCARD', k_cmem(c))
   if n == 0 then
     redis.call('ZREM', K_CHANS, c)
@@ -813,12 +831,15 @@ local function chan_join(sid, u, c, dm, maxc, reason)
   end
   if maxc > 0 and #list >= maxc then return E_CHANLIMIT end
   list[#list + 1] = c
-  sc_put(u, sid, r, list)
   local kc = k_chan(c)
   -- The join's record, written with the member's (mput).
   local jf, jrec = 'j\t' .. sid, nows() .. '\t' .. dm
   local M = mget(c, u)
   if not M then
+    -- A new member: the session's record and the user's channel field in
+    -- one HSET.
+    r.ch = table.concat(list, '\t')
+    redis.call('HSET', k_user(u), sid, rec_make(r), F_UC .. c, '')
     M = {u = u, st = online and ON or IDLE, v = 0, since = now,
          non = online and 1 or 0, g = 0, gr = 0, sv = 0, sids = {sid}}
     redis.call('ZADD', k_cmem(c), 0, u)
@@ -828,13 +849,13 @@ local function chan_join(sid, u, c, dm, maxc, reason)
     -- count is the event's.
     local n = redis.call('ZCARD', k_cmem(c))
     if n == 1 then redis.call('ZADD', K_CHANS, 0, c) end
-    redis.call('SADD', k_uc(u), c)
     local d = nil
     if dm ~= '' then d = string.sub(dm, 2) end
     cemit(EV_CJOIN, reason, sid, c, M, d, OFF, M.st, n)
     mput(c, M, jf, jrec)
     return 0
   end
+  sc_put(u, sid, r, list)
   local old = mdata(c, M)
   local from = M.st
   if M.g == 1 then
@@ -1966,7 +1987,7 @@ end
 -- ARGV: user. Payload: {n, then per channel: name, member fields...}.
 OPS.q_uchans = function()
   local u = ARGV[A]
-  local cs = redis.call('SMEMBERS', k_uc(u))
+  local cs = uc_list(u)
   table.sort(cs)
   local res = {'0'}
   local n = 0

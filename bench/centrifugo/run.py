@@ -477,12 +477,12 @@ ROWS = [
     ("redis", "churn", "redis_cpu_us_per_presence_op", "Redis: CPU us per join/leave "
      "(redis-server)", "lower"),
     # presenced alone: each join answered by the channel's members
-    ("memory", "churn_snap", "cycles_per_s", "join+leave cycles/s, joins "
-     "answered by their members (presenced only)", "higher"),
-    ("redis", "churn_snap", "cycles_per_s", "Redis: join+leave cycles/s, joins "
-     "answered by their members (presenced only)", "higher"),
-    ("redis", "churn_snap", "redis_cpu_us_per_presence_op", "Redis: CPU us per "
-     "join/leave, joins answered by their members (presenced only)", "lower"),
+    ("memory", "churn_snap", "cycles_per_s", "cycles/s, with snapshots "
+     "(presenced only)", "higher"),
+    ("redis", "churn_snap", "cycles_per_s", "Redis: cycles/s, with snapshots "
+     "(presenced only)", "higher"),
+    ("redis", "churn_snap", "redis_cpu_us_per_presence_op", "Redis: CPU us, "
+     "with snapshots (presenced only)", "lower"),
 ]
 
 

@@ -159,6 +159,19 @@ def run(c, pid, texts, rounds, memory, only=None):
             c.pipe([call(v, 'batch', N, *w)])
         return 2 * N
 
+    def cycle(v, r):
+        # the Centrifugo comparison's cycle, 15 at a time: a session connects,
+        # joins its own channel and the next one's, ends (its leaves in it)
+        w, e = [], []
+        for i in range(15):
+            sid, u = 'cy-%d-%d' % (r, i), 'cyu%d' % i
+            w += ['connect', sid, u, '', 0, 'join', sid, u, 'pr:%d' % i, '', 0,
+                  'join', sid, u, 'pr:%d' % (i + 1), '', 0]
+            e += ['end', sid, u, 2]
+        c.pipe([call(v, 'batch', 45, *w)])
+        c.pipe([call(v, 'batch', 15, *e)])
+        return 2 * 2 * 15  # per join or leave, as the comparison counts
+
     def member_query(v, r):
         # a join's snapshot: 30 rooms of 2 members, one session each
         for k in range(0, 480, 16):
@@ -179,7 +192,8 @@ def run(c, pid, texts, rounds, memory, only=None):
             ('unbatched_connect', 'one unbatched connect (16 pipelined)', unbatched),
             ('user_query', 'one user query (q_user)', query),
             ('channel_op', 'channel join or leave in a batch of 60', channels),
-            ('member_query', "a 2-member room's members (q_members, a join's snapshot)", member_query)]
+            ('member_query', "a 2-member room's members (q_members, a join's snapshot)", member_query),
+            ('cycle', 'connect, 2 joins, end (per join or leave, as the Centrifugo row)', cycle)]
     out = {'rounds': rounds, 'old': V['old'][0], 'new': V['new'][0],
            'loadavg1': os.getloadavg()[0], 'us_redis_cpu': {}}
     for key, label, fn in rows:

@@ -302,6 +302,10 @@ export interface ChannelOptions<D = Record<string, unknown>> {
   data?: D | null;
   /** Receive the snapshot and changes without joining (the token's observe grant). */
   observe?: boolean;
+  /** false: join without the member list (the server answers an ack, no 'sync'
+   * event); members() then holds only the members seen in changes since. Spares
+   * the server the listing (docs/protocol.md 4.2). Default true. */
+  snapshot?: boolean;
 }
 
 /** A member of a channel: a user with at least one session in it. */

@@ -398,6 +398,11 @@ export class PresenceClient {
         this._emit('error', { kind: 'server', code: m.code, message: m.message, id: m.id });
         return;
       case 'ack':
+        if (m.id !== undefined && this._chanReqs.has(m.id)) {
+          // A channel's: an update, or a join asked without a snapshot.
+          this._chanReqs.delete(m.id);
+          return;
+        }
         if (this._refreshId !== null && m.id === this._refreshId) return this._refreshed(m);
         this._settle(m.id, null);
         return;
@@ -773,7 +778,8 @@ export class PresenceClient {
 /** Shorthand: new PresenceClient(options), connected. */
 /**
  * A channel joined (or observed) through a PresenceClient: who is in it,
- * with what data, live. Made by client.channel(name, { data, observe }).
+ * with what data, live. Made by client.channel(name, { data, observe,
+ * snapshot }); snapshot: false joins without the member list (no 'sync').
  * Events: 'sync' (a snapshot: { members, count, more }), 'join', 'leave',
  * 'update' (each with the member and the change), 'left' (a backend removed
  * this user), 'error' ({ code, message }).
@@ -784,6 +790,9 @@ export class Channel {
     this.name = name;
     this._data = opts.data ?? null;
     this._observe = !!opts.observe;
+    // { snapshot: false }: the join is answered by an ack, no member list
+    // (no 'sync'): members() holds the members seen in changes since.
+    this._snapshot = opts.snapshot !== false;
     this._members = new Map(); // user id -> member
     this._count = 0;
     this._more = false;
@@ -842,6 +851,7 @@ export class Channel {
     this.client._chanReqs.set(id, this);
     const msg = { type: this._observe ? 'observe' : 'join', id, channel: this.name };
     if (!this._observe && this._data !== null) msg.data = this._data;
+    if (!this._observe && !this._snapshot) msg.snapshot = false;
     this.client._send(msg);
   }
 

@@ -60,6 +60,32 @@ test('join sends the data, a snapshot syncs, changes follow', async () => {
   assert.deepEqual(env.client.channels(), []);
 });
 
+test('snapshot false: the join asks for no member list; its ack, then the changes', async () => {
+  const env = setup();
+  env.client.connect();
+  const ws = await open(env);
+  const room = env.client.channel('room', { data: { name: 'Ann' }, snapshot: false });
+  const join = ws.sent.find((m) => m.type === 'join');
+  assert.deepEqual({ ...join, id: 0 }, { type: 'join', id: 0, channel: 'room', data: { name: 'Ann' }, snapshot: false });
+  const seen = [];
+  for (const e of ['sync', 'join', 'error']) room.on(e, (d) => seen.push(e));
+  ws.serverSend({ type: 'ack', id: join.id });
+  assert.equal(env.client._chanReqs.size, 0);
+  ws.serverSend(change('join', { user_id: 'bob', status: 'online', data: { name: 'Bob' }, version: 1 }, 2, 'offline'));
+  assert.deepEqual(seen, ['join']);
+  assert.deepEqual(room.members().map((m) => m.user_id), ['bob']);
+  assert.equal(room.count, 2);
+  // An update's ack settles its request too (nothing kept per update).
+  room.update({ name: 'Ann', typing: true });
+  ws.serverSend({ type: 'ack', id: ws.sent.at(-1).id });
+  assert.equal(env.client._chanReqs.size, 0);
+  // observe ignores it: an observer is answered by a snapshot
+  const lobby = env.client.channel('lobby', { observe: true, snapshot: false });
+  assert.equal(ws.sent.at(-1).type, 'observe');
+  assert.equal(ws.sent.at(-1).snapshot, undefined);
+  assert.ok(lobby);
+});
+
 test('a join asked before the session opens is sent on welcome; rejoined after a reconnect', async () => {
   const env = setup();
   const room = env.client.channel('room', { data: { c: 1 } });

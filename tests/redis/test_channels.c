@@ -60,6 +60,7 @@ static size_t local_count(fx_t *f, presence_event_type_t t) {
 /* A members query over the loop. */
 typedef struct mq {
   bool got;
+  int calls; /* times answered */
   int status;
   size_t n;
   uint64_t count;
@@ -74,6 +75,7 @@ static void mq_cb(presence_t *p, int status, const presence_member_info_t *m,
   (void)p;
   mq_t *q = ud;
   q->got = true;
+  q->calls++;
   q->status = status;
   q->n = n;
   q->count = count;
@@ -220,7 +222,8 @@ static bool many_q_pred(void *ud) {
 /* Queries asked while others are in flight go in one script call (the
  * query batch), and each gets its own answer: 40 channels' members and 40
  * users asked at once, every answer right, far fewer calls than queries
- * (one store: sharded, each query goes to its own shard). */
+ * (one store: sharded, each query goes to its own shard); and with Redis
+ * killed under them, each is answered once. */
 static void queries_in_flight_share_a_call(void **state) {
   (void)state;
   fx_t *f = fx_make(1, NULL);
@@ -269,6 +272,27 @@ static void queries_in_flight_share_a_call(void **state) {
   long long calls = fcalls(&f->srv) - calls0;
   print_message("80 queries in %lld script calls\n", calls);
   if (test_shards() == 1) assert_true(calls <= 10);
+  /* Redis gone with queries queued and in flight: each one answered, by
+   * its result or by store_unavailable, none lost, a listing once. */
+  memset(q, 0, sizeof *q);
+  for (int i = 0; i < 40; i++) {
+    char ch[16], u[16];
+    snprintf(ch, sizeof ch, "q%d", i);
+    snprintf(u, sizeof u, "qu%d", 2 * i);
+    assert_int_equal(
+        presence_channel_members(a->p, ch, NULL, 10, mq_cb, &q->m[i]), 0);
+    assert_int_equal(presence_user_query(a->p, u, uq_cb, &q->u[i]), 0);
+  }
+  srv_stop(&f->srv);
+  assert_true(run_until(&f->loop, many_q_pred, q, 8000));
+  for (int i = 0; i < 40; i++) {
+    assert_true(q->m[i].status == 0 || q->m[i].status == PRESENCE_ESTORE);
+    assert_true(q->u[i].status == 0 || q->u[i].status == PRESENCE_ESTORE);
+    if (q->m[i].status == 0) assert_int_equal(q->m[i].count, 2);
+  }
+  run_for(&f->loop, 200);
+  for (int i = 0; i < 40; i++) assert_int_equal(q->m[i].calls, 1);
+  srv_start(&f->srv);
   free(q);
   fx_destroy(f);
 }

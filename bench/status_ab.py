@@ -218,6 +218,8 @@ def main():
             "value": e.get("over_10ms"), "target": 0, "direction": "le",
             "ok": None if e.get("over_10ms") is None
             else e["over_10ms"] == 0}
+    if os.path.exists(a.out):  # an earlier run's (perhaps committed): kept
+        a.out = a.out[:-5] + datetime.datetime.now().strftime("-%H%M.json")
     with open(a.out, "w") as f:
         json.dump(summary, f, indent=1)
     print(f"status A/B: {a.base} (base) vs {a.build} (head), {a.rounds} "

@@ -205,6 +205,16 @@ struct presence_store_ops {
                                 const presence_event_t *events, size_t n),
                      void *ud);
   uint64_t (*log_last_seq_of)(presence_store_t *s, uint32_t log);
+  /* channel_members without each member's sessions (n_metas 0), for a
+   * store that lists them cheaper so (presence_channel_members_brief).
+   * NULL: channel_members answers. */
+  int (*channel_members_brief)(presence_store_t *s, const char *channel,
+                               const char *after, size_t limit,
+                               void (*cb)(void *ud, int status,
+                                          const presence_member_info_t *m,
+                                          size_t n, uint64_t count,
+                                          const char *next),
+                               void *ud);
 };
 
 struct presence_store {

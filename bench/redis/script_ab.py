@@ -159,6 +159,12 @@ def run(c, pid, texts, rounds, memory, only=None):
             c.pipe([call(v, 'batch', N, *w)])
         return 2 * N
 
+    def member_brief(v, r):
+        # the same rooms, listed as a WebSocket snapshot asks (no sessions)
+        for k in range(0, 480, 16):
+            c.pipe([call(v, 'q_mbrief', 'mroom-%d' % ((k + j) % 30), '', 100) for j in range(16)])
+        return 480
+
     def cycle(v, r):
         # the Centrifugo comparison's cycle, 15 at a time: a session connects,
         # joins its own channel and the next one's, ends (its leaves in it)
@@ -193,7 +199,8 @@ def run(c, pid, texts, rounds, memory, only=None):
             ('user_query', 'one user query (q_user)', query),
             ('channel_op', 'channel join or leave in a batch of 60', channels),
             ('member_query', "a 2-member room's members (q_members, a join's snapshot)", member_query),
-            ('cycle', 'connect, 2 joins, end (per join or leave, as the Centrifugo row)', cycle)]
+            ('cycle', 'connect, 2 joins, end (per join or leave, as the Centrifugo row)', cycle),
+            ('member_brief', "the same room's members as a snapshot asks (q_mbrief)", member_brief)]
     out = {'rounds': rounds, 'old': V['old'][0], 'new': V['new'][0],
            'loadavg1': os.getloadavg()[0], 'us_redis_cpu': {}}
     for key, label, fn in rows:

@@ -1102,9 +1102,9 @@ static void channels_adapter(void *ud, int status,
   chan_ctx_done(c);
 }
 
-int presence_channel_members(presence_t *p, const char *channel,
-                             const char *after_user_id, size_t limit,
-                             presence_members_cb cb, void *ud) {
+static int channel_members(presence_t *p, const char *channel,
+                           const char *after_user_id, size_t limit, bool brief,
+                           presence_members_cb cb, void *ud) {
   chan_ctx_t stack;
   if (!p || !cb) return PRESENCE_EINVAL;
   if (presence_channel_check(channel)) return PRESENCE_ECHANNEL;
@@ -1114,10 +1114,27 @@ int presence_channel_members(presence_t *p, const char *channel,
   if (!c) return PRESENCE_ENOMEM;
   c->members_cb = cb;
   c->ud = ud;
-  int rc = p->store->ops->channel_members(p->store, channel, after_user_id,
-                                          limit, members_adapter, c);
+  int rc = brief && p->store->ops->channel_members_brief
+               ? p->store->ops->channel_members_brief(
+                     p->store, channel, after_user_id, limit, members_adapter,
+                     c)
+               : p->store->ops->channel_members(p->store, channel,
+                                                after_user_id, limit,
+                                                members_adapter, c);
   if (rc < 0) chan_ctx_done(c);
   return rc;
+}
+
+int presence_channel_members(presence_t *p, const char *channel,
+                             const char *after_user_id, size_t limit,
+                             presence_members_cb cb, void *ud) {
+  return channel_members(p, channel, after_user_id, limit, false, cb, ud);
+}
+
+int presence_channel_members_brief(presence_t *p, const char *channel,
+                                   const char *after_user_id, size_t limit,
+                                   presence_members_cb cb, void *ud) {
+  return channel_members(p, channel, after_user_id, limit, true, cb, ud);
 }
 
 int presence_channels_list(presence_t *p, const char *prefix,

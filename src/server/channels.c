@@ -408,8 +408,9 @@ static void on_members(presence_t *p, int status,
 /* Send the snapshot of r's channel; consumes r. */
 static void snapshot(chan_req_t *r) {
   srv_t *s = r->c->srv;
-  int rc = presence_channel_members(s->p, r->channel, NULL, s->cfg.channel_page,
-                                    on_members, r);
+  /* Members are shown no sessions: the brief listing (docs/api.md). */
+  int rc = presence_channel_members_brief(s->p, r->channel, NULL,
+                                          s->cfg.channel_page, on_members, r);
   if (rc != 0) {
     ws_send_error(r->c, rc == PRESENCE_ESTORE ? "store_unavailable" : "internal",
                   presence_strerror(rc), r->id);

@@ -3321,7 +3321,7 @@ static redisReply *string_payload(redisReply *rep, int *code, size_t min) {
 }
 
 /* Send a channel query: op with (a, after or "", limit); a listing of
- * members (q_members) through the query batch. */
+ * members (q_members, q_mbrief) through the query batch. */
 static int send_query(rstore_t *st, req_fn fn, const char *op, const char *a,
                       const char *after, size_t limit, req_t **out) {
   if (!can_read(st)) return PRESENCE_ESTORE;
@@ -3331,7 +3331,7 @@ static int send_query(rstore_t *st, req_fn fn, const char *op, const char *a,
   char lim[24];
   snprintf(lim, sizeof lim, "%zu", limit);
   const char *args[] = {a, after ? after : "", lim};
-  if (!strcmp(op, "q_members"))
+  if (!strcmp(op, "q_members") || !strcmp(op, "q_mbrief"))
     queue_query(st, r, op, args,
                 limit < QB_WEIGHT ? (uint32_t)limit : QB_WEIGHT);
   else
@@ -3410,18 +3410,17 @@ static void members_done(rstore_t *st, req_t *r, redisReply *rep, int code) {
   xfree(st, metas);
 }
 
-static int r_channel_members(presence_store_t *base, const char *channel,
-                             const char *after, size_t limit,
-                             void (*cb)(void *, int,
-                                        const presence_member_info_t *, size_t,
-                                        uint64_t, const char *),
-                             void *ud) {
-  rstore_t *st = (rstore_t *)base;
+typedef void (*members_fn)(void *, int, const presence_member_info_t *, size_t,
+                           uint64_t, const char *);
+
+/* op: q_members, or q_mbrief (the members without their sessions). */
+static int members_query(rstore_t *st, const char *op, const char *channel,
+                         const char *after, size_t limit, members_fn cb,
+                         void *ud) {
   char *ch = xstrdup(st, channel);
   if (!ch) return PRESENCE_ENOMEM;
   req_t *r = NULL;
-  int rc = send_query(st, members_done, "q_members", channel,
-                      after, limit, &r);
+  int rc = send_query(st, members_done, op, channel, after, limit, &r);
   if (rc) {
     xfree(st, ch);
     return rc;
@@ -3430,6 +3429,20 @@ static int r_channel_members(presence_store_t *base, const char *channel,
   r->members_cb = cb;
   r->ud = ud;
   return 0;
+}
+
+static int r_channel_members(presence_store_t *base, const char *channel,
+                             const char *after, size_t limit, members_fn cb,
+                             void *ud) {
+  return members_query((rstore_t *)base, "q_members", channel, after, limit,
+                       cb, ud);
+}
+
+static int r_channel_members_brief(presence_store_t *base, const char *channel,
+                                   const char *after, size_t limit,
+                                   members_fn cb, void *ud) {
+  return members_query((rstore_t *)base, "q_mbrief", channel, after, limit,
+                       cb, ud);
 }
 
 static void channels_done(rstore_t *st, req_t *r, redisReply *rep, int code) {
@@ -3796,6 +3809,7 @@ static const presence_store_ops_t redis_ops = {
     .channel_members = r_channel_members,
     .channels_list = r_channels_list,
     .user_channels = r_user_channels,
+    .channel_members_brief = r_channel_members_brief,
 };
 
 /* The URL, then what the options give apart from it (credentials read from

@@ -1501,25 +1501,39 @@ static gather_t *gather_new(rshards_t *r, size_t limit, void *ud) {
   return g;
 }
 
-static int s_channel_members(presence_store_t *base, const char *channel,
-                             const char *after, size_t limit,
-                             void (*cb)(void *, int,
-                                        const presence_member_info_t *, size_t,
-                                        uint64_t, const char *),
-                             void *ud) {
-  rshards_t *r = (rshards_t *)base;
+typedef void (*members_fn)(void *, int, const presence_member_info_t *, size_t,
+                           uint64_t, const char *);
+
+/* brief: each shard's brief listing (the members without their sessions). */
+static int members_of(rshards_t *r, const char *channel, const char *after,
+                      size_t limit, bool brief, members_fn cb, void *ud) {
   gather_t *g = gather_new(r, limit, ud);
   if (!g) return PRESENCE_ENOMEM;
   g->mcb = cb;
   /* One extra per shard so g->left never reaches 0 inside the loop. */
   g->left++;
   for (uint32_t i = 0; i < r->n; i++) {
-    int rc = r->sub[i]->ops->channel_members(r->sub[i], channel, after, limit,
-                                             members_page, g);
+    presence_store_t *sub = r->sub[i];
+    int rc = brief ? sub->ops->channel_members_brief(sub, channel, after,
+                                                     limit, members_page, g)
+                   : sub->ops->channel_members(sub, channel, after, limit,
+                                               members_page, g);
     if (rc) members_page(g, rc, NULL, 0, 0, NULL);
   }
   if (--g->left == 0) members_last(g);
   return 0;
+}
+
+static int s_channel_members(presence_store_t *base, const char *channel,
+                             const char *after, size_t limit, members_fn cb,
+                             void *ud) {
+  return members_of((rshards_t *)base, channel, after, limit, false, cb, ud);
+}
+
+static int s_channel_members_brief(presence_store_t *base, const char *channel,
+                                   const char *after, size_t limit,
+                                   members_fn cb, void *ud) {
+  return members_of((rshards_t *)base, channel, after, limit, true, cb, ud);
 }
 
 static void chans_last(gather_t *g) {
@@ -1602,6 +1616,7 @@ static const presence_store_ops_t rshards_ops = {
     .log_last_seq = s_log_last_seq,
     .destroy = s_destroy,
     .channel_members = s_channel_members,
+    .channel_members_brief = s_channel_members_brief,
     .channels_list = s_channels_list,
     .user_channels = s_user_channels,
     .log_count = s_log_count,

@@ -89,15 +89,23 @@ static void mq_cb(presence_t *p, int status, const presence_member_info_t *m,
 
 static bool mq_pred(void *ud) { return ((mq_t *)ud)->got; }
 
-static mq_t members(fx_t *f, int i, const char *ch, const char *after,
-                    size_t limit) {
+static mq_t members_as(fx_t *f, int i, const char *ch, const char *after,
+                       size_t limit, bool brief) {
   mq_t q;
   memset(&q, 0, sizeof q);
   assert_int_equal(
-      presence_channel_members(f->in[i].p, ch, after, limit, mq_cb, &q), 0);
+      (brief ? presence_channel_members_brief
+             : presence_channel_members)(f->in[i].p, ch, after, limit, mq_cb,
+                                         &q),
+      0);
   assert_true(run_until(&f->loop, mq_pred, &q, 5000));
   assert_int_equal(q.status, 0);
   return q;
+}
+
+static mq_t members(fx_t *f, int i, const char *ch, const char *after,
+                    size_t limit) {
+  return members_as(f, i, ch, after, limit, false);
 }
 
 /* ---- tests --------------------------------------------------------------- */
@@ -129,6 +137,20 @@ static void members_and_data(void **state) {
   assert_string_equal(q.data[0], "{\"c\":2}");
   assert_int_equal(q.metas[0], 2);
   assert_string_equal(q.users[1], "bob");
+  /* The brief listing (a client's snapshot): the same members, count and
+   * data, no sessions; paged the same way. */
+  mq_t b = members_as(f, 0, "room", NULL, 10, true);
+  assert_int_equal(b.count, 2);
+  assert_int_equal(b.n, 2);
+  assert_string_equal(b.users[0], "ann");
+  assert_string_equal(b.data[0], "{\"c\":2}");
+  assert_int_equal(b.metas[0], 0);
+  assert_string_equal(b.users[1], "bob");
+  assert_string_equal(b.data[1], "");
+  b = members_as(f, 0, "room", "ann", 1, true);
+  assert_int_equal(b.n, 1);
+  assert_string_equal(b.users[0], "bob");
+  assert_false(b.has_next);
   /* Paging: one a page. */
   q = members(f, 0, "room", NULL, 1);
   assert_int_equal(q.n, 1);

@@ -1813,11 +1813,14 @@ end
 -- A member as reply fields: user, status, version, since, '=' data or '',
 -- number of sessions, then per session: id, status, joined ms, '=' data or
 -- ''. The version field is 'v/sv' (the shown version after the slash) or,
--- with_shown, 'v/sv/shown' (the channel's shown count too).
-local function member_reply(c, u, res, with_shown)
+-- with_shown, 'v/sv/shown' (the channel's shown count too). brief: no
+-- sessions (their number 0), what a client's snapshot shows: the data from
+-- the most recent join alone, no session record read (q_mbrief).
+local function member_reply(c, u, res, with_shown, brief)
   local M = mget(c, u)
   if not M then return false end
   local ns = #M.sids
+  if brief then ns = 0 end
   -- The joins' records in one HMGET, the user's and its sessions' in
   -- another (a member was 2 + 2 per session calls: its data read the first
   -- join twice).
@@ -1846,6 +1849,7 @@ local function member_reply(c, u, res, with_shown)
   res[#res + 1] = s(M.since)
   res[#res + 1] = d and ('=' .. d) or ''
   res[#res + 1] = s(ns)
+  if brief then return true end
   for i, sid in ipairs(M.sids) do
     local j = js[i] or ''
     local rec = hu[i + 1]
@@ -1862,8 +1866,9 @@ end
 -- ARGV: channel, after ('' from the start), limit. Payload: {count, more,
 -- n, members..., seq}: the shard's counter last, read in the same call as
 -- the count, so the sharded store orders the count against the events of
--- this shard's log (redis_ccount.c).
-OPS.q_members = function()
+-- this shard's log (redis_ccount.c). q_mbrief: the members without their
+-- sessions (member_reply's brief).
+local function q_members(brief)
   local c, after, lim = ARGV[A], ARGV[A + 1], tonumber(ARGV[A + 2])
   -- 'count/shown' (the invisible members left out of shown)
   local n = redis.call('ZCARD', k_cmem(c))
@@ -1878,20 +1883,22 @@ OPS.q_members = function()
     end
     local n = 0
     for _, u in ipairs(us) do
-      if member_reply(c, u, res) then n = n + 1 end
+      if member_reply(c, u, res, false, brief) then n = n + 1 end
     end
     res[3] = s(n)
   end
   res[#res + 1] = redis.call('GET', K_SEQ) or '0'
   return {0, res}
 end
+OPS.q_members = function() return q_members(false) end
+OPS.q_mbrief = function() return q_members(true) end
 
 -- Queries asked while other calls were in flight, in one call (redis.c's
 -- queue_query): ARGV: n, then per query its op and three arguments.
 -- Payload: each query's own reply ({code, payload}), in order. Each query
 -- reads the op's arguments at A, moved to its own for the time it runs
 -- (begin() puts A back, should a query fail half-way).
-local QBATCH = {q_user = true, q_members = true}
+local QBATCH = {q_user = true, q_members = true, q_mbrief = true}
 OPS.qbatch = function()
   local n = tonumber(ARGV[A])
   local base, res = A, {}

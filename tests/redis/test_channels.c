@@ -108,6 +108,18 @@ static mq_t members(fx_t *f, int i, const char *ch, const char *after,
   return members_as(f, i, ch, after, limit, false);
 }
 
+/* members_and_data's room: ann (data {"c":2}, ann_metas sessions listed)
+ * and bob (no data). */
+static void assert_room(const mq_t *q, size_t ann_metas) {
+  assert_int_equal(q->count, 2);
+  assert_int_equal(q->n, 2);
+  assert_string_equal(q->users[0], "ann");
+  assert_string_equal(q->data[0], "{\"c\":2}");
+  assert_int_equal(q->metas[0], ann_metas);
+  assert_string_equal(q->users[1], "bob");
+  assert_string_equal(q->data[1], "");
+}
+
 /* ---- tests --------------------------------------------------------------- */
 
 static void members_and_data(void **state) {
@@ -131,22 +143,11 @@ static void members_and_data(void **state) {
   wait_done(&f->loop, a, t);
   assert_no_errors(a);
   mq_t q = members(f, 0, "room", NULL, 10);
-  assert_int_equal(q.count, 2);
-  assert_int_equal(q.n, 2);
-  assert_string_equal(q.users[0], "ann");
-  assert_string_equal(q.data[0], "{\"c\":2}");
-  assert_int_equal(q.metas[0], 2);
-  assert_string_equal(q.users[1], "bob");
+  assert_room(&q, 2);
   /* The brief listing (a client's snapshot): the same members, count and
    * data, no sessions; paged the same way. */
   mq_t b = members_as(f, 0, "room", NULL, 10, true);
-  assert_int_equal(b.count, 2);
-  assert_int_equal(b.n, 2);
-  assert_string_equal(b.users[0], "ann");
-  assert_string_equal(b.data[0], "{\"c\":2}");
-  assert_int_equal(b.metas[0], 0);
-  assert_string_equal(b.users[1], "bob");
-  assert_string_equal(b.data[1], "");
+  assert_room(&b, 0);
   b = members_as(f, 0, "room", "ann", 1, true);
   assert_int_equal(b.n, 1);
   assert_string_equal(b.users[0], "bob");

@@ -772,7 +772,7 @@ int presence_channel_members(presence_t *p, const char *channel,
                              presence_members_cb cb, void *ud);
 /* The same page where the members' sessions may be left out (n_metas 0,
  * session_count 0): what a client's snapshot shows. The Redis store then
- * reads no session of theirs (~0.83x the Redis CPU of a two-member
+ * reads no session of theirs (~0.84x the Redis CPU of a two-member
  * listing); the embedded store answers as presence_channel_members. */
 int presence_channel_members_brief(presence_t *p, const char *channel,
                                    const char *after_user_id, size_t limit,

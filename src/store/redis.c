@@ -3320,10 +3320,11 @@ static redisReply *string_payload(redisReply *rep, int *code, size_t min) {
   return *code ? NULL : p;
 }
 
-/* Send a channel query: op with (a, after or "", limit); a listing of
- * members (q_members, q_mbrief) through the query batch. */
+/* Send a channel query: op with (a, after or "", limit); batched: through
+ * the query batch (a listing of members, weighed by its limit). */
 static int send_query(rstore_t *st, req_fn fn, const char *op, const char *a,
-                      const char *after, size_t limit, req_t **out) {
+                      const char *after, size_t limit, bool batched,
+                      req_t **out) {
   if (!can_read(st)) return PRESENCE_ESTORE;
   req_t *r = req_new(st, fn);
   if (!r) return PRESENCE_ENOMEM;
@@ -3331,7 +3332,7 @@ static int send_query(rstore_t *st, req_fn fn, const char *op, const char *a,
   char lim[24];
   snprintf(lim, sizeof lim, "%zu", limit);
   const char *args[] = {a, after ? after : "", lim};
-  if (!strcmp(op, "q_members") || !strcmp(op, "q_mbrief"))
+  if (batched)
     queue_query(st, r, op, args,
                 limit < QB_WEIGHT ? (uint32_t)limit : QB_WEIGHT);
   else
@@ -3420,7 +3421,7 @@ static int members_query(rstore_t *st, const char *op, const char *channel,
   char *ch = xstrdup(st, channel);
   if (!ch) return PRESENCE_ENOMEM;
   req_t *r = NULL;
-  int rc = send_query(st, members_done, op, channel, after, limit, &r);
+  int rc = send_query(st, members_done, op, channel, after, limit, true, &r);
   if (rc) {
     xfree(st, ch);
     return rc;
@@ -3478,7 +3479,7 @@ static int r_channels_list(presence_store_t *base, const char *prefix,
                            void *ud) {
   req_t *r = NULL;
   int rc = send_query((rstore_t *)base, channels_done, "q_chans", prefix,
-                      after, limit, &r);
+                      after, limit, false, &r);
   if (rc) return rc;
   r->channels_cb = cb;
   r->ud = ud;

@@ -792,10 +792,15 @@ local function chan_session_status(sid, u, list, from, to, reason)
   end
 end
 
--- Write session sid's record r with its channels now list.
-local function sc_put(u, sid, r, list)
+-- Write session sid's record r with its channels now list; uc: a channel
+-- the user becomes a member of, its field (F_UC) written in the same HSET.
+local function sc_put(u, sid, r, list, uc)
   r.ch = table.concat(list, '\t')
-  redis.call('HSET', k_user(u), sid, rec_make(r))
+  if uc then
+    redis.call('HSET', k_user(u), sid, rec_make(r), F_UC .. uc, '')
+  else
+    redis.call('HSET', k_user(u), sid, rec_make(r))
+  end
 end
 
 -- Replace session sid's data in channel c (dm: '=' .. data, or ''): it
@@ -836,10 +841,7 @@ local function chan_join(sid, u, c, dm, maxc, reason)
   local jf, jrec = 'j\t' .. sid, nows() .. '\t' .. dm
   local M = mget(c, u)
   if not M then
-    -- A new member: the session's record and the user's channel field in
-    -- one HSET.
-    r.ch = table.concat(list, '\t')
-    redis.call('HSET', k_user(u), sid, rec_make(r), F_UC .. c, '')
+    sc_put(u, sid, r, list, c)
     M = {u = u, st = online and ON or IDLE, v = 0, since = now,
          non = online and 1 or 0, g = 0, gr = 0, sv = 0, sids = {sid}}
     redis.call('ZADD', k_cmem(c), 0, u)

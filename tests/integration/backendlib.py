@@ -100,6 +100,7 @@ class EventTap:
         head = await self.reader.readuntil(b"\r\n\r\n")
         self.chunked = b"chunked" in head.lower()
         self.raw = bytearray()
+        self.skip = 0  # events before mark(): left out of events()
         self.task = asyncio.ensure_future(self._pump())
         self.last_rx = asyncio.get_event_loop().time()
         return self
@@ -125,8 +126,13 @@ class EventTap:
                 return True
         return False
 
+    def mark(self):
+        """From now on events() leaves out the events received so far."""
+        self.skip += len(self.events())
+
     def events(self):
-        """The events so far: a list of dicts (the JSON of each data line)."""
+        """The events so far (since mark()): a list of dicts (the JSON of
+        each data line)."""
         raw = bytes(self.raw)
         body = bytearray()
         i = 0
@@ -148,7 +154,7 @@ class EventTap:
                     out.append(json.loads(line[6:]))
                 except ValueError:
                     pass
-        return out
+        return out[self.skip:]
 
     def close(self):
         self.task.cancel()

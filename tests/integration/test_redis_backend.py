@@ -99,6 +99,11 @@ async def held_by_a(t, cl, prefix, n):
     await b.open_many(ss)
     t.check(f"{prefix}: B sees them online", await wait_status(B, users, "online", 10))
     tap = await EventTap.open(B)
+    # B's stream may still be delivering the connects (its feed reads the
+    # log after the users' state is readable): what counts comes after A's
+    # death, so the tap starts once it has gone quiet.
+    await tap.quiet(0.5)
+    tap.mark()
     A.signal(signal.SIGKILL)
     b.abort()
     return ss, users, tap

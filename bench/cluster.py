@@ -26,11 +26,15 @@ FCALLs and CPU are printed beside it. Targets: cluster / single <= 1.2
 
 --rate R paces each instance at R operations a second (bench_cluster
 --rate), the same in every mode. By default each slot starts its next
-operation when its last one is answered (the most the nodes take): on a
-host with fewer cores than redis-servers a primary the scheduler favours
-answers sooner and is handed more, so the spread measures the scheduler
-as much as the key layout. Paced below what the nodes take, every user
-gets the same operations and the spread is the layout's.
+operation when its last one is answered (the most the nodes take). Each
+session's user is drawn anew at its connect (bench_cluster.c,
+session_user), so in either loop a primary gets the operations of the
+users it holds, however fast the host lets it answer: the spread is the
+key layout's. Until 2026-12-05 slot k was user k for the whole run, and
+closed, a primary the scheduler favoured answered its own slots sooner
+and was handed more (spread up to +21 % on this 2-core host, against
+2-7 % since; the CPU ratio rose from 1.18-1.22 to 1.28-1.32 with it, in
+the same interleaved runs: docs/benchmarks.md).
 
 The CPU window holds only the operations: the INFO reads around it (slow
 on a loaded host: seconds, which an earlier version counted in the CPU and

@@ -17,10 +17,11 @@
  * --rate paces each instance at OPS operations a second, its slots taken
  * in turn (open loop), instead of each slot starting its next operation
  * as its last one is answered (closed loop, the default: the most the
- * nodes take). Closed, a node that the host schedules more often answers
- * sooner and is handed more work; paced below what the nodes take, each
- * slot does the same number of operations, so the primaries' shares are
- * those of the users they hold: what the key layout spreads.
+ * nodes take). Each session's user is drawn at its connect (session_user),
+ * so in either loop the primaries' shares are those of the users they
+ * hold: what the key layout spreads. (Until 2026-12-05 slot k was user k
+ * for the whole run: closed, a node that the host schedules more often
+ * then answered its own slots sooner and was handed more work.)
  *
  * --held N has each instance open N more sessions, each its own user, before
  * the run and keep them open through it: the store then holds a
@@ -186,12 +187,27 @@ static void pace(uv_timer_t *t) {
   }
 }
 
+/* The user of a slot's gen-th session: one of the slots' users (u0 ..
+ * u<slots-1>), drawn anew at each connect, the same draw for slot k of every
+ * instance at the same gen (splitmix64 of both). A slot bound to one user
+ * for the whole run (bench_redis's way) ties it to one shard: in the closed
+ * loop a primary the host schedules less then answers its slots slower and
+ * is handed less, so the spread measured the scheduler. Drawn per session,
+ * each shard gets the sessions its users' share of the draws gives it,
+ * however fast it answers, as a deployment's arrivals do not wait on Redis. */
+static unsigned session_user(int slot, uint64_t gen, int slots) {
+  uint64_t x = ((uint64_t)slot << 32 ^ gen) + 0x9e3779b97f4a7c15ull;
+  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+  x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+  x ^= x >> 31;
+  return (unsigned)(x % (uint64_t)slots);
+}
+
 static void issue(worker_t *w, int slot) {
   char sid[64], uid[64];
-  /* As bench_redis: slot k of every instance is the same user. */
   snprintf(sid, sizeof sid, "i%d-s%d-%llu", w->idx, slot,
            (unsigned long long)w->gen[slot]);
-  snprintf(uid, sizeof uid, "u%d", slot);
+  snprintf(uid, sizeof uid, "u%u", session_user(slot, w->gen[slot], w->slots));
   ref_t *r = malloc(sizeof *r);
   r->w = w;
   r->slot = slot;

@@ -129,6 +129,12 @@ class Redis:
                 return int(line.split(":")[1])
         return -1
 
+    def log_bytes(self):
+        """MEMORY USAGE of presenced's log (the stream under the default
+        prefix), every node counted; 0 when there is none."""
+        v = self.cmd("MEMORY", "USAGE", "presence:log", "SAMPLES", "0")
+        return int(v) if v and v.lstrip("-").isdigit() else 0
+
     def cpu_s(self):
         with open(f"/proc/{self.proc.pid}/stat") as f:
             parts = f.read().rpartition(")")[2].split()
@@ -293,7 +299,8 @@ def row_idle(build, mk, redis):
             first = bench.Server.rss_kb(srv)
             time.sleep(6)
             return {"rss_kb_1s": first, "rss_kb": bench.Server.rss_kb(srv),
-                    "redis_used": redis.used_memory() if redis else None}
+                    "redis_used": redis.used_memory() if redis else None,
+                    "redis_log": redis.log_bytes() if redis else None}
         got = held(build, srv, IDLE_CONNS, during)
         r = {"conns": IDLE_CONNS, "loadavg": bench.loadavg()}
         if got:
@@ -307,6 +314,17 @@ def row_idle(build, mk, redis):
                 r["redis_bytes_per_presence"] = (got["redis_used"] - mem0) \
                     / IDLE_CONNS
                 r["redis_presence_entries_per_conn"] = 2
+                # presenced's transition log apart: its entries are a cost
+                # per event, bounded by --log-capacity (a log that has
+                # wrapped takes no more for a new connection), where the
+                # rest is what each connection holds (Centrifugo keeps no
+                # log: 0)
+                if got.get("redis_log") is not None:
+                    r["redis_log_bytes_per_conn"] = got["redis_log"] / \
+                        IDLE_CONNS
+                    r["redis_bytes_per_presence_without_log"] = \
+                        r["redis_bytes_per_presence"] - \
+                        r["redis_log_bytes_per_conn"]
         return r
     finally:
         srv.stop()
@@ -472,6 +490,10 @@ ROWS = [
      "(B, 10,000 held)", "lower"),
     ("redis", "idle", "redis_bytes_per_presence", "Redis: bytes in Redis per conn "
      "(B, 10,000 held)", "lower"),
+    # the same without presenced's log (a cost per event, bounded by
+    # --log-capacity; Centrifugo keeps none): what each connection holds
+    ("redis", "idle", "redis_bytes_per_presence_without_log", "Redis: the same, "
+     "presenced's log apart (B)", "lower"),
     ("redis", "churn", "cycles_per_s", "Redis: join+leave cycles/s",
      "higher"),
     ("redis", "churn", "redis_cpu_us_per_presence_op", "Redis: CPU us per join/leave "

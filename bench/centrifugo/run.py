@@ -131,9 +131,9 @@ class Redis:
 
     def log_bytes(self):
         """MEMORY USAGE of presenced's log (the stream under the default
-        prefix), every node counted; 0 when there is none."""
+        prefix, which the bench's presenced uses); 0 when there is none."""
         v = self.cmd("MEMORY", "USAGE", "presence:log", "SAMPLES", "0")
-        return int(v) if v and v.lstrip("-").isdigit() else 0
+        return int(v) if v else 0
 
     def cpu_s(self):
         with open(f"/proc/{self.proc.pid}/stat") as f:

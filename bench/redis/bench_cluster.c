@@ -188,13 +188,9 @@ static void pace(uv_timer_t *t) {
 }
 
 /* The user of a slot's gen-th session: one of the slots' users (u0 ..
- * u<slots-1>), drawn anew at each connect, the same draw for slot k of every
- * instance at the same gen (splitmix64 of both). A slot bound to one user
- * for the whole run (bench_redis's way) ties it to one shard: in the closed
- * loop a primary the host schedules less then answers its slots slower and
- * is handed less, so the spread measured the scheduler. Drawn per session,
- * each shard gets the sessions its users' share of the draws gives it,
- * however fast it answers, as a deployment's arrivals do not wait on Redis. */
+ * u<slots-1>), drawn anew at each connect (splitmix64 of slot and gen, so
+ * slot k of every instance draws the same at the same gen); why per
+ * session, see the top of this file. */
 static unsigned session_user(int slot, uint64_t gen, int slots) {
   uint64_t x = ((uint64_t)slot << 32 ^ gen) + 0x9e3779b97f4a7c15ull;
   x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;

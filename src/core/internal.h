@@ -109,7 +109,14 @@ int presence__message_check_len(const char *text, const char *emoji,
  * (no tombstones), so lookups stay short under churn.
  */
 typedef struct presence__hkey {
-  uint32_t hash;
+  /* The key's hash; in a table made with presence__table_init_rehash the
+   * table computes it from the key instead, and these 4 bytes are the
+   * record's own (`own`): the memory store's most numerous records are a
+   * pool size class smaller for it. */
+  union {
+    uint32_t hash;
+    uint32_t own;
+  };
   uint8_t len;
   uint8_t spare[3]; /* free for the record's own small fields */
 } presence__hkey_t;
@@ -128,11 +135,19 @@ typedef struct presence__table {
   size_t cap;
   size_t count;
   size_t key_offset; /* where the record's key bytes start */
+  bool rehash;       /* hkey.hash not kept: presence__hash of the key */
   const presence_allocator_t *alloc;
 } presence__table_t;
 
 int presence__table_init(presence__table_t *t, const presence_allocator_t *a,
                          size_t key_offset);
+/* The same for records that do not keep their hash: it is presence__hash
+ * of the key's bytes (presence__key_bytes(len) of them), computed when the
+ * table needs it (an insert or remove without the hash, a resize), and
+ * hkey.own is the record's. */
+int presence__table_init_rehash(presence__table_t *t,
+                                const presence_allocator_t *a,
+                                size_t key_offset);
 void presence__table_free(presence__table_t *t);
 void *presence__table_find(const presence__table_t *t, const char *key,
                            size_t len, uint32_t hash);
@@ -141,9 +156,12 @@ int presence__table_reserve(presence__table_t *t, size_t n);
 void presence__table_prefetch(const presence__table_t *t, uint32_t hash);
 /* The record must not be present. 0 or ENOMEM. */
 int presence__table_insert(presence__table_t *t, void *rec);
+/* The same with the record's hash, known to the caller. */
+int presence__table_insert_h(presence__table_t *t, void *rec, uint32_t hash);
 /* Room for one more insert: 0 (the next insert cannot fail) or ENOMEM. */
 int presence__table_make_room(presence__table_t *t);
 void presence__table_remove(presence__table_t *t, void *rec);
+void presence__table_remove_h(presence__table_t *t, void *rec, uint32_t hash);
 /* Iterate: start with *pos = 0; returns NULL at the end. The table must not
  * change during an iteration. */
 void *presence__table_next(const presence__table_t *t, size_t *pos);

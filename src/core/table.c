@@ -37,9 +37,16 @@ static inline void *rec_of(uint64_t slot) {
   return (void *)(uintptr_t)(slot & PTR_MASK);
 }
 
-static inline uint64_t slot_of(void *rec) {
+static inline uint64_t slot_of(void *rec, uint32_t hash) {
+  return tag_of(hash) | ((uint64_t)(uintptr_t)rec & PTR_MASK);
+}
+
+/* The record's hash: kept in it, or made again from its key. */
+static inline uint32_t hash_of(const presence__table_t *t, const void *rec) {
   const presence__hkey_t *k = rec;
-  return tag_of(k->hash) | ((uint64_t)(uintptr_t)rec & PTR_MASK);
+  if (!t->rehash) return k->hash;
+  return presence__hash((const char *)rec + t->key_offset,
+                        presence__key_bytes(k->len));
 }
 
 static inline uint64_t with_dist(uint64_t slot, size_t dist) {
@@ -52,13 +59,14 @@ static inline size_t dist_at(const presence__table_t *t, size_t i) {
   uint64_t s = t->slots[i];
   size_t d = (size_t)((s & DIST_MASK) >> DIST_SHIFT);
   if (d < DIST_MAX) return d;
-  size_t home = home_of(((presence__hkey_t *)rec_of(s))->hash, t->cap);
+  size_t home = home_of(hash_of(t, rec_of(s)), t->cap);
   return (i + t->cap - home) % t->cap;
 }
 
 int presence__table_init(presence__table_t *t, const presence_allocator_t *a,
                          size_t key_offset) {
   memset(t, 0, sizeof(*t));
+  t->rehash = false;
   t->alloc = a;
   t->key_offset = key_offset;
   t->cap = 16;
@@ -66,6 +74,14 @@ int presence__table_init(presence__table_t *t, const presence_allocator_t *a,
   if (!t->slots) return PRESENCE_ENOMEM;
   memset(t->slots, 0, t->cap * sizeof(uint64_t));
   return 0;
+}
+
+int presence__table_init_rehash(presence__table_t *t,
+                                const presence_allocator_t *a,
+                                size_t key_offset) {
+  int rc = presence__table_init(t, a, key_offset);
+  t->rehash = true;
+  return rc;
 }
 
 void presence__table_free(presence__table_t *t) {
@@ -90,7 +106,7 @@ static int resize(presence__table_t *t, size_t ncap) {
   memset(ns, 0, ncap * sizeof(uint64_t));
   for (size_t i = 0; i < t->cap; i++) {
     uint64_t s = t->slots[i];
-    if (s) place(ns, ncap, s & ~DIST_MASK, ((presence__hkey_t *)rec_of(s))->hash);
+    if (s) place(ns, ncap, s & ~DIST_MASK, hash_of(t, rec_of(s)));
   }
   presence__free(t->alloc, t->slots);
   t->slots = ns;
@@ -107,7 +123,8 @@ void *presence__table_find(const presence__table_t *t, const char *key,
     if (!s) return NULL;
     if ((s & TAG_MASK) == tag) {
       presence__hkey_t *k = rec_of(s);
-      if (k->hash == hash && k->len == len &&
+      /* A table without kept hashes has the slot's ten bits to go on. */
+      if ((t->rehash || k->hash == hash) && k->len == len &&
           memcmp((char *)k + t->key_offset, key, presence__key_bytes(len)) ==
               0)
         return k;
@@ -139,21 +156,28 @@ int presence__table_make_room(presence__table_t *t) {
   return 0;
 }
 
-int presence__table_insert(presence__table_t *t, void *rec) {
+int presence__table_insert_h(presence__table_t *t, void *rec, uint32_t hash) {
   int rc = presence__table_make_room(t);
   if (rc) return rc;
-  place(t->slots, t->cap, slot_of(rec), ((presence__hkey_t *)rec)->hash);
+  place(t->slots, t->cap, slot_of(rec, hash), hash);
   t->count++;
   return 0;
+}
+
+int presence__table_insert(presence__table_t *t, void *rec) {
+  return presence__table_insert_h(t, rec, hash_of(t, rec));
 }
 
 /* Backward-shift deletion: pull later members of the probe run into the
  * hole when their home allows it, so no tombstones accumulate. */
 void presence__table_remove(presence__table_t *t, void *rec) {
-  const presence__hkey_t *k = rec;
+  presence__table_remove_h(t, rec, hash_of(t, rec));
+}
+
+void presence__table_remove_h(presence__table_t *t, void *rec, uint32_t hash) {
   size_t cap = t->cap;
-  size_t i = home_of(k->hash, cap);
-  uint64_t want = slot_of(rec);
+  size_t i = home_of(hash, cap);
+  uint64_t want = slot_of(rec, hash);
   while ((t->slots[i] & ~DIST_MASK) != want) {
     if (!t->slots[i]) return; /* not present */
     if (++i == cap) i = 0;

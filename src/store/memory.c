@@ -29,44 +29,119 @@
 /* ---- records ----------------------------------------------------------- */
 
 /* key.spare[] of a session */
-#define S_STATUS 0
+#define S_STATE 0 /* its status (bits 0-1) and flags (SF_*) */
 #define S_REASON 1
-#define S_FLAGS 2
-#define SF_IDLE_BY_INACTIVITY 0x1
-#define SF_ID_TEXT 0x2 /* a compact id's text is kept apart (sid_text_keep) */
+#define S_DEV 2 /* device kind, an index into the store's words */
+#define S_STATUS_BITS 0x3u
+#define SF_IDLE_BY_INACTIVITY 0x4
+#define SF_ID_TEXT 0x8 /* a compact id's text is kept apart (sid_text_keep) */
+#define SF_META 0x10   /* metadata follows the id */
 
 /* key.spare[] of a user */
-#define U_STATUS 0 /* reported status */
+#define U_STATE 0 /* reported status (bits 0-1), why the last session ended
+                     (above them, for a delayed offline) */
 #define U_FLAGS 1
-#define U_END_REASON 2 /* why the last session ended, for a delayed offline */
+#define U_AVAIL 2 /* presence_availability_t */
 #define UF_IN_GRACE 0x1
 #define UF_MIXED_DEV 0x2 /* its sessions are of more than one device kind */
+
+/* 48 bits in 6 bytes, for the session and user records' times and
+ * pointers: a wall-clock millisecond fits 47 bits and a sign for about
+ * 4,460 years either side of 1970, and a user-space address fits 48 bits
+ * on the platforms the record table already asks that of (table.c keeps 48
+ * of a pointer). With the hashes the tables no longer keep, these take a
+ * session record from the 72-byte pool class to 56 and a user's from 96 to
+ * 80 (docs/internals/core.md, "Memory per session"). Bytes, not a
+ * bit-field: no alignment, no padding. */
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+/* A 4- and a 2-byte move each way, in registers: the byte loop below is
+ * not merged into them by every compiler, and a 6-byte memcpy into a
+ * zeroed uint64_t goes through the stack, two narrow stores read back
+ * wide, which the CPU cannot forward (a stall on the way from a session to
+ * its user, ~10 % of a status change). */
+static inline void u48_put(uint8_t b[6], uint64_t v) {
+  uint32_t lo = (uint32_t)v;
+  uint16_t hi = (uint16_t)(v >> 32);
+  memcpy(b, &lo, 4);
+  memcpy(b + 4, &hi, 2);
+}
+static inline uint64_t u48_get(const uint8_t b[6]) {
+  uint32_t lo;
+  uint16_t hi;
+  memcpy(&lo, b, 4);
+  memcpy(&hi, b + 4, 2);
+  return (uint64_t)lo | (uint64_t)hi << 32;
+}
+#else
+static inline void u48_put(uint8_t b[6], uint64_t v) {
+  for (int i = 0; i < 6; i++) b[i] = (uint8_t)(v >> (8 * i));
+}
+static inline uint64_t u48_get(const uint8_t b[6]) {
+  uint64_t v = 0;
+  for (int i = 0; i < 6; i++) v |= (uint64_t)b[i] << (8 * i);
+  return v;
+}
+#endif
+#define T48_MAX (((int64_t)1 << 47) - 1)
+/* A time beyond +-2^47 ms (a host's clock that far off) is held at the
+ * limit rather than wrapped. */
+static inline void t48_put(uint8_t b[6], int64_t ms) {
+  if (ms > T48_MAX) ms = T48_MAX;
+  if (ms < -T48_MAX) ms = -T48_MAX;
+  u48_put(b, (uint64_t)ms);
+}
+static inline int64_t t48_get(const uint8_t b[6]) {
+  uint64_t v = u48_get(b);
+  return (int64_t)(v ^ 0x800000000000ull) - (int64_t)0x800000000000ll;
+}
+static inline void p48_put(uint8_t b[6], const void *p) {
+  uintptr_t a = (uintptr_t)p;
+  assert((uint64_t)a >> 48 == 0);
+  u48_put(b, (uint64_t)a);
+}
+static inline void *p48_get(const uint8_t b[6]) {
+  return (void *)(uintptr_t)u48_get(b);
+}
 
 struct muser;
 struct mjoin;
 struct mmember;
 
-/* The id follows the fixed part, and the metadata (if any) follows the id's
- * NUL: one allocation per session, no pointer for what most sessions lack.
- * A canonical lowercase UUID (presenced's own session ids, and most hosts')
- * is held as its 16 bytes, key.len PRESENCE__KEY_BIN16 and no NUL: 20 bytes
- * less a session, see "compact session ids" below. */
+/* The id follows the fixed part, and the metadata (if any, SF_META)
+ * follows the id's NUL: one allocation per session, no pointer for what most
+ * sessions lack. A canonical lowercase UUID (presenced's own session ids,
+ * and most hosts') is held as its 16 bytes, key.len PRESENCE__KEY_BIN16 and
+ * no NUL: 20 bytes less a session, see "compact session ids" below. The
+ * fixed part is 40 bytes, so such a session is a 56-byte block:
+ *   - the table computes the key's hash when it needs it (insert, remove,
+ *     growth), and key.own holds the next of the user's sessions, as its
+ *     block's index in the session pool plus one (0: none);
+ *   - the status, reason, flags and device sit in key.spare;
+ *   - the user and join list pointers and both times take 48 bits each. */
 typedef struct msess {
   presence__hkey_t key;
   uint32_t slot; /* the block's index in the session pool (set by the pool) */
   uint32_t gen;  /* the handle's check; 0 while the block is free */
-  struct muser *user;
-  int64_t connected_ms;
-  int64_t status_since_ms;
-  struct mjoin *joins; /* channels joined, in join order */
-  /* The small fields last, right before the id: no padding between them.
-   * The next of the user's sessions is named by its block's index in the
-   * session pool, plus one (0: none), in 4 bytes instead of a pointer's 8. */
-  uint32_t user_next;
-  uint16_t meta_size; /* strlen(meta) + 1; 0: no metadata */
-  uint8_t dev;        /* device kind, an index into the store's words */
+  uint8_t user48[6];  /* struct muser * */
+  uint8_t joins48[6]; /* struct mjoin *: channels joined, in join order */
+  uint8_t connected48[6];
+  uint8_t status_since48[6];
   char id[];
 } msess_t;
+_Static_assert(offsetof(msess_t, id) == 40, "a compact session is 56 bytes");
+
+static inline struct muser *sess_user(const msess_t *s) {
+  return p48_get(s->user48);
+}
+static inline struct mjoin *sess_joins(const msess_t *s) {
+  return p48_get(s->joins48);
+}
+static inline void sess_set_joins(msess_t *s, struct mjoin *j) {
+  p48_put(s->joins48, j);
+}
+static inline uint8_t sess_dev(const msess_t *s) {
+  return s->key.spare[S_DEV];
+}
 
 /* Bytes the id takes in the record, by key.len. */
 static inline size_t sid_bytes(size_t key_len) {
@@ -78,7 +153,14 @@ static inline size_t sid_len(const msess_t *s) {
 }
 
 static inline const char *sess_meta(const msess_t *s) {
-  return s->meta_size ? s->id + sid_bytes(s->key.len) : NULL;
+  return (s->key.spare[S_STATE] & SF_META) ? s->id + sid_bytes(s->key.len)
+                                           : NULL;
+}
+/* strlen(meta) + 1, 0 without: kept nowhere, as it is asked for only when
+ * the session's block goes back to the pool. */
+static inline size_t sess_meta_size(const msess_t *s) {
+  const char *meta = sess_meta(s);
+  return meta ? strlen(meta) + 1 : 0;
 }
 
 /* In front of a session when inactivity is on: its place in the activity
@@ -98,7 +180,7 @@ static inline size_t sess_block_size(bool inactivity, size_t key_len,
          sid_bytes(key_len) + meta_size;
 }
 static inline size_t sess_size(bool inactivity, const msess_t *s) {
-  return sess_block_size(inactivity, s->key.len, s->meta_size);
+  return sess_block_size(inactivity, s->key.len, sess_meta_size(s));
 }
 /* The session pool keeps a free block's index and generation readable
  * (pool.c): they must be adjacent, index first. And every session fits the
@@ -110,34 +192,52 @@ _Static_assert(sizeof(act_t) + offsetof(msess_t, id) + PRESENCE_ID_MAX + 1 +
                    PRESENCE__POOL_MAX,
                "every session fits the session pool");
 
+/* The fixed part is 63 bytes, so a user with an id of up to 16 characters
+ * is an 80-byte block: the table computes the key's hash (key.own is the
+ * generation below), the status, end reason, flags and availability sit in
+ * key.spare, the times take 48 bits each, the version 32. */
 typedef struct muser {
+  /* key.own: bumped to cancel a pending grace or forget entry. One
+   * counter serves both queues: a grace entry is live only while the user
+   * is in grace (reported present, no session) and a forget entry only
+   * while it is offline outside grace, so no user has a live entry in
+   * both, and every bump that cancels one kind finds none of the other
+   * live. */
   presence__hkey_t key;
+  struct mmember *members; /* channel memberships, including ones in grace */
+  struct uext *ext;        /* what the person set; NULL: nothing yet */
   uint32_t n_sessions;
   uint32_t n_online;
-  /* Bumped to cancel a pending grace or forget entry. One counter serves
-   * both queues: a grace entry is live only while the user is in grace
-   * (reported present, no session) and a forget entry only while it is
-   * offline outside grace, so no user has a live entry in both, and every
-   * bump that cancels one kind finds none of the other live. */
-  uint32_t gen;
   /* The newest session, as its index in the session pool plus one (0:
-   * none); the rest follow through msess_t.user_next. */
+   * none); the rest follow through the sessions' key.own. */
   uint32_t sessions;
-  uint64_t version;
-  int64_t since_ms;
-  int64_t last_seen_ms;
-  struct mmember *members; /* channel memberships, including ones in grace */
-  int64_t last_active_ms; /* when last online (not idle) */
-  struct uext *ext;       /* what the person set; NULL: nothing yet */
+  /* 32 bits, as the shown one and a member's: it moves with the user's
+   * own transitions only (not with each session's), so a wrap is
+   * billions of a user's transitions away. */
+  uint32_t version;
   /* What watchers are shown as the version: bumped only by events they see
    * (shown_bump), so it reveals no hidden change. */
   uint32_t shown_version;
-  /* The byte fields last, right before the id: no padding (a 16-character
-   * id fills the record to 96 bytes, a pool class). */
-  uint8_t avail;          /* presence_availability_t */
-  uint8_t dev;            /* every session's device, unless UF_MIXED_DEV */
+  uint8_t since48[6];
+  uint8_t last_seen48[6];
+  uint8_t last_active48[6]; /* when last online (not idle) */
+  uint8_t dev; /* every session's device, unless UF_MIXED_DEV */
   char id[];
 } muser_t;
+_Static_assert(offsetof(muser_t, id) == 63,
+               "a user with a 16-character id is 80 bytes");
+
+static inline presence_availability_t u_avail(const muser_t *u) {
+  return (presence_availability_t)u->key.spare[U_AVAIL];
+}
+static inline presence_reason_t u_end_reason(const muser_t *u) {
+  return (presence_reason_t)(u->key.spare[U_STATE] >> 2);
+}
+static inline void u_set_end_reason(muser_t *u, presence_reason_t r) {
+  u->key.spare[U_STATE] =
+      (uint8_t)((u->key.spare[U_STATE] & S_STATUS_BITS) | ((unsigned)r << 2));
+}
+_Static_assert(PRESENCE_REASON_COUNT_ <= 64, "a reason fits 6 bits");
 _Static_assert(offsetof(muser_t, id) + PRESENCE_ID_MAX + 1 <= PRESENCE__POOL_MAX,
                "every user record is pooled (m_destroy frees none of them)");
 
@@ -261,8 +361,8 @@ static inline uint32_t link_of(const msess_t *s) { return s->slot + 1; }
 /*
  * A session id that is a canonical lowercase UUID (8-4-4-4-12 hex digits,
  * as presenced makes them) is held as its 16 bytes instead of 37 of text
- * and NUL: at one session per user that takes the session record from the
- * 96-byte pool class to the 72-byte one. Only that exact form is packed, so
+ * and NUL: 20 bytes less a session, at one session per user a quarter
+ * of its record. Only that exact form is packed, so
  * the text comes back byte for byte; any other id (upper case, braces, a
  * host's own scheme) stays text. Such a key's hash is that of its 16
  * bytes; key.len (PRESENCE__KEY_BIN16) keeps the two forms apart in the
@@ -449,7 +549,7 @@ static const char *sess_id_kept(mstore_t *m, msess_t *s) {
   if (s->key.len != PRESENCE__KEY_BIN16) return s->id;
   uint32_t h = sid_text_hash(s);
   sid_text_rec_t *r;
-  if (s->key.spare[S_FLAGS] & SF_ID_TEXT) {
+  if (s->key.spare[S_STATE] & SF_ID_TEXT) {
     r = presence__table_find(&m->sid_texts, (const char *)&s, sizeof s, h);
     assert(r);
     return r->text;
@@ -465,14 +565,14 @@ static const char *sess_id_kept(mstore_t *m, msess_t *s) {
     presence__pool_free(&m->pool, r, sizeof *r);
     return NULL;
   }
-  s->key.spare[S_FLAGS] |= SF_ID_TEXT;
+  s->key.spare[S_STATE] |= SF_ID_TEXT;
   return r->text;
 }
 
 /* What a session's compact id left behind, when it ends. */
 static void sid_text_drop(mstore_t *m, const msess_t *s) {
   if (m->sid_text_of == s) m->sid_text_of = NULL;
-  if (!(s->key.spare[S_FLAGS] & SF_ID_TEXT)) return;
+  if (!(s->key.spare[S_STATE] & SF_ID_TEXT)) return;
   sid_text_rec_t *r = presence__table_find(&m->sid_texts, (const char *)&s,
                                            sizeof s, sid_text_hash(s));
   assert(r);
@@ -481,10 +581,10 @@ static void sid_text_drop(mstore_t *m, const msess_t *s) {
 }
 static inline msess_t *sess_of_act(act_t *a) { return (msess_t *)(a + 1); }
 static inline presence_status_t s_status(const msess_t *s) {
-  return (presence_status_t)s->key.spare[S_STATUS];
+  return (presence_status_t)(s->key.spare[S_STATE] & S_STATUS_BITS);
 }
 static inline presence_status_t u_status(const muser_t *u) {
-  return (presence_status_t)u->key.spare[U_STATUS];
+  return (presence_status_t)(u->key.spare[U_STATE] & S_STATUS_BITS);
 }
 
 static inline uint32_t rel_now(mstore_t *m) {
@@ -569,8 +669,8 @@ static presence_status_t dev_best(const mstore_t *m, const muser_t *u,
   }
   presence_status_t b = PRESENCE_OFFLINE;
   for (const msess_t *x = sess_at(m, u->sessions); x;
-       x = sess_at(m, x->user_next))
-    if (x != skip && x->dev == dev) b = best_of(b, s_status(x));
+       x = sess_at(m, x->key.own))
+    if (x != skip && sess_dev(x) == dev) b = best_of(b, s_status(x));
   return b;
 }
 
@@ -587,25 +687,26 @@ static void emit_session(mstore_t *m, presence_event_type_t type,
                          unsigned flags, int64_t now_ms) {
   /* Designated: the fields a session event leaves out are zeroed once,
    * not cleared and then written (on every session operation's path). */
-  presence_availability_t av = (presence_availability_t)s->user->avail;
+  muser_t *u = sess_user(s);
+  presence_availability_t av = u_avail(u);
   presence_event_t ev = {
       .type = type,
       .reason = reason,
       .session_id = sess_id(m, s),
-      .user_id = s->user->id,
+      .user_id = u->id,
       .meta = type == PRESENCE_EV_SESSION_CONNECTED ? sess_meta(s) : NULL,
       .from = from,
       .to = to,
-      .user_version = s->user->version,
+      .user_version = u->version,
       .flags = flags,
       .availability_from = av,
       .availability_to = av,
-      .device = m->dev_word[s->dev],
+      .device = m->dev_word[sess_dev(s)],
       .device_from = dev_from,
       .device_to = dev_to,
   };
-  shown_bump(s->user, &ev);
-  emit(m, &ev, now_ms, sid_len(s), s->user->key.len);
+  shown_bump(u, &ev);
+  emit(m, &ev, now_ms, sid_len(s), u->key.len);
 }
 
 static void stats_leave(mstore_t *m, presence_status_t st) {
@@ -658,23 +759,24 @@ static void user_transition(mstore_t *m, muser_t *u, presence_status_t to,
   if (from == to) return;
   stats_leave(m, from);
   stats_enter(m, to);
-  u->key.spare[U_STATUS] = (uint8_t)to;
+  u->key.spare[U_STATE] =
+      (uint8_t)((u->key.spare[U_STATE] & ~S_STATUS_BITS) | (unsigned)to);
   u->version++;
-  u->since_ms = now_ms;
+  t48_put(u->since48, now_ms);
   /* Going offline keeps last_seen: it was set when the last session ended,
    * which is when the user was really last seen (grace may fire later). */
   if (to != PRESENCE_OFFLINE) {
-    u->last_seen_ms = now_ms;
-    u->gen++; /* back: a pending forget no longer applies */
+    t48_put(u->last_seen48, now_ms);
+    u->key.own++; /* back: a pending forget no longer applies */
   } else if (m->retention_s) {
     /* Without memory: the user stays (ENOMEM is no reason to lose an
      * event), only longer than asked. */
-    (void)uq_push(m, &m->fq, u, u->gen,
+    (void)uq_push(m, &m->fq, u, u->key.own,
                   (uint32_t)((m->h.mono_ms(m->h.host_ud) - m->mono_base) /
                              1000) +
                       m->retention_s);
   }
-  presence_availability_t av = (presence_availability_t)u->avail;
+  presence_availability_t av = u_avail(u);
   presence_event_t ev = {
       .type = to == PRESENCE_ONLINE ? PRESENCE_EV_USER_ONLINE
               : to == PRESENCE_IDLE ? PRESENCE_EV_USER_IDLE
@@ -685,10 +787,10 @@ static void user_transition(mstore_t *m, muser_t *u, presence_status_t to,
       .from = from,
       .to = to,
       .user_version = u->version,
-      .last_seen_ms = u->last_seen_ms,
+      .last_seen_ms = t48_get(u->last_seen48),
       .availability_from = av,
       .availability_to = av,
-      .device = cause ? m->dev_word[cause->dev] : NULL,
+      .device = cause ? m->dev_word[sess_dev(cause)] : NULL,
       .device_from = cause ? dev_from : PRESENCE_OFFLINE,
       .device_to = cause ? dev_to : PRESENCE_OFFLINE,
   };
@@ -699,9 +801,9 @@ static void user_transition(mstore_t *m, muser_t *u, presence_status_t to,
 /* ---- grace ------------------------------------------------------------- */
 
 static int grace_push(mstore_t *m, muser_t *u, uint32_t deadline) {
-  int rc = uq_push(m, &m->gq, u, u->gen + 1, deadline);
+  int rc = uq_push(m, &m->gq, u, u->key.own + 1, deadline);
   if (rc) return rc;
-  u->gen++;
+  u->key.own++;
   u->key.spare[U_FLAGS] |= UF_IN_GRACE;
   return 0;
 }
@@ -709,7 +811,7 @@ static int grace_push(mstore_t *m, muser_t *u, uint32_t deadline) {
 static void grace_cancel(muser_t *u) {
   if (u->key.spare[U_FLAGS] & UF_IN_GRACE) {
     u->key.spare[U_FLAGS] &= (uint8_t)~UF_IN_GRACE;
-    u->gen++;
+    u->key.own++;
   }
 }
 
@@ -780,11 +882,10 @@ static muser_t *user_get_or_create(mstore_t *m, const char *id, size_t len,
   u = presence__pool_alloc(&m->pool, offsetof(muser_t, id) + len + 1);
   if (!u) return NULL;
   memset(u, 0, offsetof(muser_t, id));
-  u->key.hash = hash;
   u->key.len = (uint8_t)len;
   memcpy(u->id, id, len);
   u->id[len] = '\0';
-  if (presence__table_insert(&m->users, u)) {
+  if (presence__table_insert_h(&m->users, u, hash)) {
     user_free(m, u);
     return NULL;
   }
@@ -835,15 +936,14 @@ static int op_connect(mstore_t *m, const presence_write_t *w) {
   msess_t *s = (msess_t *)(block + pre);
   memset(s, 0, fixed);
   s->slot = index;
-  s->meta_size = (uint16_t)meta_size;
   if (w->meta) {
+    s->key.spare[S_STATE] |= SF_META;
     char *meta = s->id + sid_bytes(k.len);
     memcpy(meta, w->meta, w->meta_len);
     meta[w->meta_len] = '\0';
   }
-  s->key.hash = sh;
   s->key.len = (uint8_t)k.len;
-  s->key.spare[S_STATUS] = PRESENCE_ONLINE;
+  s->key.spare[S_STATE] |= PRESENCE_ONLINE;
   s->key.spare[S_REASON] = PRESENCE_REASON_CONNECT;
   memcpy(s->id, k.bytes, presence__key_bytes(k.len));
   if (k.len != PRESENCE__KEY_BIN16) s->id[k.len] = '\0';
@@ -864,8 +964,8 @@ static int op_connect(mstore_t *m, const presence_write_t *w) {
     session_free(m, s);
     return rc;
   }
-  s->dev = (uint8_t)dev;
-  if (presence__table_insert(&m->sessions, s)) {
+  s->key.spare[S_DEV] = (uint8_t)dev;
+  if (presence__table_insert_h(&m->sessions, s, sh)) {
     session_free(m, s);
     return PRESENCE_ENOMEM;
   }
@@ -878,31 +978,32 @@ static int op_connect(mstore_t *m, const presence_write_t *w) {
     m->sid_text_of = s;
   }
   int64_t now = m->h.wall_ms(m->h.host_ud);
-  s->connected_ms = s->status_since_ms = now;
-  s->user = u;
+  t48_put(s->connected48, now);
+  t48_put(s->status_since48, now);
+  p48_put(s->user48, u);
   bool back_in_grace = (u->key.spare[U_FLAGS] & UF_IN_GRACE) &&
                        !(u->key.spare[U_FLAGS] & UF_MIXED_DEV);
   uint8_t dev_in_grace = u->dev;
   if (u->n_sessions == 0) {
-    u->dev = s->dev;
+    u->dev = sess_dev(s);
     u->key.spare[U_FLAGS] &= (uint8_t)~UF_MIXED_DEV;
-  } else if (s->dev != u->dev) {
+  } else if (sess_dev(s) != u->dev) {
     u->key.spare[U_FLAGS] |= UF_MIXED_DEV;
   }
-  s->user_next = u->sessions;
+  s->key.own = u->sessions;
   u->sessions = link_of(s);
   u->n_sessions++;
   u->n_online++;
-  u->last_active_ms = now;
+  t48_put(u->last_active48, now);
   m->stats.sessions++;
   if (m->inactivity) {
     act_t *a = act_of(s);
     act_push(m, a, rel_now(m));
   }
-  presence_status_t dev_from = dev_best(m, u, s->dev, s);
+  presence_status_t dev_from = dev_best(m, u, sess_dev(s), s);
   /* Back inside the offline grace on the device it left from: watchers
    * were never told that device went (see op_end), so it is no change. */
-  if (back_in_grace && u->n_sessions == 1 && s->dev == dev_in_grace)
+  if (back_in_grace && u->n_sessions == 1 && sess_dev(s) == dev_in_grace)
     dev_from = u_status(u);
   grace_cancel(u);
   emit_session(m, PRESENCE_EV_SESSION_CONNECTED, s, PRESENCE_REASON_CONNECT,
@@ -911,7 +1012,7 @@ static int op_connect(mstore_t *m, const presence_write_t *w) {
                now);
   user_transition(m, u, PRESENCE_ONLINE, PRESENCE_REASON_CONNECT, s, dev_from,
                   PRESENCE_ONLINE, now);
-  u->last_seen_ms = now;
+  t48_put(u->last_seen48, now);
   return 0;
 }
 
@@ -985,6 +1086,22 @@ typedef struct mmember {
   int64_t since_ms;
   char *gdata; /* the data it had when it entered its grace */
 } mmember_t;
+
+/* A join off its session's list (the list is short: the session's
+ * channels). */
+static void sess_joins_unlink(msess_t *s, mjoin_t *j) {
+  mjoin_t *p = sess_joins(s);
+  if (p == j) {
+    sess_set_joins(s, j->s_next);
+    return;
+  }
+  for (; p; p = p->s_next) {
+    if (p->s_next == j) {
+      p->s_next = j->s_next;
+      return;
+    }
+  }
+}
 
 /* A join's record goes (its data is the caller's): j0 is marked free. */
 static void join_release(mstore_t *m, mjoin_t *j) {
@@ -1084,7 +1201,7 @@ static void emit_member_flags(mstore_t *m, presence_event_type_t type,
   /* The member's availability, so channel observers mask it like watchers
    * do (an invisible member shows offline: presence_shown_status). */
   ev.availability_from = ev.availability_to =
-      (presence_availability_t)mb->k.user->avail;
+      u_avail(mb->k.user);
   if (presence__event_member_visible(&ev)) mb->shown_version++;
   ev.shown_version = mb->shown_version;
   emit(m, &ev, now, cause ? sid_len(cause) : 0, mb->k.user->key.len);
@@ -1125,7 +1242,7 @@ static void member_leave(mstore_t *m, mmember_t *mb, presence_reason_t reason,
   else u->members = mb->u_next;
   if (mb->u_next) mb->u_next->u_prev = mb->u_prev;
   ch->n_members--;
-  if (u->avail == PRESENCE_AVAIL_INVISIBLE) ch->n_hidden--;
+  if (u_avail(u) == PRESENCE_AVAIL_INVISIBLE) ch->n_hidden--;
   m->stats.members--;
   emit_member(m, PRESENCE_EV_CHANNEL_LEAVE, mb, reason, cause, from,
               PRESENCE_OFFLINE, now);
@@ -1193,14 +1310,7 @@ static void join_remove(mstore_t *m, mjoin_t *j, bool unlink_session,
     if (mb->u_prev) __builtin_prefetch(mb->u_prev);
     if (mb->u_next) __builtin_prefetch(mb->u_next);
   }
-  if (unlink_session) {
-    for (mjoin_t **pp = &s->joins; *pp; pp = &(*pp)->s_next) {
-      if (*pp == j) {
-        *pp = j->s_next;
-        break;
-      }
-    }
-  }
+  if (unlink_session) sess_joins_unlink(s, j);
   bool was_head = mb->joins == j;
   for (mjoin_t **pp = &mb->joins; *pp; pp = &(*pp)->m_next) {
     if (*pp == j) {
@@ -1236,7 +1346,7 @@ static void join_remove(mstore_t *m, mjoin_t *j, bool unlink_session,
 
 static mjoin_t *session_join_of(msess_t *s, mchan_t *ch, size_t *n) {
   size_t k = 0;
-  for (mjoin_t *j = s->joins; j; j = j->s_next, k++) {
+  for (mjoin_t *j = sess_joins(s); j; j = j->s_next, k++) {
     if (j->member->k.chan == ch) return j;
   }
   if (n) *n = k;
@@ -1255,7 +1365,7 @@ static mjoin_t *write_join(mstore_t *m, const presence_write_t *w,
     *rc = PRESENCE_ENOSESSION;
     return NULL;
   }
-  mjoin_t *j = s->joins;
+  mjoin_t *j = sess_joins(s);
   for (; j; j = j->s_next) {
     const mchan_t *ch = j->member->k.chan;
     if (ch->key.len == w->channel_len &&
@@ -1296,7 +1406,7 @@ static int op_join(mstore_t *m, const presence_write_t *w) {
   uint32_t ch_hash = presence__hash(w->channel, w->channel_len);
   mchan_t *ch = presence__table_find(&m->channels, w->channel, w->channel_len,
                                      ch_hash);
-  muser_t *u = s->user;
+  muser_t *u = sess_user(s);
   /* The member's slot is a cache miss at scale: start loading it before
    * the session's join list walk and the allocations below. */
   uint32_t mb_hash = ch ? member_hash(m, ch, u) : 0;
@@ -1309,7 +1419,7 @@ static int op_join(mstore_t *m, const presence_write_t *w) {
   mjoin_t *j = ch ? session_join_of(s, ch, &n_joined) : NULL;
   if (j) return join_set_data(m, j, w); /* joined again: new data */
   if (!ch)
-    for (mjoin_t *k = s->joins; k; k = k->s_next) n_joined++;
+    for (mjoin_t *k = sess_joins(s); k; k = k->s_next) n_joined++;
   if (m->h.max_channels_per_session &&
       n_joined >= m->h.max_channels_per_session)
     return PRESENCE_ECHANLIMIT;
@@ -1382,7 +1492,7 @@ static int op_join(mstore_t *m, const presence_write_t *w) {
     if (u->members) u->members->u_prev = mb;
     u->members = mb;
     ch->n_members++;
-    if (u->avail == PRESENCE_AVAIL_INVISIBLE) ch->n_hidden++;
+    if (u_avail(u) == PRESENCE_AVAIL_INVISIBLE) ch->n_hidden++;
     m->stats.members++;
   }
   presence_status_t from = m_status(mb);
@@ -1392,9 +1502,12 @@ static int op_join(mstore_t *m, const presence_write_t *w) {
   j->joined_ms = now;
   j->data = data;
   j->s_next = NULL;
-  mjoin_t **tail = &s->joins;
-  while (*tail) tail = &(*tail)->s_next;
-  *tail = j;
+  mjoin_t *last = sess_joins(s);
+  if (!last) sess_set_joins(s, j);
+  else {
+    while (last->s_next) last = last->s_next;
+    last->s_next = j;
+  }
   j->m_next = mb->joins;
   mb->joins = j;
   mb->n_joins++;
@@ -1460,10 +1573,7 @@ static int op_remove_user(mstore_t *m, const presence_write_t *w) {
   }
   while (mb->joins->m_next) {
     mjoin_t *j = mb->joins->m_next;
-    mjoin_t **pp;
-    for (pp = &j->sess->joins; *pp != j; pp = &(*pp)->s_next) {
-    }
-    *pp = j->s_next;
+    sess_joins_unlink(j->sess, j);
     mb->joins->m_next = j->m_next;
     mb->n_joins--;
     if (s_status(j->sess) == PRESENCE_ONLINE) mb->n_online--;
@@ -1481,9 +1591,8 @@ static int op_remove_user(mstore_t *m, const presence_write_t *w) {
 static void session_channels_end(mstore_t *m, msess_t *s,
                                  presence_reason_t reason, bool graceful,
                                  int64_t now) {
-  while (s->joins) {
-    mjoin_t *j = s->joins;
-    s->joins = j->s_next;
+  for (mjoin_t *j; (j = sess_joins(s));) {
+    sess_set_joins(s, j->s_next);
     join_remove(m, j, false, reason, graceful, s, now);
   }
 }
@@ -1492,7 +1601,7 @@ static void session_channels_end(mstore_t *m, msess_t *s,
 static void session_channels_status(mstore_t *m, msess_t *s,
                                     presence_status_t was,
                                     presence_reason_t reason, int64_t now) {
-  for (mjoin_t *j = s->joins; j; j = j->s_next) {
+  for (mjoin_t *j = sess_joins(s); j; j = j->s_next) {
     mmember_t *mb = j->member;
     if (was == PRESENCE_ONLINE) mb->n_online--;
     if (s_status(s) == PRESENCE_ONLINE) mb->n_online++;
@@ -1531,15 +1640,15 @@ static int64_t members_tick(mstore_t *m, uint32_t now, bool force,
 static int op_end(mstore_t *m, const presence_write_t *w) {
   msess_t *s = write_session(m, w);
   if (!s) return PRESENCE_ENOSESSION;
-  muser_t *u = s->user;
+  muser_t *u = sess_user(s);
   presence_status_t was = s_status(s);
   presence__table_remove(&m->sessions, s);
   handle_release(s);
   /* Unlink: one session per user (the common case) is the head, found
    * without reading any other session. */
-  for (uint32_t *pp = &u->sessions; *pp; pp = &sess_at(m, *pp)->user_next) {
+  for (uint32_t *pp = &u->sessions; *pp; pp = &sess_at(m, *pp)->key.own) {
     if (*pp == link_of(s)) {
-      *pp = s->user_next;
+      *pp = s->key.own;
       break;
     }
   }
@@ -1549,9 +1658,9 @@ static int op_end(mstore_t *m, const presence_write_t *w) {
   if (m->inactivity) act_unlink(m, act_of(s));
 
   int64_t now = m->h.wall_ms(m->h.host_ud);
-  u->last_seen_ms = now;
-  if (was == PRESENCE_ONLINE) u->last_active_ms = now;
-  presence_status_t dev_after = dev_best(m, u, s->dev, NULL);
+  t48_put(u->last_seen48, now);
+  if (was == PRESENCE_ONLINE) t48_put(u->last_active48, now);
+  presence_status_t dev_after = dev_best(m, u, sess_dev(s), NULL);
   presence_status_t dev_before = best_of(dev_after, was);
   presence_status_t to = computed(u);
   /* Grace covers the cases where the user may simply be back in a moment
@@ -1565,7 +1674,7 @@ static int op_end(mstore_t *m, const presence_write_t *w) {
                   w->reason != PRESENCE_REASON_SHUTDOWN;
   bool in_grace = false;
   if (to == PRESENCE_OFFLINE && m->h.offline_grace_ms && graceful) {
-    u->key.spare[U_END_REASON] = (uint8_t)w->reason;
+    u_set_end_reason(u, w->reason);
     in_grace = grace_push(m, u, rel_now(m) + m->h.offline_grace_ms) == 0;
   }
   bool follows = !in_grace && to != u_status(u);
@@ -1576,7 +1685,7 @@ static int op_end(mstore_t *m, const presence_write_t *w) {
     dev_after = dev_before;
     /* A reconnect inside the grace compares against this device (op_connect):
      * the one watchers still see, whatever devices came and went before. */
-    u->dev = s->dev;
+    u->dev = sess_dev(s);
     u->key.spare[U_FLAGS] &= (uint8_t)~UF_MIXED_DEV;
   }
   emit_session(m, PRESENCE_EV_SESSION_DISCONNECTED, s, w->reason, was,
@@ -1593,17 +1702,18 @@ static int op_end(mstore_t *m, const presence_write_t *w) {
 static void set_status(mstore_t *m, msess_t *s, presence_status_t to,
                        presence_reason_t reason) {
   presence_status_t from = s_status(s);
-  muser_t *u = s->user;
+  muser_t *u = sess_user(s);
   int64_t now = m->h.wall_ms(m->h.host_ud);
-  presence_status_t others = dev_best(m, u, s->dev, s);
-  s->key.spare[S_STATUS] = (uint8_t)to;
+  presence_status_t others = dev_best(m, u, sess_dev(s), s);
+  s->key.spare[S_STATE] =
+      (uint8_t)((s->key.spare[S_STATE] & ~S_STATUS_BITS) | (unsigned)to);
   s->key.spare[S_REASON] = (uint8_t)reason;
-  s->status_since_ms = now;
+  t48_put(s->status_since48, now);
   if (to == PRESENCE_ONLINE) u->n_online++;
   else u->n_online--;
-  u->last_seen_ms = now;
+  t48_put(u->last_seen48, now);
   /* Leaving online ends activity now; entering it is activity now. */
-  u->last_active_ms = now;
+  t48_put(u->last_active48, now);
   presence_status_t dev_from = best_of(others, from),
                     dev_to = best_of(others, to);
   emit_session(m, PRESENCE_EV_SESSION_STATUS, s, reason, from, to, dev_from,
@@ -1617,7 +1727,7 @@ static void set_status(mstore_t *m, msess_t *s, presence_status_t to,
 static int op_set_status(mstore_t *m, const presence_write_t *w) {
   msess_t *s = write_session(m, w);
   if (!s) return PRESENCE_ENOSESSION;
-  uint8_t *flags = &s->key.spare[S_FLAGS];
+  uint8_t *flags = &s->key.spare[S_STATE];
   if (m->inactivity && w->reason == PRESENCE_REASON_EXPLICIT) {
     /* An explicit status is activity, and takes the status out of the
      * inactivity timer's hands. */
@@ -1636,7 +1746,7 @@ static int op_touch(mstore_t *m, const presence_write_t *w) {
   if (!s) return PRESENCE_ENOSESSION;
   if (!m->inactivity) return 0;
   act_t *a = act_of(s);
-  uint8_t *flags = &s->key.spare[S_FLAGS];
+  uint8_t *flags = &s->key.spare[S_STATE];
   bool was_idle_by_inactivity = *flags & SF_IDLE_BY_INACTIVITY;
   bool explicit_idle = s_status(s) == PRESENCE_IDLE && !was_idle_by_inactivity;
   if (explicit_idle) return 0; /* only the client brings it back */
@@ -1659,17 +1769,17 @@ static int op_reset(mstore_t *m) {
     while (u->sessions) {
       msess_t *s = sess_at(m, u->sessions);
       presence_status_t was = s_status(s);
-      u->sessions = s->user_next;
+      u->sessions = s->key.own;
       presence__table_remove(&m->sessions, s);
       handle_release(s);
       u->n_sessions--;
       if (was == PRESENCE_ONLINE) {
         u->n_online--;
-        u->last_active_ms = now;
+        t48_put(u->last_active48, now);
       }
       m->stats.sessions--;
       if (m->inactivity) act_unlink(m, act_of(s));
-      presence_status_t dev_after = dev_best(m, u, s->dev, NULL);
+      presence_status_t dev_after = dev_best(m, u, sess_dev(s), NULL);
       /* The user's offline follows the last of them, and says it all. */
       emit_session(m, PRESENCE_EV_SESSION_DISCONNECTED, s,
                    PRESENCE_REASON_INSTANCE_LOST, was, PRESENCE_OFFLINE,
@@ -1681,7 +1791,7 @@ static int op_reset(mstore_t *m) {
       session_free(m, s);
     }
     grace_cancel(u);
-    if (u_status(u) != PRESENCE_OFFLINE) u->last_seen_ms = now;
+    if (u_status(u) != PRESENCE_OFFLINE) t48_put(u->last_seen48, now);
     user_transition(m, u, PRESENCE_OFFLINE, PRESENCE_REASON_INSTANCE_LOST, NULL,
                     PRESENCE_OFFLINE, PRESENCE_OFFLINE, now);
   }
@@ -1776,7 +1886,7 @@ static muser_t *user_find_write(mstore_t *m, const presence_write_t *w) {
 
 /* Whether retention may forget u: nothing set that a reconnect must find. */
 static inline bool holds_setting(const muser_t *u) {
-  return u->avail != PRESENCE_AVAIL_AUTO || ext_has_message(u->ext);
+  return u_avail(u) != PRESENCE_AVAIL_AUTO || ext_has_message(u->ext);
 }
 
 /* A setting cleared on an absent user: it becomes forgettable again, so it
@@ -1788,8 +1898,8 @@ static void maybe_forget_later(mstore_t *m, muser_t *u) {
     return;
   /* Counted from now: an older entry (from going offline while the setting
    * held) must not forget it sooner. */
-  u->gen++;
-  (void)uq_push(m, &m->fq, u, u->gen,
+  u->key.own++;
+  (void)uq_push(m, &m->fq, u, u->key.own,
                 (uint32_t)((m->h.mono_ms(m->h.host_ud) - m->mono_base) / 1000) +
                     m->retention_s);
 }
@@ -1816,7 +1926,7 @@ static void emit_user_setting(mstore_t *m, muser_t *u,
   ev.from = ev.to = u_status(u);
   ev.user_version = u->version;
   ev.availability_from = from;
-  ev.availability_to = (presence_availability_t)u->avail;
+  ev.availability_to = u_avail(u);
   if (type == PRESENCE_EV_USER_MESSAGE) {
     ev.message = ext_text(u->ext);
     ev.emoji = ext_emoji(u->ext);
@@ -1830,7 +1940,7 @@ static void emit_user_setting(mstore_t *m, muser_t *u,
  * it differently (one visibility frame per channel, so its shown version
  * moves by one), and its hidden count moves when invisible came or went. */
 static void member_avail_changed(muser_t *u, presence_availability_t from) {
-  int d = (u->avail == PRESENCE_AVAIL_INVISIBLE) -
+  int d = (u_avail(u) == PRESENCE_AVAIL_INVISIBLE) -
           (from == PRESENCE_AVAIL_INVISIBLE);
   for (mmember_t *mb = u->members; mb; mb = mb->u_next) {
     mb->k.chan->n_hidden += (uint32_t)d;
@@ -1843,11 +1953,11 @@ static int op_set_availability(mstore_t *m, const presence_write_t *w) {
   /* auto on a user never seen is what it already has: no record made. */
   if (!u && w->availability == PRESENCE_AVAIL_AUTO) return 0;
   if (!u && !(u = user_for_write(m, w))) return PRESENCE_ENOMEM;
-  if (u->avail == w->availability) return 0;
+  if (u_avail(u) == w->availability) return 0;
   if (!ext_ensure(m, u)) return PRESENCE_ENOMEM;
   int64_t now = m->h.wall_ms(m->h.host_ud);
-  presence_availability_t from = (presence_availability_t)u->avail;
-  u->avail = (uint8_t)w->availability;
+  presence_availability_t from = u_avail(u);
+  u->key.spare[U_AVAIL] = (uint8_t)w->availability;
   u->ext->avail_since_ms = now;
   member_avail_changed(u, from);
   u->version++;
@@ -1897,7 +2007,7 @@ static int message_store(mstore_t *m, muser_t *u, const char *text,
   if (expires_ms) exp_insert(m, u);
   u->version++;
   emit_user_setting(m, u, PRESENCE_EV_USER_MESSAGE,
-                    (presence_availability_t)u->avail, reason, now);
+                    u_avail(u), reason, now);
   maybe_forget_later(m, u);
   return 0;
 }
@@ -1982,7 +2092,7 @@ static int64_t m_tick(presence_store_t *st, int64_t now_mono) {
   while (m->gq.len) {
     user_entry_t *e = &m->gq.e[m->gq.head];
     muser_t *u = e->user;
-    bool live = u->gen == e->gen && (u->key.spare[U_FLAGS] & UF_IN_GRACE);
+    bool live = u->key.own == e->gen && (u->key.spare[U_FLAGS] & UF_IN_GRACE);
     if (live && !due(e->deadline, now)) {
       next = (int32_t)(e->deadline - now);
       break;
@@ -1992,7 +2102,7 @@ static int64_t m_tick(presence_store_t *st, int64_t now_mono) {
     u->key.spare[U_FLAGS] &= (uint8_t)~UF_IN_GRACE;
     if (!wall) wall = m->h.wall_ms(m->h.host_ud);
     user_transition(m, u, PRESENCE_OFFLINE,
-                    (presence_reason_t)u->key.spare[U_END_REASON], NULL,
+                    u_end_reason(u), NULL,
                     PRESENCE_OFFLINE, PRESENCE_OFFLINE, wall);
   }
   {
@@ -2004,7 +2114,7 @@ static int64_t m_tick(presence_store_t *st, int64_t now_mono) {
   while (m->fq.len) {
     user_entry_t *e = &m->fq.e[m->fq.head];
     muser_t *u = e->user;
-    bool live = u->gen == e->gen && u_status(u) == PRESENCE_OFFLINE &&
+    bool live = u->key.own == e->gen && u_status(u) == PRESENCE_OFFLINE &&
                 !u->n_sessions && !(u->key.spare[U_FLAGS] & UF_IN_GRACE) &&
                 !u->members && !holds_setting(u);
     if (live && e->deadline > now_s) {
@@ -2039,7 +2149,7 @@ static int64_t m_tick(presence_store_t *st, int64_t now_mono) {
       act_unlink(m, a);
       msess_t *s = sess_of_act(a);
       if (s_status(s) == PRESENCE_ONLINE) {
-        s->key.spare[S_FLAGS] |= SF_IDLE_BY_INACTIVITY;
+        s->key.spare[S_STATE] |= SF_IDLE_BY_INACTIVITY;
         set_status(m, s, PRESENCE_IDLE, PRESENCE_REASON_INACTIVITY);
       }
     }
@@ -2140,7 +2250,7 @@ static int fill_member(mstore_t *m, const mmember_t *mb,
   o->since_ms = mb->since_ms;
   o->version = mb->version;
   o->session_count = mb->n_joins;
-  o->availability = (presence_availability_t)mb->k.user->avail;
+  o->availability = u_avail(mb->k.user);
   o->shown_version = mb->shown_version;
   o->channel_shown_count = mb->k.chan->n_members - mb->k.chan->n_hidden;
   o->metas = metas;
@@ -2278,16 +2388,16 @@ static int m_member_get(presence_store_t *st, const char *channel,
 static void fill_user(mstore_t *m, const muser_t *u, presence_user_info_t *o) {
   o->user_id = u->id;
   o->status = u_status(u);
-  o->since_ms = u->since_ms;
+  o->since_ms = t48_get(u->since48);
   /* A present user is being seen now. */
   o->last_seen_ms = o->status != PRESENCE_OFFLINE
                         ? m->h.wall_ms(m->h.host_ud)
-                        : u->last_seen_ms;
+                        : t48_get(u->last_seen48);
   o->session_count = u->n_sessions;
   o->online_count = u->n_online;
   o->version = u->version;
   o->shown_version = u->shown_version;
-  o->availability = (presence_availability_t)u->avail;
+  o->availability = u_avail(u);
   const uext_t *x = u->ext;
   o->availability_since_ms = x ? x->avail_since_ms : 0;
   o->message = ext_text(x);
@@ -2295,7 +2405,7 @@ static void fill_user(mstore_t *m, const muser_t *u, presence_user_info_t *o) {
   o->message_expires_ms = x ? x->msg_expires_ms : 0;
   o->message_set_ms = x ? x->msg_set_ms : 0;
   o->last_active_ms = u->n_online ? m->h.wall_ms(m->h.host_ud)
-                                  : u->last_active_ms;
+                                  : t48_get(u->last_active48);
   /* Devices: one entry per kind, in the order first met. */
   size_t n = 0;
   presence_device_status_t *d = m->dev_scratch;
@@ -2308,11 +2418,11 @@ static void fill_user(mstore_t *m, const muser_t *u, presence_user_info_t *o) {
     }
   } else {
     for (const msess_t *s = sess_at(m, u->sessions); s;
-         s = sess_at(m, s->user_next)) {
+         s = sess_at(m, s->key.own)) {
       size_t k = 0;
-      while (k < n && d[k].device != m->dev_word[s->dev]) k++;
+      while (k < n && d[k].device != m->dev_word[sess_dev(s)]) k++;
       if (k == n) {
-        d[n].device = m->dev_word[s->dev];
+        d[n].device = m->dev_word[sess_dev(s)];
         d[n].status = PRESENCE_OFFLINE;
         d[n].session_count = 0;
         n++;
@@ -2328,14 +2438,14 @@ static void fill_user(mstore_t *m, const muser_t *u, presence_user_info_t *o) {
 static int fill_session(mstore_t *m, msess_t *s, presence_session_info_t *o) {
   o->session_id = sess_id_kept(m, s);
   if (!o->session_id) return PRESENCE_ENOMEM;
-  o->user_id = s->user->id;
+  o->user_id = sess_user(s)->id;
   o->meta = sess_meta(s);
   o->instance_id = m->h.instance_id;
   o->status = s_status(s);
   o->status_reason = (presence_reason_t)s->key.spare[S_REASON];
-  o->connected_ms = s->connected_ms;
-  o->status_since_ms = s->status_since_ms;
-  o->device = m->dev_word[s->dev];
+  o->connected_ms = t48_get(s->connected48);
+  o->status_since_ms = t48_get(s->status_since48);
+  o->device = m->dev_word[sess_dev(s)];
   return 0;
 }
 
@@ -2372,7 +2482,7 @@ static int m_sessions_query(presence_store_t *st, const char *user_id,
   }
   size_t i = 0;
   for (msess_t *s = u ? sess_at(m, u->sessions) : NULL; s;
-       s = sess_at(m, s->user_next)) {
+       s = sess_at(m, s->key.own)) {
     int rc = fill_session(m, s, &m->scratch[i++]);
     if (rc) return rc;
   }
@@ -2439,9 +2549,10 @@ static int m_attach(presence_store_t *st, const presence_store_host_t *host) {
   m->retention_s = host->offline_retention_s;
   if (m->retention_s && (uint64_t)m->retention_s * 1000 <= host->offline_grace_ms)
     m->retention_s = host->offline_grace_ms / 1000 + 1;
-  int rc = presence__table_init(&m->sessions, m->alloc, offsetof(msess_t, id));
+  int rc = presence__table_init_rehash(&m->sessions, m->alloc,
+                                       offsetof(msess_t, id));
   if (rc) return rc;
-  rc = presence__table_init(&m->users, m->alloc, offsetof(muser_t, id));
+  rc = presence__table_init_rehash(&m->users, m->alloc, offsetof(muser_t, id));
   if (rc) return rc;
   rc = presence__table_init(&m->channels, m->alloc, offsetof(mchan_t, name));
   if (rc) return rc;

@@ -860,6 +860,42 @@ static void sessions_keep_their_metadata(void **state) {
  * back byte for byte, a query's strings stay valid while other sessions are
  * asked about, and the compact form is never confused with a text id, even
  * one whose 16 bytes are the UUID's bytes (same hash, same home slot). */
+/* The records keep their times in 48 bits (memory.c): a clock before 1970
+ * or thousands of years ahead comes back exactly, one beyond +-2^47 ms is
+ * held at the limit instead of wrapping into the past. */
+static void record_times_round_trip_or_hold_at_the_limit(void **state) {
+  (void)state;
+  const int64_t limit = ((int64_t)1 << 47) - 1;
+  const int64_t walls[] = {-86400000LL * 365 * 30, 0, 1, 253402300799999LL,
+                           limit, limit + 1, INT64_MAX / 2, -limit - 5};
+  for (size_t i = 0; i < sizeof walls / sizeof walls[0]; i++) {
+    fixture_t *f = make(0, 0, 0, 0);
+    f->clock.wall = walls[i];
+    int64_t want = walls[i] > limit ? limit : walls[i] < -limit ? -limit
+                                                                : walls[i];
+    assert_int_equal(presence_session_connect(f->p, "s1", "alice", NULL, NULL,
+                                              NULL),
+                     0);
+    assert_int_equal(presence_session_set_status(f->p, "s1", PRESENCE_IDLE,
+                                                 NULL, NULL),
+                     0);
+    presence_session_info_t si;
+    assert_int_equal(presence_session_get(f->p, "s1", &si), 0);
+    assert_int_equal(si.connected_ms, want);
+    assert_int_equal(si.status_since_ms, want);
+    presence_user_info_t ui;
+    assert_int_equal(presence_user_get(f->p, "alice", &ui), 0);
+    assert_int_equal(ui.since_ms, want);
+    assert_int_equal(ui.last_active_ms, want);
+    assert_int_equal(presence_session_disconnect(f->p, "s1", NULL, NULL), 0);
+    assert_int_equal(presence_user_get(f->p, "alice", &ui), 0);
+    assert_int_equal(ui.status, PRESENCE_OFFLINE);
+    assert_int_equal(ui.last_seen_ms, want);
+    assert_int_equal(ui.since_ms, want);
+    destroy(f);
+  }
+}
+
 static void compact_session_ids_keep_their_text(void **state) {
   (void)state;
   fixture_t *f = make(0, 0, 0, 0);
@@ -1135,6 +1171,7 @@ int main(void) {
       cmocka_unit_test(done_runs_after_the_events),
       cmocka_unit_test(sessions_keep_their_metadata),
       cmocka_unit_test(compact_session_ids_keep_their_text),
+      cmocka_unit_test(record_times_round_trip_or_hold_at_the_limit),
       cmocka_unit_test(foreach_visits_every_user),
       cmocka_unit_test(log_reads_from_a_cursor_and_reports_gaps),
       cmocka_unit_test(unheard_events_still_reach_the_log),

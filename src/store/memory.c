@@ -516,10 +516,17 @@ static void sid_key_make(sid_key_t *k, const char *id, size_t len) {
   }
 }
 
-static msess_t *sess_find(const mstore_t *m, const char *id, size_t len) {
+/* hash: where to put the key's hash (the sessions table keeps none), or
+ * NULL. */
+static msess_t *sess_find_h(const mstore_t *m, const char *id, size_t len,
+                            uint32_t *hash) {
   sid_key_t k;
   sid_key_make(&k, id, len);
+  if (hash) *hash = k.hash;
   return presence__table_find(&m->sessions, k.bytes, k.len, k.hash);
+}
+static msess_t *sess_find(const mstore_t *m, const char *id, size_t len) {
+  return sess_find_h(m, id, len, NULL);
 }
 
 /* The id's text for an event being built now (valid until the next call). */
@@ -1638,11 +1645,17 @@ static int64_t members_tick(mstore_t *m, uint32_t now, bool force,
 }
 
 static int op_end(mstore_t *m, const presence_write_t *w) {
-  msess_t *s = write_session(m, w);
+  /* By id the lookup's hash serves the removal; by handle it is made
+   * again from the id. */
+  uint32_t hash = 0;
+  msess_t *s = w->handle ? write_session(m, w)
+                         : sess_find_h(m, w->session_id, w->session_id_len,
+                                       &hash);
   if (!s) return PRESENCE_ENOSESSION;
   muser_t *u = sess_user(s);
   presence_status_t was = s_status(s);
-  presence__table_remove(&m->sessions, s);
+  if (w->handle) presence__table_remove(&m->sessions, s);
+  else presence__table_remove_h(&m->sessions, s, hash);
   handle_release(s);
   /* Unlink: one session per user (the common case) is the head, found
    * without reading any other session. */

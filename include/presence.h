@@ -289,7 +289,11 @@ typedef struct presence_user_info {
   int64_t last_seen_ms;  /* when last online or idle (0: never) */
   uint32_t session_count;
   uint32_t online_count; /* sessions that are online (the rest are idle) */
-  uint64_t version;      /* bumped on every user event */
+  /* Bumped on every user event. The embedded store keeps 32 bits of it
+   * (a wrap is 2^32 events of one user away), and its times 48 bits of
+   * milliseconds: one beyond +-2^47 (a clock some 4,460 years from 1970)
+   * is held at that limit. */
+  uint64_t version;
   /* Status that people set. */
   presence_availability_t availability;
   int64_t availability_since_ms; /* when it was last set (0: never) */

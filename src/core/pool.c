@@ -108,8 +108,16 @@ static int grow(presence__pool_t *p, size_t c) {
     p->dir = d;
     p->dir_cap = ncap;
   }
-  chunk_t *ch = presence__malloc(p->alloc, sizeof(chunk_t) + blocks * size);
+  size_t bytes = sizeof(chunk_t) + blocks * size;
+  chunk_t *ch = presence__malloc(p->alloc, bytes);
   if (!ch) return PRESENCE_ENOMEM;
+  /* The record table and the memory store's records keep 48 bits of a
+   * record's address (every x86-64 and AArch64 user-space address without
+   * a tag): memory beyond that is refused, not truncated. */
+  if ((uint64_t)((uintptr_t)ch + bytes) >> 48) {
+    presence__free(p->alloc, ch);
+    return PRESENCE_ENOMEM;
+  }
   ch->next = p->chunks;
   ch->size = (uint32_t)size;
   ch->blocks = (uint32_t)blocks;

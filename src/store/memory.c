@@ -212,8 +212,8 @@ typedef struct muser {
    * none); the rest follow through the sessions' key.own. */
   uint32_t sessions;
   /* 32 bits, as the shown one and a member's: it moves with the user's
-   * own transitions only (not with each session's), so a wrap is
-   * billions of a user's transitions away. */
+   * own events only (not with each session's), so a wrap is billions of
+   * one user's events away. */
   uint32_t version;
   /* What watchers are shown as the version: bumped only by events they see
    * (shown_bump), so it reveals no hidden change. */

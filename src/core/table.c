@@ -66,7 +66,6 @@ static inline size_t dist_at(const presence__table_t *t, size_t i) {
 int presence__table_init(presence__table_t *t, const presence_allocator_t *a,
                          size_t key_offset) {
   memset(t, 0, sizeof(*t));
-  t->rehash = false;
   t->alloc = a;
   t->key_offset = key_offset;
   t->cap = 16;
@@ -168,12 +167,12 @@ int presence__table_insert(presence__table_t *t, void *rec) {
   return presence__table_insert_h(t, rec, hash_of(t, rec));
 }
 
-/* Backward-shift deletion: pull later members of the probe run into the
- * hole when their home allows it, so no tombstones accumulate. */
 void presence__table_remove(presence__table_t *t, void *rec) {
   presence__table_remove_h(t, rec, hash_of(t, rec));
 }
 
+/* Backward-shift deletion: pull later members of the probe run into the
+ * hole when their home allows it, so no tombstones accumulate. */
 void presence__table_remove_h(presence__table_t *t, void *rec, uint32_t hash) {
   size_t cap = t->cap;
   size_t i = home_of(hash, cap);

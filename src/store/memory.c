@@ -593,6 +593,10 @@ static inline presence_status_t s_status(const msess_t *s) {
 static inline presence_status_t u_status(const muser_t *u) {
   return (presence_status_t)(u->key.spare[U_STATE] & S_STATUS_BITS);
 }
+/* The status's two bits of a state byte, the rest kept. */
+static inline void state_set_status(uint8_t *state, presence_status_t st) {
+  *state = (uint8_t)((*state & ~S_STATUS_BITS) | (unsigned)st);
+}
 
 static inline uint32_t rel_now(mstore_t *m) {
   return (uint32_t)(m->h.mono_ms(m->h.host_ud) - m->mono_base);
@@ -766,8 +770,7 @@ static void user_transition(mstore_t *m, muser_t *u, presence_status_t to,
   if (from == to) return;
   stats_leave(m, from);
   stats_enter(m, to);
-  u->key.spare[U_STATE] =
-      (uint8_t)((u->key.spare[U_STATE] & ~S_STATUS_BITS) | (unsigned)to);
+  state_set_status(&u->key.spare[U_STATE], to);
   u->version++;
   t48_put(u->since48, now_ms);
   /* Going offline keeps last_seen: it was set when the last session ended,
@@ -860,8 +863,11 @@ static inline presence_handle_t handle_of(const msess_t *s) {
   return ((presence_handle_t)s->gen << 32) | (s->slot + 1);
 }
 
-/* The session a write names, by handle or by id; NULL if not connected. */
-static msess_t *write_session(mstore_t *m, const presence_write_t *w) {
+/* The session a write names, by handle or by id; NULL if not connected.
+ * By id, *hash (if asked for) gets the id's hash, which the sessions table
+ * does not keep. */
+static msess_t *write_session_h(mstore_t *m, const presence_write_t *w,
+                                uint32_t *hash) {
   if (w->handle) {
     uint32_t gen = (uint32_t)(w->handle >> 32);
     unsigned char *b = presence__pool_block(
@@ -870,7 +876,10 @@ static msess_t *write_session(mstore_t *m, const presence_write_t *w) {
     msess_t *s = (msess_t *)(b + (m->inactivity ? sizeof(act_t) : 0));
     return s->gen == gen ? s : NULL;
   }
-  return sess_find(m, w->session_id, w->session_id_len);
+  return sess_find_h(m, w->session_id, w->session_id_len, hash);
+}
+static msess_t *write_session(mstore_t *m, const presence_write_t *w) {
+  return write_session_h(m, w, NULL);
 }
 
 /* ---- operations -------------------------------------------------------- */
@@ -950,7 +959,7 @@ static int op_connect(mstore_t *m, const presence_write_t *w) {
     meta[w->meta_len] = '\0';
   }
   s->key.len = (uint8_t)k.len;
-  s->key.spare[S_STATE] |= PRESENCE_ONLINE;
+  state_set_status(&s->key.spare[S_STATE], PRESENCE_ONLINE);
   s->key.spare[S_REASON] = PRESENCE_REASON_CONNECT;
   memcpy(s->id, k.bytes, presence__key_bytes(k.len));
   if (k.len != PRESENCE__KEY_BIN16) s->id[k.len] = '\0';
@@ -1648,9 +1657,7 @@ static int op_end(mstore_t *m, const presence_write_t *w) {
   /* By id the lookup's hash serves the removal; by handle it is made
    * again from the id. */
   uint32_t hash = 0;
-  msess_t *s = w->handle ? write_session(m, w)
-                         : sess_find_h(m, w->session_id, w->session_id_len,
-                                       &hash);
+  msess_t *s = write_session_h(m, w, &hash);
   if (!s) return PRESENCE_ENOSESSION;
   muser_t *u = sess_user(s);
   presence_status_t was = s_status(s);
@@ -1718,8 +1725,7 @@ static void set_status(mstore_t *m, msess_t *s, presence_status_t to,
   muser_t *u = sess_user(s);
   int64_t now = m->h.wall_ms(m->h.host_ud);
   presence_status_t others = dev_best(m, u, sess_dev(s), s);
-  s->key.spare[S_STATE] =
-      (uint8_t)((s->key.spare[S_STATE] & ~S_STATUS_BITS) | (unsigned)to);
+  state_set_status(&s->key.spare[S_STATE], to);
   s->key.spare[S_REASON] = (uint8_t)reason;
   t48_put(s->status_since48, now);
   if (to == PRESENCE_ONLINE) u->n_online++;

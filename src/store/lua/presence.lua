@@ -29,6 +29,8 @@
 -- command, more than a whole unbatched connect costs now. So the per-call
 -- state lives in these locals, set by begin() at the start of each call.
 local ARGV, op, P, iid, epoch, maxlen, grace_ms, lease_ms, retention_ms
+-- The caller's epoch as a number: a session record keeps its owner's so.
+local epoch_n
 local grace_arg -- ARGV[6] as last parsed (see begin)
 local now, now_s, t0
 -- now as decimal text, made when a call first needs it (a channel join, a
@@ -81,7 +83,7 @@ local R_EXPLICIT = 3
 
 -- The global keys under the call's prefix (set by set_prefix()):
 local K_SEQ, K_LOG
-local K_FORMAT, FORMAT = nil, '7' -- see 'register'
+local K_FORMAT, FORMAT = nil, '8' -- see 'register'
 local SEQ_JUMP_AFTER_LOSS = 1000000 -- see 'register'
 local K_SIDX      -- hash: session id -> user '\t' owning instance
 local K_INST      -- hash: instance id -> registered epoch
@@ -218,7 +220,7 @@ end
 local function finish()
   if nev == 0 then return out end
   local last = redis.call('INCRBY', K_SEQ, nev)
-  evs[1] = struct.pack(HDR_FMT, now, tonumber(epoch), #iid + 1, iid)
+  evs[1] = struct.pack(HDR_FMT, now, epoch_n, #iid + 1, iid)
   local blob = table.concat(evs, '', 1, nb)
   local last_s = s(last)
   if last > maxlen then
@@ -235,9 +237,11 @@ local function finish()
 end
 
 -- A session record, binary (format 4): status and reason (a byte each),
--- connected ms and status since ms (6-byte integers), owner, owner's epoch
--- and the session's channels ('\t'-separated, in join order), each
--- NUL-terminated (ids and names hold no control character), then '=' ..
+-- connected ms and status since ms (6-byte integers), owner
+-- (NUL-terminated), owner's epoch (6 bytes since format 8: it is a time in
+-- ms; as text it was 14 bytes), and the session's channels ('\t'-separated,
+-- in join order, NUL-terminated: ids and names hold no control
+-- character), then '=' ..
 -- meta or nothing (meta may hold any byte), to the end. struct.pack/unpack
 -- cost a third of what the text record's 7-capture match and
 -- concatenation did, and the record is ~25 bytes shorter (q_sessions still
@@ -253,7 +257,7 @@ local function dev_of(m)
   local d, rest = string.match(m, '^@([^\t]*)\t(.*)$')
   return d or DEV_DEFAULT, rest or m
 end
-local REC_FMT = '<BBI6I6sss'
+local REC_FMT = '<BBI6I6sI6s'
 local function rec_parse(rec)
   local st, r, c, since, i, e, ch, pos = struct.unpack(REC_FMT, rec)
   return {iid = i, epoch = e, st = st, reason = r, conn = c, since = since,
@@ -267,7 +271,7 @@ end
 -- reason, connected ms, since ms, then '=' .. meta or nothing.
 local function rec_text(rec)
   local r = rec_parse(rec)
-  return r.iid .. '\t' .. r.epoch .. '\t' .. s(r.st) .. '\t' .. s(r.reason) ..
+  return r.iid .. '\t' .. s(r.epoch) .. '\t' .. s(r.st) .. '\t' .. s(r.reason) ..
     '\t' .. s(r.conn) .. '\t' .. s(r.since) .. '\t' .. r.m
 end
 -- A session record's status, its first byte, read without parsing the
@@ -291,12 +295,21 @@ end
 -- ('=': every session is of the default device, so n and on say it all;
 -- else 'device:n:on,' per device in the order first met).
 -- Binary since format 4 (URC_FMT: the small numbers a byte each, the
--- counts 4 bytes, versions and ms times 6, the two device strings
--- NUL-terminated): a 14-value string.format and a 14-capture match were
--- ~3 us of a ~15 us batched operation at load 4; pack and unpack cost a
--- fraction of that, and the record is 47 bytes instead of ~63 (under the
--- hash's 64-byte listpack limit with a second device's counts).
-local URC_FMT = '<BBBBBI4I4I6I6I6I6I6ss'
+-- counts 4 bytes, ms times 6, versions 4 since format 8 (6 before), the two
+-- device strings NUL-terminated): a 14-value string.format and a 14-capture
+-- match were ~3 us of a ~15 us batched operation at load 4; pack and
+-- unpack cost a fraction of that, and the record is 43 bytes instead of
+-- ~63 (under the hash's 64-byte listpack limit with a second device's
+-- counts).
+local URC_FMT = '<BBBBBI4I4I4I6I6I6I4ss'
+-- A version's next value. Versions are kept in 4 bytes and wrap, as the
+-- embedded store's 32-bit ones do (include/presence.h): a user's 2^32nd
+-- event would take ~136 years at one a second. 6 bytes cost a user's
+-- hash its allocator class at one session (docs/internals/redis.md).
+local function vinc(v)
+  if v >= 4294967295 then return 0 end
+  return v + 1
+end
 local function urec_parse(h)
   if not h then
     return {st = OFF, n = 0, on = 0, v = 0, since = 0, ls = 0, g = 0,
@@ -465,7 +478,7 @@ local function uemit(U, ty, reason, sid, u, meta, from, to, avf, dev, df, dt,
     vis = shown_st(avf, from) ~= shown_st(avt, to) or
       shown_av(avf, from) ~= shown_av(avt, to) or dvis
   end
-  if vis then U.sv = U.sv + 1 end
+  if vis then U.sv = vinc(U.sv) end
   local flags = 512
   if follows then flags = flags + 1024 end
   if tail then
@@ -514,7 +527,7 @@ local function transition(u, U, to, reason, cause, dev, df, dt)
   local from = U.st
   if from == to then return end
   U.st = to
-  U.v = U.v + 1
+  U.v = vinc(U.v)
   U.since = now
   if to ~= OFF then U.ls = now end
   local ty = EV_UOFF
@@ -572,14 +585,14 @@ local function split_tab(x)
   return t
 end
 
--- Member record (binary since format 6, MREC_FMT): status, version, since
--- ms, online joined sessions, grace pending, grace's end reason, shown
--- version, then '\t'..sid per joined session, most recent (joined or
+-- Member record (binary since format 6, MREC_FMT): status, version (4
+-- bytes since format 8), since ms, online joined sessions, grace pending,
+-- grace's end reason, shown version (4 bytes), then '\t'..sid per joined session, most recent (joined or
 -- updated) first: its join holds the member's data. sv: the version other
 -- members are shown (cemit). The text form's two 7-capture matches and
 -- 7-value string.format were ~1.5 us of a channel join or leave (as the
 -- user record's were, "Binary records" in docs/internals/redis.md).
-local MREC_FMT = '<BI6I6I4BBI6'
+local MREC_FMT = '<BI4I6I4BBI4'
 local function mrec_parse(h)
   if not h then return nil end
   local st, v, since, non, g, gr, sv, pos = struct.unpack(MREC_FMT, h)
@@ -591,12 +604,15 @@ local function mrec_make(M)
   if #M.sids > 0 then h = h .. '\t' .. table.concat(M.sids, '\t') end
   return h
 end
--- Join record: joined ms, then '=' .. data or nothing.
+-- Join record: joined ms (6 bytes since format 8; text and a tab before,
+-- 14 bytes, a big channel's field one allocator class larger), then '=' ..
+-- data or nothing.
+local JREC_FMT = '<I6'
+local function jrec_make(joined, dm) return struct.pack(JREC_FMT, joined) .. dm end
+local function jjoined(j) return (struct.unpack(JREC_FMT, j)) end
 local function jdata(j)
-  if not j then return nil end
-  local d = string.match(j, '^[^\t]*\t(.*)$')
-  if not d or d == '' then return nil end
-  return string.sub(d, 2)
+  if not j or #j <= 6 then return nil end
+  return string.sub(j, 8)
 end
 local function mdata(c, M)
   if #M.sids == 0 then return redis.call('HGET', k_chan(c), 'd\t' .. M.u) or nil end
@@ -648,12 +664,12 @@ end
 -- the shown version and the shown count, in one pack.
 local CEV_FMT = EV_FMT .. 'I2sI6I6'
 local function cemit(ty, reason, sid, c, M, data, from, to, count, dchg)
-  M.v = M.v + 1
+  M.v = vinc(M.v)
   local a = avail_of(M.u)
   local a4 = 4 * a
   if a ~= 3 and (ty ~= EV_CUPDATE or dchg or
                  shown_st(a, from) ~= shown_st(a, to)) then
-    M.sv = M.sv + 1
+    M.sv = vinc(M.sv)
   end
   if dchg then ty = ty + 2048 end
   local n = count or redis.call('ZCARD', k_cmem(c))
@@ -699,7 +715,7 @@ local function chans_avail(u, from, to)
   for _, c in ipairs(uc_list(u)) do
     local M = mget(c, u)
     if M then
-      M.sv = M.sv + 1
+      M.sv = vinc(M.sv)
       mput(c, M)
       if d ~= 0 then redis.call('HINCRBY', k_chan(c), 'h', d) end
     end
@@ -812,9 +828,9 @@ local function chan_set_data(sid, u, c, dm, reason)
   if not list_remove(M.sids, sid) then return E_NOTMEMBER end
   table.insert(M.sids, 1, sid)
   local kc = k_chan(c)
-  local j = redis.call('HGET', kc, 'j\t' .. sid) or nows()
-  local joined = string.match(j, '^([^\t]*)')
-  redis.call('HSET', kc, 'j\t' .. sid, joined .. '\t' .. dm)
+  local j = redis.call('HGET', kc, 'j\t' .. sid)
+  local joined = j and jjoined(j) or now
+  redis.call('HSET', kc, 'j\t' .. sid, jrec_make(joined, dm))
   local d = nil
   if dm ~= '' then d = string.sub(dm, 2) end
   member_changed(c, M, M.st, old, reason, sid, true, d)
@@ -838,7 +854,7 @@ local function chan_join(sid, u, c, dm, maxc, reason)
   list[#list + 1] = c
   local kc = k_chan(c)
   -- The join's record, written with the member's (mput).
-  local jf, jrec = 'j\t' .. sid, nows() .. '\t' .. dm
+  local jf, jrec = 'j\t' .. sid, jrec_make(now, dm)
   local M = mget(c, u)
   if not M then
     sc_put(u, sid, r, list, c)
@@ -912,7 +928,7 @@ local function add_session(sid, u, m, st, reason, conn, U, indexed)
         to ~= U.st)
   transition(u, U, to, reason, sid, dev, df, dt)
   U.ls = now
-  uput(u, U, sid, rec_make({iid = iid, epoch = epoch, st = st, reason = reason,
+  uput(u, U, sid, rec_make({iid = iid, epoch = epoch_n, st = st, reason = reason,
                             conn = conn, since = now, m = m}))
 end
 
@@ -1047,7 +1063,7 @@ local function w_adopt(b)
   if not rec then return E_EXIST end
   local r = rec_parse(rec)
   r.iid = iid
-  r.epoch = epoch
+  r.epoch = epoch_n
   if owner ~= iid then redis.call('HSET', K_SIDX, sid, sidx_val(u, iid)) end
   redis.call('HSET', k_user(u), sid, rec_make(r))
   return 0
@@ -1162,7 +1178,7 @@ local function w_avail(b)
   U.av = av
   avail_memo[u] = nil
   chans_avail(u, from, av)
-  U.v = U.v + 1
+  U.v = vinc(U.v)
   if av ~= 0 then redis.call('PERSIST', k_user(u)) end
   uemit(U, EV_UAVAIL, R_EXPLICIT, nil, u, nil, U.st, U.st, from, nil, nil,
         nil, false)
@@ -1186,7 +1202,7 @@ local function w_msg(b)
     redis.call('HDEL', k_user(u), F_MSG)
     redis.call('ZREM', K_MSGDUE, u)
     U.hm = 0
-    U.v = U.v + 1
+    U.v = vinc(U.v)
     emit_msg(u, U, R_EXPLICIT, nil)
     uput(u, U, F_MT, nows())
     settings_cleared(u, U)
@@ -1202,7 +1218,7 @@ local function w_msg(b)
   else redis.call('ZREM', K_MSGDUE, u) end
   redis.call('PERSIST', k_user(u))
   U.hm = 1
-  U.v = U.v + 1
+  U.v = vinc(U.v)
   emit_msg(u, U, R_EXPLICIT, M)
   uput(u, U)
   return 0
@@ -1227,7 +1243,7 @@ local function expire_messages(lim)
     if U.hm == 1 then
       redis.call('HDEL', ku, F_MSG)
       U.hm = 0
-      U.v = U.v + 1
+      U.v = vinc(U.v)
       emit_msg(u, U, R_EXPIRED, nil)
       -- In the record's HSET: when it was cleared, so that an instance
       -- re-asserting it after a store loss does not bring it back.
@@ -1406,7 +1422,7 @@ OPS.assert = function()
     if rec then
       local r = rec_parse(rec)
       r.iid = iid
-      r.epoch = epoch
+      r.epoch = epoch_n
       if not indexed then redis.call('HSET', K_SIDX, sid, sidx_val(u, iid)) end
       if r.st ~= st then
         set_status(sid, u, r, st, R_RESYNC, U)
@@ -1444,7 +1460,7 @@ OPS.sassert = function()
       U.av = av
       avail_memo[u] = nil
       chans_avail(u, from, av)
-      U.v = U.v + 1
+      U.v = vinc(U.v)
       uemit(U, EV_UAVAIL, R_RESYNC, nil, u, nil, U.st, U.st, from, nil, nil,
             nil, false)
       redis.call('HSET', ku, F_AS, s(as))
@@ -1466,7 +1482,7 @@ OPS.sassert = function()
         if exp > 0 then redis.call('ZADD', K_MSGDUE, exp, u)
         else redis.call('ZREM', K_MSGDUE, u) end
         U.hm = 1
-        U.v = U.v + 1
+        U.v = vinc(U.v)
         emit_msg(u, U, R_RESYNC, M)
         changed = true
       end
@@ -1500,7 +1516,7 @@ OPS.sweep = function()
     for k = 1, #kv, 2 do
       if owned_by(kv[k + 1], tail) then
         local u, U, rr = owned_session(kv[k], kv[k + 1], iid)
-        if rr and rr.epoch ~= epoch then
+        if rr and rr.epoch ~= epoch_n then
           remove_session(kv[k], u, reason, rr, U)
         end
       end
@@ -1651,7 +1667,7 @@ OPS.reap = function()
           break
         end
         local u, U, rr = owned_session(sid, v, dead)
-        if rr and tonumber(rr.epoch) <= de then
+        if rr and rr.epoch <= de then
           remove_session(sid, u, R_LOST, rr, U)
           ids[#ids + 1] = sid
         end
@@ -1858,7 +1874,7 @@ local function member_reply(c, u, res, with_shown, brief)
     local jst = rec and rec_status(rec) or OFF
     res[#res + 1] = sid
     res[#res + 1] = s(jst)
-    res[#res + 1] = string.match(j, '^([^\t]*)') or '0'
+    res[#res + 1] = j ~= '' and s(jjoined(j)) or '0'
     local jd = jdata(j)
     res[#res + 1] = jd and ('=' .. jd) or ''
   end
@@ -2085,6 +2101,7 @@ local function begin(args)
   set_prefix(args[2])
   iid = args[3]
   epoch = args[4]
+  epoch_n = tonumber(epoch)
   maxlen = tonumber(args[5])
   -- 'offline/channel': an instance sends the same text on every call, so
   -- it is parsed only when it changes (two matches were ~1 us a call).

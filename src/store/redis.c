@@ -1287,7 +1287,12 @@ static int resp_put(rstore_t *st, char **buf, size_t *len, size_t *cap,
     *buf = b;
     *cap = ncap;
   }
-  *len += (size_t)snprintf(*buf + *len, 32, "$%zu\r\n", n);
+  char *p = *buf + *len;
+  *p++ = '$';
+  p += presence__resp_dec(p, n);
+  *p++ = '\r';
+  *p++ = '\n';
+  *len = (size_t)(p - *buf);
   memcpy(*buf + *len, a, n);
   *len += n;
   memcpy(*buf + *len, "\r\n", 2);
@@ -1350,8 +1355,8 @@ static void batch_send(rstore_t *st, rbatch_t *q, const char *op, req_fn done,
     b->carry = carry;
   }
   common_buf_t cbuf;
-  char count[16];
-  snprintf(count, sizeof count, "%u", (unsigned)n);
+  char count[24];
+  count[presence__resp_dec(count, n)] = '\0';
   const char *common[COMMON_ARGS + 1];
   size_t nc = (size_t)common_args(st, op, &cbuf, common);
   common[nc++] = count;
@@ -1359,7 +1364,12 @@ static void batch_send(rstore_t *st, rbatch_t *q, const char *op, req_fn done,
   size_t len = 0, cap = body + 512;
   cmd = b ? xmalloc(st, cap) : NULL;
   int rc = cmd ? 0 : PRESENCE_ENOMEM;
-  if (!rc) len = (size_t)snprintf(cmd, cap, "*%zu\r\n", nc + nargs);
+  if (!rc) {
+    cmd[0] = '*';
+    len = 1 + presence__resp_dec(cmd + 1, nc + nargs);
+    cmd[len++] = '\r';
+    cmd[len++] = '\n';
+  }
   for (size_t i = 0; !rc && i < nc; i++)
     rc = resp_put(st, &cmd, &len, &cap, common[i], strlen(common[i]));
   if (!rc && len + body > cap) {
@@ -1521,8 +1531,13 @@ static void done_only(rstore_t *st, req_t *r, redisReply *rep, int code) {
   if (r->done) r->done(r->ud, code);
 }
 
+/* A status, reason or availability (small, never negative) as text. */
 static void status_args(char *buf, size_t n, int v) {
-  snprintf(buf, n, "%d", v);
+  if (n < 8 || v < 0 || v > 9999999) {
+    snprintf(buf, n, "%d", v);
+    return;
+  }
+  buf[presence__resp_dec(buf, (uint64_t)v)] = '\0';
 }
 
 static void send_status(rstore_t *st, lsess_t *s, presence_status_t to,
@@ -1653,8 +1668,8 @@ static int op_connect(rstore_t *st, const presence_write_t *w,
     defer(st, r, PRESENCE_ESTORE);
     return 0;
   }
-  char maxs[16];
-  snprintf(maxs, sizeof maxs, "%u", (unsigned)st->h.max_sessions_per_user);
+  char maxs[24];
+  maxs[presence__resp_dec(maxs, st->h.max_sessions_per_user)] = '\0';
   const char *args[] = {s->id, s->user, meta ? meta : "", maxs};
   /* A take-over (PRESENCE_WRITE_F_ADOPT) is a connect that may also move
    * the same user's session from another instance to this one. */

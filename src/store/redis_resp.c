@@ -279,6 +279,18 @@ void presence__resp_free(const presence_allocator_t *a, redisReply *rep) {
   presence__free(a, rep);
 }
 
+size_t presence__resp_dec(char *out, uint64_t v) {
+  char t[20];
+  size_t n = 0;
+  do {
+    t[n++] = (char)('0' + v % 10);
+    v /= 10;
+  } while (v);
+  for (size_t i = 0; i < n; i++)
+    out[i] = t[n - 1 - i];
+  return n;
+}
+
 static size_t digits(size_t v) {
   size_t n = 1;
   while (v >= 10) {
@@ -306,10 +318,16 @@ int presence__resp_append(const presence_allocator_t *a, char **buf,
     *cap = ncap;
   }
   char *p = *buf + *len;
-  p += sprintf(p, "*%d\r\n", argc);
+  *p++ = '*';
+  p += presence__resp_dec(p, (uint64_t)argc);
+  *p++ = '\r';
+  *p++ = '\n';
   for (int i = 0; i < argc; i++) {
     size_t l = lens ? lens[i] : strlen(argv[i]);
-    p += sprintf(p, "$%zu\r\n", l);
+    *p++ = '$';
+    p += presence__resp_dec(p, l);
+    *p++ = '\r';
+    *p++ = '\n';
     memcpy(p, argv[i], l);
     p += l;
     *p++ = '\r';

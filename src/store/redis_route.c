@@ -28,6 +28,7 @@
  */
 #include "store/redis_route.h"
 #include "store/redis_interest.h"
+#include "store/redis_resp.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -119,25 +120,12 @@ static void put(const presence_allocator_t *a, part_t *p, const char *s,
   p->len += n;
 }
 
-/* v in decimal at out (room for 20 digits), no terminator: its length.
- * The router writes several numbers per run of events it passes on, and
- * snprintf's format parsing cost more than the rest of building the run. */
-static size_t dec(char *out, uint64_t v) {
-  char t[20];
-  size_t n = 0;
-  do {
-    t[n++] = (char)('0' + v % 10);
-    v /= 10;
-  } while (v);
-  for (size_t i = 0; i < n; i++) out[i] = t[n - 1 - i];
-  return n;
-}
 
 /* A bulk string's head, $<n>\r\n: its n bytes and \r\n follow. */
 static void put_bulk_head(const presence_allocator_t *a, part_t *p, size_t n) {
   char h[24];
   h[0] = '$';
-  size_t hl = 1 + dec(h + 1, n);
+  size_t hl = 1 + presence__resp_dec(h + 1, n);
   h[hl++] = '\r';
   h[hl++] = '\n';
   put(a, p, h, hl);
@@ -165,10 +153,10 @@ static void put_run(presence__route_t *r, part_t *p,
                     size_t to) {
   char id[32], count[24];
   uint64_t seq = evs->ev[r->base + to - 1].seq;
-  size_t il = dec(id, seq);
+  size_t il = presence__resp_dec(id, seq);
   id[il++] = '-';
   id[il++] = '0';
-  size_t cl = dec(count, to - from);
+  size_t cl = presence__resp_dec(count, to - from);
   size_t start = from ? r->ends[from - 1] : r->header_len;
   size_t n = r->ends[to - 1] - start;
   put(r->a, p, "*2\r\n", 4);

@@ -8,12 +8,15 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include <cmocka.h>
 
+#include "core/internal.h"
 #include "store/redis_decode.h"
+#include "store/redis_resp.h"
 
 /* A reply as hiredis builds it: owned strings, NUL after each. */
 static redisReply *str(const char *s) {
@@ -262,6 +265,56 @@ static void refused(const char *id, const char *k, const blob_t *b,
   freeReplyObject(e);
 }
 
+/* A command as the store sends it, read back by the reply reader: every
+ * length is written by presence__resp_dec, so lengths of each digit count
+ * (0, 9, 10, 99, 100, ...) and a count of arguments past 9 come back as
+ * sent, byte for byte, and the digits alone match printf's. */
+static void a_command_reads_back_as_sent(void **state) {
+  (void)state;
+  const presence_allocator_t *a = presence__default_allocator();
+  enum { N = 12 };
+  static const size_t lens[N] = {0, 1, 9, 10, 11, 99, 100, 101, 999, 1000,
+                                 65536, 123457};
+  char *args[N];
+  for (int i = 0; i < N; i++) {
+    args[i] = malloc(lens[i] + 1);
+    for (size_t k = 0; k < lens[i]; k++)
+      args[i][k] = (char)('a' + (i + k) % 26);
+    args[i][lens[i]] = '\0';
+  }
+  char *buf = NULL;
+  size_t len = 0, cap = 0;
+  assert_int_equal(presence__resp_append(a, &buf, &len, &cap, N,
+                                         (const char *const *)args, lens),
+                   0);
+  assert_memory_equal(buf, "*12\r\n$0\r\n\r\n$1\r\n", 14);
+  presence__resp_reader_t r;
+  presence__resp_init(&r, a, 1 << 20, 1000);
+  /* A command is an array of bulk strings, which the reader takes as a
+   * reply of the same shape. */
+  assert_int_equal(presence__resp_feed(&r, buf, len), 0);
+  redisReply *rep = NULL;
+  assert_int_equal(presence__resp_next(&r, &rep), 1);
+  assert_int_equal(rep->type, REDIS_REPLY_ARRAY);
+  assert_int_equal(rep->elements, N);
+  for (int i = 0; i < N; i++) {
+    assert_int_equal(rep->element[i]->len, lens[i]);
+    assert_memory_equal(rep->element[i]->str, args[i], lens[i]);
+    free(args[i]);
+  }
+  presence__resp_free(a, rep);
+  presence__resp_fini(&r);
+  free(buf);
+  char d[24], want[24];
+  const uint64_t vs[] = {0, 7, 10, 4294967295u, UINT64_MAX};
+  for (size_t i = 0; i < sizeof vs / sizeof vs[0]; i++) {
+    size_t n = presence__resp_dec(d, vs[i]);
+    int w = snprintf(want, sizeof want, "%llu", (unsigned long long)vs[i]);
+    assert_int_equal(n, (size_t)w);
+    assert_memory_equal(d, want, n);
+  }
+}
+
 static void malformed_entries_are_refused_whole(void **state) {
   (void)state;
   blob_t c = connect_blob();
@@ -350,6 +403,7 @@ int main(void) {
       cmocka_unit_test(entries_append_in_order),
       cmocka_unit_test(each_type_carries_its_own_fields),
       cmocka_unit_test(malformed_entries_are_refused_whole),
+      cmocka_unit_test(a_command_reads_back_as_sent),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

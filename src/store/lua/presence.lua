@@ -271,8 +271,8 @@ end
 -- reason, connected ms, since ms, then '=' .. meta or nothing.
 local function rec_text(rec)
   local r = rec_parse(rec)
-  return r.iid .. '\t' .. s(r.epoch) .. '\t' .. s(r.st) .. '\t' .. s(r.reason) ..
-    '\t' .. s(r.conn) .. '\t' .. s(r.since) .. '\t' .. r.m
+  return r.iid .. '\t' .. s(r.epoch) .. '\t' .. s(r.st) .. '\t' ..
+    s(r.reason) .. '\t' .. s(r.conn) .. '\t' .. s(r.since) .. '\t' .. r.m
 end
 -- A session record's status, its first byte, read without parsing the
 -- whole record (a channel write or a member listing needs nothing else).
@@ -587,11 +587,12 @@ end
 
 -- Member record (binary since format 6, MREC_FMT): status, version (4
 -- bytes since format 8), since ms, online joined sessions, grace pending,
--- grace's end reason, shown version (4 bytes), then '\t'..sid per joined session, most recent (joined or
--- updated) first: its join holds the member's data. sv: the version other
--- members are shown (cemit). The text form's two 7-capture matches and
--- 7-value string.format were ~1.5 us of a channel join or leave (as the
--- user record's were, "Binary records" in docs/internals/redis.md).
+-- grace's end reason, shown version (4 bytes), then '\t'..sid per joined
+-- session, most recent (joined or updated) first: its join holds the
+-- member's data. sv: the version other members are shown (cemit). The
+-- text form's two 7-capture matches and 7-value string.format were ~1.5 us
+-- of a channel join or leave (as the user record's were, "Binary records"
+-- in docs/internals/redis.md).
 local MREC_FMT = '<BI4I6I4BBI4'
 local function mrec_parse(h)
   if not h then return nil end
@@ -608,7 +609,9 @@ end
 -- 14 bytes, a big channel's field one allocator class larger), then '=' ..
 -- data or nothing.
 local JREC_FMT = '<I6'
-local function jrec_make(joined, dm) return struct.pack(JREC_FMT, joined) .. dm end
+local function jrec_make(joined, dm)
+  return struct.pack(JREC_FMT, joined) .. dm
+end
 local function jjoined(j) return (struct.unpack(JREC_FMT, j)) end
 local function jdata(j)
   if not j or #j <= 6 then return nil end
@@ -928,8 +931,8 @@ local function add_session(sid, u, m, st, reason, conn, U, indexed)
         to ~= U.st)
   transition(u, U, to, reason, sid, dev, df, dt)
   U.ls = now
-  uput(u, U, sid, rec_make({iid = iid, epoch = epoch_n, st = st, reason = reason,
-                            conn = conn, since = now, m = m}))
+  uput(u, U, sid, rec_make({iid = iid, epoch = epoch_n, st = st,
+                            reason = reason, conn = conn, since = now, m = m}))
 end
 
 -- Remove one session and whatever user transition follows. A kick, a

@@ -154,7 +154,8 @@ void *presence__table_find(const presence__table_t *t, const char *key,
 /* Make room for n records without growing. 0 or ENOMEM. */
 int presence__table_reserve(presence__table_t *t, size_t n);
 void presence__table_prefetch(const presence__table_t *t, uint32_t hash);
-/* The record must not be present. 0 or ENOMEM. */
+/* The record must not be present. 0 or ENOMEM (also for a record whose
+ * address needs more than 48 bits: a slot keeps 48). */
 int presence__table_insert(presence__table_t *t, void *rec);
 /* The same with the record's hash, known to the caller. */
 int presence__table_insert_h(presence__table_t *t, void *rec, uint32_t hash);

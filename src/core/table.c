@@ -156,6 +156,11 @@ int presence__table_make_room(presence__table_t *t) {
 }
 
 int presence__table_insert_h(presence__table_t *t, void *rec, uint32_t hash) {
+  /* A slot keeps 48 bits of the address: a record above them (a tagged
+   * heap, a 57-bit address space) is refused, not cut into another's. The
+   * memory store's pools refuse such memory already; the Redis store's
+   * records come from the allocator as they are. */
+  if ((uint64_t)(uintptr_t)rec >> 48) return PRESENCE_ENOMEM;
   int rc = presence__table_make_room(t);
   if (rc) return rc;
   place(t->slots, t->cap, slot_of(rec, hash), hash);

@@ -6,6 +6,7 @@
 #include "helpers.h"
 
 #include "presence_store.h"
+#include "core/internal.h"
 
 typedef struct fixture {
   fake_clock_t clock;
@@ -896,6 +897,20 @@ static void record_times_round_trip_or_hold_at_the_limit(void **state) {
   }
 }
 
+/* A table's slot keeps 48 bits of a record's address: a record above them
+ * is refused (ENOMEM), never stored cut down to another address, and the
+ * table is as before. The address is only compared, never followed: an
+ * insert with the hash given reads nothing of the record first. */
+static void a_table_refuses_a_record_above_48_bits(void **state) {
+  (void)state;
+  presence__table_t t;
+  assert_int_equal(presence__table_init(&t, presence__default_allocator(), 0), 0);
+  void *high = (void *)(uintptr_t)(((uint64_t)1 << 48) | 0x1000);
+  assert_int_equal(presence__table_insert_h(&t, high, 12345), PRESENCE_ENOMEM);
+  assert_int_equal(t.count, 0);
+  presence__table_free(&t);
+}
+
 static void compact_session_ids_keep_their_text(void **state) {
   (void)state;
   fixture_t *f = make(0, 0, 0, 0);
@@ -1172,6 +1187,7 @@ int main(void) {
       cmocka_unit_test(sessions_keep_their_metadata),
       cmocka_unit_test(compact_session_ids_keep_their_text),
       cmocka_unit_test(record_times_round_trip_or_hold_at_the_limit),
+      cmocka_unit_test(a_table_refuses_a_record_above_48_bits),
       cmocka_unit_test(foreach_visits_every_user),
       cmocka_unit_test(log_reads_from_a_cursor_and_reports_gaps),
       cmocka_unit_test(unheard_events_still_reach_the_log),

@@ -120,7 +120,6 @@ static void put(const presence_allocator_t *a, part_t *p, const char *s,
   p->len += n;
 }
 
-
 /* A bulk string's head, $<n>\r\n: its n bytes and \r\n follow. */
 static void put_bulk_head(const presence_allocator_t *a, part_t *p, size_t n) {
   char h[24];

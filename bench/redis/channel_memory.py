@@ -24,11 +24,7 @@ hash-max-listpack-value bytes (64): which side of those limits a layout puts
 a channel on is most of what it costs. Not part of `make test`.
 """
 import os
-import shutil
-import subprocess
 import sys
-import tempfile
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import script_ab as sa  # noqa: E402
@@ -83,24 +79,10 @@ def main():
     if len(sys.argv) != 3:
         sys.exit(__doc__)
     texts = [sa.script_text(sys.argv[1]), sa.script_text(sys.argv[2])]
-    d = tempfile.mkdtemp()
-    sock = os.path.join(d, 'r.sock')
-    srv = subprocess.Popen(['redis-server', '--port', '0', '--unixsocket', sock,
-                            '--save', '', '--appendonly', 'no'],
-                           stdout=subprocess.DEVNULL)
-    try:
-        for _ in range(500):
-            if os.path.exists(sock):
-                break
-            time.sleep(0.01)
-        time.sleep(0.1)
+    with sa.redis_server('channel-memory-') as (sock, _):
         c = sa.Conn(sock)
         res = [measure(c, 'cm_%s' % v, t, 'p%s:' % v)
                for v, t in zip(('old', 'new'), texts)]
-    finally:
-        srv.kill()
-        srv.wait()
-        shutil.rmtree(d, ignore_errors=True)
     print('%-28s %-22s %-22s %s' % ('channel hash', 'old', 'new', 'new/old'))
     for a, b in zip(*res):
         print('%-28s %-22s %-22s %.2f  (%s)' % (

@@ -15,7 +15,7 @@ preemption counts for neither. Then, unless --memory 0, Redis's memory per sessi
 added over their number, the log's entries included (and the log apart, MEMORY USAGE), the
 same as bench_redis's figure. --rows: only these rows (their keys, as in the JSON). Prints a table and one JSON object (medians and ranges, us).
 """
-import json, os, shutil, socket, statistics, subprocess, sys, tempfile, time
+import contextlib, json, os, shutil, socket, statistics, subprocess, sys, tempfile, time
 
 N = 60  # writes per batch call
 
@@ -24,6 +24,28 @@ def script_text(spec):
     if os.path.exists(spec):
         return open(spec, 'rb').read()
     return subprocess.check_output(['git', 'show', spec + ':src/store/lua/presence.lua'])
+
+
+@contextlib.contextmanager
+def redis_server(prefix):
+    """A redis-server of its own on a unix socket in a temp dir, no
+    persistence, default configuration otherwise: (socket path, pid), stopped
+    by pid and its dir removed on the way out."""
+    d = tempfile.mkdtemp(prefix=prefix)
+    sock = os.path.join(d, 'redis.sock')
+    srv = subprocess.Popen(['redis-server', '--port', '0', '--unixsocket', sock, '--save', '',
+                            '--appendonly', 'no', '--dir', d, '--logfile', 'redis.log'])
+    try:
+        for _ in range(500):
+            if os.path.exists(sock):
+                break
+            time.sleep(0.01)
+        time.sleep(0.1)
+        yield sock, srv.pid
+    finally:
+        srv.kill()
+        srv.wait()
+        shutil.rmtree(d, ignore_errors=True)
 
 
 class Conn:
@@ -86,21 +108,8 @@ def main():
         print(__doc__)
         return 0 if args[:1] in (['-h'], ['--help']) else 2
     texts = {'old': script_text(args[0]), 'new': script_text(args[1])}
-    d = tempfile.mkdtemp(prefix='script-ab-')
-    sock = os.path.join(d, 'redis.sock')
-    srv = subprocess.Popen(['redis-server', '--port', '0', '--unixsocket', sock, '--save', '',
-                            '--appendonly', 'no', '--dir', d, '--logfile', 'redis.log'])
-    try:
-        for _ in range(500):
-            if os.path.exists(sock):
-                break
-            time.sleep(0.01)
-        time.sleep(0.1)
-        return run(Conn(sock), srv.pid, texts, rounds, memory, only)
-    finally:
-        srv.kill()
-        srv.wait()
-        shutil.rmtree(d, ignore_errors=True)
+    with redis_server('script-ab-') as (sock, pid):
+        return run(Conn(sock), pid, texts, rounds, memory, only)
 
 
 def run(c, pid, texts, rounds, memory, only=None):

@@ -1287,12 +1287,7 @@ static int resp_put(rstore_t *st, char **buf, size_t *len, size_t *cap,
     *buf = b;
     *cap = ncap;
   }
-  char *p = *buf + *len;
-  *p++ = '$';
-  p += presence__resp_dec(p, n);
-  *p++ = '\r';
-  *p++ = '\n';
-  *len = (size_t)(p - *buf);
+  *len += presence__resp_head(*buf + *len, '$', n);
   memcpy(*buf + *len, a, n);
   *len += n;
   memcpy(*buf + *len, "\r\n", 2);
@@ -1364,12 +1359,7 @@ static void batch_send(rstore_t *st, rbatch_t *q, const char *op, req_fn done,
   size_t len = 0, cap = body + 512;
   cmd = b ? xmalloc(st, cap) : NULL;
   int rc = cmd ? 0 : PRESENCE_ENOMEM;
-  if (!rc) {
-    cmd[0] = '*';
-    len = 1 + presence__resp_dec(cmd + 1, nc + nargs);
-    cmd[len++] = '\r';
-    cmd[len++] = '\n';
-  }
+  if (!rc) len = presence__resp_head(cmd, '*', nc + nargs);
   for (size_t i = 0; !rc && i < nc; i++)
     rc = resp_put(st, &cmd, &len, &cap, common[i], strlen(common[i]));
   if (!rc && len + body > cap) {

@@ -291,6 +291,14 @@ size_t presence__resp_dec(char *out, uint64_t v) {
   return n;
 }
 
+size_t presence__resp_head(char *out, char type, uint64_t n) {
+  out[0] = type;
+  size_t len = 1 + presence__resp_dec(out + 1, n);
+  out[len++] = '\r';
+  out[len++] = '\n';
+  return len;
+}
+
 static size_t digits(size_t v) {
   size_t n = 1;
   while (v >= 10) {
@@ -318,16 +326,10 @@ int presence__resp_append(const presence_allocator_t *a, char **buf,
     *cap = ncap;
   }
   char *p = *buf + *len;
-  *p++ = '*';
-  p += presence__resp_dec(p, (uint64_t)argc);
-  *p++ = '\r';
-  *p++ = '\n';
+  p += presence__resp_head(p, '*', (uint64_t)argc);
   for (int i = 0; i < argc; i++) {
     size_t l = lens ? lens[i] : strlen(argv[i]);
-    *p++ = '$';
-    p += presence__resp_dec(p, l);
-    *p++ = '\r';
-    *p++ = '\n';
+    p += presence__resp_head(p, '$', l);
     memcpy(p, argv[i], l);
     p += l;
     *p++ = '\r';

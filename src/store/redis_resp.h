@@ -76,6 +76,9 @@ void presence__resp_free(const presence_allocator_t *a, redisReply *rep);
  * printf's family was ~6.7 % of presenced's CPU per status change
  * on the Redis store (perf, 2026-12-05). */
 size_t presence__resp_dec(char *out, uint64_t v);
+/* A RESP header at out: type ('*' an array, '$' a bulk string), n in
+ * decimal, \r\n (room for 23 bytes, no terminator): its length. */
+size_t presence__resp_head(char *out, char type, uint64_t n);
 
 /* RESP for one command: "*argc\r\n$len\r\narg\r\n...". lens may be NULL
  * (strlen). Appended to *buf (*len bytes used of *cap, grown through a).

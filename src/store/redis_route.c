@@ -123,11 +123,7 @@ static void put(const presence_allocator_t *a, part_t *p, const char *s,
 /* A bulk string's head, $<n>\r\n: its n bytes and \r\n follow. */
 static void put_bulk_head(const presence_allocator_t *a, part_t *p, size_t n) {
   char h[24];
-  h[0] = '$';
-  size_t hl = 1 + presence__resp_dec(h + 1, n);
-  h[hl++] = '\r';
-  h[hl++] = '\n';
-  put(a, p, h, hl);
+  put(a, p, h, presence__resp_head(h, '$', n));
 }
 
 /* A bulk string: $<n>\r\n<bytes>\r\n. */
@@ -181,8 +177,7 @@ static void put_reply(const presence_allocator_t *a, part_t *p,
   int hl;
   switch (x->type) {
   case REDIS_REPLY_ARRAY:
-    hl = snprintf(h, sizeof h, "*%zu\r\n", x->elements);
-    put(a, p, h, (size_t)hl);
+    put(a, p, h, presence__resp_head(h, '*', x->elements));
     for (size_t i = 0; i < x->elements; i++) put_reply(a, p, x->element[i]);
     break;
   case REDIS_REPLY_STRING:

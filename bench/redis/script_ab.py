@@ -2,7 +2,7 @@
 # SPDX-License-Identifier: MIT
 """Two versions of the Redis store's script, A/B, call by call (docs/benchmarks.md).
 
-    bench/redis/script_ab.py OLD NEW [--rounds 20] [--memory 20000] [--rows a,b]
+    bench/redis/script_ab.py OLD NEW [--rounds 20] [--memory 20000] [--rows a,b] [--instructions]
 
 OLD and NEW are presence.lua files or git revisions (`git show REV:src/store/lua/presence.lua`).
 A file that defines presence_main is loaded as a Functions library and run with FCALL, as the
@@ -14,6 +14,12 @@ preemption counts for neither. Then, unless --memory 0, Redis's memory per sessi
 --memory sessions (UUID-long ids, each its own user) connected in batches of 60, used_memory
 added over their number, the log's entries included (and the log apart, MEMORY USAGE), the
 same as bench_redis's figure. --rows: only these rows (their keys, as in the JSON). Prints a table and one JSON object (medians and ranges, us).
+
+--instructions: redis-server runs under valgrind's callgrind and each block is costed by the
+instructions it executed (callgrind_control --zero before it, --dump after), not by CPU time:
+a count that does not move with the host's load (the CPU time of a block swings +-40 % on this
+shared VM), for changes too small for the time to show. It is a count of instructions, not of
+cycles: a cache miss or a stall costs one. Slow (~50x): use a few rounds.
 """
 import contextlib, json, os, shutil, socket, statistics, subprocess, sys, tempfile, time
 
@@ -27,16 +33,18 @@ def script_text(spec):
 
 
 @contextlib.contextmanager
-def redis_server(prefix):
+def redis_server(prefix, wrap=()):
     """A redis-server of its own on a unix socket in a temp dir, no
     persistence, default configuration otherwise: (socket path, pid), stopped
-    by pid and its dir removed on the way out."""
+    by pid and its dir removed on the way out. wrap: a command to run it
+    under (valgrind), whose pid is then the server's."""
     d = tempfile.mkdtemp(prefix=prefix)
     sock = os.path.join(d, 'redis.sock')
-    srv = subprocess.Popen(['redis-server', '--port', '0', '--unixsocket', sock, '--save', '',
-                            '--appendonly', 'no', '--dir', d, '--logfile', 'redis.log'])
+    srv = subprocess.Popen(list(wrap) + [
+        'redis-server', '--port', '0', '--unixsocket', sock, '--save', '', '--appendonly', 'no',
+        '--dir', d, '--logfile', 'redis.log'], cwd=d)
     try:
-        for _ in range(500):
+        for _ in range(3000 if wrap else 500):
             if os.path.exists(sock):
                 break
             time.sleep(0.01)
@@ -91,6 +99,9 @@ class Conn:
 def main():
     args = sys.argv[1:]
     rounds, memory = 20, 20000
+    instr = '--instructions' in args
+    if instr:
+        args.remove('--instructions')
     if '--rounds' in args:
         i = args.index('--rounds')
         rounds = int(args[i + 1])
@@ -108,24 +119,60 @@ def main():
         print(__doc__)
         return 0 if args[:1] in (['-h'], ['--help']) else 2
     texts = {'old': script_text(args[0]), 'new': script_text(args[1])}
-    with redis_server('script-ab-') as (sock, pid):
-        return run(Conn(sock), pid, texts, rounds, memory, only)
+    wrap = ('valgrind', '--tool=callgrind', '--callgrind-out-file=cg.out',
+            '--collect-atstart=yes') if instr else ()
+    if not instr:
+        with redis_server('script-ab-') as (sock, pid):
+            c = Conn(sock)
+            return run({'old': c, 'new': c}, {'old': pid, 'new': pid}, texts, rounds, memory,
+                       only)
+    # Under callgrind each version has a redis-server (a Lua state) of its
+    # own: in one state the collector's work for one version's garbage is
+    # done, and counted, in whichever version's call it falls.
+    with redis_server('script-ab-old-', wrap) as (so, po), \
+            redis_server('script-ab-new-', wrap) as (sn, pn):
+        return run({'old': Conn(so), 'new': Conn(sn)}, {'old': po, 'new': pn}, texts, rounds,
+                   memory, only, instr)
 
 
-def run(c, pid, texts, rounds, memory, only=None):
-    def cpu_us():
-        with open('/proc/%d/schedstat' % pid) as f:
+def callgrind_instructions(pid):
+    """Instructions the callgrind-run process executed since the last call:
+    a dump of the counts (their 'summary:' line), then zeroed."""
+    out = subprocess.run(['callgrind_control', '--dump', str(pid)], capture_output=True,
+                         text=True, check=True).stdout
+    d = os.path.dirname(os.readlink('/proc/%d/cwd' % pid) + '/')
+    dumps = sorted((f for f in os.listdir(d) if f.startswith('cg.out.')),
+                   key=lambda f: int(f.split('.')[2].split('-')[0]))
+    with open(os.path.join(d, dumps[-1])) as f:
+        n = next(int(l.split()[1]) for l in f if l.startswith('summary:'))
+    for f in dumps:
+        os.unlink(os.path.join(d, f))
+    subprocess.run(['callgrind_control', '--zero', str(pid)], capture_output=True, check=True)
+    del out
+    return n
+
+
+def run(C, pids, texts, rounds, memory, only=None, instr=False):
+    """C, pids: each version's connection and redis-server (the same one
+    unless under callgrind)."""
+    seen = {'old': 0, 'new': 0}
+
+    def cpu_us(v):
+        if instr:  # thousands of instructions so far, in the "us" column's place
+            seen[v] += callgrind_instructions(pids[v])
+            return seen[v] / 1000
+        with open('/proc/%d/schedstat' % pids[v]) as f:
             return int(f.read().split()[0]) / 1000
 
     V = {}
     for v in ('old', 'new'):
         if b'presence_main' in texts[v]:
             name = 'ab_' + v
-            c.cmd('FUNCTION', 'LOAD', 'REPLACE', b'#!lua name=' + name.encode() + b'\n' + texts[v] +
+            C[v].cmd('FUNCTION', 'LOAD', 'REPLACE', b'#!lua name=' + name.encode() + b'\n' + texts[v] +
                   b"\nredis.register_function('" + name.encode() + b"', presence_main)\n")
             V[v] = ('FCALL', name)
         else:
-            V[v] = ('EVALSHA', c.cmd('SCRIPT', 'LOAD', texts[v]).decode())
+            V[v] = ('EVALSHA', C[v].cmd('SCRIPT', 'LOAD', texts[v]).decode())
     ep = {}
 
     def call(v, op, *a, prefix='ab'):
@@ -133,7 +180,7 @@ def run(c, pid, texts, rounds, memory, only=None):
                        3600000, 0) + a
 
     for v in V:
-        ep['ab' + v] = c.cmd(*call(v, 'register', 1, 0))[1][0]
+        ep['ab' + v] = C[v].cmd(*call(v, 'register', 1, 0))[1][0]
 
     def writes(kind, r, i):
         sid, u = 'm-%d-%d' % (r, i), 'u%d' % i
@@ -145,18 +192,18 @@ def run(c, pid, texts, rounds, memory, only=None):
             w = []
             for i in range(N):
                 w += writes(kind, r, i)
-            c.pipe([call(v, 'batch', N, *w)])
+            C[v].pipe([call(v, 'batch', N, *w)])
         return 4 * N
 
     def unbatched(v, r):
         for k in range(0, 480, 16):
-            c.pipe([call(v, 'connect', 'c%d-%d-%d' % (r, k, j), 'cu%d-%d-%d' % (r, k, j), '', 0)
+            C[v].pipe([call(v, 'connect', 'c%d-%d-%d' % (r, k, j), 'cu%d-%d-%d' % (r, k, j), '', 0)
                     for j in range(16)])
         return 480
 
     def query(v, r):
         for k in range(0, 480, 16):
-            c.pipe([call(v, 'q_user', 'u%d' % j) for j in range(16)])
+            C[v].pipe([call(v, 'q_user', 'u%d' % j) for j in range(16)])
         return 480
 
     def channels(v, r):
@@ -165,13 +212,13 @@ def run(c, pid, texts, rounds, memory, only=None):
             for i in range(N):
                 sid, u, ch = 'ch-%d' % i, 'cu%d' % (i % 20), 'room-%d' % (i % 50)
                 w += ['join', sid, u, ch, '={"n":1}', 0] if op == 'join' else ['leave', sid, u, ch]
-            c.pipe([call(v, 'batch', N, *w)])
+            C[v].pipe([call(v, 'batch', N, *w)])
         return 2 * N
 
     def member_brief(v, r):
         # the same rooms, listed as a WebSocket snapshot asks (no sessions)
         for k in range(0, 480, 16):
-            c.pipe([call(v, 'q_mbrief', 'mroom-%d' % ((k + j) % 30), '', 100) for j in range(16)])
+            C[v].pipe([call(v, 'q_mbrief', 'mroom-%d' % ((k + j) % 30), '', 100) for j in range(16)])
         return 480
 
     def cycle(v, r):
@@ -183,25 +230,25 @@ def run(c, pid, texts, rounds, memory, only=None):
             w += ['connect', sid, u, '', 0, 'join', sid, u, 'pr:%d' % i, '', 0,
                   'join', sid, u, 'pr:%d' % (i + 1), '', 0]
             e += ['end', sid, u, 2]
-        c.pipe([call(v, 'batch', 45, *w)])
-        c.pipe([call(v, 'batch', 15, *e)])
+        C[v].pipe([call(v, 'batch', 45, *w)])
+        C[v].pipe([call(v, 'batch', 15, *e)])
         return 2 * 2 * 15  # per join or leave, as the comparison counts
 
     def member_query(v, r):
         # a join's snapshot: 30 rooms of 2 members, one session each
         for k in range(0, 480, 16):
-            c.pipe([call(v, 'q_members', 'mroom-%d' % ((k + j) % 30), '', 100) for j in range(16)])
+            C[v].pipe([call(v, 'q_members', 'mroom-%d' % ((k + j) % 30), '', 100) for j in range(16)])
         return 480
 
     for v in V:  # the channel runs' sessions, and the member query's rooms
         w = []
         for i in range(N):
             w += ['connect', 'ch-%d' % i, 'cu%d' % (i % 20), '', 0]
-        c.pipe([call(v, 'batch', N, *w)])
+        C[v].pipe([call(v, 'batch', N, *w)])
         w = []
         for i in range(N):
             w += ['join', 'ch-%d' % i, 'cu%d' % (i % 20), 'mroom-%d' % (i % 30), '={"n":1}', 0]
-        c.pipe([call(v, 'batch', N, *w)])
+        C[v].pipe([call(v, 'batch', N, *w)])
 
     rows = [('batched_session_op', 'session op in a batch of 60 (connect, idle, online, end)', batch_mix),
             ('unbatched_connect', 'one unbatched connect (16 pipelined)', unbatched),
@@ -210,52 +257,55 @@ def run(c, pid, texts, rounds, memory, only=None):
             ('member_query', "a 2-member room's members (q_members, a join's snapshot)", member_query),
             ('cycle', 'connect, 2 joins, end (per join or leave, as the Centrifugo row)', cycle),
             ('member_brief', "the same room's members as a snapshot asks (q_mbrief)", member_brief)]
+    unit = 'k instr' if instr else 'us'
+    key_all = 'k_instructions' if instr else 'us_redis_cpu'
     out = {'rounds': rounds, 'old': V['old'][0], 'new': V['new'][0],
-           'loadavg1': os.getloadavg()[0], 'us_redis_cpu': {}}
+           'loadavg1': os.getloadavg()[0], key_all: {}}
     for key, label, fn in rows:
         if only and key not in only:
             continue
         per = {'old': [], 'new': []}
         for r in range(rounds):
             for v in (('old', 'new') if r % 2 == 0 else ('new', 'old')):
-                t0 = cpu_us()
+                t0 = cpu_us(v)
                 n = fn(v, r)
-                per[v].append((cpu_us() - t0) / n)
+                per[v].append((cpu_us(v) - t0) / n)
         mo, mn = statistics.median(per['old']), statistics.median(per['new'])
-        out['us_redis_cpu'][key] = {
+        out[key_all][key] = {
             'old': round(mo, 2), 'old_range': [round(min(per['old']), 2), round(max(per['old']), 2)],
             'new': round(mn, 2), 'new_range': [round(min(per['new']), 2), round(max(per['new']), 2)],
             'new_over_old': round(mn / mo, 3)}
-        print('%-58s old %7.2f us  new %7.2f us  new/old %.2f' % (label, mo, mn, mn / mo),
-              file=sys.stderr)
+        print('%-58s old %7.2f %s  new %7.2f %s  new/old %.3f' % (
+            label, mo, unit, mn, unit, mn / mo), file=sys.stderr)
     if memory > 0:
-        out['redis_bytes_per_session'] = bytes_per_session(c, call, ep, memory)
+        out['redis_bytes_per_session'] = bytes_per_session(C, call, ep, memory)
     out['loadavg1_end'] = os.getloadavg()[0]
     print(json.dumps(out))
     return 0
 
 
-def bytes_per_session(c, call, ep, n):
+def bytes_per_session(C, call, ep, n):
     """used_memory added by n connects under a fresh prefix of each version's, per session
     (the log included: at n below the log's cap of 100,000 events each session's share is its
     connect's events)."""
     import uuid
 
-    def used():
+    def used(c):
         info = c.cmd('INFO', 'memory').decode()
         return int(info.split('used_memory:')[1].split('\r\n')[0])
 
     res = {}
     for v in ('old', 'new'):
+        c = C[v]
         ep['mem' + v] = c.cmd(*call(v, 'register', 1, 0, prefix='mem'))[1][0]
-        m0 = used()
+        m0 = used(c)
         for k in range(0, n, 60):
             w = []
             for _ in range(min(60, n - k)):
                 w += ['connect', str(uuid.uuid4()), str(uuid.uuid4()), '', 0]
-            c.pipe([call(v, 'batch', len(w) // 5, *w, prefix='mem')])
+            C[v].pipe([call(v, 'batch', len(w) // 5, *w, prefix='mem')])
         log = c.cmd('MEMORY', 'USAGE', 'mem%s:log' % v, 'SAMPLES', '0') or 0
-        total = (used() - m0) / n
+        total = (used(c) - m0) / n
         res[v] = {'with_log': round(total, 1), 'without_log': round(total - log / n, 1)}
         print('%-58s %s %7.1f B (without the log %.1f B)' % (
             'Redis memory per session, %d sessions, log included' % n, v, total, total - log / n),

@@ -53,6 +53,10 @@ local A = A0
 -- first call (a library's top level may not use the string library): even
 -- '%d' costs ~0.3 us a call, a table look-up ~0.03.
 local NUM = {}
+-- Empty a table kept from call to call (its slots stay allocated).
+local function clear(t)
+  for k in pairs(t) do t[k] = nil end
+end
 local function s(x) return NUM[x] or string.format('%d', x) end
 -- Batches also stop on time: a batch of sessions is the unit of work, but
 -- a loaded host (or a preempted Redis) must still not block Redis for
@@ -143,7 +147,7 @@ local function sidx_parse(v)
   return u, o
 end
 
-local out -- {code, payload}: begin() makes it
+local out = {} -- {code, payload}: begin() resets it
 
 -- The events of this call, packed, in order. All of them go to the log as
 -- ONE stream entry, numbered by one INCRBY: an XADD per event (10 arguments
@@ -621,10 +625,31 @@ local function mdata(c, M)
   if #M.sids == 0 then return redis.call('HGET', k_chan(c), 'd\t' .. M.u) or nil end
   return jdata(redis.call('HGET', k_chan(c), 'j\t' .. M.sids[1]))
 end
+-- The channel's invisible members (field 'h') as last read or written in
+-- this call (begin() empties it): mget reads the field with the member's
+-- record and each HINCRBY of it answers the new count, so an event's shown
+-- count (cemit) costs no HGET of its own.
+local hidden_memo = {}
+-- The member's record (with M.u).
 local function mget(c, u)
   local M = mrec_parse(redis.call('HGET', k_chan(c), 'm\t' .. u))
   if M then M.u = u end
   return M
+end
+-- The same, for a write whose event shows the channel's count: read in one
+-- HMGET with the channel's hidden count, and with jf the field of one of
+-- the member's joins. (A listing, one member after another, keeps to mget.)
+local function mget_h(c, u, jf)
+  local h
+  if jf then
+    h = redis.call('HMGET', k_chan(c), 'm\t' .. u, 'h', jf)
+  else
+    h = redis.call('HMGET', k_chan(c), 'm\t' .. u, 'h')
+  end
+  hidden_memo[c] = tonumber(h[2]) or 0
+  local M = mrec_parse(h[1])
+  if M then M.u = u end
+  return M, h[3]
 end
 -- f, v: another field of the channel's hash written in the same HSET (a
 -- join's record).
@@ -656,7 +681,15 @@ local function avail_of(u)
 end
 -- The channel's invisible members (field 'h'), and its shown count.
 local function hidden_of(c)
-  return tonumber(redis.call('HGET', k_chan(c), 'h')) or 0
+  local n = hidden_memo[c]
+  if n == nil then
+    n = tonumber(redis.call('HGET', k_chan(c), 'h')) or 0
+    hidden_memo[c] = n
+  end
+  return n
+end
+local function hidden_add(c, d)
+  hidden_memo[c] = redis.call('HINCRBY', k_chan(c), 'h', d)
 end
 -- count: the member count after the event, when the caller knows it.
 -- dchg: a channel.update whose data changed (flag 2048 above the type,
@@ -705,8 +738,15 @@ local function uc_list(u)
   end
   return cs
 end
+-- While a session's memberships end (chan_session_end) the fields are
+-- collected here, and go in the HDEL of the session's own field.
+local uc_defer
 local function uc_remove(u, c)
-  redis.call('HDEL', k_user(u), F_UC .. c)
+  if uc_defer then
+    uc_defer[#uc_defer + 1] = F_UC .. c
+  else
+    redis.call('HDEL', k_user(u), F_UC .. c)
+  end
 end
 -- The user's availability changed from `from` to `to`: each of its
 -- channels shows it differently (one visibility frame each: its shown
@@ -720,21 +760,27 @@ local function chans_avail(u, from, to)
     if M then
       M.sv = vinc(M.sv)
       mput(c, M)
-      if d ~= 0 then redis.call('HINCRBY', k_chan(c), 'h', d) end
+      if d ~= 0 then hidden_add(c, d) end
     end
   end
 end
 
--- The member leaves: its records go, channel.leave.
-local function member_leave(c, M, reason, cause)
-  if avail_of(M.u) == 3 then redis.call('HINCRBY', k_chan(c), 'h', -1) end
-  redis.call('HDEL', k_chan(c), 'm\t' .. M.u, 'd\t' .. M.u)
+-- The member leaves: its records go, channel.leave. jf: the field of its
+-- last join, removed in the same HDEL.
+local function member_leave(c, M, reason, cause, jf)
+  if avail_of(M.u) == 3 then hidden_add(c, -1) end
+  if jf then
+    redis.call('HDEL', k_chan(c), 'm\t' .. M.u, 'd\t' .. M.u, jf)
+  else
+    redis.call('HDEL', k_chan(c), 'm\t' .. M.u, 'd\t' .. M.u)
+  end
   redis.call('ZREM', k_cmem(c), M.u)
   uc_remove(M.u, c)
   local n = redis.call('ZCARD', k_cmem(c))
   if n == 0 then
     redis.call('ZREM', K_CHANS, c)
     redis.call('DEL', k_chan(c))
+    hidden_memo[c] = nil
   end
   cemit(EV_CLEAVE, reason, cause, c, M, nil, M.st, OFF, n)
 end
@@ -760,27 +806,27 @@ end
 -- the session was online. graceful: the session ended (the member may be
 -- back in a moment).
 local function join_remove(c, u, sid, online, reason, graceful, cause)
-  local M = mget(c, u)
+  local jf = 'j\t' .. sid
+  local M, jrec = mget_h(c, u, jf)
   if not M then return false end
   local was_head = M.sids[1] == sid
   if not list_remove(M.sids, sid) then return false end
-  local kc = k_chan(c)
-  local jrec = redis.call('HGET', kc, 'j\t' .. sid)
-  redis.call('HDEL', kc, 'j\t' .. sid)
   if online then M.non = M.non - 1 end
   if #M.sids == 0 then
     if graceful and cgrace_ms > 0 then
       M.g = 1
       M.gr = reason
-      local d = jdata(jrec)
-      if d then redis.call('HSET', kc, 'd\t' .. u, d) end
+      redis.call('HDEL', k_chan(c), jf)
       redis.call('ZADD', K_CGRACE, now + cgrace_ms, c .. '\t' .. u)
-      mput(c, M)
+      -- The data the member showed, kept for its return, in mput's HSET.
+      local d = jdata(jrec)
+      if d then mput(c, M, 'd\t' .. u, d) else mput(c, M) end
     else
-      member_leave(c, M, reason, cause)
+      member_leave(c, M, reason, cause, jf)
     end
     return true
   end
+  redis.call('HDEL', k_chan(c), jf)
   -- The shown data changes only if sid was the most recent.
   local old
   if was_head then old = jdata(jrec) else old = mdata(c, M) end
@@ -790,18 +836,25 @@ end
 
 -- A session ends: its memberships end with it, in join order. list: its
 -- channels, from its record (which the caller removed).
+-- Returns the fields of the user's hash to remove: the session's own, and
+-- those of the channels the user is no longer a member of (uc_remove), for
+-- the caller's one HDEL.
 local function chan_session_end(sid, u, list, reason, online, graceful)
-  if list == '' then return end
+  local del = {sid}
+  if list == '' then return del end
+  uc_defer = del
   for _, c in ipairs(split_tab(list)) do
     join_remove(c, u, sid, online, reason, graceful, sid)
   end
+  uc_defer = nil
+  return del
 end
 
 -- A session's status changed: so may its members'. list: its channels.
 local function chan_session_status(sid, u, list, from, to, reason)
   if list == '' then return end
   for _, c in ipairs(split_tab(list)) do
-    local M = mget(c, u)
+    local M = mget_h(c, u)
     if M then
       if from == ON then M.non = M.non - 1 end
       if to == ON then M.non = M.non + 1 end
@@ -825,13 +878,13 @@ end
 -- Replace session sid's data in channel c (dm: '=' .. data, or ''): it
 -- becomes the member's most recent.
 local function chan_set_data(sid, u, c, dm, reason)
-  local M = mget(c, u)
+  local M, j = mget_h(c, u, 'j\t' .. sid)
   if not M then return E_NOTMEMBER end
-  local old = mdata(c, M)
+  local old
+  if M.sids[1] == sid then old = jdata(j) else old = mdata(c, M) end
   if not list_remove(M.sids, sid) then return E_NOTMEMBER end
   table.insert(M.sids, 1, sid)
   local kc = k_chan(c)
-  local j = redis.call('HGET', kc, 'j\t' .. sid)
   local joined = j and jjoined(j) or now
   redis.call('HSET', kc, 'j\t' .. sid, jrec_make(joined, dm))
   local d = nil
@@ -858,13 +911,13 @@ local function chan_join(sid, u, c, dm, maxc, reason)
   local kc = k_chan(c)
   -- The join's record, written with the member's (mput).
   local jf, jrec = 'j\t' .. sid, jrec_make(now, dm)
-  local M = mget(c, u)
+  local M = mget_h(c, u)
   if not M then
     sc_put(u, sid, r, list, c)
     M = {u = u, st = online and ON or IDLE, v = 0, since = now,
          non = online and 1 or 0, g = 0, gr = 0, sv = 0, sids = {sid}}
     redis.call('ZADD', k_cmem(c), 0, u)
-    if avail_of(u) == 3 then redis.call('HINCRBY', kc, 'h', 1) end
+    if avail_of(u) == 3 then hidden_add(c, 1) end
     -- A channel is in chans exactly while it has members (member_leave
     -- drops it with its last): only its first member adds it, and the
     -- count is the event's.
@@ -947,7 +1000,9 @@ local function remove_session(sid, u, reason, r, U)
     r = rec_parse(rec)
   end
   U = U or uget(u)
-  redis.call('HDEL', k_user(u), sid)
+  -- The user's availability, for its channel events (avail_of), is in
+  -- the record just read.
+  if avail_memo[u] == nil then avail_memo[u] = U.av end
   redis.call('HDEL', K_SIDX, sid)
   local dev = dev_of(r.m)
   local on1 = (r.st == ON) and 1 or 0
@@ -981,7 +1036,10 @@ local function remove_session(sid, u, reason, r, U)
     transition(u, U, to, reason, sid, dev, df, dt)
   end
   uput(u, U)
-  chan_session_end(sid, u, r.ch, reason, r.st == ON, graceful)
+  -- The session's field goes with the channels it was the last of.
+  redis.call('HDEL', k_user(u),
+             unpack(chan_session_end(sid, u, r.ch, reason, r.st == ON,
+                                     graceful)))
   return true
 end
 
@@ -1112,7 +1170,7 @@ end
 -- Every session of a user leaves a channel at once (a backend's removal).
 local function w_rmuser(b)
   local c, u = ARGV[b], ARGV[b + 1]
-  local M = mget(c, u)
+  local M = mget_h(c, u)
   if not M then return E_NOTMEMBER end
   for _, sid in ipairs(M.sids) do
     redis.call('HDEL', k_chan(c), 'j\t' .. sid)
@@ -1600,7 +1658,7 @@ OPS.wipe_done = function()
   -- Channel members still in their grace leave too.
   for _, key in ipairs(redis.call('ZRANGE', K_CGRACE, 0, -1)) do
     local c, u = string.match(key, '^([^\t]*)\t(.*)$')
-    local M = c and mget(c, u)
+    local M = c and mget_h(c, u)
     if M and #M.sids == 0 then member_leave(c, M, R_LOST, nil) end
   end
   redis.call('DEL', K_CGRACE)
@@ -1767,7 +1825,7 @@ OPS.grace = function()
   for _, key in ipairs(due) do
     redis.call('ZREM', K_CGRACE, key)
     local c, u = string.match(key, '^([^\t]*)\t(.*)$')
-    local M = c and mget(c, u)
+    local M = c and mget_h(c, u)
     if M and M.g == 1 and #M.sids == 0 then member_leave(c, M, M.gr, nil) end
   end
   -- Messages are cheap to clear (no session to look at): more a call,
@@ -2100,7 +2158,13 @@ local function begin(args)
   ARGV = args
   A = A0
   op = args[1]
-  avail_memo = {}
+  -- The per-call memos are emptied, not made anew, and the reply's table
+  -- is reused: each table a call made cost Redis ~6,000 instructions
+  -- (its allocation and the collector's share of it) in a channel query of
+  -- ~300,000 (bench/redis/script_ab.py --instructions).
+  if next(avail_memo) then clear(avail_memo) end
+  if next(hidden_memo) then clear(hidden_memo) end
+  uc_defer = nil
   set_prefix(args[2])
   iid = args[3]
   epoch = args[4]
@@ -2122,7 +2186,7 @@ local function begin(args)
   t0 = sec * 1000000 + us
   budget_n = 0
   npresent_d = 0
-  out = {0, ''}
+  out[1], out[2], out[3], out[4], out[5] = 0, '', nil, nil, nil
   -- The token list is kept from call to call (finish() reads only the
   -- first nb): a fresh one grew by doubling, rehashing each time (0.90x
   -- the CPU of an unbatched connect, 0.91-0.95x of a batched operation

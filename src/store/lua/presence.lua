@@ -479,10 +479,20 @@ local UEV_FMT, UEV_FMT_DEV = EV_FMT .. SV_TAIL, EV_FMT .. DEV_TAIL
 local function uemit(U, ty, reason, sid, u, meta, from, to, avf, dev, df, dt,
                      follows, tail)
   local avt = U.av
-  local dvis = dev and shown_st(avt, df) ~= shown_st(avt, dt)
+  -- Nobody set an availability (the common case): what watchers are shown
+  -- is the status itself (shown_st(0, x) == x, shown_av(0, x) == 0), with
+  -- no call (a Lua call is ~500 instructions of Redis, and an event made
+  -- up to six of them).
+  local plain = avt == 0 and avf == 0
+  local dvis
+  if dev then
+    if plain then dvis = df ~= dt
+    else dvis = shown_st(avt, df) ~= shown_st(avt, dt) end
+  end
   local vis
   if ty == EV_UMSG then vis = true
   elseif ty <= EV_STATUS then vis = dvis and not follows
+  elseif plain then vis = from ~= to or dvis
   else
     vis = shown_st(avf, from) ~= shown_st(avt, to) or
       shown_av(avf, from) ~= shown_av(avt, to) or dvis
@@ -518,15 +528,20 @@ local function uemit(U, ty, reason, sid, u, meta, from, to, avf, dev, df, dt,
   end
   nev = nev + 1
   nb = nb + 1
+  -- ln() and sb() written out: six calls an event.
+  local nps, npu, nm = 0, 0, 0
+  if ps then nps = #ps + 1 else ps = '' end
+  if pu then npu = #pu + 1 else pu = '' end
+  if meta then nm = #meta + 1 else meta = '' end
   if dev then
     evs[nb] = struct.pack(UEV_FMT_DEV, ty + flags + 256, reason,
                           from + 4 * avf, to + 4 * avt, U.v, 0, 0, '',
-                          ln(ps), sb(ps), ln(pu), sb(pu), ln(meta), sb(meta),
-                          #dev + 1, dev, df, dt, U.sv)
+                          nps, ps, npu, pu, nm, meta, #dev + 1, dev, df, dt,
+                          U.sv)
   else
     evs[nb] = struct.pack(UEV_FMT, ty + flags, reason, from + 4 * avf,
-                          to + 4 * avt, U.v, 0, 0, '', ln(ps), sb(ps),
-                          ln(pu), sb(pu), ln(meta), sb(meta), U.sv)
+                          to + 4 * avt, U.v, 0, 0, '', nps, ps, npu, pu, nm,
+                          meta, U.sv)
   end
 end
 
@@ -709,7 +724,8 @@ local function cemit(ty, reason, sid, c, M, data, from, to, count, dchg)
   local a = avail_of(M.u)
   local a4 = 4 * a
   if a ~= 3 and (ty ~= EV_CUPDATE or dchg or
-                 shown_st(a, from) ~= shown_st(a, to)) then
+                 (a == 0 and from ~= to) or
+                 (a ~= 0 and shown_st(a, from) ~= shown_st(a, to))) then
     M.sv = vinc(M.sv)
   end
   if dchg then ty = ty + 2048 end
@@ -720,9 +736,13 @@ local function cemit(ty, reason, sid, c, M, data, from, to, count, dchg)
   nev = nev + 1
   last_sid = nil
   nb = nb + 1
+  -- ln() and sb() written out, as in uemit.
+  local ns, nd = 0, 0
+  if sid then ns = #sid + 1 else sid = '' end
+  if data then nd = #data + 1 else data = '' end
   evs[nb] = struct.pack(CEV_FMT, ty + 512 + 4096, reason, from + a4, to + a4,
-                        M.v, n + 1, 0, '', ln(sid), sb(sid), #M.u + 1, M.u,
-                        ln(data), sb(data), #c + 1, c, M.sv, shown)
+                        M.v, n + 1, 0, '', ns, sid, #M.u + 1, M.u, nd, data,
+                        #c + 1, c, M.sv, shown)
 end
 local function list_remove(t, x)
   for i = 1, #t do

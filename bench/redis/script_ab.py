@@ -3,6 +3,7 @@
 """Two versions of the Redis store's script, A/B, call by call (docs/benchmarks.md).
 
     bench/redis/script_ab.py OLD NEW [--rounds 20] [--memory 20000] [--rows a,b] [--instructions]
+                             [--separate]
 
 OLD and NEW are presence.lua files or git revisions (`git show REV:src/store/lua/presence.lua`).
 A file that defines presence_main is loaded as a Functions library and run with FCALL, as the
@@ -14,6 +15,8 @@ preemption counts for neither. Then, unless --memory 0, Redis's memory per sessi
 --memory sessions (UUID-long ids, each its own user) connected in batches of 60, used_memory
 added over their number, the log's entries included (and the log apart, MEMORY USAGE), the
 same as bench_redis's figure. --rows: only these rows (their keys, as in the JSON). Prints a table and one JSON object (medians and ranges, us).
+
+--separate: each version in a redis-server of its own (their blocks still alternate).
 
 --instructions: redis-server runs under valgrind's callgrind and each block is costed by the
 instructions it executed (callgrind_control --zero before it, --dump after), not by CPU time:
@@ -106,6 +109,9 @@ def main():
     instr = '--instructions' in args
     if instr:
         args.remove('--instructions')
+    separate = instr or '--separate' in args
+    if '--separate' in args:
+        args.remove('--separate')
     if '--rounds' in args:
         i = args.index('--rounds')
         rounds = int(args[i + 1])
@@ -125,14 +131,15 @@ def main():
     texts = {'old': script_text(args[0]), 'new': script_text(args[1])}
     wrap = ('valgrind', '--tool=callgrind', '--callgrind-out-file=cg.out',
             '--collect-atstart=yes') if instr else ()
-    if not instr:
+    if not separate:
         with redis_server('script-ab-') as (sock, pid):
             c = Conn(sock)
             return run({'old': c, 'new': c}, {'old': pid, 'new': pid}, texts, rounds, memory,
                        only)
-    # Under callgrind each version has a redis-server (a Lua state) of its
-    # own: in one state the collector's work for one version's garbage is
-    # done, and counted, in whichever version's call it falls.
+    # With --separate (and under callgrind) each version has a redis-server
+    # (a Lua state) of its own: in one state the collector's work for one
+    # version's garbage is done, and counted, in whichever version's call
+    # it falls.
     with redis_server('script-ab-old-', wrap) as (so, po), \
             redis_server('script-ab-new-', wrap) as (sn, pn):
         return run({'old': Conn(so), 'new': Conn(sn)}, {'old': po, 'new': pn}, texts, rounds,

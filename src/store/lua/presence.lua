@@ -2183,9 +2183,9 @@ local function begin(args)
   A = A0
   op = args[1]
   -- The per-call memos are emptied, not made anew, and the reply's table
-  -- is reused: each table a call made cost Redis ~6,000 instructions
-  -- (its allocation and the collector's share of it) in a channel query of
-  -- ~300,000 (bench/redis/script_ab.py --instructions).
+  -- is reused: a table made is 1,000-2,000 instructions of Redis with the
+  -- collector's share of it (bench/redis/lua_costs.py), an empty one's
+  -- next() ~200.
   if next(avail_memo) then clear(avail_memo) end
   if next(hidden_memo) then clear(hidden_memo) end
   uc_defer = nil

@@ -510,6 +510,67 @@ static void channel_grace_on_redis(void **state) {
   fx_destroy(f);
 }
 
+/* A session that ends with no grace takes its memberships with it, and
+ * the store keeps nothing of them: a channel it was the last member of has
+ * no key and no place in the channel list, the other channel no record of
+ * its member, the user's hash neither the session nor the channels (those
+ * fields go in the session's own HDEL). What is left over would be memory
+ * no one frees while the user's record lives. */
+static bool key_ends(const char *k, const char *tail) {
+  size_t a = strlen(k), b = strlen(tail);
+  return a >= b && !strcmp(k + a - b, tail);
+}
+
+static void an_ended_session_leaves_nothing_of_its_channels(void **state) {
+  (void)state;
+  inst_opts_t io = {0}; /* no offline grace, so no channel grace */
+  fx_t *f = fx_make(1, &io);
+  inst_t *a = &f->in[0];
+  presence_session_connect(a->p, "s1", "ann", NULL, done_cb, a);
+  presence_session_connect(a->p, "s2", "bob", NULL, done_cb, a);
+  presence_channel_join(a->p, "s1", "solo", NULL, done_cb, a);
+  presence_channel_join(a->p, "s1", "pair", "{\"n\":1}", done_cb, a);
+  presence_channel_join(a->p, "s2", "pair", NULL, done_cb, a);
+  presence_session_disconnect(a->p, "s1", done_cb, a);
+  wait_done(&f->loop, a, 6);
+  assert_int_equal(log_channel_events(&f->srv, "solo", "ann").leave, 1);
+  assert_int_equal(log_channel_events(&f->srv, "pair", "ann").leave, 1);
+
+  redisReply *keys = srv_cmd(&f->srv, "KEYS *");
+  assert_int_equal(keys->type, REDIS_REPLY_ARRAY);
+  int pair_keys = 0;
+  for (size_t i = 0; i < keys->elements; i++) {
+    const char *k = keys->element[i]->str;
+    assert_null(strstr(k, "{c:solo}"));
+    if (key_ends(k, "chans")) {
+      redisReply *z = srv_cmd(&f->srv, "ZSCORE %s solo", k);
+      assert_int_equal(z->type, REDIS_REPLY_NIL);
+      freeReplyObject(z);
+    }
+    if (key_ends(k, "c:{c:pair}") && !key_ends(k, "cm:{c:pair}")) {
+      pair_keys++;
+      redisReply *h = srv_cmd(&f->srv, "HKEYS %s", k);
+      for (size_t j = 0; j < h->elements; j++) {
+        assert_null(strstr(h->element[j]->str, "ann"));
+        assert_null(strstr(h->element[j]->str, "s1"));
+      }
+      freeReplyObject(h);
+    }
+  }
+  assert_int_equal(pair_keys, 1);
+  freeReplyObject(keys);
+
+  /* ann is offline: its hash holds its record alone. */
+  char pfx[64];
+  user_prefix("ann", pfx, sizeof pfx);
+  redisReply *h = srv_cmd(&f->srv, "HKEYS %su:{u:ann}", pfx);
+  assert_int_equal(h->type, REDIS_REPLY_ARRAY);
+  assert_int_equal(h->elements, 1);
+  assert_string_equal(h->element[0]->str, "");
+  freeReplyObject(h);
+  fx_destroy(f);
+}
+
 /* ---- against the embedded store --------------------------------------- */
 
 /* One channel event, as both stores must report it. */
@@ -809,6 +870,7 @@ int main(void) {
       cmocka_unit_test(dead_instance_members_leave_once),
       cmocka_unit_test(store_loss_reasserts_memberships),
       cmocka_unit_test(channel_grace_on_redis),
+      cmocka_unit_test(an_ended_session_leaves_nothing_of_its_channels),
       cmocka_unit_test(random_ops_match_the_embedded_store),
       cmocka_unit_test(channel_count_across_shards),
   };

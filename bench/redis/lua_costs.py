@@ -10,9 +10,11 @@ called 100 times with n = 0 and 100 times with n = 100, and the difference over 
 runs is its cost. Instructions, not time: the count does not move with the host's load (see
 script_ab.py --instructions). The constructs are the ones the store's script (presence.lua)
 is made of, with the shapes it uses (a UUID-long session id, an event's pack format), so that
-a change to the script can be priced before it is made (docs/benchmarks.md).
+a change to the script can be priced before it is made (docs/benchmarks.md). Needs valgrind
+(Debian's package; a bench tool, not one of `make test`'s dependencies).
 """
 import os
+import shutil
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -65,6 +67,8 @@ def main():
         print(__doc__)
         print('constructs: ' + ' '.join(NAMES))
         return 0 if names[:1] in (['-h'], ['--help']) else 2
+    if not shutil.which('valgrind'):
+        sys.exit('lua_costs.py: needs valgrind (Debian: apt-get install valgrind)')
     wrap = ('valgrind', '--tool=callgrind', '--callgrind-out-file=cg.out')
     with sa.redis_server('lua-costs-', wrap) as (sock, pid):
         c = sa.Conn(sock)

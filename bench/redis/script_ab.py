@@ -22,7 +22,8 @@ same as bench_redis's figure. --rows: only these rows (their keys, as in the JSO
 instructions it executed (callgrind_control --zero before it, --dump after), not by CPU time:
 a count that does not move with the host's load (the CPU time of a block swings +-40 % on this
 shared VM), for changes too small for the time to show. It is a count of instructions, not of
-cycles: a cache miss or a stall costs one. Slow (~50x): use a few rounds.
+cycles: a cache miss or a stall costs one. Slow (~50x): use a few rounds. Needs valgrind
+(Debian's package; not one of `make test`'s dependencies: this is a bench tool).
 """
 import contextlib, json, os, shutil, socket, statistics, subprocess, sys, tempfile, time
 
@@ -129,6 +130,8 @@ def main():
         print(__doc__)
         return 0 if args[:1] in (['-h'], ['--help']) else 2
     texts = {'old': script_text(args[0]), 'new': script_text(args[1])}
+    if instr and not shutil.which('valgrind'):
+        sys.exit('script_ab.py: --instructions needs valgrind (Debian: apt-get install valgrind)')
     wrap = ('valgrind', '--tool=callgrind', '--callgrind-out-file=cg.out',
             '--collect-atstart=yes') if instr else ()
     if not separate:

@@ -152,8 +152,7 @@ def main():
 def callgrind_instructions(pid):
     """Instructions the callgrind-run process executed since the last call:
     a dump of the counts (their 'summary:' line), then zeroed."""
-    out = subprocess.run(['callgrind_control', '--dump', str(pid)], capture_output=True,
-                         text=True, check=True).stdout
+    subprocess.run(['callgrind_control', '--dump', str(pid)], capture_output=True, check=True)
     d = os.path.dirname(os.readlink('/proc/%d/cwd' % pid) + '/')
     dumps = sorted((f for f in os.listdir(d) if f.startswith('cg.out.')),
                    key=lambda f: int(f.split('.')[2].split('-')[0]))
@@ -162,13 +161,12 @@ def callgrind_instructions(pid):
     for f in dumps:
         os.unlink(os.path.join(d, f))
     subprocess.run(['callgrind_control', '--zero', str(pid)], capture_output=True, check=True)
-    del out
     return n
 
 
 def run(C, pids, texts, rounds, memory, only=None, instr=False):
     """C, pids: each version's connection and redis-server (the same one
-    unless under callgrind)."""
+    unless --separate or --instructions)."""
     seen = {'old': 0, 'new': 0}
 
     def cpu_us(v):
@@ -330,7 +328,7 @@ def bytes_per_session(C, call, ep, n):
             w = []
             for _ in range(min(60, n - k)):
                 w += ['connect', str(uuid.uuid4()), str(uuid.uuid4()), '', 0]
-            C[v].pipe([call(v, 'batch', len(w) // 5, *w, prefix='mem')])
+            c.pipe([call(v, 'batch', len(w) // 5, *w, prefix='mem')])
         log = c.cmd('MEMORY', 'USAGE', 'mem%s:log' % v, 'SAMPLES', '0') or 0
         total = (used(c) - m0) / n
         res[v] = {'with_log': round(total, 1), 'without_log': round(total - log / n, 1)}

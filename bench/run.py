@@ -26,6 +26,7 @@ import datetime
 import json
 import os
 import platform
+import random
 import resource
 import signal
 import socket
@@ -82,9 +83,19 @@ def log(msg):
 
 
 def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A free loopback port below the ephemeral range (32768-60999), where no
+    outgoing connection can take it between this pick and the server's bind
+    (tests/integration/harness.py, free_port)."""
+    rnd = random.SystemRandom()
+    for _ in range(200):
+        port = rnd.randrange(23000, 30000)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("free_port: no free port in 23000-29999")
 
 
 def loadavg():

@@ -23,6 +23,7 @@ import hmac
 import http.server as httpserver
 import json
 import os
+import random
 import re
 import signal
 import socket
@@ -159,12 +160,30 @@ def _die_with_parent():
         pass
 
 
+# Where free_port() picks: below Linux's ephemeral range (32768-60999), which
+# is where the kernel takes the local port of every outgoing connection. A
+# port bound to 0 and closed again comes from that range, so a connection
+# made before the daemon binds it (another test's, a redis-server's PING)
+# could take it in between; a port below the range only another listener can
+# take. 20000-22767 and 30000-32767 are the Redis Cluster tests' (nodes and
+# their bus ports, test_redis_rcluster.py, tests/redis/test_rcluster.c).
+FREE_PORTS = (23000, 30000)
+
+
 def free_port():
-    s = socket.socket()
-    s.bind((HOST, 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
+    """A loopback TCP port nothing listens on, for a server a test starts."""
+    rnd = random.SystemRandom()
+    for _ in range(200):
+        port = rnd.randrange(*FREE_PORTS)
+        s = socket.socket()
+        try:
+            s.bind((HOST, port))
+            return port
+        except OSError:
+            continue
+        finally:
+            s.close()
+    raise RuntimeError("free_port: no free port in %d-%d" % FREE_PORTS)
 
 
 class HookReceiver:

@@ -44,7 +44,7 @@ import time
 import traceback
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import (Checks, Client, Daemon, RawWS, SSE, http, parse_args, token,  # noqa: E402
+from harness import (Checks, Client, Daemon, RawWS, SSE, free_port, http, parse_args, token,  # noqa: E402
                      sanitizer_report, _die_with_parent)
 
 HB_MS = 200
@@ -54,10 +54,7 @@ PASSWORD = "cluster-Pw-7f3a"
 
 
 def _free_port():
-    import socket
-    with socket.socket() as so:
-        so.bind(("127.0.0.1", 0))
-        return so.getsockname()[1]
+    return free_port()  # harness's: below the ephemeral range
 
 
 def _make_certs(d):

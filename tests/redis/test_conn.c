@@ -28,15 +28,31 @@ typedef struct tsrv {
   pid_t pid;
 } tsrv_t;
 
+/* A free loopback port below the ephemeral range (32768-60999): a port
+ * bound to 0 comes from that range, where an outgoing connection (a
+ * redis-server's, another test's) can take it between this pick and the
+ * server's bind; below it only a listener can. 23000-29999, as
+ * tests/integration/harness.py's free_port (the cluster tests take
+ * 20000-22767 and 30000-32767). */
 static int free_port(void) {
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  struct sockaddr_in a = {.sin_family = AF_INET,
-                          .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-  assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
-  socklen_t l = sizeof a;
-  getsockname(fd, (struct sockaddr *)&a, &l);
-  close(fd);
-  return ntohs(a.sin_port);
+  static bool seeded;
+  if (!seeded) {
+    srand((unsigned)getpid() ^ (unsigned)time(NULL));
+    seeded = true;
+  }
+  for (int i = 0; i < 200; i++) {
+    int port = 23000 + (int)((unsigned)rand() % 7000u);
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    assert_true(fd >= 0);
+    struct sockaddr_in a = {.sin_family = AF_INET,
+                            .sin_port = htons((uint16_t)port),
+                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    bool ok = bind(fd, (struct sockaddr *)&a, sizeof a) == 0;
+    close(fd);
+    if (ok) return port;
+  }
+  fail_msg("free_port: no free port in 23000-29999");
+  return -1;
 }
 
 /* Certificates for 127.0.0.1 and localhost, from a CA of the test's own,

@@ -1014,10 +1014,11 @@ static presence_status_t st_of(const char *s) {
 
 /* ---- the packed log -------------------------------------------------- */
 
-/* Format 6 (presence.lua, emit; docs/internals/redis.md "The log"):
- * little-endian integers, each string its length + 1 (0: absent), its
- * bytes and a NUL, so that an event's strings point into the reply as it
- * came. A cursor over one blob: any read past its end fails it. */
+/* Format 9 (presence.lua, ev_pack, uemit, cemit; docs/internals/redis.md
+ * "The log"): little-endian integers, each string its length + 1 (0:
+ * absent), its bytes and a NUL, so that an event's strings point into the
+ * reply as it came. A cursor over one blob: any read past its end fails
+ * it. */
 typedef struct unpacker {
   const char *p, *end;
   bool bad;
@@ -1067,7 +1068,7 @@ int presence__redis_unpack(const char *blob, size_t len, uint64_t last_seq,
   }
   unpacker_t u = {blob, blob + len, false};
   /* What the call's events share: its time, the caller's epoch and id. */
-  uint64_t ts = get_uint(&u, 8), epoch = get_uint(&u, 8);
+  uint64_t ts = get_uint(&u, 6), epoch = get_uint(&u, 6);
   const char *caller = get_str(&u, 2);
   if (u.bad || !caller) return PRESENCE_ESTORE;
   bool remote = strcmp(caller, self) != 0;
@@ -1076,27 +1077,43 @@ int presence__redis_unpack(const char *blob, size_t len, uint64_t last_seq,
   for (size_t i = 0; i < count; i++) {
     presence_event_t *ev = &base[i];
     memset(ev, 0, sizeof(*ev));
-    uint64_t ty = get_uint(&u, 2);
+    /* The type, and above it the flags (presence.lua, before ev_pack):
+     * 1 a device tail, 2 the shown version, 4 a user event follows, 8 a
+     * channel.update's data changed, 16 the shown count, 32 the session
+     * and user are the previous event's, 64 so is the device tail, 128 a
+     * count, 256 an instance, 512 meta, 1024 the default device. Only
+     * what an event has is written. */
+    uint64_t tf = get_uint(&u, 3);
     uint64_t reason = get_uint(&u, 1), from = get_uint(&u, 1),
              to = get_uint(&u, 1);
-    uint64_t ver = get_uint(&u, 6), cnt = get_uint(&u, 6);
-    const char *inst = get_str(&u, 2);
-    ev->session_id = get_str(&u, 2);
-    ev->user_id = get_str(&u, 2);
-    ev->meta = get_str(&u, 4);
-    if (u.bad) return PRESENCE_ESTORE;
-    /* Flags above the type (presence.lua, uemit and cemit): 256 a device
-     * tail, 512 the shown version, 1024 a user event follows; a
-     * channel.update 2048 when its data changed, a channel event 4096 its
-     * shown count after the shown version; 8192 a session or user event of
-     * the previous event's session and user (both left out). */
-    uint64_t tflags = ty >> 8;
-    ty &= 0xff;
-    if (ty >= PRESENCE_EV_COUNT_ || (tflags & ~(uint64_t)63))
+    uint64_t ver = get_uint(&u, 4);
+    uint64_t tflags = tf >> 8, ty = tf & 0xff;
+    if (u.bad || ty >= PRESENCE_EV_COUNT_ || (tflags & ~(uint64_t)2047))
       return PRESENCE_ESTORE;
+    /* The previous event's device, or the default one's name, only in a
+     * device tail; the previous event's device only after its session. */
+    if ((tflags & (64 | 1024)) &&
+        (!(tflags & 1) || (tflags & (64 | 1024)) == (64 | 1024)))
+      return PRESENCE_ESTORE;
+    if ((tflags & 64) && !(tflags & 32)) return PRESENCE_ESTORE;
+    uint64_t cnt = tflags & 128 ? get_uint(&u, 4) : 0;
+    const char *inst = NULL;
+    if (tflags & 256) {
+      inst = get_str(&u, 2);
+      if (!inst) return PRESENCE_ESTORE;
+    }
+    if (!(tflags & 32)) {
+      ev->session_id = get_str(&u, 2);
+      ev->user_id = get_str(&u, 2);
+    }
+    if (tflags & 512) {
+      ev->meta = get_str(&u, 4);
+      if (!ev->meta) return PRESENCE_ESTORE;
+    }
+    if (u.bad) return PRESENCE_ESTORE;
     if (tflags & 32) {
-      if (i == 0 || ty > PRESENCE_EV_USER_OFFLINE || ev->session_id ||
-          ev->user_id || base[i - 1].type > PRESENCE_EV_USER_OFFLINE ||
+      if (i == 0 || ty > PRESENCE_EV_USER_OFFLINE ||
+          base[i - 1].type > PRESENCE_EV_USER_OFFLINE ||
           !base[i - 1].session_id || !base[i - 1].user_id)
         return PRESENCE_ESTORE;
       ev->session_id = base[i - 1].session_id;
@@ -1105,7 +1122,7 @@ int presence__redis_unpack(const char *blob, size_t len, uint64_t last_seq,
     if (tflags & 8) ev->flags |= PRESENCE_EVENT_DATA_CHANGED;
     if (ty >= PRESENCE_EV_CHANNEL_JOIN && ty <= PRESENCE_EV_CHANNEL_UPDATE) {
       /* A channel event: its count is the member count. */
-      ev->count = cnt ? cnt - 1 : 0;
+      ev->count = cnt;
       ev->channel = get_str(&u, 2);
       if (!ev->channel) return PRESENCE_ESTORE;
     }
@@ -1115,21 +1132,27 @@ int presence__redis_unpack(const char *blob, size_t len, uint64_t last_seq,
       ev->emoji = get_str(&u, 2);
       ev->message_expires_ms = (int64_t)(get_uint(&u, 6) & INT64_MAX);
     }
-    if (tflags & 1) {
+    if (tflags & 64) {
+      /* The causing session's device tail, as the event before said it. */
+      if (!base[i - 1].device) return PRESENCE_ESTORE;
+      ev->device = base[i - 1].device;
+      ev->device_from = base[i - 1].device_from;
+      ev->device_to = base[i - 1].device_to;
+    } else if (tflags & 1) {
       /* The causing session's device and its best status before, after. */
-      ev->device = get_str(&u, 2);
+      ev->device = tflags & 1024 ? PRESENCE_DEVICE_DEFAULT : get_str(&u, 2);
       uint64_t df = get_uint(&u, 1), dt = get_uint(&u, 1);
       if (!ev->device) return PRESENCE_ESTORE;
       ev->device_from = st_of_n((long)(df & 3));
       ev->device_to = st_of_n((long)(dt & 3));
     }
-    if (tflags & 2) ev->shown_version = get_uint(&u, 6);
-    if (tflags & 16) ev->shown_count = get_uint(&u, 6);
+    if (tflags & 2) ev->shown_version = get_uint(&u, 4);
+    if (tflags & 16) ev->shown_count = get_uint(&u, 4);
     if (u.bad) return PRESENCE_ESTORE;
     if (tflags & 4) ev->flags |= PRESENCE_EVENT_USER_FOLLOWS;
     /* A count on another event (a cleanup): the session ids are left out
      * of the log, not listed. */
-    if (cnt && !ev->channel) ev->flags |= PRESENCE_EVENT_IDS_OMITTED;
+    if ((tflags & 128) && !ev->channel) ev->flags |= PRESENCE_EVENT_IDS_OMITTED;
     ev->type = (presence_event_type_t)ty;
     ev->reason = (presence_reason_t)reason;
     ev->from = st_of_n((long)(from & 3));

@@ -255,7 +255,7 @@ def resp(x):
 
 
 def s16(x, n=2):
-    """A string as the script packs it (store format 6): length + 1 (0:
+    """A string as the script packs it (store format 6 on): length + 1 (0:
     absent), the bytes, a NUL."""
     if x is None:
         return b"\0" * n + b"\0"
@@ -269,15 +269,23 @@ def u(v, n):
 
 
 def header(caller, ts=1764320000001, epoch=1764320000000):
-    return u(ts, 8) + u(epoch, 8) + s16(caller)
+    return u(ts, 6) + u(epoch, 6) + s16(caller)
+
+
+COUNT, INST, META = 32768, 65536, 131072
 
 
 def pev(ty, reason, fr, to, ver, inst=None, sid=None, uid=None, meta=None,
         count=None, tail=b""):
-    """An event: inst None is the caller (the header's)."""
-    return (u(ty, 2) + u(reason, 1) + u(fr, 1) + u(to, 1) + u(ver, 6) +
-            u(0 if count is None else count + 1, 6) + s16(inst) + s16(sid) +
-            s16(uid) + s16(meta, 4) + tail)
+    """An event (store format 9: only the fields it has, each flagged above
+    its type): inst None is the caller (the header's)."""
+    tf = (ty + (COUNT if count is not None else 0) + (INST if inst is not None else 0) +
+          (META if meta is not None else 0))
+    return (u(tf, 3) + u(reason, 1) + u(fr, 1) + u(to, 1) + u(ver, 4) +
+            (u(count, 4) if count is not None else b"") +
+            (s16(inst) if inst is not None else b"") +
+            (s16(sid) + s16(uid) if not ty & DITTO else b"") +
+            (s16(meta, 4) if meta is not None else b"") + tail)
 
 
 def entry(last, caller, evs):
@@ -285,19 +293,19 @@ def entry(last, caller, evs):
                              header(caller) + b"".join(evs)]]
 
 
-DEV, SV, DITTO = 256, 512, 8192
-dev_web = s16("web") + u(0, 1) + u(1, 1)
-conn = pev(0 + DEV + SV, 1, 0, 1, 1, None, "s1", "alice",
-           '{"device":"web tab"}', tail=dev_web + u(0, 6))
-uon = pev(3 + DEV + SV + DITTO, 1, 0, 1, 1, tail=dev_web + u(1, 6))
-idle = pev(2 + SV, 3, 1, 2, 1, None, "s2", "bob", tail=u(1, 6))
-lost = pev(1 + SV, 8, 1, 0, 2, "victim", "s9", "carol", tail=u(2, 6))
+DEV, SV, DITTO, DITTO_DEV, WEB = 256, 512, 8192, 16384, 262144
+conn = pev(0 + DEV + SV + WEB, 1, 0, 1, 1, None, "s1", "alice",
+           '{"device":"web tab"}', tail=u(0, 1) + u(1, 1) + u(0, 4))
+uon = pev(3 + DEV + SV + DITTO + DITTO_DEV, 1, 0, 1, 1, tail=u(1, 4))
+idle = pev(2 + DEV + SV, 3, 1, 2, 1, None, "s2", "bob",
+           tail=s16("mobile") + u(1, 1) + u(2, 1) + u(1, 4))
+lost = pev(1 + SV, 8, 1, 0, 2, "victim", "s9", "carol", tail=u(2, 4))
 clean = pev(6, 8, 0, 0, 0, "victim", count=100000)
 wipe = pev(6, 8, 0, 0, 0, "")
 join = pev(7 + SV + 4096, 1, 0, 1, 3, None, "s1", "alice", '{"x":1}', count=2,
-           tail=s16("room") + u(1, 6) + u(2, 6))
+           tail=s16("room") + u(1, 4) + u(2, 4))
 msg = pev(11 + SV, 3, 1, 1, 4, None, None, "alice",
-          tail=s16("lunch", 4) + s16(None) + u(0, 6) + u(3, 6))
+          tail=s16("lunch", 4) + s16(None) + u(0, 6) + u(3, 4))
 redis_inputs = [
     resp([entry(2, "inst-a", [conn, uon]), entry(3, "inst-b", [idle])]),
     resp([entry(5, "inst-a", [lost, clean])]),

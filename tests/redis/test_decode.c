@@ -51,7 +51,8 @@ static redisReply *bin(const char *s, size_t n) {
   return r;
 }
 
-/* A blob as presence.lua's emit and finish pack it (format 6). */
+/* A blob as presence.lua's ev_pack, uemit, cemit and finish pack it
+ * (format 9). */
 typedef struct blob {
   char b[2048];
   size_t n;
@@ -71,25 +72,45 @@ static void put_s(blob_t *b, const char *s, size_t lenbytes) {
 }
 
 static void header(blob_t *b, uint64_t ts, uint64_t epoch, const char *caller) {
-  put_u(b, ts, 8);
-  put_u(b, epoch, 8);
+  put_u(b, ts, 6);
+  put_u(b, epoch, 6);
   put_s(b, caller, 2);
 }
 
-/* An event's common part; count < 0: none; inst NULL: the caller. */
+/* The flags above an event's type (presence.lua, before ev_pack). */
+enum {
+  F_DEV = 256,
+  F_SV = 512,
+  F_DITTO = 8192,     /* the previous event's session and user */
+  F_DITTO_DEV = 16384, /* the previous event's device tail */
+  F_COUNT = 32768,
+  F_INST = 65536,
+  F_META = 131072,
+  F_WEB = 262144 /* the default device, its name left out */
+};
+
+/* An event's fields: type and flags (3 bytes), reason, from, to, version
+ * (4), then only what it has: count < 0 none, inst NULL the caller, the
+ * session and user unless F_DITTO, meta NULL none. */
 static void event(blob_t *b, unsigned ty, unsigned reason, unsigned from,
                   unsigned to, uint64_t ver, long long count, const char *inst,
                   const char *sid, const char *uid, const char *meta) {
-  put_u(b, ty, 2);
+  unsigned tf = ty;
+  if (count >= 0) tf |= F_COUNT;
+  if (inst) tf |= F_INST;
+  if (meta) tf |= F_META;
+  put_u(b, tf, 3);
   put_u(b, reason, 1);
   put_u(b, from, 1);
   put_u(b, to, 1);
-  put_u(b, ver, 6);
-  put_u(b, count < 0 ? 0 : (uint64_t)count + 1, 6);
-  put_s(b, inst, 2);
-  put_s(b, sid, 2);
-  put_s(b, uid, 2);
-  put_s(b, meta, 4);
+  put_u(b, ver, 4);
+  if (count >= 0) put_u(b, (uint64_t)count, 4);
+  if (inst) put_s(b, inst, 2);
+  if (!(ty & F_DITTO)) {
+    put_s(b, sid, 2);
+    put_s(b, uid, 2);
+  }
+  if (meta) put_s(b, meta, 4);
 }
 
 static redisReply *entry_bin(const char *id, const char *k, const blob_t *b) {
@@ -100,9 +121,17 @@ static redisReply *entry_bin(const char *id, const char *k, const blob_t *b) {
 static blob_t connect_blob(void) {
   blob_t b = {.n = 0};
   header(&b, 1764320000001, 77, "inst-a");
-  event(&b, 0, 1, 0, 1, 1, -1, NULL, "s1", "alice", "{\"d\":\"a b\t\"}");
-  /* user.online of the same session and user: both left out (8192). */
-  event(&b, 3 + 8192, 1, 0, 1, 1, -1, NULL, NULL, NULL, NULL);
+  /* session.connected of the default device (its name left out), web
+   * offline -> online, shown version 1 */
+  event(&b, 0 + F_DEV + F_WEB + F_SV, 1, 0, 1, 1, -1, NULL, "s1", "alice",
+        "{\"d\":\"a b\t\"}");
+  put_u(&b, 0, 1);
+  put_u(&b, 1, 1);
+  put_u(&b, 1, 4);
+  /* user.online of the same session and user and device: all left out. */
+  event(&b, 3 + F_DEV + F_SV + F_DITTO + F_DITTO_DEV, 1, 0, 1, 1, -1, NULL,
+        NULL, NULL, NULL);
+  put_u(&b, 2, 4);
   return b;
 }
 
@@ -149,6 +178,16 @@ static void an_entry_becomes_its_events(void **state) {
   assert_string_equal(u->user_id, "alice");
   assert_int_equal(u->user_version, 1);
   assert_null(u->meta);
+  /* The default device, named by a flag, and the user event's device
+   * tail taken from the session event's. */
+  assert_string_equal(c->device, "web");
+  assert_int_equal(c->device_from, PRESENCE_OFFLINE);
+  assert_int_equal(c->device_to, PRESENCE_ONLINE);
+  assert_int_equal(c->shown_version, 1);
+  assert_string_equal(u->device, "web");
+  assert_int_equal(u->device_from, PRESENCE_OFFLINE);
+  assert_int_equal(u->device_to, PRESENCE_ONLINE);
+  assert_int_equal(u->shown_version, 2);
   free(evs.ev);
   freeReplyObject(e);
 }
@@ -203,22 +242,22 @@ static blob_t tails_blob(void) {
   header(&b, 5, 7, "inst-a");
   /* user.idle, flags 256 (device) + 512 (shown version); from/to carry
    * availability 2 (busy) above the status. */
-  event(&b, 4 + 256 + 512, 2, 1 + 8, 2 + 8, 9, -1, NULL, "s1", "bob", NULL);
+  event(&b, 4 + F_DEV + F_SV, 2, 1 + 8, 2 + 8, 9, -1, NULL, "s1", "bob", NULL);
   put_s(&b, "mobile", 2);
   put_u(&b, 1, 1);
   put_u(&b, 2, 1);
-  put_u(&b, 6, 6);
+  put_u(&b, 6, 4);
   /* channel.join, 512 + 4096: member count 41 */
-  event(&b, 7 + 512 + 4096, 1, 0, 1, 3, 41, NULL, "s1", "bob", "{\"x\":1}");
+  event(&b, 7 + F_SV + 4096, 1, 0, 1, 3, 41, NULL, "s1", "bob", "{\"x\":1}");
   put_s(&b, "room", 2);
-  put_u(&b, 2, 6);
-  put_u(&b, 40, 6);
+  put_u(&b, 2, 4);
+  put_u(&b, 40, 4);
   /* user.message, 512: text, no emoji, expiry */
-  event(&b, 11 + 512, 3, 1, 1, 10, -1, NULL, NULL, "bob", NULL);
+  event(&b, 11 + F_SV, 3, 1, 1, 10, -1, NULL, NULL, "bob", NULL);
   put_s(&b, "lunch", 4);
   put_s(&b, NULL, 2);
   put_u(&b, 1764320009999, 6);
-  put_u(&b, 7, 6);
+  put_u(&b, 7, 4);
   return b;
 }
 
@@ -342,7 +381,7 @@ static void malformed_entries_are_refused_whole(void **state) {
   blob_t nonul = {.n = 0};
   header(&nonul, 5, 7, "inst-a");
   event(&nonul, 0, 1, 0, 1, 1, -1, NULL, "s1", "alice", NULL);
-  nonul.b[nonul.n - 6] = 'y'; /* the NUL after "alice" (meta: 5 bytes) */
+  nonul.b[nonul.n - 1] = 'y'; /* the NUL after "alice" */
   refused("9-0", "1", &nonul, "no NUL");
   blob_t ty = {.n = 0};
   header(&ty, 5, 7, "inst-a");
@@ -350,7 +389,7 @@ static void malformed_entries_are_refused_whole(void **state) {
   refused("9-0", "1", &ty, "type");
   blob_t fl = {.n = 0};
   header(&fl, 5, 7, "inst-a");
-  event(&fl, 3 + (128 << 8), 1, 0, 1, 1, -1, NULL, "s1", "alice", NULL);
+  event(&fl, 3 + (2048 << 8), 1, 0, 1, 1, -1, NULL, "s1", "alice", NULL);
   refused("9-0", "1", &fl, "flags");
   blob_t ch = {.n = 0};
   header(&ch, 5, 7, "inst-a");
@@ -358,7 +397,8 @@ static void malformed_entries_are_refused_whole(void **state) {
   put_s(&ch, NULL, 2);
   refused("9-0", "1", &ch, "a channel event without a channel");
   /* "The previous event's session and user" first, after a channel
-   * event, on a channel event, or with a user of its own. */
+   * event, or on a channel event. (Since format 9 the flag leaves both
+   * out: an event cannot carry a user of its own with it.) */
   blob_t d1 = {.n = 0};
   header(&d1, 5, 7, "inst-a");
   event(&d1, 3 + 8192, 1, 0, 1, 1, -1, NULL, NULL, NULL, NULL);
@@ -369,17 +409,55 @@ static void malformed_entries_are_refused_whole(void **state) {
   put_s(&d2, "room", 2);
   event(&d2, 3 + 8192, 1, 0, 1, 1, -1, NULL, NULL, NULL, NULL);
   refused("10-0", "2", &d2, "ditto after a channel event");
-  blob_t d3 = {.n = 0};
-  header(&d3, 5, 7, "inst-a");
-  event(&d3, 0, 1, 0, 1, 1, -1, NULL, "s1", "alice", NULL);
-  event(&d3, 3 + 8192, 1, 0, 1, 1, -1, NULL, NULL, "bob", NULL);
-  refused("10-0", "2", &d3, "ditto with a user");
   blob_t d4 = {.n = 0};
   header(&d4, 5, 7, "inst-a");
   event(&d4, 0, 1, 0, 1, 1, -1, NULL, "s1", "alice", NULL);
   event(&d4, 7 + 8192, 1, 0, 1, 1, 3, NULL, NULL, NULL, NULL);
   put_s(&d4, "room", 2);
   refused("10-0", "2", &d4, "ditto on a channel event");
+  /* The previous event's device tail: first, without its session and
+   * user, after an event without one, outside a device tail, together
+   * with the default device's flag; the default device's flag alone. */
+  blob_t v1 = {.n = 0};
+  header(&v1, 5, 7, "inst-a");
+  event(&v1, 3 + F_DEV + F_DITTO_DEV, 1, 0, 1, 1, -1, NULL, "s1", "alice",
+        NULL);
+  refused("9-0", "1", &v1, "device ditto first");
+  blob_t v2 = connect_blob();
+  v2.n -= 14; /* the user event: 10 bytes and its shown version (4) */
+  event(&v2, 3 + F_DEV + F_SV + F_DITTO_DEV, 1, 0, 1, 1, -1, NULL, "s1",
+        "alice", NULL);
+  put_u(&v2, 2, 4);
+  refused("12-0", "2", &v2, "device ditto with a session of its own");
+  blob_t v3 = {.n = 0};
+  header(&v3, 5, 7, "inst-a");
+  event(&v3, 0, 1, 0, 1, 1, -1, NULL, "s1", "alice", NULL);
+  event(&v3, 3 + F_DEV + F_DITTO + F_DITTO_DEV, 1, 0, 1, 1, -1, NULL, NULL,
+        NULL, NULL);
+  refused("10-0", "2", &v3, "device ditto after no device");
+  blob_t v4 = connect_blob();
+  v4.n -= 14;
+  event(&v4, 3 + F_SV + F_DITTO + F_DITTO_DEV, 1, 0, 1, 1, -1, NULL, NULL,
+        NULL, NULL);
+  put_u(&v4, 2, 4);
+  refused("12-0", "2", &v4, "device ditto outside a device tail");
+  blob_t v5 = connect_blob();
+  v5.n -= 14;
+  event(&v5, 3 + F_DEV + F_SV + F_DITTO + F_DITTO_DEV + F_WEB, 1, 0, 1, 1, -1,
+        NULL, NULL, NULL, NULL);
+  put_u(&v5, 2, 4);
+  refused("12-0", "2", &v5, "device ditto and the default device");
+  blob_t v6 = {.n = 0};
+  header(&v6, 5, 7, "inst-a");
+  event(&v6, 2 + F_WEB, 1, 0, 1, 1, -1, NULL, "s1", "alice", NULL);
+  refused("9-0", "1", &v6, "the default device outside a device tail");
+  /* A flag's field that is not there: an instance, meta. */
+  blob_t i1 = {.n = 0};
+  header(&i1, 5, 7, "inst-a");
+  event(&i1, 6, 8, 0, 0, 0, -1, NULL, NULL, NULL, NULL);
+  i1.b[21 + 2] |= 1; /* F_INST: bit 16 of the type, after 21 of header */
+  put_s(&i1, NULL, 2); /* an absent string where the instance is read */
+  refused("9-0", "1", &i1, "an instance flagged, none there");
   blob_t nocaller = {.n = 0};
   header(&nocaller, 5, 7, NULL);
   event(&nocaller, 0, 1, 0, 1, 1, -1, NULL, "s1", "alice", NULL);

@@ -762,21 +762,22 @@ static void another_layout_is_refused(void **state) {
   assert_int_equal(presence_new(&o, &p), 0);
   run_for(&loop, 700);
   assert_false(presence_redis_ready(st));
-  if (!strstr(cap.text, "store format 1, this build uses 8"))
+  if (!strstr(cap.text, "store format 1, this build uses 9"))
     fail_msg("logged: \"%s\"", cap.text);
   /* A format-2 store (before channels), a format-3 one (text user and
    * session records) and a format-4 one (sets of session ids per
    * instance, an index without owners), a format-5 one (the log's
    * events as text), a format-6 one (a set per user of its channels) and
    * a format-7 one (6-byte versions, the owner's epoch as text in a
-   * session record): refused the same way. A register sent before the
+   * session record), a format-8 one (the log's events with every field,
+   * absent ones as zeros): refused the same way. A register sent before the
    * SET may still answer the format before: the retries (every heartbeat)
    * are read until one answers after it. */
-  const char *older[] = {"2", "3", "4", "5", "6", "7"};
+  const char *older[] = {"2", "3", "4", "5", "6", "7", "8"};
   for (size_t k = 0; k < sizeof older / sizeof older[0]; k++) {
     freeReplyObject(srv_cmd(&srv, "SET presence:format %s", older[k]));
     char want[64];
-    snprintf(want, sizeof want, "store format %s, this build uses 8",
+    snprintf(want, sizeof want, "store format %s, this build uses 9",
              older[k]);
     for (int i = 0; i < 30; i++) {
       cap.text[0] = '\0';
@@ -795,7 +796,7 @@ static void another_layout_is_refused(void **state) {
     run_for(&loop, 10);
   assert_true(presence_redis_ready(st));
   r = srv_cmd(&srv, "GET presence:format");
-  assert_string_equal(r->str, "8");
+  assert_string_equal(r->str, "9");
   freeReplyObject(r);
   presence_free(p);
   loop_drain(&loop);

@@ -87,7 +87,7 @@ local R_EXPLICIT = 3
 
 -- The global keys under the call's prefix (set by set_prefix()):
 local K_SEQ, K_LOG
-local K_FORMAT, FORMAT = nil, '8' -- see 'register'
+local K_FORMAT, FORMAT = nil, '9' -- see 'register'
 local SEQ_JUMP_AFTER_LOSS = 1000000 -- see 'register'
 local K_SIDX      -- hash: session id -> user '\t' owning instance
 local K_INST      -- hash: instance id -> registered epoch
@@ -155,10 +155,10 @@ local out = {} -- {code, payload}: begin() resets it
 --
 -- Binary since format 6 (docs/internals/redis.md, "The log"; decoded by
 -- presence__redis_unpack), integers little-endian. The entry starts with
--- what every event of one call shares: its time (ms, 8 bytes), the
--- caller's epoch (8) and the caller's instance id. Then each event:
---   type + flags (2), reason, from, to (a byte each), version (6),
---   count + 1 (6; 0: none), instance (none: the caller), session, user,
+-- what every event of one call shares: its time (ms, 6 bytes), the
+-- caller's epoch (6) and the caller's instance id. Then each event:
+--   type + flags (3), reason, from, to (a byte each), version (4),
+--   then what its flags say it has: count (4), instance, session and user,
 --   meta (4-byte length), then its type's own (uemit, cemit, emit_msg).
 -- A string is its length + 1 (0: absent), its bytes and a NUL, so that the
 -- C side points into the reply without copying or writing.
@@ -168,20 +168,37 @@ local out = {} -- {code, payload}: begin() resets it
 -- 6 writes 152 (UUID-long instance id, short session and user ids). One
 -- struct.pack an event cost 0.74x the CPU of a batched session operation
 -- (script_ab, the same load).
+-- Format 9 writes only what an event has (format 6-8 wrote every field,
+-- absent ones as zeros: a count, an instance and a meta that a status
+-- change never has, 6-byte versions that are kept in 4) and lets a user
+-- event that follows its session's (a connect's user.online) take the
+-- session, user and device from it: a status change's two events are 80
+-- bytes instead of 134 with a UUID-long session id. Every byte of the log
+-- costs Redis ~50 instructions (packed, concatenated, stored, sent back
+-- in the reply: bench/redis/script_ab.py, an event of constant bytes
+-- against one of none), and every reader of the log receives it.
 --
 -- evs holds the packed pieces of every event of the call (nb of them;
 -- evs[1] is the header's place), nev counts the events: finish()
 -- concatenates them once.
 local evs, nev, nb -- begin() empties them
--- The session and user of the call's last event when it was a session or a
--- user event (nil otherwise): a session or user event of the same two (a
--- connect's user.online after its session.connected) leaves both out and
--- says so (flag 8192 above the type); the reader takes the previous
--- event's. Both are keyed by that user for the workers' router
--- (redis_interest.c), so a run of events it cuts never starts at one.
--- ~55 bytes less a connect's, status change's or end's entry with a
--- UUID-long session id.
-local last_sid, last_uid
+-- The flags above an event's type (its first 3 bytes; the C side's
+-- presence__redis_unpack reads them as tf >> 8):
+--   256 a device tail (device, its best status before and after)
+--   512 the shown version (4)     1024 a user event follows
+--   2048 a channel.update's data changed   4096 the shown count (4)
+--   8192 the session and user are the previous event's (left out)
+--   16384 the device tail is the previous event's (left out)
+--   32768 a count (4)   65536 an instance (absent: the caller; '': none)
+--   131072 meta   262144 the device is the default one (its name left out)
+-- LE: the session, user, device and its statuses of the call's last event
+-- when it was a session or a user event (LE.s nil otherwise). A session
+-- or user event of the same session and user (a connect's user.online
+-- after its session.connected) leaves them out (8192, and 16384 when the
+-- device tail is the same too); the reader takes the previous event's.
+-- Both are keyed by that user for the workers' router (redis_interest.c),
+-- so a run of events it cuts never starts at one.
+local LE = {}
 -- '<length>:' for lengths below 4096, built with NUM: the text form of an
 -- optional string in a status message's field (F_MSG, msg_parse).
 local LEN = {}
@@ -189,12 +206,48 @@ local function str(x)
   if not x then return '- ' end
   return (LEN[#x] or (s(#x) .. ':')) .. x .. ' '
 end
-local HDR_FMT = '<I8I8I2s'
-local EV_FMT = '<HBBBI6I6I2sI2sI2sI4s'
 -- Length + 1 of an optional string, and the string ('' when absent).
 local function ln(x) if x then return #x + 1 end return 0 end
 -- A string's bytes for pack ('' when absent: its length says absent).
 local function sb(x) return x or '' end
+
+-- One event, packed piece by piece: the general form (a cleanup, a
+-- message, a user event of a device other than the default). The frequent
+-- shapes are packed whole in uemit and cemit. tf: the type and the flags
+-- of its tail; the flags of the optional fields are added here. ev_inst:
+-- the instance the event is about ('' none; the caller's is left out).
+local EVP = {}
+local function ev_pack(tf, reason, sid, uid, meta, from, to, ver, ev_inst,
+                       count, tail)
+  if count then tf = tf + 32768 end
+  if ev_inst == iid then ev_inst = nil end
+  if ev_inst then tf = tf + 65536 end
+  if meta then tf = tf + 131072 end
+  local n = 1
+  EVP[1] = struct.pack('<I6I4', tf + 16777216 * (reason + 256 * (from + 256 *
+                       to)), ver)
+  if count then
+    n = n + 1
+    EVP[n] = struct.pack('<I4', count)
+  end
+  if ev_inst then
+    n = n + 1
+    EVP[n] = struct.pack('<I2s', #ev_inst + 1, ev_inst)
+  end
+  if tf % 16384 < 8192 then
+    n = n + 1
+    EVP[n] = struct.pack('<I2sI2s', ln(sid), sb(sid), ln(uid), sb(uid))
+  end
+  if meta then
+    n = n + 1
+    EVP[n] = struct.pack('<I4s', #meta + 1, meta)
+  end
+  if tail then
+    n = n + 1
+    EVP[n] = tail
+  end
+  return table.concat(EVP, '', 1, n)
+end
 
 -- from and to of a user event carry the user's availability above the
 -- status: status + 4 * availability (a reader masks with 3 for the status).
@@ -203,17 +256,10 @@ local function sb(x) return x or '' end
 local function emit(ty, reason, sid, uid, meta, from, to, ver, ev_inst, count,
                     tail)
   nev = nev + 1
-  last_sid = nil
-  local ei
-  if ev_inst ~= iid then ei = ev_inst end
+  LE.s = nil
   nb = nb + 1
-  evs[nb] = struct.pack(EV_FMT, ty, reason, from, to, ver,
-                        count and count + 1 or 0, ln(ei), sb(ei), ln(sid),
-                        sb(sid), ln(uid), sb(uid), ln(meta), sb(meta))
-  if tail then
-    nb = nb + 1
-    evs[nb] = tail
-  end
+  evs[nb] = ev_pack(ty, reason, sid, uid, meta, from, to, ver, ev_inst, count,
+                    tail)
 end
 
 -- Number and append this call's events: one entry whose id is the sequence
@@ -224,7 +270,7 @@ end
 local function finish()
   if nev == 0 then return out end
   local last = redis.call('INCRBY', K_SEQ, nev)
-  evs[1] = struct.pack(HDR_FMT, now, epoch_n, #iid + 1, iid)
+  evs[1] = struct.pack('<I6I6I2s', now, epoch_n, #iid + 1, iid)
   local blob = table.concat(evs, '', 1, nb)
   local last_s = s(last)
   if last > maxlen then
@@ -471,11 +517,9 @@ end
 -- shown version, 1024 "a user event follows"; a reader of an older entry
 -- finds none.
 -- A user event's tails: the device, its best status before and after (flag
--- 256), then the shown version (flag 512); alone, after a message's, or
--- after emit's fields.
-local DEV_TAIL, SV_TAIL = 'I2sBBI6', 'I6'
-local UEV_DEV, UEV_SV = '<' .. DEV_TAIL, '<' .. SV_TAIL
-local UEV_FMT, UEV_FMT_DEV = EV_FMT .. SV_TAIL, EV_FMT .. DEV_TAIL
+-- 256: the device's name left out when it is the default, 262144, or the
+-- whole tail when it is the previous event's, 16384), then the shown
+-- version (flag 512); after a message's tail, or after the event's fields.
 local function uemit(U, ty, reason, sid, u, meta, from, to, avf, dev, df, dt,
                      follows, tail)
   local avt = U.av
@@ -498,51 +542,63 @@ local function uemit(U, ty, reason, sid, u, meta, from, to, avf, dev, df, dt,
       shown_av(avf, from) ~= shown_av(avt, to) or dvis
   end
   if vis then U.sv = vinc(U.sv) end
-  local flags = 512
-  if follows then flags = flags + 1024 end
-  if tail then
-    -- A message's (emit_msg): the tails in the order a reader takes them,
-    -- the message's, the device's, the shown version.
-    if dev then
-      flags = flags + 256
-      tail = tail .. struct.pack(UEV_DEV, #dev + 1, dev, df, dt, U.sv)
-    else
-      tail = tail .. struct.pack(UEV_SV, U.sv)
-    end
-    emit(ty + flags, reason, sid, u, meta, from + 4 * avf, to + 4 * avt, U.v,
-         iid, nil, tail)
-    return
-  end
-  -- The common case, the whole event in one pack (emit's fields, then the
-  -- tails): a second pack and its concatenation cost ~4 % of a batched
-  -- operation.
+  local tf = ty + 512
+  if follows then tf = tf + 1024 end
+  local fr, tt = from + 4 * avf, to + 4 * avt
   local ps, pu = sid, u
-  if ty <= EV_UOFF then
-    if sid and sid == last_sid and u == last_uid then
-      flags = flags + 8192
+  local same_dev = false
+  if not tail and ty <= EV_UOFF then
+    if sid and sid == LE.s and u == LE.u then
+      tf = tf + 8192
       ps, pu = nil, nil
+      same_dev = dev and dev == LE.d and df == LE.df and dt == LE.dt
     end
-    last_sid, last_uid = sid, u
+    LE.s, LE.u, LE.d, LE.df, LE.dt = sid, u, dev, df, dt
   else
-    last_sid = nil
+    LE.s = nil
   end
   nev = nev + 1
   nb = nb + 1
-  -- ln() and sb() written out: six calls an event.
-  local nps, npu, nm = 0, 0, 0
-  if ps then nps = #ps + 1 else ps = '' end
-  if pu then npu = #pu + 1 else pu = '' end
-  if meta then nm = #meta + 1 else meta = '' end
-  if dev then
-    evs[nb] = struct.pack(UEV_FMT_DEV, ty + flags + 256, reason,
-                          from + 4 * avf, to + 4 * avt, U.v, 0, 0, '',
-                          nps, ps, npu, pu, nm, meta, #dev + 1, dev, df, dt,
-                          U.sv)
-  else
-    evs[nb] = struct.pack(UEV_FMT, ty + flags, reason, from + 4 * avf,
-                          to + 4 * avt, U.v, 0, 0, '', nps, ps, npu, pu, nm,
-                          meta, U.sv)
+  local v, sv = U.v, U.sv
+  -- The frequent shapes in one pack each (a second pack and its
+  -- concatenation cost ~4 % of a batched operation): a user event after
+  -- its session's; a session event (or a user event it caused) of the
+  -- default device. Numbers that fit share an integer: type, flags,
+  -- reason, from and to are 6 bytes, the device's statuses and the shown
+  -- version 6 (a pack's item costs ~300 instructions).
+  if dev and not tail then
+    local h = tf + 256 + 16777216 * (reason + 256 * (fr + 256 * tt))
+    if same_dev then
+      evs[nb] = struct.pack('<I6I4I4', h + 16384, v, sv)
+      return
+    end
+    if ps and pu and dev == DEV_DEFAULT then
+      if meta then
+        evs[nb] = struct.pack('<I6I4I2sI2sI4sI6', h + 262144 + 131072, v,
+                              #ps + 1, ps, #pu + 1, pu, #meta + 1, meta,
+                              df + 256 * dt + 65536 * sv)
+      else
+        evs[nb] = struct.pack('<I6I4I2sI2sI6', h + 262144, v, #ps + 1, ps,
+                              #pu + 1, pu, df + 256 * dt + 65536 * sv)
+      end
+      return
+    end
   end
+  local dtail
+  if not dev then
+    dtail = struct.pack('<I4', sv)
+  elseif same_dev then
+    tf = tf + 256 + 16384
+    dtail = struct.pack('<I4', sv)
+  elseif dev == DEV_DEFAULT then
+    tf = tf + 256 + 262144
+    dtail = struct.pack('<BBI4', df, dt, sv)
+  else
+    tf = tf + 256
+    dtail = struct.pack('<I2sBBI4', #dev + 1, dev, df, dt, sv)
+  end
+  if tail then dtail = tail .. dtail end
+  evs[nb] = ev_pack(tf, reason, ps, pu, meta, fr, tt, v, iid, nil, dtail)
 end
 
 -- Set the user's reported status; emit only if it is a transition. dev,
@@ -716,9 +772,9 @@ end
 -- PRESENCE_EVENT_DATA_CHANGED). The member's shown version (M.sv) moves
 -- when the other members are shown the change (presence_event_member_
 -- visible in C); the event carries it (flag 512, as a user's) and the
--- shown count (flag 4096). The event is emit's fields, then the channel,
--- the shown version and the shown count, in one pack.
-local CEV_FMT = EV_FMT .. 'I2sI6I6'
+-- shown count (flag 4096). The event is its fields (the count, the
+-- session, the user, the data as meta), then the channel, the shown
+-- version and the shown count, in one pack.
 local function cemit(ty, reason, sid, c, M, data, from, to, count, dchg)
   M.v = vinc(M.v)
   local a = avail_of(M.u)
@@ -732,17 +788,22 @@ local function cemit(ty, reason, sid, c, M, data, from, to, count, dchg)
   local n = count or redis.call('ZCARD', k_cmem(c))
   local shown = n
   if n > 0 then shown = n - hidden_of(c) end
-  -- emit's fields and the tails in one pack (as uemit).
+  -- The event's fields and the tails in one pack (as uemit).
   nev = nev + 1
-  last_sid = nil
+  LE.s = nil
   nb = nb + 1
-  -- ln() and sb() written out, as in uemit.
-  local ns, nd = 0, 0
+  local ns = 0
   if sid then ns = #sid + 1 else sid = '' end
-  if data then nd = #data + 1 else data = '' end
-  evs[nb] = struct.pack(CEV_FMT, ty + 512 + 4096, reason, from + a4, to + a4,
-                        M.v, n + 1, 0, '', ns, sid, #M.u + 1, M.u, nd, data,
-                        #c + 1, c, M.sv, shown)
+  local h = ty + 512 + 4096 + 32768 + 16777216 * (reason + 256 * (from + a4 +
+    256 * (to + a4)))
+  if data then
+    evs[nb] = struct.pack('<I6I4I4I2sI2sI4sI2sI4I4', h + 131072, M.v, n, ns,
+                          sid, #M.u + 1, M.u, #data + 1, data, #c + 1, c,
+                          M.sv, shown)
+  else
+    evs[nb] = struct.pack('<I6I4I4I2sI2sI2sI4I4', h, M.v, n, ns, sid,
+                          #M.u + 1, M.u, #c + 1, c, M.sv, shown)
+  end
 end
 local function list_remove(t, x)
   for i = 1, #t do
@@ -2218,7 +2279,7 @@ local function begin(args)
   -- that the Lua heap does not keep that call's strings.
   if not evs or nb > 4096 then evs = {} end
   nev, nb = 0, 1
-  last_sid, last_uid = nil, nil
+  LE.s = nil
 end
 
 -- FCALL <name> 0 op prefix instance epoch maxlen grace lease retention ...

@@ -21,8 +21,11 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import script_ab as sa  # noqa: E402
 
 LIB = r'''#!lua name=costs
+-- format 8's user event (every field) and format 9's session event of the
+-- default device (what it has, small numbers sharing an integer)
 local EV_FMT = '<HBBBI6I6I2sI2sI2sI4s'
 local UEV_FMT = EV_FMT .. 'I6'
+local EV9_FMT = '<I6I4I2sI2sI6'
 local URC_FMT = '<BBBBBI4I4I4I6I6I6I4ss'
 local sid, u = 'f70a3608-29da-4401-806c-4d556b4d3cc9', 'u0000001'
 local P = 'presence:'
@@ -47,6 +50,12 @@ local C = {
                             #u + 1, u, 0, '', 77)
     end
   end,
+  pack_event9 = function(n)
+    for _ = 1, n do
+      local _ = struct.pack(EV9_FMT, 515 + 16777216 * 257, 12345, #sid + 1, sid,
+                            #u + 1, u, 77 * 65536 + 257)
+    end
+  end,
   unpack_user = function(n)
     urec = urec or struct.pack(URC_FMT, 1, 0, 0, 0, 0, 1, 1, 7, 1, 1, 1, 7, '=', '=')
     for _ = 1, n do local _ = {struct.unpack(URC_FMT, urec)} end
@@ -58,7 +67,7 @@ redis.register_function('costs', function(_, a) C[a[1]](tonumber(a[2])) return 0
 '''
 
 NAMES = ['loop', 'call', 'inline', 'field', 'table4', 'concat', 'concat_num', 'format_d',
-         'sub', 'byte', 'pack_i6', 'pack_event', 'unpack_user', 'hget', 'hmget3']
+         'sub', 'byte', 'pack_i6', 'pack_event', 'pack_event9', 'unpack_user', 'hget', 'hmget3']
 
 
 def main():

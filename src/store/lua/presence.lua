@@ -32,6 +32,8 @@ local ARGV, op, P, iid, epoch, maxlen, grace_ms, lease_ms, retention_ms
 -- The caller's epoch as a number: a session record keeps its owner's so.
 local epoch_n
 local grace_arg -- ARGV[6] as last parsed (see begin)
+-- ARGV[5], [7], [8] as last converted, and TIME's seconds (see begin)
+local nums_arg = {}
 local now, now_s, t0
 -- now as decimal text, made when a call first needs it (a channel join, a
 -- setting, a query): a 13-digit string.format was ~0.4 us of every call's
@@ -53,6 +55,10 @@ local A = A0
 -- first call (a library's top level may not use the string library): even
 -- '%d' costs ~0.3 us a call, a table look-up ~0.03.
 local NUM = {}
+-- The other way, '0'..'4095' -> the number: the small numbers of an op's
+-- arguments (a status, a reason, a limit) without tonumber (C's strtod,
+-- ~500 instructions of Redis; a look-up ~100).
+local NUMOF = {}
 -- Empty a table kept from call to call (its slots stay allocated).
 local function clear(t)
   for k in pairs(t) do t[k] = nil end
@@ -631,7 +637,13 @@ local function fenced()
   if redis.call('HGET', K_INST, iid) ~= epoch then return true end
   local exp = redis.call('ZSCORE', K_LEASE, iid)
   if not exp then return true end
-  exp = tonumber(exp)
+  -- The same text as the last call's (the lease moves every lease_ms / 2):
+  -- its number without tonumber (see begin).
+  if exp ~= nums_arg.exp then
+    nums_arg.exp = exp
+    nums_arg.exp_n = tonumber(exp)
+  end
+  exp = nums_arg.exp_n
   if exp < now then return true end
   if exp - now < lease_ms / 2 then
     redis.call('ZADD', K_LEASE, now + lease_ms, iid)
@@ -722,7 +734,7 @@ local function mget_h(c, u, jf)
   else
     h = redis.call('HMGET', k_chan(c), 'm\t' .. u, 'h')
   end
-  hidden_memo[c] = tonumber(h[2]) or 0
+  hidden_memo[c] = NUMOF[h[2]] or tonumber(h[2]) or 0
   local M = mrec_parse(h[1])
   if M then M.u = u end
   return M, h[3]
@@ -759,7 +771,8 @@ end
 local function hidden_of(c)
   local n = hidden_memo[c]
   if n == nil then
-    n = tonumber(redis.call('HGET', k_chan(c), 'h')) or 0
+    local h = redis.call('HGET', k_chan(c), 'h')
+    n = NUMOF[h] or tonumber(h) or 0
     hidden_memo[c] = n
   end
   return n
@@ -1182,8 +1195,8 @@ end
 -- Each takes its arguments from ARGV[b..] and returns 0 or an error code;
 -- the caller has checked the fence.
 local function w_connect(b)
-  local sid, u, m, maxs = ARGV[b], ARGV[b + 1], ARGV[b + 2],
-    tonumber(ARGV[b + 3])
+  local sid, u, m = ARGV[b], ARGV[b + 1], ARGV[b + 2]
+  local maxs = NUMOF[ARGV[b + 3]] or tonumber(ARGV[b + 3])
   -- Claims the id cluster-wide in the same call that checks it.
   if redis.call('HSETNX', K_SIDX, sid, sidx_val(u, iid)) == 0 then
     return E_EXIST
@@ -1218,7 +1231,8 @@ end
 -- Ends and status changes come from the instance holding the session; one
 -- taken over by another instance (w_adopt) is no longer this one's to end.
 local function w_end(b)
-  local sid, u, reason = ARGV[b], ARGV[b + 1], tonumber(ARGV[b + 2])
+  local sid, u = ARGV[b], ARGV[b + 1]
+  local reason = NUMOF[ARGV[b + 2]] or tonumber(ARGV[b + 2])
   local U, rec = uget(u, sid)
   if not rec then return E_NOSESSION end
   local r = rec_parse(rec)
@@ -1228,8 +1242,9 @@ local function w_end(b)
 end
 
 local function w_status(b)
-  local sid, u, st, reason = ARGV[b], ARGV[b + 1], tonumber(ARGV[b + 2]),
-    tonumber(ARGV[b + 3])
+  local sid, u = ARGV[b], ARGV[b + 1]
+  local st = NUMOF[ARGV[b + 2]] or tonumber(ARGV[b + 2])
+  local reason = NUMOF[ARGV[b + 3]] or tonumber(ARGV[b + 3])
   local U, rec = uget(u, sid)
   if not rec then return E_NOSESSION end
   local r = rec_parse(rec)
@@ -1240,7 +1255,7 @@ end
 
 local function w_join(b)
   return chan_join(ARGV[b], ARGV[b + 1], ARGV[b + 2], ARGV[b + 3],
-                   tonumber(ARGV[b + 4]), R_EXPLICIT)
+                   NUMOF[ARGV[b + 4]] or tonumber(ARGV[b + 4]), R_EXPLICIT)
 end
 
 local function w_update(b)
@@ -1426,7 +1441,7 @@ local OPS = {}
 -- each write, which follow in order after the payload.
 OPS.batch = function()
   if fenced() then return {E_FENCED} end
-  local n = tonumber(ARGV[A])
+  local n = NUMOF[ARGV[A]] or tonumber(ARGV[A])
   local b = A + 1
   local res = {}
   for k = 1, n do
@@ -2236,6 +2251,7 @@ local function begin(args)
   if not NUM[0] then
     for i = 0, 4095 do
       NUM[i] = string.format('%d', i)
+      NUMOF[NUM[i]] = i
       LEN[i] = NUM[i] .. ':'
     end
     MSG_NONE = struct.pack(MSG_TAIL, 0, '', 0, '', 0)
@@ -2252,9 +2268,18 @@ local function begin(args)
   uc_defer = nil
   set_prefix(args[2])
   iid = args[3]
-  epoch = args[4]
-  epoch_n = tonumber(epoch)
-  maxlen = tonumber(args[5])
+  -- The numbers an instance sends alike on every call are converted only
+  -- when their text changes (tonumber is C's strtod, ~500-1,000
+  -- instructions of Redis each; two equal strings are one Lua string, so
+  -- the compare is a pointer's).
+  if args[4] ~= epoch then
+    epoch = args[4]
+    epoch_n = tonumber(epoch)
+  end
+  if args[5] ~= nums_arg[5] then
+    nums_arg[5] = args[5]
+    maxlen = tonumber(args[5])
+  end
   -- 'offline/channel': an instance sends the same text on every call, so
   -- it is parsed only when it changes (two matches were ~1 us a call).
   if args[6] ~= grace_arg then
@@ -2262,10 +2287,20 @@ local function begin(args)
     grace_ms = tonumber(string.match(grace_arg, '^(%d+)'))
     cgrace_ms = tonumber(string.match(grace_arg, '/(%d+)$') or '0')
   end
-  lease_ms = tonumber(args[7])
-  retention_ms = tonumber(args[8]) * 1000
+  if args[7] ~= nums_arg[7] then
+    nums_arg[7] = args[7]
+    lease_ms = tonumber(args[7])
+  end
+  if args[8] ~= nums_arg[8] then
+    nums_arg[8] = args[8]
+    retention_ms = tonumber(args[8]) * 1000
+  end
   local tm = redis.call('TIME')
-  local sec, us = tonumber(tm[1]), tonumber(tm[2])
+  if tm[1] ~= nums_arg.sec then
+    nums_arg.sec = tm[1]
+    nums_arg.sec_n = tonumber(tm[1])
+  end
+  local sec, us = nums_arg.sec_n, tonumber(tm[2])
   now = sec * 1000 + math.floor(us / 1000)
   now_s = nil
   t0 = sec * 1000000 + us

@@ -151,6 +151,16 @@ static redisReply *entry(const char *id, const char *k, blob_t b) {
 #define CONNECT connect_blob()
 #define REAPED reaped_blob()
 
+/* An event's device tail and shown version. */
+static void device_tail_is(const presence_event_t *e, const char *device,
+                           presence_status_t from, presence_status_t to,
+                           uint64_t shown_version) {
+  assert_string_equal(e->device, device);
+  assert_int_equal(e->device_from, from);
+  assert_int_equal(e->device_to, to);
+  assert_int_equal(e->shown_version, shown_version);
+}
+
 static void an_entry_becomes_its_events(void **state) {
   (void)state;
   redisReply *e = entry("12-0", "2", CONNECT);
@@ -180,14 +190,8 @@ static void an_entry_becomes_its_events(void **state) {
   assert_null(u->meta);
   /* The default device, named by a flag, and the user event's device
    * tail taken from the session event's. */
-  assert_string_equal(c->device, "web");
-  assert_int_equal(c->device_from, PRESENCE_OFFLINE);
-  assert_int_equal(c->device_to, PRESENCE_ONLINE);
-  assert_int_equal(c->shown_version, 1);
-  assert_string_equal(u->device, "web");
-  assert_int_equal(u->device_from, PRESENCE_OFFLINE);
-  assert_int_equal(u->device_to, PRESENCE_ONLINE);
-  assert_int_equal(u->shown_version, 2);
+  device_tail_is(c, "web", PRESENCE_OFFLINE, PRESENCE_ONLINE, 1);
+  device_tail_is(u, "web", PRESENCE_OFFLINE, PRESENCE_ONLINE, 2);
   free(evs.ev);
   freeReplyObject(e);
 }
@@ -272,10 +276,7 @@ static void each_type_carries_its_own_fields(void **state) {
   assert_int_equal(u->from, PRESENCE_ONLINE);
   assert_int_equal(u->to, PRESENCE_IDLE);
   assert_int_equal(u->availability_to, 2);
-  assert_string_equal(u->device, "mobile");
-  assert_int_equal(u->device_from, PRESENCE_ONLINE);
-  assert_int_equal(u->device_to, PRESENCE_IDLE);
-  assert_int_equal(u->shown_version, 6);
+  device_tail_is(u, "mobile", PRESENCE_ONLINE, PRESENCE_IDLE, 6);
   assert_int_equal(c->type, PRESENCE_EV_CHANNEL_JOIN);
   assert_string_equal(c->channel, "room");
   assert_int_equal(c->count, 41);

@@ -32,7 +32,8 @@ local ARGV, op, P, iid, epoch, maxlen, grace_ms, lease_ms, retention_ms
 -- The caller's epoch as a number: a session record keeps its owner's so.
 local epoch_n
 local grace_arg -- ARGV[6] as last parsed (see begin)
--- ARGV[5], [7], [8] as last converted, and TIME's seconds (see begin)
+-- ARGV[5], [7], [8] as last converted, TIME's seconds and the lease's
+-- expiry (see begin and fenced)
 local nums_arg = {}
 local now, now_s, t0
 -- now as decimal text, made when a call first needs it (a channel join, a
@@ -57,7 +58,7 @@ local A = A0
 local NUM = {}
 -- The other way, '0'..'4095' -> the number: the small numbers of an op's
 -- arguments (a status, a reason, a limit) without tonumber (C's strtod,
--- ~500 instructions of Redis; a look-up ~100).
+-- 500-3,500 instructions of Redis; a look-up ~100).
 local NUMOF = {}
 -- Empty a table kept from call to call (its slots stay allocated).
 local function clear(t)

@@ -53,10 +53,6 @@ TLS = os.environ.get("PRESENCE_REDIS_TLS") == "1"
 PASSWORD = "cluster-Pw-7f3a"
 
 
-def _free_port():
-    return free_port()  # harness's: below the ephemeral range
-
-
 def _make_certs(d):
     """A CA and a certificate for 127.0.0.1 signed by it, in d."""
     def run(*cmd):
@@ -84,7 +80,7 @@ class Redis:
         self.tls = TLS
         if self.tls:
             _make_certs(self.dir)
-            self.port = _free_port()
+            self.port = free_port()
             self.ca = os.path.join(self.dir, "ca.crt")
 
     def store_flags(self):

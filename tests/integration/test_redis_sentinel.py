@@ -40,9 +40,9 @@ import time
 import traceback
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import (Checks, Client, Daemon, http, parse_args,  # noqa: E402
+from harness import (Checks, Client, Daemon, free_port, http, parse_args,  # noqa: E402
                      sanitizer_report, _die_with_parent)
-from test_redis_cluster import (_free_port, _make_certs, read_log, replay,  # noqa: E402
+from test_redis_cluster import (_make_certs, read_log, replay,  # noqa: E402
                                 statuses, wait_for)
 
 TLS = os.environ.get("PRESENCE_REDIS_TLS") == "1"
@@ -59,7 +59,7 @@ class Node:
     def __init__(self, root, name, args):
         self.dir = os.path.join(root, name)
         os.makedirs(self.dir)
-        self.port = _free_port()
+        self.port = free_port()
         self.args = args
         self.proc = None
         self.root = root

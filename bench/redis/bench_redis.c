@@ -557,6 +557,30 @@ static void victim_main(int n, int fd, uint32_t hb, uint32_t lease) {
     uv_run(&loop, UV_RUN_ONCE);
 }
 
+/* The session index's entries: the buckets presence:i:<n> (format 10),
+ * found by SCAN and counted by HLEN; -1 on an error. */
+static long long index_entries(redisContext *c) {
+  long long n = 0;
+  char cur[32] = "0";
+  do {
+    redisReply *r =
+        redisCommand(c, "SCAN %s MATCH presence:i:* COUNT 1000", cur);
+    if (!r || r->type != REDIS_REPLY_ARRAY || r->elements != 2) {
+      if (r) freeReplyObject(r);
+      return -1;
+    }
+    snprintf(cur, sizeof cur, "%s", r->element[0]->str);
+    redisReply *keys = r->element[1];
+    for (size_t i = 0; i < keys->elements; i++) {
+      redisReply *h = redisCommand(c, "HLEN %s", keys->element[i]->str);
+      if (h && h->type == REDIS_REPLY_INTEGER) n += h->integer;
+      if (h) freeReplyObject(h);
+    }
+    freeReplyObject(r);
+  } while (strcmp(cur, "0"));
+  return n;
+}
+
 /* INFO memory: used_memory, and the log's share of it (MEMORY USAGE of the
  * stream, sampled). */
 static long long used_memory(redisContext *c) {
@@ -690,9 +714,7 @@ static void reaping(int n, uint32_t hb, uint32_t lease, FILE *out) {
   double reap_p50 = nr ? median(durs, (int)nr) : 0; /* sorts durs */
   double reap_p99 = nr ? durs[(nr * 99) / 100] : 0;
   free(durs);
-  r = redisCommand(c, "HLEN presence:sidx");
-  long long left = r && r->type == REDIS_REPLY_INTEGER ? r->integer : -1;
-  if (r) freeReplyObject(r);
+  long long left = index_entries(c);
   redisFree(c);
   fprintf(out,
           "\"reaping\": {\"sessions\": %d, \"connect_ms\": %lld, "

@@ -4234,6 +4234,30 @@ static void kick_found(rstore_t *st, req_t *r, redisReply *rep, int code) {
   plain(st, q, 8, args);
 }
 
+/* Lua 5.1's string.byte(s, i, j) as ix_key uses it: positions past the
+ * ends clamped, nothing (a nil, 0 here) where the range is short. */
+static void lua_bytes(const char *s, size_t n, long i, long j, unsigned *out,
+                      int k) {
+  if (i < 0) i += (long)n + 1;
+  if (j < 0) j += (long)n + 1;
+  if (i <= 0) i = 1;
+  if (j > (long)n) j = (long)n;
+  for (int x = 0; x < k; x++, i++)
+    out[x] = i <= j ? (unsigned char)s[i - 1] : 0;
+}
+
+unsigned presence__redis_ixb(const char *s, size_t n) {
+  unsigned f[2], m[2], t[4];
+  long half = (long)(n - n % 2) / 2;
+  lua_bytes(s, n, 1, 2, f, 2);
+  lua_bytes(s, n, half, half + 1, m, 2);
+  lua_bytes(s, n, -4, -1, t, 4);
+  /* Below 2^53, as the script's doubles compute it exactly. */
+  uint64_t h1 = ((f[0] * 131ull + f[1]) * 131 + m[0]) * 131 + m[1];
+  uint64_t h2 = ((t[0] * 131ull + t[1]) * 131 + t[2]) * 131 + t[3];
+  return (unsigned)((h1 * 7919 + h2) % PRESENCE__REDIS_IX_BUCKETS);
+}
+
 int presence_redis_kick(presence_store_t *s, const char *session_id,
                         void (*done)(void *ud, int status), void *ud) {
   if (presence__rshards_is(s)) return presence__rshards_kick(s, session_id, done, ud);
@@ -4249,7 +4273,8 @@ int presence_redis_kick(presence_store_t *s, const char *session_id,
   r->ud = ud;
   memcpy(r->user, session_id, n + 1);
   char key[192];
-  snprintf(key, sizeof key, "%ssidx", st->prefix);
+  snprintf(key, sizeof key, "%si:%u", st->prefix,
+           presence__redis_ixb(session_id, n));
   const char *args[] = {"HEXISTS", key, r->user};
   plain(st, r, 3, args);
   return 0;

@@ -31,6 +31,13 @@ typedef struct presence__redis_events {
   size_t header_len;
 } presence__redis_events_t;
 
+/* The session index's bucket of session id s (n bytes, n >= 1): the key
+ * <prefix>i:<bucket> holds its entry. The script's ix_key computes the
+ * same (string.byte's clamping of positions included); a kick asks that
+ * key, and so do tests that plant an entry. */
+#define PRESENCE__REDIS_IX_BUCKETS 4093u
+unsigned presence__redis_ixb(const char *s, size_t n);
+
 /* Unpack count events packed in blob (len bytes, blob[len] == '\0', as in
  * every hiredis string), the last numbered last_seq, and append them to
  * out. Events point into blob (not modified). self is this

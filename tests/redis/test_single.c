@@ -4,6 +4,15 @@
  * tests check (tests/unit/test_core.c), against a real redis-server.
  */
 #include "harness.h"
+#include "store/redis_decode.h"
+
+/* An index entry naming session sid as user's, written as another
+ * instance's script would have (the bucket's key computed as the script
+ * does). */
+static void plant_index(server_t *srv, const char *sid, const char *user) {
+  freeReplyObject(srv_cmd(srv, "HSET presence:i:%u %s %s",
+                          presence__redis_ixb(sid, strlen(sid)), sid, user));
+}
 
 typedef struct fx1 {
   server_t srv;
@@ -126,8 +135,7 @@ static void duplicates_and_closed_sessions_change_nothing(void **state) {
       PRESENCE_ENOSESSION);
   assert_int_equal(f->a.local.n, n + 2);
   /* A session id held in Redis by someone else: refused cluster-wide. */
-  redisReply *r = srv_cmd(&f->srv, "HSET presence:sidx other-s carol");
-  freeReplyObject(r);
+  plant_index(&f->srv, "other-s", "carol");
   DO(f,
      presence_session_connect(f->a.p, "other-s", "dave", NULL, done_cb, &f->a));
   assert_int_equal(f->a.done_err[-PRESENCE_EEXIST], 1);
@@ -372,7 +380,7 @@ static long long evalsha_calls(server_t *s) { return cmd_calls(s, "fcall"); }
 static void queued_writes_are_batched_in_order(void **state) {
   (void)state;
   fx1_t *f = make(NULL);
-  freeReplyObject(srv_cmd(&f->srv, "HSET presence:sidx taken carol"));
+  plant_index(&f->srv, "taken", "carol");
   long long calls0 = evalsha_calls(&f->srv);
   enum { N = 300 };
   char sid[32], uid[32];
@@ -736,6 +744,54 @@ static void script_reloads_and_runs_without_functions(void **state) {
   }
 }
 
+/* The session index's bucket of an id, as the C side computes it for a
+ * kick, is the one the script wrote: ids of every short length (the
+ * script's string.byte clamps positions), a UUID, multi-byte UTF-8 (bytes
+ * above 127) and many ids of one shape. The index's count follows, and
+ * the buckets are gone when the sessions are. */
+static void the_index_is_bucketed_as_the_script_does(void **state) {
+  (void)state;
+  fx1_t *f = make(NULL);
+  enum { N = 220 };
+  static char ids[N][48];
+  int n = 0;
+  for (int len = 1; len <= 10; len++) {
+    for (int k = 0; k < len; k++)
+      ids[n][k] = (char)('a' + (k * 7 + len) % 26);
+    ids[n++][len] = '\0';
+  }
+  snprintf(ids[n++], sizeof ids[0], "f70a3608-29da-4401-806c-4d556b4d3cc9");
+  snprintf(ids[n++], sizeof ids[0], "\xc3\xa9t\xc3\xa9-\xe2\x82\xac");
+  while (n < N) {
+    snprintf(ids[n], sizeof ids[0], "tab-%d-x", n * 37);
+    n++;
+  }
+  for (int i = 0; i < N; i++)
+    DO(f, presence_session_connect(f->a.p, ids[i], i % 2 ? "bo" : "al", NULL,
+                                   done_cb, &f->a));
+  assert_no_errors(&f->a);
+  for (int i = 0; i < N; i++) {
+    redisReply *r =
+        srv_cmd(&f->srv, "HEXISTS presence:i:%u %s",
+                presence__redis_ixb(ids[i], strlen(ids[i])), ids[i]);
+    if (r->integer != 1) fail_msg("id %d (%s) not in its bucket", i, ids[i]);
+    freeReplyObject(r);
+  }
+  redisReply *r = srv_cmd(&f->srv, "GET presence:nsess");
+  assert_string_equal(r->str, "220");
+  freeReplyObject(r);
+  for (int i = 0; i < N; i++)
+    DO(f, presence_session_disconnect(f->a.p, ids[i], done_cb, &f->a));
+  assert_no_errors(&f->a);
+  r = srv_cmd(&f->srv, "GET presence:nsess");
+  assert_string_equal(r->str, "0");
+  freeReplyObject(r);
+  r = srv_cmd(&f->srv, "KEYS presence:i:*");
+  assert_int_equal(r->elements, 0);
+  freeReplyObject(r);
+  destroy(f);
+}
+
 static void another_layout_is_refused(void **state) {
   (void)state;
   server_t srv;
@@ -762,7 +818,7 @@ static void another_layout_is_refused(void **state) {
   assert_int_equal(presence_new(&o, &p), 0);
   run_for(&loop, 700);
   assert_false(presence_redis_ready(st));
-  if (!strstr(cap.text, "store format 1, this build uses 9"))
+  if (!strstr(cap.text, "store format 1, this build uses 10"))
     fail_msg("logged: \"%s\"", cap.text);
   /* A format-2 store (before channels), a format-3 one (text user and
    * session records) and a format-4 one (sets of session ids per
@@ -770,14 +826,15 @@ static void another_layout_is_refused(void **state) {
    * events as text), a format-6 one (a set per user of its channels) and
    * a format-7 one (6-byte versions, the owner's epoch as text in a
    * session record), a format-8 one (the log's events with every field,
-   * absent ones as zeros): refused the same way. A register sent before the
+   * absent ones as zeros), a format-9 one (the session index in one
+   * hash): refused the same way. A register sent before the
    * SET may still answer the format before: the retries (every heartbeat)
    * are read until one answers after it. */
-  const char *older[] = {"2", "3", "4", "5", "6", "7", "8"};
+  const char *older[] = {"2", "3", "4", "5", "6", "7", "8", "9"};
   for (size_t k = 0; k < sizeof older / sizeof older[0]; k++) {
     freeReplyObject(srv_cmd(&srv, "SET presence:format %s", older[k]));
     char want[64];
-    snprintf(want, sizeof want, "store format %s, this build uses 9",
+    snprintf(want, sizeof want, "store format %s, this build uses 10",
              older[k]);
     for (int i = 0; i < 30; i++) {
       cap.text[0] = '\0';
@@ -796,7 +853,7 @@ static void another_layout_is_refused(void **state) {
     run_for(&loop, 10);
   assert_true(presence_redis_ready(st));
   r = srv_cmd(&srv, "GET presence:format");
-  assert_string_equal(r->str, "9");
+  assert_string_equal(r->str, "10");
   freeReplyObject(r);
   presence_free(p);
   loop_drain(&loop);
@@ -875,6 +932,7 @@ int main(void) {
       cmocka_unit_test(reset_is_a_full_cleanup),
       cmocka_unit_test(fresh_start_cleans_stale_state),
       cmocka_unit_test(queued_writes_are_batched_in_order),
+      cmocka_unit_test(the_index_is_bucketed_as_the_script_does),
       cmocka_unit_test(another_layout_is_refused),
       cmocka_unit_test(script_reloads_and_runs_without_functions),
       cmocka_unit_test(offline_users_expire_after_retention),

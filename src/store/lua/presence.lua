@@ -94,9 +94,20 @@ local R_EXPLICIT = 3
 
 -- The global keys under the call's prefix (set by set_prefix()):
 local K_SEQ, K_LOG
-local K_FORMAT, FORMAT = nil, '9' -- see 'register'
+local K_FORMAT, FORMAT = nil, '10' -- see 'register'
 local SEQ_JUMP_AFTER_LOSS = 1000000 -- see 'register'
-local K_SIDX      -- hash: session id -> user '\t' owning instance
+-- The session index: session id -> user '\t' owning instance, in IX.N
+-- small hashes <prefix>i:<bucket> (ix_key). Format 9 and before kept one
+-- hash, sidx: a hashtable, ~123 bytes an entry at 100,000 (dict entry,
+-- two sds strings, its slot); a bucket of ~25 entries is a listpack,
+-- ~67 bytes an entry with the bucket's own key spread over them
+-- (docs/internals/redis.md, "The session index"). K_NSESS counts the
+-- entries (HLEN of one hash before): /metrics and present_left().
+local K_NSESS
+-- The index's cold parts: N buckets, keys (bucket -> key name for the
+-- current prefix), get, page, count (a table: the main chunk's locals are
+-- near Lua's 200).
+local IX = {N = 4093, keys = {}}
 local K_INST      -- hash: instance id -> registered epoch
 local K_LEASE     -- zset: instance id -> lease expiry (ms)
 local K_EPOCHS    -- hash: instance id -> last epoch handed out, id '\tfirst' -> its first
@@ -142,6 +153,57 @@ local function k_user(u) return PU .. u .. '}' end
 -- of another instance's), paid when an instance dies or is fenced, not at
 -- every connect and end.
 local function sidx_val(u, i) return u .. '\t' .. i end
+-- The index's bucket of session id sid: a hash of its first two, middle
+-- two and last four bytes (redis.sha1hex of the id cost 6,300 instructions,
+-- this ~2,200: bench/redis/lua_costs.py). Mirrored by presence__redis_ixb
+-- in redis.c (a kick's HEXISTS). Ids that differ only elsewhere share a
+-- bucket, which past 128 entries becomes a hashtable: as big as the one
+-- hash of format 9, no less correct.
+local ixd -- what this call changed the count of entries by (K_NSESS)
+local function ix_key(sid)
+  local n = #sid
+  local a, b = string.byte(sid, 1, 2)
+  local m = n - n % 2
+  local c, d = string.byte(sid, m / 2, m / 2 + 1)
+  local e, f, g, h = string.byte(sid, -4, -1)
+  local x = ((((a * 131 + (b or 0)) * 131 + (c or 0)) * 131 + (d or 0)) *
+    7919 + (((e * 131 + (f or 0)) * 131 + (g or 0)) * 131 + (h or 0))) % IX.N
+  local k = IX.keys[x]
+  if not k then
+    k = P .. 'i:' .. NUM[x]
+    IX.keys[x] = k
+  end
+  return k
+end
+-- Entry writes, each keeping the count.
+local function ix_set(sid, v)
+  ixd = ixd + redis.call('HSET', ix_key(sid), sid, v)
+end
+local function ix_del(sid)
+  ixd = ixd - redis.call('HDEL', ix_key(sid), sid)
+end
+function IX.get(sid) return redis.call('HGET', ix_key(sid), sid) end
+-- One page of a walk over the whole index: cursor '0' starts it, and a
+-- page's next cursor is '0' when the walk is done. A cursor is a bucket,
+-- or bucket ':' HSCAN cursor inside a bucket that became a hashtable.
+-- Buckets are read until lim entries or maxb buckets (an empty index is
+-- IX.N buckets of nothing; 256 of them are ~0.4 ms of Redis).
+function IX.page(cur, lim, maxb)
+  local bk, hc = string.match(cur, '^(%d+):?(%d*)$')
+  bk = tonumber(bk) or 0
+  if hc == '' then hc = '0' end
+  local kv, nb = {}, 0
+  while true do
+    local r = redis.call('HSCAN', P .. 'i:' .. NUM[bk], hc, 'COUNT', lim)
+    local got = r[2]
+    for k = 1, #got do kv[#kv + 1] = got[k] end
+    nb = nb + 1
+    if r[1] ~= '0' then return kv, NUM[bk] .. ':' .. r[1] end
+    bk, hc = bk + 1, '0'
+    if bk == IX.N then return kv, '0' end
+    if #kv >= 2 * tonumber(lim) or nb >= maxb then return kv, NUM[bk] end
+  end
+end
 -- Whether index value v names owner i, given tail = '\t' .. i: compared in
 -- place (a walk over the index skips most entries by this; a match with
 -- captures made two strings an entry, ~2.6 us of Redis at load 10).
@@ -1096,7 +1158,7 @@ end
 -- HSETNX).
 local function add_session(sid, u, m, st, reason, conn, U, indexed)
   U = U or uget(u)
-  if not indexed then redis.call('HSET', K_SIDX, sid, sidx_val(u, iid)) end
+  if not indexed then ix_set(sid, sidx_val(u, iid)) end
   local dev = dev_of(m)
   local alone = U.n == 0
   local on1 = (st == ON) and 1 or 0
@@ -1131,7 +1193,7 @@ local function remove_session(sid, u, reason, r, U)
   -- The user's availability, for its channel events (avail_of), is in
   -- the record just read.
   if avail_memo[u] == nil then avail_memo[u] = U.av end
-  redis.call('HDEL', K_SIDX, sid)
+  ix_del(sid)
   local dev = dev_of(r.m)
   local on1 = (r.st == ON) and 1 or 0
   U.n = U.n - 1
@@ -1198,12 +1260,12 @@ local function owned_session(sid, v, i)
   if o ~= i then return nil end
   local U, rec = uget(u, sid)
   if not rec then
-    redis.call('HDEL', K_SIDX, sid)
+    ix_del(sid)
     return nil
   end
   local rr = rec_parse(rec)
   if rr.iid ~= i then
-    redis.call('HSET', K_SIDX, sid, sidx_val(u, rr.iid))
+    ix_set(sid, sidx_val(u, rr.iid))
     return nil
   end
   return u, U, rr
@@ -1222,14 +1284,16 @@ local function w_connect(b)
   local sid, u, m = ARGV[b], ARGV[b + 1], ARGV[b + 2]
   local maxs = NUMOF[ARGV[b + 3]] or tonumber(ARGV[b + 3])
   -- Claims the id cluster-wide in the same call that checks it.
-  if redis.call('HSETNX', K_SIDX, sid, sidx_val(u, iid)) == 0 then
+  local xk = ix_key(sid)
+  if redis.call('HSETNX', xk, sid, sidx_val(u, iid)) == 0 then
     return E_EXIST
   end
   local U = uget(u)
   if maxs > 0 and U.n >= maxs then
-    redis.call('HDEL', K_SIDX, sid)
+    redis.call('HDEL', xk, sid)
     return E_LIMIT
   end
+  ixd = ixd + 1
   add_session(sid, u, m, ON, R_CONNECT, now, U, true)
   return 0
 end
@@ -1239,7 +1303,7 @@ end
 -- moved: docs/protocol.md section 5); a session nobody holds is connected.
 local function w_adopt(b)
   local sid, u = ARGV[b], ARGV[b + 1]
-  local owner_user, owner = sidx_parse(redis.call('HGET', K_SIDX, sid))
+  local owner_user, owner = sidx_parse(IX.get(sid))
   if not owner_user then return w_connect(b) end
   if owner_user ~= u then return E_EXIST end
   local U, rec = uget(u, sid)
@@ -1247,7 +1311,7 @@ local function w_adopt(b)
   local r = rec_parse(rec)
   r.iid = iid
   r.epoch = epoch_n
-  if owner ~= iid then redis.call('HSET', K_SIDX, sid, sidx_val(u, iid)) end
+  if owner ~= iid then ix_set(sid, sidx_val(u, iid)) end
   redis.call('HSET', k_user(u), sid, rec_make(r))
   return 0
 end
@@ -1482,10 +1546,15 @@ end
 
 -- ---- leases -----------------------------------------------------------------
 
+-- Entries in the index, this call's changes included.
+function IX.count()
+  return tonumber(redis.call('GET', K_NSESS) or '0') + ixd
+end
 -- Nonzero while any user is present: sessions in the index or users in
--- their grace (the structures themselves, not the /metrics counter).
+-- their grace (the structures themselves, not the users' /metrics
+-- counter; the index's count changes with every index write).
 local function present_left()
-  return redis.call('HLEN', K_SIDX) + redis.call('ZCARD', K_GRACE)
+  return IX.count() + redis.call('ZCARD', K_GRACE)
 end
 
 -- Renew the lease; 'lost' when the store no longer knows this instance
@@ -1514,7 +1583,7 @@ OPS.hb = function()
   -- heartbeat): users present (or in grace), sessions, live instances.
   return {0, 'ok', s(math.max(0, first - now)),
           {s(math.max(0, tonumber(redis.call('GET', K_NPRESENT) or '0'))),
-           s(redis.call('HLEN', K_SIDX)),
+           s(IX.count()),
            s(redis.call('ZCOUNT', K_LEASE, now, '+inf'))},
           due and s(math.max(0, due - now)) or '-1'}
 end
@@ -1596,7 +1665,7 @@ OPS.assert = function()
     local b = A + 1 + k * 5
     local sid, u, st, conn, m = ARGV[b], ARGV[b + 1], tonumber(ARGV[b + 2]),
       ARGV[b + 3], ARGV[b + 4]
-    local owner_user, owner = sidx_parse(redis.call('HGET', K_SIDX, sid))
+    local owner_user, owner = sidx_parse(IX.get(sid))
     if owner_user and owner_user ~= u then
       remove_session(sid, owner_user, R_RESYNC)
       owner_user = false
@@ -1608,7 +1677,7 @@ OPS.assert = function()
       local r = rec_parse(rec)
       r.iid = iid
       r.epoch = epoch_n
-      if not indexed then redis.call('HSET', K_SIDX, sid, sidx_val(u, iid)) end
+      if not indexed then ix_set(sid, sidx_val(u, iid)) end
       if r.st ~= st then
         set_status(sid, u, r, st, R_RESYNC, U)
       else
@@ -1696,8 +1765,7 @@ OPS.sweep = function()
   end
   local tail = '\t' .. iid
   repeat
-    local r = redis.call('HSCAN', K_SIDX, cur, 'COUNT', lim)
-    local kv = r[2]
+    local kv, nxt = IX.page(cur, lim, 256)
     for k = 1, #kv, 2 do
       if owned_by(kv[k + 1], tail) then
         local u, U, rr = owned_session(kv[k], kv[k + 1], iid)
@@ -1706,7 +1774,7 @@ OPS.sweep = function()
         end
       end
     end
-    cur = r[1]
+    cur = nxt
     budget_n = 3 -- the next over_budget() asks TIME
   until cur == '0' or over_budget()
   out[2] = cur
@@ -1736,13 +1804,20 @@ OPS.wipe = function()
   -- commands stay those of the ACL in docs/internals/redis.md).
   local sids, cur = {}, '0'
   repeat
-    local r = redis.call('HSCAN', K_SIDX, cur, 'COUNT', lim)
-    cur = r[1]
-    for k = 1, #r[2], 2 do
-      sids[#sids + 1] = r[2][k]
-      add((sidx_parse(r[2][k + 1])))
+    local kv
+    kv, cur = IX.page(cur, lim, IX.N)
+    for k = 1, #kv, 2 do
+      sids[#sids + 1] = kv[k]
+      add((sidx_parse(kv[k + 1])))
     end
   until cur == '0' or #sids >= lim
+  -- A whole pass found no entry: the count says so too (it is kept by
+  -- every index write; this only guards the wipe's loop, which runs
+  -- until nothing is left).
+  if #sids == 0 then
+    ixd = 0
+    redis.call('DEL', K_NSESS)
+  end
   local gs = redis.call('ZRANGE', K_GRACE, 0, lim - 1)
   for _, u in ipairs(gs) do add(u) end
   for _, u in ipairs(users) do
@@ -1758,7 +1833,7 @@ OPS.wipe = function()
   end
   -- Every wipe call makes progress: an index entry or a grace whose user
   -- no longer holds it (none should exist) goes too.
-  if #sids > 0 then redis.call('HDEL', K_SIDX, unpack(sids)) end
+  for _, sid in ipairs(sids) do ix_del(sid) end
   if #gs > 0 then redis.call('ZREM', K_GRACE, unpack(gs)) end
   out[2] = tostring(present_left())
   return finish()
@@ -1839,8 +1914,7 @@ OPS.reap = function()
   while true do
     -- The session index, whole (format 5: no set per instance); entries of
     -- other owners cost a compare, and no time check.
-    local r = redis.call('HSCAN', K_SIDX, cur, 'COUNT', lim)
-    local kv = r[2]
+    local kv, nxt = IX.page(cur, lim, 256)
     local cut = false
     for k = 1, #kv, 2 do
       local sid, v = kv[k], kv[k + 1]
@@ -1859,7 +1933,7 @@ OPS.reap = function()
       end
     end
     if cut then break end
-    cur = r[1]
+    cur = nxt
     if cur == '0' then
       done = true
       break
@@ -1908,13 +1982,12 @@ end
 OPS.reconcile = function()
   if fenced() then return {E_FENCED} end
   local cur, lim = ARGV[A], ARGV[A + 1]
-  local r = redis.call('HSCAN', K_SIDX, cur, 'COUNT', lim)
-  local kv = r[2]
+  local kv, nxt = IX.page(cur, lim, 256)
   for k = 1, #kv, 2 do
     local sid, u = kv[k], (sidx_parse(kv[k + 1]))
     local U, rec = uget(u, sid)
     if not rec then
-      redis.call('HDEL', K_SIDX, sid)
+      ix_del(sid)
     else
       local rr = rec_parse(rec)
       local claim = redis.call('ZSCORE', K_REAP, rr.iid)
@@ -1924,7 +1997,7 @@ OPS.reconcile = function()
       end
     end
   end
-  out[2] = r[1]
+  out[2] = nxt
   return finish()
 end
 
@@ -2263,7 +2336,8 @@ local function set_prefix(p)
   if p == P then return end
   P = p
   K_SEQ, K_LOG, K_FORMAT = P .. 'seq', P .. 'log', P .. 'format'
-  K_SIDX, K_INST, K_LEASE = P .. 'sidx', P .. 'inst', P .. 'lease'
+  K_NSESS, K_INST, K_LEASE = P .. 'nsess', P .. 'inst', P .. 'lease'
+  IX.keys = {}
   K_EPOCHS, K_GRACE, K_MSGDUE = P .. 'epochs', P .. 'grace', P .. 'msgdue'
   K_NPRESENT, K_REAP, K_REAPER = P .. 'npresent', P .. 'reap', P .. 'reaper'
   K_REAPC = P .. 'reapcur'
@@ -2331,6 +2405,7 @@ local function begin(args)
   t0 = sec * 1000000 + us
   budget_n = 0
   npresent_d = 0
+  ixd = 0
   out[1], out[2], out[3], out[4], out[5] = 0, '', nil, nil, nil
   -- The token list is kept from call to call (finish() reads only the
   -- first nb): a fresh one grew by doubling, rehashing each time (0.90x
@@ -2363,5 +2438,6 @@ local function presence_main(_, args)
   if npresent_d ~= 0 then
     redis.call('INCRBY', K_NPRESENT, string.format('%d', npresent_d))
   end
+  if ixd ~= 0 then redis.call('INCRBY', K_NSESS, s(ixd)) end
   return r
 end

@@ -23,6 +23,7 @@
  */
 #include "core/internal.h"
 #include "presence_redis.h"
+#include "core/uuid.h"
 #include "store/redis_decode.h"
 
 #include <errno.h>
@@ -66,6 +67,10 @@ typedef struct lsess {
    * default, then '=' meta when there is one; NULL if neither. */
   char *meta;
   ljoin_t *joins; /* in join order */
+  /* What the script is sent for id: its 20-byte form when id is a
+   * canonical UUID (core/uuid.h, "Session ids in 20 bytes" in
+   * docs/internals/redis.md), kept after id's NUL; else id. */
+  const char *wire;
   char id[];
 } lsess_t;
 
@@ -1050,6 +1055,53 @@ static const char *get_str(unpacker_t *u, size_t lenbytes) {
   return l ? s : NULL;
 }
 
+static void texts_free(presence__redis_events_t *evs) {
+  while (evs->texts) {
+    presence__redis_texts_t *t = evs->texts;
+    evs->texts = t->next;
+    if (evs->alloc)
+      presence__free(evs->alloc, t);
+    else
+      free(t);
+  }
+}
+
+void presence__redis_events_free(presence__redis_events_t *evs) {
+  texts_free(evs);
+  if (evs->alloc)
+    presence__free(evs->alloc, evs->ev);
+  else
+    free(evs->ev);
+  evs->ev = NULL;
+  evs->n = evs->cap = 0;
+}
+
+void presence__redis_events_clear(presence__redis_events_t *evs) {
+  texts_free(evs);
+  evs->n = 0;
+}
+
+/* The text of an event's session id in its 20-byte form, in a slot of
+ * out's texts (room for want more); NULL on ENOMEM. */
+static const char *sid_text_slot(presence__redis_events_t *out,
+                                 const char *wire, size_t want) {
+  presence__redis_texts_t *t = out->texts;
+  if (!t || t->n == t->cap) {
+    size_t cap = want < 8 ? 8 : want;
+    size_t sz = sizeof(*t) + cap * sizeof(t->t[0]);
+    t = out->alloc ? presence__malloc(out->alloc, sz) : malloc(sz);
+    if (!t) return NULL;
+    t->next = out->texts;
+    t->n = 0;
+    t->cap = cap;
+    out->texts = t;
+  }
+  char *slot = t->t[t->n];
+  if (!sid20_text(wire, PRESENCE__SID20_LEN, slot)) return wire;
+  t->n++;
+  return slot;
+}
+
 int presence__redis_unpack(const char *blob, size_t len, uint64_t last_seq,
                            size_t count, const char *self,
                            presence__redis_events_t *out) {
@@ -1105,6 +1157,13 @@ int presence__redis_unpack(const char *blob, size_t len, uint64_t last_seq,
     if (!(tflags & 32)) {
       ev->session_id = get_str(&u, 2);
       ev->user_id = get_str(&u, 2);
+      /* A UUID's 20-byte form (the script keeps what it was sent): its
+       * text for every reader. */
+      if (ev->session_id && (unsigned char)ev->session_id[0] == 0xff &&
+          strlen(ev->session_id) == PRESENCE__SID20_LEN) {
+        ev->session_id = sid_text_slot(out, ev->session_id, count - i);
+        if (!ev->session_id) return PRESENCE_ENOMEM;
+      }
     }
     if (tflags & 512) {
       ev->meta = get_str(&u, 4);
@@ -1231,7 +1290,7 @@ static int reply_events(rstore_t *st, redisReply *rep,
   out->alloc = st->h.allocator;
   int rc = presence__redis_decode_reply(rep, st->h.instance_id, out);
   if (rc) {
-    xfree(st, out->ev);
+    presence__redis_events_free(out);
     memset(out, 0, sizeof(*out));
     out->alloc = st->h.allocator;
     logf_(st, PRESENCE_LOG_ERROR, "redis: malformed events in a reply", NULL);
@@ -1262,7 +1321,7 @@ static void emit_reply(rstore_t *st, redisReply *rep, bool reap_ids) {
   presence__redis_events_t evs;
   if (reply_events(st, rep, &evs)) return;
   emit_list(st, &evs, 0, evs.n, reap_ids);
-  xfree(st, evs.ev);
+  presence__redis_events_free(&evs);
 }
 
 static void emit_events(rstore_t *st, redisReply *rep) {
@@ -1353,7 +1412,7 @@ static void batch_done(rstore_t *st, req_t *r, redisReply *rep, int code) {
     sub->fn(st, sub, NULL, c);
     req_free(sub);
   }
-  xfree(st, evs.ev);
+  presence__redis_events_free(&evs);
 }
 
 /* Send queue q as one call of op (its requests in order; done runs them).
@@ -1570,7 +1629,7 @@ static void send_status(rstore_t *st, lsess_t *s, presence_status_t to,
   char sbuf[8], rbuf[8];
   status_args(sbuf, sizeof sbuf, to);
   status_args(rbuf, sizeof rbuf, reason);
-  const char *args[] = {s->id, s->user, sbuf, rbuf};
+  const char *args[] = {s->wire, s->user, sbuf, rbuf};
   queue_write(st, r, "status", 4, args);
 }
 
@@ -1631,7 +1690,8 @@ static lsess_t *write_session(rstore_t *st, const presence_write_t *w) {
 static int op_connect(rstore_t *st, const presence_write_t *w,
                       presence_store_done_fn done, void *ud) {
   if (find_local(st, w->session_id, w->session_id_len)) return PRESENCE_EEXIST;
-  lsess_t *s = xcalloc(st, 1, sizeof(*s) + w->session_id_len + 1);
+  lsess_t *s = xcalloc(st, 1, sizeof(*s) + w->session_id_len + 1 +
+                                  PRESENCE__SID20_LEN + 1);
   req_t *r = req_new(st, connect_done);
   char *user = xstrndup(st, w->user_id, w->user_id_len);
   /* The device rides in front of the meta ('@' device '\t'): the script
@@ -1644,6 +1704,8 @@ static int op_connect(rstore_t *st, const presence_write_t *w,
   char *meta = w->meta || dpre ? xmalloc(st, dpre + w->meta_len + 2) : NULL;
   if (!s || !r || !user || ((w->meta || dpre) && !meta)) goto nomem;
   memcpy(s->id, w->session_id, w->session_id_len);
+  char *packed = s->id + w->session_id_len + 1;
+  s->wire = sid20_pack(s->id, w->session_id_len, packed) ? packed : s->id;
   s->key.hash = presence__hash(w->session_id, w->session_id_len);
   s->key.len = (uint8_t)w->session_id_len;
   s->key.spare[S_STATUS] = PRESENCE_ONLINE;
@@ -1683,7 +1745,7 @@ static int op_connect(rstore_t *st, const presence_write_t *w,
   }
   char maxs[24];
   maxs[presence__resp_dec(maxs, st->h.max_sessions_per_user)] = '\0';
-  const char *args[] = {s->id, s->user, meta ? meta : "", maxs};
+  const char *args[] = {s->wire, s->user, meta ? meta : "", maxs};
   /* A take-over (PRESENCE_WRITE_F_ADOPT) is a connect that may also move
    * the same user's session from another instance to this one. */
   queue_write(st, r, (w->flags & PRESENCE_WRITE_F_ADOPT) ? "adopt" : "connect",
@@ -1707,7 +1769,7 @@ static int op_end(rstore_t *st, const presence_write_t *w,
   r->ud = ud;
   char rbuf[8];
   status_args(rbuf, sizeof rbuf, w->reason);
-  const char *args[] = {s->id, s->user, rbuf};
+  const char *args[] = {s->wire, s->user, rbuf};
   /* Gone locally at once: the client is gone whatever Redis answers, and a
    * resync must not bring it back. */
   if (can_write(st))
@@ -1849,7 +1911,7 @@ static int op_channel(rstore_t *st, const presence_write_t *w,
   }
   char maxc[16];
   snprintf(maxc, sizeof maxc, "%u", (unsigned)st->h.max_channels_per_session);
-  const char *args[] = {s->id, s->user, j->ch, d ? d : "", maxc};
+  const char *args[] = {s->wire, s->user, j->ch, d ? d : "", maxc};
   bool ok = can_write(st);
   if (w->kind == PRESENCE_WRITE_LEAVE) {
     if (ok) queue_write(st, r, "leave", 3, args);
@@ -2090,7 +2152,7 @@ static void cresync_step(rstore_t *st) {
     uint32_t nj = 0;
     for (ljoin_t *j = s->joins; j; j = j->next) nj++;
     snprintf(nums[k], sizeof nums[k], "%u", (unsigned)nj);
-    args[nargs++] = s->id;
+    args[nargs++] = s->wire;
     args[nargs++] = s->user;
     args[nargs++] = nums[k++];
     for (ljoin_t *j = s->joins; j; j = j->next) {
@@ -2130,7 +2192,7 @@ static void resync_step(rstore_t *st) {
     size_t b = 1 + 5 * (size_t)n;
     snprintf(nums[2 * n], 24, "%d", s->key.spare[S_STATUS]);
     snprintf(nums[2 * n + 1], 24, "%lld", (long long)s->connected_ms);
-    args[b] = s->id;
+    args[b] = s->wire;
     args[b + 1] = s->user;
     args[b + 2] = nums[2 * n];
     args[b + 3] = nums[2 * n + 1];
@@ -2542,7 +2604,7 @@ static void read_log_entries(rstore_t *st, redisReply *entries) {
   presence__redis_events_t evs = {.alloc = st->h.allocator};
   for (size_t i = 0; i < entries->elements && !st->destroying; i++) {
     redisReply *e = entries->element[i];
-    evs.n = 0;
+    presence__redis_events_clear(&evs);
     const char *id = text_of(at(e, 0));
     /* Read already (a feed overlapping this store's own reader): once. */
     if (id && !id_after(id, st->r_last)) continue;
@@ -2568,7 +2630,7 @@ static void read_log_entries(rstore_t *st, redisReply *entries) {
       if (!want || want[j]) st->h.observe(st->h.host_ud, &evs.ev[j]);
     }
   }
-  xfree(st, evs.ev);
+  presence__redis_events_free(&evs);
 }
 
 /* Kick requests: entries {id, {"s", session id}}. */
@@ -2852,6 +2914,26 @@ static void reap_finish(rstore_t *st) {
   call(st, n, "reap_done", 2, args, NULL);
 }
 
+/* Newline-terminated ids from src (n bytes) to dst, each in its text (a
+ * UUID's 20-byte form made text); returns the bytes written, at most 2n. */
+static size_t ids_text(char *dst, const char *src, size_t n) {
+  size_t o = 0;
+  const char *end = src + n;
+  while (src < end) {
+    const char *nl = memchr(src, '\n', (size_t)(end - src));
+    size_t l = nl ? (size_t)(nl - src) : (size_t)(end - src);
+    if (!sid20_text(src, l, dst + o)) {
+      memcpy(dst + o, src, l);
+      o += l;
+    } else {
+      o += 36;
+    }
+    if (nl) dst[o++] = '\n';
+    src += l + (nl ? 1 : 0);
+  }
+  return o;
+}
+
 static void reap_ids_done(rstore_t *st, req_t *r, redisReply *rep, int code) {
   (void)r;
   if (st->destroying) return;
@@ -2862,7 +2944,9 @@ static void reap_ids_done(rstore_t *st, req_t *r, redisReply *rep, int code) {
   for (size_t i = 0; i < rep->elements; i++) {
     redisReply *c = rep->element[i];
     if (c->type != REDIS_REPLY_STRING || !c->len) continue;
-    size_t len = c->len;
+    /* Room for the ids' text: a 20-byte form and its newline (21) become
+     * 37 bytes. */
+    size_t len = c->len * 2;
     if (st->reap_ids_len + len + 1 > st->reap_ids_cap) {
       size_t cap = st->reap_ids_cap ? st->reap_ids_cap * 2 : REAP_IDS_CAP0;
       while (cap < st->reap_ids_len + len + 1)
@@ -2875,8 +2959,8 @@ static void reap_ids_done(rstore_t *st, req_t *r, redisReply *rep, int code) {
       st->reap_ids = b;
       st->reap_ids_cap = cap;
     }
-    memcpy(st->reap_ids + st->reap_ids_len, c->str, len);
-    st->reap_ids_len += len;
+    st->reap_ids_len += ids_text(st->reap_ids + st->reap_ids_len, c->str,
+                                 (size_t)c->len);
     st->reap_ids[st->reap_ids_len] = '\0';
   }
   st->reap_ids_pos += rep->elements;
@@ -3230,6 +3314,12 @@ static void split_meta(char *m, const char **device, const char **meta) {
 
 /* A session record: owner, epoch, status, reason, connected, since,
  * '=' meta or nothing. Splits rec in place. */
+/* A session id a reply holds, as text: out when it is a UUID's 20-byte
+ * form (made text there), else the reply's own string. */
+static const char *sid_in(const redisReply *e, char out[37]) {
+  return sid20_text(e->str, e->len, out) ? out : e->str;
+}
+
 static void parse_rec(char *rec, const char *sid, const char *user,
                       presence_session_info_t *o) {
   char *f[7] = {0};
@@ -3267,14 +3357,16 @@ static void sessions_done(rstore_t *st, req_t *r, redisReply *rep, int code) {
       r->sessions_cb(r->ud, PRESENCE_ESTORE, NULL, 0);
       return;
     }
-  presence_session_info_t *v = xcalloc(st, n ? n : 1, sizeof(*v));
+  /* After the infos, a text's room for each (sid_in). */
+  presence_session_info_t *v = xcalloc(st, n ? n : 1, sizeof(*v) + 37);
   if (!v) {
     r->sessions_cb(r->ud, PRESENCE_ENOMEM, NULL, 0);
     return;
   }
+  char(*texts)[37] = (char(*)[37])(void *)(v + (n ? n : 1));
   for (size_t i = 0; i < n; i++)
-    parse_rec(p->element[2 * i + 1]->str, p->element[2 * i]->str, r->user,
-              &v[i]);
+    parse_rec(p->element[2 * i + 1]->str, sid_in(p->element[2 * i], texts[i]),
+              r->user, &v[i]);
   r->sessions_cb(r->ud, 0, v, n);
   xfree(st, v);
 }
@@ -3381,9 +3473,11 @@ static int parse_members(rstore_t *st, const redisReply *p, size_t *i, size_t n,
   bool with_channel = n == SIZE_MAX;
   size_t cap = p->elements / 6 + 1, mcap = p->elements / 4 + 1;
   *out = xcalloc(st, cap, sizeof(**out));
-  *metas = xcalloc(st, mcap, sizeof(**metas));
+  /* After the metas, a text's room for each (sid_in). */
+  *metas = xcalloc(st, mcap, sizeof(**metas) + 37);
   *out_n = 0;
   if (!*out || !*metas) return PRESENCE_ENOMEM;
+  char(*texts)[37] = (char(*)[37])(void *)(*metas + mcap);
   size_t nm = 0;
   for (size_t k = 0; k < n && *i < p->elements; k++) {
     presence_member_info_t *m = &(*out)[(*out_n)++];
@@ -3410,7 +3504,7 @@ static int parse_members(rstore_t *st, const redisReply *p, size_t *i, size_t n,
     m->n_metas = ns;
     for (size_t j = 0; j < ns; j++, nm++) {
       presence_member_meta_t *t = &(*metas)[nm];
-      t->session_id = p->element[*i]->str;
+      t->session_id = sid_in(p->element[*i], texts[nm]);
       t->status = st_of(p->element[*i + 1]->str);
       t->joined_ms = strtoll(p->element[*i + 2]->str, NULL, 10);
       t->data = opt_data(p->element[*i + 3]);
@@ -3591,7 +3685,7 @@ static void log_done(rstore_t *st, req_t *r, redisReply *rep, int code) {
       from++;
   }
   if (status) {
-    xfree(st, evs.ev);
+    presence__redis_events_free(&evs);
     r->log_cb(r->ud, status, NULL, 0);
     return;
   }
@@ -3605,7 +3699,7 @@ static void log_done(rstore_t *st, req_t *r, redisReply *rep, int code) {
      * with ECURSOR and the oldest events. Redis's counter tells which. (A
      * cursor at or below what this instance has seen is simply up to date:
      * no extra request on the common path.) */
-    xfree(st, evs.ev);
+    presence__redis_events_free(&evs);
     req_t *q = log_follow_up(st, r, log_newest_done, r->after_seq);
     if (!q) return;
     char key[256];
@@ -3619,7 +3713,7 @@ static void log_done(rstore_t *st, req_t *r, redisReply *rep, int code) {
   if (r->from_oldest || (n && evs.ev[from].seq > r->after_seq + 1))
     status = PRESENCE_ECURSOR;
   r->log_cb(r->ud, status, n ? evs.ev + from : NULL, n);
-  xfree(st, evs.ev);
+  presence__redis_events_free(&evs);
 }
 
 /* The newest sequence number, asked after a read found nothing: a cursor
@@ -4138,7 +4232,7 @@ int presence_redis_leave(presence_store_t *s, void (*done)(void *, int),
     if (!ls) continue;
     req_t *r = req_new(st, write_done);
     if (!r) break;
-    const char *args[] = {ls->id, ls->user, rbuf};
+    const char *args[] = {ls->wire, ls->user, rbuf};
     call(st, r, "end", 3, args, NULL);
   }
   local_clear(st);
@@ -4272,10 +4366,15 @@ int presence_redis_kick(presence_store_t *s, const char *session_id,
   r->done = done;
   r->ud = ud;
   memcpy(r->user, session_id, n + 1);
+  /* The index holds the id as the script was sent it (its 20-byte form
+   * for a UUID); the kick stream carries the text, which the instances
+   * look up in their own tables. */
+  char wire[PRESENCE__SID20_LEN + 1];
+  const char *wid = sid20_pack(session_id, n, wire) ? wire : session_id;
   char key[192];
   snprintf(key, sizeof key, "%si:%u", st->prefix,
-           presence__redis_ixb(session_id, n));
-  const char *args[] = {"HEXISTS", key, r->user};
+           presence__redis_ixb(wid, strlen(wid)));
+  const char *args[] = {"HEXISTS", key, wid};
   plain(st, r, 3, args);
   return 0;
 }

@@ -16,12 +16,21 @@
 
 #include <hiredis/hiredis.h>
 
-/* Events decoded so far; free ev with alloc (free() when alloc is NULL).
+/* Texts events point to that no reply holds: a session id's text made
+ * from its 20-byte form (core/uuid.h). */
+typedef struct presence__redis_texts {
+  struct presence__redis_texts *next;
+  size_t n, cap;
+  char t[][37];
+} presence__redis_texts_t;
+
+/* Events decoded so far; free them with presence__redis_events_free.
  * Their strings point into the replies they came from, which must outlive
- * them. */
+ * them, or into texts. */
 typedef struct presence__redis_events {
   presence_event_t *ev;
   size_t n, cap;
+  presence__redis_texts_t *texts;
   const presence_allocator_t *alloc; /* NULL: libc */
   /* Optional (the machine's log router, redis_route.c): where each event of
    * the last unpack ends in its blob, an offset; room for its count. */
@@ -30,6 +39,13 @@ typedef struct presence__redis_events {
    * it (the call's time, epoch and instance) is every event's. */
   size_t header_len;
 } presence__redis_events_t;
+
+/* Free what evs holds (ev and texts) with its alloc (free() when alloc is
+ * NULL); *evs is emptied, alloc kept. */
+void presence__redis_events_free(presence__redis_events_t *evs);
+
+/* No events, the array kept for the next (texts freed). */
+void presence__redis_events_clear(presence__redis_events_t *evs);
 
 /* The session index's bucket of session id s (n bytes, n >= 1): the key
  * <prefix>i:<bucket> holds its entry. The script's ix_key computes the

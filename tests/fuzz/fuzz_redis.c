@@ -46,7 +46,7 @@ static void decode_entries(redisReply *r) {
     else if (evs.n != before)
       abort(); /* a refused entry appends nothing */
   }
-  free(evs.ev);
+  presence__redis_events_free(&evs);
 }
 
 static void decode_script(redisReply *r) {
@@ -58,7 +58,7 @@ static void decode_script(redisReply *r) {
     abort();
   else if (evs.n != 0)
     abort(); /* a refused reply appends nothing */
-  free(evs.ev);
+  presence__redis_events_free(&evs);
 }
 
 /* Parse data as a stream of replies with the connection layer's reader

@@ -232,6 +232,11 @@ static inline void rec_push(recorder_t *r, const presence_event_t *e) {
   x->flags = e->flags;
   x->n_ids = e->n_session_ids;
   if (e->user_id) snprintf(x->user, sizeof x->user, "%s", e->user_id);
+  /* Session ids reach events as text: the 20-byte form the Redis store
+   * keeps a UUID in (0xff first, never valid UTF-8) must not. */
+  if (e->session_id) assert_int_not_equal((unsigned char)e->session_id[0], 0xff);
+  for (size_t i = 0; i < e->n_session_ids; i++)
+    assert_int_not_equal((unsigned char)e->session_ids[i][0], 0xff);
   if (e->session_id)
     snprintf(x->session, sizeof x->session, "%s", e->session_id);
   if (e->instance_id)

@@ -45,7 +45,7 @@ static chan_log_t log_channel_events(server_t *s, const char *ch,
       cl.last_leave_reason = ev->reason;
     }
   }
-  free(evs.ev);
+  presence__redis_events_free(&evs);
   freeReplyObject(r);
   return cl;
 }
@@ -67,6 +67,7 @@ typedef struct mq {
   char users[64][32];
   char data[64][64];
   size_t metas[64];
+  char sid[64][40]; /* a member's first session */
   int has_next;
 } mq_t;
 
@@ -82,6 +83,8 @@ static void mq_cb(presence_t *p, int status, const presence_member_info_t *m,
   q->has_next = next != NULL;
   for (size_t i = 0; i < n && i < 64; i++) {
     snprintf(q->users[i], sizeof q->users[i], "%s", m[i].user_id);
+    snprintf(q->sid[i], sizeof q->sid[i], "%s",
+             m[i].n_metas ? m[i].metas[0].session_id : "");
     snprintf(q->data[i], sizeof q->data[i], "%s", m[i].data ? m[i].data : "");
     q->metas[i] = m[i].n_metas;
   }
@@ -129,13 +132,15 @@ static void members_and_data(void **state) {
   int t = 0;
   presence_session_connect(a->p, "s1", "ann", NULL, done_cb, a);
   presence_session_connect(a->p, "s2", "ann", NULL, done_cb, a);
-  presence_session_connect(a->p, "s3", "bob", NULL, done_cb, a);
+  /* A UUID, which the store keeps in 20 bytes: listed as its text. */
+  const char *s3 = "5a1e0b0b-1f2e-4d3c-8b7a-69584a3b2c1d";
+  presence_session_connect(a->p, s3, "bob", NULL, done_cb, a);
   t += 3;
   assert_int_equal(
       presence_channel_join(a->p, "s1", "room", "{\"c\":1}", done_cb, a), 0);
   assert_int_equal(
       presence_channel_join(a->p, "s2", "room", "{\"c\":1}", done_cb, a), 0);
-  assert_int_equal(presence_channel_join(a->p, "s3", "room", NULL, done_cb, a),
+  assert_int_equal(presence_channel_join(a->p, s3, "room", NULL, done_cb, a),
                    0);
   assert_int_equal(
       presence_channel_update(a->p, "s2", "room", "{\"c\":2}", done_cb, a), 0);
@@ -144,6 +149,7 @@ static void members_and_data(void **state) {
   assert_no_errors(a);
   mq_t q = members(f, 0, "room", NULL, 10);
   assert_room(&q, 2);
+  assert_string_equal(q.sid[1], s3);
   /* The brief listing (a client's snapshot): the same members, count and
    * data, no sessions; paged the same way. */
   mq_t b = members_as(f, 0, "room", NULL, 10, true);
@@ -160,7 +166,7 @@ static void members_and_data(void **state) {
   assert_string_equal(q.users[0], "bob");
   assert_false(q.has_next);
   /* Not joined: refused at once, nothing sent. */
-  assert_int_equal(presence_channel_leave(a->p, "s3", "other", done_cb, a),
+  assert_int_equal(presence_channel_leave(a->p, s3, "other", done_cb, a),
                    PRESENCE_ENOTMEMBER);
   /* s1 leaves: s2 is the most recent, no change; s2 ends: ann leaves. */
   presence_channel_leave(a->p, "s1", "room", done_cb, a);

@@ -192,7 +192,7 @@ static void an_entry_becomes_its_events(void **state) {
    * tail taken from the session event's. */
   device_tail_is(c, "web", PRESENCE_OFFLINE, PRESENCE_ONLINE, 1);
   device_tail_is(u, "web", PRESENCE_OFFLINE, PRESENCE_ONLINE, 2);
-  free(evs.ev);
+  presence__redis_events_free(&evs);
   freeReplyObject(e);
 }
 
@@ -210,14 +210,14 @@ static void a_reap_is_remote_and_its_cleanup_counts(void **state) {
   assert_true(evs.ev[1].flags & PRESENCE_EVENT_IDS_OMITTED);
   assert_int_equal(evs.ev[1].n_session_ids, 0);
   assert_null(evs.ev[1].session_id);
-  free(evs.ev);
+  presence__redis_events_free(&evs);
   freeReplyObject(e);
   /* Read by the reaper itself, nothing is remote. */
   e = entry("40-0", "2", REAPED);
   evs = (presence__redis_events_t){0};
   assert_int_equal(presence__redis_decode_entry(e, "inst-b", &evs), 0);
   assert_false(evs.ev[0].flags & PRESENCE_EVENT_REMOTE);
-  free(evs.ev);
+  presence__redis_events_free(&evs);
   freeReplyObject(e);
 }
 
@@ -233,7 +233,7 @@ static void entries_append_in_order(void **state) {
   /* The first entry's strings survive the second's (realloc moved the
    * events, not the strings they point to). */
   assert_string_equal(evs.ev[0].user_id, "alice");
-  free(evs.ev);
+  presence__redis_events_free(&evs);
   freeReplyObject(a);
   freeReplyObject(b);
 }
@@ -290,7 +290,7 @@ static void each_type_carries_its_own_fields(void **state) {
   assert_int_equal(m->message_expires_ms, 1764320009999);
   assert_int_equal(m->shown_version, 7);
   assert_int_equal(m->seq, 3);
-  free(evs.ev);
+  presence__redis_events_free(&evs);
   freeReplyObject(e);
 }
 
@@ -301,7 +301,7 @@ static void refused(const char *id, const char *k, const blob_t *b,
   int rc = presence__redis_decode_entry(e, "x", &evs);
   if (rc != PRESENCE_ESTORE || evs.n != 0)
     fail_msg("%s: rc %d, %zu events", what, rc, evs.n);
-  free(evs.ev);
+  presence__redis_events_free(&evs);
   freeReplyObject(e);
 }
 
@@ -471,7 +471,7 @@ static void malformed_entries_are_refused_whole(void **state) {
   e = arr(2, str("12-0"), arr(2, str("n"), str("3 1 0 1 1 5 7")));
   assert_int_equal(presence__redis_decode_entry(e, "x", &evs), PRESENCE_ESTORE);
   assert_int_equal(evs.n, 0);
-  free(evs.ev);
+  presence__redis_events_free(&evs);
   freeReplyObject(e);
 }
 

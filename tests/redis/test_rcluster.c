@@ -278,7 +278,7 @@ static replay_t replay_all(const rcluster_t *c) {
       u->cur = ev->to & 3;
       if (u->cur == PRESENCE_OFFLINE) u->offline++;
     }
-    free(evs.ev);
+    presence__redis_events_free(&evs);
     freeReplyObject(r);
   }
   return rp;

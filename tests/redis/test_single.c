@@ -4,6 +4,7 @@
  * tests check (tests/unit/test_core.c), against a real redis-server.
  */
 #include "harness.h"
+#include "core/uuid.h"
 #include "store/redis_decode.h"
 
 /* An index entry naming session sid as user's, written as another
@@ -163,6 +164,7 @@ typedef struct sq {
   size_t n;
   char meta[64];
   char inst[32];
+  char sid[40];
 } sq_t;
 static void sq_cb(presence_t *p, int status, const presence_session_info_t *s,
                   size_t n, void *ud) {
@@ -174,6 +176,7 @@ static void sq_cb(presence_t *p, int status, const presence_session_info_t *s,
   for (size_t i = 0; i < n; i++) {
     if (s[i].meta) snprintf(q->meta, sizeof q->meta, "%s", s[i].meta);
     snprintf(q->inst, sizeof q->inst, "%s", s[i].instance_id);
+    snprintf(q->sid, sizeof q->sid, "%s", s[i].session_id);
   }
 }
 static bool sq_pred(void *ud) {
@@ -183,7 +186,9 @@ static bool sq_pred(void *ud) {
 static void sessions_keep_their_metadata(void **state) {
   (void)state;
   fx1_t *f = make(NULL);
-  DO(f, presence_session_connect(f->a.p, "s1", "alice", "{\"d\":\"a\tb\"}",
+  /* A UUID, which the store keeps in 20 bytes: listed as its text. */
+  const char *s1 = "0c0ffee0-1234-4abc-9def-00112233aabb";
+  DO(f, presence_session_connect(f->a.p, s1, "alice", "{\"d\":\"a\tb\"}",
                                  done_cb, &f->a));
   sq_t q = {0};
   assert_int_equal(presence_sessions_query(f->a.p, "alice", sq_cb, &q), 0);
@@ -191,6 +196,7 @@ static void sessions_keep_their_metadata(void **state) {
   assert_int_equal(q.n, 1);
   assert_string_equal(q.meta, "{\"d\":\"a\tb\"}");
   assert_string_equal(q.inst, "one");
+  assert_string_equal(q.sid, s1);
   presence_user_info_t u = user_info(&f->loop, &f->a, "nobody");
   assert_int_equal(u.status, PRESENCE_OFFLINE);
   assert_int_equal(u.version, 0);
@@ -774,9 +780,14 @@ static void the_index_is_bucketed_as_the_script_does(void **state) {
                                    done_cb, &f->a));
   assert_no_errors(&f->a);
   for (int i = 0; i < N; i++) {
-    redisReply *r =
-        srv_cmd(&f->srv, "HEXISTS presence:i:%u %s",
-                presence__redis_ixb(ids[i], strlen(ids[i])), ids[i]);
+    /* A UUID is kept in its 20-byte form (core/uuid.h), any other id as
+     * it is. */
+    char wire[PRESENCE__SID20_LEN + 1];
+    size_t wn = sid20_pack(ids[i], strlen(ids[i]), wire);
+    if (i == 10) assert_int_equal(wn, PRESENCE__SID20_LEN);
+    const char *w = wn ? wire : ids[i];
+    redisReply *r = srv_cmd(&f->srv, "HEXISTS presence:i:%u %b",
+                            presence__redis_ixb(w, strlen(w)), w, strlen(w));
     if (r->integer != 1) fail_msg("id %d (%s) not in its bucket", i, ids[i]);
     freeReplyObject(r);
   }
@@ -821,7 +832,7 @@ static void another_layout_is_refused(void **state) {
   assert_int_equal(presence_new(&o, &p), 0);
   run_for(&loop, 700);
   assert_false(presence_redis_ready(st));
-  if (!strstr(cap.text, "store format 1, this build uses 10"))
+  if (!strstr(cap.text, "store format 1, this build uses 11"))
     fail_msg("logged: \"%s\"", cap.text);
   /* A format-2 store (before channels), a format-3 one (text user and
    * session records) and a format-4 one (sets of session ids per
@@ -833,11 +844,11 @@ static void another_layout_is_refused(void **state) {
    * hash): refused the same way. A register sent before the
    * SET may still answer the format before: the retries (every heartbeat)
    * are read until one answers after it. */
-  const char *older[] = {"2", "3", "4", "5", "6", "7", "8", "9"};
+  const char *older[] = {"2", "3", "4", "5", "6", "7", "8", "9", "10"};
   for (size_t k = 0; k < sizeof older / sizeof older[0]; k++) {
     freeReplyObject(srv_cmd(&srv, "SET presence:format %s", older[k]));
     char want[64];
-    snprintf(want, sizeof want, "store format %s, this build uses 10",
+    snprintf(want, sizeof want, "store format %s, this build uses 11",
              older[k]);
     for (int i = 0; i < 30; i++) {
       cap.text[0] = '\0';
@@ -856,7 +867,7 @@ static void another_layout_is_refused(void **state) {
     run_for(&loop, 10);
   assert_true(presence_redis_ready(st));
   r = srv_cmd(&srv, "GET presence:format");
-  assert_string_equal(r->str, "10");
+  assert_string_equal(r->str, "11");
   freeReplyObject(r);
   presence_free(p);
   loop_drain(&loop);

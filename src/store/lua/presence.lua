@@ -94,7 +94,7 @@ local R_EXPLICIT = 3
 
 -- The global keys under the call's prefix (set by set_prefix()):
 local K_SEQ, K_LOG
-local K_FORMAT, FORMAT = nil, '10' -- see 'register'
+local K_FORMAT, FORMAT = nil, '11' -- see 'register'
 local SEQ_JUMP_AFTER_LOSS = 1000000 -- see 'register'
 -- The session index: session id -> user '\t' owning instance, in IX.N
 -- small hashes <prefix>i:<bucket> (ix_key). Format 9 and before kept one

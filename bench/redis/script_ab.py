@@ -18,6 +18,10 @@ same as bench_redis's figure. --rows: only these rows (their keys, as in the JSO
 
 --separate: each version in a redis-server of its own (their blocks still alternate).
 
+--uuids both|new20: the rows' session ids are UUIDs (derived from the names they had) instead
+of short names; with new20 the new version is sent each in the 20-byte form a format-11 build
+sends (src/core/uuid.h), the old one the text, as each build does for presenced's own sessions.
+
 --instructions: redis-server runs under valgrind's callgrind and each block is costed by the
 instructions it executed (callgrind_control --zero before it, --dump after), not by CPU time:
 a count that does not move with the host's load (the CPU time of a block swings +-40 % on this
@@ -104,7 +108,29 @@ class Conn:
         return self.pipe([a])[0]
 
 
+# --uuids: 'text' (short names), 'both' (UUIDs), 'new20' (UUIDs, the new side's packed)
+SIDS = 'text'
+
+
+def sid20(text):
+    """A UUID's 20-byte form (src/core/uuid.h): 0xff, then its 128 bits 7 to a byte, each byte
+    0x80 | its bits, the last 2 bits padded with zeros."""
+    import uuid
+    n = int.from_bytes(uuid.UUID(text).bytes, 'big') << 5
+    return bytes([0xff]) + bytes(0x80 | ((n >> (7 * (18 - k))) & 0x7f) for k in range(19))
+
+
+def sid_of(v, name):
+    """The session id version v is sent for a row's session called name."""
+    if SIDS == 'text':
+        return name
+    import uuid
+    text = name if len(name) == 36 else str(uuid.uuid5(uuid.NAMESPACE_OID, name))
+    return sid20(text) if SIDS == 'new20' and v == 'new' else text
+
+
 def main():
+    global SIDS
     args = sys.argv[1:]
     rounds, memory = 20, 20000
     instr = '--instructions' in args
@@ -120,6 +146,12 @@ def main():
     if '--memory' in args:
         i = args.index('--memory')
         memory = int(args[i + 1])
+        del args[i:i + 2]
+    if '--uuids' in args:
+        i = args.index('--uuids')
+        SIDS = args[i + 1]
+        if SIDS not in ('both', 'new20'):
+            sys.exit('script_ab.py: --uuids both|new20')
         del args[i:i + 2]
     only = None
     if '--rows' in args:
@@ -194,8 +226,8 @@ def run(C, pids, texts, rounds, memory, only=None, instr=False):
     for v in V:
         ep['ab' + v] = C[v].cmd(*call(v, 'register', 1, 0))[1][0]
 
-    def writes(kind, r, i):
-        sid, u = 'm-%d-%d' % (r, i), 'u%d' % i
+    def writes(v, kind, r, i):
+        sid, u = sid_of(v, 'm-%d-%d' % (r, i)), 'u%d' % i
         return {'connect': ['connect', sid, u, '', 0], 'idle': ['status', sid, u, 2, 3],
                 'online': ['status', sid, u, 1, 3], 'end': ['end', sid, u, 2]}[kind]
 
@@ -203,13 +235,14 @@ def run(C, pids, texts, rounds, memory, only=None, instr=False):
         for kind in ('connect', 'idle', 'online', 'end'):
             w = []
             for i in range(N):
-                w += writes(kind, r, i)
+                w += writes(v, kind, r, i)
             C[v].pipe([call(v, 'batch', N, *w)])
         return 4 * N
 
     def unbatched(v, r):
         for k in range(0, 480, 16):
-            C[v].pipe([call(v, 'connect', 'c%d-%d-%d' % (r, k, j), 'cu%d-%d-%d' % (r, k, j), '', 0)
+            C[v].pipe([call(v, 'connect', sid_of(v, 'c%d-%d-%d' % (r, k, j)),
+                            'cu%d-%d-%d' % (r, k, j), '', 0)
                     for j in range(16)])
         return 480
 
@@ -222,7 +255,7 @@ def run(C, pids, texts, rounds, memory, only=None, instr=False):
         for op in ('join', 'leave'):
             w = []
             for i in range(N):
-                sid, u, ch = 'ch-%d' % i, 'cu%d' % (i % 20), 'room-%d' % (i % 50)
+                sid, u, ch = sid_of(v, 'ch-%d' % i), 'cu%d' % (i % 20), 'room-%d' % (i % 50)
                 w += ['join', sid, u, ch, '={"n":1}', 0] if op == 'join' else ['leave', sid, u, ch]
             C[v].pipe([call(v, 'batch', N, *w)])
         return 2 * N
@@ -238,7 +271,7 @@ def run(C, pids, texts, rounds, memory, only=None, instr=False):
         # joins its own channel and the next one's, ends (its leaves in it)
         w, e = [], []
         for i in range(15):
-            sid, u = 'cy-%d-%d' % (r, i), 'cyu%d' % i
+            sid, u = sid_of(v, 'cy-%d-%d' % (r, i)), 'cyu%d' % i
             w += ['connect', sid, u, '', 0, 'join', sid, u, 'pr:%d' % i, '', 0,
                   'join', sid, u, 'pr:%d' % (i + 1), '', 0]
             e += ['end', sid, u, 2]
@@ -268,11 +301,12 @@ def run(C, pids, texts, rounds, memory, only=None, instr=False):
     for v in V:  # the channel runs' sessions, and the member query's rooms
         w = []
         for i in range(N):
-            w += ['connect', 'ch-%d' % i, 'cu%d' % (i % 20), '', 0]
+            w += ['connect', sid_of(v, 'ch-%d' % i), 'cu%d' % (i % 20), '', 0]
         C[v].pipe([call(v, 'batch', N, *w)])
         w = []
         for i in range(N):
-            w += ['join', 'ch-%d' % i, 'cu%d' % (i % 20), 'mroom-%d' % (i % 30), '={"n":1}', 0]
+            w += ['join', sid_of(v, 'ch-%d' % i), 'cu%d' % (i % 20), 'mroom-%d' % (i % 30),
+                  '={"n":1}', 0]
         C[v].pipe([call(v, 'batch', N, *w)])
 
     rows = [('batched_session_op', 'session op in a batch of 60 (connect, idle, online, end)', batch_mix),
@@ -327,7 +361,7 @@ def bytes_per_session(C, call, ep, n):
         for k in range(0, n, 60):
             w = []
             for _ in range(min(60, n - k)):
-                w += ['connect', str(uuid.uuid4()), str(uuid.uuid4()), '', 0]
+                w += ['connect', sid_of(v, str(uuid.uuid4())), str(uuid.uuid4()), '', 0]
             c.pipe([call(v, 'batch', len(w) // 5, *w, prefix='mem')])
         log = c.cmd('MEMORY', 'USAGE', 'mem%s:log' % v, 'SAMPLES', '0') or 0
         total = (used(c) - m0) / n

@@ -306,8 +306,17 @@ join = pev(7 + SV + 4096, 1, 0, 1, 3, None, "s1", "alice", '{"x":1}', count=2,
            tail=s16("room") + u(1, 4) + u(2, 4))
 msg = pev(11 + SV, 3, 1, 1, 4, None, None, "alice",
           tail=s16("lunch", 4) + s16(None) + u(0, 6) + u(3, 4))
+# A UUID session id in the 20-byte form (store format 11, src/core/uuid.h):
+# f70a3608-29da-4401-806c-4d556b4d3cc9; then one with a byte below 0x80,
+# and one whose padding bits are not zeros (both passed on as they are).
+SID20 = bytes.fromhex("fffbc2c6e0c1a7b4c480e08dc4ead5d6cd9eb2a0")
+conn20 = pev(0 + SV, 1, 0, 1, 1, None, SID20, "alice", tail=u(1, 4))
+low20 = pev(0 + SV, 1, 0, 1, 1, None, SID20[:10] + b"\x01" + SID20[11:], "bob",
+            tail=u(1, 4))
+pad20 = pev(0 + SV, 1, 0, 1, 1, None, SID20[:-1] + b"\xff", "carol", tail=u(1, 4))
 redis_inputs = [
     resp([entry(2, "inst-a", [conn, uon]), entry(3, "inst-b", [idle])]),
+    resp([entry(13, "inst-a", [conn20, uon, low20, pad20])]),
     resp([entry(5, "inst-a", [lost, clean])]),
     resp([entry(7, "inst-a", [wipe])]),
     resp([entry(9, "inst-a", [join, msg])]),

@@ -15,6 +15,7 @@
 #include <cmocka.h>
 
 #include "core/internal.h"
+#include "core/uuid.h"
 #include "store/redis_decode.h"
 #include "store/redis_resp.h"
 
@@ -217,6 +218,42 @@ static void a_reap_is_remote_and_its_cleanup_counts(void **state) {
   evs = (presence__redis_events_t){0};
   assert_int_equal(presence__redis_decode_entry(e, "inst-b", &evs), 0);
   assert_false(evs.ev[0].flags & PRESENCE_EVENT_REMOTE);
+  presence__redis_events_free(&evs);
+  freeReplyObject(e);
+}
+
+/* A UUID session id the store keeps in 20 bytes (core/uuid.h) reaches the
+ * events as its text, the user event after it too (it takes the previous
+ * event's); 20 bytes that are not that form (a byte below 0x80, padding
+ * bits set) are passed on as they are. */
+static void a_uuid_in_20_bytes_is_read_as_text(void **state) {
+  (void)state;
+  const char *text = "f70a3608-29da-4401-806c-4d556b4d3cc9";
+  char wire[PRESENCE__SID20_LEN + 1], low[PRESENCE__SID20_LEN + 1],
+      pad[PRESENCE__SID20_LEN + 1];
+  assert_int_equal(sid20_pack(text, 36, wire), PRESENCE__SID20_LEN);
+  memcpy(low, wire, sizeof low);
+  low[10] = 0x01;
+  memcpy(pad, wire, sizeof pad);
+  pad[PRESENCE__SID20_LEN - 1] = (char)0xff;
+  blob_t b = {.n = 0};
+  header(&b, 1764320000001, 77, "inst-a");
+  event(&b, 0 + F_SV, 1, 0, 1, 1, -1, NULL, wire, "alice", NULL);
+  put_u(&b, 1, 4);
+  event(&b, 3 + F_SV + F_DITTO, 1, 0, 1, 1, -1, NULL, NULL, NULL, NULL);
+  put_u(&b, 2, 4);
+  event(&b, 0 + F_SV, 1, 0, 1, 1, -1, NULL, low, "bob", NULL);
+  put_u(&b, 1, 4);
+  event(&b, 0 + F_SV, 1, 0, 1, 1, -1, NULL, pad, "carol", NULL);
+  put_u(&b, 1, 4);
+  redisReply *e = entry("20-0", "4", b);
+  presence__redis_events_t evs = {0};
+  assert_int_equal(presence__redis_decode_entry(e, "inst-a", &evs), 0);
+  assert_int_equal(evs.n, 4);
+  assert_string_equal(evs.ev[0].session_id, text);
+  assert_string_equal(evs.ev[1].session_id, text);
+  assert_string_equal(evs.ev[2].session_id, low);
+  assert_string_equal(evs.ev[3].session_id, pad);
   presence__redis_events_free(&evs);
   freeReplyObject(e);
 }
@@ -479,6 +516,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(an_entry_becomes_its_events),
       cmocka_unit_test(a_reap_is_remote_and_its_cleanup_counts),
+      cmocka_unit_test(a_uuid_in_20_bytes_is_read_as_text),
       cmocka_unit_test(entries_append_in_order),
       cmocka_unit_test(each_type_carries_its_own_fields),
       cmocka_unit_test(malformed_entries_are_refused_whole),

@@ -4307,8 +4307,11 @@ static void kick_sent(rstore_t *st, req_t *r, redisReply *rep, int code) {
 /* The session exists somewhere (the session index): append the kick to
  * the stream every instance's reader follows. */
 static void kick_found(rstore_t *st, req_t *r, redisReply *rep, int code) {
-  if (!code && (!rep || rep->type != REDIS_REPLY_INTEGER)) code = PRESENCE_ESTORE;
-  if (!code && rep->integer == 0) code = PRESENCE_ENOSESSION;
+  if (!code && rep) code = script_code(rep);
+  const char *has = code ? NULL : payload_str(rep);
+  if (!code && (!has || (strcmp(has, "1") && strcmp(has, "0"))))
+    code = PRESENCE_ESTORE;
+  if (!code && !strcmp(has, "0")) code = PRESENCE_ENOSESSION;
   if (code || st->destroying) {
     r->done(r->ud, code ? code : PRESENCE_ESHUTDOWN);
     return;
@@ -4340,7 +4343,7 @@ static void lua_bytes(const char *s, size_t n, long i, long j, unsigned *out,
     out[x] = i <= j ? (unsigned char)s[i - 1] : 0;
 }
 
-unsigned presence__redis_ixb(const char *s, size_t n) {
+uint64_t presence__redis_ixh(const char *s, size_t n) {
   unsigned f[2], m[2], t[4];
   long half = (long)(n - n % 2) / 2;
   lua_bytes(s, n, 1, 2, f, 2);
@@ -4349,7 +4352,15 @@ unsigned presence__redis_ixb(const char *s, size_t n) {
   /* Below 2^53, as the script's doubles compute it exactly. */
   uint64_t h1 = ((f[0] * 131ull + f[1]) * 131 + m[0]) * 131 + m[1];
   uint64_t h2 = ((t[0] * 131ull + t[1]) * 131 + t[2]) * 131 + t[3];
-  return (unsigned)((h1 * 7919 + h2) % PRESENCE__REDIS_IX_BUCKETS);
+  return (h1 * 7919 + h2) % 4294967291ull;
+}
+
+uint64_t presence__redis_ixbucket(uint64_t h, uint64_t buckets) {
+  uint64_t p = 1;
+  while (p * 2 <= buckets)
+    p *= 2;
+  uint64_t k = h % (2 * p);
+  return k >= buckets ? h % p : k;
 }
 
 int presence_redis_kick(presence_store_t *s, const char *session_id,
@@ -4367,15 +4378,11 @@ int presence_redis_kick(presence_store_t *s, const char *session_id,
   r->ud = ud;
   memcpy(r->user, session_id, n + 1);
   /* The index holds the id as the script was sent it (its 20-byte form
-   * for a UUID); the kick stream carries the text, which the instances
-   * look up in their own tables. */
+   * for a UUID), in the bucket the script finds (q_has); the kick stream
+   * carries the text, which the instances look up in their own tables. */
   char wire[PRESENCE__SID20_LEN + 1];
-  const char *wid = sid20_pack(session_id, n, wire) ? wire : session_id;
-  char key[192];
-  snprintf(key, sizeof key, "%si:%u", st->prefix,
-           presence__redis_ixb(wid, strlen(wid)));
-  const char *args[] = {"HEXISTS", key, wid};
-  plain(st, r, 3, args);
+  const char *args[] = {sid20_pack(session_id, n, wire) ? wire : session_id};
+  call(st, r, "q_has", 1, args, NULL);
   return 0;
 }
 

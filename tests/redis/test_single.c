@@ -7,12 +7,21 @@
 #include "core/uuid.h"
 #include "store/redis_decode.h"
 
+/* The index's bucket of id w (n bytes) as the script finds it now (the
+ * bucket count in presence:ixb, 1 when absent). */
+static unsigned long long bucket_of(server_t *srv, const char *w, size_t n) {
+  redisReply *r = srv_cmd(srv, "GET presence:ixb");
+  unsigned long long b = r->type == REDIS_REPLY_STRING ? strtoull(r->str, NULL, 10) : 1;
+  freeReplyObject(r);
+  return (unsigned long long)presence__redis_ixbucket(presence__redis_ixh(w, n), b);
+}
+
 /* An index entry naming session sid as user's, written as another
  * instance's script would have (the bucket's key computed as the script
  * does). */
 static void plant_index(server_t *srv, const char *sid, const char *user) {
-  freeReplyObject(srv_cmd(srv, "HSET presence:i:%u %s %s",
-                          presence__redis_ixb(sid, strlen(sid)), sid, user));
+  freeReplyObject(srv_cmd(srv, "HSET presence:i:%llu %s %s",
+                          bucket_of(srv, sid, strlen(sid)), sid, user));
 }
 
 typedef struct fx1 {
@@ -503,10 +512,9 @@ static long long keys_usage(server_t *srv, long long *log) {
  * (docs/internals/redis.md, "Key layout"): 20,000 sessions of UUID-long
  * ids, each its own user, cost the user's hash and the index entry only.
  * Format 4 also kept a set of session ids per instance: 472.5 B at 4,000
- * sessions, over the bound; format 5 392.3 B, format 9 360 B. Since
- * format 10 the index is 4,093 small hashes, a cost of ~0.4 MB once
- * they all exist whatever the sessions: at 4,000 sessions (one or two a
- * bucket) 373 B a session, at 20,000 336 B. */
+ * sessions, over the bound; format 5 392.3 B, format 9 360 B (4,000).
+ * Format 12 (the index in buckets of ~16-32 entries, UUIDs in 20 bytes):
+ * 288.5 B at 20,000. */
 static void a_session_costs_redis_its_budget(void **state) {
   (void)state;
   enum { N = 20000, BUDGET = 375 };
@@ -786,22 +794,37 @@ static void the_index_is_bucketed_as_the_script_does(void **state) {
     size_t wn = sid20_pack(ids[i], strlen(ids[i]), wire);
     if (i == 10) assert_int_equal(wn, PRESENCE__SID20_LEN);
     const char *w = wn ? wire : ids[i];
-    redisReply *r = srv_cmd(&f->srv, "HEXISTS presence:i:%u %b",
-                            presence__redis_ixb(w, strlen(w)), w, strlen(w));
+    redisReply *r = srv_cmd(&f->srv, "HEXISTS presence:i:%llu %b",
+                            bucket_of(&f->srv, w, strlen(w)), w, strlen(w));
     if (r->integer != 1) fail_msg("id %d (%s) not in its bucket", i, ids[i]);
     freeReplyObject(r);
   }
   redisReply *r = srv_cmd(&f->srv, "GET presence:nsess");
   assert_string_equal(r->str, "220");
   freeReplyObject(r);
+  /* Split a bucket at a time past 32 entries a bucket: 7 for 220, none
+   * much fuller than the others. */
+  r = srv_cmd(&f->srv, "GET presence:ixb");
+  assert_string_equal(r->str, "7");
+  freeReplyObject(r);
+  for (int b = 0; b < 7; b++) {
+    r = srv_cmd(&f->srv, "HLEN presence:i:%d", b);
+    if (r->integer < 8 || r->integer > 64)
+      fail_msg("bucket %d holds %lld", b, r->integer);
+    freeReplyObject(r);
+  }
   for (int i = 0; i < N; i++)
     DO(f, presence_session_disconnect(f->a.p, ids[i], done_cb, &f->a));
   assert_no_errors(&f->a);
   r = srv_cmd(&f->srv, "GET presence:nsess");
   assert_string_equal(r->str, "0");
   freeReplyObject(r);
+  /* Empty, the index has no bucket left and starts again from one. */
   r = srv_cmd(&f->srv, "KEYS presence:i:*");
   assert_int_equal(r->elements, 0);
+  freeReplyObject(r);
+  r = srv_cmd(&f->srv, "EXISTS presence:ixb");
+  assert_int_equal(r->integer, 0);
   freeReplyObject(r);
   destroy(f);
 }
@@ -832,7 +855,7 @@ static void another_layout_is_refused(void **state) {
   assert_int_equal(presence_new(&o, &p), 0);
   run_for(&loop, 700);
   assert_false(presence_redis_ready(st));
-  if (!strstr(cap.text, "store format 1, this build uses 11"))
+  if (!strstr(cap.text, "store format 1, this build uses 12"))
     fail_msg("logged: \"%s\"", cap.text);
   /* A format-2 store (before channels), a format-3 one (text user and
    * session records) and a format-4 one (sets of session ids per
@@ -841,14 +864,15 @@ static void another_layout_is_refused(void **state) {
    * a format-7 one (6-byte versions, the owner's epoch as text in a
    * session record), a format-8 one (the log's events with every field,
    * absent ones as zeros), a format-9 one (the session index in one
-   * hash): refused the same way. A register sent before the
+   * hash), a format-10 one (4,093 buckets of it), a format-11 one (the
+   * same, UUIDs in 20 bytes): refused the same way. A register sent before the
    * SET may still answer the format before: the retries (every heartbeat)
    * are read until one answers after it. */
-  const char *older[] = {"2", "3", "4", "5", "6", "7", "8", "9", "10"};
+  const char *older[] = {"2", "3", "4", "5", "6", "7", "8", "9", "10", "11"};
   for (size_t k = 0; k < sizeof older / sizeof older[0]; k++) {
     freeReplyObject(srv_cmd(&srv, "SET presence:format %s", older[k]));
     char want[64];
-    snprintf(want, sizeof want, "store format %s, this build uses 11",
+    snprintf(want, sizeof want, "store format %s, this build uses 12",
              older[k]);
     for (int i = 0; i < 30; i++) {
       cap.text[0] = '\0';
@@ -867,7 +891,7 @@ static void another_layout_is_refused(void **state) {
     run_for(&loop, 10);
   assert_true(presence_redis_ready(st));
   r = srv_cmd(&srv, "GET presence:format");
-  assert_string_equal(r->str, "11");
+  assert_string_equal(r->str, "12");
   freeReplyObject(r);
   presence_free(p);
   loop_drain(&loop);

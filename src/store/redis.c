@@ -4343,7 +4343,7 @@ static void lua_bytes(const char *s, size_t n, long i, long j, unsigned *out,
     out[x] = i <= j ? (unsigned char)s[i - 1] : 0;
 }
 
-uint64_t presence__redis_ixh(const char *s, size_t n) {
+unsigned presence__redis_ixb(const char *s, size_t n) {
   unsigned f[2], m[2], t[4];
   long half = (long)(n - n % 2) / 2;
   lua_bytes(s, n, 1, 2, f, 2);
@@ -4352,15 +4352,7 @@ uint64_t presence__redis_ixh(const char *s, size_t n) {
   /* Below 2^53, as the script's doubles compute it exactly. */
   uint64_t h1 = ((f[0] * 131ull + f[1]) * 131 + m[0]) * 131 + m[1];
   uint64_t h2 = ((t[0] * 131ull + t[1]) * 131 + t[2]) * 131 + t[3];
-  return (h1 * 7919 + h2) % 4294967291ull;
-}
-
-uint64_t presence__redis_ixbucket(uint64_t h, uint64_t buckets) {
-  uint64_t p = 1;
-  while (p * 2 <= buckets)
-    p *= 2;
-  uint64_t k = h % (2 * p);
-  return k >= buckets ? h % p : k;
+  return (unsigned)((h1 * 7919 + h2) % PRESENCE__REDIS_IX_BUCKETS);
 }
 
 int presence_redis_kick(presence_store_t *s, const char *session_id,

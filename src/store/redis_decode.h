@@ -47,13 +47,12 @@ void presence__redis_events_free(presence__redis_events_t *evs);
 /* No events, the array kept for the next (texts freed). */
 void presence__redis_events_clear(presence__redis_events_t *evs);
 
-/* The session index's place of session id s (n bytes, n >= 1), and its
- * bucket among buckets (the key <prefix>i:<bucket>; buckets is the
- * <prefix>ixb key's value, 1 when absent): what the script's ix_hash and
- * ix_bucket compute (string.byte's clamping of positions included), for
- * tests that plant an entry or look one up. */
-uint64_t presence__redis_ixh(const char *s, size_t n);
-uint64_t presence__redis_ixbucket(uint64_t h, uint64_t buckets);
+/* The session index's bucket of session id s (n bytes, n >= 1): the key
+ * <prefix>i:<bucket> holds its entry. The script's IX.hash computes the
+ * same (string.byte's clamping of positions included); tests plant and
+ * look up entries with it. */
+#define PRESENCE__REDIS_IX_BUCKETS 16381u
+unsigned presence__redis_ixb(const char *s, size_t n);
 
 /* Unpack count events packed in blob (len bytes, blob[len] == '\0', as in
  * every hiredis string), the last numbered last_seq, and append them to

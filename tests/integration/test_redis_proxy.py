@@ -125,6 +125,10 @@ class Proxy:
             at = (3 + int(cmd[2]) if name in (b"FCALL", b"EVALSHA")
                   and len(cmd) > 2 else 0)
             op = cmd[at] if at and len(cmd) > at else name
+            # Queries asked while the store is busy go together (qbatch):
+            # one holding the target is the target's reply.
+            if op == b"qbatch" and self.target.encode() in cmd[at + 1:]:
+                op = self.target.encode()
             ops.append(op.decode(errors="replace"))
 
     async def down(self, ur, dw, ops):

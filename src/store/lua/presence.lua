@@ -94,24 +94,24 @@ local R_EXPLICIT = 3
 
 -- The global keys under the call's prefix (set by set_prefix()):
 local K_SEQ, K_LOG
-local K_FORMAT, FORMAT = nil, '12' -- see 'register'
+local K_FORMAT, FORMAT = nil, '13' -- see 'register'
 local SEQ_JUMP_AFTER_LOSS = 1000000 -- see 'register'
--- The session index: session id -> user '\t' owning instance, in small
--- hashes <prefix>i:<bucket> (ix_key), as many as the entries need: a
--- linear hash (IX.bucket), split one bucket at a time as the index grows,
--- so that a bucket holds ~16-32 entries at any size. Format 9 and before
--- kept one hash, sidx: a hashtable, ~123 bytes an entry at 100,000 (dict
--- entry, two sds strings, its slot); a bucket is a listpack, an entry its
--- two strings and a few bytes (docs/internals/redis.md, "The session
--- index"). A listpack is searched entry by entry (~180 instructions an
--- entry an HSETNX or HDEL), hence the small buckets. K_NSESS counts the
--- entries (HLEN of one hash before), IX.kb the buckets (absent: 1).
+-- The session index: session id -> user '\t' owning instance, in IX.N
+-- small hashes <prefix>i:<bucket> (ix_key). Format 9 and before kept one
+-- hash, sidx: a hashtable, ~123 bytes an entry at 100,000 (dict entry,
+-- two sds strings, its slot); a bucket is a listpack, an entry its two
+-- strings and a few bytes (docs/internals/redis.md, "The session index").
+-- A listpack is searched entry by entry (an HSETNX and an HDEL ~360
+-- instructions an entry): 16,381 buckets keep that to a few entries up to
+-- ~500,000 sessions a shard. A linear hash that grew its buckets with the
+-- index (format 12) cost more: moving entries through Lua at each split
+-- was ~15,000 instructions a connect. K_NSESS counts the entries (HLEN of
+-- one hash before): /metrics and present_left().
 local K_NSESS
--- The index's state and cold parts (a table: the main chunk's locals are
--- near Lua's 200): b, p this call's bucket count and the power of two at
--- or below it (nil until read), keys (bucket -> key name, this prefix),
--- LOAD the entries a bucket that splits holds on average.
-local IX = {keys = {}, nkeys = 0, LOAD = 32}
+-- The index's cold parts (a table: the main chunk's locals are near
+-- Lua's 200): N buckets, keys (bucket -> key name, this prefix), get,
+-- page, count.
+local IX = {N = 16381, keys = {}}
 local K_INST      -- hash: instance id -> registered epoch
 local K_LEASE     -- zset: instance id -> lease expiry (ms)
 local K_EPOCHS    -- hash: instance id -> last epoch handed out, id '\tfirst' -> its first
@@ -157,14 +157,14 @@ local function k_user(u) return PU .. u .. '}' end
 -- of another instance's), paid when an instance dies or is fenced, not at
 -- every connect and end.
 local function sidx_val(u, i) return u .. '\t' .. i end
--- A session id's place in the index, 0 .. 2^32 - 6: a hash of its first
--- two, middle two and last four bytes (redis.sha1hex of the id cost 6,300
--- instructions, this ~2,200: bench/redis/lua_costs.py), taken modulo a
--- prime below 2^32 so that every bit of it mixes them. Mirrored by
--- presence__redis_ixh in redis.c (tests plant entries with it). Ids that
--- differ only elsewhere share a place, and a bucket: past
--- hash-max-listpack-entries it becomes a hashtable, as big as format 9's
--- one hash, no less correct.
+-- The index's bucket of session id sid: a hash of its first two, middle
+-- two and last four bytes modulo IX.N, a prime (three calls of
+-- string.byte, ~3,500 instructions; redis.sha1hex of the id cost 6,300:
+-- bench/redis/lua_costs.py). Without the middle bytes, ids of one shape
+-- ("tab-<n>-x") shared a hundred buckets. Mirrored by presence__redis_ixb
+-- in redis.c (tests plant entries with it). Ids that differ only
+-- elsewhere share a bucket: past hash-max-listpack-entries it becomes a
+-- hashtable, as big as format 9's one hash, no less correct.
 function IX.hash(sid)
   local n = #sid
   local a, b = string.byte(sid, 1, 2)
@@ -172,38 +172,18 @@ function IX.hash(sid)
   local c, d = string.byte(sid, m / 2, m / 2 + 1)
   local e, f, g, h = string.byte(sid, -4, -1)
   return ((((a * 131 + (b or 0)) * 131 + (c or 0)) * 131 + (d or 0)) * 7919 +
-    (((e * 131 + (f or 0)) * 131 + (g or 0)) * 131 + (h or 0))) % 4294967291
+    (((e * 131 + (f or 0)) * 131 + (g or 0)) * 131 + (h or 0))) % IX.N
 end
 local ixd -- what this call changed the count of entries by (K_NSESS)
--- The bucket count, read once a call, and the power of two at or below it.
-function IX.state()
-  local b = tonumber(redis.call('GET', IX.kb) or '1')
-  local p = 1
-  while p * 2 <= b do p = p * 2 end
-  IX.b, IX.p = b, p
-end
--- Linear hashing: with b buckets and p the power of two at or below b,
--- buckets 0 .. b - p - 1 were split by h mod 2p (their other half is
--- bucket + p), the rest hold h mod p.
-function IX.bucket(h)
-  if not IX.b then IX.state() end
-  local k = h % (2 * IX.p)
-  if k >= IX.b then k = h % IX.p end
-  return k
-end
 function IX.name(k)
   local name = IX.keys[k]
   if not name then
-    -- The names kept stay few: a shard of a million sessions has ~40,000
-    -- buckets, and this table lives in Redis's Lua heap.
-    if IX.nkeys >= 8192 then IX.keys, IX.nkeys = {}, 0 end
     name = P .. 'i:' .. s(k)
     IX.keys[k] = name
-    IX.nkeys = IX.nkeys + 1
   end
   return name
 end
-local function ix_key(sid) return IX.name(IX.bucket(IX.hash(sid))) end
+local function ix_key(sid) return IX.name(IX.hash(sid)) end
 -- Entry writes, each keeping the count.
 local function ix_set(sid, v)
   ixd = ixd + redis.call('HSET', ix_key(sid), sid, v)
@@ -215,48 +195,37 @@ function IX.get(sid) return redis.call('HGET', ix_key(sid), sid) end
 -- One page of a walk over the whole index: cursor '0' starts it, and a
 -- page's next cursor is '0' when the walk is done. A cursor is a bucket,
 -- or bucket ':' HSCAN cursor inside a bucket that became a hashtable.
--- Buckets are read until lim entries or maxb buckets. A split while a
--- walk is under way moves entries to a bucket past every other: a walk
--- may see an entry twice, never miss one.
+-- Buckets are read until lim entries or maxb buckets (an empty index is
+-- IX.N buckets of nothing; 256 of them are ~0.4 ms of Redis).
 function IX.page(cur, lim, maxb)
   local bk, hc = string.match(cur, '^(%d+):?(%d*)$')
   bk = tonumber(bk) or 0
   if hc == '' then hc = '0' end
-  if not IX.b then IX.state() end
   local kv, nb = {}, 0
-  while bk < IX.b do
-    local r = redis.call('HSCAN', IX.name(bk), hc, 'COUNT', lim)
-    local got = r[2]
-    for k = 1, #got do kv[#kv + 1] = got[k] end
-    nb = nb + 1
-    if r[1] ~= '0' then return kv, s(bk) .. ':' .. r[1] end
-    bk, hc = bk + 1, '0'
+  while bk < IX.N do
+    -- 64 buckets none of which exists are skipped by one EXISTS (a
+    -- sparse index, or an empty one, was 16,381 HSCANs, ~25 ms of Redis,
+    -- at every sweep after a reconnect).
+    local empty = false
+    if hc == '0' and bk % 64 == 0 then
+      local ks = {}
+      for k = bk, math.min(bk + 63, IX.N - 1) do ks[#ks + 1] = IX.name(k) end
+      empty = redis.call('EXISTS', unpack(ks)) == 0
+    end
+    if empty then
+      bk, nb = bk + 64, nb + 8
+    else
+      local r = redis.call('HSCAN', IX.name(bk), hc, 'COUNT', lim)
+      local got = r[2]
+      for k = 1, #got do kv[#kv + 1] = got[k] end
+      nb = nb + 1
+      if r[1] ~= '0' then return kv, s(bk) .. ':' .. r[1] end
+      bk, hc = bk + 1, '0'
+    end
     if #kv >= 2 * tonumber(lim) or nb >= maxb then break end
   end
-  if bk >= IX.b then return kv, '0' end
+  if bk >= IX.N then return kv, '0' end
   return kv, s(bk)
-end
--- The next bucket (b - p) split in two: its entries whose hash mod 2p is
--- b go to the new bucket b (a bucket is ~LOAD entries: one HGETALL).
-function IX.split()
-  local b, p = IX.b, IX.p
-  local from, to = IX.name(b - p), IX.name(b)
-  local kv = redis.call('HGETALL', from)
-  local mv, gone = {}, {}
-  for i = 1, #kv, 2 do
-    if IX.hash(kv[i]) % (2 * p) == b then
-      mv[#mv + 1] = kv[i]
-      mv[#mv + 1] = kv[i + 1]
-      gone[#gone + 1] = kv[i]
-    end
-  end
-  if #gone > 0 then
-    redis.call('HSET', to, unpack(mv))
-    redis.call('HDEL', from, unpack(gone))
-  end
-  IX.b = b + 1
-  if IX.b == 2 * p then IX.p = 2 * p end
-  redis.call('SET', IX.kb, s(IX.b))
 end
 -- Whether index value v names owner i, given tail = '\t' .. i: compared in
 -- place (a walk over the index skips most entries by this; a match with
@@ -1859,7 +1828,7 @@ OPS.wipe = function()
   local sids, cur = {}, '0'
   repeat
     local kv
-    kv, cur = IX.page(cur, lim, math.huge)
+    kv, cur = IX.page(cur, lim, IX.N)
     for k = 1, #kv, 2 do
       sids[#sids + 1] = kv[k]
       add((sidx_parse(kv[k + 1])))
@@ -1870,7 +1839,7 @@ OPS.wipe = function()
   -- until nothing is left).
   if #sids == 0 then
     ixd = 0
-    redis.call('DEL', K_NSESS, IX.kb)
+    redis.call('DEL', K_NSESS)
   end
   local gs = redis.call('ZRANGE', K_GRACE, 0, lim - 1)
   for _, u in ipairs(gs) do add(u) end
@@ -2397,8 +2366,7 @@ local function set_prefix(p)
   P = p
   K_SEQ, K_LOG, K_FORMAT = P .. 'seq', P .. 'log', P .. 'format'
   K_NSESS, K_INST, K_LEASE = P .. 'nsess', P .. 'inst', P .. 'lease'
-  IX.kb = P .. 'ixb'
-  IX.keys, IX.nkeys = {}, 0
+  IX.keys = {}
   K_EPOCHS, K_GRACE, K_MSGDUE = P .. 'epochs', P .. 'grace', P .. 'msgdue'
   K_NPRESENT, K_REAP, K_REAPER = P .. 'npresent', P .. 'reap', P .. 'reaper'
   K_REAPC = P .. 'reapcur'
@@ -2467,7 +2435,6 @@ local function begin(args)
   budget_n = 0
   npresent_d = 0
   ixd = 0
-  IX.b = nil
   out[1], out[2], out[3], out[4], out[5] = 0, '', nil, nil, nil
   -- The token list is kept from call to call (finish() reads only the
   -- first nb): a fresh one grew by doubling, rehashing each time (0.90x
@@ -2500,19 +2467,6 @@ local function presence_main(_, args)
   if npresent_d ~= 0 then
     redis.call('INCRBY', K_NPRESENT, string.format('%d', npresent_d))
   end
-  if ixd ~= 0 then
-    local n = redis.call('INCRBY', K_NSESS, s(ixd))
-    if ixd > 0 then
-      -- The index grows a bucket at a time, at most two a call.
-      local k = 0
-      while n > IX.b * IX.LOAD and k < 2 do
-        IX.split()
-        k = k + 1
-      end
-    elseif n <= 0 and IX.b > 1 then
-      -- Empty: it starts again from one bucket.
-      redis.call('DEL', IX.kb)
-    end
-  end
+  if ixd ~= 0 then redis.call('INCRBY', K_NSESS, s(ixd)) end
   return r
 end

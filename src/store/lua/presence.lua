@@ -102,11 +102,12 @@ local SEQ_JUMP_AFTER_LOSS = 1000000 -- see 'register'
 -- two sds strings, its slot); a bucket is a listpack, an entry its two
 -- strings and a few bytes (docs/internals/redis.md, "The session index").
 -- A listpack is searched entry by entry (an HSETNX and an HDEL ~360
--- instructions an entry): 16,381 buckets keep that to a few entries up to
--- ~500,000 sessions a shard. A linear hash that grew its buckets with the
--- index (format 12) cost more: moving entries through Lua at each split
--- was ~15,000 instructions a connect. K_NSESS counts the entries (HLEN of
--- one hash before): /metrics and present_left().
+-- instructions an entry): 16,381 buckets keep that under ~120 entries up to
+-- ~2,000,000 sessions a shard. A linear hash that grew its buckets with
+-- the index (format 12) cost more: moving entries through Lua at each
+-- split made a connect 1.15x format 13's (connect_instructions.py).
+-- K_NSESS counts the entries (HLEN of one hash before): /metrics and
+-- present_left().
 local K_NSESS
 -- The index's cold parts (a table: the main chunk's locals are near
 -- Lua's 200): N buckets, keys (bucket -> key name, this prefix), get,

@@ -3312,14 +3312,14 @@ static void split_meta(char *m, const char **device, const char **meta) {
   *meta = m[0] == '=' ? m + 1 : NULL;
 }
 
-/* A session record: owner, epoch, status, reason, connected, since,
- * '=' meta or nothing. Splits rec in place. */
 /* A session id a reply holds, as text: out when it is a UUID's 20-byte
  * form (made text there), else the reply's own string. */
 static const char *sid_in(const redisReply *e, char out[37]) {
   return sid20_text(e->str, e->len, out) ? out : e->str;
 }
 
+/* A session record: owner, epoch, status, reason, connected, since,
+ * '=' meta or nothing. Splits rec in place. */
 static void parse_rec(char *rec, const char *sid, const char *user,
                       presence_session_info_t *o) {
   char *f[7] = {0};
@@ -4331,7 +4331,7 @@ static void kick_found(rstore_t *st, req_t *r, redisReply *rep, int code) {
   plain(st, q, 8, args);
 }
 
-/* Lua 5.1's string.byte(s, i, j) as ix_key uses it: positions past the
+/* Lua 5.1's string.byte(s, i, j) as IX.hash uses it: positions past the
  * ends clamped, nothing (a nil, 0 here) where the range is short. */
 static void lua_bytes(const char *s, size_t n, long i, long j, unsigned *out,
                       int k) {

@@ -404,7 +404,7 @@ static void acl_user_limited_to_the_prefix(void **state) {
       &srv, NULL,
       "ACL SETUSER presenced on >%s ~presence:* resetchannels -@all "
       "+fcall +function|load +xread +xrange +xrevrange +lrange +get +ping "
-      "+select +hexists +hget +hdel +hset +hsetnx +hmget +hlen +hkeys "
+      "+select +hget +hdel +hset +hsetnx +hmget +hkeys "
       "+hgetall +hscan +zadd +zrem +zscore +zrange +zrangebyscore +zcount "
       "+sadd +srem +scard +sscan +smembers +set +del +unlink +exists "
       "+incrby +rpush +pexpire +persist +xadd +xtrim +time +zcard "

@@ -18,7 +18,8 @@ channels of three shapes, in batches as an instance sends them:
 
 and prints `MEMORY USAGE` of each channel's hash (`c:{c:<name>}`, SAMPLES 0)
 and its encoding, per channel or per member, and the member zset
-(`cm:{c:<name>}`) beside the big ones. A hash stays a listpack while it holds
+(`cm:{c:<name>}`, 0 where there is none: format 14 keeps one only for a
+channel of more than 32 members) beside each. A hash stays a listpack while it holds
 at most hash-max-listpack-entries fields (512 on Redis 7.0) of at most
 hash-max-listpack-value bytes (64): which side of those limits a layout puts
 a channel on is most of what it costs. Not part of `make test`.
@@ -46,7 +47,7 @@ def measure(c, name, text, pre):
     ep = c.cmd(*call('register', 1, 0))[1][0]
     rows = []
     for dm, tag in (('', 'n'), ('={"name":"ann"}', 'd')):
-        total = 0
+        total, ztotal = 0, 0
         for ch in range(300):
             w = []
             for i in (ch, ch + 1):
@@ -56,9 +57,12 @@ def measure(c, name, text, pre):
             c.cmd(*call('batch', 4, *w, ep=ep))
             total += c.cmd('MEMORY', 'USAGE', pre + 'c:{c:pair%d%s}' % (ch, tag),
                            'SAMPLES', '0')
+            # None: no member zset (format 14 keeps one only past 32 members)
+            ztotal += c.cmd('MEMORY', 'USAGE', pre + 'cm:{c:pair%d%s}' % (ch, tag),
+                            'SAMPLES', '0') or 0
         enc = c.cmd('OBJECT', 'ENCODING', pre + 'c:{c:pair0%s}' % tag).decode()
         rows.append(('pairs, %s' % ('data' if dm else 'no data'), enc,
-                     total / 300, 'B a 2-member channel', None))
+                     total / 300, 'B a 2-member channel', ztotal / 300))
     for chan, members in (('mid', 100), ('big', 2000)):
         for k in range(0, members, 50):
             w = []

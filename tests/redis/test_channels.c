@@ -444,8 +444,9 @@ static bool count_is(void *ud) {
   for (uint32_t sh = 0; sh < test_shards(); sh++) {
     char pfx[64];
     shard_prefix(sh, pfx, sizeof pfx);
-    redisReply *r = srv_cmd(&w->f->srv, "ZCARD %scm:{c:%s}", pfx, w->ch);
-    if (r->type == REDIS_REPLY_INTEGER) n += (uint64_t)r->integer;
+    /* The channel's count, field 'n' of its hash (format 14). */
+    redisReply *r = srv_cmd(&w->f->srv, "HGET %sc:{c:%s} n", pfx, w->ch);
+    if (r->type == REDIS_REPLY_STRING) n += strtoull(r->str, NULL, 10);
     freeReplyObject(r);
   }
   return n == w->count;
@@ -866,6 +867,106 @@ static void channel_count_across_shards(void **state) {
   fx_destroy(f);
 }
 
+/* How many member zsets (cm:{c:ch}) channel ch has over the shards, and
+ * its count (field 'n' of its hash) summed over them. */
+static int member_zsets(server_t *srv, const char *ch, uint64_t *count) {
+  int z = 0;
+  *count = 0;
+  for (uint32_t sh = 0; sh < test_shards(); sh++) {
+    char pfx[64];
+    shard_prefix(sh, pfx, sizeof pfx);
+    redisReply *r = srv_cmd(srv, "EXISTS %scm:{c:%s}", pfx, ch);
+    z += (int)r->integer;
+    freeReplyObject(r);
+    r = srv_cmd(srv, "HGET %sc:{c:%s} n", pfx, ch);
+    if (r->type == REDIS_REPLY_STRING) *count += strtoull(r->str, NULL, 10);
+    freeReplyObject(r);
+  }
+  return z;
+}
+
+/* Every member of ch, paged `page` at a time: in byte order (strcmp),
+ * none twice, `want` of them, the count on every page. */
+static void assert_listing(fx_t *f, const char *ch, size_t page,
+                           size_t want) {
+  char last[32] = "";
+  size_t got = 0;
+  for (;;) {
+    mq_t q = members(f, 0, ch, got ? last : NULL, page);
+    assert_int_equal(q.count, want);
+    for (size_t i = 0; i < q.n; i++) {
+      if (got) assert_true(strcmp(last, q.users[i]) < 0);
+      snprintf(last, sizeof last, "%s", q.users[i]);
+      got++;
+    }
+    if (!q.has_next) break;
+    assert_int_equal(q.n, page);
+  }
+  assert_int_equal(got, want);
+}
+
+/* A small channel keeps its members in its hash alone, listed in byte
+ * order (ids that a locale would sort otherwise: '-', upper case, '_');
+ * past 32 members a shard keeps them in a zset too, dropped again below
+ * 16. Listings page the same way in both, the count stays right. */
+static void a_channel_lists_in_byte_order_small_or_big(void **state) {
+  (void)state;
+  fx_t *f = fx_make(1, NULL);
+  inst_t *a = &f->in[0];
+  const char *ch = "grows";
+  /* Enough that each of 3 shards passes 32. */
+  enum { N = 140, KEEP = 10 };
+  static const char first[] = "aB_Z-b";
+  int t = 0;
+  char sid[32], user[32];
+  for (int i = 0; i < N; i++) {
+    snprintf(sid, sizeof sid, "g%d", i);
+    snprintf(user, sizeof user, "%c%03d", first[i % 6], i);
+    presence_session_connect(a->p, sid, user, NULL, done_cb, a);
+    presence_channel_join(a->p, sid, ch, i % 2 ? "{\"d\":1}" : NULL, done_cb,
+                          a);
+    t += 2;
+    if (i + 1 == KEEP) {
+      wait_done(&f->loop, a, t);
+      assert_no_errors(a);
+      uint64_t n;
+      assert_int_equal(member_zsets(&f->srv, ch, &n), 0);
+      assert_int_equal(n, KEEP);
+      assert_listing(f, ch, 3, KEEP);
+    }
+  }
+  wait_done(&f->loop, a, t);
+  assert_no_errors(a);
+  uint64_t n;
+  assert_int_equal(member_zsets(&f->srv, ch, &n), (int)test_shards());
+  assert_int_equal(n, N);
+  assert_listing(f, ch, 7, N);
+  assert_listing(f, ch, 64, N);
+  /* All but KEEP go, the first ones joined (mixed through the order). */
+  for (int i = 0; i < N - KEEP; i++) {
+    snprintf(sid, sizeof sid, "g%d", i);
+    presence_session_disconnect(a->p, sid, done_cb, a);
+    t++;
+  }
+  wait_done(&f->loop, a, t);
+  assert_no_errors(a);
+  assert_int_equal(member_zsets(&f->srv, ch, &n), 0);
+  assert_int_equal(n, KEEP);
+  assert_listing(f, ch, 4, KEEP);
+  /* The last ones go: nothing of the channel is left. */
+  for (int i = N - KEEP; i < N; i++) {
+    snprintf(sid, sizeof sid, "g%d", i);
+    presence_session_disconnect(a->p, sid, done_cb, a);
+    t++;
+  }
+  wait_done(&f->loop, a, t);
+  assert_no_errors(a);
+  redisReply *keys = srv_cmd(&f->srv, "KEYS *{c:%s}*", ch);
+  assert_int_equal(keys->elements, 0);
+  freeReplyObject(keys);
+  fx_destroy(f);
+}
+
 int main(void) {
   apply_filter();
   const struct CMUnitTest tests[] = {
@@ -879,6 +980,7 @@ int main(void) {
       cmocka_unit_test(an_ended_session_leaves_nothing_of_its_channels),
       cmocka_unit_test(random_ops_match_the_embedded_store),
       cmocka_unit_test(channel_count_across_shards),
+      cmocka_unit_test(a_channel_lists_in_byte_order_small_or_big),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

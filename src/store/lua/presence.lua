@@ -94,7 +94,7 @@ local R_EXPLICIT = 3
 
 -- The global keys under the call's prefix (set by set_prefix()):
 local K_SEQ, K_LOG
-local K_FORMAT, FORMAT = nil, '13' -- see 'register'
+local K_FORMAT, FORMAT = nil, '14' -- see 'register'
 local SEQ_JUMP_AFTER_LOSS = 1000000 -- see 'register'
 -- The session index: session id -> user '\t' owning instance, in IX.N
 -- small hashes <prefix>i:<bucket> (ix_key). Format 9 and before kept one
@@ -775,9 +775,18 @@ end
 --   c:{c:N}   hash: 'm\t'..user -> member record, 'j\t'..sid -> join
 --             record, 'd\t'..user -> the data of a member in its grace,
 --             'h' -> how many members are invisible (absent to the other
---             members: they are shown ZCARD - h)
+--             members: they are shown n - h), 'n' -> how many members,
+--             'z' -> '1' while the channel has a cm zset
 --   cm:{c:N}  zset (all scores 0): the member user ids, for paging in byte
---             order (ZRANGEBYLEX) and the count (ZCARD)
+--             order (ZRANGEBYLEX), kept only for a channel of more than
+--             CH.ON members (until it falls below CH.OFF: the same
+--             channel's size moving around one number does not make and
+--             drop it each time). A smaller channel's members are listed
+--             from its hash's fields, sorted here. Format 13 kept the zset
+--             for every channel and counted with ZCARD: a key of ~105
+--             bytes a channel (most channels are small: a room, a
+--             document, a user's own), and a ZADD and a ZCARD at every
+--             new member, a ZREM and a ZCARD at every leave.
 -- A user's channels (grace included) are field F_UC of its hash.
 -- A session's channels are in its record (rec_parse: r.ch).
 -- Global: chans (zset, scores 0: active channels), cgrace (zset:
@@ -788,6 +797,14 @@ local K_CHANS, K_CGRACE -- set_prefix()
 local PC -- P .. 'c:{c:' (set_prefix)
 local function k_chan(c) return PC .. c .. '}' end
 local function k_cmem(c) return P .. 'cm:{c:' .. c .. '}' end
+-- The member zset's bounds (see above), and the channels' counts and
+-- whether each has its zset, as last read or written in this call (begin()
+-- empties them; mget_h reads both with the member's record). ON is 0
+-- (every channel keeps its zset) when this Redis compares strings other
+-- than byte by byte (begin: Lua's < is strcoll, and redis-server takes
+-- LC_COLLATE from its environment), since a listing must come out in the
+-- byte order of ZRANGEBYLEX, which the sharded store merges by.
+local CH = {ON = 32, OFF = 16, n = {}, z = {}, h = {}}
 
 local function split_tab(x)
   local t = {}
@@ -833,10 +850,10 @@ local function mdata(c, M)
   return jdata(redis.call('HGET', k_chan(c), 'j\t' .. M.sids[1]))
 end
 -- The channel's invisible members (field 'h') as last read or written in
--- this call (begin() empties it): mget reads the field with the member's
--- record and each HINCRBY of it answers the new count, so an event's shown
--- count (cemit) costs no HGET of its own.
-local hidden_memo = {}
+-- this call (begin() empties it; CH.h: the main chunk's locals are near
+-- Lua's 200): mget_h reads the field with the member's record and each
+-- HINCRBY of it answers the new count, so an event's shown count (cemit)
+-- costs no HGET of its own.
 -- The member's record (with M.u).
 local function mget(c, u)
   local M = mrec_parse(redis.call('HGET', k_chan(c), 'm\t' .. u))
@@ -849,20 +866,35 @@ end
 local function mget_h(c, u, jf)
   local h
   if jf then
-    h = redis.call('HMGET', k_chan(c), 'm\t' .. u, 'h', jf)
+    h = redis.call('HMGET', k_chan(c), 'm\t' .. u, 'h', 'n', 'z', jf)
   else
-    h = redis.call('HMGET', k_chan(c), 'm\t' .. u, 'h')
+    h = redis.call('HMGET', k_chan(c), 'm\t' .. u, 'h', 'n', 'z')
   end
-  hidden_memo[c] = NUMOF[h[2]] or tonumber(h[2]) or 0
+  CH.h[c] = NUMOF[h[2]] or tonumber(h[2]) or 0
+  CH.n[c] = NUMOF[h[3]] or tonumber(h[3]) or 0
+  CH.z[c] = h[4] and true or false
   local M = mrec_parse(h[1])
   if M then M.u = u end
-  return M, h[3]
+  return M, h[5]
 end
--- f, v: another field of the channel's hash written in the same HSET (a
--- join's record).
-local function mput(c, M, f, v)
+-- The channel's member count (field 'n'), read with its hidden count and
+-- its zset's flag unless this call knows it.
+function CH.count(c)
+  local n = CH.n[c]
+  if n == nil then
+    local h = redis.call('HMGET', k_chan(c), 'n', 'h', 'z')
+    n = NUMOF[h[1]] or tonumber(h[1]) or 0
+    CH.n[c] = n
+    CH.h[c] = NUMOF[h[2]] or tonumber(h[2]) or 0
+    CH.z[c] = h[3] and true or false
+  end
+  return n
+end
+-- ...: other fields of the channel's hash and their values, written in
+-- the same HSET (a join's record, the count). A nil first one: none.
+local function mput(c, M, f, ...)
   if f then
-    redis.call('HSET', k_chan(c), 'm\t' .. M.u, mrec_make(M), f, v)
+    redis.call('HSET', k_chan(c), 'm\t' .. M.u, mrec_make(M), f, ...)
   else
     redis.call('HSET', k_chan(c), 'm\t' .. M.u, mrec_make(M))
   end
@@ -888,16 +920,16 @@ local function avail_of(u)
 end
 -- The channel's invisible members (field 'h'), and its shown count.
 local function hidden_of(c)
-  local n = hidden_memo[c]
+  local n = CH.h[c]
   if n == nil then
     local h = redis.call('HGET', k_chan(c), 'h')
     n = NUMOF[h] or tonumber(h) or 0
-    hidden_memo[c] = n
+    CH.h[c] = n
   end
   return n
 end
 local function hidden_add(c, d)
-  hidden_memo[c] = redis.call('HINCRBY', k_chan(c), 'h', d)
+  CH.h[c] = redis.call('HINCRBY', k_chan(c), 'h', d)
 end
 -- count: the member count after the event, when the caller knows it.
 -- dchg: a channel.update whose data changed (flag 2048 above the type,
@@ -917,7 +949,7 @@ local function cemit(ty, reason, sid, c, M, data, from, to, count, dchg)
     M.sv = vinc(M.sv)
   end
   if dchg then ty = ty + 2048 end
-  local n = count or redis.call('ZCARD', k_cmem(c))
+  local n = count or CH.count(c)
   local shown = n
   if n > 0 then shown = n - hidden_of(c) end
   -- The event's fields and the tails in one pack (as uemit).
@@ -985,20 +1017,35 @@ end
 
 -- The member leaves: its records go, channel.leave. jf: the field of its
 -- last join, removed in the same HDEL.
+-- The caller read the member with mget_h (the count and the zset's flag).
 local function member_leave(c, M, reason, cause, jf)
-  if avail_of(M.u) == 3 then hidden_add(c, -1) end
-  if jf then
-    redis.call('HDEL', k_chan(c), 'm\t' .. M.u, 'd\t' .. M.u, jf)
-  else
-    redis.call('HDEL', k_chan(c), 'm\t' .. M.u, 'd\t' .. M.u)
-  end
-  redis.call('ZREM', k_cmem(c), M.u)
+  local n, z = CH.count(c) - 1, CH.z[c]
   uc_remove(M.u, c)
-  local n = redis.call('ZCARD', k_cmem(c))
-  if n == 0 then
+  if n <= 0 then
+    -- The last member: the channel's keys go whole.
+    n = 0
     redis.call('ZREM', K_CHANS, c)
-    redis.call('DEL', k_chan(c))
-    hidden_memo[c] = nil
+    if z then
+      redis.call('DEL', k_chan(c), k_cmem(c))
+    else
+      redis.call('DEL', k_chan(c))
+    end
+    CH.h[c] = nil
+    CH.n[c], CH.z[c] = 0, false
+  else
+    if avail_of(M.u) == 3 then hidden_add(c, -1) end
+    -- Below CH.OFF members the zset goes, and its flag in the same HDEL.
+    -- (A field named twice is removed once: jf's place always holds one.)
+    local drop = z and n < CH.OFF
+    local kc, fd = k_chan(c), 'd\t' .. M.u
+    redis.call('HDEL', kc, 'm\t' .. M.u, fd, jf or fd, drop and 'z' or fd)
+    if drop then
+      redis.call('DEL', k_cmem(c))
+    elseif z then
+      redis.call('ZREM', k_cmem(c), M.u)
+    end
+    redis.call('HSET', kc, 'n', s(n))
+    CH.n[c], CH.z[c] = n, z and not drop
   end
   cemit(EV_CLEAVE, reason, cause, c, M, nil, M.st, OFF, n)
 end
@@ -1134,17 +1181,38 @@ local function chan_join(sid, u, c, dm, maxc, reason)
     sc_put(u, sid, r, list, c)
     M = {u = u, st = online and ON or IDLE, v = 0, since = now,
          non = online and 1 or 0, g = 0, gr = 0, sv = 0, sids = {sid}}
-    redis.call('ZADD', k_cmem(c), 0, u)
     if avail_of(u) == 3 then hidden_add(c, 1) end
+    -- The count comes with the member (mget_h) and goes in its HSET.
+    local n, z = CH.n[c] + 1, CH.z[c]
+    CH.n[c] = n
     -- A channel is in chans exactly while it has members (member_leave
-    -- drops it with its last): only its first member adds it, and the
-    -- count is the event's.
-    local n = redis.call('ZCARD', k_cmem(c))
+    -- drops it with its last): only its first member adds it.
     if n == 1 then redis.call('ZADD', K_CHANS, 0, c) end
     local d = nil
     if dm ~= '' then d = string.sub(dm, 2) end
     cemit(EV_CJOIN, reason, sid, c, M, d, OFF, M.st, n)
-    mput(c, M, jf, jrec)
+    if z then
+      redis.call('ZADD', k_cmem(c), 0, u)
+      mput(c, M, jf, jrec, 'n', s(n))
+    elseif n > CH.ON then
+      -- Past CH.ON members the listing pages through a zset: made from
+      -- the members the hash holds, and the new one.
+      local us = {0, u}
+      for _, f in ipairs(redis.call('HKEYS', kc)) do
+        local b1, b2 = string.byte(f, 1, 2)
+        if b1 == 109 and b2 == 9 then
+          us[#us + 1] = 0
+          us[#us + 1] = string.sub(f, 3)
+        end
+      end
+      for i = 1, #us, 512 do
+        redis.call('ZADD', k_cmem(c), unpack(us, i, math.min(i + 511, #us)))
+      end
+      CH.z[c] = true
+      mput(c, M, jf, jrec, 'n', s(n), 'z', '1')
+    else
+      mput(c, M, jf, jrec, 'n', s(n))
+    end
     return 0
   end
   sc_put(u, sid, r, list)
@@ -2115,10 +2183,17 @@ end
 -- ''. The version field is 'v/sv' (the shown version after the slash) or,
 -- with_shown, 'v/sv/shown' (the channel's shown count too). brief: no
 -- sessions (their number 0), what a client's snapshot shows: the data from
--- the most recent join alone, no session record read (q_mbrief).
-local function member_reply(c, u, res, with_shown, brief)
-  local M = mget(c, u)
-  if not M then return false end
+-- the most recent join alone, no session record read (q_mbrief). h: the
+-- member's record when the caller read it.
+local function member_reply(c, u, res, with_shown, brief, h)
+  local M
+  if h then
+    M = mrec_parse(h)
+    M.u = u
+  else
+    M = mget(c, u)
+    if not M then return false end
+  end
   local ns = #M.sids
   if brief then ns = 0 end
   -- The joins' records in one HMGET, the user's and its sessions' in
@@ -2143,7 +2218,7 @@ local function member_reply(c, u, res, with_shown, brief)
   res[#res + 1] = s(M.st + 4 * avail_of(u)) -- status + 4 * availability
   local ver = s(M.v) .. '/' .. s(M.sv)
   if with_shown then
-    ver = ver .. '/' .. s(redis.call('ZCARD', k_cmem(c)) - hidden_of(c))
+    ver = ver .. '/' .. s(CH.count(c) - hidden_of(c))
   end
   res[#res + 1] = ver
   res[#res + 1] = s(M.since)
@@ -2171,19 +2246,46 @@ end
 local function q_members(brief)
   local c, after, lim = ARGV[A], ARGV[A + 1], tonumber(ARGV[A + 2])
   -- 'count/shown' (the invisible members left out of shown)
-  local n = redis.call('ZCARD', k_cmem(c))
+  local n = CH.count(c)
   local res = {s(n) .. '/' .. s(n - hidden_of(c)), '0', '0'}
   if lim > 0 then
-    local lo = '-'
-    if after ~= '' then lo = '(' .. after end
-    local us = redis.call('ZRANGEBYLEX', k_cmem(c), lo, '+', 'LIMIT', 0, lim + 1)
+    local us, mrecs
+    if CH.z[c] then
+      local lo = '-'
+      if after ~= '' then lo = '(' .. after end
+      us = redis.call('ZRANGEBYLEX', k_cmem(c), lo, '+', 'LIMIT', 0, lim + 1)
+    else
+      -- A small channel: its members are its hash's 'm\t' fields, read
+      -- with their records (which member_reply then need not read again).
+      -- A listpack answers in one HSCAN; a hash of many joins may be a
+      -- hashtable, scanned to its end (an entry seen twice counts once).
+      us, mrecs = {}, {}
+      local cur = '0'
+      repeat
+        local r = redis.call('HSCAN', k_chan(c), cur, 'MATCH', 'm\t*',
+                             'COUNT', 1000)
+        cur = r[1]
+        local kv = r[2]
+        for i = 1, #kv, 2 do
+          local u = string.sub(kv[i], 3)
+          if (after == '' or u > after) and not mrecs[u] then
+            us[#us + 1] = u
+            mrecs[u] = kv[i + 1]
+          end
+        end
+      until cur == '0'
+      table.sort(us)
+      for i = lim + 2, #us do us[i] = nil end
+    end
     if #us > lim then
       res[2] = '1'
       us[#us] = nil
     end
     local n = 0
     for _, u in ipairs(us) do
-      if member_reply(c, u, res, false, brief) then n = n + 1 end
+      if member_reply(c, u, res, false, brief, mrecs and mrecs[u]) then
+        n = n + 1
+      end
     end
     res[3] = s(n)
   end
@@ -2291,7 +2393,7 @@ OPS.q_chans = function()
   for _, c in ipairs(cs) do
     res[#res + 1] = c
     -- 'count/shown' (the invisible members left out of shown)
-    local n = redis.call('ZCARD', k_cmem(c))
+    local n = CH.count(c)
     res[#res + 1] = s(n) .. '/' .. s(n - hidden_of(c))
   end
   return {0, res}
@@ -2384,6 +2486,12 @@ local function begin(args)
       LEN[i] = NUM[i] .. ':'
     end
     MSG_NONE = struct.pack(MSG_TAIL, 0, '', 0, '', 0)
+    -- Byte order or not (see CH): any locale but C, POSIX and C.UTF-8
+    -- puts 'a' before 'B' and ignores or weighs punctuation apart.
+    if not ('B' < 'a' and 'Z' < '_' and '_' < 'a' and 'a-b' < 'a_a' and
+            'ab' < 'ab0' and 'a0' < 'aB') then
+      CH.ON, CH.OFF = 0, 0
+    end
   end
   ARGV = args
   A = A0
@@ -2393,7 +2501,11 @@ local function begin(args)
   -- collector's share of it (bench/redis/lua_costs.py), an empty one's
   -- next() ~200.
   if next(avail_memo) then clear(avail_memo) end
-  if next(hidden_memo) then clear(hidden_memo) end
+  if next(CH.h) then clear(CH.h) end
+  if next(CH.n) then
+    clear(CH.n)
+    clear(CH.z)
+  end
   uc_defer = nil
   set_prefix(args[2])
   iid = args[3]

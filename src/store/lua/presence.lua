@@ -1139,6 +1139,26 @@ local function sc_put(u, sid, r, list, uc)
     redis.call('HSET', k_user(u), sid, rec_make(r))
   end
 end
+-- A join or a leave changes a session's channels alone: they are cut out
+-- of the record and put back in place, without unpacking and packing the
+-- rest (REC_FMT: 14 bytes, the owner up to its NUL, the 6-byte epoch, then
+-- the channels up to theirs; rec_parse's table and the two packs were
+-- ~10,000 of a join's ~110,000 instructions). CH.sc_of: the channels,
+-- where they start and the NUL after them. CH.sc_put: the record with
+-- channels ch, written as sc_put does.
+function CH.sc_of(rec)
+  local a = string.find(rec, '\0', 15, true) + 7
+  local e = string.find(rec, '\0', a, true)
+  return string.sub(rec, a, e - 1), a, e
+end
+function CH.sc_put(u, sid, rec, a, e, ch, uc)
+  rec = string.sub(rec, 1, a - 1) .. ch .. string.sub(rec, e)
+  if uc then
+    redis.call('HSET', k_user(u), sid, rec, F_UC .. uc, '')
+  else
+    redis.call('HSET', k_user(u), sid, rec)
+  end
+end
 
 -- Replace session sid's data in channel c (dm: '=' .. data, or ''): it
 -- becomes the member's most recent.
@@ -1165,20 +1185,20 @@ local function chan_join(sid, u, c, dm, maxc, reason)
   local rec = h[2]
   if not rec then return E_NOSESSION end
   avail_note(u, h[1])
-  local r = rec_parse(rec)
-  local online = r.st == ON
-  local list = split_tab(r.ch)
+  local online = string.byte(rec, 1) == ON
+  local ch, ca, ce = CH.sc_of(rec)
+  local list = split_tab(ch)
   for _, x in ipairs(list) do
     if x == c then return chan_set_data(sid, u, c, dm, reason) end
   end
   if maxc > 0 and #list >= maxc then return E_CHANLIMIT end
-  list[#list + 1] = c
+  if ch == '' then ch = c else ch = ch .. '\t' .. c end
   local kc = k_chan(c)
   -- The join's record, written with the member's (mput).
   local jf, jrec = 'j\t' .. sid, jrec_make(now, dm)
   local M = mget_h(c, u)
   if not M then
-    sc_put(u, sid, r, list, c)
+    CH.sc_put(u, sid, rec, ca, ce, ch, c)
     M = {u = u, st = online and ON or IDLE, v = 0, since = now,
          non = online and 1 or 0, g = 0, gr = 0, sv = 0, sids = {sid}}
     if avail_of(u) == 3 then hidden_add(c, 1) end
@@ -1215,7 +1235,7 @@ local function chan_join(sid, u, c, dm, maxc, reason)
     end
     return 0
   end
-  sc_put(u, sid, r, list)
+  CH.sc_put(u, sid, rec, ca, ce, ch)
   local old = mdata(c, M)
   local from = M.st
   if M.g == 1 then
@@ -1235,11 +1255,11 @@ end
 local function chan_leave(sid, u, c, reason)
   local rec = sget(u, sid)
   if not rec then return E_NOTMEMBER end
-  local r = rec_parse(rec)
-  local list = split_tab(r.ch)
+  local ch, ca, ce = CH.sc_of(rec)
+  local list = split_tab(ch)
   if not list_remove(list, c) then return E_NOTMEMBER end
-  sc_put(u, sid, r, list)
-  join_remove(c, u, sid, r.st == ON, reason, false, sid)
+  CH.sc_put(u, sid, rec, ca, ce, table.concat(list, '\t'))
+  join_remove(c, u, sid, string.byte(rec, 1) == ON, reason, false, sid)
   return 0
 end
 

@@ -797,9 +797,12 @@ local K_CHANS, K_CGRACE -- set_prefix()
 local PC -- P .. 'c:{c:' (set_prefix)
 local function k_chan(c) return PC .. c .. '}' end
 local function k_cmem(c) return P .. 'cm:{c:' .. c .. '}' end
--- The member zset's bounds (see above), and the channels' counts and
--- whether each has its zset, as last read or written in this call (begin()
--- empties them; mget_h reads both with the member's record). ON is 0
+-- The member zset's bounds (see above), and per channel its count (n),
+-- whether it has its zset (z) and its invisible members (h), as last read
+-- or written in this call (begin() empties them): mget_h reads the three
+-- with the member's record and each HINCRBY of h answers the new count, so
+-- an event's counts (cemit) cost no read of their own. (A table: the main
+-- chunk's locals are near Lua's 200; CH also holds a few functions.) ON is 0
 -- (every channel keeps its zset) when this Redis compares strings other
 -- than byte by byte (begin: Lua's < is strcoll, and redis-server takes
 -- LC_COLLATE from its environment), since a listing must come out in the
@@ -849,11 +852,6 @@ local function mdata(c, M)
   if #M.sids == 0 then return redis.call('HGET', k_chan(c), 'd\t' .. M.u) or nil end
   return jdata(redis.call('HGET', k_chan(c), 'j\t' .. M.sids[1]))
 end
--- The channel's invisible members (field 'h') as last read or written in
--- this call (begin() empties it; CH.h: the main chunk's locals are near
--- Lua's 200): mget_h reads the field with the member's record and each
--- HINCRBY of it answers the new count, so an event's shown count (cemit)
--- costs no HGET of its own.
 -- The member's record (with M.u).
 local function mget(c, u)
   local M = mrec_parse(redis.call('HGET', k_chan(c), 'm\t' .. u))

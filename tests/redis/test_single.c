@@ -852,7 +852,8 @@ static void another_layout_is_refused(void **state) {
    * count in its hash): refused the same way. A register sent before the
    * SET may still answer the format before: the retries (every heartbeat)
    * are read until one answers after it. */
-  const char *older[] = {"2", "3", "4", "5", "6", "7", "8", "9", "10", "11", "12", "13"};
+  const char *older[] = {"2", "3",  "4",  "5",  "6",  "7", "8",
+                         "9", "10", "11", "12", "13"};
   for (size_t k = 0; k < sizeof older / sizeof older[0]; k++) {
     freeReplyObject(srv_cmd(&srv, "SET presence:format %s", older[k]));
     char want[64];

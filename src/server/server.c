@@ -266,14 +266,14 @@ void srv_error(srv_t *s, const char *code, const char *fmt, ...) {
 }
 
 /* The library reads time through the daemon's injectable clocks. */
+/* The library's clock, read at every event: coarse, as the library's own
+ * default (engine.c: presence needs milliseconds, not finer). */
 static int64_t lib_mono_ms(void *ud) {
-  srv_t *s = ud;
-  return s->sys->mono_ms(s->sys->ud);
+  return srv_now_mono_coarse(ud);
 }
 
 static int64_t lib_wall_ms(void *ud) {
-  srv_t *s = ud;
-  return s->sys->wall_ms(s->sys->ud);
+  return srv_now_wall_coarse(ud);
 }
 
 static void lib_log(void *ud, presence_log_level_t level, const char *msg) {
@@ -726,7 +726,8 @@ static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf) {
 
 void conn_feed(conn_t *c, const char *data, size_t len) {
   if (c->closing) return;
-  c->last_rx_ms = srv_now_mono(c->srv);
+  /* Coarse: read at every read; the idle checks count in seconds. */
+  c->last_rx_ms = srv_now_mono_coarse(c->srv);
   c->rx_any = 1;
   if (c->draining || c->close_after_flush)
     return; /* lingering: input is discarded */

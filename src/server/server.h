@@ -233,6 +233,16 @@ static inline int64_t srv_now_mono(const srv_t *s) {
 static inline int64_t srv_now_wall(const srv_t *s) {
   return s->sys->wall_ms(s->sys->ud);
 }
+/* Up to a kernel tick behind (srv_sys_t): for reads on every message or
+ * event, never for a duration shorter than a few ms. */
+static inline int64_t srv_now_mono_coarse(const srv_t *s) {
+  return s->sys->mono_ms_coarse ? s->sys->mono_ms_coarse(s->sys->ud)
+                                : s->sys->mono_ms(s->sys->ud);
+}
+static inline int64_t srv_now_wall_coarse(const srv_t *s) {
+  return s->sys->wall_ms_coarse ? s->sys->wall_ms_coarse(s->sys->ud)
+                                : s->sys->wall_ms(s->sys->ud);
+}
 
 /* During a shutdown: finish once connections and webhook deliveries are
  * done (called by whichever of them ends last). */

@@ -59,8 +59,29 @@ static int sys_random(void *ud, void *buf, size_t len) {
   return 0;
 }
 
+#ifdef CLOCK_REALTIME_COARSE
+static int64_t sys_wall_ms_coarse(void *ud) {
+  (void)ud;
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME_COARSE, &ts);
+  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static int64_t sys_mono_ms_coarse(void *ud) {
+  (void)ud;
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+#define WALL_COARSE sys_wall_ms_coarse
+#define MONO_COARSE sys_mono_ms_coarse
+#else
+#define WALL_COARSE NULL
+#define MONO_COARSE NULL
+#endif
+
 static const srv_sys_t default_sys = {sys_wall_ms, sys_mono_ms, sys_random,
-                                      NULL};
+                                      NULL,        WALL_COARSE, MONO_COARSE};
 
 const srv_sys_t *srv_sys_default(void) {
   return &default_sys;

@@ -16,6 +16,14 @@ typedef struct srv_sys {
   /* Fill buf with len unpredictable bytes; 0 or -1. */
   int (*random)(void *ud, void *buf, size_t len);
   void *ud;
+  /* The same two clocks read coarsely (CLOCK_*_COARSE: a load from the
+   * vDSO's page, up to a kernel tick behind, 4 ms here) for the reads made
+   * on every message and every event (a read's time, the rate window, the
+   * library's clock): timer reads were ~4 % of presenced's CPU per status
+   * change (perf, docs/benchmarks.md). NULL: wall_ms and mono_ms (a
+   * test's clocks). */
+  int64_t (*wall_ms_coarse)(void *ud);
+  int64_t (*mono_ms_coarse)(void *ud);
 } srv_sys_t;
 
 /* The real clocks (clock_gettime) and OpenSSL's RAND_bytes. */

@@ -687,7 +687,7 @@ static void touch(conn_t *c) {
  * limit across a window edge. */
 static int over_rate(conn_t *c) {
   wsconn_t *w = c->u.ws;
-  int64_t now = srv_now_mono(c->srv);
+  int64_t now = srv_now_mono_coarse(c->srv); /* every message */
   if (now - w->rate_window_ms >= 1000) {
     w->rate_window_ms = now;
     w->rate_count = 0;

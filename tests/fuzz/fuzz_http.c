@@ -42,7 +42,8 @@ static int fake_random(void *ud, void *buf, size_t len) {
   }
   return 0;
 }
-static const srv_sys_t sys = {fake_wall, fake_mono, fake_random, NULL};
+static const srv_sys_t sys = {fake_wall,   fake_mono, fake_random,
+                              NULL,        NULL,      NULL};
 
 static uv_loop_t loop;
 static srv_t servers[2];

@@ -440,7 +440,7 @@ static int counting_random(void *ud, void *buf, size_t len) {
 static void test_uuid(void **state) {
   (void)state;
   unsigned n = 0;
-  srv_sys_t sys = {zero_clock, zero_clock, counting_random, &n};
+  srv_sys_t sys = {zero_clock, zero_clock, counting_random, &n, NULL, NULL};
   char id[37];
   assert_int_equal(srv_uuid4(&sys, id), 0);
   assert_int_equal(strlen(id), 36);

@@ -10,18 +10,20 @@
 #include <string.h>
 #include <time.h>
 
+static int64_t clock_ms(clockid_t id) {
+  struct timespec ts;
+  clock_gettime(id, &ts);
+  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
 static int64_t sys_wall_ms(void *ud) {
   (void)ud;
-  struct timespec ts;
-  clock_gettime(CLOCK_REALTIME, &ts);
-  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+  return clock_ms(CLOCK_REALTIME);
 }
 
 static int64_t sys_mono_ms(void *ud) {
   (void)ud;
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+  return clock_ms(CLOCK_MONOTONIC);
 }
 
 /* Random bytes drawn 4 KB at a time. Every RAND_bytes call costs a getpid()
@@ -62,16 +64,12 @@ static int sys_random(void *ud, void *buf, size_t len) {
 #ifdef CLOCK_REALTIME_COARSE
 static int64_t sys_wall_ms_coarse(void *ud) {
   (void)ud;
-  struct timespec ts;
-  clock_gettime(CLOCK_REALTIME_COARSE, &ts);
-  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+  return clock_ms(CLOCK_REALTIME_COARSE);
 }
 
 static int64_t sys_mono_ms_coarse(void *ud) {
   (void)ud;
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
-  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+  return clock_ms(CLOCK_MONOTONIC_COARSE);
 }
 #define WALL_COARSE sys_wall_ms_coarse
 #define MONO_COARSE sys_mono_ms_coarse

@@ -265,9 +265,9 @@ void srv_error(srv_t *s, const char *code, const char *fmt, ...) {
   e->unlogged = 0;
 }
 
-/* The library reads time through the daemon's injectable clocks. */
-/* The library's clock, read at every event: coarse, as the library's own
- * default (engine.c: presence needs milliseconds, not finer). */
+/* The library reads time through the daemon's injectable clocks, coarse:
+ * it reads them at every event, and its own default is coarse too
+ * (engine.c: presence needs milliseconds, not finer). */
 static int64_t lib_mono_ms(void *ud) {
   return srv_now_mono_coarse(ud);
 }

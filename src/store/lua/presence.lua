@@ -875,6 +875,27 @@ local function mget_h(c, u, jf)
   if M then M.u = u end
   return M, h[5]
 end
+-- A channel's members without its zset: the 'm\t' fields of its hash, those
+-- after `after` ('' all), as a list of ids and a table id -> member record,
+-- unsorted. A listpack answers in one HSCAN; a hash of many joins may be a
+-- hashtable, scanned to its end (an entry seen twice counts once).
+function CH.scan(c, after)
+  local us, recs, cur = {}, {}, '0'
+  repeat
+    local r = redis.call('HSCAN', k_chan(c), cur, 'MATCH', 'm\t*', 'COUNT',
+                         1000)
+    cur = r[1]
+    local kv = r[2]
+    for i = 1, #kv, 2 do
+      local u = string.sub(kv[i], 3)
+      if (after == '' or u > after) and not recs[u] then
+        us[#us + 1] = u
+        recs[u] = kv[i + 1]
+      end
+    end
+  until cur == '0'
+  return us, recs
+end
 -- The channel's member count (field 'n'), read with its hidden count and
 -- its zset's flag unless this call knows it.
 function CH.count(c)
@@ -1215,16 +1236,13 @@ local function chan_join(sid, u, c, dm, maxc, reason)
     elseif n > CH.ON then
       -- Past CH.ON members the listing pages through a zset: made from
       -- the members the hash holds, and the new one.
-      local us = {0, u}
-      for _, f in ipairs(redis.call('HKEYS', kc)) do
-        local b1, b2 = string.byte(f, 1, 2)
-        if b1 == 109 and b2 == 9 then
-          us[#us + 1] = 0
-          us[#us + 1] = string.sub(f, 3)
-        end
+      local zs = {0, u}
+      for _, m in ipairs(CH.scan(c, '')) do
+        zs[#zs + 1] = 0
+        zs[#zs + 1] = m
       end
-      for i = 1, #us, 512 do
-        redis.call('ZADD', k_cmem(c), unpack(us, i, math.min(i + 511, #us)))
+      for i = 1, #zs, 512 do
+        redis.call('ZADD', k_cmem(c), unpack(zs, i, math.min(i + 511, #zs)))
       end
       CH.z[c] = true
       mput(c, M, jf, jrec, 'n', s(n), 'z', '1')
@@ -2273,25 +2291,9 @@ local function q_members(brief)
       if after ~= '' then lo = '(' .. after end
       us = redis.call('ZRANGEBYLEX', k_cmem(c), lo, '+', 'LIMIT', 0, lim + 1)
     else
-      -- A small channel: its members are its hash's 'm\t' fields, read
-      -- with their records (which member_reply then need not read again).
-      -- A listpack answers in one HSCAN; a hash of many joins may be a
-      -- hashtable, scanned to its end (an entry seen twice counts once).
-      us, mrecs = {}, {}
-      local cur = '0'
-      repeat
-        local r = redis.call('HSCAN', k_chan(c), cur, 'MATCH', 'm\t*',
-                             'COUNT', 1000)
-        cur = r[1]
-        local kv = r[2]
-        for i = 1, #kv, 2 do
-          local u = string.sub(kv[i], 3)
-          if (after == '' or u > after) and not mrecs[u] then
-            us[#us + 1] = u
-            mrecs[u] = kv[i + 1]
-          end
-        end
-      until cur == '0'
+      -- A small channel: its members with their records (which
+      -- member_reply then need not read again), sorted here.
+      us, mrecs = CH.scan(c, after)
       table.sort(us)
       for i = lim + 2, #us do us[i] = nil end
     end

@@ -3895,6 +3895,9 @@ static void r_destroy(presence_store_t *base) {
     st->settings_up = false;
   }
   xfree(st, st->sres_ids);
+  /* A reap's ids read so far, when the store goes mid-reap (reap_ids_done
+   * returns without reap_end once destroying). */
+  xfree(st, st->reap_ids);
   xfree(st, st->slab);
   xfree(st, st->free_slots);
   xfree(st, st->wb.buf);

@@ -205,7 +205,12 @@ void sse_pump(srv_t *s, int final) {
   sse_stream_t *next;
   for (sse_stream_t *st = s->sse_streams; st; st = next) {
     next = st->next; /* a write failure may unlink st */
-    if (!st->reading) st->empty = 0;
+    /* Every log is worth one more read, even with a read in flight: that
+     * read may have been sent before the event was written, and if its
+     * empty answer were the last one counted, the stream would wait for
+     * the event after this one (seen with Redis shards: a trimmed shard's
+     * next event was not sent). */
+    st->empty = 0;
     pump_one(st, final);
   }
 }

@@ -186,6 +186,45 @@ def free_port():
     raise RuntimeError("free_port: no free port in %d-%d" % FREE_PORTS)
 
 
+def _socket_inodes(pid):
+    """Inodes of the sockets pid and its descendants hold (Linux /proc)."""
+    out, todo = set(), [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            for fd in os.listdir(f"/proc/{p}/fd"):
+                try:
+                    link = os.readlink(f"/proc/{p}/fd/{fd}")
+                except OSError:
+                    continue
+                if link.startswith("socket:["):
+                    out.add(link[8:-1])
+            for task in os.listdir(f"/proc/{p}/task"):
+                with open(f"/proc/{p}/task/{task}/children") as f:
+                    todo += [int(c) for c in f.read().split()]
+        except OSError:
+            continue
+    return out
+
+
+def listens_on(pid, port):
+    """Whether pid (or a child of it) has a TCP socket listening on port."""
+    inodes = _socket_inodes(pid)
+    want = ":%04X" % port
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as f:
+                next(f)
+                for line in f:
+                    col = line.split()
+                    # local address, state 0A (LISTEN), inode
+                    if col[1].endswith(want) and col[3] == "0A" and col[9] in inodes:
+                        return True
+        except OSError:
+            continue
+    return False
+
+
 class HookReceiver:
     """A webhook endpoint on 127.0.0.1 for the webhook suites: records every
     POST (arrival time, the status it answered, headers, body) and answers
@@ -289,7 +328,10 @@ class Daemon:
                     break
                 try:
                     st, _h, _b = http_sync(self.port, "GET", "/healthz", timeout=1.0)
-                    if st == 200:
+                    # The answer must be this daemon's: a port another
+                    # suite's server took between free_port() and the bind
+                    # answers /healthz too while this one fails to bind.
+                    if st == 200 and listens_on(self.proc.pid, self.port):
                         return True
                 except OSError:
                     pass

@@ -6,6 +6,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
+	"math/rand"
 	"net"
 	"net/http"
 	"os"
@@ -49,17 +51,27 @@ type daemon struct {
 	args []string
 	port int
 	cmd  *exec.Cmd
+	done chan struct{} // closed when cmd has exited
 }
 
 func (d *daemon) url() string { return fmt.Sprintf("http://127.0.0.1:%d", d.port) }
 
+// freePort: a loopback port nothing listens on, in 16000-17999: below Linux's
+// ephemeral range (a port bound to 0 and closed again is free for any
+// outgoing connection, another suite's run beside this one, to take before
+// presenced binds it) and apart from the other suites' ranges (the Node SDK
+// 12000-13999, the Python SDK 14000-15999, the browser 18000-19999, the
+// integration suites 23000-29999).
 func freePort() int {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		panic(err)
+	for i := 0; i < 200; i++ {
+		port := 16000 + rand.Intn(2000)
+		l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+		if err == nil {
+			l.Close()
+			return port
+		}
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	panic("freePort: no free port in 16000-17999")
 }
 
 func presencedPath() string {
@@ -70,21 +82,41 @@ func presencedPath() string {
 	return p
 }
 
+// startDaemon: a port taken between freePort and presenced's bind makes it
+// exit at once; another port is tried then (a restart, d.start, keeps its
+// port).
 func startDaemon(args ...string) (*daemon, error) {
-	d := &daemon{args: args, port: freePort()}
-	return d, d.start()
+	d := &daemon{args: args}
+	var err error
+	for attempt := 0; attempt < 3; attempt++ {
+		d.port = freePort()
+		if err = d.start(); err == nil || !strings.Contains(err.Error(), "address already in use") {
+			break
+		}
+	}
+	return d, err
 }
 
 func (d *daemon) start() error {
 	argv := append([]string{"--listen", fmt.Sprintf("127.0.0.1:%d", d.port), "--api-key", testAPIKey,
 		"--jwt-secret", testJWTSecret, "--log-level", "warn", "--offline-grace-ms", "0"}, d.args...)
 	d.cmd = exec.Command(presencedPath(), argv...)
-	d.cmd.Stderr = os.Stderr
+	var errOut strings.Builder
+	// Read once the process has exited (Wait has copied everything by then).
+	d.cmd.Stderr = io.MultiWriter(os.Stderr, &errOut)
 	if err := d.cmd.Start(); err != nil {
 		return fmt.Errorf("presenced (%s): %w (set PRESENCED)", presencedPath(), err)
 	}
+	d.done = make(chan struct{})
+	go func(cmd *exec.Cmd, done chan struct{}) { cmd.Wait(); close(done) }(d.cmd, d.done)
 	end := time.Now().Add(10 * time.Second)
 	for time.Now().Before(end) {
+		select {
+		case <-d.done:
+			d.cmd = nil
+			return fmt.Errorf("presenced exited: %s", errOut.String())
+		default:
+		}
 		if r, err := http.Get(d.url() + "/healthz"); err == nil {
 			r.Body.Close()
 			if r.StatusCode == 200 {
@@ -102,13 +134,11 @@ func (d *daemon) stop() {
 		return
 	}
 	d.cmd.Process.Signal(syscall.SIGTERM)
-	done := make(chan struct{})
-	go func() { d.cmd.Wait(); close(done) }()
 	select {
-	case <-done:
+	case <-d.done:
 	case <-time.After(5 * time.Second):
 		d.cmd.Process.Kill()
-		<-done
+		<-d.done
 	}
 	d.cmd = nil
 }

@@ -18,15 +18,22 @@ export const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
 
 export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
-export function freePort() {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.on('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address();
-      s.close(() => resolve(port));
+// Ports 18000-19999: below Linux's ephemeral range (32768-60999), where a
+// port bound to 0 and closed again would sit, free for any outgoing
+// connection (another suite's, run beside this one by ctest) to take before
+// presenced binds it; and apart from the other suites' own ranges (the SDKs
+// 12000-17999, the integration suites 23000-29999).
+export async function freePort() {
+  for (let i = 0; i < 200; i++) {
+    const port = 18000 + Math.floor(Math.random() * 2000);
+    const ok = await new Promise((resolve) => {
+      const s = net.createServer();
+      s.once('error', () => resolve(false));
+      s.listen(port, '127.0.0.1', () => s.close(() => resolve(true)));
     });
-  });
+    if (ok) return port;
+  }
+  throw new Error('freePort: no free port in 18000-19999');
 }
 
 export async function waitFor(fn, { timeout = 10000, interval = 100, what = 'condition' } = {}) {

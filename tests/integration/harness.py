@@ -166,7 +166,8 @@ def _die_with_parent():
 # made before the daemon binds it (another test's, a redis-server's PING)
 # could take it in between; a port below the range only another listener can
 # take. 20000-22767 and 30000-32767 are the Redis Cluster tests' (nodes and
-# their bus ports, test_redis_rcluster.py, tests/redis/test_rcluster.c).
+# their bus ports, test_redis_rcluster.py, tests/redis/test_rcluster.c);
+# 12000-19999 the SDKs' and the browser suite's (their test libraries).
 FREE_PORTS = (23000, 30000)
 
 

@@ -16,12 +16,23 @@ export const API_KEY = 'sdk-node-test-key-0123456789-abcdef';
 export const JWT_SECRET = 'sdk-node-jwt-secret-0123456789-abcd';
 export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
-export function freePort() {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.on('error', reject);
-    s.listen(0, '127.0.0.1', () => { const { port } = s.address(); s.close(() => resolve(port)); });
-  });
+// Ports 12000-13999: below Linux's ephemeral range (32768-60999), where a
+// port bound to 0 and closed again would sit, free for any outgoing
+// connection (another suite's, run beside this one by ctest) to take before
+// presenced binds it; and apart from the other suites' own ranges (the
+// Python SDK 14000-15999, the Go SDK 16000-17999, the browser 18000-19999,
+// the integration suites 23000-29999).
+export async function freePort() {
+  for (let i = 0; i < 200; i++) {
+    const port = 12000 + Math.floor(Math.random() * 2000);
+    const ok = await new Promise((resolve) => {
+      const s = net.createServer();
+      s.once('error', () => resolve(false));
+      s.listen(port, '127.0.0.1', () => s.close(() => resolve(true)));
+    });
+    if (ok) return port;
+  }
+  throw new Error('freePort: no free port in 12000-13999');
 }
 
 export async function waitFor(fn, { timeout = 10000, interval = 50, what = 'condition' } = {}) {
@@ -39,18 +50,37 @@ export class Presenced {
   get url() { return `http://127.0.0.1:${this.port}`; }
   async start() {
     if (!fs.existsSync(PRESENCED)) throw new Error(`presenced not found at ${PRESENCED} (set PRESENCED)`);
-    this.port = this.port || await freePort();
+    // A port taken between freePort() and presenced's bind: it exits at
+    // once, and a port of its own choosing is tried again (a restart keeps
+    // the port it was given).
+    const fixed = Boolean(this.port);
+    for (let attempt = 1; ; attempt++) {
+      if (!fixed) this.port = await freePort();
+      try {
+        return await this.startOnce();
+      } catch (e) {
+        if (fixed || attempt === 3 || !/address already in use/i.test(this.log)) throw e;
+      }
+    }
+  }
+  async startOnce() {
+    this.log = '';
     this.proc = spawn(PRESENCED, ['--listen', `127.0.0.1:${this.port}`, '--api-key', API_KEY,
       '--jwt-secret', JWT_SECRET, '--log-level', 'warn', '--offline-grace-ms', '0', ...this.args], { stdio: ['ignore', 'pipe', 'pipe'] });
     const grab = (c) => { this.log = (this.log + c).slice(-100000); };
     this.proc.stdout.setEncoding('utf8').on('data', grab);
     this.proc.stderr.setEncoding('utf8').on('data', grab);
     this.exited = new Promise((r) => this.proc.once('exit', (code, sig) => r({ code, sig })));
-    await waitFor(async () => {
-      if (this.proc.exitCode !== null) throw new Error('presenced exited: ' + this.log);
+    const closed = new Promise((r) => this.proc.once('close', r)); // its output read to the end
+    const up = await waitFor(async () => {
+      if (this.proc.exitCode !== null) return 'exited';
       const r = await fetch(this.url + '/healthz');
-      return r.status === 200;
+      return r.status === 200 && 'up';
     }, { what: 'presenced /healthz' });
+    if (up === 'exited') {
+      await closed;
+      throw new Error('presenced exited: ' + this.log);
+    }
     return this;
   }
   async stop(signal = 'SIGTERM') {

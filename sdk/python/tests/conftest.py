@@ -5,6 +5,7 @@ import asyncio
 import json
 import os
 import pathlib
+import random
 import socket
 import subprocess
 import sys
@@ -25,9 +26,22 @@ JWT_SECRET = "sdk-python-jwt-secret-0123456789-ab"
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A loopback port nothing listens on, in 14000-15999: below Linux's
+    ephemeral range (a port bound to 0 and closed again is free for any
+    outgoing connection, another suite's run beside this one, to take before
+    presenced binds it) and apart from the other suites' ranges (the Node
+    SDK 12000-13999, the Go SDK 16000-17999, the browser 18000-19999, the
+    integration suites 23000-29999)."""
+    rnd = random.SystemRandom()
+    for _ in range(200):
+        port = rnd.randrange(14000, 16000)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+                return port
+            except OSError:
+                continue
+    raise RuntimeError("free_port: no free port in 14000-15999")
 
 
 def wait_for(fn, timeout=10.0, what="condition"):
@@ -57,17 +71,31 @@ class Presenced:
     def start(self):
         if not os.access(PRESENCED, os.X_OK):
             raise RuntimeError(f"presenced not found at {PRESENCED} (set PRESENCED)")
-        self.port = self.port or free_port()
+        # A port taken between free_port() and presenced's bind: it exits at
+        # once, and a port of its own choosing is tried again (a restart
+        # keeps the port it was given).
+        fixed = self.port is not None
+        for attempt in range(3):
+            if not fixed:
+                self.port = free_port()
+            try:
+                return self._start_once()
+            except RuntimeError as e:
+                if fixed or attempt == 2 or "address already in use" not in str(e).lower():
+                    raise
+
+    def _start_once(self):
         self.proc = subprocess.Popen([PRESENCED, "--listen", f"127.0.0.1:{self.port}", "--api-key", API_KEY,
                                       "--jwt-secret", JWT_SECRET, "--log-level", "warn", "--offline-grace-ms", "0", *self.args],
                                      stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
         def healthy():
             if self.proc.poll() is not None:
-                raise RuntimeError("presenced exited: " + self.proc.stderr.read().decode())
+                return "exited"
             with urllib.request.urlopen(self.url + "/healthz", timeout=1) as r:
-                return r.status == 200
-        wait_for(healthy, what="presenced /healthz")
+                return r.status == 200 and "up"
+        if wait_for(healthy, what="presenced /healthz") == "exited":
+            raise RuntimeError("presenced exited: " + self.proc.stderr.read().decode())
         return self
 
     def stop(self):

@@ -139,6 +139,11 @@ def one_round_of(build, sock, redis_pid, arm, args, r):
         for line in stats.splitlines():
             if line.startswith("total_net_output_bytes:"):
                 res["redis_net_output_bytes"] = int(line.split(":")[1])
+        # Script calls per change: how full the workers' calls are (each
+        # worker batches only its own clients' changes).
+        m = re.search(r"cmdstat_fcall:calls=(\d+)", redis_cli(sock, "INFO", "commandstats"))
+        if m and res.get("changes"):
+            res["fcalls_per_change"] = round(int(m.group(1)) / res["changes"], 4)
     finally:
         srv.stop()
         redis_cli(sock, "FLUSHALL")
@@ -148,7 +153,8 @@ def one_round_of(build, sock, redis_pid, arm, args, r):
     res["presenced_cpu_us_per_change"] = round(1e6 / cps, 3) if cps else None
     bench.log(f"round {r + 1}, {arm}: {res.get('changes_per_s', 0):.0f} "
               f"changes/s, presenced {res['presenced_cpu_us_per_change']} us/change, "
-              f"redis {res.get('store_cpu_us_per_change')} us/change "
+              f"redis {res.get('store_cpu_us_per_change')} us/change, "
+              f"{res.get('fcalls_per_change')} script calls/change "
               f"(load {res['loadavg'][0]:.1f})")
     return res
 
@@ -225,7 +231,8 @@ def main():
             "presenced_cpu_us_per_change": med(rs, "presenced_cpu_us_per_change"),
             "redis_cpu_us_per_change": med(rs, "store_cpu_us_per_change"),
             "redis_out_bytes_per_change": med(rs, "redis_out_bytes_per_change"),
-            "changes_per_s": med(rs, "changes_per_s")}
+            "changes_per_s": med(rs, "changes_per_s"),
+            "fcalls_per_change": med(rs, "fcalls_per_change")}
     one = summary["workers_1"]
 
     def ratio(key, arm):

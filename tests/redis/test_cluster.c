@@ -577,17 +577,19 @@ static void open_cb(presence_t *p, int status, void *ud) {
 static bool open_pred(void *ud) { return ((open_wait_t *)ud)->got; }
 
 static int open_chosen(fx_t *f, int i, const char *sid, const char *user) {
-  open_wait_t w = {0};
+  open_wait_t w = {0}, ws = {0};
   presence_handle_t h = PRESENCE_HANDLE_NONE;
   int rc = presence_session_open(f->in[i].p, sid, user, NULL, &h, open_cb, &w);
   if (rc) return rc;
   /* A write on the handle at once (a backend's idle open): it waits for
-   * the open, then applies. */
+   * the open, then applies. Both answered before the caller reads the user
+   * on another instance (which nothing orders after this one's writes). */
   assert_int_not_equal(h, PRESENCE_HANDLE_NONE);
   assert_int_equal(presence_handle_set_status(f->in[i].p, h, PRESENCE_IDLE,
-                                              NULL, NULL),
+                                              open_cb, &ws),
                    0);
   assert_true(run_until(&f->loop, open_pred, &w, 5000));
+  assert_true(run_until(&f->loop, open_pred, &ws, 5000));
   return w.status;
 }
 

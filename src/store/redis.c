@@ -1520,7 +1520,8 @@ static int batch_add(rstore_t *st, rbatch_t *q, req_t *r, const char *op,
     q->head = r;
   q->tail = r;
   q->n++;
-  /* The first queued: sent when the loop comes round (on_timer). */
+  /* The first queued: sent when the loop comes round (on_timer), or,
+   * with a command in flight, once it has answered (on_reply). */
   if (q->n == 1 && st->hs && !st->destroying)
     uv_timer_start(&st->hs->t[T_FLUSH], on_timer, 0, 0);
   return 0;
@@ -1581,7 +1582,7 @@ static void flush_queries(rstore_t *st) {
 
 /* A query (q_user, q_members: three arguments, weight the members it may
  * list): sent at once when nothing is in flight, else queued like writes
- * and sent as one 'qbatch' call when the loop comes round, after the
+ * and sent with them as one 'qbatch' call (queue_write), after the
  * writes queued by then (so it sees every write asked before it, and may
  * see one asked after it in the same turn: a newer state, ordered against
  * the events by the sequence number a listing carries). Under load that

@@ -14,6 +14,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -56,6 +57,11 @@ type daemon struct {
 
 func (d *daemon) url() string { return fmt.Sprintf("http://127.0.0.1:%d", d.port) }
 
+var (
+	givenMu sync.Mutex
+	given   = map[int]bool{} // ports freePort handed out already
+)
+
 // freePort: a loopback port nothing listens on, in 16000-17999: below Linux's
 // ephemeral range (a port bound to 0 and closed again is free for any
 // outgoing connection, another suite's run beside this one, to take before
@@ -63,11 +69,17 @@ func (d *daemon) url() string { return fmt.Sprintf("http://127.0.0.1:%d", d.port
 // 12000-13999, the Python SDK 14000-15999, the browser 18000-19999, the
 // integration suites 23000-29999).
 func freePort() int {
+	givenMu.Lock()
+	defer givenMu.Unlock()
 	for i := 0; i < 200; i++ {
 		port := 16000 + rand.Intn(2000)
+		if given[port] { // a caller may take several before binding any
+			continue
+		}
 		l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
 		if err == nil {
 			l.Close()
+			given[port] = true
 			return port
 		}
 	}

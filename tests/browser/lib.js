@@ -23,15 +23,20 @@ export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 // connection (another suite's, run beside this one by ctest) to take before
 // presenced binds it; and apart from the other suites' own ranges (the SDKs
 // 12000-17999, the integration suites 23000-29999).
+const given = new Set(); // ports handed out already: a caller may take several before binding any
 export async function freePort() {
   for (let i = 0; i < 200; i++) {
     const port = 18000 + Math.floor(Math.random() * 2000);
+    if (given.has(port)) continue;
     const ok = await new Promise((resolve) => {
       const s = net.createServer();
       s.once('error', () => resolve(false));
       s.listen(port, '127.0.0.1', () => s.close(() => resolve(true)));
     });
-    if (ok) return port;
+    if (ok) {
+      given.add(port);
+      return port;
+    }
   }
   throw new Error('freePort: no free port in 18000-19999');
 }

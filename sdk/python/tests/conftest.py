@@ -25,6 +25,9 @@ API_KEY = "sdk-python-test-key-0123456789-abcd"
 JWT_SECRET = "sdk-python-jwt-secret-0123456789-ab"
 
 
+_given = set()
+
+
 def free_port() -> int:
     """A loopback port nothing listens on, in 14000-15999: below Linux's
     ephemeral range (a port bound to 0 and closed again is free for any
@@ -35,12 +38,15 @@ def free_port() -> int:
     rnd = random.SystemRandom()
     for _ in range(200):
         port = rnd.randrange(14000, 16000)
+        if port in _given:  # a caller may take several before binding any
+            continue
         with socket.socket() as s:
             try:
                 s.bind(("127.0.0.1", port))
-                return port
             except OSError:
                 continue
+        _given.add(port)
+        return port
     raise RuntimeError("free_port: no free port in 14000-15999")
 
 

@@ -461,19 +461,21 @@ static double redis_benchmark(const char *args) {
 static double evalsha_ceiling(const char *fn, double *us_per_call,
                               double *cpu_us_per_call) {
   redisContext *c = rc_open();
+  /* The header (presence.lua's begin()): epoch, maxlen, grace/channel
+   * grace, lease, retention, instance id, a tab, the prefix. */
   redisReply *r = redisCommand(c,
-                               "FCALL %s 0 register rb: rb 0 100000 0 "
-                               "3600000 0 1 0",
-                               fn);
+                               "FCALL %s 0 register %s 1 0", fn,
+                               "0 100000 0/0 3600000 0 rb\trb:");
   char epoch[32] = "0";
   if (r && r->type == REDIS_REPLY_ARRAY && r->elements > 1 &&
       r->element[1]->type == REDIS_REPLY_ARRAY)
     snprintf(epoch, sizeof epoch, "%s", r->element[1]->element[0]->str);
   if (r) freeReplyObject(r);
   char args[512];
+  /* (the shell's single quotes keep the header's spaces and its tab) */
   snprintf(args, sizeof args,
-           "-r 100000000 FCALL %s 0 connect rb: rb %s 100000 0 3600000 0 "
-           "s__rand_int__ u__rand_int__ '' 0",
+           "-r 100000000 FCALL %s 0 connect '%s 100000 0/0 3600000 0 "
+           "rb\trb:' s__rand_int__ u__rand_int__ '' 0",
            fn, epoch);
   long long c0, u0, c1, u1;
   cmd_stats(c, "fcall", &c0, &u0);

@@ -42,8 +42,7 @@ def measure(c, name, text, pre):
           b"', presence_main)\n")
 
     def call(op, *a, ep=0):
-        return ('FCALL', name, 0, op, pre, 'inst-abcd', ep, 100000, 0,
-                3600000, 0) + a
+        return ('FCALL', name, 0, op) + sa.header(text, pre, 'inst-abcd', ep) + a
     ep = c.cmd(*call('register', 1, 0))[1][0]
     rows = []
     for dm, tag in (('', 'n'), ('={"name":"ann"}', 'd')):

@@ -55,7 +55,7 @@ def main():
         ep = [0]
 
         def call(op, *a):
-            return ('FCALL', 'ci', 0, op, 'ci:', 'inst-a', ep[0], 100000, 0, 3600000, 0) + a
+            return ('FCALL', 'ci', 0, op) + sa.header(text, 'ci:', 'inst-a', ep[0]) + a
 
         ep[0] = c.cmd(*call('register', 1, 0))[1][0]
 

@@ -29,7 +29,7 @@ shared VM), for changes too small for the time to show. It is a count of instruc
 cycles: a cache miss or a stall costs one. Slow (~50x): use a few rounds. Needs valgrind
 (Debian's package; not one of `make test`'s dependencies: this is a bench tool).
 """
-import contextlib, json, os, shutil, socket, statistics, subprocess, sys, tempfile, time
+import contextlib, json, os, re, shutil, socket, statistics, subprocess, sys, tempfile, time
 
 N = 60  # writes per batch call
 
@@ -38,6 +38,19 @@ def script_text(spec):
     if os.path.exists(spec):
         return open(spec, 'rb').read()
     return subprocess.check_output(['git', 'show', spec + ':src/store/lua/presence.lua'])
+
+
+def header(text, prefix, inst, epoch, maxlen=100000, grace=0, lease=3600000, retention=0):
+    """The arguments after the op that script text takes: since 2026-12-06 one header,
+    "<epoch> <maxlen> <grace>/<channel grace> <lease> <retention> <instance>\\t<prefix>"
+    (presence.lua's begin()), before it seven (prefix, instance, epoch, maxlen, grace,
+    lease, retention). A version of either kind can be measured against the other."""
+    if re.search(rb'^local A0 = 3$', text, re.M):
+        if isinstance(epoch, bytes):
+            epoch = epoch.decode()
+        g = str(grace) if '/' in str(grace) else '%s/0' % grace
+        return ('%s %d %s %d %d %s\t%s' % (epoch, maxlen, g, lease, retention, inst, prefix),)
+    return (prefix, inst, epoch, maxlen, grace, lease, retention)
 
 
 @contextlib.contextmanager
@@ -220,8 +233,8 @@ def run(C, pids, texts, rounds, memory, only=None, instr=False):
     ep = {}
 
     def call(v, op, *a, prefix='ab'):
-        return V[v] + (0, op, prefix + v + ':', 'inst-a', ep.get(prefix + v, 0), 100000, 0,
-                       3600000, 0) + a
+        return V[v] + (0, op) + header(texts[v], prefix + v + ':', 'inst-a',
+                                       ep.get(prefix + v, 0)) + a
 
     for v in V:
         ep['ab' + v] = C[v].cmd(*call(v, 'register', 1, 0))[1][0]

@@ -538,21 +538,23 @@ static int format_cmd(req_t *r, int argc, const char *const *argv,
 }
 
 /* FCALL (EVALSHA) of the script: KEYS[1] (with KEYS[2], the guard, on
- * Redis Cluster), op, the common arguments, then the op's own. Returns how
- * many it wrote: COMMON_ARGS, or one less on one Redis. */
-#define COMMON_ARGS 13
+ * Redis Cluster), op, the header, then the op's own. Returns how many it
+ * wrote: COMMON_ARGS, or one less on one Redis. */
+#define COMMON_ARGS 7
 typedef struct common_buf {
-  char maxlen[16], grace[24], lease[16], retention[16];
+  /* "<epoch> <maxlen> <grace>/<channel grace> <lease> <retention>
+   * <instance id>\t<prefix>": what the instance sends alike on every call,
+   * in one argument (presence.lua's begin() says why); an instance id
+   * holds no tab, a prefix at most 100 bytes. */
+  char hdr[128 + PRESENCE_ID_MAX + 104];
 } common_buf_t;
 static int common_args(rstore_t *st, const char *op, common_buf_t *b,
                        const char *out[COMMON_ARGS]) {
-  snprintf(b->maxlen, sizeof b->maxlen, "%u", (unsigned)st->o.stream_maxlen);
-  /* "offline/channel": the channel grace rides in the same argument. */
-  snprintf(b->grace, sizeof b->grace, "%u/%u",
-           (unsigned)st->h.offline_grace_ms, (unsigned)st->h.channel_grace_ms);
-  snprintf(b->lease, sizeof b->lease, "%u", (unsigned)st->o.lease_ms);
-  snprintf(b->retention, sizeof b->retention, "%u",
-           (unsigned)st->h.offline_retention_s);
+  snprintf(b->hdr, sizeof b->hdr, "%s %u %u/%u %u %u %s\t%s", st->epoch_s,
+           (unsigned)st->o.stream_maxlen, (unsigned)st->h.offline_grace_ms,
+           (unsigned)st->h.channel_grace_ms, (unsigned)st->o.lease_ms,
+           (unsigned)st->h.offline_retention_s, st->h.instance_id,
+           st->prefix);
   int n = 0;
   out[n++] = st->legacy ? "EVALSHA" : "FCALL";
   out[n++] = st->legacy ? st->sha : st->fn;
@@ -564,10 +566,8 @@ static int common_args(rstore_t *st, const char *op, common_buf_t *b,
   out[n++] = st->in_cluster ? "2" : "1";
   out[n++] = st->key1;
   if (st->in_cluster) out[n++] = st->key_guard;
-  const char *rest[] = {op,          st->prefix, st->h.instance_id,
-                        st->epoch_s, b->maxlen,  b->grace,
-                        b->lease,    b->retention};
-  for (size_t i = 0; i < sizeof rest / sizeof *rest; i++) out[n++] = rest[i];
+  out[n++] = op;
+  out[n++] = b->hdr;
   return n;
 }
 

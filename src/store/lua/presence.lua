@@ -3,9 +3,10 @@
 -- state is decided here, atomically, so however many instances race on one
 -- user, exactly one of them sees (and emits) each transition.
 --
--- ARGV: op, prefix, instance id, epoch, stream maxlen, offline grace ms,
--- lease ms, offline retention s, then the op's own arguments from ARGV[9]. Numbers travel as
--- decimal strings. Codes mirror presence.h (types, reasons, statuses,
+-- ARGV: op, the caller's header, then the op's own arguments from ARGV[3].
+-- The header is one string, "<epoch> <stream maxlen> <offline grace
+-- ms>/<channel grace ms> <lease ms> <offline retention s> <instance
+-- id>\t<prefix>" (see begin). Numbers travel as decimal strings. Codes mirror presence.h (types, reasons, statuses,
 -- errors); keep them in step.
 --
 -- Reply: {code, payload} or, when the call emitted events, {code, payload,
@@ -31,10 +32,10 @@
 local ARGV, op, P, iid, epoch, maxlen, grace_ms, lease_ms, retention_ms
 -- The caller's epoch as a number: a session record keeps its owner's so.
 local epoch_n
-local grace_arg -- ARGV[6] as last parsed (see begin)
--- ARGV[5], [7], [8] as last converted, TIME's seconds and the lease's
--- expiry (see begin and fenced)
-local nums_arg = {}
+-- The last header (h) and each caller's parsed (hs: header -> its
+-- fields; see begin), TIME's seconds and the lease's expiry as last
+-- converted (see begin and fenced)
+local nums_arg = {hs = {}, nhs = 0}
 local now, now_s, t0
 -- now as decimal text, made when a call first needs it (a channel join, a
 -- setting, a query): a 13-digit string.format was ~0.4 us of every call's
@@ -44,7 +45,7 @@ local function nows()
   return now_s
 end
 -- Where an op's own arguments start in ARGV (a query batch moves it).
-local A0 = 9
+local A0 = 3
 local A = A0
 
 -- Integers (ms times, versions, sequence numbers: all far below 2^53) as
@@ -792,7 +793,7 @@ end
 -- Global: chans (zset, scores 0: active channels), cgrace (zset:
 -- channel..'\t'..user -> pending leave deadline).
 -- Ids and channel names hold no control character, so '\t' separates.
-local cgrace_ms -- begin(): from ARGV[6], 'offline/channel'
+local cgrace_ms -- begin(): from the header, 'offline/channel'
 local K_CHANS, K_CGRACE -- set_prefix()
 local PC -- P .. 'c:{c:' (set_prefix)
 local function k_chan(c) return PC .. c .. '}' end
@@ -2527,34 +2528,37 @@ local function begin(args)
     clear(CH.z)
   end
   uc_defer = nil
-  set_prefix(args[2])
-  iid = args[3]
-  -- The numbers an instance sends alike on every call are converted only
-  -- when their text changes (tonumber is C's strtod, ~500-1,000
-  -- instructions of Redis each; two equal strings are one Lua string, so
-  -- the compare is a pointer's).
-  if args[4] ~= epoch then
-    epoch = args[4]
-    epoch_n = tonumber(epoch)
-  end
-  if args[5] ~= nums_arg[5] then
-    nums_arg[5] = args[5]
-    maxlen = tonumber(args[5])
-  end
-  -- 'offline/channel': an instance sends the same text on every call, so
-  -- it is parsed only when it changes (two matches were ~1 us a call).
-  if args[6] ~= grace_arg then
-    grace_arg = args[6]
-    grace_ms = tonumber(string.match(grace_arg, '^(%d+)'))
-    cgrace_ms = tonumber(string.match(grace_arg, '/(%d+)$') or '0')
-  end
-  if args[7] ~= nums_arg[7] then
-    nums_arg[7] = args[7]
-    lease_ms = tonumber(args[7])
-  end
-  if args[8] ~= nums_arg[8] then
-    nums_arg[8] = args[8]
-    retention_ms = tonumber(args[8]) * 1000
+  -- The caller's header: what an instance sends alike on every call, in one
+  -- argument. Each argument is ~1,300 instructions of Redis (its parse, its
+  -- object, its Lua string; bench/redis/script_ab.py), and these were
+  -- seven; parsed once per caller (tonumber is C's strtod, ~500-1,000
+  -- instructions each), then found by the string itself (two equal
+  -- strings are one Lua string: the compare with the last is a pointer's).
+  local h = args[2]
+  if h ~= nums_arg.h then
+    local hs = nums_arg.hs
+    local c = hs[h]
+    if not c then
+      local e, ml, g, cg, l, r, i, p = string.match(h,
+        '^(%d+) (%d+) (%d+)/(%d+) (%d+) (%d+) ([^\t]*)\t(.*)$')
+      if not e then
+        return redis.error_reply('presence: bad call header')
+      end
+      c = {e, tonumber(e), tonumber(ml), tonumber(g), tonumber(cg),
+           tonumber(l), tonumber(r) * 1000, i, p}
+      -- Instances come and go (a new epoch is a new header): the cache is
+      -- started afresh past a few hundred.
+      if nums_arg.nhs >= 256 then
+        clear(hs)
+        nums_arg.nhs = 0
+      end
+      hs[h] = c
+      nums_arg.nhs = nums_arg.nhs + 1
+    end
+    nums_arg.h = h
+    epoch, epoch_n, maxlen, grace_ms, cgrace_ms = c[1], c[2], c[3], c[4], c[5]
+    lease_ms, retention_ms, iid = c[6], c[7], c[8]
+    set_prefix(c[9])
   end
   local tm = redis.call('TIME')
   if tm[1] ~= nums_arg.sec then
@@ -2595,7 +2599,8 @@ local function run_op()
 end
 
 local function presence_main(_, args)
-  begin(args)
+  local e = begin(args)
+  if e then return e end
   local r = run_op()
   if npresent_d ~= 0 then
     redis.call('INCRBY', K_NPRESENT, string.format('%d', npresent_d))

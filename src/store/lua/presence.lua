@@ -2034,10 +2034,16 @@ OPS.reap_claim = function()
   end
   if #d == 0 or d[1] == iid then return {0, ''} end
   local dead = d[1]
-  local de = LS.epoch(dead) or '0'
+  local ev = redis.call('HGET', K_INST, dead)
+  local de = ev and (LS.parse(ev)) or '0'
   local prev = redis.call('HGET', K_REAPER, dead)
   if prev then de = string.match(prev, '/([^/]*)$') end
   redis.call('ZREM', K_LEASE, dead)
+  -- Claimed, its lease is over whatever Redis's clock does next (format 14
+  -- fenced an instance without a zset entry): expiry 0.
+  if ev then
+    redis.call('HSET', K_INST, dead, (LS.parse(ev)) .. '\t0')
+  end
   redis.call('ZADD', K_REAP, now + lease_ms, dead)
   redis.call('HSET', K_REAPER, dead, iid .. '/' .. epoch .. '/' .. de)
   -- The scan starts over (a previous reaper's removals are done, and their

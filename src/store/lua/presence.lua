@@ -6,8 +6,8 @@
 -- ARGV: op, the caller's header, then the op's own arguments from ARGV[3].
 -- The header is one string, "<epoch> <stream maxlen> <offline grace
 -- ms>/<channel grace ms> <lease ms> <offline retention s> <instance
--- id>\t<prefix>" (see begin). Numbers travel as decimal strings. Codes mirror presence.h (types, reasons, statuses,
--- errors); keep them in step.
+-- id>\t<prefix>" (see begin). Numbers travel as decimal strings. Codes
+-- mirror presence.h (types, reasons, statuses, errors); keep them in step.
 --
 -- Reply: {code, payload} or, when the call emitted events, {code, payload,
 -- last seq, count, packed events}: the same three things as the call's one
@@ -120,7 +120,7 @@ local K_LEASE     -- zset: instance id -> lease expiry (ms), the same
 -- the epoch from inst and the lease from the zset, two commands; the
 -- expiry now rides beside the epoch (the zset, kept in step, still orders
 -- the leases for reap_claim and counts the live ones), one command fewer
--- on every write call (~10,000 instructions of Redis, 0.95x an unbatched
+-- on every write call (~7,500 instructions of Redis, 0.96x an unbatched
 -- connect). LS: the lease's helpers (the main chunk's locals are near
 -- Lua's 200). LS.v: a value of inst -> {epoch, expiry}, parsed once.
 local LS = {v = {}, nv = 0}
@@ -755,11 +755,6 @@ local function grace_cancel(u, U)
   end
 end
 
--- Every write of a live epoch also renews its lease: writes travel on the
--- same connection as heartbeats, and a deep pipeline of writes (a burst of
--- connects) must not starve the heartbeat queued behind it into expiry.
--- Renewed once less than half of it is left: the same protection, without
--- a ZADD on every write.
 -- An inst value's epoch (text) and lease expiry (ms). A value changes when
 -- its lease is renewed (every lease_ms / 2): parsed once, then found by the
 -- string (tonumber is C's strtod, ~500-1,000 instructions).
@@ -788,6 +783,11 @@ function LS.put(i, e, x)
   redis.call('HSET', K_INST, i, e .. '\t' .. s(x))
 end
 
+-- Every write of a live epoch also renews its lease: writes travel on the
+-- same connection as heartbeats, and a deep pipeline of writes (a burst of
+-- connects) must not starve the heartbeat queued behind it into expiry.
+-- Renewed once less than half of it is left: the same protection, without
+-- a ZADD on every write.
 local function fenced()
   local v = redis.call('HGET', K_INST, iid)
   if not v then return true end

@@ -185,6 +185,9 @@ typedef struct rstore {
   uint64_t epoch;
   presence_redis_cluster_stats_t cluster; /* from the last heartbeat */
   char epoch_s[24];
+  /* The call's header (common_args), made again when it goes stale: at
+   * attach (the host's settings) and at each new epoch; '' while stale. */
+  char hdr[128 + PRESENCE_ID_MAX + 104];
   uint64_t epoch_gen;
   uint32_t resync_slot;
   uint32_t cresync_slot; /* the channels' pass of a resync */
@@ -541,20 +544,20 @@ static int format_cmd(req_t *r, int argc, const char *const *argv,
  * Redis Cluster), op, the header, then the op's own. Returns how many it
  * wrote: COMMON_ARGS, or one less on one Redis. */
 #define COMMON_ARGS 7
-typedef struct common_buf {
+static int common_args(rstore_t *st, const char *op,
+                       const char *out[COMMON_ARGS]) {
   /* "<epoch> <maxlen> <grace>/<channel grace> <lease> <retention>
    * <instance id>\t<prefix>": what the instance sends alike on every call,
-   * in one argument (presence.lua's begin() says why); an instance id
-   * holds no tab, a prefix at most 100 bytes. */
-  char hdr[128 + PRESENCE_ID_MAX + 104];
-} common_buf_t;
-static int common_args(rstore_t *st, const char *op, common_buf_t *b,
-                       const char *out[COMMON_ARGS]) {
-  snprintf(b->hdr, sizeof b->hdr, "%s %u %u/%u %u %u %s\t%s", st->epoch_s,
-           (unsigned)st->o.stream_maxlen, (unsigned)st->h.offline_grace_ms,
-           (unsigned)st->h.channel_grace_ms, (unsigned)st->o.lease_ms,
-           (unsigned)st->h.offline_retention_s, st->h.instance_id,
-           st->prefix);
+   * in one argument (presence.lua's begin() says why), made once per
+   * epoch rather than on every call; an instance id holds no tab, a
+   * prefix at most 100 bytes. */
+  if (!st->hdr[0])
+    snprintf(st->hdr, sizeof st->hdr, "%s %u %u/%u %u %u %s\t%s",
+             st->epoch_s, (unsigned)st->o.stream_maxlen,
+             (unsigned)st->h.offline_grace_ms,
+             (unsigned)st->h.channel_grace_ms, (unsigned)st->o.lease_ms,
+             (unsigned)st->h.offline_retention_s, st->h.instance_id,
+             st->prefix);
   int n = 0;
   out[n++] = st->legacy ? "EVALSHA" : "FCALL";
   out[n++] = st->legacy ? st->sha : st->fn;
@@ -567,7 +570,7 @@ static int common_args(rstore_t *st, const char *op, common_buf_t *b,
   out[n++] = st->key1;
   if (st->in_cluster) out[n++] = st->key_guard;
   out[n++] = op;
-  out[n++] = b->hdr;
+  out[n++] = st->hdr;
   return n;
 }
 
@@ -576,9 +579,8 @@ static void call(rstore_t *st, req_t *r, const char *op, int n,
   /* Whatever was queued goes first: a query must see the writes asked
    * before it, as with the memory store. */
   flush_writes(st);
-  common_buf_t cb;
   const char *common[COMMON_ARGS];
-  int nc = common_args(st, op, &cb, common);
+  int nc = common_args(st, op, common);
   const char *sv[COMMON_ARGS + 8];
   size_t sl[COMMON_ARGS + 8];
   const char **av = sv;
@@ -1452,11 +1454,10 @@ static void batch_send(rstore_t *st, rbatch_t *q, const char *op, req_fn done,
     b->sub_head = subs;
     b->carry = carry;
   }
-  common_buf_t cbuf;
   char count[24];
   count[presence__resp_dec(count, n)] = '\0';
   const char *common[COMMON_ARGS + 1];
-  size_t nc = (size_t)common_args(st, op, &cbuf, common);
+  size_t nc = (size_t)common_args(st, op, common);
   common[nc++] = count;
   char *cmd = NULL;
   size_t len = 0, cap = body + 512;
@@ -2301,6 +2302,7 @@ static void register_done(rstore_t *st, req_t *r, redisReply *rep, int code) {
   flush_writes(st);
   st->epoch = (uint64_t)epoch;
   snprintf(st->epoch_s, sizeof st->epoch_s, "%llu", (unsigned long long)epoch);
+  st->hdr[0] = '\0';
   st->epoch_gen++;
   uint64_t seq = (uint64_t)seq_n;
   bool stale = !strcmp(text_of(at(p, 2)), "1");
@@ -3834,6 +3836,7 @@ static void feed_route(rstore_t *st, bool log) {
 static int r_attach(presence_store_t *base, const presence_store_host_t *host) {
   rstore_t *st = (rstore_t *)base;
   st->h = *host;
+  st->hdr[0] = '\0';
   if (!st->h.allocator) st->h.allocator = presence__default_allocator();
   int rc = presence__table_init(&st->sessions, st->h.allocator,
                                 offsetof(lsess_t, id));

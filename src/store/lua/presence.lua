@@ -35,7 +35,7 @@ local epoch_n
 -- The last header (h) and each caller's parsed (hs: header -> its
 -- fields; see begin), TIME's seconds and the lease's expiry as last
 -- converted (see begin and fenced)
-local nums_arg = {hs = {}, nhs = 0}
+local nums_arg = {hs = {[0] = 0}}
 local now, now_s, t0
 -- now as decimal text, made when a call first needs it (a channel join, a
 -- setting, a query): a 13-digit string.format was ~0.4 us of every call's
@@ -123,7 +123,19 @@ local K_LEASE     -- zset: instance id -> lease expiry (ms), the same
 -- on every write call (~7,500 instructions of Redis, 0.96x an unbatched
 -- connect). LS: the lease's helpers (the main chunk's locals are near
 -- Lua's 200). LS.v: a value of inst -> {epoch, expiry}, parsed once.
-local LS = {v = {}, nv = 0}
+local LS = {v = {[0] = 0}}
+-- Keep c, parsed from string k, in cache m (its count in m[0]): a caller's
+-- header (begin), an instance's lease (LS.parse), found by the string
+-- after. Started afresh past 256 (instances come and go, leases move).
+function LS.memo(m, k, c)
+  if m[0] >= 256 then
+    clear(m)
+    m[0] = 0
+  end
+  m[k] = c
+  m[0] = m[0] + 1
+  return c
+end
 local K_EPOCHS    -- hash: instance id -> last epoch handed out, id '\tfirst' -> its first
 local K_GRACE     -- zset: user id -> pending offline deadline
 local K_MSGDUE    -- zset: user id -> its status message's expiry
@@ -762,13 +774,7 @@ function LS.parse(v)
   local c = LS.v[v]
   if not c then
     local e, x = string.match(v, '^([^\t]*)\t(%d+)$')
-    c = {e or v, tonumber(x) or 0}
-    if LS.nv >= 256 then
-      clear(LS.v)
-      LS.nv = 0
-    end
-    LS.v[v] = c
-    LS.nv = LS.nv + 1
+    c = LS.memo(LS.v, v, {e or v, tonumber(x) or 0})
   end
   return c[1], c[2]
 end
@@ -2035,15 +2041,14 @@ OPS.reap_claim = function()
   if #d == 0 or d[1] == iid then return {0, ''} end
   local dead = d[1]
   local ev = redis.call('HGET', K_INST, dead)
-  local de = ev and (LS.parse(ev)) or '0'
+  local ie = ev and (LS.parse(ev))
+  local de = ie or '0'
   local prev = redis.call('HGET', K_REAPER, dead)
   if prev then de = string.match(prev, '/([^/]*)$') end
   redis.call('ZREM', K_LEASE, dead)
   -- Claimed, its lease is over whatever Redis's clock does next (format 14
   -- fenced an instance without a zset entry): expiry 0.
-  if ev then
-    redis.call('HSET', K_INST, dead, (LS.parse(ev)) .. '\t0')
-  end
+  if ie then redis.call('HSET', K_INST, dead, ie .. '\t0') end
   redis.call('ZADD', K_REAP, now + lease_ms, dead)
   redis.call('HSET', K_REAPER, dead, iid .. '/' .. epoch .. '/' .. de)
   -- The scan starts over (a previous reaper's removals are done, and their
@@ -2579,16 +2584,8 @@ local function begin(args)
       if not e then
         return redis.error_reply('presence: bad call header')
       end
-      c = {e, tonumber(e), tonumber(ml), tonumber(g), tonumber(cg),
-           tonumber(l), tonumber(r) * 1000, i, p}
-      -- Instances come and go (a new epoch is a new header): the cache is
-      -- started afresh past a few hundred.
-      if nums_arg.nhs >= 256 then
-        clear(hs)
-        nums_arg.nhs = 0
-      end
-      hs[h] = c
-      nums_arg.nhs = nums_arg.nhs + 1
+      c = LS.memo(hs, h, {e, tonumber(e), tonumber(ml), tonumber(g),
+                          tonumber(cg), tonumber(l), tonumber(r) * 1000, i, p})
     end
     nums_arg.h = h
     epoch, epoch_n, maxlen, grace_ms, cgrace_ms = c[1], c[2], c[3], c[4], c[5]

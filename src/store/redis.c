@@ -3139,10 +3139,13 @@ static void reconcile_step(rstore_t *st) {
     st->reconciling = false;
     return;
   }
-  char lim[16];
+  char lim[16], period[16];
   snprintf(lim, sizeof lim, "%u", (unsigned)st->o.batch);
-  const char *args[] = {st->rec_cursor, lim};
-  call(st, r, "reconcile", 2, args, NULL);
+  /* The period: one instance walks a shard per period (the script's
+   * recon key), the others are told the pass is done. */
+  snprintf(period, sizeof period, "%u", (unsigned)st->o.reconcile_ms);
+  const char *args[] = {st->rec_cursor, lim, period};
+  call(st, r, "reconcile", 3, args, NULL);
 }
 
 static void on_timer(uv_timer_t *t) {

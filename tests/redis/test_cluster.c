@@ -553,6 +553,94 @@ static void leave_ends_sessions_at_once(void **state) {
   fx_destroy(f);
 }
 
+/* Calls of a Redis command so far, scripts' own included. */
+static long long cmd_calls(server_t *srv, const char *cmd) {
+  redisReply *r = srv_cmd(srv, "INFO commandstats");
+  char key[64];
+  snprintf(key, sizeof key, "cmdstat_%s:calls=", cmd);
+  const char *p = strstr(r->str, key);
+  long long n = p ? atoll(p + strlen(key)) : 0;
+  freeReplyObject(r);
+  return n;
+}
+
+typedef struct orphan_wait {
+  fx_t *f;
+  const char *sid;
+} orphan_wait_t;
+
+static bool orphan_gone(void *ud) {
+  orphan_wait_t *w = ud;
+  const recorder_t *r = &w->f->in[0].cluster;
+  for (size_t k = 0; k < r->n; k++)
+    if (r->ev[k].type == PRESENCE_EV_SESSION_DISCONNECTED &&
+        !strcmp(r->ev[k].session, w->sid) &&
+        r->ev[k].reason == PRESENCE_REASON_INSTANCE_LOST)
+      return true;
+  return false;
+}
+
+/* The orphan sweep (reconcile): a session whose owner has neither a lease
+ * nor a reaper (its instance forgotten: here its inst and lease entries
+ * deleted by hand, as a store rebuilt from parts might leave them) goes,
+ * instance_lost, within a few periods, while the live instances' sessions
+ * stay. The live owners' records are not read to decide it (every pass
+ * read each entry's record: 60 HMGETs a pass here, two instances a
+ * period), and one instance takes a shard's pass per period (its recon
+ * key). */
+static void reconcile_removes_orphans_only(void **state) {
+  (void)state;
+  inst_opts_t io = {.reconcile_ms = 200};
+  fx_t *f = fx_make(3, &io);
+  enum { N = 60 };
+  for (int i = 0; i < N; i++) {
+    char sid[32], uid[32];
+    snprintf(sid, sizeof sid, "a%d", i);
+    snprintf(uid, sizeof uid, "ua%d", i);
+    assert_int_equal(presence_session_connect(f->in[0].p, sid, uid, NULL,
+                                              done_cb, &f->in[0]),
+                     0);
+  }
+  wait_done(&f->loop, &f->in[0], N);
+  assert_int_equal(presence_session_connect(f->in[2].p, "orphan", "zed", NULL,
+                                            done_cb, &f->in[2]),
+                   0);
+  wait_done(&f->loop, &f->in[2], 1);
+  inst_free(&f->in[2]);
+  loop_drain(&f->loop);
+  for (uint32_t sh = 0; sh < test_shards(); sh++) {
+    char pfx[64];
+    shard_prefix(sh, pfx, sizeof pfx);
+    freeReplyObject(srv_cmd(&f->srv, "HDEL %sinst gamma", pfx));
+    freeReplyObject(srv_cmd(&f->srv, "ZREM %slease gamma", pfx));
+  }
+  orphan_wait_t w = {f, "orphan"};
+  assert_true(run_until(&f->loop, orphan_gone, &w, 5000));
+  run_for(&f->loop, 100);
+  assert_int_equal(user_info(&f->loop, &f->in[0], "zed").status,
+                   PRESENCE_OFFLINE);
+  assert_int_equal(user_info(&f->loop, &f->in[1], "ua7").status,
+                   PRESENCE_ONLINE);
+  /* Five periods: the passes read no live owner's record. */
+  long long h0 = cmd_calls(&f->srv, "hmget");
+  run_for(&f->loop, 1000);
+  long long h1 = cmd_calls(&f->srv, "hmget");
+  assert_true(h1 - h0 < N);
+  for (uint32_t sh = 0; sh < test_shards(); sh++) {
+    char pfx[64];
+    shard_prefix(sh, pfx, sizeof pfx);
+    redisReply *r = srv_cmd(&f->srv, "GET %srecon", pfx);
+    assert_int_equal(r->type, REDIS_REPLY_STRING);
+    assert_true(!strcmp(r->str, "alpha") || !strcmp(r->str, "beta"));
+    freeReplyObject(r);
+  }
+  size_t lost = 0;
+  for (size_t k = 0; k < f->in[0].cluster.n; k++)
+    lost += f->in[0].cluster.ev[k].reason == PRESENCE_REASON_INSTANCE_LOST;
+  assert_int_equal(lost, 2); /* the session and its user, nothing else */
+  fx_destroy(f);
+}
+
 /* A user whose shard differs from `other`'s (any user with one shard). */
 static void user_apart(const char *other, char *out, size_t n) {
   uint32_t s = test_shards();
@@ -684,6 +772,7 @@ int main(void) {
       cmocka_unit_test(store_loss_is_rebuilt),
       cmocka_unit_test(watchdog_times_out_then_recovers),
       cmocka_unit_test(leave_ends_sessions_at_once),
+      cmocka_unit_test(reconcile_removes_orphans_only),
       cmocka_unit_test(chosen_ids_unique_across_shards),
       cmocka_unit_test(chosen_ids_claimed_again_after_a_store_loss),
   };

@@ -63,9 +63,10 @@ end, and a connect makes exactly one (count_instructions). A server runs
 uninstrumented (valgrind, ~5x slower, not ~50x) until the held sessions
 are open (Arm), so the default --held (the store's population, the same
 as without --instructions) costs seconds, not minutes. Instrumented, a
-server answers 1,500-2,500 operations a second, so bench_cluster runs
-300 slots an instance, not 2,000 (--cg-slots; CG_SLOTS says why and what
-it changes). The servers run with --hz 1 (a second
+server answers 1,500-3,500 operations a second, so the store's command
+timeout and lease are raised (SLOW_STORE) and bench_cluster runs its
+native 2,000 slots an instance (--cg-slots sets fewer: CG_SLOTS says what
+that changes). The servers run with --hz 1 (a second
 holds few operations; the timer's work would weigh ten times more per
 operation than at native speed), and the clusters with a node timeout of
 60 s (the cluster cron, once a second at --hz 1, would otherwise fail a
@@ -79,9 +80,8 @@ hundred (HSCAN: the store's recovery from a connection or lease lost
 before the window). On a busy host (2026-12-06-1321, other tests
 running) every cluster run at 300 slots was so disturbed, 10-25 % more
 an operation: the count does not move with the host only while the
-store keeps its connections. bench_cluster fixes the store's command
-timeout (2 s) and lease (6 s); an option for them would let a callgrind
-run keep its connections however busy the host.
+store keeps its connections, which the raised timeout and lease see to
+since 2026-12-06 15:30.
 Four modes twice, at --duration-ms 20000, take ~6 minutes. A mode's
 count moves 0.3-5 % from one repeat to the next, nearly all of it inside
 the script: Lua's garbage collector (its steps, 4.5-6.3 thousand
@@ -90,9 +90,10 @@ its work comes in cycles over the whole heap, few to a window) and how
 the instances' cycles interleave (which events the script decides);
 Redis's own commands (scriptCall) moved under 1 % in those runs.
 
-The calls carry fewer operations under callgrind than natively on the
-cluster (13-14 at 300 slots, 7-8 at 150, against ~50 natively; on one
-Redis 50-57 against 66): the per-call cost (the FCALL, its TIME, lease
+At 2,000 slots the calls carry 55-63 operations under callgrind on the
+cluster and ~70 on one Redis (natively 34-51 and ~66). At 300 slots
+they carried fewer on the cluster (13-14 at 300 slots, 7-8 at 150; on one
+Redis 50-57): the per-call cost (the FCALL, its TIME, lease
 ZSCORE, epoch HGET, INCRBY, log XADD and the XREADs it wakes) is spread
 over fewer operations, and the cluster's figure is the larger for it.
 The ops per FCALL are printed for each mode, and --cg-slots sets the
@@ -308,22 +309,26 @@ class Arm(threading.Thread):
             time.sleep(0.1)
 
 
-# bench_cluster's --slots with --instructions (2,000 by default: each
-# instance keeps that many operations in flight). An instrumented server
-# answers 1,500-2,500 operations a second: with 6,000 in flight it takes
-# seconds between two answers to one connection, the store drops the
-# connection (command_timeout_ms, 2 s) and operations fail by the million
-# while it reconnects. At 450 a run in three still did (the one Redis
-# with a replica, every time in one repeat), and the cluster's calls
-# changed (ZSCOREs and HMGETs an operation up a third, errors or not):
-# overloaded. 300 ran 8 runs clean; 150 too. A call carries ~57 operations
-# on one Redis (66 natively), 13-14 on the cluster (~50 natively: each
-# instance's 300 slots over 12 shards, ~25 a shard), so the cluster pays
-# its script's per-call cost over fewer operations than natively (the
-# last paragraph of the docstring). The users are the slots'
-# (bench_cluster.c): ~25 a shard, so the primaries' shares spread a little
-# wider than in a native run.
-CG_SLOTS = 300
+# bench_cluster's --slots with --instructions (0: its own 2,000, each
+# instance keeping that many operations in flight, as natively). An
+# instrumented server answers 1,500-3,500 operations a second: with 6,000
+# in flight it takes seconds between two answers to one connection, and
+# with the store's default command timeout (2 s) the store dropped the
+# connection and operations failed by the million while it reconnected;
+# until SLOW_STORE raised it, runs used 300 slots (450 still failed one
+# run in three). At 300 a call carries ~57 operations on one Redis and
+# 13-14 on the cluster (each instance's 300 slots over 12 shards, ~25 a
+# shard), so the cluster pays its script's per-call cost over fewer
+# operations than natively (the last paragraph of the docstring); fewer
+# slots than 2,000 measure that per-call cost.
+CG_SLOTS = 0
+
+# With --instructions, the store's command timeout and lease (bench_cluster
+# --command-timeout-ms, --lease-ms): a call to a server under callgrind
+# waits seconds behind the others, and the store's defaults (2 s, 6 s)
+# dropped the connection or lost the lease at more than 300 slots. With
+# these the runs keep their connections at the native 2,000 slots.
+SLOW_STORE = ["--command-timeout-ms", "60000", "--lease-ms", "180000"]
 
 
 def cg_begin(meas, held):
@@ -469,9 +474,12 @@ def instructions_summary(runs):
 
 
 def run_bench(bench, url, pids, ports, dur, cluster=None, shards=12,
-              sharded=False, rate=0, held=0, timeout=120, slots=0):
+              sharded=False, rate=0, held=0, timeout=120, slots=0,
+              slow=False):
     cmd = [bench, "--url", url, "--pids", ",".join(map(str, pids)),
            "--ports", ",".join(map(str, ports)), "--duration-ms", str(dur)]
+    if slow:
+        cmd += SLOW_STORE
     if held:
         cmd += ["--held", str(held)]
     if slots:
@@ -544,8 +552,9 @@ def main():
                     "load do not move")
     ap.add_argument("--cg-slots", type=int, default=CG_SLOTS,
                     help="with --instructions, bench_cluster's slots an "
-                    "instance (%(default)s; CG_SLOTS): fewer make smaller "
-                    "calls, for the script's per-call cost")
+                    "instance (%(default)s; CG_SLOTS; 0: bench_cluster's "
+                    "own, 2,000, as natively): fewer make smaller calls, "
+                    "for the script's per-call cost")
     ap.add_argument("--json")
     a = ap.parse_args()
     cg = a.instructions
@@ -637,14 +646,16 @@ def main():
                     arm = cg_begin(meas, a.held) if cg else None
                     res = run_bench(a.bench, f"redis://127.0.0.1:{sport}",
                                     [single.pid], [sport], a.duration_ms,
-                                    rate=a.rate, held=a.held, timeout=tmo, slots=slots)
+                                    rate=a.rate, held=a.held, timeout=tmo,
+                                    slots=slots, slow=cg)
                 elif mode == "replicated":
                     cli(rport, "FLUSHALL")
                     meas = [(rport, single_r.pid)]
                     arm = cg_begin(meas, a.held) if cg else None
                     res = run_bench(a.bench, f"redis://127.0.0.1:{rport}",
                                     [single_r.pid], [rport], a.duration_ms,
-                                    rate=a.rate, held=a.held, timeout=tmo, slots=slots)
+                                    rate=a.rate, held=a.held, timeout=tmo,
+                                    slots=slots, slow=cg)
                 else:
                     ports, nodes = clusters[mode]
                     roles = {p: cli(p, "ROLE").split("\n")[0] for p in ports}
@@ -660,7 +671,7 @@ def main():
                         [nodes[p].pid for p in primaries + replicas],
                         primaries, a.duration_ms, cluster=seeds,
                         shards=a.shards, rate=a.rate, held=a.held,
-                        timeout=tmo, slots=slots)
+                        timeout=tmo, slots=slots, slow=cg)
                     if cg:
                         check_cluster(ports, ports[:3])
                     n = len(primaries)

@@ -13,6 +13,7 @@
  *                 [--shards S] --pids PID,PID,... --ports P,P,...
  *                 [--slots 2000] [--duration-ms 4000] [--chosen-ids]
  *                 [--rate OPS] [--held N]
+ *                 [--command-timeout-ms T] [--lease-ms L]
  *
  * --rate paces each instance at OPS operations a second, its slots taken
  * in turn (open loop), instead of each slot starting its next operation
@@ -31,6 +32,15 @@
  * redis-server) as a listpack, which HSETNX scans end to end (4-17 us a
  * call, against 0.5 us in the one shard's hashtable): the sharded store
  * would be measured in an encoding that no store worth sharding is in.
+ *
+ * --command-timeout-ms and --lease-ms set the store's (2,000 and 6,000 by
+ * default; the heartbeat is a sixth of the lease): bench/cluster.py
+ * --instructions raises them, since a redis-server under callgrind answers
+ * 30-50 times slower and a call waits seconds behind the others.
+ *
+ * A failed operation is issued again 10 ms later, not at once: while the
+ * store reconnects, every operation fails at once, and a slot that retried
+ * immediately spun its thread (millions of failures a second).
  *
  * --chosen-ids opens sessions as a backend's (ids it chose: claimed
  * cluster-wide in shards) rather than as presenced's WebSocket sessions.
@@ -56,6 +66,7 @@ static unsigned g_shards;
 static atomic_int g_run, g_counting, g_ready;
 static double g_rate; /* per instance, ops/s; 0: closed loop */
 static int g_held;     /* per instance, sessions held open through the run */
+static uint32_t g_command_timeout_ms = 2000, g_lease_ms = 6000;
 
 static int64_t now_ms(void) {
   struct timespec ts;
@@ -136,6 +147,9 @@ typedef struct worker {
    * slot in turn, the operations issued since t0 (ms). */
   uv_timer_t tick;
   unsigned char *busy;
+  /* Failed operations wait for the retry timer (the top of this file). */
+  unsigned char *failed;
+  uv_timer_t retry;
   int next;
   long issued;
   int64_t t0;
@@ -148,6 +162,22 @@ typedef struct ref {
 } ref_t;
 
 static void issue(worker_t *w, int slot);
+
+static void on_retry(uv_timer_t *t) {
+  worker_t *w = t->data;
+  for (int i = 0; i < w->slots && atomic_load(&g_run); i++)
+    if (w->failed[i]) {
+      w->failed[i] = 0;
+      issue(w, i);
+    }
+}
+
+/* Closed loop only: --rate's pacing already comes back to a slot. */
+static void retry_later(worker_t *w, int slot) {
+  w->failed[slot] = 1;
+  if (!uv_is_active((uv_handle_t *)&w->retry))
+    uv_timer_start(&w->retry, on_retry, 10, 0);
+}
 
 static void op_done(presence_t *p, int status, void *ud) {
   (void)p;
@@ -166,7 +196,11 @@ static void op_done(presence_t *p, int status, void *ud) {
   w->stage[slot] = (w->stage[slot] + 1) % 4;
   if (w->stage[slot] == 0) w->gen[slot]++;
   w->busy[slot] = 0;
-  if (atomic_load(&g_run) && g_rate <= 0) issue(w, slot);
+  if (!atomic_load(&g_run) || g_rate > 0) return;
+  if (status == 0)
+    issue(w, slot);
+  else
+    retry_later(w, slot);
 }
 
 /* --rate: what the rate owes since t0, from the slots in turn; a slot
@@ -187,12 +221,20 @@ static void pace(uv_timer_t *t) {
   }
 }
 
-/* The user of a slot's gen-th session: one of the slots' users (u0 ..
- * u<slots-1>), drawn anew at each connect (splitmix64 of slot and gen, so
- * slot k of every instance draws the same at the same gen); why per
- * session, see the top of this file. */
-static unsigned session_user(int slot, uint64_t gen, int slots) {
-  uint64_t x = ((uint64_t)slot << 32 ^ gen) + 0x9e3779b97f4a7c15ull;
+/* The user of a slot's gen-th session on instance idx: one of the slots'
+ * users (u0 .. u<slots-1>), drawn anew at each connect (splitmix64 of
+ * instance, slot and gen); why per session, see the top of this file.
+ * Until 2026-12-06 the instance was not drawn in: slot k of every instance
+ * drew the same user at the same gen, so how often a user's sessions
+ * overlapped (hence the events, and the work, of an operation) followed
+ * how the instances' cycles lined up, which the answers' latency sets: in
+ * runs under callgrind a mode made 1.9 events an operation and the next
+ * 2.9, and the same mode 0.63 to 0.79 HMGETs an operation. Drawn for each
+ * session apart, a user's sessions overlap by chance alone (~3 a user:
+ * 3 x slots sessions over slots users), the same in every mode. */
+static unsigned session_user(int idx, int slot, uint64_t gen, int slots) {
+  uint64_t x = ((uint64_t)slot << 32 ^ gen ^ (uint64_t)idx << 56) +
+               0x9e3779b97f4a7c15ull;
   x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
   x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
   x ^= x >> 31;
@@ -203,7 +245,8 @@ static void issue(worker_t *w, int slot) {
   char sid[64], uid[64];
   snprintf(sid, sizeof sid, "i%d-s%d-%llu", w->idx, slot,
            (unsigned long long)w->gen[slot]);
-  snprintf(uid, sizeof uid, "u%u", session_user(slot, w->gen[slot], w->slots));
+  snprintf(uid, sizeof uid, "u%u",
+           session_user(w->idx, slot, w->gen[slot], w->slots));
   ref_t *r = malloc(sizeof *r);
   r->w = w;
   r->slot = slot;
@@ -212,6 +255,7 @@ static void issue(worker_t *w, int slot) {
   if (rc) {
     free(r);
     atomic_fetch_add(&w->errors, 1);
+    if (g_rate <= 0) retry_later(w, slot);
     return;
   }
   w->busy[slot] = 1;
@@ -248,14 +292,17 @@ static int open_held(worker_t *w) {
 static void *worker_main(void *arg) {
   worker_t *w = arg;
   uv_loop_init(&w->loop);
+  uv_timer_init(&w->loop, &w->retry);
+  w->retry.data = w;
   presence_redis_options_t ro;
   memset(&ro, 0, sizeof ro);
   ro.loop = &w->loop;
   ro.url = g_url;
   ro.cluster = g_cluster;
   ro.shards = g_shards;
-  ro.heartbeat_ms = 1000;
-  ro.lease_ms = 6000;
+  ro.lease_ms = g_lease_ms;
+  ro.heartbeat_ms = g_lease_ms / 6;
+  ro.command_timeout_ms = g_command_timeout_ms;
   char id[32];
   snprintf(id, sizeof id, "bench-%d", w->idx);
   if (presence_store_redis_new(&ro, &w->store)) return NULL;
@@ -285,6 +332,7 @@ static void *worker_main(void *arg) {
   }
   while (atomic_load(&g_run)) uv_run(&w->loop, UV_RUN_ONCE);
   if (g_rate > 0) uv_close((uv_handle_t *)&w->tick, NULL);
+  uv_close((uv_handle_t *)&w->retry, NULL);
   end = now_ms() + 5000;
   while (w->inflight > 0 && now_ms() < end) uv_run(&w->loop, UV_RUN_NOWAIT);
   presence_stats_t st;
@@ -330,10 +378,19 @@ int main(int argc, char **argv) {
     else if (!strcmp(argv[i], "--duration-ms")) dur = atoi(argv[i + 1]);
     else if (!strcmp(argv[i], "--rate")) g_rate = atof(argv[i + 1]);
     else if (!strcmp(argv[i], "--held")) g_held = atoi(argv[i + 1]);
+    else if (!strcmp(argv[i], "--command-timeout-ms"))
+      g_command_timeout_ms = (uint32_t)atol(argv[i + 1]);
+    else if (!strcmp(argv[i], "--lease-ms"))
+      g_lease_ms = (uint32_t)atol(argv[i + 1]);
     else {
       fprintf(stderr, "bench_cluster: bad argument '%s'\n", argv[i]);
       return 2;
     }
+  }
+  if (g_lease_ms < 600 || !g_command_timeout_ms) {
+    fprintf(stderr, "bench_cluster: --lease-ms must be at least 600 and "
+            "--command-timeout-ms above 0\n");
+    return 2;
   }
   if (!g_url || !npids) {
     fprintf(stderr, "bench_cluster: --url and --pids are required\n");
@@ -348,6 +405,7 @@ int main(int argc, char **argv) {
     ws[i].stage = calloc((size_t)slots, sizeof(int));
     ws[i].gen = calloc((size_t)slots, sizeof(uint64_t));
     ws[i].busy = calloc((size_t)slots, 1);
+    ws[i].failed = calloc((size_t)slots, 1);
     pthread_create(&ws[i].th, NULL, worker_main, &ws[i]);
   }
   while (atomic_load(&g_ready) < N) sleep_ms(5);
@@ -386,6 +444,7 @@ int main(int argc, char **argv) {
     free(ws[i].stage);
     free(ws[i].gen);
     free(ws[i].busy);
+    free(ws[i].failed);
   }
   double secs = (double)(t1 - t0) / 1000.0;
   long held_open = 0;

@@ -113,7 +113,7 @@ local K_NSESS
 -- The index's cold parts (a table: the main chunk's locals are near
 -- Lua's 200): N buckets, keys (bucket -> key name, this prefix), get,
 -- page, count.
-local IX = {N = 16381, keys = {}}
+local IX = {N = 16381, keys = {}, pfx = {[0] = 0}}
 local K_INST      -- hash: instance id -> '<registered epoch>\t<lease expiry ms>'
 local K_LEASE     -- zset: instance id -> lease expiry (ms), the same
 -- Every write checks its caller's epoch and lease (fenced): format 14 read
@@ -125,10 +125,11 @@ local K_LEASE     -- zset: instance id -> lease expiry (ms), the same
 -- Lua's 200). LS.v: a value of inst -> {epoch, expiry}, parsed once.
 local LS = {v = {[0] = 0}}
 -- Keep c, parsed from string k, in cache m (its count in m[0]): a caller's
--- header (begin), an instance's lease (LS.parse), found by the string
--- after. Started afresh past 256 (instances come and go, leases move).
-function LS.memo(m, k, c)
-  if m[0] >= 256 then
+-- header (begin), an instance's lease (LS.parse), a prefix's key names
+-- (set_prefix), found by the string after. Started afresh past max (256
+-- by default: instances come and go, leases move).
+function LS.memo(m, k, c, max)
+  if m[0] >= (max or 256) then
     clear(m)
     m[0] = 0
   end
@@ -2548,20 +2549,29 @@ end
 
 -- ---- the entry point ----------------------------------------------------------
 
--- The prefix's global keys, computed again only when the prefix changes
--- (instances of several prefixes may share a Redis).
+-- The prefix's global keys and its index's bucket names, made once a
+-- prefix (IX.pfx, up to 16 prefixes: each may name up to IX.N buckets,
+-- ~1 MB of Lua heap): a primary of a cluster serves several shards, each
+-- its own prefix, and their calls alternate; each switch made the 18 names
+-- again and started the bucket names afresh (a string and a table slot an
+-- operation, garbage at the next switch).
 local function set_prefix(p)
   if p == P then return end
   P = p
-  K_SEQ, K_LOG, K_FORMAT = P .. 'seq', P .. 'log', P .. 'format'
-  K_NSESS, K_INST, K_LEASE = P .. 'nsess', P .. 'inst', P .. 'lease'
-  IX.keys = {}
-  IX.recon = P .. 'recon'
-  K_EPOCHS, K_GRACE, K_MSGDUE = P .. 'epochs', P .. 'grace', P .. 'msgdue'
-  K_NPRESENT, K_REAP, K_REAPER = P .. 'npresent', P .. 'reap', P .. 'reaper'
-  K_REAPC = P .. 'reapcur'
-  K_CHANS, K_CGRACE = P .. 'chans', P .. 'cgrace'
-  PU, PC = P .. 'u:{u:', P .. 'c:{c:'
+  local t = IX.pfx[p]
+  if not t then
+    t = LS.memo(IX.pfx, p, {p .. 'seq', p .. 'log', p .. 'format',
+      p .. 'nsess', p .. 'inst', p .. 'lease', {}, p .. 'recon',
+      p .. 'epochs', p .. 'grace', p .. 'msgdue', p .. 'npresent',
+      p .. 'reap', p .. 'reaper', p .. 'reapcur', p .. 'chans', p .. 'cgrace',
+      p .. 'u:{u:', p .. 'c:{c:'}, 16)
+  end
+  K_SEQ, K_LOG, K_FORMAT, K_NSESS, K_INST, K_LEASE =
+    t[1], t[2], t[3], t[4], t[5], t[6]
+  IX.keys, IX.recon = t[7], t[8]
+  K_EPOCHS, K_GRACE, K_MSGDUE, K_NPRESENT, K_REAP, K_REAPER, K_REAPC =
+    t[9], t[10], t[11], t[12], t[13], t[14], t[15]
+  K_CHANS, K_CGRACE, PU, PC = t[16], t[17], t[18], t[19]
 end
 
 -- A call's state: its arguments, Redis's clock (TIME, once), no events yet.

@@ -368,7 +368,19 @@ def count_instructions(res, meas, arm):
     30,000-60,000). Printed beside bench_cluster's two counts, which
     bracket it within 1 % in the native runs of 2026-12-06-0129; under
     callgrind it was up to 2 % above both in the one Redis's runs, whose
-    answers reach the instances a little after the server's span ends."""
+    answers reach the instances a little after the server's span ends.
+
+    That holds while the slots' cycles are spread; on one Redis they move
+    in step (all slots started together, and each call answers a
+    batch of them), so the connects come in rounds of ~6,000 and a 20 s
+    window at 2,000 slots caught whole rounds: 48,000 or 40,000 operations
+    by HSETNX where bench_cluster counted 36,854-47,617, per-op counts of
+    72,000-123,000 for the same code. With one server, the operations are
+    bench_cluster's completions between the first read's answer and the
+    second's (info_ops): the server ran nothing else between them but the
+    answers in transit at either end (a batch a connection). The
+    cluster's three spans differ, and its slots do not move in step
+    (spread over 12 shards): 4 per HSETNX there (both printed)."""
     pids = [pid for _, pid in meas]
     arm.stop.set()
     if arm.is_alive():
@@ -378,7 +390,8 @@ def count_instructions(res, meas, arm):
     res["armed_after_s"], res["armed_at_opened"] = arm.armed
     ins = [window_instructions(pid) for pid in pids]
     lo, hi = res["ops"], max(res.get("commands_ops", 0), res["ops"])
-    ops = 4 * res.get("commands", {}).get("hsetnx", [0, 0])[0]
+    by_hsetnx = 4 * res.get("commands", {}).get("hsetnx", [0, 0])[0]
+    ops = res["info_ops"] if len(pids) == 1 else by_hsetnx
     tot = sum(ins)
     idle = idle_instructions([p for p, _ in meas], pids, IDLE_S)
     cg_instr(pids, False)
@@ -393,7 +406,9 @@ def count_instructions(res, meas, arm):
     res["instructions_spread"] = [x / m - 1 for x in ins] if m else []
     res["hscan_per_op"] = (res.get("commands", {}).get("hscan", [0, 0])[0]
                            / ops if ops else 0)
-    print(f"    instructions: {tot / 1e6:.1f} M / {ops:.0f} ops (4 x HSETNX; "
+    how = ("completions between the INFO answers; 4 x HSETNX "
+           f"{by_hsetnx}" if len(pids) == 1 else "4 x HSETNX")
+    print(f"    instructions: {tot / 1e6:.1f} M / {ops:.0f} ops ({how}; "
           f"bench_cluster's {lo}-{hi}) = "
           f"{res['instructions_per_op']:,.0f} per op"
           + (f"; per server (M) {[round(x / 1e6, 1) for x in ins]}, spread "
@@ -468,8 +483,9 @@ def instructions_summary(runs):
            if x["errors"] or x["hscan_per_op"] > 0.15]
     out["runs_disturbed"] = bad
     if bad:
-        print(f"  runs disturbed by the store's recovery (counts inflated; a "
-              f"busy host: fewer --cg-slots): {', '.join(bad)}")
+        print(f"  runs with errors or index walks (HSCAN above 0.15 an op: "
+              f"the store's recovery, or the orphan sweep's pass over a "
+              f"shard's sparse buckets; counts inflated): {', '.join(bad)}")
     return out
 
 

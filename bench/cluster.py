@@ -370,17 +370,18 @@ def count_instructions(res, meas, arm):
     callgrind it was up to 2 % above both in the one Redis's runs, whose
     answers reach the instances a little after the server's span ends.
 
-    That holds while the slots' cycles are spread; on one Redis they move
-    in step (all slots started together, and each call answers a
-    batch of them), so the connects come in rounds of ~6,000 and a 20 s
-    window at 2,000 slots caught whole rounds: 48,000 or 40,000 operations
-    by HSETNX where bench_cluster counted 36,854-47,617, per-op counts of
-    72,000-123,000 for the same code. With one server, the operations are
-    bench_cluster's completions between the first read's answer and the
-    second's (info_ops): the server ran nothing else between them but the
-    answers in transit at either end (a batch a connection). The
-    cluster's three spans differ, and its slots do not move in step
-    (spread over 12 shards): 4 per HSETNX there (both printed)."""
+    That holds while the slots' cycles are spread. Until 2026-12-06 16:05
+    every slot started with a connect at once, and on one Redis the store's
+    queue kept them in step: rounds of ~6,000 operations of one kind, a
+    round of connects every fourth, so a 20 s window at 2,000 slots caught
+    whole rounds (48,000 or 40,000 operations by HSETNX where bench_cluster
+    counted 36,854-47,617; 72,000-123,000 instructions an operation for
+    the same code). bench_cluster now starts its slots a quarter at a time
+    (start_groups), and with one server the operations are its completions
+    between the first read's answer and the second's (info_ops: the server
+    ran nothing else between them but the answers in transit at either
+    end); 4 x HSETNX is printed beside it (2-10 % apart in the runs of
+    16:05). The cluster's three spans differ: 4 per HSETNX there."""
     pids = [pid for _, pid in meas]
     arm.stop.set()
     if arm.is_alive():

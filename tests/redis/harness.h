@@ -150,6 +150,18 @@ static inline redisReply *srv_cmd(server_t *s, const char *fmt, ...) {
   return r;
 }
 
+/* Calls of a Redis command so far (INFO commandstats), scripts' own
+ * included. */
+static inline long long cmd_calls(server_t *srv, const char *cmd) {
+  redisReply *r = srv_cmd(srv, "INFO commandstats");
+  char key[64];
+  snprintf(key, sizeof key, "cmdstat_%s:calls=", cmd);
+  const char *p = strstr(r->str, key);
+  long long n = p ? atoll(p + strlen(key)) : 0;
+  freeReplyObject(r);
+  return n;
+}
+
 /* The sharded runs of the suites (PRESENCE_TEST_SHARDS=S, see
  * tests/CMakeLists.txt): the store keeps S shards, shard i under
  * "presence:{<tag i>}", each with its own log and instance tables; a user

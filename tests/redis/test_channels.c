@@ -228,13 +228,7 @@ static void a_member_of_many_sessions_lists_them_all(void **state) {
 }
 
 /* Script calls Redis has run so far (INFO commandstats). */
-static long long fcalls(server_t *s) {
-  redisReply *r = srv_cmd(s, "INFO commandstats");
-  const char *p = r && r->str ? strstr(r->str, "cmdstat_fcall:calls=") : NULL;
-  long long n = p ? atoll(p + strlen("cmdstat_fcall:calls=")) : 0;
-  freeReplyObject(r);
-  return n;
-}
+static long long fcalls(server_t *s) { return cmd_calls(s, "fcall"); }
 
 typedef struct many_q {
   mq_t m[40];

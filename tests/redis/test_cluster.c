@@ -553,17 +553,6 @@ static void leave_ends_sessions_at_once(void **state) {
   fx_destroy(f);
 }
 
-/* Calls of a Redis command so far, scripts' own included. */
-static long long cmd_calls(server_t *srv, const char *cmd) {
-  redisReply *r = srv_cmd(srv, "INFO commandstats");
-  char key[64];
-  snprintf(key, sizeof key, "cmdstat_%s:calls=", cmd);
-  const char *p = strstr(r->str, key);
-  long long n = p ? atoll(p + strlen(key)) : 0;
-  freeReplyObject(r);
-  return n;
-}
-
 typedef struct orphan_wait {
   fx_t *f;
   const char *sid;

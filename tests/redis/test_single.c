@@ -366,17 +366,6 @@ static void fresh_start_cleans_stale_state(void **state) {
 }
 
 /* Script calls Redis has run so far (INFO commandstats: FCALL). */
-/* Calls of a Redis command so far, from scripts included. */
-static long long cmd_calls(server_t *srv, const char *cmd) {
-  redisReply *r = srv_cmd(srv, "INFO commandstats");
-  char key[64];
-  snprintf(key, sizeof key, "cmdstat_%s:calls=", cmd);
-  const char *p = strstr(r->str, key);
-  long long n = p ? atoll(p + strlen(key)) : 0;
-  freeReplyObject(r);
-  return n;
-}
-
 static long long evalsha_calls(server_t *s) { return cmd_calls(s, "fcall"); }
 
 /* Writes asked while others are in flight go as one 'batch' call: each

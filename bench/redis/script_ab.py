@@ -3,7 +3,7 @@
 """Two versions of the Redis store's script, A/B, call by call (docs/benchmarks.md).
 
     bench/redis/script_ab.py OLD NEW [--rounds 20] [--memory 20000] [--rows a,b] [--instructions]
-                             [--separate]
+                             [--separate] [--maxlen 100000]
 
 OLD and NEW are presence.lua files or git revisions (`git show REV:src/store/lua/presence.lua`).
 A file that defines presence_main is loaded as a Functions library and run with FCALL, as the
@@ -22,6 +22,9 @@ same as bench_redis's figure. --rows: only these rows (their keys, as in the JSO
 of short names; with new20 the new version is sent each in the 20-byte form a format-11 build
 sends (src/core/uuid.h), the old one the text, as each build does for presenced's own sessions.
 
+--maxlen: the log's length in the calls' header (100,000, the store's default): smaller, the
+rows run with a full log, which a running store always has (its trim in every call's cost).
+
 --instructions: redis-server runs under valgrind's callgrind and each block is costed by the
 instructions it executed (callgrind_control --zero before it, --dump after), not by CPU time:
 a count that does not move with the host's load (the CPU time of a block swings +-40 % on this
@@ -32,6 +35,7 @@ cycles: a cache miss or a stall costs one. Slow (~50x): use a few rounds. Needs 
 import contextlib, json, os, re, shutil, socket, statistics, subprocess, sys, tempfile, time
 
 N = 60  # writes per batch call
+MAXLEN = 100000  # --maxlen
 
 
 def script_text(spec):
@@ -40,11 +44,14 @@ def script_text(spec):
     return subprocess.check_output(['git', 'show', spec + ':src/store/lua/presence.lua'])
 
 
-def header(text, prefix, inst, epoch, maxlen=100000, grace=0, lease=3600000, retention=0):
+def header(text, prefix, inst, epoch, maxlen=None, grace=0, lease=3600000, retention=0):
     """The arguments after the op that script text takes: since 2026-12-06 one header,
     "<epoch> <maxlen> <grace>/<channel grace> <lease> <retention> <instance>\\t<prefix>"
     (presence.lua's begin()), before it seven (prefix, instance, epoch, maxlen, grace,
-    lease, retention). A version of either kind can be measured against the other."""
+    lease, retention). A version of either kind can be measured against the other.
+    maxlen None: MAXLEN (--maxlen)."""
+    if maxlen is None:
+        maxlen = MAXLEN
     if re.search(rb'^local A0 = 3$', text, re.M):
         if isinstance(epoch, bytes):
             epoch = epoch.decode()
@@ -152,6 +159,11 @@ def main():
     separate = instr or '--separate' in args
     if '--separate' in args:
         args.remove('--separate')
+    if '--maxlen' in args:
+        i = args.index('--maxlen')
+        global MAXLEN
+        MAXLEN = int(args[i + 1])
+        del args[i:i + 2]
     if '--rounds' in args:
         i = args.index('--rounds')
         rounds = int(args[i + 1])

@@ -81,7 +81,7 @@ before the window). On a busy host (2026-12-06-1321, other tests
 running) every cluster run at 300 slots was so disturbed, 10-25 % more
 an operation: the count does not move with the host only while the
 store keeps its connections, which the raised timeout and lease see to
-since 2026-12-06 15:30.
+since c930238 (2026-12-06).
 Four modes twice, at --duration-ms 20000, take ~6 minutes. A mode's
 count moves 0.3-5 % from one repeat to the next, nearly all of it inside
 the script: Lua's garbage collector (its steps, 4.5-6.3 thousand

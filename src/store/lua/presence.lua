@@ -2176,24 +2176,29 @@ OPS.reconcile = function()
   end
   local kv, nxt = IX.page(cur, lim, 256)
   local live = {}
+  local function alive(i)
+    local v = live[i]
+    if v == nil then
+      v = lease_live(i) or false
+      live[i] = v
+    end
+    return v
+  end
   for k = 1, #kv, 2 do
     local sid = kv[k]
     local u, o = sidx_parse(kv[k + 1])
-    local ok = o and live[o]
-    if o and ok == nil then
-      ok = lease_live(o) or false
-      live[o] = ok
-    end
-    if not ok then
+    if not (o and alive(o)) then
       local U, rec = uget(u, sid)
       if not rec then
         ix_del(sid)
       else
+        -- Its owner dead and no reaper's claim on it running: orphaned.
         local rr = rec_parse(rec)
-        local claim = redis.call('ZSCORE', K_REAP, rr.iid)
-        local claimed = claim and tonumber(claim) >= now
-        if not lease_live(rr.iid) and not claimed then
-          remove_session(sid, u, R_LOST, rr, U)
+        if not alive(rr.iid) then
+          local claim = redis.call('ZSCORE', K_REAP, rr.iid)
+          if not (claim and tonumber(claim) >= now) then
+            remove_session(sid, u, R_LOST, rr, U)
+          end
         end
       end
     end

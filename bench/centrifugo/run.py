@@ -30,6 +30,12 @@ Both sides use channels, the same names and the same steps (presenced's
                         (an ack, no member list)       list)
   join/leave with       the same, each join answered   (none: its subscribe
   snapshots             by the channel's members       has no list)
+  session alone         connect, close (no join): the  connect, close (no
+  (Redis)               session and its user, kept in  subscribe): nothing in
+                        Redis; subtracted from the     Redis; subtracted
+                        join/leave cycle, half of the  alike: the row "CPU us
+                        rest is a join's or a leave's  per join/leave, the
+                        own                            sessions apart"
   join to member        1,000 members in pr:u1000;     the same with subscribe
                         u1000 connects and joins:      and join pushes
                         delay to each member's
@@ -330,21 +336,44 @@ def row_idle(build, mk, redis):
         srv.stop()
 
 
-def row_churn(build, srv, redis, snapshot=False):
+def row_churn(build, srv, redis, snapshot=False, session_only=False):
     """Join/leave throughput: connect, subscribe, close, by CHURN_SLOTS
     clients for DURATION_S; with Redis, redis-server's CPU per cycle.
     presenced's joins ask for no member list ("snapshot": false), as a
     Centrifugo subscribe answers none; snapshot=True: the default join,
-    answered by the channel's members (presenced only: "churn_snap")."""
+    answered by the channel's members (presenced only: "churn_snap").
+    session_only=True: connect and close, nothing joined or subscribed
+    ("churn_session"): what the session itself costs Redis per cycle."""
     c0 = redis.cpu_s() if redis else 0
     kw = {} if snapshot or srv.kind == "centrifugo" else {"snapshot": 0}
+    if session_only:
+        kw = {"session_only": 1}
     r = run_load(build, srv, "churn", conns=CHURN_SLOTS,
                  duration_s=DURATION_S, max_s=DURATION_S + 30, **kw)
     if redis and r.get("cycles"):
-        # a cycle is one join and one leave: two presence operations
-        r["redis_cpu_us_per_presence_op"] = (redis.cpu_s() - c0) * 1e6 / (
-            2 * r["cycles"])
+        cpu_us = (redis.cpu_s() - c0) * 1e6
+        if session_only:
+            r["redis_cpu_us_per_cycle"] = cpu_us / r["cycles"]
+        else:
+            # a cycle is one join and one leave: two presence operations
+            r["redis_cpu_us_per_presence_op"] = cpu_us / (2 * r["cycles"])
     return r
+
+
+def sessions_apart(out):
+    """Each round's join/leave CPU with that round's session-alone cycle
+    taken off (half of it a join or a leave): a join's and a leave's own
+    Redis CPU. presenced keeps each session and its user in Redis (the
+    connect and the close are writes there); Centrifugo's connect and close
+    write nothing there, so its figure barely moves. The two runs of a
+    round were neighbours in time."""
+    for kind in ("presenced", "centrifugo"):
+        for x, b in zip(out["churn"][kind], out["churn_session"][kind]):
+            op = x.get("redis_cpu_us_per_presence_op")
+            cyc = b.get("redis_cpu_us_per_cycle")
+            if op is not None and cyc is not None:
+                x["redis_cpu_us_per_presence_op_sessions_apart"] = \
+                    op - cyc / 2
 
 
 def row_fanout(build, srv):
@@ -410,7 +439,8 @@ def variant(build, exe, store, rounds):
     """Every row, interleaved by round, on one store (memory or redis)."""
     redis = Redis() if store == "redis" else None
     out = {k: {"presenced": [], "centrifugo": []}
-           for k in ("idle", "churn", "churn_snap", "fanout", "list")}
+           for k in ("idle", "churn", "churn_snap", "churn_session", "fanout",
+                     "list")}
     mks = {"presenced": lambda: presenced(build, redis),
            "centrifugo": lambda: Centrifugo(exe, redis).start()}
     order = lambda r: ("presenced", "centrifugo") if r % 2 == 0 else (
@@ -459,6 +489,18 @@ def variant(build, exe, store, rounds):
                             f" (load {x['loadavg'][0]:.1f})")
                 finally:
                     srv.stop()
+            for kind in order(r) if redis else ():
+                redis.cmd("FLUSHALL")
+                srv = mks[kind]()
+                try:
+                    x = row_churn(build, srv, redis, session_only=True)
+                    out["churn_session"][kind].append(x)
+                    note(f"{store} session alone {kind} #{r+1}", x,
+                         ("cycles_per_s", "cycles/s"),
+                         ("redis_cpu_us_per_cycle",
+                          "us Redis CPU per connect and close"))
+                finally:
+                    srv.stop()
             if store == "memory":
                 for kind in order(r):
                     x = row_list(build, mks[kind])
@@ -469,6 +511,8 @@ def variant(build, exe, store, rounds):
     finally:
         if redis:
             redis.stop()
+    if redis:
+        sessions_apart(out)
     return out
 
 
@@ -498,6 +542,13 @@ ROWS = [
      "higher"),
     ("redis", "churn", "redis_cpu_us_per_presence_op", "Redis: CPU us per join/leave "
      "(redis-server)", "lower"),
+    # the same with each side's session-alone cycle (connect, close) taken
+    # off: the joins' and leaves' own work; presenced's sessions and users,
+    # which Centrifugo does not keep in Redis, apart (sessions_apart)
+    ("redis", "churn", "redis_cpu_us_per_presence_op_sessions_apart",
+     "Redis: CPU us per join/leave, the sessions apart", "lower"),
+    ("redis", "churn_session", "redis_cpu_us_per_cycle", "Redis: CPU us per "
+     "session alone (connect, close)", "lower"),
     # presenced alone: each join answered by the channel's members
     ("memory", "churn_snap", "cycles_per_s", "cycles/s, with snapshots "
      "(presenced only)", "higher"),

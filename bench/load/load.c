@@ -24,7 +24,11 @@
  *              connect rate, handshake times and the daemon's RSS growth per
  *              connection (VmRSS of --pid before and after).
  *   churn      --conns slots, each connects, subscribes, closes, reconnects,
- *              for --duration-s: cycles per second.
+ *              for --duration-s: cycles per second. --session-only 1: each
+ *              connects and closes, no subscription and no join (on either
+ *              server): what a session costs without its channels, so that
+ *              bench/centrifugo/run.py can tell a join's Redis CPU from the
+ *              session's, which only presenced keeps in Redis.
  *   flip       --conns sessions each keeping --window status changes in
  *              flight for --duration-s: changes per second end to end.
  *              --batch 1: the flips that one read's completions owe a
@@ -165,6 +169,7 @@ static struct {
   const char *ns; /* --channel-ns: Centrifugo namespace of the channels */
   int chan;       /* --channels 1: presenced joins channels instead */
   int snapshot;   /* --snapshot 0: joins ask for no member list (an ack) */
+  int session_only; /* --session-only 1: ready at the welcome, nothing sent */
   uint32_t nstorm; /* connections the storm opens (fanout: all but the joiner) */
   int pid;
   const char *secret;
@@ -729,6 +734,10 @@ static void on_cf_line(conn_t *c, const uint8_t *p, size_t n) {
     return;
   }
   if (c->state == CS_WELCOME && n > 8 && !memcmp(p, "{\"id\":1,", 8)) {
+    if (g.session_only) {
+      conn_ready(c);
+      return;
+    }
     /* connected: the subscriptions presenced's session stands for */
     char msg[256];
     if (g.watch >= 0 || !g.subscribe) {
@@ -795,6 +804,11 @@ static void on_text(conn_t *c, const uint8_t *p, size_t n) {
       return;
     }
     completion((uint32_t)strtoul(u + 12, NULL, 10));
+    return;
+  }
+  if (c->state == CS_WELCOME && g.session_only &&
+      find(p, n, "\"type\":\"welcome\"")) {
+    conn_ready(c);
     return;
   }
   if (c->state == CS_WELCOME && g.chan &&
@@ -1553,7 +1567,7 @@ static void usage(void) {
           "idle|churn|flip|latency|reconnect|fanout|channel\n"
           "  [--target 127.0.0.1:7070] [--mode presenced|echo|centrifugo]\n"
           "  [--watch K] [--one-user 0|1] [--channel-ns NS] [--channels 0|1]\n"
-          "  [--snapshot 0|1]\n"
+          "  [--snapshot 0|1] [--session-only 0|1]\n"
           "  [--conns N] [--sources K] [--concurrency C] [--secret S]\n"
           "  [--duration-s T] [--warm-s W] [--hold-s H] [--window W] [--batch 0|1]\n"
           "  [--rate R] [--subscribe 0|1] [--pid PID] [--store-pid PID]\n"
@@ -1671,6 +1685,8 @@ int main(int argc, char **argv) {
       g.ns = v;
     } else if (!strcmp(a, "--snapshot")) {
       g.snapshot = atoi(v);
+    } else if (!strcmp(a, "--session-only")) {
+      g.session_only = atoi(v);
     } else if (!strcmp(a, "--channels")) {
       g.chan = atoi(v);
     } else if (!strcmp(a, "--pid")) {

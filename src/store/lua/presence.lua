@@ -1400,13 +1400,22 @@ local function remove_session(sid, u, reason, r, U)
   return true
 end
 
--- U: the user's record, read by the caller with the session's.
-local function set_status(sid, u, r, st, reason, U)
-  local from = r.st
-  r.st = st
-  r.reason = reason
-  r.since = now
-  local dev = dev_of(r.m)
+-- U: the user's record, read by the caller with the session's, rec; o:
+-- where the record's owner ends (its NUL). The record changes in place:
+-- its status, reason and since (REC_FMT's first 14 bytes) are made again
+-- and the rest kept as read, its channels and device read where they lie
+-- (after the owner, the 6-byte epoch; then the channels up to their NUL,
+-- then the meta), with no table and no call more than needed: rec_parse's
+-- table, rec_make's pack and their calls were 3,000-4,500 of a status
+-- change's ~80,000 instructions (script_ab.py's status_op: 0.94-0.96x).
+local function set_status(sid, u, rec, o, st, reason, U)
+  local from = string.byte(rec, 1)
+  local a = o + 7
+  local e = string.find(rec, '\0', a, true)
+  local dev = DEV_DEFAULT
+  if string.byte(rec, e + 1) == 64 then
+    dev = dev_of(string.sub(rec, e + 1))
+  end
   local d1 = (st == ON) and 1 or -1
   U.on = U.on + d1
   local df, dt, to = dev_step(U, dev, 0, d1)
@@ -1416,8 +1425,11 @@ local function set_status(sid, u, r, st, reason, U)
   uemit(U, EV_STATUS, reason, sid, u, nil, from, st, U.av, dev, df, dt,
         to ~= U.st)
   transition(u, U, to, reason, sid, dev, df, dt)
-  uput(u, U, sid, rec_make(r))
-  chan_session_status(sid, u, r.ch, from, st, reason)
+  uput(u, U, sid, struct.pack('<BB', st, reason) .. string.sub(rec, 3, 8) ..
+       struct.pack('<I6', now) .. string.sub(rec, 15))
+  if e > a then
+    chan_session_status(sid, u, string.sub(rec, a, e - 1), from, st, reason)
+  end
 end
 
 -- A session of instance i's, from its index entry (sid, value v): its user
@@ -1504,9 +1516,12 @@ local function w_status(b)
   local reason = NUMOF[ARGV[b + 3]] or tonumber(ARGV[b + 3])
   local U, rec = uget(u, sid)
   if not rec then return E_NOSESSION end
-  local r = rec_parse(rec)
-  if r.iid ~= iid then return E_NOSESSION end
-  if r.st ~= st then set_status(sid, u, r, st, reason, U) end
+  -- The owner read in place (REC_FMT: from byte 15 to its NUL at o).
+  local o = string.find(rec, '\0', 15, true)
+  if string.sub(rec, 15, o - 1) ~= iid then return E_NOSESSION end
+  if string.byte(rec, 1) ~= st then
+    set_status(sid, u, rec, o, st, reason, U)
+  end
   return 0
 end
 
@@ -1850,7 +1865,9 @@ OPS.assert = function()
       r.epoch = epoch_n
       if not indexed then ix_set(sid, sidx_val(u, iid)) end
       if r.st ~= st then
-        set_status(sid, u, r, st, R_RESYNC, U)
+        local nr = rec_make(r)
+        set_status(sid, u, nr, string.find(nr, '\0', 15, true), st, R_RESYNC,
+                   U)
       else
         redis.call('HSET', k_user(u), sid, rec_make(r))
       end

@@ -1349,27 +1349,31 @@ end
 
 -- Remove one session and whatever user transition follows. A kick, a
 -- shutdown or a lost instance is final; anything else waits out the grace.
--- r, U: the parsed session record and the user's, when the caller already
--- read them.
-local function remove_session(sid, u, reason, r, U)
-  if not r then
-    local rec
+-- rec, U: the session's record as stored and the user's, when the caller
+-- already read them. The record's status, channels and device are read
+-- where they lie (as set_status does: no table for it).
+local function remove_session(sid, u, reason, rec, U)
+  if not rec then
     U, rec = uget(u, sid)
     if not rec then return false end
-    r = rec_parse(rec)
   end
   U = U or uget(u)
   -- The user's availability, for its channel events (avail_of), is in
   -- the record just read.
   if avail_memo[u] == nil then avail_memo[u] = U.av end
   ix_del(sid)
-  local dev = dev_of(r.m)
-  local on1 = (r.st == ON) and 1 or 0
+  local st = string.byte(rec, 1)
+  local ch, _, e = CH.sc_of(rec)
+  local dev = DEV_DEFAULT
+  if string.byte(rec, e + 1) == 64 then
+    dev = dev_of(string.sub(rec, e + 1))
+  end
+  local on1 = (st == ON) and 1 or 0
   U.n = U.n - 1
   U.on = U.on - on1
   local _, dt, to = dev_step(U, dev, -1, -on1)
   local df = dt
-  if r.st == ON then df = ON elseif df == OFF then df = r.st end
+  if st == ON then df = ON elseif df == OFF then df = st end
   U.ls = now
   if on1 == 1 then U.la = now end
   local graceful = reason ~= R_KICKED and reason ~= R_LOST and
@@ -1383,7 +1387,7 @@ local function remove_session(sid, u, reason, r, U)
     dt = df
     U.gd = dev
   end
-  uemit(U, EV_DISC, reason, sid, u, nil, r.st, OFF, U.av, dev, df, dt,
+  uemit(U, EV_DISC, reason, sid, u, nil, st, OFF, U.av, dev, df, dt,
         not in_grace and to ~= U.st)
   if in_grace then
     U.g = 1
@@ -1395,7 +1399,7 @@ local function remove_session(sid, u, reason, r, U)
   uput(u, U)
   -- The session's field goes with the channels it was the last of.
   redis.call('HDEL', k_user(u),
-             unpack(chan_session_end(sid, u, r.ch, reason, r.st == ON,
+             unpack(chan_session_end(sid, u, ch, reason, st == ON,
                                      graceful)))
   return true
 end
@@ -1433,9 +1437,10 @@ local function set_status(sid, u, rec, o, st, reason, U)
 end
 
 -- A session of instance i's, from its index entry (sid, value v): its user
--- and both records. nil when the entry names another owner (nothing read),
--- when the session is gone (the stale entry goes) or when its record names
--- another owner (the entry is corrected to it).
+-- and both records (the session's parsed, and as stored). nil when the
+-- entry names another owner (nothing read), when the session is gone (the
+-- stale entry goes) or when its record names another owner (the entry is
+-- corrected to it).
 local function owned_session(sid, v, i)
   local u, o = sidx_parse(v)
   if o ~= i then return nil end
@@ -1449,7 +1454,7 @@ local function owned_session(sid, v, i)
     ix_set(sid, sidx_val(u, rr.iid))
     return nil
   end
-  return u, U, rr
+  return u, U, rr, rec
 end
 
 local function lease_live(i)
@@ -1504,9 +1509,11 @@ local function w_end(b)
   local reason = NUMOF[ARGV[b + 2]] or tonumber(ARGV[b + 2])
   local U, rec = uget(u, sid)
   if not rec then return E_NOSESSION end
-  local r = rec_parse(rec)
-  if r.iid ~= iid then return E_NOSESSION end
-  remove_session(sid, u, reason, r, U)
+  -- The owner read in place (REC_FMT: from byte 15 to its NUL).
+  if string.sub(rec, 15, string.find(rec, '\0', 15, true) - 1) ~= iid then
+    return E_NOSESSION
+  end
+  remove_session(sid, u, reason, rec, U)
   return 0
 end
 
@@ -1956,9 +1963,9 @@ OPS.sweep = function()
     local kv, nxt = IX.page(cur, lim, 256)
     for k = 1, #kv, 2 do
       if owned_by(kv[k + 1], tail) then
-        local u, U, rr = owned_session(kv[k], kv[k + 1], iid)
+        local u, U, rr, rec = owned_session(kv[k], kv[k + 1], iid)
         if rr and rr.epoch ~= epoch_n then
-          remove_session(kv[k], u, reason, rr, U)
+          remove_session(kv[k], u, reason, rec, U)
         end
       end
     end
@@ -2118,9 +2125,9 @@ OPS.reap = function()
           cut = true
           break
         end
-        local u, U, rr = owned_session(sid, v, dead)
+        local u, U, rr, rec = owned_session(sid, v, dead)
         if rr and rr.epoch <= de then
-          remove_session(sid, u, R_LOST, rr, U)
+          remove_session(sid, u, R_LOST, rec, U)
           ids[#ids + 1] = sid
         end
       end
@@ -2214,7 +2221,7 @@ OPS.reconcile = function()
         if not alive(rr.iid) then
           local claim = redis.call('ZSCORE', K_REAP, rr.iid)
           if not (claim and tonumber(claim) >= now) then
-            remove_session(sid, u, R_LOST, rr, U)
+            remove_session(sid, u, R_LOST, rec, U)
           end
         end
       end

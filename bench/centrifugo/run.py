@@ -489,18 +489,19 @@ def variant(build, exe, store, rounds):
                             f" (load {x['loadavg'][0]:.1f})")
                 finally:
                     srv.stop()
-            for kind in order(r) if redis else ():
-                redis.cmd("FLUSHALL")
-                srv = mks[kind]()
-                try:
-                    x = row_churn(build, srv, redis, session_only=True)
-                    out["churn_session"][kind].append(x)
-                    note(f"{store} session alone {kind} #{r+1}", x,
-                         ("cycles_per_s", "cycles/s"),
-                         ("redis_cpu_us_per_cycle",
-                          "us Redis CPU per connect and close"))
-                finally:
-                    srv.stop()
+            if redis:  # the session alone: a Redis figure
+                for kind in order(r):
+                    redis.cmd("FLUSHALL")
+                    srv = mks[kind]()
+                    try:
+                        x = row_churn(build, srv, redis, session_only=True)
+                        out["churn_session"][kind].append(x)
+                        note(f"{store} session alone {kind} #{r+1}", x,
+                             ("cycles_per_s", "cycles/s"),
+                             ("redis_cpu_us_per_cycle",
+                              "us Redis CPU per connect and close"))
+                    finally:
+                        srv.stop()
             if store == "memory":
                 for kind in order(r):
                     x = row_list(build, mks[kind])

@@ -60,4 +60,32 @@ static inline int buf_failed(const buf_t *b) {
   return b->failed;
 }
 
+/*
+ * Writing into a reserved region, for the frames written on every
+ * transition (json_frame_presence_change): buf_reserve(b, most) once, then
+ * p = buf_end(b), the wr_* writers below advance p with no check of their
+ * own, and buf_commit(b, p). Piece by piece, each append checks the room,
+ * measures its string and terminates the buffer: a watcher's change frame
+ * cost ~2,400 instructions that way, a third of a status change's.
+ */
+static inline char *buf_end(buf_t *b) {
+  return b->data + b->len;
+}
+static inline void buf_commit(buf_t *b, char *p) {
+  b->len = (size_t)(p - b->data);
+  *p = '\0';
+}
+/* A string literal (its length known when compiled). */
+#define WR_LIT(p, lit)                                                         \
+  (memcpy((p), (lit), sizeof(lit) - 1), (p) + sizeof(lit) - 1)
+static inline char *wr_mem(char *p, const char *s, size_t n) {
+  memcpy(p, s, n);
+  return p + n;
+}
+#define WR_U64_MAX 20 /* the most wr_u64 writes (wr_i64: one more) */
+char *wr_u64(char *p, uint64_t v);
+char *wr_i64(char *p, int64_t v);
+/* s[0..n) as a JSON string, quotes included: at most 6 * n + 2 bytes. */
+char *wr_json_strn(char *p, const char *s, size_t n);
+
 #endif

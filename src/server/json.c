@@ -5,6 +5,8 @@
 #include "server/json.h"
 
 #include <assert.h>
+#include <pthread.h>
+#include <stdio.h>
 
 static void put_name(buf_t *b, const char *key, const char *name) {
   buf_puts(b, ",\"");
@@ -275,52 +277,130 @@ void json_event(buf_t *b, const presence_event_t *ev) {
   buf_putc(b, '}');
 }
 
+/*
+ * ,"key":"name" for each key json_user_change writes and each name it can
+ * have, made once: each is then one copy of a fixed size (a few vector
+ * moves) with no strlen, where a piece at a time measured and copied key
+ * and name. The copy writes the whole FRAG_SIZE; the region reserved
+ * leaves room for that (FRAG_SIZE a fragment).
+ */
+#define FRAG_SIZE 48
+typedef struct frag {
+  char s[FRAG_SIZE - 1];
+  uint8_t n;
+} frag_t;
+_Static_assert(sizeof(frag_t) == FRAG_SIZE, "a fragment is one fixed copy");
+
+enum {
+  ST_N = 4,
+  AV_N = PRESENCE_AVAIL_COUNT_ + 1,
+  RE_N = PRESENCE_REASON_COUNT_ + 1
+};
+static struct frags {
+  frag_t status[ST_N], from[ST_N], device_status[ST_N], availability[AV_N],
+      reason[RE_N];
+} frags;
+static pthread_once_t frags_once = PTHREAD_ONCE_INIT;
+
+static void frag_make(frag_t *f, const char *key, const char *name) {
+  int n = snprintf(f->s, sizeof f->s, ",\"%s\":\"%s\"", key, name);
+  /* Every name fits (test_srv_json checks them); a longer one would be
+   * cut, never overflow. */
+  f->n = (uint8_t)(n < (int)sizeof f->s ? n : (int)sizeof f->s - 1);
+}
+
+static void frags_make(void) {
+  for (int i = 0; i < ST_N; i++) {
+    const char *name = presence_status_name((presence_status_t)i);
+    frag_make(&frags.status[i], "status", name);
+    frag_make(&frags.from[i], "from", name);
+    frag_make(&frags.device_status[i], "device_status", name);
+  }
+  for (int i = 0; i < AV_N; i++)
+    frag_make(&frags.availability[i], "availability",
+              presence_availability_name((presence_availability_t)i));
+  for (int i = 0; i < RE_N; i++)
+    frag_make(&frags.reason[i], "reason",
+              presence_reason_name((presence_reason_t)i));
+}
+
+/* Out-of-range values take the last entry, the names' "unknown". */
+static char *wr_frag(char *p, const frag_t *tab, unsigned n, unsigned i) {
+  const frag_t *f = &tab[i < n ? i : n - 1];
+  memcpy(p, f, sizeof *f); /* its length byte too: past the end, unused */
+  return p + f->n;
+}
+#define WR_FRAG(p, tab, i)                                                     \
+  wr_frag((p), frags.tab, sizeof frags.tab / sizeof frags.tab[0],             \
+          (unsigned)(i))
+
 void json_user_change(buf_t *b, const presence_event_t *ev) {
   /* Masked: what a watcher sees (docs/protocol.md 1.5). The caller sends
-   * it only when presence_event_watcher_visible(ev). */
+   * it only when presence_event_watcher_visible(ev). Written on every
+   * visible transition to every watcher's frame: into one region reserved
+   * for all of it but the message (buf.h, "Writing into a reserved
+   * region"). */
   int is_user = ev->type == PRESENCE_EV_USER_ONLINE ||
                 ev->type == PRESENCE_EV_USER_IDLE ||
                 ev->type == PRESENCE_EV_USER_OFFLINE ||
                 ev->type == PRESENCE_EV_USER_AVAILABILITY;
   int is_message = ev->type == PRESENCE_EV_USER_MESSAGE;
-  buf_puts(b, "{\"user_id\":");
-  buf_put_json_str(b, ev->user_id);
-  put_name(b, "change", is_user ? "status" : is_message ? "message" : "device");
+  const char *device = is_message ? NULL : ev->device;
+  size_t id_n = strlen(ev->user_id), dev_n = device ? strlen(device) : 0;
+  /* The literals (~100 bytes), five fragments, four numbers, the id
+   * escaped, the device. */
+  enum { FIXED = 128 + 5 * FRAG_SIZE + 4 * (WR_U64_MAX + 1) };
+  pthread_once(&frags_once, frags_make);
+  if (buf_reserve(b, FIXED + 6 * id_n + dev_n) != 0) return;
+  char *p = buf_end(b);
+  p = WR_LIT(p, "{\"user_id\":");
+  p = wr_json_strn(p, ev->user_id, id_n);
+  if (is_user) p = WR_LIT(p, ",\"change\":\"status\"");
+  else if (is_message) p = WR_LIT(p, ",\"change\":\"message\"");
+  else p = WR_LIT(p, ",\"change\":\"device\"");
   if (is_user || is_message) {
     presence_status_t to = presence_shown_status(ev->availability_to, ev->to);
-    put_name(b, "status", presence_status_name(to));
+    p = WR_FRAG(p, status, to);
   }
-  put_name(b, "availability",
-           presence_availability_name(presence_shown_availability(
-               ev->availability_to, is_user || is_message ? ev->to
-                                                          : PRESENCE_ONLINE)));
+  p = WR_FRAG(p, availability,
+              presence_shown_availability(ev->availability_to,
+                                          is_user || is_message
+                                              ? ev->to
+                                              : PRESENCE_ONLINE));
   if (is_user) {
     /* A store that does not report last_seen (0): the user was seen at the
      * transition itself. */
     int64_t last_seen = ev->last_seen_ms ? ev->last_seen_ms : ev->ts_ms;
-    put_name(b, "from", presence_status_name(presence_shown_status(
-                            ev->availability_from, ev->from)));
-    buf_puts(b, ",\"since\":");
-    buf_put_i64(b, ev->ts_ms);
-    buf_puts(b, ",\"last_seen\":");
-    buf_put_i64(b, last_seen);
+    p = WR_FRAG(p, from,
+                presence_shown_status(ev->availability_from, ev->from));
+    p = WR_LIT(p, ",\"since\":");
+    p = wr_i64(p, ev->ts_ms);
+    p = WR_LIT(p, ",\"last_seen\":");
+    p = wr_i64(p, last_seen);
   }
   if (is_message) {
-    buf_puts(b, ",\"message\":");
+    /* Of any length: through the buffer's own appends, then a region
+     * again for the rest. */
+    p = WR_LIT(p, ",\"message\":");
+    buf_commit(b, p);
     put_message(b, ev->message, ev->emoji, ev->message_expires_ms, 0);
+    if (buf_reserve(b, FIXED) != 0) return;
+    p = buf_end(b);
   }
-  if (!is_message && ev->device) {
-    put_name(b, "device", ev->device);
-    put_name(b, "device_status",
-             presence_status_name(presence_shown_status(ev->availability_to,
-                                                        ev->device_to)));
+  if (device) {
+    p = WR_LIT(p, ",\"device\":\"");
+    p = wr_mem(p, device, dev_n);
+    *p++ = '"';
+    p = WR_FRAG(p, device_status,
+                presence_shown_status(ev->availability_to, ev->device_to));
   }
-  put_name(b, "reason", presence_reason_name(ev->reason));
-  buf_puts(b, ",\"version\":");
-  buf_put_u64(b, ev->shown_version);
-  buf_puts(b, ",\"seq\":");
-  buf_put_u64(b, ev->seq);
-  buf_putc(b, '}');
+  p = WR_FRAG(p, reason, ev->reason);
+  p = WR_LIT(p, ",\"version\":");
+  p = wr_u64(p, ev->shown_version);
+  p = WR_LIT(p, ",\"seq\":");
+  p = wr_u64(p, ev->seq);
+  *p++ = '}';
+  buf_commit(b, p);
 }
 
 /* ---- WebSocket frames -------------------------------------------------- */

@@ -82,9 +82,8 @@ void buf_printf(buf_t *b, const char *fmt, ...) {
   b->len += (size_t)n;
 }
 
-/* Two digits a step (the division by 100 is a multiplication), written in
- * place once the count of digits is known: half the steps of a digit at a
- * time into a temporary, and no copy after. */
+/* Two digits a step, written in place once the count of digits is known:
+ * half the steps of a digit at a time into a temporary, and no copy after. */
 static const char digits2[] = "00010203040506070809"
                               "10111213141516171819"
                               "20212223242526272829"
@@ -111,16 +110,27 @@ char *wr_u64(char *p, uint64_t v) {
   size_t n = t + (v >= pow10[t]);
   if (!n) n = 1;
   char *q = p + n;
-  while (v >= 100) {
-    unsigned r = (unsigned)(v % 100);
-    v /= 100;
-    q -= 2;
-    memcpy(q, digits2 + 2 * r, 2);
+  /* Eight digits at a time in 32 bits (a 64-bit division by 100 is a
+   * 128-bit multiplication; a 32-bit one is cheaper), then two by two. */
+  while (v >= 100000000u) {
+    uint32_t lo = (uint32_t)(v % 100000000u);
+    v /= 100000000u;
+    for (int i = 0; i < 4; i++) {
+      q -= 2;
+      memcpy(q, digits2 + 2 * (lo % 100), 2);
+      lo /= 100;
+    }
   }
-  if (v >= 10) {
-    memcpy(q - 2, digits2 + 2 * v, 2);
+  uint32_t w = (uint32_t)v;
+  while (w >= 100) {
+    q -= 2;
+    memcpy(q, digits2 + 2 * (w % 100), 2);
+    w /= 100;
+  }
+  if (w >= 10) {
+    memcpy(q - 2, digits2 + 2 * w, 2);
   } else {
-    q[-1] = (char)('0' + v);
+    q[-1] = (char)('0' + w);
   }
   return p + n;
 }

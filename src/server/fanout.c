@@ -21,13 +21,25 @@
 #include <string.h>
 
 static void dispatch(srv_t *s, const presence_event_t *ev, int local) {
-  uint64_t bit = FANOUT_TYPE(ev->type);
-  for (size_t i = 0; i < s->nsinks; i++) {
-    const fanout_sink_t *k = &s->sinks[i];
-    if (!k->on_event || (int)k->local != local) continue;
-    if (k->types && !(k->types & bit)) continue;
+  if ((unsigned)ev->type >= PRESENCE_EV_COUNT_) return;
+  for (const uint8_t *r = s->routes[local][ev->type]; *r; r++) {
+    const fanout_sink_t *k = &s->sinks[*r - 1];
     k->on_event(s, ev, k->ud);
   }
+}
+
+static void routes_make(srv_t *s) {
+  for (int local = 0; local < 2; local++)
+    for (unsigned t = 0; t < PRESENCE_EV_COUNT_; t++) {
+      uint8_t *r = s->routes[local][t];
+      for (size_t i = 0; i < s->nsinks; i++) {
+        const fanout_sink_t *k = &s->sinks[i];
+        if (!k->on_event || (int)k->local != local) continue;
+        if (k->types && !(k->types & FANOUT_TYPE(t))) continue;
+        *r++ = (uint8_t)(i + 1);
+      }
+      *r = 0;
+    }
 }
 
 /* Every event of the cluster (with the embedded store: of this instance). */
@@ -44,19 +56,22 @@ static void on_local(presence_t *p, const presence_event_t *ev, void *ud) {
 
 int fanout_sink_add(srv_t *s, const fanout_sink_t *sink) {
   assert(sink && sink->on_event);
-  for (size_t i = 0; i < s->nsinks; i++)
-    if (!s->sinks[i].on_event) { /* a removed sink's slot */
-      s->sinks[i] = *sink;
-      return (int)i;
-    }
-  if (s->nsinks == FANOUT_MAX_SINKS) return -1;
-  s->sinks[s->nsinks] = *sink;
-  return (int)s->nsinks++;
+  int id = -1;
+  for (size_t i = 0; i < s->nsinks && id < 0; i++)
+    if (!s->sinks[i].on_event) id = (int)i; /* a removed sink's slot */
+  if (id < 0) {
+    if (s->nsinks == FANOUT_MAX_SINKS) return -1;
+    id = (int)s->nsinks++;
+  }
+  s->sinks[id] = *sink;
+  routes_make(s);
+  return id;
 }
 
 void fanout_sink_remove(srv_t *s, int id) {
   if (id < 0 || (size_t)id >= s->nsinks) return;
   memset(&s->sinks[id], 0, sizeof s->sinks[id]);
+  routes_make(s);
 }
 
 int fanout_init(srv_t *s) {

@@ -176,6 +176,10 @@ struct srv {
 #define FANOUT_MAX_SINKS 16
   fanout_sink_t sinks[FANOUT_MAX_SINKS]; /* fanout.c, in dispatch order */
   size_t nsinks;
+  /* fanout.c: per (local, event type) the sinks that want it, as indexes
+   * + 1 in dispatch order, 0-terminated; made again at each add and remove
+   * (an event walks its own sinks, not every sink's tests). */
+  uint8_t routes[2][PRESENCE_EV_COUNT_][FANOUT_MAX_SINKS + 1];
 
   /* The Redis store (owned by p), or NULL with the embedded store. */
   struct presence_store *rstore;

@@ -49,6 +49,13 @@ REPEATS = int(os.environ.get("BENCH_REPEATS", "3"))
 # which makes more syscalls than presenced and flatters it: flips 1.04
 # against it, 0.70-0.73 against the coalescing echo on the same host).
 ECHO_COALESCE = True
+# Whether bench/echo answers with frames of presenced's sizes (--same-frames:
+# a status change with a frame the size of the watcher's `presence` change,
+# ~270 bytes, a subscribe with one the size of the snapshot; the default
+# since 2026-12-06 21:40), or echoes what it got (--echo-own-frames: the
+# ~35-byte status frame back, ~7.7x fewer bytes a change than presenced
+# sends, the baseline the figures before were measured against).
+ECHO_SAME_FRAMES = True
 # Whether the load generator sends the flips one read of completions owes in
 # one write (presence_load --batch 1, the default since 2026-12-04 19:30),
 # or one write per flip (--loadgen-per-flip, the method of the figures
@@ -180,7 +187,8 @@ class Server:
         if self.kind == "echo":
             return [f"{self.build}/bench/presence_echo", "--listen",
                     f"127.0.0.1:{self.port}"] + (
-                        ["--coalesce"] if ECHO_COALESCE else [])
+                        ["--coalesce"] if ECHO_COALESCE else []) + (
+                        ["--same-frames"] if ECHO_SAME_FRAMES else [])
         return [f"{self.build}/presenced", "--listen", f"127.0.0.1:{self.port}",
                 "--jwt-secret", SECRET, "--api-key", API_KEY,
                 "--max-connections", "200000",
@@ -670,10 +678,14 @@ def summarise(res):
         k: max((r.get("listen_overflows_delta", 0)
                 for r in sc.get("reconnect", {}).get(k, [])), default=None)
         for k in ("presenced", "echo")}
-    s["frames_note"] = ("echo gets the same frames: 101 + a welcome-shaped "
-                        "frame, the client's subscribe echoed in place of "
-                        "the snapshot, each status frame echoed in place of "
-                        "the subscriber's presence frame")
+    s["frames_note"] = (
+        "echo gets the same frames: 101 + a welcome-shaped frame, then "
+        "snapshot-sized and presence-change-sized answers to the subscribe "
+        "and to each status frame (--same-frames)" if ECHO_SAME_FRAMES else
+        "echo gets the same frames in: 101 + a welcome-shaped frame, the "
+        "client's subscribe echoed in place of the snapshot, each status "
+        "frame (~35 B) echoed in place of the subscriber's presence frame "
+        "(~270 B) (--echo-own-frames)")
     eng = res.get("engine", {})
     s["engine"] = {}
     for name, _ in ENGINE_RUNS:
@@ -858,6 +870,11 @@ def main():
     ap.add_argument("--echo-per-frame", action="store_true",
                     help="bench/echo writes one write per frame (more "
                     "syscalls than presenced: the older, flattering baseline)")
+    ap.add_argument("--echo-own-frames", action="store_true",
+                    help="bench/echo sends back the frames it got (a status "
+                    "change's ~35 bytes against presenced's ~270: the "
+                    "baseline before 2026-12-06 21:40); default: frames of "
+                    "presenced's sizes (presence_echo --same-frames)")
     ap.add_argument("--loadgen-batch", action="store_true",
                     help="(the default) the flip's load generator sends the "
                     "flips one read owes in one write")
@@ -877,7 +894,9 @@ def main():
     if args.soak:
         return soak(args)
     global REPEATS, DURATION_S, ECHO_COALESCE, LOADGEN_BATCH, IDLE_WARM_S
+    global ECHO_SAME_FRAMES
     ECHO_COALESCE = not args.echo_per_frame
+    ECHO_SAME_FRAMES = not args.echo_own_frames
     if args.fresh_idle:
         IDLE_WARM_S = 0
     LOADGEN_BATCH = not args.loadgen_per_flip
@@ -906,6 +925,9 @@ def main():
                            else "fresh (--fresh-idle)"),
            "echo_writes": ("one write per read" if ECHO_COALESCE
                            else "one write per frame (--echo-per-frame)"),
+           "echo_frames": ("presenced's sizes (--same-frames)"
+                           if ECHO_SAME_FRAMES else
+                           "the frames it got (--echo-own-frames)"),
            "loadgen_flip_writes": ("one write per read's flips"
                                    if LOADGEN_BATCH else
                                    "one write per flip (--loadgen-per-flip)")}

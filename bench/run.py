@@ -656,8 +656,9 @@ def summarise(res):
     # The same split per change, in microseconds, on both sides (medians of
     # the runs): the kernel's share (reads, writes, wakeups) and the
     # process's own. On this host the kernel's share of a change reads
-    # 0.99-1.33x the echo's from run to run (presenced's frames are ~6x the
-    # echo's bytes), so it bounds the ratio before presenced's code does.
+    # 1.13-1.17x the echo's with the same bytes sent (--same-frames; the
+    # answer goes to another socket than the one read), so it bounds the
+    # ratio before presenced's code does.
     s["flip_us_per_change"] = {}
     for k in ("presenced", "echo"):
         runs = [r for r in sc.get("flip", {}).get(k, [])

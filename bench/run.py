@@ -56,6 +56,13 @@ ECHO_COALESCE = True
 # ~35-byte status frame back, ~7.7x fewer bytes a change than presenced
 # sends, the baseline the figures before were measured against).
 ECHO_SAME_FRAMES = True
+# With them, whether the echo answers a status change on the watcher's
+# connection, as presenced does (presence_echo --relay, presence_load
+# --relay 1: the generator names each connection's place in its ring; the
+# default since 2026-12-06 21:58), or back on the socket it came in on
+# (--echo-no-relay): one socket a change instead of two, ~0.3 us less of
+# the kernel's a change on this host.
+ECHO_RELAY = True
 # Whether the load generator sends the flips one read of completions owes in
 # one write (presence_load --batch 1, the default since 2026-12-04 19:30),
 # or one write per flip (--loadgen-per-flip, the method of the figures
@@ -188,7 +195,9 @@ class Server:
             return [f"{self.build}/bench/presence_echo", "--listen",
                     f"127.0.0.1:{self.port}"] + (
                         ["--coalesce"] if ECHO_COALESCE else []) + (
-                        ["--same-frames"] if ECHO_SAME_FRAMES else [])
+                        ["--same-frames"] if ECHO_SAME_FRAMES else []) + (
+                        ["--relay"] if ECHO_SAME_FRAMES and ECHO_RELAY
+                        else [])
         return [f"{self.build}/presenced", "--listen", f"127.0.0.1:{self.port}",
                 "--jwt-secret", SECRET, "--api-key", API_KEY,
                 "--max-connections", "200000",
@@ -262,6 +271,8 @@ def run_load(build, srv, scenario, **kw):
             "--mode", srv.kind if srv.kind in ("echo", "centrifugo")
             else "presenced",
             "--secret", SECRET, "--pid", str(srv.pid)]
+    if srv.kind == "echo" and ECHO_SAME_FRAMES and ECHO_RELAY:
+        argv += ["--relay", "1"]
     for k, v in kw.items():
         argv += ["--" + k.replace("_", "-"), str(v)]
     max_s = float(kw.get("max_s", 120))
@@ -682,7 +693,9 @@ def summarise(res):
     s["frames_note"] = (
         "echo gets the same frames: 101 + a welcome-shaped frame, then "
         "snapshot-sized and presence-change-sized answers to the subscribe "
-        "and to each status frame (--same-frames)" if ECHO_SAME_FRAMES else
+        "and to each status frame (--same-frames)" + (
+            ", the latter on the watcher's connection as presenced's "
+            "(--relay)" if ECHO_RELAY else "") if ECHO_SAME_FRAMES else
         "echo gets the same frames in: 101 + a welcome-shaped frame, the "
         "client's subscribe echoed in place of the snapshot, each status "
         "frame (~35 B) echoed in place of the subscriber's presence frame "
@@ -876,6 +889,10 @@ def main():
                     "change's ~35 bytes against presenced's ~270: the "
                     "baseline before 2026-12-06 21:40); default: frames of "
                     "presenced's sizes (presence_echo --same-frames)")
+    ap.add_argument("--echo-no-relay", action="store_true",
+                    help="bench/echo answers a status change on the socket "
+                    "it came in on; default: on the watcher's connection, "
+                    "as presenced does (presence_echo --relay)")
     ap.add_argument("--loadgen-batch", action="store_true",
                     help="(the default) the flip's load generator sends the "
                     "flips one read owes in one write")
@@ -895,9 +912,10 @@ def main():
     if args.soak:
         return soak(args)
     global REPEATS, DURATION_S, ECHO_COALESCE, LOADGEN_BATCH, IDLE_WARM_S
-    global ECHO_SAME_FRAMES
+    global ECHO_SAME_FRAMES, ECHO_RELAY
     ECHO_COALESCE = not args.echo_per_frame
     ECHO_SAME_FRAMES = not args.echo_own_frames
+    ECHO_RELAY = not args.echo_no_relay
     if args.fresh_idle:
         IDLE_WARM_S = 0
     LOADGEN_BATCH = not args.loadgen_per_flip
@@ -928,7 +946,10 @@ def main():
                            else "one write per frame (--echo-per-frame)"),
            "echo_frames": ("presenced's sizes (--same-frames)"
                            if ECHO_SAME_FRAMES else
-                           "the frames it got (--echo-own-frames)"),
+                           "the frames it got (--echo-own-frames)") + (
+                               ", a change answered on the watcher's "
+                               "connection (--relay)"
+                               if ECHO_SAME_FRAMES and ECHO_RELAY else ""),
            "loadgen_flip_writes": ("one write per read's flips"
                                    if LOADGEN_BATCH else
                                    "one write per flip (--loadgen-per-flip)")}

@@ -22,7 +22,16 @@
  * for them. The payload is a constant; telling a status frame from the
  * others is one substring search of the frame, no JSON.
  *
+ * --relay (with --same-frames): a status change's answer goes where
+ * presenced's goes, to the watcher's connection, not back on the socket it
+ * came in on. The load generator (presence_load --relay 1) names each
+ * connection's place in its ring in the upgrade's query (relay=<i>/<n>;
+ * connection i watches i + 1), and the answers one read makes go out in
+ * one write to that neighbour, as presenced writes a connection's frames
+ * of one loop turn together.
+ *
  * Usage: presence_echo [--listen 127.0.0.1:7071] [--coalesce] [--same-frames]
+ *                      [--relay]
  */
 #define _GNU_SOURCE /* memmem */
 #include <openssl/evp.h>
@@ -44,6 +53,7 @@ typedef struct client {
   uv_tcp_t tcp;
   int upgraded;
   int closing;
+  long ring_i, ring_n; /* --relay: its place in the generator's ring, or -1 */
   size_t len, cap;
   unsigned char *buf;
 } client_t;
@@ -56,9 +66,19 @@ typedef struct wreq {
 static uv_loop_t *loop;
 static uv_tcp_t server;
 static uv_signal_t sigint, sigterm;
+static int relay;
+/* --relay: the clients by their place in the ring, and the answers of the
+ * read being handled, bound for one neighbour. */
+static client_t **ring;
+static size_t ring_cap;
+static client_t *rtarget;
+static unsigned char *rout;
+static size_t rlen, rcap;
 
 static void on_closed(uv_handle_t *h) {
   client_t *c = h->data;
+  if (c->ring_i >= 0 && (size_t)c->ring_i < ring_cap && ring[c->ring_i] == c)
+    ring[c->ring_i] = NULL;
   free(c->buf);
   free(c);
 }
@@ -101,8 +121,17 @@ static void uncork(client_t *c) {
   if (n && !c->closing) raw_write(c, obuf, n);
 }
 
+static void relay_flush(void) {
+  client_t *t = rtarget;
+  size_t n = rlen;
+  rtarget = NULL;
+  rlen = 0;
+  if (t && n && !t->closing) raw_write(t, rout, n);
+}
+
 static void client_close(client_t *c) {
   uncork(c); /* a close frame or a 400 still goes out */
+  if (rtarget == c) relay_flush();
   if (c->closing) return;
   c->closing = 1;
   uv_close((uv_handle_t *)&c->tcp, on_closed);
@@ -179,6 +208,66 @@ static void send_frame(client_t *c, int op, const unsigned char *p, size_t n) {
   if (f != stackbuf) free(f);
 }
 
+/* --relay: a text frame bound for t, gathered with the read's others for
+ * it (all for one neighbour: the sender's watcher). */
+static void relay_send(client_t *t, const unsigned char *p, size_t n) {
+  if (rtarget != t) relay_flush();
+  rtarget = t;
+  if (rlen + n + 4 > rcap) {
+    size_t cap = rcap ? rcap : 4096;
+    while (cap < rlen + n + 4)
+      cap *= 2;
+    unsigned char *nb = realloc(rout, cap);
+    if (!nb) return;
+    rout = nb;
+    rcap = cap;
+  }
+  unsigned char *f = rout + rlen;
+  size_t h = 0;
+  f[h++] = 0x81;
+  if (n < 126) {
+    f[h++] = (unsigned char)n;
+  } else {
+    f[h++] = 126;
+    f[h++] = (unsigned char)(n >> 8);
+    f[h++] = (unsigned char)n;
+  }
+  memcpy(f + h, p, n);
+  rlen += h + n;
+}
+
+/* The neighbour a status change of c is answered to: the connection that
+ * watches it (c's place less one, around the ring), or c itself. */
+static client_t *watcher_of(client_t *c) {
+  if (!relay || c->ring_i < 0 || c->ring_n <= 0) return c;
+  size_t w = (size_t)((c->ring_i + c->ring_n - 1) % c->ring_n);
+  client_t *t = w < ring_cap ? ring[w] : NULL;
+  return t && !t->closing ? t : c;
+}
+
+/* The relay=<i>/<n> of the upgrade's request line, if any. */
+static void ring_join(client_t *c, const char *req, size_t n) {
+  const char *eol = memchr(req, '\r', n);
+  const char *q = memmem(req, eol ? (size_t)(eol - req) : n, "relay=", 6);
+  long i, k;
+  if (!q || sscanf(q + 6, "%ld/%ld", &i, &k) != 2 || i < 0 || k <= 0 ||
+      i >= k || k > 10000000)
+    return;
+  if ((size_t)i >= ring_cap) {
+    size_t cap = ring_cap ? ring_cap : 1024;
+    while (cap <= (size_t)i)
+      cap *= 2;
+    client_t **nr = realloc(ring, cap * sizeof *nr);
+    if (!nr) return;
+    memset(nr + ring_cap, 0, (cap - ring_cap) * sizeof *nr);
+    ring = nr;
+    ring_cap = cap;
+  }
+  ring[i] = c;
+  c->ring_i = i;
+  c->ring_n = k;
+}
+
 /* Sec-WebSocket-Accept: base64(SHA-1(key + the RFC 6455 GUID)). */
 static int accept_key(const char *key, size_t klen, char out[64]) {
   static const char guid[] = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
@@ -238,6 +327,7 @@ static long handle_upgrade(client_t *c) {
                    "Sec-WebSocket-Accept: %s\r\n\r\n",
                    acc);
   client_write(c, (const unsigned char *)resp, (size_t)n);
+  if (relay) ring_join(c, req, (size_t)(end - req));
   /* presenced's welcome, with a session id of the same length (a UUID). */
   static const char welcome[] =
       "{\"type\":\"welcome\",\"protocol\":1,\"session_id\":"
@@ -277,8 +367,13 @@ static long handle_frames(client_t *c, size_t off) {
     switch (op) {
     case 1:
       if (same_frames && memmem(data, n, "\"type\":\"status\"", 15)) {
-        send_frame(c, 1, (const unsigned char *)change_frame,
-                   sizeof change_frame - 1);
+        client_t *t = watcher_of(c);
+        if (t != c)
+          relay_send(t, (const unsigned char *)change_frame,
+                     sizeof change_frame - 1);
+        else
+          send_frame(c, 1, (const unsigned char *)change_frame,
+                     sizeof change_frame - 1);
         break;
       }
       if (same_frames && memmem(data, n, "\"type\":\"subscribe\"", 18)) {
@@ -331,6 +426,7 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
   if (coalesce) corked = c;
   read_client(c, nread);
   uncork(c);
+  relay_flush();
 }
 
 static void read_client(client_t *c, ssize_t nread) {
@@ -367,6 +463,7 @@ static void on_connection(uv_stream_t *srv, int status) {
   if (status < 0) return;
   client_t *c = calloc(1, sizeof *c);
   if (!c) return;
+  c->ring_i = -1;
   uv_tcp_init(loop, &c->tcp);
   c->tcp.data = c;
   if (uv_accept(srv, (uv_stream_t *)&c->tcp) != 0) {
@@ -392,9 +489,11 @@ int main(int argc, char **argv) {
       coalesce = 1;
     } else if (!strcmp(argv[i], "--same-frames")) {
       same_frames = 1;
+    } else if (!strcmp(argv[i], "--relay")) {
+      relay = 1;
     } else {
       fprintf(stderr, "usage: presence_echo [--listen HOST:PORT] [--coalesce] "
-                      "[--same-frames]\n");
+                      "[--same-frames] [--relay]\n");
       return 2;
     }
   }

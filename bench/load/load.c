@@ -162,6 +162,9 @@ static struct {
   double duration_s, hold_s, warm_s, max_s, rate, rss_interval_s;
   uint32_t window;
   int batch; /* --batch 1: the flips one read owes leave in one write */
+  int relay; /* --relay 1 (echo): each connection's place in the ring in its
+                upgrade, so that presence_echo --relay answers a change to
+                its watcher's connection, as presenced does */
   int subscribe;
   int cf;        /* --mode centrifugo */
   long watch;    /* --watch K: every connection watches u<K> (-1: u<i+1>) */
@@ -786,7 +789,9 @@ static void on_text(conn_t *c, const uint8_t *p, size_t n) {
     return;
   }
   if (g.echo && c->state != CS_WELCOME) {
-    completion(c->idx);
+    /* --relay: what arrives here is the change of the connection this one
+     * watches (u<i+1>), as with presenced. */
+    completion(g.relay ? (c->idx + 1) % g.nconns : c->idx);
     return;
   }
   if (find(p, n, "\"type\":\"presence\"")) {
@@ -1153,8 +1158,10 @@ static void on_connect(uv_connect_t *req, int status) {
   }
   c->state = CS_UPGRADING;
   uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
-  char req_text[1024];
+  char req_text[1024], rq[40] = "";
   int n;
+  if (g.echo && g.relay)
+    snprintf(rq, sizeof rq, "&relay=%u/%u", c->idx, g.nconns);
   if (g.cf) /* Centrifugo: the token goes in the connect command */
     n = snprintf(req_text, sizeof req_text,
                  "GET /connection/websocket HTTP/1.1\r\n"
@@ -1166,13 +1173,13 @@ static void on_connect(uv_connect_t *req, int status) {
                  g.host, g.port);
   else
     n = snprintf(req_text, sizeof req_text,
-                 "GET /v1/ws?token=%s HTTP/1.1\r\n"
+                 "GET /v1/ws?token=%s%s HTTP/1.1\r\n"
                  "Host: %s:%d\r\n"
                  "Upgrade: websocket\r\n"
                  "Connection: Upgrade\r\n"
                  "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
                  "Sec-WebSocket-Version: 13\r\n\r\n",
-                 g.tokens[c->idx], g.host, g.port);
+                 g.tokens[c->idx], rq, g.host, g.port);
   conn_write(c, (const uint8_t *)req_text, (size_t)n);
 }
 
@@ -1570,6 +1577,7 @@ static void usage(void) {
           "  [--snapshot 0|1] [--session-only 0|1]\n"
           "  [--conns N] [--sources K] [--concurrency C] [--secret S]\n"
           "  [--duration-s T] [--warm-s W] [--hold-s H] [--window W] [--batch 0|1]\n"
+          "  [--relay 0|1]\n"
           "  [--rate R] [--subscribe 0|1] [--pid PID] [--store-pid PID]\n"
           "  [--rss-interval-s S] [--max-s S] [--channel NAME]\n"
           "  [--churn-conns K] [--churn-rate R] [--update-rate R]\n");
@@ -1675,6 +1683,8 @@ int main(int argc, char **argv) {
       g.window = (uint32_t)strtoul(v, NULL, 10);
     } else if (!strcmp(a, "--batch")) {
       g.batch = atoi(v);
+    } else if (!strcmp(a, "--relay")) {
+      g.relay = atoi(v);
     } else if (!strcmp(a, "--subscribe")) {
       g.subscribe = atoi(v);
     } else if (!strcmp(a, "--watch")) {

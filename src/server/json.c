@@ -374,9 +374,13 @@ void json_user_change(buf_t *b, const presence_event_t *ev) {
     p = WR_FRAG(p, from,
                 presence_shown_status(ev->availability_from, ev->from));
     p = WR_LIT(p, ",\"since\":");
+    char *since = p;
     p = wr_i64(p, ev->ts_ms);
+    size_t since_n = (size_t)(p - since);
     p = WR_LIT(p, ",\"last_seen\":");
-    p = wr_i64(p, last_seen);
+    /* Online and idle: last seen at the transition, the same digits. */
+    if (last_seen == ev->ts_ms) p = wr_mem(p, since, since_n);
+    else p = wr_i64(p, last_seen);
   }
   if (is_message) {
     /* Of any length: through the buffer's own appends, then a region

@@ -227,8 +227,10 @@ static unsigned unmask(uint8_t *dst, const uint8_t *src, size_t n,
   uint8_t k8[8];
   uint64_t k, w;
   size_t i = 0;
-  for (int j = 0; j < 8; j++)
-    k8[j] = key[(off + j) & 3];
+  /* The key from key[off], twice: four bytes rotated, then copied. */
+  for (int j = 0; j < 4; j++)
+    k8[j] = key[(off + (unsigned)j) & 3];
+  memcpy(k8 + 4, k8, 4);
   memcpy(&k, k8, 8);
   /* memcpy keeps this free of alignment and aliasing trouble; compilers
    * turn it into plain 8-byte loads and stores. */

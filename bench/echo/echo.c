@@ -185,11 +185,10 @@ static void raw_write(client_t *c, const unsigned char *p, size_t n) {
   }
 }
 
-/* An unmasked server frame carrying p[0..n). */
-static void send_frame(client_t *c, int op, const unsigned char *p, size_t n) {
-  unsigned char stackbuf[1024];
-  unsigned char *f = n + 10 <= sizeof stackbuf ? stackbuf : malloc(n + 10);
-  if (!f) return;
+/* An unmasked server frame carrying p[0..n) at f (n + 10 bytes at most):
+ * its length. */
+static size_t frame_put(unsigned char *f, int op, const unsigned char *p,
+                        size_t n) {
   size_t h = 0;
   f[h++] = (unsigned char)(0x80 | op);
   if (n < 126) {
@@ -204,36 +203,33 @@ static void send_frame(client_t *c, int op, const unsigned char *p, size_t n) {
       f[h++] = (unsigned char)((uint64_t)n >> (8 * i));
   }
   memcpy(f + h, p, n);
-  client_write(c, f, h + n);
+  return h + n;
+}
+
+static void send_frame(client_t *c, int op, const unsigned char *p, size_t n) {
+  unsigned char stackbuf[1024];
+  unsigned char *f = n + 10 <= sizeof stackbuf ? stackbuf : malloc(n + 10);
+  if (!f) return;
+  client_write(c, f, frame_put(f, op, p, n));
   if (f != stackbuf) free(f);
 }
 
 /* --relay: a text frame bound for t, gathered with the read's others for
- * it (all for one neighbour: the sender's watcher). */
+ * it (all for one neighbour: the sender's watcher) and written when the
+ * read is done, whether or not --coalesce gathers the read's own. */
 static void relay_send(client_t *t, const unsigned char *p, size_t n) {
   if (rtarget != t) relay_flush();
   rtarget = t;
-  if (rlen + n + 4 > rcap) {
+  if (rlen + n + 10 > rcap) {
     size_t cap = rcap ? rcap : 4096;
-    while (cap < rlen + n + 4)
+    while (cap < rlen + n + 10)
       cap *= 2;
     unsigned char *nb = realloc(rout, cap);
     if (!nb) return;
     rout = nb;
     rcap = cap;
   }
-  unsigned char *f = rout + rlen;
-  size_t h = 0;
-  f[h++] = 0x81;
-  if (n < 126) {
-    f[h++] = (unsigned char)n;
-  } else {
-    f[h++] = 126;
-    f[h++] = (unsigned char)(n >> 8);
-    f[h++] = (unsigned char)n;
-  }
-  memcpy(f + h, p, n);
-  rlen += h + n;
+  rlen += frame_put(rout + rlen, 1, p, n);
 }
 
 /* The neighbour a status change of c is answered to: the connection that

@@ -215,96 +215,121 @@ static const struct {
  * online/idle), and building a cJSON tree for it (a malloc per member, the
  * duplicate-key walk, the NUL-escape scan) was about a sixth of presenced's
  * user-space time per change. The common shape is read here directly: an
- * object whose members are only "type", "status" and optionally "id", each
- * a string of printable ASCII without escapes, the standard whitespace
- * between tokens. Anything else (an escape, a byte outside 0x20..0x7e, a
+ * object whose members are only "type", "status" and optionally "id", in
+ * any order, the standard whitespace between tokens; the id a string of
+ * printable ASCII without escapes or a whole number of up to nine digits
+ * (what the JavaScript client sends: cJSON renders such a number as its
+ * digits). Anything else (an escape, a byte outside 0x20..0x7e, another
  * number, a duplicate, another member, an error of any kind) is left to
  * the full decoder, so this path only ever answers what the full one
- * would: the fuzzer and test_srv_wsmsg compare the two on every input. */
+ * would: the fuzzer and test_srv_wsmsg compare the two on every input.
+ *
+ * Keys and the fixed values are compared whole, closing quote included
+ * (memcmp of a constant length compiles to a load and a compare or two),
+ * so only the id's bytes are looked at one by one. */
 
 typedef struct span {
   const uint8_t *p;
   size_t n;
 } span_t;
 
-static const uint8_t *skip_ws(const uint8_t *p, const uint8_t *end) {
+static inline const uint8_t *skip_ws(const uint8_t *p, const uint8_t *end) {
   while (p < end && (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r'))
     p++;
   return p;
 }
 
-/* A string of plain bytes at p (after its opening quote); NULL otherwise. */
-static const uint8_t *plain_string(const uint8_t *p, const uint8_t *end,
-                                   span_t *out) {
+/* The literal lit (n bytes) at p; p past it, or NULL. */
+static inline const uint8_t *lit(const uint8_t *p, const uint8_t *end,
+                                 const char *lit, size_t n) {
+  return (size_t)(end - p) >= n && memcmp(p, lit, n) == 0 ? p + n : NULL;
+}
+#define LIT(p, end, s) lit((p), (end), (s), sizeof(s) - 1)
+
+/* The id's value at p: a string of plain bytes, or up to nine digits
+ * without a leading zero, not followed by a fraction or an exponent. Its
+ * JSON text in *out; p past it, or NULL. */
+static const uint8_t *id_value(const uint8_t *p, const uint8_t *end,
+                               span_t *out) {
   const uint8_t *s = p;
-  while (p < end && *p != '"') {
-    if (*p < 0x20 || *p > 0x7e || *p == '\\') return NULL;
+  if (*p == '"') {
+    for (p++; p < end && *p != '"'; p++)
+      if (*p < 0x20 || *p > 0x7e || *p == '\\') return NULL;
+    if (p == end) return NULL;
     p++;
+  } else {
+    while (p < end && *p >= '0' && *p <= '9')
+      p++;
+    size_t n = (size_t)(p - s);
+    if (n == 0 || n > 9 || (n > 1 && *s == '0')) return NULL;
+    if (p < end && (*p == '.' || *p == 'e' || *p == 'E')) return NULL;
   }
-  if (p == end) return NULL;
   out->p = s;
   out->n = (size_t)(p - s);
-  return p + 1;
-}
-
-static int span_is(span_t s, const char *lit) {
-  size_t n = strlen(lit);
-  return s.n == n && memcmp(s.p, lit, n) == 0;
+  return p;
 }
 
 /* 1: decoded into *m (WSMSG_OK, as wsmsg_decode_full would); 0: not this
  * shape, *m untouched. */
 static int decode_status_fast(const uint8_t *data, size_t len, wsmsg_t *m) {
-  const uint8_t *p = data, *end = data + len;
-  span_t type = {0}, status = {0}, id = {0};
-  int have_type = 0, have_status = 0, have_id = 0;
+  const uint8_t *p = data, *end = data + len, *q;
+  span_t id = {0};
+  int have_type = 0, have_id = 0, st = 0;
   p = skip_ws(p, end);
   if (p == end || *p++ != '{') return 0;
   for (;;) {
-    span_t key, val;
     p = skip_ws(p, end);
-    if (p == end || *p++ != '"' || !(p = plain_string(p, end, &key))) return 0;
-    p = skip_ws(p, end);
-    if (p == end || *p++ != ':') return 0;
-    p = skip_ws(p, end);
-    if (p == end || *p++ != '"' || !(p = plain_string(p, end, &val))) return 0;
-    int *seen;
-    span_t *dst;
-    if (span_is(key, "type"))
-      seen = &have_type, dst = &type;
-    else if (span_is(key, "status"))
-      seen = &have_status, dst = &status;
-    else if (span_is(key, "id"))
-      seen = &have_id, dst = &id;
-    else
+    if (p == end || *p++ != '"') return 0;
+    if ((q = LIT(p, end, "type\""))) {
+      if (have_type) return 0; /* a duplicate: the full decoder refuses it */
+      have_type = 1;
+      p = skip_ws(q, end);
+      if (p == end || *p++ != ':') return 0;
+      p = skip_ws(p, end);
+      if (!(p = LIT(p, end, "\"status\""))) return 0;
+    } else if ((q = LIT(p, end, "status\""))) {
+      if (st) return 0;
+      p = skip_ws(q, end);
+      if (p == end || *p++ != ':') return 0;
+      p = skip_ws(p, end);
+      if ((q = LIT(p, end, "\"online\"")))
+        st = PRESENCE_ONLINE;
+      else if ((q = LIT(p, end, "\"idle\"")))
+        st = PRESENCE_IDLE;
+      else
+        return 0;
+      p = q;
+    } else if ((q = LIT(p, end, "id\""))) {
+      if (have_id) return 0;
+      have_id = 1;
+      p = skip_ws(q, end);
+      if (p == end || *p++ != ':') return 0;
+      p = skip_ws(p, end);
+      if (p == end || !(p = id_value(p, end, &id))) return 0;
+    } else {
       return 0;
-    if (*seen) return 0; /* a duplicate: the full decoder refuses it */
-    *seen = 1;
-    *dst = val;
+    }
     p = skip_ws(p, end);
     if (p == end) return 0;
     if (*p == '}') break;
     if (*p++ != ',') return 0;
   }
   if (skip_ws(p + 1, end) != end) return 0;
-  if (!have_type || !have_status || !span_is(type, "status")) return 0;
-  presence_status_t st;
-  if (span_is(status, "online"))
-    st = PRESENCE_ONLINE;
-  else if (span_is(status, "idle"))
-    st = PRESENCE_IDLE;
-  else
-    return 0;
-  /* The id as JSON: its bytes need no escaping, so quoted as they are. */
-  if (have_id && id.n + 2 > 64) return 0;
-  memset(m, 0, sizeof *m);
-  if (have_id) {
-    m->id[0] = '"';
-    memcpy(m->id + 1, id.p, id.n);
-    m->id[id.n + 1] = '"';
-  }
+  if (!have_type || !st) return 0;
+  /* The id as JSON: its bytes need no escaping, so copied as they are. */
+  if (id.n > 64) return 0;
+  /* Only what a status change's handler and wsmsg_free read: the rest of
+   * the 400-byte struct is not written for each change. */
+  m->root = NULL;
+  m->users = NULL;
+  m->token = NULL;
+  m->channel = NULL;
+  m->data = NULL;
+  m->err_code = NULL;
+  if (id.n) memcpy(m->id, id.p, id.n);
+  m->id[id.n] = '\0';
   m->type = WSMSG_STATUS;
-  m->status = (int)st;
+  m->status = st;
   return 1;
 }
 

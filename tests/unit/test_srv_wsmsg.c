@@ -56,6 +56,11 @@ static void test_plain_status_has_no_tree(void **state) {
   assert_true(same_str(" {\"type\" : \"status\",\r\n\t\"status\":\"idle\",\"id\""
                        ":\"a-1 /x\"} \n"));
   assert_true(same_str("{\"id\":\"\",\"type\":\"status\",\"status\":\"idle\"}"));
+  /* The JavaScript client's: a numeric id between the two. */
+  assert_true(same_str("{\"type\":\"status\",\"id\":3,\"status\":\"idle\"}"));
+  assert_true(same_str("{\"type\":\"status\",\"id\":0,\"status\":\"idle\"}"));
+  assert_true(same_str("{\"type\":\"status\",\"id\":123456789 ,\"status\":"
+                       "\"online\"}"));
   wsmsg_t m;
   const char *s = "{\"type\":\"status\",\"status\":\"idle\",\"id\":\"r7\"}";
   assert_int_equal(wsmsg_decode((const uint8_t *)s, strlen(s), 10, &m),
@@ -106,6 +111,26 @@ static void test_near_misses_agree(void **state) {
       "{\"type\":\"leave\",\"channel\":\"room\"}",
       "{\"type\":\"status\",\"status\":\"idle\",\"id\":7}",
       "{\"type\":\"status\",\"status\":\"idle\",\"id\":-1.5e3}",
+      /* numeric ids the short path leaves to the full decoder */
+      "{\"type\":\"status\",\"status\":\"idle\",\"id\":01}",
+      "{\"type\":\"status\",\"status\":\"idle\",\"id\":00}",
+      "{\"type\":\"status\",\"status\":\"idle\",\"id\":-1}",
+      "{\"type\":\"status\",\"status\":\"idle\",\"id\":7.5}",
+      "{\"type\":\"status\",\"status\":\"idle\",\"id\":7.}",
+      "{\"type\":\"status\",\"status\":\"idle\",\"id\":7e2}",
+      "{\"type\":\"status\",\"status\":\"idle\",\"id\":7E2}",
+      "{\"type\":\"status\",\"status\":\"idle\",\"id\":1234567890}",
+      "{\"type\":\"status\",\"status\":\"idle\",\"id\":99999999999}",
+      "{\"type\":\"status\",\"status\":\"idle\",\"id\":7x}",
+      "{\"type\":\"status\",\"status\":\"idle\",\"id\":7,\"id\":8}",
+      "{\"type\":\"status\",\"status\":\"idle\",\"id\":}",
+      "{\"type\":\"status\",\"status\":\"idle\",\"id\":\"a\",\"id\":\"b\"}",
+      "{\"type\":\"status\",\"status\":\"idle\",\"id\":\"a}",
+      "{\"type\":\"status\",\"status\":\"online\",\"status\":\"online\"}",
+      "{\"types\":\"status\",\"status\":\"idle\"}",
+      "{\"type\":\"statuses\",\"status\":\"idle\"}",
+      "{\"type\":\"status\",\"status\":\"onlinex\"}",
+      "{\"type\":\"status\",\"status\":\"idle\",\"ids\":1}",
   };
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
     same_str(cases[i]);
@@ -121,6 +146,7 @@ static void test_mutations_agree(void **state) {
   static const char *seeds[] = {
       "{\"type\":\"status\",\"status\":\"idle\"}",
       " { \"id\" : \"q-17\" , \"status\" : \"online\" , \"type\" : \"status\" }",
+      "{\"type\":\"status\",\"id\":40,\"status\":\"online\"}",
   };
   static const char alphabet[] = "{}[]\":, \t\r\n\\u0e1-typesaidlonfx\x7f\x80\x01";
   uint32_t x = 12345;

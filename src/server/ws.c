@@ -450,7 +450,29 @@ static size_t parse(ws_parser_t *p, const uint8_t *in, uint8_t *mut, size_t len,
   if (p->state == S_DONE) return 0;
 
   while (pos < len) {
-    if (p->state == S_HEAD) {
+    if (p->state == S_HEAD && p->hpos == 0 && len - pos >= 6 &&
+        (in[pos] == (0x80 | WS_OP_TEXT) || in[pos] == (0x80 | WS_OP_BINARY)) &&
+        !p->msg_op && in[pos + 1] >= 0x80 && in[pos + 1] < 0x80 + 126) {
+      /* What nearly every client frame is: a whole masked data message of
+       * under 126 bytes, its 6-byte header all in this read. Read at once,
+       * with the checks head_byte would make on it (no reserved bits, not
+       * inside a fragmented message, masked, the length limits); anything
+       * else goes byte by byte below. */
+      p->fin = 1;
+      p->op = in[pos] & 0x0F;
+      p->hlen = 6;
+      p->flen = in[pos + 1] & 0x7F;
+      memcpy(p->key, in + pos + 2, 4);
+      if (check_len(p) < 0) {
+        fail(p, ev);
+        return pos + 2; /* where head_byte stops: after the length */
+      }
+      pos += 6;
+      if (begin(p, mut ? mut + pos : NULL, len - pos) < 0) {
+        fail(p, ev);
+        return pos;
+      }
+    } else if (p->state == S_HEAD) {
       int r = head_byte(p, in[pos++]);
       if (r < 0) {
         fail(p, ev);

@@ -404,10 +404,14 @@ typedef struct presence_options {
    * the next deadline (offline grace, inactivity, retention) changes, with
    * the milliseconds until it (0: due now) or -1 (none: stop the timer).
    * The timer is one-shot: when it fires, the host calls presence_tick,
-   * which reports the following deadline. Called from inside library calls
-   * (after their events were dispatched); it must not call the library,
-   * only arm or stop a timer. NULL: the host calls presence_tick on its own
-   * schedule, using its return value. */
+   * which reports the following deadline. A deadline that goes away (a
+   * user back inside the offline grace) may leave the timer armed for it
+   * (the embedded store reports deadlines as they are added, so a write that
+   * adds none costs no look at them): the tick it causes finds nothing due
+   * and reports the next one. Called from inside library calls (after their
+   * events were dispatched); it must not call the library, only arm or stop
+   * a timer. NULL: the host calls presence_tick on its own schedule, using
+   * its return value. */
   void (*timer)(void *ud, int64_t timeout_ms);
   void *timer_ud;
   /* Sizing hint like expected_sessions: the embedded store's member table

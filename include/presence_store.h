@@ -65,6 +65,10 @@ typedef struct presence_store_host {
    * PRESENCE_EVENT_REMOTE. */
   void (*observe)(void *host_ud, const presence_event_t *ev);
   uint32_t expected_memberships; /* sizing hint; 0: grow */
+  /* Stores with PRESENCE_STORE_DEADLINES: the next deadline may have come
+   * nearer (one was added that may be the earliest), so the engine must
+   * tick after this call to learn it. */
+  void (*deadline)(void *host_ud);
 } presence_store_host_t;
 
 typedef enum {
@@ -139,6 +143,13 @@ typedef void (*presence_store_done_fn)(void *ud, int status);
 /* The store reports cluster events through host->observe. Without it the
  * engine treats every emitted event as the cluster event too. */
 #define PRESENCE_STORE_OBSERVES 0x2u
+/* The store calls host->deadline whenever a deadline it adds may be nearer
+ * than every one it held, and a write that calls nothing leaves its next
+ * deadline where it was or later. Without it the engine ticks the store
+ * after every outermost write to learn the next deadline (with a host
+ * timer); with it, only after writes that called host->deadline: a status
+ * change, which schedules nothing, costs no tick. */
+#define PRESENCE_STORE_DEADLINES 0x4u
 
 struct presence_store_ops {
   const char *name;

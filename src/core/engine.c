@@ -73,6 +73,9 @@ struct presence {
   int64_t timer_due;
   uint64_t changes;
   bool in_timer;
+  /* A store with PRESENCE_STORE_DEADLINES added a deadline since the last
+   * tick (host_deadline): the next write ticks. */
+  bool tick_owed;
 };
 
 #define TIMER_UNKNOWN INT64_MIN
@@ -247,6 +250,11 @@ static void host_emit_packed(void *ud, const void *packed) {
 /* A cluster event from a store that observes its shared log: dispatched at
  * once (it arrives from the store's own I/O, never inside a store call),
  * flagged as dispatching so presence_off from a callback is safe. */
+static void host_deadline(void *ud) {
+  presence_t *p = ud;
+  p->tick_owed = true;
+}
+
 static void host_observe(void *ud, const presence_event_t *ev) {
   presence_t *p = ud;
   bool was = p->dispatching;
@@ -295,10 +303,12 @@ int presence_new(const presence_options_t *opts, presence_t **out) {
   p->timer = opts->timer;
   p->timer_ud = opts->timer_ud;
   p->timer_due = -1; /* the host's timer starts stopped */
+  p->tick_owed = true;
 
   p->host.emit = host_emit;
   p->host.emit_packed = host_emit_packed;
   p->host.observe = host_observe;
+  p->host.deadline = host_deadline;
   p->host.log = host_log;
   p->host.wall_ms = host_wall;
   p->host.mono_ms = host_mono;
@@ -749,6 +759,7 @@ int64_t presence_tick(presence_t *p) {
     /* The host's one-shot timer has fired (or the host ticks on its own):
      * whatever comes next is reported, even the same deadline. */
     p->timer_due = TIMER_UNKNOWN;
+    p->tick_owed = true;
     timer_update(p);
   }
   return next;
@@ -764,6 +775,12 @@ int64_t presence_tick(presence_t *p) {
 static void timer_update(presence_t *p) {
   if (!p->timer || p->depth || p->dispatching || p->in_timer) return;
   if (!p->store->ops->tick) return;
+  /* Nothing added a deadline since the last tick: the host's timer is
+   * armed for the nearest one already (a deadline that went away makes it
+   * fire early, and that tick finds nothing due). */
+  if (!p->tick_owed && (p->store->ops->flags & PRESENCE_STORE_DEADLINES))
+    return;
+  p->tick_owed = false;
   p->in_timer = true;
   int64_t next;
   uint64_t before;

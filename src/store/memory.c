@@ -607,6 +607,15 @@ static void stats_enter(mstore_t *m, presence_status_t st) {
   if (st == PRESENCE_IDLE) m->stats.users_idle++;
 }
 
+/* A deadline was added that may be nearer than every one held: the engine
+ * ticks after this write to learn it (PRESENCE_STORE_DEADLINES). The queues
+ * are in deadline order because their delays are fixed, so only a push into
+ * an empty queue (or behind a later deadline, should a test's clock go
+ * back) can bring the next deadline nearer. */
+static inline void deadline_added(mstore_t *m) {
+  if (m->h.deadline) m->h.deadline(m->h.host_ud);
+}
+
 /* ---- user queues ------------------------------------------------------ */
 
 static int uq_push(mstore_t *m, user_queue_t *q, muser_t *u, uint32_t gen,
@@ -622,6 +631,9 @@ static int uq_push(mstore_t *m, user_queue_t *q, muser_t *u, uint32_t gen,
     q->cap = ncap;
     q->head = 0;
   }
+  if (!q->len ||
+      (int32_t)(deadline - q->e[(q->head + q->len - 1) % q->cap].deadline) < 0)
+    deadline_added(m);
   user_entry_t *e = &q->e[(q->head + q->len) % q->cap];
   e->user = u;
   e->gen = gen;
@@ -715,6 +727,8 @@ static void act_unlink(mstore_t *m, act_t *a) {
 }
 
 static void act_push(mstore_t *m, act_t *a, uint32_t now) {
+  if (!m->act_tail || (int32_t)(now - m->act_tail->last_active) < 0)
+    deadline_added(m);
   a->last_active = now;
   a->prev = m->act_tail;
   a->next = NULL;
@@ -1177,6 +1191,9 @@ static int mq_push(mstore_t *m, mmember_t *mb, uint32_t deadline) {
     q->cap = ncap;
     q->head = 0;
   }
+  if (!q->len ||
+      (int32_t)(deadline - q->e[(q->head + q->len - 1) % q->cap].deadline) < 0)
+    deadline_added(m);
   q->e[(q->head + q->len) % q->cap] =
       (member_entry_t){mb, mb->grace_gen + 1, deadline};
   q->len++;
@@ -1755,6 +1772,7 @@ static int exp_reserve(mstore_t *m) {
 
 /* Room must have been reserved (exp_reserve): this cannot fail. */
 static void exp_insert(mstore_t *m, muser_t *u) {
+  deadline_added(m); /* expiries come in any order */
   exp_place(m, m->heap_len++, u);
   exp_up(m, m->heap_len - 1);
 }
@@ -2543,7 +2561,7 @@ static void m_destroy(presence_store_t *st) {
 
 static const presence_store_ops_t memory_ops = {
     .name = "memory",
-    .flags = PRESENCE_STORE_SYNC,
+    .flags = PRESENCE_STORE_SYNC | PRESENCE_STORE_DEADLINES,
     .attach = m_attach,
     .write = m_write,
     .tick = m_tick,

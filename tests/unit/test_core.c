@@ -508,6 +508,59 @@ static void timer_reports_each_change_of_the_deadline(void **state) {
   destroy(f);
 }
 
+/* A write that adds no deadline (a status change) neither ticks the store
+ * nor calls the timer; the first write that adds one after many of them is
+ * still reported. A deadline that goes away leaves the timer armed: its
+ * tick finds nothing due and stops it. */
+static void timer_follows_added_deadlines_only(void **state) {
+  (void)state;
+  fixture_t *f = calloc(1, sizeof(*f));
+  timer_log_t t = {0, -2};
+  presence_options_t o;
+  test_options(&o, &f->clock, 1000, &f->alloc);
+  o.offline_grace_ms = 5000;
+  o.timer = log_timer;
+  o.timer_ud = &t;
+  assert_int_equal(presence_new(&o, &f->p), 0);
+  assert_true(presence_on_event(f->p, record_cb, &f->rec) > 0);
+  presence_session_connect(f->p, "s1", "alice", NULL, NULL, NULL);
+  presence_session_connect(f->p, "s2", "bob", NULL, NULL, NULL);
+  assert_int_equal(t.calls, 0); /* no inactivity: no deadline */
+  for (int i = 0; i < 100; i++) {
+    clock_advance(&f->clock, 10);
+    presence_session_set_status(f->p, "s1", i % 2 ? PRESENCE_ONLINE
+                                                  : PRESENCE_IDLE,
+                                NULL, NULL);
+  }
+  assert_int_equal(t.calls, 0);
+  /* The offline grace after those writes: armed. */
+  presence_session_disconnect(f->p, "s1", NULL, NULL);
+  assert_int_equal(t.calls, 1);
+  assert_int_equal(t.last, 5000);
+  /* A second grace behind it: not nearer, no call. */
+  clock_advance(&f->clock, 1000);
+  presence_session_disconnect(f->p, "s2", NULL, NULL);
+  assert_int_equal(t.calls, 1);
+  /* alice back inside her grace: her deadline goes away, bob's stays and
+   * the timer with it; it fires at alice's old deadline, nothing is due,
+   * and bob's (1 s on) is reported. */
+  presence_session_connect(f->p, "s3", "alice", NULL, NULL, NULL);
+  assert_int_equal(t.calls, 1);
+  clock_advance(&f->clock, 4000);
+  f->rec.n = 0;
+  presence_tick(f->p);
+  assert_int_equal(f->rec.n, 0);
+  assert_int_equal(t.calls, 2);
+  assert_int_equal(t.last, 1000);
+  clock_advance(&f->clock, 1000);
+  presence_tick(f->p);
+  assert_int_equal(f->rec.n, 1);
+  expect_event(f, 0, PRESENCE_EV_USER_OFFLINE, PRESENCE_REASON_DISCONNECT,
+               "bob");
+  assert_int_equal(t.last, -1);
+  destroy(f);
+}
+
 /* ---- retention of offline users ---------------------------------------- */
 
 static fixture_t *make_retention(uint32_t grace, uint32_t retention_s) {
@@ -1174,6 +1227,7 @@ int main(void) {
       cmocka_unit_test(grace_hides_a_reload),
       cmocka_unit_test(grace_expires_into_offline),
       cmocka_unit_test(timer_reports_each_change_of_the_deadline),
+      cmocka_unit_test(timer_follows_added_deadlines_only),
       cmocka_unit_test(grace_does_not_cover_kicks),
       cmocka_unit_test(grace_does_not_cover_shutdown),
       cmocka_unit_test(grace_cancelled_then_restarted),

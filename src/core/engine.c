@@ -165,10 +165,13 @@ static void drain(presence_t *p) {
     presence_event_t ev;
     presence__event_unpack(blob, &ev, p->ids);
     p->pend_pinned = true;
-    if ((unsigned)ev.type < PRESENCE_EV_COUNT_)
+    /* Empty lists are the common case (a daemon listens on two): not
+     * called at all. */
+    if ((unsigned)ev.type < PRESENCE_EV_COUNT_ && p->lists[ev.type].n)
       dispatch_list(p, &p->lists[ev.type], &ev);
-    dispatch_list(p, &p->lists[LIST_ANY], &ev);
-    if (!(p->store->ops->flags & PRESENCE_STORE_OBSERVES))
+    if (p->lists[LIST_ANY].n) dispatch_list(p, &p->lists[LIST_ANY], &ev);
+    if (!(p->store->ops->flags & PRESENCE_STORE_OBSERVES) &&
+        p->lists[LIST_CLUSTER].n)
       dispatch_list(p, &p->lists[LIST_CLUSTER], &ev);
     p->pend_pinned = false;
     if (p->pend_held) {

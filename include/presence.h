@@ -455,6 +455,21 @@ int presence_on(presence_t *p, presence_event_type_t type, presence_event_cb cb,
                 void *ud);
 /* Unregister; safe from inside a callback. */
 int presence_off(presence_t *p, int handle);
+/*
+ * Narrow what a listener (a handle from any presence_on* function) is
+ * called for: events of type only if wanted, and of those not the ones
+ * carrying any of skip_flags (PRESENCE_EVENT_*). A listener starts wanting
+ * every type and skipping nothing. An event that no listener takes is not
+ * queued, unpacked or dispatched at all (it is in the log all the same), so
+ * a host that says what it ignores does not pay for it on every change: a
+ * daemon whose subscribers ignore the session event that comes with each
+ * user transition (PRESENCE_EVENT_USER_FOLLOWS) says so. Safe from inside a
+ * callback (it applies from the next event). Returns 0, or PRESENCE_EINVAL
+ * for an unknown handle or type.
+ */
+int presence_listener_filter(presence_t *p, int handle,
+                             presence_event_type_t type, int wanted,
+                             unsigned skip_flags);
 
 /* The seed's vocabulary. */
 int presence_on_session_connected(presence_t *p, presence_event_cb cb, void *ud);

@@ -24,12 +24,28 @@ typedef struct cb_entry {
   bool removed;
   presence_event_cb cb;
   void *ud;
+  /* presence_listener_filter: a bit per type it is called for, and per
+   * type the event flags that leave an event out. */
+  uint64_t types;
+  unsigned skip[PRESENCE_EV_COUNT_];
 } cb_entry_t;
+
+_Static_assert(PRESENCE_EV_COUNT_ <= 64, "a type is a bit of cb_entry_t.types");
+
+/* Whether e is called for an event of this type and flags. */
+static inline bool takes(const cb_entry_t *e, unsigned type, unsigned flags) {
+  if (e->removed) return false;
+  if (type >= PRESENCE_EV_COUNT_) return true;
+  return (e->types >> type & 1) && !(flags & e->skip[type]);
+}
+
 
 typedef struct cb_list {
   cb_entry_t *v;
   size_t n, cap;
 } cb_list_t;
+
+
 
 #define LIST_ANY PRESENCE_EV_COUNT_
 #define LIST_CLUSTER (PRESENCE_EV_COUNT_ + 1)
@@ -48,6 +64,11 @@ struct presence {
   presence_store_host_t host;
 
   cb_list_t lists[LIST_N];
+  /* Per event type, from the lists and their filters (hear_make): whether
+   * any listener wants it, and the flags every one of those skips. An event
+   * of a type none wants, or with one of those flags, is unheard. */
+  bool wanted[PRESENCE_EV_COUNT_];
+  unsigned deaf[PRESENCE_EV_COUNT_];
   int next_handle;
   bool lists_dirty; /* some entry was removed during dispatch */
 
@@ -133,7 +154,7 @@ static void dispatch_list(presence_t *p, cb_list_t *l,
   size_t n = l->n;
   for (size_t i = 0; i < n && i < l->n; i++) {
     cb_entry_t *e = &l->v[i];
-    if (!e->removed) e->cb(p, ev, e->ud);
+    if (takes(e, (unsigned)ev->type, ev->flags)) e->cb(p, ev, e->ud);
   }
 }
 
@@ -217,17 +238,39 @@ static unsigned char *pend_reserve(presence_t *p, size_t size) {
  * it): an embedder that registered nothing, or nothing for this type, pays
  * no packing and unpacking per operation. Not while callbacks run: one of
  * them may register a callback that is then owed the queued events. */
-static bool unheard(const presence_t *p, presence_event_type_t type) {
-  if (p->dispatching) return false;
-  if ((unsigned)type < PRESENCE_EV_COUNT_ && p->lists[type].n) return false;
-  if (p->lists[LIST_ANY].n) return false;
-  return (p->store->ops->flags & PRESENCE_STORE_OBSERVES) ||
-         !p->lists[LIST_CLUSTER].n;
+static bool unheard(const presence_t *p, presence_event_type_t type,
+                    unsigned flags) {
+  if (p->dispatching || (unsigned)type >= PRESENCE_EV_COUNT_) return false;
+  return !p->wanted[type] || (flags & p->deaf[type]);
+}
+
+/* The summary unheard() reads, after any change of a list or a filter.
+ * An event one listener skips for a flag and another for another flag is
+ * counted heard (each then leaves it in dispatch_list): never the other
+ * way round. */
+static void hear_make(presence_t *p) {
+  bool cluster = !(p->store->ops->flags & PRESENCE_STORE_OBSERVES);
+  for (unsigned t = 0; t < PRESENCE_EV_COUNT_; t++) {
+    const size_t ks[3] = {t, LIST_ANY, LIST_CLUSTER};
+    bool wanted = false;
+    unsigned deaf = ~0u;
+    for (size_t j = 0; j < (cluster ? 3u : 2u); j++) {
+      const cb_list_t *l = &p->lists[ks[j]];
+      for (size_t i = 0; i < l->n; i++) {
+        const cb_entry_t *e = &l->v[i];
+        if (e->removed || !(e->types >> t & 1)) continue;
+        wanted = true;
+        deaf &= e->skip[t];
+      }
+    }
+    p->wanted[t] = wanted;
+    p->deaf[t] = wanted ? deaf : 0;
+  }
 }
 
 static void host_emit(void *ud, const presence_event_t *ev) {
   presence_t *p = ud;
-  if (unheard(p, ev->type)) {
+  if (unheard(p, ev->type, ev->flags)) {
     p->changes++;
     return;
   }
@@ -240,7 +283,9 @@ static void host_emit(void *ud, const presence_event_t *ev) {
 
 static void host_emit_packed(void *ud, const void *packed) {
   presence_t *p = ud;
-  if (unheard(p, presence__event_packed_type(packed))) {
+  unsigned flags;
+  presence_event_type_t type = presence__event_packed_head(packed, &flags);
+  if (unheard(p, type, flags)) {
     p->changes++;
     return;
   }
@@ -386,7 +431,8 @@ static int list_add(presence_t *p, size_t k, presence_event_cb cb, void *ud) {
     l->cap = ncap;
   }
   int handle = p->next_handle++;
-  l->v[l->n++] = (cb_entry_t){handle, false, cb, ud};
+  l->v[l->n++] = (cb_entry_t){handle, false, cb, ud, ~(uint64_t)0, {0}};
+  hear_make(p);
   return handle;
 }
 
@@ -399,6 +445,26 @@ int presence_on(presence_t *p, presence_event_type_t type, presence_event_cb cb,
   return PRESENCE_EINVAL;
 }
 
+int presence_listener_filter(presence_t *p, int handle,
+                             presence_event_type_t type, int wanted,
+                             unsigned skip_flags) {
+  if (!p || handle <= 0 || (unsigned)type >= PRESENCE_EV_COUNT_)
+    return PRESENCE_EINVAL;
+  for (size_t k = 0; k < LIST_N; k++) {
+    cb_list_t *l = &p->lists[k];
+    for (size_t i = 0; i < l->n; i++) {
+      cb_entry_t *e = &l->v[i];
+      if (e->handle != handle || e->removed) continue;
+      uint64_t bit = (uint64_t)1 << (unsigned)type;
+      e->types = wanted ? e->types | bit : e->types & ~bit;
+      e->skip[type] = skip_flags;
+      hear_make(p);
+      return 0;
+    }
+  }
+  return PRESENCE_EINVAL;
+}
+
 int presence_off(presence_t *p, int handle) {
   if (!p || handle <= 0) return PRESENCE_EINVAL;
   for (size_t k = 0; k < LIST_N; k++) {
@@ -406,6 +472,7 @@ int presence_off(presence_t *p, int handle) {
     for (size_t i = 0; i < l->n; i++) {
       if (l->v[i].handle == handle && !l->v[i].removed) {
         l->v[i].removed = true;
+        hear_make(p);
         if (p->dispatching) p->lists_dirty = true;
         else compact_lists(p);
         return 0;

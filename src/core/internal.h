@@ -318,7 +318,9 @@ void presence__event_unpack(const void *buf, presence_event_t *ev,
                             const char **ids);
 size_t presence__event_packed_ids(const void *buf);
 /* The type of a packed event, read from its header. */
-presence_event_type_t presence__event_packed_type(const void *buf);
+/* Its type, and its flags into *flags: whether anyone takes it. */
+presence_event_type_t presence__event_packed_head(const void *buf,
+                                                  unsigned *flags);
 /* Size of a packed event, read from its header. */
 size_t presence__event_packed_len(const void *buf);
 

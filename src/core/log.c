@@ -207,8 +207,11 @@ size_t presence__event_packed_len(const void *buf) {
   return ((const packed_t *)buf)->size;
 }
 
-presence_event_type_t presence__event_packed_type(const void *buf) {
-  return (presence_event_type_t)((const packed_t *)buf)->type;
+presence_event_type_t presence__event_packed_head(const void *buf,
+                                                  unsigned *flags) {
+  const packed_t *p = buf;
+  *flags = p->flags;
+  return (presence_event_type_t)p->type;
 }
 
 size_t presence__event_packed_ids(const void *buf) {

@@ -22,24 +22,48 @@
 
 static void dispatch(srv_t *s, const presence_event_t *ev, int local) {
   if ((unsigned)ev->type >= PRESENCE_EV_COUNT_) return;
+  s->fanout_depth++;
   for (const uint8_t *r = s->routes[local][ev->type]; *r; r++) {
     const fanout_sink_t *k = &s->sinks[*r - 1];
     k->on_event(s, ev, k->ud);
   }
+  if (--s->fanout_depth == 0 && s->fanout_dirty) fanout_refresh(s);
 }
 
+/* The routes over the sinks listening now, and the engine told what they
+ * take: a type no sink wants, or an event every sink of its type skips (a
+ * status change's session event, USER_FOLLOWS, while no event stream or
+ * webhook is there to want it), is then not queued, unpacked or dispatched
+ * (presence_listener_filter), a third of a status change's events work. */
 static void routes_make(srv_t *s) {
   for (int local = 0; local < 2; local++)
     for (unsigned t = 0; t < PRESENCE_EV_COUNT_; t++) {
       uint8_t *r = s->routes[local][t];
+      unsigned skip = ~0u;
       for (size_t i = 0; i < s->nsinks; i++) {
         const fanout_sink_t *k = &s->sinks[i];
         if (!k->on_event || (int)k->local != local) continue;
         if (k->types && !(k->types & FANOUT_TYPE(t))) continue;
+        if (k->active && !k->active(s)) continue;
         *r++ = (uint8_t)(i + 1);
+        skip &= k->skip_flags;
       }
       *r = 0;
+      if (s->fanout_h[local] > 0)
+        (void)presence_listener_filter(s->p, s->fanout_h[local],
+                                       (presence_event_type_t)t,
+                                       s->routes[local][t][0] != 0,
+                                       s->routes[local][t][0] ? skip : 0);
     }
+}
+
+void fanout_refresh(srv_t *s) {
+  if (s->fanout_depth) {
+    s->fanout_dirty = 1;
+    return;
+  }
+  s->fanout_dirty = 0;
+  routes_make(s);
 }
 
 /* Every event of the cluster (with the embedded store: of this instance). */
@@ -64,14 +88,14 @@ int fanout_sink_add(srv_t *s, const fanout_sink_t *sink) {
     id = (int)s->nsinks++;
   }
   s->sinks[id] = *sink;
-  routes_make(s);
+  fanout_refresh(s);
   return id;
 }
 
 void fanout_sink_remove(srv_t *s, int id) {
   if (id < 0 || (size_t)id >= s->nsinks) return;
   memset(&s->sinks[id], 0, sizeof s->sinks[id]);
-  routes_make(s);
+  fanout_refresh(s);
 }
 
 int fanout_init(srv_t *s) {
@@ -84,8 +108,11 @@ int fanout_init(srv_t *s) {
       fanout_sink_add(s, &channel_sink) < 0 ||
       fanout_sink_add(s, &channel_avail_sink) < 0)
     return -1;
-  if (presence_on_event(s->p, on_local, s) <= 0) return -1;
-  return presence_on_cluster_event(s->p, on_cluster, s) > 0 ? 0 : -1;
+  s->fanout_h[1] = presence_on_event(s->p, on_local, s);
+  s->fanout_h[0] = presence_on_cluster_event(s->p, on_cluster, s);
+  if (s->fanout_h[0] <= 0 || s->fanout_h[1] <= 0) return -1;
+  fanout_refresh(s);
+  return 0;
 }
 
 void fanout_free(srv_t *s) {

@@ -44,6 +44,12 @@ typedef struct fanout_sink {
    * 1: only the events this instance decided (presence_on_event): side
    * effects that must happen once, where the store decided them. */
   uint8_t local;
+  /* Events carrying any of these PRESENCE_EVENT_* flags are nothing to it
+   * (it still gets them when another sink takes them). */
+  unsigned skip_flags;
+  /* NULL: always listening; otherwise whether it has anyone to tell now
+   * (the sink calls fanout_refresh when that changes). */
+  int (*active)(const srv_t *s);
   void (*on_event)(srv_t *s, const presence_event_t *ev, void *ud);
   void *ud;
 } fanout_sink_t;
@@ -180,6 +186,10 @@ struct srv {
    * + 1 in dispatch order, 0-terminated; made again at each add and remove
    * (an event walks its own sinks, not every sink's tests). */
   uint8_t routes[2][PRESENCE_EV_COUNT_][FANOUT_MAX_SINKS + 1];
+  /* The engine listeners (cluster, local), filtered to what the routes
+   * take; a refresh asked for inside a dispatch waits for its end. */
+  int fanout_h[2];
+  int fanout_depth, fanout_dirty;
 
   /* The Redis store (owned by p), or NULL with the embedded store. */
   struct presence_store *rstore;
@@ -410,6 +420,9 @@ void fanout_free(srv_t *s);
  * FANOUT_MAX_SINKS slots are taken. Not from inside a dispatch. */
 int fanout_sink_add(srv_t *s, const fanout_sink_t *sink);
 void fanout_sink_remove(srv_t *s, int id);
+/* A sink's active() may have changed: the routes, and what the engine is
+ * asked to dispatch at all, made again (after the dispatch, if inside one). */
+void fanout_refresh(srv_t *s);
 
 /* ---- watch.c: WebSocket subscribers of users ----------------------------- */
 

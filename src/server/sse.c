@@ -235,8 +235,12 @@ static void on_any_event(srv_t *s, const presence_event_t *ev, void *ud) {
   sse_notify(s);
 }
 
-/* Every event wakes the streams; each reads the log from its own cursor. */
+static int sse_active(const srv_t *s) { return s->nsse > 0; }
+
+/* Every event wakes the streams; each reads the log from its own cursor.
+ * With no stream open the engine need not dispatch any event for them. */
 const fanout_sink_t sse_sink = {.name = "event streams",
+                                .active = sse_active,
                                 .on_event = on_any_event};
 
 void sse_on_drain(conn_t *c) {
@@ -269,6 +273,7 @@ void sse_detach(conn_t *c) {
   c->u.sse = NULL;
   assert(s->nsse > 0);
   s->nsse--;
+  if (s->nsse == 0) fanout_refresh(s);
   srv_interest_all(s, -1);
 }
 
@@ -351,6 +356,7 @@ void sse_start(conn_t *c, http_req_t *r) {
   if (s->sse_streams) s->sse_streams->prev = st;
   s->sse_streams = st;
   s->nsse++;
+  if (s->nsse == 1) fanout_refresh(s);
   srv_interest_all(s, 1); /* a stream wants every event: woken by each */
   if (conn_write(c, head, sizeof head - 1) != 0) return;
   pump_one(st, 0);

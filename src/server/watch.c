@@ -50,5 +50,8 @@ const fanout_sink_t watch_sink = {
              FANOUT_TYPE(PRESENCE_EV_SESSION_CONNECTED) |
              FANOUT_TYPE(PRESENCE_EV_SESSION_DISCONNECTED) |
              FANOUT_TYPE(PRESENCE_EV_SESSION_STATUS),
+    /* A session event that comes with a user transition shows watchers
+     * nothing the user event does not (presence_event_watcher_visible). */
+    .skip_flags = PRESENCE_EVENT_USER_FOLLOWS,
     .on_event = on_user_event,
 };

@@ -561,6 +561,92 @@ static void timer_follows_added_deadlines_only(void **state) {
   destroy(f);
 }
 
+/* ---- listener filters (presence_listener_filter) ----------------------- */
+
+static void count_cb(presence_t *p, const presence_event_t *ev, void *ud) {
+  (void)p;
+  (void)ev;
+  (*(int *)ud)++;
+}
+
+/* A listener filtered to skip the session event that comes with a user
+ * transition gets the user event alone; a type it does not want, never;
+ * everything again once the filter is lifted. While another listener
+ * takes an event, the filtered one still does not see it. The events are
+ * in the log all along. */
+static void listener_filter_narrows_what_is_dispatched(void **state) {
+  (void)state;
+  fixture_t *f = calloc(1, sizeof(*f));
+  presence_options_t o;
+  test_options(&o, &f->clock, 1000, &f->alloc);
+  assert_int_equal(presence_new(&o, &f->p), 0);
+  int h = presence_on_cluster_event(f->p, record_cb, &f->rec);
+  assert_true(h > 0);
+  assert_int_equal(presence_listener_filter(f->p, h,
+                                            PRESENCE_EV_SESSION_STATUS, 1,
+                                            PRESENCE_EVENT_USER_FOLLOWS),
+                   0);
+  assert_int_equal(presence_listener_filter(f->p, h,
+                                            PRESENCE_EV_SESSION_CONNECTED, 0,
+                                            0),
+                   0);
+  presence_session_connect(f->p, "s1", "alice", NULL, NULL, NULL);
+  assert_int_equal(f->rec.n, 1); /* user.online; session.connected unwanted */
+  expect_event(f, 0, PRESENCE_EV_USER_ONLINE, PRESENCE_REASON_CONNECT,
+               "alice");
+  f->rec.n = 0;
+  presence_session_set_status(f->p, "s1", PRESENCE_IDLE, NULL, NULL);
+  assert_int_equal(f->rec.n, 1); /* user.idle; its session.status skipped */
+  expect_event(f, 0, PRESENCE_EV_USER_IDLE, PRESENCE_REASON_EXPLICIT,
+               "alice");
+  /* A second session (online: alice with it). Now a status change that
+   * moves no user: its session.status does not carry USER_FOLLOWS and is
+   * dispatched. */
+  presence_session_connect(f->p, "s2", "alice", NULL, NULL, NULL);
+  f->rec.n = 0;
+  presence_session_set_status(f->p, "s1", PRESENCE_ONLINE, NULL, NULL);
+  presence_session_set_status(f->p, "s2", PRESENCE_IDLE, NULL, NULL);
+  assert_int_equal(f->rec.n, 2);
+  expect_event(f, 0, PRESENCE_EV_SESSION_STATUS, PRESENCE_REASON_EXPLICIT,
+               "alice");
+  expect_event(f, 1, PRESENCE_EV_SESSION_STATUS, PRESENCE_REASON_EXPLICIT,
+               "alice");
+  /* Another listener that takes everything: the event is dispatched, the
+   * filtered listener still left out of what it skips. */
+  int all = 0;
+  int h2 = presence_on_cluster_event(f->p, count_cb, &all);
+  assert_true(h2 > 0);
+  f->rec.n = 0;
+  presence_session_set_status(f->p, "s1", PRESENCE_IDLE, NULL, NULL);
+  assert_int_equal(all, 2); /* user.idle and session.status */
+  assert_int_equal(f->rec.n, 1);
+  expect_event(f, 0, PRESENCE_EV_USER_IDLE, PRESENCE_REASON_EXPLICIT,
+               "alice");
+  assert_int_equal(presence_off(f->p, h2), 0);
+  /* Lifted: both again. */
+  assert_int_equal(presence_listener_filter(f->p, h,
+                                            PRESENCE_EV_SESSION_STATUS, 1, 0),
+                   0);
+  f->rec.n = 0;
+  presence_session_set_status(f->p, "s1", PRESENCE_ONLINE, NULL, NULL);
+  assert_int_equal(f->rec.n, 2);
+  /* Every event is in the store's counts, dispatched or not. */
+  presence_stats_t st;
+  assert_int_equal(presence_stats(f->p, &st), 0);
+  assert_int_equal(st.events[PRESENCE_EV_SESSION_STATUS], 5);
+  assert_int_equal(st.events[PRESENCE_EV_SESSION_CONNECTED], 2);
+  /* Bad arguments. */
+  assert_int_equal(presence_listener_filter(f->p, 9999,
+                                            PRESENCE_EV_USER_ONLINE, 1, 0),
+                   PRESENCE_EINVAL);
+  assert_int_equal(presence_listener_filter(f->p, h, PRESENCE_EV_ANY, 1, 0),
+                   PRESENCE_EINVAL);
+  assert_int_equal(presence_listener_filter(f->p, h2,
+                                            PRESENCE_EV_USER_ONLINE, 1, 0),
+                   PRESENCE_EINVAL); /* removed */
+  destroy(f);
+}
+
 /* ---- retention of offline users ---------------------------------------- */
 
 static fixture_t *make_retention(uint32_t grace, uint32_t retention_s) {
@@ -1228,6 +1314,7 @@ int main(void) {
       cmocka_unit_test(grace_expires_into_offline),
       cmocka_unit_test(timer_reports_each_change_of_the_deadline),
       cmocka_unit_test(timer_follows_added_deadlines_only),
+      cmocka_unit_test(listener_filter_narrows_what_is_dispatched),
       cmocka_unit_test(grace_does_not_cover_kicks),
       cmocka_unit_test(grace_does_not_cover_shutdown),
       cmocka_unit_test(grace_cancelled_then_restarted),

@@ -153,10 +153,26 @@ void buf_put_i64(buf_t *b, int64_t v) {
 
 /* s[0..n) escaped as RFC 8259 requires, no quotes: at most 6 * n bytes.
  * Runs of plain bytes are copied whole. */
+/* Whether any of the 8 bytes in x needs escaping: below 0x20, '"' or
+ * '\\'. Each test is exact for "any byte" (a borrow can only set a flag
+ * above a byte that already matched), which is all it is asked. */
+static inline int needs_escape8(uint64_t x) {
+  const uint64_t ones = 0x0101010101010101u, high = 0x8080808080808080u;
+  uint64_t q = x ^ (ones * '"'), b = x ^ (ones * '\\');
+  return ((((x - ones * 0x20) & ~x) | ((q - ones) & ~q) | ((b - ones) & ~b)) &
+          high) != 0;
+}
+
 static char *wr_json_body(char *p, const char *s, size_t n) {
   static const char hex[] = "0123456789abcdef";
-  size_t run = 0;
-  for (size_t i = 0; i < n; i++) {
+  size_t run = 0, i = 0;
+  /* Ids and names are plain: eight bytes a step until one is not. */
+  for (; n - i >= 8; i += 8) {
+    uint64_t x;
+    memcpy(&x, s + i, 8);
+    if (needs_escape8(x)) break;
+  }
+  for (; i < n; i++) {
     unsigned char c = (unsigned char)s[i];
     if (c >= 0x20 && c != '"' && c != '\\') continue;
     p = wr_mem(p, s + run, i - run);

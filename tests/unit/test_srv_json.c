@@ -32,6 +32,65 @@ static void put_i(buf_t *b, int64_t v, const char *want) {
   assert_int_equal(b->len, strlen(want));
 }
 
+/* RFC 8259's escaping, one byte at a time: what wr_json_body must write
+ * whether it reads eight bytes a step or one. */
+static size_t ref_escape(char *out, const unsigned char *s, size_t n) {
+  size_t o = 0;
+  out[o++] = '"';
+  for (size_t i = 0; i < n; i++) {
+    unsigned char c = s[i];
+    if (c == '"' || c == '\\') {
+      out[o++] = '\\';
+      out[o++] = (char)c;
+    } else if (c == '\n') {
+      memcpy(out + o, "\\n", 2);
+      o += 2;
+    } else if (c == '\r') {
+      memcpy(out + o, "\\r", 2);
+      o += 2;
+    } else if (c == '\t') {
+      memcpy(out + o, "\\t", 2);
+      o += 2;
+    } else if (c < 0x20) {
+      o += (size_t)sprintf(out + o, "\\u%04x", c);
+    } else {
+      out[o++] = (char)c;
+    }
+  }
+  out[o++] = '"';
+  return o;
+}
+
+/* Every special byte at every place of strings of 1 to 24 bytes (the
+ * eight-byte steps, the tail, both), among plain bytes and bytes that
+ * border the tests (0x1f, 0x20, 0x21, 0x23, 0x5b, 0x5d, 0x7f, 0x80, 0xff). */
+static void string_escapes(void **state) {
+  (void)state;
+  static const unsigned char special[] = {'"', '\\', '\n', '\r', '\t', 0x01,
+                                          0x1f, 0x00, 0x20, 0x21, 0x23, 0x5b,
+                                          0x5c, 0x5d, 0x7f, 0x80, 0xff, 0xdc};
+  static const unsigned char filler[] = {'a', 0x21, 0x23, 0x5b, 0x5d, 0x7f,
+                                         0x80, 0xff, 0x20};
+  buf_t b;
+  buf_init(&b);
+  char want[24 * 6 + 3];
+  for (size_t n = 1; n <= 24; n++)
+    for (size_t at = 0; at < n; at++)
+      for (size_t k = 0; k < sizeof special; k++)
+        for (size_t f = 0; f < sizeof filler; f++) {
+          unsigned char s[24];
+          memset(s, filler[f], n);
+          s[at] = special[k];
+          if (k % 3 == 0 && n > 9) s[(at + 9) % n] = '"'; /* two in one */
+          size_t wn = ref_escape(want, s, n);
+          buf_reset(&b);
+          buf_put_json_strn(&b, (const char *)s, n);
+          assert_int_equal(b.len, wn);
+          assert_memory_equal(b.data, want, wn);
+        }
+  buf_free(&b);
+}
+
 static void numbers(void **state) {
   (void)state;
   buf_t b;
@@ -209,6 +268,7 @@ static void names_fit(void **state) {
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(numbers),
+      cmocka_unit_test(string_escapes),
       cmocka_unit_test(user_changes),
       cmocka_unit_test(device_and_message_changes),
       cmocka_unit_test(long_ids),

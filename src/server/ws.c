@@ -244,6 +244,29 @@ static unsigned unmask(uint8_t *dst, const uint8_t *src, size_t n,
   return (unsigned)((off + n) & 3);
 }
 
+/* unmask from offset 0, returning whether any unmasked byte is >= 0x80
+ * (text that is all ASCII needs no UTF-8 check). */
+static int unmask_high(uint8_t *dst, const uint8_t *src, size_t n,
+                       const uint8_t key[4]) {
+  uint8_t k8[8];
+  uint64_t k, w, acc = 0;
+  size_t i = 0;
+  memcpy(k8, key, 4);
+  memcpy(k8 + 4, key, 4);
+  memcpy(&k, k8, 8);
+  for (; n - i >= 8; i += 8) {
+    memcpy(&w, src + i, 8);
+    w ^= k;
+    acc |= w;
+    memcpy(dst + i, &w, 8);
+  }
+  for (; i < n; i++) {
+    dst[i] = src[i] ^ k8[i & 7];
+    acc |= dst[i];
+  }
+  return (acc & 0x8080808080808080u) != 0;
+}
+
 static int reserve(ws_parser_t *p, size_t need) {
   if (need <= p->cap) return 0;
   size_t cap = p->cap ? p->cap : 256;
@@ -468,6 +491,34 @@ static size_t parse(ws_parser_t *p, const uint8_t *in, uint8_t *mut, size_t len,
         return pos + 2; /* where head_byte stops: after the length */
       }
       pos += 6;
+      if (mut && p->flen <= len - pos) {
+        /* ... and its payload too: unmasked in place and checked in one
+         * pass, and delivered as end_frame would, without the frame
+         * machinery (begin, body, end_frame) in between. */
+        size_t n = (size_t)p->flen;
+        uint8_t *d = mut + pos;
+        if (unmask_high(d, in + pos, n, p->key) && p->op == WS_OP_TEXT) {
+          uint32_t st = 0;
+          size_t bad = u8scan(&st, d, n);
+          if (bad < n) {
+            err(p, WS_CLOSE_INVALID_DATA, "invalid UTF-8 in a text message");
+            fail(p, ev);
+            return pos + bad + 1;
+          }
+          if (!utf8_complete(st)) {
+            err(p, WS_CLOSE_INVALID_DATA,
+                "text message ends inside a character");
+            fail(p, ev);
+            return pos + n;
+          }
+        }
+        p->left = 0;
+        ev->kind = WS_EV_MESSAGE;
+        ev->opcode = p->op;
+        ev->data = d;
+        ev->len = n;
+        return pos + n;
+      }
       if (begin(p, mut ? mut + pos : NULL, len - pos) < 0) {
         fail(p, ev);
         return pos;

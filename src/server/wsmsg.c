@@ -234,7 +234,9 @@ typedef struct span {
 } span_t;
 
 static inline const uint8_t *skip_ws(const uint8_t *p, const uint8_t *end) {
-  while (p < end && (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r'))
+  /* Compact JSON has none: one comparison says so (all four are <= ' '). */
+  while (p < end && *p <= ' ' &&
+         (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r'))
     p++;
   return p;
 }
@@ -420,10 +422,11 @@ int wsmsg_decode_full(const uint8_t *data, size_t len, uint32_t max_users,
 }
 
 void wsmsg_free(wsmsg_t *m) {
-  cJSON_Delete(m->root);
+  /* A status change has neither: no calls for it. */
+  if (m->root) cJSON_Delete(m->root);
   m->root = NULL;
   m->users = NULL;
   m->channel = NULL;
-  free(m->data);
+  if (m->data) free(m->data);
   m->data = NULL;
 }

@@ -455,20 +455,27 @@ static void log_timer(void *ud, int64_t timeout_ms) {
   t->last = timeout_ms;
 }
 
+/* A fixture whose host timer logs into *t. */
+static fixture_t *make_timed(uint32_t grace, uint32_t inactivity,
+                             timer_log_t *t) {
+  fixture_t *f = calloc(1, sizeof(*f));
+  presence_options_t o;
+  test_options(&o, &f->clock, 1000, &f->alloc);
+  o.offline_grace_ms = grace;
+  o.inactivity_ms = inactivity;
+  o.timer = log_timer;
+  o.timer_ud = t;
+  assert_int_equal(presence_new(&o, &f->p), 0);
+  assert_true(presence_on_event(f->p, record_cb, &f->rec) > 0);
+  return f;
+}
+
 /* The library tells the host each change of its next deadline, and only
  * changes: a host arms one timer and never re-arms it after its own calls. */
 static void timer_reports_each_change_of_the_deadline(void **state) {
   (void)state;
-  fixture_t *f = calloc(1, sizeof(*f));
   timer_log_t t = {0, -2};
-  presence_options_t o;
-  test_options(&o, &f->clock, 1000, &f->alloc);
-  o.offline_grace_ms = 5000;
-  o.inactivity_ms = 60000;
-  o.timer = log_timer;
-  o.timer_ud = &t;
-  assert_int_equal(presence_new(&o, &f->p), 0);
-  assert_true(presence_on_event(f->p, record_cb, &f->rec) > 0);
+  fixture_t *f = make_timed(5000, 60000, &t);
   assert_int_equal(t.calls, 0); /* nothing pending yet */
 
   /* A session: its inactivity deadline. */
@@ -514,15 +521,8 @@ static void timer_reports_each_change_of_the_deadline(void **state) {
  * tick finds nothing due and stops it. */
 static void timer_follows_added_deadlines_only(void **state) {
   (void)state;
-  fixture_t *f = calloc(1, sizeof(*f));
   timer_log_t t = {0, -2};
-  presence_options_t o;
-  test_options(&o, &f->clock, 1000, &f->alloc);
-  o.offline_grace_ms = 5000;
-  o.timer = log_timer;
-  o.timer_ud = &t;
-  assert_int_equal(presence_new(&o, &f->p), 0);
-  assert_true(presence_on_event(f->p, record_cb, &f->rec) > 0);
+  fixture_t *f = make_timed(5000, 0, &t);
   presence_session_connect(f->p, "s1", "alice", NULL, NULL, NULL);
   presence_session_connect(f->p, "s2", "bob", NULL, NULL, NULL);
   assert_int_equal(t.calls, 0); /* no inactivity: no deadline */

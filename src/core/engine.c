@@ -39,13 +39,10 @@ static inline bool takes(const cb_entry_t *e, unsigned type, unsigned flags) {
   return (e->types >> type & 1) && !(flags & e->skip[type]);
 }
 
-
 typedef struct cb_list {
   cb_entry_t *v;
   size_t n, cap;
 } cb_list_t;
-
-
 
 #define LIST_ANY PRESENCE_EV_COUNT_
 #define LIST_CLUSTER (PRESENCE_EV_COUNT_ + 1)
@@ -295,14 +292,16 @@ static void host_emit_packed(void *ud, const void *packed) {
   if (p->depth == 0) drain(p);
 }
 
-/* A cluster event from a store that observes its shared log: dispatched at
- * once (it arrives from the store's own I/O, never inside a store call),
- * flagged as dispatching so presence_off from a callback is safe. */
+/* The store added a deadline that may be the nearest (stores with
+ * PRESENCE_STORE_DEADLINES): the next outermost write ticks. */
 static void host_deadline(void *ud) {
   presence_t *p = ud;
   p->tick_owed = true;
 }
 
+/* A cluster event from a store that observes its shared log: dispatched at
+ * once (it arrives from the store's own I/O, never inside a store call),
+ * flagged as dispatching so presence_off from a callback is safe. */
 static void host_observe(void *ud, const presence_event_t *ev) {
   presence_t *p = ud;
   bool was = p->dispatching;

@@ -317,8 +317,8 @@ void presence__event_pack_measured(const presence_event_t *ev,
 void presence__event_unpack(const void *buf, presence_event_t *ev,
                             const char **ids);
 size_t presence__event_packed_ids(const void *buf);
-/* The type of a packed event, read from its header. */
-/* Its type, and its flags into *flags: whether anyone takes it. */
+/* The type of a packed event and, into *flags, its flags, read from its
+ * header: whether anyone takes it. */
 presence_event_type_t presence__event_packed_head(const void *buf,
                                                   unsigned *flags);
 /* Size of a packed event, read from its header. */

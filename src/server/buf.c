@@ -151,8 +151,6 @@ void buf_put_i64(buf_t *b, int64_t v) {
   buf_commit(b, wr_i64(buf_end(b), v));
 }
 
-/* s[0..n) escaped as RFC 8259 requires, no quotes: at most 6 * n bytes.
- * Runs of plain bytes are copied whole. */
 /* Whether any of the 8 bytes in x needs escaping: below 0x20, '"' or
  * '\\'. Each test is exact for "any byte" (a borrow can only set a flag
  * above a byte that already matched), which is all it is asked. */
@@ -163,6 +161,8 @@ static inline int needs_escape8(uint64_t x) {
           high) != 0;
 }
 
+/* s[0..n) escaped as RFC 8259 requires, no quotes: at most 6 * n bytes.
+ * Runs of plain bytes are copied whole. */
 static char *wr_json_body(char *p, const char *s, size_t n) {
   static const char hex[] = "0123456789abcdef";
   size_t run = 0, i = 0;

@@ -49,7 +49,7 @@ static void routes_make(srv_t *s) {
         skip &= k->skip_flags;
       }
       *r = 0;
-      if (s->fanout_h[local] > 0)
+      if (s->p && s->fanout_h[local] > 0) /* no engine once shut down */
         (void)presence_listener_filter(s->p, s->fanout_h[local],
                                        (presence_event_type_t)t,
                                        s->routes[local][t][0] != 0,

@@ -243,8 +243,8 @@ static inline const uint8_t *skip_ws(const uint8_t *p, const uint8_t *end) {
 
 /* The literal lit (n bytes) at p; p past it, or NULL. */
 static inline const uint8_t *lit(const uint8_t *p, const uint8_t *end,
-                                 const char *lit, size_t n) {
-  return (size_t)(end - p) >= n && memcmp(p, lit, n) == 0 ? p + n : NULL;
+                                 const char *s, size_t n) {
+  return (size_t)(end - p) >= n && memcmp(p, s, n) == 0 ? p + n : NULL;
 }
 #define LIT(p, end, s) lit((p), (end), (s), sizeof(s) - 1)
 

@@ -221,11 +221,14 @@ static void fail(ws_parser_t *p, ws_event_t *ev) {
   ev->reason = p->ewhy;
 }
 
-/* XOR with the key from key[off]; dst may be src. Returns the new offset. */
-static unsigned unmask(uint8_t *dst, const uint8_t *src, size_t n,
-                       const uint8_t key[4], unsigned off) {
+/* XOR with the key from key[off]; dst may be src. Returns the new offset;
+ * *bits gets every unmasked byte ORed together, so that a caller can tell
+ * all-ASCII text (no UTF-8 check needed) without another pass. */
+static inline unsigned unmask_or(uint8_t *dst, const uint8_t *src, size_t n,
+                                 const uint8_t key[4], unsigned off,
+                                 uint64_t *bits) {
   uint8_t k8[8];
-  uint64_t k, w;
+  uint64_t k, w, acc = 0;
   size_t i = 0;
   /* The key from key[off], twice: four bytes rotated, then copied. */
   for (int j = 0; j < 4; j++)
@@ -237,26 +240,6 @@ static unsigned unmask(uint8_t *dst, const uint8_t *src, size_t n,
   for (; n - i >= 8; i += 8) {
     memcpy(&w, src + i, 8);
     w ^= k;
-    memcpy(dst + i, &w, 8);
-  }
-  for (; i < n; i++)
-    dst[i] = src[i] ^ k8[i & 7];
-  return (unsigned)((off + n) & 3);
-}
-
-/* unmask from offset 0, returning whether any unmasked byte is >= 0x80
- * (text that is all ASCII needs no UTF-8 check). */
-static int unmask_high(uint8_t *dst, const uint8_t *src, size_t n,
-                       const uint8_t key[4]) {
-  uint8_t k8[8];
-  uint64_t k, w, acc = 0;
-  size_t i = 0;
-  memcpy(k8, key, 4);
-  memcpy(k8 + 4, key, 4);
-  memcpy(&k, k8, 8);
-  for (; n - i >= 8; i += 8) {
-    memcpy(&w, src + i, 8);
-    w ^= k;
     acc |= w;
     memcpy(dst + i, &w, 8);
   }
@@ -264,7 +247,14 @@ static int unmask_high(uint8_t *dst, const uint8_t *src, size_t n,
     dst[i] = src[i] ^ k8[i & 7];
     acc |= dst[i];
   }
-  return (acc & 0x8080808080808080u) != 0;
+  *bits = acc;
+  return (unsigned)((off + n) & 3);
+}
+
+static unsigned unmask(uint8_t *dst, const uint8_t *src, size_t n,
+                       const uint8_t key[4], unsigned off) {
+  uint64_t unused;
+  return unmask_or(dst, src, n, key, off, &unused);
 }
 
 static int reserve(ws_parser_t *p, size_t need) {
@@ -497,7 +487,9 @@ static size_t parse(ws_parser_t *p, const uint8_t *in, uint8_t *mut, size_t len,
          * machinery (begin, body, end_frame) in between. */
         size_t n = (size_t)p->flen;
         uint8_t *d = mut + pos;
-        if (unmask_high(d, in + pos, n, p->key) && p->op == WS_OP_TEXT) {
+        uint64_t bits;
+        (void)unmask_or(d, in + pos, n, p->key, 0, &bits);
+        if ((bits & 0x8080808080808080u) && p->op == WS_OP_TEXT) {
           uint32_t st = 0;
           size_t bad = u8scan(&st, d, n);
           if (bad < n) {

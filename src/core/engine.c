@@ -166,6 +166,20 @@ static void compact_lists(presence_t *p) {
   p->lists_dirty = false;
 }
 
+/* The marks host_emit_packed leaves on a queued pair. */
+enum { MARK_FIRST = 1, MARK_SKIP_SECOND = 2 };
+
+static void dispatch(presence_t *p, const presence_event_t *ev) {
+  /* Empty lists are the common case (a daemon listens on two): not
+   * called at all. */
+  if ((unsigned)ev->type < PRESENCE_EV_COUNT_ && p->lists[ev->type].n)
+    dispatch_list(p, &p->lists[ev->type], ev);
+  if (p->lists[LIST_ANY].n) dispatch_list(p, &p->lists[LIST_ANY], ev);
+  if (!(p->store->ops->flags & PRESENCE_STORE_OBSERVES) &&
+      p->lists[LIST_CLUSTER].n)
+    dispatch_list(p, &p->lists[LIST_CLUSTER], ev);
+}
+
 static void drain(presence_t *p) {
   if (p->dispatching) return; /* the outer drain picks them up */
   p->dispatching = true;
@@ -183,14 +197,15 @@ static void drain(presence_t *p) {
     presence_event_t ev;
     presence__event_unpack(blob, &ev, p->ids);
     p->pend_pinned = true;
-    /* Empty lists are the common case (a daemon listens on two): not
-     * called at all. */
-    if ((unsigned)ev.type < PRESENCE_EV_COUNT_ && p->lists[ev.type].n)
-      dispatch_list(p, &p->lists[ev.type], &ev);
-    if (p->lists[LIST_ANY].n) dispatch_list(p, &p->lists[LIST_ANY], &ev);
-    if (!(p->store->ops->flags & PRESENCE_STORE_OBSERVES) &&
-        p->lists[LIST_CLUSTER].n)
-      dispatch_list(p, &p->lists[LIST_CLUSTER], &ev);
+    /* A pair (presence__ev_first_t): its first event, then the second,
+     * each if host_emit_packed found it heard. */
+    unsigned marks = presence__event_packed_marks(blob);
+    if (marks & MARK_FIRST) {
+      presence_event_t first = ev;
+      presence__event_first(blob, &first);
+      dispatch(p, &first);
+    }
+    if (!(marks & MARK_SKIP_SECOND)) dispatch(p, &ev);
     p->pend_pinned = false;
     if (p->pend_held) {
       presence__free(&p->alloc, p->pend_held);
@@ -280,15 +295,32 @@ static void host_emit(void *ud, const presence_event_t *ev) {
 
 static void host_emit_packed(void *ud, const void *packed) {
   presence_t *p = ud;
-  unsigned flags;
+  unsigned flags, marks = 0;
   presence_event_type_t type = presence__event_packed_head(packed, &flags);
-  if (unheard(p, type, flags)) {
+  bool second = !unheard(p, type, flags);
+  if (presence__event_packed_pair(packed)) {
+    /* Two events in one record: queued once if either is heard, marked
+     * with which (two changes either way). */
+    p->changes++;
+    type = presence__event_packed_first_head(packed, &flags);
+    if (!unheard(p, type, flags)) marks |= MARK_FIRST;
+    if (!second) {
+      if (!marks) {
+        p->changes++;
+        return;
+      }
+      marks |= MARK_SKIP_SECOND;
+    }
+  } else if (!second) {
     p->changes++;
     return;
   }
   size_t size = presence__event_packed_len(packed);
   unsigned char *at = pend_reserve(p, size);
-  if (at) memcpy(at, packed, size);
+  if (at) {
+    memcpy(at, packed, size);
+    presence__event_packed_set_marks(at, marks);
+  }
   if (p->depth == 0) drain(p);
 }
 

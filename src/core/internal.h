@@ -269,8 +269,27 @@ enum {
   PRESENCE__EV_T_IDS = 1,       /* 8 bytes: the count of session ids */
   PRESENCE__EV_T_LAST_SEEN = 2, /* 8 bytes */
   PRESENCE__EV_T_MESSAGE = 4,   /* 16 bytes: expiry, text and emoji lengths */
-  PRESENCE__EV_T_CHANNEL = 8    /* 16 bytes: count, channel length */
+  PRESENCE__EV_T_CHANNEL = 8,   /* 16 bytes: count, channel length */
+  PRESENCE__EV_T_PAIR = 16      /* 24 bytes: the session event before it */
 };
+
+/*
+ * A pair: a session event flagged PRESENCE_EVENT_USER_FOLLOWS and the user
+ * transition it caused, packed as one record (the user event, with the
+ * session event's own fields in a tail). Every other field of the two is the
+ * same: the session, the user, the reason, the time, the device and its
+ * statuses, the availability, the instance; the session event's sequence
+ * number is the user event's less one, and it carries no last_seen. A status
+ * change is such a pair: packing, logging and queueing it once instead of
+ * twice is ~450 instructions of the ~4,200 a change costs presenced
+ * (docs/internals/core.md, "Packed events").
+ */
+typedef struct presence__ev_first {
+  uint64_t user_version;
+  uint32_t shown_version;
+  uint32_t flags;
+  uint8_t type, from, to;
+} presence__ev_first_t;
 
 static inline unsigned presence__event_tails(const presence_event_t *ev) {
   return (ev->session_ids ? PRESENCE__EV_T_IDS : 0u) |
@@ -285,7 +304,8 @@ static inline size_t presence__event_tails_size(unsigned t) {
   return ((t & PRESENCE__EV_T_IDS) ? 8u : 0u) +
          ((t & PRESENCE__EV_T_LAST_SEEN) ? 8u : 0u) +
          ((t & PRESENCE__EV_T_MESSAGE) ? 16u : 0u) +
-         ((t & PRESENCE__EV_T_CHANNEL) ? 16u : 0u);
+         ((t & PRESENCE__EV_T_CHANNEL) ? 16u : 0u) +
+         ((t & PRESENCE__EV_T_PAIR) ? 24u : 0u);
 }
 
 /* Bytes needed to pack ev given its strings' lengths (lens[i] as from
@@ -323,6 +343,18 @@ presence_event_type_t presence__event_packed_head(const void *buf,
                                                   unsigned *flags);
 /* Size of a packed event, read from its header. */
 size_t presence__event_packed_len(const void *buf);
+/* A pair (PRESENCE__EV_T_PAIR): whether buf holds one, and, into *flags,
+ * the type and flags of its first event. presence__event_unpack gives the
+ * second (the user event); presence__event_first turns that unpacked event
+ * into the first. */
+bool presence__event_packed_pair(const void *buf);
+presence_event_type_t presence__event_packed_first_head(const void *buf,
+                                                        unsigned *flags);
+void presence__event_first(const void *buf, presence_event_t *ev);
+/* A byte of the header that the log leaves 0, for the engine's marks on
+ * its own queued copy (which events of a pair to dispatch). */
+unsigned presence__event_packed_marks(const void *buf);
+void presence__event_packed_set_marks(void *buf, unsigned marks);
 
 /* ---- the transition log ------------------------------------------------ */
 
@@ -346,6 +378,14 @@ const void *presence__log_append_measured(presence__log_t *l,
                                           const presence_event_t *ev,
                                           const size_t lens[PRESENCE__EV_STRINGS],
                                           size_t size);
+/* A pair (see presence__ev_first_t): ev is the user event (ev->seq the
+ * next number but one), first the session event's own fields, size ev's
+ * packed size without the pair's tail. Two entries of the log, one copy. */
+const void *presence__log_append_pair(presence__log_t *l,
+                                      const presence_event_t *ev,
+                                      const presence__ev_first_t *first,
+                                      const size_t lens[PRESENCE__EV_STRINGS],
+                                      size_t size);
 uint64_t presence__log_last_seq(const presence__log_t *l);
 uint64_t presence__log_first_seq(const presence__log_t *l);
 /* Read up to max events after after_seq; see presence_log_read. */

@@ -42,7 +42,7 @@ typedef struct packed {
   uint8_t type, reason, from, to;
   uint8_t avail_from, avail_to, dev_from, dev_to;
   uint8_t tails; /* T_* below: which tails follow the header */
-  uint8_t unused;
+  uint8_t marks; /* 0 in the log; the engine's marks on its queued copy */
   uint16_t sid_len, uid_len, meta_len, inst_len, dev_len; /* NONE16: NULL */
 } packed_t;
 
@@ -53,7 +53,8 @@ enum {
   T_IDS = PRESENCE__EV_T_IDS,
   T_LAST_SEEN = PRESENCE__EV_T_LAST_SEEN,
   T_MESSAGE = PRESENCE__EV_T_MESSAGE,
-  T_CHANNEL = PRESENCE__EV_T_CHANNEL
+  T_CHANNEL = PRESENCE__EV_T_CHANNEL,
+  T_PAIR = PRESENCE__EV_T_PAIR
 };
 
 typedef struct tail_ids {
@@ -74,10 +75,20 @@ typedef struct tail_channel {
   uint32_t shown_count; /* 32 bits: a store counts members in 32 */
 } tail_channel_t;
 
+/* A pair's first event: its fields that differ from the second's. */
+typedef struct tail_pair {
+  uint64_t user_version;
+  uint32_t shown_version;
+  uint32_t flags;
+  uint8_t type, from, to;
+  uint8_t unused[5];
+} tail_pair_t;
+
 _Static_assert(sizeof(packed_t) == PRESENCE__EV_HEADER,
                "presence__event_size counts this header");
 _Static_assert(sizeof(tail_ids_t) == 8 && sizeof(tail_message_t) == 16 &&
-                   sizeof(tail_channel_t) == 16 && sizeof(int64_t) == 8,
+                   sizeof(tail_channel_t) == 16 && sizeof(int64_t) == 8 &&
+                   sizeof(tail_pair_t) == 24,
                "presence__event_tails_size counts these tails");
 _Static_assert(sizeof(packed_t) == 64, "the header is one cache line");
 _Static_assert(PRESENCE_META_MAX < NONE16 && PRESENCE_DATA_MAX < NONE16 &&
@@ -122,12 +133,13 @@ static inline char *put(char *dst, const char *s, size_t len1) {
 }
 
 /* Inline into the log's append (every event of the memory store) and the
- * engine's queue (every event of the Redis store). */
+ * engine's queue (every event of the Redis store). first: a pair's first
+ * event (its tail comes last), or NULL. */
 static ALWAYS_INLINE void
 pack(const presence_event_t *ev, const size_t lens[PRESENCE__EV_STRINGS],
-     size_t size, void *buf) {
+     size_t size, void *buf, const presence__ev_first_t *first) {
   packed_t *p = buf;
-  unsigned t = presence__event_tails(ev);
+  unsigned t = presence__event_tails(ev) | (first ? T_PAIR : 0u);
   p->seq = ev->seq;
   p->ts_ms = ev->ts_ms;
   p->user_version = ev->user_version;
@@ -144,7 +156,7 @@ pack(const presence_event_t *ev, const size_t lens[PRESENCE__EV_STRINGS],
   p->dev_from = (uint8_t)ev->device_from;
   p->dev_to = (uint8_t)ev->device_to;
   p->tails = (uint8_t)t;
-  p->unused = 0;
+  p->marks = 0;
   p->sid_len = len16(lens[0]);
   p->uid_len = len16(lens[1]);
   p->meta_len = len16(lens[2]);
@@ -175,6 +187,13 @@ pack(const presence_event_t *ev, const size_t lens[PRESENCE__EV_STRINGS],
       memcpy(x, &tc, sizeof(tc));
       x += sizeof(tc);
     }
+    if (first) {
+      tail_pair_t tp = {first->user_version, first->shown_version,
+                        first->flags, first->type, first->from, first->to,
+                        {0}};
+      memcpy(x, &tp, sizeof(tp));
+      x += sizeof(tp);
+    }
   }
   char *d = (char *)x;
   d = put(d, ev->session_id, lens[0]);
@@ -194,7 +213,7 @@ pack(const presence_event_t *ev, const size_t lens[PRESENCE__EV_STRINGS],
 void presence__event_pack_measured(const presence_event_t *ev,
                                    const size_t lens[PRESENCE__EV_STRINGS],
                                    size_t size, void *buf) {
-  pack(ev, lens, size, buf);
+  pack(ev, lens, size, buf, NULL);
 }
 
 void presence__event_pack(const presence_event_t *ev, void *buf) {
@@ -212,6 +231,47 @@ presence_event_type_t presence__event_packed_head(const void *buf,
   const packed_t *p = buf;
   *flags = p->flags;
   return (presence_event_type_t)p->type;
+}
+
+bool presence__event_packed_pair(const void *buf) {
+  return ((const packed_t *)buf)->tails & T_PAIR;
+}
+
+/* The pair's tail is the last: the others' sizes before it. */
+static tail_pair_t pair_tail(const packed_t *p) {
+  tail_pair_t tp;
+  memcpy(&tp,
+         (const unsigned char *)(p + 1) +
+             presence__event_tails_size(p->tails & ~(unsigned)T_PAIR),
+         sizeof(tp));
+  return tp;
+}
+
+presence_event_type_t presence__event_packed_first_head(const void *buf,
+                                                        unsigned *flags) {
+  tail_pair_t tp = pair_tail(buf);
+  *flags = tp.flags;
+  return (presence_event_type_t)tp.type;
+}
+
+void presence__event_first(const void *buf, presence_event_t *ev) {
+  tail_pair_t tp = pair_tail(buf);
+  ev->type = (presence_event_type_t)tp.type;
+  ev->seq--;
+  ev->from = (presence_status_t)tp.from;
+  ev->to = (presence_status_t)tp.to;
+  ev->user_version = tp.user_version;
+  ev->shown_version = tp.shown_version;
+  ev->flags = tp.flags;
+  ev->last_seen_ms = 0;
+}
+
+unsigned presence__event_packed_marks(const void *buf) {
+  return ((const packed_t *)buf)->marks;
+}
+
+void presence__event_packed_set_marks(void *buf, unsigned marks) {
+  ((packed_t *)buf)->marks = (uint8_t)marks;
 }
 
 size_t presence__event_packed_ids(const void *buf) {
@@ -263,6 +323,7 @@ void presence__event_unpack(const void *buf, presence_event_t *ev,
       memcpy(&tc, x, sizeof(tc));
       x += sizeof(tc);
     }
+    if (t & T_PAIR) x += sizeof(tail_pair_t); /* presence__event_first */
   }
   const char *s = (const char *)x;
   ev->type = (presence_event_type_t)p->type;
@@ -332,7 +393,8 @@ presence__log_t *presence__log_new(const presence_allocator_t *a,
   if (!l) return NULL;
   memset(l, 0, sizeof(*l));
   l->alloc = a;
-  l->capacity = capacity ? capacity : 1;
+  /* Two at least: a pair is two entries (presence__log_append_pair). */
+  l->capacity = capacity > 2 ? capacity : 2;
   /* Room for the largest single event (metadata up to PRESENCE_META_MAX)
    * however small the capacity. */
   l->nbytes = (size_t)l->capacity * 256;
@@ -364,6 +426,35 @@ static void evict(presence__log_t *l) {
   l->count--;
 }
 
+static inline void add_entry(presence__log_t *l, uint64_t seq, size_t off) {
+  /* first + count < 2 * capacity: a subtraction, not a division, on every
+   * append. */
+  uint32_t slot = l->first + l->count;
+  if (slot >= l->capacity) slot -= l->capacity;
+  l->entries[slot].seq = seq;
+  l->entries[slot].off = off;
+  l->count++;
+  l->last_seq = seq;
+}
+
+/* Make room for n bytes at head (evicting what they overwrite), add the
+ * entry of seq there and return where to pack it. */
+static void *place(presence__log_t *l, size_t n, uint64_t seq) {
+  if (l->count == l->capacity) evict(l);
+  if (l->head + n > l->nbytes) {
+    /* Wrap: everything stored past head is older than what sits at the
+     * start, so it goes first. */
+    while (l->count && oldest(l)->off >= l->head) evict(l);
+    l->head = 0;
+  }
+  while (l->count && oldest(l)->off >= l->head && oldest(l)->off < l->head + n)
+    evict(l);
+  void *at = l->bytes + l->head;
+  add_entry(l, seq, l->head);
+  l->head += n;
+  return at;
+}
+
 const void *presence__log_append(presence__log_t *l,
                                  const presence_event_t *ev) {
   size_t lens[PRESENCE__EV_STRINGS];
@@ -390,27 +481,25 @@ const void *presence__log_append_measured(presence__log_t *l,
     n = presence__event_measure(ev, lens);
     whole = false;
   }
-  if (l->count == l->capacity) evict(l);
-  if (l->head + n > l->nbytes) {
-    /* Wrap: everything stored past head is older than what sits at the
-     * start, so it goes first. */
-    while (l->count && oldest(l)->off >= l->head) evict(l);
-    l->head = 0;
-  }
-  while (l->count && oldest(l)->off >= l->head && oldest(l)->off < l->head + n)
-    evict(l);
-  void *packed = l->bytes + l->head;
-  presence__event_pack_measured(ev, lens, n, packed);
-  /* first + count < 2 * capacity: a subtraction, not a division, on every
-   * append. */
-  uint32_t slot = l->first + l->count;
-  if (slot >= l->capacity) slot -= l->capacity;
-  l->entries[slot].seq = ev->seq;
-  l->entries[slot].off = l->head;
-  l->count++;
-  l->head += n;
-  l->last_seq = ev->seq;
+  void *packed = place(l, n, ev->seq);
+  pack(ev, lens, n, packed, NULL);
   return whole ? packed : NULL;
+}
+
+const void *presence__log_append_pair(presence__log_t *l,
+                                      const presence_event_t *ev,
+                                      const presence__ev_first_t *first,
+                                      const size_t lens[PRESENCE__EV_STRINGS],
+                                      size_t size) {
+  size += sizeof(tail_pair_t);
+  /* Room for two entries (the log holds at least two). */
+  while (l->count + 2 > l->capacity) evict(l);
+  void *packed = place(l, size, ev->seq - 1);
+  /* The second entry at the same bytes: the two are evicted together when
+   * their bytes are overwritten, and the first never after the second. */
+  add_entry(l, ev->seq, (size_t)((unsigned char *)packed - l->bytes));
+  pack(ev, lens, size, packed, first);
+  return packed;
 }
 
 uint64_t presence__log_last_seq(const presence__log_t *l) {
@@ -462,8 +551,10 @@ int presence__log_read(presence__log_t *l, uint64_t after_seq, size_t max,
     entry_t *e = &l->entries[(l->first + start + i) % l->capacity];
     /* No event with session ids yet: ids may still be NULL, and NULL + 0
      * is undefined behaviour in C (UBSan's pointer-overflow check). */
-    presence__event_unpack(l->bytes + e->off, &l->scratch[i],
-                           l->ids ? l->ids + used : NULL);
+    const void *b = l->bytes + e->off;
+    presence__event_unpack(b, &l->scratch[i], l->ids ? l->ids + used : NULL);
+    /* A pair's first event (its entry's seq is the record's less one). */
+    if (l->scratch[i].seq != e->seq) presence__event_first(b, &l->scratch[i]);
     used += l->scratch[i].n_session_ids;
   }
   cb(ud, status, l->scratch, n);

@@ -514,8 +514,15 @@ static size_t event_lens(mstore_t *m, const presence_event_t *ev,
   return presence__event_size(ev, lens);
 }
 
+/* first: the session event of a pair (presence__ev_first_t), whose number
+ * is taken here, before ev's; or NULL. */
 static void emit(mstore_t *m, presence_event_t *ev, int64_t now_ms,
-                 size_t sid_len, size_t uid_len) {
+                 size_t sid_len, size_t uid_len,
+                 const presence__ev_first_t *first) {
+  if (first) {
+    m->seq++;
+    m->stats.events[first->type]++;
+  }
   ev->seq = ++m->seq;
   ev->ts_ms = now_ms;
   /* A cleanup names the instance it cleaned up after; this store's only
@@ -529,7 +536,8 @@ static void emit(mstore_t *m, presence_event_t *ev, int64_t now_ms,
   } else {
     size_t lens[PRESENCE__EV_STRINGS];
     size_t n = event_lens(m, ev, sid_len, uid_len, lens);
-    packed = presence__log_append_measured(m->log, ev, lens, n);
+    packed = first ? presence__log_append_pair(m->log, ev, first, lens, n)
+                   : presence__log_append_measured(m->log, ev, lens, n);
   }
   if (packed) m->h.emit_packed(m->h.host_ud, packed);
   else m->h.emit(m->h.host_ud, ev);
@@ -595,7 +603,7 @@ static void emit_session(mstore_t *m, presence_event_type_t type,
       .device_to = dev_to,
   };
   shown_bump(u, &ev);
-  emit(m, &ev, now_ms, sid_len(s), u->key.len);
+  emit(m, &ev, now_ms, sid_len(s), u->key.len, NULL);
 }
 
 static void stats_leave(mstore_t *m, presence_status_t st) {
@@ -651,13 +659,26 @@ static void uq_pop(user_queue_t *q) {
 /* cause: the session whose change caused it (NULL: a timer, a cleanup);
  * the event carries that session's device and the device's best status
  * before and after, as the session event flagged USER_FOLLOWS left them
- * to it. */
+ * to it. first: that session event, given here to be packed with this one
+ * as a pair (type, from, to; the rest is filled in), or NULL when it was
+ * emitted on its own or there is none. */
 static void user_transition(mstore_t *m, muser_t *u, presence_status_t to,
                             presence_reason_t reason, const msess_t *cause,
                             presence_status_t dev_from,
-                            presence_status_t dev_to, int64_t now_ms) {
+                            presence_status_t dev_to, int64_t now_ms,
+                            presence__ev_first_t *first) {
   presence_status_t from = u_status(u);
   if (from == to) return;
+  if (first) {
+    /* The session event as emit_session would have made it: the user's
+     * version before this transition; the shown version unmoved, as a
+     * session event flagged USER_FOLLOWS shows watchers nothing
+     * (presence__event_watcher_visible). Its other fields are this
+     * event's: the same cause, reason, time, device and availability. */
+    first->user_version = u->version;
+    first->shown_version = (uint32_t)u->shown_version;
+    first->flags = PRESENCE_EVENT_USER_FOLLOWS;
+  }
   stats_leave(m, from);
   stats_enter(m, to);
   state_set_status(&u->key.spare[U_STATE], to);
@@ -695,7 +716,7 @@ static void user_transition(mstore_t *m, muser_t *u, presence_status_t to,
       .device_to = cause ? dev_to : PRESENCE_OFFLINE,
   };
   shown_bump(u, &ev);
-  emit(m, &ev, now_ms, cause ? sid_len(cause) : 0, u->key.len);
+  emit(m, &ev, now_ms, cause ? sid_len(cause) : 0, u->key.len, first);
 }
 
 /* ---- grace ------------------------------------------------------------- */
@@ -919,7 +940,7 @@ static int op_connect(mstore_t *m, const presence_write_t *w) {
                u_status(u) != PRESENCE_ONLINE ? PRESENCE_EVENT_USER_FOLLOWS : 0,
                now);
   user_transition(m, u, PRESENCE_ONLINE, PRESENCE_REASON_CONNECT, s, dev_from,
-                  PRESENCE_ONLINE, now);
+                  PRESENCE_ONLINE, now, NULL);
   t48_put(u->last_seen48, now);
   return 0;
 }
@@ -1112,7 +1133,7 @@ static void emit_member_flags(mstore_t *m, presence_event_type_t type,
       u_avail(mb->k.user);
   if (presence__event_member_visible(&ev)) mb->shown_version++;
   ev.shown_version = mb->shown_version;
-  emit(m, &ev, now, cause ? sid_len(cause) : 0, mb->k.user->key.len);
+  emit(m, &ev, now, cause ? sid_len(cause) : 0, mb->k.user->key.len, NULL);
 }
 
 static void emit_member(mstore_t *m, presence_event_type_t type,
@@ -1603,11 +1624,19 @@ static int op_end(mstore_t *m, const presence_write_t *w) {
     u->dev = sess_dev(s);
     u->key.spare[U_FLAGS] &= (uint8_t)~UF_MIXED_DEV;
   }
-  emit_session(m, PRESENCE_EV_SESSION_DISCONNECTED, s, w->reason, was,
-               PRESENCE_OFFLINE, dev_before, dev_after,
-               follows ? PRESENCE_EVENT_USER_FOLLOWS : 0, now);
-  if (!in_grace)
-    user_transition(m, u, to, w->reason, s, dev_before, dev_after, now);
+  if (follows) {
+    /* One record for the two events (presence__ev_first_t). */
+    presence__ev_first_t first = {.type = PRESENCE_EV_SESSION_DISCONNECTED,
+                                  .from = (uint8_t)was,
+                                  .to = PRESENCE_OFFLINE};
+    user_transition(m, u, to, w->reason, s, dev_before, dev_after, now,
+                    &first);
+  } else {
+    emit_session(m, PRESENCE_EV_SESSION_DISCONNECTED, s, w->reason, was,
+                 PRESENCE_OFFLINE, dev_before, dev_after, 0, now);
+    /* No transition to emit: to is the user's status, or the grace
+     * holds it. */
+  }
   session_channels_end(m, s, w->reason, graceful, now);
   session_free(m, s);
   return 0;
@@ -1630,11 +1659,17 @@ static void set_status(mstore_t *m, msess_t *s, presence_status_t to,
   t48_put(u->last_active48, now);
   presence_status_t dev_from = best_of(others, from),
                     dev_to = best_of(others, to);
-  emit_session(m, PRESENCE_EV_SESSION_STATUS, s, reason, from, to, dev_from,
-               dev_to,
-               computed(u) != u_status(u) ? PRESENCE_EVENT_USER_FOLLOWS : 0,
-               now);
-  user_transition(m, u, computed(u), reason, s, dev_from, dev_to, now);
+  presence_status_t uto = computed(u);
+  if (uto != u_status(u)) {
+    /* One record for the two events (presence__ev_first_t). */
+    presence__ev_first_t first = {.type = PRESENCE_EV_SESSION_STATUS,
+                                  .from = (uint8_t)from,
+                                  .to = (uint8_t)to};
+    user_transition(m, u, uto, reason, s, dev_from, dev_to, now, &first);
+  } else {
+    emit_session(m, PRESENCE_EV_SESSION_STATUS, s, reason, from, to,
+                 dev_from, dev_to, 0, now);
+  }
   session_channels_status(m, s, from, reason, now);
 }
 
@@ -1707,7 +1742,7 @@ static int op_reset(mstore_t *m) {
     grace_cancel(u);
     if (u_status(u) != PRESENCE_OFFLINE) t48_put(u->last_seen48, now);
     user_transition(m, u, PRESENCE_OFFLINE, PRESENCE_REASON_INSTANCE_LOST, NULL,
-                    PRESENCE_OFFLINE, PRESENCE_OFFLINE, now);
+                    PRESENCE_OFFLINE, PRESENCE_OFFLINE, now, NULL);
   }
   m->gq.len = m->gq.head = 0;
   /* Members in their channel grace leave now. */
@@ -1716,7 +1751,7 @@ static int op_reset(mstore_t *m) {
   presence_event_t ev = {0};
   ev.type = PRESENCE_EV_CLEANUP;
   ev.reason = PRESENCE_REASON_INSTANCE_LOST;
-  emit(m, &ev, now, 0, 0);
+  emit(m, &ev, now, 0, 0, NULL);
   return 0;
 }
 
@@ -1848,7 +1883,7 @@ static void emit_user_setting(mstore_t *m, muser_t *u,
     ev.message_expires_ms = u->ext ? u->ext->msg_expires_ms : 0;
   }
   shown_bump(u, &ev);
-  emit(m, &ev, now, 0, u->key.len);
+  emit(m, &ev, now, 0, u->key.len, NULL);
 }
 
 /* The user's availability changed from `from`: each channel it is in shows
@@ -2018,7 +2053,7 @@ static int64_t m_tick(presence_store_t *st, int64_t now_mono) {
     if (!wall) wall = m->h.wall_ms(m->h.host_ud);
     user_transition(m, u, PRESENCE_OFFLINE,
                     u_end_reason(u), NULL,
-                    PRESENCE_OFFLINE, PRESENCE_OFFLINE, wall);
+                    PRESENCE_OFFLINE, PRESENCE_OFFLINE, wall, NULL);
   }
   {
     int64_t d = members_tick(m, now, false, &wall);

@@ -548,6 +548,9 @@ static void on_flush_idle(uv_idle_t *h) {
   flush_all(h->data);
 }
 
+static void pend_linked(conn_t *c, pend_t *last, int extend, size_t total);
+static int pend_room(srv_t *s, conn_t *c, pend_t **last);
+
 static int pend_add(conn_t *c, uv_buf_t *bufs, unsigned n, shbuf_t *shared) {
   srv_t *s = c->srv;
   size_t total = 0;
@@ -567,15 +570,7 @@ static int pend_add(conn_t *c, uv_buf_t *bufs, unsigned n, shbuf_t *shared) {
       c->pend_first ? &s->pend[s->pend[c->pend_first - 1].last - 1] : NULL;
   int extend = !(shared && n == 1) && last && !last->shared &&
                last->off + last->len == s->pend_data.len;
-  if (!extend && s->npend == s->pend_cap) {
-    uint32_t cap = s->pend_cap ? s->pend_cap * 2 : 256;
-    pend_t *np = realloc(s->pend, cap * sizeof *np);
-    if (!np) goto nomem;
-    s->pend = np;
-    s->pend_cap = cap;
-    last = c->pend_first ? &s->pend[s->pend[c->pend_first - 1].last - 1]
-                         : NULL;
-  }
+  if (!extend && pend_room(s, c, &last) != 0) goto nomem;
   if (shared && n == 1) {
     pend_t *e = &s->pend[s->npend];
     *e = (pend_t){.c = c, .shared = shared, .len = (uint32_t)total};
@@ -594,6 +589,18 @@ static int pend_add(conn_t *c, uv_buf_t *bufs, unsigned n, shbuf_t *shared) {
       s->pend[s->npend] = (pend_t){.c = c, .off = off, .len = (uint32_t)total};
     }
   }
+  pend_linked(c, last, extend, total);
+  return 0;
+nomem:
+  srv_error(s, "out_of_memory", "cannot queue a write");
+  conn_close(c);
+  return -1;
+}
+
+/* After an entry was added at s->pend[s->npend] (or, extend, the last one
+ * grew): link it to c's chain, count its bytes, arm the turn's flush. */
+static void pend_linked(conn_t *c, pend_t *last, int extend, size_t total) {
+  srv_t *s = c->srv;
   if (!extend) {
     uint32_t idx = ++s->npend;
     if (last)
@@ -609,6 +616,94 @@ static int pend_add(conn_t *c, uv_buf_t *bufs, unsigned n, shbuf_t *shared) {
     uv_idle_start(&s->flush_idle, on_flush_idle);
     s->flush_armed = 1;
   }
+}
+
+/* Room for a pend entry; last (c's last entry) found again if the array
+ * moved. */
+static int pend_room(srv_t *s, conn_t *c, pend_t **last) {
+  if (s->npend < s->pend_cap) return 0;
+  uint32_t cap = s->pend_cap ? s->pend_cap * 2 : 256;
+  pend_t *np = realloc(s->pend, cap * sizeof *np);
+  if (!np) return -1;
+  s->pend = np;
+  s->pend_cap = cap;
+  *last = c->pend_first ? &s->pend[s->pend[c->pend_first - 1].last - 1] : NULL;
+  return 0;
+}
+
+/*
+ * A frame made in place: the fan-out of a change to its one watcher writes
+ * the frame's payload straight into the turn's write buffer, where it was
+ * made in a scratch buffer and copied in (~100 instructions a change of the
+ * flip, docs/benchmarks.md). The header's room is kept before the payload
+ * for the common size (126 to 65,535 bytes: a 4-byte header); another size
+ * moves the payload by a few bytes.
+ */
+#define FRAME_ROOM 4
+
+buf_t *conn_frame_begin(conn_t *c, size_t *mark) {
+  srv_t *s = c->srv;
+  if (c->closing || c->draining || c->close_after_flush || c->capture ||
+      c->kind != CONN_WS || !s->flush_ready)
+    return NULL;
+  /* A long chain is written first (as pend_add does): its write may close
+   * connections, whose ends queue frames, before this frame starts. */
+  if (c->pend_first && s->pend[c->pend_first - 1].count >= PEND_MAX_CHAIN) {
+    flush_conn(c);
+    if (c->closing) return NULL;
+  }
+  if (buf_reserve(&s->pend_data, FRAME_ROOM) != 0) {
+    s->pend_data.failed = 0;
+    return NULL;
+  }
+  *mark = s->pend_data.len;
+  s->pend_data.len += FRAME_ROOM;
+  return &s->pend_data;
+}
+
+int conn_frame_end(conn_t *c, size_t mark, int opcode) {
+  srv_t *s = c->srv;
+  buf_t *b = &s->pend_data;
+  if (buf_failed(b)) {
+    b->failed = 0;
+    b->len = mark;
+    goto nomem;
+  }
+  size_t len = b->len - mark - FRAME_ROOM;
+  uint8_t hdr[10];
+  size_t hl = ws_frame_header(hdr, opcode, 1, len);
+  if (hl != FRAME_ROOM) {
+    if (hl > FRAME_ROOM && buf_reserve(b, hl - FRAME_ROOM) != 0) {
+      b->failed = 0;
+      b->len = mark;
+      goto nomem;
+    }
+    memmove(b->data + mark + hl, b->data + mark + FRAME_ROOM, len);
+    b->len = mark + hl + len;
+  }
+  memcpy(b->data + mark, hdr, hl);
+  size_t total = hl + len;
+  if (!c->overflowed &&
+      (size_t)c->wq_bytes + total > s->cfg.max_write_queue) {
+    b->len = mark;
+    c->overflowed = 1;
+    on_overflow(c);
+    return -1;
+  }
+  pend_t *last =
+      c->pend_first ? &s->pend[s->pend[c->pend_first - 1].last - 1] : NULL;
+  int extend = last && !last->shared && last->off + last->len == mark;
+  if (extend) {
+    last->len += (uint32_t)total;
+  } else {
+    if (pend_room(s, c, &last) != 0) {
+      b->len = mark;
+      goto nomem;
+    }
+    s->pend[s->npend] =
+        (pend_t){.c = c, .off = (uint32_t)mark, .len = (uint32_t)total};
+  }
+  pend_linked(c, last, extend, total);
   return 0;
 nomem:
   srv_error(s, "out_of_memory", "cannot queue a write");

@@ -270,6 +270,13 @@ int conn_write(conn_t *c, const void *data, size_t len);
 int conn_write2(conn_t *c, const void *a, size_t alen, const void *b,
                 size_t blen);
 int conn_write_shared(conn_t *c, shbuf_t *b);
+/* A frame written in place into the loop turn's coalesced writes: the
+ * buffer to append the payload to (nothing else may write to it until
+ * conn_frame_end), or NULL when c does not coalesce its writes now (then
+ * build the frame elsewhere and conn_write2 it). conn_frame_end adds the
+ * header and queues the frame; -1 as conn_write. */
+buf_t *conn_frame_begin(conn_t *c, size_t *mark);
+int conn_frame_end(conn_t *c, size_t mark, int opcode);
 /* Close now; pending writes are cancelled. */
 void conn_close(conn_t *c);
 /* Bytes received from the peer: the one entry point of every protocol

@@ -33,6 +33,19 @@ static void on_user_event(srv_t *s, const presence_event_t *ev, void *ud) {
   if (!presence_event_watcher_visible(ev)) return;
   watch_entry_t *e = map_get(&s->watchers, ev->user_id);
   if (!e || e->n == 0) return;
+  /* One watcher (the common case): the frame is made in its write queue
+   * (conn_frame_begin), not made aside and copied there. */
+  if (e->n == 1) {
+    conn_t *c = e->subs[0];
+    size_t mark;
+    buf_t *q;
+    if (c->kind == CONN_WS && !c->closing && c->u.ws &&
+        (q = conn_frame_begin(c, &mark))) {
+      json_frame_presence_change(q, ev);
+      conn_frame_end(c, mark, WS_OP_TEXT);
+      return;
+    }
+  }
   buf_t *b = &s->scratch;
   buf_reset(b);
   json_frame_presence_change(b, ev);

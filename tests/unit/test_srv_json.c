@@ -252,6 +252,34 @@ static void long_ids(void **state) {
   buf_free(&b);
 }
 
+/* The sequence number's digits are the last frame's with the last digit
+ * moved when they can be (json.c, wr_seq): every kind of step is rendered
+ * as printf would, carries, falls, jumps and the first number included. */
+static void seq_digits_follow_every_number(void **state) {
+  (void)state;
+  static const uint64_t seqs[] = {
+      118, 119, 121, 129, 130, 131, 139, 141, 9, 10, 11, 99, 101, 1,
+      0, 5, 999999, 1000001, 1000002, 1000009, 1000010, 18446744073709551615u,
+      18446744073709551606u, 18446744073709551615u, 7};
+  presence_event_t ev =
+      user_event(PRESENCE_EV_USER_ONLINE, PRESENCE_OFFLINE, PRESENCE_ONLINE);
+  for (size_t i = 0; i < sizeof seqs / sizeof seqs[0]; i++) {
+    ev.seq = seqs[i];
+    buf_t b;
+    buf_init(&b);
+    json_frame_presence_change(&b, &ev);
+    assert_false(buf_failed(&b));
+    char want[64];
+    snprintf(want, sizeof want, ",\"seq\":%llu}]}",
+             (unsigned long long)seqs[i]);
+    const char *at = strstr(b.data, ",\"seq\":");
+    assert_non_null(at);
+    assert_string_equal(at, want);
+    assert_int_equal(b.len, strlen(b.data));
+    buf_free(&b);
+  }
+}
+
 /* json_user_change writes ,"key":"name" from fragments of 47 bytes at
  * most: with its longest key (device_status), a name of 27. */
 static void names_fit(void **state) {
@@ -272,6 +300,7 @@ int main(void) {
       cmocka_unit_test(user_changes),
       cmocka_unit_test(device_and_message_changes),
       cmocka_unit_test(long_ids),
+      cmocka_unit_test(seq_digits_follow_every_number),
       cmocka_unit_test(names_fit),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

@@ -687,7 +687,9 @@ static void touch(conn_t *c) {
  * limit across a window edge. */
 static int over_rate(conn_t *c) {
   wsconn_t *w = c->u.ws;
-  int64_t now = srv_now_mono_coarse(c->srv); /* every message */
+  /* The time these bytes arrived (conn_feed reads the clock once a read):
+   * the messages of one read share it, a clock read a message less. */
+  int64_t now = c->last_rx_ms;
   if (now - w->rate_window_ms >= 1000) {
     w->rate_window_ms = now;
     w->rate_count = 0;

@@ -548,8 +548,50 @@ static void on_flush_idle(uv_idle_t *h) {
   flush_all(h->data);
 }
 
-static void pend_linked(conn_t *c, pend_t *last, int extend, size_t total);
-static int pend_room(srv_t *s, conn_t *c, pend_t **last);
+static int pend_nomem(conn_t *c) {
+  srv_error(c->srv, "out_of_memory", "cannot queue a write");
+  conn_close(c);
+  return -1;
+}
+
+/* Queue total bytes at off in pend_data, or a shared frame, as c's next
+ * entry; bytes that follow c's last entry in pend_data grow it instead. -1:
+ * no memory for an entry (nothing queued). */
+static int pend_put(conn_t *c, shbuf_t *shared, size_t off, size_t total) {
+  srv_t *s = c->srv;
+  pend_t *last =
+      c->pend_first ? &s->pend[s->pend[c->pend_first - 1].last - 1] : NULL;
+  if (!shared && last && !last->shared && last->off + last->len == off) {
+    last->len += (uint32_t)total;
+  } else {
+    if (s->npend == s->pend_cap) {
+      uint32_t cap = s->pend_cap ? s->pend_cap * 2 : 256;
+      pend_t *np = realloc(s->pend, cap * sizeof *np);
+      if (!np) return -1;
+      s->pend = np;
+      s->pend_cap = cap;
+      last = c->pend_first ? &s->pend[s->pend[c->pend_first - 1].last - 1]
+                           : NULL;
+    }
+    s->pend[s->npend] = (pend_t){.c = c, .shared = shared,
+                                 .off = (uint32_t)off, .len = (uint32_t)total};
+    if (shared) shared->refs++;
+    uint32_t idx = ++s->npend;
+    if (last)
+      last->next = idx;
+    else
+      c->pend_first = idx;
+    s->pend[c->pend_first - 1].last = idx;
+    s->pend[c->pend_first - 1].count++;
+  }
+  c->wq_bytes += (uint32_t)total;
+  s->wq_bytes_total += total;
+  if (!s->flush_armed) {
+    uv_idle_start(&s->flush_idle, on_flush_idle);
+    s->flush_armed = 1;
+  }
+  return 0;
+}
 
 static int pend_add(conn_t *c, uv_buf_t *bufs, unsigned n, shbuf_t *shared) {
   srv_t *s = c->srv;
@@ -566,68 +608,19 @@ static int pend_add(conn_t *c, uv_buf_t *bufs, unsigned n, shbuf_t *shared) {
     flush_conn(c);
     if (c->closing) return -1;
   }
-  pend_t *last =
-      c->pend_first ? &s->pend[s->pend[c->pend_first - 1].last - 1] : NULL;
-  int extend = !(shared && n == 1) && last && !last->shared &&
-               last->off + last->len == s->pend_data.len;
-  if (!extend && pend_room(s, c, &last) != 0) goto nomem;
-  if (shared && n == 1) {
-    pend_t *e = &s->pend[s->npend];
-    *e = (pend_t){.c = c, .shared = shared, .len = (uint32_t)total};
-    shared->refs++;
-  } else {
-    if (buf_reserve(&s->pend_data, total) != 0) {
-      s->pend_data.failed = 0;
-      goto nomem;
-    }
-    uint32_t off = (uint32_t)s->pend_data.len;
-    for (unsigned i = 0; i < n; i++)
-      buf_append(&s->pend_data, bufs[i].base, bufs[i].len);
-    if (extend) {
-      last->len += (uint32_t)total;
-    } else {
-      s->pend[s->npend] = (pend_t){.c = c, .off = off, .len = (uint32_t)total};
-    }
+  if (shared && n == 1)
+    return pend_put(c, shared, 0, total) ? pend_nomem(c) : 0;
+  if (buf_reserve(&s->pend_data, total) != 0) {
+    s->pend_data.failed = 0;
+    return pend_nomem(c);
   }
-  pend_linked(c, last, extend, total);
-  return 0;
-nomem:
-  srv_error(s, "out_of_memory", "cannot queue a write");
-  conn_close(c);
-  return -1;
-}
-
-/* After an entry was added at s->pend[s->npend] (or, extend, the last one
- * grew): link it to c's chain, count its bytes, arm the turn's flush. */
-static void pend_linked(conn_t *c, pend_t *last, int extend, size_t total) {
-  srv_t *s = c->srv;
-  if (!extend) {
-    uint32_t idx = ++s->npend;
-    if (last)
-      last->next = idx;
-    else
-      c->pend_first = idx;
-    s->pend[c->pend_first - 1].last = idx;
-    s->pend[c->pend_first - 1].count++;
+  size_t off = s->pend_data.len;
+  for (unsigned i = 0; i < n; i++)
+    buf_append(&s->pend_data, bufs[i].base, bufs[i].len);
+  if (pend_put(c, NULL, off, total) != 0) {
+    s->pend_data.len = off;
+    return pend_nomem(c);
   }
-  c->wq_bytes += (uint32_t)total;
-  s->wq_bytes_total += total;
-  if (!s->flush_armed) {
-    uv_idle_start(&s->flush_idle, on_flush_idle);
-    s->flush_armed = 1;
-  }
-}
-
-/* Room for a pend entry; last (c's last entry) found again if the array
- * moved. */
-static int pend_room(srv_t *s, conn_t *c, pend_t **last) {
-  if (s->npend < s->pend_cap) return 0;
-  uint32_t cap = s->pend_cap ? s->pend_cap * 2 : 256;
-  pend_t *np = realloc(s->pend, cap * sizeof *np);
-  if (!np) return -1;
-  s->pend = np;
-  s->pend_cap = cap;
-  *last = c->pend_first ? &s->pend[s->pend[c->pend_first - 1].last - 1] : NULL;
   return 0;
 }
 
@@ -667,7 +660,7 @@ int conn_frame_end(conn_t *c, size_t mark, int opcode) {
   if (buf_failed(b)) {
     b->failed = 0;
     b->len = mark;
-    goto nomem;
+    return pend_nomem(c);
   }
   size_t len = b->len - mark - FRAME_ROOM;
   uint8_t hdr[10];
@@ -676,7 +669,7 @@ int conn_frame_end(conn_t *c, size_t mark, int opcode) {
     if (hl > FRAME_ROOM && buf_reserve(b, hl - FRAME_ROOM) != 0) {
       b->failed = 0;
       b->len = mark;
-      goto nomem;
+      return pend_nomem(c);
     }
     memmove(b->data + mark + hl, b->data + mark + FRAME_ROOM, len);
     b->len = mark + hl + len;
@@ -690,25 +683,11 @@ int conn_frame_end(conn_t *c, size_t mark, int opcode) {
     on_overflow(c);
     return -1;
   }
-  pend_t *last =
-      c->pend_first ? &s->pend[s->pend[c->pend_first - 1].last - 1] : NULL;
-  int extend = last && !last->shared && last->off + last->len == mark;
-  if (extend) {
-    last->len += (uint32_t)total;
-  } else {
-    if (pend_room(s, c, &last) != 0) {
-      b->len = mark;
-      goto nomem;
-    }
-    s->pend[s->npend] =
-        (pend_t){.c = c, .off = (uint32_t)mark, .len = (uint32_t)total};
+  if (pend_put(c, NULL, mark, total) != 0) {
+    b->len = mark;
+    return pend_nomem(c);
   }
-  pend_linked(c, last, extend, total);
   return 0;
-nomem:
-  srv_error(s, "out_of_memory", "cannot queue a write");
-  conn_close(c);
-  return -1;
 }
 
 static int conn_writev(conn_t *c, uv_buf_t *bufs, unsigned n, shbuf_t *shared) {

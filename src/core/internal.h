@@ -279,7 +279,8 @@ enum {
  * session event's own fields in a tail). Every other field of the two is the
  * same: the session, the user, the reason, the time, the device and its
  * statuses, the availability, the instance; the session event's sequence
- * number is the user event's less one, and it carries no last_seen. A status
+ * number is the user event's less one, it carries no last_seen, and the
+ * metadata of a connect is its own (the user event has none). A status
  * change is such a pair: packing, logging and queueing it once instead of
  * twice is ~450 instructions of the ~4,200 a change costs presenced
  * (docs/internals/core.md, "Packed events").
@@ -289,6 +290,9 @@ typedef struct presence__ev_first {
   uint32_t shown_version;
   uint32_t flags;
   uint8_t type, from, to;
+  /* A connect's metadata (the user event has none): the record's meta
+   * string is the first event's; NULL for none. */
+  const char *meta;
 } presence__ev_first_t;
 
 static inline unsigned presence__event_tails(const presence_event_t *ev) {

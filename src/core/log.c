@@ -81,7 +81,8 @@ typedef struct tail_pair {
   uint32_t shown_version;
   uint32_t flags;
   uint8_t type, from, to;
-  uint8_t unused[5];
+  uint8_t meta; /* 1: the record's meta string is the first event's */
+  uint8_t unused[4];
 } tail_pair_t;
 
 _Static_assert(sizeof(packed_t) == PRESENCE__EV_HEADER,
@@ -159,7 +160,7 @@ pack(const presence_event_t *ev, const size_t lens[PRESENCE__EV_STRINGS],
   p->marks = 0;
   p->sid_len = len16(lens[0]);
   p->uid_len = len16(lens[1]);
-  p->meta_len = len16(lens[2]);
+  p->meta_len = len16(lens[2]); /* a pair's: first->meta (append_pair) */
   p->inst_len = len16(lens[3]);
   p->dev_len = len16(lens[6]);
   unsigned char *x = (unsigned char *)(p + 1);
@@ -188,8 +189,13 @@ pack(const presence_event_t *ev, const size_t lens[PRESENCE__EV_STRINGS],
       x += sizeof(tc);
     }
     if (first) {
-      tail_pair_t tp = {first->user_version, first->shown_version,
-                        first->flags, first->type, first->from, first->to,
+      tail_pair_t tp = {first->user_version,
+                        first->shown_version,
+                        first->flags,
+                        first->type,
+                        first->from,
+                        first->to,
+                        first->meta != NULL,
                         {0}};
       memcpy(x, &tp, sizeof(tp));
       x += sizeof(tp);
@@ -198,7 +204,7 @@ pack(const presence_event_t *ev, const size_t lens[PRESENCE__EV_STRINGS],
   char *d = (char *)x;
   d = put(d, ev->session_id, lens[0]);
   d = put(d, ev->user_id, lens[1]);
-  d = put(d, ev->meta, lens[2]);
+  d = put(d, first && first->meta ? first->meta : ev->meta, lens[2]);
   d = put(d, ev->instance_id, lens[3]);
   d = put(d, ev->device, lens[6]);
   if (t & T_MESSAGE) {
@@ -264,6 +270,14 @@ void presence__event_first(const void *buf, presence_event_t *ev) {
   ev->shown_version = tp.shown_version;
   ev->flags = tp.flags;
   ev->last_seen_ms = 0;
+  if (tp.meta) {
+    /* The record's meta string, after the session's and the user's. */
+    const packed_t *p = buf;
+    const char *s = (const char *)(p + 1) + presence__event_tails_size(p->tails);
+    if (p->sid_len != NONE16) s += (size_t)p->sid_len + 1;
+    if (p->uid_len != NONE16) s += (size_t)p->uid_len + 1;
+    ev->meta = s;
+  }
 }
 
 unsigned presence__event_packed_marks(const void *buf) {
@@ -304,6 +318,7 @@ void presence__event_unpack(const void *buf, presence_event_t *ev,
   int64_t last_seen = 0;
   tail_message_t tm = {0, NONE16, NONE16, 0};
   tail_channel_t tc = {0, NONE16, 0, 0};
+  uint8_t pair_meta = 0;
   if (t) {
     if (t & T_IDS) {
       tail_ids_t ti;
@@ -323,7 +338,12 @@ void presence__event_unpack(const void *buf, presence_event_t *ev,
       memcpy(&tc, x, sizeof(tc));
       x += sizeof(tc);
     }
-    if (t & T_PAIR) x += sizeof(tail_pair_t); /* presence__event_first */
+    if (t & T_PAIR) {
+      tail_pair_t tp;
+      memcpy(&tp, x, sizeof(tp));
+      pair_meta = tp.meta;
+      x += sizeof(tp); /* the rest: presence__event_first */
+    }
   }
   const char *s = (const char *)x;
   ev->type = (presence_event_type_t)p->type;
@@ -333,6 +353,7 @@ void presence__event_unpack(const void *buf, presence_event_t *ev,
   ev->session_id = get(&s, p->sid_len);
   ev->user_id = get(&s, p->uid_len);
   ev->meta = get(&s, p->meta_len);
+  if (pair_meta) ev->meta = NULL; /* the first event's */
   ev->from = (presence_status_t)p->from;
   ev->to = (presence_status_t)p->to;
   ev->user_version = p->user_version;
@@ -491,6 +512,14 @@ const void *presence__log_append_pair(presence__log_t *l,
                                       const presence__ev_first_t *first,
                                       const size_t lens[PRESENCE__EV_STRINGS],
                                       size_t size) {
+  size_t l1[PRESENCE__EV_STRINGS];
+  if (first->meta) {
+    /* The meta slot holds the first's (the user event has none). */
+    memcpy(l1, lens, sizeof(l1));
+    l1[2] = presence__event_len1(first->meta);
+    lens = l1;
+    size = presence__event_size(ev, l1);
+  }
   size += sizeof(tail_pair_t);
   /* Room for two entries (the log holds at least two). */
   while (l->count + 2 > l->capacity) evict(l);

@@ -935,12 +935,20 @@ static int op_connect(mstore_t *m, const presence_write_t *w) {
   if (back_in_grace && u->n_sessions == 1 && sess_dev(s) == dev_in_grace)
     dev_from = u_status(u);
   grace_cancel(u);
-  emit_session(m, PRESENCE_EV_SESSION_CONNECTED, s, PRESENCE_REASON_CONNECT,
-               PRESENCE_OFFLINE, PRESENCE_ONLINE, dev_from, PRESENCE_ONLINE,
-               u_status(u) != PRESENCE_ONLINE ? PRESENCE_EVENT_USER_FOLLOWS : 0,
-               now);
-  user_transition(m, u, PRESENCE_ONLINE, PRESENCE_REASON_CONNECT, s, dev_from,
-                  PRESENCE_ONLINE, now, NULL);
+  if (u_status(u) != PRESENCE_ONLINE) {
+    /* One record for the two events (presence__ev_first_t), the session's
+     * metadata in it. */
+    presence__ev_first_t first = {.type = PRESENCE_EV_SESSION_CONNECTED,
+                                  .from = PRESENCE_OFFLINE,
+                                  .to = PRESENCE_ONLINE,
+                                  .meta = sess_meta(s)};
+    user_transition(m, u, PRESENCE_ONLINE, PRESENCE_REASON_CONNECT, s,
+                    dev_from, PRESENCE_ONLINE, now, &first);
+  } else {
+    emit_session(m, PRESENCE_EV_SESSION_CONNECTED, s, PRESENCE_REASON_CONNECT,
+                 PRESENCE_OFFLINE, PRESENCE_ONLINE, dev_from, PRESENCE_ONLINE,
+                 0, now);
+  }
   t48_put(u->last_seen48, now);
   return 0;
 }

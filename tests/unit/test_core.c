@@ -1236,7 +1236,8 @@ static void log_reads_from_a_cursor_and_reports_gaps(void **state) {
 }
 
 /* A session event flagged USER_FOLLOWS and its user event are one record
- * in the log and the engine's queue (presence__ev_first_t): each reads back,
+ * in the log and the engine's queue (presence__ev_first_t; a connect's with
+ * the session's metadata, a status change's, an end's): each reads back,
  * from the log and from a callback, as the two events it was, whatever the
  * log's capacity cuts (an odd one splits pairs at its end). */
 typedef struct ev_fields {
@@ -1244,8 +1245,7 @@ typedef struct ev_fields {
   unsigned flags;
   uint64_t seq, user_version, shown_version, epoch;
   int64_t ts, last_seen;
-  char sid[64], uid[64], dev[40], inst[40];
-  int has_meta;
+  char sid[64], uid[64], dev[40], inst[40], meta[32];
 } ev_fields_t;
 
 typedef struct ev_list {
@@ -1275,7 +1275,7 @@ static void ev_take(ev_fields_t *x, const presence_event_t *ev) {
   snprintf(x->dev, sizeof x->dev, "%s", ev->device ? ev->device : "-");
   snprintf(x->inst, sizeof x->inst, "%s",
            ev->instance_id ? ev->instance_id : "-");
-  x->has_meta = ev->meta != NULL;
+  snprintf(x->meta, sizeof x->meta, "%s", ev->meta ? ev->meta : "-");
 }
 
 static void ev_heard(presence_t *p, const presence_event_t *ev, void *ud) {
@@ -1312,6 +1312,14 @@ static void pairs_read_back_as_two_events(void **state) {
     clock_advance(&f->clock, 1);
     presence_session_disconnect(p, "s1", NULL, NULL); /* pair */
     assert_int_equal(heard.n, N);
+    /* A connect's pair: the metadata is the session event's alone. */
+    assert_int_equal(heard.ev[0].type, PRESENCE_EV_SESSION_CONNECTED);
+    assert_string_equal(heard.ev[0].meta, "{\"m\":1}");
+    assert_int_equal(heard.ev[0].flags, PRESENCE_EVENT_USER_FOLLOWS);
+    assert_int_equal(heard.ev[1].type, PRESENCE_EV_USER_ONLINE);
+    assert_string_equal(heard.ev[1].meta, "-");
+    assert_int_equal(heard.ev[4].type, PRESENCE_EV_SESSION_CONNECTED);
+    assert_string_equal(heard.ev[4].meta, "-");
     /* The pairs' first events, as emitted one by one before. */
     expect_event(f, 2, PRESENCE_EV_SESSION_STATUS, PRESENCE_REASON_EXPLICIT,
                  "alice");

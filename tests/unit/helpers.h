@@ -85,6 +85,11 @@ typedef struct rec_event {
   uint64_t version;
   int64_t last_seen;
   size_t n_session_ids;
+  unsigned flags;
+  uint64_t shown_version, epoch;
+  presence_availability_t availability_from, availability_to;
+  presence_status_t device_from, device_to;
+  char device[40], instance_id[PRESENCE_ID_MAX + 1];
 } rec_event_t;
 
 typedef struct recorder {
@@ -92,12 +97,9 @@ typedef struct recorder {
   size_t n;
 } recorder_t;
 
-static inline void record_cb(presence_t *p, const presence_event_t *ev,
-                             void *ud) {
-  (void)p;
-  recorder_t *r = ud;
-  if (r->n >= 256) return;
-  rec_event_t *e = &r->ev[r->n++];
+/* ev into e, strings copied; e cleared first, so that two records of
+ * the same event compare equal byte for byte. */
+static inline void rec_take(rec_event_t *e, const presence_event_t *ev) {
   memset(e, 0, sizeof(*e));
   e->type = ev->type;
   e->reason = ev->reason;
@@ -120,6 +122,24 @@ static inline void record_cb(presence_t *p, const presence_event_t *ev,
     e->has_meta = 1;
     strncpy(e->meta, ev->meta, sizeof(e->meta) - 1);
   }
+  e->flags = ev->flags;
+  e->shown_version = ev->shown_version;
+  e->epoch = ev->epoch;
+  e->availability_from = ev->availability_from;
+  e->availability_to = ev->availability_to;
+  e->device_from = ev->device_from;
+  e->device_to = ev->device_to;
+  if (ev->device) strncpy(e->device, ev->device, sizeof(e->device) - 1);
+  if (ev->instance_id)
+    strncpy(e->instance_id, ev->instance_id, PRESENCE_ID_MAX);
+}
+
+static inline void record_cb(presence_t *p, const presence_event_t *ev,
+                             void *ud) {
+  (void)p;
+  recorder_t *r = ud;
+  if (r->n >= 256) return;
+  rec_take(&r->ev[r->n++], ev);
 }
 #endif /* PRESENCE_TEST_NO_RECORDER */
 

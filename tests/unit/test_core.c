@@ -1240,56 +1240,13 @@ static void log_reads_from_a_cursor_and_reports_gaps(void **state) {
  * the session's metadata, a status change's, an end's): each reads back,
  * from the log and from a callback, as the two events it was, whatever the
  * log's capacity cuts (an odd one splits pairs at its end). */
-typedef struct ev_fields {
-  int type, reason, from, to, av_from, av_to, dev_from, dev_to;
-  unsigned flags;
-  uint64_t seq, user_version, shown_version, epoch;
-  int64_t ts, last_seen;
-  char sid[64], uid[64], dev[40], inst[40], meta[32];
-} ev_fields_t;
-
-typedef struct ev_list {
-  ev_fields_t ev[64];
-  size_t n;
-} ev_list_t;
-
-static void ev_take(ev_fields_t *x, const presence_event_t *ev) {
-  memset(x, 0, sizeof(*x));
-  x->type = ev->type;
-  x->reason = ev->reason;
-  x->from = ev->from;
-  x->to = ev->to;
-  x->av_from = ev->availability_from;
-  x->av_to = ev->availability_to;
-  x->dev_from = ev->device_from;
-  x->dev_to = ev->device_to;
-  x->flags = ev->flags;
-  x->seq = ev->seq;
-  x->user_version = ev->user_version;
-  x->shown_version = ev->shown_version;
-  x->epoch = ev->epoch;
-  x->ts = ev->ts_ms;
-  x->last_seen = ev->last_seen_ms;
-  snprintf(x->sid, sizeof x->sid, "%s", ev->session_id ? ev->session_id : "-");
-  snprintf(x->uid, sizeof x->uid, "%s", ev->user_id ? ev->user_id : "-");
-  snprintf(x->dev, sizeof x->dev, "%s", ev->device ? ev->device : "-");
-  snprintf(x->inst, sizeof x->inst, "%s",
-           ev->instance_id ? ev->instance_id : "-");
-  snprintf(x->meta, sizeof x->meta, "%s", ev->meta ? ev->meta : "-");
-}
-
-static void ev_heard(presence_t *p, const presence_event_t *ev, void *ud) {
-  (void)p;
-  ev_list_t *l = ud;
-  if (l->n < 64) ev_take(&l->ev[l->n++], ev);
-}
-
-static void ev_logged(presence_t *p, int status, const presence_event_t *evs,
-                      size_t n, void *ud) {
+/* A log read's events, recorded as record_cb records a callback's. */
+static void record_log_cb(presence_t *p, int status,
+                          const presence_event_t *evs, size_t n, void *ud) {
   (void)p;
   (void)status;
-  ev_list_t *l = ud;
-  for (size_t i = 0; i < n && l->n < 64; i++) ev_take(&l->ev[l->n++], &evs[i]);
+  recorder_t *r = ud;
+  for (size_t i = 0; i < n && r->n < 256; i++) rec_take(&r->ev[r->n++], &evs[i]);
 }
 
 static void pairs_read_back_as_two_events(void **state) {
@@ -1298,8 +1255,8 @@ static void pairs_read_back_as_two_events(void **state) {
   for (uint32_t cap = 2; cap <= 9; cap++) {
     fixture_t *f = make(0, 0, cap, 0);
     presence_t *p = f->p;
-    ev_list_t heard = {0};
-    assert_true(presence_on_event(p, ev_heard, &heard) > 0);
+    recorder_t heard = {0};
+    assert_true(presence_on_event(p, record_cb, &heard) > 0);
     clock_advance(&f->clock, 1);
     presence_session_connect(p, "s1", "alice", "{\"m\":1}", NULL, NULL);
     presence_session_set_status(p, "s1", PRESENCE_IDLE, NULL, NULL); /* pair */
@@ -1317,9 +1274,9 @@ static void pairs_read_back_as_two_events(void **state) {
     assert_string_equal(heard.ev[0].meta, "{\"m\":1}");
     assert_int_equal(heard.ev[0].flags, PRESENCE_EVENT_USER_FOLLOWS);
     assert_int_equal(heard.ev[1].type, PRESENCE_EV_USER_ONLINE);
-    assert_string_equal(heard.ev[1].meta, "-");
+    assert_false(heard.ev[1].has_meta);
     assert_int_equal(heard.ev[4].type, PRESENCE_EV_SESSION_CONNECTED);
-    assert_string_equal(heard.ev[4].meta, "-");
+    assert_false(heard.ev[4].has_meta);
     /* The pairs' first events, as emitted one by one before. */
     expect_event(f, 2, PRESENCE_EV_SESSION_STATUS, PRESENCE_REASON_EXPLICIT,
                  "alice");
@@ -1327,29 +1284,29 @@ static void pairs_read_back_as_two_events(void **state) {
                  "alice");
     assert_int_equal(heard.ev[2].flags, PRESENCE_EVENT_USER_FOLLOWS);
     assert_int_equal(heard.ev[2].last_seen, 0);
-    assert_int_equal(heard.ev[2].user_version + 1, heard.ev[3].user_version);
+    assert_int_equal(heard.ev[2].version + 1, heard.ev[3].version);
     assert_int_equal(heard.ev[2].from, PRESENCE_ONLINE);
     assert_int_equal(heard.ev[2].to, PRESENCE_IDLE);
-    assert_string_equal(heard.ev[2].sid, "s1");
-    assert_string_equal(heard.ev[3].sid, "s1");
+    assert_string_equal(heard.ev[2].session_id, "s1");
+    assert_string_equal(heard.ev[3].session_id, "s1");
     assert_int_equal(heard.ev[12].type, PRESENCE_EV_SESSION_DISCONNECTED);
     assert_int_equal(heard.ev[12].to, PRESENCE_OFFLINE);
     assert_int_equal(heard.ev[13].type, PRESENCE_EV_USER_OFFLINE);
     for (size_t i = 0; i < heard.n; i++)
       assert_int_equal(heard.ev[i].seq, i + 1);
     /* The log holds the last cap events, each as the callback had it. */
-    ev_list_t logged = {0};
-    assert_int_equal(presence_log_read(p, 0, 100, ev_logged, &logged), 0);
+    recorder_t logged = {0};
+    assert_int_equal(presence_log_read(p, 0, 100, record_log_cb, &logged), 0);
     assert_int_equal(logged.n, cap);
     for (size_t i = 0; i < cap; i++)
       assert_memory_equal(&logged.ev[i], &heard.ev[N - cap + i],
-                          sizeof(ev_fields_t));
+                          sizeof(rec_event_t));
     /* From every cursor in it: a read may start at a pair's second. */
     for (uint64_t after = N - cap; after < N; after++) {
-      ev_list_t from = {0};
-      assert_int_equal(presence_log_read(p, after, 100, ev_logged, &from), 0);
+      recorder_t from = {0};
+      assert_int_equal(presence_log_read(p, after, 100, record_log_cb, &from), 0);
       assert_int_equal(from.n, N - after);
-      assert_memory_equal(&from.ev[0], &heard.ev[after], sizeof(ev_fields_t));
+      assert_memory_equal(&from.ev[0], &heard.ev[after], sizeof(rec_event_t));
     }
     destroy(f);
   }
@@ -1363,14 +1320,14 @@ static void pairs_dispatch_each_half_to_its_listeners(void **state) {
   fixture_t *f = make(0, 0, 0, 0);
   presence_t *p = f->p;
   assert_int_equal(presence_off(p, 1), 0);
-  ev_list_t sess = {0}, user = {0};
-  int hs = presence_on_event(p, ev_heard, &sess);
+  recorder_t sess = {0}, user = {0};
+  int hs = presence_on_event(p, record_cb, &sess);
   assert_true(hs > 0);
   for (int t = 0; t < PRESENCE_EV_COUNT_; t++)
     if (t != PRESENCE_EV_SESSION_STATUS)
       assert_int_equal(
           presence_listener_filter(p, hs, (presence_event_type_t)t, 0, 0), 0);
-  int hu = presence_on_user_idle(p, ev_heard, &user);
+  int hu = presence_on_user_idle(p, record_cb, &user);
   assert_true(hu > 0);
   presence_session_connect(p, "s1", "alice", NULL, NULL, NULL);
   presence_session_set_status(p, "s1", PRESENCE_IDLE, NULL, NULL);

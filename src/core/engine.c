@@ -304,14 +304,9 @@ static void host_emit_packed(void *ud, const void *packed) {
     p->changes++;
     type = presence__event_packed_first_head(packed, &flags);
     if (!unheard(p, type, flags)) marks |= MARK_FIRST;
-    if (!second) {
-      if (!marks) {
-        p->changes++;
-        return;
-      }
-      marks |= MARK_SKIP_SECOND;
-    }
-  } else if (!second) {
+    if (!second) marks |= MARK_SKIP_SECOND;
+  }
+  if (!second && !(marks & MARK_FIRST)) {
     p->changes++;
     return;
   }

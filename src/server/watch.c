@@ -39,8 +39,8 @@ static void on_user_event(srv_t *s, const presence_event_t *ev, void *ud) {
     conn_t *c = e->subs[0];
     size_t mark;
     buf_t *q;
-    if (c->kind == CONN_WS && !c->closing && c->u.ws &&
-        (q = conn_frame_begin(c, &mark))) {
+    /* conn_frame_begin refuses a closing connection. */
+    if (c->kind == CONN_WS && c->u.ws && (q = conn_frame_begin(c, &mark))) {
       json_frame_presence_change(q, ev);
       conn_frame_end(c, mark, WS_OP_TEXT);
       return;

@@ -1,0 +1,54 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: MIT
+"""bench/pgo_train.py: the training run of a profile-guided build.
+
+scripts/pgo.sh builds presenced instrumented (PRESENCE_PGO=GENERATE), runs
+this, then builds it again with the profile this run wrote
+(PRESENCE_PGO=USE). What runs here is what the profile favours, so it is
+the daemon's everyday work on the embedded store, through the same load
+generator as the benchmarks (bench/load): status changes with watchers
+(flip), a connect storm and idle connections (idle), connections opening,
+subscribing and closing (churn), and changes at a steady rate (latency).
+About 15 seconds, on 127.0.0.1 only.
+
+    python3 bench/pgo_train.py --build BUILD
+
+presenced is stopped with SIGTERM, so that it exits normally: the profile
+is written at exit (scripts/pgo.sh checks that it was). A step that fails
+raises, and the script exits non-zero.
+"""
+import argparse
+import os
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+import run as bench  # noqa: E402  (bench/run.py: servers, load)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--build", required=True,
+                    help="the build directory holding presenced and "
+                    "bench/presence_load")
+    a = ap.parse_args()
+    steps = [("flip", dict(conns=1000, window=4, batch=1, duration_s=5,
+                           warm_s=0)),
+             ("idle", dict(conns=5000, concurrency=256, hold_s=1)),
+             ("churn", dict(conns=200, duration_s=3)),
+             ("latency", dict(conns=1000, rate=10000, duration_s=3))]
+    srv = bench.Server(a.build, "presenced", bench.free_port(),
+                       nofile=20000).start()
+    try:
+        for name, kw in steps:
+            r = bench.run_load(a.build, srv, name, **kw)
+            rate = next((f"{k} {r[k]:.0f}" for k in
+                         ("changes_per_s", "cycles_per_s", "connect_rate_per_s")
+                         if k in r), "")
+            bench.log(f"pgo training: {name} {rate}")
+            srv.wait_drained()
+    finally:
+        srv.stop()
+
+if __name__ == "__main__":
+    main()

@@ -216,6 +216,8 @@ static void emit(srv_t *s, presence_log_level_t level, const char *code,
 }
 
 static void vlog(srv_t *s, presence_log_level_t level, const char *fmt,
+                 va_list ap) __attribute__((format(printf, 3, 0)));
+static void vlog(srv_t *s, presence_log_level_t level, const char *fmt,
                  va_list ap) {
   if ((int)level > s->cfg.log_level) return;
   char msg[512];

@@ -174,6 +174,10 @@ static void set_where(presence__rconn_t *c) {
            tgt_port(c));
 }
 
+/* printf-checked at every call (and clang's -Wformat-nonliteral then
+ * accepts the vsnprintf below). */
+static void logf_(presence__rconn_t *c, presence_log_level_t lvl,
+                  const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 static void logf_(presence__rconn_t *c, presence_log_level_t lvl,
                   const char *fmt, ...) {
   if (!c->cfg.log) return;

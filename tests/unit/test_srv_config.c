@@ -378,8 +378,10 @@ static void test_check_config_and_keys(void **state) {
   fclose(t);
   const char *rows[] = {"| `listen` | `PRESENCED_LISTEN` | `127.0.0.1:7070` |",
                         "| `api-key-file` | `PRESENCED_API_KEY_FILE` | none |",
-                        "| `heartbeat-ms` | `PRESENCED_HEARTBEAT_MS` | `25000` "
-                        "| interval of server pings |",
+                        /* one row in two literals (parenthesised: clang
+                         * takes the concatenation as meant) */
+                        ("| `heartbeat-ms` | `PRESENCED_HEARTBEAT_MS` | "
+                         "`25000` | interval of server pings |"),
                         "| `log-format` | `PRESENCED_LOG_FORMAT` | `text` |"};
   for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++)
     if (!strstr(table, rows[i]))

@@ -52,5 +52,6 @@ def main():
     finally:
         srv.stop()
 
+
 if __name__ == "__main__":
     main()

@@ -19,12 +19,14 @@ fi
 mkdir -p "$1"
 B=$(cd "$1" && pwd)
 shift
+cd "$(dirname "$0")/.."
 targets=("$@")
 [ ${#targets[@]} -gt 0 ] || targets=(presenced)
 jobs=${JOBS:-$(nproc)}
 # A failed step leaves the directory configured without a profile, not
 # instrumented: the benches' other targets build there too.
-trap 'cmake -S . -B "$B" -DPRESENCE_PGO=OFF > /dev/null 2>&1 || true' ERR
+unprofiled() { cmake -S . -B "$B" -DPRESENCE_PGO=OFF > /dev/null 2>&1 || true; }
+trap unprofiled ERR
 # GCC's profile format: another compiler (CC=clang) builds without one.
 if ! "${CC:-cc}" -v 2>&1 | grep -q '^gcc version'; then
   echo "scripts/pgo.sh: ${CC:-cc} is not GCC: building without a profile" >&2
@@ -43,6 +45,7 @@ cmake --build "$B" -j "$jobs" --target presenced presence_load
 python3 bench/pgo_train.py --build "$B"
 if ! find "$B/pgo" -name '*.gcda' 2>/dev/null | grep -q .; then
   echo "scripts/pgo.sh: the training run wrote no profile under $B/pgo" >&2
+  unprofiled
   exit 1
 fi
 cmake -S . -B "$B" -DPRESENCE_PGO=USE > /dev/null

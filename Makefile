@@ -115,7 +115,7 @@ soak: deps
 # $(PREFIX)/lib/systemd/system with ExecStart=$(PREFIX)/bin/presenced;
 # tests/install/test_install.sh (mode system) checks an install to /usr.
 # Built in its own directory, $(RELEASE), with profile-guided optimisation
-# (scripts/pgo.sh: a training run of ~15 s on 127.0.0.1 between two builds;
+# (scripts/pgo.sh: a training run of ~20 s on 127.0.0.1 between two builds;
 # a status change in 0.83x the instructions); PGO=0 installs a plain build.
 PREFIX    ?= /usr/local
 RELEASE   ?= build-release

@@ -22,17 +22,20 @@ Sizes fit the 2-core machine in well under 15 minutes; BENCH_REPEATS and the
 constants below change them.
 """
 import argparse
+import contextlib
 import datetime
 import json
 import os
 import platform
 import random
 import resource
+import shutil
 import signal
 import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 
@@ -450,74 +453,89 @@ def reconnect_once(build, kind, i=0):
             srv.stop()
 
 
-def redis_baseline(build):
-    """presenced on the Redis store, end to end: the flip scenario (1,000
-    WebSocket connections changing status, every change decided by the
-    store's script and delivered back to the subscribers) against one
-    presenced with --store on a redis-server this starts (unix socket,
-    stopped by pid), beside the same scenario on the embedded store from the
-    main run (ratio in the summary). redis-server's CPU share over the runs
-    says whether Redis or presenced is the limit."""
-    redis = subprocess.run(["sh", "-c", "command -v redis-server"],
-                           capture_output=True, text=True).stdout.strip()
+@contextlib.contextmanager
+def redis_unix():
+    """A redis-server of its own on a unix socket in a fresh directory, no
+    persistence: yields (socket path, its process), or None when there is no
+    redis-server on PATH. Stopped by pid and its directory removed after."""
+    redis = shutil.which("redis-server")
     if not redis:
-        log("redis baseline skipped: no redis-server")
-        return {"skipped": "no redis-server on PATH"}
-    d = f"/tmp/presence-bench-redis-{os.getpid()}"
-    os.makedirs(d, exist_ok=True)
+        yield None
+        return
+    d = tempfile.mkdtemp(prefix="presence-bench-redis-")
     sock = os.path.join(d, "redis.sock")
     rp = subprocess.Popen([redis, "--port", "0", "--unixsocket", sock,
                            "--save", "", "--appendonly", "no", "--dir", d,
                            "--logfile", "redis.log"],
                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    srv = None
     try:
         deadline = time.time() + 10
-        while not os.path.exists(sock) and time.time() < deadline:
+        while not os.path.exists(sock):
+            if time.time() > deadline or rp.poll() is not None:
+                raise RuntimeError(f"redis-server did not start (see {d})")
             time.sleep(0.05)
+        yield sock, rp
+    finally:
+        rp.kill()
+        rp.wait()
+        shutil.rmtree(d, ignore_errors=True)
 
-        def redis_cpu():
-            with open(f"/proc/{rp.pid}/stat") as f:
-                parts = f.read().rpartition(")")[2].split()
-            return (int(parts[11]) + int(parts[12])) / os.sysconf("SC_CLK_TCK")
-        srv = Server(build, "presenced", free_port(),
-                     extra=["--store", f"unix:{sock}"]).start()
-        # Ready once registered with Redis (healthz answers 200 then).
-        deadline = time.time() + 10
-        while time.time() < deadline:
-            try:
-                http_get(srv.port, "/healthz")
-                break
-            except OSError:
-                time.sleep(0.1)
-        c0, t0 = redis_cpu(), time.time()
-        runs = scenario_repeat(build, srv, "flip", REPEATS, conns=FLIP_CONNS,
-                               window=FLIP_WINDOW, duration_s=DURATION_S,
-                               max_s=DURATION_S + 60)
-        share = (redis_cpu() - c0) / (time.time() - t0)
-        med = median_of(runs, "changes_per_s")
-        log(f"redis baseline: presenced on Redis flips {med} changes/s, "
-            f"redis-server at {share:.2f} of a core over the runs")
-        return {"store": "redis (unix socket)", "flip": runs,
-                "flip_changes_per_s_median": med,
-                "redis_server_cpu_share": round(share, 2)}
+
+def wait_healthy(srv, timeout=10):
+    """Until presenced answers /healthz (on a store: once registered)."""
+    deadline = time.time() + timeout
+    while True:
+        try:
+            http_get(srv.port, "/healthz")
+            return
+        except OSError:
+            if time.time() > deadline:
+                raise
+            time.sleep(0.1)
+
+
+def redis_baseline(build):
+    """presenced on the Redis store, end to end: the flip scenario (1,000
+    WebSocket connections changing status, every change decided by the
+    store's script and delivered back to the subscribers) against one
+    presenced with --store on a redis-server this starts (redis_unix),
+    beside the same scenario on the embedded store from the main run (ratio
+    in the summary). redis-server's CPU share over the runs says whether
+    Redis or presenced is the limit."""
+    srv = None
+    try:
+        with redis_unix() as r:
+            if r is None:
+                log("redis baseline skipped: no redis-server")
+                return {"skipped": "no redis-server on PATH"}
+            sock, rp = r
+
+            def redis_cpu():
+                with open(f"/proc/{rp.pid}/stat") as f:
+                    parts = f.read().rpartition(")")[2].split()
+                return (int(parts[11]) + int(parts[12])) / \
+                    os.sysconf("SC_CLK_TCK")
+            srv = Server(build, "presenced", free_port(),
+                         extra=["--store", f"unix:{sock}"]).start()
+            wait_healthy(srv)
+            c0, t0 = redis_cpu(), time.time()
+            runs = scenario_repeat(build, srv, "flip", REPEATS,
+                                   conns=FLIP_CONNS, window=FLIP_WINDOW,
+                                   duration_s=DURATION_S,
+                                   max_s=DURATION_S + 60)
+            share = (redis_cpu() - c0) / (time.time() - t0)
+            med = median_of(runs, "changes_per_s")
+            log(f"redis baseline: presenced on Redis flips {med} changes/s, "
+                f"redis-server at {share:.2f} of a core over the runs")
+            return {"store": "redis (unix socket)", "flip": runs,
+                    "flip_changes_per_s_median": med,
+                    "redis_server_cpu_share": round(share, 2)}
     except Exception as e:  # a failed extra must not lose the whole run
         log(f"redis baseline failed: {e}")
         return {"skipped": f"failed: {e}"}
     finally:
         if srv:
             srv.stop()
-        rp.kill()
-        rp.wait()
-        for f in ("redis.sock", "redis.log"):
-            try:
-                os.unlink(os.path.join(d, f))
-            except OSError:
-                pass
-        try:
-            os.rmdir(d)
-        except OSError:
-            pass
 
 
 def redis_store(build):

@@ -5,7 +5,7 @@
 # 1. configures BUILD_DIR (RelWithDebInfo, $CMAKE_FLAGS) with
 #    PRESENCE_PGO=GENERATE and builds presenced instrumented, with the load
 #    generator that trains it;
-# 2. runs bench/pgo_train.py (~15 s on 127.0.0.1), which writes the profile
+# 2. runs bench/pgo_train.py (~20 s on 127.0.0.1), which writes the profile
 #    to BUILD_DIR/pgo;
 # 3. configures PRESENCE_PGO=USE and builds TARGETs (default: presenced)
 #    with that profile.

@@ -502,7 +502,6 @@ def redis_baseline(build):
     beside the same scenario on the embedded store from the main run (ratio
     in the summary). redis-server's CPU share over the runs says whether
     Redis or presenced is the limit."""
-    srv = None
     try:
         with redis_unix() as r:
             if r is None:
@@ -515,15 +514,20 @@ def redis_baseline(build):
                     parts = f.read().rpartition(")")[2].split()
                 return (int(parts[11]) + int(parts[12])) / \
                     os.sysconf("SC_CLK_TCK")
+            # presenced stops before its redis-server does (it leaves the
+            # store on the way out).
             srv = Server(build, "presenced", free_port(),
                          extra=["--store", f"unix:{sock}"]).start()
-            wait_healthy(srv)
-            c0, t0 = redis_cpu(), time.time()
-            runs = scenario_repeat(build, srv, "flip", REPEATS,
-                                   conns=FLIP_CONNS, window=FLIP_WINDOW,
-                                   duration_s=DURATION_S,
-                                   max_s=DURATION_S + 60)
-            share = (redis_cpu() - c0) / (time.time() - t0)
+            try:
+                wait_healthy(srv)
+                c0, t0 = redis_cpu(), time.time()
+                runs = scenario_repeat(build, srv, "flip", REPEATS,
+                                       conns=FLIP_CONNS, window=FLIP_WINDOW,
+                                       duration_s=DURATION_S,
+                                       max_s=DURATION_S + 60)
+                share = (redis_cpu() - c0) / (time.time() - t0)
+            finally:
+                srv.stop()
             med = median_of(runs, "changes_per_s")
             log(f"redis baseline: presenced on Redis flips {med} changes/s, "
                 f"redis-server at {share:.2f} of a core over the runs")
@@ -533,9 +537,6 @@ def redis_baseline(build):
     except Exception as e:  # a failed extra must not lose the whole run
         log(f"redis baseline failed: {e}")
         return {"skipped": f"failed: {e}"}
-    finally:
-        if srv:
-            srv.stop()
 
 
 def redis_store(build):

@@ -481,6 +481,25 @@ def redis_unix():
         shutil.rmtree(d, ignore_errors=True)
 
 
+def build_info(build):
+    """How build's presenced was compiled, from its CMake cache: the build
+    type, the profile (PRESENCE_PGO: OFF, or USE after scripts/pgo.sh) and
+    LTO; {} when there is no cache."""
+    keys = {"CMAKE_BUILD_TYPE": "type", "PRESENCE_PGO": "pgo",
+            "PRESENCE_LTO": "lto", "CMAKE_C_COMPILER": "cc"}
+    out = {}
+    try:
+        with open(os.path.join(build, "CMakeCache.txt")) as f:
+            for line in f:
+                k, _, v = line.strip().partition("=")
+                name = k.split(":")[0]
+                if name in keys:
+                    out[keys[name]] = v
+    except OSError:
+        pass
+    return out
+
+
 def wait_healthy(srv, timeout=10):
     """Until presenced answers /healthz (on a store: once registered)."""
     deadline = time.time() + timeout
@@ -965,6 +984,7 @@ def main():
                        "tcp_max_syn_backlog": int(open(
                            "/proc/sys/net/ipv4/tcp_max_syn_backlog").read())},
            "repeats": REPEATS, "scenarios": {},
+           "presenced_build": build_info(build),
            "idle_server": (f"after {IDLE_WARM_S:g} s of flips on "
                            f"{IDLE_WARM_CONNS} connections" if IDLE_WARM_S
                            else "fresh (--fresh-idle)"),
@@ -984,6 +1004,9 @@ def main():
         log("note: " + note)
         res["machine"]["nofile_note"] = note
     res["only"] = sorted(only) or "all"
+    b = res["presenced_build"]
+    log(f"presenced from {build}: {b.get('type', '?')}, LTO "
+        f"{b.get('lto', '?')}, profile (PRESENCE_PGO) {b.get('pgo', 'OFF')}")
     res["engine"] = ({"skipped": True} if args.skip_engine or not
                      want("engine") else engine(build))
     sc = res["scenarios"]

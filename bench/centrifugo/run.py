@@ -602,6 +602,7 @@ def main():
     res = {"date": datetime.date.today().isoformat(),
            "started": datetime.datetime.now().isoformat(timespec="seconds"),
            "centrifugo": {"module": CENTRIFUGO_MODULE, "version": version},
+           "presenced_build": bench.build_info(args.build),
            "machine": {"nproc": os.cpu_count(),
                        "loadavg_start": bench.loadavg(),
                        "nofile_hard_limit": bench.nofile_hard()},

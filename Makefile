@@ -58,12 +58,7 @@ BENCH_BUILD ?= build-bench
 PGO ?= 1
 BENCH_TARGETS = presenced bench_engine presence_load presence_echo
 bench: deps
-ifeq ($(PGO),1)
-	CMAKE_FLAGS="$(CMAKE_FLAGS)" JOBS=$(JOBS) bash scripts/pgo.sh $(BENCH_BUILD) $(BENCH_TARGETS)
-else
-	cmake -S . -B $(BENCH_BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DPRESENCE_PGO=OFF $(CMAKE_FLAGS)
-	cmake --build $(BENCH_BUILD) -j $(JOBS) --target $(BENCH_TARGETS)
-endif
+	PGO=$(PGO) CMAKE_FLAGS="$(CMAKE_FLAGS)" JOBS=$(JOBS) bash scripts/pgo.sh $(BENCH_BUILD) $(BENCH_TARGETS)
 	python3 bench/run.py --build $(BENCH_BUILD)
 
 # Issue 14's figures (bench/status_ab.py, docs/benchmarks.md "Status that
@@ -120,12 +115,7 @@ soak: deps
 PREFIX    ?= /usr/local
 RELEASE   ?= build-release
 install: deps
-ifeq ($(PGO),1)
-	CMAKE_FLAGS="-DBUILD_TESTING=OFF $(CMAKE_FLAGS)" JOBS=$(JOBS) bash scripts/pgo.sh $(RELEASE) all
-else
-	cmake -S . -B $(RELEASE) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DBUILD_TESTING=OFF -DPRESENCE_PGO=OFF $(CMAKE_FLAGS)
-	cmake --build $(RELEASE) -j $(JOBS)
-endif
+	PGO=$(PGO) CMAKE_FLAGS="-DBUILD_TESTING=OFF $(CMAKE_FLAGS)" JOBS=$(JOBS) bash scripts/pgo.sh $(RELEASE) all
 	DESTDIR="$(DESTDIR)" cmake --install $(RELEASE) --prefix "$(PREFIX)"
 
 format:

@@ -9,8 +9,9 @@
 #    to BUILD_DIR/pgo;
 # 3. configures PRESENCE_PGO=USE and builds TARGETs (default: presenced)
 #    with that profile.
-# `make bench` and `make install` build this way; PGO=0 on either builds
-# without a profile. Needs GCC (the default compiler here) and loopback.
+# `make bench` and `make install` build this way. With PGO=0 in the
+# environment, or a compiler other than GCC, it builds TARGETs once, without
+# a profile (the one place the plain build is written). Needs loopback.
 set -euo pipefail
 if [ $# -lt 1 ]; then
   echo "usage: scripts/pgo.sh BUILD_DIR [TARGET...]" >&2
@@ -28,8 +29,11 @@ jobs=${JOBS:-$(nproc)}
 unprofiled() { cmake -S . -B "$B" -DPRESENCE_PGO=OFF > /dev/null 2>&1 || true; }
 trap unprofiled ERR
 # GCC's profile format: another compiler (CC=clang) builds without one.
-if ! "${CC:-cc}" -v 2>&1 | grep -q '^gcc version'; then
-  echo "scripts/pgo.sh: ${CC:-cc} is not GCC: building without a profile" >&2
+gcc=1
+"${CC:-cc}" -v 2>&1 | grep -q '^gcc version' || gcc=0
+if [ "${PGO:-1}" = 0 ] || [ $gcc = 0 ]; then
+  [ $gcc = 1 ] ||
+    echo "scripts/pgo.sh: ${CC:-cc} is not GCC: building without a profile" >&2
   # shellcheck disable=SC2086
   cmake -S . -B "$B" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DPRESENCE_PGO=OFF \
     ${CMAKE_FLAGS:-} > /dev/null

@@ -3,12 +3,15 @@
 """Hold one presence session on a presenced, from a terminal.
 
     examples/ws_session.py --url ws://127.0.0.1:7070 --secret SECRET [--watch bob]... alice
+    examples/ws_session.py --token TOKEN [--watch bob]...
 
 Signs a token for the user (HS256 with presenced's --jwt-secret, as an
-application backend would), opens the WebSocket, subscribes to the users
-given with --watch and prints every message the server sends (the welcome,
-presence snapshots and changes) until Ctrl-C or the server closes. Type
-"idle" or "online" and Enter to change this session's status.
+application backend would), or takes one already signed (--token: a demo
+daemon's POST /v1/demo/token, or your backend's), opens the WebSocket,
+subscribes to the users given with --watch and prints every message the
+server sends (the welcome, presence snapshots and changes) until Ctrl-C or
+the server closes. Type "idle" or "online" and Enter to change this
+session's status.
 
 Needs Debian's python3-websockets (scripts/deps.sh installs it).
 """
@@ -44,13 +47,20 @@ def token(user, secret, audience=None, watch=(), ttl_s=3600):
 async def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--url", default="ws://127.0.0.1:7070", help="presenced base URL (ws://)")
-    ap.add_argument("--secret", required=True, help="presenced's --jwt-secret")
+    how = ap.add_mutually_exclusive_group(required=True)
+    how.add_argument("--secret", help="presenced's --jwt-secret: the token is signed here")
+    how.add_argument("--token", help="a token already signed (its sub is the user)")
     ap.add_argument("--audience", help="presenced's --jwt-audience, if it has one")
     ap.add_argument("--watch", action="append", default=[], metavar="USER",
                     help="a user to subscribe to (repeat for more)")
-    ap.add_argument("user")
+    ap.add_argument("user", nargs="?", help="the user (with --secret)")
     a = ap.parse_args()
-    url = f"{a.url.rstrip('/')}/v1/ws?token={token(a.user, a.secret, a.audience, a.watch)}"
+    if a.secret and not a.user:
+        ap.error("a user is needed with --secret")
+    if a.token and a.user:
+        ap.error("--token names its user itself (its sub)")
+    tok = a.token or token(a.user, a.secret, a.audience, a.watch)
+    url = f"{a.url.rstrip('/')}/v1/ws?token={tok}"
     try:
         ws = await websockets.connect(url)
     except (OSError, websockets.exceptions.InvalidStatusCode) as e:

@@ -209,6 +209,24 @@ async def test_ws_session_example(t, d, args):
         await asyncio.sleep(0.1)
     t.eq("ws_session.py: ended, its user goes offline",
          ((loads(out) or {}).get("users") or [{}])[0].get("status"), "offline")
+    # --token: a token signed elsewhere (the tour's demo token); its sub is
+    # the user, and a user named beside it is refused before connecting.
+    p = await asyncio.create_subprocess_exec(
+        "/usr/bin/python3", ex, "--url", f"ws://{HOST}:{d.port}", "--token",
+        token("pc-ex-tok"), stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    first = await asyncio.wait_for(p.stdout.readline(), 10)
+    t.eq("ws_session.py --token: the welcome is for the token's user",
+         (loads(first.decode()) or {}).get("user_id"), "pc-ex-tok")
+    p.terminate()
+    await asyncio.wait_for(p.wait(), 10)
+    p = await asyncio.create_subprocess_exec(
+        "/usr/bin/python3", ex, "--token", token("pc-ex-tok"), "someone",
+        stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE)
+    _, err = await asyncio.wait_for(p.communicate(), 10)
+    t.check("ws_session.py: --token with a user is a usage error (exit 2)",
+            p.returncode == 2 and b"names its user" in err, (p.returncode, err))
 
 
 async def test_sessions_and_kick(t, d, args):

@@ -26,9 +26,29 @@ def main():
                  ORANGE)]
         title, _, unit = r["figure"].partition(" (")
         store = "Redis store / engine" if r["store"] == "redis" else "memory"
+        # The store is on the panel's unit line; a title too long for a
+        # panel (~30 characters at 13 px) leaves its tail to the note.
+        if title.startswith("Redis: "):
+            title = title[len("Redis: "):]
+        head, _, tail = title.partition(", ")
+        if head == "the same" and panels:
+            # "the same, <what differs>": the row above's figure.
+            title = head = panels[-1]["title"]
+        elif len(title) > 30 and tail:
+            title = head
+        else:
+            tail = ""
+        rt = r["ratio"]
+        if rt is None:
+            rs = "presenced only"
+        elif rt > 50 or rt < 0.02:
+            rs = "Centrifugo's is ~0 here" if rt > 50 else "ratio < 0.02"
+        else:
+            rs = f"ratio {rt:g}"
+        note = f"{r['better']} is better; {rs}" if rt is not None else rs
         panels.append(dict(
-            title=title, unit=(unit.rstrip(")") or r["key"]) + f", {store}",
-            note=f"{r['better']} is better; ratio {r['ratio']}",
+            title=title, unit=(unit.rstrip(")") + ", " if unit else "") + store,
+            note=(tail + "; " if tail else "") + note,
             bars=bars, log=r["key"].startswith("rss") and False))
     rows = math.ceil(len(panels) / chart.COLS)
     W, top = chart.COLS * chart.PW + 20, 78

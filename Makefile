@@ -61,7 +61,7 @@ bench: deps
 	PGO=$(PGO) CMAKE_FLAGS="$(CMAKE_FLAGS)" JOBS=$(JOBS) bash scripts/pgo.sh $(BENCH_BUILD) $(BENCH_TARGETS)
 	python3 bench/run.py --build $(BENCH_BUILD)
 
-# Issue 14's figures (bench/status_ab.py, docs/benchmarks.md "Status that
+# Issue 14's figures (bench/status_ab.py, docs/benchmarks-journal.md "Status that
 # people set"): the session operations beside the build before that work
 # (exported with git archive into /tmp, built once), availability and message
 # changes per CPU-second, and 100,000 message expiries on Redis (the test

@@ -81,7 +81,7 @@ IDLE_CONNS = 10000       # issue 3: 10,000 idle connections
 # ring (--log-capacity events: ~17 MB at the default, bounded) over its
 # first ~170,000 events; on a fresh server the storm's 20,000 events fill
 # part of it and the RSS per connection counted ~290 B of log pages
-# (docs/benchmarks.md, "A running server, medians of the channel..."). Four
+# (docs/benchmarks-journal.md, "A running server, medians of the channel..."). Four
 # seconds are ~700,000 flips here, several laps; echo gets the same flips.
 IDLE_WARM_S = 4.0
 IDLE_WARM_CONNS = 10

@@ -1,0 +1,85 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: MIT
+"""Every relative link in the project's Markdown leads somewhere: the file
+exists, and an anchor (#...) names a heading of that file, spelled as GitHub
+makes it (lower case, punctuation dropped, spaces to hyphens; a repeated
+heading gets -1, -2, ...). Links inside code blocks and code spans are not
+links. Exits 1 and names each broken link.
+
+    tests/docs/links.py [REPO_ROOT]
+"""
+import os
+import re
+import sys
+
+SKIP_DIRS = {".git", "node_modules", "fuzz-corpus"}
+
+
+def anchor(title):
+    t = re.sub(r"[^\w\- ]", "", title.strip().lower())
+    return t.replace(" ", "-")
+
+
+_HEADINGS = {}  # path -> its anchors, read once
+
+
+def headings(path):
+    cache = _HEADINGS
+    if path not in cache:
+        seen, out, fence = {}, set(), False
+        with open(path, encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("```"):
+                    fence = not fence
+                elif not fence and re.match(r"#{1,6} ", line):
+                    a = anchor(line.lstrip("#"))
+                    n = seen.get(a, 0)
+                    seen[a] = n + 1
+                    out.add(a if n == 0 else f"{a}-{n}")
+        cache[path] = out
+    return cache[path]
+
+
+def markdown_files(root):
+    for d, dirs, files in os.walk(root):
+        # Build trees (build, build-asan, ...) hold copies and downloads.
+        dirs[:] = [x for x in dirs if x not in SKIP_DIRS
+                   and not x.startswith("build")]
+        for f in files:
+            if f.endswith(".md"):
+                yield os.path.join(d, f)
+
+
+def broken_links(root):
+    for path in sorted(markdown_files(root)):
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+        text = re.sub(r"```.*?```", "", text, flags=re.S)
+        text = re.sub(r"`[^`\n]*`", "", text)
+        for m in re.finditer(r"\]\(([^)\s]+)(?:\s+\"[^\"]*\")?\)", text):
+            url = m.group(1)
+            if re.match(r"[a-zA-Z][a-zA-Z+.-]*:", url):
+                continue  # http:, https:, mailto:
+            target, _, frag = url.partition("#")
+            dest = (os.path.normpath(os.path.join(os.path.dirname(path), target))
+                    if target else path)
+            rel = os.path.relpath(path, root)
+            if not os.path.exists(dest):
+                yield f"{rel}: {url}: no such file"
+            elif frag and dest.endswith(".md") and frag not in headings(dest):
+                yield f"{rel}: {url}: no such heading"
+
+
+def main():
+    root = os.path.abspath(sys.argv[1] if len(sys.argv) > 1 else
+                           os.path.join(os.path.dirname(__file__), "..", ".."))
+    bad = list(broken_links(root))
+    for b in bad:
+        print(b)
+    n = sum(1 for _ in markdown_files(root))
+    print(f"{n} Markdown files, {len(bad)} broken links")
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

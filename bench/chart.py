@@ -160,12 +160,12 @@ def ratio(a, b):
     return f"{a[0] / b[0]:.2f}" if a and b and b[0] else "n/a"
 
 
-def of_echo(e, k, label=None):
+def of_echo(e, k):
     """A target that is a ratio to the echo (issue 21): drawn at k times the
     echo's median of the same run."""
     if not e:
         return {}
-    return dict(target=k * e[0], target_label="target " + (label or f"{k} x echo"))
+    return dict(target=k * e[0], target_label=f"target {k} x echo")
 
 
 def main():

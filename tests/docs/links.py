@@ -24,8 +24,7 @@ _HEADINGS = {}  # path -> its anchors, read once
 
 
 def headings(path):
-    cache = _HEADINGS
-    if path not in cache:
+    if path not in _HEADINGS:
         seen, out, fence = {}, set(), False
         with open(path, encoding="utf-8") as f:
             for line in f:
@@ -36,8 +35,8 @@ def headings(path):
                     n = seen.get(a, 0)
                     seen[a] = n + 1
                     out.add(a if n == 0 else f"{a}-{n}")
-        cache[path] = out
-    return cache[path]
+        _HEADINGS[path] = out
+    return _HEADINGS[path]
 
 
 def markdown_files(root):
@@ -50,8 +49,8 @@ def markdown_files(root):
                 yield os.path.join(d, f)
 
 
-def broken_links(root):
-    for path in sorted(markdown_files(root)):
+def broken_links(root, paths):
+    for path in paths:
         with open(path, encoding="utf-8") as f:
             text = f.read()
         text = re.sub(r"```.*?```", "", text, flags=re.S)
@@ -73,11 +72,11 @@ def broken_links(root):
 def main():
     root = os.path.abspath(sys.argv[1] if len(sys.argv) > 1 else
                            os.path.join(os.path.dirname(__file__), "..", ".."))
-    bad = list(broken_links(root))
+    paths = sorted(markdown_files(root))
+    bad = list(broken_links(root, paths))
     for b in bad:
         print(b)
-    n = sum(1 for _ in markdown_files(root))
-    print(f"{n} Markdown files, {len(bad)} broken links")
+    print(f"{len(paths)} Markdown files, {len(bad)} broken links")
     return 1 if bad else 0
 
 

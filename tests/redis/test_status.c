@@ -216,15 +216,31 @@ static void many_expiries_are_cleared_in_bounded_calls(void **state) {
   for (int i = 0; i < 3; i++)
     wait_done(&f->loop, &f->in[i], n / 3 + (i < n % 3));
   print_message("%d messages set in %lld ms\n", n, (long long)(now_ms() - t0));
-  /* A set that failed (a connection lost under load, a re-registration)
-   * never expires: said here, so a short count below names its cause. */
+  /* A set whose answer timed out on a loaded host may or may not have been
+   * written (the caller cannot know: the call may have run); one that
+   * failed otherwise was not. What must expire, each once, is every
+   * message Redis holds as due, and that is every set that succeeded and
+   * perhaps some that timed out. */
+  int failed = 0;
   for (int i = 0; i < 3; i++)
     for (int e = 1; e < 32; e++)
-      if (f->in[i].done_err[e])
+      if (f->in[i].done_err[e]) {
         print_message("%s: %d sets failed with %s\n", f->in[i].id,
                       f->in[i].done_err[e], presence_err_name(-e));
+        failed += f->in[i].done_err[e];
+      }
   int64_t wall = (int64_t)time(NULL) * 1000;
   if (wall >= at - 500) fail_msg("the writes took too long to test the expiry");
+  redisReply *due = srv_cmd(&f->srv, "ZCARD presence:msgdue");
+  assert_non_null(due);
+  long long n_due = due->integer;
+  freeReplyObject(due);
+  if (n_due < n - failed || n_due > n)
+    fail_msg("%lld messages due after %d sets (%d failed)", n_due, n, failed);
+  if (n_due < n)
+    print_message("%lld of %d messages due (%d sets failed)\n", n_due, n,
+                  failed);
+  n = (int)n_due;
   freeReplyObject(srv_cmd(&f->srv, "CONFIG SET slowlog-log-slower-than 1000"));
   freeReplyObject(srv_cmd(&f->srv, "CONFIG SET slowlog-max-len 100000"));
   freeReplyObject(srv_cmd(&f->srv, "SLOWLOG RESET"));
@@ -311,9 +327,9 @@ static void many_expiries_are_cleared_in_bounded_calls(void **state) {
     fclose(la);
   }
   /* The clearing time is a figure (printed above, quoted in
-   * docs/benchmarks.md), not a test verdict: the tests run two at a time
-   * beside each other and a wall-clock bound here fails on the neighbour's
-   * load. What the test holds is that no call blocks Redis: the script's
+   * docs/benchmarks.md), not a test verdict: the tests run several at a
+   * time (make test: TEST_JOBS) and a wall-clock bound here fails on the
+   * neighbours' load. What the test holds is that no call blocks Redis: the script's
    * time budget keeps every call short whatever the host is doing. */
   assert_true(took < 60000);
   /* The SLOWLOG figure is printed too, not asserted: beside another suite

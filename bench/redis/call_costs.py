@@ -1,0 +1,87 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: MIT
+"""What a Redis Functions call costs before its script decides anything, in instructions.
+
+    bench/redis/call_costs.py [--calls N]
+
+The fixed part of every store call, beside the parts lua_costs.py prices inside one: one
+redis-server (7.0, under valgrind's callgrind, started here on a unix socket and stopped by
+pid) runs N commands of each kind below (default 2,000, 16 pipelined), after N of the same
+to warm it, and prints redis-server's instructions per command: a plain command for scale,
+an FCALL that returns at once (with no argument, then with a key and six arguments of the
+sizes a connect sends), one that returns a two-element table, one that runs one HSET, one
+that asks TIME, and an EVALSHA for comparison. Set beside connect_instructions.py's count of
+a whole connect (docs/benchmarks.md, "What keeps the missed rows from their targets"), it
+says how much of a call is Redis's own cost per command and how much is the script's Lua.
+Needs valgrind (a bench tool, not one of `make test`'s dependencies).
+"""
+import hashlib
+import os
+import shutil
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import script_ab as sa  # noqa: E402
+
+LIB = b"""#!lua name=calls
+local function noop(k, a) return 0 end
+local function pair(k, a) return {0, a[1]} end
+local function hset(k, a) redis.call('HSET', k[1], a[1], a[2]) return 0 end
+local function time(k, a) redis.call('TIME') return 0 end
+redis.register_function('noop', noop)
+redis.register_function('pair', pair)
+redis.register_function('hset', hset)
+redis.register_function('time', time)
+"""
+RETURN0 = b'return 0'
+# A connect's arguments: op, the caller's header (~60 bytes), session id, user, meta, limit.
+HEADER = '1 65536 10000/0 15000 86400 instance-a\tpresence:'
+
+
+def args6(i):
+    return ('k', 'connect', HEADER, 'sid-%08d' % i, 'u%d' % i, '', '0')
+
+
+CASES = [
+    ('PING', lambda i: ('PING',)),
+    ('HSET (a plain command)', lambda i: ('HSET', 'h%d' % (i % 100), 'f%d' % i, 'v' * 40)),
+    ('FCALL, returns 0', lambda i: ('FCALL', 'noop', 0)),
+    ('FCALL, 1 key + 6 arguments, returns 0', lambda i: ('FCALL', 'noop', 1) + args6(i)),
+    ('the same, returns {0, ARGV[1]}', lambda i: ('FCALL', 'pair', 1) + args6(i)),
+    ('FCALL running one HSET', lambda i: ('FCALL', 'hset', 1, 'h%d' % (i % 100), 'f%d' % i,
+                                          'v' * 40)),
+    ('FCALL asking TIME', lambda i: ('FCALL', 'time', 0)),
+    ("EVALSHA of 'return 0'", lambda i: ('EVALSHA', hashlib.sha1(RETURN0).hexdigest(), 0)),
+]
+
+
+def main():
+    args = sys.argv[1:]
+    if args and args[0] in ('-h', '--help'):
+        print(__doc__)
+        return 0
+    n = 2000
+    if args[:1] == ['--calls'] and len(args) == 2 and args[1].isdigit():
+        n = int(args[1])
+    elif args:
+        print(__doc__)
+        return 2
+    if not shutil.which('valgrind'):
+        sys.exit('call_costs.py: needs valgrind (Debian: apt-get install valgrind)')
+    wrap = ('valgrind', '--tool=callgrind', '--callgrind-out-file=cg.out')
+    with sa.redis_server('call-costs-', wrap) as (sock, pid):
+        c = sa.Conn(sock)
+        c.cmd('FUNCTION', 'LOAD', 'REPLACE', LIB)
+        c.cmd('SCRIPT', 'LOAD', RETURN0)
+        for name, make in CASES:
+            for _ in range(2):  # the first pass warms, the second counts
+                sa.callgrind_instructions(pid)
+                for j in range(0, n, 16):
+                    c.pipe([make(j + k) for k in range(min(16, n - j))])
+                count = sa.callgrind_instructions(pid)
+            print('%-40s %8.0f instructions a command' % (name, count / n))
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

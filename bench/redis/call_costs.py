@@ -10,7 +10,9 @@ pid) runs N commands of each kind below (default 2,000, 16 pipelined), after N o
 to warm it, and prints redis-server's instructions per command: a plain command for scale,
 an FCALL that returns at once (with no argument, then with a key and six arguments of the
 sizes a connect sends), one that returns a two-element table, one that runs one HSET, one
-that asks TIME, and an EVALSHA for comparison. Set beside connect_instructions.py's count of
+that asks TIME, an EVALSHA for comparison, and one that runs an unbatched connect's nine
+commands with its records and events given, as made elsewhere: the least a connect costs
+Redis while the script keeps those commands. Set beside connect_instructions.py's count of
 a whole connect (docs/benchmarks.md, "What keeps the missed rows from their targets"), it
 says how much of a call is Redis's own cost per command and how much is the script's Lua.
 Needs valgrind (a bench tool, not one of `make test`'s dependencies).
@@ -28,10 +30,31 @@ local function noop(k, a) return 0 end
 local function pair(k, a) return {0, a[1]} end
 local function hset(k, a) redis.call('HSET', k[1], a[1], a[2]) return 0 end
 local function time(k, a) redis.call('TIME') return 0 end
+-- An unbatched connect's nine commands with nothing decided: the records
+-- and the events come made (as an instance would send them), the keys are
+-- made as the store's script makes them, the reply is a connect's.
+local function nine(k, a)
+  local sid, u = a[2], a[3]
+  redis.call('TIME')
+  redis.call('HGET', 'presence:inst', 'instance-a')
+  local b = string.byte(sid, 1) * 131 + string.byte(sid, -1)
+  if redis.call('HSETNX', 'presence:i:' .. b, sid, u .. '\tinstance-a') == 0 then
+    return {-6}
+  end
+  local uk = 'presence:u:{u:' .. u .. '}'
+  redis.call('HGET', uk, '')
+  redis.call('HSET', uk, '', a[4], sid, a[5])
+  local seq = redis.call('INCRBY', 'presence:seq', 2)
+  redis.call('XADD', 'presence:log', 'MAXLEN', '~', '65536', '*', 'e', a[6])
+  redis.call('INCRBY', 'presence:nsess', 1)
+  redis.call('INCRBY', 'presence:npresent', 1)
+  return {0, '', seq, 2, a[6]}
+end
 redis.register_function('noop', noop)
 redis.register_function('pair', pair)
 redis.register_function('hset', hset)
 redis.register_function('time', time)
+redis.register_function('nine', nine)
 """
 RETURN0 = b'return 0'
 # A connect's arguments: op, the caller's header (~60 bytes), session id, user, meta, limit.
@@ -52,6 +75,11 @@ CASES = [
                                           'v' * 40)),
     ('FCALL asking TIME', lambda i: ('FCALL', 'time', 0)),
     ("EVALSHA of 'return 0'", lambda i: ('EVALSHA', hashlib.sha1(RETURN0).hexdigest(), 0)),
+    # A new session of a new user each: a 20-byte id, a user record of a
+    # new user's size, a session record, the two events' entry.
+    ("a connect's nine commands, nothing decided", lambda i: (
+        'FCALL', 'nine', 1, 'k', HEADER, 'sid-%016d' % i, 'u%d' % i, 'U' * 52, 'S' * 30,
+        'E' * 110)),
 ]
 
 

@@ -12,7 +12,9 @@ an FCALL that returns at once (with no argument, then with a key and six argumen
 sizes a connect sends), one that returns a two-element table, one that runs one HSET, one
 that asks TIME, an EVALSHA for comparison, and one that runs an unbatched connect's nine
 commands with its records and events given, as made elsewhere: the least a connect costs
-Redis while the script keeps those commands. Set beside connect_instructions.py's count of
+Redis while the script keeps those commands; and a batch of 16 status changes done the same
+way (each change's records read and written, the batch's numbers, log entry, clock and fence
+once), printed per change. Set beside connect_instructions.py's count of
 a whole connect (docs/benchmarks.md, "What keeps the missed rows from their targets"), it
 says how much of a call is Redis's own cost per command and how much is the script's Lua.
 Needs valgrind (a bench tool, not one of `make test`'s dependencies).
@@ -50,11 +52,31 @@ local function nine(k, a)
   redis.call('INCRBY', 'presence:npresent', 1)
   return {0, '', seq, 2, a[6]}
 end
+-- A batch of status changes of sessions already there, nothing decided:
+-- for each (session id, user) pair from a[5] on, the user's and the
+-- session's records read in one HMGET and written in one HSET (records
+-- a[2] and a[3] as given); then the batch's numbers, its one log entry
+-- (a[4], its events), the clock and the fence, once.
+local function batch(k, a)
+  redis.call('TIME')
+  redis.call('HGET', 'presence:inst', 'instance-a')
+  local n = 0
+  for i = 5, #a, 2 do
+    local uk = 'presence:u:{u:' .. a[i + 1] .. '}'
+    redis.call('HMGET', uk, '', a[i])
+    redis.call('HSET', uk, '', a[2], a[i], a[3])
+    n = n + 1
+  end
+  local seq = redis.call('INCRBY', 'presence:seq', 2 * n)
+  redis.call('XADD', 'presence:log', 'MAXLEN', '~', '65536', '*', 'e', a[4])
+  return {0, '', seq, 2 * n, a[4]}
+end
 redis.register_function('noop', noop)
 redis.register_function('pair', pair)
 redis.register_function('hset', hset)
 redis.register_function('time', time)
 redis.register_function('nine', nine)
+redis.register_function('batch', batch)
 """
 RETURN0 = b'return 0'
 # A connect's arguments: op, the caller's header (~60 bytes), session id, user, meta, limit.
@@ -80,7 +102,14 @@ CASES = [
     ("a connect's nine commands, nothing decided", lambda i: (
         'FCALL', 'nine', 1, 'k', HEADER, 'sid-%016d' % i, 'u%d' % i, 'U' * 52, 'S' * 30,
         'E' * 110)),
+    # 16 status changes in one call (the batched mix's calls carry up to
+    # 64 operations), a user of its own each: printed per change.
+    ("a batch's status change, nothing decided", lambda i: (
+        'FCALL', 'batch', 1, 'k', HEADER, 'U' * 52, 'S' * 30, 'E' * (16 * 60)) + tuple(
+            x for j in range(16) for x in ('sid-%016d' % (i * 16 + j), 'u%d' % (i * 16 + j)))),
 ]
+# Rows whose command carries this many operations: printed per operation.
+PER_OP = {"a batch's status change, nothing decided": 16}
 
 
 def main():
@@ -107,7 +136,9 @@ def main():
                 for j in range(0, n, 16):
                     c.pipe([make(j + k) for k in range(min(16, n - j))])
                 count = sa.callgrind_instructions(pid)
-            print('%-40s %8.0f instructions a command' % (name, count / n))
+            per = PER_OP.get(name, 1)
+            print('%-40s %8.0f instructions a %s' % (name, count / n / per,
+                                                    'change' if per > 1 else 'command'))
     return 0
 
 

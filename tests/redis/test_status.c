@@ -329,8 +329,8 @@ static void many_expiries_are_cleared_in_bounded_calls(void **state) {
   /* The clearing time is a figure (printed above, quoted in
    * docs/benchmarks.md), not a test verdict: the tests run several at a
    * time (make test: TEST_JOBS) and a wall-clock bound here fails on the
-   * neighbours' load. What the test holds is that no call blocks Redis: the script's
-   * time budget keeps every call short whatever the host is doing. */
+   * neighbours' load. What the test holds is that no call blocks Redis: the
+   * script's time budget keeps every call short whatever the host is doing. */
   assert_true(took < 60000);
   /* The SLOWLOG figure is printed too, not asserted: beside another suite
    * two calls of 13 ms showed up in a fresh-clone CI run (the script's own

@@ -5,6 +5,7 @@
  * needs the API key as a Bearer token, compared in constant time.
  */
 #include "server/server.h"
+#include "server/json_keys.h"
 #include "server/wsmsg.h"
 
 #include <cjson/cJSON.h>
@@ -281,9 +282,10 @@ out:
 static void query_users(conn_t *c, http_req_t *r) {
   size_t bl;
   const char *body = http_body(r, &bl);
-  cJSON *root = cJSON_ParseWithLength(body, bl);
-  if (!cJSON_IsObject(root)) {
-    http_error(c, 400, "bad_json", "body is not a JSON object");
+  const char *why;
+  cJSON *root = json_body_object(body, bl, &why);
+  if (!root) {
+    http_error(c, 400, "bad_json", why);
     goto out;
   }
   const cJSON *arr = cJSON_GetObjectItemCaseSensitive(root, "user_ids");

@@ -14,6 +14,7 @@
 #include "server/server.h"
 
 #include "server/bmsg.h"
+#include "server/json_keys.h"
 #include "server/wsmsg.h"
 
 #include <stdlib.h>
@@ -369,10 +370,11 @@ void backend_http_put_session(conn_t *c, http_req_t *r, const char *id) {
   srv_t *s = c->srv;
   size_t bl;
   const char *body = http_body(r, &bl);
-  cJSON *root = wsmsg_parse_object((const uint8_t *)body, bl);
+  const char *why;
+  cJSON *root = json_body_object(body, bl, &why);
   char *meta = NULL;
-  if (!root || wsmsg_has_escaped_nul((const uint8_t *)body, bl)) {
-    http_error(c, 400, "bad_json", "body is not one JSON object");
+  if (!root) {
+    http_error(c, 400, "bad_json", why);
     goto out;
   }
   const cJSON *user = cJSON_GetObjectItemCaseSensitive(root, "user");
@@ -384,9 +386,13 @@ void backend_http_put_session(conn_t *c, http_req_t *r, const char *id) {
     http_error(c, 400, "bad_user_id", "user must be a valid user id");
     goto out;
   }
+  /* Whole milliseconds, as expires_in is whole seconds: 30000.5 is a
+   * mistake to report, not a value to round. */
   if (!cJSON_IsNumber(ttl) || !(ttl->valuedouble >= HTTP_TTL_MIN_MS) ||
-      ttl->valuedouble > HTTP_TTL_MAX_MS) {
-    http_error(c, 400, "bad_ttl", "ttl_ms must be from 1000 to 86400000");
+      ttl->valuedouble > HTTP_TTL_MAX_MS ||
+      ttl->valuedouble != (double)(uint32_t)ttl->valuedouble) {
+    http_error(c, 400, "bad_ttl",
+               "ttl_ms must be whole milliseconds from 1000 to 86400000");
     goto out;
   }
   presence_status_t status = PRESENCE_OFFLINE; /* keep / online */

@@ -5,6 +5,7 @@
  * then NUL escapes, then seq, then the item array and its length.
  */
 #include "server/bmsg.h"
+#include "server/json_keys.h"
 #include "server/wsmsg.h"
 
 #include <math.h>
@@ -51,7 +52,7 @@ static int read_items(bmsg_t *m, const char *name, uint32_t max_ops) {
 
 int bmsg_decode(const uint8_t *data, size_t len, uint32_t max_ops, bmsg_t *m) {
   memset(m, 0, sizeof *m);
-  m->root = wsmsg_parse_object(data, len);
+  m->root = json_parse_one_object(data, len);
   if (!m->root) return bad(m, "bad_json", "frame is not one JSON object");
   const cJSON *type = cJSON_GetObjectItemCaseSensitive(m->root, "type");
   const char *t = cJSON_IsString(type) ? type->valuestring : NULL;
@@ -66,7 +67,7 @@ int bmsg_decode(const uint8_t *data, size_t len, uint32_t max_ops, bmsg_t *m) {
     m->type = BMSG_BYE;
   else
     return bad(m, "unknown_type", "unknown frame type");
-  if (wsmsg_has_escaped_nul(data, len))
+  if (json_has_escaped_nul(data, len))
     return bad(m, "bad_field", "strings must not contain NUL (\\u0000)");
   if (m->type == BMSG_PING) {
     const cJSON *idv = cJSON_GetObjectItemCaseSensitive(m->root, "id");

@@ -6,6 +6,7 @@
  */
 #include "server/server.h"
 
+#include "server/json_keys.h"
 #include "server/jwt.h"
 
 #include <cjson/cJSON.h>
@@ -124,10 +125,11 @@ static void issue_token(conn_t *c, http_req_t *r) {
   srv_t *s = c->srv;
   size_t bl;
   const char *body = http_body(r, &bl);
-  cJSON *root = cJSON_ParseWithLength(body, bl);
+  const char *why;
+  cJSON *root = json_body_object(body, bl, &why);
   const cJSON *name = cJSON_GetObjectItemCaseSensitive(root, "name");
-  if (!cJSON_IsObject(root)) {
-    http_error(c, 400, "bad_json", "body must be {\"name\": \"...\"}");
+  if (!root) {
+    http_error(c, 400, "bad_json", why);
     goto out;
   }
   if (!cJSON_IsString(name) || presence_id_check(name->valuestring) != 0) {

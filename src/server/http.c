@@ -389,6 +389,8 @@ static const char *reason_phrase(int status) {
     return "OK";
   case 101:
     return "Switching Protocols";
+  case 201:
+    return "Created";
   case 204:
     return "No Content";
   case 400:
@@ -403,14 +405,20 @@ static const char *reason_phrase(int status) {
     return "Method Not Allowed";
   case 408:
     return "Request Timeout";
+  case 409:
+    return "Conflict";
   case 413:
     return "Content Too Large";
   case 426:
     return "Upgrade Required";
+  case 429:
+    return "Too Many Requests";
   case 431:
     return "Request Header Fields Too Large";
   case 500:
     return "Internal Server Error";
+  case 501:
+    return "Not Implemented";
   case 503:
     return "Service Unavailable";
   default:

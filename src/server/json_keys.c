@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Duplicate member names (see json_keys.h).
+ * JSON read from a peer (see json_keys.h).
  */
 #include "server/json_keys.h"
 
@@ -43,3 +43,55 @@ int json_has_dup_keys(const cJSON *node) {
   return 0;
 }
 
+
+/* In valid JSON a backslash occurs only inside strings and always starts an
+ * escape, so skipping the escaped character is enough to tell "\\u0000"
+ * (text) from "\u0000" (a NUL). */
+int json_has_escaped_nul(const void *data, size_t len) {
+  const char *d = data;
+  for (size_t i = 0; i + 1 < len; i++) {
+    if (d[i] != '\\') continue;
+    if (d[i + 1] == 'u' && i + 5 < len && !memcmp(d + i + 2, "0000", 4))
+      return 1;
+    i++;
+  }
+  return 0;
+}
+
+static int only_space(const char *p, const char *end) {
+  for (; p < end; p++)
+    if (*p != ' ' && *p != '\t' && *p != '\n' && *p != '\r') return 0;
+  return 1;
+}
+
+cJSON *json_parse_one_object(const void *data, size_t len) {
+  const char *end = NULL;
+  cJSON *root = cJSON_ParseWithLengthOpts(data, len, &end, 0);
+  if (root && (!end || !only_space(end, (const char *)data + len))) {
+    cJSON_Delete(root); /* an object followed by more than whitespace */
+    root = NULL;
+  }
+  if (root && !cJSON_IsObject(root)) {
+    cJSON_Delete(root);
+    root = NULL;
+  }
+  if (root && json_has_dup_keys(root) != 0) {
+    cJSON_Delete(root);
+    root = NULL;
+  }
+  return root;
+}
+
+cJSON *json_body_object(const char *body, size_t len, const char **why) {
+  cJSON *root = json_parse_one_object(body, len);
+  if (!root) {
+    *why = "body is not one JSON object, or names a member twice";
+    return NULL;
+  }
+  if (json_has_escaped_nul(body, len)) {
+    cJSON_Delete(root);
+    *why = "strings must not contain NUL (\\u0000)";
+    return NULL;
+  }
+  return root;
+}

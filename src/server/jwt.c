@@ -122,20 +122,6 @@ static int utf8_valid(const uint8_t *s, size_t n) {
   return 1;
 }
 
-/* Does valid JSON text contain the escape \u0000? cJSON decodes it into a
- * NUL that silently truncates the string. In valid JSON a backslash only
- * occurs inside strings and always starts an escape, so skipping the escaped
- * character is enough to tell "\\u0000" (text) from "\u0000" (a NUL). */
-static int has_nul_escape(const char *s, size_t n) {
-  for (size_t i = 0; i < n; i++) {
-    if (s[i] != '\\') continue;
-    if (i + 5 < n && s[i + 1] == 'u' && memcmp(s + i + 2, "0000", 4) == 0)
-      return 1;
-    i++;
-  }
-  return 0;
-}
-
 /* Parse a decoded part. buf holds n bytes followed by a NUL (cJSON's
  * require_null_terminated wants to see the NUL inside the length). Returns
  * JWT_OK with *out set, or JWT_EMALFORMED / JWT_ENOMEM. Only objects are
@@ -508,7 +494,7 @@ static int verify_header(const parts_t *pt) {
   cJSON *header = NULL;
   int rc = parse_object((const char *)pt->hdr, pt->hd_len, &header);
   if (rc != JWT_OK) return rc;
-  if (has_nul_escape((const char *)pt->hdr, pt->hd_len))
+  if (json_has_escaped_nul(pt->hdr, pt->hd_len))
     rc = JWT_EMALFORMED; /* "HS256\u0000x" would read as "HS256" */
   else
     rc = check_header(header);
@@ -585,7 +571,7 @@ static int verify_payload(const jwt_config_t *cfg, const parts_t *pt,
   cJSON *payload = NULL;
   int rc = parse_object((const char *)pt->pay, pt->pd_len, &payload);
   if (rc != JWT_OK) return rc;
-  if (has_nul_escape((const char *)pt->pay, pt->pd_len))
+  if (json_has_escaped_nul(pt->pay, pt->pd_len))
     rc = JWT_ECLAIMS;
   else
     rc = check_claims(cfg, payload, now_s, out);

@@ -8,6 +8,7 @@
  * error codes here.
  */
 #include "server/server.h"
+#include "server/json_keys.h"
 #include "server/wsmsg.h"
 
 #include <cjson/cJSON.h>
@@ -140,9 +141,10 @@ void api_user_setting(conn_t *c, http_req_t *r, const char *user_id,
   if (!del) {
     size_t bl;
     const char *body = http_body(r, &bl);
-    m.root = cJSON_ParseWithLength(body, bl);
-    if (!cJSON_IsObject(m.root)) {
-      http_error(c, 400, "bad_json", "body is not a JSON object");
+    const char *why;
+    m.root = json_body_object(body, bl, &why);
+    if (!m.root) {
+      http_error(c, 400, "bad_json", why);
       goto out;
     }
     int rc = type == WSMSG_AVAILABILITY ? wsmsg_decode_availability(m.root, &m)

@@ -12,45 +12,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* cJSON decodes \u0000 into a terminating NUL, silently shortening the
- * string ("b\u0000b" would read as "b"); such messages are refused. */
-int wsmsg_has_escaped_nul(const uint8_t *d, size_t len) {
-  for (size_t i = 0; i + 1 < len; i++) {
-    if (d[i] != '\\') continue;
-    if (d[i + 1] == 'u' && i + 5 < len && !memcmp(d + i + 2, "0000", 4))
-      return 1;
-    i++; /* skip the escaped character, so "\\u0000" is not matched */
-  }
-  return 0;
-}
-
-static int only_space(const char *p, const char *end) {
-  for (; p < end; p++)
-    if (*p != ' ' && *p != '\t' && *p != '\n' && *p != '\r') return 0;
-  return 1;
-}
-
-cJSON *wsmsg_parse_object(const uint8_t *data, size_t len) {
-  const char *end = NULL;
-  cJSON *root = cJSON_ParseWithLengthOpts((const char *)data, len, &end, 0);
-  if (root && (!end || !only_space(end, (const char *)data + len))) {
-    cJSON_Delete(root); /* an object followed by more than whitespace */
-    root = NULL;
-  }
-  if (root && !cJSON_IsObject(root)) {
-    cJSON_Delete(root);
-    root = NULL;
-  }
-  /* {"type":"status","status":"idle","status":"online"} means one thing to
-   * cJSON (the first) and another to a proxy or a logger that reads the
-   * last: refused, as in tokens. */
-  if (root && json_has_dup_keys(root) != 0) {
-    cJSON_Delete(root);
-    root = NULL;
-  }
-  return root;
-}
-
 static int bad(wsmsg_t *m, const char *code, const char *msg) {
   m->err_code = code;
   snprintf(m->err_msg, sizeof m->err_msg, "%s", msg);
@@ -344,7 +305,7 @@ int wsmsg_decode(const uint8_t *data, size_t len, uint32_t max_users,
 int wsmsg_decode_full(const uint8_t *data, size_t len, uint32_t max_users,
                       wsmsg_t *m) {
   memset(m, 0, sizeof *m);
-  m->root = wsmsg_parse_object(data, len);
+  m->root = json_parse_one_object(data, len);
   if (!m->root)
     return bad(m, "bad_json",
                "message is not a JSON object (or names a member twice)");
@@ -364,7 +325,7 @@ int wsmsg_decode_full(const uint8_t *data, size_t len, uint32_t max_users,
   const char *t = cJSON_IsString(type) ? type->valuestring : NULL;
   if (!t) return bad(m, "unknown_type", "type is missing");
   int is_sub = !strcmp(t, "subscribe"), is_unsub = !strcmp(t, "unsubscribe");
-  if (wsmsg_has_escaped_nul(data, len))
+  if (json_has_escaped_nul(data, len))
     return bad(m, is_sub || is_unsub ? "bad_user_id" : "bad_field",
                "strings must not contain NUL (\\u0000)");
   if (!strcmp(t, "status")) {

@@ -90,10 +90,4 @@ void wsmsg_free(wsmsg_t *m);
 int wsmsg_decode_availability(const cJSON *obj, wsmsg_t *m);
 int wsmsg_decode_message(const cJSON *obj, wsmsg_t *m);
 
-/* Shared with the backend frame decoder (bmsg.c): data[0..len) as one JSON
- * object and nothing but whitespace after it, or NULL; and whether it holds
- * a \u0000 escape (cJSON would silently cut the string there). */
-cJSON *wsmsg_parse_object(const uint8_t *data, size_t len);
-int wsmsg_has_escaped_nul(const uint8_t *data, size_t len);
-
 #endif

@@ -427,7 +427,8 @@ def _parse_head(head):
     lines = head.decode("latin-1").split("\r\n")
     parts = lines[0].split(" ", 2)
     status = int(parts[1])
-    headers = {}
+    # The reason phrase under a name no header can have (names hold no ':').
+    headers = {":reason": parts[2] if len(parts) > 2 else ""}
     for line in lines[1:]:
         if ":" in line:
             k, v = line.split(":", 1)
@@ -520,6 +521,10 @@ class Response:
         self.status = status
         self.headers = headers
         self.body = body
+
+    @property
+    def reason(self):
+        return self.headers.get(":reason")
 
     def json(self):
         try:

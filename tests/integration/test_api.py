@@ -132,6 +132,19 @@ async def test_get_user(t, d, args):
             r.status == 400 and r.error_code == "bad_request", r)
     r = await http(d, "POST", "/v1/users/query", body="{not json")
     t.check("POST /v1/users/query bad JSON: 400 bad_json", r.status == 400 and r.error_code == "bad_json", r)
+    # What a reader other than cJSON would read otherwise: bob's NUL-cut id
+    # answered as bob, the first of two user_ids, an object with text after
+    # it. Refused as client messages and tokens are (docs/api.md, Errors).
+    for name, b in (("an id with \\u0000", '{"user_ids":["bob\\u0000x"]}'),
+                    ("user_ids twice", '{"user_ids":["bob"],"user_ids":["eve"]}'),
+                    ("text after the object", '{"user_ids":["bob"]} {"user_ids":["eve"]}'),
+                    ("not an object", '["bob"]')):
+        r = await http(d, "POST", "/v1/users/query", body=b)
+        t.check(f"POST /v1/users/query, {name}: 400 bad_json",
+                r.status == 400 and r.error_code == "bad_json" and "users" not in (r.json() or {}), r)
+    r = await http(d, "POST", "/v1/users/query", body='{"user_ids":["bob\\\\u0000x"]}')
+    t.check("POST /v1/users/query, an id holding a backslash then u0000 (text, not a NUL): answered as it is",
+            r.status == 200 and [u.get("user_id") for u in (r.json() or {}).get("users", [])] == ["bob\\u0000x"], r)
     r = await http(d, "POST", "/v1/users/query", body={"ids": ["a"]})
     t.check("POST /v1/users/query without user_ids: 400 bad_request",
             r.status == 400 and r.error_code == "bad_request", r)

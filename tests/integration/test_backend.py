@@ -320,6 +320,7 @@ async def test_http_sessions(t, d, args):
     body = json.dumps({"user": "fn-user", "ttl_ms": 1500, "meta": {"via": "lambda"}})
     r = await http(d, "PUT", "/v1/sessions/fn-1", body=body)
     t.check("PUT creates: 201 with created true", r.status == 201 and (r.json() or {}).get("created") is True, r)
+    t.eq("201's status line says Created", r.reason, "Created")
     for i in range(4):
         await asyncio.sleep(0.8)
         r = await http(d, "PUT", "/v1/sessions/fn-1", body=body)
@@ -342,7 +343,13 @@ async def test_http_sessions(t, d, args):
             ("meta not an object", json.dumps({"user": "u", "ttl_ms": 2000, "meta": 3}), 400, "bad_meta"),
             ("device with a control character",
              json.dumps({"user": "u", "ttl_ms": 2000, "device": "ph\none"}), 400, "bad_device"),
-            ("device not a string", json.dumps({"user": "u", "ttl_ms": 2000, "device": 7}), 400, "bad_device")]:
+            ("device not a string", json.dumps({"user": "u", "ttl_ms": 2000, "device": 7}), 400, "bad_device"),
+            # whole milliseconds, as expires_in is whole seconds
+            ("TTL not whole", json.dumps({"user": "u", "ttl_ms": 2000.5}), 400, "bad_ttl"),
+            # "u\u0000x" would be user u to cJSON; the same user twice is
+            # one user to one reader and another to the next
+            ("a NUL in the user", '{"user":"u\\u0000x","ttl_ms":2000}', 400, "bad_json"),
+            ("user twice", '{"user":"u","ttl_ms":2000,"user":"v"}', 400, "bad_json")]:
         r = await http(d, "PUT", "/v1/sessions/fn-2", body=b)
         t.eq(f"PUT refused: {name}", (r.status, r.error_code), (status, code))
     r = await http(d, "GET", "/v1/users/u/sessions")
@@ -356,6 +363,7 @@ async def test_http_sessions(t, d, args):
     await http(d, "PUT", "/v1/sessions/fn-3", body=json.dumps({"user": "a", "ttl_ms": 5000}))
     r = await http(d, "PUT", "/v1/sessions/fn-3", body=json.dumps({"user": "b", "ttl_ms": 5000}))
     t.eq("PUT for another user: 409 session_exists", (r.status, r.error_code), (409, "session_exists"))
+    t.eq("409's status line says Conflict", r.reason, "Conflict")
     c = await Client.connect(d, "wsuser")
     r = await http(d, "PUT", "/v1/sessions/" + c.session_id, body=json.dumps({"user": "wsuser", "ttl_ms": 5000}))
     t.eq("PUT on a client's session: 409", (r.status, r.error_code), (409, "session_exists"))

@@ -32,6 +32,10 @@ async def test_demo(t, d, args):
             r.status == 200 and us.get("demo-alice", {}).get("status") == "online", r)
     r = await http(d, "POST", "/v1/demo/token", body="{nope", auth=False)
     t.check("demo: bad JSON -> 400 bad_json", r.status == 400 and r.error_code == "bad_json", r)
+    # "carol\u0000x" would be carol's token to cJSON
+    r = await http(d, "POST", "/v1/demo/token", body='{"name":"carol\\u0000x"}', auth=False)
+    t.check("demo: a name with \\u0000 -> 400 bad_json, no token",
+            r.status == 400 and r.error_code == "bad_json" and "token" not in (r.json() or {}), r)
     r = await http(d, "POST", "/v1/demo/token", body={"name": ""}, auth=False)
     t.check("demo: empty name -> 400 bad_user_id", r.status == 400 and r.error_code == "bad_user_id", r)
     r = await http(d, "GET", "/", auth=False)

@@ -247,6 +247,13 @@ async def test_bad_input(t, d, args):
     hcases = [
         ("PUT", "/v1/users/henry/availability", {"availability": "offline"}, 400, "bad_availability"),
         ("PUT", "/v1/users/henry/availability", b"{", 400, "bad_json"),
+        # one reader's dnd is another's auto; "dnd\u0000" is dnd to cJSON;
+        # text after the object is a second document
+        ("PUT", "/v1/users/henry/availability", b'{"availability":"dnd","availability":"auto"}', 400, "bad_json"),
+        ("PUT", "/v1/users/henry/availability", b'{"availability":"dnd\\u0000"}', 400, "bad_json"),
+        ("PUT", "/v1/users/henry/availability", b'{"availability":"dnd"} x', 400, "bad_json"),
+        ("PUT", "/v1/users/henry/message", b'{"text":"a\\u0000b"}', 400, "bad_json"),
+        ("PUT", "/v1/users/henry/message", b'{"text":"ok","emoji":"x\\u0000"}', 400, "bad_json"),
         ("PUT", "/v1/users/henry/message", {"text": "y" * 200}, 400, "bad_message"),
         ("PUT", "/v1/users/henry/message", b'{"text":"bad \xff utf8"}', 400, None),
         ("PUT", "/v1/users/henry/message", {"text": "y", "expires_at": 5}, 400, "bad_expiry"),

@@ -1014,8 +1014,10 @@ static int check_combinations(const srv_config_t *cfg, FILE *err) {
     config_store_redacted(cfg, shown, sizeof shown);
     fprintf(err,
             "presenced: --store: '%s' is not memory, "
-            "redis://[USER[:PASSWORD]@]HOST:PORT/DB, rediss://... or "
-            "unix:/PATH?db=N\n",
+            "redis://[USER[:PASSWORD]@]HOST:PORT/DB, rediss://..., "
+            "unix:/PATH?db=N or "
+            "redis+sentinel://[USER[:PASSWORD]@]HOST:PORT,.../MASTER[/DB] "
+            "(rediss+sentinel://...)\n",
             shown);
     return CONFIG_EXIT_USAGE;
   }

@@ -310,21 +310,22 @@ void presence__redis_url_free(const presence_allocator_t *a,
 void presence_redis_url_redact(const char *url, char *out, size_t n) {
   if (!n) return;
   if (!url) url = "";
-  const char *h = NULL;
-  static const char *const schemes[] = {"redis://", "rediss://",
-                                        "redis+sentinel://",
-                                        "rediss+sentinel://"};
-  for (size_t i = 0; i < sizeof schemes / sizeof *schemes; i++)
-    if (!strncmp(url, schemes[i], strlen(schemes[i])))
-      h = url + strlen(schemes[i]);
-  const char *end;
-  const char *at = h ? authority(h, &end) : NULL;
+  /* Any scheme, the store's or a mistyped one (redis-sentinel://, as other
+   * clients spell it): the text shown is that of an error too, for a URL
+   * that did not parse. Up to the last '@' of the whole text, not of the
+   * authority: a password with an unescaped '/' ("redis://:a/b@h") ends
+   * the authority early, and its tail must not be shown either. Without
+   * "://", whatever follows the first ':' up to the last '@'. */
+  const char *sep = strstr(url, "://");
+  const char *h = sep ? sep + 3 : strchr(url, ':');
+  if (h && !sep) h++;
+  const char *at = h ? strrchr(h, '@') : NULL;
   if (!at) {
     snprintf(out, n, "%s", url);
     return;
   }
-  const char *colon = memchr(h, ':', (size_t)(at - h));
   /* Keep the scheme and the user; the password becomes ***. */
+  const char *colon = sep ? memchr(h, ':', (size_t)(at - h)) : NULL;
   size_t keep = colon ? (size_t)(colon - url) : (size_t)(h - url);
   snprintf(out, n, "%.*s%s***%s", (int)keep, url, colon ? ":" : "", at);
 }

@@ -1012,6 +1012,19 @@ static void url_parsing(void **state) {
   presence_redis_url_redact("redis+sentinel://:secret@s1,s2/m", out,
                             sizeof out);
   assert_string_equal(out, "redis+sentinel://:***@s1,s2/m");
+  /* What does not parse is shown in the error (presenced --store): a
+   * password in a mistyped scheme or with an unescaped '/' is hidden too. */
+  const char *typo[][2] = {
+      {"redis-sentinel://:secret@s1/m", "redis-sentinel://:***@s1/m"},
+      {"redis://:sec/ret@h:1/0", "redis://:***@h:1/0"},
+      {"redis://app:sec@ret@h", "redis://app:***@h"},
+      {"http://app:secret@h", "http://app:***@h"},
+      {"redis:secret@h", "redis:***@h"},
+      {"unix:/run/redis.sock?db=1", "unix:/run/redis.sock?db=1"}};
+  for (size_t i = 0; i < sizeof typo / sizeof *typo; i++) {
+    presence_redis_url_redact(typo[i][0], out, sizeof out);
+    assert_string_equal(out, typo[i][1]);
+  }
 }
 
 /* Redis Cluster's "-ASK <slot> <host>:<port>": the node to send ASKING and

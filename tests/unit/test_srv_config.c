@@ -117,6 +117,25 @@ static void test_bad_values(void **state) {
                      CONFIG_EXIT_USAGE);
     assert_non_null(strstr(err, bad[i].flag));
   }
+  /* A store URL that does not parse is shown in the error with its
+   * password hidden, in a scheme other clients use (redis-sentinel://) or
+   * with an unescaped '/' in the password too; the message names the
+   * Sentinel form. (A build without the Redis store shows the scheme
+   * alone.) */
+#ifdef PRESENCED_HAVE_REDIS
+  const char *stores[] = {"redis-sentinel://:hunter2@s1:26379/mymaster",
+                          "redis://app:hun/ter2@h:1/0"};
+  for (size_t i = 0; i < sizeof stores / sizeof *stores; i++) {
+    char e2[512] = "";
+    char *argv[] = {"presenced", "--store", (char *)stores[i]};
+    assert_int_equal(parse(&cfg, NULL, argv, 3, e2, sizeof e2),
+                     CONFIG_EXIT_USAGE);
+    assert_non_null(strstr(e2, "--store"));
+    assert_non_null(strstr(e2, ":***@"));
+    assert_null(strstr(e2, "ter2"));
+    assert_non_null(strstr(e2, "redis+sentinel://"));
+  }
+#endif
   char err[256] = "";
   char *argv[] = {"presenced", "--demo", "--listen", "0.0.0.0:7070"};
   assert_int_equal(parse(&cfg, NULL, argv, 4, err, sizeof err),

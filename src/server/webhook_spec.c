@@ -72,14 +72,19 @@ static int parse_events(const char *v, size_t n, uint32_t *out) {
   return mask ? 0 : -1;
 }
 
-/* The URL as a metrics label: no credentials, no query (either may hold a
- * secret). */
+/* The URL as a metrics label and in log lines: no credentials, no query
+ * (either may hold a secret). The credentials end at the last '@' before
+ * the query, not only within the authority: a password with an unescaped
+ * '/' ("https://u:pa/ss@h/x") ends the authority early, and must not show.
+ * (A path holding '@' loses what comes before it: give such an endpoint a
+ * name=.) */
 static char *default_name(const char *url) {
   const char *host = strstr(url, "://");
   host = host ? host + 3 : url;
-  size_t end = strcspn(host, "/?#");
-  const char *at = memchr(host, '@', end);
   size_t path = strcspn(host, "?#");
+  const char *at = NULL;
+  for (const char *p = host; p < host + path; p++)
+    if (*p == '@') at = p;
   size_t scheme = (size_t)(host - url);
   const char *h = at ? at + 1 : host;
   size_t hl = (size_t)(host + path - h);

@@ -18,6 +18,7 @@
 #include "core/siphash.h"
 #include "server/map.h"
 #include "server/sys.h"
+#include "server/webhook.h"
 
 /* Credentials of the minimum length (CONFIG_SECRET_MIN). */
 #define KEY32 "k-0123456789-0123456789-01234567"
@@ -97,6 +98,28 @@ static void test_flags_over_env(void **state) {
   assert_int_equal(parse(&cfg, NULL, argv3, 3, err, sizeof err), CONFIG_OK);
   assert_int_equal(cfg.expected_memberships, 1000000);
   config_free(&cfg);
+}
+
+/* A webhook's default name (its metrics label, and how log lines name it)
+ * carries neither credentials nor the query, also when a password holds an
+ * unescaped '/'. */
+static void test_webhook_default_name(void **state) {
+  (void)state;
+  const char *cases[][2] = {
+      {"url=https://hooks.example/p?token=t0ps3cret,secret=s",
+       "https://hooks.example/p"},
+      {"url=https://app:t0ps3cret@hooks.example/p,secret=s",
+       "https://hooks.example/p"},
+      {"url=https://app:t0p/s3cret@hooks.example/p,secret=s",
+       "https://hooks.example/p"},
+      {"url=http://127.0.0.1:9/a,secret=s", "http://127.0.0.1:9/a"}};
+  for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+    wh_spec_t w;
+    char err[128];
+    assert_int_equal(wh_spec_parse(cases[i][0], 0, &w, err, sizeof err), 0);
+    assert_string_equal(w.name, cases[i][1]);
+    wh_spec_free(&w);
+  }
 }
 
 static void test_bad_values(void **state) {
@@ -610,6 +633,7 @@ int main(void) {
       cmocka_unit_test(test_defaults),
       cmocka_unit_test(test_flags_over_env),
       cmocka_unit_test(test_bad_values),
+      cmocka_unit_test(test_webhook_default_name),
       cmocka_unit_test(test_loopback),
       cmocka_unit_test(test_map),
       cmocka_unit_test(test_uuid),

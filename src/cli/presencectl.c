@@ -138,6 +138,24 @@ static struct curl_slist *auth_headers(struct curl_slist *h) {
   return h;
 }
 
+/* O.url as error messages show it: credentials in it (user:password@,
+ * which libcurl would send as Basic auth) hidden, up to the last '@' before
+ * the query, as a password with an unescaped '/' ends the host early. */
+static const char *url_shown(void) {
+  static char out[512];
+  const char *u = O.url;
+  const char *h = strstr(u, "://");
+  h = h ? h + 3 : u;
+  const char *at = NULL;
+  for (const char *p = h; *p && *p != '?' && *p != '#'; p++)
+    if (*p == '@') at = p;
+  if (at)
+    snprintf(out, sizeof out, "%.*s***%s", (int)(h - u), u, at);
+  else
+    snprintf(out, sizeof out, "%s", u);
+  return out;
+}
+
 static CURL *easy(const char *path) {
   CURL *c = curl_easy_init();
   if (!c) {
@@ -180,8 +198,8 @@ static void api_error(const body_t *b, char *code, size_t ccap, char *msg,
  * 401/403 "auth", any other answer "failed". Prints why. */
 static int report(CURLcode rc, long status, const body_t *b, const char *what) {
   if (rc != CURLE_OK) {
-    fprintf(stderr, "presencectl: %s: cannot reach %s: %s\n", what, O.url,
-            curl_easy_strerror(rc));
+    fprintf(stderr, "presencectl: %s: cannot reach %s: %s\n", what,
+            url_shown(), curl_easy_strerror(rc));
     return EXIT_UNREACH;
   }
   char code[64], msg[256];
@@ -1047,7 +1065,7 @@ int main(int argc, char **argv) {
   if (npos == 0) die_usage("missing command");
   if (strncmp(O.url, "http://", 7) != 0 && strncmp(O.url, "https://", 8) != 0)
     die_usage("--url: expected http://HOST:PORT or https://..., got '%s'",
-              O.url);
+              url_shown());
   if (key_file)
     O.api_key = read_key_file(key_file);
   else if (key)

@@ -272,6 +272,10 @@ async def test_exit_codes(t, d, args):
     rc, _, err = await ctl("status", "x", url=f"http://{HOST}:{closed}")
     t.eq("server unreachable: exit 3", rc, 3)
     t.check("server unreachable: said on stderr", "cannot reach" in err, err)
+    # a URL's credentials stay out of the message (scripts log stderr)
+    rc, _, err = await ctl("status", "x", url=f"http://app:s3cr/et@{HOST}:{closed}")
+    t.check("server unreachable, credentials in the URL: not in the message",
+            rc == 3 and "cannot reach http://***@" in err and "s3cr" not in err, err)
     rc, _, _ = await ctl("stats", url=f"http://{HOST}:{closed}")
     t.eq("stats, server unreachable: exit 3", rc, 3)
     rc, _, _ = await ctl("watch", "--retries", "1", url=f"http://{HOST}:{closed}")

@@ -945,6 +945,7 @@ static bool follow_ask(rstore_t *st, req_t *r, const redisReply *rep) {
 }
 
 static void take_reply(req_t *r, int fail, redisReply *rep);
+static void on_refused(rstore_t *st, req_t *r);
 
 static void on_reply(void *ud, int fail, redisReply *rep) {
   req_t *r = ud;
@@ -1023,6 +1024,7 @@ static void take_reply(req_t *r, int fail, redisReply *rep) {
   }
   if (!code && !st->held_head) st->retry_ms = 0;
   r->fn(st, r, rep, code);
+  if (code && r->carry && !moved) on_refused(st, r);
   req_free(r);
   /* The slot is served elsewhere now: reconnect there. Everything pending
    * fails like a lost connection, and the registration that follows the
@@ -1365,6 +1367,27 @@ static void on_fenced(rstore_t *st, req_t *r) {
     st->phase = PH_NONE;
     start_register(st);
   }
+}
+
+/* Redis answered a write of this instance's, or a step of its re-assert,
+ * with an error: it refused to run it (OOM at maxmemory under noeviction,
+ * MISCONF after a failed save, NOREPLICAS, BUSY, LOADING) or ran part of it
+ * (a script error). Its view of this instance's sessions may now differ from
+ * the local table, the truth. Registered again at the next heartbeat, as
+ * after a fence: a new epoch, the re-assert, then the sweep of what Redis
+ * still holds under the old one (an end it refused). Until then writes are
+ * held here and not sent (can_write), so a refusal that lasts costs a line
+ * a heartbeat, not one per write, and nothing stays wrong once Redis takes
+ * writes again (tests/integration/test_redis_refused.py). */
+static void on_refused(rstore_t *st, req_t *r) {
+  if (r->epoch_gen != st->epoch_gen || st->phase < PH_WIPING ||
+      st->destroying || st->leaving)
+    return;
+  logf_(st, PRESENCE_LOG_WARN,
+        "redis: a write was refused; this instance's sessions are held "
+        "here and asserted again once Redis takes writes",
+        NULL);
+  st->phase = PH_NONE;
 }
 
 static bool can_write(rstore_t *st) {
@@ -2100,7 +2123,13 @@ static void sweep_done(rstore_t *st, req_t *r, redisReply *rep, int code) {
   if (st->destroying || r->epoch_gen != st->epoch_gen) return;
   if (!code && rep) code = script_code(rep);
   if (code == PRESENCE_EFENCED) on_fenced(st, r);
-  if (code) return; /* the reconnect or re-registration starts over */
+  if (code) {
+    /* A reconnect or a re-registration starts over; an answer that was
+     * not the sweep's (a refusal) leaves the connection up: the next
+     * heartbeat's registration does. */
+    if (code != PRESENCE_EFENCED) on_refused(st, r);
+    return;
+  }
   emit_events(st, rep);
   const char *cur = payload_str(rep);
   if (!strcmp(cur, "0")) {
@@ -2135,7 +2164,10 @@ static bool resync_reply(rstore_t *st, req_t *r, redisReply *rep, int code) {
   if (st->destroying || r->epoch_gen != st->epoch_gen) return false;
   if (!code && rep) code = script_code(rep);
   if (code == PRESENCE_EFENCED) on_fenced(st, r);
-  if (code) return false;
+  if (code) {
+    if (code != PRESENCE_EFENCED) on_refused(st, r);
+    return false;
+  }
   emit_events(st, rep);
   return true;
 }
@@ -2263,7 +2295,10 @@ static void wipe_done_cb(rstore_t *st, req_t *r, redisReply *rep, int code) {
     start_resync(st);
     return;
   }
-  if (code) return;
+  if (code) {
+    if (code != PRESENCE_EFENCED) on_refused(st, r);
+    return;
+  }
   emit_events(st, rep);
   if (r->slot == 2) {
     start_resync(st);

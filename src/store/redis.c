@@ -174,9 +174,11 @@ typedef struct rstore {
    * them). */
   bool flush_held, flush_now;
   /* The script: FCALL fn, or with legacy (a Redis before 7.0: no FUNCTION)
-   * EVALSHA sha. loaded once Redis has it. */
-  char fn[32], sha[41];
-  bool legacy, loaded;
+   * EVALSHA sha. loaded once Redis has it. Queries: FCALL_RO fn_ro (the
+   * same library's no-writes entry point), or FCALL fn once no_ro (a user
+   * whose ACL lacks +fcall_ro, a server without the command). */
+  char fn[32], fn_ro[36], sha[41];
+  bool legacy, loaded, no_ro;
 
   /* registration */
   int phase;
@@ -559,8 +561,12 @@ static int common_args(rstore_t *st, const char *op,
              (unsigned)st->h.offline_retention_s, st->h.instance_id,
              st->prefix);
   int n = 0;
-  out[n++] = st->legacy ? "EVALSHA" : "FCALL";
-  out[n++] = st->legacy ? st->sha : st->fn;
+  /* A query (every op named q...) goes by FCALL_RO to the no-writes entry
+   * point: Redis runs it while it refuses writes (presence.lua,
+   * presence_ro), so the API answers then too. */
+  bool ro = !st->legacy && !st->no_ro && op[0] == 'q';
+  out[n++] = st->legacy ? "EVALSHA" : ro ? "FCALL_RO" : "FCALL";
+  out[n++] = st->legacy ? st->sha : ro ? st->fn_ro : st->fn;
   /* On Redis Cluster a second key that is never written: while the slot
    * migrates, the source refuses the call (TRYAGAIN, or ASK: a declared
    * key missing) and the target too (TRYAGAIN: several keys, one
@@ -615,6 +621,12 @@ static void call(rstore_t *st, req_t *r, const char *op, int n,
   send_req(st, r);
 }
 
+/* What follows the file in the library: its two entry points. */
+#define LIB_TAIL                                                               \
+  "\nredis.register_function('%s', presence_main)\n"                           \
+  "redis.register_function{function_name = '%s', callback = presence_ro,\n"    \
+  "  flags = {'no-writes'}}\n"
+
 /* The command that loads the script: FUNCTION LOAD of the library
  * (the file behind a '#!lua name=' line, its entry point registered after
  * it), or for a Redis without functions SCRIPT LOAD of the file ending in
@@ -625,7 +637,7 @@ static void call(rstore_t *st, req_t *r, const char *op, int n,
  * would compile it again (3 ms of Redis at every instance's connect, where
  * "already exists" takes 25 us). */
 static int load_cmd(rstore_t *st, char **cmd, size_t *len) {
-  char head[64], tail[96];
+  char head[64], tail[sizeof LIB_TAIL + 2 * sizeof st->fn_ro];
   int hn = 0, tn;
   if (st->legacy) {
     /* _G: the file's own ARGV is a local (the library's per-call copy). */
@@ -633,8 +645,7 @@ static int load_cmd(rstore_t *st, char **cmd, size_t *len) {
                   "\nreturn presence_main(KEYS, _G.ARGV)\n");
   } else {
     hn = snprintf(head, sizeof head, "#!lua name=%s\n", st->fn);
-    tn = snprintf(tail, sizeof tail,
-                  "\nredis.register_function('%s', presence_main)\n", st->fn);
+    tn = snprintf(tail, sizeof tail, LIB_TAIL, st->fn, st->fn_ro);
   }
   size_t n = (size_t)hn + presence_lua_len + (size_t)tn;
   char *text = xmalloc(st, n);
@@ -961,6 +972,36 @@ static void on_reply(void *ud, int fail, redisReply *rep) {
   }
 }
 
+/* r went by FCALL_RO (common_args): its command starts "*<n>\r\n$8\r\n
+ * FCALL_RO\r\n$<len>\r\n<fn_ro>\r\n". Made FCALL of fn instead, the rest
+ * as it was; 0, or -1 when it is not such a command or out of memory. */
+static int cmd_without_ro(rstore_t *st, req_t *r) {
+  const char *c = r->cmd, *end = r->cmd + r->cmd_len;
+  const char *nl = c && r->cmd_len > 1 && *c == '*'
+                       ? memchr(c, '\n', r->cmd_len) : NULL;
+  if (!nl) return -1;
+  size_t head = (size_t)(nl + 1 - c);
+  char ro_head[64];
+  int rl = snprintf(ro_head, sizeof ro_head, "$8\r\nFCALL_RO\r\n$%zu\r\n%s\r\n",
+                    strlen(st->fn_ro), st->fn_ro);
+  if (rl <= 0 || (size_t)(end - nl - 1) < (size_t)rl ||
+      memcmp(nl + 1, ro_head, (size_t)rl))
+    return -1;
+  char fn_head[64];
+  int fl = snprintf(fn_head, sizeof fn_head, "$5\r\nFCALL\r\n$%zu\r\n%s\r\n",
+                    strlen(st->fn), st->fn);
+  size_t rest = r->cmd_len - head - (size_t)rl;
+  char *n = xmalloc(st, head + (size_t)fl + rest);
+  if (!n) return -1;
+  memcpy(n, c, head);
+  memcpy(n + head, fn_head, (size_t)fl);
+  memcpy(n + head + (size_t)fl, nl + 1 + rl, rest);
+  xfree(st, r->cmd);
+  r->cmd = n;
+  r->cmd_len = head + (size_t)fl + rest;
+  return 0;
+}
+
 static void take_reply(req_t *r, int fail, redisReply *rep) {
   rstore_t *st = r->st;
   st->inflight--;
@@ -973,6 +1014,22 @@ static void take_reply(req_t *r, int fail, redisReply *rep) {
     }
     r->fn(st, r, NULL, fail ? fail : PRESENCE_ESTORE);
     req_free(r);
+    return;
+  }
+  if (rep->type == REDIS_REPLY_ERROR && !st->no_ro &&
+      (!strncmp(rep->str, "NOPERM", 6) ||
+       !strncmp(rep->str, "ERR unknown command", 19)) &&
+      (strstr(rep->str, "fcall_ro") || strstr(rep->str, "FCALL_RO")) &&
+      !cmd_without_ro(st, r)) {
+    /* FCALL_RO refused as a command (an ACL user without +fcall_ro, as
+     * the list of docs/internals/redis.md lacked it before, or a server
+     * without it): queries go by FCALL from now on, this one first. */
+    st->no_ro = true;
+    logf_(st, PRESENCE_LOG_WARN,
+          "redis: FCALL_RO refused, queries go by FCALL (and fail while "
+          "Redis refuses writes); allow fcall_ro:",
+          rep->str);
+    send_req(st, r);
     return;
   }
   if (rep->type == REDIS_REPLY_ERROR &&
@@ -4193,11 +4250,15 @@ int presence__redis_new_one(const presence_redis_options_t *opts,
   snprintf(st->key_guard, sizeof st->key_guard, "%smigrating", st->prefix);
   snprintf(st->kick_key, sizeof st->kick_key, "%skicks", st->prefix);
   snprintf(st->epoch_s, sizeof st->epoch_s, "0");
-  /* FNV-1a of the script: its function's name. */
+  /* FNV-1a of the script and of what registers its entry points: its
+   * function's name. */
   uint64_t h = 14695981039346656037ull;
   for (size_t i = 0; i < presence_lua_len; i++)
     h = (h ^ (unsigned char)presence_lua[i]) * 1099511628211ull;
+  for (const char *t = LIB_TAIL; *t; t++)
+    h = (h ^ (unsigned char)*t) * 1099511628211ull;
   snprintf(st->fn, sizeof st->fn, "presence_%016llx", (unsigned long long)h);
+  snprintf(st->fn_ro, sizeof st->fn_ro, "%s_ro", st->fn);
   *out = &st->base;
   return 0;
 }

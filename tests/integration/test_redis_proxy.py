@@ -121,8 +121,8 @@ class Proxy:
             uw.write(data)
         async for cmd, _ in frames(dr, forward):
             name = cmd[0].upper() if isinstance(cmd, list) and cmd else b""
-            # FCALL fn numkeys keys... op ... (EVALSHA alike)
-            at = (3 + int(cmd[2]) if name in (b"FCALL", b"EVALSHA")
+            # FCALL fn numkeys keys... op ... (FCALL_RO, a query's, and EVALSHA alike)
+            at = (3 + int(cmd[2]) if name in (b"FCALL", b"FCALL_RO", b"EVALSHA")
                   and len(cmd) > 2 else 0)
             op = cmd[at] if at and len(cmd) > at else name
             # Queries asked while the store is busy go together (qbatch):

@@ -9,7 +9,8 @@ write (maxmemory 1, then min-replicas-to-write 1), one instance ends a
 session, connects another and changes a status; afterwards the other
 instance's API shows each of those (no ghost left online, no session
 missing), within a few heartbeats, and the refusals left a few log lines,
-not one per write."""
+not one per write. Meanwhile the API still answers, from what Redis holds
+(queries go by FCALL_RO)."""
 
 import asyncio
 import os
@@ -45,6 +46,11 @@ async def refusal(t, cl, refuse, allow, what):
     for i in range(40):
         await carol.send({"type": "status", "status": "idle" if i % 2 == 0 else "online"})
         await asyncio.sleep(0.05)
+    # Queries run by FCALL_RO, which Redis takes while it refuses writes:
+    # B answers from what Redis holds (bob's end is not in it yet).
+    j = await user(B, f"{tag}-bob")
+    t.eq(f"{what}: while refused, B's API answers from what Redis holds",
+         j.get("status"), "online")
     cl.redis.cli(*allow)
     ok = await wait_for(lambda: _final(B, tag), 6) is not None
     got = {u: (await user(B, f"{tag}-{u}")).get("status") for u in ("ann", "bob", "carol")}

@@ -189,10 +189,11 @@ static inline void user_prefix(const char *user, char *out, size_t n) {
 }
 
 /* The script's op in a command's arguments as SLOWLOG shows them
- * (FCALL fn numkeys keys... op ..., EVALSHA alike), else "". */
+ * (FCALL fn numkeys keys... op ..., FCALL_RO and EVALSHA alike), else "". */
 static inline const char *script_op(const redisReply *args) {
   if (args->type != REDIS_REPLY_ARRAY || args->elements < 4 ||
       (strcasecmp(args->element[0]->str, "FCALL") &&
+       strcasecmp(args->element[0]->str, "FCALL_RO") &&
        strcasecmp(args->element[0]->str, "EVALSHA")))
     return "";
   size_t at = 3 + strtoul(args->element[2]->str, NULL, 10);

@@ -2188,6 +2188,9 @@ static void sweep_done(rstore_t *st, req_t *r, redisReply *rep, int code) {
     return;
   }
   emit_events(st, rep);
+  /* A write refused meanwhile: the next heartbeat registers again, and
+   * this re-assert stops here (it would end ready over the refusal). */
+  if (st->phase < PH_WIPING) return;
   const char *cur = payload_str(rep);
   if (!strcmp(cur, "0")) {
     set_ready(st);
@@ -2226,7 +2229,7 @@ static bool resync_reply(rstore_t *st, req_t *r, redisReply *rep, int code) {
     return false;
   }
   emit_events(st, rep);
-  return true;
+  return st->phase >= PH_WIPING; /* not when a write was refused meanwhile */
 }
 
 static void cresync_done(rstore_t *st, req_t *r, redisReply *rep, int code) {
@@ -2357,6 +2360,7 @@ static void wipe_done_cb(rstore_t *st, req_t *r, redisReply *rep, int code) {
     return;
   }
   emit_events(st, rep);
+  if (st->phase < PH_WIPING) return; /* a write refused meanwhile */
   if (r->slot == 2) {
     start_resync(st);
     return;

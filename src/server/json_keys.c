@@ -43,7 +43,6 @@ int json_has_dup_keys(const cJSON *node) {
   return 0;
 }
 
-
 /* In valid JSON a backslash occurs only inside strings and always starts an
  * escape, so skipping the escaped character is enough to tell "\\u0000"
  * (text) from "\u0000" (a NUL). */

@@ -979,7 +979,14 @@ static void on_signal(uv_signal_t *h, int signum) {
       conn_close(c);
     return;
   }
-  srv_log(s, PRESENCE_LOG_INFO, "signal %d: shutting down", signum);
+  /* SIGHUP (the terminal that started it went away, or a reload asked of
+   * a daemon that has none) ends it as SIGTERM does: its sessions end and
+   * its lease is given back, where the default action killed it on the
+   * spot (with Redis its users stayed online until the lease ran out). */
+  srv_log(s, PRESENCE_LOG_INFO, "signal %d: shutting down%s", signum,
+          signum == SIGHUP ? " (presenced reads its configuration only at "
+                             "start: restart it to change it)"
+                           : "");
   srv_shutdown(s);
 }
 
@@ -1194,9 +1201,11 @@ static int init_handles(srv_t *s) {
   if (!s->rbuf) return -1;
   uv_signal_init(s->loop, &s->sigterm);
   uv_signal_init(s->loop, &s->sigint);
-  s->sigterm.data = s->sigint.data = s;
+  uv_signal_init(s->loop, &s->sighup);
+  s->sigterm.data = s->sigint.data = s->sighup.data = s;
   uv_signal_start(&s->sigterm, on_signal, SIGTERM);
   uv_signal_start(&s->sigint, on_signal, SIGINT);
+  uv_signal_start(&s->sighup, on_signal, SIGHUP);
   uv_tcp_init(s->loop, &s->listener);
   s->listener.data = s;
   return 0;
@@ -1393,7 +1402,7 @@ static void srv_finish(srv_t *s) {
       (uv_handle_t *)&s->tick_timer, (uv_handle_t *)&s->house_timer,
       (uv_handle_t *)&s->sse_timer,  (uv_handle_t *)&s->stop_timer,
       (uv_handle_t *)&s->sigterm,    (uv_handle_t *)&s->sigint,
-      (uv_handle_t *)&s->listener};
+      (uv_handle_t *)&s->sighup,     (uv_handle_t *)&s->listener};
   for (size_t i = 0; i < sizeof hs / sizeof hs[0]; i++)
     if (!uv_is_closing(hs[i])) uv_close(hs[i], NULL);
   webhook_close(s);

@@ -153,7 +153,7 @@ struct srv {
   uv_timer_t house_timer; /* heartbeats, timeouts, idle HTTP, keepalives */
   uv_timer_t sse_timer;   /* wakes event streams after new events */
   uv_timer_t stop_timer;  /* hard limit of a graceful shutdown */
-  uv_signal_t sigterm, sigint;
+  uv_signal_t sigterm, sigint, sighup;
   int shutting_down;
 
   conn_t *conns; /* every open connection */

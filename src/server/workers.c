@@ -259,6 +259,7 @@ int workers_run(srv_config_t *cfg, int *exit_code) {
   sigemptyset(&set);
   sigaddset(&set, SIGTERM);
   sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGHUP);
   sigaddset(&set, SIGCHLD);
   sigprocmask(SIG_BLOCK, &set, &old);
 
@@ -331,12 +332,16 @@ int workers_run(srv_config_t *cfg, int *exit_code) {
     struct timespec ts = {(time_t)(wait / 1000), (long)(wait % 1000) * 1000000};
     siginfo_t info;
     int sig = sigtimedwait(&set, &info, &ts);
-    if ((sig == SIGTERM || sig == SIGINT)) {
+    if (sig == SIGTERM || sig == SIGINT || sig == SIGHUP) {
       if (!stopping)
         srv_log(&sup, PRESENCE_LOG_INFO, "%s: stopping %u workers",
-                sig == SIGTERM ? "SIGTERM" : "SIGINT", running(ws, n));
+                sig == SIGTERM  ? "SIGTERM"
+                : sig == SIGINT ? "SIGINT"
+                                : "SIGHUP",
+                running(ws, n));
       stopping = 1;
       kill_at = mono_ms() + cfg->shutdown_timeout_ms + 2000;
+      /* SIGHUP ends a worker as SIGTERM does (server.c, on_signal). */
       signal_all(ws, n, sig); /* again on a second signal: harmless */
     }
   }

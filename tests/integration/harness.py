@@ -376,14 +376,16 @@ class Daemon:
         if self.alive():
             os.kill(self.proc.pid, sig)
 
-    def stop(self, timeout=5.0):
-        """SIGTERM, then SIGKILL after timeout. Returns the exit code."""
+    def stop(self, timeout=5.0, sig=None):
+        """SIGTERM (or sig), then SIGKILL after timeout. Returns the exit code.
+        (sig's default is set inside: the class's signal method hides the
+        module here.)"""
         if self.proc is None:
             return None
         if self.proc.poll() is None:
             t0 = time.monotonic()
             try:
-                os.kill(self.proc.pid, signal.SIGTERM)
+                os.kill(self.proc.pid, sig or signal.SIGTERM)
             except ProcessLookupError:
                 pass
             try:

@@ -1,9 +1,9 @@
 #!/usr/bin/python3
 # SPDX-License-Identifier: MIT
-"""Graceful shutdown on SIGTERM (DESIGN.md section 5, issue 3): clients get
-close 1001, an SSE consumer sees session.disconnected reason shutdown and
-user.offline for every user before its stream ends, and the process exits 0
-within 5 s. Also with an offline grace configured (the users must still be
+"""Graceful shutdown on SIGTERM (DESIGN.md section 5, issue 3; SIGINT and
+SIGHUP alike): clients get close 1001, an SSE consumer sees
+session.disconnected reason shutdown and user.offline for every user before
+its stream ends, and the process exits 0 within 5 s. Also with an offline grace configured (the users must still be
 reported offline: nobody is left online by a daemon that went away)."""
 
 import asyncio
@@ -16,7 +16,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import *  # noqa: E402,F401,F403
 
 
-async def shutdown_case(t, d, label):
+async def shutdown_case(t, d, label, sig=signal.SIGTERM):
     sse = await SSE.open(d)
     clients = [await Client.connect(d, "sd-alice"), await Client.connect(d, "sd-alice"),
                await Client.connect(d, "sd-bob")]
@@ -27,7 +27,7 @@ async def shutdown_case(t, d, label):
     sids = {c.session_id for c in clients}
     await sse.until(lambda e: ev_is(e, "session.status", user_id="sd-carol"), 3)
     t0 = time.monotonic()
-    d.signal(signal.SIGTERM)
+    d.signal(sig)
     codes = await asyncio.gather(*(c.wait_closed(6) for c in clients))
     t.check(f"{label}: every client closed with 1001", all(c == 1001 for c in codes), codes)
     evs = await sse.collect(6)
@@ -72,6 +72,15 @@ test_shutdown.timeout = 20
 async def test_shutdown_with_grace(t, d, args):
     await shutdown_case(t, d, "shutdown with --offline-grace-ms 10000")
 test_shutdown_with_grace.timeout = 20
+
+
+# A terminal hangup (or a reload asked of a daemon that has none): the same
+# shutdown as SIGTERM, where the default action killed it on the spot.
+async def test_sighup(t, d, args):
+    await shutdown_case(t, d, "SIGHUP", signal.SIGHUP)
+    t.check("SIGHUP: the log says the configuration is read at start only",
+            "restart it to change it" in d.stderr_text(), d.stderr_tail(5))
+test_sighup.timeout = 20
 
 
 async def test_sigint(t, d, args):
@@ -125,5 +134,6 @@ if __name__ == "__main__":
         ("shutdown-grace", {"--offline-grace-ms": "10000"}, [test_shutdown_with_grace],
          {"stopped_by_test": True}),
         ("sigint", {}, [test_sigint], {"stopped_by_test": True}),
+        ("sighup", {}, [test_sighup], {"stopped_by_test": True}),
         ("shutdown-refuse", {}, [test_refuse_during_shutdown], {"stopped_by_test": True}),
     ])

@@ -228,20 +228,20 @@ async def test_kill9(t, d, redis):
             await c.close()
 
 
-async def test_sigterm(t, d, redis, observer):
-    by = await spread_clients(d, "st")
+async def stopped_by(t, d, observer, sig, label):
+    by = await spread_clients(d, label[:5])
     names = sorted(k for k in by if k)
-    t.check("sigterm: clients on both workers", len(names) == 2, str(list(by)))
+    t.check(f"{label}: clients on both workers", len(names) == 2, str(list(by)))
     users = [c.user for cs in by.values() for c in cs]
-    watcher = await Client.connect(observer, "st-watch", watch=users)
+    watcher = await Client.connect(observer, f"{label[:5]}-watch", watch=users)
     await watcher.send({"type": "subscribe", "users": users, "id": 1})
     await watcher.expect_type("presence", 3, snapshot=True)
     pids = children(d.pid)
     t0 = time.monotonic()
-    code = d.stop(timeout=8)
-    t.check("sigterm: the supervisor exits with status 0", code == 0,
+    code = d.stop(timeout=8, sig=sig)
+    t.check(f"{label}: the supervisor exits with status 0", code == 0,
             f"exit={code} {d.stderr_tail(8)}")
-    t.check("sigterm: both worker processes are gone",
+    t.check(f"{label}: both worker processes are gone",
             all(not os.path.exists(f"/proc/{p}") or
                 open(f"/proc/{p}/stat").read().split()[2] == "Z" for p in pids), str(pids))
     offline, reasons = set(), set()
@@ -257,15 +257,25 @@ async def test_sigterm(t, d, redis, observer):
                     offline.add(u["user_id"])
                     reasons.add(u.get("reason"))
     took = time.monotonic() - t0
-    t.check(f"sigterm: all {len(users)} users go offline (seen from another instance)",
+    t.check(f"{label}: all {len(users)} users go offline (seen from another instance)",
             offline == set(users), f"{len(offline)} of {len(users)}")
-    t.check("sigterm: ... with reason shutdown, not after the lease",
+    t.check(f"{label}: ... with reason shutdown, not after the lease",
             reasons == {"shutdown"}, str(reasons))
-    t.note(f"sigterm: users offline {1000 * took:.0f} ms after the SIGTERM")
+    t.note(f"{label}: users offline {1000 * took:.0f} ms after the {label.upper()}")
     await watcher.close()
     for cs in by.values():
         for c in cs:
             await c.close()
+
+
+async def test_sigterm(t, d, redis, observer):
+    await stopped_by(t, d, observer, signal.SIGTERM, "sigterm")
+
+
+# A terminal hangup ends the supervisor as SIGTERM does, and it passes the
+# signal on: each worker shuts down as on SIGTERM (server.c, on_signal).
+async def test_sighup(t, d, redis, observer):
+    await stopped_by(t, d, observer, signal.SIGHUP, "sighup")
 
 
 def test_embedded(t, binary):
@@ -568,7 +578,8 @@ def main():
     async def run_all():
         for name, fn in (("spread", test_spread), ("kill9", test_kill9),
                          ("feed", test_feed), ("interest", test_interest),
-                         ("webhook", test_webhook), ("sigterm", test_sigterm)):
+                         ("webhook", test_webhook), ("sigterm", test_sigterm),
+                         ("sighup", test_sighup)):
             if args.only and args.only not in name:
                 continue
             redis = Redis()
@@ -585,7 +596,7 @@ def main():
                     more = (rx,)
                 d = Daemon(args.presenced, f, f"workers-{name}")
                 d.start()
-                if name == "sigterm":
+                if name in ("sigterm", "sighup"):
                     obs = Daemon(args.presenced, flags(redis, 0), "observer")
                     obs.start()
                     more = (obs,)

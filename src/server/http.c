@@ -142,13 +142,21 @@ static int head_scan(http_req_t *r, const char *data, size_t len) {
 /* Headers a request may carry once: two Content-Length or Transfer-Encoding
  * headers are how a body's length is made ambiguous, two Host or
  * Authorization headers how a check and a use are made to read different
- * ones. */
-static const char *const single_headers[] = {
-    "Content-Length", "Transfer-Encoding", "Host", "Authorization"};
+ * ones; a WebSocket handshake's key and version "MUST NOT appear more than
+ * once" (RFC 6455 11.3.1, 11.3.5). */
+static const struct {
+  const char *name, *msg;
+} single_headers[] = {
+    {"Content-Length", "duplicated Content-Length header"},
+    {"Transfer-Encoding", "duplicated Transfer-Encoding header"},
+    {"Host", "duplicated Host header"},
+    {"Authorization", "duplicated Authorization header"},
+    {"Sec-WebSocket-Key", "duplicated Sec-WebSocket-Key header"},
+    {"Sec-WebSocket-Version", "duplicated Sec-WebSocket-Version header"}};
 
 static int check_duplicates(http_req_t *r) {
   for (size_t k = 0; k < sizeof single_headers / sizeof *single_headers; k++) {
-    const char *name = single_headers[k];
+    const char *name = single_headers[k].name;
     size_t nl = strlen(name);
     unsigned seen = 0;
     for (unsigned i = 0; i < r->nhdr; i++) {
@@ -157,10 +165,7 @@ static int check_duplicates(http_req_t *r) {
         seen++;
     }
     if (seen > 1) {
-      r->err_msg = name[0] == 'C'   ? "duplicated Content-Length header"
-                   : name[0] == 'T' ? "duplicated Transfer-Encoding header"
-                   : name[0] == 'H' ? "duplicated Host header"
-                                    : "duplicated Authorization header";
+      r->err_msg = single_headers[k].msg;
       return refuse(r, 400, "bad_request");
     }
   }
@@ -348,6 +353,8 @@ const char *http_query(const http_req_t *r, const char *name, size_t *len) {
 int http_method(const http_req_t *r) {
   return r->parser.method;
 }
+
+int http_minor(const http_req_t *r) { return r->parser.http_minor; }
 
 const char *http_body(const http_req_t *r, size_t *len) {
   *len = r->body.len;

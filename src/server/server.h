@@ -317,6 +317,7 @@ const char *http_path(const http_req_t *r, size_t *len);
 /* Query parameter (raw, not decoded) or NULL. */
 const char *http_query(const http_req_t *r, const char *name, size_t *len);
 int http_method(const http_req_t *r); /* enum http_method */
+int http_minor(const http_req_t *r);  /* 0 for HTTP/1.0, 1 for HTTP/1.1 */
 const char *http_body(const http_req_t *r, size_t *len);
 /* Answer with a body; keep-alive unless the request or we said close. */
 void http_respond(conn_t *c, int status, const char *content_type,

@@ -911,6 +911,12 @@ int ws_handshake_check(conn_t *c, http_req_t *r, char accept[29]) {
                    "Allow: GET\r\n");
     return -1;
   }
+  /* RFC 6455 4.1: "the HTTP version MUST be at least 1.1" (an HTTP/1.0
+   * peer or proxy knows no Upgrade). */
+  if (http_minor(r) < 1) {
+    http_error(c, 400, "bad_upgrade", "a WebSocket upgrade needs HTTP/1.1");
+    return -1;
+  }
   size_t ul, cl, kl, vl;
   const char *up = http_header(r, "Upgrade", &ul);
   const char *conn = http_header(r, "Connection", &cl);

@@ -109,6 +109,20 @@ async def test_upgrade_errors(t, d, args):
     await refused(t, d, "Upgrade: h2c", tok, 400, "bad_upgrade", headers={"Upgrade": "h2c"})
     await refused(t, d, "Sec-WebSocket-Key not the base64 of 16 bytes", tok, 400, "bad_upgrade",
                   headers={"Sec-WebSocket-Key": "c2hvcnQ="})
+    # RFC 6455: the key and the version appear once (11.3.1, 11.3.5), and
+    # the request is HTTP/1.1 at least (4.1). Two keys were read as the
+    # first, an HTTP/1.0 request upgraded.
+    base = (f"GET /v1/ws?token={tok} HTTP/1.1\r\nHost: {HOST}:{d.port}\r\n"
+            "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+            "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n")
+    for name, raw, code in (
+            ("two Sec-WebSocket-Key headers",
+             base + "Sec-WebSocket-Key: b3RoZXIga2V5IGhlcmUhIQ==\r\n\r\n", "bad_request"),
+            ("two Sec-WebSocket-Version headers", base + "Sec-WebSocket-Version: 13\r\n\r\n",
+             "bad_request"),
+            ("an HTTP/1.0 upgrade", base.replace("HTTP/1.1", "HTTP/1.0", 1) + "\r\n", "bad_upgrade")):
+        r = await http_raw(d.port, raw.encode())
+        t.check(f"{name}: 400 {code}", r.status == 400 and r.error_code == code, r)
     # Order of the checks (protocol.md 1.1): upgrade headers before version before token.
     await refused(t, d, "no Upgrade and no token: the upgrade check answers first", None, 400,
                   "bad_upgrade", headers={"Upgrade": None})

@@ -2402,6 +2402,18 @@ static void register_done(rstore_t *st, req_t *r, redisReply *rep, int code) {
   st->epoch_gen++;
   uint64_t seq = (uint64_t)seq_n;
   bool stale = !strcmp(text_of(at(p, 2)), "1");
+  /* Redis's maxmemory-policy: an evicting one removes sessions, users or
+   * the log when memory runs short, silently (no instance can tell a key
+   * evicted from one never written), where noeviction refuses writes,
+   * which the store notices (on_refused). Said at each registration, as
+   * Sidekiq says it of its own Redis. */
+  const char *policy = text_of(at(p, 3));
+  if (policy && *policy && strcmp(policy, "noeviction") != 0)
+    logf_(st, PRESENCE_LOG_WARN,
+          "redis: maxmemory-policy is not noeviction, so Redis may evict "
+          "presence's keys when memory runs short (docs/operations.md); "
+          "the policy:",
+          policy);
   st->ever_registered = true;
   if (!st->reader_started) {
     snprintf(st->r_last, sizeof st->r_last, "%llu-0", (unsigned long long)seq);

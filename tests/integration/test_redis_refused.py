@@ -10,7 +10,7 @@ session, connects another and changes a status; afterwards the other
 instance's API shows each of those (no ghost left online, no session
 missing), within a few heartbeats, and the refusals left a few log lines,
 not one per write. Meanwhile the API still answers, from what Redis holds
-(queries go by FCALL_RO)."""
+(queries go by FCALL_RO). And an evicting maxmemory-policy is warned of."""
 
 import asyncio
 import os
@@ -81,8 +81,29 @@ async def test_refused(t, cl):
                   "NOREPLICAS (min-replicas-to-write)")
 
 
+async def test_eviction_policy(t, cl):
+    """An evicting maxmemory-policy is said at registration: with it Redis
+    removes presence's keys silently when memory runs short, where
+    noeviction refuses writes, which the instances handle (above)."""
+    (A,) = cl.d
+    await asyncio.sleep(0.5)
+    t.check("noeviction (Redis's default): no warning about the policy",
+            "maxmemory-policy" not in A.stderr_text(), A.stderr_tail(5))
+    cl.redis.cli("CONFIG", "SET", "maxmemory-policy", "allkeys-lru")
+    A.stop()
+    A.start()
+    said = await wait_for(lambda: _said(A, "maxmemory-policy is not noeviction"), 5)
+    t.check("allkeys-lru: the instance warns at registration, naming the policy",
+            said is not None and "allkeys-lru" in A.stderr_text(), A.stderr_tail(5))
+
+
+async def _said(d, what):
+    return what in d.stderr_text()
+
+
 SCENARIOS = [
     ("refused", test_refused, {"n": 2, "hb": HB, "lease": LEASE}),
+    ("policy", test_eviction_policy, {"n": 1, "hb": HB, "lease": LEASE}),
 ]
 
 

@@ -1834,7 +1834,13 @@ OPS.register = function()
       present_left() > 0 then
     stale = 1
   end
-  return {0, {s(e), s(seq), tostring(stale)}}
+  -- Fourth: Redis's maxmemory-policy, for a warning when it may evict
+  -- presence's keys (the C side, register_done); '' when this user may
+  -- not run INFO (the ACL of docs/internals/redis.md has no +info).
+  local info = redis.pcall('INFO', 'memory')
+  local policy = type(info) == 'string' and
+    string.match(info, 'maxmemory_policy:(%S+)') or ''
+  return {0, {s(e), s(seq), tostring(stale), policy}}
 end
 
 -- Give up the lease at once (after a shutdown removed the sessions).

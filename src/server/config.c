@@ -85,8 +85,9 @@ static const opt_t opts[] = {
     U32("jwt-leeway-s", jwt_leeway_s, 0, 300,
         "clock skew allowed on exp, nbf and iat of client tokens (5)"),
     STR("allowed-origins", allowed_origins,
-        "origins (scheme://host[:port], comma-separated, or *) allowed to "
-        "open a WebSocket; unset: the same origin only"),
+        "origins (scheme://host[:port], the host perhaps *.domain for its "
+        "subdomains; comma-separated; or *) allowed to open a WebSocket; "
+        "unset: the same origin only"),
     {"demo", OPT_FLAG, offsetof(srv_config_t, demo), 0, 1,
      "serve the demo page and demo tokens (loopback only)"},
     STR("web-root", web_root, "directory served at / in demo mode (web)"),
@@ -995,6 +996,12 @@ static int apply_flags(srv_config_t *cfg, int argc, char **argv, FILE *err) {
 
 /* Step 5: settings that are fine alone but not together. */
 static int check_combinations(const srv_config_t *cfg, FILE *err) {
+  char why[200];
+  if (cfg->allowed_origins &&
+      config_origins_check(cfg->allowed_origins, why, sizeof why) != 0) {
+    fprintf(err, "presenced: --allowed-origins: %s\n", why);
+    return CONFIG_EXIT_USAGE;
+  }
   if (cfg->webhook_retry_max_ms < cfg->webhook_retry_min_ms) {
     fprintf(err,
             "presenced: --webhook-retry-max-ms: must be at least "

@@ -198,6 +198,12 @@ int config_store_is_redis(const srv_config_t *cfg);
 /* --store with its password replaced by ***, for messages. */
 void config_store_redacted(const srv_config_t *cfg, char *out, size_t n);
 
+/* --allowed-origins: each entry "*" or scheme://host[:port] (http or https,
+ * no path, no default port, the host perhaps "*.domain"), which a browser's
+ * Origin can equal; 0, or -1 with why in err (web_origin.c, which matches
+ * them). */
+int config_origins_check(const char *list, char *err, size_t cap);
+
 /* Whether host is a loopback address or "localhost". */
 int config_host_is_loopback(const char *host);
 

@@ -8,10 +8,13 @@
  * visits may open one to presenced, and the browser adds the page's Origin.
  * Checking it is the server's job. The rule: no Origin (not a browser) is
  * allowed; the same origin as the request's Host is allowed; any other
- * needs to be listed in --allowed-origins ("*" allows every origin).
+ * needs to be listed in --allowed-origins ("*" allows every origin; a
+ * host written "*.example.com" every subdomain of example.com).
  */
 #include "server/server.h"
 
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
@@ -31,8 +34,71 @@ static int same_ci(const char *a, size_t al, const char *b, size_t bl) {
   return al == bl && strncasecmp(a, b, al) == 0;
 }
 
-/* Whether the comma-separated list names origin exactly (case-insensitive,
- * an entry's trailing '/' ignored). */
+/* An origin "scheme://host[:port]" (an entry of --allowed-origins, or a
+ * request's Origin), cut in its parts: the host may be [v6], or start
+ * with "*." (any subdomain: an entry's wildcard). */
+typedef struct origin_parts {
+  const char *scheme, *host, *port; /* port NULL: none */
+  size_t sl, hl, pl;
+} origin_parts_t;
+
+static int origin_parse(const char *o, size_t len, origin_parts_t *op) {
+  const char *a;
+  size_t al;
+  if (origin_authority(o, len, &a, &al) != 0) return -1;
+  op->scheme = o;
+  op->sl = (size_t)(a - 3 - o);
+  op->host = a;
+  op->port = NULL;
+  op->pl = 0;
+  const char *colon = NULL;
+  if (a[0] == '[') {
+    const char *rb = memchr(a, ']', al);
+    if (!rb) return -1;
+    if (rb + 1 < a + al) {
+      if (rb[1] != ':') return -1;
+      colon = rb + 1;
+    }
+  } else {
+    for (const char *q = a + al; q > a; q--)
+      if (q[-1] == ':') {
+        colon = q - 1;
+        break;
+      }
+  }
+  op->hl = colon ? (size_t)(colon - a) : al;
+  if (colon) {
+    op->port = colon + 1;
+    op->pl = (size_t)(a + al - op->port);
+  }
+  return op->sl && op->hl ? 0 : -1;
+}
+
+/* An entry whose host is "*.domain" names every subdomain of domain (at
+ * any depth) with the entry's scheme and port, not domain itself: the
+ * origin's host ends in ".domain" after at least one character. */
+static int wildcard_match(const char *e, size_t el, const char *o,
+                          size_t ol) {
+  origin_parts_t pe, po;
+  if (origin_parse(e, el, &pe) || pe.hl < 3 || memcmp(pe.host, "*.", 2) ||
+      origin_parse(o, ol, &po))
+    return 0;
+  size_t dl = pe.hl - 1; /* ".domain" */
+  /* A browser's Origin has a host name of letters, digits, '-' and '.'
+   * only; anything else ("evil#.domain") is no subdomain. */
+  static const char name_chars[] = "abcdefghijklmnopqrstuvwxyz"
+                                   "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-.";
+  for (size_t i = 0; i < po.hl; i++)
+    if (!po.host[i] || !strchr(name_chars, po.host[i])) return 0;
+  return same_ci(pe.scheme, pe.sl, po.scheme, po.sl) &&
+         same_ci(pe.port ? pe.port : "", pe.pl, po.port ? po.port : "",
+                 po.pl) &&
+         po.hl > dl && po.host[0] != '.' &&
+         !strncasecmp(po.host + po.hl - dl, pe.host + 1, dl);
+}
+
+/* Whether the comma-separated list names origin (case-insensitive, an
+ * entry's trailing '/' ignored; "*." before a host for its subdomains). */
 static int listed(const char *list, const char *origin, size_t len) {
   const char *p = list;
   while (*p) {
@@ -46,6 +112,62 @@ static int listed(const char *list, const char *origin, size_t len) {
       t--;
     if (t - p == 1 && *p == '*') return 1;
     if (same_ci(p, (size_t)(t - p), origin, len)) return 1;
+    if (wildcard_match(p, (size_t)(t - p), origin, len)) return 1;
+    p = e;
+  }
+  return 0;
+}
+
+int config_origins_check(const char *list, char *err, size_t cap) {
+  const char *p = list;
+  while (*p) {
+    while (*p == ' ' || *p == ',')
+      p++;
+    const char *e = p;
+    while (*e && *e != ',')
+      e++;
+    const char *t = e;
+    while (t > p && (t[-1] == ' ' || t[-1] == '/'))
+      t--;
+    int n = (int)(t - p);
+    origin_parts_t op;
+    /* "null": the opaque origin of sandboxed frames and file:// pages,
+     * allowed only when listed so (docs/protocol.md 1.1). */
+    if (n == 0 || (n == 1 && *p == '*') || same_ci(p, (size_t)n, "null", 4)) {
+      p = e;
+      continue;
+    }
+    const char *why = NULL;
+    if (origin_parse(p, (size_t)n, &op) != 0 ||
+        memchr(p, '?', (size_t)n) || memchr(p, '#', (size_t)n) ||
+        memchr(op.host, '@', op.hl))
+      why = "is not scheme://host[:port] (no path: browsers send none)";
+    else if (!same_ci(op.scheme, op.sl, "http", 4) &&
+             !same_ci(op.scheme, op.sl, "https", 5))
+      why = "has a scheme other than http or https";
+    else if (memchr(op.host + (op.hl > 1 && op.host[0] == '*'), '*',
+                    op.hl - (op.hl > 1 && op.host[0] == '*')) ||
+             (op.host[0] == '*' &&
+              (op.hl < 4 || op.host[1] != '.' ||
+               !memchr(op.host + 2, '.', op.hl - 2))))
+      why = "has a '*' other than a leading \"*.\" before a domain of two "
+            "labels or more (https://*.example.com)";
+    else if (op.port &&
+             (op.pl == 0 || op.pl > 5 ||
+              strspn(op.port, "0123456789") < op.pl ||
+              atoi(op.port) < 1 || atoi(op.port) > 65535))
+      why = "has a port that is not a number from 1 to 65535";
+    else if (op.port &&
+             ((op.pl == 3 && !memcmp(op.port, "443", 3) &&
+               same_ci(op.scheme, op.sl, "https", 5)) ||
+              (op.pl == 2 && !memcmp(op.port, "80", 2) &&
+               same_ci(op.scheme, op.sl, "http", 4))))
+      why = "names its scheme's default port, which browsers leave out of "
+            "Origin: write it without";
+    if (why) {
+      snprintf(err, cap, "'%.*s' %s", n > 100 ? 100 : n, p, why);
+      return -1;
+    }
     p = e;
   }
   return 0;

@@ -29,7 +29,8 @@ FLAGS = {
     "--http-request-timeout-ms": "1000",
     "--heartbeat-ms": "500",
     "--timeout-ms": "2000",
-    "--allowed-origins": "https://app.example.com, https://other.example.com/",
+    "--allowed-origins": "https://app.example.com, https://other.example.com/, "
+                         "https://*.tenants.example",
 }
 
 # RSS may grow this much over the attacks and stay grown (allocator caches,
@@ -568,6 +569,17 @@ async def test_origins(t, d, args):
          101),
         ("an origin listed in --allowed-origins", "https://app.example.com", 101),
         ("a listed origin, listed with a trailing slash", "https://other.example.com", 101),
+        # https://*.tenants.example: its subdomains at any depth, same scheme
+        # and port; not the domain itself, not a look-alike, not http
+        ("a subdomain under a listed *.", "https://acme.tenants.example", 101),
+        ("a deeper subdomain under a listed *.", "https://eu.acme.tenants.example", 101),
+        ("the domain a *. is listed for", "https://tenants.example", 403),
+        ("a look-alike of a *. domain", "https://eviltenants.example", 403),
+        ("a *. domain as a prefix of another", "https://acme.tenants.example.evil", 403),
+        ("a *. subdomain over another scheme", "http://acme.tenants.example", 403),
+        ("a *. subdomain on another port", "https://acme.tenants.example:8443", 403),
+        ("a host no browser sends, ending in a *. domain", "https://evil.example#.tenants.example",
+         403),
     ]:
         ws = await RawWS.open(d, tok=tok, headers={"Origin": origin})
         r = ws.response()

@@ -100,6 +100,44 @@ static void test_flags_over_env(void **state) {
   config_free(&cfg);
 }
 
+/* --allowed-origins: what a browser's Origin can equal, each entry checked
+ * at start; an entry no Origin could match was taken and never matched. */
+static void test_allowed_origins(void **state) {
+  (void)state;
+  const char *good[] = {"*", "https://app.example.com/", "null",
+                        "http://localhost:3000, https://*.example.com",
+                        "http://[::1]:8080"};
+  for (size_t i = 0; i < sizeof good / sizeof *good; i++) {
+    char err[200] = "";
+    if (config_origins_check(good[i], err, sizeof err) != 0)
+      fail_msg("refused %s: %s", good[i], err);
+  }
+  const struct {
+    const char *list, *why;
+  } bad[] = {{"app.example.com", "not scheme://host"},
+             {"*.example.com", "not scheme://host"},
+             {"https://app.example.com/chat", "no path"},
+             {"https://app.example.com:443", "default port"},
+             {"http://app.example.com:80", "default port"},
+             {"ftp://files.example.com", "other than http or https"},
+             {"https://*.com", "two labels"},
+             {"https://a*b.example.com", "leading"},
+             {"https://x:99999", "1 to 65535"},
+             {"https://ok.example.com, https://u@x", "not scheme://host"}};
+  for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+    char err[200] = "";
+    assert_int_equal(config_origins_check(bad[i].list, err, sizeof err), -1);
+    if (!strstr(err, bad[i].why))
+      fail_msg("%s: '%s' does not say %s", bad[i].list, err, bad[i].why);
+  }
+  srv_config_t cfg;
+  char e2[256] = "";
+  char *argv[] = {"presenced", "--allowed-origins", "*.example.com"};
+  assert_int_equal(parse(&cfg, NULL, argv, 3, e2, sizeof e2),
+                   CONFIG_EXIT_USAGE);
+  assert_non_null(strstr(e2, "--allowed-origins"));
+}
+
 /* A webhook's default name (its metrics label, and how log lines name it)
  * carries neither credentials nor the query, also when a password holds an
  * unescaped '/'. */
@@ -634,6 +672,7 @@ int main(void) {
       cmocka_unit_test(test_flags_over_env),
       cmocka_unit_test(test_bad_values),
       cmocka_unit_test(test_webhook_default_name),
+      cmocka_unit_test(test_allowed_origins),
       cmocka_unit_test(test_loopback),
       cmocka_unit_test(test_map),
       cmocka_unit_test(test_uuid),

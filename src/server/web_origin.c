@@ -13,6 +13,7 @@
  */
 #include "server/server.h"
 
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -97,46 +98,47 @@ static int wildcard_match(const char *e, size_t el, const char *o,
          !strncasecmp(po.host + po.hl - dl, pe.host + 1, dl);
 }
 
+/* The next entry of a comma-separated list at *pp: *entry and its length
+ * without spaces around it or a trailing '/'; false at the list's end. */
+static bool next_entry(const char **pp, const char **entry, size_t *n) {
+  const char *p = *pp;
+  while (*p == ' ' || *p == ',')
+    p++;
+  if (!*p) return false;
+  const char *e = p;
+  while (*e && *e != ',')
+    e++;
+  const char *t = e;
+  while (t > p && (t[-1] == ' ' || t[-1] == '/'))
+    t--;
+  *entry = p;
+  *n = (size_t)(t - p);
+  *pp = e;
+  return true;
+}
+
 /* Whether the comma-separated list names origin (case-insensitive, an
  * entry's trailing '/' ignored; "*." before a host for its subdomains). */
 static int listed(const char *list, const char *origin, size_t len) {
-  const char *p = list;
-  while (*p) {
-    while (*p == ' ' || *p == ',')
-      p++;
-    const char *e = p;
-    while (*e && *e != ',')
-      e++;
-    const char *t = e;
-    while (t > p && (t[-1] == ' ' || t[-1] == '/'))
-      t--;
-    if (t - p == 1 && *p == '*') return 1;
-    if (same_ci(p, (size_t)(t - p), origin, len)) return 1;
-    if (wildcard_match(p, (size_t)(t - p), origin, len)) return 1;
-    p = e;
-  }
+  const char *p = list, *ent;
+  size_t el;
+  while (next_entry(&p, &ent, &el))
+    if ((el == 1 && *ent == '*') || same_ci(ent, el, origin, len) ||
+        wildcard_match(ent, el, origin, len))
+      return 1;
   return 0;
 }
 
 int config_origins_check(const char *list, char *err, size_t cap) {
-  const char *p = list;
-  while (*p) {
-    while (*p == ' ' || *p == ',')
-      p++;
-    const char *e = p;
-    while (*e && *e != ',')
-      e++;
-    const char *t = e;
-    while (t > p && (t[-1] == ' ' || t[-1] == '/'))
-      t--;
-    int n = (int)(t - p);
+  const char *list_p = list, *p;
+  size_t el;
+  while (next_entry(&list_p, &p, &el)) {
+    int n = (int)el;
     origin_parts_t op;
     /* "null": the opaque origin of sandboxed frames and file:// pages,
      * allowed only when listed so (docs/protocol.md 1.1). */
-    if (n == 0 || (n == 1 && *p == '*') || same_ci(p, (size_t)n, "null", 4)) {
-      p = e;
+    if (n == 0 || (n == 1 && *p == '*') || same_ci(p, el, "null", 4))
       continue;
-    }
     const char *why = NULL;
     if (origin_parse(p, (size_t)n, &op) != 0 ||
         memchr(p, '?', (size_t)n) || memchr(p, '#', (size_t)n) ||
@@ -168,7 +170,6 @@ int config_origins_check(const char *list, char *err, size_t cap) {
       snprintf(err, cap, "'%.*s' %s", n > 100 ? 100 : n, p, why);
       return -1;
     }
-    p = e;
   }
   return 0;
 }

@@ -136,6 +136,7 @@ static void test_allowed_origins(void **state) {
   assert_int_equal(parse(&cfg, NULL, argv, 3, e2, sizeof e2),
                    CONFIG_EXIT_USAGE);
   assert_non_null(strstr(e2, "--allowed-origins"));
+  config_free(&cfg);
 }
 
 /* A webhook's default name (its metrics label, and how log lines name it)

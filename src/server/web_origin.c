@@ -81,7 +81,9 @@ static int origin_parse(const char *o, size_t len, origin_parts_t *op) {
 static int wildcard_match(const char *e, size_t el, const char *o,
                           size_t ol) {
   origin_parts_t pe, po;
-  if (origin_parse(e, el, &pe) || pe.hl < 3 || memcmp(pe.host, "*.", 2) ||
+  /* Most entries have no '*': nothing to parse for them. */
+  if (!memchr(e, '*', el) || origin_parse(e, el, &pe) || pe.hl < 3 ||
+      memcmp(pe.host, "*.", 2) ||
       origin_parse(o, ol, &po))
     return 0;
   size_t dl = pe.hl - 1; /* ".domain" */
@@ -147,8 +149,7 @@ int config_origins_check(const char *list, char *err, size_t cap) {
     else if (!same_ci(op.scheme, op.sl, "http", 4) &&
              !same_ci(op.scheme, op.sl, "https", 5))
       why = "has a scheme other than http or https";
-    else if (memchr(op.host + (op.hl > 1 && op.host[0] == '*'), '*',
-                    op.hl - (op.hl > 1 && op.host[0] == '*')) ||
+    else if (memchr(op.host + 1, '*', op.hl - 1) ||
              (op.host[0] == '*' &&
               (op.hl < 4 || op.host[1] != '.' ||
                !memchr(op.host + 2, '.', op.hl - 2))))

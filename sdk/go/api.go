@@ -115,6 +115,14 @@ func (c *Client) Do(ctx context.Context, method, path string, body, out any) err
 	return nil
 }
 
+// pathEscape percent-encodes an id for one path segment as the Node and
+// Python SDKs do (encodeURIComponent, quote(safe="")): url.PathEscape leaves
+// '+' as is, and presenced reads a '+' in a path as a space, so GetUser of
+// "alice+test@example.com" answered for "alice test@example.com".
+func pathEscape(s string) string {
+	return strings.ReplaceAll(url.PathEscape(s), "+", "%2B")
+}
+
 func decodeError(status int, data []byte) *Error {
 	var e struct {
 		Error struct{ Code, Message string } `json:"error"`
@@ -131,7 +139,7 @@ func decodeError(status int, data []byte) *Error {
 // GetUser: GET /v1/users/{id}.
 func (c *Client) GetUser(ctx context.Context, userID string) (*User, error) {
 	var u User
-	if err := c.Do(ctx, "GET", "/v1/users/"+url.PathEscape(userID), nil, &u); err != nil {
+	if err := c.Do(ctx, "GET", "/v1/users/"+pathEscape(userID), nil, &u); err != nil {
 		return nil, err
 	}
 	return &u, nil
@@ -157,7 +165,7 @@ func (c *Client) GetUsers(ctx context.Context, userIDs []string) ([]User, error)
 // Sessions: GET /v1/users/{id}/sessions.
 func (c *Client) Sessions(ctx context.Context, userID string) ([]Session, error) {
 	var r struct{ Sessions []Session }
-	if err := c.Do(ctx, "GET", "/v1/users/"+url.PathEscape(userID)+"/sessions", nil, &r); err != nil {
+	if err := c.Do(ctx, "GET", "/v1/users/"+pathEscape(userID)+"/sessions", nil, &r); err != nil {
 		return nil, err
 	}
 	return r.Sessions, nil
@@ -166,7 +174,7 @@ func (c *Client) Sessions(ctx context.Context, userID string) ([]Session, error)
 // Kick: DELETE /v1/sessions/{id}; the client is closed with 4003. An *Error
 // with CodeNoSession when it is gone.
 func (c *Client) Kick(ctx context.Context, sessionID string) error {
-	return c.Do(ctx, "DELETE", "/v1/sessions/"+url.PathEscape(sessionID), nil, nil)
+	return c.Do(ctx, "DELETE", "/v1/sessions/"+pathEscape(sessionID), nil, nil)
 }
 
 // ChannelMember is a member of a channel (protocol.md section 4).
@@ -204,7 +212,7 @@ type ChannelCount struct {
 // Channel: GET /v1/channels/{name} (its member count).
 func (c *Client) Channel(ctx context.Context, name string) (*ChannelCount, error) {
 	var r ChannelCount
-	if err := c.Do(ctx, "GET", "/v1/channels/"+url.PathEscape(name), nil, &r); err != nil {
+	if err := c.Do(ctx, "GET", "/v1/channels/"+pathEscape(name), nil, &r); err != nil {
 		return nil, err
 	}
 	return &r, nil
@@ -217,7 +225,7 @@ func (c *Client) ChannelMembers(ctx context.Context, name string, limit int, aft
 		q.Set("after", after)
 	}
 	var r MembersPage
-	if err := c.Do(ctx, "GET", "/v1/channels/"+url.PathEscape(name)+"/members?"+q.Encode(), nil, &r); err != nil {
+	if err := c.Do(ctx, "GET", "/v1/channels/"+pathEscape(name)+"/members?"+q.Encode(), nil, &r); err != nil {
 		return nil, err
 	}
 	return &r, nil
@@ -247,12 +255,12 @@ func (c *Client) Channels(ctx context.Context, prefix string, limit int, after s
 
 // RemoveFromChannel: every session of the user leaves the channel (reason kicked).
 func (c *Client) RemoveFromChannel(ctx context.Context, name, userID string) error {
-	return c.Do(ctx, "DELETE", "/v1/channels/"+url.PathEscape(name)+"/members/"+url.PathEscape(userID), nil, nil)
+	return c.Do(ctx, "DELETE", "/v1/channels/"+pathEscape(name)+"/members/"+pathEscape(userID), nil, nil)
 }
 
 // SetAvailability: "auto", "dnd", "away" or "invisible".
 func (c *Client) SetAvailability(ctx context.Context, userID, availability string) error {
-	return c.Do(ctx, "PUT", "/v1/users/"+url.PathEscape(userID)+"/availability", map[string]string{"availability": availability}, nil)
+	return c.Do(ctx, "PUT", "/v1/users/"+pathEscape(userID)+"/availability", map[string]string{"availability": availability}, nil)
 }
 
 // SetMessage sets the status message; expiresIn 0: no expiry.
@@ -264,12 +272,12 @@ func (c *Client) SetMessage(ctx context.Context, userID, text, emoji string, exp
 	if expiresIn > 0 {
 		body["expires_in"] = int64(expiresIn / time.Second)
 	}
-	return c.Do(ctx, "PUT", "/v1/users/"+url.PathEscape(userID)+"/message", body, nil)
+	return c.Do(ctx, "PUT", "/v1/users/"+pathEscape(userID)+"/message", body, nil)
 }
 
 // ClearMessage: DELETE /v1/users/{id}/message.
 func (c *Client) ClearMessage(ctx context.Context, userID string) error {
-	return c.Do(ctx, "DELETE", "/v1/users/"+url.PathEscape(userID)+"/message", nil, nil)
+	return c.Do(ctx, "DELETE", "/v1/users/"+pathEscape(userID)+"/message", nil, nil)
 }
 
 // PutSession creates or renews a session with a TTL (serverless backends); created reports which.
@@ -281,7 +289,7 @@ func (c *Client) PutSession(ctx context.Context, sessionID, userID string, ttl t
 	var r struct {
 		Created bool `json:"created"`
 	}
-	err = c.Do(ctx, "PUT", "/v1/sessions/"+url.PathEscape(sessionID), body, &r)
+	err = c.Do(ctx, "PUT", "/v1/sessions/"+pathEscape(sessionID), body, &r)
 	return r.Created, err
 }
 

@@ -264,3 +264,24 @@ func TestGapsAreSurfaced(t *testing.T) {
 		t.Fatalf("no gap before the new events: %v", b)
 	}
 }
+
+// An id with '+' (an e-mail address with a tag) is asked as itself: the
+// daemon reads a bare '+' in a path as a space, so it must go as %2B.
+func TestIDsArePercentEncoded(t *testing.T) {
+	ctx := context.Background()
+	api := NewClient(shared.url(), testAPIKey)
+	id := "ann+tag@example.com&x=1:$"
+	u := mustUser(t, shared, TokenOptions{UserID: id})
+	defer u.close()
+	got, err := api.GetUser(ctx, id)
+	if err != nil || got.UserID != id || got.Status != "online" {
+		t.Fatalf("GetUser(%q): %+v %v", id, got, err)
+	}
+	ss, err := api.Sessions(ctx, id)
+	if err != nil || len(ss) != 1 || ss[0].SessionID != u.sessionID {
+		t.Fatalf("Sessions(%q): %+v %v", id, ss, err)
+	}
+	if other, err := api.GetUser(ctx, "ann tag@example.com&x=1:$"); err != nil || other.Status != "offline" {
+		t.Fatalf("the id with a space: %+v %v", other, err)
+	}
+}

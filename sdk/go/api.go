@@ -64,11 +64,23 @@ type Health struct {
 }
 
 // Client speaks presenced's backend HTTP API. Every failure is an *Error.
+// HTTP nil (a Client written as a literal): a client with NewClient's timeout.
 type Client struct {
 	URL    string
 	APIKey string
 	HTTP   *http.Client
 }
+
+// httpClient is c.HTTP, or when the fields were set by hand without it, one
+// with NewClient's timeout: a nil HTTP made every call panic.
+func (c *Client) httpClient() *http.Client {
+	if c.HTTP != nil {
+		return c.HTTP
+	}
+	return defaultHTTP
+}
+
+var defaultHTTP = &http.Client{Timeout: 10 * time.Second}
 
 // NewClient for presenced at baseURL (http://127.0.0.1:7070) with the backend API key.
 func NewClient(baseURL, apiKey string) *Client {
@@ -94,7 +106,7 @@ func (c *Client) Do(ctx context.Context, method, path string, body, out any) err
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
-	res, err := c.HTTP.Do(req)
+	res, err := c.httpClient().Do(req)
 	if err != nil {
 		return &Error{Code: CodeNetwork, Message: err.Error(), Err: err}
 	}

@@ -285,3 +285,25 @@ func TestIDsArePercentEncoded(t *testing.T) {
 		t.Fatalf("the id with a space: %+v %v", other, err)
 	}
 }
+
+// A Client written as a literal, without HTTP, works as NewClient's does.
+func TestClientLiteralWithoutHTTP(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	defer func() {
+		if r := recover(); r != nil {
+			t.Fatalf("panicked: %v", r)
+		}
+	}()
+	api := &Client{URL: shared.url(), APIKey: testAPIKey}
+	if h, err := api.Health(ctx); err != nil || h.Status != "ok" {
+		t.Fatalf("health %+v %v", h, err)
+	}
+	connected := make(chan struct{}, 1)
+	s := api.Events(StreamOptions{OnConnect: func() { connected <- struct{}{} }})
+	defer s.Close()
+	items := feed(ctx, s)
+	<-connected
+	mustUser(t, shared, TokenOptions{UserID: "lit"}).close()
+	readUntil(t, items, func(i StreamItem) bool { return i.Type == "user.online" && i.Event.UserID == "lit" }, 5*time.Second)
+}

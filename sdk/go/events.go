@@ -137,7 +137,7 @@ func (s *Stream) connect(ctx context.Context) error {
 		req.Header.Set("Last-Event-ID", s.cursor)
 	}
 	// The API client's timeout would cut a stream that never ends.
-	hc := *s.c.HTTP
+	hc := *s.c.httpClient()
 	hc.Timeout = 0
 	res, err := hc.Do(req)
 	if err != nil {

@@ -75,6 +75,8 @@ type Stream struct {
 	body     interface{ Close() error }
 	mu       sync.Mutex
 	closed   bool
+	stop     chan struct{}      // closed by Close: ends a wait between attempts
+	cancel   context.CancelFunc // of the connection's request: ends a connect in progress
 	Connects int
 }
 
@@ -86,7 +88,7 @@ func (c *Client) Events(o StreamOptions) *Stream {
 	if o.MaxRetry == 0 {
 		o.MaxRetry = 15 * time.Second
 	}
-	return &Stream{c: c, o: o, cursor: o.After}
+	return &Stream{c: c, o: o, cursor: o.After, stop: make(chan struct{})}
 }
 
 // Cursor is the seq of the last event returned: save it, pass it as After.
@@ -103,7 +105,14 @@ func (s *Stream) Err() error { return s.err }
 func (s *Stream) Close() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.closed {
+		return
+	}
 	s.closed = true
+	close(s.stop)
+	if s.cancel != nil {
+		s.cancel()
+	}
 	if s.body != nil {
 		s.body.Close()
 	}
@@ -127,8 +136,19 @@ func (s *Stream) connect(ctx context.Context) error {
 	if len(q) > 0 {
 		path += "?" + q.Encode()
 	}
+	// The request gets a context of its own, so that Close can end a connect
+	// that waits on an answer, and the connection once established.
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return errClosed
+	}
+	ctx, s.cancel = context.WithCancel(ctx)
+	cancel := s.cancel
+	s.mu.Unlock()
 	req, err := http.NewRequestWithContext(ctx, "GET", s.c.URL+path, nil)
 	if err != nil {
+		cancel()
 		return err
 	}
 	req.Header.Set("Accept", "text/event-stream")
@@ -141,9 +161,11 @@ func (s *Stream) connect(ctx context.Context) error {
 	hc.Timeout = 0
 	res, err := hc.Do(req)
 	if err != nil {
+		cancel()
 		return err
 	}
 	if res.StatusCode != 200 {
+		defer cancel()
 		data := make([]byte, 4096)
 		n, _ := res.Body.Read(data)
 		res.Body.Close()
@@ -204,11 +226,16 @@ func (s *Stream) Next(ctx context.Context) bool {
 				if s.o.OnError != nil {
 					s.o.OnError(err)
 				}
+				wait := time.NewTimer(delay)
 				select {
 				case <-ctx.Done():
+					wait.Stop()
 					s.err = ctx.Err()
 					return false
-				case <-time.After(delay):
+				case <-s.stop:
+					wait.Stop()
+					return false
+				case <-wait.C:
 				}
 				if delay *= 2; delay > s.o.MaxRetry {
 					delay = s.o.MaxRetry
@@ -225,6 +252,10 @@ func (s *Stream) Next(ctx context.Context) bool {
 		if s.body != nil {
 			s.body.Close()
 			s.body = nil
+		}
+		if s.cancel != nil {
+			s.cancel()
+			s.cancel = nil
 		}
 		s.mu.Unlock()
 		if err := s.sc.Err(); err != nil && s.o.OnError != nil && !s.isClosed() {

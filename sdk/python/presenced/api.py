@@ -1,12 +1,13 @@
 # SPDX-License-Identifier: MIT
 """A typed client of presenced's backend HTTP API (docs/api.md)."""
+import http.client
 import json
 import urllib.error
 import urllib.parse
 import urllib.request
 from typing import Any, Dict, Iterator, List, Optional, TypedDict
 
-from .errors import PresenceError
+from .errors import PresenceError, _error_of
 
 
 class _UserBase(TypedDict):
@@ -60,14 +61,22 @@ class PresenceAPI:
                 text = res.read()
                 status = res.status
         except urllib.error.HTTPError as e:
-            text = e.read()
             try:
-                err = json.loads(text)["error"]
-                raise PresenceError(e.code, err.get("code") or f"http_{e.code}", err.get("message", "")) from None
-            except (ValueError, KeyError, TypeError):
-                raise PresenceError(e.code, f"http_{e.code}", text[:200].decode("utf-8", "replace")) from None
+                text = e.read()
+            except (OSError, http.client.HTTPException):
+                text = b""
+            err = _error_of(text)
+            if err is not None:
+                raise PresenceError(e.code, err.get("code") or f"http_{e.code}", str(err.get("message", ""))) from None
+            raise PresenceError(e.code, f"http_{e.code}", text[:200].decode("utf-8", "replace")) from None
         except (urllib.error.URLError, OSError) as e:
             raise PresenceError(0, "network", str(getattr(e, "reason", e))) from e
+        except http.client.HTTPException as e:
+            # Not OSErrors, so urllib lets them through: an answer cut short
+            # (presenced killed mid-body: IncompleteRead) or one that is not
+            # HTTP (BadStatusLine). No usable answer came, as for a refused
+            # connection, and a retry may well get one.
+            raise PresenceError(0, "network", f"{type(e).__name__}: {e}"[:200]) from e
         try:
             return json.loads(text)
         except ValueError:

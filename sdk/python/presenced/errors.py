@@ -1,5 +1,7 @@
 # SPDX-License-Identifier: MIT
 """The daemon's errors: an HTTP status plus {"error": {"code", "message"}}."""
+import json
+from typing import Any, Dict, Optional
 
 
 class PresenceError(Exception):
@@ -29,3 +31,13 @@ class WebhookError(Exception):
         self.code = code
         self.message = message
         self.status = status
+
+
+def _error_of(text: bytes) -> Optional[Dict[str, Any]]:
+    """The {"error": {...}} object of an error answer, or None when the body is
+    something else (a proxy's HTML page, or its own {"error": "text"})."""
+    try:
+        err = json.loads(text)["error"]
+    except (ValueError, KeyError, TypeError):
+        return None
+    return err if isinstance(err, dict) else None

@@ -11,7 +11,7 @@ import urllib.parse
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Iterator, List, Optional, Union
 
-from .errors import PresenceError
+from .errors import PresenceError, _error_of
 
 
 @dataclass
@@ -83,10 +83,10 @@ class EventStream:
                 res = conn.getresponse()
                 if res.status != 200:
                     text = res.read()
-                    try:
-                        err = json.loads(text)["error"]
-                        e = PresenceError(res.status, err.get("code", f"http_{res.status}"), err.get("message", ""))
-                    except (ValueError, KeyError, TypeError):
+                    err = _error_of(text)
+                    if err is not None:
+                        e = PresenceError(res.status, err.get("code") or f"http_{res.status}", str(err.get("message", "")))
+                    else:
                         e = PresenceError(res.status, f"http_{res.status}", text[:200].decode("utf-8", "replace"))
                     if res.status in (400, 401):
                         raise e            # does not heal by retrying

@@ -132,3 +132,50 @@ def test_gaps_are_surfaced():
         live.close()
     finally:
         pd.stop()
+
+
+def serve_once(reply: bytes) -> int:
+    """A loopback server that reads a request and answers `reply` raw, then
+    closes: what a client sees of a presenced killed mid-answer or of
+    something that is not presenced behind its URL."""
+    import socket
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(4)
+
+    def run():
+        with srv:
+            c, _ = srv.accept()
+            with c:
+                c.recv(65536)
+                c.sendall(reply)
+    threading.Thread(target=run, daemon=True).start()
+    return srv.getsockname()[1]
+
+
+@pytest.mark.parametrize("reply, status, code", [
+    (b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{\"user_id\":", 0, "network"),   # cut short
+    (b"SSH-2.0-OpenSSH_9.2\r\n", 0, "network"),                                      # not HTTP
+    (b"HTTP/1.1 401 Unauthorized\r\nContent-Length: 24\r\n\r\n{\"error\":\"Unauthorized\"}", 401, "http_401"),
+])
+def test_every_failure_is_a_presence_error(reply, status, code):
+    api = PresenceAPI(f"http://127.0.0.1:{serve_once(reply)}", API_KEY, timeout=5)
+    with pytest.raises(PresenceError) as e:
+        api.get_user("alice")
+    assert (e.value.status, e.value.code) == (status, code)
+    assert e.value.retryable == (status == 0)
+
+
+def test_event_stream_retries_a_proxy_error_page():
+    # A load balancer in front of a restarting presenced answers 503 with a
+    # body of its own: the stream waits and retries, as for a refused connection.
+    reply = b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 31\r\n\r\n{\"error\":\"no healthy upstream\"}"
+    errors = []
+    stream = PresenceAPI(f"http://127.0.0.1:{serve_once(reply)}", API_KEY).events(retry_s=0.05, on_error=errors.append)
+    it = iter(stream)
+    t = threading.Thread(target=lambda: errors.append(next(it, "ended")), daemon=True)
+    t.start()
+    wait_for(lambda: errors, what="the stream's first error")
+    stream.close()
+    t.join(5)
+    assert "503" in str(errors[0]) and errors[-1] == "ended", errors

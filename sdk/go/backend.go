@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"io"
 	"net/http"
 	"net/url"
 	"strings"
@@ -102,7 +103,6 @@ type Backend struct {
 	connects int
 	cancel   context.CancelFunc
 	done     chan struct{}
-	readyCh  chan error
 	OpsAcked int64
 	OpErrors int64
 	connGen  int
@@ -120,7 +120,7 @@ func NewBackend(o BackendOptions) *Backend {
 		o.MaxOps = 1000
 	}
 	b := &Backend{o: o, sessions: map[string]*HeldSession{}, leftDown: map[string]map[string]bool{},
-		inflight: map[int64][]BackendOp{}, kick: make(chan struct{}, 1), done: make(chan struct{}), readyCh: make(chan error, 1)}
+		inflight: map[int64][]BackendOp{}, kick: make(chan struct{}, 1)}
 	b.acked = sync.NewCond(&b.mu)
 	return b
 }
@@ -131,26 +131,42 @@ func (b *Backend) wsURL() string {
 	return u + "/v1/backend?origin=" + url.QueryEscape(b.o.Origin)
 }
 
-// Connect starts the connection (reconnecting until End) and waits for the first welcome.
+// Connect starts the connection (reconnecting until End) and waits for the
+// first welcome. When it fails (ctx ended first, or presenced refused the key:
+// an *Error with the daemon's code, e.g. CodeUnauthorized) nothing goes on
+// dialing, and Connect may be called again.
 func (b *Backend) Connect(ctx context.Context) (*BackendWelcome, error) {
-	rctx, cancel := context.WithCancel(context.Background())
-	b.cancel = cancel
-	go b.run(rctx)
-	select {
-	case err := <-b.readyCh:
-		if err != nil {
-			return nil, err
-		}
-		b.mu.Lock()
-		defer b.mu.Unlock()
-		return b.welcome, nil
-	case <-ctx.Done():
-		return nil, ctx.Err()
+	b.mu.Lock()
+	if b.cancel != nil {
+		b.mu.Unlock()
+		return nil, errors.New("presence: Backend.Connect: started already (after End, make a new Backend)")
 	}
+	rctx, cancel := context.WithCancel(context.Background())
+	done, ready := make(chan struct{}), make(chan error, 1)
+	b.cancel, b.done = cancel, done
+	b.mu.Unlock()
+	go b.run(rctx, done, ready)
+	var err error
+	select {
+	case err = <-ready:
+		if err == nil {
+			b.mu.Lock()
+			defer b.mu.Unlock()
+			return b.welcome, nil
+		}
+	case <-ctx.Done():
+		err = ctx.Err()
+	}
+	cancel()
+	<-done
+	b.mu.Lock()
+	b.cancel = nil
+	b.mu.Unlock()
+	return nil, err
 }
 
-func (b *Backend) run(ctx context.Context) {
-	defer close(b.done)
+func (b *Backend) run(ctx context.Context, done chan struct{}, ready chan error) {
+	defer close(done)
 	delay := b.o.Retry
 	first := true
 	for ctx.Err() == nil {
@@ -158,9 +174,15 @@ func (b *Backend) run(ctx context.Context) {
 		c, res, err := websocket.Dial(ctx, b.wsURL(), &websocket.DialOptions{HTTPHeader: hdr})
 		if err != nil {
 			if res != nil && (res.StatusCode == 401 || res.StatusCode == 400) {
-				e := &Error{Status: res.StatusCode, Code: "http_" + http.StatusText(res.StatusCode), Message: err.Error()}
+				// The daemon's code from the body (the dial keeps its first
+				// KiB), as the HTTP API's errors have it: retrying cannot heal it.
+				body, _ := io.ReadAll(res.Body)
+				e := decodeError(res.StatusCode, body)
+				e.Err = err
 				if first {
-					b.readyCh <- e
+					ready <- e
+				} else if b.o.OnError != nil {
+					b.o.OnError(e)
 				}
 				return
 			}
@@ -170,7 +192,7 @@ func (b *Backend) run(ctx context.Context) {
 		} else {
 			c.SetReadLimit(-1)
 			delay = b.o.Retry
-			b.serve(ctx, c, &first)
+			b.serve(ctx, c, &first, ready)
 		}
 		select {
 		case <-ctx.Done():
@@ -184,7 +206,7 @@ func (b *Backend) run(ctx context.Context) {
 }
 
 // serve reads one connection until it ends.
-func (b *Backend) serve(ctx context.Context, c *websocket.Conn, first *bool) {
+func (b *Backend) serve(ctx context.Context, c *websocket.Conn, first *bool, ready chan error) {
 	b.mu.Lock()
 	b.conn = c
 	b.connGen++
@@ -233,7 +255,7 @@ func (b *Backend) serve(ctx context.Context, c *websocket.Conn, first *bool) {
 			b.poke()
 			if *first {
 				*first = false
-				b.readyCh <- nil
+				ready <- nil
 			}
 		case "ack":
 			b.mu.Lock()
@@ -615,6 +637,7 @@ func (b *Backend) End(ctx context.Context, bye bool) error {
 	b.mu.Lock()
 	c := b.conn
 	b.closed = true
+	cancel, done := b.cancel, b.done
 	b.mu.Unlock()
 	if c != nil {
 		if bye {
@@ -635,9 +658,9 @@ func (b *Backend) End(ctx context.Context, bye bool) error {
 			c.Close(websocket.StatusNormalClosure, "")
 		}
 	}
-	if b.cancel != nil {
-		b.cancel()
-		<-b.done
+	if cancel != nil {
+		cancel()
+		<-done
 	}
 	return nil
 }

@@ -4,7 +4,11 @@ package presence
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"runtime"
+	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -202,4 +206,46 @@ func TestHTTPSessionsWithTTL(t *testing.T) {
 		t.Fatalf("short ttl: %v", err)
 	}
 	waitFor(t, "the TTL to lapse", func() bool { u, _ := api.GetUser(ctx, "fay"); return u != nil && u.Status == "offline" })
+}
+
+// A Connect that fails leaves nothing dialing behind the caller's back and
+// may be tried again: a wrong key is an *Error with the daemon's code (the
+// key not in it); a ctx that ends first stops the attempts.
+func TestBackendConnectFailsCleanly(t *testing.T) {
+	d := backendDaemon(t)
+	defer d.stop()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	before := runtime.NumGoroutine()
+	wrongKey := "wrong-key-0123456789-0123456789-0123456789"
+	b := NewBackend(BackendOptions{URL: d.url(), APIKey: wrongKey, Origin: "go-wrong"})
+	for i := 0; i < 2; i++ {
+		_, err := b.Connect(ctx)
+		var pe *Error
+		if !errors.As(err, &pe) || pe.Status != 401 || !IsCode(err, CodeUnauthorized) || pe.Retryable() {
+			t.Fatalf("wrong key, attempt %d: %#v", i+1, err)
+		}
+		if strings.Contains(err.Error(), wrongKey) {
+			t.Errorf("the key is in the error: %v", err)
+		}
+	}
+	b.End(ctx, false)
+	var dials int32
+	nowhere := NewBackend(BackendOptions{URL: "http://127.0.0.1:1", APIKey: testAPIKey, Origin: "go-nowhere",
+		Retry: 20 * time.Millisecond, MaxRetry: 20 * time.Millisecond, OnError: func(error) { atomic.AddInt32(&dials, 1) }})
+	for i := 0; i < 2; i++ {
+		cctx, ccancel := context.WithTimeout(ctx, 200*time.Millisecond)
+		_, err := nowhere.Connect(cctx)
+		ccancel()
+		if !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("unreachable, attempt %d: %v", i+1, err)
+		}
+	}
+	n := atomic.LoadInt32(&dials)
+	time.Sleep(200 * time.Millisecond)
+	if m := atomic.LoadInt32(&dials); m != n {
+		t.Errorf("still dialing after Connect returned: %d attempts more", m-n)
+	}
+	nowhere.End(ctx, false)
+	waitFor(t, "the backends' goroutines gone", func() bool { return runtime.NumGoroutine() <= before })
 }

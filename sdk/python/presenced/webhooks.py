@@ -7,6 +7,7 @@ import hashlib
 import hmac
 import inspect
 import json
+import re
 import threading
 import time
 from collections import OrderedDict
@@ -16,6 +17,7 @@ from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Seque
 from .errors import WebhookError
 
 Secret = Union[str, bytes]
+_TIMESTAMP = re.compile(r"[0-9]{1,16}")
 
 
 @dataclass
@@ -110,7 +112,10 @@ def verify_webhook(secret: Union[Secret, Sequence[Secret]], headers: Any, body: 
     sig = _header(headers, "Presence-Signature")
     if not sig:
         raise WebhookError("missing_signature", "no Presence-Signature header")
-    if not ts.isdigit() or len(ts) > 16:
+    # ASCII digits only, as the Node and Go SDKs: str.isdigit() also takes
+    # "²" (int() then raised ValueError: a 500 instead of a 401) and other
+    # scripts' digits, which no presenced sends.
+    if not _TIMESTAMP.fullmatch(ts):
         raise WebhookError("bad_timestamp", "no valid Presence-Timestamp header")
     now_ms = (time.time() if now is None else now) * 1000
     if abs(now_ms - int(ts)) > tolerance_s * 1000:

@@ -132,3 +132,18 @@ def test_verify_rotation_and_guard():
     with pytest.raises(WebhookError) as e:
         verify_webhook("new", {"presence-timestamp": ts, "presence-signature": k(b"new")}, b"[1]" if False else b'{"x":1}')
     assert e.value.code == "bad_signature"
+
+
+def test_timestamp_of_other_digits_refused(setup):
+    # A Presence-Timestamp is ASCII digits (milliseconds); "²" is a digit to
+    # str.isdigit() but not to int(), and Arabic-Indic digits are another
+    # spelling of a number presenced never sends: both 401 bad_timestamp.
+    _, port = setup
+    body = b'{"instance":"i","first_seq":1,"last_seq":1,"events":[]}'
+    now = str(int(time.time() * 1000)).translate(str.maketrans("0123456789", "\u0660\u0661\u0662\u0663\u0664\u0665\u0666\u0667\u0668\u0669"))
+    for ts in ("\u00b2", now):
+        with pytest.raises(WebhookError) as e:
+            verify_webhook(SECRET, {"Presence-Timestamp": ts, "Presence-Signature": sign(ts, body)}, body)
+        assert (e.value.code, e.value.status) == ("bad_timestamp", 401)
+    # the receiver answers it (a header of one Latin-1 byte), not a 500
+    assert post(port, {"Presence-Timestamp": "\u00b2", "Presence-Signature": "v1=00"}, body) == (401, "bad_timestamp")

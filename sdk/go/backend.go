@@ -26,7 +26,9 @@ type BackendOptions struct {
 	// Retry is the first reconnect delay (250 ms), doubling up to MaxRetry (10 s).
 	Retry, MaxRetry time.Duration
 	MaxOps          int // ops per frame at most (1000, and at most the server's max_ops: presenced spends less per op in frames of 1000 than of 10,000)
-	// OnRejected: an op presenced refused (the protocol's per-op code).
+	// OnRejected: an op presenced refused (the protocol's per-op code); a
+	// Flush returns after it. The callbacks run on the connection's reader:
+	// they may call Open, Close and the like, not Flush or End (which wait on it).
 	OnRejected func(op BackendOp, code, message string)
 	// OnEnded: a session ended by someone else (a kick); it has left Sessions.
 	OnEnded func(session, user, reason string)
@@ -260,7 +262,6 @@ func (b *Backend) serve(ctx context.Context, c *websocket.Conn, first *bool, rea
 		case "ack":
 			b.mu.Lock()
 			ops, ok := b.inflight[m.Seq]
-			delete(b.inflight, m.Seq)
 			type rej struct {
 				op         BackendOp
 				code, text string
@@ -279,13 +280,18 @@ func (b *Backend) serve(ctx context.Context, c *websocket.Conn, first *bool, rea
 					}
 				}
 			}
-			b.acked.Broadcast()
 			b.mu.Unlock()
+			// OnRejected runs before the batch counts as acknowledged, so that
+			// a Flush returns after it (outside the lock: it may call back).
 			if b.o.OnRejected != nil {
 				for _, r := range rejected {
 					b.o.OnRejected(r.op, r.code, r.text)
 				}
 			}
+			b.mu.Lock()
+			delete(b.inflight, m.Seq)
+			b.acked.Broadcast()
+			b.mu.Unlock()
 		case "ended":
 			b.mu.Lock()
 			user := ""

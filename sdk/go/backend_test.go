@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"runtime"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -248,4 +249,35 @@ func TestBackendConnectFailsCleanly(t *testing.T) {
 	}
 	nowhere.End(ctx, false)
 	waitFor(t, "the backends' goroutines gone", func() bool { return runtime.NumGoroutine() <= before })
+}
+
+// Flush returns once OnRejected has seen the refused ops of what it waited for.
+func TestBackendFlushAfterOnRejected(t *testing.T) {
+	d := backendDaemon(t)
+	defer d.stop()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	var mu sync.Mutex
+	var rejected []string
+	b := NewBackend(BackendOptions{URL: d.url(), APIKey: testAPIKey, Origin: "go-rejected",
+		OnRejected: func(_ BackendOp, code, _ string) {
+			time.Sleep(200 * time.Millisecond) // a callback that writes a log line, a metric...
+			mu.Lock()
+			rejected = append(rejected, code)
+			mu.Unlock()
+		}})
+	if _, err := b.Connect(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer b.End(ctx, true)
+	b.Open("", OpenOptions{})
+	if err := b.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	got := fmt.Sprint(rejected)
+	mu.Unlock()
+	if got != "[bad_user_id]" {
+		t.Fatalf("after Flush, OnRejected saw %s", got)
+	}
 }

@@ -381,11 +381,28 @@ void ws_shutdown(conn_t *c) {
 
 /* ---- Client messages ----------------------------------------------------- */
 
-/* A malformed message: answer, and after too many close with 1008. */
+/* The codes of a malformed message: what only a client's own code gets
+ * wrong (docs/protocol.md 1.3 and 4.5). A status message's text or expiry
+ * (bad_message, bad_expiry) is what a person typed or picked, refused the
+ * same whether the decoder or the library finds it (a text too long, an
+ * expiry in the past): it is answered and never counted, so a person
+ * trying ten texts is not disconnected. */
+static int counts_as_malformed(const char *code) {
+  static const char *const codes[] = {
+      "bad_json",    "unknown_type",     "bad_field",   "bad_status",
+      "bad_user_id", "bad_availability", "bad_channel", "bad_data"};
+  for (size_t i = 0; i < sizeof codes / sizeof codes[0]; i++)
+    if (strcmp(code, codes[i]) == 0) return 1;
+  return 0;
+}
+
+/* A message the decoder refused: answer, and after too many malformed ones
+ * close with 1008. */
 static void bad_message(conn_t *c, const char *code, const char *message,
                         const char *id) {
   send_error(c, code, message, id);
   if (c->closing) return; /* the write failed: the connection is gone */
+  if (!counts_as_malformed(code)) return;
   if (++c->u.ws->bad_messages >= MAX_BAD_MESSAGES)
     ws_close(c, WS_CLOSE_POLICY, NULL, "too many malformed messages",
              PRESENCE_REASON_DISCONNECT);

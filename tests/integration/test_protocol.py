@@ -310,6 +310,27 @@ async def test_too_many_malformed(t, d, args):
     p = await c.ping("still")
     t.check("twelve not_allowed refusals: no 1008, connection open", n == 12 and p is not None, (n, p))
     await c.close()
+    # A status message a person typed or picked badly is answered, never
+    # counted: fourteen refused texts and expiries keep the connection, however
+    # the server finds each (a control character, an expiry of 0 seconds, a
+    # text too long, an expiry in the past).
+    c = await Client.connect(d, "typist")
+    bad = [({"text": "two\nlines"}, "bad_message"), ({"text": "x", "expires_in": 0}, "bad_expiry"),
+           ({"emoji": "e" * 65}, "bad_message"), ({"text": "x", "expires_in": 1.5}, "bad_expiry")] * 3
+    bad += [({"text": "x" * 5000}, "bad_message"), ({"text": "x", "expires_at": 1}, "bad_expiry")]
+    got = []
+    for i, (msg, code) in enumerate(bad):
+        await c.send(dict(msg, type="message", id=i))
+        m = await c.expect_type("error", 3)
+        got.append((m or {}).get("code") == code)
+    p = await c.ping("typing")
+    t.check("fourteen refused status messages: no 1008, connection open", all(got) and p is not None, (got, p))
+    # A wrong availability word is the client's code, as a wrong status is:
+    # the tenth closes.
+    for i in range(10):
+        await c.send({"type": "availability", "availability": "busy", "id": i})
+    closed = await c.wait_closed(3)
+    t.eq("ten bad_availability: closed with 1008", closed, 1008)
 test_too_many_malformed.timeout = 20
 
 

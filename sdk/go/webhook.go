@@ -31,7 +31,7 @@ type Delivery struct {
 
 // WebhookError is a refused delivery; Status is the HTTP status to answer.
 type WebhookError struct {
-	Code    string // missing_signature, bad_timestamp, stale, bad_signature, bad_body, replayed, body_too_large
+	Code    string // missing_signature, bad_timestamp, stale, bad_signature, bad_body, replayed, body_too_large, no_secret (500: none configured)
 	Message string
 	Status  int
 }
@@ -123,6 +123,18 @@ type VerifyOptions struct {
 // VerifyWebhook checks the signature over the raw body and parses the delivery.
 // The error is a *WebhookError.
 func VerifyWebhook(o VerifyOptions, header http.Header, body []byte) (*Delivery, error) {
+	// An empty secret (an unset environment variable) would accept a
+	// signature anyone can make: refuse every request instead, with a 500
+	// that presenced retries until the secret is there.
+	secrets := make([][]byte, 0, len(o.Secrets))
+	for _, s := range o.Secrets {
+		if len(s) > 0 {
+			secrets = append(secrets, s)
+		}
+	}
+	if len(secrets) == 0 {
+		return nil, &WebhookError{"no_secret", "no webhook secret configured (VerifyOptions.Secrets empty)", 500}
+	}
 	tol := o.Tolerance
 	if tol == 0 {
 		tol = 5 * time.Minute
@@ -145,7 +157,7 @@ func VerifyWebhook(o VerifyOptions, header http.Header, body []byte) (*Delivery,
 		return nil, &WebhookError{"stale", fmt.Sprintf("timestamp %s is more than %s from this clock", ts, tol), 401}
 	}
 	ok := false
-	for _, secret := range o.Secrets {
+	for _, secret := range secrets {
 		mac := hmac.New(sha256.New, secret)
 		mac.Write([]byte(ts + "."))
 		mac.Write(body)

@@ -14,6 +14,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"strconv"
 	"sync"
 	"testing"
@@ -157,5 +158,34 @@ func TestVerifyRotationAndGuard(t *testing.T) {
 	var we *WebhookError
 	if !errors.As(err, &we) || we.Code != "bad_signature" || we.Status != 401 {
 		t.Errorf("other secret: %v", err)
+	}
+}
+
+// An empty secret (an unset environment variable) accepts nothing, not a
+// request signed with the empty key.
+func TestEmptySecretAcceptsNothing(t *testing.T) {
+	body := []byte(`{"instance":"i1","first_seq":1,"last_seq":1,"events":[{"seq":1,"type":"user.online","user_id":"mallory"}]}`)
+	ts := strconv.FormatInt(time.Now().UnixMilli(), 10)
+	mac := hmac.New(sha256.New, nil)
+	mac.Write([]byte(ts + "."))
+	mac.Write(body)
+	hdr := http.Header{}
+	hdr.Set("Presence-Timestamp", ts)
+	hdr.Set("Presence-Signature", "v1="+hex.EncodeToString(mac.Sum(nil)))
+	for _, secrets := range [][][]byte{nil, {nil}, {[]byte("")}} {
+		d, err := VerifyWebhook(VerifyOptions{Secrets: secrets}, hdr, body)
+		var we *WebhookError
+		if !errors.As(err, &we) || we.Status != 500 || we.Code != "no_secret" {
+			t.Errorf("secrets %q: %+v %v", secrets, d, err)
+		}
+	}
+	called := false
+	h := NewWebhookHandler([]byte(""), func(context.Context, *Delivery) error { called = true; return nil })
+	rec := httptest.NewRecorder()
+	req := httptest.NewRequest("POST", "/hook", bytes.NewReader(body))
+	req.Header = hdr
+	h.ServeHTTP(rec, req)
+	if called || rec.Code != 500 {
+		t.Errorf("handler with an empty secret: %d, delivered %v", rec.Code, called)
 	}
 }

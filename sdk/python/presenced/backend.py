@@ -74,20 +74,35 @@ class BackendConnection:
         self._ready_event = asyncio.Event()
         self._task = asyncio.ensure_future(self._run())
         waiter = asyncio.ensure_future(self._ready_event.wait())
-        done, _ = await asyncio.wait({waiter, self._task}, return_when=asyncio.FIRST_COMPLETED)
+        try:
+            done, _ = await asyncio.wait({waiter, self._task}, return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:
+            # Given up on (asyncio.wait_for, start_thread's timeout): stop
+            # reconnecting too, or the connection would come up later behind
+            # the caller's back and hold the origin beside its next attempt.
+            waiter.cancel()
+            self._stop_connecting()
+            await asyncio.gather(self._task, return_exceptions=True)
+            raise
         if self._task in done:
             waiter.cancel()
             self._task.result()          # raises the fatal error
         return self.welcome
+
+    def _stop_connecting(self):
+        self._closed = True
+        if self._task is not None:
+            self._task.cancel()
 
     def start_thread(self, timeout: float = 10.0) -> "BackendConnection":
         """Run the connection in a thread of its own (for threaded apps); the
         operations are then thread-safe. Returns once connected."""
         started = threading.Event()
         errors: List[BaseException] = []
+        loop = asyncio.new_event_loop()
+        connecting: List[asyncio.Future] = []
 
         def run():
-            loop = asyncio.new_event_loop()
             asyncio.set_event_loop(loop)
 
             async def main():
@@ -95,15 +110,21 @@ class BackendConnection:
                     await self.connect()
                 except BaseException as e:  # noqa: BLE001 - handed to the caller
                     errors.append(e)
-            loop.run_until_complete(main())
+            connecting.append(asyncio.ensure_future(main(), loop=loop))
+            loop.run_until_complete(connecting[0])
             started.set()
             if not errors:
                 # Runs until end_sync() stops it (after end() completed on it).
                 self._thread_loop = True
                 loop.run_forever()
             loop.close()
-        threading.Thread(target=run, daemon=True, name=f"presenced-backend-{self.origin}").start()
+        thread = threading.Thread(target=run, daemon=True, name=f"presenced-backend-{self.origin}")
+        thread.start()
         if not started.wait(timeout):
+            # Cancelling connect() stops the reconnecting (see connect), then
+            # the thread ends: nothing is left to connect later.
+            loop.call_soon_threadsafe(lambda: [f.cancel() for f in connecting])
+            thread.join(5)
             raise TimeoutError("presenced backend connection: no welcome")
         if errors:
             raise errors[0]

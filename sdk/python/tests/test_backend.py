@@ -10,7 +10,7 @@ import time
 import pytest
 
 from presenced import BackendConnection, PresenceAPI, PresenceError
-from conftest import API_KEY, Presenced, wait_for
+from conftest import API_KEY, Presenced, free_port, wait_for
 
 
 @pytest.fixture(scope="module")
@@ -149,3 +149,28 @@ def test_http_sessions_with_a_ttl(pd):
         api.put_session("pfn-2", "fay", 10)
     assert e.value.code == "bad_ttl"
     wait_for(lambda: api.get_user("fay")["status"] == "offline", timeout=5, what="the TTL to lapse")
+
+
+def test_a_connect_given_up_does_not_connect_later():
+    # presenced not up yet: start_thread's timeout and asyncio.wait_for give up
+    # on connect(); nothing of either may connect once presenced comes up (a
+    # connection left retrying would hold the origin beside the caller's next
+    # attempt, each taking it over from the other).
+    late = Presenced()
+    late.port = free_port()
+    b = BackendConnection(late.url, API_KEY, "py-late-thread", retry_s=0.05, max_retry_s=0.1)
+    with pytest.raises(TimeoutError):
+        b.start_thread(timeout=0.5)
+
+    async def main():
+        c = BackendConnection(late.url, API_KEY, "py-late-async", retry_s=0.05, max_retry_s=0.1)
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(c.connect(), 0.5)
+        await asyncio.to_thread(late.start)
+        await asyncio.sleep(1.0)                     # ten retry periods
+        return await asyncio.to_thread(PresenceAPI(late.url, API_KEY).origins)
+    try:
+        assert asyncio.run(asyncio.wait_for(main(), 20)) == []
+        assert not [t.name for t in threading.enumerate() if t.name.startswith("presenced-backend-py-late")]
+    finally:
+        late.stop()

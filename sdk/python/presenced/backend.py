@@ -308,6 +308,7 @@ class BackendConnection:
     def open(self, user_id: str, *, session: Optional[str] = None, status: str = "online",
              meta: Optional[Dict[str, Any]] = None, device: Optional[str] = None) -> str:
         """A new session of this origin; returns its id (random unless given)."""
+        _check_status(status)
         sid = session or str(uuid.uuid4())
 
         def do():
@@ -325,6 +326,8 @@ class BackendConnection:
 
     def set_status(self, session: str, status: str) -> bool:
         """"online" / "idle" (the seed's setStatusOnline / setStatusIdle)."""
+        _check_status(status)
+
         def do():
             s = self.sessions.get(session)
             if not s:
@@ -420,6 +423,14 @@ class BackendConnection:
         """Drop the connection (tests, failover): it reconnects and re-asserts."""
         if self._ws is not None:
             self._ws.transport.abort() if hasattr(self._ws, "transport") else await self._ws.close()
+
+
+def _check_status(status: str) -> None:
+    # Refused here, not only by presenced: the list keeps what was asked, and
+    # its re-assert after the next reconnect would carry the refused status,
+    # which presenced refuses again and so ends the session.
+    if status not in ("online", "idle"):
+        raise ValueError(f"status must be 'online' or 'idle', not {status!r}")
 
 
 async def _as_coro(fn, *args, **kw):

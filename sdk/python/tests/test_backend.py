@@ -174,3 +174,30 @@ def test_a_connect_given_up_does_not_connect_later():
         assert not [t.name for t in threading.enumerate() if t.name.startswith("presenced-backend-py-late")]
     finally:
         late.stop()
+
+
+def test_a_status_presenced_refuses_is_refused_at_the_call(pd):
+    # "away" is an availability, not a session status: refused at once, and
+    # the session is left as it was, also through the next reconnect's re-assert.
+    api = PresenceAPI(pd.url, API_KEY)
+
+    async def main():
+        b = BackendConnection(pd.url, API_KEY, "py-st", retry_s=0.02)
+        await b.connect()
+        try:
+            sid = b.open("gus")
+            await b.flush()
+            with pytest.raises(ValueError):
+                b.set_status(sid, "away")
+            with pytest.raises(ValueError):
+                b.open("hal", status="busy")
+            assert b.sessions[sid]["status"] == "online" and len(b.sessions) == 1
+            await b.reconnect()
+            while b.connects < 2:
+                await asyncio.sleep(0.01)
+            await b.flush()
+            user = await asyncio.to_thread(api.get_user, "gus")
+            assert (user["status"], user["sessions"]) == ("online", 1)
+        finally:
+            await b.end(bye=True)
+    asyncio.run(asyncio.wait_for(main(), 20))

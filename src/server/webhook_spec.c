@@ -35,6 +35,10 @@ void wh_spec_free(wh_spec_t *spec) {
   memset(spec, 0, sizeof *spec);
 }
 
+/* events=a|b|c: event type names, "prefix.*" (every type whose name starts
+ * with "prefix.", as in the event stream's ?types=, so user.* includes
+ * user.availability and user.message) or "*". A word matching no type is
+ * an error. */
 static int parse_events(const char *v, size_t n, uint32_t *out) {
   uint32_t mask = 0;
   size_t i = 0;
@@ -44,28 +48,18 @@ static int parse_events(const char *v, size_t n, uint32_t *out) {
       j++;
     size_t l = j - i;
     const char *w = v + i;
-    if (l == 1 && w[0] == '*')
-      mask |= (1u << PRESENCE_EV_COUNT_) - 1;
-    else if (l == 9 && !memcmp(w, "session.*", 9))
-      mask |= (1u << PRESENCE_EV_SESSION_CONNECTED) |
-              (1u << PRESENCE_EV_SESSION_DISCONNECTED) |
-              (1u << PRESENCE_EV_SESSION_STATUS);
-    else if (l == 6 && !memcmp(w, "user.*", 6))
-      mask |= (1u << PRESENCE_EV_USER_ONLINE) | (1u << PRESENCE_EV_USER_IDLE) |
-              (1u << PRESENCE_EV_USER_OFFLINE);
-    else if (l == 9 && !memcmp(w, "channel.*", 9))
-      mask |= (1u << PRESENCE_EV_CHANNEL_JOIN) |
-              (1u << PRESENCE_EV_CHANNEL_LEAVE) |
-              (1u << PRESENCE_EV_CHANNEL_UPDATE);
-    else {
-      int t;
-      for (t = 0; t < PRESENCE_EV_COUNT_; t++) {
-        const char *name = presence_event_type_name((presence_event_type_t)t);
-        if (strlen(name) == l && !memcmp(name, w, l)) break;
+    int hit = 0;
+    for (int t = 0; t < PRESENCE_EV_COUNT_; t++) {
+      const char *name = presence_event_type_name((presence_event_type_t)t);
+      size_t nl = strlen(name);
+      if ((l == 1 && w[0] == '*') || (l == nl && !memcmp(name, w, l)) ||
+          (l >= 2 && w[l - 1] == '*' && w[l - 2] == '.' && nl > l - 1 &&
+           !memcmp(name, w, l - 1))) {
+        mask |= 1u << t;
+        hit = 1;
       }
-      if (t == PRESENCE_EV_COUNT_) return -1;
-      mask |= 1u << t;
     }
+    if (!hit) return -1;
     i = j + 1;
   }
   *out = mask;

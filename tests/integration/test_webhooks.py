@@ -411,6 +411,7 @@ async def test_metrics_delivered(t, d, args):
 
 RX_USERS = Receiver("users")
 RX_FAIL = Receiver("fail")
+RX_UWILD = Receiver("user-wildcard")
 
 
 async def test_filters_and_isolation(t, d, args):
@@ -437,6 +438,22 @@ async def test_filters_and_isolation(t, d, args):
         RX_FAIL.always = None
     t.check("isolation: the failing endpoint catches up when it recovers",
             await RX_FAIL.wait_seq(end, 6))
+
+
+async def test_wildcard_events(t, d, args):
+    """events=user.* is every user.* type, as ?types=user.* on the event
+    stream: user.availability and user.message too, no session event."""
+    c = await Client.connect(d, "wild")
+    r1 = await http(d, "PUT", "/v1/users/wild/availability", body=json.dumps({"availability": "dnd"}))
+    r2 = await http(d, "PUT", "/v1/users/wild/message", body=json.dumps({"text": "Lunch"}))
+    t.check("wildcard: availability and message set", r1.status == 200 and r2.status == 200,
+            (r1, r2))
+    await c.close()
+    end = await last_seq(d)
+    await RX_UWILD.wait_seq(end, 6)
+    types = [e["type"] for e in RX_UWILD.events()[0] if e.get("user_id") == "wild"]
+    t.eq("wildcard: events=user.* delivers every user event, availability and message included",
+         types, ["user.online", "user.availability", "user.message", "user.offline"])
 
 
 # --------------------------------------------------------------------------
@@ -651,8 +668,9 @@ if __name__ == "__main__":
           test_4xx_dropped, test_slow_receiver_does_not_slow_clients, test_metrics_delivered]),
         ("webhook-filters", dict(TUNING, **{
             "--webhook": RX_USERS.spec(events="user.online|user.offline"),
-            "--webhook=" + RX_FAIL.spec(name="failing"): ""}),
-         [test_filters_and_isolation]),
+            "--webhook=" + RX_FAIL.spec(name="failing"): "",
+            "--webhook=" + RX_UWILD.spec(events="user.*", name="user-wildcard"): ""}),
+         [test_filters_and_isolation, test_wildcard_events]),
         ("webhook-backlog", dict(TUNING, **{"--webhook": RX_BL.spec(), "--log-capacity": "16"}),
          [test_backlog_gap]),
         ("webhook-restart", dict(TUNING, **{"--webhook": RX_RS.spec()}),

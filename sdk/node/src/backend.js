@@ -91,11 +91,11 @@ export class BackendConnection extends EventEmitter {
             if (res.statusCode === 401 || res.statusCode === 400) {
               this._closed = true;
               this.emit('fatal', err);
-            } else this.emit('error', err);
+            } else this._error(err);
             resolve();
           });
         });
-        ws.on('error', (e) => { if (this.listenerCount('error')) this.emit('error', e); });
+        ws.on('error', (e) => this._error(e));
         ws.on('close', (code, reason) => { this._onClose(code, String(reason)); resolve(); });
       });
       await ended;
@@ -103,6 +103,15 @@ export class BackendConnection extends EventEmitter {
       await sleep(delay);
       delay = Math.min(delay * 2, this.maxRetryMs);
     }
+  }
+
+  /**
+   * Every failure here is retried or reported by the SDK itself, so 'error'
+   * is for watching only: an EventEmitter throws an 'error' nobody listens to,
+   * which from inside a socket handler would end the process.
+   */
+  _error(err) {
+    if (this.listenerCount('error')) this.emit('error', err);
   }
 
   _onClose(code, reason) {
@@ -123,7 +132,7 @@ export class BackendConnection extends EventEmitter {
     this._queue = [];
     for (const w of this._waiters.splice(0)) w.resolve();
     if (wasReady) this.emit('disconnect', { code, reason });
-    if (code === 4009) this.emit('error', new Error('origin taken over by another connection'));
+    if (code === 4009) this._error(new Error('origin taken over by another connection'));
   }
 
   _onMessage(raw) {
@@ -147,7 +156,7 @@ export class BackendConnection extends EventEmitter {
         break;
       }
       case 'error':
-        this.emit('error', Object.assign(new Error(`backend frame refused: ${msg.code}: ${msg.message}`), msg));
+        this._error(Object.assign(new Error(`backend frame refused: ${msg.code}: ${msg.message}`), msg));
         if (msg.code === 'rate_limited' && msg.seq !== undefined) this._retryBatch(msg.seq, msg.retry_ms || 100);
         else if (msg.seq !== undefined) this._onAck({ seq: msg.seq, applied: 0, frameError: msg.code });
         break;

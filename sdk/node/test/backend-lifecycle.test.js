@@ -1,0 +1,62 @@
+// SPDX-License-Identifier: MIT
+// The backend connection's life outside the happy path, against a real
+// presenced: what a process without an 'error' listener survives, a second
+// process claiming the same origin, and end() while a connection is still
+// being opened.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { BackendConnection, PresenceAPI } from '../index.js';
+import { Presenced, waitFor, sleep, API_KEY } from './lib.js';
+
+const pd = new Presenced();
+let api;
+let supported = false;
+before(async () => {
+  await pd.start();
+  api = new PresenceAPI({ url: pd.url, apiKey: API_KEY });
+  const r = await fetch(`${pd.url}/v1/origins`, { headers: { Authorization: `Bearer ${API_KEY}` } });
+  supported = r.status === 200;
+});
+after(() => pd.stop());
+
+function mk(t, opts) {
+  const b = new BackendConnection({ url: pd.url, apiKey: API_KEY, ...opts });
+  // Bounded: a test that failed may leave it in any state.
+  t.after(() => Promise.race([b.end({ bye: true }).catch(() => {}), sleep(3000)]));
+  return b;
+}
+
+const skipUnlessSupported = (t) => {
+  if (!supported) { t.skip('this presenced has no backend session connection (GET /v1/origins: 404)'); return true; }
+  return false;
+};
+
+/** Collects the uncaught exceptions of the process while fn runs. */
+async function uncaught(fn) {
+  const seen = [];
+  const grab = (e) => seen.push(e);
+  const listeners = process.listeners('uncaughtException');
+  process.removeAllListeners('uncaughtException');
+  process.on('uncaughtException', grab);
+  try { await fn(); } finally {
+    process.off('uncaughtException', grab);
+    for (const l of listeners) process.on('uncaughtException', l);
+  }
+  return seen;
+}
+
+test('without an error listener, a refused frame or a lost origin does not crash the process', async (t) => {
+  if (skipUnlessSupported(t)) return;
+  // The README's example adds no 'error' listener; Node throws an 'error'
+  // event nobody listens to, from inside the socket's message handler.
+  const seen = await uncaught(async () => {
+    const a = mk(t, { origin: 'node-noerr' });
+    await a.connect();
+    a._ws.send('{"type":"batch","seq":"x","ops":[]}');   // bad_field: an error frame
+    await sleep(200);
+    const b = mk(t, { origin: 'node-noerr' });           // takes the origin over: 4009 to a
+    await b.connect();
+    await sleep(300);
+  });
+  assert.deepEqual(seen.map((e) => e.message), []);
+});

@@ -88,6 +88,9 @@ class PresenceAPI:
 
     def get_users(self, user_ids: List[str]) -> List[User]:
         """POST /v1/users/query in requests of 1000 ids; in the order asked."""
+        if isinstance(user_ids, (str, bytes)):
+            # A str is a sequence too: get_users("alice") asked for "a", "l", ...
+            raise TypeError("get_users: user_ids must be a list of user ids, not one string")
         out: List[User] = []
         for i in range(0, len(user_ids), 1000):
             out += self.request("POST", "/v1/users/query", {"user_ids": list(user_ids[i:i + 1000])})["users"]

@@ -179,3 +179,10 @@ def test_event_stream_retries_a_proxy_error_page():
     stream.close()
     t.join(5)
     assert "503" in str(errors[0]) and errors[-1] == "ended", errors
+
+
+def test_get_users_of_one_string_is_a_type_error(api):
+    # get_users("alice") answered five offline users "a", "l", "i", "c", "e"
+    with pytest.raises(TypeError):
+        api.get_users("alice")
+    assert [u["user_id"] for u in api.get_users(("alice",))] == ["alice"]

@@ -34,6 +34,7 @@ class Session(TypedDict):
     connected: int
     since: int
     instance: str
+    device: str          # the device kind: "web" unless the token or the backend named one
 
 
 def _q(s: str) -> str:

@@ -186,3 +186,17 @@ def test_get_users_of_one_string_is_a_type_error(api):
     with pytest.raises(TypeError):
         api.get_users("alice")
     assert [u["user_id"] for u in api.get_users(("alice",))] == ["alice"]
+
+
+def test_typed_answers_declare_every_field(presenced, api):
+    # A type checker refuses s["device"] unless Session declares it (py.typed).
+    import typing
+    from presenced import Session, User as UserType
+    u = User(presenced, "ivy", device="mobile")
+    try:
+        [s] = api.sessions("ivy")
+        assert s["device"] == "mobile"
+        assert set(s) <= set(typing.get_type_hints(Session)), set(s) - set(typing.get_type_hints(Session))
+        assert set(api.get_user("ivy")) <= set(typing.get_type_hints(UserType))
+    finally:
+        u.close()

@@ -315,11 +315,25 @@ void sse_start(conn_t *c, http_req_t *r) {
   }
   uint64_t types = 0;
   const char *tv = http_query(r, "types", &len);
-  if (tv && parse_types(tv, len, &types) != 0) {
-    presence_cursor_free(cursor);
-    http_error(c, 400, "bad_request",
-               "types must be event types joined by ',' (e.g. channel.*)");
-    return;
+  if (tv) {
+    /* Percent-encoded like any query value: URL encoders (Python's
+     * urlencode, URLSearchParams, Go's url.Values) write ',' as %2C and
+     * some '*' as %2A. Decoding never lengthens the value. */
+    char *types_text = malloc(len + 1);
+    if (!types_text) {
+      presence_cursor_free(cursor);
+      http_error(c, 503, "out_of_memory", "out of memory");
+      return;
+    }
+    int k = http_unescape(tv, len, types_text, len + 1);
+    int bad = k < 0 || parse_types(types_text, (size_t)k, &types) != 0;
+    free(types_text);
+    if (bad) {
+      presence_cursor_free(cursor);
+      http_error(c, 400, "bad_request",
+                 "types must be event types joined by ',' (e.g. channel.*)");
+      return;
+    }
   }
   char prefix[4 * PRESENCE_CHANNEL_MAX + 1];
   const char *pv = http_query(r, "channel_prefix", &len);

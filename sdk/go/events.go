@@ -124,7 +124,7 @@ func (s *Stream) isClosed() bool {
 	return s.closed
 }
 
-func (s *Stream) connect(ctx context.Context) error {
+func (s *Stream) connect() error {
 	q := url.Values{}
 	if len(s.o.Types) > 0 {
 		q.Set("types", strings.Join(s.o.Types, ","))
@@ -136,15 +136,16 @@ func (s *Stream) connect(ctx context.Context) error {
 	if len(q) > 0 {
 		path += "?" + q.Encode()
 	}
-	// The request gets a context of its own, so that Close can end a connect
-	// that waits on an answer, and the connection once established.
+	// The connection outlives the Next that opened it (a ctx per call, ended
+	// when Next returns, must not cut it): its request has a context of its
+	// own, which Close ends, and Next's ctx too while that Next waits.
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
 		return errClosed
 	}
-	ctx, s.cancel = context.WithCancel(ctx)
-	cancel := s.cancel
+	ctx, cancel := context.WithCancel(context.Background())
+	s.cancel = cancel
 	s.mu.Unlock()
 	req, err := http.NewRequestWithContext(ctx, "GET", s.c.URL+path, nil)
 	if err != nil {
@@ -205,6 +206,24 @@ var errClosed = closedError{}
 // Next reads the next item, reconnecting as needed; false when ctx ends, the
 // stream is closed, or a fatal error came (see Err).
 func (s *Stream) Next(ctx context.Context) bool {
+	if ctx.Done() != nil {
+		// ctx ending drops the connection, which ends a connect or a read in
+		// progress; the next Next connects again and resumes.
+		stop, exited := make(chan struct{}), make(chan struct{})
+		defer func() { close(stop); <-exited }()
+		go func() {
+			defer close(exited)
+			select {
+			case <-ctx.Done():
+				s.mu.Lock()
+				if s.cancel != nil {
+					s.cancel()
+				}
+				s.mu.Unlock()
+			case <-stop:
+			}
+		}()
+	}
 	delay := s.o.Retry
 	for {
 		if s.isClosed() {
@@ -215,12 +234,16 @@ func (s *Stream) Next(ctx context.Context) bool {
 			return false
 		}
 		if s.sc == nil {
-			if err := s.connect(ctx); err != nil {
+			if err := s.connect(); err != nil {
 				if f, ok := err.(fatalError); ok {
 					s.err = f.e
 					return false
 				}
 				if err == errClosed || s.isClosed() {
+					return false
+				}
+				if ctx.Err() != nil {
+					s.err = ctx.Err()
 					return false
 				}
 				if s.o.OnError != nil {
@@ -258,7 +281,7 @@ func (s *Stream) Next(ctx context.Context) bool {
 			s.cancel = nil
 		}
 		s.mu.Unlock()
-		if err := s.sc.Err(); err != nil && s.o.OnError != nil && !s.isClosed() {
+		if err := s.sc.Err(); err != nil && s.o.OnError != nil && !s.isClosed() && ctx.Err() == nil {
 			s.o.OnError(err)
 		}
 		s.sc = nil

@@ -4,8 +4,11 @@ package presence
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"net"
 	"runtime"
+	"strings"
 	"testing"
 	"time"
 )
@@ -60,4 +63,44 @@ func TestStreamCloseEndsAWaitingNext(t *testing.T) {
 	}
 	ln.Close()
 	waitFor(t, "the streams' goroutines gone", func() bool { return runtime.NumGoroutine() <= before })
+}
+
+// A ctx per Next call, ended when the call returns (the usual Go idiom),
+// bounds that call's wait and does not cut the connection for the next one.
+func TestStreamNextWithACtxPerCall(t *testing.T) {
+	api := NewClient(shared.url(), testAPIKey)
+	var errs []error
+	connected := make(chan struct{}, 8)
+	s := api.Events(StreamOptions{Types: []string{"user.online"}, OnError: func(err error) { errs = append(errs, err) },
+		OnConnect: func() { connected <- struct{}{} }})
+	defer s.Close()
+	next := func(d time.Duration) bool {
+		ctx, cancel := context.WithTimeout(context.Background(), d)
+		defer cancel()
+		return s.Next(ctx)
+	}
+	// Nothing comes: the call ends at its deadline, with its ctx's error.
+	start := time.Now()
+	if next(300*time.Millisecond) || !errors.Is(s.Err(), context.DeadlineExceeded) || time.Since(start) > 3*time.Second {
+		t.Fatalf("an idle Next: Err %v after %v", s.Err(), time.Since(start))
+	}
+	<-connected
+	go func() {
+		for i := 0; i < 4; i++ {
+			time.Sleep(150 * time.Millisecond)
+			api.PutSession(context.Background(), fmt.Sprint("pc-s", i), fmt.Sprint("pc-u", i), 5*time.Second, nil)
+		}
+	}()
+	var got []string
+	for len(got) < 4 {
+		if !next(10 * time.Second) {
+			t.Fatalf("Next: %v after %v", s.Err(), got)
+		}
+		if u := s.Item().Event.UserID; strings.HasPrefix(u, "pc-u") {
+			got = append(got, u)
+		}
+	}
+	if fmt.Sprint(got) != "[pc-u0 pc-u1 pc-u2 pc-u3]" || s.Connects != 2 || len(errs) != 0 {
+		t.Fatalf("got %v with %d connections, errors %v", got, s.Connects, errs)
+	}
 }

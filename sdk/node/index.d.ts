@@ -383,7 +383,7 @@ export declare class BackendConnection {
   readonly connects: number;
   readonly welcome: BackendWelcome | null;
   readonly stats: { opsSent: number; opsAcked: number; opErrors: number };
-  /** Connect and keep reconnecting until end(); resolves at the first welcome. */
+  /** Connect and keep reconnecting until end(); resolves at the first welcome (rejects on 400/401, or when end() comes first). */
   connect(): Promise<BackendWelcome>;
   /** Opens a session; returns its id (random unless given). */
   open(userId: string, options?: { session?: string; status?: SessionStatus; meta?: Record<string, unknown>; device?: string }): string;

@@ -12,7 +12,7 @@
 import { EventEmitter } from 'node:events';
 import { randomUUID } from 'node:crypto';
 
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+const CONNECTING = 0;
 const OPEN = 1;
 
 export class BackendConnection extends EventEmitter {
@@ -48,6 +48,8 @@ export class BackendConnection extends EventEmitter {
     this._ws = null;
     this._ready = false;               // welcome received and the re-assert sent
     this._closed = false;
+    this._wake = null;                 // cuts the delay between two attempts short (end())
+    this._connecting = new Set();      // reject() of connect() promises not yet settled
     this.connects = 0;
     this.welcome = null;
     this.stats = { opsSent: 0, opsAcked: 0, opErrors: 0 };
@@ -58,8 +60,10 @@ export class BackendConnection extends EventEmitter {
     if (!this._loop) this._loop = this._run();
     return new Promise((resolve, reject) => {
       if (this._ready) return resolve(this.welcome);
-      const ok = (w) => { this.off('fatal', ko); resolve(w); };
-      const ko = (e) => { this.off('ready', ok); reject(e); };
+      if (this._closed) return reject(new Error('BackendConnection ended before it connected'));
+      const ok = (w) => { this.off('fatal', ko); this._connecting.delete(ko); resolve(w); };
+      const ko = (e) => { this.off('ready', ok); this.off('fatal', ko); this._connecting.delete(ko); reject(e); };
+      this._connecting.add(ko);
       this.once('ready', ok);
       this.once('fatal', ko);
     });
@@ -100,7 +104,8 @@ export class BackendConnection extends EventEmitter {
       });
       await ended;
       if (this._closed) break;
-      await sleep(delay);
+      await new Promise((r) => { const timer = setTimeout(r, delay); this._wake = () => { clearTimeout(timer); r(); }; });
+      this._wake = null;
       delay = Math.min(delay * 2, this.maxRetryMs);
     }
   }
@@ -342,6 +347,11 @@ export class BackendConnection extends EventEmitter {
   async end({ bye = false } = {}) {
     this._closed = true;
     const ws = this._ws;
+    // An attempt still opening (a presenced that does not answer) would
+    // otherwise complete later and stay open, with end() waiting on it.
+    if (ws && ws.readyState === CONNECTING) ws.terminate();
+    if (this._wake) this._wake();
+    for (const ko of [...this._connecting]) ko(new Error('BackendConnection ended before it connected'));
     if (ws && ws.readyState === OPEN) {
       await this.flush();
       if (bye) ws.send(JSON.stringify({ type: 'bye' }));

@@ -4,6 +4,7 @@
 // process claiming the same origin, and end() while a connection is still
 // being opened.
 import { test, before, after } from 'node:test';
+import net from 'node:net';
 import assert from 'node:assert/strict';
 import { BackendConnection, PresenceAPI } from '../index.js';
 import { Presenced, waitFor, sleep, API_KEY } from './lib.js';
@@ -59,4 +60,29 @@ test('without an error listener, a refused frame or a lost origin does not crash
     await sleep(300);
   });
   assert.deepEqual(seen.map((e) => e.message), []);
+});
+
+test('end() while a connection is being opened or retried returns at once and leaves nothing open', async (t) => {
+  // A presenced that accepts TCP but never answers the upgrade (stopped,
+  // overloaded): the attempt stays open; end() must not wait for it.
+  const silent = net.createServer((sock) => { held.push(sock); sock.resume(); sock.on('close', () => { sock.gone = true; }); });
+  const held = [];
+  await new Promise((r) => silent.listen(0, '127.0.0.1', r));
+  t.after(() => { for (const s of held) s.destroy(); silent.close(); });
+  const b = new BackendConnection({ url: `http://127.0.0.1:${silent.address().port}`, apiKey: API_KEY, origin: 'node-hung' });
+  const connecting = b.connect();
+  await waitFor(() => held.length === 1, { what: 'the upgrade request' });
+  let t0 = Date.now();
+  await Promise.race([b.end(), sleep(3000)]);
+  assert.ok(Date.now() - t0 < 1000, `end() took ${Date.now() - t0} ms with an attempt open`);
+  await assert.rejects(Promise.race([connecting, sleep(1000).then(() => 'pending')]), /ended/);
+  await waitFor(() => held[0].gone, { timeout: 2000, what: 'the attempt closed' });
+
+  // Between two attempts (nothing listens): end() does not sit out the delay.
+  const gone = new BackendConnection({ url: 'http://127.0.0.1:1', apiKey: API_KEY, origin: 'node-gone', retryMs: 10000 });
+  gone.connect().catch(() => {});
+  await sleep(300);
+  t0 = Date.now();
+  await Promise.race([gone.end(), sleep(5000)]);
+  assert.ok(Date.now() - t0 < 1000, `end() took ${Date.now() - t0} ms waiting for the next attempt`);
 });

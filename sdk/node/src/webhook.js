@@ -5,9 +5,16 @@
 import { createHmac, timingSafeEqual } from 'node:crypto';
 import { WebhookError } from './errors.js';
 
+// `name` in lower case. node:http lowers every header name; a plain object
+// from elsewhere (AWS Lambda's event.headers, a queued request) keeps the
+// casing the sender used, and header names are case-insensitive (RFC 9110).
 const header = (headers, name) => {
   if (typeof headers.get === 'function') return headers.get(name) ?? '';   // fetch Headers
-  const v = headers[name] ?? headers[name.toLowerCase()];
+  let v = headers[name];
+  if (v === undefined) {
+    const key = Object.keys(headers).find((k) => k.toLowerCase() === name);
+    if (key !== undefined) v = headers[key];
+  }
   return Array.isArray(v) ? v.join(',') : (v ?? '');
 };
 

@@ -1,0 +1,24 @@
+// SPDX-License-Identifier: MIT
+// verifyWebhook and the receivers with the inputs a user hands them outside
+// the Express path: headers as a plain object in their sent casing (AWS
+// Lambda, a queue's message), and settings from the environment that are
+// missing or not numbers.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { createHmac } from 'node:crypto';
+import { verifyWebhook, webhookMiddleware, fastifyWebhook, WebhookGuard } from '../index.js';
+
+const SECRET = 'sdk-node-webhook-secret';
+const body = JSON.stringify({ instance: 'i1', first_seq: 1, last_seq: 1, events: [{ seq: 1, type: 'user.online' }] });
+const signed = (ts) => ({ ts: String(ts), sig: 'v1=' + createHmac('sha256', SECRET).update(ts + '.' + body).digest('hex') });
+
+test('headers in a plain object are found whatever their casing', () => {
+  const { ts, sig } = signed(Date.now());
+  for (const headers of [
+    { 'Presence-Timestamp': ts, 'Presence-Signature': sig },     // as sent (API Gateway, Lambda)
+    { 'PRESENCE-TIMESTAMP': ts, 'presence-signature': sig },
+  ]) {
+    const d = verifyWebhook({ secret: SECRET, headers, body });
+    assert.equal(d.events.length, 1, JSON.stringify(Object.keys(headers)));
+  }
+});

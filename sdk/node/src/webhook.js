@@ -19,6 +19,17 @@ const header = (headers, name) => {
 };
 
 /**
+ * The accepted distance of Presence-Timestamp from this clock, checked where
+ * it is given: a NaN (Number() of an unset environment variable) makes every
+ * comparison false, which would accept a timestamp of any age.
+ */
+function tolerance(v, who) {
+  const n = typeof v === 'string' && v.trim() !== '' ? Number(v) : v;
+  if (typeof n !== 'number' || !(n >= 0)) throw new TypeError(`${who}: toleranceMs must be a number of ms >= 0, not ${String(v)}`);
+  return n;
+}
+
+/**
  * Remembers what was delivered: the signatures seen inside the tolerance
  * window (a replayed request repeats one; a genuine retry is signed anew) and
  * the last sequence number applied per log instance (to drop the events of a
@@ -27,7 +38,7 @@ const header = (headers, name) => {
  */
 export class WebhookGuard {
   constructor({ toleranceMs = 300000, maxSignatures = 100000 } = {}) {
-    this.toleranceMs = toleranceMs;
+    this.toleranceMs = tolerance(toleranceMs, 'WebhookGuard');
     this.maxSignatures = maxSignatures;
     this._seen = new Map();      // signature -> timestamp (ms), insertion ordered
     this.lastSeq = new Map();    // instance -> last seq applied
@@ -61,6 +72,7 @@ export class WebhookGuard {
 export function verifyWebhook({ secret, headers, body, toleranceMs = 300000, now = Date.now(), guard = null }) {
   const secrets = (Array.isArray(secret) ? secret : [secret]).filter((s) => s !== undefined && s !== null && s !== '');
   if (!secrets.length) throw new TypeError('verifyWebhook: secret is required');
+  toleranceMs = tolerance(toleranceMs, 'verifyWebhook');
   if (typeof body === 'string') body = Buffer.from(body, 'utf8');
   if (!(body instanceof Uint8Array)) {
     throw new WebhookError('no_raw_body', 'the raw request body is needed (a parsed body cannot be verified)', 500);
@@ -124,6 +136,7 @@ function answer(res, status, code, message) {
  * With `onDelivery(delivery, req)` it answers 204 itself once that resolves (5xx if it throws).
  */
 export function webhookMiddleware({ secret, toleranceMs = 300000, guard = new WebhookGuard({ toleranceMs }), maxBody = 16 << 20, onDelivery = null } = {}) {
+  toleranceMs = tolerance(toleranceMs, 'webhookMiddleware');
   return async function presenceWebhook(req, res, next) {
     try {
       const body = Buffer.isBuffer(req.body) ? req.body : req.body === undefined ? await readRaw(req, maxBody) : req.body;
@@ -152,6 +165,7 @@ export function webhookMiddleware({ secret, toleranceMs = 300000, guard = new We
  */
 export async function fastifyWebhook(app, { path = '/presence/webhook', secret, toleranceMs = 300000, guard = new WebhookGuard({ toleranceMs }), onDelivery }) {
   if (typeof onDelivery !== 'function') throw new TypeError('fastifyWebhook: onDelivery is required');
+  toleranceMs = tolerance(toleranceMs, 'fastifyWebhook');
   app.removeAllContentTypeParsers?.();
   app.addContentTypeParser('*', { parseAs: 'buffer' }, (_req, body, done) => done(null, body));
   app.post(path, async (request, reply) => {

@@ -22,3 +22,15 @@ test('headers in a plain object are found whatever their casing', () => {
     assert.equal(d.events.length, 1, JSON.stringify(Object.keys(headers)));
   }
 });
+
+test('a tolerance that is not a number is refused, never taken as "any timestamp"', () => {
+  const { ts, sig } = signed(Date.now() - 3600 * 1000);            // an hour old
+  const headers = { 'presence-timestamp': ts, 'presence-signature': sig };
+  // Number(process.env.UNSET) is NaN, and every comparison with NaN is false.
+  for (const toleranceMs of [NaN, Number(undefined), -1, 'five minutes', null]) {
+    assert.throws(() => verifyWebhook({ secret: SECRET, headers, body, toleranceMs }), TypeError, String(toleranceMs));
+    assert.throws(() => webhookMiddleware({ secret: SECRET, toleranceMs }), TypeError, String(toleranceMs));
+    assert.throws(() => new WebhookGuard({ toleranceMs }), TypeError, String(toleranceMs));
+  }
+  assert.throws(() => verifyWebhook({ secret: SECRET, headers, body }), (e) => e.code === 'stale');
+});

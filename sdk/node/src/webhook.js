@@ -18,6 +18,13 @@ const header = (headers, name) => {
   return Array.isArray(v) ? v.join(',') : (v ?? '');
 };
 
+/** The secrets of an endpoint (several during a rotation); none is a TypeError. */
+function secretsOf(secret, who) {
+  const secrets = (Array.isArray(secret) ? secret : [secret]).filter((s) => s !== undefined && s !== null && s !== '');
+  if (!secrets.length) throw new TypeError(`${who}: secret is required`);
+  return secrets;
+}
+
 /**
  * The accepted distance of Presence-Timestamp from this clock, checked where
  * it is given: a NaN (Number() of an unset environment variable) makes every
@@ -70,8 +77,7 @@ export class WebhookGuard {
  * @returns {{instance: string, first_seq: number, last_seq: number, events: object[], gap?: object, duplicates: number}}
  */
 export function verifyWebhook({ secret, headers, body, toleranceMs = 300000, now = Date.now(), guard = null }) {
-  const secrets = (Array.isArray(secret) ? secret : [secret]).filter((s) => s !== undefined && s !== null && s !== '');
-  if (!secrets.length) throw new TypeError('verifyWebhook: secret is required');
+  const secrets = secretsOf(secret, 'verifyWebhook');
   toleranceMs = tolerance(toleranceMs, 'verifyWebhook');
   if (typeof body === 'string') body = Buffer.from(body, 'utf8');
   if (!(body instanceof Uint8Array)) {
@@ -136,6 +142,9 @@ function answer(res, status, code, message) {
  * With `onDelivery(delivery, req)` it answers 204 itself once that resolves (5xx if it throws).
  */
 export function webhookMiddleware({ secret, toleranceMs = 300000, guard = new WebhookGuard({ toleranceMs }), maxBody = 16 << 20, onDelivery = null } = {}) {
+  // Checked now: an unset secret would otherwise answer every delivery 500,
+  // and presenced retries a 500 forever.
+  secretsOf(secret, 'webhookMiddleware');
   toleranceMs = tolerance(toleranceMs, 'webhookMiddleware');
   return async function presenceWebhook(req, res, next) {
     try {
@@ -165,6 +174,7 @@ export function webhookMiddleware({ secret, toleranceMs = 300000, guard = new We
  */
 export async function fastifyWebhook(app, { path = '/presence/webhook', secret, toleranceMs = 300000, guard = new WebhookGuard({ toleranceMs }), onDelivery }) {
   if (typeof onDelivery !== 'function') throw new TypeError('fastifyWebhook: onDelivery is required');
+  secretsOf(secret, 'fastifyWebhook');
   toleranceMs = tolerance(toleranceMs, 'fastifyWebhook');
   app.removeAllContentTypeParsers?.();
   app.addContentTypeParser('*', { parseAs: 'buffer' }, (_req, body, done) => done(null, body));

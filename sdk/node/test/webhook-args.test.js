@@ -34,3 +34,12 @@ test('a tolerance that is not a number is refused, never taken as "any timestamp
   }
   assert.throws(() => verifyWebhook({ secret: SECRET, headers, body }), (e) => e.code === 'stale');
 });
+
+test('a receiver without a secret is refused when it is made, not at each delivery', async () => {
+  // process.env.WEBHOOK_SECRET unset: every delivery would fail with 500 and
+  // presenced retry it forever.
+  assert.throws(() => webhookMiddleware({ secret: undefined }), /secret is required/);
+  assert.throws(() => webhookMiddleware({ secret: '' }), /secret is required/);
+  const app = { addContentTypeParser() {}, post() {} };
+  await assert.rejects(fastifyWebhook(app, { secret: undefined, onDelivery() {} }), /secret is required/);
+});

@@ -48,6 +48,7 @@ export class BackendConnection extends EventEmitter {
     this._ws = null;
     this._ready = false;               // welcome received and the re-assert sent
     this._closed = false;
+    this._takenOver = false;           // closed by 4009: another process holds the origin
     this._wake = null;                 // cuts the delay between two attempts short (end())
     this._connecting = new Set();      // reject() of connect() promises not yet settled
     this.connects = 0;
@@ -137,7 +138,18 @@ export class BackendConnection extends EventEmitter {
     this._queue = [];
     for (const w of this._waiters.splice(0)) w.resolve();
     if (wasReady) this.emit('disconnect', { code, reason });
-    if (code === 4009) this._error(new Error('origin taken over by another connection'));
+    if (code === 4009) {
+      // Only another process can take over a live connection of ours (a
+      // reconnect of our own replaces a dead one): the same origin twice.
+      // Taking it back would start a loop in which each sync ends the other's
+      // sessions, so the newer connection keeps it and this one stops.
+      const err = Object.assign(new Error(`origin ${this.origin} taken over by another connection (is another process using this origin?)`),
+        { code: 'origin_taken_over', status: 0 });
+      this._closed = true;
+      this._takenOver = true;
+      this._error(err);
+      this.emit('fatal', err);
+    }
   }
 
   _onMessage(raw) {
@@ -262,7 +274,9 @@ export class BackendConnection extends EventEmitter {
   }
 
   _push(op) {
-    if (this._closed) throw new Error('BackendConnection is closed');
+    // After a takeover the app's handlers (trackSocketIO) still call in: they
+    // change the list only, as while disconnected, rather than throw.
+    if (this._closed && !this._takenOver) throw new Error('BackendConnection is closed');
     if (this._ready) {
       this._queue.push(op);
       this._schedule();

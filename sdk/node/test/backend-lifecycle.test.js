@@ -86,3 +86,24 @@ test('end() while a connection is being opened or retried returns at once and le
   await Promise.race([gone.end(), sleep(5000)]);
   assert.ok(Date.now() - t0 < 1000, `end() took ${Date.now() - t0} ms waiting for the next attempt`);
 });
+
+test('a connection whose origin another process took over stops, instead of taking it back in a loop', async (t) => {
+  if (skipUnlessSupported(t)) return;
+  // Two processes started with the same origin (a copied config): each
+  // reconnect took the origin back and its sync ended the other's sessions.
+  const a = mk(t, { origin: 'node-twice', retryMs: 20 });
+  const fatal = [];
+  a.on('fatal', (e) => fatal.push(e.code));
+  await a.connect();
+  a.open('alice', { session: 'twice-a' });
+  await a.flush();
+  const b = mk(t, { origin: 'node-twice', retryMs: 20 });
+  await b.connect();
+  b.open('bob', { session: 'twice-b' });
+  await b.flush();
+  await sleep(1000);
+  assert.deepEqual([a.connects, b.connects], [1, 1], 'connections made by each');
+  assert.deepEqual(fatal, ['origin_taken_over']);
+  assert.equal((await api.getUser('bob')).status, 'online');
+  a.open('carol');                                    // an app's handler calling in still does not throw
+});

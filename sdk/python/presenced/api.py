@@ -7,6 +7,7 @@ import urllib.parse
 import urllib.request
 from typing import Any, Dict, Iterator, List, Optional, TypedDict
 
+from ._auth import bearer
 from .errors import PresenceError, _error_of
 
 
@@ -46,12 +47,13 @@ class PresenceAPI:
     PresenceError (``status``, ``code``: the daemon's code or "network")."""
 
     def __init__(self, url: str, api_key: str, *, timeout: float = 10.0):
+        bearer(api_key)                  # refused here, not at the first call
         self.url = url.rstrip("/")
         self.api_key = api_key
         self.timeout = timeout
 
     def request(self, method: str, path: str, body: Any = None) -> Any:
-        headers = {"Accept": "application/json", "Authorization": f"Bearer {self.api_key}"}
+        headers = {"Accept": "application/json", "Authorization": bearer(self.api_key)}
         data = None
         if body is not None:
             data = json.dumps(body).encode()

@@ -32,6 +32,8 @@ import urllib.parse
 import uuid
 from typing import Any, Callable, Dict, List, Optional
 
+from ._auth import bearer
+
 
 class BackendConnection:
     def __init__(self, url: str, api_key: str, origin: str, *, retry_s: float = 0.25,
@@ -40,6 +42,7 @@ class BackendConnection:
         # in frames of 10,000 (bench/sdk_node_backend.js)
         base = url.rstrip("/").replace("http", "ws", 1)
         self.url = f"{base}/v1/backend?origin={urllib.parse.quote(origin, safe='')}"
+        bearer(api_key)                  # refused here, not at connect
         self.api_key = api_key
         self.origin = origin
         self.retry_s, self.max_retry_s, self.max_ops = retry_s, max_retry_s, max_ops
@@ -132,7 +135,7 @@ class BackendConnection:
 
     def _connect_args(self):
         import websockets
-        headers = {"Authorization": f"Bearer {self.api_key}"}
+        headers = {"Authorization": bearer(self.api_key)}
         major = int(websockets.__version__.split(".")[0])
         if major >= 14:
             return websockets.connect(self.url, additional_headers=headers, compression=None, max_size=None)

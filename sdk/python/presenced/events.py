@@ -11,6 +11,7 @@ import urllib.parse
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Iterator, List, Optional, Union
 
+from ._auth import bearer
 from .errors import PresenceError, _error_of
 
 
@@ -52,6 +53,7 @@ class EventStream:
         if channel_prefix:
             q["channel_prefix"] = channel_prefix
         self._query = ("?" + urllib.parse.urlencode(q)) if q else ""
+        bearer(api_key)                  # refused here, not retried in __iter__
         self.api_key = api_key
         self.cursor: Optional[str] = None if after is None else str(after)
         self.retry_s, self.max_retry_s, self.read_timeout_s = retry_s, max_retry_s, read_timeout_s
@@ -75,7 +77,7 @@ class EventStream:
             cls = http.client.HTTPSConnection if self._https else http.client.HTTPConnection
             conn = cls(self._host, self._port, timeout=self.read_timeout_s)
             self._conn = conn
-            headers = {"Authorization": f"Bearer {self.api_key}", "Accept": "text/event-stream"}
+            headers = {"Authorization": bearer(self.api_key), "Accept": "text/event-stream"}
             if self.cursor is not None:
                 headers["Last-Event-ID"] = self.cursor
             try:

@@ -200,3 +200,25 @@ def test_typed_answers_declare_every_field(presenced, api):
         assert set(api.get_user("ivy")) <= set(typing.get_type_hints(UserType))
     finally:
         u.close()
+
+
+def test_an_api_key_read_from_a_file_works_and_is_never_shown(presenced, api):
+    # open(path).read() keeps the file's newline: used as the Node SDK uses it
+    # (fetch drops the whitespace), where http.client raised a ValueError that
+    # printed the whole key and the event stream retried it forever.
+    from_file = API_KEY + "\n"
+    assert PresenceAPI(presenced.url, from_file).get_user("kim")["user_id"] == "kim"
+    stream = PresenceAPI(presenced.url, from_file).events()
+    t = threading.Thread(target=lambda: next(iter(stream), None), daemon=True)
+    t.start()
+    wait_for(lambda: stream.connects == 1, what="the stream connected")
+    stream.close()
+    t.join(5)
+    broken = "sdk-python\r\nX-Secret-Part: hunter2-0123456789"
+    with pytest.raises(ValueError) as e:
+        PresenceAPI(presenced.url, broken)
+    assert "hunter2" not in str(e.value)
+    from presenced import EventStream
+    with pytest.raises(ValueError) as e:
+        EventStream(presenced.url, broken)
+    assert "hunter2" not in str(e.value)

@@ -201,3 +201,16 @@ def test_a_status_presenced_refuses_is_refused_at_the_call(pd):
         finally:
             await b.end(bye=True)
     asyncio.run(asyncio.wait_for(main(), 20))
+
+
+def test_an_api_key_read_from_a_file_connects(pd):
+    # The file's newline went into the upgrade request: presenced answered 400
+    # and the connection gave up as refused.
+    async def main():
+        b = BackendConnection(pd.url, API_KEY + "\n", "py-key")
+        assert (await b.connect())["type"] == "welcome"
+        await b.end()
+    asyncio.run(asyncio.wait_for(main(), 10))
+    with pytest.raises(ValueError) as e:
+        BackendConnection(pd.url, "sdk-python\r\nX-Secret-Part: hunter2-0123456789", "py-key")
+    assert "hunter2" not in str(e.value)

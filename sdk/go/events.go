@@ -6,6 +6,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -56,6 +57,10 @@ type StreamOptions struct {
 	OnError func(error)
 	// OnConnect is called on each established connection.
 	OnConnect func()
+	// ReadTimeout: a connection silent this long (no event, no keepalive,
+	// which presenced sends every 15 s) is dropped and made again, as on a
+	// host that vanished without closing it (60 s, as the Python SDK's; < 0: none).
+	ReadTimeout time.Duration
 	// Types keeps only these event types ("user.*", "channel.join", ...);
 	// ChannelPrefix only channel events of channels starting with it.
 	Types         []string
@@ -77,6 +82,8 @@ type Stream struct {
 	closed   bool
 	stop     chan struct{}      // closed by Close: ends a wait between attempts
 	cancel   context.CancelFunc // of the connection's request: ends a connect in progress
+	idle     *time.Timer        // ReadTimeout: drops a silent connection
+	silent   bool               // the connection was dropped for its silence
 	Connects int
 }
 
@@ -87,6 +94,9 @@ func (c *Client) Events(o StreamOptions) *Stream {
 	}
 	if o.MaxRetry == 0 {
 		o.MaxRetry = 15 * time.Second
+	}
+	if o.ReadTimeout == 0 {
+		o.ReadTimeout = 60 * time.Second
 	}
 	return &Stream{c: c, o: o, cursor: o.After, stop: make(chan struct{})}
 }
@@ -146,7 +156,17 @@ func (s *Stream) connect() error {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	s.cancel = cancel
+	s.silent = false
 	s.mu.Unlock()
+	if s.o.ReadTimeout > 0 {
+		// Armed for the answer's head too: a host that accepts and never answers.
+		s.idle = time.AfterFunc(s.o.ReadTimeout, func() {
+			s.mu.Lock()
+			s.silent = true
+			s.mu.Unlock()
+			cancel()
+		})
+	}
 	req, err := http.NewRequestWithContext(ctx, "GET", s.c.URL+path, nil)
 	if err != nil {
 		cancel()
@@ -163,10 +183,11 @@ func (s *Stream) connect() error {
 	res, err := hc.Do(req)
 	if err != nil {
 		cancel()
-		return err
+		return s.connectionEnded(err)
 	}
 	if res.StatusCode != 200 {
 		defer cancel()
+		s.connectionEnded(nil)
 		data := make([]byte, 4096)
 		n, _ := res.Body.Read(data)
 		res.Body.Close()
@@ -180,6 +201,7 @@ func (s *Stream) connect() error {
 	if s.closed {
 		s.mu.Unlock()
 		res.Body.Close()
+		s.connectionEnded(nil)
 		return errClosed
 	}
 	s.body = res.Body
@@ -191,6 +213,21 @@ func (s *Stream) connect() error {
 		s.o.OnConnect()
 	}
 	return nil
+}
+
+// connectionEnded stops the silence timer; err, or the silence if that is
+// what ended the connection, is what OnError sees.
+func (s *Stream) connectionEnded(err error) error {
+	if s.idle != nil {
+		s.idle.Stop()
+		s.idle = nil
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.silent {
+		return &Error{Code: CodeNetwork, Message: fmt.Sprintf("the event stream was silent for %s (no keepalive): reconnecting", s.o.ReadTimeout)}
+	}
+	return err
 }
 
 type fatalError struct{ e *Error }
@@ -281,7 +318,7 @@ func (s *Stream) Next(ctx context.Context) bool {
 			s.cancel = nil
 		}
 		s.mu.Unlock()
-		if err := s.sc.Err(); err != nil && s.o.OnError != nil && !s.isClosed() && ctx.Err() == nil {
+		if err := s.connectionEnded(s.sc.Err()); err != nil && s.o.OnError != nil && !s.isClosed() && ctx.Err() == nil {
 			s.o.OnError(err)
 		}
 		s.sc = nil
@@ -293,6 +330,9 @@ func (s *Stream) readEvent() bool {
 	var id, typ string
 	var data []string
 	for s.sc.Scan() {
+		if s.idle != nil {
+			s.idle.Reset(s.o.ReadTimeout)
+		}
 		line := strings.TrimSuffix(s.sc.Text(), "\r")
 		if line == "" {
 			if len(data) == 0 {

@@ -9,6 +9,7 @@ import (
 	"net"
 	"runtime"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -102,5 +103,58 @@ func TestStreamNextWithACtxPerCall(t *testing.T) {
 	}
 	if fmt.Sprint(got) != "[pc-u0 pc-u1 pc-u2 pc-u3]" || s.Connects != 2 || len(errs) != 0 {
 		t.Fatalf("got %v with %d connections, errors %v", got, s.Connects, errs)
+	}
+}
+
+// A presenced that stops answering without closing the connection (a host
+// gone, a stalled process: SIGSTOP here) is noticed by the missing
+// keepalives: the stream reconnects, and resumes once it answers again.
+func TestStreamNoticesASilentConnection(t *testing.T) {
+	d, err := startDaemon("--sse-keepalive-ms", "100")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.stop()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	api := NewClient(d.url(), testAPIKey)
+	errs := make(chan error, 16)
+	connected := make(chan struct{}, 16)
+	s := api.Events(StreamOptions{ReadTimeout: 2500 * time.Millisecond, Retry: 50 * time.Millisecond, MaxRetry: 100 * time.Millisecond,
+		Types: []string{"user.online"}, OnError: func(err error) { errs <- err }, OnConnect: func() { connected <- struct{}{} }})
+	defer s.Close()
+	items := feed(ctx, s)
+	<-connected
+	if _, err := api.PutSession(ctx, "silent-1", "silent-a", 10*time.Second, nil); err != nil {
+		t.Fatal(err)
+	}
+	readUntil(t, items, func(i StreamItem) bool { return i.Event != nil && i.Event.UserID == "silent-a" }, 5*time.Second)
+	time.Sleep(3 * time.Second) // keepalives (each second at most) keep it up meanwhile
+	select {
+	case err := <-errs:
+		t.Fatalf("dropped while keepalives came: %v", err)
+	default:
+	}
+	d.cmd.Process.Signal(syscall.SIGSTOP)
+	stopped := time.Now()
+	select {
+	case err := <-errs:
+		if time.Since(stopped) < time.Second {
+			t.Errorf("noticed %v after SIGSTOP, before ReadTimeout", time.Since(stopped))
+		}
+		if !IsCode(err, CodeNetwork) || !strings.Contains(err.Error(), "silent") {
+			t.Errorf("OnError: %v", err)
+		}
+	case <-time.After(8 * time.Second):
+		d.cmd.Process.Signal(syscall.SIGCONT)
+		t.Fatal("a silent connection was not noticed")
+	}
+	d.cmd.Process.Signal(syscall.SIGCONT)
+	if _, err := api.PutSession(ctx, "silent-2", "silent-b", 10*time.Second, nil); err != nil {
+		t.Fatal(err)
+	}
+	got := readUntil(t, items, func(i StreamItem) bool { return i.Event != nil && i.Event.UserID == "silent-b" }, 10*time.Second)
+	if fmt.Sprint(brief(got)) != "[user.online silent-b]" {
+		t.Fatalf("after the silence: %v", brief(got))
 	}
 }

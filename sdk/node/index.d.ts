@@ -236,6 +236,8 @@ export interface EventStreamOptions {
   /** First reconnect delay, ms (500), doubling up to maxRetryMs (15000). */
   retryMs?: number;
   maxRetryMs?: number;
+  /** A connection that reads nothing this long (ms, 60000) is dropped and made again; presenced writes a keepalive every 15 s. */
+  readTimeoutMs?: number;
   /** A failed or lost connection (it is retried; 400 and 401 end the iteration instead). */
   onError?: (err: Error) => void;
   onConnect?: () => void;

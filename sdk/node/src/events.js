@@ -6,8 +6,9 @@
 // is yielded as its own item: re-read the users you care about, then go on.
 
 const sleep = (ms, signal) => new Promise((resolve) => {
-  const t = setTimeout(resolve, ms);
-  signal?.addEventListener('abort', () => { clearTimeout(t); resolve(); }, { once: true });
+  const wake = () => { clearTimeout(t); resolve(); };
+  const t = setTimeout(() => { signal?.removeEventListener('abort', wake); resolve(); }, ms);
+  signal?.addEventListener('abort', wake, { once: true });
 });
 
 /** Parse SSE text: calls onEvent({id, event, data}) per complete block; returns the unparsed tail. */
@@ -37,13 +38,16 @@ export class EventStream {
    * @param {string} o.url, o.apiKey
    * @param {number|string|null} [o.after]  resume after this seq (a saved cursor); null: new events only
    * @param {number} [o.retryMs]    first reconnect delay (500), doubling to o.maxRetryMs (15000)
+   * @param {number} [o.readTimeoutMs]  a connection silent this long is dropped and made again (60000);
+   *   presenced writes a keepalive every 15 s, so only a dead path is silent (a frozen host,
+   *   a NAT or load balancer that forgot the connection: no FIN or RST ever comes)
    * @param {(err: Error) => void} [o.onError]  each failed connection (it is retried)
    * @param {() => void} [o.onConnect]  each established connection
    * @param {AbortSignal} [o.signal]  ends the iteration
    * @param {string|string[]} [o.types]  only these event types ('user.*', 'channel.join', ...)
    * @param {string} [o.channelPrefix]   only channel events of channels starting with it
    */
-  constructor({ url, apiKey, fetch: f = globalThis.fetch, after = null, types = null, channelPrefix = null, retryMs = 500, maxRetryMs = 15000, onError = null, onConnect = null, signal = null }) {
+  constructor({ url, apiKey, fetch: f = globalThis.fetch, after = null, types = null, channelPrefix = null, retryMs = 500, maxRetryMs = 15000, readTimeoutMs = 60000, onError = null, onConnect = null, signal = null }) {
     this.url = url.replace(/\/+$/, '');
     this.apiKey = apiKey;
     this._fetch = f;
@@ -55,6 +59,8 @@ export class EventStream {
     this.cursor = after === null || after === undefined ? null : String(after);
     this.retryMs = retryMs;
     this.maxRetryMs = maxRetryMs;
+    if (typeof readTimeoutMs !== 'number' || !(readTimeoutMs > 0)) throw new TypeError('EventStream: readTimeoutMs must be a number of ms > 0');
+    this.readTimeoutMs = readTimeoutMs;
     this.onError = onError;
     this.onConnect = onConnect;
     this._abort = new AbortController();
@@ -72,8 +78,18 @@ export class EventStream {
       const headers = { Accept: 'text/event-stream' };
       if (this.apiKey) headers.Authorization = `Bearer ${this.apiKey}`;
       if (this.cursor !== null) headers['Last-Event-ID'] = this.cursor;
+      // This connection's own abort: close(), or nothing read for readTimeoutMs.
+      const conn = new AbortController();
+      const onAbort = () => conn.abort(signal.reason);
+      signal.addEventListener('abort', onAbort, { once: true });
+      let silence;
+      const alive = () => {
+        clearTimeout(silence);
+        silence = setTimeout(() => conn.abort(new Error(`event stream: nothing read for ${this.readTimeoutMs} ms (read timeout)`)), this.readTimeoutMs);
+      };
+      alive();
       try {
-        const res = await this._fetch(`${this.url}/v1/events${this._query}`, { headers, signal });
+        const res = await this._fetch(`${this.url}/v1/events${this._query}`, { headers, signal: conn.signal });
         if (!res.ok) {
           const text = await res.text();
           let code = 'http_' + res.status;
@@ -90,9 +106,12 @@ export class EventStream {
         const decoder = new TextDecoder();
         let buf = '';
         for await (const chunk of res.body) {
+          alive();
           buf += decoder.decode(chunk, { stream: true });
           const batch = [];
           buf = parseSSE(buf, (ev) => batch.push(ev));
+          // The wait is timed, not the consumer: a slow `for await` body is not silence.
+          if (batch.length) clearTimeout(silence);
           for (const ev of batch) {
             const data = JSON.parse(ev.data.join('\n'));
             if (ev.event === 'gap') {
@@ -102,12 +121,17 @@ export class EventStream {
             if (ev.id !== null) this.cursor = ev.id;
             yield { type: ev.event, gap: false, seq: data.seq ?? Number(ev.id), data };
           }
+          if (batch.length) alive();
         }
         // presenced ended the stream (shutdown): reconnect and resume.
       } catch (e) {
         if (signal.aborted) break;
         if (e && e.fatal) throw e;
-        if (this.onError) this.onError(e);
+        if (this.onError) this.onError(conn.signal.aborted && conn.signal.reason instanceof Error ? conn.signal.reason : e);
+      } finally {
+        clearTimeout(silence);
+        signal.removeEventListener('abort', onAbort);
+        conn.abort();                          // a body not read to its end is released
       }
       if (signal.aborted) break;
       await sleep(delay, signal);

@@ -10,7 +10,7 @@ const api = new PresenceAPI({ url: 'http://127.0.0.1:7070', apiKey: 'k' });
 async function main() {
   const u = await api.getUser('alice');
   const s: 'online' | 'idle' | 'offline' = u.status;
-  for await (const item of api.events({ after: 42 })) {
+  for await (const item of api.events({ after: 42, readTimeoutMs: 60000 })) {
     const it: StreamItem = item;
     if (it.gap) console.log(it.data.oldest);
     else console.log(it.seq, it.data.user_id, it.data.reason);

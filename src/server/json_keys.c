@@ -63,6 +63,53 @@ static int only_space(const char *p, const char *end) {
   return 1;
 }
 
+static int is_digit(char c) { return c >= '0' && c <= '9'; }
+
+/* A number as RFC 8259 writes it, from p: its end, or NULL. */
+static const char *strict_number(const char *p, const char *end) {
+  if (p < end && *p == '-') p++;
+  if (p >= end || !is_digit(*p)) return NULL;
+  if (*p == '0') p++;
+  else
+    while (p < end && is_digit(*p))
+      p++;
+  if (p < end && *p == '.') {
+    if (++p >= end || !is_digit(*p)) return NULL;
+    while (p < end && is_digit(*p))
+      p++;
+  }
+  if (p < end && (*p == 'e' || *p == 'E')) {
+    if (++p < end && (*p == '+' || *p == '-')) p++;
+    if (p >= end || !is_digit(*p)) return NULL;
+    while (p < end && is_digit(*p))
+      p++;
+  }
+  return p;
+}
+
+int json_text_strict(const void *data, size_t len) {
+  const char *p = data, *end = p + len;
+  while (p < end) {
+    char c = *p;
+    if (c == '"') {
+      for (p++; p < end && *p != '"'; p++) {
+        if ((unsigned char)*p < 0x20) return 0;
+        if (*p == '\\') p++;
+      }
+      p++;
+    } else if (c == '-' || is_digit(c)) {
+      const char *q = strict_number(p, end);
+      if (!q || (q < end && (is_digit(*q) || *q == '.' || *q == 'e' ||
+                             *q == 'E' || *q == '+' || *q == '-')))
+        return 0;
+      p = q;
+    } else {
+      p++;
+    }
+  }
+  return 1;
+}
+
 cJSON *json_parse_one_object(const void *data, size_t len) {
   const char *end = NULL;
   cJSON *root = cJSON_ParseWithLengthOpts(data, len, &end, 0);
@@ -75,6 +122,13 @@ cJSON *json_parse_one_object(const void *data, size_t len) {
     root = NULL;
   }
   if (root && json_has_dup_keys(root) != 0) {
+    cJSON_Delete(root);
+    root = NULL;
+  }
+  /* cJSON also reads 007, 1. and a raw control byte inside a string: a
+   * value kept as the peer wrote it (json_source_compact) must be JSON that
+   * every reader takes. */
+  if (root && !json_text_strict(data, len)) {
     cJSON_Delete(root);
     root = NULL;
   }
@@ -93,4 +147,101 @@ cJSON *json_body_object(const char *body, size_t len, const char **why) {
     return NULL;
   }
   return root;
+}
+
+/* ---- A value's own text ---------------------------------------------------
+ *
+ * The tree and the text are walked together: cJSON keeps members and
+ * elements in the order they were written and json_parse_one_object
+ * refuses duplicate names, so the n-th child of a node is the n-th value
+ * inside its brackets. Depth is bounded by cJSON's nesting limit. */
+typedef struct src_walk {
+  const char *p, *end;
+  const cJSON *target;
+  const char *s, *e; /* the target's text once found */
+} src_walk_t;
+
+static void src_space(src_walk_t *w) {
+  while (w->p < w->end &&
+         (*w->p == ' ' || *w->p == '\t' || *w->p == '\n' || *w->p == '\r'))
+    w->p++;
+}
+
+static int src_string(src_walk_t *w) {
+  if (w->p >= w->end || *w->p != '"') return -1;
+  for (w->p++; w->p < w->end;) {
+    char c = *w->p++;
+    if (c == '\\') {
+      if (w->p >= w->end) return -1;
+      w->p++; /* the escaped byte; \uXXXX's hex digits are plain bytes */
+    } else if (c == '"') {
+      return 0;
+    }
+  }
+  return -1;
+}
+
+static int src_value(src_walk_t *w, const cJSON *n) {
+  src_space(w);
+  const char *start = w->p;
+  if (cJSON_IsObject(n) || cJSON_IsArray(n)) {
+    int obj = cJSON_IsObject(n);
+    if (w->p >= w->end || *w->p != (obj ? '{' : '[')) return -1;
+    w->p++;
+    for (const cJSON *c = n->child; c; c = c->next) {
+      src_space(w);
+      if (c != n->child) {
+        if (w->p >= w->end || *w->p != ',') return -1;
+        w->p++;
+        src_space(w);
+      }
+      if (obj) {
+        if (src_string(w) != 0) return -1;
+        src_space(w);
+        if (w->p >= w->end || *w->p != ':') return -1;
+        w->p++;
+      }
+      if (src_value(w, c) != 0) return -1;
+      if (w->s) return 0; /* found inside: the rest is not needed */
+    }
+    src_space(w);
+    if (w->p >= w->end || *w->p != (obj ? '}' : ']')) return -1;
+    w->p++;
+  } else if (cJSON_IsString(n)) {
+    if (src_string(w) != 0) return -1;
+  } else { /* a number, true, false or null: up to the next delimiter */
+    while (w->p < w->end && *w->p != ',' && *w->p != ']' && *w->p != '}' &&
+           *w->p != ' ' && *w->p != '\t' && *w->p != '\n' && *w->p != '\r')
+      w->p++;
+    if (w->p == start) return -1;
+  }
+  if (n == w->target) {
+    w->s = start;
+    w->e = w->p;
+  }
+  return 0;
+}
+
+char *json_source_compact(const void *text, size_t len, const cJSON *root,
+                          const cJSON *node, size_t *n) {
+  src_walk_t w = {text, (const char *)text + len, node, NULL, NULL};
+  if (len >= 3 && memcmp(w.p, "\xef\xbb\xbf", 3) == 0) w.p += 3;
+  if (!root || !node || src_value(&w, root) != 0 || !w.s) return NULL;
+  char *out = malloc((size_t)(w.e - w.s) + 1), *o = out;
+  if (!out) return NULL;
+  int in_str = 0;
+  for (const char *p = w.s; p < w.e; p++) {
+    char c = *p;
+    if (in_str) {
+      *o++ = c;
+      if (c == '\\') *o++ = *++p; /* the escaped byte, inside w.s..w.e */
+      else if (c == '"') in_str = 0;
+    } else if (c != ' ' && c != '\t' && c != '\n' && c != '\r') {
+      *o++ = c;
+      in_str = c == '"';
+    }
+  }
+  *o = '\0';
+  if (n) *n = (size_t)(o - out);
+  return out;
 }

@@ -136,7 +136,9 @@ static int parse_object(const char *buf, size_t n, cJSON **out) {
     cJSON_Delete(j);
     return JWT_EMALFORMED;
   }
-  int dup = json_has_dup_keys(j);
+  /* 007, 1. or a raw control byte in a string: not JSON to other readers,
+   * and the meta claim is kept as written (read_meta). */
+  int dup = json_text_strict(buf, n) ? json_has_dup_keys(j) : 1;
   if (dup) {
     cJSON_Delete(j);
     return dup < 0 ? JWT_ENOMEM : JWT_EMALFORMED;
@@ -272,25 +274,22 @@ static void patterns_free(jwt_patterns_t *ps) {
   free(ps->p);
 }
 
-static int read_meta(const cJSON *m, jwt_claims_t *out) {
+/* The meta claim as the token's signer wrote it (compact): printing cJSON's
+ * tree again would change a number that a double does not hold (an id of
+ * 19 digits). text[0..len): the claims set p was parsed from. Plain malloc
+ * memory, as jwt_claims_free frees it. */
+static int read_meta(const char *text, size_t len, const cJSON *p,
+                     const cJSON *m, jwt_claims_t *out) {
   if (!cJSON_IsObject(m)) return JWT_ECLAIMS;
-  char *s = cJSON_PrintUnformatted(m);
+  size_t n = 0;
+  char *s = json_source_compact(text, len, p, m, &n);
   if (!s) return JWT_ENOMEM;
-  size_t n = strlen(s);
-  int rc = JWT_OK;
   if (n > JWT_MAX_META) {
-    rc = JWT_ECLAIMS;
-  } else {
-    /* Copy into plain malloc memory: jwt_claims_free uses free(), which
-     * would not match cJSON_free if the process installed cJSON hooks. */
-    out->meta = malloc(n + 1);
-    if (out->meta)
-      memcpy(out->meta, s, n + 1);
-    else
-      rc = JWT_ENOMEM;
+    free(s);
+    return JWT_ECLAIMS;
   }
-  cJSON_free(s);
-  return rc;
+  out->meta = s;
+  return JWT_OK;
 }
 
 /* A numeric date claim as Unix seconds (rounded towards "refuse" per
@@ -356,7 +355,8 @@ static int check_issuer(const jwt_config_t *cfg, const cJSON *p) {
 }
 
 /* sub, watch and meta: what the session is made of. */
-static int read_identity(const cJSON *p, jwt_claims_t *out) {
+static int read_identity(const char *text, size_t len, const cJSON *p,
+                         jwt_claims_t *out) {
   const cJSON *sub = cJSON_GetObjectItemCaseSensitive(p, "sub");
   if (!cJSON_IsString(sub) || presence_id_check(sub->valuestring) != 0)
     return JWT_ECLAIMS;
@@ -389,16 +389,17 @@ static int read_identity(const cJSON *p, jwt_claims_t *out) {
   }
 
   const cJSON *meta = cJSON_GetObjectItemCaseSensitive(p, "meta");
-  if (meta) return read_meta(meta, out);
+  if (meta) return read_meta(text, len, p, meta, out);
   return JWT_OK;
 }
 
-static int check_claims(const jwt_config_t *cfg, const cJSON *p, int64_t now,
-                        jwt_claims_t *out) {
+/* p parsed from text[0..len). */
+static int check_claims(const jwt_config_t *cfg, const char *text, size_t len,
+                        const cJSON *p, int64_t now, jwt_claims_t *out) {
   int rc = check_times(cfg, p, now, out);
   if (rc == JWT_OK) rc = check_audience(cfg, p);
   if (rc == JWT_OK) rc = check_issuer(cfg, p);
-  if (rc == JWT_OK) rc = read_identity(p, out);
+  if (rc == JWT_OK) rc = read_identity(text, len, p, out);
   return rc;
 }
 
@@ -574,7 +575,8 @@ static int verify_payload(const jwt_config_t *cfg, const parts_t *pt,
   if (json_has_escaped_nul(pt->pay, pt->pd_len))
     rc = JWT_ECLAIMS;
   else
-    rc = check_claims(cfg, payload, now_s, out);
+    rc = check_claims(cfg, (const char *)pt->pay, pt->pd_len, payload, now_s,
+                      out);
   cJSON_Delete(payload);
   return rc;
 }

@@ -140,11 +140,10 @@ static int decode_data(wsmsg_t *m, int required) {
   }
   if (cJSON_IsNull(d)) return WSMSG_OK;
   if (!cJSON_IsObject(d)) return bad(m, "bad_data", "data must be an object");
-  char *txt = cJSON_PrintUnformatted(d);
-  if (!txt) return bad(m, "internal", "out of memory");
-  /* Plain malloc memory: wsmsg_free uses free(). */
-  m->data = strdup(txt);
-  cJSON_free(txt);
+  /* The client's own text, not the tree printed again: cJSON reads a
+   * number into a double, which would change an id of 19 digits and make
+   * 1e400 null. Plain malloc memory: wsmsg_free uses free(). */
+  m->data = json_source_compact(m->src, m->src_len, m->root, d, NULL);
   if (!m->data) return bad(m, "internal", "out of memory");
   return WSMSG_OK;
 }
@@ -305,21 +304,28 @@ int wsmsg_decode(const uint8_t *data, size_t len, uint32_t max_users,
 int wsmsg_decode_full(const uint8_t *data, size_t len, uint32_t max_users,
                       wsmsg_t *m) {
   memset(m, 0, sizeof *m);
+  m->src = data;
+  m->src_len = len;
   m->root = json_parse_one_object(data, len);
   if (!m->root)
     return bad(m, "bad_json",
                "message is not a JSON object (or names a member twice)");
-  /* The id is echoed verbatim, rendered once into a bounded buffer; it is
-   * kept only when valid, so the error about it carries none. */
+  /* The id is echoed verbatim, as the client wrote it (a number of 20
+   * digits stays those digits); it is kept only when valid, so the error
+   * about it carries none. */
   const cJSON *idv = cJSON_GetObjectItemCaseSensitive(m->root, "id");
   if (idv) {
-    char id[sizeof m->id];
-    if ((!cJSON_IsString(idv) && !cJSON_IsNumber(idv)) ||
-        !cJSON_PrintPreallocated((cJSON *)idv, id, sizeof id - 5, 0) ||
-        strlen(id) > 64)
+    size_t n = 0;
+    char *id = cJSON_IsString(idv) || cJSON_IsNumber(idv)
+                   ? json_source_compact(data, len, m->root, idv, &n)
+                   : NULL;
+    if (!id || n > 64) {
+      free(id);
       return bad(m, "bad_field",
                  "id must be a string or a number of at most 64 bytes");
-    memcpy(m->id, id, sizeof id);
+    }
+    memcpy(m->id, id, n + 1);
+    free(id);
   }
   const cJSON *type = cJSON_GetObjectItemCaseSensitive(m->root, "type");
   const char *t = cJSON_IsString(type) ? type->valuestring : NULL;

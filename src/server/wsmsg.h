@@ -63,7 +63,9 @@ typedef struct wsmsg {
   wsmsg_setting_t setting; /* AVAILABILITY, MESSAGE */
   const char *channel; /* channel messages: a valid channel name, in root */
   char *data;          /* JOIN, UPDATE: "data" as compact JSON (malloc'd;
-                          NULL for null or absent) */
+                          NULL for null or absent), the client's own text */
+  const uint8_t *src;  /* the message's text, during wsmsg_decode only */
+  size_t src_len;
   int no_snapshot;     /* JOIN: "snapshot":false, answered by an ack */
   const char *err_code; /* otherwise: the protocol's error code ... */
   char err_msg[200];    /* ... and message */

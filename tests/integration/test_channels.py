@@ -528,6 +528,34 @@ async def test_webhook_filters(t, d, args):
          [("channel.join", "hook:1", {"n": 1}), ("channel.leave", "hook:1", None)])
 
 
+async def test_data_kept_as_written(t, d, args):
+    # A member's data and a session's meta reach others as their client
+    # wrote them: an id of 19 digits keeps its digits (the server printed
+    # its parsed tree again, where a number is a double, and sent
+    # 1234567890123456768), and a number JSON does not write (007) is
+    # refused rather than sent on.
+    data = {"msg": 1234567890123456789, "x": 0.30000000000000004, "s": "\u00e9\"\\"}
+    meta = {"account": 9007199254740993}
+    a = await Client.connect(d, "big-ann", tok=chan_tok("big-ann", "*", meta=meta))
+    b = await Client.connect(d, "big-bob", tok=chan_tok("big-bob", "*"))
+    await join(a, "big:1", data)
+    snap = await join(b, "big:1")
+    got = [m["data"] for m in (snap or {}).get("members", []) if m["user_id"] == "big-ann"]
+    t.eq("a member's data in another's snapshot: every digit", got, [data])
+    await a.send({"type": "update", "channel": "big:1", "data": {"n": 12345678901234567890123}, "id": 7})
+    m, _ = await b.expect(is_change("big:1", "update", "big-ann"), 3)
+    t.eq("an update's data: every digit", m and m["member"]["data"], {"n": 12345678901234567890123})
+    r = await http(d, "GET", "/v1/channels/big:1/members")
+    got = [m["data"] for m in (r.json() or {}).get("members", []) if m["user_id"] == "big-ann"]
+    t.eq("the API's member data: every digit", got, [{"n": 12345678901234567890123}])
+    r = await http(d, "GET", "/v1/users/big-ann/sessions")
+    t.eq("the token's meta in the session list: every digit",
+         [s.get("meta") for s in (r.json() or {}).get("sessions", [])], [meta])
+    await a.ws.send('{"type":"update","channel":"big:1","data":{"n":007},"id":8}')
+    e = await a.expect_type("error", 3)
+    t.eq("data with 007 (not JSON to other readers): bad_json", e and e.get("code"), "bad_json")
+
+
 if __name__ == "__main__":
     run([
         ("channels", {"--offline-grace-ms": "0", "--max-channel-name": "16",
@@ -536,7 +564,8 @@ if __name__ == "__main__":
          [test_members_and_changes, test_observe_and_grants, test_limits_and_bad_input]),
         ("channels-api", {"--offline-grace-ms": "0"}, [test_backend_api, test_events_stream,
                                                        test_presencectl, test_invisible_members,
-                                                       test_masked_members, test_hidden_counts]),
+                                                       test_masked_members, test_hidden_counts,
+                                                       test_data_kept_as_written]),
         ("channels-hooks", {"--offline-grace-ms": "0", "--webhook-batch-ms": "20",
                             "--webhook": f"url={HOOKS.url()},secret=s3cret,events=channel.*,"
                                          "channel-prefix=hook:"}, [test_webhook_filters]),

@@ -414,6 +414,24 @@ static void test_sign_roundtrip(void **state) {
   jwt_claims_free(&c);
   free(tok);
 
+  /* meta as the signer wrote it, compact: a number a double does not hold
+   * keeps its digits (cJSON's tree printed again made it
+   * 1.2345678901234568e+18). Numbers as JSON writes them only: cJSON reads
+   * 007, which other readers refuse. */
+  tok = jwt_sign_hs256((const uint8_t *)SECRET, sizeof SECRET - 1,
+                       "{\"sub\":\"zoe\",\"exp\":1700003600,\"meta\":{ \"id\" "
+                       ": 1234567890123456789, \"s\":\"\\u00e9\"}}");
+  assert_non_null(tok);
+  assert_int_equal(verify(&cfg, tok, &c), JWT_OK);
+  assert_string_equal(c.meta, "{\"id\":1234567890123456789,\"s\":\"\\u00e9\"}");
+  jwt_claims_free(&c);
+  free(tok);
+  assert_null(jwt_sign_hs256((const uint8_t *)SECRET, sizeof SECRET - 1,
+                             "{\"sub\":\"zoe\",\"meta\":{\"n\":007}}"));
+  tok = make_token(HDR, "{\"sub\":\"zoe\",\"exp\":1700003600,\"meta\":{\"n\":007}}");
+  assert_int_equal(verify(&cfg, tok, &c), JWT_EMALFORMED);
+  free(tok);
+
   /* Another secret does not verify. */
   tok = jwt_sign_hs256((const uint8_t *)"other", 5, claims);
   assert_non_null(tok);

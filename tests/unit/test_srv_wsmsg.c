@@ -189,11 +189,50 @@ static void test_mutations_agree(void **state) {
   assert_true(fast < runs);
 }
 
+/* A join's data and a message's id come back as the client wrote them
+ * (compact): cJSON holds numbers as doubles, and printing its tree again
+ * changed an id of 19 digits and made 1e400 null. What cJSON reads but
+ * other readers refuse (007, 1., a raw control byte in a string) is
+ * bad_json, since it would be sent on as written. */
+static void test_values_kept_as_written(void **state) {
+  (void)state;
+  wsmsg_t m;
+  const char *s = "{\"type\":\"join\",\"channel\":\"r\",\"id\": "
+                  "12345678901234567890 ,\"data\": { \"id\" : "
+                  "1234567890123456789, \"big\":1e400,\"f\":0.1E-2,"
+                  "\"s\":\" a \\\" \\\\ \\u00e9 \", \"l\":[ 1 ,{ } , [ ] ,null,"
+                  "true ] }\n}";
+  assert_int_equal(wsmsg_decode((const uint8_t *)s, strlen(s), 10, &m),
+                   WSMSG_OK);
+  assert_int_equal(m.type, WSMSG_JOIN);
+  assert_string_equal(m.id, "12345678901234567890");
+  assert_string_equal(m.data, "{\"id\":1234567890123456789,\"big\":1e400,"
+                              "\"f\":0.1E-2,\"s\":\" a \\\" \\\\ \\u00e9 \","
+                              "\"l\":[1,{},[],null,true]}");
+  wsmsg_free(&m);
+  static const char *const bad[] = {
+      "{\"type\":\"join\",\"channel\":\"r\",\"data\":{\"n\":007}}",
+      "{\"type\":\"join\",\"channel\":\"r\",\"data\":{\"n\":1.}}",
+      "{\"type\":\"join\",\"channel\":\"r\",\"data\":{\"n\":-01}}",
+      "{\"type\":\"join\",\"channel\":\"r\",\"data\":{\"n\":1.e5}}",
+      "{\"type\":\"join\",\"channel\":\"r\",\"data\":{\"s\":\"a\tb\"}}",
+      "{\"type\":\"status\",\"status\":\"idle\",\"id\":01}",
+  };
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+    assert_int_equal(wsmsg_decode((const uint8_t *)bad[i], strlen(bad[i]), 10,
+                                  &m),
+                     WSMSG_BAD);
+    assert_string_equal(m.err_code, "bad_json");
+    wsmsg_free(&m);
+  }
+}
+
 int main(void) {
   static const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_plain_status_has_no_tree),
       cmocka_unit_test(test_near_misses_agree),
       cmocka_unit_test(test_mutations_agree),
+      cmocka_unit_test(test_values_kept_as_written),
   };
   return cmocka_run_group_tests_name("wsmsg", tests, NULL, NULL);
 }

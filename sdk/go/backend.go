@@ -13,6 +13,7 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/coder/websocket"
@@ -173,7 +174,11 @@ func (b *Backend) run(ctx context.Context, done chan struct{}, ready chan error)
 	first := true
 	for ctx.Err() == nil {
 		hdr := http.Header{"Authorization": {"Bearer " + b.o.APIKey}}
-		c, res, err := websocket.Dial(ctx, b.wsURL(), &websocket.DialOptions{HTTPHeader: hdr})
+		// Bounded: a host that takes the connection and never answers the
+		// upgrade (stalled, or gone behind a proxy) is tried again.
+		dctx, dcancel := context.WithTimeout(ctx, dialTimeout)
+		c, res, err := websocket.Dial(dctx, b.wsURL(), &websocket.DialOptions{HTTPHeader: hdr})
+		dcancel()
 		if err != nil {
 			if res != nil && (res.StatusCode == 401 || res.StatusCode == 400) {
 				// The daemon's code from the body (the dial keeps its first
@@ -213,12 +218,17 @@ func (b *Backend) serve(ctx context.Context, c *websocket.Conn, first *bool, rea
 	b.conn = c
 	b.connGen++
 	b.mu.Unlock()
-	writerDone := make(chan struct{})
+	writerDone, pingerDone := make(chan struct{}), make(chan struct{})
 	cctx, cancel := context.WithCancel(ctx)
 	go func() { defer close(writerDone); b.writer(cctx, c) }()
+	var silent int32 // set by the pinger when presenced stopped answering
+	pinging := false
 	for {
 		_, data, err := c.Read(ctx)
 		if err != nil {
+			if atomic.LoadInt32(&silent) != 0 {
+				err = &Error{Code: CodeNetwork, Message: "presenced did not answer a ping: reconnecting", Err: err}
+			}
 			if b.o.OnError != nil && ctx.Err() == nil {
 				b.o.OnError(err)
 			}
@@ -254,6 +264,10 @@ func (b *Backend) serve(ctx context.Context, c *websocket.Conn, first *bool, rea
 			b.reassertLocked()
 			b.ready = true
 			b.mu.Unlock()
+			if !pinging {
+				pinging = true
+				go func() { defer close(pingerDone); b.pinger(cctx, c, w.HeartbeatMS, &silent) }()
+			}
 			b.poke()
 			if *first {
 				*first = false
@@ -327,6 +341,9 @@ func (b *Backend) serve(ctx context.Context, c *websocket.Conn, first *bool, rea
 	}
 	cancel()
 	<-writerDone
+	if pinging {
+		<-pingerDone
+	}
 	b.mu.Lock()
 	// Unsent or unacknowledged ops are in the list: the re-assert carries them,
 	// all but a leave (a resumed origin keeps its memberships): keep those.
@@ -348,6 +365,38 @@ func (b *Backend) serve(ctx context.Context, c *websocket.Conn, first *bool, rea
 	b.inflight = map[int64][]BackendOp{}
 	b.acked.Broadcast()
 	b.mu.Unlock()
+}
+
+const dialTimeout = 10 * time.Second
+
+// pinger pings presenced every heartbeat of its welcome and drops the
+// connection when a pong does not come within one: a host that vanished
+// or stalled without closing it would otherwise leave the Backend on it for
+// ever (its sessions ending origin_lost while it thinks it reports them).
+func (b *Backend) pinger(ctx context.Context, c *websocket.Conn, heartbeatMS int64, silent *int32) {
+	every := time.Duration(heartbeatMS) * time.Millisecond
+	if every <= 0 {
+		every = 5 * time.Second
+	}
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		pctx, cancel := context.WithTimeout(ctx, every)
+		err := c.Ping(pctx)
+		cancel()
+		if err != nil {
+			if ctx.Err() == nil {
+				atomic.StoreInt32(silent, 1)
+				c.CloseNow()
+			}
+			return
+		}
+	}
 }
 
 func (b *Backend) poke() {

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -279,5 +280,50 @@ func TestBackendFlushAfterOnRejected(t *testing.T) {
 	mu.Unlock()
 	if got != "[bad_user_id]" {
 		t.Fatalf("after Flush, OnRejected saw %s", got)
+	}
+}
+
+// A presenced that stops answering without closing the connection (SIGSTOP
+// here) is noticed by the pings: the Backend reconnects once it answers
+// again, and keeps its sessions.
+func TestBackendNoticesASilentServer(t *testing.T) {
+	d, err := startDaemon("--origin-lease-ms", "1500") // pings every 500 ms
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.stop()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	errs := make(chan error, 16)
+	b := NewBackend(BackendOptions{URL: d.url(), APIKey: testAPIKey, Origin: "go-silent", Retry: 50 * time.Millisecond,
+		MaxRetry: 100 * time.Millisecond, OnError: func(err error) { errs <- err }})
+	w, err := b.Connect(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.End(ctx, true)
+	b.Open("quiet", OpenOptions{})
+	b.Flush(ctx)
+	time.Sleep(time.Duration(3*w.HeartbeatMS) * time.Millisecond) // pongs come meanwhile
+	select {
+	case err := <-errs:
+		t.Fatalf("dropped while presenced answered: %v", err)
+	default:
+	}
+	d.cmd.Process.Signal(syscall.SIGSTOP)
+	select {
+	case err := <-errs:
+		if !IsCode(err, CodeNetwork) || !strings.Contains(err.Error(), "ping") {
+			t.Errorf("OnError: %v", err)
+		}
+	case <-time.After(8 * time.Second):
+		d.cmd.Process.Signal(syscall.SIGCONT)
+		t.Fatal("a silent presenced was not noticed")
+	}
+	d.cmd.Process.Signal(syscall.SIGCONT)
+	waitFor(t, "a reconnect", func() bool { return b.Connects() == 2 })
+	b.Flush(ctx)
+	if u, err := NewClient(d.url(), testAPIKey).GetUser(ctx, "quiet"); err != nil || u.Status != "online" {
+		t.Fatalf("after the reconnect: %+v %v", u, err)
 	}
 }

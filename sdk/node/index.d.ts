@@ -103,7 +103,8 @@ export interface ChannelMember {
 
 export interface Origin {
   origin: string;
-  state: 'connected' | 'detached';
+  /** 'http': the built-in origin of the sessions of PUT /v1/sessions/{id} (api.md). */
+  state: 'connected' | 'detached' | 'http';
   sessions: number;
   since: number;
   detached_since: number;
@@ -133,6 +134,8 @@ export interface Session {
   connected: number;
   since: number;
   instance: string;
+  /** The session's device kind: 'web' (the default), 'mobile', 'desktop' or another word. */
+  device?: string;
   [field: string]: unknown;
 }
 

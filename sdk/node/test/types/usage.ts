@@ -41,3 +41,11 @@ backend.on('rejected', ({ op, code }) => console.log(op.op, code));
 // @ts-expect-error a session status is online or idle
 backend.setStatus(sid, 'away');
 trackSocketIO(backend, { on() {}, off() {} }, (socket) => socket.handshake.auth.userId as string);
+
+// What presenced answers (docs/api.md): the built-in origin of HTTP sessions,
+// and each session's device kind.
+async function answers() {
+  for (const o of await api.origins()) if (o.state === 'http') console.log(o.sessions);
+  for (const s of await api.sessions('alice')) { const device: string | undefined = s.device; void device; }
+}
+void answers;

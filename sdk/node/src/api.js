@@ -5,7 +5,17 @@
 import { PresenceError } from './errors.js';
 import { EventStream } from './events.js';
 
-const enc = encodeURIComponent;
+/**
+ * One id in a path. undefined, null, '' or an object would become a request
+ * about "undefined" or "[object Object]", which presenced answers as an
+ * offline user or a session already gone: a caller's bug that looks like data.
+ */
+function enc(v, what = 'id') {
+  if (!((typeof v === 'string' && v !== '') || (typeof v === 'number' && Number.isFinite(v)))) {
+    throw new TypeError(`PresenceAPI: ${what} must be a non-empty string, not ${v === '' ? "''" : typeof v === 'object' && v !== null ? 'an object' : String(v)}`);
+  }
+  return encodeURIComponent(v);
+}
 
 export class PresenceAPI {
   /**
@@ -50,10 +60,11 @@ export class PresenceAPI {
   }
 
   /** GET /v1/users/{id} */
-  getUser(userId) { return this.request('GET', `/v1/users/${enc(userId)}`); }
+  async getUser(userId) { return this.request('GET', `/v1/users/${enc(userId, 'userId')}`); }
 
   /** Many users: POST /v1/users/query, split in requests of 1000 ids; in the order asked. */
   async getUsers(userIds) {
+    if (!Array.isArray(userIds)) throw new TypeError('PresenceAPI: getUsers takes an array of user ids');
     const out = [];
     for (let i = 0; i < userIds.length; i += 1000) {
       const r = await this.request('POST', '/v1/users/query', { user_ids: userIds.slice(i, i + 1000) });
@@ -63,21 +74,21 @@ export class PresenceAPI {
   }
 
   /** GET /v1/users/{id}/sessions: the user's open sessions. */
-  async sessions(userId) { return (await this.request('GET', `/v1/users/${enc(userId)}/sessions`)).sessions; }
+  async sessions(userId) { return (await this.request('GET', `/v1/users/${enc(userId, 'userId')}/sessions`)).sessions; }
 
   /** DELETE /v1/sessions/{id}: close the session (4003). Throws `no_session` if it is gone. */
-  async kick(sessionId) { await this.request('DELETE', `/v1/sessions/${enc(sessionId)}`); }
+  async kick(sessionId) { await this.request('DELETE', `/v1/sessions/${enc(sessionId, 'sessionId')}`); }
 
   // ---- channels (protocol.md section 4, api.md#channels) --------------------
 
   /** GET /v1/channels/{name}: `{ channel, count }`. */
-  channel(name) { return this.request('GET', `/v1/channels/${enc(name)}`); }
+  async channel(name) { return this.request('GET', `/v1/channels/${enc(name, 'channel name')}`); }
 
   /** One page of members: GET /v1/channels/{name}/members; `{ count, members, next }`. */
-  channelMembers(name, { limit = 100, after = null } = {}) {
+  async channelMembers(name, { limit = 100, after = null } = {}) {
     const q = new URLSearchParams({ limit: String(limit) });
     if (after !== null && after !== undefined) q.set('after', after);
-    return this.request('GET', `/v1/channels/${enc(name)}/members?${q}`);
+    return this.request('GET', `/v1/channels/${enc(name, 'channel name')}/members?${q}`);
   }
 
   /** Every member, page after page (a member present throughout is listed once). */
@@ -99,38 +110,38 @@ export class PresenceAPI {
   }
 
   /** GET /v1/users/{id}/channels: the channels the user is a member of. */
-  async userChannels(userId) { return (await this.request('GET', `/v1/users/${enc(userId)}/channels`)).channels; }
+  async userChannels(userId) { return (await this.request('GET', `/v1/users/${enc(userId, 'userId')}/channels`)).channels; }
 
   /** DELETE /v1/channels/{name}/members/{user}: every session of the user leaves (reason kicked). */
-  async removeFromChannel(name, userId) { await this.request('DELETE', `/v1/channels/${enc(name)}/members/${enc(userId)}`); }
+  async removeFromChannel(name, userId) { await this.request('DELETE', `/v1/channels/${enc(name, 'channel name')}/members/${enc(userId, 'userId')}`); }
 
   // ---- status that people set (protocol.md section 6) -------------------------
 
   /** PUT /v1/users/{id}/availability: 'auto' | 'dnd' | 'away' | 'invisible'. */
-  setAvailability(userId, availability) {
-    return this.request('PUT', `/v1/users/${enc(userId)}/availability`, { availability });
+  async setAvailability(userId, availability) {
+    return this.request('PUT', `/v1/users/${enc(userId, 'userId')}/availability`, { availability });
   }
 
   /** PUT /v1/users/{id}/message: `{ text, emoji, expiresInS | expiresAt (ms) }`. */
-  setMessage(userId, { text, emoji, expiresInS, expiresAt } = {}) {
+  async setMessage(userId, { text, emoji, expiresInS, expiresAt } = {}) {
     const body = { text };
     if (emoji !== undefined) body.emoji = emoji;
     if (expiresInS !== undefined) body.expires_in = expiresInS;
     if (expiresAt !== undefined) body.expires_at = expiresAt;
-    return this.request('PUT', `/v1/users/${enc(userId)}/message`, body);
+    return this.request('PUT', `/v1/users/${enc(userId, 'userId')}/message`, body);
   }
 
   /** DELETE /v1/users/{id}/message */
-  async clearMessage(userId) { await this.request('DELETE', `/v1/users/${enc(userId)}/message`); }
+  async clearMessage(userId) { await this.request('DELETE', `/v1/users/${enc(userId, 'userId')}/message`); }
 
   // ---- backend-reported sessions (protocol.md section 5) ---------------------
 
   /** PUT /v1/sessions/{id}: create or renew a session with a TTL (serverless backends). */
-  putSession(sessionId, { userId, ttlMs, status, meta } = {}) {
+  async putSession(sessionId, { userId, ttlMs, status, meta } = {}) {
     const body = { user: userId, ttl_ms: ttlMs };
     if (status !== undefined) body.status = status;
     if (meta !== undefined) body.meta = meta;
-    return this.request('PUT', `/v1/sessions/${enc(sessionId)}`, body);
+    return this.request('PUT', `/v1/sessions/${enc(sessionId, 'sessionId')}`, body);
   }
 
   /** GET /v1/origins: the backends reporting sessions, with their states and counts. */

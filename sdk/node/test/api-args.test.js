@@ -1,0 +1,33 @@
+// SPDX-License-Identifier: MIT
+// The API client with arguments a caller gets wrong (an unset variable, a
+// typo'd field, a string for a list), against a real presenced: a clear
+// TypeError, never an answer about a user or session named "undefined".
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { PresenceAPI, PresenceError } from '../index.js';
+import { Presenced, API_KEY } from './lib.js';
+
+const pd = new Presenced();
+let api;
+before(async () => { await pd.start(); api = new PresenceAPI({ url: pd.url, apiKey: API_KEY }); });
+after(() => pd.stop());
+
+test('an id that is undefined, null, empty or an object is a TypeError, not a request', async () => {
+  // Before: getUser(undefined) answered an offline user "undefined", and
+  // kick(undefined) a 404 no_session, which the README's catch takes for
+  // "already gone".
+  for (const bad of [undefined, null, '', { id: 'alice' }]) {
+    await assert.rejects(api.getUser(bad), TypeError, `getUser(${String(bad)})`);
+    await assert.rejects(api.kick(bad), TypeError, `kick(${String(bad)})`);
+    await assert.rejects(api.sessions(bad), TypeError, `sessions(${String(bad)})`);
+    await assert.rejects(api.setAvailability(bad, 'dnd'), TypeError, `setAvailability(${String(bad)})`);
+    await assert.rejects(api.channelMembers(bad), TypeError, `channelMembers(${String(bad)})`);
+  }
+  // one string where a list is wanted, as the Python SDK refuses it too
+  await assert.rejects(api.getUsers('alice'), TypeError);
+  await assert.rejects(api.getUsers(undefined), TypeError);
+  // what stays valid
+  assert.equal((await api.getUser('alice')).user_id, 'alice');
+  assert.equal((await api.getUser(42)).user_id, '42');
+  await assert.rejects(api.kick('no-such-session'), (e) => e instanceof PresenceError && e.code === 'no_session');
+});

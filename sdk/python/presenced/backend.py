@@ -51,6 +51,7 @@ class BackendConnection:
         self._left_while_down: Dict[str, set] = {}
         self._queue: List[Dict[str, Any]] = []
         self._inflight: Dict[int, List[Dict[str, Any]]] = {}
+        self._frames: Dict[int, str] = {}    # seq -> the frame as sent, for a rate_limited one
         self._seq = 0
         self._ws = None
         self._ready = False
@@ -174,6 +175,7 @@ class BackendConnection:
         self._ready = False
         self._ws = None
         self._inflight.clear()
+        self._frames.clear()
         self._queue.clear()
         self._notify_acked()
 
@@ -199,6 +201,7 @@ class BackendConnection:
             self._schedule()
         elif t == "ack":
             ops = self._inflight.pop(msg.get("seq"), None)
+            self._frames.pop(msg.get("seq"), None)
             if ops is None:
                 return
             self.stats["ops_acked"] += len(ops)
@@ -217,11 +220,13 @@ class BackendConnection:
                 self.on_ended(msg.get("session"), s["user"] if s else None, msg.get("reason", ""))
         elif t == "error":
             if msg.get("code") == "rate_limited" and msg.get("seq") in self._inflight:
-                ops = self._inflight.pop(msg["seq"])
-                self._queue[:0] = [o for o in ops if o.get("op") != "sync"]
-                self._loop.call_later((msg.get("retry_ms") or 100) / 1000, self._schedule)
+                # The same frame again later, as the Node SDK does: a sync frame
+                # too, whose sessions were dropped here before (after a restart
+                # of presenced they were never opened again).
+                self._loop.call_later((msg.get("retry_ms") or 100) / 1000, self._resend, msg["seq"], self._ws)
             elif msg.get("seq") in self._inflight:
                 self._inflight.pop(msg["seq"])
+                self._frames.pop(msg["seq"], None)
                 self._notify_acked()
             if self.on_error:
                 self.on_error(RuntimeError(f"backend frame refused: {msg.get('code')}: {msg.get('message')}"))
@@ -271,9 +276,16 @@ class BackendConnection:
         return self._seq
 
     def _send(self, frame: Dict[str, Any], ops: List[Dict[str, Any]]):
+        text = json.dumps(frame, separators=(",", ":"))
         self._inflight[frame["seq"]] = ops
+        self._frames[frame["seq"]] = text
         self.stats["ops_sent"] += len(ops)
-        asyncio.ensure_future(self._ws.send(json.dumps(frame, separators=(",", ":"))))
+        asyncio.ensure_future(self._ws.send(text))
+
+    def _resend(self, seq: int, ws):
+        # Only on the connection that refused it: after a reconnect the re-assert carries everything.
+        if ws is self._ws and ws is not None and seq in self._frames:
+            asyncio.ensure_future(ws.send(self._frames[seq]))
 
     def _schedule(self):
         if self._flush_scheduled or not self._ready:

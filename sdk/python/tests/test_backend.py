@@ -214,3 +214,37 @@ def test_an_api_key_read_from_a_file_connects(pd):
     with pytest.raises(ValueError) as e:
         BackendConnection(pd.url, "sdk-python\r\nX-Secret-Part: hunter2-0123456789", "py-key")
     assert "hunter2" not in str(e.value)
+
+
+def test_a_rate_limited_reassert_is_sent_again():
+    # presenced restarted: the re-assert opens the backend's 150 sessions in
+    # sync frames of 50 under a limit of 100 ops a second; the frame refused
+    # with rate_limited is sent again later, as a batch is (it was dropped:
+    # 50 users stayed offline though the backend held their sessions).
+    rl = Presenced("--backend-ops-per-sec", "100").start()
+    api = PresenceAPI(rl.url, API_KEY)
+
+    def held():
+        return sum(o["sessions"] for o in api.origins() if o["origin"] == "py-rl")
+
+    async def main():
+        b = BackendConnection(rl.url, API_KEY, "py-rl", retry_s=0.05, max_retry_s=0.2, max_ops=50)
+        await b.connect()
+        for i in range(150):
+            b.open(f"rl{i}")
+        await b.flush()
+        while await asyncio.to_thread(held) < 150:   # the opens were rate limited too
+            await asyncio.sleep(0.1)
+        await asyncio.to_thread(rl.stop)
+        await asyncio.to_thread(rl.start)
+        while b.connects < 2:
+            await asyncio.sleep(0.02)
+        deadline = time.monotonic() + 5
+        while await asyncio.to_thread(held) < 150 and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        assert await asyncio.to_thread(held) == 150 == len(b.sessions)
+        await b.end(bye=True)
+    try:
+        asyncio.run(asyncio.wait_for(main(), 30))
+    finally:
+        rl.stop()

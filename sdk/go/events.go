@@ -33,6 +33,18 @@ type Event struct {
 	Raw        json.RawMessage `json:"-"`
 }
 
+// UnmarshalJSON keeps the whole object in Raw wherever an Event is decoded
+// (a webhook's Delivery too, not only the stream), so that the fields beyond
+// these are there: a channel event's channel, data and count.
+func (e *Event) UnmarshalJSON(data []byte) error {
+	type plain Event
+	if err := json.Unmarshal(data, (*plain)(e)); err != nil {
+		return err
+	}
+	e.Raw = append(json.RawMessage(nil), data...)
+	return nil
+}
+
 // Gap says events were lost: re-read the users you care about, then go on.
 type Gap struct {
 	After  int64 `json:"after"`

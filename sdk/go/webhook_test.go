@@ -189,3 +189,25 @@ func TestEmptySecretAcceptsNothing(t *testing.T) {
 		t.Errorf("handler with an empty secret: %d, delivered %v", rec.Code, called)
 	}
 }
+
+// A delivered event keeps its fields beyond Event's in Raw, as the stream's
+// do: a channel event's channel (api.md's example).
+func TestDeliveredEventsKeepRaw(t *testing.T) {
+	ev := `{"seq":412,"type":"channel.join","ts":1764320005000,"reason":"explicit","channel":"room:1","user_id":"cat","data":{"name":"Cat"},"count":3}`
+	body := []byte(`{"instance":"i3","first_seq":412,"last_seq":412,"events":[` + ev + `]}`)
+	ts := strconv.FormatInt(time.Now().UnixMilli(), 10)
+	hdr := http.Header{}
+	hdr.Set("Presence-Timestamp", ts)
+	hdr.Set("Presence-Signature", sign(ts, body))
+	d, err := VerifyWebhook(VerifyOptions{Secrets: [][]byte{[]byte(hookSecret)}}, hdr, body)
+	if err != nil || len(d.Events) != 1 {
+		t.Fatalf("%v %+v", err, d)
+	}
+	var extra struct {
+		Channel string
+		Count   int
+	}
+	if json.Unmarshal(d.Events[0].Raw, &extra); extra.Channel != "room:1" || extra.Count != 3 || d.Events[0].UserID != "cat" {
+		t.Fatalf("event %+v, Raw %s", d.Events[0], d.Events[0].Raw)
+	}
+}

@@ -27,6 +27,7 @@ type Delivery struct {
 	Events     []Event `json:"events"`
 	Gap        *Gap    `json:"gap,omitempty"`
 	Duplicates int     `json:"-"`
+	appliedTo  int64   // the Guard's LastSeq before this delivery, for Forget
 }
 
 // WebhookError is a refused delivery; Status is the HTTP status to answer.
@@ -84,6 +85,7 @@ func (g *Guard) fresh(d *Delivery) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	last := g.lastSeq[d.Instance]
+	d.appliedTo = last
 	kept := d.Events[:0]
 	for _, e := range d.Events {
 		if e.Seq > last {
@@ -104,11 +106,19 @@ func (g *Guard) LastSeq(instance string) int64 {
 	return g.lastSeq[instance]
 }
 
-// Forget lets presenced's retry of a delivery whose handling failed through.
+// Forget lets presenced's retry of a delivery whose handling failed through:
+// the events this delivery held, not those applied before it (a batch that
+// overlapped them, or was all duplicates, must not open them again).
 func (g *Guard) Forget(d *Delivery) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	g.lastSeq[d.Instance] = d.FirstSeq - 1
+	back := d.FirstSeq - 1
+	if d.appliedTo > back {
+		back = d.appliedTo
+	}
+	if back < g.lastSeq[d.Instance] {
+		g.lastSeq[d.Instance] = back
+	}
 }
 
 // VerifyOptions of VerifyWebhook.

@@ -211,3 +211,54 @@ func TestDeliveredEventsKeepRaw(t *testing.T) {
 		t.Fatalf("event %+v, Raw %s", d.Events[0], d.Events[0].Raw)
 	}
 }
+
+// A failed delivery lets its own events through again, not those applied
+// before it: a batch that overlaps applied ones, failing, re-applies nothing.
+func TestForgetKeepsWhatWasApplied(t *testing.T) {
+	var mu sync.Mutex
+	var applied []int64
+	fail := false
+	h := NewWebhookHandler([]byte(hookSecret), func(_ context.Context, d *Delivery) error {
+		mu.Lock()
+		defer mu.Unlock()
+		if fail {
+			fail = false
+			return errors.New("database down")
+		}
+		for _, e := range d.Events {
+			applied = append(applied, e.Seq)
+		}
+		return nil
+	})
+	deliver := func(first, last int64, failing bool) int {
+		events := ""
+		for q := first; q <= last; q++ {
+			if events != "" {
+				events += ","
+			}
+			events += fmt.Sprintf(`{"seq":%d,"type":"user.online"}`, q)
+		}
+		body := []byte(fmt.Sprintf(`{"instance":"i4","first_seq":%d,"last_seq":%d,"events":[%s]}`, first, last, events))
+		time.Sleep(2 * time.Millisecond) // a new timestamp: a new signature, as presenced's retries have
+		ts := strconv.FormatInt(time.Now().UnixMilli(), 10)
+		req := httptest.NewRequest("POST", "/hook", bytes.NewReader(body))
+		req.Header.Set("Presence-Timestamp", ts)
+		req.Header.Set("Presence-Signature", sign(ts, body))
+		mu.Lock()
+		fail = failing
+		mu.Unlock()
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		return rec.Code
+	}
+	deliver(1, 5, false)
+	if code := deliver(3, 8, true); code != 500 {
+		t.Fatalf("failing handler: %d", code)
+	}
+	deliver(3, 8, false) // presenced's retry
+	deliver(6, 8, true)  // all applied already; the handler fails anyway
+	deliver(6, 8, false)
+	if fmt.Sprint(applied) != "[1 2 3 4 5 6 7 8]" {
+		t.Fatalf("applied %v", applied)
+	}
+}

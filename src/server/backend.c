@@ -176,6 +176,9 @@ static void apply_items(conn_t *c, const bmsg_t *m) {
   buf_putc(b, '}');
   send_text(c, b);
   buf_shrink(b, 65536);
+  /* A write that fails (the peer reset the connection while its batch was
+   * applied) closes the connection, and backend_detach frees bc with it. */
+  if (c->closing) return;
   buf_shrink(&bc->errs, 65536);
 }
 

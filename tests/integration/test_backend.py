@@ -9,8 +9,10 @@ with the valid ops applied, ownership, frames refused whole, oversized
 frames, malformed floods, rate limits, lease loss, take-over, bye, kicks,
 HTTP sessions with a TTL."""
 
+import fcntl
 import os
 import sys
+import termios
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -372,6 +374,53 @@ async def test_http_sessions(t, d, args):
 test_http_sessions.timeout = 30
 
 
+def reset_after_batch(port, origin, ops):
+    """Open a backend connection, send one batch, then reset the connection
+    (SO_LINGER 0) without reading the ack, as soon as the batch has reached
+    presenced's host (the send queue is empty): while presenced applies a
+    long batch the reset comes in, and the ack's write fails."""
+    s = socket.create_connection((HOST, port), timeout=5)
+    key = base64.b64encode(os.urandom(16)).decode()
+    s.sendall((f"GET /v1/backend?origin={origin} HTTP/1.1\r\nHost: {HOST}\r\n"
+               f"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+               f"Sec-WebSocket-Version: 13\r\nAuthorization: Bearer {API_KEY}\r\n\r\n").encode())
+    got = b""
+    while b"welcome" not in got:
+        more = s.recv(4096)
+        if not more:
+            break
+        got += more
+    s.sendall(ws_frame(0x1, json.dumps({"type": "batch", "seq": 1, "ops": ops})))
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        # SIOCOUTQ (TIOCOUTQ): bytes not yet acknowledged by the peer
+        if struct.unpack("i", fcntl.ioctl(s.fileno(), termios.TIOCOUTQ, b"\0" * 4))[0] == 0:
+            break
+        time.sleep(0.0002)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    s.close()
+    return b"welcome" in got
+
+
+async def test_reset_during_batch(t, d, args):
+    # A long batch (3,000 opens, then 500 refused ops), the connection reset
+    # while presenced applies it: the ack cannot be written, and the
+    # connection's state must not be used after that failed write closed
+    # it (ASan saw a heap-use-after-free there).
+    for i in range(5):
+        ops = [{"op": "open", "session": f"rst{i}-s{j}", "user": f"rst{i}-u{j}",
+                "meta": {"n": j}} for j in range(3000)]
+        ops += [{"op": "close", "session": f"rst{i}-nope-{j}"} for j in range(500)]
+        ok = reset_after_batch(d.port, f"rst{i}", ops)
+        t.check(f"reset after a batch ({i}): the connection was upgraded", ok)
+        await asyncio.sleep(0.1)
+    t.check("reset after a batch: presenced still runs", d.alive(), d.stderr_tail())
+    b = await Backend.connect(d, "rst4")
+    t.check("reset after a batch: the origin connects again", b.welcome.get("type") == "welcome",
+            b.welcome)
+    await b.close()
+
+
 if __name__ == "__main__":
     run([
         ("backend", {"--origin-resume-ms": str(WINDOW_MS)},
@@ -381,4 +430,5 @@ if __name__ == "__main__":
         ("backend-limits", {"--origin-lease-ms": "600", "--max-origins": "2"},
          [test_lease_and_limits]),
         ("http-sessions", {}, [test_http_sessions]),
+        ("backend-reset", {}, [test_reset_during_batch]),
     ])

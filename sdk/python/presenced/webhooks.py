@@ -199,8 +199,10 @@ class WSGIWebhook(_Handler):
 
 
 class ASGIWebhook(_Handler):
-    """An ASGI app that receives deliveries (``app.mount("/hook", ASGIWebhook(...))``
-    in FastAPI or Starlette). ``on_delivery`` may be a plain or an async function."""
+    """An ASGI app that receives deliveries, routed at exactly its path in FastAPI
+    or Starlette: ``app.add_route("/hook", ASGIWebhook(...), methods=["POST"])``
+    (a mount answers /hook with a redirect to /hook/, which presenced does not
+    follow). ``on_delivery`` may be a plain or an async function."""
 
     def __init__(self, secret, on_delivery: Callable[[Delivery], Any], *, tolerance_s: float = 300,
                  guard: Union[WebhookGuard, bool, None] = True, max_body: int = 16 << 20):

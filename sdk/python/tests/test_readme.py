@@ -49,3 +49,27 @@ def test_readme_flask_receiver_loses_nothing_when_apply_fails_once():
     finally:
         pd.stop()
         srv.shutdown()
+
+
+def test_asgi_webhook_docstring_routes_its_path():
+    # ASGIWebhook's docstring says how to route it; a POST to that very path
+    # (the URL given to presenced) must reach it: the app.mount it showed
+    # answered /hook with 307 to /hook/, and presenced follows no redirect.
+    import asyncio
+    from fastapi import FastAPI
+    from presenced import ASGIWebhook
+    [usage] = re.findall(r"``(app\.\w+\(\"/hook\", ASGIWebhook\(\.\.\.\).*?)``", ASGIWebhook.__doc__, re.S)
+    app = FastAPI()
+    exec(usage.replace("ASGIWebhook(...)", "ASGIWebhook(SECRET, print)"), {"app": app, "ASGIWebhook": ASGIWebhook, "SECRET": SECRET})
+    sent = []
+
+    async def receive():
+        return {"type": "http.request", "body": b"{}", "more_body": False}
+
+    async def send(message):
+        sent.append(message)
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
+             "path": "/hook", "raw_path": b"/hook", "root_path": "", "query_string": b"", "headers": [(b"host", b"app")],
+             "server": ("app", 80), "client": ("127.0.0.1", 1)}
+    asyncio.run(app(scope, receive, send))
+    assert sent[0]["status"] == 401 and b"missing_signature" in sent[1]["body"], sent

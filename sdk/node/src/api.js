@@ -4,6 +4,7 @@
 // with its stable `code`.
 import { PresenceError } from './errors.js';
 import { EventStream } from './events.js';
+import { apiKeyOf } from './auth.js';
 
 /**
  * One id in a path. undefined, null, '' or an object would become a request
@@ -29,7 +30,7 @@ export class PresenceAPI {
     if (!url) throw new TypeError('PresenceAPI: url is required');
     if (typeof f !== 'function') throw new TypeError('PresenceAPI: no fetch (node 18+, or pass one)');
     this.url = url.replace(/\/+$/, '');
-    this.apiKey = apiKey;
+    this.apiKey = apiKeyOf(apiKey, 'PresenceAPI');
     this.timeoutMs = timeoutMs;
     this._fetch = f;
   }

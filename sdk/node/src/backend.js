@@ -11,6 +11,7 @@
 // list only; they reach presenced through the re-assert.
 import { EventEmitter } from 'node:events';
 import { randomUUID } from 'node:crypto';
+import { apiKeyOf } from './auth.js';
 
 const CONNECTING = 0;
 const OPEN = 1;
@@ -31,7 +32,7 @@ export class BackendConnection extends EventEmitter {
     super();
     if (!url || !apiKey || !origin) throw new TypeError('BackendConnection: url, apiKey and origin are required');
     this.url = url.replace(/^http/, 'ws').replace(/\/+$/, '') + '/v1/backend?origin=' + encodeURIComponent(origin);
-    this.apiKey = apiKey;
+    this.apiKey = apiKeyOf(apiKey, 'BackendConnection');
     this.origin = origin;
     this._WS = WebSocket;
     this.retryMs = retryMs;

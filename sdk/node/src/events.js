@@ -5,6 +5,8 @@
 // A `gap` (events left the log before they were read, or presenced restarted)
 // is yielded as its own item: re-read the users you care about, then go on.
 
+import { apiKeyOf } from './auth.js';
+
 const sleep = (ms, signal) => new Promise((resolve) => {
   const wake = () => { clearTimeout(t); resolve(); };
   const t = setTimeout(() => { signal?.removeEventListener('abort', wake); resolve(); }, ms);
@@ -49,7 +51,7 @@ export class EventStream {
    */
   constructor({ url, apiKey, fetch: f = globalThis.fetch, after = null, types = null, channelPrefix = null, retryMs = 500, maxRetryMs = 15000, readTimeoutMs = 60000, onError = null, onConnect = null, signal = null }) {
     this.url = url.replace(/\/+$/, '');
-    this.apiKey = apiKey;
+    this.apiKey = apiKeyOf(apiKey, 'EventStream');
     this._fetch = f;
     const q = new URLSearchParams();
     if (types) q.set('types', Array.isArray(types) ? types.join(',') : types);

@@ -13,6 +13,17 @@ import { EventEmitter } from 'node:events';
 import { randomUUID } from 'node:crypto';
 import { apiKeyOf } from './auth.js';
 
+/**
+ * Refused here, not only by presenced: the list keeps what was asked, and its
+ * re-assert after the next reconnect would carry the refused status, which
+ * presenced refuses again and so ends the session (as the Python SDK checks).
+ */
+function checkStatus(status) {
+  if (status !== 'online' && status !== 'idle') {
+    throw new TypeError(`BackendConnection: a session status is 'online' or 'idle', not ${JSON.stringify(status)}`);
+  }
+}
+
 const CONNECTING = 0;
 const OPEN = 1;
 
@@ -299,6 +310,7 @@ export class BackendConnection extends EventEmitter {
 
   /** A new session of this origin; returns its id (a random one unless given). */
   open(userId, { session = randomUUID(), status = 'online', meta, device } = {}) {
+    checkStatus(status);
     this.sessions.set(session, { user: userId, status, meta: meta || null, device: device || null, channels: new Map() });
     const op = { op: 'open', session, user: userId };
     if (status !== 'online') op.status = status;
@@ -310,6 +322,7 @@ export class BackendConnection extends EventEmitter {
 
   /** online / idle (the seed's setStatusOnline / setStatusIdle). */
   setStatus(session, status) {
+    checkStatus(status);
     const s = this.sessions.get(session);
     if (!s) return false;
     if (s.status === status) return true;

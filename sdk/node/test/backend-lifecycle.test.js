@@ -107,3 +107,22 @@ test('a connection whose origin another process took over stops, instead of taki
   assert.equal((await api.getUser('bob')).status, 'online');
   a.open('carol');                                    // an app's handler calling in still does not throw
 });
+
+test('a status other than online/idle is refused by the SDK, so the next re-assert cannot end the session', async (t) => {
+  if (skipUnlessSupported(t)) return;
+  // 'away' is an availability, not a session status: presenced refused it,
+  // the SDK's list kept it, and the sync after the next reconnect carried it,
+  // was refused again and so ended the session (the user went offline).
+  const b = mk(t, { origin: 'node-status', retryMs: 20 });
+  await b.connect();
+  const s = b.open('sue', { session: 'sue-1' });
+  await b.flush();
+  assert.throws(() => b.setStatus(s, 'away'), TypeError);
+  assert.throws(() => b.open('sue', { status: 'dnd' }), TypeError);
+  await b.flush();
+  b.reconnect();
+  await waitFor(() => b.connects === 2, { what: 'the reconnect' });
+  await b.flush();
+  assert.deepEqual((await api.sessions('sue')).map((x) => [x.session_id, x.status]), [['sue-1', 'online']]);
+  assert.equal(b.sessions.get(s).status, 'online');
+});

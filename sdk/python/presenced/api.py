@@ -42,6 +42,26 @@ def _q(s: str) -> str:
     return urllib.parse.quote(s, safe="")
 
 
+def _origin(url: str):
+    u = urllib.parse.urlsplit(url)
+    return u.scheme, u.hostname, u.port or (443 if u.scheme == "https" else 80)
+
+
+class _KeyStaysWithItsOrigin(urllib.request.HTTPRedirectHandler):
+    """Redirects keep the API key only to the same scheme, host and port, as
+    fetch does for the Node SDK and net/http for the Go SDK; urllib sent it on
+    to wherever a redirect pointed."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        new = super().redirect_request(req, fp, code, msg, headers, newurl)
+        if new is not None and _origin(new.full_url) != _origin(req.full_url):
+            new.remove_header("Authorization")
+        return new
+
+
+_opener = urllib.request.build_opener(_KeyStaysWithItsOrigin)
+
+
 class PresenceAPI:
     """``PresenceAPI("http://127.0.0.1:7070", api_key)``. Every failure raises
     PresenceError (``status``, ``code``: the daemon's code or "network")."""
@@ -60,7 +80,7 @@ class PresenceAPI:
             headers["Content-Type"] = "application/json"
         req = urllib.request.Request(self.url + path, data=data, method=method, headers=headers)
         try:
-            with urllib.request.urlopen(req, timeout=self.timeout) as res:
+            with _opener.open(req, timeout=self.timeout) as res:
                 text = res.read()
                 status = res.status
         except urllib.error.HTTPError as e:

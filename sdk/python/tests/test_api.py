@@ -222,3 +222,38 @@ def test_an_api_key_read_from_a_file_works_and_is_never_shown(presenced, api):
     with pytest.raises(ValueError) as e:
         EventStream(presenced.url, broken)
     assert "hunter2" not in str(e.value)
+
+
+def test_a_redirect_to_another_origin_does_not_get_the_api_key():
+    # A redirect (a proxy, a moved service) to another host gets the request
+    # without the key, as with the Node and Go SDKs; one on the same origin keeps it.
+    import socket
+    seen = {}
+
+    def listen(host, answer):
+        srv = socket.socket()
+        srv.bind((host, 0))
+        srv.listen(8)
+
+        def run():
+            while True:
+                c, _ = srv.accept()
+                with c:
+                    request = c.recv(65536)
+                    seen.setdefault(host, []).append(API_KEY.encode() in request)
+                    c.sendall(answer(request))
+        threading.Thread(target=run, daemon=True).start()
+        return srv.getsockname()[1]
+    ok = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}"
+    other = listen("127.0.0.2", lambda r: ok)
+
+    def first(request):
+        if request.startswith(b"GET /moved/"):
+            return ok
+        to = f"http://127.0.0.2:{other}/v1/users/a" if b"/v1/users/a " in request else "/moved/b"
+        return f"HTTP/1.1 302 Found\r\nLocation: {to}\r\nContent-Length: 0\r\n\r\n".encode()
+    api = PresenceAPI(f"http://127.0.0.1:{listen('127.0.0.1', first)}", API_KEY, timeout=5)
+    api.get_user("a")
+    assert seen == {"127.0.0.1": [True], "127.0.0.2": [False]}
+    api.get_user("b")                       # to /moved/b on the same origin
+    assert seen["127.0.0.1"] == [True, True, True]

@@ -32,7 +32,7 @@ type Delivery struct {
 
 // WebhookError is a refused delivery; Status is the HTTP status to answer.
 type WebhookError struct {
-	Code    string // missing_signature, bad_timestamp, stale, bad_signature, bad_body, replayed, body_too_large, no_secret (500: none configured)
+	Code    string // missing_signature, bad_timestamp, stale, bad_signature, bad_body, replayed, body_too_large, no_secret (500: none configured); the handler's in_progress
 	Message string
 	Status  int
 }
@@ -133,6 +133,16 @@ type VerifyOptions struct {
 // VerifyWebhook checks the signature over the raw body and parses the delivery.
 // The error is a *WebhookError.
 func VerifyWebhook(o VerifyOptions, header http.Header, body []byte) (*Delivery, error) {
+	d, err := verify(o, header, body)
+	if err == nil && o.Guard != nil {
+		o.Guard.fresh(d)
+	}
+	return d, err
+}
+
+// verify is VerifyWebhook but for the Guard's dropping of events applied
+// before, which the handler does once it owns the instance's deliveries.
+func verify(o VerifyOptions, header http.Header, body []byte) (*Delivery, error) {
 	// An empty secret (an unset environment variable) would accept a
 	// signature anyone can make: refuse every request instead, with a 500
 	// that presenced retries until the secret is there.
@@ -189,18 +199,21 @@ func VerifyWebhook(o VerifyOptions, header http.Header, body []byte) (*Delivery,
 		if o.Guard.replayed(sig, tsMs, nowMs) {
 			return nil, &WebhookError{"replayed", "this request was delivered before", 409}
 		}
-		o.Guard.fresh(&d)
 	}
 	return &d, nil
 }
 
 // WebhookHandler receives deliveries: it answers 204 once OnDelivery returned
 // nil, 500 when it returned an error (presenced then retries the batch, and
-// the guard lets the retry through), 401/409/400/413 when refused.
+// the guard lets the retry through), 401/409/400/413 when refused; 409
+// in_progress to a delivery of a log instance while OnDelivery handles one
+// of it (presenced's retry after its timeout: it comes again later).
 type WebhookHandler struct {
 	VerifyOptions
 	OnDelivery func(ctx context.Context, d *Delivery) error
 	MaxBody    int64 // 16 MiB
+	mu         sync.Mutex
+	handling   map[string]bool // log instances with a delivery in OnDelivery
 }
 
 // NewWebhookHandler with a Guard of its own.
@@ -230,11 +243,34 @@ func (h *WebhookHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeError(w, 413, "body_too_large", err.Error())
 		return
 	}
-	d, err := VerifyWebhook(h.VerifyOptions, r.Header, body)
+	d, err := verify(h.VerifyOptions, r.Header, body)
 	if err != nil {
 		we := err.(*WebhookError)
 		writeError(w, we.Status, we.Code, we.Message)
 		return
+	}
+	// presenced retries a batch its request timed out on while OnDelivery
+	// may still be at it. That retry must wait (a 409, which presenced
+	// retries): answered 2xx as all duplicates, and the first attempt then
+	// failing, the batch would be lost.
+	h.mu.Lock()
+	if h.handling[d.Instance] {
+		h.mu.Unlock()
+		writeError(w, 409, "in_progress", "an earlier attempt of this instance's deliveries is still being handled")
+		return
+	}
+	if h.handling == nil {
+		h.handling = map[string]bool{}
+	}
+	h.handling[d.Instance] = true
+	h.mu.Unlock()
+	defer func() {
+		h.mu.Lock()
+		delete(h.handling, d.Instance)
+		h.mu.Unlock()
+	}()
+	if h.Guard != nil {
+		h.Guard.fresh(d)
 	}
 	if err := h.OnDelivery(r.Context(), d); err != nil {
 		if h.Guard != nil {

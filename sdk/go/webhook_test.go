@@ -262,3 +262,60 @@ func TestForgetKeepsWhatWasApplied(t *testing.T) {
 		t.Fatalf("applied %v", applied)
 	}
 }
+
+// A handler slower than presenced's --webhook-timeout-ms: presenced retries
+// the batch while the first attempt still runs. If that attempt then fails,
+// its events must still be delivered (the retry must not be answered 2xx
+// as if they were applied).
+func TestSlowFailingHandlerLosesNothing(t *testing.T) {
+	var mu sync.Mutex
+	var applied []string
+	attempts := 0
+	h := NewWebhookHandler([]byte(hookSecret), func(_ context.Context, d *Delivery) error {
+		mu.Lock()
+		attempts++
+		first := attempts == 1
+		mu.Unlock()
+		if first {
+			time.Sleep(1500 * time.Millisecond) // the database hangs, then fails
+			return errors.New("database timeout")
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		for _, e := range d.Events {
+			applied = append(applied, e.Type+" "+e.UserID)
+		}
+		return nil
+	})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: h}
+	go srv.Serve(ln)
+	defer srv.Close()
+	d, err := startDaemon("--webhook", "url=http://"+ln.Addr().String()+"/,secret="+hookSecret+",name=slow,events=user.*",
+		"--webhook-batch-ms", "10", "--webhook-timeout-ms", "300", "--webhook-retry-min-ms", "50", "--webhook-retry-max-ms", "200")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.stop()
+	api := NewClient(d.url(), testAPIKey)
+	if _, err := api.PutSession(context.Background(), "slow-s", "slow-u", 60*time.Second, nil); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(3 * time.Second)
+	if _, err := api.PutSession(context.Background(), "slow-s2", "slow-v", 60*time.Second, nil); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "slow-v delivered", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(applied) > 0 && applied[len(applied)-1] == "user.online slow-v"
+	})
+	mu.Lock()
+	defer mu.Unlock()
+	if fmt.Sprint(applied) != "[user.online slow-u user.online slow-v]" {
+		t.Fatalf("applied %v", applied)
+	}
+}

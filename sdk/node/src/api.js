@@ -41,15 +41,18 @@ export class PresenceAPI {
     if (this.apiKey) headers.Authorization = `Bearer ${this.apiKey}`;
     if (body !== undefined) headers['Content-Type'] = 'application/json';
     let res;
+    let text;
     try {
       res = await this._fetch(this.url + path, {
         method, headers, body: body === undefined ? undefined : JSON.stringify(body),
         signal: AbortSignal.timeout(this.timeoutMs),
       });
+      // Inside the try: the answer can still be cut short (presenced killed,
+      // a proxy) or outlast the timeout after its head came.
+      text = await res.text();
     } catch (e) {
       throw new PresenceError(0, 'network', e && e.message ? e.message : String(e), e);
     }
-    const text = await res.text();
     let json = null;
     try { json = text ? JSON.parse(text) : null; } catch (_) { /* below */ }
     if (!res.ok) {

@@ -4,6 +4,7 @@
 // TypeError, never an answer about a user or session named "undefined".
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
+import http from 'node:http';
 import { PresenceAPI, PresenceError } from '../index.js';
 import { Presenced, API_KEY } from './lib.js';
 
@@ -30,4 +31,27 @@ test('an id that is undefined, null, empty or an object is a TypeError, not a re
   assert.equal((await api.getUser('alice')).user_id, 'alice');
   assert.equal((await api.getUser(42)).user_id, '42');
   await assert.rejects(api.kick('no-such-session'), (e) => e instanceof PresenceError && e.code === 'no_session');
+});
+
+test('an answer cut short or too slow is a PresenceError (network, retryable), as the README says of every failure', async (t) => {
+  // A proxy in front of presenced that drops the connection mid-body, and
+  // one that sends the head, then nothing.
+  const cut = http.createServer((_req, res) => {
+    res.writeHead(200, { 'Content-Type': 'application/json', 'Content-Length': '100' });
+    res.write('{"user_id":"al');
+    setTimeout(() => res.socket.destroy(), 20);
+  });
+  const slow = http.createServer((_req, res) => {
+    res.writeHead(200, { 'Content-Type': 'application/json', 'Content-Length': '100' });
+    res.write('{"user_id":"al');
+  });
+  for (const s of [cut, slow]) await new Promise((r) => s.listen(0, '127.0.0.1', r));
+  t.after(() => { cut.closeAllConnections(); cut.close(); slow.closeAllConnections(); slow.close(); });
+  for (const s of [cut, slow]) {
+    const e = await new PresenceAPI({ url: `http://127.0.0.1:${s.address().port}`, apiKey: API_KEY, timeoutMs: 300 })
+      .getUser('alice').catch((x) => x);
+    assert.ok(e instanceof PresenceError, `${e && e.name}: ${e && e.message}`);
+    assert.equal(e.code, 'network');
+    assert.equal(e.retryable, true);
+  }
 });

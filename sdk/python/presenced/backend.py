@@ -139,8 +139,16 @@ class BackendConnection:
         headers = {"Authorization": bearer(self.api_key)}
         major = int(websockets.__version__.split(".")[0])
         if major >= 14:
-            return websockets.connect(self.url, additional_headers=headers, compression=None, max_size=None)
-        return websockets.connect(self.url, extra_headers=headers, compression=None, max_size=None)
+            conn = websockets.connect(self.url, additional_headers=headers, compression=None, max_size=None)
+        else:
+            conn = websockets.connect(self.url, extra_headers=headers, compression=None, max_size=None)
+        # Follow no redirect, as the Node SDK's ws does not: websockets carried
+        # the API key to any host a redirect named. Refused, it is retried.
+        if hasattr(conn, "process_redirect"):    # the asyncio client (14 and later)
+            conn.process_redirect = lambda exc: exc
+        else:                                    # the legacy client: one attempt, no redirect
+            conn.MAX_REDIRECTS_ALLOWED = 1
+        return conn
 
     async def _run(self):
         import websockets

@@ -248,3 +248,34 @@ def test_a_rate_limited_reassert_is_sent_again():
         asyncio.run(asyncio.wait_for(main(), 30))
     finally:
         rl.stop()
+
+
+def test_a_redirect_is_not_followed_with_the_api_key():
+    # An upgrade answered with a redirect to another host: the Node SDK's ws
+    # follows none; websockets went there with the Authorization header.
+    import socket
+    seen = []
+
+    def listen(host, answer):
+        srv = socket.socket()
+        srv.bind((host, 0))
+        srv.listen(8)
+
+        def run():
+            while True:
+                c, _ = srv.accept()
+                with c:
+                    seen.append((host, API_KEY.encode() in c.recv(65536)))
+                    c.sendall(answer)
+        threading.Thread(target=run, daemon=True).start()
+        return srv.getsockname()[1]
+    other = listen("127.0.0.2", b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n")
+    first = listen("127.0.0.1", f"HTTP/1.1 302 Found\r\nLocation: ws://127.0.0.2:{other}/v1/backend?origin=py-r\r\n"
+                                "Content-Length: 0\r\n\r\n".encode())
+
+    async def main():
+        b = BackendConnection(f"http://127.0.0.1:{first}", API_KEY, "py-r", retry_s=0.05, max_retry_s=0.1)
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(b.connect(), 0.5)
+    asyncio.run(main())
+    assert seen and all(s == ("127.0.0.1", True) for s in seen), seen

@@ -127,6 +127,10 @@ int wh_spec_parse(const char *spec, int read_secret, wh_spec_t *out, char *err,
   out->events = (1u << PRESENCE_EV_COUNT_) - 1;
   const char *p = spec;
   int have_events = 0;
+  /* The previous pair was secret=: a pair that does not parse may be the
+   * rest of a secret holding ',', and is not echoed into the message (it
+   * is logged, and the spec often comes from the environment). */
+  int after_secret = 0;
   while (*p) {
     size_t n = strcspn(p, ",");
     const char *eq = memchr(p, '=', n);
@@ -149,6 +153,12 @@ int wh_spec_parse(const char *spec, int read_secret, wh_spec_t *out, char *err,
     else if (kl == 14 && !memcmp(p, "channel-prefix", 14))
       slot = &out->channel_prefix;
     else if (kl == 6 && !memcmp(p, "events", 6)) {
+      if (after_secret && parse_events(v, vl, &out->events) != 0) {
+        snprintf(err, errcap, "events: not event types (not shown: is a ',' "
+                              "inside the secret? give such a secret in a "
+                              "secret-file)");
+        goto fail;
+      }
       if (have_events || parse_events(v, vl, &out->events) != 0) {
         snprintf(err, errcap,
                  "events: expected event types joined by '|' (e.g. "
@@ -157,6 +167,11 @@ int wh_spec_parse(const char *spec, int read_secret, wh_spec_t *out, char *err,
         goto fail;
       }
       have_events = 1;
+    } else if (after_secret) {
+      snprintf(err, errcap,
+               "unknown key after secret= (not shown: is a ',' inside the "
+               "secret? give such a secret in a secret-file)");
+      goto fail;
     } else {
       snprintf(err, errcap,
                "unknown key '%.*s' (url, secret, secret-file, events, name, "
@@ -164,6 +179,7 @@ int wh_spec_parse(const char *spec, int read_secret, wh_spec_t *out, char *err,
                (int)kl, p);
       goto fail;
     }
+    after_secret = slot == &out->secret;
     if (slot) {
       if (*slot || vl == 0) {
         snprintf(err, errcap, "'%.*s' is %s", (int)kl, p,

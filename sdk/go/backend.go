@@ -229,7 +229,11 @@ func (b *Backend) serve(ctx context.Context, c *websocket.Conn, first *bool, rea
 			if atomic.LoadInt32(&silent) != 0 {
 				err = &Error{Code: CodeNetwork, Message: "presenced did not answer a ping: reconnecting", Err: err}
 			}
-			if b.o.OnError != nil && ctx.Err() == nil {
+			// End's own close (after bye, or the plain close) is no error.
+			b.mu.Lock()
+			ending := b.closed
+			b.mu.Unlock()
+			if b.o.OnError != nil && ctx.Err() == nil && !ending {
 				b.o.OnError(err)
 			}
 			break

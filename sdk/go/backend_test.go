@@ -327,3 +327,28 @@ func TestBackendNoticesASilentServer(t *testing.T) {
 		t.Fatalf("after the reconnect: %+v %v", u, err)
 	}
 }
+
+// End, with bye or without, is no error: OnError sees nothing of it.
+func TestBackendEndIsNoError(t *testing.T) {
+	d := backendDaemon(t)
+	defer d.stop()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	for _, bye := range []bool{true, false} {
+		var mu sync.Mutex
+		var errs []error
+		b := NewBackend(BackendOptions{URL: d.url(), APIKey: testAPIKey, Origin: fmt.Sprint("go-end-", bye),
+			OnError: func(err error) { mu.Lock(); errs = append(errs, err); mu.Unlock() }})
+		if _, err := b.Connect(ctx); err != nil {
+			t.Fatal(err)
+		}
+		b.Open("ender", OpenOptions{})
+		b.Flush(ctx)
+		b.End(ctx, bye)
+		mu.Lock()
+		if len(errs) != 0 {
+			t.Errorf("End(bye %v): OnError saw %v", bye, errs)
+		}
+		mu.Unlock()
+	}
+}

@@ -24,6 +24,7 @@ function checkStatus(status) {
   }
 }
 
+const HANDSHAKE_MS = 10000;
 const CONNECTING = 0;
 const OPEN = 1;
 
@@ -93,7 +94,9 @@ export class BackendConnection extends EventEmitter {
     const WS = await this._WebSocket();
     let delay = this.retryMs;
     while (!this._closed) {
-      const ws = new WS(this.url, { headers: { Authorization: `Bearer ${this.apiKey}` }, perMessageDeflate: false });
+      // handshakeTimeout: a host that accepts and never answers (stalled,
+      // or a path that drops packets) would hold this attempt for ever.
+      const ws = new WS(this.url, { headers: { Authorization: `Bearer ${this.apiKey}` }, perMessageDeflate: false, handshakeTimeout: HANDSHAKE_MS });
       this._ws = ws;
       const ended = new Promise((resolve) => {
         ws.on('open', () => { delay = this.retryMs; });
@@ -132,7 +135,34 @@ export class BackendConnection extends EventEmitter {
     if (this.listenerCount('error')) this.emit('error', err);
   }
 
+  /**
+   * A path that dies without FIN or RST (a NAT or load balancer that forgot
+   * the connection, a frozen host) is noticed only by asking: ping every
+   * heartbeat of the welcome and drop the connection when nothing came back
+   * by the next one, so the reconnect and re-assert happen inside presenced's
+   * resume window (as the Go SDK does).
+   */
+  _startPinger(ws, everyMs) {
+    clearInterval(this._pinger);
+    if (!ws || typeof ws.ping !== 'function' || !(everyMs > 0)) return;
+    let answered = true;
+    const heard = () => { answered = true; };
+    ws.on('pong', heard);
+    ws.on('message', heard);
+    this._pinger = setInterval(() => {
+      if (ws.readyState !== OPEN) return;
+      if (!answered) {
+        this._error(Object.assign(new Error(`presenced answered no ping for ${everyMs} ms: reconnecting`), { code: 'network' }));
+        ws.terminate();
+        return;
+      }
+      answered = false;
+      ws.ping();
+    }, everyMs);
+  }
+
   _onClose(code, reason) {
+    clearInterval(this._pinger);
     const wasReady = this._ready;
     this._ready = false;
     this._ws = null;
@@ -170,6 +200,7 @@ export class BackendConnection extends EventEmitter {
     switch (msg.type) {
       case 'welcome':
         this.welcome = msg;
+        this._startPinger(this._ws, msg.heartbeat_ms);
         this.connects++;
         if (msg.max_ops) this.maxOps = Math.min(this.maxOps, msg.max_ops);
         this._reassert();

@@ -5,35 +5,12 @@
 // reconnect and resume, losing and repeating nothing.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import net from 'node:net';
 import { PresenceAPI } from '../index.js';
-import { Presenced, connectUser, waitFor, API_KEY } from './lib.js';
+import { Presenced, connectUser, waitFor, relay, API_KEY } from './lib.js';
 
 const pd = new Presenced();
 before(() => pd.start());
 after(() => pd.stop());
-
-/** A TCP relay to presenced whose open connections can be frozen: bytes stop, sockets stay open. */
-async function relay(port) {
-  const pairs = [];
-  const server = net.createServer((c) => {
-    const up = net.connect(port, '127.0.0.1');
-    const pair = { c, up, frozen: false };
-    pairs.push(pair);
-    c.on('data', (d) => { if (!pair.frozen) up.write(d); });
-    up.on('data', (d) => { if (!pair.frozen) c.write(d); });
-    c.on('error', () => up.destroy());
-    up.on('error', () => c.destroy());
-    c.on('close', () => up.destroy());
-    up.on('close', () => c.destroy());
-  });
-  await new Promise((r) => server.listen(0, '127.0.0.1', r));
-  return {
-    url: `http://127.0.0.1:${server.address().port}`,
-    freeze: () => { for (const p of pairs) p.frozen = true; },
-    close: () => { for (const p of pairs) { p.c.destroy(); p.up.destroy(); } server.close(); },
-  };
-}
 
 test('a stream gone silent reconnects after readTimeoutMs and resumes: nothing lost, nothing repeated', async (t) => {
   const r = await relay(pd.port);

@@ -117,3 +117,26 @@ export function connectUser(pd, userId, claims = {}, secret = JWT_SECRET) {
     ws.once('error', reject);
   });
 }
+
+/** A TCP relay to presenced whose open connections can be frozen: bytes and closes stop, sockets stay open. */
+export async function relay(port) {
+  const pairs = [];
+  const server = net.createServer((c) => {
+    const up = net.connect(port, '127.0.0.1');
+    const pair = { c, up, frozen: false };
+    pairs.push(pair);
+    c.on('data', (d) => { if (!pair.frozen) up.write(d); });
+    up.on('data', (d) => { if (!pair.frozen) c.write(d); });
+    // A frozen path passes no FIN or RST either: the other side stays open.
+    c.on('error', () => { if (!pair.frozen) up.destroy(); });
+    up.on('error', () => { if (!pair.frozen) c.destroy(); });
+    c.on('close', () => { if (!pair.frozen) up.destroy(); });
+    up.on('close', () => { if (!pair.frozen) c.destroy(); });
+  });
+  await new Promise((r) => server.listen(0, '127.0.0.1', r));
+  return {
+    url: `http://127.0.0.1:${server.address().port}`,
+    freeze: () => { for (const p of pairs) p.frozen = true; },
+    close: () => { for (const p of pairs) { p.c.destroy(); p.up.destroy(); } server.close(); },
+  };
+}

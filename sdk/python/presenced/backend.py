@@ -429,10 +429,12 @@ class BackendConnection:
                     pass
             await ws.close()
         if self._task is not None:
-            try:
-                await self._task
-            except Exception:  # noqa: BLE001 - ended on purpose
-                pass
+            if ws is None:
+                # Waiting to reconnect (up to max_retry_s) or connecting:
+                # nothing to close cleanly, so no reason to wait for it.
+                self._task.cancel()
+            # Its errors (and its cancellation) are how it ended, on purpose.
+            await asyncio.gather(self._task, return_exceptions=True)
 
     def end_sync(self, bye: bool = False, timeout: float = 30.0) -> None:
         """end() from another thread; stops the thread of start_thread()."""

@@ -279,3 +279,23 @@ def test_a_redirect_is_not_followed_with_the_api_key():
             await asyncio.wait_for(b.connect(), 0.5)
     asyncio.run(main())
     assert seen and all(s == ("127.0.0.1", True) for s in seen), seen
+
+
+def test_end_while_presenced_is_down_returns_at_once():
+    # The connection waits retry_s and more between attempts; end() (an app
+    # shutting down) ended only after that wait.
+    gone = Presenced().start()
+
+    async def main():
+        b = BackendConnection(gone.url, API_KEY, "py-end", retry_s=5, max_retry_s=10)
+        await b.connect()
+        await asyncio.to_thread(gone.stop)
+        while b._ws is not None:
+            await asyncio.sleep(0.01)
+        t0 = time.monotonic()
+        await b.end()
+        return time.monotonic() - t0
+    try:
+        assert asyncio.run(asyncio.wait_for(main(), 20)) < 1
+    finally:
+        gone.stop()

@@ -39,6 +39,11 @@ class Session(TypedDict):
 
 
 def _q(s: str) -> str:
+    """One id or channel name in a path. None or "" would be a request to
+    another endpoint or none (404 not_found, or "quote_from_bytes() expected
+    bytes"): a caller's bug, named as such, as the Node SDK does."""
+    if not isinstance(s, str) or s == "":
+        raise TypeError(f"an id or channel name must be a non-empty str, not {s!r}")
     return urllib.parse.quote(s, safe="")
 
 

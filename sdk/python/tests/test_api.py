@@ -257,3 +257,13 @@ def test_a_redirect_to_another_origin_does_not_get_the_api_key():
     assert seen == {"127.0.0.1": [True], "127.0.0.2": [False]}
     api.get_user("b")                       # to /moved/b on the same origin
     assert seen["127.0.0.1"] == [True, True, True]
+
+
+def test_an_id_that_is_none_or_empty_is_a_type_error(api):
+    # get_user("") asked GET /v1/users/ (404 not_found, while sessions("")
+    # answered 400 bad_user_id) and get_user(None) raised "quote_from_bytes()
+    # expected bytes"; both are the caller's bug, named as such.
+    for call in (lambda: api.get_user(""), lambda: api.get_user(None), lambda: api.kick(""),
+                 lambda: api.sessions(None), lambda: api.channel("")):
+        with pytest.raises(TypeError, match="non-empty str"):
+            call()

@@ -96,6 +96,7 @@ type Backend struct {
 	leftDown map[string]map[string]bool
 	queue    []BackendOp
 	inflight map[int64][]BackendOp
+	syncSent map[int64][]byte // sync frames not yet acknowledged, to send again when rate limited
 	seq      int64
 	conn     *websocket.Conn
 	ready    bool
@@ -123,7 +124,7 @@ func NewBackend(o BackendOptions) *Backend {
 		o.MaxOps = 1000
 	}
 	b := &Backend{o: o, sessions: map[string]*HeldSession{}, leftDown: map[string]map[string]bool{},
-		inflight: map[int64][]BackendOp{}, kick: make(chan struct{}, 1)}
+		inflight: map[int64][]BackendOp{}, syncSent: map[int64][]byte{}, kick: make(chan struct{}, 1)}
 	b.acked = sync.NewCond(&b.mu)
 	return b
 }
@@ -280,6 +281,7 @@ func (b *Backend) serve(ctx context.Context, c *websocket.Conn, first *bool, rea
 		case "ack":
 			b.mu.Lock()
 			ops, ok := b.inflight[m.Seq]
+			delete(b.syncSent, m.Seq)
 			type rej struct {
 				op         BackendOp
 				code, text string
@@ -323,8 +325,26 @@ func (b *Backend) serve(ctx context.Context, c *websocket.Conn, first *bool, rea
 			}
 		case "error":
 			b.mu.Lock()
-			if ops, ok := b.inflight[m.Seq]; ok {
+			if frame, ok := b.syncSent[m.Seq]; ok && m.Code == "rate_limited" {
+				// The same sync frame again later, on this connection (a
+				// reconnect re-asserts anew): dropped, its sessions were never
+				// opened again after a restart of presenced. Still in flight,
+				// so a Flush waits for it.
+				gen := b.connGen
+				time.AfterFunc(time.Duration(m.RetryMS+1)*time.Millisecond, func() {
+					b.mu.Lock()
+					c := b.conn
+					if b.connGen != gen || c == nil || b.syncSent[m.Seq] == nil {
+						c = nil
+					}
+					b.mu.Unlock()
+					if c != nil {
+						c.Write(context.Background(), websocket.MessageText, frame)
+					}
+				})
+			} else if ops, ok := b.inflight[m.Seq]; ok {
 				delete(b.inflight, m.Seq)
+				delete(b.syncSent, m.Seq)
 				if m.Code == "rate_limited" {
 					var again []BackendOp
 					for _, op := range ops {
@@ -367,6 +387,7 @@ func (b *Backend) serve(ctx context.Context, c *websocket.Conn, first *bool, rea
 	b.conn = nil
 	b.queue = nil
 	b.inflight = map[int64][]BackendOp{}
+	b.syncSent = map[int64][]byte{}
 	b.acked.Broadcast()
 	b.mu.Unlock()
 }
@@ -483,6 +504,7 @@ func (b *Backend) reassertLocked() {
 		}
 		b.inflight[b.seq] = ops
 		frame, _ := json.Marshal(map[string]any{"type": "sync", "seq": b.seq, "sessions": items[i:j], "done": j >= len(items)})
+		b.syncSent[b.seq] = frame
 		// Written under the lock, from the reader goroutine: the sync precedes
 		// every op of this connection, and no op can slip between the list
 		// read above and the ready flag set after it.

@@ -352,3 +352,49 @@ func TestBackendEndIsNoError(t *testing.T) {
 		mu.Unlock()
 	}
 }
+
+// presenced restarted: the re-assert opens the backend's 150 sessions in
+// sync frames of 50 under a limit of 100 ops a second; a sync frame refused
+// with rate_limited is sent again later, as a batch is.
+func TestBackendRateLimitedSyncIsSentAgain(t *testing.T) {
+	d, err := startDaemon("--backend-ops-per-sec", "100")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.stop()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	api := NewClient(d.url(), testAPIKey)
+	held := func() int {
+		os, _ := api.Origins(ctx)
+		for _, o := range os {
+			if o.Origin == "go-rl" {
+				return o.Sessions
+			}
+		}
+		return 0
+	}
+	b := NewBackend(BackendOptions{URL: d.url(), APIKey: testAPIKey, Origin: "go-rl", MaxOps: 50,
+		Retry: 50 * time.Millisecond, MaxRetry: 200 * time.Millisecond})
+	if _, err := b.Connect(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer b.End(ctx, true)
+	for i := 0; i < 150; i++ {
+		b.Open(fmt.Sprint("rl", i), OpenOptions{})
+	}
+	b.Flush(ctx)
+	waitFor(t, "150 sessions held", func() bool { return held() == 150 }) // the opens were rate limited too
+	d.stop()
+	if err := d.start(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "a reconnect", func() bool { return b.Connects() == 2 })
+	end := time.Now().Add(5 * time.Second)
+	for held() < 150 && time.Now().Before(end) {
+		time.Sleep(100 * time.Millisecond)
+	}
+	if n := held(); n != 150 || len(b.Sessions()) != 150 {
+		t.Fatalf("presenced holds %d sessions, the backend %d", n, len(b.Sessions()))
+	}
+}

@@ -285,6 +285,8 @@ export declare class WebhookGuard {
   readonly lastSeq: Map<string, number>;
   seen(signature: string, ts: number, now: number): boolean;
   fresh(delivery: Omit<Delivery, 'duplicates'>): PresenceEvent[];
+  /** The handler of this delivery failed: presenced's retry brings its events again (and only them). */
+  forget(delivery: Delivery): void;
 }
 
 export type HeadersLike = Record<string, string | string[] | undefined> | { get(name: string): string | null };

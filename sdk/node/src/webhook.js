@@ -60,6 +60,18 @@ export class WebhookGuard {
     this._seen.set(signature, ts);
     return false;
   }
+  /**
+   * The handler of a delivery (as verifyWebhook returned it) failed: let
+   * presenced's retry bring its events again, and only them. Rewinding to
+   * first_seq - 1 would also let through the events of the batch that were
+   * applied before (a batch sent again after a lost answer), applying them twice.
+   */
+  forget(delivery) {
+    if (!delivery.events.length) return;          // nothing of it was new
+    const first = Math.min(...delivery.events.map((e) => e.seq));
+    const last = this.lastSeq.get(delivery.instance) ?? 0;
+    this.lastSeq.set(delivery.instance, Math.min(last, first - 1));
+  }
   /** Events of a delivery not applied before; marks them applied. */
   fresh(delivery) {
     const last = this.lastSeq.get(delivery.instance) ?? 0;
@@ -161,7 +173,7 @@ export function webhookMiddleware({ secret, toleranceMs = 300000, guard = new We
       res.end();
     } catch (e) {
       // 5xx: presenced retries the batch; forget it as applied so the retry is not dropped.
-      if (guard) guard.lastSeq.set(req.presence.instance, req.presence.first_seq - 1);
+      if (guard) guard.forget(req.presence);
       answer(res, 500, 'handler_failed', e && e.message ? e.message : String(e));
     }
   };
@@ -189,7 +201,7 @@ export async function fastifyWebhook(app, { path = '/presence/webhook', secret, 
     try {
       await onDelivery(delivery, request);
     } catch (e) {
-      if (guard) guard.lastSeq.set(delivery.instance, delivery.first_seq - 1);
+      if (guard) guard.forget(delivery);
       return reply.code(500).send({ error: { code: 'handler_failed', message: e && e.message ? e.message : String(e) } });
     }
     return reply.code(204).send();

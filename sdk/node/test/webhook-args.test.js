@@ -6,6 +6,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHmac } from 'node:crypto';
+import { Readable } from 'node:stream';
 import { verifyWebhook, webhookMiddleware, fastifyWebhook, WebhookGuard } from '../index.js';
 
 const SECRET = 'sdk-node-webhook-secret';
@@ -42,4 +43,37 @@ test('a receiver without a secret is refused when it is made, not at each delive
   assert.throws(() => webhookMiddleware({ secret: '' }), /secret is required/);
   const app = { addContentTypeParser() {}, post() {} };
   await assert.rejects(fastifyWebhook(app, { secret: undefined, onDelivery() {} }), /secret is required/);
+});
+
+test('a failed handler lets presenced\'s retry bring only that delivery\'s events again, never ones applied before', async () => {
+  // Attempt 1 of a batch is applied but its 204 is lost (presenced timed
+  // out): presenced sends the batch again, the guard finds only duplicates,
+  // and the handler fails on that one. The guard set lastSeq to first_seq-1,
+  // so the next retry applied the whole batch a second time.
+  const applied = [];
+  let failNext = false;
+  const mw = webhookMiddleware({ secret: SECRET, onDelivery: (d) => {
+    if (failNext) { failNext = false; throw new Error('database down'); }
+    applied.push(...d.events.map((e) => e.seq));
+  } });
+  const batch = JSON.stringify({ instance: 'i9', first_seq: 1, last_seq: 3, events: [{ seq: 1 }, { seq: 2 }, { seq: 3 }] });
+  const deliver = async (text) => {
+    const ts = String(Date.now() + Math.floor(Math.random() * 1000));   // each attempt signed anew
+    const sig = 'v1=' + createHmac('sha256', SECRET).update(ts + '.' + text).digest('hex');
+    const req = Object.assign(Readable.from([Buffer.from(text)]), { headers: { 'presence-timestamp': ts, 'presence-signature': sig } });
+    const res = { statusCode: 0, setHeader() {}, end() {} };
+    await mw(req, res);
+    return res.statusCode;
+  };
+  assert.equal(await deliver(batch), 204);
+  failNext = true;
+  assert.equal(await deliver(batch), 500);
+  assert.equal(await deliver(batch), 204);
+  // A batch overlapping applied events whose handler fails: its retry brings
+  // the new ones only.
+  const overlap = JSON.stringify({ instance: 'i9', first_seq: 2, last_seq: 5, events: [{ seq: 2 }, { seq: 3 }, { seq: 4 }, { seq: 5 }] });
+  failNext = true;
+  assert.equal(await deliver(overlap), 500);
+  assert.equal(await deliver(overlap), 204);
+  assert.deepEqual(applied, [1, 2, 3, 4, 5]);
 });

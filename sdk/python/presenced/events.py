@@ -43,6 +43,10 @@ class EventStream:
                  on_error: Optional[Callable[[Exception], None]] = None,
                  on_connect: Optional[Callable[[], None]] = None,
                  types: Union[str, List[str], None] = None, channel_prefix: Optional[str] = None):
+        # 0 made the socket non-blocking (every connect failed, retried for
+        # ever) and None waited for ever on a dead path: refused, as the Node SDK does.
+        if isinstance(read_timeout_s, bool) or not isinstance(read_timeout_s, (int, float)) or not read_timeout_s > 0:
+            raise TypeError(f"EventStream: read_timeout_s must be a number of seconds > 0, not {read_timeout_s!r}")
         u = urllib.parse.urlsplit(url)
         self._host, self._port = u.hostname, u.port or (443 if u.scheme == "https" else 80)
         self._https = u.scheme == "https"

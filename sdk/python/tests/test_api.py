@@ -267,3 +267,10 @@ def test_an_id_that_is_none_or_empty_is_a_type_error(api):
                  lambda: api.sessions(None), lambda: api.channel("")):
         with pytest.raises(TypeError, match="non-empty str"):
             call()
+
+
+def test_event_stream_read_timeout_must_be_positive(api):
+    # read_timeout_s=0 connected never (a non-blocking socket), retrying for ever
+    for bad in (0, -1, None, "60"):
+        with pytest.raises(TypeError, match="read_timeout_s"):
+            api.events(read_timeout_s=bad)

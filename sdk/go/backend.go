@@ -200,7 +200,9 @@ func (b *Backend) run(ctx context.Context, done chan struct{}, ready chan error)
 		} else {
 			c.SetReadLimit(-1)
 			delay = b.o.Retry
-			b.serve(ctx, c, &first, ready)
+			if b.serve(ctx, c, &first, ready) {
+				return
+			}
 		}
 		select {
 		case <-ctx.Done():
@@ -213,8 +215,12 @@ func (b *Backend) run(ctx context.Context, done chan struct{}, ready chan error)
 	}
 }
 
-// serve reads one connection until it ends.
-func (b *Backend) serve(ctx context.Context, c *websocket.Conn, first *bool, ready chan error) {
+// serve reads one connection until it ends; true when the origin was taken
+// over (close 4009): only another process can take over a live connection
+// of ours (a reconnect of our own replaces a dead one), and taking it back
+// would start a loop in which each sync ends the other's sessions, so the
+// newer connection keeps it and this Backend stops, as the Node SDK's does.
+func (b *Backend) serve(ctx context.Context, c *websocket.Conn, first *bool, ready chan error) (takenOver bool) {
 	b.mu.Lock()
 	b.conn = c
 	b.connGen++
@@ -229,6 +235,13 @@ func (b *Backend) serve(ctx context.Context, c *websocket.Conn, first *bool, rea
 		if err != nil {
 			if atomic.LoadInt32(&silent) != 0 {
 				err = &Error{Code: CodeNetwork, Message: "presenced did not answer a ping: reconnecting", Err: err}
+			}
+			if takenOver {
+				break // reported with the error frame before the close
+			}
+			if websocket.CloseStatus(err) == 4009 {
+				takenOver = true
+				err = b.takenOverError(err)
 			}
 			// End's own close (after bye, or the plain close) is no error.
 			b.mu.Lock()
@@ -324,6 +337,13 @@ func (b *Backend) serve(ctx context.Context, c *websocket.Conn, first *bool, rea
 				b.o.OnEnded(m.Session, user, m.Reason)
 			}
 		case "error":
+			if m.Code == "origin_taken_over" { // the close 4009 follows
+				takenOver = true
+				if b.o.OnError != nil {
+					b.o.OnError(b.takenOverError(nil))
+				}
+				continue
+			}
 			b.mu.Lock()
 			if frame, ok := b.syncSent[m.Seq]; ok && m.Code == "rate_limited" {
 				// The same sync frame again later, on this connection (a
@@ -390,6 +410,7 @@ func (b *Backend) serve(ctx context.Context, c *websocket.Conn, first *bool, rea
 	b.syncSent = map[int64][]byte{}
 	b.acked.Broadcast()
 	b.mu.Unlock()
+	return takenOver
 }
 
 const dialTimeout = 10 * time.Second
@@ -422,6 +443,11 @@ func (b *Backend) pinger(ctx context.Context, c *websocket.Conn, heartbeatMS int
 			return
 		}
 	}
+}
+
+func (b *Backend) takenOverError(cause error) *Error {
+	return &Error{Code: CodeOriginTakenOver, Message: "origin " + b.o.Origin +
+		" taken over by another connection (is another process using this origin?): stopped", Err: cause}
 }
 
 func (b *Backend) poke() {

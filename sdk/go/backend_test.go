@@ -398,3 +398,46 @@ func TestBackendRateLimitedSyncIsSentAgain(t *testing.T) {
 		t.Fatalf("presenced holds %d sessions, the backend %d", n, len(b.Sessions()))
 	}
 }
+
+// Two processes with one origin: the newer connection keeps it; the older
+// Backend stops (OnError origin_taken_over) instead of taking it back, which
+// started a loop in which each sync ended the other's sessions.
+func TestBackendTakenOverStops(t *testing.T) {
+	d := backendDaemon(t)
+	defer d.stop()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	errs := make(chan error, 64)
+	older := NewBackend(BackendOptions{URL: d.url(), APIKey: testAPIKey, Origin: "go-twice", Retry: 20 * time.Millisecond,
+		MaxRetry: 50 * time.Millisecond, OnError: func(err error) { errs <- err }})
+	if _, err := older.Connect(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer older.End(ctx, false)
+	older.Open("old-user", OpenOptions{Session: "old-s"})
+	older.Flush(ctx)
+	newer := NewBackend(BackendOptions{URL: d.url(), APIKey: testAPIKey, Origin: "go-twice", Retry: 20 * time.Millisecond,
+		MaxRetry: 50 * time.Millisecond})
+	if _, err := newer.Connect(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer newer.End(ctx, true)
+	newer.Open("new-user", OpenOptions{Session: "new-s"})
+	newer.Flush(ctx)
+	select {
+	case err := <-errs:
+		if !IsCode(err, CodeOriginTakenOver) {
+			t.Errorf("OnError: %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the older Backend was not told")
+	}
+	time.Sleep(time.Second)
+	if older.Connects() != 1 || newer.Connects() != 1 {
+		t.Fatalf("connects: older %d, newer %d", older.Connects(), newer.Connects())
+	}
+	us, _ := NewClient(d.url(), testAPIKey).GetUsers(ctx, []string{"old-user", "new-user"})
+	if us[1].Status != "online" {
+		t.Fatalf("the newer Backend's user: %+v", us[1])
+	}
+}

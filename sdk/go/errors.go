@@ -20,7 +20,10 @@ const (
 	CodeTooManyConnections = "too_many_connections"
 	CodeStoreUnavailable   = "store_unavailable"
 	CodeNetwork            = "network"
-	CodeBadResponse        = "bad_response"
+	// CodeOriginTakenOver: a Backend's origin was taken by another connection
+	// (OnError); the Backend has stopped.
+	CodeOriginTakenOver = "origin_taken_over"
+	CodeBadResponse     = "bad_response"
 )
 
 // Error is an error answer of presenced: match on Code (stable), with

@@ -56,6 +56,8 @@ class BackendConnection:
         self._ws = None
         self._ready = False
         self._closed = False
+        self._taken_over = False
+        self._taken_over_reported = False
         self._bye = False
         self._loop: Optional[asyncio.AbstractEventLoop] = None
         self._flush_scheduled = False
@@ -165,10 +167,23 @@ class BackendConnection:
                 if status in (400, 401):
                     self._closed = True
                     raise ConnectionRefusedError(f"presenced refused the backend connection: {status}") from e
-                if self.on_error and not self._closed:
+                if getattr(getattr(e, "rcvd", None), "code", None) == 4009:
+                    self._taken_over = True
+                elif self.on_error and not self._closed:
                     self.on_error(e)
             finally:
                 self._on_close()
+            if self._taken_over:
+                # Another process connected with this origin: only another
+                # process can take over a live connection of ours, and taking it
+                # back starts a loop in which each sync ends the other's
+                # sessions. The newer one keeps it; this one stops, as the Node
+                # and Go SDKs' do (operations now change the local list only).
+                self._closed = True
+                if self.on_error and not self._taken_over_reported:
+                    self.on_error(RuntimeError("origin_taken_over: another connection with this origin took it over; "
+                                               "this one stopped"))
+                break
             if self._closed:
                 break
             await asyncio.sleep(delay)
@@ -227,6 +242,8 @@ class BackendConnection:
             if self.on_ended:
                 self.on_ended(msg.get("session"), s["user"] if s else None, msg.get("reason", ""))
         elif t == "error":
+            if msg.get("code") == "origin_taken_over":     # the close 4009 follows
+                self._taken_over = self._taken_over_reported = True
             if msg.get("code") == "rate_limited" and msg.get("seq") in self._inflight:
                 # The same frame again later, as the Node SDK does: a sync frame
                 # too, whose sessions were dropped here before (after a restart

@@ -299,3 +299,31 @@ def test_end_while_presenced_is_down_returns_at_once():
         assert asyncio.run(asyncio.wait_for(main(), 20)) < 1
     finally:
         gone.stop()
+
+
+def test_a_connection_taken_over_stops(pd):
+    # A second process with the same origin takes it over (close 4009); the
+    # first reconnected and took it back, ~10 times a second each, every sync
+    # ending the other's sessions. It stops now, as the Node and Go SDKs' do.
+    api = PresenceAPI(pd.url, API_KEY)
+
+    async def main():
+        first = BackendConnection(pd.url, API_KEY, "py-same", retry_s=0.05, max_retry_s=0.2)
+        second = BackendConnection(pd.url, API_KEY, "py-same", retry_s=0.05, max_retry_s=0.2)
+        errors = []
+        first.on_error = lambda e: errors.append(str(e))
+        await first.connect()
+        first.open("ole")
+        await first.flush()
+        await second.connect()
+        second.open("pia")
+        await second.flush()
+        await asyncio.sleep(1.0)
+        assert (first.connects, second.connects) == (1, 1)
+        assert len(errors) == 1 and "origin_taken_over" in errors[0], errors
+        users = await asyncio.to_thread(api.get_users, ["ole", "pia"])
+        assert [(u["status"], u["version"]) for u in users] == [("offline", 2), ("online", 1)]
+        first.open("quinn")                     # the local list only: no error
+        await first.end()
+        await second.end(bye=True)
+    asyncio.run(asyncio.wait_for(main(), 20))

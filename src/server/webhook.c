@@ -101,6 +101,7 @@ typedef struct build {
   size_t matched; /* events in the batch */
   size_t scanned;
   size_t got; /* events in the last read */
+  int64_t first_ts, last_ts; /* of the first and last event looked at */
   int full;
   int end; /* a read found nothing more: the log ends here */
   int gap;
@@ -157,6 +158,8 @@ static void on_log(presence_t *p, int status, const presence_event_t *events,
       return;
     }
     b->pos = events[i].seq;
+    if (!b->scanned) b->first_ts = events[i].ts_ms;
+    b->last_ts = events[i].ts_ms;
     b->scanned++;
     if (!(ep->spec.events & (1u << events[i].type))) continue;
     /* channel-prefix: only channel events of channels starting with it. */
@@ -189,7 +192,10 @@ static int build_finish(endpoint_t *ep, build_t *bp) {
   srv_t *s = w->s;
   build_t b = *bp;
   uint64_t from = presence_cursor_pos(ep->cursor, b.log);
-  if (b.pos == from && !b.gap) return 0;
+  if (b.pos == from && !b.gap) {
+    if (!wh_behind(ep)) ep->oldest_ts = 0;
+    return 0;
+  }
   if (b.gap) {
     mark_behind(ep, b.gap_oldest - b.gap_after - 1);
     ep->lost += b.gap_oldest - b.gap_after - 1;
@@ -197,6 +203,7 @@ static int build_finish(endpoint_t *ep, build_t *bp) {
   if (b.matched == 0 && !b.gap) {
     /* Nothing this endpoint wants: move on without a request. */
     presence_cursor_set(ep->cursor, b.log, b.pos);
+    ep->oldest_ts = wh_behind(ep) ? b.last_ts : 0;
     return -1;
   }
   buf_t *body = &ep->body;
@@ -230,6 +237,8 @@ static int build_finish(endpoint_t *ep, build_t *bp) {
     return 0;
   }
   ep->have_batch = 1;
+  ep->oldest_ts = b.first_ts;
+  ep->batch_last_ts = b.last_ts;
   ep->batch_events = b.matched;
   ep->batch_gap = b.gap;
   ep->gap_after = b.gap_after;
@@ -474,6 +483,7 @@ static void retry_later(endpoint_t *ep, long retry_after_s) {
 void wh_acknowledge(endpoint_t *ep) {
   webhooks_t *w = ep->w;
   presence_cursor_set(ep->cursor, ep->batch_log, ep->batch_last);
+  ep->oldest_ts = wh_behind(ep) ? ep->batch_last_ts : 0;
   ep->have_batch = 0;
   buf_reset(&ep->body);
   buf_shrink(&ep->body, 1 << 16);
@@ -553,7 +563,6 @@ static void on_done(endpoint_t *ep, CURLcode res) {
 static void on_event(srv_t *s, const presence_event_t *ev, void *ud) {
   webhooks_t *w = ud;
   (void)s;
-  (void)ev;
   if (w->closed || w->aborted) return;
   for (size_t i = 0; i < w->n; i++) {
     endpoint_t *ep = &w->eps[i];
@@ -562,6 +571,8 @@ static void on_event(srv_t *s, const presence_event_t *ev, void *ud) {
     /* A new owner's cursor may be ahead of what this instance has seen. */
     uint64_t lag = max_lag(ep);
     if (lag > w->s->cfg.log_capacity) mark_behind(ep, lag);
+    /* The first event after an up-to-date cursor is the oldest pending. */
+    if (!ep->oldest_ts && wh_behind(ep)) ep->oldest_ts = ev->ts_ms;
     if (ep->inflight || ep->have_batch || ep->acking || ep->reading ||
         uv_is_active((uv_handle_t *)&ep->timer))
       continue;
@@ -835,11 +846,16 @@ void webhook_metrics(srv_t *s, buf_t *b) {
               "not yet acknowledged by the endpoint.\n"
               "# TYPE presenced_webhook_lag_seconds gauge\n");
   for (size_t i = 0; i < w->n; i++) {
+    const endpoint_t *ep = &w->eps[i];
     int64_t ts = now;
-    /* Only a synchronous store (one log) can answer into this frame. */
-    if (wh_behind(&w->eps[i]) && !srv_async(s))
-      presence_log_read(s->p, presence_cursor_pos(w->eps[i].cursor, 0), 1,
-                        lag_ts, &ts);
+    /* Only a synchronous store (one log) can answer into this frame; with
+     * Redis the owner knows the oldest pending event's ts from its reads
+     * and the events it was told of. */
+    if (wh_behind(ep) && !srv_async(s))
+      presence_log_read(s->p, presence_cursor_pos(ep->cursor, 0), 1, lag_ts,
+                        &ts);
+    else if (wh_behind(ep) && ep->own && ep->oldest_ts > 0)
+      ts = ep->oldest_ts;
     series(b, "presenced_webhook_lag_seconds", &w->eps[i]);
     buf_printf(b, "%.3f\n", now > ts ? (double)(now - ts) / 1000.0 : 0.0);
   }

@@ -57,6 +57,13 @@ typedef struct endpoint {
   uint64_t gap_after, gap_oldest;
   uint32_t attempts; /* failed attempts of the current batch */
   int behind;
+  /* ts of the oldest event after the cursor as far as this instance knows
+   * (0: none), for presenced_webhook_lag_seconds where the log cannot be
+   * read while /metrics is answered (Redis): set by the first event after
+   * an up-to-date cursor and by every batch read, cleared when caught up.
+   * batch_last_ts: ts of the held batch's last event, a lower bound of the
+   * next one's once the batch is acknowledged. */
+  int64_t oldest_ts, batch_last_ts;
   uint64_t delivered, retries, failures, dropped, gaps, lost;
   char errbuf[CURL_ERROR_SIZE];
 } endpoint_t;

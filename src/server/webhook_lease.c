@@ -151,6 +151,7 @@ void wr_lose(endpoint_t *ep, const char *why) {
   ep->have_batch = 0;
   ep->attempts = 0;
   ep->behind = 0;
+  ep->oldest_ts = 0;
   buf_reset(&ep->body);
   if (!w->closed)
     srv_log(w->s, PRESENCE_LOG_WARN,
@@ -195,6 +196,7 @@ static void wr_claimed(endpoint_t *ep, int64_t sent_ms, uint64_t epoch,
   ep->have_batch = 0;
   ep->attempts = 0;
   ep->behind = 0;
+  ep->oldest_ts = 0;
   srv_log(w->s, PRESENCE_LOG_INFO,
           "webhook %s: this instance delivers it now, after %.200s",
           ep->spec.name, cursor);

@@ -13,6 +13,8 @@ presenced on one Redis, the same endpoint configured on each, one receiver.
   sigterm:  SIGTERM the owner (lease 6 s): it flushes, gives the lease back,
             and another instance owns the endpoint well before the lease
             would have run out; no event lost or repeated.
+  lag:      the receiver fails: the owner's lag gauges show the events and
+            their age, and return to 0 once they are delivered.
 
 Uses the Redis and cluster helpers of test_redis_cluster.py.
 Run: /usr/bin/python3 tests/integration/test_redis_webhooks.py --presenced PATH
@@ -304,11 +306,50 @@ async def test_example_receiver(t, cl, rx, ex):
         pass
 
 
+async def webhook_gauges(d):
+    """(presenced_webhook_lag_events, presenced_webhook_lag_seconds) of d."""
+    body = (await http(d, "GET", "/metrics", auth=False, timeout=2.0)).body.decode()
+    out = []
+    for name in ("presenced_webhook_lag_events", "presenced_webhook_lag_seconds"):
+        m = re.search(r"^" + name + r'\{endpoint="' + NAME + r'"\} ([0-9.]+)$', body, re.M)
+        out.append(float(m.group(1)) if m else None)
+    return tuple(out)
+
+
+async def test_lag_seconds(t, cl, rx):
+    """The owner's presenced_webhook_lag_seconds is the age of the oldest
+    undelivered event, as with the embedded store (it stayed 0 with Redis,
+    so the documented alert, lag_seconds > 60, never fired)."""
+    owner, _ = await the_owner(cl.d)
+    t.check("lag: one instance owns the endpoint", owner is not None)
+    if owner is None:
+        return
+    with rx.lock:
+        rx.status = 500
+    # Decided on another instance: the owner hears of it through the log.
+    other = next(d for d in cl.d if d is not owner)
+    c = await Client.connect(other, "lag-user")
+    await asyncio.sleep(2.5)
+    events, seconds = await webhook_gauges(owner)
+    t.check("lag: undelivered events on the owner", (events or 0) >= 2, (events, seconds))
+    t.check("lag: presenced_webhook_lag_seconds on the owner is their age (>= 2 s)",
+            seconds is not None and 2.0 <= seconds < 30, (events, seconds))
+    with rx.lock:
+        rx.status = 200
+
+    async def caught_up():
+        return await webhook_gauges(owner) == (0.0, 0.0)
+    t.check("lag: both gauges back to 0 once delivered", await wait_for(caught_up, 15, 0.1) is not None,
+            await webhook_gauges(owner))
+    await c.close()
+
+
 SCENARIOS = [
     ("once", test_once, {}),
     ("kill9", test_kill9, {}),
     ("sigterm", test_sigterm, {"lease": 6000, "hb": 2000}),
     ("example", test_example_receiver, {"n": 2, "example": True}),
+    ("lag", test_lag_seconds, {"n": 2}),
 ]
 
 

@@ -166,7 +166,20 @@ export function webhookMiddleware({ secret, toleranceMs = 300000, guard = new We
       if (!(e instanceof WebhookError)) { if (next) return next(e); return answer(res, 500, 'internal', String(e)); }
       return answer(res, e.status, e.code, e.message);
     }
-    if (!onDelivery) return next ? next() : answer(res, 500, 'internal', 'no handler');
+    if (!onDelivery) {
+      if (!next) return answer(res, 500, 'internal', 'no handler');
+      // Your route answers. Anything but a 2xx (a thrown error Express turns
+      // into 500, a connection dropped) makes presenced send the batch again:
+      // the guard must then let its events through, or the retry comes with
+      // none and the batch is lost.
+      const delivery = req.presence;
+      if (guard) {
+        res.once('close', () => {
+          if (!(res.writableFinished && res.statusCode >= 200 && res.statusCode < 300)) guard.forget(delivery);
+        });
+      }
+      return next();
+    }
     try {
       await onDelivery(req.presence, req);
       res.statusCode = 204;

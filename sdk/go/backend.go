@@ -577,15 +577,19 @@ type OpenOptions struct {
 	Device  string
 }
 
-// Open starts a session of this origin and returns its id.
+// Open starts a session of this origin and returns its id; "" (nothing
+// done) for a Status other than online or idle.
 func (b *Backend) Open(userID string, o OpenOptions) string {
-	id := o.Session
-	if id == "" {
-		id = randomID()
-	}
 	status := o.Status
 	if status == "" {
 		status = "online"
+	}
+	if !validStatus(status) {
+		return ""
+	}
+	id := o.Session
+	if id == "" {
+		id = randomID()
 	}
 	var meta json.RawMessage
 	if o.Meta != nil {
@@ -602,8 +606,17 @@ func (b *Backend) Open(userID string, o OpenOptions) string {
 	return id
 }
 
-// SetStatus: "online" or "idle" (the seed's setStatusOnline / setStatusIdle).
+// validStatus: a status presenced takes for a session. Another one must not
+// enter the list: presenced refuses it, and the re-assert after the next
+// reconnect would carry it, be refused again and so end the session.
+func validStatus(status string) bool { return status == "online" || status == "idle" }
+
+// SetStatus: "online" or "idle" (the seed's setStatusOnline / setStatusIdle);
+// false when there is no such session or the status is neither.
 func (b *Backend) SetStatus(session, status string) bool {
+	if !validStatus(status) {
+		return false
+	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	s := b.sessions[session]

@@ -441,3 +441,40 @@ func TestBackendTakenOverStops(t *testing.T) {
 		t.Fatalf("the newer Backend's user: %+v", us[1])
 	}
 }
+
+// A status other than online or idle is refused where it is given and kept
+// out of the list: presenced refused it, and the re-assert after the next
+// reconnect carried it, was refused again and so ended the session.
+func TestBackendRefusesABadStatus(t *testing.T) {
+	d := backendDaemon(t)
+	defer d.stop()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	b := NewBackend(BackendOptions{URL: d.url(), APIKey: testAPIKey, Origin: "go-status", Retry: 20 * time.Millisecond})
+	if _, err := b.Connect(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer b.End(ctx, true)
+	s := b.Open("stat", OpenOptions{})
+	b.Flush(ctx)
+	if b.SetStatus(s, "away") {
+		t.Error("SetStatus(away) reported done")
+	}
+	b.Flush(ctx)
+	if st := b.Sessions()[s].Status; st != "online" {
+		t.Errorf("the list holds %q", st)
+	}
+	b.Reconnect()
+	waitFor(t, "a reconnect", func() bool { return b.Connects() == 2 })
+	b.Flush(ctx)
+	if u, err := NewClient(d.url(), testAPIKey).GetUser(ctx, "stat"); err != nil || u.Status != "online" {
+		t.Fatalf("after the re-assert: %+v %v", u, err)
+	}
+}
+
+func TestBackendOpenRefusesABadStatus(t *testing.T) {
+	b := NewBackend(BackendOptions{URL: "http://127.0.0.1:1", APIKey: testAPIKey, Origin: "go-open-status"})
+	if id := b.Open("u", OpenOptions{Status: "away"}); id != "" || len(b.Sessions()) != 0 {
+		t.Fatalf("Open with status away: %q, list %v", id, b.Sessions())
+	}
+}

@@ -29,7 +29,16 @@ export class PresenceAPI {
   constructor({ url, apiKey, timeoutMs = 10000, fetch: f = globalThis.fetch } = {}) {
     if (!url) throw new TypeError('PresenceAPI: url is required');
     if (typeof f !== 'function') throw new TypeError('PresenceAPI: no fetch (node 18+, or pass one)');
-    this.url = url.replace(/\/+$/, '');
+    // Checked here: each of these failed every call as a retryable 'network'
+    // error instead, and fetch's message for a url with credentials repeats them.
+    let u;
+    try { u = new URL(String(url)); } catch (_) { u = null; }
+    if (!u || (u.protocol !== 'http:' && u.protocol !== 'https:')) {
+      throw new TypeError('PresenceAPI: url must be an absolute http(s) URL, such as http://127.0.0.1:7070');
+    }
+    if (u.username || u.password) throw new TypeError('PresenceAPI: url must not hold credentials (user:password@); the key goes in apiKey');
+    if (typeof timeoutMs !== 'number' || !(timeoutMs > 0)) throw new TypeError(`PresenceAPI: timeoutMs must be a number of ms > 0, not ${String(timeoutMs)}`);
+    this.url = String(url).replace(/\/+$/, '');
     this.apiKey = apiKeyOf(apiKey, 'PresenceAPI');
     this.timeoutMs = timeoutMs;
     this._fetch = f;

@@ -55,3 +55,16 @@ test('an answer cut short or too slow is a PresenceError (network, retryable), a
     assert.equal(e.retryable, true);
   }
 });
+
+test('a url or timeoutMs that cannot work is a TypeError when the client is made, not a retryable network error at each call', async () => {
+  // Before: every call failed with code 'network', retryable, so a caller's
+  // retry loop (and the event stream) went on for ever.
+  for (const o of [{ timeoutMs: 'ten seconds' }, { timeoutMs: NaN }, { timeoutMs: -1 },
+    { url: '127.0.0.1:7070' }, { url: 'ws://127.0.0.1:7070' }, { url: 'http://' }]) {
+    assert.throws(() => new PresenceAPI({ url: pd.url, apiKey: API_KEY, ...o }), TypeError, JSON.stringify(o));
+  }
+  // Credentials in the url cannot be sent by fetch; the message must not repeat them.
+  assert.throws(() => new PresenceAPI({ url: 'http://admin:hunter2-secret@127.0.0.1:7070', apiKey: API_KEY }),
+    (e) => e instanceof TypeError && !e.message.includes('hunter2'));
+  assert.equal((await new PresenceAPI({ url: pd.url + '/', apiKey: API_KEY, timeoutMs: 5000 }).health()).status, 'ok');
+});

@@ -102,7 +102,7 @@ func (c *Client) Do(ctx context.Context, method, path string, body, out any) err
 		return err
 	}
 	req.Header.Set("Accept", "application/json")
-	req.Header.Set("Authorization", "Bearer "+c.APIKey)
+	req.Header.Set("Authorization", bearer(c.APIKey))
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
@@ -125,6 +125,14 @@ func (c *Client) Do(ctx context.Context, method, path string, body, out any) err
 		return &Error{Status: res.StatusCode, Code: CodeBadResponse, Message: err.Error(), Err: err}
 	}
 	return nil
+}
+
+// bearer is the Authorization value of an API key, without the whitespace
+// around it, as the Node and Python SDKs send it: a key read from a file
+// keeps its newline, which net/http refuses to send, so every request failed
+// as a retryable network error and the stream and the Backend retried forever.
+func bearer(apiKey string) string {
+	return "Bearer " + strings.TrimSpace(apiKey)
 }
 
 // pathEscape percent-encodes an id for one path segment as the Node and

@@ -307,3 +307,25 @@ func TestClientLiteralWithoutHTTP(t *testing.T) {
 	mustUser(t, shared, TokenOptions{UserID: "lit"}).close()
 	readUntil(t, items, func(i StreamItem) bool { return i.Type == "user.online" && i.Event.UserID == "lit" }, 5*time.Second)
 }
+
+// An API key read from a file, with its newline (or spaces around it),
+// works in the HTTP API, the event stream and the Backend.
+func TestAPIKeyFromAFile(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	key := " " + testAPIKey + "\n"
+	api := NewClient(shared.url(), key)
+	if _, err := api.GetUser(ctx, "anyone"); err != nil {
+		t.Fatalf("GetUser: %v", err)
+	}
+	s := api.Events(StreamOptions{After: "0"})
+	defer s.Close()
+	if !s.Next(ctx) {
+		t.Fatalf("stream: %v", s.Err())
+	}
+	b := NewBackend(BackendOptions{URL: shared.url(), APIKey: key, Origin: "go-key-file"})
+	if _, err := b.Connect(ctx); err != nil {
+		t.Fatalf("backend: %v", err)
+	}
+	b.End(ctx, true)
+}

@@ -174,7 +174,7 @@ func (b *Backend) run(ctx context.Context, done chan struct{}, ready chan error)
 	delay := b.o.Retry
 	first := true
 	for ctx.Err() == nil {
-		hdr := http.Header{"Authorization": {"Bearer " + b.o.APIKey}}
+		hdr := http.Header{"Authorization": {bearer(b.o.APIKey)}}
 		// Bounded: a host that takes the connection and never answers the
 		// upgrade (stalled, or gone behind a proxy) is tried again.
 		dctx, dcancel := context.WithTimeout(ctx, dialTimeout)

@@ -185,7 +185,7 @@ func (s *Stream) connect() error {
 		return err
 	}
 	req.Header.Set("Accept", "text/event-stream")
-	req.Header.Set("Authorization", "Bearer "+s.c.APIKey)
+	req.Header.Set("Authorization", bearer(s.c.APIKey))
 	if s.cursor != "" {
 		req.Header.Set("Last-Event-ID", s.cursor)
 	}

@@ -131,7 +131,8 @@ type VerifyOptions struct {
 }
 
 // VerifyWebhook checks the signature over the raw body and parses the delivery.
-// The error is a *WebhookError.
+// The error is a *WebhookError. With a Guard, the delivery's events count as
+// applied from here: call Guard.Forget(d) when applying them fails.
 func VerifyWebhook(o VerifyOptions, header http.Header, body []byte) (*Delivery, error) {
 	d, err := verify(o, header, body)
 	if err == nil && o.Guard != nil {

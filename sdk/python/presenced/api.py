@@ -9,6 +9,7 @@ from typing import Any, Dict, Iterator, List, Optional, TypedDict
 
 from ._auth import bearer
 from .errors import PresenceError, _error_of
+from .events import EventStream
 
 
 class _UserBase(TypedDict):
@@ -208,7 +209,8 @@ class PresenceAPI:
     def health(self) -> Dict[str, Any]:
         return self.request("GET", "/healthz")
 
-    def events(self, **kw) -> "EventStream":
+    def events(self, **kw: Any) -> EventStream:
         """GET /v1/events as an iterator that resumes by cursor; see EventStream."""
-        from .events import EventStream
+        # EventStream imported at the top: a name only in a string annotation
+        # made the stream Any to type checkers and get_type_hints() raise.
         return EventStream(self.url, self.api_key, **kw)

@@ -164,8 +164,8 @@ func verify(o VerifyOptions, header http.Header, body []byte) (*Delivery, error)
 	if o.Now != nil {
 		now = o.Now()
 	}
-	ts := header.Get("Presence-Timestamp")
-	sig := header.Get("Presence-Signature")
+	ts := headerValue(header, "Presence-Timestamp")
+	sig := headerValue(header, "Presence-Signature")
 	if sig == "" {
 		return nil, &WebhookError{"missing_signature", "no Presence-Signature header", 401}
 	}
@@ -202,6 +202,22 @@ func verify(o VerifyOptions, header http.Header, body []byte) (*Delivery, error)
 		}
 	}
 	return &d, nil
+}
+
+// headerValue is header.Get, and else a key of other case: a header map
+// filled by hand (from AWS Lambda's lower-case map, a queued request) keeps
+// its keys as written, which Get does not find; the Node and Python SDKs
+// look them up regardless of case.
+func headerValue(header http.Header, name string) string {
+	if v := header.Get(name); v != "" {
+		return v
+	}
+	for k, v := range header {
+		if len(v) > 0 && strings.EqualFold(k, name) {
+			return v[0]
+		}
+	}
+	return ""
 }
 
 // WebhookHandler receives deliveries: it answers 204 once OnDelivery returned

@@ -319,3 +319,13 @@ func TestSlowFailingHandlerLosesNothing(t *testing.T) {
 		t.Fatalf("applied %v", applied)
 	}
 }
+
+// A header map filled by hand with lower-case keys (AWS Lambda's) verifies.
+func TestVerifyHeadersOfAnyCase(t *testing.T) {
+	body := []byte(`{"instance":"i5","first_seq":1,"last_seq":1,"events":[{"seq":1}]}`)
+	ts := strconv.FormatInt(time.Now().UnixMilli(), 10)
+	hdr := http.Header{"presence-timestamp": {ts}, "presence-signature": {sign(ts, body)}}
+	if d, err := VerifyWebhook(VerifyOptions{Secrets: [][]byte{[]byte(hookSecret)}}, hdr, body); err != nil || len(d.Events) != 1 {
+		t.Fatalf("%v %+v", err, d)
+	}
+}

@@ -15,10 +15,12 @@ const sleep = (ms, signal) => new Promise((resolve) => {
 
 /** Parse SSE text: calls onEvent({id, event, data}) per complete block; returns the unparsed tail. */
 export function parseSSE(buf, onEvent) {
-  let end;
-  while ((end = buf.search(/\r?\n\r?\n/)) >= 0) {
-    const block = buf.slice(0, end);
-    buf = buf.slice(end + (buf[end] === '\r' ? 4 : 2));
+  let m;
+  // The separator's own length: a block ended by \r\n\n (or \n\r\n) is 3
+  // characters, and cutting 4 took the first letter of the next field ('id').
+  while ((m = /\r?\n\r?\n/.exec(buf)) !== null) {
+    const block = buf.slice(0, m.index);
+    buf = buf.slice(m.index + m[0].length);
     const ev = { id: null, event: 'message', data: [] };
     for (const line of block.split(/\r?\n/)) {
       if (line === '' || line.startsWith(':')) continue;     // keepalive comment

@@ -66,9 +66,16 @@ class WebhookGuard:
             return events
 
     def forget(self, delivery: Delivery) -> None:
-        """The handler failed: let presenced's retry of this batch through."""
+        """The handler failed: let presenced's retry of this batch through,
+        back to just before the events it held that were new, as the Node and
+        Go SDKs' guards do. Not to first_seq - 1: a batch sent again after a
+        lost answer, or one overlapping events applied before, would have its
+        retry apply those a second time."""
+        if not delivery.events:
+            return                  # nothing of it was new: nothing to open again
+        first_new = min(e.get("seq", 0) for e in delivery.events)
         with self._lock:
-            self.last_seq[delivery.instance] = delivery.first_seq - 1
+            self.last_seq[delivery.instance] = min(self.last_seq.get(delivery.instance, 0), first_new - 1)
 
 
 def _header(headers: Any, name: str) -> str:

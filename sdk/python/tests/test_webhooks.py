@@ -147,3 +147,27 @@ def test_timestamp_of_other_digits_refused(setup):
         assert (e.value.code, e.value.status) == ("bad_timestamp", 401)
     # the receiver answers it (a header of one Latin-1 byte), not a 500
     assert post(port, {"Presence-Timestamp": "\u00b2", "Presence-Signature": "v1=00"}, body) == (401, "bad_timestamp")
+
+
+def test_forget_reopens_only_what_the_failed_delivery_brought():
+    # Events 1-10 applied; then a batch 5-15 (the in-flight batch sent again
+    # by a new owner on Redis) whose handler fails, and a batch 1-10 sent
+    # again after a lost answer whose handler fails: their retries bring only
+    # what was never applied, never 1-10 a second time.
+    guard = WebhookGuard()
+
+    def deliver(first, last):
+        body = json.dumps({"instance": "i1", "first_seq": first, "last_seq": last,
+                           "events": [{"seq": n} for n in range(first, last + 1)]}).encode()
+        ts = str(int(time.time() * 1000))
+        time.sleep(0.002)                 # every attempt its own timestamp, as presenced signs them
+        return verify_webhook(SECRET, {"Presence-Timestamp": ts, "Presence-Signature": sign(ts, body)}, body, guard=guard)
+    assert len(deliver(1, 10).events) == 10
+    failed = deliver(5, 15)
+    assert [e["seq"] for e in failed.events] == [11, 12, 13, 14, 15]
+    guard.forget(failed)
+    assert [e["seq"] for e in deliver(5, 15).events] == [11, 12, 13, 14, 15]
+    again = deliver(1, 10)
+    assert again.events == []
+    guard.forget(again)
+    assert deliver(1, 10).events == []

@@ -160,14 +160,26 @@ func (b *Backend) Connect(ctx context.Context) (*BackendWelcome, error) {
 		}
 	case <-ctx.Done():
 		err = ctx.Err()
+	case <-done: // End from another goroutine, or a refusal reported on ready
+		select {
+		case err = <-ready:
+		default:
+		}
+		if err == nil {
+			err = errEnded
+		}
 	}
 	cancel()
 	<-done
 	b.mu.Lock()
-	b.cancel = nil
+	if !b.closed { // after End, no new start
+		b.cancel = nil
+	}
 	b.mu.Unlock()
 	return nil, err
 }
+
+var errEnded = errors.New("presence: Backend.Connect: End was called before the first welcome")
 
 func (b *Backend) run(ctx context.Context, done chan struct{}, ready chan error) {
 	defer close(done)

@@ -478,3 +478,24 @@ func TestBackendOpenRefusesABadStatus(t *testing.T) {
 		t.Fatalf("Open with status away: %q, list %v", id, b.Sessions())
 	}
 }
+
+// End from another goroutine ends a Connect still waiting for presenced.
+func TestBackendEndEndsAWaitingConnect(t *testing.T) {
+	b := NewBackend(BackendOptions{URL: "http://127.0.0.1:1", APIKey: testAPIKey, Origin: "go-end-connect",
+		Retry: 20 * time.Millisecond, MaxRetry: 50 * time.Millisecond})
+	done := make(chan error, 1)
+	go func() { _, err := b.Connect(context.Background()); done <- err }()
+	time.Sleep(200 * time.Millisecond)
+	b.End(context.Background(), false)
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Error("Connect succeeded")
+		}
+	case <-time.After(3 * time.Second):
+		t.Fatal("Connect still waiting 3 s after End")
+	}
+	if _, err := b.Connect(context.Background()); err == nil {
+		t.Error("Connect after End started again")
+	}
+}

@@ -124,6 +124,16 @@ export function verifyWebhook({ secret, headers, body, toleranceMs = 300000, now
   return { ...delivery, events, duplicates: delivery.events.length - events.length };
 }
 
+/**
+ * presenced gives up on an answer after --webhook-timeout-ms and sends the
+ * batch again, maybe while the first attempt is still being handled. The guard
+ * has marked its events applied, so the retry would be answered 204 with none
+ * and, if the first attempt then failed, the batch would be lost. 409 makes
+ * presenced try again later, when the first attempt is done (as the Go SDK).
+ */
+const IN_PROGRESS = "an earlier attempt of this instance's deliveries is still being handled";
+const inProgress = (handling, delivery) => handling.has(delivery.instance);
+
 function readRaw(req, limit) {
   return new Promise((resolve, reject) => {
     const chunks = [];
@@ -158,6 +168,7 @@ export function webhookMiddleware({ secret, toleranceMs = 300000, guard = new We
   // and presenced retries a 500 forever.
   secretsOf(secret, 'webhookMiddleware');
   toleranceMs = tolerance(toleranceMs, 'webhookMiddleware');
+  const handling = new Set();
   return async function presenceWebhook(req, res, next) {
     try {
       const body = Buffer.isBuffer(req.body) ? req.body : req.body === undefined ? await readRaw(req, maxBody) : req.body;
@@ -166,6 +177,8 @@ export function webhookMiddleware({ secret, toleranceMs = 300000, guard = new We
       if (!(e instanceof WebhookError)) { if (next) return next(e); return answer(res, 500, 'internal', String(e)); }
       return answer(res, e.status, e.code, e.message);
     }
+    if (inProgress(handling, req.presence)) return answer(res, 409, 'in_progress', IN_PROGRESS);
+    handling.add(req.presence.instance);
     if (!onDelivery) {
       if (!next) return answer(res, 500, 'internal', 'no handler');
       // Your route answers. Anything but a 2xx (a thrown error Express turns
@@ -173,11 +186,10 @@ export function webhookMiddleware({ secret, toleranceMs = 300000, guard = new We
       // the guard must then let its events through, or the retry comes with
       // none and the batch is lost.
       const delivery = req.presence;
-      if (guard) {
-        res.once('close', () => {
-          if (!(res.writableFinished && res.statusCode >= 200 && res.statusCode < 300)) guard.forget(delivery);
-        });
-      }
+      res.once('close', () => {
+        handling.delete(delivery.instance);
+        if (guard && !(res.writableFinished && res.statusCode >= 200 && res.statusCode < 300)) guard.forget(delivery);
+      });
       return next();
     }
     try {
@@ -188,6 +200,8 @@ export function webhookMiddleware({ secret, toleranceMs = 300000, guard = new We
       // 5xx: presenced retries the batch; forget it as applied so the retry is not dropped.
       if (guard) guard.forget(req.presence);
       answer(res, 500, 'handler_failed', e && e.message ? e.message : String(e));
+    } finally {
+      handling.delete(req.presence.instance);
     }
   };
 }
@@ -203,6 +217,7 @@ export async function fastifyWebhook(app, { path = '/presence/webhook', secret, 
   toleranceMs = tolerance(toleranceMs, 'fastifyWebhook');
   app.removeAllContentTypeParsers?.();
   app.addContentTypeParser('*', { parseAs: 'buffer' }, (_req, body, done) => done(null, body));
+  const handling = new Set();
   app.post(path, async (request, reply) => {
     let delivery;
     try {
@@ -211,11 +226,15 @@ export async function fastifyWebhook(app, { path = '/presence/webhook', secret, 
       if (!(e instanceof WebhookError)) throw e;
       return reply.code(e.status).send({ error: { code: e.code, message: e.message } });
     }
+    if (inProgress(handling, delivery)) return reply.code(409).send({ error: { code: 'in_progress', message: IN_PROGRESS } });
+    handling.add(delivery.instance);
     try {
       await onDelivery(delivery, request);
     } catch (e) {
       if (guard) guard.forget(delivery);
       return reply.code(500).send({ error: { code: 'handler_failed', message: e && e.message ? e.message : String(e) } });
+    } finally {
+      handling.delete(delivery.instance);
     }
     return reply.code(204).send();
   });

@@ -77,3 +77,37 @@ test('a failed handler lets presenced\'s retry bring only that delivery\'s event
   assert.equal(await deliver(overlap), 204);
   assert.deepEqual(applied, [1, 2, 3, 4, 5]);
 });
+
+test('presenced\'s retry arriving while the first attempt is still handled is answered 409, not 204 with no events', async () => {
+  // presenced gives up on a slow answer after --webhook-timeout-ms and sends
+  // the batch again. The guard had marked its events applied, so the retry
+  // was answered 204 with none; when the slow first attempt then failed,
+  // nothing was left to retry and the batch was lost.
+  let release;
+  const gate = new Promise((r) => { release = r; });
+  const applied = [];
+  let calls = 0;
+  const mw = webhookMiddleware({ secret: SECRET, onDelivery: async (d) => {
+    if (++calls === 1) { await gate; throw new Error('database down'); }
+    applied.push(...d.events.map((e) => e.seq));
+  } });
+  const batch = JSON.stringify({ instance: 'i7', first_seq: 1, last_seq: 2, events: [{ seq: 1 }, { seq: 2 }] });
+  let n = 0;
+  const deliver = async () => {
+    const ts = String(Date.now() + n++);
+    const sig = 'v1=' + createHmac('sha256', SECRET).update(ts + '.' + batch).digest('hex');
+    const req = Object.assign(Readable.from([Buffer.from(batch)]), { headers: { 'presence-timestamp': ts, 'presence-signature': sig } });
+    const res = { statusCode: 0, body: '', setHeader() {}, end(b) { this.body = b || ''; } };
+    await mw(req, res);
+    return res;
+  };
+  const first = deliver();
+  await new Promise((r) => setImmediate(r));
+  const retry = await deliver();
+  assert.equal(retry.statusCode, 409, 'the retry during the first attempt');
+  assert.equal(JSON.parse(retry.body).error.code, 'in_progress');
+  release();
+  assert.equal((await first).statusCode, 500);
+  assert.equal((await deliver()).statusCode, 204);
+  assert.deepEqual(applied, [1, 2]);
+});

@@ -34,10 +34,18 @@ struct kicker {
 
 static void on_kick(void *ud, const char *session_id) {
   struct kicker *k = ud;
-  if (k->closing || !ws_find(k->s, session_id)) return;
-  srv_log(k->s, PRESENCE_LOG_INFO, "session %s kicked through Redis",
-          session_id);
-  ws_kick(k->s, session_id);
+  if (k->closing) return;
+  if (ws_find(k->s, session_id)) {
+    srv_log(k->s, PRESENCE_LOG_INFO, "session %s kicked through Redis",
+            session_id);
+    ws_kick(k->s, session_id);
+    return;
+  }
+  /* No WebSocket here: it may be a session a backend reported to this
+   * instance (GET /v1/backend, PUT /v1/sessions/{id}), which only the
+   * store ends, as a kick on the embedded store does. Every instance is
+   * told of the kick; the store refuses the end on all but the holder. */
+  presence_session_kick(k->s->p, session_id, NULL, NULL);
 }
 
 int kick_init(srv_t *s) {

@@ -225,7 +225,8 @@ type ChannelCount struct {
 	Channel string `json:"channel"`
 	Count   int    `json:"count"`
 	// ShownCount: the count the channel's members are shown (invisible
-	// members left out).
+	// members left out). From Channels only: Channel leaves it 0, as
+	// GET /v1/channels/{name} has no shown_count.
 	ShownCount int `json:"shown_count"`
 }
 
@@ -316,7 +317,7 @@ func (c *Client) PutSession(ctx context.Context, sessionID, userID string, ttl t
 // Origin is a backend reporting sessions (GET /v1/origins).
 type Origin struct {
 	Origin        string `json:"origin"`
-	State         string `json:"state"` // connected, detached
+	State         string `json:"state"` // connected, detached; http: PutSession's sessions
 	Sessions      int    `json:"sessions"`
 	Since         int64  `json:"since"`
 	DetachedSince int64  `json:"detached_since"`

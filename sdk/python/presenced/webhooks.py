@@ -43,6 +43,7 @@ class WebhookGuard:
         self.max_signatures = max_signatures
         self._seen: "OrderedDict[str, int]" = OrderedDict()
         self.last_seq: Dict[str, int] = {}
+        self._handling: set = set()     # log instances a WSGI/ASGI app is handling a delivery of
         self._lock = threading.Lock()
 
     def seen(self, signature: str, ts: int, now_ms: float) -> bool:
@@ -64,6 +65,17 @@ class WebhookGuard:
             if body.get("last_seq", 0) > last:
                 self.last_seq[body["instance"]] = body["last_seq"]
             return events
+
+    def _begin(self, instance: str) -> bool:
+        with self._lock:
+            if instance in self._handling:
+                return False
+            self._handling.add(instance)
+            return True
+
+    def _end(self, instance: str) -> None:
+        with self._lock:
+            self._handling.discard(instance)
 
     def forget(self, delivery: Delivery) -> None:
         """The handler failed: let presenced's retry of this batch through,
@@ -106,6 +118,10 @@ def verify_webhook(secret: Union[Secret, Sequence[Secret]], headers: Any, body: 
     ``headers``: any mapping (case-insensitive or not) or (name, value) pairs.
     ``body``: the raw bytes as received (never a re-serialised JSON).
     """
+    return _verify(secret, headers, body, tolerance_s, now, guard, exclusive=False)
+
+
+def _verify(secret, headers, body, tolerance_s, now, guard, exclusive: bool) -> Delivery:
     secrets = [s.encode() if isinstance(s, str) else s
                for s in (secret if isinstance(secret, (list, tuple)) else [secret]) if s]
     if not secrets:
@@ -141,9 +157,22 @@ def verify_webhook(secret: Union[Secret, Sequence[Secret]], headers: Any, body: 
         data = None
     if not isinstance(data, dict) or not isinstance(data.get("events"), list) or not isinstance(data.get("instance"), str):
         raise WebhookError("bad_body", "signed, but not a delivery", 400)
-    if guard is not None and guard.seen(sig, int(ts), now_ms):
-        raise WebhookError("replayed", "this request was delivered before", 409)
-    events = guard.fresh(data) if guard is not None else data["events"]
+    # exclusive (the WSGI and ASGI apps, which know when handling ends): while
+    # a delivery of this log instance is handled, another is refused with 409,
+    # which presenced retries. Its retry after --webhook-timeout-ms came
+    # while a slow handler still ran, found the events marked applied and was
+    # answered 204; if the handler then failed, the batch was lost. As the Go
+    # SDK's WebhookHandler does.
+    if guard is not None and exclusive and not guard._begin(data["instance"]):
+        raise WebhookError("in_progress", "a delivery of this log instance is still being handled", 409)
+    try:
+        if guard is not None and guard.seen(sig, int(ts), now_ms):
+            raise WebhookError("replayed", "this request was delivered before", 409)
+        events = guard.fresh(data) if guard is not None else data["events"]
+    except BaseException:
+        if guard is not None and exclusive:
+            guard._end(data["instance"])
+        raise
     return Delivery(instance=data["instance"], first_seq=data.get("first_seq", 0), last_seq=data.get("last_seq", 0),
                     events=events, gap=data.get("gap"), duplicates=len(data["events"]) - len(events), raw=data)
 
@@ -165,7 +194,12 @@ class _Handler:
         self.max_body = max_body
 
     def verify(self, headers, body) -> Delivery:
-        return verify_webhook(self.secret, headers, body, tolerance_s=self.tolerance_s, guard=self.guard)
+        """Verified, and with a guard marked in progress until done(delivery)."""
+        return _verify(self.secret, headers, body, self.tolerance_s, None, self.guard, exclusive=True)
+
+    def done(self, delivery: Delivery) -> None:
+        if self.guard is not None:
+            self.guard._end(delivery.instance)
 
 
 class WSGIWebhook(_Handler):
@@ -202,6 +236,8 @@ class WSGIWebhook(_Handler):
             if self.guard is not None:
                 self.guard.forget(delivery)
             return answer(500, _error_body("handler_failed", str(e)))
+        finally:
+            self.done(delivery)
         return answer(204)
 
 
@@ -249,5 +285,12 @@ class ASGIWebhook(_Handler):
         except Exception as e:  # noqa: BLE001
             if self.guard is not None:
                 self.guard.forget(delivery)
+            self.done(delivery)
             return await answer(500, _error_body("handler_failed", str(e)))
+        except BaseException:
+            self.done(delivery)     # cancelled (the client went away): not applied
+            if self.guard is not None:
+                self.guard.forget(delivery)
+            raise
+        self.done(delivery)
         await answer(204)

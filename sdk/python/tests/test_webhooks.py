@@ -171,3 +171,40 @@ def test_forget_reopens_only_what_the_failed_delivery_brought():
     assert again.events == []
     guard.forget(again)
     assert deliver(1, 10).events == []
+
+
+def test_a_retry_during_a_slow_handler_waits_for_its_outcome():
+    # presenced retries a batch after --webhook-timeout-ms, while the first
+    # attempt's handler may still run. That retry is answered 409 in_progress
+    # (presenced tries again later), not 204 with its events dropped as
+    # applied: when the slow attempt then failed, the batch was lost.
+    import io
+    release, applied, calls = threading.Event(), [], []
+
+    def on_delivery(d):
+        calls.append(d)
+        if len(calls) == 1:
+            release.wait(5)
+            raise RuntimeError("database down")
+        applied.extend(e["seq"] for e in d.events)
+    app = WSGIWebhook(SECRET, on_delivery)
+    body = json.dumps({"instance": "i1", "first_seq": 1, "last_seq": 2, "events": [{"seq": 1}, {"seq": 2}]}).encode()
+
+    def attempt(out):
+        ts = str(int(time.time() * 1000))
+        time.sleep(0.002)                 # every attempt its own timestamp and signature
+        environ = {"REQUEST_METHOD": "POST", "CONTENT_LENGTH": str(len(body)), "wsgi.input": io.BytesIO(body),
+                   "HTTP_PRESENCE_TIMESTAMP": ts, "HTTP_PRESENCE_SIGNATURE": sign(ts, body)}
+        app(environ, lambda status, headers: out.append(int(status.split()[0])))
+    first = []
+    t = threading.Thread(target=attempt, args=(first,))
+    t.start()
+    wait_for(lambda: calls, what="the first attempt in its handler")
+    retry = []
+    attempt(retry)
+    release.set()
+    t.join(5)
+    assert (first, retry) == ([500], [409])
+    again = []
+    attempt(again)
+    assert again == [204] and applied == [1, 2]

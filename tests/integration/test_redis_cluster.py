@@ -521,6 +521,50 @@ async def test_sigterm(t, cl):
     await keep.close()
 
 
+async def test_rolling(t, cl):
+    # A rolling restart (offline grace 2 s): the instance SIGTERMed ends its
+    # sessions at once (1001, session.disconnected reason shutdown), but its
+    # users go offline only after the grace, as after any disconnect. One
+    # that reconnects to another instance within it shows watchers nothing
+    # (before, its user.offline and user.online came 0.3 s apart); one that
+    # does not goes offline, reason shutdown, fired by a live instance.
+    A, B, C = cl.d
+    w = await Client.connect(C, "rl-w", watch="*")
+    back = await Client.connect(A, "rl-back", tok=token("rl-back", extra={"channels": "*"}))
+    gone = await Client.connect(A, "rl-gone")
+    await back.send({"type": "join", "channel": "rl-room", "data": {"n": 1}, "id": "j"})
+    t.check("rolling: the member joined", await back.expect_type("channel", 3, id="j") is not None)
+    await w.send({"type": "subscribe", "users": ["rl-back", "rl-gone"], "id": "s"})
+    await w.expect_type("presence", 3)
+    A.signal(signal.SIGTERM)
+    t.eq("rolling: A closes its clients with 1001", await back.wait_closed(3), 1001)
+    back2 = await Client.connect(B, "rl-back", tok=token("rl-back", extra={"channels": "*"}))
+    await back2.send({"type": "join", "channel": "rl-room", "data": {"n": 1}, "id": "j2"})
+    await back2.expect_type("channel", 3, id="j2")
+    seen = await w.changes(3.5)
+    got = [(u["user_id"], u["status"], u.get("reason")) for m in seen for u in m["users"]]
+    t.eq("rolling: watchers see only the user that did not come back go offline",
+         got, [("rl-gone", "offline", "shutdown")])
+    st = await user(C, "rl-back")
+    t.eq("rolling: the user that came back is online throughout", st.get("status"), "online")
+    log = await read_log(C)
+    mine = [(e["type"], e.get("user_id"), e.get("reason")) for e in log
+            if e.get("user_id") in ("rl-back", "rl-gone") and e["type"].startswith(("user.", "channel."))]
+    t.eq("rolling: the log holds no offline, online or leave for the member that came back",
+         [x for x in mine if x[1] == "rl-back"],
+         [("user.online", "rl-back", "connect"), ("channel.join", "rl-back", "explicit")])
+    t.check("rolling: and one user.offline (shutdown) for the one that did not",
+            ("user.offline", "rl-gone", "shutdown") in mine, mine)
+    try:
+        A.proc.wait(5)
+    except Exception:
+        pass
+    t.eq("rolling: A exits with status 0", A.proc.poll(), 0)
+    await back2.close()
+    await w.close()
+    await gone.close()
+
+
 async def test_race(t, cl):
     rnd = random.Random(4)
     held = []
@@ -597,6 +641,8 @@ SCENARIOS = [
     ("sigstop", test_sigstop, {}),
     ("restart", test_restart, {}),
     ("sigterm", test_sigterm, {"lease": 6000, "hb": 2000}),
+    ("rolling", test_rolling, {"lease": 6000, "hb": 2000,
+                               "extra": {"--offline-grace-ms": "2000"}}),
     # 100 sessions of one user at once: over the default per-user limit
     # (64, enforced cluster-wide, which the refusals in a first run showed).
     ("race", test_race, {"extra": {"--max-sessions-per-user": "0"}}),

@@ -1376,9 +1376,11 @@ local function remove_session(sid, u, reason, rec, U)
   if st == ON then df = ON elseif df == OFF then df = st end
   U.ls = now
   if on1 == 1 then U.la = now end
+  -- A shutdown's sessions end in grace like a disconnect: their clients
+  -- reconnect to another instance (1001), and a rolling restart must show
+  -- watchers nothing. A kick, a dead instance or origin are final.
   local graceful = reason ~= R_KICKED and reason ~= R_LOST and
-    reason ~= R_ORIGIN_LOST and
-    reason ~= R_SHUTDOWN
+    reason ~= R_ORIGIN_LOST
   local in_grace = to == OFF and grace_ms > 0 and graceful and U.st ~= OFF
   if in_grace then
     -- In the grace the device stays as watchers saw it: a reload shows

@@ -316,7 +316,15 @@ func (s *Stream) Next(ctx context.Context) bool {
 			}
 			delay = s.o.Retry
 		}
+		// The silence is counted while Next reads, not while the caller
+		// handles an item: keepalives wait in the socket meanwhile.
+		if s.idle != nil {
+			s.idle.Reset(s.o.ReadTimeout)
+		}
 		if ok := s.readEvent(); ok {
+			if s.idle != nil {
+				s.idle.Stop()
+			}
 			return true
 		}
 		// the connection ended (presenced shut down, network): reconnect and resume

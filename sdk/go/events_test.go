@@ -158,3 +158,32 @@ func TestStreamNoticesASilentConnection(t *testing.T) {
 		t.Fatalf("after the silence: %v", brief(got))
 	}
 }
+
+// A caller slower than ReadTimeout between two Next calls is not taken for
+// a silent connection: keepalives wait in the socket meanwhile.
+func TestStreamSlowConsumerIsNotSilence(t *testing.T) {
+	d, err := startDaemon("--sse-keepalive-ms", "100")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.stop()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	api := NewClient(d.url(), testAPIKey)
+	var errs []error
+	s := api.Events(StreamOptions{After: "0", ReadTimeout: 1500 * time.Millisecond, Types: []string{"user.online"},
+		OnError: func(err error) { errs = append(errs, err) }})
+	defer s.Close()
+	api.PutSession(ctx, "slow-c1", "slow-c", 10*time.Second, nil)
+	if !s.Next(ctx) {
+		t.Fatal(s.Err())
+	}
+	time.Sleep(2500 * time.Millisecond) // handling the item
+	api.PutSession(ctx, "slow-d1", "slow-d", 10*time.Second, nil)
+	if !s.Next(ctx) || s.Item().Event.UserID != "slow-d" {
+		t.Fatalf("next: %v %+v", s.Err(), s.Item())
+	}
+	if s.Connects != 1 || len(errs) != 0 {
+		t.Fatalf("%d connections, errors %v", s.Connects, errs)
+	}
+}

@@ -43,7 +43,8 @@ func (e *WebhookError) Error() string { return "presence webhook: " + e.Code + "
 // tolerance window (a replayed request repeats one; presenced signs every
 // retry anew) and the last seq applied per log instance (to drop the events
 // of a batch sent again). Persist LastSeq with your data if a restart must
-// not re-apply a batch. Safe for concurrent use.
+// not re-apply a batch. Safe for concurrent use. The zero Guard works
+// (100,000 signatures kept at most, as NewGuard's).
 type Guard struct {
 	Tolerance     time.Duration
 	MaxSignatures int
@@ -63,12 +64,34 @@ func NewGuard(tolerance time.Duration) *Guard {
 	return &Guard{Tolerance: tolerance, MaxSignatures: 100000, seen: map[string]*list.Element{}, order: list.New(), lastSeq: map[string]int64{}}
 }
 
-func (g *Guard) replayed(sig string, ts, nowMs int64) bool {
+// initLocked makes a Guard not made by NewGuard (&Guard{}, a field of a
+// struct) usable: its nil maps and list panicked at the first delivery.
+func (g *Guard) initLocked() {
+	if g.seen == nil {
+		g.seen, g.order = map[string]*list.Element{}, list.New()
+	}
+	if g.lastSeq == nil {
+		g.lastSeq = map[string]int64{}
+	}
+}
+
+// replayed keeps a signature for as long as its request would verify: the
+// longer of the Guard's and the verification's tolerance (a Tolerance raised
+// on the handler alone let a request replayed past the Guard's through).
+func (g *Guard) replayed(sig string, ts, nowMs int64, tolerance time.Duration) bool {
 	g.mu.Lock()
 	defer g.mu.Unlock()
+	g.initLocked()
+	if g.Tolerance > tolerance {
+		tolerance = g.Tolerance
+	}
+	max := g.MaxSignatures
+	if max <= 0 {
+		max = 100000
+	}
 	for e := g.order.Front(); e != nil; e = g.order.Front() {
 		se := e.Value.(sigEntry)
-		if se.ts >= nowMs-g.Tolerance.Milliseconds() && g.order.Len() < g.MaxSignatures {
+		if se.ts >= nowMs-tolerance.Milliseconds() && g.order.Len() < max {
 			break
 		}
 		g.order.Remove(e)
@@ -84,6 +107,7 @@ func (g *Guard) replayed(sig string, ts, nowMs int64) bool {
 func (g *Guard) fresh(d *Delivery) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
+	g.initLocked()
 	last := g.lastSeq[d.Instance]
 	d.appliedTo = last
 	kept := d.Events[:0]
@@ -112,6 +136,7 @@ func (g *Guard) LastSeq(instance string) int64 {
 func (g *Guard) Forget(d *Delivery) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
+	g.initLocked()
 	back := d.FirstSeq - 1
 	if d.appliedTo > back {
 		back = d.appliedTo
@@ -197,7 +222,7 @@ func verify(o VerifyOptions, header http.Header, body []byte) (*Delivery, error)
 		return nil, &WebhookError{"bad_body", "signed, but not a delivery", 400}
 	}
 	if o.Guard != nil {
-		if o.Guard.replayed(sig, tsMs, nowMs) {
+		if o.Guard.replayed(sig, tsMs, nowMs, tol) {
 			return nil, &WebhookError{"replayed", "this request was delivered before", 409}
 		}
 	}

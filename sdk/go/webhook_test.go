@@ -329,3 +329,44 @@ func TestVerifyHeadersOfAnyCase(t *testing.T) {
 		t.Fatalf("%v %+v", err, d)
 	}
 }
+
+// A Guard not made by NewGuard works, and a replay is refused for as long as
+// the request verifies, though the handler's Tolerance is longer than the
+// Guard's.
+func TestGuardZeroValueAndTolerance(t *testing.T) {
+	body := []byte(`{"instance":"i6","first_seq":1,"last_seq":1,"events":[{"seq":1}]}`)
+	start := time.Now()
+	ts := strconv.FormatInt(start.UnixMilli(), 10)
+	hdr := http.Header{}
+	hdr.Set("Presence-Timestamp", ts)
+	hdr.Set("Presence-Signature", sign(ts, body))
+	for _, c := range []struct {
+		what  string
+		guard *Guard
+	}{{"zero Guard", &Guard{}}, {"Guard of 1 min, tolerance 10 min", NewGuard(time.Minute)}} {
+		o := VerifyOptions{Secrets: [][]byte{[]byte(hookSecret)}, Guard: c.guard, Tolerance: 10 * time.Minute}
+		func() {
+			defer func() {
+				if r := recover(); r != nil {
+					t.Fatalf("%s: panicked: %v", c.what, r)
+				}
+			}()
+			if _, err := VerifyWebhook(o, hdr, body); err != nil {
+				t.Fatalf("%s: %v", c.what, err)
+			}
+			// Another request meanwhile, then the replay, 5 minutes on.
+			later := start.Add(5 * time.Minute)
+			o.Now = func() time.Time { return later }
+			ts2 := strconv.FormatInt(later.UnixMilli(), 10)
+			h2 := http.Header{}
+			h2.Set("Presence-Timestamp", ts2)
+			h2.Set("Presence-Signature", sign(ts2, body))
+			VerifyWebhook(o, h2, body)
+			_, err := VerifyWebhook(o, hdr, body)
+			var we *WebhookError
+			if !errors.As(err, &we) || we.Code != "replayed" {
+				t.Errorf("%s: replay 5 min on: %v", c.what, err)
+			}
+		}()
+	}
+}

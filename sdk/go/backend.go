@@ -763,7 +763,7 @@ func (b *Backend) Reconnect() {
 
 // End stops. bye ends every session of this origin now; otherwise presenced
 // keeps them for its resume window (a restarted process with the same origin
-// takes them back).
+// takes them back). ctx bounds the wait for presenced; its error if it ended.
 func (b *Backend) End(ctx context.Context, bye bool) error {
 	b.Flush(ctx)
 	b.mu.Lock()
@@ -787,12 +787,26 @@ func (b *Backend) End(ctx context.Context, bye bool) error {
 			}
 			cancel()
 		} else {
-			c.Close(websocket.StatusNormalClosure, "")
+			// Close waits up to 5 s for presenced's close frame, whatever ctx
+			// says: on a stalled presenced, ctx ends the wait by ending the
+			// reader, whose cancelled Read drops the connection (presenced
+			// detaches the origin all the same).
+			closed := make(chan struct{})
+			go func() { defer close(closed); c.Close(websocket.StatusNormalClosure, "") }()
+			select {
+			case <-closed:
+			case <-ctx.Done():
+				if cancel != nil {
+					cancel()
+				}
+				c.CloseNow()
+				<-closed
+			}
 		}
 	}
 	if cancel != nil {
 		cancel()
 		<-done
 	}
-	return nil
+	return ctx.Err()
 }

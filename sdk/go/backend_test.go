@@ -499,3 +499,28 @@ func TestBackendEndEndsAWaitingConnect(t *testing.T) {
 		t.Error("Connect after End started again")
 	}
 }
+
+// End's ctx bounds it on a presenced that does not answer (SIGSTOP), with
+// bye or without; it says so.
+func TestBackendEndHonoursCtx(t *testing.T) {
+	d := backendDaemon(t)
+	defer d.stop()
+	for _, bye := range []bool{false, true} {
+		b := NewBackend(BackendOptions{URL: d.url(), APIKey: testAPIKey, Origin: fmt.Sprint("go-end-ctx-", bye)})
+		if _, err := b.Connect(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		b.Open("end-ctx", OpenOptions{})
+		b.Flush(context.Background())
+		d.cmd.Process.Signal(syscall.SIGSTOP)
+		ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+		start := time.Now()
+		err := b.End(ctx, bye)
+		took := time.Since(start)
+		cancel()
+		d.cmd.Process.Signal(syscall.SIGCONT)
+		if took > 2*time.Second || !errors.Is(err, context.DeadlineExceeded) {
+			t.Errorf("End(bye %v) with a 300 ms ctx: %v after %v", bye, err, took)
+		}
+	}
+}

@@ -20,6 +20,9 @@
 #define SSE_BATCH 256
 /* Stop reading the log for a stream while this much is queued to it. */
 #define SSE_HIGH_WATER 65536
+/* A log read that failed (Redis away or slow) is tried again this much
+ * later: neither the next event nor a drain may come to do it. */
+#define SSE_RETRY_MS 500
 
 struct sse_stream {
   conn_t *conn;
@@ -77,6 +80,7 @@ static int sse_wants(const sse_stream_t *st, const presence_event_t *ev) {
 }
 
 static void pump_one(sse_stream_t *st, int final);
+static void sse_retry(srv_t *s);
 
 static void stream_free(sse_stream_t *st) {
   presence_cursor_free(st->cursor);
@@ -95,7 +99,10 @@ static void on_log(presence_t *p, int status, const presence_event_t *events,
   }
   conn_t *c = st->conn;
   srv_t *s = c->srv;
-  if (status < 0 && status != PRESENCE_ECURSOR) n = 0; /* retried later */
+  if (status < 0 && status != PRESENCE_ECURSOR) {
+    n = 0;
+    if (status != PRESENCE_ESHUTDOWN) sse_retry(s);
+  }
   st->batch = n;
   if (!st->in_pump) {
     /* An answer from an asynchronous store: write it, then go on reading
@@ -186,9 +193,10 @@ static void pump_one(sse_stream_t *st, int final) {
     }
     if (rc < 0) {
       st->reading = 0;
-      /* Redis away: the next event or drain tries again. */
+      /* Redis away: tried again shortly (sse_retry). */
       if (rc != PRESENCE_ESTORE)
         srv_error(s, "log_read_failed", "%s", presence_strerror(rc));
+      if (rc != PRESENCE_ESHUTDOWN) sse_retry(s);
       break;
     }
     if (st->reading) return; /* answered later, in on_log */
@@ -222,11 +230,22 @@ static void on_sse_timer(uv_timer_t *t) {
 }
 
 void sse_notify(srv_t *s) {
-  if (s->nsse == 0 || s->sse_pump_pending ||
-      uv_is_closing((uv_handle_t *)&s->sse_timer))
-    return;
+  if (s->nsse == 0 || uv_is_closing((uv_handle_t *)&s->sse_timer)) return;
+  /* A pump is due on the next turn already; a retry's later one is
+   * brought forward. */
+  if (s->sse_pump_pending && uv_timer_get_due_in(&s->sse_timer) == 0) return;
   s->sse_pump_pending = 1;
   uv_timer_start(&s->sse_timer, on_sse_timer, 0, 0);
+}
+
+/* A log read failed: every stream is pumped again after SSE_RETRY_MS (a
+ * stream whose read failed has events after its cursor, and nothing else
+ * would wake it while no new event comes; a keepalive's write does not). */
+static void sse_retry(srv_t *s) {
+  if (s->sse_pump_pending || uv_is_closing((uv_handle_t *)&s->sse_timer))
+    return;
+  s->sse_pump_pending = 1;
+  uv_timer_start(&s->sse_timer, on_sse_timer, SSE_RETRY_MS, 0);
 }
 
 static void on_any_event(srv_t *s, const presence_event_t *ev, void *ud) {

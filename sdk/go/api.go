@@ -89,17 +89,35 @@ func NewClient(baseURL, apiKey string) *Client {
 
 // Do sends one request; the JSON answer is decoded into out (if not nil).
 func (c *Client) Do(ctx context.Context, method, path string, body, out any) error {
+	status, data, err := c.send(ctx, method, path, body)
+	if err != nil {
+		return err
+	}
+	if status/100 != 2 {
+		return decodeError(status, data)
+	}
+	if out == nil {
+		return nil
+	}
+	if err := json.Unmarshal(data, out); err != nil {
+		return &Error{Status: status, Code: CodeBadResponse, Message: err.Error(), Err: err}
+	}
+	return nil
+}
+
+// send makes one request and reads the answer, whatever its status.
+func (c *Client) send(ctx context.Context, method, path string, body any) (int, []byte, error) {
 	var rd io.Reader
 	if body != nil {
 		b, err := json.Marshal(body)
 		if err != nil {
-			return err
+			return 0, nil, err
 		}
 		rd = bytes.NewReader(b)
 	}
 	req, err := http.NewRequestWithContext(ctx, method, c.URL+path, rd)
 	if err != nil {
-		return err
+		return 0, nil, err
 	}
 	req.Header.Set("Accept", "application/json")
 	req.Header.Set("Authorization", bearer(c.APIKey))
@@ -108,23 +126,14 @@ func (c *Client) Do(ctx context.Context, method, path string, body, out any) err
 	}
 	res, err := c.httpClient().Do(req)
 	if err != nil {
-		return &Error{Code: CodeNetwork, Message: err.Error(), Err: err}
+		return 0, nil, &Error{Code: CodeNetwork, Message: err.Error(), Err: err}
 	}
 	defer res.Body.Close()
 	data, err := io.ReadAll(io.LimitReader(res.Body, 64<<20))
 	if err != nil {
-		return &Error{Status: res.StatusCode, Code: CodeNetwork, Message: err.Error(), Err: err}
+		return 0, nil, &Error{Status: res.StatusCode, Code: CodeNetwork, Message: err.Error(), Err: err}
 	}
-	if res.StatusCode/100 != 2 {
-		return decodeError(res.StatusCode, data)
-	}
-	if out == nil {
-		return nil
-	}
-	if err := json.Unmarshal(data, out); err != nil {
-		return &Error{Status: res.StatusCode, Code: CodeBadResponse, Message: err.Error(), Err: err}
-	}
-	return nil
+	return res.StatusCode, data, nil
 }
 
 // bearer is the Authorization value of an API key, without the whitespace
@@ -332,11 +341,24 @@ func (c *Client) Origins(ctx context.Context) ([]Origin, error) {
 	return r.Origins, nil
 }
 
-// Health: GET /healthz.
+// Health: GET /healthz. A 503 (the Redis store not ready, a shutdown) comes
+// with the Health too (StoreReady false) and an *Error whose Code is its
+// status: CodeStoreUnavailable or CodeShuttingDown. Its body has no error
+// object, so that Code was http_503 and the Health was lost.
 func (c *Client) Health(ctx context.Context) (*Health, error) {
-	var h Health
-	if err := c.Do(ctx, "GET", "/healthz", nil, &h); err != nil {
+	status, data, err := c.send(ctx, "GET", "/healthz", nil)
+	if err != nil {
 		return nil, err
+	}
+	var h Health
+	if status == 503 && json.Unmarshal(data, &h) == nil && h.Status != "" {
+		return &h, &Error{Status: status, Code: h.Status, Message: "presenced is not ready: " + h.Status}
+	}
+	if status/100 != 2 {
+		return nil, decodeError(status, data)
+	}
+	if err := json.Unmarshal(data, &h); err != nil {
+		return nil, &Error{Status: status, Code: CodeBadResponse, Message: err.Error(), Err: err}
 	}
 	return &h, nil
 }

@@ -7,7 +7,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os/exec"
 	"sort"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -328,4 +330,47 @@ func TestAPIKeyFromAFile(t *testing.T) {
 		t.Fatalf("backend: %v", err)
 	}
 	b.End(ctx, true)
+}
+
+// Health on a presenced whose Redis is away: the 503 comes with the Health
+// (StoreReady false) and the code CodeStoreUnavailable.
+func TestHealthOfAStoreAway(t *testing.T) {
+	redis, err := exec.LookPath("redis-server")
+	if err != nil {
+		t.Skip("no redis-server")
+	}
+	port := freePort()
+	rs := exec.Command(redis, "--port", fmt.Sprint(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no")
+	if err := rs.Start(); err != nil {
+		t.Fatal(err)
+	}
+	rsDone := make(chan struct{})
+	go func() { rs.Wait(); close(rsDone) }()
+	stopRedis := func() {
+		rs.Process.Signal(syscall.SIGTERM)
+		<-rsDone
+	}
+	defer func() {
+		select {
+		case <-rsDone:
+		default:
+			stopRedis()
+		}
+	}()
+	time.Sleep(200 * time.Millisecond)
+	d, err := startDaemon("--store", fmt.Sprintf("redis://127.0.0.1:%d/0", port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.stop()
+	ctx := context.Background()
+	api := NewClient(d.url(), testAPIKey)
+	waitFor(t, "the store ready", func() bool { h, err := api.Health(ctx); return err == nil && h.StoreReady })
+	stopRedis()
+	var h *Health
+	waitFor(t, "a 503", func() bool { h, err = api.Health(ctx); return err != nil })
+	var pe *Error
+	if !errors.As(err, &pe) || pe.Status != 503 || !IsCode(err, CodeStoreUnavailable) || h == nil || h.StoreReady || h.Store != "redis" {
+		t.Fatalf("Health: %+v %#v", h, err)
+	}
 }

@@ -6,6 +6,14 @@ import { createHmac } from 'node:crypto';
 
 const b64url = (buf) => Buffer.from(buf).toString('base64url');
 
+// 1e11 s is the year 5138; 1e11 ms was 1973. A time past it was given in ms
+// (Date.now()), which would make a token valid for ~50,000 years.
+const MAX_SECONDS = 1e11;
+function seconds(v, name) {
+  if (Math.abs(v) >= MAX_SECONDS) throw new TypeError(`mintToken: ${name} is Unix seconds; ${v} looks like milliseconds (divide by 1000)`);
+  return Math.floor(v);
+}
+
 /**
  * Mint a client token.
  * @param {object} o
@@ -29,7 +37,7 @@ export function mintToken(o) {
   if (!o || o.secret === undefined || o.secret === null || o.secret === '') throw new TypeError('mintToken: secret is required');
   if (typeof o.userId !== 'string' || o.userId === '') throw new TypeError('mintToken: userId must be a non-empty string');
   const nowS = Math.floor((o.now ? o.now() : Date.now()) / 1000);
-  const exp = o.expiresAt !== undefined ? Math.floor(o.expiresAt) : nowS + (o.ttlSeconds ?? 3600);
+  const exp = o.expiresAt !== undefined ? seconds(o.expiresAt, 'expiresAt') : nowS + (o.ttlSeconds ?? 3600);
   if (!Number.isFinite(exp)) throw new TypeError('mintToken: expiry is not a number');
   const claims = { sub: o.userId, exp, iat: nowS };
   if (o.watch !== undefined) {
@@ -52,7 +60,7 @@ export function mintToken(o) {
     claims[k] = o[k];
   }
   if (o.device !== undefined) claims.device = o.device;
-  if (o.notBefore !== undefined) claims.nbf = Math.floor(o.notBefore);
+  if (o.notBefore !== undefined) claims.nbf = seconds(o.notBefore, 'notBefore');
   Object.assign(claims, o.claims || {});
   const head = b64url(JSON.stringify({ alg: 'HS256', typ: 'JWT' }));
   const body = b64url(JSON.stringify(claims));

@@ -1,0 +1,24 @@
+// SPDX-License-Identifier: MIT
+// Token times are Unix seconds (JWT's NumericDate). A JavaScript caller's
+// habit is milliseconds (Date.now()): such an `exp` is ~50,000 years away,
+// and presenced (without --jwt-max-lifetime-s, the default) accepts it, so a
+// token meant to last an hour never expires. It is refused when minted.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { mintToken } from '../index.js';
+import { Presenced, connectUser, JWT_SECRET } from './lib.js';
+
+const pd = new Presenced();
+before(() => pd.start());
+after(() => pd.stop());
+
+test('an expiresAt or notBefore in milliseconds is a TypeError naming the unit', async () => {
+  const inAnHour = Date.now() + 3600 * 1000;
+  assert.throws(() => mintToken({ secret: JWT_SECRET, userId: 'tess', expiresAt: inAnHour }), /seconds/);
+  assert.throws(() => mintToken({ secret: JWT_SECRET, userId: 'tess', notBefore: Date.now() }), /seconds/);
+  // The same time in seconds is a token presenced takes, expiring when asked.
+  const ws = await connectUser(pd, 'tess', { expiresAt: Math.floor(inAnHour / 1000) });
+  const welcome = ws.messages.find((m) => m.type === 'welcome');
+  assert.equal(welcome.exp, Math.floor(inAnHour / 1000));
+  ws.close();
+});

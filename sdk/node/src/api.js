@@ -4,7 +4,7 @@
 // with its stable `code`.
 import { PresenceError } from './errors.js';
 import { EventStream } from './events.js';
-import { apiKeyOf } from './auth.js';
+import { holdApiKey } from './auth.js';
 
 /**
  * One id in a path. undefined, null, '' or an object would become a request
@@ -39,7 +39,7 @@ export class PresenceAPI {
     if (u.username || u.password) throw new TypeError('PresenceAPI: url must not hold credentials (user:password@); the key goes in apiKey');
     if (typeof timeoutMs !== 'number' || !(timeoutMs > 0)) throw new TypeError(`PresenceAPI: timeoutMs must be a number of ms > 0, not ${String(timeoutMs)}`);
     this.url = String(url).replace(/\/+$/, '');
-    this.apiKey = apiKeyOf(apiKey, 'PresenceAPI');
+    holdApiKey(this, apiKey, 'PresenceAPI');
     this.timeoutMs = timeoutMs;
     this._fetch = f;
   }

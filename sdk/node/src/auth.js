@@ -17,3 +17,12 @@ export function apiKeyOf(apiKey, who) {
   }
   return key;
 }
+
+/**
+ * Keeps the key as `obj.apiKey`, but not enumerable: console.log of a client,
+ * JSON.stringify of it, or an error reporter capturing it would otherwise
+ * print the secret.
+ */
+export function holdApiKey(obj, apiKey, who) {
+  Object.defineProperty(obj, 'apiKey', { value: apiKeyOf(apiKey, who), enumerable: false, writable: true, configurable: true });
+}

@@ -11,7 +11,7 @@
 // list only; they reach presenced through the re-assert.
 import { EventEmitter } from 'node:events';
 import { randomUUID } from 'node:crypto';
-import { apiKeyOf } from './auth.js';
+import { holdApiKey } from './auth.js';
 
 /**
  * Refused here, not only by presenced: the list keeps what was asked, and its
@@ -44,7 +44,7 @@ export class BackendConnection extends EventEmitter {
     super();
     if (!url || !apiKey || !origin) throw new TypeError('BackendConnection: url, apiKey and origin are required');
     this.url = url.replace(/^http/, 'ws').replace(/\/+$/, '') + '/v1/backend?origin=' + encodeURIComponent(origin);
-    this.apiKey = apiKeyOf(apiKey, 'BackendConnection');
+    holdApiKey(this, apiKey, 'BackendConnection');
     this.origin = origin;
     this._WS = WebSocket;
     this.retryMs = retryMs;

@@ -5,7 +5,7 @@
 // A `gap` (events left the log before they were read, or presenced restarted)
 // is yielded as its own item: re-read the users you care about, then go on.
 
-import { apiKeyOf } from './auth.js';
+import { holdApiKey } from './auth.js';
 
 const sleep = (ms, signal) => new Promise((resolve) => {
   const wake = () => { clearTimeout(t); resolve(); };
@@ -53,7 +53,7 @@ export class EventStream {
    */
   constructor({ url, apiKey, fetch: f = globalThis.fetch, after = null, types = null, channelPrefix = null, retryMs = 500, maxRetryMs = 15000, readTimeoutMs = 60000, onError = null, onConnect = null, signal = null }) {
     this.url = url.replace(/\/+$/, '');
-    this.apiKey = apiKeyOf(apiKey, 'EventStream');
+    holdApiKey(this, apiKey, 'EventStream');
     this._fetch = f;
     const q = new URLSearchParams();
     if (types) q.set('types', Array.isArray(types) ? types.join(',') : types);

@@ -6,6 +6,7 @@
 // made, without printing it.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
+import { inspect } from 'node:util';
 import { PresenceAPI, BackendConnection, EventStream } from '../index.js';
 import { Presenced, API_KEY } from './lib.js';
 
@@ -36,4 +37,16 @@ test('a key holding a control or non-Latin-1 character is a TypeError at constru
         JSON.stringify(key));
     }
   }
+});
+
+test('logging a client (console.log, JSON.stringify) does not print the key', async (t) => {
+  const api = new PresenceAPI({ url: pd.url, apiKey: API_KEY });
+  const stream = api.events();
+  const b = new BackendConnection({ url: pd.url, apiKey: API_KEY, origin: 'node-log' });
+  for (const o of [api, stream, b]) {
+    assert.ok(!inspect(o, { depth: 5 }).includes(API_KEY), `inspect(${o.constructor.name})`);
+    assert.ok(!JSON.stringify(o).includes(API_KEY), `JSON.stringify(${o.constructor.name})`);
+  }
+  assert.equal((await api.getUser('alice')).user_id, 'alice', 'the key is still sent');
+  t.after(() => b.end());
 });

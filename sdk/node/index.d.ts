@@ -94,6 +94,7 @@ export interface StatusMessage { text: string | null; emoji?: string | null; exp
 export interface ChannelMember {
   user_id: string;
   status: SessionStatus;
+  availability?: Availability;
   data: Record<string, unknown> | null;
   since: number;
   version: number;
@@ -208,7 +209,7 @@ export declare class PresenceAPI {
   /** Active channels under a prefix, with their counts. */
   channels(options?: { prefix?: string; limit?: number; after?: string | null }): Promise<{ channels: Array<{ channel: string; count: number; shown_count: number }>; next: string | null }>;
   /** The channels a user is a member of. */
-  userChannels(userId: string): Promise<Array<Omit<ChannelMember, 'user_id'> & { channel: string }>>;
+  userChannels(userId: string): Promise<Array<ChannelMember & { channel: string }>>;
   /** Every session of the user leaves the channel (reason 'kicked'); code 'not_member' if none was in it. */
   removeFromChannel(name: string, userId: string): Promise<void>;
 

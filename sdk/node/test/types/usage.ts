@@ -49,3 +49,13 @@ async function answers() {
   for (const s of await api.sessions('alice')) { const device: string | undefined = s.device; void device; }
 }
 void answers;
+
+// A user's channels carry each membership's fields, typed (not unknown).
+async function memberships() {
+  for (const c of await api.userChannels('alice')) {
+    const st: 'online' | 'idle' = c.status;
+    const data: Record<string, unknown> | null = c.data;
+    console.log(c.channel, st, data, c.since);
+  }
+}
+void memberships;

@@ -107,6 +107,9 @@ func (c *Client) Do(ctx context.Context, method, path string, body, out any) err
 
 // send makes one request and reads the answer, whatever its status.
 func (c *Client) send(ctx context.Context, method, path string, body any) (int, []byte, error) {
+	if err := checkURL(c.URL); err != nil {
+		return 0, nil, err
+	}
 	var rd io.Reader
 	if body != nil {
 		b, err := json.Marshal(body)

@@ -374,3 +374,25 @@ func TestHealthOfAStoreAway(t *testing.T) {
 		t.Fatalf("Health: %+v %#v", h, err)
 	}
 }
+
+// A URL without its scheme (or host) is a CodeBadURL *Error at once, from the
+// API, the event stream and the Backend, not retried for ever.
+func TestABadURLIsAnError(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	for _, u := range []string{"127.0.0.1:7070", "localhost:7070", "ftp://127.0.0.1:7070", "http://"} {
+		_, err := NewClient(u, testAPIKey).GetUser(ctx, "a")
+		var pe *Error
+		if !errors.As(err, &pe) || pe.Code != CodeBadURL || pe.Retryable() {
+			t.Errorf("%q GetUser: %#v", u, err)
+		}
+		s := NewClient(u, testAPIKey).Events(StreamOptions{})
+		if s.Next(ctx) || !IsCode(s.Err(), CodeBadURL) {
+			t.Errorf("%q stream: %v", u, s.Err())
+		}
+		b := NewBackend(BackendOptions{URL: u, APIKey: testAPIKey, Origin: "go-bad-url"})
+		if _, err := b.Connect(ctx); !IsCode(err, CodeBadURL) {
+			t.Errorf("%q Connect: %v", u, err)
+		}
+	}
+}

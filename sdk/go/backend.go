@@ -140,6 +140,9 @@ func (b *Backend) wsURL() string {
 // an *Error with the daemon's code, e.g. CodeUnauthorized) nothing goes on
 // dialing, and Connect may be called again.
 func (b *Backend) Connect(ctx context.Context) (*BackendWelcome, error) {
+	if err := checkURL(b.o.URL); err != nil {
+		return nil, err
+	}
 	b.mu.Lock()
 	if b.cancel != nil {
 		b.mu.Unlock()

@@ -2,7 +2,10 @@
 
 package presence
 
-import "fmt"
+import (
+	"fmt"
+	"net/url"
+)
 
 // Error codes of the daemon (docs/api.md#errors), plus CodeNetwork (no answer).
 const (
@@ -20,6 +23,9 @@ const (
 	CodeTooManyConnections = "too_many_connections"
 	CodeStoreUnavailable   = "store_unavailable"
 	CodeNetwork            = "network"
+	// CodeBadURL: the URL given for presenced is not http(s)://host (no
+	// answer can come; not retryable).
+	CodeBadURL = "bad_url"
 	// CodeOriginTakenOver: a Backend's origin was taken by another connection
 	// (OnError); the Backend has stopped.
 	CodeOriginTakenOver = "origin_taken_over"
@@ -40,9 +46,21 @@ func (e *Error) Error() string {
 }
 func (e *Error) Unwrap() error { return e.Err }
 
-// Retryable: no answer, a 5xx, 408 or 429.
+// Retryable: no answer (but for a bad URL), a 5xx, 408 or 429.
 func (e *Error) Retryable() bool {
-	return e.Status == 0 || e.Status >= 500 || e.Status == 408 || e.Status == 429
+	return (e.Status == 0 && e.Code != CodeBadURL) || e.Status >= 500 || e.Status == 408 || e.Status == 429
+}
+
+// checkURL refuses a base URL no request can go to (127.0.0.1:7070, without
+// its scheme, is the usual one): the API answered with an error that was not
+// an *Error, and the event stream and the Backend retried it for ever. The
+// URL is not shown: it may hold credentials.
+func checkURL(base string) *Error {
+	u, err := url.Parse(base)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return &Error{Code: CodeBadURL, Message: "the URL of presenced must be http://host[:port] or https://host[:port]"}
+	}
+	return nil
 }
 
 // IsCode reports whether err is a presence *Error with this code.

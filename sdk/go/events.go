@@ -147,6 +147,9 @@ func (s *Stream) isClosed() bool {
 }
 
 func (s *Stream) connect() error {
+	if err := checkURL(s.c.URL); err != nil {
+		return fatalError{e: err}
+	}
 	q := url.Values{}
 	if len(s.o.Types) > 0 {
 		q.Set("types", strings.Join(s.o.Types, ","))

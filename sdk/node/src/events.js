@@ -68,7 +68,9 @@ export class EventStream {
     this.onError = onError;
     this.onConnect = onConnect;
     this._abort = new AbortController();
-    if (signal) signal.addEventListener('abort', () => this.close(), { once: true });
+    // An 'abort' already fired is not fired again for a new listener.
+    if (signal && signal.aborted) this.close();
+    else if (signal) signal.addEventListener('abort', () => this.close(), { once: true });
     this.connects = 0;
   }
 

@@ -55,3 +55,17 @@ test('a consumer slower than readTimeoutMs is not taken for a dead connection', 
   a.close();
   assert.equal(stream.connects, 1, 'no reconnect while the consumer worked');
 });
+
+test('a signal aborted before the stream is made ends it at once', async () => {
+  const api = new PresenceAPI({ url: pd.url, apiKey: API_KEY });
+  const ac = new AbortController();
+  ac.abort();                                  // shutting down already
+  const stream = api.events({ signal: ac.signal, after: 0 });
+  const items = [];
+  const t0 = Date.now();
+  await Promise.race([(async () => { for await (const e of stream) items.push(e); })(), new Promise((r) => setTimeout(r, 1000))]);
+  stream.close();
+  assert.deepEqual(items, []);
+  assert.equal(stream.connects, 0);
+  assert.ok(Date.now() - t0 < 900, 'the iteration ended by itself');
+});

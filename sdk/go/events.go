@@ -173,6 +173,11 @@ func (s *Stream) connect() error {
 	s.cancel = cancel
 	s.silent = false
 	s.mu.Unlock()
+	req, err := http.NewRequestWithContext(ctx, "GET", s.c.URL+path, nil)
+	if err != nil {
+		cancel()
+		return err
+	}
 	if s.o.ReadTimeout > 0 {
 		// Armed for the answer's head too: a host that accepts and never answers.
 		s.idle = time.AfterFunc(s.o.ReadTimeout, func() {
@@ -181,11 +186,6 @@ func (s *Stream) connect() error {
 			s.mu.Unlock()
 			cancel()
 		})
-	}
-	req, err := http.NewRequestWithContext(ctx, "GET", s.c.URL+path, nil)
-	if err != nil {
-		cancel()
-		return err
 	}
 	req.Header.Set("Accept", "text/event-stream")
 	req.Header.Set("Authorization", bearer(s.c.APIKey))

@@ -47,9 +47,14 @@ export class BackendConnection extends EventEmitter {
     holdApiKey(this, apiKey, 'BackendConnection');
     this.origin = origin;
     this._WS = WebSocket;
+    // Checked here: maxOps 0 or NaN (Number() of an unset variable) split
+    // frames of no op for ever, and a NaN delay reconnected every millisecond.
+    for (const [name, v] of [['retryMs', retryMs], ['maxRetryMs', maxRetryMs], ['maxOps', maxOps]]) {
+      if (typeof v !== 'number' || !(v >= 1) || v === Infinity) throw new TypeError(`BackendConnection: ${name} must be a number >= 1, not ${String(v)}`);
+    }
     this.retryMs = retryMs;
     this.maxRetryMs = maxRetryMs;
-    this.maxOps = maxOps;
+    this.maxOps = Math.floor(maxOps);
     /** session id -> { user, status, meta, device, channels: Map<channel, data> } */
     this.sessions = new Map();
     this._leftWhileDown = new Map();   // session -> Set(channel) left while detached

@@ -126,3 +126,17 @@ test('a status other than online/idle is refused by the SDK, so the next re-asse
   assert.deepEqual((await api.sessions('sue')).map((x) => [x.session_id, x.status]), [['sue-1', 'online']]);
   assert.equal(b.sessions.get(s).status, 'online');
 });
+
+test('a maxOps, retryMs or maxRetryMs that is not a positive number is a TypeError when made', async (t) => {
+  // maxOps: 0 spun for ever in the re-assert after the welcome, and NaN
+  // (Number() of an unset variable) in the first flush, at 100% CPU.
+  for (const o of [{ maxOps: 0 }, { maxOps: NaN }, { maxOps: -5 }, { maxOps: '100' }, { retryMs: NaN }, { retryMs: 0 }, { maxRetryMs: NaN }]) {
+    assert.throws(() => new BackendConnection({ url: pd.url, apiKey: API_KEY, origin: 'node-args', ...o }), TypeError, JSON.stringify(o));
+  }
+  if (skipUnlessSupported(t)) return;
+  const b = mk(t, { origin: 'node-args', maxOps: 1.5 });   // a fraction is rounded down, to 1
+  await b.connect();
+  b.open('ops-a'); b.open('ops-b');
+  await b.flush();
+  assert.equal(b.stats.opsAcked, 2);
+});

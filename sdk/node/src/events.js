@@ -61,6 +61,11 @@ export class EventStream {
     this._query = String(q) ? '?' + q : '';
     /** The last seq yielded: save it, and pass it as `after` to resume elsewhere. */
     this.cursor = after === null || after === undefined ? null : String(after);
+    // A NaN delay (Number() of an unset variable) is setTimeout's 1 ms: a
+    // stream to a presenced that is down would retry every millisecond.
+    for (const [name, v] of [['retryMs', retryMs], ['maxRetryMs', maxRetryMs]]) {
+      if (typeof v !== 'number' || !(v >= 1) || v === Infinity) throw new TypeError(`EventStream: ${name} must be a number of ms >= 1, not ${String(v)}`);
+    }
     this.retryMs = retryMs;
     this.maxRetryMs = maxRetryMs;
     if (typeof readTimeoutMs !== 'number' || !(readTimeoutMs > 0)) throw new TypeError('EventStream: readTimeoutMs must be a number of ms > 0');

@@ -68,3 +68,11 @@ test('a url or timeoutMs that cannot work is a TypeError when the client is made
     (e) => e instanceof TypeError && !e.message.includes('hunter2'));
   assert.equal((await new PresenceAPI({ url: pd.url + '/', apiKey: API_KEY, timeoutMs: 5000 }).health()).status, 'ok');
 });
+
+test('an event stream\'s retryMs or maxRetryMs that is not a positive number is a TypeError, not a retry every millisecond', async () => {
+  // setTimeout(NaN) waits 1 ms: a stream to a presenced that is down hammered it.
+  const down = new PresenceAPI({ url: 'http://127.0.0.1:1', apiKey: API_KEY });
+  for (const o of [{ retryMs: NaN }, { retryMs: 0 }, { maxRetryMs: NaN }, { retryMs: 'soon' }]) {
+    assert.throws(() => down.events(o), TypeError, JSON.stringify(o));
+  }
+});

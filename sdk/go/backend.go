@@ -718,7 +718,15 @@ func (b *Backend) Sessions() map[string]HeldSession {
 	defer b.mu.Unlock()
 	out := make(map[string]HeldSession, len(b.sessions))
 	for id, s := range b.sessions {
-		out[id] = *s
+		c := *s
+		// A map of its own: the session's was handed out, so a Join or a
+		// Leave from another goroutine changed the copy under its reader
+		// (a concurrent map read and write, which ends the process).
+		c.Channels = make(map[string]json.RawMessage, len(s.Channels))
+		for ch, data := range s.Channels {
+			c.Channels[ch] = data
+		}
+		out[id] = c
 	}
 	return out
 }

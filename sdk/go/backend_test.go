@@ -524,3 +524,17 @@ func TestBackendEndHonoursCtx(t *testing.T) {
 		}
 	}
 }
+
+// Sessions is a copy: a later Join or Leave does not change it (its reader
+// may be another goroutine than the one joining).
+func TestBackendSessionsIsACopy(t *testing.T) {
+	b := NewBackend(BackendOptions{URL: "http://127.0.0.1:1", APIKey: testAPIKey, Origin: "go-copy"})
+	s := b.Open("copier", OpenOptions{})
+	b.Join(s, "room:a", nil)
+	snap := b.Sessions()
+	b.Join(s, "room:b", nil)
+	b.Leave(s, "room:a")
+	if chans := snap[s].Channels; len(chans) != 1 || chans["room:a"] == nil {
+		t.Fatalf("the copy changed: %v", chans)
+	}
+}

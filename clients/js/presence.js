@@ -109,6 +109,8 @@ function mergeChange(prev, u, kind) {
   return s;
 }
 
+function ignore() { /* see _detach */ }
+
 function copyState(s) {
   return { ...s, devices: { ...(s.devices || {}) }, message: s.message ? { ...s.message } : null };
 }
@@ -297,7 +299,11 @@ export class PresenceClient {
 
   _detach(ws) {
     this._failPending();
-    ws.onopen = ws.onmessage = ws.onerror = ws.onclose = null;
+    ws.onopen = ws.onmessage = ws.onclose = null;
+    // Not null: a socket closed while still connecting still reports an
+    // error, and node's `ws` throws an 'error' nobody listens to (an
+    // uncaught exception that ends the process).
+    ws.onerror = ignore;
   }
 
   _closed(ws, ev) {

@@ -1,0 +1,52 @@
+// SPDX-License-Identifier: MIT
+// The client in node with the npm `ws` package (README "Node"), against a
+// loopback server of the test's own: what only the real `ws` does.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import net from 'node:net';
+import { PresenceClient } from '../presence.js';
+
+// npm ws: clients/js's devDependency, or the browser suite's copy (run.sh
+// installs that one); without either these tests are skipped.
+async function loadWs() {
+  for (const spec of ['ws', '../../../tests/browser/node_modules/ws/wrapper.mjs']) {
+    try { return (await import(spec)).default; } catch (_) { /* next */ }
+  }
+  return null;
+}
+const WebSocket = await loadWs();
+const needWs = { skip: WebSocket ? false : 'npm ws is not installed' };
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+// A loopback TCP server that accepts and never answers the upgrade: the
+// client's socket stays CONNECTING. Ports 45000-47999, picked at random.
+async function silentServer() {
+  for (let i = 0; i < 50; i++) {
+    const port = 45000 + Math.floor(Math.random() * 3000);
+    const conns = [];
+    const srv = net.createServer((c) => conns.push(c));
+    const ok = await new Promise((resolve) => {
+      srv.once('error', () => resolve(false));
+      srv.listen(port, '127.0.0.1', () => resolve(true));
+    });
+    if (ok) return { port, conns, stop: () => { for (const c of conns) c.destroy(); return new Promise((r) => srv.close(r)); } };
+  }
+  throw new Error('no free port in 45000-47999');
+}
+
+test('close() while the socket is still connecting does not crash node (ws emits an error then)', needWs, async () => {
+  const srv = await silentServer();
+  const c = new PresenceClient({ url: 'ws://127.0.0.1:' + srv.port + '/v1/ws', WebSocket, getToken: () => 't', window: null, document: null });
+  const states = [];
+  c.on('state', (s) => states.push(s.state));
+  c.connect();
+  for (let i = 0; i < 100 && srv.conns.length === 0; i++) await sleep(20);
+  assert.equal(srv.conns.length, 1, 'the client reached the server');
+  assert.equal(c.state, 'connecting');
+  c.close();
+  await sleep(100); // ws emits its 'error' on the next tick: without a listener, node dies here
+  assert.equal(c.state, 'closed');
+  assert.deepEqual(states, ['connecting', 'closed']);
+  await srv.stop();
+});

@@ -123,6 +123,16 @@ func (g *Guard) fresh(d *Delivery) {
 	}
 }
 
+// SetLastSeq restores what LastSeq said (saved with your data) into the
+// Guard of a restarted process, so that it does not re-apply a batch sent
+// again; the Node and Python SDKs' guards expose that map as is.
+func (g *Guard) SetLastSeq(instance string, seq int64) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.initLocked()
+	g.lastSeq[instance] = seq
+}
+
 // LastSeq is the last seq applied for a log instance.
 func (g *Guard) LastSeq(instance string) int64 {
 	g.mu.Lock()

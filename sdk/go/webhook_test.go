@@ -370,3 +370,19 @@ func TestGuardZeroValueAndTolerance(t *testing.T) {
 		}()
 	}
 }
+
+// A restarted process gives the Guard the LastSeq it saved: a batch sent
+// again is not applied twice.
+func TestGuardLastSeqRestored(t *testing.T) {
+	g := NewGuard(5 * time.Minute)
+	g.SetLastSeq("i7", 5)
+	body := []byte(`{"instance":"i7","first_seq":3,"last_seq":8,"events":[{"seq":3},{"seq":4},{"seq":5},{"seq":6},{"seq":7},{"seq":8}]}`)
+	ts := strconv.FormatInt(time.Now().UnixMilli(), 10)
+	hdr := http.Header{}
+	hdr.Set("Presence-Timestamp", ts)
+	hdr.Set("Presence-Signature", sign(ts, body))
+	d, err := VerifyWebhook(VerifyOptions{Secrets: [][]byte{[]byte(hookSecret)}, Guard: g}, hdr, body)
+	if err != nil || len(d.Events) != 3 || d.Events[0].Seq != 6 || d.Duplicates != 3 || g.LastSeq("i7") != 8 {
+		t.Fatalf("%v %+v", err, d)
+	}
+}

@@ -67,6 +67,7 @@ export class BackendConnection extends EventEmitter {
     this._ready = false;               // welcome received and the re-assert sent
     this._closed = false;
     this._takenOver = false;           // closed by 4009: another process holds the origin
+    this._fatal = null;                // the refusal that stopped it, for a later connect()
     this._wake = null;                 // cuts the delay between two attempts short (end())
     this._connecting = new Set();      // reject() of connect() promises not yet settled
     this.connects = 0;
@@ -79,7 +80,8 @@ export class BackendConnection extends EventEmitter {
     if (!this._loop) this._loop = this._run();
     return new Promise((resolve, reject) => {
       if (this._ready) return resolve(this.welcome);
-      if (this._closed) return reject(new Error('BackendConnection ended before it connected'));
+      // After a refusal (401, 400, a takeover) nothing more will come: say why.
+      if (this._closed) return reject(this._fatal || new Error('BackendConnection ended before it connected'));
       const ok = (w) => { this.off('fatal', ko); this._connecting.delete(ko); resolve(w); };
       const ko = (e) => { this.off('ready', ok); this.off('fatal', ko); this._connecting.delete(ko); reject(e); };
       this._connecting.add(ko);
@@ -115,6 +117,7 @@ export class BackendConnection extends EventEmitter {
             const err = Object.assign(new Error(`backend connection refused: ${res.statusCode} ${code}`), { status: res.statusCode, code });
             if (res.statusCode === 401 || res.statusCode === 400) {
               this._closed = true;
+              this._fatal = err;
               this.emit('fatal', err);
             } else this._error(err);
             resolve();
@@ -193,6 +196,7 @@ export class BackendConnection extends EventEmitter {
       const err = Object.assign(new Error(`origin ${this.origin} taken over by another connection (is another process using this origin?)`),
         { code: 'origin_taken_over', status: 0 });
       this._closed = true;
+      this._fatal = err;
       this._takenOver = true;
       this._error(err);
       this.emit('fatal', err);

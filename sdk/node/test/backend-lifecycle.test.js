@@ -140,3 +140,13 @@ test('a maxOps, retryMs or maxRetryMs that is not a positive number is a TypeErr
   await b.flush();
   assert.equal(b.stats.opsAcked, 2);
 });
+
+test('connect() again after a refusal rejects with that refusal, at once', async (t) => {
+  if (skipUnlessSupported(t)) return;
+  const b = new BackendConnection({ url: pd.url, apiKey: 'a-wrong-key-0123456789-0123456789', origin: 'node-refused' });
+  t.after(() => b.end());
+  await assert.rejects(b.connect(), (e) => e.code === 'unauthorized' && e.status === 401);
+  // A retry loop of the caller's: it must not wait for ever, nor say "ended".
+  const again = await Promise.race([b.connect().catch((e) => e), sleep(1000).then(() => 'pending')]);
+  assert.equal(again.code, 'unauthorized', String(again && again.message));
+});

@@ -20,6 +20,9 @@ const FATAL_CLOSE = new Map([
   [4031, 'too_many_sessions'],
 ]);
 
+/** Longest delay setTimeout honours (2^31-1 ms); a longer one fires at once. */
+const MAX_TIMER_MS = 2147483647;
+
 const ACTIVITY_EVENTS = ['keydown', 'pointerdown', 'pointermove', 'touchstart', 'scroll', 'wheel'];
 
 const DEFAULTS = {
@@ -130,7 +133,12 @@ export class PresenceClient {
     this._refreshAheadMs = options.tokenRefreshAheadMs ?? DEFAULTS.tokenRefreshAheadMs;
     this._maxMessageBytes = options.maxMessageBytes ?? DEFAULTS.maxMessageBytes;
     const t = options.timers || {};
-    this._setTimeout = t.setTimeout || ((f, ms) => globalThis.setTimeout(f, ms));
+    const setT = t.setTimeout || ((f, ms) => globalThis.setTimeout(f, ms));
+    // Browsers and node run a timer of more than 2^31-1 ms (24.8 days) at
+    // once: a token valid for a month was refreshed in a loop. Longer waits
+    // are cut to that; the refresh and idle timers then check whether they
+    // are due and wait again.
+    this._setTimeout = (f, ms) => setT(f, Math.min(ms, MAX_TIMER_MS));
     this._clearTimeout = t.clearTimeout || ((h) => globalThis.clearTimeout(h));
     this._now = t.now || (() => Date.now());
     this._random = options.random || Math.random;
@@ -666,7 +674,12 @@ export class PresenceClient {
     if (left <= 2000) return; // too late: the 4001 close and a reconnect follow
     const wait = Math.max(1000, left > 2 * this._refreshAheadMs ? left - this._refreshAheadMs : left / 2);
     const session = this._session;
-    this._refreshTimer = this._setTimeout(() => { this._refreshTimer = null; this._refresh(session, exp); }, wait);
+    this._refreshTimer = this._setTimeout(() => {
+      this._refreshTimer = null;
+      if (session !== this._session) return;
+      if (wait > MAX_TIMER_MS) return this._armRefresh(exp); // the wait was cut: the rest
+      this._refresh(session, exp);
+    }, wait);
   }
 
   async _refresh(session, exp) {

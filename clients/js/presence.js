@@ -174,6 +174,7 @@ export class PresenceClient {
     this._lastActivityHandled = 0;
     this._lastEmittedStatus = 'online';
     this._domBound = false;
+    this._idleWatched = false; // activity listeners bound: idle by timeout can be undone
     this._onActivity = () => this._activity();
     this._onVisibility = () => this._visibility();
     this._onOnline = () => { if (this._reconnectTimer !== null) { this._clearTimeout(this._reconnectTimer); this._reconnectTimer = null; this._open(); } };
@@ -724,9 +725,14 @@ export class PresenceClient {
     this._domBound = true;
     const w = this._window;
     const d = this._document;
+    // Idle by timeout only where activity can be seen: without a window
+    // (node, or window: null) nothing would ever make the session online
+    // again, so a client that never saw a key would go idle after timeoutMs.
+    this._idleWatched = false;
     if (w && typeof w.addEventListener === 'function') {
       if (this._idleOpts.timeoutMs > 0) {
         for (const e of ACTIVITY_EVENTS) w.addEventListener(e, this._onActivity, { capture: true, passive: true });
+        this._idleWatched = true;
       }
       w.addEventListener('online', this._onOnline);
     }
@@ -751,7 +757,7 @@ export class PresenceClient {
   }
 
   _armIdle() {
-    if (!(this._idleOpts.timeoutMs > 0) || !this._domBound) return;
+    if (!(this._idleOpts.timeoutMs > 0) || !this._domBound || !this._idleWatched) return;
     if (this._idleTimer !== null) this._clearTimeout(this._idleTimer);
     const wait = Math.max(0, this._lastActivity + this._idleOpts.timeoutMs - this._now());
     this._idleTimer = this._setTimeout(() => this._idleDue(), wait);

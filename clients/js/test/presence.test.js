@@ -237,6 +237,20 @@ test('idle: false disables detection, close() removes every listener', async () 
   assert.equal(env2.doc.count(), 0);
 });
 
+test('no window (node, or window: null): idle detection is off, the session stays online', async () => {
+  const env = setup({ window: null, document: null });
+  env.client.connect();
+  const ws = await opened(env);
+  env.clock.advance(10 * 60000);
+  assert.equal(env.client.status, 'online');
+  assert.deepEqual(ws.types(), [], 'no status idle sent');
+  env.client.setStatusIdle();
+  env.client.setStatusOnline();
+  env.clock.advance(10 * 60000);
+  assert.equal(env.client.status, 'online');
+  assert.equal(env.clock.pending(), 0, 'no idle timer left either');
+});
+
 test('reconnect: new token each time, re-subscribes and restores idle', async () => {
   const env = setup({ reconnect: { initialDelayMs: 100, jitter: 0 } });
   env.client.subscribe(['bob', 'carol'], () => {});

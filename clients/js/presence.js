@@ -301,7 +301,13 @@ export class PresenceClient {
     this._ws = ws;
     this._openedAt = 0;
     ws.onopen = () => { this._lastRecv = this._now(); };
-    ws.onmessage = (ev) => this._message(ws, ev.data);
+    ws.onmessage = (ev) => {
+      // A frame the client cannot apply is reported, never thrown: under
+      // node's `ws` an exception here ends the process.
+      try { this._message(ws, ev.data); } catch (error) {
+        this._emit('error', { kind: 'protocol', message: 'unexpected message from server', error });
+      }
+    };
     ws.onerror = () => { /* a close event always follows */ };
     ws.onclose = (ev) => this._closed(ws, ev);
   }
@@ -898,7 +904,7 @@ export class Channel {
       // A snapshot replaces what we knew (after a reconnect the server may
       // have begun its versions again).
       this._members.clear();
-      for (const x of m.members || []) if (x && typeof x.user_id === 'string') this._members.set(x.user_id, { ...x });
+      for (const x of Array.isArray(m.members) ? m.members : []) if (x && typeof x.user_id === 'string') this._members.set(x.user_id, { ...x });
       this._more = !!m.more;
       this._emit('sync', { members: this.members(), count: this._count, more: this._more });
       return;

@@ -155,3 +155,17 @@ test('invisible: counts are the shown ones; our own hidden changes apply whateve
   assert.equal(room.count, 0);
   assert.deepEqual(room.members().map((m) => m.user_id), ['me']);
 });
+
+test('a malformed snapshot (members not a list) throws nothing out of the socket handler (node: the process died); the channel goes on', async () => {
+  const env = setup();
+  const errors = [];
+  env.client.on('error', (e) => errors.push(e));
+  const room = env.client.channel('room');
+  env.client.connect();
+  const ws = await open(env);
+  assert.doesNotThrow(() => ws.serverSend({ ...snapshot(1, []), members: { ann: { user_id: 'ann' } } }));
+  assert.ok(errors.every((e) => e.kind === 'protocol'));
+  assert.equal(env.client.state, 'open');
+  ws.serverSend(change('join', { user_id: 'ann', status: 'online', data: null, version: 1 }, 1));
+  assert.deepEqual(room.members().map((m) => m.user_id), ['ann']);
+});

@@ -471,6 +471,7 @@ export class PresenceClient {
       const change = { snapshot: !!m.snapshot, kind, from: m.snapshot ? (prev ? prev.status : null) : (u.from ?? (prev ? prev.status : null)), reason: u.reason ?? null, seq: u.seq ?? null };
       this._emit('presence', { user: copyState(state), ...change });
       for (const fn of [...callbacks]) {
+        if (typeof fn !== 'function') continue; // a subscribe() without callback
         try { fn(copyState(state), change); } catch (e) { this._report(e); }
       }
     }
@@ -502,11 +503,14 @@ export class PresenceClient {
   subscribe(userIds, onChange) {
     const ids = [...new Set(Array.isArray(userIds) ? userIds : [userIds])].filter((x) => typeof x === 'string' && x.length);
     const cb = typeof onChange === 'function' ? onChange : null;
+    // A call without a callback holds the users by a token of its own, so
+    // that its undo releases only what it added (not other callers' callbacks).
+    const entry = cb || {};
     const fresh = [];
     for (const id of ids) {
       let set = this._watch.get(id);
       if (!set) { set = new Set(); this._watch.set(id, set); fresh.push(id); }
-      if (cb) set.add(cb);
+      set.add(entry);
     }
     this._sendSubscribe(fresh);
     if (cb) {
@@ -516,7 +520,7 @@ export class PresenceClient {
         if (u) { try { cb({ ...u }, { snapshot: true, from: null, reason: null, seq: null }); } catch (e) { this._report(e); } }
       }
     }
-    return () => this.unsubscribe(ids, cb || undefined);
+    return () => this._unwatch(ids, entry);
   }
 
   /**
@@ -524,12 +528,16 @@ export class PresenceClient {
    * stays watched while other callbacks remain); without, every callback.
    */
   unsubscribe(userIds, onChange) {
-    const ids = Array.isArray(userIds) ? userIds : [userIds];
+    this._unwatch(Array.isArray(userIds) ? userIds : [userIds], onChange || null);
+  }
+
+  // Remove entry (a callback, or a subscribe() call's token; null: all) for ids.
+  _unwatch(ids, entry) {
     const gone = [];
     for (const id of ids) {
       const set = this._watch.get(id);
       if (!set) continue;
-      if (onChange) set.delete(onChange); else set.clear();
+      if (entry) set.delete(entry); else set.clear();
       if (set.size === 0) { this._watch.delete(id); this._known.delete(id); gone.push(id); }
     }
     if (gone.length && this._session) {

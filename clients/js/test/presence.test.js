@@ -128,6 +128,29 @@ test('unsubscribe: per callback, then on the wire when nobody is left; returned 
   assert.equal(env.client.get('bob'), undefined);
 });
 
+test('the undo of a subscribe() without callback releases only that call: other callers keep their users and callbacks', async () => {
+  const env = setup();
+  env.client.connect();
+  const ws = await opened(env);
+  const seen = [];
+  const stopA = env.client.subscribe(['bob'], (u) => seen.push(u.status));
+  const stopB = env.client.subscribe(['bob', 'carol']); // listens through 'presence' events
+  ws.serverSend({ type: 'presence', snapshot: true, users: [{ user_id: 'bob', status: 'online', version: 1 }, { user_id: 'carol', status: 'offline', version: 0 }] });
+  stopB();
+  assert.deepEqual(env.client.watched(), ['bob'], 'carol was only B\'s');
+  assert.deepEqual(ws.sent.slice(-1)[0].users, ['carol'], 'only carol unsubscribed on the wire');
+  ws.serverSend({ type: 'presence', snapshot: false, users: [{ user_id: 'bob', change: 'status', status: 'idle', version: 2 }] });
+  assert.deepEqual(seen, ['online', 'idle'], 'A\'s callback still called');
+  // And the other way round: A's undo leaves bob to a callback-less subscribe.
+  const stopC = env.client.subscribe(['bob']);
+  stopA();
+  assert.deepEqual(env.client.watched(), ['bob']);
+  assert.equal(env.client.get('bob').status, 'idle');
+  stopC();
+  assert.deepEqual(env.client.watched(), []);
+  assert.deepEqual(ws.sent.slice(-1)[0].users, ['bob']);
+});
+
 test('long subscribe lists are split under maxMessageBytes', async () => {
   const env = setup({ maxMessageBytes: 1000 });
   env.client.connect();

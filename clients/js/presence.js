@@ -517,7 +517,9 @@ export class PresenceClient {
       for (const id of ids) {
         if (fresh.includes(id)) continue;
         const u = this._known.get(id);
-        if (u) { try { cb({ ...u }, { snapshot: true, from: null, reason: null, seq: null }); } catch (e) { this._report(e); } }
+        // A copy as deep as get()'s (a callback changing devices or message
+        // must not change what the client knows), and a change as typed.
+        if (u) { try { cb(copyState(u), { snapshot: true, kind: null, from: null, reason: null, seq: null }); } catch (e) { this._report(e); } }
       }
     }
     return () => this._unwatch(ids, entry);

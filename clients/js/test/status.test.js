@@ -124,3 +124,16 @@ test('watched users: availability, message and devices from the snapshot, merged
   env.client.get('bob').devices.x = 'online';
   assert.deepEqual(env.client.get('bob').devices, {});
 });
+
+test('a callback added for a known user gets a copy and a change as typed (kind null): changing it changes nothing known', async () => {
+  const env = setup();
+  env.client.connect();
+  const ws = await opened(env);
+  env.client.subscribe(['bob']);
+  ws.serverSend({ type: 'presence', snapshot: true, users: [{ user_id: 'bob', status: 'online', version: 1, devices: { web: 'online' }, message: { text: 'hi', emoji: null, expires: null } }] });
+  let got;
+  env.client.subscribe(['bob'], (u, change) => { got = change; u.devices.web = 'idle'; u.message.text = 'changed'; });
+  assert.deepEqual(got, { snapshot: true, kind: null, from: null, reason: null, seq: null });
+  assert.deepEqual(env.client.get('bob').devices, { web: 'online' });
+  assert.equal(env.client.get('bob').message.text, 'hi');
+});

@@ -128,6 +128,9 @@ export interface PresenceOptions {
   pingIntervalMs?: number;
   /** No answer this long after a ping: drop the connection and reconnect, ms (10000). */
   pongTimeoutMs?: number;
+  /** No welcome this long after opening a socket (a server that accepted but does not
+   *  answer): drop it and reconnect, ms (10000); 0 waits for good. */
+  connectTimeoutMs?: number;
   /**
    * Refresh the token on the live connection this long before it expires, ms (60000; at most
    * half the token's remaining life): getToken is called and the new token sent in place
@@ -173,7 +176,7 @@ export interface StateEvent {
 export interface ErrorEvent {
   /** 'server': an error frame; 'close': a fatal close; 'token': the provider failed or gave none;
    *  'socket': the WebSocket could not be created or written; 'protocol': an unparsable frame;
-   *  'timeout': no pong to an application ping. */
+   *  'timeout': no pong to an application ping, or no welcome within connectTimeoutMs. */
   kind: 'server' | 'close' | 'token' | 'socket' | 'protocol' | 'timeout';
   /** Server error code ('not_allowed', 'too_many_watched', 'kicked', ...) or close code. */
   code?: string | number;

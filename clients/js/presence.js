@@ -40,6 +40,7 @@ const DEFAULTS = {
   },
   pingIntervalMs: 25000, // app-level ping after this much silence (0: never)
   pongTimeoutMs: 10000, // no answer this long after a ping: reconnect
+  connectTimeoutMs: 10000, // no welcome this long after opening a socket: retry (0: wait)
   // Refresh the token on the live connection this long before it expires
   // (at most half its remaining life); 0 turns refresh in place off.
   tokenRefreshAheadMs: 60000,
@@ -130,6 +131,7 @@ export class PresenceClient {
     this._idleOpts = options.idle === false ? { ...DEFAULTS.idle, timeoutMs: 0 } : merge(DEFAULTS.idle, options.idle);
     this._pingIntervalMs = options.pingIntervalMs ?? DEFAULTS.pingIntervalMs;
     this._pongTimeoutMs = options.pongTimeoutMs ?? DEFAULTS.pongTimeoutMs;
+    this._connectTimeoutMs = options.connectTimeoutMs ?? DEFAULTS.connectTimeoutMs;
     this._refreshAheadMs = options.tokenRefreshAheadMs ?? DEFAULTS.tokenRefreshAheadMs;
     this._maxMessageBytes = options.maxMessageBytes ?? DEFAULTS.maxMessageBytes;
     const t = options.timers || {};
@@ -154,6 +156,7 @@ export class PresenceClient {
     this._reconnectTimer = null;
     this._pingTimer = null;
     this._pongTimer = null;
+    this._connectTimer = null;
     this._refreshTimer = null;
     this._refreshId = null; // id of the token message awaiting its answer
     this._idleTimer = null;
@@ -310,6 +313,25 @@ export class PresenceClient {
     };
     ws.onerror = () => { /* a close event always follows */ };
     ws.onclose = (ev) => this._closed(ws, ev);
+    // A server that accepted the connection but never answers (a frozen
+    // process, a proxy with no upstream) would hold the client in
+    // 'connecting' for good: node's ws has no handshake timeout, and pings
+    // only start after the welcome.
+    if (this._connectTimeoutMs > 0) {
+      this._connectTimer = this._setTimeout(() => {
+        this._connectTimer = null;
+        if (ws !== this._ws || this._session) return;
+        this._emit('error', { kind: 'timeout', message: 'no welcome from server' });
+        this._drop(ws, 'connect timeout');
+      }, this._connectTimeoutMs);
+    }
+  }
+
+  // Give up on a connection that does not answer: close it and reconnect.
+  _drop(ws, reason) {
+    this._detach(ws);
+    try { ws.close(4000, reason); } catch (_) { /* ignore */ }
+    this._closed(ws, { code: 4000, reason, wasClean: false });
   }
 
   _detach(ws) {
@@ -364,7 +386,7 @@ export class PresenceClient {
 
   _stopTimers() {
     this._refreshId = null;
-    for (const k of ['_reconnectTimer', '_pingTimer', '_pongTimer', '_refreshTimer']) {
+    for (const k of ['_reconnectTimer', '_pingTimer', '_pongTimer', '_refreshTimer', '_connectTimer']) {
       if (this[k] !== null) { this._clearTimeout(this[k]); this[k] = null; }
     }
   }
@@ -435,6 +457,7 @@ export class PresenceClient {
   }
 
   _welcome(m) {
+    if (this._connectTimer !== null) { this._clearTimeout(this._connectTimer); this._connectTimer = null; }
     this._session = m;
     this._lastUserId = m.user_id;
     this._openedAt = this._now();
@@ -670,9 +693,7 @@ export class PresenceClient {
         // Nothing came back: the connection is dead even if the socket
         // has not noticed. Drop it and reconnect.
         this._emit('error', { kind: 'timeout', message: 'no pong from server' });
-        this._detach(ws);
-        try { ws.close(4000, 'pong timeout'); } catch (_) { /* ignore */ }
-        this._closed(ws, { code: 4000, reason: 'pong timeout', wasClean: false });
+        this._drop(ws, 'pong timeout');
       }, this._pongTimeoutMs);
     }
   }

@@ -50,3 +50,23 @@ test('close() while the socket is still connecting does not crash node (ws emits
   assert.deepEqual(states, ['connecting', 'closed']);
   await srv.stop();
 });
+
+test('a server that accepts but never answers the upgrade: no welcome within connectTimeoutMs, the client retries', needWs, async () => {
+  const srv = await silentServer();
+  const c = new PresenceClient({
+    url: 'ws://127.0.0.1:' + srv.port + '/v1/ws', WebSocket, getToken: () => 't', window: null, document: null,
+    connectTimeoutMs: 300, reconnect: { initialDelayMs: 50, jitter: 0 },
+  });
+  const states = [];
+  const errors = [];
+  c.on('state', (s) => states.push(s.state + (s.code ? ':' + s.code : '')));
+  c.on('error', (e) => errors.push(e.kind));
+  c.connect();
+  for (let i = 0; i < 100 && srv.conns.length < 2; i++) await sleep(20);
+  c.close();
+  await sleep(50);
+  assert.equal(srv.conns.length, 2, 'a second attempt after the first hung');
+  assert.deepEqual(states.slice(0, 4), ['connecting', 'closed:4000', 'reconnecting', 'connecting']);
+  assert.equal(errors[0], 'timeout');
+  await srv.stop();
+});

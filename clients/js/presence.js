@@ -264,7 +264,14 @@ export class PresenceClient {
     this._session = null;
     if (ws) {
       this._detach(ws);
-      try { ws.close(code, reason); } catch (_) { /* already closing */ }
+      try {
+        ws.close(code, reason);
+      } catch (_) {
+        // Browsers throw for a code other than 1000 or 3000-4999 (1001
+        // included) and a reason over 123 bytes, and leave the socket open:
+        // the session would stay online. Close it plainly then.
+        try { ws.close(); } catch (_e) { /* already closing */ }
+      }
     }
     if (this._state !== CLOSED) this._setState(CLOSED, { code, reason, wasClean: true, willReconnect: false, byClient: true });
   }

@@ -415,6 +415,31 @@ test('close() is final: sends 1000, no reconnect, no timers', async () => {
   assert.equal(env.sockets.length, 1);
 });
 
+test('close(1001) in a browser (which refuses that code and keeps the socket open) still closes the socket', async () => {
+  const { FakeWebSocket, sockets } = makeFakeWebSocket();
+  // The browser's WebSocket.close(): InvalidAccessError for a code other than
+  // 1000 or 3000-4999, SyntaxError for a reason over 123 bytes; the socket stays open.
+  class BrowserLikeWebSocket extends FakeWebSocket {
+    close(code, reason) {
+      if (code !== undefined && code !== 1000 && !(code >= 3000 && code <= 4999)) throw new Error('InvalidAccessError');
+      if (reason !== undefined && Buffer.byteLength(reason) > 123) throw new Error('SyntaxError');
+      super.close(code, reason);
+    }
+  }
+  const c = new PresenceClient({ url: 'ws://h/v1/ws', getToken: async () => 't', WebSocket: BrowserLikeWebSocket, window: null, document: null, pingIntervalMs: 0 });
+  c.connect();
+  await flush();
+  sockets[0].serverOpen();
+  c.close(1001, 'page hidden');
+  assert.equal(sockets[0].readyState, 3, 'the socket is closed');
+  assert.equal(c.state, 'closed');
+  c.connect();
+  await flush();
+  sockets[1].serverOpen();
+  c.close(1000, 'x'.repeat(200));
+  assert.equal(sockets[1].readyState, 3);
+});
+
 test('close() while fetching the token opens nothing', async () => {
   let release;
   const env = setup({ getToken: () => new Promise((r) => { release = r; }) });

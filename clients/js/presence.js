@@ -362,10 +362,14 @@ export class PresenceClient {
     const fatal = FATAL_CLOSE.get(code);
     if (this._openedAt && this._now() - this._openedAt >= this._reconnect.stableAfterMs) this._attempt = 0;
     const willReconnect = this._wanted && !fatal;
-    this._setState(CLOSED, { code, reason, wasClean: !!(ev && ev.wasClean), willReconnect, fatal: fatal || null });
+    // Stopped before 'closed' is told: a listener that decides to connect()
+    // again (README) must find the client stopped, or its call is a no-op.
     if (fatal) {
       this._wanted = false;
       this._unbindDom();
+    }
+    this._setState(CLOSED, { code, reason, wasClean: !!(ev && ev.wasClean), willReconnect, fatal: fatal || null });
+    if (fatal) {
       this._emit('error', { kind: 'close', code, message: fatal });
       return;
     }

@@ -353,6 +353,19 @@ test('4003 kicked and 4031 too many sessions: no reconnect', async () => {
   }
 });
 
+test('after a fatal close, connect() from the closed listener connects again', async () => {
+  const env = setup();
+  let again = true;
+  env.client.on('closed', (s) => { if (s.fatal && again) { again = false; env.client.connect(); } });
+  env.client.connect();
+  const ws = await opened(env);
+  ws.serverClose(4003);
+  await flush();
+  assert.equal(env.sockets.length, 2, 'a new socket');
+  env.sockets[1].serverOpen();
+  assert.equal(env.client.state, 'open');
+});
+
 test('4031 before any welcome is fatal too', async () => {
   const env = setup();
   env.client.connect();

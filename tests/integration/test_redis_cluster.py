@@ -44,7 +44,7 @@ import time
 import traceback
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import (Checks, Client, Daemon, RawWS, SSE, free_port, http, parse_args, token,  # noqa: E402
+from harness import (Checks, Client, Daemon, RawWS, SSE, free_port, http, now_ms, parse_args, token,  # noqa: E402
                      sanitizer_report, _die_with_parent)
 
 HB_MS = 200
@@ -560,9 +560,30 @@ async def test_rolling(t, cl):
     except Exception:
         pass
     t.eq("rolling: A exits with status 0", A.proc.poll(), 0)
-    await back2.close()
-    await w.close()
-    await gone.close()
+    # Then C (B still live: its watcher's user goes into the grace), then
+    # B, now the last instance: nobody can take its clients back, so its
+    # user goes offline at once, before B exits (a single-instance
+    # deployment's SIGTERM too). The grace C left has no instance to fire
+    # it; the next instance's fresh start does, with the grace's reason.
+    C.signal(signal.SIGTERM)
+    C.proc.wait(5)
+    B.signal(signal.SIGTERM)
+    B.proc.wait(5)
+    t_b = now_ms()
+    D = Daemon(cl.binary, cl.flags, "presenced-D")
+    cl.d.append(D)
+    D.start()
+    offs = {e["user_id"]: e for e in await read_log(D)
+            if e["type"] == "user.offline" and e.get("user_id") in ("rl-back", "rl-w")}
+    t.check("rolling: the last instance's user went offline (shutdown) before it exited",
+            "rl-back" in offs and offs["rl-back"]["reason"] == "shutdown"
+            and offs["rl-back"]["ts"] <= t_b, (offs.get("rl-back"), t_b))
+    t.check("rolling: a grace no instance was left to fire ends at the next start, "
+            "with its reason (shutdown, not instance_lost)",
+            "rl-w" in offs and offs["rl-w"]["reason"] == "shutdown" and offs["rl-w"]["ts"] > t_b,
+            (offs.get("rl-w"), t_b))
+    for c in (back2, w, gone):
+        await c.close()
 
 
 async def test_race(t, cl):

@@ -137,6 +137,18 @@ function LS.memo(m, k, c, max)
   m[0] = m[0] + 1
   return c
 end
+-- Whether an instance other than the caller holds a live lease: a
+-- shutdown's clients can come back only to one (remove_session). Asked
+-- once a call, only when a shutdown ends a session.
+function LS.others_live()
+  if LS.others == nil then
+    local n = redis.call('ZCOUNT', K_LEASE, now, '+inf')
+    local mine = redis.call('ZSCORE', K_LEASE, iid)
+    if mine and tonumber(mine) >= now then n = n - 1 end
+    LS.others = n > 0
+  end
+  return LS.others
+end
 local K_EPOCHS    -- hash: instance id -> last epoch handed out, id '\tfirst' -> its first
 local K_GRACE     -- zset: user id -> pending offline deadline
 local K_MSGDUE    -- zset: user id -> its status message's expiry
@@ -1376,11 +1388,14 @@ local function remove_session(sid, u, reason, rec, U)
   if st == ON then df = ON elseif df == OFF then df = st end
   U.ls = now
   if on1 == 1 then U.la = now end
-  -- A shutdown's sessions end in grace like a disconnect: their clients
-  -- reconnect to another instance (1001), and a rolling restart must show
-  -- watchers nothing. A kick, a dead instance or origin are final.
+  -- A shutdown's sessions end in grace like a disconnect while another
+  -- instance is live: their clients reconnect to it (1001), and a rolling
+  -- restart must show watchers nothing. The last instance's are final, as
+  -- the embedded store's: nobody can come back before an instance starts.
+  -- A kick, a dead instance or origin are final.
   local graceful = reason ~= R_KICKED and reason ~= R_LOST and
-    reason ~= R_ORIGIN_LOST
+    reason ~= R_ORIGIN_LOST and
+    (reason ~= R_SHUTDOWN or LS.others_live())
   local in_grace = to == OFF and grace_ms > 0 and graceful and U.st ~= OFF
   if in_grace then
     -- In the grace the device stays as watchers saw it: a reload shows
@@ -2029,9 +2044,15 @@ OPS.wipe = function()
       if is_sid(sid) then remove_session(sid, u, R_LOST) end
     end
     local U = uget(u)
+    -- A user in the grace of a shutdown went with it: its instance shut
+    -- down while another was live, then that one did too, and no instance
+    -- was left to end the grace. Any other grace ends as the wipe's own
+    -- (instance_lost), as a reset's does.
+    local why = R_LOST
+    if U.g == 1 and U.n == 0 and U.gr == R_SHUTDOWN then why = R_SHUTDOWN end
     grace_cancel(u, U)
     if U.st ~= OFF then U.ls = now end
-    transition(u, U, OFF, R_LOST, nil)
+    transition(u, U, OFF, why, nil)
     uput(u, U)
   end
   -- Every wipe call makes progress: an index entry or a grace whose user
@@ -2647,6 +2668,7 @@ local function begin(args)
     clear(CH.z)
   end
   uc_defer = nil
+  LS.others = nil
   -- The caller's header: what an instance sends alike on every call, in one
   -- argument. Each argument is ~1,300 instructions of Redis (its parse, its
   -- object, its Lua string; bench/redis/script_ab.py), and these were

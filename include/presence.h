@@ -417,6 +417,17 @@ typedef struct presence_options {
   /* Sizing hint like expected_sessions: the embedded store's member table
    * (one entry per (channel, user)) is made this large up front. 0: grow. */
   uint32_t expected_memberships;
+  /* The embedded store numbers its events from seq_base + 1 (0: from 1).
+   * Its log lives in the process, so a reader's cursor saved in an earlier
+   * run means nothing to this one; a host whose readers keep cursors across
+   * restarts gives each run numbers above the last run's (presenced: the
+   * wall clock at start in microseconds, one number a microsecond being
+   * more than it ever emits), and such a cursor, below every number this
+   * run has, is read as fallen out of the log (PRESENCE_ECURSOR) instead
+   * of resuming in the middle of this run. A cursor of 0 still means the
+   * oldest event kept. Ignored by the Redis store (its numbers live in
+   * Redis). */
+  uint64_t seq_base;
 } presence_options_t;
 
 /* ---- Lifecycle ----------------------------------------------------------- */

@@ -69,6 +69,8 @@ typedef struct presence_store_host {
    * nearer (one was added that may be the earliest), so the engine must
    * tick after this call to learn it. */
   void (*deadline)(void *host_ud);
+  /* The first event is seq_base + 1 (presence_options_t.seq_base). */
+  uint64_t seq_base;
 } presence_store_host_t;
 
 typedef enum {

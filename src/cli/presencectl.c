@@ -707,13 +707,17 @@ typedef struct sse {
 static void print_event(sse_t *st) {
   cJSON *d = cJSON_Parse(st->data ? st->data : "");
   if (O.json) {
+    /* The event as presenced wrote it (one line of compact JSON), not
+     * cJSON's tree printed again: that holds numbers as doubles and wrote
+     * a sequence number of 16 digits ending in 0 as 1.79665755029203e+15,
+     * and a member's data with its numbers changed. A gap notice gains its
+     * type in front. */
+    const char *raw = st->data ? st->data : "";
     if (d && !strcmp(st->event, "gap") &&
-        !cJSON_GetObjectItemCaseSensitive(d, "type"))
-      cJSON_AddStringToObject(d, "type", "gap");
-    if (d)
-      print_json(d);
+        !cJSON_GetObjectItemCaseSensitive(d, "type") && raw[0] == '{')
+      printf("{\"type\":\"gap\"%s%s\n", raw[1] == '}' ? "" : ",", raw + 1);
     else
-      printf("%s\n", st->data ? st->data : "");
+      printf("%s\n", raw);
   } else if (!strcmp(st->event, "gap")) {
     /* With Redis in shards the numbers are of one shard's log. */
     if (cJSON_GetObjectItemCaseSensitive(d, "shard"))

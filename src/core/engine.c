@@ -403,6 +403,7 @@ int presence_new(const presence_options_t *opts, presence_t **out) {
       : opts->channel_grace_ms                      ? opts->channel_grace_ms
                                                     : opts->offline_grace_ms;
   p->host.max_channels_per_session = opts->max_channels_per_session;
+  p->host.seq_base = opts->seq_base;
 
   /* The pending queue exists up front, so the common event never meets an
    * allocation failure after the store has already changed. */

@@ -369,8 +369,10 @@ void presence__event_packed_set_marks(void *buf, unsigned marks);
  */
 typedef struct presence__log presence__log_t;
 
+/* base: the number before the first event (presence_options_t.seq_base);
+ * a read after 0 starts after it. */
 presence__log_t *presence__log_new(const presence_allocator_t *a,
-                                   uint32_t capacity);
+                                   uint32_t capacity, uint64_t base);
 void presence__log_free(presence__log_t *l);
 /* Append (ev->seq must be the next number). Returns the packed copy, or
  * NULL when the log kept a trimmed copy (a huge cleanup's id list). The copy

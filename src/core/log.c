@@ -397,6 +397,7 @@ struct presence__log {
   entry_t *entries;  /* circular, capacity long */
   uint32_t first;    /* index of the oldest entry */
   uint32_t count;
+  uint64_t base; /* the number before this log's first event */
   uint64_t last_seq;
   unsigned char *bytes; /* circular byte area */
   size_t nbytes;
@@ -409,11 +410,12 @@ struct presence__log {
 };
 
 presence__log_t *presence__log_new(const presence_allocator_t *a,
-                                   uint32_t capacity) {
+                                   uint32_t capacity, uint64_t base) {
   presence__log_t *l = presence__malloc(a, sizeof(*l));
   if (!l) return NULL;
   memset(l, 0, sizeof(*l));
   l->alloc = a;
+  l->base = l->last_seq = base;
   /* Two at least: a pair is two entries (presence__log_append_pair). */
   l->capacity = capacity > 2 ? capacity : 2;
   /* Room for the largest single event (metadata up to PRESENCE_META_MAX)
@@ -545,9 +547,12 @@ int presence__log_read(presence__log_t *l, uint64_t after_seq, size_t max,
                        void *ud) {
   int status = 0;
   uint64_t first = presence__log_first_seq(l);
+  /* 0: from the oldest kept, this log's numbers starting after its base. */
+  if (after_seq == 0) after_seq = l->base;
   /* A cursor past the newest event comes from another incarnation of the
    * log (a restarted process): the reader missed whatever this one holds,
-   * so it is told so and starts at the oldest, like a cursor that fell out. */
+   * so it is told so and starts at the oldest, like a cursor that fell out.
+   * So does one below this log's base (seq_base: an earlier run's). */
   if (after_seq + 1 < first || after_seq > l->last_seq) {
     status = PRESENCE_ECURSOR;
     after_seq = first - 1;

@@ -1134,6 +1134,14 @@ static void library_options(srv_t *s, presence_options_t *o) {
   o->channel_grace_ms = s->cfg.channel_grace_ms == UINT32_MAX ? 0
                        : s->cfg.channel_grace_ms == 0        ? PRESENCE_GRACE_NONE
                                                              : s->cfg.channel_grace_ms;
+  /* The embedded store's log starts afresh with each run: numbered from
+   * the start time in microseconds, every run's events are above the last
+   * run's (it would have to emit more than one a microsecond on average to
+   * reach the next start), so an event stream's or a webhook reader's
+   * cursor from before a restart reads as a gap, never as a place inside
+   * this run's log. */
+  int64_t wall = s->sys->wall_ms(s->sys->ud);
+  o->seq_base = wall > 0 ? (uint64_t)wall * 1000u : 0;
 }
 
 /* --store redis://...: the Redis store, put into the options (the library

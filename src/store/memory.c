@@ -2539,7 +2539,8 @@ static int m_attach(presence_store_t *st, const presence_store_host_t *host) {
         &m->members, (size_t)host->expected_memberships / 5 * 8 + 8);
     if (rc) return rc;
   }
-  m->log = presence__log_new(m->alloc, host->log_capacity);
+  m->log = presence__log_new(m->alloc, host->log_capacity, host->seq_base);
+  m->seq = host->seq_base;
   return m->log ? 0 : PRESENCE_ENOMEM;
 }
 

@@ -203,6 +203,14 @@ async def settle(d, quiet=0.5, limit=10.0):
     return last
 
 
+def run_start(seq):
+    """Whether seq is the first of a run of the embedded store: its log is
+    numbered from the start time in microseconds (+1), so that every run's
+    numbers are above the last run's and a cursor from before a restart
+    reads as a gap."""
+    return isinstance(seq, int) and (seq - 1) % 1000 == 0 and abs((seq - 1) // 1000 - now_ms()) < 120_000
+
+
 def contiguous(evs, first=None):
     seqs = [e["seq"] for e in evs]
     if not seqs:
@@ -231,8 +239,8 @@ async def test_fresh_start_cleanup(t, d, args):
     ok = await RX.wait_seq(1)
     evs, _ = RX.events()
     first = evs[0] if evs else {}
-    t.check("fresh start: the webhook's first event is cleanup, seq 1, fresh_start true",
-            ok and first.get("type") == "cleanup" and first.get("seq") == 1
+    t.check("fresh start: the webhook's first event is cleanup, the run's first seq, fresh_start true",
+            ok and first.get("type") == "cleanup" and run_start(first.get("seq"))
             and first.get("fresh_start") is True and "instance" not in first
             and "session_ids" not in first, first)
     sse = await SSE.open(d, after=0)
@@ -240,7 +248,7 @@ async def test_fresh_start_cleanup(t, d, args):
     sse.close()
     dd = (ev or {}).get("data") or {}
     t.check("fresh start: GET /v1/events?after=0 starts with the same cleanup",
-            dd.get("type") == "cleanup" and dd.get("seq") == 1 and dd.get("fresh_start") is True, ev)
+            dd.get("type") == "cleanup" and run_start(dd.get("seq")) and dd.get("fresh_start") is True, ev)
 
 
 async def test_order_batching_signature(t, d, args):
@@ -525,8 +533,10 @@ async def test_restart(t, d, args):
     shut = [e for e in mine if e.get("reason") == "shutdown"]
     t.check("restart: the shutdown's own events were delivered before exit",
             len([e for e in shut if e["type"] == "user.offline"]) == 3, [e["type"] for e in shut])
-    t.check("restart: first run delivered in order, nothing missing",
-            contiguous(mine, 1) is None, contiguous(mine, 1))
+    t.check("restart: first run delivered in order from its first number, nothing missing",
+            mine and run_start(mine[0]["seq"]) and contiguous(mine) is None, contiguous(mine))
+    cursor1 = mine[-1]["seq"] if mine else 0
+    n1 = len(mine)
     d2 = Daemon(args.presenced, d.flags, "restart-2")
     d2.start()
     try:
@@ -542,12 +552,30 @@ async def test_restart(t, d, args):
             if ok or time.monotonic() > deadline:
                 break
             await asyncio.sleep(0.05)
-        t.check("restart: a new instance id, sequence numbers start again at 1",
-                ok and inst2 != inst1 and second and second[0]["seq"] == 1, (inst1, inst2, second[:1]))
+        t.check("restart: a new instance id, sequence numbers start above the first run's",
+                ok and inst2 != inst1 and second and run_start(second[0]["seq"])
+                and second[0]["seq"] > cursor1, (inst1, inst2, cursor1, second[:1]))
         t.check("restart: the new run's first delivery is its fresh-start cleanup "
                 "(the previous run's users are gone)",
                 second and second[0]["type"] == "cleanup" and second[0].get("fresh_start") is True,
                 second[:1])
+        # A reader of the event stream resumes with its cursor of the first
+        # run once the second has logged more events than the first: it is
+        # told of a gap and gets the second run's log whole, fresh-start
+        # cleanup first. (Numbered from 1 in each run, the cursor fell
+        # inside the second run's log and the stream went on silently from
+        # there: the cleanup and every event before were lost to it.)
+        i = 0
+        while second and await last_seq(d2) - second[0]["seq"] < n1 + 2:
+            await burst(d2, 1, f"rs-more{i}-")
+            i += 1
+        sse = await SSE.open(d2, last_event_id=cursor1)
+        got = [await sse.next(3), await sse.next(3)]
+        sse.close()
+        t.check("restart: a stream resumed with the first run's cursor: a gap, then the second "
+                "run's fresh-start cleanup",
+                got[0] and got[0]["event"] == "gap" and got[1] and got[1]["event"] == "cleanup"
+                and got[1]["data"].get("fresh_start") is True, got)
         evs, dups = RX_RS.events()
         t.eq("restart: no (instance, seq) delivered twice", dups, 0)
         t.check("restart: no sanitizer report", not sanitizer_report(d2.stderr_text()),

@@ -1235,6 +1235,40 @@ static void log_reads_from_a_cursor_and_reports_gaps(void **state) {
   destroy(f);
 }
 
+/* seq_base: a run's numbers start above it, a cursor of 0 still reads from
+ * the oldest event without a gap, and a cursor below the base (an earlier
+ * run's, which numbered from a lower base) reads as a gap from the oldest,
+ * however many events this run has logged; numbered from 1 in each run,
+ * such a cursor fell inside this run's log and resumed there silently. */
+static void a_run_numbers_above_its_base(void **state) {
+  (void)state;
+  presence_options_t o;
+  presence_options_init(&o);
+  o.seq_base = 1000000;
+  presence_t *p = NULL;
+  assert_int_equal(presence_new(&o, &p), 0);
+  for (int i = 0; i < 20; i++) {
+    char sid[8];
+    snprintf(sid, sizeof sid, "s%d", i);
+    assert_int_equal(presence_session_connect(p, sid, "alice", NULL, NULL, NULL), 0);
+  }
+  log_read_t r = {0};
+  assert_int_equal(presence_log_read(p, 0, 100, on_log, &r), 0);
+  assert_int_equal(r.status, 0);
+  assert_int_equal(r.first, 1000001);
+  assert_int_equal(r.n, 21); /* 20 connects and the user's one online */
+  assert_int_equal(presence_log_last_seq(p), 1000021);
+  /* An earlier run's cursor, where this run would have been at 1..21. */
+  assert_int_equal(presence_log_read(p, 5, 100, on_log, &r), 0);
+  assert_int_equal(r.status, PRESENCE_ECURSOR);
+  assert_int_equal(r.first, 1000001);
+  assert_int_equal(r.n, 21);
+  assert_int_equal(presence_log_read(p, 1000010, 100, on_log, &r), 0);
+  assert_int_equal(r.status, 0);
+  assert_int_equal(r.first, 1000011);
+  presence_free(p);
+}
+
 /* A session event flagged USER_FOLLOWS and its user event are one record
  * in the log and the engine's queue (presence__ev_first_t; a connect's with
  * the session's metadata, a status change's, an end's): each reads back,
@@ -1456,6 +1490,7 @@ int main(void) {
       cmocka_unit_test(a_table_refuses_a_record_above_48_bits),
       cmocka_unit_test(foreach_visits_every_user),
       cmocka_unit_test(log_reads_from_a_cursor_and_reports_gaps),
+      cmocka_unit_test(a_run_numbers_above_its_base),
       cmocka_unit_test(pairs_read_back_as_two_events),
       cmocka_unit_test(pairs_dispatch_each_half_to_its_listeners),
       cmocka_unit_test(unheard_events_still_reach_the_log),

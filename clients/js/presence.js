@@ -924,7 +924,13 @@ export class Channel {
     this.client._chanReqs.set(id, this);
     const msg = { type: this._observe ? 'observe' : 'join', id, channel: this.name };
     if (!this._observe && this._data !== null) msg.data = this._data;
-    if (!this._observe && !this._snapshot) msg.snapshot = false;
+    if (!this._observe && !this._snapshot) {
+      msg.snapshot = false;
+      // No list will replace what we knew: after a reconnect, members seen
+      // on the old connection may have left meanwhile (a restarted server
+      // sends no leave for them). members() starts again from this join.
+      this._members.clear();
+    }
     this.client._send(msg);
   }
 

@@ -169,3 +169,23 @@ test('a malformed snapshot (members not a list) throws nothing out of the socket
   ws.serverSend(change('join', { user_id: 'ann', status: 'online', data: null, version: 1 }, 1));
   assert.deepEqual(room.members().map((m) => m.user_id), ['ann']);
 });
+
+test('snapshot false: after a reconnect members() holds only the members seen since the new join', async () => {
+  const env = setup();
+  const room = env.client.channel('room', { snapshot: false });
+  env.client.connect();
+  const ws = await open(env);
+  ws.serverSend({ type: 'ack', id: ws.sent.find((m) => m.type === 'join').id });
+  ws.serverSend(change('join', { user_id: 'bob', status: 'online', data: null, version: 1 }, 2, 'offline'));
+  assert.deepEqual(room.members().map((m) => m.user_id), ['bob']);
+  // The server restarts; bob does not come back.
+  ws.serverClose(1001);
+  env.clock.advance(1000);
+  const ws2 = await open(env);
+  const join = ws2.sent.find((m) => m.type === 'join');
+  assert.equal(join.snapshot, false);
+  ws2.serverSend({ type: 'ack', id: join.id });
+  assert.deepEqual(room.members(), [], 'bob is not known to be here any more');
+  ws2.serverSend(change('join', { user_id: 'cat', status: 'online', data: null, version: 1 }, 2, 'offline'));
+  assert.deepEqual(room.members().map((m) => m.user_id), ['cat']);
+});

@@ -337,7 +337,12 @@ export class PresenceClient {
   // Give up on a connection that does not answer: close it and reconnect.
   _drop(ws, reason) {
     this._detach(ws);
-    try { ws.close(4000, reason); } catch (_) { /* ignore */ }
+    // A peer that does not answer will not answer a close frame either:
+    // node's ws would wait 30 s for it, holding the socket (and the process).
+    // Browsers have no terminate() and do not hold the page.
+    try {
+      if (typeof ws.terminate === 'function') ws.terminate(); else ws.close(4000, reason);
+    } catch (_) { /* ignore */ }
     this._closed(ws, { code: 4000, reason, wasClean: false });
   }
 

@@ -757,7 +757,11 @@ export class PresenceClient {
     this._refreshId = null;
     if (this._session && typeof m.exp === 'number') this._session.exp = m.exp;
     if (Array.isArray(m.unsubscribed) && m.unsubscribed.length) {
-      // The new token no longer lets this session watch these users.
+      // The new token no longer lets this session watch these users. No
+      // change of theirs comes any more: what we knew would be shown as
+      // current for good (online, say). They stay watched (a later token may
+      // allow them again), their state unknown, as for a refused subscribe.
+      for (const id of m.unsubscribed) this._known.delete(id);
       this._emit('error', { kind: 'server', code: 'not_allowed', message: 'the refreshed token does not allow watching these users', users: m.unsubscribed });
     }
     this._emit('token', { exp: m.exp });

@@ -573,6 +573,21 @@ test('token refresh refused: error of kind token, the old token stands, tried ag
   env.client.close();
 });
 
+test('token refresh: the users it unsubscribed are no longer shown with their last state', async () => {
+  const env = setup();
+  env.client.subscribe(['bob', 'carol']);
+  env.client.connect();
+  const now = () => Math.floor(env.clock.now() / 1000);
+  const ws = await opened(env, { exp: now() + 600 });
+  ws.serverSend({ type: 'presence', snapshot: true, users: [{ user_id: 'bob', status: 'online', version: 1 }, { user_id: 'carol', status: 'online', version: 4 }] });
+  env.clock.advance(540000); await flush();
+  const t1 = ws.sent.filter((m) => m.type === 'token')[0];
+  ws.serverSend({ type: 'ack', id: t1.id, exp: now() + 600, unsubscribed: ['carol'] });
+  assert.equal(env.client.get('carol'), undefined, 'no change of carol comes any more: her state is unknown');
+  assert.deepEqual(env.client.all().map((u) => u.user_id), ['bob']);
+  env.client.close();
+});
+
 test('token refresh: unsubscribed users are reported; 0 turns refresh off', async () => {
   const env = setup();
   env.client.connect();

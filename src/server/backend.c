@@ -406,7 +406,10 @@ void backend_http_put_session(conn_t *c, http_req_t *r, const char *id) {
     goto out;
   }
   if (mv && !cJSON_IsNull(mv)) {
-    meta = cJSON_IsObject(mv) ? cJSON_PrintUnformatted(mv) : NULL;
+    /* The caller's own text, compact: a number keeps every digit (cJSON
+     * holds it as a double). */
+    meta = cJSON_IsObject(mv) ? json_source_compact(body, bl, root, mv, NULL)
+                              : NULL;
     if (!meta || strlen(meta) > PRESENCE_META_MAX) {
       http_error(c, 400, "bad_meta", "meta must be an object of at most "
                                      "4096 bytes");

@@ -52,6 +52,8 @@ static int read_items(bmsg_t *m, const char *name, uint32_t max_ops) {
 
 int bmsg_decode(const uint8_t *data, size_t len, uint32_t max_ops, bmsg_t *m) {
   memset(m, 0, sizeof *m);
+  m->src = data;
+  m->src_len = len;
   m->root = json_parse_one_object(data, len);
   if (!m->root) return bad(m, "bad_json", "frame is not one JSON object");
   const cJSON *type = cJSON_GetObjectItemCaseSensitive(m->root, "type");
@@ -118,8 +120,15 @@ static int op_kind(const char *name) {
   return 0;
 }
 
+char *bop_json(const bop_t *op, const cJSON *v) {
+  if (!v) return NULL;
+  return json_source_compact(op->msg->src, op->msg->src_len, op->msg->root, v,
+                             NULL);
+}
+
 int bmsg_op(const bmsg_t *m, const cJSON *item, bop_t *op) {
   memset(op, 0, sizeof *op);
+  op->msg = m;
   if (!cJSON_IsObject(item)) return op_bad(op, "bad_op", "item is not an object");
   if (m->type == BMSG_SYNC) {
     op->kind = BOP_OPEN;

@@ -58,6 +58,8 @@ typedef struct bmsg {
   int done;           /* SYNC: the last frame of the list */
   const char *err_code;
   char err_msg[160];
+  const uint8_t *src; /* the frame's text, while the frame is applied */
+  size_t src_len;
 } bmsg_t;
 
 /* One item, decoded. Strings point into the frame's JSON (valid until
@@ -72,6 +74,7 @@ typedef struct bop {
   const char *channel;  /* JOIN / UPDATE / LEAVE */
   const cJSON *data;    /* JOIN / UPDATE: an object, or NULL */
   int from_sync;        /* an item of a sync (a re-assert) */
+  const bmsg_t *msg;    /* the frame: bop_json's text of meta and data */
   const char *err_code; /* on error: the protocol's per-op code ... */
   const char *err_msg;  /* ... and a static message */
 } bop_t;
@@ -85,6 +88,10 @@ int bmsg_decode(const uint8_t *data, size_t len, uint32_t max_ops, bmsg_t *m);
 /* Decode one item of m->items (an op of a batch, or a session of a sync,
  * which decodes as BOP_OPEN). 0, or -1 with op->err_code and op->err_msg. */
 int bmsg_op(const bmsg_t *m, const cJSON *item, bop_t *op);
+/* An op's meta or data (v: op->meta or op->data) as the library stores it:
+ * compact JSON, the backend's own text (numbers keep every digit), malloc'd.
+ * NULL for a NULL v, or when out of memory. */
+char *bop_json(const bop_t *op, const cJSON *v);
 void bmsg_free(bmsg_t *m);
 
 #endif

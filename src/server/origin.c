@@ -411,10 +411,6 @@ static void on_open_done(presence_t *p, int status, void *ud) {
   free(q);
 }
 
-/* A meta or data object as the library stores it: compact JSON text. */
-static char *compact(const cJSON *v) {
-  return v ? cJSON_PrintUnformatted(v) : NULL;
-}
 
 static const char *op_open(srv_t *s, origin_t *o, const bop_t *op,
                            const char **msg) {
@@ -444,7 +440,7 @@ static const char *op_open(srv_t *s, origin_t *o, const bop_t *op,
     }
     return NULL;
   }
-  char *meta = compact(op->meta);
+  char *meta = bop_json(op, op->meta);
   if (op->meta && (!meta || strlen(meta) > PRESENCE_META_MAX)) {
     free(meta);
     *msg = "meta is over 4096 bytes";
@@ -518,7 +514,7 @@ const char *origin_apply(srv_t *s, origin_t *o, const bop_t *op,
     return NULL;
   case BOP_JOIN:
   case BOP_UPDATE:
-    data = compact(op->data);
+    data = bop_json(op, op->data);
     if (op->data && (!data || strlen(data) > PRESENCE_DATA_MAX)) {
       free(data);
       *msg = "data is over the size limit";

@@ -421,6 +421,25 @@ async def test_reset_during_batch(t, d, args):
     await b.close()
 
 
+async def test_meta_and_data_as_written(t, d, args):
+    # A backend's meta and data reach readers as it wrote them: numbers keep
+    # every digit (the server printed cJSON's tree again, where a number is
+    # a double: 9007199254740993 came back 9007199254740992).
+    meta, data = {"account": 9007199254740993}, {"msg": 1234567890123456789, "x": 0.30000000000000004}
+    b = await Backend.connect(d, "digits")
+    await b.batch([{"op": "open", "session": "dg-1", "user": "dg-ann", "meta": meta},
+                   {"op": "join", "session": "dg-1", "channel": "dg-room", "data": data}])
+    r = await http(d, "GET", "/v1/users/dg-ann/sessions")
+    t.eq("a backend session's meta: every digit", [s.get("meta") for s in (r.json() or {}).get("sessions", [])], [meta])
+    r = await http(d, "GET", "/v1/channels/dg-room/members")
+    t.eq("a backend member's data: every digit", [m.get("data") for m in (r.json() or {}).get("members", [])], [data])
+    r = await http(d, "PUT", "/v1/sessions/dg-2", body=json.dumps({"user": "dg-bob", "ttl_ms": 5000, "meta": meta}))
+    t.eq("PUT /v1/sessions: 201", r.status, 201)
+    r = await http(d, "GET", "/v1/users/dg-bob/sessions")
+    t.eq("an HTTP session's meta: every digit", [s.get("meta") for s in (r.json() or {}).get("sessions", [])], [meta])
+    await b.close()
+
+
 if __name__ == "__main__":
     run([
         ("backend", {"--origin-resume-ms": str(WINDOW_MS)},
@@ -429,6 +448,6 @@ if __name__ == "__main__":
                          "--backend-max-message": "65536"}, [test_bad_input]),
         ("backend-limits", {"--origin-lease-ms": "600", "--max-origins": "2"},
          [test_lease_and_limits]),
-        ("http-sessions", {}, [test_http_sessions]),
+        ("http-sessions", {}, [test_http_sessions, test_meta_and_data_as_written]),
         ("backend-reset", {}, [test_reset_during_batch]),
     ])

@@ -162,6 +162,19 @@ test('long subscribe lists are split under maxMessageBytes', async () => {
   assert.deepEqual(ws.sent.flatMap((m) => m.users), ids);
 });
 
+test('subscribe and unsubscribe lists are split by UTF-8 bytes, as the server counts them: non-ASCII ids too', async () => {
+  const env = setup();
+  env.client.connect();
+  const ws = await opened(env);
+  // 900 ids (under --max-watch 1000) of 42 CJK characters: 118 bytes each (ids may be 128).
+  const ids = Array.from({ length: 900 }, (_, i) => '用户' + String(i).padStart(4, '0') + '的名字'.repeat(12));
+  env.client.subscribe(ids);
+  env.client.unsubscribe(ids);
+  assert.deepEqual(ws.sent.filter((m) => m.type === 'subscribe').flatMap((m) => m.users), ids);
+  assert.deepEqual(ws.sent.filter((m) => m.type === 'unsubscribe').flatMap((m) => m.users), ids);
+  for (const m of ws.sent) assert.ok(Buffer.byteLength(JSON.stringify(m)) <= 32768, m.type + ' of ' + Buffer.byteLength(JSON.stringify(m)) + ' bytes: over maxMessageBytes, the server\'s 64 KiB frame limit too');
+});
+
 test('setStatusIdle/setStatusOnline send status only on change, and are sticky across idle detection', async () => {
   const env = setup({ idle: { timeoutMs: 1000 } });
   env.client.connect();

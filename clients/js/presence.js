@@ -20,6 +20,9 @@ const FATAL_CLOSE = new Map([
   [4031, 'too_many_sessions'],
 ]);
 
+/** Refusals of a channel join that the client retries (see Channel._refused). */
+const RETRY_JOIN = new Set(['join_rate', 'store_unavailable']);
+
 /** Longest delay setTimeout honours (2^31-1 ms); a longer one fires at once. */
 const MAX_TIMER_MS = 2147483647;
 
@@ -418,6 +421,8 @@ export class PresenceClient {
     for (const k of ['_reconnectTimer', '_pingTimer', '_pongTimer', '_refreshTimer', '_connectTimer']) {
       if (this[k] !== null) { this._clearTimeout(this[k]); this[k] = null; }
     }
+    // Joins waiting to be retried: every channel is joined again on the next welcome.
+    for (const ch of this._channels.values()) ch._stopRetry();
   }
 
   // ------------------------------------------------------------- messages
@@ -891,6 +896,9 @@ export class Channel {
     this._more = false;
     this._listeners = new Map();
     this._active = true; // not left
+    this._joinId = null; // id of our last join/observe
+    this._retryTimer = null;
+    this._retries = 0;
   }
 
   /** The members known (the snapshot's page, then the changes). */
@@ -933,6 +941,7 @@ export class Channel {
   leave() {
     if (!this._active) return;
     this._active = false;
+    this._stopRetry();
     this.client._channels.delete(this.name);
     this.client._send({ type: this._observe ? 'unobserve' : 'leave', id: this.client._nextId++, channel: this.name });
     this._members.clear();
@@ -940,7 +949,9 @@ export class Channel {
 
   _send() {
     if (!this._active) return;
+    this._stopRetry();
     const id = this.client._nextId++;
+    this._joinId = id;
     this.client._chanReqs.set(id, this);
     const msg = { type: this._observe ? 'observe' : 'join', id, channel: this.name };
     if (!this._observe && this._data !== null) msg.data = this._data;
@@ -955,12 +966,32 @@ export class Channel {
   }
 
   _refused(m) {
+    // A join (or observe) refused for now is sent again, not given up: at
+    // most --channel-joins-per-s (10) joins a second are taken, and a client
+    // in more channels (up to 32) sends them all at each (re)connect, so
+    // the rest were refused join_rate and never joined; store_unavailable
+    // (Redis unreachable) says "join again" (docs/protocol.md 4.5).
+    if (m.id === this._joinId && this._active && RETRY_JOIN.has(m.code) && this.client._session) {
+      const delay = m.code === 'join_rate' ? 1000 : backoffDelay(this._retries, this.client._reconnect, this.client._random);
+      this._retries++;
+      const session = this.client._session;
+      this._retryTimer = this.client._setTimeout(() => {
+        this._retryTimer = null;
+        if (this.client._session === session) this._send();
+      }, delay);
+      return;
+    }
     this._emit('error', { code: m.code, message: m.message });
+  }
+
+  _stopRetry() {
+    if (this._retryTimer !== null) { this.client._clearTimeout(this._retryTimer); this._retryTimer = null; }
   }
 
   _server(m) {
     if (m.type === 'left') {
       this._active = false;
+      this._stopRetry();
       this.client._channels.delete(this.name);
       this._members.clear();
       this._emit('left', { reason: m.reason ?? null });
@@ -969,6 +1000,7 @@ export class Channel {
     if (m.id !== undefined) this.client._chanReqs.delete(m.id);
     if (typeof m.count === 'number') this._count = m.count;
     if (m.snapshot) {
+      this._retries = 0;
       // A snapshot replaces what we knew (after a reconnect the server may
       // have begun its versions again).
       this._members.clear();

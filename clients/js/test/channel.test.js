@@ -189,3 +189,35 @@ test('snapshot false: after a reconnect members() holds only the members seen si
   ws2.serverSend(change('join', { user_id: 'cat', status: 'online', data: null, version: 1 }, 2, 'offline'));
   assert.deepEqual(room.members().map((m) => m.user_id), ['cat']);
 });
+
+test('joins refused join_rate (more than 10 a second at a (re)connect) or store_unavailable are sent again, not given up', async () => {
+  const env = setup();
+  const errors = [];
+  const rooms = Array.from({ length: 12 }, (_, i) => env.client.channel('room:' + i));
+  for (const r of rooms) r.on('error', (e) => errors.push(r.name + ':' + e.code));
+  env.client.connect();
+  const ws = await open(env);
+  const joins = ws.sent.filter((m) => m.type === 'join');
+  assert.equal(joins.length, 12);
+  // presenced takes 10, refuses the rest.
+  for (const j of joins.slice(0, 10)) ws.serverSend({ ...snapshot(j.id, []), channel: j.channel });
+  for (const j of joins.slice(10)) ws.serverSend({ type: 'error', code: 'join_rate', message: 'at most 10 joins and observes a second', id: j.id });
+  const refusedSyncBefore = ws.sent.length;
+  env.clock.advance(1000);
+  const again = ws.sent.slice(refusedSyncBefore).filter((m) => m.type === 'join').map((m) => m.channel);
+  assert.deepEqual(again, ['room:10', 'room:11']);
+  // Redis unreachable: joined again later too.
+  const j10 = ws.sent.filter((m) => m.channel === 'room:10').at(-1);
+  ws.serverSend({ type: 'error', code: 'store_unavailable', message: 'retry', id: j10.id });
+  env.clock.advance(1000);
+  assert.equal(ws.sent.filter((m) => m.channel === 'room:10').length, 3);
+  assert.deepEqual(errors, [], 'nothing to report: the client handles it');
+  // Other refusals are reported and not retried.
+  const j11 = ws.sent.filter((m) => m.channel === 'room:11').at(-1);
+  ws.serverSend({ type: 'error', code: 'channel_not_allowed', message: 'no', id: j11.id });
+  env.clock.advance(60000);
+  assert.equal(ws.sent.filter((m) => m.channel === 'room:11').length, 2);
+  assert.deepEqual(errors, ['room:11:channel_not_allowed']);
+  env.client.close();
+  assert.equal(env.clock.pending(), 0, 'no retry left behind by close()');
+});

@@ -326,7 +326,7 @@ static void method_not_allowed(conn_t *c, const char *allow) {
 /* Decode one path segment into out; 0 if it is a valid id. */
 static int segment_id(const char *seg, size_t len, char *out, size_t cap) {
   if (len == 0 || memchr(seg, '/', len)) return -1;
-  if (http_unescape(seg, len, out, cap) < 0) return -1;
+  if (http_unescape_path(seg, len, out, cap) < 0) return -1;
   return presence_id_check(out) == 0 ? 0 : -1;
 }
 

@@ -259,7 +259,7 @@ static void on_removed(presence_t *p, int status, void *ud) {
 /* Decode one path segment (no '/') into out: 0, or -1. */
 static int segment(const char *seg, size_t len, char *out, size_t cap) {
   if (len == 0 || memchr(seg, '/', len)) return -1;
-  return http_unescape(seg, len, out, cap) < 0 ? -1 : 0;
+  return http_unescape_path(seg, len, out, cap) < 0 ? -1 : 0;
 }
 
 int api_channels(conn_t *c, http_req_t *r, const char *path, size_t pl,

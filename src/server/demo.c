@@ -85,7 +85,7 @@ static void serve_static(conn_t *c, http_req_t *r) {
   size_t pl;
   const char *path = http_path(r, &pl);
   char rel[512];
-  if (http_unescape(path, pl, rel, sizeof rel - 16) < 0) {
+  if (http_unescape_path(path, pl, rel, sizeof rel - 16) < 0) {
     http_error(c, 404, "not_found", "no such file");
     return;
   }

@@ -368,7 +368,9 @@ static int hexval(char c) {
   return -1;
 }
 
-int http_unescape(const char *src, size_t len, char *out, size_t cap) {
+/* plus: a '+' is a space (a query's form encoding), or itself (a path). */
+static int unescape(const char *src, size_t len, char *out, size_t cap,
+                    int plus) {
   size_t o = 0;
   for (size_t i = 0; i < len; i++) {
     char ch = src[i];
@@ -378,7 +380,7 @@ int http_unescape(const char *src, size_t len, char *out, size_t cap) {
       if (hi < 0 || lo < 0) return -1;
       ch = (char)(hi * 16 + lo);
       i += 2;
-    } else if (ch == '+') {
+    } else if (ch == '+' && plus) {
       ch = ' ';
     }
     if (ch == '\0' || o + 1 >= cap) return -1;
@@ -386,6 +388,14 @@ int http_unescape(const char *src, size_t len, char *out, size_t cap) {
   }
   out[o] = '\0';
   return (int)o;
+}
+
+int http_unescape(const char *src, size_t len, char *out, size_t cap) {
+  return unescape(src, len, out, cap, 1);
+}
+
+int http_unescape_path(const char *src, size_t len, char *out, size_t cap) {
+  return unescape(src, len, out, cap, 0);
 }
 
 /* ---- Answers ------------------------------------------------------------- */

@@ -330,6 +330,9 @@ void http_error_hdr(conn_t *c, int status, const char *code,
 /* Percent-decode src[0..len) into out (NUL-terminated); -1 if malformed, if
  * it decodes to a NUL byte, or if it does not fit. */
 int http_unescape(const char *src, size_t len, char *out, size_t cap);
+/* The same for a path segment, where '+' is itself (RFC 3986): only a
+ * query's form encoding reads it as a space, so /v1/users/a+b is user a+b. */
+int http_unescape_path(const char *src, size_t len, char *out, size_t cap);
 /* The handler answers later (an asynchronous store): the request is kept
  * and further input paused until http_resume, called after the answer was
  * written (or the connection closed). Takes a reference on c, which

@@ -355,8 +355,29 @@ def harness_complete(data):
     return Response(status, headers, data[i + 4:i + 4 + n]), data[i + 4 + n:]
 
 
+async def test_plus_in_a_path(t, d, args):
+    # A '+' in a path is itself (RFC 3986); only a query's form encoding
+    # reads it as a space. /v1/users/ann+tag@example.com asked about
+    # "ann tag@example.com": curl users and any client that does not
+    # encode '+' in a path got another user's answer.
+    c = await Client.connect(d, "ann+tag@example.com")
+    for path in ("/v1/users/ann+tag@example.com", "/v1/users/ann%2Btag@example.com"):
+        r = await http(d, "GET", path)
+        j = r.json() or {}
+        t.eq(f"GET {path}: that user, online", (j.get("user_id"), j.get("status")),
+             ("ann+tag@example.com", "online"))
+    r = await http(d, "GET", "/v1/users/ann+tag@example.com/sessions")
+    t.eq("its sessions by a bare '+': the one session", len((r.json() or {}).get("sessions", [])), 1)
+    r = await http(d, "GET", "/v1/users/a%20b")
+    t.eq("%20 is still a space", (r.json() or {}).get("user_id"), "a b")
+    r = await http(d, "GET", "/v1/users?ids=ann+tag@example.com")
+    t.eq("in a query a '+' is still a space (form encoding)",
+         [u.get("user_id") for u in (r.json() or {}).get("users", [])], ["ann tag@example.com"])
+    await c.close()
+
+
 if __name__ == "__main__":
     run([
         ("api", {}, [test_api_key, test_get_user, test_kick, test_errors, test_healthz_metrics,
-                 test_keep_alive]),
+                 test_keep_alive, test_plus_in_a_path]),
     ])

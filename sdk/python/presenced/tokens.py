@@ -4,6 +4,7 @@ import base64
 import hashlib
 import hmac
 import json
+import math
 import time
 from typing import Any, Dict, List, Optional, Union
 
@@ -33,6 +34,15 @@ def mint_token(secret: Union[str, bytes], user_id: str, *, ttl: int = 3600,
         raise ValueError("mint_token: user_id must be a non-empty string")
     if isinstance(secret, str):
         secret = secret.encode()
+    # JWT times are seconds. A time in milliseconds (time.time() * 1000, or
+    # a value taken from presenced's API, which answers in ms) made a token
+    # valid for ~50,000 years, which presenced accepts; 1e11 s is the year
+    # 5138, so anything above it is taken for that mistake (as the Node SDK).
+    # (A not_before in milliseconds makes a token no one can use: harmless.)
+    if expires_at is not None and (isinstance(expires_at, bool) or not isinstance(expires_at, (int, float))
+                                   or not math.isfinite(expires_at) or expires_at >= 1e11):
+        raise ValueError("mint_token: expires_at is seconds since the epoch "
+                         f"(a finite number below 1e11); {expires_at!r} is not (milliseconds?)")
     now_s = int(time.time() if now is None else now)
     body: Dict[str, Any] = {"sub": user_id, "exp": int(expires_at) if expires_at is not None else now_s + int(ttl),
                             "iat": now_s}

@@ -7,6 +7,7 @@ import hashlib
 import hmac
 import inspect
 import json
+import math
 import re
 import threading
 import time
@@ -39,6 +40,7 @@ class WebhookGuard:
     if a restart must not re-apply a batch. Thread-safe."""
 
     def __init__(self, tolerance_s: float = 300, max_signatures: int = 100000):
+        _check_tolerance(tolerance_s)
         self.tolerance_ms = tolerance_s * 1000
         self.max_signatures = max_signatures
         self._seen: "OrderedDict[str, int]" = OrderedDict()
@@ -121,7 +123,17 @@ def verify_webhook(secret: Union[Secret, Sequence[Secret]], headers: Any, body: 
     return _verify(secret, headers, body, tolerance_s, now, guard, exclusive=False)
 
 
+def _check_tolerance(tolerance_s) -> None:
+    # NaN compares false with everything, so a tolerance of NaN (float() of
+    # an unset setting) let a timestamp of any age through: a captured
+    # delivery stayed valid for ever.
+    if (isinstance(tolerance_s, bool) or not isinstance(tolerance_s, (int, float))
+            or not math.isfinite(tolerance_s) or tolerance_s < 0):
+        raise ValueError(f"tolerance_s must be a finite number of seconds >= 0, not {tolerance_s!r}")
+
+
 def _verify(secret, headers, body, tolerance_s, now, guard, exclusive: bool) -> Delivery:
+    _check_tolerance(tolerance_s)
     secrets = [s.encode() if isinstance(s, str) else s
                for s in (secret if isinstance(secret, (list, tuple)) else [secret]) if s]
     if not secrets:
@@ -187,6 +199,7 @@ _REASONS = {204: "No Content", 400: "Bad Request", 401: "Unauthorized", 405: "Me
 
 class _Handler:
     def __init__(self, secret, on_delivery, tolerance_s, guard, max_body):
+        _check_tolerance(tolerance_s)
         self.secret = secret
         self.on_delivery = on_delivery
         self.tolerance_s = tolerance_s

@@ -14,7 +14,7 @@ import urllib.request
 
 import pytest
 
-from presenced import ASGIWebhook, WebhookError, WebhookGuard, WSGIWebhook, verify_webhook
+from presenced import ASGIWebhook, WebhookError, WebhookGuard, WSGIWebhook, mint_token, verify_webhook
 from conftest import Presenced, User, free_port, wait_for
 
 SECRET = "sdk-python-webhook-secret"
@@ -132,6 +132,35 @@ def test_verify_rotation_and_guard():
     with pytest.raises(WebhookError) as e:
         verify_webhook("new", {"presence-timestamp": ts, "presence-signature": k(b"new")}, b"[1]" if False else b'{"x":1}')
     assert e.value.code == "bad_signature"
+
+
+def test_a_tolerance_that_is_not_a_number_is_refused():
+    # float("nan") (an unset setting read as a float) compared false with
+    # every age: an hour-old delivery verified, so a captured one stayed
+    # valid for ever. Refused where it is given.
+    body = b'{"instance":"i1","first_seq":1,"last_seq":1,"events":[{"seq":1}]}'
+    ts = str(int(time.time() * 1000) - 3600_000)
+    sig = "v1=" + hmac.new(b"s", ts.encode() + b"." + body, hashlib.sha256).hexdigest()
+    for bad in (float("nan"), float("inf"), -1, "300", None, True):
+        with pytest.raises(ValueError):
+            verify_webhook("s", {"presence-timestamp": ts, "presence-signature": sig}, body, tolerance_s=bad)
+        with pytest.raises(ValueError):
+            WebhookGuard(tolerance_s=bad)
+        with pytest.raises(ValueError):
+            WSGIWebhook("s", lambda d: None, tolerance_s=bad)
+    with pytest.raises(WebhookError) as e:
+        verify_webhook("s", {"presence-timestamp": ts, "presence-signature": sig}, body)
+    assert e.value.code == "stale"
+
+
+def test_mint_token_refuses_milliseconds():
+    # expires_at=time.time() * 1000 made a token valid for ~50,000 years,
+    # which presenced accepts.
+    with pytest.raises(ValueError, match="milliseconds"):
+        mint_token("s", "ann", expires_at=int(time.time() * 1000) + 60_000)
+    with pytest.raises(ValueError):
+        mint_token("s", "ann", expires_at=float("nan"))
+    assert mint_token("s", "ann", expires_at=int(time.time()) + 60)
 
 
 def test_timestamp_of_other_digits_refused(setup):

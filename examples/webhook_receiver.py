@@ -57,7 +57,7 @@ def verify(secret, headers, body, tolerance_s):
     "<Presence-Timestamp>.<body>" and the timestamp is recent."""
     ts = headers.get("Presence-Timestamp", "")
     sig = headers.get("Presence-Signature", "")
-    if not ts.isdigit() or abs(time.time() * 1000 - int(ts)) > tolerance_s * 1000:
+    if not (ts.isascii() and ts.isdigit()) or abs(time.time() * 1000 - int(ts)) > tolerance_s * 1000:
         return False
     want = "v1=" + hmac.new(secret, ts.encode() + b"." + body, hashlib.sha256).hexdigest()
     return any(hmac.compare_digest(part.strip(), want) for part in sig.split(","))

@@ -175,7 +175,8 @@ export interface StateEvent {
 
 export interface ErrorEvent {
   /** 'server': an error frame; 'close': a fatal close; 'token': the provider failed or gave none;
-   *  'socket': the WebSocket could not be created or written; 'protocol': an unparsable frame;
+   *  'socket': the WebSocket could not be created or written; 'protocol': an unparsable frame,
+   *  or one the client could not apply;
    *  'timeout': no pong to an application ping, or no welcome within connectTimeoutMs. */
   kind: 'server' | 'close' | 'token' | 'socket' | 'protocol' | 'timeout';
   /** Server error code ('not_allowed', 'too_many_watched', 'kicked', ...) or close code. */

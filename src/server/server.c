@@ -966,6 +966,10 @@ static uint64_t house_interval(const srv_config_t *cfg) {
   if (cfg->timeout_ms / 4 < iv) iv = cfg->timeout_ms / 4;
   /* Backend connections are pinged every third of their lease. */
   if (cfg->origin_lease_ms / 4 < iv) iv = cfg->origin_lease_ms / 4;
+  /* Event streams' keepalives (--sse-keepalive-ms from 100 ms): a proxy
+   * whose idle timeout is under a second needs them at the interval asked,
+   * not rounded up to the next housekeeping second. */
+  if (cfg->sse_keepalive_ms / 4 < iv) iv = cfg->sse_keepalive_ms / 4;
   return iv < 10 ? 10 : iv;
 }
 

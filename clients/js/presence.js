@@ -185,6 +185,9 @@ export class PresenceClient {
     this._watch = new Map(); // user id -> Set of onChange callbacks
     this._channels = new Map(); // channel name -> Channel (joined or observed)
     this._chanReqs = new Map(); // request id -> Channel awaiting its answer
+    this._subReqs = new Map(); // subscribe request id -> its users, until the snapshot
+    this._subQueue = []; // user lists to subscribe again, paced (see _subRefused)
+    this._subTimer = null;
     this._known = new Map(); // user id -> last known state
     this._manualIdle = false;
     this._autoIdle = false;
@@ -364,6 +367,7 @@ export class PresenceClient {
 
   _detach(ws) {
     this._failPending();
+    this._subReqs.clear();
     ws.onopen = ws.onmessage = ws.onclose = null;
     // Not null: a socket closed while still connecting still reports an
     // error, and node's `ws` throws an 'error' nobody listens to (an
@@ -418,7 +422,8 @@ export class PresenceClient {
 
   _stopTimers() {
     this._refreshId = null;
-    for (const k of ['_reconnectTimer', '_pingTimer', '_pongTimer', '_refreshTimer', '_connectTimer']) {
+    this._subQueue = []; // every watched user is subscribed again on the next welcome
+    for (const k of ['_reconnectTimer', '_pingTimer', '_pongTimer', '_refreshTimer', '_connectTimer', '_subTimer']) {
       if (this[k] !== null) { this._clearTimeout(this[k]); this[k] = null; }
     }
     // Joins waiting to be retried: every channel is joined again on the next welcome.
@@ -469,6 +474,8 @@ export class PresenceClient {
           ch._refused(m);
           return;
         }
+        if (m.code === 'not_allowed' && this._subReqs.has(m.id)) return this._subRefused(m);
+        this._subReqs.delete(m.id);
         if (m.code === 'kicked' || m.code === 'too_many_sessions' || m.code === 'token_expired' || m.code === 'rate_limited') this._closeError = m.code;
         if (this._refreshId !== null && m.id === this._refreshId) return this._refreshRefused(m);
         this._settle(m.id, m);
@@ -510,6 +517,7 @@ export class PresenceClient {
   }
 
   _presence(m) {
+    if (m.snapshot && m.id !== undefined) this._subReqs.delete(m.id);
     if (!Array.isArray(m.users)) return;
     for (const u of m.users) {
       if (!u || typeof u.user_id !== 'string') continue;
@@ -548,7 +556,8 @@ export class PresenceClient {
     let batch = [];
     let size = overhead;
     const flush = () => {
-      if (batch.length) this._send({ type, id: this._nextId++, users: batch });
+      const id = this._nextId++;
+      if (batch.length && this._send({ type, id, users: batch }) && type === 'subscribe') this._subReqs.set(id, batch);
       batch = [];
       size = overhead;
     };
@@ -559,6 +568,35 @@ export class PresenceClient {
       size += n;
     }
     flush();
+  }
+
+  // presenced refuses a whole subscribe when the token's watch does not
+  // allow one of its users, and names only that one in a message. Sent as
+  // one list (every watched user at each (re)connect), a single user the
+  // token does not allow left every other user unwatched. The refused list
+  // is split in two and each half asked again, down to the users refused
+  // alone, each reported once (error not_allowed, users: [id]). The halves
+  // go at most one per 50 ms, under the server's messages-per-second limit.
+  _subRefused(m) {
+    const users = this._subReqs.get(m.id).filter((u) => this._watch.has(u));
+    this._subReqs.delete(m.id);
+    if (users.length === 1) {
+      this._emit('error', { kind: 'server', code: m.code, message: m.message, id: m.id, users });
+    } else if (users.length > 1) {
+      const half = users.length >> 1;
+      this._subQueue.push(users.slice(0, half), users.slice(half));
+      this._pumpSubscribes();
+    }
+  }
+
+  _pumpSubscribes() {
+    if (this._subTimer !== null || !this._subQueue.length) return;
+    this._subTimer = this._setTimeout(() => {
+      this._subTimer = null;
+      const users = (this._subQueue.shift() || []).filter((u) => this._watch.has(u));
+      this._sendUsers('subscribe', users);
+      this._pumpSubscribes();
+    }, 50);
   }
 
   /**

@@ -151,6 +151,41 @@ test('the undo of a subscribe() without callback releases only that call: other 
   assert.deepEqual(ws.sent.slice(-1)[0].users, ['bob']);
 });
 
+test('one user the token does not allow no longer leaves every other watched user unwatched (presenced refuses the whole list)', async () => {
+  const env = setup({ reconnect: { initialDelayMs: 100, jitter: 0 } });
+  const ids = ['a', 'b', 'carol', 'd', 'e', 'f', 'g', 'h'];
+  env.client.subscribe(ids.slice(0, 4));
+  env.client.subscribe(ids.slice(4));
+  env.client.connect();
+  // presenced: a subscribe naming carol is refused whole; any other is answered by its snapshot.
+  const serve = (ws) => {
+    let n = 0;
+    for (;;) {
+      const pending = ws.sent.filter((m) => m.type === 'subscribe').slice(n);
+      if (!pending.length) break;
+      n += pending.length;
+      for (const m of pending) {
+        if (m.users.includes('carol')) ws.serverSend({ type: 'error', code: 'not_allowed', message: 'token does not allow watching carol', id: m.id });
+        else ws.serverSend({ type: 'presence', snapshot: true, id: m.id, users: m.users.map((u) => ({ user_id: u, status: 'online', version: 1 })) });
+      }
+      env.clock.advance(1000); // the halves asked again
+    }
+    return n;
+  };
+  for (let round = 0; round < 2; round++) { // the first connection, then after a reconnect
+    const ws = await opened(env);
+    const sent = serve(ws);
+    assert.deepEqual(env.client.all().map((u) => u.user_id).sort(), ids.filter((u) => u !== 'carol'));
+    assert.ok(sent <= 7, `${sent} subscribe messages`);
+    const refused = env.errors.filter((e) => e.code === 'not_allowed');
+    assert.equal(refused.length, round + 1, 'carol reported once per connection');
+    assert.deepEqual(refused.at(-1).users, ['carol']);
+    assert.deepEqual(env.client.watched().sort(), [...ids].sort(), 'carol stays watched (another token may allow her)');
+    ws.serverClose(1006);
+    env.clock.advance(100);
+  }
+});
+
 test('long subscribe lists are split under maxMessageBytes', async () => {
   const env = setup({ maxMessageBytes: 1000 });
   env.client.connect();

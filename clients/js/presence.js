@@ -118,6 +118,13 @@ function mergeChange(prev, u, kind) {
 
 function ignore() { /* see _detach */ }
 
+// A user id presenced accepts (docs/protocol.md: 1..128 bytes of UTF-8
+// without control characters, C1 included; no lone surrogate).
+function validId(s) {
+  const n = utf8Length(s);
+  return n >= 1 && n <= 128 && !/[\u0000-\u001f\u007f-\u009f]|[\ud800-\udbff](?![\udc00-\udfff])|(?:^|[^\ud800-\udbff])[\udc00-\udfff]/.test(s);
+}
+
 // Bytes of s in UTF-8 (JSON.stringify leaves no lone surrogate).
 function utf8Length(s) {
   let n = 0;
@@ -604,7 +611,16 @@ export class PresenceClient {
    * snapshot and on every change. Returns a function that undoes this call.
    */
   subscribe(userIds, onChange) {
-    const ids = [...new Set(Array.isArray(userIds) ? userIds : [userIds])].filter((x) => typeof x === 'string' && x.length);
+    const given = [...new Set(Array.isArray(userIds) ? userIds : [userIds])].filter((x) => typeof x === 'string' && x.length);
+    // presenced refuses a whole subscribe for one id it could never hold
+    // (bad_user_id, counted towards the 1008 close), and the client sends
+    // every watched id again at each reconnect: one such id would leave
+    // every user unwatched for good. It is left out here and reported.
+    const ids = given.filter(validId);
+    if (ids.length < given.length) {
+      const bad = given.filter((x) => !validId(x));
+      this._emit('error', { kind: 'server', code: 'bad_user_id', message: 'not a valid user id (1..128 bytes of UTF-8, no control characters)', users: bad });
+    }
     const cb = typeof onChange === 'function' ? onChange : null;
     // A call without a callback holds the users by a token of its own, so
     // that its undo releases only what it added (not other callers' callbacks).

@@ -186,6 +186,19 @@ test('one user the token does not allow no longer leaves every other watched use
   }
 });
 
+test('an id presenced could never hold is left out of subscribe and reported, not sent to refuse the whole list', async () => {
+  const env = setup();
+  env.client.connect();
+  const ws = await opened(env);
+  const bad = ['x'.repeat(129), 'tab\there', 'nel\u0085', 'lone\ud800', '\u00e9'.repeat(65)];
+  const good = ['bob', '\u00e9'.repeat(64), 'emoji\ud83d\ude00', 'x'.repeat(128)];
+  env.client.subscribe([good[0], ...bad, ...good.slice(1)]);
+  assert.deepEqual(ws.sent.map((m) => m.users), [good]);
+  assert.deepEqual(env.client.watched(), good);
+  const e = env.errors.at(-1);
+  assert.deepEqual([e.code, e.users], ['bad_user_id', bad]);
+});
+
 test('long subscribe lists are split under maxMessageBytes', async () => {
   const env = setup({ maxMessageBytes: 1000 });
   env.client.connect();

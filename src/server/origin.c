@@ -388,29 +388,58 @@ static const char *channel_error(int rc, const char **msg) {
 }
 
 /* With an asynchronous store (Redis) an open is refused later (EEXIST
- * cluster-wide, ELIMIT): the record goes and the backend is told. */
+ * cluster-wide, ELIMIT): the record goes and the backend is told.
+ *
+ * The refusal is of this open only, named by its handle: by the time it
+ * comes, the same id may have been closed and opened again (a batch's open
+ * and close, then a sync's take-over, all sent before the first answer),
+ * and that newer open is not refused. Dropping its record by the id alone
+ * left its session in the store and in the local table with no record: no
+ * origin ever ended it, an online user nobody held.
+ *
+ * The handle is known only once the open returns, and a store may answer
+ * inside the call (the Redis shards' claim, when the id's shard is not
+ * registered): such an answer is kept for op_open (in_call), which then
+ * frees the request. */
 typedef struct open_req {
   srv_t *s;
+  presence_handle_t handle; /* set once the open returned it */
+  int status;               /* an answer that came inside the call */
+  uint8_t in_call, answered;
   char id[];
 } open_req_t;
+
+/* Whether an open's answer refuses the session for good (not a store that
+ * could not be reached, which keeps it to re-assert). */
+static int open_refused(int status) {
+  return status != 0 && status != PRESENCE_ESTORE &&
+         status != PRESENCE_ETIMEDOUT && status != PRESENCE_EFENCED;
+}
 
 static void on_open_done(presence_t *p, int status, void *ud) {
   open_req_t *q = ud;
   srv_t *s = q->s;
   const char *id = q->id;
-  (void)p;
-  if (s->origins && status != 0 && status != PRESENCE_ESTORE &&
-      status != PRESENCE_ETIMEDOUT && status != PRESENCE_EFENCED) {
+  if (q->in_call) {
+    q->status = status;
+    q->answered = 1;
+    return;
+  }
+  if (s->origins && open_refused(status)) {
     osess_t *r = sess_get(s->origins, id);
-    if (r) {
+    if (r && r->handle == q->handle) {
       conn_t *c = r->origin->conn;
       drop_sess(s->origins, r);
+      /* The store has dropped a session refused EEXIST or ELIMIT already
+       * (this is then ENOSESSION); one refused otherwise must not outlive
+       * its record either, or it would stay this instance's for ever. */
+      presence_handle_end(p, q->handle, PRESENCE_REASON_DISCONNECT, NULL,
+                          NULL);
       if (c) backend_notify_ended(c, id, PRESENCE_REASON_NONE);
     }
   }
   free(q);
 }
-
 
 static const char *op_open(srv_t *s, origin_t *o, const bop_t *op,
                            const char **msg) {
@@ -455,6 +484,10 @@ static const char *op_open(srv_t *s, origin_t *o, const bop_t *op,
       return "internal";
     }
     ud->s = s;
+    ud->handle = PRESENCE_HANDLE_NONE;
+    ud->status = 0;
+    ud->in_call = 1;
+    ud->answered = 0;
     memcpy(ud->id, op->session, il);
   }
   presence_handle_t h = PRESENCE_HANDLE_NONE;
@@ -470,6 +503,18 @@ static const char *op_open(srv_t *s, origin_t *o, const bop_t *op,
   if (rc != 0) {
     free(ud);
     return open_error(rc, msg);
+  }
+  if (ud && ud->answered) {
+    /* Answered inside the call: a refusal is this op's error. */
+    int st = ud->status;
+    free(ud);
+    if (open_refused(st)) {
+      presence_handle_end(s->p, h, PRESENCE_REASON_DISCONNECT, NULL, NULL);
+      return open_error(st, msg);
+    }
+  } else if (ud) {
+    ud->handle = h;
+    ud->in_call = 0;
   }
   if (!new_sess(g, o, op->session, h)) {
     presence_handle_end(s->p, h, PRESENCE_REASON_DISCONNECT, NULL, NULL);

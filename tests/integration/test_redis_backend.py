@@ -12,17 +12,26 @@ presenced sharing one real redis-server:
            A's reaping finds nothing of them to end;
   reaped:  A is killed and the backend does not come back: its users go
            offline (reason instance_lost), as any session of a dead
-           instance."""
+           instance;
+  refused_then_taken: an open refused (A holds the id) closed and taken
+           over by a sync before the refusal comes back: the take-over
+           stands, and ends when the backend does;
+  storm:   backends reconnecting to either instance at random while they
+           open, close, re-assert, say bye and drop: once every window has
+           run out, nobody is online and neither instance holds a
+           session."""
 
 import os
+import random
 import signal
+import struct
 import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import *  # noqa: E402,F401,F403
 from backendlib import Backend, EventTap  # noqa: E402
-from test_redis_cluster import run_scenarios, statuses  # noqa: E402
+from test_redis_cluster import metrics, run_scenarios, statuses  # noqa: E402
 
 N = 5000
 WINDOW_MS = 4000
@@ -164,11 +173,178 @@ async def http_ttl(t, cl):
     tap.close()
 
 
+def text_frames(*objs):
+    """Client text frames (masked, RFC 6455 5.3) of objs, as one byte
+    string: written at once, the server reads them in one go and applies
+    them all before any answer of the store comes back."""
+    out = b""
+    for obj in objs:
+        p = json.dumps(obj).encode()
+        n = len(p)
+        head = bytes([0x81]) + (bytes([0x80 | n]) if n < 126 else bytes([0xFE]) + struct.pack("!H", n))
+        m = os.urandom(4)
+        out += head + m + bytes(b ^ m[i % 4] for i, b in enumerate(p))
+    return out
+
+
+async def local_sessions(d):
+    return (await metrics(d, "presenced_sessions ")).get("presenced_sessions")
+
+
+async def refused_then_taken(t, cl):
+    """The answer to an open refused by the store (the id is held through
+    another instance) names that open, not the id: the same id closed and
+    taken over by a sync before the answer came back stays the origin's.
+    Before, the late refusal dropped the origin's record of the take-over:
+    the backend was told "ended ... refused" for a session that the store
+    held for B, and nothing ended it any more (not its bye, not a window):
+    its user online for ever, and a session left in B's local table."""
+    A, B = cl.d[0], cl.d[1]
+    a = await Backend.connect(A, "rt-app")
+    ack = await a.batch([{"op": "open", "session": "rt-s1", "user": "rt-u1"}])
+    t.eq("A: the open applied", ack.get("applied"), 1)
+    t.check("B sees rt-u1 online", await wait_status(B, ["rt-u1"], "online", 10))
+    b = await Backend.connect(B, "rt-app")
+    # One TCP write: the open is refused by the store (A holds rt-s1), but
+    # its answer comes after the close and the take-over are sent.
+    b.ws.transport.write(text_frames(
+        {"type": "batch", "seq": 1, "ops": [{"op": "open", "session": "rt-s1", "user": "rt-u1"},
+                                            {"op": "close", "session": "rt-s1"}]},
+        {"type": "sync", "seq": 2, "sessions": [{"session": "rt-s1", "user": "rt-u1"}],
+         "done": True}))
+    b.seq = 2
+    ack = await b.answer(2)
+    t.eq("B: the sync applied, one session opened", (ack.get("applied"), ack.get("opened")), (1, 1))
+    # The refusal comes back within a round trip to Redis; a ping's pong
+    # a while later follows any notice it caused.
+    await asyncio.sleep(0.3)
+    await b.send({"type": "ping", "id": 7})
+    while True:
+        m = json.loads(await asyncio.wait_for(b.ws.recv(), 5))
+        if m.get("type") == "pong":
+            break
+        b.notices.append(m)
+    ended = [n for n in b.notices if n.get("type") == "ended"]
+    t.eq("the take-over is not told ended", ended, [])
+    t.eq("B's origin holds the session", await origin_sessions(B, "rt-app"), 1)
+    r = await http(B, "GET", "/v1/users/rt-u1/sessions")
+    inst = [x.get("instance") for x in (r.json() or {}).get("sessions", [])]
+    hz = (await http(B, "GET", "/healthz", auth=False)).json() or {}
+    t.eq("the session is B's", inst, [hz.get("instance")])
+    a.abort()
+    await b.send({"type": "bye"})
+    t.check("bye on B: rt-u1 offline", await wait_status(A, ["rt-u1"], "offline", 5))
+    await asyncio.sleep(WINDOW_MS / 1000 + 1.5)
+    t.eq("after A's window: rt-u1 still offline", (await statuses(B, ["rt-u1"]))["rt-u1"], "offline")
+    t.eq("no session left in either instance's table",
+         [await local_sessions(A), await local_sessions(B)], [0, 0])
+    await b.close()
+
+
+STORM_S = 5.0
+STORM_WINDOW_MS = 1000
+
+
+async def storm(t, cl):
+    """Three origins' connections, six at a time, each to A or B at random,
+    each doing random opens, closes, status changes, channel ops, syncs, a
+    bye or a dropped connection, for STORM_S seconds (the probe that found
+    refused_then_taken's ghost: 3-7 users left online and 20-45 stale
+    sessions in the instances' tables after 5 s, on every run). Then
+    every resume window runs out: nobody may stay online."""
+    ports = [d.port for d in cl.d]
+    rnd = random.Random(int(os.environ.get("STORM_SEED", "0")) or None)
+    users = [f"st-u{i}" for i in range(11)]
+    counts = {"conns": 0, "ops": 0}
+
+    def sid(o):
+        return f"{o}-s{rnd.randint(0, 40)}"
+
+    async def worker():
+        loop = asyncio.get_event_loop()
+        end = loop.time() + STORM_S
+        while loop.time() < end:
+            o = f"st-o{rnd.randint(0, 2)}"
+            try:
+                ws = await websockets.connect(
+                    f"ws://127.0.0.1:{rnd.choice(ports)}/v1/backend?origin={o}",
+                    extra_headers={"Authorization": "Bearer " + API_KEY},
+                    ping_interval=None, close_timeout=0.5)
+            except (OSError, websockets.exceptions.WebSocketException):
+                continue
+            counts["conns"] += 1
+            try:
+                await ws.recv()
+                for seq in range(rnd.randint(1, 20)):
+                    r = rnd.random()
+                    if r < 0.5:
+                        ops = []
+                        for j in range(rnd.randint(1, 30)):
+                            k = rnd.choice(["open", "open", "close", "status", "join", "leave", "update"])
+                            op = {"op": k, "session": sid(o)}
+                            if k == "open":
+                                op["user"] = rnd.choice(users)
+                            elif k == "status":
+                                op["status"] = rnd.choice(["online", "idle"])
+                            elif k != "close":
+                                op["channel"] = f"st-ch{rnd.randint(0, 3)}"
+                                op["data"] = {"x": j}
+                            ops.append(op)
+                        counts["ops"] += len(ops)
+                        await ws.send(json.dumps({"type": "batch", "seq": seq, "ops": ops}))
+                    elif r < 0.7:
+                        ss = [{"session": sid(o), "user": rnd.choice(users)}
+                              for _ in range(rnd.randint(0, 20))]
+                        counts["ops"] += len(ss)
+                        await ws.send(json.dumps({"type": "sync", "seq": seq, "sessions": ss,
+                                                  "done": rnd.random() < 0.5}))
+                    elif r < 0.75:
+                        await ws.send(json.dumps({"type": "bye"}))
+                    elif r < 0.85:
+                        ws.transport.abort()
+                        break
+                    else:
+                        await ws.send(json.dumps({"type": "ping", "id": seq}))
+                    if rnd.random() < 0.5:
+                        try:
+                            await asyncio.wait_for(ws.recv(), 0.05)
+                        except asyncio.TimeoutError:
+                            pass
+            except websockets.exceptions.ConnectionClosed:
+                pass
+            finally:
+                ws.transport.abort()
+
+    await asyncio.gather(*[worker() for _ in range(6)])
+    t.note(f"storm: {counts['conns']} connections, {counts['ops']} ops in {STORM_S} s")
+    t.check("storm: connections came and went", counts["conns"] > 100, counts)
+    # Each instance's window lapses at its next housekeeping second, its
+    # reap in the turns after.
+    await asyncio.sleep(STORM_WINDOW_MS / 1000 + 3)
+    st = await statuses(cl.d[0], users)
+    t.eq("storm: after every window, nobody is online",
+         {u: s for u, s in st.items() if s != "offline"}, {})
+    left = {}
+    for u in users:
+        r = await http(cl.d[1], "GET", f"/v1/users/{u}/sessions")
+        ss = (r.json() or {}).get("sessions", [])
+        if ss:
+            left[u] = [(x.get("session_id"), x.get("instance")) for x in ss]
+    t.eq("storm: no session left in the store", left, {})
+    t.eq("storm: no session left in either instance's table",
+         [await local_sessions(d) for d in cl.d], [0, 0])
+    t.eq("storm: no origin left", [await origin_sessions(d, f"st-o{i}") for d in cl.d for i in range(3)],
+         [None] * 6)
+
+
 SCENARIOS = [
     ("moved", moved, {"n": 2, "extra": {"--origin-resume-ms": str(WINDOW_MS)}}),
     ("a_dies", a_dies, {"n": 2, "lease": 2000, "extra": {"--origin-resume-ms": str(WINDOW_MS)}}),
     ("reaped", reaped, {"n": 2, "extra": {"--origin-resume-ms": str(WINDOW_MS)}}),
     ("http_ttl", http_ttl, {"n": 2, "extra": {"--offline-grace-ms": "0"}}),
+    ("refused_then_taken", refused_then_taken,
+     {"n": 2, "extra": {"--origin-resume-ms": str(WINDOW_MS)}}),
+    ("storm", storm, {"n": 2, "extra": {"--origin-resume-ms": str(STORM_WINDOW_MS)}}),
 ]
 
 

@@ -25,6 +25,10 @@ typedef struct chreq {
   int count_only;
   char channel[4 * PRESENCE_CHANNEL_MAX + 1];
   char user[4 * PRESENCE_ID_MAX + 1];
+  /* DELETE of a member: the user's sessions in the channel before the
+   * removal, NUL-separated (on_memberships). */
+  char *joined;
+  size_t joined_len;
 } chreq_t;
 
 static chreq_t *chreq_new(conn_t *c) {
@@ -40,6 +44,7 @@ static chreq_t *chreq_new(conn_t *c) {
 
 static void chreq_done(chreq_t *q) {
   http_resume(q->c);
+  free(q->joined);
   free(q);
 }
 
@@ -245,6 +250,12 @@ static void on_user_channels(presence_t *p, int status,
 static void on_removed(presence_t *p, int status, void *ud) {
   (void)p;
   chreq_t *q = ud;
+  /* Backends are told of their sessions' removal (their SDK would join the
+   * channel again at its next re-assert), whether or not the caller is
+   * still there to read the answer. */
+  for (size_t i = 0; status == 0 && q->joined && i < q->joined_len;
+       i += strlen(q->joined + i) + 1)
+    (void)origin_channel_removed(q->c->srv, q->joined + i, q->channel, 0);
   buf_t *b = answer_begin(q, status);
   if (b) {
     buf_puts(b, "{\"removed\":");
@@ -254,6 +265,47 @@ static void on_removed(presence_t *p, int status, void *ud) {
     buf_putc(b, '}');
   }
   answer_end(q, b);
+}
+
+/*
+ * DELETE /v1/channels/{name}/members/{user_id} reads the user's memberships
+ * first: once the store has removed them it no longer lists which sessions
+ * were in the channel, and those that backends report from here must be
+ * told (origin_channel_removed). A session joining in between is removed
+ * untold, as before this read existed (its backend learns at its next op).
+ */
+static void start_remove(chreq_t *q) {
+  int rc = presence_channel_remove_user(q->c->srv->p, q->channel, q->user,
+                                        on_removed, q);
+  if (rc < 0) {
+    if (!q->c->closing) answer_error(q->c, rc);
+    chreq_done(q);
+  }
+}
+
+static void on_memberships(presence_t *p, int status,
+                           const presence_member_info_t *m, size_t n,
+                           uint64_t count, const char *next, void *ud) {
+  (void)p;
+  (void)count;
+  (void)next;
+  chreq_t *q = ud;
+  for (size_t i = 0; status == 0 && i < n; i++) {
+    if (strcmp(m[i].channel, q->channel) != 0) continue;
+    size_t len = 0;
+    for (size_t k = 0; k < m[i].n_metas; k++)
+      len += strlen(m[i].metas[k].session_id) + 1;
+    if (!len || !(q->joined = malloc(len))) break;
+    for (size_t k = 0; k < m[i].n_metas; k++) {
+      size_t l = strlen(m[i].metas[k].session_id) + 1;
+      memcpy(q->joined + q->joined_len, m[i].metas[k].session_id, l);
+      q->joined_len += l;
+    }
+    break;
+  }
+  /* The embedded store answers inside the call: the caller removes once
+   * the listing is over, not from inside it. */
+  if (srv_async(q->c->srv)) start_remove(q);
 }
 
 /* Decode one path segment (no '/') into out: 0, or -1. */
@@ -336,11 +388,14 @@ int api_channels(conn_t *c, http_req_t *r, const char *path, size_t pl,
     if (!q) return 1;
     snprintf(q->channel, sizeof q->channel, "%s", ch);
     snprintf(q->user, sizeof q->user, "%s", user);
-    int rc = presence_channel_remove_user(c->srv->p, ch, user, on_removed, q);
-    if (rc < 0) {
-      answer_error(c, rc);
-      chreq_done(q);
+    /* Only when a backend holds sessions here can one of them be told. */
+    if (!origin_has_backend_sessions(c->srv)) {
+      start_remove(q);
+      return 1;
     }
+    int rc = presence_user_channels(c->srv->p, user, on_memberships, q);
+    /* On a failed read the removal still happens (nobody is told). */
+    if (rc < 0 || !srv_async(c->srv)) start_remove(q);
     return 1;
   }
   http_error(c, 404, "not_found", "no such endpoint");

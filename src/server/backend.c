@@ -110,6 +110,19 @@ void backend_notify_ended(conn_t *c, const char *session_id,
   send_text(c, b);
 }
 
+void backend_notify_left(conn_t *c, const char *session_id,
+                         const char *channel) {
+  if (c->closing) return;
+  buf_t *b = &c->srv->scratch;
+  buf_reset(b);
+  buf_puts(b, "{\"type\":\"left\",\"session\":");
+  buf_put_json_str(b, session_id);
+  buf_puts(b, ",\"channel\":");
+  buf_put_json_str(b, channel);
+  buf_puts(b, ",\"reason\":\"kicked\"}");
+  send_text(c, b);
+}
+
 /* ---- Frames -------------------------------------------------------------- */
 
 static void refuse_op(bconn_t *bc, uint32_t index, const char *code,
@@ -348,6 +361,11 @@ void backend_upgrade(conn_t *c, http_req_t *r, const char *rest,
   if (conn_write(c, head, (size_t)hn) != 0) return;
   srv_log(s, PRESENCE_LOG_INFO, "origin %s %s (%u sessions)", name,
           resumed ? "resumed" : "connected", origin_session_count(o));
+  /* Channel removals of its sessions while it was away, before the
+   * welcome: the SDK re-asserts when it reads the welcome, and must have
+   * dropped them from its list by then (backend_left.c). */
+  backend_left_release(c, name);
+  if (c->closing) return;
   buf_t *b = &s->scratch;
   buf_reset(b);
   buf_puts(b, "{\"type\":\"welcome\",\"protocol\":1,\"origin\":");

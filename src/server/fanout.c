@@ -106,7 +106,8 @@ int fanout_init(srv_t *s) {
       fanout_sink_add(s, &sse_sink) < 0 ||
       fanout_sink_add(s, &ws_session_sink) < 0 ||
       fanout_sink_add(s, &channel_sink) < 0 ||
-      fanout_sink_add(s, &channel_avail_sink) < 0)
+      fanout_sink_add(s, &channel_avail_sink) < 0 ||
+      fanout_sink_add(s, &backend_left_sink) < 0)
     return -1;
   s->fanout_h[1] = presence_on_event(s->p, on_local, s);
   s->fanout_h[0] = presence_on_cluster_event(s->p, on_cluster, s);

@@ -264,6 +264,35 @@ static void on_session_event(srv_t *s, const presence_event_t *ev, void *ud) {
   if (c) backend_notify_ended(c, id, ev->reason);
 }
 
+/*
+ * A removal by the API (DELETE /v1/channels/{name}/members/{user_id}) took
+ * session_id out of channel: a session of a backend here is told so (at
+ * once, or held for the origin's return when detached: backend_left.c), or
+ * its SDK would join the channel again at its next re-assert. With probe
+ * (the removal was decided on another instance), the store's local record
+ * of the membership goes too (Redis re-asserts it after a fence) and only a
+ * session that still had it is told. Returns whether it was told.
+ */
+int origin_channel_removed(srv_t *s, const char *session_id,
+                           const char *channel, int probe) {
+  osess_t *r = s->origins ? sess_get(s->origins, session_id) : NULL;
+  if (!r || r->origin->is_http) return 0;
+  if (probe &&
+      presence_handle_leave(s->p, r->handle, channel, NULL, NULL) != 0)
+    return 0;
+  conn_t *c = r->origin->conn;
+  if (c && !c->closing)
+    backend_notify_left(c, session_id, channel);
+  else
+    backend_left_hold(s, r->origin->name, session_id, channel);
+  return 1;
+}
+
+int origin_has_backend_sessions(const srv_t *s) {
+  const struct origins *g = s->origins;
+  return g && g->n_sess > g->http->n_sessions;
+}
+
 static void on_reap_timer(uv_timer_t *t);
 
 int origin_init(srv_t *s) {
@@ -305,6 +334,7 @@ void origin_free(srv_t *s) {
   free(g->buckets);
   free(g);
   s->origins = NULL;
+  backend_left_free(s);
 }
 
 /* ---- Attach and detach --------------------------------------------------- */

@@ -197,6 +197,8 @@ struct srv {
   int in_house;          /* inside the housekeeping timer callback */
   struct kicker *kicker; /* kick.c: cross-instance kicks (Redis only) */
   struct origins *origins; /* origin.c: backends' sessions */
+  /* backend_left.c: channel removals held for detached origins */
+  struct backend_held *backend_held;
 
   map_t per_ip; /* peer address -> open connections (uintptr_t) */
 
@@ -559,6 +561,21 @@ void backend_taken_over(conn_t *c);
 void backend_notify_ended(conn_t *c, const char *session_id,
                           presence_reason_t reason);
 
+/* ---- backend_left.c: channel removals told to backends ------------------- */
+
+/* {"type":"left","session":...,"channel":...,"reason":"kicked"}. */
+void backend_notify_left(conn_t *c, const char *session_id,
+                         const char *channel);
+/* Keep that notice for a detached origin until a connection for its name
+ * comes back (bounded: the oldest go first). */
+void backend_left_hold(srv_t *s, const char *origin, const char *session_id,
+                       const char *channel);
+/* Send origin's held notices to c (before its welcome) and forget them. */
+void backend_left_release(conn_t *c, const char *origin);
+void backend_left_free(srv_t *s);
+/* Redis: removals decided on other instances, told to our backends. */
+extern const fanout_sink_t backend_left_sink;
+
 /* ---- origin.c: origins and the sessions they report ---------------------- */
 
 /* The registry (and the built-in origin "http"); the fan-out sink that
@@ -578,6 +595,13 @@ origin_t *origin_attach(srv_t *s, const char *name, conn_t *c, int *resumed,
 void origin_detach(srv_t *s, origin_t *o);
 const char *origin_name(const origin_t *o);
 uint32_t origin_session_count(const origin_t *o);
+/* A channel removal took session_id out of channel: tell its backend if
+ * it is one of a backend origin here (probe: only if the store's local
+ * record still had the membership, which then goes). 1 if told or held. */
+int origin_channel_removed(srv_t *s, const char *session_id,
+                           const char *channel, int probe);
+/* Whether any backend (not the HTTP origin) holds a session here. */
+int origin_has_backend_sessions(const srv_t *s);
 /* One decoded op of a batch (or a session of a sync) on o: NULL, or the
  * per-op error code with a message. */
 struct bop;

@@ -410,6 +410,8 @@ export declare class BackendConnection {
   on(event: 'disconnect', fn: (e: { code: number; reason: string }) => void): this;
   on(event: 'rejected', fn: (e: { op: BackendOp; code: string; message: string }) => void): this;
   on(event: 'ended', fn: (e: { session: string; user: string | null; reason: Reason }) => void): this;
+  /** The session was removed from a channel by presenced's API (`removeFromChannel`); it has left `sessions`' channels, so no re-assert joins it again. */
+  on(event: 'left', fn: (e: { session: string; user: string; channel: string; reason: 'kicked' }) => void): this;
   on(event: 'error' | 'fatal', fn: (err: Error & { code?: string; status?: number }) => void): this;
   once: BackendConnection['on'];
   off(event: string, fn: (...args: any[]) => void): this;

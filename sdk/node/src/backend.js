@@ -224,6 +224,18 @@ export class BackendConnection extends EventEmitter {
         this.emit('ended', { session: msg.session, user: s ? s.user : null, reason: msg.reason });
         break;
       }
+      case 'left': {
+        // A removal by presenced's API (DELETE /v1/channels/{name}/members/{user}):
+        // out of the list, or the next re-assert would join the channel again.
+        // presenced sends those of a detached origin before the welcome, so
+        // the re-assert that the welcome starts no longer carries them.
+        const s = this.sessions.get(msg.session);
+        if (!s || !s.channels.delete(msg.channel)) break;
+        const left = this._leftWhileDown.get(msg.session);
+        if (left) left.delete(msg.channel);
+        this.emit('left', { session: msg.session, user: s.user, channel: msg.channel, reason: msg.reason });
+        break;
+      }
       case 'error':
         this._error(Object.assign(new Error(`backend frame refused: ${msg.code}: ${msg.message}`), msg));
         if (msg.code === 'rate_limited' && msg.seq !== undefined) this._retryBatch(msg.seq, msg.retry_ms || 100);

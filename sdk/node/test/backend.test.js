@@ -118,6 +118,41 @@ test('a kick comes back as `ended`, and the session leaves the list', async (t) 
   await b.end({ bye: true });
 });
 
+test('a removal by the API comes back as `left`: the channel leaves the list and no re-assert joins it again', async (t) => {
+  if (skipUnlessSupported(t)) return;
+  // retryMs: time enough to remove a member while the connection is down.
+  const b = mk(t, { origin: 'node-rm', retryMs: 600, maxRetryMs: 600 });
+  await b.connect();
+  const s = b.open('rmuser');
+  b.join(s, 'room:rm', { n: 1 });
+  b.join(s, 'room:rm2', null);
+  await b.flush();
+  const lefts = [];
+  b.on('left', (e) => lefts.push(e));
+  await api.removeFromChannel('room:rm', 'rmuser');
+  await waitFor(() => lefts.length === 1, { what: 'the left event', timeout: 3000 });
+  assert.deepEqual(lefts[0], { session: s, user: 'rmuser', channel: 'room:rm', reason: 'kicked' });
+  assert.deepEqual([...b.sessions.get(s).channels.keys()], ['room:rm2']);
+  b.reconnect();                                   // sync, then the joins it still holds
+  await waitFor(() => b.connects === 2, { what: 'reconnected' });
+  await b.flush();
+  assert.equal((await api.channel('room:rm')).count, 0, 'the re-assert did not join it again');
+  assert.equal((await api.channel('room:rm2')).count, 1);
+
+  // Removed while the connection is down: told before the next welcome.
+  b.reconnect();
+  await waitFor(async () => (await api.origins()).find((o) => o.origin === 'node-rm').state === 'detached',
+    { what: 'origin detached', timeout: 3000 });
+  await api.removeFromChannel('room:rm2', 'rmuser');
+  await waitFor(() => b.connects === 3, { what: 'reconnected again' });
+  await b.flush();
+  assert.deepEqual(lefts.map((e) => e.channel), ['room:rm', 'room:rm2']);
+  assert.equal(b.sessions.get(s).channels.size, 0);
+  assert.equal((await api.channel('room:rm2')).count, 0, 'the re-assert after the outage did not join it again');
+  assert.equal(b.stats.opErrors, 0);
+  await b.end({ bye: true });
+});
+
 test('trackWebSocketServer: a ws server\'s connections in one call', async (t) => {
   if (skipUnlessSupported(t)) return;
   const b = mk(t, { origin: 'node-ws' });

@@ -69,6 +69,9 @@ class BackendConnection:
         self.stats = {"ops_sent": 0, "ops_acked": 0, "op_errors": 0}
         self.on_rejected: Optional[Callable[[Dict[str, Any], str, str], None]] = None
         self.on_ended: Optional[Callable[[str, Optional[str], str], None]] = None
+        # (session, user, channel, reason): a session removed from a channel by
+        # presenced's API (remove_from_channel); the channel has left its list.
+        self.on_left: Optional[Callable[[str, str, str, str], None]] = None
         self.on_error: Optional[Callable[[Exception], None]] = None
 
     # ---- running --------------------------------------------------------------
@@ -241,6 +244,19 @@ class BackendConnection:
             s = self.sessions.pop(msg.get("session"), None)
             if self.on_ended:
                 self.on_ended(msg.get("session"), s["user"] if s else None, msg.get("reason", ""))
+        elif t == "left":
+            # A removal by presenced's API: out of the list, or the next
+            # re-assert would join the channel again. presenced sends those of
+            # a detached origin before the welcome, so the re-assert that the
+            # welcome starts no longer carries them.
+            sid, channel = msg.get("session"), msg.get("channel")
+            s = self.sessions.get(sid)
+            if not s or channel not in s["channels"]:
+                return
+            del s["channels"][channel]
+            self._left_while_down.get(sid, set()).discard(channel)
+            if self.on_left:
+                self.on_left(sid, s["user"], channel, msg.get("reason", ""))
         elif t == "error":
             if msg.get("code") == "origin_taken_over":     # the close 4009 follows
                 self._taken_over = self._taken_over_reported = True

@@ -105,6 +105,57 @@ def test_kick_comes_back_as_ended_threaded(pd):
     b.end_sync(bye=True)
 
 
+def test_removal_by_the_api_comes_back_as_left(pd):
+    # DELETE /v1/channels/{name}/members/{user} of a session of ours: on_left,
+    # the channel leaves the list, and no re-assert joins it again, also when
+    # the removal came while the connection was down.
+    api = PresenceAPI(pd.url, API_KEY)
+
+    async def main():
+        # retry_s: time enough to remove a member while the connection is down.
+        b = BackendConnection(pd.url, API_KEY, "py-rm", retry_s=0.6, max_retry_s=0.6)
+        await b.connect()
+        get = lambda fn, *a: asyncio.to_thread(fn, *a)  # noqa: E731
+        left = []
+        b.on_left = lambda sid, user, channel, reason: left.append((sid, user, channel, reason))
+        try:
+            s = b.open("rmuser")
+            b.join(s, "room:rm", {"n": 1})
+            b.join(s, "room:rm2")
+            await b.flush()
+            await get(api.remove_from_channel, "room:rm", "rmuser")
+            for _ in range(60):
+                if left:
+                    break
+                await asyncio.sleep(0.05)
+            assert left == [(s, "rmuser", "room:rm", "kicked")]
+            assert list(b.sessions[s]["channels"]) == ["room:rm2"]
+            await b.reconnect()
+            while b.connects < 2:
+                await asyncio.sleep(0.02)
+            await b.flush()
+            assert (await get(api.channel, "room:rm"))["count"] == 0, "the re-assert joined it again"
+            assert (await get(api.channel, "room:rm2"))["count"] == 1
+
+            await b.reconnect()           # removed while the connection is down
+            for _ in range(60):
+                rows = [o for o in await get(api.origins) if o["origin"] == "py-rm"]
+                if rows and rows[0]["state"] == "detached":
+                    break
+                await asyncio.sleep(0.05)
+            await get(api.remove_from_channel, "room:rm2", "rmuser")
+            while b.connects < 3:
+                await asyncio.sleep(0.02)
+            await b.flush()
+            assert [x[2] for x in left] == ["room:rm", "room:rm2"]
+            assert b.sessions[s]["channels"] == {}
+            assert (await get(api.channel, "room:rm2"))["count"] == 0, "the re-assert after the outage joined it again"
+            assert b.stats["op_errors"] == 0
+        finally:
+            await b.end(bye=True)
+    asyncio.run(asyncio.wait_for(main(), 30))
+
+
 def test_channels_through_connection_and_api(pd):
     api = PresenceAPI(pd.url, API_KEY)
 

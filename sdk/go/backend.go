@@ -33,6 +33,12 @@ type BackendOptions struct {
 	OnRejected func(op BackendOp, code, message string)
 	// OnEnded: a session ended by someone else (a kick); it has left Sessions.
 	OnEnded func(session, user, reason string)
+	// OnLeft: a session removed from a channel by presenced's API
+	// (RemoveFromChannel; reason "kicked"). The channel has left the
+	// session's Channels, so no re-assert joins it again, also when the
+	// removal came while the connection was down (presenced tells it before
+	// the next welcome).
+	OnLeft func(session, user, channel, reason string)
 	// OnError: a lost connection or a refused frame (it reconnects by itself).
 	OnError func(error)
 }
@@ -271,6 +277,7 @@ func (b *Backend) serve(ctx context.Context, c *websocket.Conn, first *bool, rea
 			Type    string `json:"type"`
 			Seq     int64  `json:"seq"`
 			Session string `json:"session"`
+			Channel string `json:"channel"`
 			Reason  string `json:"reason"`
 			Code    string `json:"code"`
 			Message string `json:"message"`
@@ -350,6 +357,24 @@ func (b *Backend) serve(ctx context.Context, c *websocket.Conn, first *bool, rea
 			b.mu.Unlock()
 			if b.o.OnEnded != nil {
 				b.o.OnEnded(m.Session, user, m.Reason)
+			}
+		case "left":
+			// A removal by presenced's API: out of the list, or the next
+			// re-assert would join the channel again. presenced sends those
+			// of a detached origin before the welcome, so the re-assert that
+			// the welcome starts no longer carries them.
+			b.mu.Lock()
+			user, had := "", false
+			if s := b.sessions[m.Session]; s != nil {
+				if _, had = s.Channels[m.Channel]; had {
+					user = s.User
+					delete(s.Channels, m.Channel)
+					delete(b.leftDown[m.Session], m.Channel)
+				}
+			}
+			b.mu.Unlock()
+			if had && b.o.OnLeft != nil {
+				b.o.OnLeft(m.Session, user, m.Channel, m.Reason)
 			}
 		case "error":
 			if m.Code == "origin_taken_over" { // the close 4009 follows

@@ -146,6 +146,90 @@ func TestBackendKickIsEnded(t *testing.T) {
 	b.End(ctx, true)
 }
 
+// A removal by the API of a session of ours (DELETE
+// /v1/channels/{name}/members/{user}): OnLeft, the channel leaves the list,
+// and no re-assert joins it again, also when the removal came while the
+// connection was down.
+func TestBackendRemovalIsLeft(t *testing.T) {
+	d := backendDaemon(t)
+	defer d.stop()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	api := NewClient(d.url(), testAPIKey)
+	left := make(chan string, 4)
+	// Retry: time enough to remove a member while the connection is down.
+	b := NewBackend(BackendOptions{URL: d.url(), APIKey: testAPIKey, Origin: "go-rm",
+		Retry: 600 * time.Millisecond, MaxRetry: 600 * time.Millisecond,
+		OnLeft: func(session, user, channel, reason string) {
+			left <- session + " " + user + " " + channel + " " + reason
+		}})
+	defer b.End(ctx, true)
+	if _, err := b.Connect(ctx); err != nil {
+		t.Fatal(err)
+	}
+	s := b.Open("rmuser", OpenOptions{})
+	b.Join(s, "room:rm", map[string]any{"n": 1})
+	b.Join(s, "room:rm2", nil)
+	b.Flush(ctx)
+	if err := api.RemoveFromChannel(ctx, "room:rm", "rmuser"); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case e := <-left:
+		if e != s+" rmuser room:rm kicked" {
+			t.Fatalf("left %q", e)
+		}
+	case <-time.After(3 * time.Second):
+		t.Fatal("no left notice")
+	}
+	if chs := b.Sessions()[s].Channels; len(chs) != 1 {
+		t.Fatalf("channels held after the removal: %v", chs)
+	}
+	b.Reconnect() // sync, then the joins it still holds
+	for b.Connects() < 2 {
+		time.Sleep(10 * time.Millisecond)
+	}
+	b.Flush(ctx)
+	if c, _ := api.Channel(ctx, "room:rm"); c == nil || c.Count != 0 {
+		t.Fatalf("the re-assert joined it again: %+v", c)
+	}
+	if c, _ := api.Channel(ctx, "room:rm2"); c == nil || c.Count != 1 {
+		t.Fatalf("room:rm2 %+v", c)
+	}
+
+	b.Reconnect() // removed while the connection is down
+	waitFor(t, "the origin detached", func() bool {
+		os, _ := api.Origins(ctx)
+		for _, o := range os {
+			if o.Origin == "go-rm" {
+				return o.State == "detached"
+			}
+		}
+		return false
+	})
+	if err := api.RemoveFromChannel(ctx, "room:rm2", "rmuser"); err != nil {
+		t.Fatal(err)
+	}
+	for b.Connects() < 3 {
+		time.Sleep(10 * time.Millisecond)
+	}
+	b.Flush(ctx)
+	select {
+	case e := <-left:
+		if e != s+" rmuser room:rm2 kicked" {
+			t.Fatalf("left %q", e)
+		}
+	default:
+		t.Fatal("no left notice for the removal while down")
+	}
+	if chs := b.Sessions()[s].Channels; len(chs) != 0 {
+		t.Fatalf("channels held after the removal while down: %v", chs)
+	}
+	if c, _ := api.Channel(ctx, "room:rm2"); c == nil || c.Count != 0 {
+		t.Fatalf("the re-assert after the outage joined it again: %+v", c)
+	}
+}
+
 func TestBackendChannels(t *testing.T) {
 	d := backendDaemon(t)
 	defer d.stop()

@@ -25,8 +25,17 @@ class Backend:
             f"ws://127.0.0.1:{d.port}/v1/backend?origin={origin}",
             extra_headers={"Authorization": "Bearer " + key}, ping_interval=None,
             max_size=2 ** 26, close_timeout=2, **kw), 6)
+        # Notices held for a detached origin (a channel removal: "left")
+        # come before the welcome, so that a backend re-asserting at the
+        # welcome has dropped them already: kept in early.
+        early = []
         welcome = json.loads(await asyncio.wait_for(ws.recv(), 5))
-        return cls(ws, welcome, origin)
+        while welcome.get("type") == "left":
+            early.append(welcome)
+            welcome = json.loads(await asyncio.wait_for(ws.recv(), 5))
+        b = cls(ws, welcome, origin)
+        b.early = early
+        return b
 
     async def answer(self, seq, timeout=10.0):
         """The ack or error frame of batch seq (other frames are kept)."""

@@ -440,6 +440,81 @@ async def test_meta_and_data_as_written(t, d, args):
     await b.close()
 
 
+async def channel_count(d, name):
+    r = await http(d, "GET", f"/v1/channels/{name}")
+    return (r.json() or {}).get("count")
+
+
+async def test_channel_removal(t, d, args):
+    # DELETE /v1/channels/{name}/members/{user} of a backend's session: the
+    # backend is told ("left", protocol.md 5.4), at once when connected and
+    # before its next welcome when detached, so that its re-assert (sync,
+    # then the joins it still holds, as the SDKs do) does not undo the
+    # removal. Without the notice the SDKs joined the channel again at their
+    # next reconnect.
+    b = await Backend.connect(d, "rm-origin")
+    a = await b.batch([{"op": "open", "session": "rm-s1", "user": "rm-u"},
+                       {"op": "open", "session": "rm-s2", "user": "rm-u"},
+                       {"op": "open", "session": "rm-s3", "user": "rm-v"},
+                       {"op": "join", "session": "rm-s1", "channel": "rm-a"},
+                       {"op": "join", "session": "rm-s1", "channel": "rm-b", "data": {"n": 1}},
+                       {"op": "join", "session": "rm-s3", "channel": "rm-a"}])
+    t.eq("removal: six ops applied", (a.get("applied"), a.get("errors")), (6, None))
+    # What a backend SDK keeps: each session's channels, re-joined after a
+    # reconnect.
+    held = {"rm-s1": {"rm-a", "rm-b"}, "rm-s2": set(), "rm-s3": {"rm-a"}}
+
+    def apply_notices(frames):
+        for n in frames:
+            if n.get("type") == "left":
+                held.get(n.get("session"), set()).discard(n.get("channel"))
+
+    async def reassert(bk):
+        await bk.sync([("rm-s1", "rm-u"), ("rm-s2", "rm-u"), ("rm-s3", "rm-v")])
+        ops = [{"op": "join", "session": s, "channel": c} for s, cs in sorted(held.items()) for c in sorted(cs)]
+        return await bk.batch(ops) if ops else None
+
+    r = await http(d, "DELETE", "/v1/channels/rm-a/members/rm-u")
+    t.eq("removal: DELETE answers 200", r.status, 200)
+    await b.batch([])  # every frame written before this ack has been read
+    left = [n for n in b.notices if n.get("type") == "left"]
+    t.eq("removal: the backend is told, for the session that was in the channel only",
+         left, [{"type": "left", "session": "rm-s1", "channel": "rm-a", "reason": "kicked"}])
+    apply_notices(b.notices)
+    t.eq("removal: the channel counts the other user only", await channel_count(d, "rm-a"), 1)
+    a = await b.batch([{"op": "leave", "session": "rm-s1", "channel": "rm-a"}])
+    t.eq("removal: the session is out of the channel (leave: not_joined)",
+         [e["code"] for e in a.get("errors", [])], ["not_joined"])
+
+    # A reconnect and its re-assert: the removal stays.
+    b.abort()
+    await asyncio.sleep(0.2)
+    b = await Backend.connect(d, "rm-origin")
+    t.check("removal: resumed", b.welcome.get("resumed") is True, b.welcome)
+    await reassert(b)
+    t.eq("removal: after a reconnect and a re-assert, still out (count 1)",
+         await channel_count(d, "rm-a"), 1)
+    t.eq("removal: the channel it kept is still joined", await channel_count(d, "rm-b"), 1)
+
+    # Removed while detached: told before the next welcome.
+    b.abort()
+    await asyncio.sleep(0.2)
+    row = await origin_row(d, "rm-origin")
+    t.eq("removal: the origin is detached", row and row["state"], "detached")
+    r = await http(d, "DELETE", "/v1/channels/rm-b/members/rm-u")
+    t.eq("removal while detached: 200", r.status, 200)
+    b = await Backend.connect(d, "rm-origin")
+    t.eq("removal while detached: told before the welcome",
+         b.early, [{"type": "left", "session": "rm-s1", "channel": "rm-b", "reason": "kicked"}])
+    apply_notices(b.early)
+    await reassert(b)
+    t.eq("removal while detached: the re-assert did not join it again (count 0)",
+         await channel_count(d, "rm-b"), 0)
+    t.eq("removal: the other user stays in rm-a", await channel_count(d, "rm-a"), 1)
+    await b.send({"type": "bye"})
+    await b.close()
+
+
 if __name__ == "__main__":
     run([
         ("backend", {"--origin-resume-ms": str(WINDOW_MS)},
@@ -450,4 +525,5 @@ if __name__ == "__main__":
          [test_lease_and_limits]),
         ("http-sessions", {}, [test_http_sessions, test_meta_and_data_as_written]),
         ("backend-reset", {}, [test_reset_during_batch]),
+        ("backend-removal", {}, [test_channel_removal]),
     ])

@@ -13,6 +13,9 @@ presenced sharing one real redis-server:
   reaped:  A is killed and the backend does not come back: its users go
            offline (reason instance_lost), as any session of a dead
            instance;
+  removed: a channel removal on either instance is told to the backend
+           holding the session through A ("left"), before its welcome
+           when detached, and its re-assert does not join it again;
   refused_then_taken: an open refused (A holds the id) closed and taken
            over by a sync before the refusal comes back: the take-over
            stands, and ends when the backend does;
@@ -171,6 +174,71 @@ async def http_ttl(t, cl):
          evs, [("session.connected", "connect"), ("user.online", "connect"),
                ("session.disconnected", "timeout"), ("user.offline", "timeout")])
     tap.close()
+
+
+async def channel_count(d, name):
+    r = await http(d, "GET", f"/v1/channels/{name}")
+    return (r.json() or {}).get("count")
+
+
+async def removed(t, cl):
+    # DELETE /v1/channels/{name}/members/{user} on either instance: the
+    # backend holding the session through A is told ("left"), A learning of
+    # a removal on B from the store's events; detached, it is told before its
+    # next welcome; its re-assert (sync, then the joins it still holds) does
+    # not join the channel again.
+    A, B = cl.d[0], cl.d[1]
+    b = await Backend.connect(A, "rm-red")
+    a = await b.batch([{"op": "open", "session": "rr-s1", "user": "rr-u"},
+                       {"op": "open", "session": "rr-s2", "user": "rr-u"},
+                       {"op": "join", "session": "rr-s1", "channel": "rr-a"},
+                       {"op": "join", "session": "rr-s1", "channel": "rr-b"},
+                       {"op": "join", "session": "rr-s1", "channel": "rr-c"}])
+    t.eq("five ops applied", (a.get("applied"), a.get("errors")), (5, None))
+    held = {"rr-a", "rr-b", "rr-c"}
+
+    async def told(bk, n, timeout=5.0):
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < timeout:
+            got = [x for x in bk.notices if x.get("type") == "left"]
+            if len(got) >= n:
+                return got
+            await bk.batch([])
+            await asyncio.sleep(0.05)
+        return [x for x in bk.notices if x.get("type") == "left"]
+
+    async def reassert(bk):
+        await bk.sync([("rr-s1", "rr-u"), ("rr-s2", "rr-u")])
+        ops = [{"op": "join", "session": "rr-s1", "channel": c} for c in sorted(held)]
+        if ops:
+            await bk.batch(ops)
+
+    r = await http(B, "DELETE", "/v1/channels/rr-a/members/rr-u")
+    t.eq("DELETE on B: 200", r.status, 200)
+    got = await told(b, 1)
+    t.eq("removed on B: the backend on A is told, for the session in the channel only",
+         got, [{"type": "left", "session": "rr-s1", "channel": "rr-a", "reason": "kicked"}])
+    r = await http(A, "DELETE", "/v1/channels/rr-b/members/rr-u")
+    t.eq("DELETE on A: 200", r.status, 200)
+    got = await told(b, 2)
+    t.eq("removed on A: told once", got[1:],
+         [{"type": "left", "session": "rr-s1", "channel": "rr-b", "reason": "kicked"}])
+    held -= {x["channel"] for x in got}
+    b.abort()
+    await asyncio.sleep(0.3)
+    r = await http(B, "DELETE", "/v1/channels/rr-c/members/rr-u")
+    t.eq("DELETE on B while the origin is detached on A: 200", r.status, 200)
+    await asyncio.sleep(0.3)
+    b = await Backend.connect(A, "rm-red")
+    t.eq("detached: told before the welcome", b.early,
+         [{"type": "left", "session": "rr-s1", "channel": "rr-c", "reason": "kicked"}])
+    held -= {x["channel"] for x in b.early}
+    await reassert(b)
+    await asyncio.sleep(0.3)
+    t.eq("after the reconnect and its re-assert, every channel stays empty",
+         [await channel_count(B, c) for c in ("rr-a", "rr-b", "rr-c")], [0, 0, 0])
+    await b.send({"type": "bye"})
+    await b.close()
 
 
 def text_frames(*objs):
@@ -345,6 +413,7 @@ SCENARIOS = [
     ("refused_then_taken", refused_then_taken,
      {"n": 2, "extra": {"--origin-resume-ms": str(WINDOW_MS)}}),
     ("storm", storm, {"n": 2, "extra": {"--origin-resume-ms": str(STORM_WINDOW_MS)}}),
+    ("removed", removed, {"n": 2}),
 ]
 
 

@@ -250,11 +250,14 @@ int presence_redis_kick(presence_store_t *s, const char *session_id,
  * docs/webhooks.md): one instance holds a name at a time, fenced by the
  * epoch a claim returns (the token of later calls); renew extends the lease
  * and stores the cursor (it only moves forward), release gives it up with
- * the cursor. A first claim starts at the newest event. log_offer: an id
- * for the log, kept if the cluster has none (the answer's log_id is the
- * cluster's). done(ud, 0, r) with r->granted, or (ud, ESTORE / ETIMEDOUT /
- * ESHUTDOWN, NULL); called on the loop. 0, or ESTORE when Redis is not
- * connected (done is not called), EINVAL, ENOMEM. */
+ * the cursor. A first claim starts at the newest event, and is refused
+ * (owner "") while this instance is not registered in the data Redis
+ * holds: after Redis lost its data the newest number is right only once an
+ * instance registered again. log_offer: an id for the log, kept if the
+ * cluster has none (the answer's log_id is the cluster's). done(ud, 0, r)
+ * with r->granted, or (ud, ESTORE / ETIMEDOUT / ESHUTDOWN, NULL); called on
+ * the loop. 0, or ESTORE when Redis is not connected (done is not called),
+ * EINVAL, ENOMEM. */
 typedef enum presence_redis_lease_op {
   PRESENCE_LEASE_CLAIM,
   PRESENCE_LEASE_RENEW,

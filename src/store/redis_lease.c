@@ -13,7 +13,9 @@
  * can neither step the cursor back nor past events its successor has not
  * delivered. <prefix>wh:log-id names the log (an offer is kept if there is
  * none, so a log that Redis lost gets a new id); a new lease starts at the
- * store's newest sequence number, <prefix>seq.
+ * store's newest sequence number, <prefix>seq, and is granted only to an
+ * instance registered in the data Redis holds now (<prefix>inst): after a
+ * loss that counter is right only once an instance registered again.
  *
  * The calls go over the store's command connection: its timeouts, its
  * reconnects, its checked replies.
@@ -26,11 +28,13 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* KEYS: the lease's hash, the log id, the store's event counter.
+/* KEYS: the lease's hash, the log id, the store's event counter, the
+ * registered instances (the store script's inst hash).
  * ARGV: op (claim, renew, release), instance, token, lease ms, cursor,
  * a log id to use if the cluster has none, where a first claim starts
  * ("": the counter).
- * Reply: {1, epoch, cursor, log id} or {0, owner, ms left on its lease}.
+ * Reply: {1, epoch, cursor, log id} or {0, owner, ms left on its lease}
+ * ({0, '', 0} for a claim by an instance not registered in this data).
  *
  * A cursor is text: a decimal sequence number (one log), or decimals
  * joined by ',' (one per log of a store in shards). It only moves forward:
@@ -65,6 +69,14 @@ static const char lease_script[] =
     "if ARGV[1] == 'claim' then\n"
     "  if owner ~= '' and owner ~= me and exp > now then\n"
     "    return {0, owner, exp - now}\n"
+    "  end\n"
+    /* Not before the claimer is registered in this data: after Redis lost
+     * it, the counter comes back (jumped past every old number) only with
+     * the first registration, so a claim before it would start a new
+     * lease at 0 and its first read would be a gap notice for a million
+     * events that never were. */
+    "  if redis.call('HEXISTS', KEYS[4], me) == 0 then\n"
+    "    return {0, '', 0}\n"
     "  end\n"
     /* Epochs only grow, even across a lost hash (like the store's). */
     "  local e = string.format('%.0f', math.max(tonumber(h[2] or '0') + 1, "
@@ -169,22 +181,24 @@ int presence_redis_lease_text(presence_store_t *s, const char *name,
       (start && strspn(start, "0123456789,") != strlen(start)))
     return PRESENCE_EINVAL;
   const char *prefix = presence__redis_prefix(s);
-  char key[400], log_key[160], seq_key[160];
+  char key[400], log_key[160], seq_key[160], inst_key[160];
   if ((size_t)snprintf(key, sizeof key, "%swh:{%s}", prefix, name) >=
       sizeof key)
     return PRESENCE_EINVAL;
   snprintf(log_key, sizeof log_key, "%swh:log-id", prefix);
   snprintf(seq_key, sizeof seq_key, "%sseq", prefix);
+  snprintf(inst_key, sizeof inst_key, "%sinst", prefix);
   char tok[24], lease[16];
   snprintf(tok, sizeof tok, "%llu", (unsigned long long)token);
   snprintf(lease, sizeof lease, "%u", (unsigned)lease_ms);
   const char *opname = op == PRESENCE_LEASE_CLAIM     ? "claim"
                        : op == PRESENCE_LEASE_RELEASE ? "release"
                                                       : "renew";
-  const char *argv[] = {"EVAL",  lease_script, "3",   key,
-                        log_key, seq_key,      opname, presence__redis_instance(s),
-                        tok,     lease,        cursor, log_offer,
-                        start ? start : ""};
+  const char *argv[] = {"EVAL",    lease_script, "4",
+                        key,       log_key,      seq_key,
+                        inst_key,  opname,       presence__redis_instance(s),
+                        tok,       lease,        cursor,
+                        log_offer, start ? start : ""};
   const presence_allocator_t *a = presence__redis_allocator(s);
   lease_call_t *c = presence__malloc(a, sizeof *c);
   if (!c) return PRESENCE_ENOMEM;

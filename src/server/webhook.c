@@ -196,10 +196,6 @@ static int build_finish(endpoint_t *ep, build_t *bp) {
     if (!wh_behind(ep)) ep->oldest_ts = 0;
     return 0;
   }
-  if (b.gap) {
-    mark_behind(ep, b.gap_oldest - b.gap_after - 1);
-    ep->lost += b.gap_oldest - b.gap_after - 1;
-  }
   if (b.matched == 0 && !b.gap) {
     /* Nothing this endpoint wants: move on without a request. */
     presence_cursor_set(ep->cursor, b.log, b.pos);
@@ -241,6 +237,7 @@ static int build_finish(endpoint_t *ep, build_t *bp) {
   ep->batch_last_ts = b.last_ts;
   ep->batch_events = b.matched;
   ep->batch_gap = b.gap;
+  ep->gap_confirmed = !w->redis;
   ep->gap_after = b.gap_after;
   ep->gap_oldest = b.gap_oldest;
   ep->attempts = 0;
@@ -298,6 +295,13 @@ static void send_batch(endpoint_t *ep) {
   webhooks_t *w = ep->w;
   srv_t *s = w->s;
   char ts[24], hex[65], ib[64];
+  if (ep->batch_gap && !ep->gap_confirmed) {
+    /* Told only once the lease is known to have outlived the read (see
+     * gap_confirmed); the renewal's answer wakes the endpoint again. */
+    wr_confirm(ep);
+    return;
+  }
+  if (ep->batch_gap) mark_behind(ep, ep->gap_oldest - ep->gap_after - 1);
   snprintf(ts, sizeof ts, "%lld", (long long)srv_now_wall(s));
   curl_slist_free_all(ep->headers);
   ep->headers = NULL;
@@ -347,6 +351,8 @@ static void pump(endpoint_t *ep) {
   if (uv_is_active((uv_handle_t *)&ep->timer)) return;
   if (ep->reading) return; /* the read's answer carries on */
   if (ep->acking) return;  /* so does the cursor's store */
+  /* And the renewal that confirms a gap (send_batch). */
+  if (ep->confirming) return;
   if (!may_deliver(ep)) return;
   if (!ep->have_batch) {
     build_run(ep);
@@ -488,7 +494,11 @@ void wh_acknowledge(endpoint_t *ep) {
   buf_reset(&ep->body);
   buf_shrink(&ep->body, 1 << 16);
   if (ep->batch_gap) {
+    /* Counted when the receiver has the notice, not when the batch is
+     * read: a batch is read again after a change of owner, and one whose
+     * gap was not confirmed (gap_confirmed) is never sent. */
     ep->gaps++;
+    ep->lost += ep->gap_oldest - ep->gap_after - 1;
     ep->behind = 0;
     srv_log(w->s, PRESENCE_LOG_INFO,
             "webhook %s: caught up; gap notice delivered (events %llu to "

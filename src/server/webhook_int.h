@@ -32,6 +32,8 @@ typedef struct endpoint {
   int claiming;  /* a claim or renewal is in flight */
   int acking;    /* a delivered batch waits for its cursor to be stored */
   int releasing; /* shutdown: the lease is being given back */
+  /* A renewal that may confirm the held batch's gap is in flight. */
+  int confirming;
   int claim_err; /* an error was logged (once until the next success) */
   uint64_t token;
   int64_t lease_until;
@@ -54,6 +56,12 @@ typedef struct endpoint {
   uint64_t batch_first, batch_last;
   size_t batch_events;
   int batch_gap;
+  /* Redis: the held batch's gap is real. A gap can also be the renumbered
+   * log of a Redis that lost its data, read by an owner that has not yet
+   * learnt that its lease went with it; so a gap notice goes only after a
+   * renewal sent after the read was granted (the lease outlived the data
+   * only if nothing was lost). */
+  int gap_confirmed;
   uint64_t gap_after, gap_oldest;
   uint32_t attempts; /* failed attempts of the current batch */
   int behind;
@@ -106,6 +114,9 @@ int wr_init(webhooks_t *w);
 void wr_ack(endpoint_t *ep);
 /* Shutdown: give the lease back with the cursor. */
 void wr_release(endpoint_t *ep);
+/* Renew the lease to confirm the held batch's gap (gap_confirmed), then
+ * wh_wake; the lease is lost instead if the renewal is refused. */
+void wr_confirm(endpoint_t *ep);
 /* Stop delivering: the lease is gone (why is logged). */
 void wr_lose(endpoint_t *ep, const char *why);
 /* Close the loop handles; wr_free after the loop ended. */

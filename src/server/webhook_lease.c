@@ -33,7 +33,7 @@ struct wh_lease {
   wr_cmd_t *pending;
 };
 
-enum { WR_CLAIM, WR_RENEW, WR_ACK, WR_RELEASE };
+enum { WR_CLAIM, WR_RENEW, WR_ACK, WR_RELEASE, WR_CONFIRM };
 
 /* The lease keeps the cursor as decimals joined by ',' (one per log), a
  * form its script can compare number by number. Room for
@@ -143,6 +143,7 @@ void wr_lose(endpoint_t *ep, const char *why) {
   set_own(ep, 0);
   ep->gen++;
   ep->acking = 0;
+  ep->confirming = 0; /* its answer, if any, is for the ended ownership */
   if (ep->inflight) {
     curl_uv_remove(&w->curl, ep->easy);
     ep->inflight = 0;
@@ -168,11 +169,22 @@ void wr_ack(endpoint_t *ep) {
     wr_lose(ep, "Redis is unreachable: cannot store the cursor");
 }
 
+void wr_confirm(endpoint_t *ep) {
+  char cur[WR_CURSOR_TEXT];
+  if (ep->confirming) return;
+  wr_cursor_text(ep, UINT32_MAX, 0, cur, sizeof cur);
+  if (wr_send(ep, WR_CONFIRM, cur) == 0)
+    ep->confirming = 1;
+  else
+    wr_lose(ep, "Redis is unreachable: cannot confirm the lease");
+}
+
 void wr_release(endpoint_t *ep) {
   char cur[WR_CURSOR_TEXT];
   wr_cursor_text(ep, UINT32_MAX, 0, cur, sizeof cur);
   set_own(ep, 0);
   ep->gen++;
+  ep->confirming = 0;
   if (wr_send(ep, WR_RELEASE, cur) == 0) ep->releasing = 1;
 }
 
@@ -262,7 +274,7 @@ static void wr_on_reply(void *ud, int status, const presence_redis_lease_t *r) {
   int64_t sent_ms = c->sent_ms;
   free(c);
   if (w->closed) {
-    ep->claiming = ep->acking = ep->releasing = 0;
+    ep->claiming = ep->acking = ep->releasing = ep->confirming = 0;
     return;
   }
   switch (op) {
@@ -287,6 +299,21 @@ static void wr_on_reply(void *ud, int status, const presence_redis_lease_t *r) {
     } else {
       wr_lose(ep, ok == 0 ? "another instance holds its lease"
                           : "Redis did not store the cursor");
+    }
+    break;
+  case WR_CONFIRM:
+    if (!current || !ep->own) break;
+    ep->confirming = 0;
+    if (ok == 1) {
+      ep->lease_until = sent_ms + w->s->cfg.redis_lease_ms;
+      ep->gap_confirmed = 1;
+      wh_wake(ep, 0);
+    } else if (ok == 0) {
+      /* The lease went with the data Redis lost: the "gap" is the new
+       * log's renumbering, which the next owner starts after. */
+      wr_lose(ep, "another instance holds its lease");
+    } else {
+      wh_wake(ep, w->s->cfg.webhook_retry_min_ms); /* asked again */
     }
     break;
   case WR_RELEASE:
@@ -345,6 +372,7 @@ void wr_close(webhooks_t *w) {
   if (!w->redis || !w->lease) return;
   for (wr_cmd_t *c = w->lease->pending; c; c = c->next) {
     c->ep->claiming = c->ep->acking = c->ep->releasing = 0;
+    c->ep->confirming = 0;
     c->ep = NULL;
   }
   w->lease->pending = NULL;
@@ -367,6 +395,10 @@ void wr_ack(endpoint_t *ep) {
 }
 void wr_release(endpoint_t *ep) {
   ep->own = 0;
+}
+void wr_confirm(endpoint_t *ep) {
+  ep->gap_confirmed = 1; /* not reached: only a Redis lease confirms */
+  wh_wake(ep, 0);
 }
 void wr_lose(endpoint_t *ep, const char *why) {
   (void)why;

@@ -19,6 +19,18 @@ each, one HTTP receiver on 127.0.0.1 whose answers the test controls.
                   nothing repeated or skipped. Then Redis restarted empty:
                   a new `instance` (a new stream), every event after the new
                   claim delivered once under it, none under the old one.
+  flushall:       Redis FLUSHALLed (a loss of every key, as a restart
+                  without persistence), first with every instance stopped
+                  and the one not owning the endpoint continued first (its
+                  overdue claim reaches the empty Redis before it
+                  registers again), then three times while events flow (the
+                  owner reads the new log before it learns that its lease
+                  is gone): after each, a new `instance`; no gap notice
+                  ever (the new log's numbers jump a million past the old
+                  ones, which is no gap), the lost-events and gaps counters
+                  stay 0 on every instance, and delivery goes on from the
+                  end of the new log: every event after the new owner's
+                  cursor, once, under the new `instance`.
   owner_sigstop:  the owning presenced SIGSTOPped past its lease while
                   events flow: another instance takes over and delivers;
                   SIGCONT: the old owner is fenced (the cursor in Redis never
@@ -372,12 +384,95 @@ async def test_redis_restart(t, cl, rx):
                        if (r["b"]["instance"], x) in before)
         t.eq(f"{label}: a receiver deduplicating on (instance, seq) drops none of the "
              "new stream's events", clash, [])
+        t.eq(f"{label}: no gap notice (a new stream starts at its end)",
+             [r["b"]["gap"] for r in rx.records(t_empty) if "gap" in r["b"]], [])
         late = [r["b"]["instance"] for r in rx.records(t_empty) if r["b"]["instance"] != nid]
         t.eq(f"{label}: nothing delivered under an earlier `instance` after the restart",
              late, [])
         prev = nid
     f = await owner_flags(cl.d)
     t.eq("restart: presenced_webhook_owner settles to exactly one instance", sorted(f),
+         [0] * (len(cl.d) - 1) + [1])
+
+
+async def test_flushall(t, cl, rx):
+    owner, _ = await the_owner(cl.d)
+    t.check("flushall: one instance owns the endpoint", owner is not None)
+    start = cursor(cl)
+    t.check("flushall: delivered and the cursor stored before the first FLUSHALL",
+            await churn_delivered(cl, rx, "fa-a", 4, start))
+    ids = [log_id(cl)]
+
+    # 1. Every instance stopped across the FLUSHALL, the owner the longest:
+    # the other's claim and heartbeat are both due when it runs again, so
+    # its claim reaches the emptied Redis before it has registered again.
+    others = [d for d in cl.d if d is not owner]
+    for d in cl.d:
+        d.signal(signal.SIGSTOP)
+    try:
+        t.eq("flushall 0: FLUSHALL", cl.redis.cli("FLUSHALL").strip(), "OK")
+        await asyncio.sleep(0.5)  # > --redis-heartbeat-ms
+        for d in others:
+            d.signal(signal.SIGCONT)
+        new, _ = await the_owner(others, 5.0)
+        t.check("flushall 0: the instance continued first owns the endpoint",
+                new is not None)
+    finally:
+        for d in cl.d:
+            d.signal(signal.SIGCONT)
+    ids.append(log_id(cl))
+    t.check("flushall 0: a new log id, so a new `instance` (a new stream)",
+            ids[-1] and ids[-1] not in ids[:-1], str(ids))
+    c0 = cursor(cl)
+    await churn(cl.d, "fa-b", 4)
+    log = await log_after(cl.d[0], c0 or 0)
+    t.check("flushall 0: delivery goes on, under the new `instance`",
+            await wait_delivered(rx, [e["seq"] for e in log], instance=ids[-1]))
+
+    # 2. FLUSHALL while events flow.
+    stop = asyncio.Event()
+
+    async def load():
+        n = 0
+        while not stop.is_set():
+            # Sessions are refused for a moment after each FLUSHALL (the
+            # instances register again): not retried, the load goes on.
+            await churn(cl.d, f"fa-l{n}-", 2, each=1.0, retry_for=0)
+            n += 1
+    loader = asyncio.ensure_future(load())
+    try:
+        for rnd in (1, 2, 3):
+            await asyncio.sleep(1.0)  # events flow, the owner delivers them
+            t.eq(f"flushall {rnd}: FLUSHALL", cl.redis.cli("FLUSHALL").strip(), "OK")
+            ok = await wait_for(lambda: _has_cursor(cl), 5)
+            t.check(f"flushall {rnd}: an owner again, with a cursor stored", ok is not None)
+            ids.append(log_id(cl))
+            t.check(f"flushall {rnd}: a new log id, so a new `instance` (a new stream)",
+                    ids[-1] and ids[-1] not in ids[:-1], str(ids))
+    finally:
+        stop.set()
+        await asyncio.wait_for(loader, 10)
+    await asyncio.sleep(1.0)  # the instances re-assert meanwhile
+    new, _ = await the_owner(cl.d, 5.0)
+    t.check("flushall: exactly one owner at the end", new is not None)
+    c0 = cursor(cl)
+    await churn(cl.d, "fa-z", 4)
+    log = await log_after(cl.d[0], c0)
+    t.check("flushall: delivery goes on after the last FLUSHALL, under the new `instance`",
+            await wait_delivered(rx, [e["seq"] for e in log], instance=ids[-1]))
+    await asyncio.sleep(0.3)
+    check_log_delivered(t, "flushall", rx, log, c0, instance=ids[-1])
+    _, allc = first_copies(rx, c0, ids[-1])
+    t.check("flushall: each event of the last stream once", len(allc) == len(set(allc)),
+            f"{len(allc)} copies of {len(set(allc))}")
+    gaps = [(r["b"]["instance"], r["b"]["gap"]) for r in rx.records() if "gap" in r["b"]]
+    t.eq("flushall: no gap notice was sent (the new log's jump is no gap)", gaps, [])
+    for fam in ("presenced_webhook_gaps_total", "presenced_webhook_lost_events_total",
+                "presenced_webhook_behind"):
+        t.eq(f"flushall: {fam} is 0 on every instance",
+             [await metric(d, fam) for d in cl.d], [0.0] * len(cl.d))
+    f = await owner_flags(cl.d)
+    t.eq("flushall: presenced_webhook_owner settles to exactly one instance", sorted(f),
          [0] * (len(cl.d) - 1) + [1])
 
 
@@ -537,6 +632,7 @@ async def _failed(rx, since, n):
 SCENARIOS = [
     ("redis_away", test_redis_away, {"n": 2}),
     ("redis_restart", test_redis_restart, {"n": 2}),
+    ("flushall", test_flushall, {"n": 2}),
     ("owner_sigstop", test_owner_sigstop, {}),
     ("trim", test_trim, {"n": 2}),
 ]

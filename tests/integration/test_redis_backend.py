@@ -196,6 +196,13 @@ async def removed(t, cl):
                        {"op": "join", "session": "rr-s1", "channel": "rr-c"}])
     t.eq("five ops applied", (a.get("applied"), a.get("errors")), (5, None))
     held = {"rr-a", "rr-b", "rr-c"}
+    # The ack says A applied them; Redis has them a moment later.
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < 5:
+        if [await channel_count(B, c) for c in sorted(held)] == [1, 1, 1]:
+            break
+        await asyncio.sleep(0.05)
+    t.eq("B sees the three memberships", [await channel_count(B, c) for c in sorted(held)], [1, 1, 1])
 
     async def told(bk, n, timeout=5.0):
         t0 = time.monotonic()

@@ -246,14 +246,19 @@ static origin_t *new_origin(struct origins *g, const char *name, int64_t now) {
  * A session.disconnected this instance decided: if the session is still in
  * the table, someone else ended it (a kick by the API, a reset): drop the
  * record and tell the backend. Our own ends never get here (their records
- * are gone first), nor do the ones ended for disconnect or origin_lost,
- * which only we ask for (with an asynchronous store their events may come
- * after the same id was opened again).
+ * are gone first), nor do the ones ended for disconnect, origin_lost or
+ * timeout, which only we ask for (timeout: the HTTP sessions' TTL; a client
+ * WebSocket's timeout ends an id no record here can hold): with an
+ * asynchronous store their events may come after the same id was opened
+ * again, and the record they would drop is the new session's. A TTL end
+ * whose event came after a renewal (PUT) had opened the id again left that
+ * session with no record, so no TTL ended it.
  */
 static void on_session_event(srv_t *s, const presence_event_t *ev, void *ud) {
   struct origins *g = ud;
   if (!ev->session_id || ev->reason == PRESENCE_REASON_DISCONNECT ||
-      ev->reason == PRESENCE_REASON_ORIGIN_LOST)
+      ev->reason == PRESENCE_REASON_ORIGIN_LOST ||
+      ev->reason == PRESENCE_REASON_TIMEOUT)
     return;
   osess_t *r = sess_get(g, ev->session_id);
   if (!r) return;

@@ -19,6 +19,9 @@ presenced sharing one real redis-server:
   refused_then_taken: an open refused (A holds the id) closed and taken
            over by a sync before the refusal comes back: the take-over
            stands, and ends when the backend does;
+  ttl_renewed_as_it_ends: an HTTP session renewed while its TTL end is
+           on its way to Redis: the renewal's session still ends with
+           its TTL;
   storm:   backends reconnecting to either instance at random while they
            open, close, re-assert, say bye and drop: once every window has
            run out, nobody is online and neither instance holds a
@@ -316,6 +319,32 @@ async def refused_then_taken(t, cl):
     await b.close()
 
 
+async def ttl_renewed_as_it_ends(t, cl):
+    """An HTTP session's TTL end whose event comes back after a renewal
+    opened the same id again: the renewal's session keeps its record (and
+    its TTL). Redis's writes are paused (CLIENT PAUSE WRITE) across the
+    sweep's end, so that the renewal is asked before the end's event
+    comes. Before, that event dropped the renewal's record by the id: its
+    session was in the store and the local table, and no TTL ended it."""
+    A = cl.d[0]
+    body = json.dumps({"user": "tr-user", "ttl_ms": 1000})
+    r = await http(A, "PUT", "/v1/sessions/tr-1", body=body)
+    t.eq("created", r.status, 201)
+    t.check("online", await wait_status(A, ["tr-user"], "online", 5))
+    cl.redis.cli("CLIENT", "PAUSE", "2500", "WRITE")
+    t0 = time.monotonic()
+    # The sweep (each second) ends it at once in A's table, its end held.
+    while time.monotonic() - t0 < 2.2 and await local_sessions(A) != 0:
+        await asyncio.sleep(0.01)
+    t.check("the sweep ended it before Redis writes again", time.monotonic() - t0 < 2.2)
+    r = await http(A, "PUT", "/v1/sessions/tr-1", body=body)
+    t.eq("the renewal created it again", (r.status, (r.json() or {}).get("created")), (201, True))
+    await asyncio.sleep(max(0.0, 2.5 - (time.monotonic() - t0)) + 0.5)
+    t.check("then it ends with its TTL (no renewal since)",
+            await wait_status(A, ["tr-user"], "offline", 4))
+    t.eq("no session left in A's table", await local_sessions(A), 0)
+
+
 STORM_S = 5.0
 STORM_WINDOW_MS = 1000
 
@@ -419,6 +448,8 @@ SCENARIOS = [
     ("http_ttl", http_ttl, {"n": 2, "extra": {"--offline-grace-ms": "0"}}),
     ("refused_then_taken", refused_then_taken,
      {"n": 2, "extra": {"--origin-resume-ms": str(WINDOW_MS)}}),
+    ("ttl_renewed_as_it_ends", ttl_renewed_as_it_ends,
+     {"n": 2, "lease": 6000, "extra": {"--redis-timeout-ms": "5000"}}),
     ("storm", storm, {"n": 2, "extra": {"--origin-resume-ms": str(STORM_WINDOW_MS)}}),
     ("removed", removed, {"n": 2}),
 ]

@@ -9,6 +9,16 @@
  * paced by the log itself instead of buffering without bound: if it falls
  * out of the log it gets a `gap` event, never a stalled loop. Each event's
  * id is the cursor just past it, so Last-Event-ID resumes exactly there.
+ *
+ * A filtered stream (?types=, ?channel_prefix=) also moves its reader's
+ * cursor over the events it skips: a log batch whose last events were
+ * skipped ends with an id-only block ("id: <cursor>", blank line), which an
+ * EventSource takes as its last event id without dispatching anything.
+ * Without it the reader's cursor stayed at the last event it was sent, and
+ * once the bounded log had evicted past it a reconnect got a gap notice for
+ * events it never asked for. One block per batch keeps the reader's cursor
+ * exactly where the stream's is, at the cost of a few bytes per log read
+ * (a read, a store round trip with Redis, already costs more).
  */
 #include "server/server.h"
 
@@ -142,10 +152,15 @@ static void on_log(presence_t *p, int status, const presence_event_t *events,
     buf_puts(b, "}\n\n");
   }
   char id[PRESENCE_CURSOR_TEXT_MAX];
+  int skipped = 0; /* events skipped since the last id written */
   for (size_t i = 0; i < n; i++) {
     /* The cursor moves over filtered events too. */
     presence_cursor_set(st->cursor, st->log, events[i].seq);
-    if (!sse_wants(st, &events[i])) continue;
+    if (!sse_wants(st, &events[i])) {
+      skipped = 1;
+      continue;
+    }
+    skipped = 0;
     int idlen = presence_cursor_format(st->cursor, id, sizeof id);
     buf_puts(b, "id: ");
     buf_append(b, id, idlen > 0 ? (size_t)idlen : 0);
@@ -153,6 +168,14 @@ static void on_log(presence_t *p, int status, const presence_event_t *events,
     buf_puts(b, presence_event_type_name(events[i].type));
     buf_puts(b, "\ndata: ");
     json_event(b, &events[i]);
+    buf_puts(b, "\n\n");
+  }
+  if (skipped) {
+    /* The reader's cursor moves past the skipped events too (see the note
+     * at the top): no data, so nothing is dispatched. Only a filter skips. */
+    int idlen = presence_cursor_format(st->cursor, id, sizeof id);
+    buf_puts(b, "id: ");
+    buf_append(b, id, idlen > 0 ? (size_t)idlen : 0);
     buf_puts(b, "\n\n");
   }
   if (buf_failed(b)) {

@@ -256,7 +256,7 @@ export type StreamItem =
 /** GET /v1/events as an async iterable; reconnects and resumes by itself. */
 export declare class EventStream implements AsyncIterable<StreamItem> {
   constructor(options: EventStreamOptions);
-  /** The seq of the last event yielded (save it; pass it as `after`). */
+  /** The cursor past the last event yielded and the events a filter skipped after it (save it; pass it as `after`). */
   readonly cursor: string | null;
   /** Connections established so far. */
   readonly connects: number;
@@ -265,7 +265,8 @@ export declare class EventStream implements AsyncIterable<StreamItem> {
 }
 
 export interface SSEBlock { id: string | null; event: string; data: string[] }
-export declare function parseSSE(buffer: string, onEvent: (ev: SSEBlock) => void): string;
+/** onIdOnly: a block with an id and no data (a cursor move after events a filtered stream skipped). */
+export declare function parseSSE(buffer: string, onEvent: (ev: SSEBlock) => void, onIdOnly?: ((id: string) => void) | null): string;
 
 // ---- webhooks -----------------------------------------------------------------
 

@@ -13,8 +13,13 @@ const sleep = (ms, signal) => new Promise((resolve) => {
   signal?.addEventListener('abort', wake, { once: true });
 });
 
-/** Parse SSE text: calls onEvent({id, event, data}) per complete block; returns the unparsed tail. */
-export function parseSSE(buf, onEvent) {
+/**
+ * Parse SSE text: calls onEvent({id, event, data}) per complete block with data; returns the
+ * unparsed tail. A block with an id and no data (presenced sends one after events a filtered
+ * stream skipped) dispatches no event, as in an EventSource, but moves the cursor: it is
+ * given to onIdOnly(id) when that is passed, in its place among the events.
+ */
+export function parseSSE(buf, onEvent, onIdOnly = null) {
   let m;
   // The separator's own length: a block ended by \r\n\n (or \n\r\n) is 3
   // characters, and cutting 4 took the first letter of the next field ('id').
@@ -32,6 +37,7 @@ export function parseSSE(buf, onEvent) {
       else if (field === 'event') ev.event = value;
     }
     if (ev.data.length) onEvent(ev);
+    else if (ev.id && onIdOnly) onIdOnly(ev.id);
   }
   return buf;
 }
@@ -59,7 +65,8 @@ export class EventStream {
     if (types) q.set('types', Array.isArray(types) ? types.join(',') : types);
     if (channelPrefix) q.set('channel_prefix', channelPrefix);
     this._query = String(q) ? '?' + q : '';
-    /** The last seq yielded: save it, and pass it as `after` to resume elsewhere. */
+    /** The cursor past the last event yielded, and past the events a filter skipped after it
+     *  (id-only blocks): save it, and pass it as `after` to resume elsewhere. */
     this.cursor = after === null || after === undefined ? null : String(after);
     // A NaN delay (Number() of an unset variable) is setTimeout's 1 ms: a
     // stream to a presenced that is down would retry every millisecond.
@@ -120,10 +127,18 @@ export class EventStream {
           alive();
           buf += decoder.decode(chunk, { stream: true });
           const batch = [];
-          buf = parseSSE(buf, (ev) => batch.push(ev));
+          // An id-only block keeps its place in the batch: the cursor must not pass an
+          // event of the batch before that event is yielded.
+          buf = parseSSE(buf, (ev) => batch.push(ev), (id) => batch.push({ id, event: null, data: [] }));
           // The wait is timed, not the consumer: a slow `for await` body is not silence.
           if (batch.length) clearTimeout(silence);
           for (const ev of batch) {
+            // Events a filtered stream skipped: the cursor moves past them, nothing is yielded
+            // (without it a resume from a cursor the log had evicted got a spurious gap).
+            if (!ev.data.length) {
+              this.cursor = ev.id;
+              continue;
+            }
             const data = JSON.parse(ev.data.join('\n'));
             if (ev.event === 'gap') {
               yield { type: 'gap', gap: true, seq: null, data };

@@ -122,3 +122,36 @@ test('a cursor that left the log, or a presenced restarted, is surfaced as a gap
   f.close();
   await it2.return();
 });
+
+test('a filtered stream\'s cursor moves past the events it skips: no gap on resume after many of them', async () => {
+  const stream = api.events({ types: ['user.offline'], retryMs: 50 });
+  const it = stream[Symbol.asyncIterator]();
+  const first = readUntil(it, (e) => e.data.user_id === 'skip-first');
+  await waitFor(() => stream.connects === 1, { what: 'stream connected' });
+  (await connectUser(pd, 'skip-first')).close();
+  const [seen] = await first;
+  assert.equal(seen.type, 'user.offline');
+  assert.equal(stream.cursor, String(seen.seq));
+  // 80 events the filter skips (session.connected, user.online), more than the log's 64,
+  // while the iteration waits for its next item.
+  const pending = readUntil(it, () => true, 20000);
+  const held = [];
+  for (let i = 0; i < 40; i++) held.push(await connectUser(pd, 'skip' + i));
+  const newest = seen.seq + 80;
+  await waitFor(() => Number(stream.cursor) === newest,
+    { timeout: 5000, what: `the cursor moved over the skipped events to ${newest} (it is ${stream.cursor})` });
+  stream.close();
+  assert.deepEqual(await pending, [], 'nothing is yielded for the skipped events');
+
+  // Resumed from the saved cursor: the next user.offline, not a gap.
+  const resumed = api.events({ types: ['user.offline'], after: stream.cursor });
+  const it2 = resumed[Symbol.asyncIterator]();
+  const next = readUntil(it2, () => true);
+  await waitFor(() => resumed.connects === 1, { what: 'resumed stream connected' });
+  held[0].close();
+  const [item] = await next;
+  assert.deepEqual([item.type, item.data.user_id], ['user.offline', 'skip0']);
+  await it2.return();
+  for (const h of held.slice(1)) h.close();
+  await waitFor(async () => (await api.getUser('skip39')).status === 'offline', { what: 'skip users gone' });
+});

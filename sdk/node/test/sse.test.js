@@ -13,3 +13,14 @@ test('blocks ended by CRLF then LF, or LF then CRLF, keep every field of the nex
     [['5', 'user.online', '{"seq":5}'], ['6', 'user.idle', '{"seq":6}'], ['7', 'message', '{"seq":7}']]);
   assert.equal(rest, 'id: 8');
 });
+
+test('an id-only block (events a filtered stream skipped) is a cursor move in its place, not an event', () => {
+  const got = [];
+  const rest = parseSSE('id: 5\nevent: user.offline\ndata: {"seq":5}\n\nid: 9\n\nid: c12\r\n\r\n: keepalive\n\n',
+    (e) => got.push(['event', e.id]), (id) => got.push(['cursor', id]));
+  assert.deepEqual(got, [['event', '5'], ['cursor', '9'], ['cursor', 'c12']]);
+  assert.equal(rest, '');
+  const events = [];
+  parseSSE('id: 9\n\n', (e) => events.push(e));
+  assert.deepEqual(events, [], 'without onIdOnly: nothing dispatched, as before');
+});

@@ -29,8 +29,9 @@ class StreamItem:
 class EventStream:
     """``for item in api.events(after=saved_cursor): ...``
 
-    ``cursor`` is the seq of the last event yielded: store it with what you
-    applied and pass it back as ``after``. Failed connections are retried
+    ``cursor`` is past the last event yielded (and past the events a filter
+    skipped after it): store it with what you applied and pass it back as
+    ``after``. Failed connections are retried
     (backoff from ``retry_s`` to ``max_retry_s``; ``on_error`` sees each);
     ``types`` ("user.*", ["channel.join", ...]) and ``channel_prefix`` filter
     on the server; a
@@ -109,6 +110,12 @@ class EventStream:
                             item = self._item(ev)
                             if item is not None:
                                 yield item
+                        elif ev.get("id"):
+                            # An id-only block: events a filtered stream
+                            # skipped. The cursor moves past them and nothing
+                            # is yielded (kept back, a resume from a cursor
+                            # the log had evicted got a spurious gap).
+                            self.cursor = ev["id"]
                         ev = {"data": []}
                     elif line.startswith(":"):
                         continue           # keepalive comment

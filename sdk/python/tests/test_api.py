@@ -97,6 +97,45 @@ def test_event_stream_resumes_by_cursor(presenced, api):
     d.close()
 
 
+def test_filtered_stream_cursor_moves_past_skipped_events():
+    # A filtered stream is sent an id-only block after events it skips: its
+    # cursor moves past them, nothing is yielded, and a resume after more
+    # skipped events than the log holds (16) gets no gap.
+    pd = Presenced("--log-capacity", "16").start()
+    held = []
+    try:
+        api = PresenceAPI(pd.url, API_KEY)
+        stream = api.events(types=["user.offline"], retry_s=0.05)
+        items = []
+        threading.Thread(target=lambda: items.extend(stream), daemon=True).start()
+        wait_for(lambda: stream.connects == 1, what="stream connected")
+        User(pd, "skip-first").close()
+        wait_for(lambda: items, what="skip-first offline")
+        seen = items[0]
+        assert (seen.type, seen.data["user_id"]) == ("user.offline", "skip-first")
+        assert stream.cursor == str(seen.seq)
+        # 40 events the filter skips: session.connected and user.online of each.
+        held = [User(pd, f"skip{i}") for i in range(20)]
+        newest = str(seen.seq + 40)
+        wait_for(lambda: stream.cursor == newest, timeout=5,
+                 what=f"the cursor moved over the skipped events to {newest}")
+        stream.close()
+        assert items == [seen], "nothing is yielded for the skipped events"
+
+        resumed = api.events(types=["user.offline"], after=stream.cursor)
+        got = []
+        threading.Thread(target=lambda: got.extend(read_until(iter(resumed), lambda i: True)), daemon=True).start()
+        wait_for(lambda: resumed.connects == 1, what="resumed stream connected")
+        held.pop(0).close()
+        wait_for(lambda: got, what="the next user.offline")
+        resumed.close()
+        assert [(i.type, i.data.get("user_id")) for i in got] == [("user.offline", "skip0")]
+    finally:
+        for u in held:
+            u.close()
+        pd.stop()
+
+
 def test_gaps_are_surfaced():
     pd = Presenced("--log-capacity", "16").start()
     try:

@@ -267,6 +267,82 @@ func TestGapsAreSurfaced(t *testing.T) {
 	}
 }
 
+// A filtered stream is sent an id-only block after events it skips: its
+// cursor moves past them, Next returns nothing for them, and a resume after
+// more skipped events than the log holds (16) gets no gap.
+func TestFilteredStreamCursorMovesPastSkippedEvents(t *testing.T) {
+	d, err := startDaemon("--log-capacity", "16")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.stop()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	api := NewClient(d.url(), testAPIKey)
+	connected := make(chan struct{}, 8)
+	s := api.Events(StreamOptions{Types: []string{"user.offline"}, Retry: 50 * time.Millisecond,
+		OnConnect: func() { connected <- struct{}{} }})
+	defer s.Close()
+	// The first item is read in a goroutine (Next connects lazily); after
+	// it, Next is called from this one only.
+	first := make(chan StreamItem, 1)
+	go func() {
+		if s.Next(ctx) {
+			first <- s.Item()
+		}
+		close(first)
+	}()
+	<-connected
+	mustUser(t, d, TokenOptions{UserID: "skip-first"}).close()
+	var seen StreamItem
+	select {
+	case seen = <-first:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no user.offline of skip-first")
+	}
+	if seen.Event == nil || seen.Type != "user.offline" || seen.Event.UserID != "skip-first" || s.Cursor() != fmt.Sprint(seen.Event.Seq) {
+		t.Fatalf("first item %+v, cursor %s", seen, s.Cursor())
+	}
+	// 40 events the filter skips: session.connected and user.online of each.
+	var held []*user
+	for i := 0; i < 20; i++ {
+		held = append(held, mustUser(t, d, TokenOptions{UserID: fmt.Sprint("skip", i)}))
+	}
+	defer func() {
+		for _, u := range held {
+			u.close()
+		}
+	}()
+	newest := fmt.Sprint(seen.Event.Seq + 40)
+	// Each Next waits a while and ends with its ctx, dropping the connection:
+	// the next one resumes from the cursor, which must be past the skipped
+	// events (else the evicted cursor gives a gap, returned as an item).
+	for deadline := time.Now().Add(5 * time.Second); s.Cursor() != newest; {
+		if time.Now().After(deadline) {
+			t.Fatalf("the cursor did not move over the skipped events to %s: %s", newest, s.Cursor())
+		}
+		nctx, ncancel := context.WithTimeout(ctx, 300*time.Millisecond)
+		got := s.Next(nctx)
+		ncancel()
+		if got {
+			t.Fatalf("an item for the skipped events: %v", brief([]StreamItem{s.Item()}))
+		}
+	}
+	cursor := s.Cursor()
+	s.Close()
+
+	r := api.Events(StreamOptions{Types: []string{"user.offline"}, After: cursor,
+		OnConnect: func() { connected <- struct{}{} }})
+	defer r.Close()
+	items := feed(ctx, r)
+	<-connected
+	held[0].close()
+	got := readUntil(t, items, func(StreamItem) bool { return true }, 10*time.Second)
+	if fmt.Sprint(brief(got)) != "[user.offline skip0]" {
+		t.Fatalf("resumed from %s: %v, want [user.offline skip0]", cursor, brief(got))
+	}
+}
+
 // An id with '+' (an e-mail address with a tag) is asked as itself: the
 // daemon reads a bare '+' in a path as a space, so it must go as %2B.
 func TestIDsArePercentEncoded(t *testing.T) {

@@ -113,7 +113,8 @@ func (c *Client) Events(o StreamOptions) *Stream {
 	return &Stream{c: c, o: o, cursor: o.After, stop: make(chan struct{})}
 }
 
-// Cursor is the seq of the last event returned: save it, pass it as After.
+// Cursor is past the last event returned (and past the events a filter
+// skipped after it): save it, pass it as After.
 func (s *Stream) Cursor() string { return s.cursor }
 
 // Item is what the last successful Next read.
@@ -359,6 +360,13 @@ func (s *Stream) readEvent() bool {
 		line := strings.TrimSuffix(s.sc.Text(), "\r")
 		if line == "" {
 			if len(data) == 0 {
+				// An id-only block: events a filtered stream skipped. The
+				// cursor moves past them and nothing is returned (kept back,
+				// a resume from a cursor the log had evicted got a spurious gap).
+				if id != "" {
+					s.cursor = id
+				}
+				id, typ = "", ""
 				continue
 			}
 			raw := []byte(strings.Join(data, "\n"))

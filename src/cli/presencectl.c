@@ -698,7 +698,8 @@ typedef struct sse {
   char id[2048], event[64];
   char *data;
   size_t data_len;
-  char last_id[2048]; /* last event printed: the resume cursor */
+  char last_id[2048]; /* the resume cursor: last event printed, or an
+                        * id-only block's cursor after it */
   long printed;
   int done; /* --count reached */
   int got_bytes;
@@ -773,6 +774,12 @@ static void sse_line(sse_t *st, const char *line, size_t len) {
         if (strcmp(st->event, "gap") != 0) st->printed++;
       }
       if (O.count > 0 && st->printed >= O.count) st->done = 1;
+    } else if (*st->id) {
+      /* An id-only block: presenced moves a filtered stream's cursor past
+       * the events it skipped (docs/protocol.md, "Cursors"). Nothing is
+       * printed, but a reconnect resumes from there: from the last event
+       * printed, the log may have evicted it since, and a gap follows. */
+      snprintf(st->last_id, sizeof st->last_id, "%s", st->id);
     }
     free(st->data);
     st->data = NULL;

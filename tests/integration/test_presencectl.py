@@ -473,6 +473,74 @@ async def test_watch_resumes_after_disconnect(t, d, args):
         await proxy.close()
 
 
+class FilterProxy(Proxy):
+    """A proxy that asks presenced for a filtered stream (watch has no filter
+    option of its own): GET /v1/events gains ?types=user.offline. Records the
+    Last-Event-ID of each stream request."""
+
+    def __init__(self, target):
+        super().__init__(target)
+        self.last_event_ids = []
+
+    async def _on_conn(self, r, w):
+        try:
+            head = await asyncio.wait_for(r.readuntil(b"\r\n\r\n"), 5)
+        except (asyncio.TimeoutError, asyncio.IncompleteReadError, ConnectionError):
+            w.close()
+            return
+        if head.startswith(b"GET /v1/events "):
+            head = head.replace(b"GET /v1/events ", b"GET /v1/events?types=user.offline ", 1)
+            m = re.search(rb"\r\nLast-Event-ID: ([^\r]*)\r\n", head, re.I)
+            self.last_event_ids.append(m.group(1).decode() if m else None)
+        try:
+            ur, uw = await asyncio.open_connection(HOST, self.target)
+        except OSError:
+            w.close()
+            return
+        uw.write(head)
+        tasks = [asyncio.ensure_future(self._pipe(r, uw)), asyncio.ensure_future(self._pipe(ur, w))]
+        self.conns.append((w, uw, tasks))
+
+
+@timeout(40)
+async def test_watch_filtered_cursor(t, d, args):
+    """--log-capacity 16: a filtered stream's id-only blocks (after events it
+    skipped) print nothing and move watch's cursor, so its reconnect after
+    many skipped events resumes without a gap."""
+    proxy = FilterProxy(d.port)
+    await proxy.start()
+    w = await Watch.start(f"http://{HOST}:{proxy.port}")
+    held = []
+    try:
+        t.check("filtered watch: connected", await streams_open(d.port))
+        c = await Client.connect(d, "pc-filt-first")
+        await c.ws.close()
+        first = await w.until(lambda e: is_ev(e, "user.offline", "pc-filt-first"))
+        t.check("filtered watch: prints the event its filter lets through", first is not None, w.events)
+        # 40 events the filter skips (session.connected, user.online),
+        # more than twice the log's 16; then the stream is cut.
+        held = [await Client.connect(d, f"pc-filt-{i}") for i in range(20)]
+        await asyncio.sleep(0.5)
+        proxy.cut()
+        await held[0].ws.close()
+        e = await w.until(lambda e: is_ev(e, "user.offline", "pc-filt-0"), 10)
+        t.check("filtered watch: reconnects and prints the next event", e is not None,
+                (w.events, w.err.decode()[-300:]))
+        newest = str(first["seq"] + 40) if first else None
+        t.eq("filtered watch: resumed with the cursor of the id-only block, past the skipped events",
+             proxy.last_event_ids[1:2], [newest])
+        t.check("filtered watch: no gap notice on the resume",
+                not any(x.get("type") == "gap" for x in w.events), w.events)
+        t.eq("filtered watch: nothing printed for the id-only blocks",
+             [(x.get("type"), x.get("user_id")) for x in w.events],
+             [("user.offline", "pc-filt-first"), ("user.offline", "pc-filt-0")])
+    finally:
+        await w.stop()
+        await proxy.close()
+        for c in held:
+            await c.ws.close()
+
+
 def start_on(d, port):
     """Start a Daemon on a given port (the harness picks a free one)."""
     saved = harness.free_port
@@ -602,6 +670,7 @@ def main():
                              test_watch_resumes_after_disconnect,
                              test_ws_session_example]),
         ("presencectl-restart", {}, [test_watch_across_restart]),
+        ("presencectl-filtered", {"--log-capacity": "16"}, [test_watch_filtered_cursor]),
         ("config-and-logs", {}, [test_config_file_and_logs]),
     ])
 

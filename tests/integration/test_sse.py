@@ -2,10 +2,15 @@
 # SPDX-License-Identifier: MIT
 """GET /v1/events query values as URL encoders write them (docs/api.md):
 ?types= percent-encoded (',' as %2C, '*' as %2A, as Python's urlencode and
-URLSearchParams send them) filters like the plain form."""
+URLSearchParams send them) filters like the plain form. A filtered stream
+moves its reader's cursor over the events it skips (id-only blocks), so a
+reader resuming after many skipped events that the bounded log evicted gets
+no gap notice (docs/protocol.md, "Cursors")."""
 
 import asyncio
+import json
 import os
+import time
 import sys
 import urllib.parse
 
@@ -42,7 +47,129 @@ async def test_types_percent_encoded(t, d, args):
     t.eq("types naming no type, encoded: 400 bad_request", got, (400, "bad_request"))
 
 
+class CursorSSE(SSE):
+    """An SSE reader that, like an EventSource, takes every id: line as its
+    last event id, the id-only blocks (no data, nothing dispatched) too.
+    Counts the id-only blocks."""
+
+    def __init__(self):
+        super().__init__()
+        self.last_id = None
+        self.id_only = 0
+
+    async def next(self, timeout=3.0):
+        deadline = time.monotonic() + timeout
+        while True:
+            self.text = self.text.replace("\r\n", "\n")
+            while "\n\n" in self.text:
+                block, self.text = self.text.split("\n\n", 1)
+                ev, datas = {"id": None, "event": "message", "data": None}, []
+                for line in block.split("\n"):
+                    if line.startswith(":"):
+                        continue
+                    k, _, v = line.partition(":")
+                    v = v[1:] if v.startswith(" ") else v
+                    if k == "id":
+                        ev["id"] = self.last_id = v
+                    elif k == "event":
+                        ev["event"] = v
+                    elif k == "data":
+                        datas.append(v)
+                if not datas:
+                    if ev["id"] is not None:
+                        self.id_only += 1
+                        if ev["event"] != "message":
+                            self.id_only_with_event = True
+                    continue
+                ev["data"] = json.loads("\n".join(datas))
+                return ev
+            if self.eof:
+                return None
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise asyncio.TimeoutError()
+            try:
+                await self._more(left)
+            except (asyncio.IncompleteReadError, ConnectionError):
+                self.eof = True
+
+    async def drain(self, until_id, timeout):
+        """Read until last_id is until_id (or timeout); the events read."""
+        out = []
+        deadline = time.monotonic() + timeout
+        while self.last_id != until_id:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            try:
+                ev = await self.next(left)
+            except asyncio.TimeoutError:
+                break
+            if ev is None:
+                break
+            out.append(ev)
+        return out
+
+
+async def test_filtered_cursor_moves(t, d, args):
+    # --log-capacity 16: a filtered stream whose reader saw its last event
+    # long ago, with 40 skipped events since, resumes without a gap.
+    paths = {"types": "/v1/events?types=user.offline", "channel_prefix": "/v1/events?channel_prefix=room:"}
+    streams = {}
+    for label, path in paths.items():
+        st = await CursorSSE.open(d, path=path)
+        t.eq(f"{label}: filtered stream opens", st.status, 200)
+        streams[label] = st
+    plain = await CursorSSE.open(d)
+    # One event each filter lets through: their readers' last event.
+    c = await Client.connect(d, "cur-first", tok=token("cur-first", extra={"channels": ["room:*"]}))
+    await c.send({"type": "join", "channel": "room:cur", "id": "j1"})
+    t.check("cur-first joins room:cur", await c.expect_type("channel", 3, id="j1") is not None)
+    await c.close()
+    for label, st in streams.items():
+        ev, _ = await st.until(lambda e: e["data"].get("user_id") == "cur-first"
+                               and e["event"] in ("user.offline", "channel.leave"), 5)
+        t.check(f"{label}: its event is sent", ev is not None)
+    # 40 events both filters skip (session.connected, user.online), more
+    # than twice the log's 16.
+    clients = [await Client.connect(d, f"cur-{i}") for i in range(20)]
+    ev, ref = await plain.until(lambda e: ev_is(e, "user.online", user_id="cur-19"), 5)
+    t.check("the skipped events are in the log", ev is not None and len(ref) >= 40, len(ref))
+    newest = ev["id"] if ev else None
+    for label, st in streams.items():
+        got = await st.drain(newest, 3)
+        t.eq(f"{label}: no skipped event is dispatched", got, [])
+        t.eq(f"{label}: the reader's cursor moved to the newest event (id-only blocks)",
+             st.last_id, newest)
+        t.check(f"{label}: an id-only block per log read at most, not per skipped event",
+                1 <= st.id_only <= 40, st.id_only)
+        t.check(f"{label}: id-only blocks carry no event name",
+                not getattr(st, "id_only_with_event", False))
+        st.close()
+    t.eq("unfiltered stream: no id-only block", plain.id_only, 0)
+    plain.close()
+    # Resume each with the last id its reader holds: no gap, and the next
+    # event it asks for comes.
+    resumed = {}
+    for label, st in streams.items():
+        resumed[label] = await CursorSSE.open(d, path=paths[label], last_event_id=st.last_id)
+    c = await Client.connect(d, "cur-last", tok=token("cur-last", extra={"channels": ["room:*"]}))
+    await c.send({"type": "join", "channel": "room:cur", "id": "j2"})
+    t.check("cur-last joins room:cur", await c.expect_type("channel", 3, id="j2") is not None)
+    await c.close()
+    for label, st in resumed.items():
+        first = await st.next(5)
+        t.check(f"{label}: resumed after the skipped events: no gap notice",
+                first is not None and first["event"] != "gap", first)
+        t.check(f"{label}: resumed: the next event it asks for",
+                first is not None and first["data"].get("user_id") == "cur-last", first)
+        st.close()
+    for x in clients:
+        await x.close()
+
+
 if __name__ == "__main__":
     run([
         ("sse", {}, [test_types_percent_encoded]),
+        ("sse-filtered-cursor", {"--log-capacity": "16"}, [test_filtered_cursor_moves]),
     ])

@@ -40,6 +40,39 @@ export async function freePort() {
   throw new Error('freePort: no free port in 12000-13999');
 }
 
+/**
+ * Whether process pid holds a TCP socket listening on port (Linux /proc).
+ * node --test runs each file in a process of its own, each with its own
+ * record of the ports it gave out: two files can pick the same port, and
+ * while the second's presenced fails to bind it, the first's answers
+ * /healthz; the second file then ran its tests against the first's
+ * presenced (another log capacity, another file's users).
+ */
+function listensOn(pid, port) {
+  const inodes = new Set();
+  try {
+    for (const fd of fs.readdirSync(`/proc/${pid}/fd`)) {
+      try {
+        const m = /^socket:\[(\d+)\]$/.exec(fs.readlinkSync(`/proc/${pid}/fd/${fd}`));
+        if (m) inodes.add(m[1]);
+      } catch (_) { /* closed meanwhile */ }
+    }
+  } catch (_) {
+    return false;
+  }
+  const want = ':' + port.toString(16).toUpperCase().padStart(4, '0');
+  for (const table of ['/proc/net/tcp', '/proc/net/tcp6']) {
+    let text;
+    try { text = fs.readFileSync(table, 'utf8'); } catch (_) { continue; }
+    for (const line of text.split('\n').slice(1)) {
+      const col = line.trim().split(/\s+/);
+      // local address, state 0A (LISTEN), inode
+      if (col.length > 9 && col[1].endsWith(want) && col[3] === '0A' && inodes.has(col[9])) return true;
+    }
+  }
+  return false;
+}
+
 export async function waitFor(fn, { timeout = 10000, interval = 50, what = 'condition' } = {}) {
   const end = Date.now() + timeout;
   for (;;) {
@@ -80,7 +113,8 @@ export class Presenced {
     const up = await waitFor(async () => {
       if (this.proc.exitCode !== null) return 'exited';
       const r = await fetch(this.url + '/healthz');
-      return r.status === 200 && 'up';
+      // The answer must be this presenced's (listensOn).
+      return r.status === 200 && listensOn(this.proc.pid, this.port) && 'up';
     }, { what: 'presenced /healthz' });
     if (up === 'exited') {
       await closed;

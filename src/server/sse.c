@@ -21,6 +21,7 @@
  * (a read, a store round trip with Redis, already costs more).
  */
 #include "server/server.h"
+#include "server/webhook.h"
 
 #include <assert.h>
 #include <errno.h>
@@ -53,31 +54,10 @@ struct sse_stream {
   char *channel_prefix;
 };
 
-/* ?types=a,b,c: event type names or "prefix.*" (e.g. channel.*), or "*". */
+/* ?types=a,b,c (event_types_parse, as --webhook's events=; its bits are
+ * FANOUT_TYPE's). */
 static int parse_types(const char *v, size_t n, uint64_t *out) {
-  uint64_t mask = 0;
-  size_t i = 0;
-  while (i <= n) {
-    size_t j = i;
-    while (j < n && v[j] != ',') j++;
-    size_t l = j - i;
-    const char *w = v + i;
-    int hit = 0;
-    for (int t = 0; t < PRESENCE_EV_COUNT_; t++) {
-      const char *name = presence_event_type_name((presence_event_type_t)t);
-      size_t nl = strlen(name);
-      if ((l == 1 && w[0] == '*') || (l == nl && !memcmp(name, w, l)) ||
-          (l >= 2 && w[l - 1] == '*' && w[l - 2] == '.' && nl > l - 1 &&
-           !memcmp(name, w, l - 1))) {
-        mask |= FANOUT_TYPE(t);
-        hit = 1;
-      }
-    }
-    if (!hit) return -1;
-    i = j + 1;
-  }
-  *out = mask;
-  return 0;
+  return event_types_parse(v, n, ',', out);
 }
 
 static int sse_wants(const sse_stream_t *st, const presence_event_t *ev) {

@@ -39,6 +39,14 @@ typedef struct wh_spec {
 int wh_spec_parse(const char *spec, int read_secret, wh_spec_t *out, char *err,
                   size_t errcap);
 void wh_spec_free(wh_spec_t *spec);
+
+/* A list of event types, as the event stream's ?types= (sep ',') and a
+ * webhook's events= (sep '|') write it: type names, "prefix.*" (every type
+ * whose name starts with "prefix.", so user.* includes user.availability and
+ * user.message) or "*". Bit (1 << presence_event_type_t) per type, the
+ * fanout's FANOUT_TYPE, in *mask; -1 when a word names no type. One parser,
+ * so both take the same words. */
+int event_types_parse(const char *v, size_t n, char sep, uint64_t *mask);
 /* Syntax check without reading files (config parsing). */
 int wh_spec_check(const char *spec, char *err, size_t errcap);
 

@@ -60,10 +60,12 @@ static void test_wildcards(void **state) {
  * says what is wrong without quoting them. */
 static void test_secret_not_echoed(void **state) {
   (void)state;
-  const char *specs[] = {URL "secret=Sup3r,pa55=w0rd",
-                         URL "secret=Sup3r,events=pa55w0rd",
-                         URL "secret=Sup3r,pa55w0rd",
-                         "secret=Sup3r,pa55=w0rd," URL};
+  /* Each entry in parentheses: clang's -Wstring-concatenation takes a
+   * concatenation in an array for a missing comma. */
+  const char *specs[] = {(URL "secret=Sup3r,pa55=w0rd"),
+                         (URL "secret=Sup3r,events=pa55w0rd"),
+                         (URL "secret=Sup3r,pa55w0rd"),
+                         ("secret=Sup3r,pa55=w0rd," URL)};
   for (size_t i = 0; i < sizeof specs / sizeof *specs; i++) {
     wh_spec_t w;
     char err[256] = "";

@@ -94,15 +94,15 @@ static int coalesce;
 static int same_frames;
 
 /* presenced's frames for user u500 at a version of 4 digits and a sequence
- * number of 7 (what 1,000 sessions reach within seconds of flipping), one
- * status of the two (an online change is 2 bytes longer, an idle one as
- * much shorter than the middle). */
+ * number of 16 (the embedded store numbers a run's events from its start
+ * time in microseconds, cf3ef38), one status of the two (an online change
+ * is 2 bytes longer, an idle one as much shorter than the middle). */
 static const char change_frame[] =
     "{\"type\":\"presence\",\"snapshot\":false,\"users\":[{\"user_id\":"
     "\"u500\",\"change\":\"status\",\"status\":\"idle\",\"availability\":"
     "\"auto\",\"from\":\"online\",\"since\":1796592542664,\"last_seen\":"
     "1796592542664,\"device\":\"web\",\"device_status\":\"idle\",\"reason\":"
-    "\"explicit\",\"version\":2000,\"seq\":2000000}]}";
+    "\"explicit\",\"version\":2000,\"seq\":1796659000200000}]}";
 static const char snapshot_frame[] =
     "{\"type\":\"presence\",\"snapshot\":true,\"users\":[{\"user_id\":"
     "\"u500\",\"status\":\"online\",\"availability\":\"auto\",\"since\":"

@@ -304,6 +304,10 @@ void sse_start(conn_t *c, http_req_t *r) {
   size_t len;
   const char *v = http_header(r, "Last-Event-ID", &len);
   char after[PRESENCE_CURSOR_TEXT_MAX];
+  /* An empty Last-Event-ID is no cursor (HTML's EventSource resets its id
+   * to "" on an empty id: line, and a reader that sends what it holds then
+   * sends an empty header): as without one, not a 400. */
+  if (v && len == 0) v = NULL;
   if (!v) {
     /* ?after= is percent-encoded like any query value. */
     const char *q = http_query(r, "after", &len);

@@ -88,6 +88,15 @@ async def test_stream_order(t, d, args):
 
 
 async def test_resume(t, d, args):
+    # An empty Last-Event-ID (what a reader holding no id sends back) is no
+    # cursor: new events only, as without the header; it was a 400.
+    empty = await SSE.open(d, last_event_id="")
+    t.eq("an empty Last-Event-ID: 200, the stream starts", empty.status, 200)
+    e0 = await Client.connect(d, "res-empty")
+    ev, evs = await empty.until(lambda e: ev_is(e, "user.online", user_id="res-empty"), 3)
+    t.check("an empty Last-Event-ID: new events come", ev is not None, ev_brief(evs))
+    empty.close()
+    await e0.close()
     watch = await SSE.open(d)          # continuous consumer, the reference
     sse = await SSE.open(d)
     a = await Client.connect(d, "res-a")

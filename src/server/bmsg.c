@@ -18,13 +18,13 @@ static int bad(bmsg_t *m, const char *code, const char *msg) {
   return BMSG_BAD;
 }
 
-/* seq: an integer in 0..2^53. */
+/* seq: an integer in 0..2^53 - 1 (BMSG_SEQ_MAX). */
 static int read_seq(bmsg_t *m) {
   const cJSON *v = cJSON_GetObjectItemCaseSensitive(m->root, "seq");
   if (!cJSON_IsNumber(v) || !(v->valuedouble >= 0) ||
       v->valuedouble > BMSG_SEQ_MAX ||
       floor(v->valuedouble) != v->valuedouble)
-    return bad(m, "bad_field", "seq must be an integer from 0 to 2^53");
+    return bad(m, "bad_field", "seq must be an integer from 0 to 2^53 - 1");
   m->seq = (uint64_t)v->valuedouble;
   m->has_seq = 1;
   return BMSG_OK;

@@ -42,8 +42,10 @@ enum {
   BMSG_TOO_MANY = -2 /* over max_ops: refused whole, not malformed */
 };
 
-/* Longest seq: 2^53, the largest integer every JSON reader keeps exact. */
-#define BMSG_SEQ_MAX 9007199254740992.0
+/* seq is below 2^53: every integer under it is a double of its own, so
+ * every JSON reader keeps it exact; 2^53 itself is also what 2^53 + 1 reads
+ * as, and a seq that came as 9007199254740993 was acked as ...992. */
+#define BMSG_SEQ_MAX 9007199254740991.0
 /* Longest device word. */
 #define BMSG_DEVICE_MAX 32
 

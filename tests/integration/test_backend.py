@@ -203,6 +203,8 @@ async def test_bad_input(t, d, args):
             ("not json", "bad_json"), ('{"type":"warp"}', "unknown_type"),
             ('{"type":"batch","seq":-1,"ops":[]}', "bad_field"),
             ('{"type":"batch","seq":1.5,"ops":[]}', "bad_field"),
+            # 2^53 + 1 reads as 2^53: it was acked as a seq it is not
+            ('{"type":"batch","seq":9007199254740993,"ops":[]}', "bad_field"),
             ('{"type":"batch","seq":5,"ops":{}}', "bad_field"),
             ('{"type":"batch","seq":6,"ops":[{"op":"open","session":"z\\u0000","user":"u"}]}', "bad_field")]):
         await a.send(frame)

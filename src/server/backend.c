@@ -417,7 +417,8 @@ void backend_http_put_session(conn_t *c, http_req_t *r, const char *id) {
     goto out;
   }
   presence_status_t status = PRESENCE_OFFLINE; /* keep / online */
-  if (st && (!cJSON_IsString(st) ||
+  /* null is absent, as for meta and device. */
+  if (st && !cJSON_IsNull(st) && (!cJSON_IsString(st) ||
              presence_status_parse(st->valuestring, &status) != 0 ||
              status == PRESENCE_OFFLINE)) {
     http_error(c, 400, "bad_status", "status must be online or idle");

@@ -358,6 +358,11 @@ async def test_http_sessions(t, d, args):
         t.eq(f"PUT refused: {name}", (r.status, r.error_code), (status, code))
     r = await http(d, "GET", "/v1/users/u/sessions")
     t.eq("refused PUTs stored nothing", (r.json() or {}).get("sessions"), [])
+    # null is absent, as for meta and device (it was 400 bad_status)
+    r = await http(d, "PUT", "/v1/sessions/fn-5",
+                   body=json.dumps({"user": "null-user", "ttl_ms": 5000, "status": None, "meta": None}))
+    t.eq("PUT with status null: 201, online", (r.status, ((await http(d, "GET", "/v1/users/null-user")).json() or {}).get("status")),
+         (201, "online"))
     r = await http(d, "PUT", "/v1/sessions/fn-4",
                    body=json.dumps({"user": "kiosk-user", "ttl_ms": 5000, "device": "kiosk-2"}))
     t.eq("PUT with a device: 201", r.status, 201)

@@ -975,6 +975,11 @@ class SSE:
         self.text = ""
         self.comments = 0
         self.eof = False
+        # As an EventSource: every id: line is the last event id, an
+        # id-only block's too (no data: nothing dispatched); those counted.
+        self.last_id = None
+        self.id_only = 0
+        self.id_only_with_event = False
 
     @classmethod
     async def open(cls, d, last_event_id=None, after=None, auth=True, timeout=5.0, path=None):
@@ -1044,11 +1049,15 @@ class SSE:
                     else:
                         k, v = line, ""
                     if k == "id":
-                        ev["id"] = v
+                        ev["id"] = self.last_id = v
                     elif k == "event":
                         ev["event"] = v
                     elif k == "data":
                         datas.append(v)
+                if not datas and ev["id"] is not None:
+                    self.id_only += 1
+                    if ev["event"] != "message":
+                        self.id_only_with_event = True
                 if datas:
                     s = "\n".join(datas)
                     try:

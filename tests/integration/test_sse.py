@@ -48,50 +48,8 @@ async def test_types_percent_encoded(t, d, args):
 
 
 class CursorSSE(SSE):
-    """An SSE reader that, like an EventSource, takes every id: line as its
-    last event id, the id-only blocks (no data, nothing dispatched) too.
-    Counts the id-only blocks."""
-
-    def __init__(self):
-        super().__init__()
-        self.last_id = None
-        self.id_only = 0
-
-    async def next(self, timeout=3.0):
-        deadline = time.monotonic() + timeout
-        while True:
-            self.text = self.text.replace("\r\n", "\n")
-            while "\n\n" in self.text:
-                block, self.text = self.text.split("\n\n", 1)
-                ev, datas = {"id": None, "event": "message", "data": None}, []
-                for line in block.split("\n"):
-                    if line.startswith(":"):
-                        continue
-                    k, _, v = line.partition(":")
-                    v = v[1:] if v.startswith(" ") else v
-                    if k == "id":
-                        ev["id"] = self.last_id = v
-                    elif k == "event":
-                        ev["event"] = v
-                    elif k == "data":
-                        datas.append(v)
-                if not datas:
-                    if ev["id"] is not None:
-                        self.id_only += 1
-                        if ev["event"] != "message":
-                            self.id_only_with_event = True
-                    continue
-                ev["data"] = json.loads("\n".join(datas))
-                return ev
-            if self.eof:
-                return None
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise asyncio.TimeoutError()
-            try:
-                await self._more(left)
-            except (asyncio.IncompleteReadError, ConnectionError):
-                self.eof = True
+    """The harness's reader (which keeps every id: line as its last event id,
+    as an EventSource does, and counts id-only blocks), with drain."""
 
     async def drain(self, until_id, timeout):
         """Read until last_id is until_id (or timeout); the events read."""

@@ -6,31 +6,11 @@
 import { test, before, after } from 'node:test';
 import net from 'node:net';
 import assert from 'node:assert/strict';
-import { BackendConnection, PresenceAPI } from '../index.js';
-import { Presenced, waitFor, sleep, API_KEY } from './lib.js';
+import { BackendConnection } from '../index.js';
+import { backendSuite, waitFor, sleep, API_KEY } from './lib.js';
 
-const pd = new Presenced();
-let api;
-let supported = false;
-before(async () => {
-  await pd.start();
-  api = new PresenceAPI({ url: pd.url, apiKey: API_KEY });
-  const r = await fetch(`${pd.url}/v1/origins`, { headers: { Authorization: `Bearer ${API_KEY}` } });
-  supported = r.status === 200;
-});
-after(() => pd.stop());
-
-function mk(t, opts) {
-  const b = new BackendConnection({ url: pd.url, apiKey: API_KEY, ...opts });
-  // Bounded: a test that failed may leave it in any state.
-  t.after(() => Promise.race([b.end({ bye: true }).catch(() => {}), sleep(3000)]));
-  return b;
-}
-
-const skipUnlessSupported = (t) => {
-  if (!supported) { t.skip('this presenced has no backend session connection (GET /v1/origins: 404)'); return true; }
-  return false;
-};
+const suite = backendSuite({ before, after });
+const { pd, mk, skipUnlessSupported } = suite;
 
 /** Collects the uncaught exceptions of the process while fn runs. */
 async function uncaught(fn) {
@@ -104,7 +84,7 @@ test('a connection whose origin another process took over stops, instead of taki
   await sleep(1000);
   assert.deepEqual([a.connects, b.connects], [1, 1], 'connections made by each');
   assert.deepEqual(fatal, ['origin_taken_over']);
-  assert.equal((await api.getUser('bob')).status, 'online');
+  assert.equal((await suite.api.getUser('bob')).status, 'online');
   a.open('carol');                                    // an app's handler calling in still does not throw
 });
 
@@ -123,7 +103,7 @@ test('a status other than online/idle is refused by the SDK, so the next re-asse
   b.reconnect();
   await waitFor(() => b.connects === 2, { what: 'the reconnect' });
   await b.flush();
-  assert.deepEqual((await api.sessions('sue')).map((x) => [x.session_id, x.status]), [['sue-1', 'online']]);
+  assert.deepEqual((await suite.api.sessions('sue')).map((x) => [x.session_id, x.status]), [['sue-1', 'online']]);
   assert.equal(b.sessions.get(s).status, 'online');
 });
 

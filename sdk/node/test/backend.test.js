@@ -6,36 +6,15 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { WebSocketServer, WebSocket } from 'ws';
-import { BackendConnection, PresenceAPI, trackWebSocketServer } from '../index.js';
-import { Presenced, waitFor, sleep, API_KEY } from './lib.js';
+import { BackendConnection, trackWebSocketServer } from '../index.js';
+import { backendSuite, waitFor, sleep, API_KEY } from './lib.js';
 
-const pd = new Presenced();
-let api;
-let supported = false;
-before(async () => {
-  await pd.start();
-  api = new PresenceAPI({ url: pd.url, apiKey: API_KEY });
-  // Feature detection: a presenced without the backend connection answers 404.
-  const r = await fetch(`${pd.url}/v1/origins`, { headers: { Authorization: `Bearer ${API_KEY}` } });
-  supported = r.status === 200;
-});
-after(() => pd.stop());
-
-/** A BackendConnection ended after the test whatever happens (a failed test must not leave it reconnecting). */
-function mk(t, opts) {
-  const b = new BackendConnection({ url: pd.url, apiKey: API_KEY, ...opts });
-  t.after(() => b.end({ bye: true }).catch(() => {}));
-  return b;
-}
-
-const skipUnlessSupported = (t) => {
-  if (!supported) { t.skip('this presenced has no backend session connection (GET /v1/origins: 404)'); return true; }
-  return false;
-};
+const suite = backendSuite({ before, after });
+const { pd, mk, skipUnlessSupported } = suite;
 
 /** Events of the log from now on; .items grows, .stop() ends. */
 function record() {
-  const stream = api.events({ retryMs: 50 });
+  const stream = suite.api.events({ retryMs: 50 });
   const items = [];
   const done = (async () => { for await (const e of stream) items.push(e); })().catch(() => {});
   return { items, stream, connected: waitFor(() => stream.connects >= 1, { what: 'stream' }), stop: async () => { stream.close(); await done; } };
@@ -51,15 +30,15 @@ test('sessions reported over the connection: open, status, close, with acks', as
   const s3 = b.open('bob', { status: 'idle' });
   await b.flush();
   assert.equal(b.stats.opsAcked, 3);
-  assert.deepEqual((await api.getUsers(['alice', 'bob'])).map((u) => [u.status, u.sessions]), [['online', 2], ['idle', 1]]);
-  const [o] = await api.origins().then((os) => os.filter((x) => x.origin === 'node-a'));
+  assert.deepEqual((await suite.api.getUsers(['alice', 'bob'])).map((u) => [u.status, u.sessions]), [['online', 2], ['idle', 1]]);
+  const [o] = await suite.api.origins().then((os) => os.filter((x) => x.origin === 'node-a'));
   assert.equal(o.sessions, 3);
   b.setStatus(s1, 'idle'); b.setStatus(s2, 'idle');
   await b.flush();
-  assert.equal((await api.getUser('alice')).status, 'idle');
+  assert.equal((await suite.api.getUser('alice')).status, 'idle');
   b.close(s1); b.close(s2); b.close(s3);
   await b.flush();
-  assert.deepEqual((await api.getUsers(['alice', 'bob'])).map((u) => u.status), ['offline', 'offline']);
+  assert.deepEqual((await suite.api.getUsers(['alice', 'bob'])).map((u) => u.status), ['offline', 'offline']);
   const rejected = [];
   b.on('rejected', (r) => rejected.push(r.code));
   b.open('');                                  // not a valid user id
@@ -99,7 +78,7 @@ test('a dropped connection and a restarted backend re-assert their sessions: no 
   const kinds = rec.items.map((e) => `${e.type} ${e.data.session_id}`);
   assert.deepEqual(kinds, gone.map((id) => `session.disconnected ${id}`),
     'only the 5 closed sessions made events (their users keep other sessions)');
-  assert.equal((await api.origins()).find((o) => o.origin === 'node-b').sessions, 195);
+  assert.equal((await suite.api.origins()).find((o) => o.origin === 'node-b').sessions, 195);
   await b2.end({ bye: true });
 });
 
@@ -110,7 +89,7 @@ test('a kick comes back as `ended`, and the session leaves the list', async (t) 
   const s = b.open('carol');
   await b.flush();
   const ended = new Promise((r) => b.once('ended', r));
-  await api.kick(s);
+  await suite.api.kick(s);
   const e = await ended;
   assert.equal(e.session, s);
   assert.equal(e.reason, 'kicked');
@@ -129,26 +108,26 @@ test('a removal by the API comes back as `left`: the channel leaves the list and
   await b.flush();
   const lefts = [];
   b.on('left', (e) => lefts.push(e));
-  await api.removeFromChannel('room:rm', 'rmuser');
+  await suite.api.removeFromChannel('room:rm', 'rmuser');
   await waitFor(() => lefts.length === 1, { what: 'the left event', timeout: 3000 });
   assert.deepEqual(lefts[0], { session: s, user: 'rmuser', channel: 'room:rm', reason: 'kicked' });
   assert.deepEqual([...b.sessions.get(s).channels.keys()], ['room:rm2']);
   b.reconnect();                                   // sync, then the joins it still holds
   await waitFor(() => b.connects === 2, { what: 'reconnected' });
   await b.flush();
-  assert.equal((await api.channel('room:rm')).count, 0, 'the re-assert did not join it again');
-  assert.equal((await api.channel('room:rm2')).count, 1);
+  assert.equal((await suite.api.channel('room:rm')).count, 0, 'the re-assert did not join it again');
+  assert.equal((await suite.api.channel('room:rm2')).count, 1);
 
   // Removed while the connection is down: told before the next welcome.
   b.reconnect();
-  await waitFor(async () => (await api.origins()).find((o) => o.origin === 'node-rm').state === 'detached',
+  await waitFor(async () => (await suite.api.origins()).find((o) => o.origin === 'node-rm').state === 'detached',
     { what: 'origin detached', timeout: 3000 });
-  await api.removeFromChannel('room:rm2', 'rmuser');
+  await suite.api.removeFromChannel('room:rm2', 'rmuser');
   await waitFor(() => b.connects === 3, { what: 'reconnected again' });
   await b.flush();
   assert.deepEqual(lefts.map((e) => e.channel), ['room:rm', 'room:rm2']);
   assert.equal(b.sessions.get(s).channels.size, 0);
-  assert.equal((await api.channel('room:rm2')).count, 0, 'the re-assert after the outage did not join it again');
+  assert.equal((await suite.api.channel('room:rm2')).count, 0, 'the re-assert after the outage did not join it again');
   assert.equal(b.stats.opErrors, 0);
   await b.end({ bye: true });
 });
@@ -162,9 +141,9 @@ test('trackWebSocketServer: a ws server\'s connections in one call', async (t) =
   trackWebSocketServer(b, wss, (_ws, req) => new URL(req.url, 'http://x').searchParams.get('user'));
   const c = new WebSocket(`ws://127.0.0.1:${wss.address().port}/?user=dora`);
   await new Promise((r) => c.once('open', r));
-  await waitFor(async () => (await api.getUser('dora')).status === 'online', { what: 'dora online' });
+  await waitFor(async () => (await suite.api.getUser('dora')).status === 'online', { what: 'dora online' });
   c.close();
-  await waitFor(async () => (await api.getUser('dora')).status === 'offline', { what: 'dora offline' });
+  await waitFor(async () => (await suite.api.getUser('dora')).status === 'offline', { what: 'dora offline' });
   wss.close();
   await b.end({ bye: true });
 });
@@ -179,18 +158,18 @@ test('channels through the connection and the API; re-joined after a reconnect w
   b.join(bob, 'room:1', null);
   b.join(bob, 'room:2', { color: 'blue' });
   await b.flush();
-  assert.deepEqual(await api.channel('room:1'), { channel: 'room:1', count: 2 });
-  const page = await api.channelMembers('room:1', { limit: 1 });
+  assert.deepEqual(await suite.api.channel('room:1'), { channel: 'room:1', count: 2 });
+  const page = await suite.api.channelMembers('room:1', { limit: 1 });
   assert.equal(page.members[0].user_id, 'ann');
   assert.deepEqual(page.members[0].data, { color: 'red' });
   const all = [];
-  for await (const m of api.allChannelMembers('room:1', { limit: 1 })) all.push(m.user_id);
+  for await (const m of suite.api.allChannelMembers('room:1', { limit: 1 })) all.push(m.user_id);
   assert.deepEqual(all, ['ann', 'bob']);
-  assert.deepEqual((await api.channels({ prefix: 'room:' })).channels, [{ channel: 'room:1', count: 2, shown_count: 2 }, { channel: 'room:2', count: 1, shown_count: 1 }]);
-  assert.deepEqual((await api.userChannels('bob')).map((c) => c.channel).sort(), ['room:1', 'room:2']);
+  assert.deepEqual((await suite.api.channels({ prefix: 'room:' })).channels, [{ channel: 'room:1', count: 2, shown_count: 2 }, { channel: 'room:2', count: 1, shown_count: 1 }]);
+  assert.deepEqual((await suite.api.userChannels('bob')).map((c) => c.channel).sort(), ['room:1', 'room:2']);
   b.update(ann, 'room:1', { color: 'green' });
   await b.flush();
-  assert.deepEqual((await api.channelMembers('room:1')).members[0].data, { color: 'green' });
+  assert.deepEqual((await suite.api.channelMembers('room:1')).members[0].data, { color: 'green' });
 
   const rec = record();
   t.after(() => rec.stop());
@@ -206,27 +185,27 @@ test('channels through the connection and the API; re-joined after a reconnect w
   b.reconnect();
   await waitFor(() => b.connects === 3, { what: 'reconnected again' });
   await b.flush();
-  await waitFor(async () => (await api.channel('room:1')).count === 1, { what: 'ann left room:1' });
+  await waitFor(async () => (await suite.api.channel('room:1')).count === 1, { what: 'ann left room:1' });
   assert.equal(b.stats.opErrors, 0);
-  await api.removeFromChannel('room:2', 'bob');
+  await suite.api.removeFromChannel('room:2', 'bob');
   await waitFor(() => rec.items.some((e) => e.type === 'channel.leave' && e.data.reason === 'kicked'), { what: 'channel.leave' });
-  const gone = await api.removeFromChannel('room:2', 'bob').catch((e) => e);
+  const gone = await suite.api.removeFromChannel('room:2', 'bob').catch((e) => e);
   assert.equal(gone.code, 'not_member');
   await rec.stop();
   await b.end({ bye: true });
-  assert.equal((await api.channel('room:1')).count, 0);
+  assert.equal((await suite.api.channel('room:1')).count, 0);
 });
 
 test('HTTP sessions with a TTL (serverless backends): created, renewed, ended by the TTL', async (t) => {
   if (skipUnlessSupported(t)) return;
-  const a = await api.putSession('fn-1', { userId: 'fay', ttlMs: 1000, meta: { via: 'lambda' } });
+  const a = await suite.api.putSession('fn-1', { userId: 'fay', ttlMs: 1000, meta: { via: 'lambda' } });
   assert.equal(a.created, true);
   assert.equal(a.user_id, 'fay');
-  const b = await api.putSession('fn-1', { userId: 'fay', ttlMs: 1000 });
+  const b = await suite.api.putSession('fn-1', { userId: 'fay', ttlMs: 1000 });
   assert.equal(b.created, false);
-  assert.equal((await api.getUser('fay')).status, 'online');
-  assert.ok((await api.origins()).some((o) => o.origin === 'http' && o.sessions === 1));
-  const bad = await api.putSession('fn-2', { userId: 'fay', ttlMs: 10 }).catch((e) => e);
+  assert.equal((await suite.api.getUser('fay')).status, 'online');
+  assert.ok((await suite.api.origins()).some((o) => o.origin === 'http' && o.sessions === 1));
+  const bad = await suite.api.putSession('fn-2', { userId: 'fay', ttlMs: 10 }).catch((e) => e);
   assert.equal(bad.code, 'bad_ttl');
-  await waitFor(async () => (await api.getUser('fay')).status === 'offline', { timeout: 5000, what: 'the TTL to lapse' });
+  await waitFor(async () => (await suite.api.getUser('fay')).status === 'offline', { timeout: 5000, what: 'the TTL to lapse' });
 });

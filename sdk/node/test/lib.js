@@ -7,7 +7,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import WebSocket from 'ws';
-import { mintToken } from '../index.js';
+import { BackendConnection, PresenceAPI, mintToken } from '../index.js';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 export const ROOT = path.resolve(HERE, '../../..');
@@ -173,4 +173,33 @@ export async function relay(port) {
     freeze: () => { for (const p of pairs) p.frozen = true; },
     close: () => { for (const p of pairs) { p.c.destroy(); p.up.destroy(); } server.close(); },
   };
+}
+
+/**
+ * The set-up the backend connection's suites share: a presenced of the
+ * file's own (started before, stopped after), an API client, whether it has
+ * the backend session connection (a presenced without it answers 404 to
+ * GET /v1/origins), and mk(t, opts): a BackendConnection ended after the
+ * test whatever happens (bounded: a failed test may leave it in any state,
+ * and must not leave it reconnecting).
+ */
+export function backendSuite(hooks) {
+  const s = { pd: new Presenced(), api: null, supported: false };
+  hooks.before(async () => {
+    await s.pd.start();
+    s.api = new PresenceAPI({ url: s.pd.url, apiKey: API_KEY });
+    const r = await fetch(`${s.pd.url}/v1/origins`, { headers: { Authorization: `Bearer ${API_KEY}` } });
+    s.supported = r.status === 200;
+  });
+  hooks.after(() => s.pd.stop());
+  s.mk = (t, opts) => {
+    const b = new BackendConnection({ url: s.pd.url, apiKey: API_KEY, ...opts });
+    t.after(() => Promise.race([b.end({ bye: true }).catch(() => {}), sleep(3000)]));
+    return b;
+  };
+  s.skipUnlessSupported = (t) => {
+    if (!s.supported) { t.skip('this presenced has no backend session connection (GET /v1/origins: 404)'); return true; }
+    return false;
+  };
+  return s;
 }

@@ -44,8 +44,10 @@ static void on_kick(void *ud, const char *session_id) {
   /* No WebSocket here: it may be a session a backend reported to this
    * instance (GET /v1/backend, PUT /v1/sessions/{id}), which only the
    * store ends, as a kick on the embedded store does. Every instance is
-   * told of the kick; the store refuses the end on all but the holder. */
-  presence_session_kick(k->s->p, session_id, NULL, NULL);
+   * told of every kick: only the one holding the session asks the store,
+   * not each of them a call that the store would refuse. */
+  if (origin_holds(k->s, session_id))
+    presence_session_kick(k->s->p, session_id, NULL, NULL);
 }
 
 int kick_init(srv_t *s) {

@@ -293,6 +293,10 @@ int origin_channel_removed(srv_t *s, const char *session_id,
   return 1;
 }
 
+int origin_holds(const srv_t *s, const char *session_id) {
+  return s->origins && sess_get(s->origins, session_id) != NULL;
+}
+
 int origin_has_backend_sessions(const srv_t *s) {
   const struct origins *g = s->origins;
   return g && g->n_sess > g->http->n_sessions;

@@ -600,6 +600,9 @@ uint32_t origin_session_count(const origin_t *o);
  * record still had the membership, which then goes). 1 if told or held. */
 int origin_channel_removed(srv_t *s, const char *session_id,
                            const char *channel, int probe);
+/* Whether an origin here (a backend's, or the HTTP origin's) holds the
+ * session. */
+int origin_holds(const srv_t *s, const char *session_id);
 /* Whether any backend (not the HTTP origin) holds a session here. */
 int origin_has_backend_sessions(const srv_t *s);
 /* One decoded op of a batch (or a session of a sync) on o: NULL, or the

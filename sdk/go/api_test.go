@@ -211,11 +211,7 @@ func TestEventStreamResumesByCursor(t *testing.T) {
 }
 
 func TestGapsAreSurfaced(t *testing.T) {
-	d, err := startDaemon("--log-capacity", "16")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer d.stop()
+	d := ownDaemon(t, "--log-capacity", "16")
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	api := NewClient(d.url(), testAPIKey)
@@ -271,11 +267,7 @@ func TestGapsAreSurfaced(t *testing.T) {
 // cursor moves past them, Next returns nothing for them, and a resume after
 // more skipped events than the log holds (16) gets no gap.
 func TestFilteredStreamCursorMovesPastSkippedEvents(t *testing.T) {
-	d, err := startDaemon("--log-capacity", "16")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer d.stop()
+	d := ownDaemon(t, "--log-capacity", "16")
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	api := NewClient(d.url(), testAPIKey)
@@ -434,11 +426,7 @@ func TestHealthOfAStoreAway(t *testing.T) {
 		}
 	}()
 	time.Sleep(200 * time.Millisecond)
-	d, err := startDaemon("--store", fmt.Sprintf("redis://127.0.0.1:%d/0", port))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer d.stop()
+	d := ownDaemon(t, "--store", fmt.Sprintf("redis://127.0.0.1:%d/0", port))
 	ctx := context.Background()
 	api := NewClient(d.url(), testAPIKey)
 	waitFor(t, "the store ready", func() bool { h, err := api.Health(ctx); return err == nil && h.StoreReady })

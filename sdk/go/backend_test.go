@@ -371,11 +371,7 @@ func TestBackendFlushAfterOnRejected(t *testing.T) {
 // here) is noticed by the pings: the Backend reconnects once it answers
 // again, and keeps its sessions.
 func TestBackendNoticesASilentServer(t *testing.T) {
-	d, err := startDaemon("--origin-lease-ms", "1500") // pings every 500 ms
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer d.stop()
+	d := ownDaemon(t, "--origin-lease-ms", "1500") // pings every 500 ms
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	errs := make(chan error, 16)
@@ -441,11 +437,7 @@ func TestBackendEndIsNoError(t *testing.T) {
 // sync frames of 50 under a limit of 100 ops a second; a sync frame refused
 // with rate_limited is sent again later, as a batch is.
 func TestBackendRateLimitedSyncIsSentAgain(t *testing.T) {
-	d, err := startDaemon("--backend-ops-per-sec", "100")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer d.stop()
+	d := ownDaemon(t, "--backend-ops-per-sec", "100")
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	api := NewClient(d.url(), testAPIKey)

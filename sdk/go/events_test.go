@@ -110,11 +110,7 @@ func TestStreamNextWithACtxPerCall(t *testing.T) {
 // gone, a stalled process: SIGSTOP here) is noticed by the missing
 // keepalives: the stream reconnects, and resumes once it answers again.
 func TestStreamNoticesASilentConnection(t *testing.T) {
-	d, err := startDaemon("--sse-keepalive-ms", "100")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer d.stop()
+	d := ownDaemon(t, "--sse-keepalive-ms", "100")
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	api := NewClient(d.url(), testAPIKey)
@@ -162,11 +158,7 @@ func TestStreamNoticesASilentConnection(t *testing.T) {
 // A caller slower than ReadTimeout between two Next calls is not taken for
 // a silent connection: keepalives wait in the socket meanwhile.
 func TestStreamSlowConsumerIsNotSilence(t *testing.T) {
-	d, err := startDaemon("--sse-keepalive-ms", "100")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer d.stop()
+	d := ownDaemon(t, "--sse-keepalive-ms", "100")
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	api := NewClient(d.url(), testAPIKey)

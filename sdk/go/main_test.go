@@ -141,6 +141,18 @@ func (d *daemon) start() error {
 	return fmt.Errorf("presenced did not become healthy")
 }
 
+// ownDaemon: a presenced of the test's own, with these flags, stopped when
+// the test ends.
+func ownDaemon(t *testing.T, args ...string) *daemon {
+	t.Helper()
+	d, err := startDaemon(args...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(d.stop)
+	return d
+}
+
 func (d *daemon) stop() {
 	if d.cmd == nil || d.cmd.Process == nil {
 		return

@@ -82,12 +82,8 @@ func TestWebhookHandler(t *testing.T) {
 	defer srv.Close()
 	hookURL := fmt.Sprintf("http://%s/hook", ln.Addr())
 
-	d, err := startDaemon("--webhook", "url="+hookURL+",secret="+hookSecret+",name=go",
+	d := ownDaemon(t, "--webhook", "url="+hookURL+",secret="+hookSecret+",name=go",
 		"--webhook-batch-ms", "10", "--webhook-retry-min-ms", "50", "--webhook-retry-max-ms", "100")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer d.stop()
 	mustUser(t, d, TokenOptions{UserID: "alice"}).close()
 	// The daemon's first event is its fresh-start cleanup (docs/webhooks.md).
 	waitFor(t, "deliveries", func() bool { return len(rec.types()) >= 5 })
@@ -294,12 +290,8 @@ func TestSlowFailingHandlerLosesNothing(t *testing.T) {
 	srv := &http.Server{Handler: h}
 	go srv.Serve(ln)
 	defer srv.Close()
-	d, err := startDaemon("--webhook", "url=http://"+ln.Addr().String()+"/,secret="+hookSecret+",name=slow,events=user.*",
+	d := ownDaemon(t, "--webhook", "url=http://"+ln.Addr().String()+"/,secret="+hookSecret+",name=slow,events=user.*",
 		"--webhook-batch-ms", "10", "--webhook-timeout-ms", "300", "--webhook-retry-min-ms", "50", "--webhook-retry-max-ms", "200")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer d.stop()
 	api := NewClient(d.url(), testAPIKey)
 	if _, err := api.PutSession(context.Background(), "slow-s", "slow-u", 60*time.Second, nil); err != nil {
 		t.Fatal(err)

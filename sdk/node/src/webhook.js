@@ -28,11 +28,16 @@ function secretsOf(secret, who) {
 /**
  * The accepted distance of Presence-Timestamp from this clock, checked where
  * it is given: a NaN (Number() of an unset environment variable) makes every
- * comparison false, which would accept a timestamp of any age.
+ * comparison false, and Infinity (or 'Infinity' from the environment) is
+ * larger than every distance; either would accept a timestamp of any age, so
+ * a captured delivery would stay valid for ever. The Python SDK refuses both
+ * the same way.
  */
 function tolerance(v, who) {
   const n = typeof v === 'string' && v.trim() !== '' ? Number(v) : v;
-  if (typeof n !== 'number' || !(n >= 0)) throw new TypeError(`${who}: toleranceMs must be a number of ms >= 0, not ${String(v)}`);
+  if (typeof n !== 'number' || !Number.isFinite(n) || n < 0) {
+    throw new TypeError(`${who}: toleranceMs must be a finite number of ms >= 0, not ${String(v)}`);
+  }
   return n;
 }
 

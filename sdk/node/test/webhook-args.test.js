@@ -24,14 +24,18 @@ test('headers in a plain object are found whatever their casing', () => {
   }
 });
 
-test('a tolerance that is not a number is refused, never taken as "any timestamp"', () => {
+test('a tolerance that is not a finite number is refused, never taken as "any timestamp"', async () => {
   const { ts, sig } = signed(Date.now() - 3600 * 1000);            // an hour old
   const headers = { 'presence-timestamp': ts, 'presence-signature': sig };
   // Number(process.env.UNSET) is NaN, and every comparison with NaN is false.
-  for (const toleranceMs of [NaN, Number(undefined), -1, 'five minutes', null]) {
+  // Infinity (or 'Infinity' from the environment) is above every distance:
+  // a captured delivery would be valid for ever, as the Python SDK refuses.
+  for (const toleranceMs of [NaN, Number(undefined), -1, 'five minutes', null, Infinity, 'Infinity', -Infinity]) {
     assert.throws(() => verifyWebhook({ secret: SECRET, headers, body, toleranceMs }), TypeError, String(toleranceMs));
     assert.throws(() => webhookMiddleware({ secret: SECRET, toleranceMs }), TypeError, String(toleranceMs));
     assert.throws(() => new WebhookGuard({ toleranceMs }), TypeError, String(toleranceMs));
+    const app = { addContentTypeParser() {}, post() {} };
+    await assert.rejects(fastifyWebhook(app, { secret: SECRET, toleranceMs, onDelivery() {} }), TypeError, String(toleranceMs));
   }
   assert.throws(() => verifyWebhook({ secret: SECRET, headers, body }), (e) => e.code === 'stale');
 });

@@ -221,6 +221,63 @@ static int report(CURLcode rc, long status, const body_t *b, const char *what) {
   return EXIT_FAIL;
 }
 
+/* The end of the JSON number starting at p (presenced's output is valid
+ * JSON: cJSON parsed it first). */
+static const char *number_end(const char *p) {
+  while (*p && strchr("0123456789+-.eE", *p))
+    p++;
+  return p;
+}
+
+/* Every number item under `item`, in document order, made a cJSON_Raw item
+ * holding the number's text as it stands at *text onwards. cJSON keeps
+ * numbers as doubles and prints them with 15 significant digits when that
+ * reads back the same double: a 16-digit sequence number ending in 0 came
+ * out as 1.79665755029203e+15, and a member's 19-digit id in its data
+ * (protocol.md 4.2: kept as the client wrote it) lost its last digits. Raw
+ * items are printed verbatim; num() reads them. cJSON builds its tree in
+ * the order of the text, so the n-th number item is the n-th number token
+ * outside strings. */
+static void keep_numbers(cJSON *item, const char **text) {
+  for (; item; item = item->next) {
+    if (cJSON_IsNumber(item)) {
+      const char *p = *text;
+      int in_string = 0;
+      for (; *p; p++) {
+        if (in_string) {
+          if (*p == '\\' && p[1])
+            p++;
+          else if (*p == '"')
+            in_string = 0;
+        } else if (*p == '"') {
+          in_string = 1;
+        } else if (*p == '-' || (*p >= '0' && *p <= '9')) {
+          break;
+        }
+      }
+      if (!*p) return; /* cannot happen: the text holds every number */
+      const char *e = number_end(p);
+      char *t = malloc((size_t)(e - p) + 1);
+      if (!t) exit(EXIT_FAIL);
+      memcpy(t, p, (size_t)(e - p));
+      t[e - p] = '\0';
+      item->type = cJSON_Raw;
+      item->valuestring = t;
+      *text = e;
+    } else if (item->child) {
+      keep_numbers(item->child, text);
+    }
+  }
+}
+
+/* cJSON_Parse, with every number kept as presenced wrote it (keep_numbers). */
+static cJSON *parse_kept(const char *text) {
+  cJSON *j = text ? cJSON_Parse(text) : NULL;
+  const char *p = text;
+  if (j) keep_numbers(j, &p);
+  return j;
+}
+
 /* One request; the parsed JSON answer on 2xx, else exits with the code of
  * the failure (except the statuses in ok_status, which return NULL with
  * *status set). */
@@ -250,7 +307,7 @@ static cJSON *request(const char *method, const char *path, const char *json,
     if (!json_answer) {
       /* The caller wants the text: hand it over as a JSON string. */
       j = cJSON_CreateString(b.data ? b.data : "");
-    } else if (!(j = b.data ? cJSON_Parse(b.data) : NULL)) {
+    } else if (!(j = parse_kept(b.data))) {
       fprintf(stderr, "presencectl: %s: the answer is not JSON\n", what);
       free(b.data);
       exit(EXIT_FAIL);
@@ -281,9 +338,18 @@ static char *id_path(const char *prefix, const char *id, const char *suffix) {
 
 /* ---- Output helpers ------------------------------------------------------ */
 
-static double num(const cJSON *o, const char *k) {
-  const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
+/* A number of an answer: a raw item (parse_kept) or a number item. */
+static int is_num(const cJSON *v) {
+  return cJSON_IsNumber(v) || (cJSON_IsRaw(v) && v->valuestring);
+}
+
+static double numval(const cJSON *v) {
+  if (cJSON_IsRaw(v) && v->valuestring) return strtod(v->valuestring, NULL);
   return cJSON_IsNumber(v) ? v->valuedouble : 0;
+}
+
+static double num(const cJSON *o, const char *k) {
+  return numval(cJSON_GetObjectItemCaseSensitive(o, k));
 }
 
 static const char *str(const cJSON *o, const char *k) {
@@ -354,7 +420,7 @@ static int cmd_status(int argc, char **argv) {
 static int cmd_channel(int argc, char **argv) {
   if (argc != 1) die_usage("channel: give one channel name");
   cJSON *all = cJSON_CreateArray();
-  double count = 0;
+  cJSON *count = NULL; /* the last page's, as presenced wrote it */
   char *next = NULL;
   for (int page = 0; page < 100000; page++) {
     char *base = id_path("/v1/channels/", argv[0], "/members?limit=1000");
@@ -373,7 +439,8 @@ static int cmd_channel(int argc, char **argv) {
     free(path);
     free(next);
     next = NULL;
-    count = num(r, "count");
+    cJSON_Delete(count);
+    count = cJSON_DetachItemFromObjectCaseSensitive(r, "count");
     cJSON *m;
     cJSON_ArrayForEach(m, cJSON_GetObjectItemCaseSensitive(r, "members")) {
       cJSON_AddItemToArray(all, cJSON_Duplicate(m, 1));
@@ -387,14 +454,16 @@ static int cmd_channel(int argc, char **argv) {
   if (O.json) {
     cJSON *o = cJSON_CreateObject();
     cJSON_AddStringToObject(o, "channel", argv[0]);
-    cJSON_AddNumberToObject(o, "count", count);
+    cJSON_AddItemToObject(o, "count", count ? count : cJSON_CreateNumber(0));
     cJSON_AddItemToObject(o, "members", all);
     print_json(o);
     cJSON_Delete(o);
     return EXIT_OK;
   }
-  printf("channel %s: %.0f member%s\n", argv[0], count, count == 1 ? "" : "s");
-  if (count > 0)
+  double n = numval(count);
+  cJSON_Delete(count);
+  printf("channel %s: %.0f member%s\n", argv[0], n, n == 1 ? "" : "s");
+  if (n > 0)
     printf("%-24s %-8s %8s  %-19s  %s\n", "USER", "STATUS", "SESSIONS",
            "SINCE", "DATA");
   cJSON *m;
@@ -421,8 +490,7 @@ static void print_message(const char *user, const cJSON *m) {
   const cJSON *exp = cJSON_GetObjectItemCaseSensitive(m, "expires");
   const char *emoji = str(m, "emoji");
   printf("%s: %s%s%s", user, emoji, *emoji ? " " : "", str(m, "text"));
-  if (cJSON_IsNumber(exp))
-    printf("  (clears at %s)", when(exp->valuedouble, a, sizeof a));
+  if (is_num(exp)) printf("  (clears at %s)", when(numval(exp), a, sizeof a));
   putchar('\n');
 }
 
@@ -590,6 +658,30 @@ static int cmd_kick(int argc, char **argv) {
 /* Add one sample line "name{labels} value" of the text format to m: an
  * unlabelled metric as a number, a labelled one as an array of
  * {"labels":{...},"value":n}. */
+/* Whether t is one JSON number (RFC 8259) and nothing else. */
+static int is_json_number(const char *t) {
+  if (*t == '-') t++;
+  if (*t == '0')
+    t++;
+  else if (*t >= '1' && *t <= '9')
+    while (*t >= '0' && *t <= '9')
+      t++;
+  else
+    return 0;
+  if (*t == '.') {
+    if (!(*++t >= '0' && *t <= '9')) return 0;
+    while (*t >= '0' && *t <= '9')
+      t++;
+  }
+  if (*t == 'e' || *t == 'E') {
+    if (*++t == '+' || *t == '-') t++;
+    if (!(*t >= '0' && *t <= '9')) return 0;
+    while (*t >= '0' && *t <= '9')
+      t++;
+  }
+  return *t == '\0';
+}
+
 static void add_sample(cJSON *m, char *line) {
   char *sp = strrchr(line, ' ');
   if (!sp) return;
@@ -597,15 +689,23 @@ static void add_sample(cJSON *m, char *line) {
   char *end;
   double v = strtod(sp + 1, &end);
   if (end == sp + 1) return;
+  /* The value as presenced wrote it when it is a JSON number (the event
+   * sequence has 16 digits: a double printed again could come out as
+   * 1.79665755029203e+15); NaN and +Inf are no JSON, cJSON makes them null. */
+  cJSON *value = is_json_number(sp + 1) ? cJSON_CreateRaw(sp + 1)
+                                        : cJSON_CreateNumber(v);
   char *brace = strchr(line, '{');
   if (!brace) {
-    cJSON_AddNumberToObject(m, line, v);
+    cJSON_AddItemToObject(m, line, value);
     return;
   }
   *brace = '\0';
   cJSON *arr = cJSON_GetObjectItemCaseSensitive(m, line);
   if (!arr) arr = cJSON_AddArrayToObject(m, line);
-  if (!cJSON_IsArray(arr)) return;
+  if (!cJSON_IsArray(arr)) {
+    cJSON_Delete(value);
+    return;
+  }
   cJSON *s = cJSON_CreateObject();
   cJSON *labels = cJSON_AddObjectToObject(s, "labels");
   /* name="value" pairs; our label values hold no escaped quotes. */
@@ -621,13 +721,12 @@ static void add_sample(cJSON *m, char *line) {
     p = ve + 1;
     if (*p == ',') p++;
   }
-  cJSON_AddNumberToObject(s, "value", v);
+  cJSON_AddItemToObject(s, "value", value);
   cJSON_AddItemToArray(arr, s);
 }
 
 static double metric(const cJSON *m, const char *name) {
-  const cJSON *v = cJSON_GetObjectItemCaseSensitive(m, name);
-  return cJSON_IsNumber(v) ? v->valuedouble : 0;
+  return num(m, name);
 }
 
 static void print_labelled(const cJSON *m, const char *name, const char *label,
@@ -706,7 +805,7 @@ typedef struct sse {
 } sse_t;
 
 static void print_event(sse_t *st) {
-  cJSON *d = cJSON_Parse(st->data ? st->data : "");
+  cJSON *d = parse_kept(st->data ? st->data : "");
   if (O.json) {
     /* The event as presenced wrote it (one line of compact JSON), not
      * cJSON's tree printed again: that holds numbers as doubles and wrote
@@ -739,7 +838,11 @@ static void print_event(sse_t *st) {
     /* The event's seq, not its id: with Redis in shards the id is a
      * cursor, too long to read. */
     char seq[24];
-    snprintf(seq, sizeof seq, "%.0f", num(d, "seq"));
+    const cJSON *sq = cJSON_GetObjectItemCaseSensitive(d, "seq");
+    if (cJSON_IsRaw(sq) && sq->valuestring)
+      snprintf(seq, sizeof seq, "%s", sq->valuestring);
+    else
+      snprintf(seq, sizeof seq, "%.0f", numval(sq));
     printf("%s.%03d #%-6s %-20s %s", ts, (int)((long long)ms % 1000), seq,
            st->event, str(d, "user_id"));
     /* session.disconnected carries no "to": a closed session is offline. */

@@ -180,6 +180,47 @@ async def test_status(t, d, args):
     await bob.ws.close()
 
 
+async def test_numbers_as_written(t, d, args):
+    """sessions and channel (status and the others too: one path) print
+    every number as presenced wrote it. A client's data and a token's meta
+    are kept as written (protocol.md 4.2), and presencectl printed them again
+    through cJSON's doubles: a 16-digit number ending in 0 came out as
+    1.79665755029203e+15, a 20-digit one lost its last digits."""
+    meta = '{"uid":1796657552029230,"big":12345678901234567891,"ratio":0.30000000000000004}'
+    c = await Client.connect(d, "pc-num", meta=json.loads(meta),
+                             tok=token("pc-num", meta=json.loads(meta), extra={"channels": "*"}))
+    data = '{"id":1796657552029230,"big":12345678901234567891,"small":-1.5e-7}'
+    await c.send('{"type":"join","channel":"pc-num-room","id":1,"data":' + data + '}')
+    await c.expect_type("channel", 3, id=1)
+    rc, out, _ = await ctl("--json", "channel", "pc-num-room", d=d)
+    t.check("channel --json: a member's data with its numbers as written",
+            rc == 0 and f'"data":{data}' in out, (rc, out))
+    t.eq("channel --json: the count", (loads(out) or {}).get("count"), 1)
+    rc, out, _ = await ctl("channel", "pc-num-room", d=d)
+    t.check("channel: the DATA column as written", rc == 0 and data in out, (rc, out))
+    rc, out, _ = await ctl("--json", "sessions", "pc-num", d=d)
+    t.check("sessions --json: the meta with its numbers as written",
+            rc == 0 and f'"meta":{meta}' in out, (rc, out))
+    rc, out, _ = await ctl("sessions", "pc-num", d=d)
+    t.check("sessions: the META column as written", rc == 0 and meta in out, (rc, out))
+    # stats --json: the event sequence (16 digits, numbered from the start
+    # time in microseconds) as /metrics wrote it, also when it ends in 0.
+    seq = None
+    for i in range(12):
+        r = await http(d, "GET", "/metrics", auth=False)
+        m = re.search(r"^presenced_event_sequence (\d+)$", r.body.decode(), re.M)
+        if m and m.group(1).endswith("0"):
+            seq = m.group(1)
+            break
+        await c.send({"type": "update", "channel": "pc-num-room", "data": {"n": i}, "id": 10 + i})
+        await c.expect_type("ack", 3, id=10 + i)
+    rc, out, _ = await ctl("--json", "stats", d=d)
+    t.check("stats --json: a sequence number ending in 0 as /metrics wrote it",
+            seq and f'"presenced_event_sequence":{seq}' in out,
+            (seq, re.findall(r'"presenced_event_sequence":[^,}]*', out)))
+    await c.close()
+
+
 async def test_ws_session_example(t, d, args):
     """examples/ws_session.py, the README tour's terminal client: it holds a
     session (the user is online), prints what the server sends, and its end
@@ -668,7 +709,7 @@ def main():
         ("presencectl", {}, [test_status, test_sessions_and_kick, test_exit_codes,
                              test_stats_and_metrics, test_watch_json_and_human,
                              test_watch_resumes_after_disconnect,
-                             test_ws_session_example]),
+                             test_ws_session_example, test_numbers_as_written]),
         ("presencectl-restart", {}, [test_watch_across_restart]),
         ("presencectl-filtered", {"--log-capacity": "16"}, [test_watch_filtered_cursor]),
         ("config-and-logs", {}, [test_config_file_and_logs]),

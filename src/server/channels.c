@@ -85,6 +85,50 @@ void chan_detach(conn_t *c) {
   *cc = NULL;
 }
 
+/* After a token refresh (wsconn.c, on_token): the new grants replace the
+ * old ones, so a channel they no longer grant is left (joined) or no longer
+ * observed at once, as a subscription the new "watch" no longer allows ends
+ * (docs/protocol.md 1.2). Without this a withdrawn grant meant nothing to a
+ * live connection: it stayed a member, could update its data and kept
+ * getting the channel's frames for as long as it stayed up. The names go
+ * into b as ,"left":[...] and ,"unobserved":[...] for the ack; b must not
+ * be the scratch buffer, which the leave events' frames are made in. The
+ * connection may be closed on return (a leave frame it could not take). */
+void chan_regrant(conn_t *c, buf_t *b) {
+  for (int pass = 0; pass < 2; pass++) {
+    uint32_t named = 0;
+    conn_chans_t *cc = *ws_chans(c);
+    for (uint32_t i = 0; cc && i < cc->n;) {
+      conn_chan_t *x = &cc->v[i];
+      const char *name = x->e->key;
+      int leave = pass == 0 && x->joined && !ws_may_channel(c, name, 1);
+      int unobs = pass == 1 && x->observing && !ws_may_channel(c, name, 0);
+      if (!leave && !unobs) {
+        i++;
+        continue;
+      }
+      buf_puts(b, named++ ? "," : leave ? ",\"left\":[" : ",\"unobserved\":[");
+      buf_put_json_str(b, name);
+      if (leave) {
+        x->joined = 0;
+        /* Final, no grace, as a leave message (a join still in flight is
+         * ordered before it by the store); its frame reaches the other
+         * members and this session, which is still subscribed. */
+        (void)presence_handle_leave(c->srv->p, ws_handle(c), name, NULL, NULL);
+        if (c->closing) return;
+        x = find(cc, name); /* the fan-out may have moved the records */
+        if (!x) continue;
+      } else {
+        x->observing = 0;
+      }
+      uint32_t before = cc->n;
+      maybe_unsubscribe(c, x); /* moves the last record into its slot */
+      if (cc->n == before) i++;
+    }
+    if (named) buf_putc(b, ']');
+  }
+}
+
 /* ---- the sink ----------------------------------------------------------- */
 
 /* Other members see a member as watchers see a user (docs/protocol.md 4.1,

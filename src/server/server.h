@@ -449,6 +449,10 @@ extern const fanout_sink_t channel_avail_sink;
 void chan_on_message(conn_t *c, const struct wsmsg *m);
 /* The connection goes: out of every channel's index. */
 void chan_detach(conn_t *c);
+/* After a token refresh: leave, or stop observing, every channel the new
+ * grants do not cover, naming them in b (the ack) as ,"left":[...] and
+ * ,"unobserved":[...]. */
+void chan_regrant(conn_t *c, buf_t *b);
 /* api_channels.c: the channel endpoints of the backend API; 1 if the path
  * was one of them (answered), 0 otherwise. */
 int api_channels(conn_t *c, http_req_t *r, const char *path, size_t pl,

@@ -639,6 +639,15 @@ static void on_token(conn_t *c, const wsmsg_t *m) {
     return;
   }
   s->token_refreshes_total++;
+  /* The channel grants, as "watch" below: left first, in a buffer of its
+   * own, as the leaves' frames are made in scratch. */
+  buf_t gone;
+  buf_init(&gone);
+  chan_regrant(c, &gone);
+  if (c->closing) {
+    buf_free(&gone);
+    return;
+  }
   buf_t *b = &s->scratch;
   buf_reset(b);
   buf_puts(b, "{\"type\":\"ack\"");
@@ -661,6 +670,8 @@ static void on_token(conn_t *c, const wsmsg_t *m) {
     w->subs[i] = w->subs[--w->nsubs];
   }
   if (dropped) buf_putc(b, ']');
+  buf_append(b, gone.data, gone.len);
+  buf_free(&gone);
   buf_putc(b, '}');
   if (!buf_failed(b)) ws_send_text(c, b->data, b->len);
   buf_shrink(b, 65536);

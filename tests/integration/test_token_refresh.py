@@ -108,8 +108,60 @@ async def test_refresh_refused(t, d, args):
 test_refresh_refused.timeout = 30
 
 
+async def test_refresh_narrows_channels(t, d, args):
+    """A refresh whose "channels" / "observe" no longer grant a channel the
+    session is in takes it out at once, as "watch" does for subscriptions:
+    the other members see it leave, the backend no longer lists it, and no
+    more of that channel's frames reach the session."""
+    def tok(user, **grants):
+        return token(user, exp_in=3600, extra=grants)
+    bob = await Client.connect(d, "rg-bob", tok=tok("rg-bob", channels="*"))
+    for i, ch in enumerate(["rg-a", "rg-b", "rg-lobby"]):
+        await bob.send({"type": "join", "channel": ch, "id": f"bj{i}"})
+        await bob.expect_type("channel", 3, id=f"bj{i}")
+    alice = await Client.connect(d, "rg-alice",
+                                 tok=tok("rg-alice", channels=["rg-a", "rg-b"], observe=["rg-lobby"]))
+    await alice.send({"type": "join", "channel": "rg-a", "data": {"n": 1}, "id": "j1"})
+    await alice.send({"type": "join", "channel": "rg-b", "data": {"n": 2}, "id": "j2"})
+    await alice.send({"type": "observe", "channel": "rg-lobby", "id": "o1"})
+    for i in ("j1", "j2", "o1"):
+        t.check(f"the first token grants {i}", await alice.expect_type("channel", 3, id=i) is not None)
+    await bob.collect(0.3)
+    await alice.collect(0.2)
+
+    # The new token keeps rg-a only, and observes nothing.
+    await alice.send({"type": "token", "token": tok("rg-alice", channels=["rg-a"]), "id": "t1"})
+    ack = await alice.expect_type("ack", 3, id="t1") or {}
+    t.eq("the ack names the channel left and the one no longer observed",
+         (sorted(ack.get("left", [])), ack.get("unobserved")), (["rg-b"], ["rg-lobby"]))
+    await alice.collect(0.3)  # her own leave of rg-b, as after a leave message
+    leave = None
+    for m in await bob.collect(0.8):
+        if m.get("type") == "channel" and m.get("channel") == "rg-b" and m.get("event") == "leave":
+            leave = m
+    t.check("a member of rg-b sees alice leave it",
+            leave is not None and (leave.get("member") or {}).get("user_id") == "rg-alice", leave)
+    r = await http(d, "GET", "/v1/channels/rg-b/members")
+    t.eq("the backend lists bob alone in rg-b",
+         [m.get("user_id") for m in (r.json() or {}).get("members", [])], ["rg-bob"])
+    r = await http(d, "GET", "/v1/channels/rg-a/members")
+    t.eq("alice stays in rg-a, still granted",
+         sorted(m.get("user_id") for m in (r.json() or {}).get("members", [])), ["rg-alice", "rg-bob"])
+    await bob.send({"type": "update", "channel": "rg-b", "data": {"b": 1}, "id": "u1"})
+    await bob.send({"type": "update", "channel": "rg-lobby", "data": {"b": 2}, "id": "u2"})
+    await bob.send({"type": "update", "channel": "rg-a", "data": {"b": 3}, "id": "u3"})
+    got = [m.get("channel") for m in await alice.collect(0.8) if m.get("type") == "channel"]
+    t.eq("alice gets rg-a's changes only, none of rg-b or rg-lobby", got, ["rg-a"])
+    await alice.send({"type": "update", "channel": "rg-b", "data": {"n": 3}, "id": "u4"})
+    e = await alice.expect_type("error", 3, id="u4")
+    t.eq("rg-b is no longer joined", (e or {}).get("code"), "not_joined")
+    for x in (alice, bob):
+        await x.close()
+test_refresh_narrows_channels.timeout = 20
+
+
 if __name__ == "__main__":
     run([
         ("token-refresh", {"--heartbeat-ms": "500", "--offline-grace-ms": "0"},
-         [test_refresh_100, test_refresh_refused]),
+         [test_refresh_100, test_refresh_refused, test_refresh_narrows_channels]),
     ])

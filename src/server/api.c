@@ -334,20 +334,24 @@ void api_handle(conn_t *c, http_req_t *r) {
   if (api_require_key(c, r) != 0) return;
   size_t pl;
   const char *path = http_path(r, &pl);
+  /* RFC 9110 9.3.2: HEAD is GET without the body. Routed as GET;
+   * http_respond leaves the body out, and the event stream answers its
+   * headers alone (sse_start). */
   int m = http_method(r);
+  if (m == HTTP_HEAD) m = HTTP_GET;
   char id[4 * PRESENCE_ID_MAX + 1];
 
   if (api_channels(c, r, path, pl, m)) return;
   if (pl == 10 && !memcmp(path, "/v1/events", 10)) {
     if (m != HTTP_GET)
-      method_not_allowed(c, "GET");
+      method_not_allowed(c, "GET, HEAD");
     else
       sse_start(c, r);
     return;
   }
   if (pl == 9 && !memcmp(path, "/v1/users", 9)) {
     if (m != HTTP_GET)
-      method_not_allowed(c, "GET");
+      method_not_allowed(c, "GET, HEAD");
     else
       get_users(c, r);
     return;
@@ -386,13 +390,13 @@ void api_handle(conn_t *c, http_req_t *r) {
       ask_users(c, ids, 1,
                 setting == WSMSG_MESSAGE ? on_one_message : on_one_availability);
     } else if (setting == WSMSG_AVAILABILITY && m != HTTP_PUT)
-      method_not_allowed(c, "GET, PUT");
+      method_not_allowed(c, "GET, HEAD, PUT");
     else if (setting == WSMSG_MESSAGE && m != HTTP_PUT && m != HTTP_DELETE)
-      method_not_allowed(c, "GET, PUT, DELETE");
+      method_not_allowed(c, "GET, HEAD, PUT, DELETE");
     else if (setting)
       api_user_setting(c, r, id, setting);
     else if (m != HTTP_GET)
-      method_not_allowed(c, "GET");
+      method_not_allowed(c, "GET, HEAD");
     else if (sessions)
       get_sessions(c, id);
     else
@@ -401,7 +405,7 @@ void api_handle(conn_t *c, http_req_t *r) {
   }
   if (pl == 11 && !memcmp(path, "/v1/origins", 11)) {
     if (m != HTTP_GET)
-      method_not_allowed(c, "GET");
+      method_not_allowed(c, "GET, HEAD");
     else
       backend_http_origins(c);
     return;

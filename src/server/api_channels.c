@@ -327,7 +327,7 @@ int api_channels(conn_t *c, http_req_t *r, const char *path, size_t pl,
     }
     if (m != HTTP_GET) {
       http_error_hdr(c, 405, "method_not_allowed", "method not allowed here",
-                     "Allow: GET\r\n");
+                     "Allow: GET, HEAD\r\n");
       return 1;
     }
     chreq_t *q = chreq_new(c);
@@ -343,7 +343,7 @@ int api_channels(conn_t *c, http_req_t *r, const char *path, size_t pl,
   if (pl == 12 && !memcmp(path, "/v1/channels", 12)) {
     if (m != HTTP_GET)
       http_error_hdr(c, 405, "method_not_allowed", "method not allowed here",
-                     "Allow: GET\r\n");
+                     "Allow: GET, HEAD\r\n");
     else
       list_channels(c, r);
     return 1;
@@ -359,7 +359,7 @@ int api_channels(conn_t *c, http_req_t *r, const char *path, size_t pl,
   if (!slash) {
     if (m != HTTP_GET)
       http_error_hdr(c, 405, "method_not_allowed", "method not allowed here",
-                     "Allow: GET\r\n");
+                     "Allow: GET, HEAD\r\n");
     else
       get_members(c, r, ch, 1);
     return 1;
@@ -368,7 +368,7 @@ int api_channels(conn_t *c, http_req_t *r, const char *path, size_t pl,
   if (rest == 8 && !memcmp(slash, "/members", 8)) {
     if (m != HTTP_GET)
       http_error_hdr(c, 405, "method_not_allowed", "method not allowed here",
-                     "Allow: GET\r\n");
+                     "Allow: GET, HEAD\r\n");
     else
       get_members(c, r, ch, 0);
     return 1;

@@ -23,6 +23,8 @@
 #include "server/server.h"
 #include "server/webhook.h"
 
+#include <http_parser.h>
+
 #include <assert.h>
 #include <errno.h>
 #include <stdlib.h>
@@ -367,6 +369,19 @@ void sse_start(conn_t *c, http_req_t *r) {
              strlen(prefix) > PRESENCE_CHANNEL_MAX)) {
     presence_cursor_free(cursor);
     http_error(c, 400, "bad_channel", "channel_prefix is not a channel prefix");
+    return;
+  }
+  if (http_method(r) == HTTP_HEAD) {
+    /* HEAD (RFC 9110 9.3.2): the stream's headers, checked as a GET's, and
+     * no stream. Its body would end only with the connection, so this one
+     * ends too: a client must not wait for a length that never comes. */
+    static const char hhead[] = "HTTP/1.1 200 OK\r\n"
+                                "Content-Type: text/event-stream\r\n"
+                                "Cache-Control: no-cache\r\n"
+                                "X-Accel-Buffering: no\r\n"
+                                "Connection: close\r\n\r\n";
+    presence_cursor_free(cursor);
+    if (conn_write(c, hhead, sizeof hhead - 1) == 0) conn_close_after_flush(c);
     return;
   }
   sse_stream_t *st = calloc(1, sizeof *st);

@@ -35,6 +35,7 @@ struct http_req {
   uint8_t complete;
   uint8_t started;
   uint8_t close;    /* answer with Connection: close */
+  uint8_t want_continue; /* Expect: 100-continue, the 100 not sent yet */
   int64_t begun_ms; /* monotonic: first byte of this request */
   int err_status;   /* set by a callback to refuse the request */
   const char *err_code;
@@ -242,6 +243,18 @@ static int on_headers_complete(http_parser *p) {
   if (check_duplicates(r) != 0) return -1;
   if ((p->flags & F_CONTENTLENGTH) && p->content_length > max)
     return refuse(r, 413, "body_too_large");
+  /* RFC 9110 10.1.1: a client that sends "Expect: 100-continue" may hold its
+   * body back until it hears 100 (Continue) or a final status; curl waits a
+   * second, others for good. Sent by http_on_read once the parser returns
+   * (never from this callback: a failed write closes the connection and
+   * frees r), and only if the body has not already come with the head. */
+  size_t el;
+  const char *ex = http_header(r, "Expect", &el);
+  if (ex && p->http_minor >= 1 && el == 12 &&
+      !strncasecmp(ex, "100-continue", 12) &&
+      ((p->flags & F_CHUNKED) ||
+       ((p->flags & F_CONTENTLENGTH) && p->content_length > 0)))
+    r->want_continue = 1;
   return 0;
 }
 
@@ -286,6 +299,7 @@ static void req_reset(http_req_t *r) {
   r->arena_len = r->url_off = r->url_len = r->header_bytes = 0;
   r->nhdr = 0;
   r->in_value = r->complete = r->started = r->close = 0;
+  r->want_continue = 0;
   r->err_status = 0;
   r->err_code = NULL;
   r->err_msg = NULL;
@@ -648,6 +662,12 @@ void http_on_read(conn_t *c, const char *data, size_t len) {
     if (n > len) n = len;
     data += n;
     len -= n;
+    if (r->want_continue) {
+      static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
+      r->want_continue = 0;
+      /* A request already complete gets its final answer instead. */
+      if (!r->complete && conn_write(c, cont, sizeof cont - 1) != 0) return;
+    }
     if (!r->complete) {
       if (n == 0) break; /* nothing consumed and no error: wait for more */
       continue;

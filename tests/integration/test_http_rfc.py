@@ -125,7 +125,47 @@ async def test_head(t, d, args):
     await c.close()
 
 
+async def test_expect_continue(t, d, args):
+    """RFC 9110 10.1.1: a server that gets "Expect: 100-continue" answers at
+    once, with 100 (Continue) or a final status. curl sends it for bodies over
+    1 KB and waits a second for it; other clients wait for good. The body is
+    only sent once the 100 has come."""
+    body = json.dumps({"user_ids": ["cont"]}).encode()
+    head = (f"POST /v1/users/query HTTP/1.1\r\nHost: x\r\n{AUTH}Content-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n")
+    r, w = await asyncio.open_connection(HOST, d.port)
+    w.write(head.encode())
+    await w.drain()
+    try:
+        interim = await asyncio.wait_for(r.readuntil(b"\r\n\r\n"), 2.0)
+    except asyncio.TimeoutError:
+        interim = b"(nothing within 2 s)"
+    t.check("Expect: 100-continue: 100 Continue before the body is sent",
+            interim.startswith(b"HTTP/1.1 100 "), interim)
+    w.write(body)
+    await w.drain()
+    try:
+        rest = await asyncio.wait_for(r.read(), 3.0)
+    except asyncio.TimeoutError:
+        rest = b""
+    w.close()
+    rs = responses(rest, ["POST"])
+    t.check("... then the body is read and answered: 200 with the user",
+            rs[0][0] == 200 and b'"cont"' in rs[0][2], rest[:300])
+    # A body over the limit: the final answer at once (413), no 100.
+    data, eof = await exchange(d, f"POST /v1/users/query HTTP/1.1\r\nHost: x\r\n{AUTH}"
+                                  "Content-Length: 100000\r\nExpect: 100-continue\r\n\r\n", 2.0)
+    t.check("Expect: 100-continue with a body over --max-body: 413 at once, no 100, closed",
+            data.startswith(b"HTTP/1.1 413 ") and b" 100 " not in data and eof, data[:300])
+    # The body sent at once anyway (a client that does not wait): one answer.
+    data, eof = await exchange(d, head.encode() + body)
+    rs = responses(data, ["POST"])
+    t.check("Expect: 100-continue with the body already sent: 200 (a 100 before it allowed)",
+            (rs[0][0] == 200 or (rs[0][0] == 100 and responses(data, ["POST", "POST"])[1][0] == 200))
+            and eof, data[:300])
+
+
 if __name__ == "__main__":
     run([
-        ("http-rfc", FLAGS, [test_head]),
+        ("http-rfc", FLAGS, [test_head, test_expect_continue]),
     ])

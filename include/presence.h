@@ -396,7 +396,9 @@ typedef struct presence_options {
   /* Channels one session may be joined to at once. 0: unlimited. */
   uint32_t max_channels_per_session;
   /* The store. NULL: an embedded in-memory store owned by the presence_t.
-   * Otherwise the presence_t takes ownership and destroys it. */
+   * Otherwise presence_new takes ownership, whatever it returns: the
+   * presence_t destroys the store in presence_free, and a presence_new
+   * that fails has destroyed it already. Never destroy a store you gave. */
   struct presence_store *store;
   /* Longest status message in characters. 0: PRESENCE_MESSAGE_MAX_CHARS. */
   uint32_t message_max_chars;
@@ -438,7 +440,8 @@ typedef struct presence presence_t;
 void presence_options_init(presence_options_t *opts);
 
 /* Create an instance. opts may be NULL. Returns 0 and sets *out, or an error
- * (invalid instance id, out of memory). */
+ * (invalid instance id, out of memory, the store's attach failed); on error
+ * *out is NULL and opts->store, if given, has been destroyed. */
 int presence_new(const presence_options_t *opts, presence_t **out);
 
 /* Free it. No callback runs. Must not be called from inside a callback. */

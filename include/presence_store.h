@@ -186,6 +186,9 @@ struct presence_store_ops {
                              const presence_event_t *events, size_t n),
                   void *ud);
   uint64_t (*log_last_seq)(presence_store_t *s);
+  /* Frees the store. Also called on a store never attached, or whose
+   * attach failed: presence_new destroys the store it was given whenever
+   * it fails. */
   void (*destroy)(presence_store_t *s);
   /* Channels (NULL: ENOTSUP). Pages as presence_channel_members,
    * presence_channels_list and presence_user_channels describe. */

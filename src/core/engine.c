@@ -344,9 +344,18 @@ void presence_options_init(presence_options_t *opts) {
   if (opts) memset(opts, 0, sizeof(*opts));
 }
 
+/* presence_new failed before the store was attached: a store the caller
+ * gave is ours all the same (presence.h), so it goes here, as it does when
+ * its attach fails. Otherwise the caller could not tell whether to destroy
+ * it: a failed attach destroys it through presence_free. */
+static int new_failed(const presence_options_t *opts, int rc) {
+  if (opts && opts->store) opts->store->ops->destroy(opts->store);
+  return rc;
+}
+
 int presence_new(const presence_options_t *opts, presence_t **out) {
   presence_options_t defaults;
-  if (!out) return PRESENCE_EINVAL;
+  if (!out) return new_failed(opts, PRESENCE_EINVAL);
   *out = NULL;
   if (!opts) {
     presence_options_init(&defaults);
@@ -354,13 +363,14 @@ int presence_new(const presence_options_t *opts, presence_t **out) {
   }
   const char *iid = opts->instance_id ? opts->instance_id : "local";
   size_t iid_len;
-  if (presence__id_check_len(iid, &iid_len)) return PRESENCE_EID;
+  if (presence__id_check_len(iid, &iid_len))
+    return new_failed(opts, PRESENCE_EID);
   presence_allocator_t alloc = opts->allocator;
   if (!alloc.malloc || !alloc.realloc || !alloc.free)
     alloc = *presence__default_allocator();
 
   presence_t *p = presence__malloc(&alloc, sizeof(*p));
-  if (!p) return PRESENCE_ENOMEM;
+  if (!p) return new_failed(opts, PRESENCE_ENOMEM);
   memset(p, 0, sizeof(*p));
   p->alloc = alloc;
   p->clock = opts->clock;

@@ -1199,7 +1199,8 @@ static int open_library(srv_t *s, presence_options_t *o) {
   int rc = presence_new(o, &s->p);
   if (rc != 0) {
     srv_log(s, PRESENCE_LOG_ERROR, "presence_new: %s", presence_strerror(rc));
-    if (o->store) o->store->ops->destroy(o->store);
+    /* presence_new destroyed the store it was given. */
+    o->store = NULL;
     s->rstore = NULL;
     return -1;
   }

@@ -108,18 +108,20 @@ async def test_refresh_refused(t, d, args):
 test_refresh_refused.timeout = 30
 
 
-async def test_refresh_narrows_channels(t, d, args):
+async def test_refresh_narrows_channels(t, d, args, db=None):
     """A refresh whose "channels" / "observe" no longer grant a channel the
     session is in takes it out at once, as "watch" does for subscriptions:
     the other members see it leave, the backend no longer lists it, and no
-    more of that channel's frames reach the session."""
+    more of that channel's frames reach the session. db: where bob and the
+    API are (another instance on Redis: test_redis_channels 'regrant')."""
     def tok(user, **grants):
         return token(user, exp_in=3600, extra=grants)
+    alice_d, d = d, db or d
     bob = await Client.connect(d, "rg-bob", tok=tok("rg-bob", channels="*"))
     for i, ch in enumerate(["rg-a", "rg-b", "rg-lobby"]):
         await bob.send({"type": "join", "channel": ch, "id": f"bj{i}"})
         await bob.expect_type("channel", 3, id=f"bj{i}")
-    alice = await Client.connect(d, "rg-alice",
+    alice = await Client.connect(alice_d, "rg-alice",
                                  tok=tok("rg-alice", channels=["rg-a", "rg-b"], observe=["rg-lobby"]))
     await alice.send({"type": "join", "channel": "rg-a", "data": {"n": 1}, "id": "j1"})
     await alice.send({"type": "join", "channel": "rg-b", "data": {"n": 2}, "id": "j2"})

@@ -19,6 +19,12 @@
  *     PRESENCE_STORE_SYNC completes every operation before returning; others
  *     complete later, on the thread that drives the presence_t.
  *   - Argument validation happens in the engine before the store sees a call.
+ *   - Required ops: attach, write, user_query, sessions_query, destroy. Any
+ *     other may be NULL: tick (no timers: presence_tick returns -1),
+ *     log_read and log_last_seq (no log: presence_log_read is ENOTSUP,
+ *     presence_log_last_seq 0), the synchronous extras and the channel ops
+ *     (ENOTSUP), log_count (one log; with it, log_read_of and
+ *     log_last_seq_of are required too), channel_members_brief.
  */
 #ifndef PRESENCE_STORE_H
 #define PRESENCE_STORE_H
@@ -160,7 +166,8 @@ struct presence_store_ops {
   int (*attach)(presence_store_t *s, const presence_store_host_t *host);
   /* A mutation. Returns a negative code if refused at once (ENOSESSION,
    * EEXIST, ELIMIT, ...), in which case done is not called; otherwise done
-   * runs exactly once. */
+   * runs exactly once. A PRESENCE_STORE_SYNC store gets done NULL (call it
+   * only if set): its return value is the outcome. */
   int (*write)(presence_store_t *s, const presence_write_t *w,
                presence_store_done_fn done, void *ud);
   /* Run due timers at monotonic time now_ms; return ms to the next deadline,

@@ -1047,6 +1047,8 @@ int presence_log_read(presence_t *p, uint64_t after_seq, size_t max,
                       presence_log_cb cb, void *ud) {
   query_ctx_t stack;
   if (!p || !cb || max == 0) return PRESENCE_EINVAL;
+  /* A store of one's own may keep no log (presence_store.h). */
+  if (!p->store->ops->log_read) return PRESENCE_ENOTSUP;
   query_ctx_t *c = query_ctx(p, &stack);
   if (!c) return PRESENCE_ENOMEM;
   c->log_cb = cb;
@@ -1057,7 +1059,8 @@ int presence_log_read(presence_t *p, uint64_t after_seq, size_t max,
 }
 
 uint64_t presence_log_last_seq(presence_t *p) {
-  return p ? p->store->ops->log_last_seq(p->store) : 0;
+  if (!p || !p->store->ops->log_last_seq) return 0;
+  return p->store->ops->log_last_seq(p->store);
 }
 
 /* Several logs (cursor.c reads them through these). */

@@ -158,10 +158,129 @@ static void presence_new_out_of_memory_leaks_nothing(void **state) {
   }
 }
 
+/* ---- only the required ops ---------------------------------------------- */
+
+static void no_log(presence_t *p, int status, const presence_event_t *evs,
+                   size_t n, void *ud) {
+  (void)p;
+  (void)status;
+  (void)evs;
+  (void)n;
+  (*(int *)ud)++;
+}
+
+static void no_members(presence_t *p, int status,
+                       const presence_member_info_t *m, size_t n,
+                       uint64_t count, const char *next, void *ud) {
+  (void)p;
+  (void)status;
+  (void)m;
+  (void)n;
+  (void)count;
+  (void)next;
+  (*(int *)ud)++;
+}
+
+static void no_channels(presence_t *p, int status,
+                        const presence_channel_info_t *c, size_t n,
+                        const char *next, void *ud) {
+  (void)p;
+  (void)status;
+  (void)c;
+  (void)n;
+  (void)next;
+  (*(int *)ud)++;
+}
+
+static int no_visit(const presence_user_info_t *info, void *ud) {
+  (void)info;
+  (*(int *)ud)++;
+  return 0;
+}
+
+static void done_count(presence_t *p, int status, void *ud) {
+  (void)p;
+  assert_int_equal(status, 0);
+  (*(int *)ud)++;
+}
+
+/* presence_store.h names the ops a store must have; every call the API has
+ * answers over a store with only those, with the error it documents
+ * (ENOTSUP for what the store cannot do), never by calling a NULL op. The
+ * log's two were called unchecked: presence_log_read and
+ * presence_log_last_seq (and presence_cursor_new, which reads it) crashed. */
+static void a_store_with_only_the_required_ops_answers_every_call(
+    void **state) {
+  (void)state;
+  own_store_t s;
+  own_init(&s, 0);
+  presence_options_t o;
+  presence_options_init(&o);
+  o.store = &s.base;
+  presence_t *p;
+  assert_int_equal(presence_new(&o, &p), 0);
+  assert_int_equal(s.attached, 1);
+
+  int called = 0, done = 0;
+  assert_int_equal(
+      presence_session_connect(p, "s1", "alice", NULL, done_count, &done), 0);
+  assert_int_equal(done, 1);
+  assert_int_equal(presence_session_disconnect(p, "s1", NULL, NULL), 0);
+  assert_int_equal(presence_tick(p), -1);
+
+  presence_user_info_t ui;
+  assert_int_equal(presence_user_get(p, "alice", &ui), 0);
+  assert_int_equal(ui.status, PRESENCE_OFFLINE);
+  presence_session_info_t si[2];
+  assert_int_equal(presence_sessions_get(p, "alice", si, 2), 0);
+  assert_int_equal(presence_session_get(p, "s1", si), PRESENCE_ENOTSUP);
+  assert_int_equal(presence_users_foreach(p, no_visit, &called),
+                   PRESENCE_ENOTSUP);
+  presence_stats_t st;
+  assert_int_equal(presence_stats(p, &st), PRESENCE_ENOTSUP);
+
+  /* The log. */
+  assert_int_equal(presence_log_read(p, 0, 10, no_log, &called),
+                   PRESENCE_ENOTSUP);
+  assert_int_equal(presence_log_last_seq(p), 0);
+  assert_int_equal(presence_log_count(p), 1);
+  assert_int_equal(presence_log_last_seq_of(p, 0), 0);
+  assert_int_equal(presence_log_read_of(p, 0, 0, 10, no_log, &called),
+                   PRESENCE_ENOTSUP);
+  presence_cursor_t *c;
+  assert_int_equal(presence_cursor_new(p, NULL, 0, &c), 0);
+  uint32_t log;
+  assert_int_equal(presence_cursor_next(c, &log), 0);
+  assert_int_equal(presence_cursor_lag(c), 0);
+  presence_cursor_free(c);
+
+  /* Channels. */
+  assert_int_equal(presence_channel_members(p, "room", NULL, 10, no_members,
+                                            &called),
+                   PRESENCE_ENOTSUP);
+  assert_int_equal(presence_channel_members_brief(p, "room", NULL, 10,
+                                                  no_members, &called),
+                   PRESENCE_ENOTSUP);
+  assert_int_equal(presence_channels_list(p, NULL, NULL, 10, no_channels,
+                                          &called),
+                   PRESENCE_ENOTSUP);
+  assert_int_equal(presence_user_channels(p, "alice", no_members, &called),
+                   PRESENCE_ENOTSUP);
+  presence_member_info_t mi;
+  assert_int_equal(presence_member_get(p, "room", "alice", &mi),
+                   PRESENCE_ENOTSUP);
+  assert_int_equal(presence_channel_count(p, "room"), PRESENCE_ENOTSUP);
+  assert_int_equal(called, 0); /* refused calls call nothing back */
+
+  presence_free(p);
+  assert_int_equal(s.destroyed, 1);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(presence_new_destroys_the_given_store_when_it_fails),
       cmocka_unit_test(presence_new_out_of_memory_leaks_nothing),
+      cmocka_unit_test(a_store_with_only_the_required_ops_answers_every_call),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

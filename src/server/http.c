@@ -241,6 +241,13 @@ static int on_headers_complete(http_parser *p) {
   if (p->http_major != 1)
     return refuse_msg(r, "malformed HTTP request: HTTP/1.0 or HTTP/1.1 only");
   if (check_duplicates(r) != 0) return -1;
+  /* RFC 9112 3.2: an HTTP/1.1 request without Host "MUST" get 400. A proxy
+   * routes by it, and the same-origin check of a WebSocket handshake and
+   * the demo's DNS-rebinding check read it. (Empty is allowed: a target
+   * without an authority has one.) */
+  size_t hl;
+  if (p->http_minor >= 1 && !http_header(r, "Host", &hl))
+    return refuse_msg(r, "malformed HTTP request: HTTP/1.1 without Host");
   if ((p->flags & F_CONTENTLENGTH) && p->content_length > max)
     return refuse(r, 413, "body_too_large");
   /* RFC 9110 10.1.1: a client that sends "Expect: 100-continue" may hold its

@@ -151,7 +151,7 @@ async def test_slowloris(t, d, args):
         w.close()
     # A slow body is cut the same way.
     r, w = await raw_conn(d)
-    w.write(b"POST /v1/users/query HTTP/1.1\r\nAuthorization: Bearer " + API_KEY.encode() +
+    w.write(b"POST /v1/users/query HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + API_KEY.encode() +
             b"\r\nContent-Length: 1000\r\n\r\n{")
     data, eof = await read_all(r, 5)
     w.close()

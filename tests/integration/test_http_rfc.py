@@ -165,7 +165,25 @@ async def test_expect_continue(t, d, args):
             and eof, data[:300])
 
 
+async def test_host_required(t, d, args):
+    """RFC 9112 3.2: "A server MUST respond with a 400 (Bad Request) status
+    code to any HTTP/1.1 request message that lacks a Host header field." A
+    proxy in front may route by Host; presenced reads it for the same-origin
+    check of a WebSocket handshake and the demo's DNS-rebinding check."""
+    data, eof = await exchange(d, f"GET /v1/users/nohost HTTP/1.1\r\n{AUTH}\r\n")
+    rs = responses(data, ["GET"])
+    t.check("HTTP/1.1 without Host: 400 bad_request, then closed",
+            rs[0][0] == 400 and error_code(rs[0][2]) == "bad_request" and eof, data[:300])
+    data, eof = await exchange(d, "GET /healthz HTTP/1.1\r\nHost:\r\nConnection: close\r\n\r\n")
+    t.check("HTTP/1.1 with an empty Host (allowed by RFC 9110 7.2): 200",
+            data.startswith(b"HTTP/1.1 200 "), data[:300])
+    data, eof = await exchange(d, "GET /healthz HTTP/1.0\r\n\r\n")
+    rs = responses(data, ["GET"])
+    t.check("HTTP/1.0 without Host (it has none): 200, then closed",
+            rs[0][0] == 200 and b'"status"' in rs[0][2] and eof, data[:300])
+
+
 if __name__ == "__main__":
     run([
-        ("http-rfc", FLAGS, [test_head, test_expect_continue]),
+        ("http-rfc", FLAGS, [test_head, test_expect_continue, test_host_required]),
     ])

@@ -181,17 +181,10 @@ typedef struct visit {
 static int visit_user(const presence_user_info_t *info, void *ud) {
   visit_t *v = ud;
   if (v->n) buf_putc(v->b, ',');
-  buf_puts(v->b, "{\"user_id\":");
-  buf_put_json_str(v->b, info->user_id);
-  buf_puts(v->b, ",\"status\":\"");
-  buf_puts(v->b, presence_status_name(info->status));
-  buf_puts(v->b, "\",\"since\":");
-  buf_put_i64(v->b, info->since_ms);
-  buf_puts(v->b, ",\"last_seen\":");
-  buf_put_i64(v->b, info->last_seen_ms);
-  buf_puts(v->b, ",\"version\":");
-  buf_put_u64(v->b, info->version);
-  buf_putc(v->b, '}');
+  /* Anyone on the machine reads this without a key, and the demo's pages
+   * are watchers: each user as a watcher's snapshot shows it (an invisible
+   * user offline, dnd online, ...), never the truth backends get. */
+  json_user(v->b, info, JSON_USER_SHOWN);
   return ++v->n >= MAX_DEMO_USERS;
 }
 

@@ -30,6 +30,18 @@ async def test_demo(t, d, args):
     us = {u.get("user_id"): u for u in (r.json() or {}).get("users", [])}
     t.check("demo: GET /v1/demo/users lists the connected user online",
             r.status == 200 and us.get("demo-alice", {}).get("status") == "online", r)
+    # The roster needs no key and is read by the demo's pages, which are
+    # watchers: an invisible user is offline there as in a snapshot.
+    await c.send({"type": "availability", "availability": "invisible", "id": "inv"})
+    await c.expect_type("ack", 3, id="inv")
+    r = await http(d, "GET", "/v1/demo/users", auth=False)
+    us = {u.get("user_id"): u for u in (r.json() or {}).get("users", [])}
+    await c.send({"type": "subscribe", "users": ["demo-alice"], "id": 2})
+    snap = ((await c.expect_type("presence", 3, id=2)) or {}).get("users", [{}])[0]
+    t.check("demo: an invisible user is offline in GET /v1/demo/users, as a watcher sees it",
+            us.get("demo-alice", {}).get("status") == "offline"
+            and {k: us.get("demo-alice", {}).get(k) for k in ("since", "last_seen", "version")}
+            == {k: snap.get(k) for k in ("since", "last_seen", "version")}, (us.get("demo-alice"), snap))
     r = await http(d, "POST", "/v1/demo/token", body="{nope", auth=False)
     t.check("demo: bad JSON -> 400 bad_json", r.status == 400 and r.error_code == "bad_json", r)
     # "carol\u0000x" would be carol's token to cJSON

@@ -233,6 +233,54 @@ static int on_header_value(http_parser *p, const char *at, size_t len) {
   return arena_add(r, at, len);
 }
 
+/*
+ * RFC 9112 3.2.2: a server "MUST accept the absolute-form" of a target
+ * (GET http://host/path), what a client sends to what it takes for a proxy
+ * and some proxies pass on, and then "MUST ignore the received Host header
+ * field" for the URL's authority. The URL is narrowed to its path and query
+ * (http_path and http_query then read it as any other) and Host made to
+ * read the authority, so every check of Host (the same-origin check of a
+ * handshake, the demo's DNS-rebinding check) sees the host the request is
+ * for. A scheme other than http(s), an empty host and userinfo ("SHOULD
+ * ... treat its presence as an error", RFC 9110 4.2.4) are refused.
+ */
+static int absolute_form(http_req_t *r) {
+  const char *u = r->arena + r->url_off;
+  size_t n = r->url_len, sl;
+  if (n == 0 || u[0] == '/' || (n == 1 && u[0] == '*')) return 0;
+  if (n >= 7 && !strncasecmp(u, "http://", 7))
+    sl = 7;
+  else if (n >= 8 && !strncasecmp(u, "https://", 8))
+    sl = 8;
+  else
+    return refuse_msg(r, "malformed HTTP request: a target is a path or an "
+                         "http(s) URL");
+  size_t e = sl;
+  while (e < n && u[e] != '/' && u[e] != '?' && u[e] != '#')
+    e++;
+  if (e == sl || memchr(u + sl, '@', e - sl))
+    return refuse_msg(r, "malformed HTTP request: a URL without a host, or "
+                         "with userinfo");
+  uint32_t auth_off = r->url_off + (uint32_t)sl, auth_len = (uint32_t)(e - sl);
+  r->url_off += (uint32_t)e;
+  r->url_len -= (uint32_t)e;
+  unsigned i;
+  for (i = 0; i < r->nhdr; i++) {
+    const hdr_t *h = &r->hdr[i];
+    if (h->name_len == 4 && !strncasecmp(r->arena + h->name_off, "Host", 4))
+      break;
+  }
+  if (i == r->nhdr) { /* HTTP/1.0 may have none: one is made */
+    if (r->nhdr == MAX_HEADERS) return refuse(r, 431, "headers_too_large");
+    uint32_t off = r->arena_len;
+    if (arena_add(r, "Host", 4) != 0) return -1;
+    r->hdr[r->nhdr++] = (hdr_t){off, 4, 0, 0};
+  }
+  r->hdr[i].value_off = auth_off;
+  r->hdr[i].value_len = auth_len;
+  return 0;
+}
+
 static int on_headers_complete(http_parser *p) {
   http_req_t *r = p->data;
   uint32_t max = r->conn->srv->cfg.max_body;
@@ -248,6 +296,7 @@ static int on_headers_complete(http_parser *p) {
   size_t hl;
   if (p->http_minor >= 1 && !http_header(r, "Host", &hl))
     return refuse_msg(r, "malformed HTTP request: HTTP/1.1 without Host");
+  if (absolute_form(r) != 0) return -1;
   if ((p->flags & F_CONTENTLENGTH) && p->content_length > max)
     return refuse(r, 413, "body_too_large");
   /* RFC 9110 10.1.1: a client that sends "Expect: 100-continue" may hold its
@@ -346,8 +395,12 @@ const char *http_path(const http_req_t *r, size_t *len) {
   size_t n = 0;
   while (n < r->url_len && u[n] != '?' && u[n] != '#')
     n++;
+  if (n == 0) { /* http://host or http://host?q (absolute_form): the root */
+    *len = 1;
+    return "/";
+  }
   *len = n;
-  return r->url_len ? u : "";
+  return u;
 }
 
 const char *http_query(const http_req_t *r, const char *name, size_t *len) {

@@ -183,7 +183,47 @@ async def test_host_required(t, d, args):
             rs[0][0] == 200 and b'"status"' in rs[0][2] and eof, data[:300])
 
 
+async def test_absolute_form(t, d, args):
+    """RFC 9112 3.2.2: "a server MUST accept the absolute-form in requests",
+    the form a client sends when it believes it talks to a proxy (and some
+    proxies forward as is). The path is the URL's, the host its authority."""
+    data, _ = await exchange(d, f"GET http://x/v1/users/absolute HTTP/1.1\r\nHost: x\r\n{AUTH}"
+                                "Connection: close\r\n\r\n")
+    rs = responses(data, ["GET"])
+    t.check("GET http://x/v1/users/absolute: 200, that user",
+            rs[0][0] == 200 and b'"user_id":"absolute"' in rs[0][2], data[:300])
+    data, _ = await exchange(d, "GET HTTPS://X:443/healthz?probe=1 HTTP/1.1\r\nHost: x\r\n"
+                                "Connection: close\r\n\r\n")
+    t.check("GET HTTPS://X:443/healthz?probe=1 (scheme case-insensitive, a port, a query): 200",
+            data.startswith(b"HTTP/1.1 200 ") and b'"status"' in data, data[:300])
+    data, _ = await exchange(d, f"GET http://x/v1/users?ids=a,b HTTP/1.1\r\nHost: x\r\n{AUTH}"
+                                "Connection: close\r\n\r\n")
+    t.check("GET http://x/v1/users?ids=a,b: the query read from the URL",
+            data.startswith(b"HTTP/1.1 200 ") and b'"user_id":"b"' in data, data[:300])
+    # The handshake's same-origin check reads the URL's authority, not Host
+    # (RFC 9112 3.2.2: the Host header is ignored then).
+    ok_origin = f"http://{HOST}:{d.port}"
+    ws = await RawWS.open(d, path=f"http://{HOST}:{d.port}/v1/ws?token={token('absws')}",
+                          headers={"Host": "elsewhere.example", "Origin": ok_origin})
+    t.eq("WebSocket handshake to an absolute URL of this server, Origin that server: 101",
+         ws.status, 101)
+    ws.close()
+    ws = await RawWS.open(d, path=f"http://elsewhere.example/v1/ws?token={token('absws')}",
+                          headers={"Origin": ok_origin})
+    t.check("... to another host's absolute URL with a matching Host header: 403",
+            ws.status == 403 and ws.response().error_code == "origin_not_allowed",
+            (ws.status, ws.body))
+    ws.close()
+    for target, why in [("http://user@x/healthz", "userinfo (RFC 9110 4.2.4)"),
+                        ("ftp://x/healthz", "another scheme"),
+                        ("http:///healthz", "an empty host")]:
+        data, eof = await exchange(d, f"GET {target} HTTP/1.1\r\nHost: x\r\n\r\n")
+        rs = responses(data, ["GET"])
+        t.check(f"GET {target} ({why}): 400 bad_request, closed",
+                rs[0][0] == 400 and error_code(rs[0][2]) == "bad_request" and eof, data[:300])
+
+
 if __name__ == "__main__":
     run([
-        ("http-rfc", FLAGS, [test_head, test_expect_continue, test_host_required]),
+        ("http-rfc", FLAGS, [test_head, test_expect_continue, test_host_required, test_absolute_form]),
     ])

@@ -42,6 +42,16 @@ for f in bin/presenced bin/presencectl include/presence.h include/presence_store
 done
 grep -q "^ExecStart=$prefix/bin/presenced" "$root/lib/systemd/system/presenced.service" ||
   fail "the installed unit does not run $prefix/bin/presenced"
+# The soname follows the ABI: 0.<minor> while a 0.x minor may break it (as
+# the CMake package's version file says), the major version from 1.0 on.
+version=$(sed -n 's/^Version: //p' "$root/$libdir/pkgconfig/libpresence.pc")
+case $version in
+0.*) want_soname=libpresence.so.$(echo "$version" | cut -d. -f1,2) ;;
+*) want_soname=libpresence.so.${version%%.*} ;;
+esac
+soname=$(readelf -d "$root/$libdir/libpresence.so" | sed -n 's/.*Library soname: \[\(.*\)\]/\1/p')
+[ "$soname" = "$want_soname" ] || fail "libpresence.so's soname is $soname, not $want_soname (version $version)"
+[ -e "$root/$libdir/$want_soname" ] || fail "not installed: $prefix/$libdir/$want_soname"
 "$root/bin/presenced" --version | grep -q '^presenced ' || fail "presenced --version"
 "$root/bin/presencectl" --version | grep -q '^presencectl ' || fail "presencectl --version"
 

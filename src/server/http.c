@@ -204,6 +204,10 @@ static int on_message_begin(http_parser *p) {
 static int on_url(http_parser *p, const char *at, size_t len) {
   http_req_t *r = p->data;
   if (r->url_len == 0) r->url_off = r->arena_len;
+  /* A target alone over the limit is 414 (RFC 9110 15.5.15), which tells
+   * the client to shorten the URL, where 431 would tell it to drop headers. */
+  if ((size_t)r->url_len + len > r->conn->srv->cfg.max_header_bytes)
+    return refuse(r, 414, "uri_too_long");
   r->url_len += (uint32_t)len;
   return arena_add(r, at, len);
 }
@@ -500,6 +504,8 @@ static const char *reason_phrase(int status) {
     return "Conflict";
   case 413:
     return "Content Too Large";
+  case 414:
+    return "URI Too Long";
   case 426:
     return "Upgrade Required";
   case 429:
@@ -678,6 +684,7 @@ static void parse_error(conn_t *c, http_req_t *r) {
   } else if (r->err_status) {
     const char *msg = r->err_status == 431   ? "request headers too large"
                       : r->err_status == 413 ? "request body too large"
+                      : r->err_status == 414 ? "request target too long"
                       : r->err_status == 408 ? "request not received in time"
                                              : "out of memory";
     http_error(c, r->err_status, r->err_code, msg);

@@ -223,7 +223,23 @@ async def test_absolute_form(t, d, args):
                 rs[0][0] == 400 and error_code(rs[0][2]) == "bad_request" and eof, data[:300])
 
 
+async def test_uri_too_long(t, d, args):
+    """RFC 9110 15.5.15: a target longer than the server will read is 414 (URI
+    Too Long), which tells a client to shorten the URL (fewer ids in
+    ?ids=, POST /v1/users/query instead), where 431 tells it to drop headers.
+    --max-header-bytes 4096 here."""
+    ids = ",".join(f"user{i}" for i in range(700))
+    data, eof = await exchange(d, f"GET /v1/users?ids={ids} HTTP/1.1\r\nHost: x\r\n{AUTH}\r\n")
+    rs = responses(data, ["GET"])
+    t.check("a 5 KB target: 414 uri_too_long (JSON), then closed",
+            rs[0][0] == 414 and error_code(rs[0][2]) == "uri_too_long" and eof, data[:300])
+    data, eof = await exchange(d, f"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: {'b' * 5000}\r\n\r\n")
+    rs = responses(data, ["GET"])
+    t.check("a short target, a 5 KB header: still 431 headers_too_large",
+            rs[0][0] == 431 and error_code(rs[0][2]) == "headers_too_large" and eof, data[:300])
+
+
 if __name__ == "__main__":
     run([
-        ("http-rfc", FLAGS, [test_head, test_expect_continue, test_host_required, test_absolute_form]),
+        ("http-rfc", FLAGS, [test_head, test_expect_continue, test_host_required, test_absolute_form, test_uri_too_long]),
     ])

@@ -512,9 +512,11 @@ int presence_on_cluster_event(presence_t *p, presence_event_cb cb, void *ud);
 /*
  * Completion of a mutation. With the embedded store every call completes
  * before it returns (done, if given, runs first, with the same code the call
- * returns). With an asynchronous store (Redis) a call returns 0 when the
- * request is accepted and done reports the outcome later; validation errors
- * are still returned at once, and then done is not called.
+ * returns), after the call's events were dispatched; a call made from inside
+ * an event callback queues its events behind the ones being dispatched, so
+ * its done runs before them. With an asynchronous store (Redis) a call
+ * returns 0 when the request is accepted and done reports the outcome later;
+ * validation errors are still returned at once, and then done is not called.
  */
 typedef void (*presence_done_cb)(presence_t *p, int status, void *ud);
 

@@ -276,11 +276,67 @@ static void a_store_with_only_the_required_ops_answers_every_call(
   assert_int_equal(s.destroyed, 1);
 }
 
+/* ---- done and events, from inside a callback ------------------------------ */
+
+typedef struct trace {
+  char text[512];
+} trace_t;
+
+static void trace_add(trace_t *t, const char *what) {
+  size_t n = strlen(t->text);
+  snprintf(t->text + n, sizeof(t->text) - n, "%s%s", n ? " " : "", what);
+}
+
+static void trace_event(presence_t *p, const presence_event_t *ev, void *ud) {
+  (void)p;
+  trace_add(ud, presence_event_type_name(ev->type));
+}
+
+static void trace_done(presence_t *p, int status, void *ud) {
+  (void)p;
+  assert_int_equal(status, 0);
+  trace_add(ud, "done");
+}
+
+static void kick_on_connect(presence_t *p, const presence_event_t *ev,
+                            void *ud) {
+  assert_int_equal(presence_session_kick(p, ev->session_id, trace_done, ud),
+                   0);
+  trace_add(ud, "returned");
+}
+
+/* c-api.md section 5: done runs after the call's events, with the code the
+ * call returns; a call from inside an event callback queues its events
+ * behind the ones being dispatched (section 4), so its done comes first.
+ * Both orders, as an embedder sees them. */
+static void done_runs_after_the_events_except_inside_a_callback(void **state) {
+  (void)state;
+  presence_t *p;
+  assert_int_equal(presence_new(NULL, &p), 0);
+  trace_t t = {{0}};
+  presence_on_event(p, trace_event, &t);
+  assert_int_equal(presence_session_connect(p, "s1", "alice", NULL,
+                                            trace_done, &t),
+                   0);
+  assert_string_equal(t.text, "session.connected user.online done");
+
+  t.text[0] = '\0';
+  int h = presence_on_session_connected(p, kick_on_connect, &t);
+  assert_true(h > 0);
+  assert_int_equal(
+      presence_session_connect(p, "s2", "bob", NULL, trace_done, &t), 0);
+  assert_string_equal(t.text,
+                      "done returned session.connected user.online "
+                      "session.disconnected user.offline done");
+  presence_free(p);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(presence_new_destroys_the_given_store_when_it_fails),
       cmocka_unit_test(presence_new_out_of_memory_leaks_nothing),
       cmocka_unit_test(a_store_with_only_the_required_ops_answers_every_call),
+      cmocka_unit_test(done_runs_after_the_events_except_inside_a_callback),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -273,6 +273,15 @@ typedef struct presence_event {
    * (count less the invisible members: docs/protocol.md 4.1). Members get
    * it as "count"; backends get count and this as shown_count. */
   uint64_t shown_count;
+  /* user.availability: the user's devices after it, the best status of
+   * its sessions per device kind (the truth, as presence_user_info_t
+   * has them; none while the user has no session). An availability change
+   * changes what watchers are shown of every device (masked like the
+   * status: docs/protocol.md 6.1), so a watcher is sent the whole map with
+   * it. NULL / 0 for every other event. Valid during the callback, as the
+   * event's strings are. */
+  const struct presence_device_status *devices;
+  size_t n_devices;
 } presence_event_t;
 
 /* One device kind of a user and the best status of its sessions of it. */

@@ -80,6 +80,8 @@ struct presence {
   unsigned char *pend_held;
   const char **ids;
   size_t ids_cap;
+  presence_device_status_t *devs; /* a user.availability's devices */
+  size_t devs_cap;
   int depth; /* nesting of API calls that may emit */
   bool dispatching;
 
@@ -195,7 +197,15 @@ static void drain(presence_t *p) {
       p->ids_cap = nids;
     }
     presence_event_t ev;
-    presence__event_unpack(blob, &ev, p->ids);
+    size_t ndevs = presence__event_packed_devices(blob);
+    if (ndevs > p->devs_cap) {
+      presence_device_status_t *d =
+          presence__realloc(&p->alloc, p->devs, ndevs * sizeof(*d));
+      if (!d) continue;
+      p->devs = d;
+      p->devs_cap = ndevs;
+    }
+    presence__event_unpack(blob, &ev, p->ids, p->devs);
     p->pend_pinned = true;
     /* A pair (presence__ev_first_t): its first event, then the second,
      * each if host_emit_packed found it heard. */
@@ -446,6 +456,7 @@ void presence_free(presence_t *p) {
   presence__free(&p->alloc, p->pend);
   presence__free(&p->alloc, p->pend_held);
   presence__free(&p->alloc, p->ids);
+  presence__free(&p->alloc, p->devs);
   presence_allocator_t a = p->alloc;
   presence__free(&a, p);
 }

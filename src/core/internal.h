@@ -270,8 +270,12 @@ enum {
   PRESENCE__EV_T_LAST_SEEN = 2, /* 8 bytes */
   PRESENCE__EV_T_MESSAGE = 4,   /* 16 bytes: expiry, text and emoji lengths */
   PRESENCE__EV_T_CHANNEL = 8,   /* 16 bytes: count, channel length */
-  PRESENCE__EV_T_PAIR = 16      /* 24 bytes: the session event before it */
+  PRESENCE__EV_T_PAIR = 16,     /* 24 bytes: the session event before it */
+  PRESENCE__EV_T_DEVICES = 32   /* 8 bytes: the count of devices */
 };
+/* A device of a user.availability's map, after the other strings: its
+ * status (1 byte), its session count (4), its name and a NUL. */
+#define PRESENCE__EV_DEVICE_FIXED 5u
 
 /*
  * A pair: a session event flagged PRESENCE_EVENT_USER_FOLLOWS and the user
@@ -301,7 +305,8 @@ static inline unsigned presence__event_tails(const presence_event_t *ev) {
          (ev->message || ev->emoji || ev->message_expires_ms
               ? PRESENCE__EV_T_MESSAGE
               : 0u) |
-         (ev->channel || ev->count ? PRESENCE__EV_T_CHANNEL : 0u);
+         (ev->channel || ev->count ? PRESENCE__EV_T_CHANNEL : 0u) |
+         (ev->n_devices ? PRESENCE__EV_T_DEVICES : 0u);
 }
 
 static inline size_t presence__event_tails_size(unsigned t) {
@@ -309,6 +314,7 @@ static inline size_t presence__event_tails_size(unsigned t) {
          ((t & PRESENCE__EV_T_LAST_SEEN) ? 8u : 0u) +
          ((t & PRESENCE__EV_T_MESSAGE) ? 16u : 0u) +
          ((t & PRESENCE__EV_T_CHANNEL) ? 16u : 0u) +
+         ((t & PRESENCE__EV_T_DEVICES) ? 8u : 0u) +
          ((t & PRESENCE__EV_T_PAIR) ? 24u : 0u);
 }
 
@@ -322,6 +328,8 @@ static inline size_t presence__event_size(const presence_event_t *ev,
   for (size_t i = 0; ev->session_ids && i < ev->n_session_ids; i++)
     n += presence__event_len1(ev->session_ids[i]);
   n += presence__event_len1(ev->channel);
+  for (size_t i = 0; i < ev->n_devices; i++)
+    n += PRESENCE__EV_DEVICE_FIXED + presence__event_len1(ev->devices[i].device);
   return (n + 7) & ~(size_t)7;
 }
 /* Bytes needed to pack ev (a multiple of 8). */
@@ -337,10 +345,12 @@ void presence__event_pack_measured(const presence_event_t *ev,
                                    void *buf);
 /* Unpack: the event's strings point into buf. session_ids, if any, are
  * written to ids (room for n_session_ids pointers, see
- * presence__event_packed_ids). */
+ * presence__event_packed_ids), devices to devs (room for
+ * presence__event_packed_devices of them). */
 void presence__event_unpack(const void *buf, presence_event_t *ev,
-                            const char **ids);
+                            const char **ids, presence_device_status_t *devs);
 size_t presence__event_packed_ids(const void *buf);
+size_t presence__event_packed_devices(const void *buf);
 /* The type of a packed event and, into *flags, its flags, read from its
  * header: whether anyone takes it. */
 presence_event_type_t presence__event_packed_head(const void *buf,

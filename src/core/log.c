@@ -47,14 +47,17 @@ typedef struct packed {
 } packed_t;
 
 /* The tails, in this order after the header (each a multiple of 8 bytes),
- * then the strings: sid uid meta inst dev [msg emoji] [ids...] [chan].
+ * then the strings: sid uid meta inst dev [msg emoji] [ids...] [chan]
+ * [devices...] (a device: status, session count, name: only in a
+ * user.availability, PRESENCE__EV_DEVICE_FIXED).
  * Which tails an event has, and their sizes: presence__event_tails. */
 enum {
   T_IDS = PRESENCE__EV_T_IDS,
   T_LAST_SEEN = PRESENCE__EV_T_LAST_SEEN,
   T_MESSAGE = PRESENCE__EV_T_MESSAGE,
   T_CHANNEL = PRESENCE__EV_T_CHANNEL,
-  T_PAIR = PRESENCE__EV_T_PAIR
+  T_PAIR = PRESENCE__EV_T_PAIR,
+  T_DEVICES = PRESENCE__EV_T_DEVICES
 };
 
 typedef struct tail_ids {
@@ -188,6 +191,11 @@ pack(const presence_event_t *ev, const size_t lens[PRESENCE__EV_STRINGS],
       memcpy(x, &tc, sizeof(tc));
       x += sizeof(tc);
     }
+    if (t & T_DEVICES) {
+      tail_ids_t td = {(uint32_t)ev->n_devices, 0};
+      memcpy(x, &td, sizeof(td));
+      x += sizeof(td);
+    }
     if (first) {
       tail_pair_t tp = {first->user_version,
                         first->shown_version,
@@ -213,7 +221,13 @@ pack(const presence_event_t *ev, const size_t lens[PRESENCE__EV_STRINGS],
   }
   for (size_t i = 0; ev->session_ids && i < ev->n_session_ids; i++)
     d = put(d, ev->session_ids[i], opt_len(ev->session_ids[i]));
-  if (chan1) put(d, ev->channel, chan1);
+  if (chan1) d = put(d, ev->channel, chan1);
+  for (size_t i = 0; (t & T_DEVICES) && i < ev->n_devices; i++) {
+    const presence_device_status_t *v = &ev->devices[i];
+    *d = (char)v->status;
+    memcpy(d + 1, &v->session_count, sizeof(uint32_t));
+    d = put(d + PRESENCE__EV_DEVICE_FIXED, v->device, opt_len(v->device));
+  }
 }
 
 void presence__event_pack_measured(const presence_event_t *ev,
@@ -296,6 +310,19 @@ size_t presence__event_packed_ids(const void *buf) {
   return ti.n_ids;
 }
 
+/* The devices tail comes after every other but a pair's. */
+size_t presence__event_packed_devices(const void *buf) {
+  const packed_t *p = buf;
+  if (!(p->tails & T_DEVICES)) return 0;
+  tail_ids_t td;
+  memcpy(&td,
+         (const unsigned char *)(p + 1) +
+             presence__event_tails_size(p->tails & (T_IDS | T_LAST_SEEN |
+                                                    T_MESSAGE | T_CHANNEL)),
+         sizeof(td));
+  return td.n_ids;
+}
+
 static inline const char *get(const char **src, uint16_t len) {
   if (len == NONE16) return NULL;
   const char *s = *src;
@@ -307,10 +334,10 @@ static inline const char *get(const char **src, uint16_t len) {
  * of the whole struct first: unpacking is on every dispatched event's path.
  * A field added to presence_event_t must be added here (the size check
  * below fails until it is). */
-_Static_assert(sizeof(void *) != 8 || sizeof(presence_event_t) == 192,
+_Static_assert(sizeof(void *) != 8 || sizeof(presence_event_t) == 208,
                "presence_event_t changed: unpack its new field");
 void presence__event_unpack(const void *buf, presence_event_t *ev,
-                            const char **ids) {
+                            const char **ids, presence_device_status_t *devs) {
   const packed_t *p = buf;
   unsigned t = p->tails;
   const unsigned char *x = (const unsigned char *)(p + 1);
@@ -318,6 +345,7 @@ void presence__event_unpack(const void *buf, presence_event_t *ev,
   int64_t last_seen = 0;
   tail_message_t tm = {0, NONE16, NONE16, 0};
   tail_channel_t tc = {0, NONE16, 0, 0};
+  uint32_t n_devs = 0;
   uint8_t pair_meta = 0;
   if (t) {
     if (t & T_IDS) {
@@ -337,6 +365,12 @@ void presence__event_unpack(const void *buf, presence_event_t *ev,
     if (t & T_CHANNEL) {
       memcpy(&tc, x, sizeof(tc));
       x += sizeof(tc);
+    }
+    if (t & T_DEVICES) {
+      tail_ids_t td;
+      memcpy(&td, x, sizeof(td));
+      n_devs = td.n_ids;
+      x += sizeof(td);
     }
     if (t & T_PAIR) {
       tail_pair_t tp;
@@ -382,6 +416,17 @@ void presence__event_unpack(const void *buf, presence_event_t *ev,
   ev->device_to = (presence_status_t)p->dev_to;
   ev->shown_version = p->shown_version;
   ev->shown_count = tc.shown_count;
+  ev->devices = NULL;
+  ev->n_devices = n_devs;
+  if (n_devs) {
+    for (uint32_t i = 0; i < n_devs; i++) {
+      devs[i].status = (presence_status_t)(unsigned char)s[0];
+      memcpy(&devs[i].session_count, s + 1, sizeof(uint32_t));
+      devs[i].device = s + PRESENCE__EV_DEVICE_FIXED;
+      s = devs[i].device + strlen(devs[i].device) + 1;
+    }
+    ev->devices = devs;
+  }
 }
 
 /* ---- the ring ---------------------------------------------------------- */
@@ -407,6 +452,8 @@ struct presence__log {
   size_t scratch_cap;
   const char **ids;
   size_t ids_cap;
+  presence_device_status_t *devs; /* and their devices */
+  size_t devs_cap;
 };
 
 presence__log_t *presence__log_new(const presence_allocator_t *a,
@@ -437,6 +484,7 @@ void presence__log_free(presence__log_t *l) {
   presence__free(l->alloc, l->bytes);
   presence__free(l->alloc, l->scratch);
   presence__free(l->alloc, l->ids);
+  presence__free(l->alloc, l->devs);
   presence__free(l->alloc, l);
 }
 
@@ -568,10 +616,18 @@ int presence__log_read(presence__log_t *l, uint64_t after_seq, size_t max,
   }
   /* Entries are consecutive in seq, so the index follows by arithmetic. */
   uint32_t start = (uint32_t)(after_seq + 1 - first);
-  size_t ids_needed = 0;
+  size_t ids_needed = 0, devs_needed = 0;
   for (size_t i = 0; i < n; i++) {
     entry_t *e = &l->entries[(l->first + start + i) % l->capacity];
     ids_needed += presence__event_packed_ids(l->bytes + e->off);
+    devs_needed += presence__event_packed_devices(l->bytes + e->off);
+  }
+  if (devs_needed > l->devs_cap) {
+    presence_device_status_t *d =
+        presence__realloc(l->alloc, l->devs, devs_needed * sizeof(*d));
+    if (!d) return PRESENCE_ENOMEM;
+    l->devs = d;
+    l->devs_cap = devs_needed;
   }
   if (ids_needed > l->ids_cap) {
     const char **ids =
@@ -580,13 +636,15 @@ int presence__log_read(presence__log_t *l, uint64_t after_seq, size_t max,
     l->ids = ids;
     l->ids_cap = ids_needed;
   }
-  size_t used = 0;
+  size_t used = 0, dused = 0;
   for (size_t i = 0; i < n; i++) {
     entry_t *e = &l->entries[(l->first + start + i) % l->capacity];
     /* No event with session ids yet: ids may still be NULL, and NULL + 0
      * is undefined behaviour in C (UBSan's pointer-overflow check). */
     const void *b = l->bytes + e->off;
-    presence__event_unpack(b, &l->scratch[i], l->ids ? l->ids + used : NULL);
+    presence__event_unpack(b, &l->scratch[i], l->ids ? l->ids + used : NULL,
+                           l->devs ? l->devs + dused : NULL);
+    dused += l->scratch[i].n_devices;
     /* A pair's first event (its entry's seq is the record's less one). */
     if (l->scratch[i].seq != e->seq) presence__event_first(b, &l->scratch[i]);
     used += l->scratch[i].n_session_ids;

@@ -42,6 +42,24 @@ static void put_message(buf_t *b, const char *text, const char *emoji,
   buf_putc(b, '}');
 }
 
+/* ,"devices":{...} as watchers are shown them: each device's best status
+ * masked like the user's, none when the user is shown offline. */
+static void put_shown_devices(buf_t *b, presence_availability_t av,
+                              presence_status_t computed,
+                              const presence_device_status_t *d, size_t n) {
+  buf_puts(b, ",\"devices\":{");
+  if (presence_shown_status(av, computed) != PRESENCE_OFFLINE) {
+    for (size_t i = 0; i < n; i++) {
+      if (i) buf_putc(b, ',');
+      buf_put_json_str(b, d[i].device);
+      buf_puts(b, ":\"");
+      buf_puts(b, presence_status_name(presence_shown_status(av, d[i].status)));
+      buf_putc(b, '"');
+    }
+  }
+  buf_putc(b, '}');
+}
+
 static int64_t min_nonzero(int64_t a, int64_t b) {
   if (!a) return b;
   if (!b) return a;
@@ -88,24 +106,21 @@ void json_user(buf_t *b, const presence_user_info_t *u, unsigned flags) {
   buf_puts(b, ",\"message\":");
   put_message(b, u->message, u->emoji, u->message_expires_ms,
               shown ? 0 : u->message_set_ms);
+  if (shown) {
+    put_shown_devices(b, u->availability, u->status, u->devices, u->n_devices);
+    buf_putc(b, '}');
+    return;
+  }
   buf_puts(b, ",\"devices\":{");
   for (size_t i = 0; st != PRESENCE_OFFLINE && i < u->n_devices; i++) {
     const presence_device_status_t *d = &u->devices[i];
     if (i) buf_putc(b, ',');
     buf_put_json_str(b, d->device);
-    buf_putc(b, ':');
-    if (shown) {
-      buf_putc(b, '"');
-      buf_puts(b, presence_status_name(
-                      presence_shown_status(u->availability, d->status)));
-      buf_putc(b, '"');
-    } else {
-      buf_puts(b, "{\"status\":\"");
-      buf_puts(b, presence_status_name(d->status));
-      buf_puts(b, "\",\"sessions\":");
-      buf_put_u64(b, d->session_count);
-      buf_putc(b, '}');
-    }
+    buf_puts(b, ":{\"status\":\"");
+    buf_puts(b, presence_status_name(d->status));
+    buf_puts(b, "\",\"sessions\":");
+    buf_put_u64(b, d->session_count);
+    buf_putc(b, '}');
   }
   buf_puts(b, "}}");
 }
@@ -424,6 +439,18 @@ static void user_change(buf_t *b, const presence_event_t *ev, int frame) {
     p = WR_LIT(p, ",\"message\":");
     buf_commit(b, p);
     put_message(b, ev->message, ev->emoji, ev->message_expires_ms, 0);
+    if (buf_reserve(b, FIXED) != 0) return;
+    p = buf_end(b);
+  }
+  if (ev->type == PRESENCE_EV_USER_AVAILABILITY) {
+    /* The availability masks every device (docs/protocol.md 6.1): under
+     * dnd an idle device shows online, under invisible none shows. A
+     * client that kept the map it held would differ from a fresh
+     * snapshot, so the change carries the whole map, as a snapshot has it
+     * ({} when the shown status is offline). */
+    buf_commit(b, p);
+    put_shown_devices(b, ev->availability_to, ev->to, ev->devices,
+                      ev->n_devices);
     if (buf_reserve(b, FIXED) != 0) return;
     p = buf_end(b);
   }

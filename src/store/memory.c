@@ -326,6 +326,8 @@ typedef struct mstore {
   uint8_t dev_wlen[DEV_WORDS];
   uint32_t n_dev;
   presence_device_status_t dev_scratch[DEV_WORDS];
+  /* A user.availability's devices, while it is packed (emit). */
+  presence_device_status_t ev_devs[DEV_WORDS];
   /* Users with a message that expires, a min-heap on the expiry. */
   muser_t **heap;
   uint32_t heap_len, heap_cap;
@@ -1873,6 +1875,36 @@ static uext_t *ext_ensure(mstore_t *m, muser_t *u) {
   return x;
 }
 
+/* The user's devices into d (room for DEV_WORDS): one entry per kind, in
+ * the order first met; their count. */
+static size_t user_devices(const mstore_t *m, const muser_t *u,
+                           presence_device_status_t *d) {
+  size_t n = 0;
+  if (!(u->key.spare[U_FLAGS] & UF_MIXED_DEV)) {
+    if (u->n_sessions) {
+      d[0].device = m->dev_word[u->dev];
+      d[0].status = computed(u);
+      d[0].session_count = u->n_sessions;
+      n = 1;
+    }
+  } else {
+    for (const msess_t *s = sess_at(m, u->sessions); s;
+         s = sess_at(m, s->key.own)) {
+      size_t k = 0;
+      while (k < n && d[k].device != m->dev_word[sess_dev(s)]) k++;
+      if (k == n) {
+        d[n].device = m->dev_word[sess_dev(s)];
+        d[n].status = PRESENCE_OFFLINE;
+        d[n].session_count = 0;
+        n++;
+      }
+      d[k].status = best_of(d[k].status, s_status(s));
+      d[k].session_count++;
+    }
+  }
+  return n;
+}
+
 static void emit_user_setting(mstore_t *m, muser_t *u,
                               presence_event_type_t type,
                               presence_availability_t from,
@@ -1889,6 +1921,11 @@ static void emit_user_setting(mstore_t *m, muser_t *u,
     ev.message = ext_text(u->ext);
     ev.emoji = ext_emoji(u->ext);
     ev.message_expires_ms = u->ext ? u->ext->msg_expires_ms : 0;
+  } else {
+    /* Every device is shown masked by the availability: a watcher is sent
+     * the whole map (presence_event_t.devices). */
+    ev.n_devices = user_devices(m, u, m->ev_devs);
+    ev.devices = ev.n_devices ? m->ev_devs : NULL;
   }
   shown_bump(u, &ev);
   emit(m, &ev, now, 0, u->key.len, NULL);
@@ -2364,34 +2401,11 @@ static void fill_user(mstore_t *m, const muser_t *u, presence_user_info_t *o) {
   o->message_set_ms = x ? x->msg_set_ms : 0;
   o->last_active_ms = u->n_online ? m->h.wall_ms(m->h.host_ud)
                                   : t48_get(u->last_active48);
-  /* Devices: one entry per kind, in the order first met. */
-  size_t n = 0;
-  presence_device_status_t *d = m->dev_scratch;
-  if (!(u->key.spare[U_FLAGS] & UF_MIXED_DEV)) {
-    if (u->n_sessions) {
-      d[0].device = m->dev_word[u->dev];
-      d[0].status = computed(u);
-      d[0].session_count = u->n_sessions;
-      n = 1;
-    }
-  } else {
-    for (const msess_t *s = sess_at(m, u->sessions); s;
-         s = sess_at(m, s->key.own)) {
-      size_t k = 0;
-      while (k < n && d[k].device != m->dev_word[sess_dev(s)]) k++;
-      if (k == n) {
-        d[n].device = m->dev_word[sess_dev(s)];
-        d[n].status = PRESENCE_OFFLINE;
-        d[n].session_count = 0;
-        n++;
-      }
-      d[k].status = best_of(d[k].status, s_status(s));
-      d[k].session_count++;
-    }
-  }
-  o->devices = n ? d : NULL;
+  size_t n = user_devices(m, u, m->dev_scratch);
+  o->devices = n ? m->dev_scratch : NULL;
   o->n_devices = n;
 }
+
 
 static int fill_session(mstore_t *m, msess_t *s, presence_session_info_t *o) {
   o->session_id = sess_id_kept(m, s);

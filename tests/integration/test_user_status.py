@@ -123,6 +123,67 @@ async def test_watcher_sees_masked_changes_once(t, d, args):
         await c.close()
 
 
+def apply_change(held, ch):
+    """What a client does with a change (docs/protocol.md 6.4): status and
+    availability always, the device when named, the whole map when given."""
+    held = dict(held)
+    held["status"], held["availability"] = ch.get("status"), ch.get("availability")
+    devices = dict(held.get("devices") or {})
+    if "devices" in ch:
+        devices = dict(ch["devices"])
+    if ch.get("device"):
+        if ch.get("device_status") == "offline":
+            devices.pop(ch["device"], None)
+        else:
+            devices[ch["device"]] = ch.get("device_status")
+    held["devices"] = devices
+    return held
+
+
+async def device_map_follows(t, web, mobile, watcher, user, timeout=3.0):
+    """A watcher that applies changes onto its snapshot holds what a fresh
+    snapshot says after every availability change, devices included: under
+    dnd an idle device shows online, under invisible none shows, under away
+    each shows idle (docs/protocol.md 6.1). web and mobile are two sessions
+    of user, on the devices their names say."""
+    async def fresh(ident):
+        await watcher.send({"type": "subscribe", "users": [user], "id": ident})
+        snap = await watcher.expect_type("presence", snapshot=True, id=ident)
+        return entry(snap, user) or {}
+
+    held = await fresh("dm0")
+    t.eq("device map: the snapshot shows both devices online",
+         held.get("devices"), {"web": "online", "mobile": "online"})
+    await mobile.send({"type": "status", "status": "idle", "id": "dm-idle"})
+    await mobile.expect_type("ack", id="dm-idle")
+    held = apply_change(held, entry(await watcher.change(user, timeout), user) or {})
+    t.eq("device map: mobile idle under auto", held.get("devices"),
+         {"web": "online", "mobile": "idle"})
+    steps = [("dnd", {"web": "online", "mobile": "online"}),
+             ("invisible", {}),
+             ("away", {"web": "idle", "mobile": "idle"}),
+             ("auto", {"web": "online", "mobile": "idle"})]
+    for i, (av, want) in enumerate(steps):
+        await web.send({"type": "availability", "availability": av, "id": f"dm-a{i}"})
+        await web.expect_type("ack", id=f"dm-a{i}")
+        ch = entry(await watcher.change(user, timeout), user) or {}
+        t.eq(f"device map: the {av} change carries the shown map", ch.get("devices"), want)
+        held = apply_change(held, ch)
+        now = await fresh(f"dm{i + 1}")
+        t.eq(f"device map: after {av}, the changes applied equal a fresh snapshot",
+             {k: held.get(k) for k in ("status", "availability", "devices")},
+             {k: now.get(k) for k in ("status", "availability", "devices")})
+
+
+async def test_device_map_follows_availability(t, d, args):
+    web = await Client.connect(d, "dm-ann")
+    mobile = await Client.connect(d, "dm-ann", tok=token("dm-ann", extra={"device": "mobile"}))
+    watcher = await Client.connect(d, "dm-watch", watch="*")
+    await device_map_follows(t, web, mobile, watcher, "dm-ann")
+    for c in (web, mobile, watcher):
+        await c.close()
+
+
 async def test_message_and_expiry(t, d, args):
     dave = await Client.connect(d, "dave")
     eve = await Client.connect(d, "eve", watch="*")
@@ -335,7 +396,8 @@ async def test_configured_limit(t, d, args):
 if __name__ == "__main__":
     run([
         ("user-status", {"--offline-grace-ms": "0"},
-         [test_watcher_sees_masked_changes_once, test_message_and_expiry,
+         [test_watcher_sees_masked_changes_once, test_device_map_follows_availability,
+          test_message_and_expiry,
           test_backend_sets_for_any_user, test_bad_input, test_presencectl]),
         ("user-status-limit", {"--offline-grace-ms": "0", "--message-max-chars": "10"},
          [test_configured_limit]),

@@ -97,7 +97,9 @@ function userState(u) {
 }
 
 // A change entry applied onto what we knew: status and availability always,
-// the named device, the message when it is what changed.
+// the whole device map when given (an availability change masks every
+// device: under dnd an idle one shows online), the named device, the
+// message when it is what changed.
 function mergeChange(prev, u, kind) {
   const s = copyState(prev);
   if (u.status !== undefined) s.status = u.status;
@@ -108,6 +110,7 @@ function mergeChange(prev, u, kind) {
     if (u.last_seen !== undefined) s.last_seen = u.last_seen;
   }
   if (kind === 'message') s.message = u.message ?? null;
+  if (u.devices && typeof u.devices === 'object') s.devices = { ...u.devices };
   if (typeof u.device === 'string') {
     if (u.device_status && u.device_status !== 'offline') s.devices[u.device] = u.device_status;
     else delete s.devices[u.device];

@@ -1184,6 +1184,22 @@ static const char *sid_text_slot(presence__redis_events_t *out,
   return slot;
 }
 
+/* Room for n devices of a user.availability, in a block of out's texts
+ * (freed with them; n == cap == 0, so no session id text goes there);
+ * NULL on ENOMEM. */
+static presence_device_status_t *devs_slot(presence__redis_events_t *out,
+                                           size_t n) {
+  size_t head = (sizeof(presence__redis_texts_t) + 15) & ~(size_t)15;
+  size_t sz = head + n * sizeof(presence_device_status_t);
+  presence__redis_texts_t *t =
+      out->alloc ? presence__malloc(out->alloc, sz) : malloc(sz);
+  if (!t) return NULL;
+  t->next = out->texts;
+  t->n = t->cap = 0;
+  out->texts = t;
+  return (presence_device_status_t *)(void *)((char *)t + head);
+}
+
 int presence__redis_unpack(const char *blob, size_t len, uint64_t last_seq,
                            size_t count, const char *self,
                            presence__redis_events_t *out) {
@@ -1272,6 +1288,24 @@ int presence__redis_unpack(const char *blob, size_t len, uint64_t last_seq,
       ev->message = get_str(&u, 4);
       ev->emoji = get_str(&u, 2);
       ev->message_expires_ms = (int64_t)(get_uint(&u, 6) & INT64_MAX);
+    }
+    if (ty == PRESENCE_EV_USER_AVAILABILITY) {
+      /* The user's devices (presence.lua, avail_tail): their count, then
+       * each one's name, best status and sessions. */
+      size_t nd = (size_t)get_uint(&u, 2);
+      if (u.bad) return PRESENCE_ESTORE;
+      if (nd) {
+        presence_device_status_t *d = devs_slot(out, nd);
+        if (!d) return PRESENCE_ENOMEM;
+        for (size_t k = 0; k < nd; k++) {
+          d[k].device = get_str(&u, 2);
+          d[k].status = st_of_n((long)(get_uint(&u, 1) & 3));
+          d[k].session_count = (uint32_t)get_uint(&u, 4);
+          if (u.bad || !d[k].device) return PRESENCE_ESTORE;
+        }
+        ev->devices = d;
+        ev->n_devices = nd;
+      }
     }
     if (tflags & 64) {
       /* The causing session's device tail, as the event before said it. */

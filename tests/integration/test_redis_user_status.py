@@ -14,6 +14,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import *  # noqa: E402,F401,F403
 from test_redis_cluster import read_log, run_scenarios, user, wait_for  # noqa: E402
+from test_user_status import device_map_follows  # noqa: E402
 
 
 def entry(msg, uid):
@@ -86,7 +87,21 @@ async def test_settings_across_instances(t, cl):
         pass
 
 
-SCENARIOS = [("settings", test_settings_across_instances, {})]
+async def test_device_map_across_instances(t, cl):
+    # The user's web session on A, its mobile on B, the watcher on C: the
+    # devices an availability change carries come from the store, not from
+    # what one instance holds.
+    A, B, C = cl.d
+    web = await Client.connect(A, "rs-dm")
+    mobile = await Client.connect(B, "rs-dm", tok=token("rs-dm", extra={"device": "mobile"}))
+    watcher = await Client.connect(C, "rs-dm-watch", watch="*")
+    await device_map_follows(t, web, mobile, watcher, "rs-dm", timeout=5)
+    for c in (web, mobile, watcher):
+        await c.close()
+
+
+SCENARIOS = [("settings", test_settings_across_instances, {}),
+             ("device-map", test_device_map_across_instances, {})]
 
 if __name__ == "__main__":
     sys.exit(run_scenarios(SCENARIOS, 90))

@@ -198,8 +198,32 @@ static void user_changes(void **state) {
   change_is(&ev, HEAD "{\"user_id\":\"bob\",\"change\":\"status\","
                       "\"status\":\"offline\",\"availability\":\"auto\","
                       "\"from\":\"online\",\"since\":1764320090000,"
-                      "\"last_seen\":1764320090000,\"reason\":\"explicit\","
-                      "\"version\":4,\"seq\":118}]}");
+                      "\"last_seen\":1764320090000,\"devices\":{},"
+                      "\"reason\":\"explicit\",\"version\":4,\"seq\":118}]}");
+  /* dnd over an idle device and an online one: the whole map, each shown
+   * online (a client holding {"mobile":"idle"} replaces it). */
+  presence_device_status_t devs[2] = {{"web", PRESENCE_ONLINE, 1},
+                                      {"mobile", PRESENCE_IDLE, 2}};
+  ev = user_event(PRESENCE_EV_USER_AVAILABILITY, PRESENCE_ONLINE,
+                  PRESENCE_ONLINE);
+  ev.availability_to = PRESENCE_AVAIL_DND;
+  ev.devices = devs;
+  ev.n_devices = 2;
+  change_is(&ev, HEAD "{\"user_id\":\"bob\",\"change\":\"status\","
+                      "\"status\":\"online\",\"availability\":\"dnd\","
+                      "\"from\":\"online\",\"since\":1764320090000,"
+                      "\"last_seen\":1764320090000,"
+                      "\"devices\":{\"web\":\"online\",\"mobile\":\"online\"},"
+                      "\"reason\":\"explicit\",\"version\":4,\"seq\":118}]}");
+  /* away: each shown idle. */
+  ev.availability_from = PRESENCE_AVAIL_DND;
+  ev.availability_to = PRESENCE_AVAIL_AWAY;
+  change_is(&ev, HEAD "{\"user_id\":\"bob\",\"change\":\"status\","
+                      "\"status\":\"idle\",\"availability\":\"away\","
+                      "\"from\":\"online\",\"since\":1764320090000,"
+                      "\"last_seen\":1764320090000,"
+                      "\"devices\":{\"web\":\"idle\",\"mobile\":\"idle\"},"
+                      "\"reason\":\"explicit\",\"version\":4,\"seq\":118}]}");
 }
 
 static void device_and_message_changes(void **state) {

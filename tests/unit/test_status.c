@@ -819,6 +819,13 @@ static void check_fields(presence_t *p, int status, const presence_event_t *evs,
   assert_int_equal(e->availability_to, PRESENCE_AVAIL_DND);
   assert_null(e->session_id);
   assert_null(e->device);
+  /* With the user's devices: watchers are shown each one masked. */
+  assert_int_equal(e->n_devices, 1);
+  assert_string_equal(e->devices[0].device, "mobile");
+  assert_int_equal(e->devices[0].status, PRESENCE_ONLINE);
+  assert_int_equal(e->devices[0].session_count, 1);
+  assert_int_equal(evs[3].n_devices, 0);
+  assert_null(evs[3].devices);
   /* 4 user.message with text, emoji and expiry. */
   e = &evs[3];
   assert_int_equal(e->type, PRESENCE_EV_USER_MESSAGE);
@@ -869,6 +876,55 @@ static void every_field_survives_the_log(void **state) {
   field_check_t fc = {0, f->clock.wall};
   assert_int_equal(presence_log_read(f->p, 0, 16, check_fields, &fc), 0);
   assert_int_equal(fc.n, 7);
+  fx_free(f);
+}
+
+/* A user.availability's devices as a callback gets them (through the
+ * engine's queue): the best status per kind, and the count of sessions. */
+typedef struct avail_devs {
+  int n;
+  char text[128];
+} avail_devs_t;
+
+static void on_avail(presence_t *p, const presence_event_t *ev, void *ud) {
+  (void)p;
+  avail_devs_t *a = ud;
+  size_t len = 0;
+  a->n++;
+  for (size_t i = 0; i < ev->n_devices; i++)
+    len += (size_t)snprintf(a->text + len, sizeof a->text - len, "%s=%s/%u ",
+                            ev->devices[i].device,
+                            presence_status_name(ev->devices[i].status),
+                            (unsigned)ev->devices[i].session_count);
+}
+
+static void availability_carries_devices(void **state) {
+  (void)state;
+  fx_t *f = fx_new(0);
+  avail_devs_t a = {0};
+  assert_true(presence_on(f->p, PRESENCE_EV_USER_AVAILABILITY, on_avail, &a) >
+              0);
+  presence_session_open_device(f->p, "s1", "u", NULL, "web", NULL, NULL, NULL);
+  presence_session_open_device(f->p, "s2", "u", NULL, "mobile", NULL, NULL,
+                               NULL);
+  presence_session_open_device(f->p, "s3", "u", NULL, "mobile", NULL, NULL,
+                               NULL);
+  presence_session_set_status(f->p, "s2", PRESENCE_IDLE, NULL, NULL);
+  presence_session_set_status(f->p, "s3", PRESENCE_IDLE, NULL, NULL);
+  presence_user_set_availability(f->p, "u", PRESENCE_AVAIL_DND, NULL, NULL);
+  assert_int_equal(a.n, 1);
+  /* One entry per kind, in the store's order (the snapshot's). */
+  assert_non_null(strstr(a.text, "web=online/1 "));
+  assert_non_null(strstr(a.text, "mobile=idle/2 "));
+  assert_int_equal(strlen(a.text), strlen("web=online/1 mobile=idle/2 "));
+  /* No session: no devices. */
+  presence_session_disconnect(f->p, "s1", NULL, NULL);
+  presence_session_disconnect(f->p, "s2", NULL, NULL);
+  presence_session_disconnect(f->p, "s3", NULL, NULL);
+  a.text[0] = '\0';
+  presence_user_set_availability(f->p, "u", PRESENCE_AVAIL_AUTO, NULL, NULL);
+  assert_int_equal(a.n, 2);
+  assert_string_equal(a.text, "");
   fx_free(f);
 }
 
@@ -992,6 +1048,7 @@ int main(void) {
       cmocka_unit_test(events_carry_the_setting_through_the_log),
       cmocka_unit_test(every_field_survives_the_log),
       cmocka_unit_test(device_words_survive_the_log),
+      cmocka_unit_test(availability_carries_devices),
       cmocka_unit_test(member_visibility_every_cell),
       cmocka_unit_test(member_changes_masked_by_availability),
       cmocka_unit_test(reload_in_grace_is_silent),

@@ -125,6 +125,28 @@ test('watched users: availability, message and devices from the snapshot, merged
   assert.deepEqual(env.client.get('bob').devices, {});
 });
 
+test('an availability change replaces the device map with the one it carries (protocol 6.4)', async () => {
+  const env = setup();
+  env.client.subscribe('bob', () => {});
+  env.client.connect();
+  const ws = await opened(env);
+  ws.serverSend({ type: 'presence', snapshot: true, users: [{ user_id: 'bob', status: 'online', availability: 'auto',
+    since: 1, last_seen: 1, last_active: 1, version: 3, message: null, devices: { web: 'online', mobile: 'idle' } }] });
+  // dnd shows the idle device online: the change says so for every device
+  ws.serverSend({ type: 'presence', snapshot: false, users: [{ user_id: 'bob', change: 'status', status: 'online',
+    availability: 'dnd', from: 'online', since: 2, last_seen: 2, devices: { web: 'online', mobile: 'online' },
+    reason: 'explicit', version: 4, seq: 10 }] });
+  assert.deepEqual(env.client.get('bob').devices, { web: 'online', mobile: 'online' });
+  // invisible, then visible again: the devices come back with the change
+  ws.serverSend({ type: 'presence', snapshot: false, users: [{ user_id: 'bob', change: 'status', status: 'offline',
+    availability: 'auto', from: 'online', since: 3, last_seen: 3, devices: {}, reason: 'explicit', version: 5, seq: 11 }] });
+  assert.deepEqual(env.client.get('bob').devices, {});
+  ws.serverSend({ type: 'presence', snapshot: false, users: [{ user_id: 'bob', change: 'status', status: 'online',
+    availability: 'auto', from: 'offline', since: 4, last_seen: 4, devices: { web: 'online', mobile: 'idle' },
+    reason: 'explicit', version: 6, seq: 12 }] });
+  assert.deepEqual(env.client.get('bob').devices, { web: 'online', mobile: 'idle' });
+});
+
 test('a callback added for a known user gets a copy and a change as typed (kind null): changing it changes nothing known', async () => {
   const env = setup();
   env.client.connect();

@@ -95,7 +95,7 @@ local R_EXPLICIT = 3
 
 -- The global keys under the call's prefix (set by set_prefix()):
 local K_SEQ, K_LOG
-local K_FORMAT, FORMAT = nil, '15' -- see 'register'
+local K_FORMAT, FORMAT = nil, '16' -- see 'register'
 local SEQ_JUMP_AFTER_LOSS = 1000000 -- see 'register'
 -- The session index: session id -> user '\t' owning instance, in IX.N
 -- small hashes <prefix>i:<bucket> (ix_key). Format 9 and before kept one
@@ -523,9 +523,12 @@ local function best(n, on)
   if on > 0 then return ON end
   return IDLE
 end
--- The user's sessions per device, as a list of {device, n, on}: parsed
--- from U.dv once per call and kept on U (U.D).
-local function dv_list(U)
+-- DV: the devices' cold parts (a table: the main chunk's locals are at
+-- Lua's 200). DV.list(U): the user's sessions per device, as a list of
+-- {device, n, on}: parsed from U.dv once per call and kept on U (U.D).
+-- Only users with sessions on more than one device kind get there.
+local DV = {}
+function DV.list(U)
   if U.D then return U.D end
   local D = {}
   if U.dv ~= '=' then
@@ -542,7 +545,7 @@ local function dev_count(U, d)
     if d == DEV_DEFAULT then return U.n, U.on end
     return 0, 0
   end
-  for _, e in ipairs(dv_list(U)) do
+  for _, e in ipairs(DV.list(U)) do
     if e[1] == d then return e[2], e[3] end
   end
   return 0, 0
@@ -557,7 +560,7 @@ local function dev_adjust(U, d, dn, don)
     if wn > 0 then D[1] = {DEV_DEFAULT, wn, won} end
     U.D = D
   end
-  local D = dv_list(U)
+  local D = DV.list(U)
   local found = false
   for i, e in ipairs(D) do
     if e[1] == d then
@@ -1626,6 +1629,28 @@ local function settings_cleared(u, U)
   end
 end
 
+-- A user.availability's tail: the user's devices. The availability masks
+-- every device watchers are shown (dnd shows an idle one online, invisible
+-- none), so a watcher is sent the whole map with the change, as a snapshot
+-- (q_user) has it: their count (2 bytes), then per device its name, best
+-- status (1) and sessions (4).
+function DV.avail_tail(U)
+  local dt = {''}
+  if U.dv == '=' then
+    if U.n > 0 then
+      dt[2] = struct.pack('<I2sBI4', #DEV_DEFAULT + 1, DEV_DEFAULT,
+                          best(U.n, U.on), U.n)
+    end
+  else
+    for _, e in ipairs(DV.list(U)) do
+      dt[#dt + 1] = struct.pack('<I2sBI4', #e[1] + 1, e[1], best(e[2], e[3]),
+                                e[2])
+    end
+  end
+  dt[1] = struct.pack('<I2', #dt - 1)
+  return table.concat(dt)
+end
+
 -- Availability: ARGV user, availability (0..3).
 local function w_avail(b)
   local u, av = ARGV[b], tonumber(ARGV[b + 1])
@@ -1638,7 +1663,7 @@ local function w_avail(b)
   U.v = vinc(U.v)
   if av ~= 0 then redis.call('PERSIST', k_user(u)) end
   uemit(U, EV_UAVAIL, R_EXPLICIT, nil, u, nil, U.st, U.st, from, nil, nil,
-        nil, false)
+        nil, false, DV.avail_tail(U))
   uput(u, U)
   redis.call('HSET', k_user(u), F_AS, nows())
   settings_cleared(u, U)
@@ -1817,6 +1842,8 @@ OPS.register = function()
   -- events are binary (emit), which a format-5 build cannot read. 7 to 14:
   -- docs/internals/redis.md. 15: inst holds each lease's expiry beside the
   -- epoch (LS), which a format-14 build would take for a superseded epoch.
+  -- 16: a user.availability carries the user's devices (w_avail), which a
+  -- format-15 build would read as its shown version.
   local fmt = redis.call('GET', K_FORMAT)
   if fmt ~= FORMAT and (fmt or redis.call('EXISTS', K_SEQ) == 1) then
     return redis.error_reply('presence: the keys under prefix "' .. P ..
@@ -1934,7 +1961,7 @@ OPS.sassert = function()
       chans_avail(u, from, av)
       U.v = vinc(U.v)
       uemit(U, EV_UAVAIL, R_RESYNC, nil, u, nil, U.st, U.st, from, nil, nil,
-            nil, false)
+            nil, false, DV.avail_tail(U))
       redis.call('HSET', ku, F_AS, s(as))
       changed = true
     end
@@ -2588,7 +2615,7 @@ OPS.q_user = function()
       res[#res + 1] = s(U.n)
     end
   else
-    for _, e in ipairs(dv_list(U)) do
+    for _, e in ipairs(DV.list(U)) do
       nd = nd + 1
       res[#res + 1] = e[1]
       res[#res + 1] = s(best(e[2], e[3]))

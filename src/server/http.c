@@ -318,6 +318,16 @@ static int on_headers_complete(http_parser *p) {
   return 0;
 }
 
+/* A chunk's size is known before its bytes: a body the sizes take past the
+ * limit is refused then, not after the client has sent (and we have read)
+ * up to the limit of it. */
+static int on_chunk_header(http_parser *p) {
+  http_req_t *r = p->data;
+  if (p->content_length > r->conn->srv->cfg.max_body - r->body.len)
+    return refuse(r, 413, "body_too_large");
+  return 0;
+}
+
 static int on_body(http_parser *p, const char *at, size_t len) {
   http_req_t *r = p->data;
   if (r->body.len + len > r->conn->srv->cfg.max_body)
@@ -340,6 +350,7 @@ static const http_parser_settings settings = {
     .on_header_value = on_header_value,
     .on_headers_complete = on_headers_complete,
     .on_body = on_body,
+    .on_chunk_header = on_chunk_header,
     .on_message_complete = on_message_complete,
 };
 

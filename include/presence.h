@@ -453,7 +453,11 @@ void presence_options_init(presence_options_t *opts);
  * *out is NULL and opts->store, if given, has been destroyed. */
 int presence_new(const presence_options_t *opts, presence_t **out);
 
-/* Free it. No callback runs. Must not be called from inside a callback. */
+/* Free it. No event callback runs. With an asynchronous store (Redis) the
+ * calls still pending complete inside it: their done and query callbacks
+ * run with PRESENCE_ESHUTDOWN (or the error they already had), and must not
+ * call the library with p, which is going. Must not be called from inside
+ * a callback. */
 void presence_free(presence_t *p);
 
 /* ---- Callbacks ----------------------------------------------------------- */

@@ -331,12 +331,160 @@ static void done_runs_after_the_events_except_inside_a_callback(void **state) {
   presence_free(p);
 }
 
+/* ---- an asynchronous store of one's own ----------------------------------- */
+
+/* Writes and user queries complete later (async_flush), or with ESHUTDOWN
+ * when the store is destroyed, as presence_redis.h describes its own. */
+typedef struct async_store {
+  own_store_t own;
+  presence_store_done_fn done[4];
+  void *done_ud[4];
+  int n_done;
+  void (*ucb[4])(void *ud, int status, const presence_user_info_t *info);
+  void *ucb_ud[4];
+  int n_ucb;
+} async_store_t;
+
+static int async_write(presence_store_t *s, const presence_write_t *w,
+                       presence_store_done_fn done, void *ud) {
+  async_store_t *a = (async_store_t *)s;
+  assert_non_null(done); /* not a PRESENCE_STORE_SYNC store */
+  if (a->n_done == 4) return PRESENCE_ENOMEM;
+  if (w->kind == PRESENCE_WRITE_CONNECT) {
+    presence_event_t ev;
+    memset(&ev, 0, sizeof(ev));
+    ev.type = PRESENCE_EV_SESSION_CONNECTED;
+    ev.reason = PRESENCE_REASON_CONNECT;
+    ev.session_id = w->session_id;
+    ev.user_id = w->user_id;
+    ev.to = PRESENCE_ONLINE;
+    ev.seq = 1;
+    a->own.host.emit(a->own.host.host_ud, &ev);
+  }
+  a->done[a->n_done] = done;
+  a->done_ud[a->n_done++] = ud;
+  return 0;
+}
+
+static int async_user_query(presence_store_t *s, const char *user_id,
+                            void (*cb)(void *ud, int status,
+                                       const presence_user_info_t *info),
+                            void *ud) {
+  (void)user_id;
+  async_store_t *a = (async_store_t *)s;
+  if (a->n_ucb == 4) return PRESENCE_ENOMEM;
+  a->ucb[a->n_ucb] = cb;
+  a->ucb_ud[a->n_ucb++] = ud;
+  return 0;
+}
+
+static void async_complete(async_store_t *a, int status) {
+  for (int i = 0; i < a->n_done; i++) a->done[i](a->done_ud[i], status);
+  a->n_done = 0;
+  presence_user_info_t info;
+  memset(&info, 0, sizeof(info));
+  info.user_id = "alice";
+  for (int i = 0; i < a->n_ucb; i++)
+    a->ucb[i](a->ucb_ud[i], status, status ? NULL : &info);
+  a->n_ucb = 0;
+}
+
+static void async_destroy(presence_store_t *s) {
+  async_store_t *a = (async_store_t *)s;
+  async_complete(a, PRESENCE_ESHUTDOWN);
+  a->own.destroyed++;
+}
+
+static const presence_store_ops_t async_ops = {
+    .name = "own-async",
+    .flags = 0,
+    .attach = own_attach,
+    .write = async_write,
+    .user_query = async_user_query,
+    .sessions_query = own_sessions_query,
+    .destroy = async_destroy,
+};
+
+typedef struct outcomes {
+  int events, done_ok, done_shutdown, query_ok, query_shutdown;
+} outcomes_t;
+
+static void count_event(presence_t *p, const presence_event_t *ev, void *ud) {
+  (void)p;
+  (void)ev;
+  ((outcomes_t *)ud)->events++;
+}
+
+static void count_done(presence_t *p, int status, void *ud) {
+  (void)p;
+  outcomes_t *o = ud;
+  if (status == 0) o->done_ok++;
+  else if (status == PRESENCE_ESHUTDOWN) o->done_shutdown++;
+  else fail();
+}
+
+static void count_query(presence_t *p, int status,
+                        const presence_user_info_t *info, void *ud) {
+  (void)p;
+  outcomes_t *o = ud;
+  if (status == 0) {
+    assert_string_equal(info->user_id, "alice");
+    o->query_ok++;
+  } else {
+    assert_int_equal(status, PRESENCE_ESHUTDOWN);
+    o->query_shutdown++;
+  }
+}
+
+/* With an asynchronous store a call returns 0 when accepted and done (or a
+ * query's callback) reports the outcome later; the synchronous getters are
+ * ENOTSUP. presence_free runs no event callback, but the calls still
+ * pending complete inside it with the store's ESHUTDOWN (presence.h). */
+static void an_asynchronous_store_completes_later_and_at_free(void **state) {
+  (void)state;
+  async_store_t a;
+  memset(&a, 0, sizeof(a));
+  own_init(&a.own, 0);
+  a.own.base.ops = &async_ops;
+  presence_options_t o;
+  presence_options_init(&o);
+  o.store = &a.own.base;
+  presence_t *p;
+  assert_int_equal(presence_new(&o, &p), 0);
+  outcomes_t out = {0};
+  presence_on_event(p, count_event, &out);
+
+  assert_int_equal(
+      presence_session_connect(p, "s1", "alice", NULL, count_done, &out), 0);
+  assert_int_equal(out.events, 1); /* dispatched once write returned */
+  assert_int_equal(out.done_ok, 0);
+  assert_int_equal(presence_user_query(p, "alice", count_query, &out), 0);
+  assert_int_equal(out.query_ok, 0);
+  presence_user_info_t ui;
+  assert_int_equal(presence_user_get(p, "alice", &ui), PRESENCE_ENOTSUP);
+  async_complete(&a, 0);
+  assert_int_equal(out.done_ok, 1);
+  assert_int_equal(out.query_ok, 1);
+
+  /* Pending at presence_free. */
+  assert_int_equal(
+      presence_session_disconnect(p, "s1", count_done, &out), 0);
+  assert_int_equal(presence_user_query(p, "alice", count_query, &out), 0);
+  int events = out.events;
+  presence_free(p);
+  assert_int_equal(a.own.destroyed, 1);
+  assert_int_equal(out.done_shutdown, 1);
+  assert_int_equal(out.query_shutdown, 1);
+  assert_int_equal(out.events, events);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(presence_new_destroys_the_given_store_when_it_fails),
       cmocka_unit_test(presence_new_out_of_memory_leaks_nothing),
       cmocka_unit_test(a_store_with_only_the_required_ops_answers_every_call),
       cmocka_unit_test(done_runs_after_the_events_except_inside_a_callback),
+      cmocka_unit_test(an_asynchronous_store_completes_later_and_at_free),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -301,6 +301,28 @@ static int on_headers_complete(http_parser *p) {
   if (p->http_minor >= 1 && !http_header(r, "Host", &hl))
     return refuse_msg(r, "malformed HTTP request: HTTP/1.1 without Host");
   if (absolute_form(r) != 0) return -1;
+  /* RFC 9112 6.1: a transfer coding we do not decode (gzip, chunked) would
+   * hand the handler compressed bytes as the body, read by a proxy as
+   * something else; "SHOULD respond with 501". Transfer-Encoding in an
+   * HTTP/1.0 request is faulty framing (a 1.0 peer knows no chunking):
+   * 400. Both close the connection, the body's end not being known. */
+  size_t tl;
+  const char *te = http_header(r, "Transfer-Encoding", &tl);
+  if (te) {
+    if (p->http_minor == 0)
+      return refuse_msg(r, "malformed HTTP request: Transfer-Encoding in "
+                           "HTTP/1.0");
+    while (tl && (te[tl - 1] == ' ' || te[tl - 1] == '\t'))
+      tl--;
+    while (tl && (*te == ' ' || *te == '\t')) {
+      te++;
+      tl--;
+    }
+    if (tl != 7 || strncasecmp(te, "chunked", 7) != 0) {
+      r->err_msg = "only Transfer-Encoding: chunked";
+      return refuse(r, 501, "not_implemented");
+    }
+  }
   if ((p->flags & F_CONTENTLENGTH) && p->content_length > max)
     return refuse(r, 413, "body_too_large");
   /* RFC 9110 10.1.1: a client that sends "Expect: 100-continue" may hold its

@@ -265,7 +265,34 @@ async def test_chunked_body(t, d, args):
                 and time.monotonic() - t0 < 1.5, data[:300])
 
 
+async def test_transfer_codings(t, d, args):
+    """RFC 9112 6.1: a transfer coding the server does not know is 501, and an
+    HTTP/1.0 message with Transfer-Encoding has faulty framing (a 1.0 proxy
+    would not have decoded it): either way the body's end is not known, so the
+    connection is closed after the answer."""
+    body = b'{"user_ids":["tc"]}'
+    gz = (f"POST /v1/users/query HTTP/1.1\r\nHost: x\r\n{AUTH}"
+          "Transfer-Encoding: gzip, chunked\r\n\r\n%x\r\n" % len(body)).encode() + body + b"\r\n0\r\n\r\n"
+    data, eof = await exchange(d, gz)
+    rs = responses(data, ["POST"])
+    t.check("Transfer-Encoding: gzip, chunked: 501 not_implemented, then closed",
+            rs[0][0] == 501 and error_code(rs[0][2]) == "not_implemented" and eof, data[:300])
+    old = (f"POST /v1/users/query HTTP/1.0\r\nHost: x\r\n{AUTH}"
+           "Transfer-Encoding: chunked\r\n\r\n%x\r\n" % len(body)).encode() + body + b"\r\n0\r\n\r\n"
+    data, eof = await exchange(d, old)
+    rs = responses(data, ["POST"])
+    t.check("HTTP/1.0 with Transfer-Encoding: chunked: 400 bad_request, then closed",
+            rs[0][0] == 400 and error_code(rs[0][2]) == "bad_request" and eof, data[:300])
+    ok = (f"POST /v1/users/query HTTP/1.1\r\nHost: x\r\n{AUTH}Connection: close\r\n"
+          "Transfer-Encoding: Chunked\r\n\r\n%x\r\n" % len(body)).encode() + body + b"\r\n0\r\n\r\n"
+    data, eof = await exchange(d, ok)
+    t.check("Transfer-Encoding: Chunked (case-insensitive): 200",
+            data.startswith(b"HTTP/1.1 200 ") and b'"tc"' in data, data[:300])
+
+
 if __name__ == "__main__":
     run([
-        ("http-rfc", FLAGS, [test_head, test_expect_continue, test_host_required, test_absolute_form, test_uri_too_long, test_chunked_body]),
+        ("http-rfc", FLAGS,
+         [test_head, test_expect_continue, test_host_required, test_absolute_form,
+          test_uri_too_long, test_chunked_body, test_transfer_codings]),
     ])

@@ -773,12 +773,12 @@ void http_on_read(conn_t *c, const char *data, size_t len) {
       continue;
     }
     if (r->parser.upgrade) {
-      /* Everything after an upgrade request belongs to the new protocol. */
+      /* Everything after an upgrade request belongs to the new protocol: a
+       * refused one ends the connection, and its answer says so (set
+       * before routing, since the answer is written inside it). */
+      r->close = 1;
       route(c, r, data, len);
-      if (c->kind == CONN_HTTP && !c->closing) {
-        r->close = 1;
-        conn_close_after_flush(c);
-      }
+      if (c->kind == CONN_HTTP && !c->closing) conn_close_after_flush(c);
       return;
     }
     c->in_route = 1;

@@ -290,9 +290,29 @@ async def test_transfer_codings(t, d, args):
             data.startswith(b"HTTP/1.1 200 ") and b'"tc"' in data, data[:300])
 
 
+async def test_refused_upgrade_says_close(t, d, args):
+    """An upgrade request that is refused ends its connection (the bytes after
+    it may be frames already): the answer must say so (Connection: close, RFC
+    9112 9.6), or a client that reuses connections sends its next request
+    into a socket being closed."""
+    for label, h in [("version 8", {"Sec-WebSocket-Version": "8"}),
+                     ("no key", {"Sec-WebSocket-Key": None}),
+                     ("a bad token", None)]:
+        ws = await RawWS.open(d, tok="bad" if h is None else token("refused"), headers=h)
+        try:
+            eof = await asyncio.wait_for(ws.reader.read(1), 2.0) == b""
+        except (asyncio.TimeoutError, ConnectionError):
+            eof = False
+        ws.close()
+        t.check(f"a refused handshake ({label}): {ws.status} says Connection: close, and closes",
+                ws.status in (400, 401, 426) and ws.headers.get("connection") == "close" and eof,
+                (ws.status, ws.headers, eof))
+
+
 if __name__ == "__main__":
     run([
         ("http-rfc", FLAGS,
          [test_head, test_expect_continue, test_host_required, test_absolute_form,
-          test_uri_too_long, test_chunked_body, test_transfer_codings]),
+          test_uri_too_long, test_chunked_body, test_transfer_codings,
+          test_refused_upgrade_says_close]),
     ])

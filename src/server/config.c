@@ -994,6 +994,129 @@ static int apply_flags(srv_config_t *cfg, int argc, char **argv, FILE *err) {
   return CONFIG_OK;
 }
 
+/* Whether the file at path can be read; with key_in_it, whether it holds a
+ * PEM private key too (a client certificate and its key in one file). The
+ * store reads these files only when it connects, and a connection that
+ * fails is retried for ever: a missing file would pass --check-config and
+ * then leave the instance unready (503) with the reason in one log line. */
+static int readable_pem(const char *path, int *key_in_it, char *msg,
+                        size_t cap) {
+  FILE *f = fopen(path, "rb");
+  if (!f) {
+    snprintf(msg, cap, "cannot open '%s': %s", path, strerror(errno));
+    return -1;
+  }
+  static const char tag[] = "PRIVATE KEY-----";
+  char buf[4096 + sizeof tag];
+  size_t have = 0, n;
+  int found = 0;
+  /* A window that keeps the tail of the previous block, so that a tag split
+   * across two reads is still seen. */
+  while ((n = fread(buf + have, 1, sizeof buf - 1 - have, f)) > 0) {
+    have += n;
+    buf[have] = '\0';
+    if (strstr(buf, tag)) found = 1;
+    size_t keep = have < sizeof tag ? have : sizeof tag - 1;
+    memmove(buf, buf + have - keep, keep);
+    have = keep;
+  }
+  int bad = ferror(f);
+  int e = errno;
+  fclose(f);
+  if (bad) {
+    snprintf(msg, cap, "cannot read '%s': %s", path, strerror(e));
+    return -1;
+  }
+  if (key_in_it) *key_in_it = found;
+  return 0;
+}
+
+/* Settings of the Redis store given where they do nothing. Each would be
+ * ignored without a word: --redis-cluster without --store redis://... ran
+ * the embedded store, each instance alone with its own presence (users on
+ * one invisible to watchers on the others), and --redis-tls-ca with a
+ * redis:// URL sent the password in clear to a Redis the operator believed
+ * verified. */
+static int check_redis_settings(const srv_config_t *cfg, FILE *err) {
+  const char *store = cfg->store ? cfg->store : "";
+  int redis = config_store_is_redis(cfg) == 1;
+  int tls = !strncmp(store, "rediss://", 9) ||
+            !strncmp(store, "rediss+sentinel://", 18);
+  int sentinel = !strncmp(store, "redis+sentinel://", 17) ||
+                 !strncmp(store, "rediss+sentinel://", 18);
+  const struct {
+    const char *name, *value;
+    int needs; /* 1 a Redis store, 2 TLS (rediss), 3 sentinels */
+  } set[] = {
+      {"redis-cluster", cfg->redis_cluster, 1},
+      {"redis-user", cfg->redis_user, 1},
+      {"redis-password", cfg->redis_password, 1},
+      {"redis-password-file", cfg->redis_password_file, 1},
+      {"redis-tls-ca", cfg->redis_tls_ca, 2},
+      {"redis-tls-cert", cfg->redis_tls_cert, 2},
+      {"redis-tls-key", cfg->redis_tls_key, 2},
+      {"redis-tls-server-name", cfg->redis_tls_server_name, 2},
+      {"redis-sentinel-user", cfg->redis_sentinel_user, 3},
+      {"redis-sentinel-password", cfg->redis_sentinel_password, 3},
+      {"redis-sentinel-password-file", cfg->redis_sentinel_password_file, 3},
+  };
+  for (size_t i = 0; i < sizeof set / sizeof *set; i++) {
+    if (!set[i].value || !*set[i].value) continue;
+    if (!redis) {
+      fprintf(err,
+              "presenced: --%s: needs a Redis store (--store redis://..., "
+              "rediss://..., unix:... or redis+sentinel://...); without one "
+              "presence stays in this process's embedded store, shared with "
+              "no other instance\n",
+              set[i].name);
+      return CONFIG_EXIT_USAGE;
+    }
+    if (set[i].needs == 2 && !tls) {
+      fprintf(err,
+              "presenced: --%s: the --store URL does not speak TLS: use "
+              "rediss://... (or rediss+sentinel://...) for TLS to Redis, or "
+              "drop --%s\n",
+              set[i].name, set[i].name);
+      return CONFIG_EXIT_USAGE;
+    }
+    if (set[i].needs == 3 && !sentinel) {
+      fprintf(err,
+              "presenced: --%s: only for a redis+sentinel:// (or "
+              "rediss+sentinel://) --store URL\n",
+              set[i].name);
+      return CONFIG_EXIT_USAGE;
+    }
+  }
+  char msg[384];
+  const struct {
+    const char *name, *path;
+  } files[] = {{"redis-tls-ca", cfg->redis_tls_ca},
+               {"redis-tls-cert", cfg->redis_tls_cert},
+               {"redis-tls-key", cfg->redis_tls_key}};
+  for (size_t i = 0; i < sizeof files / sizeof *files; i++) {
+    int key_in_it = 0;
+    if (!files[i].path || !*files[i].path) continue;
+    if (readable_pem(files[i].path, &key_in_it, msg, sizeof msg) != 0) {
+      fprintf(err, "presenced: --%s: %s\n", files[i].name, msg);
+      return CONFIG_EXIT_USAGE;
+    }
+    if (i == 1 && !key_in_it && !(cfg->redis_tls_key && *cfg->redis_tls_key)) {
+      fprintf(err,
+              "presenced: --redis-tls-cert: '%s' holds no private key: give "
+              "the certificate's key with --redis-tls-key\n",
+              files[i].path);
+      return CONFIG_EXIT_USAGE;
+    }
+  }
+  if (cfg->redis_tls_key && *cfg->redis_tls_key &&
+      !(cfg->redis_tls_cert && *cfg->redis_tls_cert)) {
+    fprintf(err, "presenced: --redis-tls-key: the key of which certificate? "
+                 "give it with --redis-tls-cert\n");
+    return CONFIG_EXIT_USAGE;
+  }
+  return CONFIG_OK;
+}
+
 /* Step 5: settings that are fine alone but not together. */
 static int check_combinations(const srv_config_t *cfg, FILE *err) {
   char why[200];
@@ -1028,6 +1151,7 @@ static int check_combinations(const srv_config_t *cfg, FILE *err) {
             shown);
     return CONFIG_EXIT_USAGE;
   }
+  if (check_redis_settings(cfg, err) != CONFIG_OK) return CONFIG_EXIT_USAGE;
   if (config_store_is_redis(cfg) &&
       cfg->redis_lease_ms < 2 * cfg->redis_heartbeat_ms) {
     fprintf(err,

@@ -1,0 +1,131 @@
+#!/usr/bin/python3
+# SPDX-License-Identifier: MIT
+"""What an operator meets when the Redis settings are wrong, run as an
+operator would: presenced started with a real redis-server, the mistakes
+made one at a time, the exit status, stderr and presencectl read as a
+person would read them.
+
+- settings: a Redis setting where it does nothing (--redis-cluster or a
+  password without a Redis --store, TLS files with a plain redis:// URL,
+  sentinel credentials without sentinels), a TLS file that is missing or
+  a directory, a client certificate without its key. Each is refused at
+  once, by --check-config too, with exit status 2 and the flag named;
+  before, --redis-cluster without --store ran the embedded store (each
+  instance alone) and a missing CA file passed --check-config, then left
+  the instance unready for ever.
+
+Run: /usr/bin/python3 tests/integration/test_redis_operator.py --presenced PATH
+"""
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from harness import Checks, parse_args  # noqa: E402
+from test_redis_cluster import _make_certs  # noqa: E402
+
+KEYS = {"PRESENCED_API_KEY": "k" * 40, "PRESENCED_JWT_SECRET": "s" * 40}
+
+
+def env_clean(extra=None):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PRESENCED_")}
+    env.update(KEYS)
+    env.update(extra or {})
+    return env
+
+
+def presenced(binary, *argv, timeout=5, env=None):
+    """Run presenced to its end: (exit status or None if it had to be
+    killed, stderr)."""
+    try:
+        p = subprocess.run([binary, "--listen", "127.0.0.1:1", *argv],
+                           stdin=subprocess.DEVNULL, capture_output=True,
+                           env=env_clean(env), timeout=timeout)
+        return p.returncode, p.stdout.decode() + p.stderr.decode()
+    except subprocess.TimeoutExpired as e:
+        out = (e.stdout or b"") + (e.stderr or b"")
+        return None, out.decode()
+
+
+def scenario_settings(t, args, certs):
+    ca = os.path.join(certs, "ca.crt")
+    crt = os.path.join(certs, "server.crt")
+    key = os.path.join(certs, "server.key")
+    both = os.path.join(certs, "both.pem")
+    with open(both, "w") as f:
+        f.write(open(crt).read() + open(key).read())
+    missing = os.path.join(certs, "nope.crt")
+    tls = "rediss://127.0.0.1:1/0"
+    cases = [
+        # (what, argv, flag the message must name, words it must hold)
+        ("--redis-cluster without --store", ["--redis-cluster", "127.0.0.1:7000"],
+         "--redis-cluster", "needs a Redis store"),
+        ("--redis-password with the embedded store",
+         ["--store", "memory", "--redis-password", "pw"], "--redis-password",
+         "needs a Redis store"),
+        ("PRESENCED_REDIS_CLUSTER without a store", [], "--redis-cluster",
+         "needs a Redis store", {"PRESENCED_REDIS_CLUSTER": "127.0.0.1:7000"}),
+        ("--redis-tls-ca with a plain redis:// URL",
+         ["--store", "redis://127.0.0.1:1/0", "--redis-tls-ca", ca], "--redis-tls-ca",
+         "rediss://"),
+        ("--redis-sentinel-password without sentinels",
+         ["--store", "redis://127.0.0.1:1/0", "--redis-sentinel-password", "pw"],
+         "--redis-sentinel-password", "redis+sentinel://"),
+        ("a missing --redis-tls-ca file", ["--store", tls, "--redis-tls-ca", missing],
+         "--redis-tls-ca", missing),
+        ("a directory as --redis-tls-ca", ["--store", tls, "--redis-tls-ca", certs],
+         "--redis-tls-ca", certs),
+        ("a missing --redis-tls-key file",
+         ["--store", tls, "--redis-tls-cert", crt, "--redis-tls-key", missing],
+         "--redis-tls-key", missing),
+        ("--redis-tls-cert holding no key, no --redis-tls-key",
+         ["--store", tls, "--redis-tls-cert", crt], "--redis-tls-cert", "--redis-tls-key"),
+        ("--redis-tls-key without --redis-tls-cert",
+         ["--store", tls, "--redis-tls-key", key], "--redis-tls-key", "--redis-tls-cert"),
+    ]
+    for case in cases:
+        what, argv, flag, words = case[:4]
+        env = case[4] if len(case) > 4 else None
+        for mode in (["--check-config"], []):
+            rc, out = presenced(args.presenced, *argv, *mode, env=env)
+            label = f"{what}{' (--check-config)' if mode else ''}"
+            t.check(f"{label}: exit 2, not a start", rc == 2, f"rc={rc} {out[-400:]}")
+            t.check(f"{label}: the message names {flag} and says why",
+                    flag in out and words in out and "ok" not in out.split(), out[-400:])
+    # What is right still passes.
+    for what, argv in (("a certificate and its key", ["--store", tls, "--redis-tls-ca", ca,
+                                                      "--redis-tls-cert", crt,
+                                                      "--redis-tls-key", key]),
+                       ("a certificate file holding its key",
+                        ["--store", tls, "--redis-tls-cert", both]),
+                       ("a password with a Redis store",
+                        ["--store", "redis://127.0.0.1:1/0", "--redis-password", "pw"])):
+        rc, out = presenced(args.presenced, *argv, "--check-config")
+        t.check(f"{what}: --check-config ok", rc == 0 and out.strip().endswith("ok"),
+                f"rc={rc} {out[-400:]}")
+
+
+def main():
+    args = parse_args()
+    t = Checks()
+    if not shutil.which("openssl"):
+        print("ok   - SKIP: openssl not installed")
+        print("1 passed, 0 failed")
+        return 0
+    certs = tempfile.mkdtemp(prefix="presence-ops-")
+    try:
+        _make_certs(certs)
+        only = args.only
+        if not only or only in "settings":
+            scenario_settings(t, args, certs)
+    finally:
+        shutil.rmtree(certs, ignore_errors=True)
+    print(f"{t.passed} passed, {t.failed} failed", flush=True)
+    return 0 if t.failed == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -436,6 +436,15 @@ typedef struct entry {
   size_t off;
 } entry_t;
 
+typedef struct read_bufs {
+  presence_event_t *scratch;
+  size_t scratch_cap;
+  const char **ids;
+  size_t ids_cap;
+  presence_device_status_t *devs; /* and their devices */
+  size_t devs_cap;
+} read_bufs_t;
+
 struct presence__log {
   const presence_allocator_t *alloc;
   uint32_t capacity; /* events */
@@ -448,12 +457,10 @@ struct presence__log {
   size_t nbytes;
   size_t head; /* where the next event goes */
   /* Scratch for reads: unpacked events and their session id pointers. */
-  presence_event_t *scratch;
-  size_t scratch_cap;
-  const char **ids;
-  size_t ids_cap;
-  presence_device_status_t *devs; /* and their devices */
-  size_t devs_cap;
+  read_bufs_t rb;
+  /* Reads whose callback is running: a read inside one (see
+   * presence__log_read) takes buffers of its own. */
+  unsigned reading;
 };
 
 presence__log_t *presence__log_new(const presence_allocator_t *a,
@@ -478,13 +485,17 @@ presence__log_t *presence__log_new(const presence_allocator_t *a,
   return l;
 }
 
+static void read_bufs_free(const presence_allocator_t *a, read_bufs_t *b) {
+  presence__free(a, b->scratch);
+  presence__free(a, b->ids);
+  presence__free(a, b->devs);
+}
+
 void presence__log_free(presence__log_t *l) {
   if (!l) return;
   presence__free(l->alloc, l->entries);
   presence__free(l->alloc, l->bytes);
-  presence__free(l->alloc, l->scratch);
-  presence__free(l->alloc, l->ids);
-  presence__free(l->alloc, l->devs);
+  read_bufs_free(l->alloc, &l->rb);
   presence__free(l->alloc, l);
 }
 
@@ -589,6 +600,55 @@ uint64_t presence__log_first_seq(const presence__log_t *l) {
   return l->count ? l->entries[l->first].seq : l->last_seq + 1;
 }
 
+/* Unpack the n events after after_seq into b, growing it as needed. */
+static int read_unpack(presence__log_t *l, read_bufs_t *b, uint64_t after_seq,
+                       size_t n) {
+  uint64_t first = presence__log_first_seq(l);
+  if (n > b->scratch_cap) {
+    presence_event_t *s =
+        presence__realloc(l->alloc, b->scratch, n * sizeof(*s));
+    if (!s) return PRESENCE_ENOMEM;
+    b->scratch = s;
+    b->scratch_cap = n;
+  }
+  /* Entries are consecutive in seq, so the index follows by arithmetic. */
+  uint32_t start = (uint32_t)(after_seq + 1 - first);
+  size_t ids_needed = 0, devs_needed = 0;
+  for (size_t i = 0; i < n; i++) {
+    entry_t *e = &l->entries[(l->first + start + i) % l->capacity];
+    ids_needed += presence__event_packed_ids(l->bytes + e->off);
+    devs_needed += presence__event_packed_devices(l->bytes + e->off);
+  }
+  if (devs_needed > b->devs_cap) {
+    presence_device_status_t *d =
+        presence__realloc(l->alloc, b->devs, devs_needed * sizeof(*d));
+    if (!d) return PRESENCE_ENOMEM;
+    b->devs = d;
+    b->devs_cap = devs_needed;
+  }
+  if (ids_needed > b->ids_cap) {
+    const char **ids =
+        presence__realloc(l->alloc, b->ids, ids_needed * sizeof(*ids));
+    if (!ids) return PRESENCE_ENOMEM;
+    b->ids = ids;
+    b->ids_cap = ids_needed;
+  }
+  size_t used = 0, dused = 0;
+  for (size_t i = 0; i < n; i++) {
+    entry_t *e = &l->entries[(l->first + start + i) % l->capacity];
+    /* No event with session ids yet: ids may still be NULL, and NULL + 0
+     * is undefined behaviour in C (UBSan's pointer-overflow check). */
+    const void *p = l->bytes + e->off;
+    presence__event_unpack(p, &b->scratch[i], b->ids ? b->ids + used : NULL,
+                           b->devs ? b->devs + dused : NULL);
+    dused += b->scratch[i].n_devices;
+    /* A pair's first event (its entry's seq is the record's less one). */
+    if (b->scratch[i].seq != e->seq) presence__event_first(p, &b->scratch[i]);
+    used += b->scratch[i].n_session_ids;
+  }
+  return 0;
+}
+
 int presence__log_read(presence__log_t *l, uint64_t after_seq, size_t max,
                        void (*cb)(void *ud, int status,
                                   const presence_event_t *events, size_t n),
@@ -607,48 +667,19 @@ int presence__log_read(presence__log_t *l, uint64_t after_seq, size_t max,
   }
   size_t avail = (size_t)(l->last_seq - after_seq);
   size_t n = avail < max ? avail : max;
-  if (n > l->scratch_cap) {
-    presence_event_t *s =
-        presence__realloc(l->alloc, l->scratch, n * sizeof(*s));
-    if (!s) return PRESENCE_ENOMEM;
-    l->scratch = s;
-    l->scratch_cap = n;
+  /* A read made while another read's callback runs (a reader that reads on
+   * from its callback, a query from an event callback that a write in it
+   * caused) unpacks into buffers of its own: the outer callback's events
+   * must stay as they are until it returns (c-api.md, Conventions), and
+   * the shared ones would be overwritten, or moved by a realloc. */
+  read_bufs_t own = {0};
+  read_bufs_t *b = l->reading ? &own : &l->rb;
+  int rc = read_unpack(l, b, after_seq, n);
+  if (rc == 0) {
+    l->reading++;
+    cb(ud, status, b->scratch, n);
+    l->reading--;
   }
-  /* Entries are consecutive in seq, so the index follows by arithmetic. */
-  uint32_t start = (uint32_t)(after_seq + 1 - first);
-  size_t ids_needed = 0, devs_needed = 0;
-  for (size_t i = 0; i < n; i++) {
-    entry_t *e = &l->entries[(l->first + start + i) % l->capacity];
-    ids_needed += presence__event_packed_ids(l->bytes + e->off);
-    devs_needed += presence__event_packed_devices(l->bytes + e->off);
-  }
-  if (devs_needed > l->devs_cap) {
-    presence_device_status_t *d =
-        presence__realloc(l->alloc, l->devs, devs_needed * sizeof(*d));
-    if (!d) return PRESENCE_ENOMEM;
-    l->devs = d;
-    l->devs_cap = devs_needed;
-  }
-  if (ids_needed > l->ids_cap) {
-    const char **ids =
-        presence__realloc(l->alloc, l->ids, ids_needed * sizeof(*ids));
-    if (!ids) return PRESENCE_ENOMEM;
-    l->ids = ids;
-    l->ids_cap = ids_needed;
-  }
-  size_t used = 0, dused = 0;
-  for (size_t i = 0; i < n; i++) {
-    entry_t *e = &l->entries[(l->first + start + i) % l->capacity];
-    /* No event with session ids yet: ids may still be NULL, and NULL + 0
-     * is undefined behaviour in C (UBSan's pointer-overflow check). */
-    const void *b = l->bytes + e->off;
-    presence__event_unpack(b, &l->scratch[i], l->ids ? l->ids + used : NULL,
-                           l->devs ? l->devs + dused : NULL);
-    dused += l->scratch[i].n_devices;
-    /* A pair's first event (its entry's seq is the record's less one). */
-    if (l->scratch[i].seq != e->seq) presence__event_first(b, &l->scratch[i]);
-    used += l->scratch[i].n_session_ids;
-  }
-  cb(ud, status, l->scratch, n);
-  return 0;
+  if (b == &own) read_bufs_free(l->alloc, &own);
+  return rc;
 }

@@ -478,6 +478,76 @@ static void an_asynchronous_store_completes_later_and_at_free(void **state) {
   assert_int_equal(out.events, events);
 }
 
+/* ---- a log read inside a log read's callback ------------------------------- */
+
+typedef struct nested_read {
+  int depth;
+  uint64_t inner_after, inner_first;
+  size_t inner_n;
+} nested_read_t;
+
+static void inner_read(presence_t *p, int status, const presence_event_t *evs,
+                       size_t n, void *ud) {
+  (void)p;
+  assert_int_equal(status, 0);
+  nested_read_t *r = ud;
+  r->inner_n = n;
+  r->inner_first = n ? evs[0].seq : 0;
+}
+
+static void outer_read(presence_t *p, int status, const presence_event_t *evs,
+                       size_t n, void *ud) {
+  assert_int_equal(status, 0);
+  nested_read_t *r = ud;
+  assert_int_equal(n, 6);
+  char first_sid[PRESENCE_ID_MAX + 1];
+  snprintf(first_sid, sizeof(first_sid), "%s", evs[0].session_id);
+  /* Fewer events than this batch (in place), then more (grown). */
+  assert_int_equal(presence_log_read(p, 9, 10, inner_read, r), 0);
+  assert_int_equal(r->inner_n, 3);
+  assert_int_equal(r->inner_first, 10);
+  for (size_t i = 0; i < n; i++) assert_int_equal(evs[i].seq, i + 1);
+  assert_string_equal(evs[0].session_id, first_sid);
+  assert_int_equal(presence_log_read(p, 0, 100, inner_read, r), 0);
+  assert_int_equal(r->inner_n, 12);
+  /* This callback's events are still its own. */
+  for (size_t i = 0; i < n; i++) assert_int_equal(evs[i].seq, i + 1);
+  assert_string_equal(evs[0].session_id, first_sid);
+  assert_string_equal(evs[0].session_id, "s0");
+  assert_int_equal(evs[0].type, PRESENCE_EV_SESSION_CONNECTED);
+  r->depth++;
+}
+
+/* Events handed to a callback are valid during the callback (c-api.md,
+ * Conventions), and a callback may call any query: a log read made inside
+ * a log read's callback unpacked into the same buffers, so the outer
+ * batch's events changed under it (read in place) or were freed (grown). */
+static void a_log_read_inside_a_log_read_callback_keeps_the_outer_events(
+    void **state) {
+  (void)state;
+  counting_alloc_t ca = {0, -1};
+  presence_options_t o;
+  presence_options_init(&o);
+  o.allocator = (presence_allocator_t){ca_malloc, ca_realloc, ca_free, &ca};
+  presence_t *p;
+  assert_int_equal(presence_new(&o, &p), 0);
+  for (int i = 0; i < 6; i++) {
+    char sid[8], uid[8];
+    snprintf(sid, sizeof(sid), "s%d", i);
+    snprintf(uid, sizeof(uid), "u%d", i);
+    /* session.connected and user.online: 12 events. */
+    assert_int_equal(presence_session_connect(p, sid, uid, NULL, NULL, NULL),
+                     0);
+  }
+  assert_int_equal(presence_log_last_seq(p), 12);
+  nested_read_t r = {0};
+  /* The first six: s0..s2 connected and online. */
+  assert_int_equal(presence_log_read(p, 0, 6, outer_read, &r), 0);
+  assert_int_equal(r.depth, 1);
+  presence_free(p);
+  assert_int_equal(ca.live, 0);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(presence_new_destroys_the_given_store_when_it_fails),
@@ -485,6 +555,8 @@ int main(void) {
       cmocka_unit_test(a_store_with_only_the_required_ops_answers_every_call),
       cmocka_unit_test(done_runs_after_the_events_except_inside_a_callback),
       cmocka_unit_test(an_asynchronous_store_completes_later_and_at_free),
+      cmocka_unit_test(
+          a_log_read_inside_a_log_read_callback_keeps_the_outer_events),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -115,6 +115,7 @@ struct presence__rconn {
   int hello_left;
   uint64_t progress_ms; /* last reply */
   uint64_t connect_started;
+  uint64_t attempt_bytes_in; /* m.bytes_in when this attempt began */
   uint64_t armed_due; /* the deadline timer's due time; 0: not armed */
   bool strike;        /* a deadline passed; judged again after a poll */
   uint32_t backoff_ms;
@@ -558,9 +559,22 @@ static void tls_why(presence__rconn_t *c, char *why, size_t n,
   char es[160] = "";
   if (e) ERR_error_string_n(e, es, sizeof es);
   long v = c->ssl ? SSL_get_verify_result(c->ssl) : X509_V_OK;
+  /* The setting that mends the usual failures of verification. */
+  const presence_redis_tls_t *t = c->cfg.tls;
+  const char *hint = "";
+  if (v == X509_V_ERR_SELF_SIGNED_CERT_IN_CHAIN ||
+      v == X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT ||
+      v == X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY ||
+      v == X509_V_ERR_UNABLE_TO_VERIFY_LEAF_SIGNATURE)
+    hint = t && t->ca_file ? " (is --redis-tls-ca the CA that signed Redis's "
+                             "certificate?)"
+                           : " (not signed by a CA of the system's: give "
+                             "yours with --redis-tls-ca)";
+  else if (v == X509_V_ERR_HOSTNAME_MISMATCH || v == X509_V_ERR_IP_ADDRESS_MISMATCH)
+    hint = " (--redis-tls-server-name sets the name checked)";
   if (v != X509_V_OK)
-    snprintf(why, n, "%s: certificate: %s", what,
-             X509_verify_cert_error_string(v));
+    snprintf(why, n, "%s: certificate: %s%s", what,
+             X509_verify_cert_error_string(v), hint);
   else
     snprintf(why, n, "%s: %s", what, e ? es : "connection closed");
   ERR_clear_error();
@@ -1055,6 +1069,7 @@ static void start(presence__rconn_t *c) {
   c->gen++;
   c->strike = false;
   c->connect_started = now_ms(c);
+  c->attempt_bytes_in = c->m.bytes_in;
   c->armed_due = 0;
   uv_timer_stop(&c->tm->deadline);
   const presence__redis_url_t *u = c->cfg.url;
@@ -1120,8 +1135,32 @@ static void start(presence__rconn_t *c) {
 
 /* The connection failed or broke: abandon the stream, fail what waited,
  * tell the owner if it was up, and retry after the backoff. */
+/* The likely cause of an attempt that failed before Redis said a word,
+ * when it is a TLS mismatch between the URL and the port: the transport's
+ * own words (a timeout, a reset) do not tell an operator that. TLS to a
+ * plain port waits for a handshake answer that never comes (Redis reads
+ * the ClientHello as the start of an inline command); a plain connection to
+ * a TLS port is reset at its first command; a Redis with tls-auth-clients
+ * resets a client without a certificate once the handshake is done (TLS
+ * 1.3 checks the client's certificate after the client's side of it). */
+static const char *connect_hint(const presence__rconn_t *c, int st, int code) {
+  if (c->m.bytes_in != c->attempt_bytes_in) return "";
+  bool tls = c->cfg.url->tls;
+  if (st == S_TLS && code == PRESENCE_ETIMEDOUT)
+    return " (no answer to the TLS handshake: a plain Redis port? TLS needs "
+           "Redis's tls-port; redis:// for a plain one)";
+  if (st == S_HELLO && code != PRESENCE_ETIMEDOUT && !tls)
+    return " (a TLS port? then rediss://)";
+  if (st == S_HELLO && code != PRESENCE_ETIMEDOUT && tls &&
+      !(c->cfg.tls && c->cfg.tls->cert_file))
+    return " (does Redis ask for a client certificate, tls-auth-clients? "
+           "then --redis-tls-cert and --redis-tls-key)";
+  return "";
+}
+
 static void lose(presence__rconn_t *c, int code, const char *why) {
   if (c->state == S_FREED || c->state == S_WAIT || c->state == S_IDLE) return;
+  int st = c->state;
   bool was_up = c->state == S_UP;
   c->state = S_WAIT;
   c->gen++;
@@ -1144,7 +1183,8 @@ static void lose(presence__rconn_t *c, int code, const char *why) {
     /* A Redis that stays away would log every retry: the first of a run
      * is a warning, the rest debug. */
     logf_(c, first ? PRESENCE_LOG_WARN : PRESENCE_LOG_DEBUG,
-          "cannot connect to %s: %s", c->where, why);
+          "cannot connect to %s: %s%s", c->where, why,
+          connect_hint(c, st, code));
   }
   enter(c);
   fail_all(c, code);

@@ -13,18 +13,26 @@ person would read them.
   before, --redis-cluster without --store ran the embedded store (each
   instance alone) and a missing CA file passed --check-config, then left
   the instance unready for ever.
+- tls-hints: TLS and the port disagree, as the log line says it. A
+  rediss:// URL to Redis's plain port, a redis:// URL to its tls-port, no
+  client certificate for a Redis with tls-auth-clients, a CA that did not
+  sign Redis's certificate, another host name: each attempt's line names
+  the setting that mends it (before: "not ready within 2000 ms",
+  "connection reset by peer", a bare OpenSSL reason).
 
 Run: /usr/bin/python3 tests/integration/test_redis_operator.py --presenced PATH
 """
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import Checks, parse_args  # noqa: E402
+from harness import Checks, free_port, parse_args  # noqa: E402
 from test_redis_cluster import _make_certs  # noqa: E402
 
 KEYS = {"PRESENCED_API_KEY": "k" * 40, "PRESENCED_JWT_SECRET": "s" * 40}
@@ -108,6 +116,83 @@ def scenario_settings(t, args, certs):
                 f"rc={rc} {out[-400:]}")
 
 
+def first_connect_line(binary, argv, timeout=6.0):
+    """Start presenced on a free port with argv; the first "cannot connect"
+    (or "registered") line of its log, then stop it."""
+    err = tempfile.NamedTemporaryFile(prefix="presenced-err-", delete=False)
+    p = subprocess.Popen([binary, "--listen", f"127.0.0.1:{free_port()}",
+                          "--redis-timeout-ms", "500", *argv],
+                         stdin=subprocess.DEVNULL, stdout=err, stderr=err, env=env_clean())
+    line = ""
+    try:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and not line and p.poll() is None:
+            time.sleep(0.05)
+            with open(err.name, errors="replace") as f:
+                for ln in f:
+                    if "cannot connect" in ln or "registered" in ln:
+                        line = ln.strip()
+                        break
+    finally:
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+            try:
+                p.wait(5)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+        if not line:
+            with open(err.name, errors="replace") as f:
+                line = "(no such line) " + f.read()[-400:]
+        os.unlink(err.name)
+    return line
+
+
+def scenario_tls_hints(t, args, certs):
+    other = tempfile.mkdtemp(prefix="presence-ops-ca-")
+    _make_certs(other)
+    plain, tport = free_port(), free_port()
+    redis = subprocess.Popen(
+        [shutil.which("redis-server"), "--port", str(plain), "--bind", "127.0.0.1",
+         "--tls-port", str(tport), "--tls-cert-file", os.path.join(certs, "server.crt"),
+         "--tls-key-file", os.path.join(certs, "server.key"),
+         "--tls-ca-cert-file", os.path.join(certs, "ca.crt"), "--tls-auth-clients", "yes",
+         "--save", "", "--appendonly", "no", "--dir", certs],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        time.sleep(0.3)
+        ca = ["--redis-tls-ca", os.path.join(certs, "ca.crt")]
+        cert = ["--redis-tls-cert", os.path.join(certs, "server.crt"),
+                "--redis-tls-key", os.path.join(certs, "server.key")]
+        line = first_connect_line(args.presenced,
+                                  ["--store", f"rediss://127.0.0.1:{tport}/0", *ca, *cert])
+        t.check("TLS with the CA and a client certificate: registered",
+                "registered" in line, line)
+        cases = [
+            ("rediss:// to the plain port", [f"rediss://127.0.0.1:{plain}/0", *ca, *cert],
+             ["TLS handshake", "tls-port"]),
+            ("redis:// to the TLS port", [f"redis://127.0.0.1:{tport}/0"],
+             ["a TLS port? then rediss://"]),
+            ("no client certificate for tls-auth-clients",
+             [f"rediss://127.0.0.1:{tport}/0", *ca], ["client certificate", "--redis-tls-cert"]),
+            ("a CA that did not sign the certificate",
+             [f"rediss://127.0.0.1:{tport}/0", "--redis-tls-ca", os.path.join(other, "ca.crt"),
+              *cert], ["certificate:", "--redis-tls-ca"]),
+            ("a host name the certificate does not hold",
+             [f"rediss://127.0.0.1:{tport}/0", *ca, *cert,
+              "--redis-tls-server-name", "redis.other.test"],
+             ["hostname mismatch", "--redis-tls-server-name"]),
+        ]
+        for what, store, words in cases:
+            line = first_connect_line(args.presenced, ["--store", *store])
+            t.check(f"{what}: the log line says what to change ({words[-1]})",
+                    "cannot connect" in line and all(w in line for w in words), line)
+    finally:
+        redis.kill()
+        redis.wait()
+        shutil.rmtree(other, ignore_errors=True)
+
+
 def main():
     args = parse_args()
     t = Checks()
@@ -121,6 +206,8 @@ def main():
         only = args.only
         if not only or only in "settings":
             scenario_settings(t, args, certs)
+        if (not only or only in "tls-hints") and shutil.which("redis-server"):
+            scenario_tls_hints(t, args, certs)
     finally:
         shutil.rmtree(certs, ignore_errors=True)
     print(f"{t.passed} passed, {t.failed} failed", flush=True)

@@ -426,6 +426,48 @@ async def test_crowd(t, d, args):
     sse.close()
 
 
+async def test_ws_rfc6455(t, d, args):
+    """RFC 6455 end to end, where tests/data/ws checks the parser alone: the
+    close handshake echoes a valid code (7.4: 1000-1003, 1007-1014 and
+    3000-4999) and answers an invalid one with 1002; a ping of the 125 bytes a
+    control frame may hold is echoed; an unsolicited pong is ignored (5.5.3);
+    extensions and subprotocols offered are declined by omission (4.2.2), so
+    a frame with RSV1 (what permessage-deflate would set) is 1002."""
+    for code in (1000, 1001, 1003, 1011, 3000, 4999):
+        ws = await RawWS.open(d, tok=token(f"close{code}"))
+        await ws.recv_json(3)
+        await ws.send_frame(0x8, close_payload(code, b"bye"))
+        got, _ = await ws.until_close(3)
+        ws.close()
+        t.eq(f"client close {code}: the server's close echoes {code}", got, code)
+    for code in (999, 1004, 1005, 1006, 1015, 1016, 2999, 5000):
+        ws = await RawWS.open(d, tok=token(f"close{code}"))
+        await ws.recv_json(3)
+        await ws.send_frame(0x8, close_payload(code))
+        got, _ = await ws.until_close(3)
+        ws.close()
+        t.eq(f"client close with the invalid code {code}: close 1002", got, 1002)
+    ws = await RawWS.open(d, tok=token("ctl125"))
+    await ws.recv_json(3)
+    await ws.send_frame(0xA, b"unasked")
+    await ws.send_frame(0x9, b"p" * 125)
+    f = await ws.recv_frame(3)
+    t.check("an unsolicited pong is ignored, then a 125-byte ping gets its pong",
+            f is not None and f[1] == 0xA and f[2] == b"p" * 125, f)
+    ws.close()
+    ws = await RawWS.open(d, tok=token("pmd"), headers={
+        "Sec-WebSocket-Extensions": "permessage-deflate; client_max_window_bits",
+        "Sec-WebSocket-Protocol": "chat, superchat"})
+    t.check("permessage-deflate and subprotocols offered: 101 naming neither",
+            ws.status == 101 and "sec-websocket-extensions" not in ws.headers
+            and "sec-websocket-protocol" not in ws.headers, (ws.status, ws.headers))
+    await ws.recv_json(3)
+    await ws.send_frame(0x1, b'{"type":"ping"}', rsv=4)
+    got, _ = await ws.until_close(3)
+    ws.close()
+    t.eq("... and a frame with RSV1 set (compressed) then: close 1002", got, 1002)
+
+
 if __name__ == "__main__":
     run([
         ("protocol", {"--max-msgs-per-sec": "2000"}, [
@@ -433,5 +475,6 @@ if __name__ == "__main__":
             test_changes_exactly_once, test_unsubscribe, test_two_sessions, test_watch_claim,
             test_message_errors, test_since_last_seen, test_many_subscribers,
             test_ws_control_frames, test_abrupt_disconnect, test_crowd, test_too_many_malformed,
+            test_ws_rfc6455,
         ]),
     ])

@@ -608,7 +608,9 @@ int presence_sessions_query(presence_t *p, const char *user_id,
 
 /* Synchronous forms, for stores that answer at once (the embedded one):
  * ENOTSUP otherwise. The strings in *out stay valid until the next call that
- * changes that user. */
+ * changes that user; out->devices is the store's one buffer, valid until the
+ * next query or mutation of p (a second presence_user_get overwrites it):
+ * copy it to keep it. */
 int presence_user_get(presence_t *p, const char *user_id,
                       presence_user_info_t *out);
 /* Copies up to cap sessions into out; returns how many the user has. */
@@ -839,7 +841,9 @@ int presence_user_channels(presence_t *p, const char *user_id,
                            presence_members_cb cb, void *ud);
 /* Synchronous forms (embedded store; ENOTSUP otherwise). member_get
  * returns ENOTMEMBER for a non-member; strings valid until the next
- * mutation. channel_count returns the count. */
+ * mutation, out->metas (the store's one buffer, which another member's
+ * larger list moves) until the next query or mutation of p: copy what you
+ * keep. channel_count returns the count. */
 int presence_member_get(presence_t *p, const char *channel,
                         const char *user_id, presence_member_info_t *out);
 int presence_channel_count(presence_t *p, const char *channel);

@@ -281,8 +281,9 @@ static cJSON *parse_kept(const char *text) {
 /* One request; the parsed JSON answer on 2xx, else exits with the code of
  * the failure (except the statuses in ok_status, which return NULL with
  * *status set). */
-static cJSON *request(const char *method, const char *path, const char *json,
-                      const char *what, long *status_out, int json_answer) {
+static cJSON *request_ex(const char *method, const char *path,
+                         const char *json, const char *what, long *status_out,
+                         int json_answer, int answer_503) {
   CURL *c = easy(path);
   body_t b = {0};
   struct curl_slist *h = auth_headers(NULL);
@@ -303,7 +304,8 @@ static cJSON *request(const char *method, const char *path, const char *json,
   curl_easy_cleanup(c);
   if (status_out) *status_out = status;
   cJSON *j = NULL;
-  if (rc == CURLE_OK && status / 100 == 2) {
+  if (rc == CURLE_OK &&
+      (status / 100 == 2 || (answer_503 && status == 503 && b.data))) {
     if (!json_answer) {
       /* The caller wants the text: hand it over as a JSON string. */
       j = cJSON_CreateString(b.data ? b.data : "");
@@ -322,6 +324,11 @@ static cJSON *request(const char *method, const char *path, const char *json,
   int code = report(rc, status, &b, what);
   free(b.data);
   exit(code);
+}
+
+static cJSON *request(const char *method, const char *path, const char *json,
+                      const char *what, long *status_out, int json_answer) {
+  return request_ex(method, path, json, what, status_out, json_answer, 0);
 }
 
 /* "/prefix/<escaped id>/suffix" */
@@ -745,10 +752,16 @@ static void print_labelled(const cJSON *m, const char *name, const char *label,
   printf("%s\n", any ? "" : "none");
 }
 
+static void stats_human(const cJSON *h, const cJSON *m, int ready);
+
 static int cmd_stats(int argc, char **argv) {
   (void)argv;
   if (argc != 0) die_usage("stats takes no argument");
-  cJSON *h = request("GET", "/healthz", NULL, "stats", NULL, 1);
+  /* /healthz answers 503 while the instance is not ready (Redis away,
+   * fenced): when an operator most needs the figures, so its body is read
+   * as on 200, the state shown, and the exit code says it. */
+  long hstatus = 0;
+  cJSON *h = request_ex("GET", "/healthz", NULL, "stats", &hstatus, 1, 1);
   cJSON *text = request("GET", "/metrics", NULL, "stats", NULL, 0);
   cJSON *m = cJSON_CreateObject();
   char *save = NULL;
@@ -760,14 +773,37 @@ static int cmd_stats(int argc, char **argv) {
     cJSON *o = cJSON_CreateObject();
     cJSON_AddStringToObject(o, "instance", str(h, "instance"));
     cJSON_AddNumberToObject(o, "uptime_s", num(h, "uptime_s"));
+    cJSON_AddStringToObject(o, "status", str(h, "status"));
+    cJSON_AddStringToObject(o, "store", str(h, "store"));
+    cJSON_AddBoolToObject(o, "store_ready", hstatus == 200);
     cJSON_AddItemToObject(o, "metrics", m);
+    m = NULL; /* o owns it now */
     print_json(o);
     cJSON_Delete(o);
-    cJSON_Delete(h);
-    return EXIT_OK;
+  } else {
+    stats_human(h, m, hstatus == 200);
   }
+  int rc = EXIT_OK;
+  if (hstatus != 200) {
+    fprintf(stderr,
+            "presencectl: stats: the instance is not ready: %s (HTTP %ld on "
+            "/healthz)\n",
+            str(h, "status"), hstatus);
+    rc = EXIT_FAIL;
+  }
+  cJSON_Delete(m);
+  cJSON_Delete(h);
+  return rc;
+}
+
+static void stats_human(const cJSON *h, const cJSON *m, int ready) {
   printf("%-14s%s\n", "instance", str(h, "instance"));
   printf("%-14s%.0f s\n", "uptime", num(h, "uptime_s"));
+  const char *store = str(h, "store");
+  printf("%-14s%s, %s\n", "store", *store ? store : "?",
+         ready ? "ready" : "NOT READY");
+  if (cJSON_GetObjectItemCaseSensitive(m, "presenced_redis_up"))
+    print_labelled(m, "presenced_redis_up", "conn", "redis up", 0);
   printf("%-14s%.0f (websocket %.0f, event streams %.0f)\n", "connections",
          metric(m, "presenced_connections"),
          metric(m, "presenced_websocket_connections"),
@@ -781,9 +817,6 @@ static int cmd_stats(int argc, char **argv) {
   if (cJSON_GetObjectItemCaseSensitive(m, "presenced_webhook_lag_events"))
     print_labelled(m, "presenced_webhook_lag_events", "endpoint", "webhook lag",
                    0);
-  cJSON_Delete(m);
-  cJSON_Delete(h);
-  return EXIT_OK;
 }
 
 /* ---- watch: GET /v1/events, resumed ------------------------------------- */

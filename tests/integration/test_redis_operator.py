@@ -19,10 +19,16 @@ person would read them.
   sign Redis's certificate, another host name: each attempt's line names
   the setting that mends it (before: "not ready within 2000 ms",
   "connection reset by peer", a bare OpenSSL reason).
+- stats-outage: presencectl stats while Redis is away, when an operator
+  most needs it, shows the figures (instance, sessions, Redis connections
+  down) and that the store is not ready, and exits 1; before, it printed
+  "unexpected answer HTTP 503" and nothing else. Once Redis is back, it
+  exits 0 again.
 
 Run: /usr/bin/python3 tests/integration/test_redis_operator.py --presenced PATH
 """
 
+import json
 import os
 import shutil
 import signal
@@ -32,8 +38,8 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import Checks, free_port, parse_args  # noqa: E402
-from test_redis_cluster import _make_certs  # noqa: E402
+from harness import Checks, Daemon, free_port, http_sync, parse_args  # noqa: E402
+from test_redis_cluster import Redis, _make_certs  # noqa: E402
 
 KEYS = {"PRESENCED_API_KEY": "k" * 40, "PRESENCED_JWT_SECRET": "s" * 40}
 
@@ -193,6 +199,73 @@ def scenario_tls_hints(t, args, certs):
         shutil.rmtree(other, ignore_errors=True)
 
 
+def ctl(args, d, *argv):
+    binary = os.path.join(os.path.dirname(os.path.abspath(args.presenced)), "presencectl")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PRESENCECTL_")}
+    env["PRESENCECTL_URL"] = f"http://127.0.0.1:{d.port}"
+    p = subprocess.run([binary, *argv], stdin=subprocess.DEVNULL, capture_output=True,
+                       env=env, timeout=15)
+    return p.returncode, p.stdout.decode(), p.stderr.decode()
+
+
+def healthz(d):
+    try:
+        return http_sync(d.port, "GET", "/healthz", timeout=2.0)[0]
+    except OSError:
+        return None
+
+
+def wait_health(d, want, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if healthz(d) == want:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def scenario_stats_outage(t, args):
+    redis = Redis()
+    redis.start()
+    d = Daemon(args.presenced, {**redis.store_flags(), "--redis-heartbeat-ms": "200",
+                                "--redis-lease-ms": "1000", "--redis-timeout-ms": "500"})
+    try:
+        d.start()
+        rc, out, err = ctl(args, d, "stats")
+        t.check("stats, Redis up: exit 0, the store ready",
+                rc == 0 and "redis, ready" in out, f"rc={rc} {out} {err}")
+        redis.kill()
+        t.check("Redis killed: /healthz answers 503", wait_health(d, 503))
+        rc, out, err = ctl(args, d, "stats")
+        t.eq("stats, Redis away: exit 1 (the instance is not ready)", rc, 1)
+        for word in ("instance", "uptime", "sessions", "connections"):
+            t.check(f"stats, Redis away: still shows {word}",
+                    any(ln.startswith(word) for ln in out.splitlines()), out)
+        t.check("stats, Redis away: says the store is not ready and its connections down",
+                "NOT READY" in out and "commands 0" in out, out)
+        t.check("stats, Redis away: stderr says why, not 'unexpected answer'",
+                "not ready" in err and "unexpected" not in err, err)
+        rc, out, err = ctl(args, d, "--json", "stats")
+        try:
+            j = json.loads(out)
+        except ValueError:
+            j = {}
+        t.check("stats --json, Redis away: exit 1, store_ready false, the metrics",
+                rc == 1 and j.get("store_ready") is False and j.get("store") == "redis"
+                and "presenced_redis_up" in j.get("metrics", {}), f"rc={rc} {out[:300]} {err}")
+        redis.start()
+        t.check("Redis back: /healthz answers 200", wait_health(d, 200))
+        rc, out, err = ctl(args, d, "stats")
+        t.check("stats, Redis back: exit 0", rc == 0 and "redis, ready" in out,
+                f"rc={rc} {out} {err}")
+        t.eq("presenced stops with exit status 0", d.stop(), 0)
+    finally:
+        if t.failed:
+            t.note(d.stderr_tail(15))
+        d.cleanup()
+        redis.cleanup()
+
+
 def main():
     args = parse_args()
     t = Checks()
@@ -208,6 +281,8 @@ def main():
             scenario_settings(t, args, certs)
         if (not only or only in "tls-hints") and shutil.which("redis-server"):
             scenario_tls_hints(t, args, certs)
+        if (not only or only in "stats-outage") and shutil.which("redis-server"):
+            scenario_stats_outage(t, args)
     finally:
         shutil.rmtree(certs, ignore_errors=True)
     print(f"{t.passed} passed, {t.failed} failed", flush=True)

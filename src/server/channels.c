@@ -294,11 +294,25 @@ const fanout_sink_t channel_sink = {
 
 /* ---- requests ------------------------------------------------------------ */
 
+/* The members of a snapshot gathered over more than one of the store's
+ * pages (on_members): copies, as a page lives only for its callback. */
+typedef struct snap_fill {
+  presence_member_info_t *v; /* user_id and data point into blocks[i] */
+  char **blocks;
+  size_t n, cap;
+  uint64_t visible; /* members others are shown, over the pages so far */
+  unsigned rounds;  /* pages asked for after the first */
+} snap_fill_t;
+/* Pages asked for after the first, at most: a run of invisible members
+ * longer than this many pages leaves a short page (more: true). */
+#define FILL_ROUNDS_MAX 8
+
 /* A request answered by the store (later, on Redis). */
 typedef struct chan_req {
   conn_t *c;
   int type;
   int no_snapshot; /* a join answered by an ack ("snapshot":false) */
+  snap_fill_t *fill;
   char id[80];
   char channel[];
 } chan_req_t;
@@ -316,8 +330,52 @@ static chan_req_t *req_new(conn_t *c, const wsmsg_t *m) {
   return r;
 }
 
+static void fill_free(snap_fill_t *f) {
+  if (!f) return;
+  for (size_t i = 0; i < f->n; i++)
+    free(f->blocks[i]);
+  free(f->blocks);
+  free(f->v);
+  free(f);
+}
+
+/* Copy n shown members (and the visible count of their page) into r's
+ * fill. 0, or -1 without memory (the fill keeps what it had). */
+static int fill_add(chan_req_t *r, const presence_member_info_t *m, size_t n,
+                    uint64_t visible) {
+  snap_fill_t *f = r->fill;
+  if (!f && !(f = r->fill = calloc(1, sizeof *f))) return -1;
+  if (f->n + n > f->cap) {
+    size_t cap = f->n + n;
+    presence_member_info_t *v = realloc(f->v, cap * sizeof *v);
+    if (!v) return -1;
+    f->v = v;
+    char **bl = realloc(f->blocks, cap * sizeof *bl);
+    if (!bl) return -1;
+    f->blocks = bl;
+    f->cap = cap;
+  }
+  for (size_t i = 0; i < n; i++) {
+    size_t ul = strlen(m[i].user_id) + 1;
+    size_t dl = m[i].data ? strlen(m[i].data) + 1 : 0;
+    char *block = malloc(ul + dl);
+    if (!block) return -1;
+    presence_member_info_t *o = &f->v[f->n];
+    *o = m[i];
+    o->channel = r->channel;
+    o->user_id = memcpy(block, m[i].user_id, ul);
+    o->data = dl ? memcpy(block + ul, m[i].data, dl) : NULL;
+    o->metas = NULL; /* a snapshot shows no sessions */
+    o->n_metas = 0;
+    f->blocks[f->n++] = block;
+  }
+  f->visible += visible;
+  return 0;
+}
+
 static void req_done(chan_req_t *r) {
   conn_unref(r->c);
+  fill_free(r->fill);
   free(r);
 }
 
@@ -411,11 +469,45 @@ static void on_members(presence_t *p, int status,
         visible += !inv;
         if (!inv || strcmp(m[i].user_id, me) == 0) shown[k++] = m[i];
       }
+      if (n && !shown) {
+        ws_send_error(c, "internal", "out of memory", r->id);
+        req_done(r);
+        return;
+      }
+      /* Invisible members left out took room in the page and more members
+       * follow: the rest of the page is asked for after them, else a page
+       * cut short with more after it would say that some member in it is
+       * hidden. On the embedded store the answer comes (and r goes)
+       * before presence_channel_members_brief returns. */
+      size_t have = (r->fill ? r->fill->n : 0) + k;
+      if (next && have < s->cfg.channel_page &&
+          (r->fill ? r->fill->rounds : 0) < FILL_ROUNDS_MAX &&
+          fill_add(r, shown, k, visible) == 0) {
+        free(shown);
+        shown = NULL;
+        k = visible = 0;
+        r->fill->rounds++;
+        if (presence_channel_members_brief(s->p, r->channel, next,
+                                           s->cfg.channel_page - have,
+                                           on_members, r) == 0)
+          return;
+      }
+      const presence_member_info_t *list = shown;
+      if (r->fill) { /* this page joins the ones before it */
+        if (fill_add(r, shown, k, visible) != 0) {
+          free(shown);
+          ws_send_error(c, "internal", "out of memory", r->id);
+          req_done(r);
+          return;
+        }
+        list = r->fill->v;
+        k = r->fill->n;
+        visible = r->fill->visible;
+      }
       buf_t *b = &s->scratch;
       buf_reset(b);
-      json_frame_channel_snapshot(b, r->id, r->channel, shown ? shown : m,
-                                  shown ? k : n, next ? 0 : visible,
-                                  next != NULL);
+      json_frame_channel_snapshot(b, r->id, r->channel, list, k,
+                                  next ? 0 : visible, next != NULL);
       free(shown);
       if (buf_failed(b)) {
         buf_shrink(b, 65536);

@@ -295,6 +295,41 @@ async def test_invisible_members(t, d, args):
         await x.close()
 
 
+async def test_page_of_shown_members(t, d, args):
+    """A snapshot's page (--channel-page 3 here) is full of members the
+    client is shown: invisible members are not in it and do not take room
+    in it. A page cut short by them, with more after it, said that some
+    member in it was hidden."""
+    cs = {}
+    for u in ("pg-a", "pg-b", "pg-c", "pg-d", "pg-e", "pg-f"):
+        cs[u] = await Client.connect(d, u, tok=chan_tok(u, "*"))
+        if u in ("pg-b", "pg-c"):
+            await cs[u].send({"type": "availability", "availability": "invisible", "id": "i"})
+            await cs[u].expect_type("ack", 3, id="i")
+        await join(cs[u], "pg-room", {"u": u})
+    w = await Client.connect(d, "pg-w", tok=chan_tok("pg-w", observe="*"))
+    await w.send({"type": "observe", "channel": "pg-room", "id": "o1"})
+    snap = await w.expect_type("channel", 3, id="o1") or {}
+    t.eq("a full page of shown members, more after it, the shown count",
+         ([m.get("user_id") for m in snap.get("members", [])], snap.get("more"), snap.get("count")),
+         (["pg-a", "pg-d", "pg-e"], True, 4))
+    for u in ("pg-e", "pg-f"):
+        await cs[u].send({"type": "leave", "channel": "pg-room", "id": "l"})
+        await cs[u].expect_type("ack", 3, id="l")
+    await w.send({"type": "observe", "channel": "pg-room", "id": "o2"})
+    snap = await w.expect_type("channel", 3, id="o2") or {}
+    t.eq("the rest of the channel after two hidden members: every shown one, no more, their count",
+         ([m.get("user_id") for m in snap.get("members", [])], snap.get("more"), snap.get("count")),
+         (["pg-a", "pg-d"], False, 2))
+    await cs["pg-b"].send({"type": "observe", "channel": "pg-room", "id": "o3"})
+    snap = await cs["pg-b"].expect_type("channel", 3, id="o3") or {}
+    t.eq("an invisible member's own session lists itself (and the count is what others see)",
+         ([m.get("user_id") for m in snap.get("members", [])], snap.get("count")),
+         (["pg-a", "pg-b", "pg-d"], 2))
+    for x in list(cs.values()) + [w]:
+        await x.close()
+
+
 async def masked_members(t, da, db, label):
     """Other members see a member exactly as watchers see a user
     (docs/protocol.md 4.1, 6.1): one frame when what they are shown changes,
@@ -566,6 +601,8 @@ if __name__ == "__main__":
                                                        test_presencectl, test_invisible_members,
                                                        test_masked_members, test_hidden_counts,
                                                        test_data_kept_as_written]),
+        ("channels-page", {"--offline-grace-ms": "0", "--channel-page": "3"},
+         [test_page_of_shown_members]),
         ("channels-hooks", {"--offline-grace-ms": "0", "--webhook-batch-ms": "20",
                             "--webhook": f"url={HOOKS.url()},secret=s3cret,events=channel.*,"
                                          "channel-prefix=hook:"}, [test_webhook_filters]),

@@ -24,6 +24,9 @@ Channels on three presenced instances sharing one Redis (issue 13).
             changes on every instance carry the shown count, going invisible
             and back is one leave-/join-like frame (test_channels.hidden_counts);
             again with --redis-shards 4 (counts summed over the shards).
+  page:     a snapshot's page full of shown members though invisible ones
+            come first (test_channels.test_page_of_shown_members), one shard
+            and 4.
   regrant:  a token refresh that no longer grants a channel takes the
             session out of it (test_token_refresh.test_refresh_narrows_channels):
             the session on A, the other member and the API on B.
@@ -43,7 +46,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import Client, http, token  # noqa: E402
-from test_channels import hidden_counts, masked_members  # noqa: E402
+from test_channels import hidden_counts, masked_members, test_page_of_shown_members  # noqa: E402
 from test_token_refresh import test_refresh_narrows_channels  # noqa: E402
 from test_redis_cluster import (LEASE_MS, read_log, run_scenarios,  # noqa: E402
                                 wait_for)
@@ -269,6 +272,10 @@ async def test_hidden(t, cl):
     await hidden_counts(t, cl.d[0], cl.d[1], cl.d[2], "redis")
 
 
+async def test_page(t, cl):
+    await test_page_of_shown_members(t, cl.d[1], None)
+
+
 async def test_regrant(t, cl):
     await test_refresh_narrows_channels(t, cl.d[0], None, cl.d[1])
 
@@ -285,6 +292,9 @@ SCENARIOS = [
     ("restart-hidden", test_restart_hidden, {"extra": {"--offline-grace-ms": "0"}}),
     ("restart-hidden-shards", test_restart_hidden,
      {"extra": {"--offline-grace-ms": "0", "--redis-shards": "4"}}),
+    ("page", test_page, {"extra": {"--offline-grace-ms": "0", "--channel-page": "3"}}),
+    ("page-shards", test_page, {"extra": {"--offline-grace-ms": "0", "--channel-page": "3",
+                                          "--redis-shards": "4"}}),
     ("regrant", test_regrant, {"extra": {"--offline-grace-ms": "0"}}),
     ("fifty", test_fifty, {"extra": {"--offline-grace-ms": "0", "--max-sessions-per-user": "0"}}),
 ]

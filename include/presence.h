@@ -593,6 +593,13 @@ int presence_session_touch(presence_t *p, const char *session_id);
 
 /* ---- Queries ------------------------------------------------------------- */
 
+/* A query's answer is valid during its callback. The embedded store answers
+ * each kind of query (a user; a user's sessions; channels: members, channel
+ * and membership pages, presence_member_get) in one buffer the next query
+ * of that kind reuses: a query of the same kind made from inside the
+ * callback overwrites or frees the answer it holds, so read or copy what
+ * you need first (docs/c-api.md, Conventions). */
+
 typedef void (*presence_user_cb)(presence_t *p, int status,
                                  const presence_user_info_t *info, void *ud);
 typedef void (*presence_sessions_cb)(presence_t *p, int status,

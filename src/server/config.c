@@ -1218,6 +1218,15 @@ static int load_secrets(srv_config_t *cfg, FILE *err) {
       return CONFIG_EXIT_USAGE;
     }
   }
+  /* One value for both: whoever sees the key (every backend request
+   * carries it) could sign a token for any user, and whoever mints tokens
+   * could call the backend API. (Once, at start: no timing to measure.) */
+  if (cfg->api_key && cfg->jwt_secret &&
+      strcmp(cfg->api_key, cfg->jwt_secret) == 0) {
+    fprintf(err, "presenced: --api-key and --jwt-secret are the same value; "
+                 "give each its own (openssl rand -base64 48)\n");
+    return CONFIG_EXIT_USAGE;
+  }
   return CONFIG_OK;
 }
 

@@ -170,9 +170,30 @@ async def test_token_policy(t, d, args):
             w is not None and w.get("type") == "welcome", (ws.status, ws.body))
 
 
+async def test_api_key_is_not_the_jwt_secret(t, d, args):
+    """The same value as API key and JWT secret would let whoever sees the
+    key (every backend request carries it) sign tokens for any user, and
+    whoever mints tokens call the backend API: refused at start."""
+    import subprocess
+    same = "same-secret-for-both-0123456789abcdef"
+    env = {"PATH": os.environ.get("PATH", ""), "PRESENCED_API_KEY": same, "PRESENCED_JWT_SECRET": same}
+    p = subprocess.Popen([args.presenced, "--listen", "127.0.0.1:%d" % free_port()],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    try:
+        _, err = p.communicate(timeout=5)
+    except subprocess.TimeoutExpired:  # it started: stop it
+        p.kill()
+        _, err = p.communicate()
+        p.returncode = "still running after 5 s"
+    t.check("the API key equal to the JWT secret: refused at start (exit 2), saying why, not echoed",
+            p.returncode == 2 and b"api-key" in err and b"jwt-secret" in err
+            and same.encode() not in err, (p.returncode, err[-300:]))
+
+
 if __name__ == "__main__":
     run([
-        ("auth", {}, [test_token_refusals, test_token_accepted, test_upgrade_errors]),
+        ("auth", {}, [test_token_refusals, test_token_accepted, test_upgrade_errors,
+                      test_api_key_is_not_the_jwt_secret]),
         ("policy", {"--jwt-issuer": "https://auth.example.com", "--jwt-max-lifetime-s": "3600"},
          [test_token_policy], {"fresh_client": False}),  # its tokens need an iss
     ])

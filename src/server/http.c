@@ -42,6 +42,9 @@ struct http_req {
   const char *err_msg; /* NULL: a message from err_status */
   uint8_t head_state;  /* head_scan's position in the request head */
   uint8_t head_in_name; /* a header line before its colon */
+  uint8_t chunk_state;  /* chunk_scan's position in a chunked body */
+  uint64_t chunk_left;  /* chunk_scan: the current chunk's size, then its
+                           data bytes still due */
   buf_t body;
   hdr_t hdr[MAX_HEADERS];
 };
@@ -85,9 +88,12 @@ enum {
 };
 
 /* Scan data[0..len) of the current request's head; returns 0 (fine so far,
- * or the head is complete) or -1 with the refusal set in r. */
-static int head_scan(http_req_t *r, const char *data, size_t len) {
-  for (size_t i = 0; i < len && r->head_state != HEAD_DONE; i++) {
+ * or the head is complete: *end is then the offset after it) or -1 with the
+ * refusal set in r. */
+static int head_scan(http_req_t *r, const char *data, size_t len,
+                     size_t *end) {
+  size_t i;
+  for (i = 0; i < len && r->head_state != HEAD_DONE; i++) {
     char ch = data[i];
     switch (r->head_state) {
     case HEAD_START:
@@ -134,6 +140,138 @@ static int head_scan(http_req_t *r, const char *data, size_t len) {
     case HEAD_END_CR:
       if (ch != '\n') return refuse_msg(r, "malformed HTTP request: bare CR");
       r->head_state = HEAD_DONE;
+      break;
+    }
+  }
+  *end = i; /* where the body starts, once the head is done */
+  return 0;
+}
+
+/*
+ * The same for a chunked body (RFC 9112 7.1): http-parser takes any two
+ * bytes after a chunk's data as its CRLF, a bare LF in the trailer section
+ * as a line end, folded trailer lines, and whitespace after a chunk size,
+ * each a way for a proxy and us to frame the body differently, and so to
+ * see a different next request. Scanned here, over the bytes the parser has
+ * just consumed and before the request is routed; refused as the head is.
+ * Extensions are allowed (after optional whitespace and ';'), their bytes
+ * not looked at; the chunk sizes are the parser's to bound (413).
+ */
+enum {
+  CHUNK_SIZE_START = 0, /* the first hex digit of a chunk size */
+  CHUNK_SIZE,           /* more hex digits */
+  CHUNK_SIZE_WS,        /* whitespace after the size: ';' must follow */
+  CHUNK_EXT,            /* an extension, up to CR */
+  CHUNK_SIZE_CR,        /* the size line's CR: LF must follow */
+  CHUNK_DATA,           /* chunk_left data bytes */
+  CHUNK_DATA_CR,        /* the CRLF after the data */
+  CHUNK_DATA_LF,
+  CHUNK_TRAILER_BOL,    /* the start of a trailer line, or the blank line */
+  CHUNK_TRAILER_NAME,   /* a trailer field's name, up to its colon */
+  CHUNK_TRAILER_VALUE,  /* its value, up to CR */
+  CHUNK_TRAILER_CR,
+  CHUNK_END_CR,         /* the blank line's CR */
+  CHUNK_DONE
+};
+
+static int hexval(char c);
+
+static int hexdigit(char c) {
+  return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') ||
+         (c >= 'A' && c <= 'F');
+}
+
+static int chunk_bad(http_req_t *r) {
+  return refuse_msg(r, "malformed HTTP request: chunked body framing (a "
+                       "bare LF or CR, no CRLF after a chunk's data, "
+                       "whitespace after a chunk size, a folded trailer "
+                       "line or whitespace before its colon)");
+}
+
+/* Scan data[0..len), body bytes of a chunked request in order; 0 or -1
+ * with the refusal set in r. */
+static int chunk_scan(http_req_t *r, const char *data, size_t len) {
+  for (size_t i = 0; i < len && r->chunk_state != CHUNK_DONE; i++) {
+    char ch = data[i];
+    switch (r->chunk_state) {
+    case CHUNK_SIZE_START:
+    case CHUNK_SIZE:
+      if (hexdigit(ch)) {
+        /* The parser refused a size over --max-body (or one that does not
+         * fit) before these bytes came here. */
+        r->chunk_left = r->chunk_left << 4 | (uint64_t)hexval(ch);
+        r->chunk_state = CHUNK_SIZE;
+      } else if (r->chunk_state == CHUNK_SIZE_START) {
+        return chunk_bad(r);
+      } else if (ch == ';') {
+        r->chunk_state = CHUNK_EXT;
+      } else if (ch == ' ' || ch == '\t') {
+        r->chunk_state = CHUNK_SIZE_WS;
+      } else if (ch == '\r') {
+        r->chunk_state = CHUNK_SIZE_CR;
+      } else {
+        return chunk_bad(r);
+      }
+      break;
+    case CHUNK_SIZE_WS:
+      if (ch == ';')
+        r->chunk_state = CHUNK_EXT;
+      else if (ch != ' ' && ch != '\t')
+        return chunk_bad(r);
+      break;
+    case CHUNK_EXT:
+      if (ch == '\r')
+        r->chunk_state = CHUNK_SIZE_CR;
+      else if (ch == '\n')
+        return chunk_bad(r);
+      break;
+    case CHUNK_SIZE_CR:
+      if (ch != '\n') return chunk_bad(r);
+      r->chunk_state = r->chunk_left ? CHUNK_DATA : CHUNK_TRAILER_BOL;
+      break;
+    case CHUNK_DATA: {
+      size_t n = len - i;
+      if (n > r->chunk_left) n = (size_t)r->chunk_left;
+      r->chunk_left -= n;
+      i += n - 1; /* n >= 1: a chunk's data is never empty here */
+      if (!r->chunk_left) r->chunk_state = CHUNK_DATA_CR;
+      break;
+    }
+    case CHUNK_DATA_CR:
+      if (ch != '\r') return chunk_bad(r);
+      r->chunk_state = CHUNK_DATA_LF;
+      break;
+    case CHUNK_DATA_LF:
+      if (ch != '\n') return chunk_bad(r);
+      r->chunk_state = CHUNK_SIZE_START;
+      break;
+    case CHUNK_TRAILER_BOL:
+      if (ch == '\r')
+        r->chunk_state = CHUNK_END_CR;
+      else if (ch == '\n' || ch == ' ' || ch == '\t' || ch == ':')
+        return chunk_bad(r);
+      else
+        r->chunk_state = CHUNK_TRAILER_NAME;
+      break;
+    case CHUNK_TRAILER_NAME:
+      if (ch == ':')
+        r->chunk_state = CHUNK_TRAILER_VALUE;
+      else if (ch == ' ' || ch == '\t' || ch == '\r' || ch == '\n')
+        return chunk_bad(r);
+      break;
+    case CHUNK_TRAILER_VALUE:
+      if (ch == '\r')
+        r->chunk_state = CHUNK_TRAILER_CR;
+      else if (ch == '\n')
+        return chunk_bad(r);
+      break;
+    case CHUNK_TRAILER_CR:
+      if (ch != '\n') return chunk_bad(r);
+      r->chunk_state = CHUNK_TRAILER_BOL;
+      break;
+    case CHUNK_END_CR:
+      if (ch != '\n') return chunk_bad(r);
+      r->chunk_state = CHUNK_DONE;
       break;
     }
   }
@@ -397,6 +535,8 @@ static void req_reset(http_req_t *r) {
   r->err_code = NULL;
   r->err_msg = NULL;
   r->head_state = r->head_in_name = 0;
+  r->chunk_state = 0;
+  r->chunk_left = 0;
   buf_shrink(&r->body, 0);
   if (r->arena_cap > 4096) {
     free(r->arena);
@@ -747,7 +887,9 @@ void http_on_read(conn_t *c, const char *data, size_t len) {
         return;
       }
     }
-    if (r->head_state != HEAD_DONE && head_scan(r, data, len) != 0) {
+    size_t body_at = 0; /* where this request's body starts in data */
+    if (r->head_state != HEAD_DONE &&
+        head_scan(r, data, len, &body_at) != 0) {
       parse_error(c, r);
       return;
     }
@@ -760,6 +902,11 @@ void http_on_read(conn_t *c, const char *data, size_t len) {
       return;
     }
     if (n > len) n = len;
+    if ((r->parser.flags & F_CHUNKED) && r->head_state == HEAD_DONE &&
+        n > body_at && chunk_scan(r, data + body_at, n - body_at) != 0) {
+      parse_error(c, r);
+      return;
+    }
     data += n;
     len -= n;
     if (r->want_continue) {

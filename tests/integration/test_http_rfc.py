@@ -309,10 +309,45 @@ async def test_refused_upgrade_says_close(t, d, args):
                 (ws.status, ws.headers, eof))
 
 
+async def test_chunked_framing(t, d, args):
+    """The chunked body's framing read as strictly as the head (RFC 9112 7.1,
+    docs/security.md "request smuggling"): a proxy that frames a body by the
+    grammar and one that is lenient see different requests in the same bytes
+    when the chunk data is not followed by CRLF, a line ends in a bare LF or
+    a trailer line is folded. Each is one 400 bad_request, then closed, and
+    the request behind it is never answered."""
+    body = b'{"user_ids":["framed"]}'
+    head = (f"POST /v1/users/query HTTP/1.1\r\nHost: x\r\n{AUTH}"
+            "Transfer-Encoding: chunked\r\n\r\n").encode()
+    size = b"%x" % len(body)
+    inner = f"GET /v1/users/smuggled HTTP/1.1\r\nHost: x\r\n{AUTH}Connection: close\r\n\r\n".encode()
+    cases = [
+        ("chunk data followed by two other bytes than CRLF", size + b"\r\n" + body + b"XX0\r\n\r\n"),
+        ("chunk data followed by a bare LF", size + b"\r\n" + body + b"\n0\r\n\r\n"),
+        ("whitespace after a chunk size", size + b" \r\n" + body + b"\r\n0\r\n\r\n"),
+        ("a trailer line ending in a bare LF", size + b"\r\n" + body + b"\r\n0\r\nX-T: 1\n\r\n"),
+        ("a folded trailer line", size + b"\r\n" + body + b"\r\n0\r\nX-T: 1\r\n 2\r\n\r\n"),
+        ("whitespace before a trailer's colon", size + b"\r\n" + body + b"\r\n0\r\nX-T : 1\r\n\r\n"),
+    ]
+    for label, chunks in cases:
+        data, eof = await exchange(d, head + chunks + inner)
+        rs = responses(data, ["POST", "GET"])
+        t.check(f"{label}: one 400 bad_request, then closed",
+                rs[0][0] == 400 and error_code(rs[0][2]) == "bad_request" and rs[1][0] is None
+                and eof and b"smuggled" not in data, data[:400])
+    # Well-formed: an extension (with BWS before ';') and a trailer field.
+    ok = size + b" ;x=1\r\n" + body + b"\r\n0\r\nX-T: 1\r\n\r\n"
+    data, eof = await exchange(d, head + ok + inner)
+    rs = responses(data, ["POST", "GET"])
+    t.check("a chunk extension after BWS and a trailer field: 200, then the next request 200",
+            rs[0][0] == 200 and b'"framed"' in rs[0][2] and rs[1][0] == 200
+            and b'"smuggled"' in rs[1][2], data[:400])
+
+
 if __name__ == "__main__":
     run([
         ("http-rfc", FLAGS,
          [test_head, test_expect_continue, test_host_required, test_absolute_form,
           test_uri_too_long, test_chunked_body, test_transfer_codings,
-          test_refused_upgrade_says_close]),
+          test_refused_upgrade_says_close, test_chunked_framing]),
     ])

@@ -244,7 +244,8 @@ struct presence_store {
   const presence_store_ops_t *ops;
 };
 
-/* The embedded store. allocator may be NULL (malloc). */
+/* The embedded store. alloc may be NULL (malloc); it is copied, so it need
+ * not outlive the call. */
 presence_store_t *presence_store_memory_new(const presence_allocator_t *alloc);
 
 #ifdef __cplusplus

@@ -289,7 +289,7 @@ typedef struct mstore {
   presence_store_t base;
   presence_store_host_t h;
   size_t instance_id_len;
-  const presence_allocator_t *alloc;
+  const presence_allocator_t *alloc; /* &alloc_own */
   presence__table_t sessions;
   presence__table_t users;
   presence__log_t *log;
@@ -342,6 +342,10 @@ typedef struct mstore {
   const struct msess *sid_text_of;
   char sid_text[40];
   presence__table_t sid_texts;
+  /* The allocator given to presence_store_memory_new, copied (alloc points
+   * here): the caller's struct may be gone, a local of the function that
+   * made the store. At the end, off the fields every operation reads. */
+  presence_allocator_t alloc_own;
 } mstore_t;
 
 static inline act_t *act_of(msess_t *s) { return (act_t *)s - 1; }
@@ -2560,7 +2564,9 @@ static int m_attach(presence_store_t *st, const presence_store_host_t *host) {
 
 static void m_destroy(presence_store_t *st) {
   mstore_t *m = (mstore_t *)st;
-  const presence_allocator_t *a = m->alloc;
+  /* A copy: m->alloc points into m, which goes last. */
+  const presence_allocator_t a_copy = m->alloc_own;
+  const presence_allocator_t *a = &a_copy;
   size_t pos = 0;
   muser_t *u;
   mchan_t *ch;
@@ -2643,7 +2649,8 @@ presence_store_t *presence_store_memory_new(const presence_allocator_t *alloc) {
   if (!m) return NULL;
   memset(m, 0, sizeof(*m));
   m->base.ops = &memory_ops;
-  m->alloc = a;
-  presence__pool_init(&m->pool, a);
+  m->alloc_own = *a;
+  m->alloc = &m->alloc_own;
+  presence__pool_init(&m->pool, m->alloc);
   return &m->base;
 }

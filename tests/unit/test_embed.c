@@ -548,6 +548,42 @@ static void a_log_read_inside_a_log_read_callback_keeps_the_outer_events(
   assert_int_equal(ca.live, 0);
 }
 
+/* ---- the embedded store's allocator ---------------------------------------- */
+
+/* presence_store_memory_new kept the address of the allocator it was
+ * given, so a store made by a function with its allocator in a local
+ * (the natural way to write it) allocated through a dead stack slot. It
+ * copies it now: changing (or losing) the caller's struct afterwards
+ * changes nothing. */
+static void the_embedded_store_copies_its_allocator(void **state) {
+  (void)state;
+  counting_alloc_t given = {0, -1}, other = {0, -1};
+  presence_allocator_t a = {ca_malloc, ca_realloc, ca_free, &given};
+  presence_store_t *st = presence_store_memory_new(&a);
+  assert_non_null(st);
+  long after_new = given.live;
+  assert_true(after_new > 0);
+  /* The caller's struct now says something else (a reused stack slot). */
+  a = (presence_allocator_t){ca_malloc, ca_realloc, ca_free, &other};
+  presence_options_t o;
+  presence_options_init(&o);
+  o.store = st;
+  presence_t *p;
+  assert_int_equal(presence_new(&o, &p), 0);
+  for (int i = 0; i < 100; i++) {
+    char sid[16];
+    snprintf(sid, sizeof(sid), "s%d", i);
+    assert_int_equal(presence_session_connect(p, sid, sid, "{}", NULL, NULL),
+                     0);
+    assert_int_equal(presence_channel_join(p, sid, "room", NULL, NULL, NULL),
+                     0);
+  }
+  assert_true(given.live > after_new);
+  presence_free(p);
+  assert_int_equal(other.live, 0); /* never used */
+  assert_int_equal(given.live, 0); /* everything returned to it */
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(presence_new_destroys_the_given_store_when_it_fails),
@@ -557,6 +593,7 @@ int main(void) {
       cmocka_unit_test(an_asynchronous_store_completes_later_and_at_free),
       cmocka_unit_test(
           a_log_read_inside_a_log_read_callback_keeps_the_outer_events),
+      cmocka_unit_test(the_embedded_store_copies_its_allocator),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -73,6 +73,21 @@ pkgconfig)
   # shellcheck disable=SC2086
   cc -std=c11 -Wall -Werror $cflags -o "$tmp/basic_usage" "$src/examples/basic_usage.c" $flags ||
     fail "cannot build against the installed library"
+  # Every installed header on its own, as strict C11 and as C++ (extern "C"):
+  # an embedder's warnings as errors must not trip on ours.
+  for h in presence.h presence_store.h presence_redis.h; do
+    [ -e "$root/include/$h" ] || continue
+    printf '#include <%s>\nint presence_header_check_;\n' "$h" >"$tmp/h.c"
+    # shellcheck disable=SC2086
+    cc -std=c11 -Wall -Wextra -Werror -pedantic $(pkg-config --cflags libpresence) \
+      -c "$tmp/h.c" -o "$tmp/h.o" || fail "$h is not clean C11 (-Wall -Wextra -pedantic)"
+    if command -v c++ >/dev/null 2>&1; then
+      cp "$tmp/h.c" "$tmp/h.cc"
+      # shellcheck disable=SC2086
+      c++ -std=c++11 -Wall -Wextra -Werror -pedantic $(pkg-config --cflags libpresence) \
+        -c "$tmp/h.cc" -o "$tmp/h.o" || fail "$h does not compile as C++"
+    fi
+  done
   # The shared library must be the one used.
   ldd "$tmp/basic_usage" | grep -q "$root/$libdir/libpresence.so" ||
     fail "not linked with the installed libpresence.so"

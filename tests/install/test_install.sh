@@ -73,6 +73,12 @@ pkgconfig)
   # shellcheck disable=SC2086
   cc -std=c11 -Wall -Werror $cflags -o "$tmp/basic_usage" "$src/examples/basic_usage.c" $flags ||
     fail "cannot build against the installed library"
+  # The shared library defines no symbol outside its prefix: an embedder's
+  # own names (and other libraries') cannot collide with it.
+  if command -v nm >/dev/null 2>&1; then
+    stray=$(nm -D --defined-only "$root/$libdir/libpresence.so" | awk 'NF == 3 && $3 !~ /^presence_/ {print $3}')
+    [ -z "$stray" ] || fail "libpresence.so exports symbols without the presence_ prefix: $stray"
+  fi
   # Every installed header on its own, as strict C11 and as C++ (extern "C"):
   # an embedder's warnings as errors must not trip on ours.
   for h in presence.h presence_store.h presence_redis.h; do

@@ -346,7 +346,8 @@ export interface ChannelEvents<D = Record<string, unknown>> {
   join: ChannelChange<D>;
   leave: ChannelChange<D>;
   update: ChannelChange<D>;
-  /** A backend removed this user from the channel (reason "kicked"). */
+  /** A backend removed this user from the channel (reason "kicked"), or a
+   * refreshed token no longer grants it (reason "not_allowed"). */
   left: { reason: string | null };
   /** A refused join/update/observe: channel_not_allowed, too_many_channels, data_too_large, ...
    *  (a join refused join_rate or store_unavailable is retried by the client, not reported). */

@@ -122,6 +122,18 @@ void chan_regrant(conn_t *c, buf_t *b) {
         x->observing = 0;
       }
       uint32_t before = cc->n;
+      int gone = !x->joined && !x->observing;
+      if (gone) {
+        /* The notice a backend's removal gives (after_removal): clients
+         * that know it drop the channel, whatever they make of the ack. */
+        buf_t *lb = &c->srv->scratch;
+        buf_reset(lb);
+        buf_puts(lb, "{\"type\":\"left\",\"channel\":");
+        buf_put_json_str(lb, name);
+        buf_puts(lb, ",\"reason\":\"not_allowed\"}");
+        if (!buf_failed(lb)) ws_send_text(c, lb->data, lb->len);
+        if (c->closing) return;
+      }
       maybe_unsubscribe(c, x); /* moves the last record into its slot */
       if (cc->n == before) i++;
     }

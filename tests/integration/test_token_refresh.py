@@ -136,7 +136,12 @@ async def test_refresh_narrows_channels(t, d, args, db=None):
     ack = await alice.expect_type("ack", 3, id="t1") or {}
     t.eq("the ack names the channel left and the one no longer observed",
          (sorted(ack.get("left", [])), ack.get("unobserved")), (["rg-b"], ["rg-lobby"]))
-    await alice.collect(0.3)  # her own leave of rg-b, as after a leave message
+    # Her own leave of rg-b (as after a leave message), and the notice a
+    # backend's removal gives, so that a client drops both channels.
+    notices = sorted((m.get("channel"), m.get("reason")) for m in await alice.collect(0.5)
+                     if m.get("type") == "left")
+    t.eq("alice is told she left rg-b and no longer observes rg-lobby",
+         notices, [("rg-b", "not_allowed"), ("rg-lobby", "not_allowed")])
     leave = None
     for m in await bob.collect(0.8):
         if m.get("type") == "channel" and m.get("channel") == "rg-b" and m.get("event") == "leave":

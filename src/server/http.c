@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 
 #define MAX_HEADERS 64
 
@@ -651,6 +652,31 @@ int http_unescape_path(const char *src, size_t len, char *out, size_t cap) {
 
 /* ---- Answers ------------------------------------------------------------- */
 
+/* RFC 9110 6.6.1: an origin server with a clock "MUST generate a Date header
+ * field" in its 2xx, 3xx and 4xx answers (caches and clients reckon ages
+ * and clock skew from it). IMF-fixdate (5.6.7), written by hand since
+ * strftime's names follow the locale; remade once a second, per thread
+ * (workers.c runs a loop per thread). */
+const char *http_date_line(const srv_t *s) {
+  static const char wd[7][4] = {"Sun", "Mon", "Tue", "Wed",
+                                "Thu", "Fri", "Sat"};
+  static const char mo[12][4] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
+                                 "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
+  static _Thread_local char line[64];
+  static _Thread_local int64_t at = -1;
+  int64_t sec = srv_now_wall_coarse(s) / 1000;
+  if (sec != at) {
+    time_t t = (time_t)sec;
+    struct tm tm;
+    if (!gmtime_r(&t, &tm)) return "";
+    snprintf(line, sizeof line, "Date: %s, %02d %s %04d %02d:%02d:%02d GMT\r\n",
+             wd[tm.tm_wday % 7], tm.tm_mday, mo[tm.tm_mon % 12],
+             tm.tm_year + 1900, tm.tm_hour, tm.tm_min, tm.tm_sec);
+    at = sec;
+  }
+  return line;
+}
+
 static const char *reason_phrase(int status) {
   switch (status) {
   case 200:
@@ -705,11 +731,11 @@ void http_respond(conn_t *c, int status, const char *content_type,
   if (r && close) r->close = 1;
   char head[512];
   int n = snprintf(head, sizeof head,
-                   "HTTP/1.1 %d %s\r\nContent-Type: %s\r\n"
+                   "HTTP/1.1 %d %s\r\n%sContent-Type: %s\r\n"
                    "Content-Length: %zu\r\nCache-Control: no-store\r\n"
                    "Connection: %s\r\n%s\r\n",
-                   status, reason_phrase(status), content_type, len,
-                   close ? "close" : "keep-alive",
+                   status, reason_phrase(status), http_date_line(c->srv),
+                   content_type, len, close ? "close" : "keep-alive",
                    extra_headers ? extra_headers : "");
   if (n < 0 || (size_t)n >= sizeof head) n = 0;
   /* A refused request may not have a meaningful method: only a parsed HEAD

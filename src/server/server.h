@@ -325,6 +325,8 @@ const char *http_body(const http_req_t *r, size_t *len);
 void http_respond(conn_t *c, int status, const char *content_type,
                   const char *extra_headers, const void *body, size_t len);
 void http_respond_json(conn_t *c, int status, const buf_t *body);
+/* "Date: <IMF-fixdate>\r\n" of the current second (RFC 9110 6.6.1). */
+const char *http_date_line(const srv_t *s);
 /* {"error":{"code":...,"message":...}}, counted in metrics. */
 void http_error(conn_t *c, int status, const char *code, const char *message);
 void http_error_hdr(conn_t *c, int status, const char *code,

@@ -301,6 +301,19 @@ void sse_detach(conn_t *c) {
   srv_interest_all(s, -1);
 }
 
+/* The stream's head: its lines, then Date (http_date_line) and the blank
+ * line. */
+static int write_head(conn_t *c, const char *head, size_t len) {
+  char b[256];
+  const char *date = http_date_line(c->srv);
+  size_t dl = strlen(date);
+  if (len + dl + 2 > sizeof b) return conn_write(c, head, len);
+  memcpy(b, head, len);
+  memcpy(b + len, date, dl);
+  memcpy(b + len + dl, "\r\n", 2);
+  return conn_write(c, b, len + dl + 2);
+}
+
 void sse_start(conn_t *c, http_req_t *r) {
   srv_t *s = c->srv;
   size_t len;
@@ -379,9 +392,9 @@ void sse_start(conn_t *c, http_req_t *r) {
                                 "Content-Type: text/event-stream\r\n"
                                 "Cache-Control: no-cache\r\n"
                                 "X-Accel-Buffering: no\r\n"
-                                "Connection: close\r\n\r\n";
+                                "Connection: close\r\n";
     presence_cursor_free(cursor);
-    if (conn_write(c, hhead, sizeof hhead - 1) == 0) conn_close_after_flush(c);
+    if (write_head(c, hhead, sizeof hhead - 1) == 0) conn_close_after_flush(c);
     return;
   }
   sse_stream_t *st = calloc(1, sizeof *st);
@@ -400,7 +413,7 @@ void sse_start(conn_t *c, http_req_t *r) {
   static const char head[] = "HTTP/1.1 200 OK\r\n"
                              "Content-Type: text/event-stream\r\n"
                              "Cache-Control: no-cache\r\n"
-                             "X-Accel-Buffering: no\r\n\r\n";
+                             "X-Accel-Buffering: no\r\n";
   http_req_free(r);
   c->u.sse = st;
   c->kind = CONN_SSE;
@@ -413,6 +426,6 @@ void sse_start(conn_t *c, http_req_t *r) {
   s->nsse++;
   if (s->nsse == 1) fanout_refresh(s);
   srv_interest_all(s, 1); /* a stream wants every event: woken by each */
-  if (conn_write(c, head, sizeof head - 1) != 0) return;
+  if (write_head(c, head, sizeof head - 1) != 0) return;
   pump_one(st, 0);
 }

@@ -11,6 +11,7 @@ refusals (test_auth) and frame errors (tests/data/malformed)."""
 
 import asyncio
 import os
+import re
 import sys
 import time
 
@@ -344,10 +345,37 @@ async def test_chunked_framing(t, d, args):
             and b'"smuggled"' in rs[1][2], data[:400])
 
 
+async def test_date_header(t, d, args):
+    """RFC 9110 6.6.1: an origin server with a clock "MUST generate a Date
+    header field in all 2xx, 3xx, and 4xx responses" (caches and clients
+    compute ages and skew from it), in the IMF-fixdate form (5.6.7)."""
+    import email.utils
+    checks = [("GET /healthz", "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"),
+              ("GET /v1/users/dated", f"GET /v1/users/dated HTTP/1.1\r\nHost: x\r\n{AUTH}"
+                                       "Connection: close\r\n\r\n"),
+              ("a 404", "GET /nope HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"),
+              ("a 400 (unparsable)", "GET /healthz HTTP/1.1\r\nHost : x\r\n\r\n"),
+              ("HEAD /v1/events", f"HEAD /v1/events HTTP/1.1\r\nHost: x\r\n{AUTH}\r\n")]
+    for label, raw in checks:
+        data, _ = await exchange(d, raw, 2.0)
+        rs = responses(data, ["HEAD" if raw.startswith("HEAD") else "GET"])
+        date = rs[0][1].get("date", "")
+        ok = bool(re.fullmatch(r"(Mon|Tue|Wed|Thu|Fri|Sat|Sun), \d\d (Jan|Feb|Mar|Apr|May|Jun|Jul|"
+                               r"Aug|Sep|Oct|Nov|Dec) \d{4} \d\d:\d\d:\d\d GMT", date))
+        if ok:
+            ok = abs(email.utils.parsedate_to_datetime(date).timestamp() - time.time()) < 5
+        t.check(f"{label}: {rs[0][0]} with a Date header, IMF-fixdate, now", ok, data[:300])
+    sse = await SSE.open(d)
+    date = sse.headers.get("date", "")
+    sse.close()
+    t.check("GET /v1/events: 200 with a Date header", date.endswith(" GMT"), sse.headers)
+
+
 if __name__ == "__main__":
     run([
         ("http-rfc", FLAGS,
          [test_head, test_expect_continue, test_host_required, test_absolute_form,
           test_uri_too_long, test_chunked_body, test_transfer_codings,
-          test_refused_upgrade_says_close, test_chunked_framing]),
+          test_refused_upgrade_says_close, test_chunked_framing,
+          test_date_header]),
     ])

@@ -866,14 +866,35 @@ static int load_secret(srv_config_t *cfg, const opt_t *o, char *msg,
 
 /* Options whose value is a credential: never echoed, never kept in argv. */
 static int is_secret(const opt_t *o) {
-  return o->kind == OPT_STR && (o->offset == offsetof(srv_config_t, api_key) ||
-                                o->offset == offsetof(srv_config_t, jwt_secret));
+  return o->kind == OPT_STR &&
+         (o->offset == offsetof(srv_config_t, api_key) ||
+          o->offset == offsetof(srv_config_t, jwt_secret) ||
+          o->offset == offsetof(srv_config_t, redis_password) ||
+          o->offset == offsetof(srv_config_t, redis_sentinel_password));
 }
 
-/* A webhook spec given inline may carry its secret (secret=...). */
+/* Whether a --store URL carries a password (redis://user:PASSWORD@...). */
+static int store_has_password(const char *v) {
+#ifdef PRESENCED_HAVE_REDIS
+  /* The store's own redaction: what it would hide is a password. */
+  char shown[1024];
+  if (strlen(v) >= sizeof shown) return strchr(v, '@') != NULL;
+  presence_redis_url_redact(v, shown, sizeof shown);
+  return strcmp(shown, v) != 0;
+#else
+  const char *h = strstr(v, "://");
+  return h && strchr(h, '@');
+#endif
+}
+
+/* A webhook spec given inline may carry its secret (secret=...), a --store
+ * URL its Redis password. */
 static int holds_secret(const opt_t *o, const char *v) {
-  return is_secret(o) || (o->kind == OPT_WEBHOOK && strstr(v, "secret=") &&
-                          !strstr(v, "secret-file="));
+  return is_secret(o) ||
+         (o->kind == OPT_WEBHOOK && strstr(v, "secret=") &&
+          !strstr(v, "secret-file=")) ||
+         (o->kind == OPT_STR && o->offset == offsetof(srv_config_t, store) &&
+          store_has_password(v));
 }
 
 /* ---- config_parse, step by step ----------------------------------------- */
@@ -976,11 +997,19 @@ static int apply_flags(srv_config_t *cfg, int argc, char **argv, FILE *err) {
     if (holds_secret(o, v)) {
       char env[64];
       env_name(o, env, sizeof env);
-      warn(cfg,
-           "%s given on the command line, where other local users can read "
-           "it (blanked from the process arguments now): pass it in %s or a "
-           "file (docs/security.md)",
-           flag, env);
+      if (o->offset == offsetof(srv_config_t, store) && o->kind == OPT_STR)
+        warn(cfg,
+             "%s with a password given on the command line, where other "
+             "local users can read it (blanked from the process arguments "
+             "now): pass the password in PRESENCED_REDIS_PASSWORD or "
+             "--redis-password-file (docs/security.md)",
+             flag);
+      else
+        warn(cfg,
+             "%s given on the command line, where other local users can "
+             "read it (blanked from the process arguments now): pass it in "
+             "%s or a file (docs/security.md)",
+             flag, env);
       if (!(v = own(cfg, v, strlen(v)))) {
         fprintf(err, "presenced: out of memory\n");
         return CONFIG_EXIT_USAGE;

@@ -100,8 +100,80 @@ async def test_device_map_across_instances(t, cl):
         await c.close()
 
 
+async def test_invisible_across_instances(t, cl):
+    """An invisible user's sessions on A and B, a watcher and a fellow
+    channel member on C: a second session (another device), idle, a data
+    change, a reconnect inside the offline grace, B's death (its session
+    reaped) and a reconnect after it show C nothing at all; a new snapshot
+    on C shows an absent user; the API shows the truth; visible again, C
+    gets one online change and one join. (The privacy probe of 2026-12-07:
+    every step already held; kept so that none regresses.)"""
+    A, B, C = cl.d
+    grants = {"channels": "*"}
+    w = await Client.connect(C, "ri-w", tok=token("ri-w", watch="*", extra=grants))
+    await w.send({"type": "subscribe", "users": ["ri-ann"], "id": 1})
+    await w.expect_type("presence", 5, snapshot=True)
+    await w.send({"type": "join", "channel": "ri-room", "id": "j"})
+    await w.expect_type("channel", 5, id="j")
+    ann = await Client.connect(A, "ri-ann", tok=token("ri-ann", extra=grants))
+    await w.change("ri-ann", timeout=5)  # online, while still visible
+    await ann.send({"type": "availability", "availability": "invisible", "id": "a"})
+    await ann.expect_type("ack", 5, id="a")
+    ch = entry(await w.change("ri-ann", timeout=5), "ri-ann") or {}
+    t.check("going invisible on A: the watcher on C sees offline", ch.get("status") == "offline"
+            and ch.get("availability") == "auto", ch)
+    t_inv = ch.get("since")
+    await ann.send({"type": "join", "channel": "ri-room", "data": {"n": 1}, "id": "j"})
+    await ann.expect_type("channel", 5, id="j")
+    ann2 = await Client.connect(B, "ri-ann", tok=token("ri-ann", extra={**grants, "device": "mobile"}))
+    await ann2.send({"type": "join", "channel": "ri-room", "data": {"n": 2}, "id": "j"})
+    await ann2.expect_type("channel", 5, id="j")
+    await ann2.send({"type": "status", "status": "idle", "id": "s"})
+    await ann2.expect_type("ack", 5, id="s")
+    await ann.close()  # the offline grace (1.5 s) starts for A's session only
+    await asyncio.sleep(0.3)
+    ann = await Client.connect(A, "ri-ann", tok=token("ri-ann", extra=grants))
+    await ann.send({"type": "join", "channel": "ri-room", "data": {"n": 3}, "id": "j"})
+    await ann.expect_type("channel", 5, id="j")
+    B.kill()  # ann2 is reaped by A or C: instance_lost
+    async def one_session():
+        return (await user(C, "ri-ann")).get("sessions") == 1
+    t.check("B's session of hers is reaped", await wait_for(one_session, 15) is not None)
+    await ann.close()
+    await asyncio.sleep(0.3)
+    ann = await Client.connect(A, "ri-ann", tok=token("ri-ann", extra=grants))
+    await ann.send({"type": "join", "channel": "ri-room", "data": {"n": 4}, "id": "j"})
+    await ann.expect_type("channel", 5, id="j")
+    def about_ann(m):
+        return entry(m, "ri-ann") is not None or (m.get("member") or {}).get("user_id") == "ri-ann"
+    seen = [m for m in await w.collect(2.5) if about_ann(m)]
+    t.eq("C is sent nothing about the invisible user through all of it", seen, [])
+    await w.send({"type": "subscribe", "users": ["ri-ann"], "id": 2})
+    u = entry(await w.expect_type("presence", 5, id=2), "ri-ann") or {}
+    t.check("a new snapshot on C: offline, no devices, times stopped when she went invisible",
+            u.get("status") == "offline" and u.get("devices") == {}
+            and u.get("last_seen") == t_inv == u.get("since") and u.get("last_active", 0) <= t_inv, (u, t_inv))
+    await w.send({"type": "observe", "channel": "ri-room", "id": "o"})
+    snap = await w.expect_type("channel", 5, id="o") or {}
+    t.eq("the channel on C: she is not listed or counted",
+         ([m.get("user_id") for m in snap.get("members", [])], snap.get("count")), (["ri-w"], 1))
+    j = await user(C, "ri-ann")
+    t.check("the API of C: the truth, online and invisible, one session",
+            j.get("status") == "online" and j.get("availability") == "invisible" and j.get("sessions") == 1, j)
+    await ann.send({"type": "availability", "availability": "auto", "id": "b"})
+    await ann.expect_type("ack", 5, id="b")
+    got = [m for m in await w.collect(1.5) if about_ann(m)]
+    t.eq("visible again: C gets one online change and one join",
+         sorted((m["type"], (entry(m, "ri-ann") or {}).get("status") if m["type"] == "presence"
+                 else (m.get("event"), m.get("member", {}).get("data"))) for m in got),
+         [("channel", ("join", {"n": 4})), ("presence", "online")])
+    for c in (ann, w):
+        await c.close()
+
+
 SCENARIOS = [("settings", test_settings_across_instances, {}),
-             ("device-map", test_device_map_across_instances, {})]
+             ("device-map", test_device_map_across_instances, {}),
+             ("invisible", test_invisible_across_instances, {"extra": {"--offline-grace-ms": "1500"}})]
 
 if __name__ == "__main__":
     sys.exit(run_scenarios(SCENARIOS, 90))

@@ -30,12 +30,17 @@ person would read them.
   presenced has read it, with a warning naming the flag and never the
   password, as the API key and the JWT secret already were
   (docs/security.md); presenced still reaches Redis with it.
+- documented-keys: every setting the operator's documents name (a
+  `--flag` or a `key` of presenced's prefixes in operations.md,
+  configuration.md, scaling.md and presenced(8)) is one presenced --help-keys
+  lists; operations.md named a `redis-stream-block-ms` that no flag sets.
 
 Run: /usr/bin/python3 tests/integration/test_redis_operator.py --presenced PATH
 """
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -317,6 +322,30 @@ def scenario_argv_password(t, args):
         redis.cleanup()
 
 
+# Backticked words that look like settings but are programs or values.
+NOT_SETTINGS = {"redis-server", "redis-cli", "redis-benchmark", "redis-py"}
+SETTING = re.compile(r"(?<![#\w-])(?:`|\\-\\-|--)((?:redis|max|webhook|jwt|http|origin|backend|channel|"
+                     r"offline|sse|shutdown|log|listen|api|heartbeat|timeout|connection|"
+                     r"workers|message|expected|inactivity)(?:-|\\-)[a-z0-9\\-]*[a-z0-9])")
+
+
+def scenario_documented_keys(t, args):
+    p = subprocess.run([args.presenced, "--help-keys"], capture_output=True, timeout=10)
+    keys = set(re.findall(r"^\| `([a-z0-9-]+)`", p.stdout.decode(), re.M))
+    t.check("--help-keys lists the keys", "redis-lease-ms" in keys, sorted(keys)[:5])
+    for doc in ("docs/operations.md", "docs/configuration.md", "docs/scaling.md",
+                "docs/man/presenced.8"):
+        with open(os.path.join(args.source_dir, doc), encoding="utf-8") as f:
+            text = f.read()
+        named = {m.replace("\\-", "-") for m in SETTING.findall(text)}
+        # "--redis-*" and "--redis-tls-*" name families, not one setting.
+        named = {k for k in named if k not in NOT_SETTINGS
+                 and not any(x.startswith(k + "-") for x in keys)}
+        unknown = sorted(named - keys)
+        t.check(f"{doc}: every setting it names exists ({len(named)} named)", not unknown,
+                unknown)
+
+
 def main():
     args = parse_args()
     t = Checks()
@@ -334,6 +363,8 @@ def main():
             scenario_tls_hints(t, args, certs)
         if (not only or only in "stats-outage") and shutil.which("redis-server"):
             scenario_stats_outage(t, args)
+        if not only or only in "documented-keys":
+            scenario_documented_keys(t, args)
         if (not only or only in "argv-password") and shutil.which("redis-server"):
             scenario_argv_password(t, args)
     finally:

@@ -192,7 +192,10 @@ static void drain(presence_t *p) {
     if (nids > p->ids_cap) {
       const char **ids =
           presence__realloc(&p->alloc, p->ids, nids * sizeof(*ids));
-      if (!ids) continue;
+      if (!ids) {
+        host_log(p, PRESENCE_LOG_ERROR, "out of memory: event not dispatched");
+        continue;
+      }
       p->ids = ids;
       p->ids_cap = nids;
     }
@@ -201,7 +204,10 @@ static void drain(presence_t *p) {
     if (ndevs > p->devs_cap) {
       presence_device_status_t *d =
           presence__realloc(&p->alloc, p->devs, ndevs * sizeof(*d));
-      if (!d) continue;
+      if (!d) {
+        host_log(p, PRESENCE_LOG_ERROR, "out of memory: event not dispatched");
+        continue;
+      }
       p->devs = d;
       p->devs_cap = ndevs;
     }
@@ -429,13 +435,19 @@ int presence_new(const presence_options_t *opts, presence_t **out) {
    * allocation failure after the store has already changed. */
   p->pend_cap = 4096;
   p->pend = presence__malloc(&p->alloc, p->pend_cap);
+  /* So is room for the devices of one event (a user.availability carries
+   * the user's device kinds, a few): else the first such event met a
+   * failed allocation in drain after the store had changed, and was lost. */
+  p->devs_cap = 16;
+  p->devs = presence__malloc(&p->alloc, p->devs_cap * sizeof(*p->devs));
   p->store = opts->store ? opts->store : presence_store_memory_new(&p->alloc);
-  if (!p->pend && p->store) {
+  if ((!p->pend || !p->devs) && p->store) {
     p->store->ops->destroy(p->store);
     p->store = NULL;
   }
   if (!p->store) {
     presence__free(&p->alloc, p->pend);
+    presence__free(&p->alloc, p->devs);
     presence__free(&p->alloc, p);
     return PRESENCE_ENOMEM;
   }

@@ -584,6 +584,71 @@ static void the_embedded_store_copies_its_allocator(void **state) {
   assert_int_equal(given.live, 0); /* everything returned to it */
 }
 
+/* ---- out of memory: a failed call, or the event; never neither ----------- */
+
+typedef struct oom_watch {
+  int availability_events;
+  int logged;
+} oom_watch_t;
+
+static void watch_availability(presence_t *p, const presence_event_t *ev,
+                               void *ud) {
+  (void)p;
+  if (ev->type == PRESENCE_EV_USER_AVAILABILITY)
+    ((oom_watch_t *)ud)->availability_events++;
+}
+
+static void watch_log(void *ud, presence_log_level_t level, const char *msg) {
+  (void)level;
+  (void)msg;
+  ((oom_watch_t *)ud)->logged++;
+}
+
+/* "A failed call changes nothing": with allocation k of a
+ * presence_user_set_availability failing, for every k, the call either
+ * fails with ENOMEM and emits nothing, or succeeds and its listener gets the
+ * event. The event carries the user's device kinds, unpacked into a buffer
+ * the engine grew in its dispatch loop: that growth failing dropped the
+ * event after the store had changed, silently (the call returned 0, the log
+ * had the event, the listener never saw it, nothing was logged). */
+static void no_event_is_lost_silently_when_memory_runs_out(void **state) {
+  (void)state;
+  for (long k = 0; k < 32; k++) {
+    counting_alloc_t ca = {0, -1};
+    oom_watch_t w = {0, 0};
+    presence_options_t o;
+    presence_options_init(&o);
+    o.allocator = (presence_allocator_t){ca_malloc, ca_realloc, ca_free, &ca};
+    o.log = watch_log;
+    o.log_ud = &w;
+    presence_t *p;
+    assert_int_equal(presence_new(&o, &p), 0);
+    assert_true(presence_on_event(p, watch_availability, &w) > 0);
+    assert_int_equal(presence_session_open_device(p, "s1", "alice", NULL,
+                                                  "mobile", NULL, NULL, NULL),
+                     0);
+    assert_int_equal(presence_session_open_device(p, "s2", "alice", NULL,
+                                                  "desktop", NULL, NULL, NULL),
+                     0);
+    uint64_t before = presence_log_last_seq(p);
+    ca.fail_after = k; /* allocations from here on fail after k */
+    int rc = presence_user_set_availability(p, "alice", PRESENCE_AVAIL_DND,
+                                            NULL, NULL);
+    ca.fail_after = -1;
+    if (rc == 0) {
+      assert_int_equal(presence_log_last_seq(p), before + 1);
+      assert_int_equal(w.availability_events, 1);
+      assert_int_equal(w.logged, 0);
+    } else {
+      assert_int_equal(rc, PRESENCE_ENOMEM);
+      assert_int_equal(presence_log_last_seq(p), before);
+      assert_int_equal(w.availability_events, 0);
+    }
+    presence_free(p);
+    assert_int_equal(ca.live, 0);
+  }
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(presence_new_destroys_the_given_store_when_it_fails),
@@ -594,6 +659,7 @@ int main(void) {
       cmocka_unit_test(
           a_log_read_inside_a_log_read_callback_keeps_the_outer_events),
       cmocka_unit_test(the_embedded_store_copies_its_allocator),
+      cmocka_unit_test(no_event_is_lost_silently_when_memory_runs_out),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

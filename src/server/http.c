@@ -735,7 +735,13 @@ void http_respond(conn_t *c, int status, const char *content_type,
                    "Content-Length: %zu\r\nCache-Control: no-store\r\n"
                    "Connection: %s\r\n%s\r\n",
                    status, reason_phrase(status), http_date_line(c->srv),
-                   content_type, len, close ? "close" : "keep-alive",
+                   content_type, len,
+                   /* RFC 9110 7.8: the Upgrade a 426 carries is named in
+                    * Connection too, so no intermediary forwards it. */
+                   status == 426 ? (close ? "Upgrade, close"
+                                          : "Upgrade, keep-alive")
+                   : close       ? "close"
+                                 : "keep-alive",
                    extra_headers ? extra_headers : "");
   if (n < 0 || (size_t)n >= sizeof head) n = 0;
   /* A refused request may not have a meaningful method: only a parsed HEAD

@@ -958,8 +958,10 @@ int ws_handshake_check(conn_t *c, http_req_t *r, char accept[29]) {
   }
   const char *ver = http_header(r, "Sec-WebSocket-Version", &vl);
   if (!ver || vl != 2 || memcmp(ver, "13", 2) != 0) {
+    /* RFC 9110 15.5.22: a 426 names the protocol to upgrade to (http.c
+     * adds "upgrade" to its Connection); RFC 6455 4.4: and the versions. */
     http_error_hdr(c, 426, "bad_version", "only WebSocket version 13",
-                   "Sec-WebSocket-Version: 13\r\n");
+                   "Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n");
     return -1;
   }
   if (ws_accept_key(key, kl, accept) != 0) {

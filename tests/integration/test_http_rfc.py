@@ -306,7 +306,8 @@ async def test_refused_upgrade_says_close(t, d, args):
             eof = False
         ws.close()
         t.check(f"a refused handshake ({label}): {ws.status} says Connection: close, and closes",
-                ws.status in (400, 401, 426) and ws.headers.get("connection") == "close" and eof,
+                ws.status in (400, 401, 426) and "close" in
+                [x.strip().lower() for x in ws.headers.get("connection", "").split(",")] and eof,
                 (ws.status, ws.headers, eof))
 
 
@@ -371,11 +372,29 @@ async def test_date_header(t, d, args):
     t.check("GET /v1/events: 200 with a Date header", date.endswith(" GMT"), sse.headers)
 
 
+async def test_upgrade_required(t, d, args):
+    """RFC 9110 15.5.22: a 426 "MUST send an Upgrade header field to indicate
+    the required protocol(s)", and 7.8: with "upgrade" in Connection, so that
+    no intermediary forwards it. A client offered an unsupported WebSocket
+    version learns from it (and from Sec-WebSocket-Version, RFC 6455 4.4)
+    what to retry with."""
+    for path in ("/v1/ws?token=" + token("ver"), "/v1/backend?origin=ver"):
+        ws = await RawWS.open(d, path=path, headers={"Sec-WebSocket-Version": "8",
+                                                     "Authorization": f"Bearer {API_KEY}"})
+        conn = [x.strip().lower() for x in ws.headers.get("connection", "").split(",")]
+        t.check(f"GET {path.split('?')[0]} with version 8: 426 with Upgrade: websocket, "
+                "Connection naming upgrade, Sec-WebSocket-Version: 13",
+                ws.status == 426 and ws.headers.get("upgrade", "").lower() == "websocket"
+                and "upgrade" in conn and ws.headers.get("sec-websocket-version") == "13",
+                (ws.status, ws.headers))
+        ws.close()
+
+
 if __name__ == "__main__":
     run([
         ("http-rfc", FLAGS,
          [test_head, test_expect_continue, test_host_required, test_absolute_form,
           test_uri_too_long, test_chunked_body, test_transfer_codings,
           test_refused_upgrade_says_close, test_chunked_framing,
-          test_date_header]),
+          test_date_header, test_upgrade_required]),
     ])

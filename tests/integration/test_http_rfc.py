@@ -390,11 +390,40 @@ async def test_upgrade_required(t, d, args):
         ws.close()
 
 
+async def test_connection_management(t, d, args):
+    """RFC 9112 9.3 and 9.6: an HTTP/1.0 request closes unless it asks for
+    keep-alive; "Connection: close" ends the connection after its answer and
+    what was pipelined behind it is not answered; a body on a GET is read
+    past, not taken for the next request."""
+    data, eof = await exchange(d, "GET /healthz HTTP/1.0\r\n\r\nGET /healthz HTTP/1.0\r\n\r\n")
+    rs = responses(data, ["GET", "GET"])
+    t.check("HTTP/1.0: one answer saying Connection: close, then closed",
+            rs[0][0] == 200 and rs[0][1].get("connection") == "close" and rs[1][0] is None and eof,
+            data[:300])
+    data, eof = await exchange(d, "GET /healthz HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"
+                                  "GET /healthz HTTP/1.0\r\n\r\n")
+    rs = responses(data, ["GET", "GET"])
+    t.check("HTTP/1.0 with Connection: keep-alive: kept (keep-alive said), the next answered",
+            rs[0][1].get("connection") == "keep-alive" and rs[1][0] == 200 and eof, data[:400])
+    data, eof = await exchange(d, "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+                                  "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+    rs = responses(data, ["GET", "GET"])
+    t.check("Connection: close: one answer saying close, the pipelined request unanswered",
+            rs[0][0] == 200 and rs[0][1].get("connection") == "close" and rs[1][0] is None and eof,
+            data[:300])
+    data, eof = await exchange(d, "GET /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: 20\r\n\r\n"
+                                  "GET /nope HTTP/1.1\r\n"
+                                  f"GET /v1/users/after HTTP/1.1\r\nHost: x\r\n{AUTH}Connection: close\r\n\r\n")
+    rs = responses(data, ["GET", "GET"])
+    t.check("a GET with a 20-byte body that looks like a request: the body skipped, two answers",
+            rs[0][0] == 200 and rs[1][0] == 200 and b'"after"' in rs[1][2] and eof, data[:400])
+
+
 if __name__ == "__main__":
     run([
         ("http-rfc", FLAGS,
          [test_head, test_expect_continue, test_host_required, test_absolute_form,
           test_uri_too_long, test_chunked_body, test_transfer_codings,
           test_refused_upgrade_says_close, test_chunked_framing,
-          test_date_header, test_upgrade_required]),
+          test_date_header, test_upgrade_required, test_connection_management]),
     ])

@@ -962,6 +962,88 @@ static int apply_env(srv_config_t *cfg,
   return CONFIG_OK;
 }
 
+/* Edit distance of a and b (both short: variable names), capped at 9. */
+static unsigned edit_distance(const char *a, const char *b) {
+  size_t la = strlen(a), lb = strlen(b);
+  if (la > 63 || lb > 63) return 9;
+  unsigned row[64];
+  for (size_t j = 0; j <= lb; j++)
+    row[j] = (unsigned)j;
+  for (size_t i = 1; i <= la; i++) {
+    unsigned diag = row[0];
+    row[0] = (unsigned)i;
+    for (size_t j = 1; j <= lb; j++) {
+      unsigned up = row[j];
+      unsigned best = diag + (a[i - 1] != b[j - 1]);
+      if (up + 1 < best) best = up + 1;
+      if (row[j - 1] + 1 < best) best = row[j - 1] + 1;
+      row[j] = best;
+      diag = up;
+    }
+  }
+  return row[lb] > 9 ? 9 : row[lb];
+}
+
+/* Step 3b: PRESENCED_* variables that are no setting. A file's unknown key
+ * is an error, but a typo in a systemd drop-in's Environment= or a
+ * container's environment (PRESENCED_OFLINE_GRACE_MS, PRESENCED_STORE_URL)
+ * was ignored without a word: the operator believed it applied. A warning,
+ * not an error: the environment is shared with other programs. Only names
+ * getenv_fn sees count, so a test's own environment does not leak in. */
+extern char **environ;
+
+static void warn_unknown_env(srv_config_t *cfg,
+                             const char *(*getenv_fn)(const char *name)) {
+  if (!getenv_fn) return;
+  for (char **e = environ; e && *e; e++) {
+    const char *eq = strchr(*e, '=');
+    size_t n = eq ? (size_t)(eq - *e) : 0;
+    char name[64];
+    if (strncmp(*e, "PRESENCED_", 10) != 0 || !eq || n >= sizeof name)
+      continue;
+    memcpy(name, *e, n);
+    name[n] = '\0';
+    /* The benchmarks' switches (workers.c) are not settings. */
+    if (!strncmp(name, "PRESENCED_BENCH_", 16) || !getenv_fn(name)) continue;
+    const char *best = NULL;
+    unsigned best_d = 9;
+    char env[64];
+    int known = 0;
+    for (size_t i = 0; i < NOPTS && !known; i++) {
+      env_name(&opts[i], env, sizeof env);
+      if (!strcmp(env, name)) {
+        known = 1;
+        break;
+      }
+      unsigned d = edit_distance(name, env);
+      /* PRESENCED_OFFLINE_GRACE for PRESENCED_OFFLINE_GRACE_MS: a unit
+       * left off is as likely as a typo. */
+      size_t el = strlen(env);
+      if (el > n && !strncmp(env, name, n) && env[n] == '_') d = 1;
+      if (d < best_d) {
+        best_d = d;
+        best = opts[i].name;
+      }
+    }
+    if (known) continue;
+    if (best && best_d <= 3) {
+      char sugg[64];
+      snprintf(sugg, sizeof sugg, "PRESENCED_");
+      size_t k = strlen(sugg);
+      for (const char *c = best; *c && k + 1 < sizeof sugg; c++)
+        sugg[k++] = *c == '-' ? '_' : (char)(*c >= 'a' && *c <= 'z' ? *c - 32 : *c);
+      sugg[k] = '\0';
+      warn(cfg, "%s is not a setting of presenced, ignored: did you mean %s?",
+           name, sugg);
+    } else {
+      warn(cfg,
+           "%s is not a setting of presenced, ignored (presenced --help "
+           "lists every variable)",
+           name);
+    }
+  }
+}
+
 /* Step 4: the flags. A credential on the command line can be read by every
  * local user (ps, /proc/PID/cmdline): it is copied here so that
  * config_wipe_argv can blank it, and a warning names the better ways. */
@@ -1287,6 +1369,7 @@ int config_parse(srv_config_t *cfg, int argc, char **argv,
   int rc = scan_early_flags(argc, argv, out, &file);
   if (rc == CONFIG_OK) rc = apply_file(cfg, file, err);
   if (rc == CONFIG_OK) rc = apply_env(cfg, getenv_fn, err);
+  if (rc == CONFIG_OK) warn_unknown_env(cfg, getenv_fn);
   if (rc == CONFIG_OK) rc = apply_flags(cfg, argc, argv, err);
   if (rc == CONFIG_OK) rc = check_combinations(cfg, err);
   if (rc == CONFIG_OK) rc = load_secrets(cfg, err);

@@ -34,6 +34,10 @@ person would read them.
   `--flag` or a `key` of presenced's prefixes in operations.md,
   configuration.md, scaling.md and presenced(8)) is one presenced --help-keys
   lists; operations.md named a `redis-stream-block-ms` that no flag sets.
+- env-typos: a PRESENCED_* variable that is no setting (a typo in a systemd
+  drop-in: PRESENCED_REDIS_PASWORD, PRESENCED_OFFLINE_GRACE without _MS)
+  is warned of at startup and by --check-config, with the nearest real
+  name and never the value; before, it was ignored without a word.
 
 Run: /usr/bin/python3 tests/integration/test_redis_operator.py --presenced PATH
 """
@@ -66,7 +70,7 @@ def presenced(binary, *argv, timeout=5, env=None):
     """Run presenced to its end: (exit status or None if it had to be
     killed, stderr)."""
     try:
-        p = subprocess.run([binary, "--listen", "127.0.0.1:1", *argv],
+        p = subprocess.run([binary, "--listen", f"127.0.0.1:{free_port()}", *argv],
                            stdin=subprocess.DEVNULL, capture_output=True,
                            env=env_clean(env), timeout=timeout)
         return p.returncode, p.stdout.decode() + p.stderr.decode()
@@ -346,6 +350,27 @@ def scenario_documented_keys(t, args):
                 unknown)
 
 
+def scenario_env_typos(t, args):
+    value = "Env-Typo-Value-9931"
+    env = {"PRESENCED_REDIS_PASWORD": value, "PRESENCED_OFFLINE_GRACE": "5000",
+           "PRESENCED_STORE": "memory", "PRESENCED_BENCH_NO_INTEREST": "1"}
+    for mode in (["--check-config"], []):
+        rc, out = presenced(args.presenced, *mode, env=env, timeout=2)
+        label = "--check-config" if mode else "a start"
+        t.check(f"{label}: PRESENCED_REDIS_PASWORD warned of, PRESENCED_REDIS_PASSWORD suggested",
+                re.search(r"PRESENCED_REDIS_PASWORD is not a setting.*PRESENCED_REDIS_PASSWORD\?",
+                          out), out[-600:])
+        t.check(f"{label}: PRESENCED_OFFLINE_GRACE warned of, PRESENCED_OFFLINE_GRACE_MS suggested",
+                re.search(r"PRESENCED_OFFLINE_GRACE is not a setting.*PRESENCED_OFFLINE_GRACE_MS\?",
+                          out), out[-600:])
+        t.check(f"{label}: the value is not shown; real settings and PRESENCED_BENCH_* are "
+                "not warned of", value not in out and "PRESENCED_STORE is" not in out
+                and "PRESENCED_BENCH" not in out, out[-600:])
+    rc, out = presenced(args.presenced, "--check-config", env=env)
+    t.check("--check-config: still ok (exit 0): the environment is shared with other programs",
+            rc == 0 and "ok" in out.splitlines(), f"rc={rc} {out[-300:]}")
+
+
 def main():
     args = parse_args()
     t = Checks()
@@ -363,6 +388,8 @@ def main():
             scenario_tls_hints(t, args, certs)
         if (not only or only in "stats-outage") and shutil.which("redis-server"):
             scenario_stats_outage(t, args)
+        if not only or only in "env-typos":
+            scenario_env_typos(t, args)
         if not only or only in "documented-keys":
             scenario_documented_keys(t, args)
         if (not only or only in "argv-password") and shutil.which("redis-server"):

@@ -42,6 +42,10 @@ extern "C" {
 #define PRESENCE_DATA_MAX 4096
 /* channel_grace_ms: no channel grace at all (0 means "the offline grace"). */
 #define PRESENCE_GRACE_NONE UINT32_MAX
+/* Longest offline_grace_ms, channel_grace_ms and inactivity_ms: 2^31 - 1 ms
+ * (24.8 days). Timers are 32-bit milliseconds compared by their difference;
+ * presence_new refuses a longer one (EINVAL). */
+#define PRESENCE_DURATION_MAX_MS 2147483647u
 
 /* ---- Errors -------------------------------------------------------------- */
 
@@ -376,7 +380,9 @@ typedef struct presence_options {
   const char *instance_id; /* NULL: "local" */
   uint64_t epoch;          /* incarnation of this instance; 0: 1 */
   /* A user's last session ending waits this long before user.offline; a
-   * session of the same user inside the window cancels it. 0: immediate. */
+   * session of the same user inside the window cancels it. 0: immediate.
+   * At most PRESENCE_DURATION_MAX_MS, as inactivity_ms and
+   * channel_grace_ms. */
   uint32_t offline_grace_ms;
   /* A session with no activity (presence_session_touch) for this long becomes
    * idle with reason "inactivity", and online again on its next activity.
@@ -449,7 +455,8 @@ typedef struct presence presence_t;
 void presence_options_init(presence_options_t *opts);
 
 /* Create an instance. opts may be NULL. Returns 0 and sets *out, or an error
- * (invalid instance id, out of memory, the store's attach failed); on error
+ * (EID: invalid instance id; EINVAL: a duration over
+ * PRESENCE_DURATION_MAX_MS; ENOMEM; the store's attach failed); on error
  * *out is NULL and opts->store, if given, has been destroyed. */
 int presence_new(const presence_options_t *opts, presence_t **out);
 

@@ -381,6 +381,15 @@ int presence_new(const presence_options_t *opts, presence_t **out) {
   size_t iid_len;
   if (presence__id_check_len(iid, &iid_len))
     return new_failed(opts, PRESENCE_EID);
+  /* The embedded store keeps its timers as 32-bit milliseconds compared by
+   * their difference, so a duration of 2^31 ms or more read as already
+   * past: a 30-day grace sent user.offline at the next tick, an inactivity
+   * of UINT32_MAX ("never, in effect") made every session idle at once. */
+  if (opts->offline_grace_ms > PRESENCE_DURATION_MAX_MS ||
+      opts->inactivity_ms > PRESENCE_DURATION_MAX_MS ||
+      (opts->channel_grace_ms > PRESENCE_DURATION_MAX_MS &&
+       opts->channel_grace_ms != PRESENCE_GRACE_NONE))
+    return new_failed(opts, PRESENCE_EINVAL);
   presence_allocator_t alloc = opts->allocator;
   if (!alloc.malloc || !alloc.realloc || !alloc.free)
     alloc = *presence__default_allocator();

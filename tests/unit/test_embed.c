@@ -649,6 +649,65 @@ static void no_event_is_lost_silently_when_memory_runs_out(void **state) {
   }
 }
 
+/* ---- long durations ------------------------------------------------------ */
+
+/* Timers are 32-bit milliseconds compared by their difference: an offline
+ * grace, inactivity or channel grace of 2^31 ms or more was accepted and
+ * read as already past (a 30-day grace sent user.offline at the next tick;
+ * inactivity_ms UINT32_MAX made every session idle at once). presence_new
+ * refuses one over PRESENCE_DURATION_MAX_MS; that one itself works. */
+static void a_duration_past_the_timers_range_is_refused(void **state) {
+  (void)state;
+  presence_options_t o;
+  presence_t *p;
+  uint32_t *fields[3];
+  for (int f = 0; f < 3; f++) {
+    presence_options_init(&o);
+    fields[0] = &o.offline_grace_ms;
+    fields[1] = &o.inactivity_ms;
+    fields[2] = &o.channel_grace_ms;
+    *fields[f] = PRESENCE_DURATION_MAX_MS + 1u;
+    assert_int_equal(presence_new(&o, &p), PRESENCE_EINVAL);
+    assert_null(p);
+    *fields[f] = 3000000000u; /* ~35 days */
+    assert_int_equal(presence_new(&o, &p), PRESENCE_EINVAL);
+  }
+  presence_options_init(&o);
+  o.channel_grace_ms = PRESENCE_GRACE_NONE; /* a sentinel, not a duration */
+  assert_int_equal(presence_new(&o, &p), 0);
+  presence_free(p);
+
+  /* The longest accepted: the user stays online through the grace, and
+   * the session online through the inactivity. */
+  fake_clock_t clock = {1700000000000, 1000};
+  presence_options_init(&o);
+  o.clock = (presence_clock_t){fake_wall, fake_mono, &clock};
+  o.offline_grace_ms = PRESENCE_DURATION_MAX_MS;
+  o.inactivity_ms = PRESENCE_DURATION_MAX_MS;
+  assert_int_equal(presence_new(&o, &p), 0);
+  assert_int_equal(presence_session_connect(p, "s1", "alice", NULL, NULL, NULL),
+                   0);
+  assert_int_equal(presence_session_connect(p, "s2", "bob", NULL, NULL, NULL),
+                   0);
+  assert_int_equal(presence_session_disconnect(p, "s1", NULL, NULL), 0);
+  clock_advance(&clock, 86400000); /* a day */
+  int64_t next = presence_tick(p);
+  assert_true(next > 0);
+  assert_true(next <= (int64_t)PRESENCE_DURATION_MAX_MS - 86400000);
+  presence_user_info_t ui;
+  assert_int_equal(presence_user_get(p, "alice", &ui), 0);
+  assert_int_equal(ui.status, PRESENCE_ONLINE); /* in its grace */
+  assert_int_equal(presence_user_get(p, "bob", &ui), 0);
+  assert_int_equal(ui.status, PRESENCE_ONLINE); /* not idle yet */
+  clock_advance(&clock, (int64_t)PRESENCE_DURATION_MAX_MS);
+  presence_tick(p);
+  assert_int_equal(presence_user_get(p, "alice", &ui), 0);
+  assert_int_equal(ui.status, PRESENCE_OFFLINE);
+  assert_int_equal(presence_user_get(p, "bob", &ui), 0);
+  assert_int_equal(ui.status, PRESENCE_IDLE);
+  presence_free(p);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(presence_new_destroys_the_given_store_when_it_fails),
@@ -660,6 +719,7 @@ int main(void) {
           a_log_read_inside_a_log_read_callback_keeps_the_outer_events),
       cmocka_unit_test(the_embedded_store_copies_its_allocator),
       cmocka_unit_test(no_event_is_lost_silently_when_memory_runs_out),
+      cmocka_unit_test(a_duration_past_the_timers_range_is_refused),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

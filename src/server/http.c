@@ -560,8 +560,14 @@ const char *http_header(const http_req_t *r, const char *name, size_t *len) {
   for (unsigned i = 0; i < r->nhdr; i++) {
     const hdr_t *h = &r->hdr[i];
     if (h->name_len == nl && !strncasecmp(r->arena + h->name_off, name, nl)) {
-      *len = h->value_len;
-      return h->value_len ? r->arena + h->value_off : "";
+      /* http-parser drops the whitespace before a value, not after it;
+       * neither is part of it (RFC 9112 5: "Bearer <key> " is the key). */
+      const char *v = r->arena + h->value_off;
+      size_t vl = h->value_len;
+      while (vl && (v[vl - 1] == ' ' || v[vl - 1] == '\t'))
+        vl--;
+      *len = vl;
+      return vl ? v : "";
     }
   }
   *len = 0;

@@ -419,11 +419,28 @@ async def test_connection_management(t, d, args):
             rs[0][0] == 200 and rs[1][0] == 200 and b'"after"' in rs[1][2] and eof, data[:400])
 
 
+async def test_field_value_whitespace(t, d, args):
+    """RFC 9112 5: a field value "might be preceded and/or followed by optional
+    whitespace (OWS)", which is not part of it. An API key or a WebSocket
+    key followed by a space (a hand-made header, a proxy's rewrite) is the
+    same key."""
+    data, _ = await exchange(d, f"GET /v1/users/ows HTTP/1.1\r\nHost: x\r\n"
+                                f"Authorization: Bearer {API_KEY} \t\r\nConnection: close\r\n\r\n")
+    t.check("Authorization: Bearer <key> followed by SP HT: 200",
+            data.startswith(b"HTTP/1.1 200 ") and b'"ows"' in data, data[:300])
+    ws = await RawWS.open(d, tok=token("ows"), headers={"Sec-WebSocket-Version": "13 ",
+                                                      "Upgrade": "websocket\t"})
+    t.eq("a handshake with Sec-WebSocket-Version: 13 and Upgrade: websocket followed by "
+         "whitespace: 101", ws.status, 101)
+    ws.close()
+
+
 if __name__ == "__main__":
     run([
         ("http-rfc", FLAGS,
          [test_head, test_expect_continue, test_host_required, test_absolute_form,
           test_uri_too_long, test_chunked_body, test_transfer_codings,
           test_refused_upgrade_says_close, test_chunked_framing,
-          test_date_header, test_upgrade_required, test_connection_management]),
+          test_date_header, test_upgrade_required, test_connection_management,
+          test_field_value_whitespace]),
     ])

@@ -576,8 +576,9 @@ int presence_handle_touch(presence_t *p, presence_handle_t handle);
 int presence_session_disconnect(presence_t *p, const char *session_id,
                                 presence_done_cb done, void *ud);
 
-/* End a session for a reason: PRESENCE_REASON_DISCONNECT, TIMEOUT, KICKED or
- * SHUTDOWN. */
+/* End a session for a reason: PRESENCE_REASON_DISCONNECT, TIMEOUT, KICKED,
+ * SHUTDOWN, ORIGIN_LOST (no offline grace, as a kick), or one of the
+ * server's closes TOKEN_EXPIRED .. SLOW_CONSUMER. Any other: EINVAL. */
 int presence_session_end(presence_t *p, const char *session_id,
                          presence_reason_t reason, presence_done_cb done,
                          void *ud);

@@ -200,8 +200,11 @@ static void drain(presence_t *p) {
       p->ids_cap = nids;
     }
     presence_event_t ev;
-    size_t ndevs = presence__event_packed_devices(blob);
-    if (ndevs > p->devs_cap) {
+    /* Room for a user.availability's devices is made at presence_new (16):
+     * only a user with more device kinds than that finds it short. */
+    size_t ndevs = presence__event_unpack(blob, &ev, p->ids, p->devs,
+                                          p->devs_cap);
+    if (ndevs) {
       presence_device_status_t *d =
           presence__realloc(&p->alloc, p->devs, ndevs * sizeof(*d));
       if (!d) {
@@ -210,8 +213,8 @@ static void drain(presence_t *p) {
       }
       p->devs = d;
       p->devs_cap = ndevs;
+      presence__event_unpack(blob, &ev, p->ids, p->devs, p->devs_cap);
     }
-    presence__event_unpack(blob, &ev, p->ids, p->devs);
     p->pend_pinned = true;
     /* A pair (presence__ev_first_t): its first event, then the second,
      * each if host_emit_packed found it heard. */

@@ -322,14 +322,20 @@ static inline size_t presence__event_tails_size(unsigned t) {
  * presence__event_len1), a multiple of 8. */
 static inline size_t presence__event_size(const presence_event_t *ev,
                                           const size_t lens[PRESENCE__EV_STRINGS]) {
-  size_t n = PRESENCE__EV_HEADER +
-             presence__event_tails_size(presence__event_tails(ev)) + lens[0] +
+  unsigned t = presence__event_tails(ev);
+  size_t n = PRESENCE__EV_HEADER + presence__event_tails_size(t) + lens[0] +
              lens[1] + lens[2] + lens[3] + lens[4] + lens[5] + lens[6];
-  for (size_t i = 0; ev->session_ids && i < ev->n_session_ids; i++)
-    n += presence__event_len1(ev->session_ids[i]);
-  n += presence__event_len1(ev->channel);
-  for (size_t i = 0; i < ev->n_devices; i++)
-    n += PRESENCE__EV_DEVICE_FIXED + presence__event_len1(ev->devices[i].device);
+  /* The strings of the rare tails behind one test: a session operation's
+   * events have none of them, and this is on every one's path. */
+  if (t & (PRESENCE__EV_T_IDS | PRESENCE__EV_T_CHANNEL |
+           PRESENCE__EV_T_DEVICES)) {
+    for (size_t i = 0; ev->session_ids && i < ev->n_session_ids; i++)
+      n += presence__event_len1(ev->session_ids[i]);
+    n += presence__event_len1(ev->channel);
+    for (size_t i = 0; i < ev->n_devices; i++)
+      n += PRESENCE__EV_DEVICE_FIXED +
+           presence__event_len1(ev->devices[i].device);
+  }
   return (n + 7) & ~(size_t)7;
 }
 /* Bytes needed to pack ev (a multiple of 8). */
@@ -345,10 +351,13 @@ void presence__event_pack_measured(const presence_event_t *ev,
                                    void *buf);
 /* Unpack: the event's strings point into buf. session_ids, if any, are
  * written to ids (room for n_session_ids pointers, see
- * presence__event_packed_ids), devices to devs (room for
- * presence__event_packed_devices of them). */
-void presence__event_unpack(const void *buf, presence_event_t *ev,
-                            const char **ids, presence_device_status_t *devs);
+ * presence__event_packed_ids), devices to devs (room for devs_cap of
+ * them). Returns 0, or the devices the event has when devs_cap is too
+ * small for them: then ev->devices is NULL (unpack again with room for
+ * them; presence__event_packed_devices says as much beforehand). */
+size_t presence__event_unpack(const void *buf, presence_event_t *ev,
+                              const char **ids, presence_device_status_t *devs,
+                              size_t devs_cap);
 size_t presence__event_packed_ids(const void *buf);
 size_t presence__event_packed_devices(const void *buf);
 /* The type of a packed event and, into *flags, its flags, read from its

@@ -219,6 +219,7 @@ pack(const presence_event_t *ev, const size_t lens[PRESENCE__EV_STRINGS],
     d = put(d, ev->message, lens[4]);
     d = put(d, ev->emoji, lens[5]);
   }
+  if (!(t & (T_IDS | T_CHANNEL | T_DEVICES))) return;
   for (size_t i = 0; ev->session_ids && i < ev->n_session_ids; i++)
     d = put(d, ev->session_ids[i], opt_len(ev->session_ids[i]));
   if (chan1) d = put(d, ev->channel, chan1);
@@ -336,8 +337,9 @@ static inline const char *get(const char **src, uint16_t len) {
  * below fails until it is). */
 _Static_assert(sizeof(void *) != 8 || sizeof(presence_event_t) == 208,
                "presence_event_t changed: unpack its new field");
-void presence__event_unpack(const void *buf, presence_event_t *ev,
-                            const char **ids, presence_device_status_t *devs) {
+size_t presence__event_unpack(const void *buf, presence_event_t *ev,
+                              const char **ids, presence_device_status_t *devs,
+                              size_t devs_cap) {
   const packed_t *p = buf;
   unsigned t = p->tails;
   const unsigned char *x = (const unsigned char *)(p + 1);
@@ -419,6 +421,7 @@ void presence__event_unpack(const void *buf, presence_event_t *ev,
   ev->devices = NULL;
   ev->n_devices = n_devs;
   if (n_devs) {
+    if (n_devs > devs_cap) return n_devs;
     for (uint32_t i = 0; i < n_devs; i++) {
       devs[i].status = (presence_status_t)(unsigned char)s[0];
       memcpy(&devs[i].session_count, s + 1, sizeof(uint32_t));
@@ -427,6 +430,7 @@ void presence__event_unpack(const void *buf, presence_event_t *ev,
     }
     ev->devices = devs;
   }
+  return 0;
 }
 
 /* ---- the ring ---------------------------------------------------------- */
@@ -640,7 +644,8 @@ static int read_unpack(presence__log_t *l, read_bufs_t *b, uint64_t after_seq,
      * is undefined behaviour in C (UBSan's pointer-overflow check). */
     const void *p = l->bytes + e->off;
     presence__event_unpack(p, &b->scratch[i], b->ids ? b->ids + used : NULL,
-                           b->devs ? b->devs + dused : NULL);
+                           b->devs ? b->devs + dused : NULL,
+                           b->devs_cap - dused);
     dused += b->scratch[i].n_devices;
     /* A pair's first event (its entry's seq is the record's less one). */
     if (b->scratch[i].seq != e->seq) presence__event_first(p, &b->scratch[i]);

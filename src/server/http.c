@@ -335,8 +335,10 @@ static int arena_add(http_req_t *r, const char *at, size_t len) {
 
 static int on_message_begin(http_parser *p) {
   http_req_t *r = p->data;
-  r->started = 1;
-  r->begun_ms = srv_now_mono(r->conn->srv);
+  if (!r->started) { /* else timed from the empty lines before it */
+    r->started = 1;
+    r->begun_ms = srv_now_mono(r->conn->srv);
+  }
   return 0;
 }
 
@@ -924,6 +926,14 @@ void http_on_read(conn_t *c, const char *data, size_t len) {
         conn_close(c);
         return;
       }
+    }
+    if (!r->started) {
+      /* The request's time runs from its first byte, an empty line before
+       * the request line included (RFC 9112 2.2 has them ignored): a client
+       * sending CRLF after CRLF reset the idle timer with each and, never
+       * starting a request, was never timed out. */
+      r->started = 1;
+      r->begun_ms = srv_now_mono(c->srv);
     }
     size_t body_at = 0; /* where this request's body starts in data */
     if (r->head_state != HEAD_DONE &&

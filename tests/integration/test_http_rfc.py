@@ -435,6 +435,39 @@ async def test_field_value_whitespace(t, d, args):
     ws.close()
 
 
+async def test_empty_lines_trickled(t, d, args):
+    """RFC 9112 2.2: a server "SHOULD ignore at least one empty line (CRLF)
+    received prior to the request-line", but a client that sends nothing
+    else is a slowloris: each CRLF resets the idle timer, so only the
+    request timeout (--http-request-timeout-ms 3000 here, counted from the
+    first byte) can end it."""
+    data, eof = await exchange(d, "\r\n\r\nGET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    t.check("two empty lines before a request: ignored, the request answered",
+            data.startswith(b"HTTP/1.1 200 ") and eof, data[:200])
+    r, w = await asyncio.open_connection(HOST, d.port)
+    t0 = time.monotonic()
+    data, eof = b"", False
+    while time.monotonic() - t0 < 8 and not eof:
+        try:
+            w.write(b"\r\n")
+            await w.drain()
+        except (ConnectionError, OSError):
+            pass
+        try:
+            chunk = await asyncio.wait_for(r.read(4096), 0.25)
+            data += chunk
+            eof = not chunk
+        except asyncio.TimeoutError:
+            pass
+        except (ConnectionError, OSError):
+            eof = True
+    w.close()
+    rs = responses(data, ["GET"])
+    t.check("CRLF after CRLF, every 250 ms: 408 request_timeout, then closed, within 6 s",
+            rs[0][0] == 408 and error_code(rs[0][2]) == "request_timeout" and eof
+            and time.monotonic() - t0 < 6, (round(time.monotonic() - t0, 1), data[:200]))
+
+
 if __name__ == "__main__":
     run([
         ("http-rfc", FLAGS,
@@ -442,5 +475,5 @@ if __name__ == "__main__":
           test_uri_too_long, test_chunked_body, test_transfer_codings,
           test_refused_upgrade_says_close, test_chunked_framing,
           test_date_header, test_upgrade_required, test_connection_management,
-          test_field_value_whitespace]),
+          test_field_value_whitespace, test_empty_lines_trickled]),
     ])

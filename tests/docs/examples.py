@@ -17,7 +17,8 @@ order), values of the same JSON type (a "…" value stands for any), and a
 "type", "event" or "snapshot" member equal to the one sent. Nested objects
 are matched the same way against the sent object's, except the
 application's own `data` and `meta`. What clients and backends send
-(batches, subscribes) is not checked: it is not an answer.
+(batches, subscribes) is not checked: it is not an answer. Every metric the
+documents name (presenced_...) must be one of its /metrics.
 
     /usr/bin/python3 tests/docs/examples.py --presenced build/presenced
 
@@ -440,6 +441,30 @@ async def scenario(d, rx, corpus):
     t.join(10)
 
 
+def metric_names(d):
+    """The metric names of presenced's /metrics (a histogram's by its base
+    name too)."""
+    _s, _h, raw = http_sync(d.port, "GET", "/metrics")
+    names = set()
+    for line in raw.decode().splitlines():
+        m = re.match(r"(presenced_\w+)", line) if not line.startswith("#") else None
+        if m:
+            names.add(m.group(1))
+            names.add(re.sub(r"_(bucket|sum|count)$", "", m.group(1)))
+    return names
+
+
+def metrics_named(names):
+    """(file, line, name) of every presenced_* metric the documents name
+    that /metrics does not have."""
+    for rel in FILES:
+        with open(os.path.join(ROOT, rel), encoding="utf-8") as f:
+            for i, line in enumerate(f, 1):
+                for m in re.finditer(r"\bpresenced_[a-z_]*[a-z]", line):
+                    if m.group(0) not in names:
+                        yield rel, i, m.group(0)
+
+
 async def demo_answers(binary, corpus):
     """The demo mode's own endpoints, on a presenced started with --demo."""
     d = Daemon(binary, {"--jwt-secret": None, "--jwt-audience": None, "--demo": ""}, "demo")
@@ -471,6 +496,7 @@ def main():
     stream.start()
     try:
         asyncio.run(asyncio.wait_for(scenario(d, rx, corpus), 60))
+        metrics = metric_names(d)
         asyncio.run(demo_answers(args.presenced, corpus))
     finally:
         d.stop()   # ends the stream: presenced closes it at shutdown
@@ -495,7 +521,12 @@ def main():
         print(f"{rel}:{line}: no answer of presenced has these members:\n"
               f"    shown: {json.dumps(o, ensure_ascii=False)}\n"
               f"    sent:  {json.dumps(nearest(o, corpus.objects), ensure_ascii=False)}")
-    print(f"{n} JSON examples, {len(corpus.objects)} objects sent by presenced, {bad} unmatched")
+    # The metrics the documents name (a dashboard or an alert built from them).
+    for rel, line, name in metrics_named(metrics):
+        bad += 1
+        print(f"{rel}:{line}: {name} is no metric of presenced's /metrics")
+    print(f"{n} JSON examples, {len(corpus.objects)} objects sent by presenced, {len(metrics)} "
+          f"metrics: {bad} wrong")
     return 1 if bad else 0
 
 

@@ -4126,6 +4126,15 @@ static int parse_url(rstore_t *st, const presence_redis_options_t *o) {
   char err[96];
   int rc = presence__redis_url_parse(a, o->url, &st->url, err, sizeof err);
   if (rc) return rc;
+  if (o->password && !o->user && st->url.password_alone) {
+    /* redis://NAME@host with the password given apart: NAME is the user,
+     * as the documented [USER[:PASSWORD]@] has it; alone it stays the
+     * password, as redis-cli reads it. Taken for the password, it was
+     * replaced, and AUTH went to the default user: WRONGPASS for ever. */
+    presence__free(a, st->url.user);
+    st->url.user = st->url.password;
+    st->url.password = NULL;
+  }
   if (o->user) {
     presence__free(a, st->url.user);
     if (!(st->url.user = xstrdup(st, o->user))) return PRESENCE_ENOMEM;

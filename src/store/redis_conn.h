@@ -54,6 +54,7 @@ typedef struct presence__redis_url {
   int port, db;
   char *user;     /* ACL user; NULL: "default" (AUTH with the password only) */
   char *password; /* NULL: no AUTH */
+  bool password_alone; /* NAME@ without a ':': the password, or the user */
   bool tls;       /* rediss:// */
   /* redis+sentinel:// (rediss+sentinel:// with TLS everywhere): host and
    * port stay NULL/0; the sentinels are asked for master's primary, and

@@ -81,8 +81,9 @@ static const char *authority(const char *h, const char **end) {
   return at;
 }
 
-/* user:password or password, h..at: into out. -1 on a bad escape or
- * ENOMEM (*bad tells which). */
+/* user:password or password, h..at: into out (a password alone, as with
+ * redis-cli, is marked: given with a password apart it is the user, see
+ * redis.c parse_url). -1 on a bad escape or ENOMEM (*bad tells which). */
 static int userinfo(const presence_allocator_t *a, const char *h,
                     const char *at, presence__redis_url_t *out, bool *bad) {
   const char *colon = memchr(h, ':', (size_t)(at - h));
@@ -94,6 +95,7 @@ static int userinfo(const presence_allocator_t *a, const char *h,
     out->password = decode(a, colon + 1, (size_t)(at - colon - 1), bad);
   } else {
     out->password = decode(a, h, (size_t)(at - h), bad);
+    out->password_alone = true;
   }
   return out->password ? 0 : -1;
 }

@@ -38,6 +38,11 @@ person would read them.
   drop-in: PRESENCED_REDIS_PASWORD, PRESENCED_OFFLINE_GRACE without _MS)
   is warned of at startup and by --check-config, with the nearest real
   name and never the value; before, it was ignored without a word.
+- acl-user-url: an ACL user in the URL and its password apart, as
+  operations.md advises (--store redis://presenced@HOST:PORT/0 with
+  PRESENCED_REDIS_PASSWORD or --redis-password-file): the instance
+  registers. The URL's user was taken for a password, so AUTH went to the
+  default user and Redis answered WRONGPASS for ever.
 
 Run: /usr/bin/python3 tests/integration/test_redis_operator.py --presenced PATH
 """
@@ -371,6 +376,40 @@ def scenario_env_typos(t, args):
             rc == 0 and "ok" in out.splitlines(), f"rc={rc} {out[-300:]}")
 
 
+def scenario_acl_user_url(t, args):
+    redis = Redis()
+    redis.start()
+    port = free_port()
+    redis.cli("CONFIG", "SET", "port", str(port))
+    redis.cli("ACL", "SETUSER", "presenced", "on", ">Acl-User-PW-2291", "~*", "&*", "+@all")
+    redis.cli("ACL", "SETUSER", "default", "off")
+    pwfile = os.path.join(redis.dir, "redis-password")
+    with open(pwfile, "w") as f:
+        f.write("Acl-User-PW-2291\n")
+    os.chmod(pwfile, 0o600)
+    store = f"redis://presenced@127.0.0.1:{port}/0"
+    try:
+        for what, flags, env in (
+                ("PRESENCED_REDIS_PASSWORD", {"--store": store},
+                 {"PRESENCED_REDIS_PASSWORD": "Acl-User-PW-2291"}),
+                ("--redis-password-file", {"--store": store, "--redis-password-file": pwfile},
+                 {})):
+            d = Daemon(args.presenced, {**flags, "--redis-heartbeat-ms": "200",
+                                        "--redis-lease-ms": "1000"}, env=env)
+            try:
+                up = True
+                try:
+                    d.start(timeout=5)
+                except RuntimeError:
+                    up = False
+                t.check(f"the URL's user, the password in {what}: registered (/healthz 200)",
+                        up and healthz(d) == 200, d.stderr_tail(4))
+            finally:
+                d.cleanup()
+    finally:
+        redis.cleanup()
+
+
 def main():
     args = parse_args()
     t = Checks()
@@ -388,6 +427,8 @@ def main():
             scenario_tls_hints(t, args, certs)
         if (not only or only in "stats-outage") and shutil.which("redis-server"):
             scenario_stats_outage(t, args)
+        if (not only or only in "acl-user-url") and shutil.which("redis-server"):
+            scenario_acl_user_url(t, args)
         if not only or only in "env-typos":
             scenario_env_typos(t, args)
         if not only or only in "documented-keys":

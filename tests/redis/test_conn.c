@@ -977,7 +977,17 @@ static void url_parsing(void **state) {
       presence__redis_url_parse(a, "redis://:pw@h", &u, err, sizeof err), 0);
   assert_null(u.user);
   assert_string_equal(u.password, "pw");
+  assert_false(u.password_alone);
   assert_int_equal(u.port, 6379);
+  presence__redis_url_free(a, &u);
+  /* NAME@ without a ':' is the password, as with redis-cli, marked: with a
+   * password given apart the store takes it for the user (parse_url). */
+  assert_int_equal(
+      presence__redis_url_parse(a, "rediss://app@h:6380/1", &u, err, sizeof err),
+      0);
+  assert_null(u.user);
+  assert_string_equal(u.password, "app");
+  assert_true(u.password_alone);
   presence__redis_url_free(a, &u);
   assert_int_equal(
       presence__redis_url_parse(a, "unix:/tmp/r.sock?db=4", &u, err, sizeof err),

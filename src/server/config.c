@@ -1081,10 +1081,11 @@ static int apply_flags(srv_config_t *cfg, int argc, char **argv, FILE *err) {
       env_name(o, env, sizeof env);
       if (o->offset == offsetof(srv_config_t, store) && o->kind == OPT_STR)
         warn(cfg,
-             "%s with a password given on the command line, where other "
-             "local users can read it (blanked from the process arguments "
-             "now): pass the password in PRESENCED_REDIS_PASSWORD or "
-             "--redis-password-file (docs/security.md)",
+             "%s with credentials (NAME@ or USER:PASSWORD@) given on the "
+             "command line, where other local users can read them (blanked "
+             "from the process arguments now): pass the password in "
+             "PRESENCED_REDIS_PASSWORD or --redis-password-file "
+             "(docs/security.md)",
              flag);
       else
         warn(cfg,

@@ -11,7 +11,7 @@ PORT      ?= 7070
 API_KEY   ?= dev-api-key-for-the-local-demo-only
 CMAKE_FLAGS ?=
 
-.PHONY: all deps build build-asan build-clang run test test-unit test-asan bench bench-status bench-redis bench-centrifugo bench-channel soak format clean install fuzz fuzz-smoke docs-images
+.PHONY: all deps build build-asan build-clang run test test-unit test-asan bench bench-status bench-redis bench-centrifugo bench-channel soak soak-redis format clean install fuzz fuzz-smoke docs-images
 
 all: build
 
@@ -120,6 +120,14 @@ soak: deps
 	cmake -S . -B $(BENCH_BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo $(CMAKE_FLAGS)
 	cmake --build $(BENCH_BUILD) -j $(JOBS) --target presenced presence_load
 	python3 bench/run.py --build $(BENCH_BUILD) --soak
+
+# The mixed soak on Redis: two presenced on one redis-server, churn with
+# channels and with subscriptions, settings, an event stream; both daemons'
+# RSS and Redis's memory (less the bounded log), growth after warm-up < 2 %.
+soak-redis: deps
+	cmake -S . -B $(BENCH_BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo $(CMAKE_FLAGS)
+	cmake --build $(BENCH_BUILD) -j $(JOBS) --target presenced presence_load
+	python3 bench/run.py --build $(BENCH_BUILD) --soak --soak-store redis
 
 # Install the daemon, presencectl, libpresence (shared, static, headers,
 # pkg-config and CMake files), man pages and the systemd unit:

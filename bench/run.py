@@ -15,7 +15,10 @@ min / median / max of its runs, and a ratio is the ratio of the medians
 of the same run. The load average is printed beside every run.
 
 `make soak` runs `run.py --soak`: a 10-minute churn against one presenced with
-its RSS sampled, written to bench/results/<date>-soak.json.
+its RSS sampled, written to bench/results/<date>-soak.json. `make soak-redis`
+runs `run.py --soak --soak-store redis`: the mixed soak of two presenced on
+one redis-server (channels, subscriptions, settings, an event stream),
+written to bench/results/<date>-soak-redis.json.
 
 Every process it starts is stopped by its pid. Traffic stays on 127.0.0.0/8.
 Sizes fit the 2-core machine in well under 15 minutes; BENCH_REPEATS and the
@@ -908,6 +911,153 @@ def soak(args):
     return 0 if r["ok"] else 1
 
 
+def redis_info_memory(sock):
+    """redis-server's used_memory and the log's own bytes (MEMORY USAGE of
+    presence:log), through redis-cli on its socket."""
+    def cli(*a):
+        return subprocess.run(["redis-cli", "-s", sock] + list(a),
+                              capture_output=True, text=True,
+                              timeout=10).stdout
+    used = next((int(ln.split(":")[1]) for ln in cli("INFO", "memory").split()
+                 if ln.startswith("used_memory:")), -1)
+    try:
+        log_b = int(cli("MEMORY", "USAGE", "presence:log", "SAMPLES", "0"))
+    except ValueError:
+        log_b = 0
+    return used, log_b
+
+
+def http_put(port, path, body, timeout=2):
+    req = urllib.request.Request(
+        f"http://127.0.0.1:{port}{path}", data=json.dumps(body).encode(),
+        method="PUT", headers={"Authorization": "Bearer " + API_KEY,
+                               "Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=timeout) as r:
+        return r.status
+
+
+def soak_redis(args):
+    """--soak --soak-store redis: what a deployment on Redis does all day, for
+    --soak-s: two presenced on one redis-server (this script's), 200 slots of
+    churn with channels on A (connect, 2 joins, close), 200 of churn with
+    subscriptions on B, the same users' availability and status message
+    set over the API of each in turn (~10 a second, messages expiring after
+    2 s), and an event stream read on A throughout. Sampled every 10 s: both
+    daemons' RSS, and redis-server's used_memory less the log (the log is
+    bounded by --log-capacity: full after the first seconds). Growth after
+    --soak-warm-s: the median of the first six samples against the last
+    six, < 2 % for each."""
+    import threading
+    build = args.build
+    with redis_unix() as r:
+        if r is None:
+            log("soak: no redis-server on PATH")
+            return 2
+        sock, _ = r
+        extra = ["--store", f"unix:{sock}", "--channel-grace-ms", "0"]
+        a = Server(build, "presenced", free_port(), extra=extra).start()
+        b = Server(build, "presenced", free_port(), extra=extra).start()
+        stop = threading.Event()
+        threads, results, errors = [], {}, {"settings": 0, "settings_ok": 0}
+        sse = None
+        try:
+            wait_healthy(a)
+            wait_healthy(b)
+            sse = subprocess.Popen(
+                ["curl", "-sN", "-H", "Authorization: Bearer " + API_KEY,
+                 f"http://127.0.0.1:{a.port}/v1/events"],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+            def load(name, srv, **kw):
+                results[name] = run_load(build, srv, "churn",
+                                         conns=CHURN_SLOTS,
+                                         duration_s=args.soak_s,
+                                         max_s=args.soak_s + 60, **kw)
+
+            def settings():
+                i = 0
+                avail = ("auto", "dnd", "away", "invisible")
+                while not stop.is_set():
+                    srv = (a, b)[i % 2]
+                    u = f"u{i % CHURN_SLOTS}"
+                    try:
+                        http_put(srv.port, f"/v1/users/{u}/availability",
+                                 {"availability": avail[i % 4]})
+                        http_put(srv.port, f"/v1/users/{u}/message",
+                                 {"text": f"m{i}", "expires_in": 2})
+                        errors["settings_ok"] += 2
+                    except OSError:
+                        errors["settings"] += 1
+                    i += 1
+                    stop.wait(0.1)
+            threads = [threading.Thread(target=load, args=("A", a),
+                                        kwargs={"channels": 1}),
+                       threading.Thread(target=load, args=("B", b)),
+                       threading.Thread(target=settings)]
+            for t in threads:
+                t.start()
+            log(f"soak (redis): two presenced, churn with channels on A and "
+                f"with subscriptions on B, settings and an event stream, "
+                f"{args.soak_s} s, sampled every 10 s")
+            series, t0 = [], time.time()
+            while threads[0].is_alive() or threads[1].is_alive():
+                used, log_b = redis_info_memory(sock)
+                series.append([round(time.time() - t0, 1), a.rss_kb(),
+                               b.rss_kb(), used, log_b])
+                time.sleep(10)
+        finally:
+            stop.set()
+            for t in threads:
+                t.join()
+            if sse:
+                sse.kill()
+                sse.wait()
+            a.stop()
+            b.stop()
+    warm = args.soak_warm_s
+    after = [x for x in series if x[0] >= warm]
+    out = {"store": "redis", "duration_s": args.soak_s, "warmup_s": warm,
+           "series": series, "series_columns": ["s", "rss_a_kb", "rss_b_kb",
+                                                "redis_used_memory",
+                                                "redis_log_bytes"],
+           "load": results, "settings": errors, "target_growth_pct": 2.0,
+           "growth_pct": {}}
+    ok = len(after) >= 12
+    for name, col in (("rss_a", 1), ("rss_b", 2), ("redis_without_log", None)):
+        vals = [x[3] - x[4] if col is None else x[col] for x in after]
+        if len(vals) < 12:
+            continue
+        base, end = statistics.median(vals[:6]), statistics.median(vals[-6:])
+        g = round((end - base) / base * 100, 3)
+        out["growth_pct"][name] = {"base": base, "end": end, "pct": g}
+        ok = ok and g < 2.0
+    for k in ("A", "B"):
+        r = results.get(k, {})
+        bad = sum(r.get(f, 0) for f in ("failed", "connect_errors",
+                                        "upgrade_errors", "error_messages",
+                                        "server_closes", "protocol_errors",
+                                        "write_errors"))
+        out.setdefault("load_errors", {})[k] = bad
+        ok = ok and bad == 0 and bool(r)
+    out["ok"] = ok
+    date = datetime.date.today().isoformat()
+    path = os.path.join(args.out, f"{date}-soak-redis.json")
+    with open(path, "w") as f:
+        json.dump(out, f, indent=1)
+    g = out["growth_pct"]
+    log("soak (redis): cycles A %s (%s/s), B %s (%s/s); growth after %s s: "
+        "RSS A %s %%, RSS B %s %%, Redis without the log %s %%; settings "
+        "%d ok, %d failed (%s); wrote %s" % (
+            results.get("A", {}).get("cycles"),
+            results.get("A", {}).get("cycles_per_s"),
+            results.get("B", {}).get("cycles"),
+            results.get("B", {}).get("cycles_per_s"), warm,
+            g.get("rss_a", {}).get("pct"), g.get("rss_b", {}).get("pct"),
+            g.get("redis_without_log", {}).get("pct"), errors["settings_ok"],
+            errors["settings"], "ok" if ok else "OVER 2 % or errors", path))
+    return 0 if ok else 1
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--build", default=os.path.join(ROOT, "build-bench"))
@@ -915,6 +1065,10 @@ def main():
     ap.add_argument("--soak", action="store_true")
     ap.add_argument("--soak-s", type=float, default=600)
     ap.add_argument("--soak-warm-s", type=float, default=60)
+    ap.add_argument("--soak-store", choices=("memory", "redis"),
+                    default="memory",
+                    help="redis: the mixed soak of two presenced on one "
+                    "redis-server (soak_redis)")
     ap.add_argument("--skip-engine", action="store_true")
     ap.add_argument("--quick", action="store_true",
                     help="one repeat of each, short runs (a smoke test)")
@@ -955,7 +1109,7 @@ def main():
     args = ap.parse_args()
     os.makedirs(args.out, exist_ok=True)
     if args.soak:
-        return soak(args)
+        return soak_redis(args) if args.soak_store == "redis" else soak(args)
     global REPEATS, DURATION_S, ECHO_COALESCE, LOADGEN_BATCH, IDLE_WARM_S
     global ECHO_SAME_FRAMES, ECHO_RELAY, QUICK
     ECHO_COALESCE = not args.echo_per_frame

@@ -10,7 +10,8 @@ kind of answer the documents show (HTTP answers, WebSocket messages of
 clients and backends, events of the stream, webhook deliveries), keeps every
 JSON object it sent, and then reads the JSON objects of the documents' code
 blocks (```json blocks, the data: lines and bodies of plain ``` blocks, and
-the "# {...}" answers in ```sh blocks). Each must match one object presenced
+the "# {...}" answers in ```sh blocks) and of the code spans in the prose and
+tables that hold one of three members or more. Each must match one object presenced
 sent: the same members in the same order (a "…" or "..." member of the
 example stands for members left out, which then only have to appear in that
 order), values of the same JSON type (a "…" value stands for any), and a
@@ -51,15 +52,20 @@ FILES = ["README.md", "docs/getting-started.md", "docs/concepts.md", "docs/api.m
 
 # What a client or a backend sends: examples of requests, not answers.
 CLIENT_TYPES = {"status", "subscribe", "unsubscribe", "token", "join", "update", "leave",
-                "observe", "unobserve", "availability", "message", "batch", "sync", "bye"}
+                "observe", "unobserve", "availability", "message", "ping", "batch", "sync",
+                "bye"}
 # Members whose value is the application's own JSON, not presenced's.
 OPAQUE = {"data", "meta"}
 # Members that map names of the application's (device kinds) to values of
 # presenced's: the names are free, each value is matched.
 MAPS = {"devices"}
 # Examples that are no answer: a configuration file (docs/guides/meteor.md),
-# the body of a PUT /v1/sessions (protocol.md 5.5).
-NOT_ANSWERS = [{"presenced"}, {"user", "ttl_ms", "status", "meta", "device"}]
+# the bodies of a PUT /v1/sessions and of a PUT .../message; and one answer
+# this scenario cannot get (a gap of Redis in shards, protocol.md Cursors).
+NOT_ANSWERS = [{"presenced"}, {"user", "ttl_ms", "status", "meta", "device"},
+               {"text", "emoji", "expires_in"}, {"after", "oldest", "shard"}]
+# A devices map shown alone (api.md): its names are the application's.
+NOT_ANSWERS.append({"web", "mobile"})
 
 MORE = "…"  # a member standing for members left out
 
@@ -111,6 +117,14 @@ def json_objects(text):
         i = end
 
 
+def members(o):
+    if isinstance(o, dict):
+        return len(o) + sum(members(v) for v in o.values())
+    if isinstance(o, list):
+        return sum(members(v) for v in o)
+    return 0
+
+
 def examples():
     """(file, line, object) of every JSON example in a code block of FILES;
     object None for a ```json block that is not JSON."""
@@ -143,6 +157,19 @@ def examples():
                 if o.get("type") in CLIENT_TYPES or set(o) in NOT_ANSWERS:
                     continue
                 yield rel, first + line, o, None
+        # Answers shown in the prose and in tables, as code spans of three
+        # members or more, nested ones counted (shorter ones are requests
+        # or a field's value); "X\\|null" (a table's "or null") is X.
+        prose = re.sub(r"^[ \t]*```.*?^[ \t]*```", lambda m: "\n" * m.group(0).count("\n"),
+                       text, flags=re.S | re.M)
+        for m in re.finditer(r"`(\{[^`]*\})`", prose):
+            try:
+                o = json.loads(normalise(m.group(1).replace("\\|null", "")))
+            except ValueError:
+                continue
+            if isinstance(o, dict) and members(o) >= 3 and o.get("type") not in CLIENT_TYPES \
+                    and set(o) not in NOT_ANSWERS:
+                yield rel, prose[:m.start()].count("\n") + 1, o, None
 
 
 # ---- matching ---------------------------------------------------------------

@@ -52,6 +52,9 @@ type Session struct {
 	Connected int64           `json:"connected"`
 	Since     int64           `json:"since"`
 	Instance  string          `json:"instance"`
+	// Device is the session's device kind: "web" unless its token or its
+	// backend named another (protocol.md section 6).
+	Device string `json:"device"`
 }
 
 // Health is the answer of GET /healthz.

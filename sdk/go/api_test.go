@@ -63,6 +63,26 @@ func splitToken(t string) []string {
 	return append(out, t[start:])
 }
 
+// A session's device kind is in the session list as presenced sends it; the
+// Session type had no field for it, so a Go backend could not tell a phone's
+// session from a browser's.
+func TestSessionsCarryTheirDevice(t *testing.T) {
+	ctx := context.Background()
+	api := NewClient(shared.url(), testAPIKey)
+	phone := mustUser(t, shared, TokenOptions{UserID: "dora", Device: "mobile"})
+	tab := mustUser(t, shared, TokenOptions{UserID: "dora"})
+	defer phone.close()
+	defer tab.close()
+	ss, err := api.Sessions(ctx, "dora")
+	if err != nil || len(ss) != 2 {
+		t.Fatalf("sessions %+v %v", ss, err)
+	}
+	byID := map[string]string{ss[0].SessionID: ss[0].Device, ss[1].SessionID: ss[1].Device}
+	if byID[phone.sessionID] != "mobile" || byID[tab.sessionID] != "web" {
+		t.Fatalf("devices %v, want mobile for %s and web for %s", byID, phone.sessionID, tab.sessionID)
+	}
+}
+
 func TestUsersSessionsKick(t *testing.T) {
 	ctx := context.Background()
 	api := NewClient(shared.url(), testAPIKey)

@@ -571,8 +571,12 @@ static void usage(FILE *out) {
   for (size_t i = 0; i < NOPTS; i++) {
     char env[64];
     env_name(&opts[i], env, sizeof env);
-    fprintf(out, "  --%-22s %s\n  %-24s [env %s]\n", opts[i].name, opts[i].help,
-            "", env);
+    /* --check-config is a flag only: see apply_env. */
+    if (opts[i].kind == OPT_CHECK)
+      fprintf(out, "  --%-22s %s\n", opts[i].name, opts[i].help);
+    else
+      fprintf(out, "  --%-22s %s\n  %-24s [env %s]\n", opts[i].name,
+              opts[i].help, "", env);
   }
   fprintf(out, "  --%-22s %s\n  --%-22s %s\n  --%-22s %s\n", "help",
           "this text", "help-keys",
@@ -952,6 +956,11 @@ static int apply_env(srv_config_t *cfg,
   char msg[384];
   for (size_t i = 0; i < NOPTS; i++) {
     char env[64];
+    /* --check-config is a command-line flag only (docs/configuration.md):
+     * left in a unit's or a container's environment, it turned every start
+     * into a check that printed ok and exited 0, and a service that never
+     * served (Restart=on-failure does not restart an exit 0). */
+    if (opts[i].kind == OPT_CHECK) continue;
     env_name(&opts[i], env, sizeof env);
     const char *v = getenv_fn(env);
     if (v && set_opt(cfg, &opts[i], v, SRC_ENV, msg, sizeof msg) != 0) {
@@ -1011,6 +1020,7 @@ static void warn_unknown_env(srv_config_t *cfg,
     int known = 0;
     for (size_t i = 0; i < NOPTS && !known; i++) {
       env_name(&opts[i], env, sizeof env);
+      if (opts[i].kind == OPT_CHECK && !strcmp(env, name)) break;
       if (!strcmp(env, name)) {
         known = 1;
         break;

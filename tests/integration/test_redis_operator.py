@@ -38,6 +38,9 @@ person would read them.
   drop-in: PRESENCED_REDIS_PASWORD, PRESENCED_OFFLINE_GRACE without _MS)
   is warned of at startup and by --check-config, with the nearest real
   name and never the value; before, it was ignored without a word.
+  PRESENCED_CHECK_CONFIG, which --help listed though --check-config is a
+  flag only, turned every start into a check that exited 0 without
+  serving; now it is such a variable, and presenced serves.
 - acl-user-url: an ACL user in the URL and its password apart, as
   operations.md advises (--store redis://presenced@HOST:PORT/0 with
   PRESENCED_REDIS_PASSWORD or --redis-password-file): the instance
@@ -374,6 +377,22 @@ def scenario_env_typos(t, args):
     rc, out = presenced(args.presenced, "--check-config", env=env)
     t.check("--check-config: still ok (exit 0): the environment is shared with other programs",
             rc == 0 and "ok" in out.splitlines(), f"rc={rc} {out[-300:]}")
+    d = Daemon(args.presenced, {}, env={"PRESENCED_CHECK_CONFIG": "1"})
+    try:
+        up = True
+        try:
+            d.start(timeout=5)
+        except RuntimeError:
+            up = False
+        t.check("PRESENCED_CHECK_CONFIG=1 in the environment: presenced serves (/healthz 200)",
+                up and healthz(d) == 200, d.stderr_tail(4))
+        t.check("PRESENCED_CHECK_CONFIG: warned of as no setting",
+                "PRESENCED_CHECK_CONFIG is not a setting" in d.stderr_text(), d.stderr_tail(4))
+    finally:
+        d.cleanup()
+    helptext = subprocess.run([args.presenced, "--help"], capture_output=True).stdout.decode()
+    t.check("--help does not offer PRESENCED_CHECK_CONFIG",
+            "PRESENCED_CHECK_CONFIG" not in helptext and "--check-config" in helptext)
 
 
 def scenario_acl_user_url(t, args):

@@ -999,6 +999,10 @@ void srv_jwt_config(const srv_t *s, jwt_config_t *jc) {
   jc->max_lifetime_s = s->cfg.jwt_max_lifetime_s;
 }
 
+/* RFC 9110 15.5.2: a 401 MUST say how to authenticate; RFC 6750 3.1 has a
+ * bearer token that was given but refused named invalid_token. */
+#define INVALID_TOKEN "WWW-Authenticate: Bearer error=\"invalid_token\"\r\n"
+
 /* ?token=: decoded and verified against the policy. 0 with *claims, or -1
  * after answering (401 with the token_* code of docs/protocol.md 1.1). */
 static int read_token(conn_t *c, http_req_t *r, jwt_claims_t *claims) {
@@ -1007,7 +1011,8 @@ static int read_token(conn_t *c, http_req_t *r, jwt_claims_t *claims) {
   size_t tl;
   const char *tq = http_query(r, "token", &tl);
   if (!tq || tl == 0) {
-    http_error(c, 401, "token_missing", "no token: pass ?token=<JWT>");
+    http_error_hdr(c, 401, "token_missing", "no token: pass ?token=<JWT>",
+                   "WWW-Authenticate: Bearer\r\n");
     return -1;
   }
   char *token = malloc(tl + 1);
@@ -1018,14 +1023,15 @@ static int read_token(conn_t *c, http_req_t *r, jwt_claims_t *claims) {
   int toklen = http_unescape(tq, tl, token, tl + 1);
   if (toklen <= 0) {
     free(token);
-    http_error(c, 401, "token_malformed", "token is not a valid query value");
+    http_error_hdr(c, 401, "token_malformed",
+                   "token is not a valid query value", INVALID_TOKEN);
     return -1;
   }
   const char *code, *why;
   int st = token_check(s, token, (size_t)toklen, claims, &code, &why);
   free(token);
   if (st != 0) {
-    http_error(c, st, code, why);
+    http_error_hdr(c, st, code, why, st == 401 ? INVALID_TOKEN : NULL);
     return -1;
   }
   return 0;

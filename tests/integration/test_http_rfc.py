@@ -468,6 +468,23 @@ async def test_empty_lines_trickled(t, d, args):
             and time.monotonic() - t0 < 6, (round(time.monotonic() - t0, 1), data[:200]))
 
 
+async def test_www_authenticate(t, d, args):
+    """RFC 9110 15.5.2: "The server generating a 401 response MUST send a
+    WWW-Authenticate header field" naming how to authenticate: the API's
+    401 did, a WebSocket handshake's 401 token_* did not."""
+    for label, tok in [("no token", None), ("a malformed token", "x.y"),
+                       ("an expired token", token("wwwauth", exp_in=-3600))]:
+        ws = await RawWS.open(d, tok=tok)
+        t.check(f"handshake with {label}: 401 with WWW-Authenticate: Bearer",
+                ws.status == 401 and ws.headers.get("www-authenticate", "").startswith("Bearer"),
+                (ws.status, ws.headers))
+        ws.close()
+    data, _ = await exchange(d, "GET /v1/users/x HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    rs = responses(data, ["GET"])
+    t.check("the API without a key: 401 with WWW-Authenticate: Bearer",
+            rs[0][0] == 401 and rs[0][1].get("www-authenticate", "").startswith("Bearer"), data[:300])
+
+
 if __name__ == "__main__":
     run([
         ("http-rfc", FLAGS,
@@ -475,5 +492,5 @@ if __name__ == "__main__":
           test_uri_too_long, test_chunked_body, test_transfer_codings,
           test_refused_upgrade_says_close, test_chunked_framing,
           test_date_header, test_upgrade_required, test_connection_management,
-          test_field_value_whitespace, test_empty_lines_trickled]),
+          test_field_value_whitespace, test_empty_lines_trickled, test_www_authenticate]),
     ])

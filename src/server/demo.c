@@ -33,6 +33,19 @@ int demo_init(srv_t *s) {
   srv_log(s, PRESENCE_LOG_INFO,
           "demo mode: random JWT secret for this run (demo tokens are valid "
           "on this process only)");
+  /* The page comes from --web-root, "web" relative to the working
+   * directory: started from elsewhere (cd build && ./presenced --demo), /
+   * answered a bare 404 and only each request's log line hinted why. */
+  char index[1024];
+  struct stat sb;
+  int n = snprintf(index, sizeof index, "%s/index.html", s->cfg.web_root);
+  if (n < 0 || (size_t)n >= sizeof index || stat(index, &sb) != 0 ||
+      !S_ISREG(sb.st_mode))
+    srv_log(s, PRESENCE_LOG_WARN,
+            "demo mode: no demo page at %s (--web-root, relative to the "
+            "working directory): / answers 404; start presenced in the "
+            "source tree or give --web-root DIR",
+            index);
   return 0;
 }
 

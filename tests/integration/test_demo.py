@@ -74,6 +74,26 @@ STATE = {}
 ENV_KEY = "env-key-0123456789-0123456789-0123"
 
 
+async def test_demo_without_its_page(t, d, args):
+    """A demo started where its web root is not (the default "web" is
+    relative to the working directory) says so when it starts: the page at /
+    is a bare 404 otherwise, and a newcomer sees no reason."""
+    t.check("demo with its page: no warning about it",
+            "no demo page" not in d.stderr_text(), d.stderr_tail())
+    d2 = Daemon(args.presenced, {"--demo": "", "--jwt-secret": None,
+                                 "--web-root": "/nonexistent/web"}, "demo-no-page")
+    try:
+        d2.start()
+        r = await http(d2, "GET", "/", auth=False)
+        t.eq("demo without its page: / is 404", r.status, 404)
+        t.check("demo without its page: a warning at the start names the path and --web-root",
+                "no demo page at /nonexistent/web/index.html" in d2.stderr_text()
+                and "--web-root" in d2.stderr_text(), d2.stderr_tail())
+    finally:
+        d2.stop()
+        d2.cleanup()
+
+
 async def test_demo_token_not_accepted_elsewhere(t, d, args):
     tok = STATE.get("demo_token")
     if not tok:
@@ -186,7 +206,8 @@ if __name__ == "__main__":
     src = parse_args().source_dir
     run([
         ("demo", {"--demo": "", "--jwt-secret": None, "--web-root": os.path.join(src, "web")},
-         [test_demo], {"fresh_client": False}),  # demo tokens: its own secret
+         [test_demo, test_demo_without_its_page],
+         {"fresh_client": False}),  # demo tokens: its own secret
         ("no-demo", {}, [test_no_demo, test_demo_token_not_accepted_elsewhere,
                          test_demo_non_loopback, test_demo_with_secret_refused,
                          test_secrets_on_the_command_line,

@@ -12,6 +12,7 @@ refusals (test_auth) and frame errors (tests/data/malformed)."""
 import asyncio
 import os
 import re
+import socket
 import sys
 import time
 
@@ -485,6 +486,54 @@ async def test_www_authenticate(t, d, args):
             rs[0][0] == 401 and rs[0][1].get("www-authenticate", "").startswith("Bearer"), data[:300])
 
 
+def cpu_ticks(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])   # utime + stime
+
+
+async def test_fd_limit(t, d, args):
+    """Idle connections past the open file limit (ulimit -n 100, so 50
+    connections and 64 answered with 503 at most, then EMFILE): accept()
+    failing must not make the loop spin (the listener stays readable), and
+    once they are gone new clients are served."""
+    class Limited(Daemon):
+        def argv(self):
+            return ["prlimit", "--nofile=100:100"] + super().argv()
+
+    d2 = Limited(args.presenced, {"--max-connections-per-ip": "0"}, "nofile-100")
+    try:
+        d2.start()
+    except Exception as e:
+        t.check("under ulimit -n 100: presenced starts", False, e)
+        d2.cleanup()
+        return
+    socks = []
+    try:
+        for _ in range(200):
+            try:
+                socks.append(socket.create_connection((HOST, d2.port), timeout=2))
+            except OSError:
+                break
+        await asyncio.sleep(0.5)
+        c0 = cpu_ticks(d2.pid)
+        await asyncio.sleep(2.0)
+        used = cpu_ticks(d2.pid) - c0
+        t.check(f"{len(socks)} idle connections past the file limit: the daemon idles "
+                "(under 0.2 s of CPU in 2 s)", used < 20, f"{used} ticks")
+        for s in socks:
+            s.close()
+        socks = []
+        await asyncio.sleep(1.0)
+        r = await http(d2, "GET", "/healthz", auth=False)
+        t.eq("after they closed: a new client is served", r.status, 200)
+    finally:
+        for s in socks:
+            s.close()
+        d2.stop()
+        d2.cleanup()
+
+
 if __name__ == "__main__":
     run([
         ("http-rfc", FLAGS,
@@ -492,5 +541,6 @@ if __name__ == "__main__":
           test_uri_too_long, test_chunked_body, test_transfer_codings,
           test_refused_upgrade_says_close, test_chunked_framing,
           test_date_header, test_upgrade_required, test_connection_management,
-          test_field_value_whitespace, test_empty_lines_trickled, test_www_authenticate]),
+          test_field_value_whitespace, test_empty_lines_trickled, test_www_authenticate,
+          test_fd_limit]),
     ])

@@ -239,6 +239,15 @@ http_inputs = [
     b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03",
     b"GET /" + b"a" * 2000 + b" HTTP/1.1\r\n\r\n",
     b"GET / HTTP/1.1\r\n" + b"".join(b"X-%d: v\r\n" % i for i in range(70)) + b"\r\n",
+    # With Host (an HTTP/1.1 request without one is refused before its body
+    # is read): a chunked body with an extension and a trailer, an
+    # absolute-form target, Expect: 100-continue, empty lines first.
+    b"POST /v1/users/query HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer fuzz-api-key\r\n"
+    b"Transfer-Encoding: chunked\r\n\r\n10 ;a=b\r\n{\"user_ids\":[\"a\"\r\n2\r\n]}\r\n"
+    b"0\r\nX-T: 1\r\n\r\n",
+    req("GET", "http://127.0.0.1/v1/users/bob?x=1", AUTH),
+    req("POST", "/v1/users/query", dict(AUTH, Expect="100-continue"), '{"user_ids":["a"]}'),
+    b"\r\n" + req("HEAD", "/v1/events", AUTH),
 ]
 write("fuzz_http", [bytes([sel]) + r for r in http_inputs for sel in (0, 1, 2 * 7, 1 + 2 * (64 + 9))])
 # ---- Redis replies (RESP), in the store's packed log format.

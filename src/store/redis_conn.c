@@ -354,20 +354,49 @@ static void set_up(presence__rconn_t *c) {
 static int queue(presence__rconn_t *c, const char *resp, size_t len,
                  uint32_t timeout_ms, presence__rconn_cb cb, void *ud);
 
+/* The sentinels' credentials are not the URL's (those are the data
+ * nodes'): a sentinel refusing to talk says which ones to give. */
+#define SENTINEL_AUTH_HINT                                                     \
+  "the sentinels' password goes apart from the URL's, which is the data "     \
+  "nodes': presenced's --redis-sentinel-password-file or "                    \
+  "PRESENCED_REDIS_SENTINEL_PASSWORD"
+
+static bool on_sentinel(const presence__rconn_t *c) {
+  return c->sphase == SP_ASK || c->sphase == SP_WATCH;
+}
+
+/* Why a sentinel or a data node refused the connection's first commands:
+ * Redis's text names the failure (WRONGPASS, NOPERM, ...), never the
+ * password. */
+static void refusal(const presence__rconn_t *c, const char *err, char *why,
+                    size_t n) {
+  bool sentinel = on_sentinel(c);
+  if (!strncmp(err, "NOAUTH", 6) && sentinel)
+    snprintf(why, n, "the sentinel requires a password: %s",
+             SENTINEL_AUTH_HINT);
+  else if (!strncmp(err, "NOAUTH", 6))
+    snprintf(why, n,
+             "it requires a password: give it in the URL "
+             "(redis://user:password@host) or apart (a file, the "
+             "environment)");
+  else if (sentinel && (!strncmp(err, "WRONGPASS", 9) ||
+                        !strncmp(err, "ERR AUTH", 8)))
+  {
+    /* Redis ends WRONGPASS's text with a full stop. */
+    int len = (int)strnlen(err, 120);
+    if (len && err[len - 1] == '.') len--;
+    snprintf(why, n, "refused: %.*s; %s", len, err, SENTINEL_AUTH_HINT);
+  }
+  else
+    snprintf(why, n, "refused: %.150s", err);
+}
+
 static void on_hello(void *ud, int code, redisReply *rep) {
   presence__rconn_t *c = ud;
   if (code || c->state != S_HELLO) return; /* lost: lose() reports it */
   if (rep->type == REDIS_REPLY_ERROR) {
-    /* Redis's text names the failure (WRONGPASS, NOPERM, ...), never the
-     * password. */
     char why[320];
-    if (!strncmp(rep->str, "NOAUTH", 6))
-      snprintf(why, sizeof why,
-               "it requires a password: give it in the URL "
-               "(redis://user:password@host) or apart (a file, the "
-               "environment)");
-    else
-      snprintf(why, sizeof why, "refused: %.150s", rep->str);
+    refusal(c, rep->str, why, sizeof why);
     lose(c, PRESENCE_ESTORE, why);
     return;
   }
@@ -393,10 +422,14 @@ static void on_master(void *ud, int code, redisReply *rep) {
   long port = p && p->type == REDIS_REPLY_STRING ? atol(p->str) : 0;
   if (!h || h->type != REDIS_REPLY_STRING || !h->len || port < 1 ||
       port > 65535) {
-    char why[200];
-    snprintf(why, sizeof why, "it names no primary for master '%.60s'%s%.80s",
-             c->cfg.url->master, rep->type == REDIS_REPLY_ERROR ? ": " : "",
-             rep->type == REDIS_REPLY_ERROR ? rep->str : "");
+    char why[320];
+    if (rep->type == REDIS_REPLY_ERROR &&
+        (!strncmp(rep->str, "NOAUTH", 6) || !strncmp(rep->str, "NOPERM", 6)))
+      refusal(c, rep->str, why, sizeof why); /* it did not say: it refused */
+    else
+      snprintf(why, sizeof why, "it names no primary for master '%.60s'%s%.80s",
+               c->cfg.url->master, rep->type == REDIS_REPLY_ERROR ? ": " : "",
+               rep->type == REDIS_REPLY_ERROR ? rep->str : "");
     lose(c, PRESENCE_ESTORE, why);
     return;
   }

@@ -46,6 +46,12 @@ person would read them.
   PRESENCED_REDIS_PASSWORD or --redis-password-file): the instance
   registers. The URL's user was taken for a password, so AUTH went to the
   default user and Redis answered WRONGPASS for ever.
+- sentinel-auth: sentinels with a password of their own, and presenced
+  without it or with a wrong one: every line about a sentinel says that
+  the sentinels' password goes apart from the URL's (the data nodes') and
+  names the setting. Before, one line advised putting it in the URL (where
+  it would be taken for the data nodes') and the other said the sentinel
+  "names no primary for master" (it had refused to answer).
 
 Run: /usr/bin/python3 tests/integration/test_redis_operator.py --presenced PATH
 """
@@ -429,6 +435,68 @@ def scenario_acl_user_url(t, args):
         redis.cleanup()
 
 
+def log_after(binary, argv, env, seconds=1.5):
+    """presenced's log after it ran this long with argv, then stopped."""
+    err = tempfile.NamedTemporaryFile(prefix="presenced-err-", delete=False)
+    p = subprocess.Popen([binary, "--listen", f"127.0.0.1:{free_port()}",
+                          "--redis-timeout-ms", "500", *argv],
+                         stdin=subprocess.DEVNULL, stdout=err, stderr=err, env=env_clean(env))
+    time.sleep(seconds)
+    p.send_signal(signal.SIGTERM)
+    try:
+        p.wait(5)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        p.wait()
+    with open(err.name, errors="replace") as f:
+        text = f.read()
+    os.unlink(err.name)
+    return text
+
+
+def scenario_sentinel_auth(t, args):
+    work = tempfile.mkdtemp(prefix="presence-ops-sentinel-")
+    data, sport = free_port(), free_port()
+    exe = shutil.which("redis-server")
+    procs = []
+    try:
+        procs.append(subprocess.Popen(
+            [exe, "--port", str(data), "--bind", "127.0.0.1", "--save", "", "--appendonly",
+             "no", "--dir", work, "--requirepass", "Data-PW-1"],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        conf = os.path.join(work, "sentinel.conf")
+        with open(conf, "w") as f:
+            f.write(f"port {sport}\nbind 127.0.0.1\ndir {work}\nrequirepass Sent-PW-2\n"
+                    f"sentinel monitor m1 127.0.0.1 {data} 1\n"
+                    "sentinel auth-pass m1 Data-PW-1\n")
+        procs.append(subprocess.Popen(
+            [exe, conf, "--sentinel"], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL))
+        time.sleep(0.5)
+        store = ["--store", f"redis+sentinel://127.0.0.1:{sport}/m1"]
+        text = log_after(args.presenced, store, {"PRESENCED_REDIS_PASSWORD": "Data-PW-1",
+                                                 "PRESENCED_REDIS_SENTINEL_PASSWORD": "Sent-PW-2"})
+        t.check("sentinels and data nodes each with their password: registered",
+                "registered" in text, text[-400:])
+        for what, env in (("no sentinel password", {"PRESENCED_REDIS_PASSWORD": "Data-PW-1"}),
+                          ("a wrong sentinel password",
+                           {"PRESENCED_REDIS_PASSWORD": "Data-PW-1",
+                            "PRESENCED_REDIS_SENTINEL_PASSWORD": "wrong"})):
+            text = log_after(args.presenced, store, env)
+            lines = [ln for ln in text.splitlines() if "cannot connect to sentinel" in ln]
+            t.check(f"{what}: the sentinel connections' lines say where the sentinels' "
+                    "password goes", lines and all(
+                        "--redis-sentinel-password-file" in ln and "give it in the URL" not in ln
+                        and "names no primary" not in ln for ln in lines), text[-700:])
+            t.check(f"{what}: no password in the log", "Data-PW-1" not in text
+                    and "Sent-PW-2" not in text)
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
+        shutil.rmtree(work, ignore_errors=True)
+
+
 def main():
     args = parse_args()
     t = Checks()
@@ -448,6 +516,8 @@ def main():
             scenario_stats_outage(t, args)
         if (not only or only in "acl-user-url") and shutil.which("redis-server"):
             scenario_acl_user_url(t, args)
+        if (not only or only in "sentinel-auth") and shutil.which("redis-server"):
+            scenario_sentinel_auth(t, args)
         if not only or only in "env-typos":
             scenario_env_typos(t, args)
         if not only or only in "documented-keys":

@@ -52,6 +52,11 @@ person would read them.
   names the setting. Before, one line advised putting it in the URL (where
   it would be taken for the data nodes') and the other said the sentinel
   "names no primary for master" (it had refused to answer).
+- conf-example: contrib/presenced.conf.example, what an operator copies to
+  /etc/presenced/presenced.conf, passes --check-config as shipped and with
+  every commented setting uncommented (the files it names made): a guard
+  for the example's Redis lines, which name the store, the password file
+  and the TLS CA.
 
 Run: /usr/bin/python3 tests/integration/test_redis_operator.py --presenced PATH
 """
@@ -497,6 +502,43 @@ def scenario_sentinel_auth(t, args):
         shutil.rmtree(work, ignore_errors=True)
 
 
+def scenario_conf_example(t, args, certs):
+    src = os.path.join(args.source_dir, "contrib", "presenced.conf.example")
+    rc, out = presenced(args.presenced, "--config", src, "--check-config")
+    t.check("presenced.conf.example as shipped: --check-config ok",
+            rc == 0 and "ok" in out.splitlines(), f"rc={rc} {out}")
+    work = tempfile.mkdtemp(prefix="presence-ops-conf-")
+    try:
+        lines, n = [], 0
+        for ln in open(src, encoding="utf-8").read().splitlines():
+            m = re.match(r"^# ([a-z][a-z0-9-]*) = (.*)$", ln)
+            if m:
+                key, value = m.groups()
+                # Each file it names, made: a secret of 64 hex digits, or a
+                # CA (the PEM the store will be given).
+                def made(path):
+                    dst = os.path.join(work, os.path.basename(path))
+                    if path.endswith(".pem"):
+                        shutil.copy(os.path.join(certs, "ca.crt"), dst)
+                    else:
+                        with open(dst, "w") as f:
+                            f.write("ab" * 32 + "\n")
+                        os.chmod(dst, 0o600)
+                    return dst
+                value = re.sub(r"(/(?:etc|run)/[^,\s]+)", lambda mm: made(mm.group(1)), value)
+                ln = f"{key} = {value}"
+                n += 1
+            lines.append(ln)
+        conf = os.path.join(work, "presenced.conf")
+        with open(conf, "w") as f:
+            f.write("\n".join(lines) + "\n")
+        rc, out = presenced(args.presenced, "--config", conf, "--check-config")
+        t.check(f"presenced.conf.example with its {n} commented settings on: --check-config ok",
+                n >= 5 and rc == 0 and "ok" in out.splitlines(), f"rc={rc} {out}")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
 def main():
     args = parse_args()
     t = Checks()
@@ -510,6 +552,8 @@ def main():
         only = args.only
         if not only or only in "settings":
             scenario_settings(t, args, certs)
+        if not only or only in "conf-example":
+            scenario_conf_example(t, args, certs)
         if (not only or only in "tls-hints") and shutil.which("redis-server"):
             scenario_tls_hints(t, args, certs)
         if (not only or only in "stats-outage") and shutil.which("redis-server"):

@@ -1361,6 +1361,15 @@ static void print_warning(void *ud, const char *w) {
 static int check_only(const srv_config_t *cfg, FILE *out, FILE *err) {
   char msg[384];
   config_each_warning(cfg, print_warning, err);
+  /* What the start would warn of (server.c): a configuration that leaves
+   * the API or every client refused is valid, but the check that runs
+   * before a start (the unit's ExecStartPre) should say so. */
+  if (!cfg->demo && !cfg->jwt_secret)
+    print_warning(err, "no --jwt-secret (or jwt-secret-file): every "
+                       "WebSocket client will be refused");
+  if (!cfg->api_key)
+    print_warning(err, "no --api-key (or api-key-file): the backend API "
+                       "answers 401 to everyone");
   for (uint32_t i = 0; i < cfg->n_webhooks; i++) {
     wh_spec_t spec;
     if (wh_spec_parse(cfg->webhooks[i], 1, &spec, msg, sizeof msg) != 0) {

@@ -56,7 +56,9 @@ person would read them.
   /etc/presenced/presenced.conf, passes --check-config as shipped and with
   every commented setting uncommented (the files it names made): a guard
   for the example's Redis lines, which name the store, the password file
-  and the TLS CA.
+  and the TLS CA. Checked without the secrets the unit would give, it
+  says (as the start would) that the API and every client would be
+  refused; it said only "ok".
 
 Run: /usr/bin/python3 tests/integration/test_redis_operator.py --presenced PATH
 """
@@ -507,6 +509,15 @@ def scenario_conf_example(t, args, certs):
     rc, out = presenced(args.presenced, "--config", src, "--check-config")
     t.check("presenced.conf.example as shipped: --check-config ok",
             rc == 0 and "ok" in out.splitlines(), f"rc={rc} {out}")
+    # As shipped it names no secret file (the unit gives them): a check run
+    # without them says what the start will warn of.
+    p = subprocess.run([args.presenced, "--config", src, "--check-config"],
+                       capture_output=True, env={k: v for k, v in os.environ.items()
+                                                 if not k.startswith("PRESENCED_")},
+                       timeout=10)
+    err = p.stderr.decode()
+    t.check("--check-config without an API key or a JWT secret: ok, and warned of both",
+            p.returncode == 0 and "no --api-key" in err and "no --jwt-secret" in err, err)
     work = tempfile.mkdtemp(prefix="presence-ops-conf-")
     try:
         lines, n = [], 0

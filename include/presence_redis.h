@@ -172,6 +172,10 @@ void presence_redis_url_redact(const char *url, char *out, size_t n);
 /* Whether url is one the Redis store accepts (syntax only): 1 or 0. */
 int presence_redis_url_valid(const char *url);
 
+/* The same, and when it is not, why (never a part of the URL, which may
+ * hold a password) into why (always terminated, truncated to n). */
+int presence_redis_url_check(const char *url, char *why, size_t n);
+
 /* The counters of the store's connections: which 0 the commands, 1 the
  * log reader. EINVAL for another store or another which. */
 int presence_redis_conn_metrics(presence_store_t *s, int which,

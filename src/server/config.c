@@ -1262,15 +1262,23 @@ static int check_combinations(const srv_config_t *cfg, FILE *err) {
     return CONFIG_EXIT_USAGE;
   }
   if (config_store_is_redis(cfg) < 0) {
-    char shown[320];
+    char shown[320], reason_shown[128] = "";
     config_store_redacted(cfg, shown, sizeof shown);
+#ifdef PRESENCED_HAVE_REDIS
+    /* What is wrong in it (the port, the database, an escape): the list of
+     * forms alone left the operator to find it. */
+    char reason[100];
+    if (!presence_redis_url_check(cfg->store, reason, sizeof reason) &&
+        *reason)
+      snprintf(reason_shown, sizeof reason_shown, "%s; ", reason);
+#endif
     fprintf(err,
-            "presenced: --store: '%s' is not memory, "
+            "presenced: --store: '%s': %sexpected memory, "
             "redis://[USER[:PASSWORD]@]HOST:PORT/DB, rediss://..., "
             "unix:/PATH?db=N or "
             "redis+sentinel://[USER[:PASSWORD]@]HOST:PORT,.../MASTER[/DB] "
             "(rediss+sentinel://...)\n",
-            shown);
+            shown, reason_shown);
     return CONFIG_EXIT_USAGE;
   }
   if (check_redis_settings(cfg, err) != CONFIG_OK) return CONFIG_EXIT_USAGE;

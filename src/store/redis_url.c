@@ -332,13 +332,22 @@ void presence_redis_url_redact(const char *url, char *out, size_t n) {
   snprintf(out, n, "%.*s%s***%s", (int)keep, url, colon ? ":" : "", at);
 }
 
-int presence_redis_url_valid(const char *url) {
+int presence_redis_url_check(const char *url, char *why, size_t n) {
   presence__redis_url_t u;
-  char err[96];
+  char err[96] = "";
+  if (why && n) why[0] = '\0';
   if (!url) return 0;
   int rc = presence__redis_url_parse(presence__default_allocator(), url, &u,
                                      err, sizeof err);
-  if (rc) return 0;
+  if (rc) {
+    if (why && n)
+      snprintf(why, n, "%s", rc == PRESENCE_EINVAL ? err : "out of memory");
+    return 0;
+  }
   presence__redis_url_free(presence__default_allocator(), &u);
   return 1;
+}
+
+int presence_redis_url_valid(const char *url) {
+  return presence_redis_url_check(url, NULL, 0);
 }

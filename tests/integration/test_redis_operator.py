@@ -12,7 +12,9 @@ person would read them.
   once, by --check-config too, with exit status 2 and the flag named;
   before, --redis-cluster without --store ran the embedded store (each
   instance alone) and a missing CA file passed --check-config, then left
-  the instance unready for ever.
+  the instance unready for ever. A --store URL that does not parse says
+  what is wrong in it (the port, the database, an escape), not only the
+  list of forms, and never its password.
 - tls-hints: TLS and the port disagree, as the log line says it. A
   rediss:// URL to Redis's plain port, a redis:// URL to its tls-port, no
   client certificate for a Redis with tls-auth-clients, a CA that did not
@@ -145,6 +147,16 @@ def scenario_settings(t, args, certs):
             t.check(f"{label}: exit 2, not a start", rc == 2, f"rc={rc} {out[-400:]}")
             t.check(f"{label}: the message names {flag} and says why",
                     flag in out and words in out and "ok" not in out.split(), out[-400:])
+    # A --store URL that does not parse says what is wrong in it, and never
+    # its password.
+    for url, why in (("redis://:Url-PW-77@127.0.0.1:99999/0", "the port must be 1-65535"),
+                     ("redis://:Url-PW-77@127.0.0.1:6379/abc", "the database must be a number"),
+                     ("redis://:Url%zzPW-77@127.0.0.1:6379/0", "%-escape"),
+                     ("unix:redis.sock", "absolute socket path")):
+        rc, out = presenced(args.presenced, "--store", url, "--check-config")
+        t.check(f"--store {why}: exit 2, the reason given, the password not",
+                rc == 2 and why in out and "Url-PW-77" not in out and "PW-77" not in out,
+                f"rc={rc} {out[-300:]}")
     # What is right still passes.
     for what, argv in (("a certificate and its key", ["--store", tls, "--redis-tls-ca", ca,
                                                       "--redis-tls-cert", crt,

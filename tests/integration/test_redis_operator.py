@@ -36,6 +36,8 @@ person would read them.
   `--flag` or a `key` of presenced's prefixes in operations.md,
   configuration.md, scaling.md and presenced(8)) is one presenced --help-keys
   lists; operations.md named a `redis-stream-block-ms` that no flag sets.
+  presenced(8) documents --store and the Redis credentials (it named
+  --redis-shards, never --store).
 - env-typos: a PRESENCED_* variable that is no setting (a typo in a systemd
   drop-in: PRESENCED_REDIS_PASWORD, PRESENCED_OFFLINE_GRACE without _MS)
   is warned of at startup and by --check-config, with the nearest real
@@ -381,6 +383,15 @@ def scenario_documented_keys(t, args):
         unknown = sorted(named - keys)
         t.check(f"{doc}: every setting it names exists ({len(named)} named)", not unknown,
                 unknown)
+        if doc.endswith("presenced.8"):
+            # The man page an operator reads first must say how to reach
+            # Redis: it named --redis-shards but not --store.
+            need = {"store", "redis-password-file", "redis-sentinel-password-file",
+                    "redis-tls-ca", "redis-cluster"}
+            has = named | ({"store"} if re.search(r"^\.BI \\-\\-store ", text, re.M)
+                           else set())
+            t.check("presenced(8) documents --store and the Redis credentials and TLS",
+                    need <= has, sorted(need - has))
 
 
 def scenario_env_typos(t, args):

@@ -1182,6 +1182,11 @@ static int check_redis_settings(const srv_config_t *cfg, FILE *err) {
       {"redis-sentinel-password", cfg->redis_sentinel_password, 3},
       {"redis-sentinel-password-file", cfg->redis_sentinel_password_file, 3},
   };
+  if (!redis && cfg->redis_shards > 1) {
+    fprintf(err, "presenced: --redis-shards: needs a Redis store (--store "
+                 "redis://...); the embedded store has no shards\n");
+    return CONFIG_EXIT_USAGE;
+  }
   for (size_t i = 0; i < sizeof set / sizeof *set; i++) {
     if (!set[i].value || !*set[i].value) continue;
     if (!redis) {

@@ -120,6 +120,8 @@ def scenario_settings(t, args, certs):
         ("--redis-password with the embedded store",
          ["--store", "memory", "--redis-password", "pw"], "--redis-password",
          "needs a Redis store"),
+        ("--redis-shards 12 with the embedded store", ["--redis-shards", "12"],
+         "--redis-shards", "needs a Redis store"),
         ("PRESENCED_REDIS_CLUSTER without a store", [], "--redis-cluster",
          "needs a Redis store", {"PRESENCED_REDIS_CLUSTER": "127.0.0.1:7000"}),
         ("--redis-tls-ca with a plain redis:// URL",

@@ -719,6 +719,10 @@ int config_parse_file_text(srv_config_t *cfg, const char *name,
   unsigned seen[NOPTS];
   memset(seen, 0, sizeof seen);
   const char *p = text, *end = text + len;
+  /* A UTF-8 byte-order mark, as editors on Windows write one: not part of
+   * the first key (which was then refused as unknown and, looking like no
+   * key, not even shown). */
+  if (len >= 3 && !memcmp(p, "\xEF\xBB\xBF", 3)) p += 3;
   char msg[384];
   for (unsigned line = 1; p < end; line++) {
     const char *eol = memchr(p, '\n', (size_t)(end - p));

@@ -14,7 +14,9 @@ person would read them.
   instance alone) and a missing CA file passed --check-config, then left
   the instance unready for ever. A --store URL that does not parse says
   what is wrong in it (the port, the database, an escape), not only the
-  list of forms, and never its password.
+  list of forms, and never its password. A configuration file saved with
+  a UTF-8 byte-order mark reads as without it (its first key was refused
+  as unknown, and not shown).
 - tls-hints: TLS and the port disagree, as the log line says it. A
   rediss:// URL to Redis's plain port, a redis:// URL to its tls-port, no
   client certificate for a Redis with tls-auth-clients, a CA that did not
@@ -161,6 +163,14 @@ def scenario_settings(t, args, certs):
         t.check(f"--store {why}: exit 2, the reason given, the password not",
                 rc == 2 and why in out and "Url-PW-77" not in out and "PW-77" not in out,
                 f"rc={rc} {out[-300:]}")
+    # A file saved with a UTF-8 byte-order mark (Windows editors) reads as
+    # without it.
+    bom = os.path.join(certs, "bom.conf")
+    with open(bom, "wb") as f:
+        f.write(b"\xef\xbb\xbfoffline-grace-ms = 5000\r\nlog-format = logfmt\r\n")
+    rc, out = presenced(args.presenced, "--config", bom, "--check-config")
+    t.check("a configuration file with a UTF-8 byte-order mark: --check-config ok",
+            rc == 0 and "ok" in out.splitlines(), f"rc={rc} {out[-300:]}")
     # What is right still passes.
     for what, argv in (("a certificate and its key", ["--store", tls, "--redis-tls-ca", ca,
                                                       "--redis-tls-cert", crt,

@@ -714,6 +714,33 @@ static int key_like(const char *k, size_t n) {
   return 1;
 }
 
+static unsigned edit_distance(const char *a, const char *b);
+
+/* The option an unknown name most likely meant: the same name with '_' for
+ * '-' or in capitals, a unit left off (offline-grace for offline-grace-ms)
+ * or a typo of one or two letters; NULL when none is that close. */
+static const char *nearest_opt(const char *name, size_t n) {
+  char want[64];
+  if (n >= sizeof want) return NULL;
+  for (size_t i = 0; i < n; i++) {
+    char ch = name[i] == '_' ? '-' : name[i];
+    want[i] = ch >= 'A' && ch <= 'Z' ? (char)(ch + 32) : ch;
+  }
+  want[n] = '\0';
+  const char *best = NULL;
+  unsigned best_d = 3;
+  for (size_t i = 0; i < NOPTS; i++) {
+    const char *o = opts[i].name;
+    unsigned d = edit_distance(want, o);
+    if (!strncmp(o, want, n) && o[n] == '-') d = 1;
+    if (d < best_d) {
+      best_d = d;
+      best = o;
+    }
+  }
+  return best;
+}
+
 int config_parse_file_text(srv_config_t *cfg, const char *name,
                            const char *text, size_t len, FILE *err) {
   unsigned seen[NOPTS];
@@ -771,8 +798,13 @@ int config_parse_file_text(srv_config_t *cfg, const char *name,
       return -1;
     }
     if (!o) {
-      fprintf(err, "%s:%u: unknown key '%.*s' (see presenced --help)\n", name,
-              line, kl, a);
+      const char *near = nearest_opt(a, (size_t)(ke - a));
+      if (near)
+        fprintf(err, "%s:%u: unknown key '%.*s': did you mean '%s'?\n", name,
+                line, kl, a, near);
+      else
+        fprintf(err, "%s:%u: unknown key '%.*s' (see presenced --help)\n",
+                name, line, kl, a);
       return -1;
     }
     if (o->kind == OPT_CONFIG || o->kind == OPT_CHECK) {
@@ -1073,8 +1105,13 @@ static int apply_flags(srv_config_t *cfg, int argc, char **argv, FILE *err) {
     size_t nl = eq ? (size_t)(eq - name) : strlen(name);
     const opt_t *o = find_opt(name, nl);
     if (!o) {
-      fprintf(err, "presenced: unknown option '%.*s' (see --help)\n",
-              (int)(nl + 2), a);
+      const char *near = nearest_opt(name, nl);
+      if (near)
+        fprintf(err, "presenced: unknown option '%.*s': did you mean --%s?\n",
+                (int)(nl + 2), a, near);
+      else
+        fprintf(err, "presenced: unknown option '%.*s' (see --help)\n",
+                (int)(nl + 2), a);
       return CONFIG_EXIT_USAGE;
     }
     char flag[64];

@@ -16,7 +16,8 @@ person would read them.
   what is wrong in it (the port, the database, an escape), not only the
   list of forms, and never its password. A configuration file saved with
   a UTF-8 byte-order mark reads as without it (its first key was refused
-  as unknown, and not shown).
+  as unknown, and not shown). A misspelt flag or key (--redis-pasword,
+  redis_password_file) names the setting it likely meant.
 - tls-hints: TLS and the port disagree, as the log line says it. A
   rediss:// URL to Redis's plain port, a redis:// URL to its tls-port, no
   client certificate for a Redis with tls-auth-clients, a CA that did not
@@ -163,6 +164,18 @@ def scenario_settings(t, args, certs):
         t.check(f"--store {why}: exit 2, the reason given, the password not",
                 rc == 2 and why in out and "Url-PW-77" not in out and "PW-77" not in out,
                 f"rc={rc} {out[-300:]}")
+    # A misspelt flag or key names the setting it likely meant, never the
+    # value given with it.
+    rc, out = presenced(args.presenced, "--redis-pasword=Typo-PW-31", "--check-config")
+    t.check("--redis-pasword: exit 2, 'did you mean --redis-password?', the value not shown",
+            rc == 2 and "did you mean --redis-password?" in out and "Typo-PW-31" not in out,
+            f"rc={rc} {out[-300:]}")
+    typo = os.path.join(certs, "typo.conf")
+    with open(typo, "w") as f:
+        f.write("redis_password_file = /etc/presenced/redis-password\n")
+    rc, out = presenced(args.presenced, "--config", typo, "--check-config")
+    t.check("redis_password_file in the file: exit 2, 'did you mean redis-password-file'",
+            rc == 2 and "did you mean 'redis-password-file'?" in out, f"rc={rc} {out[-300:]}")
     # A file saved with a UTF-8 byte-order mark (Windows editors) reads as
     # without it.
     bom = os.path.join(certs, "bom.conf")

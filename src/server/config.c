@@ -1053,10 +1053,13 @@ static void warn_unknown_env(srv_config_t *cfg,
     const char *best = NULL;
     unsigned best_d = 9;
     char env[64];
-    int known = 0;
+    int known = 0, check = 0;
     for (size_t i = 0; i < NOPTS && !known; i++) {
       env_name(&opts[i], env, sizeof env);
-      if (opts[i].kind == OPT_CHECK && !strcmp(env, name)) break;
+      if (opts[i].kind == OPT_CHECK && !strcmp(env, name)) {
+        check = 1;
+        break;
+      }
       if (!strcmp(env, name)) {
         known = 1;
         break;
@@ -1081,12 +1084,13 @@ static void warn_unknown_env(srv_config_t *cfg,
       sugg[k] = '\0';
       warn(cfg, "%s is not a setting of presenced, ignored: did you mean %s?",
            name, sugg);
-    } else {
-      warn(cfg,
-           "%s is not a setting of presenced, ignored (presenced --help "
-           "lists every variable)",
+    } else if (check) {
+      warn(cfg, "%s is not a setting of presenced, ignored: --check-config "
+                "is a command-line flag only",
            name);
     }
+    /* A name near no setting is another program's (the SDKs' examples
+     * read PRESENCED_URL): not a typo worth a line at every start. */
   }
 }
 

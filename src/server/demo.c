@@ -249,8 +249,11 @@ void demo_handle(conn_t *c, http_req_t *r) {
     return;
   }
   if (pl == 14 && !memcmp(path, "/v1/demo/users", 14)) {
-    if (m != HTTP_GET)
-      http_error_hdr(c, 405, "method_not_allowed", "use GET", "Allow: GET\r\n");
+    /* RFC 9110 9.3.2: HEAD is GET without the body, as on every /v1 GET
+     * route (api.c); http_respond leaves the body out of a HEAD. */
+    if (m != HTTP_GET && m != HTTP_HEAD)
+      http_error_hdr(c, 405, "method_not_allowed", "use GET",
+                     "Allow: GET, HEAD\r\n");
     else
       list_users(c);
     return;

@@ -70,6 +70,57 @@ async def test_demo(t, d, args):
         t.eq(f"demo: a page on loopback ({origin}) gets a token", r.status, 200)
 
 
+async def _raw(d, raw, timeout=3.0):
+    """Send raw bytes, read until EOF or timeout."""
+    r, w = await asyncio.open_connection(HOST, d.port)
+    w.write(raw.encode("latin-1"))
+    await w.drain()
+    data = b""
+    try:
+        while True:
+            chunk = await asyncio.wait_for(r.read(65536), timeout)
+            if not chunk:
+                break
+            data += chunk
+    except (asyncio.TimeoutError, ConnectionError, OSError):
+        pass
+    w.close()
+    return data
+
+
+def _head_of(data):
+    """(status, lower-cased headers, the rest) of the first response."""
+    head, _, rest = data.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    status = int(lines[0].split()[1]) if lines[0].startswith("HTTP/") else None
+    hdrs = {k.strip().lower(): v.strip() for k, _, v in (x.partition(":") for x in lines[1:])}
+    return status, hdrs, rest
+
+
+async def test_demo_head(t, d, args):
+    """RFC 9110 9.3.2: HEAD is GET without the body, as every /v1 GET route
+    answers it (5072d66); the demo roster answered 405 (Allow: GET). Each HEAD
+    is followed on its connection by a GET of /healthz: a body sent after the
+    HEAD's headers would be read as the start of that response."""
+    for p in ("/v1/demo/users", "/"):
+        g = _head_of(await _raw(d, f"GET {p} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"))
+        data = await _raw(d, f"HEAD {p} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+                             "GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        h = _head_of(data)
+        nxt = _head_of(h[2])
+        t.check(f"demo: HEAD {p} answers as GET ({g[0]}, same Content-Type and Content-Length), "
+                "no body before the next response",
+                g[0] == 200 and h[0] == 200
+                and h[1].get("content-type") == g[1].get("content-type")
+                and h[1].get("content-length") == str(len(g[2]))
+                and nxt[0] == 200 and b'"status"' in nxt[2], data[:500])
+    data = await _raw(d, "DELETE /v1/demo/users HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+    st, hd, _ = _head_of(data)
+    allow = [x.strip() for x in hd.get("allow", "").split(",")]
+    t.check("demo: DELETE /v1/demo/users -> 405 with Allow naming GET and HEAD",
+            st == 405 and "GET" in allow and "HEAD" in allow, data[:300])
+
+
 STATE = {}
 ENV_KEY = "env-key-0123456789-0123456789-0123"
 
@@ -206,7 +257,7 @@ if __name__ == "__main__":
     src = parse_args().source_dir
     run([
         ("demo", {"--demo": "", "--jwt-secret": None, "--web-root": os.path.join(src, "web")},
-         [test_demo, test_demo_without_its_page],
+         [test_demo, test_demo_head, test_demo_without_its_page],
          {"fresh_client": False}),  # demo tokens: its own secret
         ("no-demo", {}, [test_no_demo, test_demo_token_not_accepted_elsewhere,
                          test_demo_non_loopback, test_demo_with_secret_refused,

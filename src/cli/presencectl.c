@@ -89,7 +89,8 @@ static void usage(FILE *out) {
           "  --api-key-file F    read the API key from file F (one line)\n"
           "  --json              machine-readable output (one JSON document,\n"
           "                      or one JSON object per line for watch)\n"
-          "  --timeout SEC       per-request timeout (default 10)\n"
+          "  --timeout SEC       per-request timeout; for watch, until the\n"
+          "                      stream's answer (default 10)\n"
           "  --after ID          watch: start after event ID (a seq, or an\n"
           "                      event id of the stream; default: new\n"
           "                      events only)\n"
@@ -994,15 +995,44 @@ static void on_stop_signal(int sig) {
   stop_requested = 1;
 }
 
+/* One attempt of watch. The stream has no overall timeout (it lasts) and
+ * its idle bound (--idle-timeout, 60 s) is for a quiet stream; until the
+ * response's first header line the attempt is bounded by --timeout, as
+ * every other request is: a server that accepts and never answers (stopped,
+ * a proxy with no upstream) is reported and retried after --timeout, not
+ * after the idle bound. */
+typedef struct {
+  struct timespec t0;
+  int answered;
+  int timed_out;
+} watch_try_t;
+
+static size_t on_header(char *p, size_t size, size_t n, void *ud) {
+  (void)p;
+  ((watch_try_t *)ud)->answered = 1;
+  return size * n;
+}
+
 /* libcurl calls this at least once a second during a transfer. */
 static int on_progress(void *ud, curl_off_t dt, curl_off_t dn, curl_off_t ut,
                        curl_off_t un) {
-  (void)ud;
+  watch_try_t *w = ud;
   (void)dt;
   (void)dn;
   (void)ut;
   (void)un;
-  return stop_requested ? 1 : 0;
+  if (stop_requested) return 1;
+  if (!w->answered) {
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    long ms = (long)(now.tv_sec - w->t0.tv_sec) * 1000 +
+              (now.tv_nsec - w->t0.tv_nsec) / 1000000;
+    if (ms >= O.timeout_s * 1000) {
+      w->timed_out = 1;
+      return 1;
+    }
+  }
+  return 0;
 }
 
 static void sleep_ms(long ms) {
@@ -1055,12 +1085,17 @@ static int cmd_watch(int argc, char **argv) {
      * connection is a dead one. */
     curl_easy_setopt(c, CURLOPT_LOW_SPEED_LIMIT, 1L);
     curl_easy_setopt(c, CURLOPT_LOW_SPEED_TIME, O.idle_s);
+    watch_try_t wt = {.answered = 0};
+    curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_header);
+    curl_easy_setopt(c, CURLOPT_HEADERDATA, &wt);
     curl_easy_setopt(c, CURLOPT_XFERINFOFUNCTION, on_progress);
+    curl_easy_setopt(c, CURLOPT_XFERINFODATA, &wt);
     curl_easy_setopt(c, CURLOPT_NOPROGRESS, 0L);
     /* Errors are read from the status: keep the body (the error JSON). */
     body_t eb = {0};
     st.len = 0;
     st.got_bytes = 0;
+    clock_gettime(CLOCK_MONOTONIC, &wt.t0);
     CURLcode rc = curl_easy_perform(c);
     long status = 0;
     curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
@@ -1075,6 +1110,11 @@ static int cmd_watch(int argc, char **argv) {
     if (status && status != 200) {
       fprintf(stderr, "presencectl: watch: HTTP %ld from /v1/events\n", status);
       if (status / 100 == 4 && status != 429) return EXIT_FAIL;
+    } else if (wt.timed_out) {
+      fprintf(stderr,
+              "presencectl: watch: no answer from /v1/events within "
+              "--timeout %ld s\n",
+              O.timeout_s);
     } else if (rc != CURLE_OK) {
       fprintf(stderr, "presencectl: watch: %s%s\n", curl_easy_strerror(rc),
               st.got_bytes ? " (reconnecting)" : "");

@@ -349,6 +349,39 @@ async def test_exit_codes(t, d, args):
     t.eq("--api-key wins over PRESENCECTL_API_KEY", rc, 0)
 
 
+async def test_watch_silent_server(t, d, args):
+    """A server that accepts the connection and never answers (a stopped
+    presenced, a proxy without its upstream): each watch attempt ends after
+    --timeout, said on stderr, where it waited for --idle-timeout (60 s)."""
+    held = []
+
+    async def hold(r, w):  # accept, read, answer nothing
+        held.append(w)
+        try:
+            while await r.read(4096):
+                pass
+        except (ConnectionError, OSError):
+            pass
+
+    srv = await asyncio.start_server(hold, HOST, 0)
+    port = srv.sockets[0].getsockname()[1]
+    try:
+        t0 = time.monotonic()
+        rc, _, err = await ctl("watch", "--timeout", "1", "--retries", "0",
+                               url=f"http://{HOST}:{port}", timeout=20)
+        took = time.monotonic() - t0
+        # /healthz (for the instance) and /v1/events: --timeout each.
+        t.check("watch against a server that never answers: exit 3 within a few "
+                f"--timeout 1 (took {took:.1f} s), says it had no answer",
+                rc == 3 and took < 8 and "no answer from /v1/events within --timeout 1 s" in err,
+                (rc, took, err[-300:]))
+    finally:
+        for w in held:
+            w.close()
+        srv.close()
+        await srv.wait_closed()
+
+
 async def test_stats_and_metrics(t, d, args):
     c = await Client.connect(d, "pc-stats")
     rc, out, err = await ctl("stats", d=d, key=None)
@@ -707,6 +740,7 @@ def main():
         sys.exit(1)
     run([
         ("presencectl", {}, [test_status, test_sessions_and_kick, test_exit_codes,
+                             test_watch_silent_server,
                              test_stats_and_metrics, test_watch_json_and_human,
                              test_watch_resumes_after_disconnect,
                              test_ws_session_example, test_numbers_as_written]),

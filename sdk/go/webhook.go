@@ -78,7 +78,11 @@ func (g *Guard) initLocked() {
 // replayed keeps a signature for as long as its request would verify: the
 // longer of the Guard's and the verification's tolerance (a Tolerance raised
 // on the handler alone let a request replayed past the Guard's through).
-func (g *Guard) replayed(sig string, ts, nowMs int64, tolerance time.Duration) bool {
+// sigs are the entries of Presence-Signature that verified (several during a
+// key rotation), never the raw header: a replay padded with an entry that
+// matches nothing (",v1=00") would be a header never seen. Any one of them
+// seen before makes a replay; each is remembered.
+func (g *Guard) replayed(sigs []string, ts, nowMs int64, tolerance time.Duration) bool {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	g.initLocked()
@@ -97,10 +101,14 @@ func (g *Guard) replayed(sig string, ts, nowMs int64, tolerance time.Duration) b
 		g.order.Remove(e)
 		delete(g.seen, se.sig)
 	}
-	if _, ok := g.seen[sig]; ok {
-		return true
+	for _, sig := range sigs {
+		if _, ok := g.seen[sig]; ok {
+			return true
+		}
 	}
-	g.seen[sig] = g.order.PushBack(sigEntry{sig, ts})
+	for _, sig := range sigs {
+		g.seen[sig] = g.order.PushBack(sigEntry{sig, ts})
+	}
 	return false
 }
 
@@ -212,19 +220,29 @@ func verify(o VerifyOptions, header http.Header, body []byte) (*Delivery, error)
 	if d := nowMs - tsMs; d > tol.Milliseconds() || -d > tol.Milliseconds() {
 		return nil, &WebhookError{"stale", fmt.Sprintf("timestamp %s is more than %s from this clock", ts, tol), 401}
 	}
-	ok := false
+	var matched []string // the entries that verified, each once: the Guard's key
 	for _, secret := range secrets {
 		mac := hmac.New(sha256.New, secret)
 		mac.Write([]byte(ts + "."))
 		mac.Write(body)
 		want := []byte("v1=" + hex.EncodeToString(mac.Sum(nil)))
+		ok := false
 		for _, part := range strings.Split(sig, ",") {
 			if hmac.Equal([]byte(strings.TrimSpace(part)), want) {
 				ok = true
 			}
 		}
+		// Two secrets alike (go.mod's Go has no slices.Contains).
+		for _, m := range matched {
+			if m == string(want) {
+				ok = false
+			}
+		}
+		if ok {
+			matched = append(matched, string(want))
+		}
 	}
-	if !ok {
+	if len(matched) == 0 {
 		return nil, &WebhookError{"bad_signature", "signature does not match", 401}
 	}
 	var d Delivery
@@ -232,7 +250,7 @@ func verify(o VerifyOptions, header http.Header, body []byte) (*Delivery, error)
 		return nil, &WebhookError{"bad_body", "signed, but not a delivery", 400}
 	}
 	if o.Guard != nil {
-		if o.Guard.replayed(sig, tsMs, nowMs, tol) {
+		if o.Guard.replayed(matched, tsMs, nowMs, tol) {
 			return nil, &WebhookError{"replayed", "this request was delivered before", 409}
 		}
 	}

@@ -118,6 +118,12 @@ func TestWebhookHandler(t *testing.T) {
 	}
 	s, code := post(map[string]string{"Presence-Timestamp": ts, "Presence-Signature": sig}, c.body)
 	check("replay", s, code, 409, "replayed")
+	// The same capture with an entry that matches nothing added: still the
+	// delivery seen, refused as a replay.
+	for _, padded := range []string{sig + ",v1=00", "v1=00, " + sig} {
+		s, code = post(map[string]string{"Presence-Timestamp": ts, "Presence-Signature": padded}, c.body)
+		check("replay, "+padded, s, code, 409, "replayed")
+	}
 	s, code = post(map[string]string{"Presence-Timestamp": ts, "Presence-Signature": sig}, bytes.Replace(c.body, []byte("alice"), []byte("malle"), 1))
 	check("forged", s, code, 401, "bad_signature")
 	old := strconv.FormatInt(time.Now().Add(-10*time.Minute).UnixMilli(), 10)
@@ -145,10 +151,46 @@ func TestVerifyRotationAndGuard(t *testing.T) {
 	if err != nil || len(d.Events) != 2 {
 		t.Fatalf("%v %+v", err, d)
 	}
-	hdr.Set("Presence-Signature", sign(ts, body))
-	d, err = VerifyWebhook(o, hdr, body)
+	// The captured request again, its junk entry dropped or another added:
+	// the entry that verified was seen, so it is a replay (the raw header
+	// was the key).
+	for _, replay := range []string{sign(ts, body), sign(ts, body) + ",v1=11"} {
+		hdr.Set("Presence-Signature", replay)
+		var we *WebhookError
+		if _, err = VerifyWebhook(o, hdr, body); !errors.As(err, &we) || we.Code != "replayed" {
+			t.Errorf("replay %s: %v", replay, err)
+		}
+	}
+	// A retry of the batch (a new timestamp, signed anew) with a junk entry:
+	// accepted, its events dropped by seq.
+	ts2 := strconv.FormatInt(time.Now().UnixMilli()+1, 10)
+	h2 := http.Header{}
+	h2.Set("Presence-Timestamp", ts2)
+	h2.Set("Presence-Signature", sign(ts2, body)+",v1=11")
+	d, err = VerifyWebhook(o, h2, body)
 	if err != nil || d.Duplicates != 2 || len(d.Events) != 0 || g.LastSeq("i1") != 2 {
 		t.Fatalf("re-sent: %v %+v", err, d)
+	}
+	// Rotation, both entries sent: a replay carrying only one is still refused.
+	ts3 := strconv.FormatInt(time.Now().UnixMilli()+2, 10)
+	signOld := func() string {
+		mac := hmac.New(sha256.New, []byte("old"))
+		mac.Write([]byte(ts3 + "."))
+		mac.Write(body)
+		return "v1=" + hex.EncodeToString(mac.Sum(nil))
+	}()
+	h3 := http.Header{}
+	h3.Set("Presence-Timestamp", ts3)
+	h3.Set("Presence-Signature", signOld+","+sign(ts3, body))
+	if d, err = VerifyWebhook(o, h3, body); err != nil || d.Duplicates != 2 {
+		t.Fatalf("both entries: %v %+v", err, d)
+	}
+	for _, one := range []string{signOld, sign(ts3, body)} {
+		h3.Set("Presence-Signature", one)
+		var we *WebhookError
+		if _, err = VerifyWebhook(o, h3, body); !errors.As(err, &we) || we.Code != "replayed" {
+			t.Errorf("one entry of two, %s: %v", one, err)
+		}
 	}
 	_, err = VerifyWebhook(VerifyOptions{Secrets: [][]byte{[]byte("other")}}, hdr, body)
 	var we *WebhookError

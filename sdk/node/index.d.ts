@@ -285,7 +285,8 @@ export declare class WebhookGuard {
   constructor(options?: { toleranceMs?: number; maxSignatures?: number });
   /** Last seq applied per log instance. */
   readonly lastSeq: Map<string, number>;
-  seen(signature: string, ts: number, now: number): boolean;
+  /** true if seen before (a replay); `signature`: the verified entry (or entries) of Presence-Signature, never the raw header. */
+  seen(signature: string | string[], ts: number, now: number): boolean;
   fresh(delivery: Omit<Delivery, 'duplicates'>): PresenceEvent[];
   /** The handler of this delivery failed: presenced's retry brings its events again (and only them). */
   forget(delivery: Delivery): void;

@@ -55,14 +55,22 @@ export class WebhookGuard {
     this._seen = new Map();      // signature -> timestamp (ms), insertion ordered
     this.lastSeq = new Map();    // instance -> last seq applied
   }
-  /** true if this signature was seen before (then it is a replay). */
+  /**
+   * true if this signature was seen before (then it is a replay). `signature`
+   * is the verified entry of Presence-Signature (`v1=<hex>`), or all of them
+   * when several verified (one per secret during a rotation): a replay
+   * carrying any one of them is refused, and each is remembered. The raw
+   * header is not the key: a captured delivery with `,v1=00` appended
+   * (an entry that matches nothing) would be a header never seen.
+   */
   seen(signature, ts, now) {
+    const sigs = Array.isArray(signature) ? signature : [signature];
     for (const [s, t] of this._seen) {            // oldest first: evict the stale
       if (t >= now - this.toleranceMs && this._seen.size < this.maxSignatures) break;
       this._seen.delete(s);
     }
-    if (this._seen.has(signature)) return true;
-    this._seen.set(signature, ts);
+    if (sigs.some((s) => this._seen.has(s))) return true;
+    for (const s of sigs) this._seen.set(s, ts);
     return false;
   }
   /**
@@ -108,11 +116,16 @@ export function verifyWebhook({ secret, headers, body, toleranceMs = 300000, now
     throw new WebhookError('stale', `timestamp ${ts} is more than ${toleranceMs} ms from this clock`);
   }
   const parts = sig.split(',').map((p) => Buffer.from(p.trim()));
-  const ok = secrets.some((s) => {
+  // The entries that verified, each once: the replay guard's key (below).
+  const matched = [];
+  for (const s of secrets) {
     const want = Buffer.from('v1=' + createHmac('sha256', s).update(ts + '.').update(body).digest('hex'));
-    return parts.some((got) => got.length === want.length && timingSafeEqual(got, want));
-  });
-  if (!ok) throw new WebhookError('bad_signature', 'signature does not match');
+    if (parts.some((got) => got.length === want.length && timingSafeEqual(got, want))) {
+      const w = want.toString();
+      if (!matched.includes(w)) matched.push(w);
+    }
+  }
+  if (!matched.length) throw new WebhookError('bad_signature', 'signature does not match');
   let delivery;
   try {
     delivery = JSON.parse(Buffer.from(body).toString('utf8'));
@@ -122,7 +135,9 @@ export function verifyWebhook({ secret, headers, body, toleranceMs = 300000, now
   if (!delivery || typeof delivery !== 'object' || !Array.isArray(delivery.events) || typeof delivery.instance !== 'string') {
     throw new WebhookError('bad_body', 'signed, but not a delivery', 400);
   }
-  if (guard && guard.seen(sig, Number(ts), now)) {
+  // Keyed on what verified, not on the raw header, which a replay can pad
+  // with entries that match nothing.
+  if (guard && guard.seen(matched, Number(ts), now)) {
     throw new WebhookError('replayed', 'this request was delivered before', 409);
   }
   const events = guard ? guard.fresh(delivery) : delivery.events;

@@ -80,6 +80,11 @@ test('a replayed, forged or stale request is refused', async () => {
   const { headers, body } = captured.find((c) => c.body.includes('alice'));
   const n = got.express.length;
   assert.deepEqual(await post(headers, body), { status: 409, code: 'replayed' });
+  // The same capture with an entry that matches nothing appended (or put
+  // first): still the delivery seen, refused as a replay.
+  for (const padded of [headers['presence-signature'] + ',v1=00', 'v1=00, ' + headers['presence-signature']]) {
+    assert.deepEqual(await post({ ...headers, 'presence-signature': padded }, body), { status: 409, code: 'replayed' }, padded);
+  }
   const forged = Buffer.from(body.toString().replace('alice', 'mallory'));
   assert.deepEqual(await post(headers, forged), { status: 401, code: 'bad_signature' });
   const old = String(Date.now() - 600000);
@@ -102,8 +107,24 @@ test('verifyWebhook: key rotation, guard, parsed bodies refused', () => {
   const d = verifyWebhook({ secret: ['old', 'new'], headers, body, guard });
   assert.equal(d.events.length, 2);
   assert.throws(() => verifyWebhook({ secret: 'new', headers, body, guard }), (e) => e instanceof WebhookError && e.code === 'replayed');
-  const d2 = verifyWebhook({ secret: 'new', headers: { ...headers, 'presence-signature': sign('new') + ',v1=11' }, body, guard });
+  // The captured request again with a junk entry appended: the entry that
+  // verified was seen, so it is a replay (the raw header was the key).
+  assert.throws(() => verifyWebhook({ secret: 'new', headers: { ...headers, 'presence-signature': sign('new') + ',v1=11' }, body, guard }),
+    (e) => e instanceof WebhookError && e.code === 'replayed');
+  // A retry of the batch (a new timestamp, signed anew) with a junk entry: accepted, its events dropped by seq.
+  const ts2 = String(Number(ts) + 1);
+  const sig2 = 'v1=' + createHmac('sha256', 'new').update(ts2 + '.' + body).digest('hex');
+  const d2 = verifyWebhook({ secret: 'new', headers: { 'presence-timestamp': ts2, 'presence-signature': sig2 + ',v1=11' }, body, guard });
   assert.equal(d2.duplicates, 2);
+  // Rotation, both entries sent: a replay carrying only one of them is still refused.
+  const ts3 = String(Number(ts) + 2);
+  const sign3 = (k) => 'v1=' + createHmac('sha256', k).update(ts3 + '.' + body).digest('hex');
+  const both = { 'presence-timestamp': ts3, 'presence-signature': `${sign3('old')},${sign3('new')}` };
+  assert.equal(verifyWebhook({ secret: ['old', 'new'], headers: both, body, guard }).duplicates, 2);
+  for (const one of [sign3('old'), sign3('new')]) {
+    assert.throws(() => verifyWebhook({ secret: ['old', 'new'], headers: { ...both, 'presence-signature': one }, body, guard }),
+      (e) => e.code === 'replayed', one);
+  }
   assert.throws(() => verifyWebhook({ secret: 'new', headers, body: JSON.parse(body) }), (e) => e.code === 'no_raw_body');
   assert.throws(() => verifyWebhook({ secret: 'other', headers, body }), (e) => e.code === 'bad_signature' && e.status === 401);
 });

@@ -48,16 +48,23 @@ class WebhookGuard:
         self._handling: set = set()     # log instances a WSGI/ASGI app is handling a delivery of
         self._lock = threading.Lock()
 
-    def seen(self, signature: str, ts: int, now_ms: float) -> bool:
+    def seen(self, signature: Union[str, Sequence[str]], ts: int, now_ms: float) -> bool:
+        """True if seen before (a replay). ``signature``: the verified entry
+        of Presence-Signature (``v1=<hex>``), or all of them when several
+        verified (one per secret during a rotation): a replay carrying any one
+        is refused, and each is remembered. Not the raw header, which a replay
+        can pad with an entry that matches nothing (``,v1=00``)."""
+        sigs = [signature] if isinstance(signature, str) else list(signature)
         with self._lock:
             while self._seen:
                 sig, t = next(iter(self._seen.items()))
                 if t >= now_ms - self.tolerance_ms and len(self._seen) < self.max_signatures:
                     break
                 del self._seen[sig]
-            if signature in self._seen:
+            if any(s in self._seen for s in sigs):
                 return True
-            self._seen[signature] = ts
+            for s in sigs:
+                self._seen[s] = ts
             return False
 
     def fresh(self, body: Dict[str, Any]) -> List[Dict[str, Any]]:
@@ -156,12 +163,15 @@ def _verify(secret, headers, body, tolerance_s, now, guard, exclusive: bool) -> 
     if abs(now_ms - int(ts)) > tolerance_s * 1000:
         raise WebhookError("stale", f"timestamp {ts} is more than {tolerance_s} s from this clock")
     parts = [p.strip() for p in sig.split(",")]
-    ok = False
+    matched = []    # the entries that verified, each once: the replay guard's key
     for s in secrets:
         want = "v1=" + hmac.new(s, ts.encode() + b"." + body, hashlib.sha256).hexdigest()
+        ok = False
         for p in parts:
             ok |= hmac.compare_digest(p.encode(), want.encode())
-    if not ok:
+        if ok and want not in matched:
+            matched.append(want)
+    if not matched:
         raise WebhookError("bad_signature", "signature does not match")
     try:
         data = json.loads(body)
@@ -178,7 +188,8 @@ def _verify(secret, headers, body, tolerance_s, now, guard, exclusive: bool) -> 
     if guard is not None and exclusive and not guard._begin(data["instance"]):
         raise WebhookError("in_progress", "a delivery of this log instance is still being handled", 409)
     try:
-        if guard is not None and guard.seen(sig, int(ts), now_ms):
+        # Keyed on what verified, not on the raw header (see WebhookGuard.seen).
+        if guard is not None and guard.seen(matched, int(ts), now_ms):
             raise WebhookError("replayed", "this request was delivered before", 409)
         events = guard.fresh(data) if guard is not None else data["events"]
     except BaseException:

@@ -108,6 +108,10 @@ def test_replayed_forged_stale_refused(setup):
     ts, sig = headers["Presence-Timestamp"], headers["Presence-Signature"]
     n = len(got["flask"])
     assert post(port, {"Presence-Timestamp": ts, "Presence-Signature": sig}, body) == (409, "replayed")
+    # The same capture with an entry that matches nothing added: still the
+    # delivery seen, refused as a replay.
+    for padded in (sig + ",v1=00", "v1=00, " + sig):
+        assert post(port, {"Presence-Timestamp": ts, "Presence-Signature": padded}, body) == (409, "replayed"), padded
     assert post(port, {"Presence-Timestamp": ts, "Presence-Signature": sig}, body.replace(b"alice", b"mallo")) == (401, "bad_signature")
     old = str(int(time.time() * 1000) - 600000)
     assert post(port, {"Presence-Timestamp": old, "Presence-Signature": sign(old, body)}, body) == (401, "stale")
@@ -124,8 +128,28 @@ def test_verify_rotation_and_guard():
     guard = WebhookGuard()
     d = verify_webhook(["old", "new"], [(b"presence-timestamp", ts.encode()), (b"presence-signature", f"v1=00, {k(b'new')}".encode())], body, guard=guard)
     assert len(d.events) == 2
-    d2 = verify_webhook("new", {"presence-timestamp": ts, "presence-signature": k(b"new")}, body, guard=guard)
+    # The captured request again, its junk entry dropped or another added:
+    # the entry that verified was seen, so it is a replay (the raw header was
+    # the key).
+    for replay in (k(b"new"), k(b"new") + ",v1=11"):
+        with pytest.raises(WebhookError) as e:
+            verify_webhook("new", {"presence-timestamp": ts, "presence-signature": replay}, body, guard=guard)
+        assert e.value.code == "replayed", replay
+    # A retry of the batch (a new timestamp, signed anew) with a junk entry:
+    # accepted, its events dropped by seq.
+    ts2 = str(int(ts) + 1)
+    sig2 = "v1=" + hmac.new(b"new", ts2.encode() + b"." + body, hashlib.sha256).hexdigest()
+    d2 = verify_webhook("new", {"presence-timestamp": ts2, "presence-signature": sig2 + ",v1=11"}, body, guard=guard)
     assert d2.duplicates == 2 and d2.events == []
+    # Rotation, both entries sent: a replay carrying only one is still refused.
+    ts3 = str(int(ts) + 2)
+    k3 = lambda key: "v1=" + hmac.new(key, ts3.encode() + b"." + body, hashlib.sha256).hexdigest()  # noqa: E731
+    both = f"{k3(b'old')},{k3(b'new')}"
+    assert verify_webhook(["old", "new"], {"presence-timestamp": ts3, "presence-signature": both}, body, guard=guard).duplicates == 2
+    for one in (k3(b"old"), k3(b"new")):
+        with pytest.raises(WebhookError) as e:
+            verify_webhook(["old", "new"], {"presence-timestamp": ts3, "presence-signature": one}, body, guard=guard)
+        assert e.value.code == "replayed", one
     with pytest.raises(WebhookError) as e:
         verify_webhook("other", {"presence-timestamp": ts, "presence-signature": k(b"new")}, body)
     assert (e.value.code, e.value.status) == ("bad_signature", 401)

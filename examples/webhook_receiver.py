@@ -7,6 +7,7 @@ record, set by onUserOnline / onUserIdle / onUserOffline / onCleanup) done the
 presenced way: presenced POSTs signed batches of events, this server verifies
 them and updates a `users` table in SQLite. Standard library only.
 
+    WHSEC=$(openssl rand -hex 32)   # presenced refuses a secret under 32 bytes
     python3 examples/webhook_receiver.py --port 9000 --db app.db --secret "$WHSEC"
     presenced --webhook "url=http://127.0.0.1:9000/hook,secret=$WHSEC,events=user.*|cleanup" ...
 

@@ -21,7 +21,7 @@ import (
 	"time"
 )
 
-const hookSecret = "sdk-go-webhook-secret"
+const hookSecret = "sdk-go-webhook-secret-0123456789ab"
 
 type recorder struct {
 	mu       sync.Mutex

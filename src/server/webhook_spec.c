@@ -15,6 +15,11 @@
 #include <string.h>
 
 #define WH_SECRET_MAX 4096
+/* The shortest secret accepted, in bytes: what presenced asks of the API key
+ * and the JWT secret (CONFIG_SECRET_MIN), for the same reason. A receiver's
+ * captured delivery holds a timestamp, a body and their HMAC-SHA256: a short
+ * key is then found offline, and with it any delivery can be forged. */
+#define WH_SECRET_MIN 32
 
 static char *dupn(const char *s, size_t n) {
   char *d = malloc(n + 1);
@@ -113,11 +118,19 @@ static int read_secret_file(wh_spec_t *o, char *err, size_t errcap) {
    * part of the secret. */
   if (n > 0 && b[n - 1] == '\n') n--;
   if (n > 0 && b[n - 1] == '\r') n--;
-  if (n == 0 || n > WH_SECRET_MAX) {
+  if (n < WH_SECRET_MIN || n > WH_SECRET_MAX) {
     OPENSSL_cleanse(b, WH_SECRET_MAX + 1);
     free(b);
-    snprintf(err, errcap, "secret-file %s: %s", o->secret_file,
-             n ? "longer than 4096 bytes" : "empty");
+    if (n > WH_SECRET_MAX)
+      snprintf(err, errcap, "secret-file %s: longer than 4096 bytes",
+               o->secret_file);
+    else if (n == 0)
+      snprintf(err, errcap, "secret-file %s: empty", o->secret_file);
+    else
+      snprintf(err, errcap,
+               "secret-file %s: too short (%zu bytes, at least %d needed); "
+               "make one with: openssl rand -hex 32",
+               o->secret_file, n, WH_SECRET_MIN);
     return -1;
   }
   b[n] = '\0';
@@ -217,7 +230,17 @@ int wh_spec_parse(const char *spec, int read_secret, wh_spec_t *out, char *err,
     snprintf(err, errcap, "exactly one of secret= and secret-file= is needed");
     goto fail;
   }
-  if (out->secret) out->secret_len = strlen(out->secret);
+  if (out->secret) {
+    out->secret_len = strlen(out->secret);
+    /* The length only, never the value (the message is logged). */
+    if (out->secret_len < WH_SECRET_MIN) {
+      snprintf(err, errcap,
+               "secret: too short (%zu bytes, at least %d needed); make one "
+               "with: openssl rand -hex 32 (and prefer secret-file=)",
+               out->secret_len, WH_SECRET_MIN);
+      goto fail;
+    }
+  }
   if (!out->name && !(out->name = default_name(out->url))) {
     snprintf(err, errcap, "out of memory");
     goto fail;

@@ -511,7 +511,7 @@ def main():
     rx.status = 503  # down until the log has moved past its cursor
     d = Daemon(args.presenced, {"--log-capacity": "16", "--webhook-retry-min-ms": "50",
                                 "--webhook-retry-max-ms": "100", "--webhook-batch-ms": "0",
-                                "--webhook": f"url={rx.url()},secret=docs-secret,name=docs"},
+                                "--webhook": f"url={rx.url()},secret=whsec-docs-0123456789abcdef0123456789,name=docs"},
                "docs-examples")
     d.start()
     # The whole log from the start, as the scenario makes it.

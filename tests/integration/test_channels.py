@@ -604,6 +604,6 @@ if __name__ == "__main__":
         ("channels-page", {"--offline-grace-ms": "0", "--channel-page": "3"},
          [test_page_of_shown_members]),
         ("channels-hooks", {"--offline-grace-ms": "0", "--webhook-batch-ms": "20",
-                            "--webhook": f"url={HOOKS.url()},secret=s3cret,events=channel.*,"
+                            "--webhook": f"url={HOOKS.url()},secret=whsec-channels-0123456789abcdef012345,events=channel.*,"
                                          "channel-prefix=hook:"}, [test_webhook_filters]),
     ])

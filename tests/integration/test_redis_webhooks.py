@@ -37,7 +37,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import Client, HookReceiver, free_port, http  # noqa: E402
 from test_redis_cluster import read_log, run_scenarios, wait_for  # noqa: E402
 
-SECRET = "whsec-redis-0123456789"
+SECRET = "whsec-redis-0123456789abcdef0123456789"  # 32 bytes at least
 NAME = "shared"
 BATCH_MAX = 10
 

@@ -25,7 +25,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import *  # noqa: E402,F401,F403
 
-SECRET = "whsec-test-0123456789abcdef"
+SECRET = "whsec-test-0123456789abcdef0123456789"  # 32 bytes at least
 
 
 # --------------------------------------------------------------------------

@@ -591,7 +591,7 @@ def main():
                 more = ()
                 if name == "webhook":
                     rx = HookReceiver()
-                    f["--webhook"] = f"url={rx.url()},secret=whsec-workers-0123456789,name=wk"
+                    f["--webhook"] = f"url={rx.url()},secret=whsec-workers-0123456789abcdef0123456789,name=wk"
                     f["--webhook-batch-ms"] = "50"
                     more = (rx,)
                 d = Daemon(args.presenced, f, f"workers-{name}")

@@ -145,13 +145,13 @@ static void test_allowed_origins(void **state) {
 static void test_webhook_default_name(void **state) {
   (void)state;
   const char *cases[][2] = {
-      {"url=https://hooks.example/p?token=t0ps3cret,secret=s",
+      {"url=https://hooks.example/p?token=t0ps3cret,secret=whsec-0123456789abcdef0123456789",
        "https://hooks.example/p"},
-      {"url=https://app:t0ps3cret@hooks.example/p,secret=s",
+      {"url=https://app:t0ps3cret@hooks.example/p,secret=whsec-0123456789abcdef0123456789",
        "https://hooks.example/p"},
-      {"url=https://app:t0p/s3cret@hooks.example/p,secret=s",
+      {"url=https://app:t0p/s3cret@hooks.example/p,secret=whsec-0123456789abcdef0123456789",
        "https://hooks.example/p"},
-      {"url=http://127.0.0.1:9/a,secret=s", "http://127.0.0.1:9/a"}};
+      {"url=http://127.0.0.1:9/a,secret=whsec-0123456789abcdef0123456789", "http://127.0.0.1:9/a"}};
   for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
     wh_spec_t w;
     char err[128];
@@ -248,8 +248,8 @@ static void test_file_good(void **state) {
                      "demo = true\n"
                      "log-level = debug\n"
                      "log-format = json\n"
-                     "webhook = url=http://127.0.0.1:9/a,secret=s\n"
-                     "webhook = url=http://127.0.0.1:9/b,secret=s";
+                     "webhook = url=http://127.0.0.1:9/a,secret=whsec-0123456789abcdef0123456789\n"
+                     "webhook = url=http://127.0.0.1:9/b,secret=whsec-0123456789abcdef0123456789";
   assert_int_equal(parse_text(&cfg, text, err, sizeof err), 0);
   assert_string_equal(err, "");
   assert_string_equal(cfg.host, "::1");
@@ -334,7 +334,7 @@ static const char *layered_env(const char *name) {
   if (!strcmp(name, "PRESENCED_MAX_BODY")) return "2000";
   if (!strcmp(name, "PRESENCED_HEARTBEAT_MS")) return "2001";
   if (!strcmp(name, "PRESENCED_WEBHOOK"))
-    return "url=http://127.0.0.1:9/env,secret=s";
+    return "url=http://127.0.0.1:9/env,secret=whsec-0123456789abcdef0123456789";
   return NULL;
 }
 
@@ -347,8 +347,8 @@ static void test_file_precedence(void **state) {
   snprintf(text, sizeof text,
            "max-body = 1000\nheartbeat-ms = 1001\nmax-watch = 1002\n"
            "api-key-file = %s\n"
-           "webhook = url=http://127.0.0.1:9/f1,secret=s\n"
-           "webhook = url=http://127.0.0.1:9/f2,secret=s\n",
+           "webhook = url=http://127.0.0.1:9/f1,secret=whsec-0123456789abcdef0123456789\n"
+           "webhook = url=http://127.0.0.1:9/f2,secret=whsec-0123456789abcdef0123456789\n",
            key);
   conf_path = write_tmp("p.conf", text);
   srv_config_t cfg;
@@ -375,8 +375,8 @@ static void test_file_precedence(void **state) {
                    "--api-key",
                    FLAG_KEY,
                    "--webhook",
-                   "url=http://127.0.0.1:9/x,secret=s",
-                   "--webhook=url=http://127.0.0.1:9/y,secret=s",
+                   "url=http://127.0.0.1:9/x,secret=whsec-0123456789abcdef0123456789",
+                   "--webhook=url=http://127.0.0.1:9/y,secret=whsec-0123456789abcdef0123456789",
                    "--config",
                    (char *)other};
   assert_int_equal(parse(&cfg, layered_env, argv2, 8, err, sizeof err),
@@ -550,6 +550,31 @@ static void test_secrets(void **state) {
   assert_non_null(strstr(err, "--jwt-secret: too short"));
   assert_null(strstr(err, "tiny-jwt-secret"));
   config_free(&cfg);
+  /* A webhook's HMAC secret as well, inline at start, and in a secret-file
+   * by --check-config (which reads it, as the start does). */
+  char *short_wh[] = {"presenced", "--webhook",
+                      "url=http://127.0.0.1:9/h,secret=tiny-wh-secret"};
+  assert_int_equal(parse(&cfg, NULL, short_wh, 3, err, sizeof err),
+                   CONFIG_EXIT_USAGE);
+  assert_non_null(strstr(err, "--webhook: secret: too short (14 bytes, at "
+                              "least 32 needed)"));
+  assert_null(strstr(err, "tiny-wh-secret"));
+  config_free(&cfg);
+  char whf[] = "/tmp/presenced-whsec-XXXXXX";
+  int whfd = mkstemp(whf);
+  assert_true(whfd >= 0);
+  assert_int_equal(write(whfd, "tiny-wh-secret\n", 15), 15);
+  close(whfd);
+  char whspec[128];
+  snprintf(whspec, sizeof whspec, "url=http://127.0.0.1:9/h,secret-file=%s",
+           whf);
+  char *short_whf[] = {"presenced", "--webhook", whspec, "--check-config"};
+  assert_int_equal(parse(&cfg, NULL, short_whf, 4, err, sizeof err),
+                   CONFIG_EXIT_USAGE);
+  assert_non_null(strstr(err, "too short (14 bytes, at least 32 needed)"));
+  assert_null(strstr(err, "tiny-wh-secret"));
+  config_free(&cfg);
+  unlink(whf);
 
   /* A line without '=' (a secret pasted alone, or "key: value") and a
    * line whose "key" is not a key: nothing of the line is echoed. */
@@ -572,7 +597,7 @@ static void test_secrets(void **state) {
   /* On the command line: a warning naming the environment variable, the
    * value copied, and config_wipe_argv blanks it in argv. */
   char a1[] = "--api-key", a2[] = KEY32, a3[] = "--jwt-secret=" FLAG_KEY,
-       a4[] = "--webhook", a5[] = "url=http://127.0.0.1:9/h,secret=whsec",
+       a4[] = "--webhook", a5[] = "url=http://127.0.0.1:9/h,secret=whsec-0123456789abcdef0123456789",
        a6[] = "--max-frame", a7[] = "4096";
   char *argv[] = {"presenced", a1, a2, a3, a4, a5, a6, a7};
   assert_int_equal(parse(&cfg, NULL, argv, 8, err, sizeof err), CONFIG_OK);

@@ -8,7 +8,7 @@ import express from 'express';
 import { webhookMiddleware } from '../index.js';
 import { Presenced, connectUser, freePort, waitFor } from './lib.js';
 
-const secret = 'sdk-node-webhook-secret-express';
+const secret = 'sdk-node-webhook-secret-express-0123';
 const applied = [];
 let failed = 0;
 let pd, server;

@@ -11,7 +11,7 @@ import Fastify from 'fastify';
 import { webhookMiddleware, fastifyWebhook, verifyWebhook, WebhookGuard, WebhookError } from '../index.js';
 import { Presenced, connectUser, freePort, waitFor } from './lib.js';
 
-const SECRET = 'sdk-node-webhook-secret';
+const SECRET = 'sdk-node-webhook-secret-0123456789';
 const got = { express: [], fastify: [], node: [] };
 const captured = [];      // raw requests that reached the Express receiver
 let failNext = 1;          // the node:http receiver fails its first delivery

@@ -17,7 +17,7 @@ import pytest
 from presenced import ASGIWebhook, WebhookError, WebhookGuard, WSGIWebhook, mint_token, verify_webhook
 from conftest import Presenced, User, free_port, wait_for
 
-SECRET = "sdk-python-webhook-secret"
+SECRET = "sdk-python-webhook-secret-0123456789"
 got = {"flask": [], "wsgi": [], "asgi": []}
 captured = []
 attempts = {"asgi": 0}

@@ -214,6 +214,14 @@ typedef struct rstore {
   bool grace_busy;
   bool grace_again; /* a poll was due while one was in flight */
   bool hb_busy;
+  /* Redis's clock less this host's, in ms, as TIME last measured it (the
+   * middle of its round trip): a wall time the host gives the store (a
+   * status message's expiry, which the script compares with Redis's TIME)
+   * is moved onto Redis's clock by it, so that an instance whose clock is
+   * off does not have "expires_in 60" cleared at once or a minute late. */
+  int64_t clock_off_ms;
+  int64_t time_sent_ms; /* host wall clock when the TIME in flight left */
+  bool time_busy;
 
   /* the log reader */
   presence__rconn_t *rconn;
@@ -1811,7 +1819,9 @@ static int op_setting(rstore_t *st, const presence_write_t *w,
   snprintf(emoji, w->emoji_len + 2, "%s%.*s", w->emoji ? "=" : "-",
            (int)w->emoji_len, w->emoji ? w->emoji : "");
   char exp[24];
-  snprintf(exp, sizeof exp, "%lld", (long long)w->expires_ms);
+  /* The host's wall time, on Redis's clock (clock_off_ms). */
+  snprintf(exp, sizeof exp, "%lld",
+           (long long)(w->expires_ms ? w->expires_ms + st->clock_off_ms : 0));
   const char *args[] = {w->user_id, text, emoji, exp};
   queue_write(st, r, "msg", 4, args);
   /* This instance clears it on time (the others poll, in case it dies). */
@@ -2468,8 +2478,42 @@ static void register_done(rstore_t *st, req_t *r, redisReply *rep, int code) {
   start_resync(st);
 }
 
+/* Redis's clock against the host's (clock_off_ms): TIME answers seconds and
+ * microseconds; the host's clock is taken as at the middle of the round
+ * trip. A reply of another shape, or an error (an ACL user without +time),
+ * leaves the offset as it was (0 at first: the host's clock as before). */
+static void time_done(rstore_t *st, req_t *r, redisReply *rep, int code) {
+  (void)r;
+  st->time_busy = false;
+  if (st->destroying || code || !rep || rep->type != REDIS_REPLY_ARRAY ||
+      rep->elements != 2)
+    return;
+  long long sec = 0, usec = 0;
+  if (num_of(rep->element[0], &sec) || num_of(rep->element[1], &usec) ||
+      sec < 0 || usec < 0)
+    return;
+  int64_t now = st->h.wall_ms(st->h.host_ud);
+  /* A reply that took longer than a heartbeat tells little: kept out. */
+  if (now < st->time_sent_ms ||
+      now - st->time_sent_ms > (int64_t)st->o.heartbeat_ms)
+    return;
+  int64_t redis_ms = (int64_t)sec * 1000 + (int64_t)usec / 1000;
+  st->clock_off_ms = redis_ms - (st->time_sent_ms + now) / 2;
+}
+
+static void measure_clock(rstore_t *st) {
+  if (st->time_busy || !st->up || !st->h.wall_ms) return;
+  req_t *r = req_new(st, time_done);
+  if (!r) return;
+  st->time_busy = true;
+  st->time_sent_ms = st->h.wall_ms(st->h.host_ud);
+  const char *args[] = {"TIME"};
+  plain(st, r, 1, args);
+}
+
 static void start_register(rstore_t *st) {
   if (!st->up || st->phase == PH_REGISTERING || st->phase == PH_LOADING) return;
+  measure_clock(st);
   st->phase = PH_REGISTERING;
   st->fresh = !st->ever_registered;
   req_t *r = req_new(st, register_done);
@@ -3328,6 +3372,7 @@ static void on_timer(uv_timer_t *t) {
         st->hb_busy = true;
         call(st, r, "hb", 0, NULL, NULL);
       }
+      measure_clock(st); /* a host's clock may be stepped at any time */
     }
     /* No claim here: the heartbeat's answer says when a lease or a claim
      * runs out, and T_CLAIM fires then (hb_done). */

@@ -410,6 +410,22 @@ const char *channel_error_code(int rc) {
   }
 }
 
+/* The member list of a snapshot could not be read. An observe did nothing
+ * else: an error, observe again. A join was made already (the store took
+ * it before the listing was asked): an error would say "the join did not
+ * happen" (docs/protocol.md 4.5) of a session the others now list and
+ * count, which gets the channel's changes. It is answered as a join
+ * without a snapshot is, by an ack: the session is a member. */
+static void snapshot_failed(chan_req_t *r, int status) {
+  if (r->type == WSMSG_JOIN) {
+    ws_send_ack(r->c, r->id);
+    return;
+  }
+  ws_send_error(r->c, status == PRESENCE_ESTORE ? "store_unavailable"
+                                                : "internal",
+                presence_strerror(status), r->id);
+}
+
 /* A snapshot of a channel larger than its page waits for the channel's
  * shown count (the members' page does not carry it): its frame, rendered
  * with a count of 0 at count_at, is completed by on_shown_count. */
@@ -440,9 +456,7 @@ static void on_shown_count(presence_t *p, int status,
   conn_t *c = r->c;
   if (!c->closing && c->kind == CONN_WS && c->u.ws) {
     if (status != 0) {
-      ws_send_error(c, status == PRESENCE_ESTORE ? "store_unavailable"
-                                                 : "internal",
-                    presence_strerror(status), r->id);
+      snapshot_failed(r, status);
     } else {
       /* The prefix's first channel is this one (or it has emptied). */
       uint64_t shown =
@@ -466,9 +480,7 @@ static void on_members(presence_t *p, int status,
   if (!c->closing && c->kind == CONN_WS && c->u.ws) {
     srv_t *s = c->srv;
     if (status != 0) {
-      ws_send_error(c, status == PRESENCE_ESTORE ? "store_unavailable"
-                                                 : "internal",
-                    presence_strerror(status), r->id);
+      snapshot_failed(r, status);
     } else {
       /* An invisible member is absent to others (docs/protocol.md 4.1):
        * not listed (but to its own sessions) and never counted. */
@@ -560,8 +572,7 @@ static void snapshot(chan_req_t *r) {
   int rc = presence_channel_members_brief(s->p, r->channel, NULL,
                                           s->cfg.channel_page, on_members, r);
   if (rc != 0) {
-    ws_send_error(r->c, rc == PRESENCE_ESTORE ? "store_unavailable" : "internal",
-                  presence_strerror(rc), r->id);
+    snapshot_failed(r, rc);
     req_done(r);
   }
 }

@@ -198,6 +198,11 @@ int presence_reason_parse(const char *name, presence_reason_t *out);
  * status in the channel): a channel member is shown the data whatever the
  * member's availability (presence_event_member_visible). */
 #define PRESENCE_EVENT_DATA_CHANGED 0x8u
+/* A user.offline whose last_seen_ms falls inside a period the user spent
+ * invisible (it left invisible in its offline grace): watchers are not
+ * shown that time (docs/protocol.md 6.1) but the event's own. last_seen_ms
+ * is the truth still. */
+#define PRESENCE_EVENT_LAST_SEEN_VEILED 0x10u
 
 /*
  * One transition. Every event has a sequence number, monotonic per store
@@ -320,6 +325,12 @@ typedef struct presence_user_info {
   size_t n_devices;
   /* The version watchers see (presence_event_t.shown_version). */
   uint64_t shown_version;
+  /* The veil: the last period the user spent invisible, from when it went
+   * invisible to when it left it (0, 0: none, or still invisible). Kept so
+   * that watchers are never shown a since, last_seen or last_active inside
+   * it after the user left invisible (docs/protocol.md 6.1); the times
+   * above are the truth. */
+  int64_t veil_from_ms, veil_to_ms;
 } presence_user_info_t;
 
 typedef struct presence_session_info {

@@ -77,6 +77,24 @@ void json_user(buf_t *b, const presence_user_info_t *u, unsigned flags) {
             : u->availability;
   int64_t since = u->since_ms, last_seen = u->last_seen_ms,
           last_active = u->last_active_ms;
+  /* After the user left invisible, a time inside the period it spent
+   * invisible (the veil) still shows as that period's start, as it did
+   * while invisible: an availability set while it was offline or in its
+   * grace must not show a last_seen that proves it was there. A status
+   * shown online or idle began when the user came out at the earliest
+   * (it was shown offline before: a since before that would say it was
+   * there all along). Before the invisible mask: the veil of an earlier
+   * period holds while invisible again. */
+  if (shown && u->veil_to_ms) {
+    int64_t vf = u->veil_from_ms, vt = u->veil_to_ms;
+    if (st != PRESENCE_OFFLINE) {
+      if (since < vt) since = vt;
+    } else if (since >= vf && since <= vt) {
+      since = vf;
+    }
+    if (last_seen >= vf && last_seen <= vt) last_seen = vf;
+    if (last_active >= vf && last_active <= vt) last_active = vf;
+  }
   if (shown && u->availability == PRESENCE_AVAIL_INVISIBLE) {
     since = last_seen = min_nonzero(last_seen, u->availability_since_ms);
     last_active = min_nonzero(last_active, u->availability_since_ms);
@@ -420,6 +438,10 @@ static void user_change(buf_t *b, const presence_event_t *ev, int frame) {
     /* A store that does not report last_seen (0): the user was seen at the
      * transition itself. */
     int64_t last_seen = ev->last_seen_ms ? ev->last_seen_ms : ev->ts_ms;
+    /* A user that left invisible in its grace: its last_seen is inside
+     * the period it spent invisible, so the change's own time (as the
+     * Redis store's changes carry). */
+    if (ev->flags & PRESENCE_EVENT_LAST_SEEN_VEILED) last_seen = ev->ts_ms;
     p = WR_FRAG(p, from,
                 presence_shown_status(ev->availability_from, ev->from));
     p = WR_LIT(p, ",\"since\":");

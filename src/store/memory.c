@@ -246,6 +246,12 @@ _Static_assert(offsetof(muser_t, id) + PRESENCE_ID_MAX + 1 <= PRESENCE__POOL_MAX
  */
 typedef struct uext {
   int64_t avail_since_ms;
+  /* The veil: the last period the user spent invisible, [from, to] ms,
+   * kept when it left invisible (veil_keep; to 0: none). Watchers are
+   * shown no time inside it (json.c, docs/protocol.md 6.1). Here, where
+   * only users who set something have room, and read only by a query or a
+   * user going offline: no status change pays for it. */
+  int64_t veil_from_ms, veil_to_ms;
   int64_t msg_set_ms;
   int64_t msg_expires_ms; /* wall clock; 0: none */
   uint32_t heap_idx;      /* in the expiry heap; NOT_IN_HEAP otherwise */
@@ -668,6 +674,17 @@ static void uq_pop(user_queue_t *q) {
  * to it. first: that session event, given here to be packed with this one
  * as a pair (type, from, to; the rest is filled in), or NULL when it was
  * emitted on its own or there is none. */
+/* PRESENCE_EVENT_LAST_SEEN_VEILED if the user's last_seen is inside its
+ * veil (uext_t), else 0. Out of line: only a user with settings going
+ * offline calls it. */
+__attribute__((noinline, cold)) static unsigned veil_flag(const muser_t *u) {
+  int64_t ls = t48_get(u->last_seen48);
+  const uext_t *x = u->ext;
+  return x->veil_to_ms && ls >= x->veil_from_ms && ls <= x->veil_to_ms
+             ? PRESENCE_EVENT_LAST_SEEN_VEILED
+             : 0u;
+}
+
 static void user_transition(mstore_t *m, muser_t *u, presence_status_t to,
                             presence_reason_t reason, const msess_t *cause,
                             presence_status_t dev_from,
@@ -721,6 +738,11 @@ static void user_transition(mstore_t *m, muser_t *u, presence_status_t to,
       .device_from = cause ? dev_from : PRESENCE_OFFLINE,
       .device_to = cause ? dev_to : PRESENCE_OFFLINE,
   };
+  /* Going offline (never on the status path), a user that left invisible
+   * in its grace was last seen inside the veil: watchers are not shown
+   * that time (docs/protocol.md 6.1). */
+  if (__builtin_expect(to == PRESENCE_OFFLINE && u->ext != NULL, 0))
+    ev.flags = veil_flag(u);
   shown_bump(u, &ev);
   emit(m, &ev, now_ms, cause ? sid_len(cause) : 0, u->key.len, first);
 }
@@ -1947,6 +1969,27 @@ static void member_avail_changed(muser_t *u, presence_availability_t from) {
   }
 }
 
+/* The user leaves invisible at now: keep the period it spent invisible as
+ * its veil, so that an availability set while it is offline or in its grace
+ * does not show watchers the times it had while invisible (a last_seen
+ * after it went invisible proves it was there). A time of the user's still
+ * inside the previous veil (offline since then, say) keeps that veil's
+ * start, so it stays hidden too. O(1), on the setting's path only. */
+static void veil_keep(muser_t *u, int64_t now) {
+  uext_t *x = u->ext;
+  int64_t from = x->avail_since_ms;
+  if (x->veil_to_ms) {
+    int64_t low = t48_get(u->since48), t = t48_get(u->last_seen48);
+    if (t && t < low) low = t;
+    t = t48_get(u->last_active48);
+    if (t && t < low) low = t;
+    if (low <= x->veil_to_ms && x->veil_from_ms < from)
+      from = x->veil_from_ms;
+  }
+  x->veil_from_ms = from;
+  x->veil_to_ms = now;
+}
+
 static int op_set_availability(mstore_t *m, const presence_write_t *w) {
   muser_t *u = user_find_write(m, w);
   /* auto on a user never seen is what it already has: no record made. */
@@ -1956,6 +1999,7 @@ static int op_set_availability(mstore_t *m, const presence_write_t *w) {
   if (!ext_ensure(m, u)) return PRESENCE_ENOMEM;
   int64_t now = m->h.wall_ms(m->h.host_ud);
   presence_availability_t from = u_avail(u);
+  if (from == PRESENCE_AVAIL_INVISIBLE) veil_keep(u, now);
   u->key.spare[U_AVAIL] = (uint8_t)w->availability;
   u->ext->avail_since_ms = now;
   member_avail_changed(u, from);
@@ -2403,6 +2447,8 @@ static void fill_user(mstore_t *m, const muser_t *u, presence_user_info_t *o) {
   o->emoji = ext_emoji(x);
   o->message_expires_ms = x ? x->msg_expires_ms : 0;
   o->message_set_ms = x ? x->msg_set_ms : 0;
+  o->veil_from_ms = x ? x->veil_from_ms : 0;
+  o->veil_to_ms = x ? x->veil_to_ms : 0;
   o->last_active_ms = u->n_online ? m->h.wall_ms(m->h.host_ud)
                                   : t48_get(u->last_active48);
   size_t n = user_devices(m, u, m->dev_scratch);

@@ -175,6 +175,115 @@ async def device_map_follows(t, web, mobile, watcher, user, timeout=3.0):
              {k: now.get(k) for k in ("status", "availability", "devices")})
 
 
+def veiled(u, lo, hi):
+    """The fields of a watcher's entry u that fall strictly inside (lo, hi),
+    a period the user spent invisible: none may (docs/protocol.md 6.1)."""
+    return {k: u.get(k) for k in ("since", "last_seen", "last_active")
+            if isinstance(u.get(k), int) and lo < u[k] < hi}
+
+
+async def times_stay_veiled(t, ad, bd, wd, uid, timeout=3.0):
+    """The user's sessions on ad, the API of bd, a watcher on wd (one daemon
+    or three instances), an offline grace of 1.5 s. Invisible, connected,
+    active, then gone: its availability set back to auto by a backend (1)
+    once it is offline, (2) in its offline grace. No watcher's snapshot or
+    change may then show a time from the period it spent invisible (a
+    last_seen after it went invisible proves it was there); the API shows
+    the truth. The privacy leak of 2026-12-07: both failed. (3) Auto set
+    while still connected: the snapshot's since is not before it."""
+    w = await Client.connect(wd, uid + "-w", watch="*")
+    await w.send({"type": "subscribe", "users": [uid], "id": "v0"})
+    await w.expect_type("presence", timeout, snapshot=True, id="v0")
+
+    async def api():
+        r = await http(bd, "GET", f"/v1/users/{uid}")
+        return r.json() or {}
+
+    async def gone():
+        for _ in range(60):
+            if (await api()).get("status") == "offline":
+                return True
+            await asyncio.sleep(0.1)
+        return False
+
+    async def snapshot(ident):
+        await w.send({"type": "subscribe", "users": [uid], "id": ident})
+        return entry(await w.expect_type("presence", timeout, snapshot=True, id=ident), uid) or {}
+
+    for case in ("offline", "grace"):
+        ann = await Client.connect(ad, uid)
+        await ann.send({"type": "availability", "availability": "invisible", "id": "a"})
+        await ann.expect_type("ack", timeout, id="a")
+        t_inv = (await api()).get("availability_since") or 0
+        await asyncio.sleep(0.6)
+        await ann.send({"type": "status", "status": "idle", "id": "s1"})
+        await ann.expect_type("ack", timeout, id="s1")
+        await ann.send({"type": "status", "status": "online", "id": "s2"})
+        await ann.expect_type("ack", timeout, id="s2")
+        await asyncio.sleep(0.6)
+        await ann.close()
+        if case == "offline":
+            t.check(f"{case}: offline after the grace", await gone())
+        else:
+            await asyncio.sleep(0.3)  # in the 1.5 s grace
+        await w.collect(0.2)  # what going invisible and online sent
+        t_auto = now_ms()
+        r = await http(bd, "PUT", f"/v1/users/{uid}/availability", body={"availability": "auto"})
+        t.eq(f"{case}: a backend sets auto", r.status, 200)
+        if case == "grace":
+            t.check(f"{case}: offline once the grace ends", await gone())
+        truth = await api()
+        t.check(f"{case}: the API shows the truth, last seen after going invisible",
+                t_inv < (truth.get("last_seen") or 0) < t_auto, (t_inv, truth, t_auto))
+        # The daemon's clock is read once a loop turn: its time for the
+        # change may be a little before ours. She was last seen 0.3 s
+        # before it at least.
+        hi = t_auto - 100
+        for m in await w.collect(0.3):
+            ch = entry(m, uid)
+            if ch:
+                t.eq(f"{case}: the watcher's {ch.get('status')} change shows no time of "
+                     "the invisible period", veiled(ch, t_inv, hi), {})
+        u = await snapshot(f"v-{case}")
+        t.check(f"{case}: a new snapshot: offline", u.get("status") == "offline", u)
+        t.eq(f"{case}: a new snapshot shows no time of the invisible period",
+             veiled(u, t_inv, hi), {})
+    # Connected before going invisible, auto set while still connected:
+    # online again since then, not since it connected (which would say it
+    # was there all along).
+    ann = await Client.connect(ad, uid)
+    await w.change(uid, timeout=timeout)
+    await asyncio.sleep(0.3)
+    await ann.send({"type": "availability", "availability": "invisible", "id": "a"})
+    await ann.expect_type("ack", timeout, id="a")
+    await asyncio.sleep(0.6)
+    t_auto = now_ms()
+    r = await http(bd, "PUT", f"/v1/users/{uid}/availability", body={"availability": "auto"})
+    t.eq("online: a backend sets auto", r.status, 200)
+    u = await snapshot("v-online")
+    t.check("online: a new snapshot shows it online since it came back",
+            u.get("status") == "online" and (u.get("since") or 0) >= t_auto - 100, (u, t_auto))
+    await ann.close()
+    t.check("online: offline after the grace", await gone())
+    await w.collect(0.3)
+    # Seen again: the times are its own again.
+    t_back = now_ms()
+    ann = await Client.connect(ad, uid)
+    ch = entry(await w.change(uid, timeout=timeout), uid) or {}
+    await ann.close()
+    t.check("seen again: an online change since its return",
+            ch.get("status") == "online" and (ch.get("since") or 0) >= t_back - 100, ch)
+    t.check("gone again: offline after the grace", await gone())
+    u = await snapshot("v-back")
+    t.check("gone again: a new snapshot shows the true last_seen",
+            u.get("status") == "offline" and (u.get("last_seen") or 0) >= t_back - 100, (u, t_back))
+    await w.close()
+
+
+async def test_times_stay_veiled(t, d, args):
+    await times_stay_veiled(t, d, d, d, "veil-ann")
+
+
 async def test_device_map_follows_availability(t, d, args):
     web = await Client.connect(d, "dm-ann")
     mobile = await Client.connect(d, "dm-ann", tok=token("dm-ann", extra={"device": "mobile"}))
@@ -401,4 +510,5 @@ if __name__ == "__main__":
           test_backend_sets_for_any_user, test_bad_input, test_presencectl]),
         ("user-status-limit", {"--offline-grace-ms": "0", "--message-max-chars": "10"},
          [test_configured_limit]),
+        ("user-status-grace", {"--offline-grace-ms": "1500"}, [test_times_stay_veiled]),
     ])

@@ -1034,6 +1034,102 @@ static void shown_version_hides_hidden_changes(void **state) {
   fx_free(f);
 }
 
+/* The last user.offline recorded, or NULL. */
+static const rec_event_t *last_offline(const recorder_t *r) {
+  for (size_t i = r->n; i-- > 0;)
+    if (r->ev[i].type == PRESENCE_EV_USER_OFFLINE) return &r->ev[i];
+  return NULL;
+}
+
+/* The veil (docs/protocol.md 6.1): leaving invisible keeps the period spent
+ * invisible, [went invisible, left it], beside the true times, so that
+ * watchers are not shown a time inside it (json.c masks by it). Offline,
+ * then in the grace: a grace-ended user.offline whose last_seen is inside
+ * it is flagged for watchers and carries the truth for backends. A later
+ * period keeps the earlier one's start while a time is still inside it. */
+static void leaving_invisible_keeps_the_veil(void **state) {
+  (void)state;
+  fx_t *f = fx_new_grace(0, 2000);
+  presence_user_info_t info;
+  /* Invisible while online, active, gone (the grace ends), auto set. */
+  presence_session_connect(f->p, "s1", "u", NULL, NULL, NULL);
+  clock_advance(&f->clock, 1000);
+  int64_t t_inv = f->clock.wall;
+  presence_user_set_availability(f->p, "u", PRESENCE_AVAIL_INVISIBLE, NULL,
+                                 NULL);
+  assert_int_equal(presence_user_get(f->p, "u", &info), 0);
+  assert_int_equal(info.veil_to_ms, 0); /* none while invisible */
+  clock_advance(&f->clock, 2500);
+  int64_t t_gone = f->clock.wall;
+  presence_session_disconnect(f->p, "s1", NULL, NULL);
+  clock_advance(&f->clock, 2000);
+  presence_tick(f->p);
+  const rec_event_t *off = last_offline(&f->rec);
+  assert_non_null(off);
+  /* Still invisible: the offline is not shown at all (no flag needed). */
+  assert_int_equal(off->flags & PRESENCE_EVENT_LAST_SEEN_VEILED, 0);
+  clock_advance(&f->clock, 1000);
+  int64_t t_auto = f->clock.wall;
+  presence_user_set_availability(f->p, "u", PRESENCE_AVAIL_AUTO, NULL, NULL);
+  assert_int_equal(presence_user_get(f->p, "u", &info), 0);
+  assert_int_equal(info.veil_from_ms, t_inv);
+  assert_int_equal(info.veil_to_ms, t_auto);
+  /* The truth for backends: last seen when the session ended. */
+  assert_int_equal(info.last_seen_ms, t_gone);
+  assert_int_equal(info.last_active_ms, t_gone);
+
+  /* Invisible again while offline, a session in the second period, auto
+   * set in its grace. */
+  clock_advance(&f->clock, 1000);
+  presence_user_set_availability(f->p, "u", PRESENCE_AVAIL_INVISIBLE, NULL,
+                                 NULL);
+  clock_advance(&f->clock, 1000);
+  presence_session_connect(f->p, "s2", "u", NULL, NULL, NULL);
+  clock_advance(&f->clock, 1000);
+  int64_t t_gone2 = f->clock.wall;
+  presence_session_disconnect(f->p, "s2", NULL, NULL);
+  clock_advance(&f->clock, 500);
+  int64_t t_auto2 = f->clock.wall;
+  size_t n = f->rec.n;
+  presence_user_set_availability(f->p, "u", PRESENCE_AVAIL_AUTO, NULL, NULL);
+  assert_int_equal(presence_user_get(f->p, "u", &info), 0);
+  /* Its times are all of the second period: the first one's start is not
+   * needed. */
+  assert_int_equal(info.veil_from_ms, t_auto + 1000);
+  assert_int_equal(info.veil_to_ms, t_auto2);
+  assert_int_equal(info.status, PRESENCE_ONLINE); /* in its grace */
+  clock_advance(&f->clock, 2000);
+  presence_tick(f->p);
+  off = last_offline(&f->rec);
+  assert_true(f->rec.n > n && off == &f->rec.ev[f->rec.n - 1]);
+  assert_int_equal(off->last_seen, t_gone2); /* the truth */
+  assert_int_equal(off->flags & PRESENCE_EVENT_LAST_SEEN_VEILED,
+                   PRESENCE_EVENT_LAST_SEEN_VEILED);
+
+  /* Invisible and back while offline, no session: last_seen (t_gone2) is
+   * still inside the previous veil, whose start is kept. */
+  clock_advance(&f->clock, 1000);
+  presence_user_set_availability(f->p, "u", PRESENCE_AVAIL_INVISIBLE, NULL,
+                                 NULL);
+  clock_advance(&f->clock, 1000);
+  presence_user_set_availability(f->p, "u", PRESENCE_AVAIL_AUTO, NULL, NULL);
+  assert_int_equal(presence_user_get(f->p, "u", &info), 0);
+  assert_int_equal(info.veil_from_ms, t_auto + 1000);
+  assert_int_equal(info.veil_to_ms, f->clock.wall);
+
+  /* Seen visibly: a time after the veil, an offline unflagged. */
+  clock_advance(&f->clock, 1000);
+  presence_session_connect(f->p, "s3", "u", NULL, NULL, NULL);
+  clock_advance(&f->clock, 1000);
+  presence_session_disconnect(f->p, "s3", NULL, NULL);
+  clock_advance(&f->clock, 2000);
+  presence_tick(f->p);
+  off = last_offline(&f->rec);
+  assert_int_equal(off->last_seen, f->clock.wall - 2000);
+  assert_int_equal(off->flags & PRESENCE_EVENT_LAST_SEEN_VEILED, 0);
+  fx_free(f);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(visibility_table_every_cell),
@@ -1053,6 +1149,7 @@ int main(void) {
       cmocka_unit_test(member_changes_masked_by_availability),
       cmocka_unit_test(reload_in_grace_is_silent),
       cmocka_unit_test(shown_version_hides_hidden_changes),
+      cmocka_unit_test(leaving_invisible_keeps_the_veil),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -3465,6 +3465,16 @@ int presence__redis_user_reply(const redisReply *rep,
       return PRESENCE_ESTORE;
     info->last_active_ms = la;
     info->shown_version = (uint64_t)sv;
+    /* Then, after the devices, the veil (0 0: none; a reply of an older
+     * script has none). */
+    long long vf, vt;
+    size_t b = 16 + 3 * (size_t)nd;
+    if (p->elements >= b + 2) {
+      if (num_of(at(p, b), &vf) || num_of(at(p, b + 1), &vt))
+        return PRESENCE_ESTORE;
+      info->veil_from_ms = vf;
+      info->veil_to_ms = vt;
+    }
   }
   return 0;
 }

@@ -14,7 +14,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import *  # noqa: E402,F401,F403
 from test_redis_cluster import read_log, run_scenarios, user, wait_for  # noqa: E402
-from test_user_status import device_map_follows  # noqa: E402
+from test_user_status import device_map_follows, times_stay_veiled  # noqa: E402
 
 
 def entry(msg, uid):
@@ -171,9 +171,17 @@ async def test_invisible_across_instances(t, cl):
         await c.close()
 
 
+async def test_veil_across_instances(t, cl):
+    # Her sessions on A, the backend on B, the watcher on C: the veil is
+    # the store's, so every instance masks by it.
+    A, B, C = cl.d
+    await times_stay_veiled(t, A, B, C, "rv-ann", timeout=5)
+
+
 SCENARIOS = [("settings", test_settings_across_instances, {}),
              ("device-map", test_device_map_across_instances, {}),
-             ("invisible", test_invisible_across_instances, {"extra": {"--offline-grace-ms": "1500"}})]
+             ("invisible", test_invisible_across_instances, {"extra": {"--offline-grace-ms": "1500"}}),
+             ("veil", test_veil_across_instances, {"extra": {"--offline-grace-ms": "1500"}})]
 
 if __name__ == "__main__":
     sys.exit(run_scenarios(SCENARIOS, 90))

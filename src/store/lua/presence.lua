@@ -528,6 +528,34 @@ end
 -- {device, n, on}: parsed from U.dv once per call and kept on U (U.D).
 -- Only users with sessions on more than one device kind get there.
 local DV = {}
+-- DV.F_VL: the user's field holding its veil, "from:to" ms (absent:
+-- none): the last period the user spent invisible, kept when it leaves
+-- invisible (DV.veil) so that watchers are never shown a time inside it
+-- (docs/protocol.md 6.1). Only 'q_user' and the availability writes read
+-- it: no status change pays for it. (In DV: the main chunk's locals are
+-- at Lua's 200.)
+DV.F_VL = '\tvl'
+-- DV.veil(ku, U, as): the user (record U, key ku) leaves invisible at as
+-- (ms): keep the period [went invisible, as] as its veil, which watchers'
+-- times are masked by after it (json.c): an availability set while the
+-- user is offline or in its grace must not unmask the times it had while
+-- invisible (a last_seen after it went invisible proves it was there).
+-- A time of the user's still inside the previous veil (offline since
+-- then, say) keeps that veil's start: it stays hidden too. Called before
+-- F_AS is overwritten (its value is when the user went invisible).
+DV.veil = function(ku, U, as)
+  local h = redis.call('HMGET', ku, F_AS, DV.F_VL)
+  local vf = tonumber(h[1]) or as
+  if h[2] then
+    local pf, pt = string.match(h[2], '^(%d+):(%d+)$')
+    pf, pt = tonumber(pf), tonumber(pt)
+    local low = U.since
+    if U.ls > 0 and U.ls < low then low = U.ls end
+    if U.la > 0 and U.la < low then low = U.la end
+    if pt and low <= pt and pf < vf then vf = pf end
+  end
+  redis.call('HSET', ku, DV.F_VL, string.format('%d:%d', vf, as))
+end
 function DV.list(U)
   if U.D then return U.D end
   local D = {}
@@ -1665,6 +1693,7 @@ local function w_avail(b)
   uemit(U, EV_UAVAIL, R_EXPLICIT, nil, u, nil, U.st, U.st, from, nil, nil,
         nil, false, DV.avail_tail(U))
   uput(u, U)
+  if from == 3 then DV.veil(k_user(u), U, now) end
   redis.call('HSET', k_user(u), F_AS, nows())
   settings_cleared(u, U)
   return 0
@@ -1962,6 +1991,7 @@ OPS.sassert = function()
       U.v = vinc(U.v)
       uemit(U, EV_UAVAIL, R_RESYNC, nil, u, nil, U.st, U.st, from, nil, nil,
             nil, false, DV.avail_tail(U))
+      if from == 3 then DV.veil(ku, U, as) end
       redis.call('HSET', ku, F_AS, s(as))
       changed = true
     end
@@ -2594,7 +2624,7 @@ end
 
 OPS.q_user = function()
   local u = ARGV[A]
-  local h = redis.call('HMGET', k_user(u), '', F_MSG, F_AS)
+  local h = redis.call('HMGET', k_user(u), '', F_MSG, F_AS, DV.F_VL)
   local U = urec_parse(h[1])
   local M = msg_parse(h[2])
   -- Then: availability, since when, message text, emoji ('' none; a
@@ -2623,6 +2653,11 @@ OPS.q_user = function()
     end
   end
   res[16] = s(nd)
+  -- Then the veil's start and end ('0' '0': none), after the devices (an
+  -- older decoder stops before them).
+  local vf, vt = string.match(h[4] or '', '^(%d+):(%d+)$')
+  res[#res + 1] = vf or '0'
+  res[#res + 1] = vt or '0'
   return {0, res}
 end
 

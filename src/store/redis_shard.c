@@ -155,6 +155,9 @@ typedef struct rshards {
   /* Per shard: writes held behind an open whose claim is asked, in call
    * order (NULL: none held, writes go straight to the shard). */
   struct qwrite **gate_head, **gate_tail;
+  /* The shards' log lines, one line for what many shards say at once
+   * (below, "log lines of many shards"); NULL: each line as it comes. */
+  struct shlog *lg;
 } rshards_t;
 
 static const presence_store_ops_t rshards_ops;
@@ -423,9 +426,148 @@ static void sh_observe(void *ud, const presence_event_t *ev) {
   sh->r->host.observe(sh->r->host.host_ud, counted(sh, ev, &copy));
 }
 
+/* ---- log lines of many shards -------------------------------------------
+ * One failure (a node lost, the cluster down, Redis restarted under
+ * --redis-shards) reaches every shard on it, and each shard's store logged
+ * the same line, naming no shard: 12 identical lines an operator could not
+ * tell apart. Each line now names its shard and the node it uses, and a
+ * line another shard logged within the last second is not logged again:
+ * once the second is over one line says how many more shards said it,
+ * which, and on which nodes. */
+
+#define SHLOG_SLOTS 32       /* distinct lines held at once */
+#define SHLOG_WINDOW_MS 1000 /* a repeat within this is folded */
+
+typedef struct shlog_line {
+  bool used;
+  presence_log_level_t lvl;
+  uint32_t more;  /* lines folded into it */
+  char msg[512];  /* as the shard's store wrote it */
+  char ids[160];  /* the other shards' numbers, each once, cut with "..." */
+  char nodes[96]; /* their nodes, each once, cut with "..." */
+} shlog_line_t;
+
+typedef struct shlog {
+  uv_timer_t t; /* libuv's: from libc, freed once closed (c-api.md) */
+  rshards_t *r;
+  bool armed;
+  shlog_line_t line[SHLOG_SLOTS];
+} shlog_t;
+
+/* Shard i's node as "host:port" (its URL follows MOVED and the map). */
+static void shard_node(rshards_t *r, uint32_t i, char *out, size_t n) {
+  const presence__redis_url_t *u;
+  const presence_redis_tls_t *tls;
+  const presence_redis_options_t *o;
+  presence__redis_conn_params(r->sub[i], &u, &tls, &o);
+  if (u && u->host)
+    snprintf(out, n, "%s%s%s:%d", strchr(u->host, ':') ? "[" : "", u->host,
+             strchr(u->host, ':') ? "]" : "", u->port);
+  else
+    snprintf(out, n, "%s", u && u->path ? u->path : "?");
+}
+
+/* Append item to a ", "-joined list of cap bytes, unless it is there;
+ * "..." ends a list that is full. */
+static void list_add(char *list, size_t cap, const char *item) {
+  size_t l = strlen(list), il = strlen(item);
+  if (l >= 3 && !strcmp(list + l - 3, "...")) return;
+  for (const char *p = list; (p = strstr(p, item)) != NULL; p += il)
+    if ((p == list || p[-1] == ' ') && (p[il] == ',' || p[il] == '\0'))
+      return;
+  if (l + (l ? 2 : 0) + il + 4 > cap) {
+    if (l + 4 <= cap) snprintf(list + l, cap - l, "...");
+    return;
+  }
+  snprintf(list + l, cap - l, "%s%s", l ? ", " : "", item);
+}
+
+static void shlog_flush(shlog_t *g) {
+  rshards_t *r = g->r;
+  for (int k = 0; k < SHLOG_SLOTS; k++) {
+    shlog_line_t *x = &g->line[k];
+    if (x->used && x->more && r && r->host.log) {
+      char out[1024];
+      snprintf(out, sizeof out,
+               "the same %u more time%s within 1 s, from shard%s %s of %u on "
+               "%s: %s",
+               x->more, x->more > 1 ? "s" : "", strchr(x->ids, ',') ? "s" : "",
+               x->ids, r->n, x->nodes, x->msg);
+      r->host.log(r->host.host_ud, x->lvl, out);
+    }
+    x->used = false;
+  }
+  g->armed = false;
+}
+
+static void on_shlog_timer(uv_timer_t *t) {
+  shlog_flush(t->data);
+}
+
+static void on_shlog_closed(uv_handle_t *h) {
+  free(h->data);
+}
+
+/* At attach, when the host logs: without it (no memory) lines come one by
+ * one, each naming its shard. */
+static void shlog_start(rshards_t *r) {
+  const presence__redis_url_t *u;
+  const presence_redis_tls_t *tls;
+  const presence_redis_options_t *o;
+  presence__redis_conn_params(r->sub[0], &u, &tls, &o);
+  shlog_t *g = calloc(1, sizeof *g);
+  if (!g || !o || !o->loop || uv_timer_init(o->loop, &g->t) != 0) {
+    free(g);
+    return;
+  }
+  g->t.data = g;
+  g->r = r;
+  r->lg = g;
+}
+
+/* At destroy: what is held is logged now, the timer closed (the loop frees
+ * it); the shards' own destroy logs line by line. */
+static void shlog_stop(rshards_t *r) {
+  shlog_t *g = r->lg;
+  if (!g) return;
+  r->lg = NULL;
+  shlog_flush(g);
+  g->r = NULL;
+  uv_timer_stop(&g->t);
+  uv_close((uv_handle_t *)&g->t, on_shlog_closed);
+}
+
 static void sh_log(void *ud, presence_log_level_t lvl, const char *msg) {
   shard_host_t *sh = ud;
-  sh->r->host.log(sh->r->host.host_ud, lvl, msg);
+  rshards_t *r = sh->r;
+  shlog_t *g = r->lg;
+  char node[80], id[16];
+  shard_node(r, sh->i, node, sizeof node);
+  shlog_line_t *free_slot = NULL;
+  for (int k = 0; g && k < SHLOG_SLOTS; k++) {
+    shlog_line_t *x = &g->line[k];
+    if (!x->used) {
+      if (!free_slot) free_slot = x;
+    } else if (x->lvl == lvl && !strcmp(x->msg, msg)) {
+      x->more++;
+      snprintf(id, sizeof id, "%u", sh->i);
+      list_add(x->ids, sizeof x->ids, id);
+      list_add(x->nodes, sizeof x->nodes, node);
+      return;
+    }
+  }
+  char out[1024];
+  snprintf(out, sizeof out, "shard %u/%u at %s: %s", sh->i, r->n, node, msg);
+  r->host.log(r->host.host_ud, lvl, out);
+  /* Held for the window: the same line from the other shards folds in. */
+  if (free_slot && strlen(msg) < sizeof free_slot->msg) {
+    *free_slot = (shlog_line_t){.used = true, .lvl = lvl};
+    snprintf(free_slot->msg, sizeof free_slot->msg, "%s", msg);
+    if (!g->armed) {
+      g->armed = true;
+      uv_timer_start(&g->t, on_shlog_timer, SHLOG_WINDOW_MS, 0);
+    }
+  }
 }
 
 static int64_t sh_wall_ms(void *ud) {
@@ -653,6 +795,7 @@ static int s_attach(presence_store_t *base, const presence_store_host_t *host) {
     rc = r->sub[i]->ops->attach(r->sub[i], &sh->h);
     if (rc) return rc;
   }
+  if (host->log) shlog_start(r);
   if (r->feed_in > 0 || r->n_feed_out) feed_start(r);
   if (r->cluster && topo_start(r)) start_waiting(r);
   return 0;
@@ -1316,6 +1459,7 @@ static uint64_t s_log_last_seq(presence_store_t *base) {
 static void s_destroy(presence_store_t *base) {
   rshards_t *r = (rshards_t *)base;
   r->destroying = true;
+  shlog_stop(r);
   /* First: it reads shard 0's URL. */
   if (r->topo) presence__rconn_free(r->topo);
   r->topo = NULL;

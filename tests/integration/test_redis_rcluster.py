@@ -35,6 +35,10 @@ primaries and three replicas started here on free loopback ports
   failover:    a primary killed, its replica promoted: every instance ready
                again, no live user reported offline in any shard's log, a
                stream opened before the failover gets every later event once.
+               The log names the shard (and its node) in each of its shards'
+               lines, and a line several shards logged at once is logged once
+               then summed up ("the same N more times within 1 s, from shards
+               ..."), where each shard logged it again, naming none.
   watch:       presencectl watch --json on the cluster prints events, and
                resumes with --after an event id it printed.
   chan_count:  a channel whose members live in many shards: observers and
@@ -60,6 +64,7 @@ import base64
 import json
 import os
 import random
+import re
 import shutil
 import signal
 import socket
@@ -421,6 +426,7 @@ async def test_failover(t, cl):
     await asyncio.sleep(0.5)    # replicated
     victim = next(i for i, p in enumerate(rc.ports)
                   if "role:master" in rc.cli(p, "INFO", "replication"))
+    log0 = len(A.stderr_text())
     rc.procs[victim].kill()
     rc.procs[victim].wait(5)
     t0 = time.monotonic()
@@ -441,6 +447,7 @@ async def test_failover(t, cl):
     t.check("failover: every instance ready again", ready is not None)
     t.note(f"failover: promoted after {took} s, instances ready {time.monotonic() - t0:.1f} s "
            f"after the kill")
+    check_shard_lines(t, A.stderr_text()[log0:], f"127.0.0.1:{rc.ports[victim]}")
     await churn([A, B, C], "fo2-", 12)
     ok = await wait_for(lambda: _all(C, users, "online"), 10)
     t.check("failover: every live user still online", ok is not None)
@@ -468,6 +475,27 @@ async def test_failover(t, cl):
             "; ".join(problems[:5]))
     for c in clients:
         await c.close()
+
+
+def check_shard_lines(t, log, victim):
+    """The lines of A's log from the kill of the primary at victim on."""
+    lines = [ln.split("libpresence: ", 1)[1] for ln in log.splitlines() if "libpresence: " in ln]
+    # A shard's store writes "redis: ..." or "redis reader: ..."; the
+    # sharded store names the shard in front (the slot map's connection is
+    # "redis cluster map: ...", one of its own).
+    unnamed = [ln for ln in lines if re.match(r"redis( reader)?: ", ln)]
+    t.check("failover: every line of a shard names the shard and its node", not unnamed,
+            "\n".join(unnamed[:4]))
+    # Every connection to the victim dropped at the kill: each message once
+    # with one shard's name, then one line for the other shards.
+    own = [re.sub(r"^shard \d+/\d+ at \S+: ", "", ln) for ln in lines
+           if re.match(r"shard \d+/\d+ at \S+: redis( reader)?: connection to %s lost" % re.escape(victim), ln)]
+    folded = [ln for ln in lines if ln.startswith("the same ") and f"connection to {victim} lost" in ln]
+    t.check("failover: a connection loss to the primary killed, logged by one shard (each "
+            "message once), the others' in one line",
+            own and len(own) == len(set(own)) and folded
+            and all(re.match(r"the same \d+ more times? within 1 s, from shards? [\d, .]+ of 12 on ", f)
+                    for f in folded), "\n".join(lines[:12]))
 
 
 async def test_webhooks(t, cl, rx):

@@ -114,6 +114,9 @@ typedef struct req {
    * ids, a kick's XADD): answered ASK while the slot migrates, it is sent
    * with ASKING to the importing node (follow_ask). */
   bool ask_ok;
+  /* A channel write sent while this instance re-asserts its sessions
+   * (PH_RESYNC): Redis may not hold its session again yet. */
+  bool in_resync;
   char user[PRESENCE_ID_MAX + 1];
 } req_t;
 
@@ -1729,6 +1732,13 @@ static void write_done(rstore_t *st, req_t *r, redisReply *rep, int code) {
     code = script_code(rep);
     if (!code) emit_events(st, rep);
   }
+  /* A channel write of a live local session that Redis does not hold yet:
+   * the re-assert after a store loss or a fence has not reached it. The
+   * write did not happen (a join's local record goes, join_done), and the
+   * store is what is not ready: "no such session" would reach a client
+   * as an internal error of a session that exists, where the store's
+   * "unavailable, retry" is the truth (docs/protocol.md 4.5). */
+  if (code == PRESENCE_ENOSESSION && r->in_resync) code = PRESENCE_ESTORE;
   if (code == PRESENCE_EFENCED) on_fenced(st, r);
   if (r->done) r->done(r->ud, code);
 }
@@ -2053,6 +2063,7 @@ static int op_channel(rstore_t *st, const presence_write_t *w,
   }
   r->done = done;
   r->ud = ud;
+  r->in_resync = st->phase == PH_RESYNC;
   if (fresh) {
     memcpy(fresh->ch, w->channel, w->channel_len);
     *pp = j = fresh;

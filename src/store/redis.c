@@ -115,7 +115,7 @@ typedef struct req {
    * with ASKING to the importing node (follow_ask). */
   bool ask_ok;
   /* A channel write sent while this instance re-asserts its sessions
-   * (PH_RESYNC): Redis may not hold its session again yet. */
+   * (PH_RESYNC): Redis may not hold its session again yet (write_done). */
   bool in_resync;
   char user[PRESENCE_ID_MAX + 1];
 } req_t;
@@ -1734,11 +1734,13 @@ static void write_done(rstore_t *st, req_t *r, redisReply *rep, int code) {
   }
   /* A channel write of a live local session that Redis does not hold yet:
    * the re-assert after a store loss or a fence has not reached it. The
-   * write did not happen (a join's local record goes, join_done), and the
-   * store is what is not ready: "no such session" would reach a client
-   * as an internal error of a session that exists, where the store's
-   * "unavailable, retry" is the truth (docs/protocol.md 4.5). */
-  if (code == PRESENCE_ENOSESSION && r->in_resync) code = PRESENCE_ESTORE;
+   * local record already holds the write (a join's record is kept,
+   * join_done), and that session's re-assert, still to come, asserts its
+   * channels from it: the write is made then (reason resync). So it is
+   * done, not refused: refused, a backend's join (acknowledged before the
+   * store answers) was lost without a word, and a client's was told
+   * 'internal' of a session that exists. */
+  if (code == PRESENCE_ENOSESSION && r->in_resync) code = 0;
   if (code == PRESENCE_EFENCED) on_fenced(st, r);
   if (r->done) r->done(r->ud, code);
 }
@@ -2019,7 +2021,10 @@ static char *data_arg(rstore_t *st, const presence_write_t *w) {
  * made for it goes, so no resync asserts a join its caller saw fail. */
 static void join_done(rstore_t *st, req_t *r, redisReply *rep, int code) {
   if (!code && rep) code = script_code(rep);
-  if (code && r->cmd_ch) {
+  /* Refused for a session the re-assert has not reached yet: it will
+   * assert this join from the record (write_done). */
+  bool later = code == PRESENCE_ENOSESSION && r->in_resync;
+  if (code && !later && r->cmd_ch) {
     lsess_t *s = r->slot < st->slab_len ? st->slab[r->slot] : NULL;
     if (s && s->gen == r->gen) {
       ljoin_t **pp = ljoin_find(s, r->cmd_ch, strlen(r->cmd_ch));

@@ -774,6 +774,10 @@ async def test_backend_storm(t, cl):
         for op in ops:   # in flight: unknown until acknowledged
             if op["op"] != "update":
                 unknown[op["session"]].add(op["channel"])
+        # Acks come before the store's answer: unthrottled, this loop
+        # writes ~40,000 events a second and the log (100,000) is trimmed
+        # before it is read.
+        await asyncio.sleep(0.01)
         ans = await b.batch(ops, timeout=3)
         bad = {e["index"]: e.get("code") for e in ans.get("errors", [])}
         for i, op in enumerate(ops):
@@ -831,6 +835,11 @@ async def test_backend_storm(t, cl):
     evs = chan_events(await read_log(C))
     mem, problems, _last = chain(evs)
     t.eq("backend-storm: each member transition once in the log", problems[:8], [])
+    if problems and os.environ.get("CHAOS_DEBUG"):
+        k = problems[0].split("(")[1].split(")")[0]
+        for e in evs:
+            if f"'{e['channel']}', '{e['user_id']}'" == k:
+                t.note(f"{e['seq']} {e['type']} {e.get('reason')} v{e.get('version')} ts-kill {e['ts'] - kill_ms}")
     t.eq("backend-storm: the log's replay ends with the same members",
          {ch: sorted(v) for ch, v in mem.items()}, want)
     lost = [(e["channel"], e["user_id"]) for e in evs if e.get("reason") == "instance_lost"]
@@ -842,10 +851,11 @@ test_backend_storm.timeout = 40
 async def test_resync_join(t, cl):
     """Joins while A re-asserts its sessions after a FLUSHALL: A holds
     5,000 sessions of a backend, so its re-assert takes many calls, and
-    six WebSocket sessions opened after them (re-asserted last) join and
-    leave meanwhile. A join of a session Redis does not hold again yet is
-    not done; it must say so as the protocol does (store_unavailable:
-    join again), not 'internal', and the lists end as the answers say."""
+    six WebSocket sessions opened after them (re-asserted last) and the
+    backend for its last ten sessions join and leave meanwhile. A join of a session Redis does not hold again yet is
+    asserted by that session's re-assert, still to come: answered as
+    done (not 'internal'), and a backend's (acknowledged before the store
+    answers) not lost; the lists end as the answers say."""
     A, B, C = cl.d
     b = await Backend.connect(A, "rj-origin")
     await b.open_many([(f"rj-{i}", f"rj{i}") for i in range(5000)])
@@ -869,16 +879,35 @@ async def test_resync_join(t, cl):
                 if m is not None and m.get("type") == "ack":
                     s.joined.add(ch)
             await asyncio.sleep(0.012)   # under 100 messages a second
-    task = asyncio.gather(*(spam(s) for s in ws))
+    # The backend joins and leaves for its last sessions meanwhile: an op
+    # acknowledged without an error is the backend's truth (it re-asserts
+    # nothing of its channels later: docs/protocol.md 5.3).
+    late = [Sess(A, f"rj{i}", None) for i in range(4990, 5000)]
+
+    async def bspam():
+        n = 0
+        while time.monotonic() - t0 < 2.5:
+            n += 1
+            ops = []
+            for s in late:
+                ch = CHANS[n % 3]
+                ops.append({"op": "leave" if ch in s.joined else "join",
+                            "session": f"rj-{s.user[2:]}", "channel": ch})
+            a = await b.batch(ops)
+            bad = {e["index"] for e in a.get("errors", [])}
+            for i, (s, op) in enumerate(zip(late, ops)):
+                if i not in bad:
+                    (s.joined.add if op["op"] == "join" else s.joined.discard)(op["channel"])
+            await asyncio.sleep(0.015)
+    task = asyncio.gather(bspam(), *(spam(s) for s in ws))
     await asyncio.sleep(0.5)
     t.eq("resync-join: FLUSHALL", cl.redis.cli("FLUSHALL").strip(), "OK")
     await task
-    t.check("resync-join: some joins were answered store_unavailable (the window was hit)",
-            "store_unavailable" in answers, sorted(set(answers)))
+    t.note(f"resync-join: answers {sorted(set(answers))}")
     t.note(f"resync-join: {[s.why for s in ws if s.dead]}")
     t.eq("resync-join: no join answered 'internal'",
          sorted(set(a for a in answers if a not in ("ack", "store_unavailable"))), [])
-    await converged(t, "resync-join", cl.d, ws, timeout=8)
+    await converged(t, "resync-join", cl.d, ws + late, timeout=8)
     await b.close()
     await close_all(ws)
 test_resync_join.timeout = 40

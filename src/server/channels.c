@@ -587,8 +587,14 @@ static void on_join_done(presence_t *p, int status, void *ud) {
   }
   conn_chan_t *x = find(*ws_chans(c), r->channel);
   if (status != 0) {
-    /* Refused by the store: the record made for it goes. */
+    /* Refused by the store: the record made for it goes. The client is
+     * told the join did not happen; a store that could not take it (not
+     * writable, the connection lost) keeps its own record of the join for
+     * its re-assert, which would then make it: a leave takes that back
+     * (ENOTMEMBER where the store dropped it already). */
     if (x && r->type == WSMSG_JOIN && x->joined == 2) {
+      (void)presence_handle_leave(c->srv->p, ws_handle(c), r->channel, NULL,
+                                  NULL);
       x->joined = 0;
       maybe_unsubscribe(c, x);
     }

@@ -2021,9 +2021,18 @@ static char *data_arg(rstore_t *st, const presence_write_t *w) {
  * made for it goes, so no resync asserts a join its caller saw fail. */
 static void join_done(rstore_t *st, req_t *r, redisReply *rep, int code) {
   if (!code && rep) code = script_code(rep);
-  /* Refused for a session the re-assert has not reached yet: it will
-   * assert this join from the record (write_done). */
-  bool later = code == PRESENCE_ENOSESSION && r->in_resync;
+  /* The local record goes only with a refusal that is Redis's answer
+   * about the join (the channel limit...). Not sent while the store is
+   * not writable, lost with the connection (done or not, who knows),
+   * fenced, or refused for a session the re-assert has not reached yet
+   * (write_done): the record stays, and the re-assert makes Redis agree
+   * with it, as for every other local write. A caller told of the
+   * failure that wants no join leaves (channels.c); a backend's join is
+   * acknowledged before the store answers, so dropping it here lost its
+   * membership without a word. */
+  bool later = code == PRESENCE_ESTORE || code == PRESENCE_ETIMEDOUT ||
+               code == PRESENCE_EFENCED ||
+               (code == PRESENCE_ENOSESSION && r->in_resync);
   if (code && !later && r->cmd_ch) {
     lsess_t *s = r->slot < st->slab_len ? st->slab[r->slot] : NULL;
     if (s && s->gen == r->gen) {

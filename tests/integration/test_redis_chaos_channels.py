@@ -65,7 +65,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import HOST, Client, Daemon, http, now_ms, token  # noqa: E402
 from backendlib import Backend, EventTap  # noqa: E402
 from test_redis_cluster import (HB_MS, LEASE_MS, Cluster, read_log,  # noqa: E402
-                                wait_for)
+                                run_scenarios, wait_for)
 
 CHANS = ["cx-0", "cx-1", "cx-2"]
 SHARDED = False   # set while a scenario runs with --redis-shards
@@ -1080,65 +1080,41 @@ async def test_skew(t, cl):
 test_skew.timeout = 80
 
 
+def skewed(skew_ms):
+    """SkewedCluster with A's clock off by skew_ms."""
+    return type("Skewed", (SkewedCluster,), {"skew_ms": skew_ms})
+
+
+def sharded_flag(kw):
+    """run_scenarios' setup: chain() checks unique sequence numbers only
+    while the store is one log (--redis-shards gives one per shard)."""
+    global SHARDED
+    SHARDED = "--redis-shards" in kw.get("extra", {})
+    return {}, (), None
+
+
 def main():
-    from harness import Checks, parse_args
-    import traceback
-    scen = [
-        ("storm-kill9", test_storm_kill9, Cluster, 0),
-        ("grace-kill9", test_grace_kill9, Cluster, 0, {"--offline-grace-ms": "400"}),
+    def sc(name, fn, cls=Cluster, **extra):
+        return (name, fn, {"cluster": cls, "extra": {**FLAGS, **extra}})
+    scenarios = [
+        sc("storm-kill9", test_storm_kill9),
+        sc("grace-kill9", test_grace_kill9, **{"--offline-grace-ms": "400"}),
         # The same storm with the store in 4 shards: a channel's members in
         # their users' shards, each reaped by its shard.
-        ("shards-kill9", test_storm_kill9, Cluster, 0, {"--redis-shards": "4"}),
-        ("redis-sigstop", test_redis_sigstop, Cluster, 0),
-        ("slow-partition", test_slow_partition, ProxiedCluster, 0),
-        ("flushall", test_flushall, Cluster, 0),
-        ("restart", test_restart, Cluster, 0),
-        ("snapshot-lost", test_snapshot_lost, CorruptingCluster, 0),
-        ("backend", test_backend, Cluster, 0),
-        ("backend-storm", test_backend_storm, Cluster, 0),
-        ("resync-join", test_resync_join, Cluster, 0),
-        ("msg-kill", test_msg_kill, Cluster, 0),
-        ("skew-behind", test_skew, SkewedCluster, -30000),
-        ("skew-ahead", test_skew, SkewedCluster, 30000),
+        sc("shards-kill9", test_storm_kill9, **{"--redis-shards": "4"}),
+        sc("redis-sigstop", test_redis_sigstop),
+        sc("slow-partition", test_slow_partition, ProxiedCluster),
+        sc("flushall", test_flushall),
+        sc("restart", test_restart),
+        sc("snapshot-lost", test_snapshot_lost, CorruptingCluster),
+        sc("backend", test_backend),
+        sc("backend-storm", test_backend_storm),
+        sc("resync-join", test_resync_join),
+        sc("msg-kill", test_msg_kill),
+        sc("skew-behind", test_skew, skewed(-30000)),
+        sc("skew-ahead", test_skew, skewed(30000)),
     ]
-    args = parse_args()
-    t = Checks()
-    if not shutil.which("redis-server"):
-        print("ok   - SKIP: redis-server not installed")
-        print("1 passed, 0 failed")
-        return 0
-
-    async def run_all():
-        for name, fn, cls, skew, *more in scen:
-            if args.only and args.only not in name:
-                continue
-            if skew:
-                cls = type("Skewed", (cls,), {"skew_ms": skew})
-            global SHARDED
-            SHARDED = bool(more and "--redis-shards" in more[0])
-            cl = cls(args.presenced, extra={**FLAGS, **(more[0] if more else {})})
-            failed, t0 = t.failed, time.monotonic()
-            try:
-                cl.start()
-                await asyncio.wait_for(fn(t, cl), getattr(fn, "timeout", 60))
-                cl.stop(t)
-            except asyncio.TimeoutError:
-                t.check(f"{name}: finished in time", False)
-            except Exception as e:
-                t.check(f"{name}: ran without exception", False,
-                        f"{type(e).__name__}: {e}\n{traceback.format_exc(limit=4)}")
-            finally:
-                t.note(f"{name}: {time.monotonic() - t0:.1f} s")
-                if t.failed > failed or args.verbose:
-                    for d in cl.d:
-                        t.note(f"--- {d.name} stderr tail:")
-                        for line in d.stderr_tail(15).splitlines():
-                            t.note(line)
-                cl.cleanup()
-    asyncio.run(run_all())
-    print(f"{t.passed} passed, {t.failed} failed", flush=True)
-    return 0 if t.failed == 0 else 1
-
+    return run_scenarios(scenarios, 60, setup=sharded_flag)
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -675,7 +675,9 @@ def run_scenarios(scenarios, timeout_s, setup=None, cluster=None):
     """Run (name, fn, cluster kwargs) scenarios, each on a fresh cluster, and
     print the closing line. setup(kw) may return (extra flags, extra args
     for fn, teardown) for scenarios that need more than the cluster.
-    cluster: the class of the cluster (default Cluster: one Redis)."""
+    cluster: the class of the cluster (default Cluster: one Redis); a
+    scenario's own "cluster" in its kwargs overrides it. A scenario function
+    with a .timeout attribute (seconds) gets that instead of timeout_s."""
     args = parse_args()
     t = Checks()
     if not shutil.which("redis-server"):
@@ -690,15 +692,17 @@ def run_scenarios(scenarios, timeout_s, setup=None, cluster=None):
             extra, more, teardown = setup(kw) if setup else ({}, (), None)
             kw = dict(kw)
             extra = {**kw.pop("extra", {}), **extra}
-            cl = (cluster or Cluster)(args.presenced, extra=extra, **kw)
+            cls = kw.pop("cluster", None) or cluster or Cluster
+            cl = cls(args.presenced, extra=extra, **kw)
+            limit = getattr(fn, "timeout", timeout_s)
             failed = t.failed
             t0 = time.monotonic()
             try:
                 cl.start()
-                await asyncio.wait_for(fn(t, cl, *more), timeout_s)
+                await asyncio.wait_for(fn(t, cl, *more), limit)
                 cl.stop(t)
             except asyncio.TimeoutError:
-                t.check(f"{name}: finished within {timeout_s} s", False)
+                t.check(f"{name}: finished within {limit} s", False)
             except Exception as e:
                 t.check(f"{name}: ran without exception", False,
                         f"{type(e).__name__}: {e}\n{traceback.format_exc(limit=4)}")

@@ -117,6 +117,7 @@ typedef struct req {
   /* A channel write sent while this instance re-asserts its sessions
    * (PH_RESYNC): Redis may not hold its session again yet (write_done). */
   bool in_resync;
+  bool chan_write; /* a channel join, update or leave of a local session */
   char user[PRESENCE_ID_MAX + 1];
 } req_t;
 
@@ -1740,7 +1741,14 @@ static void write_done(rstore_t *st, req_t *r, redisReply *rep, int code) {
    * done, not refused: refused, a backend's join (acknowledged before the
    * store answers) was lost without a word, and a client's was told
    * 'internal' of a session that exists. */
-  if (code == PRESENCE_ENOSESSION && r->in_resync) code = 0;
+  /* The same for an update or a leave answered "not a member": the
+   * session's re-assert has not reached its channels yet (sent before it
+   * began and answered during it, too: the store was lost while the write
+   * waited). An update's data is in the local record the re-assert
+   * asserts; a leave's record is gone, so the re-assert leaves it out. */
+  if (r->chan_write && (r->in_resync || st->phase == PH_RESYNC) &&
+      (code == PRESENCE_ENOSESSION || code == PRESENCE_ENOTMEMBER))
+    code = 0;
   if (code == PRESENCE_EFENCED) on_fenced(st, r);
   if (r->done) r->done(r->ud, code);
 }
@@ -2032,7 +2040,8 @@ static void join_done(rstore_t *st, req_t *r, redisReply *rep, int code) {
    * membership without a word. */
   bool later = code == PRESENCE_ESTORE || code == PRESENCE_ETIMEDOUT ||
                code == PRESENCE_EFENCED ||
-               (code == PRESENCE_ENOSESSION && r->in_resync);
+               (code == PRESENCE_ENOSESSION &&
+                (r->in_resync || st->phase == PH_RESYNC));
   if (code && !later && r->cmd_ch) {
     lsess_t *s = r->slot < st->slab_len ? st->slab[r->slot] : NULL;
     if (s && s->gen == r->gen) {
@@ -2078,6 +2087,7 @@ static int op_channel(rstore_t *st, const presence_write_t *w,
   r->done = done;
   r->ud = ud;
   r->in_resync = st->phase == PH_RESYNC;
+  r->chan_write = true;
   if (fresh) {
     memcpy(fresh->ch, w->channel, w->channel_len);
     *pp = j = fresh;

@@ -463,6 +463,13 @@ async def test_msg_sigstop(t, cl):
     mc = await Client.connect(C, "sg-msg")
     await mc.send({"type": "message", "text": "x", "expires_at": now_ms() + 1000, "id": "m"})
     await mc.expect_type("ack", 5, id="m")
+
+    async def stored():
+        return any(e.get("type") == "user.message" and e.get("user_id") == "sg-msg"
+                   for e in await read_log(B))
+    # The ack does not wait for Redis (a slow build may not have written it
+    # yet): the message must be in the store before the stop it is due in.
+    await wait_for(stored, 5)
     os.kill(cl.redis.proc.pid, signal.SIGSTOP)
     await asyncio.sleep(2.5 * LEASE_MS / 1000)
     os.kill(cl.redis.proc.pid, signal.SIGCONT)

@@ -540,17 +540,55 @@ static void on_status(conn_t *c, const wsmsg_t *m) {
 }
 
 /* availability / message: the token's user sets its own. */
-static void on_setting(conn_t *c, const wsmsg_t *m) {
-  int rc = userstatus_apply(c->srv, c->u.ws->user, m->type, &m->setting,
-                            NULL, NULL);
+/* A setting's answer waits for the store, as the HTTP API's does: an ack
+ * sent at once told the client its message was set while the write still
+ * sat in front of a stopped Redis, and a write lost with the connection (or
+ * a message expiring before Redis came back) was then never shown to
+ * anyone, not even as cleared. The answer now says what the store did; a
+ * retry after store_unavailable is safe (setting what is set emits
+ * nothing). */
+typedef struct setting_req {
+  conn_t *c;
+  char id[sizeof(((wsmsg_t *)0)->id)];
+} setting_req_t;
+
+static void setting_answer(conn_t *c, int rc, const char *id) {
   if (rc != 0) {
     const char *code, *msg;
     int http;
     userstatus_error(rc, &code, &msg, &http);
-    send_error(c, code, msg, m->id);
+    send_error(c, code, msg, id);
+  } else {
+    send_ack(c, id);
+  }
+}
+
+static void on_setting_done(presence_t *p, int status, void *ud) {
+  setting_req_t *q = ud;
+  conn_t *c = q->c;
+  (void)p;
+  if (!c->closing && c->kind == CONN_WS && c->u.ws && !c->u.ws->close_sent)
+    setting_answer(c, status, q->id);
+  conn_unref(c);
+  free(q);
+}
+
+static void on_setting(conn_t *c, const wsmsg_t *m) {
+  setting_req_t *q = malloc(sizeof *q);
+  if (!q) {
+    setting_answer(c, PRESENCE_ENOMEM, m->id);
     return;
   }
-  send_ack(c, m->id);
+  q->c = c;
+  memcpy(q->id, m->id, sizeof q->id);
+  conn_ref(c);
+  int rc = userstatus_apply(c->srv, c->u.ws->user, m->type, &m->setting,
+                            on_setting_done, q);
+  if (rc != 0) { /* refused at once: done will not run */
+    conn_unref(c);
+    free(q);
+    setting_answer(c, rc, m->id);
+  }
 }
 
 static void on_ping(conn_t *c, const char *id) {

@@ -21,6 +21,9 @@ joined (a lost member, a ghost or a duplicate trips one of them).
   msg-sigstop:   a message due while redis-server is SIGSTOPped for 2.5
                  leases is cleared once (apart from the storm, whose events
                  can pass the bounded log before it is read).
+  msg-stopped:   a message set while redis-server is stopped is answered
+                 only once Redis has it (ack, then set and cleared once) or
+                 store_unavailable; never acknowledged and then lost.
   slow-partition: A reaches Redis through a proxy that delays every reply,
                  then cuts A off past its lease, then heals, under the storm.
   flushall:      FLUSHALL in the middle of the storm (the stream, kept
@@ -467,8 +470,8 @@ async def test_msg_sigstop(t, cl):
     async def stored():
         return any(e.get("type") == "user.message" and e.get("user_id") == "sg-msg"
                    for e in await read_log(B))
-    # The ack does not wait for Redis (a slow build may not have written it
-    # yet): the message must be in the store before the stop it is due in.
+    # The ack comes once Redis has the message; B's log shows it once B's
+    # reader has it: the message must be in the store before the stop.
     await wait_for(stored, 5)
     os.kill(cl.redis.proc.pid, signal.SIGSTOP)
     await asyncio.sleep(2.5 * LEASE_MS / 1000)
@@ -485,6 +488,43 @@ async def test_msg_sigstop(t, cl):
           and e.get("user_id") == "sg-msg"], ["explicit", "expired"])
     await mc.close()
 test_msg_sigstop.timeout = 40
+
+
+async def test_msg_stopped(t, cl):
+    """A message set over the WebSocket while redis-server is already
+    stopped, due before it is back: its answer tells the truth. An ack
+    while Redis cannot have the write told the client it was set, and the
+    write lost with the connection was then never shown to anyone."""
+    A, B, C = cl.d
+    mc = await Client.connect(C, "sg-stopped")
+    os.kill(cl.redis.proc.pid, signal.SIGSTOP)
+    try:
+        await asyncio.sleep(0.1)
+        await mc.send({"type": "message", "text": "x", "expires_in": 1, "id": "m"})
+        early = await mc.expect(lambda m: m.get("id") == "m", 0.6)
+        t.eq("msg-stopped: no answer while Redis cannot have the write",
+             early[0], None)
+        await asyncio.sleep(2.5 * LEASE_MS / 1000 - 0.7)
+    finally:
+        os.kill(cl.redis.proc.pid, signal.SIGCONT)
+    ans, _ = await mc.expect(lambda m: m.get("id") == "m", 10)
+    kind = ans and (ans["type"] if ans["type"] == "ack" else ans.get("code"))
+    t.check("msg-stopped: answered, by an ack or store_unavailable",
+            kind in ("ack", "store_unavailable"), ans)
+    t.note(f"msg-stopped: answered {kind}")
+
+    async def reasons():
+        return [e.get("reason") for e in await read_log(B)
+                if e.get("type") == "user.message" and e.get("user_id") == "sg-stopped"]
+    if kind == "ack":
+        # Acknowledged: shown (set) and then cleared at its expiry, once.
+        async def both():
+            return await reasons() == ["explicit", "expired"]
+        await wait_for(both, 8)
+        t.eq("msg-stopped: an acknowledged message is set once, cleared once",
+             await reasons(), ["explicit", "expired"])
+    await mc.close()
+test_msg_stopped.timeout = 40
 
 
 test_redis_sigstop.timeout = 60
@@ -1139,6 +1179,7 @@ def main():
         sc("shards-kill9", test_storm_kill9, **{"--redis-shards": "4"}),
         sc("redis-sigstop", test_redis_sigstop),
         sc("msg-sigstop", test_msg_sigstop),
+        sc("msg-stopped", test_msg_stopped),
         sc("slow-partition", test_slow_partition, ProxiedCluster),
         sc("flushall", test_flushall),
         sc("restart", test_restart),

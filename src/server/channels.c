@@ -410,20 +410,38 @@ const char *channel_error_code(int rc) {
   }
 }
 
+/* An observe answered by an error: the connection does not observe the
+ * channel (it was subscribed to it before the snapshot was asked, so that
+ * no change falls between the two). Kept, the client told its observe
+ * failed went on getting the channel's frames, and a later unobserve was
+ * the only way to stop them. Joined, it stays joined. */
+static void observe_failed(chan_req_t *r, const char *code, const char *msg) {
+  conn_chan_t *x = find(*ws_chans(r->c), r->channel);
+  if (x && r->type == WSMSG_OBSERVE) {
+    x->observing = 0;
+    maybe_unsubscribe(r->c, x);
+  }
+  ws_send_error(r->c, code, msg, r->id);
+}
+
 /* The member list of a snapshot could not be read. An observe did nothing
- * else: an error, observe again. A join was made already (the store took
- * it before the listing was asked): an error would say "the join did not
- * happen" (docs/protocol.md 4.5) of a session the others now list and
- * count, which gets the channel's changes. It is answered as a join
- * without a snapshot is, by an ack: the session is a member. */
+ * else: an error, not observing (observe_failed), observe again. A join
+ * was made already (the store took it before the listing was asked): an
+ * error would say "the join did not happen" (docs/protocol.md 4.5) of a
+ * session the others now list and count, which gets the channel's
+ * changes. It is answered as a join without a snapshot is, by an ack: the
+ * session is a member. */
 static void snapshot_failed(chan_req_t *r, int status) {
   if (r->type == WSMSG_JOIN) {
     ws_send_ack(r->c, r->id);
     return;
   }
-  ws_send_error(r->c, status == PRESENCE_ESTORE ? "store_unavailable"
-                                                : "internal",
-                presence_strerror(status), r->id);
+  observe_failed(r,
+                 status == PRESENCE_ESTORE || status == PRESENCE_ETIMEDOUT ||
+                         status == PRESENCE_EFENCED
+                     ? "store_unavailable"
+                     : "internal",
+                 presence_strerror(status));
 }
 
 /* A snapshot of a channel larger than its page waits for the channel's
@@ -494,7 +512,7 @@ static void on_members(presence_t *p, int status,
         if (!inv || strcmp(m[i].user_id, me) == 0) shown[k++] = m[i];
       }
       if (n && !shown) {
-        ws_send_error(c, "internal", "out of memory", r->id);
+        observe_failed(r, "internal", "out of memory");
         req_done(r);
         return;
       }
@@ -520,7 +538,7 @@ static void on_members(presence_t *p, int status,
       if (r->fill) { /* this page joins the ones before it */
         if (fill_add(r, shown, k, visible) != 0) {
           free(shown);
-          ws_send_error(c, "internal", "out of memory", r->id);
+          observe_failed(r, "internal", "out of memory");
           req_done(r);
           return;
         }
@@ -558,7 +576,7 @@ static void on_members(presence_t *p, int status,
           return;
         free(frame);
         free(w);
-        ws_send_error(c, "internal", "out of memory", r->id);
+        observe_failed(r, "internal", "out of memory");
       }
     }
   }

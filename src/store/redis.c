@@ -52,6 +52,9 @@
 typedef struct ljoin {
   struct ljoin *next;
   char *data; /* '=' data, or "" */
+  /* Counts the writes that replaced data: a failed update puts the data
+   * before it back only if no later write replaced it (update_done). */
+  uint64_t data_gen;
   char ch[];
 } ljoin_t;
 
@@ -118,6 +121,10 @@ typedef struct req {
    * (PH_RESYNC): Redis may not hold its session again yet (write_done). */
   bool in_resync;
   bool chan_write; /* a channel join, update or leave of a local session */
+  /* An update (or a join of a member) of a local record: the data it
+   * replaced, and the record's data_gen once it did (update_done). */
+  char *undo_data;
+  uint64_t undo_gen;
   char user[PRESENCE_ID_MAX + 1];
 } req_t;
 
@@ -478,6 +485,7 @@ static void req_free(req_t *r) {
   }
   xfree(st, r->cmd);
   xfree(st, r->cmd_ch);
+  xfree(st, r->undo_data);
   xfree(st, r);
 }
 
@@ -2057,8 +2065,37 @@ static void join_done(rstore_t *st, req_t *r, redisReply *rep, int code) {
   write_done(st, r, rep, code);
 }
 
+/* An update (or a join of a session already a member) its caller is told
+ * failed because Redis did not take it: not writable, the connection lost
+ * with it in flight (ESTORE, ETIMEDOUT: the reconnect re-asserts), or
+ * fenced. The local record gets back the data it replaced, unless a later
+ * write replaced it since: the re-assert asserts the local record, and
+ * kept, the new data reached the other members once Redis was back, after
+ * the client was told store_unavailable (an error means nothing
+ * happened). */
+static void update_done(rstore_t *st, req_t *r, redisReply *rep, int code) {
+  int c = code;
+  if (!c && rep) c = script_code(rep);
+  if ((c == PRESENCE_ESTORE || c == PRESENCE_ETIMEDOUT ||
+       c == PRESENCE_EFENCED) &&
+      r->cmd_ch) {
+    lsess_t *s = r->slot < st->slab_len ? st->slab[r->slot] : NULL;
+    ljoin_t *j = s && s->gen == r->gen
+                     ? *ljoin_find(s, r->cmd_ch, strlen(r->cmd_ch))
+                     : NULL;
+    if (j && j->data_gen == r->undo_gen && r->undo_data) {
+      xfree(st, j->data);
+      j->data = r->undo_data;
+      j->data_gen++;
+      r->undo_data = NULL;
+    }
+  }
+  write_done(st, r, rep, code);
+}
+
 /* join, update, leave: the local record follows at once (what a resync
- * re-asserts), Redis decides the events. */
+ * re-asserts), Redis decides the events. An update Redis cannot take now
+ * leaves it as it was (update_done). */
 static int op_channel(rstore_t *st, const presence_write_t *w,
                       presence_store_done_fn done, void *ud) {
   lsess_t *s = write_session(st, w);
@@ -2073,7 +2110,9 @@ static int op_channel(rstore_t *st, const presence_write_t *w,
   }
   char *d = w->kind == PRESENCE_WRITE_LEAVE ? NULL : data_arg(st, w);
   int fresh_join = !j && w->kind == PRESENCE_WRITE_JOIN;
-  req_t *r = req_new(st, fresh_join ? join_done : write_done);
+  req_t *r = req_new(st, fresh_join                      ? join_done
+                         : w->kind == PRESENCE_WRITE_LEAVE ? write_done
+                                                           : update_done);
   ljoin_t *fresh = !j && w->kind == PRESENCE_WRITE_JOIN
                        ? xcalloc(st, 1, sizeof(*fresh) + w->channel_len + 1)
                        : NULL;
@@ -2106,12 +2145,24 @@ static int op_channel(rstore_t *st, const presence_write_t *w,
     *pp = j->next;
     xfree(st, j->data);
     xfree(st, j);
+  } else if (!ok && !fresh) {
+    /* Not sent, its caller told store_unavailable: the record keeps the
+     * data it had (update_done). */
+    xfree(st, d);
   } else {
     if (ok)
       queue_write(st, r, w->kind == PRESENCE_WRITE_JOIN ? "join" : "update",
                   w->kind == PRESENCE_WRITE_JOIN ? 5 : 4, args);
-    xfree(st, j->data);
+    if (fresh) {
+      xfree(st, j->data);
+    } else {
+      r->undo_data = j->data; /* put back if Redis does not take it */
+      r->slot = s->slot;
+      r->gen = s->gen;
+      r->cmd_ch = xstrndup(st, w->channel, w->channel_len);
+    }
     j->data = d;
+    r->undo_gen = ++j->data_gen;
   }
   if (!ok) defer(st, r, PRESENCE_ESTORE);
   return 0;

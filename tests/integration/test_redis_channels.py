@@ -30,6 +30,12 @@ Channels on three presenced instances sharing one Redis (issue 13).
   regrant:  a token refresh that no longer grants a channel takes the
             session out of it (test_token_refresh.test_refresh_narrows_channels):
             the session on A, the other member and the API on B.
+  update-lost: an update answered store_unavailable (Redis down) is not
+            made when Redis comes back: the re-assert brings the member
+            back with the data it had, and no other member sees the new.
+  observe-lost: an observe answered store_unavailable (its snapshot could
+            not be read) does not observe: once Redis is back, the
+            channel's changes do not reach that connection.
   fifty:    50 WebSocket sessions of one user over the three instances join
             one channel in random order, then leave in random order: one
             channel.join and one channel.leave in the cluster's log.
@@ -239,6 +245,82 @@ async def test_restart_hidden(t, cl):
         await c.close()
 
 
+async def answer(c, rid, timeout):
+    """The ack or error answering request rid."""
+    m, _ = await c.expect(lambda x: x.get("type") in ("ack", "error") and x.get("id") == rid,
+                          timeout)
+    return m
+
+
+async def test_update_lost(t, cl):
+    A, B, _ = cl.d
+    a, _ = await connect_join(A, "ul-a", "room", {"v": 1})
+    b, _ = await connect_join(B, "ul-b", "room")
+    cl.redis.kill()
+    await asyncio.sleep(0.5)
+    await a.send({"type": "update", "channel": "room", "data": {"v": 2}, "id": "u"})
+    m = await answer(a, "u", 5)
+    t.eq("update-lost: an update while Redis is down is answered store_unavailable",
+         (m or {}).get("code"), "store_unavailable")
+    await b.collect(0.2)
+    cl.redis.start()
+
+    async def back():
+        ms = await members(B, "room")
+        return ms is not None and sorted(ms) == ["ul-a", "ul-b"]
+    took = await wait_for(back, 8, 0.05)
+    t.check("update-lost: Redis restarted empty: the memberships are re-asserted",
+            took is not None, f"{took}")
+    await asyncio.sleep(0.5)
+    ms = await members(B, "room") or {}
+    t.eq("update-lost: the member comes back with the data it had, not the refused update's",
+         ms.get("ul-a", {}).get("data"), {"v": 1})
+    seen = [x for x in await b.collect(1.0) if x.get("type") == "channel"
+            and (x.get("member") or {}).get("data") == {"v": 2}]
+    t.eq("update-lost: the other member is never shown the refused update's data", seen, [])
+    await a.send({"type": "update", "channel": "room", "data": {"v": 3}, "id": "u2"})
+    t.eq("update-lost: an update once Redis is back is acked", (await answer(a, "u2", 5) or {}).get("type"), "ack")
+    m, _ = await b.expect(lambda x: x.get("type") == "channel" and x.get("event") == "update"
+                          and x["member"]["user_id"] == "ul-a" and x["member"]["data"] == {"v": 3}, 5)
+    t.check("update-lost: and reaches the other member", m is not None)
+    for x in (a, b):
+        await x.close()
+
+
+async def test_observe_lost(t, cl):
+    A, B, _ = cl.d
+    b, _ = await connect_join(B, "ol-b", "room", {"v": 1})
+    obs = await Client.connect(A, "ol-obs", tok=tok("ol-obs"))
+    cl.redis.kill()
+    await asyncio.sleep(0.5)
+    await obs.send({"type": "observe", "channel": "room", "id": "o"})
+    m = await obs.expect(lambda x: x.get("id") == "o", 5)
+    m = m[0]
+    t.eq("observe-lost: an observe while Redis is down is answered store_unavailable",
+         ((m or {}).get("type"), (m or {}).get("code")), ("error", "store_unavailable"))
+    cl.redis.start()
+
+    async def back():
+        ms = await members(A, "room")
+        return ms is not None and sorted(ms) == ["ol-b"]
+    took = await wait_for(back, 8, 0.05)
+    t.check("observe-lost: Redis restarted empty: the member is re-asserted", took is not None, f"{took}")
+    await b.send({"type": "update", "channel": "room", "data": {"v": 2}, "id": "u"})
+    t.eq("observe-lost: the member's update is acked", (await answer(b, "u", 5) or {}).get("type"), "ack")
+    got = [x for x in await obs.collect(1.5) if x.get("type") == "channel"]
+    t.eq("observe-lost: the connection whose observe failed gets none of the channel's frames", got, [])
+    await obs.send({"type": "observe", "channel": "room", "id": "o2"})
+    snap = await obs.expect_type("channel", 5, id="o2")
+    t.eq("observe-lost: observing again works: the snapshot lists the member",
+         [x["user_id"] for x in (snap or {}).get("members", [])], ["ol-b"])
+    await b.send({"type": "update", "channel": "room", "data": {"v": 3}, "id": "u2"})
+    m, _ = await obs.expect(lambda x: x.get("type") == "channel" and x.get("event") == "update"
+                            and x["member"]["data"] == {"v": 3}, 5)
+    t.check("observe-lost: and then gets the channel's changes", m is not None)
+    for x in (b, obs):
+        await x.close()
+
+
 async def test_fifty(t, cl):
     rnd = random.Random(1313)
     cs = []
@@ -296,6 +378,8 @@ SCENARIOS = [
     ("page-shards", test_page, {"extra": {"--offline-grace-ms": "0", "--channel-page": "3",
                                           "--redis-shards": "4"}}),
     ("regrant", test_regrant, {"extra": {"--offline-grace-ms": "0"}}),
+    ("update-lost", test_update_lost, {"extra": {"--offline-grace-ms": "0"}}),
+    ("observe-lost", test_observe_lost, {"extra": {"--offline-grace-ms": "0"}}),
     ("fifty", test_fifty, {"extra": {"--offline-grace-ms": "0", "--max-sessions-per-user": "0"}}),
 ]
 

@@ -158,6 +158,20 @@ func pathEscape(s string) string {
 	return strings.ReplaceAll(url.PathEscape(s), "+", "%2B")
 }
 
+// nonEmpty refuses an empty id or channel name before any request: it made
+// another path (GET /v1/users/, DELETE /v1/sessions/), which presenced
+// answered 404 not_found "no such endpoint" (or bad_user_id for some), so a
+// caller's bug looked like a missing route or a gone session. The Node and
+// Python SDKs throw a TypeError at the call.
+func nonEmpty(args ...string) error {
+	for i := 0; i+1 < len(args); i += 2 {
+		if args[i+1] == "" {
+			return &Error{Code: CodeBadArgument, Message: args[i] + " must not be empty"}
+		}
+	}
+	return nil
+}
+
 func decodeError(status int, data []byte) *Error {
 	var e struct {
 		Error struct{ Code, Message string } `json:"error"`
@@ -173,6 +187,9 @@ func decodeError(status int, data []byte) *Error {
 
 // GetUser: GET /v1/users/{id}.
 func (c *Client) GetUser(ctx context.Context, userID string) (*User, error) {
+	if err := nonEmpty("GetUser: userID", userID); err != nil {
+		return nil, err
+	}
 	var u User
 	if err := c.Do(ctx, "GET", "/v1/users/"+pathEscape(userID), nil, &u); err != nil {
 		return nil, err
@@ -199,6 +216,9 @@ func (c *Client) GetUsers(ctx context.Context, userIDs []string) ([]User, error)
 
 // Sessions: GET /v1/users/{id}/sessions.
 func (c *Client) Sessions(ctx context.Context, userID string) ([]Session, error) {
+	if err := nonEmpty("Sessions: userID", userID); err != nil {
+		return nil, err
+	}
 	var r struct{ Sessions []Session }
 	if err := c.Do(ctx, "GET", "/v1/users/"+pathEscape(userID)+"/sessions", nil, &r); err != nil {
 		return nil, err
@@ -209,17 +229,23 @@ func (c *Client) Sessions(ctx context.Context, userID string) ([]Session, error)
 // Kick: DELETE /v1/sessions/{id}; the client is closed with 4003. An *Error
 // with CodeNoSession when it is gone.
 func (c *Client) Kick(ctx context.Context, sessionID string) error {
+	if err := nonEmpty("Kick: sessionID", sessionID); err != nil {
+		return err
+	}
 	return c.Do(ctx, "DELETE", "/v1/sessions/"+pathEscape(sessionID), nil, nil)
 }
 
 // ChannelMember is a member of a channel (protocol.md section 4).
 type ChannelMember struct {
-	UserID   string          `json:"user_id"`
-	Status   string          `json:"status"`
-	Data     json.RawMessage `json:"data"`
-	Since    int64           `json:"since"`
-	Version  int64           `json:"version"`
-	Sessions []struct {
+	UserID string `json:"user_id"`
+	Status string `json:"status"`
+	// Availability: auto, dnd, away or invisible (the truth, as GetUser's;
+	// it was not decoded, so a Go backend could not tell a dnd member).
+	Availability string          `json:"availability,omitempty"`
+	Data         json.RawMessage `json:"data"`
+	Since        int64           `json:"since"`
+	Version      int64           `json:"version"`
+	Sessions     []struct {
 		SessionID string          `json:"session_id"`
 		Status    string          `json:"status"`
 		Data      json.RawMessage `json:"data"`
@@ -247,6 +273,9 @@ type ChannelCount struct {
 
 // Channel: GET /v1/channels/{name} (its member count).
 func (c *Client) Channel(ctx context.Context, name string) (*ChannelCount, error) {
+	if err := nonEmpty("Channel: name", name); err != nil {
+		return nil, err
+	}
 	var r ChannelCount
 	if err := c.Do(ctx, "GET", "/v1/channels/"+pathEscape(name), nil, &r); err != nil {
 		return nil, err
@@ -256,6 +285,9 @@ func (c *Client) Channel(ctx context.Context, name string) (*ChannelCount, error
 
 // ChannelMembers: one page (limit 1..1000; after: the previous page's Next, or "").
 func (c *Client) ChannelMembers(ctx context.Context, name string, limit int, after string) (*MembersPage, error) {
+	if err := nonEmpty("ChannelMembers: name", name); err != nil {
+		return nil, err
+	}
 	q := url.Values{"limit": {fmt.Sprint(limit)}}
 	if after != "" {
 		q.Set("after", after)
@@ -289,18 +321,48 @@ func (c *Client) Channels(ctx context.Context, prefix string, limit int, after s
 	return r.Channels, next, nil
 }
 
+// UserChannel is a channel a user is a member of, with its member record.
+type UserChannel struct {
+	Channel string `json:"channel"`
+	ChannelMember
+}
+
+// UserChannels: GET /v1/users/{id}/channels, the channels the user is a
+// member of (the Node and Python SDKs' userChannels / user_channels).
+func (c *Client) UserChannels(ctx context.Context, userID string) ([]UserChannel, error) {
+	if err := nonEmpty("UserChannels: userID", userID); err != nil {
+		return nil, err
+	}
+	var r struct {
+		Channels []UserChannel `json:"channels"`
+	}
+	if err := c.Do(ctx, "GET", "/v1/users/"+pathEscape(userID)+"/channels", nil, &r); err != nil {
+		return nil, err
+	}
+	return r.Channels, nil
+}
+
 // RemoveFromChannel: every session of the user leaves the channel (reason kicked).
 func (c *Client) RemoveFromChannel(ctx context.Context, name, userID string) error {
+	if err := nonEmpty("RemoveFromChannel: name", name, "RemoveFromChannel: userID", userID); err != nil {
+		return err
+	}
 	return c.Do(ctx, "DELETE", "/v1/channels/"+pathEscape(name)+"/members/"+pathEscape(userID), nil, nil)
 }
 
 // SetAvailability: "auto", "dnd", "away" or "invisible".
 func (c *Client) SetAvailability(ctx context.Context, userID, availability string) error {
+	if err := nonEmpty("SetAvailability: userID", userID); err != nil {
+		return err
+	}
 	return c.Do(ctx, "PUT", "/v1/users/"+pathEscape(userID)+"/availability", map[string]string{"availability": availability}, nil)
 }
 
 // SetMessage sets the status message; expiresIn 0: no expiry.
 func (c *Client) SetMessage(ctx context.Context, userID, text, emoji string, expiresIn time.Duration) error {
+	if err := nonEmpty("SetMessage: userID", userID); err != nil {
+		return err
+	}
 	body := map[string]any{"text": text}
 	if emoji != "" {
 		body["emoji"] = emoji
@@ -313,11 +375,17 @@ func (c *Client) SetMessage(ctx context.Context, userID, text, emoji string, exp
 
 // ClearMessage: DELETE /v1/users/{id}/message.
 func (c *Client) ClearMessage(ctx context.Context, userID string) error {
+	if err := nonEmpty("ClearMessage: userID", userID); err != nil {
+		return err
+	}
 	return c.Do(ctx, "DELETE", "/v1/users/"+pathEscape(userID)+"/message", nil, nil)
 }
 
 // PutSession creates or renews a session with a TTL (serverless backends); created reports which.
 func (c *Client) PutSession(ctx context.Context, sessionID, userID string, ttl time.Duration, meta map[string]any) (created bool, err error) {
+	if err := nonEmpty("PutSession: sessionID", sessionID, "PutSession: userID", userID); err != nil {
+		return false, err
+	}
 	body := map[string]any{"user": userID, "ttl_ms": ttl.Milliseconds()}
 	if meta != nil {
 		body["meta"] = meta

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"os/exec"
 	"sort"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -373,6 +374,29 @@ func TestIDsArePercentEncoded(t *testing.T) {
 	}
 	if other, err := api.GetUser(ctx, "ann tag@example.com&x=1:$"); err != nil || other.Status != "offline" {
 		t.Fatalf("the id with a space: %+v %v", other, err)
+	}
+}
+
+// An empty id or channel name is the caller's bug, said as such before any
+// request: it was sent as another path, answered 404 not_found "no such
+// endpoint" (Kick of "" looked like a missing route, not a gone session).
+func TestEmptyArgumentsAreRefused(t *testing.T) {
+	ctx := context.Background()
+	api := NewClient(shared.url(), testAPIKey)
+	_, e1 := api.GetUser(ctx, "")
+	_, e2 := api.Sessions(ctx, "")
+	_, e3 := api.Channel(ctx, "")
+	_, e4 := api.ChannelMembers(ctx, "", 10, "")
+	_, e5 := api.UserChannels(ctx, "")
+	_, e6 := api.PutSession(ctx, "", "ann", time.Minute, nil)
+	_, e7 := api.PutSession(ctx, "s-1", "", time.Minute, nil)
+	for i, err := range []error{e1, e2, api.Kick(ctx, ""), e3, e4, e5, api.RemoveFromChannel(ctx, "room:1", ""),
+		api.RemoveFromChannel(ctx, "", "ann"), api.SetAvailability(ctx, "", "dnd"), api.SetMessage(ctx, "", "hi", "", 0),
+		api.ClearMessage(ctx, ""), e6, e7} {
+		var pe *Error
+		if !errors.As(err, &pe) || pe.Code != CodeBadArgument || pe.Status != 0 || pe.Retryable() || !strings.Contains(pe.Message, "must not be empty") {
+			t.Errorf("call %d: %v", i, err)
+		}
 	}
 }
 

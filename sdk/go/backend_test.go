@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
+	"sort"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -257,6 +258,21 @@ func TestBackendChannels(t *testing.T) {
 	if p2.Members[0].UserID != "bob" || p2.Next != nil {
 		t.Fatalf("page 2 %+v", p2)
 	}
+	// A member's availability and the channels of a user, as the Node and
+	// Python SDKs give them (userChannels, user_channels).
+	if err := api.SetAvailability(ctx, "bob", "dnd"); err != nil {
+		t.Fatal(err)
+	}
+	if p2, _ := api.ChannelMembers(ctx, "room:1", 1, *p.Next); p2.Members[0].Availability != "dnd" {
+		t.Fatalf("bob's availability in room:1: %+v", p2.Members[0])
+	}
+	uc, err := api.UserChannels(ctx, "bob")
+	sort.Slice(uc, func(i, j int) bool { return uc[i].Channel < uc[j].Channel }) // in no promised order
+	if err != nil || len(uc) != 2 || uc[0].Channel != "room:1" || uc[1].Channel != "room:2" || uc[1].UserID != "bob" ||
+		uc[1].Availability != "dnd" || string(uc[1].Data) != `{"color":"blue"}` || len(uc[1].Sessions) != 1 || uc[1].Sessions[0].SessionID != bob {
+		t.Fatalf("UserChannels(bob): %+v %v", uc, err)
+	}
+	api.SetAvailability(ctx, "bob", "auto")
 	chs, next, _ := api.Channels(ctx, "room:", 100, "")
 	if fmt.Sprint(chs) != "[{room:1 2 2} {room:2 1 1}]" || next != "" {
 		t.Fatalf("channels %v %q", chs, next)

@@ -26,6 +26,10 @@ const (
 	// CodeBadURL: the URL given for presenced is not http(s)://host (no
 	// answer can come; not retryable).
 	CodeBadURL = "bad_url"
+	// CodeBadArgument: an id or channel name given to a Client method is
+	// empty (a caller's bug, as the Node and Python SDKs' TypeError; nothing
+	// is sent; not retryable).
+	CodeBadArgument = "bad_argument"
 	// CodeOriginTakenOver: a Backend's origin was taken by another connection
 	// (OnError); the Backend has stopped.
 	CodeOriginTakenOver = "origin_taken_over"
@@ -46,9 +50,9 @@ func (e *Error) Error() string {
 }
 func (e *Error) Unwrap() error { return e.Err }
 
-// Retryable: no answer (but for a bad URL), a 5xx, 408 or 429.
+// Retryable: no answer (but for a bad URL or argument), a 5xx, 408 or 429.
 func (e *Error) Retryable() bool {
-	return (e.Status == 0 && e.Code != CodeBadURL) || e.Status >= 500 || e.Status == 408 || e.Status == 429
+	return (e.Status == 0 && e.Code != CodeBadURL && e.Code != CodeBadArgument) || e.Status >= 500 || e.Status == 408 || e.Status == 429
 }
 
 // checkURL refuses a base URL no request can go to (127.0.0.1:7070, without

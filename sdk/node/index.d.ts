@@ -215,7 +215,8 @@ export declare class PresenceAPI {
 
   setAvailability(userId: string, availability: Availability): Promise<{ user_id: string; availability: Availability }>;
   /** expiresInS: seconds from now; or expiresAt: ms since the epoch. */
-  setMessage(userId: string, message: { text: string; emoji?: string; expiresInS?: number; expiresAt?: number }): Promise<unknown>;
+  /** Resolves to what presenced stored: `message` null when `text` was empty (the message cleared). */
+  setMessage(userId: string, message: { text: string; emoji?: string; expiresInS?: number; expiresAt?: number }): Promise<{ user_id: string; message: StatusMessage | null }>;
   clearMessage(userId: string): Promise<void>;
 
   /** Create or renew a session with a TTL (serverless backends); ends with reason 'timeout' unless renewed. */

@@ -15,6 +15,14 @@ function enc(v, what = 'id') {
   if (!((typeof v === 'string' && v !== '') || (typeof v === 'number' && Number.isFinite(v)))) {
     throw new TypeError(`PresenceAPI: ${what} must be a non-empty string, not ${v === '' ? "''" : typeof v === 'object' && v !== null ? 'an object' : String(v)}`);
   }
+  // fetch resolves a path segment '.' or '..' (escaped as %2E too, by the
+  // URL standard): getUser('..') asked GET /v1/ and answered 404 not_found
+  // "no such endpoint", as if the route were missing. No escape reaches
+  // presenced, so say so (the Python and Go SDKs, whose HTTP clients keep
+  // the path as is, read such ids; getUsers posts the ids in a body).
+  if (v === '.' || v === '..') {
+    throw new TypeError(`PresenceAPI: ${what} '${v}' cannot be sent in a URL path (fetch resolves it as a dot segment)${what === 'userId' ? '; getUsers([...]) reads such a user' : ''}`);
+  }
   return encodeURIComponent(v);
 }
 

@@ -168,6 +168,14 @@ function readRaw(req, limit) {
   });
 }
 
+// The message of a refusal's JSON body, without the "code: " that
+// WebhookError's message starts with (for logs): the body has the code
+// beside it, and said "bad_signature: bad_signature: ..." once a receiver
+// logged it, where the Python and Go SDKs answer the plain message.
+function plain(e) {
+  return e.message.startsWith(`${e.code}: `) ? e.message.slice(e.code.length + 2) : e.message;
+}
+
 function answer(res, status, code, message) {
   const body = JSON.stringify({ error: { code, message } });
   res.statusCode = status;
@@ -195,7 +203,7 @@ export function webhookMiddleware({ secret, toleranceMs = 300000, guard = new We
       req.presence = verifyWebhook({ secret, headers: req.headers, body, toleranceMs, guard });
     } catch (e) {
       if (!(e instanceof WebhookError)) { if (next) return next(e); return answer(res, 500, 'internal', String(e)); }
-      return answer(res, e.status, e.code, e.message);
+      return answer(res, e.status, e.code, plain(e));
     }
     if (inProgress(handling, req.presence)) return answer(res, 409, 'in_progress', IN_PROGRESS);
     handling.add(req.presence.instance);
@@ -244,7 +252,7 @@ export async function fastifyWebhook(app, { path = '/presence/webhook', secret, 
       delivery = verifyWebhook({ secret, headers: request.headers, body: request.body ?? Buffer.alloc(0), toleranceMs, guard });
     } catch (e) {
       if (!(e instanceof WebhookError)) throw e;
-      return reply.code(e.status).send({ error: { code: e.code, message: e.message } });
+      return reply.code(e.status).send({ error: { code: e.code, message: plain(e) } });
     }
     if (inProgress(handling, delivery)) return reply.code(409).send({ error: { code: 'in_progress', message: IN_PROGRESS } });
     handling.add(delivery.instance);

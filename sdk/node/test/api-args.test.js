@@ -24,6 +24,16 @@ test('an id that is undefined, null, empty or an object is a TypeError, not a re
     await assert.rejects(api.setAvailability(bad, 'dnd'), TypeError, `setAvailability(${String(bad)})`);
     await assert.rejects(api.channelMembers(bad), TypeError, `channelMembers(${String(bad)})`);
   }
+  // '.' and '..': fetch resolves them in a path, so getUser('..') was GET
+  // /v1/ and answered 404 not_found "no such endpoint"; now a TypeError that
+  // says why, and getUsers (ids in a body) reads such a user.
+  for (const dots of ['.', '..']) {
+    await assert.rejects(api.getUser(dots), (e) => e instanceof TypeError && /dot segment/.test(e.message), `getUser(${dots})`);
+    await assert.rejects(api.sessions(dots), TypeError, `sessions(${dots})`);
+    await assert.rejects(api.channel(dots), TypeError, `channel(${dots})`);
+    assert.equal((await api.getUsers([dots]))[0].user_id, dots);
+  }
+  assert.equal((await api.getUser('...')).user_id, '...');
   // one string where a list is wanted, as the Python SDK refuses it too
   await assert.rejects(api.getUsers('alice'), TypeError);
   await assert.rejects(api.getUsers(undefined), TypeError);

@@ -87,6 +87,13 @@ test('a replayed, forged or stale request is refused', async () => {
   }
   const forged = Buffer.from(body.toString().replace('alice', 'mallory'));
   assert.deepEqual(await post(headers, forged), { status: 401, code: 'bad_signature' });
+  // The body's message is the plain message, as the Python and Go SDKs
+  // answer it (it repeated the code: "bad_signature: signature does not match").
+  for (const port of [ports.express, ports.fastify, ports.node]) {
+    const r = await fetch(`http://127.0.0.1:${port}/hook`, { method: 'POST', body: forged, headers: { 'content-type': 'application/json',
+      'presence-timestamp': headers['presence-timestamp'], 'presence-signature': headers['presence-signature'] } });
+    assert.deepEqual(await r.json(), { error: { code: 'bad_signature', message: 'signature does not match' } }, `port ${port}`);
+  }
   const old = String(Date.now() - 600000);
   const sig = 'v1=' + createHmac('sha256', SECRET).update(old + '.').update(body).digest('hex');
   assert.deepEqual(await post({ 'presence-timestamp': old, 'presence-signature': sig }, body), { status: 401, code: 'stale' });

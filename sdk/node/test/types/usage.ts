@@ -60,3 +60,11 @@ async function memberships() {
   }
 }
 void memberships;
+
+// What setMessage answers is typed (it was unknown): the stored message and its expiry.
+async function statusMessage() {
+  const r = await api.setMessage('alice', { text: 'lunch', emoji: '🍔', expiresInS: 600 });
+  const expires: number | null | undefined = r.message?.expires;
+  console.log(r.user_id, r.message?.text, expires);
+}
+void statusMessage;

@@ -378,3 +378,48 @@ def test_a_connection_taken_over_stops(pd):
         await first.end()
         await second.end(bye=True)
     asyncio.run(asyncio.wait_for(main(), 20))
+
+
+def test_readme_restart_takes_the_sessions_back(pd):
+    # The README's restart snippet, as written: a process that restarts with
+    # the same origin and opens the sessions it still serves before connect()
+    # takes them back with no event; the README said only that "a restarted
+    # process takes them back", and one that connected first and opened them
+    # after ended them all (an empty re-assert), then opened them anew.
+    import pathlib
+    import re
+    readme = (pathlib.Path(__file__).resolve().parents[1] / "README.md").read_text()
+    [snippet] = [b for b in re.findall(r"```python\n(.*?)```", readme, re.S) if "session=sid" in b]
+    api = PresenceAPI(pd.url, API_KEY)
+    held = [(f"rs-{i}", f"ru{i}") for i in range(3)]
+
+    async def before_restart():
+        b = BackendConnection(pd.url, API_KEY, "chat-1")
+        await b.connect()
+        for sid, user in held:
+            b.open(user, session=sid)
+        b.join(held[0][0], "room:rs", {"x": 1})
+        await b.flush()
+        await b.end()                        # the process stops; presenced keeps its sessions
+    asyncio.run(asyncio.wait_for(before_restart(), 10))
+    stream = api.events(retry_s=0.05)
+    items = []
+    threading.Thread(target=lambda: items.extend(stream), daemon=True).start()
+    wait_for(lambda: stream.connects == 1, what="stream")
+
+    async def restarted():
+        scope = {"BackendConnection": BackendConnection, "url": pd.url, "api_key": API_KEY, "held": held}
+        exec("async def _main():\n" + "".join("    " + line + "\n" for line in snippet.splitlines()) +
+             "    return backend\n", scope)
+        backend = await scope["_main"]()
+        await backend.flush()
+        await asyncio.sleep(0.3)
+        assert backend.welcome["resumed"] is True
+        assert items == [], [(i.type, i.data.get("session_id")) for i in items]
+        assert [u["sessions"] for u in api.get_users([u for _, u in held])] == [1, 1, 1]
+        assert api.channel("room:rs")["count"] == 1      # its channels stay with it
+        await backend.end(bye=True)
+    try:
+        asyncio.run(asyncio.wait_for(restarted(), 10))
+    finally:
+        stream.close()

@@ -605,7 +605,9 @@ int presence_session_set_status(presence_t *p, const char *session_id,
                                 presence_status_t status,
                                 presence_done_cb done, void *ud);
 
-/* Record activity on a session (any client message). With inactivity_ms set,
+/* Record activity on a session: a message its client sends for its user,
+ * not a keepalive (ping, pong, token refresh: browsers answer pings on their
+ * own, so a tab left open would never become idle). With inactivity_ms set,
  * a session made idle by inactivity becomes online again (reason
  * "inactivity"); a session the client set idle stays idle. */
 int presence_session_touch(presence_t *p, const char *session_id);

@@ -103,7 +103,8 @@ static const opt_t opts[] = {
     U32("message-max-chars", message_max_chars, 1, 4096,
         "longest status message a person may set, in characters (128)"),
     U32("inactivity-ms", inactivity_ms, 0, 86400000,
-        "silence after which a session becomes idle, 0 off (0)"),
+        "time without a client message (keepalives do not count: "
+        "protocol.md 1.2) after which a session becomes idle, 0 off (0)"),
     U32("heartbeat-ms", heartbeat_ms, 10, 3600000,
         "interval of server pings (25000)"),
     U32("timeout-ms", timeout_ms, 20, 86400000,

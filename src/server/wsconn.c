@@ -715,11 +715,29 @@ static void on_token(conn_t *c, const wsmsg_t *m) {
   buf_shrink(b, 65536);
 }
 
+/* Activity for server-side inactivity (docs/protocol.md 1.2): a message
+ * the client sends for its user (status, a setting, a subscribe, a channel
+ * operation, refused or not), never a keepalive. The JS client pings after
+ * 25 s of silence and browsers answer the server's WebSocket pings (every
+ * heartbeat_ms) by themselves: counted, an open tab whose user had left it
+ * never became idle under any --inactivity-ms over those. A ping, a pong
+ * and a token refresh (sent by the client library on its own, ahead of
+ * expiry) keep the connection alive (timeout_ms), not the session
+ * active. */
+static void touch(conn_t *c, const wsmsg_t *m) {
+  srv_t *s = c->srv;
+  wsconn_t *w = c->u.ws;
+  if (m->type == WSMSG_PING || m->type == WSMSG_TOKEN) return;
+  if (s->cfg.inactivity_ms && w->session_live)
+    presence_handle_touch(s->p, w->handle);
+}
+
 static void on_text(conn_t *c, const uint8_t *data, size_t len) {
   srv_t *s = c->srv;
   s->ws_messages_total++;
   wsmsg_t m;
   int rc = wsmsg_decode(data, len, s->cfg.max_watch, &m);
+  touch(c, &m);
   if (rc == WSMSG_BAD)
     bad_message(c, m.err_code, m.err_msg, m.id);
   else if (rc == WSMSG_TOO_MANY)
@@ -739,14 +757,6 @@ static void on_text(conn_t *c, const uint8_t *data, size_t len) {
   else
     on_ping(c, m.id);
   wsmsg_free(&m);
-}
-
-/* Any client message counts as activity for server-side inactivity. */
-static void touch(conn_t *c) {
-  srv_t *s = c->srv;
-  wsconn_t *w = c->u.ws;
-  if (s->cfg.inactivity_ms && w->session_live)
-    presence_handle_touch(s->p, w->handle);
 }
 
 /* Fixed one-second windows: cheap, and a burst is bounded by twice the
@@ -800,16 +810,13 @@ static void read_frames(conn_t *c, const char *data, size_t len) {
                  PRESENCE_REASON_DISCONNECT);
         return;
       }
-      touch(c);
       on_text(c, ev.data, ev.len);
       break;
     case WS_EV_PING:
       if (over_rate(c)) return;
-      touch(c);
       ws_send_frame(c, WS_OP_PONG, ev.data, ev.len);
       break;
-    case WS_EV_PONG:
-      touch(c);
+    case WS_EV_PONG: /* the connection's liveness only (last_frame_ms) */
       break;
     case WS_EV_CLOSE: {
       /* Echo the peer's code (none if it sent none), then we are done. */

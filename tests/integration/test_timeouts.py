@@ -3,8 +3,9 @@
 """Heartbeats and inactivity (docs/protocol.md sections 1.2, 1.3): server
 pings every heartbeat_ms; a client that never answers is closed with 4008 and
 its user goes offline with reason timeout; a client that answers pings stays;
-with --inactivity-ms a silent session becomes idle (reason inactivity) and
-online again on its next message; a client-set idle stays idle."""
+with --inactivity-ms a session that sends nothing but keepalives (pongs,
+pings) becomes idle (reason inactivity) and online again on its next real
+message; a client-set idle stays idle."""
 
 import asyncio
 import os
@@ -109,7 +110,8 @@ async def test_inactivity(t, d, args):
     t.check("inactivity: SSE session.status reason inactivity before user.idle",
             st and st[0]["data"].get("reason") == "inactivity" and ev is not None
             and int(st[0]["id"]) < int(ev["id"]) and ev["data"].get("reason") == "inactivity", ev_brief(evs))
-    await q.send({"type": "ping", "id": 1})
+    # A real message (not a keepalive: test_keepalives_not_activity).
+    await q.send({"type": "unsubscribe", "users": ["nobody"], "id": 1})
     m = await w.change("quiet", 2)
     u = (m or {}).get("users", [{}])[0]
     t.check("inactivity: next message -> online again, reason inactivity",
@@ -121,7 +123,7 @@ async def test_inactivity(t, d, args):
     t.check("inactivity: client sets idle -> idle, reason explicit",
             u.get("status") == "idle" and u.get("reason") == "explicit", m)
     for i in range(6):
-        await q.send({"type": "ping", "id": 10 + i})
+        await q.send({"type": "unsubscribe", "users": ["nobody"], "id": 10 + i})
         await asyncio.sleep(0.12)
     ch = await w.changes(0.3, "quiet")
     t.eq("inactivity: a session the client set idle stays idle while it sends messages", len(ch), 0)
@@ -132,7 +134,7 @@ async def test_inactivity(t, d, args):
             u.get("status") == "online" and u.get("reason") == "explicit", m)
     # Staying active keeps it online.
     for i in range(8):
-        await q.send({"type": "ping", "id": 20 + i})
+        await q.send({"type": "unsubscribe", "users": ["nobody"], "id": 20 + i})
         await asyncio.sleep(0.1)
     ch = await w.changes(0.05, "quiet")
     t.eq("inactivity: a session sending messages every 100 ms stays online", len(ch), 0)
@@ -160,27 +162,46 @@ async def test_token_expiry(t, d, args):
 test_token_expiry.timeout = 20
 
 
-async def test_pong_is_activity(t, d, args):
-    # --inactivity-ms 600 --heartbeat-ms 100 --timeout-ms 5000: "a pong frame
-    # counts as activity" (protocol.md 1.2).
+async def test_keepalives_not_activity(t, d, args):
+    # --inactivity-ms 600 --heartbeat-ms 100 --timeout-ms 5000. Keepalives
+    # keep a connection open, not its session active: browsers answer the
+    # server's pings by themselves and the JS client pings after 25 s of
+    # silence, so counted, a tab its user had left never became idle.
     w = await Client.connect(d, "pw", watch="*")
-    await w.send({"type": "subscribe", "users": ["ponger", "mute"], "id": 1})
+    await w.send({"type": "subscribe", "users": ["ponger", "pinger", "mute", "busy"], "id": 1})
     await w.expect_type("presence", 3, id=1)
     ponger = await Client.connect(d, "ponger")          # websockets answers pings
+    pinger = await Client.connect(d, "pinger")          # and sends app pings too
+    busy = await Client.connect(d, "busy")              # and sends real messages
     mute = await RawWS.open(d, tok=token("mute"))       # never answers pings
     await mute.recv_json(3, auto_pong=False)
-    msgs = await w.collect(1.8)
+    t0 = time.monotonic()
+    n = 0
+    while time.monotonic() - t0 < 1.8:
+        n += 1
+        await pinger.send({"type": "ping", "id": n})
+        await busy.send({"type": "unsubscribe", "users": ["nobody"], "id": n})
+        await asyncio.sleep(0.1)
+    msgs = await w.collect(0.2)
     ch = {}
     for m in msgs:
         if m.get("type") == "presence" and m.get("snapshot") is False:
             u = m["users"][0]
-            ch.setdefault(u["user_id"], []).append(u.get("status"))
-    t.eq("pongs count as activity: a client answering pings stays online", ch.get("ponger"), ["online"])
-    t.eq("no pongs, no messages: idle after --inactivity-ms", ch.get("mute"), ["online", "idle"])
+            ch.setdefault(u["user_id"], []).append((u.get("status"), u.get("reason")))
+    went_idle = [("online", "connect"), ("idle", "inactivity")]
+    t.eq("keepalives: a client only answering the server's pings goes idle after --inactivity-ms",
+         ch.get("ponger"), went_idle)
+    t.eq("keepalives: a client sending only app pings (every 100 ms) goes idle too",
+         ch.get("pinger"), went_idle)
+    t.eq("keepalives: a client sending real messages stays online", ch.get("busy"), [("online", "connect")])
+    t.eq("no pongs, no messages: idle after --inactivity-ms", ch.get("mute"), went_idle)
+    pongs = [m for m in pinger.backlog + await pinger.collect(0.2) if m.get("type") == "pong"]
+    t.check("keepalives: the pings are answered (the connection stays up)", len(pongs) >= n - 1, (len(pongs), n))
     mute.close()
-    await ponger.close()
+    for c in (ponger, pinger, busy):
+        await c.close()
     await w.close()
-test_pong_is_activity.timeout = 20
+test_keepalives_not_activity.timeout = 20
 
 
 async def test_http_idle(t, d, args):
@@ -215,8 +236,8 @@ if __name__ == "__main__":
     run([
         ("heartbeat", {"--heartbeat-ms": "200", "--timeout-ms": "1000"}, [test_heartbeat_timeout]),
         ("token-expiry", {}, [test_token_expiry]),
-        ("pong-activity", {"--inactivity-ms": "600", "--heartbeat-ms": "100", "--timeout-ms": "5000"},
-         [test_pong_is_activity]),
+        ("keepalives", {"--inactivity-ms": "600", "--heartbeat-ms": "100", "--timeout-ms": "5000"},
+         [test_keepalives_not_activity]),
         ("http-idle", {"--http-idle-ms": "500"}, [test_http_idle]),
         ("inactivity", {"--inactivity-ms": "300", "--heartbeat-ms": "60000"}, [test_inactivity]),
     ])

@@ -111,7 +111,8 @@ void backend_notify_ended(conn_t *c, const char *session_id,
 }
 
 void backend_notify_left(conn_t *c, const char *session_id,
-                         const char *channel) {
+                         const char *channel, const char *code,
+                         const char *message) {
   if (c->closing) return;
   buf_t *b = &c->srv->scratch;
   buf_reset(b);
@@ -119,7 +120,18 @@ void backend_notify_left(conn_t *c, const char *session_id,
   buf_put_json_str(b, session_id);
   buf_puts(b, ",\"channel\":");
   buf_put_json_str(b, channel);
-  buf_puts(b, ",\"reason\":\"kicked\"}");
+  if (code) {
+    /* A join or update acknowledged, then refused by the store: the
+     * session is not in the channel, as after a removal, and the SDKs
+     * drop it from their lists the same way. */
+    buf_puts(b, ",\"reason\":\"refused\",\"code\":");
+    buf_put_json_str(b, code);
+    buf_puts(b, ",\"message\":");
+    buf_put_json_str(b, message ? message : code);
+    buf_putc(b, '}');
+  } else {
+    buf_puts(b, ",\"reason\":\"kicked\"}");
+  }
   send_text(c, b);
 }
 

@@ -39,7 +39,9 @@
 
 typedef struct held {
   struct held *next;
-  char *origin, *session, *channel; /* one allocation, after the struct */
+  /* one allocation, after the struct; code "" for a removal, else a join
+   * or update the store refused (origin.c) */
+  char *origin, *session, *channel, *code, *message;
 } held_t;
 
 struct backend_held {
@@ -56,12 +58,16 @@ static void held_drop_first(struct backend_held *h) {
 }
 
 void backend_left_hold(srv_t *s, const char *origin, const char *session_id,
-                       const char *channel) {
+                       const char *channel, const char *code,
+                       const char *message) {
   struct backend_held *h = s->backend_held;
   if (!h && !(h = s->backend_held = calloc(1, sizeof *h))) return;
+  if (!code) code = "";
+  if (!message) message = "";
   size_t lo = strlen(origin) + 1, ls = strlen(session_id) + 1,
-         lc = strlen(channel) + 1;
-  held_t *e = malloc(sizeof *e + lo + ls + lc);
+         lc = strlen(channel) + 1, lk = strlen(code) + 1,
+         lm = strlen(message) + 1;
+  held_t *e = malloc(sizeof *e + lo + ls + lc + lk + lm);
   if (!e) {
     srv_error(s, "backend_left_lost",
               "out of memory: a channel removal for origin %s not held",
@@ -72,9 +78,13 @@ void backend_left_hold(srv_t *s, const char *origin, const char *session_id,
   e->origin = (char *)(e + 1);
   e->session = e->origin + lo;
   e->channel = e->session + ls;
+  e->code = e->channel + lc;
+  e->message = e->code + lk;
   memcpy(e->origin, origin, lo);
   memcpy(e->session, session_id, ls);
   memcpy(e->channel, channel, lc);
+  memcpy(e->code, code, lk);
+  memcpy(e->message, message, lm);
   if (h->n >= HELD_MAX) {
     srv_error(s, "backend_left_lost",
               "%u channel removals held for detached origins: the oldest "
@@ -100,7 +110,8 @@ void backend_left_release(conn_t *c, const char *origin) {
       pp = &e->next;
       continue;
     }
-    backend_notify_left(c, e->session, e->channel);
+    backend_notify_left(c, e->session, e->channel,
+                        e->code[0] ? e->code : NULL, e->message);
     *pp = e->next;
     if (h->tail == e) h->tail = prev;
     h->n--;

@@ -287,9 +287,9 @@ int origin_channel_removed(srv_t *s, const char *session_id,
     return 0;
   conn_t *c = r->origin->conn;
   if (c && !c->closing)
-    backend_notify_left(c, session_id, channel);
+    backend_notify_left(c, session_id, channel, NULL, NULL);
   else
-    backend_left_hold(s, r->origin->name, session_id, channel);
+    backend_left_hold(s, r->origin->name, session_id, channel, NULL, NULL);
   return 1;
 }
 
@@ -448,8 +448,8 @@ typedef struct open_req {
   char id[];
 } open_req_t;
 
-/* Whether an open's answer refuses the session for good (not a store that
- * could not be reached, which keeps it to re-assert). */
+/* Whether an open's (or a channel write's) answer refuses it for good (not
+ * a store that could not be reached, which keeps it to re-assert). */
 static int open_refused(int status) {
   return status != 0 && status != PRESENCE_ESTORE &&
          status != PRESENCE_ETIMEDOUT && status != PRESENCE_EFENCED;
@@ -570,6 +570,77 @@ static const char *op_open(srv_t *s, origin_t *o, const bop_t *op,
   return NULL;
 }
 
+/*
+ * A join or update with an asynchronous store (Redis) is acknowledged when
+ * it is sent, not when the store answers: a batch's ops are pipelined, and
+ * an ack waiting for the store would cost a round trip per batch. The store
+ * may still refuse it for good (too_many_channels: the session's channels
+ * in Redis include those joined through another instance before a take-
+ * over, which this instance's record does not count; no_session: the store
+ * no longer holds the session; not_joined: an update of a membership the
+ * store no longer has). The session is then not in the channel while the
+ * backend believes it is: it is told by a `left` notice with reason
+ * "refused" and the op's error code (docs/protocol.md 5.4), held like a
+ * removal's when the origin is detached. A store that could not be reached
+ * (ESTORE, ETIMEDOUT, EFENCED) keeps the write in its local record and
+ * makes it at its re-assert: nothing to tell.
+ *
+ * The refusal is of this session (its handle): the same id ended and
+ * opened again meanwhile is not told. A store may answer inside the call
+ * (in_call, as for an open): that answer is the op's own error in the ack.
+ */
+typedef struct chan_req {
+  srv_t *s;
+  presence_handle_t handle;
+  int status; /* an answer that came inside the call */
+  uint8_t in_call, answered;
+  char *channel; /* after id, in the same allocation */
+  char id[];
+} chan_req_t;
+
+static chan_req_t *chan_req_new(srv_t *s, presence_handle_t h,
+                                const char *id, const char *channel) {
+  size_t il = strlen(id) + 1, cl = strlen(channel) + 1;
+  chan_req_t *q = malloc(sizeof *q + il + cl);
+  if (!q) return NULL;
+  q->s = s;
+  q->handle = h;
+  q->status = 0;
+  q->in_call = 1;
+  q->answered = 0;
+  memcpy(q->id, id, il);
+  q->channel = q->id + il;
+  memcpy(q->channel, channel, cl);
+  return q;
+}
+
+static void on_chan_done(presence_t *p, int status, void *ud) {
+  (void)p;
+  chan_req_t *q = ud;
+  if (q->in_call) {
+    q->status = status;
+    q->answered = 1;
+    return;
+  }
+  srv_t *s = q->s;
+  osess_t *r = s->origins && open_refused(status)
+                   ? sess_get(s->origins, q->id)
+                   : NULL;
+  if (r && r->handle == q->handle && !r->origin->is_http) {
+    const char *msg;
+    const char *code = channel_error(status, &msg);
+    conn_t *c = r->origin->conn;
+    srv_log(s, PRESENCE_LOG_INFO,
+            "origin %s: session %s refused in channel %s after its ack: %s",
+            r->origin->name, q->id, q->channel, msg);
+    if (c && !c->closing)
+      backend_notify_left(c, q->id, q->channel, code, msg);
+    else
+      backend_left_hold(s, r->origin->name, q->id, q->channel, code, msg);
+  }
+  free(q);
+}
+
 const char *origin_apply(srv_t *s, origin_t *o, const bop_t *op,
                          const char **msg) {
   struct origins *g = s->origins;
@@ -604,13 +675,31 @@ const char *origin_apply(srv_t *s, origin_t *o, const bop_t *op,
       *msg = "data is over the size limit";
       return "data_too_large";
     }
+  {
+    chan_req_t *q = NULL;
+    if (srv_async(s) &&
+        !(q = chan_req_new(s, r->handle, op->session, op->channel))) {
+      free(data);
+      *msg = "out of memory";
+      return "internal";
+    }
+    presence_done_cb done = q ? on_chan_done : NULL;
     rc = op->kind == BOP_JOIN
-             ? presence_handle_join(s->p, r->handle, op->channel, data, NULL,
-                                    NULL)
-             : presence_handle_update(s->p, r->handle, op->channel, data, NULL,
-                                      NULL);
+             ? presence_handle_join(s->p, r->handle, op->channel, data, done,
+                                    q)
+             : presence_handle_update(s->p, r->handle, op->channel, data,
+                                      done, q);
     free(data);
+    if (rc != 0 || !q) {
+      free(q); /* a call that fails is not answered */
+    } else if (q->answered) {
+      if (open_refused(q->status)) rc = q->status;
+      free(q);
+    } else {
+      q->in_call = 0;
+    }
     break;
+  }
   case BOP_LEAVE:
     rc = presence_handle_leave(s->p, r->handle, op->channel, NULL, NULL);
     break;

@@ -569,13 +569,17 @@ void backend_notify_ended(conn_t *c, const char *session_id,
 
 /* ---- backend_left.c: channel removals told to backends ------------------- */
 
-/* {"type":"left","session":...,"channel":...,"reason":"kicked"}. */
+/* {"type":"left","session":...,"channel":...,"reason":"kicked"}; with a
+ * code, a join or update the store refused after its ack:
+ * "reason":"refused","code":code,"message":message. */
 void backend_notify_left(conn_t *c, const char *session_id,
-                         const char *channel);
+                         const char *channel, const char *code,
+                         const char *message);
 /* Keep that notice for a detached origin until a connection for its name
  * comes back (bounded: the oldest go first). */
 void backend_left_hold(srv_t *s, const char *origin, const char *session_id,
-                       const char *channel);
+                       const char *channel, const char *code,
+                       const char *message);
 /* Send origin's held notices to c (before its welcome) and forget them. */
 void backend_left_release(conn_t *c, const char *origin);
 void backend_left_free(srv_t *s);

@@ -524,6 +524,30 @@ async def test_channel_removal(t, d, args):
     await b.close()
 
 
+async def test_join_over_the_limit(t, d, args):
+    # The embedded store decides a join inside the call: a join it refuses
+    # (over --max-channels-per-session, 2 here) is refused in the batch's own
+    # ack, and nobody lists the session in the channel. (On Redis the ack
+    # comes first and a left notice with reason refused follows:
+    # test_redis_backend 'join_refused'.)
+    b = await Backend.connect(d, "jl-origin")
+    a = await b.batch([{"op": "open", "session": "jl-s1", "user": "jl-u"},
+                       {"op": "join", "session": "jl-s1", "channel": "jl-a"},
+                       {"op": "join", "session": "jl-s1", "channel": "jl-b"},
+                       {"op": "join", "session": "jl-s1", "channel": "jl-c"},
+                       {"op": "update", "session": "jl-s1", "channel": "jl-c", "data": {"x": 1}}])
+    t.eq("join over the limit: refused in the ack, the update of it too",
+         (a.get("applied"), [(e["index"], e["code"]) for e in a.get("errors", [])]),
+         (3, [(3, "too_many_channels"), (4, "not_joined")]))
+    r = await http(d, "GET", "/v1/channels/jl-c/members")
+    t.eq("join over the limit: nobody listed in the channel",
+         ((r.json() or {}).get("count"), (r.json() or {}).get("members")), (0, []))
+    await b.batch([])
+    t.eq("join over the limit: no notice besides the ack", b.notices, [])
+    await b.send({"type": "bye"})
+    await b.close()
+
+
 if __name__ == "__main__":
     run([
         ("backend", {"--origin-resume-ms": str(WINDOW_MS)},
@@ -535,4 +559,5 @@ if __name__ == "__main__":
         ("http-sessions", {}, [test_http_sessions, test_meta_and_data_as_written]),
         ("backend-reset", {}, [test_reset_during_batch]),
         ("backend-removal", {}, [test_channel_removal]),
+        ("backend-join-limit", {"--max-channels-per-session": "2"}, [test_join_over_the_limit]),
     ])

@@ -22,6 +22,10 @@ presenced sharing one real redis-server:
   ttl_renewed_as_it_ends: an HTTP session renewed while its TTL end is
            on its way to Redis: the renewal's session still ends with
            its TTL;
+  join_refused: a join acknowledged, then refused by the store (the
+           session's channels in Redis count those joined through A): the
+           backend is told (left, reason refused, the code), when detached
+           before its welcome, and nobody lists it in the channel;
   storm:   backends reconnecting to either instance at random while they
            open, close, re-assert, say bye and drop: once every window has
            run out, nobody is online and neither instance holds a
@@ -251,6 +255,80 @@ async def removed(t, cl):
     await b.close()
 
 
+async def members_of(d, name):
+    r = await http(d, "GET", f"/v1/channels/{name}/members")
+    return sorted(m.get("user_id") for m in (r.json() or {}).get("members", []))
+
+
+async def left_notices(bk, n=1, timeout=5.0):
+    """The left notices read until there are n (a refusal of the store comes
+    back within a round trip to Redis), then for 0.3 s more."""
+    until = time.monotonic() + timeout
+    while time.monotonic() < until:
+        try:
+            bk.notices.append(json.loads(await asyncio.wait_for(bk.ws.recv(), 0.1)))
+        except asyncio.TimeoutError:
+            pass
+        if len([x for x in bk.notices if x.get("type") == "left"]) >= n:
+            until = min(until, time.monotonic() + 0.3)
+    return [x for x in bk.notices if x.get("type") == "left"]
+
+
+async def join_refused(t, cl):
+    """A join the store refuses after its ack (docs/protocol.md 5.4): the
+    session's channels in Redis count those it joined through A, which B's
+    record of a session it took over does not, so B sends a join that the
+    store refuses too_many_channels (--max-channels-per-session 2). The
+    backend is told by a left notice with reason refused and the code, at
+    once when connected and before the welcome when detached; nobody lists
+    the session in the channel. Before, the join was acknowledged and then
+    dropped without a word: the backend believed its user in the room."""
+    A, B = cl.d[0], cl.d[1]
+    a = await Backend.connect(A, "jr-app")
+    ack = await a.batch([{"op": "open", "session": "jr-s1", "user": "jr-u"},
+                         {"op": "join", "session": "jr-s1", "channel": "jr-a"},
+                         {"op": "join", "session": "jr-s1", "channel": "jr-b"}])
+    t.eq("A: open and two joins applied", (ack.get("applied"), ack.get("errors")), (3, None))
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < 5:
+        if [await channel_count(B, c) for c in ("jr-a", "jr-b")] == [1, 1]:
+            break
+        await asyncio.sleep(0.05)
+    # The backend moves to B and re-asserts; memberships of a kept session
+    # are not part of the sync (5.3), so it sends no join for them.
+    a.abort()
+    b = await Backend.connect(B, "jr-app")
+    acks = await b.sync([("jr-s1", "jr-u")])
+    t.eq("B: the sync takes the session over", acks[-1].get("applied"), 1)
+    ack = await b.batch([{"op": "join", "session": "jr-s1", "channel": "jr-c", "data": {"x": 1}}])
+    t.eq("B: the join is acknowledged before the store answers", ack.get("applied"), 1)
+    got = await left_notices(b)
+    t.eq("the backend is told the store refused the join",
+         [{k: n.get(k) for k in ("session", "channel", "reason", "code")} for n in got],
+         [{"session": "jr-s1", "channel": "jr-c", "reason": "refused", "code": "too_many_channels"}])
+    t.check("... with a message", got and isinstance(got[0].get("message"), str) and got[0]["message"], got)
+    for d, name in ((A, "A"), (B, "B")):
+        t.eq(f"{name}: nobody lists the session's user in jr-c",
+             (await channel_count(d, "jr-c"), await members_of(d, "jr-c")), (0, []))
+    t.eq("its other channels stay", [await channel_count(B, c) for c in ("jr-a", "jr-b")], [1, 1])
+    # Refused while the origin is detached: held, told before the welcome.
+    # Redis's writes are paused so that the refusal comes after the close.
+    cl.redis.cli("CLIENT", "PAUSE", "1000", "WRITE")
+    t0 = time.monotonic()
+    ack = await b.batch([{"op": "join", "session": "jr-s1", "channel": "jr-d"}])
+    t.eq("a join while Redis's writes are paused: acknowledged", ack.get("applied"), 1)
+    await b.close()
+    t.check("... and the connection closed before Redis answers", time.monotonic() - t0 < 0.9)
+    await asyncio.sleep(max(0.0, 1.0 - (time.monotonic() - t0)) + 0.5)
+    b = await Backend.connect(B, "jr-app")
+    t.eq("refused while detached: told before the welcome",
+         [{k: n.get(k) for k in ("session", "channel", "reason", "code")} for n in b.early],
+         [{"session": "jr-s1", "channel": "jr-d", "reason": "refused", "code": "too_many_channels"}])
+    t.eq("... and jr-d is empty", await channel_count(A, "jr-d"), 0)
+    await b.send({"type": "bye"})
+    await b.close()
+
+
 def text_frames(*objs):
     """Client text frames (masked, RFC 6455 5.3) of objs, as one byte
     string: written at once, the server reads them in one go and applies
@@ -452,6 +530,9 @@ SCENARIOS = [
      {"n": 2, "lease": 6000, "extra": {"--redis-timeout-ms": "5000"}}),
     ("storm", storm, {"n": 2, "extra": {"--origin-resume-ms": str(STORM_WINDOW_MS)}}),
     ("removed", removed, {"n": 2}),
+    ("join_refused", join_refused,
+     {"n": 2, "lease": 6000, "extra": {"--max-channels-per-session": "2",
+                                       "--redis-timeout-ms": "5000"}}),
 ]
 
 

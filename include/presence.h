@@ -828,6 +828,12 @@ typedef struct presence_member_info {
    * where the store reads it with the member: always in
    * presence_user_channels, 0 where a store does not. */
   uint64_t channel_shown_count;
+  /* When the user last left invisible (presence_user_info_t.veil_to_ms;
+   * 0: never). The other members were shown it absent
+   * until then, so they are shown a since no earlier (docs/protocol.md
+   * 4.1): one from before would date the membership it kept while
+   * invisible. since_ms above is the truth. */
+  int64_t veil_to_ms;
 } presence_member_info_t;
 
 typedef struct presence_channel_info {

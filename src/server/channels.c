@@ -240,6 +240,9 @@ static void on_user_channels(presence_t *p, int status,
     if (m[i].since_ms > q->ev.ts_ms || m[i].shown_version == 0) continue;
     presence_member_info_t mi = m[i];
     mi.availability = q->ev.availability_to;
+    /* Back from invisible: the others are shown it joining now, so its
+     * since is no earlier (json_member), whatever veil the store read. */
+    if (from_inv && mi.veil_to_ms < q->ev.ts_ms) mi.veil_to_ms = q->ev.ts_ms;
     buf_t *b = &s->scratch;
     buf_reset(b);
     buf_puts(b, "{\"type\":\"channel\",\"channel\":");

@@ -572,8 +572,14 @@ void json_member(buf_t *b, const presence_member_info_t *m, unsigned flags) {
                      : m->availability));
   buf_puts(b, ",\"data\":");
   buf_puts(b, m->data && *m->data ? m->data : "null");
+  /* Shown: no earlier than when the user last left invisible. The others
+   * saw it leave when it went invisible and join when it came back; a
+   * since from before would tell them it stayed a member all along, one
+   * inside the period when it joined unseen (docs/protocol.md 4.1). */
+  int64_t since = m->since_ms;
+  if (shown && since && since < m->veil_to_ms) since = m->veil_to_ms;
   buf_puts(b, ",\"since\":");
-  buf_put_i64(b, m->since_ms);
+  buf_put_i64(b, since);
   /* Other members get the shown version: the member's own moves with
    * changes they are not sent. */
   buf_puts(b, ",\"version\":");

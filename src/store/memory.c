@@ -2296,6 +2296,7 @@ static int fill_member(mstore_t *m, const mmember_t *mb,
   o->availability = u_avail(mb->k.user);
   o->shown_version = mb->shown_version;
   o->channel_shown_count = mb->k.chan->n_members - mb->k.chan->n_hidden;
+  o->veil_to_ms = mb->k.user->ext ? mb->k.user->ext->veil_to_ms : 0;
   o->metas = metas;
   o->n_metas = 0;
   for (const mjoin_t *j = mb->joins; j; j = j->m_next) {

@@ -3814,7 +3814,10 @@ static int parse_members(rstore_t *st, const redisReply *p, size_t *i, size_t n,
     m->version = strtoull(p->element[*i + 2]->str, &e, 10);
     if (*e == '/') m->shown_version = strtoull(e + 1, &e, 10);
     if (*e == '/') m->channel_shown_count = strtoull(e + 1, &e, 10);
-    m->since_ms = strtoll(p->element[*i + 3]->str, NULL, 10);
+    /* 'since' or 'since/veil end' (member_reply: the user left invisible
+     * after it became a member). */
+    m->since_ms = strtoll(p->element[*i + 3]->str, &e, 10);
+    if (*e == '/') m->veil_to_ms = strtoll(e + 1, NULL, 10);
     m->data = opt_data(p->element[*i + 4]);
     size_t ns = strtoul(p->element[*i + 5]->str, NULL, 10);
     *i += 6;

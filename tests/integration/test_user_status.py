@@ -280,6 +280,63 @@ async def times_stay_veiled(t, ad, bd, wd, uid, timeout=3.0):
     await w.close()
 
 
+async def member_since_veiled(t, ad, wd, uid, timeout=3.0):
+    """The user's session on ad, the other members on wd (one daemon or two
+    instances). It is a member of room-a, goes invisible, joins room-b
+    unseen, stays, and comes back: the other members saw it leave room-a
+    when it went invisible and join both when it came back, so no member's
+    since they are shown may date from before it came back (one from before
+    would tell them it stayed in room-a all along, or when it joined room-b
+    unseen: docs/protocol.md 4.1). The API keeps the true since."""
+    ra, rb = f"{uid}-a", f"{uid}-b"
+    grants = {"channels": "*", "observe": "*"}
+    ann = await Client.connect(ad, uid, tok=token(uid, extra=grants))
+    w = await Client.connect(wd, f"{uid}-w", tok=token(f"{uid}-w", extra=grants))
+    await ann.send({"type": "join", "channel": ra, "id": "ja"})
+    await ann.expect_type("channel", timeout, id="ja")
+    await w.send({"type": "join", "channel": ra, "id": "wa"})
+    await w.expect_type("channel", timeout, id="wa")
+    await w.send({"type": "observe", "channel": rb, "id": "wb"})
+    await w.expect_type("channel", timeout, id="wb")
+    await asyncio.sleep(0.3)
+    await ann.send({"type": "availability", "availability": "invisible", "id": "inv"})
+    await ann.expect_type("ack", timeout, id="inv")
+    # The server's times (a client's clock may be a few ms off).
+    t_inv = (await user_truth(ad, uid)).get("availability_since", 0)
+    await asyncio.sleep(0.3)
+    await ann.send({"type": "join", "channel": rb, "data": {"n": 1}, "id": "jb"})
+    await ann.expect_type("channel", timeout, id="jb")
+    await asyncio.sleep(0.6)  # the period to hide
+    await ann.send({"type": "availability", "availability": "auto", "id": "auto"})
+    await ann.expect_type("ack", timeout, id="auto")
+    back = (await user_truth(ad, uid)).get("availability_since", 0)
+
+    def visible_join(m):
+        return (m.get("type") == "channel" and m.get("visibility") is True
+                and m.get("event") == "join" and (m.get("member") or {}).get("user_id") == uid)
+    frame, _ = await w.expect(visible_join, timeout, "the visibility join")
+    since = ((frame or {}).get("member") or {}).get("since", 0)
+    t.check("back from invisible: the others' join frame shows a since from when it came back, "
+            "not from before it went invisible", since >= back > t_inv > 0, (since, back, t_inv))
+    for ch, ident in ((ra, "sa"), (rb, "sb")):
+        await w.send({"type": "observe", "channel": ch, "id": ident})
+        snap = await w.expect_type("channel", timeout, id=ident) or {}
+        m = next((m for m in snap.get("members", []) if m.get("user_id") == uid), {})
+        t.check(f"a new snapshot of {ch}: listed, since no earlier than when it came back",
+                m.get("status") == "online" and m.get("since", 0) >= back, (m, back))
+    for ch, lo, hi in ((ra, 1, t_inv), (rb, t_inv, back)):
+        r = await http(ad, "GET", f"/v1/channels/{ch}/members")
+        m = next((m for m in (r.json() or {}).get("members", []) if m.get("user_id") == uid), {})
+        t.check(f"the API: {ch}'s true since (its join), before it came back",
+                lo <= m.get("since", 0) < hi, (m, lo, hi))
+    for c in (ann, w):
+        await c.close()
+
+
+async def test_member_since_veiled(t, d, args):
+    await member_since_veiled(t, d, d, "msv-ann")
+
+
 async def test_times_stay_veiled(t, d, args):
     await times_stay_veiled(t, d, d, d, "veil-ann")
 
@@ -510,5 +567,6 @@ if __name__ == "__main__":
           test_backend_sets_for_any_user, test_bad_input, test_presencectl]),
         ("user-status-limit", {"--offline-grace-ms": "0", "--message-max-chars": "10"},
          [test_configured_limit]),
-        ("user-status-grace", {"--offline-grace-ms": "1500"}, [test_times_stay_veiled]),
+        ("user-status-grace", {"--offline-grace-ms": "1500"},
+         [test_times_stay_veiled, test_member_since_veiled]),
     ])

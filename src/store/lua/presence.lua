@@ -1021,6 +1021,23 @@ local function avail_of(u)
   end
   return avail_memo[u]
 end
+-- DV.vt_of(u, h): the end of user u's veil (DV.F_VL, 0: none), read once
+-- per user and call (DV.vtm, cleared with avail_memo): a member listing
+-- shows the other members a since no earlier (json.c json_member), as
+-- they saw the user absent until then. h: its F_VL value when the caller
+-- read it (false: none); else read here with the record, in one HMGET.
+DV.vtm = {}
+DV.vt_of = function(u, h)
+  if DV.vtm[u] == nil then
+    if h == nil then
+      local r = redis.call('HMGET', k_user(u), '', DV.F_VL)
+      avail_note(u, r[1])
+      h = r[2]
+    end
+    DV.vtm[u] = tonumber(string.match(h or '', ':(%d+)$')) or 0
+  end
+  return DV.vtm[u]
+end
 -- The channel's invisible members (field 'h'), and its shown count.
 local function hidden_of(c)
   local n = CH.h[c]
@@ -2402,7 +2419,8 @@ local function hmget_all(k, fs)
   return out
 end
 
--- A member as reply fields: user, status, version, since, '=' data or '',
+-- A member as reply fields: user, status, version, since (or 'since/veil
+-- end', below), '=' data or '',
 -- number of sessions, then per session: id, status, joined ms, '=' data or
 -- ''. The version field is 'v/sv' (the shown version after the slash) or,
 -- with_shown, 'v/sv/shown' (the channel's shown count too). brief: no
@@ -2431,13 +2449,16 @@ local function member_reply(c, u, res, with_shown, brief, h)
       jf[i] = 'j\t' .. sid
       uf[i + 1] = sid
     end
+    uf[ns + 2] = DV.F_VL
     js = hmget_all(k_chan(c), jf)
     hu = hmget_all(k_user(u), uf)
     d = jdata(js[1] or nil)
     avail_note(u, hu[1])
+    DV.vt_of(u, hu[ns + 2] or false)
   else
     d = mdata(c, M)
   end
+  local vt = DV.vt_of(u)
   res[#res + 1] = u
   res[#res + 1] = s(M.st + 4 * avail_of(u)) -- status + 4 * availability
   local ver = s(M.v) .. '/' .. s(M.sv)
@@ -2445,7 +2466,13 @@ local function member_reply(c, u, res, with_shown, brief, h)
     ver = ver .. '/' .. s(CH.count(c) - hidden_of(c))
   end
   res[#res + 1] = ver
-  res[#res + 1] = s(M.since)
+  -- 'since', or 'since/veil end' when the user left invisible after it
+  -- became a member (DV.vt_of; the other members are shown the later).
+  if vt > M.since then
+    res[#res + 1] = s(M.since) .. '/' .. s(vt)
+  else
+    res[#res + 1] = s(M.since)
+  end
   res[#res + 1] = d and ('=' .. d) or ''
   res[#res + 1] = s(ns)
   if brief then return true end
@@ -2724,6 +2751,7 @@ local function begin(args)
   -- collector's share of it (bench/redis/lua_costs.py), an empty one's
   -- next() ~200.
   if next(avail_memo) then clear(avail_memo) end
+  if next(DV.vtm) then clear(DV.vtm) end
   if next(CH.h) then clear(CH.h) end
   if next(CH.n) then
     clear(CH.n)

@@ -44,6 +44,10 @@ struct http_req {
   uint8_t head_state;  /* head_scan's position in the request head */
   uint8_t head_in_name; /* a header line before its colon */
   uint8_t chunk_state;  /* chunk_scan's position in a chunked body */
+  uint8_t method_state; /* line_step's reading of the request line (M_*) */
+  uint8_t method_pending; /* http-parser refused the method: the rest of
+                             the request line decides between 501 and 400 */
+  uint32_t line_len, line_pos; /* line_step's counts */
   uint64_t chunk_left;  /* chunk_scan: the current chunk's size, then its
                            data bytes still due */
   buf_t body;
@@ -88,6 +92,75 @@ enum {
   HEAD_DONE
 };
 
+/*
+ * http-parser knows a fixed list of methods and fails on the first byte
+ * that leaves it (HPE_INVALID_METHOD), so "BREW /v1/users HTTP/1.1" and
+ * binary garbage looked the same: 400. RFC 9110 9.1 and 15.6.2 want 501 for
+ * a method the server does not recognise, which is what a client or a proxy
+ * trying WebDAV or a new method should hear. The request line is therefore
+ * followed here too: method SP request-target SP HTTP/1.x CRLF (RFC 9112
+ * 3), the method a token (RFC 9110 5.6.2), is a request with a method we
+ * do not know; anything else ("HELLO THERE", a TLS handshake, a control
+ * byte) is not a request: 400. Bounded by --max-header-bytes, as the
+ * request line is for a known method.
+ */
+enum {
+  M_NONE = 0, /* no byte of the request line yet */
+  M_TOKEN,    /* the method's token characters so far */
+  M_TARGET0,  /* after the method's SP: the target's first byte */
+  M_TARGET,   /* in the target */
+  M_VERSION,  /* after the target's SP: "HTTP/1.x" then CR */
+  M_OK,       /* a well-formed request line */
+  M_BAD       /* not one: the request is malformed */
+};
+
+static int tchar(unsigned char ch) {
+  if ((ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'z') ||
+      (ch >= 'A' && ch <= 'Z'))
+    return 1;
+  return ch && strchr("!#$%&'*+-.^_`|~", ch) != NULL;
+}
+
+/* One byte of the request line: r->line_len counts them, r->line_pos the
+ * version's. */
+static void line_step(http_req_t *r, char c) {
+  static const char version[] = "HTTP/1.";
+  unsigned char ch = (unsigned char)c;
+  if (++r->line_len > r->conn->srv->cfg.max_header_bytes) {
+    r->method_state = M_BAD;
+    return;
+  }
+  switch (r->method_state) {
+  case M_NONE:
+  case M_TOKEN:
+    if (ch == ' ')
+      r->method_state = r->method_state == M_TOKEN ? M_TARGET0 : M_BAD;
+    else
+      r->method_state = tchar(ch) ? M_TOKEN : M_BAD;
+    break;
+  case M_TARGET0:
+  case M_TARGET:
+    if (ch == ' ' && r->method_state == M_TARGET) {
+      r->method_state = M_VERSION;
+      r->line_pos = 0;
+    } else {
+      r->method_state = ch > 0x20 && ch < 0x7f ? M_TARGET : M_BAD;
+    }
+    break;
+  case M_VERSION: {
+    uint32_t i = r->line_pos++;
+    int ok = i < sizeof version - 1 ? ch == (unsigned char)version[i]
+             : i == sizeof version - 1 ? ch >= '0' && ch <= '9'
+                                       : ch == '\r';
+    if (!ok)
+      r->method_state = M_BAD;
+    else if (i == sizeof version)
+      r->method_state = M_OK;
+    break;
+  }
+  }
+}
+
 /* Scan data[0..len) of the current request's head; returns 0 (fine so far,
  * or the head is complete: *end is then the offset after it) or -1 with the
  * refusal set in r. */
@@ -104,12 +177,15 @@ static int head_scan(http_req_t *r, const char *data, size_t len,
       }
       if (ch == '\n') return refuse_msg(r, "malformed HTTP request: bare LF");
       r->head_state = HEAD_LINE;
+      line_step(r, ch);
       break;
     case HEAD_START_CR:
       if (ch != '\n') return refuse_msg(r, "malformed HTTP request: bare CR");
       r->head_state = HEAD_START;
       break;
     case HEAD_LINE:
+      if (r->method_state != M_OK && r->method_state != M_BAD)
+        line_step(r, ch);
       if (ch == '\r')
         r->head_state = HEAD_LINE_CR;
       else if (ch == '\n')
@@ -426,6 +502,24 @@ static int absolute_form(http_req_t *r) {
   return 0;
 }
 
+/* The methods some resource of presenced answers. Any other, whether
+ * http-parser knows it (PROPFIND, TRACE, CONNECT, PATCH) or not (BREW), is
+ * implemented by no resource: 501 (RFC 9110 15.6.2), where 405 would say
+ * that another resource might take it. */
+static const char unknown_method_msg[] =
+    "method not implemented (presenced answers GET, HEAD, POST, PUT and "
+    "DELETE)";
+
+static int method_implemented(unsigned m) {
+  return m == HTTP_GET || m == HTTP_HEAD || m == HTTP_POST || m == HTTP_PUT ||
+         m == HTTP_DELETE;
+}
+
+static int refuse_method(http_req_t *r) {
+  r->err_msg = unknown_method_msg;
+  return refuse(r, 501, "not_implemented");
+}
+
 static int on_headers_complete(http_parser *p) {
   http_req_t *r = p->data;
   uint32_t max = r->conn->srv->cfg.max_body;
@@ -441,6 +535,9 @@ static int on_headers_complete(http_parser *p) {
   size_t hl;
   if (p->http_minor >= 1 && !http_header(r, "Host", &hl))
     return refuse_msg(r, "malformed HTTP request: HTTP/1.1 without Host");
+  /* Before the target's form: CONNECT's authority-form is not malformed,
+   * only not implemented. */
+  if (!method_implemented(p->method)) return refuse_method(r);
   if (absolute_form(r) != 0) return -1;
   /* RFC 9112 6.1: a transfer coding we do not decode (gzip, chunked) would
    * hand the handler compressed bytes as the body, read by a proxy as
@@ -540,6 +637,8 @@ static void req_reset(http_req_t *r) {
   r->head_state = r->head_in_name = 0;
   r->chunk_state = 0;
   r->chunk_left = 0;
+  r->method_state = r->method_pending = 0;
+  r->line_len = r->line_pos = 0;
   buf_shrink(&r->body, 0);
   if (r->arena_cap > 4096) {
     free(r->arena);
@@ -941,8 +1040,32 @@ void http_on_read(conn_t *c, const char *data, size_t len) {
       parse_error(c, r);
       return;
     }
+    if (r->method_pending) {
+      /* http-parser gave up on the method before the request line's end
+       * (a read cut "BR|EW / HTTP/1.1"): the parser is not called again,
+       * and the line's next bytes, read by head_scan alone, tell 501 from
+       * 400. The wait is bounded by --http-request-timeout-ms (408) and
+       * the line's length by --max-header-bytes. */
+      if (r->method_state != M_OK && r->method_state != M_BAD) return;
+      if (r->method_state == M_OK) refuse_method(r);
+      parse_error(c, r);
+      return;
+    }
     size_t n = http_parser_execute(&r->parser, &settings, data, len);
     enum http_errno e = HTTP_PARSER_ERRNO(&r->parser);
+    if (e == HPE_INVALID_METHOD && !r->err_status &&
+        r->method_state != M_BAD) {
+      /* A method http-parser does not know, or the start of a request line
+       * that may be one: head_scan has read all of data, so what it saw is
+       * the whole story so far. */
+      if (r->method_state != M_OK) {
+        r->method_pending = 1;
+        return;
+      }
+      refuse_method(r);
+      parse_error(c, r);
+      return;
+    }
     if (e == HPE_PAUSED)
       http_parser_pause(&r->parser, 0);
     else if (e != HPE_OK || r->err_status) {

@@ -248,6 +248,13 @@ http_inputs = [
     req("GET", "http://127.0.0.1/v1/users/bob?x=1", AUTH),
     req("POST", "/v1/users/query", dict(AUTH, Expect="100-continue"), '{"user_ids":["a"]}'),
     b"\r\n" + req("HEAD", "/v1/events", AUTH),
+    # Methods: one http-parser does not know (501, decided on the whole
+    # request line), one it knows and presenced does not implement (501),
+    # a request line that is not one (400), a known one after an unknown.
+    req("BREW", "/v1/users", AUTH),
+    req("PROPFIND", "/healthz"),
+    b"HELLO THERE\r\n\r\n",
+    req("GET", "/healthz") + req("X-Custom.1", "/metrics"),
 ]
 write("fuzz_http", [bytes([sel]) + r for r in http_inputs for sel in (0, 1, 2 * 7, 1 + 2 * (64 + 9))])
 # ---- Redis replies (RESP), in the store's packed log format.

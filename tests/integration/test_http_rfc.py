@@ -486,6 +486,95 @@ async def test_www_authenticate(t, d, args):
             rs[0][0] == 401 and rs[0][1].get("www-authenticate", "").startswith("Bearer"), data[:300])
 
 
+async def trickle(d, pieces, gap=0.05, timeout=3.0):
+    """Send pieces one by one, gap apart (each its own read on the server),
+    then read until EOF or timeout. (data, eof)"""
+    r, w = await asyncio.open_connection(HOST, d.port)
+    for p in pieces:
+        w.write(p)
+        await w.drain()
+        await asyncio.sleep(gap)
+    data, eof = b"", False
+    deadline = time.monotonic() + timeout
+    while not eof and time.monotonic() < deadline:
+        try:
+            chunk = await asyncio.wait_for(r.read(65536), deadline - time.monotonic())
+        except asyncio.TimeoutError:
+            break
+        except (ConnectionError, OSError):
+            chunk = b""
+        data += chunk
+        eof = not chunk
+    w.close()
+    return data, eof
+
+
+async def test_unknown_method(t, d, args):
+    """RFC 9110 15.6.2: a method the server does not recognise gets 501 (Not
+    Implemented); 405 is for a method it knows that the resource does not
+    take. http-parser fails on any method outside its list, and such a
+    request was answered 400 bad_request "invalid HTTP method", as garbage
+    is; one it knows but presenced never implements (PROPFIND) got 405 with
+    an Allow header. Both are now 501 not_implemented, closed; bytes that
+    are not a request line (method SP target SP HTTP/1.x, the method a
+    token) stay 400, as "HELLO THERE" or a TLS handshake."""
+    head = " /v1/users HTTP/1.1\r\nHost: x\r\n" + AUTH + "\r\n"
+    for m in ["BREW", "PROPFIND", "get", "M-SEARCHING", "X_CUSTOM.1"]:
+        data, eof = await exchange(d, m + head)
+        rs = responses(data, ["GET"])
+        t.check(f"{m} /v1/users: 501 not_implemented (JSON), Connection: close, closed",
+                rs[0][0] == 501 and error_code(rs[0][2]) == "not_implemented"
+                and rs[0][1].get("content-type") == "application/json"
+                and rs[0][1].get("connection") == "close" and eof, data[:300])
+    # Cut inside the method, as a slow client or a small segment cuts it:
+    # the parser has refused "BR", the rest of the method decides.
+    data, eof = await trickle(d, [b"B", b"R", b"EW", b" /heal", b"thz HTTP/1", b".1\r",
+                                  b"\nHost: x\r\n\r\n"])
+    rs = responses(data, ["GET"])
+    t.check("BREW sent in pieces (B|R|EW| /heal|thz HTTP/1|.1...): 501 not_implemented, closed",
+            rs[0][0] == 501 and error_code(rs[0][2]) == "not_implemented" and eof, data[:300])
+    # Not a method: 400, whole or in pieces.
+    for label, pieces in [("a control byte in the method", [b"BR\x01EW" + head.encode()]),
+                          ("no space after the method", [b"BREW\r\nHost: x\r\n\r\n"]),
+                          ("not HTTP (HELLO THERE)", [b"HELLO THERE\r\n\r\n"]),
+                          ("no version", [b"BREW /healthz\r\nHost: x\r\n\r\n"]),
+                          ("HTTP/2.0", [b"BREW /healthz HTTP/2.0\r\nHost: x\r\n\r\n"]),
+                          ("in pieces, a space in the version", [b"BR", b"EW / HTTP/1.1 \r\n\r\n"]),
+                          ("a space first", [b" GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"]),
+                          ("binary", [b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03"]),
+                          ("BR then a control byte, in pieces", [b"BR", b"\x00EW" + head.encode()]),
+                          ("BR then a tab, in pieces", [b"BR", b"EW\t/ HTTP/1.1\r\n\r\n"])]:
+        data, eof = await trickle(d, pieces)
+        rs = responses(data, ["GET"])
+        t.check(f"{label}: 400 bad_request, closed",
+                rs[0][0] == 400 and error_code(rs[0][2]) == "bad_request" and eof, data[:300])
+    # A method that never ends is timed out as any request (3 s here).
+    t0 = time.monotonic()
+    data, eof = await trickle(d, [b"BREW", b"BREWBREW"], timeout=6.0)
+    rs = responses(data, ["GET"])
+    t.check("a method that never ends: 408 request_timeout within 5 s, closed",
+            rs[0][0] == 408 and error_code(rs[0][2]) == "request_timeout" and eof
+            and time.monotonic() - t0 < 5, (round(time.monotonic() - t0, 1), data[:200]))
+    # No CORS (docs/api.md, Authentication): a browser's preflight is 501
+    # like any method presenced does not implement, and allows no origin.
+    data, eof = await exchange(d, "OPTIONS /v1/users/bob HTTP/1.1\r\nHost: x\r\n"
+                                  "Origin: https://app.example.com\r\n"
+                                  "Access-Control-Request-Method: GET\r\n\r\n")
+    rs = responses(data, ["OPTIONS"])
+    t.check("CORS preflight (OPTIONS with Origin): 501, no Access-Control-* header, closed",
+            rs[0][0] == 501 and not any(k.startswith("access-control-") for k in rs[0][1])
+            and eof, data[:300])
+    # A method presenced has, on a resource without it: still 405 + Allow,
+    # and the connection kept.
+    data, eof = await exchange(d, "DELETE /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+                                  "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    rs = responses(data, ["DELETE", "GET"])
+    t.check("DELETE /healthz: still 405 with Allow: GET, HEAD, the connection kept",
+            rs[0][0] == 405 and rs[0][1].get("allow") == "GET, HEAD" and rs[1][0] == 200, data[:500])
+    r = await http(d, "GET", "/healthz", auth=False)
+    t.eq("after them all: a new client is served", r.status, 200)
+
+
 def cpu_ticks(pid):
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
@@ -542,5 +631,5 @@ if __name__ == "__main__":
           test_refused_upgrade_says_close, test_chunked_framing,
           test_date_header, test_upgrade_required, test_connection_management,
           test_field_value_whitespace, test_empty_lines_trickled, test_www_authenticate,
-          test_fd_limit]),
+          test_unknown_method, test_fd_limit]),
     ])

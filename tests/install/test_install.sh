@@ -164,6 +164,47 @@ CMK
   cp "$tmp/proj/build/basic_usage" "$tmp/basic_usage"
   "$tmp/proj/build/basic_usage_static" >"$tmp/out_static.txt" || fail "the static build does not run"
   grep -q "full cleanup" "$tmp/out_static.txt" || fail "unexpected output (static)"
+  # The Redis store through the package's component, in a project whose
+  # own HIREDIS_*/LIBUV_* variables (its own pkg_check_modules, a vendored
+  # hiredis) the package must neither set nor change: a package gives
+  # targets, and find_package(presence) must not clobber the consumer's
+  # variables or add its own.
+  if [ -e "$root/$libdir/cmake/presence/presenceRedisTargets.cmake" ]; then
+    mkdir -p "$tmp/rproj"
+    cp "$tmp/uses_redis.c" "$tmp/rproj/"
+    cat >"$tmp/rproj/CMakeLists.txt" <<'CMK'
+cmake_minimum_required(VERSION 3.16)
+project(uses_presence_redis C)
+set(HIREDIS_LIBRARIES "mine")
+set(LIBUV_INCLUDE_DIRS "mine too")
+macro(deps_vars out)
+  get_cmake_property(_v VARIABLES)
+  get_cmake_property(_c CACHE_VARIABLES)
+  set(${out} ${_v} ${_c})
+  list(FILTER ${out} INCLUDE REGEX "^(HIREDIS|LIBUV)_")
+  list(REMOVE_DUPLICATES ${out})
+  list(SORT ${out})
+endmacro()
+deps_vars(before)
+find_package(presence 0.1 REQUIRED COMPONENTS redis)
+deps_vars(after)
+if(NOT before STREQUAL after)
+  message(FATAL_ERROR "find_package(presence COMPONENTS redis) left variables: before [${before}], after [${after}]")
+endif()
+if(NOT HIREDIS_LIBRARIES STREQUAL "mine" OR NOT LIBUV_INCLUDE_DIRS STREQUAL "mine too")
+  message(FATAL_ERROR "find_package(presence COMPONENTS redis) changed the project's variables: HIREDIS_LIBRARIES=[${HIREDIS_LIBRARIES}] LIBUV_INCLUDE_DIRS=[${LIBUV_INCLUDE_DIRS}]")
+endif()
+add_executable(uses_redis uses_redis.c)
+target_link_libraries(uses_redis PRIVATE presence::redis)
+CMK
+    cmake -S "$tmp/rproj" -B "$tmp/rproj/build" -DCMAKE_PREFIX_PATH="$root" \
+      -DCMAKE_C_FLAGS="$cflags" >"$tmp/rcmake.log" 2>&1 ||
+      { cat "$tmp/rcmake.log" >&2; fail "find_package(presence COMPONENTS redis)"; }
+    cmake --build "$tmp/rproj/build" >"$tmp/rbuild.log" 2>&1 ||
+      { cat "$tmp/rbuild.log" >&2; fail "cannot build with presence::redis"; }
+    "$tmp/rproj/build/uses_redis" | grep -q "attached and freed" ||
+      fail "the presence::redis program does not run"
+  fi
   ;;
 system)
   # The multiarch directory (GNUInstallDirs on Debian), whatever the

@@ -43,6 +43,14 @@ export class BackendConnection extends EventEmitter {
   constructor({ url, apiKey, origin, WebSocket = null, retryMs = 250, maxRetryMs = 10000, maxOps = 1000 } = {}) {
     super();
     if (!url || !apiKey || !origin) throw new TypeError('BackendConnection: url, apiKey and origin are required');
+    // Checked here, as PresenceAPI does: '127.0.0.1:7070' without its scheme
+    // made ws throw a SyntaxError inside the reconnect loop, where no caller
+    // could catch it, and the process died (an uncaught exception).
+    let u;
+    try { u = new URL(String(url)); } catch (_) { u = null; }
+    if (!u || !['http:', 'https:', 'ws:', 'wss:'].includes(u.protocol) || !u.host) {
+      throw new TypeError('BackendConnection: url must be an absolute http(s) URL, such as http://127.0.0.1:7070');
+    }
     this.url = url.replace(/^http/, 'ws').replace(/\/+$/, '') + '/v1/backend?origin=' + encodeURIComponent(origin);
     holdApiKey(this, apiKey, 'BackendConnection');
     this.origin = origin;

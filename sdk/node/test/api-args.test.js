@@ -5,7 +5,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import http from 'node:http';
-import { PresenceAPI, PresenceError } from '../index.js';
+import { BackendConnection, PresenceAPI, PresenceError } from '../index.js';
 import { Presenced, API_KEY } from './lib.js';
 
 const pd = new Presenced();
@@ -77,6 +77,14 @@ test('a url or timeoutMs that cannot work is a TypeError when the client is made
   assert.throws(() => new PresenceAPI({ url: 'http://admin:hunter2-secret@127.0.0.1:7070', apiKey: API_KEY }),
     (e) => e instanceof TypeError && !e.message.includes('hunter2'));
   assert.equal((await new PresenceAPI({ url: pd.url + '/', apiKey: API_KEY, timeoutMs: 5000 }).health()).status, 'ok');
+  // BackendConnection too: without a scheme, ws threw a SyntaxError inside its
+  // reconnect loop, out of any caller's reach: the process died.
+  for (const url of ['127.0.0.1:7070', 'localhost:7070', 'ftp://127.0.0.1:7070', 'http://']) {
+    assert.throws(() => new BackendConnection({ url, apiKey: API_KEY, origin: 'o' }), TypeError, url);
+  }
+  const b = new BackendConnection({ url: pd.url + '/', apiKey: API_KEY, origin: 'args-url' });
+  assert.equal((await b.connect()).type, 'welcome');
+  await b.end({ bye: true });
 });
 
 test('an event stream\'s retryMs or maxRetryMs that is not a positive number is a TypeError, not a retry every millisecond', async () => {

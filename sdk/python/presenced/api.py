@@ -7,7 +7,7 @@ import urllib.parse
 import urllib.request
 from typing import Any, Dict, Iterator, List, Optional, TypedDict
 
-from ._auth import bearer
+from ._auth import bearer, check_url
 from .errors import PresenceError, _error_of
 from .events import EventStream
 
@@ -74,6 +74,7 @@ class PresenceAPI:
 
     def __init__(self, url: str, api_key: str, *, timeout: float = 10.0):
         bearer(api_key)                  # refused here, not at the first call
+        check_url(url, "PresenceAPI")
         self.url = url.rstrip("/")
         self.api_key = api_key
         self.timeout = timeout

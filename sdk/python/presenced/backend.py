@@ -32,7 +32,7 @@ import urllib.parse
 import uuid
 from typing import Any, Callable, Dict, List, Optional
 
-from ._auth import bearer
+from ._auth import bearer, check_url
 
 
 class BackendConnection:
@@ -40,6 +40,7 @@ class BackendConnection:
                  max_retry_s: float = 10.0, max_ops: int = 1000):
         # 1000 ops per frame: presenced spends about half the CPU per op it spends
         # in frames of 10,000 (bench/sdk_node_backend.js)
+        check_url(url, "BackendConnection", ("http", "https", "ws", "wss"))
         base = url.rstrip("/").replace("http", "ws", 1)
         self.url = f"{base}/v1/backend?origin={urllib.parse.quote(origin, safe='')}"
         bearer(api_key)                  # refused here, not at connect

@@ -11,7 +11,7 @@ import urllib.parse
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Iterator, List, Optional, Union
 
-from ._auth import bearer
+from ._auth import bearer, check_url
 from .errors import PresenceError, _error_of
 
 
@@ -48,6 +48,7 @@ class EventStream:
         # ever) and None waited for ever on a dead path: refused, as the Node SDK does.
         if isinstance(read_timeout_s, bool) or not isinstance(read_timeout_s, (int, float)) or not read_timeout_s > 0:
             raise TypeError(f"EventStream: read_timeout_s must be a number of seconds > 0, not {read_timeout_s!r}")
+        check_url(url, "EventStream")
         u = urllib.parse.urlsplit(url)
         self._host, self._port = u.hostname, u.port or (443 if u.scheme == "https" else 80)
         self._https = u.scheme == "https"

@@ -313,3 +313,22 @@ def test_event_stream_read_timeout_must_be_positive(api):
     for bad in (0, -1, None, "60"):
         with pytest.raises(TypeError, match="read_timeout_s"):
             api.events(read_timeout_s=bad)
+
+
+def test_a_url_without_its_scheme_is_refused_when_the_client_is_made():
+    # "127.0.0.1:7070" (no http://): each API call failed as a retryable
+    # 'network' error, the event stream with "expected string or bytes-like
+    # object, got 'NoneType'", and a BackendConnection retried it for ever
+    # (connect() never returned). Now a ValueError at once, as the Node SDK's
+    # TypeError and the Go SDK's CodeBadURL.
+    from presenced import BackendConnection
+    from presenced.events import EventStream
+    for bad in ["127.0.0.1:7070", "localhost:7070", "ftp://127.0.0.1:7070", "http://", "http://h:port", ""]:
+        for make in (lambda: PresenceAPI(bad, API_KEY), lambda: EventStream(bad, API_KEY),
+                     lambda: BackendConnection(bad, API_KEY, "o")):
+            with pytest.raises(ValueError, match="url must be an absolute"):
+                make()
+    for good in ["http://127.0.0.1:7070", "https://presence.example.com/", "http://[::1]:7070"]:
+        PresenceAPI(good, API_KEY).events()
+        BackendConnection(good, API_KEY, "o")
+    BackendConnection("ws://127.0.0.1:7070", API_KEY, "o")

@@ -184,8 +184,9 @@ export interface ErrorEvent {
   message?: string;
   /** id of the request an error frame answers. */
   id?: string | number;
-  /** 'not_allowed': a watched user the token does not allow ([id]), or after a token refresh
-   *  the users the new token no longer lets this session watch. */
+  /** 'not_allowed': watched users the token does not allow (those a subscribe's snapshot
+   *  named, or [id] from a refused list), or after a token refresh the users the new token
+   *  no longer lets this session watch. */
   users?: string[];
   error?: unknown;
 }

@@ -528,6 +528,14 @@ export class PresenceClient {
 
   _presence(m) {
     if (m.snapshot && m.id !== undefined) this._subReqs.delete(m.id);
+    // presenced answers a subscribe per user: the users the token's watch
+    // does not allow are named in the snapshot's not_allowed (an older
+    // server refuses the whole list instead: _subRefused). Reported as a
+    // refused half is, once; they stay in watched().
+    if (m.snapshot && Array.isArray(m.not_allowed)) {
+      const users = m.not_allowed.filter((u) => typeof u === 'string' && this._watch.has(u));
+      if (users.length) this._emit('error', { kind: 'server', code: 'not_allowed', message: `the token does not allow watching ${users.join(', ')}`, id: m.id, users });
+    }
     if (!Array.isArray(m.users)) return;
     for (const u of m.users) {
       if (!u || typeof u.user_id !== 'string') continue;
@@ -580,7 +588,8 @@ export class PresenceClient {
     flush();
   }
 
-  // presenced refuses a whole subscribe when the token's watch does not
+  // presenced before per-user answers (and now when none of its users is
+  // allowed) refuses a whole subscribe when the token's watch does not
   // allow one of its users, and names only that one in a message. Sent as
   // one list (every watched user at each (re)connect), a single user the
   // token does not allow left every other user unwatched. The refused list

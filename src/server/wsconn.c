@@ -425,6 +425,7 @@ static int find_sub(const wsconn_t *w, const char *user) {
 typedef struct snapshot {
   conn_t *c;
   int has_id;
+  char *refused; /* ,"not_allowed":[...] for the snapshot, or NULL */
   char id[];
 } snapshot_t;
 
@@ -438,13 +439,27 @@ static void on_snapshot(srv_t *s, int status, char **ids,
     buf_t *b = &s->scratch;
     buf_reset(b);
     json_frame_snapshot(b, sn->has_id ? sn->id : NULL, infos, n);
+    if (sn->refused && !buf_failed(b) && b->len &&
+        b->data[b->len - 1] == '}') {
+      b->len--; /* the users named refused go inside the frame */
+      buf_puts(b, sn->refused);
+      buf_putc(b, '}');
+    }
     if (!buf_failed(b)) ws_send_text(c, b->data, b->len);
     buf_shrink(b, 65536);
   }
   conn_unref(c);
+  free(sn->refused);
   free(sn);
 }
 
+/* A subscribe is answered per user, as a batch of subscriptions is by
+ * Centrifugo or Phoenix (each its own reply): the users the token's watch
+ * allows are subscribed and listed in the snapshot, the others named in
+ * its "not_allowed" (docs/protocol.md 1.2). Refused whole for one such
+ * user, a client that sends every watched user in one subscribe (the JS
+ * client does at each reconnect) watched nobody. Only when no user is
+ * allowed is the answer an error (nothing happened), as before. */
 static void on_subscribe(conn_t *c, const wsmsg_t *m) {
   srv_t *s = c->srv;
   wsconn_t *w = c->u.ws;
@@ -452,31 +467,53 @@ static void on_subscribe(conn_t *c, const wsmsg_t *m) {
   const char *id = m->id;
   char msg[300];
   const cJSON *u;
-  uint32_t fresh = 0;
+  uint32_t fresh = 0, allowed = 0, refused = 0;
+  const char *first_refused = NULL;
+  buf_t rb = {0};
   cJSON_ArrayForEach(u, users) {
     if (!may_watch(w, u->valuestring)) {
-      snprintf(msg, sizeof msg, "token does not allow watching %.128s",
-               u->valuestring);
-      send_error(c, "not_allowed", msg, id);
-      return;
+      if (!refused++) first_refused = u->valuestring;
+      buf_puts(&rb, refused > 1 ? "," : ",\"not_allowed\":[");
+      buf_put_json_str(&rb, u->valuestring);
+      continue;
     }
+    allowed++;
     if (find_sub(w, u->valuestring) < 0)
       fresh++; /* duplicates inside one request may overcount: harmless */
   }
+  if (refused && !allowed) {
+    buf_free(&rb);
+    snprintf(msg, sizeof msg, "token does not allow watching %.128s",
+             first_refused);
+    send_error(c, "not_allowed", msg, id);
+    return;
+  }
+  if (refused) {
+    buf_putc(&rb, ']');
+    srv_error(s, "not_allowed",
+              "WebSocket client: token does not allow watching %.128s%s",
+              first_refused, refused > 1 ? " (and others)" : "");
+  }
+  if (buf_failed(&rb)) {
+    buf_free(&rb);
+    goto nomem;
+  }
   if (w->nsubs + fresh > s->cfg.max_watch) {
+    buf_free(&rb);
     snprintf(msg, sizeof msg, "at most %u watched users per connection",
              s->cfg.max_watch);
     send_error(c, "too_many_watched", msg, id);
     return;
   }
   cJSON_ArrayForEach(u, users) {
+    if (!may_watch(w, u->valuestring)) continue;
     if (find_sub(w, u->valuestring) >= 0) continue;
     watch_entry_t **subs =
         slots_grow(w->subs, &w->sub1, w->nsubs, &w->subs_cap, sizeof *subs);
-    if (!subs) goto nomem;
+    if (!subs) goto nomem_rb;
     w->subs = subs;
     watch_entry_t *e = watch_add(s, u->valuestring, c);
-    if (!e) goto nomem;
+    if (!e) goto nomem_rb;
     w->subs[w->nsubs++] = e;
   }
   /* The snapshot is asked for after subscribing: a change from here on
@@ -487,12 +524,22 @@ static void on_subscribe(conn_t *c, const wsmsg_t *m) {
     char **ids = malloc((size_t)(nu ? nu : 1) * sizeof *ids);
     size_t idl = id ? strlen(id) + 1 : 0;
     snapshot_t *sn = calloc(1, sizeof *sn + idl);
-    if (!ids || !sn) {
+    char *rs = refused ? malloc(rb.len + 1) : NULL;
+    if (!ids || !sn || (refused && !rs)) {
       free(ids);
       free(sn);
-      goto nomem;
+      free(rs);
+      goto nomem_rb;
     }
-    cJSON_ArrayForEach(u, users) ids[k++] = u->valuestring;
+    if (rs) {
+      memcpy(rs, rb.data, rb.len);
+      rs[rb.len] = '\0';
+    }
+    buf_free(&rb);
+    sn->refused = rs;
+    cJSON_ArrayForEach(u, users) {
+      if (may_watch(w, u->valuestring)) ids[k++] = u->valuestring;
+    }
     if (id) {
       memcpy(sn->id, id, idl);
       sn->has_id = 1;
@@ -501,6 +548,7 @@ static void on_subscribe(conn_t *c, const wsmsg_t *m) {
     conn_ref(c);
     if (users_query(s, ids, (size_t)k, on_snapshot, sn) != 0) {
       conn_unref(c);
+      free(sn->refused);
       free(sn);
       free(ids);
       goto nomem;
@@ -508,6 +556,8 @@ static void on_subscribe(conn_t *c, const wsmsg_t *m) {
     free(ids);
   }
   return;
+nomem_rb:
+  buf_free(&rb);
 nomem:
   send_error(c, "internal", "out of memory", id);
 }

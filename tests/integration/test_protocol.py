@@ -252,6 +252,36 @@ async def test_watch_claim(t, d, args):
     await c.close()
 
 
+async def test_subscribe_partly_allowed(t, d, args):
+    # A subscribe is answered per user (docs/protocol.md 1.2): the allowed
+    # users are watched and listed, the others named in not_allowed.
+    jo = await Client.connect(d, "jo")
+    c = await Client.connect(d, "pia", watch=["jo", "lu"])
+    await c.send({"type": "subscribe", "users": ["kim", "jo", "ned", "lu"], "id": 5})
+    m = await c.recv()
+    t.eq("partly allowed: answered by a snapshot with the request's id",
+         ((m or {}).get("type"), (m or {}).get("snapshot"), (m or {}).get("id")), ("presence", True, 5))
+    t.eq("partly allowed: the snapshot lists the allowed users",
+         [(u["user_id"], u["status"]) for u in (m or {}).get("users", [])], [("jo", "online"), ("lu", "offline")])
+    t.eq("partly allowed: and names the refused ones in not_allowed", (m or {}).get("not_allowed"), ["kim", "ned"])
+    lu = await Client.connect(d, "lu")
+    ch = await c.change("lu", 3)
+    t.check("partly allowed: an allowed user's change arrives",
+            ch is not None and ch["users"][0].get("status") == "online", ch)
+    kim = await Client.connect(d, "kim")
+    got = [x for x in await c.collect(0.5) if x.get("type") == "presence"]
+    t.eq("partly allowed: a refused user's changes do not", got, [])
+    await c.send({"type": "subscribe", "users": ["jo"], "id": 6})
+    m = await c.recv()
+    t.check("all allowed: no not_allowed field", m.get("type") == "presence" and "not_allowed" not in m, m)
+    await c.send({"type": "subscribe", "users": ["kim", "ned"], "id": 7})
+    m = await c.recv()
+    t.eq("none allowed: an error not_allowed, as before",
+         ((m or {}).get("type"), (m or {}).get("code"), (m or {}).get("id")), ("error", "not_allowed", 7))
+    for x in (c, jo, lu, kim):
+        await x.close()
+
+
 async def test_message_errors(t, d, args):
     c = await Client.connect(d, "errs", watch="*")
     cases = [
@@ -473,6 +503,7 @@ if __name__ == "__main__":
         ("protocol", {"--max-msgs-per-sec": "2000"}, [
             test_welcome, test_ping_pong, test_status_ack, test_subscribe_snapshot,
             test_changes_exactly_once, test_unsubscribe, test_two_sessions, test_watch_claim,
+            test_subscribe_partly_allowed,
             test_message_errors, test_since_last_seen, test_many_subscribers,
             test_ws_control_frames, test_abrupt_disconnect, test_crowd, test_too_many_malformed,
             test_ws_rfc6455,

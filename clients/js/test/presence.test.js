@@ -186,6 +186,24 @@ test('one user the token does not allow no longer leaves every other watched use
   }
 });
 
+test('a snapshot naming users not_allowed (presenced answers per user): the others are watched, the refused reported once, nothing sent again', async () => {
+  const env = setup();
+  env.client.subscribe(['bob', 'carol', 'dan']);
+  env.client.connect();
+  const ws = await opened(env);
+  const sub = ws.sent.filter((m) => m.type === 'subscribe');
+  assert.equal(sub.length, 1);
+  ws.serverSend({ type: 'presence', snapshot: true, id: sub[0].id, not_allowed: ['carol'],
+    users: [{ user_id: 'bob', status: 'online', version: 1 }, { user_id: 'dan', status: 'idle', version: 2 }] });
+  env.clock.advance(1000);
+  assert.deepEqual(env.client.all().map((u) => [u.user_id, u.status]).sort(), [['bob', 'online'], ['dan', 'idle']]);
+  const refused = env.errors.filter((e) => e.code === 'not_allowed');
+  assert.equal(refused.length, 1);
+  assert.deepEqual([refused[0].kind, refused[0].users, refused[0].id], ['server', ['carol'], sub[0].id]);
+  assert.equal(ws.sent.filter((m) => m.type === 'subscribe').length, 1, 'no halves asked again');
+  assert.deepEqual(env.client.watched().sort(), ['bob', 'carol', 'dan'], 'carol stays watched (another token may allow her)');
+});
+
 test('an id presenced could never hold is left out of subscribe and reported, not sent to refuse the whole list', async () => {
   const env = setup();
   env.client.connect();

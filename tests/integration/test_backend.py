@@ -524,6 +524,46 @@ async def test_channel_removal(t, d, args):
     await b.close()
 
 
+async def test_take_over(t, d, args):
+    # One origin, two connections to one instance (protocol.md 5.1): the
+    # newest wins; the older one is told origin_taken_over, closed with
+    # 4009, and nothing it sends after applies; the sessions and the notices
+    # pass to the newer one.
+    a = await Backend.connect(d, "to-origin")
+    ack = await a.batch([{"op": "open", "session": "to-s1", "user": "to-u"}])
+    t.eq("take-over: the first connection opens a session", ack.get("applied"), 1)
+    a2 = await Backend.connect(d, "to-origin")
+    t.eq("take-over: the newer connection resumes the session",
+         (a2.welcome.get("resumed"), a2.welcome.get("sessions")), (True, 1))
+    try:
+        await a.send({"type": "batch", "seq": 9, "ops": [{"op": "close", "session": "to-s1"}]})
+    except Exception:
+        pass
+    frames = []
+    try:
+        while True:
+            frames.append(json.loads(await asyncio.wait_for(a.ws.recv(), 3)))
+    except Exception:
+        pass
+    t.eq("take-over: the older connection is told origin_taken_over, and nothing else",
+         [(f.get("type"), f.get("code")) for f in frames], [("error", "origin_taken_over")])
+    t.eq("take-over: then closed with 4009", a.ws.close_code, 4009)
+    t.check("take-over: with a reason a person can read", "another connection" in (a.ws.close_reason or ""),
+            a.ws.close_reason)
+    r = await http(d, "GET", "/v1/users/to-u")
+    t.eq("take-over: what the older one sent after it was not applied (still online)",
+         (r.json() or {}).get("status"), "online")
+    ack = await a2.batch([{"op": "status", "session": "to-s1", "status": "idle"}])
+    t.eq("take-over: the newer connection holds the session", (ack.get("applied"), ack.get("errors")), (1, None))
+    r = await http(d, "DELETE", "/v1/sessions/to-s1")
+    await a2.batch([])
+    t.eq("take-over: notices go to the newer connection",
+         [n for n in a2.notices if n.get("type") == "ended"],
+         [{"type": "ended", "session": "to-s1", "reason": "kicked"}])
+    await a2.send({"type": "bye"})
+    await a2.close()
+
+
 async def test_join_over_the_limit(t, d, args):
     # The embedded store decides a join inside the call: a join it refuses
     # (over --max-channels-per-session, 2 here) is refused in the batch's own
@@ -559,5 +599,6 @@ if __name__ == "__main__":
         ("http-sessions", {}, [test_http_sessions, test_meta_and_data_as_written]),
         ("backend-reset", {}, [test_reset_during_batch]),
         ("backend-removal", {}, [test_channel_removal]),
-        ("backend-join-limit", {"--max-channels-per-session": "2"}, [test_join_over_the_limit]),
+        ("backend-join-limit", {"--max-channels-per-session": "2"},
+         [test_join_over_the_limit, test_take_over]),
     ])

@@ -22,6 +22,9 @@ presenced sharing one real redis-server:
   ttl_renewed_as_it_ends: an HTTP session renewed while its TTL end is
            on its way to Redis: the renewal's session still ends with
            its TTL;
+  two_connections: one origin name on A and B at once: both stay, B's
+           re-assert takes the session over, A's status and close of it
+           are acknowledged with no effect;
   join_refused: a join acknowledged, then refused by the store (the
            session's channels in Redis count those joined through A): the
            backend is told (left, reason refused, the code), when detached
@@ -329,6 +332,39 @@ async def join_refused(t, cl):
     await b.close()
 
 
+async def two_connections(t, cl):
+    """One origin name connected to A and to B at once (protocol.md 5.1: a
+    name is exclusive per instance, not across instances): both stay open;
+    B's re-assert takes the session over; A's later status and close of it
+    are acknowledged with no effect (the store refuses them to A), and the
+    user stays online through B until B's backend ends it."""
+    A, B = cl.d[0], cl.d[1]
+    a = await Backend.connect(A, "tc-app")
+    ack = await a.batch([{"op": "open", "session": "tc-s1", "user": "tc-u"}])
+    t.eq("A: the open applied", ack.get("applied"), 1)
+    t.check("B sees tc-u online", await wait_status(B, ["tc-u"], "online", 5))
+    b = await Backend.connect(B, "tc-app")
+    t.eq("B accepts the same name, as a fresh origin", (b.welcome.get("resumed"), b.welcome.get("sessions")),
+         (False, 0))
+    t.eq("A's connection stays open", (await a.batch([])).get("type"), "ack")
+    acks = await b.sync([("tc-s1", "tc-u")])
+    t.eq("B's sync takes the session over", acks[-1].get("applied"), 1)
+    hz = (await http(B, "GET", "/healthz", auth=False)).json() or {}
+    r = await http(A, "GET", "/v1/users/tc-u/sessions")
+    t.eq("the session is B's", [x.get("instance") for x in (r.json() or {}).get("sessions", [])],
+         [hz.get("instance")])
+    ack = await a.batch([{"op": "status", "session": "tc-s1", "status": "idle"},
+                         {"op": "close", "session": "tc-s1"}])
+    t.eq("A's status and close of it: acknowledged", ack.get("applied"), 2)
+    await asyncio.sleep(0.5)
+    t.eq("... with no effect: still online", (await statuses(A, ["tc-u"]))["tc-u"], "online")
+    await b.send({"type": "bye"})
+    t.check("B's bye ends it", await wait_status(A, ["tc-u"], "offline", 5))
+    await a.send({"type": "bye"})
+    await a.close()
+    await b.close()
+
+
 def text_frames(*objs):
     """Client text frames (masked, RFC 6455 5.3) of objs, as one byte
     string: written at once, the server reads them in one go and applies
@@ -530,6 +566,7 @@ SCENARIOS = [
      {"n": 2, "lease": 6000, "extra": {"--redis-timeout-ms": "5000"}}),
     ("storm", storm, {"n": 2, "extra": {"--origin-resume-ms": str(STORM_WINDOW_MS)}}),
     ("removed", removed, {"n": 2}),
+    ("two_connections", two_connections, {"n": 2}),
     ("join_refused", join_refused,
      {"n": 2, "lease": 6000, "extra": {"--max-channels-per-session": "2",
                                        "--redis-timeout-ms": "5000"}}),

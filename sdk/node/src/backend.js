@@ -12,6 +12,7 @@
 import { EventEmitter } from 'node:events';
 import { randomUUID } from 'node:crypto';
 import { holdApiKey } from './auth.js';
+import { PresenceError } from './errors.js';
 
 /**
  * Refused here, not only by presenced: the list keeps what was asked, and its
@@ -120,9 +121,11 @@ export class BackendConnection extends EventEmitter {
           let body = '';
           res.on('data', (c) => { body += c; });
           res.on('end', () => {
-            let code = 'http_' + res.statusCode;
-            try { code = JSON.parse(body).error.code || code; } catch (_) { /* not JSON */ }
-            const err = Object.assign(new Error(`backend connection refused: ${res.statusCode} ${code}`), { status: res.statusCode, code });
+            let code = 'http_' + res.statusCode, message = `backend connection refused: HTTP ${res.statusCode}`;
+            try { ({ code = code, message = message } = JSON.parse(body).error); } catch (_) { /* not JSON */ }
+            // A PresenceError with the daemon's message, as the API's and the
+            // Go SDK's (it was a plain Error with a code and no message).
+            const err = new PresenceError(res.statusCode, code, message);
             if (res.statusCode === 401 || res.statusCode === 400) {
               this._closed = true;
               this._fatal = err;

@@ -6,6 +6,7 @@
 // is yielded as its own item: re-read the users you care about, then go on.
 
 import { holdApiKey } from './auth.js';
+import { PresenceError } from './errors.js';
 
 const sleep = (ms, signal) => new Promise((resolve) => {
   const wake = () => { clearTimeout(t); resolve(); };
@@ -110,10 +111,13 @@ export class EventStream {
         const res = await this._fetch(`${this.url}/v1/events${this._query}`, { headers, signal: conn.signal });
         if (!res.ok) {
           const text = await res.text();
-          let code = 'http_' + res.status;
-          try { code = JSON.parse(text).error.code || code; } catch (_) { /* not JSON */ }
-          const err = new Error(`event stream: ${res.status} ${code}`);
-          err.status = res.status; err.code = code;
+          let code = 'http_' + res.status, message = `event stream: HTTP ${res.status}`;
+          try { ({ code = code, message = message } = JSON.parse(text).error); } catch (_) { /* not JSON */ }
+          // A PresenceError, as every other failure of the API (the README's
+          // `e instanceof PresenceError && e.code === ...`) and as the Python
+          // and Go SDKs' streams raise: it was a plain Error ("event stream:
+          // 400 bad_request") that dropped the daemon's message.
+          const err = new PresenceError(res.status, code, message);
           // A wrong key or a refused cursor does not heal by retrying.
           if (res.status === 401 || res.status === 400) throw Object.assign(err, { fatal: true });
           throw err;

@@ -51,6 +51,18 @@ test('errors are PresenceError with the daemon\'s code', async () => {
   const bad = await new PresenceAPI({ url: pd.url, apiKey: 'wrong' }).getUser('a').catch((e) => e);
   assert.equal(bad.code, 'unauthorized');
   assert.equal(bad.status, 401);
+  // The event stream's refusals too (a wrong key, a refused cursor), with the daemon's message.
+  const stream = async (o, key = API_KEY) => {
+    try { for await (const _ of new PresenceAPI({ url: pd.url, apiKey: key }).events(o)) break; } catch (e) { return e; }
+    return null;
+  };
+  for (const [e, status, code] of [[await stream({}, 'wrong'), 401, 'unauthorized'], [await stream({ after: 'abc' }), 400, 'bad_request']]) {
+    assert.ok(e instanceof PresenceError, `${e && e.name}: ${e && e.message}`);
+    assert.equal(e.status, status);
+    assert.equal(e.code, code);
+    assert.equal(e.retryable, false);
+    assert.ok(e.message.length > code.length + 10, e.message);
+  }
   const id = await api.getUser('x'.repeat(200)).catch((e) => e);
   assert.equal(id.code, 'bad_user_id');
   const down = await new PresenceAPI({ url: 'http://127.0.0.1:1', apiKey: API_KEY }).health().catch((e) => e);

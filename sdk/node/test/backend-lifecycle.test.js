@@ -6,7 +6,7 @@
 import { test, before, after } from 'node:test';
 import net from 'node:net';
 import assert from 'node:assert/strict';
-import { BackendConnection } from '../index.js';
+import { BackendConnection, PresenceError } from '../index.js';
 import { backendSuite, waitFor, sleep, API_KEY } from './lib.js';
 
 const suite = backendSuite({ before, after });
@@ -125,7 +125,10 @@ test('connect() again after a refusal rejects with that refusal, at once', async
   if (skipUnlessSupported(t)) return;
   const b = new BackendConnection({ url: pd.url, apiKey: 'a-wrong-key-0123456789-0123456789', origin: 'node-refused' });
   t.after(() => b.end());
-  await assert.rejects(b.connect(), (e) => e.code === 'unauthorized' && e.status === 401);
+  // A PresenceError with the daemon's message, as the API's errors and the Go SDK's
+  // (it was a plain Error: "backend connection refused: 401 unauthorized").
+  await assert.rejects(b.connect(), (e) => e instanceof PresenceError && e.code === 'unauthorized' && e.status === 401 &&
+    e.retryable === false && e.message === 'unauthorized: missing or wrong API key');
   // A retry loop of the caller's: it must not wait for ever, nor say "ended".
   const again = await Promise.race([b.connect().catch((e) => e), sleep(1000).then(() => 'pending')]);
   assert.equal(again.code, 'unauthorized', String(again && again.message));

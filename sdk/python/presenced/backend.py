@@ -33,6 +33,7 @@ import uuid
 from typing import Any, Callable, Dict, List, Optional
 
 from ._auth import bearer, check_url
+from .errors import BackendRefused, _error_of
 
 
 class BackendConnection:
@@ -170,7 +171,12 @@ class BackendConnection:
                 status = getattr(e, "status_code", None) or getattr(getattr(e, "response", None), "status_code", None)
                 if status in (400, 401):
                     self._closed = True
-                    raise ConnectionRefusedError(f"presenced refused the backend connection: {status}") from e
+                    # The daemon's code and message when the exception holds the
+                    # body (websockets 11+); else the code its status always has.
+                    body = getattr(getattr(e, "response", None), "body", None) or b""
+                    err = _error_of(body) or {}
+                    raise BackendRefused(status, err.get("code") or ("unauthorized" if status == 401 else "bad_request"),
+                                         err.get("message") or f"presenced refused the backend connection: {status}") from e
                 if getattr(getattr(e, "rcvd", None), "code", None) == 4009:
                     self._taken_over = True
                 elif self.on_error and not self._closed:

@@ -23,6 +23,12 @@ class PresenceError(Exception):
         return self.status == 0 or self.status >= 500 or self.status in (408, 429)
 
 
+class BackendRefused(PresenceError, ConnectionRefusedError):
+    """presenced refused a BackendConnection (401 ``unauthorized``, 400
+    ``bad_origin``...): a PresenceError with the daemon's code, as the Node and
+    Go SDKs give it, and still the ConnectionRefusedError it was before."""
+
+
 class WebhookError(Exception):
     """A delivery refused by verification; ``status`` is the HTTP status to answer."""
 

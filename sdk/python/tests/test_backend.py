@@ -423,3 +423,15 @@ def test_readme_restart_takes_the_sessions_back(pd):
         asyncio.run(asyncio.wait_for(restarted(), 10))
     finally:
         stream.close()
+
+
+def test_a_refused_connection_is_a_presence_error(pd):
+    # A wrong API key: connect() raised a bare ConnectionRefusedError ("presenced
+    # refused the backend connection: 401"), with no code to match on, where
+    # the Node and Go SDKs give the daemon's code. Now a PresenceError
+    # (unauthorized, 401, not retryable) that is still a ConnectionRefusedError.
+    b = BackendConnection(pd.url, "a-wrong-key-0123456789-0123456789", "py-refused")
+    with pytest.raises(PresenceError) as e:
+        asyncio.run(asyncio.wait_for(b.connect(), 10))
+    assert (e.value.status, e.value.code, e.value.retryable) == (401, "unauthorized", False)
+    assert isinstance(e.value, ConnectionRefusedError)

@@ -53,8 +53,13 @@ def frame(op, payload=b"", fin=True, rsv=0, mask=True, key=None, length=None):
     return h + key + bytes(b ^ key[i % 4] for i, b in enumerate(payload))
 
 
+# FUZZ_SEEDS_OUT: write the corpora there instead (check_seeds.py compares
+# them with the committed ones).
+OUT = os.environ.get("FUZZ_SEEDS_OUT") or os.path.join(HERE, "corpus")
+
+
 def write(name, seeds):
-    d = os.path.join(HERE, "corpus", name)
+    d = os.path.join(OUT, name)
     os.makedirs(d, exist_ok=True)
     for s in seeds:
         if isinstance(s, str):
@@ -139,8 +144,41 @@ confs = [
     ["--unknown"],
     ["positional"],
     ["--jwt-secret", "", "--jwt-audience=aud"],
-    ["--webhook", "url=http://127.0.0.1:1/h,secret=s,events=user.online"],
 ]
+# Webhooks: presenced refuses a secret under 32 bytes (1435475), so the
+# seeds' secrets are longer and reach the parsing behind that check (the
+# events, the name, the channel prefix, the list's limit and sources); one
+# is 31 bytes, the refusal's edge. check_seeds.py runs each through
+# presenced --check-config.
+WH_SECRET = "fuzz-webhook-secret-0123456789abcdef"  # 36 bytes
+WH_HEX = hashlib.sha256(b"fuzz webhook").hexdigest()  # 64, as openssl rand -hex 32
+webhook_confs = [
+    ["--webhook", f"url=http://127.0.0.1:1/h,secret={WH_SECRET},events=user.online"],
+    ["--webhook", f"url=https://hooks.example/p?a=1,secret={WH_HEX},"
+     "events=user.*|channel.join|channel.leave,name=audit,channel-prefix=room:"],
+    ["--webhook", "url=http://127.0.0.1:2/f,secret-file=/nonexistent/wh.key,events=*"],
+    ["--webhook", f"url=http://h/1,secret={WH_SECRET[:32]}", "--webhook",
+     f"url=http://h/2,secret={WH_HEX},events=session.*|cleanup", "--webhook-batch-max", "1",
+     "--webhook-batch-ms=0", "--webhook-timeout-ms", "100", "--webhook-retry-min-ms=10",
+     "--webhook-retry-max-ms", "3600000"],
+    # The environment's list is replaced by the flags' (a later source).
+    [f"=PRESENCED_WEBHOOK=url=http://env/1,secret={WH_HEX},name=env",
+     "--webhook", f"url=http://flag/1,events=user.idle,secret={WH_SECRET}"],
+    [f"=PRESENCED_WEBHOOK=url=http://env/2,secret={WH_SECRET},events=user.offline"],
+    # Refused behind the length check: after secret=, a ',' in the secret.
+    ["--webhook", f"url=http://h/x,secret={WH_SECRET},x=1"],
+    ["--webhook", f"url=http://h/x,secret={WH_SECRET},events=nope"],
+    ["--webhook", f"url=http://h/x,secret={WH_SECRET},events=user.*,events=*"],
+    ["--webhook", f"url=http://h/x,secret={WH_SECRET},name="],
+    ["--webhook", f"url=http://h x,secret={WH_SECRET}"],
+    ["--webhook", f"url=ftp://h/x,secret={WH_SECRET}"],
+    ["--webhook", f"url=http://h/x,secret={WH_SECRET},secret-file=/k"],
+    # Seventeen endpoints: the sixteenth is the last one taken.
+    sum((["--webhook", f"url=http://h/{i},secret={WH_SECRET}"] for i in range(17)), []),
+    # 31 bytes: refused.
+    ["--webhook", f"url=http://h/x,secret={WH_SECRET[:31]},events=user.online"],
+]
+confs += webhook_confs
 write("fuzz_config", ["\0".join(c) for c in confs])
 
 # ---- Client messages: 1 selector byte (max_users), then the frame's text.

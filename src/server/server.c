@@ -871,9 +871,10 @@ static void on_connection(uv_stream_t *server, int status) {
     return;
   }
   /* Past the limit a connection still gets a 503 answer, but only a few
-   * such connections at once: beyond that they are dropped unanswered. */
+   * such connections at once (over_limit_cap, raise_fd_limit): beyond that
+   * they are dropped unanswered. */
   if (s->nconns >= s->cfg.max_connections) {
-    if (s->nconns >= s->cfg.max_connections + 64u) {
+    if (s->nconns - s->cfg.max_connections >= s->over_limit_cap) {
       srv_error(s, "too_many_connections", "dropping a connection at %u",
                 s->nconns);
       peer_release(s, c);
@@ -997,9 +998,21 @@ static void on_signal(uv_signal_t *h, int signum) {
 /* Descriptors kept for everything but clients: the listener, the loop's
  * own, Redis and kick connections, webhook deliveries, static files. */
 #define FD_RESERVE 64
+/* Connections past --max-connections held at once to be answered 503. */
+#define OVER_LIMIT_MAX 64
 
 static void raise_fd_limit(srv_t *s) {
   struct rlimit rl;
+  /* Connections past the limit are held (until their request is answered
+   * 503, or --http-first-byte-ms) on the descriptors between the
+   * connection limit and the file limit: the spare, FD_RESERVE when the
+   * limit was lowered to fit, what everything else the daemon opens needs
+   * (the listener, the loop's own, Redis, webhooks, static files, accept
+   * itself). At most half of it goes to them: 64 held idle connects had
+   * taken all 64 spare descriptors, and the daemon then failed to open
+   * anything (EMFILE) until they timed out. With a large file limit the
+   * spare is plenty and 64 answers at a time stay the bound. */
+  s->over_limit_cap = FD_RESERVE / 2;
   if (getrlimit(RLIMIT_NOFILE, &rl) != 0) return;
   if (rl.rlim_cur < rl.rlim_max) {
     rl.rlim_cur = rl.rlim_max;
@@ -1020,6 +1033,13 @@ static void raise_fd_limit(srv_t *s) {
             "(raise it with LimitNOFILE= or ulimit -n)",
             s->cfg.max_connections, fit, (unsigned long long)rl.rlim_cur);
     s->cfg.max_connections = fit;
+  }
+  s->over_limit_cap = OVER_LIMIT_MAX;
+  if (rl.rlim_cur != RLIM_INFINITY) {
+    rlim_t spare = rl.rlim_cur > s->cfg.max_connections
+                       ? rl.rlim_cur - s->cfg.max_connections
+                       : 0;
+    if (spare / 2 < OVER_LIMIT_MAX) s->over_limit_cap = (uint32_t)(spare / 2);
   }
 }
 

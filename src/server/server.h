@@ -158,6 +158,8 @@ struct srv {
 
   conn_t *conns; /* every open connection */
   uint32_t nconns, nws, nsse;
+  uint32_t over_limit_cap; /* connections held past max_connections to be
+                              answered 503, at most (server.c) */
   uint64_t accepted_total;
   uint64_t ws_messages_total;
   uint64_t token_refreshes_total; /* tokens replaced in place (wsconn.c) */

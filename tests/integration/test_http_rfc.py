@@ -583,9 +583,10 @@ def cpu_ticks(pid):
 
 async def test_fd_limit(t, d, args):
     """Idle connections past the open file limit (ulimit -n 100, so 50
-    connections and 64 answered with 503 at most, then EMFILE): accept()
-    failing must not make the loop spin (the listener stays readable), and
-    once they are gone new clients are served."""
+    connections and 25 waiting for a 503 at most, half the spare, the rest
+    dropped at once; EMFILE if anything else takes the descriptors):
+    accept() failing must not make the loop spin (the listener stays
+    readable), and once they are gone new clients are served."""
     class Limited(Daemon):
         def argv(self):
             return ["prlimit", "--nofile=100:100"] + super().argv()

@@ -176,6 +176,124 @@ async def test_connections(t, d, args):
     await asyncio.sleep(0.3)
 
 
+def _ask(sock, raw, timeout=3.0):
+    """Send raw on a blocking socket; read one answer (head and a body of
+    its Content-Length). (status, headers, body); status None at EOF."""
+    sock.settimeout(timeout)
+    sock.sendall(raw)
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        if not chunk:
+            return None, {}, data
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = {k.strip().lower(): v.strip() for k, _, v in (l.partition(":") for l in lines[1:])}
+    n = int(headers.get("content-length", 0))
+    while len(body) < n:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        body += chunk
+    return int(lines[0].split(" ")[1]), headers, body
+
+
+def _dropped(sock):
+    """Whether the daemon has closed this (silent) connection: EOF or a
+    reset, with no byte of an answer before it."""
+    sock.setblocking(False)
+    try:
+        return sock.recv(1) == b""
+    except BlockingIOError:
+        return False
+    except (ConnectionError, OSError):
+        return True
+
+
+async def test_over_limit_burst(t, d, args):
+    """Connections past --max-connections are held to be answered 503 (until
+    their first byte, or --http-first-byte-ms), each on a descriptor of the
+    spare between the connection limit and the open file limit, which
+    everything else the daemon opens needs too. Up to 64 were held: under a
+    file limit 64 above the connection limit (what presenced lowers
+    --max-connections to), a burst of 64 silent connects took every spare
+    descriptor, and the daemon could open nothing (EMFILE on accept, on its
+    own files) until they timed out. Now at most half the spare is held
+    (32 here); further connections are dropped at once, unanswered, as
+    docs/security.md says. Demo mode, so that a request needs a file opened
+    (its page)."""
+    class Limited(Daemon):
+        def argv(self):
+            return ["prlimit", "--nofile=72:72"] + super().argv()
+
+    web = os.path.join(args.source_dir, "web")
+    d2 = Limited(args.presenced, {"--max-connections": "8", "--http-first-byte-ms": "30000",
+                                  "--demo": "", "--jwt-secret": None, "--web-root": web},
+                 "burst-nofile-72")
+    try:
+        d2.start()
+    except Exception as e:
+        t.check("under ulimit -n 72: presenced starts", False, e)
+        d2.cleanup()
+        return
+    socks = []
+    try:
+        await asyncio.sleep(0.3)   # the harness's start-up check goes
+        page = socket.create_connection((HOST, d2.port), timeout=3)
+        socks.append(page)
+        get_page = b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+        st, _, body = _ask(page, get_page)
+        t.check("a keep-alive client fetches the demo page", st == 200 and len(body) > 100, (st, body[:100]))
+        for _ in range(7):         # the other 7 of --max-connections 8, silent
+            socks.append(socket.create_connection((HOST, d2.port), timeout=3))
+        await asyncio.sleep(0.3)
+        burst = [socket.create_connection((HOST, d2.port), timeout=3) for _ in range(64)]
+        socks += burst
+        await asyncio.sleep(1.0)
+        dropped = [s for s in burst if _dropped(s)]
+        held = [s for s in burst if s not in dropped]
+        t.check("64 silent connections past --max-connections 8 (64 spare descriptors): "
+                "32 held (half the spare), 32 dropped at once",
+                len(held) == 32 and len(dropped) == 32, (len(held), len(dropped)))
+        nfd = len(os.listdir(f"/proc/{d2.pid}/fd"))
+        t.check("the daemon's open descriptors leave a quarter of the spare free (<= 56 of 72)",
+                nfd <= 56, nfd)
+        st, _, body = _ask(page, get_page)
+        t.check("during the burst the daemon still opens its files: the page is served (200)",
+                st == 200 and len(body) > 100, (st, body[:200]))
+        t0 = time.monotonic()
+        late = socket.create_connection((HOST, d2.port), timeout=3)
+        socks.append(late)
+        gone = False
+        while not gone and time.monotonic() - t0 < 2:
+            await asyncio.sleep(0.05)
+            gone = _dropped(late)
+        t.check("a connection made after the burst: dropped at once (under 1 s), unanswered",
+                gone and time.monotonic() - t0 < 1, round(time.monotonic() - t0, 2))
+        h = held[0]
+        h.setblocking(True)
+        st, _, body = _ask(h, b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        code = None
+        try:
+            code = json.loads(body)["error"]["code"]
+        except Exception:
+            pass
+        t.check("a held connection that speaks: 503 too_many_connections",
+                st == 503 and code == "too_many_connections", (st, body[:200]))
+        for s in socks:
+            s.close()
+        socks = []
+        await asyncio.sleep(0.5)
+        r = await http(d2, "GET", "/healthz", auth=False)
+        t.eq("after they closed: a new client is served", r.status, 200)
+    finally:
+        for s in socks:
+            s.close()
+        d2.stop()
+        d2.cleanup()
+
+
 async def test_slow_reader(t, d, args):
     # --max-write-queue 65536, --max-msgs-per-sec high
     rss0 = d.rss_kb()
@@ -310,7 +428,7 @@ if __name__ == "__main__":
         ("limits", {"--max-frame": "1024", "--max-message": "4096", "--max-msgs-per-sec": "20",
                     "--max-sessions-per-user": "2", "--max-watch": "5", "--max-header-bytes": "2048"},
          [test_frame_size, test_rate, test_sessions_per_user, test_watch_limit, test_header_bytes]),
-        ("connections", {"--max-connections": "4"}, [test_connections]),
+        ("connections", {"--max-connections": "4"}, [test_connections, test_over_limit_burst]),
         ("slow-reader", {"--max-write-queue": "65536", "--max-msgs-per-sec": "1000000"},
          [test_slow_reader, test_many_clients]),
         ("slow-sse", {"--max-msgs-per-sec": "1000000",

@@ -383,12 +383,32 @@ func (c *Client) ClearMessage(ctx context.Context, userID string) error {
 
 // PutSession creates or renews a session with a TTL (serverless backends); created reports which.
 func (c *Client) PutSession(ctx context.Context, sessionID, userID string, ttl time.Duration, meta map[string]any) (created bool, err error) {
+	return c.PutSessionWith(ctx, sessionID, userID, ttl, PutSessionOptions{Meta: meta})
+}
+
+// PutSessionOptions: what PUT /v1/sessions/{id} takes beside the user and the TTL.
+type PutSessionOptions struct {
+	Status string         // "online" (default) or "idle"; applied on a renewal too
+	Meta   map[string]any // stored with the session
+	Device string         // the device kind ("web" when empty), kept from the creation
+}
+
+// PutSessionWith is PutSession with a status and a device kind, as the Node
+// and Python SDKs' putSession / put_session take them (PutSession could set
+// neither: every serverless session was "web" and online).
+func (c *Client) PutSessionWith(ctx context.Context, sessionID, userID string, ttl time.Duration, o PutSessionOptions) (created bool, err error) {
 	if err := nonEmpty("PutSession: sessionID", sessionID, "PutSession: userID", userID); err != nil {
 		return false, err
 	}
 	body := map[string]any{"user": userID, "ttl_ms": ttl.Milliseconds()}
-	if meta != nil {
-		body["meta"] = meta
+	if o.Meta != nil {
+		body["meta"] = o.Meta
+	}
+	if o.Status != "" {
+		body["status"] = o.Status
+	}
+	if o.Device != "" {
+		body["device"] = o.Device
 	}
 	var r struct {
 		Created bool `json:"created"`

@@ -304,6 +304,13 @@ func TestHTTPSessionsWithTTL(t *testing.T) {
 	if created, err := api.PutSession(ctx, "gfn-1", "fay", time.Second, nil); err != nil || created {
 		t.Fatalf("renew: %v %v", created, err)
 	}
+	// A status and a device kind, as the Node and Python SDKs set them.
+	if created, err := api.PutSessionWith(ctx, "gfn-3", "fay", time.Second, PutSessionOptions{Status: "idle", Device: "mobile"}); err != nil || !created {
+		t.Fatalf("create with a device: %v %v", created, err)
+	}
+	if ss, err := api.Sessions(ctx, "fay"); err != nil || len(ss) != 2 || fmt.Sprint(map[string]string{ss[0].SessionID: ss[0].Device + "/" + ss[0].Status, ss[1].SessionID: ss[1].Device + "/" + ss[1].Status}) != "map[gfn-1:web/online gfn-3:mobile/idle]" {
+		t.Fatalf("sessions %+v %v", ss, err)
+	}
 	if _, err := api.PutSession(ctx, "gfn-2", "fay", 10*time.Millisecond, nil); !IsCode(err, "bad_ttl") {
 		t.Fatalf("short ttl: %v", err)
 	}

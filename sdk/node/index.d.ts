@@ -220,7 +220,7 @@ export declare class PresenceAPI {
   clearMessage(userId: string): Promise<void>;
 
   /** Create or renew a session with a TTL (serverless backends); ends with reason 'timeout' unless renewed. */
-  putSession(sessionId: string, session: { userId: string; ttlMs: number; status?: SessionStatus; meta?: Record<string, unknown> }): Promise<{ session_id: string; user_id: string; created: boolean; expires: number }>;
+  putSession(sessionId: string, session: { userId: string; ttlMs: number; status?: SessionStatus; meta?: Record<string, unknown>; /** The device kind ('web' when absent), kept from the creation. */ device?: string }): Promise<{ session_id: string; user_id: string; created: boolean; expires: number }>;
   origins(): Promise<Origin[]>;
 
   events(options?: Omit<EventStreamOptions, 'url' | 'apiKey'>): EventStream;

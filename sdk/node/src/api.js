@@ -158,10 +158,11 @@ export class PresenceAPI {
   // ---- backend-reported sessions (protocol.md section 5) ---------------------
 
   /** PUT /v1/sessions/{id}: create or renew a session with a TTL (serverless backends). */
-  async putSession(sessionId, { userId, ttlMs, status, meta } = {}) {
+  async putSession(sessionId, { userId, ttlMs, status, meta, device } = {}) {
     const body = { user: userId, ttl_ms: ttlMs };
     if (status !== undefined) body.status = status;
     if (meta !== undefined) body.meta = meta;
+    if (device !== undefined) body.device = device;   // the device kind, 'web' when absent
     return this.request('PUT', `/v1/sessions/${enc(sessionId, 'sessionId')}`, body);
   }
 

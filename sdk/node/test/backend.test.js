@@ -205,6 +205,9 @@ test('HTTP sessions with a TTL (serverless backends): created, renewed, ended by
   assert.equal(b.created, false);
   assert.equal((await suite.api.getUser('fay')).status, 'online');
   assert.ok((await suite.api.origins()).some((o) => o.origin === 'http' && o.sessions === 1));
+  // Its device kind, which PUT /v1/sessions takes (the SDK sent none: every one was 'web').
+  assert.equal((await suite.api.putSession('fn-3', { userId: 'fay', ttlMs: 1000, device: 'mobile' })).created, true);
+  assert.deepEqual(Object.fromEntries((await suite.api.sessions('fay')).map((s) => [s.session_id, s.device])), { 'fn-1': 'web', 'fn-3': 'mobile' });
   const bad = await suite.api.putSession('fn-2', { userId: 'fay', ttlMs: 10 }).catch((e) => e);
   assert.equal(bad.code, 'bad_ttl');
   await waitFor(async () => (await suite.api.getUser('fay')).status === 'offline', { timeout: 5000, what: 'the TTL to lapse' });

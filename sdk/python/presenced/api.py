@@ -194,13 +194,16 @@ class PresenceAPI:
     # ---- backend-reported sessions (protocol.md section 5) ----
 
     def put_session(self, session_id: str, user_id: str, ttl_ms: int, status: Optional[str] = None,
-                    meta: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
-        """Create or renew a session with a TTL (serverless backends)."""
+                    meta: Optional[Dict[str, Any]] = None, device: Optional[str] = None) -> Dict[str, Any]:
+        """Create or renew a session with a TTL (serverless backends); ``device``
+        is its device kind ("web" when absent), kept from the creation."""
         body: Dict[str, Any] = {"user": user_id, "ttl_ms": ttl_ms}
         if status is not None:
             body["status"] = status
         if meta is not None:
             body["meta"] = meta
+        if device is not None:
+            body["device"] = device
         return self.request("PUT", f"/v1/sessions/{_q(session_id)}", body)
 
     def origins(self) -> List[Dict[str, Any]]:

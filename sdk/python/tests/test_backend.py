@@ -195,6 +195,11 @@ def test_http_sessions_with_a_ttl(pd):
     assert api.put_session("pfn-1", "fay", 1000)["created"] is True
     assert api.put_session("pfn-1", "fay", 1000, status="idle")["created"] is False
     assert api.get_user("fay")["status"] == "idle"
+    # its device kind, which PUT /v1/sessions takes (the SDK sent none: every
+    # serverless session was "web")
+    assert api.put_session("pfn-3", "fay", 1000, device="mobile")["created"] is True
+    assert {s["session_id"]: s["device"] for s in api.sessions("fay")} == {"pfn-1": "web", "pfn-3": "mobile"}
+    assert api.get_user("fay")["devices"]["mobile"]["sessions"] == 1
     assert any(o["origin"] == "http" for o in api.origins())
     with pytest.raises(PresenceError) as e:
         api.put_session("pfn-2", "fay", 10)

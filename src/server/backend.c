@@ -397,6 +397,50 @@ void backend_upgrade(conn_t *c, http_req_t *r, const char *rest,
 #define HTTP_TTL_MIN_MS 1000u
 #define HTTP_TTL_MAX_MS 86400000u
 
+static void put_error(conn_t *c, const char *code, int hs) {
+  http_error(c, hs, code,
+             hs == 409   ? "the session id is held by another user, "
+                           "origin or client"
+             : hs == 429 ? "the user has too many sessions"
+                         : "the session could not be stored");
+}
+
+static void put_answer(conn_t *c, const char *id, const char *user,
+                       int created, int64_t expires) {
+  buf_t *b = &c->srv->scratch;
+  buf_reset(b);
+  buf_puts(b, "{\"session_id\":");
+  buf_put_json_str(b, id);
+  buf_puts(b, ",\"user_id\":");
+  buf_put_json_str(b, user);
+  buf_printf(b, ",\"created\":%s,\"expires\":", created ? "true" : "false");
+  buf_put_i64(b, expires);
+  buf_putc(b, '}');
+  http_respond_json(c, created ? 201 : 200, b);
+}
+
+/* A created session whose answer waits for the store (origin_http_put). */
+typedef struct put_req {
+  conn_t *c;
+  int64_t expires;
+  char *user; /* after id, in the same allocation */
+  char id[];
+} put_req_t;
+
+static void on_put_done(srv_t *s, const char *code, int hs, void *ud) {
+  (void)s;
+  put_req_t *q = ud;
+  conn_t *c = q->c;
+  if (!c->closing) {
+    if (code)
+      put_error(c, code, hs);
+    else
+      put_answer(c, q->id, q->user, 1, q->expires);
+  }
+  http_resume(c);
+  free(q);
+}
+
 /* PUT /v1/sessions/{id} {"user":...,"ttl_ms":...,"status":...,"meta":{}}:
  * create or renew a session that ends when its TTL lapses. */
 void backend_http_put_session(conn_t *c, http_req_t *r, const char *id) {
@@ -455,29 +499,36 @@ void backend_http_put_session(conn_t *c, http_req_t *r, const char *id) {
                "device must be 1..32 letters, digits, '.', '_' or '-'");
     goto out;
   }
-  int created = 0, hs = 0;
+  int created = 0, hs = 0, pending = 0;
   int64_t expires = 0;
+  /* With Redis a created session is answered once the store has decided
+   * (the id may be another user's elsewhere): the request waits. */
+  put_req_t *q = NULL;
+  if (srv_async(s)) {
+    size_t il = strlen(id) + 1, ul = strlen(user->valuestring) + 1;
+    if (!(q = malloc(sizeof *q + il + ul))) {
+      http_error(c, 503, "out_of_memory", "out of memory");
+      goto out;
+    }
+    q->c = c;
+    memcpy(q->id, id, il);
+    q->user = q->id + il;
+    memcpy(q->user, user->valuestring, ul);
+  }
   const char *code = origin_http_put(
       s, id, user->valuestring, (uint32_t)ttl->valuedouble, (int)status, meta,
-      cJSON_IsString(dv) ? dv->valuestring : NULL, &created, &expires, &hs);
-  if (code) {
-    http_error(c, hs, code,
-               hs == 409   ? "the session id is held by another user, "
-                             "origin or client"
-               : hs == 429 ? "the user has too many sessions"
-                           : "the session could not be stored");
+      cJSON_IsString(dv) ? dv->valuestring : NULL, &created, &expires, &hs,
+      q ? on_put_done : NULL, q, &pending);
+  if (pending) {
+    q->expires = expires;
+    http_defer(c);
     goto out;
   }
-  buf_t *b = &s->scratch;
-  buf_reset(b);
-  buf_puts(b, "{\"session_id\":");
-  buf_put_json_str(b, id);
-  buf_puts(b, ",\"user_id\":");
-  buf_put_json_str(b, user->valuestring);
-  buf_printf(b, ",\"created\":%s,\"expires\":", created ? "true" : "false");
-  buf_put_i64(b, expires);
-  buf_putc(b, '}');
-  http_respond_json(c, created ? 201 : 200, b);
+  free(q);
+  if (code)
+    put_error(c, code, hs);
+  else
+    put_answer(c, id, user->valuestring, created, expires);
 out:
   free(meta);
   cJSON_Delete(root);

@@ -832,13 +832,66 @@ void origin_shutdown(srv_t *s) {
 
 /* ---- HTTP sessions ------------------------------------------------------- */
 
+static const char *http_put_error(int rc, int *http_status) {
+  *http_status = rc == PRESENCE_EEXIST   ? 409
+                 : rc == PRESENCE_ELIMIT ? 429
+                 : rc == PRESENCE_EMETA  ? 400
+                                         : 503;
+  return rc == PRESENCE_EEXIST   ? "session_exists"
+         : rc == PRESENCE_ELIMIT ? "too_many_sessions"
+         : rc == PRESENCE_EMETA  ? "bad_meta"
+                                 : "internal";
+}
+
+/*
+ * A created HTTP session with an asynchronous store (Redis): the store
+ * decides whether the id is free cluster-wide (EEXIST: another user's
+ * session elsewhere) and whether the user has room (ELIMIT). A PUT is one
+ * request and one answer, so the answer waits for that decision: answered
+ * 201 at once, a refused session was reported created, and its renewals
+ * 200, while it never existed. A refusal drops the record (of this open,
+ * by its handle) as an open's does; an unreachable store keeps the session
+ * to re-assert, which is answered as created.
+ */
+typedef struct http_open_req {
+  srv_t *s;
+  presence_handle_t handle;
+  origin_put_cb cb;
+  void *ud;
+  int status; /* an answer that came inside the call */
+  uint8_t in_call, answered;
+  char id[];
+} http_open_req_t;
+
+static void on_http_open_done(presence_t *p, int status, void *ud) {
+  http_open_req_t *q = ud;
+  if (q->in_call) {
+    q->status = status;
+    q->answered = 1;
+    return;
+  }
+  srv_t *s = q->s;
+  const char *code = NULL;
+  int hs = 0;
+  if (open_refused(status)) {
+    osess_t *r = s->origins ? sess_get(s->origins, q->id) : NULL;
+    if (r && r->handle == q->handle) drop_sess(s->origins, r);
+    presence_handle_end(p, q->handle, PRESENCE_REASON_DISCONNECT, NULL, NULL);
+    code = http_put_error(status, &hs);
+  }
+  if (q->cb) q->cb(s, code, hs, q->ud);
+  free(q);
+}
+
 const char *origin_http_put(srv_t *s, const char *session_id,
                             const char *user, uint32_t ttl_ms, int status,
                             const char *meta, const char *device, int *created,
-                            int64_t *expires_wall_ms, int *http_status) {
+                            int64_t *expires_wall_ms, int *http_status,
+                            origin_put_cb cb, void *ud, int *pending) {
   struct origins *g = s->origins;
   origin_t *o = g->http;
   *created = 0;
+  *pending = 0;
   *expires_wall_ms = srv_now_wall(s) + ttl_ms;
   osess_t *r = sess_get(g, session_id);
   if (r && r->origin != o) {
@@ -859,26 +912,57 @@ const char *origin_http_put(srv_t *s, const char *session_id,
     return NULL;
   }
   presence_handle_t h = PRESENCE_HANDLE_NONE;
+  http_open_req_t *q = NULL;
+  if (srv_async(s) && cb) {
+    size_t il = strlen(session_id) + 1;
+    if (!(q = malloc(sizeof *q + il))) {
+      *http_status = 503;
+      return "internal";
+    }
+    q->s = s;
+    q->handle = PRESENCE_HANDLE_NONE;
+    q->cb = cb;
+    q->ud = ud;
+    q->status = 0;
+    q->in_call = 1;
+    q->answered = 0;
+    memcpy(q->id, session_id, il);
+  }
   /* On Redis a renewal may reach any instance (a load balancer in front of
    * serverless callers): it takes the session over from the instance that
    * had it, with no event, and that one's TTL then ends nothing. */
   int rc = (srv_async(s) ? presence_session_adopt : presence_session_open_device)(
-      s->p, session_id, user, meta, device, &h, NULL, NULL);
+      s->p, session_id, user, meta, device, &h, q ? on_http_open_done : NULL,
+      q);
   if (rc != 0) {
-    *http_status = rc == PRESENCE_EEXIST   ? 409
-                   : rc == PRESENCE_ELIMIT ? 429
-                   : rc == PRESENCE_EMETA  ? 400
-                                           : 503;
-    return rc == PRESENCE_EEXIST   ? "session_exists"
-           : rc == PRESENCE_ELIMIT ? "too_many_sessions"
-           : rc == PRESENCE_EMETA  ? "bad_meta"
-                                   : "internal";
+    free(q);
+    return http_put_error(rc, http_status);
+  }
+  if (q && q->answered) {
+    /* Answered inside the call: a refusal is this request's answer. */
+    int st = q->status;
+    free(q);
+    q = NULL;
+    if (open_refused(st)) {
+      presence_handle_end(s->p, h, PRESENCE_REASON_DISCONNECT, NULL, NULL);
+      return http_put_error(st, http_status);
+    }
   }
   r = new_sess(g, o, session_id, h);
   if (!r) {
+    if (q) {
+      /* The store still answers the open: with nobody to tell. */
+      q->cb = NULL;
+      q->in_call = 0;
+    }
     presence_handle_end(s->p, h, PRESENCE_REASON_DISCONNECT, NULL, NULL);
     *http_status = 503;
     return "internal";
+  }
+  if (q) {
+    q->handle = h;
+    q->in_call = 0;
+    *pending = 1;
   }
   r->u.deadline = (uint32_t)(srv_now_mono(s) + ttl_ms);
   if (status == PRESENCE_IDLE)

@@ -642,14 +642,20 @@ void origin_list_json(srv_t *s, buf_t *b);
 /* Counts for /metrics. */
 void origin_counts(srv_t *s, uint64_t *connected, uint64_t *detached,
                    uint64_t *sessions, uint64_t *ops_total);
+/* The store's answer to a created HTTP session (origin_http_put's
+ * *pending): code NULL (kept), or the error code and its HTTP status. */
+typedef void (*origin_put_cb)(srv_t *s, const char *code, int http_status,
+                              void *ud);
 /* PUT /v1/sessions/{id}: create (*created = 1) or renew an HTTP session of
  * user with a TTL; status 0 keeps the current one; device (NULL: web) is
  * the new session's (a renewal keeps it). NULL, or an error code with its
- * HTTP status in *http_status. */
+ * HTTP status in *http_status. With an asynchronous store a created session
+ * may be refused later: *pending is then set and cb(ud) gets the answer. */
 const char *origin_http_put(srv_t *s, const char *session_id,
                             const char *user, uint32_t ttl_ms, int status,
                             const char *meta, const char *device, int *created,
-                            int64_t *expires_wall_ms, int *http_status);
+                            int64_t *expires_wall_ms, int *http_status,
+                            origin_put_cb cb, void *ud, int *pending);
 
 /* ---- wsconn.c: the upgrade's checks shared with backend.c ---------------- */
 

@@ -22,6 +22,9 @@ presenced sharing one real redis-server:
   ttl_renewed_as_it_ends: an HTTP session renewed while its TTL end is
            on its way to Redis: the renewal's session still ends with
            its TTL;
+  http_refused: PUT /v1/sessions/{id} of an id held elsewhere for another
+           user, or over the user's session limit through another
+           instance: answered 409 / 429 once the store refused it;
   two_connections: one origin name on A and B at once: both stay, B's
            re-assert takes the session over, A's status and close of it
            are acknowledged with no effect;
@@ -365,6 +368,38 @@ async def two_connections(t, cl):
     await b.close()
 
 
+async def http_refused(t, cl):
+    """PUT /v1/sessions/{id} on B of an id that A holds for another user, or
+    for a user already at --max-sessions-per-user (1) through A: the store
+    refuses the session, and the request is answered so (409, 429), not 201
+    created (then 200 renewed) for a session that never existed. Before,
+    the answer did not wait for the store's decision on Redis."""
+    A, B = cl.d[0], cl.d[1]
+    a = await Backend.connect(A, "hr-app")
+    ack = await a.batch([{"op": "open", "session": "hr-s1", "user": "hr-u1"}])
+    t.eq("A: the backend's open applied", ack.get("applied"), 1)
+    r = await http(A, "PUT", "/v1/sessions/hr-s3", body=json.dumps({"user": "hr-u3", "ttl_ms": 30000}))
+    t.eq("A: an HTTP session of hr-u3: 201", r.status, 201)
+    t.check("B sees both online", await wait_status(B, ["hr-u1", "hr-u3"], "online", 5))
+    taken = json.dumps({"user": "hr-u2", "ttl_ms": 30000})
+    for what in ("PUT", "PUT again"):
+        r = await http(B, "PUT", "/v1/sessions/hr-s1", body=taken)
+        t.eq(f"B: {what} of an id A holds for another user: 409 session_exists",
+             (r.status, ((r.json() or {}).get("error") or {}).get("code")), (409, "session_exists"))
+    r = await http(B, "PUT", "/v1/sessions/hr-s4", body=json.dumps({"user": "hr-u3", "ttl_ms": 30000}))
+    t.eq("B: a second session of a user at the limit through A: 429 too_many_sessions",
+         (r.status, ((r.json() or {}).get("error") or {}).get("code")), (429, "too_many_sessions"))
+    t.eq("statuses unchanged", await statuses(B, ["hr-u1", "hr-u2", "hr-u3"]),
+         {"hr-u1": "online", "hr-u2": "offline", "hr-u3": "online"})
+    t.eq("B holds no session", await local_sessions(B), 0)
+    r = await http(B, "PUT", "/v1/sessions/hr-s5", body=json.dumps({"user": "hr-u5", "ttl_ms": 30000}))
+    t.eq("B: a free id: 201 created", (r.status, (r.json() or {}).get("created")), (201, True))
+    r = await http(B, "PUT", "/v1/sessions/hr-s5", body=json.dumps({"user": "hr-u5", "ttl_ms": 30000}))
+    t.eq("B: its renewal: 200", (r.status, (r.json() or {}).get("created")), (200, False))
+    await a.send({"type": "bye"})
+    await a.close()
+
+
 def text_frames(*objs):
     """Client text frames (masked, RFC 6455 5.3) of objs, as one byte
     string: written at once, the server reads them in one go and applies
@@ -567,6 +602,7 @@ SCENARIOS = [
     ("storm", storm, {"n": 2, "extra": {"--origin-resume-ms": str(STORM_WINDOW_MS)}}),
     ("removed", removed, {"n": 2}),
     ("two_connections", two_connections, {"n": 2}),
+    ("http_refused", http_refused, {"n": 2, "extra": {"--max-sessions-per-user": "1"}}),
     ("join_refused", join_refused,
      {"n": 2, "lease": 6000, "extra": {"--max-channels-per-session": "2",
                                        "--redis-timeout-ms": "5000"}}),

@@ -666,17 +666,23 @@ class SlowProxy:
 
 
 class ProxiedCluster(Cluster):
-    """A reaches Redis through a SlowProxy (self.proxy, started by start())."""
+    """A reaches Redis through a proxy (self.proxy, made by make_proxy and
+    started by astart(), with the instances: `instances` of them, all n
+    when None); the others directly. Here a SlowProxy."""
+    instances = None
+
+    def make_proxy(self, sock):
+        return SlowProxy(sock)
 
     def start(self):
         self.redis.start()
         return self
 
     async def astart(self):
-        self.proxy = SlowProxy(self.redis.sock)
+        self.proxy = self.make_proxy(self.redis.sock)
         await self.proxy.start()
         loop = asyncio.get_running_loop()
-        for i in range(self.n):
+        for i in range(self.instances or self.n):
             flags = dict(self.flags)
             if i == 0:
                 flags["--store"] = f"redis://{HOST}:{self.proxy.port}"
@@ -714,19 +720,11 @@ test_slow_partition.timeout = 60
 class CorruptingCluster(ProxiedCluster):
     """A reaches Redis through test_redis_proxy's Proxy (a reply of one
     kind replaced by garbage, on demand); B directly."""
+    instances = 2
 
-    async def astart(self):
+    def make_proxy(self, sock):
         from test_redis_proxy import Proxy
-        self.proxy = Proxy(self.redis.sock)
-        await self.proxy.start()
-        loop = asyncio.get_running_loop()
-        for i in range(2):
-            flags = dict(self.flags)
-            if i == 0:
-                flags["--store"] = f"redis://{HOST}:{self.proxy.port}"
-            d = Daemon(self.binary, flags, f"presenced-{'AB'[i]}")
-            await loop.run_in_executor(None, d.start)
-            self.d.append(d)
+        return Proxy(sock)
 
 
 async def _empty(d, ch):

@@ -30,7 +30,19 @@ type Event struct {
 	Meta       json.RawMessage `json:"meta,omitempty"`
 	Instance   string          `json:"instance,omitempty"`
 	SessionIDs []string        `json:"session_ids,omitempty"`
-	Raw        json.RawMessage `json:"-"`
+	// What the event types beyond a status change carry (api.md, protocol.md
+	// 2.1), typed as the Node SDK's PresenceEvent: a Go backend had to decode
+	// Raw itself to apply a channel event or a status message.
+	Device       string          `json:"device,omitempty"`       // session events: the device kind
+	Status       string          `json:"status,omitempty"`       // user.availability, user.message: the user's status
+	Availability string          `json:"availability,omitempty"` // user events: what the person set
+	Message      *StatusMessage  `json:"message,omitempty"`      // user.message: nil when cleared
+	Channel      string          `json:"channel,omitempty"`      // channel events
+	Data         json.RawMessage `json:"data,omitempty"`         // channel events: the member's data (or null)
+	Count        int             `json:"count,omitempty"`        // channel events: members after it
+	ShownCount   int             `json:"shown_count,omitempty"`  // channel events: members shown (invisible ones left out)
+	FreshStart   bool            `json:"fresh_start,omitempty"`  // cleanup: presenced started with no presence
+	Raw          json.RawMessage `json:"-"`
 }
 
 // UnmarshalJSON keeps the whole object in Raw wherever an Event is decoded

@@ -17,12 +17,14 @@ func TestStatusSettings(t *testing.T) {
 	connected := make(chan struct{}, 1)
 	s := api.Events(StreamOptions{OnConnect: func() { connected <- struct{}{} }})
 	var kinds []string
+	var typed []Event
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
 		for s.Next(ctx) {
 			if it := s.Item(); it.Event != nil && it.Event.UserID == "gina" && strings.HasPrefix(it.Type, "user.") {
 				kinds = append(kinds, it.Type)
+				typed = append(typed, *it.Event)
 				if len(kinds) == 4 {
 					return
 				}
@@ -62,6 +64,16 @@ func TestStatusSettings(t *testing.T) {
 	s.Close()
 	if strings.Join(kinds, " ") != "user.online user.availability user.message user.message" {
 		t.Fatalf("events %v", kinds)
+	}
+	// What they carry, typed (it was in Raw only): the availabilities, the message.
+	if a := typed[1]; a.From != "auto" || a.To != "dnd" || a.Status != "online" {
+		t.Errorf("user.availability %+v", a)
+	}
+	if m := typed[2]; m.Message == nil || m.Message.Text != "Lunch" || m.Message.Emoji != "🥪" || m.Availability != "dnd" {
+		t.Errorf("user.message %+v %+v", m, m.Message)
+	}
+	if c := typed[3]; c.Message != nil {
+		t.Errorf("cleared message %+v", c.Message)
 	}
 }
 

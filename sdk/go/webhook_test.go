@@ -248,6 +248,10 @@ func TestDeliveredEventsKeepRaw(t *testing.T) {
 	if json.Unmarshal(d.Events[0].Raw, &extra); extra.Channel != "room:1" || extra.Count != 3 || d.Events[0].UserID != "cat" {
 		t.Fatalf("event %+v, Raw %s", d.Events[0], d.Events[0].Raw)
 	}
+	// and typed, as the Node SDK's PresenceEvent (they were in Raw only)
+	if e := d.Events[0]; e.Channel != "room:1" || e.Count != 3 || string(e.Data) != `{"name":"Cat"}` {
+		t.Fatalf("typed channel fields %+v", e)
+	}
 }
 
 // A failed delivery lets its own events through again, not those applied

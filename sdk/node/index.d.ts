@@ -148,12 +148,28 @@ export interface PresenceEvent {
   reason: Reason;
   user_id?: string;
   session_id?: string;
-  from?: UserStatus | SessionStatus;
-  to?: UserStatus | SessionStatus;
+  /** Statuses; for `user.availability` the availabilities before and after. */
+  from?: UserStatus | SessionStatus | Availability;
+  to?: UserStatus | SessionStatus | Availability;
   version?: number;
   meta?: Record<string, unknown> | null;
   instance?: string;
   session_ids?: string[];
+  /** The session's device kind (session events). */
+  device?: string;
+  /** The user's status (`user.availability`, `user.message`). */
+  status?: UserStatus;
+  /** The availability the person set (user events). */
+  availability?: Availability;
+  /** `user.message`: the message now, null when cleared. */
+  message?: StatusMessage | null;
+  /** Channel events: the channel, the member's data, the member counts (all, and shown). */
+  channel?: string;
+  data?: Record<string, unknown> | null;
+  count?: number;
+  shown_count?: number;
+  /** `cleanup`: presenced started with no presence. */
+  fresh_start?: boolean;
   [field: string]: unknown;
 }
 

@@ -68,3 +68,16 @@ async function statusMessage() {
   console.log(r.user_id, r.message?.text, expires);
 }
 void statusMessage;
+
+// Events as presenced sends them: user.availability's from/to are availabilities
+// (typed as statuses, comparing to 'dnd' did not compile), channel events' fields typed.
+async function events() {
+  for await (const item of api.events({ types: ['user.availability', 'user.message', 'channel.*'] })) {
+    if (item.gap) continue;
+    const e = item.data;
+    if (e.type === 'user.availability' && e.to === 'dnd') console.log(e.user_id, 'do not disturb');
+    if (e.type === 'user.message') console.log(e.message?.text ?? null);
+    if (e.type === 'channel.join') { const n: number | undefined = e.count; const ch: string | undefined = e.channel; console.log(ch, n, e.data); }
+  }
+}
+void events;

@@ -291,6 +291,8 @@ async def test_over_limit_burst(t, d, args):
         for s in socks:
             s.close()
         d2.stop()
+        rep = sanitizer_report(d2.stderr_text())
+        t.check("burst: no sanitizer report in that daemon's stderr", not rep, rep)
         d2.cleanup()
 
 

@@ -162,8 +162,10 @@ def listen_overflows():
 
 
 def http_get(port, path, timeout=2):
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}",
-                                timeout=timeout) as r:
+    # The API key: /metrics needs it (docs/security.md).
+    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}",
+                                 headers={"Authorization": "Bearer " + API_KEY})
+    with urllib.request.urlopen(req, timeout=timeout) as r:
         return r.read().decode()
 
 

@@ -47,7 +47,10 @@ def rss_kb(pid):
 
 
 def events_total(port):
-    body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+    # The API key: /metrics needs it (docs/security.md).
+    req = urllib.request.Request(f"http://127.0.0.1:{port}/metrics",
+                                 headers={"Authorization": "Bearer " + KEY})
+    body = urllib.request.urlopen(req, timeout=10).read().decode()
     return sum(int(float(l.split()[-1])) for l in body.splitlines()
                if l.startswith("presenced_events_total{"))
 

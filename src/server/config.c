@@ -91,6 +91,9 @@ static const opt_t opts[] = {
     {"demo", OPT_FLAG, offsetof(srv_config_t, demo), 0, 1,
      "serve the demo page and demo tokens (loopback only)"},
     STR("web-root", web_root, "directory served at / in demo mode (web)"),
+    {"metrics-open", OPT_FLAG, offsetof(srv_config_t, metrics_open), 0, 1,
+     "serve /metrics without the API key (a private scrape port only: its "
+     "counts include invisible users)"},
     {"log-level", OPT_LEVEL, 0, 0, 0, "error, warn, info or debug (info)"},
     {"log-format", OPT_LOGFMT, 0, 0, 0,
      "text, logfmt or json: one line per record on stderr (text)"},

@@ -35,6 +35,9 @@ typedef struct srv_config {
   uint32_t http_first_byte_ms; /* a new connection silent this long closes */
   const char *web_root;
   int demo;
+  /* /metrics without the API key (--metrics-open): for a scrape on a
+   * private port; by default it needs the key, as the API does. */
+  int metrics_open;
   int log_level;  /* presence_log_level_t */
   int log_format; /* srv_log_format_t */
   /* Secrets may be read from files (a path here); config_parse loads them

@@ -956,6 +956,11 @@ static void route(conn_t *c, http_req_t *r, const char *rest, size_t restlen) {
     return;
   }
   if (path_is(path, pl, "/metrics")) {
+    /* The API key, as the API: its counts include invisible users (an
+     * outsider would learn someone is online while everyone is shown them
+     * offline) and the instance's load. --metrics-open for a scrape on a
+     * private port. */
+    if (!s->cfg.metrics_open && api_require_key(c, r) != 0) return;
     if (m != HTTP_GET && m != HTTP_HEAD)
       http_error_hdr(c, 405, "method_not_allowed", "use GET",
                      "Allow: GET, HEAD\r\n");

@@ -130,7 +130,8 @@ test('interop: the browser answers server pings (no timeout with a 500 ms heartb
   const r = await api(port, 'GET', '/v1/users/alice/sessions');
   assert.equal(r.status, 200, r.body);
   assert.deepEqual(r.json.sessions.map((s) => s.session_id), [aliceSession]);
-  const m = await request(port, 'GET', '/metrics');
+  const m = await api(port, 'GET', '/metrics'); // the API key: /metrics needs it
+  assert.equal(m.status, 200, m.body);
   assert.doesNotMatch(m.body, /^presenced_[a-z_]*timeout[a-z_]*(\{[^}]*\})? [1-9]/m, 'no heartbeat timeouts counted');
 });
 

@@ -473,7 +473,7 @@ async def scenario(d, rx, corpus):
 def metric_names(d):
     """The metric names of presenced's /metrics (a histogram's by its base
     name too)."""
-    _s, _h, raw = http_sync(d.port, "GET", "/metrics")
+    _s, _h, raw = http_sync(d.port, "GET", "/metrics", {"Authorization": f"Bearer {API_KEY}"})
     names = set()
     for line in raw.decode().splitlines():
         m = re.match(r"(presenced_\w+)", line) if not line.startswith("#") else None

@@ -259,8 +259,17 @@ async def test_healthz_metrics(t, d, args):
             and is_int(j.get("uptime_s")), r)
     c = await Client.connect(d, "metric-user")
     c2 = await Client.connect(d, "metric-user2")
-    r = await http(d, "GET", "/metrics", auth=False)
-    t.eq("/metrics: 200 without auth", r.status, 200)
+    # /metrics needs the API key: its counts include invisible users, whom
+    # everyone else is shown offline (docs/security.md).
+    for auth, what in ((False, "no key"), ("Bearer wrong-key", "a wrong key")):
+        for method in ("GET", "HEAD"):
+            r = await http(d, method, "/metrics", auth=auth)
+            t.check(f"/metrics, {method} with {what}: 401 unauthorized, WWW-Authenticate: Bearer, "
+                    "no figures", r.status == 401 and r.headers.get("www-authenticate") == "Bearer"
+                    and (method == "HEAD" or r.error_code == "unauthorized")
+                    and b"presenced_" not in r.body, r)
+    r = await http(d, "GET", "/metrics")
+    t.eq("/metrics: 200 with the API key", r.status, 200)
     t.check("/metrics: text/plain content type", r.headers.get("content-type", "").startswith("text/plain"), r.headers)
     text = r.body.decode("utf-8", "replace")
     sample = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{([a-zA-Z_][a-zA-Z0-9_]*="(\\.|[^"\\])*",?)*\})?'
@@ -303,13 +312,22 @@ async def test_healthz_metrics(t, d, args):
     c3 = await Client.connect(d, "metric-user3")
     await c3.close()
     await asyncio.sleep(0.2)
-    r = await http(d, "GET", "/metrics", auth=False)
+    r = await http(d, "GET", "/metrics")
     after = sum(float(l.rsplit(" ", 1)[1]) for l in r.body.decode().split("\n")
                 if l.startswith("presenced_events_total"))
     t.check("/metrics: presenced_events_total grows with events (+4 for a connect and close)",
             after - before >= 4, (before, after))
     await c.close()
     await c2.close()
+
+
+async def test_metrics_open(t, d, args):
+    # --metrics-open: a scrape on a private port needs no key.
+    r = await http(d, "GET", "/metrics", auth=False)
+    t.check("--metrics-open: /metrics 200 without a key",
+            r.status == 200 and b"presenced_sessions" in r.body, r)
+    r = await http(d, "GET", "/v1/users/x", auth=False)
+    t.eq("--metrics-open: the API still needs the key", r.status, 401)
 
 
 async def test_keep_alive(t, d, args):
@@ -380,4 +398,5 @@ if __name__ == "__main__":
     run([
         ("api", {}, [test_api_key, test_get_user, test_kick, test_errors, test_healthz_metrics,
                  test_keep_alive, test_plus_in_a_path]),
+        ("api-metrics-open", {"--metrics-open": ""}, [test_metrics_open]),
     ])

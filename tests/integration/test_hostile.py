@@ -679,7 +679,7 @@ async def test_memory_back(t, d, args):
     t.note(f"VmRSS baseline {rss0} kB, after the attacks {rss1} kB, tolerance {tol} kB")
     t.check(f"memory back near baseline after the attacks (growth < {tol // 1024} MB)",
             rss0 is not None and rss1 is not None and rss1 - rss0 < tol, (rss0, rss1))
-    r = await http(d, "GET", "/metrics", auth=False)
+    r = await http(d, "GET", "/metrics")
     m = re.search(rb"presenced_connections(?:_open)?\s+(\d+)", r.body or b"")
     t.note(f"open connections now: {m.group(1).decode() if m else '?'}")
     await STATE["bystander"].close()
@@ -724,7 +724,7 @@ async def test_connections_per_ip(t, d, args):
     for _, w in held:
         w.close()
     await asyncio.sleep(0.3)
-    m = await http(d, "GET", "/metrics", auth=False)
+    m = await http(d, "GET", "/metrics")
     t.check("refusals counted in /metrics (too_many_connections_per_ip)",
             b"too_many_connections_per_ip" in (m.body or b""), (m.body or b"")[-300:])
 

@@ -412,14 +412,14 @@ async def test_many_clients(t, d, args):
     clients = await asyncio.gather(*(one(i) for i in range(n)), return_exceptions=True)
     ok = [c for c in clients if isinstance(c, Client) and c.welcome.get("type") == "welcome"]
     t.eq(f"{n} concurrent clients: all welcomed", len(ok), n)
-    r = await http(d, "GET", "/metrics", auth=False)
+    r = await http(d, "GET", "/metrics")
     line = [l for l in r.body.decode().split("\n") if l.startswith("presenced_sessions ")]
     t.check(f"{n} concurrent clients: presenced_sessions = {n}", line and float(line[0].split()[1]) == n, line)
     r = await http(d, "GET", "/v1/users/many7")
     t.eq("each of 100 users holds 4 sessions", (r.json() or {}).get("sessions"), 4)
     await asyncio.gather(*(c.close() for c in ok))
     await asyncio.sleep(0.5)
-    r = await http(d, "GET", "/metrics", auth=False)
+    r = await http(d, "GET", "/metrics")
     line = [l for l in r.body.decode().split("\n") if l.startswith("presenced_sessions ")]
     t.check("after they all close: presenced_sessions = 0", line and float(line[0].split()[1]) == 0, line)
 test_many_clients.timeout = 60

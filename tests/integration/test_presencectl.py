@@ -129,7 +129,8 @@ async def streams_open(port, n=1, timeout=10.0):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
-            r = await http_raw(port, build_request("GET", "/metrics"), 2)
+            r = await http_raw(port, build_request("GET", "/metrics",
+                                                   {"Authorization": f"Bearer {API_KEY}"}), 2)
             m = re.search(r"^presenced_event_streams (\d+)$", r.body.decode(), re.M)
             if m and int(m.group(1)) >= n:
                 return True
@@ -207,7 +208,7 @@ async def test_numbers_as_written(t, d, args):
     # time in microseconds) as /metrics wrote it, also when it ends in 0.
     seq = None
     for i in range(12):
-        r = await http(d, "GET", "/metrics", auth=False)
+        r = await http(d, "GET", "/metrics")
         m = re.search(r"^presenced_event_sequence (\d+)$", r.body.decode(), re.M)
         if m and m.group(1).endswith("0"):
             seq = m.group(1)
@@ -384,8 +385,13 @@ async def test_watch_silent_server(t, d, args):
 
 async def test_stats_and_metrics(t, d, args):
     c = await Client.connect(d, "pc-stats")
+    # /metrics needs the API key (docs/security.md): without one, stats says
+    # to give it; with it, the figures.
     rc, out, err = await ctl("stats", d=d, key=None)
-    t.eq("stats: exit 0 without an API key (/metrics and /healthz are open)", rc, 0)
+    t.check("stats without an API key: exit 4 (refused), 401, says to give one",
+            rc == 4 and "401" in err and "--api-key" in err, (rc, out, err))
+    rc, out, err = await ctl("stats", d=d)
+    t.eq("stats: exit 0 with the API key", rc, 0)
     for word in ("instance", "uptime", "connections", "sessions", "users", "events",
                  "errors", "write queue"):
         t.check(f"stats: human output shows {word}", re.search(rf"^{word}\b", out, re.M), out)
@@ -399,7 +405,7 @@ async def test_stats_and_metrics(t, d, args):
     await c.ws.close()
 
     # Prometheus naming conventions, checked on the live exposition.
-    r = await http(d, "GET", "/metrics", auth=False)
+    r = await http(d, "GET", "/metrics")
     text = r.body.decode()
     types, helps, bad = {}, set(), []
     for line in text.splitlines():
@@ -706,7 +712,7 @@ async def test_config_file_and_logs(t, d, args):
         t.eq("the API key from the file's api-key-file is the one in force", rc, 0)
         for _ in range(30):
             await http(pd, "GET", "/v1/users/x", auth="Bearer wrong")
-        r = await http(pd, "GET", "/metrics", auth=False)
+        r = await http(pd, "GET", "/metrics")
         m = re.search(r'^presenced_errors_total\{code="unauthorized"\} (\d+)$', r.body.decode(), re.M)
         t.check("30 refused requests are counted", m and int(m.group(1)) >= 30, m.group(0) if m else r.body[-400:])
         await asyncio.sleep(0.2)

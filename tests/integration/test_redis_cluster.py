@@ -185,7 +185,7 @@ async def statuses(d, uids):
 
 async def metrics(d, prefix):
     """The samples of d's /metrics whose names start with prefix."""
-    r = await http(d, "GET", "/metrics", auth=False)
+    r = await http(d, "GET", "/metrics")
     got = {}
     for line in r.body.decode().splitlines():
         if line.startswith(prefix):

@@ -81,7 +81,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import Checks, Daemon, free_port, http_sync, parse_args  # noqa: E402
+from harness import API_KEY, Checks, Daemon, free_port, http_sync, parse_args  # noqa: E402
 from test_redis_cluster import Redis, _make_certs  # noqa: E402
 
 KEYS = {"PRESENCED_API_KEY": "k" * 40, "PRESENCED_JWT_SECRET": "s" * 40}
@@ -278,6 +278,7 @@ def ctl(args, d, *argv):
     binary = os.path.join(os.path.dirname(os.path.abspath(args.presenced)), "presencectl")
     env = {k: v for k, v in os.environ.items() if not k.startswith("PRESENCECTL_")}
     env["PRESENCECTL_URL"] = f"http://127.0.0.1:{d.port}"
+    env["PRESENCECTL_API_KEY"] = API_KEY  # /metrics needs it (stats)
     p = subprocess.run([binary, *argv], stdin=subprocess.DEVNULL, capture_output=True,
                        env=env, timeout=15)
     return p.returncode, p.stdout.decode(), p.stderr.decode()

@@ -63,7 +63,7 @@ async def owner_flags(ds):
             out.append(None)
             continue
         try:
-            r = await http(d, "GET", "/metrics", auth=False, timeout=2.0)
+            r = await http(d, "GET", "/metrics", timeout=2.0)
             m = re.search(r'^presenced_webhook_owner\{endpoint="' + NAME + r'"\} (\d)$',
                           r.body.decode(), re.M)
             out.append(int(m.group(1)) if m else None)
@@ -308,7 +308,7 @@ async def test_example_receiver(t, cl, rx, ex):
 
 async def webhook_gauges(d):
     """(presenced_webhook_lag_events, presenced_webhook_lag_seconds) of d."""
-    body = (await http(d, "GET", "/metrics", auth=False, timeout=2.0)).body.decode()
+    body = (await http(d, "GET", "/metrics", timeout=2.0)).body.decode()
     out = []
     for name in ("presenced_webhook_lag_events", "presenced_webhook_lag_seconds"):
         m = re.search(r"^" + name + r'\{endpoint="' + NAME + r'"\} ([0-9.]+)$', body, re.M)

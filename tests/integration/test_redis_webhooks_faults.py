@@ -205,7 +205,7 @@ async def no_owner(ds):
 
 
 async def metric(d, family):
-    r = await http(d, "GET", "/metrics", auth=False, timeout=2.0)
+    r = await http(d, "GET", "/metrics", timeout=2.0)
     m = re.search(r'^' + family + r'\{endpoint="' + NAME + r'"\} (\S+)$', r.body.decode(), re.M)
     return float(m.group(1)) if m else None
 

@@ -15,7 +15,7 @@ from harness import *  # noqa: E402,F401,F403
 
 
 async def metric(d, name):
-    r = await http(d, "GET", "/metrics", auth=False)
+    r = await http(d, "GET", "/metrics")
     for line in r.body.decode().splitlines():
         if line.startswith(name + " "):
             return int(float(line.split()[1]))

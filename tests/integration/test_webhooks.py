@@ -167,7 +167,7 @@ def verify(headers, body, secret=SECRET, tolerance_ms=300000):
 
 
 async def metrics(d):
-    r = await http(d, "GET", "/metrics", auth=False)
+    r = await http(d, "GET", "/metrics")
     return r.body.decode()
 
 
@@ -186,7 +186,7 @@ async def burst(d, users, prefix):
 
 
 async def last_seq(d):
-    r = await http(d, "GET", "/metrics", auth=False)
+    r = await http(d, "GET", "/metrics")
     m = re.search(r"^presenced_event_sequence (\d+)$", r.body.decode(), re.M)
     return int(m.group(1))
 

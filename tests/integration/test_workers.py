@@ -144,7 +144,7 @@ async def test_spread(t, d, redis):
     inst = []
 
     async def two_instances():
-        r = await http(d, "GET", "/metrics", auth=False)
+        r = await http(d, "GET", "/metrics")
         inst[:] = [ln for ln in r.body.decode().splitlines()
                    if ln.startswith("presenced_cluster_instances")]
         return inst == ["presenced_cluster_instances 2"]
@@ -534,7 +534,7 @@ async def test_interest(t, d, redis):
 async def test_webhook(t, d, redis, rx):
     async def owned():
         # Each scrape reaches one worker; the owner answers 1 sooner or later.
-        r = await http(d, "GET", "/metrics", auth=False)
+        r = await http(d, "GET", "/metrics")
         return re.search(r'^presenced_webhook_owner\{endpoint="wk"\} 1$',
                          r.body.decode(), re.M) is not None
     t.check("webhook: a worker holds the endpoint's lease",

@@ -883,6 +883,83 @@ static void on_http_open_done(presence_t *p, int status, void *ud) {
   free(q);
 }
 
+/*
+ * A renewal on Redis of a session this instance has a record of. The
+ * session may have moved since: a renewal through another instance adopted
+ * it there (no event), and that instance's TTL, not this one's, ends it. A
+ * caller whose renewals then all came here saw 200 each time and its
+ * session offline at the other instance's deadline. The renewal's status
+ * write tells: the store refuses it (ENOSESSION, its owner check) to an
+ * instance that no longer holds the session. The local session is then
+ * ended (the store refuses that end as well: no event) and the session
+ * adopted back here, as a first renewal here would (no event; opened again,
+ * with its events, if it ended meanwhile), with this renewal's deadline.
+ * (ENOSESSION also answers a session not re-asserted yet after a store
+ * loss: adopted, it is asserted then instead.)
+ */
+typedef struct renew_req {
+  srv_t *s;
+  presence_handle_t handle;
+  char *user, *meta, *device; /* after id, in the same allocation */
+  char id[];
+} renew_req_t;
+
+static char *put_str(char **at, const char *v) {
+  if (!v) return NULL;
+  char *d = *at;
+  size_t n = strlen(v) + 1;
+  memcpy(d, v, n);
+  *at += n;
+  return d;
+}
+
+static void on_renew_done(presence_t *p, int status, void *ud) {
+  renew_req_t *q = ud;
+  srv_t *s = q->s;
+  struct origins *g = s->origins;
+  osess_t *r = g && status == PRESENCE_ENOSESSION ? sess_get(g, q->id) : NULL;
+  if (r && r->handle == q->handle && r->origin == g->http) {
+    uint32_t deadline = r->u.deadline;
+    drop_sess(g, r);
+    presence_handle_end(p, q->handle, PRESENCE_REASON_DISCONNECT, NULL, NULL);
+    presence_handle_t h = PRESENCE_HANDLE_NONE;
+    int rc = presence_session_adopt(p, q->id, q->user, q->meta, q->device, &h,
+                                    NULL, NULL);
+    if (rc == 0 && (r = new_sess(g, g->http, q->id, h)) != NULL) {
+      r->u.deadline = deadline;
+    } else {
+      if (rc == 0)
+        presence_handle_end(p, h, PRESENCE_REASON_DISCONNECT, NULL, NULL);
+      srv_error(s, "session_renew_failed",
+                "HTTP session %s held by another instance: not taken back: %s",
+                q->id, presence_strerror(rc ? rc : PRESENCE_ENOMEM));
+    }
+  }
+  free(q);
+}
+
+static void renew_check(srv_t *s, osess_t *r, const char *id,
+                        const presence_session_info_t *si, int status) {
+  size_t n = strlen(id) + 1 + strlen(si->user_id) + 1 +
+             (si->meta ? strlen(si->meta) + 1 : 0) +
+             (si->device ? strlen(si->device) + 1 : 0);
+  renew_req_t *q = malloc(sizeof *q + n);
+  presence_status_t to = status ? (presence_status_t)status : si->status;
+  if (!q) {
+    presence_handle_set_status(s->p, r->handle, to, NULL, NULL);
+    return;
+  }
+  q->s = s;
+  q->handle = r->handle;
+  char *at = q->id;
+  put_str(&at, id);
+  q->user = put_str(&at, si->user_id);
+  q->meta = put_str(&at, si->meta);
+  q->device = put_str(&at, si->device);
+  if (presence_handle_set_status(s->p, r->handle, to, on_renew_done, q) != 0)
+    free(q);
+}
+
 const char *origin_http_put(srv_t *s, const char *session_id,
                             const char *user, uint32_t ttl_ms, int status,
                             const char *meta, const char *device, int *created,
@@ -900,13 +977,15 @@ const char *origin_http_put(srv_t *s, const char *session_id,
   }
   if (r) {
     presence_session_info_t si;
-    if (presence_session_get(s->p, session_id, &si) == 0 &&
-        strcmp(si.user_id, user) != 0) {
+    int have = presence_session_get(s->p, session_id, &si) == 0;
+    if (have && strcmp(si.user_id, user) != 0) {
       *http_status = 409;
       return "session_exists";
     }
     r->u.deadline = (uint32_t)(srv_now_mono(s) + ttl_ms);
-    if (status)
+    if (have && srv_async(s))
+      renew_check(s, r, session_id, &si, status);
+    else if (status)
       presence_handle_set_status(s->p, r->handle, (presence_status_t)status,
                                  NULL, NULL);
     return NULL;

@@ -22,6 +22,8 @@ presenced sharing one real redis-server:
   ttl_renewed_as_it_ends: an HTTP session renewed while its TTL end is
            on its way to Redis: the renewal's session still ends with
            its TTL;
+  http_renewed_back: an HTTP session renewed once through B, then only
+           through A: A's renewals take it back, it lives on and ends once;
   http_refused: PUT /v1/sessions/{id} of an id held elsewhere for another
            user, or over the user's session limit through another
            instance: answered 409 / 429 once the store refused it;
@@ -186,6 +188,33 @@ async def http_ttl(t, cl):
     t.eq("one connect and one timeout end, nothing between",
          evs, [("session.connected", "connect"), ("user.online", "connect"),
                ("session.disconnected", "timeout"), ("user.offline", "timeout")])
+    tap.close()
+
+
+async def http_renewed_back(t, cl):
+    """An HTTP session renewed once through B, then only through A: B's
+    renewal took it over, and A's later renewals take it back (no event),
+    so it lives as long as they come and ends once after the last. Before,
+    A answered 200 to each while B's TTL, never renewed, ended it."""
+    A, B = cl.d[0], cl.d[1]
+    tap = await EventTap.open(B)
+    body = json.dumps({"user": "rb-user", "ttl_ms": 1500})
+    codes, seen = [], []
+    for d in [A, B] + [A] * 7:
+        r = await http(d, "PUT", "/v1/sessions/rb-1", body=body)
+        codes.append(r.status)
+        await asyncio.sleep(0.5)
+        seen.append((await statuses(A, ["rb-user"]))["rb-user"])
+    t.eq("renewals answered", codes, [201, 201] + [200] * 7)
+    t.eq("online throughout 4.5 s of 1.5 s TTLs renewed on A after B's one", set(seen), {"online"})
+    t.check("then offline once the renewals stop", await wait_status(A, ["rb-user"], "offline", 8))
+    await tap.quiet(0.5)
+    evs = [(e["type"], e["reason"]) for e in mine(tap.events(), "rb-user")]
+    t.eq("one connect and one timeout end, nothing between",
+         evs, [("session.connected", "connect"), ("user.online", "connect"),
+               ("session.disconnected", "timeout"), ("user.offline", "timeout")])
+    t.eq("no session left in either instance's table",
+         [await local_sessions(A), await local_sessions(B)], [0, 0])
     tap.close()
 
 
@@ -595,6 +624,7 @@ SCENARIOS = [
     ("a_dies", a_dies, {"n": 2, "lease": 2000, "extra": {"--origin-resume-ms": str(WINDOW_MS)}}),
     ("reaped", reaped, {"n": 2, "extra": {"--origin-resume-ms": str(WINDOW_MS)}}),
     ("http_ttl", http_ttl, {"n": 2, "extra": {"--offline-grace-ms": "0"}}),
+    ("http_renewed_back", http_renewed_back, {"n": 2, "extra": {"--offline-grace-ms": "0"}}),
     ("refused_then_taken", refused_then_taken,
      {"n": 2, "extra": {"--origin-resume-ms": str(WINDOW_MS)}}),
     ("ttl_renewed_as_it_ends", ttl_renewed_as_it_ends,

@@ -202,7 +202,9 @@ func (b *Backend) run(ctx context.Context, done chan struct{}, ready chan error)
 		c, res, err := websocket.Dial(dctx, b.wsURL(), &websocket.DialOptions{HTTPHeader: hdr})
 		dcancel()
 		if err != nil {
-			if res != nil && (res.StatusCode == 401 || res.StatusCode == 400) {
+			// 409 bad_origin: a reserved origin name ("http", the origin of
+			// PUT /v1/sessions), which was retried for ever.
+			if res != nil && (res.StatusCode == 401 || res.StatusCode == 400 || res.StatusCode == 409) {
 				// The daemon's code from the body (the dial keeps its first
 				// KiB), as the HTTP API's errors have it: retrying cannot heal it.
 				body, _ := io.ReadAll(res.Body)

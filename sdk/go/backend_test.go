@@ -637,3 +637,18 @@ func TestBackendSessionsIsACopy(t *testing.T) {
 		t.Fatalf("the copy changed: %v", chans)
 	}
 }
+
+// "http" is the origin of PUT /v1/sessions: presenced answers the upgrade
+// 409 bad_origin, which Connect retried until its ctx ended.
+func TestBackendReservedOriginIsRefused(t *testing.T) {
+	d := backendDaemon(t)
+	defer d.stop()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	b := NewBackend(BackendOptions{URL: d.url(), APIKey: testAPIKey, Origin: "http"})
+	_, err := b.Connect(ctx)
+	var pe *Error
+	if !errors.As(err, &pe) || pe.Status != 409 || pe.Code != "bad_origin" || ctx.Err() != nil {
+		t.Fatalf("Connect: %v (ctx %v)", err, ctx.Err())
+	}
+}

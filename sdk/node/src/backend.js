@@ -126,7 +126,9 @@ export class BackendConnection extends EventEmitter {
             // A PresenceError with the daemon's message, as the API's and the
             // Go SDK's (it was a plain Error with a code and no message).
             const err = new PresenceError(res.statusCode, code, message);
-            if (res.statusCode === 401 || res.statusCode === 400) {
+            // 409 bad_origin: a reserved origin name ('http', the origin of
+            // PUT /v1/sessions), which was retried for ever.
+            if (res.statusCode === 401 || res.statusCode === 400 || res.statusCode === 409) {
               this._closed = true;
               this._fatal = err;
               this.emit('fatal', err);

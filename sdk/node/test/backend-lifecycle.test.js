@@ -133,3 +133,15 @@ test('connect() again after a refusal rejects with that refusal, at once', async
   const again = await Promise.race([b.connect().catch((e) => e), sleep(1000).then(() => 'pending')]);
   assert.equal(again.code, 'unauthorized', String(again && again.message));
 });
+
+test('a reserved origin is refused, not retried for ever', async (t) => {
+  if (skipUnlessSupported(t)) return;
+  // 'http' is the origin of PUT /v1/sessions: presenced answers 409 bad_origin,
+  // which connect() retried for ever (it never settled).
+  const b = new BackendConnection({ url: pd.url, apiKey: API_KEY, origin: 'http' });
+  t.after(() => b.end());
+  const e = await Promise.race([b.connect().catch((x) => x), sleep(5000).then(() => 'pending')]);
+  assert.ok(e instanceof PresenceError, String(e));
+  assert.equal(e.status, 409);
+  assert.equal(e.code, 'bad_origin');
+});

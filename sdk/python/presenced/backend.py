@@ -42,6 +42,13 @@ class BackendConnection:
         # 1000 ops per frame: presenced spends about half the CPU per op it spends
         # in frames of 10,000 (bench/sdk_node_backend.js)
         check_url(url, "BackendConnection", ("http", "https", "ws", "wss"))
+        # Checked here: presenced answers a bad origin with 400 bad_origin, but
+        # websockets before 11 keeps no body, so connect() could say only
+        # "bad_request ... 400" (and None failed in quote_from_bytes()).
+        if (not isinstance(origin, str) or not 1 <= len(origin.encode()) <= 128
+                or any(ord(c) < 0x20 or ord(c) == 0x7F for c in origin)):
+            raise ValueError(f"BackendConnection: origin must be 1..128 bytes without control characters, "
+                             f"stable per process (such as 'chat-1'), not {origin!r:.40}")
         base = url.rstrip("/").replace("http", "ws", 1)
         self.url = f"{base}/v1/backend?origin={urllib.parse.quote(origin, safe='')}"
         bearer(api_key)                  # refused here, not at connect
@@ -169,13 +176,15 @@ class BackendConnection:
                         self._on_message(json.loads(raw))
             except Exception as e:  # noqa: BLE001
                 status = getattr(e, "status_code", None) or getattr(getattr(e, "response", None), "status_code", None)
-                if status in (400, 401):
+                # 409 bad_origin: a reserved origin name ("http", the origin of
+                # PUT /v1/sessions), which was retried for ever.
+                if status in (400, 401, 409):
                     self._closed = True
                     # The daemon's code and message when the exception holds the
                     # body (websockets 11+); else the code its status always has.
                     body = getattr(getattr(e, "response", None), "body", None) or b""
                     err = _error_of(body) or {}
-                    raise BackendRefused(status, err.get("code") or ("unauthorized" if status == 401 else "bad_request"),
+                    raise BackendRefused(status, err.get("code") or {401: "unauthorized", 409: "bad_origin"}.get(status, "bad_request"),
                                          err.get("message") or f"presenced refused the backend connection: {status}") from e
                 if getattr(getattr(e, "rcvd", None), "code", None) == 4009:
                     self._taken_over = True

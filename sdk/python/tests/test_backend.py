@@ -440,3 +440,22 @@ def test_a_refused_connection_is_a_presence_error(pd):
         asyncio.run(asyncio.wait_for(b.connect(), 10))
     assert (e.value.status, e.value.code, e.value.retryable) == (401, "unauthorized", False)
     assert isinstance(e.value, ConnectionRefusedError)
+
+
+def test_a_bad_origin_is_refused_when_the_connection_is_made():
+    # presenced refuses it (400 bad_origin), but websockets before 11 keeps no
+    # body: connect() said only "bad_request: ... 400", and None raised
+    # "quote_from_bytes() expected bytes". Now a ValueError naming the rule.
+    for bad in ["", "x" * 129, "a\nb", None, 7]:
+        with pytest.raises(ValueError, match="origin must be 1..128 bytes"):
+            BackendConnection("http://127.0.0.1:7070", API_KEY, bad)
+    BackendConnection("http://127.0.0.1:7070", API_KEY, "é" * 64)      # 128 bytes
+
+
+def test_a_reserved_origin_is_refused_not_retried(pd):
+    # "http" is the origin of PUT /v1/sessions: presenced answers the upgrade
+    # 409 bad_origin, which connect() retried for ever (it never returned).
+    b = BackendConnection(pd.url, API_KEY, "http")
+    with pytest.raises(PresenceError) as e:
+        asyncio.run(asyncio.wait_for(b.connect(), 5))
+    assert (e.value.status, e.value.code) == (409, "bad_origin")

@@ -396,12 +396,12 @@ def test_readme_restart_takes_the_sessions_back(pd):
     readme = (pathlib.Path(__file__).resolve().parents[1] / "README.md").read_text()
     [snippet] = [b for b in re.findall(r"```python\n(.*?)```", readme, re.S) if "session=sid" in b]
     api = PresenceAPI(pd.url, API_KEY)
-    held = [(f"rs-{i}", f"ru{i}") for i in range(3)]
+    held = [(f"rs-{i}", f"ru{i}", {"room:rs": {"x": 1}} if i == 0 else {}) for i in range(3)]
 
     async def before_restart():
         b = BackendConnection(pd.url, API_KEY, "chat-1")
         await b.connect()
-        for sid, user in held:
+        for sid, user, _ in held:
             b.open(user, session=sid)
         b.join(held[0][0], "room:rs", {"x": 1})
         await b.flush()
@@ -421,8 +421,13 @@ def test_readme_restart_takes_the_sessions_back(pd):
         await asyncio.sleep(0.3)
         assert backend.welcome["resumed"] is True
         assert items == [], [(i.type, i.data.get("session_id")) for i in items]
-        assert [u["sessions"] for u in api.get_users([u for _, u in held])] == [1, 1, 1]
+        assert [u["sessions"] for u in api.get_users([u for _, u, _ in held])] == [1, 1, 1]
         assert api.channel("room:rs")["count"] == 1      # its channels stay with it
+        # and the SDK knows them: a leave after the restart is sent (without the
+        # join again it returned False and the member stayed)
+        assert backend.leave(held[0][0], "room:rs") is True
+        await backend.flush()
+        assert api.channel("room:rs")["count"] == 0
         await backend.end(bye=True)
     try:
         asyncio.run(asyncio.wait_for(restarted(), 10))

@@ -346,6 +346,9 @@ async def scenario(d, rx, corpus):
     await carol.until(lambda m: m.get("type") == "channel" and m.get("id") == 2)
     await carol.send({"type": "subscribe", "users": ["bob", "carol"], "id": 7})
     await carol.until(lambda m: m.get("type") == "presence" and m.get("snapshot"))
+    # Answered per user: bob listed, dave (outside carol's watch) named.
+    await carol.send({"type": "subscribe", "users": ["bob", "dave"], "id": 8})
+    await carol.until(lambda m: m.get("type") == "presence" and m.get("id") == 8)
     await carol.send({"type": "ping", "id": 9})
     await carol.send({"type": "status", "status": "asleep", "id": 10})  # an error
     await carol.send({"type": "subscribe", "users": ["dave"], "id": 11})  # not allowed

@@ -503,4 +503,15 @@ func TestABadURLIsAnError(t *testing.T) {
 			t.Errorf("%q Connect: %v", u, err)
 		}
 	}
+	for _, u := range []string{"ws://", "wss:/x", "ws:127.0.0.1:7070"} {
+		if _, err := NewBackend(BackendOptions{URL: u, APIKey: testAPIKey, Origin: "go-bad-url"}).Connect(ctx); !IsCode(err, CodeBadURL) {
+			t.Errorf("%q Connect: %v", u, err)
+		}
+	}
+	// A Backend takes ws:// as the Node and Python SDKs' do (it was CodeBadURL).
+	b := NewBackend(BackendOptions{URL: "ws" + strings.TrimPrefix(shared.url(), "http") + "/", APIKey: testAPIKey, Origin: "go-ws-url"})
+	if w, err := b.Connect(ctx); err != nil || w.Origin != "go-ws-url" {
+		t.Fatalf("ws:// Connect: %+v %v", w, err)
+	}
+	b.End(ctx, true)
 }

@@ -21,7 +21,7 @@ import (
 
 // BackendOptions of NewBackend.
 type BackendOptions struct {
-	URL    string // presenced's base URL, http(s)://host:port
+	URL    string // presenced's base URL, http(s)://host:port (ws(s):// too)
 	APIKey string
 	Origin string // a stable name of this process (the same after a restart)
 	// Retry is the first reconnect delay (250 ms), doubling up to MaxRetry (10 s).
@@ -137,8 +137,19 @@ func NewBackend(o BackendOptions) *Backend {
 
 func (b *Backend) wsURL() string {
 	u := strings.TrimRight(b.o.URL, "/")
-	u = "ws" + strings.TrimPrefix(u, "http")
+	if strings.HasPrefix(u, "http") {
+		u = "ws" + strings.TrimPrefix(u, "http")
+	}
 	return u + "/v1/backend?origin=" + url.QueryEscape(b.o.Origin)
+}
+
+// backendURL: the Backend takes ws(s):// too, as the Node and Python SDKs'
+// BackendConnection do (it answered CodeBadURL to ws://127.0.0.1:7070).
+func backendURL(base string) *Error {
+	if strings.HasPrefix(base, "ws://") || strings.HasPrefix(base, "wss://") {
+		return checkURL("http" + strings.TrimPrefix(base, "ws"))
+	}
+	return checkURL(base)
 }
 
 // Connect starts the connection (reconnecting until End) and waits for the
@@ -146,7 +157,7 @@ func (b *Backend) wsURL() string {
 // an *Error with the daemon's code, e.g. CodeUnauthorized) nothing goes on
 // dialing, and Connect may be called again.
 func (b *Backend) Connect(ctx context.Context) (*BackendWelcome, error) {
-	if err := checkURL(b.o.URL); err != nil {
+	if err := backendURL(b.o.URL); err != nil {
 		return nil, err
 	}
 	b.mu.Lock()

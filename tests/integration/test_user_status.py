@@ -291,7 +291,7 @@ async def member_since_veiled(t, ad, wd, uid, timeout=3.0):
     ra, rb = f"{uid}-a", f"{uid}-b"
     grants = {"channels": "*", "observe": "*"}
     ann = await Client.connect(ad, uid, tok=token(uid, extra=grants))
-    w = await Client.connect(wd, f"{uid}-w", tok=token(f"{uid}-w", extra=grants))
+    w = await Client.connect(wd, f"{uid}-w", tok=token(f"{uid}-w", watch="*", extra=grants))
     await ann.send({"type": "join", "channel": ra, "id": "ja"})
     await ann.expect_type("channel", timeout, id="ja")
     await w.send({"type": "join", "channel": ra, "id": "wa"})
@@ -324,6 +324,12 @@ async def member_since_veiled(t, ad, wd, uid, timeout=3.0):
         m = next((m for m in snap.get("members", []) if m.get("user_id") == uid), {})
         t.check(f"a new snapshot of {ch}: listed, since no earlier than when it came back",
                 m.get("status") == "online" and m.get("since", 0) >= back, (m, back))
+    # The user's own since as a watcher is shown it (the veil, 6.1): from
+    # when it came back too.
+    await w.send({"type": "subscribe", "users": [uid], "id": "su"})
+    u = entry(await w.expect_type("presence", timeout, id="su"), uid) or {}
+    t.check("a watcher's snapshot of the user: online since it came back",
+            u.get("status") == "online" and u.get("since", 0) >= back, (u, back))
     for ch, lo, hi in ((ra, 1, t_inv), (rb, t_inv, back)):
         r = await http(ad, "GET", f"/v1/channels/{ch}/members")
         m = next((m for m in (r.json() or {}).get("members", []) if m.get("user_id") == uid), {})

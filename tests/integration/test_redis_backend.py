@@ -24,6 +24,8 @@ presenced sharing one real redis-server:
            its TTL;
   http_renewed_back: an HTTP session renewed once through B, then only
            through A: A's renewals take it back, it lives on and ends once;
+  moved_channels: after a move, the session's channels are joined again
+           (no event) before a leave of one applies (not_joined before);
   http_refused: PUT /v1/sessions/{id} of an id held elsewhere for another
            user, or over the user's session limit through another
            instance: answered 409 / 429 once the store refused it;
@@ -397,6 +399,41 @@ async def two_connections(t, cl):
     await b.close()
 
 
+async def moved_channels(t, cl):
+    """protocol.md 5.3: after a re-assert on another instance, that instance
+    does not know the channels the session joined through the first: a
+    leave answers not_joined until the backend joins again, which (same
+    data) emits nothing; then the leave applies."""
+    A, B = cl.d[0], cl.d[1]
+    a = await Backend.connect(A, "mc-app")
+    ack = await a.batch([{"op": "open", "session": "mc-s1", "user": "mc-u"},
+                         {"op": "join", "session": "mc-s1", "channel": "mc-c", "data": {"x": 1}}])
+    t.eq("A: open and join applied", ack.get("applied"), 2)
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < 5 and await channel_count(B, "mc-c") != 1:
+        await asyncio.sleep(0.05)
+    a.abort()
+    b = await Backend.connect(B, "mc-app")
+    await b.sync([("mc-s1", "mc-u")])
+    tap = await EventTap.open(B)
+    ack = await b.batch([{"op": "leave", "session": "mc-s1", "channel": "mc-c"}])
+    t.eq("B: a leave before the join again: not_joined",
+         [e.get("code") for e in ack.get("errors", [])], ["not_joined"])
+    ack = await b.batch([{"op": "join", "session": "mc-s1", "channel": "mc-c", "data": {"x": 1}}])
+    t.eq("B: the join again applied", (ack.get("applied"), ack.get("errors")), (1, None))
+    await asyncio.sleep(0.3)
+    t.eq("... with no event", [e["type"] for e in mine(tap.events(), "mc-u")], [])
+    ack = await b.batch([{"op": "leave", "session": "mc-s1", "channel": "mc-c"}])
+    t.eq("B: then the leave applies", (ack.get("applied"), ack.get("errors")), (1, None))
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < 5 and await channel_count(A, "mc-c") != 0:
+        await asyncio.sleep(0.05)
+    t.eq("the channel is empty", await channel_count(A, "mc-c"), 0)
+    tap.close()
+    await b.send({"type": "bye"})
+    await b.close()
+
+
 async def http_refused(t, cl):
     """PUT /v1/sessions/{id} on B of an id that A holds for another user, or
     for a user already at --max-sessions-per-user (1) through A: the store
@@ -632,6 +669,7 @@ SCENARIOS = [
     ("storm", storm, {"n": 2, "extra": {"--origin-resume-ms": str(STORM_WINDOW_MS)}}),
     ("removed", removed, {"n": 2}),
     ("two_connections", two_connections, {"n": 2}),
+    ("moved_channels", moved_channels, {"n": 2}),
     ("http_refused", http_refused, {"n": 2, "extra": {"--max-sessions-per-user": "1"}}),
     ("join_refused", join_refused,
      {"n": 2, "lease": 6000, "extra": {"--max-channels-per-session": "2",

@@ -161,6 +161,22 @@ static void line_step(http_req_t *r, char c) {
   }
 }
 
+/* Whether p[0..n) starts with a method presenced implements and its SP:
+ * http-parser knows it, so the rest of the line is the parser's to judge
+ * and line_step need not follow it. A WebSocket upgrade's request line
+ * carries its token (~400 bytes): stepped byte by byte, it cost ~6,000
+ * instructions of every connect (bench: a connect ~84,000) for an answer
+ * only an unknown method needs. A line cut before its SP is stepped. */
+static int implemented_prefix(const char *p, size_t n) {
+  static const char *const known[] = {"GET ", "POST ", "PUT ", "HEAD ",
+                                      "DELETE "};
+  for (size_t k = 0; k < sizeof known / sizeof known[0]; k++) {
+    size_t l = strlen(known[k]);
+    if (n >= l && memcmp(p, known[k], l) == 0) return 1;
+  }
+  return 0;
+}
+
 /* Scan data[0..len) of the current request's head; returns 0 (fine so far,
  * or the head is complete: *end is then the offset after it) or -1 with the
  * refusal set in r. */
@@ -177,7 +193,10 @@ static int head_scan(http_req_t *r, const char *data, size_t len,
       }
       if (ch == '\n') return refuse_msg(r, "malformed HTTP request: bare LF");
       r->head_state = HEAD_LINE;
-      line_step(r, ch);
+      if (implemented_prefix(data + i, len - i))
+        r->method_state = M_OK;
+      else
+        line_step(r, ch);
       break;
     case HEAD_START_CR:
       if (ch != '\n') return refuse_msg(r, "malformed HTTP request: bare CR");

@@ -668,14 +668,13 @@ const char *origin_apply(srv_t *s, origin_t *o, const bop_t *op,
     end_sess(s, r, PRESENCE_REASON_DISCONNECT);
     return NULL;
   case BOP_JOIN:
-  case BOP_UPDATE:
+  case BOP_UPDATE: {
     data = bop_json(op, op->data);
     if (op->data && (!data || strlen(data) > PRESENCE_DATA_MAX)) {
       free(data);
       *msg = "data is over the size limit";
       return "data_too_large";
     }
-  {
     chan_req_t *q = NULL;
     if (srv_async(s) &&
         !(q = chan_req_new(s, r->handle, op->session, op->channel))) {

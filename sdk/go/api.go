@@ -358,7 +358,8 @@ func (c *Client) SetAvailability(ctx context.Context, userID, availability strin
 	return c.Do(ctx, "PUT", "/v1/users/"+pathEscape(userID)+"/availability", map[string]string{"availability": availability}, nil)
 }
 
-// SetMessage sets the status message; expiresIn 0: no expiry.
+// SetMessage sets the status message; expiresIn 0: no expiry, else whole seconds
+// (a fraction is refused: bad_expiry).
 func (c *Client) SetMessage(ctx context.Context, userID, text, emoji string, expiresIn time.Duration) error {
 	if err := nonEmpty("SetMessage: userID", userID); err != nil {
 		return err
@@ -368,7 +369,14 @@ func (c *Client) SetMessage(ctx context.Context, userID, text, emoji string, exp
 		body["emoji"] = emoji
 	}
 	if expiresIn > 0 {
-		body["expires_in"] = int64(expiresIn / time.Second)
+		// Whole seconds, as presenced takes them; a fraction is sent as it is
+		// and refused (bad_expiry), as the Node and Python SDKs send theirs:
+		// 1500 ms was cut to 1 s without a word, and 500 ms sent as 0.
+		if expiresIn%time.Second == 0 {
+			body["expires_in"] = int64(expiresIn / time.Second)
+		} else {
+			body["expires_in"] = expiresIn.Seconds()
+		}
 	}
 	return c.Do(ctx, "PUT", "/v1/users/"+pathEscape(userID)+"/message", body, nil)
 }

@@ -60,6 +60,12 @@ func TestStatusSettings(t *testing.T) {
 	if err := api.SetMessage(ctx, "gina", strings.Repeat("x", 500), "", 0); !IsCode(err, "bad_message") {
 		t.Errorf("long message: %v", err)
 	}
+	// Not whole seconds: refused, not cut to 1 s (or sent as 0) without a word.
+	for _, d := range []time.Duration{1500 * time.Millisecond, 500 * time.Millisecond} {
+		if err := api.SetMessage(ctx, "gina-frac", "x", "", d); !IsCode(err, "bad_expiry") {
+			t.Errorf("expiresIn %v: %v", d, err)
+		}
+	}
 	<-done
 	s.Close()
 	if strings.Join(kinds, " ") != "user.online user.availability user.message user.message" {

@@ -319,6 +319,10 @@ export interface ChannelMember<D = Record<string, unknown>> {
   user_id: string;
   /** online if any of its sessions in the channel is online, else idle; offline in a leave. */
   status: UserStatus;
+  /** The availability members are shown (docs/protocol.md 4.1): 'dnd' (with status
+   *  online), 'away' (with status idle) or 'auto'; an invisible member is absent to the
+   *  others. */
+  availability: Availability;
   /** The data of its most recently joined or updated session. */
   data: D | null;
   since?: number;

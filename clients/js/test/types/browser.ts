@@ -43,6 +43,10 @@ type Cursor = { name: string; x: number };
 const room = client.channel<Cursor>('room:1', { data: { name: 'Ann', x: 0 } });
 room.update({ name: 'Ann', x: 10 });
 for (const m of room.members()) { const x: number | undefined = m.data?.x; void x; }
+// A member carries its shown availability (docs/protocol.md 4.3): a room list
+// shows dnd / away beside the name.
+room.on('sync', ({ members }) => { for (const m of members) { const a: import('../../presence.js').Availability = m.availability; void a; } });
+room.on('update', ({ member }) => { if (member.availability === 'dnd') console.log(member.user_id, 'do not disturb'); });
 room.leave();
 void client.setAvailability('dnd');
 void client.setMessage('Lunch', {});

@@ -87,6 +87,10 @@ function render() {
   if (!client) return;
   const now = Date.now();
   const users = client.watched().map((id) => client.get(id) || { user_id: id, status: 'offline', since: 0, last_seen: 0, pending: true });
+  // Our own row is what watchers see: invisible shows there as offline and
+  // 'auto', as if we were gone. Say that we are invisible.
+  const mine = users.findIndex((u) => u.user_id === me && !u.pending);
+  if (mine >= 0 && client.availability === 'invisible') users[mine] = { ...users[mine], availability: 'invisible' };
   users.sort(compareUsers);
   const ul = $('roster');
   users.forEach((u, i) => {
@@ -171,6 +175,9 @@ function join(name) {
     if (s.state === 'open') { $('errors').textContent = ''; fetchKnownUsers(); }
   });
   client.on('status', (s) => showStatus(s.status));
+  // The picker shows the user's setting, kept by the server: after a reload,
+  // and when another tab of the same name changes it (we watch ourselves).
+  client.on('availability', (e) => { $('availability').value = e.availability; queueRender(); });
   // Screen readers: the roster announces people arriving; status changes are
   // announced here (the ticking "last seen" times are not).
   client.on('presence', (p) => {

@@ -55,7 +55,9 @@ export function readSettings(search) {
   };
 }
 
-const AVAILABILITY_LABEL = { dnd: 'do not disturb', away: 'away' };
+// Watchers are never shown 'invisible' (an invisible user looks offline,
+// 'auto'); the page shows it on the user's own row, from client.availability.
+const AVAILABILITY_LABEL = { dnd: 'do not disturb', away: 'away', invisible: 'invisible: others see you offline' };
 
 /** The badge next to a name for what the person set ('' for auto). */
 export function availabilityLabel(user) {

@@ -244,6 +244,8 @@ export interface EventMap {
   presence: PresenceEvent;
   welcome: WelcomeMessage;
   token: TokenEvent;
+  /** The user's own availability became known or changed (see PresenceClient.availability). */
+  availability: { availability: Availability };
 }
 
 /** Backoff delay of attempt n (0-based): min(cap, initial*factor^n), jittered. */
@@ -277,6 +279,11 @@ export declare class PresenceClient {
 
   /** This session's device kind, from the welcome (null before one). */
   readonly device: string | null;
+  /** The user's own availability as set, null while unknown: from this client's
+   *  setAvailability(), and from its own user's state when it watches itself
+   *  (subscribe([userId])): 'invisible' when shown offline while this session is open
+   *  (get() of our own user is what watchers see: offline and 'auto'). */
+  readonly availability: Availability | null;
   /** Set the user's availability; rejects with a CodedError. */
   setAvailability(availability: Availability): Promise<void>;
   /** Set the user's status message; rejects with a CodedError. */

@@ -201,6 +201,7 @@ export class PresenceClient {
     this._known = new Map(); // user id -> last known state
     this._manualIdle = false;
     this._autoIdle = false;
+    this._availability = null; // the user's own setting, once known (see _ownAvailability)
     this._sentStatus = 'online'; // what the server believes about this session
     this._lastActivity = this._now();
     this._lastActivityHandled = 0;
@@ -215,7 +216,7 @@ export class PresenceClient {
   // ---------------------------------------------------------------- events
 
   /** Listen to 'state', 'connecting', 'open', 'reconnecting', 'closed', 'error',
-   *  'presence', 'status', 'welcome'. Returns a function that removes the listener. */
+   *  'presence', 'status', 'welcome', 'token', 'availability'. Returns a function that removes the listener. */
   on(event, fn) {
     if (!this._listeners.has(event)) this._listeners.set(event, new Set());
     this._listeners.get(event).add(fn);
@@ -551,6 +552,9 @@ export class PresenceClient {
           && u.version <= prev.version) continue;
       const state = m.snapshot || !prev ? userState(u) : mergeChange(prev, u, kind);
       this._known.set(u.user_id, state);
+      if (this._session && u.user_id === this._session.user_id) {
+        this._ownAvailability(state.status === 'offline' ? 'invisible' : state.availability);
+      }
       const change = { snapshot: !!m.snapshot, kind, from: m.snapshot ? (prev ? prev.status : null) : (u.from ?? (prev ? prev.status : null)), reason: u.reason ?? null, seq: u.seq ?? null };
       this._emit('presence', { user: copyState(state), ...change });
       for (const fn of [...callbacks]) {
@@ -689,7 +693,26 @@ export class PresenceClient {
    */
   setAvailability(availability) {
     if (!AVAILABILITIES.includes(availability)) return Promise.reject(codeError('bad_availability', 'availability must be auto, dnd, away or invisible'));
-    return this._request({ type: 'availability', availability });
+    return this._request({ type: 'availability', availability }).then(() => this._ownAvailability(availability));
+  }
+
+  /**
+   * The user's own availability as set ('auto', 'dnd', 'away', 'invisible'),
+   * or null while unknown. Nothing in the welcome says it, and get() of our
+   * own user is what watchers see: invisible shows there as offline and
+   * 'auto', like a user who is gone, so a page could not tell (nor show in
+   * its picker, after a reload or when another tab set it) that the user is
+   * invisible. Known from this client's setAvailability(), and, when the page
+   * watches its own user, from that user's state: the shown availability,
+   * or 'invisible' when the user is shown offline while this session is open
+   * (a connected user is shown offline only when invisible: protocol 6.1).
+   */
+  get availability() { return this._availability; }
+
+  _ownAvailability(a) {
+    if (a === this._availability) return;
+    this._availability = a;
+    this._emit('availability', { availability: a });
   }
 
   /**

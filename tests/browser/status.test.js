@@ -116,3 +116,25 @@ test('a refused message shows the server error and stores nothing', async () => 
   await alice.screenshot({ path: artifact('status-alice-message-refused.png'), fullPage: true });
   assert.equal((await truth('alice')).message, null);
 });
+
+test('invisible, as the user sees it: a second tab and a reload show "Invisible" in the menu and on their own row', async () => {
+  // Before: a watcher's view of yourself is all a page had, and invisible
+  // shows there as offline, 'auto'. A tab opened (or reloaded) while the
+  // user was invisible showed "Automatic" in its menu and the user as gone.
+  const alice = pages[0];
+  const bob = pages[1];
+  await alice.getByLabel('Show me as').selectOption('invisible');
+  await expectAttr(bob, 'alice', 'data-status', 'offline');
+  const other = await join(ctxA, 'alice'); // the same user in a new tab
+  await waitFor(async () => (await other.getByLabel('Show me as').inputValue()) === 'invisible', { what: 'menu of the new tab says invisible' });
+  await expectAttr(other, 'alice', 'data-availability', 'invisible');
+  assert.match(await other.locator('#roster li[data-user="alice"] .avail').textContent(), /invisible/);
+  await other.screenshot({ path: artifact('status-alice-second-tab-invisible.png'), fullPage: true });
+  // The first tab sets dnd: the second follows.
+  await alice.getByLabel('Show me as').selectOption('dnd');
+  await waitFor(async () => (await other.getByLabel('Show me as').inputValue()) === 'dnd', { what: 'menu of the second tab follows to dnd' });
+  await expectAttr(other, 'alice', 'data-availability', 'dnd');
+  await alice.getByLabel('Show me as').selectOption('auto');
+  await waitFor(async () => (await other.getByLabel('Show me as').inputValue()) === 'auto', { what: 'menu back to auto' });
+  await other.close();
+});

@@ -159,3 +159,31 @@ test('a callback added for a known user gets a copy and a change as typed (kind 
   assert.deepEqual(env.client.get('bob').devices, { web: 'online' });
   assert.equal(env.client.get('bob').message.text, 'hi');
 });
+
+test('own availability: invisible is known though our own user is shown offline/auto (reload, another tab)', async () => {
+  // A page reloaded while the user is invisible watches itself and gets
+  // {status: offline, availability: auto}, what watchers see: its picker
+  // said "auto" and nothing said the user was invisible.
+  const env = setup();
+  const seen = [];
+  env.client.on('availability', (e) => seen.push(e.availability));
+  env.client.subscribe(['me']);
+  assert.equal(env.client.availability, null);
+  env.client.connect();
+  const ws = await opened(env); // welcome: user_id 'me'
+  const sub = ws.sent.find((m) => m.type === 'subscribe');
+  ws.serverSend({ type: 'presence', snapshot: true, id: sub.id, users: [
+    { user_id: 'me', status: 'offline', availability: 'auto', since: 0, last_seen: 5, version: 4, message: null, devices: {} }] });
+  assert.equal(env.client.availability, 'invisible');
+  assert.equal(env.client.get('me').status, 'offline'); // get() stays what watchers see
+  // Another tab sets dnd: our own user comes back online, dnd.
+  ws.serverSend({ type: 'presence', snapshot: false, users: [
+    { user_id: 'me', change: 'status', status: 'online', availability: 'dnd', from: 'offline', since: 9, last_seen: 9, devices: { web: 'online' }, reason: 'explicit', version: 5, seq: 1 }] });
+  assert.equal(env.client.availability, 'dnd');
+  // This tab sets away: known at the ack, whatever is watched.
+  const p = env.client.setAvailability('away');
+  ws.serverSend({ type: 'ack', id: ws.sent[ws.sent.length - 1].id });
+  await p;
+  assert.equal(env.client.availability, 'away');
+  assert.deepEqual(seen, ['invisible', 'dnd', 'away']);
+});

@@ -55,6 +55,7 @@ test('availabilityLabel and messageLine (status that people set)', async () => {
   assert.equal(availabilityLabel({ availability: 'dnd' }), 'do not disturb');
   assert.equal(availabilityLabel({ availability: 'away' }), 'away');
   assert.equal(availabilityLabel({ availability: 'auto' }), '');
+  assert.equal(availabilityLabel({ availability: 'invisible' }), 'invisible: others see you offline');
   assert.equal(availabilityLabel(null), '');
   const now = 1_000_000_000;
   assert.equal(messageLine(null, now), '');

@@ -299,6 +299,18 @@ int presence_redis_lease_text(presence_store_t *s, const char *name,
                                            const presence_redis_lease_t *r),
                               void *ud);
 
+/* Redis's clock less the host's, in ms, as the store last measured it (TIME
+ * at registration and each heartbeat; 0 before the first answer or on
+ * another store), in the shard holding user_id when the store is in shards.
+ * A status message's expires_ms (presence_user_set_message) is the host's
+ * wall time, which the store moves onto Redis's clock by this offset, so
+ * that every instance clears it at the same moment. A host that holds a
+ * time already on Redis's clock (a client's absolute expires_at: the
+ * cluster's clock, not this instance's) subtracts it before the call, and
+ * adds it to show the expiry the store keeps. */
+int64_t presence_redis_clock_offset_ms(presence_store_t *s,
+                                       const char *user_id);
+
 /* Tests only: stop (1) or resume (0) every timer of the store (heartbeat,
  * reaping, grace, reconciliation), as a stalled process would. */
 void presence_redis_debug_pause(presence_store_t *s, int paused);

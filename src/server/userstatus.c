@@ -8,6 +8,7 @@
  * error codes here.
  */
 #include "server/server.h"
+#include "presence_redis.h"
 #include "server/json_keys.h"
 #include "server/wsmsg.h"
 
@@ -44,23 +45,43 @@ void userstatus_error(int rc, const char **code, const char **msg, int *http) {
   }
 }
 
-static int64_t userstatus_expiry(const srv_t *s, const wsmsg_setting_t *st) {
+/* Redis's clock less this host's for user_id (0 on the embedded store). */
+static int64_t store_clock_off(const srv_t *s, const char *user_id) {
+  return s->rstore ? presence_redis_clock_offset_ms(s->rstore, user_id) : 0;
+}
+
+/* A message's expiry on the store's clock (Redis's: the cluster's), which is
+ * what the store keeps and every reader shows: expires_in counts from
+ * Redis's now, expires_at is read on Redis's clock. The answer to a PUT
+ * shows this value; built from this host's clock it was the store's less
+ * the offset (an instance 30 s off answered an expiry 30 s off what GET
+ * and the user.message event then showed), and a client's expires_at was
+ * moved by this instance's own error. */
+static int64_t userstatus_expiry(const srv_t *s, const char *user_id,
+                                 const wsmsg_setting_t *st) {
   if (st->expires_at_ms) return st->expires_at_ms;
-  if (st->expires_in_s) return srv_now_wall(s) + st->expires_in_s * 1000;
+  if (st->expires_in_s)
+    return srv_now_wall(s) + store_clock_off(s, user_id) +
+           st->expires_in_s * 1000;
   return 0;
 }
 
 int userstatus_apply(srv_t *s, const char *user_id, int type,
                      const wsmsg_setting_t *st, presence_done_cb done,
                      void *ud) {
-  int rc;
   if (type == WSMSG_AVAILABILITY)
-    rc = presence_user_set_availability(
+    return presence_user_set_availability(
         s->p, user_id, (presence_availability_t)st->availability, done, ud);
-  else
-    rc = presence_user_set_message(s->p, user_id, st->text, st->emoji,
-                                   userstatus_expiry(s, st), done, ud);
-  return rc;
+  /* The library takes this host's clock and moves it onto Redis's. A time
+   * that falls at or before 0 on this host's clock is in the past: -1 is
+   * refused as such, where 0 would mean no expiry. */
+  int64_t exp = userstatus_expiry(s, user_id, st);
+  if (exp) {
+    exp -= store_clock_off(s, user_id);
+    if (exp <= 0) exp = -1;
+  }
+  return presence_user_set_message(s->p, user_id, st->text, st->emoji, exp,
+                                   done, ud);
 }
 
 /* ---- the backend API ---------------------------------------------------- */
@@ -110,7 +131,7 @@ static char *answer(srv_t *s, const char *user_id, int type,
   } else if (!(st->text && *st->text) && !(st->emoji && *st->emoji)) {
     buf_puts(b, ",\"message\":null");
   } else {
-    int64_t exp = userstatus_expiry(s, st);
+    int64_t exp = userstatus_expiry(s, user_id, st);
     buf_puts(b, ",\"message\":{\"text\":");
     if (st->text && *st->text) buf_put_json_str(b, st->text);
     else buf_puts(b, "null");

@@ -4485,6 +4485,19 @@ int presence_redis_ready(presence_store_t *s) {
   return s && s->ops == &redis_ops && ((rstore_t *)s)->phase == PH_READY;
 }
 
+int64_t presence_redis_clock_offset_ms(presence_store_t *s,
+                                       const char *user_id) {
+  if (presence__rshards_is(s)) {
+    if (!user_id) return 0;
+    uint32_t n = presence__rshards_count(s);
+    return presence_redis_clock_offset_ms(
+        presence__rshards_sub(
+            s, presence__redis_user_shard(user_id, strlen(user_id), n)),
+        NULL);
+  }
+  return s && s->ops == &redis_ops ? ((rstore_t *)s)->clock_off_ms : 0;
+}
+
 int presence_redis_channel_shown(presence_store_t *s, const char *channel,
                                  const char *user_id, uint64_t shard_shown,
                                  uint64_t *out) {

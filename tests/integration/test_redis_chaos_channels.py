@@ -1127,8 +1127,7 @@ class SkewedCluster(Cluster):
 async def test_skew(t, cl):
     A, B, C = cl.d
     skew = cl.skew_ms
-    # The shim works: a message's expires_at given from the real clock, read
-    # back through A, is the same instant (what the client gave).
+    # A message with expires_in set through A clears by Redis's clock.
     c = await Client.connect(A, "sk-a")
     w = await Client.connect(C, "sk-w", watch="*")
     await w.send({"type": "subscribe", "users": ["sk-a"], "id": 1})
@@ -1148,6 +1147,24 @@ async def test_skew(t, cl):
             f"cleared after {got} s")
     await c.close()
     await w.close()
+    # The expiry a backend is shown is the one the store keeps, on Redis's
+    # clock, whichever instance answers: the PUT's answer through A, GET
+    # through B. An expires_at (this test's clock, Redis's) is kept as
+    # given, not moved by A's error.
+    r = await http(A, "PUT", "/v1/users/sk-h/message", body={"text": "x", "expires_in": 600})
+    put = ((r.json() or {}).get("message") or {}).get("expires") if r.status == 200 else None
+    r = await http(B, "GET", "/v1/users/sk-h/message")
+    got = ((r.json() or {}).get("message") or {}).get("expires") if r.status == 200 else None
+    t.check(f"skew {skew:+d} ms: expires_in: the PUT's answer through A shows the expiry "
+            f"GET through B shows (within 100 ms)",
+            put is not None and got is not None and abs(put - got) <= 100, (put, got))
+    at = now_ms() + 600000
+    r = await http(A, "PUT", "/v1/users/sk-h/message", body={"text": "y", "expires_at": at})
+    put = ((r.json() or {}).get("message") or {}).get("expires") if r.status == 200 else None
+    r = await http(B, "GET", "/v1/users/sk-h/message")
+    got = ((r.json() or {}).get("message") or {}).get("expires") if r.status == 200 else None
+    t.eq(f"skew {skew:+d} ms: expires_at through A is kept as given (answer, GET through B)",
+         (put, got), (at, at))
     if skew < 0:   # once is enough: the storm does not look at the clock
         await test_storm_kill9(t, cl, skewed=True)
 test_skew.timeout = 80

@@ -213,12 +213,34 @@ static void on_channel_event(srv_t *s, const presence_event_t *ev, void *ud) {
  * shown changes too (invisible: absent; away: idle; dnd: online). One frame
  * per channel with subscribers here, flagged "visibility" (the member's
  * version did not change), to every subscriber but the user's own
- * sessions. */
+ * sessions; those get an update flagged "hidden" when the member went
+ * invisible or came back, for the count (on_user_channels). */
 typedef struct avail_req {
   srv_t *s;
   presence_event_t ev; /* strings below */
   char user[PRESENCE_ID_MAX + 1];
 } avail_req_t;
+
+/* One frame of an availability change, as members are shown it. */
+static void avail_frame(buf_t *b, const presence_member_info_t *mi,
+                        const avail_req_t *q, const char *event, int hidden,
+                        uint64_t shown, const char *from) {
+  buf_puts(b, "{\"type\":\"channel\",\"channel\":");
+  buf_put_json_str(b, mi->channel);
+  buf_puts(b, ",\"snapshot\":false,\"visibility\":true");
+  if (hidden) buf_puts(b, ",\"hidden\":true");
+  buf_puts(b, ",\"event\":\"");
+  buf_puts(b, event);
+  buf_puts(b, "\",\"seq\":");
+  buf_put_u64(b, q->ev.seq);
+  buf_puts(b, ",\"reason\":\"explicit\",\"count\":");
+  buf_put_u64(b, shown);
+  buf_puts(b, ",\"member\":");
+  json_member(b, mi, JSON_MEMBER_SHOWN);
+  buf_puts(b, ",\"from\":\"");
+  buf_puts(b, from);
+  buf_puts(b, "\"}");
+}
 
 static void on_user_channels(presence_t *p, int status,
                              const presence_member_info_t *m, size_t n,
@@ -243,38 +265,45 @@ static void on_user_channels(presence_t *p, int status,
     /* Back from invisible: the others are shown it joining now, so its
      * since is no earlier (json_member), whatever veil the store read. */
     if (from_inv && mi.veil_to_ms < q->ev.ts_ms) mi.veil_to_ms = q->ev.ts_ms;
-    buf_t *b = &s->scratch;
-    buf_reset(b);
-    buf_puts(b, "{\"type\":\"channel\",\"channel\":");
-    buf_put_json_str(b, mi.channel);
-    buf_puts(b, ",\"snapshot\":false,\"visibility\":true,\"event\":\"");
-    buf_puts(b, to_inv ? "leave" : from_inv ? "join" : "update");
-    buf_puts(b, "\",\"seq\":");
-    buf_put_u64(b, q->ev.seq);
     /* The count members are shown now: one less when the member went
      * invisible, one more when it came back, as a leave or a join. */
     uint64_t shown = mi.channel_shown_count;
     if (s->rstore) /* in shards: the channel's, not the user's shard's */
       (void)presence_redis_channel_shown(s->rstore, mi.channel, q->user, shown,
                                          &shown);
-    buf_puts(b, ",\"reason\":\"explicit\",\"count\":");
-    buf_put_u64(b, shown);
-    buf_puts(b, ",\"member\":");
     if (to_inv) mi.status = PRESENCE_OFFLINE;
-    json_member(b, &mi, JSON_MEMBER_SHOWN);
-    buf_puts(b, ",\"from\":\"");
-    buf_puts(b, presence_status_name(
-                    from_inv ? PRESENCE_OFFLINE
-                             : presence_shown_status(q->ev.availability_from,
-                                                     m[i].status)));
-    buf_puts(b, "\"}");
+    const char *from = presence_status_name(
+        from_inv ? PRESENCE_OFFLINE
+                 : presence_shown_status(q->ev.availability_from, m[i].status));
+    /* The others see a leave, a join or an update; the user's own sessions
+     * list the member throughout (an invisible member sees itself), so they
+     * get an update, "hidden" as its other changes while invisible are,
+     * with the count the others now see: without it their count stayed one
+     * above the others' until the channel's next frame. */
+    buf_t *b = &s->scratch;
+    buf_reset(b);
+    avail_frame(b, &mi, q, to_inv ? "leave" : from_inv ? "join" : "update", 0,
+                shown, from);
+    if (buf_failed(b)) continue;
+    int own = 0;
+    for (uint32_t k = 0; k < e->n; k++) {
+      conn_t *c = e->subs[k];
+      if (c->kind != CONN_WS || c->closing || !c->u.ws) continue;
+      if (strcmp(ws_user(c), q->user) == 0) {
+        own = 1;
+        continue;
+      }
+      ws_send_text(c, b->data, b->len);
+    }
+    if (!own || !(to_inv || from_inv)) continue;
+    buf_reset(b);
+    avail_frame(b, &mi, q, "update", 1, shown, from);
     if (buf_failed(b)) continue;
     for (uint32_t k = 0; k < e->n; k++) {
       conn_t *c = e->subs[k];
-      if (c->kind != CONN_WS || c->closing || !c->u.ws ||
+      if (c->kind == CONN_WS && !c->closing && c->u.ws &&
           strcmp(ws_user(c), q->user) == 0)
-        continue;
-      ws_send_text(c, b->data, b->len);
+        ws_send_text(c, b->data, b->len);
     }
   }
   free(q);

@@ -82,10 +82,20 @@ test('two users in two rooms see each other, with name and colour, live', async 
   const r2 = await api(port, 'GET', '/v1/channels?prefix=lobby');
   assert.deepEqual(JSON.parse(r2.body).channels, [{ channel: 'lobby', count: 2, shown_count: 1 }]);
   await ann.screenshot({ path: artifact('rooms-ann-bob-invisible.png'), fullPage: true });
+  // bob's own page counts what the others see, "1 here" (README: invisible
+  // members are not counted, ourselves included), and still lists him. It
+  // said "2 here" until the room's next change: presenced sent his own
+  // sessions nothing when he went invisible.
+  await waitFor(async () => (await bob.locator('.room[data-room="lobby"]').getAttribute('data-count')) === '1',
+    { timeout: 8000, what: 'bob\'s own lobby counts 1 while he is invisible' });
+  assert.deepEqual((await membersOf(bob, 'lobby')).map((m) => m.user), ['ann', 'bob']);
   await bob.getByLabel('Show me as').selectOption('auto');
   await expectMembers(ann, 'lobby', ['ann', 'bob'], 'bob visible again in ann\'s lobby');
   await waitFor(async () => (await ann.locator('.room[data-room="lobby"]').getAttribute('data-count')) === '2',
     { timeout: 8000, what: 'ann\'s lobby counts 2 again' });
+  await waitFor(async () => (await bob.locator('.room[data-room="lobby"]').getAttribute('data-count')) === '2',
+    { timeout: 8000, what: 'bob\'s own lobby counts 2 again' });
+  assert.equal((await membersOf(bob, 'lobby')).find((m) => m.user === 'bob').status, 'online');
   // bob enters design: ann sees him there too.
   await enterRoom(bob, 'design', { pick: true });
   await expectMembers(ann, 'design', ['ann', 'bob'], 'ann sees bob enter design');

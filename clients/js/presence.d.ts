@@ -174,7 +174,8 @@ export interface StateEvent {
 }
 
 export interface ErrorEvent {
-  /** 'server': an error frame; 'close': a fatal close; 'token': the provider failed or gave none;
+  /** 'server': an error frame (not one refusing setAvailability/setMessage/clearMessage: that
+   *  rejects the promise only); 'close': a fatal close; 'token': the provider failed or gave none;
    *  'socket': the WebSocket could not be created or written; 'protocol': an unparsable frame,
    *  or one the client could not apply;
    *  'timeout': no pong to an application ping, or no welcome within connectTimeoutMs. */
@@ -227,10 +228,11 @@ export interface CodedError extends Error {
 
 export interface MessageOptions {
   emoji?: string | null;
-  /** Clear after this many ms (rounded up to whole seconds). */
+  /** Clear after this many ms (rounded up to whole seconds); 0 or null: never. Negative or
+   *  not finite: rejected (bad_expiry) without sending. */
   clearAfterMs?: number | null;
-  /** Clear at this time, ms since the epoch (ignored with clearAfterMs). */
-  expiresAt?: number | null;
+  /** Clear at this time, ms since the epoch or a Date (ignored with clearAfterMs). */
+  expiresAt?: number | Date | null;
 }
 
 export interface EventMap {

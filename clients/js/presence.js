@@ -489,7 +489,11 @@ export class PresenceClient {
         this._subReqs.delete(m.id);
         if (m.code === 'kicked' || m.code === 'too_many_sessions' || m.code === 'token_expired' || m.code === 'rate_limited') this._closeError = m.code;
         if (this._refreshId !== null && m.id === this._refreshId) return this._refreshRefused(m);
-        this._settle(m.id, m);
+        // The answer to a request that returned a promise (setAvailability,
+        // setMessage) rejects it, and only that: emitted as well, a page
+        // that shows both its .catch() and its 'error' listener showed one
+        // refusal twice (the demo did).
+        if (this._settle(m.id, m)) return;
         this._emit('error', { kind: 'server', code: m.code, message: m.message, id: m.id });
         return;
       case 'ack':
@@ -724,8 +728,19 @@ export class PresenceClient {
     const msg = { type: 'message' };
     if (text !== undefined && text !== null) msg.text = String(text);
     if (emoji !== undefined && emoji !== null) msg.emoji = String(emoji);
-    if (clearAfterMs !== undefined && clearAfterMs !== null) msg.expires_in = Math.max(1, Math.ceil(clearAfterMs / 1000));
-    else if (expiresAt !== undefined && expiresAt !== null) msg.expires_at = Math.floor(expiresAt);
+    // clearAfterMs 0 is "never", as 0 turns the client's other timers off
+    // (it was sent as 1 s: a "Never" menu item worth 0 cleared the message
+    // a second later). Not a number (NaN from a form field, a string) was
+    // sent as null, a message that never cleared; a negative one as 1 s.
+    // Both are refused here, as the server refuses an expiry in the past.
+    if (clearAfterMs !== undefined && clearAfterMs !== null) {
+      if (typeof clearAfterMs !== 'number' || !Number.isFinite(clearAfterMs) || clearAfterMs < 0) return Promise.reject(codeError('bad_expiry', 'clearAfterMs must be a number of ms, 0 or more (0: never)'));
+      if (clearAfterMs > 0) msg.expires_in = Math.ceil(clearAfterMs / 1000);
+    } else if (expiresAt !== undefined && expiresAt !== null) {
+      const at = Number(expiresAt); // a Date works too
+      if (!Number.isFinite(at)) return Promise.reject(codeError('bad_expiry', 'expiresAt must be a time in ms since the epoch (or a Date)'));
+      msg.expires_at = Math.floor(at);
+    }
     return this._request(msg);
   }
 
@@ -747,10 +762,11 @@ export class PresenceClient {
   }
 
   _settle(id, err) {
-    const p = this._pending.get(id);
-    if (!p) return;
+    const p = id === undefined ? undefined : this._pending.get(id);
+    if (!p) return false;
     this._pending.delete(id);
     if (err) p.reject(codeError(err.code, err.message)); else p.resolve();
+    return true;
   }
 
   _failPending() {

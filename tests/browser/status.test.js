@@ -113,6 +113,10 @@ test('a refused message shows the server error and stores nothing', async () => 
   await alice.getByLabel('Status message').fill('x'.repeat(129));
   await alice.getByRole('button', { name: 'Set', exact: true }).click();
   await waitFor(async () => /bad_message/.test(await alice.locator('#setting-error').textContent()), { what: 'the error shown' });
+  // Shown once, beside the form: the page-wide error line stays empty (the
+  // refusal was also an 'error' event, shown there a second time).
+  await new Promise((r) => setTimeout(r, 300));
+  assert.equal(await alice.locator('#errors').textContent(), '');
   await alice.screenshot({ path: artifact('status-alice-message-refused.png'), fullPage: true });
   assert.equal((await truth('alice')).message, null);
 });

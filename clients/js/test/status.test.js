@@ -187,3 +187,33 @@ test('own availability: invisible is known though our own user is shown offline/
   assert.equal(env.client.availability, 'away');
   assert.deepEqual(seen, ['invisible', 'dnd', 'away']);
 });
+
+test('a refused request rejects its promise and is not emitted again as an error event', async () => {
+  const env = setup();
+  env.client.connect();
+  const ws = await opened(env);
+  const p = env.client.setMessage('x'.repeat(200));
+  ws.serverSend({ type: 'error', code: 'bad_message', message: 'too long', id: ws.sent[ws.sent.length - 1].id });
+  await assert.rejects(p, (e) => e.code === 'bad_message');
+  assert.deepEqual(env.errors, []);
+  // An error frame that answers no request is still an event.
+  ws.serverSend({ type: 'error', code: 'too_many_watched', message: 'limit', id: 99 });
+  assert.deepEqual(env.errors.map((e) => e.code), ['too_many_watched']);
+});
+
+test('setMessage: clearAfterMs 0 is never; NaN, negative or not a number is refused without sending', async () => {
+  const env = setup();
+  env.client.connect();
+  const ws = await opened(env);
+  env.client.setMessage('Lunch', { clearAfterMs: 0 }).catch(() => {});
+  const m = ws.sent[ws.sent.length - 1];
+  assert.deepEqual([m.text, m.expires_in, m.expires_at], ['Lunch', undefined, undefined]);
+  const n = ws.sent.length;
+  for (const bad of [NaN, -5, '60000', Infinity]) {
+    await assert.rejects(env.client.setMessage('Lunch', { clearAfterMs: bad }), (e) => e.code === 'bad_expiry', String(bad));
+  }
+  await assert.rejects(env.client.setMessage('Lunch', { expiresAt: 'tomorrow' }), (e) => e.code === 'bad_expiry');
+  assert.equal(ws.sent.length, n, 'nothing sent');
+  env.client.setMessage('Trip', { expiresAt: new Date(1764324000000) }).catch(() => {});
+  assert.equal(ws.sent[ws.sent.length - 1].expires_at, 1764324000000);
+});

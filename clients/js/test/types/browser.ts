@@ -52,5 +52,6 @@ room.on('update', ({ member }) => { if (member.availability === 'dnd') console.l
 room.leave();
 void client.setAvailability('dnd');
 void client.setMessage('Lunch', {});
+void client.setMessage('Trip', { expiresAt: new Date(Date.now() + 3_600_000) });
 // @ts-expect-error not an availability
 void client.setAvailability('asleep');

@@ -117,8 +117,10 @@ export interface PresenceOptions {
    */
   getToken: () => Promise<string | null | undefined> | string | null | undefined;
   /** WebSocket endpoint without the token, e.g. 'wss://presence.example.com/v1/ws'.
-   *  Default in a page: ws(s)://<location.host>/v1/ws. */
-  url?: string;
+   *  Default in a page: ws(s)://<location.host>/v1/ws. Or a function asked before every
+   *  connection attempt (as getToken is), e.g. to try the next of several instances after a
+   *  drop; a rejection or no URL is an 'error' of kind 'socket' and a retry with backoff. */
+  url?: string | ((info: { attempt: number }) => string | Promise<string>);
   /** WebSocket implementation (default: globalThis.WebSocket). */
   WebSocket?: WebSocketConstructor;
   reconnect?: ReconnectOptions;

@@ -329,9 +329,19 @@ export class PresenceClient {
       this._setState(CLOSED, { code: 0, reason: 'no token', willReconnect: false });
       return;
     }
-    const url = this._url + (this._url.includes('?') ? '&' : '?') + 'token=' + encodeURIComponent(token);
+    // url may be a function, asked before every attempt as getToken is: a
+    // page that knows several instances (and no load balancer in front)
+    // names the next one after a drop, so that it reconnects to an instance
+    // that is up rather than waiting for the dead one to come back.
+    let base = this._url;
     let ws;
     try {
+      if (typeof base === 'function') {
+        base = await base({ attempt: this._attempt });
+        if (gen !== this._gen || !this._wanted) return;
+        if (typeof base !== 'string' || !base) throw new TypeError('options.url() gave no URL');
+      }
+      const url = base + (base.includes('?') ? '&' : '?') + 'token=' + encodeURIComponent(token);
       ws = new this._WebSocket(url);
     } catch (error) {
       this._emit('error', { kind: 'socket', message: String(error && error.message || error), error });

@@ -5,6 +5,8 @@
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
+import { spawn } from 'node:child_process';
+import net from 'node:net';
 import WebSocket from 'ws';
 import { PresenceClient } from '../../clients/js/presence.js';
 import { Presenced, freePort, waitFor, api, request } from './lib.js';
@@ -172,4 +174,40 @@ test('server restart: reconnects, re-subscribes and restores the roster', async 
   const r = await request(srv.port, 'GET', '/healthz');
   assert.equal(r.status, 200);
   a.close(); b.close();
+});
+
+test('two instances on one Redis: the instance a client is on dies, url() names the other, the client goes on there', async () => {
+  // README: url may be a function asked before every attempt. Without it a
+  // page knew one instance and waited (backing off) for that one to come
+  // back while the other served everyone else.
+  const rport = await freePort();
+  const redis = spawn('redis-server', ['--port', String(rport), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], { stdio: 'ignore' });
+  try {
+    await waitFor(async () => (await new Promise((r) => { const s = net.connect(rport, '127.0.0.1', () => { s.destroy(); r(true); }); s.on('error', () => r(false)); })), { what: 'redis-server' });
+    const store = ['--store', 'redis://127.0.0.1:' + rport + '/0', '--heartbeat-ms', '500', '--timeout-ms', '2500'];
+    const one = await server(store);
+    const two = await server(store);
+    const urls = [one, two].map((x) => 'ws://127.0.0.1:' + x.port + '/v1/ws');
+    let next = 0;
+    const asked = [];
+    const a = client(one, 'ann', { options: { url: () => { const u = urls[next++ % urls.length]; asked.push(u); return u; } } });
+    const b = client(two, 'ben');
+    b.subscribe(['ann']);
+    a.subscribe(['ben']);
+    a.connect();
+    b.connect();
+    await opened(a);
+    await opened(b);
+    assert.equal(asked[0], urls[0]);
+    await waitFor(() => b.get('ann')?.status === 'online' && a.get('ben')?.status === 'online', { what: 'both online' });
+    const first = a.sessionId;
+    await one.stop('SIGKILL');
+    await waitFor(() => a.state === 'open' && a.sessionId !== first, { timeout: 8000, what: 'ann open again, on the other instance' });
+    assert.equal(asked[asked.length - 1], urls[1]);
+    a.setStatusIdle();
+    await waitFor(() => b.get('ann')?.status === 'idle', { what: 'ben sees ann idle, through instance two' });
+    assert.equal(a.get('ben').status, 'online');
+  } finally {
+    redis.kill('SIGTERM');
+  }
 });

@@ -60,6 +60,37 @@ test('url with a query string gets &token=, token is URL-encoded', async () => {
   c.close();
 });
 
+test('url as a function: asked before every attempt, the next instance after a drop; no URL is a socket error and a retry', async () => {
+  const clock = new FakeClock();
+  const { FakeWebSocket, sockets } = makeFakeWebSocket();
+  const urls = ['ws://one/v1/ws', 'ws://two/v1/ws'];
+  const asked = [];
+  let give = null;
+  const c = new PresenceClient({
+    url: ({ attempt }) => { asked.push(attempt); return give !== null ? give : urls[asked.length % 2 === 1 ? 0 : 1]; },
+    getToken: async () => 't', WebSocket: FakeWebSocket, timers: clock, random: () => 0.5, window: null, document: null, pingIntervalMs: 0,
+  });
+  const errors = [];
+  c.on('error', (e) => errors.push(e));
+  c.connect();
+  await flush();
+  assert.equal(sockets[0].url, 'ws://one/v1/ws?token=t');
+  sockets[0].serverOpen();
+  sockets[0].serverClose(1006);
+  clock.advance(1000);
+  await flush();
+  assert.equal(sockets[1].url, 'ws://two/v1/ws?token=t');
+  assert.deepEqual(asked, [0, 1]);
+  give = '';
+  sockets[1].serverClose(1006);
+  clock.advance(2000);
+  await flush();
+  assert.equal(sockets.length, 2, 'no socket without a URL');
+  assert.equal(errors.at(-1).kind, 'socket');
+  assert.equal(c.state, 'reconnecting');
+  c.close();
+});
+
 test('constructor validates its options', () => {
   assert.throws(() => new PresenceClient({}), /getToken/);
   assert.throws(() => new PresenceClient({ getToken: async () => 't', url: 'ws://x', WebSocket: 42 }), /WebSocket/);

@@ -19,6 +19,9 @@ undo();
 client.connect();
 client.setStatusIdle();
 connect({ getToken: () => 'x' }).close(1000, 'bye');
+const instances = ['wss://p1.example.com/v1/ws', 'wss://p2.example.com/v1/ws'];
+connect({ getToken: () => 'x', url: ({ attempt }) => instances[attempt % instances.length] }).close();
+connect({ getToken: () => 'x', url: async () => instances[0] }).close();
 // Status that people set.
 client.setAvailability('dnd').catch((e: import('../../presence.js').CodedError) => console.log(e.code));
 client.setMessage('Lunch', { emoji: '🥪', clearAfterMs: 30 * 60 * 1000 }).then(() => client.clearMessage());

@@ -178,7 +178,8 @@ export interface StateEvent {
 export interface ErrorEvent {
   /** 'server': an error frame (not one refusing setAvailability/setMessage/clearMessage: that
    *  rejects the promise only); 'close': a fatal close; 'token': the provider failed or gave none;
-   *  'socket': the WebSocket could not be created or written; 'protocol': an unparsable frame,
+   *  'socket': the WebSocket could not be created or written, or closed before it opened (no
+   *  server, or the upgrade refused: 403 Origin not allowed, 401 token; code 1006); 'protocol': an unparsable frame,
    *  or one the client could not apply;
    *  'timeout': no pong to an application ping, or no welcome within connectTimeoutMs. */
   kind: 'server' | 'close' | 'token' | 'socket' | 'protocol' | 'timeout';

@@ -350,7 +350,10 @@ export class PresenceClient {
     }
     this._ws = ws;
     this._openedAt = 0;
-    ws.onopen = () => { this._lastRecv = this._now(); };
+    this._sockOpened = false;
+    this._sockError = null;
+    this._sockUrl = base;
+    ws.onopen = () => { this._sockOpened = true; this._lastRecv = this._now(); };
     ws.onmessage = (ev) => {
       // A frame the client cannot apply is reported, never thrown: under
       // node's `ws` an exception here ends the process.
@@ -358,7 +361,9 @@ export class PresenceClient {
         this._emit('error', { kind: 'protocol', message: 'unexpected message from server', error });
       }
     };
-    ws.onerror = () => { /* a close event always follows */ };
+    // A close event always follows; node's ws names the cause here
+    // ("Unexpected server response: 403"), browsers say nothing.
+    ws.onerror = (ev) => { this._sockError = (ev && (ev.message || (ev.error && ev.error.message))) || null; };
     ws.onclose = (ev) => this._closed(ws, ev);
     // A server that accepted the connection but never answers (a frozen
     // process, a proxy with no upstream) would hold the client in
@@ -415,6 +420,19 @@ export class PresenceClient {
       this._unbindDom();
     }
     this._setState(CLOSED, { code, reason, wasClean: !!(ev && ev.wasClean), willReconnect, fatal: fatal || null });
+    // A socket that never opened: no server there, or presenced refused the
+    // upgrade with an HTTP status a browser does not show (401 for the token,
+    // 403 for the page's Origin). Without a word the page only retried, a
+    // 1006 after another; this says where to look. (4000: our own timeout,
+    // reported as such.)
+    if (!this._sockOpened && code !== 4000) {
+      this._emit('error', {
+        kind: 'socket', code,
+        message: 'could not connect to ' + this._sockUrl + ': ' + (this._sockError || 'closed before the WebSocket opened')
+          + ' (no server there, or presenced refused the upgrade: 401 for a bad or expired token, 403 for an Origin'
+          + ' not in its --allowed-origins; its log says which)',
+      });
+    }
     if (fatal) {
       this._emit('error', { kind: 'close', code, message: fatal });
       return;

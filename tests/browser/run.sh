@@ -82,6 +82,7 @@ run_suite node-client tests/browser/node-client.test.js
 run_suite browser tests/browser/browser.test.js
 run_suite rooms tests/browser/rooms.test.js
 run_suite status tests/browser/status.test.js
+run_suite origin tests/browser/origin.test.js
 
 echo "screenshots: $here/artifacts/"
 echo "$passed passed, $failed failed"

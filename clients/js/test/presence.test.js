@@ -91,6 +91,27 @@ test('url as a function: asked before every attempt, the next instance after a d
   c.close();
 });
 
+test('a socket that closes before it opens is an error that says where to look (a browser shows only 1006)', async () => {
+  const env = setup();
+  env.client.connect();
+  await flush();
+  env.sockets[0].serverClose(1006);
+  const e = env.errors.at(-1);
+  assert.equal(e && e.kind, 'socket');
+  assert.equal(e.code, 1006);
+  assert.match(e.message, /could not connect to ws:\/\/example\.test\/v1\/ws: closed before the WebSocket opened/);
+  assert.match(e.message, /403 for an Origin not in its --allowed-origins/);
+  assert.doesNotMatch(e.message, /token=/, 'the token is not in the message');
+  // A socket that opened and closed later is not that.
+  env.clock.advance(1000);
+  await flush();
+  const n = env.errors.length;
+  env.sockets[1].serverOpen();
+  env.sockets[1].serverClose(1006);
+  assert.equal(env.errors.length, n);
+  env.client.close();
+});
+
 test('constructor validates its options', () => {
   assert.throws(() => new PresenceClient({}), /getToken/);
   assert.throws(() => new PresenceClient({ getToken: async () => 't', url: 'ws://x', WebSocket: 42 }), /WebSocket/);

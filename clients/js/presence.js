@@ -1077,7 +1077,15 @@ export class Channel {
     this._stopRetry();
     this.client._channels.delete(this.name);
     this.client._send({ type: this._observe ? 'unobserve' : 'leave', id: this.client._nextId++, channel: this.name });
+    this._forget();
+  }
+
+  // Out of the channel: no member known, so none counted (count kept the
+  // last frame's, members() was empty: a page showed "2 here" and nobody).
+  _forget() {
     this._members.clear();
+    this._count = 0;
+    this._more = false;
   }
 
   _send() {
@@ -1126,7 +1134,7 @@ export class Channel {
       this._active = false;
       this._stopRetry();
       this.client._channels.delete(this.name);
-      this._members.clear();
+      this._forget();
       this._emit('left', { reason: m.reason ?? null });
       return;
     }

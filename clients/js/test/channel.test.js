@@ -120,6 +120,21 @@ test('observe sends observe and unobserve; refusals reach the channel', async ()
   assert.equal(ws.sent.at(-1).type, 'unobserve');
 });
 
+test('after leave() or a removal the channel counts nobody, as members() lists nobody', async () => {
+  const env = setup();
+  env.client.connect();
+  const ws = await open(env);
+  for (const end of ['leave', 'left']) {
+    const room = env.client.channel('room');
+    const join = ws.sent.filter((m) => m.type === 'join').at(-1);
+    ws.serverSend({ ...snapshot(join.id, [{ user_id: 'me', status: 'online', data: null, since: 1, version: 1 },
+      { user_id: 'bob', status: 'online', data: null, since: 1, version: 1 }]), more: true });
+    assert.equal(room.count, 2);
+    if (end === 'leave') room.leave(); else ws.serverSend({ type: 'left', channel: 'room', reason: 'kicked' });
+    assert.deepEqual([room.members(), room.count, room.more], [[], 0, false], end);
+  }
+});
+
 test('left: a backend removed us', async () => {
   const env = setup();
   env.client.connect();

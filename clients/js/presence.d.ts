@@ -250,7 +250,7 @@ export interface EventMap {
   welcome: WelcomeMessage;
   token: TokenEvent;
   /** The user's own availability became known or changed (see PresenceClient.availability). */
-  availability: { availability: Availability };
+  availability: { availability: Availability | null };
 }
 
 /** Backoff delay of attempt n (0-based): min(cap, initial*factor^n), jittered. */

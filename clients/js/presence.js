@@ -542,6 +542,9 @@ export class PresenceClient {
 
   _welcome(m) {
     if (this._connectTimer !== null) { this._clearTimeout(this._connectTimer); this._connectTimer = null; }
+    // Another user than before (a logout and a login in the same page):
+    // what we knew of our own availability was the other user's.
+    if (this._lastUserId !== undefined && this._lastUserId !== m.user_id) this._ownAvailability(null);
     this._session = m;
     this._lastUserId = m.user_id;
     this._openedAt = this._now();

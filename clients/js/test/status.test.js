@@ -217,3 +217,21 @@ test('setMessage: clearAfterMs 0 is never; NaN, negative or not a number is refu
   env.client.setMessage('Trip', { expiresAt: new Date(1764324000000) }).catch(() => {});
   assert.equal(ws.sent[ws.sent.length - 1].expires_at, 1764324000000);
 });
+
+test('own availability is forgotten when the next session is another user\'s (logout, login)', async () => {
+  const env = setup();
+  env.client.connect();
+  let ws = await opened(env);
+  const p = env.client.setAvailability('invisible');
+  ws.serverSend({ type: 'ack', id: ws.sent[ws.sent.length - 1].id });
+  await p;
+  assert.equal(env.client.availability, 'invisible');
+  env.client.close();
+  env.client.connect();
+  ws = await opened(env, { user_id: 'me' }); // the same user: still known
+  assert.equal(env.client.availability, 'invisible');
+  env.client.close();
+  env.client.connect();
+  await opened(env, { user_id: 'someone-else' });
+  assert.equal(env.client.availability, null);
+});

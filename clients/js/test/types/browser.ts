@@ -27,7 +27,7 @@ client.setAvailability('dnd').catch((e: import('../../presence.js').CodedError) 
 client.setMessage('Lunch', { emoji: '🥪', clearAfterMs: 30 * 60 * 1000 }).then(() => client.clearMessage());
 const dev: string | null = client.device;
 const mine: import('../../presence.js').Availability | null = client.availability;
-client.on('availability', (e) => { const a: 'auto' | 'dnd' | 'away' | 'invisible' = e.availability; void a; void mine; });
+client.on('availability', (e) => { const a: 'auto' | 'dnd' | 'away' | 'invisible' | null = e.availability; void a; void mine; });
 void dev;
 const someone = client.get('bob');
 if (someone) console.log(someone.availability, someone.message?.text, someone.devices['web'], someone.last_active);

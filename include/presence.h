@@ -795,6 +795,18 @@ int presence_handle_update(presence_t *p, presence_handle_t handle,
 int presence_handle_leave(presence_t *p, presence_handle_t handle,
                           const char *channel, presence_done_cb done,
                           void *ud);
+/* An update whose failure to reach the store undoes it. On an asynchronous
+ * store (Redis) a join or update the store cannot make now (ESTORE,
+ * ETIMEDOUT, EFENCED to done) stays in the store's local record and is
+ * made at its re-assert, as a caller that acknowledged it before the store
+ * answered (a backend's batch) was promised. A caller that reports such a
+ * failure as "nothing happened" (a WebSocket client answered
+ * store_unavailable) uses this instead: the member's data goes back to
+ * what it was (unless a later write replaced it meanwhile). The same as
+ * presence_handle_update on a synchronous store. */
+int presence_handle_update_or_undo(presence_t *p, presence_handle_t handle,
+                                   const char *channel, const char *data,
+                                   presence_done_cb done, void *ud);
 /* Every session of user_id leaves channel at once (reason kicked, no grace).
  * ENOTMEMBER if the user is not a member. */
 int presence_channel_remove_user(presence_t *p, const char *channel,

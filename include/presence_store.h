@@ -145,6 +145,13 @@ typedef struct presence_write {
  * (the Redis store in shards) need not. */
 #define PRESENCE_WRITE_F_RANDOM_ID 0x2u
 
+/* UPDATE (and JOIN of a session already a member): a write an asynchronous
+ * store cannot make now (not writable, the connection lost with it in
+ * flight, fenced: ESTORE, ETIMEDOUT, EFENCED) is undone, the member's data
+ * back to what it was, instead of kept in the store's local record and
+ * made at its re-assert (presence_handle_update_or_undo). */
+#define PRESENCE_WRITE_F_UNDO 0x4u
+
 typedef void (*presence_store_done_fn)(void *ud, int status);
 
 #define PRESENCE_STORE_SYNC 0x1u

@@ -1157,17 +1157,27 @@ static int channel_args(presence_write_t *w, presence_write_kind_t kind,
   return 0;
 }
 
-static int channel_write(presence_t *p, const char *session_id,
-                         presence_handle_t handle, presence_write_kind_t kind,
-                         const char *channel, const char *data,
-                         presence_done_cb done, void *ud) {
+static int channel_write_f(presence_t *p, const char *session_id,
+                           presence_handle_t handle,
+                           presence_write_kind_t kind, const char *channel,
+                           const char *data, unsigned flags,
+                           presence_done_cb done, void *ud) {
   presence_write_t w;
   if (!p) return PRESENCE_EINVAL;
   int rc = session_id ? session_arg(&w, session_id) : handle_arg(&w, handle);
   if (rc) return rc;
   rc = channel_args(&w, kind, channel, data);
   if (rc) return rc;
+  w.flags |= flags;
   return submit(p, &w, done, ud);
+}
+
+static int channel_write(presence_t *p, const char *session_id,
+                         presence_handle_t handle, presence_write_kind_t kind,
+                         const char *channel, const char *data,
+                         presence_done_cb done, void *ud) {
+  return channel_write_f(p, session_id, handle, kind, channel, data, 0, done,
+                         ud);
 }
 
 int presence_channel_join(presence_t *p, const char *session_id,
@@ -1202,6 +1212,12 @@ int presence_handle_update(presence_t *p, presence_handle_t handle,
                            presence_done_cb done, void *ud) {
   return channel_write(p, NULL, handle, PRESENCE_WRITE_UPDATE, channel, data,
                        done, ud);
+}
+int presence_handle_update_or_undo(presence_t *p, presence_handle_t handle,
+                                   const char *channel, const char *data,
+                                   presence_done_cb done, void *ud) {
+  return channel_write_f(p, NULL, handle, PRESENCE_WRITE_UPDATE, channel, data,
+                         PRESENCE_WRITE_F_UNDO, done, ud);
 }
 int presence_handle_leave(presence_t *p, presence_handle_t handle,
                           const char *channel, presence_done_cb done,

@@ -756,8 +756,9 @@ void chan_on_message(conn_t *c, const wsmsg_t *m) {
       ws_send_error(c, "internal", "out of memory", m->id);
       return;
     }
-    int rc = presence_handle_update(s->p, ws_handle(c), ch, m->data,
-                                    on_join_done, r);
+    /* store_unavailable says nothing happened: the store undoes it. */
+    int rc = presence_handle_update_or_undo(s->p, ws_handle(c), ch, m->data,
+                                            on_join_done, r);
     if (rc != 0) {
       ws_send_error(c, channel_error_code(rc), presence_strerror(rc), m->id);
       req_done(r);

@@ -2068,7 +2068,8 @@ static void join_done(rstore_t *st, req_t *r, redisReply *rep, int code) {
 /* An update (or a join of a session already a member) its caller is told
  * failed because Redis did not take it: not writable, the connection lost
  * with it in flight (ESTORE, ETIMEDOUT: the reconnect re-asserts), or
- * fenced. The local record gets back the data it replaced, unless a later
+ * fenced. With PRESENCE_WRITE_F_UNDO (op_channel keeps undo_data only
+ * then) the local record gets back the data it replaced, unless a later
  * write replaced it since: the re-assert asserts the local record, and
  * kept, the new data reached the other members once Redis was back, after
  * the client was told store_unavailable (an error means nothing
@@ -2110,6 +2111,11 @@ static int op_channel(rstore_t *st, const presence_write_t *w,
   }
   char *d = w->kind == PRESENCE_WRITE_LEAVE ? NULL : data_arg(st, w);
   int fresh_join = !j && w->kind == PRESENCE_WRITE_JOIN;
+  /* Undone if Redis does not take it (PRESENCE_WRITE_F_UNDO: a caller that
+   * reports the failure as nothing done); otherwise kept, made at the
+   * re-assert, as a join is: a backend's update is acknowledged before the
+   * store answers, and undone it was lost without a word. */
+  bool undo = (w->flags & PRESENCE_WRITE_F_UNDO) != 0;
   req_t *r = req_new(st, fresh_join                      ? join_done
                          : w->kind == PRESENCE_WRITE_LEAVE ? write_done
                                                            : update_done);
@@ -2145,7 +2151,7 @@ static int op_channel(rstore_t *st, const presence_write_t *w,
     *pp = j->next;
     xfree(st, j->data);
     xfree(st, j);
-  } else if (!ok && !fresh) {
+  } else if (!ok && !fresh && undo) {
     /* Not sent, its caller told store_unavailable: the record keeps the
      * data it had (update_done). */
     xfree(st, d);
@@ -2153,7 +2159,7 @@ static int op_channel(rstore_t *st, const presence_write_t *w,
     if (ok)
       queue_write(st, r, w->kind == PRESENCE_WRITE_JOIN ? "join" : "update",
                   w->kind == PRESENCE_WRITE_JOIN ? 5 : 4, args);
-    if (fresh) {
+    if (fresh || !undo) {
       xfree(st, j->data);
     } else {
       r->undo_data = j->data; /* put back if Redis does not take it */

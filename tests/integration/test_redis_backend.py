@@ -36,6 +36,8 @@ presenced sharing one real redis-server:
            session's channels in Redis count those joined through A): the
            backend is told (left, reason refused, the code), when detached
            before its welcome, and nobody lists it in the channel;
+  update_while_down: an update acknowledged while Redis is down is made
+           once it is back (the member re-asserted with its data).
   storm:   backends reconnecting to either instance at random while they
            open, close, re-assert, say bye and drop: once every window has
            run out, nobody is online and neither instance holds a
@@ -51,7 +53,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import *  # noqa: E402,F401,F403
 from backendlib import Backend, EventTap  # noqa: E402
-from test_redis_cluster import metrics, run_scenarios, statuses  # noqa: E402
+from test_redis_cluster import metrics, run_scenarios, statuses, wait_for  # noqa: E402
 
 N = 5000
 WINDOW_MS = 4000
@@ -366,6 +368,44 @@ async def join_refused(t, cl):
     await b.close()
 
 
+async def member_data(d, name):
+    r = await http(d, "GET", f"/v1/channels/{name}/members")
+    if r.status != 200:
+        return None
+    return {m.get("user_id"): m.get("data") for m in (r.json() or {}).get("members", [])}
+
+
+async def update_while_down(t, cl):
+    """A backend's update acknowledged while Redis is down (a batch is
+    acknowledged once sent, protocol.md 5.2; only refusals for good are
+    told after): the store keeps it and makes it once Redis is back, as the
+    backend was told. A WebSocket client's update in the same case is
+    answered store_unavailable and undone (test_redis_channels
+    update-lost); the backend's is not an error, so it must not be undone
+    either."""
+    A, B = cl.d[0], cl.d[1]
+    a = await Backend.connect(A, "ud-app")
+    ack = await a.batch([{"op": "open", "session": "ud-s1", "user": "ud-u"},
+                         {"op": "join", "session": "ud-s1", "channel": "ud-room", "data": {"v": 1}}])
+    t.eq("open and join applied", (ack.get("applied"), ack.get("errors")), (2, None))
+
+    async def data_is(v):
+        return await member_data(B, "ud-room") == {"ud-u": v}
+    t.check("B lists the member with its data", await wait_for(lambda: data_is({"v": 1}), 5) is not None)
+    cl.redis.kill()
+    await asyncio.sleep(0.5)
+    ack = await a.batch([{"op": "update", "session": "ud-s1", "channel": "ud-room", "data": {"v": 2}}])
+    t.eq("an update while Redis is down: acknowledged", (ack.get("applied"), ack.get("errors")), (1, None))
+    got = await left_notices(a, 1, 1.0)
+    t.eq("... and not refused afterwards", got, [])
+    cl.redis.start()
+    took = await wait_for(lambda: data_is({"v": 2}), 10)
+    t.check("Redis back (empty): the member is re-asserted with the acknowledged update's data",
+            took is not None, await member_data(B, "ud-room"))
+    await a.send({"type": "bye"})
+    await a.close()
+
+
 async def two_connections(t, cl):
     """One origin name connected to A and to B at once (protocol.md 5.1: a
     name is exclusive per instance, not across instances): both stay open;
@@ -671,6 +711,7 @@ SCENARIOS = [
     ("two_connections", two_connections, {"n": 2}),
     ("moved_channels", moved_channels, {"n": 2}),
     ("http_refused", http_refused, {"n": 2, "extra": {"--max-sessions-per-user": "1"}}),
+    ("update_while_down", update_while_down, {"n": 2}),
     ("join_refused", join_refused,
      {"n": 2, "lease": 6000, "extra": {"--max-channels-per-session": "2",
                                        "--redis-timeout-ms": "5000"}}),

@@ -964,6 +964,30 @@ int presence_session_adopt(presence_t *p, const char *session_id,
                            const char *user_id, const char *meta,
                            const char *device, presence_handle_t *handle,
                            presence_done_cb done, void *ud);
+/* How presence_session_open_opts opens a session. A zeroed struct opens
+ * as presence_session_open_device with device NULL. */
+typedef struct presence_open_opts {
+  const char *device; /* NULL: PRESENCE_DEVICE_DEFAULT */
+  /* PRESENCE_ONLINE (0 is taken as it) or PRESENCE_IDLE: a session that
+   * opens idle (a reconnecting tab whose user is away) makes the user idle,
+   * not online, so watchers see the transition that happened and no other
+   * (offline -> idle, reason connect; nothing for a user already idle or
+   * online but the session's own session.connected). Else ESTATUS. */
+  presence_status_t status;
+  unsigned flags; /* PRESENCE_OPEN_RANDOM_ID, PRESENCE_OPEN_ADOPT */
+} presence_open_opts_t;
+/* The id was drawn at random: as presence_session_open_random. */
+#define PRESENCE_OPEN_RANDOM_ID 0x1u
+/* Take the session over from another instance: as presence_session_adopt
+ * (a session taken over keeps the status it had). */
+#define PRESENCE_OPEN_ADOPT 0x2u
+/* The open functions above in one, with the session's initial status, in
+ * one store write. opts NULL: all zero. */
+int presence_session_open_opts(presence_t *p, const char *session_id,
+                               const char *user_id, const char *meta,
+                               const presence_open_opts_t *opts,
+                               presence_handle_t *handle,
+                               presence_done_cb done, void *ud);
 /* Validate a device word as the library would (0 or PRESENCE_EDEVICE). */
 int presence_device_check(const char *device);
 /* Validate a message as presence_user_set_message would, with max_chars

@@ -664,11 +664,13 @@ int presence_session_open(presence_t *p, const char *session_id,
 static int open_session(presence_t *p, const char *session_id,
                         const char *user_id, const char *meta,
                         const char *device, unsigned flags,
-                        presence_handle_t *handle, presence_done_cb done,
-                        void *ud) {
+                        presence_status_t status, presence_handle_t *handle,
+                        presence_done_cb done, void *ud) {
   presence_write_t w;
   if (!p) return PRESENCE_EINVAL;
   if (handle) *handle = PRESENCE_HANDLE_NONE;
+  if (status != PRESENCE_ONLINE && status != PRESENCE_IDLE)
+    return PRESENCE_ESTATUS;
   int rc = session_arg(&w, session_id);
   if (rc) return rc;
   if (device) {
@@ -690,7 +692,7 @@ static int open_session(presence_t *p, const char *session_id,
     w.meta_len = n;
   }
   w.kind = PRESENCE_WRITE_CONNECT;
-  w.status = PRESENCE_ONLINE;
+  w.status = status;
   w.reason = PRESENCE_REASON_CONNECT;
   w.handle_out = handle;
   w.flags = flags;
@@ -701,8 +703,8 @@ int presence_session_open_device(presence_t *p, const char *session_id,
                                  const char *user_id, const char *meta,
                                  const char *device, presence_handle_t *handle,
                                  presence_done_cb done, void *ud) {
-  return open_session(p, session_id, user_id, meta, device, 0, handle, done,
-                      ud);
+  return open_session(p, session_id, user_id, meta, device, 0,
+                      PRESENCE_ONLINE, handle, done, ud);
 }
 
 int presence_session_open_random(presence_t *p, const char *session_id,
@@ -710,7 +712,8 @@ int presence_session_open_random(presence_t *p, const char *session_id,
                                  const char *device, presence_handle_t *handle,
                                  presence_done_cb done, void *ud) {
   return open_session(p, session_id, user_id, meta, device,
-                      PRESENCE_WRITE_F_RANDOM_ID, handle, done, ud);
+                      PRESENCE_WRITE_F_RANDOM_ID, PRESENCE_ONLINE, handle, done,
+                      ud);
 }
 
 int presence_session_adopt(presence_t *p, const char *session_id,
@@ -718,7 +721,24 @@ int presence_session_adopt(presence_t *p, const char *session_id,
                            const char *device, presence_handle_t *handle,
                            presence_done_cb done, void *ud) {
   return open_session(p, session_id, user_id, meta, device,
-                      PRESENCE_WRITE_F_ADOPT, handle, done, ud);
+                      PRESENCE_WRITE_F_ADOPT, PRESENCE_ONLINE, handle, done, ud);
+}
+
+int presence_session_open_opts(presence_t *p, const char *session_id,
+                               const char *user_id, const char *meta,
+                               const presence_open_opts_t *opts,
+                               presence_handle_t *handle,
+                               presence_done_cb done, void *ud) {
+  static const presence_open_opts_t none;
+  if (!opts) opts = &none;
+  if (opts->flags & ~(PRESENCE_OPEN_RANDOM_ID | PRESENCE_OPEN_ADOPT))
+    return PRESENCE_EINVAL;
+  unsigned flags = 0;
+  if (opts->flags & PRESENCE_OPEN_RANDOM_ID) flags |= PRESENCE_WRITE_F_RANDOM_ID;
+  if (opts->flags & PRESENCE_OPEN_ADOPT) flags |= PRESENCE_WRITE_F_ADOPT;
+  return open_session(p, session_id, user_id, meta, opts->device, flags,
+                      opts->status ? opts->status : PRESENCE_ONLINE, handle,
+                      done, ud);
 }
 
 static bool end_reason_ok(presence_reason_t reason) {

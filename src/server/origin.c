@@ -535,9 +535,14 @@ static const char *op_open(srv_t *s, origin_t *o, const bop_t *op,
    * here: no event for them (the store refuses the same id of another
    * user). */
   int adopt = op->from_sync && srv_async(s);
-  int rc = (adopt ? presence_session_adopt : presence_session_open_device)(
-      s->p, op->session, op->user, meta, op->device, &h,
-      ud ? on_open_done : NULL, ud);
+  /* Opened with its status in the same write: an idle session makes its
+   * user idle, never online first (watchers would see a blink). */
+  presence_open_opts_t oo = {
+      .device = op->device,
+      .status = op->status == PRESENCE_IDLE ? PRESENCE_IDLE : PRESENCE_ONLINE,
+      .flags = adopt ? PRESENCE_OPEN_ADOPT : 0};
+  int rc = presence_session_open_opts(s->p, op->session, op->user, meta, &oo,
+                                      &h, ud ? on_open_done : NULL, ud);
   free(meta);
   if (rc != 0) {
     free(ud);
@@ -563,7 +568,7 @@ static const char *op_open(srv_t *s, origin_t *o, const bop_t *op,
   if (o->syncing) o->sync_opened++;
   /* An adopted session keeps the status it had: the re-asserted one is
    * set (an event only if it differs). */
-  if (op->status == PRESENCE_IDLE || adopt)
+  if (adopt)
     presence_handle_set_status(
         s->p, h, op->status ? (presence_status_t)op->status : PRESENCE_ONLINE,
         NULL, NULL);
@@ -1009,9 +1014,13 @@ const char *origin_http_put(srv_t *s, const char *session_id,
   /* On Redis a renewal may reach any instance (a load balancer in front of
    * serverless callers): it takes the session over from the instance that
    * had it, with no event, and that one's TTL then ends nothing. */
-  int rc = (srv_async(s) ? presence_session_adopt : presence_session_open_device)(
-      s->p, session_id, user, meta, device, &h, q ? on_http_open_done : NULL,
-      q);
+  /* Opened with its status in the same write (no online before idle). */
+  presence_open_opts_t oo = {
+      .device = device,
+      .status = status == PRESENCE_IDLE ? PRESENCE_IDLE : PRESENCE_ONLINE,
+      .flags = srv_async(s) ? PRESENCE_OPEN_ADOPT : 0};
+  int rc = presence_session_open_opts(s->p, session_id, user, meta, &oo, &h,
+                                      q ? on_http_open_done : NULL, q);
   if (rc != 0) {
     free(q);
     return http_put_error(rc, http_status);
@@ -1043,7 +1052,9 @@ const char *origin_http_put(srv_t *s, const char *session_id,
     *pending = 1;
   }
   r->u.deadline = (uint32_t)(srv_now_mono(s) + ttl_ms);
-  if (status == PRESENCE_IDLE)
+  /* A session taken over keeps the status it had: the asked one is set
+   * (no event if it is that). */
+  if (status == PRESENCE_IDLE && srv_async(s))
     presence_handle_set_status(s->p, h, PRESENCE_IDLE, NULL, NULL);
   *created = 1;
   return NULL;

@@ -1210,7 +1210,7 @@ static void send_welcome(conn_t *c) {
 
 /* Open the session in the library. 0 when it is open (or, on an
  * asynchronous store, asked for), -1 when the connection was closed. */
-static int open_session(conn_t *c) {
+static int open_session(conn_t *c, presence_status_t status) {
   srv_t *s = c->srv;
   wsconn_t *w = c->u.ws;
   /* With an asynchronous store the outcome comes later: ELIMIT (counted
@@ -1218,10 +1218,12 @@ static int open_session(conn_t *c) {
    * EFENCED mean the session is kept and re-asserted once Redis is back. */
   if (srv_async(s)) conn_ref(c);
   /* The id is ours, a random UUIDv4: no cluster-wide claim needed. */
-  int rc = presence_session_open_random(
-      s->p, w->session_id, w->user, w->more ? w->more->meta : NULL,
-      w->more ? w->more->device : NULL, &w->handle,
-      srv_async(s) ? on_open_done : NULL, c);
+  presence_open_opts_t oo = {.device = w->more ? w->more->device : NULL,
+                             .status = status,
+                             .flags = PRESENCE_OPEN_RANDOM_ID};
+  int rc = presence_session_open_opts(
+      s->p, w->session_id, w->user, w->more ? w->more->meta : NULL, &oo,
+      &w->handle, srv_async(s) ? on_open_done : NULL, c);
   if (rc != 0 && srv_async(s)) conn_unref(c);
   if (w->more) { /* meta is stored by the library; not needed here */
     free(w->more->meta);
@@ -1250,11 +1252,30 @@ static int open_session(conn_t *c) {
   return 0;
 }
 
+/* ?status=: the status the session opens with (docs/protocol.md 1). A
+ * client that reconnects while its user is idle says so here, so that
+ * watchers see no online between (a status message after the welcome
+ * would come one transition late). 0 with *st, or -1 after answering 400
+ * bad_status. */
+static int read_status(conn_t *c, http_req_t *r, presence_status_t *st) {
+  size_t l;
+  const char *q = http_query(r, "status", &l);
+  *st = PRESENCE_ONLINE;
+  if (!q) return 0;
+  if (l == 4 && memcmp(q, "idle", 4) == 0) *st = PRESENCE_IDLE;
+  else if (!(l == 6 && memcmp(q, "online", 6) == 0)) {
+    http_error(c, 400, "bad_status", "status must be online or idle");
+    return -1;
+  }
+  return 0;
+}
+
 void ws_upgrade(conn_t *c, http_req_t *r, const char *rest, size_t restlen) {
   char accept[29];
   jwt_claims_t claims;
+  presence_status_t status;
   if (ws_handshake_check(c, r, accept) != 0 || check_origin(c, r) != 0 ||
-      read_token(c, r, &claims) != 0 ||
+      read_status(c, r, &status) != 0 || read_token(c, r, &claims) != 0 ||
       switch_protocols(c, r, accept, &claims) != 0)
     return;
   /* On Redis the session may still be refused (sessions per user are
@@ -1263,7 +1284,7 @@ void ws_upgrade(conn_t *c, http_req_t *r, const char *rest, size_t restlen) {
    * too_many_sessions. The answer may also come at once, inside the call. */
   int async = srv_async(c->srv);
   c->u.ws->welcome_pending = (uint8_t)async;
-  if (open_session(c) != 0 || c->closing || !c->u.ws) return;
+  if (open_session(c, status) != 0 || c->closing || !c->u.ws) return;
   if (c->u.ws->welcome_pending) {
     hold_input(c, rest, restlen);
     return;

@@ -900,7 +900,11 @@ static int op_connect(mstore_t *m, const presence_write_t *w) {
     meta[w->meta_len] = '\0';
   }
   s->key.len = (uint8_t)k.len;
-  state_set_status(&s->key.spare[S_STATE], PRESENCE_ONLINE);
+  /* A session may open idle (presence_session_open_opts): the status it
+   * has from the start, so the user's transition is the real one. */
+  const bool idle = w->status == PRESENCE_IDLE;
+  const presence_status_t st = idle ? PRESENCE_IDLE : PRESENCE_ONLINE;
+  state_set_status(&s->key.spare[S_STATE], st);
   s->key.spare[S_REASON] = PRESENCE_REASON_CONNECT;
   memcpy(s->id, k.bytes, presence__key_bytes(k.len));
   if (k.len != PRESENCE__KEY_BIN16) s->id[k.len] = '\0';
@@ -950,32 +954,40 @@ static int op_connect(mstore_t *m, const presence_write_t *w) {
   s->key.own = u->sessions;
   u->sessions = link_of(s);
   u->n_sessions++;
-  u->n_online++;
-  t48_put(u->last_active48, now);
   m->stats.sessions++;
-  if (m->inactivity) {
-    act_t *a = act_of(s);
-    act_push(m, a, rel_now(m));
+  /* An idle session is no activity: last_active and the inactivity timer
+   * are for online sessions (as op_set_status leaves them for an explicit
+   * idle, which only the client brings back). */
+  if (!idle) {
+    u->n_online++;
+    t48_put(u->last_active48, now);
+    if (m->inactivity) {
+      act_t *a = act_of(s);
+      act_push(m, a, rel_now(m));
+    }
   }
   presence_status_t dev_from = dev_best(m, u, sess_dev(s), s);
+  const presence_status_t dev_to = best_of(dev_from, st);
   /* Back inside the offline grace on the device it left from: watchers
    * were never told that device went (see op_end), so it is no change. */
   if (back_in_grace && u->n_sessions == 1 && sess_dev(s) == dev_in_grace)
     dev_from = u_status(u);
   grace_cancel(u);
-  if (u_status(u) != PRESENCE_ONLINE) {
+  /* The best over the user's sessions: an idle session makes an offline
+   * user idle and changes nothing for an idle or online one. */
+  const presence_status_t uto = computed(u);
+  if (u_status(u) != uto) {
     /* One record for the two events (presence__ev_first_t), the session's
      * metadata in it. */
     presence__ev_first_t first = {.type = PRESENCE_EV_SESSION_CONNECTED,
                                   .from = PRESENCE_OFFLINE,
-                                  .to = PRESENCE_ONLINE,
+                                  .to = (uint8_t)st,
                                   .meta = sess_meta(s)};
-    user_transition(m, u, PRESENCE_ONLINE, PRESENCE_REASON_CONNECT, s,
-                    dev_from, PRESENCE_ONLINE, now, &first);
+    user_transition(m, u, uto, PRESENCE_REASON_CONNECT, s, dev_from, dev_to,
+                    now, &first);
   } else {
     emit_session(m, PRESENCE_EV_SESSION_CONNECTED, s, PRESENCE_REASON_CONNECT,
-                 PRESENCE_OFFLINE, PRESENCE_ONLINE, dev_from, PRESENCE_ONLINE,
-                 0, now);
+                 PRESENCE_OFFLINE, st, dev_from, dev_to, 0, now);
   }
   t48_put(u->last_seen48, now);
   return 0;

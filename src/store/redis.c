@@ -1888,7 +1888,10 @@ static int op_connect(rstore_t *st, const presence_write_t *w,
   s->wire = sid20_pack(s->id, w->session_id_len, packed) ? packed : s->id;
   s->key.hash = presence__hash(w->session_id, w->session_id_len);
   s->key.len = (uint8_t)w->session_id_len;
-  s->key.spare[S_STATUS] = PRESENCE_ONLINE;
+  /* Opened idle or online (presence_session_open_opts); a resync
+   * re-asserts what is kept here. */
+  s->key.spare[S_STATUS] =
+      w->status == PRESENCE_IDLE ? PRESENCE_IDLE : PRESENCE_ONLINE;
   s->key.spare[S_REASON] = PRESENCE_REASON_CONNECT;
   s->user = user;
   /* Stored as the script keeps it: '=' then the text, so "" is a meta. */
@@ -1924,7 +1927,11 @@ static int op_connect(rstore_t *st, const presence_write_t *w,
     return 0;
   }
   char maxs[24];
-  maxs[presence__resp_dec(maxs, st->h.max_sessions_per_user)] = '\0';
+  size_t ml = presence__resp_dec(maxs, st->h.max_sessions_per_user);
+  /* An idle open rides on the limit as a suffix (presence.lua w_connect):
+   * no argument more, and an online connect sends what it did. */
+  if (w->status == PRESENCE_IDLE) maxs[ml++] = 'i';
+  maxs[ml] = '\0';
   const char *args[] = {s->wire, s->user, meta ? meta : "", maxs};
   /* A take-over (PRESENCE_WRITE_F_ADOPT) is a connect that may also move
    * the same user's session from another instance to this one. */

@@ -588,6 +588,48 @@ async def test_join_over_the_limit(t, d, args):
     await b.close()
 
 
+async def backend_idle_open(t, db, dt, prefix):
+    """A backend open and an HTTP PUT with status idle (protocol.md 5,
+    api.md): the session opens idle in one store write, so a user with no
+    other session goes offline -> idle (one user.idle, reason connect) and
+    never online; a second idle session of the user emits only its
+    session.connected. db: the instance the backend and the PUT talk to;
+    dt: the one whose event stream is read."""
+    tap = await EventTap.open(dt)
+    b = await Backend.connect(db, prefix + "-origin")
+    u = prefix + "-u"
+    a = await b.batch([{"op": "open", "session": prefix + "-s1", "user": u, "status": "idle"}])
+    t.eq("backend open idle: applied", (a.get("applied"), a.get("errors")), (1, None))
+    a = await b.batch([{"op": "open", "session": prefix + "-s2", "user": u, "status": "idle"}])
+    t.eq("a second backend open idle: applied", (a.get("applied"), a.get("errors")), (1, None))
+    hu = prefix + "-h"
+    r = await http(db, "PUT", f"/v1/sessions/{prefix}-h1",
+                   body=json.dumps({"user": hu, "ttl_ms": 60000, "status": "idle"}))
+    t.eq("PUT with status idle: 201", r.status, 201)
+    for who in (u, hu):
+        r = await http(dt, "GET", f"/v1/users/{who}")
+        t.eq(f"{who}: idle", (r.json() or {}).get("status"), "idle")
+    await tap.quiet(0.6)
+    evs = [(e.get("type"), e.get("reason"), e.get("from"), e.get("to")) for e in tap.events()
+           if e.get("user_id") == u]
+    t.eq("backend: offline -> idle once, no online; the second session only connects", evs, [
+        ("session.connected", "connect", None, "idle"),
+        ("user.idle", "connect", "offline", "idle"),
+        ("session.connected", "connect", None, "idle")])
+    evs = [(e.get("type"), e.get("reason"), e.get("from"), e.get("to")) for e in tap.events()
+           if e.get("user_id") == hu]
+    t.eq("PUT: offline -> idle once, no online", evs, [
+        ("session.connected", "connect", None, "idle"),
+        ("user.idle", "connect", "offline", "idle")])
+    tap.close()
+    await b.send({"type": "bye"})
+    await b.close()
+
+
+async def test_idle_open(t, d, args):
+    await backend_idle_open(t, d, d, "bi")
+
+
 if __name__ == "__main__":
     run([
         ("backend", {"--origin-resume-ms": str(WINDOW_MS)},
@@ -597,6 +639,7 @@ if __name__ == "__main__":
         ("backend-limits", {"--origin-lease-ms": "600", "--max-origins": "2"},
          [test_lease_and_limits]),
         ("http-sessions", {}, [test_http_sessions, test_meta_and_data_as_written]),
+        ("backend-idle-open", {}, [test_idle_open]),
         ("backend-reset", {}, [test_reset_during_batch]),
         ("backend-removal", {}, [test_channel_removal]),
         ("backend-join-limit", {"--max-channels-per-session": "2"},

@@ -54,6 +54,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import *  # noqa: E402,F401,F403
 from backendlib import Backend, EventTap  # noqa: E402
 from test_redis_cluster import metrics, run_scenarios, statuses, wait_for  # noqa: E402
+from test_backend import backend_idle_open  # noqa: E402
 
 N = 5000
 WINDOW_MS = 4000
@@ -696,6 +697,12 @@ async def storm(t, cl):
          [None] * 6)
 
 
+async def idle_open(t, cl):
+    """Backend and HTTP sessions opened idle through A (the script's connect
+    with the status, or its take-over's fallback), the log read on B."""
+    await backend_idle_open(t, cl.d[0], cl.d[1], "ri")
+
+
 SCENARIOS = [
     ("moved", moved, {"n": 2, "extra": {"--origin-resume-ms": str(WINDOW_MS)}}),
     ("a_dies", a_dies, {"n": 2, "lease": 2000, "extra": {"--origin-resume-ms": str(WINDOW_MS)}}),
@@ -712,6 +719,7 @@ SCENARIOS = [
     ("moved_channels", moved_channels, {"n": 2}),
     ("http_refused", http_refused, {"n": 2, "extra": {"--max-sessions-per-user": "1"}}),
     ("update_while_down", update_while_down, {"n": 2}),
+    ("idle_open", idle_open, {"n": 2}),
     ("join_refused", join_refused,
      {"n": 2, "lease": 6000, "extra": {"--max-channels-per-session": "2",
                                        "--redis-timeout-ms": "5000"}}),

@@ -14,7 +14,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import *  # noqa: E402,F401,F403
 from test_redis_cluster import read_log, run_scenarios, user, wait_for  # noqa: E402
-from test_user_status import device_map_follows, member_since_veiled, times_stay_veiled  # noqa: E402
+from test_user_status import device_map_follows, idle_open, member_since_veiled, times_stay_veiled  # noqa: E402
 
 
 def entry(msg, uid):
@@ -186,11 +186,19 @@ async def test_member_since_across_instances(t, cl):
     await member_since_veiled(t, A, C, "rm-ann", timeout=5)
 
 
+async def test_idle_open_across_instances(t, cl):
+    # Her sessions open idle on A (the script's connect with the status),
+    # the watcher and the log read on C.
+    A, B, C = cl.d
+    await idle_open(t, A, C, "ri-idle", timeout=5)
+
+
 SCENARIOS = [("settings", test_settings_across_instances, {}),
              ("device-map", test_device_map_across_instances, {}),
              ("invisible", test_invisible_across_instances, {"extra": {"--offline-grace-ms": "1500"}}),
              ("veil", test_veil_across_instances, {"extra": {"--offline-grace-ms": "1500"}}),
-             ("member-since", test_member_since_across_instances, {})]
+             ("member-since", test_member_since_across_instances, {}),
+             ("idle-open", test_idle_open_across_instances, {})]
 
 if __name__ == "__main__":
     sys.exit(run_scenarios(SCENARIOS, 90))

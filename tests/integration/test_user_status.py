@@ -519,6 +519,75 @@ async def test_bad_input(t, d, args):
     await c.close()
 
 
+async def idle_open(t, dc, dw, uid, timeout=3.0):
+    """A session that opens idle (?status=idle, docs/protocol.md 1): its
+    user, offline, becomes idle with no online in between, for a watcher
+    (on dw) and in the event log (one user.idle, reason connect, no
+    user.online); a second idle session changes nothing a watcher sees; an
+    online user opening an idle session emits only its session.connected;
+    a status other than online or idle is a 400 bad_status, nothing opened.
+    dc: the instance the sessions open on."""
+    bad = await RawWS.open(dc, tok=token(uid) + "&status=away")
+    r = bad.response()
+    bad.close()
+    t.check("?status=away: HTTP 400 bad_status with a JSON error",
+            r.status == 400 and r.error_code == "bad_status", r)
+    w = await Client.connect(dw, uid + "-w", watch="*")
+    await w.send({"type": "subscribe", "users": [uid], "id": 1})
+    snap = await w.expect_type("presence", timeout, snapshot=True)
+    t.eq("idle open: the watcher's snapshot says offline",
+         (entry(snap, uid) or {}).get("status"), "offline")
+    # The query rides after the token (Client builds ?token=...).
+    a = await Client.connect(dc, uid, tok=token(uid) + "&status=idle")
+    t.check("idle open: welcomed", (a.welcome or {}).get("type") == "welcome", a.welcome)
+    ch = entry(await w.change(uid, timeout), uid) or {}
+    t.check("idle open: the watcher's first change is idle (offline -> idle, no online)",
+            ch.get("status") == "idle" and ch.get("from") == "offline"
+            and ch.get("device_status") == "idle" and ch.get("reason") == "connect", ch)
+    t.eq("idle open: nothing more for the watcher", await w.changes(1.0, uid), [])
+    j = (await http(dw, "GET", f"/v1/users/{uid}")).json() or {}
+    t.check("idle open: the API says idle, one session",
+            j.get("status") == "idle" and j.get("sessions") == 1, j)
+    b = await Client.connect(dc, uid, tok=token(uid) + "&status=idle")
+    t.eq("a second idle session: nothing for the watcher", await w.changes(1.0, uid), [])
+    await a.send({"type": "status", "status": "online", "id": "on"})
+    await a.expect_type("ack", timeout, id="on")
+    ch = entry(await w.change(uid, timeout), uid) or {}
+    t.eq("back online: the watcher sees online", ch.get("status"), "online")
+    c = await Client.connect(dc, uid, tok=token(uid) + "&status=idle")
+    t.eq("an idle session of an online user: nothing for the watcher",
+         await w.changes(1.0, uid), [])
+    log = [e["data"] for e in await SSE_collect_log(dw)]
+    mine = [(e.get("type"), e.get("reason"), e.get("from"), e.get("to")) for e in log
+            if isinstance(e, dict) and e.get("user_id") == uid]
+    t.eq("the log: each real transition once, the sessions opened idle", mine, [
+        ("session.connected", "connect", None, "idle"),
+        ("user.idle", "connect", "offline", "idle"),
+        ("session.connected", "connect", None, "idle"),
+        ("session.status", "explicit", "idle", "online"),
+        ("user.online", "explicit", "idle", "online"),
+        ("session.connected", "connect", None, "idle")])
+    for x in (a, b, c, w):
+        await x.close()
+
+
+async def SSE_collect_log(d, quiet=0.8):
+    """The event log from its start, as SSE records."""
+    s = await SSE.open(d, after=0)
+    out = []
+    while True:
+        got = await s.collect(quiet)
+        if not got:
+            break
+        out += got
+    s.close()
+    return out
+
+
+async def test_idle_open(t, d, args):
+    await idle_open(t, d, d, "idle-ann")
+
+
 async def ctl(d, *argv):
     """presencectl (next to presenced) against d: (exit code, stdout, stderr)."""
     binary = os.path.join(os.path.dirname(os.path.abspath(parse_args().presenced)), "presencectl")
@@ -570,7 +639,8 @@ if __name__ == "__main__":
         ("user-status", {"--offline-grace-ms": "0"},
          [test_watcher_sees_masked_changes_once, test_device_map_follows_availability,
           test_message_and_expiry,
-          test_backend_sets_for_any_user, test_bad_input, test_presencectl]),
+          test_backend_sets_for_any_user, test_bad_input, test_presencectl,
+          test_idle_open]),
         ("user-status-limit", {"--offline-grace-ms": "0", "--message-max-chars": "10"},
          [test_configured_limit]),
         ("user-status-grace", {"--offline-grace-ms": "1500"},

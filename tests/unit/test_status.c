@@ -1130,6 +1130,74 @@ static void leaving_invisible_keeps_the_veil(void **state) {
   fx_free(f);
 }
 
+/* A session opened idle (presence_session_open_opts): the user's real
+ * transition only, offline -> idle, never online between; a second idle
+ * session and an idle session of an online user only connect; the device
+ * map follows; last_active is not an idle session's. */
+static void open_idle_is_one_transition(void **state) {
+  (void)state;
+  fx_t *f = fx_new(0);
+  dev_seen_t d = {0};
+  presence_on_event(f->p, on_session_event, &d);
+  presence_open_opts_t idle = {.status = PRESENCE_IDLE};
+  presence_open_opts_t bad = {.status = PRESENCE_OFFLINE + 3};
+  assert_int_equal(presence_session_open_opts(f->p, "x", "u", NULL, &bad,
+                                              NULL, NULL, NULL),
+                   PRESENCE_ESTATUS);
+  assert_int_equal(f->rec.n, 0);
+  assert_int_equal(presence_session_open_opts(f->p, "i1", "u", NULL, &idle,
+                                              NULL, NULL, NULL),
+                   0);
+  assert_int_equal(f->rec.n, 2);
+  assert_int_equal(f->rec.ev[0].type, PRESENCE_EV_SESSION_CONNECTED);
+  assert_int_equal(f->rec.ev[0].to, PRESENCE_IDLE);
+  assert_int_equal(f->rec.ev[1].type, PRESENCE_EV_USER_IDLE);
+  assert_int_equal(f->rec.ev[1].reason, PRESENCE_REASON_CONNECT);
+  assert_int_equal(f->rec.ev[1].from, PRESENCE_OFFLINE);
+  assert_int_equal(d.from, PRESENCE_OFFLINE); /* the session event's device */
+  assert_int_equal(d.to, PRESENCE_IDLE);
+  presence_user_info_t info;
+  assert_int_equal(presence_user_get(f->p, "u", &info), 0);
+  assert_int_equal(info.status, PRESENCE_IDLE);
+  assert_int_equal(info.last_active_ms, 0); /* never online */
+  assert_int_equal(device_of(&info, "web")->status, PRESENCE_IDLE);
+  presence_session_info_t si;
+  assert_int_equal(presence_session_get(f->p, "i1", &si), 0);
+  assert_int_equal(si.status, PRESENCE_IDLE);
+
+  /* A second idle session: its connect only, nothing a watcher sees. */
+  int vis = f->visible;
+  assert_int_equal(presence_session_open_opts(f->p, "i2", "u", NULL, &idle,
+                                              NULL, NULL, NULL),
+                   0);
+  assert_int_equal(f->rec.n, 3);
+  assert_int_equal(f->rec.ev[2].type, PRESENCE_EV_SESSION_CONNECTED);
+  assert_int_equal(f->visible, vis);
+  /* Online, then an idle session of another device: its connect only, the
+   * new device idle. */
+  presence_session_connect(f->p, "o1", "u", NULL, NULL, NULL);
+  size_t n = f->rec.n;
+  presence_open_opts_t mob = {.status = PRESENCE_IDLE, .device = "mobile"};
+  assert_int_equal(presence_session_open_opts(f->p, "m1", "u", NULL, &mob,
+                                              NULL, NULL, NULL),
+                   0);
+  assert_int_equal(f->rec.n, n + 1);
+  assert_int_equal(f->rec.ev[n].type, PRESENCE_EV_SESSION_CONNECTED);
+  assert_int_equal(f->rec.ev[n].to, PRESENCE_IDLE);
+  assert_string_equal(d.device, "mobile");
+  assert_int_equal(d.from, PRESENCE_OFFLINE);
+  assert_int_equal(d.to, PRESENCE_IDLE);
+  assert_int_equal(presence_user_get(f->p, "u", &info), 0);
+  assert_int_equal(info.status, PRESENCE_ONLINE);
+  assert_int_equal(device_of(&info, "mobile")->status, PRESENCE_IDLE);
+  /* The online one goes: the user is idle, as its sessions are. */
+  presence_session_disconnect(f->p, "o1", NULL, NULL);
+  assert_int_equal(presence_user_get(f->p, "u", &info), 0);
+  assert_int_equal(info.status, PRESENCE_IDLE);
+  assert_int_equal(f->rec.ev[f->rec.n - 1].type, PRESENCE_EV_USER_IDLE);
+  fx_free(f);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(visibility_table_every_cell),
@@ -1150,6 +1218,7 @@ int main(void) {
       cmocka_unit_test(reload_in_grace_is_silent),
       cmocka_unit_test(shown_version_hides_hidden_changes),
       cmocka_unit_test(leaving_invisible_keeps_the_veil),
+      cmocka_unit_test(open_idle_is_one_transition),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1533,7 +1533,20 @@ end
 -- the caller has checked the fence.
 local function w_connect(b)
   local sid, u, m = ARGV[b], ARGV[b + 1], ARGV[b + 2]
-  local maxs = NUMOF[ARGV[b + 3]] or tonumber(ARGV[b + 3])
+  -- The limit, then 'i' for a session that opens idle (redis.c op_connect):
+  -- a suffix rather than one more argument, so an online connect (the
+  -- common one) reads what it did.
+  local mx = ARGV[b + 3]
+  local maxs, st = NUMOF[mx], ON
+  if not maxs then
+    if string.byte(mx, -1) == 105 then
+      st = IDLE
+      mx = string.sub(mx, 1, -2)
+      maxs = NUMOF[mx] or tonumber(mx)
+    else
+      maxs = tonumber(mx)
+    end
+  end
   -- Claims the id cluster-wide in the same call that checks it.
   local xk = ix_key(sid)
   if redis.call('HSETNX', xk, sid, sidx_val(u, iid)) == 0 then
@@ -1545,7 +1558,7 @@ local function w_connect(b)
     return E_LIMIT
   end
   ixd = ixd + 1
-  add_session(sid, u, m, ON, R_CONNECT, now, U, true)
+  add_session(sid, u, m, st, R_CONNECT, now, U, true)
   return 0
 end
 

@@ -341,7 +341,13 @@ export class PresenceClient {
         if (gen !== this._gen || !this._wanted) return;
         if (typeof base !== 'string' || !base) throw new TypeError('options.url() gave no URL');
       }
-      const url = base + (base.includes('?') ? '&' : '?') + 'token=' + encodeURIComponent(token);
+      // A tab that is idle (detected or set) opens its session idle
+      // (protocol.md 1): watchers of a user whose only tab it is see no
+      // online in between. The status is still sent after the welcome,
+      // which changes nothing on a server that took status=idle and sets
+      // it on an older one that ignores the parameter.
+      const url = base + (base.includes('?') ? '&' : '?') + (this.status === 'idle' ? 'status=idle&' : '') +
+        'token=' + encodeURIComponent(token);
       ws = new this._WebSocket(url);
     } catch (error) {
       this._emit('error', { kind: 'socket', message: String(error && error.message || error), error });
@@ -549,7 +555,9 @@ export class PresenceClient {
     this._lastUserId = m.user_id;
     this._openedAt = this._now();
     this._everOpened = true;
-    this._sentStatus = 'online'; // a new session starts online
+    // Online unless the URL said idle, which an older server ignores: so
+    // an idle status is sent again (no event where it is already idle).
+    this._sentStatus = 'online';
     this._setState(OPEN, { sessionId: m.session_id, userId: m.user_id, heartbeatMs: m.heartbeat_ms, timeoutMs: m.timeout_ms });
     this._emit('welcome', m);
     this._armRefresh(m.exp);

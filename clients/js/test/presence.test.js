@@ -319,6 +319,39 @@ test('status set before connecting is applied after welcome', async () => {
   assert.deepEqual(ws.sent[0], { type: 'status', id: ws.sent[0].id, status: 'idle' });
 });
 
+test('an idle tab (re)connects with status=idle in the URL, a string URL or a function\'s', async () => {
+  const env = setup({ idle: { timeoutMs: 5000 } });
+  env.client.connect();
+  let ws = await opened(env);
+  assert.equal(ws.url, 'ws://example.test/v1/ws?token=tok1', 'online: no status in the URL');
+  env.clock.advance(6000);
+  assert.equal(env.client.status, 'idle');
+  ws.serverClose(1006);
+  env.clock.advance(2000);
+  await flush();
+  ws = env.sockets.at(-1);
+  assert.equal(ws.url, 'ws://example.test/v1/ws?status=idle&token=tok2', 'idle by detection: status=idle');
+  ws.serverOpen();
+  // Sent again after the welcome: nothing on a server that opened it idle,
+  // and right on one that ignored the parameter.
+  assert.deepEqual(ws.sent.filter((m) => m.type === 'status').map((m) => m.status), ['idle']);
+  env.win.dispatch('keydown');
+  assert.equal(env.client.status, 'online');
+  ws.serverClose(1006);
+  env.clock.advance(2000);
+  await flush();
+  assert.equal(env.sockets.at(-1).url, 'ws://example.test/v1/ws?token=tok3', 'active again: no status');
+  env.client.close();
+
+  const { FakeWebSocket, sockets } = makeFakeWebSocket();
+  const c = new PresenceClient({ url: async () => 'ws://two/v1/ws?x=1', getToken: async () => 't', WebSocket: FakeWebSocket, window: null, document: null });
+  c.setStatusIdle();
+  c.connect();
+  await flush();
+  assert.equal(sockets[0].url, 'ws://two/v1/ws?x=1&status=idle&token=t', 'set idle, url a function with a query');
+  c.close();
+});
+
 test('idle detection: idle after the timeout without activity, online on activity, throttled', async () => {
   const env = setup({ idle: { timeoutMs: 1500, throttleMs: 1000 } });
   env.client.connect();

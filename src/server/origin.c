@@ -440,11 +440,33 @@ static const char *channel_error(int rc, const char **msg) {
  * inside the call (the Redis shards' claim, when the id's shard is not
  * registered): such an answer is kept for op_open (in_call), which then
  * frees the request. */
+
+/* An answer a store may give inside the call that asked for it: kept for
+ * the caller (the request's handle is not known yet), which reads it once
+ * the call returns. Shared by the open, channel and HTTP open requests. */
+typedef struct in_call {
+  int status;
+  uint8_t pending, answered; /* pending: the call has not returned */
+} in_call_t;
+
+static void in_call_begin(in_call_t *a) {
+  a->status = 0;
+  a->pending = 1;
+  a->answered = 0;
+}
+
+/* In a done callback: 1 when the answer came inside the call (kept). */
+static int in_call_keep(in_call_t *a, int status) {
+  if (!a->pending) return 0;
+  a->status = status;
+  a->answered = 1;
+  return 1;
+}
+
 typedef struct open_req {
   srv_t *s;
   presence_handle_t handle; /* set once the open returned it */
-  int status;               /* an answer that came inside the call */
-  uint8_t in_call, answered;
+  in_call_t call;
   char id[];
 } open_req_t;
 
@@ -459,11 +481,7 @@ static void on_open_done(presence_t *p, int status, void *ud) {
   open_req_t *q = ud;
   srv_t *s = q->s;
   const char *id = q->id;
-  if (q->in_call) {
-    q->status = status;
-    q->answered = 1;
-    return;
-  }
+  if (in_call_keep(&q->call, status)) return;
   if (s->origins && open_refused(status)) {
     osess_t *r = sess_get(s->origins, id);
     if (r && r->handle == q->handle) {
@@ -524,9 +542,7 @@ static const char *op_open(srv_t *s, origin_t *o, const bop_t *op,
     }
     ud->s = s;
     ud->handle = PRESENCE_HANDLE_NONE;
-    ud->status = 0;
-    ud->in_call = 1;
-    ud->answered = 0;
+    in_call_begin(&ud->call);
     memcpy(ud->id, op->session, il);
   }
   presence_handle_t h = PRESENCE_HANDLE_NONE;
@@ -548,9 +564,9 @@ static const char *op_open(srv_t *s, origin_t *o, const bop_t *op,
     free(ud);
     return open_error(rc, msg);
   }
-  if (ud && ud->answered) {
+  if (ud && ud->call.answered) {
     /* Answered inside the call: a refusal is this op's error. */
-    int st = ud->status;
+    int st = ud->call.status;
     free(ud);
     if (open_refused(st)) {
       presence_handle_end(s->p, h, PRESENCE_REASON_DISCONNECT, NULL, NULL);
@@ -558,7 +574,7 @@ static const char *op_open(srv_t *s, origin_t *o, const bop_t *op,
     }
   } else if (ud) {
     ud->handle = h;
-    ud->in_call = 0;
+    ud->call.pending = 0;
   }
   if (!new_sess(g, o, op->session, h)) {
     presence_handle_end(s->p, h, PRESENCE_REASON_DISCONNECT, NULL, NULL);
@@ -597,8 +613,7 @@ static const char *op_open(srv_t *s, origin_t *o, const bop_t *op,
 typedef struct chan_req {
   srv_t *s;
   presence_handle_t handle;
-  int status; /* an answer that came inside the call */
-  uint8_t in_call, answered;
+  in_call_t call;
   char *channel; /* after id, in the same allocation */
   char id[];
 } chan_req_t;
@@ -610,9 +625,7 @@ static chan_req_t *chan_req_new(srv_t *s, presence_handle_t h,
   if (!q) return NULL;
   q->s = s;
   q->handle = h;
-  q->status = 0;
-  q->in_call = 1;
-  q->answered = 0;
+  in_call_begin(&q->call);
   memcpy(q->id, id, il);
   q->channel = q->id + il;
   memcpy(q->channel, channel, cl);
@@ -622,11 +635,7 @@ static chan_req_t *chan_req_new(srv_t *s, presence_handle_t h,
 static void on_chan_done(presence_t *p, int status, void *ud) {
   (void)p;
   chan_req_t *q = ud;
-  if (q->in_call) {
-    q->status = status;
-    q->answered = 1;
-    return;
-  }
+  if (in_call_keep(&q->call, status)) return;
   srv_t *s = q->s;
   osess_t *r = s->origins && open_refused(status)
                    ? sess_get(s->origins, q->id)
@@ -696,11 +705,11 @@ const char *origin_apply(srv_t *s, origin_t *o, const bop_t *op,
     free(data);
     if (rc != 0 || !q) {
       free(q); /* a call that fails is not answered */
-    } else if (q->answered) {
-      if (open_refused(q->status)) rc = q->status;
+    } else if (q->call.answered) {
+      if (open_refused(q->call.status)) rc = q->call.status;
       free(q);
     } else {
-      q->in_call = 0;
+      q->call.pending = 0;
     }
     break;
   }
@@ -862,18 +871,13 @@ typedef struct http_open_req {
   presence_handle_t handle;
   origin_put_cb cb;
   void *ud;
-  int status; /* an answer that came inside the call */
-  uint8_t in_call, answered;
+  in_call_t call;
   char id[];
 } http_open_req_t;
 
 static void on_http_open_done(presence_t *p, int status, void *ud) {
   http_open_req_t *q = ud;
-  if (q->in_call) {
-    q->status = status;
-    q->answered = 1;
-    return;
-  }
+  if (in_call_keep(&q->call, status)) return;
   srv_t *s = q->s;
   const char *code = NULL;
   int hs = 0;
@@ -1006,9 +1010,7 @@ const char *origin_http_put(srv_t *s, const char *session_id,
     q->handle = PRESENCE_HANDLE_NONE;
     q->cb = cb;
     q->ud = ud;
-    q->status = 0;
-    q->in_call = 1;
-    q->answered = 0;
+    in_call_begin(&q->call);
     memcpy(q->id, session_id, il);
   }
   /* On Redis a renewal may reach any instance (a load balancer in front of
@@ -1025,9 +1027,9 @@ const char *origin_http_put(srv_t *s, const char *session_id,
     free(q);
     return http_put_error(rc, http_status);
   }
-  if (q && q->answered) {
+  if (q && q->call.answered) {
     /* Answered inside the call: a refusal is this request's answer. */
-    int st = q->status;
+    int st = q->call.status;
     free(q);
     q = NULL;
     if (open_refused(st)) {
@@ -1040,7 +1042,7 @@ const char *origin_http_put(srv_t *s, const char *session_id,
     if (q) {
       /* The store still answers the open: with nobody to tell. */
       q->cb = NULL;
-      q->in_call = 0;
+      q->call.pending = 0;
     }
     presence_handle_end(s->p, h, PRESENCE_REASON_DISCONNECT, NULL, NULL);
     *http_status = 503;
@@ -1048,7 +1050,7 @@ const char *origin_http_put(srv_t *s, const char *session_id,
   }
   if (q) {
     q->handle = h;
-    q->in_call = 0;
+    q->call.pending = 0;
     *pending = 1;
   }
   r->u.deadline = (uint32_t)(srv_now_mono(s) + ttl_ms);

@@ -14,6 +14,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import *  # noqa: E402,F401,F403
+from test_redis_cluster import read_log_records  # noqa: E402
 
 
 def entry(msg, user):
@@ -557,7 +558,7 @@ async def idle_open(t, dc, dw, uid, timeout=3.0):
     c = await Client.connect(dc, uid, tok=token(uid) + "&status=idle")
     t.eq("an idle session of an online user: nothing for the watcher",
          await w.changes(1.0, uid), [])
-    log = [e["data"] for e in await SSE_collect_log(dw)]
+    log = [e["data"] for e in await read_log_records(dw)]
     mine = [(e.get("type"), e.get("reason"), e.get("from"), e.get("to")) for e in log
             if isinstance(e, dict) and e.get("user_id") == uid]
     t.eq("the log: each real transition once, the sessions opened idle", mine, [
@@ -569,19 +570,6 @@ async def idle_open(t, dc, dw, uid, timeout=3.0):
         ("session.connected", "connect", None, "idle")])
     for x in (a, b, c, w):
         await x.close()
-
-
-async def SSE_collect_log(d, quiet=0.8):
-    """The event log from its start, as SSE records."""
-    s = await SSE.open(d, after=0)
-    out = []
-    while True:
-        got = await s.collect(quiet)
-        if not got:
-            break
-        out += got
-    s.close()
-    return out
 
 
 async def test_idle_open(t, d, args):

@@ -467,9 +467,14 @@ static void on_subscribe(conn_t *c, const wsmsg_t *m) {
   const char *id = m->id;
   char msg[300];
   const cJSON *u;
-  uint32_t fresh = 0, allowed = 0, refused = 0;
+  uint32_t fresh = 0, refused = 0;
   const char *first_refused = NULL;
   buf_t rb = {0};
+  /* The allowed users, in the request's order: subscribed, then asked
+   * for the snapshot (the watch list is checked once per user). */
+  int nu = cJSON_GetArraySize(users), k = 0;
+  char **ids = malloc((size_t)(nu ? nu : 1) * sizeof *ids);
+  if (!ids) goto nomem;
   cJSON_ArrayForEach(u, users) {
     if (!may_watch(w, u->valuestring)) {
       if (!refused++) first_refused = u->valuestring;
@@ -477,16 +482,15 @@ static void on_subscribe(conn_t *c, const wsmsg_t *m) {
       buf_put_json_str(&rb, u->valuestring);
       continue;
     }
-    allowed++;
+    ids[k++] = u->valuestring;
     if (find_sub(w, u->valuestring) < 0)
       fresh++; /* duplicates inside one request may overcount: harmless */
   }
-  if (refused && !allowed) {
-    buf_free(&rb);
+  if (refused && !k) {
     snprintf(msg, sizeof msg, "token does not allow watching %.128s",
              first_refused);
     send_error(c, "not_allowed", msg, id);
-    return;
+    goto out;
   }
   if (refused) {
     buf_putc(&rb, ']');
@@ -494,52 +498,40 @@ static void on_subscribe(conn_t *c, const wsmsg_t *m) {
               "WebSocket client: token does not allow watching %.128s%s",
               first_refused, refused > 1 ? " (and others)" : "");
   }
-  if (buf_failed(&rb)) {
-    buf_free(&rb);
-    goto nomem;
-  }
+  if (buf_failed(&rb)) goto nomem;
   if (w->nsubs + fresh > s->cfg.max_watch) {
-    buf_free(&rb);
     snprintf(msg, sizeof msg, "at most %u watched users per connection",
              s->cfg.max_watch);
     send_error(c, "too_many_watched", msg, id);
-    return;
+    goto out;
   }
-  cJSON_ArrayForEach(u, users) {
-    if (!may_watch(w, u->valuestring)) continue;
-    if (find_sub(w, u->valuestring) >= 0) continue;
+  for (int i = 0; i < k; i++) {
+    if (find_sub(w, ids[i]) >= 0) continue;
     watch_entry_t **subs =
         slots_grow(w->subs, &w->sub1, w->nsubs, &w->subs_cap, sizeof *subs);
-    if (!subs) goto nomem_rb;
+    if (!subs) goto nomem;
     w->subs = subs;
-    watch_entry_t *e = watch_add(s, u->valuestring, c);
-    if (!e) goto nomem_rb;
+    watch_entry_t *e = watch_add(s, ids[i], c);
+    if (!e) goto nomem;
     w->subs[w->nsubs++] = e;
   }
   /* The snapshot is asked for after subscribing: a change from here on
    * arrives as a change. With an asynchronous store (Redis) a change may
    * arrive before the snapshot; versions order them. */
   {
-    int nu = cJSON_GetArraySize(users), k = 0;
-    char **ids = malloc((size_t)(nu ? nu : 1) * sizeof *ids);
     size_t idl = id ? strlen(id) + 1 : 0;
     snapshot_t *sn = calloc(1, sizeof *sn + idl);
     char *rs = refused ? malloc(rb.len + 1) : NULL;
-    if (!ids || !sn || (refused && !rs)) {
-      free(ids);
+    if (!sn || (refused && !rs)) {
       free(sn);
       free(rs);
-      goto nomem_rb;
+      goto nomem;
     }
     if (rs) {
       memcpy(rs, rb.data, rb.len);
       rs[rb.len] = '\0';
     }
-    buf_free(&rb);
     sn->refused = rs;
-    cJSON_ArrayForEach(u, users) {
-      if (may_watch(w, u->valuestring)) ids[k++] = u->valuestring;
-    }
     if (id) {
       memcpy(sn->id, id, idl);
       sn->has_id = 1;
@@ -550,16 +542,15 @@ static void on_subscribe(conn_t *c, const wsmsg_t *m) {
       conn_unref(c);
       free(sn->refused);
       free(sn);
-      free(ids);
       goto nomem;
     }
-    free(ids);
   }
-  return;
-nomem_rb:
-  buf_free(&rb);
+  goto out;
 nomem:
   send_error(c, "internal", "out of memory", id);
+out:
+  buf_free(&rb);
+  free(ids);
 }
 
 static void on_unsubscribe(conn_t *c, const wsmsg_t *m) {

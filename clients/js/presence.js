@@ -400,6 +400,9 @@ export class PresenceClient {
   _detach(ws) {
     this._failPending();
     this._subReqs.clear();
+    // No answer to a channel request comes once its socket is gone: every
+    // channel is joined again on the next welcome.
+    this._chanReqs.clear();
     ws.onopen = ws.onmessage = ws.onclose = null;
     // Not null: a socket closed while still connecting still reports an
     // error, and node's `ws` throws an 'error' nobody listens to (an
@@ -509,6 +512,15 @@ export class PresenceClient {
       case 'channel':
       case 'left': {
         const ch = this._channels.get(m.channel);
+        if (m.id !== undefined && this._chanReqs.has(m.id)) {
+          // The answer to a join or observe: forgotten here, whether or not
+          // its channel is still there (left before it came, the entry stayed
+          // for good). One that answers a channel object since left is not
+          // its successor's: the successor's own snapshot follows.
+          const asker = this._chanReqs.get(m.id);
+          this._chanReqs.delete(m.id);
+          if (asker !== ch) return;
+        }
         if (ch) ch._server(m);
         return;
       }
@@ -1077,8 +1089,9 @@ export class Channel {
     this._data = data ?? null;
     if (!this._active) return;
     const id = this.client._nextId++;
-    this.client._chanReqs.set(id, this);
-    this.client._send({ type: 'update', id, channel: this.name, data: this._data });
+    // Kept for its answer only when sent: while disconnected the rejoin
+    // on the next welcome carries the data, and no answer would come.
+    if (this.client._send({ type: 'update', id, channel: this.name, data: this._data })) this.client._chanReqs.set(id, this);
   }
 
   /** Leave (or stop observing); the channel object is done. */
@@ -1104,7 +1117,6 @@ export class Channel {
     this._stopRetry();
     const id = this.client._nextId++;
     this._joinId = id;
-    this.client._chanReqs.set(id, this);
     const msg = { type: this._observe ? 'observe' : 'join', id, channel: this.name };
     if (!this._observe && this._data !== null) msg.data = this._data;
     if (!this._observe && !this._snapshot) {
@@ -1114,10 +1126,13 @@ export class Channel {
       // sends no leave for them). members() starts again from this join.
       this._members.clear();
     }
-    this.client._send(msg);
+    if (this.client._send(msg)) this.client._chanReqs.set(id, this);
   }
 
   _refused(m) {
+    // A channel left (leave(), or removed) is done: a refusal of what it
+    // asked before is nobody's business (join_rate would not be retried).
+    if (!this._active) return;
     // A join (or observe) refused for now is sent again, not given up: at
     // most --channel-joins-per-s (10) joins a second are taken, and a client
     // in more channels (up to 32) sends them all at each (re)connect, so
@@ -1149,7 +1164,6 @@ export class Channel {
       this._emit('left', { reason: m.reason ?? null });
       return;
     }
-    if (m.id !== undefined) this.client._chanReqs.delete(m.id);
     if (typeof m.count === 'number') this._count = m.count;
     if (m.snapshot) {
       this._retries = 0;

@@ -236,3 +236,74 @@ test('joins refused join_rate (more than 10 a second at a (re)connect) or store_
   env.client.close();
   assert.equal(env.clock.pending(), 0, 'no retry left behind by close()');
 });
+
+test('a long-lived page forgets every channel request once it is answered, its channel left or its connection gone', async () => {
+  // Each join, observe and update is kept by id until its answer. A page
+  // that joins and leaves rooms for hours kept one entry per request whose
+  // answer came for a channel already left, per request cut by a
+  // reconnect (its answer never comes) and per update made while
+  // disconnected (never sent): the map only grew.
+  const env = setup();
+  env.client.connect();
+  let ws = await open(env);
+  for (let i = 0; i < 20; i++) {
+    // Left before the snapshot came: the snapshot still comes.
+    const room = env.client.channel('room:' + i, { data: { i } });
+    const join = ws.sent.at(-1);
+    room.leave();
+    ws.serverSend({ ...snapshot(join.id, []), channel: room.name });
+    ws.serverSend({ type: 'ack', id: ws.sent.at(-1).id });
+    // An observed channel left before its snapshot too.
+    const lobby = env.client.channel('lobby:' + i, { observe: true });
+    const obs = ws.sent.at(-1);
+    lobby.leave();
+    ws.serverSend({ ...snapshot(obs.id, []), channel: lobby.name });
+  }
+  assert.equal(env.client._chanReqs.size, 0, 'answers of channels already left');
+  // A room kept across drops: its join and an update in flight when the
+  // connection drops, an update while disconnected.
+  const kept = env.client.channel('kept', { data: { n: 0 } });
+  for (let i = 1; i <= 20; i++) {
+    kept.update({ n: i });
+    ws.serverClose(1006);
+    kept.update({ n: -i }); // not sent: the rejoin carries it
+    env.clock.advance(60000);
+    ws = await open(env);
+  }
+  const join = ws.sent.find((m) => m.type === 'join');
+  assert.deepEqual(join.data, { n: -20 });
+  assert.equal(env.client._chanReqs.size, 1, 'only the join in flight on this connection');
+  ws.serverSend({ ...snapshot(join.id, []), channel: 'kept' });
+  assert.equal(env.client._chanReqs.size, 0);
+  assert.equal(kept.count, 0);
+});
+
+test('an answer to a request of a channel object already left does not reach its successor of the same name', async () => {
+  const env = setup();
+  env.client.connect();
+  const ws = await open(env);
+  const first = env.client.channel('room');
+  const join1 = ws.sent.at(-1);
+  first.leave();
+  const errors = [];
+  first.on('error', (e) => errors.push(e.code));
+  const second = env.client.channel('room');
+  assert.notEqual(second, first);
+  const join2 = ws.sent.at(-1);
+  const syncs = [];
+  second.on('sync', (d) => syncs.push(d.members.map((m) => m.user_id)));
+  // The first join's snapshot (from before the leave) and then the second's.
+  ws.serverSend(snapshot(join1.id, [{ user_id: 'gone', status: 'online', data: null, since: 1, version: 1 }]));
+  ws.serverSend(snapshot(join2.id, [{ user_id: 'me', status: 'online', data: null, since: 1, version: 1 }]));
+  assert.deepEqual(syncs, [['me']]);
+  // A left channel's refusal (join_rate, which a live channel retries) is not reported.
+  const third = env.client.channel('other');
+  const join3 = ws.sent.at(-1);
+  third.on('error', (e) => errors.push(e.code));
+  third.leave();
+  ws.serverSend({ type: 'error', code: 'join_rate', message: 'slow down', id: join3.id });
+  env.clock.advance(5000);
+  assert.equal(ws.sent.filter((m) => m.channel === 'other' && m.type === 'join').length, 1);
+  assert.deepEqual(errors, []);
+  assert.equal(env.client._chanReqs.size, 0);
+});

@@ -37,7 +37,14 @@ export function mintToken(o) {
   if (!o || o.secret === undefined || o.secret === null || o.secret === '') throw new TypeError('mintToken: secret is required');
   if (typeof o.userId !== 'string' || o.userId === '') throw new TypeError('mintToken: userId must be a non-empty string');
   const nowS = Math.floor((o.now ? o.now() : Date.now()) / 1000);
-  const exp = o.expiresAt !== undefined ? seconds(o.expiresAt, 'expiresAt') : nowS + (o.ttlSeconds ?? 3600);
+  const ttl = o.ttlSeconds ?? 3600;
+  if (o.expiresAt === undefined && (typeof ttl !== 'number' || !Number.isFinite(ttl))) {
+    throw new TypeError(`mintToken: ttlSeconds must be a number of seconds, not ${JSON.stringify(ttl)}`);
+  }
+  // Whole seconds, as the Python and Go SDKs mint: a ttlSeconds of 1.5 (or
+  // ms / 1000) gave a fractional exp, which presenced rounds down but a
+  // reader of exp as an integer refuses (Go's json into an int64 field).
+  const exp = o.expiresAt !== undefined ? seconds(o.expiresAt, 'expiresAt') : Math.floor(nowS + ttl);
   if (!Number.isFinite(exp)) throw new TypeError('mintToken: expiry is not a number');
   const claims = { sub: o.userId, exp, iat: nowS };
   if (o.watch !== undefined) {

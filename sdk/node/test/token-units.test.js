@@ -22,3 +22,19 @@ test('an expiresAt or notBefore in milliseconds is a TypeError naming the unit',
   assert.equal(welcome.exp, Math.floor(inAnHour / 1000));
   ws.close();
 });
+
+test('exp is whole seconds whatever ttlSeconds is; a ttlSeconds that is no number is a TypeError', () => {
+  // A fractional ttlSeconds (1.5, or ms / 1000) made a fractional exp, where
+  // the Python and Go SDKs mint whole seconds (an integer NumericDate).
+  const claims = (t) => JSON.parse(Buffer.from(t.split('.')[1], 'base64url').toString());
+  const now = () => 1_700_000_000_250;
+  for (const ttlSeconds of [1.5, 2999.999, 90]) {
+    const { exp, iat } = claims(mintToken({ secret: JWT_SECRET, userId: 'tess', ttlSeconds, now }));
+    assert.ok(Number.isInteger(exp), `ttlSeconds ${ttlSeconds}: exp ${exp}`);
+    assert.equal(exp, iat + Math.floor(ttlSeconds));
+  }
+  assert.ok(Number.isInteger(claims(mintToken({ secret: JWT_SECRET, userId: 'tess', expiresAt: 1_700_003_600.7 })).exp));
+  for (const ttlSeconds of ['3600', NaN, Infinity]) {
+    assert.throws(() => mintToken({ secret: JWT_SECRET, userId: 'tess', ttlSeconds }), /ttlSeconds must be a number/);
+  }
+});

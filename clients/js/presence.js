@@ -1087,7 +1087,10 @@ export class Channel {
   update(data) {
     if (this._observe) throw new Error('an observed channel has no data of ours');
     this._data = data ?? null;
-    if (!this._active) return;
+    // Not joined on the server while its join waits to be sent again
+    // (join_rate, store_unavailable): an update would be refused not_joined,
+    // and the join carries the data.
+    if (!this._active || this._retryTimer !== null) return;
     const id = this.client._nextId++;
     // Kept for its answer only when sent: while disconnected the rejoin
     // on the next welcome carries the data, and no answer would come.
@@ -1100,7 +1103,11 @@ export class Channel {
     this._active = false;
     this._stopRetry();
     this.client._channels.delete(this.name);
-    this.client._send({ type: this._observe ? 'unobserve' : 'leave', id: this.client._nextId++, channel: this.name });
+    // Its answer is this channel's, which is done: an ack, or not_joined
+    // when the join never happened (refused, or waiting to be retried),
+    // which is not news to a page that wanted out.
+    const id = this.client._nextId++;
+    if (this.client._send({ type: this._observe ? 'unobserve' : 'leave', id, channel: this.name })) this.client._chanReqs.set(id, this);
     this._forget();
   }
 

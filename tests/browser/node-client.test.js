@@ -211,3 +211,34 @@ test('two instances on one Redis: the instance a client is on dies, url() names 
     redis.kill('SIGTERM');
   }
 });
+
+test('a page in 12 rooms (more than 10 joins a second): leaving or updating one whose join waits for its retry reports no error', async () => {
+  // presenced takes 10 joins a second and refuses the rest join_rate; the
+  // client joins those again a second later. Leaving one of them in that
+  // second was answered not_joined (an error event the page showed), and an
+  // update was refused not_joined on the channel.
+  const srv = await server();
+  const c = client(srv, 'rooms', { token: () => sign({ sub: 'rooms', exp: Math.floor(Date.now() / 1000) + 3600, channels: '*' }) });
+  const errors = [];
+  c.on('error', (e) => errors.push('client ' + e.code));
+  const rooms = Array.from({ length: 12 }, (_, i) => c.channel('room:' + i, { data: { i } }));
+  for (const r of rooms) r.on('error', (e) => errors.push(r.name + ' ' + e.code));
+  const synced = new Set();
+  for (const r of rooms) r.on('sync', () => synced.add(r.name));
+  c.connect();
+  await opened(c);
+  await waitFor(() => synced.size === 10, { what: 'ten rooms joined' });
+  const waiting = rooms.filter((r) => !synced.has(r.name));
+  assert.equal(waiting.length, 2);
+  waiting[0].update({ i: 'typing' });
+  waiting[1].leave();
+  await waitFor(() => synced.has(waiting[0].name), { timeout: 5000, what: 'the other waiting room joined' });
+  await new Promise((r) => setTimeout(r, 1500));
+  assert.deepEqual(errors, []);
+  const members = async (name) => (await api(srv.port, 'GET', '/v1/channels/' + encodeURIComponent(name) + '/members')).json;
+  const m0 = await members(waiting[0].name);
+  assert.deepEqual(m0.members.map((m) => [m.user_id, m.data]), [['rooms', { i: 'typing' }]]);
+  assert.deepEqual((await members(waiting[1].name)).members, []);
+  assert.equal(c._chanReqs.size, 0);
+  c.close();
+});

@@ -257,7 +257,9 @@ test('a long-lived page forgets every channel request once it is answered, its c
     const lobby = env.client.channel('lobby:' + i, { observe: true });
     const obs = ws.sent.at(-1);
     lobby.leave();
+    const unobs = ws.sent.at(-1);
     ws.serverSend({ ...snapshot(obs.id, []), channel: lobby.name });
+    ws.serverSend({ type: 'ack', id: unobs.id });
   }
   assert.equal(env.client._chanReqs.size, 0, 'answers of channels already left');
   // A room kept across drops: its join and an update in flight when the
@@ -285,6 +287,7 @@ test('an answer to a request of a channel object already left does not reach its
   const first = env.client.channel('room');
   const join1 = ws.sent.at(-1);
   first.leave();
+  const leave1 = ws.sent.at(-1);
   const errors = [];
   first.on('error', (e) => errors.push(e.code));
   const second = env.client.channel('room');
@@ -294,6 +297,7 @@ test('an answer to a request of a channel object already left does not reach its
   second.on('sync', (d) => syncs.push(d.members.map((m) => m.user_id)));
   // The first join's snapshot (from before the leave) and then the second's.
   ws.serverSend(snapshot(join1.id, [{ user_id: 'gone', status: 'online', data: null, since: 1, version: 1 }]));
+  ws.serverSend({ type: 'ack', id: leave1.id });
   ws.serverSend(snapshot(join2.id, [{ user_id: 'me', status: 'online', data: null, since: 1, version: 1 }]));
   assert.deepEqual(syncs, [['me']]);
   // A left channel's refusal (join_rate, which a live channel retries) is not reported.
@@ -302,8 +306,43 @@ test('an answer to a request of a channel object already left does not reach its
   third.on('error', (e) => errors.push(e.code));
   third.leave();
   ws.serverSend({ type: 'error', code: 'join_rate', message: 'slow down', id: join3.id });
+  ws.serverSend({ type: 'error', code: 'not_joined', message: 'not joined', id: ws.sent.at(-1).id });
   env.clock.advance(5000);
   assert.equal(ws.sent.filter((m) => m.channel === 'other' && m.type === 'join').length, 1);
+  assert.deepEqual(errors, []);
+  assert.equal(env.client._chanReqs.size, 0);
+});
+
+test('leave() or update() of a channel whose join is waiting to be retried reports no not_joined', async () => {
+  // A page that joins many rooms at once (or at a reconnect) gets some joins
+  // refused join_rate; the client joins them again a second later. Leaving
+  // one of them, or updating its data, in that second was answered
+  // not_joined by the server, and the page showed that as an error.
+  const env = setup();
+  const errors = [];
+  env.client.on('error', (e) => errors.push('client:' + e.code));
+  env.client.connect();
+  const ws = await open(env);
+  const rooms = ['a', 'b'].map((n) => env.client.channel(n));
+  for (const r of rooms) r.on('error', (e) => errors.push(r.name + ':' + e.code));
+  for (const j of ws.sent.filter((m) => m.type === 'join')) ws.serverSend({ type: 'error', code: 'join_rate', message: 'slow down', id: j.id });
+  // The server answers what it is sent: not_joined, since neither is joined.
+  const answer = () => {
+    const m = ws.sent.at(-1);
+    ws.serverSend({ type: 'error', code: 'not_joined', message: 'not joined', id: m.id });
+  };
+  rooms[0].update({ typing: true });
+  if (ws.sent.at(-1).type === 'update') answer();
+  rooms[1].leave();
+  if (ws.sent.at(-1).type === 'leave') answer();
+  assert.deepEqual(errors, []);
+  env.clock.advance(1000);
+  const again = ws.sent.filter((m) => m.type === 'join').slice(2);
+  assert.deepEqual(again.map((m) => [m.channel, m.data]), [['a', { typing: true }]], 'the retried join carries the data; b is not joined again');
+  ws.serverSend({ ...snapshot(again[0].id, []), channel: 'a' });
+  // A plain leave's ack, and a refusal of it, are not reported either.
+  rooms[0].leave();
+  answer();
   assert.deepEqual(errors, []);
   assert.equal(env.client._chanReqs.size, 0);
 });

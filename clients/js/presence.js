@@ -970,6 +970,11 @@ export class PresenceClient {
     }
     this._lastActivity = this._now();
     this._armIdle();
+    // A page hidden from the start (a link opened in a background tab, the
+    // tabs a browser restores) gets no visibilitychange until it is shown:
+    // it came online and stayed so. Idle now, before the URL is built, so
+    // that the session opens idle.
+    if (this._idleOpts.whenHidden && d && d.hidden && !this._autoIdle) { this._autoIdle = true; this._statusChanged(); }
   }
 
   _unbindDom() {

@@ -769,3 +769,28 @@ test('token refresh: unsubscribed users are reported; 0 turns refresh off', asyn
   assert.equal(ws2.sent.filter((m) => m.type === 'token').length, 0);
   off.client.close();
 });
+
+test('idle.whenHidden: a page connected while hidden (opened in a background tab, reloaded there) opens idle', async () => {
+  // The README says the session goes idle as soon as the page is hidden; a
+  // page that was hidden from the start (a link opened in a background tab,
+  // tabs a browser restores at start) saw no visibilitychange and came
+  // online, and stayed so for idle.timeoutMs.
+  const env = setup({ idle: { timeoutMs: 60000, whenHidden: true } });
+  env.doc.hidden = true;
+  env.client.connect();
+  assert.equal(env.client.status, 'idle');
+  assert.equal(env.client.autoIdle, true);
+  const ws = await opened(env);
+  assert.equal(new URL(ws.url).searchParams.get('status'), 'idle', 'opens idle: watchers see no online');
+  env.doc.hidden = false;
+  env.doc.dispatch('visibilitychange');
+  assert.equal(env.client.status, 'online');
+  assert.deepEqual(ws.sent.filter((m) => m.type === 'status').map((m) => m.status), ['idle', 'online']);
+  // Without whenHidden a hidden page opens online, as before.
+  const env2 = setup({ idle: { timeoutMs: 60000 } });
+  env2.doc.hidden = true;
+  env2.client.connect();
+  const ws2 = await opened(env2);
+  assert.equal(env2.client.status, 'online');
+  assert.equal(new URL(ws2.url).searchParams.get('status'), null);
+});

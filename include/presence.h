@@ -807,6 +807,13 @@ int presence_handle_leave(presence_t *p, presence_handle_t handle,
 int presence_handle_update_or_undo(presence_t *p, presence_handle_t handle,
                                    const char *channel, const char *data,
                                    presence_done_cb done, void *ud);
+/* The same for a join: a join of a channel the session is in already (new
+ * data) that the store cannot make now is undone, as an update is. A first
+ * join that fails stays in the store's local record as any join does: its
+ * caller leaves (presence_handle_leave) if it wants none. */
+int presence_handle_join_or_undo(presence_t *p, presence_handle_t handle,
+                                 const char *channel, const char *data,
+                                 presence_done_cb done, void *ud);
 /* Every session of user_id leaves channel at once (reason kicked, no grace).
  * ENOTMEMBER if the user is not a member. */
 int presence_channel_remove_user(presence_t *p, const char *channel,

@@ -1239,6 +1239,12 @@ int presence_handle_update_or_undo(presence_t *p, presence_handle_t handle,
   return channel_write_f(p, NULL, handle, PRESENCE_WRITE_UPDATE, channel, data,
                          PRESENCE_WRITE_F_UNDO, done, ud);
 }
+int presence_handle_join_or_undo(presence_t *p, presence_handle_t handle,
+                                 const char *channel, const char *data,
+                                 presence_done_cb done, void *ud) {
+  return channel_write_f(p, NULL, handle, PRESENCE_WRITE_JOIN, channel, data,
+                         PRESENCE_WRITE_F_UNDO, done, ud);
+}
 int presence_handle_leave(presence_t *p, presence_handle_t handle,
                           const char *channel, presence_done_cb done,
                           void *ud) {

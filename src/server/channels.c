@@ -732,8 +732,13 @@ void chan_on_message(conn_t *c, const wsmsg_t *m) {
     }
     int fresh = !x->joined;
     if (fresh) x->joined = 2; /* asked, not yet answered */
-    int rc = presence_handle_join(s->p, ws_handle(c), ch, m->data, on_join_done,
-                                  r);
+    /* A join of a channel the session is in already (new data) that the
+     * store cannot make now is undone there, as an update is: the client
+     * is told store_unavailable, and kept, the new data came back with the
+     * store's re-assert and reached the other members after all. A first
+     * join that fails is left in on_join_done. */
+    int rc = presence_handle_join_or_undo(s->p, ws_handle(c), ch, m->data,
+                                          on_join_done, r);
     if (rc != 0) {
       x = find(cc, ch);
       if (x && fresh) {

@@ -33,6 +33,9 @@ Channels on three presenced instances sharing one Redis (issue 13).
   update-lost: an update answered store_unavailable (Redis down) is not
             made when Redis comes back: the re-assert brings the member
             back with the data it had, and no other member sees the new.
+  rejoin-lost: a join of a channel the session is in already, with new
+            data, answered store_unavailable (Redis down): the same as
+            update-lost, the member comes back with the data it had.
   observe-lost: an observe answered store_unavailable (its snapshot could
             not be read) does not observe: once Redis is back, the
             channel's changes do not reach that connection.
@@ -287,6 +290,41 @@ async def test_update_lost(t, cl):
         await x.close()
 
 
+async def test_rejoin_lost(t, cl):
+    A, B, _ = cl.d
+    a, _ = await connect_join(A, "rl-a", "room", {"v": 1})
+    b, _ = await connect_join(B, "rl-b", "room")
+    cl.redis.kill()
+    await asyncio.sleep(0.5)
+    # A join of a channel the session is in already, with new data (what a
+    # client does to change its data, or on a reconnect of its own).
+    await a.send({"type": "join", "channel": "room", "data": {"v": 2}, "id": "j2"})
+    m, _ = await a.expect(lambda x: x.get("id") == "j2", 5)
+    t.eq("rejoin-lost: a re-join while Redis is down is answered store_unavailable",
+         ((m or {}).get("type"), (m or {}).get("code")), ("error", "store_unavailable"))
+    await b.collect(0.2)
+    cl.redis.start()
+
+    async def back():
+        ms = await members(B, "room")
+        return ms is not None and sorted(ms) == ["rl-a", "rl-b"]
+    took = await wait_for(back, 8, 0.05)
+    t.check("rejoin-lost: Redis restarted empty: the memberships are re-asserted",
+            took is not None, f"{took}")
+    await asyncio.sleep(0.5)
+    ms = await members(B, "room") or {}
+    t.eq("rejoin-lost: the member comes back with the data it had, not the refused re-join's",
+         ms.get("rl-a", {}).get("data"), {"v": 1})
+    seen = [x for x in await b.collect(1.0) if x.get("type") == "channel"
+            and (x.get("member") or {}).get("data") == {"v": 2}]
+    t.eq("rejoin-lost: the other member is never shown the refused re-join's data", seen, [])
+    await a.send({"type": "update", "channel": "room", "data": {"v": 3}, "id": "u"})
+    t.eq("rejoin-lost: the session is still a member: an update is acked",
+         (await answer(a, "u", 5) or {}).get("type"), "ack")
+    for x in (a, b):
+        await x.close()
+
+
 async def test_observe_lost(t, cl):
     A, B, _ = cl.d
     b, _ = await connect_join(B, "ol-b", "room", {"v": 1})
@@ -379,6 +417,7 @@ SCENARIOS = [
                                           "--redis-shards": "4"}}),
     ("regrant", test_regrant, {"extra": {"--offline-grace-ms": "0"}}),
     ("update-lost", test_update_lost, {"extra": {"--offline-grace-ms": "0"}}),
+    ("rejoin-lost", test_rejoin_lost, {"extra": {"--offline-grace-ms": "0"}}),
     ("observe-lost", test_observe_lost, {"extra": {"--offline-grace-ms": "0"}}),
     ("fifty", test_fifty, {"extra": {"--offline-grace-ms": "0", "--max-sessions-per-user": "0"}}),
 ]

@@ -41,14 +41,33 @@ export declare function mintToken(options: TokenOptions): string;
 
 // ---- errors -----------------------------------------------------------------
 
-/** The daemon's error codes (docs/api.md#errors), plus 'network' (no answer) and 'bad_response'. */
+/**
+ * The daemon's error codes of the HTTP API and of a refused backend connection
+ * (docs/api.md#errors, protocol.md 5.1 and 5.5), plus 'network' (no answer),
+ * 'bad_response' (an answer that is not JSON) and 'origin_taken_over' (the
+ * 'fatal' of a BackendConnection whose origin another connection took).
+ */
 export type ErrorCode =
-  | 'bad_request' | 'bad_json' | 'bad_user_id' | 'unauthorized' | 'not_found' | 'no_session'
-  | 'method_not_allowed' | 'request_timeout' | 'body_too_large' | 'headers_too_large'
-  | 'shutting_down' | 'too_many_connections' | 'store_unavailable' | 'internal'
+  | 'bad_request' | 'bad_json' | 'bad_user_id' | 'bad_session_id' | 'unauthorized' | 'not_found' | 'no_session'
+  | 'method_not_allowed' | 'request_timeout' | 'body_too_large' | 'uri_too_long' | 'headers_too_large'
+  | 'not_implemented' | 'host_not_allowed'
+  | 'shutting_down' | 'too_many_connections' | 'store_unavailable' | 'store_error' | 'out_of_memory' | 'internal'
   | 'bad_channel' | 'not_member' | 'bad_availability' | 'bad_message' | 'bad_expiry' | 'not_supported'
-  | 'bad_ttl' | 'bad_meta' | 'bad_status' | 'session_exists' | 'too_many_sessions'
+  | 'bad_ttl' | 'bad_meta' | 'bad_status' | 'bad_device' | 'session_exists' | 'too_many_sessions'
+  | 'bad_origin' | 'too_many_origins' | 'bad_upgrade' | 'bad_version' | 'origin_taken_over'
   | 'network' | 'bad_response'
+  | (string & {});
+
+/**
+ * Why presenced refused one op of a BackendConnection's batch or sync (the
+ * 'rejected' event; protocol.md 5.2), and the codes of a refused frame (an
+ * 'error' event: bad_json, unknown_type, bad_field, too_many_ops, rate_limited).
+ */
+export type BackendErrorCode =
+  | 'bad_op' | 'bad_session_id' | 'bad_user_id' | 'bad_status' | 'bad_meta' | 'bad_device'
+  | 'session_exists' | 'session_owned' | 'no_session' | 'too_many_sessions'
+  | 'bad_channel' | 'bad_data' | 'data_too_large' | 'too_many_channels' | 'not_joined' | 'internal'
+  | 'bad_json' | 'unknown_type' | 'bad_field' | 'too_many_ops' | 'rate_limited' | 'origin_taken_over'
   | (string & {});
 
 export declare class PresenceError extends Error {
@@ -410,7 +429,7 @@ export declare class BackendConnection {
   readonly connects: number;
   readonly welcome: BackendWelcome | null;
   readonly stats: { opsSent: number; opsAcked: number; opErrors: number };
-  /** Connect and keep reconnecting until end(); resolves at the first welcome (rejects on 400/401, or when end() comes first). */
+  /** Connect and keep reconnecting until end(); resolves at the first welcome (rejects with the 'fatal' PresenceError, or when end() comes first). */
   connect(): Promise<BackendWelcome>;
   /** Opens a session; returns its id (random unless given). */
   open(userId: string, options?: { session?: string; status?: SessionStatus; meta?: Record<string, unknown>; device?: string }): string;
@@ -427,11 +446,15 @@ export declare class BackendConnection {
   reconnect(): void;
   on(event: 'ready', fn: (welcome: BackendWelcome) => void): this;
   on(event: 'disconnect', fn: (e: { code: number; reason: string }) => void): this;
-  on(event: 'rejected', fn: (e: { op: BackendOp; code: string; message: string }) => void): this;
+  on(event: 'rejected', fn: (e: { op: BackendOp; code: BackendErrorCode; message: string }) => void): this;
   on(event: 'ended', fn: (e: { session: string; user: string | null; reason: Reason }) => void): this;
   /** The session was removed from a channel by presenced's API (`removeFromChannel`); it has left `sessions`' channels, so no re-assert joins it again. */
-  on(event: 'left', fn: (e: { session: string; user: string; channel: string; reason: 'kicked' }) => void): this;
-  on(event: 'error' | 'fatal', fn: (err: Error & { code?: string; status?: number }) => void): this;
+  /** Or a join/update the store refused after its ack (Redis, protocol.md 5.4): reason 'refused', the session is not in the channel. */
+  on(event: 'left', fn: (e: { session: string; user: string; channel: string; reason: 'kicked' | 'refused' | (string & {}) }) => void): this;
+  /** A lost connection or a refused frame (it reconnects by itself), or the origin_taken_over of 'fatal'. */
+  on(event: 'error', fn: (err: Error & { code?: string; status?: number }) => void): this;
+  /** The end for good: a refused key or origin (401, 400, 409), or origin_taken_over (code, status 0, not retryable). */
+  on(event: 'fatal', fn: (err: PresenceError) => void): this;
   once: BackendConnection['on'];
   off(event: string, fn: (...args: any[]) => void): this;
 }

@@ -206,8 +206,10 @@ export class BackendConnection extends EventEmitter {
       // reconnect of our own replaces a dead one): the same origin twice.
       // Taking it back would start a loop in which each sync ends the other's
       // sessions, so the newer connection keeps it and this one stops.
-      const err = Object.assign(new Error(`origin ${this.origin} taken over by another connection (is another process using this origin?)`),
-        { code: 'origin_taken_over', status: 0 });
+      // A PresenceError (not retryable), as the Go and Python SDKs give it,
+      // told to 'error' once: the error frame before this close told nothing.
+      const err = new PresenceError(0, 'origin_taken_over',
+        `origin ${this.origin} taken over by another connection (is another process using this origin?): stopped`);
       this._closed = true;
       this._fatal = err;
       this._takenOver = true;
@@ -250,6 +252,9 @@ export class BackendConnection extends EventEmitter {
         break;
       }
       case 'error':
+        // origin_taken_over: the close 4009 that follows reports it (once,
+        // with what this connection does now), as the Go and Python SDKs do.
+        if (msg.code === 'origin_taken_over') break;
         this._error(Object.assign(new Error(`backend frame refused: ${msg.code}: ${msg.message}`), msg));
         if (msg.code === 'rate_limited' && msg.seq !== undefined) this._retryBatch(msg.seq, msg.retry_ms || 100);
         else if (msg.seq !== undefined) this._onAck({ seq: msg.seq, applied: 0, frameError: msg.code });

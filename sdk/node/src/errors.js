@@ -15,9 +15,9 @@ export class PresenceError extends Error {
     this.status = status;
     this.code = code;
   }
-  /** Worth retrying: no answer, a 5xx, 408 or 429. */
+  /** Worth retrying: no answer (but origin_taken_over: another process holds the origin), a 5xx, 408 or 429. */
   get retryable() {
-    return this.status === 0 || this.status >= 500 || this.status === 408 || this.status === 429;
+    return (this.status === 0 && this.code !== 'origin_taken_over') || this.status >= 500 || this.status === 408 || this.status === 429;
   }
 }
 

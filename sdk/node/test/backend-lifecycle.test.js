@@ -72,8 +72,9 @@ test('a connection whose origin another process took over stops, instead of taki
   // Two processes started with the same origin (a copied config): each
   // reconnect took the origin back and its sync ended the other's sessions.
   const a = mk(t, { origin: 'node-twice', retryMs: 20 });
-  const fatal = [];
-  a.on('fatal', (e) => fatal.push(e.code));
+  const fatal = [], errors = [];
+  a.on('fatal', (e) => fatal.push(e));
+  a.on('error', (e) => errors.push(e));
   await a.connect();
   a.open('alice', { session: 'twice-a' });
   await a.flush();
@@ -83,7 +84,13 @@ test('a connection whose origin another process took over stops, instead of taki
   await b.flush();
   await sleep(1000);
   assert.deepEqual([a.connects, b.connects], [1, 1], 'connections made by each');
-  assert.deepEqual(fatal, ['origin_taken_over']);
+  // The same error in the three SDKs: a PresenceError origin_taken_over, not
+  // retryable, told once to 'error' (it was a plain Error, retryable as far
+  // as a caller could tell, and 'error' heard it twice: the frame, the close).
+  assert.deepEqual(fatal.map((e) => [e instanceof PresenceError, e.code, e.status, e.retryable]),
+    [[true, 'origin_taken_over', 0, false]]);
+  assert.deepEqual(errors.map((e) => e.code), ['origin_taken_over']);
+  await assert.rejects(a.connect(), (e) => e === fatal[0]);
   assert.equal((await suite.api.getUser('bob')).status, 'online');
   a.open('carol');                                    // an app's handler calling in still does not throw
 });

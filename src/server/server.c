@@ -976,12 +976,25 @@ static uint64_t house_interval(const srv_config_t *cfg) {
 
 /* ---- Startup and shutdown ------------------------------------------------ */
 
+/* The end of a graceful shutdown that is taking too long (its limit, or a
+ * second signal): connections are closed, and neither the Redis store's
+ * leave nor a webhook's last delivery is waited for any more. */
+static void stop_now(srv_t *s) {
+  s->leaving = 0;
+  for (conn_t *c = s->conns; c; c = c->next)
+    conn_close(c);
+  webhook_abort(s);
+  srv_maybe_finish(s);
+}
+
 static void on_signal(uv_signal_t *h, int signum) {
   srv_t *s = h->data;
   if (s->shutting_down) {
+    /* Closing the connections alone left the process waiting for the
+     * whole --shutdown-timeout-ms when Redis did not answer the leave or
+     * a webhook endpoint hung: an operator's second Ctrl-C did nothing. */
     srv_log(s, PRESENCE_LOG_WARN, "second signal %d: stopping now", signum);
-    for (conn_t *c = s->conns; c; c = c->next)
-      conn_close(c);
+    stop_now(s);
     return;
   }
   /* SIGHUP (the terminal that started it went away, or a reload asked of
@@ -1340,11 +1353,7 @@ static void on_stop_timer(uv_timer_t *t) {
   srv_log(s, PRESENCE_LOG_WARN,
           "shutdown took longer than %u ms: closing %u connections",
           s->cfg.shutdown_timeout_ms, s->nconns);
-  s->leaving = 0;
-  for (conn_t *c = s->conns; c; c = c->next)
-    conn_close(c);
-  webhook_abort(s);
-  srv_maybe_finish(s);
+  stop_now(s);
 }
 
 int srv_store_ready(const srv_t *s) {

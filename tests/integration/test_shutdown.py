@@ -9,6 +9,7 @@ reported offline: nobody is left online by a daemon that went away)."""
 import asyncio
 import os
 import signal
+import socket
 import sys
 import time
 
@@ -128,8 +129,49 @@ async def test_refuse_during_shutdown(t, d, args):
 test_refuse_during_shutdown.timeout = 15
 
 
+# A webhook endpoint that takes the connection and never answers: the
+# shutdown waits for its last delivery up to --shutdown-timeout-ms. The
+# kernel accepts on a listening socket without accept(), which is all such
+# a receiver does.
+HUNG = socket.socket()
+HUNG.bind(("127.0.0.1", 0))
+HUNG.listen(16)
+
+
+# "a second signal stops at once" (operations.md): with a delivery hung or
+# Redis not answering the leave, it waited the whole shutdown limit (here
+# 20 s) after the operator's second Ctrl-C.
+async def test_second_signal(t, d, args):
+    c = await Client.connect(d, "second-sig")
+    await asyncio.sleep(0.3)  # the fresh-start event's delivery is in flight
+    d.signal(signal.SIGTERM)
+    code = await c.wait_closed(3)
+    t.eq("second signal: the client is closed with 1001 at the first", code, 1001)
+    await asyncio.sleep(0.3)
+    t.check("second signal: still draining after the first (the webhook hangs)",
+            d.alive(), d.stderr_tail(5))
+    t0 = time.monotonic()
+    d.signal(signal.SIGINT)
+    try:
+        d.proc.wait(timeout=3)
+    except Exception:
+        pass
+    dt = time.monotonic() - t0
+    t.check("second signal: the process exits within 1 s of it (limit 20 s)",
+            d.proc.poll() is not None and dt < 1.0, f"{dt:.2f}s, exit={d.proc.poll()}")
+    t.eq("second signal: exit status 0", d.proc.poll(), 0)
+    t.check("second signal: the log says so", "second signal 2: stopping now" in d.stderr_text(),
+            d.stderr_tail(5))
+    d.kill()
+test_second_signal.timeout = 30
+
+
 if __name__ == "__main__":
     run([
+        ("second-signal", {"--shutdown-timeout-ms": "20000", "--webhook-timeout-ms": "60000",
+                           "--webhook": f"url=http://127.0.0.1:{HUNG.getsockname()[1]}/hook,"
+                                        f"secret={'w' * 32}"},
+         [test_second_signal], {"stopped_by_test": True}),
         ("shutdown", {}, [test_shutdown], {"stopped_by_test": True}),
         ("shutdown-grace", {"--offline-grace-ms": "10000"}, [test_shutdown_with_grace],
          {"stopped_by_test": True}),

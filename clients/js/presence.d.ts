@@ -128,7 +128,9 @@ export interface PresenceOptions {
   idle?: IdleOptions | false;
   /** Send an application ping after this much silence, ms (25000); 0 never. */
   pingIntervalMs?: number;
-  /** No answer this long after a ping: drop the connection and reconnect, ms (10000). */
+  /** No answer this long after a ping: drop the connection and reconnect, ms (10000). The
+   *  browser's offline event (and online while open) pings at once with this deadline; 0
+   *  turns the deadline and that check off. */
   pongTimeoutMs?: number;
   /** No welcome this long after opening a socket (a server that accepted but does not
    *  answer): drop it and reconnect, ms (10000); 0 waits for good. */

@@ -210,7 +210,17 @@ export class PresenceClient {
     this._idleWatched = false; // activity listeners bound: idle by timeout can be undone
     this._onActivity = () => this._activity();
     this._onVisibility = () => this._visibility();
-    this._onOnline = () => { if (this._reconnectTimer !== null) { this._clearTimeout(this._reconnectTimer); this._reconnectTimer = null; this._open(); } };
+    // The network came back: skip the backoff wait; or, with a connection
+    // open, check it at once (it may have been cut on the way, or opened on
+    // an interface that is gone).
+    this._onOnline = () => {
+      if (this._reconnectTimer !== null) { this._clearTimeout(this._reconnectTimer); this._reconnectTimer = null; this._open(); } else this._probe();
+    };
+    // The browser says the network is gone, but an open WebSocket is not
+    // closed by it: the page showed 'open' until the next ping found it dead
+    // (pingIntervalMs + pongTimeoutMs, 35 s). A ping now finds it within
+    // pongTimeoutMs, and a network back in time answers it: nothing drops.
+    this._onOffline = () => this._probe();
   }
 
   // ---------------------------------------------------------------- events
@@ -872,18 +882,24 @@ export class PresenceClient {
     if (!this._session) return;
     const quiet = this._now() - Math.max(this._lastSent, this._lastRecv);
     if (quiet < this._pingIntervalMs) return this._armPing();
+    if (this._pongTimeoutMs) this._probe();
+    else this._send({ type: 'ping', id: 'p' + this._nextId++ }); // traffic only, no deadline
+  }
+
+  // Ping now; no answer (nor any other frame) within pongTimeoutMs drops the
+  // connection and reconnects. One probe at a time.
+  _probe() {
+    if (!this._session || !this._pongTimeoutMs || this._pongTimer !== null) return;
     const ws = this._ws;
     this._send({ type: 'ping', id: 'p' + this._nextId++ });
-    if (this._pongTimeoutMs && this._pongTimer === null) {
-      this._pongTimer = this._setTimeout(() => {
-        this._pongTimer = null;
-        if (ws !== this._ws) return;
-        // Nothing came back: the connection is dead even if the socket
-        // has not noticed. Drop it and reconnect.
-        this._emit('error', { kind: 'timeout', message: 'no pong from server' });
-        this._drop(ws, 'pong timeout');
-      }, this._pongTimeoutMs);
-    }
+    this._pongTimer = this._setTimeout(() => {
+      this._pongTimer = null;
+      if (ws !== this._ws) return;
+      // Nothing came back: the connection is dead even if the socket
+      // has not noticed. Drop it and reconnect.
+      this._emit('error', { kind: 'timeout', message: 'no pong from server' });
+      this._drop(ws, 'pong timeout');
+    }, this._pongTimeoutMs);
   }
 
   // ------------------------------------------------------ token refresh
@@ -964,6 +980,7 @@ export class PresenceClient {
         this._idleWatched = true;
       }
       w.addEventListener('online', this._onOnline);
+      w.addEventListener('offline', this._onOffline);
     }
     if (d && typeof d.addEventListener === 'function' && (this._idleOpts.whenHidden || this._idleOpts.timeoutMs > 0)) {
       d.addEventListener('visibilitychange', this._onVisibility);
@@ -985,6 +1002,7 @@ export class PresenceClient {
     if (w && typeof w.removeEventListener === 'function') {
       for (const e of ACTIVITY_EVENTS) w.removeEventListener(e, this._onActivity, { capture: true });
       w.removeEventListener('online', this._onOnline);
+      w.removeEventListener('offline', this._onOffline);
     }
     if (d && typeof d.removeEventListener === 'function') d.removeEventListener('visibilitychange', this._onVisibility);
     if (this._idleTimer !== null) { this._clearTimeout(this._idleTimer); this._idleTimer = null; }

@@ -84,6 +84,7 @@ run_suite rooms tests/browser/rooms.test.js
 run_suite status tests/browser/status.test.js
 run_suite origin tests/browser/origin.test.js
 run_suite readme tests/browser/readme.test.js
+run_suite network tests/browser/network.test.js
 
 echo "screenshots: $here/artifacts/"
 echo "$passed passed, $failed failed"

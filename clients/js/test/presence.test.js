@@ -794,3 +794,37 @@ test('idle.whenHidden: a page connected while hidden (opened in a background tab
   assert.equal(env2.client.status, 'online');
   assert.equal(new URL(ws2.url).searchParams.get('status'), null);
 });
+
+test('the browser going offline checks an open connection at once: dropped within pongTimeoutMs, kept if it answers', async () => {
+  // An open WebSocket is not closed by the browser's offline event: the
+  // page said 'open' until the next ping (25 s of silence) and its pong
+  // timeout (10 s) found the connection dead.
+  const env = setup({ pingIntervalMs: 25000, pongTimeoutMs: 2000, reconnect: { initialDelayMs: 10000, jitter: 0 } });
+  env.client.connect();
+  const ws = await opened(env);
+  env.win.dispatch('offline');
+  assert.deepEqual(ws.types(), ['ping'], 'a ping at once');
+  env.win.dispatch('offline'); // one probe at a time
+  assert.deepEqual(ws.types(), ['ping']);
+  env.clock.advance(2000);
+  assert.equal(env.client.state, 'reconnecting');
+  assert.ok(env.errors.some((e) => e.kind === 'timeout'));
+  // Back online: the backoff wait is skipped, as before.
+  env.win.dispatch('online');
+  const ws2 = await opened(env);
+  // A blip: the connection answers, nothing drops.
+  env.win.dispatch('offline');
+  assert.deepEqual(ws2.types(), ['ping']);
+  ws2.serverSend({ type: 'pong', id: ws2.sent[0].id, ts: 1 });
+  env.clock.advance(5000);
+  assert.equal(env.client.state, 'open');
+  // 'online' while open (the network changed under it) checks it too.
+  env.win.dispatch('online');
+  assert.deepEqual(ws2.types(), ['ping', 'ping']);
+  ws2.serverSend({ type: 'pong', id: ws2.sent[1].id, ts: 2 });
+  env.clock.advance(5000);
+  assert.equal(env.client.state, 'open');
+  assert.equal(env.sockets.length, 2);
+  env.client.close();
+  assert.equal(env.win.count(), 0, 'close() removes the offline listener too');
+});

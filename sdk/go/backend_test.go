@@ -525,8 +525,11 @@ func TestBackendTakenOverStops(t *testing.T) {
 	newer.Flush(ctx)
 	select {
 	case err := <-errs:
-		if !IsCode(err, CodeOriginTakenOver) {
-			t.Errorf("OnError: %v", err)
+		// Not retryable: only another process can take a live origin, so
+		// a caller retrying on Retryable() would start the loop again.
+		var pe *Error
+		if !IsCode(err, CodeOriginTakenOver) || !errors.As(err, &pe) || pe.Retryable() {
+			t.Errorf("OnError: %v (an *Error, not Retryable, wanted)", err)
 		}
 	case <-time.After(5 * time.Second):
 		t.Fatal("the older Backend was not told")

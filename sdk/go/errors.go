@@ -7,22 +7,48 @@ import (
 	"net/url"
 )
 
-// Error codes of the daemon (docs/api.md#errors), plus CodeNetwork (no answer).
+// Error codes of the daemon's HTTP API and of a refused Backend connection
+// (docs/api.md#errors, protocol.md 5.1 and 5.5), plus CodeNetwork (no answer).
 const (
 	CodeBadRequest         = "bad_request"
 	CodeBadJSON            = "bad_json"
 	CodeBadUserID          = "bad_user_id"
+	CodeBadSessionID       = "bad_session_id"
 	CodeUnauthorized       = "unauthorized"
 	CodeNotFound           = "not_found"
 	CodeNoSession          = "no_session"
 	CodeMethodNotAllowed   = "method_not_allowed"
 	CodeRequestTimeout     = "request_timeout"
 	CodeBodyTooLarge       = "body_too_large"
+	CodeURITooLong         = "uri_too_long"
 	CodeHeadersTooLarge    = "headers_too_large"
+	CodeNotImplemented     = "not_implemented"
+	CodeHostNotAllowed     = "host_not_allowed"
 	CodeShuttingDown       = "shutting_down"
 	CodeTooManyConnections = "too_many_connections"
 	CodeStoreUnavailable   = "store_unavailable"
-	CodeNetwork            = "network"
+	CodeStoreError         = "store_error"
+	CodeOutOfMemory        = "out_of_memory"
+	CodeInternal           = "internal"
+	// Channels (protocol.md 4), status that people set (6), HTTP sessions (5.5).
+	CodeBadChannel      = "bad_channel"
+	CodeNotMember       = "not_member"
+	CodeBadAvailability = "bad_availability"
+	CodeBadMessage      = "bad_message"
+	CodeBadExpiry       = "bad_expiry"
+	CodeNotSupported    = "not_supported"
+	CodeBadTTL          = "bad_ttl"
+	CodeBadMeta         = "bad_meta"
+	CodeBadStatus       = "bad_status"
+	CodeBadDevice       = "bad_device"
+	CodeSessionExists   = "session_exists"
+	CodeTooManySessions = "too_many_sessions"
+	// A refused Backend connection (protocol.md 5.1).
+	CodeBadOrigin      = "bad_origin"
+	CodeTooManyOrigins = "too_many_origins"
+	CodeBadUpgrade     = "bad_upgrade"
+	CodeBadVersion     = "bad_version"
+	CodeNetwork        = "network"
 	// CodeBadURL: the URL given for presenced is not http(s)://host (no
 	// answer can come; not retryable).
 	CodeBadURL = "bad_url"
@@ -34,6 +60,21 @@ const (
 	// (OnError); the Backend has stopped.
 	CodeOriginTakenOver = "origin_taken_over"
 	CodeBadResponse     = "bad_response"
+)
+
+// Codes of an op of a Backend that presenced refused (OnRejected), and of a
+// refused frame (OnError), protocol.md 5.2.
+const (
+	CodeBadOp           = "bad_op"
+	CodeSessionOwned    = "session_owned"
+	CodeBadData         = "bad_data"
+	CodeDataTooLarge    = "data_too_large"
+	CodeTooManyChannels = "too_many_channels"
+	CodeNotJoined       = "not_joined"
+	CodeUnknownType     = "unknown_type"
+	CodeBadField        = "bad_field"
+	CodeTooManyOps      = "too_many_ops"
+	CodeRateLimited     = "rate_limited"
 )
 
 // Error is an error answer of presenced: match on Code (stable), with
@@ -50,9 +91,11 @@ func (e *Error) Error() string {
 }
 func (e *Error) Unwrap() error { return e.Err }
 
-// Retryable: no answer (but for a bad URL or argument), a 5xx, 408 or 429.
+// Retryable: no answer (but for a bad URL or argument, or an origin another
+// process took over), a 5xx, 408 or 429.
 func (e *Error) Retryable() bool {
-	return (e.Status == 0 && e.Code != CodeBadURL && e.Code != CodeBadArgument) || e.Status >= 500 || e.Status == 408 || e.Status == 429
+	return (e.Status == 0 && e.Code != CodeBadURL && e.Code != CodeBadArgument && e.Code != CodeOriginTakenOver) ||
+		e.Status >= 500 || e.Status == 408 || e.Status == 429
 }
 
 // checkURL refuses a base URL no request can go to (127.0.0.1:7070, without

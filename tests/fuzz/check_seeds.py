@@ -12,11 +12,18 @@ secret under 32 bytes (1435475), and seeds whose secrets are all that short
 only ever exercise the refusal. A seed whose secrets are all 32 bytes or more
 must not be refused as too short, and some seeds must be accepted.
 
+The secrets the seeds are signed with are the harnesses' own: the JWT
+secrets of make_seeds.py are fuzz_jwt.c's SECRETS, in order, and its
+SECRET and API_KEY are fuzz_http.c's --jwt-secret and --api-key, each at
+least presenced's minimum of 32 bytes (a token signed with another secret
+only ever reaches the signature check).
+
   check_seeds.py --presenced BUILD/presenced --source-dir SRC
 """
 import argparse
 import os
 import re
+import runpy
 import subprocess
 import sys
 import tempfile
@@ -35,9 +42,9 @@ def fail(msg):
 
 
 with tempfile.TemporaryDirectory() as out:
-    env = dict(os.environ, FUZZ_SEEDS_OUT=out)
-    subprocess.run([sys.executable, os.path.join(fuzz, "make_seeds.py")], env=env,
-                   check=True, stdout=subprocess.DEVNULL)
+    os.environ["FUZZ_SEEDS_OUT"] = out
+    made = runpy.run_path(os.path.join(fuzz, "make_seeds.py"), run_name="make_seeds")
+    del os.environ["FUZZ_SEEDS_OUT"]
     seeds = {}
     for harness in sorted(os.listdir(out)):
         for name in sorted(os.listdir(os.path.join(out, harness))):
@@ -53,6 +60,38 @@ with tempfile.TemporaryDirectory() as out:
                 fail(f"corpus/{harness}/{name} is not committed as make_seeds.py writes it")
             if harness == "fuzz_config":
                 seeds[name] = data
+
+
+
+def c_strings(text):
+    """The bytes of each C string literal expression (adjacent literals
+    joined) in text, by the escapes the harnesses use."""
+    out = []
+    for m in re.finditer(r'(?:"(?:[^"\\\n]|\\.)*"\s*)+', text):
+        pieces = re.findall(r'"((?:[^"\\\n]|\\.)*)"', m.group(0))
+        out.append(b"".join(p.encode("latin-1").decode("unicode_escape").encode("latin-1")
+                            for p in pieces))
+    return out
+
+
+with open(os.path.join(fuzz, "fuzz_jwt.c")) as f:
+    jwt_src = f.read()
+table = re.search(r"SECRETS\[\d+\] = \{(.*?)\n\};", jwt_src, re.S)
+harness = [c_strings(m)[0] for m in re.findall(r"S\(((?:\s*\"(?:[^\"\\\\]|\\\\.)*\")+)\)",
+                                                table.group(1))] if table else []
+if harness != made["JWT_SECRETS"]:
+    fail("make_seeds.py's JWT_SECRETS are not fuzz_jwt.c's SECRETS (in order)")
+for k in made["JWT_SECRETS"]:
+    if len(k) < 32:
+        fail(f"a JWT secret of {len(k)} bytes: presenced refuses it (32 at least)")
+with open(os.path.join(fuzz, "fuzz_http.c")) as f:
+    http_src = f.read()
+for field, want in (("api_key", made["API_KEY"].encode()), ("jwt_secret", made["SECRET"])):
+    m = re.search(r"cfg\.%s =((?:\s*\"(?:[^\"\\\\]|\\\\.)*\")+);" % field, http_src)
+    if not m or c_strings(m.group(1))[0] != want:
+        fail(f"fuzz_http.c's cfg.{field} is not make_seeds.py's")
+    elif len(want) < 32:
+        fail(f"fuzz_http.c's cfg.{field} is {len(want)} bytes: presenced refuses it")
 
 accepted = 0
 hooks = 0

@@ -76,8 +76,11 @@ static void setup(void) {
     srv_config_t cfg;
     config_defaults(&cfg);
     cfg.log_level = PRESENCE_LOG_ERROR;
-    cfg.api_key = "fuzz-api-key";
-    cfg.jwt_secret = "fuzz-secret-0123456789abcdef";
+    /* Secrets of the lengths presenced accepts (32 bytes or more,
+     * config.c) and the docs make (openssl rand -base64 32 and 48). */
+    cfg.api_key = "fuzz-api-key-Yk3Qm9Tz5Rw1Hs7Lc2Vn8Bd4Jg6Pxa=";
+    cfg.jwt_secret =
+        "q9Zb2Xr7Qk1mVt8Hc3Lw5Np0Ys6Jd4Fa+Ge9Ru2Ti7Oh1Kx5Bv3Mz8Cn0Pl6Ws4/";
     cfg.demo = i;
     cfg.web_root = webroot;
     /* Small limits, so short inputs reach them. */

@@ -14,7 +14,19 @@ import random
 import struct
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-SECRET = b"fuzz-secret-0123456789abcdef"  # the harnesses' secret
+# The secrets of fuzz_jwt.c (byte 1 of its input picks one), as presenced
+# runs with them: the shortest accepted (32 bytes), openssl rand -base64 48
+# (one HMAC block), -hex 64 (longer than a block) and demo mode's 32 random
+# bytes. fuzz_http's server uses the second (its API key is 44 bytes).
+JWT_SECRETS = [
+    b"fuzz-jwt-secret-32-bytes-long!!!",
+    b"q9Zb2Xr7Qk1mVt8Hc3Lw5Np0Ys6Jd4Fa+Ge9Ru2Ti7Oh1Kx5Bv3Mz8Cn0Pl6Ws4/",
+    b"3f9a1c7e5b2d8046e1f3a5c7b9d0e2f4a6c8b0d2e4f6a8c0b2d4e6f8a0c2b4d6"
+    b"e8f0a2c4b6d8e0f2a4c6b8d0e2f4a6c8b0d2e4f6a8c0b2d4e6f8a0c2b4d6e8f1",
+    bytes.fromhex("8e0013fa7c000091d24bee05603ac91fb7220084" "5df019a63e71cc089b44e500"),
+]
+SECRET = JWT_SECRETS[1]                   # fuzz_http's --jwt-secret
+API_KEY = "fuzz-api-key-Yk3Qm9Tz5Rw1Hs7Lc2Vn8Bd4Jg6Pxa="  # fuzz_http's --api-key (44)
 NOW = 1700000000                           # fuzz_http's fixed clock
 rng = random.Random(6455)
 
@@ -102,30 +114,53 @@ ws_streams = [
 write("fuzz_ws", [bytes([sel, split]) + s for s in ws_streams
                   for sel, split in ((0, 0), (0x09, 1), (0x1b, 200))])
 
-# ---- JWT: 1 selector byte, then the token.
+# ---- JWT: 2 selector bytes (policy; secret, issuer, lifetime), then the
+# token, signed with the secret byte 1 picks.
 good = {"sub": "alice", "exp": NOW + 3600}
-tokens = [
-    jwt(good),
-    jwt(dict(good, watch="*", meta={"device": "phone"})),
-    jwt(dict(good, watch=["bob", "carol"], aud="presence-tests", nbf=NOW - 10)),
-    jwt(dict(good, aud=["x", "presence-tests"])),
-    jwt(dict(good, exp=NOW - 100)),
-    jwt(dict(good, exp=1.5e300)),
-    jwt(good, header={"alg": "none"}, sig=""),
-    jwt(good, header={"alg": "RS256", "typ": "JWT"}),
-    jwt(good, header={"alg": "HS256", "crit": ["exp"]}),
-    jwt(good, header='{"alg":"HS256","alg":"HS256"}'),
-    jwt('{"sub":"a\\u0000b","exp":1800000000}'),
-    jwt('{"sub":"alice","sub":"bob","exp":1800000000}'),
-    jwt(good, secret=b"other"),
-    jwt(good)[:-3],
-    "a.b",
-    "...",
-    "eyJhbGciOiJIUzI1NiJ9..sig",
-]
-write("fuzz_jwt", [bytes([sel]) + t.encode() for t in tokens for sel in (0, 0x13, 0x4b)]
-      + [bytes([0x40]) + json.dumps(dict(good, watch="*")).encode(),
-         bytes([0x41]) + b'{"sub":"bob","exp":1800000000,"meta":{"a":[1,2,{"b":null}]}}'])
+
+
+def tokens(secret):
+    def t(claims, **kw):
+        return jwt(claims, secret=kw.pop("secret", secret), **kw)
+    return [
+        t(good),
+        t(dict(good, watch="*", meta={"device": "phone"})),
+        t(dict(good, watch=["bob", "carol"], aud="presence-tests", nbf=NOW - 10)),
+        t(dict(good, aud=["x", "presence-tests"])),
+        t(dict(good, exp=NOW - 100)),
+        t(dict(good, exp=1.5e300)),
+        t(good, header={"alg": "none"}, sig=""),
+        t(good, header={"alg": "RS256", "typ": "JWT"}),
+        t(good, header={"alg": "HS256", "crit": ["exp"]}),
+        t(good, header='{"alg":"HS256","alg":"HS256"}'),
+        t('{"sub":"a\\u0000b","exp":1800000000}'),
+        t('{"sub":"alice","sub":"bob","exp":1800000000}'),
+        t(good, secret=b"other"),
+        t(good, secret=secret[:-1]),  # one byte short of ours
+        t(good)[:-3],
+        # What an application's token endpoint mints: issuer, issued-at,
+        # device, channel patterns (docs/protocol.md 1.1).
+        t(dict(good, iss="https://auth.example", iat=NOW - 5, aud="presence-tests",
+               device="web", channels=["room:*", "lobby"], observe="*",
+               watch=["bob"], meta={"name": "Alice", "team": [1, 2]})),
+        t(dict(good, iss="https://other.example", iat=NOW)),
+        t(dict(good, iat=NOW + 600)),
+        t(dict(good, iat=NOW - 10, exp=NOW + 90000)),
+        t(dict(good, device="a b", channels=["*x*"])),
+        "a.b",
+        "...",
+        "eyJhbGciOiJIUzI1NiJ9..sig",
+    ]
+
+
+# (byte 0, byte 1): both clocks' edges, every secret, with and without an
+# issuer and a lifetime limit.
+jwt_sels = [(0, 0), (0x13, 1), (0x4b, 2), (0x93, 3), (0x13, 1 | 4 | 8 | 16), (0x1b, 2 | 8)]
+write("fuzz_jwt", [bytes([sel, k]) + tok.encode() for sel, k in jwt_sels
+                   for tok in tokens(JWT_SECRETS[k & 3])]
+      + [bytes([0x40, k]) + json.dumps(dict(good, watch="*")).encode() for k in range(4)]
+      + [bytes([0x41, 0x0d]) + b'{"sub":"bob","exp":1800000000,"meta":{"a":[1,2,{"b":null}]},'
+         b'"iss":"https://auth.example","aud":"presence-tests","iat":1699999999}'])
 
 # ---- Configuration: NUL-separated argv, "=NAME=VALUE" for the environment.
 confs = [
@@ -179,6 +214,21 @@ webhook_confs = [
     ["--webhook", f"url=http://h/x,secret={WH_SECRET[:31]},events=user.online"],
 ]
 confs += webhook_confs
+# Client tokens' policy with secrets presenced accepts (32 bytes or more):
+# every --jwt-* option, the environment's secrets, and the refusals behind
+# the length check (31 bytes; the same value for both).
+JS = JWT_SECRETS[1].decode()
+confs += [
+    ["--jwt-secret", JS, "--api-key", API_KEY, "--jwt-audience=presence-tests",
+     "--jwt-issuer", "https://auth.example", "--jwt-max-lifetime-s", "86400",
+     "--jwt-leeway-s", "300"],
+    ["=PRESENCED_JWT_SECRET=" + JWT_SECRETS[2].decode(), "=PRESENCED_API_KEY=" + API_KEY,
+     "--jwt-leeway-s=0", "--jwt-max-lifetime-s=315360000"],
+    ["--jwt-secret", JS[:31], "--api-key", API_KEY],
+    ["--jwt-secret", JS, "--api-key", JS],
+    ["--jwt-secret", JS, "--demo"],
+    ["--jwt-secret-file", "/nonexistent/jwt.key", "--api-key", API_KEY],
+]
 write("fuzz_config", ["\0".join(c) for c in confs])
 
 # ---- Client messages: 1 selector byte (max_users), then the frame's text.
@@ -230,7 +280,7 @@ def req(method, path, headers=None, body=b""):
     return out.encode() + (body.encode() if isinstance(body, str) else body)
 
 
-AUTH = {"Authorization": "Bearer fuzz-api-key"}
+AUTH = {"Authorization": "Bearer " + API_KEY}
 UP = {"Upgrade": "websocket", "Connection": "Upgrade", "Sec-WebSocket-Version": "13",
       "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ=="}
 tok_a = jwt({"sub": "alice", "exp": NOW + 3600, "watch": "*"})
@@ -270,7 +320,7 @@ http_inputs = [
     req("GET", "/v1/ws?token=" + tok_b, dict(UP, **{"Sec-WebSocket-Version": "8"})),
     req("GET", "/v1/ws?token=%zz", UP),
     b"GET / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
-    b"POST /v1/users/query HTTP/1.1\r\nAuthorization: Bearer fuzz-api-key\r\n"
+    b"POST /v1/users/query HTTP/1.1\r\nAuthorization: Bearer " + API_KEY.encode() + b"\r\n"
     b"Transfer-Encoding: chunked\r\n\r\n10\r\n{\"user_ids\":[\"a\"\r\n2\r\n]}\r\n0\r\n\r\n",
     b"GET / HTTP/1.1\r\nContent-Length: 99999999\r\n\r\n",
     b"GET /healthz HTTP/1.0\r\n\r\n",
@@ -280,7 +330,7 @@ http_inputs = [
     # With Host (an HTTP/1.1 request without one is refused before its body
     # is read): a chunked body with an extension and a trailer, an
     # absolute-form target, Expect: 100-continue, empty lines first.
-    b"POST /v1/users/query HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer fuzz-api-key\r\n"
+    b"POST /v1/users/query HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + API_KEY.encode() + b"\r\n"
     b"Transfer-Encoding: chunked\r\n\r\n10 ;a=b\r\n{\"user_ids\":[\"a\"\r\n2\r\n]}\r\n"
     b"0\r\nX-T: 1\r\n\r\n",
     req("GET", "http://127.0.0.1/v1/users/bob?x=1", AUTH),
@@ -293,6 +343,56 @@ http_inputs = [
     req("PROPFIND", "/healthz"),
     b"HELLO THERE\r\n\r\n",
     req("GET", "/healthz") + req("X-Custom.1", "/metrics"),
+]
+# Past what the first seeds reach, with the API key or a token that allows
+# it: the event stream's filters, channels, status that people set, the
+# sessions an application reports (PUT /v1/sessions, the backend's
+# WebSocket and its frames), and a client's channel and status messages.
+tok_c = jwt({"sub": "carol", "exp": NOW + 3600, "iat": NOW - 1, "device": "phone",
+             "channels": ["room:*", "lobby"], "observe": "*", "watch": ["alice", "bob"]})
+BUP = dict(UP, **AUTH)
+http_inputs += [
+    req("GET", "/v1/events?types=user.online,user.offline,channel.join&channel_prefix=room:", AUTH),
+    req("GET", "/v1/events?after=1-2-3&types=nope", AUTH),
+    req("GET", "/v1/events?channel_prefix=%ff%00", dict(AUTH, **{"Last-Event-ID": "0-0"})),
+    req("GET", "/v1/channels", AUTH),
+    req("GET", "/v1/channels/room:1/members?after=alice&limit=2", AUTH),
+    req("GET", "/v1/channels/room%3A1", AUTH),
+    req("GET", "/v1/users/carol/channels", AUTH),
+    req("PUT", "/v1/users/bob/availability", AUTH, '{"availability":"dnd"}'),
+    req("PUT", "/v1/users/bob/message", AUTH, '{"text":"Lunch","emoji":"\\ud83c\\udf54","expires_in":600}'),
+    req("DELETE", "/v1/users/bob/message", AUTH),
+    req("GET", "/v1/users/bob/availability", AUTH),
+    req("PUT", "/v1/sessions/fn-42", AUTH, '{"user":"alice","ttl_ms":30000,"status":"idle","device":"web"}')
+    + req("PUT", "/v1/sessions/fn-42", AUTH, '{"user":"alice","ttl_ms":1000,"meta":{"a":1}}')
+    + req("GET", "/v1/origins", AUTH) + req("DELETE", "/v1/sessions/fn-42", AUTH),
+    req("PUT", "/v1/sessions/fn-43", AUTH, '{"user":"","ttl_ms":5}'),
+    req("GET", "/v1/backend?origin=api-1", BUP)
+    + frame(1, '{"type":"batch","seq":1,"ops":[{"op":"open","session":"b1","user":"alice"}]}')
+    + frame(1, '{"type":"batch","seq":2,"ops":[{"op":"join","session":"b1","channel":"room:1",'
+               '"data":{"n":1}},{"op":"status","session":"b1","status":"idle"}]}')
+    + frame(1, '{"type":"batch","seq":3,"ops":[{"op":"update","session":"b1","channel":"room:1",'
+               '"data":{}},{"op":"leave","session":"b1","channel":"room:1"},{"op":"close","session":"b1"}]}')
+    + frame(1, '{"type":"ping","id":1}') + frame(1, '{"type":"bye"}'),
+    req("GET", "/v1/backend?origin=api-2", BUP)
+    + frame(1, '{"type":"sync","seq":1,"sessions":[{"session":"b2","user":"bob"}],"done":false}')
+    + frame(1, '{"type":"sync","seq":2,"sessions":[],"done":true}')
+    + frame(1, '{"type":"batch","seq":2,"ops":[]}') + frame(1, b"\xff") + frame(8, b""),
+    req("GET", "/v1/backend?origin=http", BUP),
+    req("GET", "/v1/backend", BUP),
+    req("GET", "/v1/backend?origin=api-1", UP),
+    req("GET", "/v1/ws?status=idle&token=" + tok_c, UP)
+    + frame(1, '{"type":"join","channel":"room:1","data":{"name":"C"},"id":1}')
+    + frame(1, '{"type":"update","channel":"room:1","data":{"typing":true}}')
+    + frame(1, '{"type":"observe","channel":"lobby","id":2}')
+    + frame(1, '{"type":"availability","availability":"dnd"}')
+    + frame(1, '{"type":"message","text":"brb","expires_in":60}')
+    + frame(1, '{"type":"status","status":"online"}')
+    + frame(1, '{"type":"leave","channel":"room:1"}') + frame(1, '{"type":"unobserve","channel":"lobby"}')
+    + frame(1, '{"type":"token","token":"' + tok_c + '"}'),
+    req("GET", "/v1/ws?status=away&token=" + tok_c, UP),
+    req("GET", "/v1/ws?token=" + tok_c, UP) + frame(1, '{"type":"join","channel":"secret:1"}')
+    + frame(1, '{"type":"token","token":"' + jwt({"sub": "mallory", "exp": NOW + 60}) + '"}'),
 ]
 write("fuzz_http", [bytes([sel]) + r for r in http_inputs for sel in (0, 1, 2 * 7, 1 + 2 * (64 + 9))])
 # ---- Redis replies (RESP), in the store's packed log format.

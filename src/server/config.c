@@ -208,7 +208,7 @@ static const opt_t opts[] = {
     STR("redis-tls-cert", redis_tls_cert,
         "rediss://: client certificate (PEM), for tls-auth-clients"),
     STR("redis-tls-key", redis_tls_key,
-        "rediss://: the client certificate's key (PEM)"),
+        "rediss://: the client certificate's key, a PEM file"),
     STR("redis-tls-server-name", redis_tls_server_name,
         "rediss://: name sent (SNI) and checked in the certificate (the "
         "URL's host)"),
@@ -256,6 +256,10 @@ void config_defaults(srv_config_t *cfg) {
   strcpy(cfg->host, "127.0.0.1");
   cfg->port = 7070;
   cfg->web_root = "web";
+  /* Spelt out, not left NULL (which meant the same), so that the table of
+   * docs/configuration.md (--help-keys) shows them rather than "none". */
+  cfg->store = "memory";
+  cfg->connection_limit_exempt = "loopback";
   cfg->log_level = PRESENCE_LOG_INFO;
   /* 10 s of offline grace: a page reload (the old socket closes at unload,
    * the page loads, fetches a token from the application, connects) and a

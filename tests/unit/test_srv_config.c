@@ -474,6 +474,61 @@ static void test_check_config_and_keys(void **state) {
   free(table);
 }
 
+/* Each default the table of docs/configuration.md shows is the one --help
+ * states: the table printed "none" for --connection-limit-exempt, whose
+ * default is loopback (--help said so), and for --store (memory), so an
+ * operator reading the docs believed local proxies were limited per
+ * address. */
+static void test_keys_defaults_match_help(void **state) {
+  (void)state;
+  srv_config_t cfg;
+  char *help = NULL, *table = NULL;
+  size_t hlen = 0, tlen = 0;
+  FILE *h = open_memstream(&help, &hlen);
+  FILE *e = fopen("/dev/null", "w");
+  char *argv[] = {"presenced", "--help"};
+  config_defaults(&cfg);
+  assert_int_equal(config_parse(&cfg, 2, argv, NULL, h, e), CONFIG_EXIT_OK);
+  fclose(h);
+  fclose(e);
+  config_free(&cfg);
+  FILE *t = open_memstream(&table, &tlen);
+  config_print_keys_markdown(t);
+  fclose(t);
+  unsigned checked = 0;
+  for (char *line = help; line && *line;) {
+    char *nl = strchr(line, '\n');
+    if (nl) *nl = '\0';
+    /* "  --name   help text (DEFAULT)" */
+    size_t ll = strlen(line);
+    char *open = strrchr(line, '(');
+    if (!strncmp(line, "  --", 4) && ll && line[ll - 1] == ')' && open &&
+        !strpbrk(open, " ,")) {
+      char name[64], want[160], *sp = strchr(line + 4, ' ');
+      assert_non_null(sp);
+      snprintf(name, sizeof name, "%.*s", (int)(sp - line - 4), line + 4);
+      snprintf(want, sizeof want, "| `%s` | ", name);
+      char *row = strstr(table, want);
+      if (row) { /* --help, --version and the like have no row */
+        char *def = strstr(row + strlen(want), " | ");
+        assert_non_null(def);
+        char got[128];
+        snprintf(got, sizeof got, "%.*s", (int)strcspn(def + 3, " "),
+                 def + 3);
+        snprintf(want, sizeof want, "`%.*s`", (int)(ll - 1 - (size_t)(open + 1 - line)),
+                 open + 1);
+        if (strcmp(got, want))
+          fail_msg("--%s: --help says %s, --help-keys %s", name, want, got);
+        checked++;
+      }
+    }
+    line = nl ? nl + 1 : NULL;
+  }
+  assert_true(checked > 40);
+  free(help);
+  free(table);
+}
+
 static void test_loopback(void **state) {
   (void)state;
   assert_true(config_host_is_loopback("127.0.0.1"));
@@ -698,6 +753,7 @@ static void test_keyed_hash(void **state) {
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_defaults),
+      cmocka_unit_test(test_keys_defaults_match_help),
       cmocka_unit_test(test_flags_over_env),
       cmocka_unit_test(test_bad_values),
       cmocka_unit_test(test_webhook_default_name),

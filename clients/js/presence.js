@@ -185,6 +185,10 @@ export class PresenceClient {
     this._connectTimer = null;
     this._refreshTimer = null;
     this._refreshId = null; // id of the token message awaiting its answer
+    // The server's clock less ours, ms, from a pong's ts: exp is on the
+    // server's clock (see _armRefresh).
+    this._clockOffset = 0;
+    this._clockPing = null; // { id, sent } of the ping that measures it
     this._idleTimer = null;
     this._openedAt = 0;
     this._lastSent = 0;
@@ -480,6 +484,7 @@ export class PresenceClient {
 
   _stopTimers() {
     this._refreshId = null;
+    this._clockPing = null;
     this._subQueue = []; // every watched user is subscribed again on the next welcome
     for (const k of ['_reconnectTimer', '_pingTimer', '_pongTimer', '_refreshTimer', '_connectTimer', '_subTimer']) {
       if (this[k] !== null) { this._clearTimeout(this[k]); this[k] = null; }
@@ -562,6 +567,7 @@ export class PresenceClient {
         this._settle(m.id, null);
         return;
       case 'pong':
+        if (this._clockPing && m.id === this._clockPing.id) this._clockPong(m);
         return;
       default:
         return; // unknown types are ignored (forward compatibility)
@@ -583,6 +589,13 @@ export class PresenceClient {
     this._setState(OPEN, { sessionId: m.session_id, userId: m.user_id, heartbeatMs: m.heartbeat_ms, timeoutMs: m.timeout_ms });
     this._emit('welcome', m);
     this._armRefresh(m.exp);
+    // How far our clock is from the server's, for the refresh: one ping,
+    // whose pong carries the server's time.
+    if (this._refreshAheadMs && typeof m.exp === 'number') {
+      const id = 'c' + this._nextId++;
+      const sent = this._now();
+      if (this._send({ type: 'ping', id })) this._clockPing = { id, sent };
+    }
     // Restore this session's status, then the subscriptions.
     this._syncStatus();
     this._sendSubscribe([...this._watch.keys()]);
@@ -912,7 +925,10 @@ export class PresenceClient {
   _armRefresh(exp) {
     if (this._refreshTimer !== null) { this._clearTimeout(this._refreshTimer); this._refreshTimer = null; }
     if (!this._refreshAheadMs || typeof exp !== 'number' || !this._session) return;
-    const left = exp * 1000 - this._now();
+    // exp is on the server's clock: a computer 5 min slow counted 5 min
+    // more and refreshed after the server had closed it (4001) at expiry,
+    // once per token lifetime.
+    const left = exp * 1000 - (this._now() + this._clockOffset);
     if (left <= 2000) return; // too late: the 4001 close and a reconnect follow
     const wait = Math.max(1000, left > 2 * this._refreshAheadMs ? left - this._refreshAheadMs : left / 2);
     const session = this._session;
@@ -922,6 +938,19 @@ export class PresenceClient {
       if (wait > MAX_TIMER_MS) return this._armRefresh(exp); // the wait was cut: the rest
       this._refresh(session, exp);
     }, wait);
+  }
+
+  _clockPong(m) {
+    const sent = this._clockPing.sent;
+    this._clockPing = null;
+    if (typeof m.ts !== 'number' || !Number.isFinite(m.ts)) return;
+    const now = this._now();
+    // The server read its clock about halfway through the round trip.
+    const offset = Math.round(m.ts - (sent + now) / 2);
+    const moved = Math.abs(offset - this._clockOffset) >= 1000;
+    this._clockOffset = offset;
+    // Sooner or later than planned: plan again (not while a refresh is out).
+    if (moved && this._refreshTimer !== null && this._session) this._armRefresh(this._session.exp);
   }
 
   async _refresh(session, exp) {

@@ -242,3 +242,23 @@ test('a page in 12 rooms (more than 10 joins a second): leaving or updating one 
   assert.equal(c._chanReqs.size, 0);
   c.close();
 });
+
+test('token refresh on a computer whose clock is 5 min slow: refreshed in place ahead of the server\'s expiry, no 4001', async () => {
+  // exp is on the server's clock; the client counted on its own and
+  // refreshed minutes after presenced had closed the connection (4001).
+  const srv = await server();
+  const slow = { now: () => Date.now() - 300000 };
+  const c = client(srv, 'sal', {
+    token: () => sign({ sub: 'sal', exp: Math.floor(Date.now() / 1000) + 6, watch: '*' }),
+    options: { timers: slow },
+  });
+  const refreshed = [];
+  c.on('token', (e) => refreshed.push(e.exp));
+  c.connect();
+  await opened(c);
+  const first = c.sessionId;
+  await waitFor(() => refreshed.length >= 2, { timeout: 15000, what: 'two refreshes in place' });
+  assert.equal(c.sessionId, first);
+  assert.ok(!c.states.some((s) => s.state === 'closed'), 'never closed: ' + JSON.stringify(c.states.filter((s) => s.state === 'closed')));
+  c.close();
+});

@@ -828,3 +828,29 @@ test('the browser going offline checks an open connection at once: dropped withi
   env.client.close();
   assert.equal(env.win.count(), 0, 'close() removes the offline listener too');
 });
+
+test('token refresh on a computer whose clock is slow: refreshed ahead of the server\'s expiry, not closed 4001 at it', async () => {
+  // exp is on the server's clock. A client 5 min slow counted 10 min and
+  // 5 min more before its refresh: the server had closed it (4001) at
+  // expiry, and the page reconnected once per token lifetime. The pong's
+  // ts (the server's clock) says how far off the client is.
+  const env = setup();
+  const skewMs = 300000; // the server is 5 min ahead of this computer
+  env.client.connect();
+  const serverNow = () => env.clock.now() + skewMs;
+  const ws = await opened(env, { exp: Math.floor(serverNow() / 1000) + 600 });
+  const answerPings = () => {
+    for (const m of ws.sent) if (m.type === 'ping' && !m.answered) { m.answered = true; ws.serverSend({ type: 'pong', id: m.id, ts: serverNow() }); }
+  };
+  answerPings();
+  let closedAt = null;
+  for (let s = 0; s < 600 && closedAt === null; s++) {
+    env.clock.advance(1000); await flush();
+    answerPings();
+    const t = ws.sent.find((m) => m.type === 'token');
+    if (t) { closedAt = s; ws.serverSend({ type: 'ack', id: t.id, exp: Math.floor(serverNow() / 1000) + 600 }); }
+  }
+  assert.ok(closedAt !== null && closedAt < 600, 'refreshed before the server\'s expiry (at ' + closedAt + ' s of 600)');
+  assert.ok(closedAt >= 530, 'and not long before: about 60 s ahead (at ' + closedAt + ' s)');
+  env.client.close();
+});

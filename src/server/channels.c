@@ -21,6 +21,13 @@
 
 typedef struct conn_chan {
   sub_entry_t *e;
+  /* The request that made the join pending (joined 2) and the observe that
+   * made observing 1, by their number on the connection (conn_chans.reqs):
+   * an answer undoes only what its own request did. observe, unobserve,
+   * observe again before the first observe's answer (on Redis, where the
+   * store answers later): a failure of the first took the second's
+   * observation away, which its snapshot had just confirmed. */
+  uint32_t join_req, observe_req;
   uint8_t joined;    /* the session is (or is being) joined */
   uint8_t observing; /* observe without join */
 } conn_chan_t;
@@ -28,6 +35,7 @@ typedef struct conn_chan {
 struct conn_chans {
   conn_chan_t *v;
   uint32_t n, cap;
+  uint32_t reqs; /* joins and observes asked on this connection */
   int64_t rate_window_ms;
   uint32_t rate_count;
 };
@@ -355,6 +363,7 @@ typedef struct snap_fill {
 typedef struct chan_req {
   conn_t *c;
   int type;
+  uint32_t seq; /* a first join's or an observe's number (conn_chan_t) */
   int no_snapshot; /* a join answered by an ack ("snapshot":false) */
   snap_fill_t *fill;
   char id[80];
@@ -449,7 +458,8 @@ const char *channel_error_code(int rc) {
  * the only way to stop them. Joined, it stays joined. */
 static void observe_failed(chan_req_t *r, const char *code, const char *msg) {
   conn_chan_t *x = find(*ws_chans(r->c), r->channel);
-  if (x && r->type == WSMSG_OBSERVE) {
+  if (x && r->type == WSMSG_OBSERVE && x->observing &&
+      x->observe_req == r->seq) {
     x->observing = 0;
     maybe_unsubscribe(r->c, x);
   }
@@ -642,7 +652,8 @@ static void on_join_done(presence_t *p, int status, void *ud) {
      * writable, the connection lost) keeps its own record of the join for
      * its re-assert, which would then make it: a leave takes that back
      * (ENOTMEMBER where the store dropped it already). */
-    if (x && r->type == WSMSG_JOIN && x->joined == 2) {
+    if (x && r->type == WSMSG_JOIN && x->joined == 2 &&
+        x->join_req == r->seq) {
       (void)presence_handle_leave(c->srv->p, ws_handle(c), r->channel, NULL,
                                   NULL);
       x->joined = 0;
@@ -652,7 +663,7 @@ static void on_join_done(presence_t *p, int status, void *ud) {
     req_done(r);
     return;
   }
-  if (x && x->joined == 2) x->joined = 1;
+  if (x && x->joined == 2 && x->join_req == r->seq) x->joined = 1;
   if (r->type == WSMSG_UPDATE || r->no_snapshot) {
     ws_send_ack(c, r->id);
     req_done(r);
@@ -725,13 +736,19 @@ void chan_on_message(conn_t *c, const wsmsg_t *m) {
       ws_send_error(c, "internal", "out of memory", m->id);
       return;
     }
+    if (++cc->reqs == 0) cc->reqs = 1; /* 0: no request */
+    r->seq = cc->reqs;
     if (!join) {
       x->observing = 1;
+      x->observe_req = r->seq;
       snapshot(r);
       return;
     }
     int fresh = !x->joined;
-    if (fresh) x->joined = 2; /* asked, not yet answered */
+    if (fresh) { /* asked, not yet answered */
+      x->joined = 2;
+      x->join_req = r->seq;
+    }
     /* A join of a channel the session is in already (new data) that the
      * store cannot make now is undone there, as an update is: the client
      * is told store_unavailable, and kept, the new data came back with the

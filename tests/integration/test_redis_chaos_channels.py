@@ -34,6 +34,12 @@ joined (a lost member, a ghost or a duplicate trips one of them).
                  instance are re-asserted once (resync), not three times.
   snapshot-lost: a join the store made whose member listing then fails is
                  answered as done (ack), not store_unavailable.
+  reobserve:     observe, unobserve, observe again before the first
+                 observe's answer (A's replies held), the first one's reply
+                 lost or late: the session observes (the last request),
+                 and an unobserve then stops the frames.
+  rejoin-race:   join, leave, join again, the first join's reply lost: the
+                 session is a member (the last request), listed everywhere.
   backend:       sessions a backend reports over GET /v1/backend joined to
                  channels, their origin's instance killed: a backend that
                  does not come back loses its members once (instance_lost);
@@ -766,6 +772,109 @@ async def test_snapshot_lost(t, cl):
 test_snapshot_lost.timeout = 30
 
 
+async def _answers(c, ids, timeout):
+    """The frames answering the requests ids (by id), in arrival order, and
+    every other frame read meanwhile."""
+    got, other = [], []
+    t0 = time.monotonic()
+    while len(got) < len(ids) and time.monotonic() - t0 < timeout:
+        try:
+            m = await c.recv(timeout=max(0.05, timeout - (time.monotonic() - t0)))
+        except asyncio.TimeoutError:
+            break
+        (got if m.get("id") in ids else other).append(m)
+    return got, other
+
+
+async def test_reobserve(t, cl):
+    """observe, unobserve, observe again before the first observe's answer
+    (A's replies slowed by its proxy): whatever the first observe's answer
+    is, the session ends observing (the last request), gets the channel's
+    changes, and one unobserve then stops them."""
+    await cl.astart()
+    A, B = cl.d
+    m = await Client.connect(B, "ro-m", tok=tok("ro-m"))
+    await m.send({"type": "join", "channel": "cx-1", "data": {"v": 1}, "id": "j"})
+    await m.expect_type("channel", 5, id="j")
+    c = await Client.connect(A, "ro-obs", tok=tok("ro-obs"))
+    for fail in (True, False):
+        tag = "the first observe failing" if fail else "the first observe answered late"
+        # Held replies: the three requests are all in before any answer.
+        cl.proxy.stalled.clear()
+        if fail:
+            cl.proxy.target = "q_mbrief"
+            cl.proxy.mode = "status"
+        for msg in ({"type": "observe", "channel": "cx-1", "id": "o1"},
+                    {"type": "unobserve", "channel": "cx-1", "id": "u"},
+                    {"type": "observe", "channel": "cx-1", "id": "o2"}):
+            await c.send(msg)
+        await asyncio.sleep(0.3)
+        cl.proxy.stalled.set()
+        got, _ = await _answers(c, {"o1", "u", "o2"}, 6)
+        by = {x["id"]: x for x in got}
+        if fail:
+            t.check("reobserve: the first observe's reply was replaced", cl.proxy.corrupted == 1,
+                    cl.proxy.corrupted)
+        t.eq(f"reobserve ({tag}): o1, u and o2 each answered",
+             sorted(by), ["o1", "o2", "u"])
+        t.eq(f"reobserve ({tag}): the second observe is answered by a snapshot listing the member",
+             [x["user_id"] for x in by.get("o2", {}).get("members", [])], ["ro-m"])
+        await m.send({"type": "update", "channel": "cx-1", "data": {"v": 2 if fail else 3}, "id": "u1"})
+        await m.expect_type("ack", 5, id="u1")
+        ch = [x for x in await c.collect(1.0) if x.get("type") == "channel"]
+        t.eq(f"reobserve ({tag}): the session observes: the member's update reaches it",
+             [(x.get("event"), x["member"].get("data")) for x in ch],
+             [("update", {"v": 2 if fail else 3})])
+        await c.send({"type": "unobserve", "channel": "cx-1", "id": "u2"})
+        await c.expect_type("ack", 5, id="u2")
+        await m.send({"type": "update", "channel": "cx-1", "data": {"v": 9}, "id": "u3"})
+        await m.expect_type("ack", 5, id="u3")
+        ch = [x for x in await c.collect(1.0) if x.get("type") == "channel"]
+        t.eq(f"reobserve ({tag}): after an unobserve nothing more comes", ch, [])
+    await m.close()
+    await c.close()
+    cl.proxy.stop()
+test_reobserve.timeout = 40
+
+
+async def test_rejoin_race(t, cl):
+    """join, leave, join again before the first join's answer, the first
+    join's reply lost (replaced): the session ends a member (the last
+    request), as its second join's snapshot says, and the others see it."""
+    await cl.astart()
+    A, B = cl.d
+    m = await Client.connect(B, "rr-m", tok=tok("rr-m"))
+    await m.send({"type": "observe", "channel": "cx-2", "id": "o"})
+    await m.expect_type("channel", 5, id="o")
+    c = await Client.connect(A, "rr-c", tok=tok("rr-c"))
+    cl.proxy.stalled.clear()
+    cl.proxy.target = "join"
+    cl.proxy.mode = "status"
+    for msg in ({"type": "join", "channel": "cx-2", "data": {"n": 1}, "id": "j1"},
+                {"type": "leave", "channel": "cx-2", "id": "l"},
+                {"type": "join", "channel": "cx-2", "data": {"n": 2}, "id": "j2"}):
+        await c.send(msg)
+    await asyncio.sleep(0.3)
+    cl.proxy.stalled.set()
+    got, _ = await _answers(c, {"j1", "l", "j2"}, 6)
+    by = {x["id"]: x for x in got}
+    t.check("rejoin-race: the first join's reply was replaced", cl.proxy.corrupted == 1,
+            cl.proxy.corrupted)
+    t.eq("rejoin-race: the second join is answered by a snapshot listing the joiner",
+         [x["user_id"] for x in by.get("j2", {}).get("members", [])], ["rr-c"])
+    await asyncio.sleep(0.5)
+    t.eq("rejoin-race: the store lists the session's user as a member",
+         await members(B, "cx-2"), ["rr-c"])
+    await c.send({"type": "update", "channel": "cx-2", "data": {"n": 3}, "id": "u"})
+    m2, _ = await c.expect(lambda x: x.get("id") == "u", 5)
+    t.eq("rejoin-race: an update of the channel is acked (still joined here)",
+         (m2 or {}).get("type"), "ack")
+    await m.close()
+    await c.close()
+    cl.proxy.stop()
+test_rejoin_race.timeout = 30
+
+
 # --------------------------------------------------------------------------
 
 
@@ -1199,6 +1308,8 @@ def main():
         sc("flushall", test_flushall),
         sc("restart", test_restart),
         sc("snapshot-lost", test_snapshot_lost, CorruptingCluster),
+        sc("reobserve", test_reobserve, CorruptingCluster),
+        sc("rejoin-race", test_rejoin_race, CorruptingCluster),
         sc("backend", test_backend),
         sc("backend-storm", test_backend_storm),
         sc("resync-join", test_resync_join),

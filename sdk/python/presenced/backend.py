@@ -26,14 +26,17 @@ from threads (Flask, Django)::
     backend.flush_sync()
 """
 import asyncio
+import base64
+import http.client
 import json
+import os
 import threading
 import urllib.parse
 import uuid
 from typing import Any, Callable, Dict, List, Optional
 
 from ._auth import bearer, check_url
-from .errors import BackendRefused, _error_of
+from .errors import BackendRefused, PresenceError, _error_of
 
 
 class BackendConnection:
@@ -66,7 +69,6 @@ class BackendConnection:
         self._ready = False
         self._closed = False
         self._taken_over = False
-        self._taken_over_reported = False
         self._bye = False
         self._loop: Optional[asyncio.AbstractEventLoop] = None
         self._flush_scheduled = False
@@ -164,6 +166,24 @@ class BackendConnection:
             conn.MAX_REDIRECTS_ALLOWED = 1
         return conn
 
+    def _refusal_body(self) -> bytes:
+        """The body of presenced's refusal of this connection's upgrade, asked
+        again over http.client (for a websockets that keeps none); b"" when
+        it cannot be had. Follows no redirect, as the connection does not."""
+        u = urllib.parse.urlsplit(self.url)
+        cls = http.client.HTTPSConnection if u.scheme == "wss" else http.client.HTTPConnection
+        conn = cls(u.hostname, u.port, timeout=5)
+        try:
+            conn.request("GET", f"{u.path}?{u.query}", headers={
+                "Authorization": bearer(self.api_key), "Upgrade": "websocket", "Connection": "Upgrade",
+                "Sec-WebSocket-Key": base64.b64encode(os.urandom(16)).decode(), "Sec-WebSocket-Version": "13"})
+            res = conn.getresponse()
+            return res.read(4096) if res.status >= 400 else b""
+        except (OSError, http.client.HTTPException):
+            return b""
+        finally:
+            conn.close()
+
     async def _run(self):
         import websockets
         delay = self.retry_s
@@ -180,10 +200,15 @@ class BackendConnection:
                 # PUT /v1/sessions), which was retried for ever.
                 if status in (400, 401, 409):
                     self._closed = True
-                    # The daemon's code and message when the exception holds the
-                    # body (websockets 11+); else the code its status always has.
-                    body = getattr(getattr(e, "response", None), "body", None) or b""
-                    err = _error_of(body) or {}
+                    # The daemon's code and message: websockets 14+ keeps the
+                    # body of the refusal; before 14 (Debian 12 has 10.4) it
+                    # keeps none, and the error said "presenced refused the
+                    # backend connection: 401" instead of the daemon's
+                    # message: the refusal is then asked for again.
+                    body = getattr(getattr(e, "response", None), "body", None)
+                    if body is None:
+                        body = await asyncio.get_running_loop().run_in_executor(None, self._refusal_body)
+                    err = _error_of(body or b"") or {}
                     raise BackendRefused(status, err.get("code") or {401: "unauthorized", 409: "bad_origin"}.get(status, "bad_request"),
                                          err.get("message") or f"presenced refused the backend connection: {status}") from e
                 if getattr(getattr(e, "rcvd", None), "code", None) == 4009:
@@ -197,11 +222,14 @@ class BackendConnection:
                 # process can take over a live connection of ours, and taking it
                 # back starts a loop in which each sync ends the other's
                 # sessions. The newer one keeps it; this one stops, as the Node
-                # and Go SDKs' do (operations now change the local list only).
+                # and Go SDKs' do (operations now change the local list only),
+                # and says so once, with the same error as they do: a
+                # PresenceError origin_taken_over, not retryable.
                 self._closed = True
-                if self.on_error and not self._taken_over_reported:
-                    self.on_error(RuntimeError("origin_taken_over: another connection with this origin took it over; "
-                                               "this one stopped"))
+                if self.on_error:
+                    self.on_error(PresenceError(0, "origin_taken_over",
+                                                f"origin {self.origin} taken over by another connection "
+                                                "(is another process using this origin?): stopped"))
                 break
             if self._closed:
                 break
@@ -274,8 +302,9 @@ class BackendConnection:
             if self.on_left:
                 self.on_left(sid, s["user"], channel, msg.get("reason", ""))
         elif t == "error":
-            if msg.get("code") == "origin_taken_over":     # the close 4009 follows
-                self._taken_over = self._taken_over_reported = True
+            if msg.get("code") == "origin_taken_over":     # the close 4009 follows, and is reported
+                self._taken_over = True
+                return
             if msg.get("code") == "rate_limited" and msg.get("seq") in self._inflight:
                 # The same frame again later, as the Node SDK does: a sync frame
                 # too, whose sessions were dropped here before (after a restart

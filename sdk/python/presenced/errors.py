@@ -19,8 +19,9 @@ class PresenceError(Exception):
 
     @property
     def retryable(self) -> bool:
-        """No answer, a 5xx, 408 or 429."""
-        return self.status == 0 or self.status >= 500 or self.status in (408, 429)
+        """No answer (but origin_taken_over: another process holds the origin), a 5xx, 408 or 429."""
+        return ((self.status == 0 and self.code != "origin_taken_over") or self.status >= 500
+                or self.status in (408, 429))
 
 
 class BackendRefused(PresenceError, ConnectionRefusedError):

@@ -367,7 +367,7 @@ def test_a_connection_taken_over_stops(pd):
         first = BackendConnection(pd.url, API_KEY, "py-same", retry_s=0.05, max_retry_s=0.2)
         second = BackendConnection(pd.url, API_KEY, "py-same", retry_s=0.05, max_retry_s=0.2)
         errors = []
-        first.on_error = lambda e: errors.append(str(e))
+        first.on_error = errors.append
         await first.connect()
         first.open("ole")
         await first.flush()
@@ -376,7 +376,11 @@ def test_a_connection_taken_over_stops(pd):
         await second.flush()
         await asyncio.sleep(1.0)
         assert (first.connects, second.connects) == (1, 1)
-        assert len(errors) == 1 and "origin_taken_over" in errors[0], errors
+        # The same error as the Node and Go SDKs give: a PresenceError with the
+        # code, not retryable (it was a RuntimeError "backend frame refused:
+        # origin_taken_over: ...", with no code to match on).
+        assert [(type(e), e.code, e.status, e.retryable) for e in errors] == \
+            [(PresenceError, "origin_taken_over", 0, False)], errors
         users = await asyncio.to_thread(api.get_users, ["ole", "pia"])
         assert [(u["status"], u["version"]) for u in users] == [("offline", 2), ("online", 1)]
         first.open("quinn")                     # the local list only: no error
@@ -445,6 +449,12 @@ def test_a_refused_connection_is_a_presence_error(pd):
         asyncio.run(asyncio.wait_for(b.connect(), 10))
     assert (e.value.status, e.value.code, e.value.retryable) == (401, "unauthorized", False)
     assert isinstance(e.value, ConnectionRefusedError)
+    # The daemon's message, as its HTTP API gives it (and the Node and Go
+    # SDKs), with any websockets: before 14 it keeps no body, and the message
+    # was "presenced refused the backend connection: 401".
+    with pytest.raises(PresenceError) as api_e:
+        PresenceAPI(pd.url, "a-wrong-key-0123456789-0123456789").origins()
+    assert e.value.message == api_e.value.message
 
 
 def test_a_bad_origin_is_refused_when_the_connection_is_made():
@@ -464,3 +474,4 @@ def test_a_reserved_origin_is_refused_not_retried(pd):
     with pytest.raises(PresenceError) as e:
         asyncio.run(asyncio.wait_for(b.connect(), 5))
     assert (e.value.status, e.value.code) == (409, "bad_origin")
+    assert "reserved" in e.value.message, e.value.message      # the daemon's, whatever websockets keeps

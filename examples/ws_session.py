@@ -22,6 +22,7 @@ import hashlib
 import hmac
 import json
 import os
+import signal
 import sys
 import time
 
@@ -62,7 +63,7 @@ async def main():
     tok = a.token or token(a.user, a.secret, a.audience, a.watch)
     url = f"{a.url.rstrip('/')}/v1/ws?token={tok}"
     try:
-        ws = await websockets.connect(url)
+        ws = await websockets.connect(url, close_timeout=2)
     except (OSError, websockets.exceptions.InvalidStatusCode) as e:
         print(f"ws_session: cannot connect to {a.url}: {e}", file=sys.stderr)
         return 3
@@ -70,15 +71,21 @@ async def main():
         await ws.send(json.dumps({"type": "subscribe", "users": a.watch}))
     loop = asyncio.get_running_loop()
 
-    async def typed():
-        # Status changes typed on stdin.
-        while True:
-            line = await loop.run_in_executor(None, sys.stdin.readline)
-            if not line:
-                return
-            st = line.strip()
+    pending = [b""]  # a line typed in part
+
+    def typed(fd):
+        # Status changes typed on stdin, read when the loop sees a line: a
+        # thread blocked in readline() instead would keep Ctrl-C from ending
+        # the program (asyncio.run waits for its executor's threads).
+        data = os.read(fd, 1024)
+        if not data:  # Ctrl-D: nothing more to read, the session stays
+            loop.remove_reader(fd)
+            return
+        *lines, pending[0] = (pending[0] + data).split(b"\n")
+        for line in lines:
+            st = line.decode(errors="replace").strip()
             if st in ("idle", "online"):
-                await ws.send(json.dumps({"type": "status", "status": st}))
+                asyncio.ensure_future(ws.send(json.dumps({"type": "status", "status": st})))
 
     # Only a foreground job reads the terminal: a background one (`&`) that
     # tried would be stopped by the shell (SIGTTIN), session and all.
@@ -87,14 +94,21 @@ async def main():
         fg = sys.stdin.isatty() and os.getpgrp() == os.tcgetpgrp(sys.stdin.fileno())
     except OSError:
         pass
-    keys = asyncio.ensure_future(typed() if fg else asyncio.sleep(0))
+    if fg:
+        loop.add_reader(sys.stdin.fileno(), typed, sys.stdin.fileno())
+    # Ctrl-C closes the WebSocket (1000): presenced ends the session at once
+    # and the program ends with the server's answer. asyncio.run's own Ctrl-C
+    # cancelled the tasks of the websockets library, which then waited on
+    # the open socket: the program did not end.
+    loop.add_signal_handler(signal.SIGINT, lambda: asyncio.ensure_future(ws.close()))
     try:
         async for msg in ws:
             print(msg, flush=True)
     except websockets.exceptions.ConnectionClosed:
         pass
     finally:
-        keys.cancel()
+        if fg:
+            loop.remove_reader(sys.stdin.fileno())
     print(f"closed: code {ws.close_code} {ws.close_reason or ''}".rstrip(), flush=True)
     return 0
 

@@ -4,7 +4,8 @@
 exists, and an anchor (#...) names a heading of that file, spelled as GitHub
 makes it (lower case, punctuation dropped, spaces to hyphens; a repeated
 heading gets -1, -2, ...). Links inside code blocks and code spans are not
-links. Exits 1 and names each broken link.
+links. And every document under docs/ is linked from docs/README.md, the
+index. Exits 1 and names each broken link and each document left out.
 
     tests/docs/links.py [REPO_ROOT]
 """
@@ -69,14 +70,27 @@ def broken_links(root, paths):
                 yield f"{rel}: {url}: no such heading"
 
 
+def unindexed(root):
+    """The documents under docs/ that docs/README.md, the index, does not
+    link: a reader who starts there never finds them."""
+    index = os.path.join(root, "docs", "README.md")
+    with open(index, encoding="utf-8") as f:
+        text = re.sub(r"```.*?```", "", f.read(), flags=re.S)
+    linked = {os.path.normpath(os.path.join(root, "docs", m.group(1).partition("#")[0]))
+              for m in re.finditer(r"\]\(([^)\s]+)\)", text)}
+    for path in sorted(markdown_files(os.path.join(root, "docs"))):
+        if path != index and os.path.normpath(path) not in linked:
+            yield f"docs/README.md: {os.path.relpath(path, root)} is not in the index"
+
+
 def main():
     root = os.path.abspath(sys.argv[1] if len(sys.argv) > 1 else
                            os.path.join(os.path.dirname(__file__), "..", ".."))
     paths = sorted(markdown_files(root))
-    bad = list(broken_links(root, paths))
+    bad = list(broken_links(root, paths)) + list(unindexed(root))
     for b in bad:
         print(b)
-    print(f"{len(paths)} Markdown files, {len(bad)} broken links")
+    print(f"{len(paths)} Markdown files, {len(bad)} broken links or documents left out")
     return 1 if bad else 0
 
 

@@ -15,6 +15,14 @@ from ._auth import bearer, check_url
 from .errors import PresenceError, _error_of
 
 
+class _Retry(Exception):
+    """An error answer worth retrying (5xx, 429...): the PresenceError for on_error."""
+
+    def __init__(self, error: PresenceError):
+        super().__init__(str(error))
+        self.error = error
+
+
 @dataclass
 class StreamItem:
     type: str                 # the event type, or "gap"
@@ -98,7 +106,10 @@ class EventStream:
                         e = PresenceError(res.status, f"http_{res.status}", text[:200].decode("utf-8", "replace"))
                     if res.status in (400, 401):
                         raise e            # does not heal by retrying
-                    raise OSError(str(e))
+                    # Retried, and on_error sees the PresenceError itself (its
+                    # code, retryable), as the Node and Go SDKs' streams give
+                    # it: it was an OSError holding its text.
+                    raise _Retry(e)
                 self.connects += 1
                 if self.on_connect:
                     self.on_connect()
@@ -131,11 +142,11 @@ class EventStream:
                         return
             except PresenceError:
                 raise
-            except (OSError, http.client.HTTPException, ValueError) as e:
+            except (_Retry, OSError, http.client.HTTPException, ValueError) as e:
                 if self._closed.is_set():
                     return
                 if self.on_error:
-                    self.on_error(e)
+                    self.on_error(e.error if isinstance(e, _Retry) else e)
             finally:
                 conn.close()
                 self._conn = None

@@ -1,6 +1,7 @@
 # SPDX-License-Identifier: MIT
 """Tokens, the HTTP API client and the event stream against a real presenced."""
 import threading
+import time
 
 import pytest
 
@@ -332,3 +333,28 @@ def test_a_url_without_its_scheme_is_refused_when_the_client_is_made():
         PresenceAPI(good, API_KEY).events()
         BackendConnection(good, API_KEY, "o")
     BackendConnection("ws://127.0.0.1:7070", API_KEY, "o")
+
+
+def test_event_stream_tells_on_error_the_daemons_refusal_as_a_presence_error():
+    # presenced at --max-connections answers 503 too_many_connections: the
+    # stream retries, and on_error got an OSError holding the text, where the
+    # Node and Go SDKs give the PresenceError (code, status, retryable).
+    import socket
+    pd = Presenced("--max-connections", "1").start()
+    held = socket.create_connection(("127.0.0.1", pd.port))
+    try:
+        time.sleep(0.2)
+        errors = []
+        stream = PresenceAPI(pd.url, API_KEY).events(retry_s=0.05, max_retry_s=0.1, on_error=errors.append)
+        it = iter(stream)
+        threading.Thread(target=lambda: next(it, None), daemon=True).start()
+        wait_for(lambda: errors, what="the stream's first error")
+        e = errors[0]
+        assert isinstance(e, PresenceError), repr(e)
+        assert (e.status, e.code, e.retryable) == (503, "too_many_connections", True)
+        held.close()
+        wait_for(lambda: stream.connects == 1, what="the stream connected once the connection was free")
+        stream.close()
+    finally:
+        held.close()
+        pd.stop()

@@ -15,8 +15,9 @@ Makefile's API key, --demo), only the port changed to a free one and
     the welcome and alice's snapshot print, typing "idle" makes carol idle,
     Ctrl-C ends the program within seconds and carol's session with it;
   - webhooks.md's example receiver, as its block starts it (the port
-    changed), fed by presenced with the block's --webhook: a user online,
-    then offline in its SQLite table;
+    changed), fed by presenced with the block's --webhook: users online in
+    its SQLite table; at a shutdown the one with a session offline, the one
+    in its offline grace not; after the next start, both offline;
   - the README's cluster step (with redis-server): two instances on one
     Redis, the first killed, the second's presencectl watch prints the
     instance_lost events the README shows.
@@ -264,7 +265,10 @@ class Tour:
                               env=dict(os.environ, WHSEC=secret),
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         spec = hook.replace("$WHSEC", secret).replace(":9000/", f":{rx_port}/")
-        d = Daemon(self.binary, {"--webhook": spec}, "docs-tour-webhooks")
+        # The default offline grace, as the block's presenced has.
+        flags = {"--webhook": spec, "--offline-grace-ms": "10000"}
+        d = Daemon(self.binary, flags, "docs-tour-webhooks")
+        d2 = Daemon(self.binary, flags, "docs-tour-webhooks-2")
         try:
             d.start()
             db = os.path.join(tmp, "app.db")
@@ -272,28 +276,44 @@ class Tour:
             def rows():
                 try:
                     with sqlite3.connect(db) as c:
-                        return c.execute(query).fetchall()
+                        return {x[0]: x[1:] for x in c.execute(query).fetchall()}
                 except sqlite3.Error:
-                    return []
+                    return {}
 
             async def until(pred):
                 for _ in range(100):
                     if pred(rows()):
-                        return rows()
+                        break
                     await asyncio.sleep(0.1)
                 return rows()
-            ws = await websockets.connect(d.ws_url(harness.token("alice")), ping_interval=None)
-            got = await until(lambda r: any(x[0] == "alice" and x[1] == "online" for x in r))
-            self.t.check("webhooks.md receiver: alice online in its users table, last_online set",
-                         any(x[0] == "alice" and x[1] == "online" and x[2] for x in got),
+            alice = await websockets.connect(d.ws_url(harness.token("alice")), ping_interval=None)
+            bob = await websockets.connect(d.ws_url(harness.token("bob")), ping_interval=None)
+            got = await until(lambda r: [r.get(u, [None])[0] for u in ("alice", "bob")]
+                              == ["online", "online"])
+            self.t.check("webhooks.md receiver: alice and bob online in its users table, "
+                         "last_online set", all(got.get(u, [None])[0] == "online"
+                                                and got[u][1] for u in ("alice", "bob")),
                          (got, d.stderr_tail(5)))
-            await ws.close()
-            got = await until(lambda r: any(x[0] == "alice" and x[1] is None for x in r))
-            self.t.check("webhooks.md receiver: then offline (status NULL)",
-                         any(x[0] == "alice" and x[1] is None for x in got), got)
-        finally:
+            # alice's tab closes: she is in her offline grace when presenced
+            # stops; bob still has his session.
+            await alice.close()
+            await asyncio.sleep(0.3)
             d.stop()
-            d.cleanup()
+            got = await until(lambda r: r.get("bob", [0])[0] is None)
+            self.t.check("webhooks.md shutdown: a user with a session goes offline",
+                         got.get("bob", [0])[0] is None, got)
+            self.t.check("webhooks.md shutdown: a user in its offline grace does not",
+                         got.get("alice", [None])[0] == "online", got)
+            await bob.close()
+            # The next start's cleanup ("fresh_start": true) sets her offline.
+            d2.start()
+            got = await until(lambda r: r.get("alice", [0])[0] is None)
+            self.t.check("webhooks.md receiver: the next start's fresh-start cleanup sets "
+                         "every user offline", got.get("alice", [0])[0] is None, got)
+        finally:
+            for x in (d, d2):
+                x.stop()
+                x.cleanup()
             rx.terminate()
             rx.wait(5)
             shutil.rmtree(tmp, ignore_errors=True)

@@ -151,7 +151,7 @@ class BackendConnection:
         return self
 
     def _connect_args(self):
-        import websockets
+        websockets = _websockets()
         headers = {"Authorization": bearer(self.api_key)}
         major = int(websockets.__version__.split(".")[0])
         if major >= 14:
@@ -185,7 +185,7 @@ class BackendConnection:
             conn.close()
 
     async def _run(self):
-        import websockets
+        _websockets()
         delay = self.retry_s
         while not self._closed:
             try:
@@ -526,6 +526,18 @@ class BackendConnection:
         """Drop the connection (tests, failover): it reconnects and re-asserts."""
         if self._ws is not None:
             self._ws.transport.abort() if hasattr(self._ws, "transport") else await self._ws.close()
+
+
+def _websockets():
+    # The one dependency, of this module only (pyproject's extra "backend"):
+    # without it connect() said only "No module named 'websockets'".
+    try:
+        import websockets
+    except ImportError as e:
+        raise ModuleNotFoundError("presenced.BackendConnection needs the websockets package: "
+                                  "pip install 'presenced[backend]' (or Debian's python3-websockets)",
+                                  name="websockets") from e
+    return websockets
 
 
 def _check_status(status: str) -> None:

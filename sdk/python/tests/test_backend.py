@@ -475,3 +475,13 @@ def test_a_reserved_origin_is_refused_not_retried(pd):
         asyncio.run(asyncio.wait_for(b.connect(), 5))
     assert (e.value.status, e.value.code) == (409, "bad_origin")
     assert "reserved" in e.value.message, e.value.message      # the daemon's, whatever websockets keeps
+
+
+def test_without_websockets_connect_names_the_package_to_install(monkeypatch):
+    # pip install sdk/python installs no websockets (only the "backend"
+    # extra does): connect() said "No module named 'websockets'" and no more.
+    import sys
+    monkeypatch.setitem(sys.modules, "websockets", None)     # as if not installed
+    b = BackendConnection("http://127.0.0.1:1", API_KEY, "py-nows")
+    with pytest.raises(ModuleNotFoundError, match=r"presenced\[backend\]"):
+        asyncio.run(asyncio.wait_for(b.connect(), 5))

@@ -83,11 +83,37 @@ def unindexed(root):
             yield f"docs/README.md: {os.path.relpath(path, root)} is not in the index"
 
 
+def bad_sections(root, paths):
+    """A document's numbered sections ("## 3. Limits", "### 4.3 Server
+    messages") count from 1 without a gap, and its "section N" names one of
+    them: a reader sent to section 2 finds it."""
+    for path in paths:
+        with open(path, encoding="utf-8") as f:
+            text = re.sub(r"```.*?```", "", f.read(), flags=re.S)
+        nums = re.findall(r"^#{2,4} (\d+[a-z]?(?:\.\d+)*)\.? ", text, flags=re.M)
+        if not nums:
+            continue
+        rel = os.path.relpath(path, root)
+        top = [int(n) for n in nums if re.fullmatch(r"\d+", n)]
+        if top != list(range(1, len(top) + 1)):
+            yield f"{rel}: its sections are numbered {top}"
+        for m in re.finditer(r"\bsection (\d+[a-z]?(?:\.\d+)*)", text):
+            # Only this document's: "protocol.md 6.1" or "c-api.md section
+            # 8" name another's.
+            before = text[max(0, m.start() - 40):m.start()]
+            if re.search(r"\.md\)?,? *$", before):
+                continue
+            if m.group(1) not in nums:
+                line = text[:m.start()].count("\n") + 1
+                yield f"{rel}:{line}: section {m.group(1)}: no such section"
+
+
 def main():
     root = os.path.abspath(sys.argv[1] if len(sys.argv) > 1 else
                            os.path.join(os.path.dirname(__file__), "..", ".."))
     paths = sorted(markdown_files(root))
-    bad = list(broken_links(root, paths)) + list(unindexed(root))
+    bad = list(broken_links(root, paths)) + list(unindexed(root)) + \
+        list(bad_sections(root, paths))
     for b in bad:
         print(b)
     print(f"{len(paths)} Markdown files, {len(bad)} broken links or documents left out")

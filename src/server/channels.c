@@ -729,6 +729,9 @@ void chan_on_message(conn_t *c, const wsmsg_t *m) {
       ws_send_error(c, "join_rate", msg, m->id);
       return;
     }
+    /* Taken: activity before the store is asked, so that an idle-by-
+     * inactivity session joins online rather than idle and then online. */
+    ws_activity(c);
     chan_req_t *r = req_new(c, m);
     x = r ? subscribe(c, ch) : NULL;
     if (!x) {
@@ -773,6 +776,7 @@ void chan_on_message(conn_t *c, const wsmsg_t *m) {
       ws_send_error(c, "not_joined", msg, m->id);
       return;
     }
+    ws_activity(c); /* as for a join: the update shows the member online */
     chan_req_t *r = req_new(c, m);
     if (!r) {
       ws_send_error(c, "internal", "out of memory", m->id);

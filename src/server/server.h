@@ -472,6 +472,12 @@ conn_chans_t **ws_chans(conn_t *c);
 void ws_send_error(conn_t *c, const char *code, const char *message,
                    const char *id);
 void ws_send_ack(conn_t *c, const char *id);
+/* The message being handled is activity (protocol.md 1.2): called where a
+ * request is taken, before the store is asked, so that what it does is
+ * done by an active session (a join shows the member online, not idle and
+ * then online). Once per message; a message refused with an error frame
+ * before it is never activity. */
+void ws_activity(conn_t *c);
 
 /* ---- subindex.c: connections subscribed to a key ------------------------- */
 

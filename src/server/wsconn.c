@@ -59,6 +59,10 @@ struct wsconn {
    * c->stash), so a refused session never sees a welcome. */
   uint8_t welcome_pending;
   uint8_t input_held; /* reading stopped by hold_input */
+  /* The client message being handled (on_text): answered by an error frame
+   * (refused: not activity), or counted as activity already. */
+  uint8_t msg_refused;
+  uint8_t msg_active;
   uint8_t watch_all;   /* "watch": "*" */
   uint8_t join_all;    /* "channels": "*" */
   uint8_t observe_all; /* "observe": "*" */
@@ -169,6 +173,7 @@ int ws_send_text(conn_t *c, const char *json, size_t len) {
 static void send_error(conn_t *c, const char *code, const char *message,
                        const char *id) {
   srv_t *s = c->srv;
+  if (c->u.ws) c->u.ws->msg_refused = 1;
   srv_error(s, code, "WebSocket client: %s", message);
   buf_t *b = &s->scratch;
   buf_reset(b);
@@ -757,18 +762,25 @@ static void on_token(conn_t *c, const wsmsg_t *m) {
 }
 
 /* Activity for server-side inactivity (docs/protocol.md 1.2): a message
- * the client sends for its user (status, a setting, a subscribe, a channel
- * operation, refused or not), never a keepalive. The JS client pings after
- * 25 s of silence and browsers answer the server's WebSocket pings (every
- * heartbeat_ms) by themselves: counted, an open tab whose user had left it
- * never became idle under any --inactivity-ms over those. A ping, a pong
- * and a token refresh (sent by the client library on its own, ahead of
- * expiry) keep the connection alive (timeout_ms), not the session
- * active. */
-static void touch(conn_t *c, const wsmsg_t *m) {
+ * the client sends for its user that the server takes (a setting, a
+ * subscribe, a channel operation), never a keepalive. The JS client pings
+ * after 25 s of silence and browsers answer the server's WebSocket pings
+ * (every heartbeat_ms) by themselves: counted, an open tab whose user had
+ * left it never became idle under any --inactivity-ms over those. A ping,
+ * a pong and a token refresh (sent by the client library on its own, ahead
+ * of expiry) keep the connection alive (timeout_ms), not the session
+ * active. A message answered by an error frame did nothing for the user
+ * (malformed: a client's bug, looping; refused: not_joined, not_allowed):
+ * counted, a tab retrying a refused request stayed online for ever, and
+ * one brought an idle user back online. A status message is its own
+ * activity in the store (an explicit status restarts the timer): touched
+ * first, a session idle by inactivity that the client set idle went
+ * online and then idle, a blink for every watcher. */
+void ws_activity(conn_t *c) {
   srv_t *s = c->srv;
   wsconn_t *w = c->u.ws;
-  if (m->type == WSMSG_PING || m->type == WSMSG_TOKEN) return;
+  if (!w || w->msg_active || w->msg_refused || c->closing) return;
+  w->msg_active = 1;
   if (s->cfg.inactivity_ms && w->session_live)
     presence_handle_touch(s->p, w->handle);
 }
@@ -778,7 +790,9 @@ static void on_text(conn_t *c, const uint8_t *data, size_t len) {
   s->ws_messages_total++;
   wsmsg_t m;
   int rc = wsmsg_decode(data, len, s->cfg.max_watch, &m);
-  touch(c, &m);
+  wsconn_t *w = c->u.ws;
+  w->msg_refused = 0;
+  w->msg_active = 0;
   if (rc == WSMSG_BAD)
     bad_message(c, m.err_code, m.err_msg, m.id);
   else if (rc == WSMSG_TOO_MANY)
@@ -797,6 +811,12 @@ static void on_text(conn_t *c, const uint8_t *data, size_t len) {
     chan_on_message(c, &m);
   else
     on_ping(c, m.id);
+  /* Taken without an error frame: activity, unless a keepalive or a
+   * status (above). Those that must be active before the store is asked
+   * (a join, an update) were counted where they were taken. */
+  if (rc == WSMSG_OK && m.type != WSMSG_PING && m.type != WSMSG_TOKEN &&
+      m.type != WSMSG_STATUS && !c->closing && c->u.ws)
+    ws_activity(c);
   wsmsg_free(&m);
 }
 

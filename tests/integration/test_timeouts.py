@@ -5,7 +5,9 @@ pings every heartbeat_ms; a client that never answers is closed with 4008 and
 its user goes offline with reason timeout; a client that answers pings stays;
 with --inactivity-ms a session that sends nothing but keepalives (pongs,
 pings) becomes idle (reason inactivity) and online again on its next real
-message; a client-set idle stays idle."""
+message; a client-set idle stays idle; a message answered by an error
+(malformed or refused) is not activity, and a status idle on a session idle
+by inactivity shows no online in between."""
 
 import asyncio
 import os
@@ -144,6 +146,61 @@ async def test_inactivity(t, d, args):
 test_inactivity.timeout = 30
 
 
+async def test_refused_not_activity(t, d, args):
+    # --inactivity-ms 300, heartbeat long. A frame the server answers with
+    # an error did nothing for the user: it is not activity (protocol.md
+    # 1.2), neither keeping a session online nor bringing an idle one back.
+    w = await Client.connect(d, "rw", watch="*")
+    await w.send({"type": "subscribe", "users": ["refused"], "id": 1})
+    await w.expect_type("presence", 3, id=1)
+    q = await Client.connect(d, "refused")   # its token grants no channel, watches only itself
+    bad = [
+        "{",                                                     # bad_json
+        {"type": "nonsense", "id": "x1"},                        # unknown_type
+        {"type": "subscribe", "users": ["someone"], "id": "x2"},  # not_allowed
+        {"type": "leave", "channel": "room", "id": "x3"},         # not_joined
+        {"type": "update", "channel": "room", "data": {}, "id": "x4"},  # not_joined
+        {"type": "join", "channel": "room", "id": "x5"},          # channel_not_allowed
+        {"type": "observe", "channel": "room", "id": "x6"},       # channel_not_allowed
+    ]
+    codes = []
+    t0 = time.monotonic()
+    k = 0
+    while time.monotonic() - t0 < 1.2:       # four times --inactivity-ms
+        msg = bad[k % len(bad)]
+        k += 1
+        if msg == "{" and k > len(bad):
+            continue  # the malformed ones count towards the 1008 close
+        await q.send(msg)
+        m = await q.expect_type("error", 2)
+        codes.append((m or {}).get("code"))
+        await asyncio.sleep(0.08)
+    t.eq("refused: each frame answered by an error",
+         sorted(set(codes)), ["bad_json", "channel_not_allowed", "not_allowed", "not_joined", "unknown_type"])
+    ch = [(u.get("status"), u.get("reason")) for m in await w.changes(0.1, "refused") for u in m["users"]]
+    t.eq("refused: a session sending only refused frames goes idle after --inactivity-ms",
+         ch, [("online", "connect"), ("idle", "inactivity")])
+    for msg in bad[1:]:
+        await q.send(msg)
+        await q.expect_type("error", 2)
+    ch = await w.changes(0.4, "refused")
+    t.eq("refused: refused frames do not bring the idle session online", ch, [])
+    # Setting idle a session idle by inactivity: it stays idle (the client's
+    # now), no online in between.
+    await q.send({"type": "status", "status": "idle", "id": "si"})
+    await q.expect_type("ack", 2, id="si")
+    ch = await w.changes(0.4, "refused")
+    t.eq("refused: status idle on a session idle by inactivity shows no online in between",
+         [(u.get("status"), u.get("reason")) for m in ch for u in m["users"]], [])
+    await q.send({"type": "status", "status": "online", "id": "so"})
+    m = await w.change("refused", 2)
+    t.eq("refused: status online brings it back (reason explicit)",
+         [(u.get("status"), u.get("reason")) for u in (m or {}).get("users", [])], [("online", "explicit")])
+    await q.close()
+    await w.close()
+test_refused_not_activity.timeout = 30
+
+
 async def test_token_expiry(t, d, args):
     sse = await SSE.open(d)
     c = await Client.connect(d, "short-lived", tok=token("short-lived", exp_in=2))
@@ -240,4 +297,5 @@ if __name__ == "__main__":
          [test_keepalives_not_activity]),
         ("http-idle", {"--http-idle-ms": "500"}, [test_http_idle]),
         ("inactivity", {"--inactivity-ms": "300", "--heartbeat-ms": "60000"}, [test_inactivity]),
+        ("refused", {"--inactivity-ms": "300", "--heartbeat-ms": "60000"}, [test_refused_not_activity]),
     ])

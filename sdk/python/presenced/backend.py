@@ -483,12 +483,19 @@ class BackendConnection:
 
     async def flush(self) -> None:
         """Every operation so far acknowledged (or the connection lost: the re-assert carries them)."""
+        if self._acked is None:
+            # Before connect(): nothing was sent, and the sessions opened so
+            # far go with connect()'s re-assert (as the Node and Go SDKs'
+            # flush return). It raised a TypeError about a context manager.
+            return
         self._flush_queue()
         last = self._seq
         async with self._acked:
             await self._acked.wait_for(lambda: not any(s <= last for s in self._inflight))
 
     def flush_sync(self, timeout: float = 30.0) -> None:
+        if self._loop is None:
+            return                   # before start_thread(): as flush() before connect()
         asyncio.run_coroutine_threadsafe(self.flush(), self._loop).result(timeout)
 
     async def end(self, bye: bool = False) -> None:

@@ -485,3 +485,20 @@ def test_without_websockets_connect_names_the_package_to_install(monkeypatch):
     b = BackendConnection("http://127.0.0.1:1", API_KEY, "py-nows")
     with pytest.raises(ModuleNotFoundError, match=r"presenced\[backend\]"):
         asyncio.run(asyncio.wait_for(b.connect(), 5))
+
+
+def test_flush_before_connect_returns(pd):
+    # The README's restart: sessions opened before connect(). A flush() then
+    # raised "TypeError: 'NoneType' object does not support the asynchronous
+    # context manager protocol" (flush_sync() an AttributeError), where the
+    # Node and Go SDKs' flush returns: nothing was sent yet.
+    async def main():
+        b = BackendConnection(pd.url, API_KEY, "py-preflush")
+        b.open("pre", session="pre-1")
+        await b.flush()
+        b.flush_sync()
+        await b.connect()
+        await b.flush()
+        assert PresenceAPI(pd.url, API_KEY).get_user("pre")["status"] == "online"
+        await b.end(bye=True)
+    asyncio.run(asyncio.wait_for(main(), 10))

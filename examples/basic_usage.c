@@ -34,7 +34,9 @@ static user_record_t *find_user(const char *id) {
 static void on_cleanup(presence_t *p, const presence_event_t *ev, void *ud) {
   (void)p;
   (void)ud;
-  if (!ev->session_ids) /* a fresh start, not one dead instance */
+  /* A fresh start names no instance. One dead instance's cleanup names it,
+   * and its session list may be NULL (it held none, or the log left it out). */
+  if (!ev->instance_id)
     for (size_t i = 0; i < sizeof(users) / sizeof(users[0]); i++)
       users[i].status = NULL;
 }

@@ -69,6 +69,7 @@ class BackendConnection:
         self._ready = False
         self._closed = False
         self._taken_over = False
+        self._fatal: Optional[PresenceError] = None    # origin_taken_over: why connect() cannot
         self._bye = False
         self._loop: Optional[asyncio.AbstractEventLoop] = None
         self._flush_scheduled = False
@@ -89,24 +90,42 @@ class BackendConnection:
 
     async def connect(self) -> Dict[str, Any]:
         """Start (keeps reconnecting until end()); returns the first welcome."""
+        if self._task is not None:
+            # Started already. A second connect() (two start-up hooks) made a
+            # second connection of this origin, which took the first over; the
+            # first's stop then left neither sending. It now waits for the
+            # same connection, as the Node SDK's does (Go's refuses it).
+            return await self._wait_connected(first=False)
         self._loop = asyncio.get_running_loop()
         self._acked = asyncio.Condition()
         self._ready_event = asyncio.Event()
         self._task = asyncio.ensure_future(self._run())
-        waiter = asyncio.ensure_future(self._ready_event.wait())
-        try:
-            done, _ = await asyncio.wait({waiter, self._task}, return_when=asyncio.FIRST_COMPLETED)
-        except asyncio.CancelledError:
-            # Given up on (asyncio.wait_for, start_thread's timeout): stop
-            # reconnecting too, or the connection would come up later behind
-            # the caller's back and hold the origin beside its next attempt.
+        return await self._wait_connected(first=True)
+
+    async def _wait_connected(self, first: bool) -> Dict[str, Any]:
+        if not self._task.done():
+            if self._ready:
+                return self.welcome
+            waiter = asyncio.ensure_future(self._ready_event.wait())
+            try:
+                done, _ = await asyncio.wait({waiter, self._task}, return_when=asyncio.FIRST_COMPLETED)
+            except asyncio.CancelledError:
+                waiter.cancel()
+                if first:
+                    # Given up on (asyncio.wait_for, start_thread's timeout): stop
+                    # reconnecting too, or the connection would come up later behind
+                    # the caller's back and hold the origin beside its next attempt.
+                    self._stop_connecting()
+                    await asyncio.gather(self._task, return_exceptions=True)
+                raise
+            if self._task not in done:
+                return self.welcome
             waiter.cancel()
-            self._stop_connecting()
-            await asyncio.gather(self._task, return_exceptions=True)
-            raise
-        if self._task in done:
-            waiter.cancel()
-            self._task.result()          # raises the fatal error
+        self._task.result()              # raises the fatal error (a refusal)
+        if self._fatal is not None:
+            raise self._fatal            # origin_taken_over
+        if not first or self.welcome is None:
+            raise RuntimeError("BackendConnection: ended (end() was called, or it stopped); make a new one")
         return self.welcome
 
     def _stop_connecting(self):
@@ -226,10 +245,11 @@ class BackendConnection:
                 # and says so once, with the same error as they do: a
                 # PresenceError origin_taken_over, not retryable.
                 self._closed = True
+                self._fatal = PresenceError(0, "origin_taken_over",
+                                            f"origin {self.origin} taken over by another connection "
+                                            "(is another process using this origin?): stopped")
                 if self.on_error:
-                    self.on_error(PresenceError(0, "origin_taken_over",
-                                                f"origin {self.origin} taken over by another connection "
-                                                "(is another process using this origin?): stopped"))
+                    self.on_error(self._fatal)
                 break
             if self._closed:
                 break

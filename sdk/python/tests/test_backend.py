@@ -502,3 +502,48 @@ def test_flush_before_connect_returns(pd):
         assert PresenceAPI(pd.url, API_KEY).get_user("pre")["status"] == "online"
         await b.end(bye=True)
     asyncio.run(asyncio.wait_for(main(), 10))
+
+
+def test_a_second_connect_waits_for_the_same_connection(pd):
+    # connect() twice (two start-up hooks) opened a second connection of the
+    # same origin, which took the first over; the first's stop then left
+    # neither sending (open() after it reached no one) and on_error said
+    # origin_taken_over. As the Node SDK's: the second call waits for the
+    # same connection; after end() or a takeover, connect() says why.
+    api = PresenceAPI(pd.url, API_KEY)
+
+    async def main():
+        b = BackendConnection(pd.url, API_KEY, "py-connect2")
+        errors = []
+        b.on_error = errors.append
+        w1, w2 = await asyncio.gather(b.connect(), b.connect())
+        w3 = await b.connect()
+        assert w1 is w2 is w3 and b.connects == 1
+        await asyncio.sleep(0.3)
+        b.open("twice", session="twice-1")
+        await b.flush()
+        assert (await asyncio.to_thread(api.get_user, "twice"))["status"] == "online"
+        assert errors == [] and b.connects == 1, errors
+        await b.end(bye=True)
+        with pytest.raises(RuntimeError, match="ended"):
+            await b.connect()
+
+        first = BackendConnection(pd.url, API_KEY, "py-connect3")
+        told = []
+        first.on_error = told.append
+        await first.connect()
+        second = BackendConnection(pd.url, API_KEY, "py-connect3")
+        await second.connect()
+        await wait_for_async(lambda: told)
+        with pytest.raises(PresenceError) as e:
+            await first.connect()
+        assert e.value.code == "origin_taken_over"
+        await second.end(bye=True)
+    asyncio.run(asyncio.wait_for(main(), 15))
+
+
+async def wait_for_async(fn, timeout=5.0):
+    end = time.monotonic() + timeout
+    while not fn():
+        assert time.monotonic() < end, "timed out"
+        await asyncio.sleep(0.02)

@@ -5,10 +5,12 @@ exists, and an anchor (#...) names a heading of that file, spelled as GitHub
 makes it (lower case, punctuation dropped, spaces to hyphens; a repeated
 heading gets -1, -2, ...). Links inside code blocks and code spans are not
 links. And every document under docs/ is linked from docs/README.md, the
-index. Exits 1 and names each broken link and each document left out.
+index; numbered sections count without a gap; the pictures of docs/img
+show what their Graphviz sources say. Exits 1 and names each problem.
 
     tests/docs/links.py [REPO_ROOT]
 """
+import html
 import os
 import re
 import sys
@@ -108,15 +110,39 @@ def bad_sections(root, paths):
                 yield f"{rel}:{line}: section {m.group(1)}: no such section"
 
 
+def stale_pictures(root):
+    """Each picture of docs/img is drawn from its Graphviz source: every
+    line of every label in the .dot is a text of the committed .svg, so a
+    source changed without `make docs-images` shows the old picture."""
+    img = os.path.join(root, "docs", "img")
+    for name in sorted(os.listdir(img)):
+        if not name.endswith(".dot"):
+            continue
+        with open(os.path.join(img, name), encoding="utf-8") as f:
+            dot = f.read()
+        svg_path = os.path.join(img, name[:-4] + ".svg")
+        if not os.path.exists(svg_path):
+            yield f"docs/img/{name}: no {name[:-4]}.svg drawn from it"
+            continue
+        with open(svg_path, encoding="utf-8") as f:
+            texts = {" ".join(html.unescape(t).split())
+                     for t in re.findall(r">([^<>]*)</text>", f.read())}
+        for label in re.findall(r'label="((?:[^"\\]|\\.)*)"', dot):
+            for line in re.split(r"\\[nlr]", label):
+                line = " ".join(line.replace('\\"', '"').split())
+                if line and line not in texts:
+                    yield f"docs/img/{name}: \"{line}\" is not in {name[:-4]}.svg (make docs-images)"
+
+
 def main():
     root = os.path.abspath(sys.argv[1] if len(sys.argv) > 1 else
                            os.path.join(os.path.dirname(__file__), "..", ".."))
     paths = sorted(markdown_files(root))
     bad = list(broken_links(root, paths)) + list(unindexed(root)) + \
-        list(bad_sections(root, paths))
+        list(bad_sections(root, paths)) + list(stale_pictures(root))
     for b in bad:
         print(b)
-    print(f"{len(paths)} Markdown files, {len(bad)} broken links or documents left out")
+    print(f"{len(paths)} Markdown files, {len(bad)} problems")
     return 1 if bad else 0
 
 

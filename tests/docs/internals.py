@@ -9,7 +9,9 @@ removed leaves the reader grepping for nothing).
     tests/docs/internals.py [REPO_ROOT]
 
 Exits 1 and names each file missing from its document and each name of a
-document found nowhere in the tree.
+document found nowhere in the tree. README.md's Layout is checked the same
+way: the paths it names exist, and every folder of src/ and tests/ is
+named.
 """
 import os
 import re
@@ -53,6 +55,33 @@ def tree_text(root):
     return "\n".join(chunks)
 
 
+def layout(root):
+    """README.md's Layout: each path it names exists, and the folders of
+    tests/ and src/ are all named (a suite nobody knows of is not run)."""
+    with open(os.path.join(root, "README.md"), encoding="utf-8") as f:
+        readme = f.read()
+    m = re.search(r"^## Layout\n+```\n(.*?)```", readme, re.S | re.M)
+    if not m:
+        yield "README.md: no Layout block"
+        return
+    block = m.group(1)
+    named = set()
+    for line in block.splitlines():
+        top = re.match(r"([\w/.,-]+(?:, [\w/.,-]+)*)\s{2,}", line)
+        for p in re.split(r",\s*", top.group(1)) if top else []:
+            named.add(p.rstrip("/"))
+            if not os.path.exists(os.path.join(root, p)):
+                yield f"README.md Layout: {p}: no such path"
+    # The folders named inside the descriptions ("unit/ (cmocka), ...").
+    for d in ("tests", "src"):
+        for sub in sorted(os.listdir(os.path.join(root, d))):
+            full = os.path.join(root, d, sub)
+            if os.path.isdir(full) and not sub.startswith(("build", "__")) \
+                    and f"{d}/{sub}" not in named and not re.search(
+                        r"(?<![\w/])" + re.escape(sub) + r"/", block):
+                yield f"README.md Layout: {d}/{sub}/ is not named"
+
+
 def main():
     root = os.path.abspath(sys.argv[1] if len(sys.argv) > 1 else
                            os.path.join(os.path.dirname(__file__), "..", ".."))
@@ -86,6 +115,7 @@ def main():
                         continue
                     if not FOREIGN.match(name) and name not in OTHER and name not in words:
                         bad.append(f"{doc}:{line_no}: `{name}` is nowhere in the tree")
+    bad += list(layout(root))
     for b in bad:
         print(b)
     print(f"{len(bad)} problems")

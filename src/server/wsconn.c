@@ -63,6 +63,7 @@ struct wsconn {
    * (refused: not activity), or counted as activity already. */
   uint8_t msg_refused;
   uint8_t msg_active;
+  uint8_t opened_idle; /* ?status=idle: the welcome says so */
   uint8_t watch_all;   /* "watch": "*" */
   uint8_t join_all;    /* "channels": "*" */
   uint8_t observe_all; /* "observe": "*" */
@@ -1208,7 +1209,12 @@ static void send_welcome(conn_t *c) {
   buf_puts(b, ",\"device\":");
   buf_put_json_str(b, w->more && w->more->device ? w->more->device
                                                  : PRESENCE_DEVICE_DEFAULT);
-  buf_putc(b, '}');
+  /* The status the session opened with (?status=, docs/protocol.md 1): a
+   * client that asked for idle can tell that this server honoured it (an
+   * older one ignores the parameter and says nothing here). Input waits
+   * for the welcome, so no status message has changed it yet. */
+  buf_puts(b, w->opened_idle ? ",\"status\":\"idle\"}"
+                             : ",\"status\":\"online\"}");
   if (!buf_failed(b)) ws_send_text(c, b->data, b->len);
   /* The device went to the library with the session's open: not kept for
    * the connection's life. (A failed write may have freed w.) */
@@ -1229,6 +1235,7 @@ static int open_session(conn_t *c, presence_status_t status) {
    * EFENCED mean the session is kept and re-asserted once Redis is back. */
   if (srv_async(s)) conn_ref(c);
   /* The id is ours, a random UUIDv4: no cluster-wide claim needed. */
+  w->opened_idle = status == PRESENCE_IDLE;
   presence_open_opts_t oo = {.device = w->more ? w->more->device : NULL,
                              .status = status,
                              .flags = PRESENCE_OPEN_RANDOM_ID};

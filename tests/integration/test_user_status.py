@@ -541,6 +541,9 @@ async def idle_open(t, dc, dw, uid, timeout=3.0):
     # The query rides after the token (Client builds ?token=...).
     a = await Client.connect(dc, uid, tok=token(uid) + "&status=idle")
     t.check("idle open: welcomed", (a.welcome or {}).get("type") == "welcome", a.welcome)
+    # The welcome says the status the session opened with: a client can
+    # tell that the server honoured ?status=idle (an older one ignores it).
+    t.eq("idle open: the welcome says status idle", (a.welcome or {}).get("status"), "idle")
     ch = entry(await w.change(uid, timeout), uid) or {}
     t.check("idle open: the watcher's first change is idle (offline -> idle, no online)",
             ch.get("status") == "idle" and ch.get("from") == "offline"
@@ -568,7 +571,10 @@ async def idle_open(t, dc, dw, uid, timeout=3.0):
         ("session.status", "explicit", "idle", "online"),
         ("user.online", "explicit", "idle", "online"),
         ("session.connected", "connect", None, "idle")])
-    for x in (a, b, c, w):
+    d = await Client.connect(dc, uid, tok=token(uid))
+    t.eq("a session opened without ?status: the welcome says status online",
+         (d.welcome or {}).get("status"), "online")
+    for x in (a, b, c, d, w):
         await x.close()
 
 

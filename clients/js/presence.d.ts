@@ -311,7 +311,8 @@ export declare class PresenceClient {
   watched(): string[];
 
   /** Join a channel (or watch it without joining: { observe: true }); the same name
-   *  returns the same object. Joined again after every reconnect. */
+   *  returns the same object (data given updates ours). Joined again after every reconnect.
+   *  Throws for data (or observe: false) given for a channel observed here: leave() it first. */
   channel<D = Record<string, unknown>>(name: string, opts?: ChannelOptions<D>): Channel<D>;
   /** The channels joined or observed. */
   channels(): Channel[];

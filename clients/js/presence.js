@@ -1264,7 +1264,12 @@ PresenceClient.prototype.channel = function channel(name, opts = {}) {
   if (typeof name !== 'string' || !name.length) throw new TypeError('channel name must be a non-empty string');
   let ch = this._channels.get(name);
   if (ch) {
-    if (opts.data !== undefined && !ch._observe) ch.update(opts.data);
+    // Joining a channel observed here returned the observer: nothing was
+    // joined and nothing said so. One object per name: leave() it first.
+    if (ch._observe && (opts.data !== undefined || opts.observe === false)) {
+      throw new Error(`channel ${name} is observed here: leave() it, then join`);
+    }
+    if (opts.data !== undefined) ch.update(opts.data);
     return ch;
   }
   ch = new Channel(this, name, opts);

@@ -346,3 +346,22 @@ test('leave() or update() of a channel whose join is waiting to be retried repor
   assert.deepEqual(errors, []);
   assert.equal(env.client._chanReqs.size, 0);
 });
+
+test('joining (with data) a channel this page observes says so instead of doing nothing', async () => {
+  // A lobby page observes room:1 for its count; the user enters the room,
+  // channel('room:1', { data }) returned the observer: nothing was joined,
+  // nobody saw the user in the room, and nothing said why.
+  const env = setup();
+  env.client.connect();
+  const ws = await open(env);
+  const obs = env.client.channel('room:1', { observe: true });
+  const sent = ws.sent.length;
+  assert.throws(() => env.client.channel('room:1', { data: { name: 'Ann' } }), /observed.*leave\(\)/);
+  assert.throws(() => env.client.channel('room:1', { observe: false }), /observed.*leave\(\)/);
+  assert.equal(ws.sent.length, sent, 'nothing sent');
+  assert.equal(env.client.channel('room:1'), obs, 'the same object without options');
+  obs.leave();
+  const room = env.client.channel('room:1', { data: { name: 'Ann' } });
+  assert.equal(ws.sent.at(-1).type, 'join');
+  assert.notEqual(room, obs);
+});

@@ -11,7 +11,8 @@ removed leaves the reader grepping for nothing).
 Exits 1 and names each file missing from its document and each name of a
 document found nowhere in the tree. README.md's Layout is checked the same
 way: the paths it names exist, and every folder of src/ and tests/ is
-named.
+named; and a code span of the documents a newcomer reads that is a path of
+the tree names a file or folder that exists.
 """
 import os
 import re
@@ -82,6 +83,26 @@ def layout(root):
                 yield f"README.md Layout: {d}/{sub}/ is not named"
 
 
+# The documents a newcomer reads, whose paths are checked too.
+READER_DOCS = ["README.md", "docs/getting-started.md", "docs/concepts.md", "docs/c-api.md",
+               "docs/webhooks.md", "docs/security.md", "docs/guides/meteor.md",
+               "docs/guides/socketio.md"] + DOCS
+
+
+def paths_named(root):
+    """A code span that is a path of the tree (`bench/engine.c`,
+    `tests/docs/`) names something that exists: a reader opens it."""
+    top = r"(?:src|include|tests|bench|examples|scripts|contrib|sdk|clients|web|docs)"
+    for doc in READER_DOCS:
+        with open(os.path.join(root, doc), encoding="utf-8") as f:
+            text = re.sub(r"```.*?```", lambda m: "\n" * m.group(0).count("\n"),
+                          f.read(), flags=re.S)
+        for m in re.finditer(r"`(" + top + r"/[\w./-]*)`", text):
+            if not os.path.exists(os.path.join(root, m.group(1))):
+                line = text[:m.start()].count("\n") + 1
+                yield f"{doc}:{line}: {m.group(1)}: no such file or folder"
+
+
 def main():
     root = os.path.abspath(sys.argv[1] if len(sys.argv) > 1 else
                            os.path.join(os.path.dirname(__file__), "..", ".."))
@@ -116,6 +137,7 @@ def main():
                     if not FOREIGN.match(name) and name not in OTHER and name not in words:
                         bad.append(f"{doc}:{line_no}: `{name}` is nowhere in the tree")
     bad += list(layout(root))
+    bad += list(paths_named(root))
     for b in bad:
         print(b)
     print(f"{len(bad)} problems")

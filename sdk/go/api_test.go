@@ -515,3 +515,20 @@ func TestABadURLIsAnError(t *testing.T) {
 	}
 	b.End(ctx, true)
 }
+
+// A negative TTL, or one under a second (cut to whole seconds), minted a token
+// dead on arrival; the Node and Python SDKs refuse theirs too. A token expired
+// on purpose is ExpiresAt's.
+func TestMintTokenRefusesATTLUnderASecond(t *testing.T) {
+	for _, ttl := range []time.Duration{-time.Minute, -1, 500 * time.Millisecond} {
+		if _, err := MintToken(TokenOptions{Secret: []byte(testJWTSecret), UserID: "tess", TTL: ttl}); err == nil {
+			t.Errorf("TTL %v: minted", ttl)
+		}
+	}
+	for _, o := range []TokenOptions{{TTL: time.Second}, {}, {ExpiresAt: time.Now().Add(-time.Minute)}} {
+		o.Secret, o.UserID = []byte(testJWTSecret), "tess"
+		if _, err := MintToken(o); err != nil {
+			t.Errorf("%+v: %v", o, err)
+		}
+	}
+}

@@ -53,6 +53,12 @@ func MintToken(o TokenOptions) (string, error) {
 		if ttl == 0 {
 			ttl = time.Hour
 		}
+		// At least a second, as the Node and Python SDKs: a negative TTL (or
+		// one under a second, cut to whole seconds) minted a token dead on
+		// arrival. A token expired on purpose: ExpiresAt.
+		if ttl < time.Second {
+			return "", errors.New("presence: MintToken: TTL must be at least a second (0: one hour)")
+		}
 		exp = now.Add(ttl)
 	}
 	claims := map[string]any{"sub": o.UserID, "exp": exp.Unix(), "iat": now.Unix()}

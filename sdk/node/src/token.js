@@ -38,8 +38,12 @@ export function mintToken(o) {
   if (typeof o.userId !== 'string' || o.userId === '') throw new TypeError('mintToken: userId must be a non-empty string');
   const nowS = Math.floor((o.now ? o.now() : Date.now()) / 1000);
   const ttl = o.ttlSeconds ?? 3600;
-  if (o.expiresAt === undefined && (typeof ttl !== 'number' || !Number.isFinite(ttl))) {
-    throw new TypeError(`mintToken: ttlSeconds must be a number of seconds, not ${JSON.stringify(ttl)}`);
+  // At least a second: 0 (meant as "no expiry", or an unset setting) or a
+  // negative lifetime minted a token dead on arrival (presenced's leeway let
+  // it connect for 5 s, then closed it 4001), where the Go SDK takes 0 for its
+  // default hour; the three refuse it now. A token expired on purpose: expiresAt.
+  if (o.expiresAt === undefined && (typeof ttl !== 'number' || !Number.isFinite(ttl) || ttl < 1)) {
+    throw new TypeError(`mintToken: ttlSeconds must be a number of seconds >= 1, not ${JSON.stringify(ttl)}`);
   }
   // Whole seconds, as the Python and Go SDKs mint: a ttlSeconds of 1.5 (or
   // ms / 1000) gave a fractional exp, which presenced rounds down but a

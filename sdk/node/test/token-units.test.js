@@ -28,13 +28,15 @@ test('exp is whole seconds whatever ttlSeconds is; a ttlSeconds that is no numbe
   // the Python and Go SDKs mint whole seconds (an integer NumericDate).
   const claims = (t) => JSON.parse(Buffer.from(t.split('.')[1], 'base64url').toString());
   const now = () => 1_700_000_000_250;
-  for (const ttlSeconds of [1.5, 2999.999, 90]) {
+  for (const ttlSeconds of [1.5, 2999.999, 90, 1]) {
     const { exp, iat } = claims(mintToken({ secret: JWT_SECRET, userId: 'tess', ttlSeconds, now }));
     assert.ok(Number.isInteger(exp), `ttlSeconds ${ttlSeconds}: exp ${exp}`);
     assert.equal(exp, iat + Math.floor(ttlSeconds));
   }
   assert.ok(Number.isInteger(claims(mintToken({ secret: JWT_SECRET, userId: 'tess', expiresAt: 1_700_003_600.7 })).exp));
-  for (const ttlSeconds of ['3600', NaN, Infinity]) {
+  // 0 (no expiry meant) or a negative or sub-second lifetime: dead on arrival,
+  // where the Go SDK took 0 for its default hour; refused by the three.
+  for (const ttlSeconds of ['3600', NaN, Infinity, 0, -60, 0.5]) {
     assert.throws(() => mintToken({ secret: JWT_SECRET, userId: 'tess', ttlSeconds }), /ttlSeconds must be a number/);
   }
 });

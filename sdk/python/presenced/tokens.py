@@ -43,6 +43,12 @@ def mint_token(secret: Union[str, bytes], user_id: str, *, ttl: int = 3600,
                                    or not math.isfinite(expires_at) or expires_at >= 1e11):
         raise ValueError("mint_token: expires_at is seconds since the epoch "
                          f"(a finite number below 1e11); {expires_at!r} is not (milliseconds?)")
+    # At least a second, as the Node and Go SDKs: ttl=0 (meant as "no expiry")
+    # or a negative one minted a token dead on arrival (presenced's leeway let
+    # it connect for 5 s, then closed it 4001). A token expired on purpose: expires_at.
+    if expires_at is None and (isinstance(ttl, bool) or not isinstance(ttl, (int, float))
+                               or not math.isfinite(ttl) or ttl < 1):
+        raise ValueError(f"mint_token: ttl must be a number of seconds >= 1, not {ttl!r}")
     now_s = int(time.time() if now is None else now)
     body: Dict[str, Any] = {"sub": user_id, "exp": int(expires_at) if expires_at is not None else now_s + int(ttl),
                             "iat": now_s}

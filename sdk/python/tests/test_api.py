@@ -358,3 +358,15 @@ def test_event_stream_tells_on_error_the_daemons_refusal_as_a_presence_error():
     finally:
         held.close()
         pd.stop()
+
+
+def test_a_ttl_under_a_second_is_refused_when_minted():
+    # ttl=0 (meant as "no expiry", or an unset setting) or a negative one
+    # minted a token dead on arrival: presenced's leeway let it connect for
+    # 5 s, then closed it 4001. Refused, as by the Node and Go SDKs; a token
+    # expired on purpose is expires_at's.
+    for ttl in (0, -60, 0.5, float("nan"), "3600"):
+        with pytest.raises(ValueError, match="ttl must be a number of seconds >= 1"):
+            mint_token(JWT_SECRET, "tess", ttl=ttl)
+    mint_token(JWT_SECRET, "tess", ttl=1)
+    mint_token(JWT_SECRET, "tess", ttl=0, expires_at=1)      # expired on purpose

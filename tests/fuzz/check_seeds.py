@@ -77,7 +77,7 @@ def c_strings(text):
 with open(os.path.join(fuzz, "fuzz_jwt.c")) as f:
     jwt_src = f.read()
 table = re.search(r"SECRETS\[\d+\] = \{(.*?)\n\};", jwt_src, re.S)
-harness = [c_strings(m)[0] for m in re.findall(r"S\(((?:\s*\"(?:[^\"\\\\]|\\\\.)*\")+)\)",
+harness = [c_strings(m)[0] for m in re.findall(r'S\(((?:\s*"(?:[^"\\\n]|\\.)*")+)\)',
                                                 table.group(1))] if table else []
 if harness != made["JWT_SECRETS"]:
     fail("make_seeds.py's JWT_SECRETS are not fuzz_jwt.c's SECRETS (in order)")
@@ -87,7 +87,7 @@ for k in made["JWT_SECRETS"]:
 with open(os.path.join(fuzz, "fuzz_http.c")) as f:
     http_src = f.read()
 for field, want in (("api_key", made["API_KEY"].encode()), ("jwt_secret", made["SECRET"])):
-    m = re.search(r"cfg\.%s =((?:\s*\"(?:[^\"\\\\]|\\\\.)*\")+);" % field, http_src)
+    m = re.search(r'cfg\.%s =((?:\s*"(?:[^"\\\n]|\\.)*")+);' % field, http_src)
     if not m or c_strings(m.group(1))[0] != want:
         fail(f"fuzz_http.c's cfg.{field} is not make_seeds.py's")
     elif len(want) < 32:

@@ -497,6 +497,54 @@ redis_inputs = [
 ]
 write("fuzz_redis", redis_inputs)
 
+# ---- Conversations (fuzz_session): 1 selector byte (backend or client,
+# which token or origin, time between messages), then messages one a line.
+client_convs = [
+    ['{"type":"subscribe","users":["bob","carol"],"id":1}', '{"type":"status","status":"idle"}',
+     '{"type":"status","status":"online","id":2}', '{"type":"unsubscribe","users":["bob"]}'],
+    ['{"type":"join","channel":"room:1","data":{"name":"A","color":"#e33"},"id":1}',
+     '{"type":"update","channel":"room:1","data":{"typing":true},"id":2}',
+     '{"type":"observe","channel":"lobby","id":3}', '{"type":"leave","channel":"room:1","id":4}',
+     '{"type":"unobserve","channel":"lobby"}', '{"type":"join","channel":"room:2"}'],
+    ['{"type":"availability","availability":"dnd","id":1}',
+     '{"type":"message","text":"In a meeting","emoji":"\\ud83d\\udcc5","expires_in":1,"id":2}',
+     '{"type":"ping","id":3}', '{"type":"message","text":null}', '{"type":"availability","availability":"auto"}'],
+    ['{"type":"join","channel":"room:1"}', '{"type":"join","channel":"room:1"}',
+     '{"type":"join","channel":"secret"}', '{"type":"subscribe","users":["a","b","c","d","e","f"]}',
+     '{"type":"token","token":"x.y.z"}', '{"type":"ping"}'],
+    ['{"type":"ping"}'] * 30,
+    ['\x09ping', '\x0a', '\x02\x00\x01', '{"type":"ping"}', '\x08\x03\xe8bye'],
+    ['{"type":"join","channel":"room:1","data":{"a":' + '[' * 30 + ']' * 30 + '}}'],
+]
+backend_convs = [
+    ['{"type":"batch","seq":1,"ops":[{"op":"open","session":"s1","user":"alice","device":"web"},'
+     '{"op":"open","session":"s2","user":"bob","status":"idle","meta":{"n":1}}]}',
+     '{"type":"batch","seq":2,"ops":[{"op":"join","session":"s1","channel":"room:1","data":{"c":1}},'
+     '{"op":"status","session":"s2","status":"online"},{"op":"update","session":"s1","channel":"room:1",'
+     '"data":null}]}',
+     '{"type":"batch","seq":3,"ops":[{"op":"leave","session":"s1","channel":"room:1"},'
+     '{"op":"close","session":"s1"},{"op":"close","session":"s9"}]}',
+     '{"type":"ping","id":4}', '{"type":"bye"}'],
+    ['{"type":"sync","seq":1,"sessions":[{"session":"s1","user":"alice"}],"done":false}',
+     '{"type":"sync","seq":2,"sessions":[{"session":"s2","user":"bob","status":"idle"}],"done":true}',
+     '{"type":"batch","seq":3,"ops":[{"op":"open","session":"s1","user":"carol"}]}',
+     '{"type":"batch","seq":3,"ops":[]}', '{"type":"batch","seq":2,"ops":[]}'],
+    ['{"type":"batch","seq":1,"ops":[' + ','.join('{"op":"open","session":"s%d","user":"u%d"}' % (i, i % 3)
+                                             for i in range(12)) + ']}',
+     '{"type":"sync","seq":2,"sessions":[],"done":true}'],
+    ['{"type":"batch","seq":1,"ops":[{"op":"open","session":"s1","user":"alice"},'
+     '{"op":"join","session":"s1","channel":"room:1"},{"op":"join","session":"s1","channel":"room:2"}]}',
+     '\x09', '\x08\x03\xe8'],
+]
+session_seeds = []
+for conv in client_convs:
+    for sel in (0, 2 << 1 | 8 << 3, 1 << 1 | 31 << 3, 3 << 1 | 4 << 3):
+        session_seeds.append(bytes([sel]) + "\n".join(conv).encode("latin-1"))
+for conv in backend_convs:
+    for sel in (1, 1 | 1 << 1 | 8 << 3, 1 | 3 << 1 | 31 << 3):
+        session_seeds.append(bytes([sel]) + "\n".join(conv).encode("latin-1"))
+write("fuzz_session", session_seeds)
+
 print("seeds written")
 
 # ---- Backend frames (GET /v1/backend): 1 selector byte (max_ops), then the

@@ -1,0 +1,214 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * libFuzzer harness for what an authenticated peer says once its WebSocket
+ * is open: a client's messages (wsconn.c, wsmsg.c, channels.c, watch.c,
+ * userstatus.c) or a backend's frames (backend.c, bmsg.c, origin.c), in a
+ * conversation of several messages whose effects build on each other.
+ *
+ * fuzz_http reaches the same code, but only once the fuzzer has kept an
+ * upgrade request, a signed token and masked frames intact; here the
+ * harness does the upgrade (a token it signs for the fake clock, or the
+ * API key and an origin name) and frames each message, so every mutation
+ * lands in the conversation itself.
+ *
+ * Input: byte 0: bit 0 backend (1) or client (0); bits 1-2 which token or
+ * origin; bits 3-7 the time between messages (in 25 ms steps: rate limits,
+ * leases, expiry of what people set). Then the messages, separated by '\n'
+ * (JSON needs none); a message whose first byte is below 0x10 is sent with
+ * that opcode (ping, close, binary, ...) and the rest as its payload, any
+ * other as a text frame. After the connection ends the clock jumps past
+ * every grace and resume window and the housekeeping runs, so each input
+ * starts from the same empty server.
+ */
+#include "server/jwt.h"
+#include "server/server.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define WALL_MS INT64_C(1700000000000)
+#define API_KEY "fuzz-api-key-Yk3Qm9Tz5Rw1Hs7Lc2Vn8Bd4Jg6Pxa="
+#define JWT_SECRET "q9Zb2Xr7Qk1mVt8Hc3Lw5Np0Ys6Jd4Fa+Ge9Ru2Ti7Oh1Kx5Bv3Mz8Cn0Pl6Ws4/"
+
+static int64_t mono;
+static uint64_t rnd = 0x9E3779B97F4A7C15u;
+
+static int64_t fake_wall(void *ud) {
+  (void)ud;
+  return WALL_MS + mono;
+}
+static int64_t fake_mono(void *ud) {
+  (void)ud;
+  return mono;
+}
+/* Deterministic, so a crash reproduces from its input alone. */
+static int fake_random(void *ud, void *buf, size_t len) {
+  (void)ud;
+  uint8_t *b = buf;
+  for (size_t i = 0; i < len; i++) {
+    rnd ^= rnd << 13;
+    rnd ^= rnd >> 7;
+    rnd ^= rnd << 17;
+    b[i] = (uint8_t)rnd;
+  }
+  return 0;
+}
+static const srv_sys_t sys = {fake_wall, fake_mono, fake_random,
+                              NULL,      NULL,      NULL};
+
+static uv_loop_t loop;
+static srv_t server;
+static int ready;
+
+/* The claims of the four clients, after "exp" (from the fake clock):
+ * everything allowed, a narrower one with a device, a second session of
+ * the first user, and a token about to expire (the refresh path). */
+static const char *const CLAIMS[4] = {
+    "\"sub\":\"alice\",\"watch\":\"*\",\"channels\":[\"*\"],"
+    "\"observe\":\"*\",\"meta\":{\"name\":\"Alice\"}}",
+    "\"sub\":\"bob\",\"watch\":[\"alice\",\"carol\"],"
+    "\"channels\":[\"room:*\"],\"observe\":[\"lobby\"],\"device\":\"phone\"}",
+    "\"sub\":\"alice\",\"channels\":[\"lobby\",\"room:1\"]}",
+    "\"sub\":\"carol\",\"watch\":[\"bob\"]}",
+};
+static const char *const ORIGINS[4] = {"api-1", "api-2", "api-1", "worker"};
+
+/* At exit, so LeakSanitizer reports only what a conversation really
+ * leaked. */
+static void teardown(void) {
+  srv_shutdown(&server);
+  uv_run(&loop, UV_RUN_DEFAULT);
+  srv_free(&server);
+  uv_loop_close(&loop);
+}
+
+static void setup(void) {
+  if (uv_loop_init(&loop) != 0) abort();
+  srv_config_t cfg;
+  config_defaults(&cfg);
+  cfg.log_level = PRESENCE_LOG_ERROR;
+  cfg.api_key = API_KEY;
+  cfg.jwt_secret = JWT_SECRET;
+  /* Limits a few messages reach; frames large enough for a real batch. */
+  cfg.max_frame = 4096;
+  cfg.max_message = 8192;
+  cfg.max_msgs_per_sec = 20;
+  cfg.max_sessions_per_user = 2;
+  cfg.max_watch = 5;
+  cfg.max_write_queue = 1 << 20;
+  cfg.log_capacity = 256;
+  if (srv_init(&server, &loop, &cfg, &sys) != 0) abort();
+  ready = 1;
+  atexit(teardown);
+}
+
+/* One masked frame (clients must mask, RFC 6455 5.3), FIN set. */
+static void put_frame(buf_t *b, unsigned op, const uint8_t *p, size_t n) {
+  static const uint8_t key[4] = {0x37, 0xfa, 0x21, 0x3d};
+  uint8_t h[8];
+  size_t hl = 0;
+  h[hl++] = (uint8_t)(0x80 | op);
+  if (n < 126) {
+    h[hl++] = (uint8_t)(0x80 | n);
+  } else {
+    h[hl++] = 0x80 | 126;
+    h[hl++] = (uint8_t)(n >> 8);
+    h[hl++] = (uint8_t)n;
+  }
+  buf_append(b, h, hl);
+  buf_append(b, key, 4);
+  for (size_t i = 0; i < n; i++) {
+    uint8_t x = p[i] ^ key[i % 4];
+    buf_append(b, &x, 1);
+  }
+}
+
+static void feed(conn_t *c, const char *p, size_t n) {
+  /* A fresh copy each time, like the shared read buffer: nothing may
+   * keep pointers into it. */
+  char *copy = malloc(n ? n : 1);
+  if (!copy) abort();
+  memcpy(copy, p, n);
+  conn_feed(c, copy, n);
+  memset(copy, 0xEE, n);
+  free(copy);
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
+  if (!ready) setup();
+  if (size < 1 || size > 65536) return 0;
+  int backend = data[0] & 1;
+  unsigned who = (data[0] >> 1) & 3;
+  int64_t step = (int64_t)(data[0] >> 3) * 25;
+  data++;
+  size--;
+
+  char upgrade[1024];
+  if (backend) {
+    snprintf(upgrade, sizeof upgrade,
+             "GET /v1/backend?origin=%s HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+             "Authorization: Bearer " API_KEY "\r\n",
+             ORIGINS[who]);
+  } else {
+    char claims[512];
+    snprintf(claims, sizeof claims, "{\"exp\":%lld,%s",
+             (long long)(fake_wall(NULL) / 1000 + (who == 3 ? 2 : 3600)),
+             CLAIMS[who]);
+    char *tok = jwt_sign_hs256((const uint8_t *)JWT_SECRET,
+                               sizeof JWT_SECRET - 1, claims);
+    if (!tok) abort();
+    snprintf(upgrade, sizeof upgrade,
+             "GET /v1/ws?token=%s%s HTTP/1.1\r\nHost: 127.0.0.1\r\n", tok,
+             who == 2 ? "&status=idle" : "");
+    free(tok);
+  }
+  strncat(upgrade,
+          "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+          "Sec-WebSocket-Version: 13\r\n"
+          "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+          sizeof upgrade - strlen(upgrade) - 1);
+
+  buf_t out, frame;
+  buf_init(&out);
+  buf_init(&frame);
+  conn_t *c = conn_new_detached(&server, &out);
+  if (!c) abort();
+  feed(c, upgrade, strlen(upgrade));
+  /* The upgrade must have been taken: anything else is the harness's
+   * mistake (a token the server refuses), not a finding. */
+  if (out.len < 12 || memcmp(out.data, "HTTP/1.1 101", 12) != 0) abort();
+
+  const uint8_t *p = data, *end = data + size;
+  while (p <= end && !c->closing) {
+    const uint8_t *nl = memchr(p, '\n', (size_t)(end - p));
+    const uint8_t *e = nl ? nl : end;
+    unsigned op = 1;
+    const uint8_t *m = p;
+    if (m < e && *m < 0x10) op = *m++;
+    if (m < e || op != 1) {
+      frame.len = 0;
+      put_frame(&frame, op, m, (size_t)(e - m));
+      feed(c, frame.data, frame.len);
+    }
+    mono += step;
+    if (step) {
+      presence_tick(server.p);
+      origin_housekeeping(&server, mono);
+    }
+    if (!nl) break;
+    p = nl + 1;
+  }
+  conn_free_detached(c);
+  buf_free(&frame);
+  buf_free(&out);
+
+  /* Past every window (offline grace, origin resume, TTLs, set
+   * messages), so the next input meets an empty server. */
+  mono += 24 * 3600 * 1000;
+  presence_tick(server.p);
+  origin_housekeeping(&server, mono);
+  uv_run(&loop, UV_RUN_NOWAIT); /* the origins' reaping timer */
+  return 0;
+}

@@ -115,6 +115,14 @@ class Tour:
                            text=True, timeout=timeout)
         return p.returncode, p.stdout, p.stderr
 
+    def clean(self, d):
+        """A stopped daemon's stderr holds no sanitizer report (an ASan
+        build), then its files go."""
+        if d.proc is not None:
+            rep = harness.sanitizer_report(d.stderr_text())
+            self.t.check(f"{d.name}: no sanitizer report", not rep, rep)
+        d.cleanup()
+
     # ---- getting-started, section 3: asking from a backend ---------------
 
     async def ask(self, d, gs):
@@ -313,7 +321,7 @@ class Tour:
         finally:
             for x in (d, d2):
                 x.stop()
-                x.cleanup()
+                self.clean(x)
             rx.terminate()
             rx.wait(5)
             shutil.rmtree(tmp, ignore_errors=True)
@@ -341,6 +349,8 @@ class Tour:
         script = ("trap 'kill -9 $pid1 $pid2 $pid3 $pid4 2>/dev/null; redis-cli -p "
                   f"{ports['6390']} shutdown nosave 2>/dev/null' EXIT\n") + script
         rc, out, err = self.bash(script, timeout=60)
+        rep = harness.sanitizer_report(err)
+        self.t.check("README tour 5: no sanitizer report", not rep, rep)
         self.t.check("README tour 5: ws_session.py ends with instance 1 (close 1006)",
                      "closed: code 1006" in out, out[-600:] + err[-600:])
         self.t.check("README tour 5: status alice, asked on instance 2, is online",
@@ -390,7 +400,7 @@ def main():
         tour.sessions_of_the_docs(d, readme, gs)
     finally:
         d.stop()
-        d.cleanup()
+        tour.clean(d)
     asyncio.run(tour.receiver())
     tour.cluster(readme)
     print(f"{t.passed} passed, {t.failed} failed")

@@ -131,6 +131,10 @@ export class BackendConnection extends EventEmitter {
             if (res.statusCode === 401 || res.statusCode === 400 || res.statusCode === 409) {
               this._closed = true;
               this._fatal = err;
+              // Refused on a reconnect (the key rotated): told to 'error' too,
+              // as origin_taken_over is, and as the Go SDK's OnError and the
+              // Python SDK's on_error hear it; a first connect() rejects.
+              if (this.connects > 0) this._error(err);
               this.emit('fatal', err);
             } else this._error(err);
             resolve();

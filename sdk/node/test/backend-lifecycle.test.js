@@ -7,7 +7,7 @@ import { test, before, after } from 'node:test';
 import net from 'node:net';
 import assert from 'node:assert/strict';
 import { BackendConnection, PresenceError } from '../index.js';
-import { backendSuite, waitFor, sleep, API_KEY } from './lib.js';
+import { backendSuite, waitFor, sleep, API_KEY, Presenced } from './lib.js';
 
 const suite = backendSuite({ before, after });
 const { pd, mk, skipUnlessSupported } = suite;
@@ -151,4 +151,27 @@ test('a reserved origin is refused, not retried for ever', async (t) => {
   assert.ok(e instanceof PresenceError, String(e));
   assert.equal(e.status, 409);
   assert.equal(e.code, 'bad_origin');
+});
+
+test('a refusal on a reconnect (presenced restarted with another key) is told to error and fatal, then connect() rejects with it', async (t) => {
+  // Go's OnError and Python's on_error hear it; 'error' heard nothing, and
+  // an app logging only 'error' (the README's) never learnt it had stopped.
+  const pd = new Presenced();
+  await pd.start();
+  t.after(() => pd.stop());
+  const r = await fetch(`${pd.url}/v1/origins`, { headers: { Authorization: `Bearer ${API_KEY}` } });
+  if (r.status !== 200) { t.skip('this presenced has no backend session connection'); return; }
+  const b = new BackendConnection({ url: pd.url, apiKey: API_KEY, origin: 'node-rotated', retryMs: 20, maxRetryMs: 50 });
+  const errors = [], fatal = [];
+  b.on('error', (e) => errors.push(e));
+  b.on('fatal', (e) => fatal.push(e));
+  await b.connect();
+  await pd.stop();
+  pd.args = ['--api-key', 'a-rotated-key-0123456789-0123456789'];
+  await pd.start();
+  await waitFor(() => fatal.length === 1, { timeout: 10000, what: 'the refusal' });
+  assert.deepEqual([fatal[0].status, fatal[0].code], [401, 'unauthorized']);
+  assert.ok(errors.includes(fatal[0]), `'error' heard: ${errors.map((e) => e.code)}`);
+  await assert.rejects(b.connect(), (e) => e === fatal[0]);
+  await b.end();
 });

@@ -228,8 +228,19 @@ class BackendConnection:
                     if body is None:
                         body = await asyncio.get_running_loop().run_in_executor(None, self._refusal_body)
                     err = _error_of(body or b"") or {}
-                    raise BackendRefused(status, err.get("code") or {401: "unauthorized", 409: "bad_origin"}.get(status, "bad_request"),
-                                         err.get("message") or f"presenced refused the backend connection: {status}") from e
+                    refused = BackendRefused(status, err.get("code") or {401: "unauthorized", 409: "bad_origin"}.get(status, "bad_request"),
+                                             err.get("message") or f"presenced refused the backend connection: {status}")
+                    refused.__cause__ = e
+                    self._fatal = refused
+                    if self.connects == 0:
+                        raise refused        # connect() raises it
+                    # Refused on a reconnect (the API key rotated, presenced
+                    # restarted with another): it stopped without a word (an
+                    # exception in a task no one awaits), where the Node SDK
+                    # emits 'fatal' and the Go SDK calls OnError.
+                    if self.on_error:
+                        self.on_error(refused)
+                    break
                 if getattr(getattr(e, "rcvd", None), "code", None) == 4009:
                     self._taken_over = True
                 elif self.on_error and not self._closed:

@@ -10,6 +10,7 @@ import time
 import pytest
 
 from presenced import BackendConnection, PresenceAPI, PresenceError
+from presenced.errors import BackendRefused
 from conftest import API_KEY, Presenced, free_port, wait_for
 
 
@@ -547,3 +548,29 @@ async def wait_for_async(fn, timeout=5.0):
     while not fn():
         assert time.monotonic() < end, "timed out"
         await asyncio.sleep(0.02)
+
+
+def test_a_refusal_on_a_reconnect_is_told_to_on_error():
+    # presenced restarted with another API key (a rotation done in the wrong
+    # order): the reconnect is refused 401 and the connection stops. It
+    # stopped without a word (an exception in a task no one awaited), where
+    # the Node SDK emits 'fatal' and the Go SDK calls OnError.
+    d = Presenced().start()
+    try:
+        async def main():
+            b = BackendConnection(d.url, API_KEY, "py-rotated", retry_s=0.05, max_retry_s=0.1)
+            told = []
+            b.on_error = told.append
+            await b.connect()
+            d.stop()
+            d.args = ["--api-key", "a-rotated-key-0123456789-0123456789"]
+            d.start()
+            await wait_for_async(lambda: told, timeout=10)
+            assert [(type(e), e.status, e.code) for e in told] == [(BackendRefused, 401, "unauthorized")], told
+            with pytest.raises(PresenceError) as e:
+                await b.connect()
+            assert e.value is told[0]
+            await b.end()
+        asyncio.run(asyncio.wait_for(main(), 20))
+    finally:
+        d.stop()

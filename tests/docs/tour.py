@@ -20,7 +20,9 @@ Makefile's API key, --demo), only the port changed to a free one and
     in its offline grace not; after the next start, both offline;
   - the README's cluster step (with redis-server): two instances on one
     Redis, the first killed, the second's presencectl watch prints the
-    instance_lost events the README shows.
+    instance_lost events the README shows;
+  - every --flag these documents give is one of presenced, presencectl or
+    the examples.
 
     /usr/bin/python3 tests/docs/tour.py --presenced build/presenced
 
@@ -362,6 +364,55 @@ class Tour:
                          re.search(line, out) is not None, out[-800:] + err[-400:])
 
 
+# The documents whose flags are checked, and the flags of other programs
+# they show (cmake, redis-server, pkg-config, meteor npm).
+FLAG_DOCS = ["README.md", "docs/getting-started.md", "docs/concepts.md", "docs/webhooks.md",
+             "docs/security.md", "docs/guides/meteor.md", "docs/guides/socketio.md",
+             "docs/c-api.md", "docs/internals/core.md", "docs/internals/server.md"]
+OTHER_FLAGS = {"--build", "--target", "--install", "--prefix", "--daemonize", "--save",
+               "--libs", "--cflags"}
+
+
+def flags(t, build):
+    """Every --flag the documents give is one of presenced, presencectl or
+    the examples (their --help), or of the other programs they show."""
+    known = set(OTHER_FLAGS)
+    progs = [[os.path.join(build, "presenced"), "--help"],
+             [os.path.join(build, "presencectl"), "--help"],
+             ["/usr/bin/python3", os.path.join(ROOT, "examples", "ws_session.py"), "--help"],
+             ["/usr/bin/python3", os.path.join(ROOT, "examples", "webhook_receiver.py"),
+              "--help"]]
+    for argv in progs:
+        if os.path.exists(argv[0]):
+            p = subprocess.run(argv, capture_output=True, text=True)
+            known |= set(re.findall(r"--[a-z][a-z0-9-]*", p.stdout + p.stderr))
+    for rel in FLAG_DOCS:
+        for n, line in enumerate(read(rel).splitlines(), 1):
+            for f in re.findall(r"(?<![\w-])--[a-z][a-z0-9-]*", line):
+                if f not in known:
+                    t.check(f"{rel}:{n}: {f} is a flag of no program", False, line.strip())
+    # The defaults of the limit tables (security.md section 3, webhooks.md's
+    # tuning) are presenced's: the "(N)" that ends the flag's --help line.
+    ph = subprocess.run([os.path.join(build, "presenced"), "--help"], capture_output=True,
+                        text=True).stdout
+    defaults = dict(re.findall(r"^\s+(--[a-z0-9-]+)\s.*\((?:default )?([^()]*)\)\s*$", ph,
+                               re.M))
+    n = 0
+    for rel in ("docs/security.md", "docs/webhooks.md"):
+        for line in read(rel).splitlines():
+            m = re.match(r"\| `(--[a-z0-9-]+)`(?: / `(--[a-z0-9-]+)`)? \| ([^|]*) \|", line)
+            if not m:
+                continue
+            cells = m.group(3).split("/") if m.group(2) else [m.group(3)]
+            for fl, cell in zip((m.group(1), m.group(2)), cells):
+                num = re.match(r"\s*(\d+(?:,\d{3})*)", cell)  # 1,048,576 or 100000
+                n += 1
+                if not num or num.group(1).replace(",", "") != defaults.get(fl):
+                    t.check(f"{rel}: {fl}'s default", False,
+                            f"the table says {cell.strip()!r}, --help {defaults.get(fl)!r}")
+    t.check("the limit tables' defaults are presenced's", n >= 20, f"{n} rows read")
+
+
 def loads(s):
     try:
         return json.loads(s)
@@ -391,6 +442,7 @@ def main():
     for rel, text in (("README.md", readme), ("docs/getting-started.md", gs)):
         t.check(f"{rel} gives make run's API key", key in text, key)
         t.check(f"{rel} sends the reader to make run's port", f"http://127.0.0.1:{port}/" in text)
+    flags(t, tour.build)
     d = Daemon(tour.binary, {"--api-key": None, "--jwt-secret": None, "--jwt-audience": None,
                              "--offline-grace-ms": None, "--demo": ""},
                "docs-tour", env={"PRESENCED_API_KEY": key})

@@ -220,7 +220,12 @@ $('join').addEventListener('submit', async (e) => {
 function settingError(e) { $('setting-error').textContent = e ? 'Not set: ' + (e.code || '') + ' ' + (e.message || '') : ''; }
 $('availability').addEventListener('change', () => {
   if (!client) return;
-  client.setAvailability($('availability').value).then(() => settingError(null), settingError);
+  client.setAvailability($('availability').value).then(() => settingError(null), (e) => {
+    settingError(e);
+    // Nothing was set (not connected, refused): the menu shows what is,
+    // not the pick (it said "Do not disturb" to a user others saw available).
+    $('availability').value = client.availability || 'auto';
+  });
 });
 $('status-form').addEventListener('submit', (e) => {
   e.preventDefault();

@@ -142,3 +142,16 @@ test('invisible, as the user sees it: a second tab and a reload show "Invisible"
   await waitFor(async () => (await other.getByLabel('Show me as').inputValue()) === 'auto', { what: 'menu back to auto' });
   await other.close();
 });
+
+test('a setting picked while disconnected: "Not set" and the menu shows the setting the user still has', async () => {
+  // The menu kept the pick though nothing was set (not_connected): it said
+  // "Do not disturb" to a user everyone else saw as available.
+  const alice = pages[0];
+  assert.equal(await alice.getByLabel('Show me as').inputValue(), 'auto');
+  await server.stop();
+  await alice.waitForFunction(() => window.presenceDemo.client.state !== 'open', null, { timeout: 10000 });
+  await alice.getByLabel('Show me as').selectOption('dnd');
+  await waitFor(async () => /not_connected/.test(await alice.locator('#setting-error').textContent()), { what: '"Not set" shown' });
+  await waitFor(async () => (await alice.getByLabel('Show me as').inputValue()) === 'auto', { timeout: 3000, what: 'the menu back to what is set' });
+  await alice.screenshot({ path: artifact('status-alice-not-connected.png'), fullPage: true });
+});

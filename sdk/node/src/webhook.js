@@ -198,6 +198,12 @@ export function webhookMiddleware({ secret, toleranceMs = 300000, guard = new We
   toleranceMs = tolerance(toleranceMs, 'webhookMiddleware');
   const handling = new Set();
   return async function presenceWebhook(req, res, next) {
+    // presenced only POSTs. A GET (a health check, a browser) was answered
+    // 401 missing_signature, where the Go and Python receivers answer 405.
+    if (req.method !== 'POST') {
+      res.setHeader('Allow', 'POST');
+      return answer(res, 405, 'method_not_allowed', 'POST only');
+    }
     try {
       const body = Buffer.isBuffer(req.body) ? req.body : req.body === undefined ? await readRaw(req, maxBody) : req.body;
       req.presence = verifyWebhook({ secret, headers: req.headers, body, toleranceMs, guard });

@@ -135,3 +135,14 @@ test('verifyWebhook: key rotation, guard, parsed bodies refused', () => {
   assert.throws(() => verifyWebhook({ secret: 'new', headers, body: JSON.parse(body) }), (e) => e.code === 'no_raw_body');
   assert.throws(() => verifyWebhook({ secret: 'other', headers, body }), (e) => e.code === 'bad_signature' && e.status === 401);
 });
+
+test('a request other than a POST is 405 with Allow: POST, as the Go and Python receivers answer', async () => {
+  // It was 401 missing_signature: a health check or a browser pointed at the
+  // hook read "not signed" for "wrong method".
+  for (const method of ['GET', 'PUT']) {
+    const r = await fetch(`http://127.0.0.1:${ports.node}/hook`, { method, body: method === 'GET' ? undefined : '{}' });
+    assert.equal(r.status, 405, method);
+    assert.equal(r.headers.get('allow'), 'POST');
+    assert.deepEqual(await r.json(), { error: { code: 'method_not_allowed', message: 'POST only' } });
+  }
+});

@@ -238,6 +238,9 @@ class WSGIWebhook(_Handler):
     def __call__(self, environ, start_response) -> Iterable[bytes]:
         def answer(status: int, body: bytes = b""):
             headers = [("Content-Type", "application/json")] if body else []
+            # A 405 names the method it takes (RFC 9110 15.5.6), as the Go and Node receivers' do.
+            if status == 405:
+                headers.append(("Allow", "POST"))
             start_response(f"{status} {_REASONS.get(status, '')}", headers + [("Content-Length", str(len(body)))])
             return [body]
         if environ.get("REQUEST_METHOD") != "POST":
@@ -282,6 +285,8 @@ class ASGIWebhook(_Handler):
             headers = [(b"content-length", str(len(body)).encode())]
             if body:
                 headers.append((b"content-type", b"application/json"))
+            if status == 405:
+                headers.append((b"allow", b"POST"))
             await send({"type": "http.response.start", "status": status, "headers": headers})
             await send({"type": "http.response.body", "body": body})
         if scope.get("method") != "POST":

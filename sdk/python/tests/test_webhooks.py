@@ -261,3 +261,24 @@ def test_a_retry_during_a_slow_handler_waits_for_its_outcome():
     again = []
     attempt(again)
     assert again == [204] and applied == [1, 2]
+
+
+def test_a_request_other_than_a_post_is_405_naming_post(setup):
+    # The 405 of WSGIWebhook and ASGIWebhook had no Allow header (RFC 9110
+    # 15.5.6 wants one), where the Go and Node receivers name POST.
+    _, flask_port = setup
+    req = urllib.request.Request(f"http://127.0.0.1:{flask_port}/wsgi", method="GET")
+    with pytest.raises(urllib.error.HTTPError) as e:
+        urllib.request.urlopen(req, timeout=5)
+    assert (e.value.code, e.value.headers.get("Allow")) == (405, "POST")
+    assert json.loads(e.value.read())["error"]["code"] == "method_not_allowed"
+
+    sent = []
+
+    async def receive():
+        return {"type": "http.request", "body": b""}
+
+    async def send(msg):
+        sent.append(msg)
+    asyncio.run(ASGIWebhook(SECRET, lambda d: None)({"type": "http", "method": "GET"}, receive, send))
+    assert sent[0]["status"] == 405 and (b"allow", b"POST") in sent[0]["headers"]

@@ -5,7 +5,8 @@ docs/c-api.md or docs/man/libpresence.3, so a function added to a header
 comes with its documentation. The names below were undocumented when this
 check was written: a ratchet, not an allowance; document one and drop it
 here (the check fails on a listed name that is documented, so the list only
-shrinks). Exits 1 and names each function missing.
+shrinks). And every error code has a row in c-api.md's table of codes.
+Exits 1 and names each function and code missing.
 
     tests/docs/c_api.py [REPO_ROOT]
 """
@@ -59,6 +60,16 @@ def main():
             elif found and name in UNDOCUMENTED:
                 bad.append(f"{name} is documented now: drop it from "
                            "UNDOCUMENTED in tests/docs/c_api.py")
+    # Every error code of PRESENCE_ERRNO_MAP has a row in section 2's table
+    # of codes, where a caller looks up what a return value means.
+    with open(os.path.join(inc, "presence.h"), encoding="utf-8") as f:
+        codes = re.findall(r"XX\((E[A-Z]+),", f.read())
+    with open(os.path.join(root, "docs/c-api.md"), encoding="utf-8") as f:
+        rows = "\n".join(l for l in f if l.startswith("| `PRESENCE_E"))
+    for code in codes:
+        if f"`PRESENCE_{code}`" not in rows:
+            bad.append(f"include/presence.h: PRESENCE_{code} has no row in the table of "
+                       "codes of docs/c-api.md section 2")
     for b in bad:
         print(b)
     return 1 if bad else 0

@@ -64,7 +64,7 @@ test('a failed handler lets presenced\'s retry bring only that delivery\'s event
   const deliver = async (text) => {
     const ts = String(Date.now() + Math.floor(Math.random() * 1000));   // each attempt signed anew
     const sig = 'v1=' + createHmac('sha256', SECRET).update(ts + '.' + text).digest('hex');
-    const req = Object.assign(Readable.from([Buffer.from(text)]), { headers: { 'presence-timestamp': ts, 'presence-signature': sig } });
+    const req = Object.assign(Readable.from([Buffer.from(text)]), { method: 'POST', headers: { 'presence-timestamp': ts, 'presence-signature': sig } });
     const res = { statusCode: 0, setHeader() {}, end() {} };
     await mw(req, res);
     return res.statusCode;
@@ -100,7 +100,7 @@ test('presenced\'s retry arriving while the first attempt is still handled is an
   const deliver = async () => {
     const ts = String(Date.now() + n++);
     const sig = 'v1=' + createHmac('sha256', SECRET).update(ts + '.' + batch).digest('hex');
-    const req = Object.assign(Readable.from([Buffer.from(batch)]), { headers: { 'presence-timestamp': ts, 'presence-signature': sig } });
+    const req = Object.assign(Readable.from([Buffer.from(batch)]), { method: 'POST', headers: { 'presence-timestamp': ts, 'presence-signature': sig } });
     const res = { statusCode: 0, body: '', setHeader() {}, end(b) { this.body = b || ''; } };
     await mw(req, res);
     return res;

@@ -18,6 +18,8 @@ Makefile's API key, --demo), only the port changed to a free one and
     changed), fed by presenced with the block's --webhook: users online in
     its SQLite table; at a shutdown the one with a session offline, the one
     in its offline grace not; after the next start, both offline;
+  - webhooks.md's Python and JavaScript verify(), on a delivery presenced
+    signed and on one changed;
   - the README's cluster step (with redis-server): two instances on one
     Redis, the first killed, the second's presencectl watch prints the
     instance_lost events the README shows;
@@ -30,6 +32,7 @@ Exits 1 and names each step whose output is not what the documents say.
 Uses tests/integration/harness.py (Debian's python3-websockets).
 """
 import asyncio
+import base64
 import json
 import os
 import pty
@@ -328,6 +331,56 @@ class Tour:
             rx.wait(5)
             shutil.rmtree(tmp, ignore_errors=True)
 
+    # ---- webhooks.md's verify functions -------------------------------------
+
+    async def verify(self):
+        """webhooks.md's Python and JavaScript verify(), run as written on a
+        delivery presenced signed: true for it, false for one byte changed."""
+        doc = read("docs/webhooks.md")
+        py = re.search(r"^### Python\n+```python\n(.*?)```", doc, re.S | re.M).group(1)
+        js = re.search(r"^### JavaScript \(node\)\n+```js\n(.*?)```", doc, re.S | re.M).group(1)
+        secret = "whsec-docs-tour-0123456789abcdef0123456789"
+        rx = harness.HookReceiver()
+        d = Daemon(self.binary, {"--webhook": f"url={rx.url()},secret={secret}",
+                                 "--webhook-batch-ms": "0"}, "docs-tour-verify")
+        try:
+            d.start()
+            for _ in range(100):
+                if rx.batches():
+                    break
+                await asyncio.sleep(0.05)
+        finally:
+            d.stop()
+            self.clean(d)
+            rx.stop()
+        if not self.t.check("webhooks.md verify: a delivery came", rx.batches()):
+            return
+        h, _b, raw = rx.batches()[0]
+        headers = {"Presence-Timestamp": h["presence-timestamp"],
+                   "Presence-Signature": h["presence-signature"]}
+        changed = raw + b" "
+        ns = {}
+        exec(py, ns)  # the document's function, as written
+        self.t.check("webhooks.md Python verify(): true for presenced's delivery",
+                     ns["verify"](secret.encode(), headers, raw) is True)
+        self.t.check("webhooks.md Python verify(): false for a changed body",
+                     ns["verify"](secret.encode(), headers, changed) is False)
+        if not shutil.which("node"):
+            self.t.note("no node: webhooks.md's JavaScript verify() not run")
+            return
+        # The document's function, then a call of it as its comment says:
+        # node's lower-case header names, the raw body as a Buffer.
+        prog = js + (
+            "const h = JSON.parse(process.argv[2]);\n"
+            "const body = Buffer.from(process.argv[3], 'base64');\n"
+            "console.log(JSON.stringify([verify(process.argv[1], h, body),\n"
+            "  verify(process.argv[1], h, Buffer.concat([body, Buffer.from(' ')]))]));\n")
+        lower = {k.lower(): v for k, v in headers.items()}
+        p = subprocess.run(["node", "-e", prog, secret, json.dumps(lower),
+                            base64.b64encode(raw).decode()], capture_output=True, text=True)
+        self.t.eq("webhooks.md JavaScript verify(): true for the delivery, false changed",
+                  (p.stdout.strip(), p.stderr[-300:]), ("[true,false]", ""))
+
     # ---- README step 5: a cluster on one Redis ---------------------------
 
     def cluster(self, readme):
@@ -454,6 +507,7 @@ def main():
         d.stop()
         tour.clean(d)
     asyncio.run(tour.receiver())
+    asyncio.run(tour.verify())
     tour.cluster(readme)
     print(f"{t.passed} passed, {t.failed} failed")
     return 1 if t.failed else 0

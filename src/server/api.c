@@ -232,45 +232,53 @@ static void many_users(conn_t *c, char **ids, size_t n) {
   ask_users(c, ids, n, on_many_users);
 }
 
-/* GET /v1/users?ids=a,b,c */
+/* GET /v1/users?ids=a,b,c, also written ?ids=a&ids=b,c: every occurrence
+ * counts (a list in Python's requests, Go's url.Values or URLSearchParams
+ * comes as one ids= per element, and answering for the first one alone left
+ * the others out of a 200). */
 static void get_users(conn_t *c, http_req_t *r) {
-  size_t ql;
+  size_t ql, total = 0;
   const char *q = http_query(r, "ids", &ql);
   if (!q) {
     http_error(c, 400, "bad_request", "ids=<comma-separated user ids> missing");
     return;
   }
-  char *copy = malloc(ql + 1);
+  for (const char *v = q; v; v = http_query_next(r, "ids", v, &ql))
+    total += ql + 1;
+  char *copy = malloc(total + 1);
   char **ids = calloc(MAX_IDS_PER_REQUEST, sizeof *ids);
-  size_t n = 0;
+  size_t n = 0, at = 0;
   if (!copy || !ids) {
     http_error(c, 503, "out_of_memory", "out of memory");
     goto out;
   }
-  /* Split on raw commas first: a %2C inside an id stays part of it. */
-  size_t o = 0;
-  for (size_t i = 0; i <= ql; i++) {
-    if (i < ql && q[i] != ',') continue;
-    size_t len = i - o;
-    /* An empty id (ids=a,,b, ids=, ids=a,) is an error like any invalid
-     * one, not a list element to drop: a backend building the list from
-     * an empty variable must hear about it. */
-    if (len == 0) {
-      http_error(c, 400, "bad_user_id", "an id in ids is empty");
-      goto out;
+  for (q = http_query(r, "ids", &ql); q; q = http_query_next(r, "ids", q, &ql)) {
+    /* Split on raw commas first: a %2C inside an id stays part of it. */
+    size_t o = 0;
+    for (size_t i = 0; i <= ql; i++) {
+      if (i < ql && q[i] != ',') continue;
+      size_t len = i - o;
+      /* An empty id (ids=a,,b, ids=, ids=a,) is an error like any invalid
+       * one, not a list element to drop: a backend building the list from
+       * an empty variable must hear about it. */
+      if (len == 0) {
+        http_error(c, 400, "bad_user_id", "an id in ids is empty");
+        goto out;
+      }
+      if (n == MAX_IDS_PER_REQUEST) {
+        http_error(c, 400, "bad_request", "at most 1000 ids per request");
+        goto out;
+      }
+      char *dst = copy + at + o;
+      if (http_unescape(q + o, len, dst, len + 1) < 0 ||
+          presence_id_check(dst) != 0) {
+        http_error(c, 400, "bad_user_id", "an id in ids is not a valid id");
+        goto out;
+      }
+      ids[n++] = dst;
+      o = i + 1;
     }
-    if (n == MAX_IDS_PER_REQUEST) {
-      http_error(c, 400, "bad_request", "at most 1000 ids per request");
-      goto out;
-    }
-    char *dst = copy + o;
-    if (http_unescape(q + o, len, dst, len + 1) < 0 ||
-        presence_id_check(dst) != 0) {
-      http_error(c, 400, "bad_user_id", "an id in ids is not a valid id");
-      goto out;
-    }
-    ids[n++] = dst;
-    o = i + 1;
+    at += ql + 1;
   }
   many_users(c, ids, n);
 out:

@@ -14,6 +14,7 @@
 #include "server/server.h"
 
 #include <http_parser.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -115,6 +116,17 @@ static int page_limit(http_req_t *r, size_t *limit) {
   return 0;
 }
 
+/* 400 for a single-valued parameter given twice (?limit=5&limit=500): the
+ * page asked for is then a guess. Returns 1 when answered. */
+static int refuse_repeated(conn_t *c, http_req_t *r, const char *const *names) {
+  const char *twice = http_query_repeated(r, names);
+  if (!twice) return 0;
+  char msg[64];
+  snprintf(msg, sizeof msg, "%s is given twice: give it once", twice);
+  http_error(c, 400, "bad_request", msg);
+  return 1;
+}
+
 static void on_members(presence_t *p, int status,
                        const presence_member_info_t *m, size_t n,
                        uint64_t count, const char *next, void *ud) {
@@ -144,6 +156,8 @@ static void get_members(conn_t *c, http_req_t *r, const char *ch,
   size_t limit = 0;
   char after[4 * PRESENCE_ID_MAX + 1];
   if (!count_only) {
+    static const char *const single[] = {"limit", "after", NULL};
+    if (refuse_repeated(c, r, single)) return;
     if (page_limit(r, &limit) != 0) {
       http_error(c, 400, "bad_request", "limit must be 1..1000");
       return;
@@ -194,6 +208,8 @@ static void on_channels(presence_t *p, int status,
 static void list_channels(conn_t *c, http_req_t *r) {
   size_t limit;
   char prefix[4 * PRESENCE_CHANNEL_MAX + 1], after[4 * PRESENCE_CHANNEL_MAX + 1];
+  static const char *const single[] = {"prefix", "limit", "after", NULL};
+  if (refuse_repeated(c, r, single)) return;
   if (page_limit(r, &limit) != 0) {
     http_error(c, 400, "bad_request", "limit must be 1..1000");
     return;

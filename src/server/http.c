@@ -708,13 +708,30 @@ const char *http_path(const http_req_t *r, size_t *len) {
 }
 
 const char *http_query(const http_req_t *r, const char *name, size_t *len) {
+  return http_query_next(r, name, NULL, len);
+}
+
+/* A parameter may be given more than once (?ids=a&ids=b is how Python's
+ * requests, Go's url.Values and URLSearchParams write a list): the API reads
+ * every occurrence of a list, and refuses a second one of a single value
+ * rather than answer for the first alone. */
+const char *http_query_next(const http_req_t *r, const char *name,
+                            const char *prev, size_t *len) {
   const char *u = r->arena + r->url_off, *end = u + r->url_len;
   const char *q = memchr(u, '?', r->url_len);
   if (!q) return NULL;
   const char *hash = memchr(q, '#', (size_t)(end - q));
   if (hash) end = hash;
   size_t nl = strlen(name);
-  for (const char *s = q + 1; s < end;) {
+  const char *from = q + 1;
+  if (prev) {
+    /* Past the '&' that ends the previous occurrence's value. */
+    if (prev < from || prev > end) return NULL;
+    const char *amp = memchr(prev, '&', (size_t)(end - prev));
+    if (!amp) return NULL;
+    from = amp + 1;
+  }
+  for (const char *s = from; s < end;) {
     const char *amp = memchr(s, '&', (size_t)(end - s));
     const char *e = amp ? amp : end;
     const char *eq = memchr(s, '=', (size_t)(e - s));
@@ -724,6 +741,16 @@ const char *http_query(const http_req_t *r, const char *name, size_t *len) {
       return eq ? eq + 1 : e;
     }
     s = e + 1;
+  }
+  return NULL;
+}
+
+const char *http_query_repeated(const http_req_t *r,
+                                const char *const *names) {
+  for (; *names; names++) {
+    size_t len;
+    const char *v = http_query(r, *names, &len);
+    if (v && http_query_next(r, *names, v, &len)) return *names;
   }
   return NULL;
 }

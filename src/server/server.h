@@ -320,6 +320,14 @@ const char *http_header(const http_req_t *r, const char *name, size_t *len);
 const char *http_path(const http_req_t *r, size_t *len);
 /* Query parameter (raw, not decoded) or NULL. */
 const char *http_query(const http_req_t *r, const char *name, size_t *len);
+/* The next occurrence of the parameter after the one whose value http_query
+ * or this returned at prev (NULL: the first), or NULL. */
+const char *http_query_next(const http_req_t *r, const char *name,
+                            const char *prev, size_t *len);
+/* The first of names (NULL-terminated) given more than once, or NULL: a
+ * single value given twice is refused, since which one counts would be a
+ * guess (a proxy or a framework in front may keep the other). */
+const char *http_query_repeated(const http_req_t *r, const char *const *names);
 int http_method(const http_req_t *r); /* enum http_method */
 int http_minor(const http_req_t *r);  /* 0 for HTTP/1.0, 1 for HTTP/1.1 */
 const char *http_body(const http_req_t *r, size_t *len);

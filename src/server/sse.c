@@ -27,6 +27,7 @@
 
 #include <assert.h>
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -317,6 +318,16 @@ static int write_head(conn_t *c, const char *head, size_t len) {
 void sse_start(conn_t *c, http_req_t *r) {
   srv_t *s = c->srv;
   size_t len;
+  /* One cursor and one prefix: a second one would be a guess (?types= may
+   * come once per type, below). */
+  static const char *const single[] = {"after", "channel_prefix", NULL};
+  const char *twice = http_query_repeated(r, single);
+  if (twice) {
+    char msg[64];
+    snprintf(msg, sizeof msg, "%s is given twice: give it once", twice);
+    http_error(c, 400, "bad_request", msg);
+    return;
+  }
   const char *v = http_header(r, "Last-Event-ID", &len);
   char after[PRESENCE_CURSOR_TEXT_MAX];
   /* An empty Last-Event-ID is no cursor (HTML's EventSource resets its id
@@ -355,8 +366,13 @@ void sse_start(conn_t *c, http_req_t *r) {
     return;
   }
   uint64_t types = 0;
-  const char *tv = http_query(r, "types", &len);
-  if (tv) {
+  /* ?types=a,b or ?types=a&types=b (how URLSearchParams.append, Python's
+   * requests and Go's url.Values write a list): every occurrence adds its
+   * types. Reading only the first one dropped the others' events from a
+   * stream that answered 200. */
+  for (const char *tv = http_query(r, "types", &len); tv;
+       tv = http_query_next(r, "types", tv, &len)) {
+    uint64_t more = 0;
     /* Percent-encoded like any query value: URL encoders (Python's
      * urlencode, URLSearchParams, Go's url.Values) write ',' as %2C and
      * some '*' as %2A. Decoding never lengthens the value. */
@@ -367,8 +383,9 @@ void sse_start(conn_t *c, http_req_t *r) {
       return;
     }
     int k = http_unescape(tv, len, types_text, len + 1);
-    int bad = k < 0 || parse_types(types_text, (size_t)k, &types) != 0;
+    int bad = k < 0 || parse_types(types_text, (size_t)k, &more) != 0;
     free(types_text);
+    types |= more;
     if (bad) {
       presence_cursor_free(cursor);
       http_error(c, 400, "bad_request",

@@ -394,9 +394,37 @@ async def test_plus_in_a_path(t, d, args):
     await c.close()
 
 
+async def test_repeated_query_parameters(t, d, args):
+    # A list in Python's requests (params={"ids": [...]}), Go's url.Values
+    # and URLSearchParams.append comes as one ids= per element. presenced
+    # read the first one alone: 200 with bob only, carol silently missing.
+    import urllib.parse
+    c = await Client.connect(d, "rep-carol")
+    q = urllib.parse.urlencode({"ids": ["rep-bob", "rep-carol"]}, doseq=True)
+    t.eq("a list as urlencode(doseq) writes it: ids twice", q, "ids=rep-bob&ids=rep-carol")
+    r = await http(d, "GET", "/v1/users?" + q)
+    j = r.json() or {}
+    t.eq("GET /v1/users?ids=a&ids=b: 200, one entry per id, in order",
+         (r.status, [(u.get("user_id"), u.get("status")) for u in j.get("users", [])]),
+         (200, [("rep-bob", "offline"), ("rep-carol", "online")]))
+    r = await http(d, "GET", "/v1/users?ids=a,b&other=1&ids=c%2Cd")
+    t.eq("ids=a,b&...&ids=c%2Cd: a, b and 'c,d'",
+         [u.get("user_id") for u in (r.json() or {}).get("users", [])], ["a", "b", "c,d"])
+    r = await http(d, "GET", "/v1/users?ids=a&ids=")
+    t.check("an empty second ids: 400 bad_user_id", r.status == 400 and r.error_code == "bad_user_id", r)
+    # A single value given twice is refused, not guessed at.
+    for path, name in (("/v1/channels/room:rep/members?limit=5&limit=500", "limit"),
+                       ("/v1/channels?prefix=a&prefix=b", "prefix"),
+                       ("/v1/channels?after=a&limit=2&after=b", "after")):
+        r = await http(d, "GET", path)
+        t.check(f"GET {path}: 400 bad_request naming {name}",
+                r.status == 400 and r.error_code == "bad_request" and name in r.body.decode(), r)
+    await c.close()
+
+
 if __name__ == "__main__":
     run([
         ("api", {}, [test_api_key, test_get_user, test_kick, test_errors, test_healthz_metrics,
-                 test_keep_alive, test_plus_in_a_path]),
+                 test_keep_alive, test_plus_in_a_path, test_repeated_query_parameters]),
         ("api-metrics-open", {"--metrics-open": ""}, [test_metrics_open]),
     ])

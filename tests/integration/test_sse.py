@@ -46,6 +46,21 @@ async def test_types_percent_encoded(t, d, args):
     got = await user_events(d, "types=nope.%2A")
     t.eq("types naming no type, encoded: 400 bad_request", got, (400, "bad_request"))
 
+    # A list as URLSearchParams.append, Python's urlencode(doseq) and Go's
+    # url.Values write it: types once per element. Only the first was read:
+    # the stream answered 200 and left the other types' events out.
+    q = urllib.parse.urlencode({"types": ["user.online", "user.offline"]}, doseq=True)
+    t.eq("a list as urlencode(doseq) writes it: types twice", q,
+         "types=user.online&types=user.offline")
+    got = await user_events(d, q)
+    t.eq("types=user.online&types=user.offline: 200, both types", got,
+         (200, ["user.online", "user.offline"]))
+    got = await user_events(d, "types=user.online&types=nope")
+    t.eq("a second types naming no type: 400 bad_request", got, (400, "bad_request"))
+    for q in ("after=0&after=5", "channel_prefix=a&channel_prefix=b"):
+        got = await user_events(d, q)
+        t.eq(f"{q}: one value given twice: 400 bad_request", got, (400, "bad_request"))
+
 
 class CursorSSE(SSE):
     """The harness's reader (which keeps every id: line as its last event id,

@@ -89,6 +89,18 @@ READER_DOCS = ["README.md", "docs/getting-started.md", "docs/concepts.md", "docs
                "docs/guides/socketio.md"] + DOCS
 
 
+_NAMES = set()
+
+
+def basenames(root):
+    if not _NAMES:
+        for d, dirs, files in os.walk(root):
+            dirs[:] = [x for x in dirs if not x.startswith(("build", ".")) and
+                       x not in ("node_modules", "corpus")]
+            _NAMES.update(files)
+    return _NAMES
+
+
 def paths_named(root):
     """A code span that is a path of the tree (`bench/engine.c`,
     `tests/docs/`) names something that exists: a reader opens it."""
@@ -101,6 +113,12 @@ def paths_named(root):
             if not os.path.exists(os.path.join(root, m.group(1))):
                 line = text[:m.start()].count("\n") + 1
                 yield f"{doc}:{line}: {m.group(1)}: no such file or folder"
+        # A file named alone (`test_hostile.py`, `webhook_spec.c`): some
+        # file of the tree has that name.
+        for m in re.finditer(r"`([\w-]+\.(?:c|h|py|js|sh|lua))`", text):
+            if m.group(1) not in basenames(root):
+                line = text[:m.start()].count("\n") + 1
+                yield f"{doc}:{line}: {m.group(1)}: no file of the tree has this name"
 
 
 def main():

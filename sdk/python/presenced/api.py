@@ -5,7 +5,7 @@ import json
 import urllib.error
 import urllib.parse
 import urllib.request
-from typing import Any, Dict, Iterator, List, Optional, TypedDict
+from typing import Any, Callable, Dict, Iterator, List, Optional, TypedDict, Union
 
 from ._auth import bearer, check_url
 from .errors import PresenceError, _error_of
@@ -213,8 +213,15 @@ class PresenceAPI:
     def health(self) -> Dict[str, Any]:
         return self.request("GET", "/healthz")
 
-    def events(self, **kw: Any) -> EventStream:
+    def events(self, *, after: Union[int, str, None] = None, types: Union[str, List[str], None] = None,
+               channel_prefix: Optional[str] = None, retry_s: float = 0.5, max_retry_s: float = 15.0,
+               read_timeout_s: float = 60.0, on_error: Optional[Callable[[Exception], None]] = None,
+               on_connect: Optional[Callable[[], None]] = None) -> EventStream:
         """GET /v1/events as an iterator that resumes by cursor; see EventStream."""
-        # EventStream imported at the top: a name only in a string annotation
-        # made the stream Any to type checkers and get_type_hints() raise.
-        return EventStream(self.url, self.api_key, **kw)
+        # The options spelt out (they were **kw: Any): a type checker and an
+        # editor saw none of them, and a misspelt one (cursor=, channelPrefix=)
+        # went unchecked until run. EventStream imported at the top: a name only
+        # in a string annotation made the stream Any to type checkers.
+        return EventStream(self.url, self.api_key, after=after, types=types, channel_prefix=channel_prefix,
+                           retry_s=retry_s, max_retry_s=max_retry_s, read_timeout_s=read_timeout_s,
+                           on_error=on_error, on_connect=on_connect)

@@ -370,3 +370,19 @@ def test_a_ttl_under_a_second_is_refused_when_minted():
             mint_token(JWT_SECRET, "tess", ttl=ttl)
     mint_token(JWT_SECRET, "tess", ttl=1)
     mint_token(JWT_SECRET, "tess", ttl=0, expires_at=1)      # expired on purpose
+
+
+def test_events_declares_the_options_of_event_stream():
+    # api.events(**kw: Any) hid every option from type checkers and editors
+    # (help(api.events) said "**kw"); its parameters, typed, are
+    # EventStream's own but the URL and key, with the same defaults.
+    import inspect
+    import typing
+    from presenced import EventStream
+    mine = inspect.signature(PresenceAPI.events).parameters
+    theirs = inspect.signature(EventStream.__init__).parameters
+    assert sorted(n for n in mine if n != "self") == sorted(n for n in theirs if n not in ("self", "url", "api_key"))
+    for name, p in mine.items():
+        if name != "self":
+            assert p.default == theirs[name].default and p.annotation == theirs[name].annotation, name
+    assert typing.get_type_hints(PresenceAPI.events)["return"] is EventStream

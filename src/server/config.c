@@ -1298,7 +1298,42 @@ static int check_redis_settings(const srv_config_t *cfg, FILE *err) {
 }
 
 /* Step 5: settings that are fine alone but not together. */
+/* Two endpoints under one name share a lease, a cursor and the series of
+ * /metrics. webhook_init refused them, but only at the start, with exit 1:
+ * --check-config said ok, and systemd restarted the service in a loop
+ * (RestartPreventExitStatus=2 is for settings). Refused here, with 2. */
+static int check_webhook_names(const srv_config_t *cfg, FILE *err) {
+  char *names[SRV_MAX_WEBHOOKS];
+  char msg[384];
+  uint32_t n = 0;
+  int rc = CONFIG_OK;
+  for (uint32_t i = 0; i < cfg->n_webhooks && rc == CONFIG_OK; i++) {
+    wh_spec_t spec;
+    /* Syntax was checked as each was set; the secret is not needed. */
+    if (wh_spec_parse(cfg->webhooks[i], 0, &spec, msg, sizeof msg) != 0)
+      continue;
+    for (uint32_t k = 0; k < n; k++)
+      if (!strcmp(names[k], spec.name)) {
+        fprintf(err,
+                "presenced: --webhook: endpoints %u and %u are both named "
+                "'%s' (by default an endpoint is named by its URL without "
+                "its query): give one a name=\n",
+                k + 1, i + 1, spec.name);
+        rc = CONFIG_EXIT_USAGE;
+        break;
+      }
+    names[n] = spec.name;
+    spec.name = NULL;
+    n++;
+    wh_spec_free(&spec);
+  }
+  for (uint32_t k = 0; k < n; k++)
+    free(names[k]);
+  return rc;
+}
+
 static int check_combinations(const srv_config_t *cfg, FILE *err) {
+  if (check_webhook_names(cfg, err) != CONFIG_OK) return CONFIG_EXIT_USAGE;
   char why[200];
   if (cfg->allowed_origins &&
       config_origins_check(cfg->allowed_origins, why, sizeof why) != 0) {

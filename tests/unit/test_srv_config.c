@@ -161,6 +161,29 @@ static void test_webhook_default_name(void **state) {
   }
 }
 
+/* Two endpoints under one name (by default the URL without its query, so
+ * ?tenant=1 and ?tenant=2) passed --check-config and then failed the start
+ * with exit 1, which systemd restarts in a loop: now a bad setting, 2. */
+static void test_webhook_same_name(void **state) {
+  (void)state;
+  srv_config_t cfg;
+  char err[512];
+  char *same[] = {"presenced", "--check-config", "--webhook",
+                  "url=https://h.example/hook?tenant=1,secret=" KEY32,
+                  "--webhook", "url=https://h.example/hook?tenant=2,secret=" KEY32};
+  assert_int_equal(parse(&cfg, NULL, same, 6, err, sizeof err), CONFIG_EXIT_USAGE);
+  assert_non_null(strstr(err, "endpoints 1 and 2 are both named 'https://h.example/hook'"));
+  config_free(&cfg);
+  /* The same at a start, not only under --check-config. */
+  assert_int_equal(parse(&cfg, NULL, same + 1, 5, err, sizeof err), CONFIG_EXIT_USAGE);
+  config_free(&cfg);
+  char *named[] = {"presenced", "--check-config", "--webhook",
+                   "url=https://h.example/hook?tenant=1,secret=" KEY32 ",name=t1",
+                   "--webhook", "url=https://h.example/hook?tenant=2,secret=" KEY32};
+  assert_int_equal(parse(&cfg, NULL, named, 6, err, sizeof err), CONFIG_EXIT_OK);
+  config_free(&cfg);
+}
+
 static void test_bad_values(void **state) {
   (void)state;
   srv_config_t cfg;
@@ -757,6 +780,7 @@ int main(void) {
       cmocka_unit_test(test_flags_over_env),
       cmocka_unit_test(test_bad_values),
       cmocka_unit_test(test_webhook_default_name),
+      cmocka_unit_test(test_webhook_same_name),
       cmocka_unit_test(test_allowed_origins),
       cmocka_unit_test(test_loopback),
       cmocka_unit_test(test_map),

@@ -86,6 +86,12 @@ def main():
         if not any(re.search(r"`%s[`.]" % o, r) for r in rows):
             bad.append(f"include/presence.h: presence_options_t.{o} has no row in the table "
                        "of options of docs/c-api.md section 3")
+    # Every event type (src/core/names.c) is named, as it is spelt.
+    with open(os.path.join(root, "src/core/names.c"), encoding="utf-8") as f:
+        types = re.findall(r'"((?:session|user|channel)\.[a-z]+|cleanup)"', f.read())
+    for t in types:
+        if f"`{t}`" not in text:
+            bad.append(f"src/core/names.c: the event type {t} is not in docs/c-api.md")
     for b in bad:
         print(b)
     return 1 if bad else 0

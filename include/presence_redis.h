@@ -250,6 +250,34 @@ int presence_redis_on_kick(presence_store_t *s,
 int presence_redis_kick(presence_store_t *s, const char *session_id,
                         void (*done)(void *ud, int status), void *ud);
 
+/* A backend origin's name, exclusive across instances (presenced's GET
+ * /v1/backend, docs/internals/backend.md "One origin, one connection"):
+ * each connection claims its name before its welcome; the newest claim
+ * wins. claim: done(ud, 0, counter, held) with the claim's counter (it
+ * only grows, the token of this connection) and held 1 when another
+ * instance whose lease is live held the name (its sessions are still in
+ * the store, for this instance to adopt); or (ud, ESTORE / ETIMEDOUT /
+ * ESHUTDOWN, 0, 0). A claim that takes the name from another instance
+ * tells every instance (on the kick stream): the one that held it gets
+ * fn(ud, name, counter) of presence_redis_on_origin and closes its older
+ * connection. release: the name is let go if this instance still holds it
+ * with counter (the origin ended here); nothing is answered. 0, or ESTORE
+ * when Redis is not connected (done is not called), EINVAL, ENOMEM. */
+int presence_redis_origin_claim(presence_store_t *s, const char *name,
+                                void (*done)(void *ud, int status,
+                                             uint64_t counter, int held),
+                                void *ud);
+int presence_redis_origin_release(presence_store_t *s, const char *name,
+                                  uint64_t counter);
+/* Called on the loop for each claim of name by another instance, with its
+ * counter: this instance's connection of that name with a smaller counter
+ * has been superseded. Register before the store is attached (or accept
+ * missing the claims made before). */
+int presence_redis_on_origin(presence_store_t *s,
+                             void (*fn)(void *ud, const char *name,
+                                        uint64_t counter),
+                             void *ud);
+
 /* Named leases with a cursor (presenced's webhooks: one per endpoint, see
  * docs/webhooks.md): one instance holds a name at a time, fenced by the
  * epoch a claim returns (the token of later calls); renew extends the lease

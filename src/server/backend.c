@@ -17,8 +17,13 @@
 #include "server/json_keys.h"
 #include "server/wsmsg.h"
 
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+
+#ifdef PRESENCED_HAVE_REDIS
+#include "presence_redis.h"
+#endif
 
 /* Malformed frames tolerated before the connection is closed with 1008. */
 #define MAX_BAD_FRAMES 10
@@ -35,6 +40,10 @@ struct bconn {
   buf_t errs; /* the refused ops of the frame being applied */
   uint16_t bad_frames;
   uint8_t close_sent;
+  /* Redis: the origin's name is being claimed (presence_redis_origin_claim);
+   * no welcome and no input until the store answers. */
+  uint8_t claiming;
+  uint8_t resumed; /* this instance held sessions of the origin */
 };
 
 /* ---- Sending ------------------------------------------------------------- */
@@ -241,7 +250,26 @@ static void on_text(conn_t *c, const uint8_t *data, size_t len) {
   bmsg_free(&m);
 }
 
+/* Input that came while the name was claimed waits with the upgrade's
+ * extra bytes (reading is stopped then; this covers a read already under
+ * way). */
+static int hold_input(conn_t *c, const char *data, size_t len) {
+  if (!len) return 0;
+  if (len > UINT32_MAX - c->stash_len) return -1;
+  char *d = realloc(c->stash, (size_t)c->stash_len + len);
+  if (!d) return -1;
+  memcpy(d + c->stash_len, data, len);
+  c->stash = d;
+  c->stash_len += (uint32_t)len;
+  return 0;
+}
+
 void backend_on_read(conn_t *c, const char *data, size_t len) {
+  if (c->u.backend && c->u.backend->claiming) {
+    if (hold_input(c, data, len) != 0)
+      backend_close(c, WS_CLOSE_INTERNAL, "internal", "out of memory");
+    return;
+  }
   const uint8_t *in = (const uint8_t *)data;
   while (!c->closing && c->u.backend && !c->u.backend->close_sent) {
     bconn_t *bc = c->u.backend;
@@ -321,6 +349,66 @@ void backend_detach(conn_t *c) {
 
 /* ---- The upgrade --------------------------------------------------------- */
 
+static void welcome(conn_t *c, int resumed) {
+  srv_t *s = c->srv;
+  origin_t *o = c->u.backend->origin;
+  const char *name = origin_name(o);
+  srv_log(s, PRESENCE_LOG_INFO, "origin %s %s (%u sessions)", name,
+          resumed ? "resumed" : "connected", origin_session_count(o));
+  /* Channel removals of its sessions while it was away, before the
+   * welcome: the SDK re-asserts when it reads the welcome, and must have
+   * dropped them from its list by then (backend_left.c). */
+  backend_left_release(c, name);
+  if (c->closing || !c->u.backend || c->u.backend->origin != o) return;
+  buf_t *b = &s->scratch;
+  buf_reset(b);
+  buf_puts(b, "{\"type\":\"welcome\",\"protocol\":1,\"origin\":");
+  buf_put_json_str(b, name);
+  buf_printf(b,
+             ",\"resumed\":%s,\"sessions\":%u,\"lease_ms\":%u,"
+             "\"resume_ms\":%u,\"heartbeat_ms\":%u,\"max_ops\":%u}",
+             resumed ? "true" : "false", origin_session_count(o),
+             s->cfg.origin_lease_ms, s->cfg.origin_resume_ms, ping_interval(s),
+             s->cfg.backend_max_ops);
+  send_text(c, b);
+}
+
+#ifdef PRESENCED_HAVE_REDIS
+/* The store's answer to the name's claim: the welcome (resumed too when
+ * another instance held the origin: its sessions are this one's to adopt
+ * by the backend's sync), then the input that waited; or the close, when
+ * the store could not be asked (the backend retries, as after any close)
+ * or a newer claim elsewhere came first (4009, origin_claimed). */
+static void on_claim(void *ud, int status, uint64_t counter, int held) {
+  conn_t *c = ud;
+  bconn_t *bc = c->kind == CONN_BACKEND && !c->closing ? c->u.backend : NULL;
+  if (bc && bc->claiming) {
+    bc->claiming = 0;
+    char *d = c->stash;
+    size_t n = c->stash_len;
+    c->stash = NULL;
+    c->stash_len = 0;
+    if (!bc->origin || bc->close_sent) {
+      /* Taken over here meanwhile: its close is on its way. */
+    } else if (status) {
+      srv_error(c->srv, "store_unavailable",
+                "backend %s: the origin's name could not be claimed: %s",
+                origin_name(bc->origin), presence_strerror(status));
+      backend_close(c, WS_CLOSE_INTERNAL, "store_unavailable",
+                    "the store could not be reached: retry");
+    } else if (origin_claimed(c->srv, bc->origin, counter) == 0) {
+      welcome(c, bc->resumed || held);
+      if (!c->closing && !c->capture && conn_read_start(c) != 0)
+        conn_close(c);
+      else if (d && !c->closing)
+        backend_on_read(c, d, n);
+    }
+    free(d);
+  }
+  conn_unref(c);
+}
+#endif
+
 void backend_upgrade(conn_t *c, http_req_t *r, const char *rest,
                      size_t restlen) {
   srv_t *s = c->srv;
@@ -359,6 +447,7 @@ void backend_upgrade(conn_t *c, http_req_t *r, const char *rest,
     return;
   }
   bc->origin = o;
+  bc->resumed = (uint8_t)resumed;
   char head[256];
   int hn = snprintf(head, sizeof head,
                     "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
@@ -371,24 +460,24 @@ void backend_upgrade(conn_t *c, http_req_t *r, const char *rest,
   bc->last_frame_ms = bc->last_ping_ms = now;
   c->last_rx_ms = now;
   if (conn_write(c, head, (size_t)hn) != 0) return;
-  srv_log(s, PRESENCE_LOG_INFO, "origin %s %s (%u sessions)", name,
-          resumed ? "resumed" : "connected", origin_session_count(o));
-  /* Channel removals of its sessions while it was away, before the
-   * welcome: the SDK re-asserts when it reads the welcome, and must have
-   * dropped them from its list by then (backend_left.c). */
-  backend_left_release(c, name);
-  if (c->closing) return;
-  buf_t *b = &s->scratch;
-  buf_reset(b);
-  buf_puts(b, "{\"type\":\"welcome\",\"protocol\":1,\"origin\":");
-  buf_put_json_str(b, name);
-  buf_printf(b,
-             ",\"resumed\":%s,\"sessions\":%u,\"lease_ms\":%u,"
-             "\"resume_ms\":%u,\"heartbeat_ms\":%u,\"max_ops\":%u}",
-             resumed ? "true" : "false", origin_session_count(o),
-             s->cfg.origin_lease_ms, s->cfg.origin_resume_ms, ping_interval(s),
-             s->cfg.backend_max_ops);
-  send_text(c, b);
+#ifdef PRESENCED_HAVE_REDIS
+  if (s->rstore) {
+    /* The name is exclusive across instances: claimed in the store before
+     * the welcome, the input held until then (docs/internals/backend.md,
+     * "One origin, one connection"). */
+    bc->claiming = 1;
+    if (!c->capture) uv_read_stop((uv_stream_t *)&c->tcp);
+    if (hold_input(c, rest, restlen) != 0) {
+      backend_close(c, WS_CLOSE_INTERNAL, "internal", "out of memory");
+      return;
+    }
+    conn_ref(c);
+    int rc = presence_redis_origin_claim(s->rstore, name, on_claim, c);
+    if (rc) on_claim(c, rc, 0, 0);
+    return;
+  }
+#endif
+  welcome(c, resumed);
   if (restlen && !c->closing) backend_on_read(c, rest, restlen);
 }
 

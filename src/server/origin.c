@@ -46,6 +46,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#ifdef PRESENCED_HAVE_REDIS
+#include "presence_redis.h"
+#endif
+
 /* Sessions of an origin past its window ended per timer turn. */
 #define REAP_BATCH 4096
 /* The built-in origin of PUT /v1/sessions/{id}. */
@@ -83,6 +87,15 @@ struct origin {
   int64_t detached_wall_ms;
   int64_t ops_window_ms;      /* rate limit: the current second */
   uint32_t ops_in_window;
+  /* Redis: the counter of the name's claim by this origin's connection (0:
+   * none, or not answered yet), and the highest counter of a claim by
+   * another instance told here (origin_claimed). */
+  uint64_t claim;
+  uint64_t claim_seen;
+  /* Another instance took the name since this origin's sessions were
+   * recorded here: its sync may have adopted some of them, so the records
+   * are checked against the store before they are trusted (moved_check). */
+  uint8_t moved;
   char name[PRESENCE_ID_MAX + 1];
 };
 
@@ -302,6 +315,61 @@ int origin_has_backend_sessions(const srv_t *s) {
   return g && g->n_sess > g->http->n_sessions;
 }
 
+/* ---- The name across instances (Redis) ------------------------------------
+ *
+ * Each backend connection claims its origin's name in the store before its
+ * welcome (backend.c); the newest claim wins, as a newer connection wins on
+ * one instance (origin_attach). A claim by another instance reaches this
+ * one on the kick stream (presence_redis_on_origin): a connection here with
+ * an older claim is closed with 4009 and the origin detached, its sessions
+ * kept for the resume window as after any close. The other instance's sync
+ * adopts them; the store refuses this instance's later writes of an adopted
+ * session (its owner check), so the old connection's writes in flight are
+ * not applied. A claim answered after a newer one was told (the two travel
+ * on different connections) is superseded at once. */
+
+/* The connection has an older claim than one told: close it (4009). 1 when
+ * it was (o may be gone: an origin without sessions goes with it). */
+static int claim_superseded(srv_t *s, origin_t *o) {
+  if (!o->claim || o->claim >= o->claim_seen) return 0;
+  o->claim = 0; /* the name is another instance's: nothing to release */
+  o->moved = 1;
+  conn_t *old = o->conn;
+  if (!old) return 0;
+  srv_log(s, PRESENCE_LOG_INFO,
+          "origin %s taken over through another instance", o->name);
+  origin_detach(s, o);
+  backend_taken_over(old);
+  return 1;
+}
+
+int origin_claimed(srv_t *s, origin_t *o, uint64_t counter) {
+  o->claim = counter;
+  return claim_superseded(s, o) ? -1 : 0;
+}
+
+#ifdef PRESENCED_HAVE_REDIS
+static void on_origin_claim(void *ud, const char *name, uint64_t counter) {
+  srv_t *s = ud;
+  origin_t *o = s->origins ? map_get(&s->origins->by_name, name) : NULL;
+  if (!o || o->is_http) return;
+  if (counter > o->claim_seen) o->claim_seen = counter;
+  claim_superseded(s, o);
+}
+#endif
+
+/* The origin goes (no sessions left): its name is free for the next claim
+ * to say that nobody held it. */
+static void claim_release(srv_t *s, origin_t *o) {
+#ifdef PRESENCED_HAVE_REDIS
+  if (o->claim && s->rstore)
+    presence_redis_origin_release(s->rstore, o->name, o->claim);
+#else
+  (void)s;
+#endif
+  o->claim = 0;
+}
+
 static void on_reap_timer(uv_timer_t *t);
 
 int origin_init(srv_t *s) {
@@ -321,6 +389,11 @@ int origin_init(srv_t *s) {
                         .on_event = on_session_event,
                         .ud = g};
   g->sink = fanout_sink_add(s, &sink);
+#ifdef PRESENCED_HAVE_REDIS
+  if (s->rstore &&
+      presence_redis_on_origin(s->rstore, on_origin_claim, s) != 0)
+    return -1;
+#endif
   return g->sink < 0 ? -1 : 0;
 }
 
@@ -373,6 +446,7 @@ origin_t *origin_attach(srv_t *s, const char *name, conn_t *c, int *resumed,
     }
   }
   o->conn = c;
+  o->claim = 0; /* this connection's claim is not answered yet */
   o->detached_mono_ms = o->detached_wall_ms = 0;
   o->reaping = 0;
   o->syncing = 0;
@@ -384,6 +458,7 @@ void origin_detach(srv_t *s, origin_t *o) {
   o->conn = NULL;
   o->syncing = 0;
   if (!o->n_sessions) {
+    claim_release(s, o);
     free_origin(s->origins, o);
     return;
   }
@@ -498,6 +573,9 @@ static void on_open_done(presence_t *p, int status, void *ud) {
   free(q);
 }
 
+static void moved_check(srv_t *s, osess_t *r, const char *id,
+                        const presence_session_info_t *si, int status);
+
 static const char *op_open(srv_t *s, origin_t *o, const bop_t *op,
                            const char **msg) {
   struct origins *g = s->origins;
@@ -515,6 +593,12 @@ static const char *op_open(srv_t *s, origin_t *o, const bop_t *op,
       return "session_exists";
     }
     r->u.mark = o->sync_gen;
+    if (o->moved && have && srv_async(s)) {
+      /* The record may be stale (the session adopted elsewhere since):
+       * the store tells, and the session is adopted back if so. */
+      moved_check(s, r, op->session, &si, op->status);
+      return NULL;
+    }
     if (op->status && (!have || si.status != (presence_status_t)op->status)) {
       int rc = presence_handle_set_status(s->p, r->handle,
                                           (presence_status_t)op->status, NULL,
@@ -744,6 +828,7 @@ void origin_sync_end(srv_t *s, origin_t *o, uint32_t *opened,
   *opened = o->sync_opened;
   *closed = n;
   o->syncing = 0;
+  o->moved = 0; /* every session it keeps was named, so checked */
   o->sync_opened = 0;
 }
 
@@ -787,6 +872,7 @@ static int reap_some(srv_t *s) {
     if (!o->head) {
       srv_log(s, PRESENCE_LOG_INFO, "origin %s lost: its sessions ended",
               o->name);
+      claim_release(s, o);
       free_origin(g, o);
     }
   }
@@ -908,6 +994,7 @@ static void on_http_open_done(presence_t *p, int status, void *ud) {
 typedef struct renew_req {
   srv_t *s;
   presence_handle_t handle;
+  int status; /* the status asked for (0: none), set again once adopted */
   char *user, *meta, *device; /* after id, in the same allocation */
   char id[];
 } renew_req_t;
@@ -921,26 +1008,35 @@ static char *put_str(char **at, const char *v) {
   return d;
 }
 
+/* Also the check of a backend session named again after its origin's name
+ * was taken by another instance (moved_check): the same status write, the
+ * same adoption back when it was refused; the record keeps its sync mark
+ * (the union's other half). */
 static void on_renew_done(presence_t *p, int status, void *ud) {
   renew_req_t *q = ud;
   srv_t *s = q->s;
   struct origins *g = s->origins;
   osess_t *r = g && status == PRESENCE_ENOSESSION ? sess_get(g, q->id) : NULL;
-  if (r && r->handle == q->handle && r->origin == g->http) {
-    uint32_t deadline = r->u.deadline;
+  if (r && r->handle == q->handle) {
+    origin_t *o = r->origin;
+    uint32_t keep = r->u.deadline;
     drop_sess(g, r);
     presence_handle_end(p, q->handle, PRESENCE_REASON_DISCONNECT, NULL, NULL);
     presence_handle_t h = PRESENCE_HANDLE_NONE;
     int rc = presence_session_adopt(p, q->id, q->user, q->meta, q->device, &h,
                                     NULL, NULL);
-    if (rc == 0 && (r = new_sess(g, g->http, q->id, h)) != NULL) {
-      r->u.deadline = deadline;
+    if (rc == 0 && (r = new_sess(g, o, q->id, h)) != NULL) {
+      r->u.deadline = keep;
+      if (q->status)
+        presence_handle_set_status(p, h, (presence_status_t)q->status, NULL,
+                                   NULL);
     } else {
       if (rc == 0)
         presence_handle_end(p, h, PRESENCE_REASON_DISCONNECT, NULL, NULL);
       srv_error(s, "session_renew_failed",
-                "HTTP session %s held by another instance: not taken back: %s",
-                q->id, presence_strerror(rc ? rc : PRESENCE_ENOMEM));
+                "session %s of origin %s held by another instance: not taken "
+                "back: %s",
+                q->id, o->name, presence_strerror(rc ? rc : PRESENCE_ENOMEM));
     }
   }
   free(q);
@@ -959,6 +1055,7 @@ static void renew_check(srv_t *s, osess_t *r, const char *id,
   }
   q->s = s;
   q->handle = r->handle;
+  q->status = status;
   char *at = q->id;
   put_str(&at, id);
   q->user = put_str(&at, si->user_id);
@@ -966,6 +1063,11 @@ static void renew_check(srv_t *s, osess_t *r, const char *id,
   q->device = put_str(&at, si->device);
   if (presence_handle_set_status(s->p, r->handle, to, on_renew_done, q) != 0)
     free(q);
+}
+
+static void moved_check(srv_t *s, osess_t *r, const char *id,
+                        const presence_session_info_t *si, int status) {
+  renew_check(s, r, id, si, status);
 }
 
 const char *origin_http_put(srv_t *s, const char *session_id,

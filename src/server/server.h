@@ -619,6 +619,10 @@ origin_t *origin_attach(srv_t *s, const char *name, conn_t *c, int *resumed,
 /* Its connection is gone: the resume window starts (or, without sessions,
  * the origin goes at once). */
 void origin_detach(srv_t *s, origin_t *o);
+/* Redis: the store answered o's connection's claim of its name with
+ * counter. -1 when another instance's newer claim was told meanwhile: the
+ * connection is then closed with 4009 (backend_taken_over). */
+int origin_claimed(srv_t *s, origin_t *o, uint64_t counter);
 const char *origin_name(const origin_t *o);
 uint32_t origin_session_count(const origin_t *o);
 /* A channel removal took session_id out of channel: tell its backend if

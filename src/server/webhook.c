@@ -549,8 +549,21 @@ static void on_done(endpoint_t *ep, CURLcode res) {
     commit(ep);
     return;
   }
-  char why[CURL_ERROR_SIZE + 32];
-  if (res == CURLE_OK)
+  char why[CURL_ERROR_SIZE + 320];
+  char *loc = NULL;
+  if (res == CURLE_OK && code >= 300 && code < 400 &&
+      curl_easy_getinfo(ep->easy, CURLINFO_REDIRECT_URL, &loc) == CURLE_OK &&
+      loc)
+    /* Redirects are not followed (setup_easy): the batch is retried, and
+     * the endpoint stays down until url= is changed. "HTTP 301" alone left
+     * an operator to find the new address (an http:// URL moved to https,
+     * a path that gained a slash); its query is left out (it may hold a
+     * token). */
+    snprintf(why, sizeof why,
+             "HTTP %ld, a redirect to %.*s: not followed, set url= to it",
+             code, (int)(strcspn(loc, "?#") < 256 ? strcspn(loc, "?#") : 256),
+             loc);
+  else if (res == CURLE_OK)
     snprintf(why, sizeof why, "HTTP %ld", code);
   else
     snprintf(why, sizeof why, "%s",

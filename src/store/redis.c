@@ -242,6 +242,10 @@ typedef struct rstore {
   /* Kicks across instances ride the reader's XREAD as a second stream. */
   void (*kick_fn)(void *ud, const char *session_id);
   void *kick_ud;
+  /* A backend origin's name claimed by another instance: the claims ride
+   * the kick stream too (presence_redis_origin_claim). */
+  void (*origin_fn)(void *ud, const char *name, uint64_t counter);
+  void *origin_ud;
   char k_last[48];
   bool k_known; /* k_last read on this reader connection */
   char kick_key[160];
@@ -2947,7 +2951,19 @@ static void read_log_entries(rstore_t *st, redisReply *entries) {
   presence__redis_events_free(&evs);
 }
 
-/* Kick requests: entries {id, {"s", session id}}. */
+/* An origin's claim by another instance: {"o", name, "n", counter, "i",
+ * claimer} (redis_lease.c); this instance's own claims are not told. */
+static void read_origin_claim(rstore_t *st, redisReply *f) {
+  const char *name = text_of(at(f, 1)), *n = text_of(at(f, 3)),
+             *by = text_of(at(f, 5));
+  if (!name || !n || !by || !st->origin_fn || !strcmp(by, st->h.instance_id))
+    return;
+  char *end;
+  unsigned long long v = strtoull(n, &end, 10);
+  if (*n && !*end && v) st->origin_fn(st->origin_ud, name, v);
+}
+
+/* Kick requests: entries {id, {"s", session id}}; origin claims. */
 static void read_kicks(rstore_t *st, redisReply *entries) {
   for (size_t i = 0; i < entries->elements && !st->destroying; i++) {
     redisReply *e = entries->element[i];
@@ -2955,6 +2971,11 @@ static void read_kicks(rstore_t *st, redisReply *entries) {
     if (!id || !id_after(id, st->k_last)) continue;
     snprintf(st->k_last, sizeof st->k_last, "%s", id);
     redisReply *f = at(e, 1);
+    const char *field = text_of(at(f, 0));
+    if (field && !strcmp(field, "o")) {
+      read_origin_claim(st, f);
+      continue;
+    }
     const char *sid = text_of(at(f, 1));
     if (sid && st->kick_fn) st->kick_fn(st->kick_ud, sid);
   }
@@ -3096,7 +3117,8 @@ static void start_reader(rstore_t *st) {
    * one that has goes on from the last kick it read, so a kick asked while
    * its connection was down is acted on once it is back (the stream keeps
    * the last thousand for that). */
-  if (st->kick_fn && !st->k_known && !st->k_last[0]) {
+  bool kicks = st->kick_fn || st->origin_fn;
+  if (kicks && !st->k_known && !st->k_last[0]) {
     const char *args[] = {"XREVRANGE", st->kick_key, "+", "-", "COUNT", "1"};
     if (!presence__rconn_command(st->rconn, 6, args, NULL, 0, on_kick_tail,
                                  st))
@@ -3111,7 +3133,7 @@ static void start_reader(rstore_t *st) {
   const char *log_only[] = {"XREAD",   "BLOCK",     block,      "COUNT",
                             "64",      "STREAMS",   st->log_key, st->r_last};
   if (!presence__rconn_command(
-          st->rconn, st->kick_fn ? 10 : 8, st->kick_fn ? args : log_only, NULL,
+          st->rconn, kicks ? 10 : 8, kicks ? args : log_only, NULL,
           st->o.stream_block_ms + st->o.command_timeout_ms, on_xread, st))
     st->r_waiting = true;
 }
@@ -4661,6 +4683,24 @@ int presence_redis_on_kick(presence_store_t *s,
   st->kick_fn = fn;
   st->kick_ud = ud;
   st->k_known = false;
+  return 0;
+}
+
+int presence_redis_on_origin(presence_store_t *s,
+                             void (*fn)(void *ud, const char *name,
+                                        uint64_t counter),
+                             void *ud) {
+  if (presence__rshards_is(s)) {
+    /* The claims are in shard 0's stream; every shard's reader is told
+     * the same function, as for kicks. */
+    presence_store_t *sub;
+    FOR_SHARDS(s, i, sub) presence_redis_on_origin(sub, fn, ud);
+    return 0;
+  }
+  if (!s || s->ops != &redis_ops) return PRESENCE_EINVAL;
+  rstore_t *st = (rstore_t *)s;
+  st->origin_fn = fn;
+  st->origin_ud = ud;
   return 0;
 }
 

@@ -23,6 +23,7 @@
 #include "core/internal.h"
 #include "presence_redis.h"
 #include "store/redis_decode.h"
+#include "store/redis_shard.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -209,4 +210,76 @@ int presence_redis_lease_text(presence_store_t *s, const char *name,
                                NULL, on_lease, c);
   if (rc) presence__free(a, c);
   return rc;
+}
+
+/* ---- A backend origin's name ---------------------------------------------
+ *
+ * The script's oclaim and orelease (presence.lua says how), in shard 0: a
+ * claim is one call per backend connection, not per session. */
+
+typedef struct oclaim_call {
+  void (*done)(void *ud, int status, uint64_t counter, int held);
+  void *ud;
+  const presence_allocator_t *a;
+} oclaim_call_t;
+
+static void on_oclaim(void *ud, int code, redisReply *rep) {
+  oclaim_call_t *c = ud;
+  uint64_t n = 0;
+  int held = 0;
+  if (!code) {
+    /* {0, {counter, '0' or '1'}}, checked whole. */
+    redisReply *g = el(rep, 0), *p = el(rep, 1);
+    redisReply *a = el(p, 0), *b = el(p, 1);
+    if (g && g->type == REDIS_REPLY_INTEGER && g->integer == 0 && p &&
+        p->elements == 2 && !digits(a, &n) && n > 0 && b &&
+        b->type == REDIS_REPLY_STRING && b->len == 1 &&
+        (b->str[0] == '0' || b->str[0] == '1'))
+      held = b->str[0] == '1';
+    else
+      code = PRESENCE_ESTORE;
+  }
+  c->done(c->ud, code, code ? 0 : n, held);
+  presence__free(c->a, c);
+}
+
+static void on_orelease(void *ud, int code, redisReply *rep) {
+  (void)ud;
+  (void)code;
+  (void)rep;
+}
+
+static presence_store_t *origin_shard(presence_store_t *s, const char *name) {
+  if (!presence__redis_is(s) || !name || !*name ||
+      strlen(name) > PRESENCE_ID_MAX)
+    return NULL;
+  return presence__rshards_is(s) ? presence__rshards_sub(s, 0) : s;
+}
+
+int presence_redis_origin_claim(presence_store_t *s, const char *name,
+                                void (*done)(void *ud, int status,
+                                             uint64_t counter, int held),
+                                void *ud) {
+  presence_store_t *s0 = origin_shard(s, name);
+  if (!s0 || !done) return PRESENCE_EINVAL;
+  const presence_allocator_t *a = presence__redis_allocator(s);
+  oclaim_call_t *c = presence__malloc(a, sizeof *c);
+  if (!c) return PRESENCE_ENOMEM;
+  c->a = a;
+  c->done = done;
+  c->ud = ud;
+  const char *args[] = {name};
+  int rc = presence__redis_op(s0, "oclaim", 1, args, on_oclaim, c);
+  if (rc) presence__free(a, c);
+  return rc;
+}
+
+int presence_redis_origin_release(presence_store_t *s, const char *name,
+                                  uint64_t counter) {
+  presence_store_t *s0 = origin_shard(s, name);
+  if (!s0 || !counter) return PRESENCE_EINVAL;
+  char n[24];
+  snprintf(n, sizeof n, "%llu", (unsigned long long)counter);
+  const char *args[] = {name, n};
+  return presence__redis_op(s0, "orelease", 2, args, on_orelease, NULL);
 }

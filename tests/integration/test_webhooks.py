@@ -43,6 +43,7 @@ class Receiver:
         self.answered = []      # the status answered to each request
         self.statuses = []
         self.always = None      # a status answered to every request
+        self.location = None    # the Location header of a 3xx answer
         self.stall = 0.0
         self.server = None
         self.conns = set()
@@ -81,6 +82,8 @@ class Receiver:
                     time.sleep(stall)
                 out = b'{"ok":true}'
                 self.send_response(status)
+                if 300 <= status < 400 and rx.location:
+                    self.send_header("Location", rx.location)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(out)))
                 self.end_headers()
@@ -370,6 +373,31 @@ async def test_4xx_dropped(t, d, args):
     t.check("400: stderr says which events were dropped",
             re.search(r"webhook .*HTTP 400: dropping events", d.stderr_text()) is not None)
     _ = end
+
+
+async def test_redirect_not_followed(t, d, args):
+    # A receiver that moved (an http:// URL now 301 to https://, a path that
+    # gained a slash): the redirect is not followed, the batch is retried
+    # (nothing is lost), and the log line says where it points: "HTTP 301"
+    # alone left the operator to find the new address.
+    RX.clear()
+    with RX.lock:
+        RX.statuses = [301, 301]
+        RX.location = f"http://{HOST}:{RX.port}/hook/v2?token=sekrit"
+    await burst(d, 1, "moved")
+    end = await last_seq(d)
+    ok = await RX.wait_seq(end)
+    with RX.lock:
+        RX.location = None
+    reqs = RX.snapshot()
+    paths_ok = all(h.get("presence-attempt") == str(i + 1) for i, (h, _, _) in enumerate(reqs[:3]))
+    t.check("301: not followed, the same batch retried to url= (attempts 1, 2, 3), then delivered",
+            ok and len(reqs) >= 3 and paths_ok, [h.get("presence-attempt") for h, _, _ in reqs])
+    err = d.stderr_text()
+    t.check("301: the log line names where it points, without its query",
+            re.search(r"HTTP 301, a redirect to http://[0-9.:]+/hook/v2: not followed, set url= to it", err)
+            is not None and "sekrit" not in err,
+            [ln for ln in err.splitlines() if "301" in ln][-2:])
 
 
 async def test_slow_receiver_does_not_slow_clients(t, d, args):
@@ -693,7 +721,8 @@ if __name__ == "__main__":
     run([
         ("webhook", dict(TUNING, **{"--webhook": RX.spec()}),
          [test_fresh_start_cleanup, test_order_batching_signature, test_retry_after_500, test_receiver_down_then_back,
-          test_4xx_dropped, test_slow_receiver_does_not_slow_clients, test_metrics_delivered]),
+          test_4xx_dropped, test_redirect_not_followed, test_slow_receiver_does_not_slow_clients,
+          test_metrics_delivered]),
         ("webhook-filters", dict(TUNING, **{
             "--webhook": RX_USERS.spec(events="user.online|user.offline"),
             "--webhook=" + RX_FAIL.spec(name="failing"): "",

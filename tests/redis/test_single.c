@@ -826,7 +826,7 @@ static void another_layout_is_refused(void **state) {
   assert_int_equal(presence_new(&o, &p), 0);
   run_for(&loop, 700);
   assert_false(presence_redis_ready(st));
-  if (!strstr(cap.text, "store format 1, this build uses 16"))
+  if (!strstr(cap.text, "store format 1, this build uses 17"))
     fail_msg("logged: \"%s\"", cap.text);
   /* A format-2 store (before channels), a format-3 one (text user and
    * session records) and a format-4 one (sets of session ids per
@@ -840,15 +840,16 @@ static void another_layout_is_refused(void **state) {
    * buckets), a format-13 one (a member zset for every channel, no
    * count in its hash), a format-14 one (an instance's epoch alone in
    * inst, its lease only in the zset), a format-15 one (a
-   * user.availability without its devices): refused the same way. A register sent before the
+   * user.availability without its devices), a format-16 one (no origin
+   * claims, channel writes not owner-checked): refused the same way. A register sent before the
    * SET may still answer the format before: the retries (every heartbeat)
    * are read until one answers after it. */
   const char *older[] = {"2",  "3",  "4",  "5",  "6",  "7", "8",
-                         "9", "10", "11", "12", "13", "14", "15"};
+                         "9", "10", "11", "12", "13", "14", "15", "16"};
   for (size_t k = 0; k < sizeof older / sizeof older[0]; k++) {
     freeReplyObject(srv_cmd(&srv, "SET presence:format %s", older[k]));
     char want[64];
-    snprintf(want, sizeof want, "store format %s, this build uses 16",
+    snprintf(want, sizeof want, "store format %s, this build uses 17",
              older[k]);
     for (int i = 0; i < 30; i++) {
       cap.text[0] = '\0';
@@ -867,7 +868,7 @@ static void another_layout_is_refused(void **state) {
     run_for(&loop, 10);
   assert_true(presence_redis_ready(st));
   r = srv_cmd(&srv, "GET presence:format");
-  assert_string_equal(r->str, "16");
+  assert_string_equal(r->str, "17");
   freeReplyObject(r);
   presence_free(p);
   loop_drain(&loop);

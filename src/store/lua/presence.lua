@@ -95,7 +95,7 @@ local R_EXPLICIT = 3
 
 -- The global keys under the call's prefix (set by set_prefix()):
 local K_SEQ, K_LOG
-local K_FORMAT, FORMAT = nil, '16' -- see 'register'
+local K_FORMAT, FORMAT = nil, '17' -- see 'register'
 local SEQ_JUMP_AFTER_LOSS = 1000000 -- see 'register'
 -- The session index: session id -> user '\t' owning instance, in IX.N
 -- small hashes <prefix>i:<bucket> (ix_key). Format 9 and before kept one
@@ -1298,12 +1298,22 @@ local function chan_set_data(sid, u, c, dm, reason)
   return 0
 end
 
-local function chan_join(sid, u, c, dm, maxc, reason)
+-- Whether session record rec names this instance as its owner (REC_FMT:
+-- from byte 15 to its NUL), read in place. In CH: the main chunk's locals
+-- are near Lua's 200.
+function CH.mine(rec)
+  return string.sub(rec, 15, string.find(rec, '\0', 15, true) - 1) == iid
+end
+
+-- own: the caller must be the session's owner (a write; a re-assert of
+-- channels, cassert, is of this instance's own sessions already).
+local function chan_join(sid, u, c, dm, maxc, reason, own)
   -- The session's record, and the user's for its availability (cemit's
   -- avail_of), in one HMGET.
   local h = redis.call('HMGET', k_user(u), '', sid)
   local rec = h[2]
   if not rec then return E_NOSESSION end
+  if own and not CH.mine(rec) then return E_NOSESSION end
   avail_note(u, h[1])
   local online = string.byte(rec, 1) == ON
   local ch, ca, ce = CH.sc_of(rec)
@@ -1372,6 +1382,7 @@ end
 local function chan_leave(sid, u, c, reason)
   local rec = sget(u, sid)
   if not rec then return E_NOTMEMBER end
+  if not CH.mine(rec) then return E_NOSESSION end
   local ch, ca, ce = CH.sc_of(rec)
   local list = split_tab(ch)
   if not list_remove(list, c) then return E_NOTMEMBER end
@@ -1610,14 +1621,22 @@ local function w_status(b)
   return 0
 end
 
+-- Channel writes, like ends and status changes, come from the instance
+-- holding the session: a backend's origin superseded on another instance
+-- (its sessions adopted there, w_adopt) may still have writes in flight,
+-- which must not undo what the new holder re-asserts.
 local function w_join(b)
   return chan_join(ARGV[b], ARGV[b + 1], ARGV[b + 2], ARGV[b + 3],
-                   NUMOF[ARGV[b + 4]] or tonumber(ARGV[b + 4]), R_EXPLICIT)
+                   NUMOF[ARGV[b + 4]] or tonumber(ARGV[b + 4]), R_EXPLICIT,
+                   true)
 end
 
 local function w_update(b)
-  return chan_set_data(ARGV[b], ARGV[b + 1], ARGV[b + 2], ARGV[b + 3],
-                       R_EXPLICIT)
+  local sid, u = ARGV[b], ARGV[b + 1]
+  local rec = sget(u, sid)
+  if not rec then return E_NOTMEMBER end
+  if not CH.mine(rec) then return E_NOSESSION end
+  return chan_set_data(sid, u, ARGV[b + 2], ARGV[b + 3], R_EXPLICIT)
 end
 
 local function w_leave(b)
@@ -1902,7 +1921,11 @@ OPS.register = function()
   -- docs/internals/redis.md. 15: inst holds each lease's expiry beside the
   -- epoch (LS), which a format-14 build would take for a superseded epoch.
   -- 16: a user.availability carries the user's devices (w_avail), which a
-  -- format-15 build would read as its shown version.
+  -- format-15 build would read as its shown version. 17: a backend origin's
+  -- name is claimed (o:<name>, OPS.oclaim) and its claims ride the kick
+  -- stream, which a format-16 build would take for kicks; channel writes
+  -- check the session's owner (w_join), which a format-16 instance would
+  -- not, letting a superseded connection's writes through.
   local fmt = redis.call('GET', K_FORMAT)
   if fmt ~= FORMAT and (fmt or redis.call('EXISTS', K_SEQ) == 1) then
     return redis.error_reply('presence: the keys under prefix "' .. P ..
@@ -2594,6 +2617,54 @@ OPS.claim = function()
   redis.call('HSET', k_claims(), sid, u .. '\t' .. iid)
   redis.call('SADD', k_icl(iid), sid)
   return {0, {''}}
+end
+
+-- ---- a backend origin's name -----------------------------------------------
+
+-- presenced's GET /v1/backend: each connection claims its origin's name
+-- before its welcome, and the newest claim wins (docs/internals/backend.md,
+-- "One origin, one connection"). o:<name> holds the claimer (i) and the
+-- claim's counter (n), in shard 0 (a call per backend connection, not per
+-- session: one shard carries them all). The holder counts while its lease
+-- in inst is live, read here: a crashed holder's claim lapses with its
+-- lease, and nothing has to reap the hash (the next claim overwrites it,
+-- its holder's release deletes it). The counter only grows: the greater
+-- of the last + 1 and Redis's clock in ms, so a hash that Redis lost does
+-- not restart it below a number an instance still holds. A claim that
+-- takes the name from another instance appends {o name n counter i
+-- claimer} to the kick stream, which every instance reads, whether the
+-- holder's lease is live or not (a holder cut off from Redis still has its
+-- connection, and reads on from where it was once back). ARGV: the name.
+-- Payload: {counter, '1' when a live instance held it, else '0'}.
+OPS.oclaim = function()
+  local name = ARGV[A]
+  local k = P .. 'o:' .. name
+  local h = redis.call('HMGET', k, 'i', 'n')
+  local n = s(math.max(tonumber(h[2] or '0') + 1, now))
+  local held = '0'
+  local other = h[1] and h[1] ~= iid
+  if other then
+    local v = redis.call('HGET', K_INST, h[1])
+    if v then
+      local _, exp = LS.parse(v)
+      if exp >= now then held = '1' end
+    end
+  end
+  redis.call('HSET', k, 'i', iid, 'n', n)
+  if other then
+    redis.call('XADD', P .. 'kicks', 'MAXLEN', '~', '1000', '*', 'o', name,
+               'n', n, 'i', iid)
+  end
+  return {0, {n, held}}
+end
+
+-- The origin ended on its holder: the name is free, so that the next claim
+-- says nobody held it. ARGV: the name, the holder's counter.
+OPS.orelease = function()
+  local k = P .. 'o:' .. ARGV[A]
+  local h = redis.call('HMGET', k, 'i', 'n')
+  if h[1] == iid and h[2] == ARGV[A + 1] then redis.call('DEL', k) end
+  return {0, ''}
 end
 
 -- ARGV: id, user. The claim goes if it is still that user's.

@@ -1,0 +1,280 @@
+#!/usr/bin/python3
+# SPDX-License-Identifier: MIT
+"""A backend origin's name is exclusive across instances on the Redis store
+(docs/protocol.md 5.1, docs/internals/backend.md "One origin, one
+connection"): two presenced sharing one real redis-server, real backend
+WebSocket connections.
+
+  taken_over: the backend holds a session through A and connects again
+           through B with the same origin: A's connection gets
+           origin_taken_over and is closed with 4009 within a second, B's
+           welcome says resumed, and B's sync takes the session over;
+  in_flight: A is stopped (SIGSTOP) while the backend reconnects to B and
+           re-asserts there; the old connection's frame that A reads once
+           it runs again (a join, an update, a status) is not applied: no
+           member in the channel, the status unchanged, and the
+           connection closed with 4009;
+  notice_lost: the same with B's claim taken off the stream before A
+           reads it: A's connection stays, and the store refuses its join,
+           update, leave and status of the session B adopted;
+  taken_over_shards, in_flight_shards: the same in three shards (the
+           claim in shard 0, the sessions in their users' shards);
+  taken_over_rcluster: the same on a real Redis Cluster;
+  holder_killed: A is killed (-9) holding two origins: one reconnected to
+           B inside A's lease is resumed there (its session adopted, alive
+           after A's reaping); the other, connected to B after A's lease
+           ran out, is a fresh origin (resumed false) that B accepts and
+           keeps: a dead holder blocks nothing past its lease."""
+
+import os
+import shutil
+import signal
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from harness import *  # noqa: E402,F401,F403
+from backendlib import Backend  # noqa: E402
+from test_redis_cluster import run_scenarios, statuses  # noqa: E402
+from test_redis_rcluster import RCluster  # noqa: E402
+
+
+async def wait_status(d, user, want, timeout):
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        if (await statuses(d, [user]))[user] == want:
+            return True
+        await asyncio.sleep(0.05)
+    return False
+
+
+async def members(d, channel):
+    r = await http(d, "GET", f"/v1/channels/{channel}/members")
+    return sorted(m.get("user_id") for m in (r.json() or {}).get("members", []))
+
+
+async def member_data(d, channel, user):
+    r = await http(d, "GET", f"/v1/channels/{channel}/members")
+    for m in (r.json() or {}).get("members", []):
+        if m.get("user_id") == user:
+            return m.get("data")
+    return None
+
+
+async def wait_members(d, channel, want, timeout=5.0):
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        if await members(d, channel) == want:
+            return True
+        await asyncio.sleep(0.05)
+    return False
+
+
+async def closed_with(b, timeout):
+    """The frames b reads until the server closes it, and the close code
+    (None when still open after timeout seconds)."""
+    frames = []
+    t0 = time.monotonic()
+    try:
+        while time.monotonic() - t0 < timeout:
+            m = await asyncio.wait_for(b.ws.recv(), timeout - (time.monotonic() - t0))
+            frames.append(json.loads(m))
+    except asyncio.TimeoutError:
+        return frames, None
+    except Exception:
+        pass
+    return frames, b.ws.close_code
+
+
+async def instance_of(d):
+    return ((await http(d, "GET", "/healthz", auth=False)).json() or {}).get("instance")
+
+
+async def session_owner(d, user):
+    r = await http(d, "GET", f"/v1/users/{user}/sessions")
+    return [x.get("instance") for x in (r.json() or {}).get("sessions", [])]
+
+
+async def wait_owner(d, user, inst, timeout=5.0):
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        if await session_owner(d, user) == [inst]:
+            return True
+        await asyncio.sleep(0.05)
+    return False
+
+
+async def taken_over(t, cl):
+    A, B = cl.d[0], cl.d[1]
+    a = await Backend.connect(A, "to-app")
+    ack = await a.batch([{"op": "open", "session": "to-s1", "user": "to-u"}])
+    t.eq("A: the open applied", ack.get("applied"), 1)
+    t.check("B sees to-u online", await wait_status(B, "to-u", "online", 5))
+    t0 = time.monotonic()
+    b = await Backend.connect(B, "to-app")
+    t.eq("B's welcome: resumed (A held the origin)", b.welcome.get("resumed"), True)
+    frames, code = await closed_with(a, 3.0)
+    took = time.monotonic() - t0
+    t.eq("A's connection: told origin_taken_over",
+         [f.get("code") for f in frames if f.get("type") == "error"], ["origin_taken_over"])
+    t.eq("... and closed with 4009", code, 4009)
+    t.check("... within a second of B's claim", took < 1.5, f"{took:.2f} s")
+    acks = await b.sync([("to-s1", "to-u")])
+    t.eq("B's sync takes the session over", (acks[-1].get("applied"), acks[-1].get("errors")), (1, None))
+    # Acknowledged once sent: the store has it a moment later.
+    t.check("the session is B's", await wait_owner(A, "to-u", await instance_of(B)),
+            await session_owner(A, "to-u"))
+    ack = await b.batch([{"op": "status", "session": "to-s1", "status": "idle"}])
+    t.eq("B's writes apply", ack.get("applied"), 1)
+    t.check("... idle", await wait_status(A, "to-u", "idle", 5))
+    # Back to A: B's connection is the superseded one now.
+    a2 = await Backend.connect(A, "to-app")
+    t.eq("back to A: resumed (B held it)", a2.welcome.get("resumed"), True)
+    frames, code = await closed_with(b, 3.0)
+    t.eq("B's connection closed with 4009", code, 4009)
+    acks = await a2.sync([("to-s1", "to-u")])
+    t.eq("A's sync: applied", acks[-1].get("applied"), 1)
+    t.check("the session is A's again (its stale record checked, adopted back)",
+            await wait_owner(B, "to-u", await instance_of(A)), await session_owner(B, "to-u"))
+    await a2.send({"type": "bye"})
+    t.check("A's bye ends the session", await wait_status(B, "to-u", "offline", 5))
+    await a2.close()
+
+
+async def in_flight(t, cl):
+    A, B = cl.d[0], cl.d[1]
+    a = await Backend.connect(A, "if-app")
+    ack = await a.batch([{"op": "open", "session": "if-s1", "user": "if-u"},
+                         {"op": "join", "session": "if-s1", "channel": "if-c1", "data": {"v": 1}}])
+    t.eq("A: open and join applied", ack.get("applied"), 2)
+    t.check("B sees if-u in if-c1", await wait_members(B, "if-c1", ["if-u"]))
+    # A stops (a long GC pause, a stalled VM): its old connection is still
+    # open when the backend reconnects through B and re-asserts there.
+    A.signal(signal.SIGSTOP)
+    try:
+        b = await Backend.connect(B, "if-app")
+        t.eq("B's welcome: resumed", b.welcome.get("resumed"), True)
+        acks = await b.sync([("if-s1", "if-u")])
+        t.eq("B's sync adopts the session", acks[-1].get("applied"), 1)
+        ack = await b.batch([{"op": "join", "session": "if-s1", "channel": "if-c1", "data": {"v": 1}}])
+        t.eq("B re-joins its channel", ack.get("applied"), 1)
+        # The frame the old connection had in flight: A reads it when it
+        # runs again, beside the news of B's claim.
+        await a.send({"type": "batch", "seq": 99, "ops": [
+            {"op": "join", "session": "if-s1", "channel": "if-c2"},
+            {"op": "update", "session": "if-s1", "channel": "if-c1", "data": {"v": 2}},
+            {"op": "status", "session": "if-s1", "status": "idle"}]})
+    finally:
+        A.signal(signal.SIGCONT)
+    frames, code = await closed_with(a, 3.0)
+    t.eq("A's old connection closed with 4009", code, 4009)
+    await asyncio.sleep(0.5)
+    t.eq("its join was not applied: nobody in if-c2 (on B)", await members(B, "if-c2"), [])
+    t.eq("... nor on A", await members(A, "if-c2"), [])
+    t.eq("its update was not applied: the data is B's", await member_data(B, "if-c1", "if-u"), {"v": 1})
+    t.eq("its status was not applied: still online", (await statuses(B, ["if-u"]))["if-u"], "online")
+    t.check("the session is B's", await wait_owner(B, "if-u", await instance_of(B)))
+    await b.send({"type": "bye"})
+    t.check("B's bye ends it", await wait_status(A, "if-u", "offline", 5))
+    await b.close()
+
+
+async def notice_lost(t, cl):
+    """The store's own fence, without the notice: A is stopped while B
+    claims the name and adopts the session, and B's claim is taken off the
+    stream before A can read it (a reader that lags past the stream's
+    length loses it the same way). A's old connection stays open and its
+    frame is acknowledged, but the store refuses every write of a session
+    that B holds: nothing of it is applied."""
+    A, B = cl.d[0], cl.d[1]
+    a = await Backend.connect(A, "nl-app")
+    ack = await a.batch([{"op": "open", "session": "nl-s1", "user": "nl-u"},
+                         {"op": "join", "session": "nl-s1", "channel": "nl-c1", "data": {"v": 1}}])
+    t.eq("A: open and join applied", ack.get("applied"), 2)
+    t.check("B sees nl-u in nl-c1", await wait_members(B, "nl-c1", ["nl-u"]))
+    A.signal(signal.SIGSTOP)
+    try:
+        # A's log reader, blocked in XREAD, would be handed B's claim the
+        # moment it is added: its connection goes first (A reconnects it
+        # once it runs again, and reads on from the entry it read last).
+        for line in cl.redis.cli("CLIENT", "LIST").splitlines():
+            if "cmd=xread" in line:
+                cl.redis.cli("CLIENT", "KILL", "ID", line.split()[0].split("=")[1])
+        b = await Backend.connect(B, "nl-app")
+        acks = await b.sync([("nl-s1", "nl-u")])
+        t.eq("B's sync adopts the session", acks[-1].get("applied"), 1)
+        ack = await b.batch([{"op": "join", "session": "nl-s1", "channel": "nl-c1", "data": {"v": 1}}])
+        t.eq("B re-joins its channel", ack.get("applied"), 1)
+        t.eq("B's claim is on the stream", cl.redis.cli("XLEN", "presence:kicks").strip(), "1")
+        cl.redis.cli("XTRIM", "presence:kicks", "MAXLEN", "0")
+        await a.send({"type": "batch", "seq": 99, "ops": [
+            {"op": "join", "session": "nl-s1", "channel": "nl-c2"},
+            {"op": "update", "session": "nl-s1", "channel": "nl-c1", "data": {"v": 2}},
+            {"op": "leave", "session": "nl-s1", "channel": "nl-c1"},
+            {"op": "status", "session": "nl-s1", "status": "idle"}]})
+    finally:
+        A.signal(signal.SIGCONT)
+    ack = await a.answer(99)
+    t.eq("A, never told: its frame is acknowledged", ack.get("type"), "ack")
+    await asyncio.sleep(0.5)
+    t.eq("its join was refused by the store: nobody in nl-c2", await members(B, "nl-c2"), [])
+    t.eq("its update and leave too: nl-c1 keeps B's member and data",
+         (await members(B, "nl-c1"), await member_data(B, "nl-c1", "nl-u")), (["nl-u"], {"v": 1}))
+    t.eq("its status too: still online", (await statuses(B, ["nl-u"]))["nl-u"], "online")
+    await b.send({"type": "bye"})
+    t.check("B's bye ends it", await wait_status(A, "nl-u", "offline", 5))
+    await b.close()
+    await a.close()
+
+
+async def holder_killed(t, cl):
+    A, B = cl.d[0], cl.d[1]
+    a1 = await Backend.connect(A, "hk-one")
+    await a1.batch([{"op": "open", "session": "hk-s1", "user": "hk-u1"}])
+    a2 = await Backend.connect(A, "hk-two")
+    await a2.batch([{"op": "open", "session": "hk-s2", "user": "hk-u2"}])
+    t.check("B sees both online", await wait_status(B, "hk-u1", "online", 5)
+            and await wait_status(B, "hk-u2", "online", 5))
+    A.signal(signal.SIGKILL)
+    a1.abort()
+    a2.abort()
+    b1 = await Backend.connect(B, "hk-one")
+    t.eq("inside A's lease: B resumes hk-one", b1.welcome.get("resumed"), True)
+    acks = await b1.sync([("hk-s1", "hk-u1")])
+    t.eq("... and adopts its session", acks[-1].get("applied"), 1)
+    t.check("A's lease runs out: hk-u2 is reaped (offline)",
+            await wait_status(B, "hk-u2", "offline", cl.lease_ms / 1000 + 10))
+    b2 = await Backend.connect(B, "hk-two")
+    t.eq("past A's lease: hk-two is a fresh origin on B", (b2.welcome.get("resumed"), b2.welcome.get("sessions")),
+         (False, 0))
+    ack = await b2.batch([{"op": "open", "session": "hk-s3", "user": "hk-u2"}])
+    t.eq("... that B accepts", ack.get("applied"), 1)
+    frames, code = await closed_with(b2, 1.5)
+    t.eq("... and keeps (not closed)", code, None)
+    t.check("hk-u2 online again through B", await wait_status(B, "hk-u2", "online", 5))
+    t.eq("hk-u1, adopted before A's lease ran out, is still online",
+         (await statuses(B, ["hk-u1"]))["hk-u1"], "online")
+    for b in (b1, b2):
+        await b.send({"type": "bye"})
+        await b.close()
+
+
+SCENARIOS = [
+    ("taken_over", taken_over, {"n": 2}),
+    ("in_flight", in_flight, {"n": 2, "lease": 4000}),
+    ("notice_lost", notice_lost, {"n": 2, "lease": 4000}),
+    # In shards the claim and its notice live in shard 0, the sessions in
+    # their users' shards.
+    ("taken_over_shards", taken_over, {"n": 2, "extra": {"--redis-shards": "3"}}),
+    ("in_flight_shards", in_flight, {"n": 2, "lease": 4000, "extra": {"--redis-shards": "3"}}),
+    # And on a real Redis Cluster (3 primaries): shard 0's slot holds the
+    # claim, its notice reaches every instance's reader of that node.
+    ("taken_over_rcluster", taken_over, {"n": 2, "cluster": RCluster}),
+    ("holder_killed", holder_killed, {"n": 2, "lease": 2000}),
+]
+
+
+if __name__ == "__main__":
+    if not shutil.which("redis-cli"):
+        SCENARIOS = [x for x in SCENARIOS if x[2].get("cluster") is not RCluster]
+    sys.exit(run_scenarios(SCENARIOS, 60))

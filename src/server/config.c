@@ -1459,8 +1459,25 @@ static void print_warning(void *ud, const char *w) {
   fprintf(ud, "presenced: warning: %s\n", w);
 }
 
-static int check_only(const srv_config_t *cfg, FILE *out, FILE *err) {
+/* The webhooks' secret files, read as the other secret files are: at a
+ * start too, not only by --check-config. A start without the check (a
+ * container, a shell) read them only in webhook_init, and a missing one
+ * failed it with exit 1, a crash to a supervisor that restarts it, where a
+ * missing --api-key-file is a bad setting, exit 2. */
+static int check_webhook_secrets(const srv_config_t *cfg, FILE *err) {
   char msg[384];
+  for (uint32_t i = 0; i < cfg->n_webhooks; i++) {
+    wh_spec_t spec;
+    if (wh_spec_parse(cfg->webhooks[i], 1, &spec, msg, sizeof msg) != 0) {
+      fprintf(err, "presenced: webhook: %s\n", msg);
+      return CONFIG_EXIT_USAGE;
+    }
+    wh_spec_free(&spec);
+  }
+  return CONFIG_OK;
+}
+
+static int check_only(const srv_config_t *cfg, FILE *out, FILE *err) {
   config_each_warning(cfg, print_warning, err);
   /* What the start would warn of (server.c): a configuration that leaves
    * the API or every client refused is valid, but the check that runs
@@ -1471,14 +1488,6 @@ static int check_only(const srv_config_t *cfg, FILE *out, FILE *err) {
   if (!cfg->api_key)
     print_warning(err, "no --api-key (or api-key-file): the backend API "
                        "answers 401 to everyone");
-  for (uint32_t i = 0; i < cfg->n_webhooks; i++) {
-    wh_spec_t spec;
-    if (wh_spec_parse(cfg->webhooks[i], 1, &spec, msg, sizeof msg) != 0) {
-      fprintf(err, "presenced: webhook: %s\n", msg);
-      return CONFIG_EXIT_USAGE;
-    }
-    wh_spec_free(&spec);
-  }
   fprintf(out, "ok\n");
   return CONFIG_EXIT_OK;
 }
@@ -1494,6 +1503,7 @@ int config_parse(srv_config_t *cfg, int argc, char **argv,
   if (rc == CONFIG_OK) rc = apply_flags(cfg, argc, argv, err);
   if (rc == CONFIG_OK) rc = check_combinations(cfg, err);
   if (rc == CONFIG_OK) rc = load_secrets(cfg, err);
+  if (rc == CONFIG_OK) rc = check_webhook_secrets(cfg, err);
   if (rc == CONFIG_OK && cfg->check_config) rc = check_only(cfg, out, err);
   return rc;
 }

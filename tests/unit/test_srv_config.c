@@ -184,6 +184,20 @@ static void test_webhook_same_name(void **state) {
   config_free(&cfg);
 }
 
+/* A webhook's secret-file that cannot be read is a bad setting at a start
+ * as under --check-config (exit 2, as a missing --api-key-file): the start
+ * read it only in webhook_init, and failed with exit 1. */
+static void test_webhook_secret_file_missing(void **state) {
+  (void)state;
+  srv_config_t cfg;
+  char err[512];
+  char *argv[] = {"presenced", "--webhook",
+                  "url=https://h.example/hook,secret-file=/nonexistent/wh"};
+  assert_int_equal(parse(&cfg, NULL, argv, 3, err, sizeof err), CONFIG_EXIT_USAGE);
+  assert_non_null(strstr(err, "cannot read secret-file /nonexistent/wh"));
+  config_free(&cfg);
+}
+
 static void test_bad_values(void **state) {
   (void)state;
   srv_config_t cfg;
@@ -781,6 +795,7 @@ int main(void) {
       cmocka_unit_test(test_bad_values),
       cmocka_unit_test(test_webhook_default_name),
       cmocka_unit_test(test_webhook_same_name),
+      cmocka_unit_test(test_webhook_secret_file_missing),
       cmocka_unit_test(test_allowed_origins),
       cmocka_unit_test(test_loopback),
       cmocka_unit_test(test_map),

@@ -104,6 +104,11 @@ int json_text_strict(const void *data, size_t len) {
         return 0;
       p = q;
     } else {
+      /* cJSON skips every byte up to ' ' between tokens, NUL included;
+       * RFC 8259 has four. A value passed on as written would carry the
+       * others to every reader (or be cut at the NUL). */
+      if ((unsigned char)c < 0x20 && c != '\t' && c != '\n' && c != '\r')
+        return 0;
       p++;
     }
   }

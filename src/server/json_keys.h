@@ -21,9 +21,10 @@ int json_has_dup_keys(const cJSON *node);
 /* Whether valid JSON text data[0..len) holds the escape \u0000. */
 int json_has_escaped_nul(const void *data, size_t len);
 
-/* Whether the numbers and strings of valid-to-cJSON text data[0..len) are
- * as RFC 8259 writes them: cJSON also reads 007, 1., 1.e5 and raw control
- * bytes inside strings, which other readers refuse. */
+/* Whether the numbers, strings and whitespace of valid-to-cJSON text
+ * data[0..len) are as RFC 8259 writes them: cJSON also reads 007, 1., 1.e5,
+ * raw control bytes inside strings and any byte up to ' ' (NUL included)
+ * as whitespace, which other readers refuse. */
 int json_text_strict(const void *data, size_t len);
 
 /* data[0..len) as one JSON object with nothing but whitespace after it and

@@ -19,9 +19,17 @@
  * other as a text frame. After the connection ends the clock jumps past
  * every grace and resume window and the housekeeping runs, so each input
  * starts from the same empty server.
+ *
+ * Checks, besides memory errors: what the server wrote after its 101 is
+ * whole unmasked frames; every text frame is one UTF-8 JSON object with a
+ * string "type" and no raw control byte; a close frame carries no payload or a code and UTF-8
+ * reason, and nothing follows it (backend.c's and wsconn.c's invariant).
  */
 #include "server/jwt.h"
 #include "server/server.h"
+#include "server/ws.h"
+
+#include <cJSON.h>
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -135,6 +143,77 @@ static void feed(conn_t *c, const char *p, size_t n) {
   free(copy);
 }
 
+/* The server's side of the conversation, after the 101's headers. */
+static void check_frames(const uint8_t *p, size_t n) {
+  const uint8_t *hdr_end = NULL;
+  for (size_t i = 0; i + 4 <= n; i++)
+    if (!memcmp(p + i, "\r\n\r\n", 4)) {
+      hdr_end = p + i + 4;
+      break;
+    }
+  if (!hdr_end) abort();
+  const uint8_t *end = p + n;
+  int closed = 0;
+  for (p = hdr_end; p < end;) {
+    if (closed) abort(); /* something after our close frame */
+    if (end - p < 2) abort();
+    unsigned op = p[0] & 0x0f;
+    if ((p[0] & 0x70) || (p[1] & 0x80)) abort(); /* RSV bits, a mask */
+    uint64_t len = p[1] & 0x7f;
+    size_t hl = 2;
+    if (len == 126) {
+      if (end - p < 4) abort();
+      len = (uint64_t)p[2] << 8 | p[3];
+      hl = 4;
+    } else if (len == 127) {
+      if (end - p < 10) abort();
+      len = 0;
+      for (int i = 0; i < 8; i++)
+        len = len << 8 | p[2 + i];
+      hl = 10;
+    }
+    if (len > (uint64_t)(end - p) - hl) abort(); /* a cut frame */
+    const uint8_t *pl = p + hl;
+    uint32_t st = 0;
+    switch (op) {
+    case 1: {
+      if (!(p[0] & 0x80)) abort(); /* the server sends whole messages */
+      if (utf8_feed(&st, pl, (size_t)len) != 0 || !utf8_complete(st))
+        abort();
+      /* cJSON reads a raw control byte as whitespace; no JSON reader
+       * must see one: the server writes compact JSON, escaped. */
+      for (uint64_t i = 0; i < len; i++)
+        if (pl[i] < 0x20) {
+          fprintf(stderr, "a raw control byte: %.*s\n", (int)len, pl);
+          abort();
+        }
+      cJSON *j = cJSON_ParseWithLength((const char *)pl, (size_t)len);
+      if (!cJSON_IsObject(j) ||
+          !cJSON_IsString(cJSON_GetObjectItemCaseSensitive(j, "type"))) {
+        fprintf(stderr, "not a JSON message: %.*s\n", (int)len, pl);
+        abort();
+      }
+      cJSON_Delete(j);
+      break;
+    }
+    case 8:
+      if (len == 1 || len > 125) abort();
+      if (len >= 2 && (utf8_feed(&st, pl + 2, (size_t)len - 2) != 0 ||
+                       !utf8_complete(st)))
+        abort();
+      closed = 1;
+      break;
+    case 9:
+    case 10:
+      if (len > 125) abort();
+      break;
+    default:
+      abort();
+    }
+    p = pl + len;
+  }
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   if (!ready) setup();
@@ -200,7 +279,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (!nl) break;
     p = nl + 1;
   }
+  /* A detached connection writes at once; conn_free_detached may add the
+   * close frame of a connection that ends here. */
   conn_free_detached(c);
+  check_frames((const uint8_t *)out.data, out.len);
   buf_free(&frame);
   buf_free(&out);
 

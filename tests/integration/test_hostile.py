@@ -827,6 +827,76 @@ async def test_log_escaping(t, d, args):
             d2.cleanup()
 
 
+async def test_control_bytes_as_whitespace(t, d, args):
+    """JSON allows four whitespace bytes between tokens; cJSON skips every
+    byte up to 0x20, NUL included. A message with such a byte between
+    tokens was taken, and the value around it was passed on as the client
+    wrote it: a NUL cut a channel member's data short, a raw control byte
+    went out as is, and every member got a message that is not JSON
+    (found by fuzz_session)."""
+    def tok(user):
+        return token(user, extra={"channels": ["ctl:*"]})
+
+    async def texts(ws, secs):
+        out = []
+        end = time.monotonic() + secs
+        while time.monotonic() < end:
+            try:
+                m = await ws.recv(end - time.monotonic())
+            except asyncio.TimeoutError:
+                break
+            if m[0] != "text":
+                break
+            out.append(m[1])
+        return out
+
+    def is_json(text):
+        try:
+            json.loads(text)
+            return True
+        except ValueError:
+            return False
+
+    member = await RawWS.open(d, tok=tok("ctl-member"))
+    await member.recv_json()  # welcome
+    await member.send_json({"type": "join", "channel": "ctl:1", "id": "j"})
+    await texts(member, 0.5)
+    # The member reads (and answers pings) all along, in the background.
+    seen = []
+
+    async def read_member():
+        while True:
+            seen.extend(await texts(member, 0.2))
+
+    reader = asyncio.create_task(read_member())
+    bad = await RawWS.open(d, tok=tok("ctl-bad"))
+    await bad.recv_json()
+    # The id first: a value after the byte could not be found again in the
+    # text, so an id behind it was refused (bad_field) by chance.
+    for msg in [b'{"type":"join","id":"a","channel":"ctl:1","data":{"n":1\x00}}',
+                b'{"type":"join","id":"b","channel":"ctl:1","data":{"n":1\x01,"m":2}}',
+                b'{"type":"join","id":"c","channel":"ctl:1","data":{"n":\x01"x"}}',
+                b'{"type":"ping","id":\x1f 7}']:
+        await bad.send_text(msg)
+        got = await texts(bad, 0.5)
+        t.check(f"{msg!r}: refused with error bad_json",
+                len(got) == 1 and is_json(got[0]) and json.loads(got[0]).get("code") == "bad_json",
+                got)
+    await asyncio.sleep(0.3)
+    t.eq("the channel's member got nothing from them (no join, no text that is not JSON)",
+         seen, [])
+    await bad.send_text(b'{"type":"join","channel":"ctl:1","data":{"n":1},"id":"d"}')
+    await asyncio.sleep(0.5)
+    reader.cancel()
+    t.check("a join written as JSON still reaches the member",
+            len(seen) == 1 and is_json(seen[0]) and json.loads(seen[0])["member"]["data"] == {"n": 1},
+            seen)
+    r = await http(d, "PUT", "/v1/sessions/ctl-http", body=b'{"user":"ctl-u",\x0b"ttl_ms":30000}')
+    t.eq("an HTTP body with one: 400 bad_json", (r.status, r.error_code), (400, "bad_json"))
+    member.close()
+    bad.close()
+
+
 test_slowloris.timeout = 30
 test_close_reasons.timeout = 40
 test_million_tiny_frames.timeout = 30
@@ -841,7 +911,7 @@ if __name__ == "__main__":
           test_oversized_frames, test_utf8_split, test_subscription_flood, test_token_replay,
           test_other_users_session, test_alg_confusion, test_sessions_storm,
           test_pipelined_garbage, test_http_strictness, test_origins, test_close_reasons,
-          test_memory_back]),
+          test_control_bytes_as_whitespace, test_memory_back]),
         ("per-client limits", LIMIT_FLAGS,
          [test_connections_per_ip, test_first_byte_timeout, test_max_connections_clamped,
           test_log_escaping]),

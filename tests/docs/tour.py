@@ -133,17 +133,27 @@ class Tour:
     async def ask(self, d, gs):
         block = sh_blocks(section(gs, "3. Ask from a backend"))[0]
         # The stream never ends: the reader stops it with Ctrl-C.
-        script = self.local(block, d.port).replace("curl -sN", "timeout 3 curl -sN")
+        script = self.local(block, d.port).replace("curl -sN", "timeout 4 curl -sN")
         tok = demo_token(d.port, "alice")
         ws = await websockets.connect(d.ws_url(tok), ping_interval=None)
         await ws.recv()  # the welcome: alice is online
         proc = await asyncio.create_subprocess_exec(
             "bash", "-c", script, cwd=ROOT, stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE)
-        await asyncio.sleep(1.5)  # the two answers, and the stream open
-        await ws.send(json.dumps({"type": "status", "status": "idle"}))
+        # The two answers first (alice online), then alice idle while the
+        # stream is open: a stream reads from the time it opened, so a
+        # machine slow to start curl still sees a later change.
+        head = b""
+        while head.count(b'"user_id":"alice"') < 2:
+            chunk = await asyncio.wait_for(proc.stdout.read(4096), 10)
+            if not chunk:
+                break
+            head += chunk
+        for st in ("idle", "online", "idle"):
+            await asyncio.sleep(0.5)
+            await ws.send(json.dumps({"type": "status", "status": st}))
         out, err = await asyncio.wait_for(proc.communicate(), 15)
-        out = out.decode()
+        out = (head + out).decode()
         # The answers one after the other (a JSON body ends without a
         # newline), then the stream.
         answers, i = [], 0

@@ -364,9 +364,11 @@ void api_handle(conn_t *c, http_req_t *r) {
       get_users(c, r);
     return;
   }
-  if (pl == 15 && !memcmp(path, "/v1/users/query", 15)) {
+  /* POST is the query; a GET of the same path is the user named "query"
+   * (any id is a user's: an SDK's getUser("query") was answered 405). */
+  if (pl == 15 && !memcmp(path, "/v1/users/query", 15) && m != HTTP_GET) {
     if (m != HTTP_POST)
-      method_not_allowed(c, "POST");
+      method_not_allowed(c, "GET, HEAD, POST");
     else
       query_users(c, r);
     return;

@@ -394,6 +394,26 @@ async def test_plus_in_a_path(t, d, args):
     await c.close()
 
 
+async def test_user_named_query(t, d, args):
+    # Any 1..128-byte id is a user's, "query" too: GET /v1/users/query was
+    # answered 405 (Allow: POST), so an SDK's getUser("query") failed.
+    c = await Client.connect(d, "query")
+    r = await http(d, "GET", "/v1/users/query")
+    j = r.json() or {}
+    t.eq("GET /v1/users/query: the user named query, online",
+         (r.status, j.get("user_id"), j.get("status")), (200, "query", "online"))
+    r = await http(d, "HEAD", "/v1/users/query")
+    t.eq("HEAD /v1/users/query: 200", r.status, 200)
+    r = await http(d, "POST", "/v1/users/query", body={"user_ids": ["query"]})
+    t.eq("POST /v1/users/query is still the query",
+         [(u.get("user_id"), u.get("status")) for u in (r.json() or {}).get("users", [])],
+         [("query", "online")])
+    r = await http(d, "DELETE", "/v1/users/query")
+    t.check("DELETE /v1/users/query: 405, Allow names GET, HEAD, POST",
+            r.status == 405 and r.headers.get("allow") == "GET, HEAD, POST", r)
+    await c.close()
+
+
 async def test_repeated_query_parameters(t, d, args):
     # A list in Python's requests (params={"ids": [...]}), Go's url.Values
     # and URLSearchParams.append comes as one ids= per element. presenced
@@ -425,6 +445,7 @@ async def test_repeated_query_parameters(t, d, args):
 if __name__ == "__main__":
     run([
         ("api", {}, [test_api_key, test_get_user, test_kick, test_errors, test_healthz_metrics,
-                 test_keep_alive, test_plus_in_a_path, test_repeated_query_parameters]),
+                 test_keep_alive, test_plus_in_a_path, test_repeated_query_parameters,
+                 test_user_named_query]),
         ("api-metrics-open", {"--metrics-open": ""}, [test_metrics_open]),
     ])

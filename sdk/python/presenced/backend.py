@@ -76,6 +76,8 @@ class BackendConnection:
         self._acked = None          # asyncio.Condition, made on the loop
         self._ready_event = None
         self._task = None
+        self._pinger = None         # _ping_loop of the connection
+        self._silent = 0            # its heartbeat, once it dropped a silent connection
         self.connects = 0
         self.welcome: Optional[Dict[str, Any]] = None
         self.stats = {"ops_sent": 0, "ops_acked": 0, "op_errors": 0}
@@ -244,8 +246,11 @@ class BackendConnection:
                 if getattr(getattr(e, "rcvd", None), "code", None) == 4009:
                     self._taken_over = True
                 elif self.on_error and not self._closed:
+                    if self._silent:         # dropped by _ping_loop: say why
+                        e = PresenceError(0, "network", f"presenced answered no ping for {self._silent} ms: reconnecting")
                     self.on_error(e)
             finally:
+                self._silent = 0
                 self._on_close()
             if self._taken_over:
                 # Another process connected with this origin: only another
@@ -267,7 +272,30 @@ class BackendConnection:
             await asyncio.sleep(delay)
             delay = min(delay * 2, self.max_retry_s)
 
+    async def _ping_loop(self, ws, every_ms: int):
+        # A path that dies without FIN or RST (a NAT or load balancer that
+        # forgot the connection, a frozen host) is noticed only by asking.
+        # websockets' own keepalive (20 s, then 20 s for the pong) noticed it
+        # after up to 40 s, past the lease and near the end of the resume
+        # window, where the Node and Go SDKs ping every heartbeat_ms of the
+        # welcome and drop the connection when no pong came by the next one.
+        while True:
+            await asyncio.sleep(every_ms / 1000)
+            try:
+                pong = await ws.ping()
+                await asyncio.wait_for(pong, every_ms / 1000)
+            except asyncio.TimeoutError:
+                if ws is self._ws:
+                    self._silent = every_ms
+                    ws.transport.abort() if hasattr(ws, "transport") else await ws.close()
+                return
+            except Exception:  # noqa: BLE001 - the connection ended: _run reconnects
+                return
+
     def _on_close(self):
+        if self._pinger is not None:
+            self._pinger.cancel()
+            self._pinger = None
         # Unsent or unacknowledged ops are in self.sessions: the re-assert carries
         # them, all but a leave (a resumed origin keeps its memberships): keep those.
         for op in [o for ops in self._inflight.values() for o in ops] + self._queue:
@@ -298,6 +326,8 @@ class BackendConnection:
                 self.max_ops = min(self.max_ops, msg["max_ops"])
             self._reassert()
             self._ready = True
+            if msg.get("heartbeat_ms") and self._pinger is None:
+                self._pinger = asyncio.ensure_future(self._ping_loop(self._ws, int(msg["heartbeat_ms"])))
             self._ready_event.set()
             self._schedule()
         elif t == "ack":

@@ -574,3 +574,37 @@ def test_a_refusal_on_a_reconnect_is_told_to_on_error():
         asyncio.run(asyncio.wait_for(main(), 20))
     finally:
         d.stop()
+
+
+def test_a_silent_presenced_is_noticed_by_the_heartbeat():
+    # A presenced that stops answering without closing the connection (a
+    # frozen host, SIGSTOP here; a NAT that forgot the path is the same):
+    # websockets' own keepalive noticed it after up to 40 s (20 s between
+    # pings, 20 s for the pong), past the lease, where the Node and Go SDKs
+    # ping every heartbeat_ms of the welcome and drop it by the next one.
+    import signal
+    d = Presenced("--origin-lease-ms", "1500").start()       # heartbeat_ms 500
+    try:
+        async def main():
+            b = BackendConnection(d.url, API_KEY, "py-silent", retry_s=0.05, max_retry_s=0.1)
+            told = []
+            b.on_error = told.append
+            w = await b.connect()
+            assert w["heartbeat_ms"] == 500
+            b.open("quiet", session="quiet-1")
+            await b.flush()
+            await asyncio.sleep(1.5)                            # pongs come meanwhile
+            assert told == []
+            d.proc.send_signal(signal.SIGSTOP)
+            try:
+                await wait_for_async(lambda: told, timeout=5)
+            finally:
+                d.proc.send_signal(signal.SIGCONT)
+            assert isinstance(told[0], PresenceError) and told[0].code == "network" and "ping" in str(told[0]), told
+            await wait_for_async(lambda: b.connects == 2, timeout=10)
+            await b.flush()
+            assert (await asyncio.to_thread(PresenceAPI(d.url, API_KEY).get_user, "quiet"))["status"] == "online"
+            await b.end(bye=True)
+        asyncio.run(asyncio.wait_for(main(), 30))
+    finally:
+        d.stop()

@@ -6,7 +6,7 @@ import time
 import pytest
 
 from presenced import PresenceAPI, PresenceError, mint_token
-from conftest import API_KEY, JWT_SECRET, Presenced, User, wait_for
+from conftest import API_KEY, JWT_SECRET, Presenced, User, free_port, wait_for
 
 
 def test_tokens_carry_every_claim_the_daemon_reads(presenced, api):
@@ -52,7 +52,9 @@ def test_errors_are_typed(presenced, api):
         api.get_user("x" * 200)
     assert e.value.code == "bad_user_id"
     with pytest.raises(PresenceError) as e:
-        PresenceAPI("http://127.0.0.1:1", API_KEY).health()
+        # A port nothing listens on (not port 1: another suite's presenced
+        # run as root was seen listening there, and answered)
+        PresenceAPI(f"http://127.0.0.1:{free_port()}", API_KEY).health()
     assert e.value.code == "network" and e.value.retryable
     assert len(api.get_users([f"u{i}" for i in range(2500)])) == 2500
 

@@ -130,8 +130,10 @@ class Tour:
 
     # ---- getting-started, section 3: asking from a backend ---------------
 
-    async def ask(self, d, gs):
-        block = sh_blocks(section(gs, "3. Ask from a backend"))[0]
+    async def backend_block(self, d, block, what, ids):
+        """A block of curl commands (answers for ids, then the event
+        stream) run while alice is online, then goes idle; her session is
+        returned, still open."""
         # The stream never ends: the reader stops it with Ctrl-C.
         script = self.local(block, d.port).replace("curl -sN", "timeout 4 curl -sN")
         tok = demo_token(d.port, "alice")
@@ -140,11 +142,11 @@ class Tour:
         proc = await asyncio.create_subprocess_exec(
             "bash", "-c", script, cwd=ROOT, stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE)
-        # The two answers first (alice online), then alice idle while the
+        # The answers first (alice online), then alice idle while the
         # stream is open: a stream reads from the time it opened, so a
         # machine slow to start curl still sees a later change.
         head = b""
-        while head.count(b'"user_id":"alice"') < 2:
+        while head.count(b'"user_id":"alice"') < len(ids):
             chunk = await asyncio.wait_for(proc.stdout.read(4096), 10)
             if not chunk:
                 break
@@ -157,24 +159,31 @@ class Tour:
         # The answers one after the other (a JSON body ends without a
         # newline), then the stream.
         answers, i = [], 0
-        while len(answers) < 2:
+        while len(answers) < len(ids):
             try:
                 o, i = json.JSONDecoder().raw_decode(out, i)
             except ValueError:
                 break
             answers.append(o)
-        first = answers[0] if answers else None
-        self.t.check("getting-started 3: the first curl answers alice online",
-                     isinstance(first, dict) and first.get("user_id") == "alice"
-                     and first.get("status") == "online", out[:300] + err.decode()[:300])
-        second = answers[1] if len(answers) > 1 else None
-        self.t.check("getting-started 3: ?ids=alice,bob answers both",
-                     isinstance(second, dict) and [u.get("user_id") for u in
-                                                   second.get("users", [])] == ["alice", "bob"],
-                     out[:600])
-        self.t.check("getting-started 3: the event stream shows alice's user.idle",
-                     re.search(r"^event: user\.idle\ndata: \{[^\n]*\"user_id\":\"alice\"", out, re.M)
-                     is not None, out[-600:])
+        for n, want in enumerate(ids):
+            got = answers[n] if n < len(answers) else None
+            if isinstance(got, dict) and "users" in got:
+                got = [u.get("user_id") for u in got["users"]]
+            elif isinstance(got, dict):
+                got = got.get("user_id") if got.get("status") == "online" else got
+            self.t.eq(f"{what}: curl {n + 1} answers {want}", got, want)
+        self.t.check(f"{what}: the event stream shows alice's user.idle",
+                     re.search(r"^event: user\.idle\ndata: \{[^\n]*\"user_id\":\"alice\"", out,
+                               re.M) is not None, out[-600:] + err.decode()[-300:])
+        return ws
+
+    async def ask(self, d, readme, gs):
+        # README's step 2, with the key make run sets.
+        tour = section(readme, "A five-minute tour")
+        block = next(b for b in sh_blocks(tour) if "/v1/events" in b)
+        await (await self.backend_block(d, block, "README tour 2", ["alice"])).close()
+        block = sh_blocks(section(gs, "3. Ask from a backend"))[0]
+        ws = await self.backend_block(d, block, "getting-started 3", ["alice", ["alice", "bob"]])
         # The prose's presencectl commands, with the block's key.
         key = re.search(r"^KEY=(\S+)", block, re.M).group(1)
         ctl = os.path.join(self.build, "presencectl")
@@ -511,7 +520,7 @@ def main():
                "docs-tour", env={"PRESENCED_API_KEY": key})
     try:
         d.start()
-        asyncio.run(tour.ask(d, gs))
+        asyncio.run(tour.ask(d, readme, gs))
         tour.sessions_of_the_docs(d, readme, gs)
     finally:
         d.stop()

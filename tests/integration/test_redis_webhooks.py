@@ -197,6 +197,61 @@ async def test_kill9(t, cl, rx):
     t.check("kill9: the new owner delivers under the same `instance`", len(ids) == 1, str(ids))
 
 
+async def test_kill9_mid_batch(t, cl, rx):
+    """kill -9 of the owner while the receiver holds a batch (its request
+    sent, no answer yet): the next owner sends that batch again, from its
+    first event (at least once), and repeats nothing else. test_kill9's kill
+    lands between batches as often as not (0 duplicates measured)."""
+    owner, _ = await the_owner(cl.d)
+    t.check("mid-batch: one owner", owner is not None)
+    others = [d for d in cl.d if d is not owner]
+    start = cursor(cl)
+    with rx.lock:
+        rx.delay = 0.6      # each request held: the kill finds one in flight
+    await churn(others, "mb-a-", 6)
+    held = None
+    deadline = time.monotonic() + 10
+    while held is None and time.monotonic() < deadline:
+        recs = rx.records()
+        if recs and time.monotonic() - recs[-1]["t"] < 0.3:
+            held = recs[-1]["b"]
+        else:
+            await asyncio.sleep(0.02)
+    t.check("mid-batch: a request is held by the receiver", held is not None)
+    if held is None:
+        return
+    os.kill(owner.pid, signal.SIGKILL)
+    owner.proc.wait(5)
+    with rx.lock:
+        rx.delay = 0.0
+    t_kill = time.monotonic()
+    await churn(others, "mb-b-", 4)
+    new, _took = await the_owner(others, (cl.lease_ms + 3000) / 1000)
+    t.check("mid-batch: another instance owns the endpoint", new is not None)
+    log = await log_after(others[0], start)
+    t.check("mid-batch: delivery resumed up to the last event",
+            await delivered_all(rx, log[-1]["seq"], 10))
+    await asyncio.sleep(0.3)
+    after = [r["b"] for r in rx.records(t_kill)]
+    t.check("mid-batch: the new owner's first delivery starts at the held batch's first event",
+            bool(after) and after[0]["first_seq"] == held["first_seq"],
+            (held["first_seq"], held["last_seq"], [(b["first_seq"], b["last_seq"]) for b in after[:3]]))
+    evs, _bs = received(rx)
+    got = [e["seq"] for e in evs]
+    want = [e["seq"] for e in log]
+    t.check("mid-batch: nothing lost", set(want) <= set(got),
+            f"missing {sorted(set(want) - set(got))[:10]}")
+    dup = sorted({x for i, x in enumerate(got) if x in got[:i]})
+    held_seqs = sorted(e["seq"] for e in held["events"])
+    t.check("mid-batch: repeated: the held batch's events, and nothing else",
+            set(dup) <= set(held_seqs) and bool(dup), (dup, held_seqs))
+    first = []
+    for x in got:
+        if x not in first:
+            first.append(x)
+    t.check("mid-batch: in order (first deliveries increase)", first == sorted(first))
+
+
 async def test_sigterm(t, cl, rx):
     owner, _ = await the_owner(cl.d)
     t.check("sigterm: one owner", owner is not None)
@@ -347,6 +402,7 @@ async def test_lag_seconds(t, cl, rx):
 SCENARIOS = [
     ("once", test_once, {}),
     ("kill9", test_kill9, {}),
+    ("kill9-mid-batch", test_kill9_mid_batch, {}),
     ("sigterm", test_sigterm, {"lease": 6000, "hb": 2000}),
     ("example", test_example_receiver, {"n": 2, "example": True}),
     ("lag", test_lag_seconds, {"n": 2}),

@@ -26,6 +26,20 @@ static int known_code(const char *c) {
   return 0;
 }
 
+/* Text passed on as the client wrote it (the id echoed back, a channel
+ * member's data) is JSON every reader takes: no raw control byte (cJSON
+ * would read one as whitespace, others refuse it, a NUL cuts it short) and
+ * one whole value of the expected kind. */
+static void check_json(const char *s, int object) {
+  for (const char *p = s; *p; p++)
+    if ((unsigned char)*p < 0x20) abort();
+  cJSON *j = cJSON_Parse(s);
+  if (!j || (object ? !cJSON_IsObject(j)
+                    : !cJSON_IsString(j) && !cJSON_IsNumber(j)))
+    abort();
+  cJSON_Delete(j);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   if (size < 1) return 0;
@@ -48,6 +62,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     abort();
   if (rc != WSMSG_OK && strcmp(m.err_code, full.err_code) != 0) abort();
   if (rc == WSMSG_OK && !m.root && m.type != WSMSG_STATUS) abort();
+  if (m.id[0]) check_json(m.id, 0);
+  if (rc == WSMSG_OK && m.data) check_json(m.data, 1);
   wsmsg_free(&full);
   switch (rc) {
   case WSMSG_OK:

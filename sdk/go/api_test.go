@@ -138,7 +138,8 @@ func TestErrorsAreTyped(t *testing.T) {
 	if _, err := api.GetUser(ctx, string(long)); !IsCode(err, CodeBadUserID) {
 		t.Errorf("long id: %v", err)
 	}
-	_, err = NewClient("http://127.0.0.1:1", testAPIKey).Health(ctx)
+	// A port nothing listens on (port 1 was taken once by another suite's presenced, run as root).
+	_, err = NewClient(fmt.Sprintf("http://127.0.0.1:%d", freePort()), testAPIKey).Health(ctx)
 	if !errors.As(err, &pe) || pe.Code != CodeNetwork || !pe.Retryable() {
 		t.Errorf("no daemon: %v", err)
 	}

@@ -340,7 +340,8 @@ func TestBackendConnectFailsCleanly(t *testing.T) {
 	}
 	b.End(ctx, false)
 	var dials int32
-	nowhere := NewBackend(BackendOptions{URL: "http://127.0.0.1:1", APIKey: testAPIKey, Origin: "go-nowhere",
+	// A port nothing listens on (port 1 was taken once by another suite's presenced, run as root).
+	nowhere := NewBackend(BackendOptions{URL: fmt.Sprintf("http://127.0.0.1:%d", freePort()), APIKey: testAPIKey, Origin: "go-nowhere",
 		Retry: 20 * time.Millisecond, MaxRetry: 20 * time.Millisecond, OnError: func(error) { atomic.AddInt32(&dials, 1) }})
 	for i := 0; i < 2; i++ {
 		cctx, ccancel := context.WithTimeout(ctx, 200*time.Millisecond)
@@ -583,7 +584,7 @@ func TestBackendOpenRefusesABadStatus(t *testing.T) {
 
 // End from another goroutine ends a Connect still waiting for presenced.
 func TestBackendEndEndsAWaitingConnect(t *testing.T) {
-	b := NewBackend(BackendOptions{URL: "http://127.0.0.1:1", APIKey: testAPIKey, Origin: "go-end-connect",
+	b := NewBackend(BackendOptions{URL: fmt.Sprintf("http://127.0.0.1:%d", freePort()), APIKey: testAPIKey, Origin: "go-end-connect",
 		Retry: 20 * time.Millisecond, MaxRetry: 50 * time.Millisecond})
 	done := make(chan error, 1)
 	go func() { _, err := b.Connect(context.Background()); done <- err }()

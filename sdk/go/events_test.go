@@ -39,14 +39,14 @@ func TestStreamCloseEndsAWaitingNext(t *testing.T) {
 		url  string
 	}{
 		{"connect without an answer", "http://" + ln.Addr().String()},
-		{"wait between attempts", "http://127.0.0.1:1"},
+		{"wait between attempts", fmt.Sprintf("http://127.0.0.1:%d", freePort())},
 	} {
 		api := NewClient(c.url, testAPIKey)
 		failed := make(chan struct{}, 8)
 		s := api.Events(StreamOptions{Retry: time.Minute, OnError: func(error) { failed <- struct{}{} }})
 		done := make(chan bool, 1)
 		go func() { done <- s.Next(context.Background()) }()
-		if c.url == "http://127.0.0.1:1" {
+		if c.what == "wait between attempts" {
 			<-failed // the first attempt failed: Next waits a minute
 		} else {
 			<-accepted

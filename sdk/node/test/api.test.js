@@ -5,7 +5,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { PresenceAPI, PresenceError } from '../index.js';
-import { Presenced, connectUser, waitFor, API_KEY } from './lib.js';
+import { Presenced, connectUser, waitFor, freePort, API_KEY } from './lib.js';
 
 const pd = new Presenced(['--log-capacity', '64']);
 let api;
@@ -65,7 +65,8 @@ test('errors are PresenceError with the daemon\'s code', async () => {
   }
   const id = await api.getUser('x'.repeat(200)).catch((e) => e);
   assert.equal(id.code, 'bad_user_id');
-  const down = await new PresenceAPI({ url: 'http://127.0.0.1:1', apiKey: API_KEY }).health().catch((e) => e);
+  // A port nothing listens on (port 1 was taken once by another suite's presenced, run as root).
+  const down = await new PresenceAPI({ url: `http://127.0.0.1:${await freePort()}`, apiKey: API_KEY }).health().catch((e) => e);
   assert.equal(down.code, 'network');
   assert.equal(down.retryable, true);
   const many = await api.getUsers(Array.from({ length: 2500 }, (_, i) => 'u' + i));

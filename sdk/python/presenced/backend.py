@@ -45,9 +45,9 @@ class BackendConnection:
         # 1000 ops per frame: presenced spends about half the CPU per op it spends
         # in frames of 10,000 (bench/sdk_node_backend.js)
         check_url(url, "BackendConnection", ("http", "https", "ws", "wss"))
-        # Checked here: presenced answers a bad origin with 400 bad_origin, but
-        # websockets before 11 keeps no body, so connect() could say only
-        # "bad_request ... 400" (and None failed in quote_from_bytes()).
+        # Checked here, when the connection is made, not at connect(): a name
+        # presenced refuses (400 bad_origin) is a caller's bug (and None
+        # failed in quote_from_bytes()).
         if (not isinstance(origin, str) or not 1 <= len(origin.encode()) <= 128
                 or any(ord(c) < 0x20 or ord(c) == 0x7F for c in origin)):
             raise ValueError(f"BackendConnection: origin must be 1..128 bytes without control characters, "

@@ -459,9 +459,10 @@ def test_a_refused_connection_is_a_presence_error(pd):
 
 
 def test_a_bad_origin_is_refused_when_the_connection_is_made():
-    # presenced refuses it (400 bad_origin), but websockets before 11 keeps no
-    # body: connect() said only "bad_request: ... 400", and None raised
-    # "quote_from_bytes() expected bytes". Now a ValueError naming the rule.
+    # presenced refuses it (400 bad_origin) at connect(); before websockets 14
+    # kept the refusal's body (now asked for again) that said only
+    # "bad_request: ... 400", and None raised "quote_from_bytes() expected
+    # bytes". A ValueError naming the rule when the connection is made.
     for bad in ["", "x" * 129, "a\nb", None, 7]:
         with pytest.raises(ValueError, match="origin must be 1..128 bytes"):
             BackendConnection("http://127.0.0.1:7070", API_KEY, bad)

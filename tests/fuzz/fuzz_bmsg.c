@@ -26,12 +26,28 @@ static const char *const op_codes[] = {
     "bad_op",    "bad_session_id", "bad_user_id", "bad_status",
     "bad_meta",  "bad_device",     "bad_channel", "bad_data", NULL};
 
+/* meta and data as backend.c passes them on (bop_json: the backend's own
+ * text, compact): one JSON object every reader takes, no raw control
+ * byte (cJSON reads one as whitespace; a NUL would cut it short). */
+static void check_text(const bop_t *op, const cJSON *v) {
+  if (!v) return;
+  char *t = bop_json(op, v);
+  if (!t) return; /* out of memory */
+  for (const char *p = t; *p; p++)
+    if ((unsigned char)*p < 0x20) abort();
+  cJSON *j = cJSON_Parse(t);
+  if (!cJSON_IsObject(j)) abort();
+  cJSON_Delete(j);
+  free(t);
+}
+
 static void check_op(const bop_t *op) {
   if (!op->session || presence_id_check(op->session) != 0) abort();
   switch (op->kind) {
   case BOP_OPEN:
     if (!op->user || presence_id_check(op->user) != 0) abort();
     if (op->meta && !cJSON_IsObject(op->meta)) abort();
+    check_text(op, op->meta);
     if (op->device && (!*op->device || strlen(op->device) > BMSG_DEVICE_MAX))
       abort();
     break;
@@ -45,6 +61,7 @@ static void check_op(const bop_t *op) {
   case BOP_LEAVE:
     if (!op->channel || presence_id_check(op->channel) != 0) abort();
     if (op->data && !cJSON_IsObject(op->data)) abort();
+    check_text(op, op->data);
     break;
   default:
     abort();

@@ -62,8 +62,8 @@ const (
 	CodeBadResponse     = "bad_response"
 )
 
-// Codes of an op of a Backend that presenced refused (OnRejected), and of a
-// refused frame (OnError), protocol.md 5.2.
+// Codes of an op of a Backend that presenced refused (OnRejected's code), and
+// of a refused frame (named in the error OnError gets), protocol.md 5.2.
 const (
 	CodeBadOp           = "bad_op"
 	CodeSessionOwned    = "session_owned"

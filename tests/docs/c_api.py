@@ -6,7 +6,8 @@ comes with its documentation. The names below were undocumented when this
 check was written: a ratchet, not an allowance; document one and drop it
 here (the check fails on a listed name that is documented, so the list only
 shrinks). And every error code has a row in c-api.md's table of codes,
-every member of presence_options_t one in its table of options.
+every member of presence_options_t one in its table of options, and each
+prototype its code blocks show is the header's (parameter names aside).
 Exits 1 and names each function and code missing.
 
     tests/docs/c_api.py [REPO_ROOT]
@@ -39,6 +40,45 @@ def declared(path):
                           text, flags=re.M))
 
 
+def params_split(text):
+    out, depth, cur = [], 0, ""
+    for ch in text:
+        if ch == "," and depth == 0:
+            out.append(cur)
+            cur = ""
+            continue
+        depth += ch == "("
+        depth -= ch == ")"
+        cur += ch
+    return out + [cur]
+
+
+def strip_param(a):
+    """A parameter without its name (a function pointer's own parameters
+    too)."""
+    fp = re.match(r"(.*?)\(\s*\*\s*\w*\s*\)\s*\((.*)\)\s*$", a, re.S)
+    if fp:
+        inner = ", ".join(strip_param(x) for x in params_split(fp.group(2)))
+        return " ".join(fp.group(1).replace("*", " * ").split()) + f" (*)({inner})"
+    toks = re.findall(r"\w+|\.\.\.|[^\s\w]", a)
+    if len(toks) > 1 and re.fullmatch(r"\w+", toks[-1]) and toks[-1] not in (
+            "int", "char", "unsigned", "long", "void", "double"):
+        toks = toks[:-1]
+    return " ".join(toks)
+
+
+def signature(decl):
+    """A prototype without its parameters' names and spacing: what a
+    caller must match."""
+    name = re.search(r"(presence_\w+)\s*\(", decl)
+    ret = " ".join(decl[:name.start()].replace("*", " * ").split())
+    args = decl[name.end():decl.rindex(")")]
+    return f"{ret} {name.group(1)}(" + ", ".join(strip_param(a) for a in params_split(args)) + ")"
+
+
+PROTO = re.compile(r"^([a-z_][\w \*]*?\bpresence_\w+\s*\([^;{]*\))\s*;", re.M)
+
+
 def main():
     root = sys.argv[1] if len(sys.argv) > 1 else os.path.join(
         os.path.dirname(os.path.abspath(__file__)), "..", "..")
@@ -61,6 +101,28 @@ def main():
             elif found and name in UNDOCUMENTED:
                 bad.append(f"{name} is documented now: drop it from "
                            "UNDOCUMENTED in tests/docs/c_api.py")
+    # Each prototype a ```c block of c-api.md shows is the header's, names
+    # of parameters aside ("..." for parameters left out matches any).
+    headers = ""
+    for h in sorted(os.listdir(inc)):
+        if h.endswith(".h"):
+            with open(os.path.join(inc, h), encoding="utf-8") as f:
+                headers += re.sub(r"/\*.*?\*/", "", f.read(), flags=re.S)
+    real = {}
+    for m in PROTO.finditer(headers):
+        sig = signature(m.group(1))
+        real.setdefault(re.search(r"presence_\w+", sig).group(0), set()).add(sig)
+    with open(os.path.join(root, "docs/c-api.md"), encoding="utf-8") as f:
+        capi = f.read()
+    for block in re.findall(r"```c\n(.*?)```", capi, re.S):
+        for m in PROTO.finditer(re.sub(r"/\*.*?\*/", "", block, flags=re.S)):
+            sig = signature(m.group(1))
+            name = re.search(r"presence_\w+", sig).group(0)
+            if "(...)" in sig:
+                continue
+            if sig not in real.get(name, ()):
+                bad.append(f"docs/c-api.md: {sig}\n    the header: "
+                           f"{' | '.join(sorted(real.get(name, ['(none)'])))}")
     # Every error code of PRESENCE_ERRNO_MAP has a row in section 2's table
     # of codes, where a caller looks up what a return value means.
     with open(os.path.join(inc, "presence.h"), encoding="utf-8") as f:

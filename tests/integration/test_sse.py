@@ -139,6 +139,15 @@ async def test_filtered_cursor_moves(t, d, args):
         st.close()
     for x in clients:
         await x.close()
+    # ?after=0 once the log has dropped events: a gap from 0, then the
+    # oldest event kept (docs/api.md, Resuming).
+    st = await CursorSSE.open(d, after=0)
+    evs = await st.collect(1.0)
+    st.close()
+    t.check("?after=0 after the log dropped events: a gap from 0, then the oldest kept",
+            len(evs) >= 2 and evs[0]["event"] == "gap" and evs[0]["data"].get("after") == 0
+            and str(evs[0]["data"].get("oldest")) == evs[1]["id"],
+            [(e["event"], e["id"], e["data"] if e["event"] == "gap" else "") for e in evs[:2]])
 
 
 if __name__ == "__main__":

@@ -111,7 +111,9 @@ export class EventStream {
         const res = await this._fetch(`${this.url}/v1/events${this._query}`, { headers, signal: conn.signal });
         if (!res.ok) {
           const text = await res.text();
-          let code = 'http_' + res.status, message = `event stream: HTTP ${res.status}`;
+          // Not JSON (a proxy's page): its text, as the API's calls and the
+          // Python and Go SDKs' streams give it (it was only "HTTP 503").
+          let code = 'http_' + res.status, message = text.slice(0, 200) || `event stream: HTTP ${res.status}`;
           try { ({ code = code, message = message } = JSON.parse(text).error); } catch (_) { /* not JSON */ }
           // A PresenceError, as every other failure of the API (the README's
           // `e instanceof PresenceError && e.code === ...`) and as the Python

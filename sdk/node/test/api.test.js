@@ -4,6 +4,7 @@
 // reconnect (nothing lost, nothing repeated) and reports gaps.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
+import http from 'node:http';
 import { PresenceAPI, PresenceError } from '../index.js';
 import { Presenced, connectUser, waitFor, freePort, API_KEY } from './lib.js';
 
@@ -167,4 +168,22 @@ test('a filtered stream\'s cursor moves past the events it skips: no gap on resu
   await it2.return();
   for (const h of held.slice(1)) h.close();
   await waitFor(async () => (await api.getUser('skip39')).status === 'offline', { what: 'skip users gone' });
+});
+
+test('a stream refused by a proxy (not JSON) tells onError the proxy\'s text, as the API calls and the Python and Go streams do', async (t) => {
+  // A load balancer in front of a restarting presenced: its own 503 page. The
+  // stream said only "event stream: HTTP 503"; getUser said the page's text.
+  const proxy = http.createServer((req, res) => { res.writeHead(503, { 'content-type': 'text/plain' }); res.end('no healthy upstream'); });
+  await new Promise((r) => proxy.listen(0, '127.0.0.1', r));
+  t.after(() => proxy.close());
+  const api = new PresenceAPI({ url: `http://127.0.0.1:${proxy.address().port}`, apiKey: API_KEY });
+  const call = await api.getUser('a').catch((e) => e);
+  const errors = [];
+  const stream = api.events({ retryMs: 50, onError: (e) => errors.push(e) });
+  const done = (async () => { for await (const _ of stream); })();
+  await waitFor(() => errors.length > 0, { what: 'the first error' });
+  stream.close();
+  await done;
+  assert.deepEqual([errors[0].code, errors[0].message, errors[0].retryable], ['http_503', call.message, true]);
+  assert.match(call.message, /no healthy upstream/);
 });

@@ -8,11 +8,13 @@
 
 #include "presence.h"
 
+#include <curl/curl.h>
 #include <errno.h>
 #include <openssl/crypto.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #define WH_SECRET_MAX 4096
 /* The shortest secret accepted, in bytes: what presenced asks of the API key
@@ -98,6 +100,31 @@ static char *default_name(const char *url) {
   memcpy(d + scheme, h, hl);
   d[scheme + hl] = '\0';
   return d;
+}
+
+/* The URL as libcurl reads it when it sends: a host, a port in range. One
+ * without (http://, http://h:99999/x, http://:80/x) passed the start and
+ * --check-config, then failed every delivery ("URL using bad/illegal
+ * format") and was retried for good. Parsing only: no lookup, no network.
+ * The message names the problem, never the URL (it may hold a password). */
+static int url_check(const char *url, char *err, size_t errcap) {
+  CURLU *h = curl_url();
+  char *host = NULL;
+  if (!h) {
+    snprintf(err, errcap, "out of memory");
+    return -1;
+  }
+  CURLUcode rc = curl_url_set(h, CURLUPART_URL, url, 0);
+  if (rc == CURLUE_OK) rc = curl_url_get(h, CURLUPART_HOST, &host, 0);
+  int bad = rc != CURLUE_OK || !host || !host[0];
+  if (bad)
+    snprintf(err, errcap, "url: %s",
+             rc == CURLUE_OK || rc == CURLUE_NO_HOST
+                 ? "no host"
+                 : curl_url_strerror(rc));
+  curl_free(host);
+  curl_url_cleanup(h);
+  return bad ? -1 : 0;
 }
 
 static int read_secret_file(wh_spec_t *o, char *err, size_t errcap) {
@@ -217,8 +244,9 @@ int wh_spec_parse(const char *spec, int read_secret, wh_spec_t *out, char *err,
     p += n;
     if (*p == ',') p++;
   }
-  if (!out->url || (strncmp(out->url, "http://", 7) != 0 &&
-                    strncmp(out->url, "https://", 8) != 0)) {
+  /* A scheme is case-insensitive (RFC 3986 3.1): HTTPS://h/x is https. */
+  if (!out->url || (strncasecmp(out->url, "http://", 7) != 0 &&
+                    strncasecmp(out->url, "https://", 8) != 0)) {
     snprintf(err, errcap, "url=http://... or url=https://... is required");
     goto fail;
   }
@@ -226,6 +254,7 @@ int wh_spec_parse(const char *spec, int read_secret, wh_spec_t *out, char *err,
     snprintf(err, errcap, "url holds a space (percent-encode it)");
     goto fail;
   }
+  if (url_check(out->url, err, errcap)) goto fail;
   if (!out->secret == !out->secret_file) {
     snprintf(err, errcap, "exactly one of secret= and secret-file= is needed");
     goto fail;

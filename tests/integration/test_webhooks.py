@@ -400,6 +400,39 @@ async def test_redirect_not_followed(t, d, args):
             [ln for ln in err.splitlines() if "301" in ln][-2:])
 
 
+async def test_url_checked_at_start(t, d, args):
+    # A URL libcurl cannot send to (no host, a port out of range) passed the
+    # start and --check-config, then every delivery failed ("URL using
+    # bad/illegal format") and was retried for good. Now refused with exit
+    # code 2 naming the problem, the URL (its password) not quoted.
+    base = [args.presenced, "--api-key", API_KEY, "--jwt-secret", JWT_SECRET]
+    for url, why in ((f"http://{HOST}:99999/hook", "Port number"),
+                     ("http://u:pw-sekrit@:8080/hook", "no host")):
+        for mode in (["--check-config"], ["--listen", f"{HOST}:{free_port()}"]):
+            try:
+                p = subprocess.run(base + mode + ["--webhook", f"url={url},secret={SECRET}"],
+                                   capture_output=True, text=True, timeout=10)
+            except subprocess.TimeoutExpired:  # started and ran: not refused
+                p = subprocess.CompletedProcess(mode, None, "", "still running after 10 s")
+            t.check(f"{mode[0]} url={url.replace('pw-sekrit', '***')}: exit code 2, "
+                    f"'--webhook: url: {why}...'",
+                    p.returncode == 2 and f"--webhook: url: {why}" in p.stderr
+                    and "sekrit" not in p.stderr, (p.returncode, p.stderr[-300:]))
+    # A scheme is case-insensitive: HTTP:// delivers like http://.
+    rx = Receiver("upper")
+    up = Daemon(args.presenced, dict(TUNING, **{"--webhook": f"url=HTTP://{HOST}:{rx.port}/hook,secret={SECRET}"}),
+                "upper")
+    try:
+        up.start()
+        c = await Client.connect(up, "upper-scheme")
+        end = await last_seq(up)
+        t.check("url=HTTP://...: accepted, and the events are delivered", await rx.wait_seq(end))
+        await c.close()
+    finally:
+        up.cleanup()
+        rx.stop()
+
+
 async def test_slow_receiver_does_not_slow_clients(t, d, args):
     RX.clear()
     with RX.lock:
@@ -721,7 +754,8 @@ if __name__ == "__main__":
     run([
         ("webhook", dict(TUNING, **{"--webhook": RX.spec()}),
          [test_fresh_start_cleanup, test_order_batching_signature, test_retry_after_500, test_receiver_down_then_back,
-          test_4xx_dropped, test_redirect_not_followed, test_slow_receiver_does_not_slow_clients,
+          test_4xx_dropped, test_redirect_not_followed, test_url_checked_at_start,
+          test_slow_receiver_does_not_slow_clients,
           test_metrics_delivered]),
         ("webhook-filters", dict(TUNING, **{
             "--webhook": RX_USERS.spec(events="user.online|user.offline"),

@@ -135,11 +135,42 @@ static void test_secret_too_short(void **state) {
   unlink(path);
 }
 
+/* A URL libcurl cannot send to is refused when the spec is read (at start
+ * and by --check-config): it was accepted, then every delivery failed with
+ * "URL using bad/illegal format" and was retried for good. */
+static void test_url_refused_at_start(void **state) {
+  (void)state;
+  static const char *const bad[] = {
+      "url=http://,", "url=http://h:99999/x,", "url=http://:80/x,",
+      "url=http://h:abc/x,", "url=https://u:pw@h:70000/x,"};
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+    wh_spec_t w;
+    char err[256] = "", spec[256];
+    snprintf(spec, sizeof spec, "%ssecret=" SECRET32, bad[i]);
+    assert_int_equal(wh_spec_parse(spec, 0, &w, err, sizeof err), -1);
+    assert_non_null(strstr(err, "url: "));
+    assert_null(strstr(err, "pw")); /* the URL is not quoted */
+  }
+  static const char *const good[] = {
+      "url=http://127.0.0.1:9/hook,", "url=https://[::1]:9000/hook,",
+      "url=HTTPS://api.example.com/presence,", "url=http://h/x?a=1%2C2,",
+      "url=https://u:pw@h/x,"};
+  for (size_t i = 0; i < sizeof good / sizeof good[0]; i++) {
+    wh_spec_t w;
+    char err[256] = "", spec[256];
+    snprintf(spec, sizeof spec, "%ssecret=" SECRET32, good[i]);
+    if (wh_spec_parse(spec, 0, &w, err, sizeof err) != 0)
+      fail_msg("%s refused: %s", good[i], err);
+    wh_spec_free(&w);
+  }
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_wildcards),
       cmocka_unit_test(test_secret_not_echoed),
       cmocka_unit_test(test_secret_too_short),
+      cmocka_unit_test(test_url_refused_at_start),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -113,6 +113,8 @@ type Backend struct {
 	connects int
 	cancel   context.CancelFunc
 	done     chan struct{}
+	welcomed chan struct{} // closed at the first welcome of this start (a second Connect waits on it)
+	startErr error         // the refusal that ended this start before its welcome
 	OpsAcked int64
 	OpErrors int64
 	connGen  int
@@ -155,19 +157,29 @@ func backendURL(base string) *Error {
 // Connect starts the connection (reconnecting until End) and waits for the
 // first welcome. When it fails (ctx ended first, or presenced refused the key:
 // an *Error with the daemon's code, e.g. CodeUnauthorized) nothing goes on
-// dialing, and Connect may be called again.
+// dialing, and Connect may be called again. A Connect while started waits for
+// the same connection's welcome (or says why it stopped); after End, make a
+// new Backend.
 func (b *Backend) Connect(ctx context.Context) (*BackendWelcome, error) {
 	if err := backendURL(b.o.URL); err != nil {
 		return nil, err
 	}
 	b.mu.Lock()
 	if b.cancel != nil {
+		if b.closed {
+			b.mu.Unlock()
+			return nil, errEndedBackend
+		}
+		// Started already (two start-up paths): wait for the same
+		// connection's welcome, as the Node and Python SDKs' connect() does;
+		// it was an error, unlike theirs.
+		welcomed, done := b.welcomed, b.done
 		b.mu.Unlock()
-		return nil, errors.New("presence: Backend.Connect: started already (after End, make a new Backend)")
+		return b.waitStarted(ctx, welcomed, done)
 	}
 	rctx, cancel := context.WithCancel(context.Background())
 	done, ready := make(chan struct{}), make(chan error, 1)
-	b.cancel, b.done = cancel, done
+	b.cancel, b.done, b.welcomed, b.startErr = cancel, done, make(chan struct{}), nil
 	b.mu.Unlock()
 	go b.run(rctx, done, ready)
 	var err error
@@ -199,7 +211,32 @@ func (b *Backend) Connect(ctx context.Context) (*BackendWelcome, error) {
 	return nil, err
 }
 
+// waitStarted: a second Connect's wait for the first one's welcome; the
+// error that stopped that start (taken over, refused) rather than the
+// welcome of before once it has stopped.
+func (b *Backend) waitStarted(ctx context.Context, welcomed, done chan struct{}) (*BackendWelcome, error) {
+	select {
+	case <-done:
+	case <-welcomed:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	select {
+	case <-done:
+		if b.startErr != nil {
+			return nil, b.startErr
+		}
+		return nil, errEnded
+	default:
+		return b.welcome, nil
+	}
+}
+
 var errEnded = errors.New("presence: Backend.Connect: End was called before the first welcome")
+
+var errEndedBackend = errors.New("presence: Backend.Connect: End was called; make a new Backend")
 
 func (b *Backend) run(ctx context.Context, done chan struct{}, ready chan error) {
 	defer close(done)
@@ -221,6 +258,9 @@ func (b *Backend) run(ctx context.Context, done chan struct{}, ready chan error)
 				body, _ := io.ReadAll(res.Body)
 				e := decodeError(res.StatusCode, body)
 				e.Err = err
+				b.mu.Lock()
+				b.startErr = e // for a later Connect
+				b.mu.Unlock()
 				if first {
 					ready <- e
 				} else if b.o.OnError != nil {
@@ -235,6 +275,9 @@ func (b *Backend) run(ctx context.Context, done chan struct{}, ready chan error)
 			c.SetReadLimit(-1)
 			delay = b.o.Retry
 			if b.serve(ctx, c, &first, ready) {
+				b.mu.Lock()
+				b.startErr = b.takenOverError(nil) // for a later Connect
+				b.mu.Unlock()
 				return
 			}
 		}
@@ -324,6 +367,9 @@ func (b *Backend) serve(ctx context.Context, c *websocket.Conn, first *bool, rea
 			b.poke()
 			if *first {
 				*first = false
+				b.mu.Lock()
+				close(b.welcomed)
+				b.mu.Unlock()
 				ready <- nil
 			}
 		case "ack":

@@ -656,3 +656,42 @@ func TestBackendReservedOriginIsRefused(t *testing.T) {
 		t.Fatalf("Connect: %v (ctx %v)", err, ctx.Err())
 	}
 }
+
+// A second Connect while started (two start-up paths) waits for the same
+// connection's welcome, as the Node and Python SDKs' connect() does; it was
+// the error "started already". After a takeover it says origin_taken_over,
+// after End that End was called.
+func TestBackendSecondConnectWaitsForTheSameConnection(t *testing.T) {
+	d := backendDaemon(t)
+	defer d.stop()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	b := NewBackend(BackendOptions{URL: d.url(), APIKey: testAPIKey, Origin: "go-connect2"})
+	ws := make(chan *BackendWelcome, 2)
+	errs := make(chan error, 2)
+	for i := 0; i < 2; i++ {
+		go func() { w, err := b.Connect(ctx); ws <- w; errs <- err }()
+	}
+	w1, w2 := <-ws, <-ws
+	if err1, err2 := <-errs, <-errs; err1 != nil || err2 != nil || w1 == nil || w1 != w2 {
+		t.Fatalf("two Connects: %v %v, %p %p", err1, err2, w1, w2)
+	}
+	if w3, err := b.Connect(ctx); err != nil || w3 != w1 || b.Connects() != 1 {
+		t.Fatalf("a third Connect: %v %v, connects %d", w3, err, b.Connects())
+	}
+	b.End(ctx, true)
+	if _, err := b.Connect(ctx); err == nil || !strings.Contains(err.Error(), "End") {
+		t.Fatalf("Connect after End: %v", err)
+	}
+
+	older := NewBackend(BackendOptions{URL: d.url(), APIKey: testAPIKey, Origin: "go-connect3"})
+	if _, err := older.Connect(ctx); err != nil {
+		t.Fatal(err)
+	}
+	newer := NewBackend(BackendOptions{URL: d.url(), APIKey: testAPIKey, Origin: "go-connect3"})
+	if _, err := newer.Connect(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer newer.End(ctx, true)
+	waitFor(t, "the takeover", func() bool { _, err := older.Connect(ctx); return IsCode(err, CodeOriginTakenOver) })
+}

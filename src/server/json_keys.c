@@ -140,7 +140,48 @@ cJSON *json_parse_one_object(const void *data, size_t len) {
   return root;
 }
 
+/* RFC 8259 8.1: JSON exchanged between systems is UTF-8 (no overlong form,
+ * no surrogate, nothing past U+10FFFF). cJSON takes any byte inside a
+ * string, and a body's meta is passed on as written (json_source_compact):
+ * a 0xFF in PUT /v1/sessions's meta reached every event-stream reader and
+ * webhook receiver, whose UTF-8 decoders refuse the whole message (the
+ * Python consumer of docs/api.md stopped on it). WebSocket text is checked
+ * by the WebSocket layer; an HTTP body by nothing else. Local, not ws.c's
+ * utf8_feed: bench links this file alone. */
+static int utf8_valid(const unsigned char *s, size_t n) {
+  size_t i = 0;
+  while (i < n) {
+    unsigned c = s[i], cp, min;
+    size_t k;
+    if (c < 0x80) {
+      i++;
+      continue;
+    }
+    if (c >= 0xC2 && c <= 0xDF) {
+      k = 1, cp = c & 0x1F, min = 0x80;
+    } else if (c >= 0xE0 && c <= 0xEF) {
+      k = 2, cp = c & 0x0F, min = 0x800;
+    } else if (c >= 0xF0 && c <= 0xF4) {
+      k = 3, cp = c & 0x07, min = 0x10000;
+    } else {
+      return 0;
+    }
+    if (n - i <= k) return 0; /* cut short */
+    for (size_t j = 1; j <= k; j++) {
+      if ((s[i + j] & 0xC0) != 0x80) return 0;
+      cp = (cp << 6) | (s[i + j] & 0x3Fu);
+    }
+    if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return 0;
+    i += k + 1;
+  }
+  return 1;
+}
+
 cJSON *json_body_object(const char *body, size_t len, const char **why) {
+  if (!utf8_valid((const unsigned char *)body, len)) {
+    *why = "body is not UTF-8 (RFC 8259 8.1)";
+    return NULL;
+  }
   cJSON *root = json_parse_one_object(body, len);
   if (!root) {
     *why = "body is not one JSON object, or names a member twice";

@@ -394,6 +394,35 @@ async def test_plus_in_a_path(t, d, args):
     await c.close()
 
 
+async def test_body_not_utf8(t, d, args):
+    # JSON is UTF-8 (RFC 8259 8.1). A meta holding the byte 0xFF was taken
+    # (201) and passed on as written: the event stream then carried bytes
+    # that are no UTF-8, and the documented Python consumer
+    # (raw.decode("utf-8")) stopped on them, as a webhook receiver's JSON
+    # reader would refuse the batch.
+    sse = await SSE.open(d)
+    bad = [b"a\xffb", b"\xc0\xaf", b"\xed\xa0\x80", b"\xf4\x90\x80\x80", b"\xe2\x82"]
+    for i, junk in enumerate(bad):
+        body = b'{"user":"u8-user","ttl_ms":30000,"meta":{"n":"' + junk + b'"}}'
+        r = await http(d, "PUT", f"/v1/sessions/u8-{i}", body=body)
+        t.check(f"PUT /v1/sessions meta with {junk!r}: 400 bad_json saying UTF-8",
+                r.status == 400 and r.error_code == "bad_json" and b"UTF-8" in r.body, r)
+    r = await http(d, "POST", "/v1/users/query", body=b'{"user_ids":["a\xffb"]}')
+    t.check("POST /v1/users/query with a 0xFF byte: 400 bad_json",
+            r.status == 400 and r.error_code == "bad_json", r)
+    r = await http(d, "PUT", "/v1/sessions/u8-ok",
+                   body='{"user":"u8-user","ttl_ms":30000,"meta":{"n":"zoë € 😀"}}'.encode())
+    t.eq("UTF-8 text in meta is taken: 201", r.status, 201)
+    ev, _ = await sse.until(lambda e: ev_is(e, "session.connected", user_id="u8-user"), 5)
+    t.check("the stream carries the good session, meta as sent",
+            ev is not None and ev["data"].get("meta") == {"n": "zoë € 😀"}, ev)
+    t.check("no other session of that user was created",
+            [s_["session_id"] for s_ in ((await http(d, "GET", "/v1/users/u8-user/sessions")).json()
+                                         or {}).get("sessions", [])] == ["u8-ok"])
+    sse.close()
+    await http(d, "DELETE", "/v1/sessions/u8-ok")
+
+
 async def test_user_named_query(t, d, args):
     # Any 1..128-byte id is a user's, "query" too: GET /v1/users/query was
     # answered 405 (Allow: POST), so an SDK's getUser("query") failed.
@@ -446,6 +475,6 @@ if __name__ == "__main__":
     run([
         ("api", {}, [test_api_key, test_get_user, test_kick, test_errors, test_healthz_metrics,
                  test_keep_alive, test_plus_in_a_path, test_repeated_query_parameters,
-                 test_user_named_query]),
+                 test_user_named_query, test_body_not_utf8]),
         ("api-metrics-open", {"--metrics-open": ""}, [test_metrics_open]),
     ])

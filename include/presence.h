@@ -756,6 +756,18 @@ int64_t presence_tick(presence_t *p);
  */
 int presence_reset(presence_t *p, presence_done_cb done, void *ud);
 
+/*
+ * A clean stop of the only instance: every user in its offline grace (its
+ * last session ended less than offline_grace_ms ago) goes offline now, and
+ * every channel member in its channel grace leaves, reason "shutdown": no
+ * session can come back to a process that is exiting, and without this the
+ * application kept those users present until the next start's cleanup.
+ * Call it after ending the sessions. ENOTSUP with the Redis store, whose
+ * graces are in Redis: another instance ends them on time, or the next
+ * start's cleanup if none is left.
+ */
+int presence_end_graces(presence_t *p, presence_done_cb done, void *ud);
+
 const char *presence_instance_id(const presence_t *p);
 uint64_t presence_epoch(const presence_t *p);
 

@@ -90,7 +90,11 @@ typedef enum {
   PRESENCE_WRITE_LEAVE,      /* session leaves channel */
   PRESENCE_WRITE_REMOVE_USER, /* user_id's sessions leave channel (kicked) */
   PRESENCE_WRITE_SET_AVAILABILITY, /* user_id + availability */
-  PRESENCE_WRITE_SET_MESSAGE /* user_id + message, emoji, expires_ms */
+  PRESENCE_WRITE_SET_MESSAGE, /* user_id + message, emoji, expires_ms */
+  /* Every offline grace and channel grace pending ends now, for `reason`
+   * (presence_end_graces). A store whose graces another instance ends
+   * refuses it (ENOTSUP). */
+  PRESENCE_WRITE_END_GRACES
 } presence_write_kind_t;
 
 typedef struct presence_write {

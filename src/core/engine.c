@@ -906,6 +906,15 @@ int presence_reset(presence_t *p, presence_done_cb done, void *ud) {
   return submit(p, &w, done, ud);
 }
 
+int presence_end_graces(presence_t *p, presence_done_cb done, void *ud) {
+  presence_write_t w;
+  if (!p) return PRESENCE_EINVAL;
+  memset(&w, 0, sizeof(w));
+  w.kind = PRESENCE_WRITE_END_GRACES;
+  w.reason = PRESENCE_REASON_SHUTDOWN;
+  return submit(p, &w, done, ud);
+}
+
 static int64_t run_tick(presence_t *p) {
   p->depth++;
   int64_t next = p->store->ops->tick(p->store, host_mono(p));

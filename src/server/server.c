@@ -1418,8 +1418,12 @@ void srv_shutdown(srv_t *s) {
   }
 #endif
   if (!s->leaving) {
-    /* The embedded store applies no offline grace to a shutdown, so every
-     * user.offline is in the log already, ahead of the flush below. */
+    /* The embedded store applies no offline grace to a shutdown, and the
+     * users already in their grace (a tab closed seconds ago) go offline
+     * now too: nobody can come back to this process, and left pending a
+     * webhook receiver held them present until the next start. So every
+     * user.offline is in the log ahead of the flush below. */
+    if (!s->rstore) (void)presence_end_graces(s->p, NULL, NULL);
     sse_pump(s, 1);
     /* Webhooks get the same events: flushed within the shutdown limit. */
     webhook_shutdown(s);

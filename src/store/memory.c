@@ -1589,16 +1589,17 @@ static void session_channels_status(mstore_t *m, msess_t *s,
   }
 }
 
-/* Due channel leaves. */
-static int64_t members_tick(mstore_t *m, uint32_t now, bool force,
-                            int64_t *wall) {
+/* Due channel leaves; with forced, every one pending now, for that
+ * reason (a fresh start, a stop). */
+static int64_t members_tick(mstore_t *m, uint32_t now,
+                            const presence_reason_t *forced, int64_t *wall) {
   struct member_queue *q = &m->mq;
   while (q->len) {
     member_entry_t *e = &q->e[q->head];
     mmember_t *mb = e->member;
     bool live = mb->grace_gen == e->gen &&
                 (mb->key.spare[M_FLAGS] & MF_IN_GRACE);
-    if (live && !force && !due(e->deadline, now))
+    if (live && !forced && !due(e->deadline, now))
       return (int32_t)(e->deadline - now);
     q->head = (q->head + 1) % q->cap;
     q->len--;
@@ -1607,8 +1608,8 @@ static int64_t members_tick(mstore_t *m, uint32_t now, bool force,
       mb->key.spare[M_FLAGS] &= (uint8_t)~MF_IN_GRACE;
       if (!*wall) *wall = m->h.wall_ms(m->h.host_ud);
       member_leave(m, mb,
-                   force ? PRESENCE_REASON_INSTANCE_LOST
-                         : (presence_reason_t)mb->key.spare[M_END_REASON],
+                   forced ? *forced
+                          : (presence_reason_t)mb->key.spare[M_END_REASON],
                    NULL, *wall);
     } else if ((mb->key.spare[M_FLAGS] & MF_DEAD) && !mb->q_refs) {
       member_free(m, mb);
@@ -1795,11 +1796,31 @@ static int op_reset(mstore_t *m) {
   m->gq.len = m->gq.head = 0;
   /* Members in their channel grace leave now. */
   int64_t wall = now;
-  (void)members_tick(m, 0, true, &wall);
+  (void)members_tick(m, 0, &(presence_reason_t){PRESENCE_REASON_INSTANCE_LOST},
+                     &wall);
   presence_event_t ev = {0};
   ev.type = PRESENCE_EV_CLEANUP;
   ev.reason = PRESENCE_REASON_INSTANCE_LOST;
   emit(m, &ev, now, 0, 0, NULL);
+  return 0;
+}
+
+/* presence_end_graces: the process is stopping, so nobody can come back
+ * inside a grace; left pending, those users stayed present to every reader
+ * of the log (a webhook receiver) until the next start's cleanup. */
+static int op_end_graces(mstore_t *m, presence_reason_t reason) {
+  int64_t wall = m->h.wall_ms(m->h.host_ud);
+  while (m->gq.len) {
+    user_entry_t *e = &m->gq.e[m->gq.head];
+    muser_t *u = e->user;
+    bool live = u->key.own == e->gen && (u->key.spare[U_FLAGS] & UF_IN_GRACE);
+    uq_pop(&m->gq);
+    if (!live) continue;
+    u->key.spare[U_FLAGS] &= (uint8_t)~UF_IN_GRACE;
+    user_transition(m, u, PRESENCE_OFFLINE, reason, NULL, PRESENCE_OFFLINE,
+                    PRESENCE_OFFLINE, wall, NULL);
+  }
+  (void)members_tick(m, 0, &reason, &wall);
   return 0;
 }
 
@@ -2131,6 +2152,9 @@ static int m_write(presence_store_t *st, const presence_write_t *w,
   case PRESENCE_WRITE_SET_MESSAGE:
     rc = op_set_message(m, w);
     break;
+  case PRESENCE_WRITE_END_GRACES:
+    rc = op_end_graces(m, w->reason);
+    break;
   default:
     rc = PRESENCE_EINVAL;
   }
@@ -2161,7 +2185,7 @@ static int64_t m_tick(presence_store_t *st, int64_t now_mono) {
                     PRESENCE_OFFLINE, PRESENCE_OFFLINE, wall, NULL);
   }
   {
-    int64_t d = members_tick(m, now, false, &wall);
+    int64_t d = members_tick(m, now, NULL, &wall);
     if (d >= 0 && (next < 0 || d < next)) next = d;
   }
   /* Offline users past their retention: forgotten, as if never seen. */

@@ -2285,6 +2285,9 @@ static int r_write(presence_store_t *base, const presence_write_t *w,
     return op_channel(st, w, done, ud);
   case PRESENCE_WRITE_REMOVE_USER:
     return op_remove_user(st, w, done, ud);
+  case PRESENCE_WRITE_END_GRACES:
+    /* The graces are in Redis, ended on time by any live instance. */
+    return PRESENCE_ENOTSUP;
   default:
     return PRESENCE_EINVAL;
   }

@@ -1297,6 +1297,7 @@ static int s_write(presence_store_t *base, const presence_write_t *w,
                    presence_store_done_fn done, void *ud) {
   rshards_t *r = (rshards_t *)base;
   if (w->kind == PRESENCE_WRITE_RESET) return route_write(r, w, done, ud);
+  if (w->kind == PRESENCE_WRITE_END_GRACES) return PRESENCE_ENOTSUP;
   bool claim = w->kind == PRESENCE_WRITE_CONNECT &&
                !(w->flags & PRESENCE_WRITE_F_RANDOM_ID);
   uint32_t i = w->kind == PRESENCE_WRITE_CONNECT

@@ -4,7 +4,8 @@
 SIGHUP alike): clients get close 1001, an SSE consumer sees
 session.disconnected reason shutdown and user.offline for every user before
 its stream ends, and the process exits 0 within 5 s. Also with an offline grace configured (the users must still be
-reported offline: nobody is left online by a daemon that went away)."""
+reported offline, those already in their grace too: nobody is left online
+by a daemon that went away)."""
 
 import asyncio
 import os
@@ -17,8 +18,17 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import *  # noqa: E402,F401,F403
 
 
-async def shutdown_case(t, d, label, sig=signal.SIGTERM):
+async def shutdown_case(t, d, label, sig=signal.SIGTERM, in_grace=False):
     sse = await SSE.open(d)
+    users = ["sd-alice", "sd-bob", "sd-carol"]
+    if in_grace:
+        # A tab closed just before the stop: its user is in the offline
+        # grace, still online, and nothing could bring it back once the
+        # process is gone: it goes offline with the others.
+        gone = await Client.connect(d, "sd-dave")
+        await gone.close()
+        await sse.until(lambda e: ev_is(e, "session.disconnected", user_id="sd-dave"), 3)
+        users.append("sd-dave")
     clients = [await Client.connect(d, "sd-alice"), await Client.connect(d, "sd-alice"),
                await Client.connect(d, "sd-bob")]
     idle = await Client.connect(d, "sd-carol")
@@ -40,7 +50,7 @@ async def shutdown_case(t, d, label, sig=signal.SIGTERM):
             disc and all(x.get("reason") == "shutdown" for x in disc), [x.get("reason") for x in disc])
     off = [e["data"] for e in evs if ev_is(e, "user.offline")]
     t.eq(f"{label}: user.offline for every user", sorted(x.get("user_id") for x in off),
-         ["sd-alice", "sd-bob", "sd-carol"])
+         users)
     t.check(f"{label}: user.offline reason shutdown",
             off and all(x.get("reason") == "shutdown" for x in off), [x.get("reason") for x in off])
     carol = [x for x in off if x.get("user_id") == "sd-carol"]
@@ -71,7 +81,7 @@ test_shutdown.timeout = 20
 
 
 async def test_shutdown_with_grace(t, d, args):
-    await shutdown_case(t, d, "shutdown with --offline-grace-ms 10000")
+    await shutdown_case(t, d, "shutdown with --offline-grace-ms 10000", in_grace=True)
 test_shutdown_with_grace.timeout = 20
 
 

@@ -421,6 +421,28 @@ static void reset_ends_every_membership(void **state) {
   destroy(f);
 }
 
+/* presence_end_graces: a member in its channel grace leaves now, reason
+ * shutdown; a member with a session stays. */
+static void end_graces_ends_channel_graces(void **state) {
+  (void)state;
+  fixture_t *f = make(0, 5000, 0);
+  connect(f, "s1", "ann");
+  connect(f, "s2", "bob");
+  join(f, "s1", "room", NULL);
+  join(f, "s2", "room", NULL);
+  presence_session_disconnect(f->p, "s2", NULL, NULL); /* bob in grace */
+  cev_t *e;
+  chan_events(f, &e);
+  assert_int_equal(presence_channel_count(f->p, "room"), 2);
+  assert_int_equal(presence_end_graces(f->p, NULL, NULL), 0);
+  assert_int_equal(chan_events(f, &e), 1);
+  assert_int_equal(e[0].type, PRESENCE_EV_CHANNEL_LEAVE);
+  assert_int_equal(e[0].reason, PRESENCE_REASON_SHUTDOWN);
+  assert_string_equal(e[0].user, "bob");
+  assert_int_equal(presence_channel_count(f->p, "room"), 1);
+  destroy(f);
+}
+
 /* ---- queries ----------------------------------------------------------- */
 
 typedef struct page {
@@ -626,6 +648,7 @@ int main(void) {
       cmocka_unit_test(final_ends_skip_the_channel_grace),
       cmocka_unit_test(no_grace_when_asked),
       cmocka_unit_test(reset_ends_every_membership),
+      cmocka_unit_test(end_graces_ends_channel_graces),
       cmocka_unit_test(members_page_in_user_id_order),
       cmocka_unit_test(channels_under_a_prefix_and_a_users_channels),
       cmocka_unit_test(bad_input_changes_nothing),

@@ -1431,6 +1431,36 @@ static void reset_is_a_full_cleanup(void **state) {
   destroy(f);
 }
 
+/* A clean stop (presenced's SIGTERM on the embedded store): the users in
+ * their offline grace go offline at once, reason shutdown, and only they. */
+static void end_graces_takes_users_in_grace_offline(void **state) {
+  (void)state;
+  fixture_t *f = make(5000, 0, 0, 0);
+  presence_session_connect(f->p, "s1", "alice", NULL, NULL, NULL);
+  presence_session_connect(f->p, "s2", "bob", NULL, NULL, NULL);
+  presence_session_connect(f->p, "s3", "carol", NULL, NULL, NULL);
+  presence_session_disconnect(f->p, "s2", NULL, NULL); /* bob in grace */
+  presence_session_disconnect(f->p, "s3", NULL, NULL); /* carol in grace */
+  presence_session_connect(f->p, "s4", "carol", NULL, NULL, NULL); /* back */
+  assert_int_equal(status_of(f, "bob"), PRESENCE_ONLINE);
+  f->rec.n = 0;
+  assert_int_equal(presence_end_graces(f->p, NULL, NULL), 0);
+  assert_int_equal(f->rec.n, 1);
+  expect_event(f, 0, PRESENCE_EV_USER_OFFLINE, PRESENCE_REASON_SHUTDOWN,
+               "bob");
+  assert_int_equal(status_of(f, "bob"), PRESENCE_OFFLINE);
+  assert_int_equal(status_of(f, "alice"), PRESENCE_ONLINE);
+  assert_int_equal(status_of(f, "carol"), PRESENCE_ONLINE);
+  /* Bob's grace entry does not fire again, and nothing is left pending. */
+  f->rec.n = 0;
+  clock_advance(&f->clock, 10000);
+  presence_tick(f->p);
+  assert_int_equal(f->rec.n, 0);
+  assert_int_equal(presence_end_graces(f->p, NULL, NULL), 0);
+  assert_int_equal(f->rec.n, 0);
+  destroy(f);
+}
+
 /* ---- allocation failure ------------------------------------------------ */
 
 static void out_of_memory_changes_nothing(void **state) {
@@ -1495,6 +1525,7 @@ int main(void) {
       cmocka_unit_test(pairs_dispatch_each_half_to_its_listeners),
       cmocka_unit_test(unheard_events_still_reach_the_log),
       cmocka_unit_test(reset_is_a_full_cleanup),
+      cmocka_unit_test(end_graces_takes_users_in_grace_offline),
       cmocka_unit_test(out_of_memory_changes_nothing),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

@@ -98,12 +98,27 @@ static void setup(void) {
   atexit(teardown);
 }
 
-/* Every answer on a fresh connection starts with a status line. */
+/* Every answer on a fresh connection starts with a status line. Up to a
+ * WebSocket's 101 (frames are binary after it) the answers are text:
+ * headers, JSON, event streams, metrics, the demo's files; a raw control
+ * byte there other than tab, CR and LF is a value passed on unescaped
+ * (JSON that readers refuse, or an event stream cut apart). */
 static void check_answer(const buf_t *out) {
   if (out->len == 0) return;
   if (out->len < 12 || memcmp(out->data, "HTTP/1.1 ", 9) != 0) abort();
   int status = atoi(out->data + 9);
   if (status < 100 || status > 599) abort();
+  for (size_t i = 0; i < out->len; i++) {
+    unsigned char ch = (unsigned char)out->data[i];
+    if (ch == 'H' && out->len - i >= 12 &&
+        !memcmp(out->data + i, "HTTP/1.1 101", 12))
+      break;
+    if (ch < 0x20 && ch != '\t' && ch != '\r' && ch != '\n') {
+      fprintf(stderr, "a raw control byte at %zu: %.*s\n", i,
+              (int)(out->len - i < 300 ? out->len - i : 300), out->data + i);
+      abort();
+    }
+  }
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);

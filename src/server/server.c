@@ -987,9 +987,26 @@ static void stop_now(srv_t *s) {
   srv_maybe_finish(s);
 }
 
+/* A worker's signals this close together are one request delivered twice
+ * (on_signal). */
+#define WORKER_SIGNAL_TWICE_MS 500
+
 static void on_signal(uv_signal_t *h, int signum) {
   srv_t *s = h->data;
   if (s->shutting_down) {
+    /* A worker gets one stop request twice: from whoever signalled the
+     * whole group (systemd's KillMode=control-group, a terminal's Ctrl-C
+     * to its process group) and forwarded by the supervisor. Only a signal
+     * sent later is an operator's second one. */
+    uint64_t since = s->cfg.shutdown_timeout_ms -
+                     uv_timer_get_due_in(&s->stop_timer);
+    if (s->cfg.worker && since < WORKER_SIGNAL_TWICE_MS) {
+      srv_log(s, PRESENCE_LOG_DEBUG,
+              "signal %d again %llu ms after the first: the same request "
+              "(to the process group, and from the supervisor)",
+              signum, (unsigned long long)since);
+      return;
+    }
     /* Closing the connections alone left the process waiting for the
      * whole --shutdown-timeout-ms when Redis did not answer the leave or
      * a webhook endpoint hung: an operator's second Ctrl-C did nothing. */

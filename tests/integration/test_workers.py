@@ -228,7 +228,7 @@ async def test_kill9(t, d, redis):
             await c.close()
 
 
-async def stopped_by(t, d, observer, sig, label):
+async def stopped_by(t, d, observer, sig, label, group=False):
     by = await spread_clients(d, label[:5])
     names = sorted(k for k in by if k)
     t.check(f"{label}: clients on both workers", len(names) == 2, str(list(by)))
@@ -238,6 +238,12 @@ async def stopped_by(t, d, observer, sig, label):
     await watcher.expect_type("presence", 3, snapshot=True)
     pids = children(d.pid)
     t0 = time.monotonic()
+    if group:
+        # systemd's KillMode=control-group (the unit's default) and a
+        # terminal's Ctrl-C signal every process, the workers too, while the
+        # supervisor forwards the signal as well.
+        for p in pids:
+            os.kill(p, sig)
     code = d.stop(timeout=8, sig=sig)
     t.check(f"{label}: the supervisor exits with status 0", code == 0,
             f"exit={code} {d.stderr_tail(8)}")
@@ -262,6 +268,9 @@ async def stopped_by(t, d, observer, sig, label):
     t.check(f"{label}: ... with reason shutdown, not after the lease",
             reasons == {"shutdown"}, str(reasons))
     t.note(f"{label}: users offline {1000 * took:.0f} ms after the {label.upper()}")
+    if group:
+        t.check(f"{label}: no worker takes the signal delivered twice for a second one",
+                "second signal" not in d.stderr_text(), d.stderr_tail(12))
     await watcher.close()
     for cs in by.values():
         for c in cs:
@@ -270,6 +279,14 @@ async def stopped_by(t, d, observer, sig, label):
 
 async def test_sigterm(t, d, redis, observer):
     await stopped_by(t, d, observer, signal.SIGTERM, "sigterm")
+
+
+# systemd stops the unit by signalling every process of its cgroup: each
+# worker gets SIGTERM from systemd and again from the supervisor, the same
+# request, which must not count as an operator's second signal (a stop at
+# once: the Redis leave and the webhooks' last deliveries cut short).
+async def test_sigterm_group(t, d, redis, observer):
+    await stopped_by(t, d, observer, signal.SIGTERM, "cgroup sigterm", group=True)
 
 
 # A terminal hangup ends the supervisor as SIGTERM does, and it passes the
@@ -579,6 +596,7 @@ def main():
         for name, fn in (("spread", test_spread), ("kill9", test_kill9),
                          ("feed", test_feed), ("interest", test_interest),
                          ("webhook", test_webhook), ("sigterm", test_sigterm),
+                         ("cgroup", test_sigterm_group),
                          ("sighup", test_sighup)):
             if args.only and args.only not in name:
                 continue
@@ -596,7 +614,7 @@ def main():
                     more = (rx,)
                 d = Daemon(args.presenced, f, f"workers-{name}")
                 d.start()
-                if name in ("sigterm", "sighup"):
+                if name in ("sigterm", "sighup", "cgroup"):
                     obs = Daemon(args.presenced, flags(redis, 0), "observer")
                     obs.start()
                     more = (obs,)

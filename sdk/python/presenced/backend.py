@@ -70,6 +70,7 @@ class BackendConnection:
         self._closed = False
         self._taken_over = False
         self._fatal: Optional[PresenceError] = None    # origin_taken_over: why connect() cannot
+        self._ended = False         # end() was called
         self._bye = False
         self._loop: Optional[asyncio.AbstractEventLoop] = None
         self._flush_scheduled = False
@@ -92,11 +93,16 @@ class BackendConnection:
 
     async def connect(self) -> Dict[str, Any]:
         """Start (keeps reconnecting until end()); returns the first welcome."""
+        if self._task is not None and self._task.done() and self._task.cancelled() and not self._ended:
+            # The first connect() was given up on (asyncio.wait_for): try
+            # again, as Go's Connect after its ctx ended (this raised the
+            # CancelledError of the attempt given up on).
+            self._closed, self._task = False, None
         if self._task is not None:
             # Started already. A second connect() (two start-up hooks) made a
             # second connection of this origin, which took the first over; the
             # first's stop then left neither sending. It now waits for the
-            # same connection, as the Node SDK's does (Go's refuses it).
+            # same connection, as the Node and Go SDKs' do.
             return await self._wait_connected(first=False)
         self._loop = asyncio.get_running_loop()
         self._acked = asyncio.Condition()
@@ -564,7 +570,7 @@ class BackendConnection:
         for its resume window (a restarted process with this origin takes them back)."""
         if self._ready:
             await self.flush()
-        self._closed = True
+        self._closed = self._ended = True
         ws = self._ws
         if ws is not None:
             if bye:

@@ -609,3 +609,27 @@ def test_a_silent_presenced_is_noticed_by_the_heartbeat():
         asyncio.run(asyncio.wait_for(main(), 30))
     finally:
         d.stop()
+
+
+def test_connect_again_after_one_given_up_on():
+    # asyncio.wait_for(backend.connect(), 5) timed out (presenced frozen, a
+    # host not answering yet): the next connect() raised the CancelledError
+    # of the attempt given up on, where Go's Connect after its ctx ended
+    # tries again. It tries again now.
+    import signal
+    d = Presenced().start()
+    try:
+        async def main():
+            b = BackendConnection(d.url, API_KEY, "py-again", retry_s=0.05, max_retry_s=0.1)
+            d.proc.send_signal(signal.SIGSTOP)
+            try:
+                with pytest.raises(asyncio.TimeoutError):
+                    await asyncio.wait_for(b.connect(), 0.5)
+            finally:
+                d.proc.send_signal(signal.SIGCONT)
+            w = await asyncio.wait_for(b.connect(), 10)
+            assert w["origin"] == "py-again" and b.connects == 1
+            await b.end(bye=True)
+        asyncio.run(asyncio.wait_for(main(), 20))
+    finally:
+        d.stop()

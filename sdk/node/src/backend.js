@@ -90,7 +90,12 @@ export class BackendConnection extends EventEmitter {
     return new Promise((resolve, reject) => {
       if (this._ready) return resolve(this.welcome);
       // After a refusal (401, 400, a takeover) nothing more will come: say why.
-      if (this._closed) return reject(this._fatal || new Error('BackendConnection ended before it connected'));
+      // After end() (it said 'ended before it connected' of one that had
+      // connected): final, as in the Go and Python SDKs.
+      if (this._closed) {
+        return reject(this._fatal || new Error(this.connects ? 'BackendConnection ended (end() was called): make a new one'
+          : 'BackendConnection ended before it connected'));
+      }
       const ok = (w) => { this.off('fatal', ko); this._connecting.delete(ko); resolve(w); };
       const ko = (e) => { this.off('ready', ok); this.off('fatal', ko); this._connecting.delete(ko); reject(e); };
       this._connecting.add(ko);

@@ -175,3 +175,11 @@ test('a refusal on a reconnect (presenced restarted with another key) is told to
   await assert.rejects(b.connect(), (e) => e === fatal[0]);
   await b.end();
 });
+
+test('connect() after end() says so, not that it never connected', async (t) => {
+  if (skipUnlessSupported(t)) return;
+  const b = mk(t, { origin: 'node-ended' });
+  await b.connect();
+  await b.end({ bye: true });
+  await assert.rejects(b.connect(), /end\(\) was called\): make a new one/);
+});

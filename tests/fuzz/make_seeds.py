@@ -229,7 +229,21 @@ confs += [
     ["--jwt-secret", JS, "--demo"],
     ["--jwt-secret-file", "/nonexistent/jwt.key", "--api-key", API_KEY],
 ]
-write("fuzz_config", ["\0".join(c) for c in confs])
+# Configuration files (docs/configuration.md): two NULs, then the text.
+conf_files = [
+    "# /etc/presenced/presenced.conf\nlisten = 127.0.0.1:7070\napi-key-file = /etc/presenced/api-key\n"
+    "offline-grace-ms = 5000\nlog-format = logfmt\n"
+    "webhook = url=https://a.example/hook,secret-file=/etc/presenced/wh-a\n"
+    "webhook = url=https://b.example/hook,secret-file=/etc/presenced/wh-b,events=user.*\n"
+    'jwt-audience = "my app"\n',
+    "\ufeffdemo = yes\r\nmax-frame = 4096\r\n\t# comment\r\n\r\nlisten=[::1]:0",
+    'jwt-issuer = "https://auth.example/\\"x\\\\"\njwt-secret = ' + JS + "\n",
+    "max-frame = 64k\n", "max-frame = 4096\nmax-frame = 8192\n", "maxframe = 1\n",
+    'jwt-audience = "unterminated\n', 'jwt-audience = "a\\n"\n', "config = /etc/x\n",
+    "demo = maybe\n", "= value\n", "API_KEY = x\n", "webhook\n",
+]
+confs_file_seeds = [b"\0\0" + f.encode() for f in conf_files]
+write("fuzz_config", ["\0".join(c) for c in confs] + confs_file_seeds)
 
 # ---- Client messages: 1 selector byte (max_users), then the frame's text.
 msgs = [

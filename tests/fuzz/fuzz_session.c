@@ -20,7 +20,12 @@
  * every grace and resume window and the housekeeping runs, so each input
  * starts from the same empty server.
  *
- * Checks, besides memory errors: what the server wrote after its 101 is
+ * A bystander is connected first (open_observer): it watches the users
+ * the conversations use and observes room:1 and lobby, so the peer's
+ * messages reach another client.
+ *
+ * Checks, besides memory errors: what the server wrote after its 101 (to
+ * the peer and to the bystander) is
  * whole unmasked frames; every text frame is one UTF-8 JSON object with a
  * string "type" and no raw control byte; a close frame carries no payload or a code and UTF-8
  * reason, and nothing follows it (backend.c's and wsconn.c's invariant).
@@ -143,6 +148,47 @@ static void feed(conn_t *c, const char *p, size_t n) {
   free(copy);
 }
 
+#define UPGRADE_TAIL                                                           \
+  "Upgrade: websocket\r\nConnection: Upgrade\r\n"                              \
+  "Sec-WebSocket-Version: 13\r\n"                                              \
+  "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+
+/* A bystander, connected before the conversation: it watches the users
+ * the conversations use and observes their channels, so what one peer
+ * sends reaches another (fanout.c, watch.c, channels.c's deliveries), and
+ * what it receives is checked like the peer's own answers. */
+static conn_t *open_observer(buf_t *out) {
+  char claims[256], req[1024];
+  snprintf(claims, sizeof claims,
+           "{\"exp\":%lld,\"sub\":\"observer\",\"watch\":\"*\","
+           "\"observe\":\"*\"}",
+           (long long)(fake_wall(NULL) / 1000 + 3600));
+  char *tok = jwt_sign_hs256((const uint8_t *)JWT_SECRET,
+                             sizeof JWT_SECRET - 1, claims);
+  if (!tok) abort();
+  snprintf(req, sizeof req,
+           "GET /v1/ws?token=%s HTTP/1.1\r\nHost: 127.0.0.1\r\n" UPGRADE_TAIL,
+           tok);
+  free(tok);
+  conn_t *c = conn_new_detached(&server, out);
+  if (!c) abort();
+  feed(c, req, strlen(req));
+  if (out->len < 12 || memcmp(out->data, "HTTP/1.1 101", 12) != 0) abort();
+  static const char *const msgs[] = {
+      "{\"type\":\"subscribe\",\"users\":[\"alice\",\"bob\",\"carol\",\"u0\"]}",
+      "{\"type\":\"observe\",\"channel\":\"room:1\"}",
+      "{\"type\":\"observe\",\"channel\":\"lobby\"}"};
+  buf_t f;
+  buf_init(&f);
+  for (size_t i = 0; i < sizeof msgs / sizeof msgs[0]; i++) {
+    f.len = 0;
+    put_frame(&f, 1, (const uint8_t *)msgs[i], strlen(msgs[i]));
+    feed(c, f.data, f.len);
+  }
+  buf_free(&f);
+  return c;
+}
+
 /* The server's side of the conversation, after the 101's headers. */
 static void check_frames(const uint8_t *p, size_t n) {
   const uint8_t *hdr_end = NULL;
@@ -243,15 +289,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
              who == 2 ? "&status=idle" : "");
     free(tok);
   }
-  strncat(upgrade,
-          "Upgrade: websocket\r\nConnection: Upgrade\r\n"
-          "Sec-WebSocket-Version: 13\r\n"
-          "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
-          sizeof upgrade - strlen(upgrade) - 1);
+  strncat(upgrade, UPGRADE_TAIL, sizeof upgrade - strlen(upgrade) - 1);
 
-  buf_t out, frame;
+  buf_t out, frame, obs_out;
   buf_init(&out);
   buf_init(&frame);
+  buf_init(&obs_out);
+  conn_t *obs = open_observer(&obs_out);
   conn_t *c = conn_new_detached(&server, &out);
   if (!c) abort();
   feed(c, upgrade, strlen(upgrade));
@@ -283,6 +327,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
    * close frame of a connection that ends here. */
   conn_free_detached(c);
   check_frames((const uint8_t *)out.data, out.len);
+  conn_free_detached(obs);
+  if (getenv("FUZZ_SESSION_DUMP")) { /* for a look at a conversation */
+    fwrite(out.data, 1, out.len, stderr);
+    fwrite(obs_out.data, 1, obs_out.len, stderr);
+  }
+  check_frames((const uint8_t *)obs_out.data, obs_out.len);
+  buf_free(&obs_out);
   buf_free(&frame);
   buf_free(&out);
 

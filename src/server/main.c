@@ -8,6 +8,7 @@
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/resource.h>
 
 static void log_warning(void *ud, const char *w) {
   srv_log(ud, PRESENCE_LOG_WARN, "%s", w);
@@ -39,8 +40,20 @@ int main(int argc, char **argv) {
   signal(SIGPIPE, SIG_IGN);
 
   uv_loop_t loop;
-  if (uv_loop_init(&loop) != 0) {
-    fprintf(stderr, "presenced: cannot create the event loop\n");
+  int lrc = uv_loop_init(&loop);
+  if (lrc != 0) {
+    /* Said with the reason: under a tiny open file limit (ulimit -n 8)
+     * the line named no cause at all. */
+    struct rlimit rl;
+    if (lrc == UV_EMFILE && getrlimit(RLIMIT_NOFILE, &rl) == 0)
+      fprintf(stderr,
+              "presenced: cannot create the event loop: %s (the open file "
+              "limit is %llu: raise it with ulimit -n or LimitNOFILE=)\n",
+              uv_strerror(lrc), (unsigned long long)rl.rlim_cur);
+    else
+      fprintf(stderr, "presenced: cannot create the event loop: %s\n",
+              uv_strerror(lrc));
+    config_free(&cfg);
     return 1;
   }
   static srv_t srv;

@@ -1354,8 +1354,16 @@ int srv_listen(srv_t *s) {
     rc = uv_listen((uv_stream_t *)&s->listener, (int)s->cfg.listen_backlog,
                    on_connection);
   if (rc != 0) {
-    srv_log(s, PRESENCE_LOG_ERROR, "cannot listen on %s: %s", s->cfg.listen,
-            uv_strerror(rc));
+    struct rlimit rl;
+    if (rc == UV_EMFILE && getrlimit(RLIMIT_NOFILE, &rl) == 0)
+      srv_log(s, PRESENCE_LOG_ERROR,
+              "cannot listen on %s: %s (the open file limit is %llu: raise "
+              "it with ulimit -n or LimitNOFILE=)",
+              s->cfg.listen, uv_strerror(rc),
+              (unsigned long long)rl.rlim_cur);
+    else
+      srv_log(s, PRESENCE_LOG_ERROR, "cannot listen on %s: %s", s->cfg.listen,
+              uv_strerror(rc));
     return -1;
   }
   uint64_t iv = house_interval(&s->cfg);

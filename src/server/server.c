@@ -1268,7 +1268,16 @@ static int init_handles(srv_t *s) {
   s->sigterm.data = s->sigint.data = s->sighup.data = s;
   uv_signal_start(&s->sigterm, on_signal, SIGTERM);
   uv_signal_start(&s->sigint, on_signal, SIGINT);
-  uv_signal_start(&s->sighup, on_signal, SIGHUP);
+  /* Started under nohup (SIGHUP ignored), presenced stays ignoring it: a
+   * handler of its own overrode that, and logging out of the terminal
+   * that ran "nohup presenced &" shut it down. */
+  struct sigaction hup;
+  if (sigaction(SIGHUP, NULL, &hup) == 0 && hup.sa_handler == SIG_IGN)
+    srv_log(s, PRESENCE_LOG_INFO,
+            "SIGHUP is ignored (nohup): presenced goes on when its terminal "
+            "goes away");
+  else
+    uv_signal_start(&s->sighup, on_signal, SIGHUP);
   uv_tcp_init(s->loop, &s->listener);
   s->listener.data = s;
   return 0;

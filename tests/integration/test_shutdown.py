@@ -11,6 +11,7 @@ import asyncio
 import os
 import signal
 import socket
+import subprocess
 import sys
 import time
 
@@ -139,6 +140,46 @@ async def test_refuse_during_shutdown(t, d, args):
 test_refuse_during_shutdown.timeout = 15
 
 
+# "nohup presenced &": the shell starts it with SIGHUP ignored, so that it
+# outlives the terminal. presenced installed its own SIGHUP handler over
+# that and shut down when the operator logged out.
+async def test_nohup(t, d, args):
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PRESENCED_")}
+    p = subprocess.Popen([args.presenced, "--listen", f"127.0.0.1:{port}"],
+                         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                         stderr=subprocess.STDOUT, env=env,
+                         preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN))
+    try:
+        up = False
+        for _ in range(100):
+            try:
+                up = http_sync(port, "GET", "/healthz", timeout=1.0)[0] == 200
+                break
+            except OSError:
+                await asyncio.sleep(0.05)
+        t.check("nohup: presenced serves", up)
+        p.send_signal(signal.SIGHUP)
+        await asyncio.sleep(0.5)
+        st = None
+        try:
+            st = http_sync(port, "GET", "/healthz", timeout=1.0)[0]
+        except OSError as e:
+            st = str(e)
+        t.check("nohup: after SIGHUP (the terminal gone) it still runs and serves",
+                p.poll() is None and st == 200, f"exit={p.poll()} healthz={st}")
+        p.send_signal(signal.SIGTERM)
+        out, _ = p.communicate(timeout=10)
+        t.eq("nohup: SIGTERM still stops it, exit status 0", p.returncode, 0)
+        t.check("nohup: the log says SIGHUP is ignored",
+                b"SIGHUP is ignored (nohup)" in out, out.decode("utf-8", "replace")[-400:])
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.communicate()
+test_nohup.timeout = 20
+
+
 # A webhook endpoint that takes the connection and never answers: the
 # shutdown waits for its last delivery up to --shutdown-timeout-ms. The
 # kernel accepts on a listening socket without accept(), which is all such
@@ -187,5 +228,6 @@ if __name__ == "__main__":
          {"stopped_by_test": True}),
         ("sigint", {}, [test_sigint], {"stopped_by_test": True}),
         ("sighup", {}, [test_sighup], {"stopped_by_test": True}),
+        ("nohup", {}, [test_nohup]),
         ("shutdown-refuse", {}, [test_refuse_during_shutdown], {"stopped_by_test": True}),
     ])

@@ -259,7 +259,12 @@ int workers_run(srv_config_t *cfg, int *exit_code) {
   sigemptyset(&set);
   sigaddset(&set, SIGTERM);
   sigaddset(&set, SIGINT);
-  sigaddset(&set, SIGHUP);
+  /* Under nohup SIGHUP stays ignored, as in each worker (server.c): a
+   * blocked signal is kept pending even when ignored, so waiting for it
+   * here stopped the workers, which ignore it, until their SIGKILL. */
+  struct sigaction hup;
+  if (sigaction(SIGHUP, NULL, &hup) != 0 || hup.sa_handler != SIG_IGN)
+    sigaddset(&set, SIGHUP);
   sigaddset(&set, SIGCHLD);
   sigprocmask(SIG_BLOCK, &set, &old);
 

@@ -55,7 +55,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import (SSE, Checks, Client, Daemon, HookReceiver,  # noqa: E402
-                     http, parse_args, sanitizer_report, token)
+                     free_port, http, http_sync, parse_args, sanitizer_report, token)
 from test_redis_cluster import (Redis, read_log, replay, statuses,  # noqa: E402
                                 wait_for)
 
@@ -287,6 +287,40 @@ async def test_sigterm(t, d, redis, observer):
 # once: the Redis leave and the webhooks' last deliveries cut short).
 async def test_sigterm_group(t, d, redis, observer):
     await stopped_by(t, d, observer, signal.SIGTERM, "cgroup sigterm", group=True)
+
+
+# "nohup presenced --workers 2 &": SIGHUP stays ignored by the supervisor
+# and the workers alike. The supervisor waited for it (a blocked signal is
+# kept even when ignored) and passed it on to workers that ignore it, then
+# SIGKILLed them at --shutdown-timeout-ms + 2 s.
+async def test_nohup(t, d, redis):
+    x = Daemon(d.binary, {**flags(redis), "--shutdown-timeout-ms": "300"}, "nohup")
+    x.port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PRESENCED_")}
+    p = subprocess.Popen(x.argv(), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                         stderr=subprocess.STDOUT, env=env,
+                         preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN))
+    try:
+        async def up():
+            try:
+                return http_sync(x.port, "GET", "/healthz", timeout=1.0)[0] == 200
+            except OSError:
+                return False
+        t.check("nohup: the workers serve", await wait_for(up, 10) is not None)
+        p.send_signal(signal.SIGHUP)
+        await asyncio.sleep(3.0)  # past the SIGKILL 2.3 s after a stop
+        t.check("nohup: after SIGHUP the supervisor and its workers still run and serve",
+                p.poll() is None and len(children(p.pid)) == 2 and await up(),
+                f"exit={p.poll()} workers={children(p.pid)}")
+        p.send_signal(signal.SIGTERM)
+        out, _ = p.communicate(timeout=10)
+        text = out.decode("utf-8", "replace")
+        t.eq("nohup: SIGTERM still stops it, exit status 0", p.returncode, 0)
+        t.check("nohup: no worker was killed", "killed by signal" not in text, text[-600:])
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.communicate()
 
 
 # A terminal hangup ends the supervisor as SIGTERM does, and it passes the
@@ -596,7 +630,7 @@ def main():
         for name, fn in (("spread", test_spread), ("kill9", test_kill9),
                          ("feed", test_feed), ("interest", test_interest),
                          ("webhook", test_webhook), ("sigterm", test_sigterm),
-                         ("cgroup", test_sigterm_group),
+                         ("cgroup", test_sigterm_group), ("nohup", test_nohup),
                          ("sighup", test_sighup)):
             if args.only and args.only not in name:
                 continue

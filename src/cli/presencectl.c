@@ -1105,10 +1105,22 @@ static int cmd_watch(int argc, char **argv) {
     st.data = NULL;
     st.data_len = 0;
     if (st.done || stop_requested) return EXIT_OK;
-    if (status == 401 || status == 403)
-      return report(CURLE_OK, status, &eb, "watch");
+    /* An error's JSON body has no newline: it is still the stream's
+     * unfinished line. Its message says what was wrong (a --after that is
+     * no cursor of this log), where the status alone said only "HTTP 400". */
+    if (status && status != 200 && st.len && !st.overflow)
+      on_body(st.line, 1, st.len, &eb);
+    if (status == 401 || status == 403) {
+      int x = report(CURLE_OK, status, &eb, "watch");
+      free(eb.data);
+      return x;
+    }
     if (status && status != 200) {
-      fprintf(stderr, "presencectl: watch: HTTP %ld from /v1/events\n", status);
+      char code[64], msg[256];
+      api_error(&eb, code, sizeof code, msg, sizeof msg);
+      free(eb.data);
+      fprintf(stderr, "presencectl: watch: HTTP %ld from /v1/events%s%s\n",
+              status, *msg ? ": " : "", msg);
       if (status / 100 == 4 && status != 429) return EXIT_FAIL;
     } else if (wt.timed_out) {
       fprintf(stderr,

@@ -310,6 +310,11 @@ async def test_exit_codes(t, d, args):
     t.eq("kick with a wrong API key: exit 4", rc, 4)
     rc, _, _ = await ctl("watch", "--retries", "0", d=d, key="wrong-key")
     t.eq("watch with a wrong API key: exit 4 (no retry)", rc, 4)
+    # A cursor the log does not know: the server's reason, not "HTTP 400" alone.
+    rc, _, err = await ctl("watch", "--after", "not-a-cursor", d=d)
+    t.check("watch --after with no cursor of the log: exit 1 with the server's reason",
+            rc == 1 and "HTTP 400 from /v1/events: " in err and "sequence number" in err,
+            (rc, err))
     closed = free_port()
     rc, _, err = await ctl("status", "x", url=f"http://{HOST}:{closed}")
     t.eq("server unreachable: exit 3", rc, 3)

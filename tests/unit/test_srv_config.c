@@ -140,16 +140,16 @@ static void test_allowed_origins(void **state) {
 }
 
 /* A webhook's default name (its metrics label, and how log lines name it)
- * carries neither credentials nor the query, also when a password holds an
- * unescaped '/'. */
+ * carries neither credentials nor the query. A password holding an
+ * unescaped '/' ends the authority there for libcurl, which then reads
+ * "t0p" as the port and could never deliver: refused at start (687976a),
+ * with a message that does not quote it. */
 static void test_webhook_default_name(void **state) {
   (void)state;
   const char *cases[][2] = {
       {"url=https://hooks.example/p?token=t0ps3cret,secret=whsec-0123456789abcdef0123456789",
        "https://hooks.example/p"},
       {"url=https://app:t0ps3cret@hooks.example/p,secret=whsec-0123456789abcdef0123456789",
-       "https://hooks.example/p"},
-      {"url=https://app:t0p/s3cret@hooks.example/p,secret=whsec-0123456789abcdef0123456789",
        "https://hooks.example/p"},
       {"url=http://127.0.0.1:9/a,secret=whsec-0123456789abcdef0123456789", "http://127.0.0.1:9/a"}};
   for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
@@ -159,6 +159,16 @@ static void test_webhook_default_name(void **state) {
     assert_string_equal(w.name, cases[i][1]);
     wh_spec_free(&w);
   }
+  wh_spec_t w;
+  char err[128] = "";
+  assert_int_equal(
+      wh_spec_parse("url=https://app:t0p/s3cret@hooks.example/p,"
+                    "secret=whsec-0123456789abcdef0123456789",
+                    0, &w, err, sizeof err),
+      -1);
+  assert_non_null(strstr(err, "url:"));
+  assert_null(strstr(err, "s3cret"));
+  assert_null(strstr(err, "t0p"));
 }
 
 /* Two endpoints under one name (by default the URL without its query, so

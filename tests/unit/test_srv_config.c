@@ -187,9 +187,14 @@ static void test_webhook_same_name(void **state) {
   /* The same at a start, not only under --check-config. */
   assert_int_equal(parse(&cfg, NULL, same + 1, 5, err, sizeof err), CONFIG_EXIT_USAGE);
   config_free(&cfg);
+  /* One spec per element (parenthesized: clang's -Wstring-concatenation
+   * takes an unparenthesized concatenation beside plain literals for a
+   * missing comma). */
   char *named[] = {"presenced", "--check-config", "--webhook",
-                   "url=https://h.example/hook?tenant=1,secret=" KEY32 ",name=t1",
-                   "--webhook", "url=https://h.example/hook?tenant=2,secret=" KEY32};
+                   ("url=https://h.example/hook?tenant=1,secret=" KEY32
+                    ",name=t1"),
+                   "--webhook",
+                   ("url=https://h.example/hook?tenant=2,secret=" KEY32)};
   assert_int_equal(parse(&cfg, NULL, named, 6, err, sizeof err), CONFIG_EXIT_OK);
   config_free(&cfg);
 }

@@ -12,38 +12,12 @@
  */
 #include "server/server.h"
 
+#include "fuzz_sys.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
-
-#define WALL_MS INT64_C(1700000000000)
-
-static int64_t mono;
-static uint64_t rnd = 0x9E3779B97F4A7C15u;
-
-static int64_t fake_wall(void *ud) {
-  (void)ud;
-  return WALL_MS + mono;
-}
-static int64_t fake_mono(void *ud) {
-  (void)ud;
-  return mono;
-}
-/* Deterministic, so a crash reproduces from its input alone. */
-static int fake_random(void *ud, void *buf, size_t len) {
-  (void)ud;
-  uint8_t *b = buf;
-  for (size_t i = 0; i < len; i++) {
-    rnd ^= rnd << 13;
-    rnd ^= rnd >> 7;
-    rnd ^= rnd << 17;
-    b[i] = (uint8_t)rnd;
-  }
-  return 0;
-}
-static const srv_sys_t sys = {fake_wall,   fake_mono, fake_random,
-                              NULL,        NULL,      NULL};
 
 static uv_loop_t loop;
 static srv_t servers[2];

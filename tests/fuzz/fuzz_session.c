@@ -34,41 +34,16 @@
 #include "server/server.h"
 #include "server/ws.h"
 
+#include "fuzz_sys.h"
+
 #include <cJSON.h>
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#define WALL_MS INT64_C(1700000000000)
 #define API_KEY "fuzz-api-key-Yk3Qm9Tz5Rw1Hs7Lc2Vn8Bd4Jg6Pxa="
 #define JWT_SECRET "q9Zb2Xr7Qk1mVt8Hc3Lw5Np0Ys6Jd4Fa+Ge9Ru2Ti7Oh1Kx5Bv3Mz8Cn0Pl6Ws4/"
-
-static int64_t mono;
-static uint64_t rnd = 0x9E3779B97F4A7C15u;
-
-static int64_t fake_wall(void *ud) {
-  (void)ud;
-  return WALL_MS + mono;
-}
-static int64_t fake_mono(void *ud) {
-  (void)ud;
-  return mono;
-}
-/* Deterministic, so a crash reproduces from its input alone. */
-static int fake_random(void *ud, void *buf, size_t len) {
-  (void)ud;
-  uint8_t *b = buf;
-  for (size_t i = 0; i < len; i++) {
-    rnd ^= rnd << 13;
-    rnd ^= rnd >> 7;
-    rnd ^= rnd << 17;
-    b[i] = (uint8_t)rnd;
-  }
-  return 0;
-}
-static const srv_sys_t sys = {fake_wall, fake_mono, fake_random,
-                              NULL,      NULL,      NULL};
 
 static uv_loop_t loop;
 static srv_t server;

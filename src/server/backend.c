@@ -424,6 +424,11 @@ void backend_upgrade(conn_t *c, http_req_t *r, const char *rest,
                "?origin= must name this backend (1..128 bytes, id rules)");
     return;
   }
+  /* The name owns sessions: with two, the one taken would be a guess. */
+  if (http_query_next(r, "origin", oq, &(size_t){0})) {
+    http_error(c, 400, "bad_origin", "origin is given twice: give it once");
+    return;
+  }
   bconn_t *bc = calloc(1, sizeof *bc);
   ws_limits_t lim = {s->cfg.backend_max_message, s->cfg.backend_max_message};
   if (bc) bc->parser = ws_parser_new(&lim);

@@ -1122,6 +1122,14 @@ static int read_token(conn_t *c, http_req_t *r, jwt_claims_t *claims) {
                    "WWW-Authenticate: Bearer\r\n");
     return -1;
   }
+  /* Two tokens: which one a proxy or a log in front read is anyone's
+   * guess, and checking the first alone would grant what the other
+   * (perhaps the one meant) does not. */
+  if (http_query_next(r, "token", tq, &(size_t){0})) {
+    http_error_hdr(c, 401, "token_malformed",
+                   "token is given twice: give it once", INVALID_TOKEN);
+    return -1;
+  }
   char *token = malloc(tl + 1);
   if (!token) {
     http_error(c, 503, "out_of_memory", "out of memory");
@@ -1280,6 +1288,10 @@ static int read_status(conn_t *c, http_req_t *r, presence_status_t *st) {
   const char *q = http_query(r, "status", &l);
   *st = PRESENCE_ONLINE;
   if (!q) return 0;
+  if (http_query_next(r, "status", q, &(size_t){0})) {
+    http_error(c, 400, "bad_status", "status is given twice: give it once");
+    return -1;
+  }
   if (l == 4 && memcmp(q, "idle", 4) == 0) *st = PRESENCE_IDLE;
   else if (!(l == 6 && memcmp(q, "online", 6) == 0)) {
     http_error(c, 400, "bad_status", "status must be online or idle");

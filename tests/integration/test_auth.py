@@ -73,6 +73,16 @@ async def test_token_refusals(t, d, args):
         if name == "tampered payload":
             tok = tampered
         await refused(t, d, name, tok, 401, code)
+    # Two tokens (a good one and another, or the same twice): which one a
+    # proxy in front logged or checked is a guess; refused, not the first
+    # taken. Two statuses likewise.
+    other = make_jwt(claims(sub="mallory"))
+    await refused(t, d, "token given twice", None, 401, "token_malformed",
+                  path=f"/v1/ws?token={good}&token={other}")
+    await refused(t, d, "the same token given twice", None, 401, "token_malformed",
+                  path=f"/v1/ws?token={good}&token={good}")
+    await refused(t, d, "status given twice", None, 400, "bad_status",
+                  path=f"/v1/ws?status=idle&status=online&token={good}")
     long_tok = make_jwt(claims(meta={"pad": "x" * 4500}))
     await refused(t, d, "token over 4096 bytes (headers under the limit)", long_tok, 401, "token_malformed")
     # Nothing was admitted: no session for these users.

@@ -270,7 +270,10 @@ async def test_bad_input(t, d, args):
             ("no origin", {"Authorization": "Bearer " + API_KEY}, "/v1/backend", 400, "bad_origin"),
             ("bad origin", {"Authorization": "Bearer " + API_KEY}, "/v1/backend?origin=%01", 400, "bad_origin"),
             ("reserved origin", {"Authorization": "Bearer " + API_KEY}, "/v1/backend?origin=http", 409,
-             "bad_origin")]:
+             "bad_origin"),
+            # Which of two names owns the sessions would be a guess.
+            ("origin given twice", {"Authorization": "Bearer " + API_KEY},
+             "/v1/backend?origin=api-1&origin=api-2", 400, "bad_origin")]:
         ws = await RawWS.open(d, path=path, headers=hdrs)
         r = ws.response()
         ws.close()

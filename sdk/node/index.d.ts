@@ -449,8 +449,8 @@ export declare class BackendConnection {
   on(event: 'rejected', fn: (e: { op: BackendOp; code: BackendErrorCode; message: string }) => void): this;
   on(event: 'ended', fn: (e: { session: string; user: string | null; reason: Reason }) => void): this;
   /** The session was removed from a channel by presenced's API (`removeFromChannel`); it has left `sessions`' channels, so no re-assert joins it again. */
-  /** Or a join/update the store refused after its ack (Redis, protocol.md 5.4): reason 'refused', the session is not in the channel. */
-  on(event: 'left', fn: (e: { session: string; user: string; channel: string; reason: 'kicked' | 'refused' | (string & {}) }) => void): this;
+  /** Or a join/update the store refused after its ack (Redis, protocol.md 5.4): reason 'refused', the session is not in the channel, and `code` / `message` say why (too_many_channels, no_session, not_joined, internal). */
+  on(event: 'left', fn: (e: { session: string; user: string; channel: string; reason: 'kicked' | 'refused' | (string & {}); code?: BackendErrorCode; message?: string }) => void): this;
   /** A lost connection or a refused frame (it reconnects by itself), or the origin_taken_over of 'fatal'. */
   on(event: 'error', fn: (err: Error & { code?: string; status?: number }) => void): this;
   /** The end for good: a refused key or origin (401, 400, 409), or origin_taken_over (code, status 0, not retryable). */

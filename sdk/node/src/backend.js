@@ -257,7 +257,12 @@ export class BackendConnection extends EventEmitter {
         if (!s || !s.channels.delete(msg.channel)) break;
         const left = this._leftWhileDown.get(msg.session);
         if (left) left.delete(msg.channel);
-        this.emit('left', { session: msg.session, user: s.user, channel: msg.channel, reason: msg.reason });
+        // A join the store refused after its ack (reason 'refused') says why:
+        // its code and message, which the app needs to tell a channel limit
+        // (too_many_channels) from a session the store lost (no_session).
+        const e = { session: msg.session, user: s.user, channel: msg.channel, reason: msg.reason };
+        if (msg.code !== undefined) { e.code = msg.code; e.message = msg.message; }
+        this.emit('left', e);
         break;
       }
       case 'error':

@@ -203,3 +203,34 @@ export function backendSuite(hooks) {
   };
   return s;
 }
+
+/**
+ * A private redis-server (none: null, for the test to skip) on a unix
+ * socket in a directory of its own, no persistence: no port to collide with
+ * the other suites'. `store` is the --store value of the presenced instances
+ * that share it; stop() ends it by its pid.
+ */
+export async function startRedis() {
+  const exe = ['/usr/bin/redis-server', '/usr/local/bin/redis-server'].find((p) => fs.existsSync(p));
+  if (!exe) return null;
+  const dir = fs.mkdtempSync(path.join((await import('node:os')).tmpdir(), 'sdk-node-redis-'));
+  const sock = path.join(dir, 'redis.sock');
+  const proc = spawn(exe, ['--port', '0', '--unixsocket', sock, '--save', '', '--appendonly', 'no', '--dir', dir],
+    { stdio: 'ignore' });
+  const exited = new Promise((r) => proc.once('exit', r));
+  const ping = () => new Promise((resolve) => {
+    const c = net.connect(sock);
+    c.once('error', () => resolve(false));
+    c.once('data', (d) => { c.destroy(); resolve(String(d).startsWith('+PONG')); });
+    c.write('PING\r\n');
+  });
+  await waitFor(ping, { what: 'redis-server PING', timeout: 5000 });
+  return {
+    store: `unix:${sock}`,
+    async stop() {
+      if (proc.exitCode === null && proc.signalCode === null) process.kill(proc.pid, 'SIGKILL');
+      await exited;
+      fs.rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}

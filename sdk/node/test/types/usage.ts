@@ -38,7 +38,7 @@ const sid: string = backend.open('alice', { device: 'web', meta: { name: 'Alice'
 backend.setStatus(sid, 'idle');
 backend.join(sid, 'room:1', { color: 'red' });
 backend.on('rejected', ({ op, code }) => console.log(op.op, code));
-backend.on('left', ({ session, user, channel, reason }) => console.log(session, user, channel, reason === 'kicked', reason === 'refused'));
+backend.on('left', ({ session, user, channel, reason, code, message }) => console.log(session, user, channel, reason === 'kicked', reason === 'refused', code === 'too_many_channels', message));
 // 'fatal' is a PresenceError: its retryable tells origin_taken_over (false) from a network error.
 backend.on('fatal', (e) => console.log(e.code === 'origin_taken_over', e.retryable, e.status));
 // @ts-expect-error a session status is online or idle

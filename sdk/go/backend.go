@@ -39,8 +39,24 @@ type BackendOptions struct {
 	// removal came while the connection was down (presenced tells it before
 	// the next welcome).
 	OnLeft func(session, user, channel, reason string)
+	// OnLeftNotice is OnLeft with the whole notice: a join or update that
+	// Redis refused after its ack (reason "refused") has the op's Code
+	// (CodeTooManyChannels, CodeNoSession, CodeNotJoined, CodeInternal) and
+	// a Message, which OnLeft's arguments cannot carry. When set, OnLeft is
+	// not called.
+	OnLeftNotice func(LeftNotice)
 	// OnError: a lost connection or a refused frame (it reconnects by itself).
 	OnError func(error)
+}
+
+// LeftNotice is a session of this origin taken out of a channel
+// (protocol.md 5.4): by the API (RemoveFromChannel, Reason "kicked"), or a
+// join or update that Redis refused after its ack (Reason "refused", with
+// the op's Code and Message).
+type LeftNotice struct {
+	Session, User, Channel string
+	Reason                 string
+	Code, Message          string // of a refused one; "" for a removal
 }
 
 // BackendOp is one operation of a batch (protocol.md section 5.2).
@@ -432,7 +448,10 @@ func (b *Backend) serve(ctx context.Context, c *websocket.Conn, first *bool, rea
 				}
 			}
 			b.mu.Unlock()
-			if had && b.o.OnLeft != nil {
+			if had && b.o.OnLeftNotice != nil {
+				b.o.OnLeftNotice(LeftNotice{Session: m.Session, User: user, Channel: m.Channel,
+					Reason: m.Reason, Code: m.Code, Message: m.Message})
+			} else if had && b.o.OnLeft != nil {
 				b.o.OnLeft(m.Session, user, m.Channel, m.Reason)
 			}
 		case "error":

@@ -10,7 +10,7 @@ from .tokens import mint_token
 from .webhooks import verify_webhook, WebhookGuard, Delivery, WSGIWebhook, ASGIWebhook
 from .api import PresenceAPI, User, Session
 from .events import EventStream, StreamItem
-from .backend import BackendConnection
+from .backend import BackendConnection, LeftNotice
 
 PROTOCOL_VERSION = 1
 __version__ = "1.0.0"
@@ -18,5 +18,5 @@ __version__ = "1.0.0"
 __all__ = [
     "PROTOCOL_VERSION", "PresenceError", "WebhookError", "mint_token", "verify_webhook",
     "WebhookGuard", "Delivery", "WSGIWebhook", "ASGIWebhook", "PresenceAPI", "User", "Session",
-    "EventStream", "StreamItem", "BackendConnection",
+    "EventStream", "StreamItem", "BackendConnection", "LeftNotice",
 ]

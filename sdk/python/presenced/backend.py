@@ -33,10 +33,24 @@ import os
 import threading
 import urllib.parse
 import uuid
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, NamedTuple, Optional
 
 from ._auth import bearer, check_url
 from .errors import BackendRefused, PresenceError, _error_of
+
+
+class LeftNotice(NamedTuple):
+    """A session of this origin taken out of a channel (protocol.md 5.4): by
+    the API (``remove_from_channel``, reason ``"kicked"``), or a join or
+    update that Redis refused after its ack (reason ``"refused"``, with the
+    op's ``code``: ``too_many_channels``, ``no_session``, ``not_joined``,
+    ``internal``, and a ``message``; both ``""`` for a removal)."""
+    session: str
+    user: str
+    channel: str
+    reason: str
+    code: str = ""
+    message: str = ""
 
 
 class BackendConnection:
@@ -87,6 +101,9 @@ class BackendConnection:
         # (session, user, channel, reason): a session removed from a channel by
         # presenced's API (remove_from_channel); the channel has left its list.
         self.on_left: Optional[Callable[[str, str, str, str], None]] = None
+        # on_left with the whole notice: a refused join's code and message,
+        # which on_left's arguments cannot carry. When set, on_left is not called.
+        self.on_left_notice: Optional[Callable[[LeftNotice], None]] = None
         self.on_error: Optional[Callable[[Exception], None]] = None
 
     # ---- running --------------------------------------------------------------
@@ -366,7 +383,10 @@ class BackendConnection:
                 return
             del s["channels"][channel]
             self._left_while_down.get(sid, set()).discard(channel)
-            if self.on_left:
+            if self.on_left_notice:
+                self.on_left_notice(LeftNotice(sid, s["user"], channel, msg.get("reason", ""),
+                                               msg.get("code") or "", msg.get("message") or ""))
+            elif self.on_left:
                 self.on_left(sid, s["user"], channel, msg.get("reason", ""))
         elif t == "error":
             if msg.get("code") == "origin_taken_over":     # the close 4009 follows, and is reported

@@ -299,6 +299,32 @@ func (c *Client) ChannelMembers(ctx context.Context, name string, limit int, aft
 	return &r, nil
 }
 
+// AllChannelMembers: every member of the channel, page after page of limit
+// (1..1000; 0: 1000), as the Node and Python SDKs' allChannelMembers /
+// all_channel_members (which a Go backend had to write itself around
+// ChannelMembers). A member present throughout is listed once.
+func (c *Client) AllChannelMembers(ctx context.Context, name string, limit int) ([]ChannelMember, error) {
+	if err := nonEmpty("AllChannelMembers: name", name); err != nil {
+		return nil, err
+	}
+	if limit <= 0 {
+		limit = 1000
+	}
+	var out []ChannelMember
+	after := ""
+	for {
+		p, err := c.ChannelMembers(ctx, name, limit, after)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, p.Members...)
+		if p.Next == nil || *p.Next == "" {
+			return out, nil
+		}
+		after = *p.Next
+	}
+}
+
 // Channels: the active channels under a prefix, one page; next is "" on the last.
 func (c *Client) Channels(ctx context.Context, prefix string, limit int, after string) (channels []ChannelCount, next string, err error) {
 	q := url.Values{"limit": {fmt.Sprint(limit)}}
@@ -350,19 +376,36 @@ func (c *Client) RemoveFromChannel(ctx context.Context, name, userID string) err
 	return c.Do(ctx, "DELETE", "/v1/channels/"+pathEscape(name)+"/members/"+pathEscape(userID), nil, nil)
 }
 
-// SetAvailability: "auto", "dnd", "away" or "invisible".
-func (c *Client) SetAvailability(ctx context.Context, userID, availability string) error {
+// UserAvailability is a user's availability as SetAvailability set it (the
+// answer of PUT /v1/users/{id}/availability).
+type UserAvailability struct {
+	UserID       string `json:"user_id"`
+	Availability string `json:"availability"` // auto, dnd, away, invisible
+}
+
+// SetAvailability: "auto", "dnd", "away" or "invisible"; returns what
+// presenced stored, as the Node and Python SDKs' setAvailability /
+// set_availability do.
+func (c *Client) SetAvailability(ctx context.Context, userID, availability string) (*UserAvailability, error) {
 	if err := nonEmpty("SetAvailability: userID", userID); err != nil {
-		return err
+		return nil, err
 	}
-	return c.Do(ctx, "PUT", "/v1/users/"+pathEscape(userID)+"/availability", map[string]string{"availability": availability}, nil)
+	var r UserAvailability
+	if err := c.Do(ctx, "PUT", "/v1/users/"+pathEscape(userID)+"/availability", map[string]string{"availability": availability}, &r); err != nil {
+		return nil, err
+	}
+	return &r, nil
 }
 
 // SetMessage sets the status message; expiresIn 0: no expiry, else whole seconds
-// (a fraction is refused: bad_expiry).
-func (c *Client) SetMessage(ctx context.Context, userID, text, emoji string, expiresIn time.Duration) error {
+// (a fraction is refused: bad_expiry). It returns the message as presenced
+// stored it, as the Node and Python SDKs' setMessage / set_message do: its
+// Expires is the expiry presenced reckoned (ms since the epoch, 0: none);
+// nil when text and emoji were both empty (that clears it). Set is 0 (the
+// answer does not carry it; GetUser does).
+func (c *Client) SetMessage(ctx context.Context, userID, text, emoji string, expiresIn time.Duration) (*StatusMessage, error) {
 	if err := nonEmpty("SetMessage: userID", userID); err != nil {
-		return err
+		return nil, err
 	}
 	body := map[string]any{"text": text}
 	if emoji != "" {
@@ -378,7 +421,13 @@ func (c *Client) SetMessage(ctx context.Context, userID, text, emoji string, exp
 			body["expires_in"] = expiresIn.Seconds()
 		}
 	}
-	return c.Do(ctx, "PUT", "/v1/users/"+pathEscape(userID)+"/message", body, nil)
+	var r struct {
+		Message *StatusMessage `json:"message"`
+	}
+	if err := c.Do(ctx, "PUT", "/v1/users/"+pathEscape(userID)+"/message", body, &r); err != nil {
+		return nil, err
+	}
+	return r.Message, nil
 }
 
 // ClearMessage: DELETE /v1/users/{id}/message.

@@ -260,7 +260,7 @@ func TestBackendChannels(t *testing.T) {
 	}
 	// A member's availability and the channels of a user, as the Node and
 	// Python SDKs give them (userChannels, user_channels).
-	if err := api.SetAvailability(ctx, "bob", "dnd"); err != nil {
+	if _, err := api.SetAvailability(ctx, "bob", "dnd"); err != nil {
 		t.Fatal(err)
 	}
 	if p2, _ := api.ChannelMembers(ctx, "room:1", 1, *p.Next); p2.Members[0].Availability != "dnd" {
@@ -273,6 +273,16 @@ func TestBackendChannels(t *testing.T) {
 		t.Fatalf("UserChannels(bob): %+v %v", uc, err)
 	}
 	api.SetAvailability(ctx, "bob", "auto")
+	// Every member, page after page, as the Node and Python SDKs' allChannelMembers.
+	for _, limit := range []int{1, 0} {
+		all, err := api.AllChannelMembers(ctx, "room:1", limit)
+		if err != nil || len(all) != 2 || all[0].UserID != "ann" || all[1].UserID != "bob" || string(all[0].Data) != `{"color":"red"}` {
+			t.Fatalf("AllChannelMembers(room:1, %d): %+v %v", limit, all, err)
+		}
+	}
+	if all, err := api.AllChannelMembers(ctx, "room:none", 0); err != nil || len(all) != 0 {
+		t.Fatalf("AllChannelMembers of an empty channel: %+v %v", all, err)
+	}
 	chs, next, _ := api.Channels(ctx, "room:", 100, "")
 	if fmt.Sprint(chs) != "[{room:1 2 2} {room:2 1 1}]" || next != "" {
 		t.Fatalf("channels %v %q", chs, next)

@@ -38,11 +38,16 @@ func TestStatusSettings(t *testing.T) {
 	if u, _ := api.GetUser(ctx, "gina"); u.Devices["mobile"].Sessions != 1 {
 		t.Fatalf("devices %+v", u.Devices)
 	}
-	if err := api.SetAvailability(ctx, "gina", "dnd"); err != nil {
-		t.Fatal(err)
+	// What presenced stored comes back, as from the Node and Python SDKs:
+	// the message's expiry as presenced reckoned it.
+	if a, err := api.SetAvailability(ctx, "gina", "dnd"); err != nil || a.UserID != "gina" || a.Availability != "dnd" {
+		t.Fatalf("SetAvailability: %+v %v", a, err)
 	}
-	if err := api.SetMessage(ctx, "gina", "Lunch", "🥪", 30*time.Minute); err != nil {
-		t.Fatal(err)
+	before := time.Now()
+	m, err := api.SetMessage(ctx, "gina", "Lunch", "🥪", 30*time.Minute)
+	if err != nil || m == nil || m.Text != "Lunch" || m.Emoji != "🥪" ||
+		m.Expires < before.Add(30*time.Minute).UnixMilli()-1000 || m.Expires > time.Now().Add(30*time.Minute).UnixMilli()+1000 {
+		t.Fatalf("SetMessage: %+v %v", m, err)
 	}
 	u, _ := api.GetUser(ctx, "gina")
 	if u.Availability != "dnd" || u.Message == nil || u.Message.Emoji != "🥪" || u.Message.Expires < time.Now().Add(29*time.Minute).UnixMilli() {
@@ -54,15 +59,18 @@ func TestStatusSettings(t *testing.T) {
 	if u, _ := api.GetUser(ctx, "gina"); u.Message != nil {
 		t.Fatalf("message kept: %+v", u.Message)
 	}
-	if err := api.SetAvailability(ctx, "gina", "asleep"); !IsCode(err, "bad_availability") {
-		t.Errorf("bad availability: %v", err)
+	if m, err := api.SetMessage(ctx, "gina", "", "", 0); err != nil || m != nil {
+		t.Fatalf("SetMessage of no text and no emoji (clears): %+v %v", m, err)
 	}
-	if err := api.SetMessage(ctx, "gina", strings.Repeat("x", 500), "", 0); !IsCode(err, "bad_message") {
-		t.Errorf("long message: %v", err)
+	if a, err := api.SetAvailability(ctx, "gina", "asleep"); !IsCode(err, "bad_availability") || a != nil {
+		t.Errorf("bad availability: %+v %v", a, err)
+	}
+	if m, err := api.SetMessage(ctx, "gina", strings.Repeat("x", 500), "", 0); !IsCode(err, "bad_message") || m != nil {
+		t.Errorf("long message: %+v %v", m, err)
 	}
 	// Not whole seconds: refused, not cut to 1 s (or sent as 0) without a word.
 	for _, d := range []time.Duration{1500 * time.Millisecond, 500 * time.Millisecond} {
-		if err := api.SetMessage(ctx, "gina-frac", "x", "", d); !IsCode(err, "bad_expiry") {
+		if _, err := api.SetMessage(ctx, "gina-frac", "x", "", d); !IsCode(err, "bad_expiry") {
 			t.Errorf("expiresIn %v: %v", d, err)
 		}
 	}

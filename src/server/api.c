@@ -39,9 +39,14 @@ int api_require_key(conn_t *c, const http_req_t *r) {
   return -1;
 }
 
-/* The store could not answer (Redis away or slow): 503, retry later. */
+/* The store could not answer (Redis away or slow): 503, retry later. Every
+ * path says store_unavailable (out_of_memory when that is the cause), the
+ * codes docs/api.md lists: a backend matches on them to retry. */
 static void store_error(conn_t *c, int rc) {
-  http_error(c, 503, "store_unavailable", presence_strerror(rc));
+  if (rc == PRESENCE_ENOMEM)
+    http_error(c, 503, "out_of_memory", "out of memory");
+  else
+    http_error(c, 503, "store_unavailable", presence_strerror(rc));
 }
 
 /* Every query is answered through a callback: at once with the embedded
@@ -221,7 +226,10 @@ static void kick(conn_t *c, const char *id) {
     return;
   }
   if (rc != 0) {
-    http_error(c, 503, "store_error", presence_strerror(rc));
+    /* The in-process store ends a session it holds without fail; were it
+     * to fail, the answer is the one every other store failure gets (a
+     * kick alone said store_error, a code no other path sent). */
+    store_error(c, rc);
     return;
   }
   kicked(c, id);

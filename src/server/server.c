@@ -20,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <arpa/inet.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <time.h>
@@ -1375,6 +1376,22 @@ int srv_listen(srv_t *s) {
               uv_strerror(rc));
     return -1;
   }
+  /* Port 0 asks the kernel for a free port: the start line names the one
+   * bound, the only way an operator or a script learns it. */
+  struct sockaddr_storage bound;
+  int blen = (int)sizeof bound;
+  if (s->cfg.port == 0 &&
+      uv_tcp_getsockname(&s->listener, (struct sockaddr *)&bound, &blen) == 0) {
+    int port = ntohs(bound.ss_family == AF_INET6
+                         ? ((struct sockaddr_in6 *)&bound)->sin6_port
+                         : ((struct sockaddr_in *)&bound)->sin_port);
+    const char *colon = strrchr(s->cfg.listen, ':');
+    int hl = (int)(colon - s->cfg.listen);
+    char was[sizeof s->cfg.listen];
+    snprintf(was, sizeof was, "%s", s->cfg.listen);
+    snprintf(s->cfg.listen, sizeof s->cfg.listen, "%.*s:%d", hl, was, port);
+    s->cfg.port = port;
+  }
   uint64_t iv = house_interval(&s->cfg);
   uv_timer_start(&s->house_timer, on_house, iv, iv);
   srv_log(s, PRESENCE_LOG_INFO, "listening on %s (instance %s%s)",
@@ -1443,7 +1460,12 @@ void srv_shutdown(srv_t *s) {
   /* Backends' sessions end too (reason shutdown), before the flush. */
   origin_shutdown(s);
 #ifdef PRESENCED_HAVE_REDIS
-  if (s->rstore) {
+  /* An instance never registered (it failed before its first answer from
+   * Redis: a busy port, a worker that cannot start) holds no lease and
+   * wrote no session: there is nothing to leave, and a "leaving Redis:
+   * store unavailable" line would tell of a join and an outage that never
+   * happened. */
+  if (s->rstore && presence_redis_epoch(s->rstore) != 0) {
     /* The sessions' ends and the lease's release go to Redis first; the
      * event streams and webhooks are flushed once that is done (on_left),
      * all within the shutdown limit. */

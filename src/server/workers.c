@@ -29,6 +29,7 @@
 #include "presence_redis.h"
 #endif
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <signal.h>
 #include <sys/socket.h>
@@ -236,6 +237,45 @@ static int on_exit_of(worker_t *w, uint32_t k, int status, int stopping) {
   return 0;
 }
 
+/* --listen HOST:0 with --workers: each worker asking the kernel for a port
+ * would get one of its own, and the workers would serve on N ports, none
+ * of them the one the start line named. The supervisor asks once: a
+ * socket bound with SO_REUSEPORT (never listening, so it takes no
+ * connection) holds the port for the workers and their restarts, which
+ * bind it by number. Returns the socket (or -1, the workers then try the
+ * port themselves and say why they cannot). */
+#ifndef SO_REUSEPORT
+#define SO_REUSEPORT 15 /* Linux's, hidden by the strict POSIX level */
+#endif
+static int reserve_port(srv_config_t *cfg) {
+  struct sockaddr_storage ss;
+  memset(&ss, 0, sizeof ss);
+  int v6 = strchr(cfg->host, ':') != NULL;
+  int rc = v6 ? uv_ip6_addr(cfg->host, 0, (struct sockaddr_in6 *)&ss)
+              : uv_ip4_addr(cfg->host, 0, (struct sockaddr_in *)&ss);
+  if (rc != 0) return -1;
+  int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return -1;
+  int on = 1;
+  socklen_t len = v6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
+  if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof on) != 0 ||
+      setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &on, sizeof on) != 0 ||
+      bind(fd, (struct sockaddr *)&ss, len) != 0 ||
+      getsockname(fd, (struct sockaddr *)&ss, &len) != 0) {
+    close(fd);
+    return -1;
+  }
+  int port = ntohs(v6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
+                      : ((struct sockaddr_in *)&ss)->sin_port);
+  const char *colon = strrchr(cfg->listen, ':');
+  char was[sizeof cfg->listen];
+  snprintf(was, sizeof was, "%s", cfg->listen);
+  snprintf(cfg->listen, sizeof cfg->listen, "%.*s:%d",
+           (int)(colon - cfg->listen), was, port);
+  cfg->port = port;
+  return fd;
+}
+
 int workers_run(srv_config_t *cfg, int *exit_code) {
   uint32_t n = cfg->workers;
   char uuid[37];
@@ -273,12 +313,15 @@ int workers_run(srv_config_t *cfg, int *exit_code) {
   /* bench/workers.py measures the machine without the feed too. */
   const char *nf = getenv("PRESENCED_BENCH_NO_LOG_FEED");
   if (!nf || strcmp(nf, "1")) feeds_make(n);
+  int port_fd = cfg->port == 0 ? reserve_port(cfg) : -1;
+  sup.cfg = *cfg;
   srv_log(&sup, PRESENCE_LOG_INFO, "supervising %u workers on %s", n,
           cfg->listen);
   for (uint32_t i = 0; i < n; i++) {
     int r = spawn(&ws[i], i + 1, cfg, &old);
     if (r == 1) {
       free(ws);
+      if (port_fd >= 0) close(port_fd);
       return (int)(i + 1);
     }
     if (r < 0) {
@@ -326,6 +369,7 @@ int workers_run(srv_config_t *cfg, int *exit_code) {
         int r = spawn(&ws[i], i + 1, cfg, &old);
         if (r == 1) {
           free(ws);
+          if (port_fd >= 0) close(port_fd);
           return (int)(i + 1);
         }
         if (r < 0) ws[i].restart_at = now + RESTART_MAX_MS;
@@ -351,6 +395,7 @@ int workers_run(srv_config_t *cfg, int *exit_code) {
     }
   }
   free(ws);
+  if (port_fd >= 0) close(port_fd);
   srv_log(&sup, PRESENCE_LOG_INFO, "stopped");
   *exit_code = failed ? 1 : 0;
   return 0;

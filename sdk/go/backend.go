@@ -497,7 +497,10 @@ func (b *Backend) serve(ctx context.Context, c *websocket.Conn, first *bool, rea
 			}
 			b.mu.Unlock()
 			if b.o.OnError != nil {
-				b.o.OnError(errors.New("presence backend: frame refused: " + m.Code + ": " + m.Message))
+				// An *Error with the frame's code (CodeRateLimited,
+				// CodeBadField...), for errors.As and IsCode, as the Node
+				// SDK's 'error' has it; it was a plain string.
+				b.o.OnError(&Error{Code: m.Code, Message: "backend frame refused: " + m.Message})
 			}
 		}
 	}

@@ -509,6 +509,49 @@ func TestBackendRateLimitedSyncIsSentAgain(t *testing.T) {
 	}
 }
 
+// A frame presenced refuses (protocol.md 5.2: an error frame) reaches
+// OnError as an *Error with the frame's code, for errors.As and IsCode, as
+// the Node SDK's 'error' has it (it was an errors.New string). Here
+// rate_limited: 150 opens in frames of 50 under 100 ops a second.
+func TestBackendRefusedFrameHasItsCode(t *testing.T) {
+	d := ownDaemon(t, "--backend-ops-per-sec", "100")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	errs := make(chan error, 64)
+	b := NewBackend(BackendOptions{URL: d.url(), APIKey: testAPIKey, Origin: "go-rf", MaxOps: 50,
+		OnError: func(err error) {
+			select {
+			case errs <- err:
+			default:
+			}
+		}})
+	if _, err := b.Connect(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer b.End(ctx, true)
+	for i := 0; i < 150; i++ {
+		b.Open(fmt.Sprint("rf", i), OpenOptions{})
+	}
+	b.Flush(ctx)
+	select {
+	case err := <-errs:
+		var pe *Error
+		if !errors.As(err, &pe) || pe.Code != CodeRateLimited || !IsCode(err, CodeRateLimited) || !pe.Retryable() ||
+			!strings.Contains(pe.Message, "frame refused") {
+			t.Fatalf("OnError: %#v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("no OnError for the rate limited frame")
+	}
+	// The frame codes no retry heals are not Retryable (their Status is 0,
+	// as for no answer).
+	for _, code := range []string{CodeBadJSON, CodeUnknownType, CodeBadField, CodeTooManyOps} {
+		if (&Error{Code: code}).Retryable() {
+			t.Errorf("a refused frame's %s is Retryable", code)
+		}
+	}
+}
+
 // Two processes with one origin: the newer connection keeps it; the older
 // Backend stops (OnError origin_taken_over) instead of taking it back, which
 // started a loop in which each sync ended the other's sessions.

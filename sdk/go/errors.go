@@ -91,11 +91,18 @@ func (e *Error) Error() string {
 }
 func (e *Error) Unwrap() error { return e.Err }
 
-// Retryable: no answer (but for a bad URL or argument, or an origin another
-// process took over), a 5xx, 408 or 429.
+// Retryable: no answer (but for a bad URL or argument, an origin another
+// process took over, or a Backend frame presenced refused for its content:
+// sent again it is refused again), a 5xx, 408 or 429.
 func (e *Error) Retryable() bool {
-	return (e.Status == 0 && e.Code != CodeBadURL && e.Code != CodeBadArgument && e.Code != CodeOriginTakenOver) ||
-		e.Status >= 500 || e.Status == 408 || e.Status == 429
+	if e.Status == 0 {
+		switch e.Code {
+		case CodeBadURL, CodeBadArgument, CodeOriginTakenOver, CodeBadJSON, CodeUnknownType, CodeBadField, CodeTooManyOps:
+			return false
+		}
+		return true
+	}
+	return e.Status >= 500 || e.Status == 408 || e.Status == 429
 }
 
 // checkURL refuses a base URL no request can go to (127.0.0.1:7070, without

@@ -402,7 +402,12 @@ class BackendConnection:
                 self._frames.pop(msg["seq"], None)
                 self._notify_acked()
             if self.on_error:
-                self.on_error(RuntimeError(f"backend frame refused: {msg.get('code')}: {msg.get('message')}"))
+                # A PresenceError with the frame's code (codes.RATE_LIMITED,
+                # codes.BAD_FIELD...), as the Node SDK's 'error' has .code and
+                # the Go SDK's OnError an *Error: it was a RuntimeError whose
+                # code was only in its text.
+                self.on_error(PresenceError(0, str(msg.get("code") or "bad_response"),
+                                            f"backend frame refused: {msg.get('message')}"))
 
     def _undo(self, op: Dict[str, Any], code: str):
         sid = op.get("session")

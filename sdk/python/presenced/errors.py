@@ -19,9 +19,14 @@ class PresenceError(Exception):
 
     @property
     def retryable(self) -> bool:
-        """No answer (but origin_taken_over: another process holds the origin), a 5xx, 408 or 429."""
-        return ((self.status == 0 and self.code != "origin_taken_over") or self.status >= 500
+        """No answer (but origin_taken_over: another process holds the origin;
+        or a BackendConnection frame refused for its content, which sent again
+        is refused again), a 5xx, 408 or 429."""
+        return ((self.status == 0 and self.code not in _NOT_RETRYABLE_WITHOUT_STATUS) or self.status >= 500
                 or self.status in (408, 429))
+
+
+_NOT_RETRYABLE_WITHOUT_STATUS = ("origin_taken_over", "bad_json", "unknown_type", "bad_field", "too_many_ops")
 
 
 class BackendRefused(PresenceError, ConnectionRefusedError):

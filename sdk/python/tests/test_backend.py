@@ -307,6 +307,40 @@ def test_a_rate_limited_reassert_is_sent_again():
         rl.stop()
 
 
+def test_a_refused_frame_is_a_presence_error_with_its_code():
+    # A frame presenced refuses (protocol.md 5.2's error frame) reaches
+    # on_error as a PresenceError with the frame's code, as the Node SDK's
+    # 'error' has .code and the Go SDK's OnError an *Error: it was a
+    # RuntimeError whose code was only in its text. Here rate_limited: 150
+    # opens in frames of 50 under 100 ops a second.
+    from presenced import codes
+    rl = Presenced("--backend-ops-per-sec", "100").start()
+
+    async def main():
+        b = BackendConnection(rl.url, API_KEY, "py-rf", max_ops=50)
+        errors = []
+        b.on_error = errors.append
+        await b.connect()
+        for i in range(150):
+            b.open(f"rf{i}")
+        await b.flush()
+        try:
+            assert errors, "no on_error for the rate limited frame"
+            e = errors[0]
+            assert isinstance(e, PresenceError), repr(e)
+            assert (e.code, e.status, e.retryable) == (codes.RATE_LIMITED, 0, True), repr(e)
+            assert "frame refused" in str(e), str(e)
+        finally:
+            await b.end(bye=True)
+    try:
+        asyncio.run(asyncio.wait_for(main(), 30))
+    finally:
+        rl.stop()
+    # The frame codes no retry heals are not retryable (status 0, as for no answer).
+    for code in (codes.BAD_JSON, codes.UNKNOWN_TYPE, codes.BAD_FIELD, codes.TOO_MANY_OPS):
+        assert not PresenceError(0, code, "x").retryable, code
+
+
 def test_a_redirect_is_not_followed_with_the_api_key():
     # An upgrade answered with a redirect to another host: the Node SDK's ws
     # follows none; websockets went there with the Authorization header.

@@ -269,7 +269,11 @@ export class BackendConnection extends EventEmitter {
         // origin_taken_over: the close 4009 that follows reports it (once,
         // with what this connection does now), as the Go and Python SDKs do.
         if (msg.code === 'origin_taken_over') break;
-        this._error(Object.assign(new Error(`backend frame refused: ${msg.code}: ${msg.message}`), msg));
+        // A PresenceError (status 0) with the frame's code, and its seq and
+        // retry_ms, as the Go SDK's *Error and the Python SDK's PresenceError:
+        // it was a plain Error, with no retryable to tell it by.
+        this._error(Object.assign(new PresenceError(0, msg.code, `backend frame refused: ${msg.message}`),
+          msg.seq !== undefined ? { seq: msg.seq } : {}, msg.retry_ms !== undefined ? { retry_ms: msg.retry_ms } : {}));
         if (msg.code === 'rate_limited' && msg.seq !== undefined) this._retryBatch(msg.seq, msg.retry_ms || 100);
         else if (msg.seq !== undefined) this._onAck({ seq: msg.seq, applied: 0, frameError: msg.code });
         break;

@@ -3,6 +3,8 @@
 // status plus {"error":{"code","message"}} (docs/api.md#errors); `code` is the
 // stable part to match on.
 
+const NOT_RETRYABLE_WITHOUT_STATUS = ['origin_taken_over', 'bad_json', 'unknown_type', 'bad_field', 'too_many_ops'];
+
 export class PresenceError extends Error {
   /**
    * @param {number} status  HTTP status (0 when no answer came: network error)
@@ -15,9 +17,13 @@ export class PresenceError extends Error {
     this.status = status;
     this.code = code;
   }
-  /** Worth retrying: no answer (but origin_taken_over: another process holds the origin), a 5xx, 408 or 429. */
+  /**
+   * Worth retrying: no answer (but origin_taken_over: another process holds
+   * the origin; or a backend frame refused for its content, which sent again
+   * is refused again), a 5xx, 408 or 429.
+   */
   get retryable() {
-    return (this.status === 0 && this.code !== 'origin_taken_over') || this.status >= 500 || this.status === 408 || this.status === 429;
+    return (this.status === 0 && !NOT_RETRYABLE_WITHOUT_STATUS.includes(this.code)) || this.status >= 500 || this.status === 408 || this.status === 429;
   }
 }
 

@@ -183,3 +183,21 @@ test('connect() after end() says so, not that it never connected', async (t) => 
   await b.end({ bye: true });
   await assert.rejects(b.connect(), /end\(\) was called\): make a new one/);
 });
+
+test('a refused frame is told to error as a PresenceError with its code, as the Go and Python SDKs tell it', async (t) => {
+  if (skipUnlessSupported(t)) return;
+  // It was a plain Error with the frame's fields copied on: a code, but no
+  // PresenceError to tell it by, and no retryable (Go: an *Error, Python: a
+  // PresenceError, both not retryable for a frame no retry heals).
+  const a = mk(t, { origin: 'node-frame' });
+  const errors = [];
+  a.on('error', (e) => errors.push(e));
+  await a.connect();
+  a._ws.send('{"type":"batch","seq":"x","ops":[]}');   // bad_field: an error frame
+  await waitFor(() => errors.length === 1, { what: 'the error event', timeout: 3000 });
+  const [e] = errors;
+  assert.ok(e instanceof PresenceError, String(e));
+  assert.deepEqual([e.code, e.status, e.retryable], ['bad_field', 0, false]);
+  assert.match(e.message, /^bad_field: backend frame refused: /);
+  assert.equal(new PresenceError(0, 'rate_limited', 'x').retryable, true, 'rate_limited is sent again later');
+});

@@ -365,13 +365,33 @@ static const char *str(const cJSON *o, const char *k) {
   return cJSON_IsString(v) ? v->valuestring : "";
 }
 
-/* Milliseconds since the epoch as local time; 0 is "never". */
-static const char *when(double ms, char *out, size_t cap) {
-  if (ms <= 0) return "-";
+/* Milliseconds since the epoch as ISO 8601 local time with its offset,
+ * 2026-12-08T06:31:02+01:00 (Z when local time is UTC), with_ms adding
+ * .123 to the seconds. The offset is written: a time read in a terminal
+ * on another host, a log pasted in a ticket or a machine across a DST
+ * change otherwise reads as an hour off, or several. 0 on failure. */
+static int iso_time(double ms, int with_ms, char *out, size_t cap) {
   time_t t = (time_t)(ms / 1000);
   struct tm tm;
-  if (!localtime_r(&t, &tm) || !strftime(out, cap, "%Y-%m-%d %H:%M:%S", &tm))
-    snprintf(out, cap, "%.0f", ms);
+  char z[8];
+  if (!localtime_r(&t, &tm) || !strftime(out, cap, "%Y-%m-%dT%H:%M:%S", &tm) ||
+      !strftime(z, sizeof z, "%z", &tm) || strlen(z) != 5)
+    return 0;
+  size_t n = strlen(out);
+  if (with_ms)
+    n += (size_t)snprintf(out + n, n < cap ? cap - n : 0, ".%03d",
+                          (int)((long long)ms % 1000));
+  if (!strcmp(z, "+0000"))
+    n += (size_t)snprintf(out + n, n < cap ? cap - n : 0, "Z");
+  else
+    n += (size_t)snprintf(out + n, n < cap ? cap - n : 0, "%.3s:%s", z, z + 3);
+  return n < cap;
+}
+
+/* Milliseconds since the epoch as iso_time; 0 is "never". */
+static const char *when(double ms, char *out, size_t cap) {
+  if (ms <= 0) return "-";
+  if (!iso_time(ms, 0, out, cap)) snprintf(out, cap, "%.0f", ms);
   return out;
 }
 
@@ -411,12 +431,12 @@ static int cmd_status(int argc, char **argv) {
     cJSON_Delete(o);
     return EXIT_OK;
   }
-  printf("%-24s %-8s %8s  %-19s  %s\n", "USER", "STATUS", "SESSIONS", "SINCE",
+  printf("%-24s %-8s %8s  %-25s  %s\n", "USER", "STATUS", "SESSIONS", "SINCE",
          "LAST SEEN");
   cJSON *u;
   cJSON_ArrayForEach(u, all) {
     char a[32], b[32];
-    printf("%-24s %-8s %8.0f  %-19s  %s\n", str(u, "user_id"), str(u, "status"),
+    printf("%-24s %-8s %8.0f  %-25s  %s\n", str(u, "user_id"), str(u, "status"),
            num(u, "sessions"), when(num(u, "since"), a, 32),
            when(num(u, "last_seen"), b, 32));
   }
@@ -472,14 +492,14 @@ static int cmd_channel(int argc, char **argv) {
   cJSON_Delete(count);
   printf("channel %s: %.0f member%s\n", argv[0], n, n == 1 ? "" : "s");
   if (n > 0)
-    printf("%-24s %-8s %8s  %-19s  %s\n", "USER", "STATUS", "SESSIONS",
+    printf("%-24s %-8s %8s  %-25s  %s\n", "USER", "STATUS", "SESSIONS",
            "SINCE", "DATA");
   cJSON *m;
   cJSON_ArrayForEach(m, all) {
     char a[32];
     const cJSON *data = cJSON_GetObjectItemCaseSensitive(m, "data");
     char *ds = data && !cJSON_IsNull(data) ? cJSON_PrintUnformatted(data) : NULL;
-    printf("%-24s %-8s %8d  %-19s  %s\n", str(m, "user_id"), str(m, "status"),
+    printf("%-24s %-8s %8d  %-25s  %s\n", str(m, "user_id"), str(m, "status"),
            cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(m, "sessions")),
            when(num(m, "since"), a, 32), ds ? ds : "-");
     free(ds);
@@ -578,7 +598,7 @@ static int cmd_sessions(int argc, char **argv) {
   if (cJSON_GetArraySize(list) == 0) {
     printf("%s has no open session\n", argv[0]);
   } else {
-    printf("%-36s %-7s  %-19s  %-19s  %-10s %s\n", "SESSION", "STATUS",
+    printf("%-36s %-7s  %-25s  %-25s  %-10s %s\n", "SESSION", "STATUS",
            "CONNECTED", "SINCE", "INSTANCE", "META");
     cJSON *s;
     cJSON_ArrayForEach(s, list) {
@@ -586,7 +606,7 @@ static int cmd_sessions(int argc, char **argv) {
       cJSON *meta = cJSON_GetObjectItemCaseSensitive(s, "meta");
       char *m =
           meta && !cJSON_IsNull(meta) ? cJSON_PrintUnformatted(meta) : NULL;
-      printf("%-36s %-7s  %-19s  %-19s  %-10s %s\n", str(s, "session_id"),
+      printf("%-36s %-7s  %-25s  %-25s  %-10s %s\n", str(s, "session_id"),
              str(s, "status"), when(num(s, "connected"), a, 32),
              when(num(s, "since"), b, 32), str(s, "instance"), m ? m : "-");
       free(m);
@@ -610,7 +630,7 @@ static int cmd_origins(int argc, char **argv) {
   if (cJSON_GetArraySize(list) == 0) {
     printf("no origin\n");
   } else {
-    printf("%-32s %-9s %10s  %-19s  %s\n", "ORIGIN", "STATE", "SESSIONS",
+    printf("%-32s %-9s %10s  %-25s  %s\n", "ORIGIN", "STATE", "SESSIONS",
            "SINCE", "DETACHED SINCE");
     cJSON *o;
     uint64_t total = 0;
@@ -618,7 +638,7 @@ static int cmd_origins(int argc, char **argv) {
       char a[32], b[32];
       double n = num(o, "sessions");
       total += (uint64_t)n;
-      printf("%-32s %-9s %10.0f  %-19s  %s\n", str(o, "origin"),
+      printf("%-32s %-9s %10.0f  %-25s  %s\n", str(o, "origin"),
              str(o, "state"), n, when(num(o, "since"), a, 32),
              num(o, "detached_since") > 0 ? when(num(o, "detached_since"), b, 32)
                                           : "-");
@@ -863,12 +883,9 @@ static void print_event(sse_t *st) {
              "(re-read the state you depend on)\n",
              num(d, "after"), num(d, "oldest"));
   } else {
-    char ts[40];
+    char ts[48];
     double ms = num(d, "ts");
-    time_t t = (time_t)(ms / 1000);
-    struct tm tm;
-    if (!localtime_r(&t, &tm) || !strftime(ts, sizeof ts, "%H:%M:%S", &tm))
-      strcpy(ts, "--:--:--");
+    if (!iso_time(ms, 1, ts, sizeof ts)) strcpy(ts, "-");
     /* The event's seq, not its id: with Redis in shards the id is a
      * cursor, too long to read. */
     char seq[24];
@@ -877,8 +894,7 @@ static void print_event(sse_t *st) {
       snprintf(seq, sizeof seq, "%s", sq->valuestring);
     else
       snprintf(seq, sizeof seq, "%.0f", numval(sq));
-    printf("%s.%03d #%-6s %-20s %s", ts, (int)((long long)ms % 1000), seq,
-           st->event, str(d, "user_id"));
+    printf("%s #%-6s %-20s %s", ts, seq, st->event, str(d, "user_id"));
     /* session.disconnected carries no "to": a closed session is offline. */
     const char *to = *str(d, "to")                              ? str(d, "to")
                      : !strcmp(st->event, "session.disconnected") ? "offline"

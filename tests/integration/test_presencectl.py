@@ -26,8 +26,10 @@ from harness import *  # noqa: E402,F401,F403
 CTL = None  # set in main
 
 
-def ctl_env(d=None, url=None, key=API_KEY):
+def ctl_env(d=None, url=None, key=API_KEY, tz=None):
     env = {k: v for k, v in os.environ.items() if not k.startswith("PRESENCECTL_")}
+    if tz is not None:
+        env["TZ"] = tz
     if url is None and d is not None:
         url = f"http://{HOST}:{d.port}"
     if url is not None:
@@ -37,11 +39,11 @@ def ctl_env(d=None, url=None, key=API_KEY):
     return env
 
 
-async def ctl(*argv, d=None, url=None, key=API_KEY, timeout=15):
+async def ctl(*argv, d=None, url=None, key=API_KEY, timeout=15, tz=None):
     """Run presencectl; returns (exit code, stdout, stderr)."""
     p = await asyncio.create_subprocess_exec(
         CTL, *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE, env=ctl_env(d, url, key))
+        stderr=asyncio.subprocess.PIPE, env=ctl_env(d, url, key, tz))
     try:
         out, err = await asyncio.wait_for(p.communicate(), timeout)
     except asyncio.TimeoutError:
@@ -472,6 +474,48 @@ async def test_watch_json_and_human(t, d, args):
             and "user.offline" in lines[3], out)
 
 
+def iso(ms, offset_min, with_ms=False):
+    """ms since the epoch as presencectl must print it in a zone offset_min
+    east of UTC: ISO 8601 with the offset (Z for UTC)."""
+    import datetime
+    tz = datetime.timezone(datetime.timedelta(minutes=offset_min))
+    dt = datetime.datetime.fromtimestamp(ms // 1000, tz)
+    out = dt.strftime("%Y-%m-%dT%H:%M:%S")
+    if with_ms:
+        out += ".%03d" % (ms % 1000)
+    if offset_min == 0:
+        return out + "Z"
+    sign = "+" if offset_min > 0 else "-"
+    return out + "%s%02d:%02d" % (sign, abs(offset_min) // 60, abs(offset_min) % 60)
+
+
+async def test_times_carry_their_zone(t, d, args):
+    """Times in the human output say their zone: 'SINCE 2026-12-08 06:31:02'
+    read on another host, in a ticket or across a DST change was an hour
+    off, or five and a half. TZ is a POSIX zone (no tzdata needed): IST-5:30
+    is UTC+05:30, XST+3 is UTC-03:00."""
+    c = await Client.connect(d, "pc-tz")
+    r = await http(d, "GET", "/v1/users/pc-tz")
+    since = r.json()["since"]
+    r = await http(d, "GET", "/v1/users/pc-tz/sessions")
+    connected = r.json()["sessions"][0]["connected"]
+    for tz, off in (("IST-5:30", 330), ("XST+3", -180), ("UTC0", 0)):
+        rc, out, _ = await ctl("status", "pc-tz", d=d, tz=tz)
+        t.check(f"status TZ={tz}: SINCE in ISO 8601 with the zone ({iso(since, off)})",
+                rc == 0 and iso(since, off) in out, out)
+        rc, out, _ = await ctl("sessions", "pc-tz", d=d, tz=tz)
+        t.check(f"sessions TZ={tz}: CONNECTED in ISO 8601 with the zone",
+                rc == 0 and iso(connected, off) in out, out)
+    rc, out, _ = await ctl("--json", "watch", "--after", "0", "--count", "1", d=d)
+    first = loads(out.splitlines()[0]) if out.strip() else None
+    rc, out, _ = await ctl("watch", "--after", "0", "--count", "1", d=d, tz="IST-5:30")
+    t.check("watch TZ=IST-5:30: each line starts with the event's time in ISO 8601, "
+            "milliseconds and zone",
+            rc == 0 and first and out.startswith(iso(first["ts"], 330, True) + " #"),
+            (out, first))
+    await c.ws.close()
+
+
 class Proxy:
     """A TCP proxy to the daemon whose connections the test can cut."""
 
@@ -754,7 +798,8 @@ def main():
                              test_watch_silent_server,
                              test_stats_and_metrics, test_watch_json_and_human,
                              test_watch_resumes_after_disconnect,
-                             test_ws_session_example, test_numbers_as_written]),
+                             test_ws_session_example, test_numbers_as_written,
+                             test_times_carry_their_zone]),
         ("presencectl-restart", {}, [test_watch_across_restart]),
         ("presencectl-filtered", {"--log-capacity": "16"}, [test_watch_filtered_cursor]),
         ("config-and-logs", {}, [test_config_file_and_logs]),

@@ -421,6 +421,27 @@ func (c *Client) SetMessage(ctx context.Context, userID, text, emoji string, exp
 			body["expires_in"] = expiresIn.Seconds()
 		}
 	}
+	return c.putMessage(ctx, userID, body)
+}
+
+// SetMessageUntil sets the status message until a time (expires_at, ms; at
+// most 400 days ahead, else bad_expiry), as the Node and Python SDKs'
+// setMessage / set_message take expiresAt / expires_at_ms: SetMessage's
+// whole seconds from now could not say "until 17:00" without a reckoning
+// that a second's rounding made bad_expiry. Returns what SetMessage does.
+func (c *Client) SetMessageUntil(ctx context.Context, userID, text, emoji string, until time.Time) (*StatusMessage, error) {
+	if err := nonEmpty("SetMessageUntil: userID", userID); err != nil {
+		return nil, err
+	}
+	body := map[string]any{"text": text, "expires_at": until.UnixMilli()}
+	if emoji != "" {
+		body["emoji"] = emoji
+	}
+	return c.putMessage(ctx, userID, body)
+}
+
+// putMessage: PUT /v1/users/{id}/message; the message as stored.
+func (c *Client) putMessage(ctx context.Context, userID string, body map[string]any) (*StatusMessage, error) {
 	var r struct {
 		Message *StatusMessage `json:"message"`
 	}

@@ -394,8 +394,9 @@ func TestEmptyArgumentsAreRefused(t *testing.T) {
 	_, e8 := api.SetAvailability(ctx, "", "dnd")
 	_, e9 := api.SetMessage(ctx, "", "hi", "", 0)
 	_, e10 := api.AllChannelMembers(ctx, "", 0)
+	_, e11 := api.SetMessageUntil(ctx, "", "hi", "", time.Now().Add(time.Hour))
 	for i, err := range []error{e1, e2, api.Kick(ctx, ""), e3, e4, e5, api.RemoveFromChannel(ctx, "room:1", ""),
-		api.RemoveFromChannel(ctx, "", "ann"), e8, e9, api.ClearMessage(ctx, ""), e6, e7, e10} {
+		api.RemoveFromChannel(ctx, "", "ann"), e8, e9, api.ClearMessage(ctx, ""), e6, e7, e10, e11} {
 		var pe *Error
 		if !errors.As(err, &pe) || pe.Code != CodeBadArgument || pe.Status != 0 || pe.Retryable() || !strings.Contains(pe.Message, "must not be empty") {
 			t.Errorf("call %d: %v", i, err)

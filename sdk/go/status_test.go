@@ -62,6 +62,18 @@ func TestStatusSettings(t *testing.T) {
 	if m, err := api.SetMessage(ctx, "gina", "", "", 0); err != nil || m != nil {
 		t.Fatalf("SetMessage of no text and no emoji (clears): %+v %v", m, err)
 	}
+	// Until a time, as Node's expiresAt and Python's expires_at_ms (a user
+	// nobody watches here: the stream above counts gina's events).
+	until := time.Now().Add(2 * time.Hour).Truncate(time.Millisecond)
+	if m, err := api.SetMessageUntil(ctx, "gina-until", "Away", "", until); err != nil || m == nil || m.Expires != until.UnixMilli() {
+		t.Fatalf("SetMessageUntil: %+v %v", m, err)
+	}
+	if u, _ := api.GetUser(ctx, "gina-until"); u == nil || u.Message == nil || u.Message.Expires != until.UnixMilli() {
+		t.Fatalf("gina-until: %+v", u)
+	}
+	if _, err := api.SetMessageUntil(ctx, "gina-until", "Away", "", time.Now().Add(-time.Hour)); !IsCode(err, CodeBadExpiry) {
+		t.Fatalf("SetMessageUntil in the past: %v", err)
+	}
 	if a, err := api.SetAvailability(ctx, "gina", "asleep"); !IsCode(err, "bad_availability") || a != nil {
 		t.Errorf("bad availability: %+v %v", a, err)
 	}

@@ -47,6 +47,10 @@ type BackendOptions struct {
 	OnLeftNotice func(LeftNotice)
 	// OnError: a lost connection or a refused frame (it reconnects by itself).
 	OnError func(error)
+	// OnConnect: every welcome, the first and each reconnect's, once the
+	// re-assert is queued (the Node SDK's 'ready' event): the end of an
+	// outage, for a log or a metric. It runs on the reader too.
+	OnConnect func(BackendWelcome)
 }
 
 // LeftNotice is a session of this origin taken out of a channel
@@ -381,6 +385,9 @@ func (b *Backend) serve(ctx context.Context, c *websocket.Conn, first *bool, rea
 				go func() { defer close(pingerDone); b.pinger(cctx, c, w.HeartbeatMS, &silent) }()
 			}
 			b.poke()
+			if b.o.OnConnect != nil {
+				b.o.OnConnect(w)
+			}
 			if *first {
 				*first = false
 				b.mu.Lock()

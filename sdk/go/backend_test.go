@@ -509,6 +509,37 @@ func TestBackendRateLimitedSyncIsSentAgain(t *testing.T) {
 	}
 }
 
+// OnConnect hears every welcome, the first and a reconnect's, as the Node
+// SDK's 'ready' event: a Go backend could not tell when an outage ended.
+func TestBackendOnConnectAtEveryWelcome(t *testing.T) {
+	d := backendDaemon(t)
+	defer d.stop()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	welcomes := make(chan BackendWelcome, 4)
+	b := NewBackend(BackendOptions{URL: d.url(), APIKey: testAPIKey, Origin: "go-oc", Retry: 20 * time.Millisecond,
+		OnConnect: func(w BackendWelcome) { welcomes <- w }})
+	defer b.End(ctx, true)
+	if _, err := b.Connect(ctx); err != nil {
+		t.Fatal(err)
+	}
+	b.Open("ocuser", OpenOptions{})
+	b.Flush(ctx)
+	b.Reconnect()
+	var got []string
+	for len(got) < 2 {
+		select {
+		case w := <-welcomes:
+			got = append(got, fmt.Sprintf("%s resumed=%v sessions=%d", w.Origin, w.Resumed, w.Sessions))
+		case <-time.After(5 * time.Second):
+			t.Fatalf("welcomes heard: %v", got)
+		}
+	}
+	if want := "[go-oc resumed=false sessions=0 go-oc resumed=true sessions=1]"; fmt.Sprint(got) != want {
+		t.Fatalf("OnConnect: %v, want %s", got, want)
+	}
+}
+
 // A frame presenced refuses (protocol.md 5.2: an error frame) reaches
 // OnError as an *Error with the frame's code, for errors.As and IsCode, as
 // the Node SDK's 'error' has it (it was an errors.New string). Here

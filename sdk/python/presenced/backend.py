@@ -105,6 +105,10 @@ class BackendConnection:
         # which on_left's arguments cannot carry. When set, on_left is not called.
         self.on_left_notice: Optional[Callable[[LeftNotice], None]] = None
         self.on_error: Optional[Callable[[Exception], None]] = None
+        # (welcome): every welcome, the first and each reconnect's, once the
+        # re-assert is queued, as the Node SDK's 'ready' event (the end of an
+        # outage, for a log or a metric).
+        self.on_connect: Optional[Callable[[Dict[str, Any]], None]] = None
 
     # ---- running --------------------------------------------------------------
 
@@ -353,6 +357,8 @@ class BackendConnection:
                 self._pinger = asyncio.ensure_future(self._ping_loop(self._ws, int(msg["heartbeat_ms"])))
             self._ready_event.set()
             self._schedule()
+            if self.on_connect:
+                self.on_connect(msg)
         elif t == "ack":
             ops = self._inflight.pop(msg.get("seq"), None)
             self._frames.pop(msg.get("seq"), None)

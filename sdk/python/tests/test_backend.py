@@ -307,6 +307,29 @@ def test_a_rate_limited_reassert_is_sent_again():
         rl.stop()
 
 
+def test_on_connect_hears_every_welcome(pd):
+    # The first welcome and a reconnect's, as the Node SDK's 'ready' event:
+    # a Python backend could not tell when an outage ended.
+    async def main():
+        b = BackendConnection(pd.url, API_KEY, "py-oc", retry_s=0.02)
+        welcomes = []
+        b.on_connect = welcomes.append
+        await b.connect()
+        b.open("ocuser")
+        await b.flush()
+        await b.reconnect()
+        for _ in range(100):
+            if len(welcomes) == 2:
+                break
+            await asyncio.sleep(0.05)
+        try:
+            assert [(w["origin"], w["resumed"], w["sessions"]) for w in welcomes] == \
+                [("py-oc", False, 0), ("py-oc", True, 1)], welcomes
+        finally:
+            await b.end(bye=True)
+    asyncio.run(asyncio.wait_for(main(), 20))
+
+
 def test_a_refused_frame_is_a_presence_error_with_its_code():
     # A frame presenced refuses (protocol.md 5.2's error frame) reaches
     # on_error as a PresenceError with the frame's code, as the Node SDK's

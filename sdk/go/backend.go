@@ -135,8 +135,11 @@ type Backend struct {
 	done     chan struct{}
 	welcomed chan struct{} // closed at the first welcome of this start (a second Connect waits on it)
 	startErr error         // the refusal that ended this start before its welcome
+	// Deprecated: OpsAcked and OpErrors change under the connection's lock;
+	// reading them while it runs is a data race. Read Stats instead.
 	OpsAcked int64
 	OpErrors int64
+	opsSent  int64
 	connGen  int
 }
 
@@ -608,6 +611,7 @@ func (b *Backend) writer(ctx context.Context, c *websocket.Conn) {
 			b.seq++
 			seq := b.seq
 			b.inflight[seq] = ops
+			b.opsSent += int64(n)
 			b.mu.Unlock()
 			frame, _ := json.Marshal(map[string]any{"type": "batch", "seq": seq, "ops": ops})
 			if err := c.Write(ctx, websocket.MessageText, frame); err != nil {
@@ -657,6 +661,7 @@ func (b *Backend) reassertLocked() {
 			ops[k] = BackendOp{Op: "sync", Session: it.Session, User: it.User, Status: it.Status}
 		}
 		b.inflight[b.seq] = ops
+		b.opsSent += int64(len(ops))
 		frame, _ := json.Marshal(map[string]any{"type": "sync", "seq": b.seq, "sessions": items[i:j], "done": j >= len(items)})
 		b.syncSent[b.seq] = frame
 		// Written under the lock, from the reader goroutine: the sync precedes
@@ -842,6 +847,23 @@ func (b *Backend) Sessions() map[string]HeldSession {
 		out[id] = c
 	}
 	return out
+}
+
+// BackendStats counts the operations of a Backend (sync items included), as
+// the Node and Python SDKs' stats.
+type BackendStats struct {
+	OpsSent  int64 // sent in a batch or sync frame (again after a reconnect)
+	OpsAcked int64 // acknowledged, refused ones included
+	OpErrors int64 // refused (OnRejected)
+}
+
+// Stats: the counts so far, read under the lock (the OpsAcked and OpErrors
+// fields could not be read safely while connected, and nothing counted the
+// operations sent).
+func (b *Backend) Stats() BackendStats {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return BackendStats{OpsSent: b.opsSent, OpsAcked: b.OpsAcked, OpErrors: b.OpErrors}
 }
 
 // Connects counts the welcomes received.

@@ -509,6 +509,38 @@ func TestBackendRateLimitedSyncIsSentAgain(t *testing.T) {
 	}
 }
 
+// Stats counts the operations sent, acknowledged and refused, as the Node
+// and Python SDKs' stats, read under the lock (the OpsAcked and OpErrors
+// fields race with the connection's reader; nothing counted those sent).
+func TestBackendStats(t *testing.T) {
+	d := backendDaemon(t)
+	defer d.stop()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	b := NewBackend(BackendOptions{URL: d.url(), APIKey: testAPIKey, Origin: "go-st"})
+	defer b.End(ctx, true)
+	if _, err := b.Connect(ctx); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { // a reader beside the connection: go test -race sees no race
+		defer close(done)
+		for i := 0; i < 100; i++ {
+			b.Stats()
+		}
+	}()
+	b.Open("st1", OpenOptions{})
+	b.Open("st2", OpenOptions{})
+	b.Open("", OpenOptions{}) // bad_user_id
+	b.Flush(ctx)
+	<-done
+	if st := b.Stats(); st != (BackendStats{OpsSent: 3, OpsAcked: 3, OpErrors: 1}) {
+		t.Fatalf("Stats: %+v", st)
+	}
+	b.Reconnect() // the re-assert sends the 2 sessions again, in a sync frame
+	waitFor(t, "the re-assert acknowledged", func() bool { st := b.Stats(); return st.OpsSent == 5 && st.OpsAcked == 5 })
+}
+
 // OnConnect hears every welcome, the first and a reconnect's, as the Node
 // SDK's 'ready' event: a Go backend could not tell when an outage ended.
 func TestBackendOnConnectAtEveryWelcome(t *testing.T) {

@@ -234,8 +234,8 @@ static const opt_t opts[] = {
         "Redis store: run this many worker processes sharing the listening "
         "port (SO_REUSEPORT), each its own instance; 0 or 1 one process (0)"),
     {"webhook", OPT_WEBHOOK, 0, 0, 0,
-     "url=URL,secret=S|secret-file=PATH[,events=T|T...][,name=N]: POST "
-     "events to URL (repeatable, see docs/webhooks.md)"},
+     "url=URL,secret=S|secret-file=PATH[,events=T|T...][,name=N][,ca=PATH]: "
+     "POST events to URL (repeatable, see docs/webhooks.md)"},
     U32("webhook-batch-max", webhook_batch_max, 1, 10000,
         "events per webhook request at most (100)"),
     U32("webhook-batch-ms", webhook_batch_ms, 0, 60000,

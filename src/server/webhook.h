@@ -21,8 +21,9 @@ struct buf;
 
 /* One --webhook spec: comma-separated key=value pairs, keys url (http or
  * https), secret or secret-file, events (type names joined by '|', or
- * "session.*", "user.*", "*"; default every type) and name (the metrics
- * label; default the URL without credentials and query). */
+ * "session.*", "user.*", "*"; default every type), name (the metrics
+ * label; default the URL without credentials and query), channel-prefix
+ * and ca (a PEM file of CA certificates for an https:// url). */
 typedef struct wh_spec {
   char *url;
   char *secret; /* NULL until a secret-file is read */
@@ -31,11 +32,15 @@ typedef struct wh_spec {
   char *name;
   uint32_t events; /* bit (1u << presence_event_type_t) per wanted type */
   char *channel_prefix; /* only channel events of these channels, or NULL */
+  /* ca=PATH: PEM certificates that https:// receivers are verified against
+   * instead of the system's (a receiver behind a private CA), or NULL. */
+  char *ca;
 } wh_spec_t;
 
 /* Parse spec into out (strings allocated). With read_secret, a secret-file
- * is read now (one trailing newline is dropped). 0, or -1 with a message in
- * err (out is then empty). */
+ * is read now (one trailing newline is dropped) and a ca file checked (it
+ * must hold a PEM certificate). 0, or -1 with a message in err (out is
+ * then empty). */
 int wh_spec_parse(const char *spec, int read_secret, wh_spec_t *out, char *err,
                   size_t errcap);
 void wh_spec_free(wh_spec_t *spec);

@@ -36,8 +36,9 @@ class Receiver:
     """Records every request. statuses: codes answered to the next requests
     (then 200); stall: seconds each request is held before the answer."""
 
-    def __init__(self, name="rx"):
+    def __init__(self, name="rx", tls=None):
         self.name = name
+        self.tls = tls          # (certificate file, key file): an https receiver
         self.lock = threading.Lock()
         self.requests = []      # (headers dict lower-case, body bytes, time)
         self.answered = []      # the status answered to each request
@@ -60,6 +61,8 @@ class Receiver:
                 pass
 
             def setup(self):
+                if rx.tls:
+                    self.request.do_handshake()
                 super().setup()
                 with rx.lock:
                     rx.conns.add(self.connection)
@@ -90,6 +93,18 @@ class Receiver:
                 self.wfile.write(out)
 
         self.server = httpserver.ThreadingHTTPServer((HOST, self.port), H)
+        if self.tls:
+            import ssl
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            ctx.load_cert_chain(*self.tls)
+            # The handshake in the handler's thread (setup), not in accept:
+            # a client that refuses the certificate must not stall the
+            # accepting thread.
+            self.server.socket = ctx.wrap_socket(self.server.socket, server_side=True,
+                                                  do_handshake_on_connect=False)
+            # A sender refusing the certificate (what some tests check)
+            # fails the handshake: not a traceback on the test's output.
+            self.server.handle_error = lambda *a: None
         self.server.daemon_threads = True
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
@@ -109,7 +124,7 @@ class Receiver:
 
     @property
     def url(self):
-        return f"http://{HOST}:{self.port}/hook"
+        return f"{'https' if self.tls else 'http'}://{HOST}:{self.port}/hook"
 
     def spec(self, **kw):
         s = f"url={self.url},secret={SECRET}"
@@ -431,6 +446,89 @@ async def test_url_checked_at_start(t, d, args):
     finally:
         up.cleanup()
         rx.stop()
+
+
+@timeout(60)
+async def test_private_ca(t, d, args):
+    """ca=PATH: an https receiver whose certificate a private CA signed (made
+    here with openssl) is trusted through that CA, and only through it; a
+    ca= file missing, unreadable, holding no certificate, or beside an
+    http:// url is refused at the start with exit 2, as a secret-file is.
+    There was no ca= key: such a receiver could not be trusted at all."""
+    from test_redis_cluster import _make_certs
+    tmp = tempfile.mkdtemp(prefix="presenced-webhook-ca-")
+    other = os.path.join(tmp, "other")
+    os.mkdir(other)
+    rx = None
+    ds = []
+    try:
+        _make_certs(tmp)
+        _make_certs(other)  # a CA that did not sign the receiver's certificate
+        ca = os.path.join(tmp, "ca.crt")
+        rx = Receiver("tls", tls=(os.path.join(tmp, "server.crt"), os.path.join(tmp, "server.key")))
+
+        def daemon(name, extra):
+            x = Daemon(args.presenced, dict(TUNING, **{"--webhook": rx.spec(name=name, **extra)}), name)
+            ds.append(x)
+            x.start()
+            return x
+
+        good = daemon("private-ca", {"ca": ca})
+        c = await Client.connect(good, "ca-user")
+        end = await last_seq(good)
+        t.check("ca=: events reach the https receiver signed by the private CA",
+                await rx.wait_seq(end, 10), good.stderr_tail(5))
+        got = rx.snapshot()
+        t.check("ca=: ... signed (v1 HMAC) as over http",
+                got and all(verify(h, raw) for h, raw, _t in got), len(got))
+        await c.close()
+        good.cleanup()
+        for name, extra, why in (("system-ca", {}, "without ca= (the system's CAs)"),
+                                 ("other-ca", {"ca": os.path.join(other, "ca.crt")},
+                                  "with ca= another CA")):
+            rx.clear()
+            x = daemon(name, extra)
+            c = await Client.connect(x, f"{name}-user")
+            await asyncio.sleep(1.0)
+            failures = metric(await metrics(x), "presenced_webhook_failures_total", name)
+            t.check(f"{why}: the receiver is not trusted: nothing delivered, failures "
+                    f"counted, the log names the certificate",
+                    not rx.ok_bodies() and (failures or 0) >= 1
+                    and "certificate" in x.stderr_text().lower(),
+                    (len(rx.ok_bodies()), failures, x.stderr_tail(3)))
+            await c.close()
+            x.cleanup()
+        notpem = os.path.join(tmp, "not-a-cert.pem")
+        with open(notpem, "w") as f:
+            f.write("not a certificate\n")
+        unreadable = os.path.join(tmp, "unreadable.crt")
+        shutil.copy(ca, unreadable)
+        os.chmod(unreadable, 0)
+        cases = [(f"url={rx.url},secret={SECRET},ca={tmp}/missing.crt",
+                  f"webhook: cannot read ca {tmp}/missing.crt: No such file or directory"),
+                 (f"url={rx.url},secret={SECRET},ca={notpem}",
+                  f"webhook: ca {notpem}: no PEM certificate in it"),
+                 (f"url=http://{HOST}:{rx.port}/hook,secret={SECRET},ca={ca}",
+                  "webhook: ca= is for an https:// url")]
+        if os.geteuid() != 0:  # root reads a file of mode 000
+            cases.append((f"url={rx.url},secret={SECRET},ca={unreadable}",
+                          f"webhook: cannot read ca {unreadable}: Permission denied"))
+        base = [args.presenced, "--api-key", API_KEY, "--jwt-secret", JWT_SECRET]
+        for spec, want in cases:
+            for mode in (["--check-config"], ["--listen", f"{HOST}:{free_port()}"]):
+                try:
+                    p = subprocess.run(base + mode + ["--webhook", spec],
+                                       capture_output=True, text=True, timeout=10)
+                except subprocess.TimeoutExpired:  # started and ran: not refused
+                    p = subprocess.CompletedProcess(mode, None, "", "still running after 10 s")
+                t.check(f"{mode[0]}: exit code 2, '{want}'",
+                        p.returncode == 2 and want in p.stderr, (p.returncode, p.stderr[-300:]))
+    finally:
+        for x in ds:
+            x.cleanup()
+        if rx:
+            rx.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 async def test_slow_receiver_does_not_slow_clients(t, d, args):
@@ -755,6 +853,7 @@ if __name__ == "__main__":
         ("webhook", dict(TUNING, **{"--webhook": RX.spec()}),
          [test_fresh_start_cleanup, test_order_batching_signature, test_retry_after_500, test_receiver_down_then_back,
           test_4xx_dropped, test_redirect_not_followed, test_url_checked_at_start,
+          test_private_ca,
           test_slow_receiver_does_not_slow_clients,
           test_metrics_delivered]),
         ("webhook-filters", dict(TUNING, **{

@@ -52,6 +52,30 @@ func TestTokensCarryEveryClaim(t *testing.T) {
 	}
 }
 
+// Audiences: aud as an array, as the Node and Python SDKs' audience takes a
+// list; a presenced with --jwt-audience accepts the token when one of them is
+// its own (Audience alone could name one).
+func TestTokenWithManyAudiences(t *testing.T) {
+	d := ownDaemon(t, "--jwt-audience", "presence")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	u, status, err := dialUser(ctx, d, TokenOptions{UserID: "aud-a", Audiences: []string{"billing", "presence"}})
+	if err != nil || status != 101 {
+		t.Fatalf("aud [billing presence]: status %d %v", status, err)
+	}
+	u.close()
+	if _, status, err := dialUser(ctx, d, TokenOptions{UserID: "aud-b", Audiences: []string{"billing", "chat"}}); err == nil || status != 401 {
+		t.Fatalf("aud [billing chat]: status %d %v, want 401", status, err)
+	}
+	tok, _ := MintToken(TokenOptions{Secret: []byte("k"), UserID: "a", Audience: "x", Audiences: []string{"y"}})
+	var claims map[string]any
+	part, _ := b64.DecodeString(splitToken(tok)[1])
+	json.Unmarshal(part, &claims)
+	if fmt.Sprint(claims["aud"]) != "[x y]" {
+		t.Errorf("aud of Audience x and Audiences [y]: %v", claims["aud"])
+	}
+}
+
 func splitToken(t string) []string {
 	var out []string
 	start := 0

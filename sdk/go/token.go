@@ -24,6 +24,7 @@ type TokenOptions struct {
 	WatchAll  bool
 	Meta      map[string]any // stored with the session, shown to backends
 	Audience  string         // aud: required by a presenced with --jwt-audience, refused by one without
+	Audiences []string       // aud as an array (after Audience if set), as Node's and Python's audience list: accepted when one is presenced's
 	Issuer    string         // iss: must equal --jwt-issuer when the server has one
 	NotBefore time.Time      // nbf
 	Device    string         // device: the session's device kind (web, mobile, desktop, or a word)
@@ -70,7 +71,13 @@ func MintToken(o TokenOptions) (string, error) {
 	if o.Meta != nil {
 		claims["meta"] = o.Meta
 	}
-	if o.Audience != "" {
+	if len(o.Audiences) > 0 {
+		aud := o.Audiences
+		if o.Audience != "" {
+			aud = append([]string{o.Audience}, o.Audiences...)
+		}
+		claims["aud"] = aud
+	} else if o.Audience != "" {
 		claims["aud"] = o.Audience
 	}
 	if o.Issuer != "" {

@@ -1,9 +1,10 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * Channels over the WebSocket (docs/protocol.md section 4): join, update,
- * leave, observe and unobserve, their limits and grants, the snapshot, and
- * the fan-out sink that turns each channel event into one `channel` frame
- * to every connection that joined or observes the channel.
+ * leave, observe and unobserve, their limits and grants, the snapshot and
+ * the pages after it (members), and the fan-out sink that turns each
+ * channel event into one `channel` frame to every connection that joined or
+ * observes the channel.
  *
  * An index (srv->channels) maps each channel name to the connections
  * joined to it or observing it; a connection keeps its own list of those
@@ -529,6 +530,37 @@ static void on_shown_count(presence_t *p, int status,
   req_done(r);
 }
 
+/* The answer to a members request: the next page, shaped as a snapshot
+ * (the members as they are shown, more) but flagged "page" and without a
+ * count. The count the client holds (its snapshot's, then every change's)
+ * is newer than one read with the page could be: on Redis a change may
+ * reach the client before the page read ahead of it, and that page's
+ * count would take the client back. */
+static void members_page(conn_t *c, const chan_req_t *r,
+                         const presence_member_info_t *m, size_t n, int more) {
+  buf_t *b = &c->srv->scratch;
+  buf_reset(b);
+  buf_puts(b, "{\"type\":\"channel\",\"channel\":");
+  buf_put_json_str(b, r->channel);
+  buf_puts(b, ",\"snapshot\":false,\"page\":true");
+  if (r->id[0]) {
+    buf_puts(b, ",\"id\":");
+    buf_puts(b, r->id);
+  }
+  buf_puts(b, more ? ",\"more\":true" : ",\"more\":false");
+  buf_puts(b, ",\"members\":[");
+  for (size_t i = 0; i < n; i++) {
+    if (i) buf_putc(b, ',');
+    json_member(b, &m[i], JSON_MEMBER_SHOWN);
+  }
+  buf_puts(b, "]}");
+  if (buf_failed(b))
+    ws_send_error(c, "internal", "out of memory", r->id);
+  else
+    ws_send_text(c, b->data, b->len);
+  buf_shrink(b, 65536);
+}
+
 static void on_members(presence_t *p, int status,
                        const presence_member_info_t *m, size_t n,
                        uint64_t count, const char *next, void *ud) {
@@ -563,9 +595,13 @@ static void on_members(presence_t *p, int status,
        * cut short with more after it would say that some member in it is
        * hidden. On the embedded store the answer comes (and r goes)
        * before presence_channel_members_brief returns. */
+      /* Past FILL_ROUNDS_MAX pages a page goes out short, but never
+       * empty with more after it: the client asks for the next page after
+       * the last member it was sent, and an empty page would give it none
+       * (it would ask for the same page again, for ever). */
       size_t have = (r->fill ? r->fill->n : 0) + k;
       if (next && have < s->cfg.channel_page &&
-          (r->fill ? r->fill->rounds : 0) < FILL_ROUNDS_MAX &&
+          ((r->fill ? r->fill->rounds : 0) < FILL_ROUNDS_MAX || have == 0) &&
           fill_add(r, shown, k, visible) == 0) {
         free(shown);
         shown = NULL;
@@ -590,6 +626,12 @@ static void on_members(presence_t *p, int status,
       }
       buf_t *b = &s->scratch;
       buf_reset(b);
+      if (r->type == WSMSG_MEMBERS) {
+        members_page(c, r, list, k, next != NULL);
+        free(shown);
+        req_done(r);
+        return;
+      }
       json_frame_channel_snapshot(b, r->id, r->channel, list, k,
                                   next ? 0 : visible, next != NULL);
       free(shown);
@@ -808,6 +850,37 @@ void chan_on_message(conn_t *c, const wsmsg_t *m) {
       return;
     }
     ws_send_ack(c, m->id);
+    return;
+  }
+  case WSMSG_MEMBERS: {
+    /* The next page of a channel this session is shown (joined, or
+     * observed): what GET /v1/channels/{name}/members?after= pages through
+     * for a backend, as the session would see it in a snapshot. Another
+     * channel's members are the token's grants' business: a session that
+     * may observe it observes it first. A read the client library makes on
+     * its own after a snapshot with more: not activity (on_text). */
+    if (!x || (!x->joined && !x->observing)) {
+      snprintf(msg, sizeof msg, "not joined to (or observing) channel %.128s",
+               ch);
+      ws_send_error(c, "not_joined", msg, m->id);
+      return;
+    }
+    chan_req_t *r = req_new(c, m);
+    if (!r) {
+      ws_send_error(c, "internal", "out of memory", m->id);
+      return;
+    }
+    /* The session gets the channel's changes already, so the page is
+     * ordered against them as a snapshot is: a change may arrive just
+     * before the page that holds it, and on Redis a page read before a
+     * change may arrive after it; the members' versions order them
+     * (docs/protocol.md 4.3). */
+    int rc = presence_channel_members_brief(s->p, ch, m->after,
+                                            s->cfg.channel_page, on_members, r);
+    if (rc != 0) {
+      ws_send_error(c, channel_error_code(rc), presence_strerror(rc), m->id);
+      req_done(r);
+    }
     return;
   }
   case WSMSG_UNOBSERVE:

@@ -808,15 +808,19 @@ static void on_text(conn_t *c, const uint8_t *data, size_t len) {
     on_setting(c, &m);
   else if (m.type == WSMSG_TOKEN)
     on_token(c, &m);
-  else if (m.type >= WSMSG_JOIN && m.type <= WSMSG_UNOBSERVE)
+  else if (m.type >= WSMSG_JOIN && m.type <= WSMSG_MEMBERS)
     chan_on_message(c, &m);
   else
     on_ping(c, m.id);
   /* Taken without an error frame: activity, unless a keepalive or a
-   * status (above). Those that must be active before the store is asked
-   * (a join, an update) were counted where they were taken. */
+   * status (above), or a members page (the client library reads the pages
+   * after a snapshot by itself, as it refreshes its token: a tab that
+   * joined a big room while its user was away is not made active by its
+   * own reads). Those that must be active before the store is asked (a
+   * join, an update) were counted where they were taken. */
   if (rc == WSMSG_OK && m.type != WSMSG_PING && m.type != WSMSG_TOKEN &&
-      m.type != WSMSG_STATUS && !c->closing && c->u.ws)
+      m.type != WSMSG_STATUS && m.type != WSMSG_MEMBERS && !c->closing &&
+      c->u.ws)
     ws_activity(c);
   wsmsg_free(&m);
 }

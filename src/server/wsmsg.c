@@ -160,13 +160,28 @@ static int decode_snapshot(wsmsg_t *m) {
   return WSMSG_OK;
 }
 
+/* A members request's "after": the last user id of the page before (a
+ * valid user id, as the HTTP API's ?after= is), absent or null for the
+ * first page. Anything else would reach the store as a cursor no member
+ * could have: refused rather than answered with a guess. */
+static int decode_after(wsmsg_t *m) {
+  const cJSON *v = cJSON_GetObjectItemCaseSensitive(m->root, "after");
+  if (!v || cJSON_IsNull(v)) return WSMSG_OK;
+  if (!cJSON_IsString(v) || presence_id_check(v->valuestring) != 0)
+    return bad(m, "bad_field",
+               "after must be a user id (the last member of the page before) "
+               "or null");
+  m->after = v->valuestring;
+  return WSMSG_OK;
+}
+
 static const struct {
   const char *name;
   int type, data; /* data: 0 none, 1 optional, 2 required */
 } chan_types[] = {
     {"join", WSMSG_JOIN, 1},       {"update", WSMSG_UPDATE, 2},
     {"leave", WSMSG_LEAVE, 0},     {"observe", WSMSG_OBSERVE, 0},
-    {"unobserve", WSMSG_UNOBSERVE, 0},
+    {"unobserve", WSMSG_UNOBSERVE, 0}, {"members", WSMSG_MEMBERS, 0},
 };
 
 /* ---- The status change without a tree ----------------------------------
@@ -383,6 +398,7 @@ int wsmsg_decode_full(const uint8_t *data, size_t len, uint32_t max_users,
     if (rc == WSMSG_OK && chan_types[i].data)
       rc = decode_data(m, chan_types[i].data == 2);
     if (rc == WSMSG_OK && m->type == WSMSG_JOIN) rc = decode_snapshot(m);
+    if (rc == WSMSG_OK && m->type == WSMSG_MEMBERS) rc = decode_after(m);
     return rc;
   }
   return bad(m, "unknown_type", "unknown message type");
@@ -394,6 +410,7 @@ void wsmsg_free(wsmsg_t *m) {
   m->root = NULL;
   m->users = NULL;
   m->channel = NULL;
+  m->after = NULL;
   if (m->data) free(m->data);
   m->data = NULL;
 }

@@ -28,7 +28,10 @@ typedef enum {
   WSMSG_UPDATE,
   WSMSG_LEAVE,
   WSMSG_OBSERVE,
-  WSMSG_UNOBSERVE
+  WSMSG_UNOBSERVE,
+  /* The next page of a channel's members (joined or observed): a snapshot
+   * shows only the first --channel-page of them. */
+  WSMSG_MEMBERS
 } wsmsg_type_t;
 
 /* Status that people set, as the WebSocket messages and the HTTP API both
@@ -67,6 +70,8 @@ typedef struct wsmsg {
   const uint8_t *src;  /* the message's text, during wsmsg_decode only */
   size_t src_len;
   int no_snapshot;     /* JOIN: "snapshot":false, answered by an ack */
+  const char *after;   /* MEMBERS: the page starts after this user id (a
+                          valid id, in root); NULL: from the first member */
   const char *err_code; /* otherwise: the protocol's error code ... */
   char err_msg[200];    /* ... and message */
 } wsmsg_t;

@@ -53,7 +53,7 @@ FILES = ["README.md", "docs/getting-started.md", "docs/concepts.md", "docs/api.m
 # What a client or a backend sends: examples of requests, not answers.
 CLIENT_TYPES = {"status", "subscribe", "unsubscribe", "token", "join", "update", "leave",
                 "observe", "unobserve", "availability", "message", "ping", "batch", "sync",
-                "bye"}
+                "bye", "members"}
 # Members whose value is the application's own JSON, not presenced's.
 OPAQUE = {"data", "meta"}
 # Members that map names of the application's (device kinds) to values of
@@ -390,6 +390,9 @@ async def scenario(d, rx, corpus):
     await cat.send({"type": "update", "channel": "room:1", "data": {"name": "Cat", "typing": True},
                     "id": 2})
     await cat.until(lambda m: m.get("type") == "ack" and m.get("id") == 2)
+    # The page after the snapshot's last member (protocol.md 4.2, 4.3).
+    await ann.send({"type": "members", "channel": "room:1", "after": "ann", "id": 6})
+    await ann.until(lambda m: m.get("type") == "channel" and m.get("id") == 6)
     api(d, corpus, "GET", "/v1/channels/room:1")
     api(d, corpus, "GET", "/v1/channels/room:1/members?limit=100")
     api(d, corpus, "GET", "/v1/channels?prefix=room")

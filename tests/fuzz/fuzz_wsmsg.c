@@ -95,12 +95,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
       if (st->expires_in_s < 0 || st->expires_in_s > WSMSG_EXPIRES_IN_MAX ||
           st->expires_at_ms < 0)
         abort();
-    } else if (m.type >= WSMSG_JOIN && m.type <= WSMSG_UNOBSERVE) {
+    } else if (m.type >= WSMSG_JOIN && m.type <= WSMSG_MEMBERS) {
       /* A channel name the library takes; data only where it belongs, as
        * compact JSON of an object. */
       if (!m.channel || presence_channel_check(m.channel) != 0) abort();
       if (m.data && (m.type != WSMSG_JOIN && m.type != WSMSG_UPDATE)) abort();
       if (m.data && m.data[0] != '{') abort();
+      /* A page's cursor only on members, and a user id the store takes. */
+      if (m.after && (m.type != WSMSG_MEMBERS || presence_id_check(m.after)))
+        abort();
     } else if (m.type != WSMSG_PING) {
       abort();
     }

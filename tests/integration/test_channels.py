@@ -330,6 +330,127 @@ async def test_page_of_shown_members(t, d, args):
         await x.close()
 
 
+async def answer_of(c, rid, timeout=5):
+    """The frame answering request rid (a page, an error, an ack)."""
+    m, _ = await c.expect(lambda x: x.get("id") == rid and x.get("type") in ("channel", "error", "ack"),
+                          timeout)
+    return m or {}
+
+
+def ids_of(frame):
+    return [m.get("user_id") for m in frame.get("members", [])]
+
+
+async def test_members_pages(t, d, args):
+    """A snapshot shows the first --channel-page members (3 here) with more;
+    {"type":"members","after":...} reads the next page over the WebSocket,
+    as GET /v1/channels/{name}/members?after= does for a backend: each page
+    as the session is shown it (invisible members left out but its own),
+    more until the last, for a joined or an observed channel only, after a
+    valid user id only. Without it a browser saw 3 members of 8. d may be a
+    Redis-backed instance (test_redis_channels runs this too)."""
+    room = "mp-room"
+    users = ["mp-a", "mp-b", "mp-c", "mp-d", "mp-e", "mp-f", "mp-g", "mp-h"]
+    cs = {}
+    for u in users:
+        cs[u] = await Client.connect(d, u, tok=chan_tok(u, "*"))
+        if u == "mp-c":
+            await cs[u].send({"type": "availability", "availability": "invisible", "id": "i"})
+            await cs[u].expect_type("ack", 3, id="i")
+        await join(cs[u], room, {"u": u})
+    w = await Client.connect(d, "mp-w", tok=chan_tok("mp-w", observe="*"))
+    await w.send({"type": "members", "channel": room, "id": "early"})
+    e = await answer_of(w, "early")
+    t.eq("members of a channel neither joined nor observed: not_joined, id echoed",
+         (e.get("type"), e.get("code")), ("error", "not_joined"))
+    await w.send({"type": "observe", "channel": room, "id": "o"})
+    snap = await w.expect_type("channel", 3, id="o") or {}
+    t.eq("the snapshot: the first page, more", (ids_of(snap), snap.get("more")),
+         (["mp-a", "mp-b", "mp-d"], True))
+    await w.send({"type": "members", "channel": room, "after": "mp-d", "id": 2})
+    p2 = await answer_of(w, 2)
+    t.eq("members after the snapshot's last: the next page, flagged page, more",
+         (p2.get("type"), p2.get("snapshot"), p2.get("page"), ids_of(p2), p2.get("more")),
+         ("channel", False, True, ["mp-e", "mp-f", "mp-g"], True))
+    t.check("a page's members carry what a snapshot's do (status, data, since, version)",
+            all(set(m) >= {"user_id", "status", "availability", "data", "since", "version"}
+                and m["data"] == {"u": m["user_id"]} for m in p2.get("members", [])), p2)
+    t.check("a page carries no count (the client's is newer: the snapshot's, then every change's)",
+            "count" not in p2, p2)
+    await w.send({"type": "members", "channel": room, "after": "mp-g", "id": 3})
+    p3 = await answer_of(w, 3)
+    t.eq("the last page: more false", (ids_of(p3), p3.get("more")), (["mp-h"], False))
+    # A change of a member of a later page, before that page is asked: the
+    # page holds it (ordered as a snapshot is: versions say which is newer).
+    await cs["mp-f"].send({"type": "update", "channel": room, "data": {"u": "mp-f", "n": 2}, "id": "u"})
+    ch, _ = await w.expect(is_change(room, "update", "mp-f"), 3)
+    await w.send({"type": "members", "channel": room, "after": "mp-d", "id": 4})
+    p4 = await answer_of(w, 4)
+    got = [m for m in p4.get("members", []) if m["user_id"] == "mp-f"]
+    t.check("a page read after a change holds it, at the change's version or newer",
+            ch is not None and len(got) == 1 and got[0]["data"] == {"u": "mp-f", "n": 2}
+            and got[0]["version"] >= ch["member"]["version"], (ch, got))
+    await w.send({"type": "members", "channel": room, "id": 5})
+    p5 = await answer_of(w, 5)
+    t.eq("no after: the first page again", (ids_of(p5), p5.get("more")), (["mp-a", "mp-b", "mp-d"], True))
+    await w.send({"type": "members", "channel": room, "after": None, "id": 6})
+    t.eq("after null: the first page too", ids_of(await answer_of(w, 6)), ["mp-a", "mp-b", "mp-d"])
+    await cs["mp-c"].send({"type": "members", "channel": room, "after": "mp-b", "id": 7})
+    t.eq("an invisible member's own session (joined) finds itself in its page",
+         ids_of(await answer_of(cs["mp-c"], 7)), ["mp-c", "mp-d", "mp-e"])
+    await w.send({"type": "members", "channel": room, "after": "mp-bz", "id": 8})
+    t.eq("after a user id that is no member: the members after it",
+         ids_of(await answer_of(w, 8)), ["mp-d", "mp-e", "mp-f"])
+    for bad, label in ((5, "a number"), ("", "empty"), ("a\u0001b", "a control character"),
+                       (["mp-d"], "an array"), ("x" * 129, "over 128 bytes")):
+        await w.send({"type": "members", "channel": room, "after": bad, "id": "bad"})
+        e = await answer_of(w, "bad")
+        t.eq(f"after {label}: bad_field", (e.get("type"), e.get("code")), ("error", "bad_field"))
+    await w.send({"type": "members", "channel": "mp-other", "id": "other"})
+    e = await answer_of(w, "other")
+    t.eq("another channel (allowed, not observed): not_joined", (e.get("type"), e.get("code")),
+         ("error", "not_joined"))
+    await w.send({"type": "unobserve", "channel": room, "id": "uo"})
+    await w.expect_type("ack", 3, id="uo")
+    await w.send({"type": "members", "channel": room, "after": "mp-d", "id": "gone"})
+    e = await answer_of(w, "gone")
+    t.eq("after unobserve: not_joined", (e.get("type"), e.get("code")), ("error", "not_joined"))
+    await w.send({"type": "ping", "id": "alive"})
+    t.check("refusals close nothing: the connection answers a ping", await w.expect_type("pong", 3, id="alive") is not None)
+    for x in list(cs.values()) + [w]:
+        await x.close()
+
+
+async def test_page_past_hidden_run(t, d, args):
+    """A run of invisible members longer than the pages a snapshot reads
+    (the first and 8 more, 3 members each here) left the page empty with
+    more after it: a client asking for the page after its last member had
+    none to give, and the member past the run was never shown. The page
+    now holds at least the next shown member."""
+    room = "hr-room"
+    cs = []
+    for k in range(30):
+        u = f"hr-{k:02d}"
+        c = await Client.connect(d, u, tok=chan_tok(u, "*"))
+        await c.send({"type": "availability", "availability": "invisible", "id": "i"})
+        await c.expect_type("ack", 3, id="i")
+        await join(c, room)
+        cs.append(c)
+    z = await Client.connect(d, "hr-zed", tok=chan_tok("hr-zed", "*"))
+    await join(z, room)
+    w = await Client.connect(d, "hr-w", tok=chan_tok("hr-w", observe="*"))
+    await w.send({"type": "observe", "channel": room, "id": "o"})
+    snap = await w.expect_type("channel", 3, id="o") or {}
+    t.eq("30 invisible members before the one shown: the snapshot shows it, no more, count 1",
+         (ids_of(snap), snap.get("more"), snap.get("count")), (["hr-zed"], False, 1))
+    await w.send({"type": "members", "channel": room, "id": "p"})
+    p = await answer_of(w, "p")
+    t.eq("a page from the start: the same", (ids_of(p), p.get("more")), (["hr-zed"], False))
+    for x in cs + [z, w]:
+        await x.close()
+test_page_past_hidden_run.timeout = 60
+
+
 async def masked_members(t, da, db, label):
     """Other members see a member exactly as watchers see a user
     (docs/protocol.md 4.1, 6.1): one frame when what they are shown changes,
@@ -602,7 +723,7 @@ if __name__ == "__main__":
                                                        test_masked_members, test_hidden_counts,
                                                        test_data_kept_as_written]),
         ("channels-page", {"--offline-grace-ms": "0", "--channel-page": "3"},
-         [test_page_of_shown_members]),
+         [test_page_of_shown_members, test_members_pages, test_page_past_hidden_run]),
         ("channels-hooks", {"--offline-grace-ms": "0", "--webhook-batch-ms": "20",
                             "--webhook": f"url={HOOKS.url()},secret=whsec-channels-0123456789abcdef012345,events=channel.*,"
                                          "channel-prefix=hook:"}, [test_webhook_filters]),

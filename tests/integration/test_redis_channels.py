@@ -27,6 +27,8 @@ Channels on three presenced instances sharing one Redis (issue 13).
   page:     a snapshot's page full of shown members though invisible ones
             come first (test_channels.test_page_of_shown_members), one shard
             and 4.
+  members:  the pages after a snapshot over the WebSocket ({"type":"members"},
+            test_channels.test_members_pages), one shard and 4.
   regrant:  a token refresh that no longer grants a channel takes the
             session out of it (test_token_refresh.test_refresh_narrows_channels):
             the session on A, the other member and the API on B.
@@ -55,7 +57,8 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import Client, http, token  # noqa: E402
-from test_channels import hidden_counts, masked_members, test_page_of_shown_members  # noqa: E402
+from test_channels import (hidden_counts, masked_members, test_members_pages,  # noqa: E402
+                           test_page_of_shown_members)
 from test_token_refresh import test_refresh_narrows_channels  # noqa: E402
 from test_redis_cluster import (LEASE_MS, read_log, run_scenarios,  # noqa: E402
                                 wait_for)
@@ -396,6 +399,10 @@ async def test_page(t, cl):
     await test_page_of_shown_members(t, cl.d[1], None)
 
 
+async def test_members(t, cl):
+    await test_members_pages(t, cl.d[1], None)
+
+
 async def test_regrant(t, cl):
     await test_refresh_narrows_channels(t, cl.d[0], None, cl.d[1])
 
@@ -415,6 +422,9 @@ SCENARIOS = [
     ("page", test_page, {"extra": {"--offline-grace-ms": "0", "--channel-page": "3"}}),
     ("page-shards", test_page, {"extra": {"--offline-grace-ms": "0", "--channel-page": "3",
                                           "--redis-shards": "4"}}),
+    ("members", test_members, {"extra": {"--offline-grace-ms": "0", "--channel-page": "3"}}),
+    ("members-shards", test_members, {"extra": {"--offline-grace-ms": "0", "--channel-page": "3",
+                                                "--redis-shards": "4"}}),
     ("regrant", test_regrant, {"extra": {"--offline-grace-ms": "0"}}),
     ("update-lost", test_update_lost, {"extra": {"--offline-grace-ms": "0"}}),
     ("rejoin-lost", test_rejoin_lost, {"extra": {"--offline-grace-ms": "0"}}),

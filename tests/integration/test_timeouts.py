@@ -6,8 +6,8 @@ its user goes offline with reason timeout; a client that answers pings stays;
 with --inactivity-ms a session that sends nothing but keepalives (pongs,
 pings) becomes idle (reason inactivity) and online again on its next real
 message; a client-set idle stays idle; a message answered by an error
-(malformed or refused) is not activity, and a status idle on a session idle
-by inactivity shows no online in between."""
+(malformed or refused) is not activity, nor is a members page read, and a
+status idle on a session idle by inactivity shows no online in between."""
 
 import asyncio
 import os
@@ -201,6 +201,39 @@ async def test_refused_not_activity(t, d, args):
 test_refused_not_activity.timeout = 30
 
 
+async def test_members_not_activity(t, d, args):
+    # --inactivity-ms 300. A members request (the next page of a channel's
+    # members, docs/protocol.md 4.2) is a read the client library makes by
+    # itself after a snapshot with more, as it refreshes its token: a tab
+    # reading a big room while its user is away does not stay online.
+    w = await Client.connect(d, "mw", watch="*")
+    await w.send({"type": "subscribe", "users": ["pager"], "id": 1})
+    await w.expect_type("presence", 3, id=1)
+    q = await Client.connect(d, "pager", tok=token("pager", extra={"channels": "*"}))
+    await q.send({"type": "join", "channel": "big", "id": "j"})
+    await q.expect_type("channel", 3, id="j")
+    t0 = time.monotonic()
+    pages = 0
+    while time.monotonic() - t0 < 1.2:       # four times --inactivity-ms
+        await q.send({"type": "members", "channel": "big", "after": "a", "id": "m"})
+        pages += (await q.expect_type("channel", 2, id="m")) is not None
+        await asyncio.sleep(0.08)
+    t.check("members: each request answered by its page", pages >= 8, pages)
+    ch = [(u.get("status"), u.get("reason")) for m in await w.changes(0.1, "pager") for u in m["users"]]
+    t.eq("members: a session reading only pages goes idle after --inactivity-ms",
+         ch, [("online", "connect"), ("idle", "inactivity")])
+    await q.send({"type": "members", "channel": "big", "id": "m2"})
+    await q.expect_type("channel", 2, id="m2")
+    t.eq("members: a page read does not bring the idle session online", await w.changes(0.4, "pager"), [])
+    await q.send({"type": "update", "channel": "big", "data": {"typing": True}, "id": "u"})
+    m = await w.change("pager", 2)
+    t.eq("members: an update (the user's) brings it back (reason inactivity)",
+         [(u.get("status"), u.get("reason")) for u in (m or {}).get("users", [])], [("online", "inactivity")])
+    await q.close()
+    await w.close()
+test_members_not_activity.timeout = 30
+
+
 async def test_token_expiry(t, d, args):
     sse = await SSE.open(d)
     c = await Client.connect(d, "short-lived", tok=token("short-lived", exp_in=2))
@@ -297,5 +330,6 @@ if __name__ == "__main__":
          [test_keepalives_not_activity]),
         ("http-idle", {"--http-idle-ms": "500"}, [test_http_idle]),
         ("inactivity", {"--inactivity-ms": "300", "--heartbeat-ms": "60000"}, [test_inactivity]),
-        ("refused", {"--inactivity-ms": "300", "--heartbeat-ms": "60000"}, [test_refused_not_activity]),
+        ("refused", {"--inactivity-ms": "300", "--heartbeat-ms": "60000"},
+         [test_refused_not_activity, test_members_not_activity]),
     ])

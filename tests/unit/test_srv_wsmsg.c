@@ -227,12 +227,68 @@ static void test_values_kept_as_written(void **state) {
   }
 }
 
+/* members: the next page of a channel's members after "after", a valid
+ * user id (absent or null: the first page); anything else is bad_field,
+ * never a cursor no member could have. */
+static void test_members_after(void **state) {
+  (void)state;
+  wsmsg_t m;
+  const char *ok = "{\"type\":\"members\",\"channel\":\"room:1\","
+                   "\"after\":\"bob\",\"id\":7}";
+  assert_int_equal(wsmsg_decode((const uint8_t *)ok, strlen(ok), 10, &m),
+                   WSMSG_OK);
+  assert_int_equal(m.type, WSMSG_MEMBERS);
+  assert_string_equal(m.channel, "room:1");
+  assert_string_equal(m.after, "bob");
+  assert_string_equal(m.id, "7");
+  assert_null(m.data);
+  wsmsg_free(&m);
+  static const char *const first[] = {
+      "{\"type\":\"members\",\"channel\":\"r\"}",
+      "{\"type\":\"members\",\"channel\":\"r\",\"after\":null}",
+  };
+  for (size_t i = 0; i < sizeof first / sizeof first[0]; i++) {
+    assert_int_equal(
+        wsmsg_decode((const uint8_t *)first[i], strlen(first[i]), 10, &m),
+        WSMSG_OK);
+    assert_null(m.after);
+    wsmsg_free(&m);
+  }
+  static const char *const bad[] = {
+      "{\"type\":\"members\",\"channel\":\"r\",\"after\":5}",
+      "{\"type\":\"members\",\"channel\":\"r\",\"after\":\"\"}",
+      "{\"type\":\"members\",\"channel\":\"r\",\"after\":[\"a\"]}",
+      "{\"type\":\"members\",\"channel\":\"r\",\"after\":\"a\\u0001\"}",
+      "{\"type\":\"members\",\"channel\":\"r\",\"after\":true}",
+  };
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+    assert_int_equal(
+        wsmsg_decode((const uint8_t *)bad[i], strlen(bad[i]), 10, &m),
+        WSMSG_BAD);
+    assert_string_equal(m.err_code, "bad_field");
+    wsmsg_free(&m);
+  }
+  /* The channel is checked first, as for every channel message. */
+  const char *nochan = "{\"type\":\"members\",\"after\":5}";
+  assert_int_equal(
+      wsmsg_decode((const uint8_t *)nochan, strlen(nochan), 10, &m), WSMSG_BAD);
+  assert_string_equal(m.err_code, "bad_channel");
+  wsmsg_free(&m);
+  /* "after" is a members request's only. */
+  const char *join = "{\"type\":\"join\",\"channel\":\"r\",\"after\":\"a\"}";
+  assert_int_equal(wsmsg_decode((const uint8_t *)join, strlen(join), 10, &m),
+                   WSMSG_OK);
+  assert_null(m.after);
+  wsmsg_free(&m);
+}
+
 int main(void) {
   static const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_plain_status_has_no_tree),
       cmocka_unit_test(test_near_misses_agree),
       cmocka_unit_test(test_mutations_agree),
       cmocka_unit_test(test_values_kept_as_written),
+      cmocka_unit_test(test_members_after),
   };
   return cmocka_run_group_tests_name("wsmsg", tests, NULL, NULL);
 }

@@ -327,6 +327,11 @@ export interface ChannelOptions<D = Record<string, unknown>> {
    * event); members() then holds only the members seen in changes since. Spares
    * the server the listing (docs/protocol.md 4.2). Default true. */
   snapshot?: boolean;
+  /** true (default): after a snapshot with more (a channel larger than the server's
+   * --channel-page), read the next pages ({"type":"members"}, docs/protocol.md 4.2)
+   * until members() holds every member, a 'sync' after each; false: the snapshot's
+   * page only (more stays true). */
+  allMembers?: boolean;
 }
 
 /** A member of a channel: a user with at least one session in it. */
@@ -354,10 +359,13 @@ export interface ChannelChange<D = Record<string, unknown>> {
   count: number;
 }
 
+/** A snapshot, or a further page merged into what the channel knew. */
 export interface ChannelSync<D = Record<string, unknown>> {
+  /** Every member known so far (members()). */
   members: ChannelMember<D>[];
   count: number;
-  /** More members than the snapshot's page (the backend API pages through them). */
+  /** More members than these: pages still being read (false once every page is
+   * in), or not read (allMembers false, or a page refused: an 'error' said so). */
   more: boolean;
 }
 
@@ -369,19 +377,22 @@ export interface ChannelEvents<D = Record<string, unknown>> {
   /** A backend removed this user from the channel (reason "kicked"), or a
    * refreshed token no longer grants it (reason "not_allowed"). */
   left: { reason: string | null };
-  /** A refused join/update/observe: channel_not_allowed, too_many_channels, data_too_large, ...
-   *  (a join refused join_rate or store_unavailable is retried by the client, not reported). */
+  /** A refused join/update/observe/page: channel_not_allowed, too_many_channels, data_too_large, ...
+   *  (a join refused join_rate or store_unavailable, or a page refused store_unavailable,
+   *  is retried by the client, not reported). */
   error: { code: string; message: string };
 }
 
 export declare class Channel<D = Record<string, unknown>> {
   readonly client: PresenceClient;
   readonly name: string;
-  /** The members known: the snapshot's page, then every change. */
+  /** The members known: the snapshot and the pages read after it (every member once
+   *  more is false), then every change. */
   members(): ChannelMember<D>[];
   /** The channel's member count as members are shown it (invisible members,
    * ourselves included, not counted). */
   readonly count: number;
+  /** Members exist beyond members(): pages still being read, or not read. */
   readonly more: boolean;
   /** This session's data. */
   readonly data: D | null;

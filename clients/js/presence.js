@@ -1085,8 +1085,12 @@ export class PresenceClient {
 /**
  * A channel joined (or observed) through a PresenceClient: who is in it,
  * with what data, live. Made by client.channel(name, { data, observe,
- * snapshot }); snapshot: false joins without the member list (no 'sync').
- * Events: 'sync' (a snapshot: { members, count, more }), 'join', 'leave',
+ * snapshot, allMembers }); snapshot: false joins without the member list
+ * (no 'sync'). A snapshot holds the server's first page (--channel-page
+ * members); with more, the client reads the next pages ({"type":"members"})
+ * until members() is complete, unless allMembers is false.
+ * Events: 'sync' (a snapshot, then each further page: { members, count,
+ * more }, more false once every page is in), 'join', 'leave',
  * 'update' (each with the member and the change), 'left' (a backend removed
  * this user), 'error' ({ code, message }).
  */
@@ -1099,6 +1103,8 @@ export class Channel {
     // { snapshot: false }: the join is answered by an ack, no member list
     // (no 'sync'): members() holds the members seen in changes since.
     this._snapshot = opts.snapshot !== false;
+    // Read the pages after a snapshot with more (docs/protocol.md 4.2).
+    this._allMembers = opts.allMembers !== false;
     this._members = new Map(); // user id -> member
     this._count = 0;
     this._more = false;
@@ -1107,14 +1113,23 @@ export class Channel {
     this._joinId = null; // id of our last join/observe
     this._retryTimer = null;
     this._retries = 0;
+    this._pageId = null; // id of the members request awaited, if any
+    this._after = null; // its cursor: the last member of the page before
+    this._pageTimer = null; // a page request waiting to be sent again
+    this._pageRetries = 0;
+    // Members whose leave came while pages are read, with its version: a
+    // page read before the leave (on Redis it may come after) must not
+    // bring them back.
+    this._gone = new Map();
   }
 
-  /** The members known (the snapshot's page, then the changes). */
+  /** The members known (the snapshot and the pages after it, then the changes). */
   members() { return [...this._members.values()].map((m) => ({ ...m })); }
   /** The channel's member count as members are shown it (beyond the
    * snapshot's page; invisible members are not counted, ourselves included). */
   get count() { return this._count; }
-  /** Whether members beyond the snapshot's page exist (see the HTTP API). */
+  /** Whether members exist beyond those known: pages still being read (or
+   * not read: allMembers false, or a page refused). */
   get more() { return this._more; }
   get data() { return this._data; }
 
@@ -1169,6 +1184,57 @@ export class Channel {
     this._members.clear();
     this._count = 0;
     this._more = false;
+    this._endPaging();
+  }
+
+  _endPaging() {
+    this._pageId = null;
+    this._gone.clear();
+    if (this._pageTimer !== null) { this.client._clearTimeout(this._pageTimer); this._pageTimer = null; }
+  }
+
+  // Ask for the page after the last member of the frame just read (the
+  // server lists in user id order): members(), more and a 'sync' follow.
+  _nextPage(list) {
+    this._pageId = null;
+    if (!this._allMembers || !this._more || !this._active) return;
+    let last = null;
+    for (const x of Array.isArray(list) ? list : []) if (x && typeof x.user_id === 'string') last = x.user_id;
+    // A page with more and no member gives no cursor to go on from (a
+    // server older than the one that never sends one): more stays true.
+    if (last === null) return;
+    this._after = last;
+    this._askPage();
+  }
+
+  _askPage() {
+    const id = this.client._nextId++;
+    this._pageId = id;
+    if (this.client._send({ type: 'members', id, channel: this.name, after: this._after })) this.client._chanReqs.set(id, this);
+  }
+
+  // A page: merged into what we know. A change may have come before the
+  // page that holds it, or (Redis) after a page read before it: the
+  // member's version says which is newer; a leave that came while pages
+  // are read keeps out a page's older record of that member.
+  _page(m) {
+    if (m.id !== this._pageId || !this._active) return;
+    this._pageRetries = 0;
+    for (const x of Array.isArray(m.members) ? m.members : []) {
+      if (!x || typeof x.user_id !== 'string') continue;
+      const v = typeof x.version === 'number' ? x.version : 0;
+      const gone = this._gone.get(x.user_id);
+      if (gone !== undefined && v <= gone) continue;
+      const prev = this._members.get(x.user_id);
+      const pv = prev && typeof prev.version === 'number' ? prev.version : -1;
+      if (v < pv) continue;
+      // The same version is the same member: what a change told us stays,
+      // the page adds what changes do not carry (since).
+      this._members.set(x.user_id, v === pv ? { ...x, ...prev } : { ...x });
+    }
+    this._more = !!m.more;
+    this._emit('sync', { members: this.members(), count: this._count, more: this._more });
+    if (this._more) this._nextPage(m.members); else this._endPaging();
   }
 
   _send() {
@@ -1192,6 +1258,23 @@ export class Channel {
     // A channel left (leave(), or removed) is done: a refusal of what it
     // asked before is nobody's business (join_rate would not be retried).
     if (!this._active) return;
+    if (m.id === this._pageId) {
+      this._pageId = null;
+      // Redis unreachable: the page is asked again with backoff, as a join
+      // is; anything else stops the reading (more stays true) and is told.
+      if (m.code === 'store_unavailable' && this.client._session) {
+        const delay = backoffDelay(this._pageRetries++, this.client._reconnect, this.client._random);
+        const session = this.client._session;
+        this._pageTimer = this.client._setTimeout(() => {
+          this._pageTimer = null;
+          if (this.client._session === session && this._active) this._askPage();
+        }, delay);
+        return;
+      }
+      this._gone.clear();
+      this._emit('error', { code: m.code, message: m.message });
+      return;
+    }
     // A join (or observe) refused for now is sent again, not given up: at
     // most --channel-joins-per-s (10) joins a second are taken, and a client
     // in more channels (up to 32) sends them all at each (re)connect, so
@@ -1212,6 +1295,7 @@ export class Channel {
 
   _stopRetry() {
     if (this._retryTimer !== null) { this.client._clearTimeout(this._retryTimer); this._retryTimer = null; }
+    if (this._pageTimer !== null) { this.client._clearTimeout(this._pageTimer); this._pageTimer = null; }
   }
 
   _server(m) {
@@ -1223,15 +1307,19 @@ export class Channel {
       this._emit('left', { reason: m.reason ?? null });
       return;
     }
+    if (m.page) return this._page(m);
     if (typeof m.count === 'number') this._count = m.count;
     if (m.snapshot) {
       this._retries = 0;
       // A snapshot replaces what we knew (after a reconnect the server may
-      // have begun its versions again).
+      // have begun its versions again), pages being read included.
       this._members.clear();
+      this._endPaging();
+      this._pageRetries = 0;
       for (const x of Array.isArray(m.members) ? m.members : []) if (x && typeof x.user_id === 'string') this._members.set(x.user_id, { ...x });
       this._more = !!m.more;
       this._emit('sync', { members: this.members(), count: this._count, more: this._more });
+      this._nextPage(m.members);
       return;
     }
     const x = m.member;
@@ -1243,11 +1331,13 @@ export class Channel {
     if (!m.visibility && !m.hidden && prev && typeof x.version === 'number' && typeof prev.version === 'number' && x.version <= prev.version) return;
     const change = { from: m.from ?? null, reason: m.reason ?? null, seq: m.seq ?? null, count: this._count };
     if (m.event === 'leave') {
+      if (this._pageId !== null || this._pageTimer !== null) this._gone.set(x.user_id, typeof x.version === 'number' ? x.version : Infinity);
       if (!prev && x.version === undefined) return;
       this._members.delete(x.user_id);
       this._emit('leave', { member: { ...x }, ...change });
       return;
     }
+    if (m.event === 'join') this._gone.delete(x.user_id);
     const member = { ...(prev || {}), ...x };
     if (m.event === 'join' && !member.since) member.since = this.client._now();
     this._members.set(x.user_id, member);

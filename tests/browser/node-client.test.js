@@ -262,3 +262,29 @@ test('token refresh on a computer whose clock is 5 min slow: refreshed in place 
   assert.ok(!c.states.some((s) => s.state === 'closed'), 'never closed: ' + JSON.stringify(c.states.filter((s) => s.state === 'closed')));
   c.close();
 });
+
+test('a room larger than --channel-page: members() holds every member once the client has read the pages after the snapshot', async () => {
+  // A snapshot holds the first --channel-page members (3 here) with more;
+  // the client asked for no more, so a page showed 3 of 8 people.
+  const srv = await server(['--channel-page', '3']);
+  const tok = (sub) => () => sign({ sub, exp: Math.floor(Date.now() / 1000) + 3600, channels: '*', observe: '*' });
+  const ids = Array.from({ length: 8 }, (_, i) => 'hall-' + i);
+  const members = ids.map((id) => client(srv, id, { token: tok(id) }));
+  for (const [i, c] of members.entries()) { c.channel('hall', { data: { i } }); c.connect(); }
+  await waitFor(async () => (await api(srv.port, 'GET', '/v1/channels/hall')).json.count === 8, { what: 'eight members' });
+  const w = client(srv, 'hall-watch', { token: tok('hall-watch') });
+  const hall = w.channel('hall', { observe: true });
+  const syncs = [];
+  hall.on('sync', (d) => syncs.push([d.members.length, d.more]));
+  w.connect();
+  await waitFor(() => syncs.length && !hall.more, { what: 'every page read' });
+  assert.deepEqual(hall.members().map((m) => m.user_id).sort(), ids);
+  assert.deepEqual(hall.members().map((m) => m.data.i).sort(), [0, 1, 2, 3, 4, 5, 6, 7]);
+  assert.deepEqual(syncs, [[3, true], [6, true], [8, false]]);
+  assert.equal(hall.count, 8);
+  // Then the changes, as before: one leaves, the list follows.
+  members[5].close();
+  await waitFor(() => hall.members().length === 7, { what: 'the leave' });
+  assert.equal(hall.members().some((m) => m.user_id === 'hall-5'), false);
+  for (const c of [...members, w]) c.close();
+});

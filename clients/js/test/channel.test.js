@@ -365,3 +365,114 @@ test('joining (with data) a channel this page observes says so instead of doing 
   assert.equal(ws.sent.at(-1).type, 'join');
   assert.notEqual(room, obs);
 });
+
+// A room larger than the server's --channel-page: the snapshot holds the
+// first page, with more. The client reads the rest ({"type":"members"}).
+const mem = (user_id, version = 1, data = null) => ({ user_id, status: 'online', availability: 'auto', data, since: 5, version });
+const bigSnapshot = (id, members, count) => ({ type: 'channel', channel: 'room', snapshot: true, id, count, more: true, members });
+const page = (id, members, more) => ({ type: 'channel', channel: 'room', snapshot: false, page: true, id, more, members });
+const lastAsk = (ws) => ws.sent.filter((m) => m.type === 'members').at(-1);
+
+test('a snapshot with more: the next pages are read until members() is complete, a sync after each', async () => {
+  const env = setup();
+  env.client.connect();
+  const ws = await open(env);
+  const room = env.client.channel('room', { observe: true });
+  const syncs = [];
+  room.on('sync', (d) => syncs.push([d.members.length, d.more]));
+  ws.serverSend(bigSnapshot(ws.sent.at(-1).id, [mem('a'), mem('b')], 5));
+  assert.equal(room.more, true);
+  const ask1 = lastAsk(ws);
+  assert.deepEqual({ ...ask1, id: 0 }, { type: 'members', id: 0, channel: 'room', after: 'b' });
+  ws.serverSend(page(ask1.id, [mem('c'), mem('d')], true));
+  const ask2 = lastAsk(ws);
+  assert.equal(ask2.after, 'd');
+  ws.serverSend(page(ask2.id, [mem('e')], false));
+  assert.deepEqual(room.members().map((m) => m.user_id), ['a', 'b', 'c', 'd', 'e']);
+  assert.equal(room.more, false);
+  assert.equal(room.count, 5, 'a page carries no count: the snapshot\'s stays');
+  assert.deepEqual(syncs, [[2, true], [4, true], [5, false]]);
+  assert.equal(ws.sent.filter((m) => m.type === 'members').length, 2, 'nothing asked after the last page');
+  // An answer to no request of ours (an old one) changes nothing.
+  ws.serverSend(page(ask1.id, [mem('zz')], true));
+  assert.equal(room.members().length, 5);
+});
+
+test('pages and changes: a change newer than the page wins, a leave keeps the member out, a join after a leave comes in', async () => {
+  const env = setup();
+  env.client.connect();
+  const ws = await open(env);
+  const room = env.client.channel('room', { observe: true });
+  const leaves = [];
+  room.on('leave', (d) => leaves.push(d.member.user_id));
+  ws.serverSend(bigSnapshot(ws.sent.at(-1).id, [mem('a'), mem('b')], 6));
+  const ask = lastAsk(ws);
+  // Before the page (on Redis a page may have been read before them):
+  ws.serverSend(change('update', mem('c', 3, { n: 'new' }), 6));
+  ws.serverSend(change('leave', { user_id: 'd', status: 'offline', data: null, version: 4 }, 5));
+  ws.serverSend(change('leave', { user_id: 'e', status: 'offline', data: null, version: 2 }, 4));
+  ws.serverSend(change('join', mem('e', 1, { n: 'again' }), 5, 'offline'));
+  ws.serverSend(change('update', { user_id: 'f', status: 'online', availability: 'auto', data: { n: 'same' }, version: 2 }, 5));
+  ws.serverSend(page(ask.id, [mem('c', 2, { n: 'old' }), mem('d', 3), mem('e', 1, { n: 'again' }), { ...mem('f', 2, { n: 'same' }), since: 77 }], false));
+  const by = Object.fromEntries(room.members().map((m) => [m.user_id, m]));
+  assert.deepEqual(Object.keys(by).sort(), ['a', 'b', 'c', 'e', 'f']);
+  assert.deepEqual(by.c.data, { n: 'new' }, 'the page\'s older record does not undo a newer change');
+  assert.equal(by.c.version, 3);
+  assert.equal(by.d, undefined, 'a member whose leave came first is not brought back by an older page');
+  assert.deepEqual(by.e.data, { n: 'again' }, 'a member that left and joined again is in');
+  assert.equal(by.f.since, 77, 'the same version: the page adds what the change did not carry');
+  assert.deepEqual(leaves, ['d', 'e']);
+  // Paging over: a later leave and join of d are plain changes.
+  ws.serverSend(change('join', mem('d', 1), 6, 'offline'));
+  assert.ok(room.members().some((m) => m.user_id === 'd'));
+});
+
+test('allMembers false: the snapshot\'s page only; a page refused store_unavailable is asked again, another refusal is reported', async () => {
+  const env = setup();
+  env.client.connect();
+  const ws = await open(env);
+  const one = env.client.channel('one', { observe: true, allMembers: false });
+  ws.serverSend({ ...bigSnapshot(ws.sent.at(-1).id, [mem('a')], 9), channel: 'one' });
+  assert.equal(ws.sent.filter((m) => m.type === 'members').length, 0);
+  assert.equal(one.more, true);
+  const room = env.client.channel('room', { observe: true });
+  const errors = [];
+  room.on('error', (e) => errors.push(e.code));
+  ws.serverSend(bigSnapshot(ws.sent.at(-1).id, [mem('a'), mem('b')], 9));
+  const ask = lastAsk(ws);
+  ws.serverSend({ type: 'error', code: 'store_unavailable', message: 'retry', id: ask.id });
+  assert.equal(lastAsk(ws), ask, 'not at once');
+  env.clock.advance(60000);
+  const again = lastAsk(ws);
+  assert.notEqual(again.id, ask.id);
+  assert.equal(again.after, 'b', 'the same page asked again');
+  assert.deepEqual(errors, []);
+  ws.serverSend({ type: 'error', code: 'not_joined', message: 'no', id: again.id });
+  env.clock.advance(60000);
+  assert.equal(lastAsk(ws), again, 'not asked again');
+  assert.deepEqual(errors, ['not_joined']);
+  assert.equal(room.more, true, 'members are missing: more says so');
+  env.client.close();
+  assert.equal(env.clock.pending(), 0);
+});
+
+test('a new snapshot (rejoin after a reconnect) starts the pages again; an answer to the old socket\'s page changes nothing', async () => {
+  const env = setup();
+  env.client.connect();
+  let ws = await open(env);
+  const room = env.client.channel('room', { observe: true });
+  ws.serverSend(bigSnapshot(ws.sent.at(-1).id, [mem('a'), mem('b')], 4));
+  const old = lastAsk(ws);
+  ws.serverClose(1006);
+  env.clock.advance(60000);
+  ws = await open(env);
+  const obs = ws.sent.find((m) => m.type === 'observe');
+  ws.serverSend(bigSnapshot(obs.id, [mem('b'), mem('c')], 4));
+  const ask = lastAsk(ws);
+  assert.equal(ask.after, 'c');
+  ws.serverSend(page(old.id, [mem('x')], false));
+  assert.equal(room.members().some((m) => m.user_id === 'x'), false);
+  ws.serverSend(page(ask.id, [mem('d')], false));
+  assert.deepEqual(room.members().map((m) => m.user_id), ['b', 'c', 'd']);
+  assert.equal(room.more, false);
+});

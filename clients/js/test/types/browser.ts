@@ -52,6 +52,14 @@ for (const m of room.members()) { const x: number | undefined = m.data?.x; void 
 // shows dnd / away beside the name.
 room.on('sync', ({ members }) => { for (const m of members) { const a: import('../../presence.js').Availability = m.availability; void a; } });
 room.on('update', ({ member }) => { if (member.availability === 'dnd') console.log(member.user_id, 'do not disturb'); });
+// Every member, the pages after the snapshot read by the client (the default),
+// or the snapshot's page only.
+const big = client.channel('hall', { observe: true, allMembers: true });
+big.on('sync', ({ members, more }) => { if (!more) console.log(members.length, 'members, all of them'); });
+const firstPage = client.channel('lobby', { observe: true, allMembers: false });
+const more: boolean = firstPage.more; void more;
+// @ts-expect-error allMembers is a boolean
+client.channel('x', { allMembers: 'yes' });
 room.leave();
 void client.setAvailability('dnd');
 void client.setMessage('Lunch', {});

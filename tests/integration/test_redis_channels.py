@@ -41,6 +41,9 @@ Channels on three presenced instances sharing one Redis (issue 13).
   observe-lost: an observe answered store_unavailable (its snapshot could
             not be read) does not observe: once Redis is back, the
             channel's changes do not reach that connection.
+  activity-store-down: an update answered store_unavailable (Redis down)
+            by a session idle by inactivity is activity: online once Redis
+            is back, where a session that sent only a ping stays idle.
   fifty:    50 WebSocket sessions of one user over the three instances join
             one channel in random order, then leave in random order: one
             channel.join and one channel.leave in the cluster's log.
@@ -362,6 +365,42 @@ async def test_observe_lost(t, cl):
         await x.close()
 
 
+async def test_activity_store_down(t, cl):
+    """--inactivity-ms 4000. A request the server took that the store then
+    fails (store_unavailable: Redis down) is activity all the same: the
+    user did act (docs/protocol.md 1.2). A session idle by inactivity that
+    sends an update while Redis is down is online once Redis is back (the
+    re-assert carries its status); one that sent only a ping stays idle."""
+    A, B, _ = cl.d
+    a, _ = await connect_join(A, "as-a", "room", {"v": 1})
+    ctl, _ = await connect_join(A, "as-ctl", "room")
+
+    async def status(u):
+        r = await http(B, "GET", f"/v1/users/{u}")
+        return (r.json() or {}).get("status") if r.status == 200 else None
+
+    async def both_idle():
+        return await status("as-a") == "idle" and await status("as-ctl") == "idle"
+    t.check("activity-store-down: both sessions idle by inactivity",
+            await wait_for(both_idle, 8, 0.1) is not None)
+    cl.redis.kill()
+    await asyncio.sleep(0.5)
+    await a.send({"type": "update", "channel": "room", "data": {"v": 2}, "id": "u"})
+    t.eq("activity-store-down: an update while Redis is down is answered store_unavailable",
+         (await answer(a, "u", 5) or {}).get("code"), "store_unavailable")
+    await ctl.send({"type": "ping", "id": "p"})
+    await ctl.expect_type("pong", 3, id="p")
+    cl.redis.start()
+
+    async def back():
+        return await status("as-a") not in (None, "offline") and await status("as-ctl") not in (None, "offline")
+    t.check("activity-store-down: Redis back empty: both re-asserted", await wait_for(back, 3, 0.05) is not None)
+    t.eq("activity-store-down: the session whose user acted is online, the other still idle",
+         (await status("as-a"), await status("as-ctl")), ("online", "idle"))
+    for x in (a, ctl):
+        await x.close()
+
+
 async def test_fifty(t, cl):
     rnd = random.Random(1313)
     cs = []
@@ -429,6 +468,8 @@ SCENARIOS = [
     ("update-lost", test_update_lost, {"extra": {"--offline-grace-ms": "0"}}),
     ("rejoin-lost", test_rejoin_lost, {"extra": {"--offline-grace-ms": "0"}}),
     ("observe-lost", test_observe_lost, {"extra": {"--offline-grace-ms": "0"}}),
+    ("activity-store-down", test_activity_store_down,
+     {"extra": {"--offline-grace-ms": "0", "--inactivity-ms": "4000"}}),
     ("fifty", test_fifty, {"extra": {"--offline-grace-ms": "0", "--max-sessions-per-user": "0"}}),
 ]
 

@@ -13,7 +13,10 @@
  *
  * Input: byte 0, the configuration (bit 0: small reply limits, 1: offline
  * grace, 2: inactivity timeout, 3: two shards, 4: SELECT 1, 5: kick and
- * origin listeners); then ops, each one byte, low 3 bits:
+ * origin listeners, 6: a follower's feed (the store copies its log reads
+ * to the harness), 7: a feed in (the store takes the log from the harness
+ * and runs no XREAD until it ends); each feed end is a connection, the
+ * first ones, that ops answer into or close); then ops, each one byte, low 3 bits:
  *   0-2 ANSWER the oldest command of connection (b >> 3) % live with the
  *       reply tree that follows (below)
  *   3   CALL the API: the next byte picks the call (% N_CALLS) and its
@@ -42,7 +45,8 @@
  * FUZZ_REDIS_RECORD_OUT=<file>, the input is a plan instead: its first
  * byte the configuration, then letters: 'a' answer every pending command
  * but a blocking XREAD until none is left, 'r' answer the pending XREADs
- * once, 'c' then a byte: that CALL, 't' TICK. Each command is forwarded to
+ * once, 'f' pass the log (XREAD from its start) into a feed in, 'c' then a
+ * byte: that CALL, 't' TICK. Each command is forwarded to
  * the real Redis (one connection per fake one) and its answer written as
  * the input encoding above: the seed replays the same conversation.
  */
@@ -128,6 +132,10 @@ typedef struct fconn {
   cmdq_t *head, *tail;
   int real; /* recorder: the real Redis's socket, -1 none */
   bool orphan; /* not in conns[]: freed when closed */
+  /* The machine's log feed (presenced --workers, redis_feed.c): the other
+   * end of the store's feed_out, which gets the store's log reads as
+   * replies; or of its feed_in, which the input answers into. */
+  bool feed_out, feed_in;
 } fconn_t;
 
 static uv_loop_t loop;
@@ -195,6 +203,10 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b) {
     int rc = presence__resp_next(&c->rd, &cmd);
     if (rc == 0) break;
     if (rc < 0) abort(); /* the store sent bytes that are not RESP */
+    if (c->feed_out) { /* a log read copied: a reply of any shape */
+      presence__resp_free(alloc(), cmd);
+      continue;
+    }
     if (cmd->type != REDIS_REPLY_ARRAY || cmd->elements == 0) abort();
     for (size_t i = 0; i < cmd->elements; i++)
       if (cmd->element[i]->type != REDIS_REPLY_STRING) abort();
@@ -235,6 +247,23 @@ static void on_accept(uv_stream_t *srv, int status) {
     fconn_close(c); /* a store reconnecting that often: enough */
     return;
   }
+  conns[n_conns++] = c;
+  uv_read_start((uv_stream_t *)&c->h, on_alloc, on_read);
+}
+
+/* The harness's end of a feed socket pair, a connection like the others
+ * (the input answers into it, or closes it). */
+static void feed_conn(int fd, bool out) {
+  fconn_t *c = calloc(1, sizeof *c);
+  if (!c) abort();
+  c->real = -1;
+  c->feed_out = out;
+  c->feed_in = !out;
+  uv_pipe_init(&loop, &c->h, 0);
+  c->h.data = c;
+  if (uv_pipe_open(&c->h, fd) != 0) abort();
+  presence__resp_init(&c->rd, alloc(), (size_t)1 << 24, (size_t)1 << 20);
+  c->live = true;
   conns[n_conns++] = c;
   uv_read_start((uv_stream_t *)&c->h, on_alloc, on_read);
 }
@@ -891,14 +920,15 @@ static bool blocking(const redisReply *cmd) {
           !strcasecmp(cmd->element[0]->str, "BLPOP"));
 }
 
-/* The recorder's answer to c's oldest command: from the real Redis, kept
- * in the output as op 0 of that connection, and sent. */
-static void record_answer(fconn_t *c) {
+/* The recorder's answer to cmd (c's oldest command, or for a feed in what
+ * the machine's reader would pass on): from the real Redis, kept in the
+ * output as op 0 of that connection, and sent. */
+static void record_answer(fconn_t *c, const redisReply *cmd) {
   size_t live_idx = 0;
   for (size_t i = 0; i < n_conns && conns[i] != c; i++)
     live_idx += conns[i]->live;
   buf_t t = {0};
-  forward(c, c->head->cmd, &t);
+  forward(c, cmd, &t);
   buf_byte(&rec, (uint8_t)(live_idx << 3));
   buf_put(&rec, t.b, t.len);
   in_t tin = {(const uint8_t *)t.b, t.len, 0};
@@ -906,9 +936,29 @@ static void record_answer(fconn_t *c) {
   int nodes = 0;
   tree(&tin, &out, 0, &nodes);
   fconn_write(c, out.b, out.len);
-  fconn_pop(c);
+  if (!c->feed_in) fconn_pop(c);
   free(out.b);
   free(t.b);
+}
+
+/* A feed in gets the log as the machine's reader would have read it. */
+static void record_feed(void) {
+  static const char xread[] = "*6\r\n$5\r\nXREAD\r\n$5\r\nCOUNT\r\n$2\r\n64\r\n"
+                              "$7\r\nSTREAMS\r\n$12\r\npresence:log\r\n"
+                              "$3\r\n0-0\r\n";
+  for (size_t i = 0; i < n_conns; i++) {
+    if (!conns[i]->live || !conns[i]->feed_in) continue;
+    presence__resp_reader_t rd;
+    presence__resp_init(&rd, alloc(), 4096, 64);
+    redisReply *cmd = NULL;
+    if (presence__resp_feed(&rd, xread, sizeof xread - 1) != 0 ||
+        presence__resp_next(&rd, &cmd) != 1)
+      abort();
+    record_answer(conns[i], cmd);
+    presence__resp_free(alloc(), cmd);
+    presence__resp_fini(&rd);
+    settle();
+  }
 }
 
 static void record_plan(in_t *in) {
@@ -921,7 +971,7 @@ static void record_plan(in_t *in) {
           fconn_t *c = conns[i];
           if (!c->live || !c->head) continue;
           if ((op == 'a') == blocking(c->head->cmd)) continue;
-          record_answer(c);
+          record_answer(c, c->head->cmd);
           settle(); /* as run_ops does after each op */
           any = true;
         }
@@ -933,6 +983,8 @@ static void record_plan(in_t *in) {
       buf_byte(&rec, b);
       api_call(b);
       settle();
+    } else if (op == 'f') {
+      record_feed();
     } else if (op == 't') {
       buf_byte(&rec, 4);
       tick();
@@ -1060,6 +1112,22 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     ro.max_reply_elements = 64;
   }
   if (cfg & 8) ro.shards = 2;
+  int feed_out_fd[1];
+  if (cfg & 0xC0) {
+    int sv[2];
+    if (cfg & 0x40) { /* this store reads the log for a follower */
+      if (socketpair(AF_UNIX, SOCK_STREAM, 0, sv) != 0) abort();
+      feed_out_fd[0] = sv[0];
+      ro.feed_out = feed_out_fd;
+      ro.n_feed_out = 1;
+      feed_conn(sv[1], true);
+    }
+    if (cfg & 0x80) { /* this store takes the log from the feed */
+      if (socketpair(AF_UNIX, SOCK_STREAM, 0, sv) != 0) abort();
+      ro.feed_in = sv[0];
+      feed_conn(sv[1], false);
+    }
+  }
   if (presence_store_redis_new(&ro, &store) != 0) abort();
   if (cfg & 0x20) {
     presence_redis_on_kick(store, kick_heard, NULL);

@@ -78,6 +78,13 @@ PLANS = {
     # SELECT 1 before anything, and the small reply limits
     "select-limits": (0x31, START + steps(
         ("open", 0, 0), ("join", 0, 0, 1), ("members", 0, 0, 1), ("log",))),
+    # presenced --workers: this store reads the log for a follower (its
+    # copies checked), then one that takes the log from the feed
+    "feed-out": (0x60, START + steps(
+        ("open", 0, 0), ("join", 0, 0, 1), ("end", 0, 0)) + b"ar"),
+    "feed-in": (0xA0, START + steps(
+        ("open", 0, 0), b"f", ("join", 0, 0, 1), b"f", ("user", 0, 0),
+        ("end", 0, 0), b"f")),
 }
 
 

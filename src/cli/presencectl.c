@@ -753,8 +753,16 @@ static void add_sample(cJSON *m, char *line) {
   cJSON_AddItemToArray(arr, s);
 }
 
+/* A figure of the whole command: with --workers each worker's sample comes
+ * labelled worker="k" (docs/operations.md), and the human output sums
+ * them, as one process would count. */
 static double metric(const cJSON *m, const char *name) {
-  return num(m, name);
+  const cJSON *v = cJSON_GetObjectItemCaseSensitive(m, name);
+  if (!cJSON_IsArray(v)) return num(m, name);
+  double sum = 0;
+  const cJSON *s;
+  cJSON_ArrayForEach(s, v) sum += num(s, "value");
+  return sum;
 }
 
 static void print_labelled(const cJSON *m, const char *name, const char *label,
@@ -764,10 +772,23 @@ static void print_labelled(const cJSON *m, const char *name, const char *label,
   int any = 0;
   const cJSON *s;
   cJSON_ArrayForEach(s, arr) {
-    double v = num(s, "value");
-    if (skip_zero && v == 0) continue;
     const cJSON *l = cJSON_GetObjectItemCaseSensitive(s, "labels");
-    printf("%s%s %.0f", any ? ", " : "", str(l, label), v);
+    const char *key = str(l, label);
+    /* The workers' samples of one label value summed, shown once, where
+     * the first of them stands. */
+    int earlier = 0;
+    for (const cJSON *e = arr->child; e != s && !earlier; e = e->next)
+      earlier = !strcmp(str(cJSON_GetObjectItemCaseSensitive(e, "labels"),
+                            label),
+                        key);
+    if (earlier) continue;
+    double v = 0;
+    for (const cJSON *e = s; e; e = e->next)
+      if (!strcmp(str(cJSON_GetObjectItemCaseSensitive(e, "labels"), label),
+                  key))
+        v += num(e, "value");
+    if (skip_zero && v == 0) continue;
+    printf("%s%s %.0f", any ? ", " : "", key, v);
     any = 1;
   }
   printf("%s\n", any ? "" : "none");
@@ -823,6 +844,10 @@ static void stats_human(const cJSON *h, const cJSON *m, int ready) {
   const char *store = str(h, "store");
   printf("%-14s%s, %s\n", "store", *store ? store : "?",
          ready ? "ready" : "NOT READY");
+  /* --workers: the figures below are every worker's, summed. */
+  if (cJSON_GetObjectItemCaseSensitive(m, "presenced_metrics_workers"))
+    printf("%-14s%.0f (figures summed over them)\n", "workers",
+           metric(m, "presenced_metrics_workers"));
   if (cJSON_GetObjectItemCaseSensitive(m, "presenced_redis_up"))
     print_labelled(m, "presenced_redis_up", "conn", "redis up", 0);
   printf("%-14s%.0f (websocket %.0f, event streams %.0f)\n", "connections",

@@ -140,6 +140,9 @@ typedef struct srv_config {
    * (workers.c makes it; interest.c counts; the reader routes by it):
    * NULL without a feed, and after a restart. */
   struct presence_redis_interest *interest;
+  /* Every worker's /metrics text, in memory the workers share (workers.c
+   * makes it, metrics.c writes and reads it); NULL without workers. */
+  struct metrics_shm *metrics_shm;
 } srv_config_t;
 
 typedef enum {

@@ -8,6 +8,7 @@
  * a conn_t pointer stays valid for the whole call stack that decided to
  * close it; code that writes or closes checks c->closing afterwards.
  */
+#include "server/metrics.h"
 #include "server/server.h"
 #include "server/webhook.h"
 
@@ -960,6 +961,7 @@ static void on_house(uv_timer_t *t) {
     }
   }
   origin_housekeeping(s, now);
+  metrics_publish(s, now);
 }
 
 static uint64_t house_interval(const srv_config_t *cfg) {

@@ -24,6 +24,7 @@
  * others after its lease, as for a machine that died; the replacement is a
  * new instance (a new id), never the dead one resumed.
  */
+#include "server/metrics.h"
 #include "server/server.h"
 #ifdef PRESENCED_HAVE_REDIS
 #include "presence_redis.h"
@@ -314,6 +315,12 @@ int workers_run(srv_config_t *cfg, int *exit_code) {
   const char *nf = getenv("PRESENCED_BENCH_NO_LOG_FEED");
   if (!nf || strcmp(nf, "1")) feeds_make(n);
   int port_fd = cfg->port == 0 ? reserve_port(cfg) : -1;
+  /* /metrics of any worker answers for all of them (metrics.h). */
+  cfg->metrics_shm = metrics_shm_new(n);
+  if (!cfg->metrics_shm)
+    srv_log(&sup, PRESENCE_LOG_WARN,
+            "metrics: no shared memory for the workers' figures (each "
+            "worker's /metrics holds its own only)");
   sup.cfg = *cfg;
   srv_log(&sup, PRESENCE_LOG_INFO, "supervising %u workers on %s", n,
           cfg->listen);
@@ -343,6 +350,8 @@ int workers_run(srv_config_t *cfg, int *exit_code) {
     while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
       for (uint32_t i = 0; i < n; i++) {
         if (ws[i].pid != pid) continue;
+        /* Its figures stop counting now, not STALE_MS from now. */
+        metrics_shm_clear(cfg->metrics_shm, i + 1);
         if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
           failed |= stopping; /* an unclean end of a shutdown */
         if (on_exit_of(&ws[i], i + 1, status, stopping) != 0) {

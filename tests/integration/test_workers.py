@@ -39,6 +39,13 @@ same Redis where the workers are gone.
             worker delivers it, and every event of users connecting and
             leaving on both workers reaches the receiver exactly once, in
             log order.
+  metrics:  /metrics reached through the shared port holds every worker's
+            figures, each sample labelled worker="1" / worker="2" (whichever
+            worker answers), every family under one HELP and TYPE, the
+            cluster's figures once and unlabelled; a worker's counter never
+            goes back from one scrape to the next (it jumped between the
+            workers' values, read by Prometheus as resets); the open
+            WebSocket gauges of the two workers add up to the clients open.
   embedded: --workers 2 without --store is refused with a clear message.
 
 Run: /usr/bin/python3 tests/integration/test_workers.py --presenced PATH
@@ -54,7 +61,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import (SSE, Checks, Client, Daemon, HookReceiver,  # noqa: E402
+from harness import (API_KEY, SSE, Checks, Client, Daemon, HookReceiver,  # noqa: E402
                      free_port, http, http_sync, parse_args, sanitizer_report, token)
 from test_redis_cluster import (Redis, read_log, replay, statuses,  # noqa: E402
                                 wait_for)
@@ -329,6 +336,81 @@ async def test_sighup(t, d, redis, observer):
     await stopped_by(t, d, observer, signal.SIGHUP, "sighup")
 
 
+def parse_metrics(text):
+    """{(name, labels as a sorted tuple): value}, the HELP names in order,
+    and what breaks the text format (a family's samples apart from its
+    HELP and TYPE, a family described twice)."""
+    samples, helps, problems, family = {}, [], [], None
+    for ln in text.splitlines():
+        if ln.startswith("# HELP "):
+            family = ln.split()[2]
+            if family in helps:
+                problems.append(f"{family} described twice")
+            helps.append(family)
+            continue
+        if not ln or ln.startswith("#"):
+            continue
+        m = re.match(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)$', ln)
+        if not m:
+            problems.append(f"not a sample: {ln}")
+            continue
+        name, labels = m.group(1), tuple(sorted(re.findall(r'(\w+)="([^"]*)"', m.group(2) or "")))
+        if name != family:
+            problems.append(f"{name} outside its family (under {family})")
+        samples[(name, labels)] = float(m.group(3))
+    return samples, helps, problems
+
+
+async def test_metrics(t, d, redis):
+    # Clients on both workers, so the two workers' gauges differ.
+    by = await spread_clients(d, "mx")
+    open_clients = sum(len(v) for k, v in by.items())
+    await asyncio.sleep(1.5)  # each worker publishes its figures every second
+    accepted = {"1": [], "2": []}
+    seen_workers, problems, ws_sums, answered = set(), [], [], []
+    for i in range(12):
+        r = await http(d, "GET", "/metrics")
+        samples, helps, bad = parse_metrics(r.body.decode())
+        problems += bad
+        for (name, labels), v in samples.items():
+            lab = dict(labels)
+            if name == "presenced_connections_accepted_total" and "worker" in lab:
+                accepted[lab["worker"]].append(v)
+            if "worker" in lab:
+                seen_workers.add(lab["worker"])
+        ws_sums.append(sum(v for (name, labels), v in samples.items()
+                           if name == "presenced_websocket_connections"))
+        answered.append(samples.get(("presenced_metrics_workers", ())))
+        cl = [k for k in samples if k[0] == "presenced_cluster_instances"]
+        if cl != [("presenced_cluster_instances", ())]:
+            problems.append(f"cluster_instances as {cl}")
+    t.check("metrics: every scrape holds both workers' samples, labelled worker=\"1\" and \"2\"",
+            seen_workers == {"1", "2"} and all(len(v) == 12 for v in accepted.values()),
+            f"{seen_workers} {[len(v) for v in accepted.values()]}")
+    t.check("metrics: ... in the text format (each family once, its samples under it; the "
+            "cluster's figures once, unlabelled)", not problems, problems[:5])
+    t.check("metrics: presenced_metrics_workers 2 in every scrape", answered == [2.0] * 12,
+            answered)
+    t.check("metrics: each worker's connections_accepted_total never goes back from one "
+            "scrape to the next (no false counter resets)",
+            all(v == sorted(v) for v in accepted.values()), accepted)
+    t.check(f"metrics: the workers' presenced_websocket_connections add up to the "
+            f"{open_clients} clients open", ws_sums and ws_sums[-1] == open_clients, ws_sums)
+    # presencectl stats sums the workers (it showed whichever worker answered).
+    ctl = os.path.join(os.path.dirname(os.path.abspath(d.binary)), "presencectl")
+    if os.path.exists(ctl):
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PRESENCECTL_")}
+        env.update(PRESENCECTL_URL=f"http://127.0.0.1:{d.port}", PRESENCECTL_API_KEY=API_KEY)
+        r = subprocess.run([ctl, "stats"], capture_output=True, text=True, timeout=10, env=env)
+        t.check(f"metrics: presencectl stats says 'workers 2' and counts the {open_clients} "
+                f"WebSocket clients of both", r.returncode == 0
+                and re.search(r"^workers\s+2 ", r.stdout, re.M)
+                and re.search(rf"\(websocket {open_clients},", r.stdout), r.stdout + r.stderr)
+    for cs in by.values():
+        for c in cs:
+            await c.close()
+
+
 def test_embedded(t, binary):
     r = subprocess.run([binary, "--workers", "2", "--listen", "127.0.0.1:1"],
                        capture_output=True, text=True, timeout=10)
@@ -586,7 +668,7 @@ async def test_webhook(t, d, redis, rx):
     async def owned():
         # Each scrape reaches one worker; the owner answers 1 sooner or later.
         r = await http(d, "GET", "/metrics")
-        return re.search(r'^presenced_webhook_owner\{endpoint="wk"\} 1$',
+        return re.search(r'^presenced_webhook_owner\{endpoint="wk",worker="[12]"\} 1$',
                          r.body.decode(), re.M) is not None
     t.check("webhook: a worker holds the endpoint's lease",
             await wait_for(owned, 10, 0.1) is not None)
@@ -629,6 +711,7 @@ def main():
     async def run_all():
         for name, fn in (("spread", test_spread), ("kill9", test_kill9),
                          ("feed", test_feed), ("interest", test_interest),
+                         ("metrics", test_metrics),
                          ("webhook", test_webhook), ("sigterm", test_sigterm),
                          ("cgroup", test_sigterm_group), ("nohup", test_nohup),
                          ("sighup", test_sighup)):

@@ -256,17 +256,36 @@ int presence_redis_kick(presence_store_t *s, const char *session_id,
  * wins. claim: done(ud, 0, counter, held) with the claim's counter (it
  * only grows, the token of this connection) and held 1 when another
  * instance whose lease is live held the name (its sessions are still in
- * the store, for this instance to adopt); or (ud, ESTORE / ETIMEDOUT /
- * ESHUTDOWN, 0, 0). A claim that takes the name from another instance
+ * the store, for this instance to adopt), and the notices held for the
+ * name (presence_redis_origin_hold), taken by this claim: the caller tells
+ * them or holds them again; or (ud, ESTORE / ETIMEDOUT / ESHUTDOWN, 0, 0,
+ * NULL, 0). A claim that takes the name from another instance
  * tells every instance (on the kick stream): the one that held it gets
  * fn(ud, name, counter) of presence_redis_on_origin and closes its older
  * connection. release: the name is let go if this instance still holds it
  * with counter (the origin ended here); nothing is answered. 0, or ESTORE
  * when Redis is not connected (done is not called), EINVAL, ENOMEM. */
+/* A notice held for an origin while no connection of it was live (the
+ * strings are the answer's: valid during the callback only). code "": a
+ * channel removal; else a join or update the store refused. */
+typedef struct presence_redis_origin_notice {
+  const char *session_id, *channel, *code, *message;
+} presence_redis_origin_notice_t;
+typedef void (*presence_redis_origin_claim_cb)(
+    void *ud, int status, uint64_t counter, int held,
+    const presence_redis_origin_notice_t *notices, size_t n_notices);
 int presence_redis_origin_claim(presence_store_t *s, const char *name,
-                                void (*done)(void *ud, int status,
-                                             uint64_t counter, int held),
+                                presence_redis_origin_claim_cb done,
                                 void *ud);
+/* Hold a notice for the origin's next connection, on whichever instance
+ * it comes (its claim takes the notices held: notices of the callback
+ * above; kept a day, the newest 1,024 an origin). done(ud, 0), or ESTORE
+ * / ETIMEDOUT / ESHUTDOWN when it is not held (the caller may keep it
+ * itself); done may be NULL. 0, or EINVAL (no session or channel), ENOMEM,
+ * ESTORE (Redis not connected: done is not called). */
+int presence_redis_origin_hold(presence_store_t *s, const char *name,
+                               const presence_redis_origin_notice_t *notice,
+                               void (*done)(void *ud, int status), void *ud);
 int presence_redis_origin_release(presence_store_t *s, const char *name,
                                   uint64_t counter);
 /* Called on the loop for each claim of name by another instance, with its

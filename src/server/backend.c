@@ -379,9 +379,19 @@ static void welcome(conn_t *c, int resumed) {
  * by the backend's sync), then the input that waited; or the close, when
  * the store could not be asked (the backend retries, as after any close)
  * or a newer claim elsewhere came first (4009, origin_claimed). */
-static void on_claim(void *ud, int status, uint64_t counter, int held) {
-  conn_t *c = ud;
+/* A claim in flight: the connection, and the name for the notices the
+ * claim takes when the connection is gone by its answer. */
+typedef struct claim_req {
+  conn_t *c;
+  char name[];
+} claim_req_t;
+
+static void on_claim(void *ud, int status, uint64_t counter, int held,
+                     const presence_redis_origin_notice_t *nv, size_t nn) {
+  claim_req_t *q = ud;
+  conn_t *c = q->c;
   bconn_t *bc = c->kind == CONN_BACKEND && !c->closing ? c->u.backend : NULL;
+  int told = 0;
   if (bc && bc->claiming) {
     bc->claiming = 0;
     char *d = c->stash;
@@ -397,6 +407,15 @@ static void on_claim(void *ud, int status, uint64_t counter, int held) {
       backend_close(c, WS_CLOSE_INTERNAL, "store_unavailable",
                     "the store could not be reached: retry");
     } else if (origin_claimed(c->srv, bc->origin, counter) == 0) {
+      /* What the origin missed while no connection of it was live, held
+       * in Redis by whichever instance saw it (backend_left_hold): before
+       * the welcome, as those held here (welcome), so that the SDK's
+       * re-assert no longer carries the channels. */
+      for (size_t i = 0; i < nn; i++)
+        backend_notify_left(c, nv[i].session_id, nv[i].channel,
+                            nv[i].code[0] ? nv[i].code : NULL,
+                            nv[i].message);
+      told = 1;
       welcome(c, bc->resumed || held);
       if (!c->closing && !c->capture && conn_read_start(c) != 0)
         conn_close(c);
@@ -405,7 +424,13 @@ static void on_claim(void *ud, int status, uint64_t counter, int held) {
     }
     free(d);
   }
+  /* Taken by this claim but not told (the connection went, or a newer
+   * claim won): held again for the origin's next connection. */
+  for (size_t i = 0; !told && i < nn; i++)
+    backend_left_hold(c->srv, q->name, nv[i].session_id, nv[i].channel,
+                      nv[i].code[0] ? nv[i].code : NULL, nv[i].message);
   conn_unref(c);
+  free(q);
 }
 #endif
 
@@ -476,9 +501,17 @@ void backend_upgrade(conn_t *c, http_req_t *r, const char *rest,
       backend_close(c, WS_CLOSE_INTERNAL, "internal", "out of memory");
       return;
     }
+    size_t nl = strlen(name) + 1;
+    claim_req_t *q = malloc(sizeof *q + nl);
+    if (!q) {
+      backend_close(c, WS_CLOSE_INTERNAL, "internal", "out of memory");
+      return;
+    }
+    q->c = c;
+    memcpy(q->name, name, nl);
     conn_ref(c);
-    int rc = presence_redis_origin_claim(s->rstore, name, on_claim, c);
-    if (rc) on_claim(c, rc, 0, 0);
+    int rc = presence_redis_origin_claim(s->rstore, name, on_claim, q);
+    if (rc) on_claim(q, rc, 0, 0, NULL, 0);
     return;
   }
 #endif

@@ -31,6 +31,10 @@
  */
 #include "server/server.h"
 
+#ifdef PRESENCED_HAVE_REDIS
+#include "presence_redis.h"
+#endif
+
 #include <stdlib.h>
 #include <string.h>
 
@@ -57,34 +61,14 @@ static void held_drop_first(struct backend_held *h) {
   free(e);
 }
 
-void backend_left_hold(srv_t *s, const char *origin, const char *session_id,
-                       const char *channel, const char *code,
-                       const char *message) {
+/* Link e (made by held_new) at the end of the list, the oldest dropped
+ * when it is full. */
+static void held_link(srv_t *s, held_t *e) {
   struct backend_held *h = s->backend_held;
-  if (!h && !(h = s->backend_held = calloc(1, sizeof *h))) return;
-  if (!code) code = "";
-  if (!message) message = "";
-  size_t lo = strlen(origin) + 1, ls = strlen(session_id) + 1,
-         lc = strlen(channel) + 1, lk = strlen(code) + 1,
-         lm = strlen(message) + 1;
-  held_t *e = malloc(sizeof *e + lo + ls + lc + lk + lm);
-  if (!e) {
-    srv_error(s, "backend_left_lost",
-              "out of memory: a channel removal for origin %s not held",
-              origin);
+  if (!h && !(h = s->backend_held = calloc(1, sizeof *h))) {
+    free(e);
     return;
   }
-  e->next = NULL;
-  e->origin = (char *)(e + 1);
-  e->session = e->origin + lo;
-  e->channel = e->session + ls;
-  e->code = e->channel + lc;
-  e->message = e->code + lk;
-  memcpy(e->origin, origin, lo);
-  memcpy(e->session, session_id, ls);
-  memcpy(e->channel, channel, lc);
-  memcpy(e->code, code, lk);
-  memcpy(e->message, message, lm);
   if (h->n >= HELD_MAX) {
     srv_error(s, "backend_left_lost",
               "%u channel removals held for detached origins: the oldest "
@@ -97,6 +81,77 @@ void backend_left_hold(srv_t *s, const char *origin, const char *session_id,
     h->head = e;
   h->tail = e;
   h->n++;
+}
+
+static held_t *held_new(srv_t *s, const char *origin, const char *session_id,
+                        const char *channel, const char *code,
+                        const char *message) {
+  if (!code) code = "";
+  if (!message) message = "";
+  size_t lo = strlen(origin) + 1, ls = strlen(session_id) + 1,
+         lc = strlen(channel) + 1, lk = strlen(code) + 1,
+         lm = strlen(message) + 1;
+  held_t *e = malloc(sizeof *e + lo + ls + lc + lk + lm);
+  if (!e) {
+    srv_error(s, "backend_left_lost",
+              "out of memory: a channel removal for origin %s not held",
+              origin);
+    return NULL;
+  }
+  e->next = NULL;
+  e->origin = (char *)(e + 1);
+  e->session = e->origin + lo;
+  e->channel = e->session + ls;
+  e->code = e->channel + lc;
+  e->message = e->code + lk;
+  memcpy(e->origin, origin, lo);
+  memcpy(e->session, session_id, ls);
+  memcpy(e->channel, channel, lc);
+  memcpy(e->code, code, lk);
+  memcpy(e->message, message, lm);
+  return e;
+}
+
+#ifdef PRESENCED_HAVE_REDIS
+typedef struct hold_req {
+  srv_t *s;
+  held_t *e;
+} hold_req_t;
+
+/* Redis could not hold it: this instance does, for a connection that comes
+ * back here (at shutdown nobody will). */
+static void on_redis_hold(void *ud, int status) {
+  hold_req_t *q = ud;
+  if (status == 0 || status == PRESENCE_ESHUTDOWN)
+    free(q->e);
+  else
+    held_link(q->s, q->e);
+  free(q);
+}
+#endif
+
+void backend_left_hold(srv_t *s, const char *origin, const char *session_id,
+                       const char *channel, const char *code,
+                       const char *message) {
+  held_t *e = held_new(s, origin, session_id, channel, code, message);
+  if (!e) return;
+#ifdef PRESENCED_HAVE_REDIS
+  /* On Redis the origin's next connection may reach another instance:
+   * the notice waits in Redis, where that connection's claim takes it
+   * (on_claim in backend.c). Here only when Redis cannot take it. */
+  hold_req_t *q = s->rstore ? malloc(sizeof *q) : NULL;
+  if (q) {
+    q->s = s;
+    q->e = e;
+    presence_redis_origin_notice_t nt = {e->session, e->channel, e->code,
+                                         e->message};
+    if (presence_redis_origin_hold(s->rstore, e->origin, &nt, on_redis_hold,
+                                   q) == 0)
+      return;
+    free(q);
+  }
+#endif
+  held_link(s, e);
 }
 
 void backend_left_release(conn_t *c, const char *origin) {

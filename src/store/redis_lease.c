@@ -218,28 +218,74 @@ int presence_redis_lease_text(presence_store_t *s, const char *name,
  * claim is one call per backend connection, not per session. */
 
 typedef struct oclaim_call {
-  void (*done)(void *ud, int status, uint64_t counter, int held);
+  presence_redis_origin_claim_cb done;
   void *ud;
   const presence_allocator_t *a;
 } oclaim_call_t;
+
+/* A held notice's field: a string with no NUL inside (ids, channel names,
+ * codes and messages hold none), as C reads it. */
+static int notice_str(const redisReply *r) {
+  return r && r->type == REDIS_REPLY_STRING && strlen(r->str) == r->len;
+}
+
+/* The notices of an oclaim answer (its third element, four strings each)
+ * into out[]; those not made of four strings are left out. */
+static size_t read_notices(const redisReply *l,
+                           presence_redis_origin_notice_t *out) {
+  size_t k = 0;
+  for (size_t i = 0; i + 4 <= l->elements; i += 4) {
+    redisReply *const *f = l->element + i;
+    if (!notice_str(f[0]) || !notice_str(f[1]) || !notice_str(f[2]) ||
+        !notice_str(f[3]) || !f[0]->len || !f[1]->len)
+      continue;
+    out[k++] = (presence_redis_origin_notice_t){f[0]->str, f[1]->str,
+                                                f[2]->str, f[3]->str};
+  }
+  return k;
+}
 
 static void on_oclaim(void *ud, int code, redisReply *rep) {
   oclaim_call_t *c = ud;
   uint64_t n = 0;
   int held = 0;
+  presence_redis_origin_notice_t *nv = NULL;
+  size_t nn = 0;
   if (!code) {
-    /* {0, {counter, '0' or '1'}}, checked whole. */
+    /* {0, {counter, '0' or '1'[, {notices}]}}, checked whole. */
     redisReply *g = el(rep, 0), *p = el(rep, 1);
-    redisReply *a = el(p, 0), *b = el(p, 1);
+    redisReply *a = el(p, 0), *b = el(p, 1), *l = el(p, 2);
     if (g && g->type == REDIS_REPLY_INTEGER && g->integer == 0 && p &&
-        p->elements == 2 && !digits(a, &n) && n > 0 && b &&
-        b->type == REDIS_REPLY_STRING && b->len == 1 &&
-        (b->str[0] == '0' || b->str[0] == '1'))
+        (p->elements == 2 ||
+         (p->elements == 3 && l->type == REDIS_REPLY_ARRAY)) &&
+        !digits(a, &n) && n > 0 && b && b->type == REDIS_REPLY_STRING &&
+        b->len == 1 && (b->str[0] == '0' || b->str[0] == '1'))
       held = b->str[0] == '1';
     else
       code = PRESENCE_ESTORE;
+    /* Taken from Redis by this claim: without memory for them they are
+     * lost (logged by the caller's missing notices, as a full hold is). */
+    if (!code && l && l->elements >= 4 &&
+        (nv = presence__malloc(c->a, l->elements / 4 * sizeof *nv)))
+      nn = read_notices(l, nv);
   }
-  c->done(c->ud, code, code ? 0 : n, held);
+  c->done(c->ud, code, code ? 0 : n, held, nv, nn);
+  presence__free(c->a, nv);
+  presence__free(c->a, c);
+}
+
+typedef struct ohold_call {
+  void (*done)(void *ud, int status);
+  void *ud;
+  const presence_allocator_t *a;
+} ohold_call_t;
+
+static void on_ohold(void *ud, int code, redisReply *rep) {
+  ohold_call_t *c = ud;
+  redisReply *g = el(rep, 0);
+  if (!code && !(g && g->type == REDIS_REPLY_INTEGER && g->integer == 0))
+    code = PRESENCE_ESTORE;
+  if (c->done) c->done(c->ud, code);
   presence__free(c->a, c);
 }
 
@@ -257,8 +303,7 @@ static presence_store_t *origin_shard(presence_store_t *s, const char *name) {
 }
 
 int presence_redis_origin_claim(presence_store_t *s, const char *name,
-                                void (*done)(void *ud, int status,
-                                             uint64_t counter, int held),
+                                presence_redis_origin_claim_cb done,
                                 void *ud) {
   presence_store_t *s0 = origin_shard(s, name);
   if (!s0 || !done) return PRESENCE_EINVAL;
@@ -270,6 +315,28 @@ int presence_redis_origin_claim(presence_store_t *s, const char *name,
   c->ud = ud;
   const char *args[] = {name};
   int rc = presence__redis_op(s0, "oclaim", 1, args, on_oclaim, c);
+  if (rc) presence__free(a, c);
+  return rc;
+}
+
+int presence_redis_origin_hold(presence_store_t *s, const char *name,
+                               const presence_redis_origin_notice_t *nt,
+                               void (*done)(void *ud, int status),
+                               void *ud) {
+  presence_store_t *s0 = origin_shard(s, name);
+  if (!s0 || !nt || !nt->session_id || !*nt->session_id || !nt->channel ||
+      !*nt->channel)
+    return PRESENCE_EINVAL;
+  const presence_allocator_t *a = presence__redis_allocator(s);
+  ohold_call_t *c = presence__malloc(a, sizeof *c);
+  if (!c) return PRESENCE_ENOMEM;
+  c->a = a;
+  c->done = done;
+  c->ud = ud;
+  const char *args[] = {name, nt->session_id, nt->channel,
+                        nt->code ? nt->code : "",
+                        nt->message ? nt->message : ""};
+  int rc = presence__redis_op(s0, "ohold", 5, args, on_ohold, c);
   if (rc) presence__free(a, c);
   return rc;
 }

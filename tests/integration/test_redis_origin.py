@@ -20,6 +20,15 @@ WebSocket connections.
   taken_over_shards, in_flight_shards: the same in three shards (the
            claim in shard 0, the sessions in their users' shards);
   taken_over_rcluster: the same on a real Redis Cluster;
+  removed_away: the backend holds a session in three channels through A
+           and loses its connection; two channels' memberships are
+           removed meanwhile (DELETE .../members/..., one through B's API,
+           one through A's): when it connects again through B, B tells it
+           both removals before its welcome (A held them in Redis, not in
+           its memory), so the re-assert an SDK sends (sync, then a join of
+           each channel it still holds) does not join them again; the
+           third stays. A later connection is told nothing twice; the same
+           in three shards (the notices with the claim in shard 0);
   holder_killed: A is killed (-9) holding two origins: one reconnected to
            B inside A's lease is resumed there (its session adopted, alive
            after A's reaping); the other, connected to B after A's lease
@@ -259,8 +268,71 @@ async def holder_killed(t, cl):
         await b.close()
 
 
+async def origin_state(d, name):
+    r = await http(d, "GET", "/v1/origins")
+    for o in (r.json() or {}).get("origins", []):
+        if o.get("origin") == name:
+            return o.get("state")
+    return None
+
+
+async def channel_count(d, name):
+    return ((await http(d, "GET", f"/v1/channels/{name}")).json() or {}).get("count")
+
+
+async def removed_away(t, cl):
+    A, B = cl.d[0], cl.d[1]
+    a = await Backend.connect(A, "ra-app")
+    ack = await a.batch([{"op": "open", "session": "ra-s1", "user": "ra-u"},
+                         {"op": "join", "session": "ra-s1", "channel": "ra-1"},
+                         {"op": "join", "session": "ra-s1", "channel": "ra-2"},
+                         {"op": "join", "session": "ra-s1", "channel": "ra-3"}])
+    t.eq("A: open and three joins applied", (ack.get("applied"), ack.get("errors")), (4, None))
+    # What a backend SDK keeps: the session's channels, re-joined after a
+    # reconnect unless it was told they went.
+    held = {"ra-1", "ra-2", "ra-3"}
+    t.check("B sees the three memberships",
+            await wait_members(B, "ra-3", ["ra-u"]), await members(B, "ra-3"))
+    a.abort()
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < 5 and await origin_state(A, "ra-app") != "detached":
+        await asyncio.sleep(0.05)
+    t.eq("A: the origin is detached", await origin_state(A, "ra-app"), "detached")
+    r = await http(B, "DELETE", "/v1/channels/ra-1/members/ra-u")
+    t.eq("removed through B's API: 200", r.status, 200)
+    r = await http(A, "DELETE", "/v1/channels/ra-2/members/ra-u")
+    t.eq("removed through A's API: 200", r.status, 200)
+    # A learns of B's removal from the store's events: give it a moment.
+    await asyncio.sleep(0.5)
+    b = await Backend.connect(B, "ra-app")
+    t.eq("B's welcome: resumed", b.welcome.get("resumed"), True)
+    left = sorted((n.get("session"), n.get("channel"), n.get("reason"))
+                  for n in b.early if n.get("type") == "left")
+    t.eq("B tells both removals before its welcome",
+         left, [("ra-s1", "ra-1", "kicked"), ("ra-s1", "ra-2", "kicked")])
+    for n in b.early:
+        if n.get("type") == "left":
+            held.discard(n.get("channel"))
+    acks = await b.sync([("ra-s1", "ra-u")])
+    t.eq("B's sync: applied", acks[-1].get("applied"), 1)
+    ack = await b.batch([{"op": "join", "session": "ra-s1", "channel": c} for c in sorted(held)])
+    t.eq("the re-assert re-joins what it still holds", (ack.get("applied"), ack.get("errors")),
+         (1, None))
+    t.eq("ra-1 stays empty after the re-assert", await channel_count(A, "ra-1"), 0)
+    t.eq("ra-2 stays empty after the re-assert", await channel_count(A, "ra-2"), 0)
+    t.eq("ra-3 keeps its member", await channel_count(A, "ra-3"), 1)
+    # Told once: the next connection (back through A) hears nothing.
+    a2 = await Backend.connect(A, "ra-app")
+    t.eq("a later connection is told nothing again",
+         [n for n in a2.early if n.get("type") == "left"], [])
+    await a2.send({"type": "bye"})
+    await a2.close()
+
+
 SCENARIOS = [
     ("taken_over", taken_over, {"n": 2}),
+    ("removed_away", removed_away, {"n": 2}),
+    ("removed_away_shards", removed_away, {"n": 2, "extra": {"--redis-shards": "3"}}),
     ("in_flight", in_flight, {"n": 2, "lease": 4000}),
     ("notice_lost", notice_lost, {"n": 2, "lease": 4000}),
     # In shards the claim and its notice live in shard 0, the sessions in

@@ -2635,10 +2635,16 @@ end
 -- claimer} to the kick stream, which every instance reads, whether the
 -- holder's lease is live or not (a holder cut off from Redis still has its
 -- connection, and reads on from where it was once back). ARGV: the name.
--- Payload: {counter, '1' when a live instance held it, else '0'}.
+-- Payload: {counter, '1' when a live instance held it, else '0'}, then,
+-- when notices were held for the name (OPS.ohold), a list of them, four
+-- elements each: taken here, for this connection to be told before its
+-- welcome.
 OPS.oclaim = function()
   local name = ARGV[A]
   local k = P .. 'o:' .. name
+  local kh = P .. 'oh:' .. name
+  local notices = redis.call('LRANGE', kh, 0, -1)
+  if #notices > 0 then redis.call('DEL', kh) end
   local h = redis.call('HMGET', k, 'i', 'n')
   local n = s(math.max(tonumber(h[2] or '0') + 1, now))
   local held = '0'
@@ -2655,7 +2661,27 @@ OPS.oclaim = function()
     redis.call('XADD', P .. 'kicks', 'MAXLEN', '~', '1000', '*', 'o', name,
                'n', n, 'i', iid)
   end
+  if #notices > 0 then return {0, {n, held, notices}} end
   return {0, {n, held}}
+end
+
+-- What a detached origin must hear before its next welcome: a channel
+-- removal of one of its sessions (DELETE .../members/..., code ''), or a
+-- join or update the store refused after its ack (the op's code and
+-- message). Held in Redis, not in the memory of the instance that saw it
+-- go: the origin's next connection may reach any instance, whose claim
+-- (OPS.oclaim) takes them. Without them its SDK re-joins the channel with
+-- its re-assert, undoing the removal. oh:<name> in shard 0, four elements
+-- a notice (session, channel, code, message), the newest 1,024 notices
+-- kept (presenced's in-memory bound per origin is larger; this one keeps a
+-- key small that nobody may come back for), for a day. ARGV: the name,
+-- then the four.
+OPS.ohold = function()
+  local k = P .. 'oh:' .. ARGV[A]
+  redis.call('RPUSH', k, ARGV[A + 1], ARGV[A + 2], ARGV[A + 3], ARGV[A + 4])
+  redis.call('LTRIM', k, -4096, -1)
+  redis.call('PEXPIRE', k, 86400000)
+  return {0, ''}
 end
 
 -- The origin ended on its holder: the name is free, so that the next claim

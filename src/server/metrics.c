@@ -261,25 +261,39 @@ static void label(const char *text, size_t len, uint32_t k, buf_t *out) {
       family = p + 7;
       flen = strcspn(family, " \n");
     }
-    const char *brace = memchr(p, '{', (size_t)(le - p));
-    const char *space = memchr(p, ' ', (size_t)(le - p));
-    if (*p == '#' || !space || cluster_wide(family, flen)) {
+    /* A metric name ends at '{' or ' ' (no label value is read yet: a
+     * webhook's name= may hold either). */
+    const char *ne = p;
+    while (ne < le && *ne != '{' && *ne != ' ') ne++;
+    if (*p == '#' || ne == le || cluster_wide(family, flen)) {
       buf_append(out, p, (size_t)(le - p));
-    } else if (brace && brace < space) {
+    } else if (*ne == '{') {
       /* name{a="b"} v: the label goes last, name{a="b",worker="k"} v. The
-       * values of presenced's labels hold no '}' (codes, names, types). */
-      const char *close = memchr(brace, '}', (size_t)(le - brace));
-      if (!close) close = brace;
+       * closing brace is the first outside a quoted value (a value may
+       * hold '}' and escaped quotes). */
+      const char *brace = ne, *close = ne + 1;
+      for (int q = 0; close < le && (q || *close != '}'); close++) {
+        if (q && *close == '\\' && close + 1 < le)
+          close++;
+        else if (*close == '"')
+          q = !q;
+      }
+      if (close == le) { /* not the format: passed on as it is */
+        buf_append(out, p, (size_t)(le - p));
+        buf_putc(out, '\n');
+        p = nl ? nl + 1 : end;
+        continue;
+      }
       buf_append(out, p, (size_t)(close - p));
       if (close > brace + 1) buf_putc(out, ',');
       buf_append(out, lab, (size_t)ll);
       buf_append(out, close, (size_t)(le - close));
     } else {
-      buf_append(out, p, (size_t)(space - p));
+      buf_append(out, p, (size_t)(ne - p));
       buf_putc(out, '{');
       buf_append(out, lab, (size_t)ll);
       buf_putc(out, '}');
-      buf_append(out, space, (size_t)(le - space));
+      buf_append(out, ne, (size_t)(le - ne));
     }
     buf_putc(out, '\n');
     p = nl ? nl + 1 : end;

@@ -354,7 +354,8 @@ def parse_metrics(text):
         if not m:
             problems.append(f"not a sample: {ln}")
             continue
-        name, labels = m.group(1), tuple(sorted(re.findall(r'(\w+)="([^"]*)"', m.group(2) or "")))
+        name, labels = m.group(1), tuple(sorted(re.findall(r'(\w+)="((?:[^"\\]|\\.)*)"',
+                                                           m.group(2) or "")))
         if name != family:
             problems.append(f"{name} outside its family (under {family})")
         samples[(name, labels)] = float(m.group(3))
@@ -391,6 +392,14 @@ async def test_metrics(t, d, redis):
             "cluster's figures once, unlabelled)", not problems, problems[:5])
     t.check("metrics: presenced_metrics_workers 2 in every scrape", answered == [2.0] * 12,
             answered)
+    # A label value holding '}' and a quote (a webhook's name=): the worker
+    # label goes after it, not inside it.
+    owners = sorted(dict(lab)["worker"] for (name, lab), _v in samples.items()
+                    if name == "presenced_webhook_owner"
+                    and dict(lab).get("endpoint") == 'odd}na\\"me')
+    t.check("metrics: a label value holding '}' and '\"' keeps its value, the worker label "
+            "after it", owners == ["1", "2"],
+            [k for k in samples if k[0] == "presenced_webhook_owner"])
     t.check("metrics: each worker's connections_accepted_total never goes back from one "
             "scrape to the next (no false counter resets)",
             all(v == sorted(v) for v in accepted.values()), accepted)
@@ -724,6 +733,9 @@ def main():
                 redis.start()
                 f = flags(redis)
                 more = ()
+                if name == "metrics":  # a receiver that is not there: its labels only
+                    f["--webhook"] = ('url=http://127.0.0.1:9/hook,secret=whsec-workers-'
+                                      '0123456789abcdef0123456789,name=odd}na"me')
                 if name == "webhook":
                     rx = HookReceiver()
                     f["--webhook"] = f"url={rx.url()},secret=whsec-workers-0123456789abcdef0123456789,name=wk"

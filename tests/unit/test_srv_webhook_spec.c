@@ -135,6 +135,45 @@ static void test_secret_too_short(void **state) {
   unlink(path);
 }
 
+/* ca=PATH (a receiver behind a private CA): the syntax alone when options
+ * are read; the file at start and by --check-config, missing or holding
+ * no certificate refused with the path named; beside an http:// url
+ * refused (it would verify nothing). There was no ca= key. */
+static void test_ca(void **state) {
+  (void)state;
+  wh_spec_t w;
+  char err[256] = "";
+  const char *https = "url=https://127.0.0.1:9/hook,secret=" SECRET32;
+  char spec[512];
+  snprintf(spec, sizeof spec, "%s,ca=/nonexistent/ca.pem", https);
+  assert_int_equal(wh_spec_parse(spec, 0, &w, err, sizeof err), 0);
+  assert_string_equal(w.ca, "/nonexistent/ca.pem");
+  wh_spec_free(&w);
+  assert_int_equal(wh_spec_parse(spec, 1, &w, err, sizeof err), -1);
+  assert_non_null(strstr(err, "cannot read ca /nonexistent/ca.pem: No such file"));
+  char path[] = "/tmp/test_whspec_ca_XXXXXX";
+  int fd = mkstemp(path);
+  assert_true(fd >= 0);
+  FILE *f = fdopen(fd, "w");
+  assert_non_null(f);
+  fputs("-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n", f);
+  fclose(f);
+  snprintf(spec, sizeof spec, "%s,ca=%s", https, path);
+  assert_int_equal(wh_spec_parse(spec, 1, &w, err, sizeof err), -1);
+  assert_non_null(strstr(err, "no PEM certificate in it"));
+  unlink(path);
+  assert_int_equal(wh_spec_parse(URL "secret=" SECRET32 ",ca=/etc/ssl/x.pem", 0,
+                                 &w, err, sizeof err),
+                   -1);
+  assert_non_null(strstr(err, "ca= is for an https:// url"));
+  snprintf(spec, sizeof spec, "%s,ca=", https);
+  assert_int_equal(wh_spec_parse(spec, 0, &w, err, sizeof err), -1);
+  assert_non_null(strstr(err, "'ca' is empty"));
+  snprintf(spec, sizeof spec, "%s,ca=/a,ca=/b", https);
+  assert_int_equal(wh_spec_parse(spec, 0, &w, err, sizeof err), -1);
+  assert_non_null(strstr(err, "'ca' is given twice"));
+}
+
 /* A URL libcurl cannot send to is refused when the spec is read (at start
  * and by --check-config): it was accepted, then every delivery failed with
  * "URL using bad/illegal format" and was retried for good. */
@@ -171,6 +210,7 @@ int main(void) {
       cmocka_unit_test(test_secret_not_echoed),
       cmocka_unit_test(test_secret_too_short),
       cmocka_unit_test(test_url_refused_at_start),
+      cmocka_unit_test(test_ca),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

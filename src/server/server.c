@@ -1490,6 +1490,22 @@ void srv_shutdown(srv_t *s) {
   uv_timer_start(&s->house_timer, on_house, 50, 50);
   for (conn_t *c = s->conns; c; c = c->next)
     if (!c->closing && c->kind == CONN_HTTP) conn_close_after_flush(c);
+#ifdef PRESENCED_HAVE_REDIS
+  if (s->rstore && presence_redis_epoch(s->rstore) == 0 && s->nconns == 0 &&
+      webhook_done(s)) {
+    /* Never registered and nothing open (a listen that failed at start):
+     * the store goes now rather than at the next housekeeping tick, by
+     * which its registration, still in flight, had completed: the log
+     * said "instance registered" after the failure, and Redis kept a
+     * lease nobody renews until another instance reaped it. This is
+     * never inside a store callback (main, a signal), where freeing the
+     * store is not allowed. */
+    s->in_house = 1;
+    srv_maybe_finish(s);
+    s->in_house = 0;
+    return;
+  }
+#endif
   srv_maybe_finish(s);
 }
 

@@ -11,8 +11,9 @@
   busy:          a port already taken, on the Redis store: exit 1 with
                  "cannot listen", and no "leaving Redis" line (the instance
                  never joined: the line told of a join and an outage that
-                 never happened); the same with --workers 2, where the
-                 supervisor stops with "failed at startup".
+                 never happened), nor a registration with Redis after the
+                 failure; the same with --workers 2, where the supervisor
+                 stops with "failed at startup".
 
 Run: /usr/bin/python3 tests/integration/test_startup.py --presenced PATH
 """
@@ -157,6 +158,10 @@ def test_busy(t, binary, redis, workers):
                     "failed at startup" in text, text)
         t.check(f"{name}: no 'leaving Redis' line (the instance never joined)",
                 "leaving Redis" not in text, text)
+        # Its registration, in flight at the failure, completed afterwards:
+        # a lease in Redis nobody renews, until another instance reaped it.
+        t.check(f"{name}: and it does not register with Redis after the failure",
+                "instance registered" not in text, text)
         rep = sanitizer_report(text)
         t.check(f"{name}: no sanitizer report", not rep, rep)
     finally:

@@ -213,6 +213,10 @@ struct metrics_shm *metrics_shm_new(uint32_t n) {
 static void slot_write(slot_t *sl, const char *text, uint32_t len,
                        int64_t wall) {
   unsigned q = atomic_load_explicit(&sl->seq, memory_order_relaxed);
+  /* Odd: a worker killed in the middle of its write (the supervisor's
+   * clear, or its replacement, comes next). Counted from the next even
+   * number, or odd would mean "written" from then on. */
+  q += q & 1u;
   atomic_store_explicit(&sl->seq, q + 1, memory_order_relaxed);
   atomic_thread_fence(memory_order_release);
   sl->len = len;

@@ -21,8 +21,8 @@
  *       reply tree that follows (below)
  *   3   CALL the API: the next byte picks the call (% N_CALLS) and its
  *       session/user (/ N_CALLS)
- *   4   TICK: fire the earliest due timer (the store's libuv timers, or
- *       presence_t's deadline), the fake clock moving to it
+ *   4   TICK (op >> 3) + 1 times: fire the earliest due timer (the store's
+ *       libuv timers, or presence_t's deadline), the clock moving to it
  *   5   CLOSE connection (b >> 3) % live
  *   6   RAW: a length byte and that many bytes, written as they are
  *   7   ANSWER the oldest command of every live connection, one tree each
@@ -45,7 +45,8 @@
  * FUZZ_REDIS_RECORD_OUT=<file>, the input is a plan instead: its first
  * byte the configuration, then letters: 'a' answer every pending command
  * but a blocking XREAD until none is left, 'r' answer the pending XREADs
- * once, 'f' pass the log (XREAD from its start) into a feed in, 'c' then a
+ * once, 'w' wait 7 s (leases of 6 s run out on the real Redis's clock),
+ * 'f' pass the log (XREAD from its start) into a feed in, 'c' then a
  * byte: that CALL, 't' TICK. Each command is forwarded to
  * the real Redis (one connection per fake one) and its answer written as
  * the input encoding above: the seed replays the same conversation.
@@ -693,7 +694,7 @@ static const char *const USERS[] = {"alice", "bob"};
 static presence_handle_t handles[3];
 static uint64_t lease_epoch;
 
-#define N_CALLS 22
+#define N_CALLS 28
 
 static void api_call(uint8_t b) {
   unsigned call = b % N_CALLS, v = b / N_CALLS;
@@ -775,6 +776,37 @@ static void api_call(uint8_t b) {
     break;
   case 20:
     owe(presence_redis_leave(store, store_done, NULL));
+    break;
+  case 22:
+    owe(presence_reset(p, done_cb, NULL));
+    break;
+  case 23: {
+    uint32_t n = presence_log_count(p);
+    if (n == 0) abort();
+    owe(presence_log_read_of(p, v % n, v, 5, log_cb, NULL));
+    (void)presence_log_last_seq_of(p, v % n);
+    presence_redis_conn_metrics_t m;
+    check_code(presence_redis_conn_metrics(store, v & 1, &m));
+    break;
+  }
+  case 24: {
+    presence_open_opts_t oo = {
+        .device = v & 1 ? "mobile" : NULL,
+        .status = v & 2 ? PRESENCE_IDLE : PRESENCE_ONLINE,
+        .flags = v & 4 ? PRESENCE_OPEN_ADOPT : PRESENCE_OPEN_RANDOM_ID};
+    owe(presence_session_open_opts(p, sid, user, NULL, &oo, &handles[v % 3],
+                                   done_cb, NULL));
+    break;
+  }
+  case 25:
+    owe(presence_redis_lease_text(store, "hook2",
+                                  (presence_redis_lease_op_t)(v % 3),
+                                  lease_epoch, 10000, v & 1 ? "3,4" : "7",
+                                  v & 2 ? "1,1" : NULL, "log-1", lease_cb,
+                                  NULL));
+    break;
+  case 26:
+    owe(presence_channel_remove_user(p, "room", user, done_cb, NULL));
     break;
   default: {
     uint64_t shown = 0;
@@ -983,6 +1015,8 @@ static void record_plan(in_t *in) {
       buf_byte(&rec, b);
       api_call(b);
       settle();
+    } else if (op == 'w') {
+      sleep(7); /* the real Redis's clock: another's lease runs out */
     } else if (op == 'f') {
       record_feed();
     } else if (op == 't') {
@@ -1015,7 +1049,11 @@ static void run_ops(in_t *in) {
       api_call(in_u8(in));
       break;
     case 4:
-      tick();
+      /* (op >> 3) + 1 deadlines in a row: a long silence in few bytes */
+      for (int k = 0; k <= op >> 3; k++) {
+        tick();
+        settle();
+      }
       break;
     case 5: {
       fconn_t *c = live_conn(op >> 3);
@@ -1140,6 +1178,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   po.clock.mono_ms = fake_mono;
   po.log = on_log;
   po.instance_id = "fuzz-1";
+  /* The recorder's other instance (a seed whose Redis holds the sessions
+   * of one that died, for this one to reap): its run is not a seed. */
+  if (recording && getenv("FUZZ_REDIS_INSTANCE"))
+    po.instance_id = getenv("FUZZ_REDIS_INSTANCE");
   po.offline_grace_ms = cfg & 2 ? 5000 : 0;
   po.inactivity_ms = cfg & 4 ? 10000 : 0;
   po.timer = on_timer_set;

@@ -25,11 +25,12 @@ import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-N_CALLS = 22  # fuzz_redis_store.c
+N_CALLS = 28  # fuzz_redis_store.c
 CALLS = dict(open=0, status=1, join=2, user=3, members=4, sessions=5, log=6,
              leave=7, end=8, avail=9, message=10, kick=11, lease=12,
              graces=13, release=14, channels=15, uchannels=16, brief=17,
-             touch=18, update=19, goodbye=20, track=21)
+             touch=18, update=19, goodbye=20, track=21, reset=22,
+             logof=23, openopts=24, leasetext=25, removeuser=26)
 
 
 def call(name, sess=0, user=0, extra=0):
@@ -63,16 +64,17 @@ PLANS = {
     # offline grace and inactivity: deadlines the ticks reach
     "grace-inactivity": (0x26, START + steps(
         ("open", 1, 1), ("open", 2, 0), ("touch", 1, 1), ("end", 1, 1),
-        ("avail", 0, 1, 1), ("message", 0, 1, 1)) + b"tatatarta"),
+        ("avail", 0, 1), ("message", 0, 1), ("openopts", 0, 0, 1),
+        ("removeuser", 0, 0)) + b"tatatarta"),
     # kicks, leases, graces ended, a clean leave (the kick stream in the
     # reader's XREAD)
     "kick-lease-leave": (0x22, START + steps(
         ("open", 0, 0), ("open", 1, 1), ("kick", 0, 0), ("lease", 0, 0),
-        ("lease", 1, 0), ("end", 1, 1), ("graces",), ("release",), ("track",),
-        ("goodbye",))),
+        ("lease", 1, 0), ("leasetext", 0, 0), ("end", 1, 1), ("graces",),
+        ("release",), ("track",), ("logof", 1, 0), ("reset",), ("goodbye",))),
     # two shards: two stores, their connections, the fan-out of queries
     "shards": (0x28, START + b"arar" + steps(
-        ("open", 0, 0), ("open", 1, 1), ("join", 0, 0, 1), ("join", 1, 1, 1),
+        ("open", 0, 0), ("open", 1, 1), ("join", 0, 0, 1), ("join", 1, 1),
         ("members", 0, 0, 1), ("channels",), ("user", 0, 1), ("track",),
         ("end", 0, 0)) + b"ta"),
     # SELECT 1 before anything, and the small reply limits
@@ -85,6 +87,14 @@ PLANS = {
     "feed-in": (0xA0, START + steps(
         ("open", 0, 0), b"f", ("join", 0, 0, 1), b"f", ("user", 0, 0),
         ("end", 0, 0), b"f")),
+    # an instance that died left sessions (BEFORE): this one reaps them once
+    # its lease ran out ('w': 7 s on the real Redis's clock)
+    "reap": (0x22, START + b"tawtatatarta" + steps(("user", 0, 0), ("members", 0, 0, 1))
+             + b"tatarta"),
+}
+BEFORE = {
+    "reap": (0x20, START + steps(("open", 0, 0), ("open", 1, 1),
+                                 ("join", 0, 0, 1), ("join", 1, 1))),
 }
 
 
@@ -124,17 +134,26 @@ def main():
             time.sleep(0.02)
         else:
             sys.exit("redis-server did not start")
+        def run(cfg, plan, out, instance=None):
+            plan_file = os.path.join(tmp, "plan")
+            with open(plan_file, "wb") as f:
+                f.write(bytes([cfg]) + plan)
+            env = dict(os.environ, FUZZ_REDIS_RECORD=sock,
+                       FUZZ_REDIS_RECORD_OUT=out)
+            if instance:
+                env["FUZZ_REDIS_INSTANCE"] = instance
+            subprocess.run([args.harness, plan_file], env=env, check=True,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
         for name, (cfg, plan) in PLANS.items():
             redis_cmd(sock, "FLUSHALL")
             redis_cmd(sock, "FUNCTION", "FLUSH")
-            plan_file = os.path.join(tmp, name + ".plan")
-            with open(plan_file, "wb") as f:
-                f.write(bytes([cfg]) + plan)
+            if name in BEFORE:
+                # another instance's sessions, left behind when it "died"
+                # (no leave), its lease run out by the time this one runs
+                run(*BEFORE[name], os.path.join(tmp, "before"), "fuzz-0")
             out = os.path.join(args.out, name)
-            env = dict(os.environ, FUZZ_REDIS_RECORD=sock,
-                       FUZZ_REDIS_RECORD_OUT=out)
-            subprocess.run([args.harness, plan_file], env=env, check=True,
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            run(cfg, plan, out)
             print(f"{name}: {os.path.getsize(out)} bytes")
     finally:
         srv.kill()

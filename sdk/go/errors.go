@@ -27,9 +27,12 @@ const (
 	CodeShuttingDown       = "shutting_down"
 	CodeTooManyConnections = "too_many_connections"
 	CodeStoreUnavailable   = "store_unavailable"
-	CodeStoreError         = "store_error"
-	CodeOutOfMemory        = "out_of_memory"
-	CodeInternal           = "internal"
+	// Deprecated: presenced no longer sends store_error (a failed kick said
+	// it until 2026-12-08; it says store_unavailable as every other store
+	// failure does). Kept so that code matching it still builds.
+	CodeStoreError  = "store_error"
+	CodeOutOfMemory = "out_of_memory"
+	CodeInternal    = "internal"
 	// Channels (protocol.md 4), status that people set (6), HTTP sessions (5.5).
 	CodeBadChannel      = "bad_channel"
 	CodeNotMember       = "not_member"

@@ -51,7 +51,10 @@ export type ErrorCode =
   | 'bad_request' | 'bad_json' | 'bad_user_id' | 'bad_session_id' | 'unauthorized' | 'not_found' | 'no_session'
   | 'method_not_allowed' | 'request_timeout' | 'body_too_large' | 'uri_too_long' | 'headers_too_large'
   | 'not_implemented' | 'host_not_allowed'
-  | 'shutting_down' | 'too_many_connections' | 'store_unavailable' | 'store_error' | 'out_of_memory' | 'internal'
+  | 'shutting_down' | 'too_many_connections' | 'store_unavailable'
+  /** @deprecated presenced no longer sends it (until 2026-12-08 a failed kick did): store_unavailable */
+  | 'store_error'
+  | 'out_of_memory' | 'internal'
   | 'bad_channel' | 'not_member' | 'bad_availability' | 'bad_message' | 'bad_expiry' | 'not_supported'
   | 'bad_ttl' | 'bad_meta' | 'bad_status' | 'bad_device' | 'session_exists' | 'too_many_sessions'
   | 'bad_origin' | 'too_many_origins' | 'bad_upgrade' | 'bad_version' | 'origin_taken_over'

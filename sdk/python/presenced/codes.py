@@ -24,6 +24,8 @@ HOST_NOT_ALLOWED = "host_not_allowed"
 SHUTTING_DOWN = "shutting_down"
 TOO_MANY_CONNECTIONS = "too_many_connections"
 STORE_UNAVAILABLE = "store_unavailable"
+# Deprecated: presenced no longer sends it (a failed kick said store_error
+# until 2026-12-08; now store_unavailable, as every other store failure).
 STORE_ERROR = "store_error"
 OUT_OF_MEMORY = "out_of_memory"
 INTERNAL = "internal"

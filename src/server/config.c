@@ -133,7 +133,8 @@ static const opt_t opts[] = {
     U32("max-channel-data", max_channel_data, 2, PRESENCE_DATA_MAX,
         "bytes of a session's member data in a channel (1024)"),
     U32("channel-page", channel_page, 1, 1000,
-        "members in a channel snapshot; the rest through the API (100)"),
+        "members in a channel snapshot and in each WebSocket members page "
+        "after it (100)"),
     U32("max-channel-name", max_channel_name, 1, PRESENCE_CHANNEL_MAX,
         "bytes of a channel name (128)"),
     U32("channel-joins-per-s", channel_joins_per_s, 1, 1000000,

@@ -2,7 +2,9 @@
 
 // Package presence is the Go SDK of presenced (protocol v1): client tokens,
 // webhook verification (an http.Handler), a typed client of the backend HTTP
-// API and an event stream that resumes by cursor.
+// API, an event stream that resumes by cursor, and the backend session
+// connection (Backend) with TrackHandler, which reports an app's own
+// WebSocket handlers as sessions.
 //
 //	token, _ := presence.MintToken(presence.TokenOptions{Secret: secret, UserID: "alice", TTL: time.Hour})
 //	api := presence.NewClient("http://127.0.0.1:7070", apiKey)

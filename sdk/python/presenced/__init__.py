@@ -12,6 +12,7 @@ from .webhooks import verify_webhook, WebhookGuard, Delivery, WSGIWebhook, ASGIW
 from .api import PresenceAPI, User, Session
 from .events import EventStream, StreamItem
 from .backend import BackendConnection, LeftNotice
+from .track import TrackedSession, TrackASGI, session_from_scope
 
 PROTOCOL_VERSION = 1
 __version__ = "1.0.0"
@@ -20,4 +21,5 @@ __all__ = [
     "PROTOCOL_VERSION", "codes", "PresenceError", "WebhookError", "mint_token", "verify_webhook",
     "WebhookGuard", "Delivery", "WSGIWebhook", "ASGIWebhook", "PresenceAPI", "User", "Session",
     "EventStream", "StreamItem", "BackendConnection", "LeftNotice",
+    "TrackedSession", "TrackASGI", "session_from_scope",
 ]

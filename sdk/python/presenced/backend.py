@@ -37,6 +37,7 @@ from typing import Any, Callable, Dict, List, NamedTuple, Optional
 
 from ._auth import bearer, check_url
 from .errors import BackendRefused, PresenceError, _error_of
+from .track import TrackedSession
 
 
 class LeftNotice(NamedTuple):
@@ -578,6 +579,18 @@ class BackendConnection:
                 self._left_while_down.setdefault(session, set()).add(channel)
             return True
         return self._call(do)
+
+    def track(self, user_id: str, *, session: Optional[str] = None, status: str = "online",
+              meta: Optional[Dict[str, Any]] = None, device: Optional[str] = None) -> "TrackedSession":
+        """A session of user_id open while a block runs, closed when it is left
+        by any path (return, exception, cancellation):
+
+            async with backend.track("alice", device="web") as session:
+                async for message in websocket: ...
+
+        Also a plain `with` (threaded apps, start_thread()). Opens on entry."""
+        _check_status(status)
+        return TrackedSession(self, user_id, session=session, status=status, meta=meta, device=device)
 
     async def flush(self) -> None:
         """Every operation so far acknowledged (or the connection lost: the re-assert carries them)."""

@@ -540,20 +540,7 @@ static void members_page(conn_t *c, const chan_req_t *r,
                          const presence_member_info_t *m, size_t n, int more) {
   buf_t *b = &c->srv->scratch;
   buf_reset(b);
-  buf_puts(b, "{\"type\":\"channel\",\"channel\":");
-  buf_put_json_str(b, r->channel);
-  buf_puts(b, ",\"snapshot\":false,\"page\":true");
-  if (r->id[0]) {
-    buf_puts(b, ",\"id\":");
-    buf_puts(b, r->id);
-  }
-  buf_puts(b, more ? ",\"more\":true" : ",\"more\":false");
-  buf_puts(b, ",\"members\":[");
-  for (size_t i = 0; i < n; i++) {
-    if (i) buf_putc(b, ',');
-    json_member(b, &m[i], JSON_MEMBER_SHOWN);
-  }
-  buf_puts(b, "]}");
+  json_frame_channel_page(b, r->id, r->channel, m, n, more);
   if (buf_failed(b))
     ws_send_error(c, "internal", "out of memory", r->id);
   else

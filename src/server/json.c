@@ -641,6 +641,18 @@ void json_frame_channel_change(buf_t *b, const presence_event_t *ev) {
   buf_puts(b, "\"}");
 }
 
+/* ,"more":..,"members":[..]}: the end of a snapshot and of a page. */
+static void members_tail(buf_t *b, const presence_member_info_t *m, size_t n,
+                         int more) {
+  buf_puts(b, more ? ",\"more\":true" : ",\"more\":false");
+  buf_puts(b, ",\"members\":[");
+  for (size_t i = 0; i < n; i++) {
+    if (i) buf_putc(b, ',');
+    json_member(b, &m[i], JSON_MEMBER_SHOWN);
+  }
+  buf_puts(b, "]}");
+}
+
 void json_frame_channel_snapshot(buf_t *b, const char *id, const char *channel,
                                  const presence_member_info_t *m, size_t n,
                                  uint64_t count, int more) {
@@ -650,11 +662,15 @@ void json_frame_channel_snapshot(buf_t *b, const char *id, const char *channel,
   put_id(b, id);
   buf_puts(b, ",\"count\":");
   buf_put_u64(b, count);
-  buf_puts(b, more ? ",\"more\":true" : ",\"more\":false");
-  buf_puts(b, ",\"members\":[");
-  for (size_t i = 0; i < n; i++) {
-    if (i) buf_putc(b, ',');
-    json_member(b, &m[i], JSON_MEMBER_SHOWN);
-  }
-  buf_puts(b, "]}");
+  members_tail(b, m, n, more);
+}
+
+void json_frame_channel_page(buf_t *b, const char *id, const char *channel,
+                             const presence_member_info_t *m, size_t n,
+                             int more) {
+  buf_puts(b, "{\"type\":\"channel\",\"channel\":");
+  buf_put_json_str(b, channel);
+  buf_puts(b, ",\"snapshot\":false,\"page\":true");
+  put_id(b, id);
+  members_tail(b, m, n, more);
 }

@@ -72,5 +72,11 @@ void json_frame_channel_change(buf_t *b, const presence_event_t *ev);
 void json_frame_channel_snapshot(buf_t *b, const char *id, const char *channel,
                                  const presence_member_info_t *m, size_t n,
                                  uint64_t count, int more);
+/* The page after it (a members request): {"type":"channel","channel":..,
+ * "snapshot":false,"page":true[,"id":..],"more":..,"members":[..]}, no
+ * count (channels.c says why). */
+void json_frame_channel_page(buf_t *b, const char *id, const char *channel,
+                             const presence_member_info_t *m, size_t n,
+                             int more);
 
 #endif

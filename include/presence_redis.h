@@ -18,6 +18,11 @@
  * the store is reachable again (its events then carry reason "resync"), so
  * the application need not retry.
  *
+ * SIGPIPE: the first connection sets it to ignored if it is the default
+ * (a Redis closing a connection the store writes to would end the process;
+ * the write fails with EPIPE instead and the store reconnects). A host's
+ * own handler is kept.
+ *
  * Destroying the store (presence_free) does no I/O: pending operations
  * complete with ESHUTDOWN during presence_free, and the instance's sessions
  * stay in Redis until its lease runs out and another instance reaps them.

@@ -32,6 +32,7 @@
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -1298,8 +1299,32 @@ static void on_switch(void *ud, redisReply *rep) {
   leave(c);
 }
 
+/* A Redis, or a proxy in front of it, that closes a connection as the
+ * store writes to it (a restart; maxclients reached; a proxy whose Redis is
+ * down accepts, then closes) fails the write with EPIPE, and also sends
+ * the process SIGPIPE, which by default ends it: an application embedding
+ * the store died of it, where the store reconnects. libuv writes with
+ * write(2), which has no per-call way out (send's MSG_NOSIGNAL), so the
+ * first connection started ignores SIGPIPE when its disposition is the
+ * default, and says so; a host's own handler, or SIG_IGN (presenced's,
+ * src/server/main.c), is left as it is. */
+static void sigpipe_ignore(presence__rconn_t *c) {
+  struct sigaction sa;
+  if (sigaction(SIGPIPE, NULL, &sa) != 0 || (sa.sa_flags & SA_SIGINFO) ||
+      sa.sa_handler != SIG_DFL)
+    return;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = SIG_IGN;
+  sigemptyset(&sa.sa_mask);
+  if (sigaction(SIGPIPE, &sa, NULL) == 0)
+    logf_(c, PRESENCE_LOG_INFO,
+          "SIGPIPE is ignored from now on (it was the default, which ends "
+          "the process when Redis closes a connection the store writes to)");
+}
+
 void presence__rconn_start(presence__rconn_t *c) {
   if (c->state != S_IDLE) return;
+  sigpipe_ignore(c);
   if (c->cfg.url->n_sentinels && !c->cfg.sentinel_watch && !c->watch) {
     /* A failover without a broken connection (the old primary demoted,
      * clients left connected) is learnt from the sentinels' messages. */

@@ -359,6 +359,17 @@ typedef struct snap_fill {
 /* Pages asked for after the first, at most: a run of invisible members
  * longer than this many pages leaves a short page (more: true). */
 #define FILL_ROUNDS_MAX 8
+/* With nothing shown yet the fill goes on past FILL_ROUNDS_MAX (an empty
+ * page with more gives the client no cursor), but not for ever and not a
+ * page at a time: a channel of a million invisible members cost a request
+ * a million / --channel-page reads, each a scan of the whole channel on the
+ * embedded store (and as deep a recursion, its answers coming before the
+ * read returns), any number of them a second from one connection. Those
+ * reads double in size, up to FILL_READ_MAX members (the HTTP API's
+ * largest page), and a request makes FILL_READS_MAX at most: past them
+ * the page goes out empty with more (docs/protocol.md 4.3). */
+#define FILL_READ_MAX 1000u
+#define FILL_READS_MAX 32
 
 /* A request answered by the store (later, on Redis). */
 typedef struct chan_req {
@@ -582,20 +593,36 @@ static void on_members(presence_t *p, int status,
        * cut short with more after it would say that some member in it is
        * hidden. On the embedded store the answer comes (and r goes)
        * before presence_channel_members_brief returns. */
-      /* Past FILL_ROUNDS_MAX pages a page goes out short, but never
-       * empty with more after it: the client asks for the next page after
-       * the last member it was sent, and an empty page would give it none
-       * (it would ask for the same page again, for ever). */
-      size_t have = (r->fill ? r->fill->n : 0) + k;
-      if (next && have < s->cfg.channel_page &&
-          ((r->fill ? r->fill->rounds : 0) < FILL_ROUNDS_MAX || have == 0) &&
+      /* Past FILL_ROUNDS_MAX pages a page goes out short, but not empty
+       * with more after it while FILL_READS_MAX allows: the client asks
+       * for the next page after the last member it was sent, and an empty
+       * page gives it none (the JS client stops there, more left true).
+       * Those reads are larger (FILL_READ_MAX), so one may bring more
+       * shown members than the page holds: the page takes its first ones,
+       * with more. */
+      size_t page = s->cfg.channel_page;
+      size_t before = r->fill ? r->fill->n : 0;
+      unsigned rounds = r->fill ? r->fill->rounds : 0;
+      int more = next != NULL;
+      if (before + k > page) { /* a larger read past a hidden run */
+        k = page - before;
+        more = 1;
+      }
+      size_t have = before + k;
+      if (next && have < page &&
+          (rounds < FILL_ROUNDS_MAX || (have == 0 && rounds < FILL_READS_MAX)) &&
           fill_add(r, shown, k, visible) == 0) {
         free(shown);
         shown = NULL;
         k = visible = 0;
+        size_t want = page - have;
+        for (unsigned g = FILL_ROUNDS_MAX; g <= rounds && want < FILL_READ_MAX;
+             g++)
+          want *= 2;
+        if (want > FILL_READ_MAX && page - have < FILL_READ_MAX)
+          want = FILL_READ_MAX;
         r->fill->rounds++;
-        if (presence_channel_members_brief(s->p, r->channel, next,
-                                           s->cfg.channel_page - have,
+        if (presence_channel_members_brief(s->p, r->channel, next, want,
                                            on_members, r) == 0)
           return;
       }
@@ -614,17 +641,17 @@ static void on_members(presence_t *p, int status,
       buf_t *b = &s->scratch;
       buf_reset(b);
       if (r->type == WSMSG_MEMBERS) {
-        members_page(c, r, list, k, next != NULL);
+        members_page(c, r, list, k, more);
         free(shown);
         req_done(r);
         return;
       }
       json_frame_channel_snapshot(b, r->id, r->channel, list, k,
-                                  next ? 0 : visible, next != NULL);
+                                  more ? 0 : visible, more);
       free(shown);
       if (buf_failed(b)) {
         buf_shrink(b, 65536);
-      } else if (!next) {
+      } else if (!more) {
         ws_send_text(c, b->data, b->len);
         buf_shrink(b, 65536);
       } else {

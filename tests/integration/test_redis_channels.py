@@ -29,6 +29,8 @@ Channels on three presenced instances sharing one Redis (issue 13).
             and 4.
   members:  the pages after a snapshot over the WebSocket ({"type":"members"},
             test_channels.test_members_pages), one shard and 4.
+  hidden-run-reads: a members request past 60 invisible members under
+            --channel-page 1 reads Redis 14 times, not once a member.
   regrant:  a token refresh that no longer grants a channel takes the
             session out of it (test_token_refresh.test_refresh_narrows_channels):
             the session on A, the other member and the API on B.
@@ -442,6 +444,52 @@ async def test_members(t, cl):
     await test_members_pages(t, cl.d[1], None)
 
 
+def fcalls(r):
+    """The script calls Redis has answered (FCALL, FCALL_RO, EVALSHA)."""
+    n = 0
+    for line in r.cli("INFO", "commandstats").splitlines():
+        name, _, rest = line.partition(":")
+        if name in ("cmdstat_fcall", "cmdstat_fcall_ro", "cmdstat_evalsha"):
+            n += int(rest.split(",")[0].split("=")[1])
+    return n
+
+
+async def test_hidden_run_reads(t, cl):
+    """A run of invisible members before the first one shown: a request
+    (members, or a snapshot) read on a page (--channel-page) at a time for
+    as long as the run went, a million members a million / page reads from
+    one message. Past the first nine reads they grow (to 1,000 members):
+    60 invisible members under --channel-page 1 take 14 reads, not 61."""
+    room = "hrr-room"
+    cs = []
+    for k in range(60):
+        u = f"hrr-{k:02d}"
+        c = await Client.connect(cl.d[k % 3], u, tok=tok(u))
+        await c.send({"type": "availability", "availability": "invisible", "id": "i"})
+        await c.expect_type("ack", 5, id="i")
+        await c.send({"type": "join", "channel": room, "id": "j"})
+        await c.expect_type("channel", 5, id="j")
+        cs.append(c)
+    z, _ = await connect_join(cl.d[0], "hrr-zed", room)
+    w, _ = await connect_join(cl.d[1], "hrr-w", room)
+    await asyncio.sleep(0.3)
+    before = fcalls(cl.redis)
+    await w.send({"type": "members", "channel": room, "id": "p"})
+    p = await w.expect_type("channel", 10, id="p") or {}
+    reads = fcalls(cl.redis) - before
+    t.eq("past 60 invisible members: the first shown, then more",
+         ([m["user_id"] for m in p.get("members", [])], p.get("more")), (["hrr-w"], True))
+    t.check("... in at most 20 script calls (one a member: 61), the cluster's own included",
+            reads <= 20, reads)
+    await w.send({"type": "members", "channel": room, "after": "hrr-w", "id": "q"})
+    q = await w.expect_type("channel", 10, id="q") or {}
+    t.eq("the next page: the last one", ([m["user_id"] for m in q.get("members", [])], q.get("more")),
+         (["hrr-zed"], False))
+    for x in cs + [z, w]:
+        await x.close()
+test_hidden_run_reads.timeout = 90
+
+
 async def test_regrant(t, cl):
     await test_refresh_narrows_channels(t, cl.d[0], None, cl.d[1])
 
@@ -464,6 +512,8 @@ SCENARIOS = [
     ("members", test_members, {"extra": {"--offline-grace-ms": "0", "--channel-page": "3"}}),
     ("members-shards", test_members, {"extra": {"--offline-grace-ms": "0", "--channel-page": "3",
                                                 "--redis-shards": "4"}}),
+    ("hidden-run-reads", test_hidden_run_reads,
+     {"extra": {"--offline-grace-ms": "0", "--channel-page": "1"}}),
     ("regrant", test_regrant, {"extra": {"--offline-grace-ms": "0"}}),
     ("update-lost", test_update_lost, {"extra": {"--offline-grace-ms": "0"}}),
     ("rejoin-lost", test_rejoin_lost, {"extra": {"--offline-grace-ms": "0"}}),

@@ -1086,6 +1086,15 @@ static void run_ops(in_t *in) {
   }
 }
 
+static char sock_dir[] = "/tmp/fuzz-redis-store-XXXXXX";
+
+/* The socket's directory goes with the process (libFuzzer exits with
+ * exit(), a crash leaves it for the post-mortem). */
+static void remove_dir(void) {
+  unlink(sock_path);
+  rmdir(sock_dir);
+}
+
 static void setup_once(void) {
   static bool done;
   if (done) return;
@@ -1099,9 +1108,9 @@ static void setup_once(void) {
   static const uint8_t key[16] = {1, 2, 3, 4, 5, 6, 7, 8,
                                   9, 10, 11, 12, 13, 14, 15, 16};
   (void)presence_hash_key_set(key);
-  char dir[] = "/tmp/fuzz-redis-store-XXXXXX";
-  if (!mkdtemp(dir)) abort();
-  snprintf(sock_path, sizeof sock_path, "%s/redis.sock", dir);
+  if (!mkdtemp(sock_dir)) abort();
+  snprintf(sock_path, sizeof sock_path, "%s/redis.sock", sock_dir);
+  atexit(remove_dir);
   real_path = getenv("FUZZ_REDIS_RECORD");
   recording = real_path && *real_path;
   trace = getenv("FUZZ_REDIS_TRACE") != NULL;

@@ -736,17 +736,29 @@ static void add_sample(cJSON *m, char *line) {
   }
   cJSON *s = cJSON_CreateObject();
   cJSON *labels = cJSON_AddObjectToObject(s, "labels");
-  /* name="value" pairs; our label values hold no escaped quotes. */
+  /* name="value" pairs. A value may hold the text format's escapes (\\,
+   * \" and \n: a webhook's name= is any text), read back here: taken as
+   * ending at the first quote, a name with a quote in it lost its end, and
+   * the labels after it (worker="k") became one label named by its rest. */
   char *p = brace + 1;
   while (*p && *p != '}') {
     char *eq = strchr(p, '=');
     if (!eq || eq[1] != '"') break;
     *eq = '\0';
-    char *vs = eq + 2, *ve = strchr(vs, '"');
-    if (!ve) break;
-    *ve = '\0';
+    char *vs = eq + 2, *r = vs, *w = vs;
+    while (*r && *r != '"') {
+      if (*r == '\\' && r[1]) {
+        r++;
+        *w++ = *r == 'n' ? '\n' : *r;
+        r++;
+      } else {
+        *w++ = *r++;
+      }
+    }
+    if (!*r) break;
+    *w = '\0';
     cJSON_AddStringToObject(labels, p, vs);
-    p = ve + 1;
+    p = r + 1;
     if (*p == ',') p++;
   }
   cJSON_AddItemToObject(s, "value", value);

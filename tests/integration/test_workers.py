@@ -52,6 +52,7 @@ Run: /usr/bin/python3 tests/integration/test_workers.py --presenced PATH
 """
 
 import asyncio
+import json
 import os
 import re
 import shutil
@@ -415,6 +416,18 @@ async def test_metrics(t, d, redis):
                 f"WebSocket clients of both", r.returncode == 0
                 and re.search(r"^workers\s+2 ", r.stdout, re.M)
                 and re.search(rf"\(websocket {open_clients},", r.stdout), r.stdout + r.stderr)
+        # The same label values read back by presencectl: a quote inside one
+        # ended it there, and worker="k" after it became a label of its own.
+        r = subprocess.run([ctl, "--json", "stats"], capture_output=True, text=True, timeout=10,
+                           env=env)
+        try:
+            owner = json.loads(r.stdout)["metrics"].get("presenced_webhook_owner", [])
+        except (ValueError, KeyError, AttributeError):
+            owner = None
+        t.eq("metrics: presencectl --json stats reads the label values back whole "
+             "(a name holding '}' and '\"', then the worker)",
+             sorted((x.get("labels", {}).get("endpoint"), x.get("labels", {}).get("worker"))
+                    for x in owner or []), [('odd}na"me', "1"), ('odd}na"me', "2")])
     for cs in by.values():
         for c in cs:
             await c.close()

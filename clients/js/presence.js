@@ -1117,10 +1117,13 @@ export class Channel {
     this._after = null; // its cursor: the last member of the page before
     this._pageTimer = null; // a page request waiting to be sent again
     this._pageRetries = 0;
-    // Members whose leave came while pages are read, with its version: a
-    // page read before the leave (on Redis it may come after) must not
-    // bring them back.
-    this._gone = new Map();
+    // Members whose leave came while pages are read: a page read before
+    // the leave (on Redis it may come after) must not bring them back,
+    // nor, once they joined again, replace them: a member's version starts
+    // again at 1 at its next join, so a page's older record (version 3)
+    // would outrank the new member (version 1), whose next changes would
+    // then look stale. The changes tell all of them from the leave on.
+    this._gone = new Set();
   }
 
   /** The members known (the snapshot and the pages after it, then the changes). */
@@ -1222,9 +1225,8 @@ export class Channel {
     this._pageRetries = 0;
     for (const x of Array.isArray(m.members) ? m.members : []) {
       if (!x || typeof x.user_id !== 'string') continue;
+      if (this._gone.has(x.user_id)) continue;
       const v = typeof x.version === 'number' ? x.version : 0;
-      const gone = this._gone.get(x.user_id);
-      if (gone !== undefined && v <= gone) continue;
       const prev = this._members.get(x.user_id);
       const pv = prev && typeof prev.version === 'number' ? prev.version : -1;
       if (v < pv) continue;
@@ -1331,13 +1333,12 @@ export class Channel {
     if (!m.visibility && !m.hidden && prev && typeof x.version === 'number' && typeof prev.version === 'number' && x.version <= prev.version) return;
     const change = { from: m.from ?? null, reason: m.reason ?? null, seq: m.seq ?? null, count: this._count };
     if (m.event === 'leave') {
-      if (this._pageId !== null || this._pageTimer !== null) this._gone.set(x.user_id, typeof x.version === 'number' ? x.version : Infinity);
+      if (this._pageId !== null || this._pageTimer !== null) this._gone.add(x.user_id);
       if (!prev && x.version === undefined) return;
       this._members.delete(x.user_id);
       this._emit('leave', { member: { ...x }, ...change });
       return;
     }
-    if (m.event === 'join') this._gone.delete(x.user_id);
     const member = { ...(prev || {}), ...x };
     if (m.event === 'join' && !member.since) member.since = this.client._now();
     this._members.set(x.user_id, member);

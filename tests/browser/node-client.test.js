@@ -288,3 +288,76 @@ test('a room larger than --channel-page: members() holds every member once the c
   assert.equal(hall.members().some((m) => m.user_id === 'hall-5'), false);
   for (const c of [...members, w]) c.close();
 });
+
+test('Redis, a page read before a member left and joined again arrives after both: the rejoined member stands and its later changes are taken', async () => {
+  // protocol.md 4.3: with the Redis store a page read before a change may
+  // arrive after it, and a client keeps out of a page a member whose leave
+  // came while it read the pages. A member's version starts again at 1 when
+  // it joins again: the client let a page's record (version 3, read before
+  // the leave) replace the rejoined member (version 1) once the join had
+  // come, then dropped its next changes (versions 2, 3) as stale: a browser
+  // in a big room showed old data, and a member that had left, for good.
+  // A proxy holds the replies of instance two's command connections (not
+  // its XREAD, which brings the changes) so that the page answers late.
+  const rport = await freePort();
+  const redis = spawn('redis-server', ['--port', String(rport), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], { stdio: 'ignore' });
+  let delayMs = 0;
+  const proxy = net.createServer((down) => {
+    const up = net.connect(rport, '127.0.0.1');
+    let reader = false;
+    down.on('data', (b) => { if (/XREAD/i.test(b.toString('latin1'))) reader = true; up.write(b); });
+    up.on('data', (b) => { if (reader || !delayMs) down.write(b); else setTimeout(() => down.write(b), delayMs); });
+    const end = () => { down.destroy(); up.destroy(); };
+    down.on('error', end); up.on('error', end); down.on('close', end); up.on('close', end);
+  });
+  try {
+    await waitFor(async () => (await new Promise((r) => { const s = net.connect(rport, '127.0.0.1', () => { s.destroy(); r(true); }); s.on('error', () => r(false)); })), { what: 'redis-server' });
+    await new Promise((r) => proxy.listen(0, '127.0.0.1', r));
+    const args = ['--channel-page', '3'];
+    const one = await server([...args, '--store', 'redis://127.0.0.1:' + rport + '/0']);
+    const two = await server([...args, '--store', 'redis://127.0.0.1:' + proxy.address().port + '/0']);
+    const tok = (sub) => () => sign({ sub, exp: Math.floor(Date.now() / 1000) + 3600, channels: '*', observe: '*' });
+    const ids = Array.from({ length: 8 }, (_, i) => 'rj-' + i);
+    const members = ids.map((id) => client(one, id, { token: tok(id) }));
+    const rooms = members.map((c, i) => { const ch = c.channel('rj', { data: { i } }); c.connect(); return ch; });
+    await waitFor(async () => (await api(one.port, 'GET', '/v1/channels/rj')).json.count === 8, { what: 'eight members' });
+    // rj-4, on the first page after the snapshot, at version 3.
+    rooms[4].update({ i: 4, n: 1 });
+    rooms[4].update({ i: 4, n: 2 });
+    const v4 = async () => (await api(one.port, 'GET', '/v1/channels/rj/members')).json.members.find((m) => m.user_id === 'rj-4');
+    await waitFor(async () => (await v4())?.version === 3, { what: 'rj-4 at version 3' });
+
+    const w = client(two, 'rj-watch', { token: tok('rj-watch') });
+    const hall = w.channel('rj', { observe: true });
+    const seen = [];
+    hall.on('join', (d) => seen.push('join ' + d.member.user_id));
+    hall.on('leave', (d) => seen.push('leave ' + d.member.user_id));
+    let pages = 0;
+    let paged = false;
+    // The answers held from the snapshot on: the page asked after it.
+    hall.on('sync', (d) => { pages++; if (!d.more) paged = true; if (pages === 1) delayMs = 1500; });
+    w.connect();
+    await waitFor(() => pages === 1, { timeout: 8000, what: 'the snapshot' });
+    // The page after it is asked for now; Redis reads it at once, its
+    // answer is held. Meanwhile rj-4 leaves and joins again.
+    await new Promise((r) => setTimeout(r, 200));
+    rooms[4].leave();
+    await waitFor(() => seen.includes('leave rj-4'), { what: 'the leave, before the page' });
+    rooms[4] = members[4].channel('rj', { data: { i: 4, n: 'back' } });
+    await waitFor(() => seen.includes('join rj-4'), { what: 'the join again, before the page' });
+    assert.equal(paged, false, 'the page was to come after the leave and the join (the proxy held it)');
+    delayMs = 0;
+    await waitFor(() => paged, { timeout: 8000, what: 'every page read' });
+    const at = () => hall.members().find((m) => m.user_id === 'rj-4');
+    assert.deepEqual(at()?.data, { i: 4, n: 'back' }, 'the page read before the leave does not replace the member that joined again');
+    rooms[4].update({ i: 4, n: 'later' });
+    await waitFor(() => at()?.data?.n === 'later', { what: 'rj-4\'s change after its rejoin' });
+    rooms[4].leave();
+    await waitFor(() => !at(), { what: 'rj-4\'s leave after its rejoin' });
+    assert.deepEqual(hall.members().map((m) => m.user_id).sort(), ids.filter((id) => id !== 'rj-4'));
+    for (const c of [...members, w]) c.close();
+  } finally {
+    proxy.close();
+    redis.kill('SIGTERM');
+  }
+});

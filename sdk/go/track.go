@@ -60,7 +60,10 @@ func SessionFromContext(ctx context.Context) (session string, ok bool) {
 //
 //	http.Handle("/ws", presence.TrackHandler(b, func(r *http.Request) (string, bool) {
 //		u := currentUser(r)
-//		return u.ID, u != nil
+//		if u == nil {
+//			return "", false // served without a session
+//		}
+//		return u.ID, true
 //	}, wsHandler))
 //
 // For meta or a device per session, use TrackHandlerWith.

@@ -640,8 +640,14 @@ static int setup_easy(endpoint_t *ep) {
   /* A redirect would send signed presence data somewhere not configured. */
   curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L);
   /* ca=: the receiver's certificate is verified against this file (a
-   * private CA) in place of the system's bundle; checked at the start. */
-  if (ep->spec.ca && curl_easy_setopt(e, CURLOPT_CAINFO, ep->spec.ca) != CURLE_OK)
+   * private CA) in place of the system's CAs; checked at the start. The
+   * system's directory of CAs too (a libcurl built with one, as Debian's
+   * /etc/ssl/certs): left set beside CAINFO, any public CA's certificate
+   * for the receiver's name was trusted as well, and the signed events went
+   * to whoever could get one. */
+  if (ep->spec.ca &&
+      (curl_easy_setopt(e, CURLOPT_CAINFO, ep->spec.ca) != CURLE_OK ||
+       curl_easy_setopt(e, CURLOPT_CAPATH, NULL) != CURLE_OK))
     return -1;
   return 0;
 }

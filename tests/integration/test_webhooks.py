@@ -498,6 +498,54 @@ async def test_private_ca(t, d, args):
                     (len(rx.ok_bodies()), failures, x.stderr_tail(3)))
             await c.close()
             x.cleanup()
+        # ca= alone: the system's directory of CAs (libcurl's CAPATH, Debian's
+        # /etc/ssl/certs) is not consulted either. Here a directory holding
+        # the receiver's CA is mounted over /etc/ssl/certs in a mount
+        # namespace of presenced's own: the receiver is trusted without ca=
+        # (the check can fail), and not with ca= naming another CA.
+        sysdir = os.path.join(tmp, "sys")
+        pinned = os.path.join(tmp, "pinned")
+        os.mkdir(sysdir)
+        os.mkdir(pinned)
+        h = subprocess.run(["openssl", "x509", "-hash", "-noout", "-in", ca],
+                           capture_output=True, text=True, check=True).stdout.strip()
+        shutil.copy(ca, os.path.join(sysdir, f"{h}.0"))
+        shutil.copy(ca, os.path.join(sysdir, "ca-certificates.crt"))
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+                        "-subj", "/CN=pinned-ca", "-keyout", "ca.key", "-out", "ca.crt"],
+                       cwd=pinned, check=True, capture_output=True)
+        mount_ok = subprocess.run(["unshare", "-m", "sh", "-c",
+                                   f"mount --bind {sysdir} /etc/ssl/certs && test -f "
+                                   f"/etc/ssl/certs/{h}.0"], capture_output=True).returncode == 0
+
+        class SysCA(Daemon):
+            def argv(self):
+                return ["unshare", "-m", "sh", "-c",
+                        f'mount --bind {sysdir} /etc/ssl/certs && exec "$@"', "sh"] + super().argv()
+
+        if not mount_ok:
+            t.note("SKIP ca= alone: no mount namespace here (unshare -m)")
+        for name, extra, want in (() if not mount_ok else
+                                  (("sys-dir", {}, True),
+                                   ("sys-dir-pinned", {"ca": os.path.join(pinned, "ca.crt")}, False))):
+            rx.clear()
+            x = SysCA(args.presenced, dict(TUNING, **{"--webhook": rx.spec(name=name, **extra)}), name)
+            ds.append(x)
+            x.start()
+            c = await Client.connect(x, f"{name}-user")
+            end = await last_seq(x)
+            if want:
+                t.check("the receiver's CA in the system's directory (no ca=): trusted",
+                        await rx.wait_seq(end, 10), x.stderr_tail(3))
+            else:
+                await asyncio.sleep(1.0)
+                failures = metric(await metrics(x), "presenced_webhook_failures_total", name)
+                t.check("ca= another CA, the receiver's CA in the system's directory: not "
+                        "trusted (ca= alone, not beside the system's CAs)",
+                        not rx.ok_bodies() and (failures or 0) >= 1,
+                        (len(rx.ok_bodies()), failures, x.stderr_tail(3)))
+            await c.close()
+            x.cleanup()
         notpem = os.path.join(tmp, "not-a-cert.pem")
         with open(notpem, "w") as f:
             f.write("not a certificate\n")

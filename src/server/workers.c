@@ -244,7 +244,13 @@ static int on_exit_of(worker_t *w, uint32_t k, int status, int stopping) {
  * socket bound with SO_REUSEPORT (never listening, so it takes no
  * connection) holds the port for the workers and their restarts, which
  * bind it by number. Returns the socket (or -1, the workers then try the
- * port themselves and say why they cannot). */
+ * port themselves and say why they cannot). SO_REUSEPORT alone, without
+ * SO_REUSEADDR: Linux lets a socket of another user share a port with
+ * SO_REUSEPORT ones only while they are in TIME_WAIT, but with SO_REUSEADDR
+ * on both it lets any socket bind a port none of whose sockets listens:
+ * while no worker listened (at start, or every worker restarting) another
+ * local user could bind and listen on the reserved port, and the workers
+ * coming back could not (it took the clients' tokens and API keys). */
 #ifndef SO_REUSEPORT
 #define SO_REUSEPORT 15 /* Linux's, hidden by the strict POSIX level */
 #endif
@@ -259,8 +265,7 @@ static int reserve_port(srv_config_t *cfg) {
   if (fd < 0) return -1;
   int on = 1;
   socklen_t len = v6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
-  if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof on) != 0 ||
-      setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &on, sizeof on) != 0 ||
+  if (setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &on, sizeof on) != 0 ||
       bind(fd, (struct sockaddr *)&ss, len) != 0 ||
       getsockname(fd, (struct sockaddr *)&ss, &len) != 0) {
     close(fd);

@@ -127,11 +127,71 @@ def test_workers_port0(t, binary, redis):
             t.check("workers-port0: each of the two workers listens on it",
                     len(workers) == 2 and all(listens_on(w, port) for w in workers),
                     f"workers {workers}")
+            if len(workers) == 2:
+                port_held_while_workers_down(t, d, port, workers)
         t.eq("workers-port0: exit status 0 on SIGTERM", d.stop(), 0)
         rep = sanitizer_report(d.text())
         t.check("workers-port0: no sanitizer report", not rep, rep)
     finally:
         d.stop()
+
+
+# Another user's process, ready before the workers go: on "go" it binds
+# the port as a second server would (SO_REUSEADDR, SO_REUSEPORT) and listens.
+SQUATTER = """
+import socket, sys
+sys.stdin.readline()
+t = socket.socket()
+t.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+t.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+try:
+    t.bind(("127.0.0.1", int(sys.argv[1])))
+    t.listen()
+    print("bound", flush=True)
+except OSError as e:
+    print("refused", e.errno, flush=True)
+"""
+
+
+def gone(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+    except OSError:
+        return True
+
+
+def port_held_while_workers_down(t, d, port, workers):
+    """The port the supervisor picked stays its own while no worker listens
+    (every worker restarting): its reservation was bound with SO_REUSEADDR,
+    which lets a socket of any user bind a port whose other sockets do not
+    listen, and listen on it; the workers coming back then could not bind
+    (another user's SO_REUSEPORT socket), and the squatter took the clients'
+    connections, tokens and API keys with them."""
+    if os.geteuid() != 0 or not shutil.which("setpriv"):
+        t.note("SKIP workers-port0 squatter: needs root (setpriv to another user)")
+        return
+    sq = subprocess.Popen(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                           sys.executable, "-c", SQUATTER, str(port)],
+                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        for w in workers:
+            os.kill(w, signal.SIGKILL)
+        deadline = time.monotonic() + 5
+        while not all(gone(w) for w in workers) and time.monotonic() < deadline:
+            time.sleep(0.001)
+        sq.stdin.write("go\n")
+        sq.stdin.flush()
+        got = sq.stdout.readline().strip()
+    finally:
+        sq.kill()
+        sq.wait()
+    t.check("workers-port0: with every worker down, another user cannot bind and listen on "
+            "the supervisor's port", got.startswith("refused"), got)
+    deadline = time.monotonic() + 10
+    while healthz(port) != 200 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    t.eq("workers-port0: the workers come back on it", healthz(port), 200)
 
 
 def test_busy(t, binary, redis, workers):

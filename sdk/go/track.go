@@ -3,7 +3,9 @@
 package presence
 
 import (
+	"bufio"
 	"context"
+	"net"
 	"net/http"
 	"sync"
 )
@@ -52,11 +54,20 @@ func SessionFromContext(ctx context.Context) (session string, ok bool) {
 // TrackHandler wraps the handler of a long-lived connection (a WebSocket
 // endpoint, whatever library accepts it): for each request identify names
 // the user (from your own authentication: a cookie, a token); a session of
-// that user is open while next serves the request and closed when it
+// that user is open from the moment next accepts the connection until next
 // returns. A panic in next closes the session too and goes on up (net/http
 // logs it and drops the connection). Requests identify refuses (ok false)
 // are served by next without a session. Two connections of one user are two
 // sessions: the user is online while either is open.
+//
+// The session opens at the accept, not when next starts: at the upgrade's
+// 101 Switching Protocols or the connection's hijack (what every WebSocket
+// library does once it accepts), or at a 2xx answer or the first write (an
+// SSE stream). A request next refuses (a WebSocket library's 403 for a
+// foreign Origin, 426 for a plain GET, your own 401) never shows the user
+// online, as the Node SDK's trackWebSocketServer and the Python SDK's
+// TrackASGI track accepted connections only. The session id is in the
+// request's context from the start (SessionFromContext).
 //
 //	http.Handle("/ws", presence.TrackHandler(b, func(r *http.Request) (string, bool) {
 //		u := currentUser(r)
@@ -79,14 +90,113 @@ func TrackHandler(b *Backend, identify func(*http.Request) (userID string, ok bo
 func TrackHandlerWith(b *Backend, identify func(*http.Request) (userID string, o OpenOptions, ok bool), next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		userID, o, ok := identify(r)
-		if !ok {
+		// A status presenced refuses opens nothing (as Track): no session.
+		if !ok || (o.Status != "" && !validStatus(o.Status)) {
 			next.ServeHTTP(w, r)
 			return
 		}
-		session, done := b.Track(userID, o)
+		if o.Session == "" {
+			o.Session = randomID()
+		}
+		t := &tracked{b: b, user: userID, o: o}
 		// Deferred, not called after ServeHTTP: it runs on a panic as well,
 		// and the panic carries on once the session is closed.
-		defer done()
-		next.ServeHTTP(w, r.WithContext(ContextWithSession(r.Context(), session)))
+		defer t.close()
+		next.ServeHTTP(t.writer(w), r.WithContext(ContextWithSession(r.Context(), o.Session)))
 	})
+}
+
+// tracked is one request's session, opened when the handler accepts the
+// connection (see TrackHandler) and closed when it returns.
+type tracked struct {
+	b    *Backend
+	user string
+	o    OpenOptions
+	mu   sync.Mutex
+	done func() // nil until opened
+	shut bool   // closed: a late accept opens nothing
+}
+
+func (t *tracked) open() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.done == nil && !t.shut {
+		_, t.done = t.b.Track(t.user, t.o)
+	}
+}
+
+func (t *tracked) close() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.shut = true
+	if t.done != nil {
+		t.done()
+	}
+}
+
+// writer wraps w to see the accept; it is an http.Hijacker exactly when w
+// is one, so that a library's own check (w.(http.Hijacker)) answers as
+// before (an HTTP/2 request: not one).
+func (t *tracked) writer(w http.ResponseWriter) http.ResponseWriter {
+	tw := &trackWriter{ResponseWriter: w, t: t}
+	if hj, ok := w.(http.Hijacker); ok {
+		return &trackHijacker{tw, hj}
+	}
+	return tw
+}
+
+type trackWriter struct {
+	http.ResponseWriter
+	t     *tracked
+	wrote bool
+}
+
+func (w *trackWriter) WriteHeader(code int) {
+	if !w.wrote && code >= 100 && code < 200 && code != http.StatusSwitchingProtocols {
+		w.ResponseWriter.WriteHeader(code) // 1xx informational: the answer is still to come
+		return
+	}
+	if !w.wrote {
+		w.wrote = true
+		if code == http.StatusSwitchingProtocols || (code >= 200 && code < 300) {
+			w.t.open()
+		}
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *trackWriter) Write(p []byte) (int, error) {
+	if !w.wrote {
+		w.WriteHeader(http.StatusOK) // as net/http does for a Write before WriteHeader
+	}
+	return w.ResponseWriter.Write(p)
+}
+
+// Flush: an SSE stream flushes after each event; one that flushes first
+// answers 200, as net/http would.
+func (w *trackWriter) Flush() {
+	if !w.wrote {
+		w.WriteHeader(http.StatusOK)
+	}
+	if f, ok := w.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+// Unwrap: http.ResponseController (Go 1.20) reaches w's own methods.
+func (w *trackWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+type trackHijacker struct {
+	*trackWriter
+	hj http.Hijacker
+}
+
+// Hijack: a library that writes its 101 on the raw connection (gorilla)
+// accepts here.
+func (w *trackHijacker) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	c, rw, err := w.hj.Hijack()
+	if err == nil {
+		w.t.open()
+	}
+	return c, rw, err
 }

@@ -152,3 +152,55 @@ func TestTrackDoneOnce(t *testing.T) {
 		done()
 	}
 }
+
+// A request the handler refuses (coder/websocket: 403 for a foreign Origin,
+// 426 for a plain GET) opened a session all the same, before the handler
+// ran, and closed it when the handler returned: the user went online and
+// offline (events, webhooks; online for --offline-grace-ms), here from a
+// page of another site that sent the user's cookie. Now the session opens at
+// the accept, as in the Node and Python SDKs.
+func TestTrackHandlerRefusedRequestOpensNoSession(t *testing.T) {
+	b, api := trackBackend(t, "go-track-e")
+	srv := trackServer(t, b)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for _, c := range []struct {
+		name   string
+		header map[string]string
+		want   int
+	}{
+		{"an upgrade from a foreign Origin", map[string]string{"Connection": "Upgrade", "Upgrade": "websocket",
+			"Sec-WebSocket-Version": "13", "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==", "Origin": "http://evil.example"}, http.StatusForbidden},
+		{"a plain GET", nil, http.StatusUpgradeRequired},
+	} {
+		req, _ := http.NewRequestWithContext(ctx, "GET", srv.URL+"/ws?user=victim", nil)
+		for k, v := range c.header {
+			req.Header.Set(k, v)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != c.want {
+			t.Fatalf("%s: %d, not %d", c.name, resp.StatusCode, c.want)
+		}
+	}
+	if err := b.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	u, err := api.GetUser(ctx, "victim")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if u.Version != 0 || u.LastSeen != 0 {
+		t.Fatalf("refused requests showed the user online: version %d, last seen %d", u.Version, u.LastSeen)
+	}
+	// Accepted, it is tracked as before, with its session id from the start.
+	c := dialApp(t, srv, "victim")
+	userIs(t, api, "victim", "online", 1)
+	c.Write(ctx, websocket.MessageText, []byte("idle"))
+	userIs(t, api, "victim", "idle", 1)
+	c.Close(websocket.StatusNormalClosure, "")
+	userIs(t, api, "victim", "offline", 0)
+}

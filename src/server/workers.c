@@ -250,7 +250,10 @@ static int on_exit_of(worker_t *w, uint32_t k, int status, int stopping) {
  * on both it lets any socket bind a port none of whose sockets listens:
  * while no worker listened (at start, or every worker restarting) another
  * local user could bind and listen on the reserved port, and the workers
- * coming back could not (it took the clients' tokens and API keys). */
+ * coming back could not (it took the clients' tokens and API keys). A
+ * port given (--listen HOST:7070) is held the same way, for the same
+ * window: with no socket of the supervisor's on it, any local user could
+ * take it while every worker restarted. */
 #ifndef SO_REUSEPORT
 #define SO_REUSEPORT 15 /* Linux's, hidden by the strict POSIX level */
 #endif
@@ -258,8 +261,8 @@ static int reserve_port(srv_config_t *cfg) {
   struct sockaddr_storage ss;
   memset(&ss, 0, sizeof ss);
   int v6 = strchr(cfg->host, ':') != NULL;
-  int rc = v6 ? uv_ip6_addr(cfg->host, 0, (struct sockaddr_in6 *)&ss)
-              : uv_ip4_addr(cfg->host, 0, (struct sockaddr_in *)&ss);
+  int rc = v6 ? uv_ip6_addr(cfg->host, cfg->port, (struct sockaddr_in6 *)&ss)
+              : uv_ip4_addr(cfg->host, cfg->port, (struct sockaddr_in *)&ss);
   if (rc != 0) return -1;
   int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (fd < 0) return -1;
@@ -319,7 +322,7 @@ int workers_run(srv_config_t *cfg, int *exit_code) {
   /* bench/workers.py measures the machine without the feed too. */
   const char *nf = getenv("PRESENCED_BENCH_NO_LOG_FEED");
   if (!nf || strcmp(nf, "1")) feeds_make(n);
-  int port_fd = cfg->port == 0 ? reserve_port(cfg) : -1;
+  int port_fd = reserve_port(cfg);
   /* /metrics of any worker answers for all of them (metrics.h). */
   cfg->metrics_shm = metrics_shm_new(n);
   if (!cfg->metrics_shm)

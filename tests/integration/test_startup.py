@@ -8,6 +8,9 @@
   workers-port0: --workers 2 --listen 127.0.0.1:0: the supervisor picks one
                  port and both workers serve on it (each worker asked the
                  kernel for a port of its own: two ports, neither named).
+  workers-port0/workers-port: with every worker killed, a process of another
+                 user cannot bind and listen on the port before they come
+                 back (the supervisor holds it with SO_REUSEPORT alone).
   busy:          a port already taken, on the Redis store: exit 1 with
                  "cannot listen", and no "leaving Redis" line (the instance
                  never joined: the line told of a join and an outage that
@@ -161,7 +164,7 @@ def gone(pid):
         return True
 
 
-def port_held_while_workers_down(t, d, port, workers):
+def port_held_while_workers_down(t, d, port, workers, name="workers-port0"):
     """The port the supervisor picked stays its own while no worker listens
     (every worker restarting): its reservation was bound with SO_REUSEADDR,
     which lets a socket of any user bind a port whose other sockets do not
@@ -169,7 +172,7 @@ def port_held_while_workers_down(t, d, port, workers):
     (another user's SO_REUSEPORT socket), and the squatter took the clients'
     connections, tokens and API keys with them."""
     if os.geteuid() != 0 or not shutil.which("setpriv"):
-        t.note("SKIP workers-port0 squatter: needs root (setpriv to another user)")
+        t.note(f"SKIP {name} squatter: needs root (setpriv to another user)")
         return
     sq = subprocess.Popen(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
                            sys.executable, "-c", SQUATTER, str(port)],
@@ -186,12 +189,34 @@ def port_held_while_workers_down(t, d, port, workers):
     finally:
         sq.kill()
         sq.wait()
-    t.check("workers-port0: with every worker down, another user cannot bind and listen on "
+    t.check(f"{name}: with every worker down, another user cannot bind and listen on "
             "the supervisor's port", got.startswith("refused"), got)
     deadline = time.monotonic() + 10
     while healthz(port) != 200 and time.monotonic() < deadline:
         time.sleep(0.1)
-    t.eq("workers-port0: the workers come back on it", healthz(port), 200)
+    t.eq(f"{name}: the workers come back on it", healthz(port), 200)
+
+
+def test_workers_fixed_port(t, binary, redis):
+    """A port given, not picked: held by the supervisor too while every
+    worker restarts."""
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    d = Proc(argv(binary, f"127.0.0.1:{port}", {**redis.store_flags(), "--workers": "2",
+                                                "--shutdown-timeout-ms": "3000"}))
+    try:
+        d.wait_line(r"listening on 127\.0\.0\.1:(\d+) \(", count=2)
+        with open(f"/proc/{d.p.pid}/task/{d.p.pid}/children") as f:
+            workers = [int(x) for x in f.read().split()]
+        t.check("workers-port: both workers listen on the port given",
+                len(workers) == 2 and all(listens_on(w, port) for w in workers), d.text())
+        if len(workers) == 2:
+            port_held_while_workers_down(t, d, port, workers, "workers-port")
+        t.eq("workers-port: exit status 0 on SIGTERM", d.stop(), 0)
+    finally:
+        d.stop()
 
 
 def test_busy(t, binary, redis, workers):
@@ -260,6 +285,7 @@ def main():
                 redis.start()
                 if not args.only or "workers" in args.only:
                     test_workers_port0(t, args.presenced, redis)
+                    test_workers_fixed_port(t, args.presenced, redis)
                 if not args.only or "busy" in args.only:
                     test_busy(t, args.presenced, redis, False)
                     test_busy(t, args.presenced, redis, True)

@@ -111,6 +111,10 @@ typedef struct shard_host {
   struct rshards *r;
   uint32_t i;
   bool reseed; /* a count query could not be sent: ask again */
+  /* gate_run is going through this shard's held writes: a nested call
+   * (a claim settled at once, a done callback opening again) leaves them
+   * to it. */
+  bool gate_running;
   presence_store_host_t h;
 } shard_host_t;
 
@@ -1174,13 +1178,21 @@ static void open_held(rshards_t *r, qwrite_t *x) {
 /* Shard i's held writes, from the head, until an open whose claim is not
  * settled yet. */
 static void gate_run(rshards_t *r, uint32_t i) {
+  /* Not from inside itself: a claim_ask that settles at once (the id's
+   * shard not connected) ran this gate again from claim_settle, which
+   * opened or refused the very write held here and freed it and its claim
+   * (claim_release) while this call still held both (a use after free,
+   * found by fuzz_redis_store). This loop goes on with what such a call
+   * would have done. */
+  if (r->sh[i].gate_running) return;
+  r->sh[i].gate_running = true;
   qwrite_t *x;
   while (!r->destroying && (x = r->gate_head[i])) {
     claim_t *c = x->claim;
     if (c && c->state == CL_PENDING) {
       if (!c->asked) claim_ask(r, c, NULL); /* may settle it at once */
-      if (c->state == CL_PENDING) return;
-      continue; /* claim_settle ran the gate */
+      if (c->state == CL_PENDING) break;
+      continue; /* settled: taken next round */
     }
     r->gate_head[i] = x->next;
     if (!x->next) r->gate_tail[i] = NULL;
@@ -1192,6 +1204,7 @@ static void gate_run(rshards_t *r, uint32_t i) {
     }
     presence__free(r->a, x);
   }
+  r->sh[i].gate_running = false;
 }
 
 static void gate_push(rshards_t *r, uint32_t i, qwrite_t *q) {

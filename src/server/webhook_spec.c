@@ -5,6 +5,7 @@
  * Pure: no loop, no network; config.c checks specs with it at startup.
  */
 #include "server/webhook.h"
+#include "server/ws.h"
 
 #include "presence.h"
 
@@ -304,6 +305,19 @@ int wh_spec_parse(const char *spec, int read_secret, wh_spec_t *out, char *err,
   if (!out->name && !(out->name = default_name(out->url))) {
     snprintf(err, errcap, "out of memory");
     goto fail;
+  }
+  /* The name is a label of /metrics, whose text format is UTF-8: one byte
+   * that is not (a name written in Latin-1) made scrapers refuse the whole
+   * scrape, every other figure with it. */
+  {
+    uint32_t u8 = 0;
+    if (utf8_feed(&u8, (const uint8_t *)out->name, strlen(out->name)) != 0 ||
+        !utf8_complete(u8)) {
+      snprintf(err, errcap,
+               "name: not UTF-8 (it labels the endpoint's metrics; without "
+               "name= it is the url's host and path)");
+      goto fail;
+    }
   }
   /* A CA verifies a TLS peer: beside an http:// url it would do nothing,
    * and the receiver the operator meant to pin would be reached in clear. */

@@ -204,6 +204,27 @@ static void test_url_refused_at_start(void **state) {
   }
 }
 
+/* name= labels the endpoint's samples of /metrics, whose text format is
+ * UTF-8: a name with a byte that is not (Latin-1, say) made scrapers refuse
+ * every scrape. Refused when the spec is read; UTF-8 names are taken. */
+static void test_name_utf8(void **state) {
+  (void)state;
+  static const char *const bad[] = {"caf\xe9", "\xff", "ab\xc3", "\xed\xa0\x80"};
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+    wh_spec_t w;
+    char err[256] = "", spec[256];
+    snprintf(spec, sizeof spec, URL "secret=" SECRET32 ",name=%s", bad[i]);
+    assert_int_equal(wh_spec_parse(spec, 0, &w, err, sizeof err), -1);
+    assert_non_null(strstr(err, "name: not UTF-8"));
+  }
+  wh_spec_t w;
+  char err[256] = "";
+  if (wh_spec_parse(URL "secret=" SECRET32 ",name=caf\xc3\xa9 \xe2\x86\x92 hook", 0, &w,
+                    err, sizeof err) != 0)
+    fail_msg("a UTF-8 name refused: %s", err);
+  wh_spec_free(&w);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_wildcards),
@@ -211,6 +232,7 @@ int main(void) {
       cmocka_unit_test(test_secret_too_short),
       cmocka_unit_test(test_url_refused_at_start),
       cmocka_unit_test(test_ca),
+      cmocka_unit_test(test_name_utf8),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -64,7 +64,8 @@ typedef struct presence_redis_conn_metrics {
   uint64_t connect_failures;
   uint64_t bytes_out, bytes_in; /* RESP, before TLS */
   uint32_t pending;    /* commands awaiting their reply now */
-  int up;
+  int up; /* the reader of a store fed the log by another worker's (presenced
+             --workers) has no connection: up while that feed runs */
 } presence_redis_conn_metrics_t;
 
 /* Interest between the workers of one machine (presenced --workers N): a

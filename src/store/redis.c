@@ -4668,6 +4668,13 @@ int presence_redis_conn_metrics(presence_store_t *s, int which,
   presence__rconn_t *c = which ? st->rconn : st->conn;
   memset(out, 0, sizeof *out);
   if (c) presence__rconn_metrics(c, out);
+  /* A worker of --workers fed the log by the machine's reader has no
+   * reader connection of its own, by design: it read 0 for ever, and an
+   * alert on presenced_redis_up == 0 (docs/operations.md) fired on every
+   * worker but the first. The log reaches it while the feed runs; when the
+   * feed ends it reads for itself, and its own connection counts again. */
+  if (which == 1 && st->feed_synced && presence__rfeed_reading(st->feed))
+    out->up = 1;
   return 0;
 }
 

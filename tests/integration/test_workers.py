@@ -393,6 +393,13 @@ async def test_metrics(t, d, redis):
             "cluster's figures once, unlabelled)", not problems, problems[:5])
     t.check("metrics: presenced_metrics_workers 2 in every scrape", answered == [2.0] * 12,
             answered)
+    # Worker 2 gets the log from worker 1's reader and has no reader
+    # connection of its own: its reader showed 0 for ever, and the alert
+    # operations.md advises (presenced_redis_up == 0 for a few seconds) fired.
+    ups = {dict(lab).get("worker"): v for (name, lab), v in samples.items()
+           if name == "presenced_redis_up" and dict(lab).get("conn") == "reader"}
+    t.check("metrics: presenced_redis_up{conn=\"reader\"} 1 on both workers (worker 2 is "
+            "fed the log by worker 1)", ups == {"1": 1.0, "2": 1.0}, ups)
     # A label value holding '}' and a quote (a webhook's name=): the worker
     # label goes after it, not inside it.
     owners = sorted(dict(lab)["worker"] for (name, lab), _v in samples.items()

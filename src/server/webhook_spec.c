@@ -11,6 +11,7 @@
 
 #include <curl/curl.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <openssl/crypto.h>
 #include <openssl/err.h>
 #include <openssl/pem.h>
@@ -19,6 +20,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #define WH_SECRET_MAX 4096
 /* The shortest secret accepted, in bytes: what presenced asks of the API key
@@ -176,9 +179,29 @@ static int read_secret_file(wh_spec_t *o, char *err, size_t errcap) {
  * than a receiver refused at every delivery, each retried until the log
  * moves past it. */
 static int check_ca_file(const wh_spec_t *o, char *err, size_t errcap) {
-  FILE *f = fopen(o->ca, "r");
+  /* A regular file only: libcurl reads it again at every TLS connection,
+   * which a FIFO (or a process substitution, <(...)) cannot give, and
+   * opening a FIFO with no writer would hang the start here (O_NONBLOCK
+   * for the look). */
+  int fd = open(o->ca, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+  struct stat st;
+  if (fd < 0 || fstat(fd, &st) != 0) {
+    snprintf(err, errcap, "cannot read ca %s: %s", o->ca, strerror(errno));
+    if (fd >= 0) close(fd);
+    return -1;
+  }
+  if (!S_ISREG(st.st_mode)) {
+    close(fd);
+    snprintf(err, errcap,
+             "ca %s: not a regular file (libcurl reads it at every "
+             "connection)",
+             o->ca);
+    return -1;
+  }
+  FILE *f = fdopen(fd, "r");
   if (!f) {
     snprintf(err, errcap, "cannot read ca %s: %s", o->ca, strerror(errno));
+    close(fd);
     return -1;
   }
   X509 *x = PEM_read_X509(f, NULL, NULL, NULL);

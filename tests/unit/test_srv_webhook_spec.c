@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "presence.h"
@@ -162,6 +163,16 @@ static void test_ca(void **state) {
   assert_int_equal(wh_spec_parse(spec, 1, &w, err, sizeof err), -1);
   assert_non_null(strstr(err, "no PEM certificate in it"));
   unlink(path);
+  /* A FIFO: refused at once (opened plainly, with no writer, it hung the
+   * start), as is a directory. */
+  assert_int_equal(mkfifo(path, 0600), 0);
+  snprintf(spec, sizeof spec, "%s,ca=%s", https, path);
+  assert_int_equal(wh_spec_parse(spec, 1, &w, err, sizeof err), -1);
+  assert_non_null(strstr(err, "not a regular file"));
+  unlink(path);
+  snprintf(spec, sizeof spec, "%s,ca=/tmp", https);
+  assert_int_equal(wh_spec_parse(spec, 1, &w, err, sizeof err), -1);
+  assert_non_null(strstr(err, "not a regular file"));
   assert_int_equal(wh_spec_parse(URL "secret=" SECRET32 ",ca=/etc/ssl/x.pem", 0,
                                  &w, err, sizeof err),
                    -1);

@@ -371,6 +371,10 @@ static const char *str(const cJSON *o, const char *k) {
  * on another host, a log pasted in a ticket or a machine across a DST
  * change otherwise reads as an hour off, or several. 0 on failure. */
 static int iso_time(double ms, int with_ms, char *out, size_t cap) {
+  /* A time from the server, converted only when it fits: a double out of
+   * time_t's range (a hostile or broken answer, NaN) makes the cast
+   * undefined; the caller then prints the number. Up to year 9999. */
+  if (!(ms >= 0 && ms < 253402300800000.0)) return 0;
   time_t t = (time_t)(ms / 1000);
   struct tm tm;
   char z[8];

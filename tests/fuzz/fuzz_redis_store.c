@@ -1,12 +1,12 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * libFuzzer harness for the Redis store as a whole (src/store/redis.c, its
- * answer handlers, redis_conn.c, redis_shard.c): a real presence_t on the
- * Redis store (include/presence_redis.h, as presenced uses it) on a libuv
- * loop of the harness, connected over a unix socket to a fake Redis the
- * harness runs on the same loop. The input is what that Redis does: it
- * reads the store's commands and answers each as the input says, while
- * the input also makes the API calls and moves the clock. The party that
+ * answer handlers, redis_conn.c, redis_shard.c, redis_feed.c): a real
+ * presence_t on the Redis store (include/presence_redis.h, as presenced
+ * uses it) on a libuv loop of the harness, connected over a unix socket to
+ * a fake Redis the harness runs on the same loop. The input is what that
+ * Redis does: it reads the store's commands and answers each as the input
+ * says, while the input also makes the API calls and moves the clock. The party that
  * could send anything is a proxy or a misbehaving Redis (another version,
  * a Redis-compatible server); the store must answer its callers with a
  * store error, log, reconnect, and never crash, leak or stall.
@@ -16,7 +16,8 @@
  * origin listeners, 6: a follower's feed (the store copies its log reads
  * to the harness), 7: a feed in (the store takes the log from the harness
  * and runs no XREAD until it ends); each feed end is a connection, the
- * first ones, that ops answer into or close); then ops, each one byte, low 3 bits:
+ * first ones, that ops answer into or close); then ops, one byte each,
+ * by their low 3 bits:
  *   0-2 ANSWER the oldest command of connection (b >> 3) % live with the
  *       reply tree that follows (below)
  *   3   CALL the API: the next byte picks the call (% N_CALLS) and its
@@ -56,8 +57,6 @@
 #include "presence_redis.h"
 #include "store/redis_resp.h"
 
-#include <errno.h>
-#include <fcntl.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdint.h>

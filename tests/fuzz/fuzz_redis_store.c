@@ -6,10 +6,11 @@
  * uses it) on a libuv loop of the harness, connected over a unix socket to
  * a fake Redis the harness runs on the same loop. The input is what that
  * Redis does: it reads the store's commands and answers each as the input
- * says, while the input also makes the API calls and moves the clock. The party that
- * could send anything is a proxy or a misbehaving Redis (another version,
- * a Redis-compatible server); the store must answer its callers with a
- * store error, log, reconnect, and never crash, leak or stall.
+ * says, while the input also makes the API calls and moves the clock. The
+ * party that could send anything is a proxy or a misbehaving Redis
+ * (another version, a Redis-compatible server); the store must answer its
+ * callers with a store error, log, reconnect, and never crash, leak or
+ * stall.
  *
  * Input: byte 0, the configuration (bit 0: small reply limits, 1: offline
  * grace, 2: inactivity timeout, 3: two shards, 4: SELECT 1, 5: kick and
@@ -286,7 +287,9 @@ static void on_written(uv_write_t *w, int status) {
 
 static void fconn_write(fconn_t *c, const char *p, size_t n) {
   if (!c->live || !n) return;
-  if (trace) fprintf(stderr, "conn %p > %.*s\n", (void *)c, (int)(n < 200 ? n : 200), p);
+  if (trace)
+    fprintf(stderr, "conn %p > %.*s\n", (void *)c, (int)(n < 200 ? n : 200),
+            p);
   uv_write_t *w = malloc(sizeof *w + n);
   if (!w) abort();
   memcpy(w + 1, p, n);
@@ -303,7 +306,7 @@ static void fconn_pop(fconn_t *c) {
   free(q);
 }
 
-/* ---- reply trees ---------------------------------------------------------- */
+/* ---- reply trees ------------------------------------------------------- */
 
 static void tree_text(in_t *in, buf_t *out, bool line) {
   size_t n = in_u8(in);
@@ -824,7 +827,7 @@ static void api_call(uint8_t b) {
   }
 }
 
-/* ---- the loop -------------------------------------------------------------- */
+/* ---- the loop ---------------------------------------------------------- */
 
 /* Everything the loop can do without waiting: writes reach the other side,
  * answers are read, zero timers (the store's flushes) fire. */

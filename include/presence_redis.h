@@ -263,9 +263,11 @@ int presence_redis_kick(presence_store_t *s, const char *session_id,
  * only grows, the token of this connection) and held 1 when another
  * instance whose lease is live held the name (its sessions are still in
  * the store, for this instance to adopt), and the notices held for the
- * name (presence_redis_origin_hold), taken by this claim: the caller tells
- * them or holds them again; or (ud, ESTORE / ETIMEDOUT / ESHUTDOWN, 0, 0,
- * NULL, 0). A claim that takes the name from another instance
+ * name (presence_redis_origin_hold) with the id of the last (NULL when
+ * none): they stay in Redis until the caller, having told them, calls
+ * presence_redis_origin_took(store, name, notices_last); a claim whose
+ * connection is gone by its answer leaves them to the next one. Or (ud,
+ * ESTORE / ETIMEDOUT / ESHUTDOWN, 0, 0, NULL, 0, NULL). A claim that takes the name from another instance
  * tells every instance (on the kick stream): the one that held it gets
  * fn(ud, name, counter) of presence_redis_on_origin and closes its older
  * connection. release: the name is let go if this instance still holds it
@@ -279,7 +281,8 @@ typedef struct presence_redis_origin_notice {
 } presence_redis_origin_notice_t;
 typedef void (*presence_redis_origin_claim_cb)(
     void *ud, int status, uint64_t counter, int held,
-    const presence_redis_origin_notice_t *notices, size_t n_notices);
+    const presence_redis_origin_notice_t *notices, size_t n_notices,
+    const char *notices_last);
 int presence_redis_origin_claim(presence_store_t *s, const char *name,
                                 presence_redis_origin_claim_cb done,
                                 void *ud);
@@ -292,6 +295,11 @@ int presence_redis_origin_claim(presence_store_t *s, const char *name,
 int presence_redis_origin_hold(presence_store_t *s, const char *name,
                                const presence_redis_origin_notice_t *notice,
                                void (*done)(void *ud, int status), void *ud);
+/* The notices of a claim up to notices_last were told: they go. 0, or
+ * ESTORE (not connected), EINVAL, ENOMEM; nothing is answered (a removal
+ * lost leaves them to be told again). */
+int presence_redis_origin_took(presence_store_t *s, const char *name,
+                               const char *notices_last);
 int presence_redis_origin_release(presence_store_t *s, const char *name,
                                   uint64_t counter);
 /* Called on the loop for each claim of name by another instance, with its

@@ -387,11 +387,11 @@ typedef struct claim_req {
 } claim_req_t;
 
 static void on_claim(void *ud, int status, uint64_t counter, int held,
-                     const presence_redis_origin_notice_t *nv, size_t nn) {
+                     const presence_redis_origin_notice_t *nv, size_t nn,
+                     const char *last) {
   claim_req_t *q = ud;
   conn_t *c = q->c;
   bconn_t *bc = c->kind == CONN_BACKEND && !c->closing ? c->u.backend : NULL;
-  int told = 0;
   if (bc && bc->claiming) {
     bc->claiming = 0;
     char *d = c->stash;
@@ -410,12 +410,14 @@ static void on_claim(void *ud, int status, uint64_t counter, int held,
       /* What the origin missed while no connection of it was live, held
        * in Redis by whichever instance saw it (backend_left_hold): before
        * the welcome, as those held here (welcome), so that the SDK's
-       * re-assert no longer carries the channels. */
+       * re-assert no longer carries the channels. Removed from Redis once
+       * told; a claim answered after its connection went leaves them for
+       * the next. */
       for (size_t i = 0; i < nn; i++)
         backend_notify_left(c, nv[i].session_id, nv[i].channel,
                             nv[i].code[0] ? nv[i].code : NULL,
                             nv[i].message);
-      told = 1;
+      if (last) presence_redis_origin_took(c->srv->rstore, q->name, last);
       welcome(c, bc->resumed || held);
       if (!c->closing && !c->capture && conn_read_start(c) != 0)
         conn_close(c);
@@ -424,11 +426,6 @@ static void on_claim(void *ud, int status, uint64_t counter, int held,
     }
     free(d);
   }
-  /* Taken by this claim but not told (the connection went, or a newer
-   * claim won): held again for the origin's next connection. */
-  for (size_t i = 0; !told && i < nn; i++)
-    backend_left_hold(c->srv, q->name, nv[i].session_id, nv[i].channel,
-                      nv[i].code[0] ? nv[i].code : NULL, nv[i].message);
   conn_unref(c);
   free(q);
 }
@@ -511,7 +508,7 @@ void backend_upgrade(conn_t *c, http_req_t *r, const char *rest,
     memcpy(q->name, name, nl);
     conn_ref(c);
     int rc = presence_redis_origin_claim(s->rstore, name, on_claim, q);
-    if (rc) on_claim(q, rc, 0, 0, NULL, 0);
+    if (rc) on_claim(q, rc, 0, 0, NULL, 0, NULL);
     return;
   }
 #endif

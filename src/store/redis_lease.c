@@ -230,7 +230,8 @@ static int notice_str(const redisReply *r) {
 }
 
 /* The notices of an oclaim answer (its third element, four strings each)
- * into out[]; those not made of four strings are left out. */
+ * into out[]; those not made of four strings are left out (and removed with
+ * the rest once told: they could never be). */
 static size_t read_notices(const redisReply *l,
                            presence_redis_origin_notice_t *out) {
   size_t k = 0;
@@ -251,25 +252,32 @@ static void on_oclaim(void *ud, int code, redisReply *rep) {
   int held = 0;
   presence_redis_origin_notice_t *nv = NULL;
   size_t nn = 0;
+  const char *last = NULL;
   if (!code) {
-    /* {0, {counter, '0' or '1'[, {notices}]}}, checked whole. */
+    /* {0, {counter, '0' or '1'[, {notices}, last id]}}, checked whole. */
     redisReply *g = el(rep, 0), *p = el(rep, 1);
-    redisReply *a = el(p, 0), *b = el(p, 1), *l = el(p, 2);
+    redisReply *a = el(p, 0), *b = el(p, 1), *l = el(p, 2), *li = el(p, 3);
     if (g && g->type == REDIS_REPLY_INTEGER && g->integer == 0 && p &&
         (p->elements == 2 ||
-         (p->elements == 3 && l->type == REDIS_REPLY_ARRAY)) &&
+         (p->elements == 4 && l->type == REDIS_REPLY_ARRAY &&
+          notice_str(li) && li->len)) &&
         !digits(a, &n) && n > 0 && b && b->type == REDIS_REPLY_STRING &&
         b->len == 1 && (b->str[0] == '0' || b->str[0] == '1'))
       held = b->str[0] == '1';
     else
       code = PRESENCE_ESTORE;
-    /* Taken from Redis by this claim: without memory for them they are
-     * lost (logged by the caller's missing notices, as a full hold is). */
-    if (!code && l && l->elements >= 4 &&
-        (nv = presence__malloc(c->a, l->elements / 4 * sizeof *nv)))
-      nn = read_notices(l, nv);
+    if (!code && li) {
+      last = li->str;
+      /* Without memory for them they are not told now, and stay in Redis
+       * for the next connection (the caller removes them only once told). */
+      if (l->elements >= 4 &&
+          (nv = presence__malloc(c->a, l->elements / 4 * sizeof *nv)))
+        nn = read_notices(l, nv);
+      else if (l->elements >= 4)
+        last = NULL;
+    }
   }
-  c->done(c->ud, code, code ? 0 : n, held, nv, nn);
+  c->done(c->ud, code, code ? 0 : n, held, nv, nn, last);
   presence__free(c->a, nv);
   presence__free(c->a, c);
 }
@@ -339,6 +347,14 @@ int presence_redis_origin_hold(presence_store_t *s, const char *name,
   int rc = presence__redis_op(s0, "ohold", 5, args, on_ohold, c);
   if (rc) presence__free(a, c);
   return rc;
+}
+
+int presence_redis_origin_took(presence_store_t *s, const char *name,
+                               const char *last) {
+  presence_store_t *s0 = origin_shard(s, name);
+  if (!s0 || !last || !*last) return PRESENCE_EINVAL;
+  const char *args[] = {name, last};
+  return presence__redis_op(s0, "otook", 2, args, on_orelease, NULL);
 }
 
 int presence_redis_origin_release(presence_store_t *s, const char *name,

@@ -641,12 +641,16 @@ class SlowProxy:
         pair = (dw, uw)
         self.conns.append(pair)
 
-        async def pump(r, w, delay):
+        async def pump(r, w, slow):
             try:
                 while True:
                     data = await r.read(65536)
                     if not data or self.cut:
                         break
+                    # Read at each reply, so that a delay set later slows
+                    # the connections already open (it was read once, at
+                    # accept, and later settings changed nothing).
+                    delay = self.delay if slow else 0
                     if delay:
                         await asyncio.sleep(delay)
                     if self.cut:
@@ -657,7 +661,7 @@ class SlowProxy:
             finally:
                 for x in pair:
                     x.close()
-        await asyncio.gather(pump(dr, uw, 0), pump(ur, dw, self.delay))
+        await asyncio.gather(pump(dr, uw, False), pump(ur, dw, True))
 
     def partition(self, on):
         self.cut = on

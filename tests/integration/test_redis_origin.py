@@ -29,6 +29,12 @@ WebSocket connections.
            each channel it still holds) does not join them again; the
            third stays. A later connection is told nothing twice; the same
            in three shards (the notices with the claim in shard 0);
+  answer_lost: the same removal held, then the backend connects through C,
+           which reaches Redis through a proxy that holds Redis's answers
+           past the store's timeout: C's claim ran in Redis but C never
+           heard (the connection is closed, store_unavailable); the next
+           connection (through A) is still told (the notices are removed
+           only once told), and the one after is not told again;
   holder_killed: A is killed (-9) holding two origins: one reconnected to
            B inside A's lease is resumed there (its session adopted, alive
            after A's reaping); the other, connected to B after A's lease
@@ -329,8 +335,53 @@ async def removed_away(t, cl):
     await a2.close()
 
 
+async def answer_lost(t, cl):
+    from test_redis_chaos_channels import SlowProxy
+    A = cl.d[0]
+    proxy = SlowProxy(cl.redis.sock, delay=0)
+    await proxy.start()
+    C = Daemon(cl.binary, {**cl.flags, "--store": f"redis://127.0.0.1:{proxy.port}"},
+               "presenced-C")
+    await asyncio.get_running_loop().run_in_executor(None, C.start)
+    cl.d.append(C)  # stopped and checked with the others
+    a = await Backend.connect(A, "al-app")
+    ack = await a.batch([{"op": "open", "session": "al-s1", "user": "al-u"},
+                         {"op": "join", "session": "al-s1", "channel": "al-1"},
+                         {"op": "join", "session": "al-s1", "channel": "al-2"}])
+    t.eq("A: open and two joins applied", (ack.get("applied"), ack.get("errors")), (3, None))
+    a.abort()
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < 5 and await origin_state(A, "al-app") != "detached":
+        await asyncio.sleep(0.05)
+    r = await http(A, "DELETE", "/v1/channels/al-1/members/al-u")
+    t.eq("removed while detached: 200", r.status, 200)
+    await asyncio.sleep(0.3)
+    # Redis's answers to C now come 3 s late, past its 1 s timeout.
+    proxy.delay = 3.0
+    c = await Backend.connect(C, "al-app")
+    frames, _code = await closed_with(c, 5.0)
+    first = [c.welcome] + frames
+    t.eq("C: the claim's answer never came (store_unavailable, no welcome)",
+         [f.get("code") or f.get("type") for f in first if f.get("type") in ("error", "welcome")][:1],
+         ["store_unavailable"])
+    proxy.delay = 0
+    await asyncio.sleep(4.0)  # the late answers drain
+    a2 = await Backend.connect(A, "al-app")
+    t.eq("the next connection is still told the removal, before its welcome",
+         [(n.get("session"), n.get("channel")) for n in a2.early if n.get("type") == "left"],
+         [("al-s1", "al-1")])
+    a2.abort()
+    await asyncio.sleep(0.3)
+    a3 = await Backend.connect(A, "al-app")
+    t.eq("told, it is not told again", [n for n in a3.early if n.get("type") == "left"], [])
+    await a3.send({"type": "bye"})
+    await a3.close()
+    proxy.stop()
+
+
 SCENARIOS = [
     ("taken_over", taken_over, {"n": 2}),
+    ("answer_lost", answer_lost, {"n": 1, "lease": 6000}),
     ("removed_away", removed_away, {"n": 2}),
     ("removed_away_shards", removed_away, {"n": 2, "extra": {"--redis-shards": "3"}}),
     ("in_flight", in_flight, {"n": 2, "lease": 4000}),

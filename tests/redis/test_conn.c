@@ -408,7 +408,7 @@ static void acl_user_limited_to_the_prefix(void **state) {
       "+select +hget +hdel +hset +hsetnx +hmget +hkeys "
       "+hgetall +hscan +zadd +zrem +zscore +zrange +zrangebyscore +zcount "
       "+sadd +srem +scard +sscan +smembers +set +del +unlink +exists "
-      "+incrby +rpush +ltrim +pexpire +persist +xadd +xtrim +time +zcard "
+      "+incrby +rpush +pexpire +persist +xadd +xtrim +time +zcard "
       "+zrangebylex",
       PASSWORD);
   assert_int_equal(r->type, REDIS_REPLY_STATUS);

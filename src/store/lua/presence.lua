@@ -2636,15 +2636,25 @@ end
 -- holder's lease is live or not (a holder cut off from Redis still has its
 -- connection, and reads on from where it was once back). ARGV: the name.
 -- Payload: {counter, '1' when a live instance held it, else '0'}, then,
--- when notices were held for the name (OPS.ohold), a list of them, four
--- elements each: taken here, for this connection to be told before its
--- welcome.
+-- when notices are held for the name (OPS.ohold), a list of them, four
+-- elements each, and the id of the last: read, not removed, for this
+-- connection to be told before its welcome; its instance removes them once
+-- told (OPS.otook). A claim whose answer is lost leaves them for the next
+-- one: told twice rather than never (a second `left` of a channel the
+-- backend already dropped changes nothing).
 OPS.oclaim = function()
   local name = ARGV[A]
   local k = P .. 'o:' .. name
-  local kh = P .. 'oh:' .. name
-  local notices = redis.call('LRANGE', kh, 0, -1)
-  if #notices > 0 then redis.call('DEL', kh) end
+  local notices, last = {}, nil
+  for _, e in ipairs(redis.call('XRANGE', P .. 'oh:' .. name, '-', '+',
+                                'COUNT', 1024)) do
+    local f = e[2]
+    notices[#notices + 1] = f[2]
+    notices[#notices + 1] = f[4]
+    notices[#notices + 1] = f[6]
+    notices[#notices + 1] = f[8]
+    last = e[1]
+  end
   local h = redis.call('HMGET', k, 'i', 'n')
   local n = s(math.max(tonumber(h[2] or '0') + 1, now))
   local held = '0'
@@ -2661,8 +2671,21 @@ OPS.oclaim = function()
     redis.call('XADD', P .. 'kicks', 'MAXLEN', '~', '1000', '*', 'o', name,
                'n', n, 'i', iid)
   end
-  if #notices > 0 then return {0, {n, held, notices}} end
+  if last then return {0, {n, held, notices, last}} end
   return {0, {n, held}}
+end
+
+-- The notices up to id ARGV[A + 1] were told to the origin's connection:
+-- they go (those held since stay). ARGV: the name, the last id told.
+OPS.otook = function()
+  local k = P .. 'oh:' .. ARGV[A]
+  local ms, seq = string.match(ARGV[A + 1], '^(%d+)%-(%d+)$')
+  if not ms then return {0, ''} end
+  redis.call('XTRIM', k, 'MINID', ms .. '-' .. s(tonumber(seq) + 1))
+  if #redis.call('XRANGE', k, '-', '+', 'COUNT', 1) == 0 then
+    redis.call('DEL', k)
+  end
+  return {0, ''}
 end
 
 -- What a detached origin must hear before its next welcome: a channel
@@ -2671,15 +2694,15 @@ end
 -- message). Held in Redis, not in the memory of the instance that saw it
 -- go: the origin's next connection may reach any instance, whose claim
 -- (OPS.oclaim) takes them. Without them its SDK re-joins the channel with
--- its re-assert, undoing the removal. oh:<name> in shard 0, four elements
--- a notice (session, channel, code, message), the newest 1,024 notices
--- kept (presenced's in-memory bound per origin is larger; this one keeps a
--- key small that nobody may come back for), for a day. ARGV: the name,
--- then the four.
+-- its re-assert, undoing the removal. oh:<name> in shard 0, a stream (its
+-- ids say which were told, OPS.otook), one entry a notice (fields s
+-- session, c channel, k code, m message), about the newest 1,024 kept
+-- (presenced's in-memory bound is larger; this one keeps a key small that
+-- nobody may come back for), for a day. ARGV: the name, then the four.
 OPS.ohold = function()
   local k = P .. 'oh:' .. ARGV[A]
-  redis.call('RPUSH', k, ARGV[A + 1], ARGV[A + 2], ARGV[A + 3], ARGV[A + 4])
-  redis.call('LTRIM', k, -4096, -1)
+  redis.call('XADD', k, 'MAXLEN', '~', '1024', '*', 's', ARGV[A + 1],
+             'c', ARGV[A + 2], 'k', ARGV[A + 3], 'm', ARGV[A + 4])
   redis.call('PEXPIRE', k, 86400000)
   return {0, ''}
 end

@@ -781,8 +781,10 @@ static double metric(const cJSON *m, const char *name) {
   return sum;
 }
 
+/* of > 0: a 0/1 gauge, summed over that many workers and shown as
+ * "up/of" (a sum alone, "commands 2", read as a count of connections). */
 static void print_labelled(const cJSON *m, const char *name, const char *label,
-                           const char *title, int skip_zero) {
+                           const char *title, int skip_zero, double of) {
   const cJSON *arr = cJSON_GetObjectItemCaseSensitive(m, name);
   printf("%-14s", title);
   int any = 0;
@@ -804,7 +806,10 @@ static void print_labelled(const cJSON *m, const char *name, const char *label,
                   key))
         v += num(e, "value");
     if (skip_zero && v == 0) continue;
-    printf("%s%s %.0f", any ? ", " : "", key, v);
+    if (of > 0)
+      printf("%s%s %.0f/%.0f", any ? ", " : "", key, v, of);
+    else
+      printf("%s%s %.0f", any ? ", " : "", key, v);
     any = 1;
   }
   printf("%s\n", any ? "" : "none");
@@ -860,25 +865,28 @@ static void stats_human(const cJSON *h, const cJSON *m, int ready) {
   const char *store = str(h, "store");
   printf("%-14s%s, %s\n", "store", *store ? store : "?",
          ready ? "ready" : "NOT READY");
-  /* --workers: the figures below are every worker's, summed. */
-  if (cJSON_GetObjectItemCaseSensitive(m, "presenced_metrics_workers"))
-    printf("%-14s%.0f (figures summed over them)\n", "workers",
-           metric(m, "presenced_metrics_workers"));
+  /* --workers: the figures below are every worker's, summed; the Redis
+   * connections' state as how many workers have each up. */
+  double workers = 0;
+  if (cJSON_GetObjectItemCaseSensitive(m, "presenced_metrics_workers")) {
+    workers = metric(m, "presenced_metrics_workers");
+    printf("%-14s%.0f (figures summed over them)\n", "workers", workers);
+  }
   if (cJSON_GetObjectItemCaseSensitive(m, "presenced_redis_up"))
-    print_labelled(m, "presenced_redis_up", "conn", "redis up", 0);
+    print_labelled(m, "presenced_redis_up", "conn", "redis up", 0, workers);
   printf("%-14s%.0f (websocket %.0f, event streams %.0f)\n", "connections",
          metric(m, "presenced_connections"),
          metric(m, "presenced_websocket_connections"),
          metric(m, "presenced_event_streams"));
   printf("%-14s%.0f\n", "sessions", metric(m, "presenced_sessions"));
-  print_labelled(m, "presenced_users", "status", "users", 0);
-  print_labelled(m, "presenced_events_total", "type", "events", 1);
-  print_labelled(m, "presenced_errors_total", "code", "errors", 1);
+  print_labelled(m, "presenced_users", "status", "users", 0, 0);
+  print_labelled(m, "presenced_events_total", "type", "events", 1, 0);
+  print_labelled(m, "presenced_errors_total", "code", "errors", 1, 0);
   printf("%-14s%.0f bytes\n", "write queue",
          metric(m, "presenced_write_queue_bytes"));
   if (cJSON_GetObjectItemCaseSensitive(m, "presenced_webhook_lag_events"))
     print_labelled(m, "presenced_webhook_lag_events", "endpoint", "webhook lag",
-                   0);
+                   0, 0);
 }
 
 /* ---- watch: GET /v1/events, resumed ------------------------------------- */

@@ -423,6 +423,11 @@ async def test_metrics(t, d, redis):
                 f"WebSocket clients of both", r.returncode == 0
                 and re.search(r"^workers\s+2 ", r.stdout, re.M)
                 and re.search(rf"\(websocket {open_clients},", r.stdout), r.stdout + r.stderr)
+        # The Redis connections' 0/1 gauges, summed, read as counts
+        # ("commands 2"): shown as how many of the workers have each up.
+        t.check("metrics: presencectl stats shows redis up as 'commands 2/2, reader 2/2'",
+                re.search(r"^redis up\s+commands 2/2, reader 2/2$", r.stdout, re.M),
+                r.stdout)
         # The same label values read back by presencectl: a quote inside one
         # ended it there, and worker="k" after it became a label of its own.
         r = subprocess.run([ctl, "--json", "stats"], capture_output=True, text=True, timeout=10,

@@ -170,6 +170,21 @@ def presenced():
     pd.stop()
 
 
+@pytest.fixture(scope="module")
+def pd():
+    """A presenced of the module's own, for the backend connection's tests
+    (test_backend, test_track): skipped where it has no GET /v1/backend."""
+    from presenced import PresenceAPI, PresenceError
+    d = Presenced().start()
+    try:
+        PresenceAPI(d.url, API_KEY).origins()
+    except PresenceError as e:
+        d.stop()
+        pytest.skip(f"this presenced has no backend session connection (GET /v1/origins: {e.status})")
+    yield d
+    d.stop()
+
+
 @pytest.fixture()
 def api(presenced):
     from presenced import PresenceAPI

@@ -14,18 +14,6 @@ from presenced.errors import BackendRefused
 from conftest import API_KEY, Presenced, free_port, wait_for
 
 
-@pytest.fixture(scope="module")
-def pd():
-    d = Presenced().start()
-    try:
-        PresenceAPI(d.url, API_KEY).origins()
-    except PresenceError as e:
-        d.stop()
-        pytest.skip(f"this presenced has no backend session connection (GET /v1/origins: {e.status})")
-    yield d
-    d.stop()
-
-
 def test_open_status_close_with_acks(pd):
     api = PresenceAPI(pd.url, API_KEY)
 

@@ -13,18 +13,6 @@ from presenced import BackendConnection, PresenceAPI, PresenceError, TrackASGI, 
 from conftest import API_KEY, Presenced, free_port
 
 
-@pytest.fixture(scope="module")
-def pd():
-    d = Presenced().start()
-    try:
-        PresenceAPI(d.url, API_KEY).origins()
-    except PresenceError as e:
-        d.stop()
-        pytest.skip(f"this presenced has no backend session connection (GET /v1/origins: {e.status})")
-    yield d
-    d.stop()
-
-
 async def user_is(api, user_id, status, sessions, timeout=10.0):
     """Waits until presenced reports the user so; fails with what it said last."""
     loop = asyncio.get_running_loop()

@@ -251,6 +251,20 @@ static const opt_t opts[] = {
 
 #define NOPTS (sizeof opts / sizeof opts[0])
 
+void config_set_bound_port(srv_config_t *cfg, const struct sockaddr *sa) {
+  int port = ntohs(sa->sa_family == AF_INET6
+                       ? ((const struct sockaddr_in6 *)sa)->sin6_port
+                       : ((const struct sockaddr_in *)sa)->sin_port);
+  /* listen was parsed as HOST:PORT: its host part is kept as written. */
+  const char *colon = strrchr(cfg->listen, ':');
+  if (!colon) return;
+  char was[sizeof cfg->listen];
+  snprintf(was, sizeof was, "%s", cfg->listen);
+  snprintf(cfg->listen, sizeof cfg->listen, "%.*s:%d",
+           (int)(colon - cfg->listen), was, port);
+  cfg->port = port;
+}
+
 void config_defaults(srv_config_t *cfg) {
   memset(cfg, 0, sizeof *cfg);
   strcpy(cfg->listen, "127.0.0.1:7070");

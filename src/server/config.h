@@ -152,6 +152,11 @@ typedef enum {
 } srv_log_format_t;
 
 void config_defaults(srv_config_t *cfg);
+/* The port a socket is bound to (an IPv4 or IPv6 address) becomes cfg's:
+ * port, and listen's HOST:PORT (a port 0 asked the kernel for one; the
+ * start line and the workers name the one it gave). */
+struct sockaddr;
+void config_set_bound_port(srv_config_t *cfg, const struct sockaddr *sa);
 /* Free what the configuration owns (file values, loaded secrets). */
 void config_free(srv_config_t *cfg);
 

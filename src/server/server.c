@@ -21,7 +21,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <arpa/inet.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <time.h>
@@ -1383,17 +1382,8 @@ int srv_listen(srv_t *s) {
   struct sockaddr_storage bound;
   int blen = (int)sizeof bound;
   if (s->cfg.port == 0 &&
-      uv_tcp_getsockname(&s->listener, (struct sockaddr *)&bound, &blen) == 0) {
-    int port = ntohs(bound.ss_family == AF_INET6
-                         ? ((struct sockaddr_in6 *)&bound)->sin6_port
-                         : ((struct sockaddr_in *)&bound)->sin_port);
-    const char *colon = strrchr(s->cfg.listen, ':');
-    int hl = (int)(colon - s->cfg.listen);
-    char was[sizeof s->cfg.listen];
-    snprintf(was, sizeof was, "%s", s->cfg.listen);
-    snprintf(s->cfg.listen, sizeof s->cfg.listen, "%.*s:%d", hl, was, port);
-    s->cfg.port = port;
-  }
+      uv_tcp_getsockname(&s->listener, (struct sockaddr *)&bound, &blen) == 0)
+    config_set_bound_port(&s->cfg, (struct sockaddr *)&bound);
   uint64_t iv = house_interval(&s->cfg);
   uv_timer_start(&s->house_timer, on_house, iv, iv);
   srv_log(s, PRESENCE_LOG_INFO, "listening on %s (instance %s%s)",

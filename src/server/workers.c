@@ -30,7 +30,6 @@
 #include "presence_redis.h"
 #endif
 
-#include <arpa/inet.h>
 #include <errno.h>
 #include <signal.h>
 #include <sys/socket.h>
@@ -274,14 +273,7 @@ static int reserve_port(srv_config_t *cfg) {
     close(fd);
     return -1;
   }
-  int port = ntohs(v6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
-                      : ((struct sockaddr_in *)&ss)->sin_port);
-  const char *colon = strrchr(cfg->listen, ':');
-  char was[sizeof cfg->listen];
-  snprintf(was, sizeof was, "%s", cfg->listen);
-  snprintf(cfg->listen, sizeof cfg->listen, "%.*s:%d",
-           (int)(colon - cfg->listen), was, port);
-  cfg->port = port;
+  config_set_bound_port(cfg, (struct sockaddr *)&ss);
   return fd;
 }
 

@@ -379,18 +379,10 @@ static void welcome(conn_t *c, int resumed) {
  * by the backend's sync), then the input that waited; or the close, when
  * the store could not be asked (the backend retries, as after any close)
  * or a newer claim elsewhere came first (4009, origin_claimed). */
-/* A claim in flight: the connection, and the name for the notices the
- * claim takes when the connection is gone by its answer. */
-typedef struct claim_req {
-  conn_t *c;
-  char name[];
-} claim_req_t;
-
 static void on_claim(void *ud, int status, uint64_t counter, int held,
                      const presence_redis_origin_notice_t *nv, size_t nn,
                      const char *last) {
-  claim_req_t *q = ud;
-  conn_t *c = q->c;
+  conn_t *c = ud;
   bconn_t *bc = c->kind == CONN_BACKEND && !c->closing ? c->u.backend : NULL;
   if (bc && bc->claiming) {
     bc->claiming = 0;
@@ -411,23 +403,27 @@ static void on_claim(void *ud, int status, uint64_t counter, int held,
        * in Redis by whichever instance saw it (backend_left_hold): before
        * the welcome, as those held here (welcome), so that the SDK's
        * re-assert no longer carries the channels. Removed from Redis once
-       * told; a claim answered after its connection went leaves them for
-       * the next. */
-      for (size_t i = 0; i < nn; i++)
+       * written to this connection; one that went meanwhile (a claim
+       * answered after it, a write that failed and closed it) leaves them
+       * for the next. */
+      for (size_t i = 0; i < nn && !c->closing; i++)
         backend_notify_left(c, nv[i].session_id, nv[i].channel,
                             nv[i].code[0] ? nv[i].code : NULL,
                             nv[i].message);
-      if (last) presence_redis_origin_took(c->srv->rstore, q->name, last);
-      welcome(c, bc->resumed || held);
-      if (!c->closing && !c->capture && conn_read_start(c) != 0)
-        conn_close(c);
-      else if (d && !c->closing)
-        backend_on_read(c, d, n);
+      if (!c->closing && c->u.backend == bc) {
+        if (last)
+          presence_redis_origin_took(c->srv->rstore, origin_name(bc->origin),
+                                     last);
+        welcome(c, bc->resumed || held);
+        if (!c->closing && !c->capture && conn_read_start(c) != 0)
+          conn_close(c);
+        else if (d && !c->closing)
+          backend_on_read(c, d, n);
+      }
     }
     free(d);
   }
   conn_unref(c);
-  free(q);
 }
 #endif
 
@@ -498,17 +494,9 @@ void backend_upgrade(conn_t *c, http_req_t *r, const char *rest,
       backend_close(c, WS_CLOSE_INTERNAL, "internal", "out of memory");
       return;
     }
-    size_t nl = strlen(name) + 1;
-    claim_req_t *q = malloc(sizeof *q + nl);
-    if (!q) {
-      backend_close(c, WS_CLOSE_INTERNAL, "internal", "out of memory");
-      return;
-    }
-    q->c = c;
-    memcpy(q->name, name, nl);
     conn_ref(c);
-    int rc = presence_redis_origin_claim(s->rstore, name, on_claim, q);
-    if (rc) on_claim(q, rc, 0, 0, NULL, 0, NULL);
+    int rc = presence_redis_origin_claim(s->rstore, name, on_claim, c);
+    if (rc) on_claim(c, rc, 0, 0, NULL, 0, NULL);
     return;
   }
 #endif
